@@ -1,0 +1,37 @@
+# usagg make targets. `make demo` and `make test` work on a fresh clone: both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+USAGG := $(VENV)/bin/usagg
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install test lint demo bench gpu-check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,slurm]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check usagg tests benchmarks
+	$(VENV)/bin/ruff format --check usagg tests benchmarks
+
+demo: install
+	$(USAGG) run studies/demo.yaml
+	$(USAGG) compare --baseline TS
+	$(USAGG) report --out reports/demo
+
+bench: install
+	$(PY) -m benchmarks
+
+gpu-check: install
+	$(PY) -m benchmarks.gpu_check
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

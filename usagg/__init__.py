@@ -1,0 +1,3 @@
+"""usagg: orchestrate the ultrasound task-aggregation study (TS / CG / AU)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m usagg` runs the CLI."""
+
+from usagg.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""M2DINO: DINOv3 encoder, task-conditioned MoE and one head per task (imports torch)."""

@@ -1,0 +1,35 @@
+"""Backbone registry entries as plain data, so the spec can validate names without torch.
+
+One construction path (timm.create_model) with variants as configuration, the
+timm way. `usagg.model.backbones` builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """How to build one backbone with timm."""
+
+    timm_name: str
+    depth: int
+    embed_dim: int
+    kwargs: dict = field(default_factory=dict)
+    note: str = ""
+
+
+BACKBONES: dict[str, BackboneEntry] = {
+    "dinov3_test": BackboneEntry(
+        "vit_small_patch16_dinov3_qkvb",
+        4,
+        192,
+        {"embed_dim": 192, "num_heads": 3, "depth": 4},
+        "tiny 4-block ViT of the DINOv3 family for tests and the CPU demo (random init)",
+    ),
+    "dinov3_small": BackboneEntry("vit_small_patch16_dinov3_qkvb", 12, 384, {}, "ViT-S/16, 21.6 M"),
+    "dinov3_small_plus": BackboneEntry("vit_small_plus_patch16_dinov3_qkvb", 12, 384, {}, "ViT-S+/16"),
+    "dinov3_base": BackboneEntry("vit_base_patch16_dinov3_qkvb", 12, 768, {}, "ViT-B/16, 86 M"),
+    "dinov3_large": BackboneEntry("vit_large_patch16_dinov3_qkvb", 24, 1024, {}, "ViT-L/16, 300 M"),
+}

@@ -1,0 +1,164 @@
+"""The planner: Study -> [Job]. The only place that knows what TS, CG and AU mean.
+
+A Job is plain data (written to plan.json and job.json, read back by the
+engine, nnU-Net style: the file is the contract). Its id is a readable prefix
+plus a hash of exactly the settings that change its result, so the same spec
+gives the same ids on any machine and a change re-runs only the jobs it touches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from usagg.spec.models import DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
+
+HASH_LEN = 8
+
+
+class Unit(BaseModel):
+    """What a paradigm planner decides: which tasks train together, and with MoE or not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    paradigm: str
+    name: str
+    tasks: tuple[str, ...]
+    moe: bool
+
+
+class Job(BaseModel):
+    """One model to train and evaluate: everything the engine needs, nothing about paradigms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    study: str
+    paradigm: str
+    name: str
+    group: str | None
+    tasks: list[TaskSpec]
+    moe: bool
+    fraction: float
+    seed: int
+    model: ModelSpec
+    training: TrainingSpec
+    data: DataSpec
+    hash: str
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [t.id for t in self.tasks]
+
+
+Planner = Callable[[Study], list[Unit]]
+PLANNERS: dict[str, Planner] = {}
+
+
+def register_planner(paradigm: str) -> Callable[[Planner], Planner]:
+    """Register a paradigm planner by name (timm-style registry): a new paradigm is one function."""
+
+    def deco(fn: Planner) -> Planner:
+        PLANNERS[paradigm] = fn
+        return fn
+
+    return deco
+
+
+@register_planner("TS")
+def plan_ts(study: Study) -> list[Unit]:
+    """Task-specific: one model per task, MoE off (the dense blocks)."""
+    return [Unit(paradigm="TS", name=t.id, tasks=(t.id,), moe=False) for t in study.tasks]
+
+
+@register_planner("CG")
+def plan_cg(study: Study) -> list[Unit]:
+    """Clinically grouped: one model per clinical group, MoE on.
+
+    Single-task groups follow `singleton_groups`: "run" trains them like any
+    group (TS data, MoE on, so their Δ isolates the MoE), "skip" plans nothing.
+    """
+    units = []
+    for group, tids in study.group_members().items():
+        if len(tids) == 1 and study.singleton_groups == "skip":
+            continue
+        units.append(Unit(paradigm="CG", name=group, tasks=tuple(tids), moe=True))
+    return units
+
+
+@register_planner("AU")
+def plan_au(study: Study) -> list[Unit]:
+    """All-task unified: one model for every task, MoE on."""
+    return [Unit(paradigm="AU", name="all", tasks=tuple(t.id for t in study.tasks), moe=True)]
+
+
+def _fmt_fraction(f: float) -> str:
+    return f"f{f:g}"
+
+
+def job_hash(unit: Unit, study: Study, fraction: float, seed: int) -> str:
+    """Hash of every setting that changes this job's result, and nothing machine-specific."""
+    tasks = [study.task(t).model_dump(mode="json") for t in unit.tasks]
+    model = study.model.model_dump(mode="json")
+    model["weights"] = study.model.weights.name if study.model.weights else None
+    if not unit.moe:
+        model.pop("moe")
+    training = study.training.model_dump(mode="json")
+    training["loss_weights"] = {t: w for t, w in study.training.loss_weights.items() if t in unit.tasks}
+    data = study.data.model_dump(mode="json", exclude={"root", "cache_dir", "num_workers"})
+    if study.data.synthetic is not None:
+        syn = data["synthetic"]
+        syn.pop("out")
+        syn["sizes"] = {t: study.data.synthetic.sizes.get(t, study.data.synthetic.default_size) for t in unit.tasks}
+        syn.pop("default_size")
+    payload: dict[str, Any] = {
+        "tasks": tasks,
+        "moe": unit.moe,
+        "fraction": fraction,
+        "seed": seed,
+        "model": model,
+        "training": training,
+        "data": data,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
+
+
+def plan(study: Study) -> list[Job]:
+    """Expand a study into its jobs: paradigm units crossed with data fractions and seeds."""
+    try:
+        group_of = {tid: g for g, tids in study.group_members().items() for tid in tids}
+    except ValueError:  # grouping incomplete: fine when CG is not planned (the spec checked that)
+        group_of = {t.id: t.group for t in study.tasks if t.group}
+    jobs: list[Job] = []
+    for paradigm in study.paradigms:
+        for unit in PLANNERS[paradigm](study):
+            for fraction in study.fractions:
+                for seed in study.seeds:
+                    h = job_hash(unit, study, fraction, seed)
+                    if unit.paradigm == "CG":
+                        group = unit.name
+                    else:
+                        group = group_of.get(unit.tasks[0]) if len(unit.tasks) == 1 else None
+                    jobs.append(
+                        Job(
+                            id=f"{unit.paradigm}-{unit.name}-{_fmt_fraction(fraction)}-s{seed}-{h}",
+                            study=study.name,
+                            paradigm=unit.paradigm,
+                            name=unit.name,
+                            group=group,
+                            tasks=[study.task(t) for t in unit.tasks],
+                            moe=unit.moe,
+                            fraction=fraction,
+                            seed=seed,
+                            model=study.model,
+                            training=study.training,
+                            data=study.data,
+                            hash=h,
+                        )
+                    )
+    return jobs

@@ -1,0 +1,1 @@
+"""The study spec: pydantic models (models.py), YAML loading and overrides (load.py)."""

@@ -1,0 +1,41 @@
+"""The vocabulary every part shares: task types, paradigms, metrics and their directions.
+
+Kept free of torch and pydantic so that the spec, the engine and the analysis
+can all import it cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+TaskType = Literal["segmentation", "classification", "detection", "regression"]
+TASK_TYPES: tuple[str, ...] = ("segmentation", "classification", "detection", "regression")
+
+Paradigm = Literal["TS", "CG", "AU"]
+PARADIGMS: tuple[str, ...] = ("TS", "CG", "AU")
+
+#: Metrics each task type reports; the first is the default primary metric.
+METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "segmentation": ("DSC", "HD"),
+    "classification": ("AUC", "ACC", "F1_macro", "F1_weighted", "MCC"),
+    "detection": ("IoU",),
+    "regression": ("MRE",),
+}
+
+DEFAULT_METRIC: dict[str, str] = {t: m[0] for t, m in METRICS_BY_TYPE.items()}
+
+#: Direction of every metric (LibMTL style: a metric always carries its direction).
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "DSC": True,
+    "HD": False,
+    "AUC": True,
+    "ACC": True,
+    "F1_macro": True,
+    "F1_weighted": True,
+    "MCC": True,
+    "IoU": True,
+    "MRE": False,
+}
+
+#: Units shown on axes and in tables.
+METRIC_UNITS: dict[str, str] = {"HD": "px", "MRE": "px"}
