@@ -266,7 +266,7 @@ class Study(Strict):
     """A whole task-aggregation study."""
 
     name: Name = Field(description="Study name; the run store is <output_root>/<name>.")
-    output_root: Path = Field(Path("runs"), description="Folder holding run stores; relative to the study file.")
+    output_root: Path = Field(Path("runs"), description="Folder holding run stores (relative paths are from the current directory).")
     seeds: list[int] = Field([0], min_length=1, description="Training seeds; every job is repeated per seed.")
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         [1.0], min_length=1, description="Shares of each task's training set (nested, seeded subsets)."
