@@ -30,8 +30,10 @@ demo: install
 bench: install
 	$(PY) -m benchmarks
 
-gpu-check: install
-	$(PY) -m benchmarks.gpu_check
+# On a GPU box without package access, reuse its Python: make gpu-check GPU_PY=python3
+GPU_PY ?=
+gpu-check: $(if $(GPU_PY),,install)
+	$(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

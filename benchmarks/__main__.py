@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import benchmarks
+
 OUT = Path(__file__).resolve().parent.parent / "reports" / "bench"
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(__path__) if m.name.startswith("bench_"))
+    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
     chosen = [n for n in names if not argv or n in argv]
     OUT.mkdir(parents=True, exist_ok=True)
     for name in chosen:
@@ -30,8 +32,6 @@ def main(argv: list[str]) -> int:
         print(f"-> {OUT / f'{name}.json'}\n")
     return 0
 
-
-__path__ = [str(Path(__file__).parent)]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

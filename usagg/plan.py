@@ -100,22 +100,34 @@ def _fmt_fraction(f: float) -> str:
     return f"f{f:g}"
 
 
-def job_hash(unit: Unit, study: Study, fraction: float, seed: int) -> str:
-    """Hash of every setting that changes this job's result, and nothing machine-specific."""
-    tasks = [study.task(t).model_dump(mode="json") for t in unit.tasks]
+def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[str, Any]:
+    """Every setting that changes this job's result, normalised so that equivalent specs agree.
+
+    Left out on purpose: absolute paths (data.root, cache_dir, synthetic.out; the weights
+    file counts by name only), worker counts, eval batch size, execution and analysis
+    settings, the clinical group label, and settings of other tasks or inactive options
+    (MoE for TS, task sampling for one-task jobs).
+    """
+    tasks = [study.task(t).model_dump(mode="json", exclude={"group"}) for t in unit.tasks]
     model = study.model.model_dump(mode="json")
     model["weights"] = study.model.weights.name if study.model.weights else None
     if not unit.moe:
         model.pop("moe")
-    training = study.training.model_dump(mode="json")
-    training["loss_weights"] = {t: w for t, w in study.training.loss_weights.items() if t in unit.tasks}
+    training = study.training.model_dump(mode="json", exclude={"eval_batch_size"})
+    training["loss_weights"] = {t: study.training.loss_weights.get(t, 1.0) for t in unit.tasks}
+    if len(unit.tasks) == 1:
+        training.pop("sampling")
+    if training.get("sampling") != "temperature":
+        training.pop("temperature")
     data = study.data.model_dump(mode="json", exclude={"root", "cache_dir", "num_workers"})
+    if study.data.test_split != "train":
+        data.pop("test_fraction")
     if study.data.synthetic is not None:
         syn = data["synthetic"]
         syn.pop("out")
         syn["sizes"] = {t: study.data.synthetic.sizes.get(t, study.data.synthetic.default_size) for t in unit.tasks}
         syn.pop("default_size")
-    payload: dict[str, Any] = {
+    return {
         "tasks": tasks,
         "moe": unit.moe,
         "fraction": fraction,
@@ -124,16 +136,18 @@ def job_hash(unit: Unit, study: Study, fraction: float, seed: int) -> str:
         "training": training,
         "data": data,
     }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def job_hash(unit: Unit, study: Study, fraction: float, seed: int) -> str:
+    """First HASH_LEN hex digits of the sha256 of `hash_payload`: the same on every machine."""
+    blob = json.dumps(hash_payload(unit, study, fraction, seed), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
 
 
 def plan(study: Study) -> list[Job]:
     """Expand a study into its jobs: paradigm units crossed with data fractions and seeds."""
-    try:
-        group_of = {tid: g for g, tids in study.group_members().items() for tid in tids}
-    except ValueError:  # grouping incomplete: fine when CG is not planned (the spec checked that)
-        group_of = {t.id: t.group for t in study.tasks if t.group}
+    if study.tasks_from is not None:
+        raise ValueError("plan() needs a resolved study (tasks_from set): load it with usagg.spec.load.load_study")
     jobs: list[Job] = []
     for paradigm in study.paradigms:
         for unit in PLANNERS[paradigm](study):
@@ -143,7 +157,7 @@ def plan(study: Study) -> list[Job]:
                     if unit.paradigm == "CG":
                         group = unit.name
                     else:
-                        group = group_of.get(unit.tasks[0]) if len(unit.tasks) == 1 else None
+                        group = study.task(unit.tasks[0]).group if len(unit.tasks) == 1 else None
                     jobs.append(
                         Job(
                             id=f"{unit.paradigm}-{unit.name}-{_fmt_fraction(fraction)}-s{seed}-{h}",

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from usagg import __version__
 from usagg.cli import analysis, data, runs, spec_cmds, synth
@@ -44,7 +45,7 @@ def main() -> None:
     try:
         app()
     except UsaggError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
 
 

@@ -1,9 +1,146 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""`usagg validate`, `usagg plan` and `usagg schema`: the spec and planner, seen from the shell.
+
+Heavy imports (pydantic models, the planner) happen inside the commands so
+that `usagg --help` stays instant.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from usagg.plan import Job
+    from usagg.spec.models import Study
+
+StudyArg = Annotated[Path, typer.Argument(help="Study spec YAML, e.g. studies/fmc_uia.yaml.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override one setting, KEY.PATH=VALUE (VALUE is YAML); repeatable. "
+        "List items by index or task id: tasks\\[2].type=... or tasks\\[fetal_head].group=OB.",
+        show_default=False,
+    ),
+]
+
+
+def _load(study: Path, overrides: list[str] | None) -> Study:
+    from usagg.spec.load import load_study
+
+    return load_study(study, overrides or [])
+
+
+def validate(study: StudyArg, set_: SetOpt = None) -> None:
+    """Check a study spec and summarise it: tasks by type and group, jobs per paradigm.
+
+    Exits 2 with the file, field path and allowed values when the spec is invalid.
+    No data needs to be on disk.
+
+    Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
+    """
+    from usagg.plan import plan
+
+    s = _load(study, set_)
+    jobs = plan(s)
+    out = Console(highlight=False)
+    out.print(f"[green]ok[/]: {study} is a valid study [bold]{s.name}[/] (run store {Path(s.output_root) / s.name})")
+    types = Counter(t.type for t in s.tasks)
+    out.print(f"tasks: {len(s.tasks)} ({', '.join(f'{n} {t}' for t, n in types.items())})")
+    groups = Counter(t.group or "(none)" for t in s.tasks)
+    out.print(f"groups: {', '.join(f'{g} {n}' for g, n in groups.items())}")
+    per = Counter(j.paradigm for j in jobs)
+    out.print(
+        f"jobs: {len(jobs)} ({', '.join(f'{p} {per[p]}' for p in s.paradigms)}) "
+        f"= units x {len(s.fractions)} fraction(s) x {len(s.seeds)} seed(s)"
+    )
+    data = s.data.root if s.data.root is not None else "synthetic benchmark"
+    out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
+    if s.data.root is not None and not s.data.root.is_dir():
+        out.print(f"[yellow]note[/]: data.root {s.data.root} does not exist yet (needed by `usagg run`).")
+    if s.analysis.baseline not in s.paradigms:
+        out.print(f"[yellow]note[/]: analysis.baseline {s.analysis.baseline} is not in paradigms; Δ needs its results.")
+    if s.model.weights is None:
+        out.print("[yellow]note[/]: no model.weights: the encoder will be randomly initialised.")
+    elif not s.model.weights.is_file():
+        out.print(f"[yellow]note[/]: model.weights {s.model.weights} does not exist yet (needed by `usagg run`).")
+
+
+def _states(s: Study, jobs: list[Job]) -> dict[str, str]:
+    """Job id -> state from the run store; '-' for a job the store has no folder for (or no store at all)."""
+    root = Path(s.output_root) / s.name
+    if not root.is_dir():
+        return {j.id: "-" for j in jobs}
+    from usagg.store import RunStore
+
+    store = RunStore(root)
+    if not store.exists():
+        return {j.id: "-" for j in jobs}
+    return {j.id: store.job_state(j.id) if (store.job_dir(j.id) / "job.json").is_file() else "-" for j in jobs}
+
+
+def plan_cmd(
+    study: StudyArg,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list (with state).")] = False,
+) -> None:
+    """List the jobs a study expands into: id, paradigm, tasks, fraction, seed and run-store state.
+
+    State is '-' for a job the run store does not hold yet.
+
+    Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --json
+    """
+    from usagg.plan import plan
+
+    s = _load(study, set_)
+    jobs = plan(s)
+    states = _states(s, jobs)
+    if as_json:
+        rows = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"{s.name}: {len(jobs)} jobs", title_justify="left")
+    for col in ("id", "paradigm", "tasks", "fraction", "seed", "state"):
+        table.add_column(col, no_wrap=col != "tasks", overflow="fold")
+    for j in jobs:
+        tasks = ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks"
+        table.add_row(j.id, j.paradigm, tasks, f"{j.fraction:g}", str(j.seed), states[j.id])
+    Console().print(table)
+
+
+def schema(
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the field reference of docs/spec.md instead.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of a study spec (YAML language servers validate with it).
+
+    Example: usagg schema --out study.schema.json
+    """
+    if markdown:
+        from usagg.spec.reference import reference_markdown
+
+        text = reference_markdown()
+    else:
+        from usagg.spec.models import Study
+
+        text = json.dumps(Study.model_json_schema(), indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        Console(stderr=True).print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add validate, plan and schema to the app."""
+    app.command("validate")(validate)
+    app.command("plan")(plan_cmd)
+    app.command("schema")(schema)

@@ -6,10 +6,11 @@ Schema, docs/spec.md lists them). Unknown keys are errors everywhere.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from usagg.model.zoo import BACKBONES
 from usagg.tasktypes import DEFAULT_METRIC, METRICS_BY_TYPE, Paradigm, TaskType
@@ -33,29 +34,49 @@ class TaskSpec(Strict):
         description="Segmentation: classes incl. background; classification: classes; "
         "detection: 1; regression: number of keypoints.",
     )
-    group: str | None = Field(None, description="Clinical group (used by CG unless `groups` is given).")
+    group: Name | None = Field(
+        None,
+        description="Clinical group (CG trains one model per group). When the study gives `groups`, "
+        "loading sets this from that mapping, so after loading it is always the task's clinical group.",
+    )
     metric: str | None = Field(None, description="Primary metric for Δ versus TS; default by type: DSC, AUC, IoU, MRE.")
 
     @model_validator(mode="after")
-    def _check(self) -> TaskSpec:
-        allowed = METRICS_BY_TYPE[self.type]
+    def _default_metric(self) -> TaskSpec:
         if self.metric is None:
             self.metric = DEFAULT_METRIC[self.type]
-        elif self.metric not in allowed:
-            raise ValueError(f"metric {self.metric!r} is not one of {', '.join(allowed)} for a {self.type} task")
-        if self.type in ("segmentation", "classification") and self.num_classes < 2:
-            raise ValueError(f"a {self.type} task needs num_classes >= 2 (got {self.num_classes})")
-        if self.type == "detection" and self.num_classes != 1:
-            raise ValueError(f"a detection task has num_classes 1 (one box per image), got {self.num_classes}")
         return self
+
+    @field_validator("num_classes")
+    @classmethod
+    def _classes_fit_type(cls, v: int, info: ValidationInfo) -> int:
+        kind = info.data.get("type")
+        if kind in ("segmentation", "classification") and v < 2:
+            raise ValueError(f"a {kind} task needs num_classes >= 2 (segmentation counts the background), got {v}")
+        if kind == "detection" and v != 1:
+            raise ValueError(f"a detection task has num_classes 1 (one box per image), got {v}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_fits_type(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if v is not None and kind in METRICS_BY_TYPE and v not in METRICS_BY_TYPE[kind]:
+            allowed = METRICS_BY_TYPE[kind]
+            close = difflib.get_close_matches(v, list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"metric {v!r} is not a {kind} metric{hint}; allowed: {', '.join(allowed)}")
+        return v
 
 
 class CatalogRef(Strict):
     """Take tasks from a catalog file (for example studies/catalogs/fmc_uia.yaml)."""
 
     catalog: Path = Field(description="Catalog YAML with a `tasks:` list; relative to the study file.")
-    include: list[str] | None = Field(None, description="Keep only these task ids (default: all).")
-    exclude: list[str] = Field(default_factory=list, description="Drop these task ids.")
+    include: list[str] | None = Field(
+        None, description="Keep only these catalog task ids, in catalog order (default: all); unknown ids are errors."
+    )
+    exclude: list[str] = Field(default_factory=list, description="Drop these catalog task ids; unknown ids are errors.")
 
 
 class SynthSpec(Strict):
@@ -115,11 +136,13 @@ class MoESpec(Strict):
     aux_loss_weight: float = Field(0.01, ge=0, description="Weight of the load-balancing loss.")
     init_noise: float = Field(0.01, ge=0, description="Relative noise added to experts copied from the dense MLP.")
 
-    @model_validator(mode="after")
-    def _k_le_e(self) -> MoESpec:
-        if self.top_k > self.experts:
-            raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
-        return self
+    @field_validator("top_k")
+    @classmethod
+    def _k_le_e(cls, v: int, info: ValidationInfo) -> int:
+        experts = info.data.get("experts")
+        if experts is not None and v > experts:
+            raise ValueError(f"top_k ({v}) cannot exceed experts ({experts})")
+        return v
 
 
 class HeadSpec(Strict):
@@ -146,14 +169,16 @@ class ModelSpec(Strict):
     frozen_blocks: int | None = Field(
         None, ge=0, description="Encoder blocks frozen from the start (with the patch embedding); default half."
     )
-    moe: MoESpec = Field(default_factory=MoESpec)
-    heads: HeadSpec = Field(default_factory=HeadSpec)
+    moe: MoESpec = Field(default_factory=MoESpec, description="Mixture-of-Experts blocks (used by CG and AU only).")
+    heads: HeadSpec = Field(default_factory=HeadSpec, description="Task heads.")
 
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
         if v not in BACKBONES:
-            raise ValueError(f"unknown backbone {v!r}; choose one of {', '.join(BACKBONES)}")
+            close = difflib.get_close_matches(v, list(BACKBONES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown backbone {v!r}{hint}; choose one of {', '.join(BACKBONES)}")
         return v
 
     @field_validator("image_size")
@@ -163,16 +188,26 @@ class ModelSpec(Strict):
             raise ValueError(f"image_size must be a multiple of 16 (the patch size), got {v}")
         return v
 
-    @model_validator(mode="after")
-    def _blocks_in_range(self) -> ModelSpec:
-        depth = BACKBONES[self.backbone].depth
-        if self.frozen_blocks is not None and self.frozen_blocks > depth:
-            raise ValueError(f"frozen_blocks {self.frozen_blocks} exceeds the {depth} blocks of {self.backbone}")
-        for name, blocks in (("moe.blocks", self.moe.blocks), ("heads.feature_blocks", self.heads.feature_blocks)):
-            bad = [b for b in blocks or [] if b >= depth]
-            if bad:
-                raise ValueError(f"{name} {bad} out of range: {self.backbone} has blocks 0..{depth - 1}")
-        return self
+    @field_validator("frozen_blocks")
+    @classmethod
+    def _frozen_in_range(cls, v: int | None, info: ValidationInfo) -> int | None:
+        backbone = info.data.get("backbone")
+        if v is not None and backbone in BACKBONES and v > BACKBONES[backbone].depth:
+            raise ValueError(f"frozen_blocks {v} exceeds the {BACKBONES[backbone].depth} blocks of {backbone}")
+        return v
+
+    @field_validator("moe", "heads")
+    @classmethod
+    def _blocks_in_range(cls, v: MoESpec | HeadSpec, info: ValidationInfo) -> MoESpec | HeadSpec:
+        backbone = info.data.get("backbone")
+        if backbone not in BACKBONES:
+            return v
+        depth = BACKBONES[backbone].depth
+        name = "blocks" if isinstance(v, MoESpec) else "feature_blocks"
+        bad = [b for b in getattr(v, name) or [] if b >= depth]
+        if bad:
+            raise ValueError(f"{name} {bad} out of range: {backbone} has blocks 0..{depth - 1}")
+        return v
 
     @property
     def depth(self) -> int:
@@ -245,7 +280,7 @@ class ExecutionSpec(Strict):
         "auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per job (default: torch's choice).")
-    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm settings (executor: slurm).")
 
 
 class AnalysisSpec(Strict):
@@ -266,13 +301,15 @@ class Study(Strict):
     """A whole task-aggregation study."""
 
     name: Name = Field(description="Study name; the run store is <output_root>/<name>.")
-    output_root: Path = Field(Path("runs"), description="Folder holding run stores (relative paths are from the current directory).")
+    output_root: Path = Field(
+        Path("runs"), description="Folder holding run stores (relative paths are from the current directory)."
+    )
     seeds: list[int] = Field([0], min_length=1, description="Training seeds; every job is repeated per seed.")
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         [1.0], min_length=1, description="Shares of each task's training set (nested, seeded subsets)."
     )
     paradigms: list[Paradigm] = Field(["TS", "CG", "AU"], min_length=1, description="Paradigms to run.")
-    data: DataSpec
+    data: DataSpec = Field(description="Dataset: an FMC_UIA folder (`root`) or the synthetic benchmark.")
     tasks_from: CatalogRef | None = Field(None, description="Take tasks from a catalog file.")
     tasks: list[TaskSpec] = Field(
         default_factory=list, description="Tasks (added to, and overriding by id, those of `tasks_from`)."
@@ -284,10 +321,16 @@ class Study(Strict):
         "run",
         description="A CG group with one task: run it (same data as TS but MoE on, so Δ isolates MoE) or skip it.",
     )
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec, description="M2DINO settings, the same for every paradigm.")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec, description="Optimisation settings, the same for every paradigm."
+    )
+    execution: ExecutionSpec = Field(
+        default_factory=ExecutionSpec, description="Where jobs run; never changes a result or a job id."
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec, description="What the analysis emphasises; never changes a job id."
+    )
 
     @field_validator("seeds", "fractions", "paradigms")
     @classmethod
@@ -302,9 +345,9 @@ class Study(Strict):
         ids = [t.id for t in self.tasks]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
-            raise ValueError(f"duplicate task ids {dup}")
+            raise ValueError(f"tasks: duplicate task ids {dup}; each id may appear once")
         if self.tasks_from is None and not self.tasks:
-            raise ValueError("the study has no tasks: give `tasks` or `tasks_from`")
+            raise ValueError("tasks is empty: the study has no tasks; give `tasks` or `tasks_from`")
         if self.tasks_from is not None:
             return self  # cross-checks run again once the catalog is resolved
         known = set(ids)
@@ -314,21 +357,34 @@ class Study(Strict):
         ):
             unknown = [n for n in names if n not in known]
             if unknown:
-                raise ValueError(f"{where} names unknown tasks {unknown}")
-        if "CG" in self.paradigms:
-            self.group_members()  # raises on a bad grouping
+                raise ValueError(f"{where} names unknown tasks {unknown}; tasks: {', '.join(ids)}")
+        if "CG" in self.paradigms or self.groups is not None:
+            members = self.group_members()  # raises on a bad grouping
+            if self.groups is not None:  # the mapping wins: task.group is always the clinical group
+                for group, tids in members.items():
+                    for tid in tids:
+                        task = self.task(tid)
+                        if task.group != group:
+                            task.group = group
         return self
 
     def task(self, task_id: str) -> TaskSpec:
-        return next(t for t in self.tasks if t.id == task_id)
+        """The task with this id (KeyError naming the known ids otherwise)."""
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(f"no task {task_id!r}; tasks: {', '.join(t.id for t in self.tasks)}")
 
     def group_members(self) -> dict[str, list[str]]:
         """Clinical group -> task ids, every task in exactly one group (raises ValueError otherwise)."""
         ids = [t.id for t in self.tasks]
         if self.groups is None:
-            missing = [t.id for t in self.tasks if not t.group]
+            missing = [f"tasks[{i}] ({t.id})" for i, t in enumerate(self.tasks) if not t.group]
             if missing:
-                raise ValueError(f"CG needs a clinical group for every task; tasks without `group`: {missing}")
+                raise ValueError(
+                    f"CG needs a clinical group for every task: set `group` on {', '.join(missing)}, "
+                    "or give a `groups` mapping"
+                )
             members: dict[str, list[str]] = {}
             for t in self.tasks:
                 members.setdefault(t.group, []).append(t.id)  # type: ignore[arg-type]
@@ -336,14 +392,19 @@ class Study(Strict):
         seen: dict[str, str] = {}
         for g, tids in self.groups.items():
             if not tids:
-                raise ValueError(f"groups.{g} is empty")
+                raise ValueError(f"groups.{g} is empty; a group needs at least one task")
             for tid in tids:
                 if tid not in ids:
-                    raise ValueError(f"groups.{g} names unknown task {tid!r}")
+                    close = difflib.get_close_matches(tid, ids, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ValueError(f"groups.{g} names unknown task {tid!r}{hint}; tasks: {', '.join(ids)}")
                 if tid in seen:
-                    raise ValueError(f"task {tid!r} is in two groups: {seen[tid]} and {g}")
+                    raise ValueError(
+                        f"task {tid!r} is in two groups, groups.{seen[tid]} and groups.{g}; "
+                        "a task belongs to exactly one group"
+                    )
                 seen[tid] = g
         ungrouped = [i for i in ids if i not in seen]
         if ungrouped:
-            raise ValueError(f"tasks in no group: {ungrouped}; with `groups`, every task must be in exactly one")
+            raise ValueError(f"groups leaves tasks in no group: {ungrouped}; every task must be in exactly one")
         return {g: [i for i in ids if i in set(t)] for g, t in self.groups.items()}

@@ -1,0 +1,134 @@
+"""The CLI surface of the spec and planner: help, version, validate, plan (table, JSON, states), schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from usagg.cli.app import main
+from usagg.spec.load import dump_study, load_study
+
+REPO = Path(__file__).resolve().parents[1]
+FMC = REPO / "studies" / "fmc_uia.yaml"
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the real entry point in-process; return (exit code, stdout + stderr)."""
+    monkeypatch.setattr(sys, "argv", ["usagg", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def test_import_and_help_stay_light() -> None:
+    """`import usagg.cli.app` loads no torch, matplotlib or scipy, and `usagg --help` answers."""
+    probe = (
+        "import sys, usagg.cli.app\n"
+        "heavy = [m for m in ('torch', 'matplotlib', 'scipy', 'timm', 'sklearn') if m in sys.modules]\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "none"
+    proc = subprocess.run([sys.executable, "-m", "usagg", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("validate", "plan", "schema"):
+        assert command in proc.stdout
+
+
+def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from usagg import __version__
+
+    code, text = run_cli(["--version"], monkeypatch, capsys)
+    assert code == 0 and text.strip() == f"usagg {__version__}"
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "schema"])
+def test_help_has_an_example(command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli([command, "--help"], monkeypatch, capsys)
+    assert code == 0
+    assert f"Example: usagg {command}" in text
+
+
+def test_validate_summary(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["validate", str(FMC)], monkeypatch, capsys)
+    assert code == 0, text
+    assert "valid study fmc_uia" in text
+    assert "tasks: 27 (3 regression, 9 classification, 3 detection, 12 segmentation)" in text
+    assert "OB 12, Breast 3" in text
+    assert "jobs: 111 (TS 81, CG 27, AU 3)" in text
+    assert "does not exist yet" in text  # the placeholder data root is a note, not an error
+
+
+def test_validate_with_set(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(
+        ["validate", str(FMC), "--set", "seeds=[0]", "--set", "paradigms=[CG]", "--set", "singleton_groups=skip"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, text
+    assert "jobs: 6 (CG 6)" in text  # 9 clinical groups, 3 of them single-task
+
+
+def test_plan_json_fmc_uia(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["plan", str(FMC), "--json", "--set", "fractions=[0.5, 1.0]"], monkeypatch, capsys)
+    assert code == 0
+    jobs = json.loads(text)
+    study = load_study(FMC)
+    groups = {t.group for t in study.tasks}
+    assert len(groups) == 9
+    per = Counter(j["paradigm"] for j in jobs)
+    assert per == {"TS": 27 * 3 * 2, "CG": 9 * 3 * 2, "AU": 1 * 3 * 2}
+    for seed in (0, 1, 2):
+        for fraction in (0.5, 1.0):
+            these = [j for j in jobs if j["seed"] == seed and j["fraction"] == fraction]
+            assert sorted(j["name"] for j in these if j["paradigm"] == "TS") == sorted(t.id for t in study.tasks)
+            assert sorted(j["name"] for j in these if j["paradigm"] == "CG") == sorted(groups)
+            assert [len(j["tasks"]) for j in these if j["paradigm"] == "AU"] == [27]
+    assert all(j["state"] == "-" for j in jobs)
+    assert all(j["moe"] == (j["paradigm"] != "TS") for j in jobs)
+    assert len({j["id"] for j in jobs}) == len(jobs)
+
+
+def test_plan_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["plan", str(FMC), "--set", "seeds=[0]"], monkeypatch, capsys)
+    assert code == 0
+    assert "fmc_uia: 37 jobs" in text
+    assert "CG-Breast-f1-s0-" in text and "27 tasks" in text
+
+
+def test_plan_shows_run_store_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usagg.plan import plan
+    from usagg.store import RunStore
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["seeds=[0]", "paradigms=[TS]", "tasks_from.include=[FUGC, IUGC, lung]"]
+    study = load_study(FMC, overrides)
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / "fmc_uia")
+    store.init(dump_study(study), jobs[:2])
+    store.set_state(jobs[0].id, "running")
+    store.set_state(jobs[0].id, "done")
+    args = ["plan", str(FMC), "--json"] + [a for o in overrides for a in ("--set", o)]
+    code, text = run_cli(args, monkeypatch, capsys)
+    assert code == 0
+    assert [j["state"] for j in json.loads(text)] == ["done", "pending", "-"]
+
+
+def test_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["schema"], monkeypatch, capsys)
+    assert code == 0
+    schema = json.loads(text)
+    assert schema["title"] == "Study" and "TaskSpec" in schema["$defs"]
+    out = tmp_path / "s.json"
+    code, _ = run_cli(["schema", "--out", str(out)], monkeypatch, capsys)
+    assert code == 0 and json.loads(out.read_text()) == schema

@@ -1,0 +1,298 @@
+"""The challenge's metrics against numbers worked out by hand (and sklearn where it is the reference)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
+
+from usagg.metrics import (
+    classification_metrics,
+    detection_metrics,
+    hausdorff_distance,
+    primary_value,
+    regression_metrics,
+    resize_nearest,
+    segmentation_metrics,
+    task_metrics,
+)
+from usagg.tasktypes import METRICS_BY_TYPE
+
+
+def _mask(shape: tuple[int, int], pixels: dict[int, list[tuple[int, int]]]) -> np.ndarray:
+    m = np.zeros(shape, dtype=np.uint8)
+    for cls, coords in pixels.items():
+        for r, c in coords:
+            m[r, c] = cls
+    return m
+
+
+# --------------------------------------------------------------------------- segmentation: DSC
+
+
+def test_dsc_both_empty_counts_as_one_in_the_mean() -> None:
+    block = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    gts = [_mask((4, 4), {1: block}), _mask((4, 4), {1: block}), _mask((4, 4), {})]
+    preds = [_mask((4, 4), {1: block}), _mask((4, 4), {1: [(0, 0), (0, 1)]}), _mask((4, 4), {})]
+    m = segmentation_metrics(preds, gts, num_classes=2)
+    # per image: 1, 2*2/(2+4) = 2/3, both empty = 1 -> mean 8/9
+    assert m["DSC"] == pytest.approx(8 / 9)
+    assert m["DSC_class1"] == pytest.approx(8 / 9)
+    # HD per image: 0, 1 (gt row 1 is one pixel from pred row 0), both empty 0 -> mean 1/3
+    assert m["HD"] == pytest.approx(1 / 3)
+
+
+def test_multiclass_dsc_and_hd_mean_over_images_per_class_then_over_classes() -> None:
+    gt_a = _mask((4, 4), {1: [(0, 0)]})
+    pred_a = _mask((4, 4), {1: [(0, 0)]})
+    gt_b = _mask((4, 4), {1: [(0, 0)], 2: [(1, 1), (1, 2)]})
+    pred_b = _mask((4, 4), {1: [(3, 3)], 2: [(1, 1)]})
+    m = segmentation_metrics([pred_a, pred_b], [gt_a, gt_b], num_classes=3)
+    # class 1: image a 1, image b 0 -> 0.5; class 2: a both empty 1, b 2*1/(1+2) = 2/3 -> 5/6
+    assert m["DSC_class1"] == pytest.approx(0.5)
+    assert m["DSC_class2"] == pytest.approx(5 / 6)
+    assert m["DSC"] == pytest.approx((0.5 + 5 / 6) / 2)
+    # class 1: a 0, b |(0,0)-(3,3)| = sqrt(18); class 2: a both empty 0, b 1
+    assert m["HD_class1"] == pytest.approx(math.sqrt(18) / 2)
+    assert m["HD_class2"] == pytest.approx(0.5)
+    assert m["HD"] == pytest.approx((math.sqrt(18) / 2 + 0.5) / 2)
+    assert set(m) == {"DSC", "HD", "DSC_class1", "DSC_class2", "HD_class1", "HD_class2"}
+
+
+def test_background_is_not_scored_and_labels_beyond_num_classes_are_ignored() -> None:
+    gt = _mask((3, 3), {1: [(1, 1)]})
+    pred = _mask((3, 3), {1: [(1, 1)], 7: [(0, 0)]})  # a stray label 7 is no class of a 2-class task
+    m = segmentation_metrics([pred], [gt], num_classes=2)
+    assert m["DSC"] == 1.0 and m["HD"] == 0.0
+
+
+def test_segmentation_refuses_masks_of_another_size() -> None:
+    with pytest.raises(ValueError, match="resize_nearest"):
+        segmentation_metrics([np.zeros((4, 4), np.uint8)], [np.zeros((4, 5), np.uint8)], num_classes=2)
+    with pytest.raises(ValueError):
+        segmentation_metrics([], [], num_classes=2)
+    with pytest.raises(ValueError):
+        segmentation_metrics([np.zeros((2, 2))], [np.zeros((2, 2))], num_classes=1)
+
+
+# --------------------------------------------------------------------------- segmentation: HD
+
+
+def test_hd_single_pixel_against_a_block() -> None:
+    a = _mask((6, 6), {1: [(0, 0)]}) == 1
+    b = _mask((6, 6), {1: [(2, 2), (2, 3), (3, 2), (3, 3)]}) == 1
+    # point -> block: sqrt(8); block -> point: the far corner (3,3) is sqrt(18) away
+    assert hausdorff_distance(a, b) == pytest.approx(math.sqrt(18))
+    assert hausdorff_distance(b, a) == pytest.approx(math.sqrt(18))
+
+
+def test_hd_disjoint_blocks_at_a_known_distance() -> None:
+    a = np.zeros((3, 8), bool)
+    a[0:2, 0:2] = True
+    b = np.zeros((3, 8), bool)
+    b[0:2, 5:7] = True
+    # column 0 of A is 5 columns from column 5 of B (and symmetrically column 6 from column 1)
+    assert hausdorff_distance(a, b) == pytest.approx(5.0)
+
+
+def test_hd_one_empty_is_the_diagonal_and_both_empty_is_zero() -> None:
+    a = np.zeros((3, 4), bool)
+    b = np.zeros((3, 4), bool)
+    assert hausdorff_distance(a, b) == 0.0
+    b[1, 1] = True
+    assert hausdorff_distance(a, b) == pytest.approx(5.0)  # sqrt(3^2 + 4^2)
+    assert hausdorff_distance(b, a) == pytest.approx(5.0)
+    m = segmentation_metrics([a.astype(np.uint8)], [b.astype(np.uint8)], num_classes=2)
+    assert m["HD"] == pytest.approx(5.0) and m["DSC"] == 0.0
+
+
+def test_hd_uses_filled_regions_not_contours() -> None:
+    filled = np.zeros((7, 7), bool)
+    filled[1:6, 1:6] = True
+    ring = filled.copy()
+    ring[2:5, 2:5] = False
+    # the two sets share their contour, so a contour-based HD would be 0; the centre (3,3)
+    # of the filled square is 2 pixels from the nearest ring pixel
+    assert hausdorff_distance(filled, ring) == pytest.approx(2.0)
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def test_resize_nearest_cv2_and_pil_conventions_differ_as_computed_by_hand() -> None:
+    row = np.array([[0, 1]], dtype=np.uint8)
+    # cv2 INTER_NEAREST: floor(x * 2/3) for x = 0, 1, 2 -> 0, 0, 1
+    assert resize_nearest(row, (1, 3)).tolist() == [[0, 0, 1]]
+    # Pillow samples pixel centres: floor((x + 0.5) * 2/3) -> 0, 1, 1
+    assert resize_nearest(row, (1, 3), method="pil").tolist() == [[0, 1, 1]]
+    grid = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    assert resize_nearest(grid, (2, 2)).tolist() == [[0, 2], [8, 10]]
+    assert resize_nearest(grid, (2, 2), method="pil").tolist() == [[5, 7], [13, 15]]
+    assert resize_nearest(grid, (4, 4)).tolist() == grid.tolist()
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [((2, 7), (7, 2)), ((5, 3), (17, 23)), ((37, 64), (256, 31)), ((300, 200), (97, 256))]
+)
+def test_resize_nearest_pil_is_bit_exact_with_pillow(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 5, src, dtype=np.uint8)
+    ref = np.asarray(Image.fromarray(m).resize((dst[1], dst[0]), Image.NEAREST))
+    np.testing.assert_array_equal(resize_nearest(m, dst, method="pil"), ref)
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def test_binary_classification_by_hand() -> None:
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    probs = np.stack([1 - p1, p1], axis=1)
+    labels = np.array([0, 0, 1, 1])
+    m = classification_metrics(probs, labels)
+    # positive/negative pairs ranked right: 0.35>0.1, 0.8>0.1, 0.8>0.4 (not 0.35>0.4) -> 3/4
+    assert m["AUC"] == pytest.approx(0.75)
+    # argmax -> [0, 0, 0, 1]: three of four right
+    assert m["ACC"] == pytest.approx(0.75)
+    # class 0: P 2/3 R 1 -> F1 0.8; class 1: P 1 R 1/2 -> F1 2/3; equal supports
+    assert m["F1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert m["F1_weighted"] == pytest.approx((0.8 + 2 / 3) / 2)
+    # TP 1, TN 2, FP 0, FN 1: (1*2 - 0*1) / sqrt(1 * 2 * 2 * 3)
+    assert m["MCC"] == pytest.approx(2 / math.sqrt(12))
+    assert list(m) == list(METRICS_BY_TYPE["classification"])
+    assert all(isinstance(v, float) for v in m.values())
+
+
+def test_weighted_f1_weights_by_support() -> None:
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = np.array([0, 0, 0, 1])
+    m = classification_metrics(probs, labels)
+    # pred [0, 0, 1, 0]; class 0: P 2/3 R 2/3 F1 2/3; class 1: 0
+    assert m["F1_macro"] == pytest.approx(1 / 3)
+    assert m["F1_weighted"] == pytest.approx(0.75 * 2 / 3)
+    assert m["ACC"] == pytest.approx(0.5)
+
+
+def test_three_class_metrics_equal_sklearn() -> None:
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.2, 0.5, 0.3],
+            [0.1, 0.3, 0.6],
+            [0.4, 0.4, 0.2],
+            [0.3, 0.3, 0.4],
+            [0.05, 0.9, 0.05],
+            [0.5, 0.1, 0.4],
+            [0.2, 0.2, 0.6],
+        ]
+    )
+    labels = np.array([0, 1, 2, 1, 0, 1, 2, 2])
+    m = classification_metrics(probs, labels)
+    pred = probs.argmax(axis=1)
+    assert m["AUC"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=[0, 1, 2]))
+    assert m["ACC"] == pytest.approx(np.mean(pred == labels))
+    assert m["F1_macro"] == pytest.approx(f1_score(labels, pred, average="macro", zero_division=0))
+    assert m["F1_weighted"] == pytest.approx(f1_score(labels, pred, average="weighted", zero_division=0))
+    assert m["MCC"] == pytest.approx(matthews_corrcoef(labels, pred))
+
+
+def test_binary_auc_equals_sklearn_and_perfect_prediction_scores_one() -> None:
+    rng = np.random.default_rng(3)
+    p1 = rng.random(50)
+    labels = (rng.random(50) < 0.4).astype(int)
+    m = classification_metrics(np.stack([1 - p1, p1], axis=1), labels)
+    assert m["AUC"] == pytest.approx(roc_auc_score(labels, p1))
+    perfect = classification_metrics(np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 2, 2]))
+    assert perfect == {"AUC": 1.0, "ACC": 1.0, "F1_macro": 1.0, "F1_weighted": 1.0, "MCC": 1.0}
+
+
+def test_class_absent_from_labels_averages_auc_over_present_classes() -> None:
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.4, 0.3], [0.1, 0.8, 0.1]])
+    labels = np.array([0, 0, 1, 1])  # class 2 never occurs
+    m = classification_metrics(probs, labels)
+    # class 0 vs rest, column 0: positives 0.6, 0.2 vs negatives 0.3, 0.1 -> 3 of 4 pairs ranked right
+    # class 1 vs rest, column 1: positives 0.4, 0.8 vs negatives 0.3, 0.5 -> 3 of 4; class 2 has no positives
+    assert m["AUC"] == pytest.approx(0.75)
+
+
+def test_auc_is_nan_when_a_single_class_is_present() -> None:
+    m = classification_metrics(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1]))
+    assert math.isnan(m["AUC"])
+    assert m["ACC"] == 0.5
+    m3 = classification_metrics(np.array([[0.2, 0.7, 0.1], [0.1, 0.1, 0.8]]), np.array([2, 2]))
+    assert math.isnan(m3["AUC"])
+
+
+def test_classification_rejects_malformed_input() -> None:
+    with pytest.raises(ValueError):
+        classification_metrics(np.array([[0.5, 0.5]]), np.array([2]))
+    with pytest.raises(ValueError):
+        classification_metrics(np.array([0.5, 0.5]), np.array([0]))
+    with pytest.raises(ValueError):
+        classification_metrics(np.array([[0.5, 0.5]]), np.array([0, 1]))
+    with pytest.raises(ValueError):
+        classification_metrics(np.array([[np.nan, 0.5]]), np.array([0]))
+
+
+# --------------------------------------------------------------------------- detection and regression
+
+
+def test_iou_identical_disjoint_partial_and_touching() -> None:
+    gt = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 3, 3], [0, 0, 2, 2]], dtype=float)
+    pred = np.array([[0, 0, 2, 2], [5, 5, 6, 6], [0, 0, 2, 2], [2, 0, 4, 2]], dtype=float)
+    per_image = [1.0, 0.0, 1 / 7, 0.0]  # partial: overlap 1, union 4 + 4 - 1 = 7; touching edge: 0
+    assert detection_metrics(pred[:1], gt[:1])["IoU"] == 1.0
+    assert detection_metrics(pred[1:2], gt[1:2])["IoU"] == 0.0
+    assert detection_metrics(pred[2:3], gt[2:3])["IoU"] == pytest.approx(1 / 7)
+    assert detection_metrics(pred, gt)["IoU"] == pytest.approx(np.mean(per_image))
+
+
+def test_iou_of_inverted_or_empty_boxes_is_zero() -> None:
+    gt = np.array([[0, 0, 4, 4], [1, 1, 1, 1]], dtype=float)
+    pred = np.array([[3, 3, 1, 1], [1, 1, 1, 1]], dtype=float)
+    assert detection_metrics(pred, gt)["IoU"] == 0.0
+    with pytest.raises(ValueError):
+        detection_metrics(np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+def test_mre_on_a_3_4_5_triangle() -> None:
+    gt = np.array([[[3, 4], [1, 1]], [[6, 8], [0, 0]]], dtype=float)
+    pred = np.array([[[0, 0], [1, 1]], [[0, 0], [0, 0]]], dtype=float)
+    # image 1: (5 + 0) / 2; image 2: (10 + 0) / 2 -> 3.75
+    assert regression_metrics(pred, gt)["MRE"] == pytest.approx(3.75)
+    assert regression_metrics(pred[:1, :1], gt[:1, :1])["MRE"] == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        regression_metrics(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_task_metrics_dispatches_by_type_in_any_case() -> None:
+    pts = np.zeros((1, 1, 2))
+    assert task_metrics("Regression", pred_pts_px=pts, gt_pts_px=np.array([[[3.0, 4.0]]])) == {"MRE": 5.0}
+    box = np.array([[0, 0, 1, 1]], dtype=float)
+    assert task_metrics("detection", pred_boxes_px=box, gt_boxes_px=box) == {"IoU": 1.0}
+    seg = task_metrics("segmentation", preds=[np.ones((2, 2))], gts=[np.ones((2, 2))], num_classes=2)
+    assert seg["DSC"] == 1.0
+    with pytest.raises(ValueError, match="unknown task type"):
+        task_metrics("captioning")
+
+
+def test_every_type_reports_the_metrics_named_in_tasktypes() -> None:
+    seg = task_metrics("segmentation", preds=[np.ones((2, 2))], gts=[np.ones((2, 2))], num_classes=3)
+    cls = task_metrics("classification", probs=np.eye(2), labels=np.array([0, 1]))
+    det = task_metrics("detection", pred_boxes_px=np.ones((1, 4)), gt_boxes_px=np.ones((1, 4)))
+    reg = task_metrics("regression", pred_pts_px=np.ones((1, 1, 2)), gt_pts_px=np.ones((1, 1, 2)))
+    for task_type, m in zip(
+        ("segmentation", "classification", "detection", "regression"), (seg, cls, det, reg), strict=True
+    ):
+        assert set(METRICS_BY_TYPE[task_type]) <= set(m)
+
+
+def test_primary_value() -> None:
+    assert primary_value({"DSC": 0.5, "HD": 3.0}, "HD") == 3.0
+    with pytest.raises(KeyError, match="available: DSC, HD"):
+        primary_value({"DSC": 0.5, "HD": 3.0}, "AUC")

@@ -1,0 +1,171 @@
+"""The planner: which jobs TS, CG and AU make, and job ids that change exactly when results would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from usagg.plan import PLANNERS, Job, Unit, plan, register_planner
+from usagg.spec.load import load_study
+from usagg.spec.models import Study
+
+SPEC = """name: p
+data: {root: data}
+fractions: [0.25, 1.0]
+seeds: [0, 1]
+model: {backbone: dinov3_test, image_size: 64, weights: w/dino.pth}
+tasks:
+  - {id: seg_a, type: segmentation, num_classes: 2, group: Breast}
+  - {id: cls_b, type: classification, num_classes: 3, group: Breast}
+  - {id: det_c, type: detection, num_classes: 1, group: OB}
+  - {id: reg_d, type: regression, num_classes: 2, group: OB}
+  - {id: cls_e, type: classification, num_classes: 2, group: Lung}
+"""
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "a" / "p.yaml"
+    path.parent.mkdir()
+    path.write_text(SPEC)
+    return path
+
+
+def ids(study: Study) -> dict[tuple, str]:
+    return {(j.paradigm, j.name, j.fraction, j.seed): j.id for j in plan(study)}
+
+
+def changed(spec: Path, *overrides: str) -> set[tuple]:
+    before, after = ids(load_study(spec)), ids(load_study(spec, list(overrides)))
+    assert before.keys() == after.keys()
+    return {k for k in before if before[k] != after[k]}
+
+
+def test_paradigm_units(spec: Path) -> None:
+    jobs = plan(load_study(spec))
+    assert len(jobs) == (5 + 3 + 1) * 2 * 2
+    ts = [j for j in jobs if j.paradigm == "TS"]
+    assert {tuple(j.task_ids) for j in ts} == {("seg_a",), ("cls_b",), ("det_c",), ("reg_d",), ("cls_e",)}
+    assert not any(j.moe for j in ts)
+    cg = {j.name: j for j in jobs if j.paradigm == "CG"}
+    assert {n: j.task_ids for n, j in cg.items()} == {
+        "Breast": ["seg_a", "cls_b"],
+        "OB": ["det_c", "reg_d"],
+        "Lung": ["cls_e"],
+    }
+    assert all(j.moe and j.group == j.name for j in cg.values())
+    au = [j for j in jobs if j.paradigm == "AU"]
+    assert len(au) == 4 and all(j.moe and len(j.tasks) == 5 and j.group is None for j in au)
+    assert {(j.fraction, j.seed) for j in au} == {(0.25, 0), (0.25, 1), (1.0, 0), (1.0, 1)}
+    assert next(j for j in ts if j.name == "det_c").group == "OB"
+
+
+def test_readable_ids(spec: Path) -> None:
+    jobs = {(j.paradigm, j.name, j.fraction, j.seed): j for j in plan(load_study(spec))}
+    job = jobs[("CG", "Breast", 0.25, 1)]
+    assert job.id == f"CG-Breast-f0.25-s1-{job.hash}"
+    assert len(job.hash) == 8 and int(job.hash, 16) >= 0
+    assert jobs[("TS", "seg_a", 1.0, 0)].id.startswith("TS-seg_a-f1-s0-")
+    assert jobs[("AU", "all", 1.0, 1)].id.startswith("AU-all-f1-s1-")
+    all_ids = [j.id for j in jobs.values()]
+    assert len(set(all_ids)) == len(all_ids)
+
+
+def test_same_spec_same_ids_anywhere(spec: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere" / "deeper" / "p.yaml"
+    moved.parent.mkdir(parents=True)
+    shutil.copy(spec, moved)
+    assert ids(load_study(spec)) == ids(load_study(spec))
+    assert ids(load_study(moved)) == ids(load_study(spec))
+
+
+def test_settings_outside_results_keep_ids(spec: Path) -> None:
+    assert not changed(
+        spec,
+        "data.root=/mnt/other",
+        "data.cache_dir=/tmp/c",
+        "data.num_workers=8",
+        "training.eval_batch_size=7",
+        "execution.devices=cpu",
+        "analysis.bootstrap=500",
+        "output_root=elsewhere",
+        "name=renamed",
+        "model.weights=/other/place/dino.pth",
+        "data.test_fraction=0.3",  # only used when test_split is train
+    )
+
+
+def test_epochs_change_every_hash(spec: Path) -> None:
+    assert len(changed(spec, "training.epochs=7")) == 36
+
+
+def test_moe_settings_change_only_cg_and_au(spec: Path) -> None:
+    diff = changed(spec, "model.moe.experts=4")
+    assert diff and {k[0] for k in diff} == {"CG", "AU"}
+    assert len(diff) == (3 + 1) * 4
+
+
+def test_num_classes_changes_only_jobs_with_that_task(spec: Path) -> None:
+    diff = changed(spec, "tasks[cls_b].num_classes=5")
+    assert {(k[0], k[1]) for k in diff} == {("TS", "cls_b"), ("CG", "Breast"), ("AU", "all")}
+    assert len(diff) == 3 * 4
+
+
+def test_loss_weight_changes_only_jobs_with_that_task(spec: Path) -> None:
+    diff = changed(spec, "training.loss_weights.reg_d=2.0")
+    assert {(k[0], k[1]) for k in diff} == {("TS", "reg_d"), ("CG", "OB"), ("AU", "all")}
+    assert not changed(spec, "training.loss_weights.reg_d=1.0")  # the default weight, written out
+
+
+def test_sampling_only_matters_with_several_tasks(spec: Path) -> None:
+    diff = changed(spec, "training.sampling=proportional")
+    assert {k[0] for k in diff} == {"CG", "AU"}
+    assert ("CG", "Lung") not in {(k[0], k[1]) for k in diff}  # a one-task group samples nothing
+    assert not changed(spec, "training.temperature=3")  # unused unless sampling is temperature
+
+
+def test_regrouping_keeps_ts_and_au(spec: Path) -> None:
+    before = ids(load_study(spec))
+    after = ids(load_study(spec, ["tasks[cls_e].group=OB"]))
+    assert {k: v for k, v in before.items() if k[0] != "CG"} == {k: v for k, v in after.items() if k[0] != "CG"}
+    assert ("CG", "Lung", 1.0, 0) not in after
+
+
+def test_fraction_and_seed_in_hash(spec: Path) -> None:
+    jobs = plan(load_study(spec))
+    hashes = {(j.paradigm, j.name): set() for j in jobs}
+    for j in jobs:
+        hashes[(j.paradigm, j.name)].add(j.hash)
+    assert all(len(h) == 4 for h in hashes.values())
+
+
+def test_singleton_groups(spec: Path) -> None:
+    run = [j.name for j in plan(load_study(spec)) if j.paradigm == "CG"]
+    skip = [j.name for j in plan(load_study(spec, ["singleton_groups=skip"])) if j.paradigm == "CG"]
+    assert "Lung" in run and "Lung" not in skip
+    assert sorted(set(skip)) == ["Breast", "OB"]
+
+
+def test_paradigm_subset_and_order(spec: Path) -> None:
+    jobs = plan(load_study(spec, ["paradigms=[AU, TS]", "seeds=[3]", "fractions=[0.5]"]))
+    assert [j.paradigm for j in jobs] == ["AU"] + ["TS"] * 5
+    assert all(j.seed == 3 and j.fraction == 0.5 for j in jobs)
+
+
+def test_job_round_trips_through_json(spec: Path) -> None:
+    for job in plan(load_study(spec))[:3]:
+        again = Job.model_validate_json(job.model_dump_json())
+        assert again == job and again.task_ids == job.task_ids
+
+
+def test_registry_takes_a_new_planner() -> None:
+    @register_planner("_pairs")
+    def plan_pairs(study: Study) -> list[Unit]:
+        return [Unit(paradigm="_pairs", name="x", tasks=("a",), moe=True)]
+
+    try:
+        assert PLANNERS["_pairs"] is plan_pairs
+    finally:
+        PLANNERS.pop("_pairs")

@@ -1,0 +1,202 @@
+"""Prediction files in the challenge submission format: keys, values, paths, round trip, reproducible bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from usagg.metrics import detection_metrics, regression_metrics, segmentation_metrics
+from usagg.predictions import (
+    FILENAMES,
+    SEGMENTATION_INDEX,
+    PredictionWriter,
+    box_to_pixels,
+    points_to_pixels,
+    prediction_mask_relpath,
+    read_predictions,
+)
+
+MASK_CSV = "../Segmentation/Three/ds1/masks/case_01.png"
+
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_classification_file_merges_tasks_sorted_with_exact_keys(tmp_path: Path) -> None:
+    w = PredictionWriter(tmp_path)
+    w.add_classification("T2", "../Classification/b.png", [0.1, 0.2, 0.7])
+    w.add_classification("T1", "../Classification/z.png", np.array([0.9, 0.1], dtype=np.float32))
+    w.add_classification("T1", "../Classification/a.png", [0.25, 0.75])
+    written = w.close()
+    assert written == {"classification": tmp_path / "classification_predictions.json"}
+    entries = _load(written["classification"])
+    assert [(e["task_id"], e["image_path"]) for e in entries] == [
+        ("T1", "../Classification/a.png"),
+        ("T1", "../Classification/z.png"),
+        ("T2", "../Classification/b.png"),
+    ]
+    for e in entries:
+        assert list(e) == ["image_path", "task_id", "predicted_class", "predicted_probs"]
+    assert entries[0]["predicted_class"] == 1 and entries[0]["predicted_probs"] == [0.25, 0.75]
+    assert entries[1]["predicted_class"] == 0
+    assert entries[1]["predicted_probs"] == pytest.approx([0.9, 0.1])
+    assert entries[2]["predicted_class"] == 2
+    assert not (tmp_path / FILENAMES["detection"]).exists()
+
+
+def test_detection_boxes_normalised_and_in_pixels(tmp_path: Path) -> None:
+    with PredictionWriter(tmp_path) as w:
+        # image 100 high, 200 wide
+        w.add_detection("D1", "../Detection/a.png", [0.1, 0.2, 0.5, 0.6], (100, 200))
+        w.add_detection("D1", "../Detection/b.png", [-0.1, 0.0, 1.2, 0.5], (10, 10))
+    entries = _load(tmp_path / "detection_predictions.json")
+    for e in entries:
+        assert list(e) == ["image_path", "task_id", "bbox_normalized", "bbox_pixels"]
+    assert entries[0]["bbox_normalized"] == [0.1, 0.2, 0.5, 0.6]
+    assert entries[0]["bbox_pixels"] == pytest.approx([20.0, 20.0, 100.0, 60.0])
+    # clipped to 0..1 before conversion
+    assert entries[1]["bbox_normalized"] == [0.0, 0.0, 1.0, 0.5]
+    assert entries[1]["bbox_pixels"] == [0.0, 0.0, 10.0, 5.0]
+
+
+def test_regression_points_flattened_normalised_and_in_pixels(tmp_path: Path) -> None:
+    with PredictionWriter(tmp_path) as w:
+        # image 200 high, 100 wide
+        w.add_regression("R1", "../Regression/a.png", np.array([[0.5, 0.25], [0.0, 1.0]]), (200, 100))
+    (e,) = _load(tmp_path / "regression_predictions.json")
+    assert list(e) == ["image_path", "task_id", "predicted_points_normalized", "predicted_points_pixels"]
+    assert e["predicted_points_normalized"] == [0.5, 0.25, 0.0, 1.0]
+    assert e["predicted_points_pixels"] == [50.0, 50.0, 0.0, 200.0]
+
+
+def test_conversions_shared_with_scoring() -> None:
+    assert box_to_pixels([0.1, 0.2, 0.5, 1.5], (100, 200)).tolist() == pytest.approx([20.0, 20.0, 100.0, 100.0])
+    np.testing.assert_allclose(points_to_pixels([0.5, 0.5, 1.1, 0.0], (10, 20)), [[10.0, 5.0], [22.0, 0.0]])
+    with pytest.raises(ValueError):
+        box_to_pixels([0.1, 0.2, 0.3], (10, 10))
+    with pytest.raises(ValueError):
+        points_to_pixels([0.1, 0.2, 0.3], (10, 10))
+    with pytest.raises(ValueError):
+        box_to_pixels([0, 0, 1, 1], (0, 10))
+
+
+def test_segmentation_png_at_mask_path_with_original_size_and_class_values(tmp_path: Path) -> None:
+    mask = np.zeros((5, 7), dtype=np.int64)
+    mask[1:3, 2:4] = 1
+    mask[4, 6] = 2
+    with PredictionWriter(tmp_path) as w:
+        path = w.add_segmentation("S1", "../Segmentation/Three/ds1/images/case_01.png", MASK_CSV, mask)
+    assert path == tmp_path / "Segmentation/Three/ds1/masks/case_01.png"
+    with Image.open(path) as im:
+        assert im.mode == "L"
+        assert im.size == (7, 5)  # PIL size is (width, height)
+        np.testing.assert_array_equal(np.asarray(im), mask.astype(np.uint8))
+    (e,) = _load(tmp_path / SEGMENTATION_INDEX)
+    assert e == {
+        "image_path": "../Segmentation/Three/ds1/images/case_01.png",
+        "task_id": "S1",
+        "mask_path": "Segmentation/Three/ds1/masks/case_01.png",
+    }
+
+
+def test_mask_paths_cannot_leave_the_folder() -> None:
+    assert prediction_mask_relpath("../a/b.png") == "a/b.png"
+    assert prediction_mask_relpath("../../a/b.png") == "a/b.png"
+    for bad in ("/etc/passwd", "a/..", "", "../"):
+        with pytest.raises(ValueError):
+            prediction_mask_relpath(bad)
+
+
+def test_segmentation_rejects_bad_masks(tmp_path: Path) -> None:
+    w = PredictionWriter(tmp_path)
+    with pytest.raises(ValueError):
+        w.add_segmentation("S1", "i.png", "../m.png", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(ValueError):
+        w.add_segmentation("S1", "i.png", "../m.png", np.full((2, 2), 256))
+    with pytest.raises(ValueError):
+        w.add_segmentation("S1", "i.png", "../m.png", np.zeros((2, 2), np.float32))
+    w.add_segmentation("S1", "i.png", "../m.png", np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="already written"):
+        w.add_segmentation("S2", "j.png", "../m.png", np.zeros((2, 2), np.uint8))
+
+
+def test_duplicates_and_use_after_close_are_refused(tmp_path: Path) -> None:
+    w = PredictionWriter(tmp_path)
+    w.add_classification("T1", "a.png", [0.5, 0.5])
+    with pytest.raises(ValueError, match="duplicate"):
+        w.add_classification("T1", "a.png", [0.4, 0.6])
+    w.add_classification("T2", "a.png", [0.4, 0.6])  # same image in another task is fine
+    with pytest.raises(TypeError):
+        w.add_classification("T1", Path("b.png"), [0.5, 0.5])  # type: ignore[arg-type]
+    assert len(w) == 2
+    first = w.close()
+    assert w.close() == first
+    with pytest.raises(RuntimeError):
+        w.add_classification("T1", "c.png", [0.5, 0.5])
+
+
+def test_bytes_do_not_depend_on_insertion_order(tmp_path: Path) -> None:
+    rows = [("T2", "x.png", [0.3, 0.7]), ("T1", "b.png", [0.6, 0.4]), ("T1", "a.png", [0.2, 0.8])]
+    for name, order in (("one", rows), ("two", rows[::-1])):
+        with PredictionWriter(tmp_path / name) as w:
+            for task_id, image_path, probs in order:
+                w.add_classification(task_id, image_path, probs)
+    one = (tmp_path / "one" / "classification_predictions.json").read_bytes()
+    assert one == (tmp_path / "two" / "classification_predictions.json").read_bytes()
+    assert one.endswith(b"\n")
+
+
+def test_failed_job_writes_no_json_and_no_temp_files_are_left(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), PredictionWriter(tmp_path) as w:
+        w.add_classification("T1", "a.png", [0.5, 0.5])
+        raise RuntimeError("training crashed")
+    assert list(tmp_path.iterdir()) == []
+    with PredictionWriter(tmp_path) as w:
+        w.add_classification("T1", "a.png", [0.5, 0.5])
+        w.add_segmentation("S1", "i.png", "../s/m.png", np.ones((3, 3), np.uint8))
+    names = sorted(p.name for p in tmp_path.rglob("*"))
+    assert names == sorted(["classification_predictions.json", SEGMENTATION_INDEX, "s", "m.png"])
+
+
+def test_round_trip_and_rescoring_equal_direct_scoring(tmp_path: Path) -> None:
+    gt_box = np.array([[10.0, 10.0, 50.0, 30.0]])
+    gt_pts = np.array([[[30.0, 40.0]]])
+    gt_mask = np.zeros((6, 8), np.uint8)
+    gt_mask[1:4, 1:4] = 1
+    pred_mask = np.zeros((6, 8), np.uint8)
+    pred_mask[2:5, 2:5] = 1
+    box_norm = [0.1, 0.2, 0.4, 0.5]
+    with PredictionWriter(tmp_path) as w:
+        w.add_detection("D1", "../d.png", box_norm, (60, 100))
+        w.add_regression("R1", "../r.png", [[0.0, 0.0]], (100, 100))
+        w.add_segmentation("S1", "../s.png", "../masks/s.png", pred_mask)
+        w.add_classification("C1", "../c.png", [0.2, 0.8])
+
+    back = read_predictions(tmp_path)
+    assert set(back) == {"classification", "detection", "regression", "segmentation"}
+    assert back["classification"] == [
+        {"image_path": "../c.png", "task_id": "C1", "predicted_class": 1, "predicted_probs": [0.2, 0.8]}
+    ]
+    (det,) = back["detection"]
+    rescored = detection_metrics(np.array([det["bbox_pixels"]]), gt_box)
+    direct = detection_metrics(box_to_pixels(box_norm, (60, 100))[None], gt_box)
+    # pred box [10, 12, 40, 30] vs [10, 10, 50, 30]: 30 * 18 / (40 * 20) = 0.675
+    assert rescored == direct and rescored["IoU"] == pytest.approx(0.675)
+    (reg,) = back["regression"]
+    assert regression_metrics(np.reshape(reg["predicted_points_pixels"], (1, -1, 2)), gt_pts)["MRE"] == 50.0
+    (seg,) = back["segmentation"]
+    np.testing.assert_array_equal(seg["mask"], pred_mask)
+    assert segmentation_metrics([seg["mask"]], [gt_mask], 2) == segmentation_metrics([pred_mask], [gt_mask], 2)
+    assert "mask" not in read_predictions(tmp_path, load_masks=False)["segmentation"][0]
+
+
+def test_reading_an_empty_or_malformed_folder(tmp_path: Path) -> None:
+    assert read_predictions(tmp_path) == {"classification": [], "detection": [], "regression": [], "segmentation": []}
+    (tmp_path / "detection_predictions.json").write_text('[{"image_path": "a", "task_id": "D1"}]')
+    with pytest.raises(ValueError, match="bbox_normalized"):
+        read_predictions(tmp_path)

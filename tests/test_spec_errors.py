@@ -1,0 +1,84 @@
+"""Every malformed spec in tests/specs/ fails `usagg validate` with exit 2, its field path, and no traceback."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usagg.cli.app import main
+
+SPECS = Path(__file__).parent / "specs"
+CASES = sorted(SPECS.glob("*.yaml"))
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the real entry point in-process; return (exit code, stdout + stderr)."""
+    monkeypatch.setattr(sys, "argv", ["usagg", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def header(path: Path, key: str) -> list[str]:
+    return [ln.split(":", 1)[1].strip() for ln in path.read_text().splitlines() if ln.startswith(f"# {key}:")]
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 25
+    assert all(header(p, "expect") for p in CASES), "every case states what the error must say"
+
+
+@pytest.mark.parametrize("spec", CASES, ids=[p.stem for p in CASES])
+def test_malformed_spec(spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = [a for line in header(spec, "args") for a in shlex.split(line)]
+    code, text = run_cli(["validate", str(spec), *extra], monkeypatch, capsys)
+    assert code == 2, text
+    assert text.startswith("error: ")
+    for expected in header(spec, "expect"):
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    assert "Traceback" not in text
+
+
+def test_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["validate", str(tmp_path / "nope.yaml")], monkeypatch, capsys)
+    assert code == 2
+    assert "nope.yaml does not exist" in text
+
+
+def test_every_problem_is_listed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Several mistakes in one file are reported together, one line each, with the bad values."""
+    spec = SPECS / "unknown_key_top.yaml"
+    code, text = run_cli(
+        ["validate", str(spec), "--set", "training.epochs=0", "--set", "model.image_size=65"], monkeypatch, capsys
+    )
+    assert code == 2
+    assert "(3 problems)" in text
+    assert "training.epochs: got 0; input should be greater than or equal to 1 (set by --set training.epochs=0)" in text
+    assert "model.image_size: image_size must be a multiple of 16 (the patch size), got 65" in text
+
+
+def test_subprocess_error_has_no_traceback() -> None:
+    """End to end through `python -m usagg`: a user error is one red paragraph and exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "usagg", "validate", str(SPECS / "task_type_typo.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "tasks[3].type" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_error_text_is_printed_verbatim(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`[seg_b]` in a message is text, not a rich style tag."""
+    code, text = run_cli(
+        ["validate", str(SPECS / "set_unknown_task_id.yaml"), "--set", "tasks[seg_b].group=X"], monkeypatch, capsys
+    )
+    assert code == 2
+    assert "--set tasks[seg_b].group=X" in text

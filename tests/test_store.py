@@ -1,0 +1,368 @@
+"""The run store: atomic files, job states and timings, locks across processes, results.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+import usagg.store as store_mod
+from usagg.errors import UsaggError
+from usagg.plan import Job, plan
+from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
+from usagg.store import RESULT_COLUMNS, JobLocked, RunStore, read_json, write_json_atomic, write_text_atomic
+
+SPAWN = mp.get_context("spawn")
+
+
+def make_study(epochs: int = 1, seeds: tuple[int, ...] = (0,)) -> Study:
+    return Study(
+        name="toy",
+        seeds=list(seeds),
+        data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        training=TrainingSpec(epochs=epochs),
+        tasks=[
+            TaskSpec(id="heart_seg", type="segmentation", num_classes=2, group="cardiac"),
+            TaskSpec(id="heart_cls", type="classification", num_classes=3, group="cardiac"),
+            TaskSpec(id="head_box", type="detection", num_classes=1, group="head"),
+        ],
+    )
+
+
+def make_store(tmp_path: Path, study: Study | None = None) -> tuple[RunStore, list[Job]]:
+    study = study or make_study()
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / study.name)
+    store.init("name: toy\n", jobs)
+    return store, jobs
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def test_atomic_json_roundtrip_and_no_temp_left(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "a.json"
+    write_json_atomic(path, {"x": 1})
+    write_json_atomic(path, {"x": 2})
+    assert read_json(path) == {"x": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]
+
+
+def test_failed_rename_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.txt"
+    write_text_atomic(path, "old\n")
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(store_mod.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk vanished"):
+        write_text_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def _crash_before_rename(path: str) -> None:
+    """Child: the process dies after writing the temporary file, before the rename."""
+    store_mod.os.replace = lambda *a, **k: os._exit(3)  # type: ignore[assignment]
+    write_json_atomic(path, {"version": "new"})
+
+
+def test_crash_between_write_and_rename_leaves_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.json"
+    write_json_atomic(path, {"version": "old"})
+    p = SPAWN.Process(target=_crash_before_rename, args=(str(path),))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 3
+    assert read_json(path) == {"version": "old"}
+    leftovers = [x.name for x in tmp_path.iterdir() if x.name != "job.json"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".job.json.") and leftovers[0].endswith(".tmp")
+    assert json.loads((tmp_path / leftovers[0]).read_text()) == {"version": "new"}  # written, never renamed
+
+
+# --------------------------------------------------------------------------- init and states
+
+
+def test_init_writes_layout(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    assert store.exists()
+    assert store.study_yaml.read_text() == "name: toy\n"
+    assert [j.id for j in store.jobs()] == [j.id for j in jobs]
+    assert [j.paradigm for j in jobs] == ["TS", "TS", "TS", "CG", "CG", "AU"]
+    for job in jobs:
+        rec = store.job_record(job.id)
+        assert rec["state"] == "pending" and rec["attempts"] == 0
+        assert store.job(job.id) == job
+    assert store.job_state("TS-nothing-f1-s0-deadbeef") == "pending"
+    assert not RunStore(tmp_path / "runs" / "other").exists()
+
+
+def test_reinit_keeps_states_and_adds_changed_hashes_as_new_folders(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    done = jobs[0].id
+    store.set_state(done, "running")
+    store.set_state(done, "done")
+    (store.job_dir(done) / "metrics.json").write_text("{}")
+
+    store.init("name: toy\n", jobs)  # same plan again: nothing lost
+    assert store.job_state(done) == "done"
+    assert store.job_record(done)["attempts"] == 1
+
+    changed = plan(make_study(epochs=2))
+    assert {j.id for j in changed}.isdisjoint({j.id for j in jobs})
+    store.init("name: toy\ntraining: {epochs: 2}\n", changed)
+    assert [j.id for j in store.jobs()] == [j.id for j in changed]
+    assert all(store.job_state(j.id) == "pending" for j in changed)
+    # old folders and their results are untouched
+    assert store.job_state(done) == "done"
+    assert (store.job_dir(done) / "metrics.json").read_text() == "{}"
+    assert len(list(store.jobs_dir.iterdir())) == 2 * len(jobs)
+
+
+def test_duplicate_job_ids_rejected(tmp_path: Path) -> None:
+    jobs = plan(make_study())
+    with pytest.raises(UsaggError, match="duplicate"):
+        RunStore(tmp_path / "s").init("", [jobs[0], jobs[0]])
+
+
+def test_state_transitions_and_timings(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    jid = jobs[0].id
+    rec = store.set_state(jid, "running")
+    assert rec["attempts"] == 1 and rec["started"] and rec["finished"] is None
+    assert rec["host"] == socket.gethostname() and rec["pid"] == os.getpid()
+    time.sleep(0.02)
+    rec = store.set_state(jid, "failed", error="RuntimeError: boom")
+    assert rec["state"] == "failed" and rec["error"] == "RuntimeError: boom"
+    assert rec["finished"] >= rec["started"] and rec["duration_s"] >= 0.02
+    first_started = rec["started"]
+
+    rec = store.set_state(jid, "running")  # a retry
+    assert rec["attempts"] == 2 and rec["started"] > first_started
+    assert rec["finished"] is None and rec["duration_s"] is None and rec["error"] is None
+    rec = store.set_state(jid, "done", note="resumed")
+    assert store.job_state(jid) == "done"
+    assert store.job_record(jid) == rec and rec["note"] == "resumed" and rec["error"] is None
+    assert rec["job"]["id"] == jid
+
+    with pytest.raises(ValueError, match="unknown job state"):
+        store.set_state(jid, "finished")
+    with pytest.raises(UsaggError, match="not in the run store"):
+        store.set_state("TS-x-f1-s0-00000000", "running")
+
+
+# --------------------------------------------------------------------------- results.csv
+
+
+def _metrics(job: Job) -> dict:
+    tasks = {}
+    for t in job.tasks:
+        if t.type == "segmentation":
+            m = {"DSC": 0.8, "HD": 12.5}
+        elif t.type == "classification":
+            m = {"AUC": 0.9, "ACC": 0.75}
+        else:
+            m = {"IoU": 0.6}
+        tasks[t.id] = {"type": t.type, "primary": t.metric, "metrics": m, "n_train": 100 + job.seed, "n_test": 20}
+    return {"job_id": job.id, "tasks": tasks, "expert_usage": None, "weights": {}, "params": {}}
+
+
+def test_rebuild_results_from_done_jobs(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path, make_study(seeds=(0, 1)))
+    failed = next(j for j in jobs if j.paradigm == "CG" and j.name == "head" and j.seed == 1)
+    for job in jobs:
+        store.set_state(job.id, "running")
+        if job is failed:
+            store.set_state(job.id, "failed", error="x")
+            continue
+        write_json_atomic(store.job_dir(job.id) / "metrics.json", _metrics(job))
+        store.set_state(job.id, "done")
+
+    path = store.rebuild_results()
+    assert path == store.root / "results.csv"
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == RESULT_COLUMNS
+        rows = list(reader)
+
+    metrics_per_task = {"heart_seg": 2, "heart_cls": 2, "head_box": 1}
+    expected = sum(metrics_per_task[t.id] for j in jobs if j is not failed for t in j.tasks)
+    assert len(rows) == expected == 2 * (5 + 5 + 5) - 1
+    assert not any(r["job_id"] == failed.id for r in rows)
+    assert [r["paradigm"] for r in rows] == sorted((r["paradigm"] for r in rows), key=["TS", "CG", "AU"].index)
+
+    au = [r for r in rows if r["paradigm"] == "AU" and r["seed"] == "1"]
+    assert {(r["task"], r["group"]) for r in au} == {
+        ("heart_seg", "cardiac"),
+        ("heart_cls", "cardiac"),
+        ("head_box", "head"),
+    }
+    hd = next(r for r in au if r["metric"] == "HD")
+    assert hd == {
+        "study": "toy",
+        "job_id": next(j.id for j in jobs if j.paradigm == "AU" and j.seed == 1),
+        "paradigm": "AU",
+        "group": "cardiac",
+        "seed": "1",
+        "fraction": "1.0",
+        "task": "heart_seg",
+        "type": "segmentation",
+        "metric": "HD",
+        "value": "12.5",
+        "higher_is_better": "False",
+        "n_train": "101",
+    }
+    assert next(r for r in au if r["metric"] == "DSC")["higher_is_better"] == "True"
+
+    first = path.read_bytes()
+    assert store.rebuild_results().read_bytes() == first  # deterministic
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def _hold_lock(root: str, job_id: str, ready: object, release: object) -> None:
+    with RunStore(root).lock(job_id):
+        ready.set()  # type: ignore[attr-defined]
+        release.wait(30)  # type: ignore[attr-defined]
+
+
+def _lock_and_die(root: str, job_id: str) -> None:
+    held = RunStore(root).lock(job_id)
+    held.__enter__()
+    os._exit(0)  # dies holding the lock: no release, no cleanup
+
+
+def _claim_jobs(root: str, job_ids: list[str], start: object) -> None:
+    """Child: run every job nobody ran yet, inside its lock; record who ran it."""
+    store = RunStore(root)
+    start.wait(30)  # type: ignore[attr-defined]
+    for jid in job_ids:
+        try:
+            with store.lock(jid):
+                mark = store.job_dir(jid) / "ran.txt"
+                if mark.exists():
+                    continue
+                time.sleep(0.02)
+                with open(mark, "a") as f:
+                    f.write(f"{os.getpid()}\n")
+        except JobLocked:
+            continue
+
+
+def test_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
+    store, _ = make_store(tmp_path)
+    ids = [f"job{i}" for i in range(12)]
+    start = SPAWN.Event()
+    procs = [SPAWN.Process(target=_claim_jobs, args=(str(store.root), ids, start)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    for jid in ids:
+        assert len((store.job_dir(jid) / "ran.txt").read_text().splitlines()) == 1
+        assert store.lock_holder(jid) is None
+
+
+def test_live_lock_raises_joblocked_with_holder(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    jid = jobs[0].id
+    ready, release = SPAWN.Event(), SPAWN.Event()
+    p = SPAWN.Process(target=_hold_lock, args=(str(store.root), jid, ready, release))
+    p.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(JobLocked) as err, store.lock(jid):
+            pass
+        assert err.value.holder["pid"] == p.pid
+        assert err.value.holder["host"] == socket.gethostname()
+        assert str(p.pid) in str(err.value)
+    finally:
+        release.set()
+        p.join(30)
+    with store.lock(jid) as holder:  # released by the other process: ours now
+        assert holder["pid"] == os.getpid()
+    assert store.lock_holder(jid) is None
+
+
+def test_lock_in_same_process_is_not_reentrant(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    with store.lock(jobs[0].id), pytest.raises(JobLocked), store.lock(jobs[0].id):
+        pass
+
+
+def test_stale_lock_of_dead_process_is_broken(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    jid = jobs[0].id
+    p = SPAWN.Process(target=_lock_and_die, args=(str(store.root), jid))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert store.lock_holder(jid)["pid"] == p.pid  # left behind by the dead process
+    with store.lock(jid) as holder:
+        assert holder["pid"] == os.getpid()
+    assert store.lock_holder(jid) is None
+    assert [x.name for x in store.job_dir(jid).iterdir() if x.name.startswith(".lock")] == []
+
+
+def _foreign_lock(store: RunStore, jid: str, age_s: float) -> Path:
+    path = store.job_dir(jid) / ".lock"
+    path.write_text(json.dumps({"host": "elsewhere.cluster", "pid": 1, "started": "then", "token": "t"}))
+    old = time.time() - age_s
+    os.utime(path, (old, old))
+    return path
+
+
+def test_lock_on_other_host_live_until_heartbeat_times_out(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    store.stale_after_s = 60
+    jid = jobs[0].id
+    _foreign_lock(store, jid, age_s=5)
+    with pytest.raises(JobLocked, match=r"elsewhere\.cluster"), store.lock(jid):
+        pass
+    _foreign_lock(store, jid, age_s=120)
+    with store.lock(jid) as holder:
+        assert holder["host"] == socket.gethostname()
+
+
+def test_heartbeat_keeps_lock_fresh(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "s", heartbeat_s=0.05)
+    with store.lock("j1"):
+        path = store.job_dir("j1") / ".lock"
+        old = time.time() - 1000
+        os.utime(path, (old, old))
+        deadline = time.time() + 5
+        while path.stat().st_mtime < time.time() - 100 and time.time() < deadline:
+            time.sleep(0.02)
+        assert path.stat().st_mtime > time.time() - 100
+
+
+# --------------------------------------------------------------------------- latest
+
+
+def test_latest_picks_most_recent_study(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    with pytest.raises(UsaggError, match="no run store"):
+        RunStore.latest(out)
+    jobs = plan(make_study())
+    a, b = RunStore(out / "a"), RunStore(out / "b")
+    a.init("", jobs)
+    b.init("", jobs)
+    (out / "not_a_store").mkdir()
+    old = time.time() - 100
+    for p in (b.root, b.plan_json):
+        os.utime(p, (old, old))
+    assert RunStore.latest(out).root == a.root
+    for p in (a.root, a.plan_json):
+        os.utime(p, (old - 100, old - 100))
+    assert RunStore.latest(out).root == b.root

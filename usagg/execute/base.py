@@ -1,0 +1,105 @@
+"""The executor interface, in the spirit of submitit's Executor: schedule jobs, never run them.
+
+An executor takes job ids and a function `fn(store_root, job_id) -> state`
+(in production `usagg.engine.runner.run_one`, which locks the job and records
+its own state, log and error) and decides where each call runs. Whatever
+happens to a call (an exception, a worker that dies, a Slurm job that is
+killed) the executor records `failed` for that job and goes on with the rest.
+
+Progress is reported through `on_event(job_id, event, info)`, events:
+
+- `submitted`: queued on a cluster (info: `slurm_job_id`)
+- `started`: the call began (info: `device` where known)
+- `finished`: fn returned a state other than failed (info: `state`)
+- `failed`: fn returned `failed`, raised, or its worker died (info: `state`, `error` one-line summary)
+- `locked`: another process is running the job; its state is left alone (info: `state`, `holder`)
+
+Exactly one of `finished`, `failed`, `locked` ends every job.
+"""
+
+from __future__ import annotations
+
+import abc
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from usagg.store import JobLocked, RunStore, write_text_atomic
+
+JobFn = Callable[[str, str], str]
+EventFn = Callable[[str, str, dict[str, Any]], None]
+
+
+def summarize_error(text: str, limit: int = 300) -> str:
+    """The last non-empty line of a traceback or log (the exception itself), shortened."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else "unknown error"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def record_failure(store_root: str | Path, job_id: str, error_text: str, summary: str | None = None) -> str:
+    """Mark a job failed after fn could not: error.txt (unless fn wrote one this attempt) and job.json.
+
+    Returns the one-line summary stored in job.json. A job fn already recorded
+    as failed keeps fn's own error.txt and summary.
+    """
+    store = RunStore(store_root)
+    summary = summary or summarize_error(error_text)
+    try:
+        record = store.job_record(job_id)
+    except Exception:
+        record = None
+    if record is not None and record.get("state") == "failed" and record.get("error"):
+        return str(record["error"])
+    store.job_dir(job_id).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(store.job_dir(job_id) / "error.txt", error_text.rstrip() + "\n")
+    if record is not None:
+        store.set_state(job_id, "failed", error=summary)
+    return summary
+
+
+def call_job(fn: JobFn, store_root: str, job_id: str) -> tuple[str, str, dict[str, Any]]:
+    """Run fn for one job, turning any exception into a recorded failure.
+
+    Returns (state, event, info) with event `finished`, `failed` or `locked`.
+    KeyboardInterrupt and SystemExit pass through (the user or the cluster stops us).
+    """
+    try:
+        state = fn(store_root, job_id)
+    except JobLocked as e:
+        state = RunStore(store_root).job_state(job_id)
+        return state, "locked", {"state": state, "holder": e.holder}
+    except Exception:
+        summary = record_failure(store_root, job_id, traceback.format_exc())
+        return "failed", "failed", {"state": "failed", "error": summary}
+    state = str(state)
+    if state == "failed":
+        try:
+            error = RunStore(store_root).job_record(job_id).get("error")
+        except Exception:
+            error = None
+        return state, "failed", {"state": state, "error": error or "the job reported failure"}
+    return state, "finished", {"state": state}
+
+
+class Executor(abc.ABC):
+    """Runs jobs of one run store somewhere; `run` blocks until every job has a final answer."""
+
+    name: str = "executor"
+
+    def __init__(self, store_root: str | Path) -> None:
+        self.store_root = str(store_root)
+
+    @abc.abstractmethod
+    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+        """Run `fn(store_root, job_id)` for every job; returns job id -> final state."""
+
+    def _emit(self, on_event: EventFn | None, job_id: str, event: str, info: dict[str, Any]) -> None:
+        """Report progress; a broken progress callback must not stop the study."""
+        if on_event is None:
+            return
+        try:
+            on_event(job_id, event, info)
+        except Exception:
+            traceback.print_exc()

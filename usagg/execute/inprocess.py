@@ -1,0 +1,20 @@
+"""Sequential execution in this process: the CPU default, and the simplest to debug."""
+
+from __future__ import annotations
+
+from usagg.execute.base import EventFn, Executor, JobFn, call_job
+
+
+class InProcessExecutor(Executor):
+    """Runs jobs one after the other in the calling process; an exception fails that job only."""
+
+    name = "inprocess"
+
+    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+        states: dict[str, str] = {}
+        for job_id in job_ids:
+            self._emit(on_event, job_id, "started", {"device": "in-process"})
+            state, event, info = call_job(fn, self.store_root, job_id)
+            states[job_id] = state
+            self._emit(on_event, job_id, event, info)
+        return states

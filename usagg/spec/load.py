@@ -1,0 +1,424 @@
+"""Study YAML in, validated `Study` out: catalogs, `--set` overrides, paths, readable errors.
+
+This is the only place that parses a study's YAML. Every problem becomes a
+`SpecError` naming the file, the field path (`tasks[3].type`), the bad value
+and what is allowed, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from usagg import __version__
+from usagg.errors import SpecError
+from usagg.spec.models import CatalogRef, Study, TaskSpec
+
+__all__ = ["dump_study", "format_validation_error", "load_study", "read_yaml"]
+
+
+# --------------------------------------------------------------------------- walking the model types
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' when a close match exists, else ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _arms(ann: Any) -> list[Any]:
+    """The alternatives of an annotation, Annotated and None stripped."""
+    while get_origin(ann) is Annotated:
+        ann = get_args(ann)[0]
+    if get_origin(ann) in (Union, UnionType):
+        return [a for arm in get_args(ann) if arm is not type(None) for a in _arms(arm)]
+    return [ann]
+
+
+def container(ann: Any) -> tuple[str, Any]:
+    """What an annotation holds: ("model", cls), ("list", item type), ("dict", value type) or ("value", None)."""
+    arms = _arms(ann)
+    for arm in arms:
+        if isinstance(arm, type) and issubclass(arm, BaseModel):
+            return "model", arm
+    for arm in arms:
+        if get_origin(arm) is list:
+            return "list", (get_args(arm) or (Any,))[0]
+    for arm in arms:
+        if get_origin(arm) is dict:
+            return "dict", (get_args(arm) or (Any, Any))[1]
+    return "value", None
+
+
+def child_annotation(ann: Any, key: Any) -> Any:
+    """The annotation one step down (a model field, a list item or a dict value)."""
+    kind, sub = container(ann)
+    if kind == "model":
+        return sub.model_fields[key].annotation
+    return sub
+
+
+def fmt_path(parts: Sequence[Any]) -> str:
+    """('tasks', 3, 'type') -> 'tasks[3].type'."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that rejects a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (a later value would silently win)", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path, what: str = "study spec") -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping; every failure is a SpecError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{what} {path} does not exist (looked in {Path(path).absolute().parent}).") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read {what} {path}: {err}.") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{path}: YAML syntax error{where}: {problem}. Fix the YAML and try again.") from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise SpecError(f"{path}: the top level of a {what} must be a mapping of settings (key: value), got {kind}.")
+    return data
+
+
+# --------------------------------------------------------------------------- validation errors
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_validation_error(
+    err: ValidationError,
+    model: type[BaseModel],
+    file: Path | str,
+    notes: dict[tuple, str] | None = None,
+    what: str = "study spec",
+    prefix: tuple = (),
+) -> str:
+    """One line per problem: field path, bad value, what is allowed, and a did-you-mean for unknown keys.
+
+    `notes` maps a path prefix (a tuple of loc items, tags removed) to a remark such
+    as "(set by --set ...)" or "(task 'x' from catalog ...)".
+    """
+    by_path: dict[str, list[str]] = {}
+    order: list[str] = []
+    for e in err.errors(include_url=False):
+        parts, parent = _clean_loc(e["loc"], model, e["type"] == "extra_forbidden")
+        parts = [*prefix, *parts]
+        path = fmt_path(parts)  # empty: a whole-study check, whose message names its fields
+        msg = str(e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if e["type"] == "extra_forbidden":
+            key = str(parts[-1])
+            allowed = list(parent.model_fields) if parent is not None else []
+            msg = f"unknown key {key!r}{suggest(key, allowed)}; allowed here: {', '.join(allowed)}"
+        else:
+            if e["type"] == "missing":
+                msg = "required, but not given"
+            if e["type"] == "string_pattern_mismatch":
+                msg += " (a name: letters, digits, '_', '.' and '-', starting with a letter or digit)"
+            if e["type"] == "literal_error" and isinstance(e["input"], str):
+                choices = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+                msg += suggest(e["input"], choices)
+            shown = _short(e["input"])
+            plain = not isinstance(e["input"], (dict, list, BaseModel))
+            if (
+                e["type"] not in ("missing", "value_error")
+                and plain
+                and not (isinstance(e["input"], str) and shown in msg)
+            ):
+                msg = f"got {shown}; {msg[0].lower()}{msg[1:]}"
+        for start, note in (notes or {}).items():
+            if tuple(parts[: len(start)]) == start:
+                msg += f" {note}"
+        if path not in by_path:
+            by_path[path] = []
+            order.append(path)
+        if msg not in by_path[path]:  # union branches: one line, alternatives joined by "or"
+            by_path[path].append(msg if not by_path[path] else re.sub(r"^got .*?; ", "", msg))
+    lines = [f"  - {p + ': ' if p else ''}{', or '.join(by_path[p])}" for p in order]
+    n = len(order)
+    head = f"{file}: invalid {what} ({n} problem{'s' if n > 1 else ''}):"
+    return "\n".join([head, *lines])
+
+
+def _clean_loc(loc: tuple, model: type[BaseModel], extra: bool) -> tuple[list, type[BaseModel] | None]:
+    """Drop pydantic's union-branch tags from an error location; also return the model holding the last key."""
+    ann: Any = model
+    parts: list = []
+    parent: type[BaseModel] | None = None
+    for i, item in enumerate(loc):
+        kind, sub = container(ann)
+        last = i == len(loc) - 1
+        if kind == "model":
+            if item in sub.model_fields:
+                parts.append(item)
+                ann = sub.model_fields[item].annotation
+            elif last and extra:
+                parts.append(item)
+                parent = sub
+            continue  # otherwise a union-branch tag
+        is_item = kind == "list" and isinstance(item, int)
+        is_key = kind == "dict" and not (isinstance(item, str) and "[" in item)
+        if is_item or is_key:
+            parts.append(item)
+            ann = sub
+        elif isinstance(item, int):
+            parts.append(item)
+    return parts, parent
+
+
+# --------------------------------------------------------------------------- overrides
+
+_KEY = re.compile(r"[^.\[\]=]+")
+
+
+def parse_override(expr: str) -> tuple[list[tuple[str, str]], Any]:
+    """`a.b[2].c=value` -> ([("key","a"), ("key","b"), ("item","2"), ("key","c")], parsed YAML value)."""
+    path, sep, text = expr.partition("=")
+    path = path.strip()
+    if not sep or not path:
+        raise SpecError(f"--set {expr!r}: expected KEY.PATH=VALUE, for example --set training.epochs=5.")
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(path):
+        if path[pos] == "[" and tokens and "]" in path[pos:]:
+            end = path.index("]", pos)
+            tokens.append(("item", path[pos + 1 : end].strip()))
+            pos = end + 1
+            continue
+        if tokens:
+            if path[pos] != ".":
+                break
+            pos += 1
+        m = _KEY.match(path, pos)
+        if m is None:
+            break
+        tokens.append(("key", m.group().strip()))
+        pos = m.end()
+    if pos < len(path) or not tokens:
+        raise SpecError(
+            f"--set {expr!r}: cannot read the key path {path!r} at character {pos + 1}; "
+            "use dotted keys and [index] or [task_id] for list items, e.g. tasks[2].type=segmentation."
+        )
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise SpecError(f"--set {expr!r}: the value {text!r} is not valid YAML ({err}).") from None
+    return tokens, value
+
+
+def apply_override(raw: dict[str, Any], expr: str, file: Path) -> tuple:
+    """Set one `--set` value in the raw spec, checking the key path against the Study models.
+
+    Returns the canonical path (tuple of keys and indices) so validation errors can point back at it.
+    """
+    tokens, value = parse_override(expr)
+    ann: Any = Study
+    node: Any = raw
+    canon: list = []
+    for i, (_kind, name) in enumerate(tokens):
+        kind, sub = container(ann)
+        where = fmt_path(canon) or "the top level"
+        if kind in ("model", "dict"):
+            if not isinstance(node, dict):
+                raise SpecError(
+                    f"--set {expr}: {where} is {_short(node)} in {file}, not a mapping, so it has no key {name!r}."
+                )
+            if kind == "model" and name not in sub.model_fields:
+                allowed = list(sub.model_fields)
+                raise SpecError(
+                    f"--set {expr}: {where} has no setting {name!r}{suggest(name, allowed)}; "
+                    f"allowed there: {', '.join(allowed)}."
+                )
+            key: Any = name
+        elif kind == "list":
+            if not isinstance(node, list):
+                raise SpecError(f"--set {expr}: {where} is {_short(node)} in {file}, not a list.")
+            key = _list_index(node, name, expr, where)
+        else:
+            raise SpecError(f"--set {expr}: {where} is a single value, it has no part {name!r}.")
+        canon.append(key)
+        ann = child_annotation(ann, key)
+        if i == len(tokens) - 1:
+            node[key] = value
+        else:
+            nxt = node[key] if (kind == "list" or key in node) else None
+            if nxt is None:
+                nxt = {} if container(ann)[0] in ("model", "dict") else []
+                node[key] = nxt
+            node = nxt
+    return tuple(canon)
+
+
+def _list_index(items: list, name: str, expr: str, where: str) -> int:
+    """A list position given as an integer or, for task lists, as a task id."""
+    if re.fullmatch(r"\d+", name):
+        idx = int(name)
+        if idx >= len(items):
+            have = f"has {len(items)} items (0..{len(items) - 1})" if items else "is empty"
+            raise SpecError(f"--set {expr}: {where} {have}, no index {idx}.")
+        return idx
+    ids = [it.get("id") for it in items if isinstance(it, dict)]
+    for idx, it in enumerate(items):
+        if isinstance(it, dict) and it.get("id") == name:
+            return idx
+    known = [str(i) for i in ids if i is not None]
+    raise SpecError(
+        f"--set {expr}: {where} has no item with id {name!r}{suggest(name, known)}; ids: {', '.join(known)}."
+    )
+
+
+# --------------------------------------------------------------------------- catalogs
+
+
+class _Catalog(BaseModel):
+    """A task catalog file: `tasks: [...]`, each entry a TaskSpec."""
+
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+
+def resolve_catalog(raw: dict[str, Any], file: Path) -> dict[tuple, str]:
+    """Replace `tasks_from` by the catalog's tasks merged with the explicit `tasks` (by id), in place.
+
+    Returns notes for error messages: which resolved task came from the catalog.
+    """
+    ref_raw = raw.get("tasks_from")
+    if ref_raw is None:
+        raw.pop("tasks_from", None)
+        return {}
+    try:
+        ref = CatalogRef.model_validate(ref_raw)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, CatalogRef, file, prefix=("tasks_from",))) from None
+    cat_path = ref.catalog.expanduser()
+    if not cat_path.is_absolute():
+        cat_path = _folder(file) / cat_path
+    if not cat_path.is_file():
+        raise SpecError(
+            f"{file}: tasks_from.catalog = {str(ref.catalog)!r}: no such file {cat_path} "
+            "(a relative catalog path is taken from the study file's folder)."
+        )
+    try:
+        catalog = _Catalog.model_validate(read_yaml(cat_path, "task catalog"))
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, _Catalog, cat_path, what="task catalog")) from None
+    ids = [t.id for t in catalog.tasks]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise SpecError(f"{cat_path}: invalid task catalog: duplicate task ids {dup}; each id may appear once.")
+    for field in ("include", "exclude"):
+        unknown = [n for n in getattr(ref, field) or [] if n not in ids]
+        if unknown:
+            raise SpecError(
+                f"{file}: tasks_from.{field} names tasks not in the catalog {cat_path.name}: {unknown}"
+                f"{suggest(unknown[0], ids)}; catalog tasks: {', '.join(ids)}."
+            )
+    keep = [
+        t.model_dump(mode="json", exclude_unset=True)
+        for t in catalog.tasks
+        if (ref.include is None or t.id in ref.include) and t.id not in ref.exclude
+    ]
+    explicit = raw.get("tasks") or []
+    if not isinstance(explicit, list):
+        raise SpecError(f"{file}: tasks must be a list of tasks, got {_short(explicit)}.")
+    position = {t["id"]: i for i, t in enumerate(keep)}
+    origin = {i: f"(task {t['id']!r} from catalog {cat_path.name})" for i, t in enumerate(keep)}
+    merged = list(keep)
+    for j, entry in enumerate(explicit):
+        tid = entry.get("id") if isinstance(entry, dict) else None
+        if tid in position:
+            merged[position[tid]] = {**merged[position[tid]], **entry}
+            origin[position[tid]] = f"(task {tid!r}: catalog {cat_path.name} merged with {file.name} tasks[{j}])"
+        else:
+            origin[len(merged)] = f"({file.name} tasks[{j}])"
+            merged.append(entry)
+    raw["tasks"] = merged
+    raw.pop("tasks_from")
+    return {("tasks", i): note for i, note in origin.items()}
+
+
+# --------------------------------------------------------------------------- load / dump
+
+
+def _folder(file: Path) -> Path:
+    return Path(os.path.abspath(file)).parent
+
+
+def _absolute(p: Path | None, base: Path) -> Path | None:
+    if p is None:
+        return None
+    p = p.expanduser()
+    return p if p.is_absolute() else Path(os.path.normpath(base / p))
+
+
+def load_study(path: Path | str, overrides: Sequence[str] = ()) -> Study:
+    """Load, resolve and validate a study spec; see docs/spec.md for the rules.
+
+    `--set` overrides of `tasks_from.*` apply before the catalog is resolved and
+    all others after, so `tasks[2]` / `tasks[fetal_head]` address the resolved task list.
+    """
+    file = Path(path)
+    raw = read_yaml(file)
+    early = [o for o in overrides if o.lstrip().startswith("tasks_from")]
+    late = [o for o in overrides if o not in early]
+    notes: dict[tuple, str] = {}
+    for expr in early:
+        notes[apply_override(raw, expr, file)] = f"(set by --set {expr})"
+    notes.update(resolve_catalog(raw, file))
+    for expr in late:
+        notes[apply_override(raw, expr, file)] = f"(set by --set {expr})"
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, Study, file, notes)) from None
+    base = _folder(file)
+    if study.data.root is not None:
+        study.data.root = _absolute(study.data.root, base)
+    study.data.cache_dir = _absolute(study.data.cache_dir, base)
+    if study.data.synthetic is not None:
+        study.data.synthetic.out = _absolute(study.data.synthetic.out, base)
+    study.model.weights = _absolute(study.model.weights, base)
+    return study
+
+
+def dump_study(study: Study) -> str:
+    """The resolved spec as YAML (the run store's study.yaml); load_study of it gives an equal Study."""
+    data = study.model_dump(mode="json", exclude={"tasks_from"} if study.tasks_from is None else set())
+    header = f"# Resolved study spec (usagg {__version__}): catalog applied, groups filled in, paths absolute.\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)

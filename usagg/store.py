@@ -1,0 +1,518 @@
+"""The run store: one folder per study, the only state of a study.
+
+Resuming, `usagg status` and the analysis all read it, so every file is
+written atomically (temporary file in the same folder, fsync, rename) and a
+crash never leaves a half-written file behind. It is safe on a shared file
+system: two `usagg run` processes, on one host or on several, never run the
+same job (see `RunStore.lock`).
+
+Layout::
+
+    <output_root>/<study>/
+      study.yaml             the resolved spec as run
+      plan.json              the current plan: a list of Job dumps
+      results.csv            tidy table, one row per (job, task, metric), rebuilt from metrics.json
+      jobs/<job_id>/
+        job.json             {"job": Job, "state", "attempts", "started", "finished",
+                              "duration_s", "host", "pid", "error"}
+        .lock                present while a process runs the job: host, pid, start time
+        log.txt              the job's own log
+        metrics.json         per task: type, primary, metrics, n_train, n_test
+        predictions/         challenge submission format
+        checkpoints/         last and best, for resuming
+        error.txt            traceback when it failed
+
+Job states: pending -> running -> done | failed (a failed or interrupted job
+goes back to running when run again). A job id ends with a hash of every
+setting that changes its result, so changing the spec makes new job folders
+and leaves old ones (and their results) untouched; `plan.json` and
+`results.csv` describe the current plan only.
+
+`results.csv` columns: study, job_id, paradigm, group, seed, fraction, task,
+type, metric, value, higher_is_better, n_train. `group` is the task's clinical
+group, `higher_is_better` is `True` or `False`, an undefined value is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from usagg.errors import UsaggError
+from usagg.plan import Job
+from usagg.tasktypes import HIGHER_IS_BETTER, PARADIGMS
+
+STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "study",
+    "job_id",
+    "paradigm",
+    "group",
+    "seed",
+    "fraction",
+    "task",
+    "type",
+    "metric",
+    "value",
+    "higher_is_better",
+    "n_train",
+)
+
+LOCK_NAME = ".lock"
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable; best effort (some file systems refuse to open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Atomic text write (UTF-8)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path | str, obj: Any) -> None:
+    """Atomic JSON write, indented so the store stays readable by people."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file of the store."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat()
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class JobLocked(UsaggError):
+    """Another live process holds the job's lock: it is running the job right now."""
+
+    def __init__(self, job_id: str, holder: dict[str, Any]) -> None:
+        self.job_id = job_id
+        self.holder = holder
+        where = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
+        super().__init__(f"job {job_id} is being run by another process ({where}, since {holder.get('started', '?')})")
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, proc_start: str | None) -> bool:
+    """Whether `pid` on this host is the process that wrote the lock and still runs (not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    rest = stat[stat.rfind(")") + 2 :].split()
+    if rest and rest[0] in ("Z", "X"):
+        return False
+    return not (proc_start is not None and len(rest) > 19 and rest[19] != proc_start)
+
+
+class _Heartbeat(threading.Thread):
+    """Touches the lock file while it is held, so other hosts can tell a live holder from a dead one."""
+
+    def __init__(self, path: Path, token: str, interval_s: float) -> None:
+        super().__init__(name=f"usagg-lock-heartbeat-{path.parent.name}", daemon=True)
+        self.path = path
+        self.token = token
+        self.interval_s = interval_s
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            holder = _read_holder(self.path)
+            if holder is None or holder.get("token") != self.token:
+                return  # broken by someone else (we looked dead); never touch their lock
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+
+def _read_holder(path: Path) -> dict[str, Any] | None:
+    """The lock's holder info, None if there is no lock; {} if it is being written or unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class RunStore:
+    """One study's folder: plan, job states, locks and the results table."""
+
+    def __init__(self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0) -> None:
+        self.root = Path(root)
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    # ----- paths
+
+    @property
+    def study_yaml(self) -> Path:
+        return self.root / "study.yaml"
+
+    @property
+    def plan_json(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        """The job's folder (not created)."""
+        if not job_id or "/" in job_id or "\\" in job_id or job_id in (".", ".."):
+            raise UsaggError(f"invalid job id {job_id!r}")
+        return self.jobs_dir / job_id
+
+    def _job_json(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "job.json"
+
+    # ----- study
+
+    def exists(self) -> bool:
+        """Whether the store was initialised (it has a plan)."""
+        return self.plan_json.is_file()
+
+    def init(self, study_yaml: str, jobs: list[Job]) -> None:
+        """Write the spec, the plan and a job.json per job, keeping the state of jobs already there.
+
+        A job already in the store keeps its state, timings and results (its Job
+        settings are refreshed: only settings outside the hash can differ); a
+        new id gets a new pending folder; folders of jobs no longer planned stay.
+        """
+        ids = [j.id for j in jobs]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise UsaggError(f"the plan has duplicate job ids {dup}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.study_yaml, study_yaml)
+        for job in jobs:
+            path = self._job_json(job.id)
+            dump = job.model_dump(mode="json")
+            if path.is_file():
+                record = read_json(path)
+                record["job"] = dump
+            else:
+                record = {
+                    "job": dump,
+                    "state": "pending",
+                    "attempts": 0,
+                    "started": None,
+                    "finished": None,
+                    "duration_s": None,
+                    "host": None,
+                    "pid": None,
+                    "error": None,
+                }
+            write_json_atomic(path, record)
+        write_json_atomic(self.plan_json, [j.model_dump(mode="json") for j in jobs])
+
+    def jobs(self) -> list[Job]:
+        """The jobs of the current plan, in plan order."""
+        if not self.exists():
+            raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
+        return [Job.model_validate(d) for d in read_json(self.plan_json)]
+
+    def job_ids(self) -> list[str]:
+        """Ids of the current plan, in plan order."""
+        return [j.id for j in self.jobs()]
+
+    def job(self, job_id: str) -> Job:
+        """The Job of a job folder (also for folders no longer in the plan)."""
+        return Job.model_validate(self.job_record(job_id)["job"])
+
+    def job_record(self, job_id: str) -> dict[str, Any]:
+        """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error."""
+        path = self._job_json(job_id)
+        try:
+            return read_json(path)
+        except FileNotFoundError:
+            raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
+
+    def job_state(self, job_id: str) -> str:
+        """pending | running | done | failed; pending for a job without a folder."""
+        path = self._job_json(job_id)
+        if not path.is_file():
+            return "pending"
+        return str(read_json(path).get("state", "pending"))
+
+    def states(self) -> dict[str, str]:
+        """State of every job of the current plan."""
+        return {jid: self.job_state(jid) for jid in self.job_ids()}
+
+    def set_state(self, job_id: str, state: str, **extra: Any) -> dict[str, Any]:
+        """Rewrite job.json with a new state, keeping the timings consistent; returns the record.
+
+        running: started now, attempts + 1, host and pid recorded, finish and
+        error cleared; done / failed: finished now and duration since started.
+        `extra` keys (error, message, ...) are stored as given.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}; one of {', '.join(STATES)}")
+        record = self.job_record(job_id)
+        now = _now()
+        if state == "running":
+            record["attempts"] = int(record.get("attempts") or 0) + 1
+            record["started"] = _iso(now)
+            record["finished"] = None
+            record["duration_s"] = None
+            record["host"] = socket.gethostname()
+            record["pid"] = os.getpid()
+            record["error"] = None
+        elif state in ("done", "failed"):
+            record["finished"] = _iso(now)
+            started = record.get("started")
+            record["duration_s"] = (
+                round((now - datetime.fromisoformat(started)).total_seconds(), 3) if started else None
+            )
+            if state == "done":
+                record["error"] = None
+        record["state"] = state
+        record.update(extra)
+        write_json_atomic(self._job_json(job_id), record)
+        return record
+
+    # ----- locks
+
+    def _lock_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / LOCK_NAME
+
+    def lock_holder(self, job_id: str) -> dict[str, Any] | None:
+        """Who holds the job's lock (host, pid, started, token), or None."""
+        return _read_holder(self._lock_path(job_id))
+
+    def _is_stale(self, path: Path, holder: dict[str, Any]) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False  # gone already: not ours to break
+        if age > self.stale_after_s:
+            return True
+        if not holder:
+            return False  # being written right now (or unreadable): young, so treat as live
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            return not _pid_alive(holder["pid"], holder.get("proc_start"))
+        return False
+
+    def _break(self, path: Path, holder: dict[str, Any]) -> None:
+        """Remove a stale lock; rename first so two breakers cannot both win, then check what we took."""
+        aside = path.with_name(f"{LOCK_NAME}.stale.{uuid.uuid4().hex[:12]}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return  # another breaker (or the holder) was faster
+        taken = _read_holder(aside)
+        if holder and taken is not None and taken.get("token") != holder.get("token"):
+            # We raced: between our look and our rename a new holder took the lock. Give it back
+            # (link fails if yet another lock appeared, which then stays the lock).
+            with contextlib.suppress(OSError):
+                os.link(aside, path)
+        with contextlib.suppress(OSError):
+            aside.unlink()
+
+    def _acquire(self, job_id: str) -> tuple[Path, str]:
+        path = self._lock_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "proc_start": _proc_start(os.getpid()),
+            "started": _iso(_now()),
+            "token": token,
+        }
+        payload = json.dumps(info).encode()
+        for _ in range(5):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_holder(path)
+                if holder is None:
+                    continue  # released meanwhile: try again
+                if self._is_stale(path, holder):
+                    self._break(path, holder)
+                    continue
+                raise JobLocked(job_id, holder) from None
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return path, token
+        raise JobLocked(job_id, _read_holder(path) or {})
+
+    def _release(self, path: Path, token: str) -> None:
+        holder = _read_holder(path)
+        if holder is not None and holder.get("token") == token:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @contextlib.contextmanager
+    def lock(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """Hold the job's lock for the `with` block; raise JobLocked if a live process holds it.
+
+        The lock file is created with O_CREAT|O_EXCL (atomic, also over NFS v3+)
+        and holds host, pid and start time; a heartbeat thread touches it every
+        `heartbeat_s`. A lock is stale when its process is gone (same host) or
+        its heartbeat is older than `stale_after_s` (any host); stale locks are
+        broken. Yields the holder info written into the lock.
+        """
+        path, token = self._acquire(job_id)
+        beat = _Heartbeat(path, token, self.heartbeat_s)
+        beat.start()
+        try:
+            yield _read_holder(path) or {}
+        finally:
+            beat.stop_event.set()
+            beat.join(timeout=5)
+            self._release(path, token)
+
+    def release_own_lock(self, job_id: str) -> bool:
+        """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
+        path = self._lock_path(job_id)
+        holder = _read_holder(path)
+        if holder and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+            self._release(path, str(holder.get("token")))
+            return True
+        return False
+
+    # ----- results
+
+    def rebuild_results(self) -> Path:
+        """Write results.csv from the metrics.json of every done job of the current plan."""
+        order = {p: i for i, p in enumerate(PARADIGMS)}
+        rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        for job in self.jobs():
+            if self.job_state(job.id) != "done":
+                continue
+            metrics_path = self.job_dir(job.id) / "metrics.json"
+            try:
+                metrics = read_json(metrics_path)
+            except FileNotFoundError:
+                raise UsaggError(f"job {job.id} is done but has no {metrics_path}") from None
+            groups = {t.id: t.group for t in job.tasks}
+            for task_id, entry in (metrics.get("tasks") or {}).items():
+                for name, value in (entry.get("metrics") or {}).items():
+                    hib = HIGHER_IS_BETTER.get(name)
+                    row = {
+                        "study": job.study,
+                        "job_id": job.id,
+                        "paradigm": job.paradigm,
+                        "group": groups.get(task_id) or "",
+                        "seed": job.seed,
+                        "fraction": job.fraction,
+                        "task": task_id,
+                        "type": entry.get("type", ""),
+                        "metric": name,
+                        "value": "" if value is None else value,
+                        "higher_is_better": "" if hib is None else str(hib),
+                        "n_train": entry.get("n_train", ""),
+                    }
+                    key = (order.get(job.paradigm, len(order)), job.paradigm, job.id, task_id, name)
+                    rows.append((key, row))
+        rows.sort(key=lambda kr: kr[0])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r for _, r in rows)
+        write_text_atomic(self.results_csv, buf.getvalue())
+        return self.results_csv
+
+    # ----- finding stores
+
+    @classmethod
+    def latest(cls, output_root: Path | str) -> RunStore:
+        """The most recently modified study under `output_root` (a folder with plan.json)."""
+        output_root = Path(output_root)
+        candidates = []
+        if output_root.is_dir():
+            for d in output_root.iterdir():
+                plan = d / "plan.json"
+                if d.is_dir() and plan.is_file():
+                    candidates.append((max(d.stat().st_mtime, plan.stat().st_mtime), d.name, d))
+        if not candidates:
+            raise UsaggError(f"no run store under {output_root}/ (no <study>/plan.json): run `usagg run STUDY` first")
+        return cls(max(candidates)[2])
