@@ -1,9 +1,113 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""`usagg synth`: write the synthetic ultrasound benchmark (FMC_UIA layout) and/or a preview contact sheet.
+
+numpy, scipy and matplotlib load inside the command, so `usagg --help` stays instant.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from usagg.errors import UsaggError
+
+
+def _parse_sizes(items: list[str]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for item in items:
+        task, sep, value = item.partition("=")
+        if not sep or not task or not value.strip().isdigit():
+            raise UsaggError(f"--size expects TASK=N with N a whole number (e.g. --size fetal_head=300), got {item!r}.")
+        sizes[task.strip()] = int(value)
+    return sizes
+
+
+def synth(
+    out: Annotated[
+        Path | None, typer.Argument(help="Output folder (new, empty, or an earlier synth output).", show_default=False)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Generator seed: same seed, same bytes.")] = 0,
+    image_size: Annotated[int, typer.Option("--image-size", help="Side of the square images, px.")] = 128,
+    size: Annotated[
+        list[str] | None, typer.Option("--size", help="Training images of one task, TASK=N; repeatable.")
+    ] = None,
+    default_size: Annotated[int, typer.Option("--default-size", help="Training images of other tasks.")] = 120,
+    val_size: Annotated[int, typer.Option("--val-size", help="Images per task in val/.")] = 40,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Generate only this task; repeatable (default: all nine).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Processes rendering images (default: the cores, for big runs)."),
+    ] = None,
+    preview: Annotated[
+        Path | None,
+        typer.Option("--preview", help="Also draw a contact sheet PNG (from OUT's files, or in memory without OUT)."),
+    ] = None,
+) -> None:
+    """Generate the synthetic ultrasound benchmark: 9 tasks in 4 groups (Fetal, Thyroid, Breast, Cardiac).
+
+    B-mode images (sector or linear probe, speckle, depth attenuation with TGC,
+    log compression, acoustic shadows) with exact labels, written as
+    OUT/train and OUT/val in the FMC_UIA layout. Deterministic by seed; each
+    task's images depend only on its own settings.
+
+    Example: usagg synth data/synth --seed 0 --size fetal_head=400 --preview synth.png
+    """
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from usagg.data.synth.generate import resolve_tasks, split_size
+    from usagg.data.synth.tasks import TASKS
+    from usagg.spec.models import SynthSpec
+
+    if out is None and preview is None:
+        raise UsaggError("nothing to do: give an output folder OUT, or --preview FILE.png (or both).")
+    try:
+        spec = SynthSpec(
+            seed=seed,
+            image_size=image_size,
+            sizes=_parse_sizes(size or []),
+            default_size=default_size,
+            val_size=val_size,
+        )
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise UsaggError(f"invalid synth settings: {problems}.") from None
+    ids = resolve_tasks(spec, task)
+    console = Console(highlight=False)
+    if out is not None:
+        from usagg.data.synth import generate_benchmark
+
+        total = sum(split_size(spec, t, s) for t in ids for s in ("train", "val"))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            job = bar.add_task("synth", total=total)
+            written: dict[tuple[str, str], int] = {}
+
+            def tick(tid: str, split: str, done: int, n: int) -> None:
+                written[tid, split] = done
+                bar.update(job, completed=sum(written.values()), description=f"{split}/{tid}")
+
+            generate_benchmark(out, spec, ids, progress=tick, workers=workers)
+        table = Table(title=f"synthetic benchmark in {out}")
+        for col in ("task", "type", "group", "train", "val"):
+            table.add_column(col, justify="right" if col in ("train", "val") else "left")
+        for tid in ids:
+            t = TASKS[tid]
+            table.add_row(tid, t.type, t.group, str(split_size(spec, tid, "train")), str(spec.val_size))
+        console.print(table)
+        console.print(f"[green]ok[/]: {total} images, seed {spec.seed}, {spec.image_size} px")
+    if preview is not None:
+        from usagg.data.synth.preview import render_preview
+
+        render_preview(preview, spec, root=out, tasks=ids)
+        console.print(f"preview: {preview}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add `usagg synth` to the app."""
+    app.command("synth")(synth)

@@ -1,0 +1,117 @@
+"""Data loading cost per image: decoding every epoch versus the decode cache, cold and warm.
+
+A cache-less loader pays PNG decode + resize for every image every epoch; with the
+cache the first epoch pays it once (cold, including writing the memmap) and
+every later epoch, job and worker reads uint8 pages (warm). `tensors()` is the
+engine's fast path (whole task in memory, batches by indexing).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TASKS = ("fetal_head", "thyroid_malignancy")  # one segmentation (image + mask) and one classification task
+IMAGE_SIZE = 256  # generated PNG side
+INPUT_SIZE = 224  # model input side
+N_TRAIN = 100
+REPEATS = 3  # best of: the machine may be shared, the minimum is the least noisy estimate
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _best(fn: Callable[[], object]) -> float:
+    return min(_timed(fn) for _ in range(REPEATS))
+
+
+def _no_cache_epoch(samples: list, task_type: str) -> None:
+    """What a loader without the cache does every epoch: decode, resize, normalise."""
+    import torch
+
+    from usagg.data.cache import decode_image, decode_mask
+    from usagg.data.datasets import to_model_input
+
+    for s in samples:
+        arr, _ = decode_image(s.image_file, INPUT_SIZE)
+        to_model_input(torch.from_numpy(arr.copy()))
+        if task_type == "segmentation":
+            decode_mask(s.label, INPUT_SIZE)
+
+
+def _cached_epoch(samples: list, spec: object, cache_dir: Path) -> None:
+    from usagg.data.datasets import TaskDataset
+
+    ds = TaskDataset(samples, spec, INPUT_SIZE, cache_dir)  # type: ignore[arg-type]
+    for i in range(len(ds)):
+        ds[i]
+
+
+def _tensors_epoch(samples: list, spec: object, cache_dir: Path) -> None:
+    """The engine's fast path: the task in memory once, batches of 16 by indexing."""
+    import torch
+
+    from usagg.data.datasets import TaskDataset, to_model_input
+
+    t = TaskDataset(samples, spec, INPUT_SIZE, cache_dir).tensors()  # type: ignore[arg-type]
+    for idx in torch.arange(len(samples)).split(16):
+        to_model_input(t["images"][idx])
+        t["targets"][idx]
+
+
+def main() -> dict:
+    import torch
+
+    from usagg.data.fmc_uia import read_split
+    from usagg.data.synth import generate_benchmark
+    from usagg.spec.models import SynthSpec, TaskSpec
+
+    specs = {
+        "fetal_head": TaskSpec(id="fetal_head", type="segmentation", num_classes=2),
+        "thyroid_malignancy": TaskSpec(id="thyroid_malignancy", type="classification", num_classes=2),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # data loading runs beside training; one thread is also the steadiest measure
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="usagg-bench-data-") as tmp:
+        synth = SynthSpec(image_size=IMAGE_SIZE, default_size=N_TRAIN, val_size=2)
+        data = read_split(generate_benchmark(Path(tmp) / "data", synth, list(TASKS)), "train")
+        for task_id in TASKS:
+            samples, spec = data[task_id], specs[task_id]
+            n = len(samples)
+            caches = [Path(tmp) / f"cache-{task_id}-{r}" for r in range(REPEATS)]
+            no_cache = _best(lambda: _no_cache_epoch(samples, spec.type))  # noqa: B023 (called at once)
+            cold = min(_timed(lambda d=d: _cached_epoch(samples, spec, d)) for d in caches)  # noqa: B023
+            warm = _best(lambda: _cached_epoch(samples, spec, caches[0]))  # noqa: B023
+            fast = _best(lambda: _tensors_epoch(samples, spec, caches[0]))  # noqa: B023
+            rows[task_id] = {
+                "type": spec.type,
+                "n_images": n,
+                "no_cache_ms": round(1000 * no_cache / n, 3),
+                "cold_ms": round(1000 * cold / n, 3),
+                "warm_ms": round(1000 * warm / n, 3),
+                "tensors_ms": round(1000 * fast / n, 3),
+                "cold_over_warm": round(cold / warm, 1),
+                "no_cache_over_warm": round(no_cache / warm, 1),
+            }
+
+    torch.set_num_threads(threads)
+    print(f"data loading, ms per image ({IMAGE_SIZE}px PNG -> {INPUT_SIZE}px input, best of {REPEATS}, 1 torch thread)")
+    print(
+        f"{'task':<20} {'type':<14} {'n':>4} {'no cache':>9} {'cold':>8} {'warm':>8} {'tensors':>8} {'cold/warm':>10}"
+    )
+    for task_id, r in rows.items():
+        print(
+            f"{task_id:<20} {r['type']:<14} {r['n_images']:>4} {r['no_cache_ms']:>9.2f} {r['cold_ms']:>8.2f} "
+            f"{r['warm_ms']:>8.2f} {r['tensors_ms']:>8.3f} {r['cold_over_warm']:>9.1f}x"
+        )
+    return {"image_size": IMAGE_SIZE, "input_size": INPUT_SIZE, "repeats": REPEATS, "tasks": rows}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The synthetic benchmark: FMC_UIA layout, determinism, per-task independence, exact labels, caching, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from usagg.data import source
+from usagg.data.synth import TASKS, generate_benchmark, make_sample
+from usagg.data.synth import generate as gen
+from usagg.data.synth.bmode import Imaging, Probe, simulate
+from usagg.data.synth.sample import mask_box, sample_rng
+from usagg.data.synth.scenes import SCENES
+from usagg.errors import DataError, UsaggError
+from usagg.spec.models import DataSpec, SynthSpec, TaskSpec
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 128
+SMALL = SynthSpec(seed=3, default_size=4, val_size=2, sizes={"fetal_head": 5})
+
+HEADERS = {
+    "segmentation": ["image_path", "task_id", "task_name", "num_classes", "mask_path"],
+    "classification": ["image_path", "task_id", "task_name", "num_classes", "mask"],
+    "detection": ["image_path", "task_id", "task_name", "num_classes", "x_min", "y_min", "x_max", "y_max"],
+}
+TASK_NAMES = {"segmentation": "segmentation", "classification": "classification", "detection": "detection"}
+
+
+def _rows(root: Path, split: str, task_id: str) -> tuple[list[str], list[dict[str, str]]]:
+    with open(root / split / "csv_files" / f"{task_id}.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_benchmark(tmp_path_factory.mktemp("synth") / "bench", SMALL)
+
+
+def test_registry_has_the_nine_fixed_tasks_and_the_catalog_agrees() -> None:
+    expected = {
+        "fetal_head": ("segmentation", 2, "Fetal"),
+        "fetal_head_biometry": ("regression", 2, "Fetal"),
+        "fetal_head_position": ("classification", 4, "Fetal"),
+        "thyroid_nodule": ("segmentation", 2, "Thyroid"),
+        "thyroid_nodule_det": ("detection", 1, "Thyroid"),
+        "thyroid_malignancy": ("classification", 2, "Thyroid"),
+        "breast_lesion": ("segmentation", 2, "Breast"),
+        "breast_lesion_cls": ("classification", 2, "Breast"),
+        "cardiac_chambers": ("segmentation", 4, "Cardiac"),
+    }
+    assert {t.id: (t.type, t.num_classes, t.group) for t in TASKS.values()} == expected
+    catalog = yaml.safe_load((REPO / "studies" / "catalogs" / "synthetic.yaml").read_text())["tasks"]
+    assert [c["id"] for c in catalog] == list(TASKS)
+    for entry in catalog:
+        t = TASKS[entry["id"]]
+        assert (entry["type"], entry["num_classes"], entry["group"], entry["metric"]) == (
+            t.type,
+            t.num_classes,
+            t.group,
+            {"segmentation": "DSC", "classification": "AUC", "detection": "IoU", "regression": "MRE"}[t.type],
+        )
+        TaskSpec(**entry)  # a valid study task as it stands
+
+
+def test_layout_and_columns_exactly_as_fmc_uia(bench: Path) -> None:
+    assert json.loads((bench / "synth.json").read_text())["complete"] is True
+    for split in ("train", "val"):
+        for tid, t in TASKS.items():
+            header, rows = _rows(bench, split, tid)
+            if t.type == "regression":
+                assert header == ["image_path", "task_id", "task_name", "num_classes", "point_1_xy", "point_2_xy"]
+                assert {r["task_name"] for r in rows} == {"Regression"}
+            else:
+                assert header == HEADERS[t.type]
+                assert {r["task_name"] for r in rows} == {TASK_NAMES[t.type]}
+            assert len(rows) == (SMALL.sizes.get(tid, 4) if split == "train" else 2)
+            assert {r["task_id"] for r in rows} == {tid}
+            assert {r["num_classes"] for r in rows} == {str(t.num_classes)}
+            for r in rows:
+                paths = [r["image_path"]] + ([r["mask_path"]] if t.type == "segmentation" else [])
+                for p in paths:
+                    assert p.startswith("../")
+                    f = (bench / split / "csv_files" / p).resolve()
+                    assert f.is_file() and (bench / split).resolve() in f.parents
+                img = Image.open(bench / split / "csv_files" / r["image_path"])
+                assert (img.mode, img.size) == ("L", (SIZE, SIZE))
+    seg_dir = bench / "train" / "Segmentation"
+    assert (seg_dir / "Two" / "fetal_head" / "masks").is_dir()
+    assert (seg_dir / "Four" / "cardiac_chambers" / "images").is_dir()
+    assert (bench / "train" / "Regression" / "fetal_head_biometry" / "images").is_dir()
+
+
+def test_segmentation_masks_are_exact_label_maps(bench: Path) -> None:
+    for tid in ("fetal_head", "thyroid_nodule", "breast_lesion", "cardiac_chambers"):
+        _, rows = _rows(bench, "train", tid)
+        for r in rows:
+            mask = np.asarray(Image.open(bench / "train" / "csv_files" / r["mask_path"]))
+            assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
+            present = set(np.unique(mask).tolist())
+            assert present == set(range(TASKS[tid].num_classes)), (tid, present)  # every class drawn, nothing else
+            assert 0.005 < (mask > 0).mean() < 0.5
+
+
+def test_detection_box_is_the_nodule_mask_bbox(bench: Path) -> None:
+    _, rows = _rows(bench, "train", "thyroid_nodule_det")
+    c = (np.arange(SIZE) + 0.5) / SIZE
+    for i, r in enumerate(rows):
+        box = tuple(int(r[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+        assert 0 <= box[0] < box[2] <= SIZE and 0 <= box[1] < box[3] <= SIZE
+        scene = SCENES["thyroid"](sample_rng(SMALL.seed, "thyroid_nodule_det", "train", i))
+        mask = scene.labels(c[None, :], c[:, None])
+        assert box == mask_box(mask)
+        assert mask_box(np.pad(np.ones((3, 2)), ((5, 1), (7, 4)))) == (7, 5, 9, 8)
+
+
+def test_keypoints_are_biparietal_ends_on_the_head_ellipse(bench: Path) -> None:
+    _, rows = _rows(bench, "train", "fetal_head_biometry")
+    for i, r in enumerate(rows):
+        p1, p2 = (np.array(json.loads(r[k])) for k in ("point_1_xy", "point_2_xy"))
+        assert ((p1 >= 0) & (p1 <= SIZE) & (p2 >= 0) & (p2 <= SIZE)).all()
+        scene = SCENES["fetal"](sample_rng(SMALL.seed, "fetal_head_biometry", "train", i))
+        mid = (p1 + p2) / 2
+
+        def inside(p: np.ndarray, labels=scene.labels) -> bool:
+            return bool(labels(np.array(p[0] / SIZE), np.array(p[1] / SIZE)))
+
+        assert inside(mid)
+        for p in (p1, p2):
+            assert inside(mid + 0.95 * (p - mid)) and not inside(mid + 1.05 * (p - mid))
+        assert 0.2 * SIZE < np.linalg.norm(p1 - p2) < 0.5 * SIZE
+
+
+def test_classification_labels_cover_every_class() -> None:
+    for tid in ("fetal_head_position", "thyroid_malignancy", "breast_lesion_cls"):
+        labels = [make_sample(tid, "train", i, 0, 64).label for i in range(24)]
+        assert set(labels) == set(range(TASKS[tid].num_classes)), (tid, labels)
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path: Path) -> None:
+    spec = SynthSpec(seed=1, default_size=4, val_size=2)
+    tasks = ["fetal_head", "thyroid_nodule_det"]
+    a = _files(generate_benchmark(tmp_path / "a", spec, tasks))
+    b = _files(generate_benchmark(tmp_path / "b", spec, tasks, workers=2))  # worker processes: same bytes
+    c = _files(generate_benchmark(tmp_path / "c", spec.model_copy(update={"seed": 2}), tasks))
+    assert a == b
+    images = [k for k in a if "/images/" in k]
+    assert len(images) == 12 and all(a[k] != c[k] for k in images)
+
+
+def test_one_task_size_never_changes_another_task(tmp_path: Path) -> None:
+    tasks = ["fetal_head", "fetal_head_biometry"]
+    small = _files(generate_benchmark(tmp_path / "s", SynthSpec(default_size=4, val_size=2), tasks))
+    big = _files(
+        generate_benchmark(tmp_path / "b", SynthSpec(default_size=4, val_size=2, sizes={"fetal_head": 6}), tasks)
+    )
+    other = {k: v for k, v in small.items() if "biometry" in k}
+    assert other and all(big[k] == v for k, v in other.items())
+    shared = [k for k in small if k.startswith("train/Segmentation")]
+    assert len(shared) == 8 and all(big[k] == small[k] for k in shared)  # a larger size keeps the first images
+    assert len([k for k in big if k.startswith("train/Segmentation") and "/images/" in k]) == 6
+
+
+def test_refuses_foreign_folder_and_replaces_own_output(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UsaggError, match="refusing to overwrite"):
+        generate_benchmark(foreign, SMALL, ["breast_lesion"])
+    out = generate_benchmark(tmp_path / "own", SynthSpec(default_size=6, val_size=2), ["breast_lesion"])
+    generate_benchmark(out, SynthSpec(default_size=4, val_size=2), ["breast_lesion"])
+    assert len(list((out / "train").rglob("images/*.png"))) == 4  # stale images removed
+    with pytest.raises(UsaggError, match="unknown synthetic task"):
+        generate_benchmark(tmp_path / "x", SynthSpec(sizes={"nope": 5}))
+
+
+def test_bmode_physics_shadow_enhancement_attenuation_and_fan() -> None:
+    size = 96
+
+    def disc(att: float, echo: float):
+        def tissue(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            inside = np.hypot(x - 0.5, y - 0.3) < 0.08
+            return np.where(inside, echo, 1.0).astype(np.float32), np.where(inside, att, 2.5).astype(np.float32)
+
+        return tissue
+
+    def below_vs_beside(img: np.ndarray) -> float:
+        rows = slice(int(0.5 * size), int(0.8 * size))
+        return (
+            img[rows, int(0.45 * size) : int(0.55 * size)].mean() / img[rows, int(0.1 * size) : int(0.2 * size)].mean()
+        )
+
+    rng = np.random.default_rng(0)
+    linear, imaging = Probe("linear"), Imaging()
+    assert below_vs_beside(simulate(linear, disc(150.0, 30.0), size, rng, imaging)) < 0.5  # acoustic shadow
+    assert below_vs_beside(simulate(linear, disc(0.1, 0.001), size, rng, imaging)) > 1.1  # posterior enhancement
+    flat = lambda x, y: (np.ones(x.shape, np.float32), np.full(x.shape, 2.5, np.float32))  # noqa: E731
+    no_tgc = simulate(linear, flat, size, rng, Imaging(tgc=0.0))
+    assert no_tgc[-20:].mean() < 0.8 * no_tgc[:20].mean()  # attenuation with depth
+    sector = simulate(Probe("sector"), flat, size, rng, imaging)
+    assert sector[:8, :8].max() == 0 and sector[-8:, size // 2 - 4 : size // 2 + 4].mean() > 40  # black outside fan
+    assert 10 < no_tgc[:20].std() < 60  # speckle, not a flat fill
+
+
+def test_dataset_root_generates_once_and_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = DataSpec(synthetic=SynthSpec(default_size=4, val_size=2), cache_dir=tmp_path / "cache")
+    calls = []
+    real = source._generate_into
+    monkeypatch.setattr(source, "_generate_into", lambda *a: (calls.append(1), real(*a)))
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(source.dataset_root(data))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    root = results[0]
+    assert results == [root, root] and len(calls) == 1
+    assert root.parent == tmp_path / "cache" / "synth" and (root / "train" / "csv_files" / "fetal_head.csv").is_file()
+    marker = root / source.MARKER
+    mtime = marker.stat().st_mtime_ns
+    monkeypatch.setattr(source, "_generate_into", lambda *a: pytest.fail("regenerated"))
+    assert source.dataset_root(data) == root and marker.stat().st_mtime_ns == mtime
+    assert [p.name for p in root.parent.iterdir() if p.name.startswith(".") and "tmp" in p.name] == []
+
+
+def test_dataset_root_never_leaves_a_half_written_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "synth_out"
+    data = DataSpec(synthetic=SynthSpec(default_size=4, val_size=2, out=out))
+    real = gen.render_chunk
+    count = iter(range(100))
+
+    def flaky(*args: object) -> list:
+        if next(count) == 3:
+            raise RuntimeError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(gen, "render_chunk", flaky)
+    with pytest.raises(RuntimeError):
+        source.dataset_root(data)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+
+
+def test_dataset_root_reuses_a_matching_cli_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SynthSpec(default_size=4, val_size=2)
+    out = generate_benchmark(tmp_path / "mine", spec)
+    monkeypatch.setattr(source, "_generate_into", lambda *a: pytest.fail("regenerated"))
+    assert source.dataset_root(DataSpec(synthetic=spec.model_copy(update={"out": out}))) == out
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("x")
+    with pytest.raises(DataError, match="refusing to replace"):
+        source.dataset_root(DataSpec(synthetic=spec.model_copy(update={"out": foreign})))
+
+
+def test_dataset_root_with_a_real_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=str(tmp_path / "missing")):
+        source.dataset_root(DataSpec(root=tmp_path / "missing"))
+    with pytest.raises(DataError, match="no train/"):
+        source.dataset_root(DataSpec(root=tmp_path))
+    (tmp_path / "train").mkdir()
+    assert source.dataset_root(DataSpec(root=tmp_path)) == tmp_path
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    from usagg.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["usagg", "synth", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return int(exc.value.code or 0)
+
+
+def test_cli_exit_codes_and_preview(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["--default-size", "4", "--val-size", "2", "--task", "fetal_head", "--task", "thyroid_nodule_det"]
+    assert _cli(monkeypatch, str(out), *args, "--size", "fetal_head=5") == 0
+    assert "thyroid_nodule_det" in capsys.readouterr().out
+    assert len(_rows(out, "train", "fetal_head")[1]) == 5
+    assert _cli(monkeypatch, str(out), *args) == 0  # a previous synth output may be regenerated
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    for bad in ([str(tmp_path / "other")], [str(out), "--size", "fetal_head:5"], [str(out), "--task", "lung"], []):
+        assert _cli(monkeypatch, *bad) == 2, bad
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err
+    preview = tmp_path / "p.png"
+    assert _cli(monkeypatch, "--preview", str(preview), "--task", "cardiac_chambers", "--image-size", "64") == 0
+    assert Image.open(preview).size[0] > 200
+    assert _cli(monkeypatch, "--help") == 0
+    assert "Example: usagg synth" in capsys.readouterr().out

@@ -1,0 +1,114 @@
+"""Where a study's images live: the user's FMC_UIA folder, or the synthetic benchmark generated on first use.
+
+Generation goes into a temporary sibling folder that is renamed into place
+only once complete (the completion marker is its last file), under a file
+lock, so concurrent jobs generate once and nobody ever sees a half-written
+folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from usagg.errors import DataError
+from usagg.spec.models import DataSpec, SynthSpec
+
+MARKER = ".usagg-complete"
+
+
+def cache_root(data: DataSpec) -> Path:
+    """data.cache_dir, else $USAGG_CACHE, else ~/.cache/usagg."""
+    if data.cache_dir is not None:
+        return Path(data.cache_dir)
+    env = os.environ.get("USAGG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "usagg"
+
+
+def synth_key(spec: SynthSpec) -> str:
+    """Hash of every setting that changes the generated files (and of the generator version)."""
+    from usagg.data.synth.generate import resolve_tasks, settings
+
+    blob = json.dumps(settings(spec, resolve_tasks(spec, None)), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def synth_dir(data: DataSpec) -> Path:
+    """Folder of the synthetic benchmark: `synthetic.out`, or `<cache>/synth/<settings hash>`."""
+    assert data.synthetic is not None
+    if data.synthetic.out is not None:
+        return Path(data.synthetic.out)
+    return cache_root(data) / "synth" / synth_key(data.synthetic)
+
+
+def _complete(folder: Path, key: str, spec: SynthSpec) -> bool:
+    """Our marker with this key, or a finished `usagg synth` output written with exactly these settings."""
+    from usagg.data.synth.generate import MANIFEST, resolve_tasks, settings
+
+    marker = folder / MARKER
+    if marker.is_file():
+        return marker.read_text().strip() == key
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest == {**settings(spec, resolve_tasks(spec, None)), "complete": True}
+
+
+def _generate_into(target: Path, spec: SynthSpec, key: str) -> None:
+    """Generate into a temp sibling, write the marker last, then rename over `target` (old copy moved aside)."""
+    from usagg.data.synth import generate_benchmark
+
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        generate_benchmark(tmp, spec)
+        (tmp / MARKER).write_text(key + "\n")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _synthetic_root(data: DataSpec) -> Path:
+    from filelock import FileLock
+
+    from usagg.data.synth.generate import is_synth_output
+
+    spec = data.synthetic
+    assert spec is not None
+    target = synth_dir(data)
+    key = synth_key(spec)
+    if _complete(target, key, spec):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if _complete(target, key, spec):  # another process finished it while we waited
+            return target
+        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_synth_output(target))):
+            raise DataError(
+                f"synthetic.out {target} exists and holds something other than a usagg synthetic benchmark; "
+                "refusing to replace it. Point synthetic.out at a new folder or remove this one."
+            )
+        _generate_into(target, spec, key)
+    return target
+
+
+def dataset_root(data: DataSpec) -> Path:
+    """The FMC_UIA root a study reads: `data.root` (checked), or the synthetic benchmark (generated once)."""
+    if data.synthetic is not None:
+        return _synthetic_root(data)
+    root = Path(data.root)  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise DataError(f"data.root {root} does not exist or is not a folder; point it at an FMC_UIA dataset root.")
+    if not (root / "train").is_dir():
+        raise DataError(
+            f"data.root {root} has no train/ folder; an FMC_UIA root holds train/ (and val/) with csv_files/ inside."
+        )
+    return root

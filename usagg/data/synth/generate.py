@@ -1,0 +1,209 @@
+"""Writing the synthetic benchmark in the FMC_UIA layout (train/ and val/, CSV index files, PNGs).
+
+One CSV per task (`<split>/csv_files/<task_id>.csv`) so that a task's files
+depend only on that task's settings. A manifest (`synth.json`) is written
+first with `"complete": false` and rewritten last with `true`: it marks the
+folder as ours (safe to regenerate over) and tells finished from interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from usagg.data.synth.sample import SynthSample, make_sample
+from usagg.data.synth.tasks import TASKS, SynthTask
+from usagg.errors import UsaggError
+from usagg.spec.models import SynthSpec
+
+MANIFEST = "synth.json"
+#: Bump when the generator's output changes, so cached benchmarks are regenerated.
+GENERATOR_VERSION = 1
+SPLITS = ("train", "val")
+
+#: Images per work item; also the progress granularity.
+CHUNK = 25
+#: Below this many images one process is faster than starting workers.
+PARALLEL_MIN_IMAGES = 400
+
+#: progress(task_id, split, done, total): images of that task and split written so far.
+Progress = Callable[[str, str, int, int], None]
+
+
+def resolve_tasks(spec: SynthSpec, tasks: list[str] | None) -> list[str]:
+    """The task ids to generate, checked against the registry (sizes may only name known tasks)."""
+    ids = list(TASKS) if tasks is None else list(dict.fromkeys(tasks))
+    unknown = [t for t in [*ids, *spec.sizes] if t not in TASKS]
+    if unknown:
+        raise UsaggError(
+            f"unknown synthetic task(s) {', '.join(sorted(set(unknown)))}; the synthetic benchmark has: "
+            f"{', '.join(TASKS)}."
+        )
+    if not ids:
+        raise UsaggError("no synthetic tasks selected; name at least one of: " + ", ".join(TASKS) + ".")
+    return ids
+
+
+def split_size(spec: SynthSpec, task_id: str, split: str) -> int:
+    return spec.sizes.get(task_id, spec.default_size) if split == "train" else spec.val_size
+
+
+def columns(task: SynthTask) -> list[str]:
+    """CSV header of a task, exactly as the challenge's files have it."""
+    extra = {
+        "segmentation": ["mask_path"],
+        "classification": ["mask"],
+        "detection": ["x_min", "y_min", "x_max", "y_max"],
+        "regression": [f"point_{k + 1}_xy" for k in range(task.num_classes)],
+    }[task.type]
+    return ["image_path", "task_id", "task_name", "num_classes", *extra]
+
+
+def is_synth_output(out: Path) -> bool:
+    return (out / MANIFEST).is_file()
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsaggError(f"{out} exists and is not a folder; give a new or empty folder for the synthetic benchmark.")
+    if out.is_dir() and any(out.iterdir()) and not is_synth_output(out):
+        raise UsaggError(
+            f"{out} is not empty and was not written by `usagg synth` (no {MANIFEST}); refusing to overwrite it. "
+            "Give a new or empty folder, or delete this one first."
+        )
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def _row(sample: SynthSample, image_rel: str, mask_rel: str | None) -> list[object]:
+    t = sample.task
+    row: list[object] = [image_rel, t.id, t.task_name, t.num_classes]
+    if t.type == "segmentation":
+        row.append(mask_rel)
+    elif t.type == "classification":
+        row.append(sample.label)
+    elif t.type == "detection":
+        row.extend(sample.box or ())
+    else:
+        row.extend(json.dumps([x, y]) for x, y in sample.points or ())
+    return row
+
+
+def render_chunk(out: str, task_id: str, split: str, start: int, stop: int, seed: int, size: int) -> list[list]:
+    """Generate and write images start..stop-1 of one task and split; returns their CSV rows (worker entry point)."""
+    task = TASKS[task_id]
+    folder = Path(out) / split / task.folder
+    rows = []
+    for i in range(start, stop):
+        sample = make_sample(task_id, split, i, seed, size)
+        name = f"{task_id}_{i:05d}.png"
+        _write_png(folder / "images" / name, sample.image)
+        mask_rel = None
+        if sample.mask is not None:
+            _write_png(folder / "masks" / name, sample.mask)
+            mask_rel = f"../{task.folder}/masks/{name}"
+        rows.append(_row(sample, f"../{task.folder}/images/{name}", mask_rel))
+    return rows
+
+
+def auto_workers(n_images: int) -> int:
+    """Processes worth starting: one for small jobs or inside a daemon worker (it may not fork), else the cores."""
+    import multiprocessing
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_images < PARALLEL_MIN_IMAGES or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(cores, 8))
+
+
+def _write_all(out: Path, spec: SynthSpec, ids: list[str], progress: Progress | None, workers: int | None) -> None:
+    chunks = [
+        (tid, split, lo, min(lo + CHUNK, split_size(spec, tid, split)))
+        for split in SPLITS
+        for tid in ids
+        for lo in range(0, split_size(spec, tid, split), CHUNK)
+    ]
+    for split in SPLITS:
+        (out / split / "csv_files").mkdir(parents=True, exist_ok=True)
+        for tid in ids:
+            (out / split / TASKS[tid].folder / "images").mkdir(parents=True, exist_ok=True)
+            if TASKS[tid].type == "segmentation":
+                (out / split / TASKS[tid].folder / "masks").mkdir(exist_ok=True)
+    args = [(str(out), tid, split, lo, hi, spec.seed, spec.image_size) for tid, split, lo, hi in chunks]
+    n = workers or auto_workers(sum(hi - lo for *_, lo, hi in chunks))
+    rows: dict[tuple[str, str], list[list]] = {(tid, split): [] for split in SPLITS for tid in ids}
+    pool = None
+    if n > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the caller may hold threads (torch, a progress bar) that fork would copy mid-state.
+        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        results = pool.map(render_chunk, *zip(*args, strict=True)) if pool else (render_chunk(*a) for a in args)
+        for (tid, split, _, _), chunk_rows in zip(chunks, results, strict=True):
+            rows[tid, split].extend(chunk_rows)
+            if progress is not None:
+                progress(tid, split, len(rows[tid, split]), split_size(spec, tid, split))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    for (tid, split), task_rows in rows.items():
+        with open(out / split / "csv_files" / f"{tid}.csv", "w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(columns(TASKS[tid]))
+            writer.writerows(task_rows)
+
+
+def settings(spec: SynthSpec, task_ids: list[str]) -> dict:
+    """Everything that determines the output (what a cache key must cover)."""
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": spec.seed,
+        "image_size": spec.image_size,
+        "tasks": task_ids,
+        "train_sizes": {t: split_size(spec, t, "train") for t in task_ids},
+        "val_size": spec.val_size,
+    }
+
+
+def _manifest(out: Path, info: dict, complete: bool) -> None:
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({**info, "complete": complete}, indent=2) + "\n")
+    tmp.replace(out / MANIFEST)
+
+
+def generate_benchmark(
+    out: Path,
+    spec: SynthSpec,
+    tasks: list[str] | None = None,
+    *,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> Path:
+    """Write the synthetic benchmark into `out` (FMC_UIA layout) and return `out`.
+
+    workers: processes rendering images (None: `auto_workers`); the bytes written never depend on it.
+    Refuses a non-empty folder that is not an earlier synth output; an earlier
+    output is replaced (its train/ and val/ are removed first, so no stale files stay).
+    """
+    out = Path(out)
+    ids = resolve_tasks(spec, tasks)
+    _check_target(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
+    info = settings(spec, ids)
+    _manifest(out, info, complete=False)
+    _write_all(out, spec, ids, progress, workers)
+    _manifest(out, info, complete=True)
+    return out

@@ -1,0 +1,64 @@
+"""One synthetic sample: seed the RNG from (seed, task, split, index), draw the scene, image it, label it.
+
+Seeding per image is what makes tasks independent: changing one task's size
+never changes another task's images, and a larger size keeps the first ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from usagg.data.synth.bmode import simulate
+from usagg.data.synth.scenes import SCENES
+from usagg.data.synth.tasks import TASKS, SynthTask
+
+
+@dataclass
+class SynthSample:
+    """An image and its label in FMC_UIA terms (pixels: the image spans [0, W] x [0, H])."""
+
+    task: SynthTask
+    image: np.ndarray  # uint8 (S, S)
+    mask: np.ndarray | None = None  # segmentation: uint8 (S, S), 0 = background
+    label: int | None = None  # classification
+    box: tuple[int, int, int, int] | None = None  # detection: x_min, y_min, x_max, y_max (pixel edges)
+    points: tuple[tuple[float, float], ...] | None = None  # regression: K (x, y)
+
+
+def sample_rng(seed: int, task_id: str, split: str, index: int) -> np.random.Generator:
+    """An RNG that depends on exactly these four values (stable across Python versions and processes)."""
+    digest = hashlib.sha256(f"usagg-synth/{seed}/{task_id}/{split}/{index}".encode()).digest()
+    return np.random.default_rng(np.frombuffer(digest, dtype=np.uint32))
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight box of the non-zero pixels as pixel edges: x_max, y_max are one past the last column, row."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def make_sample(task_id: str, split: str, index: int, seed: int, size: int) -> SynthSample:
+    """Generate sample `index` of `task_id` in `split`; pure function of its arguments."""
+    task = TASKS[task_id]
+    rng = sample_rng(seed, task_id, split, index)
+    kwargs = {"direction_class": int(rng.integers(0, task.num_classes))} if task_id == "fetal_head_position" else {}
+    scene = SCENES[task.anatomy](rng, **kwargs)
+    image = simulate(scene.probe, scene.tissue, size, rng, scene.imaging)
+    out = SynthSample(task, image)
+    if task.type == "classification":
+        out.label = scene.cls
+        return out
+    if task.type == "regression":
+        out.points = tuple((round(px * size, 2), round(py * size, 2)) for px, py in scene.keypoints)
+        return out
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size
+    mask = scene.labels(c[None, :], c[:, None]) * scene.probe.pixel_in_view(size)
+    if task.type == "segmentation":
+        out.mask = mask.astype(np.uint8)
+    else:
+        out.box = mask_box(mask)
+    return out

@@ -1,0 +1,58 @@
+"""The nine synthetic tasks: ids, types and class counts are fixed (studies, tests and other code rely on them).
+
+Tasks of one clinical group share an anatomy generator (`anatomy`), so a model
+trained on several of them sees the same kind of image with different labels:
+aggregation can genuinely help (shared structure) or hurt (competing heads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from usagg.tasktypes import DEFAULT_METRIC
+
+
+@dataclass(frozen=True)
+class SynthTask:
+    """One synthetic task and where its files go in the FMC_UIA layout."""
+
+    id: str
+    type: str  # segmentation | classification | detection | regression
+    num_classes: int  # FMC_UIA meaning: seg incl. background, cls classes, det 1, reg keypoints
+    group: str
+    anatomy: str  # scene generator shared by the group (see scenes.SCENES)
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        return DEFAULT_METRIC[self.type]
+
+    @property
+    def folder(self) -> str:
+        """Folder under <split>/, as the challenge lays it out (segmentation by class count)."""
+        if self.type == "segmentation":
+            return f"Segmentation/{_COUNT_WORDS[self.num_classes]}/{self.id}"
+        return f"{self.type.capitalize()}/{self.id}"
+
+    @property
+    def task_name(self) -> str:
+        """The CSV's task_name, spelled as the challenge files spell it (capital R for Regression)."""
+        return "Regression" if self.type == "regression" else self.type
+
+
+_COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
+
+_ALL = [
+    SynthTask("fetal_head", "segmentation", 2, "Fetal", "fetal", ("background", "head")),
+    SynthTask("fetal_head_biometry", "regression", 2, "Fetal", "fetal"),
+    SynthTask("fetal_head_position", "classification", 4, "Fetal", "fetal", ("right", "down", "left", "up")),
+    SynthTask("thyroid_nodule", "segmentation", 2, "Thyroid", "thyroid", ("background", "nodule")),
+    SynthTask("thyroid_nodule_det", "detection", 1, "Thyroid", "thyroid", ("nodule",)),
+    SynthTask("thyroid_malignancy", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant")),
+    SynthTask("breast_lesion", "segmentation", 2, "Breast", "breast", ("background", "lesion")),
+    SynthTask("breast_lesion_cls", "classification", 2, "Breast", "breast", ("benign", "malignant")),
+    SynthTask("cardiac_chambers", "segmentation", 4, "Cardiac", "cardiac", ("background", "LV", "LA", "RV")),
+]
+
+#: Task id -> SynthTask, in catalog order.
+TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
