@@ -1,9 +1,109 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""`usagg compare`, `usagg plot`, `usagg report`: the analysis of a run store or an imported results table.
+
+Only the light analysis modules are imported here; scipy and matplotlib load inside the
+commands that need them, and torch never.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from usagg.errors import UsaggError
+
+_RUN_DIR = typer.Argument(
+    None, metavar="RUN_DIR", help="Run store folder (runs/<study>); default: the latest under --root."
+)
+_RESULTS = typer.Option(None, "--results", help="Analyse this tidy results CSV instead of RUN_DIR's results.csv.")
+_ROOT = typer.Option(Path("runs"), "--root", help="Output root searched for the latest study when RUN_DIR is omitted.")
+_BASELINE = typer.Option(None, "--baseline", help="Paradigm Δ is measured against (default: analysis.baseline, TS).")
+
+COMPARE_FORMATS = ("table", "csv", "markdown", "latex")
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise UsaggError(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: str | None):  # type: ignore[no-untyped-def]
+    from usagg.analysis.inputs import load_input
+    from usagg.analysis.summary import analyse
+
+    return analyse(load_input(run_dir, results, root), baseline)
+
+
+def compare_cmd(
+    run_dir: Path | None = _RUN_DIR,
+    baseline: str | None = _BASELINE,
+    fmt: str = typer.Option("table", "--format", help="table, csv (per-task Δ, machine-readable), markdown or latex."),
+    out: Path | None = typer.Option(None, "--out", help="Write to this file (atomically) instead of printing."),
+    results: Path | None = _RESULTS,
+    root: Path = _ROOT,
+) -> None:
+    """Per-task metrics of every paradigm, Δ % versus the baseline, aggregates and statistics.
+
+    Example: usagg compare runs/demo --baseline TS --format markdown --out compare.md
+    """
+    _choice(fmt, COMPARE_FORMATS, "--format")
+    from usagg.analysis.summary import compare_output
+
+    text = compare_output(_analyse(run_dir, results, root, baseline), fmt)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from usagg.analysis.atomic import write_text_atomic
+
+    existed = out.exists()
+    write_text_atomic(out, text)
+    typer.echo(f"{'replaced' if existed else 'wrote'} {out}")
+
+
+def plot_cmd(
+    run_dir: Path | None = _RUN_DIR,
+    out: Path | None = typer.Option(None, "--out", help="Figure folder (default: reports/<study>/figures)."),
+    fmt: str = typer.Option("png", "--format", help="png, pdf or svg."),
+    baseline: str | None = _BASELINE,
+    results: Path | None = _RESULTS,
+    root: Path = _ROOT,
+) -> None:
+    """The study's figures: absolute performance, Δ per task, Δ vs n_train, Δ by type, expert usage, fractions.
+
+    Example: usagg plot runs/demo --format pdf --out paper/figures
+    """
+    _choice(fmt, FIGURE_FORMATS, "--format")
+    from usagg.analysis.figures import render_all
+
+    a = _analyse(run_dir, results, root, baseline)
+    folder = out or Path("reports") / a.inp.study / "figures"
+    for fig in render_all(a, folder, fmt):
+        typer.echo(f"wrote {fig.path}")
+
+
+def report_cmd(
+    run_dir: Path | None = _RUN_DIR,
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: reports/<study>/); regenerated."),
+    baseline: str | None = _BASELINE,
+    results: Path | None = _RESULTS,
+    root: Path = _ROOT,
+) -> None:
+    """report.md and a self-contained report.html with every table, figure and statistic, plus tables/*.tex, *.csv.
+
+    Example: usagg report runs/demo --out reports/demo
+    """
+    from usagg.analysis.report import write_report
+
+    a = _analyse(run_dir, results, root, baseline)
+    folder = out or Path("reports") / a.inp.study
+    for path in write_report(a, folder):
+        typer.echo(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add compare, plot and report to the app."""
+    app.command("compare")(compare_cmd)
+    app.command("plot")(plot_cmd)
+    app.command("report")(report_cmd)

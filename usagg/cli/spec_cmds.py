@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -105,9 +106,12 @@ def plan_cmd(
         rows = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
         typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"{s.name}: {len(jobs)} jobs", title_justify="left")
-    for col in ("id", "paradigm", "tasks", "fraction", "seed", "state"):
-        table.add_column(col, no_wrap=col != "tasks", overflow="fold")
+    table = Table(title=f"{s.name}: {len(jobs)} jobs", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("id", overflow="fold", min_width=20)
+    table.add_column("paradigm", no_wrap=True)
+    table.add_column("tasks", overflow="fold", min_width=16)
+    for col in ("fraction", "seed", "state"):
+        table.add_column(col, no_wrap=True)
     for j in jobs:
         tasks = ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks"
         table.add_row(j.id, j.paradigm, tasks, f"{j.fraction:g}", str(j.seed), states[j.id])

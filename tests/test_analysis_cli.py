@@ -1,0 +1,150 @@
+"""usagg compare / plot / report end to end on a simulated 27-task study, and their user errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.cli.app import app
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulate_run_store(tmp_path_factory.mktemp("runs") / "fmc", load_tasks(TASKS))
+
+
+def _usagg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "usagg", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_compare_table_lists_every_task_and_statistic(run_dir: Path) -> None:
+    res = CliRunner().invoke(app, ["compare", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    for task in (t["id"] for t in load_tasks(TASKS)):
+        assert task in res.output
+    for needle in ("ΔCG %", "ΔAU %", "all tasks (Δm)", "Spearman", "Wilcoxon", "bootstrap", "Negative transfer"):
+        assert needle in res.output
+
+
+@pytest.mark.parametrize(("fmt", "needle"), [("markdown", "| Task |"), ("latex", "\\toprule"), ("csv", "delta_pct")])
+def test_compare_formats_and_out_file(run_dir: Path, tmp_path: Path, fmt: str, needle: str) -> None:
+    out = tmp_path / f"cmp.{fmt}"
+    res = CliRunner().invoke(app, ["compare", str(run_dir), "--format", fmt, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert needle in out.read_text(encoding="utf-8")
+    if fmt == "csv":
+        assert len(out.read_text().splitlines()) == 1 + 27 * 3  # one row per task and paradigm
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_compare_with_imported_results_and_other_baseline(run_dir: Path) -> None:
+    res = CliRunner().invoke(app, ["compare", "--results", str(run_dir / "results.csv"), "--baseline", "AU"])
+    assert res.exit_code == 0, res.output
+    assert "ΔTS %" in res.output and "versus AU" in res.output
+
+
+def test_latest_study_under_root(run_dir: Path) -> None:
+    res = CliRunner().invoke(app, ["compare", "--root", str(run_dir.parent), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert "fetal_head" in res.output
+
+
+def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--format", "svg"])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert names == sorted(
+        f"{n}.svg" for n in ("fig2_absolute", "fig3_delta", "fig_delta_vs_ntrain", "fig_task_type", "fig_expert_usage")
+    )
+    res = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    html = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert "figures/fig3_delta.png" in md and "breast_lesion" in md
+    assert html.count("data:image/png;base64,") == 5  # self-contained
+    for name in ("tasks", "groups", "aggregates", "statistics", "negative_transfer"):
+        assert (tmp_path / "rep" / "tables" / f"{name}.tex").is_file()
+        assert (tmp_path / "rep" / "tables" / f"{name}.csv").is_file()
+
+
+def test_stale_results_are_rebuilt_through_the_store(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    import usagg.store
+
+    copy = tmp_path / "fmc"
+    shutil.copytree(run_dir, copy)
+    (copy / "results.csv").unlink()
+    calls = []
+
+    def fake_rebuild(self: usagg.store.RunStore) -> Path:
+        calls.append(self.root)
+        shutil.copy(run_dir / "results.csv", self.root / "results.csv")
+        return self.root / "results.csv"
+
+    monkeypatch.setattr(usagg.store.RunStore, "rebuild_results", fake_rebuild)
+    res = CliRunner().invoke(app, ["compare", str(copy), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert calls == [copy]
+
+
+def test_missing_run_dir_exits_2_without_traceback(tmp_path: Path) -> None:
+    res = _usagg("compare", str(tmp_path / "nope"), cwd=tmp_path)
+    assert res.returncode == 2
+    assert f"run folder {tmp_path / 'nope'} does not exist" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = _usagg("plot", cwd=tmp_path)  # no runs/ folder at all
+    assert res.returncode == 2 and "no run store under runs/" in res.stderr
+
+
+def test_malformed_csv_exits_2_naming_row_and_column(run_dir: Path, tmp_path: Path) -> None:
+    lines = (run_dir / "results.csv").read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[9] = "oops"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], lines[1], lines[2], ",".join(cells)]) + "\n")
+    res = _usagg("compare", "--results", str(bad), cwd=tmp_path)
+    assert res.returncode == 2
+    assert f"{bad}: row 3 (line 4), column 'value': expected a number, got 'oops'" in res.stderr
+    assert "Traceback" not in res.stderr
+    bad.write_text(lines[0].replace(",type", "") + "\n")
+    res = _usagg("report", "--results", str(bad), cwd=tmp_path)
+    assert res.returncode == 2 and "lacks column(s) type" in res.stderr
+
+
+def test_commands_never_import_torch(run_dir: Path, tmp_path: Path) -> None:
+    """Run all three commands through the app in one process that refuses any torch import."""
+    code = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("analysis imported torch")
+sys.meta_path.insert(0, NoTorch())
+from typer.testing import CliRunner
+from usagg.cli.app import app
+for args in (["compare"], ["plot", "--out", "figs"], ["report", "--out", "rep"]):
+    res = CliRunner().invoke(app, [args[0], {str(run_dir)!r}, *args[1:]])
+    assert res.exit_code == 0, (args, res.output, res.exception)
+assert "torch" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("ok")
+
+
+def test_app_import_stays_light() -> None:
+    code = "import sys, usagg.cli.app; print(sorted(m for m in ('matplotlib', 'scipy', 'torch') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.stdout.strip() == "[]", res.stderr

@@ -1,0 +1,121 @@
+"""Δ versus a baseline against hand-computed values: directions, seed averaging, zero and missing baselines."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from usagg.analysis.delta import aggregates, compare, negative_transfer, relative_change
+from usagg.analysis.inputs import load_input
+from usagg.analysis.results import Row, write_results
+from usagg.errors import UsaggError
+
+
+def _row(p: str, seed: int, task: str, ttype: str, metric: str, value: float, hib: bool, group: str = "G1") -> Row:
+    return Row(
+        "s", f"{p}-{seed}", p, group, seed, 1.0, task, ttype, metric, value, hib, 500.0 if task != "r" else 2000.0
+    )
+
+
+def _table(tmp_path: Path) -> Path:
+    rows = [
+        # segmentation, DSC higher is better: TS mean 0.7, CG mean 0.7, AU mean 0.84
+        _row("TS", 0, "a", "segmentation", "DSC", 0.8, True),
+        _row("TS", 1, "a", "segmentation", "DSC", 0.6, True),
+        _row("CG", 0, "a", "segmentation", "DSC", 0.77, True),
+        _row("CG", 1, "a", "segmentation", "DSC", 0.63, True),
+        _row("AU", 0, "a", "segmentation", "DSC", 0.84, True),
+        _row("AU", 1, "a", "segmentation", "DSC", 0.84, True),
+        _row("TS", 0, "a", "segmentation", "HD", 9.0, False),  # a secondary metric, never primary
+        # regression, MRE lower is better: TS mean 25, CG 20, AU 30
+        _row("TS", 0, "r", "regression", "MRE", 20.0, False),
+        _row("TS", 1, "r", "regression", "MRE", 30.0, False),
+        _row("CG", 0, "r", "regression", "MRE", 20.0, False),
+        _row("CG", 1, "r", "regression", "MRE", 20.0, False),
+        _row("AU", 0, "r", "regression", "MRE", 30.0, False),
+        # zero baseline
+        _row("TS", 0, "z", "classification", "AUC", 0.0, True, "G2"),
+        _row("CG", 0, "z", "classification", "AUC", 0.5, True, "G2"),
+        _row("AU", 0, "z", "classification", "AUC", 0.5, True, "G2"),
+        # no baseline result at all for task m
+        _row("CG", 0, "m", "classification", "AUC", 0.9, True, "G2"),
+        _row("AU", 0, "m", "classification", "AUC", 0.8, True, "G2"),
+    ]
+    path = tmp_path / "results.csv"
+    write_results(rows, path)
+    return path
+
+
+@pytest.fixture
+def comp(tmp_path: Path):
+    return compare(load_input(None, _table(tmp_path)))
+
+
+def test_relative_change_sign_follows_direction() -> None:
+    assert relative_change(0.9, 0.8, True).value == pytest.approx(12.5)
+    assert relative_change(15.6, 30.4, False).value == pytest.approx(48.684, abs=1e-3)  # the paper's MRE example
+    assert relative_change(0.145, 0.713, True).value == pytest.approx(-79.66, abs=0.01)  # breast lesion CG
+
+
+def test_delta_hand_computed_seeds_averaged_first(comp) -> None:
+    d = {(t, p): comp.deltas[(1.0, t, p)].value for t in ("a", "r") for p in ("CG", "AU")}
+    assert d[("a", "CG")] == pytest.approx(0.0)
+    # seed means first: (0.84 - 0.7) / 0.7 = 20 %; averaging per-seed Δs would give 22.5 %
+    assert d[("a", "AU")] == pytest.approx(20.0)
+    assert d[("r", "CG")] == pytest.approx(20.0)  # lower is better: 25 -> 20 is a gain
+    assert d[("r", "AU")] == pytest.approx(-20.0)
+    cell = comp.cells[(1.0, "a", "TS")]
+    assert (cell.mean, cell.n_seeds) == (pytest.approx(0.7), 2)
+    assert cell.sd == pytest.approx(math.sqrt(0.02))
+    assert comp.info("a").metric == "DSC"
+
+
+def test_zero_and_missing_baseline_are_listed_not_dropped(comp) -> None:
+    z = comp.deltas[(1.0, "z", "CG")]
+    assert z.value is None and "baseline metric is 0" in z.reason
+    m = comp.deltas[(1.0, "m", "AU")]
+    assert m.value is None and "baseline TS has no AUC result" in m.reason
+    listed = {(t, p) for _, t, p, _ in comp.not_available()}
+    assert listed == {("z", "CG"), ("z", "AU"), ("m", "CG"), ("m", "AU")}
+    (g2,) = [g for g in aggregates(comp, 1.0, "CG", "group") if g.name == "G2"]
+    assert g2.mean is None and g2.n == 0 and set(g2.missing) == {"z", "m"}
+
+
+def test_aggregates_and_negative_transfer(comp) -> None:
+    (g1,) = [g for g in aggregates(comp, 1.0, "AU", "group") if g.name == "G1"]
+    assert g1.mean == pytest.approx(0.0) and g1.n == 2  # (20 + -20) / 2
+    assert "mean over seeds per task, then Δ per task, then mean over 2 tasks" in g1.order
+    (allg,) = aggregates(comp, 1.0, "CG", "all")
+    assert allg.mean == pytest.approx(10.0) and "2 without Δ left out" in allg.order
+    regimes = {a.name: a.mean for a in aggregates(comp, 1.0, "CG", "regime")}
+    assert regimes["low-data (n<1000)"] == pytest.approx(0.0)  # task a, n_train 500
+    assert regimes["data-rich (n≥1000)"] == pytest.approx(20.0)  # task r, n_train 2000
+    assert negative_transfer(comp, 1.0, "AU") == (1, 2)
+    assert negative_transfer(comp, 1.0, "CG") == (0, 2)
+
+
+def test_any_paradigm_can_be_the_baseline(tmp_path: Path) -> None:
+    comp = compare(load_input(None, _table(tmp_path)), baseline="CG")
+    assert comp.others == ["TS", "AU"]
+    assert comp.deltas[(1.0, "r", "TS")].value == pytest.approx(-25.0)  # TS 25 px vs CG 20 px
+    assert comp.deltas[(1.0, "a", "AU")].value == pytest.approx(20.0)
+
+
+def test_unknown_baseline_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UsaggError, match="baseline 'XX' has no results"):
+        compare(load_input(None, _table(tmp_path)), baseline="XX")
+
+
+def test_several_fractions_give_delta_per_fraction(tmp_path: Path) -> None:
+    rows = []
+    for f, ts, au in ((0.5, 0.5, 0.55), (1.0, 0.8, 0.76)):
+        for p, v in (("TS", ts), ("AU", au)):
+            rows.append(Row("s", p, p, "G", 0, f, "a", "segmentation", "DSC", v, True, 100 * f))
+    write_results(rows, tmp_path / "r.csv")
+    comp = compare(load_input(None, tmp_path / "r.csv"))
+    assert comp.fractions == [0.5, 1.0]
+    assert comp.deltas[(0.5, "a", "AU")].value == pytest.approx(10.0)
+    assert comp.deltas[(1.0, "a", "AU")].value == pytest.approx(-5.0)
+    assert comp.n_train[(0.5, "a")] == 50

@@ -1,0 +1,75 @@
+"""Reading the tidy results table: every problem names the file, row, column and what was expected."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from usagg.analysis.results import COLUMNS, read_results
+from usagg.errors import UsaggError
+
+HEADER = ",".join(COLUMNS)
+GOOD = "s,j1,TS,OB,0,1.0,fetal_head,segmentation,DSC,0.81,true,120"
+
+
+def _csv(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "results.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_reads_a_valid_row(tmp_path: Path) -> None:
+    t = read_results(_csv(tmp_path, HEADER, GOOD, "s,j2,CG,OB,1,1,fetal_head,segmentation,HD,,False,120"))
+    a, b = t.rows
+    assert (a.paradigm, a.seed, a.fraction, a.value, a.higher_is_better, a.n_train) == ("TS", 0, 1.0, 0.81, True, 120)
+    assert math.isnan(b.value) and b.higher_is_better is False  # empty value: undefined metric, kept as NaN
+    assert t.paradigms == ["TS", "CG"] and t.seeds == [0, 1]
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER.replace(",n_train", ""), GOOD.rsplit(",", 1)[0])
+    with pytest.raises(UsaggError) as err:
+        read_results(path)
+    assert str(path) in str(err.value) and "lacks column(s) n_train" in str(err.value)
+
+
+def test_non_numeric_value_names_row_and_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, GOOD, GOOD.replace("TS", "CG").replace("0.81", "high"))
+    with pytest.raises(UsaggError) as err:
+        read_results(path)
+    msg = str(err.value)
+    assert f"{path}: row 2 (line 3), column 'value': expected a number, got 'high'" == msg
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (GOOD.replace(",0,1.0,", ",0.5,1.0,"), "column 'seed': expected an integer seed"),
+        (GOOD.replace(",1.0,", ",1.5,"), "column 'fraction': expected a share in (0, 1]"),
+        (GOOD.replace("segmentation", "segm"), "column 'type': expected one of segmentation"),
+        (GOOD.replace("true", "maybe"), "column 'higher_is_better': expected true or false"),
+        (GOOD.replace(",TS,", ",,"), "column 'paradigm': expected a value, the cell is empty"),
+    ],
+)
+def test_bad_cells(tmp_path: Path, bad: str, expected: str) -> None:
+    with pytest.raises(UsaggError, match="row 1 "):
+        read_results(_csv(tmp_path, HEADER, bad))
+    with pytest.raises(UsaggError) as err:
+        read_results(_csv(tmp_path, HEADER, bad))
+    assert expected in str(err.value)
+
+
+def test_duplicates_and_contradictions_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsaggError, match="rows 1 and 2 both give DSC"):
+        read_results(_csv(tmp_path, HEADER, GOOD, GOOD))
+    with pytest.raises(UsaggError, match="metric DSC is False here but True at row 1"):
+        read_results(_csv(tmp_path, HEADER, GOOD, GOOD.replace(",0,", ",1,").replace("true", "false")))
+
+
+def test_missing_file_and_empty_table(tmp_path: Path) -> None:
+    with pytest.raises(UsaggError, match="does not exist"):
+        read_results(tmp_path / "nope.csv")
+    with pytest.raises(UsaggError, match="header but no rows"):
+        read_results(_csv(tmp_path, HEADER))

@@ -1,0 +1,214 @@
+"""Relative change Δ versus a baseline paradigm and its aggregates (DESIGN.md).
+
+Δ = s · (m_p − m_base) / |m_base| · 100 %, s = +1 where higher is better, −1 otherwise,
+so a positive Δ is always a gain. Seeds are averaged per task first (per fraction), then
+task Δs are averaged into groups, types, data regimes and the paradigm's Δm. A missing
+baseline or a zero baseline metric gives Δ = n/a with its reason, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from usagg.analysis.inputs import AnalysisInput
+from usagg.errors import UsaggError
+from usagg.tasktypes import HIGHER_IS_BETTER
+
+SEED_ORDER = "mean over seeds per task, then Δ per task"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One task's primary metric under one paradigm and fraction, over seeds."""
+
+    mean: float
+    sd: float  # sample sd (ddof=1); NaN with one seed
+    n_seeds: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Δ % of one task under one paradigm, or None with the reason it is not defined."""
+
+    value: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    task: str
+    group: str
+    type: str
+    metric: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Mean Δ of a set of tasks, with the tasks that had no Δ listed."""
+
+    level: str  # group | type | regime | all
+    name: str
+    paradigm: str
+    fraction: float
+    mean: float | None
+    n: int
+    tasks: tuple[str, ...]
+    missing: tuple[str, ...]
+    order: str
+
+
+@dataclass
+class Comparison:
+    """Per-task cells and Δs for every (fraction, task, paradigm)."""
+
+    baseline: str
+    paradigms: list[str]  # all, baseline included
+    fractions: list[float]
+    tasks: list[TaskInfo]
+    cells: dict[tuple[float, str, str], Cell] = field(default_factory=dict)
+    deltas: dict[tuple[float, str, str], Delta] = field(default_factory=dict)
+    n_train: dict[tuple[float, str], float] = field(default_factory=dict)
+    regime_threshold: int = 1000
+
+    @property
+    def others(self) -> list[str]:
+        """Paradigms compared against the baseline."""
+        return [p for p in self.paradigms if p != self.baseline]
+
+    def info(self, task: str) -> TaskInfo:
+        return next(t for t in self.tasks if t.task == task)
+
+    def delta_values(self, fraction: float, paradigm: str) -> tuple[list[str], np.ndarray]:
+        """Tasks with a defined Δ and their Δ values, in task order."""
+        names, vals = [], []
+        for t in self.tasks:
+            d = self.deltas.get((fraction, t.task, paradigm))
+            if d is not None and d.value is not None:
+                names.append(t.task)
+                vals.append(d.value)
+        return names, np.asarray(vals, dtype=float)
+
+    def not_available(self) -> list[tuple[float, str, str, str]]:
+        """(fraction, task, paradigm, reason) of every Δ shown as n/a."""
+        return [(f, t, p, d.reason) for (f, t, p), d in self.deltas.items() if d.value is None]
+
+    def regime(self, fraction: float, task: str) -> str:
+        n = self.n_train.get((fraction, task), math.nan)
+        if math.isnan(n):
+            return "unknown n_train"
+        thr = self.regime_threshold
+        return f"low-data (n<{thr})" if n < thr else f"data-rich (n≥{thr})"
+
+
+def relative_change(m_p: float, m_base: float, higher_is_better: bool) -> Delta:
+    """Δ % of one paradigm's mean against the baseline's mean; n/a when the baseline is zero."""
+    if m_base == 0:
+        return Delta(None, "baseline metric is 0, relative change undefined")
+    s = 1.0 if higher_is_better else -1.0
+    return Delta(s * (m_p - m_base) / abs(m_base) * 100.0)
+
+
+def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
+    """Seed means of every task's primary metric and Δ of every paradigm versus the baseline."""
+    table = inp.table
+    baseline = baseline or inp.settings.baseline
+    paradigms = table.paradigms
+    if baseline not in paradigms:
+        raise UsaggError(
+            f"baseline {baseline!r} has no results in {inp.source}; paradigms present: {', '.join(paradigms)}"
+        )
+    values: dict[tuple[float, str, str], list[float]] = {}
+    n_train: dict[tuple[float, str], list[float]] = {}
+    groups: dict[str, str] = {}
+    types: dict[str, str] = {}
+    direction: dict[str, bool] = {}
+    for r in table.rows:
+        groups.setdefault(r.task, r.group)
+        types[r.task] = r.type
+        if not math.isnan(r.n_train):
+            n_train.setdefault((r.fraction, r.task), []).append(r.n_train)
+        if r.metric != inp.primary[r.task]:
+            continue
+        direction[r.task] = r.higher_is_better
+        if not math.isnan(r.value):
+            values.setdefault((r.fraction, r.task, r.paradigm), []).append(r.value)
+    tasks = [
+        TaskInfo(t, groups[t], types[t], inp.primary[t], direction.get(t, HIGHER_IS_BETTER.get(inp.primary[t], True)))
+        for t in inp.task_order
+    ]
+    comp = Comparison(
+        baseline=baseline,
+        paradigms=paradigms,
+        fractions=table.fractions,
+        tasks=tasks,
+        n_train={k: float(np.median(v)) for k, v in n_train.items()},
+        regime_threshold=inp.settings.regime_threshold,
+    )
+    for (f, t, p), v in values.items():
+        arr = np.asarray(v, dtype=float)
+        comp.cells[(f, t, p)] = Cell(float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan, arr.size)
+    for f in comp.fractions:
+        for info in tasks:
+            base = comp.cells.get((f, info.task, baseline))
+            for p in comp.others:
+                cell = comp.cells.get((f, info.task, p))
+                if cell is None:
+                    d = Delta(None, f"no {info.metric} result for {p}")
+                elif base is None:
+                    d = Delta(None, f"baseline {baseline} has no {info.metric} result")
+                else:
+                    d = relative_change(cell.mean, base.mean, info.higher_is_better)
+                comp.deltas[(f, info.task, p)] = d
+    return comp
+
+
+def _aggregate(comp: Comparison, f: float, p: str, level: str, name: str, members: list[str]) -> Aggregate:
+    have, vals, missing = [], [], []
+    for t in members:
+        d = comp.deltas[(f, t, p)]
+        if d.value is None:
+            missing.append(t)
+        else:
+            have.append(t)
+            vals.append(d.value)
+    mean = float(np.mean(vals)) if vals else None
+    order = f"{SEED_ORDER}, then mean over {len(vals)} task{'s' if len(vals) != 1 else ''}"
+    if missing:
+        order += f" ({len(missing)} without Δ left out)"
+    return Aggregate(level, name, p, f, mean, len(vals), tuple(have), tuple(missing), order)
+
+
+def aggregates(comp: Comparison, fraction: float, paradigm: str, level: str) -> list[Aggregate]:
+    """Mean task Δ by `group`, `type`, `regime` or over `all` tasks (Δm), in a stable order."""
+    keyed: dict[str, list[str]] = {}
+    for t in comp.tasks:
+        if level == "group":
+            key = t.group
+        elif level == "type":
+            key = t.type
+        elif level == "regime":
+            key = comp.regime(fraction, t.task)
+        elif level == "all":
+            key = "all tasks (Δm)"
+        else:
+            raise ValueError(f"unknown aggregation level {level!r}")
+        keyed.setdefault(key, []).append(t.task)
+    return [_aggregate(comp, fraction, paradigm, level, k, v) for k, v in keyed.items()]
+
+
+def negative_transfer(comp: Comparison, fraction: float, paradigm: str) -> tuple[int, int]:
+    """(tasks with Δ < 0, tasks with a Δ) for one paradigm."""
+    _, vals = comp.delta_values(fraction, paradigm)
+    return int((vals < 0).sum()), int(vals.size)
+
+
+def group_n_train(comp: Comparison, fraction: float) -> dict[str, float]:
+    """Group data scale: sum of its tasks' n_train (NaN if any task lacks one)."""
+    out: dict[str, float] = {}
+    for t in comp.tasks:
+        out[t.group] = out.get(t.group, 0.0) + comp.n_train.get((fraction, t.task), math.nan)
+    return out

@@ -1,0 +1,431 @@
+"""The study's figures, drawn with matplotlib's object API (no pyplot state) and written atomically.
+
+fig2_absolute, fig3_delta, fig_delta_vs_ntrain, fig_task_type, fig_expert_usage (where MoE
+usage was logged) and fig_fraction (with several fractions). Each returns a Figure and a
+caption; `render_all` saves them. Figures showing one fraction use the largest (full data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from usagg.analysis.atomic import write_with
+from usagg.analysis.delta import group_n_train
+from usagg.analysis.style import (
+    COLUMN_W,
+    PAGE_W,
+    TYPE_COLORS,
+    TYPE_MARKERS,
+    TYPE_SHORT,
+    paper_style,
+    paradigm_color,
+)
+from usagg.analysis.tables import frac_label, ordered_tasks
+from usagg.tasktypes import METRIC_UNITS, TASK_TYPES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from usagg.analysis.summary import Analysis
+
+
+@dataclass(frozen=True)
+class FigureOut:
+    name: str
+    path: Path
+    caption: str
+
+
+def _new(w: float, h: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+def _direction(hib: bool) -> str:
+    return "↑ higher is better" if hib else "↓ lower is better"
+
+
+def _wrap(name: str, width: int = 14) -> str:
+    """Break a long task id at underscores so a tick label stays narrower than its bar group."""
+    lines, cur = [], ""
+    for part in name.split("_"):
+        piece = part if not cur else f"{cur}_{part}"
+        if cur and len(piece) > width:
+            lines.append(cur + "_")
+            cur = part
+        else:
+            cur = piece
+    return "\n".join([*lines, cur])
+
+
+def _main_fraction(a: Analysis) -> float:
+    return max(a.comp.fractions)
+
+
+def representative_tasks(a: Analysis) -> list[str]:
+    """analysis.representative_tasks where they have results, else the first task of each type."""
+    known = {t.task for t in a.comp.tasks}
+    chosen = [t for t in a.inp.settings.representative_tasks if t in known]
+    if chosen:
+        return chosen
+    first: dict[str, str] = {}
+    for t in a.comp.tasks:
+        first.setdefault(t.type, t.task)
+    return [first[ty] for ty in TASK_TYPES if ty in first]
+
+
+def fig_absolute(a: Analysis) -> tuple[Figure, str]:
+    """Absolute primary metric of every paradigm on the representative tasks, one panel per metric."""
+    comp, f = a.comp, _main_fraction(a)
+    tasks = representative_tasks(a)
+    metrics = list(dict.fromkeys(comp.info(t).metric for t in tasks))
+    widths = [max(1, sum(comp.info(t).metric == m for t in tasks)) for m in metrics]
+    fig = _new(PAGE_W if len(tasks) > 2 else COLUMN_W, 2.3)
+    axes = fig.subplots(1, len(metrics), squeeze=False, gridspec_kw={"width_ratios": widths})[0]
+    k = len(comp.paradigms)
+    width = 0.8 / k
+    for ax, m in zip(axes, metrics, strict=True):
+        mt = [t for t in tasks if comp.info(t).metric == m]
+        hib = comp.info(mt[0]).higher_is_better
+        for j, p in enumerate(comp.paradigms):
+            x = np.arange(len(mt)) + (j - (k - 1) / 2) * width
+            cells = [comp.cells.get((f, t, p)) for t in mt]
+            y = [c.mean if c else np.nan for c in cells]
+            err = [c.sd if c and c.n_seeds > 1 else np.nan for c in cells]  # no bar where one seed gives no sd
+            ax.bar(x, y, width, yerr=err, color=paradigm_color(p, comp.paradigms), label=p,
+                   error_kw={"elinewidth": 0.7, "capsize": 1.5, "capthick": 0.7})  # fmt: skip
+        ax.set_xticks(np.arange(len(mt)), [_wrap(t) for t in mt])
+        if len(mt) > 2:
+            ax.tick_params(axis="x", labelrotation=30)
+            for lab in ax.get_xticklabels():
+                lab.set_horizontalalignment("right")
+        unit = METRIC_UNITS.get(m)
+        ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}")
+        ax.set_title(f"{m}, {_direction(hib)}")
+        if unit is None:
+            ax.set_ylim(0, 1.05)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
+    seeds = sorted({c.n_seeds for (ff, t, _), c in comp.cells.items() if ff == f and t in tasks})
+    cap = (
+        f"Absolute performance of {', '.join(comp.paradigms)} on representative tasks "
+        f"(fraction {frac_label(f)}); bars: mean over seeds, error bars: sd over seeds "
+        f"(n seeds: {', '.join(map(str, seeds))})."
+    )
+    return fig, cap
+
+
+def _delta_order(a: Analysis, f: float) -> list[tuple[str, list[str]]]:
+    """Groups largest-data first; tasks within a group by n_train, largest first."""
+    comp = a.comp
+    sizes = group_n_train(comp, f)
+    groups = list(dict.fromkeys(t.group for t in comp.tasks))
+    groups.sort(key=lambda g: -(sizes[g] if not math.isnan(sizes[g]) else -1))
+
+    def n_of(t: str) -> float:
+        n = comp.n_train.get((f, t), math.nan)
+        return -1.0 if math.isnan(n) else n
+
+    return [(g, sorted((t.task for t in comp.tasks if t.group == g), key=lambda t: -n_of(t))) for g in groups]
+
+
+def fig_delta(a: Analysis) -> tuple[Figure, str]:
+    """Δ % per task, horizontal bars by paradigm, grouped by clinical group, task type as a marker strip."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    comp, f = a.comp, _main_fraction(a)
+    order = _delta_order(a, f)
+    others = comp.others
+    ypos: dict[str, float] = {}
+    y, bounds = 0.0, []
+    for g, tasks in order:
+        start = y
+        for t in tasks:
+            ypos[t] = y
+            y += 1.0
+        bounds.append((g, start, y - 1.0))
+        y += 0.6
+    n_rows = len(ypos)
+    fig = _new(PAGE_W, 1.1 + 0.17 * n_rows + 0.1 * len(order))
+    strip, ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [0.035, 1], "wspace": 0.0})
+    k = max(1, len(others))
+    h = 0.8 / k
+    bars: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in others}
+    for t, yy in ypos.items():
+        missing = [p for p in others if comp.deltas[(f, t, p)].value is None]
+        if len(missing) > 1:  # one label for the row: stacked labels would overlap at 7 pt
+            ax.text(0, yy, f" n/a ({', '.join(missing)})", va="center", ha="left", fontsize=7, color="0.3")
+        for j, p in enumerate(others):
+            d = comp.deltas[(f, t, p)]
+            yb = yy + (j - (k - 1) / 2) * h
+            if d.value is not None:
+                bars[p][0].append(yb)
+                bars[p][1].append(d.value)
+            elif len(missing) == 1:
+                ax.text(
+                    0, yb, f" n/a ({p})", va="center", ha="left", fontsize=7, color=paradigm_color(p, comp.paradigms)
+                )
+    for p, (yb, val) in bars.items():  # one call per paradigm: fewer artists, faster drawing
+        ax.barh(yb, val, h, color=paradigm_color(p, comp.paradigms), linewidth=0)
+    ax.axvline(0, color="black", linewidth=0.6)
+    labels = []
+    for t in ypos:
+        n = comp.n_train.get((f, t), math.nan)
+        labels.append(f"{t} ({'n=' + str(round(n)) if not math.isnan(n) else 'n=?'})")
+    strip.set_yticks(list(ypos.values()), labels)
+    for ty in TASK_TYPES:
+        ys = [yy for t, yy in ypos.items() if comp.info(t).type == ty]
+        if ys:
+            strip.scatter([0.5] * len(ys), ys, marker=TYPE_MARKERS[ty], s=14, color=TYPE_COLORS[ty], linewidths=0)
+    strip.set_xlim(0, 1)
+    strip.set_xticks([])
+    for side in ("top", "right", "bottom", "left"):
+        strip.spines[side].set_visible(False)
+    ax.spines["left"].set_visible(False)
+    ax.set_yticks([])
+    strip.tick_params(axis="y", length=0)
+    for axis in (strip, ax):
+        axis.set_ylim(y - 0.6 + 0.3, -0.7)
+    from matplotlib.transforms import blended_transform_factory
+
+    tr = blended_transform_factory(ax.transAxes, ax.transData)
+    for i, (g, lo, hi) in enumerate(bounds):
+        if i:
+            for axis in (strip, ax):
+                axis.axhline(lo - 0.8, color="0.6", linewidth=0.5, linestyle=(0, (2, 2)))
+        ax.text(1.005, (lo + hi) / 2, g, transform=tr, va="center", ha="left", fontsize=7, fontweight="bold")
+    ax.grid(axis="x", color="0.9", linewidth=0.5)
+    ax.set_axisbelow(True)
+    ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain")
+    handles = [Patch(color=paradigm_color(p, comp.paradigms), label=p) for p in others]
+    present = list(dict.fromkeys(comp.info(t).type for t in ypos))
+    handles += [
+        Line2D([], [], marker=TYPE_MARKERS[ty], color=TYPE_COLORS[ty], linestyle="", markersize=4, label=ty)
+        for ty in TASK_TYPES
+        if ty in present
+    ]
+    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+    na = [(t, p, r) for ff, t, p, r in comp.not_available() if ff == f]
+    cap = (
+        f"Relative change Δ of {', '.join(others)} versus {comp.baseline} per task (fraction {frac_label(f)}), "
+        "grouped by clinical group (largest training data first), tasks sorted by n_train within a group; "
+        "marker: task type. Δ from seed means of the primary metric, sign-corrected so positive is a gain."
+        + (f" n/a: {len(na)} Δ not defined (see the Δ n/a table)." if na else "")
+    )
+    return fig, cap
+
+
+def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
+    """Δ versus n_train (log x) per paradigm, least-squares line in log10 n_train and Spearman ρ in the legend."""
+    comp, f = a.comp, _main_fraction(a)
+    fig = _new(COLUMN_W, 2.6)
+    ax = fig.subplots()
+    rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
+    for p in comp.others:
+        names, vals = comp.delta_values(f, p)
+        n = np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float)
+        ok = np.isfinite(n) & (n > 0)
+        col = paradigm_color(p, comp.paradigms)
+        s = rho.get(p)
+        lab = (
+            f"{p}: ρ={s.value:+.2f}, p={s.p:.2g}, n={s.n}"
+            if s and s.value is not None
+            else f"{p}: ρ n/a ({s.note if s else 'no data'})"
+        )
+        ax.scatter(n[ok], vals[ok], s=10, color=col, alpha=0.85, linewidths=0, label=lab)
+        if ok.sum() >= 3 and np.ptp(np.log10(n[ok])) > 0:
+            b, c = np.polyfit(np.log10(n[ok]), vals[ok], 1)
+            xs = np.logspace(np.log10(n[ok].min()), np.log10(n[ok].max()), 50)
+            ax.plot(xs, c + b * np.log10(xs), color=col, linewidth=1.0)
+    ax.set_xscale("log")
+    ax.axhline(0, color="black", linewidth=0.6)
+    thr = comp.regime_threshold
+    ax.axvline(thr, color="0.5", linewidth=0.6, linestyle="--")
+    ax.text(thr, 1.0, " data-rich →", transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=7, color="0.35")
+    ax.text(thr, 1.0, "← low-data ", transform=ax.get_xaxis_transform(), ha="right", va="top", fontsize=7, color="0.35")
+    ax.set_xlabel("training images n_train (log scale)")
+    ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
+    ax.legend(loc="lower right", frameon=False, handletextpad=0.2, borderaxespad=0.2)
+    cap = (
+        f"Δ versus training-set size per task (fraction {frac_label(f)}); lines: least-squares fit of Δ on "
+        f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks (two-sided p, n tasks). "
+        f"Dashed: regime threshold n_train = {thr}."
+    )
+    return fig, cap
+
+
+def fig_task_type(a: Analysis) -> tuple[Figure, str]:
+    """Δ by task type per paradigm: box (quartiles) with every task as a point."""
+    comp, f = a.comp, _main_fraction(a)
+    types = [ty for ty in TASK_TYPES if any(t.type == ty for t in comp.tasks)]
+    others = comp.others
+    fig = _new(COLUMN_W, 2.5)
+    ax = fig.subplots()
+    k = max(1, len(others))
+    w = 0.8 / k
+    rng = np.random.default_rng(0)  # jitter only; fixed so figures are reproducible
+    for j, p in enumerate(others):
+        col = paradigm_color(p, comp.paradigms)
+        names, vals = comp.delta_values(f, p)
+        for i, ty in enumerate(types):
+            v = np.asarray([d for t, d in zip(names, vals, strict=True) if comp.info(t).type == ty])
+            x = i + (j - (k - 1) / 2) * w
+            if v.size:
+                ax.boxplot(
+                    [v], positions=[x], widths=w * 0.8, showfliers=False, patch_artist=True,
+                    boxprops={"facecolor": col, "alpha": 0.35, "linewidth": 0.6},
+                    medianprops={"color": col, "linewidth": 1.2}, whiskerprops={"linewidth": 0.6},
+                    capprops={"linewidth": 0.6},
+                )  # fmt: skip
+                ax.scatter(x + rng.uniform(-w * 0.25, w * 0.25, v.size), v, s=7, color=col, linewidths=0, zorder=3)
+        ax.scatter([], [], s=12, color=col, label=p)
+    counts = {ty: sum(t.type == ty for t in comp.tasks) for ty in types}
+    ax.set_xticks(range(len(types)), [f"{TYPE_SHORT[ty]}\n(n={counts[ty]})" for ty in types])
+    ax.set_xlim(-0.6, len(types) - 0.4)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
+    ax.legend(loc="best", frameon=False)
+    cap = (
+        f"Δ versus {comp.baseline} by task type (fraction {frac_label(f)}): boxes span the quartiles, "
+        "whiskers 1.5 IQR, points are tasks; n = tasks of the type."
+    )
+    return fig, cap
+
+
+def _usage_panels(a: Analysis) -> dict[str, list[tuple[str, str, np.ndarray]]]:
+    """paradigm -> [(task, job label, expert share)] for the lowest seed at the largest fraction."""
+    table, f = a.inp.table, _main_fraction(a)
+    meta = {r.job_id: (r.paradigm, r.seed, r.fraction, r.group) for r in table.rows}
+    seeds: dict[str, int] = {}
+    for jid in a.inp.expert_usage:
+        if jid in meta and meta[jid][2] == f:
+            p, s = meta[jid][0], meta[jid][1]
+            seeds[p] = min(seeds.get(p, s), s)
+    out: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    order = {t: i for i, t in enumerate(ordered_tasks(a.comp))}
+    for jid, usage in a.inp.expert_usage.items():
+        if jid not in meta:
+            continue
+        p, s, ff, _ = meta[jid]
+        if ff != f or s != seeds.get(p):
+            continue
+        groups = {r.group for r in table.rows if r.job_id == jid}
+        label = next(iter(groups)) if len(groups) == 1 else "all"
+        for task, blocks in usage.items():
+            counts = np.asarray(blocks, float).sum(axis=0)
+            share = counts / counts.sum() if counts.sum() > 0 else counts
+            out.setdefault(p, []).append((task, label, share))
+    for p in out:
+        out[p].sort(key=lambda r: order.get(r[0], len(order)))
+    return out
+
+
+def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
+    """Task × expert share of routed tokens (summed over MoE blocks) per MoE paradigm; None without usage logs."""
+    panels = _usage_panels(a)
+    if not panels:
+        return None
+    ps = [p for p in a.comp.paradigms if p in panels]
+    n_rows = max(len(panels[p]) for p in ps)
+    fig = _new(PAGE_W if len(ps) > 1 else COLUMN_W * 1.3, 1.0 + 0.15 * n_rows)
+    axes = fig.subplots(1, len(ps), squeeze=False)[0]
+    vmax = max(float(np.max(r[2])) for p in ps for r in panels[p])
+    im = None
+    for ax, p in zip(axes, ps, strict=True):
+        rows = panels[p]
+        e = max(len(r[2]) for r in rows)
+        mat = np.full((len(rows), e), np.nan)
+        for i, r in enumerate(rows):
+            mat[i, : len(r[2])] = r[2]
+        im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+        ax.set_xticks(range(e), [str(i) for i in range(e)])
+        ax.set_xlabel("expert")
+        jobs = list(dict.fromkeys(r[1] for r in rows))
+        ax.set_title(f"{p} ({len(jobs)} job{'s' if len(jobs) > 1 else ''})")
+        for i in range(1, len(rows)):
+            if rows[i][1] != rows[i - 1][1]:
+                ax.axhline(i - 0.5, color="white", linewidth=1.5)
+        if len(jobs) > 1:
+            for jl in jobs:
+                idx = [i for i, r in enumerate(rows) if r[1] == jl]
+                ax.text(e - 0.5 + 0.15, (idx[0] + idx[-1]) / 2, jl, fontsize=7, va="center", ha="left", clip_on=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+    fig.colorbar(im, ax=list(axes), shrink=0.6, label="share of the task's routed tokens")
+    cap = (
+        "Expert usage per MoE job: share of each task's tokens routed to each expert, summed over MoE blocks "
+        f"(lowest seed, fraction {frac_label(_main_fraction(a))}); rows of one job are separated by white lines, "
+        "job labelled by its clinical group. Expert indices are per job: expert 3 of one job is not expert 3 "
+        "of another."
+    )
+    return fig, cap
+
+
+def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
+    """Δm versus training fraction with 95 % bootstrap CIs; None with a single fraction."""
+    comp = a.comp
+    if len(comp.fractions) < 2:
+        return None
+    boot = {(s.paradigm, s.fraction): s for s in a.stats if s.name.startswith("mean Δ")}
+    fig = _new(COLUMN_W, 2.4)
+    ax = fig.subplots()
+    k = len(comp.others)
+    for j, p in enumerate(comp.others):
+        dodge = 10 ** (0.012 * (j - (k - 1) / 2))  # side by side on the log axis so error bars do not overlap
+        xs, ys, lo, hi = [], [], [], []
+        for f in comp.fractions:
+            s = boot.get((p, f))
+            if s is None or s.value is None:
+                continue
+            xs.append(f * dodge)
+            ys.append(s.value)
+            lo.append(s.value - (s.ci[0] if s.ci else s.value))
+            hi.append((s.ci[1] if s.ci else s.value) - s.value)
+        col = paradigm_color(p, comp.paradigms)
+        ax.errorbar(xs, ys, yerr=[lo, hi], color=col, marker="o", markersize=3, capsize=2, label=p, linewidth=1)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xscale("log")
+    ax.set_xticks(comp.fractions, [frac_label(f) for f in comp.fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("training fraction (log scale)")
+    ax.set_ylabel(f"Δm versus {comp.baseline} (%)")
+    ax.legend(frameon=False)
+    cap = (
+        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % percentile bootstrap CI "
+        f"over tasks ({a.inp.settings.bootstrap} resamples, seed {a.inp.settings.bootstrap_seed})."
+    )
+    return fig, cap
+
+
+FIGURES = (
+    ("fig2_absolute", fig_absolute),
+    ("fig3_delta", fig_delta),
+    ("fig_delta_vs_ntrain", fig_delta_vs_ntrain),
+    ("fig_task_type", fig_task_type),
+    ("fig_expert_usage", fig_expert_usage),
+    ("fig_fraction", fig_fraction),
+)
+
+
+def render_all(a: Analysis, folder: Path, fmt: str = "png", dpi: int = 300) -> list[FigureOut]:
+    """Draw and atomically save every applicable figure as folder/<name>.<fmt>."""
+    out = []
+    with paper_style():
+        for name, make in FIGURES:
+            made = make(a)
+            if made is None:
+                continue
+            fig, cap = made
+            path = Path(folder) / f"{name}.{fmt}"
+            kw = {"pil_kwargs": {"compress_level": 2}} if fmt == "png" else {}  # zlib level 6 costs ~0.1 s a figure
+            write_with(path, lambda tmp, fig=fig, kw=kw: fig.savefig(tmp, format=fmt, dpi=dpi, **kw))
+            out.append(FigureOut(name, path, cap))
+    return out

@@ -1,0 +1,187 @@
+"""Where the analysis reads from: a run store folder or an imported results CSV, plus the study's settings.
+
+The run store is the only state (DESIGN.md); this module finds it, refreshes a stale
+results.csv through the store, and reads the `analysis:` and `tasks:` sections of the
+stored study.yaml so that compare, plot and report agree on baseline and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from usagg.analysis.results import ResultsTable, read_results
+from usagg.errors import UsaggError
+from usagg.tasktypes import DEFAULT_METRIC
+
+
+@dataclass
+class Settings:
+    """The analysis settings (AnalysisSpec fields) with their defaults."""
+
+    baseline: str = "TS"
+    representative_tasks: list[str] = field(default_factory=list)
+    regime_threshold: int = 1000
+    bootstrap: int = 10000
+    bootstrap_seed: int = 0
+
+
+@dataclass
+class AnalysisInput:
+    """Everything compare, plot and report need, already validated."""
+
+    table: ResultsTable
+    study: str
+    source: str  # human-readable: which files were read
+    settings: Settings
+    primary: dict[str, str]  # task -> primary metric
+    task_order: list[str]
+    run_dir: Path | None = None
+    jobs_planned: int | None = None
+    expert_usage: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # job -> task -> blocks
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
+    """RUN_DIR as given, else the most recently modified study under the output root."""
+    if run_dir is not None:
+        if not Path(run_dir).is_dir():
+            raise UsaggError(
+                f"run folder {run_dir} does not exist (give a run store such as runs/<study>, or --results)"
+            )
+        return Path(run_dir)
+    root = Path(root)
+    if not root.is_dir() or not any(p.is_dir() for p in root.iterdir()):
+        raise UsaggError(
+            f"no run store under {root}/ (run `usagg run STUDY.yaml` first, give RUN_DIR, "
+            "or analyse an imported table with --results FILE.csv)"
+        )
+    from usagg.store import RunStore
+
+    return Path(RunStore.latest(root).root)
+
+
+def _results_csv(run_dir: Path) -> Path:
+    """results.csv, rebuilt through the store when missing or older than a job's metrics.json."""
+    csv_path = run_dir / "results.csv"
+    metrics = list((run_dir / "jobs").glob("*/metrics.json")) if (run_dir / "jobs").is_dir() else []
+    stale = not csv_path.is_file() or any(m.stat().st_mtime > csv_path.stat().st_mtime for m in metrics)
+    if stale and metrics:
+        from usagg.store import RunStore
+
+        csv_path = Path(RunStore(run_dir).rebuild_results())
+    if not csv_path.is_file():
+        raise UsaggError(f"{run_dir} has no results.csv and no finished job (jobs/*/metrics.json) to build it from")
+    return csv_path
+
+
+def _read_study(run_dir: Path | None) -> dict:
+    """The stored (resolved) study.yaml as a mapping, read by the spec module like every YAML file."""
+    if run_dir is None or not (run_dir / "study.yaml").is_file():
+        return {}
+    from usagg.spec.load import read_yaml
+
+    return read_yaml(run_dir / "study.yaml", what="stored study")
+
+
+def _settings(study: dict, path: str) -> Settings:
+    """Validate the `analysis:` section with the spec's own model so defaults and errors match the spec."""
+    section = study.get("analysis") or {}
+    from pydantic import ValidationError
+
+    from usagg.spec.models import AnalysisSpec
+
+    try:
+        spec = AnalysisSpec.model_validate(section)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsaggError(f"{path}: analysis.{where}: {first['msg']}") from None
+    return Settings(**spec.model_dump())
+
+
+def _primary_metrics(table: ResultsTable, study: dict) -> tuple[dict[str, str], list[str]]:
+    """Task -> primary metric: the study's `metric`, else the type's default, else the task's only metric."""
+    declared = {t["id"]: t.get("metric") for t in study.get("tasks") or [] if isinstance(t, dict) and "id" in t}
+    by_task: dict[str, set[str]] = {}
+    types: dict[str, str] = {}
+    for r in table.rows:
+        by_task.setdefault(r.task, set()).add(r.metric)
+        types[r.task] = r.type
+    primary, notes = {}, []
+    for task, metrics in by_task.items():
+        chosen = declared.get(task) or DEFAULT_METRIC[types[task]]
+        if chosen not in metrics and len(metrics) == 1 and not declared.get(task):
+            (only,) = metrics
+            notes.append(f"task {task}: no {chosen} in the table, its only metric {only} is used as primary")
+            chosen = only
+        primary[task] = chosen
+    return primary, notes
+
+
+def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]]]:
+    """job_id -> task -> per-MoE-block expert counts, from jobs/*/metrics.json where logged."""
+    usage: dict[str, dict[str, list[list[float]]]] = {}
+    if run_dir is None or not (run_dir / "jobs").is_dir():
+        return usage
+    for path in sorted((run_dir / "jobs").glob("*/metrics.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise UsaggError(f"{path}: not readable JSON ({err})") from None
+        eu = data.get("expert_usage") if isinstance(data, dict) else None
+        if not eu:
+            continue
+        clean = {}
+        for task, blocks in eu.items():
+            if blocks and all(isinstance(b, list) for b in blocks):
+                clean[task] = [[float(x) for x in b] for b in blocks]
+        if clean:
+            usage[str(data.get("job_id") or path.parent.name)] = clean
+    return usage
+
+
+def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
+    """Read a run store (RUN_DIR, or the latest under root) or an imported CSV into an AnalysisInput."""
+    if results is not None:
+        if run_dir is not None and not Path(run_dir).is_dir():
+            raise UsaggError(f"run folder {run_dir} does not exist")
+        csv_path = Path(results)
+    else:
+        run_dir = resolve_run_dir(run_dir, root)
+        csv_path = _results_csv(run_dir)
+    table = read_results(csv_path)
+    study = _read_study(run_dir)
+    settings = _settings(study, str(run_dir / "study.yaml") if run_dir else "defaults")
+    primary, notes = _primary_metrics(table, study)
+    declared_order = [t["id"] for t in study.get("tasks") or [] if isinstance(t, dict) and "id" in t]
+    order = [t for t in declared_order if t in primary] + [t for t in table.tasks if t not in declared_order]
+    unknown = [t for t in settings.representative_tasks if t not in primary]
+    if unknown:
+        notes.append(f"analysis.representative_tasks names tasks without results: {', '.join(unknown)}")
+    planned = None
+    if run_dir is not None and (run_dir / "plan.json").is_file():
+        try:
+            planned = len(json.loads((run_dir / "plan.json").read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError, TypeError):
+            planned = None
+    name = study.get("name") or (table.studies[0] if table.studies else None) or csv_path.stem
+    return AnalysisInput(
+        table=table,
+        study=str(name),
+        source=str(csv_path),
+        settings=settings,
+        primary=primary,
+        task_order=order,
+        run_dir=run_dir,
+        jobs_planned=planned,
+        expert_usage=_expert_usage(run_dir),
+        notes=notes,
+    )
+
+
+def finite(x: float | None) -> bool:
+    """True for a real number (not None, not NaN)."""
+    return x is not None and not math.isnan(x)

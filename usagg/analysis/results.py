@@ -1,0 +1,227 @@
+"""Reading and validating the tidy results table (results.csv or an imported CSV).
+
+Every problem names the file, the row, the column and what was expected, because an
+imported table is often hand-made and the user must be able to fix it in one go.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from usagg.errors import UsaggError
+from usagg.tasktypes import HIGHER_IS_BETTER, PARADIGMS, TASK_TYPES
+
+COLUMNS: tuple[str, ...] = (
+    "study",
+    "job_id",
+    "paradigm",
+    "group",
+    "seed",
+    "fraction",
+    "task",
+    "type",
+    "metric",
+    "value",
+    "higher_is_better",
+    "n_train",
+)
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (job, task, metric) result; `row` is the 1-based data row in the file (header excluded).
+
+    An empty `value` (a metric undefined for that job, as the store writes it) is NaN.
+    """
+
+    study: str
+    job_id: str
+    paradigm: str
+    group: str
+    seed: int
+    fraction: float
+    task: str
+    type: str
+    metric: str
+    value: float
+    higher_is_better: bool
+    n_train: float  # NaN when the table does not say
+    row: int = 0
+
+
+@dataclass
+class ResultsTable:
+    """The validated rows plus the orderings every table and figure shares."""
+
+    rows: list[Row]
+    path: Path | None = None
+
+    @property
+    def studies(self) -> list[str]:
+        return _unique(r.study for r in self.rows if r.study)
+
+    @property
+    def tasks(self) -> list[str]:
+        return _unique(r.task for r in self.rows)
+
+    @property
+    def paradigms(self) -> list[str]:
+        """Known paradigms in TS, CG, AU order, then any others alphabetically."""
+        present = set(r.paradigm for r in self.rows)
+        return [p for p in PARADIGMS if p in present] + sorted(present - set(PARADIGMS))
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted(set(r.fraction for r in self.rows))
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(set(r.seed for r in self.rows))
+
+    @property
+    def job_ids(self) -> list[str]:
+        return _unique(r.job_id for r in self.rows if r.job_id)
+
+
+def _unique(items) -> list:  # type: ignore[no-untyped-def]
+    return list(dict.fromkeys(items))
+
+
+def _where(path: Path, row: int, column: str) -> str:
+    return f"{path}: row {row} (line {row + 1}), column {column!r}"
+
+
+def _float(path: Path, row: int, column: str, text: str, *, allow_empty: bool = False) -> float:
+    text = text.strip()
+    if not text and allow_empty:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise UsaggError(f"{_where(path, row, column)}: expected a number, got {text!r}") from None
+
+
+def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
+    def text(col: str, *, required: bool = True) -> str:
+        value = (rec.get(col) or "").strip()
+        if required and not value:
+            raise UsaggError(f"{_where(path, row, col)}: expected a value, the cell is empty")
+        return value
+
+    seed_f = _float(path, row, "seed", text("seed"))
+    if not seed_f.is_integer():
+        raise UsaggError(f"{_where(path, row, 'seed')}: expected an integer seed, got {text('seed')!r}")
+    fraction = _float(path, row, "fraction", text("fraction"))
+    if not 0 < fraction <= 1:
+        raise UsaggError(f"{_where(path, row, 'fraction')}: expected a share in (0, 1], got {fraction}")
+    ttype = text("type")
+    if ttype not in TASK_TYPES:
+        raise UsaggError(f"{_where(path, row, 'type')}: expected one of {', '.join(TASK_TYPES)}, got {ttype!r}")
+    metric = text("metric")
+    hib = text("higher_is_better", required=False).lower()
+    if not hib and metric in HIGHER_IS_BETTER:
+        hib = str(HIGHER_IS_BETTER[metric]).lower()  # the store leaves it empty only for unknown metrics
+    if hib not in _TRUE | _FALSE:
+        raise UsaggError(f"{_where(path, row, 'higher_is_better')}: expected true or false, got {hib!r}")
+    n_train = _float(path, row, "n_train", text("n_train", required=False), allow_empty=True)
+    if not math.isnan(n_train) and n_train < 0:
+        raise UsaggError(f"{_where(path, row, 'n_train')}: expected a count >= 0, got {n_train}")
+    return Row(
+        study=text("study", required=False),
+        job_id=text("job_id", required=False),
+        paradigm=text("paradigm"),
+        group=text("group", required=False) or "-",
+        seed=int(seed_f),
+        fraction=fraction,
+        task=text("task"),
+        type=ttype,
+        metric=metric,
+        value=_float(path, row, "value", text("value", required=False), allow_empty=True),
+        higher_is_better=hib in _TRUE,
+        n_train=n_train,
+        row=row,
+    )
+
+
+def read_results(path: Path) -> ResultsTable:
+    """Load and validate a tidy results CSV; raise UsaggError naming file, row and column on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsaggError(f"results table {path} does not exist (expected a CSV with columns {', '.join(COLUMNS)})")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise UsaggError(
+                f"{path}: the header lacks column(s) {', '.join(missing)}; "
+                f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
+            )
+        reader.fieldnames = header
+        rows = [_parse_row(path, i, rec) for i, rec in enumerate(reader, start=1)]
+    if not rows:
+        raise UsaggError(f"{path}: the table has a header but no rows")
+    _check_consistent(path, rows)
+    return ResultsTable(rows=rows, path=path)
+
+
+def _check_consistent(path: Path, rows: list[Row]) -> None:
+    """Refuse duplicates and contradictory directions instead of averaging them silently."""
+    seen: dict[tuple, int] = {}
+    direction: dict[str, Row] = {}
+    task_type: dict[str, Row] = {}
+    for r in rows:
+        key = (r.paradigm, r.fraction, r.seed, r.task, r.metric)
+        if key in seen:
+            raise UsaggError(
+                f"{path}: rows {seen[key]} and {r.row} both give {r.metric} of task {r.task!r} for "
+                f"paradigm {r.paradigm}, fraction {r.fraction:g}, seed {r.seed}; expected one result each"
+            )
+        seen[key] = r.row
+        first = direction.setdefault(r.metric, r)
+        if first.higher_is_better != r.higher_is_better:
+            raise UsaggError(
+                f"{path}: row {r.row}, column 'higher_is_better': metric {r.metric} is {r.higher_is_better} here "
+                f"but {first.higher_is_better} at row {first.row}; expected one direction per metric"
+            )
+        first_t = task_type.setdefault(r.task, r)
+        if first_t.type != r.type:
+            raise UsaggError(
+                f"{path}: row {r.row}, column 'type': task {r.task!r} is {r.type} here "
+                f"but {first_t.type} at row {first_t.row}; expected one type per task"
+            )
+
+
+def write_results(rows: list[Row], path: Path) -> None:
+    """Write rows as a tidy CSV atomically (used by the simulator and tests)."""
+    import io
+
+    from usagg.analysis.atomic import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        n = "" if math.isnan(r.n_train) else f"{r.n_train:g}"
+        writer.writerow(
+            [
+                r.study,
+                r.job_id,
+                r.paradigm,
+                r.group,
+                r.seed,
+                f"{r.fraction:g}",
+                r.task,
+                r.type,
+                r.metric,
+                repr(r.value),
+                str(r.higher_is_better).lower(),
+                n,
+            ]
+        )
+    write_text_atomic(Path(path), buf.getvalue())
