@@ -18,7 +18,9 @@ OUT = Path(__file__).resolve().parent.parent / "reports" / "bench"
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name[len("bench_") :] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
+    )
     chosen = [n for n in names if not argv or n in argv]
     OUT.mkdir(parents=True, exist_ok=True)
     for name in chosen:

@@ -1,0 +1,163 @@
+"""Task-conditioned MoE: top-k routing, batched dispatch, balance loss, task dependence, MoE off = dense."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.layers import Mlp
+
+from usagg.model.backbones import create_vit
+from usagg.model.m2dino import build_model
+from usagg.model.moe import MoEBlock, TaskMoE, load_balancing_loss
+from usagg.spec.models import ModelSpec, TaskSpec
+
+TASKS = [
+    TaskSpec(id="a", type="classification", num_classes=2),
+    TaskSpec(id="b", type="classification", num_classes=2),
+]
+
+
+def _moe(experts: int = 8, top_k: int = 2, router_input: str = "token_task", noise: float = 0.05) -> TaskMoE:
+    torch.manual_seed(0)
+    return TaskMoE(Mlp(32, 64), 32, 16, experts, top_k, router_input, noise)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_topk_routing_picks_k_distinct_experts_with_unit_weights(top_k: int) -> None:
+    moe = _moe(top_k=top_k)
+    x, t = torch.randn(50, 32), torch.randn(50, 16)
+    r = moe.route(x, t)
+    assert r.experts.shape == (50, top_k) and r.weights.shape == (50, top_k)
+    assert all(len(set(row)) == top_k for row in r.experts.tolist())
+    assert torch.allclose(r.weights.sum(-1), torch.ones(50))
+    # the chosen experts are the k most probable, weighted by their renormalised probabilities
+    best = r.probs.argsort(dim=-1, descending=True)[:, :top_k]
+    assert torch.equal(r.experts, best)
+    chosen = r.probs.gather(1, r.experts)
+    assert torch.allclose(r.weights, chosen / chosen.sum(-1, keepdim=True))
+
+
+def test_batched_dispatch_equals_per_token_reference() -> None:
+    moe = _moe()
+    x, task = torch.randn(3, 7, 32), torch.randn(3, 16)
+    out, aux, counts = moe(x, task)
+    flat = x.reshape(-1, 32)
+    r = moe.route(flat, task.repeat_interleave(7, dim=0))
+    ref = torch.stack(
+        [
+            sum(w * moe.experts[int(e)](tok[None])[0] for e, w in zip(ei, wi, strict=True))
+            for tok, ei, wi in zip(flat, r.experts, r.weights, strict=True)
+        ]
+    )
+    assert torch.allclose(out.reshape(-1, 32), ref, atol=1e-6)
+    assert counts.dtype == torch.int64 and counts.sum().item() == 21 * 2
+    assert torch.equal(counts, torch.bincount(r.experts.reshape(-1), minlength=8))
+    assert aux.ndim == 0 and aux.item() >= 1.0 - 1e-6
+
+
+def test_balance_loss_is_one_when_uniform_and_e_when_collapsed() -> None:
+    e = 4
+    uniform = torch.full((8, e), 1 / e)
+    spread = torch.arange(8).remainder(e)[:, None]
+    assert load_balancing_loss(uniform, spread, e).item() == pytest.approx(1.0)
+    collapsed = torch.zeros(8, e)
+    collapsed[:, 0] = 1
+    assert load_balancing_loss(collapsed, torch.zeros(8, 1, dtype=torch.long), e).item() == pytest.approx(e)
+
+
+def test_experts_start_from_dense_mlp_with_relative_noise() -> None:
+    torch.manual_seed(0)
+    mlp = Mlp(32, 64)
+    moe = TaskMoE(mlp, 32, 16, experts=4, top_k=2, init_noise=0.01)
+    w = mlp.fc1.weight
+    for ex in moe.experts:
+        diff = ex.fc1.weight - w
+        rel = (diff.pow(2).mean().sqrt() / w.pow(2).mean().sqrt()).item()
+        assert 0.005 < rel < 0.02
+    assert not torch.equal(moe.experts[0].fc1.weight, moe.experts[1].fc1.weight)
+    exact = TaskMoE(mlp, 32, 16, experts=4, top_k=2, init_noise=0.0)
+    x = torch.randn(2, 5, 32)
+    out, _, _ = exact(x, torch.randn(2, 16))
+    assert torch.allclose(out, mlp(x), atol=1e-6)  # identical experts, weights summing to 1: the dense MLP
+
+
+def test_moe_block_with_identical_experts_equals_dense_block() -> None:
+    torch.manual_seed(0)
+    vit = create_vit("dinov3_test").eval()
+    block = vit.blocks[3]
+    x = torch.randn(2, 21, 192)
+    rope = vit.rope.get_embed(shape=(4, 4))
+    with torch.no_grad():
+        dense = block(x, rope=rope)
+        moe_block = MoEBlock(block, TaskMoE(block.mlp, 192, 192, 8, 2, "token_task", 0.0))
+        got, _, counts = moe_block(x, rope, torch.randn(2, 192))
+    assert torch.allclose(got, dense, atol=1e-6)
+    assert counts.sum().item() == 2 * 21 * 2
+
+
+def test_task_only_router_sends_a_whole_task_to_the_same_experts() -> None:
+    moe = _moe(router_input="task")
+    emb = torch.randn(2, 16) * 5
+    picks = []
+    for t in range(2):
+        r = moe.route(torch.randn(30, 32), emb[t].expand(30, 16))
+        assert (r.experts == r.experts[0]).all()
+        picks.append(set(r.experts[0].tolist()))
+    assert picks[0] != picks[1]
+
+
+def test_different_tasks_route_differently_in_the_model() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(backbone="dinov3_test"), TASKS, moe=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ua = model(x, "a").expert_usage
+        ub = model(x, "b").expert_usage
+        ua2 = model(x, "a").expert_usage
+    assert ua.dtype == torch.int64 and ua.shape == (2, 8)  # blocks 2 and 3 of 4, 8 experts
+    assert (ua.sum(dim=1) == 2 * 21 * 2).all()  # every token (16 patches + 5 prefix) to k=2 experts
+    assert torch.equal(ua, ua2)
+    assert not torch.equal(ua, ub)
+
+
+def test_moe_off_is_the_dense_timm_model() -> None:
+    torch.manual_seed(3)
+    model = build_model(ModelSpec(backbone="dinov3_test"), TASKS, moe=False).eval()
+    torch.manual_seed(3)
+    plain = create_vit("dinov3_test").eval()
+    assert all(type(b).__name__ == "EvaBlock" for b in model.encoder.vit.blocks)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x, "a")
+        feats = model.encoder(x).features
+        ref = plain.forward_intermediates(x, indices=[0, 1, 2, 3], norm=True, intermediates_only=True)
+    assert out.expert_usage is None and out.aux_loss.ndim == 0 and out.aux_loss.item() == 0.0
+    for got, want in zip(feats.maps, ref, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_moe_with_zero_noise_matches_dense_features() -> None:
+    spec = ModelSpec(backbone="dinov3_test", moe={"init_noise": 0.0})
+    torch.manual_seed(5)
+    dense = build_model(spec, TASKS, moe=False).eval()
+    torch.manual_seed(5)
+    moe = build_model(spec, TASKS, moe=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fd = dense.encoder(x).features.maps
+        fm = moe.encoder(x, moe.task_embed(torch.zeros(2, dtype=torch.long))).features.maps
+    for a, b in zip(fd, fm, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_aux_loss_is_weighted_mean_over_moe_blocks() -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec(backbone="dinov3_test", moe={"aux_loss_weight": 0.5, "experts": 4, "top_k": 1})
+    model = build_model(spec, TASKS, moe=True)
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x, "a", torch.tensor([0, 1]))
+    emb = model.task_embed(torch.zeros(2, dtype=torch.long))
+    raw = model.encoder(x, emb).aux_losses
+    assert out.aux_loss.item() == pytest.approx(0.5 * torch.stack(raw).mean().item(), rel=1e-5)
+    task_only = model.head("a").loss(out.outputs, torch.tensor([0, 1]))
+    assert out.loss.item() == pytest.approx(task_only.item() + out.aux_loss.item(), rel=1e-5)

@@ -1,0 +1,174 @@
+"""`usagg run` and `usagg status` end to end on tiny synthetic studies: kill and resume, failures, checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from usagg.cli.app import main
+from usagg.engine.job import run_job
+from usagg.plan import plan
+from usagg.spec.load import load_study
+from usagg.store import RunStore, write_json_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+
+STUDY = """
+name: {name}
+paradigms: [TS]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {data}/synth}}
+  selection_fraction: 0.25
+  cache_dir: {data}/cache
+tasks:
+  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
+training: {{epochs: {epochs}, steps_per_epoch: {steps}, batch_size: 8, eval_batch_size: 16}}
+execution: {{devices: cpu}}
+"""
+
+
+def write_study(folder: Path, data: Path, name: str = "tiny", epochs: int = 2, steps: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.yaml"
+    path.write_text(STUDY.format(name=name, data=data, epochs=epochs, steps=steps))
+    return path
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """The real entry point in-process; (exit code, output)."""
+    monkeypatch.setattr(sys, "argv", ["usagg", *args])
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("USAGG_DEVICE", "cpu")  # restored after the test (run sets it)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def every_json_parses(root: Path) -> int:
+    files = list(root.rglob("*.json"))
+    for f in files:
+        json.loads(f.read_text())
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")], "temporary files left behind"
+    return len(files)
+
+
+def reproducible(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "throughput"}
+
+
+def test_sigkill_mid_job_then_rerun_matches_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    env = {**os.environ, "USAGG_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "usagg", "run", "study.yaml", "--only"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    write_study(killed, data, epochs=8, steps=3)
+    job = next(j for j in plan(load_study(killed / "study.yaml")) if j.task_ids == ["thyroid_malignancy"])
+    job_id = job.id
+    job_dir = killed / "runs" / "tiny" / "jobs" / job_id
+    last = job_dir / "checkpoints" / "last.pt"
+
+    proc = subprocess.Popen([*cmd, job_id], cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode() if proc.stderr else ""
+    epoch_at_kill = torch.load(last, weights_only=True)["epoch"]
+    assert 1 <= epoch_at_kill < 8, "the job must be killed mid-way"
+    assert not (job_dir / "metrics.json").exists()
+    store = RunStore(killed / "runs" / "tiny")
+    assert store.job_state(job_id) == "running"  # as the kill left it
+    assert every_json_parses(store.root) >= 3
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "interrupted" in out and "1 running" in out
+
+    again = subprocess.run([*cmd, job_id], cwd=killed, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert store.job_state(job_id) == "done"
+    assert "resumed from" in (job_dir / "log.txt").read_text()
+    ref_metrics = straight / "metrics.json"  # the reference runs in-process: same engine, never interrupted
+    write_json_atomic(ref_metrics, run_job(job, straight, "cpu"))
+    assert reproducible(job_dir / "metrics.json") == reproducible(ref_metrics)
+    name = "predictions/classification_predictions.json"
+    assert (job_dir / name).read_bytes() == (straight / name).read_bytes()
+    every_json_parses(store.root)
+
+
+def test_a_failing_job_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_study(tmp_path, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    # a loss weight of 1e39 overflows float32: the malignancy job's loss is inf at its first step
+    code, out = run_cli(
+        ["run", str(study), "--set", "training.loss_weights.thyroid_malignancy=1e39"], monkeypatch, capsys
+    )
+    assert code == 1, out
+    store = RunStore(tmp_path / "runs" / "tiny")
+    states = {j.task_ids[0]: (j.id, store.job_state(j.id)) for j in store.jobs()}
+    (bad, bad_state), (good, good_state) = states["thyroid_malignancy"], states["thyroid_nodule_det"]
+    assert (bad_state, good_state) == ("failed", "done")
+    error = (store.job_dir(bad) / "error.txt").read_text()
+    assert error.startswith("Traceback") and "NonFiniteLoss: non-finite loss (inf)" in error
+    assert "NonFiniteLoss" in store.job_record(bad)["error"]
+    assert (store.job_dir(good) / "metrics.json").is_file() and not (store.job_dir(good) / "error.txt").exists()
+    rows = store.results_csv.read_text().splitlines()
+    assert len(rows) == 2 and ",thyroid_nodule_det,detection,IoU," in rows[1]
+    assert "1 job(s) failed" in out and "IoU" in out
+
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "1 done, 1 failed" in out and "NonFiniteLoss" in out and "IoU" in out
+
+    # a re-run skips both (done is done; failed only with --retry-failed); retrying fails it again
+    nan_weight = ["--set", "training.loss_weights.thyroid_malignancy=1e39"]
+    code, out = run_cli(["run", str(study), *nan_weight, "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and "skip (done)" in out and "skip (failed; --retry-failed)" in out
+    code, out = run_cli(["run", str(study), *nan_weight, "--retry-failed"], monkeypatch, capsys)
+    assert code == 1 and "1 job(s) failed" in out
+    assert store.job_record(bad)["attempts"] == 2 and store.job_record(good)["attempts"] == 1
+
+
+def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_study(tmp_path, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(study), "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and "2 of 2 job(s) would run" in out and "TS-thyroid_malignancy-f1-s0-" in out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+    code, out = run_cli(["run", str(study), "--paradigm", "AU"], monkeypatch, capsys)
+    assert code == 2 and "--paradigm AU: this study plans TS" in out
+    code, out = run_cli(["run", str(study), "--only", "TS-nope"], monkeypatch, capsys)
+    assert code == 2 and "--only TS-nope: no such job" in out
+    code, out = run_cli(["run", str(study), "--devices", "gpu0"], monkeypatch, capsys)
+    assert code == 2 and "--devices 'gpu0'" in out
+
+
+def test_run_refuses_a_dataset_with_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usagg.data.source import dataset_root
+    from usagg.spec.load import load_study
+
+    study = write_study(tmp_path, tmp_path / "data")
+    root = dataset_root(load_study(study).data)
+    victim = sorted((root / "train").rglob("thyroid_nodule_det*.png"))[0]
+    victim.unlink()
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys)
+    assert code == 1 and "problem(s)" in out and victim.name in out and "not training" in out
+    assert not (tmp_path / "runs").exists()

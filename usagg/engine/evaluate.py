@@ -1,0 +1,141 @@
+"""Evaluation: run the model over a split, map predictions back to original pixels, score, optionally write them.
+
+Scoring follows the challenge (usagg.metrics) in original-image pixels; the
+written files (usagg.predictions) hold exactly the numbers that were scored.
+The same function serves the per-epoch selection split and the final test
+split, so the selected epoch is chosen by the metric that is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from usagg import metrics as M
+from usagg.data.datasets import TaskDataset, mask_to_original
+from usagg.engine.batches import TensorSplit
+from usagg.engine.device import Compute
+from usagg.model.m2dino import M2DINO
+from usagg.predictions import PredictionWriter, box_to_pixels, points_to_pixels
+from usagg.spec.models import TaskSpec
+from usagg.tasktypes import HIGHER_IS_BETTER
+
+
+@dataclass
+class EvalSet:
+    """One task's split for evaluation: the dataset (ground truth at original size) and its tensors."""
+
+    task: TaskSpec
+    dataset: TaskDataset
+    tensors: TensorSplit
+    _metas: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def metas(self) -> list[dict]:
+        """Image paths, original sizes and ground truths; read once (masks come from disk)."""
+        if self._metas is None:
+            self._metas = [self.dataset.meta(i) for i in range(len(self.dataset))]
+        return self._metas
+
+
+@dataclass
+class TaskResult:
+    """One task's metrics on a split, and the MoE expert usage summed over it (int64 [blocks, E] or None)."""
+
+    metrics: dict[str, float]
+    expert_usage: np.ndarray | None
+    n_images: int
+
+
+@torch.inference_mode()
+def predict(
+    model: M2DINO, split: TensorSplit, compute: Compute, batch_size: int
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Normalised predictions of a whole split (on the CPU) and the summed expert usage."""
+    model.eval()
+    preds: list[torch.Tensor] = []
+    usage: torch.Tensor | None = None
+    for _, x, _ in split.chunks(batch_size, compute.device):
+        with compute.autocast():
+            out = model(x, split.task_id)
+        p = model.predict(out.outputs, split.task_id)
+        preds.append((p if p.dtype == torch.int64 else p.float()).cpu())
+        if out.expert_usage is not None:
+            u = out.expert_usage.detach().to("cpu", torch.int64)
+            usage = u if usage is None else usage + u
+    return torch.cat(preds), None if usage is None else usage.numpy()
+
+
+def mask_csv_path(sample_label: Path, csv_file: Path) -> str:
+    """The CSV's `mask_path` string, rebuilt from the absolute mask path (Sample keeps only the latter)."""
+    return Path(os.path.relpath(sample_label, csv_file.parent)).as_posix()
+
+
+def score(eval_set: EvalSet, preds: torch.Tensor, writer: PredictionWriter | None = None) -> dict[str, float]:
+    """Metrics of one task from its normalised predictions; also adds them to `writer` when given."""
+    task, metas = eval_set.task, eval_set.metas
+    if task.type == "segmentation":
+        masks = [mask_to_original(preds[i], m["orig_hw"]) for i, m in enumerate(metas)]
+        if writer is not None:
+            for s, m, mask in zip(eval_set.dataset.samples, metas, masks, strict=True):
+                writer.add_segmentation(task.id, m["image_path"], mask_csv_path(s.label, s.csv_file), mask)
+        return M.segmentation_metrics(masks, [m["gt"] for m in metas], task.num_classes)
+    p = preds.numpy().astype(np.float64)
+    if task.type == "classification":
+        if writer is not None:
+            for m, probs in zip(metas, p, strict=True):
+                writer.add_classification(task.id, m["image_path"], probs)
+        return M.classification_metrics(p, np.array([m["gt"] for m in metas], dtype=np.int64))
+    if task.type == "detection":
+        px = np.stack([box_to_pixels(b, m["orig_hw"]) for b, m in zip(p, metas, strict=True)])
+        if writer is not None:
+            for m, b in zip(metas, p, strict=True):
+                writer.add_detection(task.id, m["image_path"], b, m["orig_hw"])
+        return M.detection_metrics(px, np.stack([m["gt"] for m in metas]))
+    if task.type == "regression":
+        px = np.stack([points_to_pixels(k, m["orig_hw"]) for k, m in zip(p, metas, strict=True)])
+        if writer is not None:
+            for m, k in zip(metas, p, strict=True):
+                writer.add_regression(task.id, m["image_path"], k, m["orig_hw"])
+        return M.regression_metrics(px, np.stack([m["gt"] for m in metas]))
+    raise ValueError(f"unknown task type {task.type!r}")
+
+
+def evaluate(
+    model: M2DINO,
+    sets: dict[str, EvalSet],
+    compute: Compute,
+    batch_size: int,
+    writer: PredictionWriter | None = None,
+) -> dict[str, TaskResult]:
+    """Predict, score (and write) every task of a split."""
+    out: dict[str, TaskResult] = {}
+    for task_id, es in sets.items():
+        preds, usage = predict(model, es.tensors, compute, batch_size)
+        out[task_id] = TaskResult(score(es, preds, writer), usage, len(es.tensors))
+    return out
+
+
+def selection_score(results: dict[str, TaskResult], tasks: dict[str, TaskSpec]) -> float:
+    """Mean over tasks of the primary metric, negated where lower is better (higher is always better here).
+
+    A task whose primary metric is undefined (nan, e.g. AUC with one class) is
+    left out; with none defined the score is -inf (never selected over a defined one).
+    """
+    vals = []
+    for task_id, r in results.items():
+        name = tasks[task_id].metric or ""
+        v = r.metrics.get(name, math.nan)
+        if v is not None and math.isfinite(v):
+            vals.append(v if HIGHER_IS_BETTER[name] else -v)
+    return float(np.mean(vals)) if vals else -math.inf
+
+
+def finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON-safe metrics: nan and inf become null (the store writes them as empty cells)."""
+    return {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in metrics.items()}

@@ -1,0 +1,44 @@
+"""The data of one job: its splits (seeded, nested fractions) and a dataset per task and split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from usagg.data.datasets import TaskDataset
+from usagg.data.source import cache_root, dataset_root
+from usagg.data.splits import TaskSplits, make_splits, splits_record
+from usagg.plan import Job
+
+
+@dataclass
+class JobData:
+    """Splits and datasets of a job's tasks; `select` and `test` omit tasks whose split is empty."""
+
+    root: Path
+    splits: dict[str, TaskSplits]
+    train: dict[str, TaskDataset]
+    select: dict[str, TaskDataset]
+    test: dict[str, TaskDataset]
+
+    def record(self) -> dict:
+        """splits.json content: per task the counts and image paths of train, select and test."""
+        return splits_record(self.splits)
+
+
+def load_job_data(job: Job) -> JobData:
+    """Resolve the dataset (generating synthetic data on first use), split it, and build the datasets."""
+    root = dataset_root(job.data)
+    splits = make_splits(job.data, root, job.tasks, job.fraction, job.seed)
+    cache = cache_root(job.data)
+    size = job.model.image_size
+
+    def build(which: str) -> dict[str, TaskDataset]:
+        out = {}
+        for t in job.tasks:
+            samples = getattr(splits[t.id], which)
+            if samples:
+                out[t.id] = TaskDataset(samples, t, size, cache)
+        return out
+
+    return JobData(root, splits, build("train"), build("select"), build("test"))
