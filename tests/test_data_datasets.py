@@ -18,13 +18,12 @@ from usagg.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TaskDataset,
-    boxes_to_pixels,
-    mask_to_original,
-    points_to_pixels,
     to_model_input,
 )
 from usagg.data.fmc_uia import read_split
 from usagg.errors import DataError
+from usagg.metrics import resize_nearest
+from usagg.predictions import box_to_pixels, points_to_pixels
 from usagg.spec.models import TaskSpec
 
 SPECS = {
@@ -58,7 +57,7 @@ def test_boxes_and_points_round_trip_within_half_a_pixel(tiny: Path, tmp_path: P
         assert item["target"].min() >= 0 and item["target"].max() <= 1
         meta = det.meta(i)
         assert meta["orig_hw"] == (40, 56)
-        back = boxes_to_pixels(item["target"].numpy(), meta["orig_hw"])
+        back = box_to_pixels(item["target"].numpy(), meta["orig_hw"])
         np.testing.assert_allclose(back, meta["gt"], atol=0.5)
         np.testing.assert_allclose(back, det.samples[i].label, atol=1e-3)
     assert det[1]["target"].tolist() == pytest.approx([4.5 / 56, 2.25 / 40, 31 / 56, 37.75 / 40], abs=1e-6)
@@ -78,9 +77,9 @@ def test_masks_survive_the_nearest_round_trip(square: Path, tmp_path: Path) -> N
         assert gt.dtype == np.uint8 and gt.shape == (32, 32) and gt.max() == 1 + i % 2
         target = same[i]["target"]
         assert target.dtype == torch.int64 and target.shape == (32, 32)
-        np.testing.assert_array_equal(mask_to_original(target, (32, 32)), gt)
-        np.testing.assert_array_equal(mask_to_original(double[i]["target"], (32, 32)), gt)
-    assert mask_to_original(np.ones((8, 8), np.int64), (5, 7)).shape == (5, 7)
+        np.testing.assert_array_equal(resize_nearest(target, (32, 32)), gt)
+        np.testing.assert_array_equal(resize_nearest(double[i]["target"], (32, 32)), gt)
+    assert resize_nearest(np.ones((8, 8), np.int64), (5, 7)).shape == (5, 7)
 
 
 def test_images_are_normalised_grayscale_in_three_channels(tiny: Path, tmp_path: Path) -> None:
@@ -219,12 +218,12 @@ def test_every_synthetic_task_round_trips(tmp_path: Path) -> None:
             assert item["image"].shape == (3, 64, 64) and meta["orig_hw"] == (64, 64)
             target = item["target"].numpy()
             if task.type == "segmentation":
-                np.testing.assert_array_equal(mask_to_original(target, meta["orig_hw"]), meta["gt"])
+                np.testing.assert_array_equal(resize_nearest(target, meta["orig_hw"]), meta["gt"])
                 assert target.min() >= 0 and target.max() < task.num_classes
             elif task.type == "classification":
                 assert int(target) == meta["gt"] < task.num_classes
             elif task.type == "detection":
-                np.testing.assert_allclose(boxes_to_pixels(target, meta["orig_hw"]), meta["gt"], atol=0.5)
+                np.testing.assert_allclose(box_to_pixels(target, meta["orig_hw"]), meta["gt"], atol=0.5)
             else:
                 assert target.shape == (task.num_classes, 2)
                 np.testing.assert_allclose(points_to_pixels(target, meta["orig_hw"]), meta["gt"], atol=0.5)

@@ -51,7 +51,7 @@ from typing import Any
 
 from usagg.errors import UsaggError
 from usagg.plan import Job
-from usagg.tasktypes import HIGHER_IS_BETTER, PARADIGMS
+from usagg.tasktypes import PARADIGMS, metric_direction
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
 
@@ -476,7 +476,7 @@ class RunStore:
             groups = {t.id: t.group for t in job.tasks}
             for task_id, entry in (metrics.get("tasks") or {}).items():
                 for name, value in (entry.get("metrics") or {}).items():
-                    hib = HIGHER_IS_BETTER.get(name)
+                    hib = metric_direction(name)
                     row = {
                         "study": job.study,
                         "job_id": job.id,

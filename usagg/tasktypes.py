@@ -39,3 +39,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 
 #: Units shown on axes and in tables.
 METRIC_UNITS: dict[str, str] = {"HD": "px", "MRE": "px"}
+
+
+def metric_direction(name: str) -> bool | None:
+    """Whether higher is better for a metric, per-class variants (`DSC_class2`) included; None if unknown."""
+    base = name.split("_class", 1)[0]
+    return HIGHER_IS_BETTER.get(base)

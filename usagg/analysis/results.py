@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usagg.errors import UsaggError
-from usagg.tasktypes import HIGHER_IS_BETTER, PARADIGMS, TASK_TYPES
+from usagg.tasktypes import PARADIGMS, TASK_TYPES, metric_direction
 
 COLUMNS: tuple[str, ...] = (
     "study",
@@ -124,8 +124,8 @@ def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
         raise UsaggError(f"{_where(path, row, 'type')}: expected one of {', '.join(TASK_TYPES)}, got {ttype!r}")
     metric = text("metric")
     hib = text("higher_is_better", required=False).lower()
-    if not hib and metric in HIGHER_IS_BETTER:
-        hib = str(HIGHER_IS_BETTER[metric]).lower()  # the store leaves it empty only for unknown metrics
+    if not hib and metric_direction(metric) is not None:
+        hib = str(metric_direction(metric)).lower()  # the store leaves it empty only for unknown metrics
     if hib not in _TRUE | _FALSE:
         raise UsaggError(f"{_where(path, row, 'higher_is_better')}: expected true or false, got {hib!r}")
     n_train = _float(path, row, "n_train", text("n_train", required=False), allow_empty=True)

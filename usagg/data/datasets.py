@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from usagg.data import cache
@@ -34,29 +33,6 @@ def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images_u8.device).view(3, 1, 1)
     x = images_u8.unsqueeze(-3).to(torch.float32)
     return torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
-
-
-def boxes_to_pixels(boxes01: np.ndarray | Sequence[float], orig_hw: tuple[int, int]) -> np.ndarray:
-    """Normalised xyxy [..., 4] -> pixels of an image of original size (H, W)."""
-    h, w = orig_hw
-    return np.asarray(boxes01, dtype=np.float64) * np.array([w, h, w, h], dtype=np.float64)
-
-
-def points_to_pixels(points01: np.ndarray | Sequence, orig_hw: tuple[int, int]) -> np.ndarray:
-    """Normalised xy [..., 2] -> pixels of an image of original size (H, W)."""
-    h, w = orig_hw
-    return np.asarray(points01, dtype=np.float64) * np.array([w, h], dtype=np.float64)
-
-
-def mask_to_original(mask: np.ndarray | torch.Tensor, orig_hw: tuple[int, int]) -> np.ndarray:
-    """A class map [S, S] -> uint8 [H, W], nearest neighbour (the challenge's rule)."""
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    arr = np.asarray(mask).astype(np.uint8)
-    h, w = orig_hw
-    if arr.shape == (h, w):
-        return arr.copy()
-    return np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.NEAREST), dtype=np.uint8)
 
 
 class TaskDataset(Dataset):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from usagg import metrics as M
-from usagg.data.datasets import TaskDataset, mask_to_original
+from usagg.data.datasets import TaskDataset
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
 from usagg.model.m2dino import M2DINO
@@ -80,7 +80,7 @@ def score(eval_set: EvalSet, preds: torch.Tensor, writer: PredictionWriter | Non
     """Metrics of one task from its normalised predictions; also adds them to `writer` when given."""
     task, metas = eval_set.task, eval_set.metas
     if task.type == "segmentation":
-        masks = [mask_to_original(preds[i], m["orig_hw"]) for i, m in enumerate(metas)]
+        masks = [M.resize_nearest(np.asarray(preds[i], dtype=np.uint8), m["orig_hw"]) for i, m in enumerate(metas)]
         if writer is not None:
             for s, m, mask in zip(eval_set.dataset.samples, metas, masks, strict=True):
                 writer.add_segmentation(task.id, m["image_path"], mask_csv_path(s.label, s.csv_file), mask)
