@@ -24,8 +24,10 @@ lint: install
 
 demo: install
 	$(USAGG) run studies/demo.yaml
-	$(USAGG) compare --baseline TS
-	$(USAGG) report --out reports/demo
+	$(USAGG) status runs/demo
+	$(USAGG) compare runs/demo --baseline TS
+	$(USAGG) report runs/demo --out reports/demo
+	$(USAGG) synth --preview reports/demo/figures/synth_preview.png
 
 bench: install
 	$(PY) -m benchmarks
