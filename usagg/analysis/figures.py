@@ -51,6 +51,17 @@ def _direction(hib: bool) -> str:
     return "↑ higher is better" if hib else "↓ lower is better"
 
 
+def _plain_log_ticks(ax) -> None:
+    """Label a log x axis with plain counts (20, 50, 100) instead of 2x10^1, without crowded minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _wrap(name: str, width: int = 14) -> str:
     """Break a long task id at underscores so a tick label stays narrower than its bar group."""
     lines, cur = [], ""
@@ -107,7 +118,7 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
                 lab.set_horizontalalignment("right")
         unit = METRIC_UNITS.get(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}")
-        ax.set_title(f"{m}, {_direction(hib)}")
+        ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
         if unit is None:
             ax.set_ylim(0, 1.05)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -245,6 +256,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
             xs = np.logspace(np.log10(n[ok].min()), np.log10(n[ok].max()), 50)
             ax.plot(xs, c + b * np.log10(xs), color=col, linewidth=1.0)
     ax.set_xscale("log")
+    _plain_log_ticks(ax)
     ax.axhline(0, color="black", linewidth=0.6)
     thr = comp.regime_threshold
     ax.axvline(thr, color="0.5", linewidth=0.6, linestyle="--")
