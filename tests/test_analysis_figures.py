@@ -82,7 +82,7 @@ def test_atomic_write_gives_normal_permissions(tmp_path: Path) -> None:
     import os
     import stat
 
-    from usagg.analysis.atomic import write_text_atomic
+    from usagg.atomic import write_text_atomic
 
     mask = os.umask(0o022)
     try:

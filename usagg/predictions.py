@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+
+from usagg.atomic import write_bytes_atomic
 
 __all__ = [
     "FILENAMES",
@@ -114,21 +115,6 @@ def _floats(values: np.ndarray) -> list[float]:
 
 
 # --------------------------------------------------------------------------- atomic files
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _json_bytes(entries: list[dict[str, Any]]) -> bytes:
@@ -223,7 +209,7 @@ class PredictionWriter:
         self._add("segmentation", task_id, image_path, {"mask_path": rel})
         self._mask_files[rel] = (task_id, image_path)
         target = self.out_dir / rel
-        _write_bytes_atomic(target, _png_bytes(np.ascontiguousarray(arr, dtype=np.uint8)))
+        write_bytes_atomic(target, _png_bytes(np.ascontiguousarray(arr, dtype=np.uint8)))
         return target
 
     def _add(self, task_type: str, task_id: str, image_path: str, fields: dict[str, Any]) -> None:
@@ -254,7 +240,7 @@ class PredictionWriter:
                 continue
             name = SEGMENTATION_INDEX if task_type == "segmentation" else FILENAMES[task_type]
             path = self.out_dir / name
-            _write_bytes_atomic(path, _json_bytes([entries[k] for k in sorted(entries)]))
+            write_bytes_atomic(path, _json_bytes([entries[k] for k in sorted(entries)]))
             written[task_type] = path
         self._written = written
         return dict(written)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from usagg.analysis.atomic import write_with
 from usagg.analysis.delta import group_n_train
 from usagg.analysis.style import (
     COLUMN_W,
@@ -26,6 +25,7 @@ from usagg.analysis.style import (
     paradigm_color,
 )
 from usagg.analysis.tables import frac_label, ordered_tasks
+from usagg.atomic import write_with
 from usagg.tasktypes import METRIC_UNITS, TASK_TYPES
 
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ import base64
 import html
 from pathlib import Path
 
-from usagg.analysis.atomic import write_text_atomic
 from usagg.analysis.figures import FIGURES, FigureOut, render_all
 from usagg.analysis.render import to_csv, to_html, to_latex, to_markdown
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import Table, delta_long_table, frac_label, negative_table
+from usagg.atomic import write_text_atomic
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;

@@ -201,7 +201,7 @@ def write_results(rows: list[Row], path: Path) -> None:
     """Write rows as a tidy CSV atomically (used by the simulator and tests)."""
     import io
 
-    from usagg.analysis.atomic import write_text_atomic
+    from usagg.atomic import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

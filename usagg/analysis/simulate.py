@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from usagg.analysis.atomic import write_text_atomic
 from usagg.analysis.results import Row, write_results
+from usagg.atomic import write_text_atomic
 from usagg.tasktypes import DEFAULT_METRIC, HIGHER_IS_BETTER
 
 _BASE = {"segmentation": (0.55, 0.9), "classification": (0.7, 0.97), "detection": (0.45, 0.8), "regression": (8, 40)}

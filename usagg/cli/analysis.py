@@ -55,7 +55,7 @@ def compare_cmd(
     if out is None:
         typer.echo(text, nl=False)
         return
-    from usagg.analysis.atomic import write_text_atomic
+    from usagg.atomic import write_text_atomic
 
     existed = out.exists()
     write_text_atomic(out, text)

@@ -8,29 +8,19 @@ best score); `best.pt` holds the selected weights.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from usagg.atomic import write_with
+
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync it, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through the shared atomic writer: a killed job never leaves a torn checkpoint."""
+    write_with(path, lambda f: torch.save(obj, f))
 
 
 def load(path: Path) -> dict[str, Any]:
