@@ -50,6 +50,7 @@ class TaskResult:
     metrics: dict[str, float]
     expert_usage: np.ndarray | None
     n_images: int
+    diagonal: float = math.nan  # mean image diagonal in px: the scale of pixel metrics (MRE, HD)
 
 
 @torch.inference_mode()
@@ -117,22 +118,32 @@ def evaluate(
     out: dict[str, TaskResult] = {}
     for task_id, es in sets.items():
         preds, usage = predict(model, es.tensors, compute, batch_size)
-        out[task_id] = TaskResult(score(es, preds, writer), usage, len(es.tensors))
+        diagonal = float(np.mean([math.hypot(*m["orig_hw"]) for m in es.metas])) if len(es.tensors) else math.nan
+        out[task_id] = TaskResult(score(es, preds, writer), usage, len(es.tensors), diagonal)
     return out
 
 
 def selection_score(results: dict[str, TaskResult], tasks: dict[str, TaskSpec]) -> float:
-    """Mean over tasks of the primary metric, negated where lower is better (higher is always better here).
+    """Mean over tasks of the primary metric on one scale, higher always better.
 
-    A task whose primary metric is undefined (nan, e.g. AUC with one class) is
-    left out; with none defined the score is -inf (never selected over a defined one).
+    Bounded metrics (DSC, AUC, IoU) enter as they are; pixel metrics where lower
+    is better (MRE) enter as 1 − value / image diagonal, so a 20 px error on a
+    keypoint task cannot outweigh every DSC of a multi-task job. A task whose
+    primary metric is undefined (nan, e.g. AUC with one class) is left out;
+    with none defined the score is -inf (never selected over a defined one).
     """
     vals = []
     for task_id, r in results.items():
         name = tasks[task_id].metric or ""
         v = r.metrics.get(name, math.nan)
-        if v is not None and math.isfinite(v):
-            vals.append(v if HIGHER_IS_BETTER[name] else -v)
+        if v is None or not math.isfinite(v):
+            continue
+        if HIGHER_IS_BETTER[name]:
+            vals.append(v)
+        elif math.isfinite(r.diagonal) and r.diagonal > 0:
+            vals.append(1.0 - v / r.diagonal)
+        else:
+            vals.append(-v)
     return float(np.mean(vals)) if vals else -math.inf
 
 
