@@ -52,24 +52,10 @@ from typing import Any
 from usagg.atomic import write_json_atomic, write_text_atomic
 from usagg.errors import UsaggError
 from usagg.plan import Job
-from usagg.tasktypes import PARADIGMS, metric_direction
+from usagg.tasktypes import PARADIGMS, RESULT_COLUMNS, metric_direction
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "study",
-    "job_id",
-    "paradigm",
-    "group",
-    "seed",
-    "fraction",
-    "task",
-    "type",
-    "metric",
-    "value",
-    "higher_is_better",
-    "n_train",
-)
 
 LOCK_NAME = ".lock"
 

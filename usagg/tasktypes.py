@@ -37,6 +37,22 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "MRE": False,
 }
 
+#: Columns of the tidy results table (results.csv), the contract between the store and the analysis.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "study",
+    "job_id",
+    "paradigm",
+    "group",
+    "seed",
+    "fraction",
+    "task",
+    "type",
+    "metric",
+    "value",
+    "higher_is_better",
+    "n_train",
+)
+
 #: Units shown on axes and in tables.
 METRIC_UNITS: dict[str, str] = {"HD": "px", "MRE": "px"}
 

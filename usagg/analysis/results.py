@@ -12,22 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usagg.errors import UsaggError
-from usagg.tasktypes import PARADIGMS, TASK_TYPES, metric_direction
+from usagg.tasktypes import PARADIGMS, RESULT_COLUMNS, TASK_TYPES, metric_direction
 
-COLUMNS: tuple[str, ...] = (
-    "study",
-    "job_id",
-    "paradigm",
-    "group",
-    "seed",
-    "fraction",
-    "task",
-    "type",
-    "metric",
-    "value",
-    "higher_is_better",
-    "n_train",
-)
+COLUMNS = RESULT_COLUMNS
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
