@@ -214,7 +214,8 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
         ax.text(1.005, (lo + hi) / 2, g, transform=tr, va="center", ha="left", fontsize=7, fontweight="bold")
     ax.grid(axis="x", color="0.9", linewidth=0.5)
     ax.set_axisbelow(True)
-    ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain")
+    at = f", fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""  # the PNG alone must say which subset
+    ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain{at}")
     handles = [Patch(color=paradigm_color(p, comp.paradigms), label=p) for p in others]
     present = list(dict.fromkeys(comp.info(t).type for t in ypos))
     handles += [
