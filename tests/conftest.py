@@ -1,14 +1,18 @@
-"""Shared test settings: no network, few threads, CUDA tests skipped without a GPU."""
+"""Shared test settings: no network, few threads, a private cache, CUDA tests skipped without a GPU."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-import pytest
+# Memoised analysis outputs and decode caches go to a throw-away folder, never the user's ~/.cache/usagg.
+_CACHE = tempfile.TemporaryDirectory(prefix="usagg-test-cache-")
+os.environ["USAGG_CACHE"] = _CACHE.name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

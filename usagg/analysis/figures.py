@@ -428,8 +428,16 @@ FIGURES = (
 )
 
 
-def render_all(a: Analysis, folder: Path, fmt: str = "png", dpi: int = 300) -> list[FigureOut]:
-    """Draw and atomically save every applicable figure as folder/<name>.<fmt>."""
+FIGURE_DPI = 300  # plot and report share it, so report reuses what plot rendered
+
+
+def render_all(a: Analysis, folder: Path, fmt: str = "png", dpi: int = FIGURE_DPI) -> list[FigureOut]:
+    """Every applicable figure as folder/<name>.<fmt>, copied from the memo when these inputs were drawn before."""
+    return a.memo.figures(a.key, fmt, dpi, Path(folder), lambda out: _draw_all(a, out, fmt, dpi))
+
+
+def _draw_all(a: Analysis, folder: Path, fmt: str, dpi: int) -> list[FigureOut]:
+    """Draw and atomically save every applicable figure."""
     out = []
     with paper_style():
         for name, make in FIGURES:
@@ -437,7 +445,7 @@ def render_all(a: Analysis, folder: Path, fmt: str = "png", dpi: int = 300) -> l
             if made is None:
                 continue
             fig, cap = made
-            path = Path(folder) / f"{name}.{fmt}"
+            path = folder / f"{name}.{fmt}"
             kw = {"pil_kwargs": {"compress_level": 2}} if fmt == "png" else {}  # zlib level 6 costs ~0.1 s a figure
             write_with(path, lambda tmp, fig=fig, kw=kw: fig.savefig(tmp, format=fmt, dpi=dpi, **kw))
             out.append(FigureOut(name, path, cap))

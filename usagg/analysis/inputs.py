@@ -42,6 +42,7 @@ class AnalysisInput:
     jobs_planned: int | None = None
     expert_usage: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # job -> task -> blocks
     notes: list[str] = field(default_factory=list)
+    cache_dir: Path | None = None  # the stored study's data.cache_dir: where analysis outputs are memoised
 
 
 def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
@@ -143,6 +144,12 @@ def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]
     return usage
 
 
+def _cache_dir(study: dict) -> Path | None:
+    data = study.get("data")
+    configured = data.get("cache_dir") if isinstance(data, dict) else None
+    return Path(configured) if isinstance(configured, str) and configured else None
+
+
 def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
     """Read a run store (RUN_DIR, or the latest under root) or an imported CSV into an AnalysisInput."""
     if results is not None:
@@ -179,6 +186,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         jobs_planned=planned,
         expert_usage=_expert_usage(run_dir),
         notes=notes,
+        cache_dir=_cache_dir(study),
     )
 
 

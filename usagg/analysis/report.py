@@ -10,7 +10,7 @@ import base64
 import html
 from pathlib import Path
 
-from usagg.analysis.figures import FIGURES, FigureOut, render_all
+from usagg.analysis.figures import FIGURE_DPI, FIGURES, FigureOut, render_all
 from usagg.analysis.render import to_csv, to_html, to_latex, to_markdown
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
@@ -120,7 +120,7 @@ def _remove_stale(folder: Path, keep: set[Path]) -> None:
             p.unlink()
 
 
-def write_report(a: Analysis, folder: Path, dpi: int = 200) -> list[Path]:
+def write_report(a: Analysis, folder: Path, dpi: int = FIGURE_DPI) -> list[Path]:
     """Write the whole report folder and return the paths written."""
     folder = Path(folder)
     figs = render_all(a, folder / "figures", "png", dpi=dpi)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from usagg.analysis.delta import Comparison, compare
 from usagg.analysis.inputs import AnalysisInput
+from usagg.analysis.memo import Memo, input_key
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, statistics
 from usagg.analysis.tables import (
@@ -29,12 +30,17 @@ class Analysis:
     inp: AnalysisInput
     comp: Comparison
     stats: list[Stat]
+    key: str  # memo key of everything statistics and figures depend on
+    memo: Memo
 
 
 def analyse(inp: AnalysisInput, baseline: str | None = None) -> Analysis:
-    """Δ versus the baseline (default: the study's analysis.baseline) and every statistic."""
+    """Δ versus the baseline (default: the study's analysis.baseline) and every statistic (memoised)."""
     comp = compare(inp, baseline)
-    return Analysis(inp, comp, statistics(comp, inp.settings.bootstrap, inp.settings.bootstrap_seed))
+    key, memo = input_key(inp, comp.baseline), Memo.for_input(inp)
+    s = inp.settings
+    stats = memo.statistics(key, lambda: statistics(comp, s.bootstrap, s.bootstrap_seed))
+    return Analysis(inp, comp, stats, key, memo)
 
 
 def summary_table(a: Analysis) -> Table:

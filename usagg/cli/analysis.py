@@ -72,6 +72,8 @@ def plot_cmd(
 ) -> None:
     """The study's figures: absolute performance, Δ per task, Δ vs n_train, Δ by type, expert usage, fractions.
 
+    Figures already drawn for the same results and settings are copied from the cache ($USAGG_CACHE).
+
     Example: usagg plot runs/demo --format pdf --out paper/figures
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
@@ -91,6 +93,8 @@ def report_cmd(
     root: Path = _ROOT,
 ) -> None:
     """report.md and a self-contained report.html with every table, figure and statistic, plus tables/*.tex, *.csv.
+
+    Reuses the statistics and figures an earlier compare or plot of the same results cached ($USAGG_CACHE).
 
     Example: usagg report runs/demo --out reports/demo
     """

@@ -15,18 +15,11 @@ import shutil
 import uuid
 from pathlib import Path
 
+from usagg.cachedir import cache_root
 from usagg.errors import DataError
 from usagg.spec.models import DataSpec, SynthSpec
 
 MARKER = ".usagg-complete"
-
-
-def cache_root(data: DataSpec) -> Path:
-    """data.cache_dir, else $USAGG_CACHE, else ~/.cache/usagg."""
-    if data.cache_dir is not None:
-        return Path(data.cache_dir)
-    env = os.environ.get("USAGG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "usagg"
 
 
 def synth_key(spec: SynthSpec) -> str:
@@ -42,7 +35,7 @@ def synth_dir(data: DataSpec) -> Path:
     assert data.synthetic is not None
     if data.synthetic.out is not None:
         return Path(data.synthetic.out)
-    return cache_root(data) / "synth" / synth_key(data.synthetic)
+    return cache_root(data.cache_dir) / "synth" / synth_key(data.synthetic)
 
 
 def _complete(folder: Path, key: str, spec: SynthSpec) -> bool:

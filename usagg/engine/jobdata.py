@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from usagg.cachedir import cache_root
 from usagg.data.datasets import TaskDataset
-from usagg.data.source import cache_root, dataset_root
+from usagg.data.source import dataset_root
 from usagg.data.splits import TaskSplits, make_splits, splits_record
 from usagg.plan import Job
 
@@ -30,7 +31,7 @@ def load_job_data(job: Job) -> JobData:
     """Resolve the dataset (generating synthetic data on first use), split it, and build the datasets."""
     root = dataset_root(job.data)
     splits = make_splits(job.data, root, job.tasks, job.fraction, job.seed)
-    cache = cache_root(job.data)
+    cache = cache_root(job.data.cache_dir)
     size = job.model.image_size
 
     def build(which: str) -> dict[str, TaskDataset]:

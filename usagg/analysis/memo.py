@@ -1,0 +1,160 @@
+"""Memoised analysis outputs: the statistics and the rendered figures, keyed by everything they depend on.
+
+`usagg compare`, `plot` and `report` run as separate processes. Without a memo each
+one imports scipy again (~0.5 s) and `report` redraws the figures `plot` just drew
+(~2 s). A key hashes the analysis input (results rows, settings, primary metrics,
+task order, expert usage, baseline), the source of the analysis code, the scipy or
+matplotlib version and the rendering options, so a hit is what a fresh computation
+would give. Entries live under <cache>/analysis/{stats,figures}/; the least recently
+used beyond KEEP are pruned. The cache is an optimisation only: when it cannot be
+read or written the output is computed as if it were empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usagg import __version__
+from usagg.atomic import write_bytes_atomic, write_json_atomic
+from usagg.cachedir import cache_root
+
+if TYPE_CHECKING:
+    from usagg.analysis.figures import FigureOut
+    from usagg.analysis.inputs import AnalysisInput
+    from usagg.analysis.stats import Stat
+
+KEEP = 64  # entries per kind; a figure entry is ~0.5 MB of PNG
+MANIFEST = "manifest.json"
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Hash of the analysis package's source and usagg's version: a code change invalidates every entry."""
+    h = hashlib.sha256(__version__.encode())
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), here.parent / "tasktypes.py"]):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def digest(*parts: Any) -> str:
+    """Stable hash of JSON-able parts (NaN allowed)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def input_key(inp: AnalysisInput, baseline: str) -> str:
+    """Key of what statistics and figures read from the input; file paths and notes are left out on purpose."""
+    rows = [dataclasses.astuple(dataclasses.replace(r, row=0)) for r in inp.table.rows]
+    return digest(
+        rows,
+        dataclasses.asdict(inp.settings),
+        inp.primary,
+        inp.task_order,
+        inp.expert_usage,
+        baseline,
+        code_digest(),
+    )
+
+
+class Memo:
+    """One cache folder of analysis outputs (stats as JSON, figures as files plus a manifest)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root) / "analysis"
+
+    @classmethod
+    def for_input(cls, inp: AnalysisInput) -> Memo:
+        """The study's data.cache_dir when the stored study sets one, else $USAGG_CACHE or ~/.cache/usagg."""
+        return cls(cache_root(inp.cache_dir))
+
+    def statistics(self, key: str, compute: Callable[[], list[Stat]]) -> list[Stat]:
+        """Cached statistics for `key` (which must cover the comparison and bootstrap settings), else compute."""
+        from usagg.analysis.stats import Stat
+
+        path = self.root / "stats" / f"{digest(key, _version('scipy'))}.json"
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            items = json.loads(path.read_text(encoding="utf-8"))
+            stats = [Stat(**{**d, "ci": tuple(d["ci"]) if d["ci"] is not None else None}) for d in items]
+            _touch(path)
+            return stats
+        stats = compute()
+        with contextlib.suppress(OSError):
+            write_json_atomic(path, [dataclasses.asdict(s) for s in stats])
+            _prune(path.parent)
+        return stats
+
+    def figures(
+        self, key: str, fmt: str, dpi: int, folder: Path, render: Callable[[Path], list[FigureOut]]
+    ) -> list[FigureOut]:
+        """Copy the cached figures for (key, fmt, dpi) into `folder`, or render them there and cache them."""
+        from usagg.analysis.figures import FigureOut
+
+        entry = self.root / "figures" / digest(key, fmt, dpi, _version("matplotlib"))
+        folder = Path(folder)
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            items = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+            blobs = [(d, (entry / d["file"]).read_bytes()) for d in items]  # read all before writing any
+            out = []
+            for d, data in blobs:
+                out.append(FigureOut(d["name"], write_bytes_atomic(folder / d["file"], data), d["caption"]))
+            _touch(entry)
+            return out
+        shutil.rmtree(entry, ignore_errors=True)  # a damaged entry would block storing a good one
+        figs = render(folder)
+        with contextlib.suppress(OSError):
+            _store(entry, figs)
+            _prune(entry.parent)
+        return figs
+
+
+def _store(entry: Path, figs: list[FigureOut]) -> None:
+    """Build the entry in a temporary sibling and rename it into place, so readers never see half of one."""
+    tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        for f in figs:
+            shutil.copyfile(f.path, tmp / f.path.name)
+        items = [{"name": f.name, "file": f.path.name, "caption": f.caption} for f in figs]
+        write_json_atomic(tmp / MANIFEST, items)
+        os.rename(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process stored the same entry first, or the disk refused
+        raise
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the least recently used entries beyond KEEP (temporary folders of live writers are left alone)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) <= KEEP:
+        return
+    entries.sort(key=lambda p: p.stat().st_mtime)
+    for p in entries[: len(entries) - KEEP]:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
