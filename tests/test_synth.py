@@ -229,9 +229,9 @@ def test_dataset_root_generates_once_and_reuses(tmp_path: Path, monkeypatch: pyt
     assert results == [root, root] and len(calls) == 1
     assert root.parent == tmp_path / "cache" / "synth" and (root / "train" / "csv_files" / "fetal_head.csv").is_file()
     marker = root / source.MARKER
-    mtime = marker.stat().st_mtime_ns
+    inode = marker.stat().st_ino
     monkeypatch.setattr(source, "_generate_into", lambda *a: pytest.fail("regenerated"))
-    assert source.dataset_root(data) == root and marker.stat().st_mtime_ns == mtime
+    assert source.dataset_root(data) == root and marker.stat().st_ino == inode  # same files, only last use refreshed
     assert [p.name for p in root.parent.iterdir() if p.name.startswith(".") and "tmp" in p.name] == []
 
 

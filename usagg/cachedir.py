@@ -1,11 +1,24 @@
-"""Where usagg keeps what it can rebuild: decoded images, synthetic data, memoised analysis outputs."""
+"""Where usagg keeps what it can rebuild, what is there, and pruning what has not been used for a while.
+
+The cache holds decoded images (`decode/<key>.npy`), synthetic benchmarks
+(`synth/<key>/`) and memoised analysis outputs (`analysis/stats`, `analysis/figures`).
+Every entry is rebuilt on its next use, so pruning only costs time. Readers refresh an
+entry's modification time when they use it, which is what "last used" means here.
+Decode and synthetic entries are deleted under the same lock their builders take, and
+one whose lock is held is skipped as in use.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_ENV = "USAGG_CACHE"
+KINDS = ("decode", "synth", "analysis")
+SYNTH_MARKER = ".usagg-complete"  # written last into a finished synthetic benchmark (usagg.data.source)
 
 
 def cache_root(configured: Path | str | None = None) -> Path:
@@ -14,3 +27,104 @@ def cache_root(configured: Path | str | None = None) -> Path:
         return Path(configured)
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "usagg"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One rebuildable cache entry: its files, total size and last use (epoch seconds)."""
+
+    kind: str
+    name: str
+    paths: tuple[Path, ...]
+    size: int
+    last_used: float
+    lock: Path | None = None  # the builders' lock, taken while deleting
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _decode_entries(folder: Path) -> list[Entry]:
+    """`<key>.npy` (data, refreshed on use), `<key>.hw.npy`, `<key>.lock` and leftovers of killed writers."""
+    by_key: dict[str, list[Path]] = {}
+    for p in folder.iterdir():
+        by_key.setdefault(p.name.split(".", 1)[0], []).append(p)
+    out = []
+    for key, paths in by_key.items():
+        files = [p for p in paths if not p.name.endswith(".lock")]
+        if not files:
+            continue  # a lone lock file is how a pruned entry ends; it is reused by the next builder
+        data = folder / f"{key}.npy"
+        used = (data if data.exists() else max(files, key=lambda p: p.stat().st_mtime)).stat().st_mtime
+        size = sum(_size(p) for p in files)
+        out.append(Entry("decode", key, tuple(sorted(files)), size, used, folder / f"{key}.lock"))
+    return out
+
+
+def _synth_entries(folder: Path) -> list[Entry]:
+    """Finished benchmarks (last used: their marker, refreshed on use) and unfinished temporary folders."""
+    out = []
+    for p in folder.iterdir():
+        if not p.is_dir():
+            continue
+        marker = p / SYNTH_MARKER
+        used = (marker if marker.exists() else p).stat().st_mtime
+        lock = None if p.name.startswith(".") else folder / f".{p.name}.lock"
+        out.append(Entry("synth", p.name, (p,), _size(p), used, lock))
+    return out
+
+
+def _analysis_entries(folder: Path) -> list[Entry]:
+    out = []
+    for sub in ("stats", "figures"):
+        if (folder / sub).is_dir():
+            for p in (folder / sub).iterdir():
+                out.append(Entry("analysis", f"{sub}/{p.name}", (p,), _size(p), p.stat().st_mtime))
+    return out
+
+
+def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
+    """Every entry of these kinds under the cache root, oldest use first."""
+    listers = {"decode": _decode_entries, "synth": _synth_entries, "analysis": _analysis_entries}
+    out: list[Entry] = []
+    for kind in kinds:
+        folder = Path(root) / kind
+        if folder.is_dir():
+            out += listers[kind](folder)
+    return sorted(out, key=lambda e: e.last_used)
+
+
+def _delete(entry: Entry) -> None:
+    for p in entry.paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def prune(
+    root: Path, older_than_s: float, kinds: tuple[str, ...] = KINDS, *, dry_run: bool = False
+) -> tuple[list[Entry], list[Entry]]:
+    """Delete entries unused for longer than `older_than_s`; returns (deleted or would be, skipped as in use)."""
+    from filelock import FileLock, Timeout
+
+    cutoff = time.time() - older_than_s
+    done, busy = [], []
+    for e in entries(root, kinds):
+        if e.last_used > cutoff:
+            continue
+        if dry_run or e.lock is None:
+            if not dry_run:
+                _delete(e)
+            done.append(e)
+            continue
+        try:
+            with FileLock(str(e.lock), timeout=0):
+                _delete(e)
+            done.append(e)
+        except Timeout:
+            busy.append(e)
+    return done, busy

@@ -10,6 +10,7 @@ half-written entry) inside a file lock (concurrent jobs decode once).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -105,10 +106,13 @@ def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image")
     folder.mkdir(parents=True, exist_ok=True)
     key = cache_key(files, size, kind)
     data_file, hw_file = folder / f"{key}.npy", folder / f"{key}.hw.npy"
-    with FileLock(str(folder / f"{key}.lock")):
+    with FileLock(str(folder / f"{key}.lock")):  # also what `usagg cache prune` takes before deleting
         if not data_file.exists():
             _build(files, size, kind, data_file, hw_file)
-    return Decoded(np.load(data_file, mmap_mode="r"), np.load(hw_file), data_file)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(data_file)  # last use, for `usagg cache prune`
+        return Decoded(np.load(data_file, mmap_mode="r"), np.load(hw_file), data_file)
 
 
 def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file: Path) -> None:

@@ -8,6 +8,7 @@ folder that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,11 +16,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+from usagg.cachedir import SYNTH_MARKER as MARKER
 from usagg.cachedir import cache_root
 from usagg.errors import DataError
 from usagg.spec.models import DataSpec, SynthSpec
-
-MARKER = ".usagg-complete"
 
 
 def synth_key(spec: SynthSpec) -> str:
@@ -44,7 +44,11 @@ def _complete(folder: Path, key: str, spec: SynthSpec) -> bool:
 
     marker = folder / MARKER
     if marker.is_file():
-        return marker.read_text().strip() == key
+        if marker.read_text().strip() != key:
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(marker)  # last use, for `usagg cache prune`
+        return True
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):

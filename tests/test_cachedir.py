@@ -1,0 +1,118 @@
+"""The cache inventory and `usagg cache prune`: old entries go, used and locked ones stay, nothing else is touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from filelock import FileLock
+from PIL import Image
+from typer.testing import CliRunner
+
+from usagg import cachedir
+from usagg.analysis.memo import Memo
+from usagg.analysis.stats import Stat
+from usagg.cli.app import app
+from usagg.data import cache as decode_cache
+
+DAY = 86400.0
+
+
+def _age(paths, days: float) -> None:  # type: ignore[no-untyped-def]
+    t = time.time() - days * DAY
+    for p in paths:
+        os.utime(p, (t, t))
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> dict[str, Path]:
+    """A cache with two decode entries, one synthetic benchmark, a stats memo, and an unrelated user file."""
+    root = tmp_path / "cache"
+    imgs = []
+    for i in range(3):
+        imgs.append(tmp_path / f"im{i}.png")
+        Image.fromarray(np.full((20, 30), 40 * i, np.uint8)).save(imgs[-1])
+    old = decode_cache.load(imgs[:2], 8, root)
+    new = decode_cache.load(imgs[1:], 8, root)
+    synth = root / "synth" / "abc123"
+    (synth / "train").mkdir(parents=True)
+    (synth / "train" / "x.png").write_bytes(b"p" * 500)
+    (synth / cachedir.SYNTH_MARKER).write_text("abc123\n")
+    Memo(root).statistics("k", lambda: [Stat("mean", "CG", 1.0, 1.5, 9, "m")])
+    (root / "notes.txt").write_text("mine")
+    return {"root": root, "old": old.path, "new": new.path, "synth": synth, "imgs": imgs[0]}
+
+
+def test_entries_list_every_kind_with_sizes(filled: dict[str, Path]) -> None:
+    es = cachedir.entries(filled["root"])
+    assert sorted(e.kind for e in es) == ["analysis", "decode", "decode", "synth"]
+    decode = next(e for e in es if e.kind == "decode" and filled["old"] in e.paths)
+    assert decode.size == sum(p.stat().st_size for p in decode.paths) and decode.size > 2 * 8 * 8
+    assert not any(p.name.endswith(".lock") for p in decode.paths)
+    assert next(e for e in es if e.kind == "synth").size == 500 + len("abc123\n")
+
+
+def test_prune_deletes_only_entries_unused_for_longer(filled: dict[str, Path]) -> None:
+    root = filled["root"]
+    _age([filled["old"], filled["synth"] / cachedir.SYNTH_MARKER, *(root / "analysis" / "stats").iterdir()], 40)
+    would, _ = cachedir.prune(root, 30 * DAY, dry_run=True)
+    assert sorted(e.kind for e in would) == ["analysis", "decode", "synth"] and filled["old"].exists()
+    done, busy = cachedir.prune(root, 30 * DAY)
+    assert len(done) == 3 and not busy
+    assert not filled["old"].exists() and not filled["old"].with_name(filled["old"].stem + ".hw.npy").exists()
+    assert not filled["synth"].exists() and not list((root / "analysis" / "stats").iterdir())
+    assert filled["new"].exists() and (root / "notes.txt").read_text() == "mine"
+    assert [e.kind for e in cachedir.entries(root)] == ["decode"]
+
+
+def test_use_refreshes_last_use(filled: dict[str, Path]) -> None:
+    _age([filled["old"]], 40)
+    decode_cache.load([filled["imgs"], filled["imgs"].with_name("im1.png")], 8, filled["root"])  # the old entry again
+    assert time.time() - filled["old"].stat().st_mtime < 60
+    assert cachedir.prune(filled["root"], 30 * DAY, ("decode",))[0] == []
+
+
+def test_a_locked_entry_is_skipped(filled: dict[str, Path]) -> None:
+    _age([filled["old"]], 40)
+    with FileLock(str(filled["old"].with_suffix(".lock"))):
+        done, busy = cachedir.prune(filled["root"], 30 * DAY, ("decode",))
+    assert done == [] and [e.paths[0].name.split(".")[0] for e in busy] == [filled["old"].stem]
+    assert filled["old"].exists()
+
+
+def test_a_pruned_entry_is_rebuilt_identically(filled: dict[str, Path]) -> None:
+    files = [filled["imgs"], filled["imgs"].with_name("im1.png")]
+    before = np.array(decode_cache.load(files, 8, filled["root"]).arrays)
+    cachedir.prune(filled["root"], 0, ("decode",))
+    assert np.array_equal(np.array(decode_cache.load(files, 8, filled["root"]).arrays), before)
+
+
+def test_cli_info_and_prune(filled: dict[str, Path]) -> None:
+    root = str(filled["root"])
+    res = CliRunner().invoke(app, ["cache", "info", "--cache-dir", root])
+    assert res.exit_code == 0, res.output
+    assert all(k in res.output for k in ("decode", "synth", "analysis", "total"))
+    _age([filled["old"]], 40)
+    res = CliRunner().invoke(app, ["cache", "prune", "--cache-dir", root, "--kind", "decode", "--dry-run"])
+    assert res.exit_code == 0 and "would delete 1 entry" in res.output and filled["old"].exists()
+    res = CliRunner().invoke(app, ["cache", "prune", "--cache-dir", root, "--older-than", "0", "--kind", "synth"])
+    assert res.exit_code == 0 and "deleted 1 entry" in res.output and not filled["synth"].exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "images"], "--kind 'images' is not one of decode, synth, analysis"),
+        (["--older-than", "-1"], "expected a number of days >= 0"),
+    ],
+)
+def test_cli_prune_refuses_bad_options(filled: dict[str, Path], args: list[str], message: str) -> None:
+    cmd = [sys.executable, "-m", "usagg", "cache", "prune", "--cache-dir", str(filled["root"]), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert len(cachedir.entries(filled["root"])) == 4

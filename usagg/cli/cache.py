@@ -1,0 +1,100 @@
+"""`usagg cache info` and `usagg cache prune`: what the cache holds and reclaiming its space."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from usagg.errors import UsaggError
+
+_CACHE_DIR = typer.Option(
+    None, "--cache-dir", help="Cache folder (default: $USAGG_CACHE, else ~/.cache/usagg; a study's data.cache_dir)."
+)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # unreachable; keeps type checkers content
+
+
+def _age(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:.1f} d" if days >= 1 else f"{seconds / 3600:.1f} h"
+
+
+def info(cache_dir: Path | None = _CACHE_DIR) -> None:
+    """What the cache holds: entries, size and last use per kind (decoded images, synthetic data, analysis).
+
+    Example: usagg cache info --cache-dir /scratch/usagg-cache
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from usagg.cachedir import KINDS, cache_root, entries
+
+    root = cache_root(cache_dir)
+    now = time.time()
+    table = Table(title=escape(f"cache {root}"))
+    for col in ("kind", "entries", "size", "least recently used", "most recently used"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    found = entries(root) if root.is_dir() else []
+    for kind in KINDS:
+        es = [e for e in found if e.kind == kind]
+        ages = [_age(now - e.last_used) + " ago" for e in (es[0], es[-1])] if es else ["-", "-"]
+        table.add_row(kind, str(len(es)), _human(sum(e.size for e in es)), *ages)
+    table.add_row("total", str(len(found)), _human(sum(e.size for e in found)), "", "", style="bold")
+    Console().print(table)
+
+
+def prune(
+    older_than: float = typer.Option(
+        30.0, "--older-than", help="Delete entries not used for this many days (0: every entry not in use)."
+    ),
+    kind: list[str] = typer.Option([], "--kind", help="decode, synth or analysis; repeat for several (default: all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted, delete nothing."),
+    cache_dir: Path | None = _CACHE_DIR,
+) -> None:
+    """Delete cache entries unused for a while; each is rebuilt on its next use, so this only costs time.
+
+    Entries a running job holds are skipped. Synthetic benchmarks are read while a job runs:
+    with --older-than 0, prune when no study is running.
+
+    Example: usagg cache prune --older-than 14 --kind decode --dry-run
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from usagg.cachedir import KINDS, cache_root
+    from usagg.cachedir import prune as prune_entries
+
+    bad = [k for k in kind if k not in KINDS]
+    if bad:
+        raise UsaggError(f"--kind {bad[0]!r} is not one of {', '.join(KINDS)}")
+    if older_than < 0:
+        raise UsaggError(f"--older-than {older_than:g}: expected a number of days >= 0")
+    root = cache_root(cache_dir)
+    if not root.is_dir():
+        raise UsaggError(f"cache folder {root} does not exist (nothing to prune; give --cache-dir or set $USAGG_CACHE)")
+    done, busy = prune_entries(root, older_than * 86400, tuple(kind) or KINDS, dry_run=dry_run)
+    console = Console()
+    verb = "would delete" if dry_run else "deleted"
+    now = time.time()
+    for e in done:
+        console.print(f"{verb} {e.kind} {escape(e.name)} ({_human(e.size)}, unused for {_age(now - e.last_used)})")
+    for e in busy:
+        console.print(f"[yellow]skipped[/] {e.kind} {escape(e.name)}: in use")
+    console.print(f"{verb} {len(done)} entr{'y' if len(done) == 1 else 'ies'}, {_human(sum(e.size for e in done))}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `cache` sub-app."""
+    sub = typer.Typer(name="cache", help="Inspect and prune the cache (decoded images, synthetic data, analysis).")
+    sub.command("info")(info)
+    sub.command("prune")(prune)
+    app.add_typer(sub, name="cache", no_args_is_help=True)
