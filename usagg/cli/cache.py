@@ -23,8 +23,9 @@ def _human(n: float) -> str:
 
 
 def _age(seconds: float) -> str:
-    days = seconds / 86400
-    return f"{days:.1f} d" if days >= 1 else f"{seconds / 3600:.1f} h"
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} d"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(seconds, 0) / 60:.0f} min"
 
 
 def info(cache_dir: Path | None = _CACHE_DIR) -> None:
