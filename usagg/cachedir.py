@@ -97,12 +97,12 @@ def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
     return sorted(out, key=lambda e: e.last_used)
 
 
-def _delete(entry: Entry) -> None:
-    for p in entry.paths:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+def remove(path: Path) -> None:
+    """Delete a cache file or folder; already gone is fine (another pruner got there first)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def prune(
@@ -118,12 +118,14 @@ def prune(
             continue
         if dry_run or e.lock is None:
             if not dry_run:
-                _delete(e)
+                for p in e.paths:
+                    remove(p)
             done.append(e)
             continue
         try:
             with FileLock(str(e.lock), timeout=0):
-                _delete(e)
+                for p in e.paths:
+                    remove(p)
             done.append(e)
         except Timeout:
             busy.append(e)

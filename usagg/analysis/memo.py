@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from usagg import __version__
 from usagg.atomic import write_bytes_atomic, write_json_atomic
-from usagg.cachedir import cache_root
+from usagg.cachedir import cache_root, remove
 
 if TYPE_CHECKING:
     from usagg.analysis.figures import FigureOut
@@ -154,7 +154,4 @@ def _prune(folder: Path) -> None:
         return
     entries.sort(key=lambda p: p.stat().st_mtime)
     for p in entries[: len(entries) - KEEP]:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        remove(p)

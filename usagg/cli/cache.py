@@ -81,7 +81,7 @@ def prune(
         raise UsaggError(f"--older-than {older_than:g}: expected a number of days >= 0")
     root = cache_root(cache_dir)
     if not root.is_dir():
-        raise UsaggError(f"cache folder {root} does not exist (nothing to prune; give --cache-dir or set $USAGG_CACHE)")
+        raise UsaggError(f"cache folder {root} is not a folder (give --cache-dir, or set $USAGG_CACHE)")
     done, busy = prune_entries(root, older_than * 86400, tuple(kind) or KINDS, dry_run=dry_run)
     console = Console()
     verb = "would delete" if dry_run else "deleted"
