@@ -48,7 +48,7 @@ def test_non_numeric_value_names_row_and_column(tmp_path: Path) -> None:
     [
         (GOOD.replace(",0,1.0,", ",0.5,1.0,"), "column 'seed': expected an integer seed"),
         (GOOD.replace(",1.0,", ",1.5,"), "column 'fraction': expected a share in (0, 1]"),
-        (GOOD.replace("segmentation", "segm"), "column 'type': expected one of segmentation"),
+        (GOOD.replace("segmentation", "segm"), "column 'type': expected a registered task type (segmentation"),
         (GOOD.replace("true", "maybe"), "column 'higher_is_better': expected true or false"),
         (GOOD.replace(",TS,", ",,"), "column 'paradigm': expected a value, the cell is empty"),
     ],

@@ -22,9 +22,10 @@ from usagg.data.datasets import (
 )
 from usagg.data.fmc_uia import read_split
 from usagg.errors import DataError
-from usagg.metrics import resize_nearest
-from usagg.predictions import box_to_pixels, points_to_pixels
 from usagg.spec.models import TaskSpec
+from usagg.tasktypes.detection import box_to_pixels
+from usagg.tasktypes.regression import points_to_pixels
+from usagg.tasktypes.segmentation import resize_nearest
 
 SPECS = {
     "seg_t": TaskSpec(id="seg_t", type="segmentation", num_classes=3),

@@ -9,17 +9,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
 
-from usagg.metrics import (
-    classification_metrics,
-    detection_metrics,
-    hausdorff_distance,
-    primary_value,
-    regression_metrics,
-    resize_nearest,
-    segmentation_metrics,
-    task_metrics,
-)
-from usagg.tasktypes import METRICS_BY_TYPE
+from usagg.tasktypes import find_task_type, get_task_type
+from usagg.tasktypes.classification import classification_metrics
+from usagg.tasktypes.detection import detection_metrics
+from usagg.tasktypes.regression import regression_metrics
+from usagg.tasktypes.segmentation import hausdorff_distance, resize_nearest, segmentation_metrics
 
 
 def _mask(shape: tuple[int, int], pixels: dict[int, list[tuple[int, int]]]) -> np.ndarray:
@@ -161,7 +155,7 @@ def test_binary_classification_by_hand() -> None:
     assert m["F1_weighted"] == pytest.approx((0.8 + 2 / 3) / 2)
     # TP 1, TN 2, FP 0, FN 1: (1*2 - 0*1) / sqrt(1 * 2 * 2 * 3)
     assert m["MCC"] == pytest.approx(2 / math.sqrt(12))
-    assert list(m) == list(METRICS_BY_TYPE["classification"])
+    assert list(m) == list(get_task_type("classification").metric_names)
     assert all(isinstance(v, float) for v in m.values())
 
 
@@ -267,32 +261,25 @@ def test_mre_on_a_3_4_5_triangle() -> None:
         regression_metrics(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)))
 
 
-# --------------------------------------------------------------------------- dispatch
+# --------------------------------------------------------------------------- the registry's view of them
 
 
-def test_task_metrics_dispatches_by_type_in_any_case() -> None:
-    pts = np.zeros((1, 1, 2))
-    assert task_metrics("Regression", pred_pts_px=pts, gt_pts_px=np.array([[[3.0, 4.0]]])) == {"MRE": 5.0}
-    box = np.array([[0, 0, 1, 1]], dtype=float)
-    assert task_metrics("detection", pred_boxes_px=box, gt_boxes_px=box) == {"IoU": 1.0}
-    seg = task_metrics("segmentation", preds=[np.ones((2, 2))], gts=[np.ones((2, 2))], num_classes=2)
-    assert seg["DSC"] == 1.0
-    with pytest.raises(ValueError, match="unknown task type"):
-        task_metrics("captioning")
+def test_csv_task_names_find_their_type_in_any_case() -> None:
+    assert find_task_type("Regression") is get_task_type("regression")
+    assert find_task_type(" DETECTION ") is get_task_type("detection")
+    assert find_task_type("captioning") is None
+    with pytest.raises(ValueError, match="unknown task type 'segmentaton' \\(did you mean 'segmentation'\\?\\)"):
+        get_task_type("segmentaton")
 
 
-def test_every_type_reports_the_metrics_named_in_tasktypes() -> None:
-    seg = task_metrics("segmentation", preds=[np.ones((2, 2))], gts=[np.ones((2, 2))], num_classes=3)
-    cls = task_metrics("classification", probs=np.eye(2), labels=np.array([0, 1]))
-    det = task_metrics("detection", pred_boxes_px=np.ones((1, 4)), gt_boxes_px=np.ones((1, 4)))
-    reg = task_metrics("regression", pred_pts_px=np.ones((1, 1, 2)), gt_pts_px=np.ones((1, 1, 2)))
+def test_every_type_reports_the_metrics_it_declares_primary_first() -> None:
+    seg = segmentation_metrics([np.ones((2, 2))], [np.ones((2, 2))], num_classes=3)
+    cls = classification_metrics(np.eye(2), np.array([0, 1]))
+    det = detection_metrics(np.ones((1, 4)), np.ones((1, 4)))
+    reg = regression_metrics(np.ones((1, 1, 2)), np.ones((1, 1, 2)))
     for task_type, m in zip(
         ("segmentation", "classification", "detection", "regression"), (seg, cls, det, reg), strict=True
     ):
-        assert set(METRICS_BY_TYPE[task_type]) <= set(m)
-
-
-def test_primary_value() -> None:
-    assert primary_value({"DSC": 0.5, "HD": 3.0}, "HD") == 3.0
-    with pytest.raises(KeyError, match="available: DSC, HD"):
-        primary_value({"DSC": 0.5, "HD": 3.0}, "AUC")
+        declared = get_task_type(task_type).metric_names
+        assert set(declared) <= set(m)
+        assert get_task_type(task_type).primary_metric == declared[0] == next(iter(m))

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from usagg.plan import PLANNERS, Job, Unit, plan, register_planner
+from usagg.errors import SpecError
+from usagg.paradigms import PARADIGMS, Unit, register_paradigm
+from usagg.plan import Job, plan
 from usagg.spec.load import load_study
 from usagg.spec.models import Study
 
@@ -160,12 +162,18 @@ def test_job_round_trips_through_json(spec: Path) -> None:
         assert again == job and again.task_ids == job.task_ids
 
 
-def test_registry_takes_a_new_planner() -> None:
-    @register_planner("_pairs")
+def test_a_registered_paradigm_is_accepted_by_the_spec_and_planned(spec: Path) -> None:
+    @register_paradigm("PAIR", "the first two tasks together")
     def plan_pairs(study: Study) -> list[Unit]:
-        return [Unit(paradigm="_pairs", name="x", tasks=("a",), moe=True)]
+        return [Unit(paradigm="PAIR", name="pair", tasks=tuple(t.id for t in study.tasks[:2]), moe=True)]
 
     try:
-        assert PLANNERS["_pairs"] is plan_pairs
+        study = load_study(spec, ["paradigms=[TS, PAIR]"])
+        jobs = [j for j in plan(study) if j.paradigm == "PAIR"]
+        assert len(jobs) == len(study.seeds) * len(study.fractions)
+        assert jobs[0].task_ids == [t.id for t in study.tasks[:2]] and jobs[0].moe
+        assert jobs[0].id.startswith("PAIR-pair-")
     finally:
-        PLANNERS.pop("_pairs")
+        PARADIGMS.pop("PAIR")
+    with pytest.raises(SpecError, match="unknown paradigm 'PAIR'"):
+        load_study(spec, ["paradigms=[TS, PAIR]"])

@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usagg.metrics import detection_metrics, regression_metrics, segmentation_metrics
-from usagg.predictions import (
-    FILENAMES,
-    SEGMENTATION_INDEX,
-    PredictionWriter,
-    box_to_pixels,
-    points_to_pixels,
-    prediction_mask_relpath,
-    read_predictions,
-)
+from usagg.predictions import PredictionWriter, read_predictions
+from usagg.tasktypes.classification import write_probs
+from usagg.tasktypes.detection import box_to_pixels, detection_metrics, write_box
+from usagg.tasktypes.regression import points_to_pixels, regression_metrics, write_points
+from usagg.tasktypes.segmentation import Segmentation, prediction_mask_relpath, segmentation_metrics, write_mask
+
+SEGMENTATION_INDEX = Segmentation.prediction_file
 
 MASK_CSV = "../Segmentation/Three/ds1/masks/case_01.png"
 
@@ -29,9 +26,9 @@ def _load(path: Path) -> list[dict]:
 
 def test_classification_file_merges_tasks_sorted_with_exact_keys(tmp_path: Path) -> None:
     w = PredictionWriter(tmp_path)
-    w.add_classification("T2", "../Classification/b.png", [0.1, 0.2, 0.7])
-    w.add_classification("T1", "../Classification/z.png", np.array([0.9, 0.1], dtype=np.float32))
-    w.add_classification("T1", "../Classification/a.png", [0.25, 0.75])
+    write_probs(w, "T2", "../Classification/b.png", [0.1, 0.2, 0.7])
+    write_probs(w, "T1", "../Classification/z.png", np.array([0.9, 0.1], dtype=np.float32))
+    write_probs(w, "T1", "../Classification/a.png", [0.25, 0.75])
     written = w.close()
     assert written == {"classification": tmp_path / "classification_predictions.json"}
     entries = _load(written["classification"])
@@ -46,14 +43,14 @@ def test_classification_file_merges_tasks_sorted_with_exact_keys(tmp_path: Path)
     assert entries[1]["predicted_class"] == 0
     assert entries[1]["predicted_probs"] == pytest.approx([0.9, 0.1])
     assert entries[2]["predicted_class"] == 2
-    assert not (tmp_path / FILENAMES["detection"]).exists()
+    assert not (tmp_path / "detection_predictions.json").exists()
 
 
 def test_detection_boxes_normalised_and_in_pixels(tmp_path: Path) -> None:
     with PredictionWriter(tmp_path) as w:
         # image 100 high, 200 wide
-        w.add_detection("D1", "../Detection/a.png", [0.1, 0.2, 0.5, 0.6], (100, 200))
-        w.add_detection("D1", "../Detection/b.png", [-0.1, 0.0, 1.2, 0.5], (10, 10))
+        write_box(w, "D1", "../Detection/a.png", [0.1, 0.2, 0.5, 0.6], (100, 200))
+        write_box(w, "D1", "../Detection/b.png", [-0.1, 0.0, 1.2, 0.5], (10, 10))
     entries = _load(tmp_path / "detection_predictions.json")
     for e in entries:
         assert list(e) == ["image_path", "task_id", "bbox_normalized", "bbox_pixels"]
@@ -67,7 +64,7 @@ def test_detection_boxes_normalised_and_in_pixels(tmp_path: Path) -> None:
 def test_regression_points_flattened_normalised_and_in_pixels(tmp_path: Path) -> None:
     with PredictionWriter(tmp_path) as w:
         # image 200 high, 100 wide
-        w.add_regression("R1", "../Regression/a.png", np.array([[0.5, 0.25], [0.0, 1.0]]), (200, 100))
+        write_points(w, "R1", "../Regression/a.png", np.array([[0.5, 0.25], [0.0, 1.0]]), (200, 100))
     (e,) = _load(tmp_path / "regression_predictions.json")
     assert list(e) == ["image_path", "task_id", "predicted_points_normalized", "predicted_points_pixels"]
     assert e["predicted_points_normalized"] == [0.5, 0.25, 0.0, 1.0]
@@ -90,7 +87,7 @@ def test_segmentation_png_at_mask_path_with_original_size_and_class_values(tmp_p
     mask[1:3, 2:4] = 1
     mask[4, 6] = 2
     with PredictionWriter(tmp_path) as w:
-        path = w.add_segmentation("S1", "../Segmentation/Three/ds1/images/case_01.png", MASK_CSV, mask)
+        path = write_mask(w, "S1", "../Segmentation/Three/ds1/images/case_01.png", MASK_CSV, mask)
     assert path == tmp_path / "Segmentation/Three/ds1/masks/case_01.png"
     with Image.open(path) as im:
         assert im.mode == "L"
@@ -115,29 +112,29 @@ def test_mask_paths_cannot_leave_the_folder() -> None:
 def test_segmentation_rejects_bad_masks(tmp_path: Path) -> None:
     w = PredictionWriter(tmp_path)
     with pytest.raises(ValueError):
-        w.add_segmentation("S1", "i.png", "../m.png", np.zeros((2, 2, 3), np.uint8))
+        write_mask(w, "S1", "i.png", "../m.png", np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(ValueError):
-        w.add_segmentation("S1", "i.png", "../m.png", np.full((2, 2), 256))
+        write_mask(w, "S1", "i.png", "../m.png", np.full((2, 2), 256))
     with pytest.raises(ValueError):
-        w.add_segmentation("S1", "i.png", "../m.png", np.zeros((2, 2), np.float32))
-    w.add_segmentation("S1", "i.png", "../m.png", np.zeros((2, 2), np.uint8))
+        write_mask(w, "S1", "i.png", "../m.png", np.zeros((2, 2), np.float32))
+    write_mask(w, "S1", "i.png", "../m.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="already written"):
-        w.add_segmentation("S2", "j.png", "../m.png", np.zeros((2, 2), np.uint8))
+        write_mask(w, "S2", "j.png", "../m.png", np.zeros((2, 2), np.uint8))
 
 
 def test_duplicates_and_use_after_close_are_refused(tmp_path: Path) -> None:
     w = PredictionWriter(tmp_path)
-    w.add_classification("T1", "a.png", [0.5, 0.5])
+    write_probs(w, "T1", "a.png", [0.5, 0.5])
     with pytest.raises(ValueError, match="duplicate"):
-        w.add_classification("T1", "a.png", [0.4, 0.6])
-    w.add_classification("T2", "a.png", [0.4, 0.6])  # same image in another task is fine
+        write_probs(w, "T1", "a.png", [0.4, 0.6])
+    write_probs(w, "T2", "a.png", [0.4, 0.6])  # same image in another task is fine
     with pytest.raises(TypeError):
-        w.add_classification("T1", Path("b.png"), [0.5, 0.5])  # type: ignore[arg-type]
+        write_probs(w, "T1", Path("b.png"), [0.5, 0.5])  # type: ignore[arg-type]
     assert len(w) == 2
     first = w.close()
     assert w.close() == first
     with pytest.raises(RuntimeError):
-        w.add_classification("T1", "c.png", [0.5, 0.5])
+        write_probs(w, "T1", "c.png", [0.5, 0.5])
 
 
 def test_bytes_do_not_depend_on_insertion_order(tmp_path: Path) -> None:
@@ -145,7 +142,7 @@ def test_bytes_do_not_depend_on_insertion_order(tmp_path: Path) -> None:
     for name, order in (("one", rows), ("two", rows[::-1])):
         with PredictionWriter(tmp_path / name) as w:
             for task_id, image_path, probs in order:
-                w.add_classification(task_id, image_path, probs)
+                write_probs(w, task_id, image_path, probs)
     one = (tmp_path / "one" / "classification_predictions.json").read_bytes()
     assert one == (tmp_path / "two" / "classification_predictions.json").read_bytes()
     assert one.endswith(b"\n")
@@ -153,12 +150,12 @@ def test_bytes_do_not_depend_on_insertion_order(tmp_path: Path) -> None:
 
 def test_failed_job_writes_no_json_and_no_temp_files_are_left(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), PredictionWriter(tmp_path) as w:
-        w.add_classification("T1", "a.png", [0.5, 0.5])
+        write_probs(w, "T1", "a.png", [0.5, 0.5])
         raise RuntimeError("training crashed")
     assert list(tmp_path.iterdir()) == []
     with PredictionWriter(tmp_path) as w:
-        w.add_classification("T1", "a.png", [0.5, 0.5])
-        w.add_segmentation("S1", "i.png", "../s/m.png", np.ones((3, 3), np.uint8))
+        write_probs(w, "T1", "a.png", [0.5, 0.5])
+        write_mask(w, "S1", "i.png", "../s/m.png", np.ones((3, 3), np.uint8))
     names = sorted(p.name for p in tmp_path.rglob("*"))
     assert names == sorted(["classification_predictions.json", SEGMENTATION_INDEX, "s", "m.png"])
 
@@ -172,10 +169,10 @@ def test_round_trip_and_rescoring_equal_direct_scoring(tmp_path: Path) -> None:
     pred_mask[2:5, 2:5] = 1
     box_norm = [0.1, 0.2, 0.4, 0.5]
     with PredictionWriter(tmp_path) as w:
-        w.add_detection("D1", "../d.png", box_norm, (60, 100))
-        w.add_regression("R1", "../r.png", [[0.0, 0.0]], (100, 100))
-        w.add_segmentation("S1", "../s.png", "../masks/s.png", pred_mask)
-        w.add_classification("C1", "../c.png", [0.2, 0.8])
+        write_box(w, "D1", "../d.png", box_norm, (60, 100))
+        write_points(w, "R1", "../r.png", [[0.0, 0.0]], (100, 100))
+        write_mask(w, "S1", "../s.png", "../masks/s.png", pred_mask)
+        write_probs(w, "C1", "../c.png", [0.2, 0.8])
 
     back = read_predictions(tmp_path)
     assert set(back) == {"classification", "detection", "regression", "segmentation"}
@@ -192,7 +189,7 @@ def test_round_trip_and_rescoring_equal_direct_scoring(tmp_path: Path) -> None:
     (seg,) = back["segmentation"]
     np.testing.assert_array_equal(seg["mask"], pred_mask)
     assert segmentation_metrics([seg["mask"]], [gt_mask], 2) == segmentation_metrics([pred_mask], [gt_mask], 2)
-    assert "mask" not in read_predictions(tmp_path, load_masks=False)["segmentation"][0]
+    assert "mask" not in read_predictions(tmp_path, load_files=False)["segmentation"][0]
 
 
 def test_reading_an_empty_or_malformed_folder(tmp_path: Path) -> None:

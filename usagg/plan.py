@@ -1,4 +1,4 @@
-"""The planner: Study -> [Job]. The only place that knows what TS, CG and AU mean.
+"""The plan: Study -> [Job], the paradigms' units (usagg/paradigms.py) crossed with data fractions and seeds.
 
 A Job is plain data (written to plan.json and job.json, read back by the
 engine, nnU-Net style: the file is the contract). Its id is a readable prefix
@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from usagg.paradigms import Unit, get_planner
 from usagg.spec.models import DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
 
 HASH_LEN = 8
-
-
-class Unit(BaseModel):
-    """What a paradigm planner decides: which tasks train together, and with MoE or not."""
-
-    model_config = ConfigDict(frozen=True)
-
-    paradigm: str
-    name: str
-    tasks: tuple[str, ...]
-    moe: bool
 
 
 class Job(BaseModel):
@@ -53,47 +42,6 @@ class Job(BaseModel):
     @property
     def task_ids(self) -> list[str]:
         return [t.id for t in self.tasks]
-
-
-Planner = Callable[[Study], list[Unit]]
-PLANNERS: dict[str, Planner] = {}
-
-
-def register_planner(paradigm: str) -> Callable[[Planner], Planner]:
-    """Register a paradigm planner by name (timm-style registry): a new paradigm is one function."""
-
-    def deco(fn: Planner) -> Planner:
-        PLANNERS[paradigm] = fn
-        return fn
-
-    return deco
-
-
-@register_planner("TS")
-def plan_ts(study: Study) -> list[Unit]:
-    """Task-specific: one model per task, MoE off (the dense blocks)."""
-    return [Unit(paradigm="TS", name=t.id, tasks=(t.id,), moe=False) for t in study.tasks]
-
-
-@register_planner("CG")
-def plan_cg(study: Study) -> list[Unit]:
-    """Clinically grouped: one model per clinical group, MoE on.
-
-    Single-task groups follow `singleton_groups`: "run" trains them like any
-    group (TS data, MoE on, so their Δ isolates the MoE), "skip" plans nothing.
-    """
-    units = []
-    for group, tids in study.group_members().items():
-        if len(tids) == 1 and study.singleton_groups == "skip":
-            continue
-        units.append(Unit(paradigm="CG", name=group, tasks=tuple(tids), moe=True))
-    return units
-
-
-@register_planner("AU")
-def plan_au(study: Study) -> list[Unit]:
-    """All-task unified: one model for every task, MoE on."""
-    return [Unit(paradigm="AU", name="all", tasks=tuple(t.id for t in study.tasks), moe=True)]
 
 
 def _fmt_fraction(f: float) -> str:
@@ -150,21 +98,17 @@ def plan(study: Study) -> list[Job]:
         raise ValueError("plan() needs a resolved study (tasks_from set): load it with usagg.spec.load.load_study")
     jobs: list[Job] = []
     for paradigm in study.paradigms:
-        for unit in PLANNERS[paradigm](study):
+        for unit in get_planner(paradigm)(study):
             for fraction in study.fractions:
                 for seed in study.seeds:
                     h = job_hash(unit, study, fraction, seed)
-                    if unit.paradigm == "CG":
-                        group = unit.name
-                    else:
-                        group = study.task(unit.tasks[0]).group if len(unit.tasks) == 1 else None
                     jobs.append(
                         Job(
                             id=f"{unit.paradigm}-{unit.name}-{_fmt_fraction(fraction)}-s{seed}-{h}",
                             study=study.name,
                             paradigm=unit.paradigm,
                             name=unit.name,
-                            group=group,
+                            group=unit.group,
                             tasks=[study.task(t) for t in unit.tasks],
                             moe=unit.moe,
                             fraction=fraction,

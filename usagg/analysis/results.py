@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usagg.errors import UsaggError
-from usagg.tasktypes import PARADIGMS, RESULT_COLUMNS, TASK_TYPES, metric_direction
+from usagg.paradigms import paradigm_names
+from usagg.results_schema import RESULT_COLUMNS
+from usagg.tasktypes import metric_direction, task_type_names
 
 COLUMNS = RESULT_COLUMNS
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -58,9 +60,10 @@ class ResultsTable:
 
     @property
     def paradigms(self) -> list[str]:
-        """Known paradigms in TS, CG, AU order, then any others alphabetically."""
+        """Registered paradigms in registry order (TS, CG, AU first), then any others alphabetically."""
         present = set(r.paradigm for r in self.rows)
-        return [p for p in PARADIGMS if p in present] + sorted(present - set(PARADIGMS))
+        known = paradigm_names()
+        return [p for p in known if p in present] + sorted(present - set(known))
 
     @property
     def fractions(self) -> list[float]:
@@ -107,8 +110,11 @@ def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
     if not 0 < fraction <= 1:
         raise UsaggError(f"{_where(path, row, 'fraction')}: expected a share in (0, 1], got {fraction}")
     ttype = text("type")
-    if ttype not in TASK_TYPES:
-        raise UsaggError(f"{_where(path, row, 'type')}: expected one of {', '.join(TASK_TYPES)}, got {ttype!r}")
+    if ttype not in task_type_names():
+        raise UsaggError(
+            f"{_where(path, row, 'type')}: expected a registered task type ({', '.join(task_type_names())}), "
+            f"got {ttype!r}"
+        )
     metric = text("metric")
     hib = text("higher_is_better", required=False).lower()
     if not hib and metric_direction(metric) is not None:

@@ -1,30 +1,50 @@
-"""One visual language for every figure: paradigm colours, type markers, paper-sized fonts.
+"""One visual language for every figure: paradigm colours, type markers (from the task types), paper-sized fonts.
 
 Colours are Okabe-Ito (colour-blind safe); a paradigm keeps its colour in every figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+
+from usagg.tasktypes.base import TaskType
 
 PARADIGM_COLORS: dict[str, str] = {"TS": "#0072B2", "CG": "#E69F00", "AU": "#009E73"}
 _EXTRA_COLORS = ("#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 
-TYPE_MARKERS: dict[str, str] = {"segmentation": "o", "classification": "s", "detection": "^", "regression": "D"}
-TYPE_COLORS: dict[str, str] = {
-    "segmentation": "#332288",
-    "classification": "#882255",
-    "detection": "#555555",
-    "regression": "#999933",
-}
-#: Short type names where four full names do not fit a column-wide axis.
-TYPE_SHORT: dict[str, str] = {
-    "segmentation": "segment.",
-    "classification": "classif.",
-    "detection": "detection",
-    "regression": "regression",
-}
+
+class _TypeStyle(Mapping[str, str]):
+    """A read-only view of one style attribute of the registered task types (usagg/tasktypes/).
+
+    A type the registry does not know (an imported results table from a plug-in
+    not installed here) gets the base class's neutral style instead of a KeyError.
+    """
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __getitem__(self, name: str) -> str:
+        from usagg.tasktypes import task_types
+
+        for tt in task_types():
+            if tt.name == name:
+                return getattr(tt, self.attr)
+        return name if self.attr == "short" else getattr(TaskType, self.attr)
+
+    def __iter__(self) -> Iterator[str]:
+        from usagg.tasktypes import task_type_names
+
+        return iter(task_type_names())
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+TYPE_MARKERS = _TypeStyle("marker")
+TYPE_COLORS = _TypeStyle("color")
+#: Short type names where full names do not fit a column-wide axis.
+TYPE_SHORT = _TypeStyle("short")
 
 COLUMN_W = 3.5  # inches, one column of a two-column paper
 PAGE_W = 7.0  # inches, full width

@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from usagg.data.cache import read_mask
 from usagg.data.fmc_uia import Problem, Sample, csv_files, rel, scan_split
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
+from usagg.tasktypes import get_task_type
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -47,13 +46,8 @@ class TaskSummary:
         return lo if lo == hi else f"{lo} .. {hi}"
 
     def label_text(self) -> str:
-        """Short label distribution: class counts, images containing each mask class, boxes or points."""
-        pairs = " ".join(f"{k}:{v}" for k, v in self.labels.items())
-        if self.type == "segmentation":
-            return f"images with class {pairs}" if pairs else "-"
-        if self.type == "classification":
-            return pairs or "-"
-        return ", ".join(f"{v} x {k}" for k, v in self.labels.items()) or "-"
+        """Short label distribution, as the task type summarises it (class counts, boxes, points, ...)."""
+        return get_task_type(self.type).summary_text(self.labels)
 
     def to_dict(self) -> dict:
         return {
@@ -106,76 +100,27 @@ class CheckReport:
 class _FileResult:
     problems: list[Problem]
     hw: tuple[int, int] | None
-    mask_classes: frozenset[int] = frozenset()
+    label_keys: tuple[str, ...] = ()
 
 
 def _check_files(s: Sample, root: Path) -> _FileResult:
     """Open the image (and mask) of one sample; report what is wrong with them."""
     where = {"csv_file": rel(s.csv_file, root), "row": s.row}
     tag = f"task {s.task_id}:"
+    tt = get_task_type(s.task_type)
     if not s.image_file.is_file():
-        return _FileResult(
-            [Problem("missing_image", f"{tag} image {s.image_path!r} not found ({s.image_file})", **where)], None
-        )
+        problem = Problem("missing_image", f"{tag} image {s.image_path!r} not found ({s.image_file})", **where)
+        return _FileResult([problem], None, tuple(tt.summary_keys(s, None)))
     try:
         with Image.open(s.image_file) as im:
             im.load()
             hw = (im.height, im.width)
     except Exception as err:  # PIL raises many types for bad files
         msg = f"{tag} image {s.image_path!r} cannot be decoded ({type(err).__name__}: {err})"
-        return _FileResult([Problem("unreadable_image", msg, **where)], None)
-    problems: list[Problem] = []
-    classes: frozenset[int] = frozenset()
-    h, w = hw
-    if s.task_type == "segmentation":
-        mask_file: Path = s.label  # type: ignore[assignment]
-        if not mask_file.is_file():
-            problems.append(Problem("missing_mask", f"{tag} mask {rel(mask_file, root)} not found", **where))
-        else:
-            try:
-                mask = read_mask(mask_file)
-            except Exception as err:
-                problems.append(
-                    Problem(
-                        "unreadable_mask",
-                        f"{tag} mask {rel(mask_file, root)} cannot be decoded ({type(err).__name__}: {err})",
-                        **where,
-                    )
-                )
-            else:
-                values = np.unique(mask)
-                classes = frozenset(int(v) for v in values)
-                bad = [int(v) for v in values if v >= s.num_classes]
-                if bad:
-                    problems.append(
-                        Problem(
-                            "mask_values",
-                            f"{tag} mask {rel(mask_file, root)} holds values {bad}, but num_classes is "
-                            f"{s.num_classes} (expected 0..{s.num_classes - 1})",
-                            **where,
-                        )
-                    )
-                if mask.shape != hw:
-                    problems.append(
-                        Problem(
-                            "size_mismatch",
-                            f"{tag} mask {rel(mask_file, root)} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                            f"{w}x{h} (width x height); they must match",
-                            **where,
-                        )
-                    )
-    elif s.task_type == "detection":
-        x0, y0, x1, y1 = s.label  # type: ignore[misc]
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-            problems.append(
-                Problem(
-                    "box_outside",
-                    f"{tag} box [{x0:g}, {y0:g}, {x1:g}, {y1:g}] leaves the {w}x{h} image "
-                    f"(expected 0 <= x <= {w}, 0 <= y <= {h})",
-                    **where,
-                )
-            )
-    return _FileResult(problems, hw, classes)
+        return _FileResult([Problem("unreadable_image", msg, **where)], None, tuple(tt.summary_keys(s, None)))
+    found, checked = tt.check_label(s, hw, root)
+    problems = [Problem(kind, message, **where) for kind, message in found]
+    return _FileResult(problems, hw, tuple(tt.summary_keys(s, checked)))
 
 
 def check_dataset(root: Path, tasks: Sequence[TaskSpec] | None = None, splits: Sequence[str] = SPLITS) -> CheckReport:
@@ -226,7 +171,7 @@ def _add_file_results(report: CheckReport, summary: TaskSummary, samples: list[S
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
         results = list(pool.map(lambda s: _check_files(s, root), samples))
     labels: Counter[str] = Counter(summary.labels)
-    for s, r in zip(samples, results, strict=True):
+    for r in results:
         report.problems.extend(r.problems)
         if r.hw is not None:
             summary.min_hw = (
@@ -235,15 +180,7 @@ def _add_file_results(report: CheckReport, summary: TaskSummary, samples: list[S
             summary.max_hw = (
                 r.hw if summary.max_hw is None else (max(summary.max_hw[0], r.hw[0]), max(summary.max_hw[1], r.hw[1]))
             )
-        if s.task_type == "classification":
-            labels[str(s.label)] += 1
-        elif s.task_type == "segmentation":
-            for c in r.mask_classes:
-                labels[str(c)] += 1
-        elif s.task_type == "regression":
-            labels[f"{len(s.label)} points"] += 1  # type: ignore[arg-type]
-        else:
-            labels["1 box"] += 1
+        labels.update(r.label_keys)
     summary.labels = dict(labels)
 
 

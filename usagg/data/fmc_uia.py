@@ -9,30 +9,17 @@ Nothing here opens an image: file-level checks live in `usagg.data.check`.
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any
 
 from usagg.errors import DataError
-from usagg.tasktypes import TASK_TYPES
+from usagg.tasktypes import find_task_type, get_task_type, task_type_names
+from usagg.tasktypes.base import Row, RowError, resolve_inside
 
 BASE_COLUMNS: tuple[str, ...] = ("image_path", "task_id", "task_name", "num_classes")
-BOX_COLUMNS: tuple[str, ...] = ("x_min", "y_min", "x_max", "y_max")
-#: Extra columns each task type needs (regression: point_1_xy .. point_K_xy, checked per row).
-TYPE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "segmentation": ("mask_path",),
-    "classification": ("mask",),
-    "detection": BOX_COLUMNS,
-    "regression": ("point_1_xy",),
-}
-
-Box = tuple[float, float, float, float]
-Points = tuple[tuple[float, float], ...]
-Label = Union[Path, int, Box, Points]  # noqa: UP007 (runtime alias on py3.10)
 
 
 @dataclass(frozen=True)
@@ -44,7 +31,7 @@ class Sample:
     num_classes: int
     image_path: str  # the CSV string: predictions are keyed by it
     image_file: Path  # absolute
-    label: Label
+    label: Any  # the task type's label in original-image pixels (usagg/tasktypes/)
     csv_file: Path
     row: int  # 1-based data row (the header is not counted; file line = row + 1)
 
@@ -76,12 +63,6 @@ class SplitScan:
     task_names: dict[str, str] = field(default_factory=dict)  # task_id -> majority task_name as written
 
 
-class _RowError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
 def rel(path: Path, root: Path) -> str:
     """A path as the user knows it: relative to the dataset root when inside it."""
     try:
@@ -102,86 +83,6 @@ def csv_files(root: Path, split: str) -> list[Path]:
     if not files:
         raise DataError(f"{folder} holds no .csv files: expected one or more index CSVs for the {split} split.")
     return files
-
-
-def resolve_inside(root: Path, csv_dir: Path, value: str) -> Path:
-    """Resolve a CSV path relative to csv_files/; raise _RowError when it leaves the dataset root."""
-    path = Path(os.path.normpath(csv_dir / value.strip()))
-    if path != root and root not in path.parents:
-        raise _RowError("path_outside_root", f"path {value!r} resolves to {path}, outside the dataset root {root}")
-    return path
-
-
-def task_type_of(task_name: str) -> str | None:
-    name = task_name.strip().lower()
-    return name if name in TASK_TYPES else None
-
-
-def _number(record: dict, column: str, kind: str) -> float:
-    raw = (record.get(column) or "").strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _RowError(kind, f"column {column} is {raw!r}, expected a number") from None
-    if not math.isfinite(value):
-        raise _RowError(kind, f"column {column} is {raw!r}, expected a finite number")
-    return value
-
-
-def _integer(record: dict, column: str, kind: str) -> int:
-    value = _number(record, column, kind)
-    if value != int(value):
-        raise _RowError(kind, f"column {column} is {record.get(column)!r}, expected an integer")
-    return int(value)
-
-
-def _points(record: dict, num_classes: int) -> Points:
-    """point_1_xy..point_K_xy as JSON "[x, y]"; exactly K non-empty columns."""
-    filled = sorted(
-        (int(c[len("point_") : -len("_xy")]), c)
-        for c, v in record.items()
-        if c and c.startswith("point_") and c.endswith("_xy") and c[6:-3].isdigit() and (v or "").strip()
-    )
-    points = []
-    for _, column in filled:
-        raw = record[column].strip()
-        try:
-            value = json.loads(raw)
-            x, y = (float(v) for v in value)
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise ValueError
-        except (ValueError, TypeError):
-            raise _RowError(
-                "keypoints_json", f'column {column} is {raw!r}, expected a JSON pair like "[120.5, 88]"'
-            ) from None
-        points.append((x, y))
-    numbers = [n for n, _ in filled]
-    if numbers != list(range(1, num_classes + 1)):
-        given = ", ".join(c for _, c in filled) or "none"
-        raise _RowError(
-            "keypoints_count",
-            f"expected {num_classes} keypoints (num_classes) in point_1_xy..point_{num_classes}_xy, found {given}",
-        )
-    return tuple(points)
-
-
-def _label(task_type: str, record: dict, num_classes: int, root: Path, csv_dir: Path) -> Label:
-    if task_type == "segmentation":
-        raw = (record.get("mask_path") or "").strip()
-        if not raw:
-            raise _RowError("missing_value", "column mask_path is empty, expected the mask PNG's path")
-        return resolve_inside(root, csv_dir, raw)
-    if task_type == "classification":
-        label = _integer(record, "mask", "bad_value")
-        if not 0 <= label < num_classes:
-            raise _RowError("label_out_of_range", f"class label {label} is outside 0..{num_classes - 1} (num_classes)")
-        return label
-    if task_type == "detection":
-        box = tuple(_number(record, c, "bad_value") for c in BOX_COLUMNS)
-        if box[0] >= box[2] or box[1] >= box[3]:
-            raise _RowError("bad_box", f"box {list(box)} needs x_min < x_max and y_min < y_max")
-        return box  # type: ignore[return-value]
-    return _points(record, num_classes)
 
 
 def _read_csv(path: Path, root: Path) -> tuple[list[str], list[dict]]:
@@ -238,20 +139,21 @@ def scan_split(root: Path, split: str) -> SplitScan:
         if not task_id:
             problem("missing_value", "column task_id is empty", path, row)
             continue
-        task_type = task_type_of(record.get("task_name") or "")
-        if task_type is None:
+        found = find_task_type(record.get("task_name") or "")
+        if found is None:
             problem(
                 "bad_task_name",
-                f"task_name {record.get('task_name')!r} is not one of {', '.join(TASK_TYPES)} (any case)",
+                f"task_name {record.get('task_name')!r} is not one of {', '.join(task_type_names())} (any case)",
                 path,
                 row,
             )
             continue
+        task_type = found.name
         try:
-            num_classes = _integer(record, "num_classes", "bad_value")
+            num_classes = Row(record, root, path.parent).integer("num_classes")
             if num_classes < 1:
-                raise _RowError("bad_value", f"num_classes is {num_classes}, expected an integer >= 1")
-        except _RowError as err:
+                raise RowError("bad_value", f"num_classes is {num_classes}, expected an integer >= 1")
+        except RowError as err:
             problem(err.kind, str(err), path, row)
             continue
         by_task.setdefault(task_id, []).append((path, row, record, columns, task_type, num_classes))
@@ -282,7 +184,8 @@ def scan_split(root: Path, split: str) -> SplitScan:
                     row,
                 )
                 continue
-            missing = [c for c in TYPE_COLUMNS[task_type] if c not in columns]
+            tt = get_task_type(task_type)
+            missing = [c for c in tt.required_columns(k) if c not in columns]
             if missing:
                 problem(
                     "missing_column",
@@ -294,10 +197,10 @@ def scan_split(root: Path, split: str) -> SplitScan:
             image_path = (record.get("image_path") or "").strip()
             try:
                 if not image_path:
-                    raise _RowError("missing_value", "column image_path is empty")
+                    raise RowError("missing_value", "column image_path is empty")
                 image_file = resolve_inside(root, path.parent, image_path)
-                label = _label(task_type, record, k, root, path.parent)
-            except _RowError as err:
+                label = tt.parse_label(Row(record, root, path.parent), k)
+            except RowError as err:
                 problem(err.kind, f"task {task_id}: {err}", path, row)
                 continue
             if image_path in seen:

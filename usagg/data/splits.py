@@ -25,6 +25,7 @@ import numpy as np
 from usagg.data.fmc_uia import Sample, read_split
 from usagg.errors import DataError
 from usagg.spec.models import DataSpec, TaskSpec
+from usagg.tasktypes import get_task_type
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,13 @@ def _rng(seed: int, task_id: str, purpose: str) -> np.random.Generator:
 
 
 def strata(samples: Sequence[Sample]) -> list[int]:
-    """Stratification labels: the class for classification, one stratum otherwise."""
-    return [int(s.label) if s.task_type == "classification" else 0 for s in samples]  # type: ignore[arg-type]
+    """Stratification labels: the class where the task type is stratified, one stratum otherwise."""
+    return [_stratum(s) for s in samples]
+
+
+def _stratum(s: Sample) -> int:
+    tt = get_task_type(s.task_type)
+    return tt.stratum(s.label) if tt.stratified else 0
 
 
 def stratified_order(labels: Sequence[int], rng: np.random.Generator, head_per_class: int = 0) -> list[int]:
@@ -100,12 +106,12 @@ def train_subset(pool: Sequence[Sample], fraction: float, seed: int, task_id: st
     if not pool:
         return []
     labels = strata(pool)
-    is_cls = pool[0].task_type == "classification"
+    stratified = get_task_type(pool[0].task_type).stratified
     n = max(1, _count(fraction, len(pool)))
-    if is_cls:
+    if stratified:
         n = max(n, sum(min(2, labels.count(c)) for c in set(labels)))
     n = min(n, len(pool))
-    order = stratified_order(labels, _rng(seed, task_id, "train"), head_per_class=2 if is_cls else 0)
+    order = stratified_order(labels, _rng(seed, task_id, "train"), head_per_class=2 if stratified else 0)
     return [pool[i] for i in order[:n]]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from usagg.data.datasets import TaskDataset, to_model_input
+from usagg.tasktypes import TaskType
 
 #: Share of free GPU memory the training tensors of a job may take to live on the GPU.
 GPU_RESIDENT_SHARE = 0.25
@@ -24,7 +25,7 @@ class TensorSplit:
     """One task's split as tensors: uint8 images [N, S, S], targets (type-dependent), original (H, W)."""
 
     task_id: str
-    task_type: str
+    task_type: TaskType
     images: torch.Tensor
     targets: torch.Tensor
     orig_hw: torch.Tensor
@@ -32,7 +33,7 @@ class TensorSplit:
     @classmethod
     def from_dataset(cls, ds: TaskDataset) -> TensorSplit:
         t = ds.tensors()
-        return cls(ds.task.id, ds.task.type, t["images"], t["targets"], t["orig_hw"])
+        return cls(ds.task.id, ds.task_type, t["images"], t["targets"], t["orig_hw"])
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -50,9 +51,7 @@ class TensorSplit:
             idx = idx.to(self.images.device)
         x = self.images.index_select(0, idx).to(device, non_blocking=True)
         y = self.targets.index_select(0, idx).to(device, non_blocking=True)
-        if self.task_type == "segmentation":
-            y = y.long()
-        return to_model_input(x), y
+        return to_model_input(x), self.task_type.batch_targets(y)
 
     def chunks(self, batch_size: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Sequential batches for evaluation: (start index, images, targets)."""

@@ -1,7 +1,8 @@
 """Evaluation: run the model over a split, map predictions back to original pixels, score, optionally write them.
 
-Scoring follows the challenge (usagg.metrics) in original-image pixels; the
-written files (usagg.predictions) hold exactly the numbers that were scored.
+Scoring follows the challenge in original-image pixels, each task type's way
+(`TaskType.score`, usagg/tasktypes/); the written files (usagg/predictions.py)
+hold exactly the numbers that were scored.
 The same function serves the per-epoch selection split and the final test
 split, so the selected epoch is chosen by the metric that is reported.
 """
@@ -9,21 +10,18 @@ split, so the selected epoch is chosen by the metric that is reported.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from usagg import metrics as M
 from usagg.data.datasets import TaskDataset
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
 from usagg.model.m2dino import M2DINO
-from usagg.predictions import PredictionWriter, box_to_pixels, points_to_pixels
+from usagg.predictions import PredictionWriter
 from usagg.spec.models import TaskSpec
-from usagg.tasktypes import HIGHER_IS_BETTER
+from usagg.tasktypes import EvalItem, metric_direction
 
 
 @dataclass
@@ -72,39 +70,13 @@ def predict(
     return torch.cat(preds), None if usage is None else usage.numpy()
 
 
-def mask_csv_path(sample_label: Path, csv_file: Path) -> str:
-    """The CSV's `mask_path` string, rebuilt from the absolute mask path (Sample keeps only the latter)."""
-    return Path(os.path.relpath(sample_label, csv_file.parent)).as_posix()
-
-
 def score(eval_set: EvalSet, preds: torch.Tensor, writer: PredictionWriter | None = None) -> dict[str, float]:
     """Metrics of one task from its normalised predictions; also adds them to `writer` when given."""
-    task, metas = eval_set.task, eval_set.metas
-    if task.type == "segmentation":
-        masks = [M.resize_nearest(np.asarray(preds[i], dtype=np.uint8), m["orig_hw"]) for i, m in enumerate(metas)]
-        if writer is not None:
-            for s, m, mask in zip(eval_set.dataset.samples, metas, masks, strict=True):
-                writer.add_segmentation(task.id, m["image_path"], mask_csv_path(s.label, s.csv_file), mask)
-        return M.segmentation_metrics(masks, [m["gt"] for m in metas], task.num_classes)
-    p = preds.numpy().astype(np.float64)
-    if task.type == "classification":
-        if writer is not None:
-            for m, probs in zip(metas, p, strict=True):
-                writer.add_classification(task.id, m["image_path"], probs)
-        return M.classification_metrics(p, np.array([m["gt"] for m in metas], dtype=np.int64))
-    if task.type == "detection":
-        px = np.stack([box_to_pixels(b, m["orig_hw"]) for b, m in zip(p, metas, strict=True)])
-        if writer is not None:
-            for m, b in zip(metas, p, strict=True):
-                writer.add_detection(task.id, m["image_path"], b, m["orig_hw"])
-        return M.detection_metrics(px, np.stack([m["gt"] for m in metas]))
-    if task.type == "regression":
-        px = np.stack([points_to_pixels(k, m["orig_hw"]) for k, m in zip(p, metas, strict=True)])
-        if writer is not None:
-            for m, k in zip(metas, p, strict=True):
-                writer.add_regression(task.id, m["image_path"], k, m["orig_hw"])
-        return M.regression_metrics(px, np.stack([m["gt"] for m in metas]))
-    raise ValueError(f"unknown task type {task.type!r}")
+    task, ds = eval_set.task, eval_set.dataset
+    items = [
+        EvalItem(m["image_path"], m["orig_hw"], m["gt"], s) for m, s in zip(eval_set.metas, ds.samples, strict=True)
+    ]
+    return ds.task_type.score(task, preds.numpy(), items, writer)
 
 
 def evaluate(
@@ -138,7 +110,7 @@ def selection_score(results: dict[str, TaskResult], tasks: dict[str, TaskSpec]) 
         v = r.metrics.get(name, math.nan)
         if v is None or not math.isfinite(v):
             continue
-        if HIGHER_IS_BETTER[name]:
+        if metric_direction(name):
             vals.append(v)
         elif math.isfinite(r.diagonal) and r.diagonal > 0:
             vals.append(1.0 - v / r.diagonal)

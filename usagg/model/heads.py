@@ -1,10 +1,11 @@
-"""Task heads on the encoder's multi-depth spatial features; each head owns its loss and its `predict`.
+"""Head architectures on the encoder's multi-depth spatial features; each head owns its loss and its `predict`.
 
-Every head maps `Features` to one raw output tensor: segmentation logits at
-input size, class logits, xyxy boxes in [0, 1], keypoint heatmap logits
-(`heatmap`) or keypoints (`direct`). `predict` turns it into the normalised
-prediction: class map, probabilities, box, keypoints [K, 2] in [0, 1]
-(x = column / width, y = row / height).
+A library, not a dispatcher: each task type (usagg/tasktypes/) picks its head in
+`TaskType.build_head`. Every head maps `Features` to one raw output tensor: pixel
+class logits at input size (DPT), class logits (MLP), xyxy boxes in [0, 1],
+keypoint heatmap logits (`heatmap`) or keypoints (`direct`). `predict` turns it
+into the normalised prediction: class map, probabilities, box, keypoints [K, 2]
+in [0, 1] (x = column / width, y = row / height).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from segmentation_models_pytorch.decoders.dpt.decoder import FusionBlock, Readou
 from torch import nn
 
 from usagg.model.backbones import Features
-from usagg.model.losses import SegmentationLoss, box_loss, classification_loss, keypoint_loss
-from usagg.spec.models import HeadSpec, TaskSpec
+from usagg.model.losses import DiceCELoss, box_loss, cross_entropy_loss, keypoint_loss
 
 PATCH = 16
 
@@ -55,7 +55,7 @@ class DPTSegmentationHead(TaskHead):
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, num_classes, 1),
         )
-        self.criterion = SegmentationLoss()
+        self.criterion = DiceCELoss()
 
     def forward(self, feats: Features) -> torch.Tensor:
         levels = [
@@ -97,7 +97,7 @@ class ClassificationHead(TaskHead):
         return self.mlp(_cls_and_mean(feats))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return classification_loss(outputs, targets)
+        return cross_entropy_loss(outputs, targets)
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.float().softmax(dim=1)
@@ -224,20 +224,6 @@ class KeypointDirectHead(TaskHead):
         return outputs.float()
 
 
-def build_head(task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
-    """The head of one task, chosen by its type (and `heads.keypoints` for regression)."""
-    if task.type == "segmentation":
-        return DPTSegmentationHead(embed_dim, n_features, task.num_classes, heads.decoder_channels)
-    if task.type == "classification":
-        return ClassificationHead(embed_dim, n_features, task.num_classes, heads.hidden)
-    if task.type == "detection":
-        return BoxHead(embed_dim, n_features, heads.hidden)
-    if task.type == "regression":
-        cls = KeypointHeatmapHead if heads.keypoints == "heatmap" else KeypointDirectHead
-        return cls(embed_dim, n_features, task.num_classes, heads.hidden)
-    raise ValueError(f"no head for task type {task.type!r}")
-
-
 __all__ = [
     "BoxHead",
     "ClassificationHead",
@@ -245,7 +231,6 @@ __all__ = [
     "KeypointDirectHead",
     "KeypointHeatmapHead",
     "TaskHead",
-    "build_head",
     "gaussian_heatmaps",
     "soft_argmax",
 ]

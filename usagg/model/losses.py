@@ -1,4 +1,4 @@
-"""Task losses, one per task type; each head calls its own (LibMTL-style separation of losses from heads).
+"""Losses the heads call (LibMTL-style separation of losses from heads), named for what they compute.
 
 All take predictions and targets in model space (normalised coordinates for
 boxes and keypoints) and return a 0-dim mean over the batch.
@@ -17,7 +17,7 @@ BOX_L1_WEIGHT = 5.0
 BOX_GIOU_WEIGHT = 2.0
 
 
-class SegmentationLoss(nn.Module):
+class DiceCELoss(nn.Module):
     """Soft Dice (smp, multiclass, from logits) plus pixel cross-entropy: Dice for overlap, CE for stable gradients."""
 
     def __init__(self) -> None:
@@ -29,7 +29,7 @@ class SegmentationLoss(nn.Module):
         return self.dice(logits, target) + F.cross_entropy(logits, target)
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on class logits [B, C] against int64 labels [B]."""
     return F.cross_entropy(logits, target)
 
@@ -47,4 +47,4 @@ def keypoint_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred.float(), target.float())
 
 
-__all__ = ["SegmentationLoss", "box_loss", "classification_loss", "keypoint_loss"]
+__all__ = ["DiceCELoss", "box_loss", "cross_entropy_loss", "keypoint_loss"]

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from usagg.model.backbones import DinoEncoder, build_vit
-from usagg.model.heads import TaskHead, build_head
+from usagg.model.heads import TaskHead
 from usagg.model.moe import convert_to_moe, moe_parameters
 from usagg.spec.models import ModelSpec, TaskSpec
+from usagg.tasktypes import get_task_type
 
 
 @dataclass
@@ -85,7 +86,7 @@ class M2DINO(nn.Module):
 
     @torch.no_grad()
     def predict(self, outputs: torch.Tensor, task_id: str) -> torch.Tensor:
-        """Normalised predictions: seg int64 [B,S,S]; cls probs [B,C]; det xyxy [B,4]; reg [B,K,2], in [0, 1]."""
+        """Normalised predictions, as the task's head defines them (class maps, probabilities, boxes, keypoints)."""
         return self.head(task_id).predict(outputs)
 
     def _moe_params(self) -> list[nn.Parameter]:
@@ -129,7 +130,7 @@ def build_model(model: ModelSpec, tasks: list[TaskSpec], moe: bool) -> M2DINO:
         task_embed = nn.Embedding(len(tasks), dim)
     encoder.freeze(model.resolved_frozen_blocks())
     n_feat = len(encoder.feature_blocks)
-    heads = {t.id: build_head(t, model.heads, dim, n_feat) for t in tasks}
+    heads = {t.id: get_task_type(t.type).build_head(t, model.heads, dim, n_feat) for t in tasks}
     return M2DINO(encoder, heads, task_embed, model.moe.aux_loss_weight, info)
 
 

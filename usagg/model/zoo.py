@@ -1,7 +1,8 @@
-"""Backbone registry entries as plain data, so the spec can validate names without torch.
+"""The backbone registry: entries as plain data, so the spec can validate names without torch.
 
 One construction path (timm.create_model) with variants as configuration, the
-timm way. `usagg.model.backbones` builds them.
+timm way; `usagg.model.backbones` builds them. A new backbone of the DINOv3
+family is one `register_backbone` call (docs/internals.md, "How to add a backbone").
 """
 
 from __future__ import annotations
@@ -33,3 +34,15 @@ BACKBONES: dict[str, BackboneEntry] = {
     "dinov3_base": BackboneEntry("vit_base_patch16_dinov3_qkvb", 12, 768, {}, "ViT-B/16, 86 M"),
     "dinov3_large": BackboneEntry("vit_large_patch16_dinov3_qkvb", 24, 1024, {}, "ViT-L/16, 300 M"),
 }
+
+
+def register_backbone(name: str, entry: BackboneEntry, *, replace: bool = False) -> BackboneEntry:
+    """Make `name` usable as `model.backbone` (a timm Eva/DINOv3 model name plus its depth and width)."""
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"a backbone name is letters, digits and _, such as 'dinov3_huge', got {name!r}")
+    if name in BACKBONES and not replace and BACKBONES[name] != entry:
+        raise ValueError(f"backbone {name!r} is already registered")
+    if entry.depth < 1 or entry.embed_dim < 1:
+        raise ValueError(f"backbone {name!r}: depth and embed_dim must be positive, got {entry}")
+    BACKBONES[name] = entry
+    return entry

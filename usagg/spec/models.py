@@ -10,12 +10,14 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from usagg.model.zoo import BACKBONES
-from usagg.tasktypes import DEFAULT_METRIC, METRICS_BY_TYPE, Paradigm, TaskType
+from usagg.paradigms import check_paradigm, paradigm_names
+from usagg.tasktypes import get_task_type, task_type_names
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
 
 
 class Strict(BaseModel):
@@ -28,41 +30,55 @@ class TaskSpec(Strict):
     """One task: what it predicts and how it is scored."""
 
     id: Name = Field(description="Task id, as in the dataset CSVs' `task_id` column.")
-    type: TaskType = Field(description="segmentation, classification, detection or regression.")
+    type: str = Field(
+        description=f"Task type, one registered in usagg/tasktypes/ (built in: {', '.join(task_type_names())}).",
+        json_schema_extra={"examples": task_type_names()},
+    )
     num_classes: int = Field(
         ge=1,
-        description="Segmentation: classes incl. background; classification: classes; "
-        "detection: 1; regression: number of keypoints.",
+        description="What it counts depends on the type: "
+        + "; ".join(f"{t.name}: {t.num_classes_meaning}" for t in (get_task_type(n) for n in task_type_names()))
+        + ".",
     )
     group: Name | None = Field(
         None,
         description="Clinical group (CG trains one model per group). When the study gives `groups`, "
         "loading sets this from that mapping, so after loading it is always the task's clinical group.",
     )
-    metric: str | None = Field(None, description="Primary metric for Δ versus TS; default by type: DSC, AUC, IoU, MRE.")
+    metric: str | None = Field(
+        None,
+        description="Primary metric for Δ versus TS; default: the type's first metric ("
+        + ", ".join(f"{n}: {get_task_type(n).primary_metric}" for n in task_type_names())
+        + ").",
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _registered_type(cls, v: str) -> str:
+        get_task_type(v)  # ValueError naming the registered types
+        return v
 
     @model_validator(mode="after")
     def _default_metric(self) -> TaskSpec:
         if self.metric is None:
-            self.metric = DEFAULT_METRIC[self.type]
+            self.metric = get_task_type(self.type).primary_metric
         return self
 
     @field_validator("num_classes")
     @classmethod
     def _classes_fit_type(cls, v: int, info: ValidationInfo) -> int:
         kind = info.data.get("type")
-        if kind in ("segmentation", "classification") and v < 2:
-            raise ValueError(f"a {kind} task needs num_classes >= 2 (segmentation counts the background), got {v}")
-        if kind == "detection" and v != 1:
-            raise ValueError(f"a detection task has num_classes 1 (one box per image), got {v}")
+        problem = None if kind is None else get_task_type(kind).check_num_classes(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("metric")
     @classmethod
     def _metric_fits_type(cls, v: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("type")
-        if v is not None and kind in METRICS_BY_TYPE and v not in METRICS_BY_TYPE[kind]:
-            allowed = METRICS_BY_TYPE[kind]
+        allowed = get_task_type(kind).metric_names if kind is not None else ()
+        if v is not None and allowed and v not in allowed:
             close = difflib.get_close_matches(v, list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"metric {v!r} is not a {kind} metric{hint}; allowed: {', '.join(allowed)}")
@@ -103,7 +119,8 @@ class DataSpec(Strict):
     test_split: Literal["val", "train"] = Field(
         "val",
         description="Where test images come from: the dataset's `val` folder, or carved from `train` "
-        "(deterministic, seeded by `split_seed`, stratified for classification, same for every paradigm).",
+        "(deterministic, seeded by `split_seed`, stratified by class where the type has classes, "
+        "same for every paradigm).",
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of train held out as test when test_split=train.")
     selection_fraction: float = Field(
@@ -151,10 +168,10 @@ class HeadSpec(Strict):
     feature_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, description="Encoder blocks whose outputs feed the heads; default 4 evenly spaced, the last included."
     )
-    decoder_channels: int = Field(64, ge=8, description="Width of the DPT-style segmentation decoder.")
-    hidden: int = Field(256, ge=8, description="Hidden width of the classification, box and keypoint heads.")
+    decoder_channels: int = Field(64, ge=8, description="Width of the DPT-style mask decoder.")
+    hidden: int = Field(256, ge=8, description="Hidden width of the MLP heads (class, box and keypoint heads).")
     keypoints: Literal["heatmap", "direct"] = Field(
-        "heatmap", description="Keypoint head: heatmaps with soft-argmax, or direct coordinate regression."
+        "heatmap", description="Keypoint head: heatmaps with soft-argmax, or coordinates predicted directly."
     )
 
 
@@ -286,7 +303,7 @@ class ExecutionSpec(Strict):
 class AnalysisSpec(Strict):
     """What `compare`, `plot` and `report` emphasise."""
 
-    baseline: Paradigm = Field("TS", description="Paradigm Δ is measured against.")
+    baseline: str = Field("TS", description="Paradigm Δ is measured against (a registered paradigm).")
     representative_tasks: list[str] = Field(
         default_factory=list, description="Tasks of the absolute-performance figure (default: one per type)."
     )
@@ -295,6 +312,11 @@ class AnalysisSpec(Strict):
     )
     bootstrap: int = Field(10000, ge=100, description="Bootstrap resamples for confidence intervals.")
     bootstrap_seed: int = Field(0, description="Seed of the bootstrap, so intervals are reproducible.")
+
+    @field_validator("baseline")
+    @classmethod
+    def _registered_baseline(cls, v: str) -> str:
+        return check_paradigm(v)
 
 
 class Study(Strict):
@@ -308,7 +330,12 @@ class Study(Strict):
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         [1.0], min_length=1, description="Shares of each task's training set (nested, seeded subsets)."
     )
-    paradigms: list[Paradigm] = Field(["TS", "CG", "AU"], min_length=1, description="Paradigms to run.")
+    paradigms: list[ParadigmName] = Field(
+        ["TS", "CG", "AU"],
+        min_length=1,
+        description=f"Paradigms to run, registered in usagg/paradigms.py (built in: {', '.join(paradigm_names())}).",
+        json_schema_extra={"examples": [paradigm_names()]},
+    )
     data: DataSpec = Field(description="Dataset: an FMC_UIA folder (`root`) or the synthetic benchmark.")
     tasks_from: CatalogRef | None = Field(None, description="Take tasks from a catalog file.")
     tasks: list[TaskSpec] = Field(

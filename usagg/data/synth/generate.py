@@ -22,6 +22,7 @@ from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import TASKS, SynthTask
 from usagg.errors import UsaggError
 from usagg.spec.models import SynthSpec
+from usagg.tasktypes import get_task_type
 
 MANIFEST = "synth.json"
 #: Bump when the generator's output changes, so cached benchmarks are regenerated.
@@ -57,13 +58,13 @@ def split_size(spec: SynthSpec, task_id: str, split: str) -> int:
 
 def columns(task: SynthTask) -> list[str]:
     """CSV header of a task, exactly as the challenge's files have it."""
-    extra = {
-        "segmentation": ["mask_path"],
-        "classification": ["mask"],
-        "detection": ["x_min", "y_min", "x_max", "y_max"],
-        "regression": [f"point_{k + 1}_xy" for k in range(task.num_classes)],
-    }[task.type]
-    return ["image_path", "task_id", "task_name", "num_classes", *extra]
+    return [
+        "image_path",
+        "task_id",
+        "task_name",
+        "num_classes",
+        *get_task_type(task.type).csv_columns(task.num_classes),
+    ]
 
 
 def is_synth_output(out: Path) -> bool:
@@ -86,16 +87,8 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def _row(sample: SynthSample, image_rel: str, mask_rel: str | None) -> list[object]:
     t = sample.task
-    row: list[object] = [image_rel, t.id, t.task_name, t.num_classes]
-    if t.type == "segmentation":
-        row.append(mask_rel)
-    elif t.type == "classification":
-        row.append(sample.label)
-    elif t.type == "detection":
-        row.extend(sample.box or ())
-    else:
-        row.extend(json.dumps([x, y]) for x, y in sample.points or ())
-    return row
+    fields = get_task_type(t.type).csv_fields(sample.csv_label(mask_rel), t.num_classes)
+    return [image_rel, t.id, t.task_name, t.num_classes, *fields]
 
 
 def render_chunk(out: str, task_id: str, split: str, start: int, stop: int, seed: int, size: int) -> list[list]:
@@ -136,7 +129,7 @@ def _write_all(out: Path, spec: SynthSpec, ids: list[str], progress: Progress | 
         (out / split / "csv_files").mkdir(parents=True, exist_ok=True)
         for tid in ids:
             (out / split / TASKS[tid].folder / "images").mkdir(parents=True, exist_ok=True)
-            if TASKS[tid].type == "segmentation":
+            if TASKS[tid].has_masks:
                 (out / split / TASKS[tid].folder / "masks").mkdir(exist_ok=True)
     args = [(str(out), tid, split, lo, hi, spec.seed, spec.image_size) for tid, split, lo, hi in chunks]
     n = workers or auto_workers(sum(hi - lo for *_, lo, hi in chunks))

@@ -6,15 +6,13 @@ was written), else generates the samples in memory.
 
 from __future__ import annotations
 
-import csv
-import itertools
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from usagg.data.fmc_uia import scan_split
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import TASKS
 from usagg.spec.models import SynthSpec
@@ -26,24 +24,9 @@ _COLOURS = ["#ff4040", "#40ff60", "#40a0ff", "#ffd040"]
 
 
 def load_samples(root: Path, task_id: str, n: int, split: str = "train") -> list[SynthSample]:
-    """The first n rows of a task's CSV in a written benchmark, decoded back into SynthSample records."""
-    task = TASKS[task_id]
-    csv_dir = root / split / "csv_files"
-    with open(csv_dir / f"{task_id}.csv", newline="") as fh:
-        rows = list(itertools.islice(csv.DictReader(fh), n))
-    out = []
-    for r in rows:
-        s = SynthSample(task, np.asarray(Image.open(csv_dir / r["image_path"])))
-        if task.type == "segmentation":
-            s.mask = np.asarray(Image.open(csv_dir / r["mask_path"]))
-        elif task.type == "classification":
-            s.label = int(r["mask"])
-        elif task.type == "detection":
-            s.box = tuple(int(float(r[k])) for k in ("x_min", "y_min", "x_max", "y_max"))  # type: ignore[assignment]
-        else:
-            s.points = tuple(tuple(json.loads(r[f"point_{k + 1}_xy"])) for k in range(task.num_classes))  # type: ignore[misc]
-        out.append(s)
-    return out
+    """The first n rows of a task's CSV in a written benchmark, read back through the FMC_UIA reader."""
+    samples = scan_split(root, split).samples.get(task_id, [])[:n]
+    return [SynthSample.from_label(TASKS[task_id], np.asarray(Image.open(s.image_file)), s.label) for s in samples]
 
 
 def _draw(ax: Axes, s: SynthSample) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from usagg.data.cache import read_mask
 from usagg.data.synth.bmode import simulate
 from usagg.data.synth.scenes import SCENES
 from usagg.data.synth.tasks import TASKS, SynthTask
@@ -26,6 +27,30 @@ class SynthSample:
     label: int | None = None  # classification
     box: tuple[int, int, int, int] | None = None  # detection: x_min, y_min, x_max, y_max (pixel edges)
     points: tuple[tuple[float, float], ...] | None = None  # regression: K (x, y)
+
+    def csv_label(self, mask_rel: str | None) -> object:
+        """The label as its task type writes it to the CSV (`TaskType.csv_fields`); a mask by its CSV path."""
+        if self.mask is not None:
+            return mask_rel
+        if self.box is not None:
+            return self.box
+        if self.points is not None:
+            return self.points
+        return self.label
+
+    @classmethod
+    def from_label(cls, task: SynthTask, image: np.ndarray, label: object) -> SynthSample:
+        """Back from a label as the FMC_UIA reader parses it (a mask as its file), for drawing written data."""
+        out = cls(task, image)
+        if task.type == "segmentation":
+            out.mask = read_mask(label)  # type: ignore[arg-type]
+        elif task.type == "classification":
+            out.label = int(label)  # type: ignore[call-overload]
+        elif task.type == "detection":
+            out.box = tuple(int(v) for v in label)  # type: ignore[assignment, attr-defined]
+        else:
+            out.points = tuple(label)  # type: ignore[call-overload]
+        return out
 
 
 def sample_rng(seed: int, task_id: str, split: str, index: int) -> np.random.Generator:

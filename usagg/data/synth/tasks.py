@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from usagg.tasktypes import DEFAULT_METRIC
+from usagg.tasktypes import get_task_type
+from usagg.tasktypes.segmentation import folder_name
 
 
 @dataclass(frozen=True)
@@ -25,22 +26,25 @@ class SynthTask:
 
     @property
     def metric(self) -> str:
-        return DEFAULT_METRIC[self.type]
+        return get_task_type(self.type).primary_metric
 
     @property
     def folder(self) -> str:
         """Folder under <split>/, as the challenge lays it out (segmentation by class count)."""
-        if self.type == "segmentation":
-            return f"Segmentation/{_COUNT_WORDS[self.num_classes]}/{self.id}"
+        if self.has_masks:
+            return f"{folder_name(self.num_classes)}/{self.id}"
         return f"{self.type.capitalize()}/{self.id}"
+
+    @property
+    def has_masks(self) -> bool:
+        """Its labels are mask PNGs written beside the images."""
+        return self.type == "segmentation"
 
     @property
     def task_name(self) -> str:
         """The CSV's task_name, spelled as the challenge files spell it (capital R for Regression)."""
-        return "Regression" if self.type == "regression" else self.type
+        return get_task_type(self.type).csv_name or self.type
 
-
-_COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
 
 _ALL = [
     SynthTask("fetal_head", "segmentation", 2, "Fetal", "fetal", ("background", "head")),

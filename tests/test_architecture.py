@@ -1,0 +1,115 @@
+"""The shape of the package: no import circle, task-type knowledge in its modules, registries instead of lists."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "usagg"
+TYPE_NAMES = ("segmentation", "classification", "detection", "regression")
+#: Modules allowed to name two or more built-in task types: the synthetic benchmark's task table and
+#: label synthesis (it draws a label of each kind from a scene), and the simulated results of the analysis bench.
+ALLOWED = {"usagg/data/synth/tasks.py", "usagg/data/synth/sample.py", "usagg/analysis/simulate.py"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
+    """Modules of the package imported at run time anywhere in a file (functions included, TYPE_CHECKING not)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
+        else:
+            names = []
+        found.update(n for n in names if n in known and n != module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def test_no_import_circle_in_the_package() -> None:
+    mods = _modules()
+    graph = {m: _runtime_imports(p, m, set(mods)) for m, p in mods.items()}
+    # a package importing its own submodules (its public face) is not a circle with them
+    for m in graph:
+        graph[m] = {d for d in graph[m] if not (m.startswith(d + ".") and mods[d].name == "__init__.py")}
+    assert _cycles(graph) == []
+
+
+def test_the_checker_sees_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_task_type_knowledge_lives_in_the_task_type_modules() -> None:
+    naming_two = set()
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if sum(bool(re.search(name, text)) for name in TYPE_NAMES) >= 2:
+            naming_two.add(path.relative_to(PACKAGE.parent).as_posix())
+    assert naming_two <= ALLOWED, sorted(naming_two - ALLOWED)
+    assert len(naming_two) <= 4
+
+
+def test_no_closed_lists_of_paradigms_executors_or_types_in_the_spec() -> None:
+    text = (PACKAGE / "spec" / "models.py").read_text(encoding="utf-8")
+    for literal in ('"TS", "CG", "AU"]', '"local", "slurm"]', '"segmentation", "classification"'):
+        assert f"Literal[{literal}" not in text

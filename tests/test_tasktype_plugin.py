@@ -1,0 +1,232 @@
+"""A fifth task type written here, outside the package, goes through the whole study with no edit under usagg/.
+
+Multi-label classification: every image carries a set of labels (the CSV column
+`labels`, e.g. "0;2"); one sigmoid per label, binary cross-entropy; scored by
+micro F1 (primary) and the Hamming loss (lower is better). It is registered from
+this file alone, trained next to a built-in type under TS, CG and AU, scored,
+written in its own prediction file, and compared.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from usagg.analysis.results import read_results
+from usagg.cli.app import main
+from usagg.predictions import as_floats, read_predictions
+from usagg.tasktypes import (
+    EvalItem,
+    Metric,
+    Row,
+    RowError,
+    TaskType,
+    get_task_type,
+    metric_direction,
+    register_task_type,
+    unregister_task_type,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class MultiLabelHead(nn.Module):
+    """Logits per label from the cls token of the last feature block."""
+
+    def __init__(self, embed_dim: int, num_labels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(embed_dim, num_labels)
+
+    def forward(self, feats: Any) -> torch.Tensor:
+        return self.linear(feats.prefix[-1][:, 0])
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(outputs.float(), targets)
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.float().sigmoid()
+
+
+class MultiLabel(TaskType):
+    name = "multilabel"
+    metrics = (Metric("F1_micro", True), Metric("Hamming", False))
+    num_classes_meaning = "labels an image may carry"
+    prediction_file = "multilabel_predictions.json"
+    prediction_keys = ("image_path", "task_id", "predicted_labels", "predicted_probs")
+    marker, color = "X", "#117733"
+
+    def check_num_classes(self, n: int) -> str | None:
+        return None if n >= 2 else f"a multilabel task needs num_classes >= 2, got {n}"
+
+    def csv_columns(self, num_classes: int) -> tuple[str, ...]:
+        return ("labels",)
+
+    def parse_label(self, row: Row, num_classes: int) -> tuple[int, ...]:
+        raw = row.record.get("labels", "").strip()
+        try:
+            labels = tuple(sorted({int(v) for v in raw.split(";") if v.strip()}))
+        except ValueError:
+            raise RowError("bad_value", f"column labels is {raw!r}, expected class indices like 0;2") from None
+        if any(not 0 <= v < num_classes for v in labels):
+            raise RowError("label_out_of_range", f"labels {list(labels)} outside 0..{num_classes - 1}")
+        return labels
+
+    def csv_fields(self, label: Any, num_classes: int) -> list[object]:
+        return [";".join(map(str, label))]
+
+    def summary_keys(self, sample: Any, checked: Any) -> list[str]:
+        return [f"label {v}" for v in sample.label]
+
+    def targets(self, samples: Sequence[Any], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
+        out = np.zeros((len(samples), samples[0].num_classes), dtype=np.float32)
+        for i, s in enumerate(samples):
+            out[i, list(s.label)] = 1.0
+        return out
+
+    def build_head(self, task: Any, heads: Any, embed_dim: int, n_features: int) -> nn.Module:
+        return MultiLabelHead(embed_dim, task.num_classes)
+
+    def score(self, task: Any, preds: np.ndarray, items: Sequence[EvalItem], writer: Any) -> dict[str, float]:
+        probs = np.asarray(preds, dtype=np.float64)
+        pred = probs >= 0.5
+        truth = np.zeros_like(pred)
+        for i, it in enumerate(items):
+            truth[i, list(it.gt)] = True
+            if writer is not None:
+                fields = {"predicted_labels": np.flatnonzero(pred[i]).tolist(), "predicted_probs": as_floats(probs[i])}
+                writer.add(self, task.id, it.image_path, fields)
+        tp = float((pred & truth).sum())
+        denom = float(pred.sum() + truth.sum())
+        return {"F1_micro": 2 * tp / denom if denom else 1.0, "Hamming": float((pred != truth).mean())}
+
+
+QUADRANTS = 3  # label k: quadrant k is bright
+
+
+def _write_split(root: Path, split: str, n: int, rng: np.random.Generator) -> None:
+    """An FMC_UIA folder with one multi-label and one built-in classification task on the same images."""
+    images = root / split / "images"
+    images.mkdir(parents=True)
+    (root / split / "csv_files").mkdir()
+    ml = ["image_path,task_id,task_name,num_classes,labels"]
+    cls = ["image_path,task_id,task_name,num_classes,mask"]
+    for i in range(n):
+        labels = [k for k in range(QUADRANTS) if rng.random() < 0.5] or [int(rng.integers(QUADRANTS))]
+        img = rng.integers(0, 60, (40, 40)).astype(np.uint8)
+        for k in labels:
+            r, c = divmod(k, 2)
+            img[r * 20 : r * 20 + 20, c * 20 : c * 20 + 20] += 150
+        Image.fromarray(img).save(images / f"{i:03d}.png")
+        ml.append(f"../images/{i:03d}.png,quadrants,MultiLabel,{QUADRANTS},{';'.join(map(str, labels))}")
+        cls.append(f"../images/{i:03d}.png,top_left,classification,2,{int(0 in labels)}")
+    (root / split / "csv_files" / "quadrants.csv").write_text("\n".join(ml) + "\n")
+    (root / split / "csv_files" / "top_left.csv").write_text("\n".join(cls) + "\n")
+
+
+STUDY = """
+name: plugin
+output_root: {out}
+paradigms: [TS, CG, AU]
+data: {{root: {data}, cache_dir: {cache}, selection_fraction: 0.2}}
+tasks:
+  - {{id: quadrants, type: multilabel, num_classes: {k}, group: Quads}}
+  - {{id: top_left, type: classification, num_classes: 2, group: Quads}}
+model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
+training: {{epochs: 2, batch_size: 8, eval_batch_size: 16}}
+execution: {{devices: cpu}}
+"""
+
+
+@pytest.fixture
+def multilabel() -> Iterator[TaskType]:
+    register_task_type(MultiLabel)
+    try:
+        yield get_task_type("multilabel")
+    finally:
+        unregister_task_type("multilabel")
+
+
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["usagg", *args])
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def test_a_registered_type_runs_through_the_whole_study(
+    multilabel: TaskType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    _write_split(data, "train", 40, rng)
+    _write_split(data, "val", 12, rng)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(STUDY.format(out=tmp_path / "runs", data=data, cache=tmp_path / "cache", k=QUADRANTS))
+
+    code, text = _cli(["validate", str(spec)], monkeypatch, capsys)
+    assert code == 0, text
+    assert "multilabel" in text
+    code, text = _cli(["data", "check", str(data)], monkeypatch, capsys)
+    assert code == 0, text
+    code, text = _cli(["plan", str(spec), "--json"], monkeypatch, capsys)
+    jobs = json.loads(text)
+    assert sorted(j["paradigm"] for j in jobs) == ["AU", "CG", "TS", "TS"]
+
+    code, text = _cli(["run", str(spec)], monkeypatch, capsys)
+    assert code == 0, text
+    store = tmp_path / "runs" / "plugin"
+    au = next(p for p in (store / "jobs").iterdir() if p.name.startswith("AU-"))
+    metrics = json.loads((au / "metrics.json").read_text())
+    task = metrics["tasks"]["quadrants"]
+    assert task["type"] == "multilabel" and task["primary"] == "F1_micro"
+    assert 0.0 <= task["metrics"]["F1_micro"] <= 1.0 and 0.0 <= task["metrics"]["Hamming"] <= 1.0
+
+    # its predictions: its own file, every test image, exactly the numbers scored
+    preds = read_predictions(au / "predictions")
+    entries = preds["multilabel"]
+    assert len(entries) == task["n_test"] == 12
+    probs = np.array([e["predicted_probs"] for e in entries])
+    assert [e["predicted_labels"] for e in entries] == [np.flatnonzero(p >= 0.5).tolist() for p in probs]
+    assert len(preds["classification"]) == 12  # the built-in task of the same job, in its file
+
+    # results carry the type and each metric's direction, and compare measures Δ for it
+    table = read_results(store / "results.csv")
+    rows = [r for r in table.rows if r.task == "quadrants"]
+    assert {r.type for r in rows} == {"multilabel"}
+    assert {(r.metric, r.higher_is_better) for r in rows} == {("F1_micro", True), ("Hamming", False)}
+    assert metric_direction("Hamming") is False
+    code, text = _cli(["compare", str(store), "--baseline", "TS", "--format", "csv"], monkeypatch, capsys)
+    assert code == 0, text
+    delta = {r["paradigm"]: r for r in csv.DictReader(io.StringIO(text)) if r["task"] == "quadrants"}
+    assert sorted(delta) == ["AU", "CG", "TS"] and delta["AU"]["type"] == "multilabel"
+    assert delta["AU"]["metric"] == "F1_micro" and delta["AU"]["higher_is_better"] == "true"
+    ts = next(r.value for r in rows if r.paradigm == "TS" and r.metric == "F1_micro")
+    au_value = next(r.value for r in rows if r.paradigm == "AU" and r.metric == "F1_micro")
+    assert float(delta["AU"]["mean"]) == pytest.approx(au_value)
+    assert float(delta["AU"]["delta_pct"]) == pytest.approx(100 * (au_value - ts) / abs(ts))
+
+
+def test_an_unregistered_type_is_a_spec_error_naming_the_registered_ones(tmp_path: Path) -> None:
+    from usagg.errors import SpecError
+    from usagg.spec.load import load_study
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {root: /nowhere}\ntasks:\n  - {id: q, type: multilabel, num_classes: 3}\n"
+        "paradigms: [TS]\n"
+    )
+    with pytest.raises(SpecError, match=r"tasks\[0\]\.type.*unknown task type 'multilabel'.*segmentation"):
+        load_study(spec)

@@ -1,0 +1,116 @@
+"""The paradigm registry: a paradigm is a planner that says which tasks train together, and with MoE or not.
+
+The only place that knows what TS, CG and AU mean. A planner takes the resolved
+`Study` and returns `Unit`s; `usagg.plan` crosses them with fractions and seeds
+into Jobs. A new paradigm is one decorated function (see docs/internals.md,
+"How to add a paradigm"); the spec's `paradigms` and `analysis.baseline` are
+checked against this registry. Torch-free and spec-free at import (the spec
+validates against it), so `Study` is only a type hint here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from usagg.spec.models import Study
+
+
+class Unit(BaseModel):
+    """What a paradigm planner decides: which tasks train together, and with MoE or not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    paradigm: str
+    name: str  # readable part of the job id: the task, the group, "all"
+    tasks: tuple[str, ...]
+    moe: bool
+    group: str | None = None  # clinical group the unit stands for (CG), else the task's own when it has one task
+
+
+Planner = Callable[["Study"], list[Unit]]
+
+
+@dataclass(frozen=True)
+class ParadigmEntry:
+    """A registered paradigm: its planner and a one-line description (`usagg validate`, docs)."""
+
+    name: str
+    planner: Planner
+    description: str
+
+
+PARADIGMS: dict[str, ParadigmEntry] = {}
+
+
+def register_paradigm(name: str, description: str) -> Callable[[Planner], Planner]:
+    """Register a planner under a paradigm name (timm-style decorator); a name may be registered once."""
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"a paradigm name is letters, digits and _, such as 'AG', got {name!r}")
+
+    def deco(fn: Planner) -> Planner:
+        if name in PARADIGMS and PARADIGMS[name].planner is not fn:
+            raise ValueError(f"paradigm {name!r} is already registered")
+        PARADIGMS[name] = ParadigmEntry(name, fn, description)
+        return fn
+
+    return deco
+
+
+def paradigm_names() -> list[str]:
+    """Registered paradigms in registration order (TS, CG, AU first): the order tables and figures use."""
+    return list(PARADIGMS)
+
+
+def check_paradigm(name: str) -> str:
+    """`name` if registered, else ValueError with a did-you-mean and the registered names."""
+    if name not in PARADIGMS:
+        close = difflib.get_close_matches(name, list(PARADIGMS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown paradigm {name!r}{hint}; registered paradigms: {', '.join(PARADIGMS)}")
+    return name
+
+
+def get_planner(name: str) -> Planner:
+    return PARADIGMS[check_paradigm(name)].planner
+
+
+@register_paradigm("TS", "task-specific: one model per task, MoE off")
+def plan_ts(study: Study) -> list[Unit]:
+    """Task-specific: one model per task, MoE off (the dense blocks)."""
+    return [Unit(paradigm="TS", name=t.id, tasks=(t.id,), moe=False, group=t.group) for t in study.tasks]
+
+
+@register_paradigm("CG", "clinically grouped: one model per clinical group, MoE on")
+def plan_cg(study: Study) -> list[Unit]:
+    """Clinically grouped: one model per clinical group, MoE on.
+
+    Single-task groups follow `singleton_groups`: "run" trains them like any
+    group (TS data, MoE on, so their Δ isolates the MoE), "skip" plans nothing.
+    """
+    units = []
+    for group, tids in study.group_members().items():
+        if len(tids) == 1 and study.singleton_groups == "skip":
+            continue
+        units.append(Unit(paradigm="CG", name=group, tasks=tuple(tids), moe=True, group=group))
+    return units
+
+
+@register_paradigm("AU", "all-task unified: one model for every task, MoE on")
+def plan_au(study: Study) -> list[Unit]:
+    """All-task unified: one model for every task, MoE on."""
+    tasks = tuple(t.id for t in study.tasks)
+    return [
+        Unit(
+            paradigm="AU",
+            name="all",
+            tasks=tasks,
+            moe=True,
+            group=study.task(tasks[0]).group if len(tasks) == 1 else None,
+        )
+    ]

@@ -1,0 +1,176 @@
+"""The task-type registry: names -> `TaskType` (usagg/tasktypes/base.py), timm-style.
+
+Built-in types are the modules of this package (every module but `base` holds one
+and registers it on import); nothing lists them, so adding a type is adding a
+module. Plug-ins outside the package register the same way, from:
+
+- code: `register_task_type(MyType)` (a decorator on the class, or a call);
+- an installed distribution's entry point in the group `usagg.task_types`;
+- `USAGG_PLUGINS=module[,module...]`, modules imported on first use (they reach
+  worker processes too, which inherit the environment).
+
+The registry is filled on first use, so importing it stays cheap and never
+imports torch, scipy or matplotlib.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import pkgutil
+from importlib import metadata
+from typing import TypeVar
+
+from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType
+
+__all__ = [
+    "PLUGINS_ENV",
+    "EvalItem",
+    "Metric",
+    "Row",
+    "RowError",
+    "TaskType",
+    "default_metric",
+    "find_task_type",
+    "get_task_type",
+    "metric_direction",
+    "metric_unit",
+    "register_task_type",
+    "task_type_names",
+    "task_types",
+    "unregister_task_type",
+]
+
+PLUGINS_ENV = "USAGG_PLUGINS"
+ENTRY_POINT_GROUP = "usagg.task_types"
+
+_REGISTRY: dict[str, TaskType] = {}
+_loaded = False
+
+T = TypeVar("T", bound=type[TaskType])
+
+
+def register_task_type(cls: T, *, replace: bool = False) -> T:
+    """Register a TaskType subclass under its `name` (usable as a class decorator); returns the class.
+
+    A second type with a registered name is an error unless `replace`, so two
+    plug-ins cannot silently shadow each other or a built-in type.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, TaskType)):
+        raise TypeError(f"register_task_type takes a TaskType subclass, got {cls!r}")
+    inst = cls()
+    name = getattr(cls, "name", "")
+    if not name or not name.replace("_", "").replace("-", "").isalnum() or name != name.lower():
+        raise ValueError(f"{cls.__name__}.name must be a lower-case identifier such as 'keypoints', got {name!r}")
+    if not inst.metrics:
+        raise ValueError(f"task type {name!r} declares no metrics; the first one is its primary metric")
+    if name in _REGISTRY and not replace and type(_REGISTRY[name]) is not cls:
+        raise ValueError(f"task type {name!r} is already registered ({type(_REGISTRY[name]).__qualname__})")
+    _REGISTRY[name] = inst
+    return cls
+
+
+def unregister_task_type(name: str) -> None:
+    """Remove a registered type (tests and interactive sessions that registered one)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load() -> None:
+    """Import the built-in modules, then entry-point and environment plug-ins (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, TaskType) and obj.name not in _REGISTRY:
+            register_task_type(obj)
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)
+
+
+def task_types() -> list[TaskType]:
+    """Every registered type, by `order` (built-ins as the challenge lists them), then registration order."""
+    _load()
+    return sorted(_REGISTRY.values(), key=lambda t: t.order)  # stable: ties keep registration order
+
+
+def task_type_names() -> list[str]:
+    return [t.name for t in task_types()]
+
+
+def get_task_type(name: str) -> TaskType:
+    """The registered type called `name`; ValueError with a did-you-mean and the registered names otherwise."""
+    _load()
+    tt = _REGISTRY.get(name)
+    if tt is None:
+        names = task_type_names()
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown task type {name!r}{hint}; registered types: {', '.join(names)} "
+            f"(plug-ins register more: see docs/internals.md, 'How to add a task type')"
+        )
+    return tt
+
+
+def find_task_type(task_name: str) -> TaskType | None:
+    """The type whose name or `csv_names` match a CSV `task_name` (any case), or None."""
+    key = task_name.strip().lower()
+    for tt in task_types():
+        if key == tt.name or key in (n.lower() for n in tt.csv_names):
+            return tt
+    return None
+
+
+def default_metric(type_name: str) -> str:
+    """The primary metric of a type unless a task names another."""
+    return get_task_type(type_name).primary_metric
+
+
+def _metric(name: str) -> Metric | None:
+    base = name.split("_class", 1)[0]  # per-class variants (DSC_class2) share their metric's direction
+    for tt in task_types():
+        for m in tt.metrics:
+            if m.name == base:
+                return m
+    return None
+
+
+def metric_direction(name: str) -> bool | None:
+    """Whether higher is better for a metric of any registered type, per-class variants included; None if unknown."""
+    m = _metric(name)
+    return None if m is None else m.higher_is_better
+
+
+def metric_unit(name: str) -> str | None:
+    """The unit shown with a metric (px for pixel distances), None for unitless or unknown metrics."""
+    m = _metric(name)
+    return None if m is None else m.unit
+
+
+# Transitional names of the former usagg/tasktypes.py, kept while callers move to the functions above.
+def __getattr__(name: str) -> object:
+    if name == "RESULT_COLUMNS":
+        from usagg.results_schema import RESULT_COLUMNS
+
+        return RESULT_COLUMNS
+    if name == "PARADIGMS":
+        from usagg.paradigms import paradigm_names
+
+        return tuple(paradigm_names())
+    if name == "TASK_TYPES":
+        return tuple(task_type_names())
+    if name == "METRICS_BY_TYPE":
+        return {t.name: t.metric_names for t in task_types()}
+    if name == "DEFAULT_METRIC":
+        return {t.name: t.primary_metric for t in task_types()}
+    if name == "HIGHER_IS_BETTER":
+        return {m.name: m.higher_is_better for t in task_types() for m in t.metrics}
+    if name == "METRIC_UNITS":
+        return {m.name: m.unit for t in task_types() for m in t.metrics if m.unit}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

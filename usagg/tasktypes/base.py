@@ -1,0 +1,240 @@
+"""The task-type interface: everything usagg knows about one kind of task, in one class.
+
+A task type (a subclass of `TaskType`, one module under usagg/tasktypes/ or in a
+plug-in) answers every type-dependent question the pipeline asks:
+
+- reading the dataset: its `task_name` spellings, the CSV columns it needs, how a
+  row becomes a label (`parse_label`) and a label a row (`csv_fields`), what the
+  files must satisfy (`check_label`) and how `data check` summarises labels;
+- training: which num_classes make sense, whether splits are stratified by class,
+  the targets in model space (`targets`, `batch_targets`) and the head with its
+  loss (`build_head`);
+- scoring: the ground truth at original resolution (`ground_truth`), predictions
+  mapped back to pixels, written in the challenge's format and scored
+  (`score`), the metrics with their directions, the first being the primary;
+- figures: a marker, a colour and a short name.
+
+Nothing here imports torch, scipy or matplotlib at import time: the spec, the
+store and the analysis read the registry, and `usagg --help` must stay instant.
+Types import what they need inside their methods.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from usagg.data.fmc_uia import Sample
+    from usagg.predictions import PredictionWriter
+    from usagg.spec.models import HeadSpec, TaskSpec
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a type reports: its name, direction and unit (shown on axes and in tables)."""
+
+    name: str
+    higher_is_better: bool
+    unit: str | None = None
+
+
+class RowError(Exception):
+    """One CSV row cannot be used; `kind` names the problem for `data check` (e.g. bad_value)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def resolve_inside(root: Path, csv_dir: Path, value: str) -> Path:
+    """Resolve a CSV path relative to csv_files/; RowError when it leaves the dataset root."""
+    path = Path(os.path.normpath(csv_dir / value.strip()))
+    if path != root and root not in path.parents:
+        raise RowError("path_outside_root", f"path {value!r} resolves to {path}, outside the dataset root {root}")
+    return path
+
+
+def positive_hw(orig_hw: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) as ints, refusing sizes that cannot be an image's."""
+    h, w = (int(v) for v in orig_hw)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"original size (height, width) must be positive, got {orig_hw!r}")
+    return h, w
+
+
+@dataclass(frozen=True)
+class Row:
+    """One CSV record with typed accessors that raise `RowError` naming the column and what was expected."""
+
+    record: dict[str, str]
+    root: Path  # dataset root (absolute)
+    csv_dir: Path  # folder of the CSV: relative paths start here
+
+    def text(self, column: str, what: str = "a value") -> str:
+        raw = (self.record.get(column) or "").strip()
+        if not raw:
+            raise RowError("missing_value", f"column {column} is empty, expected {what}")
+        return raw
+
+    def number(self, column: str, kind: str = "bad_value") -> float:
+        raw = (self.record.get(column) or "").strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise RowError(kind, f"column {column} is {raw!r}, expected a number") from None
+        if not math.isfinite(value):
+            raise RowError(kind, f"column {column} is {raw!r}, expected a finite number")
+        return value
+
+    def integer(self, column: str, kind: str = "bad_value") -> int:
+        value = self.number(column, kind)
+        if value != int(value):
+            raise RowError(kind, f"column {column} is {self.record.get(column)!r}, expected an integer")
+        return int(value)
+
+    def path(self, column: str, what: str = "a file path") -> Path:
+        """An absolute path inside the dataset root, from a path relative to the CSV's folder."""
+        return resolve_inside(self.root, self.csv_dir, self.text(column, what))
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One test image as scoring sees it: the CSV key, original (H, W), ground truth, and its Sample."""
+
+    image_path: str
+    orig_hw: tuple[int, int]
+    gt: Any
+    sample: Sample
+
+
+class TaskType:
+    """Base class of task types; subclass it, set the class attributes, implement the methods, register it.
+
+    See docs/internals.md, "How to add a task type", and tests/test_tasktype_plugin.py
+    for a complete plug-in written outside the package.
+    """
+
+    #: Registry name, the `type` of a task in a study spec and in results.csv.
+    name: ClassVar[str]
+    #: `task_name` spellings accepted in FMC_UIA CSVs besides `name` (compared case-insensitively).
+    csv_names: ClassVar[tuple[str, ...]] = ()
+    #: The spelling written by generators (the challenge's files capitalise some).
+    csv_name: ClassVar[str | None] = None
+    #: Metrics reported, in the order they are shown; the first is the default primary metric.
+    metrics: ClassVar[tuple[Metric, ...]]
+    #: What num_classes means for this type (docs, `usagg types`).
+    num_classes_meaning: ClassVar[str]
+    #: JSON file of the challenge's submission format holding this type's predictions.
+    prediction_file: ClassVar[str]
+    #: Keys of each prediction entry, in the order written.
+    prediction_keys: ClassVar[tuple[str, ...]]
+    #: Train and selection subsets keep the class balance (`stratum` gives the class).
+    stratified: ClassVar[bool] = False
+    #: Where the type sorts in tables, figures and `usagg types` (built-ins 10..40, as the challenge lists them).
+    order: ClassVar[int] = 100
+    #: Figure style: matplotlib marker, colour, and a name short enough for a narrow axis.
+    marker: ClassVar[str] = "P"
+    color: ClassVar[str] = "#777777"
+    short_name: ClassVar[str | None] = None
+
+    # ----- vocabulary
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0].name
+
+    @property
+    def short(self) -> str:
+        return self.short_name or self.name
+
+    def check_num_classes(self, n: int) -> str | None:
+        """Why `n` classes cannot be right for this type (None when it can)."""
+        return None
+
+    # ----- reading the dataset (no images opened)
+
+    def required_columns(self, num_classes: int) -> tuple[str, ...]:
+        """CSV columns a row of this type needs besides image_path, task_id, task_name, num_classes."""
+        return self.csv_columns(num_classes)
+
+    def csv_columns(self, num_classes: int) -> tuple[str, ...]:
+        """The label columns a generator writes, in order."""
+        raise NotImplementedError
+
+    def parse_label(self, row: Row, num_classes: int) -> Any:
+        """The label of one CSV row in original-image pixels; raise RowError when the row is unusable."""
+        raise NotImplementedError
+
+    def csv_fields(self, label: Any, num_classes: int) -> list[object]:
+        """The values of `csv_columns` for a label (a path label as the CSV string): the inverse of parse_label."""
+        raise NotImplementedError
+
+    def stratum(self, label: Any) -> int:
+        """Class of a label for stratified splits (only called when `stratified`)."""
+        return 0
+
+    # ----- checking files (`usagg data check`)
+
+    def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
+        """Problems (kind, message) of a sample's label against its decoded image size, and what
+        `summary_keys` needs (e.g. the classes present in a mask). Called with the image already opened."""
+        return [], None
+
+    def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
+        """Keys counted in the per-task label summary of `data check` (one count per key per image)."""
+        return []
+
+    def summary_text(self, counts: dict[str, int]) -> str:
+        """The label summary shown by `data check`."""
+        return ", ".join(f"{v} x {k}" for k, v in counts.items()) or "-"
+
+    # ----- training
+
+    def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
+        """Targets in model space for every sample, stacked ([N, ...], may be a read-only memmap).
+
+        `orig_hw` is int [N, 2] (height, width) of the decoded images.
+        """
+        raise NotImplementedError
+
+    def batch_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """A batch of stored targets as the head's loss takes them (e.g. a dtype cast on the device)."""
+        return targets
+
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+        """The task's head: an nn.Module with forward(features), loss(outputs, targets) and predict(outputs)
+        (see usagg/model/heads.py `TaskHead`)."""
+        raise NotImplementedError
+
+    # ----- scoring and predictions
+
+    def ground_truth(self, sample: Sample) -> Any:
+        """The label at original resolution as the metrics take it."""
+        return sample.label
+
+    def score(
+        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+    ) -> dict[str, float]:
+        """Metrics of one task from its normalised predictions (one per item, `predict`'s output on the CPU);
+        with a writer, also write every prediction exactly as scored."""
+        raise NotImplementedError
+
+    def load_prediction(self, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """A prediction entry read back from `folder` (a type with files beside the JSON loads them here)."""
+        return entry
+
+    def __repr__(self) -> str:
+        return f"<task type {self.name}>"

@@ -1,0 +1,157 @@
+"""Regression: K keypoints per image (FMC_UIA `point_1_xy .. point_K_xy`, JSON pairs in pixels).
+
+Scored as the challenge does: MRE, the mean Euclidean keypoint distance in
+pixels (per image over keypoints, then over images). Keypoints live in [0, 1]
+in model space and are mapped back unclipped: a landmark may sit at the border.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from usagg.predictions import as_floats
+from usagg.tasktypes import register_task_type
+from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, positive_hw
+
+if TYPE_CHECKING:
+    import torch
+
+    from usagg.data.fmc_uia import Sample
+    from usagg.predictions import PredictionWriter
+    from usagg.spec.models import HeadSpec, TaskSpec
+
+Points = tuple[tuple[float, float], ...]
+
+
+@register_task_type
+class Regression(TaskType):
+    name = "regression"
+    csv_name = "Regression"  # as the challenge's files spell it
+    order = 40
+    metrics = (Metric("MRE", False, "px"),)
+    num_classes_meaning = "number of keypoints"
+    prediction_file = "regression_predictions.json"
+    prediction_keys = ("image_path", "task_id", "predicted_points_normalized", "predicted_points_pixels")
+    marker, color, short_name = "D", "#999933", "regression"
+
+    def required_columns(self, num_classes: int) -> tuple[str, ...]:
+        return ("point_1_xy",)  # the count is checked per row, so a short row is reported as such
+
+    def csv_columns(self, num_classes: int) -> tuple[str, ...]:
+        return tuple(f"point_{k + 1}_xy" for k in range(num_classes))
+
+    def parse_label(self, row: Row, num_classes: int) -> Points:
+        """point_1_xy..point_K_xy as JSON "[x, y]"; exactly K non-empty columns."""
+        record = row.record
+        filled = sorted(
+            (int(c[len("point_") : -len("_xy")]), c)
+            for c, v in record.items()
+            if c and c.startswith("point_") and c.endswith("_xy") and c[6:-3].isdigit() and (v or "").strip()
+        )
+        points = []
+        for _, column in filled:
+            raw = record[column].strip()
+            try:
+                value = json.loads(raw)
+                x, y = (float(v) for v in value)
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    raise ValueError
+            except (ValueError, TypeError):
+                raise RowError(
+                    "keypoints_json", f'column {column} is {raw!r}, expected a JSON pair like "[120.5, 88]"'
+                ) from None
+            points.append((x, y))
+        numbers = [n for n, _ in filled]
+        if numbers != list(range(1, num_classes + 1)):
+            given = ", ".join(c for _, c in filled) or "none"
+            raise RowError(
+                "keypoints_count",
+                f"expected {num_classes} keypoints (num_classes) in point_1_xy..point_{num_classes}_xy, found {given}",
+            )
+        return tuple(points)
+
+    def csv_fields(self, label: Any, num_classes: int) -> list[object]:
+        return [json.dumps([x, y]) for x, y in label]
+
+    def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
+        return [f"{len(sample.label)} points"]
+
+    def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
+        """float32 [N, K, 2] xy divided by the original width and height."""
+        h = orig_hw[:, 0:1].astype(np.float64)
+        w = orig_hw[:, 1:2].astype(np.float64)
+        pts = np.array([s.label for s in samples], dtype=np.float64)
+        return (pts / np.stack([w, h], axis=-1)).astype(np.float32)
+
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+        from usagg.model.heads import KeypointDirectHead, KeypointHeatmapHead
+
+        cls = KeypointHeatmapHead if heads.keypoints == "heatmap" else KeypointDirectHead
+        return cls(embed_dim, n_features, task.num_classes, heads.hidden)
+
+    def ground_truth(self, sample: Sample) -> np.ndarray:
+        return np.array(sample.label, dtype=np.float64)
+
+    def score(
+        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+    ) -> dict[str, float]:
+        pts = np.asarray(preds, dtype=np.float64)
+        px = np.stack([points_to_pixels(k, it.orig_hw) for k, it in zip(pts, items, strict=True)])
+        if writer is not None:
+            for it, k in zip(items, pts, strict=True):
+                write_points(writer, task.id, it.image_path, k, it.orig_hw)
+        return regression_metrics(px, np.stack([it.gt for it in items]))
+
+
+def points_to_pixels(points_normalized: Sequence[float] | np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
+    """``[K, 2]`` (or flat ``[2K]``) normalised xy to ``[K, 2]`` float64 pixels; not clipped.
+
+    Keypoints may legitimately sit at or past the border, so unlike boxes they
+    are converted as predicted (the baseline does the same).
+    """
+    pts = np.asarray(points_normalized, dtype=np.float64)
+    if pts.size == 0 or pts.size % 2 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"keypoints are K finite (x, y) pairs, got shape {pts.shape}")
+    h, w = positive_hw(orig_hw)
+    return pts.reshape(-1, 2) * np.array([w, h], dtype=np.float64)
+
+
+def write_points(
+    writer: PredictionWriter,
+    task_id: str,
+    image_path: str,
+    points_normalized: Sequence[float] | np.ndarray,
+    orig_hw: tuple[int, int],
+) -> None:
+    """Keypoints ``[K, 2]`` (or flat) in normalised xy and the original ``(height, width)``."""
+    pixels = points_to_pixels(points_normalized, orig_hw)
+    writer.add(
+        Regression,
+        task_id,
+        image_path,
+        {
+            "predicted_points_normalized": as_floats(np.asarray(points_normalized, dtype=np.float64)),
+            "predicted_points_pixels": as_floats(pixels),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- metric
+
+
+def regression_metrics(pred_pts_px: np.ndarray, gt_pts_px: np.ndarray) -> dict[str, float]:
+    """MRE: Euclidean keypoint distance in pixels, mean over keypoints per image, then over images."""
+    p = np.asarray(pred_pts_px, dtype=np.float64)
+    g = np.asarray(gt_pts_px, dtype=np.float64)
+    if p.ndim != 3 or p.shape[2] != 2 or p.shape != g.shape:
+        raise ValueError(f"keypoints must both be [N, K, 2], got {p.shape} and {g.shape}")
+    if p.shape[0] == 0 or p.shape[1] == 0:
+        raise ValueError("regression_metrics needs at least one image and one keypoint")
+    per_image = np.sqrt(((p - g) ** 2).sum(axis=2)).mean(axis=1)
+    return {"MRE": float(per_image.mean())}

@@ -1,0 +1,314 @@
+"""Segmentation: a class map per image (FMC_UIA `mask_path` PNGs, pixel = class index, 0 = background).
+
+Scored as the challenge does: per image and non-background class, DSC (both empty -> 1.0) and the maximum
+symmetric Hausdorff distance between the filled class regions in pixels
+(exactly one empty -> image diagonal, both empty -> 0); mean over images per
+class, then over classes. Predictions go back to the original size with the
+challenge's nearest-neighbour rule (OpenCV's) and are written as uint8 PNGs at
+the CSV's `mask_path` with `../` removed, plus usagg's `segmentation_index.json`
+pairing each PNG with its image so a folder can be rescored alone.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from usagg.tasktypes import register_task_type
+from usagg.tasktypes.base import EvalItem, Metric, Row, TaskType
+
+if TYPE_CHECKING:
+    import torch
+
+    from usagg.data.fmc_uia import Sample
+    from usagg.predictions import PredictionWriter
+    from usagg.spec.models import HeadSpec, TaskSpec
+
+_COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
+
+
+@register_task_type
+class Segmentation(TaskType):
+    name = "segmentation"
+    order = 10
+    metrics = (Metric("DSC", True), Metric("HD", False, "px"))
+    num_classes_meaning = "classes including the background"
+    prediction_file = "segmentation_index.json"
+    prediction_keys = ("image_path", "task_id", "mask_path")
+    marker, color, short_name = "o", "#332288", "segment."
+
+    def check_num_classes(self, n: int) -> str | None:
+        if n < 2:
+            return f"a segmentation task needs num_classes >= 2 (the background counts), got {n}"
+        return None
+
+    def csv_columns(self, num_classes: int) -> tuple[str, ...]:
+        return ("mask_path",)
+
+    def parse_label(self, row: Row, num_classes: int) -> Path:
+        return row.path("mask_path", "the mask PNG's path")
+
+    def csv_fields(self, label: Any, num_classes: int) -> list[object]:
+        return [str(label)]
+
+    def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
+        """The mask exists, decodes, holds only 0..num_classes-1 and has its image's size."""
+        from usagg.data.cache import read_mask
+        from usagg.data.fmc_uia import rel
+
+        tag = f"task {sample.task_id}:"
+        mask_file: Path = sample.label
+        if not mask_file.is_file():
+            return [("missing_mask", f"{tag} mask {rel(mask_file, root)} not found")], frozenset()
+        try:
+            mask = read_mask(mask_file)
+        except Exception as err:  # PIL raises many types for bad files
+            return [
+                (
+                    "unreadable_mask",
+                    f"{tag} mask {rel(mask_file, root)} cannot be decoded ({type(err).__name__}: {err})",
+                )
+            ], frozenset()
+        problems = []
+        values = np.unique(mask)
+        bad = [int(v) for v in values if v >= sample.num_classes]
+        if bad:
+            problems.append(
+                (
+                    "mask_values",
+                    f"{tag} mask {rel(mask_file, root)} holds values {bad}, but num_classes is "
+                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1})",
+                )
+            )
+        h, w = image_hw
+        if mask.shape != image_hw:
+            problems.append(
+                (
+                    "size_mismatch",
+                    f"{tag} mask {rel(mask_file, root)} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                    f"{w}x{h} (width x height); they must match",
+                )
+            )
+        return problems, frozenset(int(v) for v in values)
+
+    def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
+        return [str(c) for c in checked or ()]
+
+    def summary_text(self, counts: dict[str, int]) -> str:
+        pairs = " ".join(f"{k}:{v}" for k, v in counts.items())
+        return f"images with class {pairs}" if pairs else "-"
+
+    def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
+        """uint8 [N, S, S] class maps, nearest-neighbour resized, from the decode cache (a memmap)."""
+        from usagg.data import cache
+
+        return cache.load([s.label for s in samples], image_size, cache_dir, "mask").arrays
+
+    def batch_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        return targets.long()
+
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+        from usagg.model.heads import DPTSegmentationHead
+
+        return DPTSegmentationHead(embed_dim, n_features, task.num_classes, heads.decoder_channels)
+
+    def ground_truth(self, sample: Sample) -> np.ndarray:
+        from usagg.data.cache import read_mask
+
+        return read_mask(sample.label)
+
+    def score(
+        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+    ) -> dict[str, float]:
+        masks = [resize_nearest(np.asarray(p, dtype=np.uint8), it.orig_hw) for p, it in zip(preds, items, strict=True)]
+        if writer is not None:
+            for it, mask in zip(items, masks, strict=True):
+                write_mask(writer, task.id, it.image_path, mask_csv_path(it.sample), mask)
+        return segmentation_metrics(masks, [it.gt for it in items], task.num_classes)
+
+    def load_prediction(self, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+        from PIL import Image
+
+        with Image.open(folder / prediction_mask_relpath(entry["mask_path"])) as im:
+            return {**entry, "mask": np.asarray(im, dtype=np.uint8)}
+
+
+def folder_name(num_classes: int) -> str:
+    """The challenge's folder of a segmentation task by class count (Segmentation/Two/...)."""
+    return f"Segmentation/{_COUNT_WORDS.get(num_classes, str(num_classes))}"
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def mask_csv_path(sample: Sample) -> str:
+    """The CSV's `mask_path` string, rebuilt from the absolute mask path (Sample keeps only the latter)."""
+    return Path(os.path.relpath(sample.label, sample.csv_file.parent)).as_posix()
+
+
+def prediction_mask_relpath(mask_path: str) -> str:
+    """Where a predicted mask PNG goes, relative to the predictions folder.
+
+    The challenge strips every ``../`` from the CSV's ``mask_path``; anything
+    that would still leave the folder (absolute, ``..``) is refused.
+    """
+    if not isinstance(mask_path, str) or not mask_path:
+        raise ValueError(f"mask_path must be a non-empty CSV string, got {mask_path!r}")
+    rel = PurePosixPath(mask_path.replace("../", ""))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.name in ("", "."):
+        raise ValueError(f"mask_path {mask_path!r} does not name a file inside the predictions folder")
+    return rel.as_posix()
+
+
+def write_mask(writer: PredictionWriter, task_id: str, image_path: str, mask_path: str, mask: np.ndarray) -> Path:
+    """Write one class map, already at the original size, as a uint8 PNG and index it; returns its path."""
+    from PIL import Image
+
+    arr = np.asarray(mask)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{task_id}/{image_path}: a mask is a 2-D class map, got shape {arr.shape}")
+    if arr.dtype != np.bool_ and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{task_id}/{image_path}: mask must hold integer class indices, got {arr.dtype}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+        raise ValueError(f"{task_id}/{image_path}: class indices must fit in 0..255")
+    rel = prediction_mask_relpath(mask_path)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(buf, format="PNG")
+    writer.add(Segmentation, task_id, image_path, {"mask_path": rel}, files={rel: buf.getvalue()})
+    return writer.out_dir / rel
+
+
+# --------------------------------------------------------------------------- resizing and metrics
+
+
+def resize_nearest(mask: np.ndarray, hw: tuple[int, int], method: Literal["cv2", "pil"] = "cv2") -> np.ndarray:
+    """Nearest-neighbour resize of a 2-D label map to ``hw = (height, width)``.
+
+    ``method="cv2"`` (default) reproduces ``cv2.resize(..., INTER_NEAREST)``,
+    which both the challenge's baseline (prediction back to original size) and
+    its evaluator (prediction of the wrong size) use: source index
+    ``floor(dst * (1 / (dst_size / src_size)))``, clamped. It is written out in
+    numpy with the same double-precision operations, so OpenCV is not needed.
+    ``method="pil"`` is Pillow's ``Image.NEAREST`` (pixel-centre sampling,
+    about ``floor((dst + 0.5) * src_size / dst_size)``), bit-exact with Pillow.
+    The two differ by one pixel at some positions, hence the explicit choice.
+    """
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"resize_nearest expects a 2-D label map, got shape {arr.shape}")
+    out_h, out_w = int(hw[0]), int(hw[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"target size must be positive, got {hw}")
+    in_h, in_w = arr.shape
+    if (in_h, in_w) == (out_h, out_w):
+        return arr.copy()
+    if method == "cv2":
+        rows = _cv2_nearest_index(in_h, out_h)
+        cols = _cv2_nearest_index(in_w, out_w)
+    elif method == "pil":
+        rows = _pil_nearest_index(in_h, out_h)
+        cols = _pil_nearest_index(in_w, out_w)
+    else:
+        raise ValueError(f"unknown resize method {method!r}; expected 'cv2' or 'pil'")
+    return arr[np.ix_(rows, cols)]
+
+
+def _cv2_nearest_index(src: int, dst: int) -> np.ndarray:
+    """OpenCV ``resizeNN``: ``min(cvFloor(x * (1. / (double(dst) / src))), src - 1)``."""
+    inv = 1.0 / (float(dst) / float(src))
+    idx = np.floor(np.arange(dst, dtype=np.float64) * inv).astype(np.int64)
+    return np.minimum(idx, src - 1)
+
+
+def _pil_nearest_index(src: int, dst: int) -> np.ndarray:
+    """Pillow NEAREST (``ImagingScaleAffine``): start at half a step, add ``src / dst`` per pixel, truncate.
+
+    The running sum is reproduced step by step because its rounding, not the
+    exact ``(x + 0.5) * src / dst``, decides the boundary cases.
+    """
+    step = float(src) / float(dst)
+    pos = step * 0.5
+    out = np.empty(dst, dtype=np.int64)
+    for x in range(dst):
+        out[x] = int(pos)
+        pos += step
+    return np.clip(out, 0, src - 1)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """DSC of two boolean masks; both empty is a perfect 1.0 (the challenge's rule)."""
+    total = int(a.sum()) + int(b.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def hausdorff_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Maximum symmetric distance in pixels between two filled boolean masks.
+
+    Every pixel of each set counts (not only contours), as in SimpleITK's
+    ``HausdorffDistanceImageFilter`` that the challenge uses. Exactly one empty
+    set gives the image diagonal, both empty give 0.
+    """
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    has_a, has_b = bool(a.any()), bool(b.any())
+    if not has_a and not has_b:
+        return 0.0
+    if not has_a or not has_b:
+        h, w = a.shape
+        return math.sqrt(h * h + w * w)
+    from scipy.ndimage import distance_transform_edt  # here: the registry is imported where scipy must not be
+
+    # edt(~B)[p] is the distance from p to the nearest pixel of B (0 inside B).
+    a_to_b = float(distance_transform_edt(~b)[a].max())
+    b_to_a = float(distance_transform_edt(~a)[b].max())
+    return max(a_to_b, b_to_a)
+
+
+def segmentation_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int) -> dict[str, float]:
+    """Task DSC and HD: per image and non-background class, mean over images, then over classes.
+
+    ``preds[i]`` must already be at ``gts[i]``'s original resolution (use
+    :func:`resize_nearest`); a size mismatch is an error rather than a silent
+    resize. ``num_classes`` includes the background (class 0), as in the CSV.
+    Also returns ``DSC_class{c}`` and ``HD_class{c}`` for c = 1..num_classes-1.
+    """
+    if num_classes < 2:
+        raise ValueError(f"segmentation needs num_classes >= 2 (background included), got {num_classes}")
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predicted masks for {len(gts)} ground-truth masks")
+    if len(gts) == 0:
+        raise ValueError("segmentation_metrics needs at least one image")
+    classes = range(1, num_classes)
+    dsc = np.zeros((len(gts), num_classes - 1), dtype=np.float64)
+    hd = np.zeros_like(dsc)
+    for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
+        pred = np.asarray(pred)
+        gt = np.asarray(gt)
+        if pred.ndim != 2 or pred.shape != gt.shape:
+            raise ValueError(
+                f"image {i}: prediction shape {pred.shape} != ground truth shape {gt.shape}; "
+                "resize predictions to the original resolution first (resize_nearest)"
+            )
+        for j, c in enumerate(classes):
+            a = pred == c
+            b = gt == c
+            dsc[i, j] = _dice(a, b)
+            hd[i, j] = hausdorff_distance(a, b)
+    dsc_class = dsc.mean(axis=0)
+    hd_class = hd.mean(axis=0)
+    out: dict[str, float] = {"DSC": float(dsc_class.mean()), "HD": float(hd_class.mean())}
+    for j, c in enumerate(classes):
+        out[f"DSC_class{c}"] = float(dsc_class[j])
+    for j, c in enumerate(classes):
+        out[f"HD_class{c}"] = float(hd_class[j])
+    return out
