@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from usagg.model.zoo import BACKBONES
 from usagg.paradigms import check_paradigm, paradigm_names
-from usagg.tasktypes import get_task_type, task_type_names
+from usagg.tasktypes import builtin_task_types, get_task_type
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
 ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
@@ -31,13 +31,15 @@ class TaskSpec(Strict):
 
     id: Name = Field(description="Task id, as in the dataset CSVs' `task_id` column.")
     type: str = Field(
-        description=f"Task type, one registered in usagg/tasktypes/ (built in: {', '.join(task_type_names())}).",
-        json_schema_extra={"examples": task_type_names()},
+        description="Task type, one registered in usagg/tasktypes/ or by a plug-in (built in: "
+        + ", ".join(t.name for t in builtin_task_types())
+        + ").",
+        json_schema_extra={"examples": [t.name for t in builtin_task_types()]},
     )
     num_classes: int = Field(
         ge=1,
         description="What it counts depends on the type: "
-        + "; ".join(f"{t.name}: {t.num_classes_meaning}" for t in (get_task_type(n) for n in task_type_names()))
+        + "; ".join(f"{t.name}: {t.num_classes_meaning}" for t in builtin_task_types())
         + ".",
     )
     group: Name | None = Field(
@@ -48,7 +50,7 @@ class TaskSpec(Strict):
     metric: str | None = Field(
         None,
         description="Primary metric for Δ versus TS; default: the type's first metric ("
-        + ", ".join(f"{n}: {get_task_type(n).primary_metric}" for n in task_type_names())
+        + ", ".join(f"{t.name}: {t.primary_metric}" for t in builtin_task_types())
         + ").",
     )
 

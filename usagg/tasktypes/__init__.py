@@ -31,6 +31,7 @@ __all__ = [
     "Row",
     "RowError",
     "TaskType",
+    "builtin_task_types",
     "default_metric",
     "find_task_type",
     "get_task_type",
@@ -76,21 +77,41 @@ def unregister_task_type(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the modules of this package (once): each registers its type."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for mod in pkgutil.iter_modules(__path__):
+            if mod.name != "base":
+                importlib.import_module(f"{__name__}.{mod.name}")
+
+
 def _load() -> None:
-    """Import the built-in modules, then entry-point and environment plug-ins (once)."""
+    """The built-in types, then entry-point and environment plug-ins (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
+    _load_builtins()
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         obj = ep.load()
         if isinstance(obj, type) and issubclass(obj, TaskType) and obj.name not in _REGISTRY:
             register_task_type(obj)
     for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
         importlib.import_module(module)
+
+
+def builtin_task_types() -> list[TaskType]:
+    """The types shipped in this package, without loading plug-ins (for documentation that must not vary)."""
+    _load_builtins()
+    names = {m.name for m in pkgutil.iter_modules(__path__)}
+    return sorted(
+        (t for t in _REGISTRY.values() if type(t).__module__.rsplit(".", 1)[-1] in names), key=lambda t: t.order
+    )
 
 
 def task_types() -> list[TaskType]:
