@@ -5,7 +5,7 @@ USAGG := $(VENV)/bin/usagg
 STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test lint demo bench gpu-check clean
+.PHONY: install test test-fast lint demo bench gpu-check clean
 
 install: $(STAMP)
 
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,slurm]'
 	touch $(STAMP)
 
+# The full suite (CI runs it); tests marked cuda skip themselves without a GPU (tests/conftest.py).
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Everything but the slow tests (training runs, subprocess CLI runs, Slurm, packaging) and the CUDA ones.
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not cuda"
 
 lint: install
 	$(VENV)/bin/ruff check usagg tests benchmarks

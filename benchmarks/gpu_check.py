@@ -91,7 +91,7 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     from usagg.engine.runner import run_one
     from usagg.plan import plan
     from usagg.spec.load import dump_study, load_study
-    from usagg.store import RunStore, read_json
+    from usagg.store import RunStore
 
     spec = root / "study.yaml"
     spec.write_text(STUDY.format(root=root, tasks=TASKS, **cfg))
@@ -100,25 +100,24 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     chosen = [next(j for j in jobs if j.paradigm == p) for p in ("TS", "CG", "AU")]
     store = RunStore(Path(study.output_root) / study.name)
     store.init(dump_study(study), chosen)
-    os.environ["USAGG_DEVICE"] = device
     rows, ok = [], True
     for job in chosen:
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        state = run_one(str(store.root), job.id)
+        state = run_one(str(store.root), job.id, device=device)
         wall = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
         row: dict[str, Any] = {"job": job.id, "state": state, "wall_s": round(wall, 1), "peak_gib": peak}
         if state == "done":
-            m = read_json(store.job_dir(job.id) / "metrics.json")
+            m = store.metrics(job.id) or {}
             row["images_per_s"] = m["throughput"]["train_images_per_s"]
             row["precision"] = m["training"]["precision"]
             row["primary"] = {t: e["metrics"].get(e["primary"]) for t, e in m["tasks"].items()}
         else:
             ok = False
-            row["error"] = (store.job_dir(job.id) / "error.txt").read_text()[-2000:]
+            row["error"] = (store.error_text(job.id) or "")[-2000:]
         rows.append(row)
     return rows, ok
 

@@ -59,6 +59,7 @@ def test_latest_study_under_root(run_dir: Path) -> None:
     assert "fetal_head" in res.output
 
 
+@pytest.mark.slow
 def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--format", "svg"])
     assert res.exit_code == 0, res.output
@@ -75,6 +76,24 @@ def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> No
     for name in ("tasks", "groups", "aggregates", "statistics", "negative_transfer"):
         assert (tmp_path / "rep" / "tables" / f"{name}.tex").is_file()
         assert (tmp_path / "rep" / "tables" / f"{name}.csv").is_file()
+
+
+def test_the_commands_share_one_memo(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """compare stores the statistics, plot the figures, report reuses both: the memo folder says so."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("USAGG_CACHE", str(cache))
+    plain = CliRunner().invoke(app, ["compare", str(run_dir)])
+    assert plain.exit_code == 0, plain.output
+    assert len(list((cache / "analysis" / "stats").iterdir())) == 1
+    again = CliRunner().invoke(app, ["compare", str(run_dir)])
+    assert again.output == plain.output
+    assert CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs")]).exit_code == 0
+    assert CliRunner().invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "rep")]).exit_code == 0
+    assert len(list((cache / "analysis" / "stats").iterdir())) == 1
+    (entry,) = (cache / "analysis" / "figures").iterdir()
+    for png in (tmp_path / "figs").glob("*.png"):
+        assert (entry / png.name).read_bytes() == png.read_bytes()
+        assert (tmp_path / "rep" / "figures" / png.name).read_bytes() == png.read_bytes()
 
 
 def test_stale_results_are_rebuilt_through_the_store(run_dir: Path, tmp_path: Path, monkeypatch) -> None:

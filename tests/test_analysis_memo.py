@@ -12,14 +12,18 @@ import pytest
 import yaml
 
 from usagg.analysis import figures as F
-from usagg.analysis import memo as M
-from usagg.analysis import summary
 from usagg.analysis.inputs import load_input
+from usagg.analysis.memo import FigureFile, Memo, code_sources, input_key, sources_digest
+from usagg.analysis.outputs import Memoised
+from usagg.analysis.report import write_report
 from usagg.analysis.results import read_results, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.summary import analyse
 
+pytestmark = pytest.mark.slow  # draws every figure several times, and a subprocess
+
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+PACKAGE = Path(__file__).resolve().parent.parent / "usagg"
 
 
 @pytest.fixture
@@ -38,6 +42,17 @@ def _refuse(*_args, **_kwargs):  # type: ignore[no-untyped-def]
     raise AssertionError("recomputed although the memo holds this result")
 
 
+class CountingRender:
+    """figures.render_all in the memo's record type, counting how often it really draws."""
+
+    def __init__(self, a, fmt: str = "png", dpi: int = 60) -> None:  # type: ignore[no-untyped-def]
+        self.a, self.fmt, self.dpi, self.calls = a, fmt, dpi, 0
+
+    def __call__(self, folder: Path) -> list[FigureFile]:
+        self.calls += 1
+        return [FigureFile(f.name, f.path, f.caption) for f in F.render_all(self.a, folder, self.fmt, self.dpi)]
+
+
 def _edited_results(run_dir: Path, folder: Path) -> Path:
     """results.csv with one CG value lowered by 0.05."""
     rows = read_results(run_dir / "results.csv").rows
@@ -47,95 +62,178 @@ def _edited_results(run_dir: Path, folder: Path) -> Path:
     return folder / "edited.csv"
 
 
-def test_statistics_hit_equals_fresh_and_skips_scipy_work(run_dir: Path, cache: Path, monkeypatch) -> None:
-    fresh = analyse(load_input(run_dir, None))
+def _bytes(figs) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    return {f.name: f.path.read_bytes() for f in figs}
+
+
+def test_statistics_hit_equals_fresh_and_is_not_recomputed(run_dir: Path, cache: Path) -> None:
+    inp = load_input(run_dir, None)
+    fresh = analyse(inp)  # pure: no memo at all
+    assert not (cache / "analysis").exists()
+    memoised = Memoised.for_input(inp)
+    assert memoised.analyse(inp).stats == fresh.stats  # miss: computed and stored
     assert len(list((cache / "analysis" / "stats").glob("*.json"))) == 1
-    monkeypatch.setattr(summary, "statistics", _refuse)
-    hit = analyse(load_input(run_dir, None))
-    assert hit.stats == fresh.stats and hit.key == fresh.key
+    again = load_input(run_dir, None)  # as the next command, in a new process, would read it
+    hit = Memoised.for_input(again).analyse(again)
+    assert hit.stats == fresh.stats and hit.comp == fresh.comp
     assert any(s.ci is not None for s in hit.stats) and all(isinstance(s.ci, tuple) for s in hit.stats if s.ci)
+    assert memoised.memo.cached_statistics(input_key(inp, fresh.comp.baseline), _refuse) == fresh.stats
 
 
-def test_any_input_change_misses(run_dir: Path, cache: Path, tmp_path: Path, monkeypatch) -> None:
-    base = analyse(load_input(run_dir, None))
-    assert analyse(load_input(run_dir, None), "AU").key != base.key  # another baseline
-    edited = analyse(load_input(None, _edited_results(run_dir, tmp_path)))
-    assert edited.key != base.key
-    assert [s.value for s in edited.stats if s.paradigm == "CG"] != [s.value for s in base.stats if s.paradigm == "CG"]
+def test_any_input_change_misses(run_dir: Path, cache: Path, tmp_path: Path) -> None:
+    inp = load_input(run_dir, None)
+    base = input_key(inp, "TS")
+    assert input_key(inp, "AU") != base  # another baseline
+    settings = dataclasses.replace(inp.settings, bootstrap=inp.settings.bootstrap + 1)
+    assert input_key(dataclasses.replace(inp, settings=settings), "TS") != base
+    edited_inp = load_input(None, _edited_results(run_dir, tmp_path))
+    assert input_key(edited_inp, "TS") != base
+    memoised = Memoised(Memo(cache))
+    before, after = memoised.analyse(inp), memoised.analyse(edited_inp)
+    assert [s.value for s in after.stats if s.paradigm == "CG"] != [s.value for s in before.stats if s.paradigm == "CG"]
+    assert len(list((cache / "analysis" / "stats").iterdir())) == 2
     # the same table under another path shares the entry: paths are not part of the key
-    imported = analyse(load_input(None, run_dir / "results.csv"))
     (tmp_path / "copy.csv").write_bytes((run_dir / "results.csv").read_bytes())
-    monkeypatch.setattr(summary, "statistics", _refuse)
-    assert analyse(load_input(None, tmp_path / "copy.csv")).key == imported.key
+    assert input_key(load_input(None, tmp_path / "copy.csv"), "TS") == input_key(
+        load_input(None, run_dir / "results.csv"), "TS"
+    )
 
 
-def test_figures_are_copied_from_the_memo(run_dir: Path, cache: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_code_key_covers_every_source_the_analysis_runs(tmp_path: Path) -> None:
+    names = {p.relative_to(PACKAGE).as_posix() for p in code_sources()}
+    assert {f"analysis/{p.name}" for p in (PACKAGE / "analysis").glob("*.py")} <= names
+    assert {f"tasktypes/{p.name}" for p in (PACKAGE / "tasktypes").glob("*.py")} <= names
+    assert {"paradigms.py", "results_schema.py", "analysis/figures.py", "analysis/memo.py"} <= names
+    assert all(p.is_file() for p in code_sources())
+    copies = []
+    for p in code_sources()[:3]:
+        (tmp_path / p.parent.name).mkdir(exist_ok=True)
+        copies.append(tmp_path / p.parent.name / p.name)
+        copies[-1].write_bytes(p.read_bytes())
+    assert sources_digest(copies) == sources_digest(code_sources()[:3])  # where the checkout lives does not count
+    copies[1].write_bytes(copies[1].read_bytes() + b"\n# edited\n")
+    assert sources_digest(copies) != sources_digest(code_sources()[:3])  # a code change is another key
+
+
+def test_figures_hit_equals_fresh_byte_for_byte(run_dir: Path, cache: Path, tmp_path: Path) -> None:
     a = analyse(load_input(run_dir, None))
-    first = F.render_all(a, tmp_path / "one", dpi=60)
-    monkeypatch.setattr(F, "_draw_all", _refuse)
-    again = F.render_all(a, tmp_path / "two", dpi=60)
-    assert [(f.name, f.caption, f.path.name) for f in again] == [(f.name, f.caption, f.path.name) for f in first]
+    fresh = F.render_all(a, tmp_path / "fresh", dpi=60)  # pure: no memo
+    memoised = Memoised(Memo(cache))
+    first = memoised.render_all(a, tmp_path / "one", dpi=60)
+    again = memoised.render_all(a, tmp_path / "two", dpi=60)
+    for figs in (first, again):
+        assert [(f.name, f.caption, f.path.name) for f in figs] == [(f.name, f.caption, f.path.name) for f in fresh]
+        assert _bytes(figs) == _bytes(fresh)
     assert all(f.path.parent == tmp_path / "two" for f in again)
-    assert [f.path.read_bytes() for f in again] == [f.path.read_bytes() for f in first]
-    with pytest.raises(AssertionError, match="recomputed"):
-        F.render_all(a, tmp_path / "three", dpi=72)  # another resolution is another entry
+    assert isinstance(again[0], F.FigureOut)
+
+
+def test_figures_are_drawn_once_per_key_format_and_resolution(run_dir: Path, cache: Path, tmp_path: Path) -> None:
+    a = analyse(load_input(run_dir, None))
+    memo, key = Memo(cache), input_key(a.inp, a.comp.baseline)
+    render = CountingRender(a)
+    first = memo.cached_figures(key, "png", 60, tmp_path / "one", render)
+    again = memo.cached_figures(key, "png", 60, tmp_path / "two", _refuse)
+    assert render.calls == 1 and _bytes(again) == _bytes(first)
+    (entry,) = (cache / "analysis" / "figures").iterdir()
+    assert sorted(p.name for p in entry.iterdir()) == sorted(["manifest.json", *(f.path.name for f in first)])
+    memo.cached_figures(key, "png", 72, tmp_path / "three", CountingRender(a, dpi=72))  # another resolution
+    memo.cached_figures(key, "svg", 60, tmp_path / "four", CountingRender(a, "svg"))  # another format
+    assert len(list((cache / "analysis" / "figures").iterdir())) == 3
 
 
 def test_changed_results_redraw_the_figures(run_dir: Path, cache: Path, tmp_path: Path) -> None:
-    a = analyse(load_input(run_dir, None))
-    b = analyse(load_input(None, _edited_results(run_dir, tmp_path)))
-    fa = {f.name: f.path.read_bytes() for f in F.render_all(a, tmp_path / "a", dpi=60)}
-    fb = {f.name: f.path.read_bytes() for f in F.render_all(b, tmp_path / "b", dpi=60)}
+    memoised = Memoised(Memo(cache))
+    a = memoised.analyse(load_input(run_dir, None))
+    b = memoised.analyse(load_input(None, _edited_results(run_dir, tmp_path)))
+    fa = _bytes(memoised.render_all(a, tmp_path / "a", dpi=60))
+    fb = _bytes(memoised.render_all(b, tmp_path / "b", dpi=60))
     assert fa["fig3_delta"] != fb["fig3_delta"]
     assert len(list((cache / "analysis" / "figures").iterdir())) == 2
 
 
 def test_a_damaged_entry_is_redrawn_and_repaired(run_dir: Path, cache: Path, tmp_path: Path) -> None:
     a = analyse(load_input(run_dir, None))
-    good = {f.name: f.path.read_bytes() for f in F.render_all(a, tmp_path / "one", dpi=60)}
+    memo, key = Memo(cache), input_key(a.inp, a.comp.baseline)
+    good = _bytes(memo.cached_figures(key, "png", 60, tmp_path / "one", CountingRender(a)))
     (entry,) = (cache / "analysis" / "figures").iterdir()
     (entry / "fig3_delta.png").unlink()
-    redrawn = {f.name: f.path.read_bytes() for f in F.render_all(a, tmp_path / "two", dpi=60)}
-    assert redrawn.keys() == good.keys()
+    render = CountingRender(a)
+    redrawn = _bytes(memo.cached_figures(key, "png", 60, tmp_path / "two", render))
+    assert render.calls == 1 and redrawn == good
     assert (entry / "fig3_delta.png").read_bytes() == redrawn["fig3_delta"]
+    (entry / "manifest.json").write_text("{not json")
+    render = CountingRender(a)
+    assert _bytes(memo.cached_figures(key, "png", 60, tmp_path / "three", render)) == good
+    assert render.calls == 1
+
+
+def test_a_damaged_statistics_entry_is_recomputed(run_dir: Path, cache: Path) -> None:
+    inp = load_input(run_dir, None)
+    fresh = Memoised(Memo(cache)).analyse(inp)
+    (entry,) = (cache / "analysis" / "stats").iterdir()
+    entry.write_text('[{"name": 1}]')
+    assert Memoised(Memo(cache)).analyse(inp).stats == fresh.stats
+    assert Memo(cache).cached_statistics(input_key(inp, "TS"), _refuse) == fresh.stats  # repaired
 
 
 def test_an_unusable_cache_changes_nothing_but_speed(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     monkeypatch.setenv("USAGG_CACHE", str(blocker))
-    a = analyse(load_input(run_dir, None))
-    figs = F.render_all(a, tmp_path / "figs", dpi=60)
-    assert a.stats and all(f.path.stat().st_size > 1000 for f in figs)
+    inp = load_input(run_dir, None)
+    memoised = Memoised.for_input(inp)
+    a = memoised.analyse(inp)
+    assert a.stats == analyse(inp).stats
+    figs = memoised.render_all(a, tmp_path / "figs", dpi=60)
+    assert _bytes(figs) == _bytes(F.render_all(a, tmp_path / "fresh", dpi=60))
     assert blocker.read_text() == "x"
 
 
-def test_oldest_entries_are_pruned(run_dir: Path, cache: Path, monkeypatch) -> None:
-    monkeypatch.setattr(M, "KEEP", 2)
-    memo, folder = M.Memo(cache), cache / "analysis" / "stats"
-    a = analyse(load_input(run_dir, None))
-    for p in folder.iterdir():
-        os.utime(p, (1, 1))
+def test_oldest_entries_are_pruned(run_dir: Path, cache: Path) -> None:
+    stats = analyse(load_input(run_dir, None)).stats
+    memo, folder = Memo(cache, keep=2), cache / "analysis" / "stats"
     made = []
     for i in range(4):
-        before = set(folder.iterdir())
-        memo.statistics(f"key-{i}", lambda: a.stats)
+        before = set(folder.iterdir()) if folder.exists() else set()
+        memo.cached_statistics(f"key-{i}", lambda: stats)
         (new,) = set(folder.iterdir()) - before
         os.utime(new, (100 + i, 100 + i))  # distinct ages, oldest first
         made.append(new)
     assert set(folder.iterdir()) == set(made[2:])
-    memo.statistics("key-2", _refuse)  # a hit refreshes its entry
+    assert memo.cached_statistics("key-2", _refuse) == stats  # a hit refreshes its entry
+    memo.cached_statistics("key-4", lambda: stats)
+    assert made[2] in set(folder.iterdir()) and made[3] not in set(folder.iterdir())
 
 
-def test_study_cache_dir_is_used(run_dir: Path, tmp_path: Path, cache: Path) -> None:
+def test_study_cache_dir_is_used(tmp_path: Path, cache: Path) -> None:
     own = tmp_path / "own-run"
     simulate_run_store(own, load_tasks(TASKS)[:6])
     study = yaml.safe_load((own / "study.yaml").read_text())
     study.setdefault("data", {})["cache_dir"] = str(tmp_path / "study-cache")
     (own / "study.yaml").write_text(yaml.safe_dump(study))
-    analyse(load_input(own, None))
+    inp = load_input(own, None)
+    Memoised.for_input(inp).analyse(inp)
     assert list((tmp_path / "study-cache" / "analysis" / "stats").glob("*.json"))
     assert not (cache / "analysis").exists()
+
+
+def test_report_takes_its_figures_from_the_renderer_it_is_given(run_dir: Path, cache: Path, tmp_path: Path) -> None:
+    memoised = Memoised(Memo(cache))
+    a = memoised.analyse(load_input(run_dir, None))
+    plotted = _bytes(memoised.render_all(a, tmp_path / "figs"))
+    drawn: list[Path] = []
+
+    def render(a, folder: Path, fmt: str, dpi: int) -> list[F.FigureOut]:  # type: ignore[no-untyped-def]
+        drawn.append(folder)
+        return memoised.render_all(a, folder, fmt, dpi)
+
+    written = write_report(a, tmp_path / "rep", render=render)
+    assert drawn == [tmp_path / "rep" / "figures"]
+    assert {p.name: p.read_bytes() for p in written if p.parent.name == "figures"} == {
+        f"{n}.png": b for n, b in plotted.items()
+    }
+    assert len(list((cache / "analysis" / "figures").iterdir())) == 1  # the report reused plot's entry
 
 
 def test_report_after_plot_imports_neither_scipy_nor_matplotlib(run_dir: Path, cache: Path, tmp_path: Path) -> None:

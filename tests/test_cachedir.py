@@ -43,7 +43,7 @@ def filled(tmp_path: Path) -> dict[str, Path]:
     (synth / "train").mkdir(parents=True)
     (synth / "train" / "x.png").write_bytes(b"p" * 500)
     (synth / cachedir.SYNTH_MARKER).write_text("abc123\n")
-    Memo(root).statistics("k", lambda: [Stat("mean", "CG", 1.0, 1.5, 9, "m")])
+    Memo(root).cached_statistics("k", lambda: [Stat("mean", "CG", 1.0, 1.5, 9, "m")])
     (root / "notes.txt").write_text("mine")
     return {"root": root, "old": old.path, "new": new.path, "synth": synth, "imgs": imgs[0]}
 

@@ -92,7 +92,7 @@ def test_plan_json_fmc_uia(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
             assert sorted(j["name"] for j in these if j["paradigm"] == "TS") == sorted(t.id for t in study.tasks)
             assert sorted(j["name"] for j in these if j["paradigm"] == "CG") == sorted(groups)
             assert [len(j["tasks"]) for j in these if j["paradigm"] == "AU"] == [27]
-    assert all(j["state"] == "-" for j in jobs)
+    assert all(j["state"] == "pending" for j in jobs)  # as `run --dry-run` says
     assert all(j["moe"] == (j["paradigm"] != "TS") for j in jobs)
     assert len({j["id"] for j in jobs}) == len(jobs)
 
@@ -121,7 +121,7 @@ def test_plan_shows_run_store_state(
     args = ["plan", str(FMC), "--json"] + [a for o in overrides for a in ("--set", o)]
     code, text = run_cli(args, monkeypatch, capsys)
     assert code == 0
-    assert [j["state"] for j in json.loads(text)] == ["done", "pending", "-"]
+    assert [j["state"] for j in json.loads(text)] == ["done", "pending", "pending"]
 
 
 def test_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,6 +21,8 @@ from usagg.model.m2dino import build_model
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
 
+pytestmark = pytest.mark.slow  # trains real tiny jobs
+
 STUDY = """
 name: engine-test
 paradigms: [TS, AU]
@@ -92,6 +94,12 @@ def test_resume_from_last_checkpoint_gives_the_same_final_weights(jobs: dict[str
 
     assert fit_b.steps == fit_a.steps == 6 and fit_b.selected_epoch == fit_a.selected_epoch
     assert fit_b.history == fit_a.history
+    for h in fit_a.history:  # two tasks: the total is a mean of each task's own + auxiliary loss, so between them
+        own, aux = h["task_loss"], h["task_aux_loss"]
+        assert own and set(own) == set(aux) <= {"thyroid_malignancy", "thyroid_nodule_det"}
+        assert all(a > 0 for a in aux.values())  # a MoE model: the balance loss is there
+        optimised = [own[t] + aux[t] for t in own]
+        assert min(optimised) - 1e-12 <= h["loss"] <= max(optimised) + 1e-12
     sa, sb = straight.model.state_dict(), second.model.state_dict()
     assert sa.keys() == sb.keys()
     for k in sa:
@@ -114,9 +122,22 @@ def test_best_checkpoint_is_the_best_selection_epoch(jobs: dict[str, Job], tmp_p
     t = _trainer(jobs["TS-thyroid_nodule_det"], tmp_path / "ck")
     fit = t.fit()
     scores = [h["select_score"] for h in fit.history]
+    # one task without MoE: its own mean loss is the epoch's total mean loss, to the bit
+    assert [h["task_loss"] for h in fit.history] == [{"thyroid_nodule_det": h["loss"]} for h in fit.history]
+    assert all("task_aux_loss" not in h for h in fit.history)
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # first epoch reaching the maximum
     assert fit.selected_epoch == best + 1 and fit.best_score == pytest.approx(scores[best])
     assert checkpoint.load(t.best_path)["epoch"] == best + 1
+
+
+def test_one_task_moe_loss_is_its_own_loss_plus_the_auxiliary_loss(jobs: dict[str, Job], tmp_path: Path) -> None:
+    au = jobs["AU"]
+    job = au.model_copy(update={"tasks": au.tasks[:1], "training": au.training.model_copy(update={"epochs": 2})})
+    fit = _trainer(job, tmp_path / "ck").fit()
+    (task,) = job.task_ids
+    for h in fit.history:
+        assert set(h["task_loss"]) == set(h["task_aux_loss"]) == {task} and h["task_aux_loss"][task] > 0
+        assert h["loss"] == pytest.approx(h["task_loss"][task] + h["task_aux_loss"][task], rel=1e-12, abs=0)
 
 
 def test_non_finite_loss_fails_with_a_clear_error(jobs: dict[str, Job], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ returns the final state. What it does per job is read from `behaviour.json`.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from submitit.helpers import DelayedSubmission
 
-import usagg.execute as execute
+import usagg.execute.local as local
 from usagg.errors import UsaggError
 from usagg.execute import GpuPoolExecutor, InProcessExecutor, make_executor, resolve_devices
 from usagg.execute.pool import visible_device
@@ -28,8 +29,8 @@ from usagg.store import RunStore, read_json, write_json_atomic
 TESTS_DIR = str(Path(__file__).parent)
 
 
-def fake_run_one(store_root: str, job_id: str) -> str:
-    """run_one's contract: lock, state running, work, state done (or failed with error.txt)."""
+def fake_run_one(store_root: str, job_id: str, *, device: str | None = None, threads: int | None = None) -> str:
+    """run_one's contract: lock, state running, work, state done (or failed with error.txt); notes what it got."""
     store = RunStore(store_root)
     behaviour = read_json(Path(store_root) / "behaviour.json").get(job_id, "ok")
     with store.lock(job_id):
@@ -40,6 +41,8 @@ def fake_run_one(store_root: str, job_id: str) -> str:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "pid": os.getpid(),
                 "torch_imported": "torch" in sys.modules,
+                "device": device,
+                "threads": threads,
             },
         )
         time.sleep(0.2 if behaviour == "ok" else 0)
@@ -138,11 +141,13 @@ def test_a_broken_progress_callback_does_not_stop_the_run(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- GPU pool (on CPU)
 
 
+@pytest.mark.slow
 def test_gpu_pool_pins_workers_and_survives_a_crashed_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     store, ids = make_store(tmp_path, ["ok", "crash", "ok", "raise", "ok", "ok"])
     events = Events()
-    states = GpuPoolExecutor(str(store.root), [0, 1]).run(ids, fake_run_one, events)
+    fn = functools.partial(fake_run_one, device="cuda", threads=2)  # as usagg.service.job_function binds them
+    states = GpuPoolExecutor(str(store.root), [0, 1]).run(ids, fn, events)
     expected = dict(zip(ids, ["done", "failed", "done", "failed", "done", "done"], strict=True))
     assert states == expected
     assert {jid: store.job_state(jid) for jid in ids} == expected
@@ -150,6 +155,7 @@ def test_gpu_pool_pins_workers_and_survives_a_crashed_worker(tmp_path: Path, mon
     seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
     assert {s["cuda_visible_devices"] for s in seen.values()} == {"0", "1"}
     assert not any(s["torch_imported"] for s in seen.values())  # pinned before anything heavy
+    assert {(s["device"], s["threads"]) for s in seen.values()} == {("cuda", 2)}  # carried by the job function
     assert len({s["pid"] for s in seen.values()}) >= 3  # the crashed worker was replaced
 
     crashed = store.job_record(ids[1])
@@ -176,6 +182,7 @@ def test_visible_device_maps_through_the_parent_visibility() -> None:
 # --------------------------------------------------------------------------- Slurm via submitit
 
 
+@pytest.mark.slow
 def test_slurm_executor_runs_an_array_on_the_local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # submitit's local jobs unpickle fake_run_one by module name: let them import this file
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
@@ -186,8 +193,9 @@ def test_slurm_executor_runs_an_array_on_the_local_cluster(tmp_path: Path, monke
     assert isinstance(executor, SlurmExecutor)
     executor.poll_s = 0.2
     executor.results_timeout_s = 1  # the crashed job leaves no result file: do not wait 15 s for one
-    states = executor.run(ids, fake_run_one, events)
+    states = executor.run(ids, functools.partial(fake_run_one, device="cpu", threads=1), events)
     assert states == {ids[0]: "done", ids[1]: "failed", ids[2]: "failed"}
+    assert read_json(store.job_dir(ids[0]) / "seen.json")["device"] == "cpu"  # the node got it in the pickled call
     assert {jid: store.job_state(jid) for jid in ids} == states
     assert store.job_record(ids[1])["error"] == f"RuntimeError: boom in {ids[1]}"
     assert "did not complete" in (store.job_dir(ids[2]) / "error.txt").read_text()
@@ -238,7 +246,7 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path: Path, monkeypatch: p
 
 
 def test_make_executor_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(execute, "_cuda_count", lambda: 2)
+    monkeypatch.setattr(local, "cuda_device_count", lambda: 2)
     assert isinstance(make_executor(ExecutionSpec(devices="cpu"), tmp_path), InProcessExecutor)
     assert isinstance(make_executor(ExecutionSpec(devices=[0]), tmp_path), InProcessExecutor)
     pool = make_executor(ExecutionSpec(devices="auto"), tmp_path)
@@ -251,7 +259,7 @@ def test_make_executor_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_resolve_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(execute, "_cuda_count", lambda: 2)
+    monkeypatch.setattr(local, "cuda_device_count", lambda: 2)
     assert resolve_devices(ExecutionSpec(devices="cpu")) is None
     assert resolve_devices(ExecutionSpec(devices="auto")) == [0, 1]
     assert resolve_devices(ExecutionSpec(devices="cuda")) == [0, 1]
@@ -260,7 +268,7 @@ def test_resolve_devices(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_devices(ExecutionSpec(devices=[0, 2]))
     with pytest.raises(UsaggError, match="twice"):
         resolve_devices(ExecutionSpec(devices=[1, 1]))
-    monkeypatch.setattr(execute, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(local, "cuda_device_count", lambda: 0)
     assert resolve_devices(ExecutionSpec(devices="auto")) is None
     with pytest.raises(UsaggError, match="no CUDA device"):
         resolve_devices(ExecutionSpec(devices="cuda"))
@@ -270,3 +278,35 @@ def test_resolve_devices_with_real_torch_on_this_machine() -> None:
     torch = pytest.importorskip("torch")
     n = torch.cuda.device_count()
     assert resolve_devices(ExecutionSpec(devices="auto")) == (list(range(n)) or None)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_registry_holds_the_built_ins_and_imports_nothing_heavy() -> None:
+    import subprocess
+
+    code = (
+        "import sys, usagg.execute.registry as r; "
+        "print(r.executor_names(), sorted(m for m in ('torch', 'submitit', 'usagg.spec.models', 'usagg.store') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['local', 'slurm'] []"
+
+
+def test_unknown_executor_names_the_registered_ones(tmp_path: Path) -> None:
+    from usagg.execute.registry import EXECUTORS, get_executor_factory, register_executor
+
+    def factory(execution: ExecutionSpec, store_root: str) -> InProcessExecutor:
+        return InProcessExecutor(store_root)
+
+    with pytest.raises(
+        UsaggError, match=r"unknown executor 'slrum' \(did you mean 'slurm'\?\); registered executors: "
+    ):
+        get_executor_factory("slrum")
+    with pytest.raises(ValueError, match="already registered"):
+        register_executor("local", "another local")(factory)
+    with pytest.raises(ValueError, match="an executor name"):
+        register_executor("two words", "x")(factory)
+    assert EXECUTORS["local"].description and EXECUTORS["slurm"].factory is get_executor_factory("slurm")

@@ -87,6 +87,7 @@ def test_unknown_task_and_loss_without_targets() -> None:
         model(torch.randn(1, 3, 64, 64), "nope")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "keypoints"), [("seg", ""), ("cls", ""), ("det", ""), ("kp", "heatmap"), ("kp", "direct")]
 )

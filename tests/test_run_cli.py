@@ -19,6 +19,8 @@ from usagg.plan import plan
 from usagg.spec.load import load_study
 from usagg.store import RunStore, write_json_atomic
 
+pytestmark = pytest.mark.slow  # end-to-end `usagg run` subprocesses and training
+
 REPO = Path(__file__).resolve().parents[1]
 
 STUDY = """
@@ -48,7 +50,6 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     """The real entry point in-process; (exit code, output)."""
     monkeypatch.setattr(sys, "argv", ["usagg", *args])
     monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setenv("USAGG_DEVICE", "cpu")  # restored after the test (run sets it)
     with pytest.raises(SystemExit) as exc:
         main()
     out = capsys.readouterr()
@@ -71,7 +72,7 @@ def test_sigkill_mid_job_then_rerun_matches_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data"
-    env = {**os.environ, "USAGG_DEVICE": "cpu", "OMP_NUM_THREADS": "2", "COLUMNS": "200"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "usagg", "run", "study.yaml", "--only"]
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     write_study(killed, data, epochs=8, steps=3)
@@ -149,6 +150,7 @@ def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(study), "--dry-run"], monkeypatch, capsys)
     assert code == 0 and "2 of 2 job(s) would run" in out and "TS-thyroid_malignancy-f1-s0-" in out
+    assert out.count(" pending ") == 2  # no folder yet: pending, as `usagg plan` says
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
     code, out = run_cli(["run", str(study), "--paradigm", "AU"], monkeypatch, capsys)
     assert code == 2 and "--paradigm AU: this study plans TS" in out
@@ -156,6 +158,28 @@ def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
     assert code == 2 and "--only TS-nope: no such job" in out
     code, out = run_cli(["run", str(study), "--devices", "gpu0"], monkeypatch, capsys)
     assert code == 2 and "--devices 'gpu0'" in out
+    code, out = run_cli(["run", str(study), "--executor", "slrum"], monkeypatch, capsys)
+    assert code == 2 and "--executor 'slrum': choose one of local, slurm" in out
+
+
+def test_dry_run_plan_and_status_agree_on_an_interrupted_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usagg.spec.load import dump_study
+
+    study = write_study(tmp_path, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_study(study)
+    jobs = plan(loaded)
+    store = RunStore(tmp_path / "runs" / "tiny")
+    store.init(dump_study(loaded), jobs[:1])
+    store.set_state(jobs[0].id, "running")  # as a killed run leaves it: running, and nobody holds the lock
+    code, out = run_cli(["plan", str(study), "--json"], monkeypatch, capsys)
+    assert code == 0 and [j["state"] for j in json.loads(out)] == ["interrupted", "pending"]
+    code, out = run_cli(["run", str(study), "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and " interrupted " in out and " pending " in out
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "interrupted" in out and "1 running (1 of them interrupted" in out
 
 
 def test_run_refuses_a_dataset_with_problems(

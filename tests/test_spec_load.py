@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from usagg.errors import SpecError
-from usagg.spec.load import dump_study, load_study, parse_override
+from usagg.plan import plan
+from usagg.spec.load import dump_study, load_study, packaged_catalogs, parse_override
 from usagg.spec.models import Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_shipped_study_validates_without_data(name: str) -> None:
 
 
 def test_shipped_catalog_matches_reference() -> None:
-    shipped = yaml.safe_load((REPO / "studies/catalogs/fmc_uia.yaml").read_text())["tasks"]
+    shipped = yaml.safe_load((REPO / "usagg/catalogs/fmc_uia.yaml").read_text())["tasks"]
     reference = Path("/work/shared/reference/fmc_uia_tasks.yaml")
     if reference.is_file():
         assert shipped == yaml.safe_load(reference.read_text())["tasks"]
@@ -198,7 +198,50 @@ def test_shipped_catalog_matches_reference() -> None:
 
 
 def test_shipped_studies_all_load() -> None:
-    """Every study in studies/ (demo.yaml too, once the integrator adds it) loads."""
-    for path in sorted((REPO / "studies").glob("*.yaml")):
+    """Every study in studies/ and in the package (usagg/studies/) loads, naming its catalog by name."""
+    paths = sorted((REPO / "studies").glob("*.yaml")) + sorted((REPO / "usagg" / "studies").glob("*.yaml"))
+    assert len(paths) == 4
+    for path in paths:
         assert isinstance(load_study(path), Study), path
-    assert os.path.isdir(REPO / "studies" / "catalogs")
+        assert yaml.safe_load(path.read_text())["tasks_from"]["catalog"] in packaged_catalogs(), path
+
+
+def test_packaged_catalog_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`catalog: synthetic` is the packaged catalog wherever the study lives; `synthetic.yaml` is a local file."""
+    assert packaged_catalogs() == ["fmc_uia", "synthetic"]
+    packaged = yaml.safe_load((REPO / "usagg/catalogs/synthetic.yaml").read_text())["tasks"]
+    spec = write(tmp_path, "a/s.yaml", "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: synthetic}\n")
+    monkeypatch.chdir(tmp_path)
+    assert [t.id for t in load_study(spec).tasks] == [t["id"] for t in packaged]
+    write(tmp_path, "a/synthetic.yaml", CATALOG)
+    local = write(tmp_path, "a/l.yaml", "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: synthetic.yaml}\n")
+    assert [t.id for t in load_study(local).tasks] == ["seg_a", "cls_b", "det_c", "reg_d"]
+    write(tmp_path, "a/synthetic", CATALOG)  # `./synthetic` is a path as written, never the packaged name
+    dotted = write(tmp_path, "a/d.yaml", "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: ./synthetic}\n")
+    assert [t.id for t in load_study(dotted).tasks] == ["seg_a", "cls_b", "det_c", "reg_d"]
+    fmc = write(
+        tmp_path, "f.yaml", "name: f\ndata: {root: d}\ntasks_from: {catalog: fmc_uia, include: [FUGC, cervix]}\n"
+    )
+    assert [(t.id, t.group) for t in load_study(fmc).tasks] == [("FUGC", "OB"), ("cervix", "OB")]
+
+
+def test_unknown_catalog_name_lists_the_packaged_ones(tmp_path: Path) -> None:
+    spec = write(tmp_path, "s.yaml", "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: fmc_uai}\n")
+    with pytest.raises(SpecError) as err:
+        load_study(spec)
+    text = str(err.value)
+    assert text.startswith(f"{spec}: tasks_from.catalog = 'fmc_uai': no packaged catalog of that name")
+    assert "(did you mean 'fmc_uia'?)" in text and "packaged catalogs: fmc_uia, synthetic." in text
+    assert "\n" not in text and err.value.exit_code == 2
+
+
+def test_catalog_location_never_changes_job_ids(tmp_path: Path) -> None:
+    """The demo's job ids are the same with its catalog by name or as a copied file (ids hash task settings only)."""
+    by_name = load_study(REPO / "studies" / "demo.yaml")
+    write(tmp_path, "cat/tasks.yaml", (REPO / "usagg/catalogs/synthetic.yaml").read_text())
+    text = (REPO / "studies" / "demo.yaml").read_text().replace("catalog: synthetic ", "catalog: cat/tasks.yaml ")
+    assert "catalog: cat/tasks.yaml" in text
+    by_path = load_study(write(tmp_path, "demo.yaml", text))
+    assert [j.id for j in plan(by_path)] == [j.id for j in plan(by_name)]
+    ids = [j.id for j in plan(by_name)]
+    assert (ids[0], ids[-1]) == ("TS-fetal_head-f1-s0-02a6d1be", "AU-all-f1-s0-41a03f6a")  # as before issue 12

@@ -366,3 +366,81 @@ def test_latest_picks_most_recent_study(tmp_path: Path) -> None:
     for p in (a.root, a.plan_json):
         os.utime(p, (old - 100, old - 100))
     assert RunStore.latest(out).root == b.root
+
+
+# --------------------------------------------------------------------------- display state and liveness
+
+
+def test_display_state_running_with_a_dead_or_missing_holder_is_interrupted(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    jid = jobs[0].id
+    assert store.display_state(jid) == "pending"
+    assert store.display_state("TS-nothing-f1-s0-deadbeef") == "pending"  # no folder at all
+    store.set_state(jid, "running")
+    assert store.display_state(jid) == "interrupted"  # running, but nobody holds the lock
+    with store.lock(jid):
+        assert store.lock_alive(jid) and store.display_state(jid) == "running"
+    p = SPAWN.Process(target=_lock_and_die, args=(str(store.root), jid))
+    p.start()
+    p.join(30)
+    assert store.lock_holder(jid)["pid"] == p.pid  # the dead process's lock is still there
+    assert not store.lock_alive(jid)
+    assert store.display_state(jid) == "interrupted"
+    assert store.job_state(jid) == "running"  # the record itself is left as it was
+
+
+def test_display_state_of_a_holder_on_another_host_follows_its_heartbeat(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    store.stale_after_s = 60
+    jid = jobs[0].id
+    store.set_state(jid, "running")
+    _foreign_lock(store, jid, age_s=5)
+    assert store.lock_alive(jid) and store.display_state(jid) == "running"
+    _foreign_lock(store, jid, age_s=120)
+    assert not store.lock_alive(jid) and store.display_state(jid) == "interrupted"
+
+
+# --------------------------------------------------------------------------- job files
+
+
+def test_job_files_go_through_the_store(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    jid = jobs[0].id
+    paths = store.paths(jid)
+    assert paths.folder == store.job_dir(jid) and paths.metrics.parent == paths.folder
+    assert store.metrics(jid) is None and store.error_text(jid) is None and not store.has_checkpoint(jid)
+    store.write_metrics(jid, {"job_id": jid, "tasks": {}})
+    assert store.metrics(jid) == {"job_id": jid, "tasks": {}}
+    assert store.all_metrics() == {jid: {"job_id": jid, "tasks": {}}}
+    store.write_error(jid, "Traceback ...\n")
+    assert store.error_text(jid) == "Traceback ...\n"
+    store.clear_error(jid)
+    assert store.error_text(jid) is None
+    paths.last_checkpoint.parent.mkdir(parents=True)
+    paths.last_checkpoint.write_bytes(b"x")
+    assert store.has_checkpoint(jid)
+    paths.metrics.write_text("{not json")
+    with pytest.raises(UsaggError, match="not readable JSON"):
+        store.metrics(jid)
+    assert store.planned_count() == len(jobs)
+    assert store.stored_study() == {"name": "toy"}
+    assert store.job_folders() == sorted(j.id for j in jobs)
+
+
+def test_fresh_results_rebuilds_a_missing_or_stale_table(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path)
+    with pytest.raises(UsaggError, match=r"no results\.csv and no finished job"):
+        store.fresh_results()
+    job = jobs[0]
+    store.set_state(job.id, "running")
+    store.write_metrics(job.id, _metrics(job))
+    store.set_state(job.id, "done")
+    path = store.fresh_results()  # missing: built
+    assert len(path.read_text().splitlines()) == 1 + 2
+    path.write_text(",".join(RESULT_COLUMNS) + "\n")
+    old = time.time() - 100
+    os.utime(path, (old, old))
+    assert len(store.fresh_results().read_text().splitlines()) == 3  # older than metrics.json: rebuilt
+    path.write_text("kept as is\n")
+    store.mark_results_fresh()
+    assert store.fresh_results().read_text() == "kept as is\n"  # dated after every metrics.json: kept

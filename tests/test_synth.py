@@ -62,7 +62,7 @@ def test_registry_has_the_nine_fixed_tasks_and_the_catalog_agrees() -> None:
         "cardiac_chambers": ("segmentation", 4, "Cardiac"),
     }
     assert {t.id: (t.type, t.num_classes, t.group) for t in TASKS.values()} == expected
-    catalog = yaml.safe_load((REPO / "studies" / "catalogs" / "synthetic.yaml").read_text())["tasks"]
+    catalog = yaml.safe_load((REPO / "usagg" / "catalogs" / "synthetic.yaml").read_text())["tasks"]
     assert [c["id"] for c in catalog] == list(TASKS)
     for entry in catalog:
         t = TASKS[entry["id"]]

@@ -225,8 +225,50 @@ def test_an_unregistered_type_is_a_spec_error_naming_the_registered_ones(tmp_pat
 
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: s\ndata: {root: /nowhere}\ntasks:\n  - {id: q, type: multilabel, num_classes: 3}\n"
-        "paradigms: [TS]\n"
+        "name: s\ndata: {root: /nowhere}\ntasks:\n  - {id: q, type: multilabel, num_classes: 3}\nparadigms: [TS]\n"
     )
     with pytest.raises(SpecError, match=r"tasks\[0\]\.type.*unknown task type 'multilabel'.*segmentation"):
         load_study(spec)
+
+
+PLUGIN = """
+from usagg.tasktypes import Metric, TaskType, register_task_type
+
+
+@register_task_type
+class Counting(TaskType):
+    name = "counting"
+    metrics = (Metric("MAE", False),)
+    num_classes_meaning = "1 (one count per image)"
+    prediction_file = "counting_predictions.json"
+    prediction_keys = ("image_path", "task_id", "predicted_count")
+"""
+
+
+def test_a_plugin_named_in_the_environment_reaches_a_fresh_process(tmp_path: Path) -> None:
+    """USAGG_PLUGINS is how worker processes (GPU pool, Slurm) see a type registered outside the package."""
+    import os
+    import subprocess
+
+    (tmp_path / "lab_plugin.py").write_text(PLUGIN)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: s\ndata: {{root: {tmp_path}}}\nparadigms: [TS]\n"
+        + "tasks:\n  - {id: cells, type: counting, num_classes: 1}\n"
+    )
+    env = {**os.environ, "USAGG_PLUGINS": "lab_plugin", "PYTHONPATH": str(tmp_path), "COLUMNS": "200"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "usagg", "registry", "task-types", "--json"], env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    types = {t["type"]: t for t in json.loads(listed.stdout)}
+    assert list(types)[:4] == ["segmentation", "classification", "detection", "regression"]
+    assert types["counting"]["module"] == "lab_plugin" and types["counting"]["metrics (primary first)"] == "MAE ↓"
+    ok = subprocess.run([sys.executable, "-m", "usagg", "validate", str(spec)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    env.pop("USAGG_PLUGINS")
+    refused = subprocess.run(
+        [sys.executable, "-m", "usagg", "validate", str(spec)], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "unknown task type 'counting'" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -23,7 +23,12 @@ Layout::
         error.txt            traceback when it failed
 
 Job states: pending -> running -> done | failed (a failed or interrupted job
-goes back to running when run again). A job id ends with a hash of every
+goes back to running when run again). For display, `RunStore.display_state`
+adds "interrupted": state running but the lock holder is dead or gone.
+
+This class is the only code that spells these file names: the engine, the
+executors, the CLI and the analysis reach the files through `RunStore` and
+`JobPaths` (one object knows the paths, as submitit's JobPaths does). A job id ends with a hash of every
 setting that changes its result, so changing the spec makes new job folders
 and leaves old ones (and their results) untouched; `plan.json` and
 `results.csv` describe the current plan only.
@@ -45,16 +50,21 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from usagg.atomic import write_json_atomic, write_text_atomic
 from usagg.errors import UsaggError
+from usagg.paradigms import paradigm_names
 from usagg.plan import Job
-from usagg.tasktypes import PARADIGMS, RESULT_COLUMNS, metric_direction
+from usagg.results_schema import RESULT_COLUMNS
+from usagg.tasktypes import metric_direction
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
+#: What `display_state` may answer: the stored states plus "interrupted" (running, holder dead).
+DISPLAY_STATES: tuple[str, ...] = (*STATES, "interrupted")
 
 
 LOCK_NAME = ".lock"
@@ -154,11 +164,63 @@ def _read_holder(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
+# --------------------------------------------------------------------------- one job's files
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where one job's files live; the engine writes into a bare folder through it too (tests, `run_job`)."""
+
+    folder: Path
+
+    @property
+    def record(self) -> Path:
+        """job.json: the Job, its state, attempts, timings, host, pid, error."""
+        return self.folder / "job.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / LOCK_NAME
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.txt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.json"
+
+    @property
+    def error(self) -> Path:
+        """The traceback of the last failed attempt."""
+        return self.folder / "error.txt"
+
+    @property
+    def splits(self) -> Path:
+        """The image paths of train / selection / test per task."""
+        return self.folder / "splits.json"
+
+    @property
+    def predictions(self) -> Path:
+        """The test predictions in the challenge's submission format (a folder)."""
+        return self.folder / "predictions"
+
+    @property
+    def checkpoints(self) -> Path:
+        """last.pt and best.pt of the trainer (a folder)."""
+        return self.folder / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Present when a killed attempt can resume."""
+        return self.checkpoints / "last.pt"
+
+
 # --------------------------------------------------------------------------- the store
 
 
 class RunStore:
-    """One study's folder: plan, job states, locks and the results table."""
+    """One study's folder: plan, job states, locks, job files and the results table."""
 
     def __init__(self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0) -> None:
         self.root = Path(root)
@@ -192,8 +254,9 @@ class RunStore:
             raise UsaggError(f"invalid job id {job_id!r}")
         return self.jobs_dir / job_id
 
-    def _job_json(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "job.json"
+    def paths(self, job_id: str) -> JobPaths:
+        """Every file of one job (nothing is created)."""
+        return JobPaths(self.job_dir(job_id))
 
     # ----- study
 
@@ -212,10 +275,9 @@ class RunStore:
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise UsaggError(f"the plan has duplicate job ids {dup}")
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.study_yaml, study_yaml)
+        self.write_study(study_yaml)
         for job in jobs:
-            path = self._job_json(job.id)
+            path = self.paths(job.id).record
             dump = job.model_dump(mode="json")
             if path.is_file():
                 record = read_json(path)
@@ -233,7 +295,31 @@ class RunStore:
                     "error": None,
                 }
             write_json_atomic(path, record)
-        write_json_atomic(self.plan_json, [j.model_dump(mode="json") for j in jobs])
+        self.write_plan([j.model_dump(mode="json") for j in jobs])
+
+    def write_study(self, study_yaml: str) -> None:
+        """Write study.yaml (the resolved spec as run)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.study_yaml, study_yaml)
+
+    def write_plan(self, records: list[dict[str, Any]]) -> None:
+        """Write plan.json from Job dumps (`init` does this; the analysis simulator writes its own records)."""
+        write_json_atomic(self.plan_json, records)
+
+    def stored_study(self) -> dict[str, Any]:
+        """study.yaml as a mapping ({} when there is none), read by the spec's YAML reader and its errors."""
+        if not self.study_yaml.is_file():
+            return {}
+        from usagg.spec.load import read_yaml  # lazy: reading a store needs no spec models
+
+        return read_yaml(self.study_yaml, what="stored study")
+
+    def planned_count(self) -> int | None:
+        """How many jobs plan.json lists, None when it is missing or unreadable (the analysis only counts them)."""
+        try:
+            return len(read_json(self.plan_json))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def jobs(self) -> list[Job]:
         """The jobs of the current plan, in plan order."""
@@ -245,24 +331,40 @@ class RunStore:
         """Ids of the current plan, in plan order."""
         return [j.id for j in self.jobs()]
 
+    def job_folders(self) -> list[str]:
+        """Ids of every job folder, planned or not, sorted (old hashes keep their folders)."""
+        if not self.jobs_dir.is_dir():
+            return []
+        return sorted(d.name for d in self.jobs_dir.iterdir() if d.is_dir())
+
     def job(self, job_id: str) -> Job:
         """The Job of a job folder (also for folders no longer in the plan)."""
         return Job.model_validate(self.job_record(job_id)["job"])
 
+    def has_job(self, job_id: str) -> bool:
+        """Whether the store holds a record (job.json) for this id."""
+        return self.paths(job_id).record.is_file()
+
     def job_record(self, job_id: str) -> dict[str, Any]:
         """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error."""
-        path = self._job_json(job_id)
         try:
-            return read_json(path)
+            return read_json(self.paths(job_id).record)
         except FileNotFoundError:
             raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
 
     def job_state(self, job_id: str) -> str:
-        """pending | running | done | failed; pending for a job without a folder."""
-        path = self._job_json(job_id)
+        """pending | running | done | failed, as job.json says; pending for a job without a folder."""
+        path = self.paths(job_id).record
         if not path.is_file():
             return "pending"
         return str(read_json(path).get("state", "pending"))
+
+    def display_state(self, job_id: str) -> str:
+        """The state to show: `job_state`, but "interrupted" for a running job whose lock holder is not alive."""
+        state = self.job_state(job_id)
+        if state == "running" and not self.lock_alive(job_id):
+            return "interrupted"
+        return state
 
     def states(self) -> dict[str, str]:
         """State of every job of the current plan."""
@@ -297,30 +399,82 @@ class RunStore:
                 record["error"] = None
         record["state"] = state
         record.update(extra)
-        write_json_atomic(self._job_json(job_id), record)
+        write_json_atomic(self.paths(job_id).record, record)
         return record
+
+    # ----- job files
+
+    def metrics(self, job_id: str) -> dict[str, Any] | None:
+        """metrics.json of a job, None when it has none; UsaggError naming the file when it is not JSON."""
+        path = self.paths(job_id).metrics
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise UsaggError(f"{path}: not readable JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise UsaggError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return data
+
+    def all_metrics(self) -> dict[str, dict[str, Any]]:
+        """Job folder id -> metrics.json, for every job folder that has one (planned or not), sorted by id."""
+        found = {jid: self.metrics(jid) for jid in self.job_folders()}
+        return {jid: m for jid, m in found.items() if m is not None}
+
+    def write_metrics(self, job_id: str, metrics: dict[str, Any]) -> Path:
+        """Write metrics.json (the engine's result for the job)."""
+        return write_json_atomic(self.paths(job_id).metrics, metrics)
+
+    def error_text(self, job_id: str) -> str | None:
+        """error.txt (the traceback of the last failed attempt), None when there is none."""
+        try:
+            return self.paths(job_id).error.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write_error(self, job_id: str, text: str) -> Path:
+        """Write error.txt for a failed attempt (the job folder is created if needed)."""
+        return write_text_atomic(self.paths(job_id).error, text)
+
+    def clear_error(self, job_id: str) -> None:
+        """Remove the previous attempt's error.txt (a new attempt starts)."""
+        self.paths(job_id).error.unlink(missing_ok=True)
+
+    def has_checkpoint(self, job_id: str) -> bool:
+        """Whether a killed attempt left a checkpoint to resume from."""
+        return self.paths(job_id).last_checkpoint.is_file()
 
     # ----- locks
 
-    def _lock_path(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / LOCK_NAME
-
     def lock_holder(self, job_id: str) -> dict[str, Any] | None:
         """Who holds the job's lock (host, pid, started, token), or None."""
-        return _read_holder(self._lock_path(job_id))
+        return _read_holder(self.paths(job_id).lock)
 
-    def _is_stale(self, path: Path, holder: dict[str, Any]) -> bool:
+    def lock_alive(self, job_id: str) -> bool:
+        """Whether a live process holds the job's lock (the answer `status`, `plan` and lock breaking share)."""
+        path = self.paths(job_id).lock
+        holder = _read_holder(path)
+        return holder is not None and self._holder_alive(path, holder)
+
+    def _holder_alive(self, path: Path, holder: dict[str, Any]) -> bool:
+        """The one liveness rule, host-aware.
+
+        Any host: the heartbeat (the lock file's mtime) must be younger than
+        `stale_after_s`. This host: the recorded pid must also run and be the
+        same process (its start time matches). Another host cannot be probed:
+        its fresh heartbeat is the answer. A lock being written right now (no
+        holder info yet) is young, so alive.
+        """
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
-            return False  # gone already: not ours to break
+            return False  # released meanwhile
         if age > self.stale_after_s:
-            return True
-        if not holder:
-            return False  # being written right now (or unreadable): young, so treat as live
-        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _pid_alive(holder["pid"], holder.get("proc_start"))
-        return False
+            return False
+        if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            return _pid_alive(holder["pid"], holder.get("proc_start"))
+        return True
 
     def _break(self, path: Path, holder: dict[str, Any]) -> None:
         """Remove a stale lock; rename first so two breakers cannot both win, then check what we took."""
@@ -339,7 +493,7 @@ class RunStore:
             aside.unlink()
 
     def _acquire(self, job_id: str) -> tuple[Path, str]:
-        path = self._lock_path(job_id)
+        path = self.paths(job_id).lock
         path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         info = {
@@ -357,7 +511,7 @@ class RunStore:
                 holder = _read_holder(path)
                 if holder is None:
                     continue  # released meanwhile: try again
-                if self._is_stale(path, holder):
+                if not self._holder_alive(path, holder):
                     self._break(path, holder)
                     continue
                 raise JobLocked(job_id, holder) from None
@@ -381,8 +535,7 @@ class RunStore:
 
         The lock file is created with O_CREAT|O_EXCL (atomic, also over NFS v3+)
         and holds host, pid and start time; a heartbeat thread touches it every
-        `heartbeat_s`. A lock is stale when its process is gone (same host) or
-        its heartbeat is older than `stale_after_s` (any host); stale locks are
+        `heartbeat_s`. A holder that is not alive (see `_holder_alive`) is
         broken. Yields the holder info written into the lock.
         """
         path, token = self._acquire(job_id)
@@ -397,7 +550,7 @@ class RunStore:
 
     def release_own_lock(self, job_id: str) -> bool:
         """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
-        path = self._lock_path(job_id)
+        path = self.paths(job_id).lock
         holder = _read_holder(path)
         if holder and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
             self._release(path, str(holder.get("token")))
@@ -408,16 +561,14 @@ class RunStore:
 
     def rebuild_results(self) -> Path:
         """Write results.csv from the metrics.json of every done job of the current plan."""
-        order = {p: i for i, p in enumerate(PARADIGMS)}
+        order = {p: i for i, p in enumerate(paradigm_names())}
         rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for job in self.jobs():
             if self.job_state(job.id) != "done":
                 continue
-            metrics_path = self.job_dir(job.id) / "metrics.json"
-            try:
-                metrics = read_json(metrics_path)
-            except FileNotFoundError:
-                raise UsaggError(f"job {job.id} is done but has no {metrics_path}") from None
+            metrics = self.metrics(job.id)
+            if metrics is None:
+                raise UsaggError(f"job {job.id} is done but has no {self.paths(job.id).metrics}")
             groups = {t.id: t.group for t in job.tasks}
             for task_id, entry in (metrics.get("tasks") or {}).items():
                 for name, value in (entry.get("metrics") or {}).items():
@@ -446,6 +597,34 @@ class RunStore:
         write_text_atomic(self.results_csv, buf.getvalue())
         return self.results_csv
 
+    def _newest_metrics_mtime(self) -> float | None:
+        times = [
+            self.paths(jid).metrics.stat().st_mtime for jid in self.job_folders() if self.paths(jid).metrics.is_file()
+        ]
+        return max(times) if times else None
+
+    def fresh_results(self) -> Path:
+        """results.csv, rebuilt first when it is missing or older than a job's metrics.json.
+
+        UsaggError when there is neither a results.csv nor a finished job to build one from.
+        """
+        newest = self._newest_metrics_mtime()
+        csv_path = self.results_csv
+        stale = not csv_path.is_file() or (newest is not None and newest > csv_path.stat().st_mtime)
+        if stale and newest is not None:
+            self.rebuild_results()
+        if not csv_path.is_file():
+            raise UsaggError(
+                f"{self.root} has no results.csv and no finished job (jobs/*/metrics.json) to build it from"
+            )
+        return csv_path
+
+    def mark_results_fresh(self) -> None:
+        """Date results.csv after every metrics.json, so `fresh_results` keeps it (a table written by other means)."""
+        newest = self._newest_metrics_mtime()
+        if newest is not None:
+            os.utime(self.results_csv, (newest + 1, newest + 1))
+
     # ----- finding stores
 
     @classmethod
@@ -455,9 +634,9 @@ class RunStore:
         candidates = []
         if output_root.is_dir():
             for d in output_root.iterdir():
-                plan = d / "plan.json"
-                if d.is_dir() and plan.is_file():
-                    candidates.append((max(d.stat().st_mtime, plan.stat().st_mtime), d.name, d))
+                store = cls(d)
+                if d.is_dir() and store.exists():
+                    candidates.append((max(d.stat().st_mtime, store.plan_json.stat().st_mtime), d.name, d))
         if not candidates:
             raise UsaggError(f"no run store under {output_root}/ (no <study>/plan.json): run `usagg run STUDY` first")
         return cls(max(candidates)[2])

@@ -15,7 +15,7 @@ import numpy as np
 
 from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
-from usagg.tasktypes import HIGHER_IS_BETTER
+from usagg.tasktypes import metric_direction
 
 SEED_ORDER = "mean over seeds per task, then Δ per task"
 
@@ -136,10 +136,11 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         direction[r.task] = r.higher_is_better
         if not math.isnan(r.value):
             values.setdefault((r.fraction, r.task, r.paradigm), []).append(r.value)
-    tasks = [
-        TaskInfo(t, groups[t], types[t], inp.primary[t], direction.get(t, HIGHER_IS_BETTER.get(inp.primary[t], True)))
-        for t in inp.task_order
-    ]
+    for t in inp.task_order:  # a task without a primary-metric row takes the metric's registered direction
+        if t not in direction:
+            known = metric_direction(inp.primary[t])
+            direction[t] = True if known is None else known
+    tasks = [TaskInfo(t, groups[t], types[t], inp.primary[t], direction[t]) for t in inp.task_order]
     comp = Comparison(
         baseline=baseline,
         paradigms=paradigms,

@@ -26,7 +26,7 @@ from usagg.analysis.style import (
 )
 from usagg.analysis.tables import frac_label, ordered_tasks
 from usagg.atomic import write_with
-from usagg.tasktypes import METRIC_UNITS, TASK_TYPES
+from usagg.tasktypes import metric_unit, task_type_names
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FigureOut:
+    """One written figure: its name (fig3_delta), the file, and the caption the report prints under it."""
+
     name: str
     path: Path
     caption: str
@@ -88,7 +90,7 @@ def representative_tasks(a: Analysis) -> list[str]:
     first: dict[str, str] = {}
     for t in a.comp.tasks:
         first.setdefault(t.type, t.task)
-    return [first[ty] for ty in TASK_TYPES if ty in first]
+    return [first[ty] for ty in task_type_names() if ty in first]
 
 
 def fig_absolute(a: Analysis) -> tuple[Figure, str]:
@@ -116,7 +118,7 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
             ax.tick_params(axis="x", labelrotation=30)
             for lab in ax.get_xticklabels():
                 lab.set_horizontalalignment("right")
-        unit = METRIC_UNITS.get(m)
+        unit = metric_unit(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}")
         ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
         if unit is None:
@@ -191,7 +193,7 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
         n = comp.n_train.get((f, t), math.nan)
         labels.append(f"{t} ({'n=' + str(round(n)) if not math.isnan(n) else 'n=?'})")
     strip.set_yticks(list(ypos.values()), labels)
-    for ty in TASK_TYPES:
+    for ty in task_type_names():
         ys = [yy for t, yy in ypos.items() if comp.info(t).type == ty]
         if ys:
             strip.scatter([0.5] * len(ys), ys, marker=TYPE_MARKERS[ty], s=14, color=TYPE_COLORS[ty], linewidths=0)
@@ -220,7 +222,7 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
     present = list(dict.fromkeys(comp.info(t).type for t in ypos))
     handles += [
         Line2D([], [], marker=TYPE_MARKERS[ty], color=TYPE_COLORS[ty], linestyle="", markersize=4, label=ty)
-        for ty in TASK_TYPES
+        for ty in task_type_names()
         if ty in present
     ]
     fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
@@ -277,7 +279,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
 def fig_task_type(a: Analysis) -> tuple[Figure, str]:
     """Δ by task type per paradigm: box (quartiles) with every task as a point."""
     comp, f = a.comp, _main_fraction(a)
-    types = [ty for ty in TASK_TYPES if any(t.type == ty for t in comp.tasks)]
+    types = [ty for ty in task_type_names() if any(t.type == ty for t in comp.tasks)]
     others = comp.others
     fig = _new(COLUMN_W, 2.5)
     ax = fig.subplots()
@@ -432,12 +434,10 @@ FIGURE_DPI = 300  # plot and report share it, so report reuses what plot rendere
 
 
 def render_all(a: Analysis, folder: Path, fmt: str = "png", dpi: int = FIGURE_DPI) -> list[FigureOut]:
-    """Every applicable figure as folder/<name>.<fmt>, copied from the memo when these inputs were drawn before."""
-    return a.memo.figures(a.key, fmt, dpi, Path(folder), lambda out: _draw_all(a, out, fmt, dpi))
+    """Draw every applicable figure and save it atomically as folder/<name>.<fmt>; return what was written.
 
-
-def _draw_all(a: Analysis, folder: Path, fmt: str, dpi: int) -> list[FigureOut]:
-    """Draw and atomically save every applicable figure."""
+    Always draws: the commands reuse earlier drawings through usagg/analysis/outputs.py.
+    """
     out = []
     with paper_style():
         for name, make in FIGURES:
@@ -445,7 +445,7 @@ def _draw_all(a: Analysis, folder: Path, fmt: str, dpi: int) -> list[FigureOut]:
             if made is None:
                 continue
             fig, cap = made
-            path = folder / f"{name}.{fmt}"
+            path = Path(folder) / f"{name}.{fmt}"
             kw = {"pil_kwargs": {"compress_level": 2}} if fmt == "png" else {}  # zlib level 6 costs ~0.1 s a figure
             write_with(path, lambda tmp, fig=fig, kw=kw: fig.savefig(tmp, format=fmt, dpi=dpi, **kw))
             out.append(FigureOut(name, path, cap))

@@ -1,20 +1,21 @@
 """Where the analysis reads from: a run store folder or an imported results CSV, plus the study's settings.
 
-The run store is the only state (DESIGN.md); this module finds it, refreshes a stale
-results.csv through the store, and reads the `analysis:` and `tasks:` sections of the
-stored study.yaml so that compare, plot and report agree on baseline and metrics.
+The run store is the only state (docs/internals.md); this module finds it, and reads
+through `RunStore` (the only code that opens the store's files) a fresh results.csv, the
+`analysis:` and `tasks:` sections of the stored study so that compare, plot and report
+agree on baseline and metrics, the planned job count and the MoE expert usage.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
-from usagg.tasktypes import DEFAULT_METRIC
+from usagg.store import RunStore
+from usagg.tasktypes import default_metric
 
 
 @dataclass
@@ -59,32 +60,7 @@ def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
             f"no run store under {root}/ (run `usagg run STUDY.yaml` first, give RUN_DIR, "
             "or analyse an imported table with --results FILE.csv)"
         )
-    from usagg.store import RunStore
-
     return Path(RunStore.latest(root).root)
-
-
-def _results_csv(run_dir: Path) -> Path:
-    """results.csv, rebuilt through the store when missing or older than a job's metrics.json."""
-    csv_path = run_dir / "results.csv"
-    metrics = list((run_dir / "jobs").glob("*/metrics.json")) if (run_dir / "jobs").is_dir() else []
-    stale = not csv_path.is_file() or any(m.stat().st_mtime > csv_path.stat().st_mtime for m in metrics)
-    if stale and metrics:
-        from usagg.store import RunStore
-
-        csv_path = Path(RunStore(run_dir).rebuild_results())
-    if not csv_path.is_file():
-        raise UsaggError(f"{run_dir} has no results.csv and no finished job (jobs/*/metrics.json) to build it from")
-    return csv_path
-
-
-def _read_study(run_dir: Path | None) -> dict:
-    """The stored (resolved) study.yaml as a mapping, read by the spec module like every YAML file."""
-    if run_dir is None or not (run_dir / "study.yaml").is_file():
-        return {}
-    from usagg.spec.load import read_yaml
-
-    return read_yaml(run_dir / "study.yaml", what="stored study")
 
 
 def _settings(study: dict, path: str) -> Settings:
@@ -113,7 +89,7 @@ def _primary_metrics(table: ResultsTable, study: dict) -> tuple[dict[str, str], 
         types[r.task] = r.type
     primary, notes = {}, []
     for task, metrics in by_task.items():
-        chosen = declared.get(task) or DEFAULT_METRIC[types[task]]
+        chosen = declared.get(task) or default_metric(types[task])
         if chosen not in metrics and len(metrics) == 1 and not declared.get(task):
             (only,) = metrics
             notes.append(f"task {task}: no {chosen} in the table, its only metric {only} is used as primary")
@@ -123,16 +99,12 @@ def _primary_metrics(table: ResultsTable, study: dict) -> tuple[dict[str, str], 
 
 
 def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]]]:
-    """job_id -> task -> per-MoE-block expert counts, from jobs/*/metrics.json where logged."""
+    """job_id -> task -> per-MoE-block expert counts, from every job's metrics where logged."""
     usage: dict[str, dict[str, list[list[float]]]] = {}
-    if run_dir is None or not (run_dir / "jobs").is_dir():
+    if run_dir is None:
         return usage
-    for path in sorted((run_dir / "jobs").glob("*/metrics.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise UsaggError(f"{path}: not readable JSON ({err})") from None
-        eu = data.get("expert_usage") if isinstance(data, dict) else None
+    for folder, data in RunStore(run_dir).all_metrics().items():
+        eu = data.get("expert_usage")
         if not eu:
             continue
         clean = {}
@@ -140,7 +112,7 @@ def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]
             if blocks and all(isinstance(b, list) for b in blocks):
                 clean[task] = [[float(x) for x in b] for b in blocks]
         if clean:
-            usage[str(data.get("job_id") or path.parent.name)] = clean
+            usage[str(data.get("job_id") or folder)] = clean
     return usage
 
 
@@ -152,28 +124,22 @@ def _cache_dir(study: dict) -> Path | None:
 
 def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
     """Read a run store (RUN_DIR, or the latest under root) or an imported CSV into an AnalysisInput."""
-    if results is not None:
-        if run_dir is not None and not Path(run_dir).is_dir():
-            raise UsaggError(f"run folder {run_dir} does not exist")
-        csv_path = Path(results)
-    else:
+    if results is not None and run_dir is not None and not Path(run_dir).is_dir():
+        raise UsaggError(f"run folder {run_dir} does not exist")
+    if results is None:
         run_dir = resolve_run_dir(run_dir, root)
-        csv_path = _results_csv(run_dir)
+    store = RunStore(run_dir) if run_dir is not None else None
+    csv_path = Path(results) if results is not None or store is None else store.fresh_results()
     table = read_results(csv_path)
-    study = _read_study(run_dir)
-    settings = _settings(study, str(run_dir / "study.yaml") if run_dir else "defaults")
+    study = store.stored_study() if store is not None else {}
+    settings = _settings(study, str(store.study_yaml) if store is not None else "defaults")
     primary, notes = _primary_metrics(table, study)
     declared_order = [t["id"] for t in study.get("tasks") or [] if isinstance(t, dict) and "id" in t]
     order = [t for t in declared_order if t in primary] + [t for t in table.tasks if t not in declared_order]
     unknown = [t for t in settings.representative_tasks if t not in primary]
     if unknown:
         notes.append(f"analysis.representative_tasks names tasks without results: {', '.join(unknown)}")
-    planned = None
-    if run_dir is not None and (run_dir / "plan.json").is_file():
-        try:
-            planned = len(json.loads((run_dir / "plan.json").read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, TypeError):
-            planned = None
+    planned = store.planned_count() if store is not None else None
     name = study.get("name") or (table.studies[0] if table.studies else None) or csv_path.stem
     return AnalysisInput(
         table=table,

@@ -3,11 +3,15 @@
 `usagg compare`, `plot` and `report` run as separate processes. Without a memo each
 one imports scipy again (~0.5 s) and `report` redraws the figures `plot` just drew
 (~2 s). A key hashes the analysis input (results rows, settings, primary metrics,
-task order, expert usage, baseline), the source of the analysis code, the scipy or
-matplotlib version and the rendering options, so a hit is what a fresh computation
-would give. Entries live under <cache>/analysis/{stats,figures}/; the least recently
-used beyond KEEP are pruned. The cache is an optimisation only: when it cannot be
-read or written the output is computed as if it were empty.
+task order, expert usage, baseline), the source of the code the analysis runs, the
+scipy or matplotlib version and the rendering options, so a hit is what a fresh
+computation would give. Entries live under <cache>/analysis/{stats,figures}/; the
+least recently used beyond `keep` are pruned. The cache is an optimisation only: when
+it cannot be read or written the output is computed as if it were empty.
+
+This module knows no drawing code: it wraps the computations it is handed (a
+`compute` or `render` callable), scikit-learn `memory=` style, and the boundary that
+applies it is usagg/analysis/outputs.py.
 """
 
 from __future__ import annotations
@@ -19,34 +23,61 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg import __version__
+from usagg.analysis.stats import Stat
 from usagg.atomic import write_bytes_atomic, write_json_atomic
 from usagg.cachedir import cache_root, remove
 
 if TYPE_CHECKING:
-    from usagg.analysis.figures import FigureOut
     from usagg.analysis.inputs import AnalysisInput
-    from usagg.analysis.stats import Stat
 
 KEEP = 64  # entries per kind; a figure entry is ~0.5 MB of PNG
 MANIFEST = "manifest.json"
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """One rendered figure as the memo stores it: its name, the file it was written to, its caption."""
+
+    name: str
+    path: Path
+    caption: str
+
+
+def code_sources() -> list[Path]:
+    """The source the analysis runs: usagg/analysis/, the task types (metric directions, units, figure style),
+    usagg/paradigms.py (paradigm order) and usagg/results_schema.py (the results columns)."""
+    return sorted(
+        [
+            *_PACKAGE.glob("analysis/*.py"),
+            *_PACKAGE.glob("tasktypes/*.py"),
+            _PACKAGE / "paradigms.py",
+            _PACKAGE / "results_schema.py",
+        ]
+    )
+
+
+def sources_digest(paths: Iterable[Path]) -> str:
+    """Hash of usagg's version and each file's folder, name and bytes (not where the checkout lives)."""
+    h = hashlib.sha256(__version__.encode())
+    for path in paths:
+        h.update("/".join(path.parts[-2:]).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """Hash of the analysis package's source and usagg's version: a code change invalidates every entry."""
-    h = hashlib.sha256(__version__.encode())
-    here = Path(__file__).parent
-    for path in sorted([*here.glob("*.py"), here.parent / "tasktypes.py"]):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    """Hash of `code_sources()`: a code change invalidates every entry."""
+    return sources_digest(code_sources())
 
 
 def _version(dist: str) -> str:
@@ -79,18 +110,17 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
 class Memo:
     """One cache folder of analysis outputs (stats as JSON, figures as files plus a manifest)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keep: int = KEEP) -> None:
         self.root = Path(root) / "analysis"
+        self.keep = keep
 
     @classmethod
     def for_input(cls, inp: AnalysisInput) -> Memo:
         """The study's data.cache_dir when the stored study sets one, else $USAGG_CACHE or ~/.cache/usagg."""
         return cls(cache_root(inp.cache_dir))
 
-    def statistics(self, key: str, compute: Callable[[], list[Stat]]) -> list[Stat]:
+    def cached_statistics(self, key: str, compute: Callable[[], list[Stat]]) -> list[Stat]:
         """Cached statistics for `key` (which must cover the comparison and bootstrap settings), else compute."""
-        from usagg.analysis.stats import Stat
-
         path = self.root / "stats" / f"{digest(key, _version('scipy'))}.json"
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             items = json.loads(path.read_text(encoding="utf-8"))
@@ -100,15 +130,17 @@ class Memo:
         stats = compute()
         with contextlib.suppress(OSError):
             write_json_atomic(path, [dataclasses.asdict(s) for s in stats])
-            _prune(path.parent)
+            _prune(path.parent, self.keep)
         return stats
 
-    def figures(
-        self, key: str, fmt: str, dpi: int, folder: Path, render: Callable[[Path], list[FigureOut]]
-    ) -> list[FigureOut]:
-        """Copy the cached figures for (key, fmt, dpi) into `folder`, or render them there and cache them."""
-        from usagg.analysis.figures import FigureOut
+    def cached_figures(
+        self, key: str, fmt: str, dpi: int, folder: Path, render: Callable[[Path], list[FigureFile]]
+    ) -> list[FigureFile]:
+        """Copy the cached figures for (key, fmt, dpi) into `folder`, or `render` them there and cache them.
 
+        `render(folder)` must write every figure into `folder` and return them; `key`
+        must cover everything they depend on but the format and resolution.
+        """
         entry = self.root / "figures" / digest(key, fmt, dpi, _version("matplotlib"))
         folder = Path(folder)
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
@@ -116,18 +148,18 @@ class Memo:
             blobs = [(d, (entry / d["file"]).read_bytes()) for d in items]  # read all before writing any
             out = []
             for d, data in blobs:
-                out.append(FigureOut(d["name"], write_bytes_atomic(folder / d["file"], data), d["caption"]))
+                out.append(FigureFile(d["name"], write_bytes_atomic(folder / d["file"], data), d["caption"]))
             _touch(entry)
             return out
         shutil.rmtree(entry, ignore_errors=True)  # a damaged entry would block storing a good one
         figs = render(folder)
         with contextlib.suppress(OSError):
             _store(entry, figs)
-            _prune(entry.parent)
+            _prune(entry.parent, self.keep)
         return figs
 
 
-def _store(entry: Path, figs: list[FigureOut]) -> None:
+def _store(entry: Path, figs: list[FigureFile]) -> None:
     """Build the entry in a temporary sibling and rename it into place, so readers never see half of one."""
     tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -147,11 +179,11 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _prune(folder: Path) -> None:
-    """Remove the least recently used entries beyond KEEP (temporary folders of live writers are left alone)."""
+def _prune(folder: Path, keep: int) -> None:
+    """Remove the least recently used entries beyond `keep` (temporary folders of live writers are left alone)."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    if len(entries) <= KEEP:
+    if len(entries) <= keep:
         return
     entries.sort(key=lambda p: p.stat().st_mtime)
-    for p in entries[: len(entries) - KEEP]:
+    for p in entries[: len(entries) - keep]:
         remove(p)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 from usagg.analysis.figures import FIGURE_DPI, FIGURES, FigureOut, render_all
@@ -16,6 +17,9 @@ from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import Table, delta_long_table, frac_label, negative_table
 from usagg.atomic import write_text_atomic
+
+#: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
+Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -120,10 +124,10 @@ def _remove_stale(folder: Path, keep: set[Path]) -> None:
             p.unlink()
 
 
-def write_report(a: Analysis, folder: Path, dpi: int = FIGURE_DPI) -> list[Path]:
-    """Write the whole report folder and return the paths written."""
+def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: int = FIGURE_DPI) -> list[Path]:
+    """Write the whole report folder and return the paths written; `render` draws the PNGs into folder/figures."""
     folder = Path(folder)
-    figs = render_all(a, folder / "figures", "png", dpi=dpi)
+    figs = render(a, folder / "figures", "png", dpi)
     sections = _sections(a)
     written = [f.path for f in figs]
     tables = [t for _, ts in sections for t in ts] + [delta_long_table(a.comp)]

@@ -7,16 +7,14 @@ hurts segmentation most), clearly not results. Every value depends only on `seed
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from usagg.analysis.results import Row, write_results
-from usagg.atomic import write_text_atomic
-from usagg.tasktypes import DEFAULT_METRIC, HIGHER_IS_BETTER
+from usagg.store import RunStore
+from usagg.tasktypes import default_metric, metric_direction
 
 _BASE = {"segmentation": (0.55, 0.9), "classification": (0.7, 0.97), "detection": (0.45, 0.8), "regression": (8, 40)}
 _SENS = {"segmentation": 1.0, "classification": 0.35, "detection": 0.6, "regression": 0.5}
@@ -56,8 +54,8 @@ def simulate_rows(
             for sd in seeds:
                 for t in tasks:
                     ttype, tid = t["type"], t["id"]
-                    metric = t.get("metric") or DEFAULT_METRIC[ttype]
-                    hib = HIGHER_IS_BETTER[metric]
+                    metric = t.get("metric") or default_metric(ttype)
+                    hib = bool(metric_direction(metric))
                     n = max(1, round(n_full[tid] * f))
                     scale = 1 - 0.25 * (1 - f) * _SENS[ttype]  # less data, worse TS
                     d = 0.0 if p == "TS" else effect.get((p, tid), 0.0) * (0.5 + 0.5 * f)
@@ -74,7 +72,9 @@ def simulate_rows(
                     sec = _SECONDARY.get(ttype)
                     if sec and sec != metric:
                         v = 20 * (1.2 - m) if sec == "HD" else min(0.999, m * 0.95)
-                        rows.append(Row(metric=sec, value=float(v), higher_is_better=HIGHER_IS_BETTER[sec], **common))
+                        rows.append(
+                            Row(metric=sec, value=float(v), higher_is_better=bool(metric_direction(sec)), **common)
+                        )
     return rows
 
 
@@ -87,17 +87,19 @@ def simulate_run_store(
     representative: list[str] | None = None,
     **kwargs: object,
 ) -> Path:
-    """Write study.yaml, jobs/*/metrics.json (with expert usage for MoE jobs) and a fresh results.csv."""
+    """Write a run store through RunStore: the study, a plan, each job's metrics (expert usage for MoE jobs)
+    and a results.csv dated after them, so the analysis reads it as is."""
     import yaml
 
     run_dir = Path(run_dir)
+    store = RunStore(run_dir)
     rows = simulate_rows(tasks, study=run_dir.name, **kwargs)  # type: ignore[arg-type]
     study = {
         "name": run_dir.name,
         "tasks": [{k: t[k] for k in ("id", "type", "num_classes", "group", "metric") if k in t} for t in tasks],
         "analysis": {"baseline": "TS", "representative_tasks": representative or [], "bootstrap": 2000},
     }
-    write_text_atomic(run_dir / "study.yaml", yaml.safe_dump(study, sort_keys=False))
+    store.write_study(yaml.safe_dump(study, sort_keys=False))
     rng = np.random.default_rng(1)
     jobs: dict[str, dict] = {}
     for r in rows:
@@ -109,14 +111,11 @@ def simulate_run_store(
             if r.task not in eu:
                 pref = rng.dirichlet(np.full(experts, 0.4))
                 eu[r.task] = [rng.multinomial(4000, pref).tolist() for _ in range(moe_blocks)]
-    plan = [{"id": jid, "simulated": True} for jid in jobs]  # only its length is read by the analysis
-    write_text_atomic(run_dir / "plan.json", json.dumps(plan))
+    store.write_plan([{"id": jid, "simulated": True} for jid in jobs])  # only its length is read by the analysis
     for jid, job in jobs.items():
-        write_text_atomic(run_dir / "jobs" / jid / "metrics.json", json.dumps(job))
-    csv_path = run_dir / "results.csv"
-    write_results(rows, csv_path)
-    newest = max(p.stat().st_mtime for p in (run_dir / "jobs").glob("*/metrics.json"))
-    os.utime(csv_path, (newest + 1, newest + 1))
+        store.write_metrics(jid, job)
+    write_results(rows, store.results_csv)
+    store.mark_results_fresh()
     return run_dir
 
 

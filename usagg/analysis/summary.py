@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from usagg.analysis.delta import Comparison, compare
 from usagg.analysis.inputs import AnalysisInput
-from usagg.analysis.memo import Memo, input_key
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, statistics
 from usagg.analysis.tables import (
@@ -30,17 +29,20 @@ class Analysis:
     inp: AnalysisInput
     comp: Comparison
     stats: list[Stat]
-    key: str  # memo key of everything statistics and figures depend on
-    memo: Memo
+
+
+def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
+    """Every statistic of `comp` under the study's bootstrap settings (analysis.bootstrap, bootstrap_seed)."""
+    return statistics(comp, inp.settings.bootstrap, inp.settings.bootstrap_seed)
 
 
 def analyse(inp: AnalysisInput, baseline: str | None = None) -> Analysis:
-    """Δ versus the baseline (default: the study's analysis.baseline) and every statistic (memoised)."""
+    """Δ versus the baseline (default: the study's analysis.baseline) and every statistic, computed afresh.
+
+    The commands reuse earlier statistics through usagg/analysis/outputs.py instead.
+    """
     comp = compare(inp, baseline)
-    key, memo = input_key(inp, comp.baseline), Memo.for_input(inp)
-    s = inp.settings
-    stats = memo.statistics(key, lambda: statistics(comp, s.bootstrap, s.bootstrap_seed))
-    return Analysis(inp, comp, stats, key, memo)
+    return Analysis(inp, comp, study_statistics(inp, comp))
 
 
 def summary_table(a: Analysis) -> Table:

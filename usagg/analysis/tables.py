@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer
 from usagg.analysis.stats import Stat
-from usagg.tasktypes import METRIC_UNITS
+from usagg.tasktypes import metric_unit
 
 Cellv = str | float | int | None
 
@@ -62,7 +62,7 @@ def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Tab
     for task in ordered_tasks(comp):
         info = comp.info(task)
         n = comp.n_train.get((fraction, task), math.nan)
-        unit = METRIC_UNITS.get(info.metric)
+        unit = metric_unit(info.metric)
         metric = f"{info.metric}{' (' + unit + ')' if unit else ''} {arrow(info.higher_is_better)}"
         row: list[Cellv] = [task, info.group, info.type, metric, None if math.isnan(n) else round(n)]
         for p in comp.paradigms:

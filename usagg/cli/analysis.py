@@ -7,10 +7,15 @@ commands that need them, and torch never.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from usagg.errors import UsaggError
+
+if TYPE_CHECKING:
+    from usagg.analysis.outputs import Memoised
+    from usagg.analysis.summary import Analysis
 
 _RUN_DIR = typer.Argument(
     None, metavar="RUN_DIR", help="Run store folder (runs/<study>); default: the latest under --root."
@@ -29,11 +34,14 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: str | None):  # type: ignore[no-untyped-def]
+def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: str | None) -> tuple[Analysis, Memoised]:
+    """The analysed study and the memo its commands share (usagg/analysis/outputs.py)."""
     from usagg.analysis.inputs import load_input
-    from usagg.analysis.summary import analyse
+    from usagg.analysis.outputs import Memoised
 
-    return analyse(load_input(run_dir, results, root), baseline)
+    inp = load_input(run_dir, results, root)
+    memoised = Memoised.for_input(inp)
+    return memoised.analyse(inp, baseline), memoised
 
 
 def compare_cmd(
@@ -51,7 +59,8 @@ def compare_cmd(
     _choice(fmt, COMPARE_FORMATS, "--format")
     from usagg.analysis.summary import compare_output
 
-    text = compare_output(_analyse(run_dir, results, root, baseline), fmt)
+    a, _ = _analyse(run_dir, results, root, baseline)
+    text = compare_output(a, fmt)
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -77,11 +86,9 @@ def plot_cmd(
     Example: usagg plot runs/demo --format pdf --out paper/figures
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
-    from usagg.analysis.figures import render_all
-
-    a = _analyse(run_dir, results, root, baseline)
+    a, memoised = _analyse(run_dir, results, root, baseline)
     folder = out or Path("reports") / a.inp.study / "figures"
-    for fig in render_all(a, folder, fmt):
+    for fig in memoised.render_all(a, folder, fmt):
         typer.echo(f"wrote {fig.path}")
 
 
@@ -100,9 +107,9 @@ def report_cmd(
     """
     from usagg.analysis.report import write_report
 
-    a = _analyse(run_dir, results, root, baseline)
+    a, memoised = _analyse(run_dir, results, root, baseline)
     folder = out or Path("reports") / a.inp.study
-    for path in write_report(a, folder):
+    for path in write_report(a, folder, render=memoised.render_all):
         typer.echo(f"wrote {path}")
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from usagg import __version__
-from usagg.cli import analysis, cache, data, runs, spec_cmds, synth
+from usagg.cli import analysis, cache, data, init, registry, runs, spec_cmds, synth
 from usagg.errors import UsaggError
 
 app = typer.Typer(
@@ -36,7 +36,7 @@ def _root(
     """usagg: one YAML study spec in, the whole task-aggregation study out."""
 
 
-for _module in (spec_cmds, synth, data, runs, analysis, cache):
+for _module in (init, spec_cmds, synth, data, runs, analysis, cache, registry):
     _module.register(app)
 
 

@@ -1,4 +1,4 @@
-"""`usagg registry`: what this installation can run: task types, paradigms, backbones, executors, and where each comes from.
+"""`usagg registry`: what this installation can run (task types, paradigms, backbones, executors) and from where.
 
 Plug-ins register into the same registries (usagg/tasktypes/, usagg/paradigms.py,
 usagg/model/zoo.py, usagg/execute/registry.py), so this is how a user checks that

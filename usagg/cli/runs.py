@@ -1,12 +1,14 @@
 """`usagg run` and `usagg status`: train a study's jobs into its run store, and show where they stand.
 
-torch, the engine and the data code are imported inside the commands only, so
-`import usagg.cli.app` (and `usagg --help`) stays fast.
+A thin layer: options become spec overrides, the run service (usagg/service.py)
+does the work step by step, and this module renders each step (rich tables and
+progress). torch, the engine and the data code are imported by the service's
+steps only, so `import usagg.cli.app` (and `usagg --help`) stays fast.
 """
 
 from __future__ import annotations
 
-import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +19,7 @@ from usagg.errors import UsaggError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from usagg.plan import Job
-    from usagg.spec.models import Study
+    from usagg.service import DataProblems, StudyRun
     from usagg.store import RunStore
 
 RUN_HELP = """Train and evaluate a study's jobs (TS / CG / AU) into its run store, resuming where it stopped.
@@ -53,87 +54,23 @@ Examples:
 MAX_TASKS_SHOWN = 4
 
 
-# --------------------------------------------------------------------------- helpers (no torch)
-
-
-def _overrides(sets: list[str], executor: str | None, devices: str | None) -> list[str]:
-    """--executor and --devices as spec overrides (they never change a job id)."""
-    out = list(sets)
-    if executor is not None:
-        if executor not in ("local", "slurm"):
-            raise UsaggError(f"--executor {executor!r}: choose local or slurm")
-        out.append(f"execution.executor={executor}")
-    if devices is not None:
-        d = devices.strip()
-        if d in ("cpu", "auto", "cuda"):
-            out.append(f"execution.devices={d}")
-        else:
-            try:
-                ids = [int(x) for x in d.split(",") if x.strip()]
-            except ValueError:
-                raise UsaggError(
-                    f"--devices {devices!r}: give cpu, auto, cuda or GPU indices such as 0 or 0,1"
-                ) from None
-            out.append(f"execution.devices=[{', '.join(map(str, ids))}]")
-    return out
-
-
-def _select_jobs(jobs: list[Job], paradigms: list[str], only: list[str]) -> list[Job]:
-    """The planned jobs narrowed by --paradigm and --only (unknown names are errors)."""
-    if paradigms:
-        known = sorted({j.paradigm for j in jobs})
-        bad = [p for p in paradigms if p not in known]
-        if bad:
-            raise UsaggError(f"--paradigm {', '.join(bad)}: this study plans {', '.join(known)}")
-        jobs = [j for j in jobs if j.paradigm in paradigms]
-    if only:
-        ids = {j.id for j in jobs}
-        bad = [i for i in only if i not in ids]
-        if bad:
-            raise UsaggError(
-                f"--only {', '.join(bad)}: no such job in this selection; planned jobs: "
-                f"{', '.join(j.id for j in jobs) or 'none'} (see `usagg run STUDY --dry-run`)"
-            )
-        jobs = [j for j in jobs if j.id in only]
-    return jobs
+# --------------------------------------------------------------------------- rendering (no torch)
 
 
 def _primary_text(store: RunStore, job_id: str) -> str:
-    """'task: METRIC value' per task from metrics.json ('' when there is none)."""
-    from usagg.store import read_json
-
-    path = store.job_dir(job_id) / "metrics.json"
-    if not path.is_file():
-        return ""
+    """'task: METRIC value' per task from the job's metrics ('' when there are none)."""
     try:
-        tasks = read_json(path).get("tasks") or {}
-    except ValueError:
+        metrics = store.metrics(job_id)
+    except UsaggError:
         return "(unreadable metrics.json)"
     parts = []
-    for task_id, entry in tasks.items():
+    for task_id, entry in ((metrics or {}).get("tasks") or {}).items():
         name = entry.get("primary")
         value = (entry.get("metrics") or {}).get(name)
         parts.append(f"{task_id}: {name} {'n/a' if value is None else f'{value:.4g}'}")
     if len(parts) > MAX_TASKS_SHOWN:
         parts = [*parts[:MAX_TASKS_SHOWN], f"... (+{len(parts) - MAX_TASKS_SHOWN} tasks)"]
     return "\n".join(parts)
-
-
-def _alive(holder: dict[str, Any] | None) -> bool:
-    """Whether a lock holder looks alive: another host is trusted; on this host its pid must exist."""
-    import socket
-
-    if not holder:
-        return False
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return True
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _duration(seconds: float | None) -> str:
@@ -148,63 +85,40 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    colour = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim", "interrupted": "magenta"}
     table = Table(title=escape(title), show_lines=False)
     table.add_column("job", overflow="fold")
     for col in ("state", "duration", "primary metrics"):
         table.add_column(col)
     for jid in job_ids:
-        record = store.job_record(jid) if (store.job_dir(jid) / "job.json").is_file() else {}
-        state = record.get("state", "pending")
-        if state == "running" and not _alive(store.lock_holder(jid)):
-            state = "interrupted"
+        record = store.job_record(jid) if store.has_job(jid) else {}
+        state = store.display_state(jid)
         detail = _primary_text(store, jid) if state == "done" else ""
         if state == "failed" and record.get("error"):
             detail = f"[red]{escape(str(record['error']))}[/]"
         else:
             detail = escape(detail)
-        table.add_row(
-            escape(jid), f"[{colour.get(state, 'white')}]{state}[/]", _duration(record.get("duration_s")), detail
-        )
+        table.add_row(escape(jid), _state_text(state), _duration(record.get("duration_s")), detail)
     return table
 
 
-def _check_data(study: Study, console: Console) -> None:
-    """Refuse to train on a dataset with problems: list them and exit 1."""
+def _state_text(state: str) -> str:
+    colour = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim", "interrupted": "magenta"}
+    return f"[{colour.get(state, 'white')}]{state}[/]"
+
+
+def _print_problems(console: Console, err: DataProblems) -> None:
+    """List a dataset's problems (the first 50) and say that nothing is trained."""
     from rich.markup import escape
 
-    from usagg.data.check import check_dataset
-    from usagg.data.source import dataset_root
-
-    with console.status("preparing and checking the dataset ..."):
-        root = dataset_root(study.data)
-        splits = ("train", "val") if study.data.test_split == "val" else ("train",)
-        report = check_dataset(root, study.tasks, splits=splits)
-    if report.ok:
-        console.print(f"dataset {escape(str(root))}: [green]no problems[/] ({len(report.tasks)} task(s))")
-        return
-    console.print(f"[bold red]the dataset at {escape(str(root))} has {len(report.problems)} problem(s):[/]")
+    report = err.report
+    root = escape(str(report.root))
+    console.print(f"[bold red]the dataset at {root} has {len(report.problems)} problem(s):[/]")
     for p in report.problems[:50]:
         where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
         console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
     if len(report.problems) > 50:
-        console.print(f"  ... and {len(report.problems) - 50} more (usagg data check {escape(str(root))})")
+        console.print(f"  ... and {len(report.problems) - 50} more (usagg data check {root})")
     console.print("not training: fix the data (or the study's tasks) first")
-    raise typer.Exit(1)
-
-
-def _device_env(study: Study) -> None:
-    """Tell the engine its device and threads (the in-process executor and spawned workers read these)."""
-    from usagg.engine.device import DEVICE_ENV, THREADS_ENV
-
-    devices = study.execution.devices
-    if study.execution.executor == "local":
-        if devices == "cpu":
-            os.environ[DEVICE_ENV] = "cpu"
-        elif devices == "cuda" or isinstance(devices, list):
-            os.environ[DEVICE_ENV] = "cuda"  # pool workers see their one GPU as cuda:0
-    if study.execution.threads:
-        os.environ[THREADS_ENV] = str(study.execution.threads)
 
 
 class _Display:
@@ -264,87 +178,77 @@ def run(
     study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study spec."),
     paradigm: list[str] = typer.Option([], "--paradigm", help="Run only these paradigms (repeatable): TS, CG, AU."),
     only: list[str] = typer.Option([], "--only", help="Run only these job ids (repeatable)."),
-    executor: str | None = typer.Option(None, "--executor", help="local or slurm (default: the spec's)."),
+    executor: str | None = typer.Option(
+        None, "--executor", help="A registered executor: local, slurm, ... (default: the spec's)."
+    ),
     devices: str | None = typer.Option(None, "--devices", help="cpu, auto, cuda, or GPU indices like 0,1."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed jobs again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
     sets: list[str] = typer.Option([], "--set", help="Override a spec value, e.g. --set training.epochs=5."),
 ) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    from usagg.plan import plan
-    from usagg.spec.load import dump_study, load_study
-    from usagg.store import RunStore
+    from usagg.service import DataProblems, StudyRun, run_overrides
+    from usagg.spec.load import load_study
 
     console = Console()
-    study = load_study(study_file, _overrides(sets, executor, devices))
-    all_jobs = plan(study)
-    jobs = _select_jobs(all_jobs, paradigm, only)
-    store = RunStore(Path(study.output_root) / study.name)
-    states = {j.id: store.job_state(j.id) for j in jobs}
-    todo = [j.id for j in jobs if states[j.id] != "done" and (states[j.id] != "failed" or retry_failed)]
-
+    study = load_study(study_file, run_overrides(sets, executor=executor, devices=devices))
+    job_run = StudyRun.prepare(study, paradigm, only, retry_failed)
     if dry_run:
-        _print_dry_run(console, store, jobs, states, set(todo))
+        _print_dry_run(console, job_run)
         return
-    _check_data(study, console)
-    store.init(dump_study(study), all_jobs)
-    skipped_failed = [j for j in jobs if states[j.id] == "failed" and not retry_failed]
+    try:
+        with console.status("preparing and checking the dataset ..."):
+            report = job_run.check_data()
+    except DataProblems as err:
+        _print_problems(console, err)
+        raise typer.Exit(1) from None
+    console.print(f"dataset {escape(str(report.root))}: [green]no problems[/] ({len(report.tasks)} task(s))")
+    job_run.init_store()
+    store, skipped = job_run.store, job_run.skipped_failed
     console.print(
-        f"study [bold]{study.name}[/]: {len(jobs)} job(s) selected, {len(todo)} to run, "
-        f"{sum(s == 'done' for s in states.values())} done"
-        + (f", {len(skipped_failed)} failed skipped (use --retry-failed)" if skipped_failed else "")
+        f"study [bold]{study.name}[/]: {len(job_run.jobs)} job(s) selected, {len(job_run.todo)} to run, "
+        f"{len(job_run.done)} done"
+        + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
         + f"; store {store.root}"
     )
-    if todo and study.model.weights is None:
+    if job_run.todo and study.model.weights is None:
         console.print(
             f"[bold yellow]warning:[/] model.weights is empty: the {study.model.backbone} encoder is RANDOMLY "
             "initialised, so results are far below a pretrained DINOv3 (give a local official checkpoint)"
         )
-    if todo:
-        _execute(study, store, todo, console)
-    store.rebuild_results()
-    console.print(_summary_table(store, [j.id for j in jobs], f"{study.name}: {store.root}"))
-    console.print(f"results: {store.results_csv}")
-    final = {j.id: store.job_state(j.id) for j in jobs}
-    failed = [jid for jid, s in final.items() if s == "failed"]
-    if failed:
-        console.print(f"[bold red]{len(failed)} job(s) failed[/]; see jobs/<id>/error.txt under {store.root}")
+    if job_run.todo:
+        display = _Display(console, len(job_run.todo))
+        with display.progress:
+            job_run.execute(display.on_event, display.on_progress)
+    result = job_run.finish()
+    console.print(_summary_table(store, list(result.states), f"{study.name}: {store.root}"))
+    console.print(f"results: {result.results_csv}")
+    if result.failed:
+        console.print(f"[bold red]{len(result.failed)} job(s) failed[/]; see jobs/<id>/error.txt under {store.root}")
         raise typer.Exit(1)
 
 
-def _execute(study: Study, store: RunStore, todo: list[str], console: Console) -> None:
-    from usagg.engine import progress
-    from usagg.engine.runner import run_one
-    from usagg.execute import make_executor
-
-    _device_env(study)
-    executor = make_executor(study.execution, store.root)
-    display = _Display(console, len(todo))
-    with display.progress, progress.listening(display.on_progress):
-        executor.run(todo, run_one, display.on_event)
-
-
-def _print_dry_run(console: Console, store: RunStore, jobs: list[Job], states: dict[str, str], todo: set[str]) -> None:
+def _print_dry_run(console: Console, job_run: StudyRun) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"dry run: {len(todo)} of {len(jobs)} job(s) would run (store {escape(str(store.root))})")
+    store, jobs = job_run.store, job_run.jobs
+    table = Table(
+        title=f"dry run: {len(job_run.todo)} of {len(jobs)} job(s) would run (store {escape(str(store.root))})"
+    )
     for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
         table.add_column(col)
     for j in jobs:
-        st = states[j.id]
-        action = "run" if j.id in todo else ("skip (failed; --retry-failed)" if st == "failed" else "skip (done)")
-        if j.id in todo and (store.job_dir(j.id) / "checkpoints" / "last.pt").is_file():
-            action = "resume"
         tasks = ", ".join(j.task_ids)
         table.add_row(
             escape(j.id),
             j.paradigm,
             escape(tasks if len(tasks) < 60 else tasks[:57] + "..."),
             "yes" if j.moe else "no",
-            st,
-            action,
+            store.display_state(j.id),
+            job_run.action(j.id),
         )
     console.print(table)
 
@@ -362,11 +266,12 @@ def status(
     ids = store.job_ids()
     console = Console()
     console.print(_summary_table(store, ids, f"{store.root}"))
-    counts: dict[str, int] = {}
-    for jid in ids:
-        s = store.job_state(jid)
-        counts[s] = counts.get(s, 0) + 1
-    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    counts = Counter(store.job_state(jid) for jid in ids)
+    line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    interrupted = sum(store.display_state(jid) == "interrupted" for jid in ids)
+    if interrupted:
+        line += f" ({interrupted} of them interrupted: their process is gone; `usagg run` resumes them)"
+    console.print(line)
 
 
 def register(app: typer.Typer) -> None:

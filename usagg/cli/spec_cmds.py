@@ -74,16 +74,11 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
 
 
 def _states(s: Study, jobs: list[Job]) -> dict[str, str]:
-    """Job id -> state from the run store; '-' for a job the store has no folder for (or no store at all)."""
-    root = Path(s.output_root) / s.name
-    if not root.is_dir():
-        return {j.id: "-" for j in jobs}
-    from usagg.store import RunStore
+    """Job id -> state shown by the run store (as `usagg status` shows it); pending where it holds no record."""
+    from usagg.service import store_for
 
-    store = RunStore(root)
-    if not store.exists():
-        return {j.id: "-" for j in jobs}
-    return {j.id: store.job_state(j.id) if (store.job_dir(j.id) / "job.json").is_file() else "-" for j in jobs}
+    store = store_for(s)
+    return {j.id: store.display_state(j.id) for j in jobs}
 
 
 def plan_cmd(
@@ -93,7 +88,8 @@ def plan_cmd(
 ) -> None:
     """List the jobs a study expands into: id, paradigm, tasks, fraction, seed and run-store state.
 
-    State is '-' for a job the run store does not hold yet.
+    State is what `usagg status` shows (interrupted: running, but its process is gone);
+    pending for a job the run store does not hold yet.
 
     Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --json
     """

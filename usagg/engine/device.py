@@ -1,14 +1,14 @@
 """Where and how a job computes: device, autocast precision, threads and determinism.
 
-The device comes from the environment, not the Job, because the same Job runs
-unchanged in-process, in a GPU-pool worker (which sets CUDA_VISIBLE_DEVICES)
-or on a Slurm node: `USAGG_DEVICE` (cpu | cuda | cuda:N; default cuda when
-visible, else cpu) and `USAGG_THREADS` (CPU threads) are set by `usagg run`.
+The device and threads are arguments of `run_one`, not settings of the Job,
+because the same Job runs unchanged in-process, in a GPU-pool worker (which
+sees its one GPU as cuda:0) or on a Slurm node: the run service
+(usagg/service.py) passes them, and the executors carry them to the workers in
+the job function.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -17,9 +17,6 @@ import numpy as np
 import torch
 
 from usagg.errors import UsaggError
-
-DEVICE_ENV = "USAGG_DEVICE"
-THREADS_ENV = "USAGG_THREADS"
 
 
 @dataclass(frozen=True)
@@ -41,8 +38,8 @@ class Compute:
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """The job's device: `name`, else $USAGG_DEVICE, else the first visible GPU, else the CPU."""
-    name = name or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    """The job's device: `name` (cpu | cuda | cuda:N), else the first visible GPU, else the CPU."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsaggError(f"device {name!r} was asked for but no CUDA device is visible; use --devices cpu")
@@ -56,9 +53,8 @@ def resolve_compute(precision: str, device: torch.device) -> Compute:
     return Compute(device, torch.bfloat16)
 
 
-def set_threads() -> None:
-    """Apply $USAGG_THREADS (CPU threads per job) when set."""
-    n = os.environ.get(THREADS_ENV)
+def set_threads(n: int | None) -> None:
+    """Use `n` CPU threads for this job's torch ops; None keeps torch's choice."""
     if n:
         torch.set_num_threads(int(n))
 

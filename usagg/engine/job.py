@@ -1,8 +1,8 @@
 """One Job end to end, without the run store: data, model, training, selection, test evaluation, files.
 
-`run_job` writes into a job folder (`splits.json`, `checkpoints/`,
-`predictions/`) and returns the metrics.json content; `runner.run_one` adds
-the store around it (lock, state, log, errors).
+`run_job` writes into a job folder (its splits, checkpoints and predictions,
+at the places `usagg.store.JobPaths` names) and returns the job's metrics;
+`runner.run_one` adds the store around it (lock, state, log, errors, metrics).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from usagg.engine.trainer import Trainer
 from usagg.model.m2dino import build_model
 from usagg.plan import Job
 from usagg.predictions import PredictionWriter
-from usagg.store import write_json_atomic
+from usagg.store import JobPaths, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,15 @@ def _eval_sets(job: Job, datasets: dict, device: torch.device) -> dict[str, Eval
     return {t.id: EvalSet(t, datasets[t.id], tensors[t.id]) for t in job.tasks if t.id in datasets}
 
 
-def run_job(job: Job, job_dir: Path, device: str | None = None) -> dict[str, Any]:
-    """Train and evaluate `job` in `job_dir`; returns metrics.json's content (not yet written)."""
+def run_job(job: Job, job_dir: Path, device: str | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Train and evaluate `job` in `job_dir`; returns the job's metrics (the caller writes them).
+
+    `device`: cpu, cuda or cuda:N (None: the first visible GPU, else the CPU);
+    `threads`: CPU threads for torch (None: torch's choice).
+    """
     t_start = time.perf_counter()
-    job_dir = Path(job_dir)
-    set_threads()
+    paths = JobPaths(Path(job_dir))
+    set_threads(threads)
     dev = resolve_device(device)
     compute = resolve_compute(job.training.precision, dev)
     seed_everything(job.seed, dev)
@@ -54,7 +58,7 @@ def run_job(job: Job, job_dir: Path, device: str | None = None) -> dict[str, Any
     )
 
     data = load_job_data(job)
-    write_json_atomic(job_dir / "splits.json", data.record())
+    write_json_atomic(paths.splits, data.record())
     for t in job.tasks:
         n = {k: len(getattr(data.splits[t.id], k)) for k in ("train", "select", "test")}
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])
@@ -78,14 +82,14 @@ def run_job(job: Job, job_dir: Path, device: str | None = None) -> dict[str, Any
         job.training,
         compute,
         job.seed,
-        job_dir / "checkpoints",
+        paths.checkpoints,
         job.id,
     )
     fit = trainer.fit()
 
     # Final evaluation of the selected weights on the test split, predictions in the challenge format.
     test_sets = _eval_sets(job, data.test, dev)
-    pred_dir = job_dir / "predictions"
+    pred_dir = paths.predictions
     if pred_dir.exists():
         shutil.rmtree(pred_dir)  # a previous, interrupted attempt's files
     t_eval = time.perf_counter()

@@ -1,9 +1,10 @@
-"""`run_one(store_root, job_id)`: one job inside the run store, the function every executor calls.
+"""`run_one(store_root, job_id, *, device, threads)`: one job inside the run store, the function every executor calls.
 
 It holds the job's lock (another live process running it means: leave it
-alone), records the state transitions, logs to jobs/<id>/log.txt, and turns
-any failure into `failed` plus error.txt with the full traceback, so one bad
-job never stops a study.
+alone), records the state transitions, logs to the job's log file, and turns
+any failure into `failed` plus the full traceback as the job's error text, so
+one bad job never stops a study. Executors get it as
+`functools.partial(run_one, device=..., threads=...)` (see usagg/service.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import traceback
 from pathlib import Path
 
-from usagg.store import RunStore, write_json_atomic, write_text_atomic
+from usagg.store import RunStore
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -39,10 +40,12 @@ class _JobLog:
         self.handler.close()
 
 
-def run_one(store_root: str, job_id: str) -> str:
+def run_one(store_root: str, job_id: str, *, device: str | None = None, threads: int | None = None) -> str:
     """Run one job of the store to `done` or `failed` and return that state.
 
-    A done job is returned as is (its id carries the hash of every setting, so
+    `device` (cpu | cuda | cuda:N; None: a visible GPU, else the CPU) and
+    `threads` (CPU threads; None: torch's choice) go to the engine as given. A
+    done job is returned as is (its id carries the hash of every setting, so
     done means done). A job whose lock another live process holds raises
     `JobLocked` untouched (the executors report it as `locked`); every other
     problem is recorded and returned as `failed`, never raised.
@@ -53,23 +56,22 @@ def run_one(store_root: str, job_id: str) -> str:
     with store.lock(job_id):  # raises JobLocked when a live process holds it
         if store.job_state(job_id) == "done":  # finished by another process between our check and the lock
             return "done"
-        return _run_locked(store, job_id)
+        return _run_locked(store, job_id, device, threads)
 
 
-def _run_locked(store: RunStore, job_id: str) -> str:
-    job_dir = store.job_dir(job_id)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "error.txt").unlink(missing_ok=True)
+def _run_locked(store: RunStore, job_id: str, device: str | None, threads: int | None) -> str:
+    paths = store.paths(job_id)
+    paths.folder.mkdir(parents=True, exist_ok=True)
+    store.clear_error(job_id)
     store.set_state(job_id, "running")
-    with _JobLog(job_dir / "log.txt") as log:
+    with _JobLog(paths.log) as log:
         try:
             from usagg.engine.job import run_job  # torch is imported here, not when the store is read
 
             job = store.job(job_id)
-            metrics = run_job(job, job_dir)
-            write_json_atomic(job_dir / "metrics.json", metrics)
+            store.write_metrics(job_id, run_job(job, paths.folder, device, threads))
         except Exception as err:
-            write_text_atomic(job_dir / "error.txt", traceback.format_exc())
+            store.write_error(job_id, traceback.format_exc())
             summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:300]
             log.error("job failed: %s", summary)
             store.set_state(job_id, "failed", error=summary)

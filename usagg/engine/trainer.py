@@ -117,6 +117,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, training.schedule)
         self.loss_weights = {t: float(training.loss_weights.get(t, 1.0)) for t in train}
         self.sync_every = CUDA_SYNC_EVERY if compute.device.type == "cuda" else 1
+        self.epoch_task_loss: dict[str, float] = {}
+        self.epoch_task_aux_loss: dict[str, float] = {}
         self.state = _State()
 
     # ----- checkpoints
@@ -169,12 +171,23 @@ class Trainer:
     # ----- training
 
     def train_epoch(self, epoch: int) -> tuple[float, int, float]:
-        """One epoch of single-task batches; returns (mean loss, images, seconds)."""
+        """One epoch of single-task batches; returns (mean loss, images, seconds).
+
+        The mean loss is the optimised one (loss weights and the MoE auxiliary
+        loss included). Per task, for tasks that got at least one batch, the
+        epoch also leaves in `epoch_task_loss` the mean of the task's own loss
+        (its head's loss: unweighted, without the auxiliary loss, so TS and AU
+        curves of a task compare) and, for a MoE model, in `epoch_task_aux_loss`
+        the mean auxiliary loss of its batches.
+        """
         model, opt, sched, comp = self.model, self.optimizer, self.scheduler, self.compute
         model.train()
         clip = self.training.grad_clip
         params = [p for g in opt.param_groups for p in g["params"]]
         loss_sum = torch.zeros((), dtype=torch.float64, device=comp.device)
+        # per task: [own loss, aux loss] summed on the device like the total (no extra host sync), and batches
+        task_sums: dict[str, torch.Tensor] = {}
+        task_steps: dict[str, int] = {}
         images, window_images, window_start = 0, 0, 0
         t0 = window_t0 = time.perf_counter()
         n = self.steps_per_epoch
@@ -194,6 +207,11 @@ class Trainer:
             sched.step()
             self.state.step += 1
             loss_sum += loss.detach().double()
+            aux = out.aux_loss.detach().double()
+            if task not in task_sums:
+                task_sums[task] = torch.zeros(2, dtype=torch.float64, device=comp.device)
+            task_sums[task] += torch.stack(((out.loss.detach().double() - aux), aux))
+            task_steps[task] = task_steps.get(task, 0) + 1
             images += len(idx)
             window_images += len(idx)
             if (i + 1) % self.sync_every == 0 or i + 1 == n:
@@ -222,6 +240,9 @@ class Trainer:
                 window_images, window_t0, window_start = 0, now, i + 1
         if comp.device.type == "cuda":
             torch.cuda.synchronize(comp.device)
+        means = {t: (task_sums[t].cpu() / task_steps[t]).tolist() for t in self.train if t in task_sums}
+        self.epoch_task_loss = {t: m[0] for t, m in means.items()}
+        self.epoch_task_aux_loss = {t: m[1] for t, m in means.items()} if self.model.moe else {}
         return float(loss_sum.item()) / n, images, time.perf_counter() - t0
 
     def fit(self, stop_after_epoch: int | None = None) -> FitResult:
@@ -236,7 +257,14 @@ class Trainer:
             images += n_img
             seconds += secs
             # history holds only reproducible numbers (it goes into metrics.json); speed goes to the log
-            entry: dict[str, Any] = {"epoch": epoch + 1, "step": s.step, "loss": mean_loss}
+            entry: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": s.step,
+                "loss": mean_loss,
+                "task_loss": self.epoch_task_loss,
+            }
+            if self.epoch_task_aux_loss:
+                entry["task_aux_loss"] = self.epoch_task_aux_loss
             if self.select:
                 progress.report(
                     progress.Progress(

@@ -1,8 +1,10 @@
 """The executor interface, in the spirit of submitit's Executor: schedule jobs, never run them.
 
 An executor takes job ids and a function `fn(store_root, job_id) -> state`
-(in production `usagg.engine.runner.run_one`, which locks the job and records
-its own state, log and error) and decides where each call runs. Whatever
+(in production `functools.partial(usagg.engine.runner.run_one, device=...,
+threads=...)`, which locks the job and records its own state, log and error;
+the partial pickles, so it reaches pool workers and Slurm nodes with its
+device and threads) and decides where each call runs. Whatever
 happens to a call (an exception, a worker that dies, a Slurm job that is
 killed) the executor records `failed` for that job and goes on with the rest.
 
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from usagg.store import JobLocked, RunStore, write_text_atomic
+from usagg.store import JobLocked, RunStore
 
 JobFn = Callable[[str, str], str]
 EventFn = Callable[[str, str, dict[str, Any]], None]
@@ -39,10 +41,10 @@ def summarize_error(text: str, limit: int = 300) -> str:
 
 
 def record_failure(store_root: str | Path, job_id: str, error_text: str, summary: str | None = None) -> str:
-    """Mark a job failed after fn could not: error.txt (unless fn wrote one this attempt) and job.json.
+    """Mark a job failed after fn could not: its error text (unless fn wrote one this attempt) and its state.
 
-    Returns the one-line summary stored in job.json. A job fn already recorded
-    as failed keeps fn's own error.txt and summary.
+    Returns the one-line summary stored with the state. A job fn already
+    recorded as failed keeps fn's own error text and summary.
     """
     store = RunStore(store_root)
     summary = summary or summarize_error(error_text)
@@ -52,8 +54,7 @@ def record_failure(store_root: str | Path, job_id: str, error_text: str, summary
         record = None
     if record is not None and record.get("state") == "failed" and record.get("error"):
         return str(record["error"])
-    store.job_dir(job_id).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(store.job_dir(job_id) / "error.txt", error_text.rstrip() + "\n")
+    store.write_error(job_id, error_text.rstrip() + "\n")
     if record is not None:
         store.set_state(job_id, "failed", error=summary)
     return summary

@@ -22,7 +22,7 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
-from usagg.spec.models import SlurmSpec
+from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import RunStore
 
 
@@ -140,3 +140,11 @@ class SlurmExecutor(Executor):
                 traceback.print_exc()
                 summary = error.splitlines()[0]
             return "failed", "failed", {"state": "failed", "error": summary, "slurm_job_id": job.job_id}
+
+
+def make_slurm_executor(
+    execution: ExecutionSpec, store_root: str | Path, *, cluster: str | None = None
+) -> SlurmExecutor:
+    """The "slurm" executor (usagg/execute/registry.py); `cluster` overrides submitit's choice
+    ("local" runs the Slurm path as local subprocesses, "debug" in-process)."""
+    return SlurmExecutor(store_root, execution.slurm, cluster=cluster)

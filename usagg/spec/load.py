@@ -7,6 +7,7 @@ and what is allowed, so the CLI can print it without a traceback.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -22,7 +23,14 @@ from usagg import __version__
 from usagg.errors import SpecError
 from usagg.spec.models import CatalogRef, Study, TaskSpec
 
-__all__ = ["dump_study", "format_validation_error", "load_study", "read_yaml"]
+__all__ = [
+    "dump_study",
+    "format_validation_error",
+    "load_study",
+    "packaged_catalogs",
+    "read_yaml",
+    "study_from_mapping",
+]
 
 
 # --------------------------------------------------------------------------- walking the model types
@@ -313,6 +321,43 @@ class _Catalog(BaseModel):
     tasks: list[TaskSpec] = Field(min_length=1)
 
 
+_PACKAGED_CATALOGS = Path(__file__).resolve().parents[1] / "catalogs"
+
+
+def packaged_catalogs() -> list[str]:
+    """Names of the catalogs shipped in the package (usagg/catalogs/*.yaml), usable as `catalog: NAME`."""
+    return sorted(p.stem for p in _PACKAGED_CATALOGS.glob("*.yaml"))
+
+
+def _catalog_file(ref: CatalogRef, written: Any, file: Path) -> Path:
+    """Where a catalog reference points: a bare name (no '/', no .yaml) is a packaged catalog, else a path.
+
+    Packaged catalogs make `tasks_from: {catalog: fmc_uia}` work after a plain `pip install`,
+    from any folder; a path (relative to the study file's folder) names a catalog of your own.
+    `written` is the value as the spec gives it, so `./fmc_uia` (a path) is not read as a name.
+    """
+    text = written if isinstance(written, str) else str(ref.catalog)
+    if "/" not in text and os.sep not in text and ref.catalog.suffix not in (".yaml", ".yml"):
+        names = packaged_catalogs()
+        if text not in names:
+            raise SpecError(
+                f"{file}: tasks_from.catalog = {text!r}: no packaged catalog of that name{suggest(text, names)}; "
+                f"packaged catalogs: {', '.join(names)}. A catalog of your own is a path to its .yaml file, "
+                "relative to the study file's folder (e.g. catalogs/my_tasks.yaml)."
+            )
+        return _PACKAGED_CATALOGS / f"{text}.yaml"
+    cat_path = ref.catalog.expanduser()
+    if not cat_path.is_absolute():
+        cat_path = _folder(file) / cat_path
+    if not cat_path.is_file():
+        raise SpecError(
+            f"{file}: tasks_from.catalog = {text!r}: no such file {cat_path} "
+            "(a relative catalog path is taken from the study file's folder; "
+            f"a bare name, one of {', '.join(packaged_catalogs())}, is a packaged catalog)."
+        )
+    return cat_path
+
+
 def resolve_catalog(raw: dict[str, Any], file: Path) -> dict[tuple, str]:
     """Replace `tasks_from` by the catalog's tasks merged with the explicit `tasks` (by id), in place.
 
@@ -326,14 +371,7 @@ def resolve_catalog(raw: dict[str, Any], file: Path) -> dict[tuple, str]:
         ref = CatalogRef.model_validate(ref_raw)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, CatalogRef, file, prefix=("tasks_from",))) from None
-    cat_path = ref.catalog.expanduser()
-    if not cat_path.is_absolute():
-        cat_path = _folder(file) / cat_path
-    if not cat_path.is_file():
-        raise SpecError(
-            f"{file}: tasks_from.catalog = {str(ref.catalog)!r}: no such file {cat_path} "
-            "(a relative catalog path is taken from the study file's folder)."
-        )
+    cat_path = _catalog_file(ref, ref_raw.get("catalog") if isinstance(ref_raw, dict) else None, file)
     try:
         catalog = _Catalog.model_validate(read_yaml(cat_path, "task catalog"))
     except ValidationError as err:
@@ -388,13 +426,19 @@ def _absolute(p: Path | None, base: Path) -> Path | None:
 
 
 def load_study(path: Path | str, overrides: Sequence[str] = ()) -> Study:
-    """Load, resolve and validate a study spec; see docs/spec.md for the rules.
+    """Load, resolve and validate a study spec; see docs/spec.md for the rules."""
+    file = Path(path)
+    return study_from_mapping(read_yaml(file), file, overrides)
+
+
+def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str] = ()) -> Study:
+    """A study from YAML content as `file` would hold it (relative paths, catalogs and errors are from `file`).
 
     `--set` overrides of `tasks_from.*` apply before the catalog is resolved and
     all others after, so `tasks[2]` / `tasks[fetal_head]` address the resolved task list.
+    `raw` is not modified.
     """
-    file = Path(path)
-    raw = read_yaml(file)
+    raw = copy.deepcopy(raw)
     early = [o for o in overrides if o.lstrip().startswith("tasks_from")]
     late = [o for o in overrides if o not in early]
     notes: dict[tuple, str] = {}

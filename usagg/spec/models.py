@@ -12,12 +12,24 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from usagg.execute.registry import EXECUTORS
 from usagg.model.zoo import BACKBONES
 from usagg.paradigms import check_paradigm, paradigm_names
 from usagg.tasktypes import builtin_task_types, get_task_type
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
 ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
+
+
+def _check_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        close = difflib.get_close_matches(name, list(EXECUTORS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown executor {name!r}{hint}; registered executors: {', '.join(EXECUTORS)}")
+    return name
+
+
+ExecutorName = Annotated[str, AfterValidator(_check_executor)]
 
 
 class Strict(BaseModel):
@@ -88,9 +100,12 @@ class TaskSpec(Strict):
 
 
 class CatalogRef(Strict):
-    """Take tasks from a catalog file (for example studies/catalogs/fmc_uia.yaml)."""
+    """Take tasks from a catalog: one shipped with usagg by name (`fmc_uia`, `synthetic`) or a YAML file."""
 
-    catalog: Path = Field(description="Catalog YAML with a `tasks:` list; relative to the study file.")
+    catalog: Path = Field(
+        description="A packaged catalog's name (usagg/catalogs/: fmc_uia, synthetic), or a catalog YAML with a "
+        "`tasks:` list, relative to the study file."
+    )
     include: list[str] | None = Field(
         None, description="Keep only these catalog task ids, in catalog order (default: all); unknown ids are errors."
     )
@@ -292,8 +307,11 @@ class SlurmSpec(Strict):
 class ExecutionSpec(Strict):
     """Where jobs run."""
 
-    executor: Literal["local", "slurm"] = Field(
-        "local", description="local: in-process, or one worker per GPU when several are given; slurm: submitit."
+    executor: ExecutorName = Field(
+        "local",
+        description="A registered executor (usagg/execute/registry.py): "
+        + "; ".join(f"{e.name}: {e.description}" for e in EXECUTORS.values())
+        + ".",
     )
     devices: Literal["auto", "cpu", "cuda"] | list[Annotated[int, Field(ge=0)]] = Field(
         "auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices."

@@ -172,26 +172,3 @@ def metric_unit(name: str) -> str | None:
     """The unit shown with a metric (px for pixel distances), None for unitless or unknown metrics."""
     m = _metric(name)
     return None if m is None else m.unit
-
-
-# Transitional names of the former usagg/tasktypes.py, kept while callers move to the functions above.
-def __getattr__(name: str) -> object:
-    if name == "RESULT_COLUMNS":
-        from usagg.results_schema import RESULT_COLUMNS
-
-        return RESULT_COLUMNS
-    if name == "PARADIGMS":
-        from usagg.paradigms import paradigm_names
-
-        return tuple(paradigm_names())
-    if name == "TASK_TYPES":
-        return tuple(task_type_names())
-    if name == "METRICS_BY_TYPE":
-        return {t.name: t.metric_names for t in task_types()}
-    if name == "DEFAULT_METRIC":
-        return {t.name: t.primary_metric for t in task_types()}
-    if name == "HIGHER_IS_BETTER":
-        return {m.name: m.higher_is_better for t in task_types() for m in t.metrics}
-    if name == "METRIC_UNITS":
-        return {m.name: m.unit for t in task_types() for m in t.metrics if m.unit}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

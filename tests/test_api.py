@@ -1,0 +1,251 @@
+"""usagg.api on a tiny synthetic study on the CPU: run_study, plan, load_results, load_history, plug-in executors."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from usagg.api import load_history, load_results, plan, run_study
+from usagg.errors import DataError, SpecError, UsaggError
+from usagg.execute.base import EventFn, Executor, JobFn, call_job
+from usagg.execute.registry import EXECUTORS, register_executor
+from usagg.results_schema import RESULT_COLUMNS
+from usagg.spec.load import load_study
+from usagg.store import RunStore
+
+STUDY = """
+name: {name}
+output_root: {root}/runs
+paradigms: {paradigms}
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {root}/synth}}
+  selection_fraction: 0.25
+  cache_dir: {root}/cache
+tasks:
+  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
+training: {{epochs: 3, steps_per_epoch: 2, batch_size: 8, eval_batch_size: 16}}
+"""
+
+
+def write_study(root: Path, name: str = "tiny", paradigms: str = "[TS]") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "study.yaml"
+    path.write_text(STUDY.format(name=name, root=root, paradigms=paradigms))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[tuple[str, str]]]:
+    """The tiny study run once through the API on the CPU, with USAGG_DEVICE unset."""
+    import torch
+
+    root = tmp_path_factory.mktemp("api")
+    events: list[tuple[str, str]] = []
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("USAGG_DEVICE", raising=False)
+        mp.delenv("USAGG_THREADS", raising=False)
+        result = run_study(
+            write_study(root, paradigms="[TS, AU]"),
+            device="cpu",
+            threads=1,
+            on_event=lambda job, event, info: events.append((job, event)),
+        )
+        assert "USAGG_DEVICE" not in os.environ and "USAGG_THREADS" not in os.environ
+        assert torch.get_num_threads() == 1  # the threads reached the engine too
+    torch.set_num_threads(threads)
+    return root, result, events
+
+
+@pytest.mark.slow
+def test_run_study_trains_every_job_with_the_device_it_was_given(finished: tuple) -> None:
+    root, result, events = finished
+    store = RunStore(root / "runs" / "tiny")
+    assert result.store_root == store.root and result.results_csv == store.results_csv and result.ok
+    assert list(result.states) == store.job_ids() and set(result.states.values()) == {"done"}
+    for job_id in result.states:
+        metrics = store.metrics(job_id)
+        assert metrics is not None and metrics["training"]["device"] == "cpu"  # passed, not read from os.environ
+        assert [e for j, e in events if j == job_id] == ["started", "finished"]
+    # a second run has nothing to do and gives the same answer
+    again = run_study(root / "study.yaml", device="cpu")
+    assert again.states == result.states and not again.failed
+
+
+@pytest.mark.slow
+def test_load_results_is_the_csv_with_proper_dtypes(finished: tuple) -> None:
+    _, result, _ = finished
+    frame = load_results(result.store_root)
+    assert list(frame.columns) == list(RESULT_COLUMNS)
+    assert str(frame["seed"].dtype) == "int64" and str(frame["fraction"].dtype) == "float64"
+    assert str(frame["value"].dtype) == "float64" and str(frame["higher_is_better"].dtype) == "bool"
+    with open(result.results_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(frame) == len(rows) > 0
+    for (_, got), want in zip(frame.iterrows(), rows, strict=True):
+        assert (got["job_id"], got["task"], got["metric"]) == (want["job_id"], want["task"], want["metric"])
+        assert got["value"] == float(want["value"]) if want["value"] else math.isnan(got["value"])
+        assert got["higher_is_better"] is (want["higher_is_better"] == "True")
+        assert got["seed"] == int(want["seed"]) and got["n_train"] == float(want["n_train"])
+    assert load_results(result.results_csv).equals(frame)  # the CSV itself reads the same
+    auc = frame[(frame.task == "thyroid_malignancy") & (frame.metric == "AUC")]
+    assert sorted(auc["paradigm"]) == ["AU", "TS"] and auc["value"].between(0.0, 1.0).all()
+
+
+@pytest.mark.slow
+def test_load_results_rebuilds_a_missing_table(finished: tuple, tmp_path: Path) -> None:
+    _, result, _ = finished
+    before = load_results(result.store_root)
+    result.results_csv.unlink()
+    assert load_results(result.store_root).equals(before)
+    assert result.results_csv.is_file()
+
+
+@pytest.mark.slow
+def test_load_history_has_a_row_per_epoch_and_task_with_per_task_losses(finished: tuple) -> None:
+    _, result, _ = finished
+    store = RunStore(result.store_root)
+    history = load_history(result.store_root)
+    assert list(history.columns[:15]) == [
+        "job_id", "paradigm", "seed", "fraction", "epoch", "step", "task", "type",
+        "loss", "aux_loss", "job_loss", "select_score", "primary", "select_primary", "selected",
+    ]  # fmt: skip
+    assert len(history) == 2 * 3 + 2 * 3  # two one-task TS jobs and a two-task AU job, 3 epochs each
+    trained = history["loss"].notna()  # NaN: the task drew no batch that epoch (AU's 2 steps may go to one task)
+    assert (history.loc[trained, "loss"].map(math.isfinite) & (history.loc[trained, "loss"] > 0)).all()
+    assert trained.groupby([history["job_id"], history["epoch"]]).any().all()
+    for job_id, rows in history.groupby("job_id", sort=False):
+        recorded = store.metrics(str(job_id))
+        assert recorded is not None
+        epochs = recorded["history"]
+        assert rows["selected"].sum() == len(rows["task"].unique())  # one selected epoch, a row per task
+        assert set(rows.loc[rows["selected"], "epoch"]) == {recorded["selection"]["epoch"]}
+        for task, per_task in rows.groupby("task", sort=False):
+            assert per_task["epoch"].tolist() == [1, 2, 3] and per_task["step"].tolist() == [2, 4, 6]
+            assert per_task["job_loss"].tolist() == [h["loss"] for h in epochs]
+            primary = recorded["tasks"][task]["primary"]
+            assert (per_task["primary"] == primary).all()
+            assert per_task["select_primary"].tolist() == [h["select"][task][primary] for h in epochs]
+            assert per_task[f"select_{primary}"].tolist() == per_task["select_primary"].tolist()
+        if rows["paradigm"].iloc[0] == "TS":
+            # one task without MoE: its own mean loss is the epoch's total loss, to the bit, and no auxiliary loss
+            assert rows["loss"].tolist() == rows["job_loss"].tolist() and rows["aux_loss"].isna().all()
+        else:
+            # MoE: every batch adds the balance loss; the epoch's total is a mean of the tasks' own + auxiliary losses
+            assert (rows["aux_loss"].notna() == rows["loss"].notna()).all() and (rows["aux_loss"].dropna() > 0).all()
+            optimised = (rows["loss"] + rows["aux_loss"]).groupby(rows["epoch"])
+            job_loss = rows.groupby("epoch")["job_loss"].first()
+            assert ((optimised.min() - 1e-12 <= job_loss) & (job_loss <= optimised.max() + 1e-12)).all()
+    det = history[history.task == "thyroid_nodule_det"]
+    assert det["select_AUC"].isna().all() and det["select_IoU"].notna().all()
+
+
+# --------------------------------------------------------------------------- studies as paths, Study objects, dicts
+
+
+def test_plan_takes_a_path_a_study_or_a_mapping(tmp_path: Path) -> None:
+    path = write_study(tmp_path)
+    ids = [j.id for j in plan(path)]
+    assert len(ids) == 2 and all(i.startswith("TS-thyroid_") for i in ids)
+    assert [j.id for j in plan(load_study(path))] == ids
+    assert [j.id for j in plan(yaml.safe_load(path.read_text()))] == ids
+    two_seeds = plan(load_study(path), ["seeds=[0, 1]"])
+    assert len(two_seeds) == 4 and two_seeds[0].id == ids[0]
+    assert [j.id for j in plan(yaml.safe_load(path.read_text()), ["seeds=[0, 1]"])] == [j.id for j in two_seeds]
+    with pytest.raises(SpecError, match="has no setting 'epoch'"):
+        plan(path, ["training.epoch=2"])
+    with pytest.raises(SpecError, match=r"<study mapping>: invalid study spec"):
+        plan({**yaml.safe_load(path.read_text()), "paradigms": ["XX"]})
+    with pytest.raises(UsaggError, match="single string"):
+        plan(path, "seeds=[0]")  # type: ignore[arg-type]
+
+
+def test_run_study_refuses_bad_selections_and_devices(tmp_path: Path) -> None:
+    path = write_study(tmp_path)
+    with pytest.raises(UsaggError, match="--paradigm AU: this study plans TS"):
+        run_study(path, paradigms=["AU"])
+    with pytest.raises(UsaggError, match="'gpu0': give cpu, auto, cuda or GPU indices"):
+        run_study(path, device="gpu0")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_run_study_refuses_a_dataset_with_problems(tmp_path: Path) -> None:
+    from usagg.data.source import dataset_root
+
+    path = write_study(tmp_path)
+    root = dataset_root(load_study(path).data)
+    victim = sorted((root / "train").rglob("thyroid_nodule_det*.png"))[0]
+    victim.unlink()
+    with pytest.raises(DataError, match="problem") as err:
+        run_study(path, device="cpu")
+    assert victim.name in str(err.value) and err.value.exit_code == 1
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- a plug-in executor
+
+
+class RecordingExecutor(Executor):
+    """A toy executor registered from this test: runs jobs in order and remembers them."""
+
+    name = "recording"
+    ran: ClassVar[list[str]] = []
+
+    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+        states = {}
+        for job_id in job_ids:
+            states[job_id], event, info = call_job(fn, self.store_root, job_id)
+            RecordingExecutor.ran.append(job_id)
+            self._emit(on_event, job_id, event, info)
+        return states
+
+
+@pytest.mark.slow
+def test_a_registered_executor_runs_a_study(tmp_path: Path) -> None:
+    @register_executor("recording-test", "runs jobs in order, for the test")
+    def make(execution: Any, store_root: str | Path) -> Executor:
+        return RecordingExecutor(store_root)
+
+    try:
+        result = run_study(
+            write_study(tmp_path, name="plugin"), ["execution.executor=recording-test", "training.epochs=1"], "cpu"
+        )
+    finally:
+        del EXECUTORS["recording-test"]
+    assert result.ok and RecordingExecutor.ran == list(result.states) and len(result.states) == 2
+    assert set(load_results(result.store_root)["task"]) == {"thyroid_malignancy", "thyroid_nodule_det"}
+
+
+def test_run_study_in_an_unguarded_script_is_refused_in_the_workers_not_left_waiting(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import multiprocessing\n"
+        "from usagg.api import run_study\n"
+        "from usagg.errors import UsaggError\n"
+        "try:\n"
+        "    run_study('missing.yaml')  # the parent: no such file; a spawned worker: refused before anything\n"
+        "except UsaggError as err:\n"
+        "    print(multiprocessing.current_process().name, err, flush=True)\n"
+        "if __name__ == '__main__':\n"
+        "    worker = multiprocessing.get_context('spawn').Process(target=print, name='worker')\n"
+        "    worker.start()\n"
+        "    worker.join()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    parent, child = out.splitlines()[:2]
+    assert parent.startswith("MainProcess ") and "missing.yaml" in parent
+    assert child.startswith("worker run_study was called while a worker process was importing your script")

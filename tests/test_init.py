@@ -1,0 +1,130 @@
+"""`usagg init`: a packaged study written to a folder validates from anywhere, never overwrites, and runs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usagg.cli.app import main
+from usagg.spec.load import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the real entry point in-process; return (exit code, stdout + stderr)."""
+    monkeypatch.setattr(sys, "argv", ["usagg", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def test_repo_studies_are_the_packaged_studies() -> None:
+    """studies/*.yaml are byte-identical copies of usagg/studies/*.yaml, the source: edit there, then copy."""
+    packaged = {p.name: p.read_bytes() for p in (REPO / "usagg" / "studies").glob("*.yaml")}
+    assert sorted(packaged) == ["demo.yaml", "fmc_uia.yaml"]
+    assert {p.name: p.read_bytes() for p in (REPO / "studies").glob("*.yaml")} == packaged
+
+
+@pytest.mark.parametrize("name", ["demo", "fmc_uia"])
+def test_init_writes_a_study_that_validates_from_anywhere(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(["init", "--from", name, "mine"], monkeypatch, capsys)
+    assert code == 0, text
+    written = tmp_path / "mine" / f"{name}.yaml"
+    assert text.startswith(f"wrote mine/{name}.yaml (from the packaged study {name!r})")
+    assert f"  usagg run mine/{name}.yaml\n" in text and f"  usagg report runs/{name}\n" in text
+    shipped = (REPO / "usagg" / "studies" / f"{name}.yaml").read_text()
+    assert written.read_text() == shipped.replace(f"studies/{name}.yaml", f"mine/{name}.yaml")
+    assert f"usagg run mine/{name}.yaml" in written.read_text()  # its header names the file written
+    assert ("data.root in mine/fmc_uia.yaml is a placeholder (/path/to/FMC_UIA)" in text) == (name == "fmc_uia")
+    reference = load_study(REPO / "studies" / f"{name}.yaml")
+    assert load_study(written) == reference
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_study(written) == reference
+    monkeypatch.chdir(written.parent)
+    assert load_study(f"{name}.yaml") == reference
+
+
+def test_init_never_overwrites_without_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "d" / "demo.yaml"
+    assert run_cli(["init", str(tmp_path / "d")], monkeypatch, capsys)[0] == 0
+    target.write_text("name: edited\n")
+    code, text = run_cli(["init", str(tmp_path / "d")], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in text
+    assert f"{target} already exists; nothing was written" in text and "--force" in text
+    assert target.read_text() == "name: edited\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["demo.yaml"]
+    code, text = run_cli(["init", "--force", str(tmp_path / "d")], monkeypatch, capsys)
+    assert code == 0, text
+    assert load_study(target).name == "demo"
+
+
+def test_init_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["init", "--from", "dmo", str(tmp_path / "x")], monkeypatch, capsys)
+    assert (
+        code == 2 and "no packaged study of that name (did you mean 'demo'?); packaged studies: demo, fmc_uia" in text
+    )
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "f").write_text("")
+    code, text = run_cli(["init", str(tmp_path / "f")], monkeypatch, capsys)
+    assert code == 2 and "is a file, not a folder" in text
+
+
+def test_init_help_has_an_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["init", "--help"], monkeypatch, capsys)
+    assert code == 0 and "usagg init --from fmc_uia fmc" in text
+
+
+# A tiny version of the demo: two tasks, eight images each, one epoch of TS (seconds on a CPU).
+TINY = [
+    "--paradigm",
+    "TS",
+    "--set",
+    "training.epochs=1",
+    "--set",
+    "data.synthetic.sizes={}",
+    "--set",
+    "data.synthetic.default_size=8",
+    "--set",
+    "data.synthetic.val_size=4",
+    "--set",
+    "tasks_from.include=[fetal_head,thyroid_nodule_det]",
+    "--set",
+    "analysis.representative_tasks=[fetal_head]",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", ["cpu", pytest.param("0", marks=pytest.mark.cuda)])
+def test_the_written_demo_trains_outside_the_repo(devices: str, tmp_path: Path) -> None:
+    """`usagg init` then `usagg run` from a folder outside the repo: the run store fills with done jobs."""
+    env = {**os.environ, "COLUMNS": "200"}
+    usagg = [sys.executable, "-m", "usagg"]
+    made = subprocess.run([*usagg, "init", "d"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    ran = subprocess.run(
+        [*usagg, "run", "d/demo.yaml", "--devices", devices, *TINY],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    with (tmp_path / "runs" / "demo" / "results.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["paradigm"], r["task"]) for r in rows} == {("TS", "fetal_head"), ("TS", "thyroid_nodule_det")}
+    assert {r["metric"] for r in rows} >= {"DSC", "IoU"}

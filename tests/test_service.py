@@ -1,0 +1,55 @@
+"""The run service (usagg/service.py): options as overrides, the engine device, the job function, no torch."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+from usagg.engine.runner import run_one
+from usagg.errors import UsaggError
+from usagg.service import devices_override, engine_device, job_function, run_overrides
+from usagg.spec.models import ExecutionSpec
+
+
+@pytest.mark.parametrize(
+    ("executor", "devices", "device"),
+    [
+        ("local", "cpu", "cpu"),
+        ("local", "cuda", "cuda"),
+        ("local", [0], "cuda"),
+        ("local", [2, 3], "cuda"),  # pool workers see their one GPU as cuda:0
+        ("local", "auto", None),  # the engine picks: a visible GPU, else the CPU
+        ("slurm", "cpu", "cpu"),
+        ("slurm", [0], None),  # the node's GPUs are Slurm's to give
+    ],
+)
+def test_engine_device_follows_the_execution_section(executor: str, devices: object, device: str | None) -> None:
+    assert engine_device(ExecutionSpec(executor=executor, devices=devices)) == device
+
+
+def test_job_function_carries_device_and_threads_through_a_pickle() -> None:
+    fn = pickle.loads(pickle.dumps(job_function(ExecutionSpec(devices="cpu", threads=3))))
+    assert fn.func is run_one and fn.keywords == {"device": "cpu", "threads": 3}
+    assert job_function(ExecutionSpec()).keywords == {"device": None, "threads": None}
+
+
+def test_options_become_overrides() -> None:
+    assert run_overrides(["seeds=[0]"], executor="slurm", devices="0,1", threads=2) == [
+        "seeds=[0]",
+        "execution.executor=slurm",
+        "execution.devices=[0, 1]",
+        "execution.threads=2",
+    ]
+    assert devices_override("cpu") == "execution.devices=cpu" and devices_override([1]) == "execution.devices=[1]"
+    assert devices_override(2) == "execution.devices=[2]"
+    with pytest.raises(UsaggError, match="--executor 'ray': choose one of local, slurm"):
+        run_overrides(executor="ray")
+
+
+def test_the_service_and_the_api_import_no_torch_or_pandas() -> None:
+    code = "import sys, usagg.api, usagg.service; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

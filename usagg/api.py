@@ -1,0 +1,259 @@
+"""The Python API of usagg: run a study and read its results from a notebook or a script.
+
+    from usagg.api import run_study, load_results, load_history
+    result = run_study("studies/demo.yaml", ["training.epochs=2"], device="cpu")
+    results = load_results(result.store_root)        # the tidy results.csv as a DataFrame
+    history = load_history(result.store_root)        # per job, epoch and task: loss and selection metrics
+
+The same service as `usagg run` (usagg/service.py) and the same run store, so the
+CLI and this module can take turns on one study. User errors are `UsaggError`
+(a bad spec: `SpecError`; a dataset with problems: `DataError`, listing them).
+torch and pandas are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usagg.errors import UsaggError
+from usagg.service import RunResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from usagg.engine.progress import Progress
+    from usagg.execute.base import EventFn
+    from usagg.plan import Job
+    from usagg.spec.models import Study
+
+__all__ = ["RunResult", "load_history", "load_results", "plan", "run_study"]
+
+#: Columns of `load_history` before the per-metric selection columns (`select_<METRIC>`).
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "job_id",
+    "paradigm",
+    "seed",
+    "fraction",
+    "epoch",
+    "step",
+    "task",
+    "type",
+    "loss",
+    "aux_loss",
+    "job_loss",
+    "select_score",
+    "primary",
+    "select_primary",
+    "selected",
+)
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def _load(spec_or_path: Any, overrides: Sequence[str]) -> Study:
+    """A Study from a spec file, a loaded Study (overrides applied to a copy) or the YAML content as a mapping."""
+    import yaml
+
+    from usagg.spec.load import dump_study, load_study, study_from_mapping
+    from usagg.spec.models import Study
+
+    mapping_file = Path.cwd() / "<study mapping>"  # relative paths of a mapping are from the current folder
+
+    if isinstance(overrides, str):
+        raise UsaggError(f"overrides must be a list of KEY=VALUE strings, got the single string {overrides!r}")
+    if isinstance(spec_or_path, Study):
+        if not overrides:
+            return spec_or_path
+        return study_from_mapping(yaml.safe_load(dump_study(spec_or_path)), mapping_file, overrides)
+    if isinstance(spec_or_path, Mapping):
+        return study_from_mapping(dict(spec_or_path), mapping_file, overrides)
+    if isinstance(spec_or_path, (str, os.PathLike)):
+        return load_study(Path(spec_or_path), list(overrides))
+    raise UsaggError(
+        f"a study is a spec file path, a loaded Study or the YAML content as a dict, got {type(spec_or_path).__name__}"
+    )
+
+
+def plan(spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any], overrides: Sequence[str] = ()) -> list[Job]:
+    """The jobs a study expands into (TS / CG / AU x fractions x seeds), in plan order, as `usagg plan` lists them.
+
+    `overrides` are `--set` expressions such as "training.epochs=2" or "seeds=[0,1]".
+    """
+    from usagg.plan import plan as plan_jobs
+
+    return plan_jobs(_load(spec_or_path, overrides))
+
+
+def _refuse_in_worker_bootstrap() -> None:
+    """UsaggError when a worker process is importing the caller's script (no `if __name__ == "__main__":`).
+
+    The synthetic data generator and the GPU pool start 'spawn' workers, which
+    run the main script's top level again; a run_study there would wait forever
+    for the lock its parent holds. `_inheriting` is the flag multiprocessing
+    itself checks to catch the same mistake when a process is started.
+    """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise UsaggError(
+            "run_study was called while a worker process was importing your script: call it under "
+            '`if __name__ == "__main__":` (worker processes run the top level of the script again)'
+        )
+
+
+def run_study(
+    spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    device: str | int | Sequence[int] | None = None,
+    *,
+    paradigms: Sequence[str] = (),
+    only: Sequence[str] = (),
+    retry_failed: bool = False,
+    threads: int | None = None,
+    on_event: EventFn | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Check the data, then train and evaluate every job not yet done, as `usagg run` does; returns a RunResult.
+
+    `device`: "cpu", "cuda", "auto", a GPU index or a list of them (default: the
+    spec's `execution.devices`); `threads`: CPU threads per job (default: the
+    spec's). `paradigms` and `only` narrow the jobs; failed jobs run again only
+    with `retry_failed`. `on_event(job_id, event, info)` hears each job start and
+    end, `on_progress(Progress)` the running job's epoch and step (in-process
+    jobs). A failed job does not raise: see `RunResult.failed` and its error in
+    the store. A dataset with problems raises DataError listing them.
+    """
+    from usagg import service
+
+    _refuse_in_worker_bootstrap()
+    study = _load(spec_or_path, service.run_overrides(list(overrides), devices=device, threads=threads))
+    return service.run_study(
+        study, paradigms=paradigms, only=only, retry_failed=retry_failed, on_event=on_event, on_progress=on_progress
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _results_path(run_dir_or_csv: str | os.PathLike[str]) -> Path:
+    """A results CSV as given, or a run store's results.csv (rebuilt first when missing or stale)."""
+    from usagg.store import RunStore
+
+    path = Path(run_dir_or_csv)
+    if path.is_dir():
+        return RunStore(path).fresh_results()
+    if not path.is_file():
+        raise UsaggError(f"{path} is neither a run store folder (runs/<study>) nor a results CSV file")
+    return path
+
+
+def _has_rows(path: Path) -> bool:
+    import csv
+
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        return next(reader, None) is not None
+
+
+def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
+    """The tidy results table, one row per (job, task, metric), with exactly the results.csv columns.
+
+    Give a run store folder (its results.csv is rebuilt first when missing or
+    older than a job's metrics) or any results CSV. The table is validated as
+    `usagg compare` validates it (UsaggError naming the row and column).
+    dtypes: seed int64; fraction, value and n_train float64 (NaN where the CSV
+    cell is empty); higher_is_better bool; the rest str. An empty `group` reads
+    as "-", as in the analysis.
+    """
+    import pandas as pd
+
+    from usagg.analysis.results import read_results
+    from usagg.results_schema import RESULT_COLUMNS
+
+    path = _results_path(run_dir_or_csv)
+    rows = read_results(path).rows if _has_rows(path) else []
+    frame = pd.DataFrame([{c: getattr(r, c) for c in RESULT_COLUMNS} for r in rows], columns=list(RESULT_COLUMNS))
+    dtypes = {
+        "seed": "int64",
+        "fraction": "float64",
+        "value": "float64",
+        "higher_is_better": "bool",
+        "n_train": "float64",
+    }
+    return frame.astype({c: dtypes.get(c, "object") for c in RESULT_COLUMNS})
+
+
+def _nan(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The training history of every finished job of a run store: one row per (job, epoch, task).
+
+    Columns: job_id, paradigm, seed, fraction; epoch (1-based) and step
+    (optimiser steps done at its end); task and its type; loss (the mean of
+    the task's own training loss over its batches that epoch: its head's loss,
+    without loss weight or MoE auxiliary loss, so a task's TS and AU curves
+    compare; NaN if the task got no batch, or for runs older than per-task
+    losses); aux_loss (the mean MoE auxiliary loss of those batches, NaN
+    without MoE); job_loss (the epoch's mean optimised loss over all batches
+    of the job, weights and auxiliary loss included); select_score (the job's
+    selection score that epoch, NaN without a selection split); primary (the
+    task's primary metric) and select_primary (its value on the selection
+    split); selected (the epoch whose weights were tested); then
+    select_<METRIC> for every selection metric seen (NaN where the task has no
+    such metric). Jobs in plan order, then epochs, then the job's tasks in order.
+    """
+    import pandas as pd
+
+    from usagg.store import RunStore
+
+    store = RunStore(run_dir)
+    if not store.exists():
+        raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
+    records: list[dict[str, Any]] = []
+    metric_cols: dict[str, None] = {}
+    for job in store.jobs():
+        metrics = store.metrics(job.id)
+        if metrics is None:
+            continue
+        tasks = metrics.get("tasks") or {}
+        selected = (metrics.get("selection") or {}).get("epoch")
+        for entry in metrics.get("history") or []:
+            task_loss = entry.get("task_loss") or {}
+            task_aux = entry.get("task_aux_loss") or {}
+            select = entry.get("select") or {}
+            for t in job.tasks:
+                primary = (tasks.get(t.id) or {}).get("primary") or t.metric
+                values = select.get(t.id) or {}
+                row = {
+                    "job_id": job.id,
+                    "paradigm": job.paradigm,
+                    "seed": job.seed,
+                    "fraction": job.fraction,
+                    "epoch": entry["epoch"],
+                    "step": entry.get("step"),
+                    "task": t.id,
+                    "type": t.type,
+                    "loss": _nan(task_loss.get(t.id)),
+                    "aux_loss": _nan(task_aux.get(t.id)),
+                    "job_loss": _nan(entry.get("loss")),
+                    "select_score": _nan(entry.get("select_score")),
+                    "primary": primary,
+                    "select_primary": _nan(values.get(primary)),
+                    "selected": entry["epoch"] == selected,
+                }
+                for name, value in values.items():
+                    metric_cols.setdefault(f"select_{name}")
+                    row[f"select_{name}"] = _nan(value)
+                records.append(row)
+    columns = [*HISTORY_COLUMNS, *metric_cols]
+    frame = pd.DataFrame(records, columns=columns)
+    exact = {"seed": "int64", "epoch": "int64", "step": "int64", "selected": "bool"}
+    floats = ("fraction", "loss", "aux_loss", "job_loss", "select_score", "select_primary", *metric_cols)
+    return frame.astype({**exact, **dict.fromkeys(floats, "float64")})

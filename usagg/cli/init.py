@@ -1,0 +1,102 @@
+"""`usagg init`: write a starting study from one shipped in the package (usagg/studies/), ready to edit.
+
+The written file is the packaged study as shipped (it names its catalog, `catalog: fmc_uia`, so it
+validates from any folder once usagg is installed); only the commands in its header comments are
+rewritten to name the file just written. The repo's studies/*.yaml are byte-identical copies of the
+packaged ones (tests/test_init.py checks), so there is one source of truth: usagg/studies/.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from usagg.errors import UsaggError
+
+HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with usagg, and print what to run next.
+
+--from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
+--from fmc_uia: the 27 FMC_UIA tasks on GPUs; its data.root is a placeholder you must edit.
+An existing file is never overwritten unless --force is given.
+
+Examples:
+
+  usagg init my_study                     (writes my_study/demo.yaml)
+
+  usagg init --from fmc_uia fmc           (writes fmc/fmc_uia.yaml; then edit its data.root)
+"""
+
+#: The studies shipped in the package (package data, next to usagg/catalogs/).
+PACKAGED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def packaged_studies() -> list[str]:
+    """Names of the studies `usagg init --from` can write (usagg/studies/*.yaml)."""
+    return sorted(p.stem for p in PACKAGED_STUDIES.glob("*.yaml"))
+
+
+def write_study(source: str, folder: Path, force: bool = False) -> Path:
+    """Write the packaged study `source` to folder/<source>.yaml and return that path.
+
+    Refuses (UsaggError, nothing written) when the file exists and `force` is false.
+    """
+    names = packaged_studies()
+    if source not in names:
+        from usagg.spec.load import suggest
+
+        raise UsaggError(
+            f"--from {source!r}: no packaged study of that name{suggest(source, names)}; "
+            f"packaged studies: {', '.join(names)}."
+        )
+    if folder.exists() and not folder.is_dir():
+        raise UsaggError(f"{folder} is a file, not a folder: give a folder for the study (created if missing).")
+    target = folder / f"{source}.yaml"
+    if target.exists() and not force:
+        raise UsaggError(
+            f"{target} already exists; nothing was written. Edit it, pass --force to replace it with the "
+            f"packaged study {source!r}, or choose another folder."
+        )
+    from usagg.atomic import write_text_atomic
+
+    text = (PACKAGED_STUDIES / f"{source}.yaml").read_text(encoding="utf-8")
+    write_text_atomic(target, text.replace(f"studies/{source}.yaml", shlex.quote(target.as_posix())))
+    return target
+
+
+def init(
+    folder: Path = typer.Argument(
+        ..., metavar="DIR", help="Folder for the study (created if missing).", show_default=False
+    ),
+    source: str = typer.Option("demo", "--from", help="Packaged study to start from: demo or fmc_uia."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing DIR/<name>.yaml."),
+) -> None:
+    from usagg.spec.load import load_study
+
+    target = write_study(source, folder, force)
+    study = load_study(target)  # the packaged studies validate anywhere; this proves it for this copy
+    spec = shlex.quote(target.as_posix())
+    store = shlex.quote((Path(study.output_root) / study.name).as_posix())
+    typer.echo(f"wrote {target} (from the packaged study {source!r})")
+    root = study.data.root
+    steps = [f"usagg validate {spec}"]
+    if root is not None and not root.exists():
+        typer.echo(
+            f"edit first: data.root in {target} is a placeholder ({root}); set it to your copy of the data "
+            "(the folder holding train/ and val/), or add --set data.root=/your/data to each command."
+        )
+    if root is not None:
+        steps += [f"usagg data check {shlex.quote(str(root))}", f"usagg plan {spec}"]
+    steps += [
+        f"usagg run {spec}",
+        f"usagg status {store}",
+        f"usagg compare {store} --baseline {study.analysis.baseline}",
+        f"usagg report {store}",
+    ]
+    typer.echo("next:\n" + "\n".join(f"  {s}" for s in steps))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `usagg init` to the app."""
+    app.command("init", help=HELP)(init)

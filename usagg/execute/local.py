@@ -1,0 +1,57 @@
+"""The "local" executor: in this process, or a pool of one worker per GPU, chosen from `execution.devices`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from usagg.errors import UsaggError
+from usagg.execute.base import Executor
+from usagg.execute.inprocess import InProcessExecutor
+from usagg.execute.pool import GpuPoolExecutor
+
+if TYPE_CHECKING:
+    from usagg.spec.models import ExecutionSpec
+
+
+def cuda_device_count() -> int:
+    """CUDA devices this process sees (torch imported here: the store and analysis stay torch-free)."""
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def resolve_devices(execution: ExecutionSpec) -> list[int] | None:
+    """GPU indices (counting visible devices) the jobs may use, or None for the CPU.
+
+    auto: every visible GPU, else the CPU; cuda: every visible GPU, an error if
+    there is none; cpu: None; a list: those indices, checked against what is visible.
+    """
+    devices = execution.devices
+    if devices == "cpu":
+        return None
+    if devices in ("auto", "cuda"):
+        n = cuda_device_count()
+        if n == 0:
+            if devices == "cuda":
+                raise UsaggError("execution.devices is 'cuda' but no CUDA device is visible; use 'cpu' or 'auto'")
+            return None
+        return list(range(n))
+    if not devices:
+        return None
+    if len(set(devices)) != len(devices):
+        raise UsaggError(f"execution.devices {devices} lists a device twice")
+    n = cuda_device_count()
+    missing = [d for d in devices if d >= n]
+    if missing:
+        raise UsaggError(f"execution.devices {devices}: {missing} not visible ({n} CUDA device(s) seen)")
+    return list(devices)
+
+
+def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Executor:
+    """A GPU pool for several GPUs (or one GPU other than 0), else in-process."""
+    devices = resolve_devices(execution)
+    if devices and (len(devices) >= 2 or devices != [0]):
+        # one device other than 0 also gets a (one-worker) pool: only a fresh process can be pinned to it
+        return GpuPoolExecutor(str(store_root), devices)
+    return InProcessExecutor(store_root)

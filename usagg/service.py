@@ -1,0 +1,279 @@
+"""The run service: what `usagg run` does, as plain functions under the CLI (nnU-Net v2's run_training() idea).
+
+One `StudyRun` goes through the steps of a run: plan and select the jobs
+(`prepare`), refuse a dataset with problems (`check_data`), write the run store
+(`init_store`), run the jobs through the executor the spec names (`execute`),
+and rebuild results.csv (`finish`). `run_study` does them all; the CLI
+(usagg/cli/runs.py) calls the steps one by one to render each, and
+`usagg.api.run_study` calls `run_study`. Nothing here prints.
+
+The device and CPU threads reach the engine as arguments of the job function
+(`job_function`), never through the environment. Torch-free at import: the
+engine, the data check and the executors are imported by the steps that use them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usagg.errors import DataError, UsaggError
+
+if TYPE_CHECKING:
+    from usagg.data.check import CheckReport
+    from usagg.engine.progress import Progress
+    from usagg.execute.base import EventFn, JobFn
+    from usagg.plan import Job
+    from usagg.spec.models import ExecutionSpec, Study
+    from usagg.store import RunStore
+
+#: Problems listed in a DataProblems message (the CLI lists more, see `usagg data check` for all).
+PROBLEMS_IN_MESSAGE = 10
+
+
+class DataProblems(DataError):
+    """The dataset has problems, so nothing is trained; `report` holds all of them. Exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, report: CheckReport) -> None:
+        self.report = report
+        lines = [f"the dataset at {report.root} has {len(report.problems)} problem(s); not training:"]
+        for p in report.problems[:PROBLEMS_IN_MESSAGE]:
+            where = f"{p.where()}: " if p.row else ""
+            lines.append(f"  {p.kind} {where}{p.message}")
+        if len(report.problems) > PROBLEMS_IN_MESSAGE:
+            lines.append(
+                f"  ... and {len(report.problems) - PROBLEMS_IN_MESSAGE} more (usagg data check {report.root})"
+            )
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- options as spec overrides
+
+
+def executor_override(name: str, what: str = "--executor") -> str:
+    """A spec override choosing a registered executor (UsaggError naming `what` otherwise)."""
+    from usagg.execute.registry import executor_names
+
+    names = executor_names()
+    if name not in names:
+        raise UsaggError(f"{what} {name!r}: choose one of {', '.join(names)}")
+    return f"execution.executor={name}"
+
+
+def devices_override(devices: str | int | Sequence[int], what: str = "--devices") -> str:
+    """A spec override of execution.devices from cpu, auto, cuda, GPU indices (0,1) or a list of indices."""
+    if isinstance(devices, int):
+        ids = [devices]
+    elif isinstance(devices, str):
+        d = devices.strip()
+        if d in ("cpu", "auto", "cuda"):
+            return f"execution.devices={d}"
+        try:
+            ids = [int(x) for x in d.split(",") if x.strip()]
+        except ValueError:
+            raise UsaggError(f"{what} {devices!r}: give cpu, auto, cuda or GPU indices such as 0 or 0,1") from None
+    else:
+        ids = [int(x) for x in devices]
+    return f"execution.devices=[{', '.join(map(str, ids))}]"
+
+
+def run_overrides(
+    sets: Sequence[str] = (),
+    *,
+    executor: str | None = None,
+    devices: str | int | Sequence[int] | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    """`--set` overrides plus the executor, devices and threads as spec overrides (they never change a job id)."""
+    out = list(sets)
+    if executor is not None:
+        out.append(executor_override(executor))
+    if devices is not None:
+        out.append(devices_override(devices))
+    if threads is not None:
+        out.append(f"execution.threads={threads}")
+    return out
+
+
+# --------------------------------------------------------------------------- jobs and store
+
+
+def store_for(study: Study) -> RunStore:
+    """The study's run store, <output_root>/<name>."""
+    from usagg.store import RunStore
+
+    return RunStore(Path(study.output_root) / study.name)
+
+
+def select_jobs(jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = ()) -> list[Job]:
+    """The planned jobs narrowed to `paradigms` and to the ids in `only` (unknown names are user errors)."""
+    if paradigms:
+        known = sorted({j.paradigm for j in jobs})
+        bad = [p for p in paradigms if p not in known]
+        if bad:
+            raise UsaggError(f"--paradigm {', '.join(bad)}: this study plans {', '.join(known)}")
+        jobs = [j for j in jobs if j.paradigm in paradigms]
+    if only:
+        ids = {j.id for j in jobs}
+        bad = [i for i in only if i not in ids]
+        if bad:
+            raise UsaggError(
+                f"--only {', '.join(bad)}: no such job in this selection; planned jobs: "
+                f"{', '.join(j.id for j in jobs) or 'none'} (see `usagg run STUDY --dry-run`)"
+            )
+        jobs = [j for j in jobs if j.id in only]
+    return jobs
+
+
+def engine_device(execution: ExecutionSpec) -> str | None:
+    """The device the jobs' engine uses: cpu when asked for; cuda for local GPUs; else None (the engine picks).
+
+    Local pool workers are pinned to one GPU each, which they see as cuda:0, so
+    "cuda" is right for every local GPU setting; "auto", and GPUs under an
+    executor that places jobs itself (Slurm), leave the choice to the engine on
+    the node (the first visible GPU, else the CPU).
+    """
+    if execution.devices == "cpu":
+        return "cpu"
+    if execution.executor != "local" or execution.devices == "auto":
+        return None
+    return "cuda"
+
+
+def job_function(execution: ExecutionSpec) -> JobFn:
+    """`run_one` with the device and threads bound: picklable, so it reaches pool workers and Slurm nodes."""
+    from usagg.engine.runner import run_one  # torch-free at import: the engine loads inside the call
+
+    return functools.partial(run_one, device=engine_device(execution), threads=execution.threads)
+
+
+# --------------------------------------------------------------------------- a run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run left: where its store is, each selected job's final state, and the results table."""
+
+    store_root: Path
+    states: dict[str, str]
+    results_csv: Path
+
+    @property
+    def failed(self) -> list[str]:
+        return [jid for jid, s in self.states.items() if s == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no selected job failed."""
+        return not self.failed
+
+
+@dataclass
+class StudyRun:
+    """One `usagg run` of a study, step by step; `prepare` changes nothing on disk."""
+
+    study: Study
+    all_jobs: list[Job]
+    jobs: list[Job]
+    store: RunStore
+    states: dict[str, str]  # job_state of each selected job when prepared
+    retry_failed: bool = False
+    todo: list[str] = field(default_factory=list)
+
+    @classmethod
+    def prepare(
+        cls, study: Study, paradigms: Sequence[str] = (), only: Sequence[str] = (), retry_failed: bool = False
+    ) -> StudyRun:
+        """Plan the study, select jobs and decide what is to run: not done, and not failed unless retried."""
+        from usagg.plan import plan
+
+        all_jobs = plan(study)
+        jobs = select_jobs(all_jobs, paradigms, only)
+        store = store_for(study)
+        states = {j.id: store.job_state(j.id) for j in jobs}
+        todo = [j.id for j in jobs if states[j.id] != "done" and (states[j.id] != "failed" or retry_failed)]
+        return cls(study, all_jobs, jobs, store, states, retry_failed, todo)
+
+    @property
+    def skipped_failed(self) -> list[str]:
+        """Failed jobs left alone (no retry_failed)."""
+        return [j.id for j in self.jobs if self.states[j.id] == "failed" and not self.retry_failed]
+
+    @property
+    def done(self) -> list[str]:
+        return [j.id for j in self.jobs if self.states[j.id] == "done"]
+
+    def action(self, job_id: str) -> str:
+        """What running would do to a selected job: run, resume (a checkpoint is there), or skip and why."""
+        if job_id in self.todo:
+            return "resume" if self.store.has_checkpoint(job_id) else "run"
+        return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
+
+    def check_data(self) -> CheckReport:
+        """Check the dataset the jobs will read (generating the synthetic one on first use); DataProblems if any."""
+        from usagg.data.check import check_dataset
+        from usagg.data.source import dataset_root
+
+        data = self.study.data
+        splits = ("train", "val") if data.test_split == "val" else ("train",)
+        report = check_dataset(dataset_root(data), self.study.tasks, splits=splits)
+        if not report.ok:
+            raise DataProblems(report)
+        return report
+
+    def init_store(self) -> None:
+        """Write the resolved spec, the plan and a record per job (existing jobs keep their state)."""
+        from usagg.spec.load import dump_study
+
+        self.store.init(dump_study(self.study), self.all_jobs)
+
+    def execute(
+        self,
+        on_event: EventFn | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        **executor_options: Any,
+    ) -> dict[str, str]:
+        """Run the jobs to do through the spec's executor; returns job id -> state as the executor saw it.
+
+        `on_event(job_id, event, info)` hears started / finished / failed / locked
+        (usagg/execute/base.py); `on_progress` hears the running job's epoch and
+        step (in-process jobs only). `executor_options` go to the executor's factory.
+        """
+        if not self.todo:
+            return {}
+        from usagg.engine import progress
+        from usagg.execute.registry import make_executor
+
+        executor = make_executor(self.study.execution, self.store.root, **executor_options)
+        fn = job_function(self.study.execution)
+        if on_progress is None:
+            return executor.run(self.todo, fn, on_event)
+        with progress.listening(on_progress):
+            return executor.run(self.todo, fn, on_event)
+
+    def finish(self) -> RunResult:
+        """Rebuild results.csv from every done job and read the selected jobs' final states."""
+        csv_path = self.store.rebuild_results()
+        return RunResult(self.store.root, {j.id: self.store.job_state(j.id) for j in self.jobs}, csv_path)
+
+
+def run_study(
+    study: Study,
+    *,
+    paradigms: Sequence[str] = (),
+    only: Sequence[str] = (),
+    retry_failed: bool = False,
+    on_event: EventFn | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Check the data, then train and evaluate every selected job not yet done; DataProblems on bad data."""
+    run = StudyRun.prepare(study, paradigms, only, retry_failed)
+    run.check_data()
+    run.init_store()
+    run.execute(on_event, on_progress)
+    return run.finish()
