@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from usagg.errors import UsaggError
 from usagg.model.m2dino import build_model
 from usagg.model.zoo import BACKBONES, BackboneEntry, register_backbone
 from usagg.spec.models import ModelSpec, TaskSpec
@@ -26,3 +27,22 @@ def test_a_registered_backbone_is_accepted_and_built() -> None:
         BACKBONES.pop("dinov3_micro")
     with pytest.raises(ValueError, match="unknown backbone 'dinov3_micro'"):
         ModelSpec(backbone="dinov3_micro")
+
+
+def test_usagg_registry_lists_every_registry_and_refuses_an_unknown_kind() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from usagg.cli.app import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["registry", "--json"])
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.output)
+    assert [t["type"] for t in data["task-types"]] == ["segmentation", "classification", "detection", "regression"]
+    assert [p["paradigm"] for p in data["paradigms"]][:3] == ["TS", "CG", "AU"]
+    assert {"local", "slurm"} <= {e["executor"] for e in data["executors"]}
+    assert {b["backbone"]: b["depth"] for b in data["backbones"]}["dinov3_large"] == "24"
+    bad = runner.invoke(app, ["registry", "heads"])  # main() turns it into one line and exit 2
+    assert isinstance(bad.exception, UsaggError) and "choose one of task-types, paradigms" in str(bad.exception)

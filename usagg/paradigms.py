@@ -10,12 +10,13 @@ validates against it), so `Study` is only a type hint here.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
+
+from usagg.names import unknown_name
 
 if TYPE_CHECKING:
     from usagg.spec.models import Study
@@ -70,9 +71,7 @@ def paradigm_names() -> list[str]:
 def check_paradigm(name: str) -> str:
     """`name` if registered, else ValueError with a did-you-mean and the registered names."""
     if name not in PARADIGMS:
-        close = difflib.get_close_matches(name, list(PARADIGMS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown paradigm {name!r}{hint}; registered paradigms: {', '.join(PARADIGMS)}")
+        raise ValueError(unknown_name("paradigm", name, list(PARADIGMS)))
     return name
 
 

@@ -44,7 +44,7 @@ def write_study(source: str, folder: Path, force: bool = False) -> Path:
     """
     names = packaged_studies()
     if source not in names:
-        from usagg.spec.load import suggest
+        from usagg.names import suggest
 
         raise UsaggError(
             f"--from {source!r}: no packaged study of that name{suggest(source, names)}; "

@@ -37,12 +37,11 @@ def _rows(kind: str) -> tuple[list[str], list[list[str]]]:
                 t.name,
                 ", ".join(f"{m.name} {'↑' if m.higher_is_better else '↓'}" for m in t.metrics),
                 t.num_classes_meaning,
-                t.prediction_file,
                 type(t).__module__,
             ]
             for t in task_types()
         ]
-        return ["type", "metrics (primary first)", "num_classes", "predictions", "module"], rows
+        return ["type", "metrics (primary first)", "num_classes", "module"], rows
     if kind == "paradigms":
         from usagg.paradigms import PARADIGMS
 
@@ -78,8 +77,8 @@ def registry(
     console = Console()
     for k, (cols, rows) in tables.items():
         table = Table(title=k)
-        for c in cols:
-            table.add_column(c, overflow="fold")
+        for i, c in enumerate(cols):
+            table.add_column(c, no_wrap=i == 0, overflow="fold")  # the name whole; nothing cut off
         for row in rows:
             table.add_row(*row)
         console.print(table)

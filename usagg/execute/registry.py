@@ -10,7 +10,6 @@ only a type hint here). Factories import their backends when called.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.errors import UsaggError
+from usagg.names import unknown_name
 
 if TYPE_CHECKING:
     from usagg.execute.base import Executor
@@ -66,9 +66,7 @@ def get_executor_factory(name: str) -> ExecutorFactory:
     """The factory registered as `name`; UsaggError with a did-you-mean and the registered names otherwise."""
     entry = EXECUTORS.get(name)
     if entry is None:
-        close = difflib.get_close_matches(str(name), list(EXECUTORS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsaggError(f"unknown executor {name!r}{hint}; registered executors: {', '.join(EXECUTORS)}")
+        raise UsaggError(unknown_name("executor", name, list(EXECUTORS)))
     return entry.factory
 
 

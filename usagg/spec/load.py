@@ -8,7 +8,6 @@ and what is allowed, so the CLI can print it without a traceback.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from usagg import __version__
 from usagg.errors import SpecError
+from usagg.names import suggest
 from usagg.spec.models import CatalogRef, Study, TaskSpec
 
 __all__ = [
@@ -34,12 +34,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- walking the model types
-
-
-def suggest(name: str, choices: Sequence[str]) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _arms(ann: Any) -> list[Any]:

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from usagg.execute.registry import EXECUTORS
 from usagg.model.zoo import BACKBONES
+from usagg.names import unknown_name
 from usagg.paradigms import check_paradigm, paradigm_names
 from usagg.tasktypes import builtin_task_types, get_task_type
 
@@ -23,9 +24,7 @@ ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
 
 def _check_executor(name: str) -> str:
     if name not in EXECUTORS:
-        close = difflib.get_close_matches(name, list(EXECUTORS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown executor {name!r}{hint}; registered executors: {', '.join(EXECUTORS)}")
+        raise ValueError(unknown_name("executor", name, list(EXECUTORS)))
     return name
 
 
@@ -210,9 +209,7 @@ class ModelSpec(Strict):
     @classmethod
     def _known_backbone(cls, v: str) -> str:
         if v not in BACKBONES:
-            close = difflib.get_close_matches(v, list(BACKBONES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown backbone {v!r}{hint}; choose one of {', '.join(BACKBONES)}")
+            raise ValueError(unknown_name("backbone", v, list(BACKBONES)))
         return v
 
     @field_validator("image_size")

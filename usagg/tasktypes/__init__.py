@@ -15,13 +15,13 @@ imports torch, scipy or matplotlib.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import pkgutil
 from importlib import metadata
 from typing import TypeVar
 
+from usagg.names import unknown_name
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType
 
 __all__ = [
@@ -129,12 +129,9 @@ def get_task_type(name: str) -> TaskType:
     _load()
     tt = _REGISTRY.get(name)
     if tt is None:
-        names = task_type_names()
-        close = difflib.get_close_matches(str(name), names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"unknown task type {name!r}{hint}; registered types: {', '.join(names)} "
-            f"(plug-ins register more: see docs/internals.md, 'How to add a task type')"
+            unknown_name("task type", str(name), task_type_names())
+            + " (plug-ins register more: see docs/internals.md, 'How to add a task type')"
         )
     return tt
 
