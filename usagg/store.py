@@ -167,6 +167,11 @@ def _read_holder(path: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- one job's files
 
 
+#: File names of the trainer's checkpoints inside `JobPaths.checkpoints` (the engine writes them).
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
 @dataclass(frozen=True)
 class JobPaths:
     """Where one job's files live; the engine writes into a bare folder through it too (tests, `run_job`)."""
@@ -213,7 +218,7 @@ class JobPaths:
     @property
     def last_checkpoint(self) -> Path:
         """Present when a killed attempt can resume."""
-        return self.checkpoints / "last.pt"
+        return self.checkpoints / LAST_CHECKPOINT
 
 
 # --------------------------------------------------------------------------- the store

@@ -26,6 +26,7 @@ from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.model.m2dino import M2DINO
 from usagg.spec.models import TaskSpec, TrainingSpec
+from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,11 @@ class Trainer:
 
     @property
     def last_path(self) -> Path:
-        return self.ckpt_dir / "last.pt"
+        return self.ckpt_dir / LAST_CHECKPOINT
 
     @property
     def best_path(self) -> Path:
-        return self.ckpt_dir / "best.pt"
+        return self.ckpt_dir / BEST_CHECKPOINT
 
     def state_dict(self) -> dict[str, Any]:
         s = self.state
