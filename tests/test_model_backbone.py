@@ -157,3 +157,19 @@ def test_blocks_after_last_feature_block_are_dropped() -> None:
     assert model.encoder.depth == 3
     out = model(torch.randn(1, 3, 64, 64), "cls")
     assert out.outputs.shape == (1, 3)
+
+
+def test_check_weights_accepts_what_loads_and_refuses_what_does_not(tmp_path) -> None:
+    """`check_weights` (validate, run) agrees with the loader, without building real tensors."""
+    from usagg.model.weights_check import check_weights
+
+    vit, state, path = _official_file(tmp_path)
+    assert check_weights(path, "dinov3_test") == len(vit.state_dict())
+    bad = {k: v for k, v in state.items() if k != "norm.weight"}
+    torch.save(bad, tmp_path / "bad.pth")
+    for check in (
+        lambda: check_weights(tmp_path / "bad.pth", "dinov3_test"),
+        lambda: build_vit("dinov3_test", tmp_path / "bad.pth"),
+    ):
+        with pytest.raises(UsaggError, match=r"does not fit backbone dinov3_test: 1 missing key \(norm.weight\)"):
+            check()

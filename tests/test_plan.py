@@ -177,3 +177,19 @@ def test_a_registered_paradigm_is_accepted_by_the_spec_and_planned(spec: Path) -
         PARADIGMS.pop("PAIR")
     with pytest.raises(SpecError, match="unknown paradigm 'PAIR'"):
         load_study(spec, ["paradigms=[TS, PAIR]"])
+
+
+def test_weights_count_by_content_not_by_path(spec: Path, tmp_path: Path) -> None:
+    """Same bytes anywhere under any name: same ids; other bytes under the same name: every id changes."""
+    weights = spec.parent / "w" / "dino.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"first weights")
+    elsewhere = tmp_path / "b" / "other_name.pth"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"first weights")
+    assert not changed(spec, f"model.weights={elsewhere}")
+    assert len(changed(spec, "model.weights=null")) == 36
+    before = ids(load_study(spec))
+    weights.write_bytes(b"other weights, another size")
+    after = ids(load_study(spec))
+    assert all(before[k] != after[k] for k in before)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_ENV = "USAGG_CACHE"
-KINDS = ("decode", "synth", "analysis")
+KINDS = ("decode", "synth", "analysis", "filehash")
 SYNTH_MARKER = ".usagg-complete"  # written last into a finished synthetic benchmark (usagg.data.source)
 
 
@@ -86,9 +86,23 @@ def _analysis_entries(folder: Path) -> list[Entry]:
     return out
 
 
+def _filehash_entries(folder: Path) -> list[Entry]:
+    """Content digests of weights files (usagg/filehash.py): one small record each, recomputed when pruned."""
+    return [
+        Entry("filehash", p.stem, (p,), p.stat().st_size, p.stat().st_mtime)
+        for p in folder.iterdir()
+        if p.suffix == ".json"
+    ]
+
+
 def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
     """Every entry of these kinds under the cache root, oldest use first."""
-    listers = {"decode": _decode_entries, "synth": _synth_entries, "analysis": _analysis_entries}
+    listers = {
+        "decode": _decode_entries,
+        "synth": _synth_entries,
+        "analysis": _analysis_entries,
+        "filehash": _filehash_entries,
+    }
     out: list[Entry] = []
     for kind in kinds:
         folder = Path(root) / kind

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from usagg.filehash import file_sha256
 from usagg.paradigms import Unit, get_planner
 from usagg.spec.models import DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
 
@@ -48,17 +50,32 @@ def _fmt_fraction(f: float) -> str:
     return f"f{f:g}"
 
 
+def weights_key(weights: Path | None, cache_dir: Path | None = None) -> str | None:
+    """What the job hash records of `model.weights`: None (random init), else `sha256:<content digest>`.
+
+    The digest is cached by (path, size, mtime_ns) (usagg/filehash.py), so a 1 GB checkpoint is
+    read once. A file not there yet counts by name (`missing:<name>`): `usagg plan` works before
+    the download, and no job can run until it exists (`usagg run` checks the file first).
+    """
+    if weights is None:
+        return None
+    if not Path(weights).is_file():
+        return f"missing:{Path(weights).name}"
+    return f"sha256:{file_sha256(weights, cache_dir)}"
+
+
 def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[str, Any]:
     """Every setting that changes this job's result, normalised so that equivalent specs agree.
 
-    Left out on purpose: absolute paths (data.root, cache_dir, synthetic.out; the weights
-    file counts by name only), worker counts, eval batch size, execution and analysis
-    settings, the clinical group label, and settings of other tasks or inactive options
-    (MoE for TS, task sampling for one-task jobs).
+    The weights file counts by content (`weights_key`), so a file replaced under the same
+    name gives new ids. Left out on purpose: absolute paths (data.root, cache_dir,
+    synthetic.out, the weights' path), worker counts, eval batch size, execution and
+    analysis settings, the clinical group label, and settings of other tasks or inactive
+    options (MoE for TS, task sampling for one-task jobs).
     """
     tasks = [study.task(t).model_dump(mode="json", exclude={"group"}) for t in unit.tasks]
     model = study.model.model_dump(mode="json")
-    model["weights"] = study.model.weights.name if study.model.weights else None
+    model["weights"] = weights_key(study.model.weights, study.data.cache_dir)
     if not unit.moe:
         model.pop("moe")
     training = study.training.model_dump(mode="json", exclude={"eval_batch_size"})

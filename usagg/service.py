@@ -215,10 +215,18 @@ class StudyRun:
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
 
     def check_data(self) -> CheckReport:
-        """Check the dataset the jobs will read (generating the synthetic one on first use); DataProblems if any."""
+        """Check the weights file, then the dataset the jobs will read (generating the synthetic one on first use).
+
+        A `model.weights` that would not load into the backbone raises UsaggError (exit 2) before
+        anything is written (usagg/model/weights_check.py `check_weights`); DataProblems if the data has any.
+        """
         from usagg.data.check import check_dataset
         from usagg.data.source import dataset_root
 
+        if self.study.model.weights is not None:
+            from usagg.model.weights_check import check_weights
+
+            check_weights(self.study.model.weights, self.study.model.backbone)
         data = self.study.data
         splits = ("train", "val") if data.test_split == "val" else ("train",)
         report = check_dataset(dataset_root(data), self.study.tasks, splits=splits)

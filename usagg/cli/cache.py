@@ -57,7 +57,9 @@ def prune(
     older_than: float = typer.Option(
         30.0, "--older-than", help="Delete entries not used for this many days (0: every entry not in use)."
     ),
-    kind: list[str] = typer.Option([], "--kind", help="decode, synth or analysis; repeat for several (default: all)."),
+    kind: list[str] = typer.Option(
+        [], "--kind", help="decode, synth, analysis or filehash; repeat for several (default: all)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted, delete nothing."),
     cache_dir: Path | None = _CACHE_DIR,
 ) -> None:

@@ -50,6 +50,7 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
 
     s = _load(study, set_)
     jobs = plan(s)
+    _check_weights(s)
     out = Console(highlight=False)
     out.print(f"[green]ok[/]: {study} is a valid study [bold]{s.name}[/] (run store {Path(s.output_root) / s.name})")
     types = Counter(t.type for t in s.tasks)
@@ -71,6 +72,20 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
         out.print("[yellow]note[/]: no model.weights: the encoder will be randomly initialised.")
     elif not s.model.weights.is_file():
         out.print(f"[yellow]note[/]: model.weights {s.model.weights} does not exist yet (needed by `usagg run`).")
+    else:
+        out.print(f"weights: {s.model.weights} fits {s.model.backbone}")
+
+
+def _check_weights(s: Study) -> None:
+    """A `model.weights` file that is there must load into `model.backbone`: UsaggError (exit 2) naming the misfits.
+
+    The same check `usagg run` makes before any job (usagg/model/weights_check.py `check_weights`);
+    a file not there yet is only a note of `validate`.
+    """
+    if s.model.weights is not None and s.model.weights.is_file():
+        from usagg.model.weights_check import check_weights
+
+        check_weights(s.model.weights, s.model.backbone)
 
 
 def _states(s: Study, jobs: list[Job]) -> dict[str, str]:

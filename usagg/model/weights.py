@@ -9,6 +9,7 @@ the weights are licence-gated, so the user gives a path.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -20,12 +21,16 @@ from usagg.errors import UsaggError
 _SHOW = 4  # keys named per category in error messages
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt (torch.load, weights_only) or .safetensors file; UsaggError if unreadable."""
+def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict from a .pth/.pt (torch.load, weights_only, CPU) or .safetensors file; UsaggError if unreadable.
+
+    `mmap` maps a zip-format .pth instead of reading it, so checking a 1 GB file costs little memory.
+    """
     path = Path(path)
+    target = f" for backbone {backbone}" if backbone else ""
     if not path.is_file():
         raise UsaggError(
-            f"The weights file {path} does not exist. Give `model.weights` the path of a downloaded official "
+            f"The weights file {path}{target} does not exist. Give `model.weights` the path of a downloaded official "
             "DINOv3 checkpoint (for example dinov3_vits16_pretrain_lvd1689m-08c60483.pth), or leave it empty "
             "to train from a random initialisation."
         )
@@ -35,16 +40,27 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as exc:
+        # the first sentence only: torch's unpickling errors go on to suggest weights_only=False, never wise here
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
         raise UsaggError(
-            f"Could not read the weights file {path} as a PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Give the official DINOv3 .pth file as downloaded, "
-            "or a .safetensors file."
+            f"Could not read the weights file {path}{target} as a PyTorch checkpoint ({type(exc).__name__}: "
+            f"{first}; {_describe(path)}). It may be truncated (an interrupted download) or not a checkpoint at all "
+            "(a saved web page, a text file); give the official DINOv3 .pth file as downloaded, or a .safetensors file."
         ) from exc
     if not isinstance(state, dict):
-        raise UsaggError(f"The weights file {path} holds a {type(state).__name__}, not a state dict of tensors.")
+        raise UsaggError(
+            f"The weights file {path}{target} holds a {type(state).__name__}, not a state dict of tensors."
+        )
     return state
+
+
+def _describe(path: Path) -> str:
+    """Size and first bytes of a file that did not load: an HTML page or a text file shows itself."""
+    with path.open("rb") as f:
+        head = f.read(24)
+    return f"{path.stat().st_size} bytes, starting {head!r}"
 
 
 def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
@@ -69,16 +85,15 @@ def _n(items: list[str], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
-def load_dinov3_weights(model: nn.Module, path: Path, backbone: str = "") -> None:
-    """Load an official (or timm-format) DINOv3 checkpoint into a timm Eva model, strictly."""
-    path = Path(path)
-    raw = read_checkpoint(path)
+def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbone: str) -> dict:
+    """`raw` under timm's key names, checked key by key and shape by shape against `model`; UsaggError if not."""
+    name = backbone or type(model).__name__
     try:
         state = checkpoint_filter_fn(raw, model)
     except Exception as exc:
         raise UsaggError(
-            f"The weights file {path} could not be converted to timm's DINOv3 layout ({type(exc).__name__}: {exc}). "
-            "It does not look like an official DINOv3 ViT checkpoint."
+            f"The weights file {path} could not be converted to timm's DINOv3 layout for backbone {name} "
+            f"({type(exc).__name__}: {exc}). It does not look like an official DINOv3 ViT checkpoint."
         ) from exc
     missing, unexpected, wrong = _fit_report(model, state)
     if missing or unexpected or wrong:
@@ -90,12 +105,19 @@ def load_dinov3_weights(model: nn.Module, path: Path, backbone: str = "") -> Non
         if wrong:
             parts.append(f"{_n(wrong, 'key')} of the wrong shape ({_some(wrong)})")
         raise UsaggError(
-            f"The weights file {path} does not fit backbone {backbone or type(model).__name__}: "
+            f"The weights file {path} does not fit backbone {name}: "
             + "; ".join(parts)
             + ". Give the official DINOv3 checkpoint of the same model size as `model.backbone` "
             "(ViT-S/16 for dinov3_small, ViT-S+/16 for dinov3_small_plus, ViT-B/16, ViT-L/16), "
             "or leave `model.weights` empty for a random initialisation."
         )
+    return state
+
+
+def load_dinov3_weights(model: nn.Module, path: Path, backbone: str = "") -> None:
+    """Load an official (or timm-format) DINOv3 checkpoint into a timm Eva model, strictly."""
+    path = Path(path)
+    state = fit_state(model, read_checkpoint(path, backbone), path, backbone)
     model.load_state_dict(state, strict=True)
 
 
@@ -129,4 +151,4 @@ def to_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["load_dinov3_weights", "read_checkpoint", "to_official_state_dict"]
+__all__ = ["fit_state", "load_dinov3_weights", "read_checkpoint", "to_official_state_dict"]

@@ -1,0 +1,67 @@
+"""The sha256 of a file's content, cached by (path, size, mtime_ns) so a large file is read once.
+
+The job hash (usagg/plan.py) covers the content of `model.weights` rather than its
+name, and is computed on every `plan`, `validate`, `status` and `run`: a 1 GB checkpoint
+must not be read each time. One small JSON record per file lives under
+`<cache root>/filehash/` (the cache root of usagg/cachedir.py); a record whose size or
+mtime no longer match the file is recomputed and replaced, so touching a file costs one
+read and gives the same digest. Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+from usagg.atomic import write_json_atomic
+from usagg.cachedir import cache_root
+
+FOLDER = "filehash"
+_CHUNK = 1 << 20
+_memo: dict[tuple[str, int, int], str] = {}  # this process's digests, so one plan reads no record twice
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_path(folder: Path, path: str) -> Path:
+    return folder / f"{hashlib.sha256(path.encode()).hexdigest()[:32]}.json"
+
+
+def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
+    """Hex sha256 of the file's bytes; reads it only when (path, size, mtime_ns) has no cached digest.
+
+    `cache_dir` is a study's `data.cache_dir` (None: $USAGG_CACHE or ~/.cache/usagg). A cache
+    that cannot be written (read-only home, full disk) only costs the re-read next time.
+    """
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    key = (str(resolved), st.st_size, st.st_mtime_ns)
+    if key in _memo:
+        return _memo[key]
+    folder = cache_root(cache_dir) / FOLDER
+    record = _record_path(folder, key[0])
+    try:
+        saved = json.loads(record.read_text())
+        if [saved.get("path"), saved.get("size"), saved.get("mtime_ns")] == list(key):
+            _memo[key] = str(saved["sha256"])
+            return _memo[key]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass  # no record, or an unreadable one: recompute
+    digest = _digest(resolved)
+    if resolved.stat().st_mtime_ns != st.st_mtime_ns:  # changed while being read: do not cache a mixed digest
+        return digest
+    _memo[key] = digest
+    with contextlib.suppress(OSError):  # atomic: concurrent planners never read half a record
+        write_json_atomic(record, {"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest})
+    return digest
+
+
+__all__ = ["file_sha256"]
