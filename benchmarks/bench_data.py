@@ -4,6 +4,11 @@ A cache-less loader pays PNG decode + resize for every image every epoch; with t
 cache the first epoch pays it once (cold, including writing the memmap) and
 every later epoch, job and worker reads uint8 pages (warm). `tensors()` is the
 engine's fast path (whole task in memory, batches by indexing).
+
+The leakage check of `usagg data check` (usagg/data/leakage.py) is timed against a
+plain decode of the same files in the same run: fingerprinting reuses the check's one
+decode per image, so its cost (hashing plus matching val against train) must stay
+below decoding once. Matching is also timed at the FMC_UIA scale (40k train, 8k val).
 """
 
 from __future__ import annotations
@@ -64,6 +69,56 @@ def _tensors_epoch(samples: list, spec: object, cache_dir: Path) -> None:
         t["targets"][idx]
 
 
+def _leakage(root: Path) -> dict:
+    """Leakage cost (fingerprints of decoded images + matching) over a plain decode of the same files."""
+    from PIL import Image
+
+    from usagg.data.fmc_uia import read_split
+    from usagg.data.leakage import Entry, find_leaks, fingerprint
+
+    samples = [(split, s) for split in ("train", "val") for ss in read_split(root, split).values() for s in ss]
+
+    def decode() -> list:
+        out = []
+        for _, s in samples:
+            with Image.open(s.image_file) as im:
+                im.load()
+                out.append(im.copy())
+        return out
+
+    decode_s = _best(decode)
+    images = decode()
+    hash_s = _best(lambda: [fingerprint(im) for im in images])
+    entries = [Entry(split, s, fingerprint(im)) for (split, s), im in zip(samples, images, strict=True)]
+    match_s = _best(lambda: find_leaks(entries, root))
+    return {
+        "n_images": len(samples),
+        "decode_ms": round(1000 * decode_s / len(samples), 3),
+        "fingerprint_ms": round(1000 * hash_s / len(samples), 3),
+        "match_ms": round(1000 * match_s / len(samples), 3),
+        "leakage_over_decode": round((hash_s + match_s) / decode_s, 3),
+    }
+
+
+def _match_at_scale(n_train: int = 40_000, n_val: int = 8_000) -> dict:
+    """Matching alone at the FMC_UIA scale, on random hashes (no near duplicates, so every pair is compared)."""
+    import numpy as np
+
+    from usagg.data.fmc_uia import Sample
+    from usagg.data.leakage import HASH_SIDE, Entry, Fingerprint, find_leaks
+
+    rng = np.random.default_rng(0)
+    words = HASH_SIDE * HASH_SIDE // 64
+    hashes = rng.integers(0, 2**63, size=(n_train + n_val, words), dtype=np.int64).view(np.uint64)
+    entries = []
+    for i in range(n_train + n_val):
+        split = "train" if i < n_train else "val"
+        s = Sample("t", "classification", 2, f"{i}.png", Path(f"/x/{split}/{i}.png"), 0, Path("/x/t.csv"), i + 1)
+        entries.append(Entry(split, s, Fingerprint(i.to_bytes(8, "little"), hashes[i])))
+    match_s = _timed(lambda: find_leaks(entries, Path("/x")))
+    return {"n_train": n_train, "n_val": n_val, "match_s": round(match_s, 2)}
+
+
 def main() -> dict:
     import torch
 
@@ -79,8 +134,9 @@ def main() -> dict:
     torch.set_num_threads(1)  # data loading runs beside training; one thread is also the steadiest measure
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="usagg-bench-data-") as tmp:
-        synth = SynthSpec(image_size=IMAGE_SIZE, default_size=N_TRAIN, val_size=2)
-        data = read_split(generate_benchmark(Path(tmp) / "data", synth, list(TASKS)), "train")
+        synth = SynthSpec(image_size=IMAGE_SIZE, default_size=N_TRAIN, val_size=N_TRAIN // 4)
+        root = generate_benchmark(Path(tmp) / "data", synth, list(TASKS))
+        data = read_split(root, "train")
         for task_id in TASKS:
             samples, spec = data[task_id], specs[task_id]
             n = len(samples)
@@ -99,6 +155,8 @@ def main() -> dict:
                 "cold_over_warm": round(cold / warm, 1),
                 "no_cache_over_warm": round(no_cache / warm, 1),
             }
+        leakage = _leakage(root)
+    leakage["at_scale"] = _match_at_scale()
 
     torch.set_num_threads(threads)
     print(f"data loading, ms per image ({IMAGE_SIZE}px PNG -> {INPUT_SIZE}px input, best of {REPEATS}, 1 torch thread)")
@@ -110,7 +168,14 @@ def main() -> dict:
             f"{task_id:<20} {r['type']:<14} {r['n_images']:>4} {r['no_cache_ms']:>9.2f} {r['cold_ms']:>8.2f} "
             f"{r['warm_ms']:>8.2f} {r['tensors_ms']:>8.3f} {r['cold_over_warm']:>9.1f}x"
         )
-    return {"image_size": IMAGE_SIZE, "input_size": INPUT_SIZE, "repeats": REPEATS, "tasks": rows}
+    lk = leakage
+    print(
+        f"leakage check, ms per image over {lk['n_images']} train+val images: decode {lk['decode_ms']:.2f}, "
+        f"fingerprint {lk['fingerprint_ms']:.2f}, match {lk['match_ms']:.3f} -> {lk['leakage_over_decode']:.2f}x a "
+        f"decode; matching {lk['at_scale']['n_val']} val against {lk['at_scale']['n_train']} train hashes: "
+        f"{lk['at_scale']['match_s']:.1f} s"
+    )
+    return {"image_size": IMAGE_SIZE, "input_size": INPUT_SIZE, "repeats": REPEATS, "tasks": rows, "leakage": leakage}
 
 
 if __name__ == "__main__":

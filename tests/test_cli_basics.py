@@ -57,6 +57,11 @@ def test_help_has_an_example(command: str, monkeypatch: pytest.MonkeyPatch, caps
     assert f"Example: usagg {command}" in text
 
 
+def test_data_catalog_help_has_an_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["data", "catalog", "--help"], monkeypatch, capsys)
+    assert code == 0 and "Example: usagg data catalog" in text and "--groups" in text and "--force" in text
+
+
 def test_validate_summary(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, text = run_cli(["validate", str(FMC)], monkeypatch, capsys)
     assert code == 0, text

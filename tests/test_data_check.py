@@ -128,6 +128,7 @@ def test_each_planted_problem_is_reported_once(corrupted: Path) -> None:
     assert "values [2]" in by_kind["mask_values"] and "48x32" in by_kind["size_mismatch"]
     assert "expected 2 keypoints" in by_kind["keypoints_count"]
     assert "first at train/csv_files/breast_lesion_cls.csv row 1" in by_kind["duplicate_row"]
+    assert "with the same label" in by_kind["duplicate_row"]  # a differing label is conflicting_duplicate
 
 
 def test_cli_lists_problems_by_file_and_row_and_exits_1(corrupted: Path) -> None:

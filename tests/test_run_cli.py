@@ -196,3 +196,34 @@ def test_run_refuses_a_dataset_with_problems(
     code, out = run_cli(["run", str(study)], monkeypatch, capsys)
     assert code == 1 and "problem(s)" in out and victim.name in out and "not training" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_status_shows_a_long_error_whole_with_the_path_of_error_txt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usagg.spec.load import dump_study
+
+    study = load_study(write_study(tmp_path, tmp_path / "data"))
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / "tiny")
+    store.init(dump_study(study), jobs)
+    message = "DataError: " + " ".join(f"word{i}" for i in range(120)) + " THE-END"
+    assert len(message) > 700
+    store.write_error(
+        jobs[0].id, f'Traceback (most recent call last):\n  File "x.py", line 1\nusagg.errors.{message}\nsecond line\n'
+    )
+    store.set_state(jobs[0].id, "failed", error=message[:300])  # the one-line summary the runner stores
+    store.write_error(jobs[1].id, "Traceback ...\nValueError: " + "v" * 400 + "\n")
+    store.set_state(jobs[1].id, "failed", error="ValueError: " + "v" * 285 + "...")  # summarize_error's cut
+
+    monkeypatch.setattr(sys, "argv", ["usagg", "status", str(store.root)])
+    for columns in ("2000", "100"):
+        monkeypatch.setenv("COLUMNS", columns)
+        with pytest.raises(SystemExit) as exc:
+            main()
+        out = capsys.readouterr().out
+        assert not exc.value.code and "…" not in out
+        assert "THE-END" in out and "second line" not in out
+        flat = "".join(out.replace("│", "").split())
+        assert "".join(message.split()) in flat and "ValueError:" + "v" * 400 in flat
+        assert "".join(str(store.job_dir(jobs[0].id) / "error.txt").split()) in flat

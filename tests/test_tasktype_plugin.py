@@ -253,7 +253,7 @@ def test_a_plugin_named_in_the_environment_reaches_a_fresh_process(tmp_path: Pat
     (tmp_path / "lab_plugin.py").write_text(PLUGIN)
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        f"name: s\ndata: {{root: {tmp_path}}}\nparadigms: [TS]\n"
+        f"name: s\ndata: {{root: {tmp_path / 'data-not-here-yet'}}}\nparadigms: [TS]\n"
         + "tasks:\n  - {id: cells, type: counting, num_classes: 1}\n"
     )
     env = {**os.environ, "USAGG_PLUGINS": "lab_plugin", "PYTHONPATH": str(tmp_path), "COLUMNS": "200"}

@@ -69,7 +69,7 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
 
     The weights file counts by content (`weights_key`), so a file replaced under the same
     name gives new ids. Left out on purpose: absolute paths (data.root, cache_dir,
-    synthetic.out, the weights' path), worker counts, eval batch size, execution and
+    synthetic.out, the weights' path), worker counts, the data checks (leakage settings), eval batch size, execution and
     analysis settings, the clinical group label, and settings of other tasks or inactive
     options (MoE for TS, task sampling for one-task jobs).
     """
@@ -84,7 +84,9 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
         training.pop("sampling")
     if training.get("sampling") != "temperature":
         training.pop("temperature")
-    data = study.data.model_dump(mode="json", exclude={"root", "cache_dir", "num_workers"})
+    data = study.data.model_dump(
+        mode="json", exclude={"root", "cache_dir", "num_workers", "leakage", "near_duplicate_threshold"}
+    )
     if study.data.test_split != "train":
         data.pop("test_fraction")
     if study.data.synthetic is not None:

@@ -24,6 +24,7 @@ from usagg.errors import DataError, UsaggError
 
 if TYPE_CHECKING:
     from usagg.data.check import CheckReport
+    from usagg.data.fmc_uia import Problem
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn, JobFn
     from usagg.plan import Job
@@ -35,20 +36,23 @@ PROBLEMS_IN_MESSAGE = 10
 
 
 class DataProblems(DataError):
-    """The dataset has problems, so nothing is trained; `report` holds all of them. Exit code 1."""
+    """The study's tasks (or the whole dataset) have problems, so nothing is trained. Exit code 1.
+
+    `problems` are the blocking ones (default: all of `report`); `report` holds every problem found.
+    """
 
     exit_code = 1
 
-    def __init__(self, report: CheckReport) -> None:
+    def __init__(self, report: CheckReport, problems: list[Problem] | None = None) -> None:
         self.report = report
-        lines = [f"the dataset at {report.root} has {len(report.problems)} problem(s); not training:"]
-        for p in report.problems[:PROBLEMS_IN_MESSAGE]:
+        self.problems = list(report.problems) if problems is None else problems
+        head = f"the dataset at {report.root} has {len(self.problems)} problem(s) in this study's tasks"
+        lines = [f"{head}; not training:"]
+        for p in self.problems[:PROBLEMS_IN_MESSAGE]:
             where = f"{p.where()}: " if p.row else ""
             lines.append(f"  {p.kind} {where}{p.message}")
-        if len(report.problems) > PROBLEMS_IN_MESSAGE:
-            lines.append(
-                f"  ... and {len(report.problems) - PROBLEMS_IN_MESSAGE} more (usagg data check {report.root})"
-            )
+        if len(self.problems) > PROBLEMS_IN_MESSAGE:
+            lines.append(f"  ... and {len(self.problems) - PROBLEMS_IN_MESSAGE} more (usagg data check {report.root})")
         super().__init__("\n".join(lines))
 
 
@@ -162,6 +166,8 @@ class RunResult:
     store_root: Path
     states: dict[str, str]
     results_csv: Path
+    #: Problems of tasks the study does not train (they did not block it; see `StudyRun.check_data`).
+    data_warnings: list[Problem] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -184,6 +190,8 @@ class StudyRun:
     states: dict[str, str]  # job_state of each selected job when prepared
     retry_failed: bool = False
     todo: list[str] = field(default_factory=list)
+    #: Problems of tasks outside the study found by `check_data` (never blocking; the CLI lists them).
+    data_warnings: list[Problem] = field(default_factory=list)
 
     @classmethod
     def prepare(
@@ -218,9 +226,12 @@ class StudyRun:
         """Check the weights file, then the dataset the jobs will read (generating the synthetic one on first use).
 
         A `model.weights` that would not load into the backbone raises UsaggError (exit 2) before
-        anything is written (usagg/model/weights_check.py `check_weights`); DataProblems if the data has any.
+        anything is written (usagg/model/weights_check.py `check_weights`). Problems of the study's tasks,
+        and dataset-wide ones, raise DataProblems; those of other tasks in the same data root land in
+        `data_warnings` (one bad row elsewhere must not block every subset study).
         """
         from usagg.data.check import check_dataset
+        from usagg.data.scope import split_by_scope
         from usagg.data.source import dataset_root
 
         if self.study.model.weights is not None:
@@ -229,9 +240,17 @@ class StudyRun:
             check_weights(self.study.model.weights, self.study.model.backbone)
         data = self.study.data
         splits = ("train", "val") if data.test_split == "val" else ("train",)
-        report = check_dataset(dataset_root(data), self.study.tasks, splits=splits)
-        if not report.ok:
-            raise DataProblems(report)
+        report = check_dataset(
+            dataset_root(data),
+            self.study.tasks,
+            splits=splits,
+            leakage=data.leakage,
+            near_duplicate_threshold=data.near_duplicate_threshold,
+        )
+        blocking, self.data_warnings = split_by_scope(report, [t.id for t in self.study.tasks])
+        self.data_warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
+        if blocking:
+            raise DataProblems(report, blocking)
         return report
 
     def init_store(self) -> None:
@@ -267,7 +286,8 @@ class StudyRun:
     def finish(self) -> RunResult:
         """Rebuild results.csv from every done job and read the selected jobs' final states."""
         csv_path = self.store.rebuild_results()
-        return RunResult(self.store.root, {j.id: self.store.job_state(j.id) for j in self.jobs}, csv_path)
+        states = {j.id: self.store.job_state(j.id) for j in self.jobs}
+        return RunResult(self.store.root, states, csv_path, list(self.data_warnings))
 
 
 def run_study(

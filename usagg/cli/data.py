@@ -9,6 +9,12 @@ from pathlib import Path
 import typer
 
 
+class LeakageChoice(str, Enum):
+    error = "error"
+    warn = "warn"
+    off = "off"
+
+
 class SplitChoice(str, Enum):
     train = "train"
     val = "val"
@@ -19,6 +25,12 @@ def check(
     root: Path = typer.Argument(..., help="Dataset root in the FMC_UIA layout (holding train/ and val/)."),
     split: SplitChoice = typer.Option(SplitChoice.all, "--split", help="Which split(s) to check."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
+    leakage: LeakageChoice = typer.Option(
+        LeakageChoice.error, "--leakage", help="Near duplicates across splits: a problem, a warning, or not searched."
+    ),
+    near_threshold: float = typer.Option(
+        0.9, "--near-threshold", min=0.0, max=1.0, help="Similarity (0..1) from which two images are near duplicates."
+    ),
 ) -> None:
     """Check a dataset: a summary per task and every problem, by CSV file and row. Exit 1 if any problem.
 
@@ -29,7 +41,7 @@ def check(
     from usagg.data.check import check_dataset
 
     splits = ("train", "val") if split is SplitChoice.all else (split.value,)
-    report = check_dataset(root, splits=splits)
+    report = check_dataset(root, splits=splits, leakage=leakage.value, near_duplicate_threshold=near_threshold)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -48,6 +60,17 @@ def _print_report(report, console) -> None:  # type: ignore[no-untyped-def]
         counts = [str(t.images.get(s, 0)) for s in report.splits]
         table.add_row(escape(t.task_id), t.type, str(t.num_classes), *counts, t.size_range(), escape(t.label_text()))
     console.print(table)
+    if report.leakage:
+        n = report.leakage
+        console.print(
+            f"leakage: {n.get('leak_same_file', 0)} same file, {n.get('leak_exact_copy', 0)} exact, "
+            f"{n.get('leak_near_duplicate', 0)} near duplicates"
+        )
+    if report.warnings:
+        console.print(f"[bold yellow]{len(report.warnings)} warning(s):[/]")
+        for p in report.warnings:
+            where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
+            console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
     if report.ok:
         console.print(f"[green]no problems[/] in {len(report.tasks)} task(s)")
         return
@@ -57,8 +80,40 @@ def _print_report(report, console) -> None:  # type: ignore[no-untyped-def]
         console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
 
 
+def catalog(
+    root: Path = typer.Argument(..., help="Dataset root in the FMC_UIA layout (holding train/ and val/)."),
+    groups: Path | None = typer.Option(
+        None, "--groups", help="YAML mapping group -> task ids (e.g. `OB: [FUGC, cervix]`); else no groups."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the catalog here (default: print it)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Write a task catalog (`tasks:` with ids, types, num_classes) from a dataset's CSVs; no image is read.
+
+    Use it from a study with `tasks_from: {catalog: FILE}`.
+
+    Example: usagg data catalog data/FMC_UIA --groups groups.yaml --out catalogs/my_tasks.yaml
+    """
+    from usagg.atomic import write_text_atomic
+    from usagg.data.catalog import catalog_text, data_tasks, read_groups
+    from usagg.errors import UsaggError
+
+    if out is not None and out.exists() and not force:
+        raise UsaggError(f"--out {out} exists; give --force to overwrite it, or another path")
+    found = data_tasks(root)
+    grouping = read_groups(groups, list(found)) if groups is not None else None
+    text = catalog_text(Path(root).absolute(), found, grouping)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, text)
+    typer.echo(f"wrote {len(found)} task(s) to {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `data` sub-app (`usagg data check`)."""
+    """Add the `data` sub-app (`usagg data check`, `usagg data catalog`)."""
     sub = typer.Typer(name="data", help="Inspect and check datasets.", no_args_is_help=True)
     sub.command("check")(check)
+    sub.command("catalog")(catalog)
     app.add_typer(sub, name="data")

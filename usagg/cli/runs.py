@@ -88,17 +88,38 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     table = Table(title=escape(title), show_lines=False)
     table.add_column("job", overflow="fold")
     for col in ("state", "duration", "primary metrics"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
     for jid in job_ids:
         record = store.job_record(jid) if store.has_job(jid) else {}
         state = store.display_state(jid)
         detail = _primary_text(store, jid) if state == "done" else ""
         if state == "failed" and record.get("error"):
-            detail = f"[red]{escape(str(record['error']))}[/]"
+            line = escape(_error_line(store, jid, str(record["error"])))
+            path = store.paths(jid).error
+            detail = f"[red]{line}[/]" + (f"\n[dim]{escape(str(path))}[/]" if path.is_file() else "")
         else:
             detail = escape(detail)
         table.add_row(escape(jid), _state_text(state), _duration(record.get("duration_s")), detail)
     return table
+
+
+def _error_line(store: RunStore, job_id: str, summary: str) -> str:
+    """The failed job's error message, its first line whole, from error.txt.
+
+    The store keeps a one-line summary cut at 300 characters (usagg/engine/runner.py,
+    usagg/execute/base.py `summarize_error`); the line of error.txt it was cut from is
+    shown instead, so a long message is never cut in `status` or the run summary.
+    """
+    text = store.error_text(job_id)
+    stem = summary[:-3] if summary.endswith("...") else summary
+    if text and stem:
+        for line in text.splitlines():
+            line = line.strip()
+            i = line.find(stem)
+            # the traceback may name the exception with its module (usagg.errors.DataError: ...)
+            if i == 0 or (i > 0 and line[i - 1] == "." and " " not in line[:i]):
+                return line[i:]
+    return summary
 
 
 def _state_text(state: str) -> str:
@@ -112,13 +133,32 @@ def _print_problems(console: Console, err: DataProblems) -> None:
 
     report = err.report
     root = escape(str(report.root))
-    console.print(f"[bold red]the dataset at {root} has {len(report.problems)} problem(s):[/]")
-    for p in report.problems[:50]:
+    console.print(f"[bold red]the dataset at {root} has {len(err.problems)} problem(s) in this study's tasks:[/]")
+    _print_problem_lines(console, err.problems, root)
+    console.print("not training: fix the data (or the study's tasks) first")
+
+
+def _print_problem_lines(console: Console, problems: list[Any], root: str) -> None:
+    """One line per problem (the first 50), each named by CSV file and row."""
+    from rich.markup import escape
+
+    for p in problems[:50]:
         where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
         console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
-    if len(report.problems) > 50:
-        console.print(f"  ... and {len(report.problems) - 50} more (usagg data check {root})")
-    console.print("not training: fix the data (or the study's tasks) first")
+    if len(problems) > 50:
+        console.print(f"  ... and {len(problems) - 50} more (usagg data check {root})")
+
+
+def _print_data_warnings(console: Console, job_run: StudyRun, root: str) -> None:
+    """Problems of tasks this study does not train: listed as warnings, never a block."""
+    warnings = job_run.data_warnings
+    if not warnings:
+        return
+    console.print(
+        f"[bold yellow]warning:[/] {len(warnings)} problem(s) in tasks this study does not train "
+        "(not blocking; fix them before a study that trains those tasks):"
+    )
+    _print_problem_lines(console, warnings, root)
 
 
 class _Display:
@@ -204,7 +244,11 @@ def run(
     except DataProblems as err:
         _print_problems(console, err)
         raise typer.Exit(1) from None
-    console.print(f"dataset {escape(str(report.root))}: [green]no problems[/] ({len(report.tasks)} task(s))")
+    _print_data_warnings(console, job_run, escape(str(report.root)))
+    console.print(
+        f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
+        f"({len(study.tasks)} of {len(report.tasks)} task(s))"
+    )
     job_run.init_store()
     store, skipped = job_run.store, job_run.skipped_failed
     console.print(

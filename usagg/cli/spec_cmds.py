@@ -42,7 +42,7 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
     """Check a study spec and summarise it: tasks by type and group, jobs per paradigm.
 
     Exits 2 with the file, field path and allowed values when the spec is invalid.
-    No data needs to be on disk.
+    No data needs to be on disk; when `data.root` is there, the tasks are checked against its CSVs.
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
@@ -51,6 +51,7 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
     s = _load(study, set_)
     jobs = plan(s)
     _check_weights(s)
+    checked_data = _check_data_tasks(s)
     out = Console(highlight=False)
     out.print(f"[green]ok[/]: {study} is a valid study [bold]{s.name}[/] (run store {Path(s.output_root) / s.name})")
     types = Counter(t.type for t in s.tasks)
@@ -64,6 +65,8 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
     )
     data = s.data.root if s.data.root is not None else "synthetic benchmark"
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
+    if checked_data:
+        out.print(f"data: the study's {len(s.tasks)} task(s) match the CSVs ({checked_data})")
     if s.data.root is not None and not s.data.root.is_dir():
         out.print(f"[yellow]note[/]: data.root {s.data.root} does not exist yet (needed by `usagg run`).")
     if s.analysis.baseline not in s.paradigms:
@@ -86,6 +89,21 @@ def _check_weights(s: Study) -> None:
         from usagg.model.weights_check import check_weights
 
         check_weights(s.model.weights, s.model.backbone)
+
+
+def _check_data_tasks(s: Study) -> str:
+    """With a reachable `data.root`, the study's task ids, types and num_classes must match its CSVs.
+
+    SpecError (exit 2) naming each mismatching task (usagg/data/catalog.py); reads the
+    CSVs only, never an image. Returns the splits checked ('' when there is no data yet).
+    """
+    if s.data.root is None or not s.data.root.is_dir():
+        return ""
+    from usagg.data.catalog import check_study_tasks
+
+    splits = ("train", "val") if s.data.test_split == "val" else ("train",)
+    check_study_tasks(s.tasks, s.data.root, splits)
+    return "/".join(splits)
 
 
 def _states(s: Study, jobs: list[Job]) -> dict[str, str]:

@@ -3,8 +3,9 @@
 Row-level problems (columns, labels, paths, duplicates, inconsistent tasks) come
 from `fmc_uia.scan_split`; this module adds the ones that need the files
 (missing, unreadable, mask values and sizes, boxes outside the image), a
-per-task summary, and, given the study's tasks, what the study expects but the
-data lacks. `usagg run` calls `check_dataset` before training.
+per-task summary, leakage between train and val (usagg/data/leakage.py: hashed from the
+same decode as the file checks), and, given the study's tasks, what the study expects but
+the data lacks. `usagg run` calls `check_dataset` before training.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from usagg.data.fmc_uia import Problem, Sample, csv_files, rel, scan_split
+from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, find_leaks, fingerprint
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
@@ -70,6 +72,8 @@ class CheckReport:
     splits: tuple[str, ...]
     problems: list[Problem] = field(default_factory=list)
     tasks: dict[str, TaskSummary] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)  # reported, never blocking (e.g. `leakage: warn`)
+    leakage: dict[str, int] = field(default_factory=dict)  # leak kind -> rows found
 
     @property
     def ok(self) -> bool:
@@ -81,6 +85,8 @@ class CheckReport:
             "splits": list(self.splits),
             "ok": self.ok,
             "problems": [p.to_dict() for p in self.problems],
+            "warnings": [p.to_dict() for p in self.warnings],
+            "leakage": self.leakage,
             "tasks": {t: s.to_dict() for t, s in self.tasks.items()},
         }
 
@@ -101,6 +107,7 @@ class _FileResult:
     problems: list[Problem]
     hw: tuple[int, int] | None
     label_keys: tuple[str, ...] = ()
+    fp: Fingerprint | None = None
 
 
 def _check_files(s: Sample, root: Path) -> _FileResult:
@@ -115,22 +122,39 @@ def _check_files(s: Sample, root: Path) -> _FileResult:
         with Image.open(s.image_file) as im:
             im.load()
             hw = (im.height, im.width)
+            try:
+                fp: Fingerprint | None = fingerprint(im)
+            except Exception:  # an exotic pixel mode PIL cannot make grayscale: no leakage check for it
+                fp = None
     except Exception as err:  # PIL raises many types for bad files
         msg = f"{tag} image {s.image_path!r} cannot be decoded ({type(err).__name__}: {err})"
         return _FileResult([Problem("unreadable_image", msg, **where)], None, tuple(tt.summary_keys(s, None)))
     found, checked = tt.check_label(s, hw, root)
     problems = [Problem(kind, message, **where) for kind, message in found]
-    return _FileResult(problems, hw, tuple(tt.summary_keys(s, checked)))
+    return _FileResult(problems, hw, tuple(tt.summary_keys(s, checked)), fp)
 
 
-def check_dataset(root: Path, tasks: Sequence[TaskSpec] | None = None, splits: Sequence[str] = SPLITS) -> CheckReport:
-    """Check the dataset at `root`; with the study's `tasks`, also what the study expects of it."""
+def check_dataset(
+    root: Path,
+    tasks: Sequence[TaskSpec] | None = None,
+    splits: Sequence[str] = SPLITS,
+    leakage: str = "error",
+    near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD,
+) -> CheckReport:
+    """Check the dataset at `root`; with the study's `tasks`, also what the study expects of it.
+
+    `leakage` and `near_duplicate_threshold` are the spec's `data.leakage` and
+    `data.near_duplicate_threshold`: near duplicates between train and val are problems
+    ("error"), warnings ("warn") or not searched ("off"); same files and exact copies are
+    always problems.
+    """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise DataError(
             f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
         )
     report = CheckReport(root=root, splits=tuple(splits))
+    entries: list[Entry] = []
     for split in splits:
         try:
             csv_files(root, split)
@@ -158,20 +182,28 @@ def check_dataset(root: Path, tasks: Sequence[TaskSpec] | None = None, splits: S
                     )
                 )
                 continue
-            _add_file_results(report, summary, samples, root)
+            _add_file_results(report, summary, samples, root, split, entries)
+    leaks = find_leaks(entries, root, leakage, near_duplicate_threshold)
+    report.problems.extend(leaks.problems)
+    report.warnings.extend(leaks.warnings)
+    report.leakage = leaks.counts
     for summary in report.tasks.values():
         summary.labels = dict(sorted(summary.labels.items(), key=lambda kv: (len(kv[0]), kv[0])))
     if tasks is not None:
         _check_against_spec(report, tasks)
     report.problems.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
+    report.warnings.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     return report
 
 
-def _add_file_results(report: CheckReport, summary: TaskSummary, samples: list[Sample], root: Path) -> None:
+def _add_file_results(
+    report: CheckReport, summary: TaskSummary, samples: list[Sample], root: Path, split: str, entries: list[Entry]
+) -> None:
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
         results = list(pool.map(lambda s: _check_files(s, root), samples))
     labels: Counter[str] = Counter(summary.labels)
-    for r in results:
+    for s, r in zip(samples, results, strict=True):
+        entries.append(Entry(split, s, r.fp))
         report.problems.extend(r.problems)
         if r.hw is not None:
             summary.min_hw = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def scan_split(root: Path, split: str) -> SplitScan:
         major_k = _majority([e[5] for e in entries if e[4] == major_type])
         first = next(e for e in entries if e[4] == major_type and e[5] == major_k)
         scan.task_names[task_id] = first[2]["task_name"].strip()
-        seen: dict[str, tuple[Path, int]] = {}
+        seen: dict[str, tuple[Path, int, tuple[str, ...]]] = {}
         samples = scan.samples.setdefault(task_id, [])
         for path, row, record, columns, task_type, k in entries:
             where_first = f"{rel(first[0], root)} row {first[1]}"
@@ -203,30 +204,51 @@ def scan_split(root: Path, split: str) -> SplitScan:
             except RowError as err:
                 problem(err.kind, f"task {task_id}: {err}", path, row)
                 continue
+            label_cells = tuple((record.get(c) or "").strip() for c in tt.csv_columns(k))
             if image_path in seen:
-                p0, r0 = seen[image_path]
+                p0, r0, cells0 = seen[image_path]
+                if cells0 != label_cells:
+                    problem(
+                        "conflicting_duplicate",
+                        f"task {task_id} lists image {image_path!r} again with a different label "
+                        f"({', '.join(label_cells)} here, {', '.join(cells0)} at {rel(p0, root)} row {r0}); "
+                        "each image may appear once per task: keep the right label",
+                        path,
+                        row,
+                    )
+                    continue
                 problem(
                     "duplicate_row",
-                    f"task {task_id} lists image {image_path!r} again (first at {rel(p0, root)} row {r0}); "
-                    "each image may appear once per task",
+                    f"task {task_id} lists image {image_path!r} again with the same label (first at "
+                    f"{rel(p0, root)} row {r0}); each image may appear once per task",
                     path,
                     row,
                 )
                 continue
-            seen[image_path] = (path, row)
+            seen[image_path] = (path, row, label_cells)
             samples.append(Sample(task_id, task_type, k, image_path, image_file, label, path, row))
     scan.problems.sort(key=lambda p: (p.csv_file or "", p.row or 0))
     return scan
 
 
-def read_split(root: Path, split: str) -> dict[str, list[Sample]]:
-    """task_id -> samples in CSV order; DataError naming file and row on any row problem."""
+def read_split(root: Path, split: str, task_ids: Collection[str] | None = None) -> dict[str, list[Sample]]:
+    """task_id -> samples in CSV order; DataError naming file and row on a row problem.
+
+    With `task_ids`, only problems of those tasks (and those whose task cannot be told) count: a
+    bad row of a task a job does not train never stops it (usagg/data/scope.py places problems).
+    """
+    from usagg.data.scope import ProblemTasks
+
     scan = scan_split(root, split)
-    if scan.problems:
-        shown = "; ".join(f"{p.where()}: {p.message}" if p.row else p.message for p in scan.problems[:5])
-        more = f" (and {len(scan.problems) - 5} more)" if len(scan.problems) > 5 else ""
+    problems = scan.problems
+    if task_ids is not None:
+        place = ProblemTasks(Path(os.path.abspath(root)))
+        problems = [p for p in problems if place.task_of(p) in (*task_ids, None)]
+    if problems:
+        shown = "; ".join(f"{p.where()}: {p.message}" if p.row else p.message for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(
-            f"the {split} split of {root} has {len(scan.problems)} problem(s): {shown}{more}. "
+            f"the {split} split of {root} has {len(problems)} problem(s): {shown}{more}. "
             f"Run `usagg data check {root}` for the full list."
         )
     return {t: s for t, s in scan.samples.items() if s}

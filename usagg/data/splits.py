@@ -119,8 +119,9 @@ def make_splits(
     data: DataSpec, root: Path, tasks: Sequence[TaskSpec], fraction: float, seed: int
 ) -> dict[str, TaskSplits]:
     """task_id -> TaskSplits for the study's tasks, reading the dataset at `root`."""
-    train_all = read_split(root, "train")
-    val_all = read_split(root, "val") if data.test_split == "val" else {}
+    ids = {t.id for t in tasks}
+    train_all = read_split(root, "train", ids)
+    val_all = read_split(root, "val", ids) if data.test_split == "val" else {}
     out: dict[str, TaskSplits] = {}
     for task in tasks:
         samples = train_all.get(task.id)

@@ -147,6 +147,20 @@ class DataSpec(Strict):
         None, description="Decode cache and synthetic data (default: $USAGG_CACHE or ~/.cache/usagg)."
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    leakage: Literal["error", "warn", "off"] = Field(
+        "error",
+        description="Near duplicates between train and test (val) images: a problem that blocks the run (error), "
+        "a warning (warn), or not searched (off). The same file or the same decoded pixels in both splits is "
+        "always an error.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Similarity (1 - Hamming distance / 1024 of a 32x32 difference hash of the grayscale image) "
+        "from which a test image and a training image count as near duplicates; re-saved, resized or "
+        "brightened copies score above 0.92, unrelated frames rarely above 0.85.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:

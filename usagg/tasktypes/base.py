@@ -63,6 +63,17 @@ def resolve_inside(root: Path, csv_dir: Path, value: str) -> Path:
     return path
 
 
+#: Share of an image side a keypoint or box may stray outside the image (annotation at the very edge)
+#: before `data check` reports it; at least one pixel.
+LABEL_MARGIN = 0.02
+
+
+def label_margin(image_hw: tuple[int, int]) -> tuple[float, float]:
+    """(x, y) tolerance in pixels for labels just outside an image of (height, width) `image_hw`."""
+    h, w = image_hw
+    return max(1.0, LABEL_MARGIN * w), max(1.0, LABEL_MARGIN * h)
+
+
 def positive_hw(orig_hw: tuple[int, int]) -> tuple[int, int]:
     """(height, width) as ints, refusing sizes that cannot be an image's."""
     h, w = (int(v) for v in orig_hw)

@@ -16,7 +16,7 @@ import numpy as np
 
 from usagg.predictions import as_floats
 from usagg.tasktypes import register_task_type
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, positive_hw
+from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
 
 if TYPE_CHECKING:
     import torch
@@ -54,14 +54,24 @@ class Detection(TaskType):
         return list(label)
 
     def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
+        """A box with no area left inside the image is degenerate; one that strays beyond `label_margin`, outside."""
         x0, y0, x1, y1 = sample.label
         h, w = image_hw
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+        box = f"box [{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
+        if min(x1, w) - max(x0, 0) <= 0 or min(y1, h) - max(y0, 0) <= 0:
+            return [
+                (
+                    "degenerate_box",
+                    f"task {sample.task_id}: {box} has zero area once clipped to the {w}x{h} image",
+                )
+            ], None
+        mx, my = label_margin(image_hw)
+        if x0 < -mx or y0 < -my or x1 > w + mx or y1 > h + my:
             return [
                 (
                     "box_outside",
-                    f"task {sample.task_id}: box [{x0:g}, {y0:g}, {x1:g}, {y1:g}] leaves the {w}x{h} image "
-                    f"(expected 0 <= x <= {w}, 0 <= y <= {h})",
+                    f"task {sample.task_id}: {box} leaves the {w}x{h} image "
+                    f"(expected 0 <= x <= {w}, 0 <= y <= {h}, give or take {mx:g}, {my:g} px)",
                 )
             ], None
         return [], None

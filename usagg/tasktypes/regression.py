@@ -17,7 +17,7 @@ import numpy as np
 
 from usagg.predictions import as_floats
 from usagg.tasktypes import register_task_type
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, positive_hw
+from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +78,25 @@ class Regression(TaskType):
 
     def csv_fields(self, label: Any, num_classes: int) -> list[object]:
         return [json.dumps([x, y]) for x, y in label]
+
+    def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
+        """Keypoints inside the image, give or take `label_margin` (a point far outside trains on nonsense)."""
+        h, w = image_hw
+        mx, my = label_margin(image_hw)
+        outside = [
+            f"point_{k + 1}_xy [{x:g}, {y:g}]"
+            for k, (x, y) in enumerate(sample.label)
+            if not (-mx <= x <= w + mx and -my <= y <= h + my)
+        ]
+        if not outside:
+            return [], None
+        return [
+            (
+                "keypoint_outside",
+                f"task {sample.task_id}: {', '.join(outside)} outside the {w}x{h} image "
+                f"(expected 0 <= x <= {w}, 0 <= y <= {h}, give or take {mx:g}, {my:g} px)",
+            )
+        ], None
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
         return [f"{len(sample.label)} points"]

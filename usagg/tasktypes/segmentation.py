@@ -98,11 +98,16 @@ class Segmentation(TaskType):
         return problems, frozenset(int(v) for v in values)
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
-        return [str(c) for c in checked or ()]
+        """Classes present per image, plus "empty" for a decoded mask with no foreground (counted, not an error)."""
+        if checked is None:
+            return []
+        keys = [str(c) for c in checked]
+        return [*keys, "empty"] if not any(c > 0 for c in checked) and checked else keys
 
     def summary_text(self, counts: dict[str, int]) -> str:
-        pairs = " ".join(f"{k}:{v}" for k, v in counts.items())
-        return f"images with class {pairs}" if pairs else "-"
+        pairs = " ".join(f"{k}:{v}" for k, v in counts.items() if k != "empty")
+        text = f"images with class {pairs}" if pairs else "-"
+        return f"{text}; {counts['empty']} empty mask(s)" if counts.get("empty") else text
 
     def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
         """uint8 [N, S, S] class maps, nearest-neighbour resized, from the decode cache (a memmap)."""

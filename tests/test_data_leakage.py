@@ -1,0 +1,159 @@
+"""Leakage between train and val and label sanity in `usagg data check`, on generated data with planted defects.
+
+Each planted defect must come back once, with its kind, CSV file and row; a clean set must
+report none; `data.leakage` and `data.near_duplicate_threshold` decide what near duplicates do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_data_support import read_csv, write_csv
+
+from usagg.data.check import check_dataset
+from usagg.data.synth import generate_benchmark
+from usagg.spec.models import DataSpec, SynthSpec
+
+LEAK_TASK = "fetal_head_position"
+# kind -> (CSV relative to the root, data row)
+PLANTED = {
+    "leak_same_file": (f"val/csv_files/{LEAK_TASK}.csv", 1),
+    "leak_exact_copy": (f"val/csv_files/{LEAK_TASK}.csv", 2),
+    "leak_near_duplicate": (f"val/csv_files/{LEAK_TASK}.csv", 3),
+    "keypoint_outside": ("train/csv_files/fetal_head_biometry.csv", 1),
+    "degenerate_box": ("train/csv_files/thyroid_nodule_det.csv", 1),
+    "conflicting_duplicate": ("train/csv_files/thyroid_malignancy.csv", 9),
+}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_benchmark(
+        tmp_path_factory.mktemp("synth") / "data", SynthSpec(image_size=64, default_size=8, val_size=4)
+    )
+
+
+def _edit(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    header, rows = read_csv(path)
+    edit(rows)
+    write_csv(path, header, rows)
+
+
+def plant(root: Path) -> None:
+    """One instance of each defect in PLANTED, plus one empty mask (counted, not a problem)."""
+    val_csv = root / "val/csv_files" / f"{LEAK_TASK}.csv"
+    _, train_rows = read_csv(root / "train/csv_files" / f"{LEAK_TASK}.csv")
+    train_images = [root / "train/csv_files" / r["image_path"] for r in train_rows]
+    images_dir = val_csv.parent / Path(read_csv(val_csv)[1][0]["image_path"]).parent
+
+    def leaks(rows: list[dict]) -> None:
+        # (a) a val row pointing into train, (b) the same pixels re-encoded under another name,
+        # (c) the same frame with a small intensity change
+        rows[0]["image_path"] = os.path.relpath(train_images[0], val_csv.parent)
+        pixels = np.asarray(Image.open(train_images[1]).convert("L"))
+        Image.fromarray(pixels).save(images_dir / "renamed_copy.png", compress_level=1)
+        rows[1]["image_path"] = str(Path(rows[1]["image_path"]).parent / "renamed_copy.png")
+        brighter = np.clip(np.asarray(Image.open(train_images[2]).convert("L"), float) * 0.9 + 12, 0, 255)
+        Image.fromarray(brighter.astype(np.uint8)).save(images_dir / "resaved.png")
+        rows[2]["image_path"] = str(Path(rows[2]["image_path"]).parent / "resaved.png")
+
+    def keypoints(rows: list[dict]) -> None:
+        rows[0]["point_1_xy"] = "[900, -300]"
+
+    def box(rows: list[dict]) -> None:
+        rows[0].update(x_min="70", y_min="10", x_max="90", y_max="20")  # wholly right of the 64x64 image
+
+    def conflicting(rows: list[dict]) -> None:
+        rows.append(dict(rows[0], mask=str(1 - int(rows[0]["mask"]))))
+
+    def empty_mask(rows: list[dict]) -> None:
+        mask = root / "train/csv_files" / rows[0]["mask_path"]
+        Image.fromarray(np.zeros(Image.open(mask).size[::-1], np.uint8)).save(mask)
+
+    _edit(val_csv, leaks)
+    _edit(root / "train/csv_files/fetal_head_biometry.csv", keypoints)
+    _edit(root / "train/csv_files/thyroid_nodule_det.csv", box)
+    _edit(root / "train/csv_files/thyroid_malignancy.csv", conflicting)
+    _edit(root / "train/csv_files/fetal_head.csv", empty_mask)
+
+
+@pytest.fixture(scope="module")
+def planted(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("planted") / "data"
+    shutil.copytree(synth, root)
+    plant(root)
+    return root
+
+
+def test_clean_dataset_reports_no_leak(synth: Path) -> None:
+    report = check_dataset(synth)
+    assert report.ok and not report.warnings, report.problems + report.warnings
+    assert report.leakage == {"leak_same_file": 0, "leak_exact_copy": 0, "leak_near_duplicate": 0}
+    assert "empty" not in report.tasks["fetal_head"].labels
+
+
+def test_each_planted_defect_is_reported_once_by_file_and_row(planted: Path) -> None:
+    report = check_dataset(planted)
+    assert Counter(p.kind for p in report.problems) == Counter(list(PLANTED)), [p.to_dict() for p in report.problems]
+    for p in report.problems:
+        assert (p.csv_file, p.row) == PLANTED[p.kind]
+    msg = {p.kind: p.message for p in report.problems}
+    train_csv = f"train/csv_files/{LEAK_TASK}.csv"
+    assert f"{train_csv} row 1" in msg["leak_same_file"] and "similarity 1.0" in msg["leak_same_file"]
+    assert f"{train_csv} row 2" in msg["leak_exact_copy"] and "renamed_copy.png" in msg["leak_exact_copy"]
+    assert f"{train_csv} row 3" in msg["leak_near_duplicate"] and "resaved.png" in msg["leak_near_duplicate"]
+    similarity = float(msg["leak_near_duplicate"].split("similarity ")[1].split(" ")[0])
+    assert 0.9 <= similarity < 1.0
+    assert "[900, -300]" in msg["keypoint_outside"]
+    assert "zero area" in msg["degenerate_box"]
+    assert "different label" in msg["conflicting_duplicate"] and "row 1" in msg["conflicting_duplicate"]
+    assert report.leakage == {"leak_same_file": 1, "leak_exact_copy": 1, "leak_near_duplicate": 1}
+    assert report.tasks["fetal_head"].labels["empty"] == 1
+    assert "1 empty mask(s)" in report.tasks["fetal_head"].label_text()
+
+
+def test_near_duplicates_follow_leakage_mode_and_threshold(planted: Path) -> None:
+    def kinds(found: list) -> list[str]:
+        return sorted(p.kind for p in found if p.kind.startswith("leak_"))
+
+    warn = check_dataset(planted, leakage="warn")
+    assert kinds(warn.problems) == ["leak_exact_copy", "leak_same_file"]
+    assert kinds(warn.warnings) == ["leak_near_duplicate"] and warn.leakage["leak_near_duplicate"] == 1
+    off = check_dataset(planted, leakage="off")
+    assert kinds(off.problems) == ["leak_exact_copy", "leak_same_file"] and not off.warnings
+    assert off.leakage["leak_near_duplicate"] == 0
+    strict = check_dataset(planted, near_duplicate_threshold=0.999)
+    assert kinds(strict.problems) == ["leak_exact_copy", "leak_same_file"]
+    loose = check_dataset(planted, near_duplicate_threshold=0.5)
+    assert loose.leakage["leak_near_duplicate"] > 1  # unrelated synthetic frames pass a threshold that low
+
+
+def test_spec_fields_default_to_error() -> None:
+    data = DataSpec(root=Path("/data"))
+    assert (data.leakage, data.near_duplicate_threshold) == ("error", 0.9)
+    with pytest.raises(ValueError, match="leakage"):
+        DataSpec(root=Path("/data"), leakage="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_cli_prints_leak_counts_and_warnings(planted: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "usagg", "data", "check", str(planted), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    result = cli()
+    assert result.returncode == 1, result.stderr
+    assert "leakage: 1 same file, 1 exact, 1 near duplicates" in result.stdout
+    for kind, (csv_file, row) in PLANTED.items():
+        line = next(ln for ln in result.stdout.splitlines() if kind in ln)
+        assert f"{csv_file} row {row}" in line
+    warned = cli("--leakage", "warn")
+    assert warned.returncode == 1 and "1 warning(s)" in warned.stdout

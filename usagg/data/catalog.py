@@ -1,0 +1,121 @@
+"""The tasks a dataset holds, read from its CSVs: `usagg data catalog` and the data check of `usagg validate`.
+
+Only the index CSVs are read (usagg/data/fmc_uia.py `scan_split`), never an image, so
+this is fast on the 40k-image FMC_UIA set. A task's type and num_classes are the
+majority of its rows, as `usagg data check` takes them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from usagg.errors import DataError, SpecError, UsaggError
+
+
+@dataclass(frozen=True)
+class DataTask:
+    """One task as the data has it: id, type and num_classes, and the splits it has rows in."""
+
+    id: str
+    type: str
+    num_classes: int
+    splits: tuple[str, ...]
+
+
+def data_tasks(root: Path, splits: Sequence[str] = ("train", "val")) -> dict[str, DataTask]:
+    """Task id -> DataTask over the splits that have CSVs (DataError when none has)."""
+    from usagg.data.fmc_uia import csv_files, scan_split
+
+    root = Path(os.path.abspath(root))
+    found: dict[str, DataTask] = {}
+    present = []
+    for split in splits:
+        try:
+            csv_files(root, split)
+        except DataError:
+            continue
+        present.append(split)
+        for task_id, samples in scan_split(root, split).samples.items():
+            if not samples:
+                continue
+            s0 = samples[0]
+            old = found.get(task_id)
+            found[task_id] = DataTask(
+                task_id,
+                old.type if old else s0.task_type,
+                old.num_classes if old else s0.num_classes,
+                (*(old.splits if old else ()), split),
+            )
+    if not present:
+        raise DataError(
+            f"{root} has no index CSVs in {' or '.join(f'{s}/csv_files/' for s in splits)}: "
+            "expected the FMC_UIA layout (check the path, or generate data with `usagg synth`)"
+        )
+    return dict(sorted(found.items()))
+
+
+def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], root: Path) -> list[str]:
+    """What the study's tasks (TaskSpecs) declare that the data contradicts, one sentence per task."""
+    out = []
+    for t in tasks:
+        d = found.get(t.id)
+        if d is None:
+            out.append(f"task {t.id}: not in the data (task ids there: {', '.join(found) or 'none'})")
+        elif (d.type, d.num_classes) != (t.type, t.num_classes):
+            out.append(
+                f"task {t.id}: the study says {t.type} with num_classes {t.num_classes}, "
+                f"the CSVs say {d.type} with num_classes {d.num_classes}"
+            )
+    return out
+
+
+def check_study_tasks(tasks: Sequence, root: Path, splits: Sequence[str]) -> None:
+    """SpecError (exit 2) naming every study task whose id, type or num_classes the CSVs at `root` contradict."""
+    problems = spec_mismatches(tasks, data_tasks(root, splits), root)
+    if problems:
+        raise SpecError(
+            f"the study's tasks do not match the data at {root} ({'/'.join(splits)} CSVs): "
+            + "; ".join(problems)
+            + ". Fix `tasks` in the study (or write them from the data with `usagg data catalog`)."
+        )
+
+
+def read_groups(path: Path, task_ids: Sequence[str]) -> dict[str, str]:
+    """Task id -> group from a YAML mapping group -> [task ids]; UsaggError on unknown or twice-grouped tasks."""
+    from usagg.spec.load import read_yaml
+
+    raw = read_yaml(path, "groups file")
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise UsaggError(f"{path}: expected a mapping group -> list of task ids, e.g. `OB: [fetal_head, FUGC]`")
+    out: dict[str, str] = {}
+    for group, ids in raw.items():
+        for tid in ids:
+            tid = str(tid)
+            if tid not in task_ids:
+                raise UsaggError(
+                    f"{path}: group {group} names task {tid!r}, which the data does not have "
+                    f"(tasks: {', '.join(task_ids)})"
+                )
+            if tid in out:
+                raise UsaggError(f"{path}: task {tid!r} is in two groups, {out[tid]} and {group}; give it one")
+            out[tid] = str(group)
+    return out
+
+
+def catalog_text(root: Path, found: dict[str, DataTask], groups: dict[str, str] | None) -> str:
+    """A task catalog (`tasks:` block, one flow mapping per task), loadable as `tasks_from: {catalog: FILE}`."""
+    width = max((len(t) for t in found), default=0)
+    lines = [
+        f"# Task catalog written by `usagg data catalog` from the CSVs of {root}.",
+        "# id, type and num_classes are the data's; "
+        + ("groups from the groups file." if groups else "add `group:` per task (or `groups:` in the study)."),
+        "# Use it from a study:   tasks_from: {catalog: path/to/this.yaml}",
+        "tasks:",
+    ]
+    for t in found.values():
+        group = f", group: {groups[t.id]}" if groups and t.id in groups else ""
+        lines.append(f"  - {{id: {t.id + ',':<{width + 1}} type: {t.type}, num_classes: {t.num_classes}{group}}}")
+    return "\n".join(lines) + "\n"
