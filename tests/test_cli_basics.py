@@ -8,9 +8,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import cli_run
 import pytest
 
-from usagg.cli.app import main
 from usagg.spec.load import dump_study, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,13 +18,7 @@ FMC = REPO / "studies" / "fmc_uia.yaml"
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the real entry point in-process; return (exit code, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
+    return cli_run.run_cli(args, monkeypatch, capsys, columns=200)
 
 
 def test_import_and_help_stay_light() -> None:

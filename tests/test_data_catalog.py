@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_run import run_cli
 
-from usagg.cli.app import main
 from usagg.data.synth import generate_benchmark
 from usagg.spec.load import load_study
 from usagg.spec.models import SynthSpec
@@ -37,15 +36,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_benchmark(
         tmp_path_factory.mktemp("synth") / "data", SynthSpec(image_size=32, default_size=4, val_size=2)
     )
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def test_catalog_with_groups_loads_as_a_study_catalog(

@@ -8,22 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_run
 import pytest
 
-from usagg.cli.app import main
 from usagg.spec.load import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the real entry point in-process; return (exit code, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
+    return cli_run.run_cli(args, monkeypatch, capsys, columns=200)
 
 
 def test_repo_studies_are_the_packaged_studies() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_cli
 
 from usagg.cli.app import main
 from usagg.engine.job import run_job
@@ -44,16 +45,6 @@ def write_study(folder: Path, data: Path, name: str = "tiny", epochs: int = 2, s
     path = folder / "study.yaml"
     path.write_text(STUDY.format(name=name, data=data, epochs=epochs, steps=steps))
     return path
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """The real entry point in-process; (exit code, output)."""
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def every_json_parses(root: Path) -> int:

@@ -7,21 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_run
 import pytest
-
-from usagg.cli.app import main
 
 SPECS = Path(__file__).parent / "specs"
 CASES = sorted(SPECS.glob("*.yaml"))
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the real entry point in-process; return (exit code, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
+    return cli_run.run_cli(args, monkeypatch, capsys, columns=None)
 
 
 def header(path: Path, key: str) -> list[str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 from test_data_support import read_csv, write_csv
 
-from usagg.cli.app import main
 from usagg.data.fmc_uia import Problem
 from usagg.data.scope import ProblemTasks
 from usagg.data.synth import generate_benchmark
@@ -53,15 +52,6 @@ def study(root: Path, tmp_path: Path) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(STUDY.format(root=root))
     return path
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def test_problems_of_other_tasks_are_warnings(root: Path, tmp_path: Path) -> None:

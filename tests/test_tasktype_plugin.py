@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_run import run_cli as _cli
 from PIL import Image
 from torch import nn
 
 from usagg.analysis.results import read_results
-from usagg.cli.app import main
 from usagg.predictions import as_floats, read_predictions
 from usagg.tasktypes import (
     EvalItem,
@@ -155,15 +155,6 @@ def multilabel() -> Iterator[TaskType]:
         yield get_task_type("multilabel")
     finally:
         unregister_task_type("multilabel")
-
-
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
 
 
 def test_a_registered_type_runs_through_the_whole_study(

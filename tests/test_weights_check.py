@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_run
 import pytest
 import timm
 import torch
 
 from usagg import api
-from usagg.cli.app import main
 from usagg.errors import UsaggError
 from usagg.filehash import file_sha256
 from usagg.model.backbones import create_vit
@@ -81,13 +81,7 @@ def write_study(tmp_path: Path, weights: Path | None) -> Path:
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """The real entry point in-process; (exit code, output)."""
-    monkeypatch.setattr(sys, "argv", ["usagg", *args])
-    monkeypatch.setenv("COLUMNS", "400")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
+    return cli_run.run_cli(args, monkeypatch, capsys, columns=400)
 
 
 # --------------------------------------------------------------------------- the check itself
