@@ -55,7 +55,9 @@ def _print_report(report, console) -> None:  # type: ignore[no-untyped-def]
 
     table = Table(title=escape(f"{report.root} ({', '.join(report.splits)})"))
     for col in ("task", "type", "classes", *(f"{s} images" for s in report.splits), "image size (WxH)", "labels"):
-        table.add_column(col, justify="right" if col.endswith("images") or col == "classes" else "left")
+        # fold, never cut: two task ids sharing a prefix must stay tellable apart in an 80-column log
+        right = col.endswith("images") or col == "classes"
+        table.add_column(col, justify="right" if right else "left", overflow="fold")
     for t in sorted(report.tasks.values(), key=lambda t: t.task_id):
         counts = [str(t.images.get(s, 0)) for s in report.splits]
         table.add_row(escape(t.task_id), t.type, str(t.num_classes), *counts, t.size_range(), escape(t.label_text()))

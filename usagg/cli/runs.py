@@ -283,7 +283,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
         title=f"dry run: {len(job_run.todo)} of {len(jobs)} job(s) would run (store {escape(str(store.root))})"
     )
     for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for j in jobs:
         tasks = ", ".join(j.task_ids)
         table.add_row(
