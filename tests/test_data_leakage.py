@@ -157,3 +157,44 @@ def test_cli_prints_leak_counts_and_warnings(planted: Path) -> None:
         assert f"{csv_file} row {row}" in line
     warned = cli("--leakage", "warn")
     assert warned.returncode == 1 and "1 warning(s)" in warned.stdout
+
+
+def test_a_leak_between_two_tasks_blocks_only_a_study_that_trains_both(synth: Path, tmp_path: Path) -> None:
+    """A val image of one task that is another task's training image (issue 13.1a, 13.4)."""
+    from usagg.data.scope import split_by_scope
+
+    root = tmp_path / "data"
+    shutil.copytree(synth, root)
+    other = "fetal_head"
+    _, other_rows = read_csv(root / "train/csv_files" / f"{other}.csv")
+    val_csv = root / "val/csv_files" / f"{LEAK_TASK}.csv"
+
+    def cross(rows: list[dict]) -> None:
+        rows[0]["image_path"] = os.path.relpath(root / "train/csv_files" / other_rows[0]["image_path"], val_csv.parent)
+
+    _edit(val_csv, cross)
+    report = check_dataset(root)
+    leak = [p for p in report.problems if p.kind == "leak_same_file"]
+    assert len(leak) == 1 and leak[0].tasks == (LEAK_TASK, other)
+    alone, warned = split_by_scope(report, [LEAK_TASK])
+    assert leak[0] not in alone and leak[0] in warned
+    both, _ = split_by_scope(report, [LEAK_TASK, other])
+    assert leak[0] in both
+
+
+def test_a_test_set_carved_from_train_is_searched_for_leaks(synth: Path, tmp_path: Path) -> None:
+    """data.test_split=train: a carved test row whose pixels another training row repeats is a leak."""
+    from usagg.data.fmc_uia import read_split
+    from usagg.data.splits import carve_test
+
+    root = tmp_path / "data"
+    shutil.copytree(synth, root)
+    samples = read_split(root, "train")[LEAK_TASK]
+    test, rest = carve_test(samples, 0.25, 3, LEAK_TASK)
+    assert check_dataset(root, splits=("train",), test_carve=(0.25, 3)).leakage["leak_exact_copy"] == 0
+    pixels = np.asarray(Image.open(test[0].image_file).convert("L"))
+    Image.fromarray(pixels).save(rest[0].image_file)  # a training image overwritten with a carved test image
+    report = check_dataset(root, splits=("train",), test_carve=(0.25, 3))
+    found = [p for p in report.problems if p.kind == "leak_exact_copy"]
+    assert report.leakage["leak_exact_copy"] == 1 and len(found) == 1
+    assert test[0].image_path in found[0].message and rest[0].image_path in found[0].message

@@ -246,6 +246,7 @@ class StudyRun:
             splits=splits,
             leakage=data.leakage,
             near_duplicate_threshold=data.near_duplicate_threshold,
+            test_carve=None if data.test_split == "val" else (data.test_fraction, data.split_seed),
         )
         blocking, self.data_warnings = split_by_scope(report, [t.id for t in self.study.tasks])
         self.data_warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking

@@ -140,13 +140,15 @@ def check_dataset(
     splits: Sequence[str] = SPLITS,
     leakage: str = "error",
     near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    test_carve: tuple[float, int] | None = None,
 ) -> CheckReport:
     """Check the dataset at `root`; with the study's `tasks`, also what the study expects of it.
 
     `leakage` and `near_duplicate_threshold` are the spec's `data.leakage` and
     `data.near_duplicate_threshold`: near duplicates between train and val are problems
     ("error"), warnings ("warn") or not searched ("off"); same files and exact copies are
-    always problems.
+    always problems. `test_carve` = (data.test_fraction, data.split_seed) searches leakage
+    between the test rows carved from train (data.test_split=train) and the rest instead.
     """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
@@ -183,7 +185,9 @@ def check_dataset(
                 )
                 continue
             _add_file_results(report, summary, samples, root, split, entries)
-    leaks = find_leaks(entries, root, leakage, near_duplicate_threshold)
+    if test_carve is not None:
+        entries = _carve(entries, *test_carve)
+    leaks = find_leaks(entries, root, leakage, near_duplicate_threshold, test="val" if test_carve is None else CARVED)
     report.problems.extend(leaks.problems)
     report.warnings.extend(leaks.warnings)
     report.leakage = leaks.counts
@@ -194,6 +198,25 @@ def check_dataset(
     report.problems.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     report.warnings.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     return report
+
+
+#: The split name of train rows that data.test_split=train holds out as test.
+CARVED = "test carved from train"
+
+
+def _carve(entries: list[Entry], fraction: float, split_seed: int) -> list[Entry]:
+    """Train entries relabelled CARVED where the jobs' test carve (usagg/data/splits.py) takes them."""
+    from usagg.data.splits import carve_test
+
+    by_task: dict[str, list[Entry]] = {}
+    for e in entries:
+        if e.split == "train":
+            by_task.setdefault(e.sample.task_id, []).append(e)
+    carved: set[int] = set()
+    for task_id, task_entries in by_task.items():
+        test, _ = carve_test([e.sample for e in task_entries], fraction, split_seed, task_id)
+        carved.update(id(s) for s in test)
+    return [Entry(CARVED, e.sample, e.fp) if id(e.sample) in carved else e for e in entries]
 
 
 def _add_file_results(

@@ -45,6 +45,9 @@ class Problem:
     message: str
     csv_file: str | None = None
     row: int | None = None
+    #: Every task the problem involves when it spans two (a leak from another task's training image):
+    #: it then concerns only a study that trains all of them (usagg/data/scope.py).
+    tasks: tuple[str, ...] = ()
 
     def where(self) -> str:
         if self.csv_file is None:

@@ -71,6 +71,11 @@ class LeakResult:
     counts: dict[str, int]
 
 
+def _tasks(test: Sample, train: Sample) -> tuple[str, ...]:
+    """Both task ids when the leak crosses tasks (it then matters only to a job that trains both), else none."""
+    return (test.task_id, train.task_id) if test.task_id != train.task_id else ()
+
+
 def _where(s: Sample, root: Path) -> str:
     from usagg.data.fmc_uia import rel
 
@@ -111,6 +116,7 @@ def find_leaks(
                     f"{_where(s, root)} uses the same file as {_where(hit.sample, root)}: "
                     f"{rel(s.image_file, root)} (similarity 1.0)",
                     **where,
+                    tasks=_tasks(s, hit.sample),
                 )
             )
             result.counts["leak_same_file"] += 1
@@ -126,6 +132,7 @@ def find_leaks(
                     f"{_where(hit.sample, root)}: {rel(s.image_file, root)} is a copy of "
                     f"{rel(hit.sample.image_file, root)} (similarity 1.0)",
                     **where,
+                    tasks=_tasks(s, hit.sample),
                 )
             )
             result.counts["leak_exact_copy"] += 1
@@ -157,6 +164,7 @@ def find_leaks(
                 f"(threshold {threshold:g}, data.near_duplicate_threshold; data.leakage: warn|off to relax)",
                 rel(e.sample.csv_file, root),
                 e.sample.row,
+                tasks=_tasks(e.sample, hit.sample),
             )
             (result.warnings if mode == "warn" else result.problems).append(p)
             result.counts["leak_near_duplicate"] += 1

@@ -59,13 +59,18 @@ class ProblemTasks:
 def split_by_scope(report: CheckReport, task_ids: Sequence[str]) -> tuple[list[Problem], list[Problem]]:
     """(problems that block a study of `task_ids`, problems of other tasks: warnings only).
 
-    Dataset-wide problems and those whose task cannot be told block.
+    Dataset-wide problems and those whose task cannot be told block. A problem that spans
+    tasks (a test image that is another task's training image) blocks only a study that
+    trains all of them: training one of them alone never sees the other's images.
     """
     finder = ProblemTasks(report.root)
     wanted = set(task_ids)
     blocking: list[Problem] = []
     others: list[Problem] = []
     for p in report.problems:
+        if p.tasks:
+            (blocking if wanted.issuperset(p.tasks) else others).append(p)
+            continue
         task = finder.task_of(p)
         (others if task is not None and task not in wanted else blocking).append(p)
     return blocking, others

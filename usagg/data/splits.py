@@ -98,6 +98,11 @@ def _hold_out(samples: list[Sample], fraction: float, rng: np.random.Generator) 
     return [samples[i] for i in sorted(out)], [s for i, s in enumerate(samples) if i not in out]
 
 
+def carve_test(samples: Sequence[Sample], fraction: float, split_seed: int, task_id: str) -> tuple[list, list]:
+    """(test, rest) of a task's train rows under data.test_split=train: the same carve for every job and check."""
+    return _hold_out(_canonical(samples), fraction, _rng(split_seed, task_id, "test"))
+
+
 def train_subset(pool: Sequence[Sample], fraction: float, seed: int, task_id: str) -> list[Sample]:
     """The nested training subset: a prefix of one seeded stratified ordering of the pool."""
     if not 0 < fraction <= 1:
@@ -141,7 +146,7 @@ def make_splits(
                 )
             _check_matches(task, test[0])
         else:
-            test, pool = _hold_out(pool, data.test_fraction, _rng(data.split_seed, task.id, "test"))
+            test, pool = carve_test(samples, data.test_fraction, data.split_seed, task.id)
         select, pool = _hold_out(pool, data.selection_fraction, _rng(data.split_seed, task.id, "select"))
         train = train_subset(pool, fraction, seed, task.id)
         out[task.id] = TaskSplits(train=train, select=select, test=test, n_train_pool=len(pool))
