@@ -131,3 +131,17 @@ def test_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     out = tmp_path / "s.json"
     code, _ = run_cli(["schema", "--out", str(out)], monkeypatch, capsys)
     assert code == 0 and json.loads(out.read_text()) == schema
+
+
+def test_help_follows_cli_conventions(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """-h works everywhere, completion can be installed, and help never shows Python types (issue 14.7)."""
+    code, text = run_cli(["-h"], monkeypatch, capsys)
+    assert code == 0 and "--install-completion" in text and "--version" in text
+    commands = [["run"], ["status"], ["plan"], ["validate"], ["data", "check"], ["compare"], ["report"], ["synth"]]
+    for command in commands:
+        code, text = run_cli([*command, "-h"], monkeypatch, capsys)
+        assert code == 0, command
+        for python_type in ("<bool>", "<str>", "<list[", "<int>", "<path>", "<float"):
+            assert python_type not in text, (command, python_type)
+    code, text = run_cli(["data", "check", "-h"], monkeypatch, capsys)
+    assert "--json " in text and "error|warn|off" in text and "FLOAT" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -17,7 +18,8 @@ app = typer.Typer(
     help="Orchestrate the ultrasound task-aggregation study: TS / CG / AU jobs, metrics, statistics, figures.\n\n"
     "Example: usagg run studies/demo.yaml && usagg compare --baseline TS && usagg plot",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -40,10 +42,57 @@ for _module in (init, spec_cmds, synth, data, runs, analysis, cache, registry):
     _module.register(app)
 
 
+#: typer's annotation labels and what help shows instead.
+_LABELS = {"str": "TEXT", "int": "INT", "int range": "INT", "float": "FLOAT", "float range": "FLOAT", "path": "PATH"}
+
+
+def plain_help(command: Any) -> Any:
+    """Help that shows what a value looks like (INT, PATH, a|b), never Python types such as <bool> or <list[str]>.
+
+    typer 0.29 labels every parameter with its annotation, so a flag reads as if it took a
+    value (`--json <bool>`). Each parameter's label is rewritten on the instance, for every command.
+    """
+    for param in command.params:
+        _relabel(param)
+    original_help = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = original_help(ctx)
+        if option is not None:
+            _relabel(option)
+        return option
+
+    command.get_help_option = help_option
+    for sub in (getattr(command, "commands", None) or {}).values():
+        plain_help(sub)
+    return command
+
+
+def _relabel(param: Any) -> None:
+    """Replace one parameter's type label (see `plain_help`); a relabelled parameter is left as it is."""
+    original = param.display_type_rich
+    if getattr(original, "relabelled", False):
+        return
+
+    def label(ctx: Any) -> str | None:
+        if getattr(param, "is_flag", False):
+            return None
+        text = original(ctx)
+        if not text:
+            return text
+        inner = text.strip("<>").removesuffix("...")
+        if inner.startswith("list[") and inner.endswith("]"):
+            inner = inner[5:-1]
+        return _LABELS.get(inner, inner)
+
+    label.relabelled = True  # type: ignore[attr-defined]
+    param.display_type_rich = label
+
+
 def main() -> None:
     """Console-script entry: user errors become one red paragraph and their exit code, never a traceback."""
     try:
-        app()
+        plain_help(typer.main.get_command(app))(prog_name="usagg")
     except UsaggError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
