@@ -146,7 +146,11 @@ def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
     code, out = run_cli(["run", str(study), "--paradigm", "AU"], monkeypatch, capsys)
     assert code == 2 and "--paradigm AU: this study plans TS" in out
     code, out = run_cli(["run", str(study), "--only", "TS-nope"], monkeypatch, capsys)
-    assert code == 2 and "--only TS-nope: no such job" in out
+    assert code == 2 and "--only TS-nope matches no job" in out and "tasks: " in out
+    code, out = run_cli(["run", str(study), "--dry-run", "--only", "task:thyroid_*", "--json"], monkeypatch, capsys)
+    rows = json.loads(out)
+    assert code == 0 and [r["action"] for r in rows] == ["run"] * len(rows) and len(rows) >= 1
+    assert all(r["state"] == "pending" and r["job_id"].startswith("TS-thyroid_") for r in rows)
     code, out = run_cli(["run", str(study), "--devices", "gpu0"], monkeypatch, capsys)
     assert code == 2 and "--devices 'gpu0'" in out
     code, out = run_cli(["run", str(study), "--executor", "slrum"], monkeypatch, capsys)

@@ -53,3 +53,29 @@ def test_the_service_and_the_api_import_no_torch_or_pandas() -> None:
     code = "import sys, usagg.api, usagg.service; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_only_selects_by_id_task_group_paradigm_and_glob() -> None:
+    """`--only` without copying a hashed id (issue 14.3); a selector that picks nothing names what exists."""
+    from pathlib import Path
+
+    from usagg.plan import plan
+    from usagg.service import select_jobs
+    from usagg.spec.load import load_study
+
+    jobs = plan(load_study(Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"))
+
+    def picked(*only: str) -> list[str]:
+        return sorted(j.id for j in select_jobs(jobs, only=only))
+
+    ts_fetal = [j.id for j in jobs if j.paradigm == "TS" and j.task_ids == ["fetal_head"]]
+    assert picked(ts_fetal[0]) == ts_fetal
+    training_fetal = sorted(j.id for j in jobs if "fetal_head" in j.task_ids)
+    assert picked("fetal_head") == picked("task:fetal_head") == training_fetal and len(training_fetal) >= 3
+    assert picked("paradigm:AU") == picked("AU") == sorted(j.id for j in jobs if j.paradigm == "AU")
+    assert picked("TS-*") == sorted(j.id for j in jobs if j.paradigm == "TS")
+    breast = sorted(j.id for j in jobs if j.paradigm != "AU" and all(t.group == "Breast" for t in j.tasks))
+    assert picked("group:Breast") == breast and len(breast) >= 3  # TS of its two tasks and CG-Breast (and controls)
+    assert set(picked("task:thyroid_*")) == {j.id for j in jobs if any(t.startswith("thyroid_") for t in j.task_ids)}
+    with pytest.raises(UsaggError, match=r"--only task:nope matches no job.*tasks: .*fetal_head"):
+        select_jobs(jobs, only=["task:nope"])

@@ -114,8 +114,39 @@ def store_for(study: Study) -> RunStore:
     return RunStore(Path(study.output_root) / study.name)
 
 
+#: `--only KEY:PATTERN` keys and what of a job they match (each PATTERN may be a glob such as 'fetal_*').
+SELECTOR_KEYS = ("id", "task", "group", "paradigm")
+
+
+def _selector_values(job: Job, key: str) -> list[str]:
+    if key == "id":
+        return [job.id]
+    if key == "task":
+        return job.task_ids
+    if key == "group":  # the group the job stands for: its task's (TS), its own (CG); none for AU
+        return [job.group] if job.group else []
+    return [job.paradigm]
+
+
+def job_matches(job: Job, selector: str) -> bool:
+    """Whether `selector` picks `job`: KEY:PATTERN (id, task, group, paradigm), or a bare PATTERN for any of them.
+
+    Patterns are shell globs (fnmatch, case-sensitive), so `--only 'TS-*'`, `--only fetal_head`
+    (every job that trains it) or `--only group:Fetal` select without copying a hashed id.
+    """
+    from fnmatch import fnmatchcase
+
+    key, sep, pattern = selector.partition(":")
+    keys = (key,) if sep and key in SELECTOR_KEYS else SELECTOR_KEYS
+    pattern = pattern if sep and key in SELECTOR_KEYS else selector
+    return any(fnmatchcase(v, pattern) for k in keys for v in _selector_values(job, k))
+
+
 def select_jobs(jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = ()) -> list[Job]:
-    """The planned jobs narrowed to `paradigms` and to the ids in `only` (unknown names are user errors)."""
+    """The planned jobs narrowed to `paradigms` and to those any `only` selector picks (see `job_matches`).
+
+    A paradigm or selector that picks nothing is a user error listing what exists.
+    """
     if paradigms:
         known = sorted({j.paradigm for j in jobs})
         bad = [p for p in paradigms if p not in known]
@@ -123,14 +154,17 @@ def select_jobs(jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[s
             raise UsaggError(f"--paradigm {', '.join(bad)}: this study plans {', '.join(known)}")
         jobs = [j for j in jobs if j.paradigm in paradigms]
     if only:
-        ids = {j.id for j in jobs}
-        bad = [i for i in only if i not in ids]
+        bad = [sel for sel in only if not any(job_matches(j, sel) for j in jobs)]
         if bad:
+            tasks = sorted({t for j in jobs for t in j.task_ids})
+            groups = sorted({g for j in jobs for g in _selector_values(j, "group")})
             raise UsaggError(
-                f"--only {', '.join(bad)}: no such job in this selection; planned jobs: "
-                f"{', '.join(j.id for j in jobs) or 'none'} (see `usagg run STUDY --dry-run`)"
+                f"--only {', '.join(bad)} matches no job of this selection. A selector is a job id, a task, a "
+                "group or a paradigm, or KEY:PATTERN with KEY one of id, task, group, paradigm (globs such as "
+                f"'TS-*' work). Jobs: {', '.join(j.id for j in jobs) or 'none'}; tasks: {', '.join(tasks)}; "
+                f"groups: {', '.join(groups) or 'none'}; paradigms: {', '.join(sorted({j.paradigm for j in jobs}))}"
             )
-        jobs = [j for j in jobs if j.id in only]
+        jobs = [j for j in jobs if any(job_matches(j, sel) for sel in only)]
     return jobs
 
 

@@ -8,6 +8,7 @@ steps only, so `import usagg.cli.app` (and `usagg --help`) stays fast.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ Examples:
 
   usagg run studies/demo.yaml --only AU-all-f1-s0-1a2b3c4d --retry-failed
 
+  usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'
+
   usagg run studies/demo.yaml --dry-run
 """
 
@@ -48,6 +51,8 @@ Examples:
   usagg status                 (the most recently modified study under runs/)
 
   usagg status runs/demo
+
+  usagg status runs/demo --json
 """
 
 #: Tasks shown per job in the summary's metrics column before eliding the rest.
@@ -217,7 +222,12 @@ class _Display:
 def run(
     study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study spec."),
     paradigm: list[str] = typer.Option([], "--paradigm", help="Run only these paradigms (repeatable): TS, CG, AU."),
-    only: list[str] = typer.Option([], "--only", help="Run only these job ids (repeatable)."),
+    only: list[str] = typer.Option(
+        [],
+        "--only",
+        help="Run only the jobs a selector picks (repeatable): a job id, task, group or paradigm, or "
+        "KEY:PATTERN with KEY id|task|group|paradigm; globs work ('TS-*', task:fetal_*).",
+    ),
     executor: str | None = typer.Option(
         None, "--executor", help="A registered executor: local, slurm, ... (default: the spec's)."
     ),
@@ -225,6 +235,7 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed jobs again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
     sets: list[str] = typer.Option([], "--set", help="Override a spec value, e.g. --set training.epochs=5."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the jobs as a JSON list."),
 ) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -235,8 +246,13 @@ def run(
     console = Console()
     study = load_study(study_file, run_overrides(sets, executor=executor, devices=devices))
     job_run = StudyRun.prepare(study, paradigm, only, retry_failed)
+    if as_json and not dry_run:
+        raise UsaggError("--json goes with --dry-run (a run prints progress; `usagg status --json` gives the states)")
     if dry_run:
-        _print_dry_run(console, job_run)
+        if as_json:
+            typer.echo(json.dumps(_dry_run_rows(job_run), indent=1))
+        else:
+            _print_dry_run(console, job_run)
         return
     try:
         with console.status("preparing and checking the dataset ..."):
@@ -274,6 +290,47 @@ def run(
         raise typer.Exit(1)
 
 
+def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:
+    """What `run --dry-run --json` prints: one object per selected job."""
+    store = job_run.store
+    return [
+        {
+            "job_id": j.id,
+            "paradigm": j.paradigm,
+            "tasks": j.task_ids,
+            "moe": j.moe,
+            "fraction": j.fraction,
+            "seed": j.seed,
+            "state": store.display_state(j.id),
+            "action": job_run.action(j.id),
+        }
+        for j in job_run.jobs
+    ]
+
+
+def _status_rows(store: RunStore, job_ids: list[str]) -> list[dict[str, Any]]:
+    """What `status --json` prints: state, timings, primary metrics and the error of every job."""
+    rows = []
+    for jid in job_ids:
+        record = store.job_record(jid) if store.has_job(jid) else {}
+        state = store.display_state(jid)
+        row: dict[str, Any] = {"job_id": jid, "state": state, "duration_s": record.get("duration_s")}
+        if state == "done":
+            try:
+                tasks = (store.metrics(jid) or {}).get("tasks") or {}
+            except UsaggError:
+                tasks = {}
+            row["primary"] = {
+                t: {"metric": e.get("primary"), "value": (e.get("metrics") or {}).get(e.get("primary"))}
+                for t, e in tasks.items()
+            }
+        if state == "failed" and record.get("error"):
+            row["error"] = _error_line(store, jid, str(record["error"]))
+            row["error_file"] = str(store.paths(jid).error)
+        rows.append(row)
+    return rows
+
+
 def _print_dry_run(console: Console, job_run: StudyRun) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -289,7 +346,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
         table.add_row(
             escape(j.id),
             j.paradigm,
-            escape(tasks if len(tasks) < 60 else tasks[:57] + "..."),
+            escape(tasks),
             "yes" if j.moe else "no",
             store.display_state(j.id),
             job_run.action(j.id),
@@ -299,6 +356,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
 
 def status(
     run_dir: Path | None = typer.Argument(None, help="A run store (runs/<study>); default: the latest under runs/."),
+    as_json: bool = typer.Option(False, "--json", help="Print the jobs as a JSON list (state, metrics, error)."),
 ) -> None:
     from rich.console import Console
 
@@ -308,6 +366,9 @@ def status(
     if not store.exists():
         raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
     ids = store.job_ids()
+    if as_json:
+        typer.echo(json.dumps(_status_rows(store, ids), indent=1))
+        return
     console = Console()
     console.print(_summary_table(store, ids, f"{store.root}"))
     counts = Counter(store.job_state(jid) for jid in ids)
