@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from usagg.cli.display import duration_text, make_display
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
@@ -78,14 +79,6 @@ def _primary_text(store: RunStore, job_id: str) -> str:
     return "\n".join(parts)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
-
-
 def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     from rich.markup import escape
     from rich.table import Table
@@ -104,7 +97,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
             detail = f"[red]{line}[/]" + (f"\n[dim]{escape(str(path))}[/]" if path.is_file() else "")
         else:
             detail = escape(detail)
-        table.add_row(escape(jid), _state_text(state), _duration(record.get("duration_s")), detail)
+        table.add_row(escape(jid), _state_text(state), duration_text(record.get("duration_s")), detail)
     return table
 
 
@@ -166,56 +159,6 @@ def _print_data_warnings(console: Console, job_run: StudyRun, root: str) -> None
     _print_problem_lines(console, warnings, root)
 
 
-class _Display:
-    """Rich progress: jobs overall, and the running job's epoch, step, loss and images/s (in-process only)."""
-
-    def __init__(self, console: Console, n_jobs: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.jobs = self.progress.add_task("jobs", total=n_jobs, info="")
-        self.current = self.progress.add_task("", total=1, info="", visible=False)
-        self.failed = 0
-
-    def on_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
-        if event == "started":
-            self.progress.update(self.current, description=job_id, completed=0, total=1, info="starting", visible=True)
-        elif event in ("finished", "failed", "locked"):
-            self.failed += event == "failed"
-            self.progress.advance(self.jobs)
-            text = f"last: {job_id} {info.get('state', event)}"
-            if event == "failed":
-                text += f" ({str(info.get('error', ''))[:60]})"
-            self.progress.update(self.jobs, info=text)
-            self.progress.update(self.current, visible=False)
-
-    def on_progress(self, p: Any) -> None:
-        total = max(1, p.epochs * p.steps)
-        info = f"epoch {p.epoch + 1}/{p.epochs} step {p.step}/{p.steps}"
-        if p.phase != "train":
-            info += f" [{p.phase}]"
-        if p.loss is not None:
-            info += f" loss {p.loss:.4f}"
-        if p.images_per_s:
-            info += f" {p.images_per_s:.1f} img/s"
-        self.progress.update(
-            self.current,
-            description=p.job_id,
-            total=total,
-            completed=p.epoch * p.steps + p.step,
-            info=info,
-            visible=True,
-        )
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -236,6 +179,8 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
     sets: list[str] = typer.Option([], "--set", help="Override a spec value, e.g. --set training.epochs=5."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the jobs as a JSON list."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Off a terminal: a line per progress report."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
 ) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -244,6 +189,7 @@ def run(
     from usagg.spec.load import load_study
 
     console = Console()
+    console.soft_wrap = not console.is_terminal  # in a log a long line stays one line, never wrapped mid-path
     study = load_study(study_file, run_overrides(sets, executor=executor, devices=devices))
     job_run = StudyRun.prepare(study, paradigm, only, retry_failed)
     if as_json and not dry_run:
@@ -261,13 +207,14 @@ def run(
         _print_problems(console, err)
         raise typer.Exit(1) from None
     _print_data_warnings(console, job_run, escape(str(report.root)))
-    console.print(
+    say = (lambda *a, **k: None) if quiet else console.print
+    say(
         f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
         f"({len(study.tasks)} of {len(report.tasks)} task(s))"
     )
     job_run.init_store()
     store, skipped = job_run.store, job_run.skipped_failed
-    console.print(
+    say(
         f"study [bold]{study.name}[/]: {len(job_run.jobs)} job(s) selected, {len(job_run.todo)} to run, "
         f"{len(job_run.done)} done"
         + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
@@ -279,11 +226,10 @@ def run(
             "initialised, so results are far below a pretrained DINOv3 (give a local official checkpoint)"
         )
     if job_run.todo:
-        display = _Display(console, len(job_run.todo))
-        with display.progress:
+        with make_display(console, len(job_run.todo), verbose=verbose, quiet=quiet) as display:
             job_run.execute(display.on_event, display.on_progress)
     result = job_run.finish()
-    console.print(_summary_table(store, list(result.states), f"{study.name}: {store.root}"))
+    say(_summary_table(store, list(result.states), f"{study.name}: {store.root}"))
     console.print(f"results: {result.results_csv}")
     if result.failed:
         console.print(f"[bold red]{len(result.failed)} job(s) failed[/]; see jobs/<id>/error.txt under {store.root}")

@@ -1,0 +1,86 @@
+"""`usagg run`'s display: whole plain lines in a log (per job event and per epoch), ETAs, quiet and verbose."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from usagg.cli.display import Clock, PlainDisplay, RichDisplay, duration_text, make_display
+from usagg.engine.progress import Progress
+
+LONG_ID = "TS-a_task_id_that_is_much_longer_than_eighty_columns_of_a_ci_log_would_allow-f0.25-s17-0123abcd"
+ERROR = "DataError: " + "the image at train/x.png could not be read because " * 6 + "it is empty"
+
+
+def _log_console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=80, force_terminal=False), buf
+
+
+def _feed(display: PlainDisplay | RichDisplay, epochs: int = 3, steps: int = 4) -> None:
+    display.on_event(LONG_ID, "started", {})
+    for epoch in range(epochs):
+        for step in range(1, steps + 1):
+            display.on_progress(Progress(LONG_ID, "train", epoch, epochs, step, steps, loss=0.5, images_per_s=10.0))
+        display.on_progress(Progress(LONG_ID, "select", epoch, epochs, steps, steps, loss=0.5))
+    display.on_event(LONG_ID, "finished", {"state": "done"})
+    display.on_event("AU-all-f1-s0-1", "started", {})
+    display.on_event("AU-all-f1-s0-1", "failed", {"state": "failed", "error": ERROR})
+
+
+def test_off_a_terminal_each_event_and_epoch_is_one_whole_line() -> None:
+    console, buf = _log_console()
+    display = make_display(console, 2, verbose=False, quiet=False)
+    assert isinstance(display, PlainDisplay)
+    with display:
+        _feed(display)
+    lines = buf.getvalue().splitlines()
+    assert [line.split("] ", 1)[1].split(":")[0] for line in lines if "job " in line.split("] ", 1)[1][:4]] == [
+        "job 1/2",
+        "job 1/2",
+        "job 2/2",
+        "job 2/2",
+    ]
+    epoch_lines = [line for line in lines if " epoch " in line]
+    assert [line.split(" epoch ")[1].split(" ")[0] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
+    assert all(LONG_ID in line for line in epoch_lines)  # the id whole, on the line
+    assert "job eta" in epoch_lines[0] and "loss 0.5000" in epoch_lines[0]
+    failed = [line for line in lines if "failed" in line]
+    assert len(failed) == 1 and failed[0].endswith(ERROR.strip()) and "study eta" not in failed[0]
+    assert any("done in" in line and "study eta ~" in line for line in lines)
+
+
+def test_verbose_prints_every_report_and_quiet_only_failures() -> None:
+    console, buf = _log_console()
+    with PlainDisplay(console, 2, verbose=True) as display:
+        _feed(display)
+    assert sum(" epoch " in line for line in buf.getvalue().splitlines()) == 3 * 5
+    console, buf = _log_console()
+    with make_display(console, 2, verbose=False, quiet=True) as display:
+        _feed(display)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1 and "failed" in lines[0] and ERROR.strip() in lines[0]
+
+
+def test_a_terminal_gets_rich_with_failures_printed_whole() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, force_terminal=True, color_system=None)
+    display = make_display(console, 2, verbose=False, quiet=False)
+    assert isinstance(display, RichDisplay)
+    with display:
+        _feed(display)
+    text = buf.getvalue().replace("\n", "")
+    assert "AU-all-f1-s0-1 failed in " in text and f"s: {ERROR}" in text  # above the bars, whole
+
+
+def test_etas_come_from_the_pace_so_far() -> None:
+    clock = Clock(n_jobs=4)
+    clock.started("a")
+    clock.job_start["a"] -= 10.0  # ten seconds into the job
+    assert abs(clock.job_eta("a", done=25, total=100) - 30.0) < 0.5
+    assert clock.study_eta() is None  # no job has ended yet
+    clock.finished("a")
+    clock.durations[-1] = 40.0
+    assert clock.study_eta() == 120.0  # three jobs left at 40 s each
+    assert duration_text(4.24) == "4.2s" and duration_text(185) == "3m05s" and duration_text(3720) == "1h02m"
