@@ -112,10 +112,13 @@ def test_bad_checkpoint_is_refused_naming_file_backbone_and_misfits(
         assert part in msg, (part, msg)
 
 
-def test_a_checkpoint_of_another_size_is_refused_for_this_backbone(files: dict[str, Path]) -> None:
-    """The good dinov3_test file against a ViT-S/16: every block has the wrong width."""
+def test_a_checkpoint_of_another_size_is_refused_for_this_backbone(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The good dinov3_test file against a ViT-S/16: every block has the wrong width; timm's prints stay off stdout."""
     with pytest.raises(UsaggError, match=r"does not fit backbone dinov3_small: 120 missing keys .* of the wrong shape"):
         check_weights(files["good"], "dinov3_small")
+    assert capsys.readouterr().out == ""
 
 
 # --------------------------------------------------------------------------- validate and run refuse

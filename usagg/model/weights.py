@@ -9,6 +9,9 @@ the weights are licence-gated, so the user gives a path.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from torch import nn
 from usagg.errors import UsaggError
 
 _SHOW = 4  # keys named per category in error messages
+
+log = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> dict[str, torch.Tensor]:
@@ -88,13 +93,18 @@ def _n(items: list[str], noun: str) -> str:
 def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbone: str) -> dict:
     """`raw` under timm's key names, checked key by key and shape by shape against `model`; UsaggError if not."""
     name = backbone or type(model).__name__
+    printed = io.StringIO()  # timm prints a line per key it cannot place: to the log, not the user's terminal
     try:
-        state = checkpoint_filter_fn(raw, model)
+        with contextlib.redirect_stdout(printed):
+            state = checkpoint_filter_fn(raw, model)
     except Exception as exc:
         raise UsaggError(
             f"The weights file {path} could not be converted to timm's DINOv3 layout for backbone {name} "
             f"({type(exc).__name__}: {exc}). It does not look like an official DINOv3 ViT checkpoint."
         ) from exc
+    finally:
+        for line in printed.getvalue().splitlines():
+            log.debug("timm: %s", line)
     missing, unexpected, wrong = _fit_report(model, state)
     if missing or unexpected or wrong:
         parts = []
