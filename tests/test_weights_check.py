@@ -115,9 +115,17 @@ def test_bad_checkpoint_is_refused_naming_file_backbone_and_misfits(
 def test_a_checkpoint_of_another_size_is_refused_for_this_backbone(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The good dinov3_test file against a ViT-S/16: every block has the wrong width; timm's prints stay off stdout."""
+    """The good dinov3_test file against a ViT-S/16 and back: every block has the wrong width.
+
+    A deeper file than the model makes timm print a line per extra block; they stay off stdout.
+    """
     with pytest.raises(UsaggError, match=r"does not fit backbone dinov3_small: 120 missing keys .* of the wrong shape"):
         check_weights(files["good"], "dinov3_small")
+    deeper = files["good"].with_name("small.pth")
+    torch.save(to_official_state_dict(create_vit("dinov3_small")), deeper)
+    capsys.readouterr()
+    with pytest.raises(UsaggError, match=r"does not fit backbone dinov3_test: \d+ unexpected keys"):
+        check_weights(deeper, "dinov3_test")
     assert capsys.readouterr().out == ""
 
 
