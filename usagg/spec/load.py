@@ -84,6 +84,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain name, got a {type(key).__name__}", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (a later value would silently win)", key_node.start_mark
@@ -95,16 +99,80 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+#: Limits checked before a YAML document is built: a spec is a few kB; these leave room for any real one.
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 200_000  # nodes after expanding aliases (an alias bomb expands to billions)
+MAX_YAML_DEPTH = 64
+
+
+def _check_node_tree(root: yaml.Node, path: Path) -> None:
+    """Refuse a composed YAML tree whose alias-expanded size or depth exceeds the limits (before building it)."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in size:
+            continue
+        kids: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            kids = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            kids = [n for pair in node.value for n in pair]
+        if not children_done:
+            if key in open_:
+                raise SpecError(f"{path}: the YAML refers to itself through an alias; a spec must be a plain tree.")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in size)
+            continue
+        open_.discard(key)
+        size[key] = 1 + sum(size[id(k)] for k in kids)
+        depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+        if size[key] > MAX_YAML_NODES:
+            raise SpecError(
+                f"{path}: the YAML expands to more than {MAX_YAML_NODES:,} values once its aliases (*name) are "
+                "expanded; a study spec is a few hundred. Refusing it before building it (an alias bomb?)."
+            )
+        if depth[key] > MAX_YAML_DEPTH:
+            raise SpecError(f"{path}: the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a spec needs about 6.")
+
+
+def parse_yaml_text(text: str, path: Path) -> Any:
+    """Compose, check the limits, then build: duplicate keys, alias bombs and deep nesting are SpecErrors."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise SpecError(f"{path}: the YAML is nested more than {MAX_YAML_DEPTH} levels deep.") from None
+        if node is None:
+            return None
+        _check_node_tree(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path, what: str = "study spec") -> dict[str, Any]:
     """Read a YAML file whose top level must be a mapping; every failure is a SpecError naming the file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as fh:
+            blob = fh.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{what} {path} does not exist (looked in {Path(path).absolute().parent}).") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise SpecError(f"cannot read {what} {path}: {err}.") from None
+    except OSError as err:
+        raise SpecError(f"cannot read {what} {path}: {err.strerror or err}.") from None
+    if len(blob) > MAX_YAML_BYTES:
+        raise SpecError(f"{path} is larger than {MAX_YAML_BYTES:,} bytes; a {what} is a few kB of YAML.")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    try:
+        data = parse_yaml_text(text, Path(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -120,7 +188,13 @@ def read_yaml(path: Path, what: str = "study spec") -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    """A value for an error message, bounded while it is built (never the full repr of a huge value)."""
+    import reprlib
+
+    shortener = reprlib.Repr()  # attributes, not keywords: Python 3.11 takes none
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+    shortener.maxdict = shortener.maxlist = shortener.maxtuple = shortener.maxset = 4
+    text = shortener.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
