@@ -171,7 +171,14 @@ def _metrics(job: Job) -> dict:
             m = {"AUC": 0.9, "ACC": 0.75}
         else:
             m = {"IoU": 0.6}
-        tasks[t.id] = {"type": t.type, "primary": t.metric, "metrics": m, "n_train": 100 + job.seed, "n_test": 20}
+        tasks[t.id] = {
+            "type": t.type,
+            "primary": t.metric,
+            "metrics": m,
+            "n_train": 100 + job.seed,
+            "n_test": 20,
+            "steps": 30 + job.seed,
+        }
     return {"job_id": job.id, "tasks": tasks, "expert_usage": None, "weights": {}, "params": {}}
 
 
@@ -219,6 +226,7 @@ def test_rebuild_results_from_done_jobs(tmp_path: Path) -> None:
         "value": "12.5",
         "higher_is_better": "False",
         "n_train": "101",
+        "steps": "31",
     }
     assert next(r for r in au if r["metric"] == "DSC")["higher_is_better"] == "True"
 
@@ -444,3 +452,53 @@ def test_fresh_results_rebuilds_a_missing_or_stale_table(tmp_path: Path) -> None
     path.write_text("kept as is\n")
     store.mark_results_fresh()
     assert store.fresh_results().read_text() == "kept as is\n"  # dated after every metrics.json: kept
+
+
+def test_a_slow_init_never_writes_a_done_job_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One owner per job.json (issue 16.3): `init` writes a record only under the job's lock.
+
+    A second `usagg run` refreshes the records (a setting outside the hash changed) while a
+    runner holds a job's lock and marks it done; every write of `init` is slowed down. The
+    done job must stay done, and a later `init` refreshes its settings without touching its state.
+    """
+    import threading
+    import time
+
+    import usagg.store as store_module
+
+    store, jobs = make_store(tmp_path, make_study())
+    job = jobs[0]
+    changed = [j.model_copy(update={"training": j.training.model_copy(update={"eval_batch_size": 7})}) for j in jobs]
+    real_write = store_module.write_json_atomic
+
+    def slow_write(path, obj):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "second-run" and Path(path).name == "job.json":
+            time.sleep(0.2)
+        return real_write(path, obj)
+
+    monkeypatch.setattr(store_module, "write_json_atomic", slow_write)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def runner() -> None:
+        with store.lock(job.id):
+            store.set_state(job.id, "running")
+            holding.set()
+            release.wait(5)
+            store.set_state(job.id, "done")
+
+    t = threading.Thread(target=runner)
+    t.start()
+    holding.wait(5)
+    second = threading.Thread(target=store.init, args=("name: toy\n", changed), name="second-run")
+    second.start()
+    time.sleep(0.1)
+    release.set()
+    t.join(5)
+    second.join(10)
+    assert store.job_state(job.id) == "done"
+    assert store.job_record(job.id)["job"]["training"]["eval_batch_size"] != 7  # left to a later init
+    store.init("name: toy\n", changed)
+    record = store.job_record(job.id)
+    assert record["state"] == "done" and record["job"]["training"]["eval_batch_size"] == 7
+    assert all(store.job_state(j.id) == "pending" for j in jobs[1:])

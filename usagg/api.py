@@ -166,7 +166,7 @@ def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
     Give a run store folder (its results.csv is rebuilt first when missing or
     older than a job's metrics) or any results CSV. The table is validated as
     `usagg compare` validates it (UsaggError naming the row and column).
-    dtypes: seed int64; fraction, value and n_train float64 (NaN where the CSV
+    dtypes: seed int64; fraction, value, n_train and steps float64 (NaN where the CSV
     cell is empty); higher_is_better bool; the rest str. An empty `group` reads
     as "-", as in the analysis.
     """
@@ -184,6 +184,7 @@ def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
         "value": "float64",
         "higher_is_better": "bool",
         "n_train": "float64",
+        "steps": "float64",
     }
     return frame.astype({c: dtypes.get(c, "object") for c in RESULT_COLUMNS})
 

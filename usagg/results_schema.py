@@ -16,4 +16,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "value",
     "higher_is_better",
     "n_train",
+    "steps",
 )
+
+#: Columns a results table may lack (tables written before they existed): read as empty.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("steps",)

@@ -211,6 +211,11 @@ class JobPaths:
         return self.folder / "predictions"
 
     @property
+    def item_scores(self) -> Path:
+        """Per test image values of each task's primary metric (item_scores.json): the test-set bootstrap's input."""
+        return self.folder / "item_scores.json"
+
+    @property
     def checkpoints(self) -> Path:
         """last.pt and best.pt of the trainer (a folder)."""
         return self.folder / "checkpoints"
@@ -275,6 +280,10 @@ class RunStore:
         A job already in the store keeps its state, timings and results (its Job
         settings are refreshed: only settings outside the hash can differ); a
         new id gets a new pending folder; folders of jobs no longer planned stay.
+        Every job.json write happens under that job's lock, so a runner that holds
+        it is the record's only writer: a job whose live runner holds the lock is
+        left alone (its settings are refreshed by a later `init`), and a done job
+        can never be written back to an older state by a slow concurrent `init`.
         """
         ids = [j.id for j in jobs]
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -284,23 +293,37 @@ class RunStore:
         for job in jobs:
             path = self.paths(job.id).record
             dump = job.model_dump(mode="json")
-            if path.is_file():
-                record = read_json(path)
-                record["job"] = dump
-            else:
-                record = {
-                    "job": dump,
-                    "state": "pending",
-                    "attempts": 0,
-                    "started": None,
-                    "finished": None,
-                    "duration_s": None,
-                    "host": None,
-                    "pid": None,
-                    "error": None,
-                }
-            write_json_atomic(path, record)
+            if path.is_file() and self._record_or_none(path).get("job") == dump:
+                continue  # nothing to refresh: no write, no lock
+            try:
+                with self.lock(job.id):
+                    record = self._record_or_none(path) if path.is_file() else {}
+                    if record:
+                        record["job"] = dump
+                    else:
+                        record = {
+                            "job": dump,
+                            "state": "pending",
+                            "attempts": 0,
+                            "started": None,
+                            "finished": None,
+                            "duration_s": None,
+                            "host": None,
+                            "pid": None,
+                            "error": None,
+                        }
+                    write_json_atomic(path, record)
+            except JobLocked:
+                continue  # a live runner owns this job's record
         self.write_plan([j.model_dump(mode="json") for j in jobs])
+
+    def _record_or_none(self, path: Path) -> dict[str, Any]:
+        """A job.json as a mapping; {} when it is damaged (set aside by `job_record`'s repair)."""
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def write_study(self, study_yaml: str) -> None:
         """Write study.yaml (the resolved spec as run)."""
@@ -591,6 +614,7 @@ class RunStore:
                         "value": "" if value is None else value,
                         "higher_is_better": "" if hib is None else str(hib),
                         "n_train": entry.get("n_train", ""),
+                        "steps": entry.get("steps", ""),
                     }
                     key = (order.get(job.paradigm, len(order)), job.paradigm, job.id, task_id, name)
                     rows.append((key, row))
