@@ -3,7 +3,11 @@
 Same run, same input, medians after warm-up (the machine is shared). Default:
 DINOv3 ViT-S/16 block (384-d), E=8, k=2, images of 224 px (201 tokens each):
 8 per batch in float32 on the CPU, 64 per batch under bf16 autocast on CUDA
-(the training precision there).
+(the training precision there). Both dispatch paths of usagg/model/moe.py are
+timed on the same weights: `loop` (per expert, counts read on the host; the CPU
+default) and `grouped` (grouped GEMMs, no host sync; the default on CUDA sm 9.x
+/ 10.x in bf16, elsewhere `_grouped_mm` loops itself). `stack` is what stacking
+the experts' weights per call costs, the price of keeping one parameter per expert.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -61,10 +66,14 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
             out = dense(x, rope=rope)
         out.float().sum().backward()
 
-    def moe_step() -> None:
-        with cast:
-            out, aux, _ = moe(x, rope, task)
-        (out.float().sum() + aux).backward()
+    def moe_step(dispatch: str) -> Callable[[], None]:
+        def step() -> None:
+            moe.mlp.dispatch = dispatch
+            with cast:
+                out, aux, _ = moe(x, rope, task)
+            (out.float().sum() + aux).backward()
+
+        return step
 
     h = dense.norm2(x).detach().requires_grad_(True)
 
@@ -73,14 +82,34 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
             out = dense.mlp(h)
         out.float().sum().backward()
 
-    def moe_mlp_step() -> None:
-        with cast:
-            out, aux, _ = moe.mlp(h, task)
-        (out.float().sum() + aux).backward()
+    def moe_mlp_step(dispatch: str) -> Callable[[], None]:
+        def step() -> None:
+            moe.mlp.dispatch = dispatch
+            with cast:
+                out, aux, _ = moe.mlp(h, task)
+            (out.float().sum() + aux).backward()
 
-    steps = {"dense": dense_step, "moe": moe_step, "dense_mlp": dense_mlp_step, "moe_mlp": moe_mlp_step}
+        return step
+
+    def stack_step() -> None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        for fc in ("fc1", "fc2"):
+            torch.stack([getattr(e, fc).weight for e in moe.mlp.experts]).to(dtype)
+            torch.stack([getattr(e, fc).bias for e in moe.mlp.experts]).to(dtype)
+
+    steps = {
+        "dense": dense_step,
+        "moe_loop": moe_step("loop"),
+        "moe_grouped": moe_step("grouped"),
+        "dense_mlp": dense_mlp_step,
+        "moe_mlp_loop": moe_mlp_step("loop"),
+        "moe_mlp_grouped": moe_mlp_step("grouped"),
+        "stack": stack_step,
+    }
     t = _paired(steps, WARMUP, repeats, device)
-    t_dense, t_moe, t_dense_mlp, t_moe_mlp = t["dense"], t["moe"], t["dense_mlp"], t["moe_mlp"]
+    moe.mlp.dispatch = "auto"
+    with cast:
+        default = "grouped" if moe.mlp.use_grouped(x) else "loop"
     p_dense = sum(p.numel() for p in dense.parameters())
     p_moe = sum(p.numel() for p in moe.parameters())
     result = {
@@ -92,24 +121,34 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
         "batch": batch,
         "tokens": tokens,
         "threads": torch.get_num_threads(),
-        "dense_fwd_bwd_s": round(t_dense, 5),
-        "moe_fwd_bwd_s": round(t_moe, 5),
-        "time_ratio": round(t_moe / t_dense, 3),
-        "mlp_dense_fwd_bwd_s": round(t_dense_mlp, 5),
-        "mlp_moe_fwd_bwd_s": round(t_moe_mlp, 5),
-        "mlp_time_ratio": round(t_moe_mlp / t_dense_mlp, 3),
+        "default_dispatch": default,
+        "dense_fwd_bwd_s": round(t["dense"], 5),
+        "mlp_dense_fwd_bwd_s": round(t["dense_mlp"], 5),
+        "stack_weights_s": round(t["stack"], 6),
         "dense_params": p_dense,
         "moe_params": p_moe,
         "param_ratio": round(p_moe / p_dense, 3),
     }
+    for d in ("loop", "grouped"):
+        result[f"moe_{d}_fwd_bwd_s"] = round(t[f"moe_{d}"], 5)
+        result[f"time_ratio_{d}"] = round(t[f"moe_{d}"] / t["dense"], 3)
+        result[f"mlp_moe_{d}_fwd_bwd_s"] = round(t[f"moe_mlp_{d}"], 5)
+        result[f"mlp_time_ratio_{d}"] = round(t[f"moe_mlp_{d}"] / t["dense_mlp"], 3)
+    result["time_ratio"] = result[f"time_ratio_{default}"]  # the path training takes on this device
+    result["grouped_vs_loop"] = round(t["moe_grouped"] / t["moe_loop"], 3)
     print(f"MoE block vs dense block ({backbone}, E={EXPERTS}, k={TOP_K}, {batch}x{tokens} tokens, {result['device']})")
-    print(f"{'':12}{'fwd+bwd ms':>12}{'params':>12}")
-    print(f"{'dense':12}{t_dense * 1e3:12.1f}{p_dense:12,}")
-    print(f"{'MoE':12}{t_moe * 1e3:12.1f}{p_moe:12,}")
-    print(f"{'ratio':12}{t_moe / t_dense:12.2f}{p_moe / p_dense:12.2f}")
+    print(f"{'':16}{'block ms':>10}{'ratio':>8}{'MLP ms':>10}{'ratio':>8}")
+    print(f"{'dense':16}{t['dense'] * 1e3:10.1f}{1:8.2f}{t['dense_mlp'] * 1e3:10.1f}{1:8.2f}")
+    for d in ("loop", "grouped"):
+        mark = " *" if d == default else ""
+        print(
+            f"{'MoE ' + d + mark:16}{t[f'moe_{d}'] * 1e3:10.1f}{t[f'moe_{d}'] / t['dense']:8.2f}"
+            f"{t[f'moe_mlp_{d}'] * 1e3:10.1f}{t[f'moe_mlp_{d}'] / t['dense_mlp']:8.2f}"
+        )
     print(
-        f"MLP alone: dense {t_dense_mlp * 1e3:.1f} ms, MoE {t_moe_mlp * 1e3:.1f} ms, "
-        f"ratio {t_moe_mlp / t_dense_mlp:.2f}"
+        f"* the default dispatch here; grouped / loop {result['grouped_vs_loop']:.2f}; stacking the expert weights "
+        f"per call {t['stack'] * 1e3:.2f} ms ({t['stack'] / t['moe_grouped']:.1%} of a grouped MoE block step); "
+        f"params MoE / dense {p_moe / p_dense:.2f}"
     )
     return result
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +170,64 @@ def test_app_import_stays_light() -> None:
     code = "import sys, usagg.cli.app; print(sorted(m for m in ('matplotlib', 'scipy', 'torch') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.stdout.strip() == "[]", res.stderr
+
+
+def test_compare_prints_the_interaction_slope_and_holm_and_the_csv_a_ci_per_delta(run_dir: Path) -> None:
+    res = CliRunner().invoke(app, ["compare", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    (line,) = [ln for ln in res.output.splitlines() if "mixed model: interaction, slope AU − slope CG" in ln]
+    assert re.search(r"95% CI \[[-+]\d+\.\d+, [-+]\d+\.\d+\]; p = [\d.e-]+\s+[\d.e-]+", line)  # CI, p, Holm p
+    assert "p (Holm)" in res.output and "rank-biserial r" in res.output and "Hodges-Lehmann" in res.output
+    assert "3 tasks alone in their clinical group left out of every CG aggregate" in res.output
+    res = CliRunner().invoke(app, ["compare", str(run_dir), "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    others = [r for r in rows if r["paradigm"] != "TS"]
+    assert len(others) == 27 * 2
+    assert all(float(r["ci_low"]) < float(r["delta_pct"]) < float(r["ci_high"]) for r in others)
+    assert {r["ci_source"] for r in others} == {"seeds (n=3, t)"}
+    assert {r["task"] for r in rows if r["in_aggregates"] == "false"} == {
+        "liver_lesion_2cls", "organ_cls", "spinal_cord_injury_loc"
+    }  # fmt: skip
+
+
+def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(run_dir: Path, tmp_path: Path) -> None:
+    """Issue 16.1: a study name from data cannot pick the output folder; cleanup deletes only what it wrote."""
+    import shutil
+
+    victim = tmp_path / "victim"
+    (victim / "tables").mkdir(parents=True)
+    (victim / "tables" / "precious.csv").write_text("keep me\n")
+    (victim / "tables" / "thesis.tex").write_text("keep me too\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    # route 1: the `study` column of a results CSV
+    rows = (run_dir / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("study")
+    for bad in (str(victim), "../victim"):
+        tampered = work / "tampered.csv"
+        tampered.write_text(
+            "\n".join([rows[0], *(",".join([*r.split(",")[:col], bad, *r.split(",")[col + 1 :]]) for r in rows[1:])])
+        )
+        for command in ("report", "plot"):
+            res = _usagg(command, "--results", str(tampered), cwd=work)
+            assert res.returncode == 2 and "plain study name" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    # route 2: `name` in a run store's study.yaml
+    store = tmp_path / "store"
+    shutil.copytree(run_dir, store)
+    spec = store / "study.yaml"
+    spec.write_text(re.sub(r"(?m)^name: .*$", f"name: {victim}", spec.read_text()))
+    res = _usagg("report", str(store), cwd=work)
+    assert res.returncode == 2 and "study.yaml, key `name`" in res.stderr, res.stderr
+    # route 3: a report written into a folder that holds the user's files, then a tampered manifest
+    res = _usagg("report", str(run_dir), "--out", str(victim), cwd=work)
+    assert res.returncode == 0, res.stderr
+    manifest = victim / ".usagg-report.json"
+    tampered_list = manifest.read_text().replace('"files": [', '"files": ["../work/tampered.csv", ')
+    manifest.write_text(tampered_list)
+    res = _usagg("report", str(run_dir), "--out", str(victim), cwd=work)
+    assert res.returncode == 0, res.stderr
+    assert (victim / "tables" / "thesis.tex").read_text() == "keep me too\n"
+    assert (work / "tampered.csv").is_file()
+    assert not (tmp_path / "reports").exists() and not list(work.glob("reports/*/../../*victim*"))
+    assert (victim / "tables" / "precious.csv").read_text() == "keep me\n"

@@ -6,11 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from usagg.analysis.delta import aggregates, compare, negative_transfer, relative_change
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
 from usagg.errors import UsaggError
+from usagg.spec.models import AnalysisSpec
 
 
 def _row(p: str, seed: int, task: str, ttype: str, metric: str, value: float, hib: bool, group: str = "G1") -> Row:
@@ -119,3 +121,53 @@ def test_several_fractions_give_delta_per_fraction(tmp_path: Path) -> None:
     assert comp.deltas[(0.5, "a", "AU")].value == pytest.approx(10.0)
     assert comp.deltas[(1.0, "a", "AU")].value == pytest.approx(-5.0)
     assert comp.n_train[(0.5, "a")] == 50
+
+
+def _grouped(tmp_path: Path, **settings: object) -> Path:
+    """Three groups: G1 two tasks, G2 and G3 one task each; CG and AU Δ of +10 % on every task but g3 (−50 %)."""
+    rows = []
+    for task, group, n in (("a", "G1", 3000.0), ("b", "G1", 2500.0), ("c", "G2", 6000.0), ("g3", "G3", 100.0)):
+        for p, v in (("TS", 0.5), ("CG", 0.55 if task != "g3" else 0.25), ("AU", 0.55)):
+            rows.append(Row("s", f"{p}-{group}", p, group, 0, 1.0, task, "segmentation", "DSC", v, True, n))
+    path = tmp_path / "g.csv"
+    write_results(rows, path)
+    if settings:
+        store = tmp_path / "store"
+        store.mkdir()
+        (store / "study.yaml").write_text(yaml.safe_dump({"name": "g", "analysis": settings}))
+        (store / "results.csv").write_bytes(path.read_bytes())
+        return store
+    return path
+
+
+def test_one_task_groups_are_left_out_of_cg_aggregates_by_default(tmp_path: Path) -> None:
+    comp = compare(load_input(None, _grouped(tmp_path)))
+    assert comp.singletons() == ["c", "g3"] and comp.excluded == {"CG": ("c", "g3")}
+    (allcg,) = aggregates(comp, 1.0, "CG", "all")
+    assert allcg.mean == pytest.approx(10.0) and allcg.n == 2 and allcg.excluded == ("c", "g3")
+    assert "2 one-task groups left out" in allcg.order
+    (allau,) = aggregates(comp, 1.0, "AU", "all")
+    assert allau.n == 4 and allau.excluded == ()  # AU trains every task together: nothing to leave out
+    assert comp.delta_values(1.0, "CG")[0] == ["a", "b"]
+    assert comp.deltas[(1.0, "g3", "CG")].value == pytest.approx(-50.0)  # the per-task Δ is still reported
+    assert negative_transfer(comp, 1.0, "CG") == (0, 2)
+
+
+def test_cg_singletons_include_keeps_them(tmp_path: Path) -> None:
+    comp = compare(load_input(_grouped(tmp_path, cg_singletons="include"), None))
+    assert comp.excluded == {}
+    (allcg,) = aggregates(comp, 1.0, "CG", "all")
+    assert allcg.mean == pytest.approx((10 + 10 + 10 - 50) / 4) and allcg.n == 4
+
+
+def test_group_regime_by_group_size(tmp_path: Path) -> None:
+    comp = compare(load_input(_grouped(tmp_path, group_regime_threshold=5000), None))
+    names = {a.name: a.tasks for a in aggregates(comp, 1.0, "AU", "group regime")}
+    # G1: 3000 + 2500 = 5500 images, G2: 6000 (data-rich); G3: 100 (low-data), whatever a task's own size
+    assert names == {"data-rich group (n≥5000)": ("a", "b", "c"), "low-data group (n<5000)": ("g3",)}
+    assert comp.regime(1.0, "a") == "data-rich (n≥1000)" and comp.regime(1.0, "g3") == "low-data (n<1000)"
+
+
+def test_the_default_group_threshold_splits_the_studys_ob_and_breast() -> None:
+    thr = AnalysisSpec().group_regime_threshold
+    assert 2920 < thr <= 11910  # Breast 2,920 images: low-data; OB 11,910: data-rich (docs/study)

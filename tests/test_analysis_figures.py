@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
@@ -17,11 +18,14 @@ from usagg.analysis.style import PARADIGM_COLORS, paper_style, paradigm_color
 from usagg.analysis.summary import analyse
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+PARADIGMS = ("TS", "CG", "AU", "TSM", "AUD")  # with the two controls, so the split figure is drawn
 
 
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory: pytest.TempPathFactory):
-    run = simulate_run_store(tmp_path_factory.mktemp("runs") / "fmc", load_tasks(TASKS), fractions=(0.5, 1.0))
+    run = simulate_run_store(
+        tmp_path_factory.mktemp("runs") / "fmc", load_tasks(TASKS), fractions=(0.5, 1.0), paradigms=PARADIGMS
+    )
     return analyse(load_input(run, None))
 
 
@@ -48,10 +52,38 @@ def test_delta_figure_labels_all_27_tasks_with_n_train(analysis) -> None:
         labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert len(labels) == 27
     assert all("(n=" in lab for lab in labels)
+    assert sorted(lab.split(" ")[0] for lab in labels if "†" in lab) == [
+        "liver_lesion_2cls", "organ_cls", "spinal_cord_injury_loc"
+    ]  # fmt: skip
     bars = [p for p in fig.axes[1].patches]
     colours = {to_hex(b.get_facecolor()) for b in bars}
-    assert colours == {PARADIGM_COLORS["CG"].lower(), PARADIGM_COLORS["AU"].lower()}
-    assert len(bars) == 27 * 2
+    assert colours == {paradigm_color(p, list(PARADIGMS)).lower() for p in PARADIGMS[1:]}
+    assert len(bars) == 27 * 4
+    pale = [b for b in bars if b.get_alpha() is not None and b.get_alpha() < 1]
+    assert len(pale) == 3 and {to_hex(b.get_facecolor()) for b in pale} == {PARADIGM_COLORS["CG"].lower()}
+
+
+def test_delta_figure_has_an_error_bar_per_task_delta(analysis) -> None:
+    with paper_style():
+        fig, caption = F.fig_delta(analysis)
+    (bars,) = [c for c in fig.axes[1].collections if isinstance(c, LineCollection)]
+    segments = bars.get_segments()
+    assert len(segments) == 27 * 4  # three seeds: a t interval for every Δ
+    lo, hi = zip(*[(s[0][0], s[1][0]) for s in segments], strict=True)
+    assert all(a < b for a, b in zip(lo, hi, strict=True))
+    assert "95 % t interval over seeds" in caption
+
+
+def test_split_figure_parts_add_up_to_the_total(analysis) -> None:
+    with paper_style():
+        fig, caption = F.fig_delta_split(analysis)
+    cg, au = fig.axes[:2]
+    assert cg.get_title() == "CG (control TSM)" and au.get_title() == "AU (control AUD)"
+    widths = [b.get_width() for b in cg.patches]
+    n = len(widths) // 2
+    totals = cg.collections[0].get_offsets()[:, 0]
+    assert np.allclose(np.asarray(widths[:n]) + np.asarray(widths[n:]), totals)
+    assert "aggregation = ΔAUD" in caption and "MoE = ΔTSM" in caption
 
 
 def test_ntrain_legend_carries_spearman(analysis) -> None:

@@ -1,12 +1,32 @@
-"""Statistics equal scipy's on fixed inputs, guard small n, and the bootstrap is reproducible by seed."""
+"""Statistics equal scipy's (or statsmodels') on fixed inputs, guard small n, and the bootstrap is reproducible."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from scipy import stats as ss
 
-from usagg.analysis.stats import bootstrap_mean_ci, spearman, wilcoxon_vs_zero
+from usagg.analysis.delta import compare
+from usagg.analysis.inputs import load_input
+from usagg.analysis.mixed import SLOPE, interaction_model
+from usagg.analysis.results import write_results
+from usagg.analysis.simulate import load_tasks, simulate_rows
+from usagg.analysis.stats import (
+    bootstrap_mean_ci,
+    hodges_lehmann,
+    holm,
+    rank_biserial,
+    spearman,
+    statistics,
+    wilcoxon_vs_zero,
+)
+from usagg.analysis.summary import analyse
+from usagg.spec.models import AnalysisSpec
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 
 X = np.array([50, 120, 300, 800, 1500, 4000, 9000], float)
 D = np.array([-12.0, -3.5, 1.0, -0.5, 4.0, 2.5, 6.0])
@@ -42,9 +62,10 @@ def test_bootstrap_reproducible_with_seed_and_different_with_another() -> None:
     assert m1 == pytest.approx(D.mean()) and n == 7
     assert ci1 == ci2 and ci1 != ci3
     assert ci1[0] < m1 < ci1[1]
-    rng = np.random.default_rng(0)  # the documented recipe, by hand
-    means = D[rng.integers(0, 7, size=(5000, 7))].mean(axis=1)
-    assert ci1 == (pytest.approx(np.quantile(means, 0.025)), pytest.approx(np.quantile(means, 0.975)))
+    ref = ss.bootstrap(  # the documented recipe, by hand: BCa over the sorted values, one Generator per call
+        (np.sort(D),), np.mean, n_resamples=5000, method="BCa", rng=np.random.default_rng(0)
+    ).confidence_interval
+    assert ci1 == (pytest.approx(ref.low), pytest.approx(ref.high))
 
 
 def test_bootstrap_constant_and_small_n() -> None:
@@ -53,16 +74,8 @@ def test_bootstrap_constant_and_small_n() -> None:
     assert (mean, ci, n) == (4.0, None, 1) and note.startswith("n too small")
 
 
-def test_group_level_spearman_uses_group_sums_and_means(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pathlib import Path
-
-    from usagg.analysis.delta import compare
-    from usagg.analysis.inputs import load_input
-    from usagg.analysis.results import write_results
-    from usagg.analysis.simulate import load_tasks, simulate_rows
-    from usagg.analysis.stats import statistics
-
-    tasks = load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml")
+def test_group_level_spearman_uses_group_sums_and_means(tmp_path: Path) -> None:
+    tasks = load_tasks(TASKS)
     write_results(simulate_rows(tasks), tmp_path / "r.csv")
     comp = compare(load_input(None, tmp_path / "r.csv"))
     groups: dict[str, list[str]] = {}
@@ -74,3 +87,139 @@ def test_group_level_spearman_uses_group_sums_and_means(tmp_path) -> None:  # ty
     (s,) = [s for s in statistics(comp, 500, 0) if s.paradigm == "AU" and s.name.endswith("groups")]
     assert (s.value, s.p, s.n) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 9)
     assert "group n_train = sum" in s.method
+
+
+def test_wilcoxon_n_is_scipys_with_zeros_dropped_and_one_sided_follows_scipy() -> None:
+    d = np.array([0.0, 0.0, -1.0, 2.0, 3.5, 4.0, 5.0, 6.5, 8.0])
+    w, p, n, _ = wilcoxon_vs_zero(d)
+    ref = ss.wilcoxon(d, zero_method="wilcox")
+    assert n == 7 and (w, p) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))  # 9 pairs, 2 zeros
+    _, p_greater, _, _ = wilcoxon_vs_zero(d, "greater")
+    assert p_greater == pytest.approx(ss.wilcoxon(d, alternative="greater").pvalue)
+    assert p_greater == pytest.approx(p / 2)  # the observed side: half the two-sided p
+    assert wilcoxon_vs_zero(d[:7])[3] == "n too small (n=5, need ≥6), 2 zero pairs dropped"
+    assert wilcoxon_vs_zero(d[:7], "greater")[3] == ""  # 5 non-zero pairs can reach p < 0.05 one-sided
+
+
+def test_effect_sizes_by_hand() -> None:
+
+    # D: |Δ| ranks 7, 4, 2, 1, 5, 3, 6; negatives -12 (7), -3.5 (4), -0.5 (1): R- = 12, R+ = 16
+    assert rank_biserial(D) == pytest.approx((16 - 12) / 28)
+    assert rank_biserial(np.array([0.0, 1.0, 2.0])) == 1.0  # zeros are not ranked, as in the test
+    # Walsh averages of (1, 2, 9): 1, 1.5, 5, 2, 5.5, 9 -> median of 6 values = (2 + 5) / 2
+    assert hodges_lehmann(np.array([1.0, 2.0, 9.0])) == pytest.approx(3.5)
+
+
+def test_holm_by_hand() -> None:
+
+    # sorted 0.01, 0.02, 0.03, 0.2 -> 4·0.01, 3·0.02, max(2·0.03, prev), max(1·0.2, prev)
+    assert holm([0.03, 0.01, 0.2, 0.02]) == pytest.approx([0.06, 0.04, 0.2, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1, monotone
+
+
+def test_cluster_bootstrap_resamples_groups_and_ignores_order() -> None:
+    d = np.array([-12.0, 3.0, 1.0, -0.5, 4.0, 2.5, 6.0, -3.0])
+    groups = ["A", "A", "B", "B", "B", "C", "D", "D"]
+    mean, ci, n, note = bootstrap_mean_ci(d, 3000, 7, clusters=groups)
+    assert (mean, n, note) == (pytest.approx(d.mean()), 8, "")
+    sums = np.array([-9.0, 4.5, 2.5, 3.0])  # clusters A, B, C, D by name, their members sorted
+    counts = np.array([2.0, 3.0, 1.0, 2.0])
+    ref = ss.bootstrap(
+        (sums, counts), lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis), paired=True, vectorized=True,
+        n_resamples=3000, method="BCa", rng=np.random.default_rng(7),
+    ).confidence_interval  # fmt: skip
+    assert ci == (pytest.approx(ref.low), pytest.approx(ref.high))
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        perm = rng.permutation(d.size)
+        again = bootstrap_mean_ci(d[perm], 3000, 7, clusters=[groups[i] for i in perm])
+        assert again[1] == ci  # identical limits, not merely close
+    assert bootstrap_mean_ci(d, 3000, 7)[1] != ci  # tasks as units give another interval
+    assert bootstrap_mean_ci(d, 500, 0, clusters=["A"] * 8)[3].startswith("one cluster only")
+
+
+def _fixture_comparison(tmp_path, rows_order: str = "as written", **kwargs):  # type: ignore[no-untyped-def]
+    rows = simulate_rows(load_tasks(TASKS), **kwargs)
+    if rows_order == "shuffled":
+        rows = [rows[i] for i in np.random.default_rng(5).permutation(len(rows))]
+    write_results(rows, tmp_path / f"{rows_order}.csv")
+    return compare(load_input(None, tmp_path / f"{rows_order}.csv"))
+
+
+def test_a_shuffled_results_table_gives_identical_bootstrap_limits(tmp_path: Path) -> None:
+
+    a = _fixture_comparison(tmp_path, seeds=(0,))
+    b = _fixture_comparison(tmp_path, "shuffled", seeds=(0,))
+    assert [t.task for t in a.tasks] != [t.task for t in b.tasks]  # the task order differs with the rows
+    boot = lambda comp: [(s.paradigm, s.value, s.ci) for s in statistics(comp, 2000, 0) if s.ci]  # noqa: E731
+    assert boot(a) == boot(b) and len(boot(a)) == 2
+    assert all("clinical groups" in s.method for s in statistics(a, 200, 0) if s.name.startswith("mean Δ"))
+
+
+def test_hypotheses_make_the_stated_tests_one_sided(tmp_path: Path) -> None:
+
+    comp = _fixture_comparison(tmp_path)
+    hyp = {"scale": {"CG": "greater"}, "delta": {"AU": "less"}, "paired": {"CG-AU": "less"}}
+    two = {(s.paradigm, s.name): s for s in statistics(comp, 200, 0)}
+    one = {(s.paradigm, s.name): s for s in statistics(comp, 200, 0, hyp)}
+    rho = one[("CG", "Spearman ρ(Δ, log n_train), tasks")]
+    names, vals = comp.delta_values(1.0, "CG")
+    logn = np.log([comp.n_train[(1.0, t)] for t in names])
+    assert rho.p == pytest.approx(ss.spearmanr(logn, vals, alternative="greater").pvalue)
+    assert "one-sided (greater: ρ > 0)" in rho.method
+    assert two[("CG", "Spearman ρ(Δ, log n_train), tasks")].method.endswith("two-sided")
+    au = one[("AU", "Wilcoxon signed-rank, Δ vs 0 (AU vs TS)")]
+    assert au.p == pytest.approx(ss.wilcoxon(comp.delta_values(1.0, "AU")[1], alternative="less").pvalue)
+    pair = one[("CG-AU", "Wilcoxon signed-rank, paired ΔCG − ΔAU")]
+    au_by_task = dict(zip(*comp.delta_values(1.0, "AU"), strict=True))
+    diff = [v - au_by_task[t] for t, v in zip(names, vals, strict=True)]
+    ref = ss.wilcoxon(vals, [au_by_task[t] for t in names], zero_method="wilcox", alternative="less")
+    assert (pair.value, pair.p, pair.n) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), len(diff))
+    assert pair.n == 24  # CG's three one-task groups are left out of the pairs too
+    assert dict(pair.effects)["Hodges-Lehmann (pp)"] == pytest.approx(
+        np.median([(diff[i] + diff[j]) / 2 for i in range(24) for j in range(i, 24)])
+    )
+
+
+def test_mixed_model_slopes_interaction_and_when_it_cannot_be_fitted(tmp_path: Path) -> None:
+
+    comp = _fixture_comparison(tmp_path)
+    stats = {s.paradigm: s for s in interaction_model(comp, 1.0)}
+    cg, au, inter = stats["CG"], stats["AU"], stats["AU-CG"]
+    assert cg.name == SLOPE and cg.note == "" and cg.ci[0] < cg.value < cg.ci[1]
+    # the simulation's story: CG's Δ grows by 18·sensitivity pp per tenfold data, AU's by 6·sensitivity
+    assert cg.value > au.value > 0 and cg.ci[0] > 0 and inter.ci[1] < 0
+    assert inter.value == pytest.approx(au.value - cg.value, abs=1e-6)
+    assert cg.n == 24 * 3 and inter.n == (24 + 27) * 3  # seed-level values, CG's one-task groups left out
+    assert "(1 | group:task:paradigm)" in cg.method  # seeds of a task are not independent tasks
+    few = _fixture_comparison(tmp_path, "as written", seeds=(0,))
+    few.tasks = [t for t in few.tasks if t.group in ("OB", "Breast")]
+    cg1, au1 = interaction_model(few, 1.0)
+    assert au1.value is None and cg1.note == "not fitted: 2 clinical groups, need ≥3"
+
+
+def test_study_statistics_adjust_every_printed_p_with_holm(tmp_path: Path) -> None:
+    write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
+    stats = analyse(load_input(None, tmp_path / "r.csv")).stats
+    tested = [s for s in stats if s.p is not None]
+    assert len(tested) == 2 * 3 + 1 + 3  # Spearman ×2 and Wilcoxon per paradigm, CG-AU, 2 slopes and 1 interaction
+    assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
+    assert all(s.p_holm is None for s in stats if s.p is None)
+
+
+@pytest.mark.parametrize(
+    ("hypotheses", "message"),
+    [
+        ({"delta": {"CG": "lower"}}, "'two-sided', 'less' or 'greater'"),
+        ({"scale": {"XX": "greater"}}, "unknown paradigm 'XX'"),
+        ({"paired": {"CGAU": "less"}}, "two paradigms joined by '-'"),
+        ({"paired": {"CG-CG": "less"}}, "two paradigms joined by '-'"),
+        ({"paired": {"CG-AX": "less"}}, "unknown paradigm 'AX'"),
+        ({"effect": {}}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_hypotheses_are_spec_errors(hypotheses: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AnalysisSpec.model_validate({"hypotheses": hypotheses})
+    ok = AnalysisSpec.model_validate({"hypotheses": {"paired": {"CG-AU": "less"}, "delta": {"AU": "greater"}}})
+    assert ok.hypotheses.paired == {"CG-AU": "less"} and AnalysisSpec().cg_singletons == "exclude"

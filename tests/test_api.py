@@ -148,6 +148,30 @@ def test_load_history_has_a_row_per_epoch_and_task_with_per_task_losses(finished
     assert det["select_AUC"].isna().all() and det["select_IoU"].notna().all()
 
 
+@pytest.mark.slow
+def test_history_csv_is_written_per_epoch_and_read_for_a_job_that_has_not_finished(
+    finished: tuple, tmp_path: Path
+) -> None:
+    """Issue 14.4: history.csv holds every epoch and task; load_history reads it while metrics.json is missing."""
+    import csv
+    import shutil
+
+    _, result, _ = finished
+    copy = tmp_path / "store"
+    shutil.copytree(result.store_root, copy)
+    store = RunStore(copy)
+    au = next(j for j in store.jobs() if j.paradigm == "AU")
+    with store.paths(au.id).history.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["epoch"], r["task"]) for r in rows] == [(str(e), t) for e in (1, 2, 3) for t in au.task_ids]
+    before = load_history(copy)
+    store.paths(au.id).metrics.unlink()  # as while the job runs
+    during = load_history(copy)
+    done_rows = before[before.job_id == au.id].drop(columns="selected").reset_index(drop=True)
+    running_rows = during[during.job_id == au.id].drop(columns="selected").reset_index(drop=True)
+    assert running_rows.equals(done_rows) and not during[during.job_id == au.id]["selected"].any()
+
+
 # --------------------------------------------------------------------------- studies as paths, Study objects, dicts
 
 

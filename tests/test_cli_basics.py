@@ -145,3 +145,19 @@ def test_help_follows_cli_conventions(monkeypatch: pytest.MonkeyPatch, capsys: p
             assert python_type not in text, (command, python_type)
     code, text = run_cli(["data", "check", "-h"], monkeypatch, capsys)
     assert "--json " in text and "error|warn|off" in text and "FLOAT" in text
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_plan_never_cuts_at_the_width_of_a_log(
+    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids fold onto the next line, states stay whole (issue 14.2): the table yields room, never a cut word."""
+    from usagg.plan import plan
+
+    demo = REPO / "studies" / "demo.yaml"
+    jobs = plan(load_study(demo))
+    code, text = cli_run.run_cli(["plan", str(demo)], monkeypatch, capsys, columns=columns)
+    assert code == 0 and text.count(" pending") == len(jobs)
+    first_column = "".join(line[2:].split(" ")[0] for line in text.splitlines()[4:] if line.strip())
+    for job in jobs:
+        assert job.id in first_column

@@ -50,6 +50,7 @@ def _edit(root: Path, task: str, edit: Callable[[list[dict]], None]) -> None:
     path = root / "train/csv_files" / f"{task}.csv"
     header, rows = read_csv(path)
     edit(rows)
+    header = list(dict.fromkeys([*header, *(k for r in rows for k in r)]))
     write_csv(path, header, rows)
 
 
@@ -79,7 +80,7 @@ def corrupt(root: Path) -> None:
 
     def regression(rows: list[dict]) -> None:
         rows[0]["point_1_xy"] = "[12, oops"
-        rows[1]["point_2_xy"] = ""
+        rows[1]["point_3_xy"] = "[1, 2]"  # a point past num_classes; a missing one reads as (0, 0)
         rows[2]["image_path"] = "../../../../outside.png"
 
     def malignancy(rows: list[dict]) -> None:

@@ -45,8 +45,10 @@ def square(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_layout(tmp_path_factory.mktemp("square"), n=4, hw=(32, 32))
 
 
-def _dataset(root: Path, task: str, size: int, cache_dir: Path, split: str = "train") -> TaskDataset:
-    return TaskDataset(read_split(root, split)[task], SPECS[task], size, cache_dir)
+def _dataset(
+    root: Path, task: str, size: int, cache_dir: Path, split: str = "train", color: str = "gray"
+) -> TaskDataset:
+    return TaskDataset(read_split(root, split)[task], SPECS[task], size, cache_dir, color)
 
 
 def test_boxes_and_points_round_trip_within_half_a_pixel(tiny: Path, tmp_path: Path) -> None:
@@ -114,6 +116,37 @@ def test_tensors_fast_path_matches_getitem(tiny: Path, tmp_path: Path) -> None:
         assert batch.shape == (2, 3, 32, 32)
         torch.testing.assert_close(batch[1], ds[1]["image"])
         torch.testing.assert_close(t["targets"][4].to(ds[4]["target"].dtype), ds[4]["target"])
+
+
+def test_colour_follows_the_data_and_grayscale_keeps_its_numbers(tiny: Path, tmp_path: Path) -> None:
+    """`auto` keeps RGB for coloured images (3 channels in the cache), and is the `gray` decode for gray ones."""
+    colour = _dataset(tiny, "seg_t", 32, tmp_path, color="auto")  # its images are RGB noise
+    images = colour.tensors()["images"]
+    assert images.shape == (6, 3, 32, 32)
+    assert not torch.equal(images[:, 0], images[:, 1])
+    x = to_model_input(images[:2])
+    want = (images[1, 2].float() / 255 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]
+    torch.testing.assert_close(x[1, 2], want)
+    torch.testing.assert_close(colour[1]["image"], x[1])
+    assert _dataset(tiny, "seg_t", 32, tmp_path, color="rgb").tensors()["images"].shape == (6, 3, 32, 32)
+    assert _dataset(tiny, "seg_t", 32, tmp_path).tensors()["images"].shape == (6, 32, 32)
+    assert len(list((tmp_path / "decode").glob("*.hw.npy"))) == 3 + 1  # an entry per colour mode, one of masks
+
+    files = []
+    for i, (mode, arr) in enumerate(
+        [("L", np.arange(40 * 56).reshape(40, 56) % 251), ("RGB", np.repeat((np.arange(40 * 56) % 97)[:, None], 3, 1))]
+    ):
+        files.append(tmp_path / f"gray{i}.png")
+        Image.fromarray(arr.reshape(40, 56, -1).squeeze().astype(np.uint8), mode).save(files[-1])
+    auto = cache.load(files, 24, tmp_path / "c", "image", "auto")
+    gray = cache.load(files, 24, tmp_path / "c", "image", "gray")
+    assert auto.arrays.shape == (2, 24, 24) and auto.path != gray.path
+    np.testing.assert_array_equal(auto.arrays, gray.arrays)
+    rgb = cache.load(files, 24, tmp_path / "c", "image", "rgb")
+    np.testing.assert_array_equal(rgb.arrays, np.repeat(np.asarray(gray.arrays)[:, None], 3, 1))
+    mixed = cache.load([files[0], *[s.image_file for s in colour.samples[:1]]], 24, tmp_path / "c", "image", "auto")
+    assert mixed.arrays.shape == (2, 3, 24, 24)  # a gray image beside a coloured one is broadcast
+    np.testing.assert_array_equal(mixed.arrays[0], np.repeat(np.asarray(gray.arrays)[:1], 3, 0))
 
 
 def test_pickles_without_copying_the_cache(tiny: Path, tmp_path: Path) -> None:
@@ -228,3 +261,21 @@ def test_every_synthetic_task_round_trips(tmp_path: Path) -> None:
             else:
                 assert target.shape == (task.num_classes, 2)
                 np.testing.assert_allclose(points_to_pixels(target, meta["orig_hw"]), meta["gt"], atol=0.5)
+
+
+def test_training_targets_read_a_palette_mask_as_scoring_does(tmp_path: Path) -> None:
+    """One mask reader for targets and scores (usagg/data/masks.py): a palette PNG's classes are its luminance."""
+    from PIL import Image
+
+    from usagg.data.cache import read_mask
+    from usagg.data.masks import read_mask_grayscale
+
+    index = np.array([[0, 1], [1, 0]], np.uint8)
+    im = Image.fromarray(index, mode="P")
+    im.putpalette([0, 0, 0, 1, 1, 1] + [0] * 762)  # index 1 is the colour (1, 1, 1): gray 1, the class
+    path = tmp_path / "m.png"
+    im.save(path)
+    assert read_mask(path).tolist() == read_mask_grayscale(path).tolist() == index.tolist()
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red: luminance 76, not class 1
+    im.save(path)
+    assert read_mask(path).tolist() == [[0, 76], [76, 0]]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from usagg.engine.sampling import TaskSampler, task_probabilities
+from usagg.engine.sampling import TaskSampler, epoch_length, matched_steps, task_probabilities
 from usagg.engine.schedule import WarmupCosine, build_scheduler
 
 SIZES = {"a": 900, "b": 90, "c": 10}
@@ -56,6 +56,42 @@ def test_state_dict_resumes_the_same_batches() -> None:
     for _ in range(50):
         (ta, ia), (tb, ib) = a.next_batch(), b.next_batch()
         assert ta == tb and torch.equal(ia, ib)
+
+
+def test_matched_epochs_hold_each_task_its_ts_steps() -> None:
+    # TS steps per epoch: ceil(900 / 32) = 29, ceil(90 / 32) = 3, ceil(10 / 32) = 1
+    assert matched_steps(SIZES, 32) == {"a": 29, "b": 3, "c": 1}
+    assert matched_steps(SIZES, 32, steps_per_epoch=5) == {"a": 5, "b": 5, "c": 5}
+    assert epoch_length(SIZES, 32, "matched", None) == 33 and epoch_length(SIZES, 32, "uniform", None) == 32
+    assert epoch_length(SIZES, 32, "matched", 5) == 15 and epoch_length(SIZES, 32, "uniform", 5) == 5
+    sampler = TaskSampler(SIZES, batch_size=32, mode="matched", seed=3)
+    assert sampler.steps_per_epoch == 33 and sampler.probs == pytest.approx({"a": 29 / 33, "b": 3 / 33, "c": 1 / 33})
+    epochs = [[sampler.next_task() for _ in range(33)] for _ in range(3)]
+    for e in epochs:
+        assert Counter(e) == {"a": 29, "b": 3, "c": 1}
+    assert epochs[0] != epochs[1]  # a fresh seeded shuffle per epoch
+    again = TaskSampler(SIZES, batch_size=32, mode="matched", seed=3)
+    assert [again.next_task() for _ in range(99)] == [t for e in epochs for t in e]
+
+
+def test_matched_state_resumes_mid_epoch() -> None:
+    a = TaskSampler(SIZES, batch_size=32, mode="matched", seed=7)
+    for _ in range(20):
+        a.next_batch()
+    b = TaskSampler(SIZES, batch_size=32, mode="matched", seed=999)
+    b.load_state_dict(a.state_dict())
+    for _ in range(50):
+        (ta, ia), (tb, ib) = a.next_batch(), b.next_batch()
+        assert ta == tb and torch.equal(ia, ib)
+
+
+@pytest.mark.parametrize("mode", ["proportional", "temperature", "matched"])
+def test_one_task_draws_the_same_batches_in_every_mode(mode: str) -> None:
+    base = TaskSampler({"x": 50}, batch_size=8, seed=4)
+    other = TaskSampler({"x": 50}, batch_size=8, mode=mode, seed=4)
+    assert other.mode == "uniform" and other.steps_per_epoch == base.steps_per_epoch == 7
+    for _ in range(20):
+        assert torch.equal(base.next_batch()[1], other.next_batch()[1])
 
 
 def test_warmup_cosine_key_steps() -> None:

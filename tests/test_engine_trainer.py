@@ -16,7 +16,7 @@ from usagg.engine.device import resolve_compute, seed_everything
 from usagg.engine.evaluate import EvalSet
 from usagg.engine.job import run_job
 from usagg.engine.jobdata import load_job_data
-from usagg.engine.trainer import NonFiniteLoss, Trainer
+from usagg.engine.trainer import LossBalance, NonFiniteLoss, Trainer
 from usagg.model.m2dino import build_model
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
@@ -46,10 +46,16 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
     return {j.paradigm + ("-" + j.name if j.paradigm == "TS" else ""): j for j in plan(load_study(spec))}
 
 
-def _trainer(job: Job, ckpt_dir: Path) -> Trainer:
+def _with(job: Job, **training: object) -> Job:
+    return job.model_copy(update={"training": job.training.model_copy(update=training)})
+
+
+def _trainer(job: Job, ckpt_dir: Path, model_seed: int | None = None) -> Trainer:
     dev = torch.device("cpu")
     seed_everything(job.seed, dev)
     data = load_job_data(job)
+    if model_seed is not None:  # another initialisation: other frozen weights
+        torch.manual_seed(model_seed)
     model = build_model(job.model, job.tasks, job.moe)
     train = {t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}
     select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
@@ -122,12 +128,22 @@ def test_best_checkpoint_is_the_best_selection_epoch(jobs: dict[str, Job], tmp_p
     t = _trainer(jobs["TS-thyroid_nodule_det"], tmp_path / "ck")
     fit = t.fit()
     scores = [h["select_score"] for h in fit.history]
+    losses = [h["select_loss"]["thyroid_nodule_det"] for h in fit.history]
+    ious = [h["select"]["thyroid_nodule_det"]["IoU"] for h in fit.history]
     # one task without MoE: its own mean loss is the epoch's total mean loss, to the bit
     assert [h["task_loss"] for h in fit.history] == [{"thyroid_nodule_det": h["loss"]} for h in fit.history]
     assert all("task_aux_loss" not in h for h in fit.history)
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # first epoch reaching the maximum
+    # selection computes the primary metric only; the score is its relative change versus epoch 1
+    assert all(set(h["select"]["thyroid_nodule_det"]) == {"IoU"} for h in fit.history)
+    assert scores == pytest.approx([(v - ious[0]) / max(ious[0], 0.05) for v in ious])
+    assert all(v > 0 for v in losses)
+    best = max(range(len(scores)), key=lambda i: (scores[i], -losses[i], i))  # then lower loss, then later
     assert fit.selected_epoch == best + 1 and fit.best_score == pytest.approx(scores[best])
-    assert checkpoint.load(t.best_path)["epoch"] == best + 1
+    assert fit.task_epochs == {"thyroid_nodule_det": best + 1}
+    best_ck = checkpoint.load(t.best_path)
+    assert list(best_ck["weights"]) == [best + 1]  # superseded epochs are dropped
+    state = t.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in best_ck["weights"][best + 1].items())
 
 
 def test_one_task_moe_loss_is_its_own_loss_plus_the_auxiliary_loss(jobs: dict[str, Job], tmp_path: Path) -> None:
@@ -145,3 +161,138 @@ def test_non_finite_loss_fails_with_a_clear_error(jobs: dict[str, Job], tmp_path
     training = job.training.model_copy(update={"loss_weights": {"thyroid_malignancy": math.inf}})
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss \(inf\) at epoch 1, step 1 \(task thyroid_malignancy\)"):
         _trainer(job.model_copy(update={"training": training}), tmp_path / "ck").fit()
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
+    """30 + 12 training images, steps per epoch from the data (batch 6)."""
+    d = tmp_path_factory.mktemp("uneven")
+    text = STUDY.replace("default_size: 16,", "default_size: 16, sizes: {{thyroid_malignancy: 40}},")
+    spec = d / "study.yaml"
+    spec.write_text(text.replace("steps_per_epoch: 2, ", "").format(out=d / "synth", cache=d / "cache"))
+    return {j.paradigm + ("-" + j.name if j.paradigm == "TS" else ""): j for j in plan(load_study(spec))}
+
+
+def test_matched_sampling_gives_every_task_its_ts_steps(uneven: dict[str, Job], tmp_path: Path) -> None:
+    au = _with(uneven["AU"], sampling="matched", epochs=2)
+    ts_steps = {t: 2 * _trainer(_with(uneven[f"TS-{t}"], epochs=2), tmp_path / t).steps_per_epoch for t in au.task_ids}
+    assert ts_steps == {"thyroid_malignancy": 10, "thyroid_nodule_det": 4}  # ceil(30 / 6), ceil(12 / 6) per epoch
+    m = run_job(au, tmp_path / "au", "cpu")
+    assert {t: m["tasks"][t]["steps"] for t in au.task_ids} == ts_steps
+    assert [h["task_steps"] for h in m["history"]] == [{"thyroid_malignancy": 5, "thyroid_nodule_det": 2}] * 2
+    assert m["training"]["steps"] == 14 and m["training"]["sampling"] == "matched"
+    # with steps_per_epoch set, every task gets that many per epoch
+    t = _trainer(_with(au, steps_per_epoch=3), tmp_path / "fixed")
+    assert t.steps_per_epoch == 6
+    drawn = [t.sampler.next_task() for _ in range(12)]
+    assert drawn[:6].count("thyroid_nodule_det") == drawn[6:].count("thyroid_nodule_det") == 3
+    # uniform (the default) records what it drew: the same total, any split
+    u = run_job(_with(uneven["AU"], epochs=1), tmp_path / "uniform", "cpu")
+    assert sum(u["tasks"][t]["steps"] for t in au.task_ids) == u["training"]["steps"] == 7
+
+
+def test_resume_with_checkpoint_every_2_killed_midway(jobs: dict[str, Job], tmp_path: Path) -> None:
+    job = _with(
+        jobs["AU"],
+        epochs=4,
+        checkpoint_every=2,
+        sampling="matched",
+        loss_balance="uncertainty",
+        selection_scope="task",
+    )
+    straight = _trainer(job, tmp_path / "straight")
+    fit_a = straight.fit()
+    first = _trainer(job, tmp_path / "resumed")
+    first.fit(stop_after_epoch=3)  # killed after epoch 3: its checkpoint is that of epoch 2
+    assert checkpoint.load(first.last_path)["epoch"] == 2
+    torch.manual_seed(12345)
+    random.seed(1)
+    np.random.seed(1)
+    second = _trainer(job, tmp_path / "resumed")
+    fit_b = second.fit()
+    assert fit_b.history == fit_a.history and fit_b.steps == fit_a.steps == 16
+    assert fit_a.scope == "task" and fit_a.selected_epoch is None
+    assert fit_b.task_epochs == fit_a.task_epochs and set(fit_a.task_epochs) == set(job.task_ids)
+    for epoch, _ in fit_a.test_groups():
+        straight.use_weights(epoch)
+        second.use_weights(epoch)
+        sa, sb = straight.model.state_dict(), second.model.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    la, lb = straight.balance.record(), second.balance.record()
+    assert la == lb and la["mode"] == "uncertainty" and all(s != 0.0 for s in la["log_vars"].values())
+    best = checkpoint.load(second.best_path)["weights"]
+    assert set(best) == set(fit_a.task_epochs.values())  # only the selected epochs are kept
+
+
+def test_lean_checkpoints_hold_no_frozen_weights(jobs: dict[str, Job], tmp_path: Path) -> None:
+    job = _with(jobs["TS-thyroid_malignancy"], epochs=1)
+    job = job.model_copy(update={"model": job.model.model_copy(update={"frozen_blocks": 3})})
+    t = _trainer(job, tmp_path / "ck")
+    t.fit()
+    last, best = checkpoint.load(t.last_path), checkpoint.load(t.best_path)
+    full = t.model.state_dict()
+    frozen = set(full) - set(last["model"])
+    assert "encoder.vit.blocks.0.attn.qkv.weight" in frozen and "encoder.vit.patch_embed.proj.weight" in frozen
+    assert not any(k.startswith("heads.") or ".blocks.3." in k for k in frozen)
+    assert set(best["weights"][1]) == set(last["model"])
+    # the layout before this change: the whole model in both files
+    torch.save({**last, "model": full}, tmp_path / "old_last.pt")
+    torch.save({"model": full, "epoch": 1, "score": 0.0}, tmp_path / "old_best.pt")
+    new = [t.last_path.stat().st_size, t.best_path.stat().st_size]
+    old = [(tmp_path / f"old_{n}.pt").stat().st_size for n in ("last", "best")]
+    frozen_bytes = sum(full[k].numel() * full[k].element_size() for k in frozen)
+    assert old[0] - new[0] == pytest.approx(frozen_bytes, rel=0.01)  # what last.pt saves is the frozen weights
+    # 3 of 4 blocks frozen: last.pt keeps trainable weights + 2 Adam moments (0.50 of the old), best.pt 0.25
+    assert new[0] < 0.52 * old[0] and sum(new) < 0.42 * sum(old)
+
+
+def test_a_checkpoint_of_other_frozen_weights_is_not_resumed(
+    jobs: dict[str, Job], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = _with(jobs["TS-thyroid_malignancy"], epochs=2)
+    first = _trainer(job, tmp_path / "ck")
+    first.fit(stop_after_epoch=1)
+    other = _trainer(job, tmp_path / "ck", model_seed=999)
+    assert other.fingerprint != first.fingerprint
+    assert not other.resume() and other.state.epoch == 0
+    assert "cannot be resumed: its frozen weights differ" in caplog.text
+    same = _trainer(job, tmp_path / "ck")
+    assert same.fingerprint == first.fingerprint and same.resume() and same.state.epoch == 1
+
+
+def test_loss_balance_modes() -> None:
+    aux = torch.tensor(0.1)
+    bal = LossBalance("initial", {"a": 1.0, "b": 2.0})
+    assert float(bal.combine("a", torch.tensor(2.5) + aux, aux)) == pytest.approx(1.1)  # 2.5 / 2.5 + aux
+    assert float(bal.combine("a", torch.tensor(1.25) + aux, aux)) == pytest.approx(0.6)  # 1.25 / 2.5 + aux
+    assert float(bal.combine("b", torch.tensor(4.0) + aux, aux)) == pytest.approx(2.1)  # weight 2 x 4 / 4 + aux
+    assert bal.record() == {"mode": "initial", "initial_loss": pytest.approx({"a": 2.5, "b": 4.0})}
+    unc = LossBalance("uncertainty", {"a": 1.0, "b": 1.0})
+    loss = unc.combine("a", torch.tensor(2.77), torch.tensor(0.0))
+    assert float(loss.detach()) == pytest.approx(2.77)  # s = 0 at the start
+    loss.backward()
+    assert float(unc.log_vars["a"].grad) == pytest.approx(1 - 2.77)  # d/ds (L exp(-s) + s): s grows for a big L
+    assert unc.log_vars["b"].grad is None
+    for mode in ("initial", "uncertainty"):  # one task: the plain loss, no parameter
+        one = LossBalance(mode, {"a": 1.0})
+        assert one.mode == "equal" and not list(one.parameters())
+        assert float(one.combine("a", torch.tensor(3.0), aux)) == 3.0
+
+
+def test_job_records_balance_selection_and_steps(jobs: dict[str, Job], tmp_path: Path) -> None:
+    au = run_job(_with(jobs["AU"], epochs=2, loss_balance="uncertainty"), tmp_path / "au", "cpu")
+    rec = au["training"]["loss_balance"]
+    assert rec["mode"] == "uncertainty" and all(s != 0.0 for s in rec["log_vars"].values())
+    assert rec["weights"] == pytest.approx({t: math.exp(-s) for t, s in rec["log_vars"].items()})
+    sel = au["selection"]
+    assert sel["scope"] == "model" and "note" not in sel and sel["epochs"] == dict.fromkeys(au["tasks"], sel["epoch"])
+    assert any("selection images (< 20)" in w for w in sel["warnings"])  # 4 images per task
+    assert all(au["tasks"][t]["steps"] == sum(h["task_steps"].get(t, 0) for h in au["history"]) for t in au["tasks"])
+    # one task: every balance mode is the plain loss, so TS results do not move
+    ts = jobs["TS-thyroid_malignancy"]
+    plain = run_job(_with(ts, epochs=2), tmp_path / "plain", "cpu")
+    balanced = run_job(_with(ts, epochs=2, loss_balance="uncertainty"), tmp_path / "bal", "cpu")
+    assert _reproducible(plain) == _reproducible(balanced)
+    task = run_job(_with(jobs["AU"], epochs=2, selection_scope="task"), tmp_path / "task", "cpu")
+    assert task["selection"]["scope"] == "task" and task["selection"]["note"].startswith("optimistic")
+    assert set(task["selection"]["epochs"]) == set(task["tasks"]) and task["selection"]["epoch"] is None

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import math
+import struct
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
 
-from usagg.tasktypes import find_task_type, get_task_type
-from usagg.tasktypes.classification import classification_metrics
+from usagg.data.fmc_uia import Sample
+from usagg.data.masks import read_mask_grayscale
+from usagg.spec.models import TaskSpec
+from usagg.tasktypes import EvalItem, Metric, Row, RowError, TaskType, find_task_type, get_task_type
+from usagg.tasktypes.classification import auc_or_nan, classification_metrics
 from usagg.tasktypes.detection import detection_metrics
 from usagg.tasktypes.regression import regression_metrics
-from usagg.tasktypes.segmentation import hausdorff_distance, resize_nearest, segmentation_metrics
+from usagg.tasktypes.segmentation import (
+    hausdorff_distance,
+    resize_nearest,
+    segmentation_metrics,
+    segmentation_per_image,
+)
 
 
 def _mask(shape: tuple[int, int], pixels: dict[int, list[tuple[int, int]]]) -> np.ndarray:
@@ -202,21 +216,24 @@ def test_binary_auc_equals_sklearn_and_perfect_prediction_scores_one() -> None:
     assert perfect == {"AUC": 1.0, "ACC": 1.0, "F1_macro": 1.0, "F1_weighted": 1.0, "MCC": 1.0}
 
 
-def test_class_absent_from_labels_averages_auc_over_present_classes() -> None:
+def test_class_absent_from_a_multiclass_test_set_scores_auc_zero_as_the_challenge_records_it() -> None:
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.3, 0.4, 0.3], [0.1, 0.8, 0.1]])
-    labels = np.array([0, 0, 1, 1])  # class 2 never occurs
+    labels = np.array([0, 0, 1, 1])  # class 2 never occurs: scikit-learn's one-vs-rest AUC refuses the set
     m = classification_metrics(probs, labels)
-    # class 0 vs rest, column 0: positives 0.6, 0.2 vs negatives 0.3, 0.1 -> 3 of 4 pairs ranked right
-    # class 1 vs rest, column 1: positives 0.4, 0.8 vs negatives 0.3, 0.5 -> 3 of 4; class 2 has no positives
-    assert m["AUC"] == pytest.approx(0.75)
+    # the challenge's evaluate.py catches the failure and records 0.0 (before: the mean over the present
+    # classes, 0.75); the other metrics are computed as usual
+    assert m["AUC"] == 0.0
+    assert m["ACC"] == 0.75  # argmax [0, 1, 1, 1]
+    assert math.isnan(auc_or_nan(probs, labels))  # the undefined case stays visible to the bootstrap
 
 
-def test_auc_is_nan_when_a_single_class_is_present() -> None:
+def test_auc_is_zero_when_a_single_class_is_present() -> None:
     m = classification_metrics(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1]))
-    assert math.isnan(m["AUC"])
+    assert m["AUC"] == 0.0
     assert m["ACC"] == 0.5
     m3 = classification_metrics(np.array([[0.2, 0.7, 0.1], [0.1, 0.1, 0.8]]), np.array([2, 2]))
-    assert math.isnan(m3["AUC"])
+    assert m3["AUC"] == 0.0
+    assert math.isnan(auc_or_nan(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1])))
 
 
 def test_classification_rejects_malformed_input() -> None:
@@ -283,3 +300,164 @@ def test_every_type_reports_the_metrics_it_declares_primary_first() -> None:
         declared = get_task_type(task_type).metric_names
         assert set(declared) <= set(m)
         assert get_task_type(task_type).primary_metric == declared[0] == next(iter(m))
+
+
+# --------------------------------------------------------------------------- TaskType.score: metrics asked for
+
+
+def _items(task: TaskSpec, gts: list, hw: tuple[int, int], tmp: Path) -> list[EvalItem]:
+    """EvalItems of `task` with ground truths `gts` on images of original size `hw` (files named, not read)."""
+    return [
+        EvalItem(
+            f"../img/{task.id}_{i}.png",
+            hw,
+            gt,
+            Sample(
+                task.id,
+                task.type,
+                task.num_classes,
+                f"../img/{task.id}_{i}.png",
+                tmp / f"img/{i}.png",
+                tmp / f"masks/{task.id}_{i}.png",
+                tmp / "csv_files/x.csv",
+                i + 1,
+            ),
+        )
+        for i, gt in enumerate(gts)
+    ]
+
+
+def _cases(tmp: Path) -> list[tuple[TaskSpec, np.ndarray, list[EvalItem]]]:
+    """One small scored task per type: (task, predictions as `predict` returns them, items)."""
+    rng = np.random.default_rng(7)
+    seg = TaskSpec(id="S", type="segmentation", num_classes=3)
+    seg_gt = [rng.integers(0, 3, (6, 6)).astype(np.uint8) for _ in range(4)]
+    seg_pred = np.stack([np.where(rng.random((6, 6)) < 0.7, g, 0) for g in seg_gt]).astype(np.int64)
+    cls = TaskSpec(id="C", type="classification", num_classes=3)
+    cls_gt = [0, 1, 2, 1, 0, 2]
+    cls_pred = rng.dirichlet(np.ones(3), size=6)
+    det = TaskSpec(id="D", type="detection", num_classes=1)
+    det_gt = [np.array([2.0, 2.0, 6.0, 8.0]), np.array([0.0, 1.0, 5.0, 5.0])]
+    det_pred = np.array([[0.1, 0.2, 0.6, 0.7], [0.0, 0.0, 0.5, 0.5]])
+    reg = TaskSpec(id="R", type="regression", num_classes=2)
+    reg_gt = [np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[6.0, 8.0], [0.0, 0.0]])]
+    reg_pred = np.array([[[0.0, 0.0], [0.1, 0.1]], [[0.0, 0.0], [0.0, 0.0]]])
+    return [
+        (seg, seg_pred, _items(seg, seg_gt, (6, 6), tmp)),
+        (cls, cls_pred, _items(cls, cls_gt, (6, 6), tmp)),
+        (det, det_pred, _items(det, det_gt, (10, 10), tmp)),
+        (reg, reg_pred, _items(reg, reg_gt, (10, 10), tmp)),
+    ]
+
+
+def test_score_computes_only_the_metrics_asked_for_with_the_same_numbers(tmp_path: Path) -> None:
+    for task, preds, items in _cases(tmp_path):
+        tt = get_task_type(task.type)
+        full = tt.score(task, preds, items)
+        assert set(full) >= set(tt.metric_names)
+        for name in tt.metric_names:
+            only = tt.score(task, preds, items, metrics=[name])
+            # the metric and its per-class variants (segmentation), nothing else, equal to the full scoring
+            assert set(only) == {k for k in full if k == name or k.startswith(f"{name}_class")}, (task.type, name)
+            assert only == {k: full[k] for k in only}
+    seg, preds, items = _cases(tmp_path)[0]
+    only_dsc = get_task_type("segmentation").score(seg, preds, items, metrics=["DSC"])
+    assert list(only_dsc) == ["DSC", "DSC_class1", "DSC_class2"]
+    assert set(segmentation_per_image([p for p in preds], [it.gt for it in items], 3, ["DSC"])) == {"DSC"}
+
+
+def test_unknown_metric_names_are_a_value_error(tmp_path: Path) -> None:
+    for task, preds, items in _cases(tmp_path):
+        tt = get_task_type(task.type)
+        with pytest.raises(ValueError, match="'HD95' not a"):
+            tt.score(task, preds, items, metrics=["HD95"])
+        with pytest.raises(ValueError, match="allowed: " + ", ".join(tt.metric_names)):
+            tt.score(task, preds, items, metrics=[tt.primary_metric, "mAP"])
+        with pytest.raises(TypeError):
+            tt.score(task, preds, items, metrics=tt.primary_metric)  # a bare string is not a list of names
+
+
+def test_a_type_with_the_older_score_signature_still_takes_metrics(tmp_path: Path) -> None:
+    class Older(TaskType):  # a plug-in written before `metrics` existed (not registered)
+        name = "older"
+        metrics = (Metric("A", True), Metric("B", False))
+
+        def score(self, task: Any, preds: np.ndarray, items: Sequence[EvalItem], writer: Any) -> dict[str, float]:
+            return {"A": 1.0, "B": 2.0, "A_class1": 3.0}
+
+    tt = Older()
+    assert tt.score(None, np.zeros(1), []) == {"A": 1.0, "B": 2.0, "A_class1": 3.0}
+    assert tt.score(None, np.zeros(1), [], None, ["A"]) == {"A": 1.0, "A_class1": 3.0}
+    assert tt.score(None, np.zeros(1), [], metrics=["B"]) == {"B": 2.0}
+    with pytest.raises(ValueError, match="'C' not a older metric"):
+        tt.score(None, np.zeros(1), [], metrics=["C"])
+
+
+def test_a_task_without_predictions_scores_zero_on_every_metric(tmp_path: Path) -> None:
+    # the challenge's evaluate.py: no valid samples -> 0.0 on every metric (num_samples 0)
+    for task, preds, _ in _cases(tmp_path):
+        tt = get_task_type(task.type)
+        assert tt.score(task, preds[:0], []) == dict.fromkeys(tt.metric_names, 0.0)
+        assert tt.score(task, preds[:0], [], metrics=[tt.primary_metric]) == {tt.primary_metric: 0.0}
+
+
+# --------------------------------------------------------------------------- masks as OpenCV's IMREAD_GRAYSCALE reads
+
+
+def _png(path: Path, image: Image.Image, gamma: int | None = None) -> Path:
+    info = PngImagePlugin.PngInfo()
+    if gamma is not None:
+        info.add(b"gAMA", struct.pack(">I", gamma))
+    image.save(path, pnginfo=info)
+    return path
+
+
+def test_palette_and_colour_masks_read_as_luminance_not_as_indices(tmp_path: Path) -> None:
+    # Expected values are what cv2.imread(path, cv2.IMREAD_GRAYSCALE) returned for these files (OpenCV 5.0).
+    pal = Image.fromarray(np.array([[0, 1, 2, 3]], np.uint8), "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    assert read_mask_grayscale(_png(tmp_path / "p.png", pal)).tolist() == [[0, 76, 149, 29]]
+    rgb = Image.fromarray(np.array([[[200, 10, 30], [1, 2, 3], [128, 0, 0], [2, 2, 2]]], np.uint8))
+    assert read_mask_grayscale(_png(tmp_path / "rgb.png", rgb)).tolist() == [[69, 1, 38, 2]]
+    # with a gAMA chunk libpng weights linearised values (gray pixels stay as they are)
+    assert read_mask_grayscale(_png(tmp_path / "g.png", rgb, gamma=45455)).tolist() == [[116, 0, 74, 2]]
+    rgba = Image.fromarray(np.array([[[1, 1, 1, 0], [2, 2, 2, 255]]], np.uint8), "RGBA")
+    assert read_mask_grayscale(_png(tmp_path / "rgba.png", rgba)).tolist() == [[1, 2]]  # alpha dropped
+    gray16 = Image.fromarray(np.array([[1, 256, 513, 65535]], np.uint16))
+    assert read_mask_grayscale(_png(tmp_path / "16.png", gray16)).tolist() == [[0, 1, 2, 255]]  # high byte
+    gray = Image.fromarray(np.array([[0, 1, 2, 3]], np.uint8))
+    assert read_mask_grayscale(_png(tmp_path / "l.png", gray)).tolist() == [[0, 1, 2, 3]]
+
+
+def test_a_palette_mask_scores_as_the_challenge_scores_it(tmp_path: Path) -> None:
+    task = TaskSpec(id="S", type="segmentation", num_classes=2)
+    pal = Image.fromarray(np.array([[0, 1], [1, 1]], np.uint8), "P")
+    pal.putpalette([0, 0, 0, 1, 1, 1, 255, 0, 0] + [0] * 759)  # index 1 is (1, 1, 1): luminance 1 = class 1
+    (item,) = _items(task, [None], (2, 2), tmp_path)
+    sample = replace(item.sample, label=_png(tmp_path / "m1.png", pal))
+    gt = get_task_type("segmentation").ground_truth(sample)
+    assert gt.tolist() == [[0, 1], [1, 1]]
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 is red: luminance 76, no class of the task
+    red = get_task_type("segmentation").ground_truth(replace(sample, label=_png(tmp_path / "m2.png", pal)))
+    assert red.tolist() == [[0, 76], [76, 76]]
+    pred = np.array([[[0, 1], [1, 1]]])
+    m = get_task_type("segmentation").score(task, pred, [replace(item, gt=red)])
+    assert m["DSC"] == 0.0  # class 1 predicted where the truth (as read) has none; the index is not the class
+
+
+# --------------------------------------------------------------------------- regression: missing keypoints
+
+
+def test_a_missing_or_empty_keypoint_is_the_point_0_0(tmp_path: Path) -> None:
+    tt = get_task_type("regression")
+    row = Row({"point_1_xy": "[3, 4]", "point_2_xy": ""}, tmp_path, tmp_path)
+    assert tt.parse_label(row, 2) == ((3.0, 4.0), (0.0, 0.0))
+    assert tt.parse_label(Row({"point_1_xy": "[3, 4]"}, tmp_path, tmp_path), 2) == ((3.0, 4.0), (0.0, 0.0))
+    with pytest.raises(RowError, match="expected 1 keypoints"):  # a filled point past num_classes
+        tt.parse_label(Row({"point_1_xy": "[3, 4]", "point_2_xy": "[1, 1]"}, tmp_path, tmp_path), 1)
+    # scored against (0, 0): a prediction at (3, 4) is 5 px off that point
+    assert regression_metrics(np.array([[[3.0, 4.0], [3.0, 4.0]]]), np.array([[[3.0, 4.0], [0.0, 0.0]]]))["MRE"] == 2.5
+    sample = Sample("R", "regression", 2, "a.png", tmp_path / "a.png", ((3.0, 4.0), (0.0, 0.0)), tmp_path / "x.csv", 1)
+    assert tt.summary_text(Counter(tt.summary_keys(sample, None))) == (
+        "1 x 2 points; 1 image(s) with a point at (0, 0), as a missing point_k_xy reads"
+    )

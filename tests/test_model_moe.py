@@ -1,4 +1,5 @@
-"""Task-conditioned MoE: top-k routing, batched dispatch, balance loss, task dependence, MoE off = dense."""
+"""Task-conditioned MoE: top-k routing, batched dispatch (loop and grouped GEMMs), balance loss, task dependence,
+MoE off = dense; and the sync-free losses the device path relies on (GIoU equals torchvision's, bit for bit)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch
 from timm.layers import Mlp
 
 from usagg.model.backbones import create_vit
+from usagg.model.losses import box_loss, generalized_box_iou_loss
 from usagg.model.m2dino import build_model
-from usagg.model.moe import MoEBlock, TaskMoE, load_balancing_loss
+from usagg.model.moe import MoEBlock, TaskMoE, expert_counts, grouped_mm_is_sync_free, load_balancing_loss
 from usagg.spec.models import ModelSpec, TaskSpec
 
 TASKS = [
@@ -161,3 +163,105 @@ def test_aux_loss_is_weighted_mean_over_moe_blocks() -> None:
     assert out.aux_loss.item() == pytest.approx(0.5 * torch.stack(raw).mean().item(), rel=1e-5)
     task_only = model.head("a").loss(out.outputs, torch.tensor([0, 1]))
     assert out.loss.item() == pytest.approx(task_only.item() + out.aux_loss.item(), rel=1e-5)
+
+
+def _grads(module: torch.nn.Module, x: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Output, balance loss, counts, input grad and every parameter grad of one fwd+bwd."""
+    module.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    out, aux, counts = module(x, task)
+    (out.pow(2).sum() + aux).backward()
+    return (out.detach(), aux.detach(), counts, x.grad, *(p.grad for p in module.parameters()))
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_grouped_dispatch_gives_the_loop_numbers(top_k: int) -> None:
+    moe = _moe(top_k=top_k)
+    x, task = torch.randn(4, 37, 32), torch.randn(4, 16)
+    moe.dispatch = "loop"
+    loop = _grads(moe, x, task)
+    moe.dispatch = "grouped"
+    grouped = _grads(moe, x, task)
+    assert torch.equal(loop[1], grouped[1]) and torch.equal(loop[2], grouped[2])  # balance loss and counts: exact
+    for a, b in zip(loop, grouped, strict=True):
+        assert a is not None and b is not None
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_dispatch_with_an_idle_expert() -> None:
+    moe = _moe(experts=4, top_k=1, router_input="task")
+    task = torch.randn(1, 16).expand(3, 16) * 5  # one task: every token goes to the same expert
+    x = torch.randn(3, 9, 32)
+    moe.dispatch = "loop"
+    loop = _grads(moe, x, task)
+    moe.dispatch = "grouped"
+    grouped = _grads(moe, x, task)
+    assert sorted(grouped[2].tolist()) == [0, 0, 0, 27]
+    assert torch.allclose(loop[0], grouped[0], atol=1e-6)
+    assert torch.allclose(loop[3], grouped[3], atol=1e-6)
+
+
+def test_grouped_dispatch_under_bf16_autocast_matches_the_loop() -> None:
+    moe = _moe()
+    x, task = torch.randn(2, 21, 32), torch.randn(2, 16)
+    outs = {}
+    for mode in ("loop", "grouped"):
+        moe.dispatch = mode  # type: ignore[assignment]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            outs[mode] = moe(x, task)[0].float()
+    assert torch.allclose(outs["loop"], outs["grouped"], atol=3e-2)
+
+
+def test_auto_dispatch_loops_on_the_cpu_and_refuses_ungroupable_experts() -> None:
+    moe = _moe()
+    assert moe.dispatch == "auto" and moe.groupable
+    assert not moe.use_grouped(torch.randn(4, 32))  # the CPU: the loop, as before
+    assert not grouped_mm_is_sync_free(torch.device("cpu"), torch.bfloat16)
+    with pytest.raises(ValueError, match="grouped dispatch"):
+        TaskMoE(Mlp(30, 60), 30, 16, 4, 2, "token_task", 0.0, dispatch="grouped")  # type: ignore[arg-type]
+    assert not TaskMoE(Mlp(30, 60), 30, 16, 4, 2).groupable  # type: ignore[arg-type]
+
+
+def test_expert_counts_equal_bincount_and_keep_the_balance_loss() -> None:
+    torch.manual_seed(1)
+    experts = torch.randint(0, 6, (40, 2))
+    counts = expert_counts(experts, 8)
+    assert counts.dtype == torch.int64 and counts.shape == (8,)
+    assert torch.equal(counts, torch.bincount(experts.reshape(-1), minlength=8))
+    probs = torch.rand(40, 8).softmax(-1)
+    f = torch.bincount(experts.reshape(-1), minlength=8).float() / experts.numel()
+    assert torch.equal(load_balancing_loss(probs, experts, 8), 8 * (f * probs.mean(dim=0)).sum())
+
+
+def test_model_state_dict_keeps_per_expert_keys() -> None:
+    model = build_model(ModelSpec(backbone="dinov3_test"), TASKS, moe=True)
+    keys = [k for k in model.state_dict() if ".mlp.experts." in k]
+    assert "encoder.vit.blocks.2.mlp.experts.7.fc1.weight" in keys and len(keys) == 2 * 8 * 4
+
+
+def _random_boxes(n: int, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    a = torch.rand(n, 4, dtype=dtype, generator=gen)
+    x1, y1 = a[:, 0] * 0.7, a[:, 1] * 0.7
+    return torch.stack([x1, y1, x1 + a[:, 2] * 0.3, y1 + a[:, 3] * 0.3], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_giou_loss_equals_torchvision_bit_for_bit(dtype: torch.dtype) -> None:
+    from torchvision.ops import generalized_box_iou_loss as torchvision_giou
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n = 1 + trial % 17
+        pred, target = _random_boxes(n, dtype, gen), _random_boxes(n, dtype, gen)
+        if trial % 3 == 0:
+            target[: n // 2] = pred[: n // 2]  # identical boxes
+        if trial % 4 == 0:
+            target += 0.6  # mostly disjoint: no intersection, the enclosing-box term only
+        p1, p2 = pred.clone().requires_grad_(True), pred.clone().requires_grad_(True)
+        want = torchvision_giou(p1, target, reduction="mean")
+        got = generalized_box_iou_loss(p2, target)
+        want.backward()
+        got.backward()
+        assert torch.equal(got, want) and torch.equal(p2.grad, p1.grad)
+    disjoint = box_loss(torch.tensor([[0.0, 0.0, 0.1, 0.1]]), torch.tensor([[0.5, 0.5, 0.6, 0.6]]))
+    assert disjoint.item() == pytest.approx(5 * 0.5 + 2 * (1 + (0.36 - 0.02) / 0.36), rel=1e-5)

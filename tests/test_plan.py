@@ -193,3 +193,37 @@ def test_weights_count_by_content_not_by_path(spec: Path, tmp_path: Path) -> Non
     weights.write_bytes(b"other weights, another size")
     after = ids(load_study(spec))
     assert all(before[k] != after[k] for k in before)
+
+
+def test_controls_tsm_and_aud(spec: Path) -> None:
+    jobs = plan(load_study(spec, ["paradigms=[TS, CG, AU, TSM, AUD]", "seeds=[0]", "fractions=[1.0]"]))
+    by = {p: [j for j in jobs if j.paradigm == p] for p in ("TS", "TSM", "AU", "AUD")}
+    assert [j.task_ids for j in by["TSM"]] == [j.task_ids for j in by["TS"]]  # TS's units, MoE on
+    assert all(j.moe and j.group == j.tasks[0].group for j in by["TSM"])
+    (au,), (aud,) = by["AU"], by["AUD"]
+    assert aud.task_ids == au.task_ids and aud.moe is False and au.moe is True
+    ids = [j.id for j in jobs]
+    assert len(set(ids)) == len(ids) and by["TSM"][0].id.startswith("TSM-seg_a-f1-s0-")
+    assert {j.hash for j in by["TS"]}.isdisjoint({j.hash for j in by["TSM"]})  # MoE is part of the hash
+
+
+def test_moe_settings_reach_the_controls_as_their_moe_says(spec: Path) -> None:
+    default = ids(load_study(spec))
+    before = ids(load_study(spec, ["paradigms=[TS, CG, AU, TSM, AUD]"]))
+    assert {k: v for k, v in before.items() if k in default} == default  # adding the controls moves no id
+    before = ids(load_study(spec, ["paradigms=[TS, TSM, AUD]"]))
+    after = ids(load_study(spec, ["paradigms=[TS, TSM, AUD]", "model.moe.experts=4"]))
+    assert {k[0] for k in before if before[k] != after[k]} == {"TSM"}  # AUD has MoE off, like TS
+
+
+def test_paradigm_factors_are_registered() -> None:
+    factors = {p: (PARADIGMS[p].scope, PARADIGMS[p].moe) for p in ("TS", "CG", "AU", "TSM", "AUD")}
+    assert factors == {
+        "TS": ("task", False),
+        "CG": ("group", True),
+        "AU": ("all", True),
+        "TSM": ("task", True),
+        "AUD": ("all", False),
+    }
+    with pytest.raises(ValueError, match="scope of paradigm 'X' is one of task, group, all"):
+        register_paradigm("X", "x", scope="tasks")

@@ -197,3 +197,30 @@ def test_reading_an_empty_or_malformed_folder(tmp_path: Path) -> None:
     (tmp_path / "detection_predictions.json").write_text('[{"image_path": "a", "task_id": "D1"}]')
     with pytest.raises(ValueError, match="bbox_normalized"):
         read_predictions(tmp_path)
+
+
+def test_item_scores_file_layout(tmp_path: Path) -> None:
+    writer = PredictionWriter(tmp_path / "p")
+    writer.add_item_scores("T2", "MRE", False, "mean", ["b.png", "a.png"], [2.5, float("nan")])
+    writer.add_item_scores("T1", "AUC", True, "auc", ["a.png"], [[1, 0.2, 0.8]])
+    with pytest.raises(ValueError, match="already added"):
+        writer.add_item_scores("T1", "AUC", True, "auc", ["a.png"], [[1, 0.2, 0.8]])
+    with pytest.raises(ValueError, match="kind 'median'"):
+        writer.add_item_scores("T3", "MRE", False, "median", ["a.png"], [1.0])
+    with pytest.raises(ValueError, match="2 images"):
+        writer.add_item_scores("T3", "MRE", False, "mean", ["a.png", "b.png"], [1.0])
+    with pytest.raises(ValueError, match="twice"):
+        writer.add_item_scores("T3", "MRE", False, "mean", ["a.png", "a.png"], [1.0, 2.0])
+    writer.close()
+    data = writer.item_scores()
+    assert json.loads(json.dumps(data, allow_nan=False)) == {
+        "format": 1,
+        "tasks": {
+            "T1": {"metric": "AUC", "higher_is_better": True, "kind": "auc", "images": ["a.png"],
+                   "values": [[1.0, 0.2, 0.8]]},
+            "T2": {"metric": "MRE", "higher_is_better": False, "kind": "mean", "images": ["b.png", "a.png"],
+                   "values": [2.5, None]},
+        },
+    }  # fmt: skip
+    with pytest.raises(RuntimeError):
+        writer.add_item_scores("T3", "MRE", False, "mean", ["a.png"], [1.0])

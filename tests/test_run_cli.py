@@ -86,7 +86,7 @@ def test_sigkill_mid_job_then_rerun_matches_an_uninterrupted_run(
     assert store.job_state(job_id) == "running"  # as the kill left it
     assert every_json_parses(store.root) >= 3
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
-    assert code == 0 and "interrupted" in out and "1 running" in out
+    assert code == 0 and "1 interrupted" in out and "1 running" not in out  # table and footer agree
 
     again = subprocess.run([*cmd, job_id], cwd=killed, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -174,7 +174,7 @@ def test_dry_run_plan_and_status_agree_on_an_interrupted_job(
     code, out = run_cli(["run", str(study), "--dry-run"], monkeypatch, capsys)
     assert code == 0 and " interrupted " in out and " pending " in out
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
-    assert code == 0 and "interrupted" in out and "1 running (1 of them interrupted" in out
+    assert code == 0 and "1 interrupted (interrupted: their process is gone" in out and " running" not in out
 
 
 def test_run_refuses_a_dataset_with_problems(
@@ -222,3 +222,28 @@ def test_status_shows_a_long_error_whole_with_the_path_of_error_txt(
         flat = "".join(out.replace("│", "").split())
         assert "".join(message.split()) in flat and "ValueError:" + "v" * 400 in flat
         assert "".join(str(store.job_dir(jobs[0].id) / "error.txt").split()) in flat
+
+
+def test_damaged_store_files_are_named_then_repaired_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16.4: status names a damaged job.json and metrics.json; run sets them aside and redoes the work."""
+    study = write_study(tmp_path, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["run", str(study)], monkeypatch, capsys)[0] == 0
+    store = RunStore(tmp_path / "runs" / "tiny")
+    first, second = store.job_ids()
+    before = {jid: reproducible(store.paths(jid).metrics) for jid in (first, second)}
+    store.paths(first).record.write_text('{"state": ')  # truncated
+    store.paths(second).metrics.write_text("[]")  # wrong JSON type
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and out.count("damaged:") == 2 and "Traceback" not in out
+    assert f"{store.paths(first).record} is damaged" in out and "next `usagg run`" in out
+    assert store.paths(first).record.read_text() == '{"state": '  # status writes nothing
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys)
+    assert code == 0, out
+    assert "set aside as job.json.damaged and rebuilt from the plan as done" in out
+    assert "set aside as metrics.json.damaged; the job is pending again" in out
+    assert "1 to run, 1 done" in out
+    assert {jid: reproducible(store.paths(jid).metrics) for jid in (first, second)} == before
+    assert RunStore(store.root).states() == {first: "done", second: "done"}

@@ -79,3 +79,23 @@ def test_only_selects_by_id_task_group_paradigm_and_glob() -> None:
     assert set(picked("task:thyroid_*")) == {j.id for j in jobs if any(t.startswith("thyroid_") for t in j.task_ids)}
     with pytest.raises(UsaggError, match=r"--only task:nope matches no job.*tasks: .*fetal_head"):
         select_jobs(jobs, only=["task:nope"])
+
+
+def test_executor_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`--executor slurm` where no sbatch is found must not quietly run the jobs here (issue 16.5)."""
+    import shutil
+
+    import cli_run
+
+    if shutil.which("sbatch"):
+        pytest.skip("this host has Slurm")
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
+        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
+        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\n"
+    )
+    code, out = cli_run.run_cli(["run", str(study), "--executor", "slurm"], monkeypatch, capsys)
+    assert code == 2 and "no `sbatch` on PATH" in out and "Traceback" not in out
+    assert not list((tmp_path / "runs" / "s" / "jobs").rglob("metrics.json"))

@@ -428,8 +428,11 @@ def test_job_files_go_through_the_store(tmp_path: Path) -> None:
     paths.last_checkpoint.write_bytes(b"x")
     assert store.has_checkpoint(jid)
     paths.metrics.write_text("{not json")
-    with pytest.raises(UsaggError, match="not readable JSON"):
-        store.metrics(jid)
+    assert store.metrics(jid) is None and paths.metrics.is_file()  # reported only: status and dry runs write nothing
+    assert "metrics.json is damaged (not readable JSON" in store.repairs[-1] and "next `usagg run`" in store.repairs[-1]
+    store.repair = True
+    assert store.metrics(jid) is None and (paths.folder / "metrics.json.damaged").read_text() == "{not json"
+    assert "metrics.json was damaged (not readable JSON" in store.repairs[-1]
     assert store.planned_count() == len(jobs)
     assert store.stored_study() == {"name": "toy"}
     assert store.job_folders() == sorted(j.id for j in jobs)
@@ -502,3 +505,37 @@ def test_a_slow_init_never_writes_a_done_job_back(tmp_path: Path, monkeypatch: p
     record = store.job_record(job.id)
     assert record["state"] == "done" and record["job"]["training"]["eval_batch_size"] == 7
     assert all(store.job_state(j.id) == "pending" for j in jobs[1:])
+
+
+@pytest.mark.parametrize("damage", ["", "{trunc", "[1, 2]", '{"state": "exploded"}'])
+def test_a_damaged_job_record_is_set_aside_and_rebuilt_from_the_plan(tmp_path: Path, damage: str) -> None:
+    """Issue 16.4: named, set aside, rebuilt (done when metrics.json is intact, else pending)."""
+    store, jobs = make_store(tmp_path, make_study())
+    done, other = jobs[0], jobs[1]
+    for job in (done, other):
+        store.set_state(job.id, "running")
+    write_json_atomic(store.paths(done.id).metrics, _metrics(done))
+    store.set_state(done.id, "done")
+    for job in (done, other):
+        store.paths(job.id).record.write_text(damage)
+    assert store.job_state(done.id) == "done" and store.job_state(other.id) == "pending"  # as a dry run sees it
+    assert store.paths(done.id).record.read_text() == damage and len(store.repairs) == 2
+    store.repairs.clear()
+    store.repair = True
+    assert store.job_state(done.id) == "done" and store.job_state(other.id) == "pending"
+    assert store.job_record(done.id)["job"] == done.model_dump(mode="json")
+    assert (store.job_dir(done.id) / "job.json.damaged").read_text() == damage
+    assert len(store.repairs) == 2 and "rebuilt from the plan as done" in store.repairs[0]
+    assert store.rebuild_results().is_file()
+
+
+def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_taken(tmp_path: Path) -> None:
+    store, jobs = make_store(tmp_path, make_study())
+    jid = jobs[0].id
+    left = store.paths(jid).checkpoints / ".last.pt.abc123.tmp"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"\0" * 1000)
+    keep = store.paths(jid).checkpoints / "last.pt"
+    keep.write_bytes(b"x")
+    with store.lock(jid):
+        assert not left.exists() and keep.exists()

@@ -193,6 +193,47 @@ def _nan(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list[dict[str, Any]]:
+    """Rows of a job that has not finished, from its history.csv (usagg/engine/history.py); [] without one."""
+    import csv
+
+    if not path.is_file():
+        return []
+    types = {t.id: (t.type, t.metric) for t in job.tasks}
+    rows = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh):
+            task = rec.get("task", "")
+            kind, primary = types.get(task, ("", ""))
+            row: dict[str, Any] = {
+                "job_id": job.id,
+                "paradigm": job.paradigm,
+                "seed": job.seed,
+                "fraction": job.fraction,
+                "epoch": int(rec["epoch"]),
+                "step": int(rec["step"]) if rec.get("step") else 0,
+                "task": task,
+                "type": kind,
+                "loss": _nan(_float_or_none(rec.get("loss"))),
+                "aux_loss": _nan(_float_or_none(rec.get("aux_loss"))),
+                "job_loss": _nan(_float_or_none(rec.get("job_loss"))),
+                "select_score": _nan(_float_or_none(rec.get("select_score"))),
+                "primary": primary,
+                "select_primary": _nan(_float_or_none(rec.get(f"select_{primary}"))),
+                "selected": False,
+            }
+            for key, value in rec.items():
+                if key.startswith("select_") and key not in ("select_score", "select_loss"):
+                    metric_cols.setdefault(key)
+                    row[key] = _nan(_float_or_none(value))
+            rows.append(row)
+    return rows
+
+
+def _float_or_none(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
 def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The training history of every finished job of a run store: one row per (job, epoch, task).
 
@@ -206,7 +247,7 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     of the job, weights and auxiliary loss included); select_score (the job's
     selection score that epoch, NaN without a selection split); primary (the
     task's primary metric) and select_primary (its value on the selection
-    split); selected (the epoch whose weights were tested); then
+    split); selected (the epoch whose weights were tested on this task); then
     select_<METRIC> for every selection metric seen (NaN where the task has no
     such metric). Jobs in plan order, then epochs, then the job's tasks in order.
     """
@@ -221,10 +262,12 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     metric_cols: dict[str, None] = {}
     for job in store.jobs():
         metrics = store.metrics(job.id)
-        if metrics is None:
+        if metrics is None:  # not finished: its history.csv, written after every epoch
+            records += _running_history(store.paths(job.id).history, job, metric_cols)
             continue
         tasks = metrics.get("tasks") or {}
-        selected = (metrics.get("selection") or {}).get("epoch")
+        selection = metrics.get("selection") or {}
+        per_task = selection.get("epochs") or {}  # selection_scope task: each task its own epoch
         for entry in metrics.get("history") or []:
             task_loss = entry.get("task_loss") or {}
             task_aux = entry.get("task_aux_loss") or {}
@@ -247,7 +290,7 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
                     "select_score": _nan(entry.get("select_score")),
                     "primary": primary,
                     "select_primary": _nan(values.get(primary)),
-                    "selected": entry["epoch"] == selected,
+                    "selected": entry["epoch"] == per_task.get(t.id, selection.get("epoch")),
                 }
                 for name, value in values.items():
                     metric_cols.setdefault(f"select_{name}")

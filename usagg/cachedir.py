@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_ENV = "USAGG_CACHE"
-KINDS = ("decode", "synth", "analysis", "filehash")
+KINDS = ("decode", "synth", "analysis", "filehash", "trunk")
 SYNTH_MARKER = ".usagg-complete"  # written last into a finished synthetic benchmark (usagg.data.source)
 
 
@@ -49,6 +49,19 @@ def _size(path: Path) -> int:
 
 def _decode_entries(folder: Path) -> list[Entry]:
     """`<key>.npy` (data, refreshed on use), `<key>.hw.npy`, `<key>.lock` and leftovers of killed writers."""
+    return _keyed_entries(folder, "decode", "npy")
+
+
+def _trunk_entries(folder: Path) -> list[Entry]:
+    """Frozen-trunk outputs (usagg/model/trunk.py): `<key>.npy`, `<key>.json` (its seal; last use), `<key>.lock`.
+
+    The data file's mtime is part of its integrity seal and never touched, so last use is the JSON's.
+    """
+    return _keyed_entries(folder, "trunk", "json")
+
+
+def _keyed_entries(folder: Path, kind: str, used_suffix: str) -> list[Entry]:
+    """Entries whose files share a `<key>.` prefix; last use is `<key>.<used_suffix>`'s mtime when it exists."""
     by_key: dict[str, list[Path]] = {}
     for p in folder.iterdir():
         by_key.setdefault(p.name.split(".", 1)[0], []).append(p)
@@ -57,10 +70,10 @@ def _decode_entries(folder: Path) -> list[Entry]:
         files = [p for p in paths if not p.name.endswith(".lock")]
         if not files:
             continue  # a lone lock file is how a pruned entry ends; it is reused by the next builder
-        data = folder / f"{key}.npy"
-        used = (data if data.exists() else max(files, key=lambda p: p.stat().st_mtime)).stat().st_mtime
+        marker = folder / f"{key}.{used_suffix}"
+        used = (marker if marker.exists() else max(files, key=lambda p: p.stat().st_mtime)).stat().st_mtime
         size = sum(_size(p) for p in files)
-        out.append(Entry("decode", key, tuple(sorted(files)), size, used, folder / f"{key}.lock"))
+        out.append(Entry(kind, key, tuple(sorted(files)), size, used, folder / f"{key}.lock"))
     return out
 
 
@@ -102,6 +115,7 @@ def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
         "synth": _synth_entries,
         "analysis": _analysis_entries,
         "filehash": _filehash_entries,
+        "trunk": _trunk_entries,
     }
     out: list[Entry] = []
     for kind in kinds:

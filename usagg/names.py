@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
+
+#: A plain name (study, task, group): what may become part of a path or a job id; the spec's `Name` pattern.
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_plain_name(value: object) -> bool:
+    """Whether `value` is a plain name: letters, digits, '_', '.', '-', starting with a letter or digit, <= 80 long."""
+    return isinstance(value, str) and len(value) <= 80 and bool(PLAIN_NAME.match(value))
 
 
 def suggest(name: str, choices: Sequence[str]) -> str:

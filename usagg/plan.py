@@ -69,19 +69,22 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
 
     The weights file counts by content (`weights_key`), so a file replaced under the same
     name gives new ids. Left out on purpose: absolute paths (data.root, cache_dir,
-    synthetic.out, the weights' path), worker counts, the data checks (leakage settings), eval batch size, execution and
-    analysis settings, the clinical group label, and settings of other tasks or inactive
-    options (MoE for TS, task sampling for one-task jobs).
+    synthetic.out, the weights' path), worker counts, the data checks (leakage settings), eval
+    batch size, how often checkpoints are written, execution, tracking and analysis settings,
+    the clinical group label, and settings of other tasks or inactive options (MoE for TS; task
+    sampling, selection scope and loss balance for one-task jobs).
     """
     tasks = [study.task(t).model_dump(mode="json", exclude={"group"}) for t in unit.tasks]
     model = study.model.model_dump(mode="json")
     model["weights"] = weights_key(study.model.weights, study.data.cache_dir)
+    model.pop("trunk")  # the shared frozen trunk gives the same bits as recomputing (usagg/model/trunk.py)
     if not unit.moe:
         model.pop("moe")
-    training = study.training.model_dump(mode="json", exclude={"eval_batch_size"})
+    training = study.training.model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_every"})
     training["loss_weights"] = {t: study.training.loss_weights.get(t, 1.0) for t in unit.tasks}
-    if len(unit.tasks) == 1:
-        training.pop("sampling")
+    if len(unit.tasks) == 1:  # what only mixes tasks has no effect on a one-task job
+        for key in ("sampling", "selection_scope", "loss_balance"):
+            training.pop(key)
     if training.get("sampling") != "temperature":
         training.pop("temperature")
     data = study.data.model_dump(

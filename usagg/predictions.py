@@ -8,11 +8,16 @@ entry is each type's business (usagg/tasktypes/); this module only collects the
 entries, keeps them unique, and writes them reproducibly: keyed by
 ``(task_id, image_path)``, ``image_path`` being the CSV string unchanged, and
 written sorted by that key so the bytes are reproducible.
+
+The writer also collects, per task, what recomputes its primary metric on any
+resample of the test images (`PredictionWriter.add_item_scores`): the job writes
+it as item_scores.json, the test-set bootstrap's input (usagg/analysis/task_ci.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -25,12 +30,26 @@ from usagg.atomic import write_bytes_atomic
 if TYPE_CHECKING:
     from usagg.tasktypes.base import TaskType
 
-__all__ = ["PredictionWriter", "as_floats", "read_predictions"]
+__all__ = ["ITEM_KINDS", "ITEM_SCORES_FORMAT", "PredictionWriter", "as_floats", "read_predictions"]
+
+#: Version of the item_scores.json layout (`PredictionWriter.item_scores`).
+ITEM_SCORES_FORMAT = 1
+#: How per-image values recompute a metric (usagg/analysis/task_ci.py `resampled_metric`): "mean", values
+#: [N] or [N, C], the mean over images, then over the other axis (per-class values); "auc", [N, 1 + C], the
+#: true class then the class probabilities; "confusion", [N, 2], the true then the predicted class.
+ITEM_KINDS = ("mean", "auc", "confusion")
 
 
 def as_floats(values: Sequence[float] | np.ndarray) -> list[float]:
     """Numbers as a flat list of Python floats (JSON-ready, full precision)."""
     return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
+def _nan_to_none(values: Any) -> Any:
+    """Nested lists of floats with nan and inf as None (strict JSON has neither)."""
+    if isinstance(values, list):
+        return [_nan_to_none(v) for v in values]
+    return values if math.isfinite(values) else None
 
 
 def _json_bytes(entries: list[dict[str, Any]]) -> bytes:
@@ -52,6 +71,7 @@ class PredictionWriter:
         self._entries: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._file_owner: dict[str, tuple[str, str]] = {}
         self._written: dict[str, Path] | None = None
+        self._item_scores: dict[str, dict[str, Any]] = {}
 
     def add(
         self,
@@ -82,6 +102,42 @@ class PredictionWriter:
         for rel, data in (files or {}).items():
             self._file_owner[rel] = key
             write_bytes_atomic(self.out_dir / rel, data)
+
+    def add_item_scores(
+        self,
+        task_id: str,
+        metric: str,
+        higher_is_better: bool,
+        kind: str,
+        images: Sequence[str],
+        values: Sequence[Any] | np.ndarray,
+    ) -> None:
+        """What recomputes one task's `metric` on any resample of its test images: one row of `values` per
+        image (`ITEM_KINDS` says how), images as the CSV strings in the order they were scored, so the full
+        set gives the metric bit for bit. One record per task."""
+        self._check_open()
+        if not isinstance(task_id, str) or not all(isinstance(i, str) for i in images):
+            raise TypeError("task_id and the images must be the CSV strings")
+        if task_id in self._item_scores:
+            raise ValueError(f"item scores of task {task_id!r} were already added")
+        if kind not in ITEM_KINDS:
+            raise ValueError(f"item score kind {kind!r} is not one of {', '.join(ITEM_KINDS)}")
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim not in (1, 2) or arr.shape[0] != len(images):
+            raise ValueError(f"task {task_id}: {len(images)} images but item values of shape {arr.shape}")
+        if len(set(images)) != len(images):
+            raise ValueError(f"task {task_id}: an image is listed twice in its item scores")
+        self._item_scores[task_id] = {
+            "metric": str(metric),
+            "higher_is_better": bool(higher_is_better),
+            "kind": kind,
+            "images": list(images),
+            "values": _nan_to_none(arr.tolist()),
+        }
+
+    def item_scores(self) -> dict[str, Any]:
+        """item_scores.json's content: every task's item scores by task id (nan as null); also after close."""
+        return {"format": ITEM_SCORES_FORMAT, "tasks": dict(sorted(self._item_scores.items()))}
 
     def _check_open(self) -> None:
         if self._written is not None:

@@ -237,9 +237,16 @@ class StudyRun:
         all_jobs = plan(study)
         jobs = select_jobs(all_jobs, paradigms, only)
         store = store_for(study)
-        states = {j.id: store.job_state(j.id) for j in jobs}
-        todo = [j.id for j in jobs if states[j.id] != "done" and (states[j.id] != "failed" or retry_failed)]
-        return cls(study, all_jobs, jobs, store, states, retry_failed, todo)
+        run = cls(study, all_jobs, jobs, store, {}, retry_failed)
+        run._decide()
+        return run
+
+    def _decide(self) -> None:
+        """Read each selected job's state; to do: not done, and not failed unless retried."""
+        self.states = {j.id: self.store.job_state(j.id) for j in self.jobs}
+        self.todo = [
+            jid for jid, state in self.states.items() if state != "done" and (state != "failed" or self.retry_failed)
+        ]
 
     @property
     def skipped_failed(self) -> list[str]:
@@ -289,10 +296,18 @@ class StudyRun:
         return report
 
     def init_store(self) -> None:
-        """Write the resolved spec, the plan and a record per job (existing jobs keep their state)."""
+        """Write the resolved spec, the plan and a record per job (existing jobs keep their state).
+
+        The first step that writes, so damaged job records and metrics are repaired here
+        (set aside, rebuilt: usagg/store.py) and a job whose metrics were damaged runs again.
+        """
         from usagg.spec.load import dump_study
 
+        self.store.repair = True
         self.store.init(dump_study(self.study), self.all_jobs)
+        for job_id in self.done:
+            self.store.metrics(job_id)  # a damaged metrics.json sends its job back to pending
+        self._decide()
 
     def execute(
         self,

@@ -211,6 +211,11 @@ class JobPaths:
         return self.folder / "predictions"
 
     @property
+    def history(self) -> Path:
+        """history.csv: per epoch and task, the training loss, steps and selection metrics, rewritten each epoch."""
+        return self.folder / "history.csv"
+
+    @property
     def item_scores(self) -> Path:
         """Per test image values of each task's primary metric (item_scores.json): the test-set bootstrap's input."""
         return self.folder / "item_scores.json"
@@ -232,10 +237,16 @@ class JobPaths:
 class RunStore:
     """One study's folder: plan, job states, locks, job files and the results table."""
 
-    def __init__(self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0) -> None:
+    def __init__(
+        self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0, repair: bool = False
+    ) -> None:
         self.root = Path(root)
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
+        #: Whether damaged files are set aside and rebuilt (`usagg run`), or only reported (status, dry runs).
+        self.repair = repair
+        #: Damaged files found (and repaired when `repair`), one sentence each: the CLI prints them.
+        self.repairs: list[str] = []
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -293,8 +304,11 @@ class RunStore:
         for job in jobs:
             path = self.paths(job.id).record
             dump = job.model_dump(mode="json")
-            if path.is_file() and self._record_or_none(path).get("job") == dump:
-                continue  # nothing to refresh: no write, no lock
+            if path.is_file():
+                if self.repair:
+                    self.job_record(job.id)  # a damaged record is set aside and rebuilt first, never overwritten
+                if self._record_or_none(path).get("job") == dump:
+                    continue  # nothing to refresh: no write, no lock
             try:
                 with self.lock(job.id):
                     record = self._record_or_none(path) if path.is_file() else {}
@@ -353,7 +367,12 @@ class RunStore:
         """The jobs of the current plan, in plan order."""
         if not self.exists():
             raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
-        return [Job.model_validate(d) for d in read_json(self.plan_json)]
+        try:
+            return [Job.model_validate(d) for d in read_json(self.plan_json)]
+        except (OSError, ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
+            raise UsaggError(
+                f"{self.plan_json} is damaged ({type(err).__name__}); `usagg run` with the study's spec writes it anew"
+            ) from None
 
     def job_ids(self) -> list[str]:
         """Ids of the current plan, in plan order."""
@@ -374,18 +393,82 @@ class RunStore:
         return self.paths(job_id).record.is_file()
 
     def job_record(self, job_id: str) -> dict[str, Any]:
-        """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error."""
+        """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error.
+
+        A damaged job.json (not JSON, not an object, no valid state) is set aside as
+        job.json.damaged and rebuilt from the plan: done when the job's metrics.json is
+        intact, else pending (a later run resumes it from its last checkpoint).
+        """
+        path = self.paths(job_id).record
         try:
-            return read_json(self.paths(job_id).record)
+            record = read_json(path)
         except FileNotFoundError:
             raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
+        except (OSError, ValueError) as err:
+            return self._rebuild_record(job_id, f"not readable JSON ({type(err).__name__}: {err})")
+        if not isinstance(record, dict) or record.get("state") not in STATES or not isinstance(record.get("job"), dict):
+            return self._rebuild_record(job_id, "not a job record (no job or no valid state)")
+        return record
+
+    def _damaged(self, path: Path, why: str) -> None:
+        """Note a damaged file that is left in place (not `repair`)."""
+        note = f"{path} is damaged ({why}); the next `usagg run` sets it aside and rebuilds it"
+        if note not in self.repairs:
+            self.repairs.append(note)
+
+    def set_aside(self, path: Path, why: str) -> Path:
+        """Move a damaged file to <name>.damaged (numbered when taken) and note the repair; returns the new path."""
+        aside = path.with_name(path.name + ".damaged")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = path.with_name(f"{path.name}.damaged{n}")
+        os.replace(path, aside)
+        self.repairs.append(f"{path} was damaged ({why}); set aside as {aside.name}")
+        return aside
+
+    def _rebuild_record(self, job_id: str, why: str) -> dict[str, Any]:
+        path = self.paths(job_id).record
+        plans = {j.id: j for j in self.jobs()} if self.exists() else {}
+        if job_id not in plans:
+            raise UsaggError(f"{path} is damaged ({why}) and job {job_id} is not in {self.plan_json} to rebuild it")
+        if not self.repair:
+            self._damaged(path, why)
+            state = "done" if self._intact_metrics(job_id) else "pending"
+            return {"job": plans[job_id].model_dump(mode="json"), "state": state, "error": None}
+        try:
+            with self.lock(job_id):
+                self.set_aside(path, why)
+                state = "done" if self._intact_metrics(job_id) else "pending"
+                record = {
+                    "job": plans[job_id].model_dump(mode="json"),
+                    "state": state,
+                    "attempts": 0,
+                    "started": None,
+                    "finished": None,
+                    "duration_s": None,
+                    "host": None,
+                    "pid": None,
+                    "error": None,
+                }
+                write_json_atomic(path, record)
+                self.repairs[-1] += f" and rebuilt from the plan as {state}"
+                return record
+        except JobLocked:  # its live runner rewrites it; meanwhile the job is running
+            return {"job": plans[job_id].model_dump(mode="json"), "state": "running", "error": None}
+
+    def _intact_metrics(self, job_id: str) -> bool:
+        try:
+            return isinstance(read_json(self.paths(job_id).metrics), dict)
+        except (OSError, ValueError):
+            return False
 
     def job_state(self, job_id: str) -> str:
         """pending | running | done | failed, as job.json says; pending for a job without a folder."""
         path = self.paths(job_id).record
         if not path.is_file():
             return "pending"
-        return str(read_json(path).get("state", "pending"))
+        return str(self.job_record(job_id)["state"])
 
     def display_state(self, job_id: str) -> str:
         """The state to show: `job_state`, but "interrupted" for a running job whose lock holder is not alive."""
@@ -433,17 +516,38 @@ class RunStore:
     # ----- job files
 
     def metrics(self, job_id: str) -> dict[str, Any] | None:
-        """metrics.json of a job, None when it has none; UsaggError naming the file when it is not JSON."""
+        """metrics.json of a job, None when it has none.
+
+        A damaged one (not JSON, not an object) is set aside as metrics.json.damaged and the
+        job goes back to pending, so the next `usagg run` evaluates it again (resuming from
+        its last checkpoint); the repair is noted in `repairs`.
+        """
         path = self.paths(job_id).metrics
         try:
             data = read_json(path)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
-            raise UsaggError(f"{path}: not readable JSON ({err})") from None
+            self._repair_metrics(job_id, f"not readable JSON ({type(err).__name__}: {err})")
+            return None
         if not isinstance(data, dict):
-            raise UsaggError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            self._repair_metrics(job_id, f"a JSON {type(data).__name__}, not an object")
+            return None
         return data
+
+    def _repair_metrics(self, job_id: str, why: str) -> None:
+        path = self.paths(job_id).metrics
+        if not self.repair:
+            self._damaged(path, why)
+            return
+        try:
+            with self.lock(job_id):
+                self.set_aside(path, why)
+                if self.paths(job_id).record.is_file() and self.job_state(job_id) == "done":
+                    self.set_state(job_id, "pending")
+                    self.repairs[-1] += "; the job is pending again (the next run evaluates it anew)"
+        except JobLocked:
+            raise UsaggError(f"{path} is damaged ({why}) while its job runs; look again when it has ended") from None
 
     def all_metrics(self) -> dict[str, dict[str, Any]]:
         """Job folder id -> metrics.json, for every job folder that has one (planned or not), sorted by id."""
@@ -567,6 +671,7 @@ class RunStore:
         broken. Yields the holder info written into the lock.
         """
         path, token = self._acquire(job_id)
+        self._remove_temporaries(job_id)
         beat = _Heartbeat(path, token, self.heartbeat_s)
         beat.start()
         try:
@@ -575,6 +680,16 @@ class RunStore:
             beat.stop_event.set()
             beat.join(timeout=5)
             self._release(path, token)
+
+    def _remove_temporaries(self, job_id: str) -> None:
+        """Delete half-written temporary files (usagg/atomic.py names them .<name>.*.tmp) of dead writers.
+
+        Called with the job's lock just taken: only the lock holder writes in a job folder, so
+        any temporary file there belongs to a writer that was killed.
+        """
+        for tmp in self.job_dir(job_id).rglob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def release_own_lock(self, job_id: str) -> bool:
         """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""

@@ -4,6 +4,11 @@
 so a positive Δ is always a gain. Seeds are averaged per task first (per fraction), then
 task Δs are averaged into groups, types, data regimes and the paradigm's Δm. A missing
 baseline or a zero baseline metric gives Δ = n/a with its reason, never a silent drop.
+
+A task alone in its clinical group is, under a group-scope paradigm (CG), trained with
+exactly TS's data and only MoE added, so its Δ measures MoE, not aggregation. Such
+tasks are flagged and, by default (analysis.cg_singletons: exclude), left out of that
+paradigm's aggregates and tests (`Comparison.excluded`); the per-task tables keep them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 
 from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
+from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_direction
 
 SEED_ORDER = "mean over seeds per task, then Δ per task"
@@ -50,7 +56,7 @@ class TaskInfo:
 class Aggregate:
     """Mean Δ of a set of tasks, with the tasks that had no Δ listed."""
 
-    level: str  # group | type | regime | all
+    level: str  # group | type | regime | group regime | all
     name: str
     paradigm: str
     fraction: float
@@ -59,6 +65,7 @@ class Aggregate:
     tasks: tuple[str, ...]
     missing: tuple[str, ...]
     order: str
+    excluded: tuple[str, ...] = ()  # one-task groups left out under a group-scope paradigm
 
 
 @dataclass
@@ -73,6 +80,11 @@ class Comparison:
     deltas: dict[tuple[float, str, str], Delta] = field(default_factory=dict)
     n_train: dict[tuple[float, str], float] = field(default_factory=dict)
     regime_threshold: int = 1000
+    group_regime_threshold: int = 5000
+    seed_values: dict[tuple[float, str, str], dict[int, float]] = field(default_factory=dict)  # primary per seed
+    steps: dict[tuple[float, str, str], float] = field(default_factory=dict)  # optimiser steps, mean over seeds
+    shared: dict[str, bool] = field(default_factory=dict)  # paradigm -> some job of it trains several tasks
+    excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # paradigm -> tasks left out of aggregates
 
     @property
     def others(self) -> list[str]:
@@ -82,10 +94,20 @@ class Comparison:
     def info(self, task: str) -> TaskInfo:
         return next(t for t in self.tasks if t.task == task)
 
-    def delta_values(self, fraction: float, paradigm: str) -> tuple[list[str], np.ndarray]:
-        """Tasks with a defined Δ and their Δ values, in task order."""
-        names, vals = [], []
+    def singletons(self) -> list[str]:
+        """Tasks alone in their clinical group (among the tasks with results)."""
+        size: dict[str, int] = {}
         for t in self.tasks:
+            size[t.group] = size.get(t.group, 0) + 1
+        return [t.task for t in self.tasks if size[t.group] == 1]
+
+    def delta_values(self, fraction: float, paradigm: str) -> tuple[list[str], np.ndarray]:
+        """Tasks with a defined Δ and their Δ values, in task order; tasks `excluded` for the paradigm left out."""
+        names, vals = [], []
+        skip = set(self.excluded.get(paradigm, ()))
+        for t in self.tasks:
+            if t.task in skip:
+                continue
             d = self.deltas.get((fraction, t.task, paradigm))
             if d is not None and d.value is not None:
                 names.append(t.task)
@@ -102,6 +124,23 @@ class Comparison:
             return "unknown n_train"
         thr = self.regime_threshold
         return f"low-data (n<{thr})" if n < thr else f"data-rich (n≥{thr})"
+
+    def group_regime(self, fraction: float, group: str) -> str:
+        """The clinical group's regime by its size (sum of its tasks' n_train, analysis.group_regime_threshold)."""
+        n = group_n_train(self, fraction).get(group, math.nan)
+        if math.isnan(n):
+            return "unknown group size"
+        thr = self.group_regime_threshold
+        return f"low-data group (n<{thr})" if n < thr else f"data-rich group (n≥{thr})"
+
+    def seed_deltas(self, fraction: float, task: str, paradigm: str) -> dict[int, float]:
+        """Δ % of each seed of the paradigm against the baseline's seed mean (their mean is the task's Δ)."""
+        base = self.cells.get((fraction, task, self.baseline))
+        if base is None or base.mean == 0:
+            return {}
+        hib = self.info(task).higher_is_better
+        vals = self.seed_values.get((fraction, task, paradigm), {})
+        return {s: relative_change(v, base.mean, hib).value for s, v in vals.items()}  # type: ignore[misc]
 
 
 def relative_change(m_p: float, m_base: float, higher_is_better: bool) -> Delta:
@@ -122,6 +161,9 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
             f"baseline {baseline!r} has no results in {inp.source}; paradigms present: {', '.join(paradigms)}"
         )
     values: dict[tuple[float, str, str], list[float]] = {}
+    per_seed: dict[tuple[float, str, str], dict[int, float]] = {}
+    steps: dict[tuple[float, str, str], list[float]] = {}
+    job_tasks: dict[tuple[str, str], set[str]] = {}
     n_train: dict[tuple[float, str], list[float]] = {}
     groups: dict[str, str] = {}
     types: dict[str, str] = {}
@@ -129,13 +171,18 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
     for r in table.rows:
         groups.setdefault(r.task, r.group)
         types[r.task] = r.type
+        if r.job_id:
+            job_tasks.setdefault((r.paradigm, r.job_id), set()).add(r.task)
         if not math.isnan(r.n_train):
             n_train.setdefault((r.fraction, r.task), []).append(r.n_train)
         if r.metric != inp.primary[r.task]:
             continue
         direction[r.task] = r.higher_is_better
+        if not math.isnan(r.steps):
+            steps.setdefault((r.fraction, r.task, r.paradigm), []).append(r.steps)
         if not math.isnan(r.value):
             values.setdefault((r.fraction, r.task, r.paradigm), []).append(r.value)
+            per_seed.setdefault((r.fraction, r.task, r.paradigm), {})[r.seed] = r.value
     for t in inp.task_order:  # a task without a primary-metric row takes the metric's registered direction
         if t not in direction:
             known = metric_direction(inp.primary[t])
@@ -148,7 +195,17 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         tasks=tasks,
         n_train={k: float(np.median(v)) for k, v in n_train.items()},
         regime_threshold=inp.settings.regime_threshold,
+        group_regime_threshold=inp.settings.group_regime_threshold,
+        seed_values=per_seed,
+        steps={k: float(np.mean(v)) for k, v in steps.items()},
+        shared={p: _shares_models(p, job_tasks) for p in paradigms},
     )
+    if inp.settings.cg_singletons == "exclude":
+        lone = tuple(comp.singletons())
+        for p in comp.others:
+            entry = PARADIGMS.get(p)
+            if lone and entry is not None and entry.scope == "group":
+                comp.excluded[p] = lone
     for (f, t, p), v in values.items():
         arr = np.asarray(v, dtype=float)
         comp.cells[(f, t, p)] = Cell(float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan, arr.size)
@@ -167,11 +224,23 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
     return comp
 
 
+def _shares_models(paradigm: str, job_tasks: dict[tuple[str, str], set[str]]) -> bool:
+    """Whether a paradigm trains tasks together: from its jobs when the table names them, else its registered scope."""
+    jobs = [ts for (p, _), ts in job_tasks.items() if p == paradigm]
+    if jobs:
+        return any(len(ts) > 1 for ts in jobs)
+    entry = PARADIGMS.get(paradigm)
+    return entry is not None and entry.scope in ("group", "all")
+
+
 def _aggregate(comp: Comparison, f: float, p: str, level: str, name: str, members: list[str]) -> Aggregate:
-    have, vals, missing = [], [], []
+    have, vals, missing, excluded = [], [], [], []
+    skip = set(comp.excluded.get(p, ()))
     for t in members:
         d = comp.deltas[(f, t, p)]
-        if d.value is None:
+        if t in skip:
+            excluded.append(t)
+        elif d.value is None:
             missing.append(t)
         else:
             have.append(t)
@@ -180,11 +249,13 @@ def _aggregate(comp: Comparison, f: float, p: str, level: str, name: str, member
     order = f"{SEED_ORDER}, then mean over {len(vals)} task{'s' if len(vals) != 1 else ''}"
     if missing:
         order += f" ({len(missing)} without Δ left out)"
-    return Aggregate(level, name, p, f, mean, len(vals), tuple(have), tuple(missing), order)
+    if excluded:
+        order += f" ({len(excluded)} one-task group{'s' if len(excluded) > 1 else ''} left out)"
+    return Aggregate(level, name, p, f, mean, len(vals), tuple(have), tuple(missing), order, tuple(excluded))
 
 
 def aggregates(comp: Comparison, fraction: float, paradigm: str, level: str) -> list[Aggregate]:
-    """Mean task Δ by `group`, `type`, `regime` or over `all` tasks (Δm), in a stable order."""
+    """Mean task Δ by `group`, `type`, `regime` (task size), `group regime` (group size) or `all` (Δm)."""
     keyed: dict[str, list[str]] = {}
     for t in comp.tasks:
         if level == "group":
@@ -193,6 +264,8 @@ def aggregates(comp: Comparison, fraction: float, paradigm: str, level: str) -> 
             key = t.type
         elif level == "regime":
             key = comp.regime(fraction, t.task)
+        elif level == "group regime":
+            key = comp.group_regime(fraction, t.group)
         elif level == "all":
             key = "all tasks (Δm)"
         else:
@@ -202,7 +275,7 @@ def aggregates(comp: Comparison, fraction: float, paradigm: str, level: str) -> 
 
 
 def negative_transfer(comp: Comparison, fraction: float, paradigm: str) -> tuple[int, int]:
-    """(tasks with Δ < 0, tasks with a Δ) for one paradigm."""
+    """(tasks with Δ < 0, tasks with a Δ) for one paradigm, its excluded one-task groups left out."""
     _, vals = comp.delta_values(fraction, paradigm)
     return int((vals < 0).sum()), int(vals.size)
 

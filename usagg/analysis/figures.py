@@ -1,8 +1,10 @@
 """The study's figures, drawn with matplotlib's object API (no pyplot state) and written atomically.
 
-fig2_absolute, fig3_delta, fig_delta_vs_ntrain, fig_task_type, fig_expert_usage (where MoE
-usage was logged) and fig_fraction (with several fractions). Each returns a Figure and a
-caption; `render_all` saves them. Figures showing one fraction use the largest (full data).
+fig2_absolute, fig3_delta (with each task Δ's interval as error bars), fig_delta_split
+(where the controls TSM / AUD ran), fig_delta_vs_ntrain, fig_task_type, fig_expert_usage
+(where MoE usage was logged) and fig_fraction (with several fractions). Each returns a
+Figure and a caption; `render_all` saves them. Figures showing one fraction use the
+largest (full data).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.delta import group_n_train
 from usagg.analysis.style import (
     COLUMN_W,
@@ -25,6 +28,7 @@ from usagg.analysis.style import (
     paradigm_color,
 )
 from usagg.analysis.tables import frac_label, ordered_tasks
+from usagg.analysis.uncertainty import shown_interval
 from usagg.atomic import write_with
 from usagg.tasktypes import metric_unit, task_type_names
 
@@ -149,7 +153,12 @@ def _delta_order(a: Analysis, f: float) -> list[tuple[str, list[str]]]:
 
 
 def fig_delta(a: Analysis) -> tuple[Figure, str]:
-    """Δ % per task, horizontal bars by paradigm, grouped by clinical group, task type as a marker strip."""
+    """Δ % per task, horizontal bars by paradigm with their intervals, grouped by clinical group, type as markers.
+
+    Error bars: the interval `uncertainty.shown_interval` picks (seeds when ≥ 2, else the
+    test-set bootstrap). A bar of a task its paradigm leaves out of the aggregates (a one-task
+    group under CG) is drawn pale and its label marked with a dagger.
+    """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -171,6 +180,9 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
     k = max(1, len(others))
     h = 0.8 / k
     bars: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in others}
+    pale: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in others}
+    errs: list[tuple[float, float, float, float]] = []  # y, value, low, high
+    sources: set[str] = set()
     for t, yy in ypos.items():
         missing = [p for p in others if comp.deltas[(f, t, p)].value is None]
         if len(missing) > 1:  # one label for the row: stacked labels would overlap at 7 pt
@@ -179,19 +191,32 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
             d = comp.deltas[(f, t, p)]
             yb = yy + (j - (k - 1) / 2) * h
             if d.value is not None:
-                bars[p][0].append(yb)
-                bars[p][1].append(d.value)
+                target = pale if t in comp.excluded.get(p, ()) else bars
+                target[p][0].append(yb)
+                target[p][1].append(d.value)
+                shown = shown_interval(a.stats, f, t, p)
+                if shown is not None:
+                    errs.append((yb, d.value, shown[0], shown[1]))
+                    sources.add(shown[2].split(" (")[0])
             elif len(missing) == 1:
                 ax.text(
                     0, yb, f" n/a ({p})", va="center", ha="left", fontsize=7, color=paradigm_color(p, comp.paradigms)
                 )
     for p, (yb, val) in bars.items():  # one call per paradigm: fewer artists, faster drawing
         ax.barh(yb, val, h, color=paradigm_color(p, comp.paradigms), linewidth=0)
+        if pale[p][0]:
+            ax.barh(pale[p][0], pale[p][1], h, color=paradigm_color(p, comp.paradigms), alpha=0.35, linewidth=0)
+    if errs:
+        ey, ev, lo, hi = (np.asarray(c, float) for c in zip(*errs, strict=True))
+        ax.errorbar(ev, ey, xerr=[ev - lo, hi - ev], fmt="none", ecolor="0.15", elinewidth=0.5, capsize=1.0,
+                    capthick=0.5)  # fmt: skip
     ax.axvline(0, color="black", linewidth=0.6)
+    flagged = {t for ts in comp.excluded.values() for t in ts}
     labels = []
     for t in ypos:
         n = comp.n_train.get((f, t), math.nan)
-        labels.append(f"{t} ({'n=' + str(round(n)) if not math.isnan(n) else 'n=?'})")
+        dagger = " †" if t in flagged else ""
+        labels.append(f"{t}{dagger} ({'n=' + str(round(n)) if not math.isnan(n) else 'n=?'})")
     strip.set_yticks(list(ypos.values()), labels)
     for ty in task_type_names():
         ys = [yy for t, yy in ypos.items() if comp.info(t).type == ty]
@@ -231,7 +256,78 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
         f"Relative change Δ of {', '.join(others)} versus {comp.baseline} per task (fraction {frac_label(f)}), "
         "grouped by clinical group (largest training data first), tasks sorted by n_train within a group; "
         "marker: task type. Δ from seed means of the primary metric, sign-corrected so positive is a gain."
+        + _error_bar_text(sources)
+        + (
+            f" †: alone in its clinical group; pale bar: its {', '.join(comp.excluded)} Δ measures MoE alone and is "
+            "left out of that paradigm's aggregates and tests."
+            if flagged
+            else ""
+        )
         + (f" n/a: {len(na)} Δ not defined (see the Δ n/a table)." if na else "")
+    )
+    return fig, cap
+
+
+def _error_bar_text(sources: set[str]) -> str:
+    if not sources:
+        return " No error bars: one seed and no per-image test scores."
+    if sources == {"seeds"}:
+        return " Error bars: 95 % t interval over seeds (both paradigms' seed spread)."
+    if sources == {"test-set bootstrap"}:
+        return " Error bars: 95 % paired test-set bootstrap CI (test images both jobs scored)."
+    return (
+        " Error bars: 95 % t interval over seeds where ≥ 2 seeds ran, else the paired test-set bootstrap CI "
+        "(see the uncertainty table)."
+    )
+
+
+def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
+    """Mean Δ per clinical group split into its aggregation and MoE parts, one panel per split paradigm.
+
+    None unless a control (TSM, AUD) ran beside the paradigm it splits (usagg/analysis/controls.py).
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    comp, f = a.comp, _main_fraction(a)
+    ctls = controls(comp)
+    if not ctls:
+        return None
+    panels = [(ctl, [s for s in splits(comp, f, ctl) if s.total is not None]) for ctl in ctls]
+    n_rows = max(len(rows) for _, rows in panels)
+    fig = _new(PAGE_W if len(panels) > 1 else COLUMN_W, 1.0 + 0.22 * n_rows)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharex=True)[0]
+    moe_color = "0.55"
+    for ax, (ctl, rows) in zip(axes, panels, strict=True):
+        y = np.arange(len(rows), dtype=float)
+        y[[i for i, r in enumerate(rows) if r.name == ALL]] += 0.4  # the overall mean set apart
+        col = paradigm_color(ctl.paradigm, comp.paradigms)
+        ax.barh(y - 0.19, [r.aggregation for r in rows], 0.38, color=col, linewidth=0)
+        ax.barh(y + 0.19, [r.moe for r in rows], 0.38, color=moe_color, linewidth=0)
+        ax.scatter([r.total for r in rows], y, marker="D", s=10, color="black", zorder=3)
+        ax.set_yticks(y, [f"{r.name} ({r.n})" for r in rows])
+        ax.set_ylim(y.max() + 0.7, -0.7)
+        ax.axvline(0, color="black", linewidth=0.6)
+        ax.grid(axis="x", color="0.9", linewidth=0.5)
+        ax.set_axisbelow(True)
+        ax.set_title(f"{ctl.paradigm} (control {ctl.control})")
+        ax.set_xlabel(f"Δ versus {comp.baseline} (pp)")
+    handles = [Patch(color=paradigm_color(c.paradigm, comp.paradigms), label=f"{c.paradigm} aggregation") for c in ctls]
+    handles += [
+        Patch(color=moe_color, label="MoE"),
+        Line2D([], [], marker="D", color="black", linestyle="", markersize=3, label="total Δ"),
+    ]
+    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+    formulas = "; ".join(f"{c.paradigm}: {c.formula(comp.baseline)}" for c in ctls)
+    cap = (
+        f"Mean Δ versus {comp.baseline} per clinical group (largest training data first; tasks in brackets) and over "
+        f"all tasks, split into an aggregation part and a MoE part that add up to Δ (fraction {frac_label(f)}): "
+        f"{formulas}. The control's part is measured first; an interaction of the factors is in the other part."
+        + (
+            f" One-task groups are left out of {', '.join(comp.excluded)} (analysis.cg_singletons)."
+            if comp.excluded
+            else ""
+        )
     )
     return fig, cap
 
@@ -270,8 +366,10 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
     ax.legend(loc="lower right", frameon=False, handletextpad=0.2, borderaxespad=0.2)
     cap = (
         f"Δ versus training-set size per task (fraction {frac_label(f)}); lines: least-squares fit of Δ on "
-        f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks (two-sided p, n tasks). "
+        f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks (raw p, two-sided unless "
+        f"analysis.hypotheses states a direction; n tasks). "
         f"Dashed: regime threshold n_train = {thr}."
+        + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
     )
     return fig, cap
 
@@ -414,8 +512,9 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_ylabel(f"Δm versus {comp.baseline} (%)")
     ax.legend(frameon=False)
     cap = (
-        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % percentile bootstrap CI "
-        f"over tasks ({a.inp.settings.bootstrap} resamples, seed {a.inp.settings.bootstrap_seed})."
+        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % BCa bootstrap CI resampling "
+        f"tasks, or clinical groups where tasks share a model ({a.inp.settings.bootstrap} resamples, seed "
+        f"{a.inp.settings.bootstrap_seed})."
     )
     return fig, cap
 
@@ -423,6 +522,7 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
 FIGURES = (
     ("fig2_absolute", fig_absolute),
     ("fig3_delta", fig_delta),
+    ("fig_delta_split", fig_delta_split),
     ("fig_delta_vs_ntrain", fig_delta_vs_ntrain),
     ("fig_task_type", fig_task_type),
     ("fig_expert_usage", fig_expert_usage),

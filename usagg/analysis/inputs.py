@@ -9,11 +9,13 @@ agree on baseline and metrics, the planned job count and the MoE expert usage.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
+from usagg.names import is_plain_name
 from usagg.store import RunStore
 from usagg.tasktypes import default_metric
 
@@ -25,7 +27,11 @@ class Settings:
     baseline: str = "TS"
     representative_tasks: list[str] = field(default_factory=list)
     regime_threshold: int = 1000
+    group_regime_threshold: int = 5000
+    cg_singletons: str = "exclude"
+    hypotheses: dict[str, dict[str, str]] = field(default_factory=dict)  # test family -> key -> alternative
     bootstrap: int = 10000
+    task_bootstrap: int = 2000
     bootstrap_seed: int = 0
 
 
@@ -44,6 +50,7 @@ class AnalysisInput:
     expert_usage: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # job -> task -> blocks
     notes: list[str] = field(default_factory=list)
     cache_dir: Path | None = None  # the stored study's data.cache_dir: where analysis outputs are memoised
+    item_scores: dict[str, Path] = field(default_factory=dict)  # job -> its item_scores.json, where it wrote one
 
 
 def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
@@ -116,10 +123,43 @@ def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]
     return usage
 
 
+def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, Path]:
+    """job_id -> item_scores.json of every job of the table that wrote per-image scores (the test-set bootstrap)."""
+    if store is None:
+        return {}
+    out = {}
+    for jid in table.job_ids:
+        paths = store.paths(jid)
+        if paths.item_scores.is_file():
+            out[jid] = paths.item_scores
+    return out
+
+
 def _cache_dir(study: dict) -> Path | None:
     data = study.get("data")
     configured = data.get("cache_dir") if isinstance(data, dict) else None
     return Path(configured) if isinstance(configured, str) and configured else None
+
+
+def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_path: Path) -> str:
+    """The study's name, which default output folders (reports/<study>) are made from: a plain name or an error.
+
+    A name read from data (the stored study.yaml, a results CSV's `study` column) that is not a
+    plain name (`../x`, `/abs/path`) is refused, so no data value can send a write elsewhere.
+    """
+    if study.get("name") is not None:
+        name, where = study["name"], f"{store.study_yaml if store else 'the study'}, key `name`"
+    elif table.studies:
+        row = next(r.row for r in table.rows if r.study)
+        name, where = table.studies[0], f"{csv_path} row {row}, column 'study'"
+    else:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", csv_path.stem).lstrip("._-") or "results"
+    if not is_plain_name(name):
+        raise UsaggError(
+            f"{where}: the study name {str(name)[:80]!r} is not a plain name (letters, digits, '_', '.', '-', "
+            "starting with a letter or digit); output folders are made from it, so it must not be a path"
+        )
+    return str(name)
 
 
 def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
@@ -140,7 +180,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     if unknown:
         notes.append(f"analysis.representative_tasks names tasks without results: {', '.join(unknown)}")
     planned = store.planned_count() if store is not None else None
-    name = study.get("name") or (table.studies[0] if table.studies else None) or csv_path.stem
+    name = _study_name(study, store, table, csv_path)
     return AnalysisInput(
         table=table,
         study=str(name),
@@ -153,6 +193,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         expert_usage=_expert_usage(run_dir),
         notes=notes,
         cache_dir=_cache_dir(study),
+        item_scores=_item_score_files(store, table),
     )
 
 

@@ -3,7 +3,7 @@
 `usagg compare`, `plot` and `report` run as separate processes. Without a memo each
 one imports scipy again (~0.5 s) and `report` redraws the figures `plot` just drew
 (~2 s). A key hashes the analysis input (results rows, settings, primary metrics,
-task order, expert usage, baseline), the source of the code the analysis runs, the
+task order, expert usage, each job's item_scores.json, baseline), the source of the code the analysis runs, the
 scipy or matplotlib version and the rendering options, so a hit is what a fresh
 computation would give. Entries live under <cache>/analysis/{stats,figures}/; the
 least recently used beyond `keep` are pruned. The cache is an optimisation only: when
@@ -93,6 +93,15 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def item_scores_digest(files: dict[str, Path]) -> dict[str, str]:
+    """job -> sha256 of its item_scores.json (the per-task test-set bootstrap reads them); {} without any."""
+    out = {}
+    for job, path in sorted(files.items()):
+        with contextlib.suppress(OSError):
+            out[job] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return out
+
+
 def input_key(inp: AnalysisInput, baseline: str) -> str:
     """Key of what statistics and figures read from the input; file paths and notes are left out on purpose."""
     rows = [dataclasses.astuple(dataclasses.replace(r, row=0)) for r in inp.table.rows]
@@ -102,6 +111,7 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
         inp.primary,
         inp.task_order,
         inp.expert_usage,
+        item_scores_digest(inp.item_scores),
         baseline,
         code_digest(),
     )
@@ -124,7 +134,7 @@ class Memo:
         path = self.root / "stats" / f"{digest(key, _version('scipy'))}.json"
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             items = json.loads(path.read_text(encoding="utf-8"))
-            stats = [Stat(**{**d, "ci": tuple(d["ci"]) if d["ci"] is not None else None}) for d in items]
+            stats = [Stat.from_json(d) for d in items]
             _touch(path)
             return stats
         stats = compute()

@@ -1,39 +1,56 @@
 """`usagg report`: report.md, a self-contained report.html, figures/, tables/*.csv and tables/*.tex.
 
-The folder is regenerated on purpose: every file is written atomically, and figures or
-tables this project wrote earlier but not this time are removed so nothing stale remains.
+The folder is regenerated on purpose: every file is written atomically, and the files an
+earlier report listed in its manifest (MANIFEST, written last) but this one did not write
+are removed, so nothing stale remains and nothing else in the folder is ever touched.
+Both documents open with a table of contents and a provenance block
+(usagg/analysis/provenance.py); the HTML reads on a phone (viewport, tables that scroll
+inside their box, figures at their natural size).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from usagg.analysis.figures import FIGURE_DPI, FIGURES, FigureOut, render_all
+from usagg.analysis.controls import controls, splits
+from usagg.analysis.figures import FIGURE_DPI, FigureOut, render_all
+from usagg.analysis.mixed import SLOPE
+from usagg.analysis.provenance import Provenance, provenance
 from usagg.analysis.render import to_csv, to_html, to_latex, to_markdown
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
-from usagg.analysis.tables import Table, delta_long_table, frac_label, negative_table
+from usagg.analysis.tables import Table, delta_long_table, exclusion_notes, frac_label, negative_table
 from usagg.atomic import write_text_atomic
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
 Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
 
+#: The list of files a report wrote; the next report removes exactly those it does not write again.
+MANIFEST = ".usagg-report.json"
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
+padding:0 1em;color:#222;line-height:1.45;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}
-th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:normal}
 th{border-bottom:2px solid #555}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{font-size:13px;color:#444}
 ul.notes{font-size:12px;color:#555}code{background:#f4f4f4;padding:0 3px}
+nav.toc{font-size:14px}pre.spec{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px;max-height:24em}
+.warn{color:#a00;font-weight:bold}
 """
 
 
 def _headline(a: Analysis) -> list[str]:
-    """One line per paradigm: Δm with CI, negative transfer count and the data-scale correlation."""
+    """One line per paradigm: Δm with CI, negative transfer, the data-scale correlation and the mixed model's slope
+    (Holm-adjusted p beside the raw one); then which one-task groups were left out, and why."""
     comp = a.comp
     f = max(comp.fractions)
     by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
@@ -42,6 +59,7 @@ def _headline(a: Analysis) -> list[str]:
     for p in comp.others:
         boot: Stat | None = by.get((p, "mean Δ % (Δm), 95 % bootstrap CI"))
         rho: Stat | None = by.get((p, "Spearman ρ(Δ, log n_train), tasks"))
+        slope: Stat | None = by.get((p, SLOPE))
         parts = [f"**{p} vs {comp.baseline}** (fraction {frac_label(f)}):"]
         if boot and boot.value is not None:
             ci = f" (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})" if boot.ci else ""
@@ -49,11 +67,37 @@ def _headline(a: Analysis) -> list[str]:
         if p in neg:
             parts.append(f"negative transfer in {neg[p][2]} of {neg[p][3]} tasks;")
         if rho and rho.value is not None:
-            parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} (p = {rho.p:.2g}, n = {rho.n}).")
+            parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} ({_p(rho)}, n = {rho.n});")
         elif rho:
-            parts.append(f"Spearman ρ(Δ, log n_train): {rho.note}.")
+            parts.append(f"Spearman ρ(Δ, log n_train): {rho.note};")
+        if slope and slope.value is not None and slope.ci:
+            parts.append(
+                f"mixed-model slope {slope.value:+.1f} pp per tenfold n_train "
+                f"(95 % CI {slope.ci[0]:+.1f} to {slope.ci[1]:+.1f}, {_p(slope)})."
+            )
+        elif slope:
+            parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
-    return lines
+    for s in a.stats:
+        if s.fraction == f and s.name.startswith("mixed model: interaction") and s.value is not None and s.ci:
+            lines.append(
+                f"**Interaction** ({s.name.removeprefix('mixed model: interaction, ')}): {s.value:+.1f} pp per "
+                f"tenfold n_train (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)})."
+            )
+    for ctl in controls(comp):
+        whole = splits(comp, f, ctl)[-1]
+        if whole.total is not None:
+            lines.append(
+                f"**{ctl.paradigm} split** (control {ctl.control}): Δm {whole.total:+.1f} pp = aggregation "
+                f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {whole.n} tasks "
+                f"({ctl.formula(comp.baseline)})."
+            )
+    return lines + exclusion_notes(comp)
+
+
+def _p(s: Stat) -> str:
+    """p and its Holm-adjusted value, as the headline prints them."""
+    return f"p = {s.p:.2g}, Holm {s.p_holm:.2g}" if s.p_holm is not None else f"p = {s.p:.2g}"
 
 
 def _sections(a: Analysis) -> list[tuple[str, list[Table]]]:
@@ -61,16 +105,33 @@ def _sections(a: Analysis) -> list[tuple[str, list[Table]]]:
     by_name = lambda pre: [t for t in tables if t.name.startswith(pre)]  # noqa: E731
     return [
         ("Study", by_name("summary")),
-        ("Per-task results", by_name("tasks")),
+        ("Per-task results", by_name("tasks") + by_name("uncertainty") + by_name("budget")),
         ("Clinical groups", by_name("groups")),
-        ("Aggregates by group, type and data regime", by_name("aggregates")),
+        ("Aggregates by group, type and data regime", by_name("aggregates") + by_name("split")),
         ("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
         ("Statistics", by_name("statistics") + by_name("fractions")),
     ]
 
 
-def _markdown(a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[FigureOut], folder: Path) -> str:
+def _anchor(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _toc(sections: list[tuple[str, list[Table]]]) -> list[str]:
+    """The report's section titles in order (figures after the aggregates, provenance last)."""
+    titles = []
+    for title, _ in sections:
+        titles.append(title)
+        if title == "Aggregates by group, type and data regime":
+            titles.append("Figures")
+    return [*titles, "Provenance"]
+
+
+def _markdown(
+    a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[FigureOut], folder: Path, prov: Provenance
+) -> str:
     out = [f"# usagg report: {a.inp.study}", "", *[f"- {line}" for line in _headline(a)], ""]
+    out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
     for title, tables in sections:
         out += [f"## {title}", ""]
         out += [to_markdown(t) for t in tables]
@@ -80,10 +141,25 @@ def _markdown(a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[F
                 rel = fig.path.relative_to(folder).as_posix()
                 out += [f"![{fig.name}]({rel})", "", f"*{fig.name}*: {fig.caption}", ""]
     out += ["## Files", "", "Tables as CSV and LaTeX (booktabs) in `tables/`; figures in `figures/`.", ""]
+    out += ["## Provenance", "", *[f"- {line}" for line in prov.lines()], ""]
+    if prov.jobs:
+        out += ["| job | device | precision |", "|---|---|---|", *[f"| {j} | {d} | {p} |" for j, d, p in prov.jobs], ""]
+    if prov.spec_text:
+        out += ["The spec as run:", "", "```yaml", prov.spec_text.rstrip(), "```", ""]
     return "\n".join(out)
 
 
-def _html(a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[FigureOut]) -> str:
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's header, None for anything else."""
+    head = path.read_bytes()[:24]
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
+def _html(
+    a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[FigureOut], prov: Provenance, dpi: int
+) -> str:
 
     def bold(line: str) -> str:
         s = html.escape(line)
@@ -91,37 +167,76 @@ def _html(a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[Figur
             s = s.replace("**", "<b>", 1).replace("**", "</b>", 1)
         return s
 
+    def heading(title: str) -> str:
+        return f'<h2 id="{_anchor(title)}">{html.escape(title)}</h2>'
+
     body = [f"<h1>usagg report: {html.escape(a.inp.study)}</h1>", "<ul>"]
     body += [f"<li>{bold(line)}</li>" for line in _headline(a)]
     body.append("</ul>")
+    toc = "".join(f'<li><a href="#{_anchor(t)}">{html.escape(t)}</a></li>' for t in _toc(sections))
+    body.append(f'<nav class="toc"><b>Contents</b><ul>{toc}</ul></nav>')
     for title, tables in sections:
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        body += [to_html(t) for t in tables]
+        body.append(heading(title))
+        body += [f'<div class="scroll">{to_html(t)}</div>' for t in tables]
         if title == "Aggregates by group, type and data regime":
-            body.append("<h2>Figures</h2>")
+            body.append(heading("Figures"))
             for fig in figs:
                 data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+                size = _png_size(fig.path)
+                natural = "" if size is None else f' width="{round(size[0] * 96 / dpi)}"'  # CSS px at print size
                 body.append(
-                    f'<figure><img alt="{fig.name}" src="data:image/png;base64,{data}">'
+                    f'<figure id="{fig.name}"><img alt="{fig.name}"{natural} src="data:image/png;base64,{data}">'
                     f"<figcaption><b>{fig.name}</b>: {html.escape(fig.caption)}</figcaption></figure>"
                 )
+    body.append(heading("Provenance"))
+    body.append("<ul>")
+    for line in prov.lines():
+        css = ' class="warn"' if line.startswith("RANDOM INIT") else ""
+        body.append(f"<li{css}>{html.escape(line)}</li>")
+    body.append("</ul>")
+    if prov.jobs:
+        rows = "".join(f"<tr><td>{html.escape(j)}</td><td>{d}</td><td>{p}</td></tr>" for j, d, p in prov.jobs)
+        body.append(
+            f"<details><summary>device and precision of each of the {len(prov.jobs)} jobs</summary>"
+            f'<div class="scroll"><table><tr><th>job</th><th>device</th><th>precision</th></tr>{rows}</table></div>'
+            "</details>"
+        )
+    if prov.spec_text:
+        body.append(f'<p>The spec as run:</p><pre class="spec">{html.escape(prov.spec_text)}</pre>')
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>usagg report: {html.escape(a.inp.study)}</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
 
 
-def _remove_stale(folder: Path, keep: set[Path]) -> None:
-    """Drop figures and tables an earlier report wrote that this one did not (only names this module uses)."""
-    names = {n for n, _ in FIGURES}
-    for p in (folder / "figures").glob("*.png"):
-        if p.stem in names and p not in keep:
-            p.unlink()
-    for p in list((folder / "tables").glob("*.csv")) + list((folder / "tables").glob("*.tex")):
-        if p not in keep:
-            p.unlink()
+def _previous_manifest(folder: Path) -> list[str]:
+    """What the last report in `folder` wrote (relative paths), [] without a readable manifest."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = data.get("files") if isinstance(data, dict) else None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def _remove_stale(folder: Path, written: list[Path]) -> None:
+    """Remove what the previous report listed and this one did not write; nothing else is ever deleted.
+
+    Only plain relative paths inside `folder` count, so a tampered manifest cannot reach outside it.
+    """
+    keep = {p.resolve() for p in written}
+    root = folder.resolve()
+    for rel in _previous_manifest(folder):
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            continue
+        target = (folder / rel).resolve()
+        if target.parent != root and root not in target.parents:
+            continue
+        if target not in keep and target.is_file() and not target.is_symlink():
+            target.unlink()
 
 
 def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: int = FIGURE_DPI) -> list[Path]:
@@ -130,12 +245,15 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     figs = render(a, folder / "figures", "png", dpi)
     sections = _sections(a)
     written = [f.path for f in figs]
-    tables = [t for _, ts in sections for t in ts] + [delta_long_table(a.comp)]
+    tables = [t for _, ts in sections for t in ts] + [delta_long_table(a.comp, a.stats)]
     for t in tables:
         written.append(write_text_atomic(folder / "tables" / f"{t.name}.csv", to_csv(t)))
         if t.name != "delta":
             written.append(write_text_atomic(folder / "tables" / f"{t.name}.tex", to_latex(t)))
-    _remove_stale(folder, set(written))
-    written.append(write_text_atomic(folder / "report.md", _markdown(a, sections, figs, folder)))
-    written.append(write_text_atomic(folder / "report.html", _html(a, sections, figs)))
+    prov = provenance(a.inp)
+    written.append(write_text_atomic(folder / "report.md", _markdown(a, sections, figs, folder, prov)))
+    written.append(write_text_atomic(folder / "report.html", _html(a, sections, figs, prov, dpi)))
+    _remove_stale(folder, written)
+    files = sorted(p.relative_to(folder).as_posix() for p in written)
+    write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
     return written

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usagg.errors import UsaggError
+from usagg.names import is_plain_name
 from usagg.paradigms import paradigm_names
-from usagg.results_schema import RESULT_COLUMNS
+from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS
 from usagg.tasktypes import metric_direction, task_type_names
 
 COLUMNS = RESULT_COLUMNS
@@ -40,6 +41,7 @@ class Row:
     value: float
     higher_is_better: bool
     n_train: float  # NaN when the table does not say
+    steps: float = math.nan  # optimiser steps of the task in the job; NaN when the table does not say
     row: int = 0
 
 
@@ -124,8 +126,17 @@ def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
     n_train = _float(path, row, "n_train", text("n_train", required=False), allow_empty=True)
     if not math.isnan(n_train) and n_train < 0:
         raise UsaggError(f"{_where(path, row, 'n_train')}: expected a count >= 0, got {n_train}")
+    study = text("study", required=False)
+    if study and not is_plain_name(study):
+        raise UsaggError(
+            f"{_where(path, row, 'study')}: expected a plain study name (letters, digits, '_', '.', '-'), "
+            f"got {study[:80]!r}; output folders are made from it, so it must not be a path"
+        )
+    steps = _float(path, row, "steps", text("steps", required=False), allow_empty=True)
+    if not math.isnan(steps) and steps < 0:
+        raise UsaggError(f"{_where(path, row, 'steps')}: expected a count >= 0, got {steps}")
     return Row(
-        study=text("study", required=False),
+        study=study,
         job_id=text("job_id", required=False),
         paradigm=text("paradigm"),
         group=text("group", required=False) or "-",
@@ -137,6 +148,7 @@ def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
         value=_float(path, row, "value", text("value", required=False), allow_empty=True),
         higher_is_better=hib in _TRUE,
         n_train=n_train,
+        steps=steps,
         row=row,
     )
 
@@ -149,7 +161,7 @@ def read_results(path: Path) -> ResultsTable:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in COLUMNS if c not in header]
+        missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
         if missing:
             raise UsaggError(
                 f"{path}: the header lacks column(s) {', '.join(missing)}; "
@@ -215,6 +227,7 @@ def write_results(rows: list[Row], path: Path) -> None:
                 repr(r.value),
                 str(r.higher_is_better).lower(),
                 n,
+                "" if math.isnan(r.steps) else f"{r.steps:g}",
             ]
         )
     write_text_atomic(Path(path), buf.getvalue())

@@ -2,7 +2,13 @@
 
 For tests, the analysis benchmark and trying compare / plot / report without training:
 the numbers are drawn from a simple generative story (aggregation helps with data,
-hurts segmentation most), clearly not results. Every value depends only on `seed`.
+hurts segmentation most; MoE adds a small task-specific effect, which the controls TSM
+and AUD isolate), clearly not results. Optimiser steps follow uniform task sampling
+(an epoch is ceil(images of the job / batch) steps, shared equally by its tasks), so
+multi-task jobs give small tasks more updates than TS. Every value depends only on `seed`.
+With `item_scores`, each job also gets an item_scores.json (usagg/analysis/task_ci.py's
+input) whose per-image values average exactly to the job's primary metric, images sharing a
+difficulty across jobs, so the test-set bootstrap of a task's Δ is paired as in a real study.
 """
 
 from __future__ import annotations
@@ -13,17 +19,37 @@ from pathlib import Path
 import numpy as np
 
 from usagg.analysis.results import Row, write_results
-from usagg.store import RunStore
+from usagg.paradigms import PARADIGMS
+from usagg.store import RunStore, write_json_atomic
 from usagg.tasktypes import default_metric, metric_direction
 
 _BASE = {"segmentation": (0.55, 0.9), "classification": (0.7, 0.97), "detection": (0.45, 0.8), "regression": (8, 40)}
 _SENS = {"segmentation": 1.0, "classification": 0.35, "detection": 0.6, "regression": 0.5}
 _SECONDARY = {"segmentation": "HD", "classification": "ACC"}
+_EPOCHS, _BATCH = 20, 16
+
+
+def _scope(paradigm: str) -> str:
+    entry = PARADIGMS.get(paradigm)
+    return entry.scope if entry is not None and entry.scope is not None else "all"
 
 
 def _job_id(paradigm: str, task: dict, fraction: float, seed: int) -> str:
-    scope = {"TS": task["id"], "CG": task.get("group") or "-", "AU": "all"}.get(paradigm, "all")
+    scope = {"task": task["id"], "group": task.get("group") or "-"}.get(_scope(paradigm), "all")
     return f"{paradigm}-{scope}-f{fraction:g}-s{seed}"
+
+
+def _steps(paradigm: str, tasks: list[dict], n: dict[str, int]) -> dict[str, float]:
+    """Optimiser steps per task under uniform task sampling: the job's epoch steps split evenly over its tasks."""
+    members: dict[str, list[str]] = {}
+    for t in tasks:
+        key = {"task": t["id"], "group": t.get("group") or "-"}.get(_scope(paradigm), "all")
+        members.setdefault(key, []).append(t["id"])
+    out = {}
+    for ids in members.values():
+        total = _EPOCHS * math.ceil(sum(n[i] for i in ids) / _BATCH)
+        out.update({i: total / len(ids) for i in ids})
+    return out
 
 
 def simulate_rows(
@@ -48,15 +74,22 @@ def simulate_rows(
         s = _SENS[t["type"]]
         effect[("CG", t["id"])] = s * (18 * x - 4) + rng.normal(0, 3)
         effect[("AU", t["id"])] = s * (6 * x + 1) + rng.normal(0, 2)
+    moe_rng = np.random.default_rng(seed + 1)  # a stream of its own: TS, CG and AU values do not move
+    for t in tasks:
+        moe = moe_rng.normal(0.5, 1.5)
+        effect[("TSM", t["id"])] = moe
+        effect[("AUD", t["id"])] = effect[("AU", t["id"])] - 0.8 * moe
     rows: list[Row] = []
     for f in fractions:
+        n_at = {t["id"]: max(1, round(n_full[t["id"]] * f)) for t in tasks}
         for p in paradigms:
+            steps = _steps(p, tasks, n_at)
             for sd in seeds:
                 for t in tasks:
                     ttype, tid = t["type"], t["id"]
                     metric = t.get("metric") or default_metric(ttype)
                     hib = bool(metric_direction(metric))
-                    n = max(1, round(n_full[tid] * f))
+                    n = n_at[tid]
                     scale = 1 - 0.25 * (1 - f) * _SENS[ttype]  # less data, worse TS
                     d = 0.0 if p == "TS" else effect.get((p, tid), 0.0) * (0.5 + 0.5 * f)
                     m = ts_level[tid] * (scale if hib else 1 / scale)
@@ -66,7 +99,7 @@ def simulate_rows(
                         m = float(np.clip(m, 0.01, 0.999))
                     common = dict(
                         study=study, job_id=_job_id(p, t, f, sd), paradigm=p, group=t.get("group") or "-", seed=sd,
-                        fraction=f, task=tid, type=ttype, n_train=float(n),
+                        fraction=f, task=tid, type=ttype, n_train=float(n), steps=steps[tid],
                     )  # fmt: skip
                     rows.append(Row(metric=metric, value=float(m), higher_is_better=hib, **common))
                     sec = _SECONDARY.get(ttype)
@@ -78,6 +111,25 @@ def simulate_rows(
     return rows
 
 
+def _item_scores(rows: list[Row], primary: dict[str, str], seed: int) -> dict[str, dict]:
+    """job_id -> its item_scores.json content ("mean" kind): per-image values around each task's metric."""
+    rng = np.random.default_rng(seed + 2)
+    difficulty: dict[str, np.ndarray] = {}
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r.metric != primary[r.task]:
+            continue
+        n = int(min(200, max(20, r.n_train // 5)))
+        base = difficulty.setdefault(r.task, rng.normal(0, 0.25 * abs(r.value), n))
+        v = base + rng.normal(0, 0.05 * abs(r.value), n)
+        v = v - v.mean() + r.value  # the mean of the images is the job's metric, exactly as the job scored it
+        out.setdefault(r.job_id, {"format": 1, "tasks": {}})["tasks"][r.task] = {
+            "metric": r.metric, "higher_is_better": r.higher_is_better, "kind": "mean",
+            "images": [f"{r.task}/test/{i:04d}.png" for i in range(n)], "values": v.tolist(),
+        }  # fmt: skip
+    return out
+
+
 def simulate_run_store(
     run_dir: Path,
     tasks: list[dict],
@@ -85,15 +137,18 @@ def simulate_run_store(
     experts: int = 8,
     moe_blocks: int = 2,
     representative: list[str] | None = None,
+    item_scores: bool = False,
+    seed: int = 0,
     **kwargs: object,
 ) -> Path:
-    """Write a run store through RunStore: the study, a plan, each job's metrics (expert usage for MoE jobs)
-    and a results.csv dated after them, so the analysis reads it as is."""
+    """Write a run store through RunStore: the study, a plan, each job's metrics (expert usage for MoE jobs),
+    with `item_scores` each job's per-image scores, and a results.csv dated after them, so the analysis reads
+    it as is."""
     import yaml
 
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
-    rows = simulate_rows(tasks, study=run_dir.name, **kwargs)  # type: ignore[arg-type]
+    rows = simulate_rows(tasks, study=run_dir.name, seed=seed, **kwargs)  # type: ignore[arg-type]
     study = {
         "name": run_dir.name,
         "tasks": [{k: t[k] for k in ("id", "type", "num_classes", "group", "metric") if k in t} for t in tasks],
@@ -104,9 +159,9 @@ def simulate_run_store(
     jobs: dict[str, dict] = {}
     for r in rows:
         job = jobs.setdefault(r.job_id, {"job_id": r.job_id, "tasks": {}, "expert_usage": None})
-        job["tasks"].setdefault(r.task, {"type": r.type, "n_train": int(r.n_train), "metrics": {}})
+        job["tasks"].setdefault(r.task, {"type": r.type, "n_train": int(r.n_train), "steps": r.steps, "metrics": {}})
         job["tasks"][r.task]["metrics"][r.metric] = r.value
-        if r.paradigm != "TS":
+        if PARADIGMS[r.paradigm].moe:
             eu = job["expert_usage"] = job["expert_usage"] or {}
             if r.task not in eu:
                 pref = rng.dirichlet(np.full(experts, 0.4))
@@ -114,6 +169,10 @@ def simulate_run_store(
     store.write_plan([{"id": jid, "simulated": True} for jid in jobs])  # only its length is read by the analysis
     for jid, job in jobs.items():
         store.write_metrics(jid, job)
+    if item_scores:
+        primary = {t["id"]: t.get("metric") or default_metric(t["type"]) for t in tasks}
+        for jid, content in _item_scores(rows, primary, seed).items():
+            write_json_atomic(store.paths(jid).item_scores, content)
     write_results(rows, store.results_csv)
     store.mark_results_fresh()
     return run_dir

@@ -1,26 +1,41 @@
-"""Statistics of Δ: Spearman ρ versus data scale, Wilcoxon signed-rank, bootstrap CI of the mean.
+"""Tests of Δ: Spearman ρ versus data scale, Wilcoxon signed-rank (against 0 and paired), effect sizes,
+the cluster bootstrap of mean Δ, and the Holm correction over every test a report prints.
 
 Every result carries its n and method, and small samples give a note ("n too small")
-rather than an exception or a meaningless p. scipy is imported inside the functions.
+rather than an exception or a meaningless p. A test is two-sided unless
+analysis.hypotheses states a direction for it (usagg/spec/models.py, `Hypotheses`).
+scipy is imported inside the functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from usagg.analysis.delta import Comparison, group_n_train
 
 MIN_N_SPEARMAN = 3
-MIN_N_WILCOXON = 6  # below 6 pairs even a perfect split cannot reach p < 0.05 (two-sided, exact)
 MIN_N_BOOTSTRAP = 2
+#: Non-zero pairs a Wilcoxon test needs: with fewer even a perfect split cannot reach p < 0.05 (exact test).
+MIN_N_WILCOXON = {"two-sided": 6, "less": 5, "greater": 5}
+#: The paired comparison always made when both paradigms are present (more via analysis.hypotheses.paired).
+DEFAULT_PAIRS = (("CG", "AU"),)
+Hypotheses = Mapping[str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
 class Stat:
-    """One statistic: value (ρ, W or mean), p or CI where it has one, n, method, and a note when not computed."""
+    """One statistic: value (ρ, W, mean or slope), p or CI where it has one, n, method, a note when not computed.
+
+    `p_holm` is p after the Holm correction over every test of the report; `effects` are
+    named effect sizes beside the value (rank-biserial r, Hodges-Lehmann estimate, sd);
+    `task` is set for a per-task statistic (the uncertainty of one task's Δ).
+    """
 
     name: str
     paradigm: str
@@ -31,14 +46,34 @@ class Stat:
     p: float | None = None
     ci: tuple[float, float] | None = None
     note: str = ""
+    p_holm: float | None = None
+    effects: tuple[tuple[str, float], ...] = ()
+    task: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Stat:
+        """The inverse of dataclasses.asdict after a JSON round trip (lists back to tuples)."""
+        ci = tuple(d["ci"]) if d.get("ci") is not None else None
+        effects = tuple((str(k), float(v)) for k, v in d.get("effects") or ())
+        return cls(**{**d, "ci": ci, "effects": effects})
+
+
+def alternative(hypotheses: Hypotheses | None, family: str, key: str) -> str:
+    """The direction analysis.hypotheses states for a test (`delta`, `scale`, `paired`), else two-sided."""
+    return (hypotheses or {}).get(family, {}).get(key, "two-sided")
+
+
+def sided(alt: str, meaning: str = "") -> str:
+    """Method text of a direction: 'two-sided' or 'one-sided (greater: ρ > 0)'."""
+    return "two-sided" if alt == "two-sided" else f"one-sided ({alt}{': ' + meaning if meaning else ''})"
 
 
 def _too_small(n: int, need: int) -> str:
     return f"n too small (n={n}, need ≥{need})"
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None, int, str]:
-    """Spearman ρ and two-sided p over finite pairs; (None, None, n, note) when undefined."""
+def spearman(x: np.ndarray, y: np.ndarray, alt: str = "two-sided") -> tuple[float | None, float | None, int, str]:
+    """Spearman ρ and its p over finite pairs; (None, None, n, note) when undefined."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
@@ -49,43 +84,169 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None, 
         return None, None, n, "undefined (constant input)"
     from scipy.stats import spearmanr
 
-    res = spearmanr(x, y)
+    res = spearmanr(x, y, alternative=alt)
     return float(res.statistic), float(res.pvalue), n, ""
 
 
-def wilcoxon_vs_zero(d: np.ndarray) -> tuple[float | None, float | None, int, str]:
-    """Wilcoxon signed-rank statistic and two-sided p of Δ against 0 (scipy defaults)."""
+def wilcoxon_vs_zero(d: np.ndarray, alt: str = "two-sided") -> tuple[float | None, float | None, int, str]:
+    """Wilcoxon signed-rank statistic and p of Δ against 0 (zero_method="wilcox").
+
+    n is the test's own: zero differences are dropped before ranking, so they are not counted.
+    """
     d = np.asarray(d, float)
     d = d[np.isfinite(d)]
-    n = int(d.size)
-    if n < MIN_N_WILCOXON:
-        return None, None, n, _too_small(n, MIN_N_WILCOXON)
-    if np.all(d == 0):
-        return None, None, n, "undefined (every Δ is 0)"
+    if d.size and np.all(d == 0):
+        return None, None, 0, "undefined (every Δ is 0)"
+    n = int(np.count_nonzero(d))
+    need = MIN_N_WILCOXON[alt]
+    if n < need:
+        return None, None, n, _too_small(n, need) + (f", {d.size - n} zero pairs dropped" if d.size > n else "")
     from scipy.stats import wilcoxon
 
-    res = wilcoxon(d)
+    res = wilcoxon(d, zero_method="wilcox", alternative=alt)
     return float(res.statistic), float(res.pvalue), n, ""
+
+
+def rank_biserial(d: np.ndarray) -> float | None:
+    """Matched-pairs rank-biserial r = (R+ − R−) / (R+ + R−) over the non-zero Δ (the ranks Wilcoxon uses)."""
+    from scipy.stats import rankdata
+
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d) & (d != 0)]
+    if d.size == 0:
+        return None
+    ranks = rankdata(np.abs(d))
+    return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
+
+
+def hodges_lehmann(d: np.ndarray) -> float | None:
+    """One-sample Hodges-Lehmann estimate: the median of the Walsh averages (d_i + d_j)/2, i ≤ j."""
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return None
+    i, j = np.triu_indices(d.size)
+    return float(np.median((d[i] + d[j]) / 2))
+
+
+def _effects(d: np.ndarray) -> tuple[tuple[str, float], ...]:
+    out = []
+    r, hl = rank_biserial(d), hodges_lehmann(d)
+    if r is not None:
+        out.append(("rank-biserial r", r))
+    if hl is not None:
+        out.append(("Hodges-Lehmann (pp)", hl))
+    return tuple(out)
 
 
 def bootstrap_mean_ci(
-    d: np.ndarray, resamples: int, seed: int, level: float = 0.95
+    d: np.ndarray, resamples: int, seed: int, level: float = 0.95, clusters: Sequence[str] | None = None
 ) -> tuple[float | None, tuple[float, float] | None, int, str]:
-    """Mean and percentile bootstrap CI (tasks resampled with replacement, numpy Generator seeded with `seed`)."""
+    """Mean of Δ and its BCa bootstrap CI (scipy.stats.bootstrap), resampling `clusters` when given, else values.
+
+    With clusters (the clinical groups of tasks that share a model) whole clusters are
+    drawn and the statistic is the mean over the drawn clusters' tasks (sum of Δ over
+    sum of counts). Values are sorted within clusters and clusters by name, so the limits
+    do not depend on the order of the rows. A constant Δ gives the degenerate interval.
+    """
     d = np.asarray(d, float)
-    d = d[np.isfinite(d)]
+    keep = np.isfinite(d)
+    labels = [str(c) for c, k in zip(clusters, keep, strict=True) if k] if clusters is not None else None
+    d = d[keep]
     n = int(d.size)
+    if n == 0:
+        return None, None, 0, _too_small(0, MIN_N_BOOTSTRAP)
+    mean = math.fsum(d) / n
     if n < MIN_N_BOOTSTRAP:
-        return (float(d.mean()) if n else None), None, n, _too_small(n, MIN_N_BOOTSTRAP)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(d.mean()), (float(lo), float(hi)), n, ""
+        return mean, None, n, _too_small(n, MIN_N_BOOTSTRAP)
+    if np.ptp(d) == 0:
+        return mean, (mean, mean), n, ""
+    if labels is None:
+        units = [[v] for v in sorted(d.tolist())]
+    else:
+        members: dict[str, list[float]] = {}
+        for label, v in zip(labels, d.tolist(), strict=True):
+            members.setdefault(label, []).append(v)
+        units = [sorted(members[k]) for k in sorted(members)]
+    if len(units) < MIN_N_BOOTSTRAP:
+        return mean, None, n, f"one cluster only ({n} tasks in one group): nothing to resample"
+    sums = np.asarray([math.fsum(u) for u in units])
+    counts = np.asarray([len(u) for u in units], float)
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    def ratio(s: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        return s.sum(axis=axis) / c.sum(axis=axis)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate BCa is reported through its NaN limits below
+        res = bootstrap(
+            (sums, counts), ratio, paired=True, vectorized=True, n_resamples=resamples,
+            confidence_level=level, method="BCa", rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return mean, None, n, "BCa interval undefined (too few distinct resamples)"
+    return mean, (lo, hi), n, ""
 
 
-def statistics(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
-    """Every statistic for every non-baseline paradigm and fraction, in a stable order.
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (family-wise error), in the input order."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def holm_adjust(stats: list[Stat]) -> list[Stat]:
+    """Every statistic with a p gets its Holm-adjusted p over all of them (the family: every test printed)."""
+    idx = [i for i, s in enumerate(stats) if s.p is not None]
+    adj = holm([stats[i].p for i in idx])  # type: ignore[misc]
+    out = list(stats)
+    for i, a in zip(idx, adj, strict=True):
+        out[i] = dataclasses.replace(stats[i], p_holm=a)
+    return out
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, np.log(x), np.nan)
+
+
+def _bootstrap_stat(comp: Comparison, f: float, p: str, resamples: int, seed: int) -> Stat:
+    names, vals = comp.delta_values(f, p)
+    clusters = [comp.info(t).group for t in names] if comp.shared.get(p) else None
+    mean, ci, n, note = bootstrap_mean_ci(vals, resamples, seed, clusters=clusters)
+    unit = f"clinical groups ({len(set(clusters))} clusters, tasks share a model)" if clusters else "tasks"
+    return Stat(
+        "mean Δ % (Δm), 95 % bootstrap CI", p, f, mean, n,
+        f"BCa bootstrap (scipy.stats.bootstrap) resampling {unit}, {resamples} resamples, seed {seed}",
+        ci=ci, note=note,
+    )  # fmt: skip
+
+
+def _paired_stat(comp: Comparison, f: float, a: str, b: str, alt: str) -> Stat:
+    """Wilcoxon on the per-task differences Δ_a − Δ_b over the tasks both have (each one's exclusions apply)."""
+    na, va = comp.delta_values(f, a)
+    nb, vb = comp.delta_values(f, b)
+    db = dict(zip(nb, vb, strict=True))
+    diff = np.asarray([v - db[t] for t, v in zip(na, va, strict=True) if t in db], float)
+    w, pv, n, note = wilcoxon_vs_zero(diff, alt)
+    return Stat(
+        f"Wilcoxon signed-rank, paired Δ{a} − Δ{b}", f"{a}-{b}", f, w, n,
+        f"scipy.stats.wilcoxon on per-task Δ{a} − Δ{b} ({diff.size} tasks, zero_method=wilcox: n counts "
+        f"non-zero differences), {sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
+        pv, note=note, effects=_effects(diff) if diff.size else (),
+    )  # fmt: skip
+
+
+def statistics(comp: Comparison, resamples: int, seed: int, hypotheses: Hypotheses | None = None) -> list[Stat]:
+    """Every test of Δ for every non-baseline paradigm and fraction, in a stable order (no Holm yet).
 
     Each call of the bootstrap gets a fresh Generator seeded with `seed`, so one paradigm's
     interval does not change when another paradigm is added or removed.
@@ -96,59 +257,46 @@ def statistics(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
         n_group = group_n_train(comp, f)
         for p in comp.others:
             names, vals = comp.delta_values(f, p)
-            n_tr = np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                logn = np.where(n_tr > 0, np.log(n_tr), np.nan)
-            rho, pv, n, note = spearman(logn, vals)
+            alt = alternative(hypotheses, "scale", p)
+            rho_side = sided(alt, "ρ < 0" if alt == "less" else "ρ > 0")
+            logn = _log(np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float))
+            rho, pv, n, note = spearman(logn, vals, alt)
             out.append(
-                Stat(
-                    "Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, "scipy.stats.spearmanr, two-sided", pv, note=note
-                )
-            )
+                Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, f"scipy.stats.spearmanr, {rho_side}", pv,
+                     note=note)
+            )  # fmt: skip
             gd: dict[str, list[float]] = {}
             for t, v in zip(names, vals, strict=True):
                 gd.setdefault(comp.info(t).group, []).append(float(v))
-            gx = np.asarray([n_group[g] for g in gd], float)
+            glog = _log(np.asarray([n_group[g] for g in gd], float))
             gy = np.asarray([np.mean(v) for v in gd.values()], float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                glog = np.where(gx > 0, np.log(gx), np.nan)
-            rho, pv, n, note = spearman(glog, gy)
+            rho, pv, n, note = spearman(glog, gy, alt)
             out.append(
                 Stat(
-                    "Spearman ρ(Δ, log n_train), groups",
-                    p,
-                    f,
-                    rho,
-                    n,
-                    "spearmanr over groups: group Δ = mean of its tasks' Δ, group n_train = sum over its tasks",
-                    pv,
-                    note=note,
+                    "Spearman ρ(Δ, log n_train), groups", p, f, rho, n,
+                    "spearmanr over groups: group Δ = mean of its tasks' Δ, group n_train = sum over its tasks, "
+                    + rho_side,
+                    pv, note=note,
                 )
-            )
-            w, pv, n, note = wilcoxon_vs_zero(vals)
+            )  # fmt: skip
+            alt = alternative(hypotheses, "delta", p)
+            w, pv, n, note = wilcoxon_vs_zero(vals, alt)
             out.append(
                 Stat(
-                    f"Wilcoxon signed-rank, Δ vs 0 ({p} vs {base})",
-                    p,
-                    f,
-                    w,
-                    n,
-                    "scipy.stats.wilcoxon on per-task Δ against 0, two-sided",
-                    pv,
-                    note=note,
+                    f"Wilcoxon signed-rank, Δ vs 0 ({p} vs {base})", p, f, w, n,
+                    "scipy.stats.wilcoxon on per-task Δ against 0 (zero_method=wilcox: n counts non-zero Δ), "
+                    + sided(alt, "Δ < 0" if alt == "less" else "Δ > 0"),
+                    pv, note=note, effects=_effects(vals) if vals.size else (),
                 )
-            )
-            mean, ci, n, note = bootstrap_mean_ci(vals, resamples, seed)
-            out.append(
-                Stat(
-                    "mean Δ % (Δm), 95 % bootstrap CI",
-                    p,
-                    f,
-                    mean,
-                    n,
-                    f"percentile bootstrap over tasks, {resamples} resamples, seed {seed}",
-                    ci=ci,
-                    note=note,
-                )
-            )
+            )  # fmt: skip
+            out.append(_bootstrap_stat(comp, f, p, resamples, seed))
+        for a, b in _pairs(comp, hypotheses):
+            out.append(_paired_stat(comp, f, a, b, alternative(hypotheses, "paired", f"{a}-{b}")))
     return out
+
+
+def _pairs(comp: Comparison, hypotheses: Hypotheses | None) -> list[tuple[str, str]]:
+    """CG-AU, then any pair analysis.hypotheses.paired names, where both paradigms have a Δ."""
+    stated = [tuple(k.split("-", 1)) for k in (hypotheses or {}).get("paired", {})]
+    pairs = list(dict.fromkeys([*DEFAULT_PAIRS, *stated]))
+    return [(a, b) for a, b in pairs if a in comp.others and b in comp.others]

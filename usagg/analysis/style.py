@@ -10,8 +10,11 @@ from contextlib import contextmanager
 
 from usagg.tasktypes.base import TaskType
 
-PARADIGM_COLORS: dict[str, str] = {"TS": "#0072B2", "CG": "#E69F00", "AU": "#009E73"}
-_EXTRA_COLORS = ("#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+#: The controls take the hue of what they control: TSM a light TS blue, AUD a pink far from AU's green.
+PARADIGM_COLORS: dict[str, str] = {
+    "TS": "#0072B2", "CG": "#E69F00", "AU": "#009E73", "TSM": "#56B4E9", "AUD": "#CC79A7"
+}  # fmt: skip
+_EXTRA_COLORS = ("#D55E00", "#882255", "#F0E442", "#000000")
 
 
 class _TypeStyle(Mapping[str, str]):
@@ -52,7 +55,7 @@ FONT_PT = 7.5
 
 
 def paradigm_color(paradigm: str, paradigms: list[str] | None = None) -> str:
-    """Fixed colour for TS, CG, AU; further paradigms take the extra colours in their sorted order."""
+    """Fixed colour for TS, CG, AU and the controls; further paradigms take the extra colours in sorted order."""
     if paradigm in PARADIGM_COLORS:
         return PARADIGM_COLORS[paradigm]
     others = sorted(p for p in (paradigms or [paradigm]) if p not in PARADIGM_COLORS)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from usagg.analysis.controls import controls
 from usagg.analysis.delta import Comparison, compare
 from usagg.analysis.inputs import AnalysisInput
+from usagg.analysis.mixed import interaction_model
 from usagg.analysis.render import render
-from usagg.analysis.stats import Stat, statistics
+from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
     Table,
     aggregate_table,
+    budget_table,
     delta_long_table,
     frac_label,
     fraction_table,
     group_table,
     na_table,
     negative_table,
+    split_table,
     stats_table,
     task_table,
+    uncertainty_table,
 )
+from usagg.analysis.uncertainty import task_uncertainty
 
 
 @dataclass
@@ -32,8 +38,16 @@ class Analysis:
 
 
 def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
-    """Every statistic of `comp` under the study's bootstrap settings (analysis.bootstrap, bootstrap_seed)."""
-    return statistics(comp, inp.settings.bootstrap, inp.settings.bootstrap_seed)
+    """Every statistic of `comp` under the study's analysis settings, Holm-adjusted over all tests it prints.
+
+    The tests of Δ (usagg/analysis/stats.py), the mixed model's slopes and interaction per
+    fraction (mixed.py), then the per-task intervals of Δ (uncertainty.py, no p of their own).
+    """
+    st = inp.settings
+    tests = statistics(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
+    for f in comp.fractions:
+        tests += interaction_model(comp, f, st.hypotheses)
+    return holm_adjust(tests) + task_uncertainty(inp, comp)
 
 
 def analyse(inp: AnalysisInput, baseline: str | None = None) -> Analysis:
@@ -66,8 +80,20 @@ def summary_table(a: Analysis) -> Table:
         ["Jobs", jobs],
         ["Primary metrics", ", ".join(f"{m} ({n} tasks)" for m, n in by_metric.items())],
         ["Regime threshold", f"n_train < {comp.regime_threshold} is low-data"],
+        ["Group regime threshold", f"group n_train < {comp.group_regime_threshold} is a low-data group"],
+        ["One-task groups", _singletons_text(a)],
     ]
     return Table("summary", "Study summary", ["Item", "Value"], rows, list(a.inp.notes))
+
+
+def _singletons_text(a: Analysis) -> str:
+    lone = a.comp.singletons()
+    if not lone:
+        return "none"
+    where = ", ".join(f"{a.comp.info(t).group} ({t})" for t in lone)
+    left_out = ", ".join(a.comp.excluded) or "no paradigm"
+    rule = a.inp.settings.cg_singletons
+    return f"{len(lone)}: {where}; left out of the aggregates and tests of {left_out} (analysis.cg_singletons: {rule})"
 
 
 def all_tables(a: Analysis) -> list[Table]:
@@ -75,15 +101,22 @@ def all_tables(a: Analysis) -> list[Table]:
     comp = a.comp
     multi = len(comp.fractions) > 1
     tables = [summary_table(a)]
+    ctls = controls(comp)
     for f in comp.fractions:
         tables.append(task_table(comp, f, multi=multi))
+        if any(s.task and s.fraction == f for s in a.stats):
+            tables.append(uncertainty_table(comp, a.stats, f, multi=multi))
+        if comp.steps:
+            tables.append(budget_table(comp, f, multi=multi))
     for f in comp.fractions:
         tables.append(group_table(comp, f, multi=multi))
         tables.append(aggregate_table(comp, f, multi=multi))
+        if ctls:
+            tables.append(split_table(comp, f, ctls, multi=multi))
     tables.append(negative_table(comp))
     if comp.not_available():
         tables.append(na_table(comp))
-    tables.append(stats_table(a.stats))
+    tables.append(stats_table(a.stats, comp))
     if multi:
         tables.append(fraction_table(comp, a.stats))
     return tables
@@ -92,6 +125,6 @@ def all_tables(a: Analysis) -> list[Table]:
 def compare_output(a: Analysis, fmt: str) -> str:
     """The text `usagg compare` prints: CSV is the machine-readable per-task Δ table, others every table."""
     if fmt == "csv":
-        return render(delta_long_table(a.comp), "csv")
+        return render(delta_long_table(a.comp, a.stats), "csv")
     sep = "\n" if fmt != "latex" else "\n% ----\n"
     return sep.join(render(t, fmt) for t in all_tables(a))

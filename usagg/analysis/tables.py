@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from usagg.analysis.controls import Control, split_order, splits
 from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer
 from usagg.analysis.stats import Stat
+from usagg.analysis.uncertainty import SEEDS, TEST_SET, shown_interval
 from usagg.tasktypes import metric_unit
 
 Cellv = str | float | int | None
@@ -50,6 +52,20 @@ def arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
+def exclusion_notes(comp: Comparison) -> list[str]:
+    """One sentence per paradigm whose one-task groups are left out of its aggregates and tests."""
+    out = []
+    for p, tasks in comp.excluded.items():
+        listed = ", ".join(f"{t} ({comp.info(t).group})" for t in tasks)
+        out.append(
+            f"{p}: {len(tasks)} task{'s' if len(tasks) > 1 else ''} alone in {'their' if len(tasks) > 1 else 'its'} "
+            f"clinical group left out of every {p} aggregate and test ({listed}): a one-task group's {p} model "
+            f"trains {comp.baseline}'s data with MoE on, so its Δ measures MoE, not aggregation "
+            "(analysis.cg_singletons: exclude; `include` keeps them)."
+        )
+    return out
+
+
 def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
     """The paper-style results table: metric mean ± sd of every paradigm and Δ % side by side."""
     cols = ["Task", "Group", "Type", "Metric", "n_train"]
@@ -85,6 +101,7 @@ def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Tab
         "↑ higher is better, ↓ lower is better.",
         f"Δ % = s·(m_p − m_{comp.baseline})/|m_{comp.baseline}|·100, s = −1 for ↓ metrics; {SEED_ORDER}.",
         *na_notes,
+        *exclusion_notes(comp),
     ]
     title = f"Per-task results versus {comp.baseline}" + (f" (fraction {frac_label(fraction)})" if multi else "")
     return Table("tasks" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
@@ -95,7 +112,7 @@ def _agg_rows(comp: Comparison, fraction: float, level: str) -> tuple[list[list[
     rows, notes = [], []
     first = per_p[comp.others[0]] if comp.others else []
     for i, agg in enumerate(first):
-        row: list[Cellv] = [level, agg.name, len(agg.tasks) + len(agg.missing)]
+        row: list[Cellv] = [level, agg.name, len(agg.tasks) + len(agg.missing) + len(agg.excluded)]
         ns = []
         for p in comp.others:
             a = per_p[p][i]
@@ -110,14 +127,17 @@ def _agg_rows(comp: Comparison, fraction: float, level: str) -> tuple[list[list[
 
 
 def aggregate_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
-    """Mean Δ by clinical group, task type, data regime and over all tasks (Δm)."""
+    """Mean Δ by clinical group, task type, data regime (task and group size) and over all tasks (Δm)."""
     cols = ["Level", "Name", "Tasks", *[f"Δ{p} %" for p in comp.others], "Aggregation"]
     rows: list[list[Cellv]] = []
     notes = [
         f"Each aggregate: {SEED_ORDER}, then the unweighted mean over the tasks of the row.",
         f"Regime: n_train < {comp.regime_threshold} is low-data (analysis.regime_threshold).",
+        f"Group regime: a clinical group with < {comp.group_regime_threshold} training images (sum over its tasks) "
+        "is low-data (analysis.group_regime_threshold); each task takes its group's regime.",
+        *exclusion_notes(comp),
     ]
-    for level in ("group", "type", "regime", "all"):
+    for level in ("group", "type", "regime", "group regime", "all"):
         r, n = _agg_rows(comp, fraction, level)
         rows += r
         notes += n
@@ -128,19 +148,25 @@ def aggregate_table(comp: Comparison, fraction: float, *, multi: bool = False) -
 
 
 def group_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
-    """Clinical groups with their data scale and mean Δ, largest groups first."""
+    """Clinical groups with their data scale, regime and mean Δ, largest groups first."""
     sizes = group_n_train(comp, fraction)
-    cols = ["Group", "Tasks", "n_train (sum)", *[f"Δ{p} %" for p in comp.others], "Aggregation"]
+    cols = ["Group", "Tasks", "n_train (sum)", "Regime", *[f"Δ{p} %" for p in comp.others], "Aggregation"]
     rows, notes = _agg_rows(comp, fraction, "group")
     out: list[list[Cellv]] = []
     for r in rows:
         n = sizes.get(str(r[1]), math.nan)
-        out.append([r[1], r[2], None if math.isnan(n) else round(n), *r[3:]])
+        regime = comp.group_regime(fraction, str(r[1])).split(" group")[0]
+        out.append([r[1], r[2], None if math.isnan(n) else round(n), regime, *r[3:]])
     out.sort(key=lambda r: -(r[2] if isinstance(r[2], int) else -1))
     title = f"Mean Δ versus {comp.baseline} per clinical group" + (
         f" (fraction {frac_label(fraction)})" if multi else ""
     )
-    notes = [f"Group Δ: {SEED_ORDER}, then mean over the group's tasks; group n_train = sum over its tasks.", *notes]
+    notes = [
+        f"Group Δ: {SEED_ORDER}, then mean over the group's tasks; group n_train = sum over its tasks.",
+        f"Regime: a group with n_train < {comp.group_regime_threshold} is low-data (analysis.group_regime_threshold).",
+        *notes,
+        *exclusion_notes(comp),
+    ]
     return Table("groups" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, out, notes)
 
 
@@ -167,24 +193,127 @@ def na_table(comp: Comparison) -> Table:
     return Table("delta_na", "Δ not available", ["Fraction", "Task", "Paradigm", "Reason"], rows)
 
 
-def stats_table(stats: list[Stat]) -> Table:
-    """Every statistic with its n and method."""
+def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
+    """Every test and interval of the study (not the per-task ones) with p, Holm-adjusted p, effect sizes, n, method."""
     rows: list[list[Cellv]] = []
     for s in stats:
+        if s.task:
+            continue
+        parts = []
         if s.ci is not None:
-            extra = f"95% CI [{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]"
-        elif s.p is not None:
-            extra = f"p = {s.p:.3g}"
-        else:
-            extra = s.note or "—"
-        rows.append([s.paradigm, frac_label(s.fraction), s.name, s.value, extra, s.n, s.method])
+            parts.append(f"95% CI [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]")
+        if s.p is not None:
+            parts.append(f"p = {s.p:.3g}")
+        if s.note:
+            parts.append(s.note)
+        holm = f"{s.p_holm:.3g}" if s.p_holm is not None else "—"
+        effects = "; ".join(f"{k} {v:+.2f}" for k, v in s.effects) or "—"
+        rows.append([s.paradigm, frac_label(s.fraction), s.name, s.value, "; ".join(parts) or "—", holm, effects,
+                     s.n, s.method])  # fmt: skip
+    tested = sum(1 for s in stats if s.p is not None and not s.task)
+    notes = [
+        "n: tasks (or groups, or seed-level values for the mixed model) entering the statistic; for Wilcoxon the "
+        "non-zero differences scipy ranks (zero_method=wilcox drops zeros).",
+        f"p (Holm): Holm step-down adjustment over all {tested} p-values of this table (family-wise error).",
+        "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
+        "differences, and the Hodges-Lehmann estimate (median of the Walsh averages, percentage points).",
+        "Mixed-model slope: percentage points of Δ per tenfold training-set size.",
+        *(exclusion_notes(comp) if comp is not None else []),
+    ]
     return Table(
         "statistics",
         "Statistics of Δ",
-        ["Paradigm", "Fraction", "Statistic", "Value", "p / CI", "n", "Method"],
+        ["Paradigm", "Fraction", "Statistic", "Value", "p / CI", "p (Holm)", "Effect size", "n", "Method"],
         rows,
-        ["n: tasks (or groups) with a defined Δ entering the statistic."],
+        notes,
     )
+
+
+def split_table(comp: Comparison, fraction: float, ctls: list[Control], *, multi: bool = False) -> Table:
+    """Mean Δ and its aggregation and MoE parts (percentage points) by clinical group and over all tasks."""
+    rows: list[list[Cellv]] = []
+    notes = []
+    for ctl in ctls:
+        for sp in splits(comp, fraction, ctl):
+            rows.append([sp.paradigm, ctl.control, sp.level, sp.name, sp.n, sp.total, sp.aggregation, sp.moe])
+        notes.append(split_order(ctl, comp.baseline))
+    notes += [
+        "Additive by construction: Δ = aggregation part + MoE part, in percentage points of the baseline metric. "
+        "The control measures its part first; an interaction of the two factors is in the other part.",
+        *exclusion_notes(comp),
+    ]
+    title = f"Δ versus {comp.baseline} split into aggregation and MoE" + (
+        f" (fraction {frac_label(fraction)})" if multi else ""
+    )
+    cols = ["Paradigm", "Control", "Level", "Name", "Tasks", "Δ %", "Δ aggregation (pp)", "Δ MoE (pp)"]
+    return Table("split" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+
+
+def steps_ratio(comp: Comparison, fraction: float, task: str, paradigm: str) -> float | None:
+    """Optimiser steps of the task under the paradigm over its steps under the baseline; None when unknown."""
+    s, b = comp.steps.get((fraction, task, paradigm)), comp.steps.get((fraction, task, comp.baseline))
+    return s / b if s is not None and b else None
+
+
+def budget_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
+    """Optimiser steps of each task per paradigm beside its Δ: the training budget a Δ was bought with."""
+    cols = ["Task", "Group", "n_train", f"{comp.baseline} steps"]
+    for p in comp.others:
+        cols += [f"{p} steps", f"{p}/{comp.baseline}", f"Δ{p} %"]
+    rows: list[list[Cellv]] = []
+    for task in ordered_tasks(comp):
+        n = comp.n_train.get((fraction, task), math.nan)
+        row: list[Cellv] = [task, comp.info(task).group, None if math.isnan(n) else round(n)]
+        row.append(comp.steps.get((fraction, task, comp.baseline)))
+        for p in comp.others:
+            row += [comp.steps.get((fraction, task, p)), steps_ratio(comp, fraction, task, p)]
+            row.append(comp.deltas[(fraction, task, p)].value)
+        rows.append(row)
+    notes = [
+        f"Steps: optimiser steps in which the task's loss was optimised (mean over seeds); {comp.baseline} "
+        f"ratio: steps under the paradigm / steps under {comp.baseline}. A ratio far from 1 means Δ mixes "
+        "aggregation with a different training budget (training.sampling).",
+    ]
+    title = "Training budget per task" + (f" (fraction {frac_label(fraction)})" if multi else "")
+    return Table("budget" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+
+
+def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False) -> Table:
+    """Per task and paradigm: Δ, its seed spread and t interval, the test-set bootstrap CI, and the one shown."""
+    by = {(s.task, s.paradigm, s.name): s for s in stats if s.task and s.fraction == fraction}
+    rows: list[list[Cellv]] = []
+    for task in ordered_tasks(comp):
+        for p in comp.others:
+            seeds, test = by.get((task, p, SEEDS)), by.get((task, p, TEST_SET))
+            if seeds is None and test is None:
+                continue
+            sd = dict(seeds.effects).get("sd") if seeds else None
+            shown = shown_interval(stats, fraction, task, p)
+            rows.append([
+                task, p, comp.deltas[(fraction, task, p)].value, seeds.n if seeds else 0, sd,
+                _ci_text(seeds), _ci_text(test), shown[2] if shown else "—",
+            ])  # fmt: skip
+    notes = [
+        "Seeds: Δ of each seed against the baseline's seed mean (their mean is Δ); sd over seeds; 95 % t interval "
+        "with the standard error of both paradigms' seed spread (delta method, Welch df), from 2 seeds.",
+        "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
+        "for the Δ of the lowest seed both paradigms ran.",
+        "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when ≥ 2, else the test set.",
+    ]
+    title = "Uncertainty of each task's Δ" + (f" (fraction {frac_label(fraction)})" if multi else "")
+    cols = ["Task", "Paradigm", "Δ %", "Seeds", "sd of seed Δ", "95% CI seeds", "95% CI test set", "Shown"]
+    return Table("uncertainty" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+
+
+def _ci_text(s: Stat | None) -> str:
+    """An interval as text; a test-set one names the seed whose Δ it is about when that Δ is not the task's."""
+    if s is None:
+        return "—"
+    if s.ci is None:
+        return s.note or "—"
+    text = f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]"
+    seed = dict(s.effects).get("seed")
+    return text if seed is None or s.value is None else f"{text} around {s.value:+.1f} (seed {seed:g})"
 
 
 def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
@@ -205,11 +334,14 @@ def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
     )
 
 
-def delta_long_table(comp: Comparison) -> Table:
-    """Machine-readable: one row per (fraction, task, paradigm) with mean, sd, seeds, n_train and Δ."""
+def delta_long_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
+    """Machine-readable: one row per (fraction, task, paradigm) with mean, sd, seeds, n_train, Δ, its interval
+    (ci_low, ci_high, ci_source: seeds when ≥ 2, else the test-set bootstrap), steps and their ratio to the
+    baseline's, and whether the task is left out of the paradigm's aggregates (a one-task group)."""
     cols = [
         "fraction", "task", "group", "type", "metric", "higher_is_better", "n_train",
         "paradigm", "mean", "sd", "n_seeds", "baseline", "delta_pct", "delta_note",
+        "ci_low", "ci_high", "ci_source", "steps", "steps_ratio", "in_aggregates",
     ]  # fmt: skip
     rows: list[list[Cellv]] = []
     for f in comp.fractions:
@@ -219,6 +351,7 @@ def delta_long_table(comp: Comparison) -> Table:
             for p in comp.paradigms:
                 cell = comp.cells.get((f, task, p))
                 d = comp.deltas.get((f, task, p))
+                shown = shown_interval(stats or [], f, task, p)
                 rows.append([
                     f, task, info.group, info.type, info.metric, str(info.higher_is_better).lower(),
                     None if math.isnan(n) else n, p,
@@ -226,5 +359,8 @@ def delta_long_table(comp: Comparison) -> Table:
                     cell.sd if cell and not math.isnan(cell.sd) else None,
                     cell.n_seeds if cell else 0, comp.baseline,
                     d.value if d else None, (d.reason if d else "baseline"),
+                    shown[0] if shown else None, shown[1] if shown else None, shown[2] if shown else "",
+                    comp.steps.get((f, task, p)), steps_ratio(comp, f, task, p),
+                    str(task not in comp.excluded.get(p, ())).lower(),
                 ])  # fmt: skip
     return Table("delta", f"Δ versus {comp.baseline}, per task", cols, rows)

@@ -52,7 +52,13 @@ def compare_cmd(
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
 ) -> None:
-    """Per-task metrics of every paradigm, Δ % versus the baseline, aggregates and statistics.
+    """Per-task metrics of every paradigm, Δ % versus the baseline with its interval, aggregates and statistics.
+
+    Tests carry effect sizes and Holm-adjusted p; a mixed model gives each paradigm's slope of Δ per log10 n_train.
+
+    With the controls TSM and AUD, each Δ is split into an aggregation part and a MoE part.
+
+    The CSV: one row per task and paradigm, with the Δ interval (ci_low, ci_high, ci_source) and steps.
 
     Example: usagg compare runs/demo --baseline TS --format markdown --out compare.md
     """
@@ -79,7 +85,7 @@ def plot_cmd(
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
 ) -> None:
-    """The study's figures: absolute performance, Δ per task, Δ vs n_train, Δ by type, expert usage, fractions.
+    """The study's figures: absolute performance, Δ per task, its MoE split, Δ vs n_train, by type, experts, fractions.
 
     Figures already drawn for the same results and settings are copied from the cache ($USAGG_CACHE).
 
@@ -111,6 +117,28 @@ def report_cmd(
     folder = out or Path("reports") / a.inp.study
     for path in write_report(a, folder, render=memoised.render_all):
         typer.echo(f"wrote {path}")
+    if a.inp.run_dir is not None:
+        _log_to_tracker(Path(a.inp.run_dir), a.inp.study, folder)
+
+
+def _log_to_tracker(run_dir: Path, study: str, folder: Path) -> None:
+    """Attach the report to the study's MLflow run when the spec as run asks for MLflow (usagg/tracking.py)."""
+    from pydantic import ValidationError
+
+    from usagg.spec.models import TrackingSpec
+    from usagg.store import RunStore
+    from usagg.tracking import log_report
+
+    section = RunStore(run_dir).stored_study().get("tracking")
+    if not section:
+        return
+    try:
+        tracking = TrackingSpec.model_validate(section)
+    except ValidationError as err:
+        typer.echo(f"warning: tracking section of {run_dir / 'study.yaml'} not usable ({err.errors()[0]['msg']})")
+        return
+    if log_report(tracking, study, run_dir, folder):
+        typer.echo(f"logged {folder} to MLflow ({tracking.mlflow.uri if tracking.mlflow else ''})")
 
 
 def register(app: typer.Typer) -> None:

@@ -147,6 +147,15 @@ def _print_problem_lines(console: Console, problems: list[Any], root: str) -> No
         console.print(f"  ... and {len(problems) - 50} more (usagg data check {root})")
 
 
+def _print_repairs(console: Console, store: RunStore) -> None:
+    """Damaged store files found (and set aside when repaired), each named, then forgotten."""
+    from rich.markup import escape
+
+    for note in store.repairs:
+        console.print(f"[bold yellow]damaged:[/] {escape(note)}", soft_wrap=True, highlight=False)
+    store.repairs.clear()
+
+
 def _print_data_warnings(console: Console, job_run: StudyRun, root: str) -> None:
     """Problems of tasks this study does not train: listed as warnings, never a block."""
     warnings = job_run.data_warnings
@@ -199,6 +208,7 @@ def run(
             typer.echo(json.dumps(_dry_run_rows(job_run), indent=1))
         else:
             _print_dry_run(console, job_run)
+            _print_repairs(console, job_run.store)
         return
     try:
         with console.status("preparing and checking the dataset ..."):
@@ -214,6 +224,7 @@ def run(
     )
     job_run.init_store()
     store, skipped = job_run.store, job_run.skipped_failed
+    _print_repairs(console, store)
     say(
         f"study [bold]{study.name}[/]: {len(job_run.jobs)} job(s) selected, {len(job_run.todo)} to run, "
         f"{len(job_run.done)} done"
@@ -229,6 +240,7 @@ def run(
         with make_display(console, len(job_run.todo), verbose=verbose, quiet=quiet) as display:
             job_run.execute(display.on_event, display.on_progress)
     result = job_run.finish()
+    _print_repairs(console, store)
     say(_summary_table(store, list(result.states), f"{study.name}: {store.root}"))
     console.print(f"results: {result.results_csv}")
     if result.failed:
@@ -317,11 +329,11 @@ def status(
         return
     console = Console()
     console.print(_summary_table(store, ids, f"{store.root}"))
-    counts = Counter(store.job_state(jid) for jid in ids)
+    _print_repairs(console, store)
+    counts = Counter(store.display_state(jid) for jid in ids)
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    interrupted = sum(store.display_state(jid) == "interrupted" for jid in ids)
-    if interrupted:
-        line += f" ({interrupted} of them interrupted: their process is gone; `usagg run` resumes them)"
+    if counts.get("interrupted"):
+        line += " (interrupted: their process is gone; `usagg run` resumes them)"
     console.print(line)
 
 

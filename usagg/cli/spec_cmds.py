@@ -135,15 +135,25 @@ def plan_cmd(
         rows = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
         typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"{s.name}: {len(jobs)} jobs", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("id", overflow="fold", min_width=20)
+    table = Table(title=f"{s.name}: {len(jobs)} jobs", title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
+    rows = [
+        (
+            j.id,
+            j.paradigm,
+            ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks",
+            f"{j.fraction:g}",
+            str(j.seed),
+            states[j.id],
+        )
+        for j in jobs
+    ]
+    table.add_column("id", overflow="fold", ratio=3)  # ids and task lists fold, the short columns never shrink
     table.add_column("paradigm", no_wrap=True)
-    table.add_column("tasks", overflow="fold", min_width=16)
+    table.add_column("tasks", overflow="fold", ratio=2)
     for col in ("fraction", "seed", "state"):
         table.add_column(col, no_wrap=True)
-    for j in jobs:
-        tasks = ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks"
-        table.add_row(j.id, j.paradigm, tasks, f"{j.fraction:g}", str(j.seed), states[j.id])
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 

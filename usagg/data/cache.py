@@ -1,9 +1,10 @@
-"""Decode cache: each image (and mask) is decoded and resized once per (file list, size).
+"""Decode cache: each image (and mask) is decoded and resized once per (file list, size, colour mode).
 
-The result is a `.npy` file of uint8 [N, S, S] opened memory-mapped, so every
-epoch, every job and every worker process reads the same pages instead of
-decoding PNGs again. The key hashes the paths, sizes and mtimes of the source
-files plus the side S, so editing a file invalidates its entry. Files are
+The result is a `.npy` file of uint8 [N, S, S] (grayscale, masks) or [N, 3, S, S]
+(colour) opened memory-mapped, so every epoch, every job and every worker process
+reads the same pages instead of decoding PNGs again. The key hashes the paths,
+sizes and mtimes of the source files plus the side S and the colour mode, so
+editing a file invalidates its entry. Files are
 written under a temporary name and renamed (a killed process never leaves a
 half-written entry) inside a file lock (concurrent jobs decode once).
 """
@@ -22,32 +23,32 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from usagg.data.masks import read_mask_grayscale
 from usagg.errors import DataError
 
 #: Bump when the decoding changes, so old entries are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: masks read as OpenCV's IMREAD_GRAYSCALE (palette and colour masks as luminance)
+
+#: How images are decoded: `gray` (luminance, 1 channel), `rgb` (3 channels), `auto` (3 channels only when some
+#: image of the list has colour, i.e. channels that differ; else exactly the `gray` decode).
+COLOR_MODES = ("auto", "gray", "rgb")
 
 
 @dataclass(frozen=True)
 class Decoded:
     """A cache entry: S x S uint8 arrays (memory-mapped) and each source's original (H, W)."""
 
-    arrays: np.ndarray  # [N, S, S] uint8, read-only memmap
+    arrays: np.ndarray  # [N, S, S] or [N, 3, S, S] uint8, read-only memmap
     orig_hw: np.ndarray  # [N, 2] int64
     path: Path
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A mask PNG as uint8 class indices (palette indices, not colours; first channel of RGB)."""
-    with Image.open(path) as im:
-        arr = np.asarray(im)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise DataError(f"mask {path} has values outside 0..255; expected class indices 0..num_classes-1")
-        arr = arr.astype(np.uint8)
-    return arr
+    """A mask PNG as uint8 class indices, read as the challenge's evaluation reads it (usagg/data/masks.py)."""
+    try:
+        return read_mask_grayscale(path)
+    except ValueError as err:
+        raise DataError(f"{err}; expected a grayscale PNG of class indices 0..num_classes-1") from None
 
 
 def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -56,6 +57,24 @@ def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
         hw = (im.height, im.width)
         gray = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(gray, dtype=np.uint8), hw
+
+
+def decode_color(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """RGB [3, S, S], bilinear, and whether the image has colour; a colourless image gives the `gray` decode.
+
+    Colourless (a gray mode, or RGB channels equal everywhere) returns `decode_image`'s [S, S] array, so
+    grayscale data keep exactly the numbers of the grayscale path.
+    """
+    with Image.open(path) as im:
+        hw = (im.height, im.width)
+        if im.mode not in ("L", "LA", "I", "I;16", "F", "1"):
+            rgb = im.convert("RGB")
+            arr = np.asarray(rgb)
+            if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+                resized = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+                return np.ascontiguousarray(resized.transpose(2, 0, 1)), hw, True
+    gray, hw = decode_image(path, size)
+    return gray, hw, False
 
 
 def decode_mask(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -68,9 +87,13 @@ def decode_mask(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
 _DECODERS: dict[str, str] = {"image": "decode_image", "mask": "decode_mask"}
 
 
-def cache_key(files: Sequence[Path], size: int, kind: str) -> str:
-    """Hash of what the entry depends on: decoder version, kind, size, and each file's path, size, mtime."""
-    h = hashlib.sha256(f"usagg-decode v{CACHE_VERSION} {kind} {size}\n".encode())
+def cache_key(files: Sequence[Path], size: int, kind: str, color: str = "gray") -> str:
+    """Hash of what the entry depends on: decoder version, kind, size, colour mode, each file's path, size, mtime.
+
+    Grayscale images and masks keep the key they had before colour modes existed (their decode is unchanged).
+    """
+    mode = "" if kind == "mask" or color == "gray" else f" color={color}"
+    h = hashlib.sha256(f"usagg-decode v{CACHE_VERSION} {kind} {size}{mode}\n".encode())
     for f in files:
         try:
             st = os.stat(f)
@@ -85,7 +108,7 @@ def _decoder(kind: str) -> Callable[[Path, int], tuple[np.ndarray, tuple[int, in
     return globals()[_DECODERS[kind]]
 
 
-def _decode_one(decode: Callable, path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode_one(decode: Callable, path: Path, size: int) -> tuple:
     try:
         return decode(path, size)
     except DataError:
@@ -98,36 +121,48 @@ def _threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image") -> Decoded:
-    """The cache entry for these files at this size, decoding them first on a miss."""
+def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image", color: str = "gray") -> Decoded:
+    """The cache entry for these files at this size (and colour mode, for images), decoding them first on a miss."""
     if kind not in _DECODERS:
         raise ValueError(f"kind must be one of {sorted(_DECODERS)}, got {kind!r}")
+    if color not in COLOR_MODES:
+        raise ValueError(f"color must be one of {COLOR_MODES}, got {color!r}")
     folder = Path(cache_dir) / "decode"
     folder.mkdir(parents=True, exist_ok=True)
-    key = cache_key(files, size, kind)
+    key = cache_key(files, size, kind, color)
     data_file, hw_file = folder / f"{key}.npy", folder / f"{key}.hw.npy"
     with FileLock(str(folder / f"{key}.lock")):  # also what `usagg cache prune` takes before deleting
         if not data_file.exists():
-            _build(files, size, kind, data_file, hw_file)
+            _build(files, size, kind, data_file, hw_file, "gray" if kind == "mask" else color)
         else:
             with contextlib.suppress(OSError):
                 os.utime(data_file)  # last use, for `usagg cache prune`
         return Decoded(np.load(data_file, mmap_mode="r"), np.load(hw_file), data_file)
 
 
-def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file: Path) -> None:
-    """Decode into a temporary .npy, then rename: the final name exists only when complete."""
-    decode = _decoder(kind)
+def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file: Path, color: str) -> None:
+    """Decode into a temporary .npy, then rename: the final name exists only when complete.
+
+    Colour modes decode with `decode_color`; the array becomes [N, 3, S, S] at the first coloured image
+    (`auto`) or from the start (`rgb`), colourless images broadcast to the three channels.
+    """
+    decode = _decoder(kind) if color == "gray" else decode_color
     for stale in data_file.parent.glob(f"{data_file.stem}.*tmp.npy"):  # left by a killed process; we hold the lock
         stale.unlink(missing_ok=True)
     tmp = data_file.with_name(f"{data_file.stem}.{os.getpid()}.tmp.npy")
     tmp_hw = hw_file.with_name(f"{hw_file.stem}.{os.getpid()}.tmp.npy")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size))
+        shape = (len(files), 3, size, size) if color == "rgb" else (len(files), size, size)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         hw = np.zeros((len(files), 2), dtype=np.int64)
         with ThreadPoolExecutor(_threads()) as pool:  # PIL releases the GIL while decoding
-            for i, (arr, orig) in enumerate(pool.map(lambda f: _decode_one(decode, Path(f), size), files)):
-                out[i] = arr
+            for i, (arr, orig, *_) in enumerate(pool.map(lambda f: _decode_one(decode, Path(f), size), files)):
+                if arr.ndim == 3 and out.ndim == 3:  # the first coloured image of an `auto` list
+                    gray = np.array(out[:i])
+                    del out
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+                    out[:i] = gray[:, None]
+                out[i] = arr if arr.ndim == out.ndim - 1 else arr[None]
                 hw[i] = orig
         out.flush()
         del out

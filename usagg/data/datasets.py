@@ -1,6 +1,7 @@
 """Torch datasets per task: decoded images from the cache, targets in model space.
 
-Model space: images S x S, ImageNet-normalised, 3 channels; targets as the
+Model space: images S x S, ImageNet-normalised, 3 channels (grayscale images
+are kept as one channel and broadcast at input); targets as the
 task's type encodes them (`TaskType.targets`, usagg/tasktypes/). `meta(i)` keeps
 the ground truth at original resolution, because the challenge scores in
 original-image pixels.
@@ -25,24 +26,45 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_model_input(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, S, S] (or [S, S]) grayscale -> float32 [B, 3, S, S] ImageNet-normalised, on the input's device.
+_CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    One multiply-add per pixel ((x / 255 - mean) / std folded into x * scale + shift), broadcast to 3 channels.
+
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) [3, 1, 1] float32 on `device`, made once per device: no host-to-device copy per batch."""
+    if device not in _CONSTANTS:
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+        _CONSTANTS[device] = ((-mean / std).to(device), (1.0 / (255.0 * std)).to(device))
+    return _CONSTANTS[device]
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """Pixels 0..255 -> float32 [B, 3, S, S] ImageNet-normalised, on the input's device.
+
+    uint8 (or float, for augmented pixels) [B, S, S] or [S, S] is grayscale, broadcast to 3 channels;
+    [B, 3, S, S] is colour. One multiply-add per pixel ((x / 255 - mean) / std folded into x * scale + shift).
     """
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images_u8.device).view(3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images_u8.device).view(3, 1, 1)
-    x = images_u8.unsqueeze(-3).to(torch.float32)
-    return torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
+    shift, scale = _normalisation(images.device)
+    x = images.to(torch.float32)
+    if images.ndim < 4:
+        x = x.unsqueeze(-3)
+    return torch.addcmul(shift, x, scale)
 
 
 class TaskDataset(Dataset):
-    """The samples of one task at one input size, backed by the decode cache."""
+    """The samples of one task at one input size, backed by the decode cache.
 
-    def __init__(self, samples: Sequence[Sample], task: TaskSpec, image_size: int, cache_dir: Path) -> None:
+    `color` (`data.color`): `auto` keeps RGB when some image has colour, `gray` forces luminance, `rgb` forces
+    3 channels; grayscale data are one channel in the cache under every mode but `rgb`.
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], task: TaskSpec, image_size: int, cache_dir: Path, color: str = "auto"
+    ) -> None:
         self.samples = list(samples)
         self.task = task
         self.image_size = image_size
+        self.color = color
         if not self.samples:
             raise DataError(f"task {task.id} has no images in this split; nothing to build a dataset from")
         odd = [s for s in self.samples if s.task_id != task.id or s.task_type != task.type]
@@ -53,7 +75,7 @@ class TaskDataset(Dataset):
                 f"task {task.id} ({task.type})"
             )
         self.task_type = get_task_type(task.type)
-        decoded = cache.load([s.image_file for s in self.samples], image_size, cache_dir, "image")
+        decoded = cache.load([s.image_file for s in self.samples], image_size, cache_dir, "image", color)
         self._images = decoded.arrays
         self._hw = decoded.orig_hw
         self._targets = self.task_type.targets(self.samples, self._hw, image_size, cache_dir)
@@ -80,8 +102,8 @@ class TaskDataset(Dataset):
         return self.task_type.batch_targets(torch.from_numpy(np.array(self._targets[i])))
 
     def __getitem__(self, i: int) -> dict:
-        image = torch.from_numpy(np.array(self._images[i]))
-        return {"image": to_model_input(image), "target": self.target(i), "index": i}
+        image = torch.from_numpy(np.array(self._images[i : i + 1]))
+        return {"image": to_model_input(image)[0], "target": self.target(i), "index": i}
 
     def orig_hw(self, i: int) -> tuple[int, int]:
         return int(self._hw[i, 0]), int(self._hw[i, 1])
@@ -92,7 +114,7 @@ class TaskDataset(Dataset):
         return {"image_path": s.image_path, "orig_hw": self.orig_hw(i), "gt": self.task_type.ground_truth(s)}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Everything in memory for index-based batching: images uint8 [N, S, S] and stacked targets.
+        """Everything in memory for index-based batching: images uint8 [N, S, S] (or [N, 3, S, S]), stacked targets.
 
         Normalise batches with `to_model_input` (on the training device, which is cheaper) and
         targets with `task_type.batch_targets` (a dtype cast, e.g. uint8 masks to int64).

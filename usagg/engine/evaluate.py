@@ -4,7 +4,9 @@ Scoring follows the challenge in original-image pixels, each task type's way
 (`TaskType.score`, usagg/tasktypes/); the written files (usagg/predictions.py)
 hold exactly the numbers that were scored.
 The same function serves the per-epoch selection split and the final test
-split, so the selected epoch is chosen by the metric that is reported.
+split, so the selected epoch is chosen by the metric that is reported; for
+selection it computes only each task's primary metric (no Hausdorff distance
+every epoch) and, in the same pass, the task's loss (usagg/engine/selection.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from usagg.engine.device import Compute
 from usagg.model.m2dino import M2DINO
 from usagg.predictions import PredictionWriter
 from usagg.spec.models import TaskSpec
-from usagg.tasktypes import EvalItem, metric_direction
+from usagg.tasktypes import EvalItem
 
 
 @dataclass
@@ -49,34 +51,50 @@ class TaskResult:
     expert_usage: np.ndarray | None
     n_images: int
     diagonal: float = math.nan  # mean image diagonal in px: the scale of pixel metrics (MRE, HD)
+    loss: float = math.nan  # mean head loss over the split (selection only; without the MoE auxiliary loss)
+
+
+@dataclass
+class Predicted:
+    """A split's normalised predictions (on the CPU), summed expert usage and, when asked, its mean loss."""
+
+    preds: torch.Tensor
+    expert_usage: np.ndarray | None
+    loss: float = math.nan
 
 
 @torch.inference_mode()
-def predict(
-    model: M2DINO, split: TensorSplit, compute: Compute, batch_size: int
-) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Normalised predictions of a whole split (on the CPU) and the summed expert usage."""
+def predict(model: M2DINO, split: TensorSplit, compute: Compute, batch_size: int, with_loss: bool = False) -> Predicted:
+    """Predictions of a whole split; `with_loss`: also the head's loss against the split's targets, batches
+    weighted by their size (summed on the device, read once)."""
     model.eval()
     preds: list[torch.Tensor] = []
     usage: torch.Tensor | None = None
-    for _, x, _ in split.chunks(batch_size, compute.device):
+    loss_sum = torch.zeros((), dtype=torch.float64, device=compute.device)
+    for _, x, y in split.chunks(batch_size, compute.device):
         with compute.autocast():
-            out = model(x, split.task_id)
+            out = model(x, split.task_id, y if with_loss else None)
+        if out.loss is not None:
+            loss_sum += (out.loss - out.aux_loss).double() * x.shape[0]
         p = model.predict(out.outputs, split.task_id)
         preds.append((p if p.dtype == torch.int64 else p.float()).cpu())
         if out.expert_usage is not None:
             u = out.expert_usage.detach().to("cpu", torch.int64)
             usage = u if usage is None else usage + u
-    return torch.cat(preds), None if usage is None else usage.numpy()
+    loss = float(loss_sum.item()) / len(split) if with_loss and len(split) else math.nan
+    return Predicted(torch.cat(preds), None if usage is None else usage.numpy(), loss)
 
 
-def score(eval_set: EvalSet, preds: torch.Tensor, writer: PredictionWriter | None = None) -> dict[str, float]:
-    """Metrics of one task from its normalised predictions; also adds them to `writer` when given."""
+def score(
+    eval_set: EvalSet, preds: torch.Tensor, writer: PredictionWriter | None = None, metrics: list[str] | None = None
+) -> dict[str, float]:
+    """Metrics of one task from its normalised predictions (only `metrics` when given); also adds them to
+    `writer` when given."""
     task, ds = eval_set.task, eval_set.dataset
     items = [
         EvalItem(m["image_path"], m["orig_hw"], m["gt"], s) for m, s in zip(eval_set.metas, ds.samples, strict=True)
     ]
-    return ds.task_type.score(task, preds.numpy(), items, writer)
+    return ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics)
 
 
 def evaluate(
@@ -85,38 +103,20 @@ def evaluate(
     compute: Compute,
     batch_size: int,
     writer: PredictionWriter | None = None,
+    *,
+    for_selection: bool = False,
 ) -> dict[str, TaskResult]:
-    """Predict, score (and write) every task of a split."""
+    """Predict, score (and write) every task of a split.
+
+    `for_selection`: only each task's primary metric, plus its loss on the split in the same pass.
+    """
     out: dict[str, TaskResult] = {}
     for task_id, es in sets.items():
-        preds, usage = predict(model, es.tensors, compute, batch_size)
+        p = predict(model, es.tensors, compute, batch_size, with_loss=for_selection)
         diagonal = float(np.mean([math.hypot(*m["orig_hw"]) for m in es.metas])) if len(es.tensors) else math.nan
-        out[task_id] = TaskResult(score(es, preds, writer), usage, len(es.tensors), diagonal)
+        metrics = score(es, p.preds, writer, [es.task.metric or ""] if for_selection else None)
+        out[task_id] = TaskResult(metrics, p.expert_usage, len(es.tensors), diagonal, p.loss)
     return out
-
-
-def selection_score(results: dict[str, TaskResult], tasks: dict[str, TaskSpec]) -> float:
-    """Mean over tasks of the primary metric on one scale, higher always better.
-
-    Bounded metrics (DSC, AUC, IoU) enter as they are; pixel metrics where lower
-    is better (MRE) enter as 1 − value / image diagonal, so a 20 px error on a
-    keypoint task cannot outweigh every DSC of a multi-task job. A task whose
-    primary metric is undefined (nan, e.g. AUC with one class) is left out;
-    with none defined the score is -inf (never selected over a defined one).
-    """
-    vals = []
-    for task_id, r in results.items():
-        name = tasks[task_id].metric or ""
-        v = r.metrics.get(name, math.nan)
-        if v is None or not math.isfinite(v):
-            continue
-        if metric_direction(name):
-            vals.append(v)
-        elif math.isfinite(r.diagonal) and r.diagonal > 0:
-            vals.append(1.0 - v / r.diagonal)
-        else:
-            vals.append(-v)
-    return float(np.mean(vals)) if vals else -math.inf
 
 
 def finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:

@@ -10,17 +10,21 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from usagg.engine.batches import TensorSplit, place
+from usagg.engine.accel import accelerate
+from usagg.engine.augment import Augmenter
+from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.device import resolve_compute, resolve_device, seed_everything, set_threads
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
+from usagg.engine.history import write_history
 from usagg.engine.jobdata import load_job_data
-from usagg.engine.trainer import Trainer
+from usagg.engine.trainer import FitResult, Trainer
 from usagg.model.m2dino import build_model
 from usagg.plan import Job
 from usagg.predictions import PredictionWriter
@@ -29,16 +33,50 @@ from usagg.store import JobPaths, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def _eval_sets(job: Job, datasets: dict, device: torch.device) -> dict[str, EvalSet]:
-    tensors = place({t: TensorSplit.from_dataset(ds) for t, ds in datasets.items()}, device)
+def _eval_sets(job: Job, datasets: dict, device: torch.device, trunks: dict | None = None) -> dict[str, EvalSet]:
+    tensors = place({t: TensorSplit.from_dataset(ds, (trunks or {}).get(t)) for t, ds in datasets.items()}, device)
     return {t.id: EvalSet(t, datasets[t.id], tensors[t.id]) for t in job.tasks if t.id in datasets}
 
 
-def run_job(job: Job, job_dir: Path, device: str | None = None, threads: int | None = None) -> dict[str, Any]:
+def _selection_record(fit: FitResult) -> dict[str, Any]:
+    """metrics.json `selection`: what was selected, how, and what to keep in mind reading it."""
+    out: dict[str, Any] = {
+        "mode": fit.selection,
+        "scope": fit.scope,
+        "epoch": fit.selected_epoch,
+        "epochs": fit.task_epochs,
+        "score": fit.best_score,
+        "rule": "model: mean relative change of the primary metrics versus the first selection epoch; "
+        "task: each task's own primary metric; ties: lower selection loss, then the later epoch",
+        "warnings": fit.warnings,
+    }
+    if fit.scope == "task" and fit.selection == "best":  # a one-task job always has scope model
+        out["note"] = "optimistic: each task is tested at its own best epoch, which no single model of the job has"
+    return out
+
+
+def _epoch_done(
+    paths: JobPaths, job: Job, history: list[dict[str, Any]], on_epoch: Callable[[dict[str, Any]], None] | None
+) -> None:
+    write_history(paths.history, history, job.task_ids)
+    if on_epoch is not None:
+        on_epoch(history[-1])
+
+
+def run_job(
+    job: Job,
+    job_dir: Path,
+    device: str | None = None,
+    threads: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    accel: str = "eager",
+) -> dict[str, Any]:
     """Train and evaluate `job` in `job_dir`; returns the job's metrics (the caller writes them).
 
     `device`: cpu, cuda or cuda:N (None: the first visible GPU, else the CPU);
-    `threads`: CPU threads for torch (None: torch's choice).
+    `threads`: CPU threads for torch (None: torch's choice). After every epoch the
+    job's history.csv is rewritten and `on_epoch` (trackers) gets the epoch's entry.
+    `accel`: launch-overhead option on CUDA (usagg/engine/accel.py; the CPU stays eager).
     """
     t_start = time.perf_counter()
     paths = JobPaths(Path(job_dir))
@@ -63,7 +101,7 @@ def run_job(job: Job, job_dir: Path, device: str | None = None, threads: int | N
         n = {k: len(getattr(data.splits[t.id], k)) for k in ("train", "select", "test")}
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])
 
-    model = build_model(job.model, job.tasks, job.moe)
+    model = accelerate(build_model(job.model, job.tasks, job.moe), accel, dev)  # type: ignore[arg-type]
     counts = model.trainable_counts()
     log.info("parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if model.weights_info.get("random_init"):
@@ -73,28 +111,39 @@ def run_job(job: Job, job_dir: Path, device: str | None = None, threads: int | N
             job.model.backbone,
         )
 
-    train = place({t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}, dev)
+    trunks = job_trunks(model, job, data, compute)  # frozen-trunk cache
+    augment = Augmenter(job.training.augmentation, job.seed)
+    train = place({t: TensorSplit.from_dataset(ds, trunks.get(t), augment) for t, ds in data.train.items()}, dev)
     trainer = Trainer(
         model,
         train,
-        _eval_sets(job, data.select, dev),
+        _eval_sets(job, data.select, dev, trunks),
         job.tasks,
         job.training,
         compute,
         job.seed,
         paths.checkpoints,
         job.id,
+        on_epoch=lambda history: _epoch_done(paths, job, history, on_epoch),
     )
     fit = trainer.fit()
+    if (share := trunk_share(train)) is not None:
+        log.info(share)
 
-    # Final evaluation of the selected weights on the test split, predictions in the challenge format.
-    test_sets = _eval_sets(job, data.test, dev)
+    # Final evaluation of the selected weights on the test split, predictions in the challenge format: every
+    # task with the weights of its selected epoch (one epoch for all with selection_scope model).
+    test_sets = _eval_sets(job, data.test, dev, trunks)
     pred_dir = paths.predictions
     if pred_dir.exists():
         shutil.rmtree(pred_dir)  # a previous, interrupted attempt's files
     t_eval = time.perf_counter()
     with PredictionWriter(pred_dir) as writer:
-        results = evaluate(model, test_sets, compute, job.training.eval_batch_size, writer)
+        results = {}
+        for epoch, ids in fit.test_groups():
+            trainer.use_weights(epoch)
+            sets = {t: test_sets[t] for t in ids if t in test_sets}
+            results.update(evaluate(model, sets, compute, job.training.eval_batch_size, writer))
+    write_json_atomic(paths.item_scores, writer.item_scores())  # per test image: the test-set bootstrap's input
     eval_s = time.perf_counter() - t_eval
     n_test = sum(r.n_images for r in results.values())
 
@@ -108,6 +157,7 @@ def run_job(job: Job, job_dir: Path, device: str | None = None, threads: int | N
             "metrics": finite_or_none(r.metrics) if r else {},
             "n_train": len(data.splits[t.id].train),
             "n_test": r.n_images if r else 0,
+            "steps": sum(h.get("task_steps", {}).get(t.id, 0) for h in fit.history),
         }
         if r is not None and r.expert_usage is not None:
             usage[t.id] = np.asarray(r.expert_usage, dtype=np.int64).tolist()
@@ -117,12 +167,14 @@ def run_job(job: Job, job_dir: Path, device: str | None = None, threads: int | N
         "expert_usage": usage if job.moe and usage else None,
         "weights": dict(model.weights_info),
         "params": counts,
-        "selection": {"mode": fit.selection, "epoch": fit.selected_epoch, "score": fit.best_score},
+        "selection": _selection_record(fit),
         "history": fit.history,
         "training": {
             "epochs": job.training.epochs,
             "steps": fit.steps,
             "steps_per_epoch": trainer.steps_per_epoch,
+            "sampling": trainer.sampler.mode,
+            "loss_balance": trainer.balance.record(),
             "device": str(dev),
             "precision": compute.precision,
         },

@@ -39,7 +39,7 @@ def load_job_data(job: Job) -> JobData:
         for t in job.tasks:
             samples = getattr(splits[t.id], which)
             if samples:
-                out[t.id] = TaskDataset(samples, t, size, cache)
+                out[t.id] = TaskDataset(samples, t, size, cache, job.data.color)
         return out
 
     return JobData(root, splits, build("train"), build("select"), build("test"))

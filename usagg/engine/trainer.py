@@ -1,10 +1,17 @@
 """The optimisation loop of one job: single-task batches, AdamW, warm-up + cosine, selection, resumable.
 
 The trainer owns what changes during training (model, optimiser, scheduler,
-sampler, RNG states, best score) and saves all of it atomically at the end of
-every epoch, so a job killed at any moment resumes from its last epoch and
-reaches bit-identical final weights on the CPU. It knows nothing about the
-run store, paradigms or the test split.
+sampler, loss balance, RNG states, selection state) and saves all of it
+atomically, lean (trainable weights only, usagg/engine/checkpoint.py), every
+`training.checkpoint_every` epochs and after the last, so a job killed at any
+moment resumes from its last checkpoint and reaches bit-identical final
+weights on the CPU. It knows nothing about the run store, paradigms or the
+test split.
+
+On CUDA a steady-state step never waits for the device: losses are summed on
+the device and read once per epoch, where the divergence check runs (so a
+diverged job is stopped at the end of that epoch, before its checkpoint);
+on the CPU, where reading is free, the check runs every step.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,17 +29,23 @@ import torch
 from usagg.engine import checkpoint, progress
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
-from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none, selection_score
+from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
-from usagg.model.m2dino import M2DINO
+from usagg.engine.selection import MODEL, Selector, split_warnings
+from usagg.model.m2dino import M2DINO, head_key
 from usagg.spec.models import TaskSpec, TrainingSpec
 from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
+from usagg.tasktypes import get_task_type
 
 log = logging.getLogger(__name__)
 
-#: Optimiser steps between host syncs on CUDA (loss check, progress); every step on the CPU, where syncs are free.
-CUDA_SYNC_EVERY = 10
+#: Steps between progress reports on CUDA (images/s only: reading the loss would wait for the device).
+CUDA_PROGRESS_EVERY = 10
+#: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it.
+AUTO_CHECKPOINT_SHARE = 0.05
+#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint).
+CHECKPOINT_FORMAT = 2
 
 
 class NonFiniteLoss(RuntimeError):
@@ -40,44 +54,114 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What training produced: the epoch whose weights the model now holds, scores and throughput."""
+    """What training produced: the epochs whose weights each task is tested with, scores and throughput.
 
-    selected_epoch: int
+    `selected_epoch`: the job's epoch (scope model, or the last epoch); None for scope task, where
+    `task_epochs` differ per task.
+    """
+
+    selected_epoch: int | None
     selection: str  # "best" or "last" (what was actually used), "stopped" when fit stopped early
     best_score: float | None
     history: list[dict[str, Any]]
     steps: int
     train_images: int
     train_seconds: float
+    scope: str = MODEL
+    task_epochs: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    def test_groups(self) -> list[tuple[int, list[str]]]:
+        """(epoch, task ids tested with that epoch's weights), in first-task order."""
+        groups: dict[int, list[str]] = {}
+        for t, e in self.task_epochs.items():
+            groups.setdefault(e, []).append(t)
+        return list(groups.items())
 
 
 @dataclass
 class _State:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimiser steps taken
-    best_score: float = -math.inf
-    best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def steps_per_epoch(training: TrainingSpec, train_sizes: dict[str, int]) -> int:
-    """training.steps_per_epoch, or enough batches to see the job's training images once."""
-    if training.steps_per_epoch is not None:
-        return training.steps_per_epoch
-    return max(1, math.ceil(sum(train_sizes.values()) / training.batch_size))
+class LossBalance(torch.nn.Module):
+    """How each task's loss enters the optimised sum (`training.loss_balance`), times its loss weight w.
+
+    equal: w * L (today's sum). initial: w * L / L0, L0 the task's loss at its
+    first batch of the job (detached, kept in the checkpoint), so every task
+    starts at 1 whatever its loss's scale (at initialisation one task's loss can be
+    seven times another's). uncertainty (Kendall et al. 2018): w * L * exp(-s) + s
+    with s a learned log-variance per task (starting at 0, in the heads'
+    parameter group, no weight decay). The MoE auxiliary loss is added as it
+    is. A one-task job always uses equal: the other modes only rescale its one
+    loss, which would change TS results for nothing.
+    """
+
+    def __init__(self, mode: str, weights: dict[str, float]) -> None:
+        super().__init__()
+        self.mode = mode if len(weights) > 1 else "equal"
+        self.weights = weights
+        self.initial: dict[str, torch.Tensor] = {}
+        self.log_vars = torch.nn.ParameterDict(
+            {head_key(t): torch.nn.Parameter(torch.zeros(())) for t in weights} if self.mode == "uncertainty" else {}
+        )
+
+    def combine(self, task: str, loss: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The value to backpropagate from the model's `loss` (head loss + aux) and its `aux` part."""
+        w = self.weights[task]
+        if self.mode == "equal":
+            return loss if w == 1.0 else w * (loss - aux) + aux
+        own = loss - aux
+        if self.mode == "initial":
+            if task not in self.initial:
+                self.initial[task] = own.detach().float().clamp_min(1e-12)
+            return w * own / self.initial[task] + aux
+        s = self.log_vars[head_key(task)]
+        return w * own * torch.exp(-s) + s + aux
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "initial": dict(self.initial),
+            "log_vars": {k: v.detach() for k, v in self.log_vars.items()},
+        }
+
+    def load(self, state: dict[str, Any], device: torch.device) -> None:
+        self.initial = {t: v.to(device) for t, v in state["initial"].items()}
+        with torch.no_grad():
+            for k, v in state["log_vars"].items():
+                self.log_vars[k].copy_(v)
+
+    def record(self) -> dict[str, Any]:
+        """For metrics.json: the mode and the initial losses or the learned log-variances and weights exp(-s)."""
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.mode == "initial":
+            out["initial_loss"] = {t: float(v) for t, v in self.initial.items()}
+        elif self.mode == "uncertainty":
+            s = {t: float(self.log_vars[head_key(t)].detach()) for t in self.weights}
+            out["log_vars"] = s
+            out["weights"] = {t: math.exp(-v) for t, v in s.items()}
+        return out
 
 
-def build_optimizer(model: M2DINO, training: TrainingSpec, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with the encoder and heads at their own learning rates; no weight decay on biases and norms."""
+def build_optimizer(
+    model: M2DINO, training: TrainingSpec, device: torch.device, extra_heads: Iterable[torch.nn.Parameter] = ()
+) -> torch.optim.AdamW:
+    """AdamW with the encoder and heads at their own learning rates; no weight decay on biases and norms.
+
+    `extra_heads`: more parameters at the heads' rate without weight decay (the loss balance's log-variances).
+    """
     groups = []
+    extra = list(extra_heads)
     for name, params in model.param_groups().items():
         lr = training.lr_encoder if name == "encoder" else training.lr_heads
         decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
+        no_decay = [p for p in params if p.ndim <= 1] + (extra if name == "heads" else [])
         for ps, wd, suffix in ((decay, training.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
             if ps:
                 groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix})
@@ -86,8 +170,22 @@ def build_optimizer(model: M2DINO, training: TrainingSpec, device: torch.device)
     return torch.optim.AdamW(groups, fused=device.type == "cuda")
 
 
+def _split_warnings(tasks: list[TaskSpec], select: dict[str, EvalSet]) -> list[str]:
+    out = []
+    for t in tasks:
+        es = select.get(t.id)
+        tt = get_task_type(t.type)
+        strata = {tt.stratum(s.label) for s in es.dataset.samples} if es is not None and tt.stratified else None
+        out += split_warnings(t, 0 if es is None else len(es.tensors), strata)
+    return out
+
+
 class Trainer:
-    """Trains one model on one job's tasks; `fit()` resumes from `ckpt_dir/last.pt` when it exists."""
+    """Trains one model on one job's tasks; `fit()` resumes from `ckpt_dir/last.pt` when it exists.
+
+    The model must come with its frozen weights in place (built as the job builds it): checkpoints
+    hold only what trains.
+    """
 
     def __init__(
         self,
@@ -100,7 +198,11 @@ class Trainer:
         seed: int,
         ckpt_dir: Path,
         job_id: str = "",
+        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
+        self.on_epoch = on_epoch  # gets the whole history after each epoch (history.csv, trackers)
+        self.trainable_keys = checkpoint.trainable_keys(model)
+        self.fingerprint = checkpoint.frozen_fingerprint(model)
         self.model = model.to(compute.device)
         self.train = train
         self.select = {t: s for t, s in select.items() if len(s.tensors) > 0}
@@ -110,17 +212,32 @@ class Trainer:
         self.ckpt_dir = Path(ckpt_dir)
         self.job_id = job_id
         sizes = {t: len(s) for t, s in train.items()}
-        self.steps_per_epoch = steps_per_epoch(training, sizes)
+        self.sampler = TaskSampler(
+            sizes, training.batch_size, training.sampling, training.temperature, seed, training.steps_per_epoch
+        )
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = training.epochs * self.steps_per_epoch
         warmup = round(training.warmup_epochs * self.steps_per_epoch)
-        self.sampler = TaskSampler(sizes, training.batch_size, training.sampling, training.temperature, seed)
-        self.optimizer = build_optimizer(model, training, compute.device)
+        self.balance = LossBalance(
+            training.loss_balance, {t: float(training.loss_weights.get(t, 1.0)) for t in train}
+        ).to(compute.device)
+        self.optimizer = build_optimizer(model, training, compute.device, self.balance.parameters())
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, training.schedule)
-        self.loss_weights = {t: float(training.loss_weights.get(t, 1.0)) for t in train}
-        self.sync_every = CUDA_SYNC_EVERY if compute.device.type == "cuda" else 1
+        self.scope = training.selection_scope if len(tasks) > 1 else MODEL  # one task: the same choice
+        self.selector = Selector(self.tasks)
+        self.warnings = _split_warnings(tasks, self.select) if training.selection == "best" else []
+        for w in self.warnings:
+            log.warning("selection: %s", w)
         self.epoch_task_loss: dict[str, float] = {}
         self.epoch_task_aux_loss: dict[str, float] = {}
+        self.epoch_task_steps: dict[str, int] = {}
         self.state = _State()
+        self._disk_refs: set[int] = set()  # best.pt epochs that the last.pt on disk selects
+        self._best_on_disk: set[int] = set()  # epochs best.pt holds, as this run wrote it
+        self._save_cost: float | None = None
+        self._last_save_end = time.perf_counter()
+        self._weights: dict[int, dict[str, torch.Tensor]] = {}  # selected epochs' weights, after fit
+        self._loaded_epoch: int | None = None
 
     # ----- checkpoints
 
@@ -135,31 +252,59 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         s = self.state
         return {
-            "model": self.model.state_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "model": checkpoint.trainable_state(self.model, self.trainable_keys),
+            "balance": self.balance.state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": checkpoint.rng_state(),
             "epoch": s.epoch,
             "step": s.step,
-            "best_score": s.best_score,
-            "best_epoch": s.best_epoch,
+            "selector": self.selector.state_dict(),
             "history": s.history,
         }
 
     def load_state_dict(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["model"])
+        checkpoint.load_trainable(self.model, ck["model"])
+        self.balance.load(ck["balance"], self.compute.device)
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.sampler.load_state_dict(ck["sampler"])
         checkpoint.set_rng_state(ck["rng"])
-        self.state = _State(ck["epoch"], ck["step"], ck["best_score"], ck["best_epoch"], list(ck["history"]))
+        self.selector.load_state_dict(ck["selector"])
+        self.state = _State(ck["epoch"], ck["step"], list(ck["history"]))
+
+    def _mismatch(self, ck: dict[str, Any]) -> str | None:
+        """Why a checkpoint cannot continue this model, or None."""
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            return f"it has layout {ck.get('format', 1)}, this usagg writes {CHECKPOINT_FORMAT}"
+        if ck.get("fingerprint") != self.fingerprint:
+            return (
+                "its frozen weights differ from this model's (fingerprint "
+                f"{str(ck.get('fingerprint'))[:12]} vs {self.fingerprint[:12]}: model.weights or the seeded "
+                "initialisation changed)"
+            )
+        return None
 
     def resume(self) -> bool:
-        """Continue from last.pt if present; True when resumed."""
+        """Continue from last.pt if present and made for this model; True when resumed.
+
+        A last.pt of another layout or whose frozen weights differ is not trusted: training starts over.
+        """
         if not self.last_path.is_file():
             return False
-        self.load_state_dict(checkpoint.load(self.last_path))
+        ck = checkpoint.load(self.last_path)
+        why = self._mismatch(ck)
+        if why is not None:
+            log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
+            return False
+        self.load_state_dict(ck)
+        self._disk_refs = set(self.selector.epochs(self.scope).values())
+        if self.best_path.is_file():  # it may hold epochs of the lost run after last.pt: the next save drops them
+            best = checkpoint.load(self.best_path, mmap=True)
+            self._best_on_disk = set(best.get("weights", {})) if self._mismatch(best) is None else set()
         log.info(
             "resumed from %s: epoch %d/%d, step %d",
             self.last_path,
@@ -169,37 +314,85 @@ class Trainer:
         )
         return True
 
+    def _should_save(self, done: int) -> bool:
+        """After epoch `done`: always after the last, every checkpoint_every epochs, or (auto) when the
+        last save cost at most AUTO_CHECKPOINT_SHARE of the time since it (the first save measures it)."""
+        every = self.training.checkpoint_every
+        if done >= self.training.epochs:
+            return True
+        if every == "auto":
+            since = time.perf_counter() - self._last_save_end
+            return self._save_cost is None or self._save_cost <= AUTO_CHECKPOINT_SHARE * since
+        return done % every == 0
+
+    def _save_last(self) -> None:
+        """Write last.pt, then drop from best.pt the epochs neither it nor the run still selects."""
+        t0 = time.perf_counter()
+        checkpoint.save_atomic(self.state_dict(), self.last_path)
+        self._disk_refs = set(self.selector.epochs(self.scope).values())
+        if self._best_on_disk - self._disk_refs:
+            self._save_best(None)
+        self._last_save_end = time.perf_counter()
+        self._save_cost = self._last_save_end - t0
+
+    def _save_best(self, epoch: int | None) -> None:
+        """Add `epoch`'s trainable weights (None: nothing) to best.pt; keep the epochs still selected, here or by
+        the last.pt on disk (a job resumed from it needs them), drop the rest. Written before last.pt, so a
+        last.pt never selects an epoch that best.pt lacks."""
+        refs = set(self.selector.epochs(self.scope).values()) | self._disk_refs
+        kept: dict[int, dict[str, torch.Tensor]] = {}
+        if self.best_path.is_file():
+            old = checkpoint.load(self.best_path, mmap=True)
+            if old.get("format") == CHECKPOINT_FORMAT and old.get("fingerprint") == self.fingerprint:
+                kept = {e: w for e, w in old["weights"].items() if e in refs and e != epoch}
+        if epoch is not None:
+            kept[epoch] = checkpoint.trainable_state(self.model, self.trainable_keys)
+        checkpoint.save_atomic(
+            {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "weights": kept}, self.best_path
+        )
+        self._best_on_disk = set(kept)
+
     # ----- training
+
+    def _check_finite(self, loss_sum: torch.Tensor, epoch: int, where: str) -> float:
+        total = float(loss_sum.item())
+        if not math.isfinite(total):
+            raise NonFiniteLoss(
+                f"non-finite loss ({total}) at epoch {epoch + 1}, {where}; training diverged: "
+                "lower the learning rates or loss weights, or check the data of this task"
+            )
+        return total
 
     def train_epoch(self, epoch: int) -> tuple[float, int, float]:
         """One epoch of single-task batches; returns (mean loss, images, seconds).
 
-        The mean loss is the optimised one (loss weights and the MoE auxiliary
-        loss included). Per task, for tasks that got at least one batch, the
-        epoch also leaves in `epoch_task_loss` the mean of the task's own loss
-        (its head's loss: unweighted, without the auxiliary loss, so TS and AU
-        curves of a task compare) and, for a MoE model, in `epoch_task_aux_loss`
-        the mean auxiliary loss of its batches.
+        The mean loss is the optimised one (loss balance, weights and the MoE
+        auxiliary loss included). Per task, for tasks that got at least one
+        batch, the epoch also leaves in `epoch_task_loss` the mean of the task's
+        own loss (its head's loss: unweighted, without the auxiliary loss, so TS
+        and AU curves of a task compare), in `epoch_task_steps` its optimiser
+        steps and, for a MoE model, in `epoch_task_aux_loss` the mean auxiliary
+        loss of its batches.
         """
         model, opt, sched, comp = self.model, self.optimizer, self.scheduler, self.compute
         model.train()
         clip = self.training.grad_clip
         params = [p for g in opt.param_groups for p in g["params"]]
+        on_cuda = comp.device.type == "cuda"
         loss_sum = torch.zeros((), dtype=torch.float64, device=comp.device)
         # per task: [own loss, aux loss] summed on the device like the total (no extra host sync), and batches
         task_sums: dict[str, torch.Tensor] = {}
         task_steps: dict[str, int] = {}
-        images, window_images, window_start = 0, 0, 0
+        images, window_images = 0, 0
         t0 = window_t0 = time.perf_counter()
         n = self.steps_per_epoch
         for i in range(n):
             task, idx = self.sampler.next_batch()
-            x, y = self.train[task].batch(idx, comp.device)
+            x, y = self.train[task].batch(idx, comp.device, self.state.step)  # step: augmentation draw
             with comp.autocast():
                 out = model(x, task, y)
             assert out.loss is not None
-            w = self.loss_weights[task]
-            loss = out.loss if w == 1.0 else w * (out.loss - out.aux_loss) + out.aux_loss
+            loss = self.balance.combine(task, out.loss, out.aux_loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
@@ -213,41 +406,66 @@ class Trainer:
                 task_sums[task] = torch.zeros(2, dtype=torch.float64, device=comp.device)
             task_sums[task] += torch.stack(((out.loss.detach().double() - aux), aux))
             task_steps[task] = task_steps.get(task, 0) + 1
-            images += len(idx)
-            window_images += len(idx)
-            if (i + 1) % self.sync_every == 0 or i + 1 == n:
-                total = float(loss_sum.item())
-                if not math.isfinite(total):
-                    where = f"step {i + 1} (task {task})"
-                    if self.sync_every > 1:  # checked once per window on CUDA: name the window
-                        where = f"steps {window_start + 1}-{i + 1} (last task {task})"
-                    raise NonFiniteLoss(
-                        f"non-finite loss ({total}) at epoch {epoch + 1}, {where}; training diverged: "
-                        "lower the learning rates or loss weights, or check the data of this task"
-                    )
-                now = time.perf_counter()
-                progress.report(
-                    progress.Progress(
-                        self.job_id,
-                        "train",
-                        epoch,
-                        self.training.epochs,
-                        i + 1,
-                        n,
-                        loss=total / (i + 1),
-                        images_per_s=window_images / max(now - window_t0, 1e-9),
-                    )
+            images += idx.shape[0]  # shape is host metadata: no sync
+            window_images += idx.shape[0]
+            if on_cuda and (i + 1) % CUDA_PROGRESS_EVERY != 0 and i + 1 != n:
+                continue
+            total = None if on_cuda else self._check_finite(loss_sum, epoch, f"step {i + 1} (task {task})")
+            now = time.perf_counter()
+            progress.report(
+                progress.Progress(
+                    self.job_id,
+                    "train",
+                    epoch,
+                    self.training.epochs,
+                    i + 1,
+                    n,
+                    loss=None if total is None else total / (i + 1),
+                    images_per_s=window_images / max(now - window_t0, 1e-9),
                 )
-                window_images, window_t0, window_start = 0, now, i + 1
-        if comp.device.type == "cuda":
+            )
+            window_images, window_t0 = 0, now
+        if on_cuda:
             torch.cuda.synchronize(comp.device)
+            self._check_finite(loss_sum, epoch, f"steps 1-{n} (checked once per epoch on CUDA)")
         means = {t: (task_sums[t].cpu() / task_steps[t]).tolist() for t in self.train if t in task_sums}
         self.epoch_task_loss = {t: m[0] for t, m in means.items()}
         self.epoch_task_aux_loss = {t: m[1] for t, m in means.items()} if self.model.moe else {}
+        self.epoch_task_steps = {t: task_steps[t] for t in self.train if t in task_steps}
         return float(loss_sum.item()) / n, images, time.perf_counter() - t0
 
+    def _select_epoch(self, epoch: int, entry: dict[str, Any], mean_loss: float) -> float:
+        """Score the selection split (primary metrics and losses), record it in `entry`, save best weights;
+        returns the seconds it took (for the log only: history holds reproducible numbers)."""
+        progress.report(
+            progress.Progress(
+                self.job_id,
+                "select",
+                epoch,
+                self.training.epochs,
+                self.steps_per_epoch,
+                self.steps_per_epoch,
+                loss=mean_loss,
+            )
+        )
+        t0 = time.perf_counter()
+        results = evaluate(self.model, self.select, self.compute, self.training.eval_batch_size, for_selection=True)
+        primary = {t: r.metrics.get(self.tasks[t].metric or "") for t, r in results.items()}
+        losses = {t: r.loss for t, r in results.items()}
+        score, improved = self.selector.update(epoch + 1, primary, losses)
+        entry["select_score"] = score if math.isfinite(score) else None
+        entry["select"] = {t: finite_or_none(r.metrics) for t, r in results.items()}
+        entry["select_loss"] = finite_or_none(losses)
+        keys = {MODEL} if self.scope == MODEL else set(self.tasks)
+        if self.training.selection == "best" and improved & keys:
+            self._save_best(epoch + 1)
+        return time.perf_counter() - t0
+
     def fit(self, stop_after_epoch: int | None = None) -> FitResult:
-        """Train to `training.epochs` (or stop after `stop_after_epoch` epochs), then load the selected weights."""
+        """Train to `training.epochs`, then load the selected weights.
+
+        `stop_after_epoch`: end after that many epochs as a killed job would (checkpoints only as scheduled).
+        """
         self.resume()
         s = self.state
         images, seconds = 0, 0.0
@@ -263,63 +481,74 @@ class Trainer:
                 "step": s.step,
                 "loss": mean_loss,
                 "task_loss": self.epoch_task_loss,
+                "task_steps": self.epoch_task_steps,
             }
             if self.epoch_task_aux_loss:
                 entry["task_aux_loss"] = self.epoch_task_aux_loss
-            if self.select:
-                progress.report(
-                    progress.Progress(
-                        self.job_id,
-                        "select",
-                        epoch,
-                        self.training.epochs,
-                        self.steps_per_epoch,
-                        self.steps_per_epoch,
-                        loss=mean_loss,
-                    )
-                )
-                results = evaluate(self.model, self.select, self.compute, self.training.eval_batch_size)
-                score = selection_score(results, self.tasks)
-                entry["select_score"] = score if math.isfinite(score) else None
-                entry["select"] = {t: finite_or_none(r.metrics) for t, r in results.items()}
-                if score > s.best_score or s.best_epoch < 0:
-                    s.best_score, s.best_epoch = score, epoch + 1
-                    if self.training.selection == "best":
-                        checkpoint.save_atomic(
-                            {"model": self.model.state_dict(), "epoch": epoch + 1, "score": score}, self.best_path
-                        )
+            select_s = self._select_epoch(epoch, entry, mean_loss) if self.select else None
             s.history.append(entry)
             s.epoch = epoch + 1
+            if self.on_epoch is not None:
+                self.on_epoch(s.history)
             log.info(
-                "epoch %d/%d: loss %.4f, %.1f img/s%s",
+                "epoch %d/%d: loss %.4f, %.1f img/s%s%s",
                 s.epoch,
                 self.training.epochs,
                 mean_loss,
                 n_img / secs if secs > 0 else 0.0,
                 f", selection score {entry['select_score']:.4f}" if entry.get("select_score") is not None else "",
+                f", selection {select_s:.2f} s" if select_s is not None else "",
             )
-            checkpoint.save_atomic(self.state_dict(), self.last_path)
+            if self._should_save(s.epoch):
+                self._save_last()
         if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
-            return FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds)
+            return FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
         return self._select(images, seconds)
 
     def _select(self, images: int, seconds: float) -> FitResult:
-        """Load the weights to evaluate: the best selection epoch, or the last (asked for, or no selection split)."""
+        """Choose each task's epoch (its best, the job's best, or the last) and load the first one's weights."""
         s = self.state
-        use_best = self.training.selection == "best" and bool(self.select) and self.best_path.is_file()
-        selected = s.epoch
+        chosen = self.selector.epochs(self.scope)
+        use_best = self.training.selection == "best" and bool(chosen) and self.best_path.is_file()
         if use_best:
             best = checkpoint.load(self.best_path)
-            self.model.load_state_dict(best["model"])
-            selected = int(best["epoch"])
-            if selected != s.best_epoch:
-                log.warning("best.pt holds epoch %d but the run recorded epoch %d as best", selected, s.best_epoch)
-        return FitResult(
+            if self._mismatch(best) is not None or not set(chosen.values()) <= set(best["weights"]):
+                raise RuntimeError(f"{self.best_path} does not hold the selected epochs {sorted(set(chosen.values()))}")
+            if self.scope == MODEL:
+                task_epochs = {t: chosen[MODEL] for t in self.tasks}
+            else:  # a task without a selection split keeps the last epoch
+                task_epochs = {t: chosen.get(t, s.epoch) for t in self.tasks}
+            self._weights = {e: best["weights"][e] for e in set(task_epochs.values()) if e in best["weights"]}
+            if s.epoch in set(task_epochs.values()) - set(self._weights):  # the last epoch's, still in the model
+                last = checkpoint.trainable_state(self.model, self.trainable_keys)
+                self._weights[s.epoch] = {k: v.detach().cpu().clone() for k, v in last.items()}
+            selected = chosen[MODEL] if self.scope == MODEL else None
+        else:
+            task_epochs = {t: s.epoch for t in self.tasks}
+            selected = s.epoch
+        self._loaded_epoch = s.epoch
+        result = FitResult(
             selected_epoch=selected,
             selection="best" if use_best else "last",
-            best_score=s.best_score if math.isfinite(s.best_score) else None,
+            best_score=self._best_score() if use_best else None,
             history=s.history,
             steps=s.step,
             train_images=images,
             train_seconds=seconds,
+            scope=self.scope,
+            task_epochs=task_epochs,
+            warnings=self.warnings,
         )
+        self.use_weights(result.test_groups()[0][0])
+        return result
+
+    def _best_score(self) -> float | None:
+        best = self.selector.best.get(MODEL)
+        return best.score if best is not None and math.isfinite(best.score) else None
+
+    def use_weights(self, epoch: int) -> None:
+        """Put the selected weights of `epoch` (one of FitResult.task_epochs) into the model."""
+        if epoch == self._loaded_epoch:
+            return
+        checkpoint.load_trainable(self.model, self._weights[epoch])
+        self._loaded_epoch = epoch

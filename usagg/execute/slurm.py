@@ -13,6 +13,7 @@ path as local subprocesses.
 
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import RunStore
@@ -146,5 +148,14 @@ def make_slurm_executor(
     execution: ExecutionSpec, store_root: str | Path, *, cluster: str | None = None
 ) -> SlurmExecutor:
     """The "slurm" executor (usagg/execute/registry.py); `cluster` overrides submitit's choice
-    ("local" runs the Slurm path as local subprocesses, "debug" in-process)."""
+    ("local" runs the Slurm path as local subprocesses, "debug" in-process).
+
+    Without `cluster`, Slurm's `sbatch` must be on PATH: submitit would otherwise quietly
+    run the jobs on this host, which is not what `executor: slurm` asks for.
+    """
+    if cluster is None and shutil.which("sbatch") is None:
+        raise UsaggError(
+            "execution.executor is slurm, but this host has no `sbatch` on PATH (not a Slurm login node?). "
+            "Run from a node that can submit Slurm jobs, or use --executor local to run here."
+        )
     return SlurmExecutor(store_root, execution.slurm, cluster=cluster)

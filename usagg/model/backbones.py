@@ -6,6 +6,11 @@ passes it, the final norm) so that MoE blocks can take the task embedding and
 report their losses. Without MoE blocks its output equals timm's bit for bit.
 Feature maps are the final-normed tokens of the chosen blocks (DINOv3's dense
 recipe), as NCHW at stride 16 plus the prefix tokens (cls + 4 registers).
+
+The frozen trunk (usagg/model/trunk.py): the outputs of the frozen blocks that
+the model reads (`TrunkLayout`) can be given instead of pixels (`EncoderInput`);
+the encoder then runs from the first trainable block. Frozen dense blocks always
+run in eval behaviour, so stored and recomputed outputs are the same numbers.
 """
 
 from __future__ import annotations
@@ -50,6 +55,43 @@ def build_vit(backbone: str, weights: Path | None) -> tuple[Eva, dict]:
     return vit, {"weights": str(weights), "random_init": False}
 
 
+@dataclass(frozen=True)
+class TrunkLayout:
+    """What the frozen trunk holds: the output tokens of `stored` blocks; the encoder goes on from `start`.
+
+    `stored` is the last frozen block (start - 1) and every feature block below it, ascending.
+    """
+
+    start: int
+    stored: tuple[int, ...]
+
+
+@dataclass
+class EncoderInput:
+    """One batch given partly as pixels and partly as trunk tokens; positions say where each row goes.
+
+    `images` [Bp, 3, H, W] at `image_pos` are run through the frozen blocks; `tokens` (one [Bt, T, C] per
+    `TrunkLayout.stored` block) at `token_pos` are read from the trunk. Rows keep their batch order.
+    """
+
+    size: int
+    image_size: tuple[int, int]
+    images: torch.Tensor | None = None
+    image_pos: torch.Tensor | None = None
+    tokens: list[torch.Tensor] | None = None
+    token_pos: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        ref = self.images if self.images is not None else self.tokens[0]  # type: ignore[index]
+        return ref.device
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the image batch this input stands for, [B, 3, H, W] (callers read the batch size)."""
+        return torch.Size((self.size, 3, *self.image_size))
+
+
 @dataclass
 class Features:
     """What the heads read: per feature block an NCHW map and its prefix tokens; the input's (H, W)."""
@@ -90,6 +132,8 @@ class DinoEncoder(nn.Module):
         self.feature_blocks = sorted(set(feature_blocks))
         self.embed_dim: int = vit.embed_dim
         self.num_prefix_tokens: int = vit.num_prefix_tokens
+        self.frozen_blocks = 0
+        self.rope_tables: dict[tuple[int, int, str], torch.Tensor] = {}
 
     @property
     def depth(self) -> int:
@@ -104,6 +148,7 @@ class DinoEncoder(nn.Module):
         vit = self.vit
         if frozen_blocks <= 0:
             return
+        self.frozen_blocks = min(frozen_blocks, self.depth)
         for p in vit.patch_embed.parameters():
             p.requires_grad_(False)
         for name in ("cls_token", "reg_token", "pos_embed"):
@@ -120,20 +165,112 @@ class DinoEncoder(nn.Module):
             for p in vit.norm.parameters():
                 p.requires_grad_(False)
 
-    def forward(self, images: torch.Tensor, task_emb: torch.Tensor | None = None) -> EncoderOutput:
-        """images [B, 3, H, W] (sides multiples of 16); task_emb [B, T], needed when MoE blocks exist."""
+    def train(self, mode: bool = True) -> DinoEncoder:
+        """Train mode, except the frozen dense blocks and what feeds them: they run in eval behaviour (no drop)."""
+        super().train(mode)
+        if self.frozen_blocks > 0:
+            vit = self.vit
+            for m in (vit.patch_embed, vit.pos_drop, vit.norm_pre, *vit.blocks[: self.frozen_blocks]):
+                if not isinstance(m, MoEBlock):
+                    m.eval()
+        return self
+
+    def trunk_layout(self) -> TrunkLayout | None:
+        """The trunk of this encoder, or None: nothing frozen, or a MoE block inside the frozen range."""
+        start = self.frozen_blocks
+        if start <= 0 or any(isinstance(b, MoEBlock) for b in self.vit.blocks[:start]):
+            return None
+        return TrunkLayout(start, (*(b for b in self.feature_blocks if b < start - 1), start - 1))
+
+    def _rope(self, gh: int, gw: int, device: torch.device) -> torch.Tensor | None:
+        """The RoPE table of a (gh, gw) token grid, built once per grid and device.
+
+        timm builds the table on the CPU and copies it to the device in every forward, a host
+        sync per step on CUDA; without RoPE augmentation the table never changes, so it is kept
+        (`rope_tables`, not a buffer: it stays out of state dicts). With augmentation active in
+        training it is drawn anew, as timm does.
+        """
+        rope = self.vit.rope
+        if rope is None:
+            return None
+        if rope.training and getattr(rope, "aug_active", False):
+            return rope.get_embed(shape=(gh, gw)).to(device)
+        key = (gh, gw, str(device))
+        table = self.rope_tables.get(key)
+        if table is None:  # a normal tensor even when first built under inference_mode (evaluation)
+            with torch.inference_mode(False), torch.no_grad():
+                table = self.rope_tables[key] = rope.get_embed(shape=(gh, gw)).to(device)
+        return table
+
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch tokens with the class and register tokens in front (timm's `Eva._pos_embed` for DINOv3, which
+        has no absolute position embedding), and the RoPE table from `_rope`."""
         vit = self.vit
-        b, _, height, width = images.shape
-        gh, gw = vit.patch_embed.dynamic_feat_size((height, width))
+        if vit.pos_embed is not None or getattr(vit, "patch_drop", None) is not None:
+            x, rope = vit._pos_embed(vit.patch_embed(images))  # not a DINOv3 layout: timm's own path
+            return vit.norm_pre(x), rope
         x = vit.patch_embed(images)
-        x, rope = vit._pos_embed(x)
-        x = vit.norm_pre(x)
+        b, gh, gw, c = x.shape
+        x = x.view(b, -1, c)
+        lead = [t.expand(b, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        if lead:
+            x = torch.cat([*lead, x], dim=1)
+        return vit.norm_pre(vit.pos_drop(x)), self._rope(gh, gw, x.device)
+
+    def trunk_tokens(self, images: torch.Tensor, layout: TrunkLayout) -> list[torch.Tensor]:
+        """The trunk's tokens for these images: the output [B, T, C] of each `layout.stored` block."""
+        x, rope = self._embed(images)
+        out = []
+        for i, blk in enumerate(self.vit.blocks[: layout.start]):
+            x = blk(x, rope=rope)
+            if i in layout.stored:
+                out.append(x)
+        return out
+
+    def _assemble(self, inp: EncoderInput, layout: TrunkLayout) -> list[torch.Tensor]:
+        """Trunk tokens of the whole batch in batch order: computed rows and stored rows put in place."""
+        computed = None if inp.images is None else self.trunk_tokens(inp.images, layout)
+        full = []
+        for j in range(len(layout.stored)):
+            ref = computed[j] if computed is not None else inp.tokens[j]  # type: ignore[index]
+            dtype = torch.float32 if computed is None else ref.dtype
+            t = torch.empty((inp.size, *ref.shape[1:]), dtype=dtype, device=ref.device)
+            if computed is not None:
+                t.index_copy_(0, inp.image_pos, computed[j])  # type: ignore[arg-type]
+            if inp.tokens is not None:
+                t.index_copy_(0, inp.token_pos, inp.tokens[j].to(dtype))  # type: ignore[arg-type]
+            full.append(t)
+        return full
+
+    def forward(self, images: torch.Tensor | EncoderInput, task_emb: torch.Tensor | None = None) -> EncoderOutput:
+        """images [B, 3, H, W] (sides multiples of 16) or an `EncoderInput`; task_emb [B, T] for MoE blocks."""
+        vit = self.vit
         maps: list[torch.Tensor] = []
         prefix: list[torch.Tensor] = []
         aux: list[torch.Tensor] = []
         counts: list[torch.Tensor] = []
         npt = self.num_prefix_tokens
-        for i, blk in enumerate(vit.blocks):
+        if isinstance(images, EncoderInput):
+            layout = self.trunk_layout()
+            if layout is None:
+                raise ValueError("trunk tokens given to an encoder without a trunk (nothing frozen, or MoE in it)")
+            b, (height, width) = images.size, images.image_size
+            gh, gw = vit.patch_embed.dynamic_feat_size((height, width))
+            rope = self._rope(gh, gw, images.device)
+            stored = self._assemble(images, layout)
+            for blk_i, t in zip(layout.stored, stored, strict=True):
+                if blk_i in self.feature_blocks:
+                    y = vit.norm(t)
+                    prefix.append(y[:, :npt])
+                    maps.append(y[:, npt:].reshape(b, gh, gw, -1).permute(0, 3, 1, 2).contiguous())
+            x, first = stored[-1], layout.start
+        else:
+            b, _, height, width = images.shape
+            gh, gw = vit.patch_embed.dynamic_feat_size((height, width))
+            x, rope = self._embed(images)
+            first = 0
+        for i in range(first, len(vit.blocks)):
+            blk = vit.blocks[i]
             if isinstance(blk, MoEBlock):
                 if task_emb is None:
                     raise ValueError("this encoder has MoE blocks: pass the task embedding")
@@ -149,4 +286,4 @@ class DinoEncoder(nn.Module):
         return EncoderOutput(Features(maps, prefix, (height, width)), aux, counts)
 
 
-__all__ = ["DinoEncoder", "EncoderOutput", "Features", "build_vit", "create_vit"]
+__all__ = ["DinoEncoder", "EncoderInput", "EncoderOutput", "Features", "TrunkLayout", "build_vit", "create_vit"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from usagg.model.backbones import DinoEncoder, build_vit
+from usagg.model.backbones import DinoEncoder, EncoderInput, build_vit
 from usagg.model.heads import TaskHead
 from usagg.model.moe import convert_to_moe, moe_parameters
 from usagg.spec.models import ModelSpec, TaskSpec
@@ -68,19 +68,23 @@ class M2DINO(nn.Module):
             raise KeyError(f"unknown task {task_id!r}; this model has {self.task_ids}")
         return self.heads[head_key(task_id)]
 
-    def forward(self, images: torch.Tensor, task_id: str, targets: torch.Tensor | None = None) -> ModelOutput:
-        """One task's batch: images [B, 3, S, S]; targets in model space (see docs/internals.md)."""
+    def forward(
+        self, images: torch.Tensor | EncoderInput, task_id: str, targets: torch.Tensor | None = None
+    ) -> ModelOutput:
+        """One task's batch: images [B, 3, S, S], or an `EncoderInput` (pixels and/or frozen-trunk tokens, see
+        usagg/model/trunk.py); targets in model space (see docs/internals.md)."""
         head = self.head(task_id)
         task_emb = None
+        n = images.size if isinstance(images, EncoderInput) else images.shape[0]
         if self.task_embed is not None:
-            idx = torch.full((images.shape[0],), self.task_index[task_id], dtype=torch.long, device=images.device)
+            idx = torch.full((n,), self.task_index[task_id], dtype=torch.long, device=images.device)
             task_emb = self.task_embed(idx)
         enc = self.encoder(images, task_emb)
         outputs = head(enc.features)
         if enc.aux_losses:
             aux = self.aux_loss_weight * torch.stack(enc.aux_losses).mean()
         else:
-            aux = images.new_zeros((), dtype=torch.float32)
+            aux = torch.zeros((), dtype=torch.float32, device=images.device)
         loss = None if targets is None else head.loss(outputs, targets) + aux
         return ModelOutput(outputs, loss, aux, enc.expert_usage)
 

@@ -198,6 +198,17 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: What each spec pattern means, said instead of the regular expression.
+PATTERN_MEANING = {
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "expected a name: letters, digits, '_', '.' and '-', "
+    "starting with a letter or digit",
+    r"^[A-Za-z0-9_.+@%:,-]+$": "expected a Slurm name: letters, digits and _ . + @ % : , - (no spaces, quotes, "
+    "newlines or shell characters)",
+    r"^[A-Za-z0-9_.+@%:,=/ -]*$": "expected an sbatch value: letters, digits, spaces and _ . + @ % : , = / - "
+    "(no quotes, newlines, ; or other shell characters)",
+}
+
+
 def format_validation_error(
     err: ValidationError,
     model: type[BaseModel],
@@ -226,7 +237,14 @@ def format_validation_error(
             if e["type"] == "missing":
                 msg = "required, but not given"
             if e["type"] == "string_pattern_mismatch":
-                msg += " (a name: letters, digits, '_', '.' and '-', starting with a letter or digit)"
+                msg = (
+                    "got "
+                    + _short(e["input"])
+                    + "; "
+                    + PATTERN_MEANING.get(
+                        str(e.get("ctx", {}).get("pattern", "")), "it does not have the expected form"
+                    )
+                )
             if e["type"] == "literal_error" and isinstance(e["input"], str):
                 choices = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
                 msg += suggest(e["input"], choices)

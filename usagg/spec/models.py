@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -31,10 +32,31 @@ def _check_executor(name: str) -> str:
 ExecutorName = Annotated[str, AfterValidator(_check_executor)]
 
 
-class Strict(BaseModel):
-    """Base: unknown keys are errors, values are checked on assignment too."""
+#: Largest seed: what numpy's generators accept (torch takes more).
+MAX_SEED = 2**32 - 1
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, optionally in a union with None), not bool."""
+    if annotation in (int, float):
+        return True
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return bool(args) and get_origin(annotation) in (Union, UnionType, Annotated) and all(_numeric(a) for a in args)
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, values are checked on assignment too; no inf/nan, no true for a number."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """YAML `true` would pass as 1: a number field takes numbers only."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and _numeric(field.annotation):
+            raise ValueError(f"expected a number, got {str(v).lower()} (a YAML boolean)")
+        return v
 
 
 class TaskSpec(Strict):
@@ -49,6 +71,7 @@ class TaskSpec(Strict):
     )
     num_classes: int = Field(
         ge=1,
+        le=1000,
         description="What it counts depends on the type: "
         + "; ".join(f"{t.name}: {t.num_classes_meaning}" for t in builtin_task_types())
         + ".",
@@ -116,15 +139,29 @@ class SynthSpec(Strict):
 
     seed: int = Field(0, description="Generator seed: the same seed gives the same images.")
     image_size: int = Field(128, ge=32, le=1024, description="Side of the generated square images, px.")
-    sizes: dict[str, Annotated[int, Field(ge=4)]] = Field(
+    sizes: dict[str, Annotated[int, Field(ge=4, le=1_000_000)]] = Field(
         default_factory=dict,
         description="Training images per synthetic task id (tasks not named get `default_size`).",
     )
-    default_size: int = Field(120, ge=4, description="Training images of a task not named in `sizes`.")
-    val_size: int = Field(40, ge=2, description="Images per task in the generated `val` split.")
+    default_size: int = Field(120, ge=4, le=1_000_000, description="Training images of a task not named in `sizes`.")
+    val_size: int = Field(40, ge=2, le=1_000_000, description="Images per task in the generated `val` split.")
     out: Path | None = Field(
         None, description="Where to write the data (default: a folder in the cache keyed by these settings)."
     )
+
+
+COLOR_DESCRIPTION = (
+    "Colour of the model input: auto (RGB for a task's images when some of them have colour, i.e. channels that "
+    "differ; grayscale data stay one channel, broadcast to three at input, the same numbers as gray), gray "
+    "(luminance, as before colour modes existed), rgb (always three channels). Part of the decode cache's key."
+)
+TRUNK_DESCRIPTION = (
+    "Shared frozen trunk (usagg/model/trunk.py): the frozen blocks' outputs that the model reads are computed once "
+    "per image, input size, frozen weights, taps, colour mode and device precision, kept in the cache folder and "
+    "read by every job and epoch for samples that are not augmented (selection and test too); auto: on whenever "
+    "blocks are frozen and no MoE block is among them; off: always recompute. A cache only: on the CPU the same "
+    "bits as recomputing, so it is left out of the job hash."
+)
 
 
 class DataSpec(Strict):
@@ -142,11 +179,12 @@ class DataSpec(Strict):
     selection_fraction: float = Field(
         0.1, ge=0, lt=1, description="Share of the training pool held out for model selection (0: none)."
     )
-    split_seed: int = Field(0, description="Seed of the test and selection splits (not of the job).")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the test and selection splits (not of the job).")
     cache_dir: Path | None = Field(
         None, description="Decode cache and synthetic data (default: $USAGG_CACHE or ~/.cache/usagg)."
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    color: Literal["auto", "gray", "rgb"] = Field("auto", description=COLOR_DESCRIPTION)
     leakage: Literal["error", "warn", "off"] = Field(
         "error",
         description="Near duplicates between train and test (val) images: a problem that blocks the run (error), "
@@ -173,7 +211,9 @@ class MoESpec(Strict):
     """Task-conditioned Mixture-of-Experts in the later encoder blocks (CG and AU only)."""
 
     blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Block indices (0-based) whose MLP becomes MoE; default the later half."
+        None,
+        min_length=1,
+        description="Block indices (0-based) whose MLP becomes MoE; default the later half."
     )
     experts: int = Field(8, ge=1, le=64, description="Experts per MoE block.")
     top_k: int = Field(2, ge=1, description="Experts chosen per token.")
@@ -196,10 +236,14 @@ class HeadSpec(Strict):
     """The task heads on the encoder's spatial feature maps."""
 
     feature_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Encoder blocks whose outputs feed the heads; default 4 evenly spaced, the last included."
+        None,
+        min_length=1,
+        description="Encoder blocks whose outputs feed the heads; default 4 evenly spaced, the last included."
     )
-    decoder_channels: int = Field(64, ge=8, description="Width of the DPT-style mask decoder.")
-    hidden: int = Field(256, ge=8, description="Hidden width of the MLP heads (class, box and keypoint heads).")
+    decoder_channels: int = Field(64, ge=8, le=4096, description="Width of the DPT-style mask decoder.")
+    hidden: int = Field(
+        256, ge=8, le=16384, description="Hidden width of the MLP heads (class, box and keypoint heads)."
+    )
     keypoints: Literal["heatmap", "direct"] = Field(
         "heatmap", description="Keypoint head: heatmaps with soft-argmax, or coordinates predicted directly."
     )
@@ -218,6 +262,7 @@ class ModelSpec(Strict):
     )
     moe: MoESpec = Field(default_factory=MoESpec, description="Mixture-of-Experts blocks (used by CG and AU only).")
     heads: HeadSpec = Field(default_factory=HeadSpec, description="Task heads.")
+    trunk: Literal["auto", "off"] = Field("auto", description=TRUNK_DESCRIPTION)
 
     @field_validator("backbone")
     @classmethod
@@ -271,12 +316,69 @@ class ModelSpec(Strict):
         return sorted({max(0, round(d * (i + 1) / 4) - 1) for i in range(4)})
 
 
+def _ordered_range(v: tuple[float, float]) -> tuple[float, float]:
+    if v[0] > v[1]:
+        raise ValueError(f"a range is [low, high] with low <= high, got {list(v)}")
+    return v
+
+
+Range = Annotated[tuple[float, float], AfterValidator(_ordered_range)]
+
+
+class AugmentationSpec(Strict):
+    """Training augmentation, on the device, drawn per (job seed, step) (usagg/engine/augment.py).
+
+    Only training batches are augmented, never selection or test. A sample left untouched is still read
+    from the frozen trunk (usagg/model/trunk.py); a touched one goes through the frozen blocks.
+    """
+
+    preset: Literal["baseline", "none"] = Field(
+        "baseline",
+        description="baseline: the transforms below with their probabilities (by default the challenge baseline's "
+        "photometric set, brightness/contrast p=0.2 and Gaussian noise p=0.1: about 72 % of samples untouched); "
+        "none: no augmentation at all, whatever the fields below say.",
+    )
+    brightness_contrast_p: float = Field(0.2, ge=0, le=1, description="Probability of brightness/contrast.")
+    brightness_limit: float = Field(
+        0.2, ge=0, le=1, description="Brightness shift drawn from U(-limit, limit), a fraction of 255."
+    )
+    contrast_limit: float = Field(0.2, ge=0, le=1, description="Contrast factor 1 + U(-limit, limit).")
+    noise_p: float = Field(0.1, ge=0, le=1, description="Probability of additive Gaussian noise.")
+    noise_std: Range = Field(
+        (0.2, 0.44), description="Noise standard deviation drawn from this range, a fraction of 255 (0..1)."
+    )
+    hflip_p: float = Field(
+        0.0, ge=0, le=1, description="Probability of a horizontal flip (masks, boxes and keypoints follow)."
+    )
+    scale_p: float = Field(0.0, ge=0, le=1, description="Probability of a zoom about the centre.")
+    scale_range: Range = Field((0.9, 1.1), description="Zoom factor range (> 0); > 1 enlarges.")
+    rotate_p: float = Field(0.0, ge=0, le=1, description="Probability of a rotation about the centre.")
+    rotate_deg: float = Field(10.0, ge=0, le=180, description="Rotation angle drawn from U(-deg, deg).")
+
+    @field_validator("noise_std")
+    @classmethod
+    def _unit_std(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0 or v[1] > 1:
+            raise ValueError(f"noise_std is a fraction of 255 in [0, 1], got {list(v)}")
+        return v
+
+    @field_validator("scale_range")
+    @classmethod
+    def _positive_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0 or v[1] > 10:
+            raise ValueError(f"scale_range must lie in (0, 10], got {list(v)}")
+        return v
+
+
 class TrainingSpec(Strict):
     """Optimisation, identical across TS, CG and AU."""
 
     epochs: int = Field(20, ge=1, description="Training epochs.")
     steps_per_epoch: int | None = Field(
-        None, ge=1, description="Batches per epoch; default: the job's training images / batch_size."
+        None,
+        ge=1,
+        description="Batches per epoch (with sampling: matched, per task); default: the job's training images / "
+        "batch_size (matched: each task's own images / batch_size, rounded up).",
     )
     batch_size: int = Field(16, ge=1, description="Images per batch; every batch holds one task.")
     eval_batch_size: int = Field(32, ge=1, description="Images per batch at evaluation.")
@@ -286,8 +388,11 @@ class TrainingSpec(Strict):
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warm-up.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs.")
-    sampling: Literal["uniform", "proportional", "temperature"] = Field(
-        "uniform", description="Which task each batch comes from: uniform, proportional to size, or size^(1/T)."
+    sampling: Literal["uniform", "proportional", "temperature", "matched"] = Field(
+        "uniform",
+        description="Which task each batch comes from: uniform, proportional to size, size^(1/T), or matched: "
+        "every task gets exactly the optimiser steps of its TS job (per epoch ceil(n_train / batch_size), or "
+        "steps_per_epoch when set), in a seeded shuffle. One-task jobs draw the same batches in every mode.",
     )
     temperature: float = Field(2.0, gt=0, description="T of temperature sampling.")
     loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
@@ -295,24 +400,66 @@ class TrainingSpec(Strict):
     )
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
     grad_clip: float | None = Field(1.0, gt=0, description="Gradient norm clip; null for none.")
+    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Training augmentation.")
     selection: Literal["best", "last"] = Field(
-        "best", description="Keep the epoch with the best mean primary metric on the selection split, or the last."
+        "best",
+        description="best: test the epoch chosen on the selection split (selection_scope says how); last: the last.",
+    )
+    selection_scope: Literal["model", "task"] = Field(
+        "model",
+        description="model: one epoch for all of a job's tasks, by the mean relative change of their primary "
+        "metrics on the selection split; task: each task tested at its own best epoch (optimistic for multi-task "
+        "jobs: it selects per task what one model cannot be). Ties: lower selection loss, then the later epoch.",
+    )
+    loss_balance: Literal["equal", "initial", "uncertainty"] = Field(
+        "equal",
+        description="How task losses are weighed (times loss_weights): equal (as they are), initial (each divided "
+        "by its loss at the task's first batch), uncertainty (Kendall et al. 2018: L * exp(-s) + s with a learned "
+        "s per task). One-task jobs always use the plain loss.",
+    )
+    checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Save last.pt every N epochs (always after the last); auto: after an epoch when the last "
+        "save took under 5 % of the training time since it. Never changes a result.",
     )
 
 
-class SlurmSpec(Strict):
-    """Slurm parameters passed to submitit."""
+#: sbatch long options `execution.slurm.additional` may set (submitit writes `#SBATCH --key=value`, `_` as `-`);
+#: the ones usagg sets itself (time, partition, array, output, ...) are fields of SlurmSpec instead.
+SBATCH_EXTRA_KEYS = (
+    "begin", "clusters", "comment", "constraint", "cpus_per_gpu", "exclude", "exclusive", "gpu_bind", "gpus",
+    "gpus_per_task", "gres", "hint", "licenses", "mail_type", "mail_user", "mem_per_cpu", "mem_per_gpu", "nice",
+    "nodelist", "prefer", "requeue", "reservation", "signal", "switches", "time_min", "wckey",
+)  # fmt: skip
+#: A Slurm name (partition, account, QOS; comma lists allowed): nothing a shell or sbatch would read as syntax.
+SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,-]+$", max_length=128)]
+#: A value of an extra sbatch option: printable, one line, no shell or sbatch syntax characters.
+SlurmValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,=/ -]*$", max_length=256)]
 
-    partition: str | None = Field(None, description="Slurm partition.")
-    account: str | None = Field(None, description="Slurm account.")
-    qos: str | None = Field(None, description="Slurm QOS.")
-    time_min: int = Field(240, ge=1, description="Wall-time limit per job, minutes.")
-    gpus_per_node: int = Field(1, ge=0, description="GPUs per job.")
-    cpus_per_task: int = Field(8, ge=1, description="CPU cores per job.")
-    mem_gb: int = Field(32, ge=1, description="Memory per job, GiB.")
-    array_parallelism: int = Field(16, ge=1, description="Jobs of the array running at once.")
-    max_requeue: int = Field(3, ge=0, description="Requeues after pre-emption or time-out.")
-    additional: dict[str, str] = Field(default_factory=dict, description="Extra sbatch parameters.")
+
+def _check_sbatch_keys(extra: dict[str, str]) -> dict[str, str]:
+    for key in extra:
+        if key not in SBATCH_EXTRA_KEYS:
+            raise ValueError(unknown_name("extra sbatch option", key, list(SBATCH_EXTRA_KEYS)))
+    return extra
+
+
+class SlurmSpec(Strict):
+    """Slurm parameters passed to submitit (which writes the sbatch script; no value can become a script line)."""
+
+    partition: SlurmName | None = Field(None, description="Slurm partition.")
+    account: SlurmName | None = Field(None, description="Slurm account.")
+    qos: SlurmName | None = Field(None, description="Slurm QOS.")
+    time_min: int = Field(240, ge=1, le=525_600, description="Wall-time limit per job, minutes.")
+    gpus_per_node: int = Field(1, ge=0, le=64, description="GPUs per job.")
+    cpus_per_task: int = Field(8, ge=1, le=1024, description="CPU cores per job.")
+    mem_gb: int = Field(32, ge=1, le=65_536, description="Memory per job, GiB.")
+    array_parallelism: int = Field(16, ge=1, le=100_000, description="Jobs of the array running at once.")
+    max_requeue: int = Field(3, ge=0, le=100, description="Requeues after pre-emption or time-out.")
+    additional: Annotated[dict[str, SlurmValue], AfterValidator(_check_sbatch_keys)] = Field(
+        default_factory=dict,
+        description="Extra sbatch options (key: value), from a known list: " + ", ".join(SBATCH_EXTRA_KEYS) + ".",
+    )
 
 
 class ExecutionSpec(Strict):
@@ -328,7 +475,52 @@ class ExecutionSpec(Strict):
         "auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per job (default: torch's choice).")
+    accel: Literal["eager", "compile", "graphs"] = Field(
+        "eager",
+        description="Launch-overhead mode on CUDA (usagg/engine/accel.py): eager; compile (torch.compile of the "
+        "encoder alone); graphs (CUDA graphs per batch shape, torch.compile mode reduce-overhead of the encoder). "
+        "The CPU always runs eager. The default stays eager until `make gpu-check` measures a winner on your card.",
+    )
+    jobs_per_gpu: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = Field(
+        "auto",
+        description="Jobs run at once on each local GPU, each in its own worker process (1..16); auto: one until "
+        "the GPU's first job (the largest queued) reports its measured peak memory, then as many as fit in the "
+        "memory it left free (usagg/execute/pool.py). No effect on the CPU or under Slurm.",
+    )
     slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm settings (executor: slurm).")
+
+
+Alternative = Literal["two-sided", "less", "greater"]
+
+
+class Hypotheses(Strict):
+    """Directions stated before the data: each turns the matching tests one-sided (default two-sided)."""
+
+    delta: dict[ParadigmName, Alternative] = Field(
+        default_factory=dict,
+        description="Δ of a paradigm against 0 (Wilcoxon): `less` = it loses to the baseline, e.g. {CG: less}.",
+    )
+    scale: dict[ParadigmName, Alternative] = Field(
+        default_factory=dict,
+        description="Δ of a paradigm with log data size (Spearman over tasks and groups, the mixed model's slope): "
+        "`greater` = aggregation gains with data, e.g. {CG: greater}.",
+    )
+    paired: dict[str, Alternative] = Field(
+        default_factory=dict,
+        description="Paired per-task Δ of two paradigms, key `A-B` (Wilcoxon on Δ_A − Δ_B): `less` = A below B, "
+        "e.g. {CG-AU: less}. CG-AU is always tested (two-sided unless stated).",
+    )
+
+    @field_validator("paired")
+    @classmethod
+    def _pair_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            a, sep, b = key.partition("-")
+            if not sep or a == b:
+                raise ValueError(f"a pair is two paradigms joined by '-', such as CG-AU, got {key!r}")
+            check_paradigm(a)
+            check_paradigm(b)
+        return v
 
 
 class AnalysisSpec(Strict):
@@ -341,13 +533,75 @@ class AnalysisSpec(Strict):
     regime_threshold: int = Field(
         1000, ge=1, description="n_train below this is the low-data regime, at or above it data-rich."
     )
-    bootstrap: int = Field(10000, ge=100, description="Bootstrap resamples for confidence intervals.")
-    bootstrap_seed: int = Field(0, description="Seed of the bootstrap, so intervals are reproducible.")
+    group_regime_threshold: int = Field(
+        5000,
+        ge=1,
+        description="A clinical group with fewer training images than this (sum over its tasks) is low-data, "
+        "else data-rich; the default puts the study's OB (11,910) in data-rich and Breast (2,920) in low-data.",
+    )
+    cg_singletons: Literal["exclude", "include"] = Field(
+        "exclude",
+        description="Tasks alone in their clinical group under a group-scope paradigm (CG): their Δ measures MoE "
+        "alone, so by default they are flagged and left out of that paradigm's aggregates and tests.",
+    )
+    hypotheses: Hypotheses = Field(
+        default_factory=Hypotheses, description="Directional hypotheses (one-sided tests); default all two-sided."
+    )
+    bootstrap: int = Field(10000, ge=100, le=1_000_000, description="Bootstrap resamples for confidence intervals.")
+    task_bootstrap: int = Field(
+        2000,
+        ge=100,
+        le=1_000_000,
+        description="Resamples of the per-task test-set bootstrap of Δ (item_scores.json of each job).",
+    )
+    bootstrap_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the bootstrap, so intervals are reproducible."
+    )
 
     @field_validator("baseline")
     @classmethod
     def _registered_baseline(cls, v: str) -> str:
         return check_paradigm(v)
+
+
+class MlflowSpec(Strict):
+    """Where MLflow runs go: one parent run per study, one nested run per job."""
+
+    uri: str = Field(
+        description="MLflow tracking URI: a server (http://host:5000) or a local database (sqlite:///mlflow.db).",
+        min_length=1,
+    )
+    experiment: str | None = Field(None, description="MLflow experiment name (default: the study's name).")
+
+
+class TrackingSpec(Strict):
+    """Live curves in an experiment tracker, beside the run store (which stays the record). Never changes a job id."""
+
+    tensorboard: bool = Field(
+        False,
+        description="Write TensorBoard event files per job under <run store>/tensorboard/<job id> "
+        "(needs the tensorboard extra: pip install 'usagg[tensorboard]').",
+    )
+    mlflow: MlflowSpec | None = Field(
+        None,
+        description="Log params, per-epoch and final metrics, and the report to MLflow (needs the mlflow extra: "
+        "pip install 'usagg[mlflow]').",
+    )
+
+    @model_validator(mode="after")
+    def _extras_installed(self) -> TrackingSpec:
+        import importlib.util
+
+        for wanted, module, extra in (
+            (self.tensorboard, "tensorboard", "tensorboard"),
+            (self.mlflow, "mlflow", "mlflow"),
+        ):
+            if wanted and importlib.util.find_spec(module) is None:
+                raise ValueError(
+                    f"tracking.{extra} needs the {module} package, which is not installed: "
+                    f"pip install 'usagg[{extra}]' (or switch tracking.{extra} off)"
+                )
+        return self
 
 
 class Study(Strict):
@@ -357,7 +611,9 @@ class Study(Strict):
     output_root: Path = Field(
         Path("runs"), description="Folder holding run stores (relative paths are from the current directory)."
     )
-    seeds: list[int] = Field([0], min_length=1, description="Training seeds; every job is repeated per seed.")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        [0], min_length=1, description="Training seeds; every job is repeated per seed."
+    )
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         [1.0], min_length=1, description="Shares of each task's training set (nested, seeded subsets)."
     )
@@ -377,7 +633,9 @@ class Study(Strict):
     )
     singleton_groups: Literal["run", "skip"] = Field(
         "run",
-        description="A CG group with one task: run it (same data as TS but MoE on, so Δ isolates MoE) or skip it.",
+        description="A CG group with one task: run it (same data as TS but MoE on, so Δ isolates MoE) or skip it. "
+        "Run or not, the analysis leaves it out of CG's aggregates and tests unless analysis.cg_singletons is "
+        "`include`.",
     )
     model: ModelSpec = Field(default_factory=ModelSpec, description="M2DINO settings, the same for every paradigm.")
     training: TrainingSpec = Field(
@@ -385,6 +643,9 @@ class Study(Strict):
     )
     execution: ExecutionSpec = Field(
         default_factory=ExecutionSpec, description="Where jobs run; never changes a result or a job id."
+    )
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="Experiment trackers fed while jobs run; never changes a job id."
     )
     analysis: AnalysisSpec = Field(
         default_factory=AnalysisSpec, description="What the analysis emphasises; never changes a job id."
@@ -409,6 +670,20 @@ class Study(Strict):
         if self.tasks_from is not None:
             return self  # cross-checks run again once the catalog is resolved
         known = set(ids)
+        keys: dict[str, str] = {}
+        for task_id in ids:  # module names cannot hold dots: a model keys heads by id with "." as "__"
+            other = keys.setdefault(task_id.replace(".", "__"), task_id)
+            if other != task_id:
+                raise ValueError(
+                    f"tasks: ids {other!r} and {task_id!r} collide once '.' is written '__' (as model parameter "
+                    "names must be); rename one"
+                )
+        if self.data.synthetic is not None:
+            unknown_sizes = [t for t in self.data.synthetic.sizes if t not in known]
+            if unknown_sizes:
+                raise ValueError(
+                    f"data.synthetic.sizes names tasks the study does not have {unknown_sizes}; tasks: {', '.join(ids)}"
+                )
         for where, names in (
             ("training.loss_weights", list(self.training.loss_weights)),
             ("analysis.representative_tasks", self.analysis.representative_tasks),

@@ -22,7 +22,7 @@ from importlib import metadata
 from typing import TypeVar
 
 from usagg.names import unknown_name
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType
+from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, metric_base
 
 __all__ = [
     "PLUGINS_ENV",
@@ -151,7 +151,7 @@ def default_metric(type_name: str) -> str:
 
 
 def _metric(name: str) -> Metric | None:
-    base = name.split("_class", 1)[0]  # per-class variants (DSC_class2) share their metric's direction
+    base = metric_base(name)  # per-class variants (DSC_class2) share their metric's direction
     for tt in task_types():
         for m in tt.metrics:
             if m.name == base:

@@ -21,9 +21,11 @@ Types import what they need inside their methods.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -150,6 +152,11 @@ class TaskType:
     prediction_keys: ClassVar[tuple[str, ...]]
     #: Train and selection subsets keep the class balance (`stratum` gives the class).
     stratified: ClassVar[bool] = False
+    #: How the type's model-space targets move with the image under a geometric augmentation
+    #: (usagg/engine/augment.py): "mask" (a label map, warped by nearest neighbour), "boxes" (xyxy in
+    #: [0, 1]), "points" ([K, 2] in [0, 1]), "label" (unchanged); None: unknown, so geometric
+    #: augmentation is refused for the type.
+    target_geometry: ClassVar[str | None] = None
     #: Where the type sorts in tables, figures and `usagg types` (built-ins 10..40, as the challenge lists them).
     order: ClassVar[int] = 100
     #: Figure style: matplotlib marker, colour, and a name short enough for a narrow axis.
@@ -237,11 +244,59 @@ class TaskType:
         return sample.label
 
     def score(
-        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+        self,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None = None,
+        metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
-        """Metrics of one task from its normalised predictions (one per item, `predict`'s output on the CPU);
-        with a writer, also write every prediction exactly as scored."""
+        """Metrics of one task from its normalised predictions (one per item, `predict`'s output on the CPU).
+
+        `metrics`: compute only these declared names (with their per-class variants), every metric when None;
+        an unknown name is a ValueError (`wanted`). Model selection asks for the primary metric only, so a
+        costly secondary one (the Hausdorff distance) is not computed every epoch. With a writer (the final
+        test evaluation), also write every prediction exactly as scored and hand the writer the per-image
+        values of the task's primary metric (`PredictionWriter.add_item_scores`) for the test-set bootstrap.
+        No items at all score 0.0 on every metric, as the challenge's evaluation records a task without
+        predictions (`empty_scores`).
+        """
         raise NotImplementedError
+
+    def wanted(self, metrics: Sequence[str] | None) -> tuple[str, ...]:
+        """The declared metric names to compute, in declaration order: all of them for None.
+
+        Per-class variants (DSC_class2) are not names of their own: they come with their metric.
+        """
+        if metrics is None:
+            return self.metric_names
+        if isinstance(metrics, str):
+            raise TypeError(f"metrics must be a sequence of metric names, got the string {metrics!r}")
+        unknown = [m for m in metrics if m not in self.metric_names]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))} not a {self.name} metric; allowed: {', '.join(self.metric_names)}"
+            )
+        return tuple(m for m in self.metric_names if m in metrics)
+
+    def record_item_scores(
+        self, writer: PredictionWriter, task: TaskSpec, kind: str, items: Sequence[EvalItem], values: np.ndarray
+    ) -> None:
+        """Hand the writer the per-image `values` of the task's primary metric (see `score`)."""
+        direction = next(m.higher_is_better for m in self.metrics if m.name == task.metric)
+        writer.add_item_scores(task.id, task.metric, direction, kind, [it.image_path for it in items], values)
+
+    def empty_scores(self, metrics: Sequence[str] | None) -> dict[str, float]:
+        """The challenge's record of a task with no predictions: 0.0 on every metric asked for."""
+        return dict.fromkeys(self.wanted(metrics), 0.0)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A type whose `score` predates the `metrics` argument still takes it: it computes every metric
+        and only the names asked for are returned (plug-ins written against the older interface)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("score")
+        if own is not None and "metrics" not in inspect.signature(own).parameters:
+            cls.score = _keeping_wanted(own)  # type: ignore[method-assign]
 
     def load_prediction(self, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
         """A prediction entry read back from `folder` (a type with files beside the JSON loads them here)."""
@@ -249,3 +304,26 @@ class TaskType:
 
     def __repr__(self) -> str:
         return f"<task type {self.name}>"
+
+
+def metric_base(name: str) -> str:
+    """The declared metric of a reported name: DSC for DSC_class2, the name itself otherwise."""
+    return name.split("_class", 1)[0]
+
+
+def _keeping_wanted(score: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
+    """`score` of an older type, wrapped to accept `metrics` and keep only those names (and their variants)."""
+
+    @functools.wraps(score)
+    def wrapper(
+        self: TaskType,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> dict[str, float]:
+        wanted = set(self.wanted(metrics))
+        return {k: v for k, v in score(self, task, preds, items, writer).items() if metric_base(k) in wanted}
+
+    return wrapper

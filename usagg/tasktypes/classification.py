@@ -1,15 +1,15 @@
 """Classification: one class per image (FMC_UIA `mask` column holds the class index).
 
 Scored as the challenge does: AUC (binary: probability of class 1; multi-class:
-macro one-vs-rest), accuracy, F1 macro and weighted, MCC; the predicted class is
-the argmax. Splits are stratified by class.
+macro one-vs-rest; 0.0 where scikit-learn cannot compute it), accuracy, F1 macro
+and weighted, MCC; the predicted class is the argmax. Splits are stratified by class.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 @register_task_type
 class Classification(TaskType):
     name = "classification"
+    target_geometry = "label"
     order = 20
     metrics = (
         Metric("AUC", True),
@@ -81,13 +82,38 @@ class Classification(TaskType):
         return int(sample.label)
 
     def score(
-        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+        self,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None = None,
+        metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
+        """AUC, ACC, F1, MCC; item scores: AUC the label and probabilities (kind "auc"), ACC whether each
+        image is right ("mean"), F1 and MCC the true and predicted class ("confusion")."""
+        wanted = self.wanted(metrics)
+        if not items:
+            return self.empty_scores(metrics)
         probs = np.asarray(preds, dtype=np.float64)
+        labels = np.array([it.gt for it in items], dtype=np.int64)
         if writer is not None:
             for it, p in zip(items, probs, strict=True):
                 write_probs(writer, task.id, it.image_path, p)
-        return classification_metrics(probs, np.array([it.gt for it in items], dtype=np.int64))
+        out = classification_metrics(probs, labels, wanted)
+        if writer is not None and task.metric in out:
+            kind, values = item_values(task.metric, probs, labels)
+            self.record_item_scores(writer, task, kind, items, values)
+        return out
+
+
+def item_values(metric: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, np.ndarray]:
+    """(kind, values) that recompute `metric` on a resample of the images (usagg/predictions.py `ITEM_KINDS`)."""
+    if metric == "AUC":
+        return "auc", np.column_stack([labels, probs]).astype(np.float64)
+    pred = probs.argmax(axis=1)
+    if metric == "ACC":
+        return "mean", (pred == labels).astype(np.float64)
+    return "confusion", np.column_stack([labels, pred]).astype(np.float64)
 
 
 def write_probs(writer: PredictionWriter, task_id: str, image_path: str, probs: Sequence[float] | np.ndarray) -> None:
@@ -103,31 +129,42 @@ def write_probs(writer: PredictionWriter, task_id: str, image_path: str, probs: 
 # --------------------------------------------------------------------------- metrics
 
 
-def _binary_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of a 0/1 target; nan when only one class is present (undefined)."""
+def auc_or_nan(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC as the challenge's evaluate.py calls scikit-learn, nan where scikit-learn cannot compute it.
+
+    C = 2: ``roc_auc_score(labels, probs[:, 1])``; C > 2:
+    ``roc_auc_score(labels, probs, average="macro", multi_class="ovr")``, which
+    needs every class in ``labels`` (and rows summing to 1). Undefined cases
+    (one class present, a class absent from a multi-class task) are nan here,
+    whether scikit-learn raises or (newer versions, binary) warns and returns nan.
+    """
     from sklearn.metrics import roc_auc_score
 
-    if np.unique(y_true).size < 2:
-        return math.nan
-    return float(roc_auc_score(y_true, score))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # UndefinedMetricWarning: a single class present
+        try:
+            if probs.shape[1] == 2:
+                auc = roc_auc_score(labels, probs[:, 1])
+            else:
+                auc = roc_auc_score(labels, probs, average="macro", multi_class="ovr")
+        except ValueError:
+            return math.nan
+    return float(auc)
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """AUC, ACC, F1_macro, F1_weighted and MCC from class probabilities ``[N, C]`` and labels ``[N]``.
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, metrics: Sequence[str] = ("AUC", "ACC", "F1_macro", "F1_weighted", "MCC")
+) -> dict[str, float]:
+    """AUC, ACC, F1_macro, F1_weighted and MCC (those ``metrics`` names) from probabilities ``[N, C]`` and labels.
 
     The predicted class is ``argmax(probs)``. AUC: with C = 2 the ROC AUC of
-    ``probs[:, 1]``; with C > 2 the macro one-vs-rest AUC, i.e. the mean over
-    classes of the binary AUC of ``labels == c`` against ``probs[:, c]``. When
-    every class occurs in ``labels`` this equals sklearn's
-    ``roc_auc_score(..., multi_class="ovr", average="macro")``. A class absent
-    from ``labels`` has no defined one-vs-rest AUC, so the mean runs over the
-    classes present (the challenge's script would fail there and record 0.0);
-    AUC is nan only when a single class is present. F1 uses sklearn with
-    ``zero_division=0`` over the classes seen in labels or predictions, MCC is
-    sklearn's ``matthews_corrcoef``, as in the challenge's script.
+    ``probs[:, 1]``; with C > 2 sklearn's macro one-vs-rest AUC. Where
+    scikit-learn cannot compute it (a single class present, or a class of a
+    multi-class task absent from ``labels``) AUC is 0.0, as the challenge's
+    evaluation records it (:func:`auc_or_nan` tells the cases apart). F1 uses
+    sklearn with ``zero_division=0`` over the classes seen in labels or
+    predictions, MCC is sklearn's ``matthews_corrcoef``, as in the challenge's script.
     """
-    from sklearn.metrics import f1_score, matthews_corrcoef
-
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels)
     if p.ndim != 2 or p.shape[1] < 2:
@@ -146,23 +183,45 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
 
+    unknown = set(metrics) - {"AUC", *_FROM_LABELS}
+    if unknown:
+        raise ValueError(f"unknown classification metric(s) {sorted(unknown)}; expected AUC, {', '.join(_FROM_LABELS)}")
+    out: dict[str, float] = {}
+    if "AUC" in metrics:
+        auc = auc_or_nan(p, y)
+        out["AUC"] = 0.0 if math.isnan(auc) else auc
     pred = p.argmax(axis=1)
-    if num_classes == 2:
-        auc = _binary_auc((y == 1).astype(np.int64), p[:, 1])
-    else:
-        present = np.unique(y)
-        if present.size < 2:
-            auc = math.nan
-        else:
-            auc = float(np.mean([_binary_auc((y == c).astype(np.int64), p[:, c]) for c in present]))
+    out.update({name: label_metric(name, y, pred) for name in _FROM_LABELS if name in metrics})
+    return out
+
+
+def label_metric(name: str, labels: np.ndarray, pred: np.ndarray) -> float:
+    """ACC, F1_macro, F1_weighted or MCC from the true and the predicted classes (no probabilities needed)."""
+    return _FROM_LABELS[name](np.asarray(labels), np.asarray(pred))
+
+
+def _mcc(y: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
     with warnings.catch_warnings():
         # MCC warns (and returns 0) when a row or column of the confusion matrix is empty.
         warnings.simplefilter("ignore", RuntimeWarning)
-        mcc = float(matthews_corrcoef(y, pred))
-    return {
-        "AUC": auc,
-        "ACC": float(np.mean(pred == y)),
-        "F1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
-        "F1_weighted": float(f1_score(y, pred, average="weighted", zero_division=0)),
-        "MCC": mcc,
-    }
+        return float(matthews_corrcoef(y, pred))
+
+
+def _f1(average: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    def f1(y: np.ndarray, pred: np.ndarray) -> float:
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(y, pred, average=average, zero_division=0))
+
+    return f1
+
+
+#: The metrics of (labels, predicted classes), in the order reported (after AUC).
+_FROM_LABELS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "ACC": lambda y, pred: float(np.mean(pred == y)),
+    "F1_macro": _f1("macro"),
+    "F1_weighted": _f1("weighted"),
+    "MCC": _mcc,
+}

@@ -31,6 +31,7 @@ BOX_COLUMNS: tuple[str, ...] = ("x_min", "y_min", "x_max", "y_max")
 @register_task_type
 class Detection(TaskType):
     name = "detection"
+    target_geometry = "boxes"
     order = 30
     metrics = (Metric("IoU", True),)
     num_classes_meaning = "1 (one box per image)"
@@ -95,14 +96,26 @@ class Detection(TaskType):
         return np.array(sample.label, dtype=np.float64)
 
     def score(
-        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+        self,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None = None,
+        metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
+        """IoU; item scores: the IoU of each image (kind "mean")."""
+        self.wanted(metrics)  # IoU is the only metric: nothing to leave out, but a wrong name is refused
+        if not items:
+            return self.empty_scores(metrics)
         boxes = np.asarray(preds, dtype=np.float64)
         px = np.stack([box_to_pixels(b, it.orig_hw) for b, it in zip(boxes, items, strict=True)])
         if writer is not None:
             for it, b in zip(items, boxes, strict=True):
                 write_box(writer, task.id, it.image_path, b, it.orig_hw)
-        return detection_metrics(px, np.stack([it.gt for it in items]))
+        iou = box_iou(px, np.stack([it.gt for it in items]))
+        if writer is not None:
+            self.record_item_scores(writer, task, "mean", items, iou)
+        return {"IoU": float(iou.mean())}
 
 
 def box_to_pixels(box_normalized: Sequence[float] | np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
@@ -136,7 +149,12 @@ def write_box(
 
 
 def detection_metrics(pred_boxes_px: np.ndarray, gt_boxes_px: np.ndarray) -> dict[str, float]:
-    """Mean IoU of one predicted box per image against its true box, ``[N, 4]`` xyxy pixels.
+    """Mean IoU of one predicted box per image against its true box, ``[N, 4]`` xyxy pixels (:func:`box_iou`)."""
+    return {"IoU": float(box_iou(pred_boxes_px, gt_boxes_px).mean())}
+
+
+def box_iou(pred_boxes_px: np.ndarray, gt_boxes_px: np.ndarray) -> np.ndarray:
+    """IoU per image, float64 [N], of one predicted box against its true box, ``[N, 4]`` xyxy pixels.
 
     The challenge's formula: intersection clamped at 0 (disjoint -> 0), areas
     as signed products, IoU 0 when the union is 0. No thresholds, no mAP.
@@ -153,5 +171,4 @@ def detection_metrics(pred_boxes_px: np.ndarray, gt_boxes_px: np.ndarray) -> dic
     union = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1]) + (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1]) - inter
     safe = np.where(union == 0, 1.0, union)
     iou = np.where(union == 0, 0.0, inter / safe)
-    iou = np.where(inter == 0, 0.0, iou)  # inverted or disjoint boxes: exactly 0, never -0.0
-    return {"IoU": float(iou.mean())}
+    return np.where(inter == 0, 0.0, iou)  # inverted or disjoint boxes: exactly 0, never -0.0

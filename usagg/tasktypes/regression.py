@@ -3,6 +3,8 @@
 Scored as the challenge does: MRE, the mean Euclidean keypoint distance in
 pixels (per image over keypoints, then over images). Keypoints live in [0, 1]
 in model space and are mapped back unclipped: a landmark may sit at the border.
+A missing or empty `point_k_xy` (k <= num_classes) is the point (0, 0), as the
+challenge's training and evaluation read it; `data check` counts such images.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ if TYPE_CHECKING:
     from usagg.spec.models import HeadSpec, TaskSpec
 
 Points = tuple[tuple[float, float], ...]
+#: `data check` summary key of an image with a keypoint at (0, 0), where a missing point_k_xy lands.
+ORIGIN = "point at (0, 0)"
 
 
 @register_task_type
 class Regression(TaskType):
     name = "regression"
+    target_geometry = "points"
     csv_name = "Regression"  # as the challenge's files spell it
     order = 40
     metrics = (Metric("MRE", False, "px"),)
@@ -47,15 +52,16 @@ class Regression(TaskType):
         return tuple(f"point_{k + 1}_xy" for k in range(num_classes))
 
     def parse_label(self, row: Row, num_classes: int) -> Points:
-        """point_1_xy..point_K_xy as JSON "[x, y]"; exactly K non-empty columns."""
+        """point_1_xy..point_K_xy as JSON "[x, y]"; a missing or empty one is (0, 0) as the challenge's
+        baseline and evaluation read it, a filled one past K is an error (the row disagrees with num_classes)."""
         record = row.record
         filled = sorted(
             (int(c[len("point_") : -len("_xy")]), c)
             for c, v in record.items()
             if c and c.startswith("point_") and c.endswith("_xy") and c[6:-3].isdigit() and (v or "").strip()
         )
-        points = []
-        for _, column in filled:
+        points = dict.fromkeys(range(1, num_classes + 1), (0.0, 0.0))
+        for number, column in filled:
             raw = record[column].strip()
             try:
                 value = json.loads(raw)
@@ -66,15 +72,14 @@ class Regression(TaskType):
                 raise RowError(
                     "keypoints_json", f'column {column} is {raw!r}, expected a JSON pair like "[120.5, 88]"'
                 ) from None
-            points.append((x, y))
-        numbers = [n for n, _ in filled]
-        if numbers != list(range(1, num_classes + 1)):
-            given = ", ".join(c for _, c in filled) or "none"
+            points[number] = (x, y)
+        if len(points) != num_classes:
+            given = ", ".join(c for _, c in filled)
             raise RowError(
                 "keypoints_count",
                 f"expected {num_classes} keypoints (num_classes) in point_1_xy..point_{num_classes}_xy, found {given}",
             )
-        return tuple(points)
+        return tuple(points.values())
 
     def csv_fields(self, label: Any, num_classes: int) -> list[object]:
         return [json.dumps([x, y]) for x, y in label]
@@ -99,7 +104,15 @@ class Regression(TaskType):
         ], None
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
-        return [f"{len(sample.label)} points"]
+        """The point count, and ORIGIN for an image with a point at (0, 0): how a missing point reads."""
+        origin = any(x == 0 and y == 0 for x, y in sample.label)
+        return [f"{len(sample.label)} points", *([ORIGIN] if origin else [])]
+
+    def summary_text(self, counts: dict[str, int]) -> str:
+        text = ", ".join(f"{v} x {k}" for k, v in counts.items() if k != ORIGIN) or "-"
+        if counts.get(ORIGIN):
+            text += f"; {counts[ORIGIN]} image(s) with a point at (0, 0), as a missing point_k_xy reads"
+        return text
 
     def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
         """float32 [N, K, 2] xy divided by the original width and height."""
@@ -118,14 +131,26 @@ class Regression(TaskType):
         return np.array(sample.label, dtype=np.float64)
 
     def score(
-        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+        self,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None = None,
+        metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
+        """MRE; item scores: the mean keypoint distance of each image (kind "mean")."""
+        self.wanted(metrics)  # MRE is the only metric: nothing to leave out, but a wrong name is refused
+        if not items:
+            return self.empty_scores(metrics)
         pts = np.asarray(preds, dtype=np.float64)
         px = np.stack([points_to_pixels(k, it.orig_hw) for k, it in zip(pts, items, strict=True)])
         if writer is not None:
             for it, k in zip(items, pts, strict=True):
                 write_points(writer, task.id, it.image_path, k, it.orig_hw)
-        return regression_metrics(px, np.stack([it.gt for it in items]))
+        errors = radial_errors(px, np.stack([it.gt for it in items]))
+        if writer is not None:
+            self.record_item_scores(writer, task, "mean", items, errors)
+        return {"MRE": float(errors.mean())}
 
 
 def points_to_pixels(points_normalized: Sequence[float] | np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
@@ -166,11 +191,15 @@ def write_points(
 
 def regression_metrics(pred_pts_px: np.ndarray, gt_pts_px: np.ndarray) -> dict[str, float]:
     """MRE: Euclidean keypoint distance in pixels, mean over keypoints per image, then over images."""
+    return {"MRE": float(radial_errors(pred_pts_px, gt_pts_px).mean())}
+
+
+def radial_errors(pred_pts_px: np.ndarray, gt_pts_px: np.ndarray) -> np.ndarray:
+    """Mean Euclidean keypoint distance in pixels of each image, float64 [N], from ``[N, K, 2]`` pixels."""
     p = np.asarray(pred_pts_px, dtype=np.float64)
     g = np.asarray(gt_pts_px, dtype=np.float64)
     if p.ndim != 3 or p.shape[2] != 2 or p.shape != g.shape:
         raise ValueError(f"keypoints must both be [N, K, 2], got {p.shape} and {g.shape}")
     if p.shape[0] == 0 or p.shape[1] == 0:
         raise ValueError("regression_metrics needs at least one image and one keypoint")
-    per_image = np.sqrt(((p - g) ** 2).sum(axis=2)).mean(axis=1)
-    return {"MRE": float(per_image.mean())}
+    return np.sqrt(((p - g) ** 2).sum(axis=2)).mean(axis=1)

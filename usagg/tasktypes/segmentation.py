@@ -1,6 +1,7 @@
 """Segmentation: a class map per image (FMC_UIA `mask_path` PNGs, pixel = class index, 0 = background).
 
-Scored as the challenge does: per image and non-background class, DSC (both empty -> 1.0) and the maximum
+Scored as the challenge does, on the ground truth read as OpenCV's IMREAD_GRAYSCALE reads it
+(`read_mask_grayscale`): per image and non-background class, DSC (both empty -> 1.0) and the maximum
 symmetric Hausdorff distance between the filled class regions in pixels
 (exactly one empty -> image diagonal, both empty -> 0); mean over images per
 class, then over classes. Predictions go back to the original size with the
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from usagg.data.masks import read_mask_grayscale
 from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, TaskType
 
@@ -36,6 +38,7 @@ _COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
 @register_task_type
 class Segmentation(TaskType):
     name = "segmentation"
+    target_geometry = "mask"
     order = 10
     metrics = (Metric("DSC", True), Metric("HD", False, "px"))
     num_classes_meaning = "classes including the background"
@@ -58,8 +61,8 @@ class Segmentation(TaskType):
         return [str(label)]
 
     def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
-        """The mask exists, decodes, holds only 0..num_classes-1 and has its image's size."""
-        from usagg.data.cache import read_mask
+        """The mask exists, decodes (as scoring reads it: `read_mask_grayscale`), holds only 0..num_classes-1
+        and has its image's size."""
         from usagg.data.fmc_uia import rel
 
         tag = f"task {sample.task_id}:"
@@ -67,7 +70,7 @@ class Segmentation(TaskType):
         if not mask_file.is_file():
             return [("missing_mask", f"{tag} mask {rel(mask_file, root)} not found")], frozenset()
         try:
-            mask = read_mask(mask_file)
+            mask = read_mask_grayscale(mask_file)
         except Exception as err:  # PIL raises many types for bad files
             return [
                 (
@@ -83,7 +86,9 @@ class Segmentation(TaskType):
                 (
                     "mask_values",
                     f"{tag} mask {rel(mask_file, root)} holds values {bad}, but num_classes is "
-                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1})",
+                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1}; masks are read as 8-bit "
+                    "grayscale like the challenge's evaluation, so a palette or colour PNG gives its luminance, "
+                    "not its palette indices: save class indices as a grayscale PNG)",
                 )
             )
         h, w = image_hw
@@ -124,18 +129,29 @@ class Segmentation(TaskType):
         return DPTSegmentationHead(embed_dim, n_features, task.num_classes, heads.decoder_channels)
 
     def ground_truth(self, sample: Sample) -> np.ndarray:
-        from usagg.data.cache import read_mask
-
-        return read_mask(sample.label)
+        """The mask as the challenge's evaluation reads it (`read_mask_grayscale`)."""
+        return read_mask_grayscale(sample.label)
 
     def score(
-        self, task: TaskSpec, preds: np.ndarray, items: Sequence[EvalItem], writer: PredictionWriter | None
+        self,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None = None,
+        metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
+        """DSC and HD; item scores: per image and class, [N, num_classes - 1] (kind "mean")."""
+        wanted = self.wanted(metrics)
+        if not items:
+            return self.empty_scores(metrics)
         masks = [resize_nearest(np.asarray(p, dtype=np.uint8), it.orig_hw) for p, it in zip(preds, items, strict=True)]
         if writer is not None:
             for it, mask in zip(items, masks, strict=True):
                 write_mask(writer, task.id, it.image_path, mask_csv_path(it.sample), mask)
-        return segmentation_metrics(masks, [it.gt for it in items], task.num_classes)
+        per_image = segmentation_per_image(masks, [it.gt for it in items], task.num_classes, wanted)
+        if writer is not None and task.metric in per_image:
+            self.record_item_scores(writer, task, "mean", items, per_image[task.metric])
+        return aggregate_per_class(per_image)
 
     def load_prediction(self, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
         from PIL import Image
@@ -279,14 +295,43 @@ def hausdorff_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(a_to_b, b_to_a)
 
 
-def segmentation_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int) -> dict[str, float]:
+def segmentation_metrics(
+    preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int, metrics: Sequence[str] = ("DSC", "HD")
+) -> dict[str, float]:
     """Task DSC and HD: per image and non-background class, mean over images, then over classes.
 
     ``preds[i]`` must already be at ``gts[i]``'s original resolution (use
     :func:`resize_nearest`); a size mismatch is an error rather than a silent
     resize. ``num_classes`` includes the background (class 0), as in the CSV.
     Also returns ``DSC_class{c}`` and ``HD_class{c}`` for c = 1..num_classes-1.
+    ``metrics`` limits the work to those of DSC and HD.
     """
+    return aggregate_per_class(segmentation_per_image(preds, gts, num_classes, metrics))
+
+
+def aggregate_per_class(per_image: dict[str, np.ndarray]) -> dict[str, float]:
+    """Task metrics from per-image, per-class values [N, C]: mean over images per class, then over classes.
+
+    Returns each metric, then its per-class values ``{name}_class{c}`` (c from 1, the background unscored).
+    """
+    by_class = {name: v.mean(axis=0) for name, v in per_image.items()}
+    out: dict[str, float] = {name: float(v.mean()) for name, v in by_class.items()}
+    for name, v in by_class.items():
+        out.update({f"{name}_class{j + 1}": float(x) for j, x in enumerate(v)})
+    return out
+
+
+def segmentation_per_image(
+    preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int, metrics: Sequence[str] = ("DSC", "HD")
+) -> dict[str, np.ndarray]:
+    """DSC and/or HD (as ``metrics`` asks) per image and non-background class: float64 [N, num_classes - 1].
+
+    The challenge's rules per (image, class): DSC both empty 1.0; HD both
+    empty 0, exactly one empty the image diagonal. See :func:`segmentation_metrics`.
+    """
+    unknown = set(metrics) - {"DSC", "HD"}
+    if unknown:
+        raise ValueError(f"unknown segmentation metric(s) {sorted(unknown)}; expected DSC, HD")
     if num_classes < 2:
         raise ValueError(f"segmentation needs num_classes >= 2 (background included), got {num_classes}")
     if len(preds) != len(gts):
@@ -294,6 +339,7 @@ def segmentation_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
     if len(gts) == 0:
         raise ValueError("segmentation_metrics needs at least one image")
     classes = range(1, num_classes)
+    want_dsc, want_hd = "DSC" in metrics, "HD" in metrics
     dsc = np.zeros((len(gts), num_classes - 1), dtype=np.float64)
     hd = np.zeros_like(dsc)
     for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
@@ -307,13 +353,8 @@ def segmentation_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
         for j, c in enumerate(classes):
             a = pred == c
             b = gt == c
-            dsc[i, j] = _dice(a, b)
-            hd[i, j] = hausdorff_distance(a, b)
-    dsc_class = dsc.mean(axis=0)
-    hd_class = hd.mean(axis=0)
-    out: dict[str, float] = {"DSC": float(dsc_class.mean()), "HD": float(hd_class.mean())}
-    for j, c in enumerate(classes):
-        out[f"DSC_class{c}"] = float(dsc_class[j])
-    for j, c in enumerate(classes):
-        out[f"HD_class{c}"] = float(hd_class[j])
-    return out
+            if want_dsc:
+                dsc[i, j] = _dice(a, b)
+            if want_hd:
+                hd[i, j] = hausdorff_distance(a, b)
+    return {name: v for name, v in (("DSC", dsc), ("HD", hd)) if name in metrics}

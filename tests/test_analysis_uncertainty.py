@@ -1,0 +1,67 @@
+"""The test-set bootstrap of each task Δ through the analysis: item_scores.json of two jobs, H4's paired CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from usagg.analysis.delta import compare
+from usagg.analysis.inputs import load_input
+from usagg.analysis.memo import input_key
+from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.analysis.tables import delta_long_table
+from usagg.analysis.task_ci import load_item_scores, paired_delta_ci
+from usagg.analysis.uncertainty import TEST_SET, task_uncertainty
+from usagg.store import RunStore
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tasks = load_tasks(TASKS)[:9]  # three OB regressions, Breast, Abdomen (one task), OB classifications
+    return simulate_run_store(tmp_path_factory.mktemp("runs") / "ci", tasks, seeds=(0,), item_scores=True)
+
+
+def test_simulated_item_scores_reproduce_the_jobs_metric(run_dir: Path) -> None:
+    inp = load_input(run_dir, None)
+    assert len(inp.item_scores) == len(inp.table.job_ids)
+    row = next(r for r in inp.table.rows if r.paradigm == "CG" and r.metric == inp.primary[r.task])
+    scores = load_item_scores(RunStore(run_dir).paths(row.job_id).folder)[row.task]
+    assert scores.values.mean() == pytest.approx(row.value) and scores.metric == row.metric
+
+
+def test_one_seed_shows_the_test_set_interval_of_the_paired_bootstrap(run_dir: Path) -> None:
+    inp = load_input(run_dir, None)
+    comp = compare(inp)
+    stats = task_uncertainty(inp, comp)
+    test = {(s.task, s.paradigm): s for s in stats if s.name == TEST_SET}
+    assert len(test) == 9 * 2
+    st = test[("FUGC", "AU")]
+    store = RunStore(run_dir)
+    jobs = {r.paradigm: r.job_id for r in inp.table.rows if r.task == "FUGC"}
+    base, other = (load_item_scores(store.paths(jobs[p]).folder)["FUGC"] for p in ("TS", "AU"))
+    s = inp.settings
+    assert st.ci == paired_delta_ci(base, other, s.task_bootstrap, s.bootstrap_seed)
+    assert st.ci[0] < st.value < st.ci[1] and st.value == pytest.approx(comp.deltas[(1.0, "FUGC", "AU")].value)
+    table = delta_long_table(comp, stats)
+    row = dict(zip(table.columns, next(r for r in table.rows if r[1] == "FUGC" and r[7] == "AU"), strict=True))
+    assert (row["ci_low"], row["ci_high"]) == st.ci and row["ci_source"] == f"test-set bootstrap ({st.n} images)"
+
+
+def test_an_edited_item_scores_file_is_another_memo_key(run_dir: Path) -> None:
+    inp = load_input(run_dir, None)
+    path = next(iter(inp.item_scores.values()))
+    before = input_key(inp, "TS")
+    data = json.loads(path.read_text())
+    task = next(iter(data["tasks"]))
+    data["tasks"][task]["values"][0] += 0.5
+    original = path.read_text()
+    try:
+        path.write_text(json.dumps(data))
+        assert input_key(load_input(run_dir, None), "TS") != before
+    finally:
+        path.write_text(original)
+    assert input_key(load_input(run_dir, None), "TS") == before

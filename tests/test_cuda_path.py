@@ -1,0 +1,161 @@
+"""The CUDA training path: no host sync in a steady-state step of any task type (MoE on), grouped MoE dispatch
+agreeing with the loop in bf16, and `execution.accel` (eager on the CPU; compile and graphs agreeing with eager).
+
+The `cuda` tests skip without a GPU (tests/conftest.py); the CPU tests check what can be checked here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from usagg.engine import accel
+from usagg.engine.accel import accelerate, compile_encoder
+from usagg.model.m2dino import M2DINO, build_model
+from usagg.model.moe import TaskMoE
+from usagg.spec.models import ModelSpec, TaskSpec
+
+TASKS = [
+    TaskSpec(id="seg", type="segmentation", num_classes=3),
+    TaskSpec(id="cls", type="classification", num_classes=4),
+    TaskSpec(id="det", type="detection", num_classes=1),
+    TaskSpec(id="reg", type="regression", num_classes=2),
+]
+SIZE, BATCH = 64, 4
+
+
+def _batch(task: TaskSpec, device: torch.device, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and valid model-space targets of the task's type, made on the CPU and moved once."""
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+    if task.type == "segmentation":
+        y = torch.randint(0, task.num_classes, (BATCH, SIZE, SIZE), generator=gen)
+    elif task.type == "classification":
+        y = torch.randint(0, task.num_classes, (BATCH,), generator=gen)
+    elif task.type == "detection":
+        a = torch.rand(BATCH, 4, generator=gen)
+        y = torch.stack([a[:, 0] * 0.5, a[:, 1] * 0.5, 0.5 + a[:, 2] * 0.5, 0.5 + a[:, 3] * 0.5], dim=1)
+    else:
+        y = torch.rand(BATCH, task.num_classes, 2, generator=gen)
+    return x.to(device), y.to(device)
+
+
+def _model(device: torch.device) -> M2DINO:
+    torch.manual_seed(0)
+    return build_model(ModelSpec(backbone="dinov3_test", image_size=SIZE), TASKS, moe=True).to(device)
+
+
+def _step(model: M2DINO, opt: torch.optim.Optimizer, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One training step as the trainer takes it: bf16 autocast on CUDA, backward, clipping, AdamW."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        out = model(x, task, y)
+    assert out.loss is not None
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    return out.loss.detach()
+
+
+def _optimizer(model: M2DINO) -> torch.optim.AdamW:
+    params = [p for ps in model.param_groups().values() for p in ps]
+    return torch.optim.AdamW(params, lr=1e-4, fused=next(model.parameters()).is_cuda)
+
+
+def _needs_sync_free_grouped_mm() -> None:
+    major = torch.cuda.get_device_properties(0).major
+    if major not in (9, 10):
+        pytest.skip(f"sm {major}.x: torch._grouped_mm syncs here, so MoE dispatch loops (one sync per block)")
+
+
+def test_accelerate_keeps_the_cpu_eager_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    model = _model(torch.device("cpu"))
+    accel._cpu_notice_given = False
+    with caplog.at_level(logging.INFO, logger="usagg.engine.accel"):
+        for mode in ("compile", "graphs"):
+            assert accelerate(model, mode, torch.device("cpu")) is model
+    assert model.encoder._compiled_call_impl is None  # nn.Module.compile was not called
+    assert sum("applies to CUDA devices only" in r.message for r in caplog.records) == 1
+    with pytest.raises(ValueError, match="unknown accel mode"):
+        compile_encoder(model, "fast")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # inductor compiles the encoder on the CPU: about 30 s
+def test_compiled_encoder_gives_the_eager_outputs_and_keeps_state_dict_keys() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(backbone="dinov3_test", image_size=32), TASKS[:2], moe=False).eval()
+    keys = list(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = [model(x, t.id).outputs for t in TASKS[:2]]
+        compile_encoder(model, "compile")
+        assert model.encoder._compiled_call_impl is not None
+        got = [model(x, t.id).outputs for t in TASKS[:2]]  # two tasks, one compiled encoder
+    assert list(model.state_dict()) == keys
+    for a, b in zip(want, got, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_training_steps_of_every_task_type_never_sync() -> None:
+    _needs_sync_free_grouped_mm()
+    device = torch.device("cuda")
+    model = _model(device).train()
+    opt = _optimizer(model)
+    gen = torch.Generator().manual_seed(0)
+    batches = {t.id: _batch(t, device, gen) for t in TASKS}
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for t in TASKS:  # warm-up: optimiser state, cuBLAS handles, autotuning
+        total += _step(model, opt, t.id, *batches[t.id]).double()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            for t in TASKS:
+                total += _step(model, opt, t.id, *batches[t.id]).double()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total).item()
+
+
+@pytest.mark.cuda
+def test_grouped_dispatch_matches_the_loop_in_bf16_on_cuda() -> None:
+    _needs_sync_free_grouped_mm()
+    torch.manual_seed(0)
+    from timm.layers import Mlp
+
+    moe = TaskMoE(Mlp(192, 768), 192, 192, 8, 2, "token_task", 0.01).cuda()  # type: ignore[arg-type]
+    x = torch.randn(8, 21, 192, device="cuda")
+    task = torch.randn(8, 192, device="cuda")
+    res = {}
+    for mode in ("loop", "grouped"):
+        moe.dispatch = mode  # type: ignore[assignment]
+        moe.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out, aux, counts = moe(xi, task)
+        (out.float().pow(2).mean() + aux).backward()
+        res[mode] = (out.float(), aux, counts, xi.grad, moe.experts[3].fc1.weight.grad, moe.router.weight.grad)
+    moe.dispatch = "auto"
+    assert not moe.use_grouped(x)  # fp32: the loop
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert moe.use_grouped(x)  # bf16 on sm 9.x / 10.x: grouped GEMMs
+    loop, grouped = res["loop"], res["grouped"]
+    assert torch.equal(loop[2], grouped[2]) and torch.equal(loop[1], grouped[1])
+    for a, b in zip(loop[:1] + loop[3:], grouped[:1] + grouped[3:], strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=3e-2, atol=3e-3 * float(a.abs().max()))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["compile", "graphs"])
+def test_accelerated_training_follows_eager(mode: str) -> None:
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    batches = {t.id: _batch(t, device, gen) for t in TASKS}
+    losses = {}
+    for m in ("eager", mode):
+        model = accelerate(_model(device).train(), m, device)  # type: ignore[arg-type]
+        opt = _optimizer(model)
+        losses[m] = torch.stack([_step(model, opt, t.id, *batches[t.id]) for _ in range(2) for t in TASKS]).float()
+    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2)

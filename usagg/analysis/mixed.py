@@ -1,0 +1,142 @@
+"""The paradigm × data-scale interaction: a linear mixed model of seed-level Δ (statsmodels MixedLM).
+
+Δ ~ paradigm × log10(n_train) + type + (1 | clinical group), fitted by REML on one value
+per (task, paradigm, seed): Δ of that seed against the baseline's seed mean
+(`Comparison.seed_deltas`, whose mean over seeds is the task's Δ). With several seeds a
+variance component per (task, paradigm) within its group is added, so seeds of one task
+are not counted as independent tasks (without it the slope's CI shrinks with the number
+of seeds: pseudo-replication). The model is
+parametrised with one intercept and one slope per paradigm, so each paradigm's slope
+(percentage points of Δ per tenfold n_train) comes with its own Wald CI; the interaction
+is the difference of two slopes (each other paradigm against the first). A model that
+cannot be fitted (too few tasks, groups or distinct sizes; a singular fit) gives a Stat
+with a note saying why, never an exception. statsmodels and pandas are imported inside.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from usagg.analysis.delta import Comparison
+from usagg.analysis.stats import Hypotheses, Stat, alternative, sided
+
+MIN_GROUPS = 3  # a random intercept needs a few groups to estimate its variance
+MIN_TASKS = 3  # distinct task sizes per paradigm: two points fix a line and leave no error to estimate
+SLOPE = "mixed model: slope of Δ per log10 n_train"
+FORMULA = "Δ ~ paradigm × log10(n_train) + type + (1 | group)"
+SEEDS_TERM = " + (1 | group:task:paradigm)"
+
+
+def _one_sided(p: float, estimate: float, alt: str) -> float:
+    """A Wald test's one-sided p from its two-sided p and the estimate's sign."""
+    if alt == "two-sided":
+        return p
+    agrees = estimate < 0 if alt == "less" else estimate > 0
+    return p / 2 if agrees else 1 - p / 2
+
+
+def _rows(comp: Comparison, fraction: float) -> list[tuple[float, str, float, str, str, str]]:
+    """(Δ, paradigm, log10 n_train, type, group, task) per task and seed, exclusions of each paradigm applied."""
+    rows = []
+    for p in comp.others:
+        names, _ = comp.delta_values(fraction, p)
+        for t in names:
+            n = comp.n_train.get((fraction, t), math.nan)
+            if not n > 0:
+                continue
+            info = comp.info(t)
+            for _, d in sorted(comp.seed_deltas(fraction, t, p).items()):
+                rows.append((d, p, math.log10(n), info.type, info.group, t))
+    return rows
+
+
+def _cannot(comp: Comparison, fraction: float, why: str, n: int) -> list[Stat]:
+    return [Stat(SLOPE, p, fraction, None, n, FORMULA, note=f"not fitted: {why}") for p in comp.others]
+
+
+def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses | None = None) -> list[Stat]:
+    """Per-paradigm slopes of Δ on log10 n_train with 95 % CIs and p, then each slope difference (interaction)."""
+    rows = _rows(comp, fraction)
+    n_obs = len(rows)
+    paradigms = [p for p in comp.others if any(r[1] == p for r in rows)]
+    groups = {r[4] for r in rows}
+    if len(groups) < MIN_GROUPS:
+        return _cannot(comp, fraction, f"{len(groups)} clinical groups, need ≥{MIN_GROUPS}", n_obs)
+    for p in paradigms:
+        sizes = {r[2] for r in rows if r[1] == p}
+        if len(sizes) < MIN_TASKS:
+            return _cannot(comp, fraction, f"{p} has {len(sizes)} distinct task sizes, need ≥{MIN_TASKS}", n_obs)
+    types = sorted({r[3] for r in rows})
+    n_params = 2 * len(paradigms) + len(types) - 1
+    if n_obs < n_params + 3:
+        return _cannot(comp, fraction, f"{n_obs} seed-level values for {n_params} fixed effects", n_obs)
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    df = pd.DataFrame(rows, columns=["delta", "paradigm", "logn", "type", "group", "task"])
+    df["paradigm"] = pd.Categorical(df["paradigm"], categories=paradigms)
+    df["unit"] = df["task"] + "|" + df["paradigm"].astype(str)
+    replicated = bool(df["unit"].duplicated().any())
+    formula = "delta ~ 0 + C(paradigm) + C(paradigm):logn" + (" + C(type)" if len(types) > 1 else "")
+    vc = {"unit": "0 + C(unit)"} if replicated else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = smf.mixedlm(formula, df, groups=df["group"], vc_formula=vc).fit(reml=True)
+        except (np.linalg.LinAlgError, ValueError) as err:
+            return _cannot(comp, fraction, f"the fit failed ({err})", n_obs)
+    if not res.converged:
+        return _cannot(comp, fraction, "the optimiser did not converge", n_obs)
+    note = _warning_note([str(w.message) for w in caught if "statsmodels" in w.category.__module__])
+    names = list(res.fe_params.index)
+    method = (
+        f"{FORMULA}{SEEDS_TERM if replicated else ''}; statsmodels MixedLM (REML), {n_obs} seed-level Δ of "
+        f"{len(paradigms)} paradigms, "
+        f"{len(groups)} groups; Wald 95 % CI and z-test"
+    )
+    out = []
+    slope_ix = {p: names.index(f"C(paradigm)[{p}]:logn") for p in paradigms}
+    for p in paradigms:
+        est, p2, ci = _contrast(res, {slope_ix[p]: 1.0})
+        alt = alternative(hypotheses, "scale", p)
+        out.append(
+            Stat(SLOPE, p, fraction, est, sum(r[1] == p for r in rows),
+                 f"{method}, {sided(alt, 'slope < 0' if alt == 'less' else 'slope > 0')}",
+                 _one_sided(p2, est, alt), ci, note)
+        )  # fmt: skip
+    first = paradigms[0] if paradigms else ""
+    for p in paradigms[1:]:
+        est, p2, ci = _contrast(res, {slope_ix[p]: 1.0, slope_ix[first]: -1.0})
+        out.append(
+            Stat(f"mixed model: interaction, slope {p} − slope {first}", f"{p}-{first}", fraction, est, n_obs,
+                 f"{method}, two-sided", p2, ci, note)
+        )  # fmt: skip
+    return out
+
+
+def _warning_note(messages: list[str]) -> str:
+    """What a converged fit's warnings mean for the reader (retries that then converged are not news)."""
+    if any("boundary" in m for m in messages):
+        return "a variance component is estimated at 0 (boundary of the parameter space)"
+    rest = sorted({m.split("\n")[0] for m in messages if "Retrying" not in m and "failed to converge" not in m})
+    return f"fitted with a warning: {'; '.join(rest)}" if rest else ""
+
+
+def _contrast(res, weights: dict[int, float]) -> tuple[float, float, tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """Estimate, two-sided p and 95 % CI of a linear combination of fixed effects (Wald)."""
+    from scipy.stats import norm
+
+    fe = len(res.fe_params)
+    w = np.zeros(fe)
+    for i, v in weights.items():
+        w[i] = v
+    est = float(w @ res.fe_params.to_numpy())
+    cov = res.cov_params().to_numpy()[:fe, :fe]
+    se = float(np.sqrt(w @ cov @ w))
+    z = est / se if se > 0 else math.inf
+    p = float(2 * norm.sf(abs(z)))
+    half = float(norm.ppf(0.975)) * se
+    return est, p, (est - half, est + half)

@@ -1,0 +1,120 @@
+"""Where a report's numbers come from: usagg version, date, host, the spec as run, the weights, each job's device.
+
+A report travels without its run store (sent to co-authors, attached to a tracker), so it
+carries its own provenance: the resolved spec and its hash, the backbone and the weights
+file with its content hash (or a loud random-initialisation warning), epochs, and the
+device and precision of every job, read from the run store's study.yaml and metrics.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from usagg import __version__
+from usagg.analysis.inputs import AnalysisInput
+from usagg.filehash import file_sha256
+
+
+@dataclass
+class Provenance:
+    """The facts the report's provenance block prints."""
+
+    version: str
+    date: str
+    host: str
+    source: str
+    source_sha256: str
+    spec_text: str | None = None
+    spec_sha256: str | None = None
+    backbone: str | None = None
+    epochs: int | None = None
+    weights: str | None = None
+    weights_sha256: str | None = None
+    random_init: bool | None = None
+    jobs: list[tuple[str, str, str]] = field(default_factory=list)  # (job id, device, precision)
+
+    def lines(self) -> list[str]:
+        """Plain-text lines (markdown list items and the HTML block share them)."""
+        out = [
+            f"usagg {self.version}, written {self.date} on {self.host}",
+            f"results: {self.source} (sha256 {self.source_sha256[:16]})",
+        ]
+        if self.spec_sha256:
+            out.append(f"spec as run: study.yaml of the run store (sha256 {self.spec_sha256[:16]}), shown below")
+        if self.backbone:
+            out.append(f"backbone {self.backbone}, {self.epochs} epochs")
+        if self.random_init:
+            out.append("RANDOM INIT: the encoder had no pretrained weights (model.weights empty); not DINOv3 results")
+        elif self.weights:
+            digest = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
+            out.append(f"weights: {self.weights}{digest}")
+        devices = sorted({f"{d} / {p}" for _, d, p in self.jobs})
+        if devices:
+            out.append(f"jobs: {len(self.jobs)} ran on {', '.join(devices)} (device / precision; per job below)")
+        else:
+            out.append("jobs: device and precision not recorded (no job metrics with them)")
+        return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _metrics(run_dir: Path, job_id: str) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / "jobs" / job_id / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def provenance(inp: AnalysisInput) -> Provenance:
+    """Provenance of an analysis input: a run store gives everything, a bare results CSV its own hash."""
+    source = Path(inp.table.path) if inp.table.path is not None else None
+    prov = Provenance(
+        version=__version__,
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        host=socket.gethostname(),
+        source=inp.source,
+        source_sha256=_sha256(source) if source is not None and source.is_file() else "",
+    )
+    if inp.run_dir is None:
+        return prov
+    run_dir = Path(inp.run_dir)
+    spec = run_dir / "study.yaml"
+    if spec.is_file():
+        prov.spec_text = spec.read_text(encoding="utf-8")
+        prov.spec_sha256 = hashlib.sha256(prov.spec_text.encode()).hexdigest()
+    for job_id in inp.table.job_ids:
+        m = _metrics(run_dir, job_id)
+        training, weights = m.get("training") or {}, m.get("weights") or {}
+        if training.get("device"):
+            prov.jobs.append((job_id, str(training["device"]), str(training.get("precision", "not recorded"))))
+        if prov.backbone is None and m:
+            record = _job_record(run_dir, job_id)
+            prov.backbone = (record.get("model") or {}).get("backbone")
+            prov.epochs = training.get("epochs")
+            prov.random_init = bool(weights.get("random_init"))
+            prov.weights = weights.get("weights") or (record.get("model") or {}).get("weights")
+            if prov.weights and Path(prov.weights).is_file():  # digest cached by size and mtime: hashed once
+                prov.weights_sha256 = file_sha256(prov.weights, inp.cache_dir)
+    return prov
+
+
+def _job_record(run_dir: Path, job_id: str) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / "jobs" / job_id / "job.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    job = data.get("job") if isinstance(data, dict) else None
+    return job if isinstance(job, dict) else {}

@@ -1,0 +1,209 @@
+"""Test-set bootstrap of one task's Δ: confidence limits from the per-image scores two jobs recorded.
+
+A job's final test evaluation writes item_scores.json (`JobPaths.item_scores`, filled by
+`PredictionWriter.add_item_scores` in usagg/predictions.py from each type's `score`): per
+task and test image, what recomputes the task's primary metric on any resample of the test
+images. `paired_delta_ci` resamples the images two jobs share (both scored on the same images,
+so one resample serves both: a paired bootstrap) and returns the percentile interval of the
+relative change (usagg/analysis/delta.py `relative_change`).
+
+Percentile rather than BCa: the relative change is a ratio whose resamples can be undefined
+(an AUC with a class absent from the resample, a baseline of 0); the percentile interval just
+leaves those out and respects the ratio's skew without a model of it, while BCa's bias and
+acceleration terms assume every resample and every leave-one-out value is defined, and its
+jackknife would cost one AUC per test image. With thousands of test images the two agree.
+
+The result depends on the seed and the set of shared images only: images are matched by their
+CSV path and put in path order before resampling, so the order a job listed them in is irrelevant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usagg.analysis.delta import relative_change
+from usagg.errors import UsaggError
+from usagg.predictions import ITEM_KINDS, ITEM_SCORES_FORMAT
+from usagg.store import JobPaths
+
+__all__ = ["ItemScores", "load_item_scores", "paired_delta_ci", "resampled_metric"]
+
+#: A CI needs the Δ defined on at least this share of the resamples (else None): beyond it, leaving the
+#: undefined ones out (e.g. resamples without an image of a rare class) would condition the interval too much.
+MIN_DEFINED_SHARE = 0.9
+#: Resamples drawn per call of the generator; fixed, because the stream of draws depends on the chunking.
+_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """One task's per-image scores from one job: enough to recompute `metric` on any resample of `images`.
+
+    `values` rows follow `images`; their meaning depends on `kind` (usagg/predictions.py `ITEM_KINDS`):
+    "mean" float [N] or [N, C] (per class), "auc" [N, 1 + C] (true class, then class probabilities),
+    "confusion" [N, 2] (true class, predicted class).
+    """
+
+    metric: str
+    higher_is_better: bool
+    kind: str
+    images: tuple[str, ...]
+    values: np.ndarray
+
+
+def load_item_scores(job_dir: Path) -> dict[str, ItemScores]:
+    """The item scores of a job folder by task id; {} when the job wrote none (older jobs, failed jobs)."""
+    path = JobPaths(Path(job_dir)).item_scores
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("format") != ITEM_SCORES_FORMAT:
+            raise ValueError(f"expected an object with format {ITEM_SCORES_FORMAT}")
+        return {str(task): _item_scores(task, rec) for task, rec in data["tasks"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsaggError(
+            f"{path} is damaged ({err}); expected the item scores a job writes after its test evaluation "
+            "(delete the file and rerun the job to rebuild it)"
+        ) from None
+
+
+def _item_scores(task: str, rec: dict) -> ItemScores:
+    kind = rec["kind"]
+    if kind not in ITEM_KINDS:
+        raise ValueError(f"task {task}: kind {kind!r} is not one of {', '.join(ITEM_KINDS)}")
+    images = tuple(rec["images"])
+    if not all(isinstance(i, str) for i in images):
+        raise ValueError(f"task {task}: images must be path strings")
+    values = np.array(_floats(rec["values"]), dtype=np.float64)
+    if values.ndim not in (1, 2) or values.shape[0] != len(images):
+        raise ValueError(f"task {task}: {len(images)} images but values of shape {values.shape}")
+    if kind != "mean" and (values.ndim != 2 or values.shape[1] < (3 if kind == "auc" else 2)):
+        raise ValueError(f"task {task}: {kind} values need more columns, got shape {values.shape}")
+    return ItemScores(str(rec["metric"]), bool(rec["higher_is_better"]), kind, images, values)
+
+
+def _floats(raw: object) -> object:
+    """JSON numbers (nested lists) as floats, null as nan; anything else is a ValueError."""
+    if isinstance(raw, list):
+        return [_floats(v) for v in raw]
+    if raw is None:
+        return math.nan
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError(f"{raw!r} is not a number")
+    return float(raw)
+
+
+def resampled_metric(s: ItemScores, idx: np.ndarray) -> float:
+    """The task's metric on the images at positions `idx` (repeats allowed); nan where it is undefined.
+
+    On all positions in order it reproduces the metric as the job scored it, bit for bit, except an AUC
+    that scikit-learn cannot compute: scored 0.0 by the challenge's rule, nan here, so that a bootstrap
+    can leave such resamples out instead of counting them as a worst possible classifier.
+    """
+    from usagg.tasktypes.classification import auc_or_nan, label_metric
+
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"idx must be a 1-D array of image positions, got {idx.dtype} of shape {idx.shape}")
+    if idx.size == 0:
+        return math.nan
+    v = s.values[idx]
+    if s.kind == "mean":
+        return float(v.mean()) if v.ndim == 1 else float(v.mean(axis=0).mean())
+    labels = v[:, 0].astype(np.int64)
+    if s.kind == "auc":
+        return auc_or_nan(v[:, 1:], labels)
+    return label_metric(s.metric, labels, v[:, 1].astype(np.int64))
+
+
+def paired_delta_ci(
+    base: ItemScores, other: ItemScores, resamples: int, seed: int, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the relative change in % of `other` versus `base` (`relative_change`).
+
+    Both are recomputed on the same resamples of the test images they share (matched by path). None
+    when fewer than 2 images are shared or the Δ is undefined on more than 1 - MIN_DEFINED_SHARE of
+    the resamples. Deterministic for a seed, independent of the order of the images.
+    """
+    if (base.metric, base.kind, base.higher_is_better) != (other.metric, other.kind, other.higher_is_better):
+        raise ValueError(f"cannot pair {base.metric} ({base.kind}) with {other.metric} ({other.kind})")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    shared = sorted(set(base.images) & set(other.images))
+    n = len(shared)
+    if n < 2:
+        return None
+    b = _restricted(base, shared)
+    o = _restricted(other, shared)
+    rng = np.random.default_rng(seed)
+    deltas = np.full(resamples, math.nan)
+    for start in range(0, resamples, _CHUNK):
+        idx = rng.integers(0, n, size=(_CHUNK, n))[: resamples - start]
+        for k, (mb, mo) in enumerate(zip(_metrics(b, idx), _metrics(o, idx), strict=True)):
+            if math.isfinite(mb) and math.isfinite(mo):
+                d = relative_change(mo, mb, base.higher_is_better).value
+                deltas[start + k] = math.nan if d is None else d
+    defined = deltas[np.isfinite(deltas)]
+    if defined.size < MIN_DEFINED_SHARE * resamples:
+        return None
+    lo, hi = np.quantile(defined, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)
+
+
+def _restricted(s: ItemScores, images: list[str]) -> ItemScores:
+    """`s` on `images` (a subset of its own), in that order."""
+    where = {img: i for i, img in enumerate(s.images)}
+    return ItemScores(s.metric, s.higher_is_better, s.kind, tuple(images), s.values[[where[i] for i in images]])
+
+
+def _metrics(s: ItemScores, idx: np.ndarray) -> np.ndarray:
+    """The metric on each row of resample positions `idx` [B, n]: vectorised for means and AUC."""
+    if s.kind == "mean":
+        v = s.values[idx].mean(axis=1)  # [B] or [B, C]: mean over images (then over classes)
+        return v if v.ndim == 1 else v.mean(axis=1)
+    if s.kind == "auc":
+        return _weighted_auc(s.values[:, 0].astype(np.int64), s.values[:, 1:], _counts(idx, len(s.images)))
+    return np.array([resampled_metric(s, row) for row in idx])
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each image is drawn in each resample: int [B, n]."""
+    rows = np.arange(idx.shape[0])[:, None] * n
+    return np.bincount((rows + idx).ravel(), minlength=idx.shape[0] * n).reshape(idx.shape[0], n)
+
+
+def _weighted_auc(labels: np.ndarray, probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """`auc_or_nan` (usagg/tasktypes/classification.py) of B resamples given as image counts `w` [B, n].
+
+    ROC AUC is the Mann-Whitney statistic with ties counted one half, which is what scikit-learn's
+    trapezoidal area equals; a resample is the full set with each image weighted by its count. Binary:
+    the probability of class 1; more classes: the mean one-vs-rest AUC, undefined (nan) when a class is
+    absent from the resample, as scikit-learn refuses it.
+    """
+    if probs.shape[1] > 2 and not np.allclose(1.0, probs.sum(axis=1)):
+        return np.full(w.shape[0], math.nan)  # scikit-learn refuses multi-class scores that are not probabilities
+    classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
+    per_class = [_weighted_binary_auc(labels == c, probs[:, c], w) for c in classes]
+    return np.mean(per_class, axis=0)
+
+
+def _weighted_binary_auc(positive: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
+    order = np.argsort(score, kind="stable")
+    s, pos = score[order], positive[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
+    ws = w[:, order].astype(np.float64)
+    p = np.add.reduceat(ws * pos, starts, axis=1)  # positives' weight per score group [B, U]
+    q = np.add.reduceat(ws * ~pos, starts, axis=1)  # negatives' weight per score group
+    below = np.cumsum(q, axis=1) - q
+    wins = (p * (below + 0.5 * q)).sum(axis=1)
+    total = p.sum(axis=1) * q.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, wins / np.where(total > 0, total, 1.0), math.nan)

@@ -1,0 +1,132 @@
+"""Uncertainty of each task's Δ: the spread over training seeds and a test-set bootstrap.
+
+Seeds: Δ_s of each seed of the paradigm against the baseline's seed mean (their mean is
+the task's Δ, `Comparison.seed_deltas`), with their sd; with ≥ 2 seeds a t interval whose
+standard error adds both paradigms' seed variances (delta method:
+SE² = (100/|m̄_b|)² · (s_p²/n_p + (m̄_p/m̄_b)² · s_b²/n_b), the baseline term only with ≥ 2
+baseline seeds) and Welch-Satterthwaite degrees of freedom.
+
+Test set: the CI of the relative change from resampling the test images two jobs share
+(usagg/analysis/task_ci.py, from each job's item_scores.json), for the lowest seed both
+paradigms ran. The interval a table or figure shows for a task (`shown_interval`) is the
+seed interval when there are ≥ 2 seeds, else the test-set one, else none.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from usagg.analysis.delta import Comparison, relative_change
+from usagg.analysis.inputs import AnalysisInput
+from usagg.analysis.stats import Stat
+
+SEEDS = "Δ seed interval"
+TEST_SET = "Δ test-set bootstrap"
+LEVEL = 0.95
+
+
+def seed_interval(comp: Comparison, f: float, task: str, p: str) -> Stat | None:
+    """Mean and sd of the seed-level Δ, and the 95 % t interval with ≥ 2 seeds; None without a Δ."""
+    d = comp.deltas.get((f, task, p))
+    base = comp.cells.get((f, task, comp.baseline))
+    seeds = comp.seed_deltas(f, task, p)
+    if d is None or d.value is None or base is None or not seeds:
+        return None
+    vals = np.asarray([seeds[s] for s in sorted(seeds)], float)
+    n = int(vals.size)
+    effects = (("sd", float(vals.std(ddof=1))),) if n > 1 else ()
+    method = "t interval over seeds, SE from both paradigms' seed sd (delta method), Welch df"
+    if n < 2:
+        return Stat(SEEDS, p, f, d.value, n, method, note="one seed: no spread", effects=effects, task=task)
+    cell = comp.cells[(f, task, p)]
+    k = 100.0 / abs(base.mean)
+    terms = [(k * cell.sd) ** 2 / n]
+    dfs = [n - 1]
+    if base.n_seeds > 1:
+        terms.append((k * cell.mean / base.mean * base.sd) ** 2 / base.n_seeds)
+        dfs.append(base.n_seeds - 1)
+    se = math.sqrt(sum(terms))
+    if se == 0:
+        return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value, d.value), effects=effects, task=task)
+    df = se**4 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True))
+    from scipy.stats import t as student
+
+    half = float(student.ppf(0.5 + LEVEL / 2, df)) * se
+    return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value - half, d.value + half), effects=effects, task=task)
+
+
+def _jobs(inp: AnalysisInput) -> dict[tuple[str, float, int, str], str]:
+    """(paradigm, fraction, seed, task) -> job id, from the results rows."""
+    return {(r.paradigm, r.fraction, r.seed, r.task): r.job_id for r in inp.table.rows if r.job_id}
+
+
+def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
+    """The test-set bootstrap CI of every task Δ whose two jobs wrote item_scores.json (none without them)."""
+    if not inp.item_scores:
+        return []
+    from usagg.analysis.task_ci import load_item_scores, paired_delta_ci
+
+    jobs = _jobs(inp)
+    loaded: dict[str, dict] = {}
+
+    def scores(job: str | None) -> dict:
+        if job is None or job not in inp.item_scores:
+            return {}
+        if job not in loaded:
+            loaded[job] = load_item_scores(Path(inp.item_scores[job]).parent)
+        return loaded[job]
+
+    out = []
+    base = comp.baseline
+    for f in comp.fractions:
+        for info in comp.tasks:
+            t = info.task
+            for p in comp.others:
+                common = sorted(set(comp.seed_values.get((f, t, p), {})) & set(comp.seed_values.get((f, t, base), {})))
+                for s in common:
+                    b, o = scores(jobs.get((base, f, s, t))).get(t), scores(jobs.get((p, f, s, t))).get(t)
+                    if b is None or o is None:
+                        continue
+                    d = relative_change(
+                        comp.seed_values[(f, t, p)][s], comp.seed_values[(f, t, base)][s], info.higher_is_better
+                    )
+                    ci = paired_delta_ci(b, o, resamples, seed, LEVEL)
+                    shared = len(set(b.images) & set(o.images))
+                    out.append(
+                        Stat(
+                            TEST_SET, p, f, d.value, shared,
+                            f"paired percentile bootstrap over the {shared} test images both jobs scored "
+                            f"(seed {s}), {resamples} resamples, seed {seed}",
+                            ci=ci, note="" if ci else "undefined on the resamples", task=t,
+                            effects=(("seed", float(s)),),
+                        )
+                    )  # fmt: skip
+                    break  # the lowest seed both ran
+    return out
+
+
+def task_uncertainty(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
+    """Seed intervals of every task Δ, then test-set bootstrap CIs where the jobs logged per-image scores."""
+    seeds = [
+        s
+        for f in comp.fractions
+        for info in comp.tasks
+        for p in comp.others
+        if (s := seed_interval(comp, f, info.task, p)) is not None
+    ]
+    st = inp.settings
+    return seeds + test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+
+
+def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[float, float, str] | None:
+    """(low, high, source) of the interval shown for a task Δ: seeds when ≥ 2, else the test-set bootstrap."""
+    by = {s.name: s for s in stats if s.task == task and s.paradigm == p and s.fraction == f and s.ci is not None}
+    seeds, test = by.get(SEEDS), by.get(TEST_SET)
+    if seeds is not None:
+        return seeds.ci[0], seeds.ci[1], f"seeds (n={seeds.n}, t)"  # type: ignore[index]
+    if test is not None:
+        return test.ci[0], test.ci[1], f"test-set bootstrap ({test.n} images)"  # type: ignore[index]
+    return None

@@ -1,0 +1,72 @@
+"""A job's training history as a table: one row per epoch and task, written as the job goes (history.csv).
+
+The trainer's history entries (usagg/engine/trainer.py) hold per epoch the optimised loss,
+each task's own loss, MoE auxiliary loss and optimiser steps, and the selection score and
+metrics. `history_rows` flattens them; `write_history` rewrites history.csv atomically after
+every epoch (the whole history, so a resumed job's file is complete too), which
+`usagg.api.load_history` reads for jobs that have not finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from usagg.atomic import write_text_atomic
+
+#: history.csv's columns, then select_<METRIC> for every selection metric of the job's tasks.
+HISTORY_CSV_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "step",
+    "task",
+    "loss",
+    "aux_loss",
+    "task_steps",
+    "job_loss",
+    "select_score",
+    "select_loss",
+)
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return v
+
+
+def history_rows(history: Sequence[dict[str, Any]], task_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (epoch, task) of the job, in epoch then task order; missing values are empty."""
+    rows = []
+    for entry in history:
+        select = entry.get("select") or {}
+        for task in task_ids:
+            row = {
+                "epoch": entry["epoch"],
+                "step": entry.get("step"),
+                "task": task,
+                "loss": (entry.get("task_loss") or {}).get(task),
+                "aux_loss": (entry.get("task_aux_loss") or {}).get(task),
+                "task_steps": (entry.get("task_steps") or {}).get(task),
+                "job_loss": entry.get("loss"),
+                "select_score": entry.get("select_score"),
+                "select_loss": entry.get("select_loss"),
+            }
+            for name, value in (select.get(task) or {}).items():
+                row[f"select_{name}"] = value
+            rows.append({k: _cell(v) for k, v in row.items()})
+    return rows
+
+
+def write_history(path: Path, history: Sequence[dict[str, Any]], task_ids: Sequence[str]) -> Path:
+    """Rewrite history.csv atomically from the whole history (readers never see half a file)."""
+    rows = history_rows(history, task_ids)
+    extra = sorted({k for r in rows for k in r} - set(HISTORY_CSV_COLUMNS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*HISTORY_CSV_COLUMNS, *extra], restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())

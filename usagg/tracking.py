@@ -1,0 +1,289 @@
+"""Experiment trackers: TensorBoard event files and MLflow runs, fed by each job as it trains.
+
+The run store stays the record; a tracker is a window onto it. A job's tracker gets the
+params once, each epoch's history entry (usagg/engine/trainer.py: loss, per-task losses,
+selection metrics) and the final test metrics. TensorBoard writes event files with its own
+writer under <run store>/tensorboard/<job id>. MLflow gets one parent run per study (its id
+kept in <run store>/mlflow.json, so re-runs and workers on other hosts reuse it) and one
+nested run per job, through `MlflowClient` (no global active run, so pool workers are safe).
+A tracker that fails (a server down, a full disk) warns once and is switched off; the job goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usagg.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from usagg.plan import Job
+    from usagg.spec.models import MlflowSpec, TrackingSpec
+
+log = logging.getLogger(__name__)
+
+PARENT_RECORD = "mlflow.json"
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def epoch_scalars(entry: dict[str, Any]) -> dict[str, float]:
+    """One history entry as flat scalar names: loss, task_loss/<task>, select/<task>/<metric>, ..."""
+    out: dict[str, float] = {}
+
+    def put(name: str, value: Any) -> None:
+        v = _number(value)
+        if v is not None:
+            out[name] = v
+
+    for key, value in entry.items():
+        if key in ("epoch", "step"):
+            continue
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if isinstance(inner, dict):
+                    for name, v in inner.items():
+                        put(f"{key}/{sub}/{name}", v)
+                else:
+                    put(f"{key}/{sub}", inner)
+        else:
+            put(key, value)
+    return out
+
+
+def final_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """A job's test metrics as test/<task>/<metric>."""
+    out: dict[str, float] = {}
+    for task, entry in (metrics.get("tasks") or {}).items():
+        for name, value in (entry.get("metrics") or {}).items():
+            v = _number(value)
+            if v is not None:
+                out[f"test/{task}/{name}"] = v
+    return out
+
+
+def job_params(job: Job) -> dict[str, str]:
+    """What a tracker shows as a job's params: paradigm, tasks, seed, fraction and the spec sections, flattened."""
+    params: dict[str, str] = {
+        "job_id": job.id,
+        "paradigm": job.paradigm,
+        "tasks": ",".join(job.task_ids),
+        "moe": str(job.moe),
+        "fraction": f"{job.fraction:g}",
+        "seed": str(job.seed),
+    }
+    for section in ("model", "training"):
+        for key, value in _flat(getattr(job, section).model_dump(mode="json"), section):
+            params[key] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return params
+
+
+def _flat(d: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _flat(v, f"{prefix}.{k}")
+        else:
+            yield f"{prefix}.{k}", v
+
+
+class _Guarded:
+    """Base of the trackers: the first failure warns once and switches the tracker off."""
+
+    name = "tracker"
+
+    def __init__(self) -> None:
+        self.alive = True
+
+    def _call(self, what: str, fn: Any, *args: Any) -> None:
+        if not self.alive:
+            return
+        try:
+            fn(*args)
+        except Exception as err:  # a tracker must never stop training
+            self.alive = False
+            log.warning(
+                "%s: %s failed (%s: %s); tracking switched off for this job", self.name, what, type(err).__name__, err
+            )
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        self._call("logging an epoch", self._epoch, entry)
+
+    def finish(self, metrics: dict[str, Any] | None, state: str) -> None:
+        self._call("finishing", self._finish, metrics, state)
+
+    def _epoch(self, entry: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _finish(self, metrics: dict[str, Any] | None, state: str) -> None:
+        raise NotImplementedError
+
+
+class TensorBoardTracker(_Guarded):
+    """TensorBoard event files of one job (tensorboard's own writer through torch.utils.tensorboard)."""
+
+    name = "tensorboard"
+
+    def __init__(self, folder: Path, params: dict[str, str]) -> None:
+        super().__init__()
+        self.writer: Any = None
+        self._call("opening", self._open, folder, params)
+
+    def _open(self, folder: Path, params: dict[str, str]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+        self.writer.add_text("params", "\n".join(f"    {k}: {v}" for k, v in params.items()), 0)
+
+    def _epoch(self, entry: dict[str, Any]) -> None:
+        for name, value in epoch_scalars(entry).items():
+            self.writer.add_scalar(name, value, int(entry["epoch"]))
+        self.writer.flush()
+
+    def _finish(self, metrics: dict[str, Any] | None, state: str) -> None:
+        if metrics is not None:
+            epoch = int((metrics.get("training") or {}).get("epochs") or 0)
+            for name, value in final_scalars(metrics).items():
+                self.writer.add_scalar(name, value, epoch)
+        self.writer.close()
+
+
+#: MLflow's HTTP retry defaults wait minutes on a server that is down; a tracker should give up in seconds.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def _client(spec: MlflowSpec) -> Any:
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return MlflowClient(tracking_uri=spec.uri)
+
+
+def _experiment_id(client: Any, name: str, spec: MlflowSpec, store_root: Path) -> str:
+    """The experiment's id, created when new; a local store (sqlite:, file:) keeps artifacts in the run store,
+    not in ./mlruns of whatever folder the command ran from."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    local = spec.uri.split(":", 1)[0] in ("sqlite", "file")
+    where = (Path(store_root).resolve() / "mlflow-artifacts").as_uri() if local else None
+    return client.create_experiment(name, artifact_location=where)
+
+
+def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str | None:
+    """The MLflow run that stands for the study (created once, its id kept in the run store); None when unreachable."""
+    record = Path(store_root) / PARENT_RECORD
+    try:
+        known = json.loads(record.read_text()) if record.is_file() else {}
+        if known.get("uri") == spec.uri and known.get("run_id"):
+            return str(known["run_id"])
+        client = _client(spec)
+        experiment = _experiment_id(client, spec.experiment or study_name, spec, store_root)
+        run = client.create_run(experiment, run_name=study_name, tags={"usagg.store": str(store_root)})
+        write_text_atomic(record, json.dumps({"uri": spec.uri, "experiment_id": experiment, "run_id": run.info.run_id}))
+        return str(run.info.run_id)
+    except Exception as err:  # the run store stays the record
+        log.warning(
+            "mlflow: could not reach %s (%s: %s); the study is not tracked there", spec.uri, type(err).__name__, err
+        )
+        return None
+
+
+class MlflowTracker(_Guarded):
+    """One MLflow run per job, nested under the study's run (tag mlflow.parentRunId)."""
+
+    name = "mlflow"
+
+    def __init__(self, spec: MlflowSpec, job: Job, store_root: Path, params: dict[str, str]) -> None:
+        super().__init__()
+        self.client: Any = None
+        self.run_id = ""
+        self._call("starting a run", self._open, spec, job, store_root, params)
+
+    def _open(self, spec: MlflowSpec, job: Job, store_root: Path, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        parent = study_parent_run(spec, job.study, store_root)
+        if parent is None:  # unreachable: study_parent_run has said so once
+            self.alive = False
+            return
+        self.client = _client(spec)
+        experiment = self.client.get_run(parent).info.experiment_id
+        run = self.client.create_run(
+            experiment, run_name=job.id, tags={"mlflow.parentRunId": parent, "usagg.job_id": job.id}
+        )
+        self.run_id = run.info.run_id
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def _log(self, scalars: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k.replace("/", "."), v, now, step) for k, v in scalars.items()]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+
+    def _epoch(self, entry: dict[str, Any]) -> None:
+        self._log(epoch_scalars(entry), int(entry["epoch"]))
+
+    def _finish(self, metrics: dict[str, Any] | None, state: str) -> None:
+        if metrics is not None:
+            self._log(final_scalars(metrics), int((metrics.get("training") or {}).get("epochs") or 0))
+        self.client.set_terminated(self.run_id, "FINISHED" if state == "done" else "FAILED")
+
+
+class JobTrackers:
+    """Every tracker the spec asks for, fed together; empty (and free) when none is asked for."""
+
+    def __init__(self, trackers: list[_Guarded]) -> None:
+        self.trackers = trackers
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        for t in self.trackers:
+            t.epoch(entry)
+
+    def finish(self, metrics: dict[str, Any] | None, state: str) -> None:
+        for t in self.trackers:
+            t.finish(metrics, state)
+
+
+def job_trackers(tracking: TrackingSpec | None, job: Job, store_root: Path) -> JobTrackers:
+    """The trackers of one job, opened (a tracker that cannot open warns once and stays off)."""
+    if tracking is None or not (tracking.tensorboard or tracking.mlflow):
+        return JobTrackers([])
+    params = job_params(job)
+    trackers: list[_Guarded] = []
+    if tracking.tensorboard:
+        trackers.append(TensorBoardTracker(Path(store_root) / "tensorboard" / job.id, params))
+    if tracking.mlflow is not None:
+        trackers.append(MlflowTracker(tracking.mlflow, job, Path(store_root), params))
+    return JobTrackers([t for t in trackers if t.alive])
+
+
+def log_report(tracking: TrackingSpec | None, study_name: str, store_root: Path, folder: Path) -> bool:
+    """Attach a written report folder to the study's MLflow run; True when it was logged."""
+    if tracking is None or tracking.mlflow is None:
+        return False
+    parent = study_parent_run(tracking.mlflow, study_name, store_root)
+    if parent is None:
+        return False
+    try:
+        _client(tracking.mlflow).log_artifacts(parent, str(folder), "report")
+        return True
+    except Exception as err:
+        log.warning("mlflow: could not log the report (%s: %s)", type(err).__name__, err)
+        return False
