@@ -247,3 +247,29 @@ def test_damaged_store_files_are_named_then_repaired_by_the_next_run(
     assert "1 to run, 1 done" in out
     assert {jid: reproducible(store.paths(jid).metrics) for jid in (first, second)} == before
     assert RunStore(store.root).states() == {first: "done", second: "done"}
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16.6: SIGTERM (Slurm, schedulers) puts the job back to pending with its lock released, exit 143."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "COLUMNS": "200"}
+    write_study(tmp_path, tmp_path / "data", epochs=8, steps=3)
+    job = next(j for j in plan(load_study(tmp_path / "study.yaml")) if j.task_ids == ["thyroid_malignancy"])
+    store = RunStore(tmp_path / "runs" / "tiny")
+    last = store.paths(job.id).last_checkpoint
+    cmd = [sys.executable, "-m", "usagg", "run", "study.yaml", "--only", job.id]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 143, proc.stderr.read().decode() if proc.stderr else ""
+    assert "Traceback" not in (proc.stderr.read().decode() if proc.stderr else "")
+    record = store.job_record(job.id)
+    assert record["state"] == "pending" and record["error"] == "interrupted"
+    assert not store.paths(job.id).lock.exists()
+    assert not [p for p in store.root.rglob("*") if p.name.endswith(".tmp")]
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "running" not in out and "interrupted" not in out.split("\n")[-2]
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and store.job_state(job.id) == "done"
+    assert "resumed from" in store.paths(job.id).log.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -89,8 +90,15 @@ def _relabel(param: Any) -> None:
     param.display_type_rich = label
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (what Slurm and most schedulers send) ends a run as Ctrl-C does: the running job goes back to
+    pending with its last checkpoint and its lock released (usagg/engine/runner.py), then exit 128 + 15."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry: user errors become one red paragraph and their exit code, never a traceback."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         plain_help(typer.main.get_command(app))(prog_name="usagg")
     except UsaggError as err:
