@@ -161,3 +161,16 @@ def test_plan_never_cuts_at_the_width_of_a_log(
     first_column = "".join(line[2:].split(" ")[0] for line in text.splitlines()[4:] if line.strip())
     for job in jobs:
         assert job.id in first_column
+
+
+def test_an_output_that_cannot_be_written_is_one_paragraph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16.7: an impossible output path names the path and the cause, exit 2, no traceback."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    for out in (Path("/dev/null/x.md"), a_file / "plan.json"):
+        code, text = run_cli(["schema", "--out", str(out)], monkeypatch, capsys)
+        assert code == 2 and text.startswith("error: could not use") and "Traceback" not in text, text
+        assert "a file where a folder is needed" in text
+    assert a_file.read_text() == "mine\n"

@@ -104,6 +104,22 @@ def main() -> None:
     except UsaggError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
+    except OSError as err:  # an output that cannot be written (read-only, full disk, impossible path)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(os_error_text(err))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def os_error_text(err: OSError) -> str:
+    """One paragraph for a file-system error: the path, the cause, and that nothing written earlier was lost."""
+    path = err.filename if err.filename is not None else "a file"
+    other = f" (and {err.filename2})" if err.filename2 else ""
+    cause = err.strerror or str(err)
+    if isinstance(err, FileExistsError | NotADirectoryError):
+        cause = f"{cause}: it is a file where a folder is needed"
+    return (
+        f"could not use {path}{other}: {cause}. Check that the folder exists and is writable and that the disk "
+        "has room; files already written were written atomically and are unchanged."
+    )
 
 
 if __name__ == "__main__":
