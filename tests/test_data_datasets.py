@@ -279,3 +279,15 @@ def test_training_targets_read_a_palette_mask_as_scoring_does(tmp_path: Path) ->
     im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red: luminance 76, not class 1
     im.save(path)
     assert read_mask(path).tolist() == [[0, 76], [76, 0]]
+
+
+def test_a_damaged_cache_entry_is_rebuilt_not_trusted(tiny: Path, tmp_path: Path) -> None:
+    """Issue 16.4: a truncated decode-cache .npy is decoded again instead of failing every retry."""
+    files = [s.image_file for s in read_split(tiny, "val")["cls_t"]]
+    good = np.array(cache.load(files, 24, tmp_path).arrays)
+    entry = cache.load(files, 24, tmp_path).path
+    blob = entry.read_bytes()
+    entry.write_bytes(blob[: len(blob) // 2])
+    assert np.array_equal(np.array(cache.load(files, 24, tmp_path).arrays), good)
+    entry.write_bytes(b"not an npy file")
+    assert np.array_equal(np.array(cache.load(files, 24, tmp_path).arrays), good)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 
@@ -296,3 +297,20 @@ def test_job_records_balance_selection_and_steps(jobs: dict[str, Job], tmp_path:
     task = run_job(_with(jobs["AU"], epochs=2, selection_scope="task"), tmp_path / "task", "cpu")
     assert task["selection"]["scope"] == "task" and task["selection"]["note"].startswith("optimistic")
     assert set(task["selection"]["epochs"]) == set(task["tasks"]) and task["selection"]["epoch"] is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_a_damaged_last_checkpoint_is_set_aside_and_training_starts_over(
+    jobs: dict[str, Job], tmp_path: Path, damage: str
+) -> None:
+    """Issue 16.4: a torn or overwritten last.pt is never loaded; the job restarts and ends as an undamaged run."""
+    job = jobs["TS-thyroid_malignancy"]
+    straight = _trainer(job, tmp_path / "straight").fit()
+    first = _trainer(job, tmp_path / "damaged")
+    first.fit(stop_after_epoch=1)
+    blob = first.last_path.read_bytes()
+    first.last_path.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else os.urandom(4096))
+    again = _trainer(job, tmp_path / "damaged")
+    fit = again.fit()
+    assert fit.history == straight.history and fit.selected_epoch == straight.selected_epoch
+    assert (again.last_path.parent / "last.pt.damaged").is_file()

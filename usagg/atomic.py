@@ -69,3 +69,15 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 def write_json_atomic(path: Path | str, obj: Any) -> Path:
     """Write indented JSON atomically, so the store stays readable by people."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def set_aside(path: Path | str) -> Path:
+    """Move a damaged file to <name>.damaged (numbered when taken): kept to look at, never read again."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".damaged")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged{n}")
+    os.replace(path, aside)
+    return aside

@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from usagg.atomic import write_json_atomic, write_text_atomic
+from usagg.atomic import set_aside, write_json_atomic, write_text_atomic
 from usagg.errors import UsaggError
 from usagg.paradigms import paradigm_names
 from usagg.plan import Job
@@ -418,12 +418,7 @@ class RunStore:
 
     def set_aside(self, path: Path, why: str) -> Path:
         """Move a damaged file to <name>.damaged (numbered when taken) and note the repair; returns the new path."""
-        aside = path.with_name(path.name + ".damaged")
-        n = 1
-        while aside.exists():
-            n += 1
-            aside = path.with_name(f"{path.name}.damaged{n}")
-        os.replace(path, aside)
+        aside = set_aside(path)
         self.repairs.append(f"{path} was damaged ({why}); set aside as {aside.name}")
         return aside
 

@@ -132,12 +132,31 @@ def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image",
     key = cache_key(files, size, kind, color)
     data_file, hw_file = folder / f"{key}.npy", folder / f"{key}.hw.npy"
     with FileLock(str(folder / f"{key}.lock")):  # also what `usagg cache prune` takes before deleting
-        if not data_file.exists():
-            _build(files, size, kind, data_file, hw_file, "gray" if kind == "mask" else color)
-        else:
-            with contextlib.suppress(OSError):
-                os.utime(data_file)  # last use, for `usagg cache prune`
-        return Decoded(np.load(data_file, mmap_mode="r"), np.load(hw_file), data_file)
+        if data_file.exists():
+            entry = _open(data_file, hw_file, len(files))
+            if entry is not None:
+                with contextlib.suppress(OSError):
+                    os.utime(data_file)  # last use, for `usagg cache prune`
+                return entry
+            for damaged in (data_file, hw_file):  # a cache entry is rebuilt, never trusted
+                damaged.unlink(missing_ok=True)
+        _build(files, size, kind, data_file, hw_file, "gray" if kind == "mask" else color)
+        entry = _open(data_file, hw_file, len(files))
+        if entry is None:
+            raise DataError(f"the decode cache entry {data_file} was written but cannot be read back (disk full?)")
+        return entry
+
+
+def _open(data_file: Path, hw_file: Path, n: int) -> Decoded | None:
+    """A cache entry if it reads whole (header, size, one row per file), else None: truncated or damaged."""
+    try:
+        arrays = np.load(data_file, mmap_mode="r")
+        hw = np.load(hw_file)
+    except (OSError, ValueError, EOFError):
+        return None
+    if arrays.shape[0] != n or hw.shape != (n, 2):
+        return None
+    return Decoded(arrays, hw, data_file)
 
 
 def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file: Path, color: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from usagg.atomic import set_aside
 from usagg.engine import checkpoint, progress
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
@@ -295,7 +296,18 @@ class Trainer:
         """
         if not self.last_path.is_file():
             return False
-        ck = checkpoint.load(self.last_path)
+        try:
+            ck = checkpoint.load(self.last_path)
+        except Exception as err:  # truncated, overwritten, not a checkpoint: set aside, never trusted
+            aside = set_aside(self.last_path)
+            log.warning(
+                "%s is damaged (%s: %s); moved to %s, training starts over from epoch 1",
+                self.last_path,
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+                aside.name,
+            )
+            return False
         why = self._mismatch(ck)
         if why is not None:
             log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
