@@ -142,6 +142,10 @@ def job_matches(job: Job, selector: str) -> bool:
     return any(fnmatchcase(v, pattern) for k in keys for v in _selector_values(job, k))
 
 
+#: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
+MIN_TRAIN = 2
+
+
 def select_jobs(jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = ()) -> list[Job]:
     """The planned jobs narrowed to `paradigms` and to those any `only` selector picks (see `job_matches`).
 
@@ -293,7 +297,29 @@ class StudyRun:
         self.data_warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
         if blocking:
             raise DataProblems(report, blocking)
+        self._check_split_sizes(dataset_root(data))
         return report
+
+    def _check_split_sizes(self, root: Path) -> None:
+        """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
+        train: batch statistics need two), and one selection image when a selection split is asked for."""
+        from usagg.data.splits import make_splits
+
+        short = []
+        for fraction in self.study.fractions:
+            for task_id, sp in make_splits(self.study.data, root, self.study.tasks, fraction, 0).items():
+                if len(sp.train) < MIN_TRAIN:
+                    short.append(f"{task_id} has {len(sp.train)} training image(s) at fraction {fraction:g}")
+                if self.study.data.selection_fraction > 0 and not sp.select:
+                    short.append(f"{task_id} has no selection image")
+        if short:
+            raise UsaggError(
+                f"data.selection_fraction {self.study.data.selection_fraction:g} and fractions "
+                f"{[float(f) for f in self.study.fractions]} leave too little data: {'; '.join(short[:6])}"
+                + (f" (and {len(short) - 6} more)" if len(short) > 6 else "")
+                + f". Every task needs at least {MIN_TRAIN} training images; raise the fractions or lower "
+                "data.selection_fraction (0 turns selection off)."
+            )
 
     def init_store(self) -> None:
         """Write the resolved spec, the plan and a record per job (existing jobs keep their state).
