@@ -273,3 +273,21 @@ def test_run_study_in_an_unguarded_script_is_refused_in_the_workers_not_left_wai
     parent, child = out.splitlines()[:2]
     assert parent.startswith("MainProcess ") and "missing.yaml" in parent
     assert child.startswith("worker run_study was called while a worker process was importing your script")
+
+
+@pytest.mark.slow
+def test_the_report_draws_a_panel_of_training_curves_per_job(finished: tuple) -> None:
+    """Issue 14.4: curves per job, nnU-Net style, from the histories the jobs kept."""
+    from usagg.analysis.curves import fig_curves
+    from usagg.analysis.inputs import load_input
+    from usagg.analysis.summary import analyse
+
+    _, result, _ = finished
+    a = analyse(load_input(result.store_root, None))
+    assert set(a.inp.histories) == set(RunStore(result.store_root).job_ids())
+    fig, caption = fig_curves(a)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert len(titled) == 3 and {ax.get_title().split("-")[0] for ax in titled} == {"TS", "AU"}
+    au = next(ax for ax in titled if ax.get_title().startswith("AU"))
+    assert len(au.get_lines()) == 2  # one loss curve per task of the AU job
+    assert "own training loss" in caption

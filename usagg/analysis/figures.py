@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from usagg.analysis.controls import ALL, controls, splits
+from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import group_n_train
 from usagg.analysis.style import (
     COLUMN_W,
@@ -527,6 +528,7 @@ FIGURES = (
     ("fig_task_type", fig_task_type),
     ("fig_expert_usage", fig_expert_usage),
     ("fig_fraction", fig_fraction),
+    ("fig_curves", fig_curves),
 )
 
 

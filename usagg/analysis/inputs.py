@@ -51,6 +51,7 @@ class AnalysisInput:
     notes: list[str] = field(default_factory=list)
     cache_dir: Path | None = None  # the stored study's data.cache_dir: where analysis outputs are memoised
     item_scores: dict[str, Path] = field(default_factory=dict)  # job -> its item_scores.json, where it wrote one
+    histories: dict[str, list[dict]] = field(default_factory=dict)  # job -> its training history (metrics.json)
 
 
 def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
@@ -123,6 +124,18 @@ def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]
     return usage
 
 
+def _histories(run_dir: Path | None) -> dict[str, list[dict]]:
+    """job_id -> the per-epoch history its metrics.json keeps (loss per task, selection score), where there is one."""
+    if run_dir is None:
+        return {}
+    out = {}
+    for folder, data in RunStore(run_dir).all_metrics().items():
+        history = data.get("history")
+        if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
+            out[str(data.get("job_id") or folder)] = history
+    return out
+
+
 def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, Path]:
     """job_id -> item_scores.json of every job of the table that wrote per-image scores (the test-set bootstrap)."""
     if store is None:
@@ -191,6 +204,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         run_dir=run_dir,
         jobs_planned=planned,
         expert_usage=_expert_usage(run_dir),
+        histories=_histories(run_dir),
         notes=notes,
         cache_dir=_cache_dir(study),
         item_scores=_item_score_files(store, table),

@@ -112,6 +112,7 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
         inp.task_order,
         inp.expert_usage,
         item_scores_digest(inp.item_scores),
+        inp.histories,
         baseline,
         code_digest(),
     )

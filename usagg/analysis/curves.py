@@ -1,0 +1,93 @@
+"""Training curves per job (nnU-Net's progress.png, for a whole study): each task's own loss and the selection score.
+
+One small panel per job of the main fraction and lowest seed, in paradigm order: a line
+per task (its head's loss, unweighted, so a task's TS and AU curves compare; coloured by
+task type) and the job's selection score on the right axis.
+Negative transfer shows as a task whose loss flattens or climbs in CG/AU while it falls in TS.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from usagg.analysis.style import TYPE_COLORS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from usagg.analysis.summary import Analysis
+
+#: Panels drawn at most (the caption says how many jobs were left out).
+MAX_PANELS = 40
+COLUMNS = 6
+
+
+def _jobs(a: Analysis) -> list[tuple[str, str, list[str]]]:
+    """(job id, paradigm, task ids) of the jobs to draw: main fraction, lowest seed, paradigm order."""
+    comp = a.comp
+    fraction = max(comp.fractions)
+    rows = [r for r in a.inp.table.rows if r.fraction == fraction and r.job_id in a.inp.histories]
+    if not rows:
+        return []
+    seed = min(r.seed for r in rows)
+    order = {p: i for i, p in enumerate(comp.paradigms)}
+    jobs: dict[str, tuple[str, list[str]]] = {}
+    for r in rows:
+        if r.seed == seed:
+            jobs.setdefault(r.job_id, (r.paradigm, []))
+            if r.task not in jobs[r.job_id][1]:
+                jobs[r.job_id][1].append(r.task)
+    return sorted(((j, p, t) for j, (p, t) in jobs.items()), key=lambda x: (order.get(x[1], 99), x[0]))
+
+
+def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
+    """The panel grid, or None when no job kept a history (an imported results table)."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    jobs = _jobs(a)
+    if not jobs:
+        return None
+    shown = jobs[:MAX_PANELS]
+    n_cols = min(COLUMNS, len(shown))
+    n_rows = (len(shown) + n_cols - 1) // n_cols
+    fig = Figure(figsize=(1.9 * n_cols + 0.6, 1.55 * n_rows + 0.7), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    types = {r.task: r.type for r in a.inp.table.rows}
+    for ax, (job_id, _, tasks) in zip(axes.flat, shown, strict=False):
+        history = a.inp.histories[job_id]
+        epochs = [int(h["epoch"]) for h in history]
+        for task in tasks:
+            losses = [(h.get("task_loss") or {}).get(task) for h in history]
+            points = [(e, v) for e, v in zip(epochs, losses, strict=True) if isinstance(v, int | float)]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=TYPE_COLORS.get(types.get(task, ""), "#777777"), lw=0.9)
+        values = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
+        if values and max(values) / min(values) > 20:  # a log axis only where losses span decades
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        scores = [h.get("select_score") for h in history]
+        if any(isinstance(s, int | float) for s in scores):
+            twin = ax.twinx()
+            twin.plot(epochs, [s if isinstance(s, int | float) else float("nan") for s in scores], "k--", lw=0.7)
+            twin.tick_params(labelsize=5)
+        name = job_id.rsplit("-", 3)[0] if job_id.count("-") >= 3 else job_id
+        ax.set_title(name, fontsize=6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=5)
+    for ax in list(axes.flat)[len(shown) :]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=c, lw=1.2, label=t) for t, c in TYPE_COLORS.items() if t in set(types.values())]
+    handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="selection score (right axis)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize=6, frameon=False)
+    left_out = len(jobs) - len(shown)
+    cap = (
+        "Training curves of each job (lowest seed, main fraction): each task's own training loss per epoch "
+        "(coloured by task type; a log axis where a job's losses span decades) and the job's selection score "
+        "(dashed, right axis). "
+        "A task whose loss falls in TS but flattens in CG or AU is what negative transfer looks like in training."
+        + (f" {left_out} more jobs are not drawn (history.csv in their folders)." if left_out else "")
+    )
+    return fig, cap
