@@ -68,14 +68,22 @@ def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert names == sorted(
-        f"{n}.svg" for n in ("fig2_absolute", "fig3_delta", "fig_delta_vs_ntrain", "fig_task_type", "fig_expert_usage")
+        f"{n}.svg"
+        for n in (
+            "fig2_absolute",
+            "fig3_delta",
+            "fig_delta_vs_ntrain",
+            "fig_task_type",
+            "fig_expert_usage",
+            "fig_curves",
+        )
     )
     res = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     html = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
     assert "figures/fig3_delta.png" in md and "breast_lesion" in md
-    assert html.count("data:image/png;base64,") == 5  # self-contained
+    assert html.count("data:image/png;base64,") == 6  # self-contained
     for name in ("tasks", "groups", "aggregates", "statistics", "negative_transfer"):
         assert (tmp_path / "rep" / "tables" / f"{name}.tex").is_file()
         assert (tmp_path / "rep" / "tables" / f"{name}.csv").is_file()
@@ -211,7 +219,9 @@ def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(run_
         )
         for command in ("report", "plot"):
             res = _usagg(command, "--results", str(tampered), cwd=work)
-            assert res.returncode == 2 and "plain study name" in res.stderr and "Traceback" not in res.stderr, res.stderr
+            assert res.returncode == 2 and "plain study name" in res.stderr and "Traceback" not in res.stderr, (
+                res.stderr
+            )
     # route 2: `name` in a run store's study.yaml
     store = tmp_path / "store"
     shutil.copytree(run_dir, store)

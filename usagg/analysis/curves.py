@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from usagg.analysis.style import TYPE_COLORS
+from usagg.analysis.style import PAGE_W, TYPE_COLORS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Panels drawn at most (the caption says how many jobs were left out).
 MAX_PANELS = 40
-COLUMNS = 6
+COLUMNS = 4
 
 
 def _jobs(a: Analysis) -> list[tuple[str, str, list[str]]]:
@@ -52,7 +52,7 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
     shown = jobs[:MAX_PANELS]
     n_cols = min(COLUMNS, len(shown))
     n_rows = (len(shown) + n_cols - 1) // n_cols
-    fig = Figure(figsize=(1.9 * n_cols + 0.6, 1.55 * n_rows + 0.7), layout="constrained")
+    fig = Figure(figsize=(PAGE_W, 1.45 * n_rows + 0.6), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     types = {r.task: r.type for r in a.inp.table.rows}
     for ax, (job_id, _, tasks) in zip(axes.flat, shown, strict=False):
@@ -72,16 +72,16 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
         if any(isinstance(s, int | float) for s in scores):
             twin = ax.twinx()
             twin.plot(epochs, [s if isinstance(s, int | float) else float("nan") for s in scores], "k--", lw=0.7)
-            twin.tick_params(labelsize=5)
+            twin.tick_params(labelsize=7)
         name = job_id.rsplit("-", 3)[0] if job_id.count("-") >= 3 else job_id
-        ax.set_title(name, fontsize=6)
+        ax.set_title(name, fontsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=5)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=c, lw=1.2, label=t) for t, c in TYPE_COLORS.items() if t in set(types.values())]
     handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="selection score (right axis)"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize=6, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize=7, frameon=False)
     left_out = len(jobs) - len(shown)
     cap = (
         "Training curves of each job (lowest seed, main fraction): each task's own training loss per epoch "

@@ -141,7 +141,8 @@ def simulate_run_store(
     seed: int = 0,
     **kwargs: object,
 ) -> Path:
-    """Write a run store through RunStore: the study, a plan, each job's metrics (expert usage for MoE jobs),
+    """Write a run store through RunStore: the study, a plan, each job's metrics (expert usage for MoE jobs,
+    a five-epoch training history),
     with `item_scores` each job's per-image scores, and a results.csv dated after them, so the analysis reads
     it as is."""
     import yaml
@@ -166,6 +167,19 @@ def simulate_run_store(
             if r.task not in eu:
                 pref = rng.dirichlet(np.full(experts, 0.4))
                 eu[r.task] = [rng.multinomial(4000, pref).tolist() for _ in range(moe_blocks)]
+    curves = np.random.default_rng(2)  # a stream of its own: the other simulated numbers stay as they were
+    for job in jobs.values():
+        start = {t: float(curves.uniform(0.4, 2.5)) for t in job["tasks"]}
+        rate = {t: float(curves.uniform(0.05, 0.35)) for t in job["tasks"]}
+        job["history"] = [
+            {
+                "epoch": e,
+                "step": 10 * e,
+                "task_loss": {t: start[t] * float(np.exp(-rate[t] * (e - 1))) for t in job["tasks"]},
+                "select_score": float(1 - np.exp(-0.4 * (e - 1))),
+            }
+            for e in range(1, 6)
+        ]
     store.write_plan([{"id": jid, "simulated": True} for jid in jobs])  # only its length is read by the analysis
     for jid, job in jobs.items():
         store.write_metrics(jid, job)
