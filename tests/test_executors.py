@@ -18,11 +18,13 @@ import pytest
 from submitit.helpers import DelayedSubmission
 
 import usagg.execute.local as local
-from usagg.errors import UsaggError
+from usagg.engine.runner import run_one
+from usagg.errors import SpecError, UsaggError
 from usagg.execute import GpuPoolExecutor, InProcessExecutor, make_executor, resolve_devices
-from usagg.execute.pool import visible_device
+from usagg.execute.pool import GIB, GpuMemory, packed_jobs, visible_device
 from usagg.execute.slurm import SlurmExecutor, SlurmJobCall, slurm_parameters
 from usagg.plan import plan
+from usagg.spec.load import load_study
 from usagg.spec.models import DataSpec, ExecutionSpec, ModelSpec, SlurmSpec, Study, SynthSpec, TaskSpec
 from usagg.store import RunStore, read_json, write_json_atomic
 
@@ -35,19 +37,28 @@ def fake_run_one(store_root: str, job_id: str, *, device: str | None = None, thr
     behaviour = read_json(Path(store_root) / "behaviour.json").get(job_id, "ok")
     with store.lock(job_id):
         store.set_state(job_id, "running")
-        write_json_atomic(
-            store.job_dir(job_id) / "seen.json",
-            {
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "pid": os.getpid(),
-                "torch_imported": "torch" in sys.modules,
-                "device": device,
-                "threads": threads,
-            },
-        )
+        seen = {
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "pid": os.getpid(),
+            "torch_imported": "torch" in sys.modules,
+            "device": device,
+            "threads": threads,
+            "start": time.time(),
+        }
+        write_json_atomic(store.job_dir(job_id) / "seen.json", seen)
         time.sleep(0.2 if behaviour == "ok" else 0)
+        deadline = time.time() + 60
+        while behaviour == "company" and time.time() < deadline:  # wait until another job of the store runs
+            if any(store.job_state(j) == "running" for j in store.job_ids() if j != job_id):
+                break
+            time.sleep(0.05)
+        write_json_atomic(store.job_dir(job_id) / "seen.json", {**seen, "end": time.time()})
         if behaviour == "raise":
             raise RuntimeError(f"boom in {job_id}")
+        if behaviour == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if behaviour == "crash":
             os._exit(7)
         if behaviour == "fail":
@@ -76,6 +87,44 @@ def make_store(tmp_path: Path, behaviours: list[str]) -> tuple[RunStore, list[st
     ids = [j.id for j in jobs]
     write_json_atomic(store.root / "behaviour.json", dict(zip(ids, behaviours, strict=True)))
     return store, ids
+
+
+class FixedProbe:
+    """Stands in for CudaMemoryProbe on the CPU: every job peaks at `peak` GiB with `free` GiB usable, known at once."""
+
+    poll_s = 0.05
+
+    def __init__(self, peak: float, free: float) -> None:
+        self.peak, self.free = peak, free
+
+    def start(self) -> None:
+        pass
+
+    def sample(self) -> GpuMemory:
+        return GpuMemory(int(self.peak * GIB), int(self.free * GIB))
+
+    def finish(self) -> GpuMemory:
+        return self.sample()
+
+
+class DoneCountProbe:
+    """Jobs peak at 8 GiB until `after` jobs of the store are done, then at 20 GiB; 40 GiB free; known at the end."""
+
+    poll_s = 0.05
+
+    def __init__(self, store_root: str, after: int) -> None:
+        self.store_root, self.after = store_root, after
+
+    def start(self) -> None:
+        pass
+
+    def sample(self) -> None:
+        return None
+
+    def finish(self) -> GpuMemory:
+        store = RunStore(self.store_root)
+        done = sum(store.job_state(j) == "done" for j in store.job_ids())
+        return GpuMemory((8 if done < self.after else 20) * GIB, 40 * GIB)
 
 
 class Events:
@@ -172,6 +221,122 @@ def test_gpu_pool_pins_workers_and_survives_a_crashed_worker(tmp_path: Path, mon
     assert all(events.of(j)[-1] == "finished" for j in ids if expected[j] == "done")
 
 
+@pytest.mark.slow
+def test_gpu_pool_runs_jobs_per_gpu_workers_and_an_oom_fails_only_its_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    store, ids = make_store(tmp_path, ["ok", "ok", "oom", "ok", "ok", "ok"])
+    events = Events()
+    states = GpuPoolExecutor(str(store.root), [0, 1], jobs_per_gpu=2).run(ids, fake_run_one, events)
+    expected = dict(zip(ids, ["done", "done", "failed", "done", "done", "done"], strict=True))
+    assert states == expected and {jid: store.job_state(jid) for jid in ids} == expected
+
+    seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
+    pids = {dev: {s["pid"] for s in seen.values() if s["cuda_visible_devices"] == dev} for dev in ("0", "1")}
+    assert {dev: len(p) for dev, p in pids.items()} == {"0": 2, "1": 2}  # two worker processes per GPU
+    assert {i["jobs_per_gpu"] for _, e, i in events.calls if e == "started"} == {2}
+
+    error = store.job_record(ids[2])["error"]
+    assert "out of GPU memory" in error and "execution.jobs_per_gpu" in error and "Tried to allocate 2.00 GiB" in error
+    text = (store.job_dir(ids[2]) / "error.txt").read_text()
+    assert "OutOfMemoryError" in text and "execution.jobs_per_gpu" in text
+    assert events.of(ids[2]) == ["started", "failed"]
+
+
+@pytest.mark.slow
+def test_gpu_pool_auto_measures_the_largest_job_first_and_packs_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # TS a, b, c; CG g1, g2; AU (MoE, 3 tasks) last, running until another job runs beside it (60 s at most)
+    store, ids = make_store(tmp_path, ["ok"] * 5 + ["company"])
+    au = ids[-1]
+    assert store.job(au).paradigm == "AU"
+    events = Events()
+    pool = GpuPoolExecutor(str(store.root), [0], jobs_per_gpu="auto", probe=FixedProbe(peak=8, free=40))
+    assert pool.run(ids, fake_run_one, events) == dict.fromkeys(ids, "done")
+
+    started = [(j, i["jobs_per_gpu"]) for j, e, i in events.calls if e == "started"]
+    assert started[0] == (au, 1)  # the largest job goes first, alone
+    assert {n for _, n in started[1:]} == {3}  # (40 + 1) // (1.25 * 8 + 1) = 3
+    assert pool.limits == {0: packed_jobs(40 * GIB, 8 * GIB)} == {0: 3}
+    seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
+    assert any(s["start"] < seen[au]["end"] for j, s in seen.items() if j != au)  # packed while AU ran
+    assert seen[au]["end"] - seen[au]["start"] < 50
+    assert len({s["pid"] for s in seen.values()}) == 3  # the measuring worker and two more
+
+
+@pytest.mark.slow
+def test_gpu_pool_auto_lowers_the_count_when_a_larger_peak_is_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    store, ids = make_store(tmp_path, ["ok"] * 6)
+    events = Events()
+    pool = GpuPoolExecutor(str(store.root), [0], jobs_per_gpu="auto", probe=DoneCountProbe(str(store.root), 3))
+    assert pool.run(ids, fake_run_one, events) == dict.fromkeys(ids, "done")
+
+    started = [(j, i["jobs_per_gpu"]) for j, e, i in events.calls if e == "started"]
+    assert [n for _, n in started[:4]] == [1, 3, 3, 3]  # measured at 8 GiB: (40 + 1) // (10 + 1)
+    assert started[-1][1] == 1 and pool.limits == {0: 1}  # then 20 GiB: (40 + 1) // (25 + 1)
+    seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
+    last = started[-1][0]
+    assert all(seen[last]["start"] >= s["end"] for j, s in seen.items() if j != last)  # alone again
+
+
+@pytest.mark.slow
+def test_gpu_pool_auto_keeps_one_worker_per_gpu_when_jobs_use_no_cuda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    store, ids = make_store(tmp_path, ["ok"] * 3)
+    pool = GpuPoolExecutor(str(store.root), [0], jobs_per_gpu="auto")  # the real CudaMemoryProbe
+    assert pool.run(ids, fake_run_one) == dict.fromkeys(ids, "done")
+    assert pool.limits == {0: 1}
+    assert len({read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids}) == 1
+
+
+def test_packed_jobs_leaves_room_for_contexts_and_clamps() -> None:
+    assert packed_jobs(78 * GIB, int(2.56 * GIB)) == 16  # an AU job of the H100 gpu-check: 18 fit, capped at 16
+    assert packed_jobs(78 * GIB, 6 * GIB) == 9  # (78 + 1) // (1.25 * 6 + 1)
+    assert packed_jobs(78 * GIB, 20 * GIB) == 3  # (78 + 1) // (1.25 * 20 + 1)
+    assert packed_jobs(10 * GIB, 12 * GIB) == 1  # never fewer than one
+
+
+def test_run_one_names_jobs_per_gpu_when_the_engine_runs_out_of_gpu_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    import usagg.engine.job
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> dict:  # the engine entry point, failing as a full GPU makes it
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+
+    monkeypatch.setattr(usagg.engine.job, "run_job", out_of_memory)
+    store, ids = make_store(tmp_path, ["ok", "ok"])
+    assert run_one(str(store.root), ids[0], device="cpu") == "failed"
+    error = store.job_record(ids[0])["error"]
+    assert error.startswith("GpuOutOfMemory: out of GPU memory") and "execution.jobs_per_gpu" in error
+    assert "Tried to allocate 512.00 MiB" in error
+    text = (store.job_dir(ids[0]) / "error.txt").read_text()
+    assert "torch.OutOfMemoryError" in text and text.rstrip().endswith("Tried to allocate 512.00 MiB)")
+    assert "job failed: GpuOutOfMemory" in (store.job_dir(ids[0]) / "log.txt").read_text()
+    assert store.job_state(ids[1]) == "pending"
+
+
+@pytest.mark.parametrize("value", [0, 17, -1, "many", 2.5])
+def test_jobs_per_gpu_out_of_range_is_a_spec_error(tmp_path: Path, value: object) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: synthetic}\n"
+        f"model: {{backbone: dinov3_test, image_size: 64}}\nexecution: {{jobs_per_gpu: {value}}}\n"
+    )
+    with pytest.raises(SpecError, match=r"execution\.jobs_per_gpu: got .*'auto'"):
+        load_study(spec)
+    assert ExecutionSpec().jobs_per_gpu == "auto" and ExecutionSpec(jobs_per_gpu=16).jobs_per_gpu == 16
+
+
 def test_visible_device_maps_through_the_parent_visibility() -> None:
     assert visible_device(1, "") == "1"
     assert visible_device(1, "2,3") == "3"
@@ -247,10 +412,12 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path: Path, monkeypatch: p
 
 def test_make_executor_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "cuda_device_count", lambda: 2)
-    assert isinstance(make_executor(ExecutionSpec(devices="cpu"), tmp_path), InProcessExecutor)
-    assert isinstance(make_executor(ExecutionSpec(devices=[0]), tmp_path), InProcessExecutor)
-    pool = make_executor(ExecutionSpec(devices="auto"), tmp_path)
-    assert isinstance(pool, GpuPoolExecutor) and pool.devices == [0, 1]
+    assert isinstance(make_executor(ExecutionSpec(devices="cpu", jobs_per_gpu=4), tmp_path), InProcessExecutor)
+    assert isinstance(make_executor(ExecutionSpec(devices=[0], jobs_per_gpu=1), tmp_path), InProcessExecutor)
+    packed = make_executor(ExecutionSpec(devices=[0]), tmp_path)  # one GPU, jobs_per_gpu auto: a pool packs it
+    assert isinstance(packed, GpuPoolExecutor) and packed.devices == [0] and packed.jobs_per_gpu == "auto"
+    pool = make_executor(ExecutionSpec(devices="auto", jobs_per_gpu=3), tmp_path)
+    assert isinstance(pool, GpuPoolExecutor) and pool.devices == [0, 1] and pool.jobs_per_gpu == 3
     one = make_executor(ExecutionSpec(devices=[1]), tmp_path)  # only a fresh process can be pinned to GPU 1
     assert isinstance(one, GpuPoolExecutor) and one.devices == [1]
     slurm = make_executor(ExecutionSpec(executor="slurm"), tmp_path, cluster="local")

@@ -32,8 +32,9 @@ def test_engine_device_follows_the_execution_section(executor: str, devices: obj
 
 def test_job_function_carries_device_and_threads_through_a_pickle() -> None:
     fn = pickle.loads(pickle.dumps(job_function(ExecutionSpec(devices="cpu", threads=3))))
-    assert fn.func is run_one and fn.keywords == {"device": "cpu", "threads": 3}
-    assert job_function(ExecutionSpec()).keywords == {"device": None, "threads": None}
+    assert fn.func is run_one and fn.keywords == {"device": "cpu", "threads": 3, "accel": "eager", "tracking": None}
+    plain = {"device": None, "threads": None, "accel": "eager", "tracking": None}
+    assert job_function(ExecutionSpec()).keywords == plain
 
 
 def test_options_become_overrides() -> None:

@@ -107,3 +107,38 @@ def test_a_missing_extra_is_a_spec_error_naming_it(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ValueError, match=r"pip install 'usagg\[tensorboard\]'"):
         TrackingSpec(tensorboard=True)
+
+
+@pytest.mark.slow
+def test_a_run_feeds_tensorboard_and_mlflow_per_epoch_and_drops_resume_state(tmp_path: Path) -> None:
+    """The real path: usagg run's jobs write their curves to both trackers as they train."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from usagg.api import run_study
+    from usagg.store import RunStore
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {
+        "name": "tracked",
+        "output_root": str(tmp_path / "runs"),
+        "paradigms": ["TS"],
+        "data": {
+            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
+            "cache_dir": str(tmp_path),
+        },
+        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
+        "model": {"backbone": "dinov3_test", "image_size": 32},
+        "training": {"epochs": 3, "batch_size": 4},
+        "tracking": {"tensorboard": True, "mlflow": {"uri": uri}},
+    }
+    result = run_study(spec, device="cpu")
+    (job_id,) = result.states
+    acc = EventAccumulator(str(result.store_root / "tensorboard" / job_id))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3]
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id], "tags.usagg.job_id != ''")
+    assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "loss")) == 3
+    paths = RunStore(result.store_root).paths(job_id)
+    assert (paths.checkpoints / "best.pt").is_file() and not paths.last_checkpoint.exists()  # done: no resume state

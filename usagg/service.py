@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn, JobFn
     from usagg.plan import Job
-    from usagg.spec.models import ExecutionSpec, Study
+    from usagg.spec.models import ExecutionSpec, Study, TrackingSpec
     from usagg.store import RunStore
 
 #: Problems listed in a DataProblems message (the CLI lists more, see `usagg data check` for all).
@@ -187,11 +187,29 @@ def engine_device(execution: ExecutionSpec) -> str | None:
     return "cuda"
 
 
-def job_function(execution: ExecutionSpec) -> JobFn:
-    """`run_one` with the device and threads bound: picklable, so it reaches pool workers and Slurm nodes."""
+def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None) -> JobFn:
+    """`run_one` with device, threads, accel and trackers bound: picklable, so it reaches pool workers and Slurm
+    nodes."""
     from usagg.engine.runner import run_one  # torch-free at import: the engine loads inside the call
 
-    return functools.partial(run_one, device=engine_device(execution), threads=execution.threads)
+    return functools.partial(
+        run_one,
+        device=engine_device(execution),
+        threads=execution.threads,
+        accel=execution.accel,
+        tracking=tracking if tracking is not None and (tracking.tensorboard or tracking.mlflow) else None,
+    )
+
+
+def reachable_tracking(tracking: TrackingSpec, study_name: str, store_root: Path) -> TrackingSpec:
+    """The study's trackers, MLflow left out when its server cannot be reached (said once, not once per job)."""
+    if tracking.mlflow is None:
+        return tracking
+    from usagg.tracking import study_parent_run
+
+    if study_parent_run(tracking.mlflow, study_name, store_root) is None:
+        return tracking.model_copy(update={"mlflow": None})
+    return tracking
 
 
 # --------------------------------------------------------------------------- a run
@@ -353,7 +371,8 @@ class StudyRun:
         from usagg.execute.registry import make_executor
 
         executor = make_executor(self.study.execution, self.store.root, **executor_options)
-        fn = job_function(self.study.execution)
+        tracking = reachable_tracking(self.study.tracking, self.study.name, self.store.root)
+        fn = job_function(self.study.execution, tracking)
         if on_progress is None:
             return executor.run(self.todo, fn, on_event)
         with progress.listening(on_progress):

@@ -243,7 +243,8 @@ class MlflowTracker(_Guarded):
     def _finish(self, metrics: dict[str, Any] | None, state: str) -> None:
         if metrics is not None:
             self._log(final_scalars(metrics), int((metrics.get("training") or {}).get("epochs") or 0))
-        self.client.set_terminated(self.run_id, "FINISHED" if state == "done" else "FAILED")
+        status = {"done": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED")
+        self.client.set_terminated(self.run_id, status)
 
 
 class JobTrackers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.markup import escape
 from usagg import __version__
 from usagg.cli import analysis, cache, data, init, registry, runs, spec_cmds, synth
 from usagg.errors import UsaggError
+from usagg.signals import exit_on_sigterm
 
 app = typer.Typer(
     name="usagg",
@@ -90,15 +90,9 @@ def _relabel(param: Any) -> None:
     param.display_type_rich = label
 
 
-def _terminated(signum: int, frame: object) -> None:
-    """SIGTERM (what Slurm and most schedulers send) ends a run as Ctrl-C does: the running job goes back to
-    pending with its last checkpoint and its lock released (usagg/engine/runner.py), then exit 128 + 15."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     """Console-script entry: user errors become one red paragraph and their exit code, never a traceback."""
-    signal.signal(signal.SIGTERM, _terminated)
+    exit_on_sigterm()  # usagg/signals.py: SIGTERM stops a run as Ctrl-C does, exit 143
     try:
         plain_help(typer.main.get_command(app))(prog_name="usagg")
     except UsaggError as err:

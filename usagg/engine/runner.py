@@ -3,19 +3,47 @@
 It holds the job's lock (another live process running it means: leave it
 alone), records the state transitions, logs to the job's log file, and turns
 any failure into `failed` plus the full traceback as the job's error text, so
-one bad job never stops a study. Executors get it as
+one bad job never stops a study. Running out of GPU memory is recorded as
+`GpuOutOfMemory`, whose message names `execution.jobs_per_gpu` (jobs packed on
+one GPU share its memory). Executors get it as
 `functools.partial(run_one, device=..., threads=...)` (see usagg/service.py).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from usagg.store import RunStore
+from usagg.store import BEST_CHECKPOINT, RunStore
+
+if TYPE_CHECKING:
+    from usagg.spec.models import TrackingSpec
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class GpuOutOfMemory(RuntimeError):
+    """A job ran out of GPU memory; the message says what to lower, execution.jobs_per_gpu first."""
+
+
+def gpu_memory_error(err: BaseException) -> GpuOutOfMemory | None:
+    """For a torch.OutOfMemoryError, the error to record instead (advice, then torch's first line); else None.
+
+    Jobs packed on one GPU (usagg/execute/pool.py) share its memory, so the
+    first thing to lower is how many run at once. torch is looked up, never
+    imported: an error raised before the engine loaded it is no GPU error.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(err, torch.OutOfMemoryError):
+        return None
+    detail = (str(err).strip().splitlines() or ["no detail"])[0]
+    return GpuOutOfMemory(
+        "out of GPU memory: the jobs on one GPU share its memory; lower execution.jobs_per_gpu "
+        f"(1: one job per GPU), then training.batch_size or model.image_size ({detail})"
+    )
 
 
 class _JobLog:
@@ -40,11 +68,21 @@ class _JobLog:
         self.handler.close()
 
 
-def run_one(store_root: str, job_id: str, *, device: str | None = None, threads: int | None = None) -> str:
+def run_one(
+    store_root: str,
+    job_id: str,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    accel: str = "eager",
+    tracking: TrackingSpec | None = None,
+) -> str:
     """Run one job of the store to `done` or `failed` and return that state.
 
     `device` (cpu | cuda | cuda:N; None: a visible GPU, else the CPU) and
-    `threads` (CPU threads; None: torch's choice) go to the engine as given. A
+    `threads` (CPU threads; None: torch's choice) go to the engine as given, with
+    `accel` (usagg/engine/accel.py); `tracking` feeds the job's trackers
+    (usagg/tracking.py) after every epoch and at its end. A
     done job is returned as is (its id carries the hash of every setting, so
     done means done). A job whose lock another live process holds raises
     `JobLocked` untouched (the executors report it as `locked`); every other
@@ -56,32 +94,55 @@ def run_one(store_root: str, job_id: str, *, device: str | None = None, threads:
     with store.lock(job_id):  # raises JobLocked when a live process holds it
         if store.job_state(job_id) == "done":  # finished by another process between our check and the lock
             return "done"
-        return _run_locked(store, job_id, device, threads)
+        return _run_locked(store, job_id, device, threads, accel, tracking)
 
 
-def _run_locked(store: RunStore, job_id: str, device: str | None, threads: int | None) -> str:
+def _run_locked(
+    store: RunStore, job_id: str, device: str | None, threads: int | None, accel: str, tracking: TrackingSpec | None
+) -> str:
+    from usagg.tracking import JobTrackers, job_trackers
+
     paths = store.paths(job_id)
     paths.folder.mkdir(parents=True, exist_ok=True)
     store.clear_error(job_id)
     store.set_state(job_id, "running")
     with _JobLog(paths.log) as log:
+        trackers = JobTrackers([])
         try:
             from usagg.engine.job import run_job  # torch is imported here, not when the store is read
 
             job = store.job(job_id)
-            store.write_metrics(job_id, run_job(job, paths.folder, device, threads))
+            trackers = job_trackers(tracking, job, store.root)
+            metrics = run_job(job, paths.folder, device, threads, on_epoch=trackers.epoch, accel=accel)
+            store.write_metrics(job_id, metrics)
         except Exception as err:
-            store.write_error(job_id, traceback.format_exc())
+            trackers.finish(None, "failed")
+            text = traceback.format_exc()
+            oom = gpu_memory_error(err)
+            if oom is not None:
+                text, err = f"{text}\n{oom}\n", oom
+            store.write_error(job_id, text)
             summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:300]
             log.error("job failed: %s", summary)
             store.set_state(job_id, "failed", error=summary)
             return "failed"
         except BaseException:
+            trackers.finish(None, "interrupted")
             # Ctrl-C or a cluster's SystemExit: not the job's fault. Back to pending (the next run
             # resumes from the last checkpoint), then let the interruption go on.
             log.warning("job interrupted; it resumes from its last checkpoint when run again")
             store.set_state(job_id, "pending", error="interrupted")
             raise
+        trackers.finish(metrics, "done")
         log.info("job done: %s", job_id)
     store.set_state(job_id, "done")
+    _drop_resume_state(store, job_id)
     return "done"
+
+
+def _drop_resume_state(store: RunStore, job_id: str) -> None:
+    """A done job never resumes: its last.pt (optimiser and sampler state) goes once best.pt keeps the
+    selected weights, so a study keeps one set of weights per job instead of two (issue 10's checkpoint bytes)."""
+    paths = store.paths(job_id)
+    if (paths.checkpoints / BEST_CHECKPOINT).is_file():
+        paths.last_checkpoint.unlink(missing_ok=True)

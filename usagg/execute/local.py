@@ -1,4 +1,4 @@
-"""The "local" executor: in this process, or a pool of one worker per GPU, chosen from `execution.devices`."""
+"""The "local" executor: in this process, or a pool of workers per GPU, from `execution.devices` and `jobs_per_gpu`."""
 
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ def resolve_devices(execution: ExecutionSpec) -> list[int] | None:
 
 
 def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Executor:
-    """A GPU pool for several GPUs (or one GPU other than 0), else in-process."""
+    """A GPU pool for several GPUs, one GPU other than 0 or several jobs per GPU; else in-process (the CPU)."""
     devices = resolve_devices(execution)
-    if devices and (len(devices) >= 2 or devices != [0]):
-        # one device other than 0 also gets a (one-worker) pool: only a fresh process can be pinned to it
-        return GpuPoolExecutor(str(store_root), devices)
+    if devices and (devices != [0] or execution.jobs_per_gpu != 1):
+        # one device other than 0 also gets a pool: only a fresh process can be pinned to it
+        return GpuPoolExecutor(str(store_root), devices, execution.jobs_per_gpu)
     return InProcessExecutor(store_root)

@@ -483,9 +483,10 @@ class ExecutionSpec(Strict):
     )
     jobs_per_gpu: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = Field(
         "auto",
-        description="Jobs run at once on each local GPU, each in its own worker process (1..16); auto: one until "
-        "the GPU's first job (the largest queued) reports its measured peak memory, then as many as fit in the "
-        "memory it left free (usagg/execute/pool.py). No effect on the CPU or under Slurm.",
+        description="Jobs run at once on each local GPU, each in its own worker process with its own lock and log "
+        "(1..16); auto: one until the GPU's first job (the largest queued) reports its measured peak memory (once "
+        "its training settles, else at its end), then as many as fit in the GPU's free memory "
+        "(usagg/execute/pool.py). No effect on the CPU or under Slurm.",
     )
     slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm settings (executor: slurm).")
 
