@@ -241,3 +241,14 @@ def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(run_
     assert (work / "tampered.csv").is_file()
     assert not (tmp_path / "reports").exists() and not list(work.glob("reports/*/../../*victim*"))
     assert (victim / "tables" / "precious.csv").read_text() == "keep me\n"
+
+
+def test_compare_json_holds_every_table_as_records(run_dir: Path) -> None:
+    import json
+
+    res = CliRunner().invoke(app, ["compare", str(run_dir), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["baseline"] == "TS" and {"tasks", "statistics", "delta"} <= set(data["tables"])
+    delta = data["tables"]["delta"]["rows"]
+    assert len(delta) == 27 * 3 and {"task", "paradigm", "delta_pct", "ci_low", "ci_high"} <= set(delta[0])

@@ -126,5 +126,31 @@ def compare_output(a: Analysis, fmt: str) -> str:
     """The text `usagg compare` prints: CSV is the machine-readable per-task Δ table, others every table."""
     if fmt == "csv":
         return render(delta_long_table(a.comp, a.stats), "csv")
+    if fmt == "json":
+        return _json_output(a)
     sep = "\n" if fmt != "latex" else "\n% ----\n"
     return sep.join(render(t, fmt) for t in all_tables(a))
+
+
+def _json_output(a: Analysis) -> str:
+    """Every table as records (column -> value; NaN as null), the per-task Δ table under "delta", and the notes."""
+    import json
+    import math
+
+    def cell(v: object) -> object:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    tables = [*all_tables(a), delta_long_table(a.comp, a.stats)]
+    out = {
+        "study": a.inp.study,
+        "baseline": a.comp.baseline,
+        "tables": {
+            t.name: {
+                "title": t.title,
+                "rows": [{c: cell(v) for c, v in zip(t.columns, row, strict=False)} for row in t.rows],
+                "notes": t.notes,
+            }
+            for t in tables
+        },
+    }
+    return json.dumps(out, indent=1, default=str) + "\n"

@@ -24,7 +24,7 @@ _RESULTS = typer.Option(None, "--results", help="Analyse this tidy results CSV i
 _ROOT = typer.Option(Path("runs"), "--root", help="Output root searched for the latest study when RUN_DIR is omitted.")
 _BASELINE = typer.Option(None, "--baseline", help="Paradigm Δ is measured against (default: analysis.baseline, TS).")
 
-COMPARE_FORMATS = ("table", "csv", "markdown", "latex")
+COMPARE_FORMATS = ("table", "csv", "json", "markdown", "latex")
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
@@ -47,7 +47,9 @@ def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: s
 def compare_cmd(
     run_dir: Path | None = _RUN_DIR,
     baseline: str | None = _BASELINE,
-    fmt: str = typer.Option("table", "--format", help="table, csv (per-task Δ, machine-readable), markdown or latex."),
+    fmt: str = typer.Option(
+        "table", "--format", help="table, csv (per-task Δ), json (every table as records), markdown or latex."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write to this file (atomically) instead of printing."),
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
