@@ -211,9 +211,7 @@ class MoESpec(Strict):
     """Task-conditioned Mixture-of-Experts in the later encoder blocks (CG and AU only)."""
 
     blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None,
-        min_length=1,
-        description="Block indices (0-based) whose MLP becomes MoE; default the later half."
+        None, min_length=1, description="Block indices (0-based) whose MLP becomes MoE; default the later half."
     )
     experts: int = Field(8, ge=1, le=64, description="Experts per MoE block.")
     top_k: int = Field(2, ge=1, description="Experts chosen per token.")
@@ -238,7 +236,7 @@ class HeadSpec(Strict):
     feature_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
         None,
         min_length=1,
-        description="Encoder blocks whose outputs feed the heads; default 4 evenly spaced, the last included."
+        description="Encoder blocks whose outputs feed the heads; default 4 evenly spaced, the last included.",
     )
     decoder_channels: int = Field(64, ge=8, le=4096, description="Width of the DPT-style mask decoder.")
     hidden: int = Field(
@@ -373,33 +371,34 @@ class AugmentationSpec(Strict):
 class TrainingSpec(Strict):
     """Optimisation, identical across TS, CG and AU."""
 
-    epochs: int = Field(20, ge=1, description="Training epochs.")
+    epochs: int = Field(20, ge=1, le=10_000, description="Training epochs.")
     steps_per_epoch: int | None = Field(
         None,
         ge=1,
+        le=10_000_000,
         description="Batches per epoch (with sampling: matched, per task); default: the job's training images / "
         "batch_size (matched: each task's own images / batch_size, rounded up).",
     )
-    batch_size: int = Field(16, ge=1, description="Images per batch; every batch holds one task.")
-    eval_batch_size: int = Field(32, ge=1, description="Images per batch at evaluation.")
+    batch_size: int = Field(16, ge=1, le=4096, description="Images per batch; every batch holds one task.")
+    eval_batch_size: int = Field(32, ge=1, le=4096, description="Images per batch at evaluation.")
     optimizer: Literal["adamw"] = Field("adamw", description="Optimiser.")
-    lr_encoder: float = Field(1e-4, gt=0, description="Learning rate of the trainable encoder blocks and MoE.")
-    lr_heads: float = Field(1e-3, gt=0, description="Learning rate of the heads and task embeddings.")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
+    lr_encoder: float = Field(1e-4, gt=0, le=1, description="Learning rate of the trainable encoder blocks and MoE.")
+    lr_heads: float = Field(1e-3, gt=0, le=1, description="Learning rate of the heads and task embeddings.")
+    weight_decay: float = Field(0.05, ge=0, le=10, description="AdamW weight decay.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warm-up.")
-    warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs.")
+    warmup_epochs: float = Field(1.0, ge=0, le=10_000, description="Linear warm-up length in epochs.")
     sampling: Literal["uniform", "proportional", "temperature", "matched"] = Field(
         "uniform",
         description="Which task each batch comes from: uniform, proportional to size, size^(1/T), or matched: "
         "every task gets exactly the optimiser steps of its TS job (per epoch ceil(n_train / batch_size), or "
         "steps_per_epoch when set), in a seeded shuffle. One-task jobs draw the same batches in every mode.",
     )
-    temperature: float = Field(2.0, gt=0, description="T of temperature sampling.")
-    loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+    temperature: float = Field(2.0, gt=0, le=1e6, description="T of temperature sampling.")
+    loss_weights: dict[str, Annotated[float, Field(ge=0, le=1e6)]] = Field(
         default_factory=dict, description="Per-task loss weight (task id -> weight; default 1)."
     )
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Gradient norm clip; null for none.")
+    grad_clip: float | None = Field(1.0, gt=0, le=1e6, description="Gradient norm clip; null for none.")
     augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Training augmentation.")
     selection: Literal["best", "last"] = Field(
         "best",
