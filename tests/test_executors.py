@@ -36,6 +36,7 @@ def fake_run_one(store_root: str, job_id: str, *, device: str | None = None, thr
     store = RunStore(store_root)
     behaviour = read_json(Path(store_root) / "behaviour.json").get(job_id, "ok")
     with store.lock(job_id):
+        start = time.time()  # before the state says running: a job waiting for company sees it after this
         store.set_state(job_id, "running")
         seen = {
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -43,7 +44,7 @@ def fake_run_one(store_root: str, job_id: str, *, device: str | None = None, thr
             "torch_imported": "torch" in sys.modules,
             "device": device,
             "threads": threads,
-            "start": time.time(),
+            "start": start,
         }
         write_json_atomic(store.job_dir(job_id) / "seen.json", seen)
         time.sleep(0.2 if behaviour == "ok" else 0)
