@@ -87,6 +87,21 @@ def _iso(t: datetime) -> str:
     return t.isoformat()
 
 
+def new_record(job_dump: dict[str, Any], state: str) -> dict[str, Any]:
+    """A job.json for a job that has not run yet in this store (a new job, or one rebuilt from the plan)."""
+    return {
+        "job": job_dump,
+        "state": state,
+        "attempts": 0,
+        "started": None,
+        "finished": None,
+        "duration_s": None,
+        "host": None,
+        "pid": None,
+        "error": None,
+    }
+
+
 # --------------------------------------------------------------------------- locks
 
 
@@ -315,17 +330,7 @@ class RunStore:
                     if record:
                         record["job"] = dump
                     else:
-                        record = {
-                            "job": dump,
-                            "state": "pending",
-                            "attempts": 0,
-                            "started": None,
-                            "finished": None,
-                            "duration_s": None,
-                            "host": None,
-                            "pid": None,
-                            "error": None,
-                        }
+                        record = new_record(dump, "pending")
                     write_json_atomic(path, record)
             except JobLocked:
                 continue  # a live runner owns this job's record
@@ -435,17 +440,7 @@ class RunStore:
             with self.lock(job_id):
                 self.set_aside(path, why)
                 state = "done" if self._intact_metrics(job_id) else "pending"
-                record = {
-                    "job": plans[job_id].model_dump(mode="json"),
-                    "state": state,
-                    "attempts": 0,
-                    "started": None,
-                    "finished": None,
-                    "duration_s": None,
-                    "host": None,
-                    "pid": None,
-                    "error": None,
-                }
+                record = new_record(plans[job_id].model_dump(mode="json"), state)
                 write_json_atomic(path, record)
                 self.repairs[-1] += f" and rebuilt from the plan as {state}"
                 return record
