@@ -129,17 +129,22 @@ def _selector_values(job: Job, key: str) -> list[str]:
 
 
 def job_matches(job: Job, selector: str) -> bool:
-    """Whether `selector` picks `job`: KEY:PATTERN (id, task, group, paradigm), or a bare PATTERN for any of them.
+    """Whether `selector` picks `job`: KEY:PATTERN or KEY=PATTERN (id, task, group, paradigm), or a bare PATTERN
+    for any of them; a bare pattern with a '-' also matches the job ids it begins (`TS-breast`).
 
-    Patterns are shell globs (fnmatch, case-sensitive), so `--only 'TS-*'`, `--only fetal_head`
-    (every job that trains it) or `--only group:Fetal` select without copying a hashed id.
+    Patterns are shell globs (fnmatch, case-sensitive), so `--only 'TS-breast*'`, `--only fetal_head`
+    (every job that trains it), `--only task=breast_lesion` or `--only group:Fetal` select without copying
+    a hashed id.
     """
     from fnmatch import fnmatchcase
 
-    key, sep, pattern = selector.partition(":")
-    keys = (key,) if sep and key in SELECTOR_KEYS else SELECTOR_KEYS
-    pattern = pattern if sep and key in SELECTOR_KEYS else selector
-    return any(fnmatchcase(v, pattern) for k in keys for v in _selector_values(job, k))
+    for sep in (":", "="):
+        key, found, pattern = selector.partition(sep)
+        if found and key in SELECTOR_KEYS:
+            return any(fnmatchcase(v, pattern) for v in _selector_values(job, key))
+    values = [v for k in SELECTOR_KEYS for v in _selector_values(job, k)]
+    prefix = "-" in selector and job.id.startswith(selector)  # TS-breast: an id begins <paradigm>-<name>
+    return prefix or any(fnmatchcase(v, selector) for v in values)
 
 
 #: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
@@ -163,8 +168,9 @@ def select_jobs(jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[s
             tasks = sorted({t for j in jobs for t in j.task_ids})
             groups = sorted({g for j in jobs for g in _selector_values(j, "group")})
             raise UsaggError(
-                f"--only {', '.join(bad)} matches no job of this selection. A selector is a job id, a task, a "
-                "group or a paradigm, or KEY:PATTERN with KEY one of id, task, group, paradigm (globs such as "
+                f"--only {', '.join(bad)} matches no job of this selection. A selector is a job id or its beginning, "
+                "a task, a group or a paradigm, or KEY:PATTERN / KEY=PATTERN with KEY one of id, task, group, "
+                "paradigm (globs such as "
                 f"'TS-*' work). Jobs: {', '.join(j.id for j in jobs) or 'none'}; tasks: {', '.join(tasks)}; "
                 f"groups: {', '.join(groups) or 'none'}; paradigms: {', '.join(sorted({j.paradigm for j in jobs}))}"
             )

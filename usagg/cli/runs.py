@@ -177,8 +177,8 @@ def run(
     only: list[str] = typer.Option(
         [],
         "--only",
-        help="Run only the jobs a selector picks (repeatable): a job id, task, group or paradigm, or "
-        "KEY:PATTERN with KEY id|task|group|paradigm; globs work ('TS-*', task:fetal_*).",
+        help="Run only the jobs a selector picks (repeatable): a job id or its beginning, a task, group or "
+        "paradigm, or KEY=PATTERN with KEY id|task|group|paradigm; globs work ('TS-breast*', task=fetal_*).",
     ),
     executor: str | None = typer.Option(
         None, "--executor", help="A registered executor: local, slurm, ... (default: the spec's)."
