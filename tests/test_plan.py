@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from usagg.affinity import Affinity
 from usagg.errors import SpecError
 from usagg.paradigms import PARADIGMS, Unit, register_paradigm
 from usagg.plan import Job, plan
@@ -227,3 +228,99 @@ def test_paradigm_factors_are_registered() -> None:
     }
     with pytest.raises(ValueError, match="scope of paradigm 'X' is one of task, group, all"):
         register_paradigm("X", "x", scope="tasks")
+
+
+class _Evidence:
+    """A staged planner's evidence, as the run store gives it (usagg/service.py StoreEvidence), from a matrix."""
+
+    def __init__(self, tasks: list[str], matrix: list[list[float]]) -> None:
+        self.aff = Affinity(tasks, matrix)
+
+    def affinity(self) -> Affinity:
+        return self.aff
+
+
+TASKS = ["seg_a", "cls_b", "det_c", "reg_d", "cls_e"]
+# seg_a + det_c help each other, cls_b + reg_d too, cls_e helps no one: the best 3 groups
+PLANTED = [
+    [0.0, -0.1, 0.5, -0.1, 0.0],
+    [-0.1, 0.0, -0.1, 0.4, 0.0],
+    [0.6, -0.1, 0.0, -0.1, 0.0],
+    [-0.1, 0.3, -0.1, 0.0, 0.0],
+    [-0.2, -0.2, -0.2, -0.2, 0.0],
+]
+
+
+def test_ag_waits_for_the_au_job_then_plans_groups_from_its_affinity(spec: Path) -> None:
+    from usagg.plan import plan_stages
+
+    study = load_study(spec, ["paradigms=[TS,CG,AU,AG]"])
+    first = plan_stages(study)
+    au = [j for j in first.jobs if j.paradigm == "AU"]
+    assert all(j.affinity is not None for j in au) and len(au) == 4  # AU measures at every fraction and seed
+    (waiting,) = first.waiting
+    assert waiting.paradigm == "AG" and set(waiting.needs) == {j.id for j in au if j.fraction == 1.0}
+    assert not [j for j in first.jobs if j.paradigm == "AG"]
+
+    seen: list[list[str]] = []
+
+    def evidence_for(jobs: list[Job]) -> _Evidence:
+        seen.append([j.id for j in jobs])
+        return _Evidence(TASKS, PLANTED)
+
+    second = plan_stages(study, evidence_for)
+    assert seen == [list(waiting.needs)] and not second.waiting
+    ag = [j for j in second.jobs if j.paradigm == "AG" and j.fraction == 1.0 and j.seed == 0]
+    # budget: 3 clinical groups (Breast, OB, Lung)
+    assert [(j.name, j.task_ids) for j in ag] == [
+        ("g1", ["seg_a", "det_c"]),
+        ("g2", ["cls_b", "reg_d"]),
+        ("g3", ["cls_e"]),
+    ]
+    assert [j.moe for j in ag] == [True] * 3 and ag[2].group == "Lung" and ag[0].group is None
+    assert len([j for j in second.jobs if j.paradigm == "AG"]) == 3 * 2 * 2  # crossed with fractions and seeds
+    # ids hash the task set: a CG unit of the same tasks trains the same model (only the prefix differs)
+    cg = {j.task_ids[0]: j for j in second.jobs if j.paradigm == "CG" and j.fraction == 1.0 and j.seed == 0}
+    assert ag[2].hash == cg["cls_e"].hash
+
+
+def test_ag_settings_and_the_affinity_settings_in_the_ids(spec: Path) -> None:
+    from usagg.plan import plan_stages
+
+    study = load_study(spec, ["paradigms=[TS,AU,{AG: {groups: 2}}]"])
+    assert study.paradigms == ["TS", "AU", "AG"] and study.paradigm_settings == {"AG": {"groups": 2}}
+    ag = [j for j in plan_stages(study, lambda jobs: _Evidence(TASKS, PLANTED)).jobs if j.paradigm == "AG"]
+    assert len({j.name for j in ag}) == 2
+    plain = {j.id for j in plan(load_study(spec, ["paradigms=[TS,AU]"]))}
+    with_ag = {j.id for j in plan(study) if j.paradigm == "AU"}
+    assert not with_ag & plain  # the AU job that measures affinity writes more: its own id
+    other = {j.id for j in plan(load_study(spec, ["paradigms=[TS,AU,AG]", "analysis.affinity.probe_size=8"]))}
+    assert not with_ag & other
+
+
+def test_a_probe_run_measures_affinity_without_au(spec: Path) -> None:
+    from usagg.plan import plan_stages
+
+    study = load_study(spec, ["paradigms=[TS,AG]", "analysis.affinity.probe_epochs=2"])
+    planned = plan_stages(study)
+    (probe,) = [j for j in planned.jobs if j.paradigm == "probe"][:1]
+    probes = [j for j in planned.jobs if j.paradigm == "probe"]
+    assert [(j.fraction, j.seed) for j in probes] == [(1.0, 0), (1.0, 1)]  # the largest fraction only
+    assert probe.training.epochs == 2 and probe.affinity is not None and probe.moe
+    assert planned.waiting[0].needs == tuple(j.id for j in probes)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["paradigms=[TS,CG,AG]"], "add AU to `paradigms`, or set analysis.affinity.probe_epochs"),
+        (["paradigms=[TS,AU,{AG: {groups: 0}}]"], "groups"),
+        (["paradigms=[TS,AU,{AG: {group: 2}}]"], "group"),
+        (["paradigms=[{TS: {groups: 2}},AU]"], "paradigm TS takes no settings"),
+        (["paradigms=[TS,probe]"], "unknown paradigm 'probe'"),
+        (["paradigms=[TS,AU]", "paradigm_settings={AG: {groups: 2}}"], "which `paradigms` does not run"),
+    ],
+)
+def test_bad_ag_specs_say_what_to_change(spec: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_study(spec, overrides)

@@ -8,21 +8,28 @@ checked against this registry. A paradigm may declare its two design factors, th
 `scope` of a model (task, group or all tasks) and whether MoE is on: the analysis
 splits a Δ into an aggregation part and a MoE part with the controls those factors
 name (TSM: task scope with MoE; AUD: all tasks without it; usagg/analysis/controls.py).
-Torch-free and spec-free at import (the spec validates against it), so `Study` is only
-a type hint here.
+
+A paradigm may be staged: it declares the units whose results it `needs` (AG needs an
+affinity-measuring all-task job, usagg/affinity.py) and its planner then gets an `Evidence`
+of those jobs; `usagg.plan.plan_stages` plans the needed jobs first and the staged ones
+once they are done (the run service runs the stages in order, on every executor). A
+paradigm may also take `settings` (a pydantic model), given in the spec as
+`paradigms: [TS, {AG: {groups: 3}}]`. Torch-free and spec-free at import (the spec
+validates against it), so `Study` is only a type hint here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from usagg.names import unknown_name
 
 if TYPE_CHECKING:
+    from usagg.affinity import Affinity
     from usagg.spec.models import Study
 
 
@@ -36,9 +43,20 @@ class Unit(BaseModel):
     tasks: tuple[str, ...]
     moe: bool
     group: str | None = None  # clinical group the unit stands for (CG), else the task's own when it has one task
+    affinity: bool = False  # the job measures inter-task affinity (analysis.affinity) for a staged paradigm
+    epochs: int | None = None  # training.epochs for this unit only (the affinity probe), None: the study's
+    fractions: tuple[float, ...] | None = None  # the study's fractions this unit runs at, None: all
 
 
-Planner = Callable[["Study"], list[Unit]]
+class Evidence(Protocol):
+    """What a staged planner reads of the jobs it needs, once they are done (usagg/service.py gives it)."""
+
+    def affinity(self) -> Affinity:
+        """The mean affinity the needed jobs measured (usagg/affinity.py)."""
+        ...
+
+
+Planner = Callable[..., list[Unit]]  # (study) -> units, or (study, evidence) for a staged paradigm
 
 
 #: What one model of a paradigm covers: one task, one clinical group, or every task.
@@ -55,18 +73,39 @@ class ParadigmEntry:
     description: str
     scope: str | None = None
     moe: bool | None = None
+    #: Units whose jobs must be done before this paradigm can plan (None: planned from the spec alone).
+    needs: Callable[[Study], list[Unit]] | None = None
+    #: The paradigm's own settings (`paradigms: [{NAME: {...}}]`), a pydantic model, or None.
+    settings: type[BaseModel] | None = None
+    #: Whether the analysis compares it (a helper such as the affinity probe is planned, never compared).
+    compared: bool = True
+    #: A spec check: what is missing for this paradigm to run, or None.
+    check: Callable[[Study], str | None] | None = None
+
+    @property
+    def staged(self) -> bool:
+        return self.needs is not None
 
 
 PARADIGMS: dict[str, ParadigmEntry] = {}
 
 
 def register_paradigm(
-    name: str, description: str, *, scope: str | None = None, moe: bool | None = None
+    name: str,
+    description: str,
+    *,
+    scope: str | None = None,
+    moe: bool | None = None,
+    needs: Callable[[Study], list[Unit]] | None = None,
+    settings: type[BaseModel] | None = None,
+    compared: bool = True,
+    check: Callable[[Study], str | None] | None = None,
 ) -> Callable[[Planner], Planner]:
     """Register a planner under a paradigm name (timm-style decorator); a name may be registered once.
 
     `scope` (one of SCOPES) and `moe` are optional: without them the paradigm is compared
-    with the baseline as a whole, never split into aggregation and MoE parts.
+    with the baseline as a whole, never split into aggregation and MoE parts. With `needs`
+    the planner is called as `planner(study, evidence)` once the needed units' jobs are done.
     """
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"a paradigm name is letters, digits and _, such as 'AG', got {name!r}")
@@ -76,26 +115,30 @@ def register_paradigm(
     def deco(fn: Planner) -> Planner:
         if name in PARADIGMS and PARADIGMS[name].planner is not fn:
             raise ValueError(f"paradigm {name!r} is already registered")
-        PARADIGMS[name] = ParadigmEntry(name, fn, description, scope, moe)
+        PARADIGMS[name] = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check)
         return fn
 
     return deco
 
 
 def paradigm_names() -> list[str]:
-    """Registered paradigms in registration order (TS, CG, AU first): the order tables and figures use."""
-    return list(PARADIGMS)
+    """Compared paradigms in registration order (TS, CG, AU first): the order tables and figures use."""
+    return [n for n, e in PARADIGMS.items() if e.compared]
 
 
 def check_paradigm(name: str) -> str:
-    """`name` if registered, else ValueError with a did-you-mean and the registered names."""
-    if name not in PARADIGMS:
-        raise ValueError(unknown_name("paradigm", name, list(PARADIGMS)))
+    """`name` if registered and compared, else ValueError with a did-you-mean and the registered names."""
+    if name not in PARADIGMS or not PARADIGMS[name].compared:
+        raise ValueError(unknown_name("paradigm", name, paradigm_names()))
     return name
 
 
-def get_planner(name: str) -> Planner:
-    return PARADIGMS[check_paradigm(name)].planner
+def paradigm_settings(study: Study, name: str) -> Any:
+    """The paradigm's settings for this study (its model's defaults where the spec gives none)."""
+    model = PARADIGMS[name].settings
+    if model is None:
+        return None
+    return model.model_validate(study.paradigm_settings.get(name, {}))
 
 
 @register_paradigm("TS", "task-specific: one model per task, MoE off", scope="task", moe=False)
@@ -125,6 +168,84 @@ def plan_au(study: Study) -> list[Unit]:
     return [_all_tasks(study, "AU", moe=True)]
 
 
+# --------------------------------------------------------------------------- affinity groups (staged)
+
+
+class AGSettings(BaseModel):
+    """Settings of AG (`paradigms: [..., {AG: {groups: 3}}]`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    groups: int | None = Field(
+        None, ge=1, le=1000, description="How many groups AG forms; default: the number of clinical groups."
+    )
+    search: Literal["auto", "exhaustive", "beam"] = Field(
+        "auto",
+        description="auto: every partition when there are at most 100,000 of them, else a beam search "
+        "(usagg/grouping.py).",
+    )
+    beam_width: int = Field(256, ge=1, le=100_000, description="Partial groupings the beam search keeps per task.")
+
+
+def affinity_source(study: Study) -> list[Unit]:
+    """The jobs AG's affinity comes from: the AU job itself, or a short probe run (analysis.affinity.probe_epochs).
+
+    Only the largest fraction is used (its seeds averaged); AU measures at every fraction it runs,
+    so affinity against data scale is there too.
+    """
+    probe = study.analysis.affinity.probe_epochs
+    if probe is None:
+        return [_all_tasks(study, "AU", moe=True).model_copy(update={"affinity": True})]
+    top = (max(study.fractions),)
+    unit = _all_tasks(study, "probe", moe=True)
+    return [unit.model_copy(update={"affinity": True, "epochs": probe, "fractions": top})]
+
+
+def _ag_check(study: Study) -> str | None:
+    if study.analysis.affinity.probe_epochs is None and "AU" not in study.paradigms:
+        return (
+            "AG groups tasks by the affinity measured while training all tasks together: add AU to `paradigms`, "
+            "or set analysis.affinity.probe_epochs (for example 3) to measure it in a short probe run"
+        )
+    if len(study.tasks) < 2:
+        return "AG needs at least two tasks to group"
+    return None
+
+
+@register_paradigm(
+    "AG",
+    "affinity groups: tasks grouped by the inter-task affinity measured in AU (or a probe), MoE on",
+    scope="group",
+    moe=True,
+    needs=affinity_source,
+    settings=AGSettings,
+    check=_ag_check,
+)
+def plan_ag(study: Study, evidence: Evidence) -> list[Unit]:
+    """Groups maximising the total affinity onto each task (usagg/grouping.py), trained like CG (MoE on).
+
+    The budget is `groups` (default: the number of clinical groups). Job names are g1, g2, ... in
+    task order; the job hash holds the task set, so the same measured groups reuse the same jobs.
+    """
+    from usagg.grouping import BEAM_WIDTH, EXHAUSTIVE_LIMIT, choose_groups
+
+    opts: AGSettings = paradigm_settings(study, "AG")
+    aff = evidence.affinity()
+    k = opts.groups or len(study.group_members())
+    limit = {"auto": EXHAUSTIVE_LIMIT, "exhaustive": 10**12, "beam": 0}[opts.search]
+    grouping = choose_groups(aff, k, exhaustive_limit=limit, beam_width=opts.beam_width or BEAM_WIDTH)
+    return [
+        Unit(
+            paradigm="AG",
+            name=f"g{i + 1}",
+            tasks=tasks,
+            moe=True,
+            group=study.task(tasks[0]).group if len(tasks) == 1 else None,
+        )
+        for i, tasks in enumerate(grouping.groups)
+    ]
+
+
 @register_paradigm("TSM", "control: one model per task, MoE on (TS plus MoE)", scope="task", moe=True)
 def plan_tsm(study: Study) -> list[Unit]:
     """Control for MoE: TS's units with MoE on, so Δ_TSM is the MoE part of a Δ with no aggregation at all."""
@@ -141,3 +262,15 @@ def _all_tasks(study: Study, paradigm: str, *, moe: bool) -> Unit:
     tasks = tuple(t.id for t in study.tasks)
     group = study.task(tasks[0]).group if len(tasks) == 1 else None
     return Unit(paradigm=paradigm, name="all", tasks=tasks, moe=moe, group=group)
+
+
+@register_paradigm(
+    "probe",
+    "helper of AG: a short all-task run with MoE that measures affinity (analysis.affinity.probe_epochs)",
+    scope="all",
+    moe=True,
+    compared=False,
+)
+def plan_probe(study: Study) -> list[Unit]:
+    """Never listed in `paradigms`: AG plans its probe through `affinity_source`."""
+    return []

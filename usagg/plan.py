@@ -4,20 +4,27 @@ A Job is plain data (written to plan.json and job.json, read back by the
 engine, nnU-Net style: the file is the contract). Its id is a readable prefix
 plus a hash of exactly the settings that change its result, so the same spec
 gives the same ids on any machine and a change re-runs only the jobs it touches.
+
+Planning comes in stages: a staged paradigm (AG, usagg/paradigms.py) names the units
+it needs; `plan_stages` plans them with the rest and the staged paradigm's own jobs
+once evidence of the needed jobs is there (`evidence_for`, given by the run service
+from the run store), else lists it as `Waiting` for those jobs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from usagg.filehash import file_sha256
-from usagg.paradigms import Unit, get_planner
-from usagg.spec.models import DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
+from usagg.paradigms import PARADIGMS, Evidence, Unit
+from usagg.spec.models import AffinitySpec, DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
 
 HASH_LEN = 8
 
@@ -40,6 +47,7 @@ class Job(BaseModel):
     training: TrainingSpec
     data: DataSpec
     hash: str
+    affinity: AffinitySpec | None = None  # set: the job measures inter-task affinity (affinity.json)
 
     @property
     def task_ids(self) -> list[str]:
@@ -80,7 +88,7 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
     model.pop("trunk")  # the shared frozen trunk gives the same bits as recomputing (usagg/model/trunk.py)
     if not unit.moe:
         model.pop("moe")
-    training = study.training.model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_every"})
+    training = _training(unit, study).model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_every"})
     training["loss_weights"] = {t: study.training.loss_weights.get(t, 1.0) for t in unit.tasks}
     if len(unit.tasks) == 1:  # what only mixes tasks has no effect on a one-task job
         for key in ("sampling", "selection_scope", "loss_balance"):
@@ -97,7 +105,7 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
         syn.pop("out")
         syn["sizes"] = {t: study.data.synthetic.sizes.get(t, study.data.synthetic.default_size) for t in unit.tasks}
         syn.pop("default_size")
-    return {
+    payload = {
         "tasks": tasks,
         "moe": unit.moe,
         "fraction": fraction,
@@ -106,6 +114,13 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
         "training": training,
         "data": data,
     }
+    if unit.affinity:  # what it writes besides results; never how it trains (usagg/engine/affinity.py)
+        payload["affinity"] = study.analysis.affinity.model_dump(mode="json", exclude={"probe_epochs"})
+    return payload
+
+
+def _training(unit: Unit, study: Study) -> TrainingSpec:
+    return study.training if unit.epochs is None else study.training.model_copy(update={"epochs": unit.epochs})
 
 
 def job_hash(unit: Unit, study: Study, fraction: float, seed: int) -> str:
@@ -114,31 +129,91 @@ def job_hash(unit: Unit, study: Study, fraction: float, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
 
 
-def plan(study: Study) -> list[Job]:
-    """Expand a study into its jobs: paradigm units crossed with data fractions and seeds."""
+def unit_jobs(unit: Unit, study: Study) -> list[Job]:
+    """A unit crossed with its data fractions and the study's seeds."""
+    jobs = []
+    for fraction in unit.fractions or study.fractions:
+        for seed in study.seeds:
+            h = job_hash(unit, study, fraction, seed)
+            jobs.append(
+                Job(
+                    id=f"{unit.paradigm}-{unit.name}-{_fmt_fraction(fraction)}-s{seed}-{h}",
+                    study=study.name,
+                    paradigm=unit.paradigm,
+                    name=unit.name,
+                    group=unit.group,
+                    tasks=[study.task(t) for t in unit.tasks],
+                    moe=unit.moe,
+                    fraction=fraction,
+                    seed=seed,
+                    model=study.model,
+                    training=_training(unit, study),
+                    data=study.data,
+                    hash=h,
+                    affinity=study.analysis.affinity if unit.affinity else None,
+                )
+            )
+    return jobs
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A staged paradigm not planned yet: it waits for `needs` (job ids) to be done."""
+
+    paradigm: str
+    needs: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    """The jobs planned so far and the staged paradigms still waiting for theirs."""
+
+    jobs: list[Job]
+    waiting: list[Waiting] = field(default_factory=list)
+
+
+#: Evidence of some jobs for a staged planner, or None while any of them is not done.
+EvidenceFor = Callable[[list[Job]], Evidence | None]
+
+
+def _key(u: Unit) -> tuple[str, str, tuple[str, ...], bool]:
+    return u.paradigm, u.name, u.tasks, u.moe
+
+
+def plan_stages(study: Study, evidence_for: EvidenceFor | None = None) -> Plan:
+    """Every job the study can plan now: its paradigms' units (a unit a staged paradigm needs replaces its plain
+    twin, so AU measures affinity in the same job) crossed with fractions and seeds, then each staged paradigm's
+    jobs where `evidence_for` has the evidence of its needed jobs (at their largest fraction), else a `Waiting`."""
     if study.tasks_from is not None:
         raise ValueError("plan() needs a resolved study (tasks_from set): load it with usagg.spec.load.load_study")
-    jobs: list[Job] = []
-    for paradigm in study.paradigms:
-        for unit in get_planner(paradigm)(study):
-            for fraction in study.fractions:
-                for seed in study.seeds:
-                    h = job_hash(unit, study, fraction, seed)
-                    jobs.append(
-                        Job(
-                            id=f"{unit.paradigm}-{unit.name}-{_fmt_fraction(fraction)}-s{seed}-{h}",
-                            study=study.name,
-                            paradigm=unit.paradigm,
-                            name=unit.name,
-                            group=unit.group,
-                            tasks=[study.task(t) for t in unit.tasks],
-                            moe=unit.moe,
-                            fraction=fraction,
-                            seed=seed,
-                            model=study.model,
-                            training=study.training,
-                            data=study.data,
-                            hash=h,
-                        )
-                    )
-    return jobs
+    staged = [PARADIGMS[p] for p in study.paradigms if PARADIGMS[p].staged]
+    units = [u for p in study.paradigms if not PARADIGMS[p].staged for u in PARADIGMS[p].planner(study)]
+    needed: dict[str, list[Unit]] = {}
+    for entry in staged:
+        assert entry.needs is not None
+        needed[entry.name] = entry.needs(study)
+        for n in needed[entry.name]:
+            twins = [i for i, u in enumerate(units) if _key(u) == _key(n)]
+            if twins:
+                units[twins[0]] = n
+            elif n not in units:
+                units.append(n)
+    jobs = [j for u in units for j in unit_jobs(u, study)]
+    result = Plan(jobs)
+    for entry in staged:
+        sources = []
+        for n in needed[entry.name]:
+            own = [j for j in jobs if j.id in {x.id for x in unit_jobs(n, study)}]
+            top = max(j.fraction for j in own)
+            sources += [j for j in own if j.fraction == top]
+        evidence = evidence_for(sources) if evidence_for is not None else None
+        if evidence is None:
+            result.waiting.append(Waiting(entry.name, tuple(j.id for j in sources)))
+        else:
+            result.jobs += [j for u in entry.planner(study, evidence) for j in unit_jobs(u, study)]
+    return result
+
+
+def plan(study: Study, evidence_for: EvidenceFor | None = None) -> list[Job]:
+    """Expand a study into the jobs it can plan now (see `plan_stages`; without evidence, stage one only)."""
+    return plan_stages(study, evidence_for).jobs

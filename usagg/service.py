@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from usagg.errors import DataError, UsaggError
 
 if TYPE_CHECKING:
+    from usagg.affinity import Affinity
     from usagg.data.check import CheckReport
     from usagg.data.fmc_uia import Problem
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn, JobFn
-    from usagg.plan import Job
+    from usagg.plan import EvidenceFor, Job, Waiting
     from usagg.spec.models import ExecutionSpec, Study, TrackingSpec
     from usagg.store import RunStore
 
@@ -114,6 +115,59 @@ def store_for(study: Study) -> RunStore:
     return RunStore(Path(study.output_root) / study.name)
 
 
+class StoreEvidence:
+    """What a staged planner reads of its needed jobs (usagg/paradigms.py `Evidence`), from the run store."""
+
+    def __init__(self, store: RunStore, jobs: list[Job]) -> None:
+        self.store = store
+        self.jobs = jobs
+
+    def affinity(self) -> Affinity:
+        """The mean of the jobs' affinity.json; a file missing, damaged or of another job is a UsaggError."""
+        from usagg.affinity import check_source, mean_affinity, read_affinity
+
+        found = []
+        for j in self.jobs:
+            path = self.store.paths(j.id).affinity
+            if not path.is_file():
+                raise UsaggError(
+                    f"job {j.id} is done but {path} is missing, so AG cannot group its tasks; delete the folder "
+                    f"{path.parent} and run the study again to measure it"
+                )
+            aff = read_affinity(path)
+            check_source(aff, path, j.id, j.hash, j.task_ids)
+            found.append(aff)
+        return mean_affinity(found)
+
+
+def store_evidence(store: RunStore) -> EvidenceFor:
+    """Evidence of jobs once every one of them is done in `store` (None before)."""
+
+    def evidence_for(jobs: list[Job]) -> StoreEvidence | None:
+        if not jobs or not store.exists() or any(store.job_state(j.id) != "done" for j in jobs):
+            return None
+        return StoreEvidence(store, jobs)
+
+    return evidence_for
+
+
+def waiting_selected(waiting: Waiting, paradigms: Sequence[str], only: Sequence[str]) -> bool:
+    """Whether a selection (`--paradigm`, `--only`) takes a paradigm still waiting for its needed jobs."""
+    from fnmatch import fnmatchcase
+
+    if not paradigms and not only:
+        return True
+    if waiting.paradigm in paradigms:
+        return True
+    for sel in only:
+        key, found, pattern = sel.partition(":") if ":" in sel else sel.partition("=")
+        if found and key != "paradigm":
+            continue
+        if fnmatchcase(waiting.paradigm, pattern if found else sel):
+            return True
+    return False
+
+
 #: `--only KEY:PATTERN` keys and what of a job they match (each PATTERN may be a glob such as 'fetal_*').
 SELECTOR_KEYS = ("id", "task", "group", "paradigm")
 
@@ -151,11 +205,26 @@ def job_matches(job: Job, selector: str) -> bool:
 MIN_TRAIN = 2
 
 
-def select_jobs(jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = ()) -> list[Job]:
+def select_jobs(
+    jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = (), waiting: Sequence[Waiting] = ()
+) -> list[Job]:
     """The planned jobs narrowed to `paradigms` and to those any `only` selector picks (see `job_matches`).
 
-    A paradigm or selector that picks nothing is a user error listing what exists.
+    A selected paradigm still `waiting` brings the jobs it needs. A paradigm or selector that picks
+    nothing is a user error listing what exists.
     """
+    needs = {jid for w in waiting if waiting_selected(w, paradigms, only) for jid in w.needs}
+    pulled = [j for j in jobs if j.id in needs]
+    waiting_names = {w.paradigm for w in waiting}
+    paradigms = [p for p in paradigms if p not in waiting_names]
+    only = [sel for sel in only if not any(waiting_selected(w, (), [sel]) for w in waiting)]
+    if not paradigms and not only and pulled:
+        return pulled
+    selected = _select(jobs, paradigms, only)
+    return selected + [j for j in pulled if j not in selected]
+
+
+def _select(jobs: list[Job], paradigms: Sequence[str], only: Sequence[str]) -> list[Job]:
     if paradigms:
         known = sorted({j.paradigm for j in jobs})
         bad = [p for p in paradigms if p not in known]
@@ -255,19 +324,53 @@ class StudyRun:
     #: Problems of tasks outside the study found by `check_data` (never blocking; the CLI lists them).
     data_warnings: list[Problem] = field(default_factory=list)
 
+    #: Staged paradigms still waiting for the jobs they need (usagg/plan.py `Waiting`).
+    waiting: list[Waiting] = field(default_factory=list)
+    paradigms: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+
     @classmethod
     def prepare(
         cls, study: Study, paradigms: Sequence[str] = (), only: Sequence[str] = (), retry_failed: bool = False
     ) -> StudyRun:
-        """Plan the study, select jobs and decide what is to run: not done, and not failed unless retried."""
-        from usagg.plan import plan
+        """Plan the study as far as the run store's results allow, select jobs and decide what is to run: not
+        done, and not failed unless retried."""
+        from usagg.plan import plan_stages
 
-        all_jobs = plan(study)
-        jobs = select_jobs(all_jobs, paradigms, only)
         store = store_for(study)
-        run = cls(study, all_jobs, jobs, store, {}, retry_failed)
+        planned = plan_stages(study, store_evidence(store))
+        jobs = select_jobs(planned.jobs, paradigms, only, planned.waiting)
+        run = cls(study, planned.jobs, jobs, store, {}, retry_failed)
+        run.waiting = [w for w in planned.waiting if waiting_selected(w, paradigms, only)]
+        run.paradigms, run.only = tuple(paradigms), tuple(only)
         run._decide()
         return run
+
+    def next_stage(self) -> list[Job]:
+        """Plan what the waiting paradigms can plan now that jobs are done; their new jobs join the run (the store
+        records them) and are returned (empty when nothing new could be planned)."""
+        from usagg.plan import plan_stages
+
+        if not self.waiting:
+            return []
+        planned = plan_stages(self.study, store_evidence(self.store))
+        known = {j.id for j in self.all_jobs}
+        ready = {w.paradigm for w in self.waiting} - {w.paradigm for w in planned.waiting}
+        new = [j for j in planned.jobs if j.id not in known and j.paradigm in ready]
+        self.waiting = [w for w in self.waiting if w.paradigm not in ready]
+        if not new:
+            return []
+        self.all_jobs = planned.jobs
+        chosen = select_jobs(new, [p for p in self.paradigms if p in ready], self._only_for(new))
+        self.jobs += chosen
+        self.init_store()
+        ids = {j.id for j in chosen}
+        self.todo = [jid for jid in self.todo if jid in ids]  # earlier stages' jobs had their turn
+        return chosen
+
+    def _only_for(self, new: list[Job]) -> list[str]:
+        """The `--only` selectors that pick any of the new jobs (the ones naming the paradigm itself included)."""
+        return [sel for sel in self.only if any(job_matches(j, sel) for j in new)]
 
     def _decide(self) -> None:
         """Read each selected job's state; to do: not done, and not failed unless retried."""
@@ -355,6 +458,7 @@ class StudyRun:
 
         self.store.repair = True
         self.store.init(dump_study(self.study), self.all_jobs)
+        self._decide()  # a later stage brings jobs not read yet
         for job_id in self.done:
             self.store.metrics(job_id)  # a damaged metrics.json sends its job back to pending
         self._decide()
@@ -405,4 +509,6 @@ def run_study(
     run.check_data()
     run.init_store()
     run.execute(on_event, on_progress)
+    while run.next_stage():  # a staged paradigm (AG) planned from the jobs just done
+        run.execute(on_event, on_progress)
     return run.finish()

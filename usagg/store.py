@@ -18,6 +18,7 @@ Layout::
         .lock                present while a process runs the job: host, pid, start time
         log.txt              the job's own log
         metrics.json         per task: type, primary, metrics, n_train, n_test
+        affinity.json        the inter-task affinity a measuring job saw (AG's evidence, usagg/affinity.py)
         predictions/         challenge submission format
         checkpoints/         last and best, for resuming
         error.txt            traceback when it failed
@@ -224,6 +225,11 @@ class JobPaths:
     def predictions(self) -> Path:
         """The test predictions in the challenge's submission format (a folder)."""
         return self.folder / "predictions"
+
+    @property
+    def affinity(self) -> Path:
+        """affinity.json: the inter-task affinity the job measured (usagg/affinity.py), when it measures it."""
+        return self.folder / "affinity.json"
 
     @property
     def history(self) -> Path:
@@ -693,11 +699,12 @@ class RunStore:
     # ----- results
 
     def rebuild_results(self) -> Path:
-        """Write results.csv from the metrics.json of every done job of the current plan."""
+        """Write results.csv from the metrics.json of every done job of the current plan (jobs of a paradigm that
+        is not compared, such as AG's affinity probe, are left out)."""
         order = {p: i for i, p in enumerate(paradigm_names())}
         rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for job in self.jobs():
-            if self.job_state(job.id) != "done":
+            if self.job_state(job.id) != "done" or job.paradigm not in order:
                 continue
             metrics = self.metrics(job.id)
             if metrics is None:

@@ -204,8 +204,14 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         lone = tuple(comp.singletons())
         for p in comp.others:
             entry = PARADIGMS.get(p)
-            if lone and entry is not None and entry.scope == "group":
-                comp.excluded[p] = lone
+            if entry is None or entry.scope != "group":
+                continue
+            jobs = [ts for (pp, _), ts in job_tasks.items() if pp == p]
+            # the table's jobs say which tasks trained alone when they group tasks at all (AG's groups are not
+            # the clinical ones); a table with one job id per task row says nothing, so the clinical groups do
+            alone = tuple(t for t in inp.task_order if {t} in jobs) if any(len(ts) > 1 for ts in jobs) else lone
+            if alone:
+                comp.excluded[p] = alone
     for (f, t, p), v in values.items():
         arr = np.asarray(v, dtype=float)
         comp.cells[(f, t, p)] = Cell(float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan, arr.size)

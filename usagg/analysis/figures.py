@@ -2,13 +2,15 @@
 
 fig2_absolute, fig3_delta (with each task Δ's interval as error bars), fig_delta_split
 (where the controls TSM / AUD ran), fig_delta_vs_ntrain, fig_task_type, fig_expert_usage
-(where MoE usage was logged) and fig_fraction (with several fractions). Each returns a
-Figure and a caption; `render_all` saves them. Figures showing one fraction use the
-largest (full data).
+(where MoE usage was logged), fig_fraction (with several fractions) and, where the study
+measured inter-task affinity, fig_affinity, fig_affinity_delta and (synthetic studies with
+AG) fig_recovery. Each returns a Figure and a caption, or None where its data is missing;
+`render_all` saves them. Figures showing one fraction use the largest (full data).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +21,19 @@ import numpy as np
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import group_n_train
+from usagg.analysis.inputs import job_name, paradigm_groups
 from usagg.analysis.style import (
     COLUMN_W,
+    GROUP_FILLS,
     PAGE_W,
     TYPE_COLORS,
     TYPE_MARKERS,
     TYPE_SHORT,
     paper_style,
     paradigm_color,
+    paradigm_marker,
 )
-from usagg.analysis.tables import frac_label, ordered_tasks
+from usagg.analysis.tables import affinity_order, frac_label, ordered_tasks, recovery_scores
 from usagg.analysis.uncertainty import shown_interval
 from usagg.atomic import write_with
 from usagg.tasktypes import metric_unit, task_type_names
@@ -36,6 +41,7 @@ from usagg.tasktypes import metric_unit, task_type_names
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from usagg.affinity import Affinity
     from usagg.analysis.summary import Analysis
 
 
@@ -424,20 +430,21 @@ def _usage_panels(a: Analysis) -> dict[str, list[tuple[str, str, np.ndarray]]]:
             seeds[p] = min(seeds.get(p, s), s)
     out: dict[str, list[tuple[str, str, np.ndarray]]] = {}
     order = {t: i for i, t in enumerate(ordered_tasks(a.comp))}
+    first: dict[tuple[str, str], int] = {}  # (paradigm, job label) -> place of its first task: its rows stay together
     for jid, usage in a.inp.expert_usage.items():
         if jid not in meta:
             continue
         p, s, ff, _ = meta[jid]
         if ff != f or s != seeds.get(p):
             continue
-        groups = {r.group for r in table.rows if r.job_id == jid}
-        label = next(iter(groups)) if len(groups) == 1 else "all"
+        label = job_name(p, jid)  # the clinical group (CG), all (AU), g1 (AG)
+        first[(p, label)] = min(order.get(t, len(order)) for t in usage)
         for task, blocks in usage.items():
             counts = np.asarray(blocks, float).sum(axis=0)
             share = counts / counts.sum() if counts.sum() > 0 else counts
             out.setdefault(p, []).append((task, label, share))
     for p in out:
-        out[p].sort(key=lambda r: order.get(r[0], len(order)))
+        out[p].sort(key=lambda r: (first[(p, r[1])], order.get(r[0], len(order))))
     return out
 
 
@@ -477,8 +484,8 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
     cap = (
         "Expert usage per MoE job: share of each task's tokens routed to each expert, summed over MoE blocks "
         f"(lowest seed, fraction {frac_label(_main_fraction(a))}); rows of one job are separated by white lines, "
-        "job labelled by its clinical group. Expert indices are per job: expert 3 of one job is not expert 3 "
-        "of another."
+        "job labelled by its name (clinical group, all, AG group). Expert indices are per job: expert 3 of one job "
+        "is not expert 3 of another."
     )
     return fig, cap
 
@@ -520,6 +527,201 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
     return fig, cap
 
 
+def _measured_on(aff: Affinity) -> str:
+    jobs = [j for j in aff.job_id.split(",") if j]
+    return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}" if jobs else "the measuring job"
+
+
+def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
+    """Task × task lookahead affinity (rows: source stepped on, columns: target), tasks by clinical group, the
+    cells of task pairs that AG trained together framed; None when the study measured no affinity."""
+    import matplotlib
+    from matplotlib.patches import Rectangle
+
+    aff = a.inp.affinity
+    if aff is None:
+        return None
+    blocks = affinity_order(a.comp, aff)
+    order = [t for _, ts in blocks for t in ts]
+    idx = [aff.tasks.index(t) for t in order]
+    z = np.asarray(aff.matrix, float)[np.ix_(idx, idx)]
+    off = z.copy()
+    np.fill_diagonal(off, np.nan)
+    vmax = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 0.0
+    vmax = vmax if vmax > 0 else 1.0
+    n = len(order)
+    fig = _new(PAGE_W if n > 12 else COLUMN_W * 1.3, 1.6 + (0.16 if n > 12 else 0.24) * n)
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="0.82")
+    im = ax.imshow(off, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_xticks(range(n), order, rotation=90)
+    ax.set_yticks(range(n), order)
+    ax.set_xlabel("target j (task whose loss is read)")
+    ax.set_ylabel("source i (task stepped on)")
+    centres, start = [], 0
+    for i, (_, ts) in enumerate(blocks):
+        if i:
+            for line in (ax.axhline, ax.axvline):
+                line(start - 0.5, color="0.25", linewidth=0.7)
+        centres.append(start + (len(ts) - 1) / 2)
+        start += len(ts)
+    names = [g for g, _ in blocks]
+    top = ax.secondary_xaxis("top")  # slanted and horizontal: a one-task group's name is wider than its cell
+    top.set_xticks(centres, names, rotation=60, ha="left", rotation_mode="anchor")
+    top.tick_params(length=0)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(centres, names)
+    right.tick_params(length=0)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(True)
+    pos = {t: i for i, t in enumerate(order)}
+    groups = paradigm_groups(a.inp.table, "AG", a.inp.task_order)
+    for label, members in groups.items():
+        cells = [(pos[s], pos[t]) for s in members for t in members if s != t and s in pos and t in pos]
+        for row, col in cells:
+            ax.add_patch(
+                Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.1, gid=f"AG {label}")
+            )
+    fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02, label="affinity Z[i→j] (off-diagonal)")
+    framed = (
+        f" Framed: the task pairs AG trained together ({', '.join(f'{k}: {len(v)} tasks' for k, v in groups.items())})."
+        if groups
+        else " No AG results, so no groups are framed."
+    )
+    cost = f" Measuring took {aff.share:.1%} of the training time." if aff.train_seconds > 0 else ""
+    cap = (
+        "Lookahead inter-task affinity Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) (Fifty et al. 2021), "
+        f"averaged over {len(aff.steps)} measurements every {aff.every} steps and over {_measured_on(aff)}. "
+        "Row: the task stepped on (source); column: the task whose loss is read (target); blue: a step on the "
+        "source lowers the target's loss. Tasks ordered by clinical group (labels top and right); the diagonal "
+        f"(a task onto itself) is grey; colours span ±{vmax:.3g}, the largest off-diagonal |Z|." + framed + cost
+    )
+    return fig, cap
+
+
+def affinity_points(a: Analysis, paradigm: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Tasks of `paradigm` with a Δ and model mates: the mean affinity onto each from its mates, and its Δ."""
+    aff = a.inp.affinity
+    if aff is None:
+        return [], np.zeros(0), np.zeros(0)
+    f = _main_fraction(a)
+    jobs = paradigm_groups(a.inp.table, paradigm, a.inp.task_order)
+    mates = {t: [m for m in g if m != t and m in aff.tasks] for g in jobs.values() for t in g}
+    names, vals = a.comp.delta_values(f, paradigm)
+    keep = [(t, aff.onto(t, mates[t]), v) for t, v in zip(names, vals, strict=True) if t in aff.tasks and mates.get(t)]
+    return [k[0] for k in keep], np.asarray([k[1] for k in keep], float), np.asarray([k[2] for k in keep], float)
+
+
+def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
+    """Δ versus the mean affinity onto a task from the tasks it shared a model with, per multi-task paradigm,
+    a least-squares line and Spearman ρ each; None without affinity or without a paradigm that shares models."""
+    from usagg.analysis.stats import spearman
+
+    comp = a.comp
+    if a.inp.affinity is None:
+        return None
+    points = {p: affinity_points(a, p) for p in comp.others if comp.shared.get(p)}
+    points = {p: v for p, v in points.items() if v[0]}
+    if not points:
+        return None
+    fig = _new(COLUMN_W, 2.6)
+    ax = fig.subplots()
+    for p, (_, x, y) in points.items():
+        col = paradigm_color(p, comp.paradigms)
+        rho, pv, n, note = spearman(x, y)
+        lab = f"{p}: ρ={rho:+.2f}, p={pv:.2g}, n={n}" if rho is not None else f"{p}: ρ n/a ({note}), n={n}"
+        ax.scatter(x, y, s=12, color=col, marker=paradigm_marker(p, comp.paradigms), alpha=0.85, linewidths=0,
+                   label=lab)  # fmt: skip
+        if x.size >= 3 and np.ptp(x) > 0:
+            b, c = np.polyfit(x, y, 1)
+            xs = np.linspace(x.min(), x.max(), 20)
+            ax.plot(xs, c + b * xs, color=col, linewidth=1.0)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.axvline(0, color="0.5", linewidth=0.6, linestyle="--")
+    ax.set_xlabel("mean affinity onto the task from its model mates")
+    ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
+    ax.legend(loc="best", frameon=False, handletextpad=0.2, borderaxespad=0.2)
+    f = _main_fraction(a)
+    cap = (
+        f"Δ versus {comp.baseline} per task (fraction {frac_label(f)}) against the mean lookahead affinity onto the "
+        f"task from the tasks trained in the same model ({', '.join(points)}: one point per task that shares its "
+        "model; the job of the lowest seed names the mates). Lines: least-squares fit; legend: Spearman ρ over "
+        "tasks (two-sided raw p, n tasks). Affinity as in the affinity matrix figure."
+        + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
+    )
+    return fig, cap
+
+
+def _group_colours(ref: dict[str, str], other: dict[str, str], taken: dict[str, str]) -> dict[str, str]:
+    """Colours for `other`'s labels: each takes the colour of the `ref` group it overlaps most (one to one, largest
+    overlap first), so identical groupings look identical; the rest take unused fills."""
+    overlap = sorted(
+        ((sum(1 for t in other if other[t] == lo and ref.get(t) == lr), lo, lr) for lo in set(other.values())
+         for lr in set(ref.values())),
+        key=lambda x: (-x[0], x[1], x[2]),
+    )  # fmt: skip
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for count, lo, lr in overlap:
+        if count and lo not in out and lr not in used:
+            out[lo] = taken[lr]
+            used.add(lr)
+    spare = itertools.chain([c for c in GROUP_FILLS if c not in out.values()], itertools.cycle(GROUP_FILLS))
+    for lo in sorted(set(other.values()) - set(out)):
+        out[lo] = next(spare)
+    return out
+
+
+def fig_recovery(a: Analysis) -> tuple[Figure, str] | None:
+    """Clinical, designed and AG group of each task side by side, coloured by the designed group they overlap
+    most, titled with the Rand index of AG against the designed grouping; None outside a synthetic study with AG."""
+    from matplotlib.patches import Rectangle
+
+    scores = recovery_scores(a.inp, a.comp)
+    if scores is None:
+        return None
+    ri, ari, ri_clinical = scores
+    designed, ag = a.inp.designed_groups or {}, a.inp.ag_labels
+    tasks = [t for t in a.inp.task_order if t in designed and t in ag]
+    dgroups = list(dict.fromkeys(designed[t] for t in tasks))
+    tasks.sort(key=lambda t: dgroups.index(designed[t]))
+    d = {t: designed[t] for t in tasks}
+    dcol = {g: GROUP_FILLS[i % len(GROUP_FILLS)] for i, g in enumerate(dgroups)}
+    columns = [
+        ("clinical", {t: a.comp.info(t).group for t in tasks}),
+        ("designed", d),
+        ("AG", {t: ag[t] for t in tasks}),
+    ]
+    fig = _new(COLUMN_W, 0.75 + 0.19 * len(tasks))
+    ax = fig.subplots()
+    for x, (_, labels) in enumerate(columns):
+        colours = dcol if labels is d else _group_colours(d, labels, dcol)
+        for y, t in enumerate(tasks):
+            ax.add_patch(Rectangle((x - 0.45, y - 0.45), 0.9, 0.9, facecolor=colours[labels[t]], edgecolor="white"))
+            ax.text(x, y, labels[t], ha="center", va="center", fontsize=7)
+    ax.set_xlim(-0.5, len(columns) - 0.5)
+    ax.set_ylim(len(tasks) - 0.5, -0.5)
+    ax.set_xticks(range(len(columns)), [c for c, _ in columns])
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(tasks)), tasks)
+    ax.tick_params(length=0)
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(f"AG versus designed groups\nRand index {ri:.2f}, adjusted {ari:+.2f}")
+    cap = (
+        "Which group each task is in: the clinical grouping (CG), the affinity structure the synthetic benchmark "
+        "was designed with (usagg/data/synth/tasks.py), and the groups AG chose from the measured affinity. "
+        "Colours follow the designed group a group overlaps most. Rand index: share of task pairs both "
+        f"groupings treat alike (1 = identical); adjusted: corrected for chance (0 = random). AG: {ri:.2f} "
+        f"(adjusted {ari:+.2f}); clinical groups for comparison: {ri_clinical:.2f}."
+    )
+    return fig, cap
+
+
+#: Figures of the report's "Affinity groups" section.
+AFFINITY_FIGURES = ("fig_affinity", "fig_affinity_delta", "fig_recovery")
+
+
 FIGURES = (
     ("fig2_absolute", fig_absolute),
     ("fig3_delta", fig_delta),
@@ -529,6 +731,9 @@ FIGURES = (
     ("fig_expert_usage", fig_expert_usage),
     ("fig_fraction", fig_fraction),
     ("fig_curves", fig_curves),
+    ("fig_affinity", fig_affinity),
+    ("fig_affinity_delta", fig_affinity_delta),
+    ("fig_recovery", fig_recovery),
 )
 
 

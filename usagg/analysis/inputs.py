@@ -3,7 +3,9 @@
 The run store is the only state (docs/internals.md); this module finds it, and reads
 through `RunStore` (the only code that opens the store's files) a fresh results.csv, the
 `analysis:` and `tasks:` sections of the stored study so that compare, plot and report
-agree on baseline and metrics, the planned job count and the MoE expert usage.
+agree on baseline and metrics, the planned job count and the MoE expert usage; where the
+study measured it, the inter-task affinity AG grouped by (usagg/affinity.py), and for the
+synthetic benchmark its designed groups.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from usagg.affinity import Affinity, load_study_affinity
 from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
 from usagg.names import is_plain_name
@@ -33,6 +36,7 @@ class Settings:
     bootstrap: int = 10000
     task_bootstrap: int = 2000
     bootstrap_seed: int = 0
+    affinity: dict[str, object] = field(default_factory=dict)  # how the engine measures it; the figures read the record
 
 
 @dataclass
@@ -52,6 +56,69 @@ class AnalysisInput:
     cache_dir: Path | None = None  # the stored study's data.cache_dir: where analysis outputs are memoised
     item_scores: dict[str, Path] = field(default_factory=dict)  # job -> its item_scores.json, where it wrote one
     histories: dict[str, list[dict]] = field(default_factory=dict)  # job -> its training history (metrics.json)
+    affinity: Affinity | None = None  # the affinity AG grouped by; None with --results or when none was measured
+    designed_groups: dict[str, str] | None = None  # task -> designed group, synthetic studies only
+
+    @property
+    def ag_groups(self) -> list[tuple[str, ...]]:
+        """The AG groups of the results: tasks sharing a job_id at the largest fraction, lowest seed."""
+        return list(paradigm_groups(self.table, "AG", self.task_order).values())
+
+    @property
+    def ag_labels(self) -> dict[str, str]:
+        """task -> the name of its AG job (g1, g2, ...): the AG grouping as labels (usagg/grouping.py)."""
+        return {t: name for name, g in paradigm_groups(self.table, "AG", self.task_order).items() for t in g}
+
+
+def job_name(paradigm: str, job_id: str) -> str:
+    """The readable part of a job id `<paradigm>-<name>-f<fraction>-s<seed>[-<hash>]` (usagg/plan.py): the group,
+    task or `g1`; the whole id when it is not one usagg made."""
+    m = re.match(rf"^{re.escape(paradigm)}-(.+?)-f[0-9.e+-]+-s\d+(?:-[0-9a-f]+)?$", job_id)
+    return m.group(1) if m else job_id
+
+
+def paradigm_groups(table: ResultsTable, paradigm: str, order: list[str]) -> dict[str, tuple[str, ...]]:
+    """Which tasks `paradigm` trained together: job name -> the tasks of that job at the largest fraction and
+    lowest seed (tasks in `order`, groups by their first task); {} when the paradigm has no rows with a job_id."""
+    rows = [r for r in table.rows if r.paradigm == paradigm and r.job_id]
+    if not rows:
+        return {}
+    top = max(r.fraction for r in rows)
+    seed = min(r.seed for r in rows if r.fraction == top)
+    jobs: dict[str, set[str]] = {}
+    for r in rows:
+        if r.fraction == top and r.seed == seed:
+            jobs.setdefault(r.job_id, set()).add(r.task)
+    rank = {t: i for i, t in enumerate(order)}
+
+    def key(t: str) -> tuple[int, str]:
+        return rank.get(t, len(rank)), t
+
+    groups = {job_name(paradigm, jid): tuple(sorted(ts, key=key)) for jid, ts in jobs.items()}
+    return dict(sorted(groups.items(), key=lambda kv: key(kv[1][0])))
+
+
+def _affinity(run_dir: Path | None, notes: list[str]) -> Affinity | None:
+    """The study's affinity (usagg/affinity.py); a file it refuses (another spec's, unreadable) becomes a note,
+    so the rest of the analysis is still written and says why the affinity is missing."""
+    if run_dir is None:
+        return None
+    try:
+        return load_study_affinity(run_dir)
+    except UsaggError as err:
+        notes.append(f"affinity not shown: {err}")
+        return None
+
+
+def _designed_groups(study: dict, tasks: list[str]) -> dict[str, str] | None:
+    """task -> its designed affinity group when the stored study is the synthetic benchmark (data.synthetic)."""
+    data = study.get("data")
+    if not isinstance(data, dict) or not data.get("synthetic"):
+        return None
+    from usagg.data.synth.tasks import designed_groups
+
+    designed = designed_groups(tasks)
+    return designed if len(designed) == len(tasks) else None  # a study mixing in other tasks has no design
 
 
 def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
@@ -194,6 +261,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         notes.append(f"analysis.representative_tasks names tasks without results: {', '.join(unknown)}")
     planned = store.planned_count() if store is not None else None
     name = _study_name(study, store, table, csv_path)
+    affinity = _affinity(run_dir if results is None else None, notes)  # before `notes` is handed over
     return AnalysisInput(
         table=table,
         study=str(name),
@@ -208,6 +276,8 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         notes=notes,
         cache_dir=_cache_dir(study),
         item_scores=_item_score_files(store, table),
+        affinity=affinity,
+        designed_groups=_designed_groups(study, order),
     )
 
 

@@ -54,13 +54,16 @@ class FigureFile:
 
 def code_sources() -> list[Path]:
     """The source the analysis runs: usagg/analysis/, the task types (metric directions, units, figure style),
-    usagg/paradigms.py (paradigm order) and usagg/results_schema.py (the results columns)."""
+    usagg/paradigms.py (paradigm order), usagg/results_schema.py (the results columns), usagg/affinity.py and
+    usagg/grouping.py (AG's evidence and the Rand index)."""
     return sorted(
         [
             *_PACKAGE.glob("analysis/*.py"),
             *_PACKAGE.glob("tasktypes/*.py"),
             _PACKAGE / "paradigms.py",
             _PACKAGE / "results_schema.py",
+            _PACKAGE / "affinity.py",
+            _PACKAGE / "grouping.py",
         ]
     )
 
@@ -113,6 +116,8 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
         inp.expert_usage,
         item_scores_digest(inp.item_scores),
         inp.histories,
+        dataclasses.asdict(inp.affinity) if inp.affinity is not None else None,
+        inp.designed_groups,
         baseline,
         code_digest(),
     )

@@ -5,7 +5,10 @@ earlier report listed in its manifest (MANIFEST, written last) but this one did 
 are removed, so nothing stale remains and nothing else in the folder is ever touched.
 Both documents open with a table of contents and a provenance block
 (usagg/analysis/provenance.py); the HTML reads on a phone (viewport, tables that scroll
-inside their box, figures at their natural size).
+inside their box, figures at their natural size). Where the study measured inter-task
+affinity, an "Affinity groups" section holds its figures and tables (usagg/analysis/figures.py,
+tables.py); every report ends with the "Advice" of usagg/analysis/advise.py, or the reason
+the study cannot support it.
 """
 
 from __future__ import annotations
@@ -16,16 +19,24 @@ import json
 import re
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagg.analysis.controls import controls, splits
-from usagg.analysis.figures import FIGURE_DPI, FigureOut, render_all
+from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
 from usagg.analysis.mixed import SLOPE
 from usagg.analysis.provenance import Provenance, provenance
 from usagg.analysis.render import to_csv, to_html, to_latex, to_markdown
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
-from usagg.analysis.tables import Table, delta_long_table, exclusion_notes, frac_label, negative_table
+from usagg.analysis.tables import (
+    Table,
+    delta_long_table,
+    exclusion_notes,
+    frac_label,
+    negative_table,
+    recovery_line,
+)
 from usagg.atomic import write_text_atomic
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
@@ -92,6 +103,9 @@ def _headline(a: Analysis) -> list[str]:
                 f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {whole.n} tasks "
                 f"({ctl.formula(comp.baseline)})."
             )
+    recovery = recovery_line(a.inp, comp)
+    if recovery:
+        lines.append(f"**AG recovery**: {recovery}")
     return lines + exclusion_notes(comp)
 
 
@@ -100,46 +114,76 @@ def _p(s: Stat) -> str:
     return f"p = {s.p:.2g}, Holm {s.p_holm:.2g}" if s.p_holm is not None else f"p = {s.p:.2g}"
 
 
-def _sections(a: Analysis) -> list[tuple[str, list[Table]]]:
+@dataclass
+class Section:
+    """One section of the report: its tables, lines of text above them, and the figures drawn in it (by name;
+    None: every figure no other section names)."""
+
+    title: str
+    tables: list[Table]
+    lines: list[str] = field(default_factory=list)
+    figures: tuple[str, ...] | None = ()
+
+
+def _sections(a: Analysis) -> list[Section]:
     tables = all_tables(a)
     by_name = lambda pre: [t for t in tables if t.name.startswith(pre)]  # noqa: E731
-    return [
-        ("Study", by_name("summary")),
-        ("Per-task results", by_name("tasks") + by_name("uncertainty") + by_name("budget")),
-        ("Clinical groups", by_name("groups")),
-        ("Aggregates by group, type and data regime", by_name("aggregates") + by_name("split")),
-        ("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
-        ("Statistics", by_name("statistics") + by_name("fractions")),
+    sections = [
+        Section("Study", by_name("summary")),
+        Section("Per-task results", by_name("tasks") + by_name("uncertainty") + by_name("budget")),
+        Section("Clinical groups", by_name("groups")),
+        Section("Aggregates by group, type and data regime", by_name("aggregates") + by_name("split")),
+        Section("Figures", [], figures=None),
+        Section("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
+        Section("Statistics", by_name("statistics") + by_name("fractions")),
     ]
+    affinity = by_name("affinity")
+    if affinity:
+        sections.append(Section("Affinity groups", affinity, figures=AFFINITY_FIGURES))
+    return [*sections, _advice(a)]
+
+
+def _advice(a: Analysis) -> Section:
+    """The advice table of usagg/analysis/advise.py, or why the study cannot support advice."""
+    from usagg.analysis.advise import CannotAdvise, advice_table, advise
+
+    try:
+        adv = advise(a)
+    except CannotAdvise as err:
+        return Section("Advice", [], [f"No advice for this study: {err}"])
+    return Section("Advice", [advice_table(adv)])  # its title and notes carry the leave-one-task-out accuracy
+
+
+def _placed(sections: list[Section], figs: list[FigureOut]) -> dict[str, list[FigureOut]]:
+    """Section title -> its figures, in drawing order."""
+    named = {n for s in sections if s.figures for n in s.figures}
+    return {
+        s.title: [f for f in figs if (f.name not in named if s.figures is None else f.name in s.figures)]
+        for s in sections
+    }
 
 
 def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _toc(sections: list[tuple[str, list[Table]]]) -> list[str]:
-    """The report's section titles in order (figures after the aggregates, provenance last)."""
-    titles = []
-    for title, _ in sections:
-        titles.append(title)
-        if title == "Aggregates by group, type and data regime":
-            titles.append("Figures")
-    return [*titles, "Provenance"]
+def _toc(sections: list[Section]) -> list[str]:
+    """The report's section titles in order, provenance last."""
+    return [*[s.title for s in sections], "Provenance"]
 
 
-def _markdown(
-    a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[FigureOut], folder: Path, prov: Provenance
-) -> str:
+def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folder: Path, prov: Provenance) -> str:
     out = [f"# usagg report: {a.inp.study}", "", *[f"- {line}" for line in _headline(a)], ""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
-    for title, tables in sections:
-        out += [f"## {title}", ""]
-        out += [to_markdown(t) for t in tables]
-        if title == "Aggregates by group, type and data regime":
-            out += ["## Figures", ""]
-            for fig in figs:
-                rel = fig.path.relative_to(folder).as_posix()
-                out += [f"![{fig.name}]({rel})", "", f"*{fig.name}*: {fig.caption}", ""]
+    placed = _placed(sections, figs)
+    for sec in sections:
+        out += [f"## {sec.title}", ""]
+        for line in sec.lines:
+            out += [line, ""]
+        out += [to_markdown(t) for t in sec.tables]
+        for fig in placed[sec.title]:
+            rel = fig.path.relative_to(folder).as_posix()
+            out += [f"![{fig.name}]({rel})", "", f"*{fig.name}*: {fig.caption}", ""]
     out += ["## Files", "", "Tables as CSV and LaTeX (booktabs) in `tables/`; figures in `figures/`.", ""]
     out += ["## Provenance", "", *[f"- {line}" for line in prov.lines()], ""]
     if prov.jobs:
@@ -157,9 +201,7 @@ def _png_size(path: Path) -> tuple[int, int] | None:
     return struct.unpack(">II", head[16:24])
 
 
-def _html(
-    a: Analysis, sections: list[tuple[str, list[Table]]], figs: list[FigureOut], prov: Provenance, dpi: int
-) -> str:
+def _html(a: Analysis, sections: list[Section], figs: list[FigureOut], prov: Provenance, dpi: int) -> str:
 
     def bold(line: str) -> str:
         s = html.escape(line)
@@ -175,19 +217,19 @@ def _html(
     body.append("</ul>")
     toc = "".join(f'<li><a href="#{_anchor(t)}">{html.escape(t)}</a></li>' for t in _toc(sections))
     body.append(f'<nav class="toc"><b>Contents</b><ul>{toc}</ul></nav>')
-    for title, tables in sections:
-        body.append(heading(title))
-        body += [f'<div class="scroll">{to_html(t)}</div>' for t in tables]
-        if title == "Aggregates by group, type and data regime":
-            body.append(heading("Figures"))
-            for fig in figs:
-                data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
-                size = _png_size(fig.path)
-                natural = "" if size is None else f' width="{round(size[0] * 96 / dpi)}"'  # CSS px at print size
-                body.append(
-                    f'<figure id="{fig.name}"><img alt="{fig.name}"{natural} src="data:image/png;base64,{data}">'
-                    f"<figcaption><b>{fig.name}</b>: {html.escape(fig.caption)}</figcaption></figure>"
-                )
+    placed = _placed(sections, figs)
+    for sec in sections:
+        body.append(heading(sec.title))
+        body += [f"<p>{html.escape(line)}</p>" for line in sec.lines]
+        body += [f'<div class="scroll">{to_html(t)}</div>' for t in sec.tables]
+        for fig in placed[sec.title]:
+            data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+            size = _png_size(fig.path)
+            natural = "" if size is None else f' width="{round(size[0] * 96 / dpi)}"'  # CSS px at print size
+            body.append(
+                f'<figure id="{fig.name}"><img alt="{fig.name}"{natural} src="data:image/png;base64,{data}">'
+                f"<figcaption><b>{fig.name}</b>: {html.escape(fig.caption)}</figcaption></figure>"
+            )
     body.append(heading("Provenance"))
     body.append("<ul>")
     for line in prov.lines():
@@ -245,7 +287,7 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     figs = render(a, folder / "figures", "png", dpi)
     sections = _sections(a)
     written = [f.path for f in figs]
-    tables = [t for _, ts in sections for t in ts] + [delta_long_table(a.comp, a.stats)]
+    tables = [t for sec in sections for t in sec.tables] + [delta_long_table(a.comp, a.stats)]
     for t in tables:
         written.append(write_text_atomic(folder / "tables" / f"{t.name}.csv", to_csv(t)))
         if t.name != "delta":

@@ -24,7 +24,7 @@ MIN_N_BOOTSTRAP = 2
 #: Non-zero pairs a Wilcoxon test needs: with fewer even a perfect split cannot reach p < 0.05 (exact test).
 MIN_N_WILCOXON = {"two-sided": 6, "less": 5, "greater": 5}
 #: The paired comparison always made when both paradigms are present (more via analysis.hypotheses.paired).
-DEFAULT_PAIRS = (("CG", "AU"),)
+DEFAULT_PAIRS = (("CG", "AU"), ("AG", "CG"))
 Hypotheses = Mapping[str, Mapping[str, str]]
 
 

@@ -1,6 +1,6 @@
 """One visual language for every figure: paradigm colours, type markers (from the task types), paper-sized fonts.
 
-Colours are Okabe-Ito (colour-blind safe); a paradigm keeps its colour in every figure.
+Colours are Okabe-Ito (colour-blind safe) and, past those, Paul Tol's; a paradigm keeps its colour in every figure.
 """
 
 from __future__ import annotations
@@ -10,11 +10,16 @@ from contextlib import contextmanager
 
 from usagg.tasktypes.base import TaskType
 
-#: The controls take the hue of what they control: TSM a light TS blue, AUD a pink far from AU's green.
+#: The controls take the hue of what they control: TSM a light TS blue, AUD a pink far from AU's green;
+#: AG (affinity groups) a dark wine (Tol), which CG's orange does not turn into for red-green colour blindness.
 PARADIGM_COLORS: dict[str, str] = {
-    "TS": "#0072B2", "CG": "#E69F00", "AU": "#009E73", "TSM": "#56B4E9", "AUD": "#CC79A7"
+    "TS": "#0072B2", "CG": "#E69F00", "AU": "#009E73", "TSM": "#56B4E9", "AUD": "#CC79A7", "AG": "#882255"
 }  # fmt: skip
-_EXTRA_COLORS = ("#D55E00", "#882255", "#F0E442", "#000000")
+_EXTRA_COLORS = ("#D55E00", "#F0E442", "#000000", "#44AA99")
+#: Markers where paradigms share one scatter, so points stay apart without colour.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+#: Light fills for groups of tasks (cells carry black text), in the order groups are met.
+GROUP_FILLS = ("#A6CEE3", "#FDBF6F", "#B2DF8A", "#FB9A99", "#CAB2D6", "#FFFF99", "#8DD3C7", "#D9D9D9", "#BC80BD")
 
 
 class _TypeStyle(Mapping[str, str]):
@@ -61,6 +66,11 @@ def paradigm_color(paradigm: str, paradigms: list[str] | None = None) -> str:
     others = sorted(p for p in (paradigms or [paradigm]) if p not in PARADIGM_COLORS)
     i = others.index(paradigm) if paradigm in others else 0
     return _EXTRA_COLORS[i % len(_EXTRA_COLORS)]
+
+
+def paradigm_marker(paradigm: str, paradigms: list[str]) -> str:
+    """A scatter marker per paradigm, by its place in `paradigms` (registry order)."""
+    return _MARKERS[paradigms.index(paradigm) % len(_MARKERS)] if paradigm in paradigms else _MARKERS[0]
 
 
 RC = {

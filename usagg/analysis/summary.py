@@ -12,6 +12,8 @@ from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
     Table,
+    affinity_table,
+    ag_group_table,
     aggregate_table,
     budget_table,
     delta_long_table,
@@ -83,6 +85,9 @@ def summary_table(a: Analysis) -> Table:
         ["Group regime threshold", f"group n_train < {comp.group_regime_threshold} is a low-data group"],
         ["One-task groups", _singletons_text(a)],
     ]
+    if a.inp.affinity is not None:
+        aff = a.inp.affinity
+        rows.append(["Affinity", f"{len(aff.tasks)} tasks, {len(aff.steps)} measurements, {aff.share:.1%} of training"])
     return Table("summary", "Study summary", ["Item", "Value"], rows, list(a.inp.notes))
 
 
@@ -119,6 +124,11 @@ def all_tables(a: Analysis) -> list[Table]:
     tables.append(stats_table(a.stats, comp))
     if multi:
         tables.append(fraction_table(comp, a.stats))
+    ag = ag_group_table(a.inp, comp)
+    if ag is not None:
+        tables.append(ag)
+    if a.inp.affinity is not None:
+        tables.append(affinity_table(a.inp.affinity, comp))
     return tables
 
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from usagg.analysis.controls import Control, split_order, splits
 from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer
+from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.stats import Stat
 from usagg.analysis.uncertainty import SEEDS, TEST_SET, shown_interval
 from usagg.tasktypes import metric_unit
+
+if TYPE_CHECKING:
+    from usagg.affinity import Affinity
 
 Cellv = str | float | int | None
 
@@ -364,3 +369,103 @@ def delta_long_table(comp: Comparison, stats: list[Stat] | None = None) -> Table
                     str(task not in comp.excluded.get(p, ())).lower(),
                 ])  # fmt: skip
     return Table("delta", f"Δ versus {comp.baseline}, per task", cols, rows)
+
+
+def affinity_order(comp: Comparison, aff: Affinity) -> list[tuple[str, list[str]]]:
+    """The affinity's tasks by clinical group (groups and tasks in report order); tasks without results last, "-"."""
+    known = [t for t in ordered_tasks(comp) if t in aff.tasks]
+    out: dict[str, list[str]] = {}
+    for t in known:
+        out.setdefault(comp.info(t).group, []).append(t)
+    rest = [t for t in aff.tasks if t not in known]
+    if rest:
+        out.setdefault("-", []).extend(rest)
+    return list(out.items())
+
+
+def within_affinity(aff: Affinity, members: tuple[str, ...] | list[str]) -> float | None:
+    """Mean affinity between the members of a group (over ordered pairs i ≠ j, so the mean over its tasks of the
+    affinity onto each from the others); None for a group of one or tasks the affinity does not know."""
+    ts = [t for t in members if t in aff.tasks]
+    if len(ts) < 2 or len(ts) != len(members):
+        return None
+    return sum(aff.onto(t, ts) for t in ts) / len(ts)
+
+
+def recovery_scores(inp: AnalysisInput, comp: Comparison) -> tuple[float, float, float] | None:
+    """(Rand index, adjusted Rand index) of the AG grouping against the designed one, and the clinical grouping's
+    Rand index against the designed one, over the tasks all three name; None unless both groupings are there."""
+    from usagg.grouping import adjusted_rand_index, rand_index
+
+    designed, ag = inp.designed_groups, inp.ag_labels
+    if not designed or not ag:
+        return None
+    tasks = [t for t in inp.task_order if t in designed and t in ag]
+    if len(tasks) < 2:
+        return None
+    d = {t: designed[t] for t in tasks}
+    g = {t: ag[t] for t in tasks}
+    return rand_index(d, g), adjusted_rand_index(d, g), rand_index(d, {t: comp.info(t).group for t in tasks})
+
+
+def recovery_line(inp: AnalysisInput, comp: Comparison) -> str | None:
+    """The sentence on how well AG recovered the synthetic benchmark's designed groups; None when not applicable."""
+    scores = recovery_scores(inp, comp)
+    if scores is None:
+        return None
+    ri, ari, ri_clinical = scores
+    return (
+        f"AG recovers the designed affinity groups of the synthetic benchmark with Rand index {ri:.2f} "
+        f"(adjusted {ari:+.2f}; 1 = the designed groups exactly); the clinical groups score {ri_clinical:.2f}."
+    )
+
+
+def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
+    """The groups AG trained (job name, tasks, their clinical groups) with the mean affinity within each, the
+    clinical groups' own in the notes for comparison; None without AG results."""
+    groups = paradigm_groups(inp.table, "AG", inp.task_order)
+    if not groups:
+        return None
+    aff = inp.affinity
+    known = {t.task for t in comp.tasks}
+    rows: list[list[Cellv]] = []
+    for name, members in groups.items():
+        clinical = list(dict.fromkeys(comp.info(t).group for t in members if t in known))
+        within = within_affinity(aff, members) if aff is not None else None
+        rows.append([name, len(members), ", ".join(members), ", ".join(clinical), within])
+    notes = ["Groups: the tasks of each AG job at the largest fraction (lowest seed); the job name is the group."]
+    if aff is not None:
+        notes.append(
+            "Mean within-group affinity: mean lookahead affinity Z[i→j] over ordered pairs of different tasks of "
+            "the group (— for a group of one), from the affinity AG grouped by."
+        )
+        clinical_groups: dict[str, list[str]] = {}
+        for t in ordered_tasks(comp):
+            clinical_groups.setdefault(comp.info(t).group, []).append(t)
+        parts = [f"{g} {w:+.4f}" for g, ts in clinical_groups.items() if (w := within_affinity(aff, ts)) is not None]
+        if parts:
+            notes.append(f"For comparison, the clinical groups' mean within-group affinity: {', '.join(parts)}.")
+    else:
+        notes.append("No affinity record in the run store, so no within-group affinity.")
+    line = recovery_line(inp, comp)
+    if line:
+        notes.append(line)
+    cols = ["AG group", "Tasks", "Members", "Clinical groups", "Mean within-group affinity"]
+    return Table("affinity_groups", "Affinity groups (AG)", cols, rows, notes)
+
+
+def affinity_table(aff: Affinity, comp: Comparison) -> Table:
+    """The affinity matrix as numbers: a row per source task (the task stepped on), a column per target."""
+    order = [t for _, ts in affinity_order(comp, aff) for t in ts]
+    idx = {t: aff.tasks.index(t) for t in order}
+    rows: list[list[Cellv]] = [[s, *[aff.matrix[idx[s]][idx[t]] for t in order]] for s in order]
+    jobs = len([j for j in aff.job_id.split(",") if j]) or 1
+    notes = [
+        "Z[i→j] = 1 − L_j(θ after one SGD step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
+        f"Fifty et al. 2021), mean over {len(aff.steps)} measurements every {aff.every} steps and {jobs} job(s); "
+        "row i: the task stepped on, column j: the task whose loss is read; positive: a step on i helps j.",
+        f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of the job(s) that measured it.",
+    ]
+    return Table(
+        "affinity", "Inter-task affinity Z[source→target]", ["Source", *[f"→ {t}" for t in order]], rows, notes
+    )

@@ -1,4 +1,4 @@
-"""`usagg compare`, `usagg plot`, `usagg report`: the analysis of a run store or an imported results table.
+"""`usagg compare`, `plot`, `report`, `advise`: the analysis of a run store or an imported results table.
 
 Only the light analysis modules are imported here; scipy and matplotlib load inside the
 commands that need them, and torch never.
@@ -14,6 +14,7 @@ import typer
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
+    from usagg.analysis.advise import Advice
     from usagg.analysis.outputs import Memoised
     from usagg.analysis.summary import Analysis
 
@@ -25,6 +26,7 @@ _ROOT = typer.Option(Path("runs"), "--root", help="Output root searched for the 
 _BASELINE = typer.Option(None, "--baseline", help="Paradigm Δ is measured against (default: analysis.baseline, TS).")
 
 COMPARE_FORMATS = ("table", "csv", "json", "markdown", "latex")
+ADVISE_FORMATS = ("table", "csv", "markdown", "json")
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
@@ -77,6 +79,91 @@ def compare_cmd(
     existed = out.exists()
     write_text_atomic(out, text)
     typer.echo(f"{'replaced' if existed else 'wrote'} {out}")
+
+
+def advise_cmd(
+    run_dir: Path | None = _RUN_DIR,
+    fmt: str = typer.Option(
+        "table", "--format", help="table, csv (one row per task), markdown or json (advice, model and accuracy)."
+    ),
+    results: Path | None = _RESULTS,
+    root: Path = _ROOT,
+) -> None:
+    """For every task, the paradigm to use (TS, CG, AU, AG) with its expected Δ versus TS and its uncertainty.
+
+    The prediction: a ridge regression per paradigm across tasks on log10 n_train, task type and affinity.
+
+    Affinity: the measured affinity onto the task from its group under that paradigm, and from it to them.
+
+    Beside the advice, its leave-one-task-out accuracy: best measured paradigm hit rate, error of Δ.
+
+    The largest fraction is used, seeds averaged; --format csv, markdown or json for files.
+
+    Example: usagg advise runs/demo --format markdown > advice.md
+    """
+    _choice(fmt, ADVISE_FORMATS, "--format")
+    from usagg.analysis.advise import advice_table, advise_input
+    from usagg.analysis.inputs import load_input
+
+    adv = advise_input(load_input(run_dir, results, root))
+    if fmt == "json":
+        import json
+
+        typer.echo(json.dumps(adv.to_json(), indent=1))
+    elif fmt == "table":
+        _print_advice(adv)
+    else:
+        from usagg.analysis.render import render
+
+        typer.echo(render(advice_table(adv), fmt), nl=False)
+
+
+def _print_advice(adv: Advice) -> None:
+    """The advice as a rich table that fits a terminal (numbers never wrap), its accuracy right under it, then how
+    it was made; csv and markdown carry every column of `advice_table`."""
+    import math
+
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
+    others = adv.paradigms[1:]
+    title = f"Advice per task (fraction {adv.fraction:g}, seeds averaged)"
+    shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    shown.add_column("Task", overflow="fold")
+    shown.add_column("Type", overflow="fold")
+    for col in ("n_train", "Advice", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO"):
+        shown.add_column(escape(col), justify="left" if col in ("Advice", "Best", "LOTO") else "right", no_wrap=True)
+    for r in adv.rows:
+        n = "—" if r.n_train is None or math.isnan(r.n_train) else f"{r.n_train:.0f}"
+        measured = ["n/a" if r.measured[p] is None else f"{r.measured[p]:+.1f}" for p in others]
+        loto = r.loto_advised + {True: " ✓", False: " ✗", None: ""}[r.loto_hit]
+        row = [
+            r.task,
+            r.type,
+            n,
+            r.advised,
+            f"{r.predicted:+.1f} ± {r.sd:.1f}",
+            *measured,
+            r.best_measured or "—",
+            loto,
+        ]
+        shown.add_row(*(escape(c) for c in row))
+    console = Console()
+    console.print(shown)
+    console.print(
+        "Δ % ± sd: predicted for the advised paradigm; Δ<paradigm> %: measured; Best: the best measured; "
+        "LOTO: the advice with the task held out (✓ when it is the best measured).",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    accuracy = adv.accuracy_text()
+    console.print(f"[bold]{escape(accuracy)}[/]", highlight=False, soft_wrap=True)
+    for note in adv.notes:
+        if note != accuracy:
+            console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def plot_cmd(
@@ -144,7 +231,8 @@ def _log_to_tracker(run_dir: Path, study: str, folder: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add compare, plot and report to the app."""
+    """Add compare, advise, plot and report to the app."""
     app.command("compare")(compare_cmd)
+    app.command("advise")(advise_cmd)
     app.command("plot")(plot_cmd)
     app.command("report")(report_cmd)

@@ -239,6 +239,17 @@ def run(
     if job_run.todo:
         with make_display(console, len(job_run.todo), verbose=verbose, quiet=quiet) as display:
             job_run.execute(display.on_event, display.on_progress)
+    while new := job_run.next_stage():  # a staged paradigm (AG) planned from the jobs just done
+        say(
+            f"stage: {', '.join(sorted({j.paradigm for j in new}))} planned from the jobs just done: "
+            f"{len(new)} job(s) ({', '.join(j.id for j in new)}), {len(job_run.todo)} to run"
+        )
+        if job_run.todo:
+            with make_display(console, len(job_run.todo), verbose=verbose, quiet=quiet) as display:
+                job_run.execute(display.on_event, display.on_progress)
+    for w in job_run.waiting:
+        states = ", ".join(f"{jid} {store.display_state(jid)}" for jid in w.needs)
+        console.print(f"[yellow]{w.paradigm} not planned[/]: it waits for {states}")
     result = job_run.finish()
     _print_repairs(console, store)
     say(_summary_table(store, list(result.states), f"{study.name}: {store.root}"))
@@ -263,6 +274,9 @@ def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:
             "action": job_run.action(j.id),
         }
         for j in job_run.jobs
+    ] + [
+        {"job_id": None, "paradigm": w.paradigm, "state": "waiting", "action": "plan later", "needs": list(w.needs)}
+        for w in job_run.waiting
     ]
 
 
@@ -309,6 +323,8 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
             store.display_state(j.id),
             job_run.action(j.id),
         )
+    for w in job_run.waiting:
+        table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "yes", "waiting", "")
     console.print(table)
 
 

@@ -46,10 +46,11 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
-    from usagg.plan import plan
+    from usagg.plan import plan_stages
 
     s = _load(study, set_)
-    jobs = plan(s)
+    planned = plan_stages(s)
+    jobs = planned.jobs
     _check_weights(s)
     checked_data = _check_data_tasks(s)
     out = Console(highlight=False)
@@ -63,6 +64,8 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
         f"jobs: {len(jobs)} ({', '.join(f'{p} {per[p]}' for p in s.paradigms)}) "
         f"= units x {len(s.fractions)} fraction(s) x {len(s.seeds)} seed(s)"
     )
+    for w in planned.waiting:
+        out.print(f"{w.paradigm}: planned once {', '.join(w.needs)} are done (its groups come from their results)")
     data = s.data.root if s.data.root is not None else "synthetic benchmark"
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
     if checked_data:
@@ -122,20 +125,27 @@ def plan_cmd(
     """List the jobs a study expands into: id, paradigm, tasks, fraction, seed and run-store state.
 
     State is what `usagg status` shows (interrupted: running, but its process is gone);
-    pending for a job the run store does not hold yet.
+    pending for a job the run store does not hold yet. A staged paradigm (AG) is listed as
+    waiting for the jobs it needs until they are done; then its jobs are listed too.
 
     Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --json
     """
-    from usagg.plan import plan
+    from usagg.plan import plan_stages
+    from usagg.service import store_evidence, store_for
 
     s = _load(study, set_)
-    jobs = plan(s)
+    planned = plan_stages(s, store_evidence(store_for(s)))
+    jobs = planned.jobs
     states = _states(s, jobs)
     if as_json:
         rows = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
+        rows += [
+            {"id": None, "paradigm": w.paradigm, "state": "waiting", "needs": list(w.needs)} for w in planned.waiting
+        ]
         typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"{s.name}: {len(jobs)} jobs", title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
+    title = f"{s.name}: {len(jobs)} jobs" + (f", {len(planned.waiting)} paradigm(s) waiting" if planned.waiting else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
     rows = [
         (
             j.id,
@@ -154,6 +164,8 @@ def plan_cmd(
         table.add_column(col, no_wrap=True)
     for row in rows:
         table.add_row(*row)
+    for w in planned.waiting:
+        table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "", "", "waiting")
     Console().print(table)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from usagg.affinity import write_affinity
 from usagg.engine.accel import accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
@@ -125,8 +126,21 @@ def run_job(
         paths.checkpoints,
         job.id,
         on_epoch=lambda history: _epoch_done(paths, job, history, on_epoch),
+        affinity=job.affinity,
+        job_hash=job.hash,
     )
     fit = trainer.fit()
+    if trainer.affinity is not None:
+        aff = trainer.affinity.record(fit.train_seconds)
+        write_affinity(paths.affinity, aff)
+        log.info(
+            "affinity: %d measurement(s), every %d steps, probe %s images per task: %.1f s, %.1f %% of training",
+            len(aff.steps),
+            aff.every,
+            job.affinity.probe_size if job.affinity else "?",
+            aff.seconds,
+            100 * aff.share,
+        )
     if (share := trunk_share(train)) is not None:
         log.info(share)
 

@@ -28,6 +28,7 @@ import torch
 
 from usagg.atomic import set_aside
 from usagg.engine import checkpoint, progress
+from usagg.engine.affinity import LookaheadAffinity
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
@@ -35,7 +36,7 @@ from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.engine.selection import MODEL, Selector, split_warnings
 from usagg.model.m2dino import M2DINO, head_key
-from usagg.spec.models import TaskSpec, TrainingSpec
+from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
 from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
 from usagg.tasktypes import get_task_type
 
@@ -200,7 +201,10 @@ class Trainer:
         ckpt_dir: Path,
         job_id: str = "",
         on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+        affinity: AffinitySpec | None = None,
+        job_hash: str = "",
     ) -> None:
+        """`affinity`: measure the lookahead inter-task affinity while training (usagg/engine/affinity.py)."""
         self.on_epoch = on_epoch  # gets the whole history after each epoch (history.csv, trackers)
         self.trainable_keys = checkpoint.trainable_keys(model)
         self.fingerprint = checkpoint.frozen_fingerprint(model)
@@ -223,6 +227,11 @@ class Trainer:
             training.loss_balance, {t: float(training.loss_weights.get(t, 1.0)) for t in train}
         ).to(compute.device)
         self.optimizer = build_optimizer(model, training, compute.device, self.balance.parameters())
+        self.affinity = (
+            LookaheadAffinity(model, train, affinity, self.total_steps, seed, compute, job_id, job_hash)
+            if affinity is not None and len(train) > 1
+            else None
+        )
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, training.schedule)
         self.scope = training.selection_scope if len(tasks) > 1 else MODEL  # one task: the same choice
         self.selector = Selector(self.tasks)
@@ -265,6 +274,7 @@ class Trainer:
             "step": s.step,
             "selector": self.selector.state_dict(),
             "history": s.history,
+            "affinity": None if self.affinity is None else self.affinity.state_dict(),
         }
 
     def load_state_dict(self, ck: dict[str, Any]) -> None:
@@ -276,6 +286,8 @@ class Trainer:
         checkpoint.set_rng_state(ck["rng"])
         self.selector.load_state_dict(ck["selector"])
         self.state = _State(ck["epoch"], ck["step"], list(ck["history"]))
+        if self.affinity is not None and ck.get("affinity") is not None:
+            self.affinity.load_state_dict(ck["affinity"])
 
     def _mismatch(self, ck: dict[str, Any]) -> str | None:
         """Why a checkpoint cannot continue this model, or None."""
@@ -410,8 +422,12 @@ class Trainer:
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            measure = self.affinity is not None and self.affinity.due(self.state.step + 1)
+            lr = self._encoder_lr() if measure else 0.0  # the rate of the step just taken, before the schedule moves
             sched.step()
             self.state.step += 1
+            if measure and self.affinity is not None:
+                self.affinity.measure(self.state.step, lr, opt)
             loss_sum += loss.detach().double()
             aux = out.aux_loss.detach().double()
             if task not in task_sums:
@@ -445,6 +461,10 @@ class Trainer:
         self.epoch_task_aux_loss = {t: m[1] for t, m in means.items()} if self.model.moe else {}
         self.epoch_task_steps = {t: task_steps[t] for t in self.train if t in task_steps}
         return float(loss_sum.item()) / n, images, time.perf_counter() - t0
+
+    def _encoder_lr(self) -> float:
+        """The encoder's learning rate (the lookahead step's default rate)."""
+        return next(float(g["lr"]) for g in self.optimizer.param_groups if g["name"].startswith("encoder"))
 
     def _select_epoch(self, epoch: int, entry: dict[str, Any], mean_loss: float) -> float:
         """Score the selection split (primary metrics and losses), record it in `entry`, save best weights;

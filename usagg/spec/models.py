@@ -523,6 +523,42 @@ class Hypotheses(Strict):
         return v
 
 
+class AffinitySpec(Strict):
+    """How the inter-task affinity AG groups by is measured (usagg/engine/affinity.py).
+
+    The lookahead affinity of Fifty et al. (2021): Z[i->j] = 1 - L_j(theta after one SGD step on task i's
+    probe batch) / L_j(theta), for every task pair, on fixed probe batches drawn from the training split,
+    averaged over training. Measuring never changes the training it watches (same weights, same RNG); a
+    measuring job's id includes these settings because it writes affinity.json.
+    """
+
+    every: int | Literal["auto"] = Field(
+        "auto",
+        description="Optimiser steps between measurements; auto: a fifth of the job's steps (5 measurements).",
+    )
+    probe_size: int = Field(4, ge=1, le=256, description="Images per task in the fixed probe batches.")
+    probe_epochs: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Measure in a short all-task probe run of this many epochs (largest fraction) instead of the "
+        "AU job, so AG can run without AU.",
+    )
+    lookahead_lr: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Learning rate of the lookahead SGD step; default: the encoder's learning rate at that step.",
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 10**9:
+            raise ValueError(f"every is a number of steps from 1, or auto; got {v}")
+        return v
+
+
 class AnalysisSpec(Strict):
     """What `compare`, `plot` and `report` emphasise."""
 
@@ -556,6 +592,10 @@ class AnalysisSpec(Strict):
     )
     bootstrap_seed: int = Field(
         0, ge=0, le=MAX_SEED, description="Seed of the bootstrap, so intervals are reproducible."
+    )
+    affinity: AffinitySpec = Field(
+        default_factory=AffinitySpec,
+        description="Inter-task affinity measurement for AG (used only when AG is among the paradigms).",
     )
 
     @field_validator("baseline")
@@ -620,8 +660,14 @@ class Study(Strict):
     paradigms: list[ParadigmName] = Field(
         ["TS", "CG", "AU"],
         min_length=1,
-        description=f"Paradigms to run, registered in usagg/paradigms.py (built in: {', '.join(paradigm_names())}).",
+        description=f"Paradigms to run, registered in usagg/paradigms.py (built in: {', '.join(paradigm_names())}); "
+        "an entry may carry the paradigm's settings as a one-key mapping, such as `{AG: {groups: 3}}`.",
         json_schema_extra={"examples": [paradigm_names()]},
+    )
+    paradigm_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings of paradigms that take some (AG: groups, search, beam_width), by paradigm; "
+        "`paradigms: [{AG: {groups: 3}}]` fills it.",
     )
     data: DataSpec = Field(description="Dataset: an FMC_UIA folder (`root`) or the synthetic benchmark.")
     tasks_from: CatalogRef | None = Field(None, description="Take tasks from a catalog file.")
@@ -650,6 +696,42 @@ class Study(Strict):
     analysis: AnalysisSpec = Field(
         default_factory=AnalysisSpec, description="What the analysis emphasises; never changes a job id."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paradigm_entries(cls, data: Any) -> Any:
+        """`paradigms: [TS, {AG: {groups: 3}}]`: the mapping's settings go to `paradigm_settings`."""
+        if not isinstance(data, dict) or not isinstance(data.get("paradigms"), list):
+            return data
+        names, settings = [], dict(data.get("paradigm_settings") or {})
+        for i, entry in enumerate(data["paradigms"]):
+            if isinstance(entry, dict):
+                if len(entry) != 1:
+                    raise ValueError(
+                        f"paradigms[{i}]: a paradigm with settings is a one-key mapping such as {{AG: {{groups: 3}}}}"
+                    )
+                ((name, opts),) = entry.items()
+                settings[str(name)] = opts if opts is not None else {}
+                names.append(name)
+            else:
+                names.append(entry)
+        return {**data, "paradigms": names, "paradigm_settings": settings}
+
+    @field_validator("paradigm_settings")
+    @classmethod
+    def _known_settings(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from usagg.paradigms import PARADIGMS
+
+        out = {}
+        for name, opts in v.items():
+            check_paradigm(name)
+            model = PARADIGMS[name].settings
+            if model is None:
+                raise ValueError(f"paradigm {name} takes no settings, got {opts!r}")
+            if not isinstance(opts, dict):
+                raise ValueError(f"settings of paradigm {name} are a mapping such as {{groups: 3}}, got {opts!r}")
+            out[name] = model.model_validate(opts).model_dump(exclude_defaults=True)
+        return out
 
     @field_validator("seeds", "fractions", "paradigms")
     @classmethod
@@ -691,7 +773,18 @@ class Study(Strict):
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(f"{where} names unknown tasks {unknown}; tasks: {', '.join(ids)}")
-        if "CG" in self.paradigms or self.groups is not None:
+        from usagg.paradigms import PARADIGMS
+
+        for name in self.paradigms:
+            check = PARADIGMS[name].check
+            why = check(self) if check is not None else None
+            if why:
+                raise ValueError(f"paradigms: {name}: {why}")
+        unused = sorted(set(self.paradigm_settings) - set(self.paradigms))
+        if unused:
+            raise ValueError(f"paradigm_settings names {unused}, which `paradigms` does not run")
+        ag_needs_groups = "AG" in self.paradigms and not self.paradigm_settings.get("AG", {}).get("groups")
+        if "CG" in self.paradigms or ag_needs_groups or self.groups is not None:
             members = self.group_members()  # raises on a bad grouping
             if self.groups is not None:  # the mapping wins: task.group is always the clinical group
                 for group, tids in members.items():

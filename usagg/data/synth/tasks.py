@@ -60,3 +60,14 @@ _ALL = [
 
 #: Task id -> SynthTask, in catalog order.
 TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
+
+
+def designed_groups(task_ids: list[str]) -> dict[str, str]:
+    """The grouping the benchmark is designed to have, for AG to recover (its Rand index in the report).
+
+    Tasks drawn from one anatomy generator (`SynthTask.anatomy`, usagg/data/synth/scenes.py) see the
+    same latent anatomy, so their labels describe one shared structure and are designed to help each
+    other; across anatomies only the ultrasound physics is shared. The designed groups are therefore the
+    anatomies. Ids that are not synthetic tasks are left out.
+    """
+    return {t: TASKS[t].anatomy for t in task_ids if t in TASKS}

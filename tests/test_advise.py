@@ -1,0 +1,258 @@
+"""`usagg advise` on studies with a designed answer: the advice, its leave-one-task-out accuracy, formats, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.cli_run import run_cli
+from usagg.affinity import Affinity, write_affinity
+from usagg.analysis.advise import CannotAdvise, advice_table, advise, advise_input, ridge_predict
+from usagg.analysis.delta import compare
+from usagg.analysis.inputs import load_input
+from usagg.analysis.results import Row, write_results
+from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.analysis.summary import Analysis
+from usagg.store import RunStore
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+BASE = 0.6  # every task's TS DSC
+
+
+def _rows(deltas: dict[str, dict[str, float]], n_train: dict[str, float], groups: dict[str, str]) -> list[Row]:
+    """Two seeds per (paradigm, task) whose mean is exactly BASE·(1 + Δ/100), so each task's Δ is the designed one;
+    CG's jobs are the clinical groups, AU's one job holds every task."""
+    types = {t: ("segmentation", "classification")[i % 2] for i, t in enumerate(n_train)}
+    rows = []
+    for p, by_task in deltas.items():
+        for seed, wobble in ((0, 1.01), (1, 0.99)):
+            for t, d in by_task.items():
+                job = {"TS": t, "TSM": t, "CG": groups[t]}.get(p, "all")
+                metric = "DSC" if types[t] == "segmentation" else "AUC"
+                value = BASE * (1 + d / 100) * wobble
+                rows.append(
+                    Row(
+                        "designed", f"{p}-{job}-f1-s{seed}", p, groups[t], seed, 1.0, t, types[t], metric, value,
+                        True, n_train[t],
+                    )
+                )  # fmt: skip
+    return rows
+
+
+# AU helps small tasks and hurts large ones (Δ = 12 − 10·(log10 n − 2)); CG the opposite (Δ = −16 + 10·(log10 n − 2)):
+# small tasks should get AU, middle ones TS (both Δ < 0), large ones CG.
+X = {
+    "s0": 0.0, "s1": 0.1, "s2": 0.2, "s3": 0.3,
+    "m0": 1.3, "m1": 1.35, "m2": 1.4, "m3": 1.45,
+    "l0": 1.9, "l1": 2.0, "l2": 2.1, "l3": 2.2,
+}  # fmt: skip
+EXPECTED = ["AU"] * 4 + ["TS"] * 4 + ["CG"] * 4
+
+
+@pytest.fixture
+def by_size(tmp_path: Path) -> Path:
+    n_train = {t: 10 ** (2 + x) for t, x in X.items()}
+    groups = {t: f"G{i // 4}" for i, t in enumerate(X)}
+    deltas = {
+        "TS": {t: 0.0 for t in X},
+        "CG": {t: -16 + 10 * x for t, x in X.items()},
+        "AU": {t: 12 - 10 * x for t, x in X.items()},
+        "TSM": {t: 1.0 for t in X},  # a task-scope control: measured, never advised
+    }
+    path = tmp_path / "results.csv"
+    write_results(_rows(deltas, n_train, groups), path)
+    return path
+
+
+def test_ridge_predict_matches_the_closed_form() -> None:
+    """One feature, y = 2x + 1 at x = 0..3, penalty 4: standardised slope Σzy/(Σz² + 4) = sd, so x = 5 gives 7.5."""
+    x = np.arange(4.0)[:, None]
+    assert ridge_predict(x, 2 * x[:, 0] + 1, np.array([[5.0]]), penalty=4.0)[0] == pytest.approx(7.5)
+    assert ridge_predict(x, 2 * x[:, 0] + 1, np.array([[5.0]]), penalty=1e-9)[0] == pytest.approx(11.0)
+
+
+def test_advice_follows_the_designed_size_effect(by_size: Path) -> None:
+    adv = advise_input(load_input(None, by_size))
+    assert adv.paradigms == ["TS", "CG", "AU"]  # TSM trains each task alone: not a choice of grouping
+    assert [r.task for r in adv.rows] == list(X)
+    assert [r.advised for r in adv.rows] == EXPECTED
+    assert [r.best_measured for r in adv.rows] == EXPECTED
+    assert [r.loto_advised for r in adv.rows] == EXPECTED
+    assert (adv.hits, adv.n, adv.share) == (12, 12, 1.0)
+    for r in adv.rows:
+        assert r.measured["AU"] == pytest.approx(12 - 10 * X[r.task])
+        assert r.n_train == pytest.approx(10 ** (2 + X[r.task]), rel=1e-5)  # the CSV keeps 6 digits
+        assert r.sd == (0.0 if r.advised == "TS" else adv.rmse[r.advised])
+        assert r.predicted == r.predicted_by[r.advised]
+    # the MAE is the mean held-out error over every (task, paradigm); a linear truth leaves only the ridge's shrinkage
+    errors = [abs(r.loto_predicted[p] - r.measured[p]) for r in adv.rows for p in ("CG", "AU")]  # type: ignore[operator]
+    assert adv.n_errors == 24 and adv.mae == pytest.approx(float(np.mean(errors)))
+    assert 0 < adv.mae < 1.0 and all(0 < v < 1.5 for v in adv.rmse.values())
+    # the constant rule, scored by hand: each paradigm's mean Δ over the other tasks
+    hits = 0
+    for i, r in enumerate(adv.rows):
+        rest = [s for j, s in enumerate(adv.rows) if j != i]
+        means = {"TS": 0.0, **{p: float(np.mean([s.measured[p] for s in rest])) for p in ("CG", "AU")}}
+        hits += max(means, key=lambda p: means[p]) == r.best_measured
+    assert adv.constant_hits == hits < 12
+    notes = " ".join(adv.notes)
+    assert "ridge regression" in notes and "log10 n_train" in notes and "No affinity measured" in notes
+    assert "Not advised: TSM" in notes and "seeds 0, 1" in notes and "fraction 1" in notes
+
+
+def test_advise_takes_any_analysis_baseline(by_size: Path) -> None:
+    """advise(a) measures Δ versus TS even when the analysis compared against another paradigm."""
+    inp = load_input(None, by_size)
+    adv = advise(Analysis(inp, compare(inp, "AU"), []))
+    assert [r.advised for r in adv.rows] == EXPECTED and adv.hits == 12
+
+
+def _affinity_store(root: Path) -> Path:
+    """Eight equal-sized segmentation tasks in four clinical pairs; CG's Δ is 40 × the affinity onto the task from its
+    pair mate − 4, AU's is −6 everywhere. Only the measured affinity can tell the tasks apart."""
+    onto = [0.3, -0.1, 0.25, 0.0, 0.2, -0.2, 0.05, 0.35]
+    tasks = [f"t{i}" for i in range(8)]
+    groups = {t: f"P{i // 2}" for i, t in enumerate(tasks)}
+    matrix = [[0.0] * 8 for _ in tasks]
+    for i in range(8):
+        matrix[i ^ 1][i] = onto[i]  # Z[mate -> task]
+    rows = []
+    for p, d in (("TS", [0.0] * 8), ("CG", [40 * a - 4 for a in onto]), ("AU", [-6.0] * 8)):
+        for seed, wobble in ((0, 1.01), (1, 0.99)):
+            for i, t in enumerate(tasks):
+                job = {"TS": t, "CG": groups[t]}.get(p, "all")
+                value = BASE * (1 + d[i] / 100) * wobble
+                rows.append(
+                    Row("aff", f"{p}-{job}-f1-s{seed}", p, groups[t], seed, 1.0, t, "segmentation", "DSC", value, True,
+                        500.0)
+                )  # fmt: skip
+    store = RunStore(root)
+    study = {"name": "aff", "tasks": [{"id": t, "type": "segmentation", "group": groups[t]} for t in tasks]}
+    store.write_study(yaml.safe_dump(study, sort_keys=False))
+    plan = [
+        {
+            "id": f"AU-all-f1-s{s}",
+            "hash": f"h{s}",
+            "fraction": 1.0,
+            "affinity": True,
+            "tasks": [{"id": t} for t in tasks],
+        }
+        for s in (0, 1)
+    ]
+    store.write_plan(plan)
+    for record in plan:
+        folder = store.jobs_dir / record["id"]
+        folder.mkdir(parents=True)
+        write_affinity(folder / "affinity.json", Affinity(tasks, matrix, job_id=record["id"], job_hash=record["hash"]))
+    write_results(rows, store.results_csv)
+    return root
+
+
+def test_affinity_tells_the_tasks_apart(tmp_path: Path) -> None:
+    store = _affinity_store(tmp_path / "aff")
+    adv = advise_input(load_input(store, None))
+    expected = ["CG", "TS", "CG", "TS", "CG", "TS", "TS", "CG"]
+    assert [r.advised for r in adv.rows] == expected
+    assert [r.best_measured for r in adv.rows] == expected
+    assert (adv.hits, adv.n) == (8, 8)
+    assert adv.features["CG"] == ["affinity onto the task from its CG group", "affinity from the task to that group"]
+    assert "Affinity: the lookahead affinity of AU-all-f1-s0,AU-all-f1-s1" in " ".join(adv.notes)
+    # the same results without the run store: no affinity, n_train and type constant, so an intercept-only model
+    # (mean ΔCG +0.25: CG for all). Held out, each task moves the others' mean against itself: no hit at all.
+    blind = advise_input(load_input(None, store / "results.csv"))
+    assert blind.features == {"CG": [], "AU": []}
+    assert {r.advised for r in blind.rows} == {"CG"} and blind.rows[0].predicted == pytest.approx(0.25)
+    assert blind.hits == blind.constant_hits == 0
+    assert "No affinity measured" in " ".join(blind.notes) and "CG: intercept only" in " ".join(blind.notes)
+
+
+def test_simulated_study_beats_the_constant_rule(tmp_path: Path) -> None:
+    """On the simulator's 27 tasks (aggregation helps with data, hurts segmentation) size and type carry signal."""
+    run_dir = simulate_run_store(tmp_path / "fmc", load_tasks(TASKS))
+    adv = advise_input(load_input(run_dir, None))
+    assert adv.n == 27 and adv.hits > adv.constant_hits and adv.mae < adv.constant_mae
+    table = advice_table(adv)
+    assert table.name == "advice" and len(table.rows) == 27
+    assert table.columns[7:9] == ["ΔCG % measured", "ΔAU % measured"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "markdown", "json"])
+def test_cli_formats(
+    by_size: Path, fmt: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = run_cli(["advise", "--results", str(by_size), "--format", fmt], monkeypatch, capsys)
+    assert code == 0, text
+    accuracy = "the advised paradigm is the best measured one for 12 of 12 tasks (100 %)"
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert [r["Advice"] for r in rows] == EXPECTED and [r["LOTO hit"] for r in rows] == ["yes"] * 12
+        assert float(rows[0]["ΔAU % measured"]) == pytest.approx(12.0)
+    elif fmt == "json":
+        out = json.loads(text)
+        assert out["accuracy"]["hits"] == 12 and out["accuracy"]["share"] == 1.0
+        assert [t["advised"] for t in out["tasks"]] == EXPECTED
+        assert out["model"]["penalty"] == 1.0 and "log10 n_train" in out["model"]["features"]["AU"]
+        assert accuracy in out["accuracy"]["text"]
+    elif fmt == "markdown":
+        assert accuracy in text and "leave-one-task-out 12/12 advised = best measured" in text
+        (row,) = [line for line in text.splitlines() if line.startswith("| s0 |")]
+        assert row.startswith("| s0 | G0 | segmentation | 100 | AU | +1") and row.endswith(
+            "| -16.0 | +12.0 | AU | AU | yes |"
+        )
+    else:
+        assert text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
+        cells = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()[:2] in X}
+        assert [cells[t][2] for t in X] == EXPECTED  # Task Type n_train Advice ...
+        assert cells["s0"][6:] == ["-16.0", "+12.0", "AU", "AU", "✓"]  # measured ΔCG, ΔAU, best, LOTO advice
+
+
+def _store_csv(tmp_path: Path, deltas: dict[str, dict[str, float]]) -> Path:
+    tasks = next(iter(deltas.values()))
+    path = tmp_path / "results.csv"
+    write_results(_rows(deltas, {t: 300.0 * (i + 1) for i, t in enumerate(tasks)}, {t: "G" for t in tasks}), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("deltas", "message"),
+    [
+        (
+            {"TS": {"a": 0, "b": 0, "c": 0}, "AU": {"a": 1, "b": 2, "c": 3}},
+            "only 3 tasks (a, b, c) have a TS result at fraction 1",
+        ),
+        (
+            {"CG": {t: 1 for t in "abcde"}, "AU": {t: 2 for t in "abcde"}},
+            "the results have no TS baseline (paradigms present: CG, AU)",
+        ),
+        (
+            {"TS": {t: 0 for t in "abcde"}, "TSM": {t: 1 for t in "abcde"}},
+            "no paradigm besides TS that trains tasks together has Δs to learn from",
+        ),
+    ],
+)
+def test_cannot_advise_says_why(
+    tmp_path: Path,
+    deltas: dict[str, dict[str, float]],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = _store_csv(tmp_path, deltas)
+    with pytest.raises(CannotAdvise, match="cannot advise on"):
+        advise_input(load_input(None, path))
+    code, text = run_cli(["advise", "--results", str(path)], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert text.startswith("error: cannot advise on") and message in " ".join(text.split())
+
+
+def test_unknown_format_is_refused(
+    by_size: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = run_cli(["advise", "--results", str(by_size), "--format", "latex"], monkeypatch, capsys)
+    assert code == 2 and "--format 'latex' is not one of table, csv, markdown, json" in text

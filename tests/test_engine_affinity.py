@@ -1,0 +1,151 @@
+"""The lookahead affinity on a tiny real model: the estimate against a hand-computed lookahead, no effect on the
+training it watches, the same numbers after a resume."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from usagg.affinity import read_affinity
+from usagg.engine.affinity import LookaheadAffinity, probe_indices
+from usagg.engine.batches import TensorSplit
+from usagg.engine.device import resolve_compute, seed_everything
+from usagg.engine.evaluate import EvalSet
+from usagg.engine.job import run_job
+from usagg.engine.jobdata import load_job_data
+from usagg.engine.trainer import Trainer
+from usagg.model.m2dino import build_model
+from usagg.plan import Job, plan
+from usagg.spec.load import load_study
+from usagg.spec.models import AffinitySpec
+
+pytestmark = pytest.mark.slow  # trains real tiny jobs
+
+STUDY = """
+name: affinity-test
+paradigms: [TS, AU, AG]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {out}}}
+  selection_fraction: 0.25
+  cache_dir: {cache}
+tasks:
+  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
+model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32, decoder_channels: 8}}}}
+training: {{epochs: 3, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
+analysis: {{affinity: {{every: 2, probe_size: 3}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def au(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    d = tmp_path_factory.mktemp("affinity")
+    spec = d / "study.yaml"
+    spec.write_text(STUDY.format(out=d / "synth", cache=d / "cache"))
+    (job,) = [j for j in plan(load_study(spec)) if j.paradigm == "AU"]
+    assert job.affinity is not None and job.affinity.every == 2
+    return job
+
+
+def _trainer(job: Job, ckpt_dir: Path) -> Trainer:
+    dev = torch.device("cpu")
+    seed_everything(job.seed, dev)
+    data = load_job_data(job)
+    model = build_model(job.model, job.tasks, job.moe)
+    train = {t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}
+    select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
+    return Trainer(
+        model,
+        train,
+        select,
+        job.tasks,
+        job.training,
+        resolve_compute("fp32", dev),
+        job.seed,
+        ckpt_dir,
+        affinity=job.affinity,
+        job_hash=job.hash,
+    )
+
+
+def test_affinity_equals_a_hand_computed_lookahead(au: Job, tmp_path: Path) -> None:
+    tr = _trainer(au, tmp_path / "ck")
+    tr.train_epoch(0)  # the optimiser now has second moments: the lookahead step is Adam's, preconditioned
+    aff = tr.affinity
+    assert aff is not None
+    lr = 1e-3
+    got = aff.measure(99, lr, tr.optimizer)
+
+    tasks = list(tr.train)
+    model = tr.model
+    opt = tr.optimizer
+    want = torch.zeros(len(tasks), len(tasks), dtype=torch.float64)
+    for i, src in enumerate(tasks):
+        stepped = copy.deepcopy(model).eval()
+        ref = copy.deepcopy(model).eval()
+        x, y = aff.probes[src]
+        out = stepped(x, src, y)
+        (out.loss - out.aux_loss).backward()
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, p in stepped.named_parameters():
+                if p.grad is None or not any(q is params[name] for q in model.param_groups()["encoder"]):
+                    continue
+                st = opt.state[params[name]]
+                group = next(g for g in opt.param_groups if any(q is params[name] for q in g["params"]))
+                denom = (st["exp_avg_sq"] / (1 - group["betas"][1] ** float(st["step"]))).sqrt() + group["eps"]
+                p -= lr * p.grad / denom
+            for j, tgt in enumerate(tasks):
+                xj, yj = aff.probes[tgt]
+                before = ref(xj, tgt, yj)
+                after = stepped(xj, tgt, yj)
+                want[i, j] = 1 - float(after.loss - after.aux_loss) / float(before.loss - before.aux_loss)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6), (got, want)
+    assert got.abs().max() > 1e-4  # a real change of the losses, not float noise
+
+
+def test_measuring_leaves_the_training_bit_identical(au: Job, tmp_path: Path) -> None:
+    plain = _trainer(au.model_copy(update={"affinity": None}), tmp_path / "plain")
+    watched = _trainer(au, tmp_path / "watched")
+    fit_a, fit_b = plain.fit(), watched.fit()
+    assert fit_a.history == fit_b.history
+    for (k, a), b in zip(plain.model.state_dict().items(), watched.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert watched.affinity is not None and watched.affinity.steps == [2, 4, 6]
+
+
+def test_a_resumed_job_measures_the_same_affinity(au: Job, tmp_path: Path) -> None:
+    straight = _trainer(au, tmp_path / "a")
+    straight.fit()
+    first = _trainer(au, tmp_path / "b")
+    first.fit(stop_after_epoch=1)
+    second = _trainer(au, tmp_path / "b")
+    second.fit()
+    assert straight.affinity is not None and second.affinity is not None
+    a, b = straight.affinity.record(1.0), second.affinity.record(1.0)
+    assert a.matrix == b.matrix and a.steps == b.steps == [2, 4, 6]
+
+
+def test_a_job_writes_its_affinity_file(au: Job, tmp_path: Path) -> None:
+    metrics = run_job(au.model_copy(update={"training": au.training.model_copy(update={"epochs": 1})}), tmp_path, "cpu")
+    aff = read_affinity(tmp_path / "affinity.json")
+    assert aff.tasks == au.task_ids and aff.job_id == au.id and aff.job_hash == au.hash and aff.steps == [2]
+    assert aff.probe_size == {t: 3 for t in au.task_ids} and aff.seconds > 0 and 0 < aff.share < 1
+    assert aff.train_seconds == pytest.approx(metrics["throughput"]["train_seconds"], abs=1e-3)
+    assert any(abs(v) > 1e-4 for row in aff.matrix for v in row)
+
+
+def test_probe_rows_are_fixed_and_within_the_split() -> None:
+    a, b = probe_indices(10, 4, 7), probe_indices(10, 4, 7)
+    assert torch.equal(a, b) and len(a) == 4 and int(a.max()) < 10 and len(set(a.tolist())) == 4
+    assert len(probe_indices(2, 4, 7)) == 2
+
+
+def test_auto_every_spreads_five_measurements(au: Job, tmp_path: Path) -> None:
+    job = au.model_copy(update={"affinity": AffinitySpec(), "training": au.training.model_copy(update={"epochs": 3})})
+    tr = _trainer(job, tmp_path / "ck")
+    assert isinstance(tr.affinity, LookaheadAffinity) and tr.affinity.every == 1  # 6 steps: at least every step

@@ -1,0 +1,98 @@
+"""Staged paradigms end to end: AU measures affinity, then AG is planned from it and run, in process and through
+the Slurm executor on submitit's local cluster (a second submission, no waiting job)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from usagg.affinity import read_affinity
+from usagg.errors import UsaggError
+from usagg.service import StudyRun, run_study
+from usagg.spec.load import load_study
+from usagg.spec.models import Study
+
+pytestmark = pytest.mark.slow  # trains real tiny jobs
+
+STUDY = """
+name: staged
+output_root: {root}
+paradigms: [AU, AG]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 6, out: {root}/synth}}
+  test_split: val
+  selection_fraction: 0
+  cache_dir: {root}/cache
+tasks:
+  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
+model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 2}}, heads: {{hidden: 16, decoder_channels: 8}}}}
+training: {{epochs: 1, steps_per_epoch: 3, batch_size: 4, eval_batch_size: 16}}
+analysis: {{affinity: {{every: 1, probe_size: 2}}}}
+execution: {{executor: {executor}, devices: cpu, threads: 1}}
+"""
+
+
+def _study(tmp_path: Path, executor: str = "local") -> Study:
+    spec = tmp_path / "staged.yaml"
+    spec.write_text(STUDY.format(root=tmp_path, executor=executor))
+    return load_study(spec)
+
+
+def _results(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_study_runs_au_then_ag_from_its_affinity(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    result = run_study(study)
+    assert result.ok
+    au = [j for j in result.states if j.startswith("AU-")]
+    ag = [j for j in result.states if j.startswith("AG-")]
+    assert len(au) == 1 and len(ag) == 2 and all(result.states[j] == "done" for j in result.states)
+    aff = read_affinity(result.store_root / "jobs" / au[0] / "affinity.json")
+    assert aff.steps == [1, 2, 3] and aff.tasks == ["thyroid_malignancy", "thyroid_nodule_det", "fetal_head"]
+    rows = _results(result.results_csv)
+    assert {r["paradigm"] for r in rows} == {"AU", "AG"}
+    ag_tasks = sorted(sorted({r["task"] for r in rows if r["job_id"] == j}) for j in ag)
+    assert sum(len(t) for t in ag_tasks) == 3  # a partition of the three tasks into two groups
+    plan_ids = [r["id"] for r in json.loads((result.store_root / "plan.json").read_text())]
+    assert set(plan_ids) == set(result.states)
+
+    again = StudyRun.prepare(study)  # the plan now holds AG at once: nothing waits, nothing to do
+    assert not again.waiting and sorted(j.id for j in again.jobs) == sorted(result.states) and not again.todo
+
+    path = result.store_root / "jobs" / au[0] / "affinity.json"
+    raw = json.loads(path.read_text())
+    raw["job_hash"] = "0" * 8  # a file measured under another spec
+    path.write_text(json.dumps(raw))
+    with pytest.raises(UsaggError, match="not reused"):
+        StudyRun.prepare(study)
+
+
+def test_selecting_ag_brings_the_job_it_needs(tmp_path: Path) -> None:
+    run = StudyRun.prepare(_study(tmp_path), paradigms=["AG"])
+    assert [j.paradigm for j in run.jobs] == ["AU"] and [w.paradigm for w in run.waiting] == ["AG"]
+    run = StudyRun.prepare(_study(tmp_path), only=["paradigm:AU"])
+    assert [j.paradigm for j in run.jobs] == ["AU"] and not run.waiting
+
+
+def test_two_stages_through_the_slurm_executor_on_the_local_cluster(tmp_path: Path) -> None:
+    run = StudyRun.prepare(_study(tmp_path, "slurm"))
+    run.check_data()
+    run.init_store()
+    events: list[tuple[str, str]] = []
+    first = run.execute(lambda job_id, event, info: events.append((job_id, event)), cluster="local")
+    assert list(first.values()) == ["done"] and next(iter(first)).startswith("AU-")
+    new = run.next_stage()
+    assert [j.paradigm for j in new] == ["AG", "AG"] and run.todo == [j.id for j in new]
+    second = run.execute(lambda job_id, event, info: events.append((job_id, event)), cluster="local")
+    assert set(second) == {j.id for j in new} and set(second.values()) == {"done"}
+    submitted = [jid for jid, e in events if e == "submitted"]
+    assert submitted == list(first) + [j.id for j in new]  # two submissions: stage one, then stage two
+    assert run.finish().ok

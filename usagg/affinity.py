@@ -1,0 +1,135 @@
+"""Inter-task affinity as measured in a job: the record in `affinity.json`, read back and averaged.
+
+The engine (usagg/engine/affinity.py) measures the lookahead affinity of Fifty et al.
+(2021), Z[i->j] = 1 - L_j(theta after one SGD step on task i) / L_j(theta), on fixed probe
+batches every `every` steps, and writes one `Affinity` per job. Rows are the task
+stepped on (source i), columns the task whose loss is read (target j); the diagonal is a
+task's affinity onto itself. The AG planner (usagg/paradigms.py), `usagg advise` and the
+report read it from here. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from usagg.atomic import write_text_atomic
+from usagg.errors import UsaggError
+
+#: Version of the affinity.json layout.
+AFFINITY_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Affinity:
+    """A job's mean lookahead affinity: `matrix[i][j]` is Z[tasks[i] -> tasks[j]], averaged over `steps`."""
+
+    tasks: list[str]
+    matrix: list[list[float]]
+    job_id: str = ""
+    job_hash: str = ""
+    every: int = 0
+    steps: list[int] = field(default_factory=list)
+    probe_size: dict[str, int] = field(default_factory=dict)
+    lookahead_lr: float | None = None  # None: the encoder's learning rate at each measured step
+    seconds: float = 0.0  # spent measuring
+    train_seconds: float = 0.0  # the job's training time, measurement included
+    format: int = AFFINITY_FORMAT
+
+    @property
+    def share(self) -> float:
+        """Share of the training time that went into measuring affinity."""
+        return self.seconds / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    def onto(self, target: str, sources: list[str]) -> float:
+        """Mean affinity onto `target` from `sources` (itself left out); 0.0 when there is no other source."""
+        j = self.tasks.index(target)
+        vals = [self.matrix[self.tasks.index(s)][j] for s in sources if s != target]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "share": self.share}
+
+
+def write_affinity(path: Path, aff: Affinity) -> None:
+    write_text_atomic(path, json.dumps(aff.to_json(), indent=1) + "\n")
+
+
+def read_affinity(path: Path) -> Affinity:
+    """An affinity.json back; UsaggError naming the file when it is not one this usagg writes."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        raw.pop("share", None)
+        aff = Affinity(**raw)
+        n = len(aff.tasks)
+        if aff.format != AFFINITY_FORMAT or len(aff.matrix) != n or any(len(r) != n for r in aff.matrix):
+            raise ValueError(f"format {aff.format}, {n} tasks, matrix rows {[len(r) for r in aff.matrix]}")
+    except (OSError, ValueError, TypeError) as e:
+        raise UsaggError(
+            f"{path} is not an affinity file this usagg can read ({type(e).__name__}: {str(e)[:200]}); "
+            "delete it and run the job that measures affinity again"
+        ) from None
+    return aff
+
+
+def check_source(aff: Affinity, path: Path, job_id: str, job_hash: str, tasks: list[str]) -> None:
+    """Refuse an affinity file measured by another job, spec or task set: it is never reused."""
+    if aff.job_hash != job_hash or aff.job_id != job_id or aff.tasks != tasks:
+        raise UsaggError(
+            f"{path} was measured by job {aff.job_id or '?'} (hash {aff.job_hash or '?'}) on tasks "
+            f"{', '.join(aff.tasks)}, not by job {job_id} (hash {job_hash}) on {', '.join(tasks)}: an affinity "
+            "from another spec or task set is not reused. Delete the file and run that job again."
+        )
+
+
+def mean_affinity(records: list[Affinity]) -> Affinity:
+    """The element-wise mean of several jobs' affinities over the same tasks (seeds of one measurement)."""
+    if not records:
+        raise ValueError("no affinity records to average")
+    tasks = records[0].tasks
+    if any(r.tasks != tasks for r in records):
+        raise ValueError("affinity records over different task lists cannot be averaged")
+    n = len(tasks)
+    matrix = [[sum(r.matrix[i][j] for r in records) / len(records) for j in range(n)] for i in range(n)]
+    return Affinity(
+        tasks=list(tasks),
+        matrix=matrix,
+        job_id=",".join(r.job_id for r in records),
+        job_hash=",".join(r.job_hash for r in records),
+        every=records[0].every,
+        steps=records[0].steps,
+        probe_size=records[0].probe_size,
+        lookahead_lr=records[0].lookahead_lr,
+        seconds=sum(r.seconds for r in records),
+        train_seconds=sum(r.train_seconds for r in records),
+    )
+
+
+def measuring_jobs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Job dumps (plan.json entries) that measure affinity at the largest fraction they were planned at:
+    the affinity AG groups by (their seeds averaged)."""
+    measuring = [r for r in records if r.get("affinity")]
+    if not measuring:
+        return []
+    top = max(float(r["fraction"]) for r in measuring)
+    return [r for r in measuring if float(r["fraction"]) == top]
+
+
+def load_study_affinity(store_root: Path) -> Affinity | None:
+    """The study's affinity as AG used it: the mean over the measuring jobs of plan.json that wrote their
+    affinity.json (checked against the job: another spec's file is refused); None when none did."""
+    plan_path = Path(store_root) / "plan.json"
+    try:
+        records = json.loads(plan_path.read_text())
+    except (OSError, ValueError):
+        return None
+    found = []
+    for r in measuring_jobs(records if isinstance(records, list) else []):
+        path = Path(store_root) / "jobs" / r["id"] / "affinity.json"
+        if path.is_file():
+            aff = read_affinity(path)
+            check_source(aff, path, r["id"], r["hash"], [t["id"] for t in r["tasks"]])
+            found.append(aff)
+    return mean_affinity(found) if found else None

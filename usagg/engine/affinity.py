@@ -1,0 +1,166 @@
+"""Lookahead inter-task affinity measured during training (Fifty et al. 2021), for the AG paradigm.
+
+Every `every` optimiser steps, for each task i: one step of the shared (encoder)
+parameters on task i's probe batch, theta_i = theta - lr * g_i / (sqrt(v_hat) + eps), then
+Z[i->j] = 1 - L_j(theta_i) / L_j(theta) on every task j's probe batch. The step is the one
+AdamW would take with task i's gradient g_i alone: the optimiser's current second moments
+v_hat (bias-corrected, read, never changed) as the preconditioner, no momentum, no weight
+decay. (A plain SGD step lr * g is some 1e-4 of the steps training really takes, so its
+change of a loss drowns in float32 rounding; a parameter without optimiser state yet gets
+Adam's first step, lr * sign(g).) The step is
+virtual (`torch.func.functional_call` with the stepped tensors; the model's own
+parameters are never touched), the model is in eval mode (no dropout, batch-norm
+statistics read, not updated), the probe batches are fixed at the start from the
+training split without augmentation and drawn from a generator of their own, so
+measuring leaves the training it watches bit-identical. Task heads are not stepped:
+affinity is what one task's update of the shared trunk does to another task's loss.
+Over a job the losses are summed before dividing, Z[i->j] = 1 - sum_t L_j(theta_i,t) / sum_t L_j(theta_t):
+a task whose training loss is near zero late in training would otherwise swing the mean of ratios by
+orders of magnitude. The sums ride in the trainer's checkpoint, so a resumed job measures the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from usagg.affinity import Affinity
+from usagg.engine.batches import TensorSplit
+from usagg.engine.device import Compute
+from usagg.model.m2dino import M2DINO
+from usagg.spec.models import AffinitySpec
+
+log = logging.getLogger(__name__)
+
+#: `every: auto` spreads this many measurements over a job (about 10 % of a 9-task demo AU job on 2 CPU cores).
+AUTO_MEASUREMENTS = 5
+
+
+def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
+    """The fixed probe rows of a split of n samples: a seeded draw of min(size, n), from its own generator."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[: min(size, n)].sort().values
+
+
+def _preconditioner(optimizer: torch.optim.Optimizer | None, p: torch.Tensor) -> torch.Tensor | None:
+    """sqrt(v_hat) + eps of Adam(W) for parameter p, or None where it has no state yet."""
+    if optimizer is None:
+        return None
+    state = optimizer.state.get(p, {})
+    if "exp_avg_sq" not in state:
+        return None
+    group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
+    beta2, eps = group["betas"][1], group["eps"]
+    bias = 1.0 - beta2 ** float(state["step"])
+    return (state["exp_avg_sq"] / bias).sqrt() + eps
+
+
+class LookaheadAffinity:
+    """Measures and accumulates Z over a job; `record()` is what affinity.json holds."""
+
+    def __init__(
+        self,
+        model: M2DINO,
+        train: dict[str, TensorSplit],
+        settings: AffinitySpec,
+        total_steps: int,
+        seed: int,
+        compute: Compute,
+        job_id: str = "",
+        job_hash: str = "",
+    ) -> None:
+        self.model = model
+        self.compute = compute
+        self.settings = settings
+        self.tasks = list(train)
+        self.every = max(1, total_steps // AUTO_MEASUREMENTS) if settings.every == "auto" else int(settings.every)
+        self.total_steps = total_steps
+        self.job_id, self.job_hash = job_id, job_hash
+        self.probes = {
+            t: train[t].batch(probe_indices(len(train[t]), settings.probe_size, seed + i), compute.device)
+            for i, t in enumerate(self.tasks)
+        }
+        enc = {id(p) for p in model.param_groups()["encoder"]}
+        self.shared = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) in enc]
+        if not self.shared:
+            raise ValueError("affinity needs trainable shared (encoder) parameters; every encoder block is frozen")
+        n = len(self.tasks)
+        self.base = torch.zeros(n, dtype=torch.float64)  # sum over measurements of L_j(theta)
+        self.after = torch.zeros((n, n), dtype=torch.float64)  # sum of L_j(theta stepped on task i)
+        self.steps: list[int] = []
+        self.seconds = 0.0
+
+    def due(self, step: int) -> bool:
+        """Every `every` steps, and at the last step of a job too short for any."""
+        return step % self.every == 0 or (step == self.total_steps and not self.steps)
+
+    def _loss(self, task: str, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        x, y = self.probes[task]
+        with self.compute.autocast():
+            out = self.model(x, task, y) if params is None else functional_call(self.model, params, (x, task, y))
+        assert out.loss is not None
+        return (out.loss - out.aux_loss).float()
+
+    def measure(self, step: int, lr: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+        """One lookahead of every task onto every task at `step` with rate `lr`, preconditioned by `optimizer`'s
+        second moments (Adam's); adds the losses to the job's sums and returns this measurement's Z."""
+        t0 = time.perf_counter()
+        lr = self.settings.lookahead_lr or lr
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                base = torch.stack([self._loss(t) for t in self.tasks]).double()
+            after = torch.zeros_like(self.after)
+            names = [n for n, _ in self.shared]
+            tensors = [p for _, p in self.shared]
+            scales = [_preconditioner(optimizer, p) for p in tensors]
+            for i, src in enumerate(self.tasks):
+                grads = torch.autograd.grad(self._loss(src), tensors, allow_unused=True)
+                stepped = {
+                    n: (p if g is None else p.detach() - lr * (g.sign() if d is None else g / d))
+                    for n, p, g, d in zip(names, tensors, grads, scales, strict=True)
+                }
+                with torch.no_grad():
+                    after[i] = torch.stack([self._loss(t, stepped) for t in self.tasks]).double().cpu()
+        finally:
+            self.model.train(was_training)
+        base = base.cpu()
+        self.base += base
+        self.after += after
+        self.steps.append(step)
+        self.seconds += time.perf_counter() - t0
+        return 1.0 - after / base
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.clone(),
+            "after": self.after.clone(),
+            "steps": list(self.steps),
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base, self.after = state["base"].clone(), state["after"].clone()
+        self.steps = list(state["steps"])
+        self.seconds = float(state["seconds"])
+
+    def record(self, train_seconds: float) -> Affinity:
+        """Z over the measurements taken (losses summed before dividing)."""
+        mean = 1.0 - self.after / self.base.clamp_min(1e-12)
+        return Affinity(
+            tasks=list(self.tasks),
+            matrix=mean.tolist(),
+            job_id=self.job_id,
+            job_hash=self.job_hash,
+            every=self.every,
+            steps=list(self.steps),
+            probe_size={t: int(self.probes[t][1].shape[0]) for t in self.tasks},
+            lookahead_lr=self.settings.lookahead_lr,
+            seconds=round(self.seconds, 3),
+            train_seconds=round(train_seconds, 3),
+        )
