@@ -96,3 +96,18 @@ def test_two_stages_through_the_slurm_executor_on_the_local_cluster(tmp_path: Pa
     submitted = [jid for jid, e in events if e == "submitted"]
     assert submitted == list(first) + [j.id for j in new]  # two submissions: stage one, then stage two
     assert run.finish().ok
+
+
+def test_no_selection_runs_every_stage_one_job(tmp_path: Path) -> None:
+    study = load_study_with(tmp_path, "[TS, AU, AG]")
+    run = StudyRun.prepare(study)
+    assert sorted({j.paradigm for j in run.jobs}) == ["AU", "TS"] and len(run.jobs) == 4
+    assert StudyRun.prepare(study, paradigms=["TS", "AG"]).jobs == run.jobs  # TS, plus the AU job AG needs
+
+
+def load_study_with(tmp_path: Path, paradigms: str) -> Study:
+    spec = tmp_path / "staged.yaml"
+    spec.write_text(
+        STUDY.format(root=tmp_path, executor="local").replace("paradigms: [AU, AG]", f"paradigms: {paradigms}")
+    )
+    return load_study(spec)

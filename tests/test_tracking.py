@@ -74,7 +74,8 @@ def test_mlflow_runs_nest_under_the_study_and_hold_every_epoch(job, tmp_path: Pa
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     assert [r.info.run_name for r in runs] == [job.id] and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert run.data.params["paradigm"] == job.paradigm and run.data.params["training.epochs"] == "20"
+    assert run.data.params["paradigm"] == job.paradigm
+    assert run.data.params["training.epochs"] == str(job.training.epochs)
     history = client.get_metric_history(run.info.run_id, "select.fetal_head.DSC")
     assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.2), (2, 0.4), (3, 0.6)]
     assert run.data.metrics["test.fetal_head.DSC"] == 0.8

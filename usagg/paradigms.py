@@ -81,6 +81,8 @@ class ParadigmEntry:
     compared: bool = True
     #: A spec check: what is missing for this paradigm to run, or None.
     check: Callable[[Study], str | None] | None = None
+    #: A control (TSM, AUD): compared to split a Δ into its parts, never a paradigm to advise (`usagg advise`).
+    control: bool = False
 
     @property
     def staged(self) -> bool:
@@ -100,6 +102,7 @@ def register_paradigm(
     settings: type[BaseModel] | None = None,
     compared: bool = True,
     check: Callable[[Study], str | None] | None = None,
+    control: bool = False,
 ) -> Callable[[Planner], Planner]:
     """Register a planner under a paradigm name (timm-style decorator); a name may be registered once.
 
@@ -115,7 +118,7 @@ def register_paradigm(
     def deco(fn: Planner) -> Planner:
         if name in PARADIGMS and PARADIGMS[name].planner is not fn:
             raise ValueError(f"paradigm {name!r} is already registered")
-        PARADIGMS[name] = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check)
+        PARADIGMS[name] = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check, control)
         return fn
 
     return deco
@@ -246,13 +249,15 @@ def plan_ag(study: Study, evidence: Evidence) -> list[Unit]:
     ]
 
 
-@register_paradigm("TSM", "control: one model per task, MoE on (TS plus MoE)", scope="task", moe=True)
+@register_paradigm("TSM", "control: one model per task, MoE on (TS plus MoE)", scope="task", moe=True, control=True)
 def plan_tsm(study: Study) -> list[Unit]:
     """Control for MoE: TS's units with MoE on, so Δ_TSM is the MoE part of a Δ with no aggregation at all."""
     return [Unit(paradigm="TSM", name=t.id, tasks=(t.id,), moe=True, group=t.group) for t in study.tasks]
 
 
-@register_paradigm("AUD", "control: one model for every task, MoE off (AU without MoE)", scope="all", moe=False)
+@register_paradigm(
+    "AUD", "control: one model for every task, MoE off (AU without MoE)", scope="all", moe=False, control=True
+)
 def plan_aud(study: Study) -> list[Unit]:
     """Control for aggregation: AU's unit with the dense blocks, so Δ_AUD is aggregation without MoE."""
     return [_all_tasks(study, "AUD", moe=False)]

@@ -213,12 +213,14 @@ def select_jobs(
     A selected paradigm still `waiting` brings the jobs it needs. A paradigm or selector that picks
     nothing is a user error listing what exists.
     """
+    if not paradigms and not only:
+        return list(jobs)
     needs = {jid for w in waiting if waiting_selected(w, paradigms, only) for jid in w.needs}
     pulled = [j for j in jobs if j.id in needs]
     waiting_names = {w.paradigm for w in waiting}
     paradigms = [p for p in paradigms if p not in waiting_names]
     only = [sel for sel in only if not any(waiting_selected(w, (), [sel]) for w in waiting)]
-    if not paradigms and not only and pulled:
+    if not paradigms and not only:  # only waiting paradigms were asked for: the jobs they need
         return pulled
     selected = _select(jobs, paradigms, only)
     return selected + [j for j in pulled if j not in selected]

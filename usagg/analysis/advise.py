@@ -1,7 +1,7 @@
 """`usagg advise`: the paradigm each task should get, predicted from what the study measured, and how often it is right.
 
 The model, stated in every output: for each compared paradigm p that trains tasks together
-(its registered scope is not "task": CG, AU, AG, ...), a ridge regression across tasks of the
+(its registered scope is not "task" and it is not a control: CG, AU, AG, ...), a ridge regression across tasks of the
 task's measured Δ_p versus TS (usagg/analysis/delta.py: seeds averaged per task, then the
 relative change, at the largest fraction the study ran with TS) on
   - log10 n_train,
@@ -276,7 +276,8 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
 
 
 def _choices(comp: Comparison) -> tuple[list[str], list[str]]:
-    """The paradigms advice chooses between besides TS (compared, scope not "task"), and those left out."""
+    """The paradigms advice chooses between besides TS (compared, scope not "task", not a control such as TSM or
+    AUD), and those left out."""
     choices, left_out = [], []
     for p in comp.paradigms:
         if p == BASELINE:
@@ -284,7 +285,8 @@ def _choices(comp: Comparison) -> tuple[list[str], list[str]]:
         entry = PARADIGMS.get(p)
         if entry is not None and not entry.compared:
             continue
-        (left_out if entry is not None and entry.scope == "task" else choices).append(p)
+        out = entry is not None and (entry.scope == "task" or entry.control)
+        (left_out if out else choices).append(p)
     return choices, left_out
 
 

@@ -615,6 +615,8 @@ def affinity_points(a: Analysis, paradigm: str) -> tuple[list[str], np.ndarray, 
 def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     """Δ versus the mean affinity onto a task from the tasks it shared a model with, per multi-task paradigm,
     a least-squares line and Spearman ρ each; None without affinity or without a paradigm that shares models."""
+    from matplotlib.ticker import MaxNLocator
+
     from usagg.analysis.stats import spearman
 
     comp = a.comp
@@ -638,6 +640,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
             ax.plot(xs, c + b * xs, color=col, linewidth=1.0)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.axvline(0, color="0.5", linewidth=0.6, linestyle="--")
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # small affinities have long tick labels
     ax.set_xlabel("mean affinity onto the task from its model mates")
     ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
     ax.legend(loc="best", frameon=False, handletextpad=0.2, borderaxespad=0.2)
