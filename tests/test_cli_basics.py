@@ -149,15 +149,17 @@ def test_help_follows_cli_conventions(monkeypatch: pytest.MonkeyPatch, capsys: p
 
 @pytest.mark.parametrize("columns", [80, 60])
 def test_plan_never_cuts_at_the_width_of_a_log(
-    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Ids fold onto the next line, states stay whole (issue 14.2): the table yields room, never a cut word."""
     from usagg.plan import plan
 
+    monkeypatch.chdir(tmp_path)  # no run store of the demo here: every job pending, AG waiting
+
     demo = REPO / "studies" / "demo.yaml"
     jobs = plan(load_study(demo))
     code, text = cli_run.run_cli(["plan", str(demo)], monkeypatch, capsys, columns=columns)
-    assert code == 0 and text.count(" pending") == len(jobs)
+    assert code == 0 and text.count(" pending") == len(jobs) and text.count(" waiting") == 2  # the title and AG's row
     first_column = "".join(line[2:].split(" ")[0] for line in text.splitlines()[4:] if line.strip())
     for job in jobs:
         assert job.id in first_column

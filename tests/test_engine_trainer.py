@@ -299,18 +299,54 @@ def test_job_records_balance_selection_and_steps(jobs: dict[str, Job], tmp_path:
     assert set(task["selection"]["epochs"]) == set(task["tasks"]) and task["selection"]["epoch"] is None
 
 
-@pytest.mark.parametrize("damage", ["truncate", "random"])
+def _flip_tensor_byte(path: Path) -> None:
+    """Flip one byte inside the largest tensor's data: the zip stays readable and torch loads it without a word."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    blob = bytearray(path.read_bytes())
+    header = 30 + int.from_bytes(blob[info.header_offset + 26 : info.header_offset + 28], "little")
+    header += int.from_bytes(blob[info.header_offset + 28 : info.header_offset + 30], "little")
+    blob[info.header_offset + header + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random", "flip"])
 def test_a_damaged_last_checkpoint_is_set_aside_and_training_starts_over(
     jobs: dict[str, Job], tmp_path: Path, damage: str
 ) -> None:
-    """Issue 16.4: a torn or overwritten last.pt is never loaded; the job restarts and ends as an undamaged run."""
+    """Issue 16.4: a torn, overwritten or bit-flipped last.pt is never loaded; the job restarts and ends as an
+    undamaged run."""
     job = jobs["TS-thyroid_malignancy"]
     straight = _trainer(job, tmp_path / "straight").fit()
     first = _trainer(job, tmp_path / "damaged")
     first.fit(stop_after_epoch=1)
     blob = first.last_path.read_bytes()
-    first.last_path.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else os.urandom(4096))
+    if damage == "flip":
+        _flip_tensor_byte(first.last_path)
+        torch.load(first.last_path, weights_only=True)  # torch itself does not notice
+        with pytest.raises(checkpoint.DamagedCheckpoint, match="checksum"):
+            checkpoint.load(first.last_path)
+    else:
+        first.last_path.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else os.urandom(4096))
     again = _trainer(job, tmp_path / "damaged")
     fit = again.fit()
     assert fit.history == straight.history and fit.selected_epoch == straight.selected_epoch
     assert (again.last_path.parent / "last.pt.damaged").is_file()
+
+
+def test_a_damaged_best_checkpoint_sends_the_job_back_to_epoch_one(jobs: dict[str, Job], tmp_path: Path) -> None:
+    """The selected epochs' weights are only in best.pt: a damaged one cannot be resumed past, so training restarts
+    and the job ends as an undamaged run (never quietly tested with the last epoch instead)."""
+    job = jobs["TS-thyroid_malignancy"]
+    straight = _trainer(job, tmp_path / "straight").fit()
+    first = _trainer(job, tmp_path / "damaged")
+    first.fit(stop_after_epoch=2)
+    assert first.best_path.is_file()
+    _flip_tensor_byte(first.best_path)
+    again = _trainer(job, tmp_path / "damaged")
+    fit = again.fit()
+    assert fit.history == straight.history and fit.selected_epoch == straight.selected_epoch
+    assert fit.selection == straight.selection == "best"
+    assert {p.name for p in again.best_path.parent.glob("*.damaged")} == {"best.pt.damaged", "last.pt.damaged"}

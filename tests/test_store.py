@@ -539,3 +539,17 @@ def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_taken(tmp_path: 
     keep.write_bytes(b"x")
     with store.lock(jid):
         assert not left.exists() and keep.exists()
+
+
+def test_set_state_is_a_compare_and_set(tmp_path: Path) -> None:
+    """A writer that expected another state never rewrites job.json (issue 16.3): a done job stays done."""
+    from usagg.store import StateConflict
+
+    store, jobs = make_store(tmp_path, make_study())
+    jid = jobs[0].id
+    store.set_state(jid, "running", expect=("pending",))
+    store.set_state(jid, "done", expect=("running",))
+    before = store.paths(jid).record.read_bytes()
+    with pytest.raises(StateConflict, match=f"job {jid} is done .* not pending or failed or running"):
+        store.set_state(jid, "running", expect=("pending", "failed", "running"))
+    assert store.paths(jid).record.read_bytes() == before and store.job_state(jid) == "done"

@@ -106,6 +106,10 @@ def new_record(job_dump: dict[str, Any], state: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- locks
 
 
+class StateConflict(UsaggError):
+    """A job's state is not the one a compare-and-set expected (`RunStore.set_state(expect=...)`)."""
+
+
 class JobLocked(UsaggError):
     """Another live process holds the job's lock: it is running the job right now."""
 
@@ -477,16 +481,25 @@ class RunStore:
         """State of every job of the current plan."""
         return {jid: self.job_state(jid) for jid in self.job_ids()}
 
-    def set_state(self, job_id: str, state: str, **extra: Any) -> dict[str, Any]:
+    def set_state(
+        self, job_id: str, state: str, *, expect: tuple[str, ...] | None = None, **extra: Any
+    ) -> dict[str, Any]:
         """Rewrite job.json with a new state, keeping the timings consistent; returns the record.
 
         running: started now, attempts + 1, host and pid recorded, finish and
         error cleared; done / failed: finished now and duration since started.
-        `extra` keys (error, message, ...) are stored as given.
+        `expect`: compare-and-set, the record is rewritten only from one of these states
+        (StateConflict otherwise, nothing written), so a writer that lost a race never
+        turns a done job back. `extra` keys (error, message, ...) are stored as given.
         """
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}; one of {', '.join(STATES)}")
         record = self.job_record(job_id)
+        if expect is not None and record.get("state") not in expect:
+            raise StateConflict(
+                f"job {job_id} is {record.get('state')} in {self.paths(job_id).record}, not "
+                f"{' or '.join(expect)}: another process changed it, so it is not set to {state}"
+            )
         now = _now()
         if state == "running":
             record["attempts"] = int(record.get("attempts") or 0) + 1

@@ -200,8 +200,8 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
     choices, left_out = _choices(comp)
     if left_out:
         notes.append(
-            f"Not advised: {', '.join(left_out)} (each trains every task alone, so it is no choice of which tasks "
-            "train together)."
+            f"Not advised: {', '.join(left_out)} (controls that split a Δ into its aggregation and MoE parts, or "
+            "paradigms that train every task alone: no choice of which tasks train together)."
         )
     measured: dict[str, dict[str, float]] = {p: {} for p in choices}
     for p in choices:

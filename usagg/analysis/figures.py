@@ -54,6 +54,10 @@ class FigureOut:
     caption: str
 
 
+#: Entries per row of a figure-wide legend: six paradigms and four task types would not fit one row.
+LEGEND_COLUMNS = 6
+
+
 def _new(w: float, h: float) -> Figure:
     from matplotlib.figure import Figure
 
@@ -135,7 +139,7 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         if unit is None:
             ax.set_ylim(0, 1.05)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
+    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), LEGEND_COLUMNS), frameon=False)
     seeds = sorted({c.n_seeds for (ff, t, _), c in comp.cells.items() if ff == f and t in tasks})
     cap = (
         f"Absolute performance of {', '.join(comp.paradigms)} on representative tasks "
@@ -257,7 +261,7 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
         for ty in task_type_names()
         if ty in present
     ]
-    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), LEGEND_COLUMNS), frameon=False)
     na = [(t, p, r) for ff, t, p, r in comp.not_available() if ff == f]
     cap = (
         f"Relative change Δ of {', '.join(others)} versus {comp.baseline} per task (fraction {frac_label(f)}), "
@@ -324,7 +328,7 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
         Patch(color=moe_color, label="MoE"),
         Line2D([], [], marker="D", color="black", linestyle="", markersize=3, label="total Δ"),
     ]
-    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), LEGEND_COLUMNS), frameon=False)
     formulas = "; ".join(f"{c.paradigm}: {c.formula(comp.baseline)}" for c in ctls)
     cap = (
         f"Mean Δ versus {comp.baseline} per clinical group (largest training data first; tasks in brackets) and over "

@@ -9,6 +9,13 @@ job on dinov3_base): they come back from `model.weights` or from the seed
 (the model is built right after `seed_everything(job.seed)`), and a
 fingerprint of them (`frozen_fingerprint`) in every checkpoint proves it: a
 checkpoint whose fingerprint differs from the model's is never loaded.
+
+Every checkpoint also carries a checksum of its own content (`content_digest`: every
+tensor's bytes, dtype and shape, every other value, by key path), verified on load: torch
+reads a zip archive without checking its CRCs, so bytes flipped inside a tensor would
+otherwise load silently and train on (or test) corrupted weights. A mismatch raises
+`DamagedCheckpoint`, which the trainer treats like any unreadable file: set aside, never
+trusted.
 """
 
 from __future__ import annotations
@@ -64,15 +71,55 @@ def frozen_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through the shared atomic writer: a killed job never leaves a torn checkpoint."""
-    write_with(path, lambda f: torch.save(obj, f))
+#: Key of the checksum inside a checkpoint dict.
+CHECKSUM_KEY = "checksum"
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint whose content does not match the checksum it was saved with."""
+
+
+def _feed(h: Any, obj: Any, path: str) -> None:
+    h.update(path.encode())
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=repr):
+            _feed(h, obj[k], f"{path}/{k!r}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}{len(obj)}".encode())
+        for i, v in enumerate(obj):
+            _feed(h, v, f"{path}/{i}")
+    else:
+        h.update(repr(obj).encode())
+
+
+def content_digest(obj: Any) -> str:
+    """sha256 of a checkpoint's content: tensors by bytes, dtype and shape, other values by repr, by key path."""
+    h = hashlib.sha256()
+    _feed(h, obj, "")
+    return h.hexdigest()
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """torch.save, with the content's checksum, through the shared atomic writer: a killed job never leaves a
+    torn checkpoint."""
+    payload = {**obj, CHECKSUM_KEY: content_digest(obj)}
+    write_with(path, lambda f: torch.save(payload, f))
 
 
 def load(path: Path, mmap: bool = False) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU (weights_only: checkpoints hold tensors and plain data only);
-    `mmap`: tensors read from the file on use (to carry some of them into a new file)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    """Load a checkpoint onto the CPU (weights_only: checkpoints hold tensors and plain data only) and verify its
+    checksum (DamagedCheckpoint on a mismatch); `mmap`: tensors read from the file on use."""
+    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    if not isinstance(ck, dict):
+        raise DamagedCheckpoint(f"{path} holds a {type(ck).__name__}, not a checkpoint")
+    stored = ck.pop(CHECKSUM_KEY, None)  # None: an older layout, which its `format` turns away
+    if stored is not None and content_digest(ck) != stored:
+        raise DamagedCheckpoint(f"{path} does not match its checksum: its content changed after it was written")
+    return ck
 
 
 def rng_state() -> dict[str, Any]:

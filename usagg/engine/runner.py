@@ -105,7 +105,7 @@ def _run_locked(
     paths = store.paths(job_id)
     paths.folder.mkdir(parents=True, exist_ok=True)
     store.clear_error(job_id)
-    store.set_state(job_id, "running")
+    store.set_state(job_id, "running", expect=("pending", "failed", "running"))  # never a done job
     with _JobLog(paths.log) as log:
         trackers = JobTrackers([])
         try:
@@ -124,18 +124,18 @@ def _run_locked(
             store.write_error(job_id, text)
             summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:300]
             log.error("job failed: %s", summary)
-            store.set_state(job_id, "failed", error=summary)
+            store.set_state(job_id, "failed", expect=("running",), error=summary)
             return "failed"
         except BaseException:
             trackers.finish(None, "interrupted")
             # Ctrl-C or a cluster's SystemExit: not the job's fault. Back to pending (the next run
             # resumes from the last checkpoint), then let the interruption go on.
             log.warning("job interrupted; it resumes from its last checkpoint when run again")
-            store.set_state(job_id, "pending", error="interrupted")
+            store.set_state(job_id, "pending", expect=("running",), error="interrupted")
             raise
         trackers.finish(metrics, "done")
         log.info("job done: %s", job_id)
-    store.set_state(job_id, "done")
+    store.set_state(job_id, "done", expect=("running",))
     _drop_resume_state(store, job_id)
     return "done"
 

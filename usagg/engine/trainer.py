@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 CUDA_PROGRESS_EVERY = 10
 #: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it.
 AUTO_CHECKPOINT_SHARE = 0.05
-#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint).
-CHECKPOINT_FORMAT = 2
+#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum).
+CHECKPOINT_FORMAT = 3
 
 
 class NonFiniteLoss(RuntimeError):
@@ -324,10 +324,24 @@ class Trainer:
         if why is not None:
             log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
             return False
+        best: dict[str, Any] | None = None
+        if self.best_path.is_file():  # it may hold epochs of the lost run after last.pt: the next save drops them
+            try:
+                best = checkpoint.load(self.best_path, mmap=True)
+            except Exception as err:  # the selected epochs' weights are lost: only training again gives them back
+                aside_best, aside_last = set_aside(self.best_path), set_aside(self.last_path)
+                log.warning(
+                    "%s is damaged (%s: %s); moved to %s with %s, training starts over from epoch 1",
+                    self.best_path,
+                    type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "",
+                    aside_best.name,
+                    aside_last.name,
+                )
+                return False
         self.load_state_dict(ck)
         self._disk_refs = set(self.selector.epochs(self.scope).values())
-        if self.best_path.is_file():  # it may hold epochs of the lost run after last.pt: the next save drops them
-            best = checkpoint.load(self.best_path, mmap=True)
+        if best is not None:
             self._best_on_disk = set(best.get("weights", {})) if self._mismatch(best) is None else set()
         log.info(
             "resumed from %s: epoch %d/%d, step %d",
