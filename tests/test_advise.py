@@ -208,8 +208,8 @@ def test_cli_formats(
     else:
         assert text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
         cells = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()[:2] in X}
-        assert [cells[t][2] for t in X] == EXPECTED  # Task Type n_train Advice ...
-        assert cells["s0"][6:] == ["-16.0", "+12.0", "AU", "AU", "✓"]  # measured ΔCG, ΔAU, best, LOTO advice
+        assert [cells[t][1] for t in X] == EXPECTED  # Task n_train Advice ...
+        assert cells["s0"][3:] == ["-16.0", "+12.0", "AU", "AU", "✓"]  # measured ΔCG, ΔAU, best, LOTO advice
 
 
 def _store_csv(tmp_path: Path, deltas: dict[str, dict[str, float]]) -> Path:

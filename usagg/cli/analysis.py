@@ -130,9 +130,8 @@ def _print_advice(adv: Advice) -> None:
 
     others = adv.paradigms[1:]
     title = f"Advice per task (fraction {adv.fraction:g}, seeds averaged)"
-    shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
-    shown.add_column("Task", overflow="fold")
-    shown.add_column("Type", overflow="fold")
+    shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    shown.add_column("Task", overflow="fold", min_width=12)  # the type is in csv and markdown: room for numbers
     for col in ("n_train", "Advice", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO"):
         shown.add_column(escape(col), justify="left" if col in ("Advice", "Best", "LOTO") else "right", no_wrap=True)
     for r in adv.rows:
@@ -141,10 +140,9 @@ def _print_advice(adv: Advice) -> None:
         loto = r.loto_advised + {True: " ✓", False: " ✗", None: ""}[r.loto_hit]
         row = [
             r.task,
-            r.type,
             n,
             r.advised,
-            f"{r.predicted:+.1f} ± {r.sd:.1f}",
+            f"{r.predicted:+.1f}±{r.sd:.1f}",
             *measured,
             r.best_measured or "—",
             loto,
