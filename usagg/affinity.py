@@ -1,7 +1,7 @@
 """Inter-task affinity as measured in a job: the record in `affinity.json`, read back and averaged.
 
 The engine (usagg/engine/affinity.py) measures the lookahead affinity of Fifty et al.
-(2021), Z[i->j] = 1 - L_j(theta after one SGD step on task i) / L_j(theta), on fixed probe
+(2021), Z[i->j] = 1 - L_j(theta after one step on task i) / L_j(theta), on fixed probe
 batches every `every` steps, and writes one `Affinity` per job. Rows are the task
 stepped on (source i), columns the task whose loss is read (target j); the diagonal is a
 task's affinity onto itself. The AG planner (usagg/paradigms.py), `usagg advise` and the

@@ -467,8 +467,9 @@ def affinity_table(aff: Affinity, comp: Comparison) -> Table:
     rows: list[list[Cellv]] = [[s, *[aff.matrix[idx[s]][idx[t]] for t in order]] for s in order]
     jobs = len([j for j in aff.job_id.split(",") if j]) or 1
     notes = [
-        "Z[i→j] = 1 − L_j(θ after one SGD step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
-        f"Fifty et al. 2021), mean over {len(aff.steps)} measurements every {aff.every} steps and {jobs} job(s); "
+        "Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
+        "Fifty et al. 2021; the step AdamW would take with task i's gradient alone, losses summed over "
+        f"{len(aff.steps)} measurements every {aff.every} steps before dividing; {jobs} job(s) averaged); "
         "row i: the task stepped on, column j: the task whose loss is read; positive: a step on i helps j.",
         f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of the job(s) that measured it.",
     ]

@@ -526,10 +526,11 @@ class Hypotheses(Strict):
 class AffinitySpec(Strict):
     """How the inter-task affinity AG groups by is measured (usagg/engine/affinity.py).
 
-    The lookahead affinity of Fifty et al. (2021): Z[i->j] = 1 - L_j(theta after one SGD step on task i's
+    The lookahead affinity of Fifty et al. (2021): Z[i->j] = 1 - L_j(theta after one step on task i's
     probe batch) / L_j(theta), for every task pair, on fixed probe batches drawn from the training split,
-    averaged over training. Measuring never changes the training it watches (same weights, same RNG); a
-    measuring job's id includes these settings because it writes affinity.json.
+    over the job's measurements (losses summed before dividing). Measuring never changes the training it
+    watches (same weights, same RNG); a measuring job's id includes these settings because it writes
+    affinity.json.
     """
 
     every: int | Literal["auto"] = Field(
@@ -548,7 +549,8 @@ class AffinitySpec(Strict):
         None,
         gt=0,
         le=1,
-        description="Learning rate of the lookahead SGD step; default: the encoder's learning rate at that step.",
+        description="Learning rate of the lookahead step (AdamW's, with task i's gradient alone); default: the "
+        "encoder's learning rate at that step.",
     )
 
     @field_validator("every")
