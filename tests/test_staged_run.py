@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from usagg import api
 from usagg.affinity import read_affinity
 from usagg.errors import UsaggError
 from usagg.service import StudyRun, run_study
@@ -64,6 +65,7 @@ def test_run_study_runs_au_then_ag_from_its_affinity(tmp_path: Path) -> None:
     plan_ids = [r["id"] for r in json.loads((result.store_root / "plan.json").read_text())]
     assert set(plan_ids) == set(result.states)
 
+    assert {j.id for j in api.plan(study)} == set(result.states)  # the public plan reads the store's evidence too
     again = StudyRun.prepare(study)  # the plan now holds AG at once: nothing waits, nothing to do
     assert not again.waiting and sorted(j.id for j in again.jobs) == sorted(result.states) and not again.todo
 

@@ -79,13 +79,16 @@ def _load(spec_or_path: Any, overrides: Sequence[str]) -> Study:
 
 
 def plan(spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any], overrides: Sequence[str] = ()) -> list[Job]:
-    """The jobs a study expands into (TS / CG / AU x fractions x seeds), in plan order, as `usagg plan` lists them.
+    """The jobs a study expands into (its paradigms' units x fractions x seeds), in plan order, as `usagg plan`
+    lists them: a staged paradigm (AG) is in it once the jobs it needs are done in the study's run store.
 
     `overrides` are `--set` expressions such as "training.epochs=2" or "seeds=[0,1]".
     """
     from usagg.plan import plan as plan_jobs
+    from usagg.service import store_evidence, store_for
 
-    return plan_jobs(_load(spec_or_path, overrides))
+    study = _load(spec_or_path, overrides)
+    return plan_jobs(study, store_evidence(store_for(study)))
 
 
 def _refuse_in_worker_bootstrap() -> None:
