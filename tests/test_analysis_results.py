@@ -73,3 +73,10 @@ def test_missing_file_and_empty_table(tmp_path: Path) -> None:
         read_results(tmp_path / "nope.csv")
     with pytest.raises(UsaggError, match="header but no rows"):
         read_results(_csv(tmp_path, HEADER))
+
+
+def test_a_binary_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "weights.csv"
+    path.write_bytes(bytes(range(128, 256)) * 20)  # no UTF-8 text at all
+    with pytest.raises(UsaggError, match=r"weights.csv is not a UTF-8 CSV text file \(UnicodeDecodeError"):
+        read_results(path)

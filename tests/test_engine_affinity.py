@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine_trainer import _trainer as engine_trainer
 
 from usagg.affinity import read_affinity
 from usagg.engine.affinity import LookaheadAffinity, probe_indices
-from usagg.engine.batches import TensorSplit
-from usagg.engine.device import resolve_compute, seed_everything
-from usagg.engine.evaluate import EvalSet
 from usagg.engine.job import run_job
-from usagg.engine.jobdata import load_job_data
 from usagg.engine.trainer import Trainer
-from usagg.model.m2dino import build_model
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
 from usagg.spec.models import AffinitySpec
@@ -52,24 +48,7 @@ def au(tmp_path_factory: pytest.TempPathFactory) -> Job:
 
 
 def _trainer(job: Job, ckpt_dir: Path) -> Trainer:
-    dev = torch.device("cpu")
-    seed_everything(job.seed, dev)
-    data = load_job_data(job)
-    model = build_model(job.model, job.tasks, job.moe)
-    train = {t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}
-    select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
-    return Trainer(
-        model,
-        train,
-        select,
-        job.tasks,
-        job.training,
-        resolve_compute("fp32", dev),
-        job.seed,
-        ckpt_dir,
-        affinity=job.affinity,
-        job_hash=job.hash,
-    )
+    return engine_trainer(job, ckpt_dir, affinity=job.affinity, job_hash=job.hash)
 
 
 def test_affinity_equals_a_hand_computed_lookahead(au: Job, tmp_path: Path) -> None:

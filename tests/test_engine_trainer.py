@@ -6,6 +6,7 @@ import math
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,7 +52,8 @@ def _with(job: Job, **training: object) -> Job:
     return job.model_copy(update={"training": job.training.model_copy(update=training)})
 
 
-def _trainer(job: Job, ckpt_dir: Path, model_seed: int | None = None) -> Trainer:
+def _trainer(job: Job, ckpt_dir: Path, model_seed: int | None = None, **options: Any) -> Trainer:
+    """A Trainer as the job builds it on the CPU (no augmentation, no trunk); `options` go to Trainer."""
     dev = torch.device("cpu")
     seed_everything(job.seed, dev)
     data = load_job_data(job)
@@ -60,7 +62,8 @@ def _trainer(job: Job, ckpt_dir: Path, model_seed: int | None = None) -> Trainer
     model = build_model(job.model, job.tasks, job.moe)
     train = {t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}
     select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
-    return Trainer(model, train, select, job.tasks, job.training, resolve_compute("fp32", dev), job.seed, ckpt_dir)
+    compute = resolve_compute("fp32", dev)
+    return Trainer(model, train, select, job.tasks, job.training, compute, job.seed, ckpt_dir, **options)
 
 
 def _reproducible(metrics: dict) -> dict:

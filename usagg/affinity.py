@@ -45,8 +45,14 @@ class Affinity:
 
     def onto(self, target: str, sources: list[str]) -> float:
         """Mean affinity onto `target` from `sources` (itself left out); 0.0 when there is no other source."""
-        j = self.tasks.index(target)
-        vals = [self.matrix[self.tasks.index(s)][j] for s in sources if s != target]
+        return self._mean([(s, target) for s in sources if s != target])
+
+    def out_of(self, source: str, targets: list[str]) -> float:
+        """Mean affinity from `source` onto `targets` (itself left out); 0.0 when there is no other target."""
+        return self._mean([(source, t) for t in targets if t != source])
+
+    def _mean(self, pairs: list[tuple[str, str]]) -> float:
+        vals = [self.matrix[self.tasks.index(i)][self.tasks.index(j)] for i, j in pairs]
         return sum(vals) / len(vals) if vals else 0.0
 
     def to_json(self) -> dict[str, Any]:

@@ -198,12 +198,12 @@ def plan_stages(study: Study, evidence_for: EvidenceFor | None = None) -> Plan:
                 units[twins[0]] = n
             elif n not in units:
                 units.append(n)
-    jobs = [j for u in units for j in unit_jobs(u, study)]
-    result = Plan(jobs)
+    by_unit = {u: unit_jobs(u, study) for u in units}
+    result = Plan([j for u in units for j in by_unit[u]])
     for entry in staged:
         sources = []
         for n in needed[entry.name]:
-            own = [j for j in jobs if j.id in {x.id for x in unit_jobs(n, study)}]
+            own = by_unit[n]
             top = max(j.fraction for j in own)
             sources += [j for j in own if j.fraction == top]
         evidence = evidence_for(sources) if evidence_for is not None else None

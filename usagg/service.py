@@ -160,10 +160,8 @@ def waiting_selected(waiting: Waiting, paradigms: Sequence[str], only: Sequence[
     if waiting.paradigm in paradigms:
         return True
     for sel in only:
-        key, found, pattern = sel.partition(":") if ":" in sel else sel.partition("=")
-        if found and key != "paradigm":
-            continue
-        if fnmatchcase(waiting.paradigm, pattern if found else sel):
+        key, pattern = parse_selector(sel)
+        if key in (None, "paradigm") and fnmatchcase(waiting.paradigm, pattern):
             return True
     return False
 
@@ -182,6 +180,15 @@ def _selector_values(job: Job, key: str) -> list[str]:
     return [job.paradigm]
 
 
+def parse_selector(selector: str) -> tuple[str | None, str]:
+    """(KEY, PATTERN) of a KEY:PATTERN or KEY=PATTERN selector with a known KEY, else (None, the whole selector)."""
+    for sep in (":", "="):
+        key, found, pattern = selector.partition(sep)
+        if found and key in SELECTOR_KEYS:
+            return key, pattern
+    return None, selector
+
+
 def job_matches(job: Job, selector: str) -> bool:
     """Whether `selector` picks `job`: KEY:PATTERN or KEY=PATTERN (id, task, group, paradigm), or a bare PATTERN
     for any of them; a bare pattern with a '-' also matches the job ids it begins (`TS-breast`).
@@ -192,10 +199,9 @@ def job_matches(job: Job, selector: str) -> bool:
     """
     from fnmatch import fnmatchcase
 
-    for sep in (":", "="):
-        key, found, pattern = selector.partition(sep)
-        if found and key in SELECTOR_KEYS:
-            return any(fnmatchcase(v, pattern) for v in _selector_values(job, key))
+    key, pattern = parse_selector(selector)
+    if key is not None:
+        return any(fnmatchcase(v, pattern) for v in _selector_values(job, key))
     values = [v for k in SELECTOR_KEYS for v in _selector_values(job, k)]
     prefix = "-" in selector and job.id.startswith(selector)  # TS-breast: an id begins <paradigm>-<name>
     return prefix or any(fnmatchcase(v, selector) for v in values)

@@ -329,18 +329,11 @@ def _design(
                 )
             else:
                 cols.append([aff.onto(t, sorted(mates.get(t, ()))) for t in tasks])
-                cols.append([_from(aff, t, sorted(mates.get(t, ()))) for t in tasks])
+                cols.append([aff.out_of(t, sorted(mates.get(t, ()))) for t in tasks])
                 names += [f"affinity onto the task from its {paradigm} group", "affinity from the task to that group"]
     varying = [i for i, c in enumerate(cols) if max(c) - min(c) > 1e-12]  # a constant feature says nothing
     x = np.asarray([cols[i] for i in varying], dtype=float).reshape(len(varying), len(tasks)).T
     return x, [names[i] for i in varying], why
-
-
-def _from(aff: Affinity, source: str, targets: list[str]) -> float:
-    """Mean affinity from `source` onto `targets` (itself left out); 0.0 with no other task, as `Affinity.onto`."""
-    i = aff.tasks.index(source)
-    vals = [aff.matrix[i][aff.tasks.index(t)] for t in targets if t != source]
-    return sum(vals) / len(vals) if vals else 0.0
 
 
 def ridge_predict(

@@ -158,17 +158,23 @@ def read_results(path: Path) -> ResultsTable:
     path = Path(path)
     if not path.is_file():
         raise UsaggError(f"results table {path} does not exist (expected a CSV with columns {', '.join(COLUMNS)})")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
-        if missing:
-            raise UsaggError(
-                f"{path}: the header lacks column(s) {', '.join(missing)}; "
-                f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
-            )
-        reader.fieldnames = header
-        rows = [_parse_row(path, i, rec) for i, rec in enumerate(reader, start=1)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
+            if missing:
+                raise UsaggError(
+                    f"{path}: the header lacks column(s) {', '.join(missing)}; "
+                    f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
+                )
+            reader.fieldnames = header
+            rows = [_parse_row(path, i, rec) for i, rec in enumerate(reader, start=1)]
+    except (UnicodeDecodeError, csv.Error) as err:  # a binary file, or not CSV at all
+        raise UsaggError(
+            f"{path} is not a UTF-8 CSV text file ({type(err).__name__}: {str(err)[:120]}); expected a tidy results "
+            f"table with columns {', '.join(COLUMNS)}"
+        ) from None
     if not rows:
         raise UsaggError(f"{path}: the table has a header but no rows")
     _check_consistent(path, rows)

@@ -46,17 +46,20 @@ def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)[: min(size, n)].sort().values
 
 
-def _preconditioner(optimizer: torch.optim.Optimizer | None, p: torch.Tensor) -> torch.Tensor | None:
-    """sqrt(v_hat) + eps of Adam(W) for parameter p, or None where it has no state yet."""
+def _preconditioners(optimizer: torch.optim.Optimizer | None, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """sqrt(v_hat) + eps of Adam(W) for each parameter, or None where it has no state yet (or no optimizer)."""
     if optimizer is None:
-        return None
-    state = optimizer.state.get(p, {})
-    if "exp_avg_sq" not in state:
-        return None
-    group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
-    beta2, eps = group["betas"][1], group["eps"]
-    bias = 1.0 - beta2 ** float(state["step"])
-    return (state["exp_avg_sq"] / bias).sqrt() + eps
+        return [None] * len(params)
+    group_of = {id(q): g for g in optimizer.param_groups for q in g["params"]}
+    out: list[torch.Tensor | None] = []
+    for p in params:
+        state = optimizer.state.get(p, {})
+        if "exp_avg_sq" not in state:
+            out.append(None)
+            continue
+        beta2, eps = group_of[id(p)]["betas"][1], group_of[id(p)]["eps"]
+        out.append((state["exp_avg_sq"] / (1.0 - beta2 ** float(state["step"]))).sqrt() + eps)
+    return out
 
 
 class LookaheadAffinity:
@@ -118,7 +121,7 @@ class LookaheadAffinity:
             after = torch.zeros_like(self.after)
             names = [n for n, _ in self.shared]
             tensors = [p for _, p in self.shared]
-            scales = [_preconditioner(optimizer, p) for p in tensors]
+            scales = _preconditioners(optimizer, tensors)
             for i, src in enumerate(self.tasks):
                 grads = torch.autograd.grad(self._loss(src), tensors, allow_unused=True)
                 stepped = {
