@@ -55,6 +55,8 @@ def main() -> dict:
         "ratio_with_over_without": round(t_with / t_without, 3),
         "target_share": TARGET_SHARE,
         "met": aff.share <= TARGET_SHARE,
+        "self_affinity_min": round(min(aff.matrix[i][i] for i in range(len(aff.tasks))), 5),
+        "overshot": aff.overshot,
     }
     print("affinity cost on the demo's AU job (CPU)")
     print(
@@ -67,5 +69,9 @@ def main() -> dict:
     )
     print(
         f"  training with / without measuring: {t_with:.1f} s / {t_without:.1f} s = {result['ratio_with_over_without']}"
+    )
+    print(
+        f"  self-affinity (diagonal) min {result['self_affinity_min']:+.5f}; "
+        f"negative, the step overshoots, for: {', '.join(aff.overshot) or 'none'}"
     )
     return result

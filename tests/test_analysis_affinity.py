@@ -257,3 +257,17 @@ def test_expert_usage_keeps_each_ag_job_together_under_its_name(analysis: Analys
     ax = next(ax for ax in made[0].axes if ax.get_title() == "AG (4 jobs)")
     assert [t.get_text() for t in ax.get_yticklabels()] == [t for members in AG.values() for t in members]
     assert [t.get_text() for t in ax.texts] == list(AG)
+
+
+def test_affinity_table_warns_only_when_a_lookahead_step_raised_its_own_loss(analysis: Analysis) -> None:
+    from usagg.analysis.tables import affinity_table
+
+    aff = analysis.inp.affinity
+    assert aff is not None and aff.overshot == []
+    assert not any("Negative self-affinity" in n for n in affinity_table(aff, analysis.comp).notes)
+    z = _matrix()
+    z[IDS.index("thyroid_nodule_det"), IDS.index("thyroid_nodule_det")] = -0.012
+    bad = dataclasses.replace(aff, matrix=z.tolist())
+    assert bad.overshot == ["thyroid_nodule_det"]
+    (note,) = [n for n in affinity_table(bad, analysis.comp).notes if "Negative self-affinity" in n]
+    assert "thyroid_nodule_det" in note and "lookahead_lr" in note

@@ -32,6 +32,7 @@ tasks:
   - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
 model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
 training: {{epochs: 3, steps_per_epoch: 2, batch_size: 8, eval_batch_size: 16}}
+execution: {{cpu_jobs: 1}}  # in this process: the tests read its thread count
 """
 
 

@@ -84,3 +84,36 @@ def test_etas_come_from_the_pace_so_far() -> None:
     clock.durations[-1] = 40.0
     assert clock.study_eta() == 120.0  # three jobs left at 40 s each
     assert duration_text(4.24) == "4.2s" and duration_text(185) == "3m05s" and duration_text(3720) == "1h02m"
+
+
+def test_jobs_run_at_once_get_a_row_each_and_the_study_eta_divides_by_them() -> None:
+    """A local pool runs jobs side by side (usagg/execute/pool.py): each has its own row while it runs, start lines
+    count starts, and the study's ETA divides the work left by the jobs run at once."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, force_terminal=True, color_system=None)
+    display = RichDisplay(console, 4)
+    with display:
+        display.on_event("TS-a", "started", {})
+        display.on_event("TS-b", "started", {})
+        display.on_progress(Progress("TS-a", "train", 0, 2, 3, 4, loss=0.5, images_per_s=10.0))
+        display.on_progress(Progress("TS-b", "train", 1, 2, 1, 4, loss=0.7, images_per_s=9.0))
+        rows = {t.description: t for t in display.progress.tasks}
+        assert set(display.rows) == {"TS-a", "TS-b"} and rows["TS-a"].completed == 3 and rows["TS-b"].completed == 5
+        display.on_event("TS-a", "finished", {"state": "done"})
+        assert set(display.rows) == {"TS-b"} and "TS-a" not in {t.description for t in display.progress.tasks}
+        display.on_progress(Progress("TS-a", "test", 1, 2, 4, 4))  # a late report of an ended job: no row back
+        assert set(display.rows) == {"TS-b"}
+    clock = display.clock
+    assert clock.parallel == 2 and clock.begun == 2 and clock.ended == 1
+    clock.durations[-1] = 40.0
+    # 4 jobs, 1 ended, TS-b 5/8 done: 2.375 jobs of 40 s left, two at a time
+    assert clock.study_eta() == 40.0 * (4 - 1 - 5 / 8) / 2
+
+    console, buf = _log_console()
+    with PlainDisplay(console, 3) as plain:
+        for job in ("TS-a", "TS-b"):
+            plain.on_event(job, "started", {})
+        plain.on_event("TS-b", "finished", {"state": "done"})
+        plain.on_event("TS-c", "started", {})
+    heads = [line.split("] ", 1)[1].split(" in ")[0] for line in buf.getvalue().splitlines()]
+    assert heads == ["job 1/3: TS-a started", "job 2/3: TS-b started", "job 1/3: TS-b done", "job 3/3: TS-c started"]

@@ -76,8 +76,9 @@ def test_affinity_equals_a_hand_computed_lookahead(au: Job, tmp_path: Path) -> N
                     continue
                 st = opt.state[params[name]]
                 group = next(g for g in opt.param_groups if any(q is params[name] for q in g["params"]))
-                denom = (st["exp_avg_sq"] / (1 - group["betas"][1] ** float(st["step"]))).sqrt() + group["eps"]
-                p -= lr * p.grad / denom
+                (beta1, beta2), t = group["betas"], float(st["step"])
+                denom = (st["exp_avg_sq"] / (1 - beta2**t)).sqrt() + group["eps"]
+                p -= lr * (1 - beta1) / (1 - beta1 ** (t + 1)) * p.grad / denom  # g's weight in the next m_hat
             for j, tgt in enumerate(tasks):
                 xj, yj = aff.probes[tgt]
                 before = ref(xj, tgt, yj)

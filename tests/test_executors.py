@@ -8,9 +8,13 @@ returns the final state. What it does per job is read from `behaviour.json`.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,18 @@ from submitit.helpers import DelayedSubmission
 import usagg.execute.local as local
 from usagg.engine.runner import run_one
 from usagg.errors import SpecError, UsaggError
-from usagg.execute import GpuPoolExecutor, InProcessExecutor, make_executor, resolve_devices
-from usagg.execute.pool import GIB, GpuMemory, packed_jobs, visible_device
+from usagg.execute import InProcessExecutor, PoolExecutor, make_executor, resolve_devices
+from usagg.execute.pool import (
+    GIB,
+    SETTLE_POLLS,
+    CpuMemoryProbe,
+    JobMemory,
+    cpu_threads,
+    cpu_workers,
+    packed_jobs,
+    usable_cores,
+    visible_device,
+)
 from usagg.execute.slurm import SlurmExecutor, SlurmJobCall, slurm_parameters
 from usagg.plan import plan
 from usagg.spec.load import load_study
@@ -101,10 +115,10 @@ class FixedProbe:
     def start(self) -> None:
         pass
 
-    def sample(self) -> GpuMemory:
-        return GpuMemory(int(self.peak * GIB), int(self.free * GIB))
+    def sample(self) -> JobMemory:
+        return JobMemory(int(self.peak * GIB), int(self.free * GIB))
 
-    def finish(self) -> GpuMemory:
+    def finish(self) -> JobMemory:
         return self.sample()
 
 
@@ -122,10 +136,10 @@ class DoneCountProbe:
     def sample(self) -> None:
         return None
 
-    def finish(self) -> GpuMemory:
+    def finish(self) -> JobMemory:
         store = RunStore(self.store_root)
         done = sum(store.job_state(j) == "done" for j in store.job_ids())
-        return GpuMemory((8 if done < self.after else 20) * GIB, 40 * GIB)
+        return JobMemory((8 if done < self.after else 20) * GIB, 40 * GIB)
 
 
 class Events:
@@ -197,7 +211,7 @@ def test_gpu_pool_pins_workers_and_survives_a_crashed_worker(tmp_path: Path, mon
     store, ids = make_store(tmp_path, ["ok", "crash", "ok", "raise", "ok", "ok"])
     events = Events()
     fn = functools.partial(fake_run_one, device="cuda", threads=2)  # as usagg.service.job_function binds them
-    states = GpuPoolExecutor(str(store.root), [0, 1]).run(ids, fn, events)
+    states = PoolExecutor(str(store.root), [0, 1]).run(ids, fn, events)
     expected = dict(zip(ids, ["done", "failed", "done", "failed", "done", "done"], strict=True))
     assert states == expected
     assert {jid: store.job_state(jid) for jid in ids} == expected
@@ -229,14 +243,14 @@ def test_gpu_pool_runs_jobs_per_gpu_workers_and_an_oom_fails_only_its_job(
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     store, ids = make_store(tmp_path, ["ok", "ok", "oom", "ok", "ok", "ok"])
     events = Events()
-    states = GpuPoolExecutor(str(store.root), [0, 1], jobs_per_gpu=2).run(ids, fake_run_one, events)
+    states = PoolExecutor(str(store.root), [0, 1], jobs_per_device=2).run(ids, fake_run_one, events)
     expected = dict(zip(ids, ["done", "done", "failed", "done", "done", "done"], strict=True))
     assert states == expected and {jid: store.job_state(jid) for jid in ids} == expected
 
     seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
     pids = {dev: {s["pid"] for s in seen.values() if s["cuda_visible_devices"] == dev} for dev in ("0", "1")}
     assert {dev: len(p) for dev, p in pids.items()} == {"0": 2, "1": 2}  # two worker processes per GPU
-    assert {i["jobs_per_gpu"] for _, e, i in events.calls if e == "started"} == {2}
+    assert {i["jobs_at_once"] for _, e, i in events.calls if e == "started"} == {2}
 
     error = store.job_record(ids[2])["error"]
     assert "out of GPU memory" in error and "execution.jobs_per_gpu" in error and "Tried to allocate 2.00 GiB" in error
@@ -255,10 +269,10 @@ def test_gpu_pool_auto_measures_the_largest_job_first_and_packs_while_it_runs(
     au = ids[-1]
     assert store.job(au).paradigm == "AU"
     events = Events()
-    pool = GpuPoolExecutor(str(store.root), [0], jobs_per_gpu="auto", probe=FixedProbe(peak=8, free=40))
+    pool = PoolExecutor(str(store.root), [0], jobs_per_device="auto", probe=FixedProbe(peak=8, free=40))
     assert pool.run(ids, fake_run_one, events) == dict.fromkeys(ids, "done")
 
-    started = [(j, i["jobs_per_gpu"]) for j, e, i in events.calls if e == "started"]
+    started = [(j, i["jobs_at_once"]) for j, e, i in events.calls if e == "started"]
     assert started[0] == (au, 1)  # the largest job goes first, alone
     assert {n for _, n in started[1:]} == {3}  # (40 + 1) // (1.25 * 8 + 1) = 3
     assert pool.limits == {0: packed_jobs(40 * GIB, 8 * GIB)} == {0: 3}
@@ -275,10 +289,10 @@ def test_gpu_pool_auto_lowers_the_count_when_a_larger_peak_is_measured(
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     store, ids = make_store(tmp_path, ["ok"] * 6)
     events = Events()
-    pool = GpuPoolExecutor(str(store.root), [0], jobs_per_gpu="auto", probe=DoneCountProbe(str(store.root), 3))
+    pool = PoolExecutor(str(store.root), [0], jobs_per_device="auto", probe=DoneCountProbe(str(store.root), 3))
     assert pool.run(ids, fake_run_one, events) == dict.fromkeys(ids, "done")
 
-    started = [(j, i["jobs_per_gpu"]) for j, e, i in events.calls if e == "started"]
+    started = [(j, i["jobs_at_once"]) for j, e, i in events.calls if e == "started"]
     assert [n for _, n in started[:4]] == [1, 3, 3, 3]  # measured at 8 GiB: (40 + 1) // (10 + 1)
     assert started[-1][1] == 1 and pool.limits == {0: 1}  # then 20 GiB: (40 + 1) // (25 + 1)
     seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
@@ -292,7 +306,7 @@ def test_gpu_pool_auto_keeps_one_worker_per_gpu_when_jobs_use_no_cuda(
 ) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     store, ids = make_store(tmp_path, ["ok"] * 3)
-    pool = GpuPoolExecutor(str(store.root), [0], jobs_per_gpu="auto")  # the real CudaMemoryProbe
+    pool = PoolExecutor(str(store.root), [0], jobs_per_device="auto")  # the real CudaMemoryProbe
     assert pool.run(ids, fake_run_one) == dict.fromkeys(ids, "done")
     assert pool.limits == {0: 1}
     assert len({read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids}) == 1
@@ -343,6 +357,175 @@ def test_visible_device_maps_through_the_parent_visibility() -> None:
     assert visible_device(1, "2,3") == "3"
     with pytest.raises(ValueError, match="not visible"):
         visible_device(2, "2,3")
+
+
+# --------------------------------------------------------------------------- CPU pool
+
+
+def run_one_reporting_threads(store_root: str, job_id: str, **kwargs: Any) -> str:
+    """fake_run_one, then the torch threads its worker runs with (torch imported after the worker was pinned)."""
+    import torch
+
+    state = fake_run_one(store_root, job_id, **kwargs)
+    seen_file = RunStore(store_root).job_dir(job_id) / "seen.json"
+    write_json_atomic(seen_file, {**read_json(seen_file), "torch_threads": torch.get_num_threads()})
+    return state
+
+
+@pytest.fixture
+def two_cores() -> Iterator[None]:
+    """This process (and the workers it spawns) runs on two cores: the pool's auto counts are the same on any box."""
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("needs two usable cores")
+    os.sched_setaffinity(0, sorted(before)[:2])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.mark.slow
+def test_cpu_pool_runs_jobs_side_by_side_each_on_its_share_of_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_cores: None
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a CPU worker sees no GPU, whatever its parent sees
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the worker's own share wins over the parent's setting
+    # TS a, b, c and CG g1: CG (two tasks, MoE) is the largest and goes first; it and TS a wait for each other
+    store, ids = make_store(tmp_path, ["company", "ok", "ok", "company"])
+    events = Events()
+    pool = PoolExecutor(str(store.root), None, jobs_per_device="auto", probe=FixedProbe(peak=1, free=40))
+    fn = functools.partial(run_one_reporting_threads, device="cpu")
+    assert pool.run(ids, fn, events) == dict.fromkeys(ids, "done")
+
+    seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
+    cg, ts = seen[ids[3]], seen[ids[0]]
+    assert cg["start"] < ts["end"] and ts["start"] < cg["end"]  # side by side
+    assert cg["end"] - cg["start"] < 50  # each found the other running, not the 60 s time-out
+    assert len({s["pid"] for s in seen.values()}) == 2 and os.getpid() not in {s["pid"] for s in seen.values()}
+    assert {(s["cuda_visible_devices"], s["torch_threads"]) for s in seen.values()} == {("", 1)}  # 2 cores / 2
+    started = [(j, i) for j, e, i in events.calls if e == "started"]
+    assert started[0][0] == ids[3]
+    assert {(i["device"], i["jobs_at_once"], i["threads"]) for _, i in started} == {("cpu", 2, 1)}
+    assert pool.limits == {"cpu": 2}  # 40 GiB hold 32 such jobs: the cores bound it
+
+
+@pytest.mark.slow
+def test_cpu_pool_auto_lowers_the_count_when_memory_does_not_fit(tmp_path: Path, two_cores: None) -> None:
+    store, ids = make_store(tmp_path, ["ok"] * 6)
+    events = Events()
+    pool = PoolExecutor(str(store.root), None, jobs_per_device="auto", probe=FixedProbe(peak=8, free=4))
+    assert pool.run(ids, fake_run_one, events) == dict.fromkeys(ids, "done")
+
+    started = [(j, i["jobs_at_once"]) for j, e, i in events.calls if e == "started"]
+    assert started[:2] == [(ids[5], 2), (ids[3], 2)]  # one worker per core, the largest jobs (AU, CG g1) first
+    assert [n for _, n in started[2:]] == [1] * 4  # 4 GiB + the other job at 8 GiB hold (4 + 8) // 10 = 1
+    assert pool.limits == {"cpu": packed_jobs(12 * GIB, 8 * GIB, 0, 2)} == {"cpu": 1}
+    seen = {jid: read_json(store.job_dir(jid) / "seen.json") for jid in ids}
+    later = sorted((seen[j] for j, _ in started[2:]), key=lambda s: s["start"])
+    assert all(b["start"] >= a["end"] for a, b in itertools.pairwise(later))  # one at a time
+    assert all(s["threads"] is None for s in seen.values())  # the job function's own threads stay as bound
+
+
+@pytest.mark.slow
+def test_cpu_pool_threads_setting_and_a_single_job_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_cores: None
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a worker would inherit, were it not pinned
+    store, ids = make_store(tmp_path, ["ok", "ok", "ok"])
+    events = Events()
+    fn = functools.partial(run_one_reporting_threads, device="cpu", threads=2)  # as job_function binds them
+    pool = PoolExecutor(str(store.root), None, jobs_per_device=2, threads=2)  # not the cores' share: 2 // 2
+    assert pool.run(ids[:2], fn, events) == dict.fromkeys(ids[:2], "done")
+    seen = [read_json(store.job_dir(j) / "seen.json") for j in ids[:2]]
+    assert [(s["torch_threads"], s["threads"]) for s in seen] == [(2, 2), (2, 2)]
+    assert len({s["pid"] for s in seen} - {os.getpid()}) == 2
+    assert {i["threads"] for _, e, i in events.calls if e == "started"} == {2}
+
+    assert pool.run(ids[2:], fake_run_one, events) == {ids[2]: "done"}  # one job: no worker to start
+    assert read_json(store.job_dir(ids[2]) / "seen.json")["pid"] == os.getpid()
+    assert events.calls[-2] == (ids[2], "started", {"device": "in-process"})
+
+
+def run_one_until_stopped(store_root: str, job_id: str) -> str:
+    """run_one's contract under a stop: running until interrupted, then back to pending and the lock released."""
+    store = RunStore(store_root)
+    with store.lock(job_id):
+        store.set_state(job_id, "running")
+        write_json_atomic(store.job_dir(job_id) / "seen.json", {"pid": os.getpid()})
+        try:
+            time.sleep(120)
+        except BaseException:
+            store.set_state(job_id, "pending", error="interrupted")
+            raise
+    return "done"
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: Path) -> None:
+    store, ids = make_store(tmp_path, ["ok", "ok", "ok"])
+    code = (
+        "import sys, test_executors as t\n"
+        "from usagg.execute import PoolExecutor\n"
+        "try:\n"
+        f"    PoolExecutor({str(store.root)!r}, None, 2).run({ids!r}, t.run_one_until_stopped)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.monotonic() + 60
+    while sum(store.job_state(j) == "running" for j in ids) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [store.job_state(j) for j in ids] == ["running", "running", "pending"]
+    proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT`: its workers must stop with it
+    assert proc.wait(30) == 130
+    assert [(store.job_state(j), store.job_record(j)["error"]) for j in ids[:2]] == [("pending", "interrupted")] * 2
+    assert store.job_state(ids[2]) == "pending" and all(store.lock_holder(j) is None for j in ids)
+    for pid in (read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids[:2]):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_cpu_memory_probe_reads_this_process() -> None:
+    probe = CpuMemoryProbe()
+    probe.start()
+    before = probe.finish()
+    assert before is not None and 0 < before.peak < before.free
+    ballast = b"\x01" * (256 << 20)  # every page written: resident
+    grown = probe.finish()
+    assert grown is not None and grown.peak - before.peak >= 250 << 20
+    del ballast
+    probe.start()  # the next job's peak starts from what is resident now
+    again = probe.finish()
+    assert again is not None and again.peak < grown.peak - (200 << 20)
+    answers = [probe.sample() for _ in range(SETTLE_POLLS)]
+    assert answers == [None] * SETTLE_POLLS  # never before SETTLE_POLLS polls alike
+    settled = next((m for m in (probe.sample() for _ in range(50)) if m is not None), None)
+    assert settled is not None and settled.peak >= again.peak
+
+
+def test_cpu_workers_and_threads_follow_the_cores(two_cores: None) -> None:
+    assert usable_cores() == 2
+    assert [cpu_workers("auto", n) for n in (None, 1, 8)] == [2, 1, 2]
+    assert [cpu_workers(4, n) for n in (None, 3)] == [4, 3]
+    assert [cpu_workers("auto", 8, t) for t in (1, 2, 3)] == [2, 1, 1]  # never more threads than cores
+    assert cpu_workers(4, 8, threads=2) == 4  # an explicit count is the user's
+    assert [cpu_threads(None, w) for w in (1, 2, 4)] == [2, 1, 1]
+    assert cpu_threads(3, 2) == 3
+
+
+def test_cpu_jobs_changes_no_job_id() -> None:
+    study = Study(
+        name="ids",
+        data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
+    )
+    ids = [j.id for j in plan(study)]
+    for cpu_jobs in (1, 8, "auto"):
+        execution = ExecutionSpec(cpu_jobs=cpu_jobs, threads=2)
+        assert [j.id for j in plan(study.model_copy(update={"execution": execution}))] == ids
 
 
 # --------------------------------------------------------------------------- Slurm via submitit
@@ -413,17 +596,27 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path: Path, monkeypatch: p
 
 def test_make_executor_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "cuda_device_count", lambda: 2)
-    assert isinstance(make_executor(ExecutionSpec(devices="cpu", jobs_per_gpu=4), tmp_path), InProcessExecutor)
+    assert isinstance(make_executor(ExecutionSpec(devices="cpu", cpu_jobs=1, threads=4), tmp_path), InProcessExecutor)
+    cpu = make_executor(ExecutionSpec(devices="cpu", cpu_jobs=3, threads=2, jobs_per_gpu=4), tmp_path)
+    assert isinstance(cpu, PoolExecutor) and (cpu.devices, cpu.jobs_per_device, cpu.threads) == (None, 3, 2)
     assert isinstance(make_executor(ExecutionSpec(devices=[0], jobs_per_gpu=1), tmp_path), InProcessExecutor)
     packed = make_executor(ExecutionSpec(devices=[0]), tmp_path)  # one GPU, jobs_per_gpu auto: a pool packs it
-    assert isinstance(packed, GpuPoolExecutor) and packed.devices == [0] and packed.jobs_per_gpu == "auto"
+    assert isinstance(packed, PoolExecutor) and packed.devices == [0] and packed.jobs_per_device == "auto"
     pool = make_executor(ExecutionSpec(devices="auto", jobs_per_gpu=3), tmp_path)
-    assert isinstance(pool, GpuPoolExecutor) and pool.devices == [0, 1] and pool.jobs_per_gpu == 3
+    assert isinstance(pool, PoolExecutor) and pool.devices == [0, 1] and pool.jobs_per_device == 3
     one = make_executor(ExecutionSpec(devices=[1]), tmp_path)  # only a fresh process can be pinned to GPU 1
-    assert isinstance(one, GpuPoolExecutor) and one.devices == [1]
+    assert isinstance(one, PoolExecutor) and one.devices == [1]
     slurm = make_executor(ExecutionSpec(executor="slurm"), tmp_path, cluster="local")
     assert isinstance(slurm, SlurmExecutor) and slurm.cluster == "local"
     assert slurm.folder == tmp_path / "slurm"
+
+
+def test_make_executor_cpu_auto_follows_the_cores(tmp_path: Path, two_cores: None) -> None:
+    auto = make_executor(ExecutionSpec(devices="cpu"), tmp_path)
+    assert isinstance(auto, PoolExecutor) and (auto.devices, auto.jobs_per_device, auto.threads) == (None, "auto", None)
+    assert isinstance(make_executor(ExecutionSpec(devices="cpu", threads=2), tmp_path), InProcessExecutor)
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])  # the fixture restores it
+    assert isinstance(make_executor(ExecutionSpec(devices="cpu"), tmp_path), InProcessExecutor)
 
 
 def test_resolve_devices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -478,3 +671,36 @@ def test_unknown_executor_names_the_registered_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="an executor name"):
         register_executor("two words", "x")(factory)
     assert EXECUTORS["local"].description and EXECUTORS["slurm"].factory is get_executor_factory("slurm")
+
+
+def run_one_reporting_progress(store_root: str, job_id: str, **kwargs: Any) -> str:
+    """fake_run_one after 50 training steps reported as the trainer does (2 epochs of 25), then a test phase."""
+    from usagg.engine import progress
+
+    for epoch in range(2):
+        for step in range(1, 26):
+            progress.report(progress.Progress(job_id, "train", epoch, 2, step, 25, loss=1.0 / step))
+        progress.report(progress.Progress(job_id, "select", epoch, 2, 25, 25))
+    progress.report(progress.Progress(job_id, "test", 1, 2, 25, 25))
+    return fake_run_one(store_root, job_id, **kwargs)
+
+
+@pytest.mark.slow
+def test_pooled_jobs_progress_reaches_the_parents_listener(tmp_path: Path, two_cores: None) -> None:
+    """`usagg run` shows a pooled job's epochs: its worker forwards the trainer's reports (throttled within an
+    epoch's training, never an epoch's end or another phase) to the listener of the process that runs the pool."""
+    from usagg.engine import progress
+
+    store, ids = make_store(tmp_path, ["ok", "ok"])
+    heard: list[progress.Progress] = []
+    with progress.listening(heard.append):
+        states = PoolExecutor(str(store.root), None, jobs_per_device=2).run(
+            ids, functools.partial(run_one_reporting_progress, device="cpu")
+        )
+    assert states == dict.fromkeys(ids, "done")
+    for jid in ids:
+        mine = [(p.phase, p.epoch, p.step) for p in heard if p.job_id == jid]
+        assert [m for m in mine if m[0] != "train" or m[2] == 25] == [
+            ("train", 0, 25), ("select", 0, 25), ("train", 1, 25), ("select", 1, 25), ("test", 1, 25)
+        ]  # fmt: skip
+        assert 5 < len(mine) < 5 + 50  # the first step of each epoch's throttle window too, not all 50 steps

@@ -93,3 +93,32 @@ def test_files_that_are_not_yaml_text(
     ):
         code, text = run_cli(["validate", str(path)], monkeypatch, capsys)
         assert code == 2 and expected in text and "Traceback" not in text, text
+
+
+AUTO_TOO = "or input should be 'auto'"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", ["execution.cpu_jobs: got 0; input should be greater than or equal to 1", AUTO_TOO]),
+        ("65", ["execution.cpu_jobs: got 65; input should be less than or equal to 64", AUTO_TOO]),
+        ("x", ["execution.cpu_jobs: got 'x'; input should be a valid integer", AUTO_TOO]),
+        ("true", ["execution.cpu_jobs: expected a number of jobs or 'auto', got true (a YAML boolean)"]),
+    ],
+)
+def test_cpu_jobs_out_of_range(
+    value: str, expected: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cpu_jobs (and jobs_per_gpu, for `true`) is a count 1..64 or auto; anything else is exit 2 naming the field."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: synthetic}\n"
+        "model: {backbone: dinov3_test, image_size: 64}\n"
+    )
+    code, text = run_cli(["validate", str(spec), "--set", f"execution.cpu_jobs={value}"], monkeypatch, capsys)
+    assert code == 2 and all(e in text for e in expected) and "Traceback" not in text, text
+    code, text = run_cli(["validate", str(spec), "--set", "execution.cpu_jobs=64"], monkeypatch, capsys)
+    assert code == 0, text
+    code, text = run_cli(["validate", str(spec), "--set", "execution.jobs_per_gpu=true"], monkeypatch, capsys)
+    assert code == 2 and "execution.jobs_per_gpu: expected a number of jobs or 'auto', got true" in text, text

@@ -144,7 +144,7 @@ tasks:
   - {{id: top_left, type: classification, num_classes: 2, group: Quads}}
 model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
 training: {{epochs: 2, batch_size: 8, eval_batch_size: 16}}
-execution: {{devices: cpu}}
+execution: {{devices: cpu, cpu_jobs: 1}}  # the type is registered in this process only
 """
 
 

@@ -20,6 +20,9 @@ from usagg.errors import UsaggError
 
 #: Version of the affinity.json layout.
 AFFINITY_FORMAT = 1
+#: How the lookahead steps (usagg/engine/affinity.py). It is part of a measuring job's id, so a job that measured
+#: with another step (before 2026-11-28 the whole preconditioned gradient, ten times AdamW's step) is never reused.
+LOOKAHEAD_STEP = "adamw-one-step"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class Affinity:
     def share(self) -> float:
         """Share of the training time that went into measuring affinity."""
         return self.seconds / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def overshot(self) -> list[str]:
+        """Tasks whose own lookahead step raised their own loss (negative self-affinity): the step is too large to
+        measure which tasks help each other (a lower `analysis.affinity.lookahead_lr` measures in the linear regime)."""
+        return [t for i, t in enumerate(self.tasks) if self.matrix[i][i] < 0]
 
     def onto(self, target: str, sources: list[str]) -> float:
         """Mean affinity onto `target` from `sources` (itself left out); 0.0 when there is no other source."""

@@ -94,7 +94,7 @@ def plan(spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any], overr
 def _refuse_in_worker_bootstrap() -> None:
     """UsaggError when a worker process is importing the caller's script (no `if __name__ == "__main__":`).
 
-    The synthetic data generator and the GPU pool start 'spawn' workers, which
+    The synthetic data generator and the local pool (CPU or GPU) start 'spawn' workers, which
     run the main script's top level again; a run_study there would wait forever
     for the lock its parent holds. `_inheriting` is the flag multiprocessing
     itself checks to catch the same mistake when a process is started.

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from usagg.affinity import LOOKAHEAD_STEP
 from usagg.filehash import file_sha256
 from usagg.paradigms import PARADIGMS, Evidence, Unit
 from usagg.spec.models import AffinitySpec, DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
@@ -115,7 +116,10 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
         "data": data,
     }
     if unit.affinity:  # what it writes besides results; never how it trains (usagg/engine/affinity.py)
-        payload["affinity"] = study.analysis.affinity.model_dump(mode="json", exclude={"probe_epochs"})
+        payload["affinity"] = {
+            **study.analysis.affinity.model_dump(mode="json", exclude={"probe_epochs"}),
+            "step": LOOKAHEAD_STEP,
+        }
     return payload
 
 

@@ -8,7 +8,9 @@ and rebuild results.csv (`finish`). `run_study` does them all; the CLI
 `usagg.api.run_study` calls `run_study`. Nothing here prints.
 
 The device and CPU threads reach the engine as arguments of the job function
-(`job_function`), never through the environment. Torch-free at import: the
+(`job_function`), never through this process's environment; a local pool worker is
+pinned before torch loads, to its GPU or, on the CPU, to its share of the cores when
+`execution.threads` is not given (usagg/execute/pool.py). Torch-free at import: the
 engine, the data check and the executors are imported by the steps that use them.
 """
 

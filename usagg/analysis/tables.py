@@ -468,11 +468,17 @@ def affinity_table(aff: Affinity, comp: Comparison) -> Table:
     jobs = len([j for j in aff.job_id.split(",") if j]) or 1
     notes = [
         "Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
-        "Fifty et al. 2021; the step AdamW would take with task i's gradient alone, losses summed over "
+        "Fifty et al. 2021; the step AdamW takes on task i's gradient in one optimiser step, losses summed over "
         f"{len(aff.steps)} measurements every {aff.every} steps before dividing; {jobs} job(s) averaged); "
         "row i: the task stepped on, column j: the task whose loss is read; positive: a step on i helps j.",
         f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of the job(s) that measured it.",
     ]
+    if aff.overshot:
+        notes.append(
+            f"Negative self-affinity (diagonal) for {', '.join(aff.overshot)}: the lookahead step raised that task's "
+            "own loss, so it overshoots and the matrix reads curvature more than help between tasks; measure again "
+            "with a lower analysis.affinity.lookahead_lr."
+        )
     return Table(
         "affinity", "Inter-task affinity Z[source→target]", ["Source", *[f"→ {t}" for t in order]], rows, notes
     )

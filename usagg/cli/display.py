@@ -1,11 +1,12 @@
 """How `usagg run` shows a study while it runs: rich on a terminal, plain lines in a log, or quiet.
 
-A terminal gets rich's live display (the jobs bar and the running job's epoch, loss, img/s and
-ETAs). Off a terminal (`usagg run ... > log.txt`, every CI log) rich cannot redraw, so
+A terminal gets rich's live display (the jobs bar and a row per running job with its epoch, loss,
+img/s and ETAs). Off a terminal (`usagg run ... > log.txt`, every CI log) rich cannot redraw, so
 `PlainDisplay` prints one line per job event and one per epoch (or per progress report with
 `--verbose`, at most every `every_s` seconds otherwise), each line whole. `--quiet` prints only
-failures. Job events come from every executor; epoch progress only from jobs run in this
-process (usagg/engine/progress.py), so pool and Slurm runs show job lines.
+failures. Job events come from every executor; epoch progress from jobs run in this process
+and, forwarded by their workers, from a local pool's jobs (usagg/engine/progress.py), so only
+Slurm runs show job lines alone.
 """
 
 from __future__ import annotations
@@ -31,22 +32,30 @@ def duration_text(seconds: float | None) -> str:
 
 @dataclass
 class Clock:
-    """Elapsed times and ETAs of the running job and of the study (from the jobs finished so far)."""
+    """Elapsed times and ETAs of the running jobs and of the study (from the jobs finished so far).
+
+    A local pool runs several jobs at once (usagg/execute/pool.py): the study's ETA divides the work left by
+    the most jobs seen running together.
+    """
 
     n_jobs: int
     start: float = field(default_factory=time.monotonic)
     job_start: dict[str, float] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
+    begun: int = 0  # jobs started so far
     ended: int = 0
-    fraction: float = 0.0  # share of the running job done (from its last progress report)
+    parallel: int = 1  # most jobs seen running at once
+    fraction: dict[str, float] = field(default_factory=dict)  # share done of each running job (its last report)
 
     def started(self, job_id: str) -> None:
         self.job_start[job_id] = time.monotonic()
-        self.fraction = 0.0
+        self.fraction[job_id] = 0.0
+        self.begun += 1
+        self.parallel = max(self.parallel, len(self.job_start))
 
     def finished(self, job_id: str) -> float | None:
         self.ended += 1
-        self.fraction = 0.0
+        self.fraction.pop(job_id, None)
         begun = self.job_start.pop(job_id, None)
         if begun is None:
             return None
@@ -55,19 +64,22 @@ class Clock:
         return took
 
     def job_eta(self, job_id: str, done: int, total: int) -> float | None:
-        """Seconds left in the running job, from its own pace (None before the first step)."""
+        """Seconds left in a running job, from its own pace (None before the first step)."""
         begun = self.job_start.get(job_id)
-        self.fraction = done / total if total else 0.0
+        if begun is not None:
+            self.fraction[job_id] = done / total if total else 0.0
         if begun is None or done <= 0:
             return None
         return (time.monotonic() - begun) * (total - done) / done
 
     def study_eta(self) -> float | None:
-        """Seconds left in the study: the mean job time so far times the jobs left (None before any job ended)."""
+        """Seconds left in the study: the mean job time so far times the jobs left, over the jobs run at once
+        (None before any job ended)."""
         if not self.durations:
             return None
         mean = sum(self.durations) / len(self.durations)
-        return max(0.0, mean * (self.n_jobs - self.ended - self.fraction))
+        left = self.n_jobs - self.ended - sum(self.fraction.values())
+        return max(0.0, mean * left / self.parallel)
 
 
 def progress_text(p: Progress, clock: Clock) -> str:
@@ -102,7 +114,8 @@ def event_text(job_id: str, event: str, info: dict[str, Any], took: float | None
 
 
 class RichDisplay:
-    """rich progress: the jobs bar and the running job's epoch, step, loss, img/s and ETAs (terminal only)."""
+    """rich progress: the jobs bar and a row per running job with its epoch, step, loss, img/s and ETAs (terminal
+    only)."""
 
     def __init__(self, console: Console, n_jobs: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -119,7 +132,7 @@ class RichDisplay:
             transient=False,
         )
         self.jobs = self.progress.add_task("jobs", total=n_jobs, info="")
-        self.current = self.progress.add_task("", total=1, info="", visible=False)
+        self.rows: dict[str, Any] = {}  # running job id -> its row (rich's task id)
 
     def __enter__(self) -> RichDisplay:
         self.progress.__enter__()
@@ -128,18 +141,24 @@ class RichDisplay:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
+    def _row(self, job_id: str) -> Any:
+        if job_id not in self.rows:
+            self.rows[job_id] = self.progress.add_task(job_id, total=1, info="starting")
+        return self.rows[job_id]
+
     def on_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
         from rich.markup import escape
 
         if event == "started":
             self.clock.started(job_id)
-            self.progress.update(self.current, description=job_id, completed=0, total=1, info="starting", visible=True)
+            self._row(job_id)
             return
         if event not in ("finished", "failed", "locked"):
             return
         took = self.clock.finished(job_id)
         self.progress.advance(self.jobs)
-        self.progress.update(self.current, visible=False)
+        if job_id in self.rows:
+            self.progress.remove_task(self.rows.pop(job_id))
         if event == "failed":  # a whole line above the bars, never cut to the bar's width
             line = f"[red]{escape(event_text(job_id, event, info, took))}[/]"
             self.progress.console.print(line, soft_wrap=True, highlight=False)
@@ -147,13 +166,13 @@ class RichDisplay:
         self.progress.update(self.jobs, info=f"study eta ~{duration_text(study)}" if study is not None else "")
 
     def on_progress(self, p: Progress) -> None:
+        if p.job_id not in self.clock.job_start:
+            return  # a late report of a job already ended
         self.progress.update(
-            self.current,
-            description=p.job_id,
+            self._row(p.job_id),
             total=max(1, p.epochs * p.steps),
             completed=p.epoch * p.steps + p.step,
             info=progress_text(p, self.clock),
-            visible=True,
         )
 
 
@@ -187,7 +206,7 @@ class PlainDisplay:
         if event == "started":
             self.clock.started(job_id)
             if not self.quiet:
-                self._line(f"job {self.clock.ended + 1}/{self.clock.n_jobs}: {event_text(job_id, event, info, None)}")
+                self._line(f"job {self.clock.begun}/{self.clock.n_jobs}: {event_text(job_id, event, info, None)}")
             return
         if event not in ("finished", "failed", "locked"):
             return

@@ -1,13 +1,17 @@
 """Lookahead inter-task affinity measured during training (Fifty et al. 2021), for the AG paradigm.
 
 Every `every` optimiser steps, for each task i: one step of the shared (encoder)
-parameters on task i's probe batch, theta_i = theta - lr * g_i / (sqrt(v_hat) + eps), then
+parameters on task i's probe batch, theta_i = theta - lr * w * g_i / (sqrt(v_hat) + eps), then
 Z[i->j] = 1 - L_j(theta_i) / L_j(theta) on every task j's probe batch. The step is the one
-AdamW would take with task i's gradient g_i alone: the optimiser's current second moments
-v_hat (bias-corrected, read, never changed) as the preconditioner, no momentum, no weight
-decay. (A plain SGD step lr * g is some 1e-4 of the steps training really takes, so its
-change of a loss drowns in float32 rounding; a parameter without optimiser state yet gets
-Adam's first step, lr * sign(g).) The step is
+AdamW takes on task i's gradient g_i in one optimiser step: g_i enters the bias-corrected first
+moment with weight w = (1 - beta1) / (1 - beta1^t) at optimiser step t, and the optimiser's current second moments
+v_hat (bias-corrected, read, never changed) precondition it; no weight decay. (A plain SGD step
+lr * g is some 1e-4 of the steps training really takes, so its change of a loss drowns in float32
+rounding. The whole preconditioned gradient, w = 1, is the displacement g_i causes over all the
+steps momentum spreads it across, about 1 / (1 - beta1) = 10 times one step: on the demo it
+overshoots, a task's step on its own probe batch then raises its own loss (detection's
+self-affinity came out -1 %), and the matrix measures curvature more than which tasks help
+each other. A parameter without optimiser state yet gets Adam's first step, lr * sign(g).) The step is
 virtual (`torch.func.functional_call` with the stepped tensors; the model's own
 parameters are never touched), the model is in eval mode (no dropout, batch-norm
 statistics read, not updated), the probe batches are fixed at the start from the
@@ -46,19 +50,24 @@ def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)[: min(size, n)].sort().values
 
 
-def _preconditioners(optimizer: torch.optim.Optimizer | None, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
-    """sqrt(v_hat) + eps of Adam(W) for each parameter, or None where it has no state yet (or no optimizer)."""
+def _adam_steps(
+    optimizer: torch.optim.Optimizer | None, params: list[torch.Tensor]
+) -> list[tuple[torch.Tensor, float] | None]:
+    """(sqrt(v_hat) + eps, w) of Adam(W) for each parameter, w = (1 - beta1) / (1 - beta1^t) being the weight of
+    a new gradient in the bias-corrected first moment at its next step t; None where it has no state yet."""
     if optimizer is None:
         return [None] * len(params)
     group_of = {id(q): g for g in optimizer.param_groups for q in g["params"]}
-    out: list[torch.Tensor | None] = []
+    out: list[tuple[torch.Tensor, float] | None] = []
     for p in params:
         state = optimizer.state.get(p, {})
         if "exp_avg_sq" not in state:
             out.append(None)
             continue
-        beta2, eps = group_of[id(p)]["betas"][1], group_of[id(p)]["eps"]
-        out.append((state["exp_avg_sq"] / (1.0 - beta2 ** float(state["step"]))).sqrt() + eps)
+        (beta1, beta2), eps = group_of[id(p)]["betas"], group_of[id(p)]["eps"]
+        t = float(state["step"])
+        denom = (state["exp_avg_sq"] / (1.0 - beta2**t)).sqrt() + eps
+        out.append((denom, (1.0 - beta1) / (1.0 - beta1 ** (t + 1.0))))
     return out
 
 
@@ -109,8 +118,8 @@ class LookaheadAffinity:
         return (out.loss - out.aux_loss).float()
 
     def measure(self, step: int, lr: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
-        """One lookahead of every task onto every task at `step` with rate `lr`, preconditioned by `optimizer`'s
-        second moments (Adam's); adds the losses to the job's sums and returns this measurement's Z."""
+        """One lookahead of every task onto every task at `step` with rate `lr`: the step `optimizer` (Adam's) would
+        take on that task's gradient alone; adds the losses to the job's sums and returns this measurement's Z."""
         t0 = time.perf_counter()
         lr = self.settings.lookahead_lr or lr
         was_training = self.model.training
@@ -121,12 +130,12 @@ class LookaheadAffinity:
             after = torch.zeros_like(self.after)
             names = [n for n, _ in self.shared]
             tensors = [p for _, p in self.shared]
-            scales = _preconditioners(optimizer, tensors)
+            adam = _adam_steps(optimizer, tensors)
             for i, src in enumerate(self.tasks):
                 grads = torch.autograd.grad(self._loss(src), tensors, allow_unused=True)
                 stepped = {
-                    n: (p if g is None else p.detach() - lr * (g.sign() if d is None else g / d))
-                    for n, p, g, d in zip(names, tensors, grads, scales, strict=True)
+                    n: (p if g is None else p.detach() - lr * (g.sign() if a is None else a[1] * g / a[0]))
+                    for n, p, g, a in zip(names, tensors, grads, adam, strict=True)
                 }
                 with torch.no_grad():
                     after[i] = torch.stack([self._loss(t, stepped) for t in self.tasks]).double().cpu()

@@ -86,13 +86,14 @@ def run_job(
     compute = resolve_compute(job.training.precision, dev)
     seed_everything(job.seed, dev)
     log.info(
-        "job %s: tasks %s, moe %s, fraction %g, seed %d, device %s, precision %s",
+        "job %s: tasks %s, moe %s, fraction %g, seed %d, device %s (%d CPU threads), precision %s",
         job.id,
         ", ".join(job.task_ids),
         job.moe,
         job.fraction,
         job.seed,
         dev,
+        torch.get_num_threads(),
         compute.precision,
     )
 
@@ -141,6 +142,12 @@ def run_job(
             aff.seconds,
             100 * aff.share,
         )
+        if aff.overshot:
+            log.warning(
+                "affinity: the lookahead step raised the own probe loss of %s (negative self-affinity): it overshoots; "
+                "a lower analysis.affinity.lookahead_lr measures in the linear regime",
+                ", ".join(aff.overshot),
+            )
     if (share := trunk_share(train)) is not None:
         log.info(share)
 

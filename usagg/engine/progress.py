@@ -2,8 +2,10 @@
 
 Executors only pass `(store_root, job_id)` to `run_one`; the in-process
 executor runs it in the CLI's own process, so the CLI registers a listener
-here and the trainer reports to it. In pool or Slurm workers no listener is
-set and reporting costs one attribute lookup. No torch import: the CLI uses it.
+here and the trainer reports to it. A local pool worker's listener sends the
+reports to the parent, which reports them here in turn (usagg/execute/pool.py),
+so several jobs may report at once. In Slurm jobs no listener is set and
+reporting costs one attribute lookup. No torch import: the CLI uses it.
 """
 
 from __future__ import annotations

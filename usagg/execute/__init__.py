@@ -1,4 +1,5 @@
-"""Executors: where jobs run (in this process, one worker per local GPU, Slurm via submitit, plug-ins).
+"""Executors: where jobs run (in this process, a pool of workers on local GPUs or the CPU, Slurm via submitit,
+plug-ins).
 
 `make_executor(execution, store_root)` builds the one the spec's `execution.executor`
 names, through the registry in `usagg/execute/registry.py`; all share
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
     from usagg.execute.inprocess import InProcessExecutor
     from usagg.execute.local import resolve_devices
-    from usagg.execute.pool import GpuPoolExecutor
+    from usagg.execute.pool import PoolExecutor
     from usagg.execute.registry import make_executor
     from usagg.execute.slurm import SlurmExecutor
 
@@ -27,7 +28,7 @@ _HOME = {
     "call_job": "base",
     "record_failure": "base",
     "InProcessExecutor": "inprocess",
-    "GpuPoolExecutor": "pool",
+    "PoolExecutor": "pool",
     "SlurmExecutor": "slurm",
     "resolve_devices": "local",
     "make_executor": "registry",
@@ -36,9 +37,9 @@ _HOME = {
 __all__ = [
     "EventFn",
     "Executor",
-    "GpuPoolExecutor",
     "InProcessExecutor",
     "JobFn",
+    "PoolExecutor",
     "SlurmExecutor",
     "call_job",
     "make_executor",

@@ -1,4 +1,5 @@
-"""The "local" executor: in this process, or a pool of workers per GPU, from `execution.devices` and `jobs_per_gpu`."""
+"""The "local" executor: in this process, or a pool of workers on the GPUs or the CPU, from `execution.devices`,
+`jobs_per_gpu` and `cpu_jobs`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 from usagg.errors import UsaggError
 from usagg.execute.base import Executor
 from usagg.execute.inprocess import InProcessExecutor
-from usagg.execute.pool import GpuPoolExecutor
+from usagg.execute.pool import PoolExecutor, cpu_workers
 
 if TYPE_CHECKING:
     from usagg.spec.models import ExecutionSpec
@@ -49,9 +50,15 @@ def resolve_devices(execution: ExecutionSpec) -> list[int] | None:
 
 
 def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Executor:
-    """A GPU pool for several GPUs, one GPU other than 0 or several jobs per GPU; else in-process (the CPU)."""
+    """A pool on the GPUs for several GPUs, one GPU other than 0 or several jobs per GPU; a pool on the CPU when
+    `cpu_jobs` allows several jobs at once (explicit, or auto with cores for several); else in-process.
+
+    A CPU pool given a single job runs it in this process (usagg/execute/pool.py): a worker would only add its start.
+    """
     devices = resolve_devices(execution)
     if devices and (devices != [0] or execution.jobs_per_gpu != 1):
         # one device other than 0 also gets a pool: only a fresh process can be pinned to it
-        return GpuPoolExecutor(str(store_root), devices, execution.jobs_per_gpu)
+        return PoolExecutor(str(store_root), devices, execution.jobs_per_gpu)
+    if devices is None and cpu_workers(execution.cpu_jobs, threads=execution.threads) > 1:
+        return PoolExecutor(str(store_root), None, execution.cpu_jobs, threads=execution.threads)
     return InProcessExecutor(store_root)

@@ -1,27 +1,39 @@
-"""A local pool of worker processes, `jobs_per_gpu` per GPU, each pinned with CUDA_VISIBLE_DEVICES.
+"""A local pool of worker processes: `jobs_per_gpu` per GPU, each pinned with CUDA_VISIBLE_DEVICES, or
+`cpu_jobs` on the CPU, each pinned to its share of the cores.
 
 Workers are started with multiprocessing 'spawn' (a CUDA context never
-survives fork) and set CUDA_VISIBLE_DEVICES before the job function is even
-unpickled, so the engine's torch import sees exactly one device, `cuda:0`.
+survives fork) and pinned before the job function is even unpickled, so the
+engine's torch import sees what the worker is given: on a GPU exactly one
+device, `cuda:0`; on the CPU no GPU and OMP_NUM_THREADS / MKL_NUM_THREADS set
+to the worker's threads (`execution.threads` if given, else the usable cores
+divided by the workers: small models use intra-op threads poorly, so jobs side
+by side on one thread each finish sooner than one after the other on all cores).
 The parent hands each idle worker the next job of the queue over its own pipe,
 so it always knows which job a worker holds: a worker that dies (segfault,
 out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on.
-Every job still runs `fn` in its worker, so it keeps its own lock, process and log.
+Every job still runs `fn` in its worker, so it keeps its own lock, process and log. A worker
+forwards its job's progress reports (usagg/engine/progress.py) over the same pipe and the
+parent reports them to its own listener, so `usagg run` shows pooled jobs' epochs too.
 
-Several jobs per GPU (`execution.jobs_per_gpu`): an integer starts that many
-workers per GPU. `auto` measures instead of guessing: each GPU starts with one
-worker, whose first job is the queue's largest (MoE first, then the most tasks:
-for one backbone, batch and input size the largest parameter and optimiser
-state). Its worker reports that job's peak (`torch.cuda.max_memory_reserved`)
-and the memory jobs may use beside the worker's own CUDA context (free plus
-its reserved), once while the job runs, when the peak has not grown for
-`SETTLE_POLLS` polls of a busy GPU (training in its steady state; a job that
-allocates nothing per step, under CUDA graphs, is measured at its end only),
-and again when it ends.
-From the first report on, that GPU runs `packed_jobs(free, peak)` workers, the
-peak being the largest measured on any GPU so far; a larger one measured later
-lowers every GPU's count (workers above it finish their job and get no other).
-On the CPU no job uses CUDA, nothing is measured and a GPU keeps one worker.
+Several jobs per device, `auto` measures instead of guessing. Each GPU starts
+with one worker, whose first job is the queue's largest (MoE first, then the
+most tasks: for one backbone, batch and input size the largest parameter and
+optimiser state). The CPU starts a worker per usable core (at most one per job),
+the largest jobs first: a lone measuring worker would leave the other cores idle
+for a whole job, and the CPU rarely runs out of memory before it runs out of
+cores. A worker reports its job's peak and the memory jobs may use beside the
+worker (`CudaMemoryProbe`: `torch.cuda.max_memory_reserved` and free plus its
+reserved; `CpuMemoryProbe`: the peak resident set and MemAvailable plus its
+resident set), once while the job runs, when the peak has not grown for
+`SETTLE_POLLS` polls (on a GPU, polls of a busy GPU: training in its steady
+state; a job that allocates nothing per step, under CUDA graphs, is measured at
+its end only), and again when it ends.
+From the first report on, that device runs `packed_jobs(usable, peak)` workers,
+usable being what the report found plus the other running jobs counted at that
+peak (on the CPU no CUDA context counts and the usable cores cap it), the peak
+being the largest measured on any device so far; a larger one measured later
+lowers every device's count (workers above it finish their job and get no other).
+A GPU whose jobs use no CUDA is never measured and keeps one worker.
 """
 
 from __future__ import annotations
@@ -35,51 +47,91 @@ import os
 import pickle
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from usagg.engine import progress
 from usagg.execute.base import EventFn, Executor, JobFn, record_failure
+from usagg.execute.inprocess import InProcessExecutor
 from usagg.signals import exit_on_sigterm
 
 log = logging.getLogger(__name__)
 
 GIB = 2**30
 MAX_JOBS_PER_GPU = 16
+MAX_CPU_JOBS = 64
 #: Memory a worker process holds outside torch's allocator: its CUDA context, kernels, cuBLAS/cuDNN workspaces.
 CONTEXT_BYTES = GIB
 #: Head room over the largest measured peak (allocator fragmentation, a job kind not measured yet).
 PEAK_MARGIN = 1.25
-#: A running job's peak is reported once it has not grown for this many polls of `CudaMemoryProbe.poll_s`
-#: while the GPU was busy (at least MIN_ALLOCATIONS allocations per poll: training, not a CPU phase
-#: such as decoding between moving the model and the first step).
+#: A running job's peak is reported once it has not grown for this many polls of the probe's `poll_s` (on a
+#: GPU, while it was busy: at least MIN_ALLOCATIONS allocations per poll: training, not a CPU phase such as
+#: decoding between moving the model and the first step).
 SETTLE_POLLS = 3
 MIN_ALLOCATIONS = 100
+#: A pooled job's progress reports reach the parent at most this often within an epoch's training.
+PROGRESS_EVERY_S = 0.25
 
 
-def packed_jobs(free_bytes: int, peak_bytes: int) -> int:
-    """How many jobs peaking at `peak_bytes` share a GPU with `free_bytes` usable beside one worker's context.
+def packed_jobs(
+    free_bytes: int, peak_bytes: int, context_bytes: int = CONTEXT_BYTES, most: int = MAX_JOBS_PER_GPU
+) -> int:
+    """How many jobs peaking at `peak_bytes` share a device with `free_bytes` usable beside one worker's context.
 
     n jobs need n * PEAK_MARGIN * peak plus a context for each of the n - 1 extra
     processes (the measuring worker's context is already outside `free_bytes`);
-    clamped to 1..MAX_JOBS_PER_GPU.
+    clamped to 1..most. On the CPU the context is 0: a worker's resident peak
+    already holds its interpreter and torch.
     """
-    per_job = PEAK_MARGIN * max(peak_bytes, 1) + CONTEXT_BYTES
-    return max(1, min(MAX_JOBS_PER_GPU, int((free_bytes + CONTEXT_BYTES) // per_job)))
+    per_job = PEAK_MARGIN * max(peak_bytes, 1) + context_bytes
+    return max(1, min(most, int((free_bytes + context_bytes) // per_job)))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: taskset, cgroups' cpusets, Slurm), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_workers(cpu_jobs: int | Literal["auto"], jobs: int | None = None, threads: int | None = None) -> int:
+    """The most CPU workers `execution.cpu_jobs` allows for `jobs` jobs (None: any number).
+
+    auto: the usable cores over `threads` each (one without `threads`: more threads than cores oversubscribe
+    them, and OpenMP's waiting threads then slow every job, 3x on the bench study), which a measured peak
+    may lower (the module doc).
+    """
+    auto = max(1, min(MAX_CPU_JOBS, usable_cores() // (threads or 1)))
+    most = auto if cpu_jobs == "auto" else cpu_jobs
+    return most if jobs is None else max(1, min(most, jobs))
+
+
+def cpu_threads(threads: int | None, workers: int) -> int:
+    """Torch threads of one CPU worker: `threads` if given, else the usable cores shared by `workers`."""
+    return threads or max(1, usable_cores() // max(1, workers))
 
 
 @dataclass(frozen=True)
-class GpuMemory:
-    """What a worker measured on its GPU for one job, in bytes."""
+class JobMemory:
+    """What a worker measured for one job, in bytes.
 
-    peak: int  # torch's peak reserved memory during the job (so far)
-    free: int  # device memory free plus this worker's reserved: what jobs may use beside its context
+    `peak`: the job's peak so far (torch's reserved CUDA memory; on the CPU the worker's resident set).
+    `free`: what jobs may use beside this worker's context (GPU free plus its reserved; on the CPU the RAM
+    available plus the worker's resident set).
+    """
+
+    peak: int
+    free: int
 
 
 class MemoryProbe(Protocol):
-    """Measures one job's GPU memory inside a worker (None: the job uses no GPU, or nothing settled yet).
+    """Measures one job's memory inside a worker (None: nothing settled yet, or a GPU probe's job uses no GPU).
 
     `start` runs before the job, `sample` every `poll_s` seconds from another
     thread while it runs (the first non-None answer is reported), `finish` after it.
@@ -89,9 +141,9 @@ class MemoryProbe(Protocol):
 
     def start(self) -> None: ...
 
-    def sample(self) -> GpuMemory | None: ...
+    def sample(self) -> JobMemory | None: ...
 
-    def finish(self) -> GpuMemory | None: ...
+    def finish(self) -> JobMemory | None: ...
 
 
 class CudaMemoryProbe:
@@ -113,7 +165,7 @@ class CudaMemoryProbe:
         if cuda is not None:
             cuda.reset_peak_memory_stats()
 
-    def sample(self) -> GpuMemory | None:
+    def sample(self) -> JobMemory | None:
         """The running job's peak once it has stopped growing on a busy GPU (SETTLE_POLLS polls alike), else None."""
         cuda = self._cuda()
         if cuda is None:
@@ -126,9 +178,9 @@ class CudaMemoryProbe:
         if self._same < SETTLE_POLLS:
             return None
         free, _total = cuda.mem_get_info()
-        return GpuMemory(peak, int(free) + int(cuda.memory_reserved()))
+        return JobMemory(peak, int(free) + int(cuda.memory_reserved()))
 
-    def finish(self) -> GpuMemory | None:
+    def finish(self) -> JobMemory | None:
         cuda = self._cuda()
         if cuda is None:
             return None
@@ -136,7 +188,58 @@ class CudaMemoryProbe:
         gc.collect()  # the job's model and optimiser are garbage now: give their memory back to the other jobs
         cuda.empty_cache()
         free, _total = cuda.mem_get_info()
-        return GpuMemory(peak, int(free) + int(cuda.memory_reserved()))
+        return JobMemory(peak, int(free) + int(cuda.memory_reserved()))
+
+
+class CpuMemoryProbe:
+    """The probe of CPU workers: the worker's resident set (/proc/self/status) and the RAM available (/proc/meminfo).
+
+    The peak is VmHWM, reset before each job where the kernel allows (/proc/self/clear_refs), else the
+    worker's peak so far (larger, so never too many workers). Without /proc (macOS) nothing is measured
+    and the count stays at the cores.
+    """
+
+    poll_s = 2.0
+
+    def __init__(self) -> None:
+        self._last, self._same = 0, 0
+
+    @staticmethod
+    def _memory() -> JobMemory | None:
+        try:
+            status = _kib_fields(Path("/proc/self/status").read_text().splitlines())
+            available = _kib_fields(Path("/proc/meminfo").read_text().splitlines())["MemAvailable"]
+        except (OSError, KeyError):
+            return None
+        return JobMemory(status.get("VmHWM", 0), available + status.get("VmRSS", 0))
+
+    def start(self) -> None:
+        self._last, self._same = 0, 0
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current resident set
+
+    def sample(self) -> JobMemory | None:
+        """The running job's memory once its peak has not grown for SETTLE_POLLS polls, else None."""
+        memory = self._memory()
+        if memory is None:
+            return None
+        self._same = self._same + 1 if memory.peak == self._last and memory.peak > 0 else 0
+        self._last = memory.peak
+        return memory if self._same >= SETTLE_POLLS else None
+
+    def finish(self) -> JobMemory | None:
+        return self._memory()
+
+
+def _kib_fields(lines: list[str]) -> dict[str, int]:
+    """'Name:   1234 kB' lines of /proc files as bytes by name."""
+    fields: dict[str, int] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            fields[name] = int(parts[0]) * 1024
+    return fields
 
 
 def visible_device(index: int, parent_visible: str | None = None) -> str:
@@ -167,13 +270,14 @@ def _name_gpu_memory(fn: JobFn, store_root: str, job_id: str) -> str:
         raise oom from err
 
 
-def _worker(device: str, fn_blob: bytes, probe_blob: bytes, store_root: str, conn: Connection) -> None:
-    """Worker main: pin the GPU first, then run the jobs the parent sends until told to stop.
+def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root: str, conn: Connection) -> None:
+    """Worker main: pin the device (and on the CPU the threads) first, then run the jobs the parent sends until told
+    to stop.
 
     SIGTERM (the parent stopping, a scheduler) ends the running job as Ctrl-C would: back to
     pending with its last checkpoint and its lock released (usagg/engine/runner.py).
     """
-    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    os.environ.update(pins)
     exit_on_sigterm()
     from usagg.execute.base import call_job  # after pinning: nothing heavy imported before this line
 
@@ -199,11 +303,30 @@ def _worker(device: str, fn_blob: bytes, probe_blob: bytes, store_root: str, con
         done = threading.Event()
         sampler = threading.Thread(target=_sample, args=(probe, conn, lock, job_id, done), daemon=True)
         sampler.start()
-        state, event, info = call_job(fn, store_root, job_id)
+        with progress.listening(_ProgressSender(conn, lock, job_id)):
+            state, event, info = call_job(fn, store_root, job_id)
         done.set()
         sampler.join()
         with lock:
             conn.send(("done", job_id, state, event, info, probe.finish()))
+
+
+class _ProgressSender:
+    """The worker's progress listener: the trainer's reports go to the parent, which hands them to its own listener
+    (the CLI's display), so pooled jobs show their epochs as in-process ones do. At most one report per
+    `PROGRESS_EVERY_S` within an epoch's training; an epoch's end and every other phase always go."""
+
+    def __init__(self, conn: Connection, lock: threading.Lock, job_id: str) -> None:
+        self.conn, self.lock, self.job_id = conn, lock, job_id
+        self.last = 0.0
+
+    def __call__(self, p: progress.Progress) -> None:
+        now = time.monotonic()
+        if p.phase == "train" and p.step < p.steps and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        with self.lock:
+            self.conn.send(("progress", self.job_id, p))
 
 
 def _sample(probe: MemoryProbe, conn: Connection, lock: threading.Lock, job_id: str, done: threading.Event) -> None:
@@ -216,54 +339,83 @@ def _sample(probe: MemoryProbe, conn: Connection, lock: threading.Lock, job_id: 
             return
 
 
-class _Gpu:
-    """One GPU of the pool: how many workers it may run and, under auto, the memory its first report found usable."""
+class _Device:
+    """A GPU of the pool, or the CPU: how many workers it may run and, under auto, the memory its first report found
+    usable."""
 
-    def __init__(self, index: int, limit: int) -> None:
-        self.index = index
-        self.visible = visible_device(index)
+    def __init__(self, index: int | None, limit: int, most: int) -> None:
+        self.index = index  # a GPU index (counting visible devices), None for the CPU
+        self.key: int | str = "cpu" if index is None else index
+        self.visible = "" if index is None else visible_device(index)  # a CPU worker sees no GPU
         self.limit = limit
+        self.most = most  # MAX_JOBS_PER_GPU, or on the CPU cpu_workers("auto"): the usable cores over the threads
         self.free: int | None = None
+
+    @property
+    def label(self) -> str:
+        return "the CPU" if self.index is None else f"device {self.index} (CUDA_VISIBLE_DEVICES={self.visible})"
+
+    def packed(self, peak: int) -> int:
+        """Workers that fit `peak`-sized jobs in this device's measured memory (no CUDA context on the CPU)."""
+        assert self.free is not None
+        return packed_jobs(self.free, peak, CONTEXT_BYTES if self.index is not None else 0, self.most)
 
 
 class _Slot:
-    """One worker process, the GPU it is pinned to and the job it holds."""
+    """One worker process, the device it is pinned to and the job it holds."""
 
-    def __init__(self, gpu: _Gpu) -> None:
-        self.gpu = gpu
+    def __init__(self, device: _Device) -> None:
+        self.device = device
         self.proc: Any = None
         self.conn: Connection | None = None
         self.job: str | None = None
+        self.threads: int | None = None  # torch threads of a CPU worker
 
 
-class GpuPoolExecutor(Executor):
-    """`jobs_per_gpu` workers per GPU (an int, or "auto": measured, see the module doc); jobs go to free workers."""
+class PoolExecutor(Executor):
+    """Worker processes on local GPUs (`jobs_per_device` per GPU) or on the CPU (`jobs_per_device` in all); an int,
+    or "auto": measured, see the module doc. Jobs go to free workers."""
 
-    name = "gpu-pool"
+    name = "pool"
 
     def __init__(
         self,
         store_root: str,
-        devices: list[int],
-        jobs_per_gpu: int | Literal["auto"] = 1,
+        devices: list[int] | None,
+        jobs_per_device: int | Literal["auto"] = 1,
         probe: MemoryProbe | None = None,
+        threads: int | None = None,
     ) -> None:
+        """`devices`: GPU indices, or None for the CPU; `threads`: torch threads per CPU worker (None: the usable
+        cores shared by the workers); `probe`: CudaMemoryProbe on GPUs, CpuMemoryProbe on the CPU by default."""
         super().__init__(store_root)
-        if not devices:
-            raise ValueError("GpuPoolExecutor needs at least one device")
-        if len(set(devices)) != len(devices):
+        if devices is not None and not devices:
+            raise ValueError("PoolExecutor needs at least one device, or None for the CPU")
+        if devices is not None and len(set(devices)) != len(devices):
             raise ValueError(f"duplicate devices {devices}")
-        if jobs_per_gpu != "auto" and not 1 <= jobs_per_gpu <= MAX_JOBS_PER_GPU:
-            raise ValueError(f"jobs_per_gpu must be 1..{MAX_JOBS_PER_GPU} or 'auto', got {jobs_per_gpu!r}")
-        self.devices = list(devices)
-        self.jobs_per_gpu = jobs_per_gpu
-        self.probe: MemoryProbe = probe or CudaMemoryProbe()
+        most = MAX_JOBS_PER_GPU if devices is not None else MAX_CPU_JOBS
+        if jobs_per_device != "auto" and not 1 <= jobs_per_device <= most:
+            raise ValueError(f"jobs_per_device must be 1..{most} or 'auto', got {jobs_per_device!r}")
+        self.devices = None if devices is None else list(devices)
+        self.jobs_per_device = jobs_per_device
+        self.threads = threads
+        self.probe: MemoryProbe = probe or (CudaMemoryProbe() if devices is not None else CpuMemoryProbe())
         self.peak = 0  # the largest job peak measured so far (auto)
-        self.limits: dict[int, int] = {}  # device index -> workers allowed, as the last run left them
+        self.limits: dict[int | str, int] = {}  # device index ("cpu") -> workers allowed, as the last run left them
+        self._jobs = 0  # jobs of the current run
 
     @property
     def auto(self) -> bool:
-        return self.jobs_per_gpu == "auto"
+        return self.jobs_per_device == "auto"
+
+    def _devices(self) -> list[_Device]:
+        """The pool's devices at the start of a run: under auto a GPU starts with one worker, the CPU with a worker
+        per usable core (the module doc)."""
+        fixed = None if self.jobs_per_device == "auto" else self.jobs_per_device
+        if self.devices is None:
+            most = cpu_workers("auto", None, self.threads)
+            return [_Device(None, fixed or most, most)]
+        return [_Device(i, fixed or 1, MAX_JOBS_PER_GPU) for i in self.devices]
 
     def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
         ctx = mp.get_context("spawn")
@@ -272,18 +424,23 @@ class GpuPoolExecutor(Executor):
         states: dict[str, str] = {}
         if not job_ids:
             return states
-        gpus = [_Gpu(i, 1 if self.jobs_per_gpu == "auto" else self.jobs_per_gpu) for i in self.devices]
-        sizes = self._job_sizes(job_ids) if self.auto else {}
+        if self.devices is None and cpu_workers(self.jobs_per_device, len(job_ids), self.threads) == 1:
+            return InProcessExecutor(self.store_root).run(job_ids, fn, on_event)  # one worker: no process to start
+        self._jobs = len(job_ids)
+        devices = self._devices()
+        sizes = self._job_sizes(job_ids) if self.auto or self.devices is None else {}
         slots: list[_Slot] = []
         try:
             while len(states) < len(job_ids):
-                self._fit(ctx, slots, gpus, blobs, len(queue))
+                self._fit(ctx, slots, devices, blobs, len(queue))
                 for slot in slots:  # hand work to idle workers
                     if slot.job is None and slot.conn is not None and queue:
-                        slot.job = self._next_job(queue, slot.gpu, sizes)
+                        slot.job = self._next_job(queue, slot.device, sizes)
                         with contextlib.suppress(OSError):  # a dead worker: its sentinel tells us below
                             slot.conn.send(slot.job)
-                        info = {"device": slot.gpu.index, "jobs_per_gpu": slot.gpu.limit}
+                        info: dict[str, Any] = {"device": slot.device.key, "jobs_at_once": slot.device.limit}
+                        if slot.threads is not None:
+                            info["threads"] = slot.threads
                         self._emit(on_event, slot.job, "started", info)
                 busy = [s for s in slots if s.job is not None]
                 if not busy:
@@ -291,11 +448,11 @@ class GpuPoolExecutor(Executor):
                 ready = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
                 for slot in busy:
                     if slot.conn in ready or slot.proc.sentinel in ready:
-                        self._collect(slot, gpus, states, on_event)
+                        self._collect(slot, slots, devices, states, on_event)
         finally:
             for slot in slots:
                 self._stop(slot)
-            self.limits = {g.index: g.limit for g in gpus}
+            self.limits = {d.key: d.limit for d in devices}
         return states
 
     def _job_sizes(self, job_ids: list[str]) -> dict[str, tuple[bool, int]]:
@@ -312,82 +469,111 @@ class GpuPoolExecutor(Executor):
                 sizes[job_id] = (False, 0)
         return sizes
 
-    def _next_job(self, queue: deque[str], gpu: _Gpu, sizes: dict[str, tuple[bool, int]]) -> str:
-        """The queue's next job; under auto a GPU not measured yet gets the largest, so its peak bounds the rest."""
-        if not self.auto or gpu.free is not None or not sizes:
+    def _next_job(self, queue: deque[str], device: _Device, sizes: dict[str, tuple[bool, int]]) -> str:
+        """The queue's next job; under auto a GPU not measured yet gets the largest, so its peak bounds the rest.
+
+        The CPU always takes the largest: its measure needs it too, and longest first (a larger job also
+        trains longer) leaves the short jobs to fill the cores at the end, for the shortest wall time.
+        """
+        largest_first = device.index is None or (self.auto and device.free is None)
+        if not largest_first or not sizes:
             return queue.popleft()
         largest = max(queue, key=lambda j: sizes.get(j, (False, 0)))
         queue.remove(largest)
         return largest
 
-    def _fit(self, ctx: Any, slots: list[_Slot], gpus: list[_Gpu], blobs: tuple[bytes, bytes], queued: int) -> None:
-        """Stop idle workers above their GPU's limit; start workers, GPU by GPU, while queued jobs lack one."""
+    def _fit(
+        self, ctx: Any, slots: list[_Slot], devices: list[_Device], blobs: tuple[bytes, bytes], queued: int
+    ) -> None:
+        """Stop idle workers above their device's limit; start workers, device by device, while queued jobs lack
+        one."""
         for slot in [s for s in slots if s.proc is None]:  # its worker died
             slots.remove(slot)
         for slot in [s for s in slots if s.job is None]:
-            if sum(s.gpu is slot.gpu for s in slots) > slot.gpu.limit:
+            if sum(s.device is slot.device for s in slots) > slot.device.limit:
                 self._stop(slot)
                 slots.remove(slot)
         wanted = queued - sum(s.job is None for s in slots)
         while wanted > 0:
-            room = [g for g in gpus if sum(s.gpu is g for s in slots) < g.limit]
+            room = [d for d in devices if sum(s.device is d for s in slots) < d.limit]
             if not room:
                 return
-            gpu = min(room, key=lambda g: sum(s.gpu is g for s in slots))  # spread jobs over the GPUs
-            slot = _Slot(gpu)
+            device = min(room, key=lambda d: sum(s.device is d for s in slots))  # spread jobs over the GPUs
+            slot = _Slot(device)
             self._start(ctx, slot, blobs)
             slots.append(slot)
             wanted -= 1
+
+    def _pins(self, slot: _Slot) -> dict[str, str]:
+        """The environment a worker is pinned with: its GPU; on the CPU no GPU and its share of the cores."""
+        pins = {"CUDA_VISIBLE_DEVICES": slot.device.visible}
+        if slot.device.index is None:
+            slot.threads = cpu_threads(self.threads, min(self._jobs, slot.device.limit))  # the workers it will have
+            pins["OMP_NUM_THREADS"] = pins["MKL_NUM_THREADS"] = str(slot.threads)
+        return pins
 
     def _start(self, ctx: Any, slot: _Slot, blobs: tuple[bytes, bytes]) -> None:
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=_worker,
-            args=(slot.gpu.visible, *blobs, self.store_root, child_conn),
-            name=f"usagg-gpu{slot.gpu.visible}",
+            args=(self._pins(slot), *blobs, self.store_root, child_conn),
+            name="usagg-cpu" if slot.device.index is None else f"usagg-gpu{slot.device.visible}",
             daemon=True,
         )
         proc.start()
         child_conn.close()
         slot.proc, slot.conn, slot.job = proc, parent_conn, None
 
-    def _measured(self, gpu: _Gpu, memory: GpuMemory, gpus: list[_Gpu]) -> None:
-        """Under auto, a job's measured peak (and a GPU's usable memory at its first report) set the limits."""
+    def _measured(self, device: _Device, memory: JobMemory, devices: list[_Device], others: int) -> None:
+        """Under auto, a job's measured peak (and a device's usable memory at its first report) set the limits.
+
+        `others`: the device's other workers holding a job; at the first report their jobs count at this
+        peak (the largest job went first, so it bounds theirs): on a GPU there are none, on the CPU the
+        workers started together.
+        """
         if not self.auto:
             return
-        if gpu.free is None:
-            gpu.free = memory.free  # measured by its only worker
+        if device.free is None:
+            device.free = memory.free + others * memory.peak
         self.peak = max(self.peak, memory.peak)
-        for g in gpus:
-            if g.free is not None:
-                limit = packed_jobs(g.free, self.peak)
-                if limit != g.limit:
+        for d in devices:
+            if d.free is not None:
+                limit = d.packed(self.peak)
+                if limit != d.limit:
+                    setting = "execution.cpu_jobs" if d.index is None else "execution.jobs_per_gpu"
                     log.info(
-                        "GPU %d: %d jobs at once (execution.jobs_per_gpu auto: job peak %.2f GiB, %.2f GiB free)",
-                        g.index,
+                        "%s: %d jobs at once (%s auto: job peak %.2f GiB, %.2f GiB usable)",
+                        d.label,
                         limit,
+                        setting,
                         self.peak / GIB,
-                        g.free / GIB,
+                        d.free / GIB,
                     )
-                g.limit = limit
+                d.limit = limit
 
-    def _collect(self, slot: _Slot, gpus: list[_Gpu], states: dict[str, str], on_event: EventFn | None) -> None:
+    def _collect(
+        self, slot: _Slot, slots: list[_Slot], devices: list[_Device], states: dict[str, str], on_event: EventFn | None
+    ) -> None:
         """Read a worker's answer, or notice it died: fail its job (a fresh worker replaces it when needed)."""
         assert slot.conn is not None and slot.job is not None
         job_id = slot.job
+        others = sum(s is not slot and s.device is slot.device and s.job is not None for s in slots)
         try:
             while slot.conn.poll():
                 kind, got_id, *rest = slot.conn.recv()
                 if got_id != job_id:
                     continue
+                if kind == "progress":  # to the listener of this process (usagg/engine/progress.py)
+                    progress.report(rest[0])
+                    continue
                 if kind == "memory":  # the job runs on; its memory is known
-                    self._measured(slot.gpu, rest[0], gpus)
+                    self._measured(slot.device, rest[0], devices, others)
                     continue
                 state, event, info, memory = rest
                 states[job_id] = state
                 slot.job = None
                 if memory is not None:
-                    self._measured(slot.gpu, memory, gpus)
+                    self._measured(slot.device, memory, devices, others)
                 self._emit(on_event, job_id, event, info)
                 return
         except (EOFError, OSError):
@@ -396,10 +582,7 @@ class GpuPoolExecutor(Executor):
             return  # woke for another reason; keep waiting
         slot.proc.join()
         code = slot.proc.exitcode
-        error = (
-            f"worker on device {slot.gpu.index} (CUDA_VISIBLE_DEVICES={slot.gpu.visible}) died "
-            f"with exit code {code} while running job {job_id}"
-        )
+        error = f"worker on {slot.device.label} died with exit code {code} while running job {job_id}"
         try:
             summary = record_failure(self.store_root, job_id, error)
         except Exception:

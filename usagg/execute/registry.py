@@ -95,7 +95,8 @@ def lazy_factory(target: str) -> ExecutorFactory:
 
 
 register_executor(
-    "local", "in this process, or one worker process per GPU when several (or one other than 0) are given"
+    "local",
+    "in this process, or a pool of worker processes: on the GPUs (jobs_per_gpu) or side by side on the CPU (cpu_jobs)",
 )(lazy_factory("usagg.execute.local:make_local_executor"))
 register_executor("slurm", "Slurm job arrays through submitit; a pre-empted job is requeued and resumes")(
     lazy_factory("usagg.execute.slurm:make_slurm_executor")

@@ -473,7 +473,13 @@ class ExecutionSpec(Strict):
     devices: Literal["auto", "cpu", "cuda"] | list[Annotated[int, Field(ge=0)]] = Field(
         "auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads per job (default: torch's choice).")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads per job (default: torch's choice for jobs run in this process; the usable cores "
+        "divided by the workers in a CPU pool, see cpu_jobs). A job's last bits on the CPU depend on it: pin it for "
+        "reruns bit-identical to a run with another number of jobs at once.",
+    )
     accel: Literal["eager", "compile", "graphs"] = Field(
         "eager",
         description="Launch-overhead mode on CUDA (usagg/engine/accel.py): eager; compile (torch.compile of the "
@@ -487,7 +493,25 @@ class ExecutionSpec(Strict):
         "its training settles, else at its end), then as many as fit in the GPU's free memory "
         "(usagg/execute/pool.py). No effect on the CPU or under Slurm.",
     )
+    cpu_jobs: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description="Jobs run at once on the CPU (devices: cpu, or auto without a GPU), each in its own worker "
+        "process with its own lock and log (1..64; 1 runs them one after the other in this process). Each worker "
+        "uses `threads` torch threads if given, else the usable cores divided by the workers: small models use "
+        "intra-op threads poorly, so jobs side by side on one thread each finish sooner than one job on all cores. "
+        "The largest jobs start first. auto: the usable cores divided by `threads` (one each without it; at most "
+        "one worker per job), lowered when a measured peak resident memory says fewer fit in the available memory "
+        "(usagg/execute/pool.py). No effect on GPUs or under Slurm.",
+    )
     slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm settings (executor: slurm).")
+
+    @field_validator("jobs_per_gpu", "cpu_jobs", mode="before")
+    @classmethod
+    def _count_not_boolean(cls, v: Any) -> Any:
+        """A count or auto: `true` is not 1 (Strict's check skips fields that also take a word)."""
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number of jobs or 'auto', got {str(v).lower()} (a YAML boolean)")
+        return v
 
 
 Alternative = Literal["two-sided", "less", "greater"]
@@ -549,7 +573,7 @@ class AffinitySpec(Strict):
         None,
         gt=0,
         le=1,
-        description="Learning rate of the lookahead step (AdamW's, with task i's gradient alone); default: the "
+        description="Learning rate of the lookahead step (AdamW's one step on task i's gradient); default: the "
         "encoder's learning rate at that step.",
     )
 
