@@ -704,3 +704,38 @@ def test_pooled_jobs_progress_reaches_the_parents_listener(tmp_path: Path, two_c
             ("train", 0, 25), ("select", 0, 25), ("train", 1, 25), ("select", 1, 25), ("test", 1, 25)
         ]  # fmt: skip
         assert 5 < len(mine) < 5 + 50  # the first step of each epoch's throttle window too, not all 50 steps
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited: no /proc entry, or a zombie its parent has not joined yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def run_one_outliving_the_others(store_root: str, job_id: str, **kwargs: Any) -> str:
+    """fake_run_one; the job whose behaviour is "outlive" first waits (up to 20 s) until every other job has ended
+    and the worker that ran it has exited, and notes whether it saw that happen."""
+    store = RunStore(store_root)
+    if read_json(Path(store_root) / "behaviour.json").get(job_id) != "outlive":
+        return fake_run_one(store_root, job_id, **kwargs)
+    others = [j for j in store.job_ids() if j != job_id]
+    deadline, exited = time.time() + 20, False
+    while time.time() < deadline and not exited:
+        if all(store.job_state(j) == "done" for j in others):
+            pids = {read_json(store.job_dir(j) / "seen.json")["pid"] for j in others} - {os.getpid()}
+            exited = all(_gone(pid) for pid in pids)
+        time.sleep(0.05)
+    write_json_atomic(store.job_dir(job_id) / "outlived.json", {"others_exited": exited})
+    return fake_run_one(store_root, job_id, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_worker_with_nothing_left_to_run_exits_while_the_others_still_work(tmp_path: Path, two_cores: None) -> None:
+    """An idle worker is told to exit as soon as the queue is empty, not when the last job ends: its process
+    (torch and all) is gone while the other worker still runs, and the run ends without joining it late."""
+    store, ids = make_store(tmp_path, ["outlive", "ok", "ok"])
+    pool = PoolExecutor(str(store.root), None, jobs_per_device=2, threads=1)
+    assert pool.run(ids, functools.partial(run_one_outliving_the_others, device="cpu")) == dict.fromkeys(ids, "done")
+    assert read_json(store.job_dir(ids[0]) / "outlived.json") == {"others_exited": True}

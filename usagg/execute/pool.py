@@ -14,6 +14,8 @@ out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on.
 Every job still runs `fn` in its worker, so it keeps its own lock, process and log. A worker
 forwards its job's progress reports (usagg/engine/progress.py) over the same pipe and the
 parent reports them to its own listener, so `usagg run` shows pooled jobs' epochs too.
+A worker with nothing left to run is told to exit at once (not when the last job ends) and
+skips the interpreter's teardown of torch (`os._exit` once its jobs' files are closed).
 
 Several jobs per device, `auto` measures instead of guessing. Each GPU starts
 with one worker, whose first job is the queue's largest (MoE first, then the
@@ -296,9 +298,11 @@ def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root:
         try:
             job_id = conn.recv()
         except EOFError:
-            return
-        if job_id is None:
-            return
+            job_id = None
+        if job_id is None:  # every job's files are closed: skip the interpreter's teardown of torch (~1 s)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         probe.start()
         done = threading.Event()
         sampler = threading.Thread(target=_sample, args=(probe, conn, lock, job_id, done), daemon=True)
@@ -402,6 +406,7 @@ class PoolExecutor(Executor):
         self.probe: MemoryProbe = probe or (CudaMemoryProbe() if devices is not None else CpuMemoryProbe())
         self.peak = 0  # the largest job peak measured so far (auto)
         self.limits: dict[int | str, int] = {}  # device index ("cpu") -> workers allowed, as the last run left them
+        self._retired: list[_Slot] = []  # workers told to exit during a run, joined at its end
         self._jobs = 0  # jobs of the current run
 
     @property
@@ -427,6 +432,7 @@ class PoolExecutor(Executor):
         if self.devices is None and cpu_workers(self.jobs_per_device, len(job_ids), self.threads) == 1:
             return InProcessExecutor(self.store_root).run(job_ids, fn, on_event)  # one worker: no process to start
         self._jobs = len(job_ids)
+        self._retired = []
         devices = self._devices()
         sizes = self._job_sizes(job_ids) if self.auto or self.devices is None else {}
         slots: list[_Slot] = []
@@ -450,8 +456,11 @@ class PoolExecutor(Executor):
                     if slot.conn in ready or slot.proc.sentinel in ready:
                         self._collect(slot, slots, devices, states, on_event)
         finally:
-            for slot in slots:
+            for slot in slots:  # all at once: each exits while the others do
+                self._release(slot)
+            for slot in slots + self._retired:
                 self._stop(slot)
+            self._retired = []
             self.limits = {d.key: d.limit for d in devices}
         return states
 
@@ -490,9 +499,10 @@ class PoolExecutor(Executor):
         for slot in [s for s in slots if s.proc is None]:  # its worker died
             slots.remove(slot)
         for slot in [s for s in slots if s.job is None]:
-            if sum(s.device is slot.device for s in slots) > slot.device.limit:
-                self._stop(slot)
+            if not queued or sum(s.device is slot.device for s in slots) > slot.device.limit:
+                self._release(slot)  # nothing left for it, or above its device's limit: it exits now
                 slots.remove(slot)
+                self._retired.append(slot)
         wanted = queued - sum(s.job is None for s in slots)
         while wanted > 0:
             room = [d for d in devices if sum(s.device is d for s in slots) < d.limit]
@@ -593,13 +603,17 @@ class PoolExecutor(Executor):
         slot.conn.close()
         slot.proc, slot.conn, slot.job = None, None, None
 
+    def _release(self, slot: _Slot) -> None:
+        """Tell an idle worker to exit without waiting for it (`_stop` at the end of the run joins it)."""
+        if slot.job is None and slot.conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                slot.conn.send(None)
+
     def _stop(self, slot: _Slot) -> None:
         """Ask a worker to stop, and make sure it does (Ctrl-C or an error in the parent included)."""
         if slot.proc is None:
             return
-        if slot.conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                slot.conn.send(None)
+        self._release(slot)
         slot.proc.join(timeout=5 if slot.job is None else 0.1)
         if slot.proc.is_alive():
             slot.proc.terminate()
