@@ -610,10 +610,10 @@ class PoolExecutor(Executor):
                 slot.conn.send(None)
 
     def _stop(self, slot: _Slot) -> None:
-        """Ask a worker to stop, and make sure it does (Ctrl-C or an error in the parent included)."""
+        """Make sure a worker stops, once `_release` asked it to (Ctrl-C or an error in the parent included: a busy
+        worker is terminated, which ends its job as SIGTERM does)."""
         if slot.proc is None:
             return
-        self._release(slot)
         slot.proc.join(timeout=5 if slot.job is None else 0.1)
         if slot.proc.is_alive():
             slot.proc.terminate()
