@@ -20,9 +20,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 HALF = 32  # images per half; the demo's smallest task (24 images) gets 12 + 12
+HALVES_SEED = 1  # the split into halves, from a generator of its own
 KINDS = ("same anatomy, other type", "other anatomy, same type", "other anatomy, other type")
 
 
@@ -44,35 +46,24 @@ def main() -> dict:
     import usagg.engine.trainer as trainer_module
     from usagg.engine.affinity import LookaheadAffinity, _adam_steps
     from usagg.engine.batches import TensorSplit
-    from usagg.engine.device import Compute
     from usagg.engine.job import run_job
     from usagg.model.m2dino import M2DINO
     from usagg.plan import plan
     from usagg.spec.load import load_study
-    from usagg.spec.models import AffinitySpec
 
     measurements: list[tuple[int, np.ndarray]] = []
 
     class Alignment(LookaheadAffinity):
         """The job's own affinity measurement, plus split-half gradient cosines at the same steps."""
 
-        def __init__(
-            self,
-            model: M2DINO,
-            train: dict[str, TensorSplit],
-            settings: AffinitySpec,
-            total_steps: int,
-            seed: int,
-            compute: Compute,
-            *ids: str,
-        ) -> None:
-            super().__init__(model, train, settings, total_steps, seed, compute, *ids)
-            g = torch.Generator().manual_seed(seed + 1)
+        def __init__(self, model: M2DINO, train: dict[str, TensorSplit], *rest: Any) -> None:
+            super().__init__(model, train, *rest)
+            g = torch.Generator().manual_seed(HALVES_SEED)
             self.halves = {}
             for t, split in train.items():
                 n = len(split)
                 perm, h = torch.randperm(n, generator=g), min(n // 2, HALF)
-                self.halves[t] = [split.batch(perm[s : s + h].sort().values, compute.device) for s in (0, h)]
+                self.halves[t] = [split.batch(perm[s : s + h].sort().values, self.compute.device) for s in (0, h)]
 
         def _metric_gradient(self, task: str, half: int, adam: list[tuple[torch.Tensor, float] | None]) -> torch.Tensor:
             x, y = self.halves[task][half]
