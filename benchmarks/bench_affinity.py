@@ -14,29 +14,24 @@ import os
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks.demo_au import demo_au_job, env_int
+
 TARGET_SHARE = 0.15
 
 
 def main() -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import yaml
-
     from usagg.affinity import read_affinity
     from usagg.engine.job import run_job
-    from usagg.plan import plan
-    from usagg.spec.load import load_study
+
+    epochs = env_int("BENCH_AFFINITY_EPOCHS", None)  # None: the demo's epochs
+
+    def edit(spec: dict) -> None:
+        if epochs is not None:
+            spec["training"]["epochs"] = epochs
 
     with tempfile.TemporaryDirectory(prefix="usagg-bench-affinity-") as tmp:
-        spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
-        spec["paradigms"] = ["AU", "AG"]
-        spec["data"]["cache_dir"] = f"{tmp}/cache"
-        spec["data"]["synthetic"]["out"] = f"{tmp}/synth"
-        if "BENCH_AFFINITY_EPOCHS" in os.environ:
-            spec["training"]["epochs"] = int(os.environ["BENCH_AFFINITY_EPOCHS"])
-        path = Path(tmp) / "study.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        (au,) = [j for j in plan(load_study(path)) if j.paradigm == "AU"]
+        au = demo_au_job(Path(tmp), edit)
         with_aff = run_job(au, Path(tmp) / "with", "cpu")
         aff = read_affinity(Path(tmp) / "with" / "affinity.json")
         without = run_job(au.model_copy(update={"affinity": None}), Path(tmp) / "without", "cpu")

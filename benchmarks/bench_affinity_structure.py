@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks.demo_au import demo_au_job, env_int
+
 HALF = 32  # images per half; the demo's smallest task (24 images) gets 12 + 12
 HALVES_SEED = 1  # the split into halves, from a generator of its own
 KINDS = ("same anatomy, other type", "other anatomy, same type", "other anatomy, other type")
@@ -41,15 +42,12 @@ def main() -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import numpy as np
     import torch
-    import yaml
 
     import usagg.engine.trainer as trainer_module
     from usagg.engine.affinity import LookaheadAffinity, _adam_steps
     from usagg.engine.batches import TensorSplit
     from usagg.engine.job import run_job
     from usagg.model.m2dino import M2DINO
-    from usagg.plan import plan
-    from usagg.spec.load import load_study
 
     measurements: list[tuple[int, np.ndarray]] = []
 
@@ -93,20 +91,18 @@ def main() -> dict:
             measurements.append((step, cos))
             return z
 
+    every = env_int("BENCH_STRUCTURE_EVERY", 96)
+    weights = os.environ.get("BENCH_WEIGHTS") or None
+    if weights is not None and not Path(weights).is_file():
+        raise SystemExit(f"BENCH_WEIGHTS={weights!r}: no such file; give a local encoder checkpoint (model.weights).")
+
+    def edit(spec: dict) -> None:
+        spec.setdefault("analysis", {})["affinity"] = {"probe_size": 16, "every": every}
+        if weights is not None:
+            spec["model"]["weights"] = weights
+
     with tempfile.TemporaryDirectory(prefix="usagg-bench-structure-") as tmp:
-        spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
-        spec["paradigms"] = ["AU", "AG"]
-        spec["data"]["cache_dir"] = f"{tmp}/cache"
-        spec["data"]["synthetic"]["out"] = f"{tmp}/synth"
-        spec.setdefault("analysis", {})["affinity"] = {
-            "probe_size": 16,
-            "every": int(os.environ.get("BENCH_STRUCTURE_EVERY", "96")),
-        }
-        if os.environ.get("BENCH_WEIGHTS"):
-            spec["model"]["weights"] = os.environ["BENCH_WEIGHTS"]
-        path = Path(tmp) / "study.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        (au,) = [j for j in plan(load_study(path)) if j.paradigm == "AU"]
+        au = demo_au_job(Path(tmp), edit)
         original = trainer_module.LookaheadAffinity
         trainer_module.LookaheadAffinity = Alignment
         try:
@@ -130,7 +126,7 @@ def main() -> dict:
     late = rows[len(rows) // 2 :]
     summary = {k: round(float(np.mean([r[k] for r in late])), 3) for k in ("self", *KINDS)}
     print(f"split-half gradient cosine in AdamW's metric, demo AU job ({len(tasks)} tasks, halves of <= {HALF} images)")
-    print(f"  weights: {spec['model'].get('weights') or 'random init'}")
+    print(f"  weights: {weights or 'random init'}")
     header = f"  {'step':>5}  {'self':>6}  " + "  ".join(f"{k:>26}" for k in KINDS)
     print(header)
     for r in rows:
@@ -138,7 +134,7 @@ def main() -> dict:
     print(f"  {'late':>5}  {summary['self']:>+6.3f}  " + "  ".join(f"{summary[k]:>+26.3f}" for k in KINDS))
     return {
         "tasks": tasks,
-        "weights": str(spec["model"].get("weights") or ""),
+        "weights": weights or "",
         "half_images": HALF,
         "per_measurement": rows,
         "second_half_mean": summary,
