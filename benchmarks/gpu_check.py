@@ -1,29 +1,36 @@
 """GPU check (`make gpu-check`, `python -m benchmarks.gpu_check`): speed, memory and numerical agreement on CUDA.
 
-1. A short synthetic study (one TS, one CG and the AU job; four task types;
-   bf16 autocast) run through the real run store and `run_one`: per job
-   images/s, model FLOPs utilisation (FLOPs per training image, counted by
-   torch.utils.flop_counter on one step, x images/s / the card's dense bf16
-   peak, `PEAK_BF16`), peak GPU memory, and host syncs per steady-state
-   training step (`torch.cuda.set_sync_debug_mode("warn")`, warnings counted
-   over a dozen steps of the real batch path and model step).
-2. Launch overhead: the AU job's model trained in a steady loop with
-   `execution.accel` eager, compile and graphs (usagg/engine/accel.py): images/s.
-3. The MoE block's forward+backward time against the dense block
+Phases, most wanted first (a device lease may end mid-run; each phase that fails is
+reported with its traceback and the check goes on, exiting 1 at the end):
+
+1. jobs: a short synthetic study (one TS, one CG and the AU job; four task types;
+   bf16 autocast) run through the real run store and `run_one`: per job images/s,
+   model FLOPs utilisation (FLOPs per training image, counted by
+   torch.utils.flop_counter on one step, x images/s / the card's dense bf16 peak,
+   `PEAK_BF16`), peak GPU memory, and host syncs per steady-state training step
+   (`torch.cuda.set_sync_debug_mode("warn")`, warnings counted over a dozen steps of
+   the real batch path and model step).
+2. moe: the MoE block's forward+backward time against the dense block
    (benchmarks/bench_moe.py, the dispatch training takes on this card).
-4. The projected wall time of studies/fmc_uia.yaml on this device (formula in
-   `project_study`): its own backbone, image size, batch and MoE blocks, timed
-   per task type with and without MoE.
-5. Correctness: one fixed model (seeded init, MoE on, every head) evaluated on
-   the same test images on the CPU in fp32 and on the GPU in fp32 and bf16.
-   Predictions and primary metrics must agree within the tolerances below.
+3. projection: the projected wall time of studies/fmc_uia.yaml on this device
+   (formula in `project_study`): its own backbone, image size, batch and MoE blocks,
+   timed per task type with and without MoE.
+4. agreement: one fixed model (MoE on, every head) evaluated on the same test images
+   on the CPU in fp32 and on the GPU in fp32 and bf16; predictions and primary
+   metrics must agree within `TOLERANCE`.
+5. profile: where an eager AU step's time goes (wall against GPU-busy time, kernels
+   per step, the top kernels): whether the host or the arithmetic sets the pace.
+6. accel: the AU model trained in a steady loop with `execution.accel` eager, compile
+   and graphs (usagg/engine/accel.py), and eager at four times the batch: img/s, MFU.
 
 Self-contained: generates its own synthetic data in a temporary folder, never
-downloads (HF_HUB_OFFLINE=1). Exits 1 on disagreement or a failed job; without
-CUDA it says so and exits 0. GPU_CHECK_DEVICE=cpu runs the same flow on the CPU
-at a tiny size (to test this script without a GPU; its numbers mean nothing, and
-the CPU runs eager in every accel mode). Meant to take under 5 minutes on one
-H100 or H200.
+downloads (HF_HUB_OFFLINE=1). `GPU_CHECK_JSON=<path>` also writes the results as
+JSON after every phase; `GPU_CHECK_PHASES=jobs,accel` runs only those phases and
+`GPU_CHECK_ACCEL=graphs` only that mode beside eager (a re-check on a short lease).
+Without CUDA it says so and exits 0. GPU_CHECK_DEVICE=cpu runs the same flow on
+the CPU at a tiny size (to test this script without a GPU; its numbers mean
+nothing, and the CPU runs eager in every accel mode). Meant to take under 5
+minutes on one H100 or H200.
 """
 
 from __future__ import annotations
@@ -122,6 +129,19 @@ def _settings(device: str) -> dict[str, Any]:
 def peak_bf16(device_name: str) -> float | None:
     """Dense bf16 peak FLOP/s of a card by its name; None when the table does not know it."""
     return next((peak for key, peak in PEAK_BF16 if key in device_name), None)
+
+
+def utilisation(gflop_per_image: float, images_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: achieved FLOP/s over the card's dense bf16 peak (None: peak unknown).
+
+    Above 1 is impossible and means a wrong FLOP count or peak: an error, never a printed number.
+    """
+    if peak is None or math.isnan(images_per_s):
+        return None
+    mfu = gflop_per_image * 1e9 * images_per_s / peak
+    if mfu > 1:
+        raise ValueError(f"MFU {mfu:.3g} > 1: {gflop_per_image} GFLOP/img x {images_per_s} img/s / {peak} FLOP/s")
+    return mfu
 
 
 def _sync(device: Any) -> None:
@@ -270,9 +290,7 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     from usagg.spec.load import dump_study, load_study
     from usagg.store import RunStore
 
-    spec = root / "study.yaml"
-    spec.write_text(STUDY.format(root=root, tasks=TASKS, **cfg))
-    study = load_study(spec)
+    study = load_study(root / "study.yaml")
     jobs = plan(study)
     chosen = [next(j for j in jobs if j.paradigm == p) for p in ("TS", "CG", "AU")]
     store = RunStore(Path(study.output_root) / study.name)
@@ -288,8 +306,8 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
         t0 = time.perf_counter()
         state = run_one(str(store.root), job.id, device=device)
         wall = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-        row: dict[str, Any] = {"job": job.id, "state": state, "wall_s": round(wall, 1), "peak_gib": peak}
+        memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+        row: dict[str, Any] = {"job": job.id, "state": state, "wall_s": round(wall, 1), "peak_gib": memory}
         if state == "done":
             m = store.metrics(job.id) or {}
             row["images_per_s"] = m["throughput"]["train_images_per_s"]
@@ -298,7 +316,7 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
             model = build_model(job.model, job.tasks, job.moe).to(dev)
             row["gflop_per_image"] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
             del model
-            row["mfu"] = row["gflop_per_image"] * 1e9 * row["images_per_s"] / peak if peak else None
+            row["mfu"] = utilisation(row["gflop_per_image"], row["images_per_s"], peak)
             row["syncs_per_step"] = syncs_per_step(job, dev, cfg["batch"], amp, cfg["sync_steps"])
         else:
             ok = False
@@ -307,35 +325,104 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     return rows, ok
 
 
-def accel_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, float]:
-    """The AU job's model in a steady training loop under each `execution.accel` mode: images/s (nan: failed).
+def accel_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """The AU job's model in a steady training loop under each `execution.accel` mode: images/s (nan: failed) and MFU.
 
     Each mode gets a fresh model (same seed) and the same device-resident batches;
-    compilation happens in the warm-up rounds, outside the timed ones.
+    compilation happens in the warm-up rounds, outside the timed ones. Eager also runs
+    at four times the batch: how much of the gap to the peak is per-step overhead.
     """
     import torch
 
     from usagg.engine.accel import ACCEL_MODES, accelerate
     from usagg.model.m2dino import build_model
-    from usagg.plan import plan
-    from usagg.spec.load import load_study
 
-    job = next(j for j in plan(load_study(root / "study.yaml")) if j.paradigm == "AU")
+    job = au_job(root)
     dev = torch.device(device)
-    batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
-    rates = {}
-    for mode in ACCEL_MODES if device == "cuda" else ("eager",):  # the CPU runs eager in every mode
+    amp = cfg["precision"] == "bf16"
+    torch.manual_seed(0)
+    gflop = flops_per_image(build_model(job.model, job.tasks, job.moe).to(dev), job.tasks, cfg["size"], dev) / 1e9
+    peak = peak_bf16(torch.cuda.get_device_name(dev)) if device == "cuda" else None
+    wanted = _env_list("GPU_CHECK_ACCEL", ACCEL_MODES)
+    modes = [m for m in ACCEL_MODES if m == "eager" or m in wanted] if device == "cuda" else ["eager"]  # CPU: eager
+    runs = [(mode, cfg["batch"]) for mode in modes]
+    runs.append(("eager", 4 * cfg["batch"]))
+    rows = []
+    for mode, batch in runs:
+        batches = {t.id: random_batch(t, batch, cfg["size"], dev) for t in job.tasks}
         torch.manual_seed(0)
         model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), mode, dev)  # type: ignore[arg-type]
         try:
-            rates[mode] = steady_rate(model, batches, cfg["steps"], cfg["precision"] == "bf16")
+            rate = steady_rate(model, batches, cfg["steps"], amp)
         except Exception as err:  # a mode that fails here is reported, not fatal: the check goes on
             print(f"accel {mode} failed: {type(err).__name__}: {str(err)[:500]}")
-            rates[mode] = math.nan
-        del model
+            rate = math.nan
+        rows.append({"mode": mode, "batch": batch, "images_per_s": rate, "mfu": utilisation(gflop, rate, peak)})
+        del model, batches
         if device == "cuda":
             torch.cuda.empty_cache()
-    return rates
+    return {"gflop_per_image": gflop, "rows": rows}
+
+
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated environment setting (`GPU_CHECK_PHASES`, `GPU_CHECK_ACCEL`), else `default`."""
+    value = os.environ.get(name, "").strip()
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else default
+
+
+def au_job(root: Path) -> Any:
+    """The check study's AU job (the model every steady-loop phase trains)."""
+    from usagg.plan import plan
+    from usagg.spec.load import load_study
+
+    return next(j for j in plan(load_study(root / "study.yaml")) if j.paradigm == "AU")
+
+
+def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """Where an eager AU training step's time goes: wall ms, GPU-busy ms and kernels per step, the top kernels.
+
+    torch.profiler over `cfg["steps"]` rounds of the four tasks after two warm-up rounds. GPU-busy
+    well below wall means the host (launches, Python) sets the pace, not the arithmetic.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from usagg.model.m2dino import build_model
+
+    job = au_job(root)
+    dev = torch.device(device)
+    amp = cfg["precision"] == "bf16"
+    batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
+    torch.manual_seed(0)
+    model = build_model(job.model, job.tasks, job.moe).to(dev).train()
+    opt = _optimizer(model)
+    for _ in range(2):
+        for task, (x, y) in batches.items():
+            _train_step(model, opt, task, x, y, amp)
+    _sync(dev)
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(cfg["steps"]):
+            for task, (x, y) in batches.items():
+                _train_step(model, opt, task, x, y, amp)
+        _sync(dev)
+    steps = cfg["steps"] * len(batches)
+    wall = (time.perf_counter() - t0) / steps
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    busy = sum(e.device_time_total for e in kernels) / 1e6 / steps if cuda else None  # device_time in microseconds
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name, []).append(e.device_time_total)
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:8]
+    return {
+        "steps": steps,
+        "wall_ms": wall * 1e3,
+        "gpu_busy_ms": busy and busy * 1e3,
+        "kernels_per_step": len(kernels) / steps if cuda else None,
+        "top": [(name[:70], sum(t) / 1e3 / steps, len(t) / steps) for name, t in top],
+    }
 
 
 def moe_ratio(cfg: dict[str, Any], device: str) -> dict[str, Any]:
@@ -417,10 +504,8 @@ def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[li
     from usagg.engine.evaluate import EvalSet, predict, score
     from usagg.engine.jobdata import load_job_data
     from usagg.model.m2dino import build_model
-    from usagg.plan import plan
-    from usagg.spec.load import load_study
 
-    job = next(j for j in plan(load_study(root / "study.yaml")) if j.paradigm == "AU")
+    job = au_job(root)
     data = load_job_data(job)
     sets = {t.id: EvalSet(t, data.test[t.id], TensorSplit.from_dataset(data.test[t.id])) for t in job.tasks}
     torch.manual_seed(0)
@@ -487,22 +572,102 @@ def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[li
     return rows, ok
 
 
-PHASE_SECONDS: dict[str, float] = {}
-
-
-def timed(label: str, fn: Any) -> Any:
-    """fn(), its wall seconds kept in PHASE_SECONDS (printed at the end: where the 5 minutes go)."""
-    t0 = time.perf_counter()
-    out = fn()
-    PHASE_SECONDS[label] = time.perf_counter() - t0
-    return out
+#: The phases in the order they run (`GPU_CHECK_PHASES` picks some).
+PHASES = ("jobs", "moe", "projection", "agreement", "profile", "accel")
 
 
 def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    print(
+        f"\n{'job':<44}{'state':>7}{'img/s':>9}{'GFLOP/img':>11}{'MFU':>8}{'peak GiB':>10}"
+        f"{'syncs/step':>12}{'wall s':>8}  primary metrics"
+    )
+    for r in jobs:
+        prim = ", ".join(f"{t} {v:.3g}" for t, v in r.get("primary", {}).items() if v is not None)
+        mfu = r.get("mfu")
+        gflop = _fmt(r.get("gflop_per_image"), ".2f")
+        print(
+            f"{r['job']:<44}{r['state']:>7}{r.get('images_per_s', 0):>9.1f}{gflop:>11}"
+            f"{_fmt(mfu and 100 * mfu, '.2f') + ('%' if mfu else ''):>8}{_fmt(r['peak_gib'], '.2f'):>10}"
+            f"{_fmt(r.get('syncs_per_step'), '.2f'):>12}{r['wall_s']:>8.1f}  {prim}"
+        )
+        if "error" in r:
+            print(r["error"])
+    print(
+        "MFU = GFLOP per training image (fwd+bwd, torch.utils.flop_counter) x img/s / dense bf16 peak "
+        "(n/a: card not in PEAK_BF16); img/s of the whole job (its first steps and evaluation included); "
+        f"syncs/step over {cfg['sync_steps']} steady steps of the real batch path and model step "
+        "(the trainer's own periodic checks excluded)"
+    )
+
+
+def print_moe(moe: dict[str, Any]) -> None:
+    print(
+        f"MoE block / dense block, fwd+bwd: {moe['time_ratio']:.2f} ({moe['default_dispatch']} dispatch, the default)"
+    )
+
+
+def print_projection(proj: dict[str, Any]) -> None:
+    print(
+        f"\nprojected studies/fmc_uia.yaml on this device ({proj['backbone']} at {proj['image_size']} px, batch "
+        f"{proj['batch']}, eager): {proj['total_hours']:.1f} h training "
+        f"({', '.join(f'{p} {h:.1f} h' for p, h in proj['hours'].items())}; "
+        f"{proj['images_per_paradigm']:,.0f} training images per paradigm)"
+    )
+    print("  img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in proj["rates"].items()))
+    print(
+        "  hours = sum over paradigms and task types of seeds x sum(fractions) x (1 - selection_fraction) x "
+        "N_type x epochs / img/s(MoE of the paradigm, type) / 3600; evaluation, checkpoints and start-up excluded"
+    )
+
+
+def print_agreement(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    print(f"\nagreement with CPU fp32 (same model, same {cfg['val']} test images per task)")
+    print(f"{'run':<12}{'task':<22}{'pred diff':>11}{'metric':>8}{'cpu':>10}{'gpu':>10}{'diff':>10}  ok")
+    for r in rows:
+        print(
+            f"{r['run']:<12}{r['task']:<22}{r['pred_diff']:>11.2e}{r['metric']:>8}{r['cpu']:>10.4f}"
+            f"{r['gpu']:>10.4f}{r['metric_diff']:>10.2e}  {'yes' if r['ok'] else 'NO'}"
+        )
+    print(
+        "tolerances:",
+        dict(TOLERANCE),
+        "(pred: max |Δ| of probabilities/boxes/keypoints in [0, 1]; seg: share of differing pixels)",
+    )
+
+
+def print_accel(acc: dict[str, Any], device: str) -> None:
+    base = acc["rows"][0]["images_per_s"]
+    print(
+        "\nAU model, steady training loop, execution.accel (usagg/engine/accel.py), "
+        f"{acc['gflop_per_image']:.2f} GFLOP/img:"
+    )
+    for r in acc["rows"]:
+        mfu = r["mfu"]
+        print(
+            f"  {r['mode']:<8} batch {r['batch']:<4}{r['images_per_s']:9.1f} img/s  x{r['images_per_s'] / base:.2f}"
+            f"  MFU {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''}"
+        )
+    if device != "cuda":
+        print("  compile, graphs: n/a (the CPU runs eager in every mode)")
+
+
+def print_profile(prof: dict[str, Any]) -> None:
+    print(
+        f"\neager AU step, torch.profiler over {prof['steps']} steps: wall {prof['wall_ms']:.2f} ms, GPU busy "
+        f"{_fmt(prof['gpu_busy_ms'], '.2f')} ms, kernels {_fmt(prof['kernels_per_step'], '.0f')} per step"
+    )
+    for name, ms, n in prof["top"]:
+        print(f"  {ms:8.3f} ms {n:6.1f}x  {name}")
+
+
 def main() -> int:
+    import json
+    import traceback
+
     import torch
 
     device = os.environ.get("GPU_CHECK_DEVICE") or ("cuda" if torch.cuda.is_available() else "")
@@ -516,76 +681,68 @@ def main() -> int:
     print(
         f"gpu-check on {name}, torch {torch.__version__}: {cfg['backbone']} at {cfg['size']} px, "
         f"{cfg['precision']}, {cfg['epochs']} epochs, batch {cfg['batch']}; dense bf16 peak "
-        f"{_fmt(peak and peak / 1e12, '.0f')} TFLOP/s"
+        f"{_fmt(peak and peak / 1e12, '.0f')} TFLOP/s",
+        flush=True,
     )
+    json_out = os.environ.get("GPU_CHECK_JSON")
+    results: dict[str, Any] = {"device": name, "torch": torch.__version__, "settings": cfg, "seconds": {}}
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="usagg-gpu-check-") as tmp:
         root = Path(tmp)
-        jobs, jobs_ok = timed("jobs", lambda: run_jobs(root, cfg, device))
-        print(
-            f"\n{'job':<44}{'state':>7}{'img/s':>9}{'GFLOP/img':>11}{'MFU':>8}{'peak GiB':>10}"
-            f"{'syncs/step':>12}{'wall s':>8}  primary metrics"
+        (root / "study.yaml").write_text(STUDY.format(root=root, tasks=TASKS, **cfg))
+
+        chosen = _env_list("GPU_CHECK_PHASES", PHASES)
+        unknown = sorted(set(chosen) - set(PHASES))
+        if unknown:
+            print(f"gpu-check: unknown phase(s) {', '.join(unknown)} in GPU_CHECK_PHASES; one of {', '.join(PHASES)}")
+            return 2
+
+        def phase(label: str, fn: Any, show: Any) -> Any:
+            """Run one phase; a phase that raises is reported and the check goes on (one GPU session, all numbers)."""
+            if label not in chosen:
+                return None
+            t0 = time.perf_counter()
+            try:
+                out = fn()
+            except Exception:
+                traceback.print_exc()
+                print(f"gpu-check phase {label} FAILED", flush=True)
+                failed.append(label)
+                out = None
+            results["seconds"][label] = round(time.perf_counter() - t0, 1)
+            if out is not None:
+                results[label] = out
+                show(out)
+            print(f"[{label}: {results['seconds'][label]:.0f} s]", flush=True)
+            if json_out:
+                Path(json_out).write_text(json.dumps(results, indent=1, default=str))
+            return out
+
+        # Most wanted first: should the session's time run out, the later phases are the ones lost.
+        jobs = phase("jobs", lambda: run_jobs(root, cfg, device), lambda out: print_jobs(out[0], cfg))
+        moe = phase("moe", lambda: moe_ratio(cfg, device), print_moe)
+        proj = phase("projection", lambda: project_study(device, cfg), print_projection)
+        agree = phase(
+            "agreement", lambda: compare_precisions(root, cfg, device), lambda out: print_agreement(out[0], cfg)
         )
-        for r in jobs:
-            prim = ", ".join(f"{t} {v:.3g}" for t, v in r.get("primary", {}).items() if v is not None)
-            mfu = r.get("mfu")
-            gflop = _fmt(r.get("gflop_per_image"), ".2f")
-            print(
-                f"{r['job']:<44}{r['state']:>7}{r.get('images_per_s', 0):>9.1f}{gflop:>11}"
-                f"{_fmt(mfu and 100 * mfu, '.2f') + ('%' if mfu else ''):>8}{_fmt(r['peak_gib'], '.2f'):>10}"
-                f"{_fmt(r.get('syncs_per_step'), '.2f'):>12}{r['wall_s']:>8.1f}  {prim}"
-            )
-            if "error" in r:
-                print(r["error"])
-        print(
-            "MFU = GFLOP per training image (fwd+bwd, torch.utils.flop_counter) x img/s / dense bf16 peak "
-            "(n/a: card not in PEAK_BF16); syncs/step over "
-            f"{cfg['sync_steps']} steady steps of the real batch path and model step "
-            "(the trainer's own periodic checks excluded)"
-        )
-        rates = timed("accel", lambda: accel_rates(root, cfg, device))
-        base = rates["eager"]
-        print("\nAU job, steady training loop, execution.accel (usagg/engine/accel.py):")
-        for mode, r in rates.items():
-            print(f"  {mode:<8}{r:9.1f} img/s  x{r / base:.2f}")
-        if device != "cuda":
-            print("  compile, graphs: n/a (the CPU runs eager in every mode)")
-        print()
-        moe = timed("moe", lambda: moe_ratio(cfg, device))
-        proj = timed("projection", lambda: project_study(device, cfg))
-        print(
-            f"\nprojected studies/fmc_uia.yaml on this device ({proj['backbone']} at {proj['image_size']} px, batch "
-            f"{proj['batch']}, eager): {proj['total_hours']:.1f} h training "
-            f"({', '.join(f'{p} {h:.1f} h' for p, h in proj['hours'].items())}; "
-            f"{proj['images_per_paradigm']:,.0f} training images per paradigm)"
-        )
-        print("  img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in proj["rates"].items()))
-        print(
-            "  hours = sum over paradigms and task types of seeds x sum(fractions) x (1 - selection_fraction) x "
-            "N_type x epochs / img/s(MoE of the paradigm, type) / 3600; evaluation, checkpoints and start-up excluded"
-        )
-        rows, agree = timed("agreement", lambda: compare_precisions(root, cfg, device))
-    print(f"\nagreement with CPU fp32 (same seeded model, same {cfg['val']} test images per task)")
-    print(f"{'run':<12}{'task':<22}{'pred diff':>11}{'metric':>8}{'cpu':>10}{'gpu':>10}{'diff':>10}  ok")
-    for r in rows:
-        print(
-            f"{r['run']:<12}{r['task']:<22}{r['pred_diff']:>11.2e}{r['metric']:>8}{r['cpu']:>10.4f}"
-            f"{r['gpu']:>10.4f}{r['metric_diff']:>10.2e}  {'yes' if r['ok'] else 'NO'}"
-        )
-    print(
-        "tolerances:",
-        {k: v for k, v in TOLERANCE.items()},
-        "(pred: max |Δ| of probabilities/boxes/keypoints in [0, 1]; seg: share of differing pixels)",
+        phase("profile", lambda: profile_step(root, cfg, device), print_profile)
+        acc = phase("accel", lambda: accel_rates(root, cfg, device), lambda out: print_accel(out, device))
+    ok = not failed and (jobs is None or jobs[1]) and (agree is None or agree[1])
+    au_mfu = next((r.get("mfu") for r in jobs[0] if r["job"].startswith("AU")), None) if jobs else None
+    best = (
+        max(acc["rows"], key=lambda r: r["images_per_s"] if math.isfinite(r["images_per_s"]) else -1) if acc else None
     )
-    total = time.perf_counter() - t_all
-    ok = jobs_ok and agree
-    best = max((m for m in rates if math.isfinite(rates[m])), key=lambda m: rates[m])
     print(
-        f"\nsummary: AU MFU {_fmt(next((r.get('mfu') for r in jobs if r['job'].startswith('AU')), None), '.2%')}, "
-        f"MoE block / dense {moe['time_ratio']:.2f} ({moe['default_dispatch']} dispatch), projected study "
-        f"{proj['total_hours']:.1f} h, fastest accel {best} (x{rates[best] / base:.2f} vs eager)"
+        f"\nsummary: AU job MFU {_fmt(au_mfu, '.2%')}, "
+        f"best steady-loop MFU {_fmt(best and best['mfu'], '.2%')} ({best and best['mode']}, batch "
+        f"{best and best['batch']}), MoE block / dense {_fmt(moe and moe['time_ratio'], '.2f')}, projected study "
+        f"{_fmt(proj and proj['total_hours'], '.1f')} h"
     )
-    phases = ", ".join(f"{k} {v:.0f} s" for k, v in PHASE_SECONDS.items())
-    print(f"gpu-check {'PASSED' if ok else 'FAILED'} in {total:.0f} s ({phases})")
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
+    print(
+        f"gpu-check {'PASSED' if ok else 'FAILED'} in {time.perf_counter() - t_all:.0f} s ({phases})"
+        + (f"; failed phases: {', '.join(failed)}" if failed else "")
+    )
     return 0 if ok else 1
 
 

@@ -136,15 +136,20 @@ def test_grouped_dispatch_matches_the_loop_in_bf16_on_cuda() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out, aux, counts = moe(xi, task)
         (out.float().pow(2).mean() + aux).backward()
-        res[mode] = (out.float(), aux, counts, xi.grad, moe.experts[3].fc1.weight.grad, moe.router.weight.grad)
+        grads = (xi.grad, moe.experts[3].fc1.weight.grad, moe.router.weight.grad)
+        res[mode] = (out.detach().float(), aux.detach(), counts, *grads)
     moe.dispatch = "auto"
     assert not moe.use_grouped(x)  # fp32: the loop
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert moe.use_grouped(x)  # bf16 on sm 9.x / 10.x: grouped GEMMs
     loop, grouped = res["loop"], res["grouped"]
     assert torch.equal(loop[2], grouped[2]) and torch.equal(loop[1], grouped[1])
-    for a, b in zip(loop[:1] + loop[3:], grouped[:1] + grouped[3:], strict=True):
-        assert torch.allclose(a.float(), b.float(), rtol=3e-2, atol=3e-3 * float(a.abs().max()))
+    # bf16 rounds each product to 3 significant digits, and the two paths sum in other orders: compared as a
+    # whole (relative Frobenius error), elements near zero carry no weight of their own
+    names = ("output", "input grad", "expert 3 fc1 grad", "router grad")
+    for name, a, b in zip(names, loop[:1] + loop[3:], grouped[:1] + grouped[3:], strict=True):
+        err = float((a.float() - b.float()).norm() / a.float().norm())
+        assert err < 2e-2, f"{name}: relative error {err:.2e} between loop and grouped dispatch"
 
 
 @pytest.mark.cuda

@@ -30,6 +30,7 @@ from usagg.spec.load import load_study
 from usagg.spec.models import AugmentationSpec, ModelSpec, TaskSpec
 
 CPU = torch.device("cpu")
+META = torch.device("meta")
 SEG = TaskSpec(id="seg_t", type="segmentation", num_classes=3)
 
 
@@ -146,6 +147,16 @@ def test_damaged_or_stale_trunk_files_are_rebuilt(tiny: Path, tmp_path: Path, ca
     t2 = load_or_build(other.encoder, files, 64, "auto", tmp_path, lambda: ds.tensors()["images"].numpy(), CPU)
     assert t2.path not in (path, fresh.path)
     assert _setup(tiny, tmp_path, frozen=3)[2].path not in (path, fresh.path, t2.path)
+
+
+def test_a_trunk_is_built_only_where_the_encoder_is(tiny: Path, tmp_path: Path) -> None:
+    """The frozen blocks run where the model lives: an encoder left on the CPU for a GPU job is refused, not mixed."""
+    ds = TaskDataset(read_split(tiny, "train")["seg_t"], SEG, 64, tmp_path)
+    model = build_model(ModelSpec(backbone="dinov3_test", image_size=64, frozen_blocks=2), [SEG], False)
+    files = [s.image_file for s in ds.samples]
+    with pytest.raises(ValueError, match="encoder is on cpu but its trunk is to be built on meta"):
+        load_or_build(model.encoder, files, 64, "auto", tmp_path, lambda: ds.tensors()["images"].numpy(), META)
+    assert not list((tmp_path / "trunk").glob("*.npy"))  # nothing written
 
 
 def test_no_trunk_when_a_moe_block_is_frozen_or_nothing_is() -> None:

@@ -70,9 +70,12 @@ def plain_help(command: Any) -> Any:
 
 
 def _relabel(param: Any) -> None:
-    """Replace one parameter's type label (see `plain_help`); a relabelled parameter is left as it is."""
-    original = param.display_type_rich
-    if getattr(original, "relabelled", False):
+    """Replace one parameter's type label (see `plain_help`); a relabelled parameter is left as it is.
+
+    typer releases before the annotation labels have no `display_type_rich`: nothing to rewrite there.
+    """
+    original = getattr(param, "display_type_rich", None)
+    if original is None or getattr(original, "relabelled", False):
         return
 
     def label(ctx: Any) -> str | None:

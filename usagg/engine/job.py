@@ -103,7 +103,8 @@ def run_job(
         n = {k: len(getattr(data.splits[t.id], k)) for k in ("train", "select", "test")}
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])
 
-    model = accelerate(build_model(job.model, job.tasks, job.moe), accel, dev)  # type: ignore[arg-type]
+    # On the device before the frozen trunk is built: the trunk runs the model's own frozen blocks there.
+    model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), accel, dev)  # type: ignore[arg-type]
     counts = model.trainable_counts()
     log.info("parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if model.weights_info.get("random_init"):

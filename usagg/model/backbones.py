@@ -114,6 +114,21 @@ class EncoderOutput:
         return expert_usage(self.expert_counts)
 
 
+@torch.compiler.disable
+def _build_rope_table(tables: dict, key: tuple[int, int, str], rope: nn.Module) -> torch.Tensor:
+    """Build and keep one RoPE table, always eagerly (a graph break when the encoder is compiled).
+
+    Built inside a compiled encoder, the table would be a graph output: under CUDA graphs
+    (`execution.accel: graphs`) the next replay overwrites it while `rope_tables` still holds
+    it. Built here it is an ordinary tensor, read by every later (recompiled) graph as an input.
+    A normal tensor even when first built under inference_mode (evaluation).
+    """
+    gh, gw, device = key
+    with torch.inference_mode(False), torch.no_grad():
+        table = tables[key] = rope.get_embed(shape=(gh, gw)).to(device)
+    return table
+
+
 class DinoEncoder(nn.Module):
     """A timm DINOv3 ViT run block by block, with features taken after `feature_blocks`."""
 
@@ -197,10 +212,7 @@ class DinoEncoder(nn.Module):
             return rope.get_embed(shape=(gh, gw)).to(device)
         key = (gh, gw, str(device))
         table = self.rope_tables.get(key)
-        if table is None:  # a normal tensor even when first built under inference_mode (evaluation)
-            with torch.inference_mode(False), torch.no_grad():
-                table = self.rope_tables[key] = rope.get_embed(shape=(gh, gw)).to(device)
-        return table
+        return _build_rope_table(self.rope_tables, key, rope) if table is None else table
 
     def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Patch tokens with the class and register tokens in front (timm's `Eva._pos_embed` for DINOv3, which

@@ -32,6 +32,10 @@ from torch import nn
 RouterInput = Literal["token_task", "task"]
 Dispatch = Literal["auto", "loop", "grouped"]
 
+#: The grouped GEMM: public as `F.grouped_mm` in recent torch, private `torch._grouped_mm` since 2.8 (the GPU
+#: images' torch 2.11 may have only that one), absent before; without it MoE dispatch always loops.
+GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
 #: Rows each expert's group is padded to in grouped dispatch: 16 bytes of bf16, as torchtitan aligns token groups.
 GROUP_ALIGN = 8
 
@@ -88,7 +92,7 @@ def grouped_mm_is_sync_free(device: torch.device, dtype: torch.dtype) -> bool:
     Anywhere else it loops over groups after copying the offsets to the host,
     which is no better than the per-expert loop.
     """
-    if device.type != "cuda" or dtype != torch.bfloat16:
+    if GROUPED_MM is None or device.type != "cuda" or dtype != torch.bfloat16:
         return False
     return torch.cuda.get_device_properties(device).major in (9, 10)  # constant-folded under torch.compile
 
@@ -223,7 +227,7 @@ class TaskMoE(nn.Module):
         """Row i of x through fcs[expert_row[i]] (zero where not `used`): weights stacked per call to [E, out, in]."""
         w = torch.stack([fc.weight for fc in fcs]).to(dtype)
         bias = torch.stack([fc.bias for fc in fcs]).to(dtype)  # type: ignore[misc]
-        out = F.grouped_mm(x, w.transpose(-2, -1), offs=offs) + bias.index_select(0, expert_row)
+        out = GROUPED_MM(x, w.transpose(-2, -1), offs=offs) + bias.index_select(0, expert_row)
         return torch.where(used, out, 0.0)
 
 

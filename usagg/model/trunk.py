@@ -159,6 +159,9 @@ def load_or_build(
     layout = encoder.trunk_layout()
     if layout is None:
         raise ValueError("this encoder has no trunk (nothing frozen, or a MoE block among the frozen ones)")
+    on = next(encoder.parameters()).device
+    if on.type != device.type or (device.index is not None and on.index != device.index):
+        raise ValueError(f"the encoder is on {on} but its trunk is to be built on {device}: move the model there first")
     files = [Path(os.path.abspath(f)) for f in files]
     grid = image_size // 16
     shape = (len(files), len(layout.stored), encoder.num_prefix_tokens + grid * grid, encoder.embed_dim)
