@@ -81,7 +81,7 @@ TASKS = """
 STUDY = """
 name: gpu-check
 output_root: {root}/runs
-paradigms: [TS, CG, AU]
+paradigms: [TS, CG, AU, AG]
 data:
   synthetic:
     seed: 0
@@ -281,7 +281,13 @@ def syncs_per_step(job: Any, device: Any, batch: int, amp: bool, steps: int) -> 
 
 
 def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
-    """TS (first task), CG (first group) and AU through the store and run_one; per-job speed and memory."""
+    """TS (first task), CG (first group) and AU through the store and run_one; per-job speed and memory.
+
+    The AU job measures the inter-task affinity (the study has AG), and runs a second time, in a
+    store of its own, with `execution.accel: graphs`: the whole job (selection under inference
+    mode, trunk inputs, the affinity's virtual steps) under CUDA graphs, which the steady loop of
+    the accel phase does not exercise. The CPU runs that second job eager.
+    """
     import torch
 
     from usagg.engine.runner import run_one
@@ -295,32 +301,38 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     chosen = [next(j for j in jobs if j.paradigm == p) for p in ("TS", "CG", "AU")]
     store = RunStore(Path(study.output_root) / study.name)
     store.init(dump_study(study), chosen)
+    graphs_store = RunStore(Path(study.output_root) / f"{study.name}-graphs")
+    graphs_store.init(dump_study(study), chosen[-1:])
+    runs = [(job, store, "eager") for job in chosen] + [(chosen[-1], graphs_store, "graphs")]
     dev = torch.device(device)
     amp = cfg["precision"] == "bf16"
     peak = peak_bf16(torch.cuda.get_device_name(dev)) if device == "cuda" else None
-    rows, ok = [], True
-    for job in chosen:
+    rows, ok, gflop = [], True, {}
+    for job, store, accel in runs:
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        state = run_one(str(store.root), job.id, device=device)
+        state = run_one(str(store.root), job.id, device=device, accel=accel)
         wall = time.perf_counter() - t0
         memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-        row: dict[str, Any] = {"job": job.id, "state": state, "wall_s": round(wall, 1), "peak_gib": memory}
+        label = job.id if accel == "eager" else f"{job.id} {accel}"
+        row: dict[str, Any] = {"job": label, "state": state, "wall_s": round(wall, 1), "peak_gib": memory}
         if state == "done":
             m = store.metrics(job.id) or {}
             row["images_per_s"] = m["throughput"]["train_images_per_s"]
             row["precision"] = m["training"]["precision"]
             row["primary"] = {t: e["metrics"].get(e["primary"]) for t, e in m["tasks"].items()}
-            model = build_model(job.model, job.tasks, job.moe).to(dev)
-            row["gflop_per_image"] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
-            del model
+            if job.id not in gflop:  # the same model under another accel mode: the same FLOPs
+                model = build_model(job.model, job.tasks, job.moe).to(dev)
+                gflop[job.id] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
+                del model
+                row["syncs_per_step"] = syncs_per_step(job, dev, cfg["batch"], amp, cfg["sync_steps"])
+            row["gflop_per_image"] = gflop[job.id]
             row["mfu"] = utilisation(row["gflop_per_image"], row["images_per_s"], peak)
-            row["syncs_per_step"] = syncs_per_step(job, dev, cfg["batch"], amp, cfg["sync_steps"])
         else:
             ok = False
-            row["error"] = (store.error_text(job.id) or "")[-2000:]
+            row["error"] = (store.error_text(job.id) or "")[-4000:]
         rows.append(row)
     return rows, ok
 
@@ -728,12 +740,13 @@ def main() -> int:
         phase("profile", lambda: profile_step(root, cfg, device), print_profile)
         acc = phase("accel", lambda: accel_rates(root, cfg, device), lambda out: print_accel(out, device))
     ok = not failed and (jobs is None or jobs[1]) and (agree is None or agree[1])
-    au_mfu = next((r.get("mfu") for r in jobs[0] if r["job"].startswith("AU")), None) if jobs else None
+    au = [r for r in jobs[0] if r["job"].startswith("AU")] if jobs else []
+    au_mfu = " / ".join(_fmt(r.get("mfu"), ".2%") for r in au) or "-"
     best = (
         max(acc["rows"], key=lambda r: r["images_per_s"] if math.isfinite(r["images_per_s"]) else -1) if acc else None
     )
     print(
-        f"\nsummary: AU job MFU {_fmt(au_mfu, '.2%')}, "
+        f"\nsummary: AU job MFU {au_mfu} (eager / graphs), "
         f"best steady-loop MFU {_fmt(best and best['mfu'], '.2%')} ({best and best['mode']}, batch "
         f"{best and best['batch']}), MoE block / dense {_fmt(moe and moe['time_ratio'], '.2f')}, projected study "
         f"{_fmt(proj and proj['total_hours'], '.1f')} h"
