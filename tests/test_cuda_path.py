@@ -1,5 +1,6 @@
 """The CUDA training path: no host sync in a steady-state step of any task type (MoE on), grouped MoE dispatch
-agreeing with the loop in bf16, and `execution.accel` (eager on the CPU; compile and graphs agreeing with eager).
+agreeing with the loop in bf16, and `execution.accel` (eager on the CPU; compile and graphs agreeing with eager;
+a whole job through a compiled encoder).
 
 The `cuda` tests skip without a GPU (tests/conftest.py); the CPU tests check what can be checked here.
 """
@@ -7,15 +8,21 @@ The `cuda` tests skip without a GPU (tests/conftest.py); the CPU tests check wha
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from usagg.engine import accel
+from usagg.engine import job as job_module
 from usagg.engine.accel import accelerate, compile_encoder
+from usagg.engine.runner import run_one
 from usagg.model.m2dino import M2DINO, build_model
 from usagg.model.moe import TaskMoE
+from usagg.plan import plan
+from usagg.spec.load import dump_study, load_study
 from usagg.spec.models import ModelSpec, TaskSpec
+from usagg.store import RunStore
 
 TASKS = [
     TaskSpec(id="seg", type="segmentation", num_classes=3),
@@ -164,3 +171,51 @@ def test_accelerated_training_follows_eager(mode: str) -> None:
         opt = _optimizer(model)
         losses[m] = torch.stack([_step(model, opt, t.id, *batches[t.id]) for _ in range(2) for t in TASKS]).float()
     assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2)
+
+
+WHOLE_JOB = """
+name: compiled-job
+paradigms: [AU, AG]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 6, out: {out}}}
+  selection_fraction: 0.25
+  cache_dir: {cache}
+tasks:
+  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+model: {{backbone: dinov3_test, image_size: 32, frozen_blocks: 1, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
+training: {{epochs: 2, batch_size: 6, eval_batch_size: 16}}
+"""
+
+
+@pytest.mark.slow  # inductor compiles the encoder for training, evaluation and the virtual steps: about a minute
+def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `execution.accel` compile / graphs give a job on CUDA, forced here on the CPU (where the policy keeps
+    eager): selection under inference mode, frozen-trunk inputs and the affinity's virtual steps all go through
+    the compiled encoder, and the job ends with the eager job's metrics."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    study = load_study(spec)
+    au = next(j for j in plan(study) if j.paradigm == "AU")
+    assert au.affinity is not None  # AG needs it: the AU job measures affinity
+    compiled: list[M2DINO] = []
+
+    def compile_always(model: M2DINO, mode: str, device: torch.device) -> M2DINO:
+        compiled.append(compile_encoder(model, "compile"))
+        return model
+
+    primary = {}
+    for mode in ("eager", "compile"):
+        if mode == "compile":
+            monkeypatch.setattr(job_module, "accelerate", compile_always)
+        store = RunStore(tmp_path / mode)
+        store.init(dump_study(study), [au])
+        assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
+        tasks = (store.metrics(au.id) or {})["tasks"]
+        primary[mode] = {t: e["metrics"][e["primary"]] for t, e in tasks.items()}
+        assert (store.root / "jobs" / au.id / "affinity.json").is_file()
+    assert len(compiled) == 1 and compiled[0].encoder._compiled_call_impl is not None
+    # inductor fuses and reorders float sums, so two epochs drift apart by rounding: a few mask pixels, not a model
+    assert primary["compile"] == pytest.approx(primary["eager"], rel=1e-2, abs=5e-3)
