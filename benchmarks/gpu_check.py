@@ -79,9 +79,9 @@ TASKS = """
 """
 
 STUDY = """
-name: gpu-check
+name: {name}
 output_root: {root}/runs
-paradigms: [TS, CG, AU, AG]
+paradigms: {paradigms}
 data:
   synthetic:
     seed: 0
@@ -283,10 +283,10 @@ def syncs_per_step(job: Any, device: Any, batch: int, amp: bool, steps: int) -> 
 def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
     """TS (first task), CG (first group) and AU through the store and run_one; per-job speed and memory.
 
-    The AU job measures the inter-task affinity (the study has AG), and runs a second time, in a
-    store of its own, with `execution.accel: graphs`: the whole job (selection under inference
-    mode, trunk inputs, the affinity's virtual steps) under CUDA graphs, which the steady loop of
-    the accel phase does not exercise. The CPU runs that second job eager.
+    Then the AU job of the same study with AG in it (so it measures the inter-task affinity), in
+    a store of its own, with `execution.accel: graphs` ("graphs+aff"): the whole job (selection
+    under inference mode, trunk inputs, the affinity's virtual steps) under CUDA graphs, which the
+    steady loop of the accel phase does not exercise. The CPU runs that job eager.
     """
     import torch
 
@@ -301,13 +301,17 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     chosen = [next(j for j in jobs if j.paradigm == p) for p in ("TS", "CG", "AU")]
     store = RunStore(Path(study.output_root) / study.name)
     store.init(dump_study(study), chosen)
-    graphs_store = RunStore(Path(study.output_root) / f"{study.name}-graphs")
-    graphs_store.init(dump_study(study), chosen[-1:])
-    runs = [(job, store, "eager") for job in chosen] + [(chosen[-1], graphs_store, "graphs")]
+    spec = root / "study-affinity.yaml"
+    spec.write_text(STUDY.format(root=root, tasks=TASKS, name="gpu-check-graphs", paradigms="[AU, AG]", **cfg))
+    with_affinity = load_study(spec)
+    au = next(j for j in plan(with_affinity) if j.paradigm == "AU")
+    graphs_store = RunStore(Path(with_affinity.output_root) / with_affinity.name)
+    graphs_store.init(dump_study(with_affinity), [au])
+    runs = [(job, store, "eager") for job in chosen] + [(au, graphs_store, "graphs")]
     dev = torch.device(device)
     amp = cfg["precision"] == "bf16"
     peak = peak_bf16(torch.cuda.get_device_name(dev)) if device == "cuda" else None
-    rows, ok, gflop = [], True, {}
+    rows, ok = [], True
     for job, store, accel in runs:
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -316,19 +320,18 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
         state = run_one(str(store.root), job.id, device=device, accel=accel)
         wall = time.perf_counter() - t0
         memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-        label = job.id if accel == "eager" else f"{job.id} {accel}"
+        label = job.id if accel == "eager" else f"{job.id} {accel}+aff"
         row: dict[str, Any] = {"job": label, "state": state, "wall_s": round(wall, 1), "peak_gib": memory}
         if state == "done":
             m = store.metrics(job.id) or {}
             row["images_per_s"] = m["throughput"]["train_images_per_s"]
             row["precision"] = m["training"]["precision"]
             row["primary"] = {t: e["metrics"].get(e["primary"]) for t, e in m["tasks"].items()}
-            if job.id not in gflop:  # the same model under another accel mode: the same FLOPs
-                model = build_model(job.model, job.tasks, job.moe).to(dev)
-                gflop[job.id] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
-                del model
+            model = build_model(job.model, job.tasks, job.moe).to(dev)
+            row["gflop_per_image"] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
+            del model
+            if accel == "eager":  # the syncs of the eager step; under graphs a replay is one launch
                 row["syncs_per_step"] = syncs_per_step(job, dev, cfg["batch"], amp, cfg["sync_steps"])
-            row["gflop_per_image"] = gflop[job.id]
             row["mfu"] = utilisation(row["gflop_per_image"], row["images_per_s"], peak)
         else:
             ok = False
@@ -390,10 +393,14 @@ def au_job(root: Path) -> Any:
     return next(j for j in plan(load_study(root / "study.yaml")) if j.paradigm == "AU")
 
 
+#: Profiled rounds of the AU tasks: the profiler slows the host several times over (40 steps took 39 s on an H200).
+PROFILE_ROUNDS = 3
+
+
 def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
     """Where an eager AU training step's time goes: wall ms, GPU-busy ms and kernels per step, the top kernels.
 
-    torch.profiler over `cfg["steps"]` rounds of the four tasks after two warm-up rounds. GPU-busy
+    torch.profiler over `PROFILE_ROUNDS` rounds of the four tasks after two warm-up rounds. GPU-busy
     well below wall means the host (launches, Python) sets the pace, not the arithmetic.
     """
     import torch
@@ -416,11 +423,11 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
-        for _ in range(cfg["steps"]):
+        for _ in range(PROFILE_ROUNDS):
             for task, (x, y) in batches.items():
                 _train_step(model, opt, task, x, y, amp)
         _sync(dev)
-    steps = cfg["steps"] * len(batches)
+    steps = PROFILE_ROUNDS * len(batches)
     wall = (time.perf_counter() - t0) / steps
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
     busy = sum(e.device_time_total for e in kernels) / 1e6 / steps if cuda else None  # device_time in microseconds
@@ -456,10 +463,13 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     r(MoE, type): images/s of a steady training loop with the spec's backbone, image size,
     batch size, frozen and MoE blocks and precision, MoE on for the paradigms that use it.
     Left out: selection and test evaluation, checkpoints, job start-up (measured per job in
-    part 1). On the CPU a tiny model stands in for the spec's (flow test).
+    part 1). On CUDA measured eager and under `execution.accel: graphs` (unless GPU_CHECK_ACCEL
+    leaves graphs out); `total_hours` is the faster. On the CPU a tiny model stands in for the
+    spec's (flow test), eager.
     """
     import torch
 
+    from usagg.engine.accel import ACCEL_MODES, accelerate
     from usagg.model.m2dino import build_model
     from usagg.plan import plan
     from usagg.spec.load import load_study
@@ -478,29 +488,36 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
         "regression": TaskSpec(id="reg", type="regression", num_classes=2),
     }
     size, batch = study.model.image_size, study.training.batch_size
-    rates: dict[tuple[bool, str], float] = {}
-    for moe in sorted(set(moe_of.values())):
-        torch.manual_seed(0)
-        model = build_model(study.model, list(types.values()), moe).to(dev)
-        for name, t in types.items():
-            rates[moe, name] = steady_rate(model, {t.id: random_batch(t, batch, size, dev)}, cfg["steps"], amp)
-        del model
-        if device == "cuda":
-            torch.cuda.empty_cache()
     share = len(study.seeds) * sum(study.fractions) * (1 - study.data.selection_fraction) * study.training.epochs
-    hours = {
-        p: sum(share * n / rates[moe_of[p], name] for name, n in FMC_UIA_TRAIN_IMAGES.items()) / 3600
-        for p in study.paradigms
-    }
-    return {
+    graphs = device == "cuda" and "graphs" in _env_list("GPU_CHECK_ACCEL", ACCEL_MODES)
+    out: dict[str, Any] = {
         "backbone": study.model.backbone,
         "image_size": size,
         "batch": batch,
-        "rates": {f"{'moe' if m else 'dense'} {n}": r for (m, n), r in rates.items()},
-        "hours": hours,
-        "total_hours": sum(hours.values()),
         "images_per_paradigm": share * sum(FMC_UIA_TRAIN_IMAGES.values()),
+        "modes": {},
     }
+    for mode in ("eager", "graphs") if graphs else ("eager",):
+        rates: dict[tuple[bool, str], float] = {}
+        for moe in sorted(set(moe_of.values())):
+            torch.manual_seed(0)
+            model = accelerate(build_model(study.model, list(types.values()), moe).to(dev), mode, dev)
+            for name, t in types.items():
+                rates[moe, name] = steady_rate(model, {t.id: random_batch(t, batch, size, dev)}, cfg["steps"], amp)
+            del model
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        hours = {
+            p: sum(share * n / rates[moe_of[p], name] for name, n in FMC_UIA_TRAIN_IMAGES.items()) / 3600
+            for p in study.paradigms
+        }
+        out["modes"][mode] = {
+            "rates": {f"{'moe' if m else 'dense'} {n}": r for (m, n), r in rates.items()},
+            "hours": hours,
+            "total_hours": sum(hours.values()),
+        }
+    out["total_hours"] = min(m["total_hours"] for m in out["modes"].values())
+    return out
 
 
 def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
@@ -625,11 +642,12 @@ def print_moe(moe: dict[str, Any]) -> None:
 def print_projection(proj: dict[str, Any]) -> None:
     print(
         f"\nprojected studies/fmc_uia.yaml on this device ({proj['backbone']} at {proj['image_size']} px, batch "
-        f"{proj['batch']}, eager): {proj['total_hours']:.1f} h training "
-        f"({', '.join(f'{p} {h:.1f} h' for p, h in proj['hours'].items())}; "
-        f"{proj['images_per_paradigm']:,.0f} training images per paradigm)"
+        f"{proj['batch']}; {proj['images_per_paradigm']:,.0f} training images per paradigm):"
     )
-    print("  img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in proj["rates"].items()))
+    for mode, m in proj["modes"].items():
+        per = ", ".join(f"{p} {h:.1f} h" for p, h in m["hours"].items())
+        print(f"  {mode}: {m['total_hours']:.1f} h training ({per})")
+        print("    img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in m["rates"].items()))
     print(
         "  hours = sum over paradigms and task types of seeds x sum(fractions) x (1 - selection_fraction) x "
         "N_type x epochs / img/s(MoE of the paradigm, type) / 3600; evaluation, checkpoints and start-up excluded"
@@ -701,7 +719,9 @@ def main() -> int:
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="usagg-gpu-check-") as tmp:
         root = Path(tmp)
-        (root / "study.yaml").write_text(STUDY.format(root=root, tasks=TASKS, **cfg))
+        (root / "study.yaml").write_text(
+            STUDY.format(root=root, tasks=TASKS, name="gpu-check", paradigms="[TS, CG, AU]", **cfg)
+        )
 
         chosen = _env_list("GPU_CHECK_PHASES", PHASES)
         unknown = sorted(set(chosen) - set(PHASES))
