@@ -261,7 +261,7 @@ def syncs_per_step(job: Any, device: Any, batch: int, amp: bool, steps: int) -> 
         x, y = splits[task].batch(idx, device)
         _train_step(model, opt, task, x, y, amp)
 
-    for i in range(len(tasks)):
+    for i in range(2 * len(tasks)):  # two rounds: lazy set-up of a task's second step is not the steady state
         step(i)
     _sync(device)
     with warnings.catch_warnings(record=True) as caught:
@@ -723,11 +723,14 @@ def main() -> int:
             STUDY.format(root=root, tasks=TASKS, name="gpu-check", paradigms="[TS, CG, AU]", **cfg)
         )
 
+        from usagg.engine.accel import ACCEL_MODES
+
+        for name, known in (("GPU_CHECK_PHASES", PHASES), ("GPU_CHECK_ACCEL", ACCEL_MODES)):
+            unknown = sorted(set(_env_list(name, known)) - set(known))
+            if unknown:
+                print(f"gpu-check: unknown value(s) {', '.join(unknown)} in {name}; choose from {', '.join(known)}")
+                return 2
         chosen = _env_list("GPU_CHECK_PHASES", PHASES)
-        unknown = sorted(set(chosen) - set(PHASES))
-        if unknown:
-            print(f"gpu-check: unknown phase(s) {', '.join(unknown)} in GPU_CHECK_PHASES; one of {', '.join(PHASES)}")
-            return 2
 
         def phase(label: str, fn: Any, show: Any) -> Any:
             """Run one phase; a phase that raises is reported and the check goes on (one GPU session, all numbers)."""
