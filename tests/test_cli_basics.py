@@ -147,6 +147,19 @@ def test_help_follows_cli_conventions(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert "--json " in text and "error|warn|off" in text and "FLOAT" in text
 
 
+def test_help_works_with_a_typer_that_has_no_annotation_labels() -> None:
+    """typer before the annotation labels (0.27 on a GPU image, 2026-11-28) has no `display_type_rich`: the
+    relabelling leaves such parameters alone instead of crashing `usagg` at start."""
+    import click
+
+    from usagg.cli.app import plain_help
+
+    command = click.Command("x", params=[click.Option(["--n"], type=int)])
+    assert not hasattr(command.params[0], "display_type_rich")
+    assert plain_help(command) is command
+    assert "--n INTEGER" in command.get_help(click.Context(command))
+
+
 @pytest.mark.parametrize("columns", [80, 60])
 def test_plan_never_cuts_at_the_width_of_a_log(
     columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path

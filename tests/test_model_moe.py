@@ -265,3 +265,11 @@ def test_giou_loss_equals_torchvision_bit_for_bit(dtype: torch.dtype) -> None:
         assert torch.equal(got, want) and torch.equal(p2.grad, p1.grad)
     disjoint = box_loss(torch.tensor([[0.0, 0.0, 0.1, 0.1]]), torch.tensor([[0.5, 0.5, 0.6, 0.6]]))
     assert disjoint.item() == pytest.approx(5 * 0.5 + 2 * (1 + (0.36 - 0.02) / 0.36), rel=1e-5)
+
+
+def test_without_a_grouped_gemm_in_torch_dispatch_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older torch has neither `F.grouped_mm` nor `torch._grouped_mm`: never grouped, and CUDA is not even asked."""
+    from usagg.model import moe
+
+    monkeypatch.setattr(moe, "GROUPED_MM", None)
+    assert not moe.grouped_mm_is_sync_free(torch.device("cuda"), torch.bfloat16)
