@@ -192,20 +192,21 @@ def random_batch(task: Any, batch: int, size: int, device: Any) -> tuple[Any, An
     return x.to(device), y.to(device)
 
 
+def train_rounds(model: Any, opt: Any, batches: dict[str, tuple[Any, Any]], rounds: int, amp: bool) -> None:
+    """`rounds` rounds of one training step per task over `batches`, then wait for the device."""
+    for _ in range(rounds):
+        for task, (x, y) in batches.items():
+            _train_step(model, opt, task, x, y, amp)
+    _sync(next(model.parameters()).device)
+
+
 def steady_rate(model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool) -> float:
     """Training images/s of a steady loop over `batches` (one per task), after two warm-up rounds (compiles)."""
     opt = _optimizer(model)
     model.train()
-    device = next(model.parameters()).device
-    for _ in range(2):
-        for task, (x, y) in batches.items():
-            _train_step(model, opt, task, x, y, amp)
-    _sync(device)
+    train_rounds(model, opt, batches, 2, amp)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        for task, (x, y) in batches.items():
-            _train_step(model, opt, task, x, y, amp)
-    _sync(device)
+    train_rounds(model, opt, batches, steps, amp)
     n = steps * sum(int(x.shape[0]) for x, _ in batches.values())
     return n / (time.perf_counter() - t0)
 
@@ -419,18 +420,12 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     torch.manual_seed(0)
     model = build_model(job.model, job.tasks, job.moe).to(dev).train()
     opt = _optimizer(model)
-    for _ in range(2):
-        for task, (x, y) in batches.items():
-            _train_step(model, opt, task, x, y, amp)
-    _sync(dev)
+    train_rounds(model, opt, batches, 2, amp)
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
-        for _ in range(PROFILE_ROUNDS):
-            for task, (x, y) in batches.items():
-                _train_step(model, opt, task, x, y, amp)
-        _sync(dev)
+        train_rounds(model, opt, batches, PROFILE_ROUNDS, amp)
     steps = PROFILE_ROUNDS * len(batches)
     wall = (time.perf_counter() - t0) / steps
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
