@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from usagg.affinity import Affinity
-from usagg.grouping import adjusted_rand_index, choose_groups, partition_score, rand_index, stirling2
+from usagg.grouping import _beam, adjusted_rand_index, choose_groups, partition_score, rand_index, stirling2
 
 
 def _aff(z: np.ndarray) -> Affinity:
@@ -64,6 +64,51 @@ def test_beam_search_on_27_tasks_finds_planted_groups_quickly() -> None:
     assert g.method.startswith("beam search")
     got = {t: lab for t, lab in g.labels().items()}
     assert adjusted_rand_index(got, {f"t{i}": str(p) for i, p in enumerate(planted)}) == 1.0
+
+
+CASES = [(n, k, seed) for n in range(4, 10) for k in range(2, min(5, n - 1) + 1) for seed in range(3)]
+
+
+@pytest.mark.parametrize(("n", "k", "seed"), CASES)
+def test_beam_and_local_search_is_optimal_wherever_every_partition_can_be_tried(n: int, k: int, seed: int) -> None:
+    z = np.random.default_rng(1000 * n + 10 * k + seed).normal(0, 1, (n, n))
+    every = choose_groups(_aff(z), k)
+    assert every.method.startswith("exhaustive")
+    searched = choose_groups(_aff(z), k, exhaustive_limit=0)
+    assert searched.method.endswith("and local search")
+    assert searched.score == pytest.approx(every.score, abs=1e-9)
+    assert len(searched.groups) == k and sorted(t for g in searched.groups for t in g) == sorted(_aff(z).tasks)
+
+
+def _improving_neighbour(z: np.ndarray, labels: list[int], k: int) -> bool:
+    """Whether any move (not emptying a group) or swap of `labels` scores higher (written apart from grouping.py)."""
+    base = partition_score(z, tuple(labels))
+    for i in range(len(labels)):
+        for g in range(k):
+            moved = labels.copy()
+            moved[i] = g
+            if len(set(moved)) == k and partition_score(z, tuple(moved)) > base + 1e-9:
+                return True
+        for j in range(i + 1, len(labels)):
+            swapped = labels.copy()
+            swapped[i], swapped[j] = labels[j], labels[i]
+            if partition_score(z, tuple(swapped)) > base + 1e-9:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_local_search_improves_the_beam_at_27_tasks_in_9_groups(seed: int) -> None:
+    """The issue's finding: the beam alone stops below what moves and swaps reach; after the local search no move or
+    swap improves and the score is never below the beam's."""
+    z = np.random.default_rng(seed).normal(0, 1, (27, 27))
+    beam = partition_score(z, _beam(z, 27, 9, 256))
+    g = choose_groups(_aff(z), 9)
+    index = {t: i for i, grp in enumerate(g.groups) for t in grp}
+    labels = [index[f"t{i}"] for i in range(27)]
+    assert g.score == pytest.approx(partition_score(z, tuple(labels)))
+    assert g.score > 1.03 * beam
+    assert not _improving_neighbour(z, labels, 9)
 
 
 def test_more_groups_than_tasks_leaves_each_alone() -> None:

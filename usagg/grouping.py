@@ -6,8 +6,12 @@ the partition into exactly `k` groups with the highest total wins. Small problem
 solved exactly (every partition, Stirling S(n, k) of them, up to `EXHAUSTIVE_LIMIT`);
 larger ones by a beam search that adds tasks one at a time in order, keeping the
 `beam_width` best partial partitions (scored on the tasks placed so far) that can still
-open the groups left. Ties go to the partition met first in task order, so the answer is
-the same on every machine. Torch-free, numpy only.
+open the groups left, then a local search from the beam's best: the best improving move
+(one task to another group, never emptying one) or swap (two tasks of different groups),
+until none improves. Scoring partial partitions misleads the beam (at 27 tasks in 9 groups
+it ended 6.8 % below what moves and swaps reach), and the local search can only improve
+on it. Ties go to the partition met first in task order, so the answer is the same on every
+machine. Torch-free: numpy, and scikit-learn for the Rand indices.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class Grouping:
 
     groups: tuple[tuple[str, ...], ...]
     score: float
-    method: str  # "exhaustive (N partitions)" or "beam search (width W)"
+    method: str  # "exhaustive (N partitions)" or "beam search (width W, ...) and local search"
 
     def labels(self) -> dict[str, str]:
         """task -> group label g1, g2, ... (the AG job names)."""
@@ -49,16 +53,15 @@ def stirling2(n: int, k: int) -> int:
     return k * stirling2(n - 1, k) + stirling2(n - 1, k - 1)
 
 
-def partition_score(z: np.ndarray, assign: tuple[int, ...]) -> float:
+def partition_score(z: np.ndarray, assign: tuple[int, ...] | np.ndarray) -> float:
     """Total affinity of a (partial) assignment: sum over placed tasks j of the mean Z[i, j] over mates i != j."""
-    total = 0.0
     labels = np.asarray(assign)
-    m = len(assign)
-    for j in range(m):
-        mates = [i for i in range(m) if i != j and labels[i] == labels[j]]
-        if mates:
-            total += float(z[mates, j].mean())
-    return total
+    m = len(labels)
+    mates = np.equal.outer(labels, labels)
+    np.fill_diagonal(mates, False)
+    count = mates.sum(axis=0)
+    total = np.where(mates, z[:m, :m], 0.0).sum(axis=0)
+    return float((total[count > 0] / count[count > 0]).sum())
 
 
 def _growth_strings(n: int, k: int) -> Iterator[tuple[int, ...]]:
@@ -80,7 +83,7 @@ def _growth_strings(n: int, k: int) -> Iterator[tuple[int, ...]]:
     yield from rec([], 0)
 
 
-def _beam(z: np.ndarray, n: int, k: int, width: int) -> tuple[tuple[int, ...], float]:
+def _beam(z: np.ndarray, n: int, k: int, width: int) -> tuple[int, ...]:
     beam: list[tuple[int, ...]] = [()]
     for i in range(n):
         nxt: list[tuple[float, int, tuple[int, ...]]] = []
@@ -93,8 +96,45 @@ def _beam(z: np.ndarray, n: int, k: int, width: int) -> tuple[tuple[int, ...], f
                 nxt.append((-partition_score(z, b), len(nxt), b))
         nxt.sort()
         beam = [b for _, _, b in nxt[:width]]
-    best = beam[0]
-    return best, partition_score(z, best)
+    return beam[0]
+
+
+def _local_search(z: np.ndarray, start: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """Best-improvement local search from `start` over moves and swaps that keep exactly k groups; the first of
+    equal best neighbours (moves before swaps, in task order) is taken, so the result is deterministic."""
+    labels = np.asarray(start)
+    n = len(labels)
+    current = partition_score(z, labels)
+    while True:
+        best, best_labels = current + 1e-12, None
+        sizes = np.bincount(labels, minlength=k)
+        for i in range(n):
+            if sizes[labels[i]] == 1:
+                continue  # moving it would empty its group
+            for g in range(k):
+                if g != labels[i]:
+                    cand = labels.copy()
+                    cand[i] = g
+                    s = partition_score(z, cand)
+                    if s > best:
+                        best, best_labels = s, cand
+        for i in range(n):
+            for j in range(i + 1, n):
+                if labels[i] != labels[j]:
+                    cand = labels.copy()
+                    cand[i], cand[j] = labels[j], labels[i]
+                    s = partition_score(z, cand)
+                    if s > best:
+                        best, best_labels = s, cand
+        if best_labels is None:
+            return _canonical(labels)
+        labels, current = best_labels, best
+
+
+def _canonical(labels: np.ndarray) -> tuple[int, ...]:
+    """Relabel groups in order of their first task (a restricted growth string)."""
+    seen: dict[int, int] = {}
+    return tuple(seen.setdefault(int(v), len(seen)) for v in labels)
 
 
 def choose_groups(
@@ -115,41 +155,30 @@ def choose_groups(
                 best, best_score = a, s
         method = f"exhaustive ({count:,} partitions)"
     else:
-        best, best_score = _beam(z, n, k, beam_width)
-        method = f"beam search (width {beam_width}, {count:.3g} partitions in all)"
+        best = _local_search(z, _beam(z, n, k, beam_width), k)
+        best_score = partition_score(z, best)
+        method = f"beam search (width {beam_width}, {count:.3g} partitions in all) and local search"
     groups = tuple(tuple(t for t, g in zip(aff.tasks, best, strict=True) if g == label) for label in range(k))
     return Grouping(groups, float(best_score), method)
 
 
-def _pairs_agree(a: dict[str, str], b: dict[str, str]) -> tuple[int, int, list[str]]:
-    tasks = sorted(set(a) & set(b))
+def _labels(a: dict[str, str], b: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The two groupings' labels over the same tasks, in one task order."""
     if set(a) != set(b):
         raise ValueError(f"groupings over different tasks: {sorted(set(a) ^ set(b))}")
-    agree = sum((a[x] == a[y]) == (b[x] == b[y]) for i, x in enumerate(tasks) for y in tasks[i + 1 :])
-    return agree, len(tasks) * (len(tasks) - 1) // 2, tasks
+    tasks = sorted(a)
+    return [a[t] for t in tasks], [b[t] for t in tasks]
 
 
 def rand_index(a: dict[str, str], b: dict[str, str]) -> float:
     """Share of task pairs both groupings treat alike (together in both, or apart in both); 1.0 is identical."""
-    agree, pairs, _ = _pairs_agree(a, b)
-    return agree / pairs if pairs else 1.0
+    from sklearn.metrics import rand_score
+
+    return float(rand_score(*_labels(a, b)))
 
 
 def adjusted_rand_index(a: dict[str, str], b: dict[str, str]) -> float:
     """Rand index corrected for chance (Hubert and Arabie 1985): 0 for random groupings, 1 for identical."""
-    _, pairs, tasks = _pairs_agree(a, b)
-    if pairs == 0:
-        return 1.0
-    la, lb = sorted(set(a.values())), sorted(set(b.values()))
-    table = np.zeros((len(la), len(lb)), dtype=np.int64)
-    for t in tasks:
-        table[la.index(a[t]), lb.index(b[t])] += 1
+    from sklearn.metrics import adjusted_rand_score
 
-    def comb2(x: np.ndarray) -> float:
-        return float((x * (x - 1) // 2).sum())
-
-    index = comb2(table)
-    ra, rb = comb2(table.sum(axis=1)), comb2(table.sum(axis=0))
-    expected = ra * rb / pairs
-    top = (ra + rb) / 2
-    return 1.0 if top == expected else (index - expected) / (top - expected)
+    return float(adjusted_rand_score(*_labels(a, b)))

@@ -4,7 +4,7 @@ the cluster bootstrap of mean Δ, and the Holm correction over every test a repo
 Every result carries its n and method, and small samples give a note ("n too small")
 rather than an exception or a meaningless p. A test is two-sided unless
 analysis.hypotheses states a direction for it (usagg/spec/models.py, `Hypotheses`).
-scipy is imported inside the functions.
+scipy and statsmodels are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -192,15 +192,12 @@ def bootstrap_mean_ci(
 
 
 def holm(p: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values (family-wise error), in the input order."""
-    m = len(p)
-    order = sorted(range(m), key=lambda i: p[i])
-    out = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
+    """Holm step-down adjusted p-values (family-wise error), in the input order (statsmodels' multipletests)."""
+    if not p:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(v) for v in multipletests(np.asarray(p, float), method="holm")[1]]
 
 
 def holm_adjust(stats: list[Stat]) -> list[Stat]:
