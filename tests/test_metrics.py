@@ -227,9 +227,10 @@ def test_class_absent_from_a_multiclass_test_set_scores_auc_zero_as_the_challeng
     assert math.isnan(auc_or_nan(probs, labels))  # the undefined case stays visible to the bootstrap
 
 
-def test_auc_is_zero_when_a_single_class_is_present() -> None:
+def test_auc_of_one_class_is_nan_binary_and_zero_multiclass_as_the_challenge_records_it() -> None:
+    # binary: scikit-learn calls it undefined and returns nan, which the challenge's evaluate.py keeps
     m = classification_metrics(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1]))
-    assert m["AUC"] == 0.0
+    assert math.isnan(m["AUC"])
     assert m["ACC"] == 0.5
     m3 = classification_metrics(np.array([[0.2, 0.7, 0.1], [0.1, 0.1, 0.8]]), np.array([2, 2]))
     assert m3["AUC"] == 0.0
@@ -448,16 +449,18 @@ def test_a_palette_mask_scores_as_the_challenge_scores_it(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- regression: missing keypoints
 
 
-def test_a_missing_or_empty_keypoint_is_the_point_0_0(tmp_path: Path) -> None:
+def test_a_missing_or_empty_keypoint_is_a_row_error_not_the_point_0_0(tmp_path: Path) -> None:
     tt = get_task_type("regression")
-    row = Row({"point_1_xy": "[3, 4]", "point_2_xy": ""}, tmp_path, tmp_path)
-    assert tt.parse_label(row, 2) == ((3.0, 4.0), (0.0, 0.0))
-    assert tt.parse_label(Row({"point_1_xy": "[3, 4]"}, tmp_path, tmp_path), 2) == ((3.0, 4.0), (0.0, 0.0))
+    with pytest.raises(RowError, match="point_2_xy is empty or missing") as empty:
+        tt.parse_label(Row({"point_1_xy": "[3, 4]", "point_2_xy": ""}, tmp_path, tmp_path), 2)
+    assert empty.value.kind == "missing_keypoint"
+    with pytest.raises(RowError, match="point_2_xy is empty or missing"):
+        tt.parse_label(Row({"point_1_xy": "[3, 4]"}, tmp_path, tmp_path), 2)
     with pytest.raises(RowError, match="expected 1 keypoints"):  # a filled point past num_classes
         tt.parse_label(Row({"point_1_xy": "[3, 4]", "point_2_xy": "[1, 1]"}, tmp_path, tmp_path), 1)
-    # scored against (0, 0): a prediction at (3, 4) is 5 px off that point
+    # a point written at (0, 0) is scored there: a prediction at (3, 4) is 5 px off that point
     assert regression_metrics(np.array([[[3.0, 4.0], [3.0, 4.0]]]), np.array([[[3.0, 4.0], [0.0, 0.0]]]))["MRE"] == 2.5
     sample = Sample("R", "regression", 2, "a.png", tmp_path / "a.png", ((3.0, 4.0), (0.0, 0.0)), tmp_path / "x.csv", 1)
     assert tt.summary_text(Counter(tt.summary_keys(sample, None))) == (
-        "1 x 2 points; 1 image(s) with a point at (0, 0), as a missing point_k_xy reads"
+        "1 x 2 points; 1 image(s) with a point at exactly (0, 0): check they are landmarks"
     )

@@ -23,11 +23,13 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from usagg.data.images import open_image
 from usagg.data.masks import read_mask_grayscale
 from usagg.errors import DataError
 
 #: Bump when the decoding changes, so old entries are not reused.
-CACHE_VERSION = 2  # 2: masks read as OpenCV's IMREAD_GRAYSCALE (palette and colour masks as luminance)
+#: 2: masks read as OpenCV's IMREAD_GRAYSCALE (palette and colour masks as luminance); 3: 16-bit images by high byte.
+CACHE_VERSION = 3
 
 #: How images are decoded: `gray` (luminance, 1 channel), `rgb` (3 channels), `auto` (3 channels only when some
 #: image of the list has colour, i.e. channels that differ; else exactly the `gray` decode).
@@ -53,7 +55,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Grayscale, bilinear resize to size x size; returns the array and the original (H, W)."""
-    with Image.open(path) as im:
+    with open_image(path) as im:  # 16-bit as 8-bit, as OpenCV reads it (usagg/data/images.py)
         hw = (im.height, im.width)
         gray = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(gray, dtype=np.uint8), hw
@@ -65,7 +67,7 @@ def decode_color(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int], bo
     Colourless (a gray mode, or RGB channels equal everywhere) returns `decode_image`'s [S, S] array, so
     grayscale data keep exactly the numbers of the grayscale path.
     """
-    with Image.open(path) as im:
+    with open_image(path) as im:
         hw = (im.height, im.width)
         if im.mode not in ("L", "LA", "I", "I;16", "F", "1"):
             rgb = im.convert("RGB")

@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from usagg.data.fmc_uia import Problem, Sample, csv_files, rel, scan_split
+from usagg.data.images import open_image
 from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, find_leaks, fingerprint
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
@@ -119,7 +118,7 @@ def _check_files(s: Sample, root: Path) -> _FileResult:
         problem = Problem("missing_image", f"{tag} image {s.image_path!r} not found ({s.image_file})", **where)
         return _FileResult([problem], None, tuple(tt.summary_keys(s, None)))
     try:
-        with Image.open(s.image_file) as im:
+        with open_image(s.image_file) as im:  # 16-bit at its depth, as the scoring's OpenCV reads it
             im.load()
             hw = (im.height, im.width)
             try:
@@ -185,6 +184,8 @@ def check_dataset(
                 )
                 continue
             _add_file_results(report, summary, samples, root, split, entries)
+            if split == "val":
+                _warn_test_split(report, task_id, samples, root)
     if test_carve is not None:
         entries = _carve(entries, *test_carve)
     leaks = find_leaks(entries, root, leakage, near_duplicate_threshold, test="val" if test_carve is None else CARVED)
@@ -217,6 +218,16 @@ def _carve(entries: list[Entry], fraction: float, split_seed: int) -> list[Entry
         test, _ = carve_test([e.sample for e in task_entries], fraction, split_seed, task_id)
         carved.update(id(s) for s in test)
     return [Entry(CARVED, e.sample, e.fp) if id(e.sample) in carved else e for e in entries]
+
+
+def _warn_test_split(report: CheckReport, task_id: str, samples: list[Sample], root: Path) -> None:
+    """The val split scored as the test split: a task whose metrics will not be the usual numbers there."""
+    s0 = samples[0]
+    note = get_task_type(s0.task_type).test_split_warning(samples, s0.num_classes)
+    if note is not None:
+        report.warnings.append(
+            Problem("val_scoring", f"task {task_id}: the val split has {note}", rel(s0.csv_file, root))
+        )
 
 
 def _add_file_results(

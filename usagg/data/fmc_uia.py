@@ -18,7 +18,7 @@ from typing import Any
 
 from usagg.errors import DataError
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
-from usagg.tasktypes.base import Row, RowError, resolve_inside
+from usagg.tasktypes.base import Row, RowError
 
 BASE_COLUMNS: tuple[str, ...] = ("image_path", "task_id", "task_name", "num_classes")
 
@@ -132,6 +132,15 @@ def scan_split(root: Path, split: str) -> SplitScan:
                 )
             )
             continue
+        if not records:
+            scan.problems.append(
+                Problem(
+                    "empty_csv",
+                    f"{rel(path, root)} has a header but no rows; every index CSV lists at least one image "
+                    f"(a task without {split} images cannot be trained or scored): fill it or remove the file",
+                    rel(path, root),
+                )
+            )
         rows.extend((path, i, record, columns) for i, record in enumerate(records, start=1))
 
     def problem(kind: str, message: str, path: Path, row: int) -> None:
@@ -198,15 +207,14 @@ def scan_split(root: Path, split: str) -> SplitScan:
                     row,
                 )
                 continue
-            image_path = (record.get("image_path") or "").strip()
+            cells = Row(record, root, path.parent)
             try:
-                if not image_path:
-                    raise RowError("missing_value", "column image_path is empty")
-                image_file = resolve_inside(root, path.parent, image_path)
-                label = tt.parse_label(Row(record, root, path.parent), k)
+                image_file = cells.path("image_path", "the image's path")
+                label = tt.parse_label(cells, k)
             except RowError as err:
                 problem(err.kind, f"task {task_id}: {err}", path, row)
                 continue
+            image_path = record["image_path"]  # unpadded: `Row.path` refuses padding
             label_cells = tuple((record.get(c) or "").strip() for c in tt.csv_columns(k))
             if image_path in seen:
                 p0, r0, cells0 = seen[image_path]

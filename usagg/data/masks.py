@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from usagg.data.images import WIDE_GRAY_MODES, high_byte
+
 #: libpng's RGB-to-gray weights as OpenCV sets them (``png_set_rgb_to_gray(png, 1, 0.299, 0.587)``), in
 #: 1/32768: red and green truncated from fixed point, blue the rest.
 _LUMA = (9797, 19234, 32768 - 9797 - 19234)
@@ -43,10 +45,8 @@ def read_mask_grayscale(path: Path) -> np.ndarray:
         return np.ascontiguousarray(arr, dtype=np.uint8)
     if mode == "LA":
         return np.ascontiguousarray(arr[..., 0], dtype=np.uint8)
-    if mode.startswith("I;16") or mode == "I":
-        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
-            raise ValueError(f"mask {path}: {mode} values outside 0..65535; expected a 16-bit grayscale PNG")
-        return (arr.astype(np.uint32) >> 8).astype(np.uint8)
+    if mode in WIDE_GRAY_MODES:
+        return high_byte(arr, mode, path)
     if mode in ("RGB", "RGBA", "P", "PA"):
         return _luminance(arr[..., :3], fixed_gamma)
     raise ValueError(f"mask {path}: image mode {mode} is not a grayscale, palette or colour PNG")

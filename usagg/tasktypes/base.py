@@ -58,11 +58,47 @@ class RowError(Exception):
 
 
 def resolve_inside(root: Path, csv_dir: Path, value: str) -> Path:
-    """Resolve a CSV path relative to csv_files/; RowError when it leaves the dataset root."""
+    """Resolve a CSV path relative to csv_files/; RowError when it leaves the dataset root.
+
+    Symbolic links are followed for the check: a link inside the root to a file outside it would
+    make the dataset read files no copy of the root carries (the returned path keeps the link).
+    """
     path = Path(os.path.normpath(csv_dir / value.strip()))
-    if path != root and root not in path.parents:
+    if not _inside(path, root):
         raise RowError("path_outside_root", f"path {value!r} resolves to {path}, outside the dataset root {root}")
+    real = path.resolve()
+    if not _inside(real, _real(root)):
+        raise RowError(
+            "path_outside_root",
+            f"path {value!r} leads through a symbolic link to {real}, outside the dataset root {root}; "
+            "copy the file into the root (a dataset must hold its own files)",
+        )
     return path
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+@functools.lru_cache(maxsize=8)
+def _real(root: Path) -> Path:
+    """The root with its own symbolic links resolved (a root that is itself a link is fine)."""
+    return root.resolve()
+
+
+def unpadded(column: str, raw: str) -> str:
+    """A path cell as written; RowError when spaces pad it, which the challenge's evaluation keeps.
+
+    Its evaluate.py reads the cell unstripped, so a padded path names no file there and the image
+    goes unscored while usagg would score it: the two would report different numbers.
+    """
+    if raw != raw.strip():
+        raise RowError(
+            "padded_path",
+            f"column {column} is {raw!r}, with spaces around the path; the challenge's evaluation reads the "
+            "cell as written and would not find the file: remove the spaces",
+        )
+    return raw
 
 
 #: Share of an image side a keypoint or box may stray outside the image (annotation at the very edge)
@@ -115,8 +151,9 @@ class Row:
         return int(value)
 
     def path(self, column: str, what: str = "a file path") -> Path:
-        """An absolute path inside the dataset root, from a path relative to the CSV's folder."""
-        return resolve_inside(self.root, self.csv_dir, self.text(column, what))
+        """An absolute path inside the dataset root, from an unpadded path relative to the CSV's folder."""
+        self.text(column, what)  # an empty cell is missing_value, not padding
+        return resolve_inside(self.root, self.csv_dir, unpadded(column, self.record[column]))
 
 
 @dataclass(frozen=True)
@@ -214,6 +251,12 @@ class TaskType:
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
         """Keys counted in the per-task label summary of `data check` (one count per key per image)."""
         return []
+
+    def test_split_warning(self, samples: Sequence[Sample], num_classes: int) -> str | None:
+        """Why the type's metrics are not the usual numbers on a test split of these samples, and what they
+        will be, as a phrase completing "the val split has ..." (e.g. "no image of class 2: ..."); None when
+        nothing is off. `data check` warns with it per task."""
+        return None
 
     def summary_text(self, counts: dict[str, int]) -> str:
         """The label summary shown by `data check`."""

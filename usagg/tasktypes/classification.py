@@ -1,8 +1,10 @@
 """Classification: one class per image (FMC_UIA `mask` column holds the class index).
 
 Scored as the challenge does: AUC (binary: probability of class 1; multi-class:
-macro one-vs-rest; 0.0 where scikit-learn cannot compute it), accuracy, F1 macro
-and weighted, MCC; the predicted class is the argmax. Splits are stratified by class.
+macro one-vs-rest; NaN where scikit-learn calls it undefined, a binary task with one
+class present; 0.0 where scikit-learn refuses the input, a class absent from a
+multi-class task), accuracy, F1 macro and weighted, MCC; the predicted class is the
+argmax. Splits are stratified by class.
 """
 
 from __future__ import annotations
@@ -68,6 +70,22 @@ class Classification(TaskType):
 
     def summary_text(self, counts: dict[str, int]) -> str:
         return " ".join(f"{k}:{v}" for k, v in counts.items()) or "-"
+
+    def test_split_warning(self, samples: Sequence[Sample], num_classes: int) -> str | None:
+        """A class with no test image: AUC is then undefined, and what the scoring records instead."""
+        missing = sorted(set(range(num_classes)) - {int(s.label) for s in samples})
+        if not missing:
+            return None
+        absent = f"no image of class {', '.join(map(str, missing))} (of 0..{num_classes - 1})"
+        if num_classes == 2:
+            return (
+                f"{absent}: its AUC is undefined and will be NaN (an empty cell in results.csv), as the "
+                "challenge's evaluation reports it; ACC, F1 and MCC are computed as usual"
+            )
+        return (
+            f"{absent}: scikit-learn refuses its one-vs-rest AUC, which will be 0.0, as the challenge's "
+            "evaluation records the refusal; ACC, F1 and MCC are computed as usual"
+        )
 
     def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
         """int64 [N] class indices."""
@@ -136,19 +154,25 @@ def auc_or_nan(probs: np.ndarray, labels: np.ndarray) -> float:
     ``roc_auc_score(labels, probs, average="macro", multi_class="ovr")``, which
     needs every class in ``labels`` (and rows summing to 1). Undefined cases
     (one class present, a class absent from a multi-class task) are nan here,
-    whether scikit-learn raises or (newer versions, binary) warns and returns nan.
+    whether scikit-learn raises or (binary) warns and returns nan.
     """
+    auc = _sklearn_auc(probs, labels)
+    return math.nan if auc is None else auc
+
+
+def _sklearn_auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """scikit-learn's AUC as evaluate.py asks for it; None where it raises (the script then records 0.0)."""
     from sklearn.metrics import roc_auc_score
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # UndefinedMetricWarning: a single class present
+        warnings.simplefilter("ignore")  # UndefinedMetricWarning: a single class present, nan returned
         try:
             if probs.shape[1] == 2:
                 auc = roc_auc_score(labels, probs[:, 1])
             else:
                 auc = roc_auc_score(labels, probs, average="macro", multi_class="ovr")
         except ValueError:
-            return math.nan
+            return None
     return float(auc)
 
 
@@ -158,10 +182,12 @@ def classification_metrics(
     """AUC, ACC, F1_macro, F1_weighted and MCC (those ``metrics`` names) from probabilities ``[N, C]`` and labels.
 
     The predicted class is ``argmax(probs)``. AUC: with C = 2 the ROC AUC of
-    ``probs[:, 1]``; with C > 2 sklearn's macro one-vs-rest AUC. Where
-    scikit-learn cannot compute it (a single class present, or a class of a
-    multi-class task absent from ``labels``) AUC is 0.0, as the challenge's
-    evaluation records it (:func:`auc_or_nan` tells the cases apart). F1 uses
+    ``probs[:, 1]``; with C > 2 sklearn's macro one-vs-rest AUC. As the
+    challenge's evaluation records it: NaN where scikit-learn returns NaN (a
+    binary task with a single class present: undefined, left out of model
+    selection, an empty cell in results), 0.0 where scikit-learn raises (a class
+    of a multi-class task absent from ``labels``); :func:`auc_or_nan` is NaN for
+    both. `usagg data check` warns of a val split that lacks a class. F1 uses
     sklearn with ``zero_division=0`` over the classes seen in labels or
     predictions, MCC is sklearn's ``matthews_corrcoef``, as in the challenge's script.
     """
@@ -188,8 +214,8 @@ def classification_metrics(
         raise ValueError(f"unknown classification metric(s) {sorted(unknown)}; expected AUC, {', '.join(_FROM_LABELS)}")
     out: dict[str, float] = {}
     if "AUC" in metrics:
-        auc = auc_or_nan(p, y)
-        out["AUC"] = 0.0 if math.isnan(auc) else auc
+        auc = _sklearn_auc(p, y)
+        out["AUC"] = 0.0 if auc is None else auc
     pred = p.argmax(axis=1)
     out.update({name: label_metric(name, y, pred) for name in _FROM_LABELS if name in metrics})
     return out

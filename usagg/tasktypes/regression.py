@@ -3,8 +3,8 @@
 Scored as the challenge does: MRE, the mean Euclidean keypoint distance in
 pixels (per image over keypoints, then over images). Keypoints live in [0, 1]
 in model space and are mapped back unclipped: a landmark may sit at the border.
-A missing or empty `point_k_xy` (k <= num_classes) is the point (0, 0), as the
-challenge's training and evaluation read it; `data check` counts such images.
+A missing or empty `point_k_xy` (k <= num_classes), which the challenge's code reads as
+the point (0, 0), is a row error here, as are coordinates written as strings.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from usagg.spec.models import HeadSpec, TaskSpec
 
 Points = tuple[tuple[float, float], ...]
-#: `data check` summary key of an image with a keypoint at (0, 0), where a missing point_k_xy lands.
+#: `data check` summary key of an image with a keypoint at exactly (0, 0): a placeholder more often than a landmark.
 ORIGIN = "point at (0, 0)"
 
 
@@ -52,34 +52,34 @@ class Regression(TaskType):
         return tuple(f"point_{k + 1}_xy" for k in range(num_classes))
 
     def parse_label(self, row: Row, num_classes: int) -> Points:
-        """point_1_xy..point_K_xy as JSON "[x, y]"; a missing or empty one is (0, 0) as the challenge's
-        baseline and evaluation read it, a filled one past K is an error (the row disagrees with num_classes)."""
+        """point_1_xy..point_K_xy, each a JSON pair of numbers "[x, y]"; RowError otherwise.
+
+        A filled point past K means the row disagrees with num_classes. A missing or empty point
+        is an error, not (0, 0): the challenge's code would read it as the image corner and train
+        towards it. Coordinates written as strings ('["3", "4"]') are refused too: the format is a
+        pair of numbers, and quoted ones mean the file was written some other way than expected.
+        """
         record = row.record
         filled = sorted(
             (int(c[len("point_") : -len("_xy")]), c)
             for c, v in record.items()
             if c and c.startswith("point_") and c.endswith("_xy") and c[6:-3].isdigit() and (v or "").strip()
         )
-        points = dict.fromkeys(range(1, num_classes + 1), (0.0, 0.0))
-        for number, column in filled:
-            raw = record[column].strip()
-            try:
-                value = json.loads(raw)
-                x, y = (float(v) for v in value)
-                if not (math.isfinite(x) and math.isfinite(y)):
-                    raise ValueError
-            except (ValueError, TypeError):
-                raise RowError(
-                    "keypoints_json", f'column {column} is {raw!r}, expected a JSON pair like "[120.5, 88]"'
-                ) from None
-            points[number] = (x, y)
-        if len(points) != num_classes:
+        if any(number > num_classes for number, _ in filled):
             given = ", ".join(c for _, c in filled)
             raise RowError(
                 "keypoints_count",
                 f"expected {num_classes} keypoints (num_classes) in point_1_xy..point_{num_classes}_xy, found {given}",
             )
-        return tuple(points.values())
+        empty = [f"point_{k}_xy" for k in range(1, num_classes + 1) if k not in dict(filled)]
+        if empty:
+            raise RowError(
+                "missing_keypoint",
+                f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty or missing; expected "
+                f'{num_classes} keypoints (num_classes) as JSON pairs like "[120.5, 88]" (the challenge\'s code '
+                "reads an empty point as (0, 0), the image corner, which is no landmark)",
+            )
+        return tuple(_point(column, record[column].strip()) for _, column in filled)
 
     def csv_fields(self, label: Any, num_classes: int) -> list[object]:
         return [json.dumps([x, y]) for x, y in label]
@@ -104,14 +104,14 @@ class Regression(TaskType):
         ], None
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
-        """The point count, and ORIGIN for an image with a point at (0, 0): how a missing point reads."""
+        """The point count, and ORIGIN for an image with a point at exactly (0, 0) (often a placeholder)."""
         origin = any(x == 0 and y == 0 for x, y in sample.label)
         return [f"{len(sample.label)} points", *([ORIGIN] if origin else [])]
 
     def summary_text(self, counts: dict[str, int]) -> str:
         text = ", ".join(f"{v} x {k}" for k, v in counts.items() if k != ORIGIN) or "-"
         if counts.get(ORIGIN):
-            text += f"; {counts[ORIGIN]} image(s) with a point at (0, 0), as a missing point_k_xy reads"
+            text += f"; {counts[ORIGIN]} image(s) with a point at exactly (0, 0): check they are landmarks"
         return text
 
     def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
@@ -151,6 +151,24 @@ class Regression(TaskType):
         if writer is not None:
             self.record_item_scores(writer, task, "mean", items, errors)
         return {"MRE": float(errors.mean())}
+
+
+def _point(column: str, raw: str) -> tuple[float, float]:
+    """One cell "[x, y]" as finite numbers; RowError naming the column otherwise (strings included)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    numbers = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+    if not numbers or not all(math.isfinite(v) for v in value):
+        strings = isinstance(value, list) and any(isinstance(v, str) for v in value)
+        why = "the coordinates are strings; " if strings else ""
+        raise RowError("keypoints_json", f'column {column} is {raw!r}: {why}expected a JSON pair like "[120.5, 88]"')
+    return float(value[0]), float(value[1])
 
 
 def points_to_pixels(points_normalized: Sequence[float] | np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
