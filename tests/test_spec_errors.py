@@ -81,14 +81,14 @@ def test_error_text_is_printed_verbatim(monkeypatch: pytest.MonkeyPatch, capsys:
 def test_files_that_are_not_yaml_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A binary file, an endless device and a huge file are refused by size or encoding, before parsing."""
+    """A binary file, an endless device and a huge file are refused by encoding, kind or size, before parsing."""
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(bytes(range(256)) * 10)
     huge = tmp_path / "huge.yaml"
     huge.write_text("name: x\n" + "# padding\n" * 200_000)
     for path, expected in (
         (binary, "not UTF-8 text"),
-        (Path("/dev/zero"), "larger than 1,000,000 bytes"),
+        (Path("/dev/zero"), "is a character device, not a regular file"),
         (huge, "larger than"),
     ):
         code, text = run_cli(["validate", str(path)], monkeypatch, capsys)

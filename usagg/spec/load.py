@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from usagg import __version__
 from usagg.errors import SpecError
 from usagg.names import suggest
+from usagg.registry import load_plugins
 from usagg.spec.models import CatalogRef, Study, TaskSpec
 
 __all__ = [
@@ -76,8 +78,70 @@ def fmt_path(parts: Sequence[Any]) -> str:
     return out
 
 
+#: Limits checked while a YAML document is composed, before any value is built: a study spec is a few kB and
+#: a few hundred values (the packaged 27-task catalog: 3.5 kB, about 400); these leave room for any real one
+#: and refuse a hostile or runaway file in well under a second.
+MAX_YAML_BYTES = 256_000
+MAX_YAML_NODES = 10_000  # values as written, counted while composing
+MAX_YAML_EXPANDED = 200_000  # values once aliases are expanded (an alias bomb expands to billions)
+MAX_YAML_DEPTH = 64
+#: Integers are counts, seeds and sizes: their length is checked before int() runs (Python refuses more than
+#: 4,300 digits with a traceback); each field's range, and 2**63 for all (usagg/spec/models.py), come after.
+MAX_INT_CHARS = 40
+
+#: YAML 1.2 floats that PyYAML (YAML 1.1) reads as strings: `1e-4`, `3E5` (no dot). Read as numbers, so a
+#: quoted "3" can stay a string that a number field refuses.
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that rejects a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """safe_load with limits: duplicate keys, too many values, too deep or too large integers are refused
+    while composing, so a bad file never costs more than a fraction of a second."""
+
+    source: str | Path = "<string>"
+    _nodes = 0
+    _depth = 0
+    _path: tuple = ()  # keys and positions down to the value being composed, for messages
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Count values and depth as they are composed (the composer recurses: refuse before Python would)."""
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise SpecError(
+                f"{self.source}: more than {MAX_YAML_NODES:,} values (at line {self._line()}); a study spec holds a "
+                "few hundred. Refusing it before reading further: is this the right file?"
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise SpecError(
+                f"{self.source}: the YAML is nested more than {MAX_YAML_DEPTH} levels deep (at line "
+                f"{self._line()}); a spec needs about 6."
+            )
+        outer = self._path
+        if isinstance(index, yaml.ScalarNode):  # a mapping value: index is its key
+            self._path = (*outer, index.value)
+        elif isinstance(index, int):
+            self._path = (*outer, index)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+                self._check_int(node)
+            return node
+        finally:
+            self._depth -= 1
+            self._path = outer
+
+    def _line(self) -> int:
+        return self.peek_event().start_mark.line + 1
+
+    def _check_int(self, node: yaml.ScalarNode) -> None:
+        """An integer of at most MAX_INT_CHARS characters, checked before int() is called."""
+        if len(str(node.value)) > MAX_INT_CHARS:
+            where = f"{self.source}: {fmt_path(self._path) or 'the value'} (line {node.start_mark.line + 1})"
+            raise SpecError(
+                f"{where}: got an integer of {len(str(node.value)):,} characters; integers in a spec are below "
+                "2**63 (19 digits)."
+            )
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -97,15 +161,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789"))
 
 
-#: Limits checked before a YAML document is built: a spec is a few kB; these leave room for any real one.
-MAX_YAML_BYTES = 1_000_000
-MAX_YAML_NODES = 200_000  # nodes after expanding aliases (an alias bomb expands to billions)
-MAX_YAML_DEPTH = 64
-
-
-def _check_node_tree(root: yaml.Node, path: Path) -> None:
+def _check_node_tree(root: yaml.Node, source: str | Path) -> None:
     """Refuse a composed YAML tree whose alias-expanded size or depth exceeds the limits (before building it)."""
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
@@ -123,7 +182,7 @@ def _check_node_tree(root: yaml.Node, path: Path) -> None:
             kids = [n for pair in node.value for n in pair]
         if not children_done:
             if key in open_:
-                raise SpecError(f"{path}: the YAML refers to itself through an alias; a spec must be a plain tree.")
+                raise SpecError(f"{source}: the YAML refers to itself through an alias; a spec must be a plain tree.")
             open_.add(key)
             stack.append((node, True))
             stack.extend((k, False) for k in kids if id(k) not in size)
@@ -131,38 +190,54 @@ def _check_node_tree(root: yaml.Node, path: Path) -> None:
         open_.discard(key)
         size[key] = 1 + sum(size[id(k)] for k in kids)
         depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
-        if size[key] > MAX_YAML_NODES:
+        if size[key] > MAX_YAML_EXPANDED:
             raise SpecError(
-                f"{path}: the YAML expands to more than {MAX_YAML_NODES:,} values once its aliases (*name) are "
+                f"{source}: the YAML expands to more than {MAX_YAML_EXPANDED:,} values once its aliases (*name) are "
                 "expanded; a study spec is a few hundred. Refusing it before building it (an alias bomb?)."
             )
         if depth[key] > MAX_YAML_DEPTH:
-            raise SpecError(f"{path}: the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a spec needs about 6.")
+            raise SpecError(f"{source}: the YAML is nested more than {MAX_YAML_DEPTH} levels deep; a spec needs 6.")
 
 
-def parse_yaml_text(text: str, path: Path) -> Any:
-    """Compose, check the limits, then build: duplicate keys, alias bombs and deep nesting are SpecErrors."""
+def parse_yaml_text(text: str, source: str | Path) -> Any:
+    """Compose within the limits, check the alias-expanded size, then build (files and `--set` values alike).
+
+    Duplicate keys, alias bombs, deep nesting, huge integers and oversized text are SpecErrors naming `source`.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise SpecError(f"{source}: {len(text):,} characters of YAML, over {MAX_YAML_BYTES:,}; a spec is a few kB.")
     loader = _UniqueKeyLoader(text)
+    loader.source = source
     try:
-        try:
-            node = loader.get_single_node()
-        except RecursionError:
-            raise SpecError(f"{path}: the YAML is nested more than {MAX_YAML_DEPTH} levels deep.") from None
+        node = loader.get_single_node()
         if node is None:
             return None
-        _check_node_tree(node, path)
+        _check_node_tree(node, source)
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
 def read_yaml(path: Path, what: str = "study spec") -> dict[str, Any]:
-    """Read a YAML file whose top level must be a mapping; every failure is a SpecError naming the file."""
+    """Read a YAML file whose top level must be a mapping; every failure is a SpecError naming the file.
+
+    The path must be a regular file, checked with os.stat before opening: opening a FIFO blocks until a
+    writer comes, and a device never ends.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise SpecError(f"{what} {path} does not exist (looked in {Path(path).absolute().parent}).") from None
+    except OSError as err:
+        raise SpecError(f"cannot read {what} {path}: {err.strerror or err}.") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = _file_kind(info.st_mode)
+        raise SpecError(f"{what} {path} is {kind}, not a regular file; give the path of a .yaml file.")
+    if info.st_size > MAX_YAML_BYTES:
+        raise SpecError(f"{path} is {info.st_size:,} bytes, larger than {MAX_YAML_BYTES:,}; a {what} is a few kB.")
     try:
         with Path(path).open("rb") as fh:
             blob = fh.read(MAX_YAML_BYTES + 1)
-    except FileNotFoundError:
-        raise SpecError(f"{what} {path} does not exist (looked in {Path(path).absolute().parent}).") from None
     except OSError as err:
         raise SpecError(f"cannot read {what} {path}: {err.strerror or err}.") from None
     if len(blob) > MAX_YAML_BYTES:
@@ -174,14 +249,32 @@ def read_yaml(path: Path, what: str = "study spec") -> dict[str, Any]:
     try:
         data = parse_yaml_text(text, Path(path))
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(f"{path}: YAML syntax error{where}: {problem}. Fix the YAML and try again.") from None
+        raise SpecError(f"{path}: {_yaml_problem(err)}. Fix the YAML and try again.") from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SpecError(f"{path}: the top level of a {what} must be a mapping of settings (key: value), got {kind}.")
     return data
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular path is, in words."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`YAML syntax error at line L, column C: problem` from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"YAML syntax error{where}: {getattr(err, 'problem', None) or err}"
 
 
 # --------------------------------------------------------------------------- validation errors
@@ -330,9 +423,9 @@ def parse_override(expr: str) -> tuple[list[tuple[str, str]], Any]:
             "use dotted keys and [index] or [task_id] for list items, e.g. tasks[2].type=segmentation."
         )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = parse_yaml_text(text, f"--set {_short(expr)}") if text.strip() else None
     except yaml.YAMLError as err:
-        raise SpecError(f"--set {expr!r}: the value {text!r} is not valid YAML ({err}).") from None
+        raise SpecError(f"--set {_short(expr)}: the value is not valid YAML ({_yaml_problem(err)}).") from None
     return tokens, value
 
 
@@ -524,6 +617,7 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     all others after, so `tasks[2]` / `tasks[fetal_head]` address the resolved task list.
     `raw` is not modified.
     """
+    load_plugins()  # every registry complete before validation: a plug-in paradigm is as known as a plug-in type
     raw = copy.deepcopy(raw)
     early = [o for o in overrides if o.lstrip().startswith("tasks_from")]
     late = [o for o in overrides if o not in early]
