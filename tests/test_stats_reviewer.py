@@ -3,16 +3,30 @@ model fits the model it prints, and noise augmentation is per channel on colour 
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+import math
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from usagg.analysis.delta import compare
+from usagg.analysis.inputs import load_input
+from usagg.analysis.mixed import interaction_model
+from usagg.analysis.results import Row, write_results
+from usagg.analysis.simulate import load_tasks, simulate_rows
 from usagg.analysis.stats import holm
 from usagg.grouping import adjusted_rand_index, rand_index
 
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+
 # Values the hand-written Holm step-down and Rand / adjusted Rand code (before statsmodels and scikit-learn) gave.
 OLD_HOLM = [0.16, 0.006, 0.4, 0.16, 0.065, 0.5, 0.0014]
-A = {f"t{i}": f"g{i % 3}" for i in range(10)}
-B = {f"t{i}": f"h{i // 4}" for i in range(10)}
-C = {f"t{i}": f"x{(i * 7) % 4}" for i in range(10)}
+GA = {f"t{i}": f"g{i % 3}" for i in range(10)}
+GB = {f"t{i}": f"h{i // 4}" for i in range(10)}
+GC = {f"t{i}": f"x{(i * 7) % 4}" for i in range(10)}
 
 
 def test_holm_gives_the_hand_written_step_down_values() -> None:
@@ -22,14 +36,77 @@ def test_holm_gives_the_hand_written_step_down_values() -> None:
 
 
 def test_rand_indices_give_the_hand_written_values() -> None:
-    assert rand_index(A, B) == pytest.approx(0.5333333333333333, abs=1e-12)
-    assert adjusted_rand_index(A, B) == pytest.approx(-0.16236162361623618, abs=1e-12)
-    assert rand_index(A, C) == pytest.approx(0.5555555555555556, abs=1e-12)
-    assert adjusted_rand_index(A, C) == pytest.approx(-0.2711864406779661, abs=1e-12)
-    assert adjusted_rand_index(B, C) == pytest.approx(-0.282225237449118, abs=1e-12)
+    assert rand_index(GA, GB) == pytest.approx(0.5333333333333333, abs=1e-12)
+    assert adjusted_rand_index(GA, GB) == pytest.approx(-0.16236162361623618, abs=1e-12)
+    assert rand_index(GA, GC) == pytest.approx(0.5555555555555556, abs=1e-12)
+    assert adjusted_rand_index(GA, GC) == pytest.approx(-0.2711864406779661, abs=1e-12)
+    assert adjusted_rand_index(GB, GC) == pytest.approx(-0.282225237449118, abs=1e-12)
     one, alone = {f"t{i}": "z" for i in range(5)}, {f"t{i}": str(i) for i in range(5)}
     assert (rand_index(one, alone), adjusted_rand_index(one, alone)) == (0.0, 0.0)
     assert adjusted_rand_index(one, one) == adjusted_rand_index(alone, alone) == 1.0
     assert rand_index({"a": "1"}, {"a": "2"}) == adjusted_rand_index({"a": "1"}, {"a": "2"}) == 1.0
     with pytest.raises(ValueError, match="different tasks"):
-        adjusted_rand_index(A, {"t0": "g0"})
+        adjusted_rand_index(GA, {"t0": "g0"})
+
+
+# A clinical-group effect on every paradigm's Δ (pp), planted on the simulator's 27 tasks; OB tasks are the large ones,
+# so a model without the group intercept reads part of it as a data-scale slope.
+GROUP_EFFECT = {
+    "OB": 20.0, "Breast": -15.0, "Lung": 10.0, "Cardiovascular": -20.0, "Thyroid": 5.0, "Gynaecology": -10.0,
+    "Abdomen": 0.0, "Multi-organ": 15.0, "Musculoskeletal": -5.0,
+}  # fmt: skip
+
+
+def _planted_rows() -> list[Row]:
+    tasks = load_tasks(TASKS)
+    primary = {t["id"]: t["metric"] for t in tasks}
+    rows = []
+    for r in simulate_rows(tasks, seeds=(0, 1, 2)):
+        if r.paradigm != "TS" and r.metric == primary[r.task]:
+            g = GROUP_EFFECT[r.group] / 100
+            r = dataclasses.replace(r, value=r.value * (1 + g if r.higher_is_better else 1 - g))
+        rows.append(r)
+    return rows
+
+
+def _seed_level_frame(rows: list[Row]) -> pd.DataFrame:
+    """Δ % per (task, paradigm, seed) against TS's seed mean, straight from the rows; CG's one-task groups left out."""
+    primary = {t["id"]: t["metric"] for t in load_tasks(TASKS)}
+    rows = [r for r in rows if r.metric == primary[r.task]]
+    base = {t: np.mean([r.value for r in rows if r.task == t and r.paradigm == "TS"]) for t in primary}
+    size = {g: sum(1 for t in load_tasks(TASKS) if t["group"] == g) for g in GROUP_EFFECT}
+    out = []
+    for r in rows:
+        if r.paradigm == "TS" or (r.paradigm == "CG" and size[r.group] == 1):
+            continue
+        sign = 1 if r.higher_is_better else -1
+        delta = sign * (r.value - base[r.task]) / abs(base[r.task]) * 100
+        out.append((delta, r.paradigm, math.log10(r.n_train), r.type, r.group, f"{r.task}|{r.paradigm}"))
+    df = pd.DataFrame(out, columns=["delta", "paradigm", "logn", "type", "group", "unit"])
+    df["paradigm"] = pd.Categorical(df["paradigm"], categories=["CG", "AU"])
+    return df
+
+
+def test_mixed_model_fits_the_model_it_prints_with_a_group_intercept(tmp_path: Path) -> None:
+    rows = _planted_rows()
+    write_results(rows, tmp_path / "r.csv")
+    got = {s.paradigm: s for s in interaction_model(compare(load_input(None, tmp_path / "r.csv")), 1.0)}
+    df = _seed_level_frame(rows)
+    formula = "delta ~ 0 + C(paradigm) + C(paradigm):logn + C(type)"
+    vc = {"unit": "0 + C(unit)"}
+    stated = smf.mixedlm(formula, df, groups="group", re_formula="1", vc_formula=vc).fit(reml=True)
+    assert stated.cov_re.shape == (1, 1) and float(stated.cov_re.iloc[0, 0]) > 1.0  # the planted groups show
+    slope = {p: float(stated.fe_params[f"C(paradigm)[{p}]:logn"]) for p in ("CG", "AU")}
+    assert got["CG"].value == pytest.approx(slope["CG"], abs=1e-4)
+    assert got["AU"].value == pytest.approx(slope["AU"], abs=1e-4)
+    assert got["AU-CG"].value == pytest.approx(slope["AU"] - slope["CG"], abs=1e-4)
+    ci = stated.conf_int().loc["C(paradigm)[CG]:logn"]
+    assert got["CG"].ci == (pytest.approx(ci[0], abs=1e-3), pytest.approx(ci[1], abs=1e-3))
+    assert got["CG"].n == 24 * 3 and got["AU-CG"].n == (24 + 27) * 3
+    group_sd = math.sqrt(float(stated.cov_re.iloc[0, 0]))
+    assert f"sd of the group intercept {group_sd:.2f} pp" in got["CG"].method
+    assert "(1 | group) + (1 | group:task:paradigm)" in got["CG"].method
+    # the old call (vc_formula without re_formula) fits no group intercept and reads another slope
+    old = smf.mixedlm(formula, df, groups="group", vc_formula=vc).fit(reml=True)
+    assert old.cov_re.size == 0
+    assert abs(float(old.fe_params["C(paradigm)[CG]:logn"]) - slope["CG"]) > 1.0

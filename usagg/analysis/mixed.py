@@ -2,10 +2,12 @@
 
 Δ ~ paradigm × log10(n_train) + type + (1 | clinical group), fitted by REML on one value
 per (task, paradigm, seed): Δ of that seed against the baseline's seed mean
-(`Comparison.seed_deltas`, whose mean over seeds is the task's Δ). With several seeds a
-variance component per (task, paradigm) within its group is added, so seeds of one task
+(`Comparison.seed_deltas`, whose mean over seeds is the task's Δ). The random intercept per
+clinical group is always fitted (`re_formula="1"`: statsmodels drops it when a `vc_formula`
+is given without one, and the slopes then ignore the groups). With several seeds a
+variance component per (task, paradigm) nested within its group is added, so seeds of one task
 are not counted as independent tasks (without it the slope's CI shrinks with the number
-of seeds: pseudo-replication). The model is
+of seeds: pseudo-replication). The method text gives the fitted standard deviations. The model is
 parametrised with one intercept and one slope per paradigm, so each paradigm's slope
 (percentage points of Δ per tenfold n_train) comes with its own Wald CI; the interaction
 is the difference of two slopes (each other paradigm against the first). A model that
@@ -85,7 +87,7 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            res = smf.mixedlm(formula, df, groups=df["group"], vc_formula=vc).fit(reml=True)
+            res = smf.mixedlm(formula, df, groups=df["group"], re_formula="1", vc_formula=vc).fit(reml=True)
         except (np.linalg.LinAlgError, ValueError) as err:
             return _cannot(comp, fraction, f"the fit failed ({err})", n_obs)
     if not res.converged:
@@ -95,7 +97,7 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
     method = (
         f"{FORMULA}{SEEDS_TERM if replicated else ''}; statsmodels MixedLM (REML), {n_obs} seed-level Δ of "
         f"{len(paradigms)} paradigms, "
-        f"{len(groups)} groups; Wald 95 % CI and z-test"
+        f"{len(groups)} groups; {_random_sds(res, replicated)}; Wald 95 % CI and z-test"
     )
     out = []
     slope_ix = {p: names.index(f"C(paradigm)[{p}]:logn") for p in paradigms}
@@ -115,6 +117,14 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
                  f"{method}, two-sided", p2, ci, note)
         )  # fmt: skip
     return out
+
+
+def _random_sds(res, replicated: bool) -> str:  # type: ignore[no-untyped-def]
+    """The fitted random-effect standard deviations, in percentage points of Δ."""
+    text = f"sd of the group intercept {math.sqrt(max(float(res.cov_re.iloc[0, 0]), 0.0)):.2f} pp"
+    if replicated:
+        text += f", of task × paradigm within a group {math.sqrt(max(float(res.vcomp[0]), 0.0)):.2f} pp"
+    return f"{text}, residual {math.sqrt(float(res.scale)):.2f} pp"
 
 
 def _warning_note(messages: list[str]) -> str:
