@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+import torch
 
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
@@ -18,7 +19,9 @@ from usagg.analysis.mixed import interaction_model
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.simulate import load_tasks, simulate_rows
 from usagg.analysis.stats import holm
+from usagg.engine.augment import Augmenter
 from usagg.grouping import adjusted_rand_index, rand_index
+from usagg.spec.models import AugmentationSpec
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 
@@ -110,3 +113,23 @@ def test_mixed_model_fits_the_model_it_prints_with_a_group_intercept(tmp_path: P
     old = smf.mixedlm(formula, df, groups="group", vc_formula=vc).fit(reml=True)
     assert old.cov_re.size == 0
     assert abs(float(old.fe_params["C(paradigm)[CG]:logn"]) - slope["CG"]) > 1.0
+
+
+def test_noise_is_per_channel_on_colour_images_and_shared_on_grey_ones() -> None:
+    aug = Augmenter(AugmentationSpec(brightness_contrast_p=0.0, noise_p=1.0, noise_std=(0.04, 0.06)), 3)
+    d = aug.draw(0, 2)
+    img = torch.full((2, 3, 96, 96), 128, dtype=torch.uint8)
+    img[1, 0] = 120  # sample 1 is colour (its channels differ); sample 0 is grey broadcast to three channels
+    x, _ = aug.apply(img, torch.zeros(2), "label", d)
+    noise = x - img.float()
+    assert torch.equal(x[0, 0], x[0, 1]) and torch.equal(x[0, 0], x[0, 2])  # grey stays grey
+    own = noise[1].flatten(1)
+    corr = torch.corrcoef(own)
+    assert corr[0, 1].abs() < 0.1 and corr[0, 2].abs() < 0.1 and corr[1, 2].abs() < 0.1  # independent planes
+    for c in range(3):
+        assert own[c].std().item() == pytest.approx(d.noise_std[1].item(), rel=0.05)
+    # channel 0 keeps the plane every channel had before, so a grey batch draws exactly what it drew
+    grey, _ = aug.apply(img[:, :1].expand(-1, 3, -1, -1).contiguous(), torch.zeros(2), "label", d)
+    assert torch.equal(grey[1, 0], x[1, 0]) and torch.equal(grey[1, 0], grey[1, 2])
+    plane, _ = aug.apply(img[:, 0], torch.zeros(2), "label", d)  # grey stored as [k, S, S]
+    assert torch.equal(plane[0], x[0, 0])

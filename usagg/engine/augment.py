@@ -2,10 +2,11 @@
 
 The default is the challenge baseline's photometric set (albumentations 2.0.8 defaults in its train.py):
 brightness/contrast with p=0.2 (alpha = 1 + U(-0.2, 0.2), beta = U(-0.2, 0.2) x 255, then clipped) and
-Gaussian noise with p=0.1 (std U(0.2, 0.44) x 255, the same noise on every channel, then clipped). Pixels stay
-float after augmentation (not re-quantised to 8 bits). Geometric transforms (horizontal flip, scale, rotation
-about the centre) are optional; masks follow with nearest-neighbour sampling, boxes become the box around their
-moved corners and keypoints move with the image, all clipped to the image ([0, 1]).
+Gaussian noise with p=0.1 (std U(0.2, 0.44) x 255, per channel on colour images, one plane on every channel of a
+grey one so grey stays grey, then clipped). Pixels stay float after augmentation (not re-quantised to 8 bits).
+Geometric transforms (horizontal flip, scale, rotation about the centre) are optional; masks follow with
+nearest-neighbour sampling, boxes become the box around their moved corners and keypoints move with the image,
+all clipped to the image ([0, 1]).
 
 Randomness is counter-based: the per-sample decisions and parameters come from a CPU generator seeded from
 (seed, step), the noise from a generator on the device seeded the same way, so nothing is checkpointed and the
@@ -126,9 +127,21 @@ class Augmenter:
             std = _to(draw.noise_std[rows], dev).view(-1, 1, 1, 1)
             pos = _to(rows, dev)
             sub = x.index_select(0, pos)
+            if x.ndim == 4 and x.shape[1] > 1:
+                noise = _per_channel(sub, noise, _mix(self.seed, draw.step, 2))
             noisy = (sub + (std * noise if x.ndim == 4 else (std * noise)[:, 0])).clamp_(0, 255)
             x = x.index_copy(0, pos, noisy)
         return x, targets
+
+
+def _per_channel(sub: torch.Tensor, shared: torch.Tensor, seed: int) -> torch.Tensor:
+    """Noise [k, C, S, S]: the shared plane on channel 0 and planes of their own on the others for colour samples
+    (the baseline's GaussNoise is per channel on RGB), the shared plane on every channel for grey ones (equal
+    channels, as grey images broadcast to three are), so grey stays grey. Decided on the device, no host sync."""
+    g = torch.Generator(device=sub.device).manual_seed(seed)
+    own = torch.randn((sub.shape[0], sub.shape[1] - 1, *sub.shape[-2:]), generator=g, device=sub.device)
+    grey = (sub[:, 1:] == sub[:, :1]).flatten(1).all(1).view(-1, 1, 1, 1)
+    return torch.cat([shared, torch.where(grey, shared, own)], 1)
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
