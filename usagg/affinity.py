@@ -17,6 +17,7 @@ from typing import Any
 
 from usagg.atomic import write_text_atomic
 from usagg.errors import UsaggError
+from usagg.safepath import check_component, confined
 
 #: Version of the affinity.json layout.
 AFFINITY_FORMAT = 1
@@ -142,7 +143,8 @@ def load_study_affinity(store_root: Path) -> Affinity | None:
         return None
     found = []
     for r in measuring_jobs(records if isinstance(records, list) else []):
-        path = Path(store_root) / "jobs" / r["id"] / "affinity.json"
+        where = f"{plan_path}, job id"
+        path = confined(Path("jobs", check_component(r["id"], where), "affinity.json"), store_root, where)
         if path.is_file():
             aff = read_affinity(path)
             check_source(aff, path, r["id"], r["hash"], [t["id"] for t in r["tasks"]])

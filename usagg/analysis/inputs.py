@@ -19,6 +19,7 @@ from usagg.affinity import Affinity, load_study_affinity
 from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
 from usagg.names import is_plain_name
+from usagg.safepath import control_characters, inside
 from usagg.store import RunStore
 from usagg.tasktypes import default_metric
 
@@ -53,7 +54,7 @@ class AnalysisInput:
     jobs_planned: int | None = None
     expert_usage: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # job -> task -> blocks
     notes: list[str] = field(default_factory=list)
-    cache_dir: Path | None = None  # the stored study's data.cache_dir: where analysis outputs are memoised
+    cache_dir: Path | None = None  # the stored data.cache_dir when inside the store: where outputs are memoised
     item_scores: dict[str, Path] = field(default_factory=dict)  # job -> its item_scores.json, where it wrote one
     histories: dict[str, list[dict]] = field(default_factory=dict)  # job -> its training history (metrics.json)
     affinity: Affinity | None = None  # the affinity AG grouped by; None with --results or when none was measured
@@ -215,10 +216,17 @@ def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, 
     return out
 
 
-def _cache_dir(study: dict) -> Path | None:
+def _cache_dir(study: dict, store: RunStore | None) -> Path | None:
+    """The stored data.cache_dir when it lies inside the run store, else None ($USAGG_CACHE or ~/.cache/usagg).
+
+    The stored study is data, never an instruction: a cache folder it names elsewhere (another machine's path,
+    or a folder of this one) would decide where the analysis memo writes and prunes, so it is not followed.
+    """
     data = study.get("data")
     configured = data.get("cache_dir") if isinstance(data, dict) else None
-    return Path(configured) if isinstance(configured, str) and configured else None
+    if store is None or not isinstance(configured, str) or not configured:
+        return None
+    return Path(configured) if inside(configured, store.root) and not control_characters(configured) else None
 
 
 def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_path: Path) -> str:
@@ -274,7 +282,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         expert_usage=_expert_usage(run_dir),
         histories=_histories(run_dir),
         notes=notes,
-        cache_dir=_cache_dir(study),
+        cache_dir=_cache_dir(study, store),
         item_scores=_item_score_files(store, table),
         affinity=affinity,
         designed_groups=_designed_groups(study, order),

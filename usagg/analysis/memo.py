@@ -34,6 +34,7 @@ from usagg import __version__
 from usagg.analysis.stats import Stat
 from usagg.atomic import write_bytes_atomic, write_json_atomic
 from usagg.cachedir import cache_root, remove
+from usagg.safepath import check_component, confined
 
 if TYPE_CHECKING:
     from usagg.analysis.inputs import AnalysisInput
@@ -161,7 +162,7 @@ class Memo:
         folder = Path(folder)
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             items = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
-            blobs = [(d, (entry / d["file"]).read_bytes()) for d in items]  # read all before writing any
+            blobs = [(d, _entry_file(entry, d).read_bytes()) for d in items]  # read all before writing any
             out = []
             for d, data in blobs:
                 out.append(FigureFile(d["name"], write_bytes_atomic(folder / d["file"], data), d["caption"]))
@@ -173,6 +174,16 @@ class Memo:
             _store(entry, figs)
             _prune(entry.parent, self.keep)
         return figs
+
+
+def _entry_file(entry: Path, d: dict[str, Any]) -> Path:
+    """The file a manifest item names inside `entry`: its name and file must be single file names (a manifest is
+    data: `../x` would copy a file from, and write it to, outside the entry and the output folder)."""
+    name, file = d["name"], d["file"]  # a malformed item (KeyError, TypeError) is damage: drawn again
+    where = f"{entry / MANIFEST}, item {str(name)[:80]!r}"
+    check_component(name, f"{where}, field 'name'")
+    check_component(file, f"{where}, field 'file'")
+    return confined(file, entry, f"{where}, field 'file'")
 
 
 def _store(entry: Path, figs: list[FigureFile]) -> None:

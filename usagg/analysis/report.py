@@ -38,6 +38,7 @@ from usagg.analysis.tables import (
     recovery_line,
 )
 from usagg.atomic import write_text_atomic
+from usagg.safepath import real_folder
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
 Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
@@ -172,24 +173,60 @@ def _toc(sections: list[Section]) -> list[str]:
     return [*[s.title for s in sections], "Provenance"]
 
 
+#: What would open raw HTML in Markdown: a tag, comment or declaration (`<` then a letter, `/`, `!`, `?`) and an entity.
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+_MD_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
+
+
+def md_text(text: str) -> str:
+    """`text` (which may carry task, group or job names from a results table) as literal Markdown text: a tag or
+    entity is escaped so no raw HTML reaches report.md's readers, and a line break cannot start a new block;
+    text such as `Δ<0` or `n < 4` is left as it reads."""
+    one_line = re.sub(r"[\r\n\u2028\u2029\x85]+", " ", text)
+    return _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", one_line))
+
+
+def _md_table(t: Table) -> Table:
+    """`t` with every text (title, columns, text cells, notes) through `md_text`; numbers untouched."""
+    return Table(
+        t.name,
+        md_text(t.title),
+        [md_text(c) for c in t.columns],
+        [[md_text(v) if isinstance(v, str) else v for v in row] for row in t.rows],
+        [md_text(n) for n in t.notes],
+    )
+
+
+def _md_cell(text: str) -> str:
+    return md_text(text).replace("|", "\\|")
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in `text`, so the stored spec cannot close it early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folder: Path, prov: Provenance) -> str:
-    out = [f"# usagg report: {a.inp.study}", "", *[f"- {line}" for line in _headline(a)], ""]
+    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in _headline(a)], ""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
     placed = _placed(sections, figs)
     for sec in sections:
         out += [f"## {sec.title}", ""]
         for line in sec.lines:
-            out += [line, ""]
-        out += [to_markdown(t) for t in sec.tables]
+            out += [md_text(line), ""]
+        out += [to_markdown(_md_table(t)) for t in sec.tables]
         for fig in placed[sec.title]:
             rel = fig.path.relative_to(folder).as_posix()
-            out += [f"![{fig.name}]({rel})", "", f"*{fig.name}*: {fig.caption}", ""]
+            out += [f"![{md_text(fig.name)}]({rel})", "", f"*{md_text(fig.name)}*: {md_text(fig.caption)}", ""]
     out += ["## Files", "", "Tables as CSV and LaTeX (booktabs) in `tables/`; figures in `figures/`.", ""]
-    out += ["## Provenance", "", *[f"- {line}" for line in prov.lines()], ""]
+    out += ["## Provenance", "", *[f"- {md_text(line)}" for line in prov.lines()], ""]
     if prov.jobs:
-        out += ["| job | device | precision |", "|---|---|---|", *[f"| {j} | {d} | {p} |" for j, d, p in prov.jobs], ""]
+        rows = [f"| {_md_cell(j)} | {_md_cell(d)} | {_md_cell(p)} |" for j, d, p in prov.jobs]
+        out += ["| job | device | precision |", "|---|---|---|", *rows, ""]
     if prov.spec_text:
-        out += ["The spec as run:", "", "```yaml", prov.spec_text.rstrip(), "```", ""]
+        fence = _fence(prov.spec_text)
+        out += ["The spec as run:", "", f"{fence}yaml", prov.spec_text.rstrip(), fence, ""]
     return "\n".join(out)
 
 
@@ -226,9 +263,10 @@ def _html(a: Analysis, sections: list[Section], figs: list[FigureOut], prov: Pro
             data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
             size = _png_size(fig.path)
             natural = "" if size is None else f' width="{round(size[0] * 96 / dpi)}"'  # CSS px at print size
+            name = html.escape(fig.name)
             body.append(
-                f'<figure id="{fig.name}"><img alt="{fig.name}"{natural} src="data:image/png;base64,{data}">'
-                f"<figcaption><b>{fig.name}</b>: {html.escape(fig.caption)}</figcaption></figure>"
+                f'<figure id="{name}"><img alt="{name}"{natural} src="data:image/png;base64,{data}">'
+                f"<figcaption><b>{name}</b>: {html.escape(fig.caption)}</figcaption></figure>"
             )
     body.append(heading("Provenance"))
     body.append("<ul>")
@@ -237,7 +275,10 @@ def _html(a: Analysis, sections: list[Section], figs: list[FigureOut], prov: Pro
         body.append(f"<li{css}>{html.escape(line)}</li>")
     body.append("</ul>")
     if prov.jobs:
-        rows = "".join(f"<tr><td>{html.escape(j)}</td><td>{d}</td><td>{p}</td></tr>" for j, d, p in prov.jobs)
+        rows = "".join(
+            f"<tr><td>{html.escape(j)}</td><td>{html.escape(d)}</td><td>{html.escape(p)}</td></tr>"
+            for j, d, p in prov.jobs
+        )
         body.append(
             f"<details><summary>device and precision of each of the {len(prov.jobs)} jobs</summary>"
             f'<div class="scroll"><table><tr><th>job</th><th>device</th><th>precision</th></tr>{rows}</table></div>'
@@ -282,8 +323,14 @@ def _remove_stale(folder: Path, written: list[Path]) -> None:
 
 
 def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: int = FIGURE_DPI) -> list[Path]:
-    """Write the whole report folder and return the paths written; `render` draws the PNGs into folder/figures."""
+    """Write the whole report folder and return the paths written; `render` draws the PNGs into folder/figures.
+
+    A symbolic link planted at folder/figures or folder/tables is refused (usagg/safepath.py) before anything is
+    written: every figure and table would be written through it, outside the report folder.
+    """
     folder = Path(folder)
+    for sub in ("figures", "tables"):
+        real_folder(folder / sub, folder, "usagg report: output folder")
     figs = render(a, folder / "figures", "png", dpi)
     sections = _sections(a)
     written = [f.path for f in figs]

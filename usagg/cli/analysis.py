@@ -164,6 +164,14 @@ def _print_advice(adv: Advice) -> None:
             console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
 
 
+def _default_folder(study: str, *parts: str) -> Path:
+    """reports/<study>[/parts]: the study name comes from data, so no part of it below reports/ may be a planted
+    symbolic link (usagg/safepath.py); reports/ itself may be a link the user made."""
+    from usagg.safepath import real_folder
+
+    return real_folder(Path("reports", study, *parts), Path("reports"), "default output folder")
+
+
 def plot_cmd(
     run_dir: Path | None = _RUN_DIR,
     out: Path | None = typer.Option(None, "--out", help="Figure folder (default: reports/<study>/figures)."),
@@ -180,7 +188,7 @@ def plot_cmd(
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
     a, memoised = _analyse(run_dir, results, root, baseline)
-    folder = out or Path("reports") / a.inp.study / "figures"
+    folder = out or _default_folder(a.inp.study, "figures")
     for fig in memoised.render_all(a, folder, fmt):
         typer.echo(f"wrote {fig.path}")
 
@@ -201,7 +209,7 @@ def report_cmd(
     from usagg.analysis.report import write_report
 
     a, memoised = _analyse(run_dir, results, root, baseline)
-    folder = out or Path("reports") / a.inp.study
+    folder = out or _default_folder(a.inp.study)
     for path in write_report(a, folder, render=memoised.render_all):
         typer.echo(f"wrote {path}")
     if a.inp.run_dir is not None:

@@ -24,6 +24,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
+from usagg.safepath import check_component, check_text
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import RunStore
 
@@ -87,17 +88,27 @@ class SlurmExecutor(Executor):
         self.cluster = cluster
         self.poll_s = poll_s
         self.results_timeout_s = results_timeout_s
-        self.folder = Path(self.store_root) / "slurm"
+        self.folder = RunStore(self.store_root).slurm_dir
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor (separate so its parameters can be checked without a cluster)."""
+        folder, name = self.checked_names()
         cluster = self.cluster or submitit.AutoExecutor.which()
         kwargs: dict[str, Any] = {}
         if cluster in ("slurm", "local"):
             kwargs[f"{cluster}_max_num_timeout"] = self.slurm.max_requeue
-        ex = submitit.AutoExecutor(folder=self.folder, cluster=cluster, **kwargs)
-        ex.update_parameters(**slurm_parameters(self.slurm, f"usagg-{Path(self.store_root).name}"))
+        ex = submitit.AutoExecutor(folder=folder, cluster=cluster, **kwargs)
+        ex.update_parameters(**slurm_parameters(self.slurm, name))
         return ex
+
+    def checked_names(self) -> tuple[Path, str]:
+        """The folder and job name submitit writes into `#SBATCH` lines, checked again right before submitting
+        (the spec checks `output_root` and the study name; this is defence in depth): a newline there would
+        start a new line of the batch script, which runs on submission."""
+        check_text(str(self.folder), "Slurm executor, log folder (#SBATCH --output/--error)")
+        name = f"usagg-{Path(self.store_root).name}"
+        check_component(name, "Slurm executor, job name (#SBATCH --job-name)")
+        return self.folder, name
 
     def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
         states: dict[str, str] = {}

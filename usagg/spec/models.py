@@ -760,6 +760,20 @@ class Study(Strict):
             out[name] = model.model_validate(opts).model_dump(exclude_defaults=True)
         return out
 
+    @field_validator("output_root")
+    @classmethod
+    def _printable_output_root(cls, v: Path) -> Path:
+        """The run store's folder reaches file names and Slurm's batch script (#SBATCH --output): one printable line."""
+        from usagg.safepath import control_characters
+
+        bad = control_characters(str(v))
+        if bad:
+            raise ValueError(
+                f"{str(v)[:80]!r} contains control characters ({', '.join(bad)}); the run store's folder becomes "
+                "file names and lines of the Slurm batch script, so it must be printable text on one line"
+            )
+        return v
+
     @field_validator("seeds", "fractions", "paradigms")
     @classmethod
     def _unique(cls, v: list) -> list:

@@ -1,0 +1,319 @@
+"""Paths and values from data (a spec, a results table, a run store, a cache manifest) never lead a write elsewhere.
+
+The policies of usagg/safepath.py, and each place they guard: `output_root` and the Slurm batch script, the
+analysis memo's manifest, the stored `data.cache_dir`, the report and plot output folders, a plan's job ids,
+and HTML in task and group names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from usagg.analysis.inputs import load_input
+from usagg.analysis.memo import FigureFile, Memo
+from usagg.analysis.outputs import Memoised
+from usagg.analysis.report import write_report
+from usagg.analysis.results import read_results, write_results
+from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.analysis.summary import analyse
+from usagg.cli.app import app
+from usagg.errors import SpecError
+from usagg.execute.slurm import SlurmExecutor
+from usagg.safepath import UnsafePath, check_component, check_text, confined, inside, real_folder
+from usagg.spec.load import load_study
+from usagg.spec.models import SlurmSpec
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+REPO = Path(__file__).resolve().parent.parent
+INJECTED = "touch INJECTED #"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "user-cache"
+    monkeypatch.setenv("USAGG_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A simulated run store of six tasks, as received: runs/<study>/ under a working folder."""
+    return simulate_run_store(tmp_path / "work" / "runs" / "recv", load_tasks(TASKS)[:6])
+
+
+def _set_stored(store: Path, key: str, value: object) -> None:
+    study = yaml.safe_load((store / "study.yaml").read_text())
+    study.setdefault(key.split(".")[0], {})[key.split(".")[1]] = value
+    (store / "study.yaml").write_text(yaml.safe_dump(study))
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")} if folder.exists() else set()
+
+
+# --------------------------------------------------------------------------- the policies
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "a\x1b[2Jb", "a\x7fb", "a\u2028b", "a\x85b"])
+def test_value_policy_refuses_control_characters(value: str) -> None:
+    with pytest.raises(UnsafePath, match=r"^results\.csv row 3: .* contains control characters"):
+        check_text(value, "results.csv row 3")
+    assert check_text("runs/my study-ü.1", "x") == "runs/my study-ü.1"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("../x", "separator"), ("a/b", "separator"), ("a\\b", "separator"), ("..", "names a folder"),
+     (".", "names a folder"), ("", "empty"), ("x\ny", "control characters")],
+)  # fmt: skip
+def test_component_policy(value: str, why: str) -> None:
+    with pytest.raises(UnsafePath, match=f"manifest.json, field 'file': .* is not a single file name .*{why}"):
+        check_component(value, "manifest.json, field 'file'")
+    assert check_component("fig3_delta.png", "x") == "fig3_delta.png"
+    assert check_component("a..b", "x") == "a..b"
+
+
+def test_path_policy_resolves_links_and_names_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "out").symlink_to(tmp_path)
+    assert confined("jobs/a/x.json", root, "plan.json") == root / "jobs" / "a" / "x.json"
+    assert confined(root / "jobs" / "b", root, "plan.json") == root / "jobs" / "b"
+    for value in ("../x", "jobs/../../x", "/etc/passwd", "jobs/out/x", "jobs/out"):
+        with pytest.raises(UnsafePath, match=rf"^plan\.json: .* resolves to .*, outside {root}, the folder it must"):
+            confined(value, root, "plan.json")
+    assert inside(root, root) and not inside(tmp_path / "store-other", root)  # a prefix is not inside
+
+
+def test_real_folder_refuses_a_link_below_its_base_only(tmp_path: Path) -> None:
+    base, elsewhere = tmp_path / "reports", tmp_path / "elsewhere"
+    (base / "s").mkdir(parents=True)
+    elsewhere.mkdir()
+    assert real_folder(base / "s" / "figures", base, "out") == base / "s" / "figures"  # not there yet: fine
+    (base / "s" / "figures").symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match=r"^out: .*/reports/s/figures is a symbolic link \(to .*elsewhere\)"):
+        real_folder(base / "s" / "figures", base, "out")
+    linked_base = tmp_path / "linked"
+    linked_base.symlink_to(base)
+    assert real_folder(linked_base / "s", linked_base, "out") == linked_base / "s"  # the user's own link
+    with pytest.raises(UnsafePath, match="is not inside"):
+        real_folder(tmp_path / "x", base, "out")
+
+
+# --------------------------------------------------------------------------- output_root and the Slurm script
+
+
+def test_output_root_with_a_newline_is_a_spec_error(tmp_path: Path) -> None:
+    spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    spec["output_root"] = f"runs\n{INJECTED}"
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match=r"output_root: 'runs\\ntouch INJECTED #' contains control characters \(\\n\)"):
+        load_study(path)
+
+
+def _stub_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`sbatch` and `srun` on PATH: sbatch keeps the batch script it is given and refuses the submission."""
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    kept = tmp_path / "submitted.sh"
+    (fakebin / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {kept}\necho "sbatch: error: stub" >&2\nexit 1\n')
+    (fakebin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for f in fakebin.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fakebin}{os.pathsep}{os.environ['PATH']}")
+    return kept
+
+
+def test_slurm_executor_refuses_a_folder_that_would_inject_a_script_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = _stub_sbatch(tmp_path, monkeypatch)
+    root = tmp_path / f"runs\n{INJECTED}" / "demo"  # an output_root that got past the spec
+    executor = SlurmExecutor(root, SlurmSpec(), cluster="slurm")
+    with pytest.raises(UnsafePath, match=r"^Slurm executor, log folder \(#SBATCH --output/--error\): .*\\n"):
+        executor.run(["TS-a-f1-s0"], print)
+    assert not kept.exists()  # nothing reached sbatch
+    assert not (tmp_path / "INJECTED").exists()
+    with pytest.raises(UnsafePath, match=r"^Slurm executor, job name \(#SBATCH --job-name\): 'usagg-x\\ny'"):
+        named = SlurmExecutor(tmp_path / "runs" / "x\ny", SlurmSpec(), cluster="slurm")
+        named.folder = tmp_path / "slurm"  # a clean folder: the name is checked on its own
+        named.make_submitit_executor()
+
+
+def test_slurm_script_of_a_plain_store_has_one_line_per_parameter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stub_sbatch(tmp_path, monkeypatch)
+    ex = SlurmExecutor(tmp_path / "runs" / "demo", SlurmSpec(), cluster="slurm").make_submitit_executor()
+    script = ex._executor._make_submission_file_text("CMD", "uid")  # type: ignore[attr-defined]
+    header = script.split("# command")[0]
+    assert all(line.startswith(("#", "")) for line in header.splitlines())
+    assert [line for line in header.splitlines() if line and not line.startswith("#")] == []
+    assert f"#SBATCH --output={tmp_path}/runs/demo/slurm/%j_0_log.out" in script
+
+
+# --------------------------------------------------------------------------- the analysis memo and the stored cache
+
+
+def _plant_entry(memo: Memo, key: str, folder: Path, file: str) -> Path:
+    """Store a real entry for `key`, then make its manifest name `file`; returns the entry folder."""
+
+    def render(out: Path) -> list[FigureFile]:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fig.png").write_bytes(b"png")
+        return [FigureFile("fig", out / "fig.png", "a figure")]
+
+    memo.cached_figures(key, "png", 60, folder, render)
+    (entry,) = (memo.root / "figures").iterdir()
+    (entry / "manifest.json").write_text(json.dumps([{"name": "fig", "file": file, "caption": "c"}]))
+    return entry
+
+
+def test_a_manifest_entry_outside_its_entry_is_refused(tmp_path: Path) -> None:
+    memo, out = Memo(tmp_path / "cache"), tmp_path / "work" / "figures"
+    entry = _plant_entry(memo, "k", tmp_path / "first", "../x")
+    (entry.parent / "x").write_text("not a figure")  # what `entry/../x` would copy from
+    before = _files(tmp_path)
+
+    def refuse(_out: Path) -> list[FigureFile]:
+        raise AssertionError("drawn although the entry was refused")
+
+    with pytest.raises(UnsafePath, match=r"manifest\.json, item 'fig', field 'file': '\.\./x' is not a single file"):
+        memo.cached_figures("k", "png", 60, out, refuse)
+    assert _files(tmp_path) == before  # nothing written, in the output folder or beside it
+    assert not (out.parent / "x").exists()
+
+
+def test_received_store_cannot_point_plot_at_a_tampered_cache(
+    store: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finding end to end: study.yaml names a cache whose manifest writes `../x`; `usagg plot` writes nothing
+    outside its figure folder, and a cache named outside the store is not used at all."""
+    from usagg.analysis.figures import FIGURE_DPI
+    from usagg.analysis.memo import input_key
+
+    work = store.parent.parent
+    monkeypatch.chdir(work)
+    _set_stored(store, "data.cache_dir", str(tmp_path / "planted-cache"))
+    inp = load_input(store, None)
+    assert inp.cache_dir is None and Memoised.for_input(inp).memo.root == cache / "analysis"
+    # a cache inside the store is followed (the store's own data), and its manifest is checked
+    _set_stored(store, "data.cache_dir", str(store / "cache"))
+    inp = load_input(store, None)
+    assert inp.cache_dir == store / "cache"
+    key = input_key(inp, Memoised.for_input(inp).analyse(inp).comp.baseline)
+    entry = store / "cache" / "analysis" / "figures" / _entry_name(key, FIGURE_DPI)
+    entry.mkdir(parents=True)
+    (entry / "manifest.json").write_text(json.dumps([{"name": "fig", "file": "../x", "caption": "c"}]))
+    (entry.parent / "x").write_text("payload")
+    res = CliRunner().invoke(app, ["plot", "runs/recv"])
+    assert isinstance(res.exception, UnsafePath), res.output
+    assert "manifest.json, item 'fig', field 'file': '../x' is not a single file name" in str(res.exception)
+    assert not (work / "reports").exists()  # neither reports/recv/x nor a figure
+
+
+def _entry_name(key: str, dpi: int) -> str:
+    from usagg.analysis.memo import _version, digest
+
+    return digest(key, "png", dpi, _version("matplotlib"))
+
+
+# --------------------------------------------------------------------------- report and plot output folders
+
+
+@pytest.mark.slow
+def test_plot_refuses_a_planted_figures_link(store: Path, cache: Path, tmp_path: Path) -> None:
+    """`usagg plot runs/<study>` with reports/<study>/figures a link elsewhere: exit 2, a named error, no write."""
+    work = store.parent.parent
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (work / "reports" / "recv").mkdir(parents=True)
+    (work / "reports" / "recv" / "figures").symlink_to(victim)
+    env = {**os.environ, "MPLBACKEND": "Agg", "USAGG_CACHE": str(cache)}
+    res = subprocess.run(
+        [sys.executable, "-m", "usagg", "plot", "runs/recv"], cwd=work, capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 2, res.stderr
+    assert "reports/recv/figures is a symbolic link" in res.stderr and "Traceback" not in res.stderr
+    assert list(victim.iterdir()) == []
+
+
+def test_report_refuses_planted_links_and_writes_nothing(store: Path, cache: Path, tmp_path: Path) -> None:
+    a = analyse(load_input(store, None))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for sub in ("figures", "tables"):
+        folder = tmp_path / f"rep-{sub}"
+        folder.mkdir()
+        (folder / sub).symlink_to(victim)
+        with pytest.raises(UnsafePath, match=rf"usagg report: output folder: .*rep-{sub}/{sub} is a symbolic link"):
+            write_report(a, folder, render=lambda *_: [])
+        assert _files(folder) == {sub} and list(victim.iterdir()) == []
+
+
+def test_report_default_folder_refuses_a_planted_study_link(
+    store: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = store.parent.parent
+    monkeypatch.chdir(work)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (work / "reports").mkdir()
+    (work / "reports" / "recv").symlink_to(victim)
+    res = CliRunner().invoke(app, ["report", "runs/recv"])
+    assert isinstance(res.exception, UnsafePath) and "reports/recv is a symbolic link" in str(res.exception)
+    assert list(victim.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- HTML in names, job ids in a plan
+
+
+def test_html_in_task_and_group_names_is_escaped_in_the_report(store: Path, cache: Path, tmp_path: Path) -> None:
+    table = read_results(store / "results.csv")
+    task, group = table.rows[0].task, table.rows[0].group
+    evil_task, evil_group = "<img src=x onerror=alert(1)>", "<script>alert(2)</script>"
+    rows = [
+        dataclasses.replace(r, task=evil_task if r.task == task else r.task, group=evil_group if r.group == group
+                            else r.group)
+        for r in table.rows
+    ]  # fmt: skip
+    csv = tmp_path / "imported.csv"
+    write_results(rows, csv)
+    a = analyse(load_input(None, csv))
+    folder = tmp_path / "rep"
+    write_report(a, folder, render=lambda *_: [])
+    md, page = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    for text in (md, page):
+        assert "<img" not in text and "<script" not in text
+    assert "&lt;img src=x onerror=alert(1)>" in md and "&lt;script>alert(2)&lt;/script>" in md
+    assert "Δ<0" in md  # text that opens no tag reads as before
+
+
+def test_md_text() -> None:
+    from usagg.analysis.report import md_text
+
+    assert md_text("a <b>x</b> & &amp; &#60; n < 4, Δ<0") == "a &lt;b>x&lt;/b> & &amp;amp; &amp;#60; n < 4, Δ<0"
+    assert md_text("<!-- c -->\n# heading") == "&lt;!-- c --> # heading"
+
+
+def test_a_job_id_in_the_plan_cannot_read_outside_the_store(tmp_path: Path) -> None:
+    from usagg.affinity import load_study_affinity
+
+    store = tmp_path / "runs" / "s"
+    store.mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "affinity.json").write_text("{}")
+    record = {"id": "../../outside", "hash": "0", "fraction": 1.0, "affinity": {"every": 5}, "tasks": [{"id": "a"}]}
+    (store / "plan.json").write_text(json.dumps([record]))
+    with pytest.raises(UnsafePath, match=r"plan\.json, job id: '\.\./\.\./outside' is not a single file name"):
+        load_study_affinity(store)
