@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from usagg.engine import checkpoint
+from usagg.engine.balance import build_balance
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import resolve_compute, seed_everything
 from usagg.engine.evaluate import EvalSet
 from usagg.engine.job import run_job
 from usagg.engine.jobdata import load_job_data
-from usagg.engine.trainer import LossBalance, NonFiniteLoss, Trainer
+from usagg.engine.trainer import NonFiniteLoss, Trainer
 from usagg.model.m2dino import build_model
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
@@ -266,19 +267,19 @@ def test_a_checkpoint_of_other_frozen_weights_is_not_resumed(
 
 def test_loss_balance_modes() -> None:
     aux = torch.tensor(0.1)
-    bal = LossBalance("initial", {"a": 1.0, "b": 2.0})
+    bal = build_balance("initial", {"a": 1.0, "b": 2.0})
     assert float(bal.combine("a", torch.tensor(2.5) + aux, aux)) == pytest.approx(1.1)  # 2.5 / 2.5 + aux
     assert float(bal.combine("a", torch.tensor(1.25) + aux, aux)) == pytest.approx(0.6)  # 1.25 / 2.5 + aux
     assert float(bal.combine("b", torch.tensor(4.0) + aux, aux)) == pytest.approx(2.1)  # weight 2 x 4 / 4 + aux
     assert bal.record() == {"mode": "initial", "initial_loss": pytest.approx({"a": 2.5, "b": 4.0})}
-    unc = LossBalance("uncertainty", {"a": 1.0, "b": 1.0})
+    unc = build_balance("uncertainty", {"a": 1.0, "b": 1.0})
     loss = unc.combine("a", torch.tensor(2.77), torch.tensor(0.0))
     assert float(loss.detach()) == pytest.approx(2.77)  # s = 0 at the start
     loss.backward()
     assert float(unc.log_vars["a"].grad) == pytest.approx(1 - 2.77)  # d/ds (L exp(-s) + s): s grows for a big L
     assert unc.log_vars["b"].grad is None
     for mode in ("initial", "uncertainty"):  # one task: the plain loss, no parameter
-        one = LossBalance(mode, {"a": 1.0})
+        one = build_balance(mode, {"a": 1.0})
         assert one.mode == "equal" and not list(one.parameters())
         assert float(one.combine("a", torch.tensor(3.0), aux)) == 3.0
 

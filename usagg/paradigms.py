@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from usagg.names import unknown_name
+from usagg.registry import Registry
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -89,7 +90,12 @@ class ParadigmEntry:
         return self.needs is not None
 
 
-PARADIGMS: dict[str, ParadigmEntry] = {}
+#: name -> entry, in registration order; plug-ins through the `usagg.paradigms` entry points or USAGG_PLUGINS.
+PARADIGMS: Registry[ParadigmEntry] = Registry(
+    "paradigm",
+    group="usagg.paradigms",
+    hint=" (plug-ins register more: see docs/internals.md, 'How to add a paradigm')",
+)
 
 
 def register_paradigm(
@@ -109,6 +115,8 @@ def register_paradigm(
     `scope` (one of SCOPES) and `moe` are optional: without them the paradigm is compared
     with the baseline as a whole, never split into aggregation and MoE parts. With `needs`
     the planner is called as `planner(study, evidence)` once the needed units' jobs are done.
+    `check(study)` says what the spec lacks for this paradigm (or None); the spec calls it
+    for every paradigm it runs, once the tasks are resolved.
     """
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"a paradigm name is letters, digits and _, such as 'AG', got {name!r}")
@@ -116,9 +124,8 @@ def register_paradigm(
         raise ValueError(f"scope of paradigm {name!r} is one of {', '.join(SCOPES)}, got {scope!r}")
 
     def deco(fn: Planner) -> Planner:
-        if name in PARADIGMS and PARADIGMS[name].planner is not fn:
-            raise ValueError(f"paradigm {name!r} is already registered")
-        PARADIGMS[name] = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check, control)
+        entry = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check, control)
+        PARADIGMS.register(name, entry, same=lambda old, new: old.planner is new.planner)
         return fn
 
     return deco
@@ -126,14 +133,34 @@ def register_paradigm(
 
 def paradigm_names() -> list[str]:
     """Compared paradigms in registration order (TS, CG, AU first): the order tables and figures use."""
-    return [n for n, e in PARADIGMS.items() if e.compared]
+    return [n for n in PARADIGMS.names() if PARADIGMS[n].compared]
 
 
 def check_paradigm(name: str) -> str:
     """`name` if registered and compared, else ValueError with a did-you-mean and the registered names."""
-    if name not in PARADIGMS or not PARADIGMS[name].compared:
-        raise ValueError(unknown_name("paradigm", name, paradigm_names()))
+    known = paradigm_names()  # plug-ins loaded first
+    if name not in known:
+        raise ValueError(unknown_name("paradigm", name, known) + PARADIGMS.hint)
     return name
+
+
+def check_paradigms(study: Study) -> str | None:
+    """What the spec lacks for the paradigms it runs, as 'paradigms: NAME: why', or None: each paradigm's `check`."""
+    for name in study.paradigms:
+        check = PARADIGMS[name].check
+        why = check(study) if check is not None else None
+        if why:
+            return f"paradigms: {name}: {why}"
+    return None
+
+
+def _clinical_groups(study: Study) -> str | None:
+    """Paradigms that plan from the clinical groups need every task in exactly one."""
+    try:
+        study.group_members()
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def paradigm_settings(study: Study, name: str) -> Any:
@@ -150,7 +177,9 @@ def plan_ts(study: Study) -> list[Unit]:
     return [Unit(paradigm="TS", name=t.id, tasks=(t.id,), moe=False, group=t.group) for t in study.tasks]
 
 
-@register_paradigm("CG", "clinically grouped: one model per clinical group, MoE on", scope="group", moe=True)
+@register_paradigm(
+    "CG", "clinically grouped: one model per clinical group, MoE on", scope="group", moe=True, check=_clinical_groups
+)
 def plan_cg(study: Study) -> list[Unit]:
     """Clinically grouped: one model per clinical group, MoE on.
 
@@ -212,6 +241,8 @@ def _ag_check(study: Study) -> str | None:
         )
     if len(study.tasks) < 2:
         return "AG needs at least two tasks to group"
+    if not study.paradigm_settings.get("AG", {}).get("groups"):  # the default budget is the clinical groups' count
+        return _clinical_groups(study)
     return None
 
 

@@ -466,7 +466,7 @@ class StudyRun:
         """
         from usagg.spec.load import dump_study
 
-        self.store.repair = True
+        self.store.repair(self.all_jobs)  # sets damaged files aside, rebuilds them: usagg/store.py
         self.store.init(dump_study(self.study), self.all_jobs)
         self._decide()  # a later stage brings jobs not read yet
         for job_id in self.done:

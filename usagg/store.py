@@ -17,7 +17,9 @@ Layout::
                               "duration_s", "host", "pid", "error"}
         .lock                present while a process runs the job: host, pid, start time
         log.txt              the job's own log
-        metrics.json         per task: type, primary, metrics, n_train, n_test
+        metrics.json         per task: type, primary, metrics, n_train, n_test (with a checksum of its content)
+        history.csv          per epoch and task: losses, steps, selection metrics (usagg/engine/history.py)
+        item_scores.json     per test image: the test-set bootstrap's input (with a checksum of its content)
         affinity.json        the inter-task affinity a measuring job saw (AG's evidence, usagg/affinity.py)
         predictions/         challenge submission format
         checkpoints/         last and best, for resuming
@@ -27,9 +29,19 @@ Job states: pending -> running -> done | failed (a failed or interrupted job
 goes back to running when run again). For display, `RunStore.display_state`
 adds "interrupted": state running but the lock holder is dead or gone.
 
-This class is the only code that spells these file names: the engine, the
-executors, the CLI and the analysis reach the files through `RunStore` and
-`JobPaths` (one object knows the paths, as submitit's JobPaths does). A job id ends with a hash of every
+      slurm/                 submitit's folder of a Slurm run; mlflow.json, mlflow-artifacts/, tensorboard/<job_id>/
+                             the trackers' records (usagg/tracking.py)
+
+This module is the only code that spells these file names: the engine, the
+executors, the trackers, the CLI and the analysis reach the files through `RunStore` and
+`JobPaths` (one object knows the paths, as submitit's JobPaths does).
+
+Reads are pure: `job_record`, `metrics`, `job_state`, ... never write; a damaged file
+(unreadable, the wrong schema, a checksum that no longer matches) is noted in `repairs`
+and read as the store would rebuild it. `RunStore.repair()` (`usagg repair`, and the
+start of `usagg run`) is the one step that sets damaged files aside and rebuilds them;
+besides it only `init` (new records) and `set_state` (the state machine) write job.json,
+each under the job's lock, `set_state` as a compare-and-set. A job id ends with a hash of every
 setting that changes its result, so changing the spec makes new job folders
 and leaves old ones (and their results) untouched; `plan.json` and
 `results.csv` describe the current plan only.
@@ -50,13 +62,19 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from usagg.atomic import set_aside, write_json_atomic, write_text_atomic
+from usagg.atomic import (
+    read_json_checked,
+    set_aside,
+    write_json_atomic,
+    write_json_checked,
+    write_text_atomic,
+)
 from usagg.errors import UsaggError
 from usagg.paradigms import paradigm_names
 from usagg.plan import Job
@@ -169,19 +187,44 @@ class _Heartbeat(threading.Thread):
                 os.utime(self.path)
 
 
+#: Key of `_read_holder`'s answer for a lock file that is not a lock record (why, in words).
+DAMAGED_HOLDER = "damaged"
+
+#: Locks this process holds: lock path -> (token, thread id), so `set_state` knows its caller holds the lock.
+_HELD: dict[str, tuple[str, int]] = {}
+
+
 def _read_holder(path: Path) -> dict[str, Any] | None:
-    """The lock's holder info, None if there is no lock; {} if it is being written or unreadable."""
+    """The lock's holder info; None if there is no lock, {} while it is being written (empty) or unreadable,
+    {DAMAGED_HOLDER: why} when it holds something other than a lock record (never alive, so broken)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError:
         return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
+    if not raw.strip():
         return {}
-    return data if isinstance(data, dict) else {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as err:  # UnicodeDecodeError is a ValueError
+        return {DAMAGED_HOLDER: f"not a lock record ({type(err).__name__})"}
+    if not isinstance(data, dict) or DAMAGED_HOLDER in data:
+        return {DAMAGED_HOLDER: f"a JSON {type(data).__name__}, not a lock record"}
+    return data
+
+
+def _item_scores_damage(path: Path) -> str | None:
+    """Why item_scores.json is not the file a job writes (checksum, layout), None when it is or there is none."""
+    from usagg.predictions import ITEM_SCORES_FORMAT  # lazy: numpy
+
+    try:
+        data, why = read_json_checked(path)
+    except FileNotFoundError:
+        return None
+    if data is not None and (data.get("format") != ITEM_SCORES_FORMAT or not isinstance(data.get("tasks"), dict)):
+        why = f"not item scores of format {ITEM_SCORES_FORMAT} (an object with `format` and `tasks`)"
+    return why
 
 
 # --------------------------------------------------------------------------- one job's files
@@ -255,6 +298,11 @@ class JobPaths:
         """Present when a killed attempt can resume."""
         return self.checkpoints / LAST_CHECKPOINT
 
+    @property
+    def best_checkpoint(self) -> Path:
+        """The selected epochs' trainable weights."""
+        return self.checkpoints / BEST_CHECKPOINT
+
 
 # --------------------------------------------------------------------------- the store
 
@@ -262,15 +310,11 @@ class JobPaths:
 class RunStore:
     """One study's folder: plan, job states, locks, job files and the results table."""
 
-    def __init__(
-        self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0, repair: bool = False
-    ) -> None:
+    def __init__(self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0) -> None:
         self.root = Path(root)
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
-        #: Whether damaged files are set aside and rebuilt (`usagg run`), or only reported (status, dry runs).
-        self.repair = repair
-        #: Damaged files found (and repaired when `repair`), one sentence each: the CLI prints them.
+        #: Damaged files found by reads and the repairs `repair` made, one sentence each: the CLI prints them.
         self.repairs: list[str] = []
 
     def __repr__(self) -> str:
@@ -293,6 +337,25 @@ class RunStore:
     @property
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """submitit's folder of a Slurm run (scripts, logs, pickled calls)."""
+        return self.root / "slurm"
+
+    @property
+    def mlflow_record(self) -> Path:
+        """mlflow.json: the MLflow parent run that stands for the study (usagg/tracking.py)."""
+        return self.root / "mlflow.json"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Where a local MLflow store keeps artifacts."""
+        return self.root / "mlflow-artifacts"
+
+    def tensorboard_dir(self, job_id: str) -> Path:
+        """A job's TensorBoard event files."""
+        return self.root / "tensorboard" / job_id
 
     def job_dir(self, job_id: str) -> Path:
         """The job's folder (not created)."""
@@ -330,14 +393,18 @@ class RunStore:
             path = self.paths(job.id).record
             dump = job.model_dump(mode="json")
             if path.is_file():
-                if self.repair:
-                    self.job_record(job.id)  # a damaged record is set aside and rebuilt first, never overwritten
-                if self._record_or_none(path).get("job") == dump:
+                record, why = self._load_record(job.id)
+                if record is None:
+                    self._damaged(path, str(why))  # `repair` sets it aside and rebuilds it; never overwritten here
+                    continue
+                if record.get("job") == dump:
                     continue  # nothing to refresh: no write, no lock
             try:
                 with self.lock(job.id):
-                    record = self._record_or_none(path) if path.is_file() else {}
-                    if record:
+                    if path.is_file():
+                        record, why = self._load_record(job.id)
+                        if record is None:
+                            continue  # damaged meanwhile: left to `repair`
                         record["job"] = dump
                     else:
                         record = new_record(dump, "pending")
@@ -346,13 +413,18 @@ class RunStore:
                 continue  # a live runner owns this job's record
         self.write_plan([j.model_dump(mode="json") for j in jobs])
 
-    def _record_or_none(self, path: Path) -> dict[str, Any]:
-        """A job.json as a mapping; {} when it is damaged (set aside by `job_record`'s repair)."""
+    def _load_record(self, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(job.json, None) for an intact record, (None, why) for a damaged one; UsaggError when there is none."""
+        path = self.paths(job_id).record
         try:
-            data = read_json(path)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+            record = read_json(path)
+        except FileNotFoundError:
+            raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
+        except (OSError, ValueError) as err:
+            return None, f"not readable JSON ({type(err).__name__}: {str(err)[:120]})"
+        if not isinstance(record, dict) or record.get("state") not in STATES or not isinstance(record.get("job"), dict):
+            return None, "not a job record (no job or no valid state)"
+        return record, None
 
     def write_study(self, study_yaml: str) -> None:
         """Write study.yaml (the resolved spec as run)."""
@@ -410,24 +482,40 @@ class RunStore:
     def job_record(self, job_id: str) -> dict[str, Any]:
         """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error.
 
-        A damaged job.json (not JSON, not an object, no valid state) is set aside as
-        job.json.damaged and rebuilt from the plan: done when the job's metrics.json is
-        intact, else pending (a later run resumes it from its last checkpoint).
+        A pure read. A damaged job.json (not JSON, not an object, no valid state) is noted in
+        `repairs` and read as `repair` will rebuild it from the plan: done when the job's
+        metrics.json is intact, else pending.
         """
+        record, why = self._load_record(job_id)
+        if record is not None:
+            return record
         path = self.paths(job_id).record
+        job = self._planned(job_id)
+        if job is None:
+            raise UsaggError(f"{path} is damaged ({why}) and job {job_id} is not in {self.plan_json} to rebuild it")
+        self._damaged(path, str(why))
+        return new_record(job.model_dump(mode="json"), self._rebuilt_state(job_id))
+
+    def _planned(self, job_id: str) -> Job | None:
+        """The Job of the current plan with this id, None when the plan lacks it or is unreadable."""
         try:
-            record = read_json(path)
+            return next((j for j in self.jobs() if j.id == job_id), None)
+        except UsaggError:
+            return None
+
+    def _rebuilt_state(self, job_id: str) -> str:
+        """The state a rebuilt job.json gets: done when metrics.json is intact, else pending (it resumes)."""
+        try:
+            return "done" if read_json_checked(self.paths(job_id).metrics)[0] is not None else "pending"
         except FileNotFoundError:
-            raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
-        except (OSError, ValueError) as err:
-            return self._rebuild_record(job_id, f"not readable JSON ({type(err).__name__}: {err})")
-        if not isinstance(record, dict) or record.get("state") not in STATES or not isinstance(record.get("job"), dict):
-            return self._rebuild_record(job_id, "not a job record (no job or no valid state)")
-        return record
+            return "pending"
 
     def _damaged(self, path: Path, why: str) -> None:
-        """Note a damaged file that is left in place (not `repair`)."""
-        note = f"{path} is damaged ({why}); the next `usagg run` sets it aside and rebuilds it"
+        """Note a damaged file found by a read (left in place: `repair` is the writer)."""
+        note = (
+            f"{path} is damaged ({why}); `usagg repair {self.root}` (or the next `usagg run`) sets it aside "
+            "and rebuilds it"
+        )
         if note not in self.repairs:
             self.repairs.append(note)
 
@@ -437,31 +525,99 @@ class RunStore:
         self.repairs.append(f"{path} was damaged ({why}); set aside as {aside.name}")
         return aside
 
-    def _rebuild_record(self, job_id: str, why: str) -> dict[str, Any]:
-        path = self.paths(job_id).record
-        plans = {j.id: j for j in self.jobs()} if self.exists() else {}
-        if job_id not in plans:
-            raise UsaggError(f"{path} is damaged ({why}) and job {job_id} is not in {self.plan_json} to rebuild it")
-        if not self.repair:
-            self._damaged(path, why)
-            state = "done" if self._intact_metrics(job_id) else "pending"
-            return {"job": plans[job_id].model_dump(mode="json"), "state": state, "error": None}
-        try:
-            with self.lock(job_id):
-                self.set_aside(path, why)
-                state = "done" if self._intact_metrics(job_id) else "pending"
-                record = new_record(plans[job_id].model_dump(mode="json"), state)
-                write_json_atomic(path, record)
-                self.repairs[-1] += f" and rebuilt from the plan as {state}"
-                return record
-        except JobLocked:  # its live runner rewrites it; meanwhile the job is running
-            return {"job": plans[job_id].model_dump(mode="json"), "state": "running", "error": None}
+    # ----- repair
 
-    def _intact_metrics(self, job_id: str) -> bool:
-        try:
-            return isinstance(read_json(self.paths(job_id).metrics), dict)
-        except (OSError, ValueError):
-            return False
+    def repair(self, jobs: Sequence[Job] | None = None) -> list[str]:
+        """Set aside every damaged file of every job folder and rebuild what it held; returns the repairs made.
+
+        The store's one repairing writer (`usagg repair`, and the start of `usagg run`), per job
+        under its lock (a job a live process runs is left to that process): a lock file that
+        is not a lock record is broken; a damaged job.json is set aside and rebuilt from the
+        plan (done when metrics.json is intact, else pending); a damaged metrics.json or
+        item_scores.json is set aside and its done job goes back to pending (the next run
+        evaluates it anew); a damaged history.csv is set aside and written again from the
+        history metrics.json keeps. `jobs`: the plan to rebuild records from (default: plan.json).
+        The repairs are also added to `repairs`.
+        """
+        if jobs is None:
+            try:
+                jobs = self.jobs() if self.exists() else []
+            except UsaggError as err:  # a damaged plan.json: records cannot be rebuilt, the rest can
+                self.repairs.append(str(err))
+                jobs = []
+        plans = {j.id: j for j in jobs}
+        made: list[str] = []
+        for job_id in self.job_folders():
+            problems = self._problems(job_id)
+            if not problems:
+                continue
+            before = len(self.repairs)
+            try:
+                with self.lock(job_id):  # taking it breaks a damaged lock file
+                    lock = self.paths(job_id).lock
+                    if lock in problems:
+                        self.repairs.append(f"{lock} was damaged ({problems[lock]}); broken")
+                    self._repair_job(job_id, plans.get(job_id))
+            except JobLocked:
+                continue  # its live runner is the job's writer; a later repair looks again
+            made += self.repairs[before:]
+        return made
+
+    def _problems(self, job_id: str) -> dict[Path, str]:
+        """The damaged files of a job folder, each with why (reads only)."""
+        paths = self.paths(job_id)
+        found: dict[Path, str] = {}
+        holder = _read_holder(paths.lock)
+        if holder and DAMAGED_HOLDER in holder:
+            found[paths.lock] = str(holder[DAMAGED_HOLDER])
+        record, why = self._load_record(job_id) if paths.record.is_file() else (None, None)
+        if why:
+            found[paths.record] = why
+        metrics, why = self._checked_metrics(job_id)
+        if why:
+            found[paths.metrics] = why
+        elif metrics is None and record is not None and record["state"] == "done":
+            found[paths.metrics] = "missing, although the job is done"
+        if why := _item_scores_damage(paths.item_scores):
+            found[paths.item_scores] = why
+        from usagg.engine.history import history_damage  # lazy: the store reads no engine module otherwise
+
+        if why := history_damage(paths.history):
+            found[paths.history] = why
+        return found
+
+    def _repair_job(self, job_id: str, job: Job | None) -> None:
+        """Repair one job folder; the caller holds its lock."""
+        paths = self.paths(job_id)
+        problems = self._problems(job_id)  # again, under the lock
+        for path in (paths.metrics, paths.item_scores):
+            if path in problems and path.is_file():
+                self.set_aside(path, problems[path])
+        rerun = paths.metrics in problems or paths.item_scores in problems
+        if paths.record in problems:
+            if job is None:
+                self.repairs.append(
+                    f"{paths.record} is damaged ({problems[paths.record]}) and job {job_id} is not in the plan to "
+                    "rebuild it: left as it is (`usagg run` with the study that planned it rebuilds it)"
+                )
+                return
+            self.set_aside(paths.record, problems[paths.record])
+            state = "pending" if rerun else self._rebuilt_state(job_id)
+            write_json_atomic(paths.record, new_record(job.model_dump(mode="json"), state))
+            self.repairs[-1] += f" and rebuilt from the plan as {state}"
+        elif rerun and self.job_state(job_id) == "done":
+            self.set_state(job_id, "pending", expect=("done",), error=None)
+            self.repairs[-1] += "; the job is pending again (the next `usagg run` evaluates it anew)"
+        if paths.history in problems:
+            self.set_aside(paths.history, problems[paths.history])
+            metrics, _ = self._checked_metrics(job_id)
+            if metrics is not None and isinstance(metrics.get("history"), list):
+                from usagg.engine.history import write_history
+
+                write_history(paths.history, metrics["history"], self.job(job_id).task_ids)
+                self.repairs[-1] += " and written again from metrics.json"
+            else:
+                self.repairs[-1] += "; the job's next epoch writes it again"
 
     def job_state(self, job_id: str) -> str:
         """pending | running | done | failed, as job.json says; pending for a job without a folder."""
@@ -491,10 +647,26 @@ class RunStore:
         `expect`: compare-and-set, the record is rewritten only from one of these states
         (StateConflict otherwise, nothing written), so a writer that lost a race never
         turns a done job back. `extra` keys (error, message, ...) are stored as given.
+        The write happens under the job's lock: the caller's (a runner) or one taken for it
+        (JobLocked when a live process holds it). A damaged record is never written over:
+        UsaggError naming it and `usagg repair`.
         """
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}; one of {', '.join(STATES)}")
-        record = self.job_record(job_id)
+        if self.holds_lock(job_id):
+            return self._set_state_locked(job_id, state, expect, extra)
+        with self.lock(job_id):
+            return self._set_state_locked(job_id, state, expect, extra)
+
+    def _set_state_locked(
+        self, job_id: str, state: str, expect: tuple[str, ...] | None, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        record, why = self._load_record(job_id)
+        if record is None:
+            raise UsaggError(
+                f"{self.paths(job_id).record} is damaged ({why}), so job {job_id} is not set to {state}: "
+                f"`usagg repair {self.root}` sets it aside and rebuilds it from the plan"
+            )
         if expect is not None and record.get("state") not in expect:
             raise StateConflict(
                 f"job {job_id} is {record.get('state')} in {self.paths(job_id).record}, not "
@@ -525,38 +697,22 @@ class RunStore:
     # ----- job files
 
     def metrics(self, job_id: str) -> dict[str, Any] | None:
-        """metrics.json of a job, None when it has none.
+        """metrics.json of a job (without its checksum), None when it has none.
 
-        A damaged one (not JSON, not an object) is set aside as metrics.json.damaged and the
-        job goes back to pending, so the next `usagg run` evaluates it again (resuming from
-        its last checkpoint); the repair is noted in `repairs`.
+        A pure read. A damaged one (not JSON, not an object, a value changed after it was
+        written, so that it no longer matches its checksum) is noted in `repairs` and read as
+        None; `repair` sets it aside and sends a done job back to pending.
         """
-        path = self.paths(job_id).metrics
-        try:
-            data = read_json(path)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            self._repair_metrics(job_id, f"not readable JSON ({type(err).__name__}: {err})")
-            return None
-        if not isinstance(data, dict):
-            self._repair_metrics(job_id, f"a JSON {type(data).__name__}, not an object")
-            return None
+        data, why = self._checked_metrics(job_id)
+        if why is not None:
+            self._damaged(self.paths(job_id).metrics, why)
         return data
 
-    def _repair_metrics(self, job_id: str, why: str) -> None:
-        path = self.paths(job_id).metrics
-        if not self.repair:
-            self._damaged(path, why)
-            return
+    def _checked_metrics(self, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            with self.lock(job_id):
-                self.set_aside(path, why)
-                if self.paths(job_id).record.is_file() and self.job_state(job_id) == "done":
-                    self.set_state(job_id, "pending")
-                    self.repairs[-1] += "; the job is pending again (the next run evaluates it anew)"
-        except JobLocked:
-            raise UsaggError(f"{path} is damaged ({why}) while its job runs; look again when it has ended") from None
+            return read_json_checked(self.paths(job_id).metrics)
+        except FileNotFoundError:
+            return None, None
 
     def all_metrics(self) -> dict[str, dict[str, Any]]:
         """Job folder id -> metrics.json, for every job folder that has one (planned or not), sorted by id."""
@@ -564,8 +720,8 @@ class RunStore:
         return {jid: m for jid, m in found.items() if m is not None}
 
     def write_metrics(self, job_id: str, metrics: dict[str, Any]) -> Path:
-        """Write metrics.json (the engine's result for the job)."""
-        return write_json_atomic(self.paths(job_id).metrics, metrics)
+        """Write metrics.json (the engine's result for the job) with the checksum `metrics` verifies."""
+        return write_json_checked(self.paths(job_id).metrics, metrics)
 
     def error_text(self, job_id: str) -> str | None:
         """error.txt (the traceback of the last failed attempt), None when there is none."""
@@ -607,6 +763,8 @@ class RunStore:
         its fresh heartbeat is the answer. A lock being written right now (no
         holder info yet) is young, so alive.
         """
+        if DAMAGED_HOLDER in holder:
+            return False  # garbage in the lock file: no process can be holding it
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
@@ -680,15 +838,28 @@ class RunStore:
         broken. Yields the holder info written into the lock.
         """
         path, token = self._acquire(job_id)
-        self._remove_temporaries(job_id)
-        beat = _Heartbeat(path, token, self.heartbeat_s)
-        beat.start()
+        _HELD[str(path)] = (token, threading.get_ident())
         try:
-            yield _read_holder(path) or {}
+            self._remove_temporaries(job_id)
+            beat = _Heartbeat(path, token, self.heartbeat_s)
+            beat.start()
+            try:
+                yield _read_holder(path) or {}
+            finally:
+                beat.stop_event.set()
+                beat.join(timeout=5)
         finally:
-            beat.stop_event.set()
-            beat.join(timeout=5)
+            _HELD.pop(str(path), None)
             self._release(path, token)
+
+    def holds_lock(self, job_id: str) -> bool:
+        """Whether this thread holds the job's lock right now (taken by `lock` and not broken since)."""
+        path = self.paths(job_id).lock
+        held = _HELD.get(str(path))
+        if held is None or held[1] != threading.get_ident():
+            return False
+        holder = _read_holder(path)
+        return holder is not None and holder.get("token") == held[0]
 
     def _remove_temporaries(self, job_id: str) -> None:
         """Delete half-written temporary files (usagg/atomic.py names them .<name>.*.tmp) of dead writers.
@@ -719,9 +890,15 @@ class RunStore:
         for job in self.jobs():
             if self.job_state(job.id) != "done" or job.paradigm not in order:
                 continue
-            metrics = self.metrics(job.id)
+            metrics, why = self._checked_metrics(job.id)
             if metrics is None:
-                raise UsaggError(f"job {job.id} is done but has no {self.paths(job.id).metrics}")
+                path = self.paths(job.id).metrics
+                raise UsaggError(
+                    f"job {job.id} is done but {path} is damaged ({why}): `usagg repair {self.root}` sets it "
+                    "aside and sends the job back to pending, then `usagg run` evaluates it again"
+                    if why
+                    else f"job {job.id} is done but has no {path}: `usagg repair {self.root}` sends it back to pending"
+                )
             groups = {t.id: t.group for t in job.tasks}
             for task_id, entry in (metrics.get("tasks") or {}).items():
                 for name, value in (entry.get("metrics") or {}).items():

@@ -28,7 +28,7 @@ KINDS = ("task-types", "paradigms", "backbones", "executors")
 
 
 def _rows(kind: str) -> tuple[list[str], list[list[str]]]:
-    """Column names and rows of one registry (torch-free: the registries hold plain data)."""
+    """Column names and rows of one registry (torch-free: the registries hold plain data; plug-ins loaded)."""
     if kind == "task-types":
         from usagg.tasktypes import task_types
 
@@ -66,6 +66,9 @@ def registry(
     if kind is not None and kind not in KINDS:
         raise UsaggError(f"usagg registry {kind!r}: choose one of {', '.join(KINDS)} (or nothing for all of them)")
     kinds = [kind] if kind else list(KINDS)
+    from usagg.registry import load_plugins
+
+    load_plugins()  # entry points and USAGG_PLUGINS: the point of this command is to show they were found
     tables = {k: _rows(k) for k in kinds}
     if as_json:
         out = {k: [dict(zip(cols, row, strict=True)) for row in rows] for k, (cols, rows) in tables.items()}

@@ -11,16 +11,72 @@ refreshed when used up. All randomness comes from one `torch.Generator`, and
 the whole state (generator, permutations, cursors, the epoch's task order) is
 a plain dict, so a resumed job draws exactly the batches an uninterrupted one
 would. A one-task job draws the same batches in every mode.
+
+The modes are registered strategies (`SAMPLERS`, a usagg/registry.py registry),
+LibMTL style: a new mode is one `register_sampling` function giving each task's
+weight, never a branch here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
+from usagg.registry import Registry
+
 SamplingMode = Literal["uniform", "proportional", "temperature", "matched"]
+
+#: (task sizes, temperature) -> each task's unnormalised share of the batches.
+TaskWeights = Callable[[dict[str, int], float], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A sampling strategy (`training.sampling`): how the task of each batch is drawn.
+
+    `weights` gives independent per-batch draws; `quota` strategies have none: each
+    epoch is a seeded shuffle of every task's TS steps (`matched_steps`).
+    """
+
+    name: str
+    weights: TaskWeights | None = None
+    quota: bool = False
+
+
+#: name -> strategy, as `training.sampling` names it.
+SAMPLERS: Registry[Sampling] = Registry("sampling mode")
+
+
+def register_sampling(name: str) -> Callable[[TaskWeights], TaskWeights]:
+    """Register a per-batch sampling strategy from its task-weight function (a decorator)."""
+
+    def deco(fn: TaskWeights) -> TaskWeights:
+        SAMPLERS.register(name, Sampling(name, fn), same=lambda old, new: old.weights is new.weights)
+        return fn
+
+    return deco
+
+
+@register_sampling("uniform")
+def _uniform(sizes: dict[str, int], temperature: float) -> dict[str, float]:
+    return {t: 1.0 for t in sizes}
+
+
+@register_sampling("proportional")
+def _proportional(sizes: dict[str, int], temperature: float) -> dict[str, float]:
+    return {t: float(n) for t, n in sizes.items()}
+
+
+@register_sampling("temperature")
+def _temperature(sizes: dict[str, int], temperature: float) -> dict[str, float]:
+    return {t: float(n) ** (1.0 / temperature) for t, n in sizes.items()}
+
+
+SAMPLERS.register("matched", Sampling("matched", quota=True))
 
 
 def matched_steps(sizes: dict[str, int], batch_size: int, steps_per_epoch: int | None = None) -> dict[str, int]:
@@ -33,7 +89,7 @@ def matched_steps(sizes: dict[str, int], batch_size: int, steps_per_epoch: int |
 def epoch_length(sizes: dict[str, int], batch_size: int, mode: SamplingMode, steps_per_epoch: int | None) -> int:
     """Optimiser steps per epoch of a job: the sum of the TS steps in matched mode (two tasks or more), else
     `steps_per_epoch` when set, else enough batches to see the job's training images once."""
-    if mode == "matched" and len(sizes) > 1:
+    if SAMPLERS.lookup(mode).quota and len(sizes) > 1:
         return sum(matched_steps(sizes, batch_size, steps_per_epoch).values())
     if steps_per_epoch is not None:
         return steps_per_epoch
@@ -51,14 +107,10 @@ def _check_sizes(sizes: dict[str, int]) -> None:
 def task_probabilities(sizes: dict[str, int], mode: SamplingMode, temperature: float = 2.0) -> dict[str, float]:
     """Probability of each task per batch: uniform, ∝ n, or ∝ n^(1/T) (T=1 is proportional, T→∞ uniform)."""
     _check_sizes(sizes)
-    if mode == "uniform":
-        w = {t: 1.0 for t in sizes}
-    elif mode == "proportional":
-        w = {t: float(n) for t, n in sizes.items()}
-    elif mode == "temperature":
-        w = {t: float(n) ** (1.0 / temperature) for t, n in sizes.items()}
-    else:
-        raise ValueError(f"unknown sampling mode {mode!r}")
+    weights = SAMPLERS.lookup(mode).weights
+    if weights is None:
+        raise ValueError(f"sampling mode {mode!r} draws no batch independently: its epochs follow matched_steps")
+    w = weights(sizes, temperature)
     total = sum(w.values())
     return {t: v / total for t, v in w.items()}
 
@@ -80,24 +132,25 @@ class TaskSampler:
         self.sizes = dict(sizes)
         self.batch_size = batch_size
         self.mode: SamplingMode = "uniform" if len(sizes) == 1 else mode  # one task: every mode is the same draw
+        self.quota = SAMPLERS.lookup(self.mode).quota
         self.steps_per_epoch = epoch_length(sizes, batch_size, self.mode, steps_per_epoch)
         quota = matched_steps(sizes, batch_size, steps_per_epoch)
-        if self.mode == "matched":  # each task's share of an epoch's batches, exactly
+        if self.quota:  # each task's share of an epoch's batches, exactly
             self.probs = {t: q / self.steps_per_epoch for t, q in quota.items()}
         else:
             self.probs = task_probabilities(sizes, self.mode, temperature)
         self._p = torch.tensor([self.probs[t] for t in self.task_ids], dtype=torch.float64)
-        #: matched mode: every task index as many times as its TS steps per epoch (shuffled once per epoch)
+        #: quota mode: every task index as many times as its TS steps per epoch (shuffled once per epoch)
         self._multiset = torch.repeat_interleave(torch.arange(len(self.task_ids)), torch.tensor(list(quota.values())))
         self.generator = torch.Generator().manual_seed(seed)
         self._perm: dict[str, torch.Tensor] = {}
         self._pos: dict[str, int] = {t: 0 for t in self.task_ids}
-        self._order: torch.Tensor | None = None  # matched mode: this epoch's task order
+        self._order: torch.Tensor | None = None  # quota mode: this epoch's task order
         self._order_pos = 0
 
     def next_task(self) -> str:
-        """Draw the task of the next batch (matched: the next of this epoch's shuffled order)."""
-        if self.mode != "matched":
+        """Draw the task of the next batch (quota: the next of this epoch's shuffled order)."""
+        if not self.quota:
             k = int(torch.multinomial(self._p, 1, generator=self.generator).item())
             return self.task_ids[k]
         if self._order is None or self._order_pos >= len(self._order):

@@ -29,13 +29,14 @@ import torch
 from usagg.atomic import set_aside
 from usagg.engine import checkpoint, progress
 from usagg.engine.affinity import LookaheadAffinity
+from usagg.engine.balance import build_balance
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.engine.selection import MODEL, Selector, split_warnings
-from usagg.model.m2dino import M2DINO, head_key
+from usagg.model.m2dino import M2DINO
 from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
 from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
 from usagg.tasktypes import get_task_type
@@ -90,65 +91,6 @@ class _State:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimiser steps taken
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class LossBalance(torch.nn.Module):
-    """How each task's loss enters the optimised sum (`training.loss_balance`), times its loss weight w.
-
-    equal: w * L (today's sum). initial: w * L / L0, L0 the task's loss at its
-    first batch of the job (detached, kept in the checkpoint), so every task
-    starts at 1 whatever its loss's scale (at initialisation one task's loss can be
-    seven times another's). uncertainty (Kendall et al. 2018): w * L * exp(-s) + s
-    with s a learned log-variance per task (starting at 0, in the heads'
-    parameter group, no weight decay). The MoE auxiliary loss is added as it
-    is. A one-task job always uses equal: the other modes only rescale its one
-    loss, which would change TS results for nothing.
-    """
-
-    def __init__(self, mode: str, weights: dict[str, float]) -> None:
-        super().__init__()
-        self.mode = mode if len(weights) > 1 else "equal"
-        self.weights = weights
-        self.initial: dict[str, torch.Tensor] = {}
-        self.log_vars = torch.nn.ParameterDict(
-            {head_key(t): torch.nn.Parameter(torch.zeros(())) for t in weights} if self.mode == "uncertainty" else {}
-        )
-
-    def combine(self, task: str, loss: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        """The value to backpropagate from the model's `loss` (head loss + aux) and its `aux` part."""
-        w = self.weights[task]
-        if self.mode == "equal":
-            return loss if w == 1.0 else w * (loss - aux) + aux
-        own = loss - aux
-        if self.mode == "initial":
-            if task not in self.initial:
-                self.initial[task] = own.detach().float().clamp_min(1e-12)
-            return w * own / self.initial[task] + aux
-        s = self.log_vars[head_key(task)]
-        return w * own * torch.exp(-s) + s + aux
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "initial": dict(self.initial),
-            "log_vars": {k: v.detach() for k, v in self.log_vars.items()},
-        }
-
-    def load(self, state: dict[str, Any], device: torch.device) -> None:
-        self.initial = {t: v.to(device) for t, v in state["initial"].items()}
-        with torch.no_grad():
-            for k, v in state["log_vars"].items():
-                self.log_vars[k].copy_(v)
-
-    def record(self) -> dict[str, Any]:
-        """For metrics.json: the mode and the initial losses or the learned log-variances and weights exp(-s)."""
-        out: dict[str, Any] = {"mode": self.mode}
-        if self.mode == "initial":
-            out["initial_loss"] = {t: float(v) for t, v in self.initial.items()}
-        elif self.mode == "uncertainty":
-            s = {t: float(self.log_vars[head_key(t)].detach()) for t in self.weights}
-            out["log_vars"] = s
-            out["weights"] = {t: math.exp(-v) for t, v in s.items()}
-        return out
 
 
 def build_optimizer(
@@ -223,7 +165,7 @@ class Trainer:
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = training.epochs * self.steps_per_epoch
         warmup = round(training.warmup_epochs * self.steps_per_epoch)
-        self.balance = LossBalance(
+        self.balance = build_balance(
             training.loss_balance, {t: float(training.loss_weights.get(t, 1.0)) for t in train}
         ).to(compute.device)
         self.optimizer = build_optimizer(model, training, compute.device, self.balance.parameters())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.errors import UsaggError
-from usagg.names import unknown_name
+from usagg.registry import Registry
 
 if TYPE_CHECKING:
     from usagg.execute.base import Executor
@@ -36,7 +36,13 @@ class ExecutorEntry:
     factory: ExecutorFactory
 
 
-EXECUTORS: dict[str, ExecutorEntry] = {}
+#: name -> entry, in registration order; plug-ins through the `usagg.executors` entry points or USAGG_PLUGINS.
+EXECUTORS: Registry[ExecutorEntry] = Registry(
+    "executor",
+    group="usagg.executors",
+    error=UsaggError,
+    hint=" (plug-ins register more: see docs/internals.md, 'How to add an executor')",
+)
 
 
 def register_executor(name: str, description: str) -> Callable[[ExecutorFactory], ExecutorFactory]:
@@ -49,25 +55,21 @@ def register_executor(name: str, description: str) -> Callable[[ExecutorFactory]
         raise ValueError(f"an executor name is letters, digits, - and _, such as 'ray', got {name!r}")
 
     def deco(factory: ExecutorFactory) -> ExecutorFactory:
-        if name in EXECUTORS and EXECUTORS[name].factory is not factory:
-            raise ValueError(f"executor {name!r} is already registered")
-        EXECUTORS[name] = ExecutorEntry(name, description, factory)
+        entry = ExecutorEntry(name, description, factory)
+        EXECUTORS.register(name, entry, same=lambda old, new: old.factory is new.factory)
         return factory
 
     return deco
 
 
 def executor_names() -> list[str]:
-    """Registered executors in registration order (local and slurm first)."""
-    return list(EXECUTORS)
+    """Registered executors in registration order (local and slurm first), plug-ins included."""
+    return EXECUTORS.names()
 
 
 def get_executor_factory(name: str) -> ExecutorFactory:
     """The factory registered as `name`; UsaggError with a did-you-mean and the registered names otherwise."""
-    entry = EXECUTORS.get(name)
-    if entry is None:
-        raise UsaggError(unknown_name("executor", name, list(EXECUTORS)))
-    return entry.factory
+    return EXECUTORS.lookup(name).factory
 
 
 def make_executor(execution: ExecutionSpec, store_root: str | Path, **options: Any) -> Executor:

@@ -9,23 +9,23 @@ module. Plug-ins outside the package register the same way, from:
 - `USAGG_PLUGINS=module[,module...]`, modules imported on first use (they reach
   worker processes too, which inherit the environment).
 
-The registry is filled on first use, so importing it stays cheap and never
+`TASK_TYPES` is a `usagg.registry.Registry`, filled on first lookup (built-ins and
+plug-ins, `usagg.registry.load_plugins`), so importing it stays cheap and never
 imports torch, scipy or matplotlib.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
-from importlib import metadata
 from typing import TypeVar
 
-from usagg.names import unknown_name
+from usagg.registry import PLUGINS_ENV, Registry
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, metric_base
 
 __all__ = [
     "PLUGINS_ENV",
+    "TASK_TYPES",
     "EvalItem",
     "Metric",
     "Row",
@@ -43,13 +43,37 @@ __all__ = [
     "unregister_task_type",
 ]
 
-PLUGINS_ENV = "USAGG_PLUGINS"
 ENTRY_POINT_GROUP = "usagg.task_types"
 
-_REGISTRY: dict[str, TaskType] = {}
-_loaded = False
-
 T = TypeVar("T", bound=type[TaskType])
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the modules of this package (once): each registers its type."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for mod in pkgutil.iter_modules(__path__):
+            if mod.name != "base":
+                importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def _adopt(registry: Registry[TaskType], obj: object) -> None:
+    """An entry point may name a TaskType class (registered here) or a module that registers on import."""
+    if isinstance(obj, type) and issubclass(obj, TaskType) and obj.name not in registry:
+        register_task_type(obj)
+
+
+#: name -> the one instance of each registered type (usagg/registry.py).
+TASK_TYPES: Registry[TaskType] = Registry(
+    "task type",
+    group=ENTRY_POINT_GROUP,
+    builtins=_load_builtins,
+    adopt=_adopt,
+    hint=" (plug-ins register more: see docs/internals.md, 'How to add a task type')",
+)
 
 
 def register_task_type(cls: T, *, replace: bool = False) -> T:
@@ -66,43 +90,13 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
         raise ValueError(f"{cls.__name__}.name must be a lower-case identifier such as 'keypoints', got {name!r}")
     if not inst.metrics:
         raise ValueError(f"task type {name!r} declares no metrics; the first one is its primary metric")
-    if name in _REGISTRY and not replace and type(_REGISTRY[name]) is not cls:
-        raise ValueError(f"task type {name!r} is already registered ({type(_REGISTRY[name]).__qualname__})")
-    _REGISTRY[name] = inst
+    TASK_TYPES.register(name, inst, replace=replace, same=lambda old, new: type(old) is type(new))
     return cls
 
 
 def unregister_task_type(name: str) -> None:
     """Remove a registered type (tests and interactive sessions that registered one)."""
-    _REGISTRY.pop(name, None)
-
-
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    """Import the modules of this package (once): each registers its type."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for mod in pkgutil.iter_modules(__path__):
-            if mod.name != "base":
-                importlib.import_module(f"{__name__}.{mod.name}")
-
-
-def _load() -> None:
-    """The built-in types, then entry-point and environment plug-ins (once)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    _load_builtins()
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
-        if isinstance(obj, type) and issubclass(obj, TaskType) and obj.name not in _REGISTRY:
-            register_task_type(obj)
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
-        importlib.import_module(module)
+    TASK_TYPES.unregister(name)
 
 
 def builtin_task_types() -> list[TaskType]:
@@ -110,14 +104,14 @@ def builtin_task_types() -> list[TaskType]:
     _load_builtins()
     names = {m.name for m in pkgutil.iter_modules(__path__)}
     return sorted(
-        (t for t in _REGISTRY.values() if type(t).__module__.rsplit(".", 1)[-1] in names), key=lambda t: t.order
+        (t for t in TASK_TYPES.values() if type(t).__module__.rsplit(".", 1)[-1] in names), key=lambda t: t.order
     )
 
 
 def task_types() -> list[TaskType]:
     """Every registered type, by `order` (built-ins as the challenge lists them), then registration order."""
-    _load()
-    return sorted(_REGISTRY.values(), key=lambda t: t.order)  # stable: ties keep registration order
+    types = [TASK_TYPES[n] for n in TASK_TYPES.names()]
+    return sorted(types, key=lambda t: t.order)  # stable: ties keep registration order
 
 
 def task_type_names() -> list[str]:
@@ -126,14 +120,7 @@ def task_type_names() -> list[str]:
 
 def get_task_type(name: str) -> TaskType:
     """The registered type called `name`; ValueError with a did-you-mean and the registered names otherwise."""
-    _load()
-    tt = _REGISTRY.get(name)
-    if tt is None:
-        raise ValueError(
-            unknown_name("task type", str(name), task_type_names())
-            + " (plug-ins register more: see docs/internals.md, 'How to add a task type')"
-        )
-    return tt
+    return TASK_TYPES.lookup(name)
 
 
 def find_task_type(task_name: str) -> TaskType | None:

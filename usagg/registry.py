@@ -1,0 +1,153 @@
+"""One generic registry (timm style) behind task types, paradigms, executors, backbones and engine strategies.
+
+A `Registry[T]` maps names to entries in registration order and is read like a
+dict; `register` refuses a second, different entry under a taken name, `lookup`
+refuses an unknown name in one paragraph that lists the registered ones
+(usagg/names.py). Plug-ins reach every registry the same way: an entry point in
+the kind's group (`usagg.task_types`, `usagg.paradigms`, `usagg.executors`,
+`usagg.backbones`) or a module named in `USAGG_PLUGINS`, loaded once per process by
+`load_plugins()` before any spec is validated. Torch-free: the spec imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from importlib import metadata
+from typing import Generic, TypeVar
+
+from usagg.errors import UsaggError
+from usagg.names import unknown_name
+
+T = TypeVar("T")
+
+PLUGINS_ENV = "USAGG_PLUGINS"
+
+#: The modules that create the plug-in registries and register the built-ins on import.
+REGISTRY_MODULES = ("usagg.tasktypes", "usagg.paradigms", "usagg.execute.registry", "usagg.model.zoo")
+
+#: Registries with an entry-point group, in creation order (load_plugins walks them).
+_PLUGGABLE: list[Registry] = []
+_plugins_loaded = False
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """Named entries of one kind; read like a dict, written through `register`.
+
+    `kind` words the errors ("unknown paradigm 'X'"); `group` is the entry-point
+    group plug-ins register through (None: no plug-ins, e.g. engine strategies);
+    `builtins` imports the built-in entries that are not registered on import;
+    `adopt` registers an object an entry point names (task types name a class),
+    where loading the entry point alone does not; `error` is the exception
+    `lookup` raises (ValueError, which pydantic makes a spec error, or UsaggError);
+    `hint` is appended to that error (where to read how to add one).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        group: str | None = None,
+        builtins: Callable[[], None] | None = None,
+        adopt: Callable[[Registry[T], object], None] | None = None,
+        error: type[Exception] = ValueError,
+        hint: str = "",
+    ) -> None:
+        self.kind = kind
+        self.group = group
+        self.builtins = builtins
+        self.adopt = adopt
+        self.error = error
+        self.hint = hint
+        self._entries: dict[str, T] = {}
+        if group is not None:
+            _PLUGGABLE.append(self)
+
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self._entries)})"
+
+    def register(self, name: str, entry: T, *, replace: bool = False, same: Callable[[T, T], bool] | None = None) -> T:
+        """Add `entry` under `name`; a different entry under a taken name is a ValueError unless `replace`.
+
+        `same(old, new)` says when re-registering is harmless (a module imported twice);
+        by default an equal entry is.
+        """
+        old = self._entries.get(name)
+        if old is not None and not replace and not (same(old, entry) if same else old == entry):
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> T | None:
+        """Remove `name` (tests and interactive sessions that registered one); the entry, or None."""
+        return self._entries.pop(name, None)
+
+    def pop(self, name: str) -> T | None:
+        """`unregister`, spelled as on a dict."""
+        return self.unregister(name)
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def names(self) -> list[str]:
+        """The registered names in registration order, plug-ins loaded first."""
+        load_plugins()
+        return list(self._entries)
+
+    def lookup(self, name: str) -> T:
+        """The entry registered as `name` (plug-ins loaded first); else `self.error` naming the registered ones."""
+        load_plugins()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise self.error(unknown_name(self.kind, str(name), list(self._entries)) + self.hint)
+        return entry
+
+
+def load_plugins() -> None:
+    """Built-ins, then entry points of every registry's group, then `USAGG_PLUGINS` modules (once per process).
+
+    Called before a spec is validated (usagg/spec/load.py) and by every `lookup`, so a
+    plug-in paradigm or backbone is known wherever a plug-in task type is. A plug-in
+    that cannot be imported is a UsaggError naming it.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # before importing: a plug-in that reads a registry must not re-enter
+    for module in REGISTRY_MODULES:
+        importlib.import_module(module)
+    for reg in _PLUGGABLE:
+        if reg.builtins is not None:
+            reg.builtins()
+    for reg in _PLUGGABLE:
+        for ep in metadata.entry_points(group=reg.group):
+            obj = _import(f"the entry point {ep.name!r} ({ep.value}) of group {reg.group!r}", ep.load)
+            if reg.adopt is not None:
+                reg.adopt(reg, obj)
+    for module in plugin_modules():
+        _import(f"module {module!r} of {PLUGINS_ENV}", lambda m=module: importlib.import_module(m))
+
+
+def plugin_modules() -> list[str]:
+    """The modules `USAGG_PLUGINS` names (comma-separated, blanks ignored)."""
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
+def _import(what: str, load: Callable[[], object]) -> object:
+    try:
+        return load()
+    except ImportError as e:
+        raise UsaggError(
+            f"plug-in {what} could not be imported: {e}. Install it or put its folder on PYTHONPATH, "
+            f"or remove it from {PLUGINS_ENV} / the installed distribution that declares it."
+        ) from e
