@@ -2,18 +2,56 @@
 
 Write to a temporary name in the target folder, fsync, rename over the target,
 fsync the folder: a reader (or a process killed mid-write) sees the old file
-or the new one, never half of one. Safe on a shared file system.
+or the new one, never half of one. Safe on a shared file system. A full disk
+(ENOSPC, or a quota: EDQUOT) raises `NoSpaceLeft` naming the file, with the
+temporary file removed, so the target keeps its previous content.
+
+`write_json_checked` / `read_json_checked`: JSON files the store checks when they are
+read (metrics.json, item_scores.json) carry a checksum of their content under
+`JSON_CHECKSUM_KEY`, so an edited value is named instead of used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from usagg.errors import UsaggError
+
+#: errno values that mean the disk (or the user's quota) is full.
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpaceLeft(UsaggError):
+    """A write failed because the disk or quota is full; what was there before is kept."""
+
+
+def no_space_left(path: Path, err: OSError) -> NoSpaceLeft:
+    """The error for a full disk at `path`: what happened, that nothing is half-written, what to do."""
+    return NoSpaceLeft(
+        f"no space left on device at {path} ({err.strerror or err}); nothing was half-written: free some "
+        "space (`usagg cache prune` deletes old cache entries), then run again (`usagg run --retry-failed` for "
+        "a failed job)"
+    )
+
+
+def _full_disk(err: BaseException) -> OSError | None:
+    """The OSError saying the disk is full in an exception or its causes (torch and numpy wrap it), else None."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _FULL_DISK:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -39,8 +77,13 @@ def _umask() -> int:
 def write_with(path: Path | str, writer: Callable[[BinaryIO], None]) -> Path:
     """Call writer(f) on a temporary file opened for binary writing next to `path`, then rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if err.errno in _FULL_DISK:
+            raise no_space_left(path, err) from err
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
@@ -48,9 +91,12 @@ def write_with(path: Path | str, writer: Callable[[BinaryIO], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any other file
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        full = _full_disk(err)
+        if full is not None and not isinstance(err, NoSpaceLeft):
+            raise no_space_left(path, full) from err
         raise
     _fsync_dir(path.parent)
     return path
@@ -69,6 +115,44 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 def write_json_atomic(path: Path | str, obj: Any) -> Path:
     """Write indented JSON atomically, so the store stays readable by people."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+#: Key of the content checksum in a checked JSON file.
+JSON_CHECKSUM_KEY = "checksum"
+
+
+def json_checksum(obj: dict[str, Any]) -> str:
+    """blake2b of a JSON object's canonical form (sorted keys, the checksum key left out), as `blake2b:<hex>`."""
+    body = {k: v for k, v in obj.items() if k != JSON_CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return "blake2b:" + hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def write_json_checked(path: Path | str, obj: dict[str, Any]) -> Path:
+    """Write a JSON object atomically with the checksum of its content (as it reads back), checked on read."""
+    body = json.loads(json.dumps({k: v for k, v in obj.items() if k != JSON_CHECKSUM_KEY}, default=str))
+    return write_json_atomic(path, {**body, JSON_CHECKSUM_KEY: json_checksum(body)})
+
+
+def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | None]:
+    """(content without its checksum, None) for an intact file; (None, why) for a damaged one.
+
+    FileNotFoundError passes through. A file written before checksums existed (no checksum key) reads as
+    intact: its schema is all that can be checked.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        return None, f"not readable JSON ({type(err).__name__}: {str(err)[:120]})"
+    if not isinstance(data, dict):
+        return None, f"a JSON {type(data).__name__}, not an object"
+    stored = data.pop(JSON_CHECKSUM_KEY, None)
+    if stored is not None and stored != json_checksum(data):
+        return None, "it no longer matches its checksum: a value changed after the job wrote it"
+    return data, None
 
 
 def set_aside(path: Path | str) -> Path:

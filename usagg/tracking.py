@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import write_text_atomic
+from usagg.store import RunStore
 
 if TYPE_CHECKING:
     from usagg.plan import Job
     from usagg.spec.models import MlflowSpec, TrackingSpec
 
 log = logging.getLogger(__name__)
-
-PARENT_RECORD = "mlflow.json"
 
 
 def _number(v: Any) -> float | None:
@@ -176,13 +175,13 @@ def _experiment_id(client: Any, name: str, spec: MlflowSpec, store_root: Path) -
     if found is not None:
         return found.experiment_id
     local = spec.uri.split(":", 1)[0] in ("sqlite", "file")
-    where = (Path(store_root).resolve() / "mlflow-artifacts").as_uri() if local else None
+    where = RunStore(Path(store_root).resolve()).mlflow_artifacts.as_uri() if local else None
     return client.create_experiment(name, artifact_location=where)
 
 
 def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str | None:
     """The MLflow run that stands for the study (created once, its id kept in the run store); None when unreachable."""
-    record = Path(store_root) / PARENT_RECORD
+    record = RunStore(store_root).mlflow_record
     try:
         known = json.loads(record.read_text()) if record.is_file() else {}
         if known.get("uri") == spec.uri and known.get("run_id"):
@@ -269,7 +268,7 @@ def job_trackers(tracking: TrackingSpec | None, job: Job, store_root: Path) -> J
     params = job_params(job)
     trackers: list[_Guarded] = []
     if tracking.tensorboard:
-        trackers.append(TensorBoardTracker(Path(store_root) / "tensorboard" / job.id, params))
+        trackers.append(TensorBoardTracker(RunStore(store_root).tensorboard_dir(job.id), params))
     if tracking.mlflow is not None:
         trackers.append(MlflowTracker(tracking.mlflow, job, Path(store_root), params))
     return JobTrackers([t for t in trackers if t.alive])

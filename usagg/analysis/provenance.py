@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Any
 
 from usagg import __version__
 from usagg.analysis.inputs import AnalysisInput
+from usagg.errors import UsaggError
 from usagg.filehash import file_sha256
+from usagg.store import RunStore
 
 
 @dataclass
@@ -70,12 +71,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _metrics(run_dir: Path, job_id: str) -> dict[str, Any]:
+def _metrics(store: RunStore, job_id: str) -> dict[str, Any]:
+    """The job's metrics.json, {} when it has none or it is damaged (the store names it)."""
     try:
-        data = json.loads((run_dir / "jobs" / job_id / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return store.metrics(job_id) or {}
+    except UsaggError:  # not a job id of this store
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def provenance(inp: AnalysisInput) -> Provenance:
@@ -90,18 +91,18 @@ def provenance(inp: AnalysisInput) -> Provenance:
     )
     if inp.run_dir is None:
         return prov
-    run_dir = Path(inp.run_dir)
-    spec = run_dir / "study.yaml"
+    store = RunStore(inp.run_dir)
+    spec = store.study_yaml
     if spec.is_file():
         prov.spec_text = spec.read_text(encoding="utf-8")
         prov.spec_sha256 = hashlib.sha256(prov.spec_text.encode()).hexdigest()
     for job_id in inp.table.job_ids:
-        m = _metrics(run_dir, job_id)
+        m = _metrics(store, job_id)
         training, weights = m.get("training") or {}, m.get("weights") or {}
         if training.get("device"):
             prov.jobs.append((job_id, str(training["device"]), str(training.get("precision", "not recorded"))))
         if prov.backbone is None and m:
-            record = _job_record(run_dir, job_id)
+            record = _job_record(store, job_id)
             prov.backbone = (record.get("model") or {}).get("backbone")
             prov.epochs = training.get("epochs")
             prov.random_init = bool(weights.get("random_init"))
@@ -111,10 +112,10 @@ def provenance(inp: AnalysisInput) -> Provenance:
     return prov
 
 
-def _job_record(run_dir: Path, job_id: str) -> dict[str, Any]:
+def _job_record(store: RunStore, job_id: str) -> dict[str, Any]:
+    """The Job dump of the job's record, {} when the store has none it can read or rebuild."""
     try:
-        data = json.loads((run_dir / "jobs" / job_id / "job.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        job = store.job_record(job_id).get("job")
+    except UsaggError:
         return {}
-    job = data.get("job") if isinstance(data, dict) else None
     return job if isinstance(job, dict) else {}

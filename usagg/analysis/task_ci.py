@@ -19,7 +19,6 @@ CSV path and put in path order before resampling, so the order a job listed them
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from usagg.analysis.delta import relative_change
+from usagg.atomic import read_json_checked
 from usagg.errors import UsaggError
 from usagg.predictions import ITEM_KINDS, ITEM_SCORES_FORMAT
 from usagg.store import JobPaths
@@ -62,14 +62,18 @@ def load_item_scores(job_dir: Path) -> dict[str, ItemScores]:
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or data.get("format") != ITEM_SCORES_FORMAT:
+        data, why = read_json_checked(path)
+        if data is None:
+            raise ValueError(why)
+        if data.get("format") != ITEM_SCORES_FORMAT:
             raise ValueError(f"expected an object with format {ITEM_SCORES_FORMAT}")
         return {str(task): _item_scores(task, rec) for task, rec in data["tasks"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        store = Path(job_dir).parent.parent
         raise UsaggError(
-            f"{path} is damaged ({err}); expected the item scores a job writes after its test evaluation "
-            "(delete the file and rerun the job to rebuild it)"
+            f"{path} is damaged ({err}); expected the item scores a job writes after its test evaluation: "
+            f"`usagg repair {store}` sets it aside and sends the job back to pending, then `usagg run` "
+            "evaluates it again"
         ) from None
 
 

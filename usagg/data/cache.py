@@ -6,14 +6,20 @@ reads the same pages instead of decoding PNGs again. The key hashes the paths,
 sizes and mtimes of the source files plus the side S and the colour mode, so
 editing a file invalidates its entry. Files are
 written under a temporary name and renamed (a killed process never leaves a
-half-written entry) inside a file lock (concurrent jobs decode once).
+half-written entry) inside a file lock (concurrent jobs decode once). A CRC-32 of
+both arrays' bytes (`<key>.crc32`, beside them) is checked every time an entry is
+opened: bytes flipped on disk would otherwise change the images every job trains
+and tests on without a word, so a mismatch (or a missing checksum) is logged and
+the entry decoded again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +29,12 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from usagg.atomic import write_text_atomic
 from usagg.data.images import open_image
 from usagg.data.masks import read_mask_grayscale
 from usagg.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: Bump when the decoding changes, so old entries are not reused.
 #: 2: masks read as OpenCV's IMREAD_GRAYSCALE (palette and colour masks as luminance); 3: 16-bit images by high byte.
@@ -136,17 +145,42 @@ def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image",
     with FileLock(str(folder / f"{key}.lock")):  # also what `usagg cache prune` takes before deleting
         if data_file.exists():
             entry = _open(data_file, hw_file, len(files))
-            if entry is not None:
+            why = "not a whole array" if entry is None else _checksum_mismatch(entry, hw_file)
+            if entry is not None and why is None:
                 with contextlib.suppress(OSError):
                     os.utime(data_file)  # last use, for `usagg cache prune`
                 return entry
-            for damaged in (data_file, hw_file):  # a cache entry is rebuilt, never trusted
+            log.warning(
+                "decode cache entry %s is damaged (%s); decoding its %d files again", data_file, why, len(files)
+            )
+            for damaged in (data_file, hw_file, _sum_file(hw_file)):  # a cache entry is rebuilt, never trusted
                 damaged.unlink(missing_ok=True)
         _build(files, size, kind, data_file, hw_file, "gray" if kind == "mask" else color)
         entry = _open(data_file, hw_file, len(files))
         if entry is None:
             raise DataError(f"the decode cache entry {data_file} was written but cannot be read back (disk full?)")
         return entry
+
+
+def _sum_file(hw_file: Path) -> Path:
+    """`<key>.crc32` beside `<key>.hw.npy` (the key prefix keeps it with its entry for `usagg cache prune`)."""
+    return hw_file.with_name(hw_file.name.split(".", 1)[0] + ".crc32")
+
+
+def _crc32(arrays: np.ndarray, hw: np.ndarray) -> str:
+    """CRC-32 of both arrays' bytes (2.6 GB/s on one core: a fraction of reading the pages)."""
+    return f"{zlib.crc32(np.ascontiguousarray(hw), zlib.crc32(np.ascontiguousarray(arrays))):08x}"
+
+
+def _checksum_mismatch(entry: Decoded, hw_file: Path) -> str | None:
+    """Why the entry's bytes are not the ones written (its checksum differs or is missing), None when they are."""
+    try:
+        stored = _sum_file(hw_file).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return "no checksum beside it"
+    if stored != _crc32(entry.arrays, entry.orig_hw):
+        return "its bytes no longer match their checksum"
+    return None
 
 
 def _open(data_file: Path, hw_file: Path, n: int) -> Decoded | None:
@@ -186,9 +220,11 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
                 out[i] = arr if arr.ndim == out.ndim - 1 else arr[None]
                 hw[i] = orig
         out.flush()
+        crc = _crc32(out, hw)
         del out
         np.save(tmp_hw, hw)
-        os.replace(tmp_hw, hw_file)  # written first: the data file's presence means both are complete
+        os.replace(tmp_hw, hw_file)  # written first: the data file's presence means all three are complete
+        write_text_atomic(_sum_file(hw_file), crc + "\n")
         os.replace(tmp, data_file)
     finally:
         for t in (tmp, tmp_hw):

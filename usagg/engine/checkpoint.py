@@ -10,18 +10,23 @@ job on dinov3_base): they come back from `model.weights` or from the seed
 fingerprint of them (`frozen_fingerprint`) in every checkpoint proves it: a
 checkpoint whose fingerprint differs from the model's is never loaded.
 
-Every checkpoint also carries a checksum of its own content (`content_digest`: every
-tensor's bytes, dtype and shape, every other value, by key path), verified on load: torch
-reads a zip archive without checking its CRCs, so bytes flipped inside a tensor would
-otherwise load silently and train on (or test) corrupted weights. A mismatch raises
-`DamagedCheckpoint`, which the trainer treats like any unreadable file: set aside, never
-trusted.
+Every checkpoint also carries a checksum of its own content (`content_digest`: a CRC-32
+over every tensor's bytes, dtype and shape and every other value, by key path), verified on
+load: torch reads a zip archive without checking its CRCs, so bytes flipped inside a tensor
+would otherwise load silently and train on (or test) corrupted weights. The checksum is
+required: a checkpoint without one, whose content does not match it, or that torch cannot
+read (truncated, not a zip, a pickle of other objects) raises `DamagedCheckpoint`, which the
+trainer and the runner treat alike: set aside, never trusted. CRC-32 over the tensors'
+memory (no copy) costs about a quarter of the sha256 over copied bytes it replaces (issue
+24.4: 0.08 s against 0.35 s per 200 MB on one core); checkpoints written with that sha256
+(64 hex digits) still verify.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +84,26 @@ class DamagedCheckpoint(ValueError):
     """A checkpoint whose content does not match the checksum it was saved with."""
 
 
+class _Crc32:
+    """zlib.crc32 behind hashlib's update/hexdigest, so `_feed` drives either."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes | memoryview | np.ndarray) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def hexdigest(self) -> str:
+        return f"crc32:{self.value:08x}"
+
+
 def _feed(h: Any, obj: Any, path: str) -> None:
     h.update(path.encode())
     if isinstance(obj, torch.Tensor):
         t = obj.detach().to("cpu").contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own memory, no copy
     elif isinstance(obj, dict):
         for k in sorted(obj, key=repr):
             _feed(h, obj[k], f"{path}/{k!r}")
@@ -97,7 +116,15 @@ def _feed(h: Any, obj: Any, path: str) -> None:
 
 
 def content_digest(obj: Any) -> str:
-    """sha256 of a checkpoint's content: tensors by bytes, dtype and shape, other values by repr, by key path."""
+    """The checksum of a checkpoint's content, `crc32:<hex>`: tensors by bytes, dtype and shape, other values by
+    repr, by key path."""
+    h = _Crc32()
+    _feed(h, obj, "")
+    return h.hexdigest()
+
+
+def _legacy_digest(obj: Any) -> str:
+    """The sha256 hex digest earlier checkpoints carry (same content walk), so they still verify."""
     h = hashlib.sha256()
     _feed(h, obj, "")
     return h.hexdigest()
@@ -105,19 +132,29 @@ def content_digest(obj: Any) -> str:
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """torch.save, with the content's checksum, through the shared atomic writer: a killed job never leaves a
-    torn checkpoint."""
+    torn checkpoint, a full disk raises `usagg.atomic.NoSpaceLeft` naming `path`."""
     payload = {**obj, CHECKSUM_KEY: content_digest(obj)}
     write_with(path, lambda f: torch.save(payload, f))
 
 
 def load(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint onto the CPU (weights_only: checkpoints hold tensors and plain data only) and verify its
-    checksum (DamagedCheckpoint on a mismatch); `mmap`: tensors read from the file on use."""
-    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    checksum; DamagedCheckpoint when torch cannot read it, it has no checksum or its content does not match;
+    `mmap`: tensors read from the file on use."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise DamagedCheckpoint(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {first})") from err
     if not isinstance(ck, dict):
         raise DamagedCheckpoint(f"{path} holds a {type(ck).__name__}, not a checkpoint")
-    stored = ck.pop(CHECKSUM_KEY, None)  # None: an older layout, which its `format` turns away
-    if stored is not None and content_digest(ck) != stored:
+    stored = ck.pop(CHECKSUM_KEY, None)
+    if not isinstance(stored, str):
+        raise DamagedCheckpoint(f"{path} has no checksum: it was not written by usagg's checkpoint writer")
+    actual = content_digest(ck) if stored.startswith("crc32:") else _legacy_digest(ck)
+    if actual != stored:
         raise DamagedCheckpoint(f"{path} does not match its checksum: its content changed after it was written")
     return ck
 

@@ -4,7 +4,9 @@ The trainer's history entries (usagg/engine/trainer.py) hold per epoch the optim
 each task's own loss, MoE auxiliary loss and optimiser steps, and the selection score and
 metrics. `history_rows` flattens them; `write_history` rewrites history.csv atomically after
 every epoch (the whole history, so a resumed job's file is complete too), which
-`usagg.api.load_history` reads for jobs that have not finished.
+`usagg.api.load_history` reads for jobs that have not finished. `history_damage` is its
+schema check (`RunStore.repair` sets a damaged file aside and writes it again from the
+history metrics.json keeps).
 """
 
 from __future__ import annotations
@@ -70,3 +72,29 @@ def write_history(path: Path, history: Sequence[dict[str, Any]], task_ids: Seque
     writer.writeheader()
     writer.writerows(rows)
     return write_text_atomic(path, buf.getvalue())
+
+
+def history_damage(path: Path) -> str | None:
+    """Why history.csv is not a table `write_history` wrote (header, cells per row, numbers), None when it is or
+    when there is none."""
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, csv.Error) as err:  # UnicodeDecodeError is a ValueError; NUL bytes a csv.Error
+        return f"not a readable CSV ({type(err).__name__})"
+    n = len(HISTORY_CSV_COLUMNS)
+    if not rows or tuple(rows[0][:n]) != HISTORY_CSV_COLUMNS:
+        return f"its header is not {', '.join(HISTORY_CSV_COLUMNS)}, ..."
+    task = HISTORY_CSV_COLUMNS.index("task")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(rows[0]):
+            return f"line {line} has {len(row)} cells, the header {len(rows[0])}"
+        for col, cell in enumerate(row):
+            if col == task or cell == "":
+                continue
+            try:
+                float(cell)
+            except ValueError:
+                return f"line {line}, column {rows[0][col]}: {cell[:20]!r} is not a number"
+    return None

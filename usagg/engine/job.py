@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from usagg.affinity import write_affinity
+from usagg.atomic import write_json_checked
 from usagg.engine.accel import accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
@@ -165,7 +166,7 @@ def run_job(
             trainer.use_weights(epoch)
             sets = {t: test_sets[t] for t in ids if t in test_sets}
             results.update(evaluate(model, sets, compute, job.training.eval_batch_size, writer))
-    write_json_atomic(paths.item_scores, writer.item_scores())  # per test image: the test-set bootstrap's input
+    write_json_checked(paths.item_scores, writer.item_scores())  # per test image: the test-set bootstrap's input
     eval_s = time.perf_counter() - t_eval
     n_test = sum(r.n_images for r in results.values())
 

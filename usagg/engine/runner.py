@@ -5,19 +5,24 @@ alone), records the state transitions, logs to the job's log file, and turns
 any failure into `failed` plus the full traceback as the job's error text, so
 one bad job never stops a study. Running out of GPU memory is recorded as
 `GpuOutOfMemory`, whose message names `execution.jobs_per_gpu` (jobs packed on
-one GPU share its memory). Executors get it as
+one GPU share its memory). A full disk fails the job with "no space left on device at
+<path>" (usagg/atomic.py) and `usagg run --retry-failed` resumes it once there is room.
+A best.pt that a fresh start would read (no last.pt beside it) is checked first and set
+aside when damaged, so one bad file never fails every retry. Executors get it as
 `functools.partial(run_one, device=..., threads=...)` (see usagg/service.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from usagg.store import BEST_CHECKPOINT, RunStore
+from usagg.atomic import NoSpaceLeft, set_aside
+from usagg.store import BEST_CHECKPOINT, JobPaths, RunStore
 
 if TYPE_CHECKING:
     from usagg.spec.models import TrackingSpec
@@ -112,6 +117,7 @@ def _run_locked(
             from usagg.engine.job import run_job  # torch is imported here, not when the store is read
 
             job = store.job(job_id)
+            _set_aside_damaged_best(paths, log)
             trackers = job_trackers(tracking, job, store.root)
             metrics = run_job(job, paths.folder, device, threads, on_epoch=trackers.epoch, accel=accel)
             store.write_metrics(job_id, metrics)
@@ -121,7 +127,8 @@ def _run_locked(
             oom = gpu_memory_error(err)
             if oom is not None:
                 text, err = f"{text}\n{oom}\n", oom
-            store.write_error(job_id, text)
+            with contextlib.suppress(NoSpaceLeft):  # a full disk: the summary in job.json still says so
+                store.write_error(job_id, text)
             summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:300]
             log.error("job failed: %s", summary)
             store.set_state(job_id, "failed", expect=("running",), error=summary)
@@ -146,3 +153,19 @@ def _drop_resume_state(store: RunStore, job_id: str) -> None:
     paths = store.paths(job_id)
     if (paths.checkpoints / BEST_CHECKPOINT).is_file():
         paths.last_checkpoint.unlink(missing_ok=True)
+
+
+def _set_aside_damaged_best(paths: JobPaths, log: logging.Logger) -> None:
+    """A best.pt without a last.pt is read by the fresh start's first save: one that is damaged (truncated, another
+    pickle, no or a wrong checksum) is set aside first, so it cannot fail the job on every retry (the trainer
+    checks a best.pt beside a last.pt itself, when it resumes)."""
+    best = paths.checkpoints / BEST_CHECKPOINT
+    if not best.is_file() or paths.last_checkpoint.is_file():
+        return
+    from usagg.engine import checkpoint
+
+    try:
+        checkpoint.load(best, mmap=True)
+    except checkpoint.DamagedCheckpoint as err:
+        aside = set_aside(best)
+        log.warning("%s; moved to %s, training starts over from epoch 1 and writes it anew", err, aside.name)

@@ -22,11 +22,14 @@ Exactly one of `finished`, `failed`, `locked` ends every job.
 from __future__ import annotations
 
 import abc
+import contextlib
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from usagg.atomic import NoSpaceLeft
+from usagg.errors import UsaggError
 from usagg.store import JobLocked, RunStore
 
 JobFn = Callable[[str, str], str]
@@ -44,19 +47,28 @@ def record_failure(store_root: str | Path, job_id: str, error_text: str, summary
     """Mark a job failed after fn could not: its error text (unless fn wrote one this attempt) and its state.
 
     Returns the one-line summary stored with the state. A job fn already
-    recorded as failed keeps fn's own error text and summary.
+    recorded as failed keeps fn's own error text and summary. Written like every
+    job.json write, under the job's lock and as a compare-and-set: a job that a live
+    process runs again meanwhile (a requeue) or that is done is left as it is, and a
+    damaged record is left to `usagg repair`.
     """
     store = RunStore(store_root)
     summary = summary or summarize_error(error_text)
     try:
-        record = store.job_record(job_id)
-    except Exception:
-        record = None
-    if record is not None and record.get("state") == "failed" and record.get("error"):
-        return str(record["error"])
-    store.write_error(job_id, error_text.rstrip() + "\n")
-    if record is not None:
-        store.set_state(job_id, "failed", error=summary)
+        with contextlib.nullcontext() if store.holds_lock(job_id) else store.lock(job_id):
+            try:
+                record = store.job_record(job_id)
+            except UsaggError:
+                record = None  # no record to change (a damaged one is noted in store.repairs)
+            if record is not None and record.get("state") == "failed" and record.get("error"):
+                return str(record["error"])
+            with contextlib.suppress(NoSpaceLeft):  # a full disk: the state below still tries to say so
+                store.write_error(job_id, error_text.rstrip() + "\n")
+            if record is not None:
+                with contextlib.suppress(UsaggError):  # done meanwhile (StateConflict) or a damaged record
+                    store.set_state(job_id, "failed", expect=("pending", "running", "failed"), error=summary)
+    except JobLocked:
+        pass  # a live process runs the job again: its record is that process's to write
     return summary
 
 

@@ -1,0 +1,53 @@
+"""`usagg repair`: set aside a run store's damaged files and rebuild what they held (`RunStore.repair`).
+
+`usagg status` and the analysis only read the store and name what is damaged; this command
+(and the start of every `usagg run`) is the one that writes the repairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from usagg.errors import UsaggError
+
+REPAIR_HELP = """Set aside a run store's damaged files and rebuild what they held; print each repair.
+
+A damaged job.json is rebuilt from the plan (done when its metrics.json is intact, else pending);
+a damaged or edited metrics.json or item_scores.json is set aside as <name>.damaged and its job
+goes back to pending (the next `usagg run` evaluates it again); a damaged history.csv is written
+again from metrics.json; a lock file holding garbage is broken. Jobs a live process runs are left
+alone. `usagg run` does the same first, so this is for a store you want to read (compare, report)
+before running again.
+
+Examples:
+
+  usagg repair runs/demo
+
+  usagg repair                 (the most recently modified study under runs/)
+"""
+
+
+def repair(
+    run_dir: Path | None = typer.Argument(None, help="A run store (runs/<study>); default: the latest under runs/."),
+) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from usagg.store import RunStore
+
+    store = RunStore.latest("runs") if run_dir is None else RunStore(run_dir)
+    if not store.exists():
+        raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
+    made = store.repair()
+    console = Console()
+    console.soft_wrap = not console.is_terminal
+    for note in store.repairs:
+        console.print(f"[bold yellow]repaired:[/] {escape(note)}" if note in made else escape(note), highlight=False)
+    console.print(f"{store.root}: {len(made)} repair(s)" if made else f"{store.root}: nothing damaged")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `repair`."""
+    app.command("repair", help=REPAIR_HELP)(repair)
