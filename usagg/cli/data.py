@@ -53,15 +53,18 @@ def _print_report(report, console) -> None:  # type: ignore[no-untyped-def]
     from rich.markup import escape
     from rich.table import Table
 
+    from usagg.cli.display import print_table
+
     table = Table(title=escape(f"{report.root} ({', '.join(report.splits)})"))
     for col in ("task", "type", "classes", *(f"{s} images" for s in report.splits), "image size (WxH)", "labels"):
-        # fold, never cut: two task ids sharing a prefix must stay tellable apart in an 80-column log
+        # a task id stays on one line (other columns fold first) so a log can be searched for it; fold, never
+        # cut, where a terminal is too narrow even for it
         right = col.endswith("images") or col == "classes"
-        table.add_column(col, justify="right" if right else "left", overflow="fold")
+        table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col == "task")
     for t in sorted(report.tasks.values(), key=lambda t: t.task_id):
         counts = [str(t.images.get(s, 0)) for s in report.splits]
         table.add_row(escape(t.task_id), t.type, str(t.num_classes), *counts, t.size_range(), escape(t.label_text()))
-    console.print(table)
+    print_table(console, table)
     if report.leakage:
         n = report.leakage
         console.print(

@@ -17,8 +17,34 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from usagg.engine.progress import Progress
+
+#: Widest line a table printed off a terminal may take: wide enough for any real table, yet bounded.
+LOG_TABLE_MAX_WIDTH = 1000
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print a rich table without breaking an id across lines where nobody can widen the window.
+
+    On a terminal the table takes the terminal's width (give id columns `no_wrap=True`, so other
+    columns fold first). Off one (a pipe, a CI log) rich assumes 80 columns (or $COLUMNS) and
+    would fold `fetal_head_biometry` into three lines that no search finds: the table gets its
+    natural width instead, a long line being harmless in a log.
+    """
+    if console.is_terminal and not console.is_dumb_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update(max_width=LOG_TABLE_MAX_WIDTH), table).maximum
+    width = console.width  # off a terminal a fixed number ($COLUMNS or 80): restoring it changes nothing
+    console.width = max(width, natural)  # print(width=...) cannot exceed the console's width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def duration_text(seconds: float | None) -> str:

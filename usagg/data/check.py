@@ -184,8 +184,8 @@ def check_dataset(
                 )
                 continue
             _add_file_results(report, summary, samples, root, split, entries)
-            if split == "val":
-                _warn_test_split(report, task_id, samples, root)
+            if split == "val" and (tasks is None or any(t.id == task_id for t in tasks)):
+                _warn_test_split(report, task_id, samples, root)  # a study hears of its own tasks only
     if test_carve is not None:
         entries = _carve(entries, *test_carve)
     leaks = find_leaks(entries, root, leakage, near_duplicate_threshold, test="val" if test_carve is None else CARVED)
