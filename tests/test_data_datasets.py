@@ -166,7 +166,7 @@ def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         calls.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(cache, "decode_image", counting)
+    monkeypatch.setitem(cache.DECODERS, "image", counting)
     return calls
 
 
@@ -203,13 +203,13 @@ def test_a_failed_build_leaves_no_entry(tiny: Path, tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt  # a killed process, as near as a test gets
         return real(path, size)
 
-    monkeypatch.setattr(cache, "decode_image", dies_on_the_fourth)
+    monkeypatch.setitem(cache.DECODERS, "image", dies_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         cache.load(files, 16, tmp_path)
     assert not [p for p in (tmp_path / "decode").iterdir() if p.suffix == ".npy"]
     key = cache.cache_key(files, 16, "image")
     (tmp_path / "decode" / f"{key}.999999.tmp.npy").write_bytes(b"half")  # as a SIGKILL would leave it
-    monkeypatch.setattr(cache, "decode_image", real)
+    monkeypatch.setitem(cache.DECODERS, "image", real)
     entry = cache.load(files, 16, tmp_path)
     assert entry.arrays.shape == (6, 16, 16) and entry.orig_hw.tolist() == [[40, 56]] * 6
     assert sorted(p.name for p in (tmp_path / "decode").glob("*.npy")) == [f"{key}.hw.npy", f"{key}.npy"]

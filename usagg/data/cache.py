@@ -84,7 +84,7 @@ def decode_color(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int], bo
             if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
                 resized = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
                 return np.ascontiguousarray(resized.transpose(2, 0, 1)), hw, True
-    gray, hw = decode_image(path, size)
+    gray, hw = DECODERS["image"](path, size)  # the table's grayscale decoder, exactly its numbers
     return gray, hw, False
 
 
@@ -95,7 +95,11 @@ def decode_mask(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     return np.asarray(resized, dtype=np.uint8), (arr.shape[0], arr.shape[1])
 
 
-_DECODERS: dict[str, str] = {"image": "decode_image", "mask": "decode_mask"}
+#: kind -> grayscale decoder (colour images go through `decode_color`); tests swap entries with monkeypatch.setitem.
+DECODERS: dict[str, Callable[[Path, int], tuple[np.ndarray, tuple[int, int]]]] = {
+    "image": decode_image,
+    "mask": decode_mask,
+}
 
 
 def cache_key(files: Sequence[Path], size: int, kind: str, color: str = "gray") -> str:
@@ -114,11 +118,6 @@ def cache_key(files: Sequence[Path], size: int, kind: str, color: str = "gray") 
     return h.hexdigest()[:32]
 
 
-def _decoder(kind: str) -> Callable[[Path, int], tuple[np.ndarray, tuple[int, int]]]:
-    # Looked up at call time so tests can monkeypatch decode_image / decode_mask.
-    return globals()[_DECODERS[kind]]
-
-
 def _decode_one(decode: Callable, path: Path, size: int) -> tuple:
     try:
         return decode(path, size)
@@ -134,8 +133,8 @@ def _threads() -> int:
 
 def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image", color: str = "gray") -> Decoded:
     """The cache entry for these files at this size (and colour mode, for images), decoding them first on a miss."""
-    if kind not in _DECODERS:
-        raise ValueError(f"kind must be one of {sorted(_DECODERS)}, got {kind!r}")
+    if kind not in DECODERS:
+        raise ValueError(f"kind must be one of {sorted(DECODERS)}, got {kind!r}")
     if color not in COLOR_MODES:
         raise ValueError(f"color must be one of {COLOR_MODES}, got {color!r}")
     folder = Path(cache_dir) / "decode"
@@ -201,7 +200,7 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
     Colour modes decode with `decode_color`; the array becomes [N, 3, S, S] at the first coloured image
     (`auto`) or from the start (`rgb`), colourless images broadcast to the three channels.
     """
-    decode = _decoder(kind) if color == "gray" else decode_color
+    decode = DECODERS[kind] if color == "gray" else decode_color
     for stale in data_file.parent.glob(f"{data_file.stem}.*tmp.npy"):  # left by a killed process; we hold the lock
         stale.unlink(missing_ok=True)
     tmp = data_file.with_name(f"{data_file.stem}.{os.getpid()}.tmp.npy")
