@@ -6,7 +6,7 @@ img/s and ETAs). Off a terminal (`usagg run ... > log.txt`, every CI log) rich c
 `--verbose`, at most every `every_s` seconds otherwise), each line whole. `--quiet` prints only
 failures. Job events come from every executor; epoch progress from jobs run in this process
 and, forwarded by their workers, from a local pool's jobs (usagg/engine/progress.py), so only
-Slurm runs show job lines alone.
+Slurm runs show job lines alone. `print_table` prints a CLI table whole in a log, the same way.
 """
 
 from __future__ import annotations

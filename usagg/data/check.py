@@ -4,8 +4,9 @@ Row-level problems (columns, labels, paths, duplicates, inconsistent tasks) come
 from `fmc_uia.scan_split`; this module adds the ones that need the files
 (missing, unreadable, mask values and sizes, boxes outside the image), a
 per-task summary, leakage between train and val (usagg/data/leakage.py: hashed from the
-same decode as the file checks), and, given the study's tasks, what the study expects but
-the data lacks. `usagg run` calls `check_dataset` before training.
+same decode as the file checks), a warning per task whose val split will not score as usual
+(a class absent: the type's `test_split_warning`), and, given the study's tasks, what the
+study expects but the data lacks. `usagg run` calls `check_dataset` before training.
 """
 
 from __future__ import annotations
