@@ -6,13 +6,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from usagg.affinity import Affinity
 from usagg.errors import SpecError
 from usagg.paradigms import PARADIGMS, Unit, register_paradigm
-from usagg.plan import Job, plan
+from usagg.plan import Job, hash_payload, plan
+from usagg.spec.jobhash import RULES, job_hash_rule
 from usagg.spec.load import load_study
-from usagg.spec.models import Study
+from usagg.spec.models import Study, TrainingSpec
+from usagg.spec.reference import _models
 
 SPEC = """name: p
 data: {root: data}
@@ -89,7 +92,6 @@ def test_settings_outside_results_keep_ids(spec: Path) -> None:
         spec,
         "data.root=/mnt/other",
         "data.cache_dir=/tmp/c",
-        "data.num_workers=8",
         "training.eval_batch_size=7",
         "execution.devices=cpu",
         "analysis.bootstrap=500",
@@ -324,3 +326,266 @@ def test_a_probe_run_measures_affinity_without_au(spec: Path) -> None:
 def test_bad_ag_specs_say_what_to_change(spec: Path, overrides: list[str], message: str) -> None:
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_study(spec, overrides)
+
+
+#: Job ids recorded before the job hash was declared on the spec fields (issue 27.6); they must never change.
+RECORDED_IDS: dict[str, list[str]] = {
+    "demo": [
+        "AU-all-f1-s0-fcb9acf9",
+        "AUD-all-f1-s0-589aff73",
+        "CG-Breast-f1-s0-1ceff98c",
+        "CG-Cardiac-f1-s0-96b133cb",
+        "CG-Fetal-f1-s0-e11a3108",
+        "CG-Thyroid-f1-s0-2b018af6",
+        "TS-breast_lesion-f1-s0-7d720827",
+        "TS-breast_lesion_cls-f1-s0-846e386d",
+        "TS-cardiac_chambers-f1-s0-2029ed3b",
+        "TS-fetal_head-f1-s0-8ce00fca",
+        "TS-fetal_head_biometry-f1-s0-173ded13",
+        "TS-fetal_head_position-f1-s0-aa4e7e8a",
+        "TS-thyroid_malignancy-f1-s0-68e6f0cf",
+        "TS-thyroid_nodule-f1-s0-d40f6905",
+        "TS-thyroid_nodule_det-f1-s0-015e2190",
+        "TSM-breast_lesion-f1-s0-d6b98b4b",
+        "TSM-breast_lesion_cls-f1-s0-7a239ee6",
+        "TSM-cardiac_chambers-f1-s0-96b133cb",
+        "TSM-fetal_head-f1-s0-f9ce980d",
+        "TSM-fetal_head_biometry-f1-s0-e4fe73e2",
+        "TSM-fetal_head_position-f1-s0-c0b4a3b6",
+        "TSM-thyroid_malignancy-f1-s0-1793ac13",
+        "TSM-thyroid_nodule-f1-s0-db82533b",
+        "TSM-thyroid_nodule_det-f1-s0-3ec2ef4a",
+    ],
+    "fmc_uia": [
+        "AU-all-f1-s0-b89b102a",
+        "AU-all-f1-s1-91e057bf",
+        "AU-all-f1-s2-977f695d",
+        "CG-Abdomen-f1-s0-cac7e5f9",
+        "CG-Abdomen-f1-s1-35b67f16",
+        "CG-Abdomen-f1-s2-d84bba86",
+        "CG-Breast-f1-s0-c727fcc1",
+        "CG-Breast-f1-s1-a18badef",
+        "CG-Breast-f1-s2-8d80a3a9",
+        "CG-Cardiovascular-f1-s0-832c4d18",
+        "CG-Cardiovascular-f1-s1-919945ae",
+        "CG-Cardiovascular-f1-s2-70615277",
+        "CG-Gynaecology-f1-s0-2724ddfe",
+        "CG-Gynaecology-f1-s1-efd5ddd2",
+        "CG-Gynaecology-f1-s2-b9186e49",
+        "CG-Lung-f1-s0-3c609a7e",
+        "CG-Lung-f1-s1-8bbb5e8f",
+        "CG-Lung-f1-s2-e6373d52",
+        "CG-Multi-organ-f1-s0-5a24417d",
+        "CG-Multi-organ-f1-s1-b5983475",
+        "CG-Multi-organ-f1-s2-0b2699c3",
+        "CG-Musculoskeletal-f1-s0-fcf02e90",
+        "CG-Musculoskeletal-f1-s1-deeee4c9",
+        "CG-Musculoskeletal-f1-s2-54164080",
+        "CG-OB-f1-s0-a30313d1",
+        "CG-OB-f1-s1-41003cf4",
+        "CG-OB-f1-s2-3be42092",
+        "CG-Thyroid-f1-s0-587701eb",
+        "CG-Thyroid-f1-s1-c7f70410",
+        "CG-Thyroid-f1-s2-63cbc9b3",
+        "TS-FUGC-f1-s0-2b3848af",
+        "TS-FUGC-f1-s1-3a636eaf",
+        "TS-FUGC-f1-s2-f0991c4b",
+        "TS-IUGC-f1-s0-ab28e98f",
+        "TS-IUGC-f1-s1-995c6a68",
+        "TS-IUGC-f1-s2-17007933",
+        "TS-breast_2cls-f1-s0-334bec4c",
+        "TS-breast_2cls-f1-s1-8d189886",
+        "TS-breast_2cls-f1-s2-dd7d27bc",
+        "TS-breast_3cls-f1-s0-a5a7f8f9",
+        "TS-breast_3cls-f1-s1-e309da18",
+        "TS-breast_3cls-f1-s2-28f5a155",
+        "TS-breast_lesion-f1-s0-30959e65",
+        "TS-breast_lesion-f1-s1-0fbe24d5",
+        "TS-breast_lesion-f1-s2-5a41ba61",
+        "TS-cardiac_multi-f1-s0-e404f5ff",
+        "TS-cardiac_multi-f1-s1-022c26b4",
+        "TS-cardiac_multi-f1-s2-3d192bf3",
+        "TS-carotid_artery-f1-s0-888a7ff5",
+        "TS-carotid_artery-f1-s1-c00df231",
+        "TS-carotid_artery-f1-s2-f7aff4e1",
+        "TS-cervix-f1-s0-54061c4d",
+        "TS-cervix-f1-s1-21dec477",
+        "TS-cervix-f1-s2-fa1e6819",
+        "TS-cervix_multi-f1-s0-c77d87af",
+        "TS-cervix_multi-f1-s1-2016b713",
+        "TS-cervix_multi-f1-s2-777068e5",
+        "TS-fetal_abdomen_multi-f1-s0-851f7b41",
+        "TS-fetal_abdomen_multi-f1-s1-c1c2d007",
+        "TS-fetal_abdomen_multi-f1-s2-f732aae9",
+        "TS-fetal_femur-f1-s0-139341af",
+        "TS-fetal_femur-f1-s1-9d7024d5",
+        "TS-fetal_femur-f1-s2-69205a99",
+        "TS-fetal_head-f1-s0-453a4698",
+        "TS-fetal_head-f1-s1-81a9afa2",
+        "TS-fetal_head-f1-s2-656a9c09",
+        "TS-fetal_head_pos_cls-f1-s0-563d5632",
+        "TS-fetal_head_pos_cls-f1-s1-1653ac86",
+        "TS-fetal_head_pos_cls-f1-s2-9025a993",
+        "TS-fetal_heart-f1-s0-574cb684",
+        "TS-fetal_heart-f1-s1-0b5999d4",
+        "TS-fetal_heart-f1-s2-5382080e",
+        "TS-fetal_plane_cls-f1-s0-d776b617",
+        "TS-fetal_plane_cls-f1-s1-fed70517",
+        "TS-fetal_plane_cls-f1-s2-c7b8dfe1",
+        "TS-fetal_sacral_pos_cls-f1-s0-45fd9bbb",
+        "TS-fetal_sacral_pos_cls-f1-s1-9ffe931d",
+        "TS-fetal_sacral_pos_cls-f1-s2-aa4cf8a4",
+        "TS-head_symphysis_multi-f1-s0-0eb65510",
+        "TS-head_symphysis_multi-f1-s1-21635293",
+        "TS-head_symphysis_multi-f1-s2-d40fae09",
+        "TS-liver_lesion_2cls-f1-s0-3858b8a2",
+        "TS-liver_lesion_2cls-f1-s1-2c91ab4a",
+        "TS-liver_lesion_2cls-f1-s2-b88cd08f",
+        "TS-lung-f1-s0-ea8f2fd0",
+        "TS-lung-f1-s1-d3081641",
+        "TS-lung-f1-s2-19cd571b",
+        "TS-lung_2cls-f1-s0-306adbed",
+        "TS-lung_2cls-f1-s1-aaa81bfa",
+        "TS-lung_2cls-f1-s2-f5e0fd03",
+        "TS-lung_disease_3cls-f1-s0-e6513f1d",
+        "TS-lung_disease_3cls-f1-s1-02afa2ce",
+        "TS-lung_disease_3cls-f1-s2-0913fd99",
+        "TS-organ_cls-f1-s0-9cd63f5f",
+        "TS-organ_cls-f1-s1-bfc40fe1",
+        "TS-organ_cls-f1-s2-b12c7b48",
+        "TS-ovary_tumor-f1-s0-583ad57f",
+        "TS-ovary_tumor-f1-s1-13782b6a",
+        "TS-ovary_tumor-f1-s2-6fb05e8f",
+        "TS-spinal_cord_injury_loc-f1-s0-6c122ea6",
+        "TS-spinal_cord_injury_loc-f1-s1-886ab286",
+        "TS-spinal_cord_injury_loc-f1-s2-19bdfb46",
+        "TS-thyroid_nodule-f1-s0-36b000a4",
+        "TS-thyroid_nodule-f1-s1-83afea9f",
+        "TS-thyroid_nodule-f1-s2-bbdfd227",
+        "TS-thyroid_nodule_det-f1-s0-c5e9d4af",
+        "TS-thyroid_nodule_det-f1-s1-d1bba2ee",
+        "TS-thyroid_nodule_det-f1-s2-27665b43",
+        "TS-uterine_fibroid_det-f1-s0-1a022079",
+        "TS-uterine_fibroid_det-f1-s1-83944327",
+        "TS-uterine_fibroid_det-f1-s2-0238c916",
+    ],
+    "demo_variant": [
+        "AU-all-f1-s0-0c4658d1",
+        "AUD-all-f1-s0-941e251e",
+        "CG-Breast-f1-s0-f1401a16",
+        "CG-Cardiac-f1-s0-13012ce9",
+        "CG-Fetal-f1-s0-0e24d4a2",
+        "CG-Thyroid-f1-s0-dff5bdaf",
+        "TS-breast_lesion-f1-s0-ca80623e",
+        "TS-breast_lesion_cls-f1-s0-fcd33a56",
+        "TS-cardiac_chambers-f1-s0-0726f892",
+        "TS-fetal_head-f1-s0-bdb91668",
+        "TS-fetal_head_biometry-f1-s0-6c58533a",
+        "TS-fetal_head_position-f1-s0-af6cad22",
+        "TS-thyroid_malignancy-f1-s0-35410170",
+        "TS-thyroid_nodule-f1-s0-e897e952",
+        "TS-thyroid_nodule_det-f1-s0-8a9974b9",
+        "TSM-breast_lesion-f1-s0-550fa044",
+        "TSM-breast_lesion_cls-f1-s0-65741e2f",
+        "TSM-cardiac_chambers-f1-s0-13012ce9",
+        "TSM-fetal_head-f1-s0-f5d83a64",
+        "TSM-fetal_head_biometry-f1-s0-e4901c0a",
+        "TSM-fetal_head_position-f1-s0-3977bc5c",
+        "TSM-thyroid_malignancy-f1-s0-48072617",
+        "TSM-thyroid_nodule-f1-s0-d14bc0d1",
+        "TSM-thyroid_nodule_det-f1-s0-beabe8a5",
+        "probe-all-f1-s0-01456d5b",
+    ],
+    "fmc_small": [
+        "AU-all-f0.5-s3-647243c2",
+        "AU-all-f1-s3-fd47ce93",
+        "AUD-all-f0.5-s3-118969dc",
+        "AUD-all-f1-s3-cedd4e51",
+        "CG-Breast-f0.5-s3-4b1fa0b6",
+        "CG-Breast-f1-s3-1ca9cf25",
+        "CG-OB-f0.5-s3-02678a97",
+        "CG-OB-f1-s3-391ebfa2",
+        "TS-FUGC-f0.5-s3-20f0b0b2",
+        "TS-FUGC-f1-s3-101c7821",
+        "TS-breast_lesion-f0.5-s3-9544afb9",
+        "TS-breast_lesion-f1-s3-76cb0f12",
+        "TS-fetal_head-f0.5-s3-119cbba4",
+        "TS-fetal_head-f1-s3-3bcae6c6",
+        "TSM-FUGC-f0.5-s3-0f73e196",
+        "TSM-FUGC-f1-s3-6c8e735d",
+        "TSM-breast_lesion-f0.5-s3-4b1fa0b6",
+        "TSM-breast_lesion-f1-s3-1ca9cf25",
+        "TSM-fetal_head-f0.5-s3-c3e828cf",
+        "TSM-fetal_head-f1-s3-47367e4f",
+    ],
+}
+#: The specs behind RECORDED_IDS: a shipped study as is, or with --set overrides reaching every conditional rule.
+ID_SPECS: dict[str, tuple[str, list[str]]] = {
+    "demo": ("studies/demo.yaml", []),
+    "fmc_uia": ("studies/fmc_uia.yaml", []),
+    "demo_variant": (
+        "studies/demo.yaml",
+        [
+            "data.test_split=train",
+            "data.test_fraction=0.25",
+            "training.sampling=temperature",
+            "training.temperature=3",
+            "training.loss_weights.fetal_head=2",
+            "model.weights=/nowhere/w.pth",
+            "analysis.affinity.probe_epochs=2",
+            "training.selection_scope=task",
+            "training.loss_balance=initial",
+            "model.heads.feature_blocks=[0,1]",
+            "training.augmentation.hflip_p=0.5",
+            "data.color=gray",
+            "model.moe.experts=2",
+            "training.steps_per_epoch=3",
+            "training.grad_clip=null",
+        ],
+    ),
+    "fmc_small": (
+        "studies/fmc_uia.yaml",
+        [
+            "fractions=[0.5,1.0]",
+            "seeds=[3]",
+            "tasks_from.include=[breast_lesion,fetal_head,FUGC]",
+            "paradigms=[TS,CG,AU,TSM,AUD]",
+        ],
+    ),
+}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", list(RECORDED_IDS))
+def test_job_ids_are_the_recorded_ones(name: str) -> None:
+    """Declaring the hash on the fields (27.6) moved no id: the shipped studies and variants plan the same jobs."""
+    path, overrides = ID_SPECS[name]
+    assert sorted(j.id for j in plan(load_study(REPO / path, overrides))) == RECORDED_IDS[name]
+
+
+def unclassified(root: type[BaseModel]) -> list[str]:
+    """Fields reachable from `root` without a valid JobHash marker, as Model.field."""
+    bad = []
+    for model in _models(root):
+        for name, info in model.model_fields.items():
+            marker = job_hash_rule(info)
+            if marker is None or marker.rule not in RULES:
+                bad.append(f"{model.__name__}.{name}")
+            elif marker.rule == "per_task" and isinstance(marker.default, str):
+                assert marker.default in model.model_fields, f"{model.__name__}.{name}: no field {marker.default}"
+    return bad
+
+
+def test_every_spec_field_says_whether_it_changes_the_job_id() -> None:
+    """A new spec field must declare its part in the job hash (usagg/spec/jobhash.py), or this test fails."""
+    assert unclassified(Study) == []
+
+    class Grown(TrainingSpec):
+        new_knob: int = 3  # no marker: what a new field without a classification looks like
+
+    assert unclassified(Grown) == ["Grown.new_knob"]
+    study = load_study(REPO / "studies/demo.yaml")
+    unit = Unit(paradigm="TS", name="x", tasks=(study.tasks[0].id,), moe=False)
+    grown = study.model_copy(update={"training": Grown()})
+    with pytest.raises(TypeError, match="new_knob has no JobHash marker"):
+        hash_payload(unit, grown, 1.0, 0)

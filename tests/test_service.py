@@ -105,7 +105,7 @@ def test_executor_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch, ca
 
 
 def test_fractions_that_leave_a_task_one_image_are_refused_before_any_job(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    """Issue 16.5: fractions [1e-9] or a huge selection share must not reach BatchNorm with one image."""
+    """Issue 16.5: a small fraction (1e-9 is a spec error since 26.5) must not reach BatchNorm with one image."""
     import cli_run
 
     monkeypatch.chdir(tmp_path)
@@ -113,8 +113,8 @@ def test_fractions_that_leave_a_task_one_image_are_refused_before_any_job(tmp_pa
     study.write_text(
         "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 8, val_size: 2, out: synth}}\n"
         "tasks: [{id: thyroid_nodule, type: segmentation, num_classes: 2, group: Thyroid}]\n"
-        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\nfractions: [0.000000001]\n"
+        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\nfractions: [0.01]\n"
     )
     code, out = cli_run.run_cli(["run", str(study)], monkeypatch, capsys)
-    assert code == 2 and "thyroid_nodule has 1 training image(s) at fraction 1e-09" in out, out
+    assert code == 2 and "thyroid_nodule has 1 training image(s) at fraction 0.01" in out, out
     assert "Traceback" not in out and not (tmp_path / "runs" / "s" / "jobs").exists()

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from usagg.affinity import LOOKAHEAD_STEP
 from usagg.filehash import file_sha256
 from usagg.paradigms import PARADIGMS, Evidence, Unit
+from usagg.spec.jobhash import job_hash_rule
 from usagg.spec.models import AffinitySpec, DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
 
 HASH_LEN = 8
@@ -50,6 +51,14 @@ class Job(BaseModel):
     hash: str
     affinity: AffinitySpec | None = None  # set: the job measures inter-task affinity (affinity.json)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_removals(cls, data: Any) -> Any:
+        """Job records written before `data.num_workers` was removed (it was never read) still load."""
+        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "num_workers" in data["data"]:
+            data = {**data, "data": {k: v for k, v in data["data"].items() if k != "num_workers"}}
+        return data
+
     @property
     def task_ids(self) -> list[str]:
         return [t.id for t in self.tasks]
@@ -73,53 +82,72 @@ def weights_key(weights: Path | None, cache_dir: Path | None = None) -> str | No
     return f"sha256:{file_sha256(weights, cache_dir)}"
 
 
+@dataclass(frozen=True)
+class _HashContext:
+    """What the conditional rules of usagg/spec/jobhash.py look at: the job's unit and its study."""
+
+    unit: Unit
+    study: Study
+
+    def applies(self, rule: str) -> bool:
+        """Whether a field under `rule` enters this job's hash at all."""
+        several = len(self.unit.tasks) > 1
+        return {
+            "moe_jobs": self.unit.moe,
+            "multi_task": several,
+            "temperature": several and self.study.training.sampling == "temperature",
+            "train_split": self.study.data.test_split == "train",
+            "measuring": self.unit.affinity,
+        }.get(rule, rule != "no")
+
+
+def _hashed(section: BaseModel, ctx: _HashContext) -> dict[str, Any]:
+    """A spec section as its fields' JobHash markers say (usagg/spec/jobhash.py): sub-sections by their own."""
+    out: dict[str, Any] = {}
+    for name, info in type(section).model_fields.items():
+        marker = job_hash_rule(info)
+        if marker is None:
+            raise TypeError(f"{type(section).__name__}.{name} has no JobHash marker (usagg/spec/jobhash.py)")
+        if not ctx.applies(marker.rule):
+            continue
+        value = getattr(section, name)
+        if marker.rule == "content":
+            out[name] = weights_key(value, ctx.study.data.cache_dir)
+        elif marker.rule == "per_task":
+            default = getattr(section, marker.default) if isinstance(marker.default, str) else marker.default
+            out[name] = {t: value.get(t, default) for t in ctx.unit.tasks}
+        elif isinstance(value, BaseModel):
+            out[name] = _hashed(value, ctx)
+        else:
+            out[name] = section.model_dump(mode="json", include={name})[name]
+    return out
+
+
 def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[str, Any]:
     """Every setting that changes this job's result, normalised so that equivalent specs agree.
 
-    The weights file counts by content (`weights_key`), so a file replaced under the same
-    name gives new ids. Left out on purpose: absolute paths (data.root, cache_dir,
-    synthetic.out, the weights' path), worker counts, the data checks (leakage settings), eval
-    batch size, how often checkpoints are written, execution, tracking and analysis settings,
-    the clinical group label, and settings of other tasks or inactive options (MoE for TS; task
-    sampling, selection scope and loss balance for one-task jobs).
+    Which settings, and when, is declared on each spec field (`JobHash` markers, usagg/spec/jobhash.py):
+    the study's sections (data, model, training) by their fields, the job's own seed, fraction, tasks and
+    MoE switch, and the affinity settings for a job that measures affinity. The weights file counts by
+    content (`weights_key`), so a file replaced under the same name gives new ids.
     """
-    tasks = [study.task(t).model_dump(mode="json", exclude={"group"}) for t in unit.tasks]
-    model = study.model.model_dump(mode="json")
-    model["weights"] = weights_key(study.model.weights, study.data.cache_dir)
-    model.pop("trunk")  # the shared frozen trunk gives the same bits as recomputing (usagg/model/trunk.py)
-    if not unit.moe:
-        model.pop("moe")
-    training = _training(unit, study).model_dump(mode="json", exclude={"eval_batch_size", "checkpoint_every"})
-    training["loss_weights"] = {t: study.training.loss_weights.get(t, 1.0) for t in unit.tasks}
-    if len(unit.tasks) == 1:  # what only mixes tasks has no effect on a one-task job
-        for key in ("sampling", "selection_scope", "loss_balance"):
-            training.pop(key)
-    if training.get("sampling") != "temperature":
-        training.pop("temperature")
-    data = study.data.model_dump(
-        mode="json", exclude={"root", "cache_dir", "num_workers", "leakage", "near_duplicate_threshold"}
-    )
-    if study.data.test_split != "train":
-        data.pop("test_fraction")
-    if study.data.synthetic is not None:
-        syn = data["synthetic"]
-        syn.pop("out")
-        syn["sizes"] = {t: study.data.synthetic.sizes.get(t, study.data.synthetic.default_size) for t in unit.tasks}
-        syn.pop("default_size")
-    payload = {
-        "tasks": tasks,
+    ctx = _HashContext(unit, study)
+    sections = {"data": study.data, "model": study.model, "training": _training(unit, study)}
+    payload: dict[str, Any] = {
+        "tasks": [_hashed(study.task(t), ctx) for t in unit.tasks],
         "moe": unit.moe,
         "fraction": fraction,
         "seed": seed,
-        "model": model,
-        "training": training,
-        "data": data,
     }
-    if unit.affinity:  # what it writes besides results; never how it trains (usagg/engine/affinity.py)
-        payload["affinity"] = {
-            **study.analysis.affinity.model_dump(mode="json", exclude={"probe_epochs"}),
-            "step": LOOKAHEAD_STEP,
-        }
+    for name, info in Study.model_fields.items():
+        marker = job_hash_rule(info)
+        rule = marker.rule if marker is not None else "unmarked"
+        if rule == "yes":
+            payload[name] = _hashed(sections[name], ctx)
+        elif rule == "measuring" and ctx.applies(rule):  # what it writes besides results (usagg/engine/affinity.py)
+            payload["affinity"] = {**_hashed(getattr(study, name), ctx)["affinity"], "step": LOOKAHEAD_STEP}
+        elif rule not in ("no", "job", "measuring"):
+            raise TypeError(f"Study.{name}: no JobHash rule for a top-level field: {rule}")
     return payload
 
 
@@ -188,8 +216,6 @@ def plan_stages(study: Study, evidence_for: EvidenceFor | None = None) -> Plan:
     """Every job the study can plan now: its paradigms' units (a unit a staged paradigm needs replaces its plain
     twin, so AU measures affinity in the same job) crossed with fractions and seeds, then each staged paradigm's
     jobs where `evidence_for` has the evidence of its needed jobs (at their largest fraction), else a `Waiting`."""
-    if study.tasks_from is not None:
-        raise ValueError("plan() needs a resolved study (tasks_from set): load it with usagg.spec.load.load_study")
     staged = [PARADIGMS[p] for p in study.paradigms if PARADIGMS[p].staged]
     units = [u for p in study.paradigms if not PARADIGMS[p].staged for u in PARADIGMS[p].planner(study)]
     needed: dict[str, list[Unit]] = {}

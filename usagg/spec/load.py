@@ -627,6 +627,7 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     notes.update(resolve_catalog(raw, file))
     for expr in late:
         notes[apply_override(raw, expr, file)] = f"(set by --set {expr})"
+    _groups_onto_tasks(raw)
     try:
         study = Study.model_validate(raw)
     except ValidationError as err:
@@ -638,7 +639,42 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     if study.data.synthetic is not None:
         study.data.synthetic.out = _absolute(study.data.synthetic.out, base)
     study.model.weights = _absolute(study.model.weights, base)
+    _check_weights_path(study.model.weights, file)
     return study
+
+
+def _groups_onto_tasks(raw: dict[str, Any]) -> None:
+    """Copy the `groups` mapping onto each task's `group` (the mapping wins), in place, before validating.
+
+    Done here, on the resolved task list, so the Study's checks see the final groups whatever the
+    order of catalog, `--set` and mapping; a task in two groups is left for validation to name.
+    """
+    groups, tasks = raw.get("groups"), raw.get("tasks")
+    if not isinstance(groups, dict) or not isinstance(tasks, list):
+        return
+    by_id = {t.get("id"): t for t in tasks if isinstance(t, dict)}
+    for group, tids in groups.items():
+        for tid in tids if isinstance(tids, list) else []:
+            if isinstance(tid, str) and tid in by_id:
+                by_id[tid]["group"] = group
+
+
+def _check_weights_path(weights: Path | None, file: Path) -> None:
+    """model.weights names a checkpoint file: a folder (or a pipe, a device) is refused now, not at the first job.
+
+    A path not there yet is fine: `usagg plan` works before the download, `usagg run` checks for the file.
+    """
+    if weights is None:
+        return
+    try:
+        info = os.stat(weights)
+    except OSError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(
+            f"{file}: model.weights = {weights} is {_file_kind(info.st_mode)}, not a checkpoint file; give the "
+            ".pth file itself (e.g. dinov3_vitb16_pretrain_lvd1689m.pth inside that folder)."
+        )
 
 
 def dump_study(study: Study) -> str:

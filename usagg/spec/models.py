@@ -7,16 +7,18 @@ Schema, docs/spec.md lists them). Unknown keys are errors everywhere.
 from __future__ import annotations
 
 import difflib
+from itertools import pairwise
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from usagg.execute.registry import EXECUTORS
+from usagg.execute.registry import EXECUTORS, executor_names
 from usagg.model.zoo import BACKBONES
 from usagg.names import unknown_name
-from usagg.paradigms import check_paradigm, paradigm_names
+from usagg.paradigms import check_paradigm, check_paradigms, paradigm_names
+from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, JobHash
 from usagg.tasktypes import builtin_task_types, get_task_type
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
@@ -24,8 +26,9 @@ ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
 
 
 def _check_executor(name: str) -> str:
-    if name not in EXECUTORS:
-        raise ValueError(unknown_name("executor", name, list(EXECUTORS)))
+    known = executor_names()  # plug-ins loaded first
+    if name not in known:
+        raise ValueError(unknown_name("executor", name, known))
     return name
 
 
@@ -36,52 +39,109 @@ ExecutorName = Annotated[str, AfterValidator(_check_executor)]
 MAX_SEED = 2**32 - 1
 
 
-def _numeric(annotation: Any) -> bool:
-    """Whether a field's type is a number (int or float, optionally in a union with None), not bool."""
-    if annotation in (int, float):
-        return True
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    return bool(args) and get_origin(annotation) in (Union, UnionType, Annotated) and all(_numeric(a) for a in args)
+#: No integer in a spec means anything at or beyond this (numpy seeds stop at 2**32, counts far lower).
+MAX_INT = 2**63
+
+
+def type_arms(ann: Any) -> list[Any]:
+    """The alternatives of an annotation, Annotated and None stripped."""
+    while get_origin(ann) is Annotated:
+        ann = get_args(ann)[0]
+    if get_origin(ann) in (Union, UnionType):
+        return [a for arm in get_args(ann) if arm is not type(None) for a in type_arms(arm)]
+    return [ann]
+
+
+def _not_a_number(ann: Any, v: Any) -> str | None:
+    """Why `v` is not the number `ann` expects, or None: pydantic's lax mode would read YAML `true` as 1 and
+    a quoted "3" as 3, so a typo or a stray quote would pass. Lists, mappings and pairs are checked item by item."""
+    arms = type_arms(ann)
+    if isinstance(v, list | tuple | dict):
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        for arm in arms:
+            origin, args = get_origin(arm), get_args(arm)
+            if origin in (list, dict, tuple) and args and isinstance(v, dict) == (origin is dict):
+                for key, item in items:
+                    sub = args[-1] if origin is not tuple else args[min(int(key), len(args) - 1)]
+                    why = _not_a_number(sub, item)
+                    if why:
+                        return f"item {key}: {why}" if not isinstance(v, dict) else f"{key!r}: {why}"
+                return None
+        return None
+    if not any(arm in (int, float) for arm in arms):
+        return None
+    if isinstance(v, bool) and bool not in arms:
+        return f"expected a number, got {str(v).lower()} (a YAML boolean)"
+    if isinstance(v, str) and not any(arm in (str, Path, Any) or v in get_args(arm) for arm in arms):
+        try:
+            float(v)
+        except ValueError:
+            return None  # not a number at all: pydantic's own message says what is expected
+        return f"expected a number, got the string {v!r}; write it without quotes"
+    return None
+
+
+def _too_large(v: Any) -> int | None:
+    """An integer at or beyond MAX_INT inside a validated value, else None."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v if abs(v) >= MAX_INT else None
+    if isinstance(v, list | tuple | dict):
+        for item in v.values() if isinstance(v, dict) else v:
+            big = _too_large(item)
+            if big is not None:
+                return big
+    return None
 
 
 class Strict(BaseModel):
-    """Base: unknown keys are errors, values are checked on assignment too; no inf/nan, no true for a number."""
+    """Base: unknown keys are errors, values are checked on assignment too; no inf/nan, no true or "3" for a
+    number, no integer beyond 2**63."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_boolean_numbers(cls, v: Any, info: ValidationInfo) -> Any:
-        """YAML `true` would pass as 1: a number field takes numbers only."""
+    def _numbers_are_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """A number field (or list of numbers) takes numbers only: not YAML `true`, not a quoted "3"."""
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(v, bool) and field is not None and _numeric(field.annotation):
-            raise ValueError(f"expected a number, got {str(v).lower()} (a YAML boolean)")
+        why = _not_a_number(field.annotation, v) if field is not None else None
+        if why:
+            raise ValueError(why)
+        return v
+
+    @field_validator("*")
+    @classmethod
+    def _bounded_integers(cls, v: Any) -> Any:
+        """After each field's own range: no integer at or beyond 2**63 (YAML reads up to 40 digits)."""
+        big = _too_large(v)
+        if big is not None:
+            raise ValueError(f"got {str(big)[:30]}; integers in a spec are below 2**63")
         return v
 
 
 class TaskSpec(Strict):
     """One task: what it predicts and how it is scored."""
 
-    id: Name = Field(description="Task id, as in the dataset CSVs' `task_id` column.")
-    type: str = Field(
+    id: Annotated[Name, IN_HASH] = Field(description="Task id, as in the dataset CSVs' `task_id` column.")
+    type: Annotated[str, IN_HASH] = Field(
         description="Task type, one registered in usagg/tasktypes/ or by a plug-in (built in: "
         + ", ".join(t.name for t in builtin_task_types())
         + ").",
         json_schema_extra={"examples": [t.name for t in builtin_task_types()]},
     )
-    num_classes: int = Field(
+    num_classes: Annotated[int, IN_HASH] = Field(
         ge=1,
         le=1000,
         description="What it counts depends on the type: "
         + "; ".join(f"{t.name}: {t.num_classes_meaning}" for t in builtin_task_types())
         + ".",
     )
-    group: Name | None = Field(
+    group: Annotated[Name | None, NOT_IN_HASH] = Field(
         None,
         description="Clinical group (CG trains one model per group). When the study gives `groups`, "
         "loading sets this from that mapping, so after loading it is always the task's clinical group.",
     )
-    metric: str | None = Field(
+    metric: Annotated[str | None, IN_HASH] = Field(
         None,
         description="Primary metric for Δ versus TS; default: the type's first metric ("
         + ", ".join(f"{t.name}: {t.primary_metric}" for t in builtin_task_types())
@@ -124,28 +184,40 @@ class TaskSpec(Strict):
 class CatalogRef(Strict):
     """Take tasks from a catalog: one shipped with usagg by name (`fmc_uia`, `synthetic`) or a YAML file."""
 
-    catalog: Path = Field(
+    catalog: Annotated[Path, NOT_IN_HASH] = Field(
         description="A packaged catalog's name (usagg/catalogs/: fmc_uia, synthetic), or a catalog YAML with a "
         "`tasks:` list, relative to the study file."
     )
-    include: list[str] | None = Field(
+    include: Annotated[list[str] | None, NOT_IN_HASH] = Field(
         None, description="Keep only these catalog task ids, in catalog order (default: all); unknown ids are errors."
     )
-    exclude: list[str] = Field(default_factory=list, description="Drop these catalog task ids; unknown ids are errors.")
+    exclude: Annotated[list[str], NOT_IN_HASH] = Field(
+        default_factory=list, description="Drop these catalog task ids; unknown ids are errors."
+    )
 
 
 class SynthSpec(Strict):
     """Settings of the built-in synthetic ultrasound benchmark (`usagg synth`)."""
 
-    seed: int = Field(0, description="Generator seed: the same seed gives the same images.")
-    image_size: int = Field(128, ge=32, le=1024, description="Side of the generated square images, px.")
-    sizes: dict[str, Annotated[int, Field(ge=4, le=1_000_000)]] = Field(
+    seed: Annotated[int, IN_HASH] = Field(
+        0, ge=0, le=MAX_SEED, description="Generator seed: the same seed gives the same images."
+    )
+    image_size: Annotated[int, IN_HASH] = Field(
+        128, ge=32, le=1024, description="Side of the generated square images, px."
+    )
+    sizes: Annotated[
+        dict[str, Annotated[int, Field(ge=4, le=1_000_000)]], JobHash("per_task", default="default_size")
+    ] = Field(
         default_factory=dict,
         description="Training images per synthetic task id (tasks not named get `default_size`).",
     )
-    default_size: int = Field(120, ge=4, le=1_000_000, description="Training images of a task not named in `sizes`.")
-    val_size: int = Field(40, ge=2, le=1_000_000, description="Images per task in the generated `val` split.")
-    out: Path | None = Field(
+    default_size: Annotated[int, NOT_IN_HASH] = Field(
+        120, ge=4, le=1_000_000, description="Training images of a task not named in `sizes`."
+    )
+    val_size: Annotated[int, IN_HASH] = Field(
+        40, ge=2, le=1_000_000, description="Images per task in the generated `val` split."
+    )
+    out: Annotated[Path | None, NOT_IN_HASH] = Field(
         None, description="Where to write the data (default: a folder in the cache keyed by these settings)."
     )
 
@@ -167,31 +239,42 @@ TRUNK_DESCRIPTION = (
 class DataSpec(Strict):
     """Where the images come from and how they are split."""
 
-    root: Path | None = Field(None, description="Dataset root in the FMC_UIA layout (train/, val/).")
-    synthetic: SynthSpec | None = Field(None, description="Generate the synthetic benchmark instead of `root`.")
-    test_split: Literal["val", "train"] = Field(
+    root: Annotated[Path | None, NOT_IN_HASH] = Field(
+        None, description="Dataset root in the FMC_UIA layout (train/, val/)."
+    )
+    synthetic: Annotated[SynthSpec | None, IN_HASH] = Field(
+        None, description="Generate the synthetic benchmark instead of `root`."
+    )
+    test_split: Annotated[Literal["val", "train"], IN_HASH] = Field(
         "val",
         description="Where test images come from: the dataset's `val` folder, or carved from `train` "
         "(deterministic, seeded by `split_seed`, stratified by class where the type has classes, "
         "same for every paradigm).",
     )
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of train held out as test when test_split=train.")
-    selection_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Share of the training pool held out for model selection (0: none)."
+    test_fraction: Annotated[float, JobHash("train_split")] = Field(
+        0.2, gt=0, lt=1, description="Share of train held out as test when test_split=train."
     )
-    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the test and selection splits (not of the job).")
-    cache_dir: Path | None = Field(
+    selection_fraction: Annotated[float, IN_HASH] = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="Share of the training pool held out for model selection (0: none); at most half, so "
+        "training keeps most of the data.",
+    )
+    split_seed: Annotated[int, IN_HASH] = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the test and selection splits (not of the job)."
+    )
+    cache_dir: Annotated[Path | None, NOT_IN_HASH] = Field(
         None, description="Decode cache and synthetic data (default: $USAGG_CACHE or ~/.cache/usagg)."
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
-    color: Literal["auto", "gray", "rgb"] = Field("auto", description=COLOR_DESCRIPTION)
-    leakage: Literal["error", "warn", "off"] = Field(
+    color: Annotated[Literal["auto", "gray", "rgb"], IN_HASH] = Field("auto", description=COLOR_DESCRIPTION)
+    leakage: Annotated[Literal["error", "warn", "off"], NOT_IN_HASH] = Field(
         "error",
         description="Near duplicates between train and test (val) images: a problem that blocks the run (error), "
         "a warning (warn), or not searched (off). The same file or the same decoded pixels in both splits is "
         "always an error.",
     )
-    near_duplicate_threshold: float = Field(
+    near_duplicate_threshold: Annotated[float, NOT_IN_HASH] = Field(
         0.9,
         gt=0,
         le=1,
@@ -200,6 +283,18 @@ class DataSpec(Strict):
         "brightened copies score above 0.92, unrelated frames rarely above 0.85.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        """`num_workers` configured DataLoader workers the engine never had: said plainly, not ignored."""
+        if isinstance(data, dict) and "num_workers" in data:
+            raise ValueError(
+                "num_workers is no longer a setting: it was never read, since batches are cut from tensors "
+                "held in memory (usagg/engine/batches.py) with no DataLoader and no worker processes; delete the "
+                "line (CPU parallelism is execution.threads and execution.cpu_jobs)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if (self.root is None) == (self.synthetic is None):
@@ -207,19 +302,32 @@ class DataSpec(Strict):
         return self
 
 
+def _increasing(blocks: list[int] | None) -> list[int] | None:
+    """Block lists are sets written in order: [1, 1] or [7, 3] would be the same model under another job id."""
+    if blocks is not None and any(b <= a for a, b in pairwise(blocks)):
+        raise ValueError(f"got {blocks}; block indices must be distinct and increasing, such as [2, 5, 8, 11]")
+    return blocks
+
+
+#: Encoder block indices (0-based), distinct and increasing.
+Blocks = Annotated[list[Annotated[int, Field(ge=0)]] | None, AfterValidator(_increasing)]
+
+
 class MoESpec(Strict):
     """Task-conditioned Mixture-of-Experts in the later encoder blocks (CG and AU only)."""
 
-    blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
+    blocks: Annotated[Blocks, IN_HASH] = Field(
         None, min_length=1, description="Block indices (0-based) whose MLP becomes MoE; default the later half."
     )
-    experts: int = Field(8, ge=1, le=64, description="Experts per MoE block.")
-    top_k: int = Field(2, ge=1, description="Experts chosen per token.")
-    router_input: Literal["token_task", "task"] = Field(
+    experts: Annotated[int, IN_HASH] = Field(8, ge=1, le=64, description="Experts per MoE block.")
+    top_k: Annotated[int, IN_HASH] = Field(2, ge=1, description="Experts chosen per token.")
+    router_input: Annotated[Literal["token_task", "task"], IN_HASH] = Field(
         "token_task", description="Router sees the token plus a learned task embedding, or the task embedding alone."
     )
-    aux_loss_weight: float = Field(0.01, ge=0, description="Weight of the load-balancing loss.")
-    init_noise: float = Field(0.01, ge=0, description="Relative noise added to experts copied from the dense MLP.")
+    aux_loss_weight: Annotated[float, IN_HASH] = Field(0.01, ge=0, description="Weight of the load-balancing loss.")
+    init_noise: Annotated[float, IN_HASH] = Field(
+        0.01, ge=0, description="Relative noise added to experts copied from the dense MLP."
+    )
 
     @field_validator("top_k")
     @classmethod
@@ -233,16 +341,18 @@ class MoESpec(Strict):
 class HeadSpec(Strict):
     """The task heads on the encoder's spatial feature maps."""
 
-    feature_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
+    feature_blocks: Annotated[Blocks, IN_HASH] = Field(
         None,
         min_length=1,
         description="Encoder blocks whose outputs feed the heads; default 4 evenly spaced, the last included.",
     )
-    decoder_channels: int = Field(64, ge=8, le=4096, description="Width of the DPT-style mask decoder.")
-    hidden: int = Field(
+    decoder_channels: Annotated[int, IN_HASH] = Field(
+        64, ge=8, le=4096, description="Width of the DPT-style mask decoder."
+    )
+    hidden: Annotated[int, IN_HASH] = Field(
         256, ge=8, le=16384, description="Hidden width of the MLP heads (class, box and keypoint heads)."
     )
-    keypoints: Literal["heatmap", "direct"] = Field(
+    keypoints: Annotated[Literal["heatmap", "direct"], IN_HASH] = Field(
         "heatmap", description="Keypoint head: heatmaps with soft-argmax, or coordinates predicted directly."
     )
 
@@ -250,17 +360,19 @@ class HeadSpec(Strict):
 class ModelSpec(Strict):
     """M2DINO: one architecture for every paradigm."""
 
-    backbone: str = Field("dinov3_small", description=f"One of: {', '.join(BACKBONES)}.")
-    weights: Path | None = Field(
+    backbone: Annotated[str, IN_HASH] = Field("dinov3_small", description=f"One of: {', '.join(BACKBONES)}.")
+    weights: Annotated[Path | None, JobHash("content")] = Field(
         None, description="Local official DINOv3 checkpoint; none means random initialisation (logged loudly)."
     )
-    image_size: int = Field(224, ge=32, le=2048, description="Input side in px, a multiple of 16.")
-    frozen_blocks: int | None = Field(
+    image_size: Annotated[int, IN_HASH] = Field(224, ge=32, le=2048, description="Input side in px, a multiple of 16.")
+    frozen_blocks: Annotated[int | None, IN_HASH] = Field(
         None, ge=0, description="Encoder blocks frozen from the start (with the patch embedding); default half."
     )
-    moe: MoESpec = Field(default_factory=MoESpec, description="Mixture-of-Experts blocks (used by CG and AU only).")
-    heads: HeadSpec = Field(default_factory=HeadSpec, description="Task heads.")
-    trunk: Literal["auto", "off"] = Field("auto", description=TRUNK_DESCRIPTION)
+    moe: Annotated[MoESpec, JobHash("moe_jobs")] = Field(
+        default_factory=MoESpec, description="Mixture-of-Experts blocks (used by CG and AU only)."
+    )
+    heads: Annotated[HeadSpec, IN_HASH] = Field(default_factory=HeadSpec, description="Task heads.")
+    trunk: Annotated[Literal["auto", "off"], NOT_IN_HASH] = Field("auto", description=TRUNK_DESCRIPTION)
 
     @field_validator("backbone")
     @classmethod
@@ -330,28 +442,36 @@ class AugmentationSpec(Strict):
     from the frozen trunk (usagg/model/trunk.py); a touched one goes through the frozen blocks.
     """
 
-    preset: Literal["baseline", "none"] = Field(
+    preset: Annotated[Literal["baseline", "none"], IN_HASH] = Field(
         "baseline",
         description="baseline: the transforms below with their probabilities (by default the challenge baseline's "
         "photometric set, brightness/contrast p=0.2 and Gaussian noise p=0.1: about 72 % of samples untouched); "
         "none: no augmentation at all, whatever the fields below say.",
     )
-    brightness_contrast_p: float = Field(0.2, ge=0, le=1, description="Probability of brightness/contrast.")
-    brightness_limit: float = Field(
+    brightness_contrast_p: Annotated[float, IN_HASH] = Field(
+        0.2, ge=0, le=1, description="Probability of brightness/contrast."
+    )
+    brightness_limit: Annotated[float, IN_HASH] = Field(
         0.2, ge=0, le=1, description="Brightness shift drawn from U(-limit, limit), a fraction of 255."
     )
-    contrast_limit: float = Field(0.2, ge=0, le=1, description="Contrast factor 1 + U(-limit, limit).")
-    noise_p: float = Field(0.1, ge=0, le=1, description="Probability of additive Gaussian noise.")
-    noise_std: Range = Field(
+    contrast_limit: Annotated[float, IN_HASH] = Field(
+        0.2, ge=0, le=1, description="Contrast factor 1 + U(-limit, limit)."
+    )
+    noise_p: Annotated[float, IN_HASH] = Field(0.1, ge=0, le=1, description="Probability of additive Gaussian noise.")
+    noise_std: Annotated[Range, IN_HASH] = Field(
         (0.2, 0.44), description="Noise standard deviation drawn from this range, a fraction of 255 (0..1)."
     )
-    hflip_p: float = Field(
+    hflip_p: Annotated[float, IN_HASH] = Field(
         0.0, ge=0, le=1, description="Probability of a horizontal flip (masks, boxes and keypoints follow)."
     )
-    scale_p: float = Field(0.0, ge=0, le=1, description="Probability of a zoom about the centre.")
-    scale_range: Range = Field((0.9, 1.1), description="Zoom factor range (> 0); > 1 enlarges.")
-    rotate_p: float = Field(0.0, ge=0, le=1, description="Probability of a rotation about the centre.")
-    rotate_deg: float = Field(10.0, ge=0, le=180, description="Rotation angle drawn from U(-deg, deg).")
+    scale_p: Annotated[float, IN_HASH] = Field(0.0, ge=0, le=1, description="Probability of a zoom about the centre.")
+    scale_range: Annotated[Range, IN_HASH] = Field((0.9, 1.1), description="Zoom factor range (> 0); > 1 enlarges.")
+    rotate_p: Annotated[float, IN_HASH] = Field(
+        0.0, ge=0, le=1, description="Probability of a rotation about the centre."
+    )
+    rotate_deg: Annotated[float, IN_HASH] = Field(
+        10.0, ge=0, le=180, description="Rotation angle drawn from U(-deg, deg)."
+    )
 
     @field_validator("noise_std")
     @classmethod
@@ -371,52 +491,72 @@ class AugmentationSpec(Strict):
 class TrainingSpec(Strict):
     """Optimisation, identical across TS, CG and AU."""
 
-    epochs: int = Field(20, ge=1, le=10_000, description="Training epochs.")
-    steps_per_epoch: int | None = Field(
+    epochs: Annotated[int, IN_HASH] = Field(20, ge=1, le=10_000, description="Training epochs.")
+    steps_per_epoch: Annotated[int | None, IN_HASH] = Field(
         None,
         ge=1,
         le=10_000_000,
         description="Batches per epoch (with sampling: matched, per task); default: the job's training images / "
         "batch_size (matched: each task's own images / batch_size, rounded up).",
     )
-    batch_size: int = Field(16, ge=1, le=4096, description="Images per batch; every batch holds one task.")
-    eval_batch_size: int = Field(32, ge=1, le=4096, description="Images per batch at evaluation.")
-    optimizer: Literal["adamw"] = Field("adamw", description="Optimiser.")
-    lr_encoder: float = Field(1e-4, gt=0, le=1, description="Learning rate of the trainable encoder blocks and MoE.")
-    lr_heads: float = Field(1e-3, gt=0, le=1, description="Learning rate of the heads and task embeddings.")
-    weight_decay: float = Field(0.05, ge=0, le=10, description="AdamW weight decay.")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warm-up.")
-    warmup_epochs: float = Field(1.0, ge=0, le=10_000, description="Linear warm-up length in epochs.")
-    sampling: Literal["uniform", "proportional", "temperature", "matched"] = Field(
+    batch_size: Annotated[int, IN_HASH] = Field(
+        16, ge=1, le=4096, description="Images per batch; every batch holds one task."
+    )
+    eval_batch_size: Annotated[int, NOT_IN_HASH] = Field(
+        32, ge=1, le=4096, description="Images per batch at evaluation."
+    )
+    optimizer: Annotated[Literal["adamw"], IN_HASH] = Field("adamw", description="Optimiser.")
+    lr_encoder: Annotated[float, IN_HASH] = Field(
+        1e-4, gt=0, le=1, description="Learning rate of the trainable encoder blocks and MoE."
+    )
+    lr_heads: Annotated[float, IN_HASH] = Field(
+        1e-3, gt=0, le=1, description="Learning rate of the heads and task embeddings."
+    )
+    weight_decay: Annotated[float, IN_HASH] = Field(0.05, ge=0, le=10, description="AdamW weight decay.")
+    schedule: Annotated[Literal["cosine", "constant"], IN_HASH] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_epochs: Annotated[float, IN_HASH] = Field(
+        1.0, ge=0, le=10_000, description="Linear warm-up length in epochs."
+    )
+    sampling: Annotated[Literal["uniform", "proportional", "temperature", "matched"], JobHash("multi_task")] = Field(
         "uniform",
         description="Which task each batch comes from: uniform, proportional to size, size^(1/T), or matched: "
         "every task gets exactly the optimiser steps of its TS job (per epoch ceil(n_train / batch_size), or "
         "steps_per_epoch when set), in a seeded shuffle. One-task jobs draw the same batches in every mode.",
     )
-    temperature: float = Field(2.0, gt=0, le=1e6, description="T of temperature sampling.")
-    loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+    temperature: Annotated[float, JobHash("temperature")] = Field(
+        2.0, gt=0, le=1e6, description="T of temperature sampling."
+    )
+    loss_weights: Annotated[dict[str, Annotated[float, Field(ge=0)]], JobHash("per_task", default=1.0)] = Field(
         default_factory=dict, description="Per-task loss weight (task id -> weight; default 1)."
     )
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    grad_clip: float | None = Field(1.0, gt=0, le=1e6, description="Gradient norm clip; null for none.")
-    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Training augmentation.")
-    selection: Literal["best", "last"] = Field(
+    precision: Annotated[Literal["auto", "bf16", "fp32"], IN_HASH] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
+    )
+    grad_clip: Annotated[float | None, IN_HASH] = Field(
+        1.0, gt=0, le=1e6, description="Gradient norm clip; null for none."
+    )
+    augmentation: Annotated[AugmentationSpec, IN_HASH] = Field(
+        default_factory=AugmentationSpec, description="Training augmentation."
+    )
+    selection: Annotated[Literal["best", "last"], IN_HASH] = Field(
         "best",
         description="best: test the epoch chosen on the selection split (selection_scope says how); last: the last.",
     )
-    selection_scope: Literal["model", "task"] = Field(
+    selection_scope: Annotated[Literal["model", "task"], JobHash("multi_task")] = Field(
         "model",
         description="model: one epoch for all of a job's tasks, by the mean relative change of their primary "
         "metrics on the selection split; task: each task tested at its own best epoch (optimistic for multi-task "
         "jobs: it selects per task what one model cannot be). Ties: lower selection loss, then the later epoch.",
     )
-    loss_balance: Literal["equal", "initial", "uncertainty"] = Field(
+    loss_balance: Annotated[Literal["equal", "initial", "uncertainty"], JobHash("multi_task")] = Field(
         "equal",
         description="How task losses are weighed (times loss_weights): equal (as they are), initial (each divided "
         "by its loss at the task's first batch), uncertainty (Kendall et al. 2018: L * exp(-s) + s with a learned "
         "s per task). One-task jobs always use the plain loss.",
     )
-    checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    checkpoint_every: Annotated[Annotated[int, Field(ge=1)] | Literal["auto"], NOT_IN_HASH] = Field(
         "auto",
         description="Save last.pt every N epochs (always after the last); auto: after an epoch when the last "
         "save took under 5 % of the training time since it. Never changes a result.",
@@ -446,16 +586,22 @@ def _check_sbatch_keys(extra: dict[str, str]) -> dict[str, str]:
 class SlurmSpec(Strict):
     """Slurm parameters passed to submitit (which writes the sbatch script; no value can become a script line)."""
 
-    partition: SlurmName | None = Field(None, description="Slurm partition.")
-    account: SlurmName | None = Field(None, description="Slurm account.")
-    qos: SlurmName | None = Field(None, description="Slurm QOS.")
-    time_min: int = Field(240, ge=1, le=525_600, description="Wall-time limit per job, minutes.")
-    gpus_per_node: int = Field(1, ge=0, le=64, description="GPUs per job.")
-    cpus_per_task: int = Field(8, ge=1, le=1024, description="CPU cores per job.")
-    mem_gb: int = Field(32, ge=1, le=65_536, description="Memory per job, GiB.")
-    array_parallelism: int = Field(16, ge=1, le=100_000, description="Jobs of the array running at once.")
-    max_requeue: int = Field(3, ge=0, le=100, description="Requeues after pre-emption or time-out.")
-    additional: Annotated[dict[str, SlurmValue], AfterValidator(_check_sbatch_keys)] = Field(
+    partition: Annotated[SlurmName | None, NOT_IN_HASH] = Field(None, description="Slurm partition.")
+    account: Annotated[SlurmName | None, NOT_IN_HASH] = Field(None, description="Slurm account.")
+    qos: Annotated[SlurmName | None, NOT_IN_HASH] = Field(None, description="Slurm QOS.")
+    time_min: Annotated[int, NOT_IN_HASH] = Field(
+        240, ge=1, le=525_600, description="Wall-time limit per job, minutes."
+    )
+    gpus_per_node: Annotated[int, NOT_IN_HASH] = Field(1, ge=0, le=64, description="GPUs per job.")
+    cpus_per_task: Annotated[int, NOT_IN_HASH] = Field(8, ge=1, le=1024, description="CPU cores per job.")
+    mem_gb: Annotated[int, NOT_IN_HASH] = Field(32, ge=1, le=65_536, description="Memory per job, GiB.")
+    array_parallelism: Annotated[int, NOT_IN_HASH] = Field(
+        16, ge=1, le=100_000, description="Jobs of the array running at once."
+    )
+    max_requeue: Annotated[int, NOT_IN_HASH] = Field(
+        3, ge=0, le=100, description="Requeues after pre-emption or time-out."
+    )
+    additional: Annotated[Annotated[dict[str, SlurmValue], AfterValidator(_check_sbatch_keys)], NOT_IN_HASH] = Field(
         default_factory=dict,
         description="Extra sbatch options (key: value), from a known list: " + ", ".join(SBATCH_EXTRA_KEYS) + ".",
     )
@@ -464,37 +610,38 @@ class SlurmSpec(Strict):
 class ExecutionSpec(Strict):
     """Where jobs run."""
 
-    executor: ExecutorName = Field(
+    executor: Annotated[ExecutorName, NOT_IN_HASH] = Field(
         "local",
         description="A registered executor (usagg/execute/registry.py): "
         + "; ".join(f"{e.name}: {e.description}" for e in EXECUTORS.values())
         + ".",
     )
-    devices: Literal["auto", "cpu", "cuda"] | list[Annotated[int, Field(ge=0)]] = Field(
+    devices: Annotated[Literal["auto", "cpu", "cuda"] | list[Annotated[int, Field(ge=0)]], NOT_IN_HASH] = Field(
         "auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices."
     )
-    threads: int | None = Field(
+    threads: Annotated[int | None, NOT_IN_HASH] = Field(
         None,
         ge=1,
+        le=1024,
         description="CPU threads per job (default: torch's choice for jobs run in this process; the usable cores "
         "divided by the workers in a CPU pool, see cpu_jobs). A job's last bits on the CPU depend on it: pin it for "
         "reruns bit-identical to a run with another number of jobs at once.",
     )
-    accel: Literal["eager", "compile", "graphs"] = Field(
+    accel: Annotated[Literal["eager", "compile", "graphs"], NOT_IN_HASH] = Field(
         "eager",
         description="Launch-overhead mode on CUDA (usagg/engine/accel.py): eager; compile (torch.compile of the "
         "encoder alone); graphs (CUDA graphs per batch shape, torch.compile mode reduce-overhead of the encoder). "
         "The CPU always runs eager. On an H200 graphs trained the AU model 3.6x faster than eager in a steady loop "
         "(docs/benchmarks.md); the default stays eager until a whole job has been checked under graphs on a GPU.",
     )
-    jobs_per_gpu: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = Field(
+    jobs_per_gpu: Annotated[Annotated[int, Field(ge=1, le=16)] | Literal["auto"], NOT_IN_HASH] = Field(
         "auto",
         description="Jobs run at once on each local GPU, each in its own worker process with its own lock and log "
         "(1..16); auto: one until the GPU's first job (the largest queued) reports its measured peak memory (once "
         "its training settles, else at its end), then as many as fit in the GPU's free memory "
         "(usagg/execute/pool.py). No effect on the CPU or under Slurm.",
     )
-    cpu_jobs: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+    cpu_jobs: Annotated[Annotated[int, Field(ge=1, le=64)] | Literal["auto"], NOT_IN_HASH] = Field(
         "auto",
         description="Jobs run at once on the CPU (devices: cpu, or auto without a GPU), each in its own worker "
         "process with its own lock and log (1..64; 1 runs them one after the other in this process). Each worker "
@@ -504,7 +651,9 @@ class ExecutionSpec(Strict):
         "one worker per job), lowered when a measured peak resident memory says fewer fit in the available memory "
         "(usagg/execute/pool.py). No effect on GPUs or under Slurm.",
     )
-    slurm: SlurmSpec = Field(default_factory=SlurmSpec, description="Slurm settings (executor: slurm).")
+    slurm: Annotated[SlurmSpec, NOT_IN_HASH] = Field(
+        default_factory=SlurmSpec, description="Slurm settings (executor: slurm)."
+    )
 
     @field_validator("jobs_per_gpu", "cpu_jobs", mode="before")
     @classmethod
@@ -521,16 +670,16 @@ Alternative = Literal["two-sided", "less", "greater"]
 class Hypotheses(Strict):
     """Directions stated before the data: each turns the matching tests one-sided (default two-sided)."""
 
-    delta: dict[ParadigmName, Alternative] = Field(
+    delta: Annotated[dict[ParadigmName, Alternative], NOT_IN_HASH] = Field(
         default_factory=dict,
         description="Δ of a paradigm against 0 (Wilcoxon): `less` = it loses to the baseline, e.g. {CG: less}.",
     )
-    scale: dict[ParadigmName, Alternative] = Field(
+    scale: Annotated[dict[ParadigmName, Alternative], NOT_IN_HASH] = Field(
         default_factory=dict,
         description="Δ of a paradigm with log data size (Spearman over tasks and groups, the mixed model's slope): "
         "`greater` = aggregation gains with data, e.g. {CG: greater}.",
     )
-    paired: dict[str, Alternative] = Field(
+    paired: Annotated[dict[str, Alternative], NOT_IN_HASH] = Field(
         default_factory=dict,
         description="Paired per-task Δ of two paradigms, key `A-B` (Wilcoxon on Δ_A − Δ_B): `less` = A below B, "
         "e.g. {CG-AU: less}. CG-AU is always tested (two-sided unless stated).",
@@ -558,19 +707,21 @@ class AffinitySpec(Strict):
     affinity.json.
     """
 
-    every: int | Literal["auto"] = Field(
+    every: Annotated[int | Literal["auto"], IN_HASH] = Field(
         "auto",
         description="Optimiser steps between measurements; auto: a fifth of the job's steps (5 measurements).",
     )
-    probe_size: int = Field(4, ge=1, le=256, description="Images per task in the fixed probe batches.")
-    probe_epochs: int | None = Field(
+    probe_size: Annotated[int, IN_HASH] = Field(
+        4, ge=1, le=256, description="Images per task in the fixed probe batches."
+    )
+    probe_epochs: Annotated[int | None, NOT_IN_HASH] = Field(
         None,
         ge=1,
         le=10000,
         description="Measure in a short all-task probe run of this many epochs (largest fraction) instead of the "
         "AU job, so AG can run without AU.",
     )
-    lookahead_lr: float | None = Field(
+    lookahead_lr: Annotated[float | None, IN_HASH] = Field(
         None,
         gt=0,
         le=1,
@@ -589,38 +740,42 @@ class AffinitySpec(Strict):
 class AnalysisSpec(Strict):
     """What `compare`, `plot` and `report` emphasise."""
 
-    baseline: str = Field("TS", description="Paradigm Δ is measured against (a registered paradigm).")
-    representative_tasks: list[str] = Field(
+    baseline: Annotated[str, NOT_IN_HASH] = Field(
+        "TS", description="Paradigm Δ is measured against (a registered paradigm)."
+    )
+    representative_tasks: Annotated[list[str], NOT_IN_HASH] = Field(
         default_factory=list, description="Tasks of the absolute-performance figure (default: one per type)."
     )
-    regime_threshold: int = Field(
+    regime_threshold: Annotated[int, NOT_IN_HASH] = Field(
         1000, ge=1, description="n_train below this is the low-data regime, at or above it data-rich."
     )
-    group_regime_threshold: int = Field(
+    group_regime_threshold: Annotated[int, NOT_IN_HASH] = Field(
         5000,
         ge=1,
         description="A clinical group with fewer training images than this (sum over its tasks) is low-data, "
         "else data-rich; the default puts the study's OB (11,910) in data-rich and Breast (2,920) in low-data.",
     )
-    cg_singletons: Literal["exclude", "include"] = Field(
+    cg_singletons: Annotated[Literal["exclude", "include"], NOT_IN_HASH] = Field(
         "exclude",
         description="Tasks alone in their clinical group under a group-scope paradigm (CG): their Δ measures MoE "
         "alone, so by default they are flagged and left out of that paradigm's aggregates and tests.",
     )
-    hypotheses: Hypotheses = Field(
+    hypotheses: Annotated[Hypotheses, NOT_IN_HASH] = Field(
         default_factory=Hypotheses, description="Directional hypotheses (one-sided tests); default all two-sided."
     )
-    bootstrap: int = Field(10000, ge=100, le=1_000_000, description="Bootstrap resamples for confidence intervals.")
-    task_bootstrap: int = Field(
+    bootstrap: Annotated[int, NOT_IN_HASH] = Field(
+        10000, ge=100, le=1_000_000, description="Bootstrap resamples for confidence intervals."
+    )
+    task_bootstrap: Annotated[int, NOT_IN_HASH] = Field(
         2000,
         ge=100,
         le=1_000_000,
         description="Resamples of the per-task test-set bootstrap of Δ (item_scores.json of each job).",
     )
-    bootstrap_seed: int = Field(
+    bootstrap_seed: Annotated[int, NOT_IN_HASH] = Field(
         0, ge=0, le=MAX_SEED, description="Seed of the bootstrap, so intervals are reproducible."
     )
-    affinity: AffinitySpec = Field(
+    affinity: Annotated[AffinitySpec, IN_HASH] = Field(
         default_factory=AffinitySpec,
         description="Inter-task affinity measurement for AG (used only when AG is among the paradigms).",
     )
@@ -634,22 +789,24 @@ class AnalysisSpec(Strict):
 class MlflowSpec(Strict):
     """Where MLflow runs go: one parent run per study, one nested run per job."""
 
-    uri: str = Field(
+    uri: Annotated[str, NOT_IN_HASH] = Field(
         description="MLflow tracking URI: a server (http://host:5000) or a local database (sqlite:///mlflow.db).",
         min_length=1,
     )
-    experiment: str | None = Field(None, description="MLflow experiment name (default: the study's name).")
+    experiment: Annotated[str | None, NOT_IN_HASH] = Field(
+        None, description="MLflow experiment name (default: the study's name)."
+    )
 
 
 class TrackingSpec(Strict):
     """Live curves in an experiment tracker, beside the run store (which stays the record). Never changes a job id."""
 
-    tensorboard: bool = Field(
+    tensorboard: Annotated[bool, NOT_IN_HASH] = Field(
         False,
         description="Write TensorBoard event files per job under <run store>/tensorboard/<job id> "
         "(needs the tensorboard extra: pip install 'usagg[tensorboard]').",
     )
-    mlflow: MlflowSpec | None = Field(
+    mlflow: Annotated[MlflowSpec | None, NOT_IN_HASH] = Field(
         None,
         description="Log params, per-epoch and final metrics, and the report to MLflow (needs the mlflow extra: "
         "pip install 'usagg[mlflow]').",
@@ -671,56 +828,74 @@ class TrackingSpec(Strict):
         return self
 
 
+#: Smallest data fraction: the study's tasks have hundreds to thousands of images, so 1 % keeps a few to tens;
+#: below it a fraction is a typo (1e-9) or leaves tasks one image, which no job can train and select on.
+MIN_FRACTION = 0.01
+
+
+def _sane_fraction(f: float) -> float:
+    if f < MIN_FRACTION:
+        raise ValueError(f"got {f:g}; a data fraction is from {MIN_FRACTION} to 1 (0.25 for a quarter)")
+    return f
+
+
 class Study(Strict):
     """A whole task-aggregation study."""
 
-    name: Name = Field(description="Study name; the run store is <output_root>/<name>.")
-    output_root: Path = Field(
+    name: Annotated[Name, NOT_IN_HASH] = Field(description="Study name; the run store is <output_root>/<name>.")
+    output_root: Annotated[Path, NOT_IN_HASH] = Field(
         Path("runs"), description="Folder holding run stores (relative paths are from the current directory)."
     )
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], JOB_OWN] = Field(
         [0], min_length=1, description="Training seeds; every job is repeated per seed."
     )
-    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        [1.0], min_length=1, description="Shares of each task's training set (nested, seeded subsets)."
+    fractions: Annotated[list[Annotated[float, Field(gt=0, le=1), AfterValidator(_sane_fraction)]], JOB_OWN] = Field(
+        [1.0],
+        min_length=1,
+        description=f"Shares of each task's training set (nested, seeded subsets), from {MIN_FRACTION}: below "
+        "that a fraction leaves most tasks a handful of images.",
     )
-    paradigms: list[ParadigmName] = Field(
+    paradigms: Annotated[list[ParadigmName], JOB_OWN] = Field(
         ["TS", "CG", "AU"],
         min_length=1,
         description=f"Paradigms to run, registered in usagg/paradigms.py (built in: {', '.join(paradigm_names())}); "
         "an entry may carry the paradigm's settings as a one-key mapping, such as `{AG: {groups: 3}}`.",
         json_schema_extra={"examples": [paradigm_names()]},
     )
-    paradigm_settings: dict[str, dict[str, Any]] = Field(
+    paradigm_settings: Annotated[dict[str, dict[str, Any]], NOT_IN_HASH] = Field(
         default_factory=dict,
         description="Settings of paradigms that take some (AG: groups, search, beam_width), by paradigm; "
         "`paradigms: [{AG: {groups: 3}}]` fills it.",
     )
-    data: DataSpec = Field(description="Dataset: an FMC_UIA folder (`root`) or the synthetic benchmark.")
-    tasks_from: CatalogRef | None = Field(None, description="Take tasks from a catalog file.")
-    tasks: list[TaskSpec] = Field(
+    data: Annotated[DataSpec, IN_HASH] = Field(
+        description="Dataset: an FMC_UIA folder (`root`) or the synthetic benchmark."
+    )
+    tasks_from: Annotated[CatalogRef | None, NOT_IN_HASH] = Field(None, description="Take tasks from a catalog file.")
+    tasks: Annotated[list[TaskSpec], JOB_OWN] = Field(
         default_factory=list, description="Tasks (added to, and overriding by id, those of `tasks_from`)."
     )
-    groups: dict[Name, list[str]] | None = Field(
+    groups: Annotated[dict[Name, list[str]] | None, NOT_IN_HASH] = Field(
         None, description="Clinical groups for CG: group -> task ids; default: each task's `group`."
     )
-    singleton_groups: Literal["run", "skip"] = Field(
+    singleton_groups: Annotated[Literal["run", "skip"], NOT_IN_HASH] = Field(
         "run",
         description="A CG group with one task: run it (same data as TS but MoE on, so Δ isolates MoE) or skip it. "
         "Run or not, the analysis leaves it out of CG's aggregates and tests unless analysis.cg_singletons is "
         "`include`.",
     )
-    model: ModelSpec = Field(default_factory=ModelSpec, description="M2DINO settings, the same for every paradigm.")
-    training: TrainingSpec = Field(
+    model: Annotated[ModelSpec, IN_HASH] = Field(
+        default_factory=ModelSpec, description="M2DINO settings, the same for every paradigm."
+    )
+    training: Annotated[TrainingSpec, IN_HASH] = Field(
         default_factory=TrainingSpec, description="Optimisation settings, the same for every paradigm."
     )
-    execution: ExecutionSpec = Field(
+    execution: Annotated[ExecutionSpec, NOT_IN_HASH] = Field(
         default_factory=ExecutionSpec, description="Where jobs run; never changes a result or a job id."
     )
-    tracking: TrackingSpec = Field(
+    tracking: Annotated[TrackingSpec, NOT_IN_HASH] = Field(
         default_factory=TrackingSpec, description="Experiment trackers fed while jobs run; never changes a job id."
     )
-    analysis: AnalysisSpec = Field(
+    analysis: Annotated[AnalysisSpec, JobHash("measuring")] = Field(
         default_factory=AnalysisSpec, description="What the analysis emphasises; never changes a job id."
     )
 
@@ -788,10 +963,13 @@ class Study(Strict):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"tasks: duplicate task ids {dup}; each id may appear once")
-        if self.tasks_from is None and not self.tasks:
+        if self.tasks_from is not None:  # checked once, on the resolved tasks: never a half-checked Study
+            raise ValueError(
+                "tasks_from is resolved while loading: read the spec with usagg.spec.load.load_study (or "
+                "study_from_mapping), which merges the catalog's tasks into `tasks` before validating"
+            )
+        if not self.tasks:
             raise ValueError("tasks is empty: the study has no tasks; give `tasks` or `tasks_from`")
-        if self.tasks_from is not None:
-            return self  # cross-checks run again once the catalog is resolved
         known = set(ids)
         keys: dict[str, str] = {}
         for task_id in ids:  # module names cannot hold dots: a model keys heads by id with "." as "__"
@@ -814,26 +992,52 @@ class Study(Strict):
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(f"{where} names unknown tasks {unknown}; tasks: {', '.join(ids)}")
-        from usagg.paradigms import PARADIGMS
-
-        for name in self.paradigms:
-            check = PARADIGMS[name].check
-            why = check(self) if check is not None else None
-            if why:
-                raise ValueError(f"paradigms: {name}: {why}")
         unused = sorted(set(self.paradigm_settings) - set(self.paradigms))
         if unused:
             raise ValueError(f"paradigm_settings names {unused}, which `paradigms` does not run")
-        ag_needs_groups = "AG" in self.paradigms and not self.paradigm_settings.get("AG", {}).get("groups")
-        if "CG" in self.paradigms or ag_needs_groups or self.groups is not None:
-            members = self.group_members()  # raises on a bad grouping
-            if self.groups is not None:  # the mapping wins: task.group is always the clinical group
-                for group, tids in members.items():
-                    for tid in tids:
-                        task = self.task(tid)
-                        if task.group != group:
-                            task.group = group
+        if self.groups is not None:  # loading copies the mapping onto each task (load.py); checked, never rewritten
+            for group, tids in self.group_members().items():  # raises on a bad grouping
+                for tid in tids:
+                    if self.task(tid).group != group:
+                        raise ValueError(
+                            f"task {tid!r} has group {self.task(tid).group!r} but groups.{group} lists it; "
+                            "load the spec with usagg.spec.load.load_study, which takes each task's group from "
+                            "`groups`, or make the two agree"
+                        )
+        why = self._settings_make_sense() or check_paradigms(self)  # each paradigm's own `check` (usagg/paradigms.py)
+        if why:
+            raise ValueError(why)
         return self
+
+    def _settings_make_sense(self) -> str | None:
+        """Settings each valid alone but meaningless together, as one message naming the fields and the fix."""
+        training = self.training
+        if training.warmup_epochs > training.epochs:
+            return (
+                f"training.warmup_epochs ({training.warmup_epochs:g}) exceeds training.epochs ({training.epochs}): "
+                "the learning rate would never reach its set value; use a warm-up shorter than the run "
+                "(e.g. 1, or 0 for none)"
+            )
+        if all(training.loss_weights.get(t.id, 1.0) == 0 for t in self.tasks):
+            return (
+                "training.loss_weights: every task's weight is 0, so no job would learn anything; give at least "
+                "one task a positive weight (tasks not named weigh 1)"
+            )
+        for name, opts in self.paradigm_settings.items():
+            groups = opts.get("groups")
+            if isinstance(groups, int) and groups > len(self.tasks):
+                return (
+                    f"paradigms: {name}: groups {groups} exceeds the study's {len(self.tasks)} tasks (a group needs "
+                    f"a task); use at most {len(self.tasks)}, or leave groups out for the number of clinical groups"
+                )
+        baseline = self.analysis.baseline
+        if "baseline" in self.analysis.model_fields_set and baseline not in self.paradigms:
+            return (
+                f"analysis.baseline {baseline!r} is not among the paradigms the study runs "
+                f"({', '.join(self.paradigms)}): Δ is measured against the baseline's jobs; add {baseline} to "
+                "`paradigms` or choose one of them"
+            )
+        return None
 
     def task(self, task_id: str) -> TaskSpec:
         """The task with this id (KeyError naming the known ids otherwise)."""
