@@ -31,6 +31,7 @@ from usagg.engine import checkpoint, progress
 from usagg.engine.affinity import LookaheadAffinity
 from usagg.engine.balance import build_balance
 from usagg.engine.batches import TensorSplit
+from usagg.engine.bestweights import BestWeights
 from usagg.engine.device import Compute
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.sampling import TaskSampler
@@ -111,7 +112,7 @@ def build_optimizer(
                 groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix})
     if not groups:
         raise ValueError("the model has no trainable parameters (everything is frozen)")
-    return torch.optim.AdamW(groups, fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, fused=True)  # one kernel per group and step, on the CPU as on CUDA
 
 
 def _split_warnings(tasks: list[TaskSpec], select: dict[str, EvalSet]) -> list[str]:
@@ -184,8 +185,7 @@ class Trainer:
         self.epoch_task_aux_loss: dict[str, float] = {}
         self.epoch_task_steps: dict[str, int] = {}
         self.state = _State()
-        self._disk_refs: set[int] = set()  # best.pt epochs that the last.pt on disk selects
-        self._best_on_disk: set[int] = set()  # epochs best.pt holds, as this run wrote it
+        self.best = BestWeights(self.model, self.trainable_keys)  # selected epochs' weights, best.pt at the end
         self._save_cost: float | None = None
         self._last_save_end = time.perf_counter()
         self._weights: dict[int, dict[str, torch.Tensor]] = {}  # selected epochs' weights, after fit
@@ -201,7 +201,9 @@ class Trainer:
     def best_path(self) -> Path:
         return self.ckpt_dir / BEST_CHECKPOINT
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, with_best: bool = True) -> dict[str, Any]:
+        """Everything training changes; `with_best`: the kept epochs' weights too (but the checkpoint's own epoch,
+        which "model" holds), so a killed job resumes with them."""
         s = self.state
         return {
             "format": CHECKPOINT_FORMAT,
@@ -217,6 +219,7 @@ class Trainer:
             "selector": self.selector.state_dict(),
             "history": s.history,
             "affinity": None if self.affinity is None else self.affinity.state_dict(),
+            "best": self.best.state(skip=s.epoch) if with_best else {},
         }
 
     def load_state_dict(self, ck: dict[str, Any]) -> None:
@@ -267,7 +270,7 @@ class Trainer:
             log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
             return False
         best: dict[str, Any] | None = None
-        if self.best_path.is_file():  # it may hold epochs of the lost run after last.pt: the next save drops them
+        if self.best_path.is_file():  # written when a fit ended: it may hold the selected epochs of a finished run
             try:
                 best = checkpoint.load(self.best_path, mmap=True)
             except Exception as err:  # the selected epochs' weights are lost: only training again gives them back
@@ -281,10 +284,17 @@ class Trainer:
                     aside_last.name,
                 )
                 return False
+        kept = self._kept_weights(ck, best)
+        if kept is None:
+            log.warning(
+                "%s selects epochs whose weights neither it nor %s holds; training starts over from epoch 1",
+                self.last_path,
+                self.best_path.name,
+            )
+            return False
         self.load_state_dict(ck)
-        self._disk_refs = set(self.selector.epochs(self.scope).values())
-        if best is not None:
-            self._best_on_disk = set(best.get("weights", {})) if self._mismatch(best) is None else set()
+        for e, w in kept.items():
+            self.best.load(e, w)
         log.info(
             "resumed from %s: epoch %d/%d, step %d",
             self.last_path,
@@ -293,6 +303,26 @@ class Trainer:
             self.state.step,
         )
         return True
+
+    def _kept_weights(
+        self, ck: dict[str, Any], best: dict[str, Any] | None
+    ) -> dict[int, dict[str, torch.Tensor]] | None:
+        """The weights of the epochs last.pt `ck` selects: from its "best", its own "model" or best.pt (a finished
+        fit's, or an older usagg's); None when one is in none of them."""
+        if self.training.selection != "best":
+            return {}
+        selector = Selector(self.tasks)
+        selector.load_state_dict(ck["selector"])
+        sources = [ck.get("best", {}), {ck["epoch"]: ck["model"]}]
+        if best is not None and self._mismatch(best) is None:
+            sources.append(best.get("weights", {}))
+        kept = {}
+        for e in set(selector.epochs(self.scope).values()):
+            found = next((src[e] for src in sources if e in src), None)
+            if found is None:
+                return None
+            kept[e] = found
+        return kept
 
     def _should_save(self, done: int) -> bool:
         """After epoch `done`: always after the last, every checkpoint_every epochs, or (auto) when the
@@ -306,31 +336,22 @@ class Trainer:
         return done % every == 0
 
     def _save_last(self) -> None:
-        """Write last.pt, then drop from best.pt the epochs neither it nor the run still selects."""
+        """Write last.pt with the kept epochs' weights; after the last epoch best.pt first, and last.pt without them."""
         t0 = time.perf_counter()
-        checkpoint.save_atomic(self.state_dict(), self.last_path)
-        self._disk_refs = set(self.selector.epochs(self.scope).values())
-        if self._best_on_disk - self._disk_refs:
-            self._save_best(None)
+        final = self.state.epoch >= self.training.epochs
+        if final:
+            self._save_best()
+        checkpoint.save_atomic(self.state_dict(with_best=not final), self.last_path)
         self._last_save_end = time.perf_counter()
         self._save_cost = self._last_save_end - t0
 
-    def _save_best(self, epoch: int | None) -> None:
-        """Add `epoch`'s trainable weights (None: nothing) to best.pt; keep the epochs still selected, here or by
-        the last.pt on disk (a job resumed from it needs them), drop the rest. Written before last.pt, so a
-        last.pt never selects an epoch that best.pt lacks."""
-        refs = set(self.selector.epochs(self.scope).values()) | self._disk_refs
-        kept: dict[int, dict[str, torch.Tensor]] = {}
-        if self.best_path.is_file():
-            old = checkpoint.load(self.best_path, mmap=True)
-            if old.get("format") == CHECKPOINT_FORMAT and old.get("fingerprint") == self.fingerprint:
-                kept = {e: w for e, w in old["weights"].items() if e in refs and e != epoch}
-        if epoch is not None:
-            kept[epoch] = checkpoint.trainable_state(self.model, self.trainable_keys)
-        checkpoint.save_atomic(
-            {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "weights": kept}, self.best_path
-        )
-        self._best_on_disk = set(kept)
+    def _save_best(self) -> None:
+        """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
+        if self.best.epochs:
+            weights = self.best.state()
+            checkpoint.save_atomic(
+                {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "weights": weights}, self.best_path
+            )
 
     # ----- training
 
@@ -446,7 +467,7 @@ class Trainer:
         entry["select_loss"] = finite_or_none(losses)
         keys = {MODEL} if self.scope == MODEL else set(self.tasks)
         if self.training.selection == "best" and improved & keys:
-            self._save_best(epoch + 1)
+            self.best.keep(epoch + 1, set(self.selector.epochs(self.scope).values()))
         return time.perf_counter() - t0
 
     def fit(self, stop_after_epoch: int | None = None) -> FitResult:
@@ -490,6 +511,7 @@ class Trainer:
             if self._should_save(s.epoch):
                 self._save_last()
         if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
+            self._save_best()
             return FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
         return self._select(images, seconds)
 
@@ -497,19 +519,17 @@ class Trainer:
         """Choose each task's epoch (its best, the job's best, or the last) and load the first one's weights."""
         s = self.state
         chosen = self.selector.epochs(self.scope)
-        use_best = self.training.selection == "best" and bool(chosen) and self.best_path.is_file()
+        use_best = self.training.selection == "best" and bool(chosen)
         if use_best:
-            best = checkpoint.load(self.best_path)
-            if self._mismatch(best) is not None or not set(chosen.values()) <= set(best["weights"]):
-                raise RuntimeError(f"{self.best_path} does not hold the selected epochs {sorted(set(chosen.values()))}")
+            if not set(chosen.values()) <= set(self.best.epochs):
+                raise RuntimeError(f"the weights of the selected epochs {sorted(set(chosen.values()))} were not kept")
             if self.scope == MODEL:
                 task_epochs = {t: chosen[MODEL] for t in self.tasks}
             else:  # a task without a selection split keeps the last epoch
                 task_epochs = {t: chosen.get(t, s.epoch) for t in self.tasks}
-            self._weights = {e: best["weights"][e] for e in set(task_epochs.values()) if e in best["weights"]}
-            if s.epoch in set(task_epochs.values()) - set(self._weights):  # the last epoch's, still in the model
-                last = checkpoint.trainable_state(self.model, self.trainable_keys)
-                self._weights[s.epoch] = {k: v.detach().cpu().clone() for k, v in last.items()}
+            if s.epoch in set(task_epochs.values()) - set(self.best.epochs):  # the last epoch's, still in the model
+                self.best.keep(s.epoch, set(task_epochs.values()))
+            self._weights = {e: self.best.weights(e) for e in set(task_epochs.values())}
             selected = chosen[MODEL] if self.scope == MODEL else None
         else:
             task_epochs = {t: s.epoch for t in self.tasks}

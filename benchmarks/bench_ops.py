@@ -1,0 +1,172 @@
+"""Torch operator calls per extra epoch and per study: today's code against a73a3c2 (issue 24, CPU part).
+
+Launch overhead on a GPU is paid per operator call, so issue 24 counts them where no GPU is
+needed: a small TS+AU study (4 synthetic tasks of 4 types: TS 4 jobs + AU 1, dinov3_test at
+64 px, MoE on in AU) runs in-process through `usagg.api.run_study` (cpu_jobs 1, one thread)
+under a `TorchDispatchMode` that counts every aten call. Each version runs the study with E
+and E + 1 epochs, each time with a fresh store and cache: per extra epoch = calls(E + 1) -
+calls(E), fixed = calls(E) - E * per extra epoch. Targets: per extra epoch <= 0.6 of
+a73a3c2's, fixed calls not more than a73a3c2's. Counts are deterministic (same seeds, same
+data), so one run of each suffices.
+
+The old tree is a `git worktree` of a73a3c2 at /tmp/usagg-a73a3c2 (made when missing); each
+count runs this file in a subprocess with PYTHONPATH at the tree it measures (PYTHONPATH wins
+over the editable install). Both read one data folder made by today's generator.
+`python -m benchmarks ops`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_COMMIT = "a73a3c2"
+BASE_TREE = Path(f"/tmp/usagg-{BASE_COMMIT}")
+TARGET_PER_EPOCH = 0.6
+EPOCHS = 2  # E: the study runs with E and E + 1 epochs
+TASKS = ["fetal_head", "fetal_head_biometry", "thyroid_nodule_det", "thyroid_malignancy"]
+TRAIN_IMAGES, VAL_IMAGES, ORIGINAL_PX = 24, 8, 96
+TOP_OPS = 60
+
+
+def _study(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
+    """The study both versions run: only settings a73a3c2 knows."""
+    from usagg.data.synth import TASKS as SYNTH
+
+    return {
+        "name": "bench_ops",
+        "output_root": str(out),
+        "seeds": [0],
+        "fractions": [1.0],
+        "paradigms": ["TS", "AU"],
+        "data": {"root": str(data_root), "test_split": "val", "selection_fraction": 0.25},
+        "tasks": [
+            {"id": t, "type": SYNTH[t].type, "num_classes": SYNTH[t].num_classes, "group": SYNTH[t].group}
+            for t in TASKS
+        ],
+        "model": {
+            "backbone": "dinov3_test",
+            "image_size": 64,
+            "frozen_blocks": 1,
+            "moe": {"experts": 4, "top_k": 2},
+            "heads": {"decoder_channels": 32, "hidden": 128},
+        },
+        "training": {"epochs": epochs, "batch_size": 8, "warmup_epochs": 0.5, "selection": "best"},
+        "execution": {"executor": "local", "devices": "cpu", "cpu_jobs": 1, "threads": 1},
+    }
+
+
+def _count(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
+    """In the child: run the study under a counting dispatch mode; total calls and the most frequent ops."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from usagg.api import run_study
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    with Count() as mode:
+        result = run_study(_study(data_root, out, epochs))
+    return {"ok": result.ok, "failed": list(result.failed), "calls": sum(mode.calls.values()), "ops": dict(mode.calls)}
+
+
+def _ensure_base_tree() -> Path:
+    if not (BASE_TREE / "usagg").is_dir():
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(BASE_TREE), BASE_COMMIT],
+            check=True,
+            capture_output=True,
+        )
+    return BASE_TREE
+
+
+def _run_child(code_root: Path, data_root: Path, work: Path, epochs: int) -> dict[str, Any]:
+    out = work / "out.json"
+    env = {**os.environ, "PYTHONPATH": str(code_root), "USAGG_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(data_root), str(work / "runs"), str(epochs)]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"counting {code_root} at {epochs} epochs failed:\n{proc.stderr[-4000:]}")
+    out.write_text(proc.stdout.splitlines()[-1])
+    result = json.loads(out.read_text())
+    if not result["ok"]:
+        raise RuntimeError(f"jobs failed in {code_root} at {epochs} epochs: {result['failed']}")
+    return result
+
+
+def _version(code_root: Path, data_root: Path, work: Path) -> dict[str, Any]:
+    runs = {}
+    for epochs in (EPOCHS, EPOCHS + 1):
+        folder = work / f"e{epochs}"
+        folder.mkdir(parents=True)
+        runs[epochs] = _run_child(code_root, data_root, folder, epochs)
+    per_epoch = runs[EPOCHS + 1]["calls"] - runs[EPOCHS]["calls"]
+    ops_delta = Counter(runs[EPOCHS + 1]["ops"])
+    ops_delta.subtract(runs[EPOCHS]["ops"])
+    return {
+        "code": str(code_root),
+        "calls": {str(e): r["calls"] for e, r in runs.items()},
+        "per_extra_epoch": per_epoch,
+        "fixed": runs[EPOCHS]["calls"] - EPOCHS * per_epoch,
+        "top_ops_per_epoch": dict(ops_delta.most_common(TOP_OPS)),
+    }
+
+
+def main() -> dict:
+    from usagg.data.synth import generate_benchmark
+    from usagg.spec.models import SynthSpec
+
+    base = _ensure_base_tree()
+    with tempfile.TemporaryDirectory(prefix="usagg-bench-ops-") as tmp:
+        work = Path(tmp)
+        spec = SynthSpec(seed=0, image_size=ORIGINAL_PX, default_size=TRAIN_IMAGES, val_size=VAL_IMAGES)
+        data = generate_benchmark(work / "data", spec, TASKS, workers=1)
+        old = _version(base, data, work / "old")
+        new = _version(REPO, data, work / "new")
+    per_ratio = round(new["per_extra_epoch"] / old["per_extra_epoch"], 3)
+    fixed_ratio = round(new["fixed"] / old["fixed"], 3)
+    result = {
+        "study": f"TS 4 + AU 1 jobs ({', '.join(TASKS)}), {TRAIN_IMAGES} train / {VAL_IMAGES} val images per task, "
+        f"dinov3_test at 64 px, batch 8, {EPOCHS} vs {EPOCHS + 1} epochs, CPU, one thread",
+        "base_commit": BASE_COMMIT,
+        "per_extra_epoch_ratio": per_ratio,
+        "fixed_ratio": fixed_ratio,
+        "targets": {"per_extra_epoch_ratio": TARGET_PER_EPOCH, "fixed_ratio": 1.0},
+        "meets_targets": per_ratio <= TARGET_PER_EPOCH and fixed_ratio <= 1.0,
+        "old": old,
+        "new": new,
+    }
+    print(f"torch operator calls of a TS+AU study on the CPU: today's code vs {BASE_COMMIT}")
+    print(f"{'code':<10}{'per extra epoch':>17}{'fixed':>10}{'E=' + str(EPOCHS):>10}{'E=' + str(EPOCHS + 1):>10}")
+    for label, r in ((BASE_COMMIT, old), ("today", new)):
+        c = r["calls"]
+        print(f"{label:<10}{r['per_extra_epoch']:>17,}{r['fixed']:>10,}{c[str(EPOCHS)]:>10,}{c[str(EPOCHS + 1)]:>10,}")
+    print(
+        f"today / {BASE_COMMIT}: per extra epoch {per_ratio} (target <= {TARGET_PER_EPOCH}), "
+        f"fixed {fixed_ratio} (target <= 1.0)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        data_root, out, epochs = Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps(_count(data_root, out, epochs)))
+    else:
+        print(json.dumps(main(), indent=2))
