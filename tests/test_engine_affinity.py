@@ -11,7 +11,7 @@ import torch
 from test_engine_trainer import _trainer as engine_trainer
 
 from usagg.affinity import read_affinity
-from usagg.engine.affinity import LookaheadAffinity, probe_indices
+from usagg.engine.affinity import LookaheadAffinity, probe_rows
 from usagg.engine.job import run_job
 from usagg.engine.trainer import Trainer
 from usagg.plan import Job, plan
@@ -66,7 +66,7 @@ def test_affinity_equals_a_hand_computed_lookahead(au: Job, tmp_path: Path) -> N
     for i, src in enumerate(tasks):
         stepped = copy.deepcopy(model).eval()
         ref = copy.deepcopy(model).eval()
-        x, y = aff.probes[src]
+        x, y = aff.step_probes[src]  # the step's gradient comes from rows the losses are not read on
         out = stepped(x, src, y)
         (out.loss - out.aux_loss).backward()
         params = dict(model.named_parameters())
@@ -120,9 +120,12 @@ def test_a_job_writes_its_affinity_file(au: Job, tmp_path: Path) -> None:
 
 
 def test_probe_rows_are_fixed_and_within_the_split() -> None:
-    a, b = probe_indices(10, 4, 7), probe_indices(10, 4, 7)
-    assert torch.equal(a, b) and len(a) == 4 and int(a.max()) < 10 and len(set(a.tolist())) == 4
-    assert len(probe_indices(2, 4, 7)) == 2
+    (a, step), (b, again) = probe_rows(10, 4, 7), probe_rows(10, 4, 7)
+    assert torch.equal(a, b) and torch.equal(step, again) and len(a) == len(step) == 4 and int(a.max()) < 10
+    assert not set(a.tolist()) & set(step.tolist()) and len(set(a.tolist())) == 4  # held apart
+    probe, step = probe_rows(5, 4, 7)  # fewer than 2 x 4 rows: halved, still disjoint
+    assert (len(probe), len(step)) == (3, 2) and not set(probe.tolist()) & set(step.tolist())
+    assert [len(r) for r in probe_rows(1, 4, 7)] == [1, 1]
 
 
 def test_auto_every_spreads_five_measurements(au: Job, tmp_path: Path) -> None:

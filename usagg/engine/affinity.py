@@ -1,8 +1,11 @@
 """Lookahead inter-task affinity measured during training (Fifty et al. 2021), for the AG paradigm.
 
 Every `every` optimiser steps, for each task i: one step of the shared (encoder)
-parameters on task i's probe batch, theta_i = theta - lr * w * g_i / (sqrt(v_hat) + eps), then
-Z[i->j] = 1 - L_j(theta_i) / L_j(theta) on every task j's probe batch. The step is the one
+parameters on task i's step batch, theta_i = theta - lr * w * g_i / (sqrt(v_hat) + eps), then
+Z[i->j] = 1 - L_j(theta_i) / L_j(theta) on every task j's probe batch. A task's step batch and
+probe batch are disjoint rows of its training split, so its self-affinity Z[i->i] is read on
+images its step did not come from (read on the step's own batch it measured how well one step
+fits that batch, and the diagonal was inflated against every other entry). The step is the one
 AdamW takes on task i's gradient g_i in one optimiser step: g_i enters the bias-corrected first
 moment with weight w = (1 - beta1) / (1 - beta1^t) at optimiser step t, and the optimiser's current second moments
 v_hat (bias-corrected, read, never changed) precondition it; no weight decay. (A plain SGD step
@@ -14,7 +17,7 @@ self-affinity came out -1 %), and the matrix measures curvature more than which 
 each other. A parameter without optimiser state yet gets Adam's first step, lr * sign(g).) The step is
 virtual (`torch.func.functional_call` with the stepped tensors; the model's own
 parameters are never touched), the model is in eval mode (no dropout, batch-norm
-statistics read, not updated), the probe batches are fixed at the start from the
+statistics read, not updated), the step and probe batches are fixed at the start from the
 training split without augmentation and drawn from a generator of their own, so
 measuring leaves the training it watches bit-identical. Task heads are not stepped:
 affinity is what one task's update of the shared trunk does to another task's loss.
@@ -44,10 +47,15 @@ log = logging.getLogger(__name__)
 AUTO_MEASUREMENTS = 5
 
 
-def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
-    """The fixed probe rows of a split of n samples: a seeded draw of min(size, n), from its own generator."""
+def probe_rows(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed (probe, step) rows of a split of n samples, disjoint, from a seeded generator of their own: `size`
+    each, or the split halved when it has fewer than 2 * size rows (one row: the same row, nothing to hold apart).
+    The probe rows are those the measurement read before step batches existed."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[: min(size, n)].sort().values
+    perm = torch.randperm(n, generator=g)
+    k = size if n >= 2 * size else max(1, (n + 1) // 2)
+    step = perm[k : 2 * k] if n > 1 else perm[:1]
+    return perm[:k].sort().values, step.sort().values
 
 
 def _adam_steps(
@@ -92,10 +100,9 @@ class LookaheadAffinity:
         self.every = max(1, total_steps // AUTO_MEASUREMENTS) if settings.every == "auto" else int(settings.every)
         self.total_steps = total_steps
         self.job_id, self.job_hash = job_id, job_hash
-        self.probes = {
-            t: train[t].batch(probe_indices(len(train[t]), settings.probe_size, seed + i), compute.device)
-            for i, t in enumerate(self.tasks)
-        }
+        rows = {t: probe_rows(len(train[t]), settings.probe_size, seed + i) for i, t in enumerate(self.tasks)}
+        self.probes = {t: train[t].batch(rows[t][0], compute.device) for t in self.tasks}  # losses read here
+        self.step_probes = {t: train[t].batch(rows[t][1], compute.device) for t in self.tasks}  # gradients from here
         enc = {id(p) for p in model.param_groups()["encoder"]}
         self.shared = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) in enc]
         if not self.shared:
@@ -110,8 +117,8 @@ class LookaheadAffinity:
         """Every `every` steps, and at the last step of a job too short for any."""
         return step % self.every == 0 or (step == self.total_steps and not self.steps)
 
-    def _loss(self, task: str, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        x, y = self.probes[task]
+    def _loss(self, task: str, params: dict[str, torch.Tensor] | None = None, step: bool = False) -> torch.Tensor:
+        x, y = (self.step_probes if step else self.probes)[task]
         with self.compute.autocast():
             out = self.model(x, task, y) if params is None else functional_call(self.model, params, (x, task, y))
         assert out.loss is not None
@@ -119,7 +126,8 @@ class LookaheadAffinity:
 
     def measure(self, step: int, lr: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
         """One lookahead of every task onto every task at `step` with rate `lr`: the step `optimizer` (Adam's) would
-        take on that task's gradient alone; adds the losses to the job's sums and returns this measurement's Z."""
+        take on that task's step-batch gradient alone, losses read on the probe batches; adds the losses to the job's
+        sums and returns this measurement's Z."""
         t0 = time.perf_counter()
         lr = self.settings.lookahead_lr or lr
         was_training = self.model.training
@@ -132,7 +140,7 @@ class LookaheadAffinity:
             tensors = [p for _, p in self.shared]
             adam = _adam_steps(optimizer, tensors)
             for i, src in enumerate(self.tasks):
-                grads = torch.autograd.grad(self._loss(src), tensors, allow_unused=True)
+                grads = torch.autograd.grad(self._loss(src, step=True), tensors, allow_unused=True)
                 stepped = {
                     n: (p if g is None else p.detach() - lr * (g.sign() if a is None else a[1] * g / a[0]))
                     for n, p, g, a in zip(names, tensors, grads, adam, strict=True)
