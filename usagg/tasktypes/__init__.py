@@ -35,6 +35,7 @@ __all__ = [
     "default_metric",
     "find_task_type",
     "get_task_type",
+    "metric_bounds",
     "metric_direction",
     "metric_unit",
     "register_task_type",
@@ -150,6 +151,12 @@ def metric_direction(name: str) -> bool | None:
     """Whether higher is better for a metric of any registered type, per-class variants included; None if unknown."""
     m = _metric(name)
     return None if m is None else m.higher_is_better
+
+
+def metric_bounds(name: str) -> tuple[float | None, float | None]:
+    """The lowest and highest value a metric can take (None: unbounded or unknown), per-class variants included."""
+    m = _metric(name)
+    return (None, None) if m is None else (m.lower, m.upper)
 
 
 def metric_unit(name: str) -> str | None:

@@ -42,11 +42,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric a type reports: its name, direction and unit (shown on axes and in tables)."""
+    """A metric a type reports: its name, direction, unit (shown on axes and in tables) and the values it can take
+    (None: unbounded on that side), which bound a relative change versus TS (usagg/analysis/advise.py)."""
 
     name: str
     higher_is_better: bool
     unit: str | None = None
+    lower: float | None = None
+    upper: float | None = None
 
 
 class RowError(Exception):

@@ -35,11 +35,11 @@ class Classification(TaskType):
     target_geometry = "label"
     order = 20
     metrics = (
-        Metric("AUC", True),
-        Metric("ACC", True),
-        Metric("F1_macro", True),
-        Metric("F1_weighted", True),
-        Metric("MCC", True),
+        Metric("AUC", True, lower=0.0, upper=1.0),
+        Metric("ACC", True, lower=0.0, upper=1.0),
+        Metric("F1_macro", True, lower=0.0, upper=1.0),
+        Metric("F1_weighted", True, lower=0.0, upper=1.0),
+        Metric("MCC", True, lower=-1.0, upper=1.0),
     )
     num_classes_meaning = "classes"
     prediction_file = "classification_predictions.json"

@@ -33,7 +33,7 @@ class Detection(TaskType):
     name = "detection"
     target_geometry = "boxes"
     order = 30
-    metrics = (Metric("IoU", True),)
+    metrics = (Metric("IoU", True, lower=0.0, upper=1.0),)
     num_classes_meaning = "1 (one box per image)"
     prediction_file = "detection_predictions.json"
     prediction_keys = ("image_path", "task_id", "bbox_normalized", "bbox_pixels")

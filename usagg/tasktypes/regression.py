@@ -39,7 +39,7 @@ class Regression(TaskType):
     target_geometry = "points"
     csv_name = "Regression"  # as the challenge's files spell it
     order = 40
-    metrics = (Metric("MRE", False, "px"),)
+    metrics = (Metric("MRE", False, "px", lower=0.0),)
     num_classes_meaning = "number of keypoints"
     prediction_file = "regression_predictions.json"
     prediction_keys = ("image_path", "task_id", "predicted_points_normalized", "predicted_points_pixels")

@@ -40,7 +40,7 @@ class Segmentation(TaskType):
     name = "segmentation"
     target_geometry = "mask"
     order = 10
-    metrics = (Metric("DSC", True), Metric("HD", False, "px"))
+    metrics = (Metric("DSC", True, lower=0.0, upper=1.0), Metric("HD", False, "px", lower=0.0))
     num_classes_meaning = "classes including the background"
     prediction_file = "segmentation_index.json"
     prediction_keys = ("image_path", "task_id", "mask_path")
