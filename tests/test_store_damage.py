@@ -159,9 +159,9 @@ def test_store_file_names_are_spelled_only_in_store_py() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.name}:{node.lineno} {node.value}")
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
-                if node.right.value in ("slurm", "tensorboard"):
-                    found.append(f"{path.name}:{node.lineno} / {node.right.value!r}")
+            right = node.right if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) else None
+            if isinstance(right, ast.Constant) and right.value in ("slurm", "tensorboard"):
+                found.append(f"{path.name}:{node.lineno} / {right.value!r}")
     assert found == []
 
 
