@@ -15,7 +15,7 @@ from cli_run import run_cli
 
 from usagg.errors import SpecError
 from usagg.plan import Job, plan
-from usagg.spec.load import MAX_YAML_BYTES, MAX_YAML_NODES, load_study, parse_yaml_text, read_yaml
+from usagg.spec.load import MAX_YAML_BYTES, MAX_YAML_NODES, dump_study, load_study, parse_yaml_text, read_yaml
 from usagg.spec.models import Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,3 +221,13 @@ def test_an_unresolved_catalog_is_not_a_half_checked_study() -> None:
     raw = {"name": "s", "data": {"synthetic": {}}, "tasks_from": {"catalog": "synthetic"}}
     with pytest.raises(ValueError, match="tasks_from is resolved while loading"):
         Study.model_validate(raw)
+
+
+def test_the_default_baseline_may_be_absent_and_a_dumped_study_reloads(tmp_path: Path) -> None:
+    """TS (the default baseline) need not run; a dumped study (baseline written out) loads back equal."""
+    study = load_study(DEMO, ["paradigms=[AU, CG]"])
+    again = tmp_path / "study.yaml"
+    again.write_text(dump_study(study))
+    assert load_study(again) == study
+    with pytest.raises(SpecError, match=r"analysis\.baseline 'AU' is not among the paradigms"):
+        load_study(DEMO, ["paradigms=[TS, CG]", "analysis.baseline=AU"])

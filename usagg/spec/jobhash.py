@@ -30,6 +30,20 @@ RULES: dict[str, str] = {
     "measuring": "only in jobs that measure inter-task affinity (they write affinity.json)",
 }
 
+#: The rule in a few words, for the "job id" column of docs/spec.md (usagg/spec/reference.py).
+LABELS: dict[str, str] = {
+    "yes": "yes",
+    "no": "no",
+    "job": "the job's own",
+    "moe_jobs": "MoE jobs",
+    "multi_task": "multi-task jobs",
+    "temperature": "with temperature sampling",
+    "train_split": "with test_split train",
+    "content": "by file content",
+    "per_task": "the job's tasks",
+    "measuring": "affinity jobs",
+}
+
 
 @dataclass(frozen=True)
 class JobHash:
@@ -51,4 +65,4 @@ def job_hash_rule(field: FieldInfo) -> JobHash | None:
     return found[-1] if found else None
 
 
-__all__ = ["IN_HASH", "JOB_OWN", "NOT_IN_HASH", "RULES", "JobHash", "job_hash_rule"]
+__all__ = ["IN_HASH", "JOB_OWN", "LABELS", "NOT_IN_HASH", "RULES", "JobHash", "job_hash_rule"]

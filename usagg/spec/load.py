@@ -13,8 +13,7 @@ import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,7 +22,7 @@ from usagg import __version__
 from usagg.errors import SpecError
 from usagg.names import suggest
 from usagg.registry import load_plugins
-from usagg.spec.models import CatalogRef, Study, TaskSpec
+from usagg.spec.models import CatalogRef, Study, TaskSpec, type_arms
 
 __all__ = [
     "dump_study",
@@ -38,18 +37,9 @@ __all__ = [
 # --------------------------------------------------------------------------- walking the model types
 
 
-def _arms(ann: Any) -> list[Any]:
-    """The alternatives of an annotation, Annotated and None stripped."""
-    while get_origin(ann) is Annotated:
-        ann = get_args(ann)[0]
-    if get_origin(ann) in (Union, UnionType):
-        return [a for arm in get_args(ann) if arm is not type(None) for a in _arms(arm)]
-    return [ann]
-
-
 def container(ann: Any) -> tuple[str, Any]:
     """What an annotation holds: ("model", cls), ("list", item type), ("dict", value type) or ("value", None)."""
-    arms = _arms(ann)
+    arms = type_arms(ann)
     for arm in arms:
         if isinstance(arm, type) and issubclass(arm, BaseModel):
             return "model", arm

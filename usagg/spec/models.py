@@ -896,7 +896,8 @@ class Study(Strict):
         default_factory=TrackingSpec, description="Experiment trackers fed while jobs run; never changes a job id."
     )
     analysis: Annotated[AnalysisSpec, JobHash("measuring")] = Field(
-        default_factory=AnalysisSpec, description="What the analysis emphasises; never changes a job id."
+        default_factory=AnalysisSpec,
+        description="What the analysis emphasises; changes no job id but, in a job measuring affinity, `affinity`'s.",
     )
 
     @model_validator(mode="before")
@@ -1030,8 +1031,8 @@ class Study(Strict):
                     f"paradigms: {name}: groups {groups} exceeds the study's {len(self.tasks)} tasks (a group needs "
                     f"a task); use at most {len(self.tasks)}, or leave groups out for the number of clinical groups"
                 )
-        baseline = self.analysis.baseline
-        if "baseline" in self.analysis.model_fields_set and baseline not in self.paradigms:
+        baseline = self.analysis.baseline  # TS, the default, may be absent: a study can run its other paradigms alone
+        if baseline != AnalysisSpec.model_fields["baseline"].default and baseline not in self.paradigms:
             return (
                 f"analysis.baseline {baseline!r} is not among the paradigms the study runs "
                 f"({', '.join(self.paradigms)}): Δ is measured against the baseline's jobs; add {baseline} to "
