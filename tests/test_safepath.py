@@ -317,3 +317,21 @@ def test_a_job_id_in_the_plan_cannot_read_outside_the_store(tmp_path: Path) -> N
     (store / "plan.json").write_text(json.dumps([record]))
     with pytest.raises(UnsafePath, match=r"plan\.json, job id: '\.\./\.\./outside' is not a single file name"):
         load_study_affinity(store)
+
+
+@pytest.mark.slow
+def test_report_sends_nothing_to_the_mlflow_uri_a_store_names_unless_asked(
+    store: Path, cache: Path, tmp_path: Path
+) -> None:
+    """The stored study's tracking URI decides where the report goes: a received store is data, so `usagg report`
+    only names it; `--mlflow` is the user's instruction to write there."""
+    db = tmp_path / "elsewhere" / "mlflow.db"
+    db.parent.mkdir()
+    _set_stored(store, "tracking.mlflow", {"uri": f"sqlite:///{db}"})
+    res = CliRunner().invoke(app, ["report", str(store), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert f"not logged to MLflow: {store / 'study.yaml'} names the tracking URI 'sqlite:///{db}'" in res.output
+    assert not db.exists() and not (store / "mlflow.json").exists()
+    res = CliRunner().invoke(app, ["report", str(store), "--out", str(tmp_path / "rep"), "--mlflow"])
+    assert res.exit_code == 0, res.output
+    assert f"logged {tmp_path / 'rep'} to MLflow ('sqlite:///{db}')" in res.output and db.is_file()

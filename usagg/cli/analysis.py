@@ -199,6 +199,12 @@ def report_cmd(
     baseline: str | None = _BASELINE,
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
+    mlflow: bool = typer.Option(
+        False,
+        "--mlflow",
+        help="Attach the report to the study's MLflow run, at the tracking URI the run store's study.yaml names "
+        "(a run store is data: its URI is never written to without this flag).",
+    ),
 ) -> None:
     """report.md and a self-contained report.html with every table, figure and statistic, plus tables/*.tex, *.csv.
 
@@ -213,11 +219,13 @@ def report_cmd(
     for path in write_report(a, folder, render=memoised.render_all):
         typer.echo(f"wrote {path}")
     if a.inp.run_dir is not None:
-        _log_to_tracker(Path(a.inp.run_dir), a.inp.study, folder)
+        _log_to_tracker(Path(a.inp.run_dir), a.inp.study, folder, mlflow)
 
 
-def _log_to_tracker(run_dir: Path, study: str, folder: Path) -> None:
-    """Attach the report to the study's MLflow run when the spec as run asks for MLflow (usagg/tracking.py)."""
+def _log_to_tracker(run_dir: Path, study: str, folder: Path, opted_in: bool) -> None:
+    """Attach the report to the study's MLflow run (usagg/tracking.py) when the spec as run tracks there and the
+    user asked with --mlflow: the URI comes from the run store, which may have been received from elsewhere, so
+    without the flag it is only named (a server would receive the report, a sqlite path would be created)."""
     from pydantic import ValidationError
 
     from usagg.spec.models import TrackingSpec
@@ -232,8 +240,14 @@ def _log_to_tracker(run_dir: Path, study: str, folder: Path) -> None:
     except ValidationError as err:
         typer.echo(f"warning: tracking section of {run_dir / 'study.yaml'} not usable ({err.errors()[0]['msg']})")
         return
+    if tracking.mlflow is not None and not opted_in:
+        typer.echo(
+            f"not logged to MLflow: {run_dir / 'study.yaml'} names the tracking URI {tracking.mlflow.uri!r}; "
+            "`usagg report --mlflow` attaches the report there"
+        )
+        return
     if log_report(tracking, study, run_dir, folder):
-        typer.echo(f"logged {folder} to MLflow ({tracking.mlflow.uri if tracking.mlflow else ''})")
+        typer.echo(f"logged {folder} to MLflow ({tracking.mlflow.uri if tracking.mlflow else ''!r})")
 
 
 def register(app: typer.Typer) -> None:
