@@ -128,10 +128,13 @@ def _print_advice(adv: Advice) -> None:
     from rich.markup import escape
     from rich.table import Table as RichTable
 
+    from usagg.cli.display import print_table
+
     others = adv.paradigms[1:]
     title = f"Advice per task (fraction {adv.fraction:g}, seeds averaged)"
     shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    shown.add_column("Task", overflow="fold", min_width=12)  # the type is in csv and markdown: room for numbers
+    # the type is in csv and markdown: room for numbers; the id whole, numbers fold first
+    shown.add_column("Task", overflow="fold", min_width=12, no_wrap=True)
     for col in ("n_train", "Advice", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO"):
         shown.add_column(escape(col), justify="left" if col in ("Advice", "Best", "LOTO") else "right", no_wrap=True)
     for r in adv.rows:
@@ -149,7 +152,7 @@ def _print_advice(adv: Advice) -> None:
         ]
         shown.add_row(*(escape(c) for c in row))
     console = Console()
-    console.print(shown)
+    print_table(console, shown)
     console.print(
         "Δ % ± sd: predicted for the advised paradigm; Δ<paradigm> %: measured; Best: the best measured; "
         "LOTO: the advice with the task held out (✓ when it is the best measured).",

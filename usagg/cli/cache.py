@@ -38,19 +38,20 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
     from rich.table import Table
 
     from usagg.cachedir import KINDS, cache_root, entries
+    from usagg.cli.display import print_table
 
     root = cache_root(cache_dir)
     now = time.time()
     table = Table(title=escape(f"cache {root}"))
     for col in ("kind", "entries", "size", "least recently used", "most recently used"):
-        table.add_column(col, justify="left" if col == "kind" else "right")
+        table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=col == "kind")
     found = entries(root) if root.is_dir() else []
     for kind in KINDS:
         es = [e for e in found if e.kind == kind]
         ages = [_age(now - e.last_used) + " ago" for e in (es[0], es[-1])] if es else ["-", "-"]
         table.add_row(kind, str(len(es)), _human(sum(e.size for e in es)), *ages)
     table.add_row("total", str(len(found)), _human(sum(e.size for e in found)), "", "", style="bold")
-    Console().print(table)
+    print_table(Console(), table)
 
 
 def prune(

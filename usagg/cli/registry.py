@@ -77,6 +77,8 @@ def registry(
     from rich.console import Console
     from rich.table import Table
 
+    from usagg.cli.display import print_table
+
     console = Console()
     for k, (cols, rows) in tables.items():
         table = Table(title=k)
@@ -84,7 +86,7 @@ def registry(
             table.add_column(c, no_wrap=i == 0, overflow="fold")  # the name whole; nothing cut off
         for row in rows:
             table.add_row(*row)
-        console.print(table)
+        print_table(console, table)
 
 
 def register(app: typer.Typer) -> None:

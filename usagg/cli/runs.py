@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from usagg.cli.display import duration_text, make_display
+from usagg.cli.display import duration_text, make_display, print_table
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=escape(title), show_lines=False)
-    table.add_column("job", overflow="fold")
+    table.add_column("job", overflow="fold", no_wrap=True)  # the id whole, so a log can be searched for it
     for col in ("state", "duration", "primary metrics"):
         table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
     for jid in job_ids:
@@ -252,7 +252,8 @@ def run(
         console.print(f"[yellow]{w.paradigm} not planned[/]: it waits for {states}")
     result = job_run.finish()
     _print_repairs(console, store)
-    say(_summary_table(store, list(result.states), f"{study.name}: {store.root}"))
+    if not quiet:
+        print_table(console, _summary_table(store, list(result.states), f"{study.name}: {store.root}"))
     console.print(f"results: {result.results_csv}")
     if result.failed:
         console.print(f"[bold red]{len(result.failed)} job(s) failed[/]; see jobs/<id>/error.txt under {store.root}")
@@ -312,7 +313,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
         title=f"dry run: {len(job_run.todo)} of {len(jobs)} job(s) would run (store {escape(str(store.root))})"
     )
     for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "job")
     for j in jobs:
         tasks = ", ".join(j.task_ids)
         table.add_row(
@@ -325,7 +326,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
         )
     for w in job_run.waiting:
         table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "yes", "waiting", "")
-    console.print(table)
+    print_table(console, table)
 
 
 def status(
@@ -344,7 +345,7 @@ def status(
         typer.echo(json.dumps(_status_rows(store, ids), indent=1))
         return
     console = Console()
-    console.print(_summary_table(store, ids, f"{store.root}"))
+    print_table(console, _summary_table(store, ids, f"{store.root}"))
     _print_repairs(console, store)
     counts = Counter(store.display_state(jid) for jid in ids)
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

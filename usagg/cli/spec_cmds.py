@@ -16,6 +16,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from usagg.cli.display import print_table
+
 if TYPE_CHECKING:
     from usagg.plan import Job
     from usagg.spec.models import Study
@@ -157,7 +159,7 @@ def plan_cmd(
         )
         for j in jobs
     ]
-    table.add_column("id", overflow="fold", ratio=3)  # ids and task lists fold, the short columns never shrink
+    table.add_column("id", no_wrap=True, overflow="fold", ratio=3)  # an id folds only past the width, then tasks
     table.add_column("paradigm", no_wrap=True)
     table.add_column("tasks", overflow="fold", ratio=2)
     for col in ("fraction", "seed", "state"):
@@ -166,7 +168,7 @@ def plan_cmd(
         table.add_row(*row)
     for w in planned.waiting:
         table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "", "", "waiting")
-    Console().print(table)
+    print_table(Console(), table)
 
 
 def schema(

@@ -60,6 +60,7 @@ def synth(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from usagg.cli.display import print_table
     from usagg.data.synth.generate import resolve_tasks, split_size
     from usagg.data.synth.tasks import TASKS
     from usagg.spec.models import SynthSpec
@@ -95,11 +96,11 @@ def synth(
             generate_benchmark(out, spec, ids, progress=tick, workers=workers)
         table = Table(title=f"synthetic benchmark in {out}")
         for col in ("task", "type", "group", "train", "val"):
-            table.add_column(col, justify="right" if col in ("train", "val") else "left")
+            table.add_column(col, justify="right" if col in ("train", "val") else "left", no_wrap=col == "task")
         for tid in ids:
             t = TASKS[tid]
             table.add_row(tid, t.type, t.group, str(split_size(spec, tid, "train")), str(spec.val_size))
-        console.print(table)
+        print_table(console, table)
         console.print(f"[green]ok[/]: {total} images, seed {spec.seed}, {spec.image_size} px")
     if preview is not None:
         from usagg.data.synth.preview import render_preview
