@@ -13,7 +13,7 @@ import yaml
 
 from tests.cli_run import run_cli
 from usagg.affinity import Affinity, write_affinity
-from usagg.analysis.advise import CannotAdvise, advice_table, advise, advise_input, ridge_predict
+from usagg.analysis.advise import LOGO, LOTO, CannotAdvise, advice_table, advise, advise_input, ridge_predict
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
@@ -84,7 +84,12 @@ def test_advice_follows_the_designed_size_effect(by_size: Path) -> None:
     assert [r.advised for r in adv.rows] == EXPECTED
     assert [r.best_measured for r in adv.rows] == EXPECTED
     assert [r.loto_advised for r in adv.rows] == EXPECTED
-    assert (adv.hits, adv.n, adv.share) == (12, 12, 1.0)
+    assert (adv.hits, adv.n, adv.share) == ({LOTO: 12, LOGO: 12}, 12, 1.0)
+    assert [r.logo_advised for r in adv.rows] == EXPECTED and adv.beats_trivial
+    # always X is right on X's four tasks; the majority of the other 11 (or 8) tasks is never the held-out one's
+    rules = {r.name: (r.advised, r.hits[LOTO], r.hits[LOGO]) for r in adv.rules}
+    assert [rules[f"always {p}"] for p in ("TS", "CG", "AU")] == [("TS", 4, 4), ("CG", 4, 4), ("AU", 4, 4)]
+    assert rules["majority"] == ("TS", 0, 0)  # a three-way tie on every task goes to TS
     for r in adv.rows:
         assert r.measured["AU"] == pytest.approx(12 - 10 * X[r.task])
         assert r.n_train == pytest.approx(10 ** (2 + X[r.task]), rel=1e-5)  # the CSV keeps 6 digits
@@ -100,7 +105,7 @@ def test_advice_follows_the_designed_size_effect(by_size: Path) -> None:
         rest = [s for j, s in enumerate(adv.rows) if j != i]
         means = {"TS": 0.0, **{p: float(np.mean([s.measured[p] for s in rest])) for p in ("CG", "AU")}}
         hits += max(means, key=lambda p: means[p]) == r.best_measured
-    assert adv.constant_hits == hits < 12
+    assert rules["highest mean Δ"][1] == hits < 12
     notes = " ".join(adv.notes)
     assert "ridge regression" in notes and "log10 n_train" in notes and "No affinity measured" in notes
     assert "Not advised: TSM" in notes and "seeds 0, 1" in notes and "fraction 1" in notes
@@ -110,7 +115,7 @@ def test_advise_takes_any_analysis_baseline(by_size: Path) -> None:
     """advise(a) measures Δ versus TS even when the analysis compared against another paradigm."""
     inp = load_input(None, by_size)
     adv = advise(Analysis(inp, compare(inp, "AU"), []))
-    assert [r.advised for r in adv.rows] == EXPECTED and adv.hits == 12
+    assert [r.advised for r in adv.rows] == EXPECTED and adv.hits[LOTO] == 12
 
 
 def _affinity_store(root: Path) -> Path:
@@ -160,23 +165,28 @@ def test_affinity_tells_the_tasks_apart(tmp_path: Path) -> None:
     expected = ["CG", "TS", "CG", "TS", "CG", "TS", "TS", "CG"]
     assert [r.advised for r in adv.rows] == expected
     assert [r.best_measured for r in adv.rows] == expected
-    assert (adv.hits, adv.n) == (8, 8)
+    assert (adv.hits, adv.n, adv.beats_trivial) == ({LOTO: 8, LOGO: 8}, 8, True)
     assert adv.features["CG"] == ["affinity onto the task from its CG group", "affinity from the task to that group"]
     assert "Affinity: the lookahead affinity of AU-all-f1-s0,AU-all-f1-s1" in " ".join(adv.notes)
     # the same results without the run store: no affinity, n_train and type constant, so an intercept-only model
-    # (mean ΔCG +0.25: CG for all). Held out, each task moves the others' mean against itself: no hit at all.
+    # (mean ΔCG +0.25: CG for all). Held out, each task moves the others' mean against itself: no hit at all, where
+    # always TS is right on half the tasks, so the advice is that rule and says so first.
     blind = advise_input(load_input(None, store / "results.csv"))
     assert blind.features == {"CG": [], "AU": []}
-    assert {r.advised for r in blind.rows} == {"CG"} and blind.rows[0].predicted == pytest.approx(0.25)
-    assert blind.hits == blind.constant_hits == 0
+    assert {r.model_advised for r in blind.rows} == {"CG"} and blind.rows[0].predicted_by["CG"] == pytest.approx(0.25)
+    assert blind.hits[LOTO] == 0 and not blind.beats_trivial and blind.best_rule.name == "always TS"
+    assert {r.advised for r in blind.rows} == {"TS"} and blind.rows[0].predicted == 0.0
+    assert blind.notes[0].startswith("The model does not beat the trivial rule 'always TS'")
     assert "No affinity measured" in " ".join(blind.notes) and "CG: intercept only" in " ".join(blind.notes)
 
 
-def test_simulated_study_beats_the_constant_rule(tmp_path: Path) -> None:
+def test_simulated_study_beats_the_trivial_rules(tmp_path: Path) -> None:
     """On the simulator's 27 tasks (aggregation helps with data, hurts segmentation) size and type carry signal."""
     run_dir = simulate_run_store(tmp_path / "fmc", load_tasks(TASKS))
     adv = advise_input(load_input(run_dir, None))
-    assert adv.n == 27 and adv.hits > adv.constant_hits and adv.mae < adv.constant_mae
+    assert adv.n == 27 and adv.beats_trivial and adv.mae < adv.constant_mae
+    assert all(adv.hits[s] > r.hits[s] for r in adv.rules for s in (LOTO, LOGO))
+    assert adv.notes[0].startswith("The model beats every trivial rule")
     table = advice_table(adv)
     assert table.name == "advice" and len(table.rows) == 27
     assert table.columns[7:9] == ["ΔCG % measured", "ΔAU % measured"]
@@ -188,28 +198,35 @@ def test_cli_formats(
 ) -> None:
     code, text = run_cli(["advise", "--results", str(by_size), "--format", fmt], monkeypatch, capsys)
     assert code == 0, text
-    accuracy = "the advised paradigm is the best measured one for 12 of 12 tasks (100 %)"
+    accuracy = "leave-one-task-out: the model's advice is the best measured paradigm for 12 of 12 tasks (100 %)"
     if fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(text)))
         assert [r["Advice"] for r in rows] == EXPECTED and [r["LOTO hit"] for r in rows] == ["yes"] * 12
+        assert [r["LOGO hit"] for r in rows] == ["yes"] * 12 and [r["Model advice"] for r in rows] == EXPECTED
         assert float(rows[0]["ΔAU % measured"]) == pytest.approx(12.0)
     elif fmt == "json":
         out = json.loads(text)
-        assert out["accuracy"]["hits"] == 12 and out["accuracy"]["share"] == 1.0
+        assert out["beats_trivial"] is True and out["advised_by"] == "model"
+        assert out["accuracy"]["hits"] == out["accuracy"]["logo_hits"] == 12 and out["accuracy"]["share"] == 1.0
+        rules = {r["name"]: r["hits"] for r in out["rules"]}
+        assert rules["always AU"] == {"leave-one-task-out": 4, "leave-one-group-out": 4}
+        assert rules["majority"] == {"leave-one-task-out": 0, "leave-one-group-out": 0}
         assert [t["advised"] for t in out["tasks"]] == EXPECTED
+        assert out["tasks"][0]["delta_bounds"] == [pytest.approx(-100.0), pytest.approx(100 * (1 / 0.6 - 1), rel=1e-4)]
         assert out["model"]["penalty"] == 1.0 and "log10 n_train" in out["model"]["features"]["AU"]
-        assert accuracy in out["accuracy"]["text"]
+        assert accuracy in out["accuracy"]["text"] and out["notes"][0] == out["verdict"]
     elif fmt == "markdown":
-        assert accuracy in text and "leave-one-task-out 12/12 advised = best measured" in text
+        assert accuracy in text and "leave-one-task-out 12/12, leave-one-group-out 12/12 advised = best" in text
         (row,) = [line for line in text.splitlines() if line.startswith("| s0 |")]
         assert row.startswith("| s0 | G0 | segmentation | 100 | AU | +1") and row.endswith(
-            "| -16.0 | +12.0 | AU | AU | yes |"
+            "| -16.0 | +12.0 | AU | AU | AU | yes | AU | yes |"
         )
     else:
-        assert text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
+        verdict = text.index("The model beats every trivial rule")
+        assert verdict < text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
         cells = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()[:2] in X}
         assert [cells[t][1] for t in X] == EXPECTED  # Task n_train Advice ...
-        assert cells["s0"][3:] == ["-16.0", "+12.0", "AU", "AU", "✓"]  # measured ΔCG, ΔAU, best, LOTO advice
+        assert cells["s0"][3:] == ["-16.0", "+12.0", "AU", "AU", "✓", "AU", "✓"]  # ΔCG, ΔAU, best, LOTO, LOGO
 
 
 def _store_csv(tmp_path: Path, deltas: dict[str, dict[str, float]]) -> Path:
@@ -256,3 +273,122 @@ def test_unknown_format_is_refused(
 ) -> None:
     code, text = run_cli(["advise", "--results", str(by_size), "--format", "latex"], monkeypatch, capsys)
     assert code == 2 and "--format 'latex' is not one of table, csv, markdown, json" in text
+
+
+def _catalog_rows(deltas: dict[str, dict[str, float]], n_train: dict[str, float], base: dict[str, float]) -> list[Row]:
+    """The 27 catalog tasks with their own types, groups and primary metrics; two seeds whose mean is exactly the
+    designed Δ (lower-is-better MRE moves the other way)."""
+    rows = []
+    for t in load_tasks(TASKS):
+        tid, ttype, metric = t["id"], t["type"], t["metric"]
+        hib = metric != "MRE"
+        for p, by_task in deltas.items():
+            job = {"TS": tid, "CG": t["group"]}.get(p, "all")
+            value = base[tid] * (1 + by_task[tid] / 100 if hib else 1 - by_task[tid] / 100)
+            for seed, wobble in ((0, 1.01), (1, 0.99)):
+                rows.append(
+                    Row("groups", f"{p}-{job}-f1-s{seed}", p, t["group"], seed, 1.0, tid, ttype, metric,
+                        value * wobble, hib, n_train[tid])
+                )  # fmt: skip
+    return rows
+
+
+def test_a_group_effect_without_task_signal_does_not_beat_the_trivial_rules(tmp_path: Path) -> None:
+    """Δ is a clinical-group effect plus noise, unrelated to size or type: the held-out hits of the model, and of
+    every trivial rule, recomputed here with scikit-learn's ridge; the advice is the best rule and says so first."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    tasks = load_tasks(TASKS)
+    rng = np.random.default_rng(4)
+    effect = {"OB": (6.0, -4.0), "Breast": (-8.0, 3.0), "Lung": (2.0, 5.0), "Cardiovascular": (-5.0, -6.0),
+              "Thyroid": (4.0, -2.0), "Gynaecology": (-3.0, 4.0), "Abdomen": (5.0, 1.0), "Multi-organ": (-2.0, 6.0),
+              "Musculoskeletal": (3.0, -3.0)}  # fmt: skip
+    ids = [t["id"] for t in tasks]
+    group = {t["id"]: t["group"] for t in tasks}
+    n_train = {t: float(round(10 ** rng.uniform(1.8, 3.5))) for t in ids}
+    base = {t["id"]: (20.0 if t["metric"] == "MRE" else 0.7) for t in tasks}
+    deltas = {"TS": {t: 0.0 for t in ids}}
+    for i, p in enumerate(("CG", "AU")):
+        deltas[p] = {t: effect[group[t]][i] + rng.normal(0, 1.0) for t in ids}
+    path = tmp_path / "results.csv"
+    write_results(_catalog_rows(deltas, n_train, base), path)
+    adv = advise_input(load_input(None, path))
+
+    # by hand: the best measured paradigm, the bounds of each Δ, the model's held-out advice, the rules' hits
+    order = ["TS", "CG", "AU"]
+    best = {t: max(order, key=lambda p: (deltas[p][t], -order.index(p))) for t in ids}
+    types = sorted({t["type"] for t in tasks})
+    x = np.asarray(
+        [[np.log10(n_train[t]), *[float(tk["type"] == ty) for ty in types]] for t, tk in zip(ids, tasks, strict=True)]
+    )
+    upper = {t: (100.0 if base[t] == 20.0 else (1 / base[t] - 1) * 100) for t in ids}
+    lower = {t: (-np.inf if base[t] == 20.0 else -100.0) for t in ids}
+
+    def held_out_advice(folds: list[list[str]]) -> dict[str, str]:
+        out = {}
+        for fold in folds:
+            fit = [i for i, t in enumerate(ids) if t not in fold]
+            new = [ids.index(t) for t in fold]
+            pred = {"TS": np.zeros(len(fold))}
+            for p in ("CG", "AU"):
+                model = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+                model.fit(x[fit], [deltas[p][ids[i]] for i in fit])
+                pred[p] = np.clip(model.predict(x[new]), [lower[t] for t in fold], [upper[t] for t in fold])
+            for k, t in enumerate(fold):
+                out[t] = max(order, key=lambda p: (pred[p][k], -order.index(p)))
+        return out
+
+    by_group = [[t for t in ids if group[t] == g] for g in dict.fromkeys(group[t] for t in ids)]
+    schemes = {LOTO: [[t] for t in ids], LOGO: by_group}
+    for scheme, folds in schemes.items():
+        advice = held_out_advice(folds)
+        assert adv.hits[scheme] == sum(advice[t] == best[t] for t in ids)
+        rows_by_task = {r.task: r for r in adv.rows}
+        assert all(
+            (rows_by_task[t].loto_advised if scheme == LOTO else rows_by_task[t].logo_advised) == advice[t] for t in ids
+        )
+        rules = {r.name: r.hits[scheme] for r in adv.rules}
+        for p in order:
+            assert rules[f"always {p}"] == sum(best[t] == p for t in ids)
+        majority = 0
+        for fold in folds:
+            rest = [best[t] for t in ids if t not in fold]
+            pick = max(order, key=lambda p: (rest.count(p), -order.index(p)))
+            majority += sum(best[t] == pick for t in fold)
+        assert rules["majority"] == majority
+    top = max(adv.rules, key=lambda r: (r.hits[LOGO], -adv.rules.index(r)))
+    assert not adv.beats_trivial and adv.best_rule == top
+    assert adv.hits[LOGO] <= top.hits[LOGO]
+    assert {r.advised for r in adv.rows} == {top.advised}
+    assert adv.notes[0].startswith(f"The model does not beat the trivial rule '{top.name}'")
+    assert "the rule" in advice_table(adv).title and adv.to_json()["beats_trivial"] is False
+
+
+def test_predictions_stay_within_what_the_metric_allows(tmp_path: Path) -> None:
+    """A steep fall of Δ with size: unbounded, the ridge extrapolates an IoU below −100 % (an IoU below 0); bounded,
+    no prediction leaves [−100, (1/TS − 1)·100] and the lowest is exactly −100."""
+    logn = {"a": 1.0, "b": 1.1, "c": 1.2, "d": 1.3, "e": 3.0}
+    au = {"a": 40.0, "b": 10.0, "c": -20.0, "d": -50.0, "e": -95.0}
+    rows = []
+    for p, d in (("TS", {t: 0.0 for t in logn}), ("AU", au)):
+        for seed in (0, 1):
+            for t in logn:
+                job = t if p == "TS" else "all"
+                rows.append(
+                    Row("bounded", f"{p}-{job}-f1-s{seed}", p, f"G{t}", seed, 1.0, t, "detection", "IoU",
+                        0.5 * (1 + d[t] / 100), True, 10 ** logn[t])
+                )  # fmt: skip
+    write_results(rows, tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    x = np.asarray([[v] for v in logn.values()])
+    held = [ridge_predict(np.delete(x, i, 0), np.delete(list(au.values()), i), x[[i]])[0] for i in range(5)]
+    assert min(held) < -100  # what the unbounded model says
+    for r in adv.rows:
+        assert r.bounds == (pytest.approx(-100.0), pytest.approx(100.0))  # IoU in [0, 1], TS 0.5
+        for v in (*r.predicted_by.values(), *r.loto_predicted.values()):
+            assert -100.0 <= v <= 100.0
+    assert min(r.loto_predicted["AU"] for r in adv.rows) == -100.0
+    # (n_train goes through the CSV with 6 digits, hence the tolerance)
+    assert [r.loto_predicted["AU"] for r in adv.rows] == pytest.approx([max(-100.0, v) for v in held], abs=1e-3)

@@ -12,13 +12,21 @@ relative change, at the largest fraction the study ran with TS) on
 Features are standardised on the tasks fitted, the intercept is not penalised and the
 penalty is fixed (RIDGE_PENALTY), so nothing is tuned on the tasks it is judged on.
 
+Predictions are bounded to what the metric allows (usagg/tasktypes: `metric_bounds`): a Δ
+of a metric that cannot fall below 0 is at least −100 %, of one that cannot exceed 1 at most
+(1/TS − 1)·100 %, where TS is the task's measured TS mean.
+
 Advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
 uncertainty is the root-mean-square leave-one-task-out (LOTO) error of that paradigm's model.
-Accuracy, reported beside the advice: each task in turn is held out, every paradigm's model is
-fitted on the other tasks and the held-out task advised; the share of tasks where that is the
-best measured paradigm and the mean absolute error of the held-out predictions. A constant rule
-(each paradigm's mean Δ over the other tasks) is scored the same way, so the model's accuracy
-can be read against what knowing nothing about the task gives.
+Accuracy, reported beside the advice, held out two ways: each task in turn (LOTO), and each
+clinical group in turn (leave-one-group-out, LOGO: tasks trained in one model are not
+independent units, so LOTO flatters a model that learns a group from its mates). Every model is
+refitted on the rest and the held-out tasks advised; a hit is the best measured paradigm. The
+trivial rules are scored the same way: always TS, always each modelled paradigm, the majority
+(the paradigm best most often in the training folds) and the highest mean Δ in the training
+folds. The model beats the trivial rules when it has more hits than every rule under every
+scheme; when it does not, the advice says so first and is the best rule (most LOGO hits,
+LOTO where there is one group), the model's predictions shown beside it.
 """
 
 from __future__ import annotations
@@ -29,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from usagg.analysis.delta import SEED_ORDER, Comparison, compare
+from usagg.analysis.delta import SEED_ORDER, Comparison, compare, relative_change
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
+from usagg.tasktypes import metric_bounds
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -48,6 +57,8 @@ RIDGE_PENALTY = 1.0
 MIN_TASKS = 4
 #: Tasks with a measured Δ a paradigm needs to be modelled (two left to fit on when one is held out).
 MIN_FIT = 3
+#: The two ways advice is held out: one task at a time, one clinical group at a time.
+LOTO, LOGO = "leave-one-task-out", "leave-one-group-out"
 
 
 class CannotAdvise(UsaggError):
@@ -56,29 +67,47 @@ class CannotAdvise(UsaggError):
 
 @dataclass(frozen=True)
 class AdviceRow:
-    """One task's advice, the measured Δs it is judged against and its leave-one-task-out advice."""
+    """One task's advice, the measured Δs it is judged against and its held-out advice."""
 
     task: str
     group: str
     type: str
     n_train: float | None
-    advised: str
-    predicted: float  # Δ % of the advised paradigm (0 for TS)
+    advised: str  # the model's advice, or the best trivial rule's when the model does not beat it
+    predicted: float  # the model's Δ % for the advised paradigm (0 for TS)
     sd: float  # LOTO root-mean-square error of the advised paradigm's model (0 for TS)
-    predicted_by: dict[str, float]  # paradigm -> predicted Δ % (TS 0)
+    predicted_by: dict[str, float]  # paradigm -> predicted Δ % (TS 0), within `bounds`
     measured: dict[str, float | None]  # paradigm -> measured Δ % (TS 0; None: not measured)
     best_measured: str | None  # None when some paradigm's Δ was not measured for the task
+    model_advised: str  # the paradigm with the highest predicted Δ
     loto_advised: str
     loto_predicted: dict[str, float]  # paradigm -> Δ % predicted with this task held out (TS 0)
+    logo_advised: str | None  # the advice with the task's clinical group held out; None with one group
+    bounds: tuple[float, float]  # the Δ % the task's metric allows
 
     @property
     def loto_hit(self) -> bool | None:
         return None if self.best_measured is None else self.loto_advised == self.best_measured
 
+    @property
+    def logo_hit(self) -> bool | None:
+        return (
+            None if self.best_measured is None or self.logo_advised is None else self.logo_advised == self.best_measured
+        )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A trivial rule the model must beat: what it advises on every task, and its held-out hits per scheme."""
+
+    name: str  # "always TS", "majority", "highest mean Δ"
+    advised: str  # fitted on every task
+    hits: dict[str, int]  # LOTO / LOGO -> held-out tasks advised their best measured paradigm
+
 
 @dataclass
 class Advice:
-    """Per-task advice with the model's description and its leave-one-task-out accuracy."""
+    """Per-task advice with the model's description, its held-out accuracy and the trivial rules beside it."""
 
     study: str
     fraction: float
@@ -87,31 +116,67 @@ class Advice:
     rows: list[AdviceRow]
     features: dict[str, list[str]]  # modelled paradigm -> its features
     rmse: dict[str, float]  # modelled paradigm -> LOTO root-mean-square error of its predicted Δ
-    hits: int  # tasks whose LOTO advice is their best measured paradigm
+    hits: dict[str, int]  # LOTO / LOGO -> tasks whose held-out advice is their best measured paradigm (LOGO: ≥2 groups)
     n: int  # tasks with every paradigm measured (the hit share's denominator)
     mae: float  # mean |LOTO predicted Δ − measured Δ| over every measured (task, paradigm)
     n_errors: int
-    constant_hits: int  # the same for the constant rule (mean Δ of the other tasks)
-    constant_mae: float
+    constant_mae: float  # the same for each paradigm's mean Δ over the other tasks
+    rules: list[Rule]
     notes: list[str]
 
     @property
     def share(self) -> float:
-        return self.hits / self.n if self.n else math.nan
+        return self.hits[LOTO] / self.n if self.n else math.nan
+
+    @property
+    def primary(self) -> str:
+        """The scheme the rules are ranked by: LOGO where the study has several groups, else LOTO."""
+        return LOGO if LOGO in self.hits else LOTO
+
+    @property
+    def best_rule(self) -> Rule:
+        """The trivial rule with the most held-out hits under `primary` (the first listed on a tie)."""
+        return max(self.rules, key=lambda r: (r.hits[self.primary], -self.rules.index(r)))
+
+    @property
+    def beats_trivial(self) -> bool:
+        """More held-out hits than every trivial rule under every scheme."""
+        return self.n > 0 and all(h > max(r.hits[s] for r in self.rules) for s, h in self.hits.items())
+
+    def verdict(self) -> str:
+        """Whether the model beats the trivial rules, said before anything else."""
+        n, best = self.n, self.best_rule
+        if not n:
+            return (
+                f"No task has every paradigm measured, so the model cannot be checked against the trivial rules: "
+                f"the advice is the rule '{best.name}' ({best.advised} for every task)."
+            )
+        scores = "; ".join(
+            f"{s}: model {h}, best rule {max(r.hits[s] for r in self.rules)} of {n}" for s, h in self.hits.items()
+        )
+        if self.beats_trivial:
+            return f"The model beats every trivial rule ({scores}): the advice is the model's."
+        return (
+            f"The model does not beat the trivial rule '{best.name}' ({scores}): the advice is that rule, "
+            f"{best.advised} for every task (the rule with the most {self.primary} hits); the model's own advice and "
+            "predictions are shown beside it."
+        )
 
     def accuracy_text(self) -> str:
         """The accuracy line printed beside the advice."""
         if not self.n:
             hit = "no task has every paradigm measured, so no advice could be checked"
         else:
-            hit = (
-                f"the advised paradigm is the best measured one for {self.hits} of {self.n} tasks "
-                f"({100 * self.share:.0f} %)"
+            hit = "; ".join(
+                f"{s}: the model's advice is the best measured paradigm for {h} of {self.n} tasks "
+                f"({100 * h / self.n:.0f} %)"
+                for s, h in self.hits.items()
             )
+        rules = ", ".join(f"{r.name} {'/'.join(str(r.hits[s]) for s in self.hits)}" for r in self.rules)
         return (
-            f"Leave-one-task-out accuracy: {hit}; mean absolute error of the predicted Δ {self.mae:.1f} points "
-            f"({self.n_errors} task–paradigm pairs). A constant rule (each paradigm's mean Δ over the other tasks) "
-            f"gets {self.constant_hits} of {self.n} and {self.constant_mae:.1f} points."
+            f"Held-out accuracy: {hit}. Trivial rules ({'/'.join(self.hits)} hits): {rules}. Mean absolute error of "
+            f"the LOTO predicted Δ {self.mae:.1f} points ({self.n_errors} task–paradigm pairs; each paradigm's mean Δ "
+            f"over the other tasks: {self.constant_mae:.1f})."
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -125,6 +190,9 @@ class Advice:
             "fraction": self.fraction,
             "seeds": self.seeds,
             "paradigms": self.paradigms,
+            "beats_trivial": self.beats_trivial,
+            "verdict": self.verdict(),
+            "advised_by": "model" if self.beats_trivial else f"rule: {self.best_rule.name}",
             "model": {
                 "kind": "ridge regression per paradigm across tasks, standardised features, unpenalised intercept",
                 "penalty": RIDGE_PENALTY,
@@ -132,16 +200,17 @@ class Advice:
                 "loto_rmse": {p: num(v) for p, v in self.rmse.items()},
             },
             "accuracy": {
-                "method": "leave-one-task-out",
-                "hits": self.hits,
+                "schemes": list(self.hits),
+                "hits": self.hits[LOTO],
+                "logo_hits": self.hits.get(LOGO),
                 "n": self.n,
                 "share": num(self.share),
                 "mae": num(self.mae),
                 "n_errors": self.n_errors,
-                "constant_hits": self.constant_hits,
                 "constant_mae": num(self.constant_mae),
                 "text": self.accuracy_text(),
             },
+            "rules": [{"name": r.name, "advised": r.advised, "hits": r.hits} for r in self.rules],
             "tasks": [
                 {
                     "task": r.task,
@@ -149,14 +218,18 @@ class Advice:
                     "type": r.type,
                     "n_train": num(r.n_train),
                     "advised": r.advised,
+                    "model_advised": r.model_advised,
                     "predicted_delta": r.predicted,
                     "sd": r.sd,
                     "predicted_by": r.predicted_by,
+                    "delta_bounds": [num(b) for b in r.bounds],
                     "measured": {p: num(v) for p, v in r.measured.items()},
                     "best_measured": r.best_measured,
                     "loto_advised": r.loto_advised,
                     "loto_predicted": r.loto_predicted,
                     "loto_hit": r.loto_hit,
+                    "logo_advised": r.logo_advised,
+                    "logo_hit": r.logo_hit,
                 }
                 for r in self.rows
             ],
@@ -248,6 +321,7 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
 def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[str]:
     """What the advice rests on: the data it uses, the model, and where affinity came from."""
     out = [
+        adv.verdict(),
         f"Δ versus {BASELINE}: {SEED_ORDER} (seeds {', '.join(map(str, adv.seeds))}), at fraction "
         f"{frac_label(adv.fraction)}, the largest the study ran {BASELINE} at"
         + (f" (of {', '.join(frac_label(f) for f in comp.fractions)})" if len(comp.fractions) > 1 else "")
@@ -257,9 +331,15 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
         + "; ".join(f"{p}: {', '.join(names) or 'intercept only'}" for p, names in adv.features.items())
         + " (a feature constant across tasks is left out)"
         + ".",
-        f"Advice: the paradigm with the highest predicted Δ ({BASELINE} on a tie); sd: the root-mean-square "
+        "Predicted Δ bounded to what each task's metric allows (no lower than −100 % for a metric that cannot "
+        f"fall below 0, no higher than (1/{BASELINE} − 1)·100 % for one that cannot exceed 1).",
+        f"Model advice: the paradigm with the highest predicted Δ ({BASELINE} on a tie); sd: the root-mean-square "
         f"leave-one-task-out error of that paradigm's model ({BASELINE}: 0). The advice is fitted on every task; "
-        "the accuracy holds each task out in turn.",
+        "the accuracy holds each task out in turn, then each clinical group (tasks of a group share models, so "
+        "they are not independent units). Trivial rules scored the same way: always "
+        + ", always ".join(adv.paradigms)
+        + ", the majority (the paradigm best most often in the training folds) and the highest mean Δ in the "
+        "training folds.",
         adv.accuracy_text(),
     ]
     if aff is None:
@@ -350,12 +430,91 @@ def ridge_predict(
 
 
 def _argmax(pred: dict[str, float]) -> str:
-    """The paradigm with the highest Δ; TS (listed first) wins a tie, as training alone costs least."""
+    """The paradigm with the highest Δ; TS (listed first) wins a tie, as training alone costs least. NaN (no model
+    for that fold) is never chosen."""
     best = BASELINE
     for p, v in pred.items():
         if v > pred[best]:
             best = p
     return best
+
+
+def delta_bounds(comp: Comparison, fraction: float, task: str) -> tuple[float, float]:
+    """The Δ % the task's primary metric allows against its measured TS mean (metric_bounds of the registry)."""
+    info = comp.info(task)
+    base = comp.cells[(fraction, task, BASELINE)].mean
+    lo, hi = metric_bounds(info.metric)
+    ends = [relative_change(v, base, info.higher_is_better).value if v is not None else None for v in (lo, hi)]
+    if not info.higher_is_better:  # a lower value is a gain: the metric's upper end is the lowest Δ
+        ends.reverse()
+    low, high = (e if e is not None else s * math.inf for e, s in zip(ends, (-1, 1), strict=True))
+    return low, high
+
+
+def _folds(tasks: list[str], comp: Comparison) -> dict[str, list[list[str]]]:
+    """LOTO: one task per fold; LOGO: one clinical group per fold, where there are at least two groups."""
+    out = {LOTO: [[t] for t in tasks]}
+    groups: dict[str, list[str]] = {}
+    for t in tasks:
+        groups.setdefault(comp.info(t).group, []).append(t)
+    if len(groups) > 1:
+        out[LOGO] = list(groups.values())
+    return out
+
+
+def _predict(
+    x: np.ndarray,
+    y: dict[str, float],
+    tasks: list[str],
+    fit: list[str],
+    new: list[str],
+    bounds: dict[str, tuple[float, float]],
+) -> dict[str, float]:
+    """The `new` tasks predicted by the model fitted on the measured `fit` tasks (NaN when none), bounded."""
+    if not fit:
+        return {t: math.nan for t in new}
+    idx = {t: i for i, t in enumerate(tasks)}
+    pred = ridge_predict(x[[idx[t] for t in fit]], np.asarray([y[t] for t in fit]), x[[idx[t] for t in new]])
+    return {t: float(np.clip(v, *bounds[t])) for t, v in zip(new, pred, strict=True)}
+
+
+def _held_out(
+    x: np.ndarray, y: dict[str, float], tasks: list[str], folds: list[list[str]], bounds: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Each fold's tasks predicted by the model fitted on the measured tasks outside it."""
+    out: dict[str, float] = {}
+    for fold in folds:
+        out |= _predict(x, y, tasks, [t for t in tasks if t in y and t not in fold], fold, bounds)
+    return out
+
+
+def _rules(
+    folds: dict[str, list[list[str]]], best: dict[str, str | None], measured: dict[str, dict[str, float]]
+) -> list[Rule]:
+    """Always TS, always each modelled paradigm, the majority and the highest mean Δ, each held out like the model."""
+    choices = [BASELINE, *measured]
+
+    def majority(train: list[str]) -> str:
+        counts = [sum(best[t] == p for t in train) for p in choices]
+        return choices[counts.index(max(counts))]  # the first listed on a tie (TS first)
+
+    def highest_mean(train: list[str]) -> str:
+        means = {p: float(np.mean([v for t, v in measured[p].items() if t in train] or [math.nan])) for p in measured}
+        return _argmax({BASELINE: 0.0, **means})
+
+    fitted: dict[str, Any] = {f"always {p}": (lambda _t, p=p: p) for p in choices}
+    fitted |= {"majority": majority, "highest mean Δ": highest_mean}
+    everything = [t for t in best if best[t] is not None]
+    rules = []
+    for name, rule in fitted.items():
+        hits = {}
+        for scheme, fs in folds.items():
+            hits[scheme] = 0
+            for fold in fs:
+                advice = rule([t for t in everything if t not in fold])
+                hits[scheme] += sum(best[t] == advice for t in fold if best[t] is not None)
+        rules.append(Rule(name, rule(list(best)), hits))
+    return rules
 
 
 def _fit_and_score(
@@ -368,98 +527,83 @@ def _fit_and_score(
     design: dict[str, np.ndarray],
     features: dict[str, list[str]],
 ) -> Advice:
-    """Full-data predictions (the advice) and leave-one-task-out predictions (its accuracy) of every paradigm's
-    model; `measured`: paradigm -> task -> Δ, only the tasks with one."""
+    """Full-data predictions (the model's advice), held-out predictions by task and by group (its accuracy), and the
+    trivial rules scored the same way; `measured`: paradigm -> task -> Δ, only the tasks with one."""
     modelled = list(measured)
-    idx = {t: i for i, t in enumerate(tasks)}
-    have = {p: [t for t in tasks if t in measured[p]] for p in modelled}
-    y = {p: np.asarray([measured[p][t] for t in have[p]], dtype=float) for p in modelled}
-    full: dict[str, np.ndarray] = {}
-    loto: dict[str, np.ndarray] = {}
-    const: dict[str, np.ndarray] = {}
+    bounds = {t: delta_bounds(comp, fraction, t) for t in tasks}
+    folds = _folds(tasks, comp)
+    full = {p: _predict(design[p], measured[p], tasks, [t for t in tasks if t in measured[p]], tasks, bounds)
+            for p in modelled}  # fmt: skip
+    held = {s: {p: _held_out(design[p], measured[p], tasks, fs, bounds) for p in modelled} for s, fs in folds.items()}
+    rmse, errors, const_errors = {}, [], []
     for p in modelled:
-        x = design[p]
-        rows = [idx[t] for t in have[p]]
-        full[p] = ridge_predict(x[rows], y[p], x)
-        loto[p], const[p] = np.empty(len(tasks)), np.empty(len(tasks))
-        for i, t in enumerate(tasks):
-            keep = [k for k, s in enumerate(have[p]) if s != t]
-            loto[p][i] = ridge_predict(x[[rows[k] for k in keep]], y[p][keep], x[[i]])[0]
-            const[p][i] = float(y[p][keep].mean())
-    rmse = {}
-    errors, const_errors = [], []
-    for p in modelled:
-        res = [loto[p][idx[t]] - measured[p][t] for t in have[p]]
+        res = [held[LOTO][p][t] - v for t, v in measured[p].items()]
         rmse[p] = float(np.sqrt(np.mean(np.square(res))))
         errors += [abs(r) for r in res]
-        const_errors += [abs(const[p][idx[t]] - measured[p][t]) for t in have[p]]
-    out: list[AdviceRow] = []
-    hits = n = constant_hits = 0
-    for i, t in enumerate(tasks):
-        pred = {BASELINE: 0.0, **{p: float(full[p][i]) for p in modelled}}
-        held = {BASELINE: 0.0, **{p: float(loto[p][i]) for p in modelled}}
-        meas: dict[str, float | None] = {BASELINE: 0.0, **{p: measured[p].get(t) for p in modelled}}
+        const_errors += [
+            abs(np.mean([w for u, w in measured[p].items() if u != t]) - v) for t, v in measured[p].items()
+        ]
+    best: dict[str, str | None] = {}
+    for t in tasks:
         complete = all(t in measured[p] for p in modelled)
-        best = _argmax({BASELINE: 0.0, **{p: measured[p][t] for p in modelled}}) if complete else None
-        advised, loto_advised = _argmax(pred), _argmax(held)
-        if best is not None:
-            n += 1
-            hits += loto_advised == best
-            constant_hits += _argmax({BASELINE: 0.0, **{p: float(const[p][i]) for p in modelled}}) == best
+        best[t] = _argmax({BASELINE: 0.0, **{p: measured[p][t] for p in modelled}}) if complete else None
+    rules = _rules(folds, best, measured)
+    advised_by = {s: {t: _argmax({BASELINE: 0.0, **{p: held[s][p][t] for p in modelled}}) for t in tasks} for s in held}
+    hits = {s: sum(best[t] is not None and a[t] == best[t] for t in tasks) for s, a in advised_by.items()}
+    adv = Advice(
+        study=study, fraction=fraction, seeds=seeds, paradigms=[BASELINE, *modelled], rows=[], features=features,
+        rmse=rmse, hits=hits, n=sum(b is not None for b in best.values()), mae=float(np.mean(errors)),
+        n_errors=len(errors), constant_mae=float(np.mean(const_errors)), rules=rules, notes=[],
+    )  # fmt: skip
+    rule = None if adv.beats_trivial else adv.best_rule.advised
+    for t in tasks:
+        pred = {BASELINE: 0.0, **{p: full[p][t] for p in modelled}}
+        model = _argmax(pred)
+        advised = rule or model
         info = comp.info(t)
-        n_train = comp.n_train.get((fraction, t))
-        out.append(
+        adv.rows.append(
             AdviceRow(
                 task=t,
                 group=info.group,
                 type=info.type,
-                n_train=n_train,
+                n_train=comp.n_train.get((fraction, t)),
                 advised=advised,
                 predicted=pred[advised],
                 sd=rmse.get(advised, 0.0),
                 predicted_by=pred,
-                measured=meas,
-                best_measured=best,
-                loto_advised=loto_advised,
-                loto_predicted=held,
+                measured={BASELINE: 0.0, **{p: measured[p].get(t) for p in modelled}},
+                best_measured=best[t],
+                model_advised=model,
+                loto_advised=advised_by[LOTO][t],
+                loto_predicted={BASELINE: 0.0, **{p: held[LOTO][p][t] for p in modelled}},
+                logo_advised=advised_by[LOGO][t] if LOGO in advised_by else None,
+                bounds=bounds[t],
             )
         )
-    return Advice(
-        study=study,
-        fraction=fraction,
-        seeds=seeds,
-        paradigms=[BASELINE, *modelled],
-        rows=out,
-        features=features,
-        rmse=rmse,
-        hits=hits,
-        n=n,
-        mae=float(np.mean(errors)),
-        n_errors=len(errors),
-        constant_hits=constant_hits,
-        constant_mae=float(np.mean(const_errors)),
-        notes=[],
-    )
+    return adv
 
 
 def advice_table(adv: Advice) -> Table:
-    """The advice as a table (report, `usagg advise`), the leave-one-task-out accuracy in its title and notes."""
+    """The advice as a table (report, `usagg advise`): whether the model beats the trivial rules first in its title
+    and notes, then the held-out accuracy."""
     others = adv.paradigms[1:]
     cols = [
         "Task", "Group", "Type", "n_train", "Advice", "Δ predicted %", "sd of Δ (LOTO)",
-        *[f"Δ{p} % measured" for p in others], "Best measured", "LOTO advice", "LOTO hit",
+        *[f"Δ{p} % measured" for p in others], "Best measured", "Model advice", "LOTO advice", "LOTO hit",
+        "LOGO advice", "LOGO hit",
     ]  # fmt: skip
+    yes = {True: "yes", False: "no", None: None}
     rows: list[list[Cellv]] = []
     for r in adv.rows:
         n = None if r.n_train is None or math.isnan(r.n_train) else round(r.n_train)
-        hit = None if r.loto_hit is None else ("yes" if r.loto_hit else "no")
         rows.append([
             r.task, r.group, r.type, n, r.advised, r.predicted, r.sd, *[r.measured[p] for p in others],
-            r.best_measured, r.loto_advised, hit,
+            r.best_measured, r.model_advised, r.loto_advised, yes[r.loto_hit], r.logo_advised, yes[r.logo_hit],
         ])  # fmt: skip
-    checked = f"{adv.hits}/{adv.n} advised = best measured" if adv.n else "no task checkable"
-    title = (
-        f"Advice: the paradigm for each task (fraction {frac_label(adv.fraction)}; leave-one-task-out {checked}, "
-        f"MAE {adv.mae:.1f} points)"
-    )
+    if not adv.n:
+        checked = "no task checkable"
+    else:
+        checked = ", ".join(f"{s} {h}/{adv.n}" for s, h in adv.hits.items()) + " advised = best measured"
+    verdict = "the model's" if adv.beats_trivial else f"the rule '{adv.best_rule.name}' (the model does not beat it)"
+    title = f"Advice: the paradigm for each task (fraction {frac_label(adv.fraction)}; {verdict}; model {checked})"
     return Table("advice", title, cols, rows, list(adv.notes))
