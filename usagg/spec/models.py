@@ -154,11 +154,17 @@ class TaskSpec(Strict):
         get_task_type(v)  # ValueError naming the registered types
         return v
 
-    @model_validator(mode="after")
-    def _default_metric(self) -> TaskSpec:
-        if self.metric is None:
-            self.metric = get_task_type(self.type).primary_metric
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, data: Any) -> Any:
+        """No metric given: the type's primary one, filled into the input (validators never rewrite fields)."""
+        if not isinstance(data, dict) or data.get("metric") is not None or not isinstance(data.get("type"), str):
+            return data
+        try:
+            kind = get_task_type(data["type"])
+        except ValueError:
+            return data  # the `type` field's own check names the registered types
+        return {**data, "metric": kind.primary_metric}
 
     @field_validator("num_classes")
     @classmethod
