@@ -95,7 +95,8 @@ def advise_cmd(
 
     Affinity: the measured affinity onto the task from its group under that paradigm, and from it to them.
 
-    Beside the advice, its leave-one-task-out accuracy: best measured paradigm hit rate, error of Δ.
+    First, whether the model beats the trivial rules (always TS, CG, AU, AG; the majority) held out by task and by
+    clinical group; when it does not, the advice is the best rule. Then the hit rates and the error of Δ.
 
     The largest fraction is used, seeds averaged; --format csv, markdown or json for files.
 
@@ -135,12 +136,14 @@ def _print_advice(adv: Advice) -> None:
     shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # the type is in csv and markdown: room for numbers; the id whole, numbers fold first
     shown.add_column("Task", overflow="fold", min_width=12, no_wrap=True)
-    for col in ("n_train", "Advice", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO"):
-        shown.add_column(escape(col), justify="left" if col in ("Advice", "Best", "LOTO") else "right", no_wrap=True)
+    for col in ("n_train", "Advice", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
+        left = col in ("Advice", "Best", "LOTO", "LOGO")
+        shown.add_column(escape(col), justify="left" if left else "right", no_wrap=True)
     for r in adv.rows:
         n = "—" if r.n_train is None or math.isnan(r.n_train) else f"{r.n_train:.0f}"
         measured = ["n/a" if r.measured[p] is None else f"{r.measured[p]:+.1f}" for p in others]
         loto = r.loto_advised + {True: " ✓", False: " ✗", None: ""}[r.loto_hit]
+        logo = (r.logo_advised or "—") + {True: " ✓", False: " ✗", None: ""}[r.logo_hit]
         row = [
             r.task,
             n,
@@ -149,13 +152,16 @@ def _print_advice(adv: Advice) -> None:
             *measured,
             r.best_measured or "—",
             loto,
+            logo,
         ]
         shown.add_row(*(escape(c) for c in row))
     console = Console()
+    verdict = adv.verdict()  # whether the model beats the trivial rules comes first
+    console.print(f"[bold]{escape(verdict)}[/]", highlight=False, soft_wrap=True)
     print_table(console, shown)
     console.print(
         "Δ % ± sd: predicted for the advised paradigm; Δ<paradigm> %: measured; Best: the best measured; "
-        "LOTO: the advice with the task held out (✓ when it is the best measured).",
+        "LOTO, LOGO: the model's advice with the task, its clinical group held out (✓ when it is the best measured).",
         highlight=False,
         soft_wrap=True,
         markup=False,
@@ -163,7 +169,7 @@ def _print_advice(adv: Advice) -> None:
     accuracy = adv.accuracy_text()
     console.print(f"[bold]{escape(accuracy)}[/]", highlight=False, soft_wrap=True)
     for note in adv.notes:
-        if note != accuracy:
+        if note not in (accuracy, verdict):
             console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
 
 
