@@ -335,3 +335,17 @@ def test_report_sends_nothing_to_the_mlflow_uri_a_store_names_unless_asked(
     res = CliRunner().invoke(app, ["report", str(store), "--out", str(tmp_path / "rep"), "--mlflow"])
     assert res.exit_code == 0, res.output
     assert f"logged {tmp_path / 'rep'} to MLflow ('sqlite:///{db}')" in res.output and db.is_file()
+
+
+def test_a_prediction_file_outside_the_job_folder_is_refused(tmp_path: Path) -> None:
+    """Prediction file names come from the dataset's CSV (mask paths): the one writer keeps them in its folder."""
+    from usagg.predictions import PredictionWriter
+    from usagg.tasktypes import get_task_type
+
+    writer = PredictionWriter(tmp_path / "job" / "predictions")
+    seg = get_task_type("segmentation")
+    with pytest.raises(UnsafePath, match=r"^prediction file of task 't', image 'a\.png': '\.\./\.\./x\.png' resolves"):
+        writer.add(seg, "t", "a.png", {"mask_path": "../../x.png"}, files={"../../x.png": b"png"})
+    assert _files(tmp_path) == set()
+    writer.add(seg, "t", "b.png", {"mask_path": "t/b.png"}, files={"t/b.png": b"png"})
+    assert (tmp_path / "job" / "predictions" / "t" / "b.png").read_bytes() == b"png"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from usagg.atomic import write_bytes_atomic
+from usagg.safepath import confined
 
 if TYPE_CHECKING:
     from usagg.tasktypes.base import TaskType
@@ -84,7 +85,7 @@ class PredictionWriter:
         """One prediction entry of a task type, and the files it names (relative path -> bytes), written now.
 
         Refused: a second entry for the same (task, image), a file another
-        entry already wrote, non-string keys.
+        entry already wrote, non-string keys, a file outside `out_dir` (its name comes from the dataset's CSV).
         """
         self._check_open()
         if not isinstance(task_id, str) or not isinstance(image_path, str):
@@ -94,6 +95,7 @@ class PredictionWriter:
         if key in entries:
             raise ValueError(f"duplicate {task_type.name} prediction for task {task_id!r}, image {image_path!r}")
         for rel in files or {}:
+            confined(rel, self.out_dir, f"prediction file of task {task_id!r}, image {image_path!r}")
             owner = self._file_owner.get(rel)
             if owner is not None and owner != key:
                 raise ValueError(f"{task_id}/{image_path}: file {rel} was already written for {owner[0]}/{owner[1]}")
