@@ -206,16 +206,24 @@ def test_oldest_entries_are_pruned(run_dir: Path, cache: Path) -> None:
     assert made[2] in set(folder.iterdir()) and made[3] not in set(folder.iterdir())
 
 
-def test_study_cache_dir_is_used(tmp_path: Path, cache: Path) -> None:
+def test_study_cache_dir_is_used_only_inside_the_store(tmp_path: Path, cache: Path) -> None:
+    """A stored spec's cache_dir inside the store is used; one outside it is data from elsewhere, never followed."""
     own = tmp_path / "own-run"
     simulate_run_store(own, load_tasks(TASKS)[:6])
     study = yaml.safe_load((own / "study.yaml").read_text())
-    study.setdefault("data", {})["cache_dir"] = str(tmp_path / "study-cache")
+    study.setdefault("data", {})["cache_dir"] = str(own / "study-cache")
     (own / "study.yaml").write_text(yaml.safe_dump(study))
     inp = load_input(own, None)
     Memoised.for_input(inp).analyse(inp)
-    assert list((tmp_path / "study-cache" / "analysis" / "stats").glob("*.json"))
+    assert list((own / "study-cache" / "analysis" / "stats").glob("*.json"))
     assert not (cache / "analysis").exists()
+
+    study["data"]["cache_dir"] = str(tmp_path / "elsewhere")
+    (own / "study.yaml").write_text(yaml.safe_dump(study))
+    inp = load_input(own, None)
+    Memoised.for_input(inp).analyse(inp)
+    assert not (tmp_path / "elsewhere").exists()
+    assert list((cache / "analysis" / "stats").glob("*.json"))
 
 
 def test_report_takes_its_figures_from_the_renderer_it_is_given(run_dir: Path, cache: Path, tmp_path: Path) -> None:
