@@ -75,7 +75,8 @@ def test_only_selects_by_id_task_group_paradigm_and_glob() -> None:
     assert picked("fetal_head") == picked("task:fetal_head") == training_fetal and len(training_fetal) >= 3
     assert picked("paradigm:AU") == picked("AU") == sorted(j.id for j in jobs if j.paradigm == "AU")
     assert picked("TS-*") == sorted(j.id for j in jobs if j.paradigm == "TS")
-    assert picked("TS-breast") == picked("TS-breast*") == sorted(j.id for j in jobs if j.id.startswith("TS-breast"))
+    assert picked("TS-breast*") == sorted(j.id for j in jobs if j.id.startswith("TS-breast"))
+    assert picked("TS-breast_lesion") == sorted(j.id for j in jobs if j.id.startswith("TS-breast_lesion-"))
     assert picked("task=breast_lesion") == picked("task:breast_lesion") and len(picked("task=breast_lesion")) >= 3
     breast = sorted(j.id for j in jobs if j.paradigm != "AU" and all(t.group == "Breast" for t in j.tasks))
     assert picked("group:Breast") == breast and len(breast) >= 3  # TS of its two tasks and CG-Breast (and controls)

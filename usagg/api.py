@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.errors import UsaggError
-from usagg.service import RunResult
+from usagg.service import RunObserver, RunResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from usagg.plan import Job
     from usagg.spec.models import Study
 
-__all__ = ["RunResult", "load_history", "load_results", "plan", "run_study"]
+__all__ = ["RunObserver", "RunResult", "load_history", "load_results", "plan", "run_study"]
 
 #: Columns of `load_history` before the per-metric selection columns (`select_<METRIC>`).
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -117,6 +117,8 @@ def run_study(
     only: Sequence[str] = (),
     retry_failed: bool = False,
     threads: int | None = None,
+    force: bool = False,
+    observer: RunObserver | None = None,
     on_event: EventFn | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
@@ -127,15 +129,27 @@ def run_study(
     spec's). `paradigms` and `only` narrow the jobs; failed jobs run again only
     with `retry_failed`. `on_event(job_id, event, info)` hears each job start and
     end, `on_progress(Progress)` the running job's epoch and step (in-process
-    jobs). A failed job does not raise: see `RunResult.failed` and its error in
-    the store. A dataset with problems raises DataError listing them.
+    jobs), or an `observer` (usagg/service.py `RunObserver`) every step of the run, as
+    `usagg run` shows them. A failed job does not raise: see `RunResult.failed` and its
+    error in the store. A dataset with problems raises DataError listing them. A spec file
+    whose study name another spec file's store holds, with another plan, is refused
+    unless `force` (as `usagg run --force`).
     """
     from usagg import service
 
     _refuse_in_worker_bootstrap()
     study = _load(spec_or_path, service.run_overrides(list(overrides), devices=device, threads=threads))
+    spec_file = Path(spec_or_path) if isinstance(spec_or_path, (str, os.PathLike)) else None
     return service.run_study(
-        study, paradigms=paradigms, only=only, retry_failed=retry_failed, on_event=on_event, on_progress=on_progress
+        study,
+        paradigms=paradigms,
+        only=only,
+        retry_failed=retry_failed,
+        spec_file=spec_file,
+        force=force,
+        observer=observer,
+        on_event=on_event,
+        on_progress=on_progress,
     )
 
 

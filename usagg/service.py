@@ -3,9 +3,9 @@
 One `StudyRun` goes through the steps of a run: plan and select the jobs
 (`prepare`), refuse a dataset with problems (`check_data`), write the run store
 (`init_store`), run the jobs through the executor the spec names (`execute`),
-and rebuild results.csv (`finish`). `run_study` does them all; the CLI
-(usagg/cli/runs.py) calls the steps one by one to render each, and
-`usagg.api.run_study` calls `run_study`. Nothing here prints.
+and rebuild results.csv (`finish`). `drive` is the one sequence of those steps,
+told to a `RunObserver`; `usagg run` (usagg/cli/runs.py, its observer renders)
+and `usagg.api.run_study` (through `run_study`) both call it. Nothing here prints.
 
 The device and CPU threads reach the engine as arguments of the job function
 (`job_function`), never through this process's environment; a local pool worker is
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,21 +154,6 @@ def store_evidence(store: RunStore) -> EvidenceFor:
     return evidence_for
 
 
-def waiting_selected(waiting: Waiting, paradigms: Sequence[str], only: Sequence[str]) -> bool:
-    """Whether a selection (`--paradigm`, `--only`) takes a paradigm still waiting for its needed jobs."""
-    from fnmatch import fnmatchcase
-
-    if not paradigms and not only:
-        return True
-    if waiting.paradigm in paradigms:
-        return True
-    for sel in only:
-        key, pattern = parse_selector(sel)
-        if key in (None, "paradigm") and fnmatchcase(waiting.paradigm, pattern):
-            return True
-    return False
-
-
 #: `--only KEY:PATTERN` keys and what of a job they match (each PATTERN may be a glob such as 'fetal_*').
 SELECTOR_KEYS = ("id", "task", "group", "paradigm")
 
@@ -191,70 +177,142 @@ def parse_selector(selector: str) -> tuple[str | None, str]:
     return None, selector
 
 
+def _value_matches(key: str, value: str, pattern: str) -> bool:
+    """A glob match; a job id also matches a pattern that is its beginning up to a '-' (`TS-breast_lesion` takes
+    that task's TS jobs, never TS-breast_lesion_cls: a bare prefix inside a name would span tasks)."""
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(value, pattern) or (key == "id" and value.startswith(pattern + "-"))
+
+
+def _key_matches(job: Job, key: str, pattern: str) -> bool:
+    return any(_value_matches(key, v, pattern) for v in _selector_values(job, key))
+
+
 def job_matches(job: Job, selector: str) -> bool:
-    """Whether `selector` picks `job`: KEY:PATTERN or KEY=PATTERN (id, task, group, paradigm), or a bare PATTERN
-    for any of them; a bare pattern with a '-' also matches the job ids it begins (`TS-breast`).
+    """Whether one selector picks `job`: KEY:PATTERN or KEY=PATTERN (id, task, group, paradigm), or a bare
+    PATTERN for any of them.
 
     Patterns are shell globs (fnmatch, case-sensitive), so `--only 'TS-breast*'`, `--only fetal_head`
     (every job that trains it), `--only task=breast_lesion` or `--only group:Fetal` select without copying
-    a hashed id.
+    a hashed id; an id pattern also takes the ids it begins up to a '-' (`TS-breast_lesion`, `AU-all-f1-s0`).
     """
+    key, pattern = parse_selector(selector)
+    keys = SELECTOR_KEYS if key is None else (key,)
+    return any(_key_matches(job, k, pattern) for k in keys)
+
+
+@dataclass
+class Selection:
+    """What `--paradigm` and `--only` ask for. Selectors of different keys AND, of the same key OR
+    (`--only task=breast_lesion --only TS`: the one TS job of that task; `--only TS --only AU`: both paradigms).
+
+    A bare selector counts under the first key (id, task, group, paradigm) it matches in the plan.
+    """
+
+    paradigms: tuple[str, ...] = ()
+    patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def everything(self) -> bool:
+        return not self.paradigms and not self.patterns
+
+    def takes(self, job: Job) -> bool:
+        """Whether the job is selected: of a chosen paradigm, and picked by a selector of every key given."""
+        if self.paradigms and job.paradigm not in self.paradigms:
+            return False
+        return all(any(_key_matches(job, k, p) for p in pats) for k, pats in self.patterns.items())
+
+    def takes_waiting(self, waiting: Waiting) -> bool:
+        """Whether a staged paradigm still waiting is selected: with no selection, or when `--paradigm` or a
+        paradigm selector names it (a task or group selector then narrows its jobs once they are planned)."""
+        from fnmatch import fnmatchcase
+
+        if self.everything:
+            return True
+        named = "paradigm" in self.patterns or bool(self.paradigms)
+        in_paradigms = not self.paradigms or waiting.paradigm in self.paradigms
+        patterns = self.patterns.get("paradigm")
+        return named and in_paradigms and (patterns is None or any(fnmatchcase(waiting.paradigm, p) for p in patterns))
+
+    def pick(self, jobs: list[Job], waiting: Sequence[Waiting] = ()) -> list[Job]:
+        """The jobs selected, in plan order, then those a selected waiting paradigm needs."""
+        if self.everything:
+            return list(jobs)
+        needs = {jid for w in waiting if self.takes_waiting(w) for jid in w.needs}
+        chosen = [j for j in jobs if self.takes(j)]
+        return chosen + [j for j in jobs if j.id in needs and j not in chosen]
+
+
+def _bare_key(pattern: str, jobs: list[Job], waiting_names: list[str]) -> str | None:
+    """The first key a bare selector matches in the plan (a waiting paradigm's name counts), None for none."""
     from fnmatch import fnmatchcase
 
-    key, pattern = parse_selector(selector)
-    if key is not None:
-        return any(fnmatchcase(v, pattern) for v in _selector_values(job, key))
-    values = [v for k in SELECTOR_KEYS for v in _selector_values(job, k)]
-    prefix = "-" in selector and job.id.startswith(selector)  # TS-breast: an id begins <paradigm>-<name>
-    return prefix or any(fnmatchcase(v, selector) for v in values)
+    for key in SELECTOR_KEYS:
+        if any(_key_matches(j, key, pattern) for j in jobs):
+            return key
+        if key == "paradigm" and any(fnmatchcase(name, pattern) for name in waiting_names):
+            return key
+    return None
 
 
-#: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
-MIN_TRAIN = 2
+def make_selection(
+    jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = (), waiting: Sequence[Waiting] = ()
+) -> Selection:
+    """The selection `--paradigm` and `--only` ask for, checked against the plan: a paradigm the study does not
+    plan, a selector that picks nothing, or selectors that together pick nothing are user errors listing what
+    exists."""
+    waiting_names = [w.paradigm for w in waiting]
+    known = sorted({j.paradigm for j in jobs} | set(waiting_names))
+    bad = [p for p in paradigms if p not in known]
+    if bad:
+        raise UsaggError(f"--paradigm {', '.join(bad)}: this study plans {', '.join(known)}")
+    if paradigms:
+        jobs = [j for j in jobs if j.paradigm in paradigms]
+        waiting_names = [w for w in waiting_names if w in paradigms]
+    patterns: dict[str, tuple[str, ...]] = {}
+    unmatched = []
+    for sel in only:
+        key, pattern = parse_selector(sel)
+        if key is None:
+            key = _bare_key(pattern, jobs, waiting_names)
+        elif not any(_key_matches(j, key, pattern) for j in jobs) and not (
+            key == "paradigm" and _bare_key(pattern, [], waiting_names)
+        ):
+            key = None
+        if key is None:
+            unmatched.append(sel)
+        else:
+            patterns[key] = (*patterns.get(key, ()), pattern)
+    if unmatched:
+        tasks = sorted({t for j in jobs for t in j.task_ids})
+        groups = sorted({g for j in jobs for g in _selector_values(j, "group")})
+        raise UsaggError(
+            f"--only {', '.join(unmatched)} matches no job of this selection. A selector is a job id (or its "
+            "beginning up to a '-', such as TS-fetal_head), a task, a group or a paradigm, or KEY:PATTERN / "
+            "KEY=PATTERN with KEY one of id, task, group, paradigm (globs such as 'TS-*' work; different keys AND, "
+            f"the same key OR). Jobs: {', '.join(j.id for j in jobs) or 'none'}; tasks: {', '.join(tasks)}; "
+            f"groups: {', '.join(groups) or 'none'}; paradigms: {', '.join(known)}"
+        )
+    selection = Selection(tuple(paradigms), patterns)
+    if only and not any(selection.takes(j) for j in jobs) and not any(selection.takes_waiting(w) for w in waiting):
+        raise UsaggError(
+            f"--only {' --only '.join(only)}: each selector matches jobs, but no job matches them all (selectors of "
+            "different keys must all match; give several of one key, such as --only task=a --only task=b, for either)"
+        )
+    return selection
 
 
 def select_jobs(
     jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = (), waiting: Sequence[Waiting] = ()
 ) -> list[Job]:
-    """The planned jobs narrowed to `paradigms` and to those any `only` selector picks (see `job_matches`).
-
-    A selected paradigm still `waiting` brings the jobs it needs. A paradigm or selector that picks
-    nothing is a user error listing what exists.
-    """
-    if not paradigms and not only:
-        return list(jobs)
-    needs = {jid for w in waiting if waiting_selected(w, paradigms, only) for jid in w.needs}
-    pulled = [j for j in jobs if j.id in needs]
-    waiting_names = {w.paradigm for w in waiting}
-    paradigms = [p for p in paradigms if p not in waiting_names]
-    only = [sel for sel in only if not any(waiting_selected(w, (), [sel]) for w in waiting)]
-    if not paradigms and not only:  # only waiting paradigms were asked for: the jobs they need
-        return pulled
-    selected = _select(jobs, paradigms, only)
-    return selected + [j for j in pulled if j not in selected]
+    """The planned jobs narrowed to `paradigms` and `only` (see `Selection`); a selected paradigm still `waiting`
+    brings the jobs it needs."""
+    return make_selection(jobs, paradigms, only, waiting).pick(jobs, waiting)
 
 
-def _select(jobs: list[Job], paradigms: Sequence[str], only: Sequence[str]) -> list[Job]:
-    if paradigms:
-        known = sorted({j.paradigm for j in jobs})
-        bad = [p for p in paradigms if p not in known]
-        if bad:
-            raise UsaggError(f"--paradigm {', '.join(bad)}: this study plans {', '.join(known)}")
-        jobs = [j for j in jobs if j.paradigm in paradigms]
-    if only:
-        bad = [sel for sel in only if not any(job_matches(j, sel) for j in jobs)]
-        if bad:
-            tasks = sorted({t for j in jobs for t in j.task_ids})
-            groups = sorted({g for j in jobs for g in _selector_values(j, "group")})
-            raise UsaggError(
-                f"--only {', '.join(bad)} matches no job of this selection. A selector is a job id or its beginning, "
-                "a task, a group or a paradigm, or KEY:PATTERN / KEY=PATTERN with KEY one of id, task, group, "
-                "paradigm (globs such as "
-                f"'TS-*' work). Jobs: {', '.join(j.id for j in jobs) or 'none'}; tasks: {', '.join(tasks)}; "
-                f"groups: {', '.join(groups) or 'none'}; paradigms: {', '.join(sorted({j.paradigm for j in jobs}))}"
-            )
-        jobs = [j for j in jobs if any(job_matches(j, sel) for sel in only)]
-    return jobs
+#: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
+MIN_TRAIN = 2
 
 
 def engine_device(execution: ExecutionSpec) -> str | None:
@@ -320,6 +378,84 @@ class RunResult:
         return not self.failed
 
 
+def check_model_weights(study: Study) -> None:
+    """A `model.weights` that is missing or would not load into the backbone: UsaggError (exit 2) naming the
+    field and the file, before anything is written (usagg/model/weights_check.py `check_weights`)."""
+    if study.model.weights is not None:
+        from usagg.model.weights_check import check_weights
+
+        check_weights(study.model.weights, study.model.backbone)
+
+
+def data_not_checkable(study: Study) -> str | None:
+    """Why the study's data cannot be checked without writing (a synthetic benchmark not generated yet), or None.
+
+    `usagg validate` and `run --dry-run` change nothing, so they say this instead of generating it.
+    """
+    data = study.data
+    if data.synthetic is None:
+        return None
+    from usagg.data.source import _complete, synth_dir, synth_key
+
+    folder = synth_dir(data)
+    if _complete(folder, synth_key(data.synthetic), data.synthetic):
+        return None
+    return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
+
+
+def check_study_data(study: Study) -> tuple[CheckReport, list[Problem]]:
+    """Check the dataset the study's jobs will read (generating the synthetic one on first use); returns the report
+    and the problems of tasks the study does not train (warnings).
+
+    Problems of the study's tasks, and dataset-wide ones, raise DataProblems (exit 1); a missing
+    data root a DataError (exit 2); fractions that leave a task too few images a UsaggError.
+    `usagg run`, `run --dry-run` and `usagg validate` all check the data with this.
+    """
+    from usagg.data.check import check_dataset
+    from usagg.data.scope import split_by_scope
+    from usagg.data.source import dataset_root
+
+    data = study.data
+    root = dataset_root(data)
+    splits = ("train", "val") if data.test_split == "val" else ("train",)
+    report = check_dataset(
+        root,
+        study.tasks,
+        splits=splits,
+        leakage=data.leakage,
+        near_duplicate_threshold=data.near_duplicate_threshold,
+        test_carve=None if data.test_split == "val" else (data.test_fraction, data.split_seed),
+    )
+    blocking, warnings = split_by_scope(report, [t.id for t in study.tasks])
+    warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
+    if blocking:
+        raise DataProblems(report, blocking)
+    _check_split_sizes(study, root)
+    return report, warnings
+
+
+def _check_split_sizes(study: Study, root: Path) -> None:
+    """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
+    train: batch statistics need two), and one selection image when a selection split is asked for."""
+    from usagg.data.splits import make_splits
+
+    short = []
+    for fraction in study.fractions:
+        for task_id, sp in make_splits(study.data, root, study.tasks, fraction, 0).items():
+            if len(sp.train) < MIN_TRAIN:
+                short.append(f"{task_id} has {len(sp.train)} training image(s) at fraction {fraction:g}")
+            if study.data.selection_fraction > 0 and not sp.select:
+                short.append(f"{task_id} has no selection image")
+    if short:
+        raise UsaggError(
+            f"data.selection_fraction {study.data.selection_fraction:g} and fractions "
+            f"{[float(f) for f in study.fractions]} leave too little data: {'; '.join(short[:6])}"
+            + (f" (and {len(short) - 6} more)" if len(short) > 6 else "")
+            + f". Every task needs at least {MIN_TRAIN} training images; raise the fractions or lower "
+            "data.selection_fraction (0 turns selection off)."
+        )
+
+
 @dataclass
 class StudyRun:
     """One `usagg run` of a study, step by step; `prepare` changes nothing on disk."""
@@ -328,7 +464,7 @@ class StudyRun:
     all_jobs: list[Job]
     jobs: list[Job]
     store: RunStore
-    states: dict[str, str]  # job_state of each selected job when prepared
+    states: dict[str, str]  # the state each selected job is acted on as (`_state`)
     retry_failed: bool = False
     todo: list[str] = field(default_factory=list)
     #: Problems of tasks outside the study found by `check_data` (never blocking; the CLI lists them).
@@ -336,25 +472,65 @@ class StudyRun:
 
     #: Staged paradigms still waiting for the jobs they need (usagg/plan.py `Waiting`).
     waiting: list[Waiting] = field(default_factory=list)
-    paradigms: tuple[str, ...] = ()
-    only: tuple[str, ...] = ()
+    selection: Selection = field(default_factory=Selection)
+    #: The spec file run (absolute), bound to the store by `init_store`; None for a study given as an object.
+    spec_file: Path | None = None
+    #: Jobs of the store's plan that other spec files of the same name planned (kept after `--force`).
+    kept: list[Job] = field(default_factory=list)
 
     @classmethod
     def prepare(
-        cls, study: Study, paradigms: Sequence[str] = (), only: Sequence[str] = (), retry_failed: bool = False
+        cls,
+        study: Study,
+        paradigms: Sequence[str] = (),
+        only: Sequence[str] = (),
+        retry_failed: bool = False,
+        *,
+        spec_file: Path | str | None = None,
+        force: bool = False,
     ) -> StudyRun:
         """Plan the study as far as the run store's results allow, select jobs and decide what is to run: not
-        done, and not failed unless retried."""
+        done, and not failed unless retried. A store run from another spec file with another plan is refused
+        unless `force` (see `_jobs_of_other_specs`)."""
         from usagg.plan import plan_stages
 
         store = store_for(study)
         planned = plan_stages(study, store_evidence(store))
-        jobs = select_jobs(planned.jobs, paradigms, only, planned.waiting)
-        run = cls(study, planned.jobs, jobs, store, {}, retry_failed)
-        run.waiting = [w for w in planned.waiting if waiting_selected(w, paradigms, only)]
-        run.paradigms, run.only = tuple(paradigms), tuple(only)
+        selection = make_selection(planned.jobs, paradigms, only, planned.waiting)
+        jobs = selection.pick(planned.jobs, planned.waiting)
+        run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection)
+        run.waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
+        run.spec_file = None if spec_file is None else Path(spec_file).resolve()
+        run.kept = run._jobs_of_other_specs(force)
         run._decide()
         return run
+
+    def _jobs_of_other_specs(self, force: bool) -> list[Job]:
+        """The stored plan's jobs that other spec files of this study name planned: kept in plan.json (never
+        hidden) once the store is bound to several spec files.
+
+        A study name is bound to the spec file that first ran it (usagg/store.py `spec_files`): another
+        file whose plan differs would replace that study's plan and hide its done jobs, so it is a
+        UsaggError unless `force`, which binds it too. The same file edited replaces its own plan as before.
+        """
+        if self.spec_file is None or not self.store.exists():
+            return []
+        files = self.store.spec_files()
+        if not files:  # a store from before specs were recorded: this run binds it
+            return []
+        stored = self.store.jobs()
+        ours = {j.id for j in self.all_jobs}
+        others = [j for j in stored if j.id not in ours]
+        if str(self.spec_file) not in files and ({j.id for j in stored} != ours) and not force:
+            done = sum(self.store.job_state(j.id) == "done" for j in others)
+            raise UsaggError(
+                f"the run store {self.store.root} holds study {self.study.name!r} run from {files[0]}, and "
+                f"{self.spec_file} plans other jobs under the same name: running it would hide that study's plan "
+                f"({len(others)} job(s), {done} done). Give this study its own `name:` (or --set name=NEW), or "
+                "run with --force to add its jobs to the same store (nothing is deleted: status and compare list "
+                "the jobs of both)."
+            )
+        return others if len(set(files) | {str(self.spec_file)}) > 1 else []
 
     def next_stage(self) -> list[Job]:
         """Plan what the waiting paradigms can plan now that jobs are done; their new jobs join the run (the store
@@ -371,20 +547,25 @@ class StudyRun:
         if not new:
             return []
         self.all_jobs = planned.jobs
-        chosen = select_jobs(new, [p for p in self.paradigms if p in ready], self._only_for(new))
+        chosen = [j for j in new if self.selection.takes(j)]
         self.jobs += chosen
         self.init_store()
         ids = {j.id for j in chosen}
         self.todo = [jid for jid in self.todo if jid in ids]  # earlier stages' jobs had their turn
         return chosen
 
-    def _only_for(self, new: list[Job]) -> list[str]:
-        """The `--only` selectors that pick any of the new jobs (the ones naming the paradigm itself included)."""
-        return [sel for sel in self.only if any(job_matches(j, sel) for j in new)]
+    def _state(self, job_id: str) -> str:
+        """The state a run acts on, the one decision of `run` and `--dry-run`: the job's state, but pending for a
+        done job whose metrics.json is damaged (a run sets it aside and evaluates the job anew; a dry run,
+        which repairs nothing, says so)."""
+        state = self.store.job_state(job_id)
+        if state == "done" and self.store.paths(job_id).metrics.is_file() and self.store.metrics(job_id) is None:
+            return "pending"
+        return state
 
     def _decide(self) -> None:
         """Read each selected job's state; to do: not done, and not failed unless retried."""
-        self.states = {j.id: self.store.job_state(j.id) for j in self.jobs}
+        self.states = {j.id: self._state(j.id) for j in self.jobs}
         self.todo = [
             jid for jid, state in self.states.items() if state != "done" and (state != "failed" or self.retry_failed)
         ]
@@ -405,73 +586,31 @@ class StudyRun:
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
 
     def check_data(self) -> CheckReport:
-        """Check the weights file, then the dataset the jobs will read (generating the synthetic one on first use).
+        """Check the weights file, then the dataset the jobs will read (`check_model_weights`, `check_study_data`).
 
-        A `model.weights` that would not load into the backbone raises UsaggError (exit 2) before
-        anything is written (usagg/model/weights_check.py `check_weights`). Problems of the study's tasks,
-        and dataset-wide ones, raise DataProblems; those of other tasks in the same data root land in
-        `data_warnings` (one bad row elsewhere must not block every subset study).
+        Problems of the study's tasks, and dataset-wide ones, raise DataProblems; those of other
+        tasks in the same data root land in `data_warnings` (one bad row elsewhere must not block
+        every subset study).
         """
-        from usagg.data.check import check_dataset
-        from usagg.data.scope import split_by_scope
-        from usagg.data.source import dataset_root
-
-        if self.study.model.weights is not None:
-            from usagg.model.weights_check import check_weights
-
-            check_weights(self.study.model.weights, self.study.model.backbone)
-        data = self.study.data
-        splits = ("train", "val") if data.test_split == "val" else ("train",)
-        report = check_dataset(
-            dataset_root(data),
-            self.study.tasks,
-            splits=splits,
-            leakage=data.leakage,
-            near_duplicate_threshold=data.near_duplicate_threshold,
-            test_carve=None if data.test_split == "val" else (data.test_fraction, data.split_seed),
-        )
-        blocking, self.data_warnings = split_by_scope(report, [t.id for t in self.study.tasks])
-        self.data_warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
-        if blocking:
-            raise DataProblems(report, blocking)
-        self._check_split_sizes(dataset_root(data))
+        check_model_weights(self.study)
+        report, self.data_warnings = check_study_data(self.study)
         return report
 
-    def _check_split_sizes(self, root: Path) -> None:
-        """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
-        train: batch statistics need two), and one selection image when a selection split is asked for."""
-        from usagg.data.splits import make_splits
-
-        short = []
-        for fraction in self.study.fractions:
-            for task_id, sp in make_splits(self.study.data, root, self.study.tasks, fraction, 0).items():
-                if len(sp.train) < MIN_TRAIN:
-                    short.append(f"{task_id} has {len(sp.train)} training image(s) at fraction {fraction:g}")
-                if self.study.data.selection_fraction > 0 and not sp.select:
-                    short.append(f"{task_id} has no selection image")
-        if short:
-            raise UsaggError(
-                f"data.selection_fraction {self.study.data.selection_fraction:g} and fractions "
-                f"{[float(f) for f in self.study.fractions]} leave too little data: {'; '.join(short[:6])}"
-                + (f" (and {len(short) - 6} more)" if len(short) > 6 else "")
-                + f". Every task needs at least {MIN_TRAIN} training images; raise the fractions or lower "
-                "data.selection_fraction (0 turns selection off)."
-            )
-
     def init_store(self) -> None:
-        """Write the resolved spec, the plan and a record per job (existing jobs keep their state).
+        """Write the resolved spec, the plan and a record per job (existing jobs keep their state), and bind the
+        spec file to the store.
 
         The first step that writes, so damaged job records and metrics are repaired here
         (set aside, rebuilt: usagg/store.py) and a job whose metrics were damaged runs again.
         """
         from usagg.spec.load import dump_study
 
-        self.store.repair(self.all_jobs)  # sets damaged files aside, rebuilds them: usagg/store.py
-        self.store.init(dump_study(self.study), self.all_jobs)
-        self._decide()  # a later stage brings jobs not read yet
-        for job_id in self.done:
-            self.store.metrics(job_id)  # a damaged metrics.json sends its job back to pending
-        self._decide()
+        self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
+        self.store.repair(self.all_jobs + self.kept)  # sets damaged files aside, rebuilds them: usagg/store.py
+        self.store.init(dump_study(self.study), self.all_jobs + self.kept)
+        if self.spec_file is not None:
+            self.store.add_spec_file(self.spec_file)
+        self._decide()  # after the repair: a job whose metrics were damaged is pending again
 
     def execute(
         self,
@@ -505,20 +644,120 @@ class StudyRun:
         return RunResult(self.store.root, states, csv_path, list(self.data_warnings))
 
 
+# --------------------------------------------------------------------------- the run driver
+
+
+class RunObserver:
+    """What a run tells whoever watches it (usagg/cli/runs.py renders it; the API passes job events and progress
+    to its callbacks). Every method does nothing here: an observer overrides what it shows."""
+
+    def checking_data(self) -> AbstractContextManager[object]:
+        """Around the data check (the CLI shows a spinner)."""
+        return nullcontext()
+
+    def data_checked(self, run: StudyRun, report: CheckReport) -> None:
+        """The data has no problems in the study's tasks (`run.data_warnings`: those of other tasks)."""
+
+    def store_ready(self, run: StudyRun) -> None:
+        """The store is written: `run.jobs` selected, `run.todo` to run, `run.store.repairs` made."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know before the results (plain text, one paragraph)."""
+
+    def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
+        """A staged paradigm was planned from the jobs just done: `jobs` join the run (`run.todo` of them run)."""
+
+    def running(self, todo: list[str]) -> AbstractContextManager[object]:
+        """Around one executor call running `todo` (the CLI's live display)."""
+        return nullcontext()
+
+    def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        """A job started, finished, failed or was locked (usagg/execute/base.py)."""
+
+    def progress(self, p: Progress) -> None:
+        """The running job's epoch and step (in-process and local pool jobs)."""
+
+    def waiting(self, run: StudyRun, waiting: Waiting) -> None:
+        """A staged paradigm is still not planned at the end: it waits for `waiting.needs`."""
+
+    def finished(self, run: StudyRun, result: RunResult) -> None:
+        """The run ended; `result` holds the selected jobs' states and results.csv."""
+
+
+class CallbackObserver(RunObserver):
+    """Job events and progress to two callables (`usagg.api.run_study`'s on_event and on_progress); warnings to
+    the `usagg` logger."""
+
+    def __init__(self, on_event: EventFn | None = None, on_progress: Callable[[Progress], None] | None = None):
+        self.on_event = on_event
+        self.on_progress = on_progress
+
+    def warning(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("usagg").warning(message)
+
+    def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(job_id, event, info)
+
+    def progress(self, p: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+
+def random_init_warning(study: Study) -> str:
+    """Why results of a study without `model.weights` are low."""
+    return (
+        f"model.weights is empty: the {study.model.backbone} encoder is RANDOMLY initialised, so results are far "
+        "below a pretrained DINOv3 (give a local official checkpoint)"
+    )
+
+
+def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
+    """The one run sequence of `usagg run` and `usagg.api.run_study`: check the data, write the store, run the
+    jobs to do, then each stage a staged paradigm (AG) plans from the jobs just done, and rebuild results.csv;
+    each step told to `observer`. DataProblems (and other user errors) before anything is written."""
+    observer = observer or RunObserver()
+    with observer.checking_data():
+        report = run.check_data()
+    observer.data_checked(run, report)
+    run.init_store()
+    observer.store_ready(run)
+    if run.todo and run.study.model.weights is None:
+        observer.warning(random_init_warning(run.study))
+    _run_todo(run, observer)
+    while new := run.next_stage():
+        observer.stage_started(run, new)
+        _run_todo(run, observer)
+    for w in run.waiting:
+        observer.waiting(run, w)
+    result = run.finish()
+    observer.finished(run, result)
+    return result
+
+
+def _run_todo(run: StudyRun, observer: RunObserver) -> None:
+    if run.todo:
+        with observer.running(run.todo):
+            run.execute(observer.job_event, observer.progress)
+
+
 def run_study(
     study: Study,
     *,
     paradigms: Sequence[str] = (),
     only: Sequence[str] = (),
     retry_failed: bool = False,
+    spec_file: Path | str | None = None,
+    force: bool = False,
+    observer: RunObserver | None = None,
     on_event: EventFn | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
-    """Check the data, then train and evaluate every selected job not yet done; DataProblems on bad data."""
-    run = StudyRun.prepare(study, paradigms, only, retry_failed)
-    run.check_data()
-    run.init_store()
-    run.execute(on_event, on_progress)
-    while run.next_stage():  # a staged paradigm (AG) planned from the jobs just done
-        run.execute(on_event, on_progress)
-    return run.finish()
+    """Check the data, then train and evaluate every selected job not yet done (`drive`); DataProblems on bad data.
+
+    `observer` hears every step; without one, `on_event` and `on_progress` hear the jobs (`CallbackObserver`).
+    """
+    run = StudyRun.prepare(study, paradigms, only, retry_failed, spec_file=spec_file, force=force)
+    return drive(run, observer or CallbackObserver(on_event, on_progress))

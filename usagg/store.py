@@ -971,3 +971,23 @@ class RunStore:
         if not candidates:
             raise UsaggError(f"no run store under {output_root}/ (no <study>/plan.json): run `usagg run STUDY` first")
         return cls(max(candidates)[2])
+
+    # ----- the spec files a study name is bound to (usagg/service.py `StudyRun`)
+
+    @property
+    def specs_json(self) -> Path:
+        return self.root / "specs.json"
+
+    def spec_files(self) -> list[str]:
+        """The spec files run into this store (absolute paths, the first first); [] when none was recorded."""
+        try:
+            data = read_json(self.specs_json)
+        except (OSError, ValueError):
+            return []
+        return [str(p) for p in data] if isinstance(data, list) else []
+
+    def add_spec_file(self, path: Path | str) -> None:
+        """Record a spec file run into this store (once), so another file of the same study name is noticed."""
+        files = self.spec_files()
+        if str(path) not in files:
+            write_json_atomic(self.specs_json, [*files, str(path)])

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from usagg import __version__
-from usagg.cli import analysis, cache, data, init, registry, repair, runs, spec_cmds, synth
+from usagg.cli import analysis, cache, data, init, registry, repair, runs, spec_cmds, synth, weights
 from usagg.errors import UsaggError
 from usagg.signals import exit_on_sigterm
 
@@ -39,7 +39,7 @@ def _root(
     """usagg: one YAML study spec in, the whole task-aggregation study out."""
 
 
-for _module in (init, spec_cmds, synth, data, runs, repair, analysis, cache, registry):
+for _module in (init, spec_cmds, synth, data, runs, repair, analysis, cache, registry, weights):
     _module.register(app)
 
 

@@ -1,15 +1,17 @@
 """`usagg run` and `usagg status`: train a study's jobs into its run store, and show where they stand.
 
-A thin layer: options become spec overrides, the run service (usagg/service.py)
-does the work step by step, and this module renders each step (rich tables and
-progress). torch, the engine and the data code are imported by the service's
-steps only, so `import usagg.cli.app` (and `usagg --help`) stays fast.
+A thin layer: options become spec overrides, the run driver (usagg/service.py
+`drive`, the one `usagg.api.run_study` calls too) does the work, and this module's
+`ConsoleObserver` renders each step (rich tables and progress). torch, the engine
+and the data code are imported by the service's steps only, so `import usagg.cli.app`
+(and `usagg --help`) stays fast.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,16 +21,23 @@ from usagg.cli.display import duration_text, make_display, print_table
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.console import Console
 
-    from usagg.service import DataProblems, StudyRun
+    from usagg.data.check import CheckReport
+    from usagg.engine.progress import Progress
+    from usagg.plan import Job, Waiting
+    from usagg.service import DataProblems, RunResult, StudyRun
     from usagg.store import RunStore
 
 RUN_HELP = """Train and evaluate a study's jobs (TS / CG / AU) into its run store, resuming where it stopped.
 
 Done jobs are skipped; failed ones only with --retry-failed; a job killed mid-way resumes from its last
-epoch checkpoint. The dataset is checked first and training is refused when it has problems. Exits 1 when
-a job failed.
+epoch checkpoint. The weights and the dataset are checked first and training is refused when they have
+problems (--dry-run makes the same checks). Several --only selectors of different keys must all match
+(--only task=breast_lesion --only TS: one job); of the same key, any. A study name belongs to the spec file
+that first ran it: another file of that name is refused unless --force. Exits 1 when a job failed.
 
 Examples:
 
@@ -40,7 +49,7 @@ Examples:
 
   usagg run studies/demo.yaml --only AU-all-f1-s0-1a2b3c4d --retry-failed
 
-  usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'
+  usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'     (the CG job training fetal_head)
 
   usagg run studies/demo.yaml --dry-run
 """
@@ -125,7 +134,7 @@ def _state_text(state: str) -> str:
     return f"[{colour.get(state, 'white')}]{state}[/]"
 
 
-def _print_problems(console: Console, err: DataProblems) -> None:
+def print_data_problems(console: Console, err: DataProblems) -> None:
     """List a dataset's problems (the first 50) and say that nothing is trained."""
     from rich.markup import escape
 
@@ -156,9 +165,8 @@ def _print_repairs(console: Console, store: RunStore) -> None:
     store.repairs.clear()
 
 
-def _print_data_warnings(console: Console, job_run: StudyRun, root: str) -> None:
+def print_data_warnings(console: Console, warnings: list[Any], root: str) -> None:
     """Problems of tasks this study does not train: listed as warnings, never a block."""
-    warnings = job_run.data_warnings
     if not warnings:
         return
     console.print(
@@ -171,93 +179,183 @@ def _print_data_warnings(console: Console, job_run: StudyRun, root: str) -> None
 # --------------------------------------------------------------------------- commands
 
 
+class ConsoleObserver:
+    """The run as `usagg run` shows it (usagg/service.py `RunObserver`): a line per step, the live display
+    while jobs run (usagg/cli/display.py), the summary table at the end. `quiet` keeps failures, warnings
+    and the results path."""
+
+    def __init__(self, console: Console, *, verbose: bool = False, quiet: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+        self.quiet = quiet
+        self.display: Any = None
+
+    def say(self, *objects: Any) -> None:
+        if not self.quiet:
+            self.console.print(*objects)
+
+    def checking_data(self) -> Any:
+        return self.console.status("preparing and checking the dataset ...")
+
+    def data_checked(self, run: StudyRun, report: CheckReport) -> None:
+        from rich.markup import escape
+
+        print_data_warnings(self.console, run.data_warnings, escape(str(report.root)))
+        self.say(
+            f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
+            f"({len(run.study.tasks)} of {len(report.tasks)} task(s))"
+        )
+
+    def store_ready(self, run: StudyRun) -> None:
+        store, skipped = run.store, run.skipped_failed
+        _print_repairs(self.console, store)
+        self.say(
+            f"study [bold]{run.study.name}[/]: {len(run.jobs)} job(s) selected, {len(run.todo)} to run, "
+            f"{len(run.done)} done"
+            + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
+            + f"; store {store.root}"
+        )
+
+    def warning(self, message: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[bold yellow]warning:[/] {escape(message)}")
+
+    def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
+        self.say(
+            f"stage: {', '.join(sorted({j.paradigm for j in jobs}))} planned from the jobs just done: "
+            f"{len(jobs)} job(s) ({', '.join(j.id for j in jobs)}), {len(run.todo)} to run"
+        )
+
+    @contextmanager
+    def running(self, todo: list[str]) -> Iterator[None]:
+        with make_display(self.console, len(todo), verbose=self.verbose, quiet=self.quiet) as display:
+            self.display = display
+            try:
+                yield
+            finally:
+                self.display = None
+
+    def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        if self.display is not None:
+            self.display.on_event(job_id, event, info)
+
+    def progress(self, p: Progress) -> None:
+        if self.display is not None:
+            self.display.on_progress(p)
+
+    def waiting(self, run: StudyRun, waiting: Waiting) -> None:
+        states = ", ".join(f"{jid} {run.store.display_state(jid)}" for jid in waiting.needs)
+        self.console.print(f"[yellow]{waiting.paradigm} not planned[/]: it waits for {states}")
+
+    def finished(self, run: StudyRun, result: RunResult) -> None:
+        store = run.store
+        _print_repairs(self.console, store)
+        if not self.quiet:
+            print_table(self.console, _summary_table(store, list(result.states), f"{run.study.name}: {store.root}"))
+        self.console.print(f"results: {result.results_csv}")
+
+
+def _check_data(console: Console, job_run: StudyRun, observer: ConsoleObserver | None) -> None:
+    """The data check of `run`, also for `--dry-run` (same checks, same exit codes): problems listed, exit 1."""
+    from usagg.service import DataProblems
+
+    try:
+        if observer is None:
+            job_run.check_data()
+        else:
+            with observer.checking_data():
+                report = job_run.check_data()
+            observer.data_checked(job_run, report)
+    except DataProblems as err:
+        print_data_problems(console, err)
+        raise typer.Exit(1) from None
+
+
 def run(
     study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study spec."),
     paradigm: list[str] = typer.Option([], "--paradigm", help="Run only these paradigms (repeatable): TS, CG, AU."),
     only: list[str] = typer.Option(
         [],
         "--only",
-        help="Run only the jobs a selector picks (repeatable): a job id or its beginning, a task, group or "
-        "paradigm, or KEY=PATTERN with KEY id|task|group|paradigm; globs work ('TS-breast*', task=fetal_*).",
+        help="Run only the jobs selectors pick (repeatable; different keys AND, the same key OR): a job id or its "
+        "beginning up to a '-' (TS-fetal_head), a task, group or paradigm, or KEY=PATTERN with KEY "
+        "id|task|group|paradigm; globs work ('TS-breast*', task=fetal_*). `usagg plan --only` shows the selection.",
     ),
     executor: str | None = typer.Option(
         None, "--executor", help="A registered executor: local, slurm, ... (default: the spec's)."
     ),
     devices: str | None = typer.Option(None, "--devices", help="cpu, auto, cuda, or GPU indices like 0,1."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed jobs again."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; change nothing."),
-    sets: list[str] = typer.Option([], "--set", help="Override a spec value, e.g. --set training.epochs=5."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the weights and data as a run does, then show what would run; write nothing."
+    ),
+    no_data_check: bool = typer.Option(
+        False, "--no-data-check", help="With --dry-run: skip the weights and data checks (it says so)."
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Run into a store another spec file of the same study name made, keeping that study's jobs.",
+    ),
+    sets: list[str] = typer.Option(
+        [], "--set", help="Override a spec value, e.g. --set training.epochs=5 (paths: from the current folder)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the jobs as a JSON list."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Off a terminal: a line per progress report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
 ) -> None:
     from rich.console import Console
-    from rich.markup import escape
 
-    from usagg.service import DataProblems, StudyRun, run_overrides
+    from usagg.service import DataProblems, StudyRun, drive, run_overrides
     from usagg.spec.load import load_study
 
     console = Console()
     console.soft_wrap = not console.is_terminal  # in a log a long line stays one line, never wrapped mid-path
     study = load_study(study_file, run_overrides(sets, executor=executor, devices=devices))
-    job_run = StudyRun.prepare(study, paradigm, only, retry_failed)
+    job_run = StudyRun.prepare(study, paradigm, only, retry_failed, spec_file=study_file, force=force)
     if as_json and not dry_run:
         raise UsaggError("--json goes with --dry-run (a run prints progress; `usagg status --json` gives the states)")
+    if no_data_check and not dry_run:
+        raise UsaggError("--no-data-check goes with --dry-run (a run always checks the weights and the data first)")
     if dry_run:
-        if as_json:
-            typer.echo(json.dumps(_dry_run_rows(job_run), indent=1))
-        else:
-            _print_dry_run(console, job_run)
-            _print_repairs(console, job_run.store)
+        _dry_run(console, job_run, as_json=as_json, check=not no_data_check)
         return
+    observer = ConsoleObserver(console, verbose=verbose, quiet=quiet)
     try:
-        with console.status("preparing and checking the dataset ..."):
-            report = job_run.check_data()
+        result = drive(job_run, observer)
     except DataProblems as err:
-        _print_problems(console, err)
+        print_data_problems(console, err)
         raise typer.Exit(1) from None
-    _print_data_warnings(console, job_run, escape(str(report.root)))
-    say = (lambda *a, **k: None) if quiet else console.print
-    say(
-        f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
-        f"({len(study.tasks)} of {len(report.tasks)} task(s))"
-    )
-    job_run.init_store()
-    store, skipped = job_run.store, job_run.skipped_failed
-    _print_repairs(console, store)
-    say(
-        f"study [bold]{study.name}[/]: {len(job_run.jobs)} job(s) selected, {len(job_run.todo)} to run, "
-        f"{len(job_run.done)} done"
-        + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
-        + f"; store {store.root}"
-    )
-    if job_run.todo and study.model.weights is None:
-        console.print(
-            f"[bold yellow]warning:[/] model.weights is empty: the {study.model.backbone} encoder is RANDOMLY "
-            "initialised, so results are far below a pretrained DINOv3 (give a local official checkpoint)"
-        )
-    if job_run.todo:
-        with make_display(console, len(job_run.todo), verbose=verbose, quiet=quiet) as display:
-            job_run.execute(display.on_event, display.on_progress)
-    while new := job_run.next_stage():  # a staged paradigm (AG) planned from the jobs just done
-        say(
-            f"stage: {', '.join(sorted({j.paradigm for j in new}))} planned from the jobs just done: "
-            f"{len(new)} job(s) ({', '.join(j.id for j in new)}), {len(job_run.todo)} to run"
-        )
-        if job_run.todo:
-            with make_display(console, len(job_run.todo), verbose=verbose, quiet=quiet) as display:
-                job_run.execute(display.on_event, display.on_progress)
-    for w in job_run.waiting:
-        states = ", ".join(f"{jid} {store.display_state(jid)}" for jid in w.needs)
-        console.print(f"[yellow]{w.paradigm} not planned[/]: it waits for {states}")
-    result = job_run.finish()
-    _print_repairs(console, store)
-    if not quiet:
-        print_table(console, _summary_table(store, list(result.states), f"{study.name}: {store.root}"))
-    console.print(f"results: {result.results_csv}")
     if result.failed:
-        console.print(f"[bold red]{len(result.failed)} job(s) failed[/]; see jobs/<id>/error.txt under {store.root}")
+        console.print(
+            f"[bold red]{len(result.failed)} job(s) failed[/]; see jobs/<id>/error.txt under {result.store_root}"
+        )
         raise typer.Exit(1)
+
+
+def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool) -> None:
+    """What `run --dry-run` prints: the same weights and data checks as a run (or one line saying they were not
+    made), then the jobs and what a run would do to each."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from usagg.service import check_model_weights, data_not_checkable
+
+    note = Console(stderr=True) if as_json else console  # --json keeps stdout for the JSON list
+    reason = data_not_checkable(job_run.study) if check else None
+    if not check:
+        note.print("[yellow]not checked[/]: the weights and the data (--no-data-check)", highlight=False)
+    elif reason is None:
+        _check_data(note, job_run, None)
+    else:
+        check_model_weights(job_run.study)
+        note.print(f"[yellow]data not checked[/]: {escape(reason)}", soft_wrap=True, highlight=False)
+    if as_json:
+        typer.echo(json.dumps(_dry_run_rows(job_run), indent=1))
+    else:
+        _print_dry_run(console, job_run)
+        _print_repairs(console, job_run.store)
 
 
 def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:

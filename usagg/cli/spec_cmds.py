@@ -40,11 +40,18 @@ def _load(study: Path, overrides: list[str] | None) -> Study:
     return load_study(study, overrides or [])
 
 
-def validate(study: StudyArg, set_: SetOpt = None) -> None:
+NoDataCheckOpt = Annotated[
+    bool, typer.Option("--no-data-check", help="Skip the data check `usagg run` makes (validate says so).")
+]
+
+
+def validate(study: StudyArg, set_: SetOpt = None, no_data_check: NoDataCheckOpt = False) -> None:
     """Check a study spec and summarise it: tasks by type and group, jobs per paradigm.
 
     Exits 2 with the file, field path and allowed values when the spec is invalid.
-    No data needs to be on disk; when `data.root` is there, the tasks are checked against its CSVs.
+    No data needs to be on disk; when it is there (`data.root`, or the synthetic benchmark
+    once generated), it gets the same checks as `usagg run` and the same exit code (1 for
+    problems in the study's tasks, listed); a line says when the data was not checked.
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
@@ -56,6 +63,7 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
     _check_weights(s)
     checked_data = _check_data_tasks(s)
     out = Console(highlight=False)
+    data_line = _run_data_check(s, out, skip=no_data_check)
     out.print(f"[green]ok[/]: {study} is a valid study [bold]{s.name}[/] (run store {Path(s.output_root) / s.name})")
     types = Counter(t.type for t in s.tasks)
     out.print(f"tasks: {len(s.tasks)} ({', '.join(f'{n} {t}' for t, n in types.items())})")
@@ -72,8 +80,7 @@ def validate(study: StudyArg, set_: SetOpt = None) -> None:
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
     if checked_data:
         out.print(f"data: the study's {len(s.tasks)} task(s) match the CSVs ({checked_data})")
-    if s.data.root is not None and not s.data.root.is_dir():
-        out.print(f"[yellow]note[/]: data.root {s.data.root} does not exist yet (needed by `usagg run`).")
+    out.print(data_line)
     if s.analysis.baseline not in s.paradigms:
         out.print(f"[yellow]note[/]: analysis.baseline {s.analysis.baseline} is not in paradigms; Δ needs its results.")
     if s.model.weights is None:
@@ -94,6 +101,36 @@ def _check_weights(s: Study) -> None:
         from usagg.model.weights_check import check_weights
 
         check_weights(s.model.weights, s.model.backbone)
+
+
+def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
+    """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
+    study's tasks are listed and exit 1, as `run` exits. Returns the line to print: the result, or why the data
+    was not checked."""
+    from rich.markup import escape
+
+    from usagg.service import DataProblems, check_study_data, data_not_checkable
+
+    if skip:
+        return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first."
+    if s.data.root is not None and not s.data.root.is_dir():
+        root = escape(str(s.data.root))
+        return f"[yellow]note[/]: data.root {root} does not exist yet (needed by `usagg run`); data not checked."
+    reason = data_not_checkable(s)
+    if reason is not None:
+        return f"[yellow]note[/]: data not checked: {escape(reason)}."
+    from usagg.cli.runs import print_data_problems, print_data_warnings
+
+    try:
+        report, warnings = check_study_data(s)
+    except DataProblems as err:
+        print_data_problems(out, err)
+        raise typer.Exit(1) from None
+    print_data_warnings(out, warnings, escape(str(report.root)))
+    return (
+        f"data: {escape(str(report.root))} has no problems in this study's tasks "
+        f"({len(s.tasks)} of {len(report.tasks)} task(s) checked as `usagg run` checks them)"
+    )
 
 
 def _check_data_tasks(s: Study) -> str:
@@ -119,34 +156,53 @@ def _states(s: Study, jobs: list[Job]) -> dict[str, str]:
     return {j.id: store.display_state(j.id) for j in jobs}
 
 
+ParadigmOpt = Annotated[
+    list[str] | None, typer.Option("--paradigm", help="Only these paradigms (repeatable), as `usagg run --paradigm`.")
+]
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        help="Only the jobs selectors pick, as `usagg run --only` would run them (repeatable; different keys AND, "
+        "the same key OR): a job id or its beginning up to a '-', a task, group or paradigm, or KEY=PATTERN "
+        "with KEY id|task|group|paradigm; globs work.",
+        show_default=False,
+    ),
+]
+
+
 def plan_cmd(
     study: StudyArg,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list (with state).")] = False,
+    paradigm: ParadigmOpt = None,
+    only: OnlyOpt = None,
 ) -> None:
     """List the jobs a study expands into: id, paradigm, tasks, fraction, seed and run-store state.
 
     State is what `usagg status` shows (interrupted: running, but its process is gone);
     pending for a job the run store does not hold yet. A staged paradigm (AG) is listed as
     waiting for the jobs it needs until they are done; then its jobs are listed too.
+    `--paradigm` and `--only` show the selection `usagg run` would make with them.
 
-    Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --json
+    Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --only task=breast_lesion --only TS
     """
     from usagg.plan import plan_stages
-    from usagg.service import store_evidence, store_for
+    from usagg.service import make_selection, store_evidence, store_for
 
     s = _load(study, set_)
     planned = plan_stages(s, store_evidence(store_for(s)))
-    jobs = planned.jobs
+    selection = make_selection(planned.jobs, paradigm or (), only or (), planned.waiting)
+    jobs = selection.pick(planned.jobs, planned.waiting)
+    waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
     states = _states(s, jobs)
     if as_json:
         rows = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
-        rows += [
-            {"id": None, "paradigm": w.paradigm, "state": "waiting", "needs": list(w.needs)} for w in planned.waiting
-        ]
+        rows += [{"id": None, "paradigm": w.paradigm, "state": "waiting", "needs": list(w.needs)} for w in waiting]
         typer.echo(json.dumps(rows, indent=1))
         return
-    title = f"{s.name}: {len(jobs)} jobs" + (f", {len(planned.waiting)} paradigm(s) waiting" if planned.waiting else "")
+    count = f"{len(jobs)} jobs" if selection.everything else f"{len(jobs)} of {len(planned.jobs)} jobs selected"
+    title = f"{s.name}: {count}" + (f", {len(waiting)} paradigm(s) waiting" if waiting else "")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
     rows = [
         (
@@ -166,7 +222,7 @@ def plan_cmd(
         table.add_column(col, no_wrap=True)
     for row in rows:
         table.add_row(*row)
-    for w in planned.waiting:
+    for w in waiting:
         table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "", "", "waiting")
     print_table(Console(), table)
 

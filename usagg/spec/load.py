@@ -594,6 +594,23 @@ def _absolute(p: Path | None, base: Path) -> Path | None:
     return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
 
+#: Spec fields holding a path (relative ones are from the spec's folder, or from the current one when `--set`).
+PATH_FIELDS = (("data", "root"), ("data", "cache_dir"), ("data", "synthetic", "out"), ("model", "weights"))
+
+
+def _paths_from_cwd(raw: dict[str, Any], canon: tuple) -> None:
+    """Make the relative paths a `--set` just wrote absolute from the current folder, where the user typed them."""
+    for path in PATH_FIELDS:
+        if path[: len(canon)] != canon:
+            continue
+        node: Any = raw
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(path[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[path[-1]] = os.path.abspath(value)
+
+
 def load_study(path: Path | str, overrides: Sequence[str] = ()) -> Study:
     """Load, resolve and validate a study spec; see docs/spec.md for the rules."""
     file = Path(path)
@@ -616,7 +633,9 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
         notes[apply_override(raw, expr, file)] = f"(set by --set {expr})"
     notes.update(resolve_catalog(raw, file))
     for expr in late:
-        notes[apply_override(raw, expr, file)] = f"(set by --set {expr})"
+        canon = apply_override(raw, expr, file)
+        notes[canon] = f"(set by --set {expr})"
+        _paths_from_cwd(raw, canon)
     _groups_onto_tasks(raw)
     try:
         study = Study.model_validate(raw)

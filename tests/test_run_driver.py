@@ -1,0 +1,264 @@
+"""The run driver (issues 26, 27, 29): one run sequence with observers, selectors that AND across keys, a study
+name bound to its spec file, `validate` and `run --dry-run` checking what `run` checks, --set paths from the
+current folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_run import run_cli
+
+from usagg import api
+from usagg.errors import UsaggError
+from usagg.plan import plan
+from usagg.service import RunObserver, StudyRun, select_jobs
+from usagg.spec.load import load_study
+from usagg.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+STUDY = """
+name: {name}
+output_root: {root}/runs
+paradigms: [TS]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 4, out: {root}/synth}}
+  selection_fraction: 0
+  cache_dir: {root}/cache
+tasks:
+{tasks}
+model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 16}}}}
+training: {{epochs: {epochs}, steps_per_epoch: 1, batch_size: 4, eval_batch_size: 8}}
+execution: {{devices: cpu, cpu_jobs: 1, threads: 1}}
+"""
+MALIGNANCY = "  - {id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}"
+NODULE = "  - {id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}"
+
+
+def write_study(
+    path: Path, root: Path, name: str = "tiny", tasks: tuple[str, ...] = (MALIGNANCY,), epochs: int = 1
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STUDY.format(name=name, root=root, tasks="\n".join(tasks), epochs=epochs))
+    return path
+
+
+def finish_job(store: RunStore, job_id: str, metrics: str = '{"tasks": {}}') -> None:
+    """A job as a run leaves it done (the record through its states, then metrics.json)."""
+    store.set_state(job_id, "running")
+    store.paths(job_id).metrics.write_text(metrics)
+    store.set_state(job_id, "done")
+
+
+# --------------------------------------------------------------------------- 29.3 selectors
+
+
+@pytest.fixture(scope="module")
+def demo_jobs() -> list[Any]:
+    return plan(load_study(REPO / "studies" / "demo.yaml"))
+
+
+def picked(jobs: list[Any], *only: str) -> list[str]:
+    return sorted(j.id for j in select_jobs(jobs, only=only))
+
+
+def test_selectors_of_different_keys_and_of_one_key_or(demo_jobs: list[Any]) -> None:
+    ts_breast = [j.id for j in demo_jobs if j.paradigm == "TS" and j.task_ids == ["breast_lesion"]]
+    assert len(ts_breast) == 1
+    assert picked(demo_jobs, "task=breast_lesion", "TS") == ts_breast  # was every breast_lesion job and every TS job
+    assert picked(demo_jobs, "task=breast_lesion", "paradigm:TS") == ts_breast
+    either = sorted(j.id for j in demo_jobs if {"breast_lesion", "fetal_head"} & set(j.task_ids))
+    assert picked(demo_jobs, "task=breast_lesion", "task=fetal_head") == either
+    both = sorted(j.id for j in demo_jobs if j.paradigm in ("TS", "CG"))
+    assert picked(demo_jobs, "TS", "CG") == both
+    with pytest.raises(UsaggError, match="no job matches them all"):
+        select_jobs(demo_jobs, only=["task=breast_lesion", "group:Fetal"])
+
+
+def test_an_id_selector_is_a_whole_id_its_dashed_beginning_or_a_glob(demo_jobs: list[Any]) -> None:
+    lesion = [j.id for j in demo_jobs if j.id.startswith("TS-breast_lesion-")]
+    assert picked(demo_jobs, "TS-breast_lesion") == lesion  # never TS-breast_lesion_cls
+    assert picked(demo_jobs, f"id={lesion[0]}") == lesion
+    assert len(picked(demo_jobs, "TS-breast_lesion*")) == 2
+    with pytest.raises(UsaggError, match="--only TS-breast matches no job"):
+        select_jobs(demo_jobs, only=["TS-breast"])  # a bare prefix inside a task name spans tasks
+
+
+def test_plan_only_shows_the_selection_run_would_make(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    demo = str(REPO / "studies" / "demo.yaml")
+    code, out = run_cli(["plan", demo, "--only", "task=breast_lesion", "--only", "TS", "--json"], monkeypatch, capsys)
+    rows = json.loads(out)
+    assert code == 0 and [(r["paradigm"], [t["id"] for t in r["tasks"]]) for r in rows] == [("TS", ["breast_lesion"])]
+    code, out = run_cli(["plan", demo, "--only", "group:Breast", "--paradigm", "CG"], monkeypatch, capsys)
+    assert code == 0 and "1 of " in out and "jobs selected" in out and "CG-Breast-" in out, out
+
+
+# --------------------------------------------------------------------------- 29.8 paths and checks of --set
+
+
+def test_set_paths_resolve_from_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_study(tmp_path / "specs" / "s.yaml", tmp_path)
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    study = load_study(spec, ["model.weights=w/dino.pth", "data.cache_dir=c"])
+    assert study.model.weights == here / "w" / "dino.pth" and study.data.cache_dir == here / "c"
+    spec.write_text(spec.read_text().replace("model: {", "model: {weights: in_spec.pth, "))
+    assert load_study(spec).model.weights == tmp_path / "specs" / "in_spec.pth"  # spec paths: from its folder
+
+
+def test_dry_run_refuses_missing_weights_and_a_placeholder_data_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_study(tmp_path / "s.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec), "--dry-run", "--set", "model.weights=nope.pth"], monkeypatch, capsys)
+    assert code == 2 and "model.weights" in out and str(tmp_path / "nope.pth") in out, out
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()
+    code, out = run_cli(["run", str(REPO / "studies" / "fmc_uia.yaml"), "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and "data.root /path/to/FMC_UIA does not exist" in out and "would run" not in out, out
+    code, out = run_cli(
+        ["run", str(REPO / "studies" / "fmc_uia.yaml"), "--dry-run", "--no-data-check"], monkeypatch, capsys
+    )
+    assert code == 0 and "not checked" in out and "111 of 111 job(s) would run" in out
+    code, out = run_cli(["run", str(spec), "--no-data-check"], monkeypatch, capsys)
+    assert code == 2 and "--no-data-check goes with --dry-run" in out
+
+
+# --------------------------------------------------------------------------- 26.7 dry-run and validate parity
+
+
+def test_dry_run_runs_a_job_whose_metrics_are_damaged_as_the_run_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_study(tmp_path / "s.yaml", tmp_path, tasks=(MALIGNANCY, NODULE))
+    study = load_study(spec)
+    run = StudyRun.prepare(study, spec_file=spec)
+    run.init_store()
+    good, damaged = (j.id for j in run.jobs)
+    finish_job(run.store, good)
+    finish_job(run.store, damaged, metrics="[]")  # a JSON list: the run sets it aside and evaluates the job anew
+    dry = StudyRun.prepare(study, spec_file=spec)
+    assert dry.action(good) == "skip (done)" and dry.action(damaged) == "run" and dry.todo == [damaged]
+    assert RunStore(dry.store.root).paths(damaged).metrics.read_text() == "[]"  # the dry run repaired nothing
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check", "--json"], monkeypatch, capsys)
+    rows, _ = json.JSONDecoder().raw_decode(out)  # stdout; the line saying what was not checked is on stderr
+    assert code == 0 and {r["job_id"]: r["action"] for r in rows} == {good: "skip (done)", damaged: "run"}
+    real = StudyRun.prepare(study, spec_file=spec)
+    real.init_store()  # what `usagg run` does before any job: the same decision
+    assert real.todo == [damaged] and real.store.job_state(damaged) == "pending"
+
+
+@pytest.mark.slow
+def test_validate_and_dry_run_refuse_the_data_run_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usagg.data.source import dataset_root
+
+    spec = write_study(tmp_path / "s.yaml", tmp_path, tasks=(MALIGNANCY, NODULE))
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["validate", str(spec)], monkeypatch, capsys)
+    assert code == 0 and "data not checked: the synthetic benchmark" in out, out
+    root = dataset_root(load_study(spec).data)
+    code, out = run_cli(["validate", str(spec)], monkeypatch, capsys)
+    assert code == 0 and "has no problems in this study's tasks" in out, out
+    victim = sorted((root / "train").rglob("thyroid_nodule_det*.png"))[0]
+    victim.unlink()
+    for args in (["validate", str(spec)], ["run", str(spec), "--dry-run"], ["run", str(spec)]):
+        code, out = run_cli(args, monkeypatch, capsys)
+        assert code == 1 and victim.name in out and "problem(s)" in out, (args, out)
+        assert "would run" not in out and "is a valid study" not in out
+    code, out = run_cli(["validate", str(spec), "--no-data-check"], monkeypatch, capsys)
+    assert code == 0 and "data not checked (--no-data-check)" in out
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- 26.6 a study name is bound to its store
+
+
+def test_a_second_spec_with_the_same_name_is_refused_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    second = write_study(tmp_path / "b" / "study.yaml", tmp_path, tasks=(NODULE,))
+    run = StudyRun.prepare(load_study(first), spec_file=first)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    assert run.store.spec_files() == [str(first)]
+
+    with pytest.raises(UsaggError) as err:
+        StudyRun.prepare(load_study(second), spec_file=second)
+    message = str(err.value)
+    assert str(first) in message and str(second) in message and "--force" in message and "name" in message
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(second), "--dry-run", "--no-data-check"], monkeypatch, capsys)
+    assert code == 2 and "--force" in out and "Traceback" not in out
+    assert json.loads(run.store.plan_json.read_text())[0]["id"] == done  # nothing written
+
+    edited = StudyRun.prepare(load_study(first, ["training.epochs=2"]), spec_file=first)  # the same file: its own
+    assert edited.kept == [] and edited.jobs[0].id != done
+
+    forced = StudyRun.prepare(load_study(second), spec_file=second, force=True)
+    forced.init_store()
+    store = RunStore(run.store.root)
+    (new,) = (j.id for j in forced.jobs)
+    assert store.job_ids() == [new, done] and store.job_state(done) == "done"  # both studies' jobs listed
+    assert store.spec_files() == [str(first), str(second)]
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and done in out and new in out and "1 done, 1 pending" in out
+    again = StudyRun.prepare(load_study(second), spec_file=second)  # bound now: no --force needed, nothing hidden
+    assert [j.id for j in again.kept] == [done]
+
+
+# --------------------------------------------------------------------------- 27.2 one run driver, observed
+
+
+class Recorder(RunObserver):
+    """Every observer call, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def data_checked(self, run: StudyRun, report: Any) -> None:
+        self.calls.append(("data_checked", len(run.jobs)))
+
+    def store_ready(self, run: StudyRun) -> None:
+        self.calls.append(("store_ready", list(run.todo)))
+
+    def warning(self, message: str) -> None:
+        self.calls.append(("warning", message))
+
+    def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        self.calls.append(("job_event", event))
+
+    def finished(self, run: StudyRun, result: Any) -> None:
+        self.calls.append(("finished", dict(result.states)))
+
+
+@pytest.mark.slow
+def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_study(tmp_path / "s.yaml", tmp_path)
+    recorder = Recorder()
+    result = api.run_study(spec, observer=recorder)
+    (job,) = result.states
+    names = [name for name, _ in recorder.calls]
+    assert names == ["data_checked", "store_ready", "warning", "job_event", "job_event", "finished"], names
+    assert recorder.calls[1] == ("store_ready", [job]) and recorder.calls[-1] == ("finished", {job: "done"})
+    assert "model.weights is empty: the dinov3_test encoder is RANDOMLY initialised" in recorder.calls[2][1]
+    assert RunStore(result.store_root).spec_files() == [str(spec.resolve())]
+
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)  # the CLI's observer: nothing to do, no warning
+    assert code == 0 and "1 job(s) selected, 0 to run, 1 done" in out and "RANDOMLY" not in out, out
+    code, out = run_cli(["run", str(spec), "--set", "training.epochs=2", "-q"], monkeypatch, capsys)
+    assert code == 0 and "warning: model.weights is empty" in out and "results: " in out, out

@@ -1,0 +1,133 @@
+"""`usagg weights check FILE [--backbone NAME]`: the backbone a checkpoint loads into, its sha256, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from tests.cli_run import run_cli
+from usagg.model.backbones import create_vit
+from usagg.model.weights import to_official_state_dict
+from usagg.model.zoo import BACKBONES
+
+TENSORS = len(create_vit("dinov3_test").state_dict())
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection attempt fails the test: every backbone is built without downloading."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    """A randomly initialised dinov3_test checkpoint under the official DINOv3 key names."""
+    torch.manual_seed(0)
+    path = tmp_path / "dinov3_test_pretrain.pth"
+    torch.save(to_official_state_dict(create_vit("dinov3_test")), path)
+    return path
+
+
+def _paragraph(out: str) -> str:
+    """The error as printed: one paragraph starting 'error:', no traceback."""
+    assert out.startswith("error:") and "Traceback" not in out, out
+    return " ".join(out.split())
+
+
+def test_the_backbone_it_fits_is_found_among_all_with_the_sha256(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert len(BACKBONES) >= 5  # every registered one is tried: only dinov3_test fits
+    code, out = run_cli(["weights", "check", str(good)], monkeypatch, capsys)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == f"ok: {good} fits backbone dinov3_test ({TENSORS} tensors, strict)"
+    assert lines[1] == f"sha256: {hashlib.sha256(good.read_bytes()).hexdigest()}"
+    assert lines[2] == f"in a study: model: {{backbone: dinov3_test, weights: {good.resolve()}}}"
+    assert len(lines) == 3
+
+
+def test_a_named_backbone_is_checked_alone(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_cli(["weights", "check", str(good), "--backbone", "dinov3_test"], monkeypatch, capsys)
+    assert code == 0 and f"fits backbone dinov3_test ({TENSORS} tensors" in out
+    code, out = run_cli(["weights", "check", str(good), "--backbone", "dinov3_small"], monkeypatch, capsys)
+    text = _paragraph(out)
+    assert code == 2
+    assert f"The weights file {good} does not fit backbone dinov3_small: 120 missing keys" in text
+    assert "sha256" not in text and "ok:" not in text
+    code, out = run_cli(["weights", "check", str(good), "--backbone", "dinov3_huge"], monkeypatch, capsys)
+    assert code == 2 and "--backbone: unknown backbone 'dinov3_huge'" in _paragraph(out)
+    assert "dinov3_small_plus" in out  # the registered names listed
+
+
+def test_safetensors_fits_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in to_official_state_dict(create_vit("dinov3_test")).items()}, str(path))
+    code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
+    assert code == 0 and "fits backbone dinov3_test" in out, out
+
+
+def test_another_models_weights_fit_no_backbone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
+    code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
+    text = _paragraph(out)
+    assert code == 2
+    assert f"The weights file {path} loads into none of the {len(BACKBONES)} registered backbones" in text
+    for name in BACKBONES:  # why, for each
+        assert f"{name}: " in text and "missing keys (cls_token" in text.split(f"{name}: ")[1]
+    assert "Give the official DINOv3 checkpoint of the same model size" not in text  # the advice once, at the end
+    assert text.endswith("not a ConvNeXt, a distilled head or another model's weights.")
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated"])
+def test_an_unreadable_file_is_one_error(
+    good: Path, kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = good.with_name(f"{kind}.pth")
+    if kind == "text":
+        path.write_text("<html>Access denied: log in to download DINOv3</html>\n")
+    else:
+        blob = good.read_bytes()
+        path.write_bytes(blob[: len(blob) // 2])
+    code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
+    text = _paragraph(out)
+    assert code == 2 and text.count("Could not read the weights file") == 1 and str(path) in text
+    assert "registered backbones" not in text
+
+
+def test_a_missing_file_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_cli(["weights", "check", str(tmp_path / "later.pth")], monkeypatch, capsys)
+    assert code == 2 and "later.pth does not exist" in _paragraph(out)
+
+
+def test_a_vit_s_file_is_told_from_vit_s_plus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ViT-S/16 and ViT-S+/16 share depth and width: only the strict load tells them apart."""
+    path = tmp_path / "dinov3_vits16.pth"
+    torch.save(to_official_state_dict(create_vit("dinov3_small")), path)
+    code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
+    assert code == 0, out
+    assert [line.split(" fits backbone ")[1].split(" ")[0] for line in out.splitlines() if line.startswith("ok:")] == [
+        "dinov3_small"
+    ]

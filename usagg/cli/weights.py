@@ -1,0 +1,95 @@
+"""`usagg weights check FILE`: which backbone a downloaded checkpoint loads into, and its sha256.
+
+The first thing to run on a licence-gated DINOv3 download (docs/real-data.md): the same
+strict check `usagg validate` and `usagg run` make before any job (usagg/model/weights_check.py,
+the backbone built on the meta device, the file memory-mapped), but without a study, trying
+every registered backbone when none is named, so the answer is the `model.backbone` to write.
+The sha256 comes from usagg/filehash.py's cache, the digest the job ids are made from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from usagg.errors import UsaggError
+
+FileArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FILE", help="A checkpoint: the official DINOv3 .pth as downloaded, or a .safetensors file."
+    ),
+]
+BackboneOpt = Annotated[
+    str | None,
+    typer.Option("--backbone", help="Only this backbone (`usagg registry backbones` lists them).", show_default=False),
+]
+
+
+def _misfit(err: UsaggError, path: Path, backbone: str) -> str:
+    """The part of check_weights' message that differs between backbones: the keys that do not fit."""
+    text = str(err).removeprefix(f"The weights file {path} does not fit backbone {backbone}: ")
+    return text.split(". Give the official DINOv3 checkpoint")[0]
+
+
+def matching_backbones(path: Path, backbone: str | None) -> dict[str, int]:
+    """{backbone: tensors loaded} for each registered backbone the file loads into strictly (`backbone` alone if
+    given); UsaggError naming the file and why it fits none (an unreadable file says so once)."""
+    from usagg.model.weights import read_checkpoint
+    from usagg.model.weights_check import check_weights
+    from usagg.model.zoo import BACKBONES
+    from usagg.names import unknown_name
+
+    names = BACKBONES.names()  # plug-ins loaded: a plug-in backbone is tried too
+    if backbone is not None:
+        if backbone not in names:
+            raise UsaggError(f"--backbone: {unknown_name('backbone', backbone, names)}")
+        return {backbone: check_weights(path, backbone)}
+    read_checkpoint(path, mmap=True)  # a text file or a truncated download: one error, not one per backbone
+    fits: dict[str, int] = {}
+    misfits: list[str] = []
+    for name in names:
+        try:
+            fits[name] = check_weights(path, name)
+        except UsaggError as err:
+            misfits.append(f"{name}: {_misfit(err, path, name)}")
+    if not fits:
+        raise UsaggError(
+            f"The weights file {path} loads into none of the {len(names)} registered backbones ("
+            + "; ".join(misfits)
+            + "). Give an official DINOv3 ViT checkpoint (ViT-S/16, ViT-S+/16, ViT-B/16 or ViT-L/16), not a "
+            "ConvNeXt, a distilled head or another model's weights."
+        )
+    return fits
+
+
+def check(file: FileArg, backbone: BackboneOpt = None) -> None:
+    """Check a weights file: the backbone it loads into (each registered one tried), its sha256.
+
+    The strict load of `usagg run` (every tensor, every shape) on the meta device: no memory, no download.
+
+    Exits 2 with one paragraph when the file fits no backbone.
+
+    Example: usagg weights check ~/weights/dinov3_vitb16_pretrain_lvd1689m.pth --backbone dinov3_base
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from usagg.filehash import file_sha256
+
+    fits = matching_backbones(file, backbone)
+    out = Console(highlight=False)
+    for name, tensors in fits.items():
+        out.print(f"[green]ok[/]: {escape(str(file))} fits backbone [bold]{name}[/] ({tensors} tensors, strict)")
+    out.print(f"sha256: {file_sha256(file)}", soft_wrap=True)
+    first = next(iter(fits))
+    out.print(f"in a study: model: {{backbone: {first}, weights: {escape(str(file.resolve()))}}}", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `weights` sub-app (`usagg weights check`)."""
+    sub = typer.Typer(name="weights", help="Check model weights files (DINOv3 checkpoints).", no_args_is_help=True)
+    sub.command("check")(check)
+    app.add_typer(sub, name="weights")
