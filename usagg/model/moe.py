@@ -6,34 +6,42 @@ token from the token concatenated with a learned task embedding
 (`router_input="token_task"`) or from the task embedding alone (`"task"`).
 A Switch-style load-balancing loss keeps experts in use.
 
-Two dispatch paths give the same numbers (tests/test_model_moe.py):
-- `grouped`: tokens sorted by expert, the experts' weights stacked per call
-  ([E, ...], so parameters and state-dict keys stay per expert), expert
-  boundaries as a device tensor of offsets, and two `torch._grouped_mm` calls.
-  No host sync: the default where `_grouped_mm` has its sync-free kernel
-  (CUDA sm 9.x / 10.x in bf16).
-- `loop`: one gather / expert MLP / scatter per expert, sized by the counts
-  copied to the host (one sync per MoE block): the default elsewhere (CPU,
-  fp32, older GPUs), where `_grouped_mm` would itself loop after such a copy.
+The experts are stored stacked (`StackedExperts`): one parameter per projection,
+weight [E, out, in] and bias [E, out], so no call stacks or copies them; state
+dicts of the earlier per-expert layout (`experts.<e>.fc1.weight`) still load (a
+load_state_dict pre-hook stacks them). Dispatch is gather-only and never reads
+a device value on the host: one stable sort of the expert ids orders the
+assignments, its inverse permutation places each in a buffer, the buffer is
+filled by one gather, and each assignment's output is gathered back and
+weighted over its k experts (tests/test_model_moe.py checks it against the
+per-token formulation). Two buffer layouts, same numbers up to float rounding:
+- `grouped`: expert groups packed, each padded to GROUP_ALIGN rows, two
+  `torch._grouped_mm` calls; the default where grouped GEMMs exist without a
+  host sync (the CPU; CUDA sm 9.x / 10.x in bf16).
+- `slots`: one slot of M rows per expert ([E, M, in]; top-k experts are distinct,
+  so M is enough), batched matmuls; sync-free everywhere, E/k times the products:
+  the default on other GPUs and where torch has no grouped GEMM.
+`loop` (one MLP per expert, counts read on the host) stays for flop counting,
+which has no formula for `_grouped_mm`.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
+from timm.layers import Mlp, SwiGLU
 from timm.models.eva import EvaBlock
 from torch import nn
 
 RouterInput = Literal["token_task", "task"]
-Dispatch = Literal["auto", "loop", "grouped"]
+Dispatch = Literal["auto", "grouped", "slots", "loop"]
 
 #: The grouped GEMM: public as `F.grouped_mm` in recent torch, private `torch._grouped_mm` since 2.8 (the GPU
-#: images' torch 2.11 may have only that one), absent before; without it MoE dispatch always loops.
+#: images' torch 2.11 may have only that one), absent before; without it MoE dispatch uses `slots`.
 GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
 #: Rows each expert's group is padded to in grouped dispatch: 16 bytes of bf16, as torchtitan aligns token groups.
@@ -87,31 +95,119 @@ def load_balancing_loss(
 
 
 def grouped_mm_is_sync_free(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `torch._grouped_mm` runs its CUTLASS kernel here: CUDA sm 9.x / 10.x, bf16 (torch 2.14).
-
-    Anywhere else it loops over groups after copying the offsets to the host,
-    which is no better than the per-expert loop.
+    """Whether `torch._grouped_mm` runs without a host sync here: the CPU (where a sync costs nothing), or its
+    CUTLASS kernel on CUDA sm 9.x / 10.x in bf16 (torch 2.14); elsewhere on CUDA it copies the offsets to the host.
     """
-    if GROUPED_MM is None or device.type != "cuda" or dtype != torch.bfloat16:
+    if GROUPED_MM is None:
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type != "cuda" or dtype != torch.bfloat16:
         return False
     return torch.cuda.get_device_properties(device).major in (9, 10)  # constant-folded under torch.compile
 
 
-def groupable(mlp: nn.Module) -> bool:
-    """Whether an expert is a plain timm `Mlp` (fc1, activation, fc2; no norm, no dropout) that grouped GEMMs fit.
+#: Projections of the MLPs experts can stack: the inputs' (one for Mlp; gate and value for SwiGLU) and the output's.
+_PROJECTIONS: dict[type, tuple[tuple[str, ...], str]] = {Mlp: (("fc1",), "fc2"), SwiGLU: (("fc1_g", "fc1_x"), "fc2")}
 
-    Sides must be multiples of 8 so that bf16 rows are 16-byte aligned, as `_grouped_mm` requires.
-    """
-    return (
-        type(mlp) is Mlp
-        and isinstance(mlp.norm, nn.Identity)
-        and mlp.drop1.p == 0
-        and mlp.drop2.p == 0
-        and mlp.fc1.bias is not None
-        and mlp.fc2.bias is not None
-        and mlp.fc1.in_features % 8 == 0
-        and mlp.fc1.out_features % 8 == 0
-    )
+
+def stackable(mlp: nn.Module) -> str | None:
+    """Why E copies of `mlp` cannot be stacked (None when they can): a timm Mlp or SwiGLU, no norm, no dropout."""
+    if type(mlp) not in _PROJECTIONS:
+        return f"a timm Mlp or SwiGLU, got {type(mlp).__name__}"
+    if not isinstance(mlp.norm, nn.Identity) or mlp.drop1.p != 0 or mlp.drop2.p != 0:
+        return "an MLP without norm or dropout"
+    return None
+
+
+def groupable(mlp: nn.Module) -> bool:
+    """Whether grouped GEMMs fit the experts on CUDA: stackable, sides multiples of 8 (16-byte aligned bf16 rows)."""
+    if stackable(mlp) is not None:
+        return False
+    inputs, output = _PROJECTIONS[type(mlp)]
+    fcs = [getattr(mlp, n) for n in (*inputs, output)]
+    return all(fc.in_features % 8 == 0 and fc.out_features % 8 == 0 for fc in fcs)
+
+
+class StackedLinear(nn.Module):
+    """E Linear layers as one `weight` [E, out, in] and one `bias` [E, out] (or None)."""
+
+    def __init__(self, linears: list[nn.Linear]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([fc.weight.detach() for fc in linears]))
+        bias = [fc.bias for fc in linears]
+        self.bias = nn.Parameter(torch.stack([b.detach() for b in bias])) if bias[0] is not None else None  # type: ignore[union-attr]
+
+    def grouped(self, x: torch.Tensor, offs: torch.Tensor, expert_row: torch.Tensor) -> torch.Tensor:
+        """Rows of x, packed in expert groups ending at `offs`, through their expert (`expert_row`: bias rows)."""
+        out = GROUPED_MM(x, _cast(self.weight, x.dtype).transpose(-2, -1), offs=offs)
+        return out if self.bias is None else out + _cast(self.bias, x.dtype).index_select(0, expert_row)
+
+    def slots(self, x: torch.Tensor) -> torch.Tensor:
+        """x [E, S, in] -> [E, S, out], slot e through expert e."""
+        w = _cast(self.weight, x.dtype).transpose(-2, -1)
+        if self.bias is None:
+            return torch.bmm(x, w)
+        return torch.baddbmm(_cast(self.bias, x.dtype)[:, None, :], x, w)
+
+    def one(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """x [S, in] through expert e alone."""
+        bias = None if self.bias is None else _cast(self.bias[e], x.dtype)
+        return F.linear(x, _cast(self.weight[e], x.dtype), bias)
+
+    def expert(self, e: int) -> nn.Linear:
+        """Expert e's layer as a plain Linear (copies): the reference that the stacked products must match."""
+        out_f, in_f = self.weight.shape[1:]
+        fc = nn.Linear(in_f, out_f, bias=self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            fc.weight.copy_(self.weight[e])
+            if self.bias is not None:
+                fc.bias.copy_(self.bias[e])
+        return fc
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+class StackedExperts(nn.Module):
+    """E noisy copies of a timm Mlp or SwiGLU, each projection stacked into one StackedLinear of the same name."""
+
+    def __init__(self, mlp: nn.Module, experts: int, init_noise: float) -> None:
+        super().__init__()
+        why = stackable(mlp)
+        if why is not None:
+            raise ValueError(f"MoE experts need {why}")
+        copies = [noisy_copy(mlp, init_noise) for _ in range(experts)]  # the noise draws of one expert after another
+        self.num_experts = experts
+        self.inputs, output = _PROJECTIONS[type(mlp)]
+        self.names = (*self.inputs, output)
+        for name in self.names:
+            self.add_module(name, StackedLinear([getattr(c, name) for c in copies]))
+        self.act = copies[0].act
+        self.template = type(mlp)
+
+    def hidden(self, pre: list[torch.Tensor]) -> torch.Tensor:
+        """The activation from the input projections' outputs: act(fc1) for Mlp, act(gate) * value for SwiGLU."""
+        return self.act(pre[0]) if len(pre) == 1 else self.act(pre[0]) * pre[1]
+
+    def output(self) -> StackedLinear:
+        return getattr(self, self.names[-1])
+
+    def expert(self, e: int) -> nn.Module:
+        """Expert e as a module of the dense MLP's type (copies of its weights): the per-token reference."""
+        mlp = copy.deepcopy(self._dense_like())
+        for name in self.names:
+            setattr(mlp, name, getattr(self, name).expert(e))
+        return mlp
+
+    def _dense_like(self) -> nn.Module:
+        fc1 = getattr(self, self.inputs[0]).weight
+        out = self.output().weight
+        kwargs: dict[str, Any] = {"hidden_features": fc1.shape[1], "out_features": out.shape[1]}
+        if self.template is Mlp:
+            return Mlp(fc1.shape[2], act_layer=type(self.act), **kwargs)
+        return SwiGLU(fc1.shape[2], act_layer=type(self.act), **kwargs)
 
 
 class TaskMoE(nn.Module):
@@ -134,15 +230,14 @@ class TaskMoE(nn.Module):
         self.num_experts = experts
         self.top_k = top_k
         self.router_input = router_input
-        self.experts = nn.ModuleList(noisy_copy(mlp, init_noise) for _ in range(experts))
+        self.experts = StackedExperts(mlp, experts, init_noise)
         self.groupable = groupable(mlp)
-        if dispatch == "grouped" and not self.groupable:
-            raise ValueError(f"grouped dispatch needs plain timm Mlp experts with sides multiple of 8, got {mlp}")
-        #: "auto": grouped GEMMs where they are sync-free (`grouped_mm_is_sync_free`), else the per-expert loop.
+        #: "auto": grouped GEMMs where they are sync-free (`grouped_mm_is_sync_free`) and fit, else slots.
         self.dispatch: Dispatch = dispatch
         self.router = nn.Linear(dim + task_dim if router_input == "token_task" else task_dim, experts)
         nn.init.normal_(self.router.weight, std=0.02)
         nn.init.zeros_(self.router.bias)
+        self.register_load_state_dict_pre_hook(_stack_per_expert_keys)
 
     def route(self, tokens: torch.Tensor, task: torch.Tensor) -> Routing:
         """Route flat tokens [M, D] given their task embeddings [M, T]; softmax in float32."""
@@ -157,9 +252,10 @@ class TaskMoE(nn.Module):
         return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
     def use_grouped(self, x: torch.Tensor) -> bool:
-        """The path this call takes (see the module docstring)."""
+        """Whether this call packs expert groups for grouped GEMMs (else slots; see the module docstring)."""
         if self.dispatch == "auto":
-            return self.groupable and grouped_mm_is_sync_free(x.device, self.compute_dtype(x))
+            sync_free = grouped_mm_is_sync_free(x.device, self.compute_dtype(x))
+            return sync_free and (x.device.type == "cpu" or self.groupable)
         return self.dispatch == "grouped"
 
     def forward(self, x: torch.Tensor, task_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -169,66 +265,82 @@ class TaskMoE(nn.Module):
         task = task_emb[:, None, :].expand(b, n, task_emb.shape[-1]).reshape(b * n, -1)
         r = self.route(flat, task)
         counts = expert_counts(r.experts, self.num_experts)
-        expert_of = r.experts.reshape(-1)
-        order = torch.argsort(expert_of, stable=True)
-        token_of = order // self.top_k  # position p of the flattened [M, k] assignment belongs to token p // k
-        weight_of = r.weights.reshape(-1)[order]
-        if self.use_grouped(flat):
-            y = self._grouped_experts(flat.index_select(0, token_of), expert_of[order], counts)
+        if self.dispatch == "loop":
+            y = self._looped(flat, r.experts, counts)
         else:
-            y = self._looped_experts(flat, token_of, counts)
-        out = torch.zeros_like(flat)
-        out.index_add_(0, token_of, (y * weight_of[:, None].to(y.dtype)).to(out.dtype))
+            y = self._dispatched(flat, r.experts, counts)
+        out = (y * r.weights[..., None].to(y.dtype)).sum(dim=1).to(flat.dtype)
         aux = load_balancing_loss(r.probs, r.experts, self.num_experts, counts)
         return out.reshape(b, n, d), aux, counts
 
-    def _looped_experts(self, flat: torch.Tensor, token_of: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Expert outputs [M·k, D] in expert order: one gather and MLP per expert; `counts` read on the host."""
+    def _dispatched(self, flat: torch.Tensor, experts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Each (token, chosen expert)'s expert output [M, k, D], gather-only and sync-free.
+
+        One stable sort of the M·k expert ids; its inverse permutation `rank` gives each
+        assignment's place in expert order, hence its buffer row. The buffer is filled by
+        one gather from the tokens (row M of the padded tokens, zeros, fills unused rows)
+        and read back by one gather. Unused rows get exactly zero gradient, so they add
+        nothing. In the grouped layout the last group runs to the buffer's end, so every
+        row is written by the grouped GEMM (it leaves rows past the last offset untouched).
+        """
+        m, k = experts.shape
+        e_num, dev = self.num_experts, flat.device
+        a = experts.reshape(-1)
+        order = torch.argsort(a, stable=True)
+        positions = torch.arange(m * k, device=dev)
+        rank = torch.empty_like(order).scatter_(0, order, positions)
+        starts = counts.cumsum(0) - counts  # packed start of each expert's assignments
+        grouped = self.use_grouped(flat)
+        if grouped:
+            padded = (counts + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
+            ends = padded.cumsum(0)
+            row = rank + (ends - padded - starts).index_select(0, a)
+            size = m * k + e_num * GROUP_ALIGN  # > ends[-1] for any routing
+        else:
+            row = rank + (torch.arange(e_num, device=dev) * m - starts).index_select(0, a)
+            size = e_num * m
+        src = torch.full((size,), m, dtype=torch.int64, device=dev).scatter_(0, row, positions // k)
+        x = _cast(F.pad(flat, (0, 0, 0, 1)).index_select(0, src), self.compute_dtype(flat))
+        ex = self.experts
+        if grouped:
+            offs = F.pad(ends[:-1], (0, 1), value=size).to(torch.int32)
+            expert_row = torch.zeros(size, dtype=torch.int64, device=dev).scatter_(0, row, a)
+            h = ex.hidden([getattr(ex, n).grouped(x, offs, expert_row) for n in ex.inputs])
+            y = ex.output().grouped(h, offs, expert_row)
+        else:
+            xs = x.view(e_num, m, -1)
+            h = ex.hidden([getattr(ex, n).slots(xs) for n in ex.inputs])
+            y = ex.output().slots(h).view(size, -1)
+        return y.index_select(0, row).view(m, k, -1)
+
+    def _looped(self, flat: torch.Tensor, experts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """`_dispatched`'s result, one expert at a time with its counts read on the host (for flop counting)."""
+        m, k = experts.shape
+        a = experts.reshape(-1)
+        order = torch.argsort(a, stable=True)
+        dtype = self.compute_dtype(flat)
         ys = []
         start = 0
         for e, count in enumerate(counts.tolist()):
             if count:
-                ys.append(self.experts[e](flat.index_select(0, token_of[start : start + count])))
+                xe = _cast(flat.index_select(0, order[start : start + count] // k), dtype)
+                h = self.experts.hidden([getattr(self.experts, n).one(xe, e) for n in self.experts.inputs])
+                ys.append(self.experts.output().one(h, e))
             start += count
-        return torch.cat(ys)
+        y = torch.cat(ys)
+        rank = torch.empty_like(order).scatter_(0, order, torch.arange(m * k, device=flat.device))
+        return y.index_select(0, rank).view(m, k, -1)
 
-    def _grouped_experts(self, xs: torch.Tensor, expert_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Expert outputs [M·k, D] for tokens `xs` sorted by expert: two grouped GEMMs, offsets stay on the device.
 
-        Each expert's rows start at a multiple of GROUP_ALIGN in a buffer of static size (the
-        grouped kernels want 16-byte aligned groups). Rows that hold no token (padding, and
-        the tail past the last group, which `_grouped_mm` leaves unwritten) are set to zero
-        by a `where`, so they carry no value and no gradient.
-        """
-        dtype = self.compute_dtype(xs)
-        mlps: list[Mlp] = list(self.experts)  # type: ignore[arg-type]
-        padded = (counts + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
-        ends = padded.cumsum(0)
-        shift = (ends - padded) - (counts.cumsum(0) - counts)  # padded start minus packed start, per expert
-        rows = torch.arange(xs.shape[0], device=xs.device) + shift.index_select(0, expert_sorted)
-        size = xs.shape[0] + self.num_experts * GROUP_ALIGN  # > ends[-1] for any routing
-        x = xs.new_zeros((size, xs.shape[1]), dtype=dtype).index_copy(0, rows, xs.to(dtype))
-        expert_row = torch.zeros(size, dtype=expert_sorted.dtype, device=xs.device).index_copy(0, rows, expert_sorted)
-        used = torch.zeros(size, dtype=torch.bool, device=xs.device).index_fill(0, rows, True)[:, None]
-        offs = ends.to(torch.int32)
-        h = self._grouped_linear(x, [m.fc1 for m in mlps], expert_row, used, offs, dtype)
-        y = self._grouped_linear(mlps[0].act(h), [m.fc2 for m in mlps], expert_row, used, offs, dtype)
-        return y.index_select(0, rows)
-
-    @staticmethod
-    def _grouped_linear(
-        x: torch.Tensor,
-        fcs: list[nn.Linear],
-        expert_row: torch.Tensor,
-        used: torch.Tensor,
-        offs: torch.Tensor,
-        dtype: torch.dtype,
-    ) -> torch.Tensor:
-        """Row i of x through fcs[expert_row[i]] (zero where not `used`): weights stacked per call to [E, out, in]."""
-        w = torch.stack([fc.weight for fc in fcs]).to(dtype)
-        bias = torch.stack([fc.bias for fc in fcs]).to(dtype)  # type: ignore[misc]
-        out = GROUPED_MM(x, w.transpose(-2, -1), offs=offs) + bias.index_select(0, expert_row)
-        return torch.where(used, out, 0.0)
+def _stack_per_expert_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """load_state_dict pre-hook: stack the earlier per-expert keys (`experts.<e>.<proj>.<weight|bias>`, one per
+    expert) into this layout's `experts.<proj>.<weight|bias>` [E, ...], in place, before loading."""
+    experts: StackedExperts = module.experts  # type: ignore[assignment]
+    for name in experts.names:
+        for leaf in ("weight", "bias"):
+            old = [f"{prefix}experts.{e}.{name}.{leaf}" for e in range(experts.num_experts)]
+            if all(k in state_dict for k in old):
+                state_dict[f"{prefix}experts.{name}.{leaf}"] = torch.stack([state_dict.pop(k) for k in old])
 
 
 class MoEBlock(nn.Module):
@@ -292,6 +404,8 @@ __all__ = [
     "Dispatch",
     "MoEBlock",
     "Routing",
+    "StackedExperts",
+    "StackedLinear",
     "TaskMoE",
     "convert_to_moe",
     "expert_counts",
@@ -301,4 +415,5 @@ __all__ = [
     "load_balancing_loss",
     "moe_parameters",
     "noisy_copy",
+    "stackable",
 ]
