@@ -7,7 +7,8 @@ into Jobs. A new paradigm is one decorated function (see docs/internals.md,
 checked against this registry. A paradigm may declare its two design factors, the
 `scope` of a model (task, group or all tasks) and whether MoE is on: the analysis
 splits a Δ into an aggregation part and a MoE part with the controls those factors
-name (TSM: task scope with MoE; AUD: all tasks without it; usagg/analysis/controls.py).
+name (TSM: task scope with MoE; AUD: all tasks without it; CGD: clinical groups without it;
+usagg/analysis/controls.py, factorial.py).
 
 A paradigm may be staged: it declares the units whose results it `needs` (AG needs an
 affinity-measuring all-task job, usagg/affinity.py) and its planner then gets an `Evidence`
@@ -213,8 +214,8 @@ class AGSettings(BaseModel):
     )
     search: Literal["auto", "exhaustive", "beam"] = Field(
         "auto",
-        description="auto: every partition when there are at most 100,000 of them, else a beam search "
-        "(usagg/grouping.py).",
+        description="auto: every partition when there are at most 100,000 of them, else a beam search then a "
+        "local search that moves one task or swaps two while the total affinity rises (usagg/grouping.py).",
     )
     beam_width: int = Field(256, ge=1, le=100_000, description="Partial groupings the beam search keeps per task.")
 
@@ -292,6 +293,20 @@ def plan_tsm(study: Study) -> list[Unit]:
 def plan_aud(study: Study) -> list[Unit]:
     """Control for aggregation: AU's unit with the dense blocks, so Δ_AUD is aggregation without MoE."""
     return [_all_tasks(study, "AUD", moe=False)]
+
+
+@register_paradigm(
+    "CGD",
+    "control: one model per clinical group, MoE off (CG without MoE)",
+    scope="group",
+    moe=False,
+    check=_clinical_groups,
+    control=True,
+)
+def plan_cgd(study: Study) -> list[Unit]:
+    """Control for CG: CG's units with the dense blocks, so TS, TSM, CGD and CG form a 2x2 of scope and MoE
+    (usagg/analysis/factorial.py); one-task groups follow `singleton_groups` as in CG."""
+    return [u.model_copy(update={"paradigm": "CGD", "moe": False}) for u in plan_cg(study)]
 
 
 def _all_tasks(study: Study, paradigm: str, *, moe: bool) -> Unit:
