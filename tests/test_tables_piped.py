@@ -68,7 +68,11 @@ def test_dry_run_keeps_job_ids_whole(
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(DEMO), "--dry-run", "--no-data-check"], monkeypatch, capsys, columns=columns)
     assert code == 0
-    _on_one_line(out, {j.id: "pending" for j in plan(load_study(DEMO))})
+    jobs = plan(load_study(DEMO))
+    _on_one_line(out, {j.id: "pending" for j in jobs})
+    au = next(j for j in jobs if j.paradigm == "AU")
+    _on_one_line(out, {au.id: f" {len(au.task_ids)} tasks "})  # counted as `usagg plan` does: no 200-column rows
+    assert max(len(line) for line in out.splitlines()) < 150
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 

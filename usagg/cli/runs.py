@@ -413,7 +413,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
     for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
         table.add_column(col, overflow="fold", no_wrap=col == "job")
     for j in jobs:
-        tasks = ", ".join(j.task_ids)
+        tasks = ", ".join(j.task_ids) if len(j.task_ids) <= 4 else f"{len(j.task_ids)} tasks"  # as `usagg plan` shows
         table.add_row(
             escape(j.id),
             j.paradigm,
