@@ -152,6 +152,7 @@ def test_malformed_csv_exits_2_naming_row_and_column(run_dir: Path, tmp_path: Pa
     assert res.returncode == 2 and "lacks column(s) type" in res.stderr
 
 
+@pytest.mark.slow  # compare, plot and report in a fresh process (the only way to see what they import)
 def test_commands_never_import_torch(run_dir: Path, tmp_path: Path) -> None:
     """Run all three commands through the app in one process that refuses any torch import."""
     code = f"""

@@ -132,6 +132,7 @@ def test_each_planted_problem_is_reported_once(corrupted: Path) -> None:
     assert "with the same label" in by_kind["duplicate_row"]  # a differing label is conflicting_duplicate
 
 
+@pytest.mark.slow  # two `usagg data check` subprocess runs
 def test_cli_lists_problems_by_file_and_row_and_exits_1(corrupted: Path) -> None:
     result = _cli("data", "check", str(corrupted))
     assert result.returncode == 1, result.stderr
