@@ -335,6 +335,22 @@ def test_a_full_disk_is_named_and_leaves_the_old_file_and_no_temporary(
     ]
 
 
+def test_a_full_disk_while_decoding_is_named_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decode cache writes through a memory map, where a full disk is a SIGBUS: its blocks are allocated first."""
+    files = [tmp_path / "img.png"]
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(files[0])
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(NoSpaceLeft, match=r"no space left on device at .*decode/[0-9a-f]+\.npy"):
+        cache.load(files, 32, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache" / "decode").iterdir() if not p.name.endswith(".lock")] == []
+    monkeypatch.undo()
+    assert cache.load(files, 32, tmp_path / "cache").arrays.shape == (1, 32, 32)
+
+
 STUDY = """
 name: tiny
 output_root: {root}/runs

@@ -16,6 +16,7 @@ the entry decoded again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -29,7 +30,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
-from usagg.atomic import write_text_atomic
+from usagg.atomic import no_space_left, write_text_atomic
 from usagg.data.images import open_image
 from usagg.data.masks import read_mask_grayscale
 from usagg.errors import DataError
@@ -208,6 +209,7 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
     try:
         shape = (len(files), 3, size, size) if color == "rgb" else (len(files), size, size)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(tmp, data_file)
         hw = np.zeros((len(files), 2), dtype=np.int64)
         with ThreadPoolExecutor(_threads()) as pool:  # PIL releases the GIL while decoding
             for i, (arr, orig, *_) in enumerate(pool.map(lambda f: _decode_one(decode, Path(f), size), files)):
@@ -215,6 +217,7 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
                     gray = np.array(out[:i])
                     del out
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+                    _reserve(tmp, data_file)
                     out[:i] = gray[:, None]
                 out[i] = arr if arr.ndim == out.ndim - 1 else arr[None]
                 hw[i] = orig
@@ -228,3 +231,17 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
     finally:
         for t in (tmp, tmp_hw):
             t.unlink(missing_ok=True)
+
+
+def _reserve(tmp: Path, data_file: Path) -> None:
+    """Allocate the memory-mapped file's blocks before writing through the map: a full disk is then
+    `NoSpaceLeft` naming the entry, never a SIGBUS in the middle of decoding."""
+    if not hasattr(os, "posix_fallocate"):  # not on macOS: the map's writes fill the file as before
+        return
+    with open(tmp, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space_left(data_file, err) from err
+            # a file system without allocation: the map's writes fill the file as before
