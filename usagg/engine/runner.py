@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from usagg.atomic import NoSpaceLeft, set_aside
-from usagg.store import BEST_CHECKPOINT, JobPaths, RunStore
+from usagg.store import JobPaths, RunStore
 
 if TYPE_CHECKING:
     from usagg.spec.models import TrackingSpec
@@ -151,7 +151,7 @@ def _drop_resume_state(store: RunStore, job_id: str) -> None:
     """A done job never resumes: its last.pt (optimiser and sampler state) goes once best.pt keeps the
     selected weights, so a study keeps one set of weights per job instead of two (issue 10's checkpoint bytes)."""
     paths = store.paths(job_id)
-    if (paths.checkpoints / BEST_CHECKPOINT).is_file():
+    if paths.best_checkpoint.is_file():
         paths.last_checkpoint.unlink(missing_ok=True)
 
 
@@ -159,7 +159,7 @@ def _set_aside_damaged_best(paths: JobPaths, log: logging.Logger) -> None:
     """A best.pt without a last.pt is read by the fresh start's first save: one that is damaged (truncated, another
     pickle, no or a wrong checksum) is set aside first, so it cannot fail the job on every retry (the trainer
     checks a best.pt beside a last.pt itself, when it resumes)."""
-    best = paths.checkpoints / BEST_CHECKPOINT
+    best = paths.best_checkpoint
     if not best.is_file() or paths.last_checkpoint.is_file():
         return
     from usagg.engine import checkpoint
