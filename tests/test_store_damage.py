@@ -125,6 +125,7 @@ def test_binary_garbage_in_a_lock_is_broken_not_a_crash(
     assert not store.lock_alive(jid) and store.display_state(jid) == "interrupted"
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
     assert code == 0 and "Traceback" not in out and "interrupted" in out
+    assert f"{lock} is damaged (not a lock record" in "".join(out.split("\n")) and lock.exists()  # named, not touched
     made = store.repair()
     assert len(made) == 1 and f"{lock} was damaged (not a lock record" in made[0] and not lock.exists()
     lock.write_bytes(b"\x00\x01\x02")

@@ -510,12 +510,9 @@ class RunStore:
         except FileNotFoundError:
             return "pending"
 
-    def _damaged(self, path: Path, why: str) -> None:
+    def _damaged(self, path: Path, why: str, fix: str = "sets it aside and rebuilds it") -> None:
         """Note a damaged file found by a read (left in place: `repair` is the writer)."""
-        note = (
-            f"{path} is damaged ({why}); `usagg repair {self.root}` (or the next `usagg run`) sets it aside "
-            "and rebuilds it"
-        )
+        note = f"{path} is damaged ({why}); `usagg repair {self.root}` (or the next `usagg run`) {fix}"
         if note not in self.repairs:
             self.repairs.append(note)
 
@@ -752,6 +749,8 @@ class RunStore:
         """Whether a live process holds the job's lock (the answer `status`, `plan` and lock breaking share)."""
         path = self.paths(job_id).lock
         holder = _read_holder(path)
+        if holder and DAMAGED_HOLDER in holder:
+            self._damaged(path, str(holder[DAMAGED_HOLDER]), "breaks it (no process holds it)")
         return holder is not None and self._holder_alive(path, holder)
 
     def _holder_alive(self, path: Path, holder: dict[str, Any]) -> bool:
