@@ -262,6 +262,8 @@ def make_selection(
     """The selection `--paradigm` and `--only` ask for, checked against the plan: a paradigm the study does not
     plan, a selector that picks nothing, or selectors that together pick nothing are user errors listing what
     exists."""
+    from fnmatch import fnmatchcase
+
     waiting_names = [w.paradigm for w in waiting]
     known = sorted({j.paradigm for j in jobs} | set(waiting_names))
     bad = [p for p in paradigms if p not in known]
@@ -277,7 +279,7 @@ def make_selection(
         if key is None:
             key = _bare_key(pattern, jobs, waiting_names)
         elif not any(_key_matches(j, key, pattern) for j in jobs) and not (
-            key == "paradigm" and _bare_key(pattern, [], waiting_names)
+            key == "paradigm" and any(fnmatchcase(name, pattern) for name in waiting_names)
         ):
             key = None
         if key is None:
@@ -398,7 +400,7 @@ def data_not_checkable(study: Study) -> str | None:
     from usagg.data.source import _complete, synth_dir, synth_key
 
     folder = synth_dir(data)
-    if _complete(folder, synth_key(data.synthetic), data.synthetic):
+    if _complete(folder, synth_key(data.synthetic), data.synthetic):  # what dataset_root reuses without writing
         return None
     return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
 

@@ -28,7 +28,8 @@ SetOpt = Annotated[
     typer.Option(
         "--set",
         help="Override one setting, KEY.PATH=VALUE (VALUE is YAML); repeatable. "
-        "List items by index or task id: tasks\\[2].type=... or tasks\\[fetal_head].group=OB.",
+        "List items by index or task id: tasks\\[2].type=... or tasks\\[fetal_head].group=OB. "
+        "Relative paths are from the current folder.",
         show_default=False,
     ),
 ]
