@@ -222,6 +222,27 @@ def test_a_damaged_history_is_written_again_from_metrics(tmp_path: Path) -> None
     assert path.read_text() == good and store.job_state(job.id) == "done"
 
 
+def test_load_history_names_a_damaged_history_of_an_unfinished_job(tmp_path: Path) -> None:
+    from usagg.api import load_history
+    from usagg.engine.history import write_history
+
+    store, jobs = make_store(tmp_path)
+    job = jobs[0]
+    store.set_state(job.id, "running")
+    store.set_state(job.id, "failed", error="RuntimeError: boom")
+    path = store.paths(job.id).history
+    write_history(path, metrics_of(job)["history"], job.task_ids)
+    assert list(load_history(store.root)["epoch"]) == [1, 2]
+    path.write_text(path.read_text().replace("\n2,", "\ntwo,"))
+    with pytest.raises(
+        UsaggError, match=rf"history\.csv is damaged \(line 3, column epoch: 'two'.*`usagg repair {store.root}`"
+    ):
+        load_history(store.root)
+    made = store.repair()
+    assert len(made) == 1 and made[0].endswith("the job's next epoch writes it again") and not path.exists()
+    assert load_history(store.root).empty
+
+
 def _flip_tensor_byte(path: Path) -> None:
     """Flip one byte inside the largest tensor's data: the zip stays readable and torch loads it without a word."""
     import zipfile

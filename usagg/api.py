@@ -214,8 +214,15 @@ def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list
     """Rows of a job that has not finished, from its history.csv (usagg/engine/history.py); [] without one."""
     import csv
 
+    from usagg.engine.history import history_damage
+
     if not path.is_file():
         return []
+    if (why := history_damage(path)) is not None:
+        raise UsaggError(
+            f"{path} is damaged ({why}): `usagg repair {path.parents[2]}` sets it aside (job {job.id}'s next epoch "
+            "writes it again)"
+        )
     types = {t.id: (t.type, t.metric) for t in job.tasks}
     rows = []
     with path.open(newline="", encoding="utf-8") as fh:
