@@ -33,7 +33,7 @@ TARGET_PER_EPOCH = 0.6
 EPOCHS = 2  # E: the study runs with E and E + 1 epochs
 TASKS = ["fetal_head", "fetal_head_biometry", "thyroid_nodule_det", "thyroid_malignancy"]
 TRAIN_IMAGES, VAL_IMAGES, ORIGINAL_PX = 24, 8, 96
-TOP_OPS = 60
+TOP_OPS = 12
 
 
 def _study(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
@@ -119,12 +119,16 @@ def _version(code_root: Path, data_root: Path, work: Path) -> dict[str, Any]:
     per_epoch = runs[EPOCHS + 1]["calls"] - runs[EPOCHS]["calls"]
     ops_delta = Counter(runs[EPOCHS + 1]["ops"])
     ops_delta.subtract(runs[EPOCHS]["ops"])
+    ops_fixed = Counter(runs[EPOCHS]["ops"])
+    ops_fixed.subtract({op: EPOCHS * n for op, n in ops_delta.items()})
     return {
         "code": str(code_root),
         "calls": {str(e): r["calls"] for e, r in runs.items()},
         "per_extra_epoch": per_epoch,
         "fixed": runs[EPOCHS]["calls"] - EPOCHS * per_epoch,
         "top_ops_per_epoch": dict(ops_delta.most_common(TOP_OPS)),
+        "top_ops_fixed": dict(ops_fixed.most_common(TOP_OPS)),
+        "ops_fixed": dict(ops_fixed),
     }
 
 

@@ -234,6 +234,8 @@ class TaskMoE(nn.Module):
         self.groupable = groupable(mlp)
         #: "auto": grouped GEMMs where they are sync-free (`grouped_mm_is_sync_free`) and fit, else slots.
         self.dispatch: Dispatch = dispatch
+        #: Grouped layout: groups padded to GROUP_ALIGN rows (the CUDA kernels' alignment) or packed; None: on CUDA.
+        self.pad_groups: bool | None = None
         self.router = nn.Linear(dim + task_dim if router_input == "token_task" else task_dim, experts)
         nn.init.normal_(self.router.weight, std=0.02)
         nn.init.zeros_(self.router.bias)
@@ -269,7 +271,7 @@ class TaskMoE(nn.Module):
             y = self._looped(flat, r.experts, counts)
         else:
             y = self._dispatched(flat, r.experts, counts)
-        out = (y * r.weights[..., None].to(y.dtype)).sum(dim=1).to(flat.dtype)
+        out = _cast((y * _cast(r.weights, y.dtype)[..., None]).sum(dim=1), flat.dtype)
         aux = load_balancing_loss(r.probs, r.experts, self.num_experts, counts)
         return out.reshape(b, n, d), aux, counts
 
@@ -277,40 +279,48 @@ class TaskMoE(nn.Module):
         """Each (token, chosen expert)'s expert output [M, k, D], gather-only and sync-free.
 
         One stable sort of the M·k expert ids; its inverse permutation `rank` gives each
-        assignment's place in expert order, hence its buffer row. The buffer is filled by
-        one gather from the tokens (row M of the padded tokens, zeros, fills unused rows)
-        and read back by one gather. Unused rows get exactly zero gradient, so they add
-        nothing. In the grouped layout the last group runs to the buffer's end, so every
-        row is written by the grouped GEMM (it leaves rows past the last offset untouched).
+        assignment's place in expert order, hence its buffer row; one gather fills the buffer,
+        one reads each assignment's output back. Packed groups (the CPU) are the sorted
+        tokens themselves. Padded groups (CUDA) and slots have rows that hold no token: they
+        gather row M of the padded tokens (zeros) and get exactly zero gradient. Padded groups
+        let the last group run to the buffer's end, so the grouped GEMM writes every row (it
+        leaves rows past the last offset untouched).
         """
         m, k = experts.shape
         e_num, dev = self.num_experts, flat.device
         a = experts.reshape(-1)
-        order = torch.argsort(a, stable=True)
+        sorted_ids, order = torch.sort(a, stable=True)
         positions = torch.arange(m * k, device=dev)
-        rank = torch.empty_like(order).scatter_(0, order, positions)
-        starts = counts.cumsum(0) - counts  # packed start of each expert's assignments
+        rank = torch.empty_like(order).scatter_(0, order, positions)  # the inverse permutation
+        dtype, ex = self.compute_dtype(flat), self.experts
         grouped = self.use_grouped(flat)
-        if grouped:
-            padded = (counts + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
-            ends = padded.cumsum(0)
-            row = rank + (ends - padded - starts).index_select(0, a)
-            size = m * k + e_num * GROUP_ALIGN  # > ends[-1] for any routing
+        pad = self.pad_groups if self.pad_groups is not None else flat.device.type == "cuda"
+        if grouped and not pad:
+            row = rank
+            x = _cast(flat.index_select(0, order // k), dtype)
+            offs, expert_row = counts.cumsum(0).to(torch.int32), sorted_ids
         else:
-            row = rank + (torch.arange(e_num, device=dev) * m - starts).index_select(0, a)
-            size = e_num * m
-        src = torch.full((size,), m, dtype=torch.int64, device=dev).scatter_(0, row, positions // k)
-        x = _cast(F.pad(flat, (0, 0, 0, 1)).index_select(0, src), self.compute_dtype(flat))
-        ex = self.experts
+            starts = counts.cumsum(0) - counts  # packed start of each expert's assignments
+            if grouped:
+                padded = (counts + GROUP_ALIGN - 1) // GROUP_ALIGN * GROUP_ALIGN
+                ends = padded.cumsum(0)
+                row = rank + (ends - padded - starts).index_select(0, a)
+                size = m * k + e_num * GROUP_ALIGN  # > ends[-1] for any routing
+            else:
+                row = rank + (torch.arange(e_num, device=dev) * m - starts).index_select(0, a)
+                size = e_num * m
+            src = torch.full((size,), m, dtype=torch.int64, device=dev).scatter_(0, row, positions // k)
+            x = _cast(F.pad(flat, (0, 0, 0, 1)).index_select(0, src), dtype)
+            if grouped:
+                offs = F.pad(ends[:-1], (0, 1), value=size).to(torch.int32)
+                expert_row = torch.zeros(size, dtype=torch.int64, device=dev).scatter_(0, row, a)
         if grouped:
-            offs = F.pad(ends[:-1], (0, 1), value=size).to(torch.int32)
-            expert_row = torch.zeros(size, dtype=torch.int64, device=dev).scatter_(0, row, a)
             h = ex.hidden([getattr(ex, n).grouped(x, offs, expert_row) for n in ex.inputs])
             y = ex.output().grouped(h, offs, expert_row)
         else:
             xs = x.view(e_num, m, -1)
             h = ex.hidden([getattr(ex, n).slots(xs) for n in ex.inputs])
-            y = ex.output().slots(h).view(size, -1)
+            y = ex.output().slots(h).view(e_num * m, -1)
         return y.index_select(0, row).view(m, k, -1)
 
     def _looped(self, flat: torch.Tensor, experts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
