@@ -150,3 +150,32 @@ def test_advise_keeps_task_ids_whole(
     lines = [line for line in out.splitlines() if any(t in line for t in tasks)]
     assert [next(t for t in tasks if t in line) for line in lines] == tasks  # each id whole, once, in order
     assert all(line.split()[2] in ("TS", "CG", "AU") for line in lines)  # its advice on its line
+
+
+TINY = """
+name: tiny-piped
+paradigms: [TS]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 8, val_size: 4, out: {data}/synth}}
+  selection_fraction: 0.25
+  cache_dir: {data}/cache
+tasks:
+  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
+training: {{epochs: 1, steps_per_epoch: 1, batch_size: 4, eval_batch_size: 8}}
+execution: {{devices: cpu, cpu_jobs: 1}}
+"""
+
+
+@pytest.mark.slow  # trains two one-step jobs
+def test_the_summary_of_a_run_keeps_job_ids_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tmp_path / "tiny.yaml"
+    study.write_text(TINY.format(data=tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys, columns=60)
+    assert code == 0, out
+    summary = out[out.index("┃ job") :]  # the table after the run, not the progress lines that name the jobs too
+    _on_one_line(summary, {j.id: "done" for j in plan(load_study(study))})
