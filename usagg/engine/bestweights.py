@@ -22,6 +22,11 @@ class BestWeights:
         self.epochs: dict[int, list[torch.Tensor]] = {}
         self._spare: list[list[torch.Tensor]] = []
 
+    def current(self) -> dict[str, torch.Tensor]:
+        """The model's trainable tensors now, by key, not copied (saving copies them): `checkpoint.trainable_state`
+        without a state_dict of the whole model, frozen weights included, per save."""
+        return {k: t.detach() if t.requires_grad else t for k, t in zip(self.keys, self._live, strict=True)}
+
     def keep(self, epoch: int, selected: set[int]) -> None:
         """Copy the model's current weights as `epoch`'s, and forget the epochs not in `selected`."""
         self.retain(selected - {epoch})

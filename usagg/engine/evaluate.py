@@ -66,7 +66,8 @@ class Predicted:
 @torch.inference_mode()
 def predict(model: M2DINO, split: TensorSplit, compute: Compute, batch_size: int, with_loss: bool = False) -> Predicted:
     """Predictions of a whole split; `with_loss`: also the head's loss against the split's targets, batches
-    weighted by their size (summed on the device, read once)."""
+    weighted by their size. Predictions, usage and loss stay on the device until the split ends: one copy each
+    to the host per split, none per batch."""
     model.eval()
     preds: list[torch.Tensor] = []
     usage: torch.Tensor | None = None
@@ -76,13 +77,13 @@ def predict(model: M2DINO, split: TensorSplit, compute: Compute, batch_size: int
             out = model(x, split.task_id, y if with_loss else None)
         if out.loss is not None:
             loss_sum += (out.loss - out.aux_loss).double() * x.shape[0]
-        p = model.predict(out.outputs, split.task_id)
-        preds.append((p if p.dtype == torch.int64 else p.float()).cpu())
+        preds.append(model.predict(out.outputs, split.task_id))
         if out.expert_usage is not None:
-            u = out.expert_usage.detach().to("cpu", torch.int64)
-            usage = u if usage is None else usage + u
+            usage = out.expert_usage if usage is None else usage + out.expert_usage
     loss = float(loss_sum.item()) / len(split) if with_loss and len(split) else math.nan
-    return Predicted(torch.cat(preds), None if usage is None else usage.numpy(), loss)
+    p = torch.cat(preds) if len(preds) > 1 else preds[0]
+    p = (p if p.dtype in (torch.int64, torch.float32) else p.float()).cpu()
+    return Predicted(p, None if usage is None else usage.to("cpu", torch.int64).numpy(), loss)
 
 
 def score(

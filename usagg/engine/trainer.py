@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 CUDA_PROGRESS_EVERY = 10
 #: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it.
 AUTO_CHECKPOINT_SHARE = 0.05
-#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum).
-CHECKPOINT_FORMAT = 3
+#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum;
+#: 4: MoE experts stacked per projection, last.pt carrying the kept best epochs). A last.pt of another layout is
+#: not resumed: the job starts over.
+CHECKPOINT_FORMAT = 4
 
 
 class NonFiniteLoss(RuntimeError):
@@ -208,7 +210,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
-            "model": checkpoint.trainable_state(self.model, self.trainable_keys),
+            "model": self.best.current(),
             "balance": self.balance.state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -307,8 +309,8 @@ class Trainer:
     def _kept_weights(
         self, ck: dict[str, Any], best: dict[str, Any] | None
     ) -> dict[int, dict[str, torch.Tensor]] | None:
-        """The weights of the epochs last.pt `ck` selects: from its "best", its own "model" or best.pt (a finished
-        fit's, or an older usagg's); None when one is in none of them."""
+        """The weights of the epochs last.pt `ck` selects: from its "best", its own "model" or best.pt (written when
+        a fit ended); None when one is in none of them."""
         if self.training.selection != "best":
             return {}
         selector = Selector(self.tasks)
