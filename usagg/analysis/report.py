@@ -141,7 +141,16 @@ def _sections(a: Analysis) -> list[Section]:
     affinity = by_name("affinity")
     if affinity:
         sections.append(Section("Affinity groups", affinity, figures=AFFINITY_FIGURES))
-    return [*sections, _advice(a)]
+    expected = _expectations(a)
+    return [*sections[:1], *expected, *sections[1:], _advice(a)]
+
+
+def _expectations(a: Analysis) -> list[Section]:
+    """The spec's `expect:` checked (usagg/analysis/expect.py), right after the study summary; none without any."""
+    from usagg.analysis.expect import evaluate_study, expectations_table
+
+    outcomes = evaluate_study(a)
+    return [Section("Expectations", [expectations_table(outcomes)])] if outcomes else []
 
 
 def _advice(a: Analysis) -> Section:

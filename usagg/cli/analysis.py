@@ -62,15 +62,18 @@ def compare_cmd(
 
     With the controls TSM and AUD, each Δ is split into an aggregation part and a MoE part.
 
+    The spec's expectations (`expect:`) end the output: met, not met or not evaluated, with value and interval.
+
     The CSV: one row per task and paradigm, with the Δ interval (ci_low, ci_high, ci_source) and steps.
 
     Example: usagg compare runs/demo --baseline TS --format markdown --out compare.md
     """
     _choice(fmt, COMPARE_FORMATS, "--format")
+    from usagg.analysis.expect import evaluate_study, with_expectations
     from usagg.analysis.summary import compare_output
 
     a, _ = _analyse(run_dir, results, root, baseline)
-    text = compare_output(a, fmt)
+    text = with_expectations(compare_output(a, fmt), evaluate_study(a), fmt)  # the spec's `expect:`, checked
     if out is None:
         typer.echo(text, nl=False)
         return

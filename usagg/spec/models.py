@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from usagg.execute.registry import EXECUTORS, executor_names
 from usagg.model.zoo import BACKBONES
-from usagg.names import unknown_name
+from usagg.names import suggest, unknown_name
 from usagg.paradigms import check_paradigm, check_paradigms, paradigm_names
 from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, JobHash
 from usagg.tasktypes import builtin_task_types, get_task_type
@@ -834,6 +834,133 @@ class TrackingSpec(Strict):
         return self
 
 
+class TaskSelection(Strict):
+    """Tasks chosen by what they are rather than by id; every key given must hold."""
+
+    type: Annotated[str | None, NOT_IN_HASH] = Field(None, description="Tasks of this type (e.g. classification).")
+    group: Annotated[str | None, NOT_IN_HASH] = Field(None, description="Tasks of this clinical group.")
+
+
+class DeltaRef(Strict):
+    """Which Δ % versus the baseline an expectation bounds."""
+
+    paradigm: Annotated[ParadigmName, NOT_IN_HASH] = Field(description="The paradigm whose Δ is meant.")
+    task: Annotated[str | None, NOT_IN_HASH] = Field(
+        None, description="One task's Δ (default: every task `tasks` selects)."
+    )
+
+
+class Expectation(Strict):
+    """A result the study is meant to show, checked by `usagg compare` and the report (usagg/analysis/expect.py).
+
+    Exactly one of `metric_of` (the absolute metric of a paradigm), `delta` (Δ % versus the baseline) or
+    `ag_groups` (the grouping AG chose). Over several tasks it is met when every task meets it; a task without a
+    result (its job did not run) makes it "not evaluated", never met. Values are at the largest fraction, seeds
+    averaged.
+    """
+
+    name: Annotated[str, NOT_IN_HASH] = Field(
+        min_length=1, max_length=120, description="What the expectation says, as the tables print it."
+    )
+    metric_of: Annotated[ParadigmName | None, NOT_IN_HASH] = Field(
+        None, description="Bound this paradigm's metric (e.g. TS) on each task `tasks` selects."
+    )
+    delta: Annotated[DeltaRef | None, NOT_IN_HASH] = Field(
+        None, description="Bound Δ % of a paradigm versus the baseline, e.g. {paradigm: CG, task: breast_lesion}."
+    )
+    ag_groups: Annotated[list[list[str]] | None, NOT_IN_HASH] = Field(
+        None, description="The grouping AG should find, as lists of task ids, e.g. [[a, b], [c, d]]."
+    )
+    tasks: Annotated[list[str] | TaskSelection | None, NOT_IN_HASH] = Field(
+        None,
+        description="The tasks of metric_of or delta: a list of ids, or {type: ...} and/or {group: ...} "
+        "(default: every task).",
+    )
+    metric: Annotated[str | None, NOT_IN_HASH] = Field(
+        None, description="With metric_of: which metric (default: each task's primary metric)."
+    )
+    above: Annotated[float | None, NOT_IN_HASH] = Field(None, description="Met when the value is above this.")
+    below: Annotated[float | None, NOT_IN_HASH] = Field(None, description="Met when the value is below this.")
+    min_adjusted_rand: Annotated[float | None, NOT_IN_HASH] = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="With ag_groups: met when the adjusted Rand index of AG's grouping against it is at least this.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Expectation:
+        kinds = [k for k in ("metric_of", "delta", "ag_groups") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"expectation {self.name!r}: give exactly one of metric_of, delta or ag_groups, got "
+                f"{', '.join(kinds) or 'none'}"
+            )
+        bounds = self.above is not None or self.below is not None
+        if self.ag_groups is not None:
+            if self.min_adjusted_rand is None or bounds or self.tasks is not None or self.metric is not None:
+                raise ValueError(
+                    f"expectation {self.name!r}: ag_groups takes min_adjusted_rand and nothing else "
+                    "(no above, below, tasks or metric)"
+                )
+            return self
+        if not bounds or self.min_adjusted_rand is not None:
+            raise ValueError(f"expectation {self.name!r}: {kinds[0]} needs `above` and/or `below` (a number)")
+        if self.above is not None and self.below is not None and self.above >= self.below:
+            raise ValueError(f"expectation {self.name!r}: above ({self.above:g}) must be less than below")
+        if self.metric is not None and self.metric_of is None:
+            raise ValueError(f"expectation {self.name!r}: `metric` goes with metric_of (Δ is of the primary metric)")
+        if self.delta is not None and self.delta.task is not None and self.tasks is not None:
+            raise ValueError(f"expectation {self.name!r}: give delta.task or tasks, not both")
+        return self
+
+    def paradigm(self) -> str:
+        """The paradigm whose results it reads."""
+        return self.metric_of or (self.delta.paradigm if self.delta is not None else "AG")
+
+    def task_ids(self, tasks: list[TaskSpec]) -> list[str]:
+        """The study's tasks it covers, in study order."""
+        if self.ag_groups is not None:
+            return [t for g in self.ag_groups for t in g]
+        if self.delta is not None and self.delta.task is not None:
+            return [self.delta.task]
+        if isinstance(self.tasks, list):
+            return list(self.tasks)
+        sel = self.tasks or TaskSelection()
+        return [t.id for t in tasks if sel.type in (None, t.type) and sel.group in (None, t.group)]
+
+    def problem(self, tasks: list[TaskSpec], paradigms: list[str]) -> str | None:
+        """Why it names something the study does not have (a task, type, group, paradigm or metric), or None."""
+        where = f"expect: {self.name!r}"
+        if self.paradigm() not in paradigms:
+            return f"{where} reads paradigm {self.paradigm()}, which the study does not run ({', '.join(paradigms)})"
+        by_id = {t.id: t for t in tasks}
+        sel = self.tasks if isinstance(self.tasks, TaskSelection) else None
+        for key, have in (("type", [t.type for t in tasks]), ("group", [str(t.group) for t in tasks])):
+            wanted = getattr(sel, key, None)
+            if wanted is not None and wanted not in have:
+                known = list(dict.fromkeys(have))
+                hint = suggest(wanted, known)
+                return f"{where} selects tasks of {key} {wanted!r}{hint}; the study's: {', '.join(known)}"
+        ids = self.task_ids(tasks)
+        unknown = [t for t in ids if t not in by_id]
+        if unknown:
+            hint = suggest(unknown[0], list(by_id))
+            return f"{where} names unknown task {unknown[0]!r}{hint}; tasks: {', '.join(by_id)}"
+        if not ids:
+            return f"{where} selects no task: no task has both the type and the group it names"
+        if len(set(ids)) != len(ids):
+            return f"{where} names a task twice: {sorted({t for t in ids if ids.count(t) > 1})}"
+        for tid in ids if self.metric is not None else ():
+            allowed = get_task_type(by_id[tid].type).metric_names
+            if self.metric not in allowed:
+                return (
+                    f"{where} names metric {self.metric!r}{suggest(str(self.metric), list(allowed))}, which task "
+                    f"{tid} ({by_id[tid].type}) does not report; its metrics: {', '.join(allowed)}"
+                )
+        return None
+
+
 #: Smallest data fraction: the study's tasks have hundreds to thousands of images, so 1 % keeps a few to tens;
 #: below it a fraction is a typo (1e-9) or leaves tasks one image, which no job can train and select on.
 MIN_FRACTION = 0.01
@@ -904,6 +1031,12 @@ class Study(Strict):
     analysis: Annotated[AnalysisSpec, JobHash("measuring")] = Field(
         default_factory=AnalysisSpec,
         description="What the analysis emphasises; changes no job id but, in a job measuring affinity, `affinity`'s.",
+    )
+    expect: Annotated[list[Expectation], NOT_IN_HASH] = Field(
+        default_factory=list,
+        description="Results the study is meant to show, each met, not met or not evaluated in `usagg compare` "
+        "and the report, e.g. {name: classification learns, metric_of: TS, tasks: {type: classification}, "
+        "above: 0.65}; a name it reads that the study lacks is an error.",
     )
 
     @model_validator(mode="before")
@@ -1012,6 +1145,10 @@ class Study(Strict):
                             "`groups`, or make the two agree"
                         )
         why = self._settings_make_sense() or check_paradigms(self)  # each paradigm's own `check` (usagg/paradigms.py)
+        names = [e.name for e in self.expect]
+        why = why or next((p for e in self.expect if (p := e.problem(self.tasks, self.paradigms))), None)
+        if not why and len(set(names)) != len(names):
+            why = f"expect: names must differ, {sorted({n for n in names if names.count(n) > 1})} repeat"
         if why:
             raise ValueError(why)
         return self

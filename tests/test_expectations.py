@@ -1,0 +1,241 @@
+"""Issue 28.1: `expect:` in the spec, checked by `usagg compare` and the report on hand-built results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from usagg.analysis.delta import compare
+from usagg.analysis.expect import Outcome, evaluate
+from usagg.analysis.inputs import load_input
+from usagg.analysis.summary import analyse
+from usagg.analysis.uncertainty import task_uncertainty
+from usagg.errors import SpecError
+from usagg.results_schema import RESULT_COLUMNS
+from usagg.spec.jobhash import NOT_IN_HASH, job_hash_rule
+from usagg.spec.load import load_study
+from usagg.spec.models import DeltaRef, Expectation, Study, TaskSelection
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: task -> (type, group, metric, higher is better)
+TASKS = {
+    "cls_a": ("classification", "G1", "AUC", True),
+    "cls_b": ("classification", "G1", "AUC", True),
+    "seg_c": ("segmentation", "G2", "DSC", True),
+}
+#: (paradigm, task) -> metric value per seed
+VALUES = {
+    ("TS", "cls_a"): [0.90, 0.86],
+    ("TS", "cls_b"): [0.55, 0.61],  # the broken one: at chance
+    ("TS", "seg_c"): [0.70, 0.72],
+    ("CG", "cls_a"): [0.80, 0.78],  # CG hurts cls_a: Δ about -10 %
+    ("CG", "cls_b"): [0.60, 0.64],
+    # CG did not run on seg_c
+}
+
+
+def _write_results(path: Path, values: dict[tuple[str, str], list[float]] = VALUES) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(RESULT_COLUMNS)
+        for (p, t), per_seed in values.items():
+            kind, group, metric, hib = TASKS[t]
+            for seed, v in enumerate(per_seed):
+                job = f"{p}-{t}-f1-s{seed}"
+                w.writerow(["hand", job, p, group, seed, 1.0, t, kind, metric, v, hib, 100, 50])
+    return path
+
+
+def _check(path: Path, *expectations: Expectation) -> list[Outcome]:
+    inp = load_input(None, path)
+    comp = compare(inp)
+    return evaluate(list(expectations), inp, comp, task_uncertainty(inp, comp))
+
+
+def test_classification_learns_is_not_met_when_one_task_is_at_chance(tmp_path: Path) -> None:
+    e = Expectation(name="cls learns", metric_of="TS", tasks=TaskSelection(type="classification"), above=0.65)
+    (out,) = _check(_write_results(tmp_path / "r.csv"), e)
+    assert out.met is False and out.verdict == "not met"
+    assert out.value == pytest.approx(0.58)  # the worst task's seed mean: cls_b
+    half = 12.706 * np.std([0.55, 0.61], ddof=1) / math.sqrt(2)  # t(0.975, df 1) interval over the two seeds
+    assert (out.ci_low, out.ci_high) == pytest.approx((0.58 - half, 0.58 + half), rel=1e-3)
+    assert "cls_a 0.88" in out.detail and "cls_b 0.58" in out.detail and "TS AUC > 0.65" in out.detail
+
+
+def test_met_when_every_selected_task_clears_the_bound(tmp_path: Path) -> None:
+    e = Expectation(name="a learns", metric_of="TS", tasks=["cls_a", "seg_c"], above=0.65)
+    (out,) = _check(_write_results(tmp_path / "r.csv"), e)
+    assert out.met is True and out.value == pytest.approx(0.71)  # seg_c is the closer one to the bound
+
+
+def test_delta_expectation_uses_the_shown_interval(tmp_path: Path) -> None:
+    hurts = Expectation(name="CG hurts a", delta=DeltaRef(paradigm="CG", task="cls_a"), below=0)
+    helps = Expectation(name="CG helps a", delta=DeltaRef(paradigm="CG", task="cls_a"), above=0)
+    out_hurts, out_helps = _check(_write_results(tmp_path / "r.csv"), hurts, helps)
+    assert out_hurts.met is True and out_helps.met is False
+    assert out_hurts.value == pytest.approx((0.79 - 0.88) / 0.88 * 100)
+    assert out_hurts.ci_low is not None and out_hurts.ci_low < out_hurts.value < out_hurts.ci_high
+    assert "Δ % of CG vs TS < 0" in out_hurts.detail
+
+
+def test_a_paradigm_that_did_not_run_is_not_evaluated_never_met(tmp_path: Path) -> None:
+    path = _write_results(tmp_path / "r.csv")
+    seg = Expectation(name="CG on seg", delta=DeltaRef(paradigm="CG", task="seg_c"), below=100)
+    every = Expectation(name="CG everywhere", delta=DeltaRef(paradigm="CG"), above=-50)
+    out_seg, out_every = _check(path, seg, every)
+    assert out_seg.met is None and out_seg.verdict == "not evaluated" and out_seg.value is None
+    assert "no result for seg_c (CG did not run there)" in out_seg.detail
+    assert out_every.met is None and out_every.value is not None  # the rest pass, one is missing
+    failing = Expectation(name="CG gains", delta=DeltaRef(paradigm="CG"), above=0)
+    (out,) = _check(path, failing)
+    assert out.met is False  # a miss on a task that ran decides it, whatever is missing
+
+
+def test_ag_grouping_by_adjusted_rand_index(tmp_path: Path) -> None:
+    values = {**VALUES, ("AG", "cls_a"): [0.9], ("AG", "cls_b"): [0.6], ("AG", "seg_c"): [0.7]}
+    path = _write_results(tmp_path / "r.csv", values)
+    rows = path.read_text().splitlines()
+    ag_job = {"cls_a": "AG-g1-f1-s0", "cls_b": "AG-g1-f1-s0", "seg_c": "AG-g2-f1-s0"}
+    fixed = [r if not r.startswith("hand,AG-") else r.replace(r.split(",")[1], ag_job[r.split(",")[6]]) for r in rows]
+    path.write_text("\n".join(fixed) + "\n")
+    right = Expectation(name="pairs", ag_groups=[["cls_a", "cls_b"], ["seg_c"]], min_adjusted_rand=0.8)
+    wrong = Expectation(name="apart", ag_groups=[["cls_a", "seg_c"], ["cls_b"]], min_adjusted_rand=0.8)
+    out_right, out_wrong = _check(path, right, wrong)
+    assert out_right.met is True and out_right.value == pytest.approx(1.0)
+    assert out_wrong.met is False and out_wrong.value < 0.8 and "g1: cls_a, cls_b" in out_wrong.detail
+    (no_ag,) = _check(_write_results(tmp_path / "r2.csv"), right)
+    assert no_ag.met is None and no_ag.detail == "AG did not run"
+
+
+def test_one_seed_takes_the_test_set_bootstrap_of_the_jobs_item_scores(tmp_path: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from usagg.analysis.task_ci import load_item_scores
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    p1 = np.clip(0.5 + 0.2 * (labels - 0.5) + rng.normal(0, 0.25, 40), 0, 1)
+    auc = float(roc_auc_score(labels, p1))  # what the job scored
+    path = _write_results(tmp_path / "r.csv", {("TS", "cls_a"): [auc]})
+    job_dir = tmp_path / "jobs" / "TS-cls_a-f1-s0"
+    job_dir.mkdir(parents=True)
+    rec = {
+        "metric": "AUC", "higher_is_better": True, "kind": "auc", "images": [f"i{i:02d}.png" for i in range(40)],
+        "values": np.column_stack([labels, 1 - p1, p1]).tolist(),
+    }  # fmt: skip
+    (job_dir / "item_scores.json").write_text(json.dumps({"format": 1, "tasks": {"cls_a": rec}}))
+    assert load_item_scores(job_dir)["cls_a"].kind == "auc"
+    inp = load_input(None, path)
+    inp.item_scores = {"TS-cls_a-f1-s0": job_dir / "item_scores.json"}
+    comp = compare(inp)
+    e = Expectation(name="a learns", metric_of="TS", tasks=["cls_a"], above=0.65)
+    (out,) = evaluate([e], inp, comp, [])
+    assert out.value == auc and 0.8 < auc < 0.95
+    assert out.ci_low is not None and 0.6 < out.ci_low < auc < out.ci_high <= 1.0  # 40 images: a wide interval
+    assert out.ci_high - out.ci_low < 0.5
+    assert evaluate([e], inp, comp, []) == [out]  # the bootstrap is seeded
+
+
+def _study(tmp_path: Path, expect: list[dict]) -> Path:
+    spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    spec["expect"] = expect
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        (
+            {"metric_of": "TS", "tasks": ["fetal_hed"], "above": 0.5},
+            "'fetal_hed' (did you mean 'fetal_head'?)",
+        ),
+        ({"metric_of": "TS", "tasks": {"type": "clasification"}, "above": 0.5}, "of type 'clasification'"),
+        ({"metric_of": "TS", "tasks": {"group": "Lung"}, "above": 0.5}, "of group 'Lung'"),
+        ({"delta": {"paradigm": "CG", "task": "no_such"}, "below": 0}, "unknown task 'no_such'"),
+        ({"metric_of": "XX", "above": 0.5}, "XX"),
+        ({"metric_of": "TS", "tasks": ["breast_lesion_cls"], "metric": "DSC", "above": 0.5}, "names metric 'DSC'"),
+        ({"ag_groups": [["fetal_head", "nope"]], "min_adjusted_rand": 0.8}, "unknown task 'nope'"),
+        (
+            {"metric_of": "TS", "above": 0.5, "delta": {"paradigm": "CG"}},
+            "exactly one of metric_of",
+        ),
+        ({"metric_of": "TS"}, "needs `above` and/or `below`"),
+    ],
+)
+def test_an_unknown_name_or_bad_shape_is_a_spec_error_naming_it(tmp_path: Path, entry: dict, needle: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_study(_study(tmp_path, [{"name": "x", **entry}]))
+    assert needle in str(err.value)
+
+
+def test_a_paradigm_the_study_does_not_run_is_a_spec_error(tmp_path: Path) -> None:
+    spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    spec["paradigms"] = ["TS", "CG"]
+    spec["expect"] = [{"name": "au", "metric_of": "AU", "above": 0.5}]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match="reads paradigm AU, which the study does not run"):
+        load_study(path)
+
+
+def test_expectations_never_enter_a_job_id(tmp_path: Path) -> None:
+    from usagg.plan import plan
+
+    plain = load_study(_study(tmp_path, []))
+    expecting = load_study(_study(tmp_path, [{"name": "x", "metric_of": "TS", "above": 0.5}]))
+    assert [j.id for j in plan(plain)] == [j.id for j in plan(expecting)]
+    assert job_hash_rule(Study.model_fields["expect"]) == NOT_IN_HASH
+    for model in (Expectation, DeltaRef, TaskSelection):
+        assert all(job_hash_rule(f) == NOT_IN_HASH for f in model.model_fields.values())
+
+
+def test_the_demo_expects_every_classification_task_to_learn() -> None:
+    study = load_study(REPO / "studies" / "demo.yaml")
+    (e,) = [e for e in study.expect if e.metric_of == "TS"]
+    assert e.task_ids(study.tasks) == ["fetal_head_position", "thyroid_malignancy", "breast_lesion_cls"]
+    assert e.above == 0.65
+    packaged = REPO / "usagg" / "studies" / "demo.yaml"
+    assert packaged.read_bytes() == (REPO / "studies" / "demo.yaml").read_bytes()
+
+
+def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -> None:
+    from usagg.analysis.report import write_report
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+    from usagg.cli.app import app
+    from usagg.store import RunStore
+
+    tasks = load_tasks(REPO / "tests" / "data" / "fmc_uia_tasks.yaml")[:9]
+    run_dir = simulate_run_store(tmp_path / "runs" / "sim", tasks, seeds=(0,), item_scores=True)
+    store = RunStore(run_dir)
+    study = store.stored_study()
+    study["expect"] = [
+        {"name": "cls learns", "metric_of": "TS", "tasks": {"type": "classification"}, "above": 0.0},
+        {"name": "impossible", "metric_of": "TS", "tasks": ["breast_2cls"], "above": 1.5},
+        {"name": "CG hurts FUGC", "delta": {"paradigm": "CG", "task": "FUGC"}, "below": 0},
+    ]
+    store.write_study(yaml.safe_dump(study, sort_keys=False))
+    res = CliRunner().invoke(app, ["compare", str(run_dir), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)["expectations"]
+    assert [g["name"] for g in got] == ["cls learns", "impossible", "CG hurts FUGC"]
+    assert set(got[0]) == {"name", "met", "value", "ci_low", "ci_high", "detail"}
+    assert got[0]["met"] is True and got[1]["met"] is False
+    assert got[1]["ci_low"] < got[1]["value"] < got[1]["ci_high"]  # the test-set bootstrap of the one job
+    cg = load_input(run_dir, None)
+    delta = compare(cg).deltas[(1.0, "FUGC", "CG")].value
+    assert got[2]["value"] == pytest.approx(delta) and got[2]["met"] is (delta < 0)
+    table = CliRunner().invoke(app, ["compare", str(run_dir)])
+    assert "Expectations" in table.output and "not met" in table.output
+    written = write_report(analyse(load_input(run_dir, None)), tmp_path / "report", render=lambda *a: [])
+    md = next(p for p in written if p.name == "report.md").read_text()
+    assert "## Expectations" in md and "| impossible | not met |" in md
