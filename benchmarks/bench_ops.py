@@ -7,7 +7,7 @@ under a `TorchDispatchMode` that counts every aten call. Each version runs the s
 and E + 1 epochs, each time with a fresh store and cache: per extra epoch = calls(E + 1) -
 calls(E), fixed = calls(E) - E * per extra epoch. Targets: per extra epoch <= 0.6 of
 a73a3c2's, fixed calls not more than a73a3c2's. Counts are deterministic (same seeds, same
-data), so one run of each suffices.
+data, last.pt saved after every epoch), so one run of each suffices.
 
 The old tree is a `git worktree` of a73a3c2 at /tmp/usagg-a73a3c2 (made when missing); each
 count runs this file in a subprocess with PYTHONPATH at the tree it measures (PYTHONPATH wins
@@ -58,7 +58,14 @@ def _study(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
             "moe": {"experts": 4, "top_k": 2},
             "heads": {"decoder_channels": 32, "hidden": 128},
         },
-        "training": {"epochs": epochs, "batch_size": 8, "warmup_epochs": 0.5, "selection": "best"},
+        # checkpoint_every 1, not auto: auto saves by elapsed time, which would make the counts vary run to run
+        "training": {
+            "epochs": epochs,
+            "batch_size": 8,
+            "warmup_epochs": 0.5,
+            "selection": "best",
+            "checkpoint_every": 1,
+        },
         "execution": {"executor": "local", "devices": "cpu", "cpu_jobs": 1, "threads": 1},
     }
 
@@ -147,7 +154,7 @@ def main() -> dict:
     fixed_ratio = round(new["fixed"] / old["fixed"], 3)
     result = {
         "study": f"TS 4 + AU 1 jobs ({', '.join(TASKS)}), {TRAIN_IMAGES} train / {VAL_IMAGES} val images per task, "
-        f"dinov3_test at 64 px, batch 8, {EPOCHS} vs {EPOCHS + 1} epochs, CPU, one thread",
+        f"dinov3_test at 64 px, batch 8, {EPOCHS} vs {EPOCHS + 1} epochs, checkpoint_every 1, CPU, one thread",
         "base_commit": BASE_COMMIT,
         "per_extra_epoch_ratio": per_ratio,
         "fixed_ratio": fixed_ratio,
