@@ -146,7 +146,7 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
             f"{t[f'moe_mlp_{d}'] * 1e3:10.1f}{t[f'moe_mlp_{d}'] / t['dense_mlp']:8.2f}"
         )
     print(
-        f"* the default dispatch here; grouped / loop {result['grouped_vs_loop']:.2f}; casting the stacked expert weights "
+        f"* the default dispatch here; grouped / loop {result['grouped_vs_loop']:.2f}; casting the stacked experts "
         f"per call {t['stack'] * 1e3:.2f} ms ({t['stack'] / t['moe_grouped']:.1%} of a grouped MoE block step); "
         f"params MoE / dense {p_moe / p_dense:.2f}"
     )
