@@ -23,7 +23,7 @@ from usagg.paradigms import PARADIGMS, SCOPES, paradigm_names
 from usagg.plan import plan
 from usagg.registry import Registry
 from usagg.spec.load import load_study
-from usagg.spec.models import ExecutionSpec, ModelSpec, Study, TaskSpec, TrainingSpec
+from usagg.spec.models import ExecutionSpec, ModelSpec, TaskSpec, TrainingSpec
 from usagg.tasktypes import TASK_TYPES, get_task_type, metric_direction, task_type_names
 
 
@@ -69,11 +69,6 @@ def test_usagg_registry_lists_every_registry_and_refuses_an_unknown_kind() -> No
 DEMO = Path(__file__).resolve().parent.parent / "studies" / "demo.yaml"
 
 
-@pytest.fixture(scope="module")
-def demo() -> Study:
-    return load_study(DEMO)
-
-
 @pytest.mark.parametrize("name", task_type_names())
 def test_every_task_type_keeps_the_contract(name: str) -> None:
     tt = get_task_type(name)
@@ -88,21 +83,50 @@ def test_every_task_type_keeps_the_contract(name: str) -> None:
         TASK_TYPES.register(name, object())  # type: ignore[arg-type]
 
 
+#: Three tasks in two clinical groups, written out (no catalog, no expectations): any paradigm can plan them.
+SMALL = """name: small
+data: {{root: /nowhere}}
+paradigms: {paradigms}
+tasks:
+  - {{id: a, type: classification, num_classes: 2{group_a}}}
+  - {{id: b, type: regression, num_classes: 2, group: G}}
+  - {{id: c, type: segmentation, num_classes: 2, group: H}}
+"""
+
+
+def _small(tmp_path: Path, paradigms: list[str], group_a: str = ", group: G") -> Path:
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL.format(paradigms=f"[{', '.join(paradigms)}]", group_a=group_a))
+    return spec
+
+
 @pytest.mark.parametrize("name", list(PARADIGMS))
-def test_every_paradigm_keeps_the_contract(name: str, demo) -> None:
+def test_every_paradigm_keeps_the_contract(name: str, tmp_path: Path) -> None:
     entry = PARADIGMS.lookup(name)
     assert entry.name == name and entry.description and (entry.scope is None or entry.scope in SCOPES)
-    units = entry.needs(demo) if entry.staged else entry.planner(demo)
     if not entry.compared:  # a helper (the affinity probe) is planned through the paradigm that needs it
         assert name not in paradigm_names()
         return
-    assert entry.check is None or entry.check(demo) is None  # the demo runs every compared paradigm
-    tasks = {t.id for t in demo.tasks}
-    assert units and all(set(u.tasks) <= tasks and u.tasks for u in units)
-    if not entry.staged:
+    study = load_study(_small(tmp_path, ["AU", name] if entry.staged else [name]))  # AG measures in AU
+    assert entry.check is None or entry.check(study) is None
+    units = entry.needs(study) if entry.staged else entry.planner(study)
+    assert units and all(u.tasks and set(u.tasks) <= {"a", "b", "c"} for u in units)
+    if entry.staged:
+        assert all(u.paradigm in PARADIGMS for u in units)
+    else:
         assert {u.paradigm for u in units} == {name} and (entry.moe is None or {u.moe for u in units} == {entry.moe})
-        jobs = plan(load_study(DEMO, [f"paradigms=[{name}]"]))
-        assert jobs and {j.paradigm for j in jobs} == {name}
+        assert {j.paradigm for j in plan(study)} == {name}
+
+
+@pytest.mark.parametrize("name", [n for n in ("CG", "AG") if n in PARADIGMS])
+def test_a_paradigm_s_own_check_names_what_the_spec_lacks(name: str, tmp_path: Path) -> None:
+    """CG and AG plan from the clinical groups: their `check=` refuses a task without one, through the spec."""
+    spec = _small(tmp_path, ["AU", name], group_a="")
+    with pytest.raises(
+        SpecError, match=rf"paradigms: {name}: CG needs a clinical group for every task: .*tasks\[0\] \(a\)"
+    ):
+        load_study(spec)
+    assert load_study(_small(tmp_path, ["AU"], group_a="")).paradigms == ["AU"]  # no paradigm of groups: fine
 
 
 @pytest.mark.parametrize("name", list(EXECUTORS))
