@@ -9,16 +9,24 @@ A task alone in its clinical group is, under a group-scope paradigm (CG), traine
 exactly TS's data and only MoE added, so its Δ measures MoE, not aggregation. Such
 tasks are flagged and, by default (analysis.cg_singletons: exclude), left out of that
 paradigm's aggregates and tests (`Comparison.excluded`); the per-task tables keep them.
+
+The scale of Δ is analysis.scale (relative above, log_ratio or headroom: usagg/analysis/scales.py).
+A task whose baseline is not above chance (`Comparison.chance`: AUC whose 95 % t interval over
+the baseline's seeds reaches 0.5, or with one seed a value ≤ 0.5) has no skill for a paradigm
+to change; by default (analysis.chance_tasks: exclude) it is left out of every paradigm's
+aggregates and tests, per fraction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from usagg.analysis.inputs import AnalysisInput
+from usagg.analysis.scales import chance_level, change
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_direction
@@ -66,6 +74,7 @@ class Aggregate:
     missing: tuple[str, ...]
     order: str
     excluded: tuple[str, ...] = ()  # one-task groups left out under a group-scope paradigm
+    chance: tuple[str, ...] = ()  # tasks whose baseline is at chance, left out (analysis.chance_tasks)
 
 
 @dataclass
@@ -85,6 +94,9 @@ class Comparison:
     steps: dict[tuple[float, str, str], float] = field(default_factory=dict)  # optimiser steps, mean over seeds
     shared: dict[str, bool] = field(default_factory=dict)  # paradigm -> some job of it trains several tasks
     excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # paradigm -> tasks left out of aggregates
+    scale: str = "relative"  # analysis.scale: what a Δ is (usagg/analysis/scales.py)
+    chance: dict[float, tuple[str, ...]] = field(default_factory=dict)  # fraction -> tasks with a baseline at chance
+    chance_excluded: bool = True  # analysis.chance_tasks: exclude
 
     @property
     def others(self) -> list[str]:
@@ -101,10 +113,22 @@ class Comparison:
             size[t.group] = size.get(t.group, 0) + 1
         return [t.task for t in self.tasks if size[t.group] == 1]
 
-    def delta_values(self, fraction: float, paradigm: str) -> tuple[list[str], np.ndarray]:
-        """Tasks with a defined Δ and their Δ values, in task order; tasks `excluded` for the paradigm left out."""
-        names, vals = [], []
+    def left_out(self, fraction: float, paradigm: str) -> set[str]:
+        """Tasks left out of the paradigm's aggregates and tests: its one-task groups, and chance-level tasks."""
         skip = set(self.excluded.get(paradigm, ()))
+        return skip | set(self.chance.get(fraction, ())) if self.chance_excluded else skip
+
+    def change(self, task: str, m_p: float, m_b: float) -> Delta:
+        """Δ of a paradigm's metric m_p against the baseline's m_b for this task, on the comparison's scale."""
+        info = self.info(task)
+        value, why = change(self.scale, info.metric, m_p, m_b, info.higher_is_better)
+        return Delta(value, why)
+
+    def delta_values(self, fraction: float, paradigm: str) -> tuple[list[str], np.ndarray]:
+        """Tasks with a defined Δ and their Δ values, in task order; tasks `left_out` of the paradigm's aggregates
+        left out."""
+        names, vals = [], []
+        skip = self.left_out(fraction, paradigm)
         for t in self.tasks:
             if t.task in skip:
                 continue
@@ -136,11 +160,11 @@ class Comparison:
     def seed_deltas(self, fraction: float, task: str, paradigm: str) -> dict[int, float]:
         """Δ % of each seed of the paradigm against the baseline's seed mean (their mean is the task's Δ)."""
         base = self.cells.get((fraction, task, self.baseline))
-        if base is None or base.mean == 0:
+        if base is None or self.change(task, base.mean, base.mean).value is None:
             return {}
-        hib = self.info(task).higher_is_better
         vals = self.seed_values.get((fraction, task, paradigm), {})
-        return {s: relative_change(v, base.mean, hib).value for s, v in vals.items()}  # type: ignore[misc]
+        out = {s: self.change(task, v, base.mean).value for s, v in vals.items()}
+        return {s: v for s, v in out.items() if v is not None}
 
 
 def relative_change(m_p: float, m_base: float, higher_is_better: bool) -> Delta:
@@ -199,6 +223,8 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         seed_values=per_seed,
         steps={k: float(np.mean(v)) for k, v in steps.items()},
         shared={p: _shares_models(p, job_tasks) for p in paradigms},
+        scale=inp.settings.scale,
+        chance_excluded=inp.settings.chance_tasks == "exclude",
     )
     if inp.settings.cg_singletons == "exclude":
         lone = tuple(comp.singletons())
@@ -225,9 +251,38 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
                 elif base is None:
                     d = Delta(None, f"baseline {baseline} has no {info.metric} result")
                 else:
-                    d = relative_change(cell.mean, base.mean, info.higher_is_better)
+                    d = comp.change(info.task, cell.mean, base.mean)
                 comp.deltas[(f, info.task, p)] = d
+        comp.chance[f] = at_chance(comp, f)
     return comp
+
+
+def rescaled(comp: Comparison, scale: str) -> Comparison:
+    """The same comparison with every Δ on another scale (cells, exclusions and chance flags kept)."""
+    out = dataclasses.replace(comp, scale=scale, deltas={})
+    for (f, t, p), d in comp.deltas.items():
+        base, cell = comp.cells.get((f, t, comp.baseline)), comp.cells.get((f, t, p))
+        out.deltas[(f, t, p)] = d if base is None or cell is None else out.change(t, cell.mean, base.mean)
+    return out
+
+
+def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
+    """Tasks whose baseline is not above chance at this fraction: the 95 % t interval over its seeds reaches the
+    metric's chance level (`scales.chance_level`), or with one seed its value is at most chance."""
+    from scipy.stats import t as student
+
+    out = []
+    for info in comp.tasks:
+        chance = chance_level(info.metric)
+        cell = comp.cells.get((fraction, info.task, comp.baseline))
+        if chance is None or cell is None or not info.higher_is_better:
+            continue
+        low = cell.mean
+        if cell.n_seeds > 1 and math.isfinite(cell.sd):
+            low -= float(student.ppf(0.975, cell.n_seeds - 1)) * cell.sd / math.sqrt(cell.n_seeds)
+        if low <= chance:
+            out.append(info.task)
+    return tuple(out)
 
 
 def _shares_models(paradigm: str, job_tasks: dict[tuple[str, str], set[str]]) -> bool:
@@ -240,14 +295,17 @@ def _shares_models(paradigm: str, job_tasks: dict[tuple[str, str], set[str]]) ->
 
 
 def _aggregate(comp: Comparison, f: float, p: str, level: str, name: str, members: list[str]) -> Aggregate:
-    have, vals, missing, excluded = [], [], [], []
+    have, vals, missing, excluded, chance = [], [], [], [], []
     skip = set(comp.excluded.get(p, ()))
+    at = comp.left_out(f, p) - skip
     for t in members:
         d = comp.deltas[(f, t, p)]
         if t in skip:
             excluded.append(t)
         elif d.value is None:
             missing.append(t)
+        elif t in at:
+            chance.append(t)
         else:
             have.append(t)
             vals.append(d.value)
@@ -257,7 +315,11 @@ def _aggregate(comp: Comparison, f: float, p: str, level: str, name: str, member
         order += f" ({len(missing)} without Δ left out)"
     if excluded:
         order += f" ({len(excluded)} one-task group{'s' if len(excluded) > 1 else ''} left out)"
-    return Aggregate(level, name, p, f, mean, len(vals), tuple(have), tuple(missing), order, tuple(excluded))
+    if chance:
+        order += f" ({len(chance)} at chance left out)"
+    return Aggregate(
+        level, name, p, f, mean, len(vals), tuple(have), tuple(missing), order, tuple(excluded), tuple(chance)
+    )
 
 
 def aggregates(comp: Comparison, fraction: float, paradigm: str, level: str) -> list[Aggregate]:

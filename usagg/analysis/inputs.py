@@ -33,6 +33,8 @@ class Settings:
     regime_threshold: int = 1000
     group_regime_threshold: int = 5000
     cg_singletons: str = "exclude"
+    scale: str = "relative"  # analysis.scale (usagg/analysis/scales.py)
+    chance_tasks: str = "exclude"
     hypotheses: dict[str, dict[str, str]] = field(default_factory=dict)  # test family -> key -> alternative
     bootstrap: int = 10000
     task_bootstrap: int = 2000

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagg.analysis.controls import controls, splits
+from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
 from usagg.analysis.mixed import SLOPE
 from usagg.analysis.provenance import Provenance, provenance
@@ -36,6 +37,7 @@ from usagg.analysis.tables import (
     frac_label,
     negative_table,
     recovery_line,
+    scale_disagreements,
 )
 from usagg.atomic import write_text_atomic
 from usagg.safepath import real_folder
@@ -104,6 +106,7 @@ def _headline(a: Analysis) -> list[str]:
                 f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {whole.n} tasks "
                 f"({ctl.formula(comp.baseline)})."
             )
+    lines += factorial_headline(comp, a.stats, f) + scale_disagreements(comp, f)
     recovery = recovery_line(a.inp, comp)
     if recovery:
         lines.append(f"**AG recovery**: {recovery}")
@@ -133,10 +136,13 @@ def _sections(a: Analysis) -> list[Section]:
         Section("Study", by_name("summary")),
         Section("Per-task results", by_name("tasks") + by_name("uncertainty") + by_name("budget")),
         Section("Clinical groups", by_name("groups")),
-        Section("Aggregates by group, type and data regime", by_name("aggregates") + by_name("split")),
+        Section(
+            "Aggregates by group, type and data regime",
+            by_name("aggregates") + by_name("split") + by_name("factorial") + by_name("scales"),
+        ),
         Section("Figures", [], figures=None),
         Section("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
-        Section("Statistics", by_name("statistics") + by_name("fractions")),
+        Section("Statistics", by_name("statistics") + by_name("fractions") + by_name("power")),
     ]
     affinity = by_name("affinity")
     if affinity:

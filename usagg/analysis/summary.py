@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from usagg.analysis.cluster_inference import mean_delta_stats
 from usagg.analysis.controls import controls
 from usagg.analysis.delta import Comparison, compare
+from usagg.analysis.factorial import designs, effect_stats
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
+from usagg.analysis.power import detectable, seed_sd
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
@@ -17,11 +20,14 @@ from usagg.analysis.tables import (
     aggregate_table,
     budget_table,
     delta_long_table,
+    factorial_table,
     frac_label,
     fraction_table,
     group_table,
     na_table,
     negative_table,
+    power_table,
+    scales_table,
     split_table,
     stats_table,
     task_table,
@@ -42,11 +48,15 @@ class Analysis:
 def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     """Every statistic of `comp` under the study's analysis settings, Holm-adjusted over all tests it prints.
 
-    The tests of Δ (usagg/analysis/stats.py), the mixed model's slopes and interaction per
-    fraction (mixed.py), then the per-task intervals of Δ (uncertainty.py, no p of their own).
+    The tests of Δ (usagg/analysis/stats.py), Δm with the wild cluster bootstrap
+    (cluster_inference.py), the 2x2 effects (factorial.py), the mixed model's slopes and
+    interaction per fraction (mixed.py), then the per-task intervals of Δ (uncertainty.py, no p
+    of their own).
     """
     st = inp.settings
     tests = statistics(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
+    tests += mean_delta_stats(comp, st.bootstrap, st.bootstrap_seed)
+    tests += effect_stats(comp, st.bootstrap, st.bootstrap_seed)
     for f in comp.fractions:
         tests += interaction_model(comp, f, st.hypotheses)
     return holm_adjust(tests) + task_uncertainty(inp, comp)
@@ -84,6 +94,8 @@ def summary_table(a: Analysis) -> Table:
         ["Regime threshold", f"n_train < {comp.regime_threshold} is low-data"],
         ["Group regime threshold", f"group n_train < {comp.group_regime_threshold} is a low-data group"],
         ["One-task groups", _singletons_text(a)],
+        ["Scale of Δ", f"{comp.scale} (analysis.scale)"],
+        ["Baseline at chance", _chance_text(a)],
     ]
     if a.inp.affinity is not None:
         aff = a.inp.affinity
@@ -99,6 +111,28 @@ def _singletons_text(a: Analysis) -> str:
     left_out = ", ".join(a.comp.excluded) or "no paradigm"
     rule = a.inp.settings.cg_singletons
     return f"{len(lone)}: {where}; left out of the aggregates and tests of {left_out} (analysis.cg_singletons: {rule})"
+
+
+def _chance_text(a: Analysis) -> str:
+    flagged = sorted({t for ts in a.comp.chance.values() for t in ts})
+    if not flagged:
+        return "none"
+    rule = "left out of" if a.comp.chance_excluded else "kept in"
+    return (
+        f"{len(flagged)}: {', '.join(flagged)}; {rule} every aggregate and test "
+        f"(analysis.chance_tasks: {a.inp.settings.chance_tasks})"
+    )
+
+
+def study_power(a: Analysis) -> Table | None:
+    """The smallest Δ each task and the study mean detect at the study's seeds, from the seed spread measured;
+    None where no paradigm ran 2 seeds of a task (`usagg plan --power --seed-sd` says it from a given spread)."""
+    f = max(a.comp.fractions)
+    sds = seed_sd(a.comp, f)
+    if not sds:
+        return None
+    source = f"sd over seeds measured in {a.inp.source}, pooled over paradigms (fraction {frac_label(f)})"
+    return power_table(detectable(sds, len(a.inp.table.seeds)), source, a.comp.scale)
 
 
 def all_tables(a: Analysis) -> list[Table]:
@@ -118,12 +152,18 @@ def all_tables(a: Analysis) -> list[Table]:
         tables.append(aggregate_table(comp, f, multi=multi))
         if ctls:
             tables.append(split_table(comp, f, ctls, multi=multi))
+        if designs(comp):
+            tables.append(factorial_table(comp, a.stats, f, multi=multi))
+        tables.append(scales_table(comp, f, multi=multi))
     tables.append(negative_table(comp))
     if comp.not_available():
         tables.append(na_table(comp))
     tables.append(stats_table(a.stats, comp))
     if multi:
         tables.append(fraction_table(comp, a.stats))
+    power = study_power(a)
+    if power is not None:
+        tables.append(power)
     ag = ag_group_table(a.inp, comp)
     if ag is not None:
         tables.append(ag)
@@ -132,14 +172,31 @@ def all_tables(a: Analysis) -> list[Table]:
     return tables
 
 
-def compare_output(a: Analysis, fmt: str) -> str:
-    """The text `usagg compare` prints: CSV is the machine-readable per-task Δ table, others every table."""
+def compare_output(a: Analysis, fmt: str, table: str = "delta") -> str:
+    """The text `usagg compare` prints: CSV is one table (`table`: by default the machine-readable per-task Δ,
+    or any table's name, such as factorial), others every table."""
     if fmt == "csv":
-        return render(delta_long_table(a.comp, a.stats), "csv")
+        return render(named_table(a, table), "csv")
     if fmt == "json":
         return _json_output(a)
     sep = "\n" if fmt != "latex" else "\n% ----\n"
     return sep.join(render(t, fmt) for t in all_tables(a))
+
+
+def named_table(a: Analysis, table: str) -> Table:
+    """The table `compare --format csv --table NAME` prints: `delta` (the per-task Δ) or any table's name."""
+    if table == "delta":
+        return delta_long_table(a.comp, a.stats)
+    found = {t.name: t for t in all_tables(a)}
+    if table not in found:
+        from usagg.errors import UsaggError
+        from usagg.names import suggest
+
+        known = ["delta", *found]
+        raise UsaggError(
+            f"--table {table!r} is not a table of this study{suggest(table, known)}; its tables: {', '.join(known)}"
+        )
+    return found[table]
 
 
 def _json_output(a: Analysis) -> str:

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from usagg.analysis.controls import Control, split_order, splits
-from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer
+from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer, rescaled
+from usagg.analysis.factorial import effect_table_rows, missing_notes
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
+from usagg.analysis.power import ALPHA, POWER, Detectable
+from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
 from usagg.analysis.uncertainty import SEEDS, TEST_SET, shown_interval
+from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
 
 if TYPE_CHECKING:
@@ -65,10 +69,36 @@ def exclusion_notes(comp: Comparison) -> list[str]:
         out.append(
             f"{p}: {len(tasks)} task{'s' if len(tasks) > 1 else ''} alone in {'their' if len(tasks) > 1 else 'its'} "
             f"clinical group left out of every {p} aggregate and test ({listed}): a one-task group's {p} model "
-            f"trains {comp.baseline}'s data with MoE on, so its Δ measures MoE, not aggregation "
+            f"trains {comp.baseline}'s data with MoE {_moe_of(p)}, so its Δ measures no aggregation "
             "(analysis.cg_singletons: exclude; `include` keeps them)."
         )
+    for f, tasks in comp.chance.items():
+        if tasks:
+            where = f" at fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""
+            rule = "left out of every aggregate and test (analysis.chance_tasks: exclude; `include` keeps them)"
+            out.append(
+                f"At chance{where}: {', '.join(tasks)}: the {comp.baseline} metric is not above chance (95 % seed "
+                f"interval reaches it, or one seed at or below it), so there is no skill for a paradigm to change; "
+                + (
+                    rule
+                    if comp.chance_excluded
+                    else "kept in the aggregates and tests (analysis.chance_tasks: include)"
+                )
+                + "."
+            )
     return out
+
+
+def _moe_of(paradigm: str) -> str:
+    entry = PARADIGMS.get(paradigm)
+    return "on" if entry is None or entry.moe else "off"
+
+
+def scale_note(comp: Comparison) -> str:
+    """What a Δ is on the comparison's scale, for table notes."""
+    return (
+        f"Scale (analysis.scale: {comp.scale}): {FORMULAS[comp.scale]}, in {UNITS[comp.scale]}; s = −1 for ↓ metrics."
+    )
 
 
 def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
@@ -104,7 +134,7 @@ def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Tab
     notes = [
         f"Metric: mean ± sd over seeds (n seeds per cell: {', '.join(map(str, seeds))}); "
         "↑ higher is better, ↓ lower is better.",
-        f"Δ % = s·(m_p − m_{comp.baseline})/|m_{comp.baseline}|·100, s = −1 for ↓ metrics; {SEED_ORDER}.",
+        f"{scale_note(comp)} m_b: the {comp.baseline} metric; {SEED_ORDER}.",
         *na_notes,
         *exclusion_notes(comp),
     ]
@@ -117,7 +147,7 @@ def _agg_rows(comp: Comparison, fraction: float, level: str) -> tuple[list[list[
     rows, notes = [], []
     first = per_p[comp.others[0]] if comp.others else []
     for i, agg in enumerate(first):
-        row: list[Cellv] = [level, agg.name, len(agg.tasks) + len(agg.missing) + len(agg.excluded)]
+        row: list[Cellv] = [level, agg.name, len(agg.tasks) + len(agg.missing) + len(agg.excluded) + len(agg.chance)]
         ns = []
         for p in comp.others:
             a = per_p[p][i]
@@ -254,6 +284,87 @@ def split_table(comp: Comparison, fraction: float, ctls: list[Control], *, multi
     return Table("split" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
 
 
+def factorial_table(comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False) -> Table:
+    """Main effects of aggregation and MoE and their interaction per 2x2 design (usagg/analysis/factorial.py),
+    with intervals over all tasks and means per clinical group; says which paradigm to add where one is missing."""
+    cols = ["Paradigm", "Design", "Scale", "Effect", "Level", "Name", "Tasks", "Estimate", "95% CI low",
+            "95% CI high", "p", "p (Holm)", "Note"]  # fmt: skip
+    notes = [
+        "Per task, with Δ versus the baseline on the row's scale (the baseline's own Δ is 0), A the control with the "
+        "paradigm's scope and the baseline's MoE, M the one with the baseline's scope and the paradigm's MoE, AM "
+        "the paradigm: aggregation = (Δ_A + Δ_AM − Δ_M)/2, MoE = (Δ_M + Δ_AM − Δ_A)/2, interaction = Δ_AM − Δ_A − "
+        "Δ_M. The two main effects add up to Δ_AM (its Shapley split: neither holds the interaction), then the mean "
+        "over tasks.",
+        "Interval over all tasks, and on analysis.scale p (H0: effect 0, in the Holm family of the statistics "
+        "table): wild cluster restricted bootstrap-t with Webb weights, the tasks of one clinical group one cluster "
+        "(usagg/analysis/cluster_inference.py); group rows are means only.",
+        "Scales: relative (%), log_ratio (100·ln of the ratio; its interaction is the log of a ratio of ratios), "
+        "and analysis.scale where it is another; tasks whose log ratio is undefined are left out of that scale.",
+        *missing_notes(comp),
+        *exclusion_notes(comp),
+    ]
+    title = "2x2 designs: aggregation and MoE effects and their interaction" + (
+        f" (fraction {frac_label(fraction)})" if multi else ""
+    )
+    rows: list[list[Cellv]] = [list(r) for r in effect_table_rows(comp, stats, fraction)]
+    return Table("factorial" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+
+
+def scales_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
+    """Mean Δ of every paradigm by clinical group and over all tasks on each scale, side by side, with whether
+    their signs agree (they do task by task; a mean can differ in sign when large and small metrics mix)."""
+    comps = {sc: comp if sc == comp.scale else rescaled(comp, sc) for sc in SCALES}
+    rows: list[list[Cellv]] = []
+    differ = []
+    for p in comp.others:
+        for level in ("group", "all"):
+            per = {sc: aggregates(c, fraction, p, level) for sc, c in comps.items()}
+            for i, agg in enumerate(per[comp.scale]):
+                means = [per[sc][i].mean for sc in SCALES]
+                signs = {math.copysign(1.0, m) for m in means if m is not None and m != 0}
+                agree = "yes" if len(signs) <= 1 else "NO"
+                if agree == "NO":
+                    differ.append(f"{p} {agg.name}")
+                rows.append([p, level, agg.name, agg.n, *means, agree])
+    notes = [
+        *(f"{sc}: {FORMULAS[sc]} ({UNITS[sc]})." for sc in SCALES),
+        f"The study's scale is {comp.scale} (analysis.scale); every other table uses it.",
+        "A task's Δ has the same sign on every scale; a mean over tasks can change sign where one scale weighs a "
+        "task's change more (relative: a small baseline; headroom: a baseline near the metric's best).",
+        ("Signs differ: " + "; ".join(differ) + ".") if differ else "The signs of every mean agree across scales.",
+        *exclusion_notes(comp),
+    ]
+    title = "Mean Δ on each scale" + (f" (fraction {frac_label(fraction)})" if multi else "")
+    cols = ["Paradigm", "Level", "Name", "Tasks", *[f"Δ {sc}" for sc in SCALES], "Signs agree"]
+    return Table("scales" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+
+
+def scale_disagreements(comp: Comparison, fraction: float) -> list[str]:
+    """A sentence per paradigm whose Δm differs in sign between scales, with the three values side by side."""
+    out = []
+    for p in comp.others:
+        means = {sc: aggregates(comp if sc == comp.scale else rescaled(comp, sc), fraction, p, "all")[0].mean
+                 for sc in SCALES}  # fmt: skip
+        if len({math.copysign(1.0, m) for m in means.values() if m is not None and m != 0}) > 1:
+            side = ", ".join(f"{sc} {fmt_delta(m)}" for sc, m in means.items())
+            out.append(f"**{p} Δm differs in sign between scales**: {side} (see the table of Δ on each scale).")
+    return out
+
+
+def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
+    """The smallest Δ each task and the study mean can detect at the planned seeds (usagg/analysis/power.py)."""
+    cols = ["Task", "sd of a seed's Δ", "Seeds", "Detectable Δ", "Note"]
+    body: list[list[Cellv]] = [[r.name, r.sd, r.n_seeds, r.mde, r.note] for r in rows]
+    notes = [
+        f"Detectable Δ: the smallest true Δ ({UNITS[scale]}, analysis.scale {scale}) a two-sided two-sample t test "
+        f"of the paradigm's seeds against the baseline's detects at α {ALPHA:g} with power {POWER:g}, n seeds each.",
+        "Study mean: (z_0.975 + z_0.8)·SE with SE² = Σ 2σ_t²/n / T², seed noise only (the spread of Δ between tasks "
+        "adds to it).",
+        f"Seed spread: {source}.",
+    ]
+    return Table("power", "Smallest detectable Δ at the planned seeds", cols, body, notes)
+
+
 def steps_ratio(comp: Comparison, fraction: float, task: str, paradigm: str) -> float | None:
     """Optimiser steps of the task under the paradigm over its steps under the baseline; None when unknown."""
     s, b = comp.steps.get((fraction, task, paradigm)), comp.steps.get((fraction, task, comp.baseline))
@@ -342,11 +453,12 @@ def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
 def delta_long_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
     """Machine-readable: one row per (fraction, task, paradigm) with mean, sd, seeds, n_train, Δ, its interval
     (ci_low, ci_high, ci_source: seeds when ≥ 2, else the test-set bootstrap), steps and their ratio to the
-    baseline's, and whether the task is left out of the paradigm's aggregates (a one-task group)."""
+    baseline's, and whether the task is left out of the paradigm's aggregates (a one-task group, a baseline at
+    chance); delta_pct is on analysis.scale (the `scale` column)."""
     cols = [
         "fraction", "task", "group", "type", "metric", "higher_is_better", "n_train",
         "paradigm", "mean", "sd", "n_seeds", "baseline", "delta_pct", "delta_note",
-        "ci_low", "ci_high", "ci_source", "steps", "steps_ratio", "in_aggregates",
+        "ci_low", "ci_high", "ci_source", "steps", "steps_ratio", "in_aggregates", "scale",
     ]  # fmt: skip
     rows: list[list[Cellv]] = []
     for f in comp.fractions:
@@ -366,7 +478,7 @@ def delta_long_table(comp: Comparison, stats: list[Stat] | None = None) -> Table
                     d.value if d else None, (d.reason if d else "baseline"),
                     shown[0] if shown else None, shown[1] if shown else None, shown[2] if shown else "",
                     comp.steps.get((f, task, p)), steps_ratio(comp, f, task, p),
-                    str(task not in comp.excluded.get(p, ())).lower(),
+                    str(task not in comp.left_out(f, p)).lower(), comp.scale,
                 ])  # fmt: skip
     return Table("delta", f"Δ versus {comp.baseline}, per task", cols, rows)
 

@@ -2,13 +2,16 @@
 
 Seeds: Δ_s of each seed of the paradigm against the baseline's seed mean (their mean is
 the task's Δ, `Comparison.seed_deltas`), with their sd; with ≥ 2 seeds a t interval whose
-standard error adds both paradigms' seed variances (delta method:
-SE² = (100/|m̄_b|)² · (s_p²/n_p + (m̄_p/m̄_b)² · s_b²/n_b), the baseline term only with ≥ 2
+standard error adds both paradigms' seed variances (delta method on the comparison's scale:
+SE² = (∂Δ/∂m_p)² s_p²/n_p + (∂Δ/∂m_b)² s_b²/n_b, usagg/analysis/scales.py `gradient`; relative:
+(100/|m̄_b|)² · (s_p²/n_p + (m̄_p/m̄_b)² · s_b²/n_b), the baseline term only with ≥ 2
 baseline seeds) and Welch-Satterthwaite degrees of freedom.
 
 Test set: the CI of the relative change from resampling the test images two jobs share
 (usagg/analysis/task_ci.py, from each job's item_scores.json), for the lowest seed both
-paradigms ran. The interval a table or figure shows for a task (`shown_interval`) is the
+paradigms ran; on the log_ratio scale its limits are carried over (a monotone function of the
+relative change), on the headroom scale there is none (the distance moves with the baseline).
+The interval a table or figure shows for a task (`shown_interval`) is the
 seed interval when there are ≥ 2 seeds, else the test-set one, else none.
 """
 
@@ -19,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from usagg.analysis.delta import Comparison, relative_change
+from usagg.analysis.delta import Comparison
 from usagg.analysis.inputs import AnalysisInput
+from usagg.analysis.scales import from_relative, gradient
 from usagg.analysis.stats import Stat
 
 SEEDS = "Δ seed interval"
@@ -42,11 +46,14 @@ def seed_interval(comp: Comparison, f: float, task: str, p: str) -> Stat | None:
     if n < 2:
         return Stat(SEEDS, p, f, d.value, n, method, note="one seed: no spread", effects=effects, task=task)
     cell = comp.cells[(f, task, p)]
-    k = 100.0 / abs(base.mean)
-    terms = [(k * cell.sd) ** 2 / n]
+    info = comp.info(task)
+    g = gradient(comp.scale, info.metric, cell.mean, base.mean, info.higher_is_better)
+    if g is None:
+        return Stat(SEEDS, p, f, d.value, n, method, note="Δ undefined at the seed means", effects=effects, task=task)
+    terms = [(g[0] * cell.sd) ** 2 / n]
     dfs = [n - 1]
     if base.n_seeds > 1:
-        terms.append((k * cell.mean / base.mean * base.sd) ** 2 / base.n_seeds)
+        terms.append((g[1] * base.sd) ** 2 / base.n_seeds)
         dfs.append(base.n_seeds - 1)
     se = math.sqrt(sum(terms))
     if se == 0:
@@ -65,7 +72,7 @@ def _jobs(inp: AnalysisInput) -> dict[tuple[str, float, int, str], str]:
 
 def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
     """The test-set bootstrap CI of every task Δ whose two jobs wrote item_scores.json (none without them)."""
-    if not inp.item_scores:
+    if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
         return []
     from usagg.analysis.task_ci import load_item_scores, paired_delta_ci
 
@@ -90,10 +97,8 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
                     b, o = scores(jobs.get((base, f, s, t))).get(t), scores(jobs.get((p, f, s, t))).get(t)
                     if b is None or o is None:
                         continue
-                    d = relative_change(
-                        comp.seed_values[(f, t, p)][s], comp.seed_values[(f, t, base)][s], info.higher_is_better
-                    )
-                    ci = paired_delta_ci(b, o, resamples, seed, LEVEL)
+                    d = comp.change(t, comp.seed_values[(f, t, p)][s], comp.seed_values[(f, t, base)][s])
+                    ci = _on_scale(comp.scale, paired_delta_ci(b, o, resamples, seed, LEVEL), info.higher_is_better)
                     shared = len(set(b.images) & set(o.images))
                     out.append(
                         Stat(
@@ -106,6 +111,14 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
                     )  # fmt: skip
                     break  # the lowest seed both ran
     return out
+
+
+def _on_scale(scale: str, ci: tuple[float, float] | None, hib: bool) -> tuple[float, float] | None:
+    """A relative-change interval carried to `scale` (monotone, so a percentile interval's limits map over)."""
+    if ci is None:
+        return None
+    lo, hi = from_relative(scale, ci[0], hib), from_relative(scale, ci[1], hib)
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def task_uncertainty(inp: AnalysisInput, comp: Comparison) -> list[Stat]:

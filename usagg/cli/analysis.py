@@ -55,12 +55,16 @@ def compare_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write to this file (atomically) instead of printing."),
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
+    table: str = typer.Option(
+        "delta", "--table", help="With --format csv: the table to print (delta, factorial, scales, split, ...)."
+    ),
 ) -> None:
     """Per-task metrics of every paradigm, Δ % versus the baseline with its interval, aggregates and statistics.
 
     Tests carry effect sizes and Holm-adjusted p; a mixed model gives each paradigm's slope of Δ per log10 n_train.
 
-    With the controls TSM and AUD, each Δ is split into an aggregation part and a MoE part.
+    With the controls TSM and AUD, each Δ is split into an aggregation part and a MoE part; with TSM, AUD and
+    CGD the 2x2 designs give both main effects and their interaction with intervals (--table factorial).
 
     The spec's expectations (`expect:`) end the output: met, not met or not evaluated, with value and interval.
 
@@ -73,7 +77,7 @@ def compare_cmd(
     from usagg.analysis.summary import compare_output
 
     a, _ = _analyse(run_dir, results, root, baseline)
-    text = with_expectations(compare_output(a, fmt), evaluate_study(a), fmt)  # the spec's `expect:`, checked
+    text = with_expectations(compare_output(a, fmt, table), evaluate_study(a), fmt)  # the spec's `expect:`, checked
     if out is None:
         typer.echo(text, nl=False)
         return

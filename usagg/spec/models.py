@@ -766,6 +766,19 @@ class AnalysisSpec(Strict):
         description="Tasks alone in their clinical group under a group-scope paradigm (CG): their Δ measures MoE "
         "alone, so by default they are flagged and left out of that paradigm's aggregates and tests.",
     )
+    scale: Annotated[Literal["relative", "log_ratio", "headroom"], NOT_IN_HASH] = Field(
+        "relative",
+        description="Scale of each task's Δ: relative (% of the baseline metric), log_ratio (100·ln of the ratio: "
+        "symmetric, for metrics that cannot be negative) or headroom (% of the distance from the baseline to the "
+        "metric's best value, from chance at most for AUC); the others are shown beside it where a mean's sign "
+        "differs (usagg/analysis/scales.py).",
+    )
+    chance_tasks: Annotated[Literal["exclude", "include"], NOT_IN_HASH] = Field(
+        "exclude",
+        description="Tasks whose baseline is not above chance (AUC: its 95 % seed interval reaches 0.5, or with one "
+        "seed its value is at most 0.5) have no skill to change: flagged, and by default left out of every "
+        "aggregate and test; the per-task tables keep them.",
+    )
     hypotheses: Annotated[Hypotheses, NOT_IN_HASH] = Field(
         default_factory=Hypotheses, description="Directional hypotheses (one-sided tests); default all two-sided."
     )
@@ -1181,6 +1194,12 @@ class Study(Strict):
                 f"({', '.join(self.paradigms)}): Δ is measured against the baseline's jobs; add {baseline} to "
                 "`paradigms` or choose one of them"
             )
+        from usagg.analysis.scales import scale_problem
+
+        for i, t in enumerate(self.tasks):
+            why = scale_problem(self.analysis.scale, t.metric or get_task_type(t.type).primary_metric)
+            if why:
+                return f"analysis.scale: {self.analysis.scale} does not fit tasks[{i}] ({t.id}): {why}"
         return None
 
     def task(self, task_id: str) -> TaskSpec:

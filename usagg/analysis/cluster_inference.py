@@ -1,0 +1,171 @@
+"""Inference on a mean over tasks when tasks sharing one model are one cluster: the wild cluster bootstrap.
+
+A study has few clusters (the demo 4, the FMC_UIA study 9 clinical groups), and a pairs
+bootstrap that resamples 6-9 clusters covers some 82-86 % where it claims 95 %. Here the
+mean ȳ over N tasks in G clusters is tested with the wild cluster restricted (WCR)
+bootstrap-t of Cameron, Gelbach and Miller (2008): under H0: μ = μ0 the restricted
+residuals y_i − μ0 of each cluster are multiplied by one weight w_g drawn from Webb's six
+points (±√½, ±1, ±√(3/2), 6^G distinct draws, where Rademacher's 2^G are too few at G = 6),
+the cluster-robust t (CR1: SE² = G/(G−1) · Σ_g S_g² / N², S_g the cluster's residual sum) is
+recomputed, and p is the share of |t*| at least the observed |t| (symmetric). The interval is
+the set of μ0 the test does not reject at 1 − level, found by bisection on a fixed set of
+weight draws. Stated coverage of the 95 % interval, by simulation (normal cluster and task
+effects, clusters of 1-4 tasks; tests/test_cluster_inference.py): within 3 points of 95 % at
+6 and at 9 clusters. Vectorised numpy; a batch of data sets shares the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from usagg.analysis.delta import Comparison
+from usagg.analysis.stats import Stat
+
+#: Webb's six-point weights: mean 0, variance 1, symmetric.
+WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
+#: Fewer clusters than this leave too few distinct weight draws (6^2 = 36) for a p or an interval.
+MIN_CLUSTERS = 3
+METHOD = "wild cluster restricted bootstrap-t (Webb weights, CR1 SE, Cameron-Gelbach-Miller 2008)"
+
+
+@dataclass(frozen=True)
+class ClusterMean:
+    """Mean over tasks with its wild-cluster interval and p against `null`; a note where none is computed."""
+
+    mean: float | None
+    ci: tuple[float, float] | None
+    p: float | None
+    n: int
+    clusters: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Data sets of one cluster layout: y (S, N), the cluster of each column, and the weight draws (B, G)."""
+
+    y: np.ndarray
+    sizes: np.ndarray  # (G,) tasks per cluster
+    sums: np.ndarray  # (S, G) sum of y per cluster
+    weights: np.ndarray  # (B, G)
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[1])
+
+    @property
+    def g(self) -> int:
+        return int(self.sizes.size)
+
+    def mean_se(self) -> tuple[np.ndarray, np.ndarray]:
+        """ȳ and its CR1 standard error, per data set."""
+        ybar = self.y.mean(axis=1)
+        resid = self.sums - self.sizes[None, :] * ybar[:, None]
+        return ybar, np.sqrt(self.g / (self.g - 1) * (resid**2).sum(axis=1)) / self.n
+
+    def pvalue(self, mu0: np.ndarray) -> np.ndarray:
+        """Symmetric WCR bootstrap p of H0: μ = mu0, per data set."""
+        ybar, se = self.mean_se()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_obs = np.abs((ybar - mu0) / se)
+            restricted = self.sums - self.sizes[None, :] * mu0[:, None]  # (S, G)
+            shift = restricted @ self.weights.T / self.n  # (S, B): ȳ* − μ0
+            star = self.weights[None] * restricted[:, None, :] - self.sizes[None, None, :] * shift[..., None]
+            se_star = np.sqrt(self.g / (self.g - 1) * (star**2).sum(axis=-1)) / self.n
+            t_star = np.abs(shift / se_star)
+        return (np.nan_to_num(t_star, nan=0.0) >= t_obs[:, None] - 1e-12).mean(axis=1)
+
+
+def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int) -> _Design:
+    lab = np.asarray(labels, int)
+    g = int(lab.max()) + 1
+    onehot = np.zeros((lab.size, g))
+    onehot[np.arange(lab.size), lab] = 1.0
+    rng = np.random.default_rng(seed)
+    weights = WEBB[rng.integers(0, WEBB.size, size=(resamples, g))]
+    return _Design(y, onehot.sum(axis=0), y @ onehot, weights)
+
+
+def wild_cluster_ci(
+    y: np.ndarray, labels: Sequence[int], resamples: int, seed: int, level: float = 0.95, steps: int = 40
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per row of y (S, N) by inverting the WCR test: clusters `labels` (0..G−1), shared weight draws."""
+    d = _design(np.atleast_2d(np.asarray(y, float)), labels, resamples, seed)
+    ybar, se = d.mean_se()
+    alpha = 1.0 - level
+    ends = []
+    for sign in (-1.0, 1.0):
+        inside, outside = ybar.copy(), ybar + sign * se
+        for _ in range(60):  # step out until rejected (the p at ȳ is 1)
+            open_ = d.pvalue(outside) > alpha
+            if not open_.any():
+                break
+            outside = np.where(open_, ybar + 2.0 * (outside - ybar), outside)
+        for _ in range(steps):
+            mid = (inside + outside) / 2.0
+            keep = d.pvalue(mid) > alpha
+            inside, outside = np.where(keep, mid, inside), np.where(keep, outside, mid)
+        ends.append((inside + outside) / 2.0)
+    return ends[0], ends[1]
+
+
+def wild_cluster_mean(
+    y: Sequence[float] | np.ndarray,
+    clusters: Sequence[str],
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
+    null: float = 0.0,
+) -> ClusterMean:
+    """Mean of y over tasks, its WCR interval and p against `null`, tasks with one cluster label sharing a weight.
+
+    Finite values only; clusters are sorted by name and values within them, so the result does not depend on
+    the order of the rows.
+    """
+    vals = np.asarray(y, float)
+    keep = np.isfinite(vals)
+    pairs = sorted((str(c), float(v)) for c, v, k in zip(clusters, vals, keep, strict=True) if k)
+    n = len(pairs)
+    names = sorted({c for c, _ in pairs})
+    if n == 0:
+        return ClusterMean(None, None, None, 0, 0, "no values")
+    mean = math.fsum(v for _, v in pairs) / n
+    if len(names) < MIN_CLUSTERS:
+        return ClusterMean(mean, None, None, n, len(names), f"{len(names)} cluster(s): need ≥ {MIN_CLUSTERS}")
+    arr = np.asarray([[v for _, v in pairs]])
+    if np.ptp(arr) == 0:
+        return ClusterMean(mean, (mean, mean), None, n, len(names), "constant values")
+    labels = [names.index(c) for c, _ in pairs]
+    d = _design(arr, labels, resamples, seed)
+    p = float(d.pvalue(np.asarray([null]))[0])
+    low, high = wild_cluster_ci(arr, labels, resamples, seed, level)
+    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names))
+
+
+#: Name of the Δm statistic of this module (the stats table, the headline).
+MEAN_DELTA = "Δm, wild cluster bootstrap (tasks sharing a model: one cluster)"
+
+
+def mean_delta_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
+    """Δm of every paradigm and fraction with its WCR interval and p (H0: Δm = 0): the clinical groups are the
+    clusters where the paradigm trains tasks together, each task its own cluster where it does not."""
+    out = []
+    for f in comp.fractions:
+        for p in comp.others:
+            names, vals = comp.delta_values(f, p)
+            shared = comp.shared.get(p, False)
+            clusters = [comp.info(t).group if shared else t for t in names]
+            r = wild_cluster_mean(vals, clusters, resamples, seed)
+            unit = "clinical groups (tasks share a model)" if shared else "tasks (one model each)"
+            out.append(
+                Stat(
+                    MEAN_DELTA, p, f, r.mean, r.n,
+                    f"{METHOD}; {r.clusters} clusters: {unit}, {resamples} draws, seed {seed}, two-sided",
+                    p=r.p, ci=r.ci, note=r.note,
+                )
+            )  # fmt: skip
+    return out

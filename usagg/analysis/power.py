@@ -1,0 +1,75 @@
+"""How small a Δ the planned seeds can detect: the minimum detectable effect from the spread over seeds.
+
+Each task's Δ compares a paradigm's seed mean with the baseline's, n seeds each. With σ the
+sd of one seed's Δ (the metric's sd over seeds, pooled over every paradigm that ran ≥ 2 seeds
+of the task, carried to the analysis scale at the baseline's mean: usagg/analysis/scales.py
+`gradient`; or given as --seed-sd in Δ units), the smallest Δ a two-sided two-sample t test
+at α detects with the given power is d·σ, d the standardised effect solving the noncentral-t
+power equation with 2n − 2 df (statsmodels `TTestIndPower`). The study mean over T tasks has
+seed noise SE = √(Σ 2σ_t²/n)/T, so it detects (z_{1−α/2} + z_power)·SE: seed noise only, the
+spread of the true Δ between tasks and groups adds to it (the wild cluster interval of
+usagg/analysis/cluster_inference.py measures both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from usagg.analysis.delta import Comparison
+from usagg.analysis.scales import gradient
+
+ALPHA = 0.05
+POWER = 0.8
+STUDY_MEAN = "study mean (Δm)"
+
+
+@dataclass(frozen=True)
+class Detectable:
+    """The smallest Δ one task (or the study mean) can detect at n seeds; None with the reason where undefined."""
+
+    name: str
+    sd: float | None  # sd of one seed's Δ (Δ units); for the study mean, the SE of its seed noise
+    n_seeds: int
+    mde: float | None
+    note: str = ""
+
+
+def standardised_mde(n_seeds: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Cohen's d a two-sided two-sample t test with n per arm detects at `power`; None below 2 seeds."""
+    if n_seeds < 2:
+        return None
+    from statsmodels.stats.power import TTestIndPower
+
+    return float(TTestIndPower().solve_power(nobs1=n_seeds, alpha=alpha, power=power, ratio=1.0))
+
+
+def seed_sd(comp: Comparison, fraction: float) -> dict[str, float]:
+    """task -> sd of one seed's Δ on the comparison's scale, from the metric's seed sd pooled over paradigms."""
+    out = {}
+    for info in comp.tasks:
+        base = comp.cells.get((fraction, info.task, comp.baseline))
+        num = den = 0.0
+        for p in comp.paradigms:
+            c = comp.cells.get((fraction, info.task, p))
+            if c is not None and c.n_seeds > 1 and math.isfinite(c.sd):
+                num += (c.n_seeds - 1) * c.sd**2
+                den += c.n_seeds - 1
+        g = gradient(comp.scale, info.metric, base.mean, base.mean, info.higher_is_better) if base else None
+        if den and g is not None:
+            out[info.task] = g[0] * math.sqrt(num / den)
+    return out
+
+
+def detectable(sds: dict[str, float], n_seeds: int, alpha: float = ALPHA, power: float = POWER) -> list[Detectable]:
+    """The minimum detectable Δ of every task in `sds`, then of the study mean over them."""
+    d = standardised_mde(n_seeds, alpha, power)
+    why = "" if d is not None else f"{n_seeds} seed(s): a seed spread needs ≥ 2 seeds per paradigm"
+    rows = [Detectable(t, sd, n_seeds, None if d is None else d * sd, why) for t, sd in sds.items()]
+    if sds and n_seeds >= 1:
+        from scipy.stats import norm
+
+        se = math.sqrt(sum(2.0 * sd**2 / n_seeds for sd in sds.values())) / len(sds)
+        z = float(norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power))
+        rows.append(Detectable(STUDY_MEAN, se, n_seeds, z * se, f"over {len(sds)} tasks, seed noise only"))
+    return rows

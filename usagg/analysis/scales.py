@@ -1,0 +1,124 @@
+"""The scale a task's Δ is measured on (analysis.scale) and the chance level a baseline must beat.
+
+Relative Δ (s·(m_p − m_b)/|m_b|·100) mixes bounded metrics with unbounded ones (MRE in px)
+and reads a baseline at chance (AUC 0.5) as a real reference. The other scales:
+
+- log_ratio: s·ln(m_p/m_b)·100, symmetric (a gain and the loss back cancel) and additive
+  across factors; it needs a metric that cannot be negative (a value of 0 gives n/a);
+- headroom: s·(m_p − m_b)/D·100, the share of the distance D from the baseline to the
+  metric's best value (`metric_bounds`: the upper bound where higher is better, the lower
+  one otherwise) that the paradigm closed; chance-aware: for a metric with a chance level
+  (AUC 0.5) the distance is counted from chance at most, D = best − max(m_b, chance),
+  so a baseline below chance has no headroom beyond chance's.
+
+s = +1 where higher is better, −1 otherwise, so a positive Δ is a gain on every scale and
+every scale agrees with the others in sign task by task; means over tasks can disagree.
+Torch-, scipy- and spec-free: the spec checks a scale against each task's metric here.
+"""
+
+from __future__ import annotations
+
+import math
+
+from usagg.tasktypes import metric_bounds, metric_direction
+from usagg.tasktypes.base import metric_base
+
+SCALES = ("relative", "log_ratio", "headroom")
+
+#: What one unit of Δ is on each scale, for table headers and notes.
+UNITS = {"relative": "%", "log_ratio": "log points (100·ln ratio)", "headroom": "% of headroom"}
+
+#: Formula of each scale, for the notes under the tables.
+FORMULAS = {
+    "relative": "Δ = s·(m_p − m_b)/|m_b|·100",
+    "log_ratio": "Δ = s·ln(m_p/m_b)·100",
+    "headroom": "Δ = s·(m_p − m_b)/(distance from m_b to the metric's best value, from chance at most)·100",
+}
+
+#: Metrics whose value without skill is known whatever the data: AUC of a random ranking.
+CHANCE = {"AUC": 0.5}
+
+
+def chance_level(metric: str) -> float | None:
+    """The metric's chance level (AUC 0.5, per-class variants included), None where it depends on the data."""
+    return CHANCE.get(metric_base(metric))
+
+
+def _best(metric: str, higher_is_better: bool) -> float | None:
+    lo, hi = metric_bounds(metric)
+    return hi if higher_is_better else lo
+
+
+def scale_problem(scale: str, metric: str) -> str | None:
+    """Why `scale` does not fit `metric` (for the spec's error), or None."""
+    if scale == "log_ratio":
+        lo, _ = metric_bounds(metric)
+        if lo is None or lo < 0:
+            bound = "has no known lower bound" if lo is None else f"can be negative (lowest value {lo:g})"
+            return f"log_ratio takes the logarithm of the metric, and {metric} {bound}; use relative or headroom"
+    if scale == "headroom":
+        hib = metric_direction(metric)
+        if hib is None or _best(metric, hib) is None:
+            return (
+                f"headroom measures a change against the distance to the metric's best value, and {metric} has "
+                "no known best value (an unbounded or unregistered metric); use relative or log_ratio"
+            )
+    return None
+
+
+def change(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bool) -> tuple[float | None, str]:
+    """(Δ of m_p against m_b on `scale`, ''), or (None, why it is undefined)."""
+    s = 1.0 if higher_is_better else -1.0
+    if scale == "relative":
+        if m_b == 0:
+            return None, "baseline metric is 0, relative change undefined"
+        return s * (m_p - m_b) / abs(m_b) * 100.0, ""
+    if scale == "log_ratio":
+        if m_b <= 0 or m_p <= 0:
+            return None, f"a metric value ≤ 0 ({min(m_p, m_b):g}), log ratio undefined"
+        return s * math.log(m_p / m_b) * 100.0, ""
+    if scale == "headroom":
+        dist = _headroom(metric, m_b, higher_is_better)
+        if dist is None or dist <= 0:
+            return None, "baseline at the metric's best value (or its best is unknown), no headroom"
+        return s * (m_p - m_b) / dist * 100.0, ""
+    raise ValueError(f"unknown scale {scale!r}; one of {', '.join(SCALES)}")
+
+
+def _headroom(metric: str, m_b: float, higher_is_better: bool) -> float | None:
+    """Distance from the baseline to the best value, counted from chance at most where the metric has one."""
+    best = _best(metric, higher_is_better)
+    if best is None:
+        return None
+    chance = chance_level(metric)
+    ref = max(m_b, chance) if chance is not None and higher_is_better else m_b
+    return abs(best - ref)
+
+
+def gradient(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bool) -> tuple[float, float] | None:
+    """|∂Δ/∂m_p| and |∂Δ/∂m_b| at (m_p, m_b), for the delta-method standard error; None where Δ is undefined."""
+    if change(scale, metric, m_p, m_b, higher_is_better)[0] is None:
+        return None
+    if scale == "relative":
+        return 100.0 / abs(m_b), 100.0 * abs(m_p) / m_b**2
+    if scale == "log_ratio":
+        return 100.0 / m_p, 100.0 / m_b
+    dist = _headroom(metric, m_b, higher_is_better)
+    best = _best(metric, higher_is_better)
+    assert dist is not None and best is not None
+    clipped = abs(best - m_b) != dist  # the baseline is below chance: the distance does not move with it
+    return 100.0 / dist, 100.0 / dist if clipped else 100.0 * abs(best - m_p) / dist**2
+
+
+def from_relative(scale: str, r: float, higher_is_better: bool) -> float | None:
+    """The Δ on `scale` of a relative Δ r (the same pair, a positive baseline), where it is a function of r alone:
+    relative and log_ratio (monotone in r, so percentile intervals carry over); None for headroom."""
+    if scale == "relative":
+        return r
+    if scale == "log_ratio":
+        ratio = 1.0 + r / 100.0 if higher_is_better else 1.0 - r / 100.0
+        if ratio <= 0:
+            return None
+        s = 1.0 if higher_is_better else -1.0
+        return s * math.log(ratio) * 100.0
+    return None
