@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from usagg.analysis.inputs import job_name
 from usagg.analysis.style import PAGE_W, TYPE_COLORS
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
     fig = Figure(figsize=(PAGE_W, 1.45 * n_rows + 0.6), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     types = {r.task: r.type for r in a.inp.table.rows}
-    for ax, (job_id, _, tasks) in zip(axes.flat, shown, strict=False):
+    for i, (ax, (job_id, paradigm, tasks)) in enumerate(zip(axes.flat, shown, strict=False)):
         history = a.inp.histories[job_id]
         epochs = [int(h["epoch"]) for h in history]
         for task in tasks:
@@ -67,15 +68,23 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
         if values and max(values) / min(values) > 20:  # a log axis only where losses span decades
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(4))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         scores = [h.get("select_score") for h in history]
         if any(isinstance(s, int | float) for s in scores):
             twin = ax.twinx()
             twin.plot(epochs, [s if isinstance(s, int | float) else float("nan") for s in scores], "k--", lw=0.7)
             twin.tick_params(labelsize=7)
-        name = job_id.rsplit("-", 3)[0] if job_id.count("-") >= 3 else job_id
-        ax.set_title(name, fontsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            twin.yaxis.set_major_locator(MaxNLocator(4))
+            if i % n_cols == n_cols - 1 or i == len(shown) - 1:
+                twin.set_ylabel("selection score", fontsize=7)
+        if i % n_cols == 0:
+            ax.set_ylabel("task loss", fontsize=7)
+        if i >= len(shown) - n_cols:  # the lowest panel of each column
+            ax.set_xlabel("epoch", fontsize=7)
+        ax.set_title(f"{paradigm} {job_name(paradigm, job_id)}", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # at most five ticks: 10 and 12 stay apart
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from usagg.analysis.absolute_ci import SEEDS, TEST_SET, absolute_interval
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import group_n_train
@@ -118,6 +119,8 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
     axes = fig.subplots(1, len(metrics), squeeze=False, gridspec_kw={"width_ratios": widths})[0]
     k = len(comp.paradigms)
     width = 0.8 / k
+    intervals: list[tuple[object, float, float, float]] = []  # axes, x, low, high
+    sources: set[str] = set()
     for ax, m in zip(axes, metrics, strict=True):
         mt = [t for t in tasks if comp.info(t).metric == m]
         hib = comp.info(mt[0]).higher_is_better
@@ -125,9 +128,12 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
             x = np.arange(len(mt)) + (j - (k - 1) / 2) * width
             cells = [comp.cells.get((f, t, p)) for t in mt]
             y = [c.mean if c else np.nan for c in cells]
-            err = [c.sd if c and c.n_seeds > 1 else np.nan for c in cells]  # no bar where one seed gives no sd
-            ax.bar(x, y, width, yerr=err, color=paradigm_color(p, comp.paradigms), label=p,
-                   error_kw={"elinewidth": 0.7, "capsize": 1.5, "capthick": 0.7})  # fmt: skip
+            ax.bar(x, y, width, color=paradigm_color(p, comp.paradigms), label=p)
+            for xx, t in zip(x, mt, strict=True):
+                shown = absolute_interval(a.inp, comp, f, t, p)
+                if shown is not None:
+                    intervals.append((ax, xx, shown[0], shown[1]))
+                    sources.add(shown[2])
         ax.set_xticks(np.arange(len(mt)), [_wrap(t) for t in mt])
         if len(mt) > 2:
             ax.tick_params(axis="x", labelrotation=30)
@@ -138,15 +144,36 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
         if unit is None:
             ax.set_ylim(0, 1.05)
+    for ax, x, lo, hi in intervals:  # an interval need not contain the mean (a skewed bootstrap): drawn as a range
+        _range_bar(ax, x, lo, hi, vertical=True)  # type: ignore[arg-type]
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), LEGEND_COLUMNS), frameon=False)
     seeds = sorted({c.n_seeds for (ff, t, _), c in comp.cells.items() if ff == f and t in tasks})
+    bars = {
+        frozenset(): " No error bars: one seed and no per-image test scores.",
+        frozenset({SEEDS}): " Error bars: 95 % t interval of the seed mean.",
+        frozenset({TEST_SET}): " Error bars: 95 % percentile bootstrap over the test images (one seed).",
+    }.get(frozenset(sources), " Error bars: 95 % t interval of the seed mean, or with one seed the 95 % percentile "
+          "bootstrap over the test images.")  # fmt: skip
     cap = (
         f"Absolute performance of {', '.join(comp.paradigms)} on representative tasks "
-        f"(fraction {frac_label(f)}); bars: mean over seeds, error bars: sd over seeds "
-        f"(n seeds: {', '.join(map(str, seeds))})."
+        f"(fraction {frac_label(f)}); bars: mean over seeds (n seeds: {', '.join(map(str, seeds))})." + bars
     )
     return fig, cap
+
+
+def _range_bar(ax, at: object, lo: object, hi: object, *, vertical: bool) -> None:  # type: ignore[no-untyped-def]
+    """Intervals as lines with end caps from `lo` to `hi` at position(s) `at` (errorbar would need them to contain
+    the value drawn; a percentile bootstrap need not)."""
+    at, lo, hi = (np.atleast_1d(np.asarray(v, float)) for v in (at, lo, hi))
+    ends, pos = np.concatenate([lo, hi]), np.concatenate([at, at])
+    caps = {"color": "0.15", "linestyle": "", "markersize": 2.5, "markeredgewidth": 0.5}
+    if vertical:
+        ax.vlines(at, lo, hi, color="0.15", linewidth=0.5)
+        ax.plot(pos, ends, marker="_", **caps)
+    else:
+        ax.hlines(at, lo, hi, color="0.15", linewidth=0.5)
+        ax.plot(ends, pos, marker="|", **caps)
 
 
 def _delta_order(a: Analysis, f: float) -> list[tuple[str, list[str]]]:
@@ -218,10 +245,12 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
         if pale[p][0]:
             ax.barh(pale[p][0], pale[p][1], h, color=paradigm_color(p, comp.paradigms), alpha=0.35, linewidth=0)
     if errs:
-        ey, ev, lo, hi = (np.asarray(c, float) for c in zip(*errs, strict=True))
-        ax.errorbar(ev, ey, xerr=[ev - lo, hi - ev], fmt="none", ecolor="0.15", elinewidth=0.5, capsize=1.0,
-                    capthick=0.5)  # fmt: skip
+        ey, _, lo, hi = (np.asarray(c, float) for c in zip(*errs, strict=True))
+        _range_bar(ax, ey, lo, hi, vertical=False)
     ax.axvline(0, color="black", linewidth=0.6)
+    lin = symlog_threshold([v for ps in (bars, pale) for _, vals in ps.values() for v in vals])
+    if lin is not None:
+        _symlog_axis(ax, lin)
     flagged = {t for ts in comp.excluded.values() for t in ts}
     labels = []
     for t in ypos:
@@ -253,7 +282,7 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
     ax.grid(axis="x", color="0.9", linewidth=0.5)
     ax.set_axisbelow(True)
     at = f", fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""  # the PNG alone must say which subset
-    ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain{at}")
+    ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain{at}" + (f"; log beyond ±{lin:g}" if lin else ""))
     handles = [Patch(color=paradigm_color(p, comp.paradigms), label=p) for p in others]
     present = list(dict.fromkeys(comp.info(t).type for t in ypos))
     handles += [
@@ -275,8 +304,50 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
             else ""
         )
         + (f" n/a: {len(na)} Δ not defined (see the Δ n/a table)." if na else "")
+        + (
+            f" The x axis is linear within ±{lin:g} % and logarithmic beyond (symlog), because the largest |Δ| is "
+            f"more than {DWARF:g}× the 90th percentile of |Δ|: one bar would otherwise flatten every other row."
+            if lin
+            else ""
+        )
     )
     return fig, cap
+
+
+#: Figure 3 switches to a symlog x axis when the largest |Δ| exceeds this multiple of the 90th percentile of |Δ|.
+DWARF = 4.0
+
+
+def _nice(v: float) -> float:
+    """The smallest of 1, 2, 5 × 10^k that is ≥ v."""
+    k = 10.0 ** math.floor(math.log10(v))
+    return next(m * k for m in (1, 2, 5, 10) if m * k >= v * (1 - 1e-9))
+
+
+def symlog_threshold(values: list[float]) -> float | None:
+    """The linear half-width of a symlog axis (the 90th percentile of |values| rounded up to 1, 2, 5 × 10^k) when
+    the largest |value| is more than DWARF times that percentile; None when a linear axis shows every bar."""
+    mag = np.abs(np.asarray(values, float))
+    mag = mag[np.isfinite(mag)]
+    if mag.size < 2:
+        return None
+    p90 = float(np.quantile(mag, 0.9))
+    return _nice(p90) if p90 > 0 and mag.max() > DWARF * p90 else None
+
+
+def _symlog_axis(ax, lin: float) -> None:  # type: ignore[no-untyped-def]
+    """Symlog x: the linear part as wide as a decade on each side, ticks every lin/2 inside and 1-2-5 beyond."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("symlog", linthresh=lin, linscale=1.5)
+    lo, hi = ax.get_xlim()
+    top = max(abs(lo), abs(hi))
+    decades = range(math.floor(math.log10(lin)), math.ceil(math.log10(top)) + 1)
+    outer = [m * 10.0**e for e in decades for m in (1, 2, 5) if 1.5 * lin <= m * 10.0**e <= top]
+    ticks = [*(-v for v in outer[::-1]), *np.arange(-lin, lin * 1.01, lin / 2), *outer]
+    ax.xaxis.set_major_locator(FixedLocator([t for t in ticks if lo <= t <= hi]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _error_bar_text(sources: set[str]) -> str:
@@ -370,11 +441,11 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
     ax.axhline(0, color="black", linewidth=0.6)
     thr = comp.regime_threshold
     ax.axvline(thr, color="0.5", linewidth=0.6, linestyle="--")
-    ax.text(thr, 1.0, " data-rich →", transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=7, color="0.35")
-    ax.text(thr, 1.0, "← low-data ", transform=ax.get_xaxis_transform(), ha="right", va="top", fontsize=7, color="0.35")
+    for label, ha in ((" data-rich →", "left"), ("← low-data ", "right")):  # above the axes: never over a point
+        ax.text(thr, 1.01, label, transform=ax.get_xaxis_transform(), ha=ha, va="bottom", fontsize=7, color="0.35")
     ax.set_xlabel("training images n_train (log scale)")
     ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
-    ax.legend(loc="lower right", frameon=False, handletextpad=0.2, borderaxespad=0.2)
+    _legend_below(fig, ax)
     cap = (
         f"Δ versus training-set size per task (fraction {frac_label(f)}); lines: least-squares fit of Δ on "
         f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks (raw p, two-sided unless "
@@ -383,6 +454,19 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
         + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
     )
     return fig, cap
+
+
+def _legend_below(fig: Figure, ax) -> None:  # type: ignore[no-untyped-def]
+    """The axes' legend under its x label, two entries a row where they fit: long ρ labels inside the axes would
+    cover points. Anchored a fixed distance below the axes, so the constrained layout makes room for it."""
+    from matplotlib.transforms import ScaledTranslation
+
+    handles, labels = ax.get_legend_handles_labels()
+    cols = 2 if max(map(len, labels), default=0) <= 22 else 1
+    fig.set_figheight(fig.get_figheight() + 0.15 * math.ceil(len(labels) / cols))
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=cols, frameon=False,
+              bbox_transform=ax.transAxes + ScaledTranslation(0, -0.36, fig.dpi_scale_trans), handletextpad=0.2,
+              columnspacing=1.0, borderaxespad=0.0)  # fmt: skip
 
 
 def fig_task_type(a: Analysis) -> tuple[Figure, str]:
@@ -459,8 +543,13 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
         return None
     ps = [p for p in a.comp.paradigms if p in panels]
     n_rows = max(len(panels[p]) for p in ps)
-    fig = _new(PAGE_W if len(ps) > 1 else COLUMN_W * 1.3, 1.0 + 0.15 * n_rows)
-    axes = fig.subplots(1, len(ps), squeeze=False)[0]
+    n_cols = min(2, len(ps))  # two panels a row at page width: task names left, job names right of each
+    grid_rows = math.ceil(len(ps) / n_cols)
+    fig = _new(PAGE_W if n_cols > 1 else COLUMN_W * 1.3, grid_rows * (0.7 + 0.15 * n_rows) + 0.6)
+    grid = fig.subplots(grid_rows, n_cols, squeeze=False)
+    axes = list(grid.flat)[: len(ps)]
+    for ax in list(grid.flat)[len(ps) :]:
+        ax.set_visible(False)
     vmax = max(float(np.max(r[2])) for p in ps for r in panels[p])
     im = None
     for ax, p in zip(axes, ps, strict=True):
@@ -478,13 +567,14 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
         for i in range(1, len(rows)):
             if rows[i][1] != rows[i - 1][1]:
                 ax.axhline(i - 0.5, color="white", linewidth=1.5)
-        if len(jobs) > 1:
-            for jl in jobs:
-                idx = [i for i, r in enumerate(rows) if r[1] == jl]
-                ax.text(e - 0.5 + 0.15, (idx[0] + idx[-1]) / 2, jl, fontsize=7, va="center", ha="left", clip_on=False)
+        if 1 < len(jobs) < len(rows):  # job names as a right-hand axis (the layout makes room); not one job a task
+            right = ax.secondary_yaxis("right")
+            centres = [np.mean([i for i, r in enumerate(rows) if r[1] == jl]) for jl in jobs]
+            right.set_yticks(centres, jobs)
+            right.tick_params(length=0)
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
-    fig.colorbar(im, ax=list(axes), shrink=0.6, label="share of the task's routed tokens")
+    fig.colorbar(im, ax=axes, location="bottom", shrink=0.5, aspect=40, label="share of the task's routed tokens")
     cap = (
         "Expert usage per MoE job: share of each task's tokens routed to each expert, summed over MoE blocks "
         f"(lowest seed, fraction {frac_label(_main_fraction(a))}); rows of one job are separated by white lines, "
@@ -536,6 +626,10 @@ def _measured_on(aff: Affinity) -> str:
     return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}" if jobs else "the measuring job"
 
 
+#: The affinity colour scale ends at this percentile of the off-diagonal |Z|; larger cells are clipped and dotted.
+AFFINITY_PERCENTILE = 95
+
+
 def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
     """Task × task lookahead affinity (rows: source stepped on, columns: target), tasks by clinical group, the
     cells of task pairs that AG trained together framed; None when the study measured no affinity."""
@@ -551,8 +645,10 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
     z = np.asarray(aff.matrix, float)[np.ix_(idx, idx)]
     off = z.copy()
     np.fill_diagonal(off, np.nan)
-    vmax = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 0.0
-    vmax = vmax if vmax > 0 else 1.0
+    mag = np.abs(off[np.isfinite(off)])
+    vmax = float(np.quantile(mag, AFFINITY_PERCENTILE / 100)) if mag.size else 0.0
+    vmax = vmax if vmax > 0 else (float(mag.max()) if mag.size and mag.max() > 0 else 1.0)
+    clipped = np.argwhere(np.abs(np.nan_to_num(off)) > vmax)
     n = len(order)
     fig = _new(PAGE_W if n > 12 else COLUMN_W * 1.3, 1.6 + (0.16 if n > 12 else 0.24) * n)
     ax = fig.subplots()
@@ -586,7 +682,10 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
             ax.add_patch(
                 Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.1, gid=f"AG {label}")
             )
-    fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02, label="affinity Z[i→j] (off-diagonal)")
+    if len(clipped):  # beyond the colour scale: drawn at its end colour and marked
+        ax.scatter(clipped[:, 1], clipped[:, 0], s=5, marker="o", color="white", edgecolors="black", linewidths=0.4)
+    fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02, label="affinity Z[i→j] (off-diagonal)",
+                 extend="both" if len(clipped) else "neither")  # fmt: skip
     framed = (
         f" Framed: the task pairs AG trained together ({', '.join(f'{k}: {len(v)} tasks' for k, v in groups.items())})."
         if groups
@@ -598,7 +697,11 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
         f"averaged over {len(aff.steps)} measurements every {aff.every} steps and over {_measured_on(aff)}. "
         "Row: the task stepped on (source); column: the task whose loss is read (target); blue: a step on the "
         "source lowers the target's loss. Tasks ordered by clinical group (labels top and right); the diagonal "
-        f"(a task onto itself) is grey; colours span ±{vmax:.3g}, the largest off-diagonal |Z|." + framed + cost
+        f"(a task onto itself) is grey; colours span ±{vmax:.3g}, the {AFFINITY_PERCENTILE}th percentile of the "
+        "off-diagonal |Z|, centred at 0, so one large cell does not wash out the rest"
+        + (f"; the {len(clipped)} cells beyond it are dotted." if len(clipped) else ".")
+        + framed
+        + cost
     )
     return fig, cap
 
@@ -647,7 +750,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     ax.xaxis.set_major_locator(MaxNLocator(5))  # small affinities have long tick labels
     ax.set_xlabel("mean affinity onto the task from its model mates")
     ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
-    ax.legend(loc="best", frameon=False, handletextpad=0.2, borderaxespad=0.2)
+    _legend_below(fig, ax)
     f = _main_fraction(a)
     cap = (
         f"Δ versus {comp.baseline} per task (fraction {frac_label(f)}) against the mean lookahead affinity onto the "
