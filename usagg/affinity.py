@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import write_text_atomic
 from usagg.errors import UsaggError
-from usagg.safepath import check_component, confined
+from usagg.safepath import check_component
+
+if TYPE_CHECKING:
+    from usagg.store import RunStore
 
 #: Version of the affinity.json layout.
 AFFINITY_FORMAT = 1
@@ -133,18 +136,19 @@ def measuring_jobs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in measuring if float(r["fraction"]) == top]
 
 
-def load_study_affinity(store_root: Path) -> Affinity | None:
+def load_study_affinity(store: RunStore) -> Affinity | None:
     """The study's affinity as AG used it: the mean over the measuring jobs of plan.json that wrote their
-    affinity.json (checked against the job: another spec's file is refused); None when none did."""
-    plan_path = Path(store_root) / "plan.json"
+    affinity.json (checked against the job: another spec's file is refused); None when none did.
+
+    The store is passed in (usagg/store.py spells its file names and confines each job folder to it); this
+    module cannot import it, since the plan it imports reads LOOKAHEAD_STEP from here."""
     try:
-        records = json.loads(plan_path.read_text())
+        records = json.loads(store.plan_json.read_text())
     except (OSError, ValueError):
         return None
     found = []
     for r in measuring_jobs(records if isinstance(records, list) else []):
-        where = f"{plan_path}, job id"
-        path = confined(Path("jobs", check_component(r["id"], where), "affinity.json"), store_root, where)
+        path = store.paths(check_component(r["id"], f"{store.plan_json}, job id")).affinity
         if path.is_file():
             aff = read_affinity(path)
             check_source(aff, path, r["id"], r["hash"], [t["id"] for t in r["tasks"]])

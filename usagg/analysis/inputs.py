@@ -107,7 +107,7 @@ def _affinity(run_dir: Path | None, notes: list[str]) -> Affinity | None:
     if run_dir is None:
         return None
     try:
-        return load_study_affinity(run_dir)
+        return load_study_affinity(RunStore(run_dir))
     except UsaggError as err:
         notes.append(f"affinity not shown: {err}")
         return None

@@ -2,14 +2,17 @@
 
 A report travels without its run store (sent to co-authors, attached to a tracker), so it
 carries its own provenance: the resolved spec and its hash, the backbone and the weights
-file with its content hash (or a loud random-initialisation warning), epochs, and the
-device and precision of every job, read from the run store's study.yaml and metrics.json.
+file with the content hash its jobs' ids were made with (or a loud random-initialisation
+warning), epochs, and the device and precision of every job, read from the run store's
+study.yaml, job.json and metrics.json. A received store is data: nothing here reads a file
+outside it (a weights path it names is shown, never opened).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +21,10 @@ from typing import Any
 from usagg import __version__
 from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
-from usagg.filehash import file_sha256
-from usagg.store import RunStore
+from usagg.safepath import confined
+from usagg.store import WEIGHTS_KEY, RunStore
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -53,8 +58,8 @@ class Provenance:
         if self.random_init:
             out.append("RANDOM INIT: the encoder had no pretrained weights (model.weights empty); not DINOv3 results")
         elif self.weights:
-            digest = f" (sha256 {self.weights_sha256[:16]})" if self.weights_sha256 else ""
-            out.append(f"weights: {self.weights}{digest}")
+            digest = f"sha256 {self.weights_sha256[:16]}" if self.weights_sha256 else "no digest in the run store"
+            out.append(f"weights: {self.weights} ({digest})")
         devices = sorted({f"{d} / {p}" for _, d, p in self.jobs})
         if devices:
             out.append(f"jobs: {len(self.jobs)} ran on {', '.join(devices)} (device / precision; per job below)")
@@ -71,16 +76,29 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _metrics(store: RunStore, job_id: str) -> dict[str, Any]:
-    """The job's metrics.json, {} when it has none or it is damaged (the store names it)."""
-    try:
-        return store.metrics(job_id) or {}
-    except UsaggError:  # not a job id of this store
-        return {}
+def _recorded_digest(record: dict[str, Any]) -> str | None:
+    """The weights digest the job's id was hashed with (job.json's `weights_key`), None when not recorded.
+
+    A received store names its weights path: reading (and caching a hash of) whatever file that is would
+    let the store choose what the report vouches for, so the report shows only the recorded digest.
+    """
+    key = record.get(WEIGHTS_KEY)
+    digest = key.removeprefix("sha256:") if isinstance(key, str) else ""
+    return digest if _HEX64.fullmatch(digest) else None
+
+
+def _spec_text(store: RunStore) -> str | None:
+    """study.yaml of the store, None without one; UnsafePath when it is a link that leads outside the store."""
+    spec = confined(store.study_yaml.name, store.root, f"{store.study_yaml} (the spec a report shows)")
+    return spec.read_text(encoding="utf-8") if spec.is_file() else None
 
 
 def provenance(inp: AnalysisInput) -> Provenance:
-    """Provenance of an analysis input: a run store gives everything, a bare results CSV its own hash."""
+    """Provenance of an analysis input: a run store gives everything, a bare results CSV its own hash.
+
+    Job ids of the table reach the store through `RunStore` (an id that is not a plain name, or a job folder
+    that is a link leading outside the store, is an UnsafePath), and so does study.yaml.
+    """
     source = Path(inp.table.path) if inp.table.path is not None else None
     prov = Provenance(
         version=__version__,
@@ -92,30 +110,29 @@ def provenance(inp: AnalysisInput) -> Provenance:
     if inp.run_dir is None:
         return prov
     store = RunStore(inp.run_dir)
-    spec = store.study_yaml
-    if spec.is_file():
-        prov.spec_text = spec.read_text(encoding="utf-8")
+    prov.spec_text = _spec_text(store)
+    if prov.spec_text is not None:
         prov.spec_sha256 = hashlib.sha256(prov.spec_text.encode()).hexdigest()
     for job_id in inp.table.job_ids:
-        m = _metrics(store, job_id)
+        m = store.metrics(job_id) or {}  # a damaged one reads as None: the store notes it
         training, weights = m.get("training") or {}, m.get("weights") or {}
         if training.get("device"):
             prov.jobs.append((job_id, str(training["device"]), str(training.get("precision", "not recorded"))))
         if prov.backbone is None and m:
             record = _job_record(store, job_id)
-            prov.backbone = (record.get("model") or {}).get("backbone")
+            model = (record.get("job") or {}).get("model") or {}
+            prov.backbone = model.get("backbone")
             prov.epochs = training.get("epochs")
             prov.random_init = bool(weights.get("random_init"))
-            prov.weights = weights.get("weights") or (record.get("model") or {}).get("weights")
-            if prov.weights and Path(prov.weights).is_file():  # digest cached by size and mtime: hashed once
-                prov.weights_sha256 = file_sha256(prov.weights, inp.cache_dir)
+            prov.weights = weights.get("weights") or model.get("weights")
+            prov.weights_sha256 = _recorded_digest(record)
     return prov
 
 
 def _job_record(store: RunStore, job_id: str) -> dict[str, Any]:
-    """The Job dump of the job's record, {} when the store has none it can read or rebuild."""
+    """The job's job.json, {} when the store has none it can read or rebuild (the id passed `store.metrics`)."""
     try:
-        job = store.job_record(job_id).get("job")
+        record = store.job_record(job_id)
     except UsaggError:
         return {}
-    return job if isinstance(job, dict) else {}
+    return record if isinstance(record.get("job"), dict) else {}
