@@ -3,9 +3,10 @@
 The folder is regenerated on purpose: every file is written atomically, and the files an
 earlier report listed in its manifest (MANIFEST, written last) but this one did not write
 are removed, so nothing stale remains and nothing else in the folder is ever touched.
-Both documents open with a table of contents and a provenance block
-(usagg/analysis/provenance.py); the HTML reads on a phone (viewport, tables that scroll
-inside their box, figures at their natural size). Where the study measured inter-task
+Both documents open with a short summary and a table of contents, then the headline
+statistics, and end with a provenance block (usagg/analysis/provenance.py); report.html is
+report.md rendered by markdown-it (usagg/analysis/report_html.py) and reads on a phone.
+Where the study measured inter-task
 affinity, an "Affinity groups" section holds its figures and tables (usagg/analysis/figures.py,
 tables.py); every report ends with the "Advice" of usagg/analysis/advise.py, or the reason
 the study cannot support it.
@@ -13,11 +14,8 @@ the study cannot support it.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,9 @@ from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
 from usagg.analysis.mixed import SLOPE
 from usagg.analysis.provenance import Provenance, provenance
-from usagg.analysis.render import to_csv, to_html, to_latex, to_markdown
+from usagg.analysis.render import to_csv, to_latex, to_markdown
+from usagg.analysis.report_html import anchor as _anchor
+from usagg.analysis.report_html import render_page
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
@@ -48,18 +48,31 @@ Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
 #: The list of files a report wrote; the next report removes exactly those it does not write again.
 MANIFEST = ".usagg-report.json"
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45;overflow-wrap:anywhere}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}
-th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:normal}
-th{border-bottom:2px solid #555}td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{font-size:13px;color:#444}
-ul.notes{font-size:12px;color:#555}code{background:#f4f4f4;padding:0 3px}
-nav.toc{font-size:14px}pre.spec{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px;max-height:24em}
-.warn{color:#a00;font-weight:bold}
-"""
+
+#: The section after the contents that holds every headline statistic; the summary above the contents stays short.
+HEADLINE = "Headline statistics"
+
+
+def _summary(a: Analysis) -> list[str]:
+    """One short line per paradigm (Δm with its CI, negative transfer) and a pointer to the full statistics: what a
+    reader needs before the contents, on one phone screen."""
+    comp = a.comp
+    f = max(comp.fractions)
+    by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
+    neg = {r[0]: r for r in negative_table(comp).rows if r[1] == frac_label(f)}
+    lines = []
+    for p in comp.others:
+        boot: Stat | None = by.get((p, "mean Δ % (Δm), 95 % bootstrap CI"))
+        line = f"**{p}**: Δm "
+        if boot and boot.value is not None:
+            line += f"{boot.value:+.1f} %" + (f" (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})" if boot.ci else "")
+        else:
+            line += "n/a"
+        lines.append(line + (f", negative transfer in {neg[p][2]} of {neg[p][3]} tasks" if p in neg else ""))
+    lines.append(
+        f"Δ versus {comp.baseline} at fraction {frac_label(f)}; tests, slopes and splits under {HEADLINE} below."
+    )
+    return lines
 
 
 def _headline(a: Analysis) -> list[str]:
@@ -179,13 +192,9 @@ def _placed(sections: list[Section], figs: list[FigureOut]) -> dict[str, list[Fi
     }
 
 
-def _anchor(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-
-
 def _toc(sections: list[Section]) -> list[str]:
-    """The report's section titles in order, provenance last."""
-    return [*[s.title for s in sections], "Provenance"]
+    """The report's section titles in order: the headline statistics first, provenance last."""
+    return [HEADLINE, *[s.title for s in sections], "Provenance"]
 
 
 #: What would open raw HTML in Markdown: a tag, comment or declaration (`<` then a letter, `/`, `!`, `?`) and an entity.
@@ -223,8 +232,9 @@ def _fence(text: str) -> str:
 
 
 def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folder: Path, prov: Provenance) -> str:
-    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in _headline(a)], ""]
+    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in _summary(a)], ""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
+    out += [f"## {HEADLINE}", "", *[f"- {md_text(line)}" for line in _headline(a)], ""]
     placed = _placed(sections, figs)
     for sec in sections:
         out += [f"## {sec.title}", ""]
@@ -243,71 +253,6 @@ def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folde
         fence = _fence(prov.spec_text)
         out += ["The spec as run:", "", f"{fence}yaml", prov.spec_text.rstrip(), fence, ""]
     return "\n".join(out)
-
-
-def _png_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) in pixels from a PNG's header, None for anything else."""
-    head = path.read_bytes()[:24]
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    return struct.unpack(">II", head[16:24])
-
-
-def _html(a: Analysis, sections: list[Section], figs: list[FigureOut], prov: Provenance, dpi: int) -> str:
-
-    def bold(line: str) -> str:
-        s = html.escape(line)
-        while "**" in s:
-            s = s.replace("**", "<b>", 1).replace("**", "</b>", 1)
-        return s
-
-    def heading(title: str) -> str:
-        return f'<h2 id="{_anchor(title)}">{html.escape(title)}</h2>'
-
-    body = [f"<h1>usagg report: {html.escape(a.inp.study)}</h1>", "<ul>"]
-    body += [f"<li>{bold(line)}</li>" for line in _headline(a)]
-    body.append("</ul>")
-    toc = "".join(f'<li><a href="#{_anchor(t)}">{html.escape(t)}</a></li>' for t in _toc(sections))
-    body.append(f'<nav class="toc"><b>Contents</b><ul>{toc}</ul></nav>')
-    placed = _placed(sections, figs)
-    for sec in sections:
-        body.append(heading(sec.title))
-        body += [f"<p>{html.escape(line)}</p>" for line in sec.lines]
-        body += [f'<div class="scroll">{to_html(t)}</div>' for t in sec.tables]
-        for fig in placed[sec.title]:
-            data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
-            size = _png_size(fig.path)
-            natural = "" if size is None else f' width="{round(size[0] * 96 / dpi)}"'  # CSS px at print size
-            name = html.escape(fig.name)
-            body.append(
-                f'<figure id="{name}"><img alt="{name}"{natural} src="data:image/png;base64,{data}">'
-                f"<figcaption><b>{name}</b>: {html.escape(fig.caption)}</figcaption></figure>"
-            )
-    body.append(heading("Provenance"))
-    body.append("<ul>")
-    for line in prov.lines():
-        css = ' class="warn"' if line.startswith("RANDOM INIT") else ""
-        body.append(f"<li{css}>{html.escape(line)}</li>")
-    body.append("</ul>")
-    if prov.jobs:
-        rows = "".join(
-            f"<tr><td>{html.escape(j)}</td><td>{html.escape(d)}</td><td>{html.escape(p)}</td></tr>"
-            for j, d, p in prov.jobs
-        )
-        body.append(
-            f"<details><summary>device and precision of each of the {len(prov.jobs)} jobs</summary>"
-            f'<div class="scroll"><table><tr><th>job</th><th>device</th><th>precision</th></tr>{rows}</table></div>'
-            "</details>"
-        )
-    if prov.spec_text:
-        body.append(f'<p>The spec as run:</p><pre class="spec">{html.escape(prov.spec_text)}</pre>')
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>usagg report: {html.escape(a.inp.study)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
 
 
 def _previous_manifest(folder: Path) -> list[str]:
@@ -355,8 +300,10 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
         if t.name != "delta":
             written.append(write_text_atomic(folder / "tables" / f"{t.name}.tex", to_latex(t)))
     prov = provenance(a.inp)
-    written.append(write_text_atomic(folder / "report.md", _markdown(a, sections, figs, folder, prov)))
-    written.append(write_text_atomic(folder / "report.html", _html(a, sections, figs, prov, dpi)))
+    md = _markdown(a, sections, figs, folder, prov)
+    written.append(write_text_atomic(folder / "report.md", md))
+    page = render_page(f"usagg report: {a.inp.study}", md, folder, [f.path for f in figs], dpi)
+    written.append(write_text_atomic(folder / "report.html", page))
     _remove_stale(folder, written)
     files = sorted(p.relative_to(folder).as_posix() for p in written)
     write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
