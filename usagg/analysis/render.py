@@ -1,9 +1,8 @@
-"""Rendering a Table as aligned text, Markdown, CSV, LaTeX (booktabs) or HTML."""
+"""Rendering a Table as aligned text, Markdown, CSV or LaTeX (booktabs); report.html renders the Markdown."""
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 
 from usagg.analysis.tables import Cellv, Table, fmt_delta
@@ -132,23 +131,6 @@ def to_latex(t: Table) -> str:
     if t.notes:
         out.append("\\par\\footnotesize " + " ".join(latex_escape(n) for n in t.notes))
     out.append("\\end{table}")
-    return "\n".join(out) + "\n"
-
-
-def to_html(t: Table) -> str:
-    right = _numeric(t)
-    out = [f"<h3>{html.escape(t.title)}</h3>", "<table>", "<thead><tr>"]
-    out += [f"<th>{html.escape(c)}</th>" for c in t.columns]
-    out.append("</tr></thead><tbody>")
-    for r in _grid(t):
-        cells = "".join(
-            f'<td class="num">{html.escape(c)}</td>' if ra else f"<td>{html.escape(c)}</td>"
-            for c, ra in zip(r, right, strict=True)
-        )
-        out.append(f"<tr>{cells}</tr>")
-    out.append("</tbody></table>")
-    if t.notes:
-        out.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
     return "\n".join(out) + "\n"
 
 
