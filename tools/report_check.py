@@ -1,8 +1,10 @@
 """`make report-check`: open report.html in a real headless Chromium at 1280 px and as a 390 px phone.
 
 Checks what a reader would notice: no console errors, every image decodes, the page is laid
-out for the phone's width (viewport meta honoured) and nothing overflows sideways at 390 px
-(wide tables scroll inside their own box). Drives Debian's chromium and chromedriver through
+out for the phone's width (viewport meta honoured), nothing overflows sideways at 390 px
+(wide tables scroll inside their own box), no two blocks of text (headings, paragraphs, list
+items, captions, figures, tables) overlap, and every figure has at least MIN_NATURAL_PX pixels
+of width while it fills at least PHONE_FILL of the phone's screen. Drives Debian's chromium and chromedriver through
 Selenium (no browser download). Without a report folder argument it writes one from the
 simulated 27-task study (usagg/analysis/simulate.py), so it needs no training.
 
@@ -19,6 +21,34 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = {"desktop": 1280, "phone": 390}
+#: A figure must carry at least this many pixels of width (a phone zooms into it) ...
+MIN_NATURAL_PX = 600
+#: ... and show at least this share of the phone screen's width.
+PHONE_FILL = 0.9
+
+#: Pairs of visible text blocks whose boxes intersect by more than a pixel (neither inside the other).
+_OVERLAPS = """
+const sel = 'h1,h2,h3,p,li,figcaption,figure img,pre,table';
+const els = Array.from(document.querySelectorAll(sel)).map(e => [e, e.getBoundingClientRect()])
+  .filter(([e, r]) => r.width > 0 && r.height > 0);
+const name = e => e.tagName.toLowerCase() + ' "' + (e.alt || e.textContent).trim().slice(0, 40) + '"';
+const out = [];
+for (let i = 0; i < els.length; i++) {
+  const [ea, a] = els[i];
+  for (let j = i + 1; j < els.length; j++) {
+    const [eb, b] = els[j];
+    if (ea.contains(eb) || eb.contains(ea)) continue;
+    if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+      out.push(name(ea) + ' and ' + name(eb));
+  }
+}
+return out;
+"""
+#: [alt, natural width, shown width] of each figure's image.
+_FIGURES = (
+    "return Array.from(document.querySelectorAll('figure img')).map(i => [i.alt, i.naturalWidth, "
+    "i.getBoundingClientRect().width])"
+)
 
 
 def _browser(width: int, phone: bool):  # type: ignore[no-untyped-def]
@@ -64,8 +94,18 @@ def check(html: Path) -> list[str]:
                 problems.append(f"{name}: laid out {layout} px wide for a {width} px screen (viewport meta missing?)")
             if scroll > layout + 1:
                 problems.append(f"{name}: the page scrolls sideways ({scroll} px of content in {layout} px)")
-            print(f"{name:8} {width:5} px: layout {layout} px, content {scroll} px, {n_images} images, "
-                  f"{len(errors)} console errors")  # fmt: skip
+            overlaps = browser.execute_script(_OVERLAPS)
+            problems += [f"{name}: text overlaps: {o}" for o in overlaps]
+            figures = browser.execute_script(_FIGURES)
+            for alt, natural, shown in figures:
+                if natural < MIN_NATURAL_PX:
+                    problems.append(f"{name}: figure {alt} is {natural} px wide, fewer than {MIN_NATURAL_PX}")
+                if name == "phone" and shown < PHONE_FILL * layout:
+                    problems.append(f"{name}: figure {alt} shows {shown:.0f} px wide on a {layout} px screen")
+            narrowest = min((shown for _, _, shown in figures), default=0)
+            print(f"{name:8} {width:5} px: layout {layout} px, content {scroll} px, {n_images} images "
+                  f"(narrowest figure shown {narrowest:.0f} px), {len(errors)} console errors, "
+                  f"{len(overlaps)} overlaps")  # fmt: skip
         finally:
             browser.quit()
     return problems

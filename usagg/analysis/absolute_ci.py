@@ -2,8 +2,9 @@
 
 With ≥ 2 seeds: the 95 % t interval of the seed mean (the spread training seeds cause).
 With one seed: the percentile bootstrap of the metric over the job's test images, from the
-item_scores.json it wrote (usagg/analysis/task_ci.py recomputes the metric on each resample),
-the same source and method the test-set interval of a task's Δ uses (usagg/analysis/uncertainty.py).
+item_scores.json it wrote: the interval the spec's expectations report for a metric
+(usagg/analysis/expect.py), from the source the test-set interval of a task's Δ uses
+(usagg/analysis/uncertainty.py).
 None where neither exists (one seed and no per-image scores).
 """
 
@@ -11,37 +12,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from usagg.analysis.delta import Comparison
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.uncertainty import LEVEL
 
-if TYPE_CHECKING:
-    from usagg.analysis.task_ci import ItemScores
-
 SEEDS = "seeds"
 TEST_SET = "test-set bootstrap"
-
-
-def metric_ci(scores: ItemScores, resamples: int, seed: int, level: float = LEVEL) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of one job's metric over its test images; None with < 2 images or a metric undefined
-    on more than 1 - MIN_DEFINED_SHARE of the resamples (as task_ci.paired_delta_ci, whose batched metric it uses)."""
-    from usagg.analysis.task_ci import _CHUNK, MIN_DEFINED_SHARE, _metrics
-
-    n = len(scores.images)
-    if n < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, n, size=(_CHUNK, n))[: resamples - start] for start in range(0, resamples, _CHUNK)]
-    values = np.concatenate([_metrics(scores, idx) for idx in draws])
-    defined = values[np.isfinite(values)]
-    if defined.size < MIN_DEFINED_SHARE * resamples:
-        return None
-    lo, hi = np.quantile(defined, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return float(lo), float(hi)
 
 
 def absolute_interval(
@@ -62,11 +39,8 @@ def absolute_interval(
     job = jobs.get((p, f, seeds[0], task)) if seeds else None
     if job is None or job not in inp.item_scores:
         return None
-    from usagg.analysis.task_ci import load_item_scores
+    from usagg.analysis.expect import _test_set_ci  # the interval the spec's expectations use for a metric
 
-    scores = load_item_scores(Path(inp.item_scores[job]).parent).get(task)
-    if scores is None:
-        return None
     st = inp.settings
-    ci = metric_ci(scores, min(st.task_bootstrap, 1000), st.bootstrap_seed)
+    ci = _test_set_ci(Path(inp.item_scores[job]).parent, task, st.task_bootstrap, st.bootstrap_seed)
     return None if ci is None else (ci[0], ci[1], TEST_SET)
