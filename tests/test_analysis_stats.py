@@ -202,7 +202,8 @@ def test_study_statistics_adjust_every_printed_p_with_holm(tmp_path: Path) -> No
     write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
     stats = analyse(load_input(None, tmp_path / "r.csv")).stats
     tested = [s for s in stats if s.p is not None]
-    assert len(tested) == 2 * 3 + 1 + 3  # Spearman ×2 and Wilcoxon per paradigm, CG-AU, 2 slopes and 1 interaction
+    # Spearman ×2, Wilcoxon and the wild cluster Δm per paradigm, CG-AU, 2 slopes and 1 interaction
+    assert len(tested) == 2 * 4 + 1 + 3
     assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
     assert all(s.p_holm is None for s in stats if s.p is None)
 

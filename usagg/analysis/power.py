@@ -15,9 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from usagg.analysis.delta import Comparison
-from usagg.analysis.scales import gradient
+from usagg.analysis.scales import UNITS, gradient
+from usagg.analysis.tables import Cellv, Table
+from usagg.errors import UsaggError
+
+if TYPE_CHECKING:
+    from usagg.spec.models import Study
 
 ALPHA = 0.05
 POWER = 0.8
@@ -64,7 +70,7 @@ def seed_sd(comp: Comparison, fraction: float) -> dict[str, float]:
 def detectable(sds: dict[str, float], n_seeds: int, alpha: float = ALPHA, power: float = POWER) -> list[Detectable]:
     """The minimum detectable Δ of every task in `sds`, then of the study mean over them."""
     d = standardised_mde(n_seeds, alpha, power)
-    why = "" if d is not None else f"{n_seeds} seed(s): a seed spread needs ≥ 2 seeds per paradigm"
+    why = "" if d is not None else f"{n_seeds} seed per paradigm leaves the t test no df: plan ≥ 2"
     rows = [Detectable(t, sd, n_seeds, None if d is None else d * sd, why) for t, sd in sds.items()]
     if sds and n_seeds >= 1:
         from scipy.stats import norm
@@ -73,3 +79,51 @@ def detectable(sds: dict[str, float], n_seeds: int, alpha: float = ALPHA, power:
         z = float(norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power))
         rows.append(Detectable(STUDY_MEAN, se, n_seeds, z * se, f"over {len(sds)} tasks, seed noise only"))
     return rows
+
+
+def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
+    """The smallest Δ each task and the study mean can detect at the planned seeds (usagg/analysis/power.py)."""
+    cols = ["Task", "sd of a seed's Δ", "Seeds", "Detectable Δ", "Note"]
+    body: list[list[Cellv]] = [[r.name, r.sd, r.n_seeds, r.mde, r.note] for r in rows]
+    notes = [
+        f"Detectable Δ: the smallest true Δ ({UNITS[scale]}, analysis.scale {scale}) a two-sided two-sample t test "
+        f"of the paradigm's seeds against the baseline's detects at α {ALPHA:g} with power {POWER:g}, n seeds each.",
+        "Study mean: (z_0.975 + z_0.8)·SE with SE² = Σ 2σ_t²/n / T², seed noise only (the spread of Δ between tasks "
+        "adds to it).",
+        f"Seed spread: {source}.",
+    ]
+    return Table("power", "Smallest detectable Δ at the planned seeds", cols, body, notes)
+
+
+def planned_power(study: Study, given_sd: float | None) -> Table:
+    """The power table of a spec at its planned seeds: the seed spread given (Δ units, every task), else the one
+    measured in the study's run store; a UsaggError says how to get one where neither is there."""
+    from usagg.service import store_for
+
+    n = len(study.seeds)
+    if given_sd is not None:
+        sds = {t.id: given_sd for t in study.tasks}
+        return power_table(
+            detectable(sds, n), f"{given_sd:g} for every task, given with --seed-sd", study.analysis.scale
+        )
+    store = store_for(study)
+    measured: dict[str, float] = {}
+    comp = None
+    if store.root.is_dir():
+        from usagg.analysis.delta import compare
+        from usagg.analysis.inputs import load_input
+
+        try:
+            comp = compare(load_input(store.root, None))
+        except UsaggError:
+            comp = None
+        if comp is not None:
+            measured = seed_sd(comp, max(comp.fractions))
+    if not measured:
+        raise UsaggError(
+            f"usagg plan --power: no seed spread to work from: the run store {store.root} holds no task run with "
+            "≥ 2 seeds; give the sd of one seed's Δ with --seed-sd (in the units of analysis.scale, e.g. 1.5), or "
+            "run a pilot with seeds: [0, 1, 2]"
+        )
+    source = f"sd over seeds measured in {store.root}, pooled over paradigms"
+    return power_table(detectable(measured, n), source, comp.scale if comp is not None else study.analysis.scale)

@@ -10,7 +10,7 @@ from usagg.analysis.delta import Comparison, compare
 from usagg.analysis.factorial import designs, effect_stats
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
-from usagg.analysis.power import detectable, seed_sd
+from usagg.analysis.power import detectable, power_table, seed_sd
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
@@ -26,7 +26,6 @@ from usagg.analysis.tables import (
     group_table,
     na_table,
     negative_table,
-    power_table,
     scales_table,
     split_table,
     stats_table,

@@ -14,7 +14,6 @@ from usagg.analysis.controls import Control, split_order, splits
 from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer, rescaled
 from usagg.analysis.factorial import effect_table_rows, missing_notes
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
-from usagg.analysis.power import ALPHA, POWER, Detectable
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
 from usagg.analysis.uncertainty import SEEDS, TEST_SET, shown_interval
@@ -351,18 +350,6 @@ def scale_disagreements(comp: Comparison, fraction: float) -> list[str]:
     return out
 
 
-def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
-    """The smallest Δ each task and the study mean can detect at the planned seeds (usagg/analysis/power.py)."""
-    cols = ["Task", "sd of a seed's Δ", "Seeds", "Detectable Δ", "Note"]
-    body: list[list[Cellv]] = [[r.name, r.sd, r.n_seeds, r.mde, r.note] for r in rows]
-    notes = [
-        f"Detectable Δ: the smallest true Δ ({UNITS[scale]}, analysis.scale {scale}) a two-sided two-sample t test "
-        f"of the paradigm's seeds against the baseline's detects at α {ALPHA:g} with power {POWER:g}, n seeds each.",
-        "Study mean: (z_0.975 + z_0.8)·SE with SE² = Σ 2σ_t²/n / T², seed noise only (the spread of Δ between tasks "
-        "adds to it).",
-        f"Seed spread: {source}.",
-    ]
-    return Table("power", "Smallest detectable Δ at the planned seeds", cols, body, notes)
 
 
 def steps_ratio(comp: Comparison, fraction: float, task: str, paradigm: str) -> float | None:

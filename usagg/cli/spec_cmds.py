@@ -178,6 +178,18 @@ def plan_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list (with state).")] = False,
     paradigm: ParadigmOpt = None,
     only: OnlyOpt = None,
+    power: Annotated[
+        bool,
+        typer.Option(
+            "--power",
+            help="Instead of the jobs: the smallest Δ each task and the study mean can detect at the planned seeds "
+            "(α 0.05, power 0.8), from the seed spread in the run store or --seed-sd.",
+        ),
+    ] = False,
+    seed_sd: Annotated[
+        float | None,
+        typer.Option("--seed-sd", min=0.0, help="With --power: the sd of one seed's Δ (units of analysis.scale)."),
+    ] = None,
 ) -> None:
     """List the jobs a study expands into: id, paradigm, tasks, fraction, seed and run-store state.
 
@@ -186,12 +198,20 @@ def plan_cmd(
     waiting for the jobs it needs until they are done; then its jobs are listed too.
     `--paradigm` and `--only` show the selection `usagg run` would make with them.
 
+    `--power` prints instead how small a Δ the planned seeds can detect (usagg/analysis/power.py).
+
     Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --only task=breast_lesion --only TS
     """
     from usagg.plan import plan_stages
     from usagg.service import make_selection, store_evidence, store_for
 
     s = _load(study, set_)
+    if power:
+        from usagg.analysis.power import planned_power
+        from usagg.analysis.render import render
+
+        typer.echo(render(planned_power(s, seed_sd), "table"), nl=False)
+        return
     planned = plan_stages(s, store_evidence(store_for(s)))
     selection = make_selection(planned.jobs, paradigm or (), only or (), planned.waiting)
     jobs = selection.pick(planned.jobs, planned.waiting)

@@ -1,0 +1,140 @@
+"""The 2x2 designs of aggregation and MoE (issue 25.2): CGD, main effects and interaction by hand, intervals,
+what a study without a control says, compare's text/json/csv, the report's table and figure."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.cli_run import run_cli
+from usagg.analysis.cluster_inference import wild_cluster_mean
+from usagg.analysis.delta import compare
+from usagg.analysis.factorial import designs, effect_stats, fig_factorial, stat_name, task_effects
+from usagg.analysis.inputs import load_input
+from usagg.analysis.results import Row, write_results
+from usagg.analysis.summary import all_tables, analyse
+from usagg.paradigms import PARADIGMS
+from usagg.plan import plan_stages
+from usagg.spec.load import study_from_mapping
+
+REPO = Path(__file__).resolve().parent.parent
+# factor levels: scope (task / group / all) and MoE; per task: TS, TSM, AUD, AU, CGD, CG as multiples of TS
+RATIOS = {"TS": 1.0, "TSM": 1.1, "AUD": 1.2, "AU": 1.5, "CGD": 1.05, "CG": 1.2}
+TASKS = {"a": ("G1", 0.5), "b": ("G1", 0.6), "c": ("G2", 0.4), "d": ("G2", 0.7), "e": ("G3", 0.5), "f": ("G3", 0.55),
+         "g": ("G4", 0.45), "h": ("G4", 0.65)}  # fmt: skip
+
+
+def _table(tmp_path: Path, paradigms: tuple[str, ...] = tuple(RATIOS), jitter: float = 0.0) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in paradigms:
+        for t, (g, base) in TASKS.items():
+            v = base * RATIOS[p] * (1 + (jitter * rng.normal() if p != "TS" else 0.0))
+            job = f"{p}-{g}" if PARADIGMS[p].scope == "group" else (f"{p}-all" if PARADIGMS[p].scope == "all" else t)
+            rows.append(Row("s", job, p, g, 0, 1.0, t, "segmentation", "DSC", v, True, 100.0))
+    write_results(rows, tmp_path / "r.csv")
+    return tmp_path / "r.csv"
+
+
+def test_cgd_is_cg_without_moe_and_the_demo_plans_it(tmp_path: Path) -> None:
+    e = PARADIGMS["CGD"]
+    assert (e.scope, e.moe, e.control) == ("group", False, True)
+    raw = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    raw.pop("expect", None)
+    assert "CGD" in raw["paradigms"]
+    assert (REPO / "studies" / "demo.yaml").read_bytes() == (REPO / "usagg" / "studies" / "demo.yaml").read_bytes()
+    study = study_from_mapping(raw, tmp_path / "demo.yaml")
+    jobs = plan_stages(study, lambda jobs: None).jobs
+    cgd = {j.name: j for j in jobs if j.paradigm == "CGD"}
+    cg = {j.name: j for j in jobs if j.paradigm == "CG"}
+    assert set(cgd) == set(cg) == {"Fetal", "Thyroid", "Breast", "Cardiac"}
+    assert all(not j.moe and cg[n].moe and j.tasks == cg[n].tasks for n, j in cgd.items())
+
+
+def test_designs_pair_each_two_factor_paradigm_with_its_controls(tmp_path: Path) -> None:
+    comp = compare(load_input(None, _table(tmp_path)))
+    got = [(d.paradigm, d.aggregation, d.moe, d.complete) for d in designs(comp)]
+    assert got == [("CG", "CGD", "TSM", True), ("AU", "AUD", "TSM", True)]
+    no_tsm = compare(load_input(None, _table(tmp_path, ("TS", "AUD", "AU", "CGD", "CG"))))
+    assert [(d.paradigm, d.missing) for d in designs(no_tsm)] == [("CG", ("TSM",)), ("AU", ("TSM",))]
+    no_cgd = compare(load_input(None, _table(tmp_path, ("TS", "TSM", "CG"))))
+    assert [(d.paradigm, d.missing) for d in designs(no_cgd)] == [("CG", ("CGD",))]
+
+
+def test_effects_by_hand_on_both_scales(tmp_path: Path) -> None:
+    inp = load_input(None, _table(tmp_path))
+    comp = compare(inp)
+    au = next(d for d in designs(comp) if d.paradigm == "AU")
+    # relative: Δ_M = 10, Δ_A = 20, Δ_AM = 50 for every task
+    am, agg, moe, inter = task_effects(comp, 1.0, au)["a"]
+    assert (am, agg, moe, inter) == (pytest.approx(50), pytest.approx(30), pytest.approx(20), pytest.approx(20))
+    assert agg + moe == pytest.approx(am)
+    inp.settings.scale = "log_ratio"
+    log = compare(inp)
+    am, agg, moe, inter = task_effects(log, 1.0, au)["c"]
+    assert inter == pytest.approx(100 * math.log(1.5 / (1.2 * 1.1)))  # a ratio of ratios, free of the level
+    assert agg == pytest.approx(100 * (math.log(1.2) + math.log(1.5 / 1.1)) / 2)
+    assert moe == pytest.approx(100 * (math.log(1.1) + math.log(1.5 / 1.2)) / 2)
+
+
+def test_mean_effects_carry_the_wild_cluster_interval_of_the_task_values(tmp_path: Path) -> None:
+    comp = compare(load_input(None, _table(tmp_path, jitter=0.05)))
+    stats = effect_stats(comp, 999, 0)
+    assert len(stats) == 2 * 2 * 3  # relative and log_ratio, AU and CG, three effects
+    for d in designs(comp):
+        per = task_effects(comp, 1.0, d)
+        groups = [comp.info(t).group for t in per]
+        for i, effect in enumerate(("aggregation", "MoE", "interaction"), start=1):
+            (s,) = [s for s in stats if s.paradigm == d.paradigm and s.name == stat_name(effect, "relative")]
+            values = [v[i] for v in per.values()]
+            expected = wild_cluster_mean(values, groups, 999, 0)
+            assert s.value == pytest.approx(np.mean(values)) and s.n == len(values)
+            assert (s.ci, s.p) == (expected.ci, expected.p)
+    log = [s for s in stats if "log_ratio" in s.name]
+    assert all(s.p is None and s.ci is not None for s in log)  # one test per effect: the study's scale
+
+
+def test_compare_prints_the_effects_in_text_json_and_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(_table(tmp_path, jitter=0.05))
+    code, text = run_cli(["compare", "--results", path], monkeypatch, capsys)
+    assert code == 0, text
+    assert "2x2 designs: aggregation and MoE effects" in text and "Δ aggregation (pp)" in text
+    code, out = run_cli(["compare", "--results", path, "--format", "json"], monkeypatch, capsys)
+    data = json.loads(out)
+    rows = data["tables"]["factorial"]["rows"]
+    top = [r for r in rows if r["Level"] == "all" and r["Scale"] == "relative" and r["Paradigm"] == "AU"]
+    assert [r["Effect"] for r in top] == ["aggregation", "MoE", "interaction"]
+    assert all(r["95% CI low"] < r["Estimate"] < r["95% CI high"] for r in top)
+    code, csv = run_cli(["compare", "--results", path, "--format", "csv", "--table", "factorial"], monkeypatch, capsys)
+    assert csv.splitlines()[0].startswith("Paradigm,Design,Scale,Effect,Level,Name,Tasks,Estimate")
+    code, bad = run_cli(["compare", "--results", path, "--format", "csv", "--table", "factorail"], monkeypatch, capsys)
+    assert code == 2 and "did you mean 'factorial'" in bad and "Traceback" not in bad
+
+
+def test_a_study_without_tsm_says_which_paradigm_to_add_and_writes_the_rest(tmp_path: Path) -> None:
+    a = analyse(load_input(None, _table(tmp_path, ("TS", "AUD", "AU"))))
+    tables = {t.name: t for t in all_tables(a)}
+    fact = tables["factorial"]
+    assert fact.rows == [] and any("AU: no 2x2" in n and "add TSM to `paradigms`" in n for n in fact.notes)
+    assert {"tasks", "aggregates", "split", "statistics", "scales"} <= set(tables)
+    assert fig_factorial(a) is None
+
+
+def test_the_report_has_the_table_and_the_figure(tmp_path: Path) -> None:
+    from usagg.analysis.report import write_report
+
+    a = analyse(load_input(None, _table(tmp_path, jitter=0.05)))
+    made = fig_factorial(a)
+    assert made is not None and len(made[0].axes) == 2 and "Shapley" in made[1]
+    written = write_report(a, tmp_path / "rep")
+    names = {p.name for p in written}
+    assert {"fig_factorial.png", "factorial.csv", "split.csv"} <= names
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**AU 2x2** (TS, TSM, AUD, AU, relative scale, 8 tasks)" in md

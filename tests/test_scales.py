@@ -1,0 +1,171 @@
+"""analysis.scale (relative, log_ratio, headroom) and chance-level baselines (issue 25.3), against numbers by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scipy import stats as ss
+
+from usagg.analysis.delta import compare, rescaled
+from usagg.analysis.inputs import load_input
+from usagg.analysis.results import Row, write_results
+from usagg.analysis.scales import change, from_relative, gradient, scale_problem
+from usagg.analysis.summary import analyse, compare_output
+from usagg.analysis.tables import delta_long_table, scale_disagreements, scales_table
+from usagg.analysis.uncertainty import seed_interval
+from usagg.errors import SpecError
+from usagg.spec.load import study_from_mapping
+
+
+def test_each_scale_by_hand() -> None:
+    assert change("relative", "DSC", 0.9, 0.8, True)[0] == pytest.approx(12.5)
+    assert change("log_ratio", "DSC", 0.9, 0.8, True)[0] == pytest.approx(100 * math.log(0.9 / 0.8))
+    assert change("log_ratio", "MRE", 8.0, 10.0, False)[0] == pytest.approx(-100 * math.log(0.8))
+    assert change("headroom", "DSC", 0.9, 0.8, True)[0] == pytest.approx(50.0)  # 0.1 of the 0.2 left to 1
+    assert change("headroom", "MRE", 8.0, 10.0, False)[0] == pytest.approx(20.0)  # 2 px of the 10 px left to 0
+    assert change("headroom", "AUC", 0.9, 0.8, True)[0] == pytest.approx(50.0)
+    # chance-aware: a baseline below chance has the headroom of chance (0.5 to 1), not of 0.45
+    assert change("headroom", "AUC", 0.6, 0.45, True)[0] == pytest.approx(0.15 / 0.5 * 100)
+    assert change("headroom", "DSC", 0.6, 0.45, True)[0] == pytest.approx(0.15 / 0.55 * 100)
+    assert change("relative", "DSC", 0.5, 0.0, True) == (None, "baseline metric is 0, relative change undefined")
+    assert change("log_ratio", "DSC", 0.0, 0.5, True)[0] is None
+    assert change("headroom", "DSC", 0.9, 1.0, True)[0] is None  # nothing left to gain
+
+
+@pytest.mark.parametrize("scale", ["relative", "log_ratio", "headroom"])
+@pytest.mark.parametrize(
+    ("metric", "m_p", "m_b", "hib"),
+    [("DSC", 0.7, 0.6, True), ("MRE", 9.0, 11.0, False), ("AUC", 0.58, 0.45, True), ("AUC", 0.7, 0.8, True)],
+)
+def test_gradient_matches_finite_differences(scale: str, metric: str, m_p: float, m_b: float, hib: bool) -> None:
+    h = 1e-6
+    g = gradient(scale, metric, m_p, m_b, hib)
+    assert g is not None
+
+    def delta(p: float, b: float) -> float:
+        v = change(scale, metric, p, b, hib)[0]
+        assert v is not None
+        return v
+
+    dp = (delta(m_p + h, m_b) - delta(m_p - h, m_b)) / (2 * h)
+    db = (delta(m_p, m_b + h) - delta(m_p, m_b - h)) / (2 * h)
+    assert g == (pytest.approx(abs(dp), rel=1e-5), pytest.approx(abs(db), rel=1e-5))
+
+
+def test_a_relative_interval_carries_over_to_log_ratio_only() -> None:
+    assert from_relative("log_ratio", 12.5, True) == pytest.approx(100 * math.log(1.125))
+    assert from_relative("log_ratio", 20.0, False) == pytest.approx(-100 * math.log(0.8))  # MRE 10 -> 8
+    assert from_relative("headroom", 12.5, True) is None
+
+
+def test_scales_that_do_not_fit_a_metric_are_named() -> None:
+    assert scale_problem("log_ratio", "DSC") is None and scale_problem("headroom", "MRE") is None
+    assert "MCC can be negative" in scale_problem("log_ratio", "MCC")  # type: ignore[operator]
+    assert "no known" in scale_problem("log_ratio", "not_a_metric")  # type: ignore[operator]
+    assert "no known best value" in scale_problem("headroom", "not_a_metric")  # type: ignore[operator]
+
+
+def _spec(scale: str, metric: str | None) -> dict[str, Any]:
+    cls: dict[str, Any] = {"id": "cls_b", "type": "classification", "num_classes": 3, "group": "G"}
+    if metric:
+        cls["metric"] = metric
+    return {
+        "name": "scales",
+        "data": {"synthetic": {"seed": 0}},
+        "model": {"backbone": "dinov3_test", "image_size": 64},
+        "tasks": [{"id": "seg_a", "type": "segmentation", "num_classes": 2, "group": "G"}, cls],
+        "analysis": {"scale": scale},
+    }
+
+
+def test_a_scale_that_does_not_fit_a_task_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"analysis.scale: log_ratio does not fit tasks\[1\] \(cls_b\).*MCC"):
+        study_from_mapping(_spec("log_ratio", "MCC"), tmp_path / "s.yaml")
+    assert study_from_mapping(_spec("log_ratio", None), tmp_path / "s.yaml").analysis.scale == "log_ratio"
+    assert study_from_mapping(_spec("headroom", "MCC"), tmp_path / "s.yaml").analysis.scale == "headroom"
+
+
+def _results(tmp_path: Path, values: dict[str, dict[str, tuple[float, ...]]], metric: dict[str, str],
+             settings: str = "") -> Path:  # fmt: skip
+    rows = []
+    for p, per_task in values.items():
+        for t, seeds in per_task.items():
+            kind = "classification" if metric[t] == "AUC" else "segmentation"
+            for s, v in enumerate(seeds):
+                rows.append(Row("s", f"{p}-{t}-{s}", p, f"G{t}", s, 1.0, t, kind, metric[t], v, True, 100.0))
+    write_results(rows, tmp_path / "r.csv")
+    return tmp_path / "r.csv"
+
+
+def _input(path: Path, **settings: str):  # type: ignore[no-untyped-def]
+    inp = load_input(None, path)
+    for k, v in settings.items():
+        setattr(inp.settings, k, v)
+    return inp
+
+
+def test_log_ratio_delta_and_its_seed_interval_by_hand(tmp_path: Path) -> None:
+    vals = {"TS": {"a": (0.50, 0.52, 0.48)}, "AU": {"a": (0.55, 0.60, 0.56)}}
+    comp = compare(_input(_results(tmp_path, vals, {"a": "DSC"}), scale="log_ratio"))
+    mp, mb = sum(vals["AU"]["a"]) / 3, 0.5
+    assert comp.deltas[(1.0, "a", "AU")].value == pytest.approx(100 * math.log(mp / mb))
+    sp, sb = ss.tstd(vals["AU"]["a"]), ss.tstd(vals["TS"]["a"])
+    se = math.sqrt((100 / mp * sp) ** 2 / 3 + (100 / mb * sb) ** 2 / 3)
+    terms = [(100 / mp * sp) ** 2 / 3, (100 / mb * sb) ** 2 / 3]
+    df = se**4 / sum(t**2 / 2 for t in terms)
+    st = seed_interval(comp, 1.0, "a", "AU")
+    assert st is not None and st.ci is not None
+    half = ss.t.ppf(0.975, df) * se
+    assert st.ci == (pytest.approx(st.value - half), pytest.approx(st.value + half))
+    seeds = comp.seed_deltas(1.0, "a", "AU")
+    assert list(seeds.values()) == pytest.approx([100 * math.log(v / mb) for v in vals["AU"]["a"]])
+    long = delta_long_table(comp)
+    assert {r[long.columns.index("scale")] for r in long.rows} == {"log_ratio"}
+
+
+CHANCE_VALUES = {
+    "TS": {"x": (0.52, 0.49, 0.55), "y": (0.80, 0.81, 0.79), "z": (0.70, 0.71, 0.69)},
+    "AU": {"x": (0.70, 0.72, 0.71), "y": (0.82, 0.83, 0.81), "z": (0.69, 0.70, 0.68)},
+}
+CHANCE_METRIC = {"x": "AUC", "y": "AUC", "z": "DSC"}
+
+
+def test_a_baseline_at_chance_is_flagged_and_left_out(tmp_path: Path) -> None:
+    path = _results(tmp_path, CHANCE_VALUES, CHANCE_METRIC)
+    comp = compare(_input(path))
+    # x: TS mean 0.52, sd 0.03, 95 % t interval 0.52 ± 4.30·0.03/√3 reaches 0.5; y is well above; z has no chance level
+    low = 0.52 - ss.t.ppf(0.975, 2) * ss.tstd(CHANCE_VALUES["TS"]["x"]) / math.sqrt(3)
+    assert low < 0.5 and comp.chance[1.0] == ("x",)
+    assert comp.delta_values(1.0, "AU")[0] == ["y", "z"]
+    kept = compare(_input(path, chance_tasks="include"))
+    assert kept.chance[1.0] == ("x",) and kept.delta_values(1.0, "AU")[0] == ["x", "y", "z"]
+    text = compare_output(analyse(_input(path)), "table")
+    assert "At chance: x" in text and "Baseline at chance" in text
+    long = delta_long_table(comp)
+    in_agg = {(r[1], r[7]): r[long.columns.index("in_aggregates")] for r in long.rows}
+    assert in_agg[("x", "AU")] == "false" and in_agg[("y", "AU")] == "true"
+
+
+def test_one_seed_at_or_below_chance_is_flagged(tmp_path: Path) -> None:
+    vals = {"TS": {"x": (0.48,), "y": (0.51,)}, "AU": {"x": (0.6,), "y": (0.7,)}}
+    comp = compare(_input(_results(tmp_path, vals, {"x": "AUC", "y": "AUC"})))
+    assert comp.chance[1.0] == ("x",)
+
+
+def test_means_that_differ_in_sign_between_scales_are_reported_side_by_side(tmp_path: Path) -> None:
+    # p: DSC 0.10 -> 0.12 (relative +20 %, headroom +2.2 %); q: DSC 0.90 -> 0.85 (relative −5.6 %, headroom −50 %)
+    vals = {"TS": {"p": (0.10,), "q": (0.90,)}, "AU": {"p": (0.12,), "q": (0.85,)}}
+    comp = compare(_input(_results(tmp_path, vals, {"p": "DSC", "q": "DSC"})))
+    rel = (20.0 + (0.85 - 0.9) / 0.9 * 100) / 2
+    log = (100 * math.log(1.2) + 100 * math.log(0.85 / 0.9)) / 2
+    head = (0.02 / 0.9 * 100 + (-0.05) / 0.1 * 100) / 2
+    table = scales_table(comp, 1.0)
+    (row,) = [r for r in table.rows if r[1] == "all"]
+    assert row[4:7] == [pytest.approx(rel), pytest.approx(log), pytest.approx(head)] and row[7] == "NO"
+    assert rel > 0 and head < 0
+    (line,) = scale_disagreements(comp, 1.0)
+    assert "AU Δm differs in sign" in line and f"relative {rel:+.1f}" in line and f"headroom {head:+.1f}" in line
+    assert rescaled(comp, "headroom").deltas[(1.0, "q", "AU")].value == pytest.approx(-50.0)
