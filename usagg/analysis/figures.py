@@ -22,6 +22,7 @@ from usagg.analysis.absolute_ci import SEEDS, TEST_SET, absolute_interval
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import group_n_train
+from usagg.analysis.factorial import fig_factorial
 from usagg.analysis.inputs import job_name, paradigm_groups
 from usagg.analysis.style import (
     COLUMN_W,
@@ -836,6 +837,7 @@ FIGURES = (
     ("fig2_absolute", fig_absolute),
     ("fig3_delta", fig_delta),
     ("fig_delta_split", fig_delta_split),
+    ("fig_factorial", fig_factorial),
     ("fig_delta_vs_ntrain", fig_delta_vs_ntrain),
     ("fig_task_type", fig_task_type),
     ("fig_expert_usage", fig_expert_usage),
