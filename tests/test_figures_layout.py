@@ -202,6 +202,7 @@ def _data_points(ax) -> np.ndarray:  # type: ignore[no-untyped-def]
 CASES = [(s, name) for s in ("fmc27", "demo") for name, _ in F.FIGURES]
 
 
+@pytest.mark.slow  # two simulated studies analysed, every figure drawn
 @pytest.mark.parametrize(("study", "name"), CASES, ids=[f"{s}-{n}" for s, n in CASES])
 def test_figure_reads_at_print_size(studies: dict[str, Analysis], study: str, name: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
@@ -220,6 +221,7 @@ def test_symlog_rule_only_where_one_bar_dwarfs_the_rest() -> None:
     assert F.symlog_threshold([1.0, 6.0, 6.5, 6.5, 2.0, 3.0, 1.0, 2.0, 4.0, 5.0, 226.0]) == 10.0
 
 
+@pytest.mark.slow
 def test_delta_figure_of_the_demo_study_goes_symlog(studies: dict[str, Analysis]) -> None:
     with paper_style():
         fig, cap = F.fig_delta(studies["demo"])
@@ -231,6 +233,7 @@ def test_delta_figure_of_the_demo_study_goes_symlog(studies: dict[str, Analysis]
     assert hi > 200  # the +226 % bar is still drawn whole
 
 
+@pytest.mark.slow
 def test_absolute_figure_has_an_interval_per_bar_with_one_seed(studies: dict[str, Analysis]) -> None:
     from matplotlib.collections import LineCollection
 
@@ -243,6 +246,7 @@ def test_absolute_figure_has_an_interval_per_bar_with_one_seed(studies: dict[str
     assert "percentile bootstrap over the test images" in cap
 
 
+@pytest.mark.slow
 def test_affinity_colours_centre_on_zero_and_clip_the_large_cell(studies: dict[str, Analysis]) -> None:
     with paper_style():
         fig, cap = F.fig_affinity(studies["demo"])

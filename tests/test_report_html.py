@@ -127,3 +127,15 @@ def test_a_task_name_cannot_inject_markup_or_load_an_image(page: tuple[str, Page
     assert all(a["src"].startswith("data:image/png") for tag, a, _ in p.tags if tag == "img")
     assert "evil.example" not in "".join(str(a) for _, a, _ in p.tags)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown as text
+
+
+def test_page_marks_random_init_and_shows_a_stray_image_as_text(tmp_path: Path) -> None:
+    from usagg.analysis.report_html import render_page
+
+    (tmp_path / "figures").mkdir()
+    Image.new("RGB", (700, 100), "white").save(tmp_path / "figures" / "other.png")
+    md = "# T\n\n## Provenance\n\n- RANDOM INIT: no weights\n- fine\n\n![other](figures/other.png)\n\n*other*: cap\n"
+    page = render_page("T <b>", md, tmp_path, [], 300)
+    assert '<li class="warn">RANDOM INIT: no weights</li>' in page and "<li>fine</li>" in page
+    assert '<h2 id="provenance">Provenance</h2>' in page and "<title>T &lt;b&gt;</title>" in page
+    assert "<img" not in page and "<figure" not in page  # not one of the report's figures: its alt text only

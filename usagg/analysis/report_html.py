@@ -86,7 +86,7 @@ def render_page(title: str, markdown: str, folder: Path, figures: Iterable[Path]
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open":
             tok.attrSet("id", anchor(tokens[i + 1].content))
-        elif tok.type == "list_item_open" and tokens[i + 2].content.startswith("RANDOM INIT"):
+        elif tok.type == "list_item_open" and i + 2 < len(tokens) and tokens[i + 2].content.startswith("RANDOM INIT"):
             tok.attrSet("class", "warn")
     out, i = [], 0
     while i < len(tokens):
