@@ -189,7 +189,8 @@ def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
         ax.set_xticks(x, list(EFFECTS))
         ax.set_title(f"{d.paradigm}: {d.cells(comp.baseline)}")
     axes[0].set_ylabel(f"mean effect versus {comp.baseline}")
-    axes[0].legend(frameon=False, fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=len(shown), frameon=False)
     n = {d.paradigm: by.get((d.paradigm, stat_name("interaction", "relative"))) for d in done}
     tasks = ", ".join(f"{p} {s.n} tasks" for p, s in n.items() if s is not None)
     cap = (
