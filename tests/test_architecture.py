@@ -170,3 +170,77 @@ def test_the_registry_core_imports_nothing_it_registers() -> None:
     for module in ("usagg.tasktypes", "usagg.paradigms", "usagg.execute.registry", "usagg.model.zoo"):
         imports = _runtime_imports(mods[module], module, set(mods))
         assert "usagg.registry" in imports and not any(m.startswith("usagg.spec") for m in imports), module
+
+
+def _path_parts(tree: ast.AST) -> list[ast.Constant]:
+    """String constants joined into a path: an operand of `/`, or an argument of `Path(...)` / `.joinpath(...)`."""
+    found: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            found += [node.left, node.right]
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("Path", "joinpath"):
+            found += node.args
+    return [n for n in found if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def _store_names() -> set[str]:
+    """Every file and folder name of the run store: what usagg/store.py joins into its paths."""
+    from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_NAME
+
+    tree = ast.parse((PACKAGE / "store.py").read_text(encoding="utf-8"))
+    return {n.value for n in _path_parts(tree)} | {LOCK_NAME, LAST_CHECKPOINT, BEST_CHECKPOINT}
+
+
+def _spelled_store_names(source: str, names: set[str]) -> list[str]:
+    """Store names a module's code spells: a file name (`plan.json`) anywhere but in docstrings and the literal
+    text of f-strings, a folder name (`jobs`) or a bare suffix (`.lock`, which caches use for their own locks)
+    where it is joined into a path."""
+    tree = ast.parse(source)
+    skip = {
+        id(part)
+        for node in ast.walk(tree)
+        for part in (
+            node.values
+            if isinstance(node, ast.JoinedStr)
+            else node.body[:1]
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            else []
+        )
+    }
+    skip |= {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and id(n) in skip}
+    joined = {id(n) for n in _path_parts(tree)}
+    return [
+        f"{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and node.value in names
+        and id(node) not in skip
+        and ("." in node.value[1:] or id(node) in joined)
+    ]
+
+
+def test_store_file_names_are_spelled_only_in_the_store() -> None:
+    """usagg/store.py is the one module that knows the run store's layout (`RunStore`, `JobPaths`): a module that
+    builds `root / "jobs" / <id>` itself skips the store's job-id and confinement checks (usagg/safepath.py)."""
+    names = _store_names()
+    assert {"plan.json", "jobs", "affinity.json", "study.yaml", "metrics.json"} <= names
+    spelled = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        if rel != "usagg/store.py":
+            spelled += [f"{rel}:{hit}" for hit in _spelled_store_names(path.read_text(encoding="utf-8"), names)]
+    assert spelled == []
+
+
+def test_the_store_name_checker_sees_a_path_built_by_hand() -> None:
+    """What usagg/affinity.py did before it read through the store; a progress label or a docstring is no path."""
+    names = _store_names()
+    by_hand = '''
+"""Reads plan.json."""
+def load(root, job_id, key):
+    """From jobs/<id>/affinity.json."""
+    plan = Path(root) / "plan.json"
+    label = ("jobs", f"{key}.lock")
+    return plan, Path("jobs", job_id, "affinity.json")
+'''
+    assert _spelled_store_names(by_hand, names) == ["5 'plan.json'", "7 'jobs'", "7 'affinity.json'"]

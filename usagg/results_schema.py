@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-#: One row per (job, task, metric), and per sweep point of the job when the study sweeps (then one more column
-#: per swept key, `is_sweep_column`).
+#: One row per (job, task, metric).
 RESULT_COLUMNS: tuple[str, ...] = (
     "study",
     "job_id",
@@ -22,9 +21,3 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 #: Columns a results table may lack (tables written before they existed): read as empty.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("steps",)
-
-
-def is_sweep_column(name: str) -> bool:
-    """A swept spec key's column (`training.lr_encoder`, usagg/sweep.py): a dotted name beside the fixed columns,
-    the key's value at the row's sweep point."""
-    return name not in RESULT_COLUMNS and "." in name

@@ -1,8 +1,9 @@
 """The run service: what `usagg run` does, as plain functions under the CLI (nnU-Net v2's run_training() idea).
 
 One `StudyRun` goes through the steps of a run: plan and select the jobs
-(`prepare`), refuse a dataset with problems (`check_data`), write the run store
-(`init_store`), run the jobs through the executor the spec names (`execute`),
+(`prepare`), refuse a dataset with problems (`check_data`), repair and write the run
+store (`init_store`: `RunStore.repair()`, then `RunStore.init`), run the jobs through
+the executor the spec names (`execute`),
 and rebuild results.csv (`finish`). `drive` is the one sequence of those steps,
 told to a `RunObserver`; `usagg run` (usagg/cli/runs.py, its observer renders)
 and `usagg.api.run_study` (through `run_study`) both call it. Nothing here prints.
@@ -347,26 +348,9 @@ def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None)
 
 
 def reachable_tracking(tracking: TrackingSpec, study_name: str, store_root: Path) -> TrackingSpec:
-    """The study's trackers, MLflow left out when its server cannot be reached (said once, not once per job); the
-    study's MLflow run is RUNNING from here until `end_tracking`."""
+    """The study's trackers, MLflow left out when its server cannot be reached (said once, not once per job)."""
     if tracking.mlflow is None:
         return tracking
-    from usagg.tracking import start_study_run
-
-    if start_study_run(tracking.mlflow, study_name, store_root) is None:
-        return tracking.model_copy(update={"mlflow": None})
-    return tracking
-
-
-def end_tracking(run: StudyRun, state: str) -> None:
-    """End the study's MLflow run as the run ended: done, failed (a selected job failed, or the run raised) or
-    interrupted (usagg/tracking.py `end_study_run`); nothing without MLflow tracking."""
-    tracking = run.study.tracking
-    if tracking is None or tracking.mlflow is None:
-        return
-    from usagg.tracking import end_study_run
-
-    end_study_run(tracking.mlflow, run.store.root, state)
     from usagg.tracking import study_parent_run
 
     if study_parent_run(tracking.mlflow, study_name, store_root) is None:
@@ -575,8 +559,8 @@ class StudyRun:
 
     def _state(self, job_id: str) -> str:
         """The state a run acts on, the one decision of `run` and `--dry-run`: the job's state, but pending for a
-        done job whose metrics.json is damaged (a run sets it aside and evaluates the job anew; a dry run,
-        which repairs nothing, says so)."""
+        done job whose metrics.json is damaged (`init_store`'s `RunStore.repair()` sets it aside and the run
+        evaluates the job anew; a dry run never calls it and says so)."""
         state = self.store.job_state(job_id)
         if state == "done" and self.store.paths(job_id).metrics.is_file() and self.store.metrics(job_id) is None:
             return "pending"
@@ -619,8 +603,9 @@ class StudyRun:
         """Write the resolved spec, the plan and a record per job (existing jobs keep their state), and bind the
         spec file to the store.
 
-        The first step that writes, so damaged job records and metrics are repaired here
-        (set aside, rebuilt: usagg/store.py) and a job whose metrics were damaged runs again.
+        The first step that writes. It calls `RunStore.repair()` first, the store's one repairing writer
+        (damaged job records and metrics set aside and rebuilt, usagg/store.py; reads never repair), so a job
+        whose metrics were damaged runs again.
         """
         from usagg.spec.load import dump_study
 
@@ -629,7 +614,7 @@ class StudyRun:
         self.store.init(dump_study(self.study), self.all_jobs + self.kept)
         if self.spec_file is not None:
             self.store.add_spec_file(self.spec_file)
-        self._decide()  # after the repair: a job whose metrics were damaged is pending again
+        self._decide()  # after `repair()`: a job whose metrics were damaged is pending again
 
     def execute(
         self,
@@ -678,7 +663,8 @@ class RunObserver:
         """The data has no problems in the study's tasks (`run.data_warnings`: those of other tasks)."""
 
     def store_ready(self, run: StudyRun) -> None:
-        """The store is written: `run.jobs` selected, `run.todo` to run, `run.store.repairs` made."""
+        """The store is written: `run.jobs` selected, `run.todo` to run, and in `run.store.repairs` what
+        `RunStore.repair()` set aside and rebuilt."""
 
     def warning(self, message: str) -> None:
         """Something the user should know before the results (plain text, one paragraph)."""
@@ -736,8 +722,7 @@ def random_init_warning(study: Study) -> str:
 def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     """The one run sequence of `usagg run` and `usagg.api.run_study`: check the data, write the store, run the
     jobs to do, then each stage a staged paradigm (AG) plans from the jobs just done, and rebuild results.csv;
-    each step told to `observer`, the study's MLflow run ended with it (`end_tracking`). DataProblems (and other user
-    errors) before anything is written."""
+    each step told to `observer`. DataProblems (and other user errors) before anything is written."""
     observer = observer or RunObserver()
     with observer.checking_data():
         report = run.check_data()
@@ -746,18 +731,13 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     observer.store_ready(run)
     if run.todo and run.study.model.weights is None:
         observer.warning(random_init_warning(run.study))
-    try:
+    _run_todo(run, observer)
+    while new := run.next_stage():
+        observer.stage_started(run, new)
         _run_todo(run, observer)
-        while new := run.next_stage():
-            observer.stage_started(run, new)
-            _run_todo(run, observer)
-        for w in run.waiting:
-            observer.waiting(run, w)
-        result = run.finish()
-    except BaseException as err:  # the study's tracker run ends with it, then the error goes on
-        end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
-        raise
-    end_tracking(run, "done" if result.ok else "failed")
+    for w in run.waiting:
+        observer.waiting(run, w)
+    result = run.finish()
     observer.finished(run, result)
     return result
 

@@ -14,7 +14,7 @@ Layout::
       results.csv            tidy table, one row per (job, task, metric), rebuilt from metrics.json
       jobs/<job_id>/
         job.json             {"job": Job, "state", "attempts", "started", "finished",
-                              "duration_s", "host", "pid", "error"}
+                              "duration_s", "host", "pid", "error", "weights_key"}
         .lock                present while a process runs the job: host, pid, start time
         log.txt              the job's own log
         metrics.json         per task: type, primary, metrics, n_train, n_test (with a checksum of its content)
@@ -77,9 +77,9 @@ from usagg.atomic import (
 )
 from usagg.errors import UsaggError
 from usagg.paradigms import paradigm_names
-from usagg.plan import Job
+from usagg.plan import Job, weights_key
 from usagg.results_schema import RESULT_COLUMNS
-from usagg.sweep import value_text
+from usagg.safepath import check_component, confined
 from usagg.tasktypes import metric_direction
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
@@ -88,6 +88,9 @@ DISPLAY_STATES: tuple[str, ...] = (*STATES, "interrupted")
 
 
 LOCK_NAME = ".lock"
+#: Key of job.json holding what the job's id hashed of `model.weights` (usagg/plan.py `weights_key`): `sha256:<hex>`,
+#: `missing:<name>` or null. A report shows this digest and never reads a weights path a received store names.
+WEIGHTS_KEY = "weights_key"
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -105,13 +108,6 @@ def _now() -> datetime:
 
 def _iso(t: datetime) -> str:
     return t.isoformat()
-
-
-def _metric_entries(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str, Any]]:
-    """(task, its entry, metric name, value) for every metric of a job's metrics.json."""
-    for task_id, entry in (metrics.get("tasks") or {}).items():
-        for name, value in (entry.get("metrics") or {}).items():
-            yield task_id, entry, name, value
 
 
 def new_record(job_dump: dict[str, Any], state: str) -> dict[str, Any]:
@@ -362,14 +358,23 @@ class RunStore:
         return self.root / "mlflow-artifacts"
 
     def tensorboard_dir(self, job_id: str) -> Path:
-        """A job's TensorBoard event files."""
-        return self.root / "tensorboard" / job_id
+        """A job's TensorBoard event files (the job id checked as `job_dir` checks it)."""
+        return self._confined(self.root / "tensorboard", job_id)
 
     def job_dir(self, job_id: str) -> Path:
-        """The job's folder (not created)."""
-        if not job_id or "/" in job_id or "\\" in job_id or job_id in (".", ".."):
-            raise UsaggError(f"invalid job id {job_id!r}")
-        return self.jobs_dir / job_id
+        """The job's folder (not created); UnsafePath for an id that is not one plain file name, or a folder
+        (a `jobs/<id>` link) that leads outside the store.
+
+        A job id comes from plan.json, a results table, a folder listing or the command line, so a received
+        store decides it: a link planted there would send reads into a report, and `usagg run` or `repair`
+        writes, to another folder (usagg/safepath.py).
+        """
+        return self._confined(self.jobs_dir, job_id)
+
+    def _confined(self, folder: Path, job_id: str) -> Path:
+        """`folder / job_id` when the id is one plain file name and, links followed, the path stays in the store."""
+        where = f"{folder}: job id"
+        return confined(folder.relative_to(self.root) / check_component(job_id, where), self.root, where)
 
     def paths(self, job_id: str) -> JobPaths:
         """Every file of one job (nothing is created)."""
@@ -400,12 +405,13 @@ class RunStore:
         for job in jobs:
             path = self.paths(job.id).record
             dump = job.model_dump(mode="json")
+            weights = weights_key(job.model.weights, job.data.cache_dir)  # as hashed into the id: cached, not re-read
             if path.is_file():
                 record, why = self._load_record(job.id)
                 if record is None:
                     self._damaged(path, str(why))  # `repair` sets it aside and rebuilds it; never overwritten here
                     continue
-                if record.get("job") == dump:
+                if record.get("job") == dump and record.get(WEIGHTS_KEY) == weights:
                     continue  # nothing to refresh: no write, no lock
             try:
                 with self.lock(job.id):
@@ -416,6 +422,7 @@ class RunStore:
                         record["job"] = dump
                     else:
                         record = new_record(dump, "pending")
+                    record[WEIGHTS_KEY] = weights
                     write_json_atomic(path, record)
             except JobLocked:
                 continue  # a live runner owns this job's record
@@ -894,8 +901,6 @@ class RunStore:
         is not compared, such as AG's affinity probe, are left out)."""
         order = {p: i for i, p in enumerate(paradigm_names())}
         rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        swept: dict[str, None] = {}  # the swept keys (usagg/sweep.py), one column each, in the sweep's order
-        rank: dict[str, int] = {}  # sweep point -> its place in the plan (planned point by point): rows in that order
         for job in self.jobs():
             if self.job_state(job.id) != "done" or job.paradigm not in order:
                 continue
@@ -909,10 +914,8 @@ class RunStore:
                     else f"job {job.id} is done but has no {path}: `usagg repair {self.root}` sends it back to pending"
                 )
             groups = {t.id: t.group for t in job.tasks}
-            for point in job.sweep or [{}]:  # a job two sweep points share: its rows in both
-                swept.update(dict.fromkeys(point))
-                p = rank.setdefault(json.dumps(point, sort_keys=True), len(rank))
-                for task_id, entry, name, value in _metric_entries(metrics):
+            for task_id, entry in (metrics.get("tasks") or {}).items():
+                for name, value in (entry.get("metrics") or {}).items():
                     hib = metric_direction(name)
                     row = {
                         "study": job.study,
@@ -928,13 +931,12 @@ class RunStore:
                         "higher_is_better": "" if hib is None else str(hib),
                         "n_train": entry.get("n_train", ""),
                         "steps": entry.get("steps", ""),
-                        **{k: value_text(v) for k, v in point.items()},
                     }
-                    key = (p, order.get(job.paradigm, len(order)), job.paradigm, job.id, task_id, name)
+                    key = (order.get(job.paradigm, len(order)), job.paradigm, job.id, task_id, name)
                     rows.append((key, row))
         rows.sort(key=lambda kr: kr[0])
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*RESULT_COLUMNS, *swept], lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(r for _, r in rows)
         write_text_atomic(self.results_csv, buf.getvalue())

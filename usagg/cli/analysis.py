@@ -254,11 +254,11 @@ def _log_to_tracker(run_dir: Path, study: str, folder: Path, opted_in: bool) -> 
     try:
         tracking = TrackingSpec.model_validate(section)
     except ValidationError as err:
-        typer.echo(f"warning: tracking section of {run_dir / 'study.yaml'} not usable ({err.errors()[0]['msg']})")
+        typer.echo(f"warning: tracking section of {RunStore(run_dir).study_yaml} not usable ({err.errors()[0]['msg']})")
         return
     if tracking.mlflow is not None and not opted_in:
         typer.echo(
-            f"not logged to MLflow: {run_dir / 'study.yaml'} names the tracking URI {tracking.mlflow.uri!r}; "
+            f"not logged to MLflow: {RunStore(run_dir).study_yaml} names the tracking URI {tracking.mlflow.uri!r}; "
             "`usagg report --mlflow` attaches the report there"
         )
         return

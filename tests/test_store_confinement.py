@@ -1,0 +1,233 @@
+"""A received run store is data: a job id or a planted link never leads a read or a write outside it (H15).
+
+Issue 26 items 1-2 and 27's file-name rule: `RunStore.job_dir` refuses control characters and `jobs/<id>` links
+that leave the store; the report's provenance reaches job files through the store, refuses a study.yaml link
+that leaves it, and shows the weights digest the job's id was made with instead of hashing a path the store names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cli_run import run_cli
+from usagg.analysis.inputs import load_input
+from usagg.analysis.provenance import provenance
+from usagg.plan import Job, plan
+from usagg.safepath import UnsafePath
+from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
+from usagg.store import WEIGHTS_KEY, RunStore
+
+WEIGHTS = b"the encoder weights the jobs ran with"
+
+
+def _study(weights: Path | None) -> Study:
+    return Study(
+        name="toy",
+        seeds=[0],
+        paradigms=["TS"],
+        data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64, weights=weights),
+        training=TrainingSpec(epochs=1),
+        tasks=[TaskSpec(id="heart_cls", type="classification", num_classes=3, group="cardiac")],
+    )
+
+
+def _store(tmp_path: Path, weights: Path | None = None) -> tuple[RunStore, Job]:
+    """A store with one done job whose metrics.json has a device, a result row, and (when given) weights."""
+    jobs = plan(_study(weights))
+    store = RunStore(tmp_path / "runs" / "toy")
+    store.init("name: toy\n", jobs)
+    job = jobs[0]
+    store.write_metrics(
+        job.id,
+        {
+            "job_id": job.id,
+            "tasks": {"heart_cls": {"type": "classification", "metrics": {"AUC": 0.8}, "n_train": 10}},
+            "weights": {"weights": str(weights) if weights else None, "random_init": weights is None},
+            "training": {"device": "cpu", "precision": "fp32", "epochs": 1},
+        },
+    )
+    store.set_state(job.id, "running")
+    store.set_state(job.id, "done")
+    store.rebuild_results()
+    return store, job
+
+
+def _outside(tmp_path: Path, name: str, content: str = "") -> Path:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(content)
+    return folder / name
+
+
+# --------------------------------------------------------------------------- 1. job ids and job folders
+
+
+@pytest.mark.parametrize("job_id", ["a\nb", "TS_x\r", "esc\x1b[31m", "nul\x00", "line\u2028sep"])
+def test_a_job_id_with_a_control_character_names_no_folder(tmp_path: Path, job_id: str) -> None:
+    store = RunStore(tmp_path / "s")
+    with pytest.raises(UnsafePath, match=r"jobs: job id: .* is not a single file name \(it contains control"):
+        store.paths(job_id)
+    with pytest.raises(UnsafePath, match=r"tensorboard: job id: .* control characters"):
+        store.tensorboard_dir(job_id)
+
+
+def test_separators_and_dots_are_still_refused(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "s")
+    for job_id in ("../x", "a/b", "a\\b", "..", ".", ""):
+        with pytest.raises(UnsafePath, match="is not a single file name"):
+            store.job_dir(job_id)
+    assert store.job_dir("TS_heart_cls_f1_s0_abcd1234") == tmp_path / "s" / "jobs" / "TS_heart_cls_f1_s0_abcd1234"
+
+
+def _plant_job_link(store: RunStore, job: Job, tmp_path: Path) -> Path:
+    """Replace the job's folder by a link to a copy of it outside the store; returns the outside folder."""
+    outside = tmp_path / "elsewhere" / job.id
+    outside.parent.mkdir(exist_ok=True)
+    store.job_dir(job.id).rename(outside)
+    (store.jobs_dir / job.id).symlink_to(outside, target_is_directory=True)
+    return outside
+
+
+def test_a_job_folder_linked_outside_the_store_is_neither_read_nor_written(tmp_path: Path) -> None:
+    store, job = _store(tmp_path)
+    outside = _plant_job_link(store, job, tmp_path)
+    record = (outside / "job.json").read_text()
+    for read in (store.metrics, store.job_record, store.job_state, store.lock_holder, store.error_text):
+        with pytest.raises(UnsafePath, match=rf"{job.id}' resolves to {outside}, outside {store.root}"):
+            read(job.id)
+    with pytest.raises(UnsafePath):
+        store.all_metrics()
+    with pytest.raises(UnsafePath):
+        store.set_state(job.id, "pending", expect=("done",))
+    with pytest.raises(UnsafePath):
+        store.write_error(job.id, "traceback\n")
+    with pytest.raises(UnsafePath):
+        store.repair()
+    assert (outside / "job.json").read_text() == record  # nothing written through the link
+    assert sorted(p.name for p in outside.iterdir()) == ["job.json", "metrics.json"]
+
+
+def test_a_link_to_another_job_folder_inside_the_store_is_followed(tmp_path: Path) -> None:
+    store, job = _store(tmp_path)
+    store.job_dir(job.id).rename(store.jobs_dir / "moved")
+    (store.jobs_dir / job.id).symlink_to(store.jobs_dir / "moved", target_is_directory=True)
+    assert store.job_state(job.id) == "done"
+    assert store.metrics(job.id)["tasks"]["heart_cls"]["metrics"] == {"AUC": 0.8}
+
+
+def test_usagg_repair_refuses_a_planted_job_link_with_a_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    outside = _plant_job_link(store, job, tmp_path)
+    (outside / "metrics.json").write_text("{not json")  # what repair would set aside, through the link
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 2, out
+    assert "Traceback" not in out and f"resolves to {outside}, outside {store.root}" in " ".join(out.split())
+    assert sorted(p.name for p in outside.iterdir()) == ["job.json", "metrics.json"]
+    assert (outside / "metrics.json").read_text() == "{not json"
+
+
+# --------------------------------------------------------------------------- 2. the report's provenance
+
+
+def test_provenance_reads_job_files_through_the_store(tmp_path: Path) -> None:
+    store, job = _store(tmp_path)
+    inp = load_input(store.root, None)
+    assert provenance(inp).jobs == [(job.id, "cpu", "fp32")]
+    outside = _plant_job_link(store, job, tmp_path)
+    with pytest.raises(UnsafePath, match=f"resolves to {outside}"):
+        provenance(inp)
+
+
+def _link_study_yaml(store: RunStore, tmp_path: Path) -> Path:
+    secret = _outside(tmp_path, "secret.yaml", "name: toy\npassword: hunter2\n")
+    store.study_yaml.unlink()
+    store.study_yaml.symlink_to(secret)
+    return secret
+
+
+def test_a_study_yaml_linked_outside_the_store_is_not_copied_into_the_provenance(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    inp = load_input(store.root, None)
+    assert provenance(inp).spec_text == "name: toy\n"
+    secret = _link_study_yaml(store, tmp_path)
+    with pytest.raises(
+        UnsafePath, match=rf"study\.yaml \(the spec a report shows\): 'study\.yaml' resolves to {secret}"
+    ):
+        provenance(inp)
+
+
+@pytest.mark.slow
+def test_usagg_report_refuses_a_study_yaml_linked_outside_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _ = _store(tmp_path)
+    _link_study_yaml(store, tmp_path)
+    code, out = run_cli(["report", str(store.root), "--out", str(tmp_path / "report")], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out and "hunter2" not in out
+    written = [p.read_text(errors="replace") for p in (tmp_path / "report").rglob("*") if p.is_file()]
+    assert not any("hunter2" in text for text in written)
+
+
+def test_init_records_the_weights_digest_the_job_id_was_made_with(tmp_path: Path) -> None:
+    weights = tmp_path / "encoder.pth"
+    weights.write_bytes(WEIGHTS)
+    store, job = _store(tmp_path, weights)
+    assert store.job_record(job.id)[WEIGHTS_KEY] == "sha256:" + hashlib.sha256(WEIGHTS).hexdigest()
+    random_init, _ = _store(tmp_path / "random")
+    assert random_init.job_record(random_init.job_ids()[0])[WEIGHTS_KEY] is None
+
+
+def test_an_older_record_gets_its_weights_digest_at_the_next_init(tmp_path: Path) -> None:
+    weights = tmp_path / "encoder.pth"
+    weights.write_bytes(WEIGHTS)
+    store, job = _store(tmp_path, weights)
+    path = store.paths(job.id).record
+    record = json.loads(path.read_text())
+    del record[WEIGHTS_KEY]
+    path.write_text(json.dumps(record))
+    store.init("name: toy\n", [job])
+    again = store.job_record(job.id)
+    assert again["state"] == "done" and again[WEIGHTS_KEY] == "sha256:" + hashlib.sha256(WEIGHTS).hexdigest()
+
+
+def test_provenance_shows_the_recorded_digest_and_never_hashes_a_path_the_store_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "encoder.pth"
+    weights.write_bytes(WEIGHTS)
+    store, job = _store(tmp_path, weights)
+    decoy = _outside(tmp_path, "decoy.pth", "some other file the received store points at")
+    metrics = store.metrics(job.id)
+    metrics["weights"]["weights"] = str(decoy)
+    store.write_metrics(job.id, metrics)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("USAGG_CACHE", str(cache))
+    inp = load_input(store.root, None)
+    os.utime(decoy, ns=(1, 1))  # a (path, size, mtime) no process has hashed before
+    prov = provenance(inp)
+    assert prov.weights == str(decoy)
+    assert prov.weights_sha256 == hashlib.sha256(WEIGHTS).hexdigest()
+    assert f"weights: {decoy} (sha256 {hashlib.sha256(WEIGHTS).hexdigest()[:16]})" in prov.lines()
+    assert not (cache / "filehash").exists()  # no cache entry written for the decoy
+
+
+def test_a_record_without_a_digest_says_so(tmp_path: Path) -> None:
+    weights = tmp_path / "encoder.pth"
+    weights.write_bytes(WEIGHTS)
+    store, job = _store(tmp_path, weights)
+    path = store.paths(job.id).record
+    for value in ("sha256:not-hex", "missing:encoder.pth"):
+        record = json.loads(path.read_text())
+        record[WEIGHTS_KEY] = value
+        path.write_text(json.dumps(record))
+        prov = provenance(load_input(store.root, None))
+        assert prov.weights_sha256 is None
+        assert f"weights: {weights} (no digest in the run store)" in prov.lines()
