@@ -23,10 +23,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from usagg.affinity import LOOKAHEAD_STEP
+from usagg.errors import SpecError
 from usagg.filehash import file_sha256
 from usagg.paradigms import PARADIGMS, Evidence, Unit
 from usagg.spec.jobhash import job_hash_rule
 from usagg.spec.models import AffinitySpec, DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
+from usagg.sweep import Point, point_label, point_studies
 
 HASH_LEN = 8
 
@@ -50,6 +52,9 @@ class Job(BaseModel):
     data: DataSpec
     hash: str
     affinity: AffinitySpec | None = None  # set: the job measures inter-task affinity (affinity.json)
+    # the sweep points (usagg/sweep.py) this job belongs to: several when a swept key does not enter its id (the
+    # MoE size in a TS job); empty without a sweep. Outside the hash: the values are in the fields already.
+    sweep: list[dict[str, Any]] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -213,9 +218,42 @@ def _key(u: Unit) -> tuple[str, str, tuple[str, ...], bool]:
 
 
 def plan_stages(study: Study, evidence_for: EvidenceFor | None = None) -> Plan:
-    """Every job the study can plan now: its paradigms' units (a unit a staged paradigm needs replaces its plain
-    twin, so AU measures affinity in the same job) crossed with fractions and seeds, then each staged paradigm's
-    jobs where `evidence_for` has the evidence of its needed jobs (at their largest fraction), else a `Waiting`."""
+    """Every job the study can plan now, at every point of its sweep (usagg/sweep.py; a study without one is its
+    only point): `_plan_point` of each point's Study, a job two points share listed once with both points.
+
+    Two points with the same jobs are a SpecError: the keys they differ in enter none of this study's job ids.
+    """
+    merged = Plan([])
+    by_id: dict[str, Job] = {}
+    first_with: dict[tuple[str, ...], Point] = {}
+    for point, variant in point_studies(study):
+        part = _plan_point(variant, evidence_for)
+        ids = tuple(sorted([j.id for j in part.jobs] + [n for w in part.waiting for n in w.needs]))
+        if ids in first_with:
+            other = first_with[ids]
+            keys = [k for k in point if point[k] != other[k]]
+            raise SpecError(
+                f"sweep: the points {point_label(other)} and {point_label(point)} give the same jobs: "
+                f"{', '.join(keys)} enter(s) the id of none of this study's jobs (docs/spec.md, column `job id`, "
+                "says when a field counts, e.g. model.moe only in MoE jobs); sweep a key that changes them"
+            )
+        first_with[ids] = point
+        for job in part.jobs:
+            if job.id in by_id:
+                by_id[job.id].sweep.append(point)
+                continue
+            job.sweep = [point] if point else []
+            by_id[job.id] = job
+            merged.jobs.append(job)
+        merged.waiting += [w for w in part.waiting if w not in merged.waiting]
+    return merged
+
+
+def _plan_point(study: Study, evidence_for: EvidenceFor | None) -> Plan:
+    """Every job one study (one sweep point) can plan now: its paradigms' units (a unit a staged paradigm needs
+    replaces its plain twin, so AU measures affinity in the same job) crossed with fractions and seeds, then each
+    staged paradigm's jobs where `evidence_for` has the evidence of its needed jobs (at their largest fraction),
+    else a `Waiting`."""
     staged = [PARADIGMS[p] for p in study.paradigms if PARADIGMS[p].staged]
     units = [u for p in study.paradigms if not PARADIGMS[p].staged for u in PARADIGMS[p].planner(study)]
     needed: dict[str, list[Unit]] = {}

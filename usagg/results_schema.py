@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-#: One row per (job, task, metric).
+#: One row per (job, task, metric), and per sweep point of the job when the study sweeps (then one more column
+#: per swept key, `is_sweep_column`).
 RESULT_COLUMNS: tuple[str, ...] = (
     "study",
     "job_id",
@@ -21,3 +22,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 #: Columns a results table may lack (tables written before they existed): read as empty.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("steps",)
+
+
+def is_sweep_column(name: str) -> bool:
+    """A swept spec key's column (`training.lr_encoder`, usagg/sweep.py): a dotted name beside the fixed columns,
+    the key's value at the row's sweep point."""
+    return name not in RESULT_COLUMNS and "." in name

@@ -348,9 +348,26 @@ def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None)
 
 
 def reachable_tracking(tracking: TrackingSpec, study_name: str, store_root: Path) -> TrackingSpec:
-    """The study's trackers, MLflow left out when its server cannot be reached (said once, not once per job)."""
+    """The study's trackers, MLflow left out when its server cannot be reached (said once, not once per job); the
+    study's MLflow run is RUNNING from here until `end_tracking`."""
     if tracking.mlflow is None:
         return tracking
+    from usagg.tracking import start_study_run
+
+    if start_study_run(tracking.mlflow, study_name, store_root) is None:
+        return tracking.model_copy(update={"mlflow": None})
+    return tracking
+
+
+def end_tracking(run: StudyRun, state: str) -> None:
+    """End the study's MLflow run as the run ended: done, failed (a selected job failed, or the run raised) or
+    interrupted (usagg/tracking.py `end_study_run`); nothing without MLflow tracking."""
+    tracking = run.study.tracking
+    if tracking is None or tracking.mlflow is None:
+        return
+    from usagg.tracking import end_study_run
+
+    end_study_run(tracking.mlflow, run.store.root, state)
     from usagg.tracking import study_parent_run
 
     if study_parent_run(tracking.mlflow, study_name, store_root) is None:
@@ -722,7 +739,8 @@ def random_init_warning(study: Study) -> str:
 def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     """The one run sequence of `usagg run` and `usagg.api.run_study`: check the data, write the store, run the
     jobs to do, then each stage a staged paradigm (AG) plans from the jobs just done, and rebuild results.csv;
-    each step told to `observer`. DataProblems (and other user errors) before anything is written."""
+    each step told to `observer`, the study's MLflow run ended with it (`end_tracking`). DataProblems (and other user
+    errors) before anything is written."""
     observer = observer or RunObserver()
     with observer.checking_data():
         report = run.check_data()
@@ -731,13 +749,18 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     observer.store_ready(run)
     if run.todo and run.study.model.weights is None:
         observer.warning(random_init_warning(run.study))
-    _run_todo(run, observer)
-    while new := run.next_stage():
-        observer.stage_started(run, new)
+    try:
         _run_todo(run, observer)
-    for w in run.waiting:
-        observer.waiting(run, w)
-    result = run.finish()
+        while new := run.next_stage():
+            observer.stage_started(run, new)
+            _run_todo(run, observer)
+        for w in run.waiting:
+            observer.waiting(run, w)
+        result = run.finish()
+    except BaseException as err:  # the study's tracker run ends with it, then the error goes on
+        end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
+    end_tracking(run, "done" if result.ok else "failed")
     observer.finished(run, result)
     return result
 

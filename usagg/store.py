@@ -80,6 +80,7 @@ from usagg.paradigms import paradigm_names
 from usagg.plan import Job, weights_key
 from usagg.results_schema import RESULT_COLUMNS
 from usagg.safepath import check_component, confined
+from usagg.sweep import value_text
 from usagg.tasktypes import metric_direction
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
@@ -108,6 +109,13 @@ def _now() -> datetime:
 
 def _iso(t: datetime) -> str:
     return t.isoformat()
+
+
+def _metric_entries(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str, Any]]:
+    """(task, its entry, metric name, value) for every metric of a job's metrics.json."""
+    for task_id, entry in (metrics.get("tasks") or {}).items():
+        for name, value in (entry.get("metrics") or {}).items():
+            yield task_id, entry, name, value
 
 
 def new_record(job_dump: dict[str, Any], state: str) -> dict[str, Any]:
@@ -901,6 +909,8 @@ class RunStore:
         is not compared, such as AG's affinity probe, are left out)."""
         order = {p: i for i, p in enumerate(paradigm_names())}
         rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        swept: dict[str, None] = {}  # the swept keys (usagg/sweep.py), one column each, in the sweep's order
+        rank: dict[str, int] = {}  # sweep point -> its place in the plan (planned point by point): rows in that order
         for job in self.jobs():
             if self.job_state(job.id) != "done" or job.paradigm not in order:
                 continue
@@ -914,8 +924,10 @@ class RunStore:
                     else f"job {job.id} is done but has no {path}: `usagg repair {self.root}` sends it back to pending"
                 )
             groups = {t.id: t.group for t in job.tasks}
-            for task_id, entry in (metrics.get("tasks") or {}).items():
-                for name, value in (entry.get("metrics") or {}).items():
+            for point in job.sweep or [{}]:  # a job two sweep points share: its rows in both
+                swept.update(dict.fromkeys(point))
+                p = rank.setdefault(json.dumps(point, sort_keys=True), len(rank))
+                for task_id, entry, name, value in _metric_entries(metrics):
                     hib = metric_direction(name)
                     row = {
                         "study": job.study,
@@ -931,12 +943,13 @@ class RunStore:
                         "higher_is_better": "" if hib is None else str(hib),
                         "n_train": entry.get("n_train", ""),
                         "steps": entry.get("steps", ""),
+                        **{k: value_text(v) for k, v in point.items()},
                     }
-                    key = (order.get(job.paradigm, len(order)), job.paradigm, job.id, task_id, name)
+                    key = (p, order.get(job.paradigm, len(order)), job.paradigm, job.id, task_id, name)
                     rows.append((key, row))
         rows.sort(key=lambda kr: kr[0])
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=[*RESULT_COLUMNS, *swept], lineterminator="\n")
         writer.writeheader()
         writer.writerows(r for _, r in rows)
         write_text_atomic(self.results_csv, buf.getvalue())

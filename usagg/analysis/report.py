@@ -286,9 +286,14 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     """Write the whole report folder and return the paths written; `render` draws the PNGs into folder/figures.
 
     A symbolic link planted at folder/figures or folder/tables is refused (usagg/safepath.py) before anything is
-    written: every figure and table would be written through it, outside the report folder.
+    written: every figure and table would be written through it, outside the report folder. A swept study gets a
+    report per point in its sub-folder and a report.md of the points side by side (usagg/analysis/points.py).
     """
     folder = Path(folder)
+    if a.points:
+        from usagg.analysis.points import write_points_report
+
+        return write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
     figs = render(a, folder / "figures", "png", dpi)

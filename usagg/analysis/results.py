@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from usagg.errors import UsaggError
 from usagg.names import is_plain_name
 from usagg.paradigms import paradigm_names
-from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS
+from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS, is_sweep_column
 from usagg.tasktypes import metric_direction, task_type_names
 
 COLUMNS = RESULT_COLUMNS
@@ -42,6 +43,7 @@ class Row:
     higher_is_better: bool
     n_train: float  # NaN when the table does not say
     steps: float = math.nan  # optimiser steps of the task in the job; NaN when the table does not say
+    sweep: tuple[tuple[str, str], ...] = ()  # (swept key, value) of the row's sweep point (usagg/sweep.py)
     row: int = 0
 
 
@@ -79,6 +81,20 @@ class ResultsTable:
     def job_ids(self) -> list[str]:
         return _unique(r.job_id for r in self.rows if r.job_id)
 
+    @property
+    def sweep_keys(self) -> list[str]:
+        """The swept spec keys (usagg/sweep.py), a column each; [] for a study without a sweep."""
+        return _unique(k for r in self.rows for k, _ in r.sweep)
+
+    @property
+    def points(self) -> list[tuple[tuple[str, str], ...]]:
+        """The sweep points in table order; [()] without a sweep. Paradigms are compared within a point."""
+        return _unique(r.sweep for r in self.rows)
+
+    def at(self, point: tuple[tuple[str, str], ...]) -> ResultsTable:
+        """The rows of one sweep point: a study of its own to compare (the baseline of the same point)."""
+        return ResultsTable([r for r in self.rows if r.sweep == point], self.path)
+
 
 def _unique(items) -> list:  # type: ignore[no-untyped-def]
     return list(dict.fromkeys(items))
@@ -98,7 +114,7 @@ def _float(path: Path, row: int, column: str, text: str, *, allow_empty: bool = 
         raise UsaggError(f"{_where(path, row, column)}: expected a number, got {text!r}") from None
 
 
-def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
+def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] = ()) -> Row:
     def text(col: str, *, required: bool = True) -> str:
         value = (rec.get(col) or "").strip()
         if required and not value:
@@ -149,6 +165,7 @@ def _parse_row(path: Path, row: int, rec: dict[str, str]) -> Row:
         higher_is_better=hib in _TRUE,
         n_train=n_train,
         steps=steps,
+        sweep=tuple((k, (rec.get(k) or "").strip()) for k in swept),
         row=row,
     )
 
@@ -169,7 +186,8 @@ def read_results(path: Path) -> ResultsTable:
                     f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
                 )
             reader.fieldnames = header
-            rows = [_parse_row(path, i, rec) for i, rec in enumerate(reader, start=1)]
+            swept = [h for h in header if is_sweep_column(h)]
+            rows = [_parse_row(path, i, rec, swept) for i, rec in enumerate(reader, start=1)]
     except (UnicodeDecodeError, csv.Error) as err:  # a binary file, or not CSV at all
         raise UsaggError(
             f"{path} is not a UTF-8 CSV text file ({type(err).__name__}: {str(err)[:120]}); expected a tidy results "
@@ -187,11 +205,12 @@ def _check_consistent(path: Path, rows: list[Row]) -> None:
     direction: dict[str, Row] = {}
     task_type: dict[str, Row] = {}
     for r in rows:
-        key = (r.paradigm, r.fraction, r.seed, r.task, r.metric)
+        key = (r.sweep, r.paradigm, r.fraction, r.seed, r.task, r.metric)
         if key in seen:
+            point = "".join(f", {k} {v}" for k, v in r.sweep)
             raise UsaggError(
                 f"{path}: rows {seen[key]} and {r.row} both give {r.metric} of task {r.task!r} for "
-                f"paradigm {r.paradigm}, fraction {r.fraction:g}, seed {r.seed}; expected one result each"
+                f"paradigm {r.paradigm}, fraction {r.fraction:g}, seed {r.seed}{point}; expected one result each"
             )
         seen[key] = r.row
         first = direction.setdefault(r.metric, r)
@@ -216,7 +235,8 @@ def write_results(rows: list[Row], path: Path) -> None:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    swept = _unique(k for r in rows for k, _ in r.sweep)
+    writer.writerow([*COLUMNS, *swept])
     for r in rows:
         n = "" if math.isnan(r.n_train) else f"{r.n_train:g}"
         writer.writerow(
@@ -234,6 +254,7 @@ def write_results(rows: list[Row], path: Path) -> None:
                 str(r.higher_is_better).lower(),
                 n,
                 "" if math.isnan(r.steps) else f"{r.steps:g}",
+                *(dict(r.sweep).get(k, "") for k in swept),
             ]
         )
     write_text_atomic(Path(path), buf.getvalue())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from usagg.analysis.cluster_inference import mean_delta_stats
 from usagg.analysis.controls import controls
@@ -42,6 +42,9 @@ class Analysis:
     inp: AnalysisInput
     comp: Comparison
     stats: list[Stat]
+    # a swept study (usagg/sweep.py): each point analysed alone (usagg/analysis/points.py); inp, comp and stats
+    # are then the first point's
+    points: list[tuple[tuple[tuple[str, str], ...], Analysis]] = field(default_factory=list)
 
 
 def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
@@ -66,6 +69,12 @@ def analyse(inp: AnalysisInput, baseline: str | None = None) -> Analysis:
 
     The commands reuse earlier statistics through usagg/analysis/outputs.py instead.
     """
+    from usagg.analysis.points import analyse_points
+
+    parts = analyse_points(inp, lambda one: analyse(one, baseline))
+    if parts:
+        first = parts[0][1]
+        return Analysis(first.inp, first.comp, first.stats, parts)
     comp = compare(inp, baseline)
     return Analysis(inp, comp, study_statistics(inp, comp))
 
@@ -173,7 +182,11 @@ def all_tables(a: Analysis) -> list[Table]:
 
 def compare_output(a: Analysis, fmt: str, table: str = "delta") -> str:
     """The text `usagg compare` prints: CSV is one table (`table`: by default the machine-readable per-task Δ,
-    or any table's name, such as factorial), others every table."""
+    or any table's name, such as factorial), others every table; a swept study point by point (points.py)."""
+    if a.points:
+        from usagg.analysis.points import points_output
+
+        return points_output(a, fmt, table, compare_output)
     if fmt == "csv":
         return render(named_table(a, table), "csv")
     if fmt == "json":

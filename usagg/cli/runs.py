@@ -301,6 +301,12 @@ def run(
     sets: list[str] = typer.Option(
         [], "--set", help="Override a spec value, e.g. --set training.epochs=5 (paths: from the current folder)."
     ),
+    sweeps: list[str] = typer.Option(
+        [],
+        "--sweep",
+        help="Sweep a setting, KEY=V1,V2 (values YAML): the study runs at each value, crossed with the other "
+        "--sweep keys and the spec's `sweep:`; e.g. --sweep training.lr_encoder=1e-4,5e-4.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the jobs as a JSON list."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Off a terminal: a line per progress report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
@@ -309,10 +315,12 @@ def run(
 
     from usagg.service import DataProblems, StudyRun, drive, run_overrides
     from usagg.spec.load import load_study
+    from usagg.sweep import sweep_override
 
     console = Console()
     console.soft_wrap = not console.is_terminal  # in a log a long line stays one line, never wrapped mid-path
-    study = load_study(study_file, run_overrides(sets, executor=executor, devices=devices))
+    swept = [sweep_override(s) for s in sweeps]
+    study = load_study(study_file, run_overrides([*sets, *swept], executor=executor, devices=devices))
     job_run = StudyRun.prepare(study, paradigm, only, retry_failed, spec_file=study_file, force=force)
     if as_json and not dry_run:
         raise UsaggError("--json goes with --dry-run (a run prints progress; `usagg status --json` gives the states)")

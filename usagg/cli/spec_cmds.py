@@ -35,10 +35,22 @@ SetOpt = Annotated[
 ]
 
 
-def _load(study: Path, overrides: list[str] | None) -> Study:
-    from usagg.spec.load import load_study
+SweepOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sweep",
+        help="Sweep a setting, KEY=V1,V2 (values YAML, comma-separated): the study runs at each value, crossed "
+        "with the other --sweep keys and the spec's `sweep:`; repeatable. E.g. --sweep training.lr_encoder=1e-4,5e-4.",
+        show_default=False,
+    ),
+]
 
-    return load_study(study, overrides or [])
+
+def _load(study: Path, overrides: list[str] | None, sweeps: list[str] | None = None) -> Study:
+    from usagg.spec.load import load_study
+    from usagg.sweep import sweep_override
+
+    return load_study(study, [*(overrides or []), *(sweep_override(s) for s in sweeps or [])])
 
 
 NoDataCheckOpt = Annotated[
@@ -46,7 +58,9 @@ NoDataCheckOpt = Annotated[
 ]
 
 
-def validate(study: StudyArg, set_: SetOpt = None, no_data_check: NoDataCheckOpt = False) -> None:
+def validate(
+    study: StudyArg, set_: SetOpt = None, no_data_check: NoDataCheckOpt = False, sweep: SweepOpt = None
+) -> None:
     """Check a study spec and summarise it: tasks by type and group, jobs per paradigm.
 
     Exits 2 with the file, field path and allowed values when the spec is invalid.
@@ -58,7 +72,7 @@ def validate(study: StudyArg, set_: SetOpt = None, no_data_check: NoDataCheckOpt
     """
     from usagg.plan import plan_stages
 
-    s = _load(study, set_)
+    s = _load(study, set_, sweep)
     planned = plan_stages(s)
     jobs = planned.jobs
     _check_weights(s)
@@ -75,6 +89,13 @@ def validate(study: StudyArg, set_: SetOpt = None, no_data_check: NoDataCheckOpt
         f"jobs: {len(jobs)} ({', '.join(f'{p} {per[p]}' for p in s.paradigms)}) "
         f"= units x {len(s.fractions)} fraction(s) x {len(s.seeds)} seed(s)"
     )
+    if s.sweep:
+        from usagg.sweep import points
+
+        out.print(
+            f"sweep: {len(points(s.sweep))} points over {', '.join(s.sweep)} (a job two points share, where a key "
+            "does not enter its id, is planned once)"
+        )
     for w in planned.waiting:
         out.print(f"{w.paradigm}: planned once {', '.join(w.needs)} are done (its groups come from their results)")
     data = s.data.root if s.data.root is not None else "synthetic benchmark"
@@ -178,6 +199,7 @@ def plan_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list (with state).")] = False,
     paradigm: ParadigmOpt = None,
     only: OnlyOpt = None,
+    sweep: SweepOpt = None,
     power: Annotated[
         bool,
         typer.Option(
@@ -205,7 +227,7 @@ def plan_cmd(
     from usagg.plan import plan_stages
     from usagg.service import make_selection, store_evidence, store_for
 
-    s = _load(study, set_)
+    s = _load(study, set_, sweep)
     if power:
         from usagg.analysis.power import planned_power
         from usagg.analysis.render import render
@@ -232,6 +254,7 @@ def plan_cmd(
             ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks",
             f"{j.fraction:g}",
             str(j.seed),
+            *([_points_cell(j.sweep)] if s.sweep else []),
             states[j.id],
         )
         for j in jobs
@@ -239,13 +262,29 @@ def plan_cmd(
     table.add_column("id", no_wrap=True, overflow="fold", ratio=3)  # an id folds only past the width, then tasks
     table.add_column("paradigm", no_wrap=True)
     table.add_column("tasks", overflow="fold", ratio=2)
-    for col in ("fraction", "seed", "state"):
+    for col in ("fraction", "seed"):
         table.add_column(col, no_wrap=True)
+    if s.sweep:
+        table.add_column("sweep point", overflow="fold", ratio=2)
+    table.add_column("state", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     for w in waiting:
-        table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "", "", "waiting")
+        blank = ("", "", "") if s.sweep else ("", "")
+        table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", *blank, "waiting")
     print_table(Console(), table)
+
+
+def _points_cell(points: list[dict]) -> str:
+    """A job's sweep points in a cell: the values they share (`lr_encoder=0.0001`), `any` for a key they differ in
+    (a key that does not enter this job's id, such as the MoE size in a TS job)."""
+    from usagg.sweep import value_text
+
+    cells = []
+    for k, v in points[0].items() if points else ():
+        same = all(p.get(k) == v for p in points)
+        cells.append(f"{k.rsplit('.', 1)[-1]}={value_text(v) if same else 'any'}")
+    return ", ".join(cells)
 
 
 def schema(

@@ -649,6 +649,10 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
         study.data.synthetic.out = _absolute(study.data.synthetic.out, base)
     study.model.weights = _absolute(study.model.weights, base)
     _check_weights_path(study.model.weights, file)
+    if study.sweep:
+        from usagg.sweep import point_studies
+
+        point_studies(study, file)  # every point a valid study, named by key and value (usagg/sweep.py)
     return study
 
 

@@ -1051,6 +1051,14 @@ class Study(Strict):
         "and the report, e.g. {name: classification learns, metric_of: TS, tasks: {type: classification}, "
         "above: 0.65}; a name it reads that the study lacks is an error.",
     )
+    sweep: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], NOT_IN_HASH] = Field(
+        default_factory=dict,
+        description="Spec fields to sweep, dotted key -> values, e.g. {training.lr_encoder: [1.0e-4, 5.0e-4], "
+        "model.moe.experts: [4, 8]}: the study runs at every combination (crossed with paradigms, seeds and "
+        "fractions), each point validated as if its values were written in the spec, its jobs the ids that spec "
+        "has; only fields that enter a job id can be swept (`usagg run --sweep KEY=V1,V2` adds one). The analysis "
+        "compares paradigms within each point (usagg/sweep.py).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -1087,6 +1095,13 @@ class Study(Strict):
                 raise ValueError(f"settings of paradigm {name} are a mapping such as {{groups: 3}}, got {opts!r}")
             out[name] = model.model_validate(opts).model_dump(exclude_defaults=True)
         return out
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweepable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from usagg.sweep import check_block
+
+        return check_block(v)
 
     @field_validator("output_root")
     @classmethod

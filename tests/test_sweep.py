@@ -1,0 +1,224 @@
+"""Sweeps (issue 29.2): a `sweep:` block or `--sweep KEY=V1,V2` expands a study into points, each a full study
+whose jobs have the ids the same study with those values set directly has; results.csv gets a column per swept
+key and compare shows the points side by side, Δ versus the baseline of the same point."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from cli_run import run_cli
+
+from usagg.errors import SpecError
+from usagg.plan import Job, plan
+from usagg.service import store_for
+from usagg.spec.load import dump_study, load_study
+from usagg.sweep import sweep_override
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "studies" / "demo.yaml"
+
+STUDY = """
+name: {name}
+output_root: {root}/runs
+paradigms: [TS, AU]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 4, out: {root}/synth}}
+  selection_fraction: 0
+  cache_dir: {root}/cache
+tasks:
+  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
+  - {{id: breast_lesion_cls, type: classification, num_classes: 2, group: Breast}}
+model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 16}}}}
+training: {{epochs: 1, steps_per_epoch: 1, batch_size: 4, eval_batch_size: 8}}
+execution: {{devices: cpu, cpu_jobs: 1, threads: 1}}
+{extra}"""
+
+
+def tiny(tmp_path: Path, extra: str = "", name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, root=tmp_path, extra=extra))
+    return path
+
+
+def ids(jobs: list[Job]) -> set[str]:
+    return {j.id for j in jobs}
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_point_jobs_have_the_ids_of_the_value_set_directly() -> None:
+    swept = plan(load_study(DEMO, [sweep_override("training.lr_encoder=1e-4,5e-4")]))
+    low = plan(load_study(DEMO, ["training.lr_encoder=1e-4"]))
+    high = plan(load_study(DEMO, ["training.lr_encoder=5e-4"]))
+    assert ids(swept) == ids(low) | ids(high)
+    assert len(swept) == len(low) + len(high)  # the learning rate enters every job: no job is shared
+    assert {j.id for j in swept if j.sweep == [{"training.lr_encoder": 1e-4}]} == ids(low)
+    assert {j.id for j in swept if j.sweep == [{"training.lr_encoder": 5e-4}]} == ids(high)
+
+
+def test_no_sweep_plans_todays_jobs(tmp_path: Path) -> None:
+    """An empty block changes no id, and jobs carry no point (tests/test_plan.py records the shipped ids)."""
+    fmc = REPO / "studies" / "fmc_uia.yaml"
+    plain = plan(load_study(fmc))
+    assert all(j.sweep == [] for j in plain)
+    assert [j.id for j in plan(load_study(fmc, ["sweep={}"]))] == [j.id for j in plain]
+
+
+def test_the_block_crosses_keys_and_shares_jobs_a_key_does_not_enter(tmp_path: Path) -> None:
+    spec = tiny(tmp_path, "sweep: {training.lr_encoder: [1.0e-4, 5.0e-4], model.moe.experts: [4, 8]}\n")
+    jobs = plan(load_study(spec))
+    au = [j for j in jobs if j.paradigm == "AU"]
+    ts = [j for j in jobs if j.paradigm == "TS"]
+    assert len(au) == 4 and len({j.id for j in au}) == 4  # 2 x 2 points
+    assert {(j.training.lr_encoder, j.model.moe.experts) for j in au} == {(1e-4, 4), (1e-4, 8), (5e-4, 4), (5e-4, 8)}
+    assert len(ts) == 4  # 2 tasks x 2 learning rates: the MoE size enters no TS job's id, so both points share it
+    for job in ts:
+        assert [p["model.moe.experts"] for p in job.sweep] == [4, 8]
+        assert {p["training.lr_encoder"] for p in job.sweep} == {job.training.lr_encoder}
+    direct = plan(load_study(tiny(tmp_path, name="direct"), ["model.moe.experts=8", "training.lr_encoder=5e-4"]))
+    at_point = {j.id for j in jobs if {"training.lr_encoder": 5e-4, "model.moe.experts": 8} in j.sweep}
+    assert at_point == {j.id.replace("direct", "tiny") for j in direct} or at_point == ids(direct)
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("execution.threads", "execution never enters a job's id"),
+        ("analysis.baseline", "analysis.baseline never enters a job's id"),
+        ("data.root", "data.root never enters a job's id"),
+        ("seeds", "a dimension the plan already crosses"),
+        ("model.weights", "is a file path"),
+        ("training.lr_encodr", "training has no setting 'lr_encodr' (did you mean 'lr_encoder'?)"),
+        ("training.epochs.x", "training.epochs is a single value"),
+    ],
+)
+def test_keys_outside_the_job_id_are_refused_with_the_reason(tmp_path: Path, key: str, why: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_study(tiny(tmp_path), [sweep_override(f"{key}=1,2")])
+    assert f"{key!r} cannot be swept" in str(err.value)
+    assert why in str(err.value)
+
+
+def test_a_value_the_spec_refuses_names_the_key_and_the_value(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        load_study(tiny(tmp_path), [sweep_override("training.lr_encoder=1e-4,-1")])
+    text = str(err.value)
+    assert "sweep point training.lr_encoder=-1 is not a valid study" in text
+    assert "training.lr_encoder: got -1" in text and str(tmp_path / "tiny.yaml") in text
+
+
+def test_points_with_the_same_jobs_are_refused(tmp_path: Path) -> None:
+    """The temperature counts only with temperature sampling: two points would plan the same jobs."""
+    with pytest.raises(SpecError, match="give the same jobs: training.temperature"):
+        plan(load_study(tiny(tmp_path), [sweep_override("training.temperature=1,2")]))
+    with pytest.raises(SpecError, match="lists 0.0001 twice"):
+        load_study(tiny(tmp_path), [sweep_override("training.lr_encoder=1e-4,0.0001")])
+
+
+def test_sweep_values_follow_hydras_grammar() -> None:
+    assert sweep_override("model.moe.blocks=[8,9],[10,11]") == "sweep[model.moe.blocks]=[[8, 9], [10, 11]]"
+    assert sweep_override("training.precision='bf16',fp32") == 'sweep[training.precision]=["bf16", "fp32"]'
+    assert sweep_override("training.lr_encoder=1e-4, 5e-4") == "sweep[training.lr_encoder]=[0.0001, 0.0005]"
+    for bad in ("training.lr_encoder", "training.lr_encoder=", "training.lr_encoder=1e-4,,5e-4"):
+        with pytest.raises(SpecError, match="--sweep"):
+            sweep_override(bad)
+
+
+def test_a_list_valued_key_sweeps(tmp_path: Path) -> None:
+    study = load_study(tiny(tmp_path), [sweep_override("model.moe.blocks=[2],[3]")])
+    au = [j for j in plan(study) if j.paradigm == "AU"]
+    assert sorted(j.model.moe.blocks for j in au) == [[2], [3]]
+
+
+# --------------------------------------------------------------------------- results and compare
+
+
+def _finish(store, job: Job, values: dict[str, float]) -> None:  # noqa: ANN001
+    store.set_state(job.id, "running")
+    tasks = {
+        t.id: {"type": t.type, "metrics": {"AUC": values[t.id], "ACC": 0.5}, "n_train": 12, "steps": 1}
+        for t in job.tasks
+    }
+    store.paths(job.id).metrics.write_text(json.dumps({"tasks": tasks}))
+    store.set_state(job.id, "done")
+
+
+def test_results_get_a_column_per_key_and_compare_shows_points_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TS scores 0.6 at both rates; AU 0.75 at 1e-4 and 0.45 at 5e-4: Δ AU is +25 % and -25 % of the same point."""
+    spec = tiny(tmp_path, "sweep: {training.lr_encoder: [1.0e-4, 5.0e-4], model.moe.experts: [4]}\n")
+    study = load_study(spec)
+    jobs = plan(study)
+    store = store_for(study)
+    store.init(dump_study(study), jobs)
+    for job in jobs:
+        au = {1e-4: 0.75, 5e-4: 0.45}[job.training.lr_encoder]
+        _finish(store, job, {t.id: (au if job.paradigm == "AU" else 0.6) for t in job.tasks})
+    rows = list(csv.DictReader(store.rebuild_results().open()))
+    assert list(rows[0])[-2:] == ["training.lr_encoder", "model.moe.experts"]
+    assert {(r["paradigm"], r["training.lr_encoder"], r["model.moe.experts"]) for r in rows} == {
+        ("TS", "0.0001", "4"),
+        ("TS", "0.0005", "4"),
+        ("AU", "0.0001", "4"),
+        ("AU", "0.0005", "4"),
+    }
+    code, out = run_cli(["compare", str(store.root)], monkeypatch, capsys)
+    assert code == 0, out
+    assert "Sweep points side by side versus TS" in out
+    assert "=== sweep point training.lr_encoder=0.0001, model.moe.experts=4 ===" in out
+    assert "=== sweep point training.lr_encoder=0.0005, model.moe.experts=4 ===" in out
+    line = next(x for x in out.splitlines() if x.startswith("thyroid_malignancy") and " AU " in x)
+    assert line.split()[-4:] == ["0.750", "+25.0", "0.450", "-25.0"]
+    code, out = run_cli(["compare", str(store.root), "--format", "csv"], monkeypatch, capsys)
+    assert code == 0, out
+    table = list(csv.DictReader(out.splitlines()))
+    deltas = {(r["training.lr_encoder"], r["task"]): float(r["delta_pct"]) for r in table if r["paradigm"] == "AU"}
+    assert deltas[("0.0001", "breast_lesion_cls")] == pytest.approx(25.0)
+    assert deltas[("0.0005", "breast_lesion_cls")] == pytest.approx(-25.0)
+
+
+def test_a_job_shared_by_points_is_every_points_baseline(tmp_path: Path) -> None:
+    """TS does not use the MoE size: its one job per task is the baseline of both MoE points."""
+    from usagg.analysis.inputs import load_input
+    from usagg.analysis.summary import analyse
+
+    spec = tiny(tmp_path, "sweep: {model.moe.experts: [4, 8]}\n")
+    study = load_study(spec)
+    jobs = plan(study)
+    assert len(jobs) == 2 + 2  # TS: one per task, shared; AU: one per point
+    store = store_for(study)
+    store.init(dump_study(study), jobs)
+    for job in jobs:
+        value = {4: 0.9, 8: 0.3}[job.model.moe.experts] if job.paradigm == "AU" else 0.6
+        _finish(store, job, {t.id: value for t in job.tasks})
+    a = analyse(load_input(store.root, None))
+    assert [dict(p) for p, _ in a.points] == [{"model.moe.experts": "4"}, {"model.moe.experts": "8"}]
+    deltas = [sub.comp.deltas[(1.0, "thyroid_malignancy", "AU")].value for _, sub in a.points]
+    assert deltas == pytest.approx([50.0, -50.0])
+
+
+@pytest.mark.slow
+def test_run_sweep_then_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    """The issue's done-means: `usagg run --sweep` trains each point's jobs and compare shows both points."""
+    spec = tiny(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(spec), "--sweep", "training.lr_encoder=1e-4,5e-4", "--only", "task=thyroid_malignancy"]
+    code, out = run_cli([*args, "--paradigm", "TS", "--paradigm", "AU", "--quiet"], monkeypatch, capsys)
+    assert code == 0, out
+    store = store_for(load_study(spec, [sweep_override("training.lr_encoder=1e-4,5e-4")]))
+    done = [j for j in store.jobs() if store.job_state(j.id) == "done"]
+    assert sorted((j.paradigm, j.training.lr_encoder) for j in done) == [
+        ("AU", 1e-4),
+        ("AU", 5e-4),
+        ("TS", 1e-4),
+        ("TS", 5e-4),
+    ]
+    code, out = run_cli(["compare", str(store.root)], monkeypatch, capsys)
+    assert code == 0, out
+    assert "lr_encoder=0.0001" in out and "lr_encoder=0.0005" in out
+    assert "=== sweep point training.lr_encoder=0.0005 ===" in out
