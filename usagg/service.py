@@ -368,11 +368,6 @@ def end_tracking(run: StudyRun, state: str) -> None:
     from usagg.tracking import end_study_run
 
     end_study_run(tracking.mlflow, run.store.root, state)
-    from usagg.tracking import study_parent_run
-
-    if study_parent_run(tracking.mlflow, study_name, store_root) is None:
-        return tracking.model_copy(update={"mlflow": None})
-    return tracking
 
 
 # --------------------------------------------------------------------------- a run
@@ -737,10 +732,10 @@ def random_init_warning(study: Study) -> str:
 
 
 def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
-    """The one run sequence of `usagg run` and `usagg.api.run_study`: check the data, write the store, run the
-    jobs to do, then each stage a staged paradigm (AG) plans from the jobs just done, and rebuild results.csv;
-    each step told to `observer`, the study's MLflow run ended with it (`end_tracking`). DataProblems (and other user
-    errors) before anything is written."""
+    """The one run sequence of `usagg run` and `usagg.api.run_study`: check the data, repair and write the store
+    (`RunStore.repair()`, then `init`), run the jobs to do, then each stage a staged paradigm (AG) plans from the
+    jobs just done, and rebuild results.csv; each step told to `observer`, the study's MLflow run ended with it
+    (`end_tracking`). DataProblems (and other user errors) before anything is written."""
     observer = observer or RunObserver()
     with observer.checking_data():
         report = run.check_data()

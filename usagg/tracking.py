@@ -6,6 +6,11 @@ selection metrics) and the final test metrics. TensorBoard writes event files wi
 writer under <run store>/tensorboard/<job id>. MLflow gets one parent run per study (its id
 kept in <run store>/mlflow.json, so re-runs and workers on other hosts reuse it) and one
 nested run per job, through `MlflowClient` (no global active run, so pool workers are safe).
+The parent run is RUNNING while a `usagg run` runs jobs and ends with it (`start_study_run`,
+`end_study_run`: FINISHED, FAILED when a job failed, KILLED when interrupted); `usagg report --mlflow`
+reopens it to attach the report and closes it again. A done job's run gets its metrics.json and
+predictions as artifacts (its best.pt too with `tracking.mlflow_checkpoints`); its TensorBoard
+folder gets the job's settings and final primary metrics as hparams (`hparam_values`).
 A tracker that fails (a server down, a full disk) warns once and is switched off; the job goes on.
 """
 
@@ -24,6 +29,7 @@ from usagg.store import RunStore
 if TYPE_CHECKING:
     from usagg.plan import Job
     from usagg.spec.models import MlflowSpec, TrackingSpec
+    from usagg.store import JobPaths
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,38 @@ def _flat(d: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
             yield f"{prefix}.{k}", v
 
 
+def hparam_values(job: Job) -> dict[str, bool | int | float | str]:
+    """A job's main settings as TensorBoard hparams (typed, so the HParams view filters numbers): paradigm, tasks,
+    MoE, fraction, seed and the model and training sections, a list or missing value as text."""
+    values: dict[str, bool | int | float | str] = {
+        "paradigm": job.paradigm,
+        "tasks": ",".join(job.task_ids),
+        "moe": job.moe,
+        "fraction": job.fraction,
+        "seed": job.seed,
+    }
+    for section in ("model", "training"):
+        for key, value in _flat(getattr(job, section).model_dump(mode="json"), section):
+            values[key] = value if isinstance(value, bool | int | float | str) else json.dumps(value)
+    return values
+
+
+def primary_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """Each task's primary test metric as test/<task>/<metric> (the names `final_scalars` gives them)."""
+    out: dict[str, float] = {}
+    for task, entry in (metrics.get("tasks") or {}).items():
+        name = entry.get("primary")
+        v = _number((entry.get("metrics") or {}).get(name))
+        if name and v is not None:
+            out[f"test/{task}/{name}"] = v
+    return out
+
+
+def mlflow_status(state: str) -> str:
+    """An MLflow run status for a job's or a study's end: done, interrupted, anything else failed."""
+    return {"done": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED")
+
+
 class _Guarded:
     """Base of the trackers: the first failure warns once and switches the tracker off."""
 
@@ -130,9 +168,10 @@ class TensorBoardTracker(_Guarded):
 
     name = "tensorboard"
 
-    def __init__(self, folder: Path, params: dict[str, str]) -> None:
+    def __init__(self, folder: Path, params: dict[str, str], hparams: dict[str, bool | int | float | str]) -> None:
         super().__init__()
         self.writer: Any = None
+        self.hparams = hparams
         self._call("opening", self._open, folder, params)
 
     def _open(self, folder: Path, params: dict[str, str]) -> None:
@@ -151,7 +190,18 @@ class TensorBoardTracker(_Guarded):
             epoch = int((metrics.get("training") or {}).get("epochs") or 0)
             for name, value in final_scalars(metrics).items():
                 self.writer.add_scalar(name, value, epoch)
+            self._hparams(primary_scalars(metrics))
         self.writer.close()
+
+    def _hparams(self, primary: dict[str, float]) -> None:
+        """The HParams view's row of this job, in its own folder (as Lightning writes it, not in the subfolder
+        `SummaryWriter.add_hparams` makes): its settings, its primary metrics' tags (their values are the test
+        scalars just written)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = self.writer._get_file_writer()
+        for summary in hparams(self.hparams, primary):
+            writer.add_summary(summary)
 
 
 #: MLflow's HTTP retry defaults wait minutes on a server that is down; a tracker should give up in seconds.
@@ -203,10 +253,14 @@ class MlflowTracker(_Guarded):
 
     name = "mlflow"
 
-    def __init__(self, spec: MlflowSpec, job: Job, store_root: Path, params: dict[str, str]) -> None:
+    def __init__(
+        self, spec: MlflowSpec, job: Job, store_root: Path, params: dict[str, str], *, checkpoints: bool = False
+    ) -> None:
         super().__init__()
         self.client: Any = None
         self.run_id = ""
+        self.paths = RunStore(store_root).paths(job.id)
+        self.checkpoints = checkpoints
         self._call("starting a run", self._open, spec, job, store_root, params)
 
     def _open(self, spec: MlflowSpec, job: Job, store_root: Path, params: dict[str, str]) -> None:
@@ -242,8 +296,21 @@ class MlflowTracker(_Guarded):
     def _finish(self, metrics: dict[str, Any] | None, state: str) -> None:
         if metrics is not None:
             self._log(final_scalars(metrics), int((metrics.get("training") or {}).get("epochs") or 0))
-        status = {"done": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED")
-        self.client.set_terminated(self.run_id, status)
+        if state == "done":
+            try:
+                self._artifacts(self.paths)
+            except Exception as err:  # the run still ends with the job's state
+                log.warning("mlflow: could not log the job's files (%s: %s)", type(err).__name__, err)
+        self.client.set_terminated(self.run_id, mlflow_status(state))
+
+    def _artifacts(self, paths: JobPaths) -> None:
+        """metrics.json and the predictions folder; best.pt only when asked (a model's weights may be large)."""
+        if paths.metrics.is_file():
+            self.client.log_artifact(self.run_id, str(paths.metrics))
+        if paths.predictions.is_dir():
+            self.client.log_artifacts(self.run_id, str(paths.predictions), paths.predictions.name)
+        if self.checkpoints and paths.best_checkpoint.is_file():
+            self.client.log_artifact(self.run_id, str(paths.best_checkpoint), paths.checkpoints.name)
 
 
 class JobTrackers:
@@ -268,21 +335,72 @@ def job_trackers(tracking: TrackingSpec | None, job: Job, store_root: Path) -> J
     params = job_params(job)
     trackers: list[_Guarded] = []
     if tracking.tensorboard:
-        trackers.append(TensorBoardTracker(RunStore(store_root).tensorboard_dir(job.id), params))
+        trackers.append(TensorBoardTracker(RunStore(store_root).tensorboard_dir(job.id), params, hparam_values(job)))
     if tracking.mlflow is not None:
-        trackers.append(MlflowTracker(tracking.mlflow, job, Path(store_root), params))
+        trackers.append(
+            MlflowTracker(tracking.mlflow, job, Path(store_root), params, checkpoints=tracking.mlflow_checkpoints)
+        )
     return JobTrackers([t for t in trackers if t.alive])
 
 
+def _recorded_parent(spec: MlflowSpec, store_root: Path) -> str | None:
+    """The study's run kept in the run store for this URI, None when there is none (nothing is created)."""
+    record = RunStore(store_root).mlflow_record
+    try:
+        known = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    return str(known["run_id"]) if known.get("uri") == spec.uri and known.get("run_id") else None
+
+
+def start_study_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str | None:
+    """The study's run, RUNNING while jobs run (reopened when an earlier run ended it); None when unreachable."""
+    parent = study_parent_run(spec, study_name, store_root)
+    if parent is None:
+        return None
+    try:
+        client = _client(spec)
+        if client.get_run(parent).info.status != "RUNNING":
+            client.update_run(parent, status="RUNNING")
+    except Exception as err:  # the jobs' runs still nest under it
+        log.warning("mlflow: could not reopen the study's run (%s: %s)", type(err).__name__, err)
+    return parent
+
+
+def end_study_run(spec: MlflowSpec, store_root: Path, state: str) -> bool:
+    """End the study's run as the run driver ended (`mlflow_status` of done / failed / interrupted) when it is
+    RUNNING; a store without one, or a run already ended (nothing ran), is left alone. True when it was ended."""
+    parent = _recorded_parent(spec, store_root)
+    if parent is None:
+        return False
+    try:
+        client = _client(spec)
+        if client.get_run(parent).info.status != "RUNNING":
+            return False
+        client.set_terminated(parent, mlflow_status(state))
+        return True
+    except Exception as err:
+        log.warning("mlflow: could not end the study's run (%s: %s)", type(err).__name__, err)
+        return False
+
+
 def log_report(tracking: TrackingSpec | None, study_name: str, store_root: Path, folder: Path) -> bool:
-    """Attach a written report folder to the study's MLflow run; True when it was logged."""
+    """Attach a written report folder to the study's MLflow run, reopened for it and closed again with its own end
+    time: FINISHED, unless the study ended FAILED or KILLED; True when it was logged."""
     if tracking is None or tracking.mlflow is None:
         return False
     parent = study_parent_run(tracking.mlflow, study_name, store_root)
     if parent is None:
         return False
     try:
-        _client(tracking.mlflow).log_artifacts(parent, str(folder), "report")
+        client = _client(tracking.mlflow)
+        before = client.get_run(parent).info
+        client.update_run(parent, status="RUNNING")
+        try:
+            client.log_artifacts(parent, str(folder), "report")
+        finally:  # the study's own end (time, and a failure) stays; a run never ended gets FINISHED now
+            kept = before.status if before.status in ("FAILED", "KILLED") else "FINISHED"
+            client.set_terminated(parent, kept, before.end_time)
         return True
     except Exception as err:
         log.warning("mlflow: could not log the report (%s: %s)", type(err).__name__, err)

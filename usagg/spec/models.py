@@ -830,6 +830,11 @@ class TrackingSpec(Strict):
         description="Log params, per-epoch and final metrics, and the report to MLflow (needs the mlflow extra: "
         "pip install 'usagg[mlflow]').",
     )
+    mlflow_checkpoints: Annotated[bool, NOT_IN_HASH] = Field(
+        False,
+        description="Also log each done job's best.pt to its MLflow run (metrics.json and the predictions always "
+        "go): the selected weights, as large as the trained model.",
+    )
 
     @model_validator(mode="after")
     def _extras_installed(self) -> TrackingSpec:
