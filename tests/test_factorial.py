@@ -3,6 +3,7 @@ what a study without a control says, compare's text/json/csv, the report's table
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,10 +14,11 @@ import yaml
 
 from tests.cli_run import run_cli
 from usagg.analysis.cluster_inference import wild_cluster_mean
+from usagg.analysis.controls import control_of
 from usagg.analysis.delta import compare
 from usagg.analysis.factorial import designs, effect_stats, fig_factorial, stat_name, task_effects
 from usagg.analysis.inputs import load_input
-from usagg.analysis.results import Row, write_results
+from usagg.analysis.results import Row, read_results, write_results
 from usagg.analysis.summary import all_tables, analyse
 from usagg.paradigms import PARADIGMS
 from usagg.plan import plan_stages
@@ -64,6 +66,27 @@ def test_designs_pair_each_two_factor_paradigm_with_its_controls(tmp_path: Path)
     assert [(d.paradigm, d.missing) for d in designs(no_tsm)] == [("CG", ("TSM",)), ("AU", ("TSM",))]
     no_cgd = compare(load_input(None, _table(tmp_path, ("TS", "TSM", "CG"))))
     assert [(d.paradigm, d.missing) for d in designs(no_cgd)] == [("CG", ("CGD",))]
+
+
+def _with_ag(tmp_path: Path, groups: dict[str, str]) -> Path:
+    """The six paradigms plus AG, whose jobs train the tasks of `groups` (task -> AG job) together."""
+    path = _table(tmp_path)
+    rows = read_results(path).rows
+    rows += [dataclasses.replace(r, paradigm="AG", job_id=f"AG-{groups[r.task]}") for r in rows if r.paradigm == "CG"]
+    write_results(rows, path)
+    return path
+
+
+def test_ag_has_a_2x2_only_where_its_groups_are_cgds(tmp_path: Path) -> None:
+    other = {"a": "g1", "b": "g2", "c": "g1", "d": "g2", "e": "g3", "f": "g3", "g": "g4", "h": "g4"}
+    comp = compare(load_input(None, _with_ag(tmp_path, other)))
+    assert "AG" in comp.others and [d.paradigm for d in designs(comp)] == ["CG", "AU"]
+    ctl = control_of(comp, "AG")  # CGD trained other groups: AG's Δ is split by TSM (its MoE part) only
+    assert ctl is not None and (ctl.control, ctl.measures) == ("TSM", "MoE")
+    clinical = {t: g for t, (g, _) in TASKS.items()}
+    same = compare(load_input(None, _with_ag(tmp_path, clinical)))
+    ag = next(d for d in designs(same) if d.paradigm == "AG")
+    assert (ag.aggregation, ag.moe) == ("CGD", "TSM")
 
 
 def test_effects_by_hand_on_both_scales(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ aggregation (preferred); else one with the baseline's scope and the paradigm's M
 measures MoE; the other part is the remainder. The split is sequential (the part the
 control measures first), so an interaction of the two factors lands in the remainder.
 A paradigm that differs from the baseline in one factor only (TSM, AUD), one without
-declared factors, or a study without its control is not split.
+declared factors, or a study without its control is not split. An aggregation control must
+have trained the same task sets as the paradigm (`Comparison.same_units`): CGD controls CG, and
+AG only where AG's groups are the clinical ones.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def control_of(comp: Comparison, paradigm: str) -> Control | None:
         return None  # one factor only: its whole Δ is one part
     candidates = [(c, PARADIGMS[c]) for c in comp.others if c != paradigm and c in PARADIGMS]
     for c, e in candidates:
-        if e.scope == entry.scope and e.moe == base.moe:
+        if e.scope == entry.scope and e.moe == base.moe and comp.same_units(c, paradigm):
             return Control(paradigm, c, "aggregation")
     for c, e in candidates:
         if e.scope == base.scope and e.moe == entry.moe:

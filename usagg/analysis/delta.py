@@ -93,6 +93,7 @@ class Comparison:
     seed_values: dict[tuple[float, str, str], dict[int, float]] = field(default_factory=dict)  # primary per seed
     steps: dict[tuple[float, str, str], float] = field(default_factory=dict)  # optimiser steps, mean over seeds
     shared: dict[str, bool] = field(default_factory=dict)  # paradigm -> some job of it trains several tasks
+    units: dict[str, frozenset[frozenset[str]]] = field(default_factory=dict)  # paradigm -> its jobs' task sets
     excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # paradigm -> tasks left out of aggregates
     scale: str = "relative"  # analysis.scale: what a Δ is (usagg/analysis/scales.py)
     chance: dict[float, tuple[str, ...]] = field(default_factory=dict)  # fraction -> tasks with a baseline at chance
@@ -112,6 +113,12 @@ class Comparison:
         for t in self.tasks:
             size[t.group] = size.get(t.group, 0) + 1
         return [t.task for t in self.tasks if size[t.group] == 1]
+
+    def same_units(self, a: str, b: str) -> bool:
+        """Whether two paradigms trained the same task sets together (CG and CGD; AG and CGD only where AG found
+        the clinical groups); True where the table names no jobs for one of them, as its registered scope says."""
+        ua, ub = self.units.get(a), self.units.get(b)
+        return ua is None or ub is None or ua == ub
 
     def left_out(self, fraction: float, paradigm: str) -> set[str]:
         """Tasks left out of the paradigm's aggregates and tests: its one-task groups, and chance-level tasks."""
@@ -223,6 +230,11 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         seed_values=per_seed,
         steps={k: float(np.mean(v)) for k, v in steps.items()},
         shared={p: _shares_models(p, job_tasks) for p in paradigms},
+        units={
+            p: frozenset(frozenset(ts) for (pp, _), ts in job_tasks.items() if pp == p)
+            for p in paradigms
+            if any(pp == p for pp, _ in job_tasks)
+        },
         scale=inp.settings.scale,
         chance_excluded=inp.settings.chance_tasks == "exclude",
     )

@@ -3,7 +3,8 @@
 A paradigm that differs from the baseline in both registered factors (usagg/paradigms.py:
 `scope` and `moe`; AU and CG against TS) forms a 2x2 with two controls: the paradigm's scope
 with the baseline's MoE (AUD for AU, CGD for CG) and the baseline's scope with the paradigm's
-MoE (TSM for both). With each task's Δ of the three against the baseline (0 for the baseline
+MoE (TSM for both), each having trained the same task sets as the cell it stands beside (so AG,
+whose groups are not CGD's clinical ones, has no 2x2 unless it found them). With each task's Δ of the three against the baseline (0 for the baseline
 itself) on one scale, per task:
 
 - aggregation main effect = (Δ_A + (Δ_AM − Δ_M)) / 2, the scope change averaged over MoE off and on;
@@ -78,7 +79,11 @@ def designs(comp: Comparison) -> list[Design]:
         if e is None or e.control or e.scope is None or e.moe is None or e.scope == base.scope or e.moe == base.moe:
             continue
         want = {"aggregation": (e.scope, base.moe), "moe": (base.scope, e.moe)}
-        found = {k: next((c for c in _registered(*f) if c in comp.others), None) for k, f in want.items()}
+        like = {"aggregation": p, "moe": comp.baseline}  # whose task sets a control must have trained
+        ran = {k: [c for c in _registered(*f) if c in comp.others] for k, f in want.items()}
+        found = {k: next((c for c in ran[k] if comp.same_units(c, like[k])), None) for k in want}
+        if any(ran[k] and found[k] is None for k in want):
+            continue  # the control ran with other task sets (CGD's clinical groups are not AG's): no 2x2 to add
         missing = tuple(
             (_registered(*want[k]) or [f"a paradigm with scope {want[k][0]}, MoE {'on' if want[k][1] else 'off'}"])[0]
             for k in ("moe", "aggregation")
