@@ -72,6 +72,10 @@ def fetal(rng: np.random.Generator, direction_class: int | None = None) -> Scene
     Keypoints: biparietal diameter ends (minor-axis ends of the outer skull
     ellipse); point 1 lies 90 degrees clockwise on screen from the face
     direction, point 2 opposite, so the order is anatomical, not positional.
+
+    The class is made learnable by a tiny ViT at 64 px from ~160 images: the head sits 0.1-0.2 of the
+    image off centre towards its face and the body always trails behind it, so which sector border the
+    bright skull abuts (and which the fluid and body do) codes the direction in local patches.
     """
     probe = _sector(rng, (0.12, 0.2), (0.5, 0.62))
     wall = wavy(rng, rng.uniform(0.1, 0.17), 0.015)
@@ -82,24 +86,20 @@ def fetal(rng: np.random.Generator, direction_class: int | None = None) -> Scene
     a = rng.uniform(0.17, 0.25)
     b = a * rng.uniform(0.74, 0.86)
     skull_t = rng.uniform(0.06, 0.09)
+    face = np.array([np.cos(psi), np.sin(psi)])
     head = Blob(0.5, 0.5, a, b, psi)
     for attempt in range(60):
         if attempt and attempt % 15 == 0:
             a, b = a * 0.92, b * 0.92
-        head = Blob(rng.uniform(0.25, 0.75), rng.uniform(0.3, 0.8), a, b, psi)
+        # off centre towards the face (see the docstring), jittered across it
+        along, across = rng.uniform(0.1, 0.2), rng.uniform(-0.06, 0.06)
+        cx, cy = np.array([0.5, 0.55]) + along * face + across * np.array([-face[1], face[0]])
+        head = Blob(cx, cy, a, b, psi)
         bx, by = head.boundary(64)
         if _fits(probe, [head], 0.025) and bool((by > wall(bx) + 0.06).all()) and bool((by < back(bx)).all()):
             break
-    body = None
-    if rng.random() < 0.6:
-        d = a * rng.uniform(1.5, 1.9)
-        body = Blob(
-            head.cx - d * np.cos(psi),
-            head.cy - d * np.sin(psi),
-            a * 1.1,
-            b * 0.9,
-            psi + rng.uniform(-0.5, 0.5),
-        )
+    d = a * rng.uniform(1.5, 1.9)
+    body = Blob(head.cx - d * face[0], head.cy - d * face[1], a * 1.1, b * 0.9, psi + rng.uniform(-0.5, 0.5))
     brain_tex = smooth_field(rng, 10, 0.3)
     tissue_tex = smooth_field(rng, 8, 0.4)
     csp_u = float(rng.uniform(0.3, 0.42))
@@ -111,8 +111,7 @@ def fetal(rng: np.random.Generator, direction_class: int | None = None) -> Scene
         p.put((y > w) & (y < w + 0.045), 1.5 * tissue_tex(y, x))
         p.put(y >= w + 0.045, 0.001, 1.0)  # amniotic fluid (TGC is set for it: little enhancement)
         p.put(y >= back(x), 1.2 * tissue_tex(y, x), TISSUE_ATTENUATION)
-        if body is not None:
-            p.put(body.inside(x, y), 0.8 * tissue_tex(x, y), TISSUE_ATTENUATION)
+        p.put(body.inside(x, y), 0.8 * tissue_tex(x, y), TISSUE_ATTENUATION)
         r = head.rho(x, y)
         u, v = head.local(x, y)
         u, v = u / a, v / b
@@ -143,10 +142,16 @@ def fetal(rng: np.random.Generator, direction_class: int | None = None) -> Scene
 
 
 def thyroid(rng: np.random.Generator) -> Scene:
-    """Thyroid lobe with one nodule; class 1 (malignant) makes irregular, hypoechoic, calcified nodules likely."""
+    """Thyroid lobe with one nodule; class 1 (malignant) makes irregular, hypoechoic, calcified nodules likely.
+
+    The class cue is large on purpose (a tiny ViT learns it from ~80 images at 64 px): nodules fill a good part
+    of the lobe, a malignant one is dark and casts a posterior shadow down to the image's bottom (dark, speckle-
+    free patches), a benign one is iso- to hyperechoic, often haloed or partly cystic, and casts none.
+    """
     probe = Probe("linear")
     malignant = int(rng.random() < 0.5)
-    irregular, hypo, calcified = rng.random(3) < (np.array([0.75, 0.8, 0.7]) if malignant else [0.15, 0.25, 0.08])
+    irregular, hypo, calcified = rng.random(3) < (np.array([0.85, 0.95, 0.8]) if malignant else [0.1, 0.05, 0.03])
+    shadowing = malignant and rng.random() < 0.9
     skin = float(rng.uniform(0.018, 0.03))
     fat = wavy(rng, rng.uniform(0.06, 0.09), 0.01)
     muscle = wavy(rng, rng.uniform(0.17, 0.24), 0.02)
@@ -155,7 +160,7 @@ def thyroid(rng: np.random.Generator) -> Scene:
     side = rng.choice([-1, 1])
     carotid = Blob(0.5 + side * rng.uniform(0.36, 0.42), rng.uniform(0.5, 0.58), *(2 * [rng.uniform(0.07, 0.09)]))
     trachea = Blob(0.5 - side * rng.uniform(0.5, 0.56), rng.uniform(0.36, 0.42), *(2 * [rng.uniform(0.15, 0.18)]))
-    size = rng.uniform(0.07, 0.14)
+    size = rng.uniform(0.11, 0.17)
     aspect = rng.uniform(0.85, 1.3) if malignant else rng.uniform(0.6, 0.9)
     margin = (
         harmonics(rng, rng.uniform(0.18, 0.32), (4, 12)) if irregular else harmonics(rng, rng.uniform(0, 0.05), (2, 3))
@@ -169,9 +174,10 @@ def thyroid(rng: np.random.Generator) -> Scene:
         if _fits(probe, [nodule], 0.03):
             break
     echo = float(rng.uniform(0.12, 0.3) if hypo else rng.uniform(1.4, 2.6))
-    halo = (not hypo) and rng.random() < 0.6
+    att = float(rng.uniform(9, 15)) if shadowing else (2.0 if hypo else TISSUE_ATTENUATION)
+    halo = (not hypo) and rng.random() < 0.7
     cyst = None
-    if not malignant and rng.random() < 0.4:
+    if not malignant and rng.random() < 0.5:
         cyst = Blob(*nodule.point(rng.uniform(-0.3, 0.3) * size, 0), size * 0.45, size * 0.35, rng.uniform(0, np.pi))
     calcs = np.zeros((0, 3))
     if calcified:
@@ -201,7 +207,7 @@ def thyroid(rng: np.random.Generator) -> Scene:
         p.put((rt < 1) & (rt > 0.93) & (y < trachea.cy), 40.0, 400.0)  # air wall: total shadow below
         p.put((rt <= 0.93) & (y < trachea.cy + 0.05), 0.3, 60.0)
         rn = nodule.rho(x, y)
-        p.put(rn <= 1, echo * tex(y, x), 2.0 if hypo else TISSUE_ATTENUATION)
+        p.put(rn <= 1, echo * tex(y, x), att)
         if halo:
             p.put((rn <= 1) & (rn > 0.86), 0.12)
         if cyst is not None:
@@ -220,18 +226,25 @@ def thyroid(rng: np.random.Generator) -> Scene:
 
 
 def breast(rng: np.random.Generator) -> Scene:
-    """Breast layers with one lesion; malignant: irregular, taller-than-wide, posterior shadowing (BI-RADS cues)."""
+    """Breast layers with one lesion; malignant: irregular, near black, posterior shadowing (BI-RADS cues).
+
+    The cues are strong and large on purpose (the demo trains this class on 40 images): lesions are big; a
+    malignant one is near black and nearly always shadows the whole column beneath it, while a benign one is a
+    wide, smooth, moderately hypoechoic fibroadenoma (rarely a cyst) that lets sound through: the column
+    beneath it is brighter than the tissue beside it (posterior enhancement). A dark column against a bright
+    one below the lesion codes the class in many patches, which a bag of local features can learn.
+    """
     probe = Probe("linear")
     malignant = int(rng.random() < 0.5)
-    irregular, taller, shadow = rng.random(3) < (np.array([0.8, 0.7, 0.75]) if malignant else [0.1, 0.1, 0.12])
+    irregular, taller, shadow = rng.random(3) < (np.array([0.9, 0.3, 0.97]) if malignant else [0.05, 0.05, 0.03])
     skin = float(rng.uniform(0.02, 0.03))
     gland_top = wavy(rng, rng.uniform(0.17, 0.25), 0.03)
     gland_bottom = wavy(rng, rng.uniform(0.58, 0.66), 0.04)
     pec = wavy(rng, rng.uniform(0.7, 0.76), 0.02)
     rib = None
-    if rng.random() < 0.55:
+    if rng.random() < 0.2:  # rare: its shadow would mimic a malignant one
         rib = Blob(rng.uniform(0.2, 0.8), rng.uniform(0.88, 0.92), rng.uniform(0.1, 0.14), rng.uniform(0.045, 0.06))
-    size = rng.uniform(0.08, 0.15)
+    size = rng.uniform(0.15, 0.21) if malignant else rng.uniform(0.12, 0.18)
     if taller:
         a, b, angle = size, size / rng.uniform(1.15, 1.6), np.pi / 2 + rng.uniform(-0.3, 0.3)
     else:
@@ -246,10 +259,10 @@ def breast(rng: np.random.Generator) -> Scene:
         lesion = Blob(rng.uniform(0.25, 0.75), rng.uniform(0.3, 0.55), a, b, angle, margin)
         if _fits(probe, [lesion], 0.03):
             break
-    cyst = (not malignant) and rng.random() < 0.35
-    echo = 0.002 if cyst else float(rng.uniform(0.04, 0.12))
-    att = float(rng.uniform(12, 18)) if shadow else (0.15 if cyst else float(rng.uniform(0.6, 1.2)))
-    halo = malignant and rng.random() < 0.5
+    cyst = (not malignant) and rng.random() < 0.15
+    echo = 0.002 if cyst else float(rng.uniform(0.02, 0.06) if malignant else rng.uniform(0.25, 0.5))
+    att = float(rng.uniform(12, 18)) if shadow else float(rng.uniform(0.02, 0.2))
+    halo = malignant and rng.random() < 0.7
     fat_tex = smooth_field(rng, 10, 0.6)
     gland_tex = smooth_field(rng, 14, 0.5)
     lig_f, lig_p = rng.uniform(6, 10), rng.uniform(0, 6)
