@@ -91,7 +91,7 @@ def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int) -> 
 
 
 def wild_cluster_ci(
-    y: np.ndarray, labels: Sequence[int], resamples: int, seed: int, level: float = 0.95, steps: int = 40
+    y: np.ndarray, labels: Sequence[int], resamples: int, seed: int, level: float = 0.95, steps: int = 25
 ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per row of y (S, N) by inverting the WCR test: clusters `labels` (0..G−1), shared weight draws."""
     d = _design(np.atleast_2d(np.asarray(y, float)), labels, resamples, seed)
