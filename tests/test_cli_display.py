@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from usagg.cli.display import Clock, PlainDisplay, RichDisplay, duration_text, make_display
+from usagg.cli.display import PlainDisplay, RichDisplay, duration_text, make_display
+from usagg.cli.eta import Clock, Eta
 from usagg.engine.progress import Progress
 
 LONG_ID = "TS-a_task_id_that_is_much_longer_than_eighty_columns_of_a_ci_log_would_allow-f0.25-s17-0123abcd"
@@ -74,15 +75,19 @@ def test_a_terminal_gets_rich_with_failures_printed_whole() -> None:
     assert "AU-all-f1-s0-1 failed in " in text and f"s: {ERROR}" in text  # above the bars, whole
 
 
-def test_etas_come_from_the_pace_so_far() -> None:
-    clock = Clock(n_jobs=4)
+def test_etas_come_from_measured_epochs() -> None:
+    """Details and the swing bounds: tests/test_progress_eta.py."""
+    t = [0.0]
+    clock = Clock(n_jobs=4, now=lambda: t[0])
     clock.started("a")
-    clock.job_start["a"] -= 10.0  # ten seconds into the job
-    assert abs(clock.job_eta("a", done=25, total=100) - 30.0) < 0.5
-    assert clock.study_eta() is None  # no job has ended yet
+    for epoch in range(3):  # 10 s per epoch of 4 steps
+        for step in range(1, 5):
+            t[0] = 10.0 * epoch + 2.5 * step
+            clock.progress(Progress("a", "train", epoch, 10, step, 4))
+    assert clock.job_eta("a") == Eta(70.0, 70.0)  # 7 epochs left at the 10 s measured
+    assert clock.study_eta() == Eta(70.0 + 3 * 100.0, 70.0 + 3 * 100.0)  # three more jobs of 100 s
     clock.finished("a")
-    clock.durations[-1] = 40.0
-    assert clock.study_eta() == 120.0  # three jobs left at 40 s each
+    assert clock.durations == [30.0] and clock.study_eta() == Eta(90.0, 90.0)  # three jobs left at 30 s each
     assert duration_text(4.24) == "4.2s" and duration_text(185) == "3m05s" and duration_text(3720) == "1h02m"
 
 
@@ -104,10 +109,11 @@ def test_jobs_run_at_once_get_a_row_each_and_the_study_eta_divides_by_them() -> 
         display.on_progress(Progress("TS-a", "test", 1, 2, 4, 4))  # a late report of an ended job: no row back
         assert set(display.rows) == {"TS-b"}
     clock = display.clock
-    assert clock.parallel == 2 and clock.begun == 2 and clock.ended == 1
+    assert clock.parallel == 2 and len(clock.numbers) == 2 and clock.ended == 1
     clock.durations[-1] = 40.0
-    # 4 jobs, 1 ended, TS-b 5/8 done: 2.375 jobs of 40 s left, two at a time
-    assert clock.study_eta() == 40.0 * (4 - 1 - 5 / 8) / 2
+    clock.now = lambda: clock.running["TS-b"].started + 10.0  # TS-b has no ETA yet: a job of 40 s, 10 s in
+    # 4 jobs, 1 ended, TS-b with 30 s left, two never started: (30 + 2 * 40) s of work, two at a time
+    assert clock.study_eta() == Eta(55.0, 55.0)
 
     console, buf = _log_console()
     with PlainDisplay(console, 3) as plain:
@@ -116,4 +122,5 @@ def test_jobs_run_at_once_get_a_row_each_and_the_study_eta_divides_by_them() -> 
         plain.on_event("TS-b", "finished", {"state": "done"})
         plain.on_event("TS-c", "started", {})
     heads = [line.split("] ", 1)[1].split(" in ")[0] for line in buf.getvalue().splitlines()]
-    assert heads == ["job 1/3: TS-a started", "job 2/3: TS-b started", "job 1/3: TS-b done", "job 3/3: TS-c started"]
+    # a job keeps its number from start to end: TS-b ends first and is still job 2
+    assert heads == ["job 1/3: TS-a started", "job 2/3: TS-b started", "job 2/3: TS-b done", "job 3/3: TS-c started"]

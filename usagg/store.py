@@ -662,7 +662,8 @@ class RunStore:
     ) -> dict[str, Any]:
         """Rewrite job.json with a new state, keeping the timings consistent; returns the record.
 
-        running: started now, attempts + 1, host and pid recorded, finish and
+        running: started now, attempts + 1, host and pid recorded, the epochs history.csv
+        holds kept as start_epoch (`usagg status` times this attempt's), finish and
         error cleared; done / failed: finished now and duration since started.
         `expect`: compare-and-set, the record is rewritten only from one of these states
         (StateConflict otherwise, nothing written), so a writer that lost a race never
@@ -701,6 +702,7 @@ class RunStore:
             record["host"] = socket.gethostname()
             record["pid"] = os.getpid()
             record["error"] = None
+            record["start_epoch"] = self.epochs_done(job_id)[0]  # this attempt's epochs are the ones after
         elif state in ("done", "failed"):
             record["finished"] = _iso(now)
             started = record.get("started")
@@ -761,6 +763,17 @@ class RunStore:
     def has_checkpoint(self, job_id: str) -> bool:
         """Whether a killed attempt left a checkpoint to resume from."""
         return self.paths(job_id).last_checkpoint.is_file()
+
+    def epochs_done(self, job_id: str) -> tuple[int, float | None]:
+        """(the epochs history.csv holds, when it was written: the end of the last, in seconds since the epoch);
+        (0, None) without a readable one. A pure read for `usagg status` (a damaged file is `repair`'s to name)."""
+        path = self.paths(job_id).history
+        try:
+            written = path.stat().st_mtime
+            rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+            return max((int(float(r["epoch"])) for r in rows), default=0), written
+        except (OSError, ValueError, KeyError, TypeError, csv.Error):
+            return 0, None
 
     # ----- locks
 

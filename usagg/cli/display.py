@@ -4,16 +4,20 @@ A terminal gets rich's live display (the jobs bar and a row per running job with
 img/s and ETAs). Off a terminal (`usagg run ... > log.txt`, every CI log) rich cannot redraw, so
 `PlainDisplay` prints one line per job event and one per epoch (or per progress report with
 `--verbose`, at most every `every_s` seconds otherwise), each line whole. `--quiet` prints only
-failures. Job events come from every executor; epoch progress from jobs run in this process
+failures. Each job keeps the number it got when it started (`job 2/10` from its start line to its end
+line) and ETAs come from measured epoch times, a stated range until two epochs are timed
+(usagg/cli/eta.py). Job events come from every executor; epoch progress from jobs run in this process
 and, forwarded by their workers, from a local pool's jobs (usagg/engine/progress.py), so only
 Slurm runs show job lines alone. `print_table` prints a CLI table whole in a log, the same way.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from usagg.cli.eta import Clock, Eta
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -56,61 +60,21 @@ def duration_text(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-@dataclass
-class Clock:
-    """Elapsed times and ETAs of the running jobs and of the study (from the jobs finished so far).
-
-    A local pool runs several jobs at once (usagg/execute/pool.py): the study's ETA divides the work left by
-    the most jobs seen running together.
-    """
-
-    n_jobs: int
-    start: float = field(default_factory=time.monotonic)
-    job_start: dict[str, float] = field(default_factory=dict)
-    durations: list[float] = field(default_factory=list)
-    begun: int = 0  # jobs started so far
-    ended: int = 0
-    parallel: int = 1  # most jobs seen running at once
-    fraction: dict[str, float] = field(default_factory=dict)  # share done of each running job (its last report)
-
-    def started(self, job_id: str) -> None:
-        self.job_start[job_id] = time.monotonic()
-        self.fraction[job_id] = 0.0
-        self.begun += 1
-        self.parallel = max(self.parallel, len(self.job_start))
-
-    def finished(self, job_id: str) -> float | None:
-        self.ended += 1
-        self.fraction.pop(job_id, None)
-        begun = self.job_start.pop(job_id, None)
-        if begun is None:
-            return None
-        took = time.monotonic() - begun
-        self.durations.append(took)
-        return took
-
-    def job_eta(self, job_id: str, done: int, total: int) -> float | None:
-        """Seconds left in a running job, from its own pace (None before the first step)."""
-        begun = self.job_start.get(job_id)
-        if begun is not None:
-            self.fraction[job_id] = done / total if total else 0.0
-        if begun is None or done <= 0:
-            return None
-        return (time.monotonic() - begun) * (total - done) / done
-
-    def study_eta(self) -> float | None:
-        """Seconds left in the study: the mean job time so far times the jobs left, over the jobs run at once
-        (None before any job ended)."""
-        if not self.durations:
-            return None
-        mean = sum(self.durations) / len(self.durations)
-        left = self.n_jobs - self.ended - sum(self.fraction.values())
-        return max(0.0, mean * left / self.parallel)
+def eta_text(eta: Eta) -> str:
+    """'~4m10s' for an estimate, '3-6 min' for a stated range, 'finishing' when nothing measured is left."""
+    if eta.high <= 0:
+        return "finishing"
+    if eta.exact:
+        return f"~{duration_text(eta.low)}"
+    if eta.high < 120:
+        return f"{math.floor(eta.low)}-{math.ceil(eta.high)} s"
+    if eta.high < 2 * 3600:
+        return f"{math.floor(eta.low / 60)}-{math.ceil(eta.high / 60)} min"
+    return f"{eta.low / 3600:.1f}-{eta.high / 3600:.1f} h"
 
 
 def progress_text(p: Progress, clock: Clock) -> str:
-    """'epoch 3/20 step 12/40 loss 0.4123 85.2 img/s, job eta 1m20s, study eta ~6m05s'."""
-    total = max(1, p.epochs * p.steps)
+    """'epoch 3/20 step 12/40 loss 0.4123 85.2 img/s, job eta 3-6 min, study eta ~1h05m'."""
     text = f"epoch {p.epoch + 1}/{p.epochs} step {p.step}/{p.steps}"
     if p.phase != "train":
         text += f" [{p.phase}]"
@@ -118,12 +82,12 @@ def progress_text(p: Progress, clock: Clock) -> str:
         text += f" loss {p.loss:.4f}"
     if p.images_per_s:
         text += f" {p.images_per_s:.1f} img/s"
-    eta = clock.job_eta(p.job_id, p.epoch * p.steps + p.step, total)
+    eta = clock.job_eta(p.job_id)
     if eta is not None:
-        text += f", job eta {duration_text(eta)}"
+        text += f", job eta {eta_text(eta)}"
     study = clock.study_eta()
     if study is not None:
-        text += f", study eta ~{duration_text(study)}"
+        text += f", study eta {eta_text(study)}"
     return text
 
 
@@ -143,11 +107,12 @@ class RichDisplay:
     """rich progress: the jobs bar and a row per running job with its epoch, step, loss, img/s and ETAs (terminal
     only)."""
 
-    def __init__(self, console: Console, n_jobs: int) -> None:
+    def __init__(self, console: Console, clock: Clock | int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = console
-        self.clock = Clock(n_jobs)
+        self.clock = Clock(clock) if isinstance(clock, int) else clock
+        n_jobs = self.clock.n_jobs
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -157,7 +122,7 @@ class RichDisplay:
             console=console,
             transient=False,
         )
-        self.jobs = self.progress.add_task("jobs", total=n_jobs, info="")
+        self.jobs = self.progress.add_task("jobs", total=n_jobs, completed=self.clock.ended, info="")
         self.rows: dict[str, Any] = {}  # running job id -> its row (rich's task id)
 
     def __enter__(self) -> RichDisplay:
@@ -182,17 +147,17 @@ class RichDisplay:
         if event not in ("finished", "failed", "locked"):
             return
         took = self.clock.finished(job_id)
-        self.progress.advance(self.jobs)
+        self.progress.update(self.jobs, total=self.clock.n_jobs, completed=self.clock.ended)
         if job_id in self.rows:
             self.progress.remove_task(self.rows.pop(job_id))
         if event == "failed":  # a whole line above the bars, never cut to the bar's width
             line = f"[red]{escape(event_text(job_id, event, info, took))}[/]"
             self.progress.console.print(line, soft_wrap=True, highlight=False)
         study = self.clock.study_eta()
-        self.progress.update(self.jobs, info=f"study eta ~{duration_text(study)}" if study is not None else "")
+        self.progress.update(self.jobs, info=f"study eta {eta_text(study)}" if study is not None else "")
 
     def on_progress(self, p: Progress) -> None:
-        if p.job_id not in self.clock.job_start:
+        if not self.clock.progress(p):
             return  # a late report of a job already ended
         self.progress.update(
             self._row(p.job_id),
@@ -210,9 +175,9 @@ class PlainDisplay:
     prints failed jobs only.
     """
 
-    def __init__(self, console: Console, n_jobs: int, *, verbose: bool = False, quiet: bool = False) -> None:
+    def __init__(self, console: Console, clock: Clock | int, *, verbose: bool = False, quiet: bool = False) -> None:
         self.console = console
-        self.clock = Clock(n_jobs)
+        self.clock = Clock(clock) if isinstance(clock, int) else clock
         self.verbose = verbose
         self.quiet = quiet
         self.every_s = 30.0
@@ -230,33 +195,36 @@ class PlainDisplay:
 
     def on_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
         if event == "started":
-            self.clock.started(job_id)
+            number = self.clock.started(job_id)
             if not self.quiet:
-                self._line(f"job {self.clock.begun}/{self.clock.n_jobs}: {event_text(job_id, event, info, None)}")
+                self._line(f"job {number}/{self.clock.n_jobs}: {event_text(job_id, event, info, None)}")
             return
         if event not in ("finished", "failed", "locked"):
             return
         took = self.clock.finished(job_id)
         if self.quiet and event != "failed":
             return
-        text = f"job {self.clock.ended}/{self.clock.n_jobs}: {event_text(job_id, event, info, took)}"
-        study = self.clock.study_eta()
-        if study is not None and self.clock.ended < self.clock.n_jobs:
-            text += f" (study eta ~{duration_text(study)})"
+        clock = self.clock
+        text = f"job {clock.number(job_id)}/{clock.n_jobs}: {event_text(job_id, event, info, took)}"
+        if event != "failed":  # a failure's line ends with its error, whole
+            study = clock.study_eta()
+            eta = f", study eta {eta_text(study)}" if study is not None and clock.ended < clock.n_jobs else ""
+            text += f" ({clock.ended}/{clock.n_jobs} ended{eta})"
         self._line(text)
 
     def on_progress(self, p: Progress) -> None:
-        text = progress_text(p, self.clock)  # keeps the clock's view of the running job current
-        if self.quiet:
-            return
+        if not self.clock.progress(p) or self.quiet:
+            return  # a late report of a job already ended, or nothing but failures shown
+        text = progress_text(p, self.clock)
         epoch_end = p.phase == "train" and p.step == p.steps
         due = time.monotonic() - self._last_line >= self.every_s
         if self.verbose or epoch_end or due:
             self._line(f"{p.job_id} {text}")
 
 
-def make_display(console: Console, n_jobs: int, *, verbose: bool, quiet: bool) -> RichDisplay | PlainDisplay:
-    """Rich on an interactive terminal (unless quiet), plain lines otherwise."""
+def make_display(console: Console, clock: Clock | int, *, verbose: bool, quiet: bool) -> RichDisplay | PlainDisplay:
+    """Rich on an interactive terminal (unless quiet), plain lines otherwise; `clock` (or a new one for that many
+    jobs) goes on across the stages of one run, so its job counter never starts again."""
     if console.is_terminal and not quiet and not console.is_dumb_terminal:
-        return RichDisplay(console, n_jobs)
-    return PlainDisplay(console, n_jobs, verbose=verbose, quiet=quiet)
+        return RichDisplay(console, clock)
+    return PlainDisplay(console, clock, verbose=verbose, quiet=quiet)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from usagg.cli.display import duration_text, make_display, print_table
+from usagg.cli.display import duration_text, eta_text, make_display, print_table
+from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from usagg.cli.eta import Eta
     from usagg.data.check import CheckReport
     from usagg.engine.progress import Progress
     from usagg.plan import Job, Waiting
@@ -100,14 +103,54 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
         record = store.job_record(jid) if store.has_job(jid) else {}
         state = store.display_state(jid)
         detail = _primary_text(store, jid) if state == "done" else ""
+        duration = duration_text(record.get("duration_s"))
         if state == "failed" and record.get("error"):
             line = escape(_error_line(store, jid, str(record["error"])))
             path = store.paths(jid).error
             detail = f"[red]{line}[/]" + (f"\n[dim]{escape(str(path))}[/]" if path.is_file() else "")
+        elif state == "running":
+            where = _running_progress(store, jid, record)
+            duration = duration_text(where.elapsed_s)
+            detail = where.text()
         else:
             detail = escape(detail)
-        table.add_row(escape(jid), _state_text(state), duration_text(record.get("duration_s")), detail)
+        table.add_row(escape(jid), _state_text(state), duration, detail)
     return table
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """Where a running job is, from its store (`usagg status`): the epoch it trains (1-based), of how many, the
+    seconds since this attempt started and the ETA (usagg/cli/eta.py `stored_eta`)."""
+
+    epoch: int
+    epochs: int
+    elapsed_s: float | None
+    eta: Eta | None
+
+    def text(self) -> str:
+        """'epoch 3/20, ETA ~4m10s' ('testing' once every epoch is done)."""
+        if self.epoch > self.epochs:
+            return f"epoch {self.epochs}/{self.epochs}, testing"
+        return f"epoch {self.epoch}/{self.epochs}" + (f", ETA {eta_text(self.eta)}" if self.eta is not None else "")
+
+
+def _running_progress(store: RunStore, job_id: str, record: dict[str, Any]) -> RunningJob:
+    """A running job's epoch, elapsed time and ETA from its history.csv and job.json (`RunStore.epochs_done`)."""
+    import time
+    from datetime import datetime
+
+    done, written = store.epochs_done(job_id)
+    epochs = int(((record.get("job") or {}).get("training") or {}).get("epochs") or 0)
+    started = record.get("started")
+    begun = datetime.fromisoformat(started).timestamp() if isinstance(started, str) else None
+    # a record from before start_epoch was kept: only a first attempt is known to start at epoch 0
+    first = record.get("start_epoch", 0 if int(record.get("attempts") or 0) <= 1 else None)
+    now = time.time()
+    eta = None
+    if begun is not None and written is not None and first is not None:
+        eta = stored_eta(done, int(first), epochs, begun, written, now)
+    return RunningJob(done + 1, epochs, None if begun is None else max(0.0, now - begun), eta)
 
 
 def _error_line(store: RunStore, job_id: str, summary: str) -> str:
@@ -189,6 +232,7 @@ class ConsoleObserver:
         self.verbose = verbose
         self.quiet = quiet
         self.display: Any = None
+        self.clock: Clock | None = None  # one job counter and study ETA for every stage of the run
 
     def say(self, *objects: Any) -> None:
         if not self.quiet:
@@ -222,6 +266,8 @@ class ConsoleObserver:
         self.console.print(f"[bold yellow]warning:[/] {escape(message)}")
 
     def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
+        if self.clock is not None:
+            self.clock.add_jobs(len(run.todo))
         self.say(
             f"stage: {', '.join(sorted({j.paradigm for j in jobs}))} planned from the jobs just done: "
             f"{len(jobs)} job(s) ({', '.join(j.id for j in jobs)}), {len(run.todo)} to run"
@@ -229,7 +275,9 @@ class ConsoleObserver:
 
     @contextmanager
     def running(self, todo: list[str]) -> Iterator[None]:
-        with make_display(self.console, len(todo), verbose=self.verbose, quiet=self.quiet) as display:
+        if self.clock is None:
+            self.clock = Clock(len(todo))
+        with make_display(self.console, self.clock, verbose=self.verbose, quiet=self.quiet) as display:
             self.display = display
             try:
                 yield
@@ -406,6 +454,10 @@ def _status_rows(store: RunStore, job_ids: list[str]) -> list[dict[str, Any]]:
         if state == "failed" and record.get("error"):
             row["error"] = _error_line(store, jid, str(record["error"]))
             row["error_file"] = str(store.paths(jid).error)
+        if state == "running":
+            where = _running_progress(store, jid, record)
+            eta = None if where.eta is None else [round(where.eta.low, 1), round(where.eta.high, 1)]
+            row.update(epoch=where.epoch, epochs=where.epochs, elapsed_s=where.elapsed_s, eta_s=eta)
         rows.append(row)
     return rows
 
