@@ -273,7 +273,8 @@ def split_table(comp: Comparison, fraction: float, ctls: list[Control], *, multi
         notes.append(split_order(ctl, comp.baseline))
     notes += [
         "Additive by construction: Δ = aggregation part + MoE part, in percentage points of the baseline metric. "
-        "The control measures its part first; an interaction of the two factors is in the other part.",
+        "The control measures its part first; an interaction of the two factors is in the other part (the 2x2 "
+        "table, with TSM, AUD and CGD, reports it apart, with the symmetric split and intervals).",
         *exclusion_notes(comp),
     ]
     title = f"Δ versus {comp.baseline} split into aggregation and MoE" + (
