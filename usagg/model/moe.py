@@ -254,10 +254,16 @@ class TaskMoE(nn.Module):
         return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
     def use_grouped(self, x: torch.Tensor) -> bool:
-        """Whether this call packs expert groups for grouped GEMMs (else slots; see the module docstring)."""
+        """Whether this call packs expert groups for grouped GEMMs (else slots; see the module docstring).
+
+        Under torch.compile only in bf16 / fp16: the compiler's shape function of `_grouped_mm` refuses
+        float32, which the CPU's eager kernel takes.
+        """
         if self.dispatch == "auto":
-            sync_free = grouped_mm_is_sync_free(x.device, self.compute_dtype(x))
-            return sync_free and (x.device.type == "cpu" or self.groupable)
+            dtype = self.compute_dtype(x)
+            sync_free = grouped_mm_is_sync_free(x.device, dtype)
+            compilable = not torch.compiler.is_compiling() or dtype in (torch.bfloat16, torch.float16)
+            return sync_free and compilable and (x.device.type == "cpu" or self.groupable)
         return self.dispatch == "grouped"
 
     def forward(self, x: torch.Tensor, task_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
