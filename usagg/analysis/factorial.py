@@ -4,8 +4,8 @@ A paradigm that differs from the baseline in both registered factors (usagg/para
 `scope` and `moe`; AU and CG against TS) forms a 2x2 with two controls: the paradigm's scope
 with the baseline's MoE (AUD for AU, CGD for CG) and the baseline's scope with the paradigm's
 MoE (TSM for both), each having trained the same task sets as the cell it stands beside (so AG,
-whose groups are not CGD's clinical ones, has no 2x2 unless it found them). With each task's Δ of the three against the baseline (0 for the baseline
-itself) on one scale, per task:
+whose groups are not CGD's clinical ones, has no 2x2 unless it found them). With each task's Δ
+of the three against the baseline (0 for the baseline itself) on one scale, per task:
 
 - aggregation main effect = (Δ_A + (Δ_AM − Δ_M)) / 2, the scope change averaged over MoE off and on;
 - MoE main effect        = (Δ_M + (Δ_AM − Δ_A)) / 2;
