@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_cli
 
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
@@ -185,9 +186,11 @@ def test_mlflow_checkpoints_is_off_by_default_and_outside_the_job_id() -> None:
 
 
 @pytest.mark.slow
-def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(tmp_path: Path) -> None:
+def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The real driver (usagg/service.py `drive`): a run leaves its study run FINISHED, its job's run with files and
-    TensorBoard hparams; Ctrl-C in a later run leaves the study run KILLED."""
+    TensorBoard hparams; `usagg report --mlflow` leaves it FINISHED; Ctrl-C in a later run leaves it KILLED."""
     from usagg.api import run_study
     from usagg.service import RunObserver
 
@@ -215,6 +218,14 @@ def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(tmp_path: Path
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "predictions"}
     values, tags = _hparams(result.store_root / "tensorboard" / job_id)
     assert values["training.epochs"] == 1 and tags == ["test/thyroid_malignancy/AUC"]
+    ended = client.get_run(parent).info.end_time
+    code, out = run_cli(
+        ["report", str(result.store_root), "--out", str(tmp_path / "report"), "--mlflow"], monkeypatch, capsys
+    )
+    assert code == 0 and "logged" in out
+    info = client.get_run(parent).info  # reopened for the report, closed again as the study ended
+    assert info.status == "FINISHED" and info.end_time == ended
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent, "report")}
 
     class Interrupting(RunObserver):
         def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
