@@ -1,6 +1,7 @@
 """Every figure at print size: no two texts overlap, no text leaves the figure or sits on another panel, no legend
 covers data, no axes (a colour bar) covers another. Checked on the simulated 27-task study and on a small input shaped
-like the demo study (nine tasks, one seed, a +226 % Δ, sixteen epochs of history, an affinity with one large cell).
+like the demo study (nine synthetic tasks with their designed groups, one seed, a +226 % Δ, sixteen epochs of history,
+an affinity with one large cell).
 
 Texts are the ones matplotlib actually drew (Text.draw is recorded), measured with Text.get_window_extent; a rotated
 text is compared as its rotated rectangle, not its axis-aligned box, so slanted tick labels do not collide falsely."""
@@ -24,10 +25,12 @@ from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.style import paper_style
 from usagg.analysis.summary import Analysis, analyse
 from usagg.data.synth.tasks import TASKS as SYNTH
+from usagg.data.synth.tasks import designed_groups
 from usagg.store import RunStore, read_json
 
 FMC = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 SLACK = 0.5  # px: glyph boxes carry a little padding; touching is not overlapping
+GAP_EM = 0.3  # texts side by side need this share of the font size between them, or they read as one ("10121416")
 MEASURING = "AU-all-f1-s0"
 
 
@@ -72,7 +75,9 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Analysis]:
     root = tmp_path_factory.mktemp("layout")
     fmc = simulate_run_store(root / "fmc", load_tasks(FMC), paradigms=("TS", "CG", "AU", "TSM", "AUD"),
                              fractions=(0.5, 1.0))  # fmt: skip
-    return {"fmc27": analyse(load_input(fmc, None)), "demo": analyse(load_input(_demo_shaped(root), None))}
+    demo = load_input(_demo_shaped(root), None)
+    demo = dataclasses.replace(demo, designed_groups=designed_groups(list(SYNTH)))  # as the synthetic benchmark has
+    return {"fmc27": analyse(load_input(fmc, None)), "demo": analyse(demo)}
 
 
 def _drawn(fig, monkeypatch: pytest.MonkeyPatch) -> list[Text]:  # type: ignore[no-untyped-def]
@@ -95,7 +100,8 @@ def _drawn(fig, monkeypatch: pytest.MonkeyPatch) -> list[Text]:  # type: ignore[
 
 
 def _corners(t: Text, renderer) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """The text's rotated rectangle (4 x 2 display px) recovered from its axis-aligned extent."""
+    """The text's rotated rectangle (4 x 2 display px) recovered from its axis-aligned extent, GAP_EM / 2 wider at
+    each end and SLACK lower at each side."""
     bb = t.get_window_extent(renderer)
     r = math.radians(t.get_rotation())
     c, s = abs(math.cos(r)), abs(math.sin(r))
@@ -107,7 +113,8 @@ def _corners(t: Text, renderer) -> np.ndarray:  # type: ignore[no-untyped-def]
         k = max(c, s) ** 2 - min(c, s) ** 2
         w = (big * max(c, s) - small * min(c, s)) / k
         h = (small * max(c, s) - big * min(c, s)) / k
-    w, h = max(w - 2 * SLACK, 0.1), max(h - 2 * SLACK, 0.1)
+    pad = GAP_EM * t.get_fontsize() * t.figure.dpi / 72  # along the text: neighbours need a space between them
+    w, h = w + pad, max(h - 2 * SLACK, 0.1)
     rot = np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
     half = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
     return half @ rot.T + np.array([(bb.x0 + bb.x1) / 2, (bb.y0 + bb.y1) / 2])

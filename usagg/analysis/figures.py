@@ -442,8 +442,8 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
     ax.axhline(0, color="black", linewidth=0.6)
     thr = comp.regime_threshold
     ax.axvline(thr, color="0.5", linewidth=0.6, linestyle="--")
-    for label, ha in ((" data-rich →", "left"), ("← low-data ", "right")):  # above the axes: never over a point
-        ax.text(thr, 1.01, label, transform=ax.get_xaxis_transform(), ha=ha, va="bottom", fontsize=7, color="0.35")
+    regime = "← low-data   data-rich →"  # above the axes: never over a point
+    ax.text(thr, 1.01, regime, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color="0.35")
     ax.set_xlabel("training images n_train (log scale)")
     ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
     _legend_below(fig, ax)
