@@ -568,11 +568,10 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
         for i in range(1, len(rows)):
             if rows[i][1] != rows[i - 1][1]:
                 ax.axhline(i - 0.5, color="white", linewidth=1.5)
-        if 1 < len(jobs) < len(rows):  # job names as a right-hand axis (the layout makes room); not one job a task
-            right = ax.secondary_yaxis("right")
-            centres = [np.mean([i for i, r in enumerate(rows) if r[1] == jl]) for jl in jobs]
-            right.set_yticks(centres, jobs)
-            right.tick_params(length=0)
+        if 1 < len(jobs) < len(rows):  # job names right of the panel (the layout makes room); not one job a task
+            for jl in jobs:
+                idx = [i for i, r in enumerate(rows) if r[1] == jl]
+                ax.text(e - 0.5 + 0.15, (idx[0] + idx[-1]) / 2, jl, fontsize=7, va="center", ha="left", clip_on=False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
     fig.colorbar(im, ax=axes, location="bottom", shrink=0.5, aspect=40, label="share of the task's routed tokens")
@@ -627,8 +626,10 @@ def _measured_on(aff: Affinity) -> str:
     return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}" if jobs else "the measuring job"
 
 
-#: The affinity colour scale ends at this percentile of the off-diagonal |Z|; larger cells are clipped and dotted.
+#: The affinity colour scale ends at this percentile of the off-diagonal |Z| when the largest |Z| exceeds it
+#: AFFINITY_CLIP times (one cell would wash out the rest); larger cells are then clipped and dotted.
 AFFINITY_PERCENTILE = 95
+AFFINITY_CLIP = 2.0
 
 
 def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
@@ -647,8 +648,9 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
     off = z.copy()
     np.fill_diagonal(off, np.nan)
     mag = np.abs(off[np.isfinite(off)])
-    vmax = float(np.quantile(mag, AFFINITY_PERCENTILE / 100)) if mag.size else 0.0
-    vmax = vmax if vmax > 0 else (float(mag.max()) if mag.size and mag.max() > 0 else 1.0)
+    largest = float(mag.max()) if mag.size else 0.0
+    high = float(np.quantile(mag, AFFINITY_PERCENTILE / 100)) if mag.size else 0.0
+    vmax = high if high > 0 and largest > AFFINITY_CLIP * high else (largest if largest > 0 else 1.0)
     clipped = np.argwhere(np.abs(np.nan_to_num(off)) > vmax)
     n = len(order)
     fig = _new(PAGE_W if n > 12 else COLUMN_W * 1.3, 1.6 + (0.16 if n > 12 else 0.24) * n)
@@ -698,9 +700,13 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
         f"averaged over {len(aff.steps)} measurements every {aff.every} steps and over {_measured_on(aff)}. "
         "Row: the task stepped on (source); column: the task whose loss is read (target); blue: a step on the "
         "source lowers the target's loss. Tasks ordered by clinical group (labels top and right); the diagonal "
-        f"(a task onto itself) is grey; colours span ±{vmax:.3g}, the {AFFINITY_PERCENTILE}th percentile of the "
-        "off-diagonal |Z|, centred at 0, so one large cell does not wash out the rest"
-        + (f"; the {len(clipped)} cells beyond it are dotted." if len(clipped) else ".")
+        f"(a task onto itself) is grey; colours are centred at 0 and span ±{vmax:.3g}, "
+        + (
+            f"the {AFFINITY_PERCENTILE}th percentile of the off-diagonal |Z| (the largest, {largest:.3g}, is over "
+            f"{AFFINITY_CLIP:g}× it); the {len(clipped)} cells beyond are dotted."
+            if len(clipped)
+            else "the largest off-diagonal |Z|."
+        )
         + framed
         + cost
     )

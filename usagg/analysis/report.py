@@ -54,8 +54,8 @@ HEADLINE = "Headline statistics"
 
 
 def _summary(a: Analysis) -> list[str]:
-    """One short line per paradigm (Δm with its CI, negative transfer) and a pointer to the full statistics: what a
-    reader needs before the contents, on one phone screen."""
+    """One short line per paradigm (Δm with its CI, negative transfer), AG's recovery of the designed groups where
+    measured, and a pointer to the full statistics: what a reader needs before the contents, on one phone screen."""
     comp = a.comp
     f = max(comp.fractions)
     by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
@@ -69,6 +69,9 @@ def _summary(a: Analysis) -> list[str]:
         else:
             line += "n/a"
         lines.append(line + (f", negative transfer in {neg[p][2]} of {neg[p][3]} tasks" if p in neg else ""))
+    recovery = recovery_line(a.inp, comp)
+    if recovery:  # what a synthetic study with AG is run for
+        lines.append(f"**AG recovery**: {recovery}")
     lines.append(
         f"Δ versus {comp.baseline} at fraction {frac_label(f)}; tests, slopes and splits under {HEADLINE} below."
     )
