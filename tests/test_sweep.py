@@ -14,9 +14,8 @@ from cli_run import run_cli
 from usagg.errors import SpecError
 from usagg.plan import Job, plan
 from usagg.service import store_for
-from usagg.spec.load import dump_study, load_study
+from usagg.spec.load import dump_study, load_study, sweep_override
 from usagg.store import RunStore
-from usagg.sweep import sweep_override
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "studies" / "demo.yaml"

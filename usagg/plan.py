@@ -27,8 +27,9 @@ from usagg.errors import SpecError
 from usagg.filehash import file_sha256
 from usagg.paradigms import PARADIGMS, Evidence, Unit
 from usagg.spec.jobhash import job_hash_rule
+from usagg.spec.load import point_studies
 from usagg.spec.models import AffinitySpec, DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
-from usagg.sweep import Point, point_label, point_studies
+from usagg.sweep import Point, point_label
 
 HASH_LEN = 8
 

@@ -6,6 +6,10 @@ validated as if written in the spec. A point's jobs are therefore the jobs, with
 that the same study with those values set directly has (usagg/plan.py plans every point).
 Only fields that enter some job's id (usagg/spec/jobhash.py) can be swept: any other
 would give every point the same jobs.
+
+This module sits below the spec models (their `sweep` check calls `check_block` with the Study
+class) and the loader (usagg/spec/load.py validates each point, `point_studies`, and turns
+`--sweep` into a `--set`, `sweep_override`): it imports neither.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.errors import SpecError
+from pydantic import BaseModel
+
+from usagg.names import suggest
+from usagg.spec.jobhash import RULES, job_hash_rule
+from usagg.spec.typewalk import container, type_arms
 
 if TYPE_CHECKING:
     from usagg.spec.models import Study
@@ -38,18 +46,11 @@ def point_label(point: Point) -> str:
     return ", ".join(f"{k}={value_text(v)}" for k, v in point.items())
 
 
-def _refusal(key: str) -> str | None:
-    """Why `key` cannot be swept, or None: it must name a spec field (through models and mappings) whose JobHash
-    markers all let it into some job's id, and not a path or a dimension the plan already crosses."""
-    from pydantic import BaseModel
-
-    from usagg.names import suggest
-    from usagg.spec.jobhash import RULES, job_hash_rule
-    from usagg.spec.load import container
-    from usagg.spec.models import Study
-
+def _refusal(key: str, root: type[BaseModel]) -> str | None:
+    """Why `key` cannot be swept, or None: it must name a field of `root` (the Study, through models and mappings)
+    whose JobHash markers all let it into some job's id, and not a path or a dimension the plan already crosses."""
     parts = key.split(".")
-    ann: Any = Study
+    ann: Any = root
     for i, part in enumerate(parts):
         kind, sub = container(ann)
         where = ".".join(parts[:i]) or "the top level"
@@ -73,24 +74,19 @@ def _refusal(key: str) -> str | None:
                 "values in the spec itself"
             )
         ann = info.annotation
-        if any(isinstance(a, type) and issubclass(a, Path) for a in _arms(ann)):
+        if any(isinstance(a, type) and issubclass(a, Path) for a in type_arms(ann)):
             return f"{name} is a file path; sweep settings, and give another file with a spec of its own"
     return None
 
 
-def _arms(ann: Any) -> tuple[Any, ...]:
-    from usagg.spec.models import type_arms
-
-    return tuple(type_arms(ann))
-
-
-def check_block(block: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """The sweep block's shape: known, hash-relevant keys, each with distinct values, at most MAX_POINTS points.
+def check_block(block: dict[str, list[Any]], root: type[BaseModel]) -> dict[str, list[Any]]:
+    """The sweep block's shape: keys of `root` (the Study class, passed in by its validator) that enter job ids,
+    each with distinct values, at most MAX_POINTS points.
 
     Raises ValueError (the Study's validator turns it into a SpecError naming `sweep`)."""
     total = 1
     for key, values in block.items():
-        why = _refusal(key)
+        why = _refusal(key, root)
         if why is not None:
             raise ValueError(f"{key!r} cannot be swept: {why}")
         texts = [json.dumps(v, sort_keys=True, default=str) for v in values]
@@ -122,56 +118,21 @@ def _set(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def point_studies(study: Study, source: str | Path = "the study") -> list[tuple[Point, Study]]:
-    """Every point of the study's sweep with its Study (sweep block removed, values set, validated); without a
-    sweep, the study itself as one point `{}`. A value the spec refuses is a SpecError naming key and value."""
-    from pydantic import ValidationError
-
-    from usagg.spec.load import format_validation_error
-    from usagg.spec.models import Study
-
-    if not study.sweep:
-        return [({}, study)]
+def point_trees(study: Study) -> list[tuple[Point, dict[str, Any]]]:
+    """Every point of the study's sweep with the study as study.yaml holds it (sweep block removed), the point's
+    values set: what usagg/spec/load.py `point_studies` validates into each point's Study."""
     base = study.model_dump(mode="json", exclude={"sweep"})  # as study.yaml holds it: it validates again
     out = []
     for point in points(study.sweep):
         tree = copy.deepcopy(base)
         for key, value in point.items():
             _set(tree, key, value)
-        try:
-            out.append((point, Study.model_validate(tree)))
-        except ValidationError as err:
-            problem = format_validation_error(err, Study, source)
-            raise SpecError(f"sweep point {point_label(point)} is not a valid study: {problem}") from None
+        out.append((point, tree))
     return out
 
 
-def sweep_override(expr: str) -> str:
-    """`--sweep KEY=V1,V2` as the `--set` that writes it into the sweep block: `sweep[KEY]=[V1, V2]`.
-
-    Values are split on commas outside brackets and quotes (Hydra's grammar: `model.moe.blocks=[8,9],[10,11]`)
-    and each is read as YAML with the limits of `--set` (usagg/spec/load.py)."""
-    import yaml
-
-    from usagg.spec.load import parse_yaml_text
-
-    key, sep, text = expr.partition("=")
-    key = key.strip()
-    if not sep or not key or not text.strip():
-        raise SpecError(f"--sweep {expr!r}: expected KEY=V1,V2,..., for example --sweep training.lr_encoder=1e-4,5e-4.")
-    values = []
-    for part in _split_values(text):
-        if not part.strip():
-            raise SpecError(f"--sweep {expr!r}: an empty value between commas; give each value once.")
-        try:
-            values.append(parse_yaml_text(part, f"--sweep {key}"))
-        except yaml.YAMLError:
-            raise SpecError(f"--sweep {expr!r}: {part!r} is not a YAML value.") from None
-    return f"sweep[{key}]=" + json.dumps(values)
-
-
-def _split_values(text: str) -> list[str]:
-    """Split on commas at bracket depth 0 and outside quotes."""
+def split_values(text: str) -> list[str]:
+    """Split `--sweep` values on commas at bracket depth 0 and outside quotes (usagg/spec/load.py sweep_override)."""
     parts, depth, quote, start = [], 0, "", 0
     for i, ch in enumerate(text):
         if quote:

@@ -92,15 +92,20 @@ def side_by_side(points: list[tuple[PointKey, Analysis]]) -> Table:
     return Table("sweep", title, cols, rows, notes)
 
 
-def points_output(a: Analysis, fmt: str, table: str, one: Callable[[Analysis, str, str], str]) -> str:
-    """What `usagg compare` prints for a swept study: CSV is the chosen table of every point with the swept
-    columns in front; JSON every point's output; the other formats the side-by-side table, then each point's
-    tables (`one`, summary.compare_output) under a heading naming it."""
+def points_output(
+    a: Analysis,
+    fmt: str,
+    table: str,
+    one: Callable[[Analysis, str, str], str],
+    named: Callable[[Analysis, str], Table],
+) -> str:
+    """What `usagg compare` prints for a swept study: CSV is the chosen table (`named`, summary.named_table) of
+    every point with the swept columns in front; JSON every point's output; the other formats the side-by-side
+    table, then each point's tables (`one`, summary.compare_output) under a heading naming it. Both are passed
+    in: usagg/analysis/summary.py calls this module, not the other way round."""
     keys = [k for k, _ in a.points[0][0]]
     if fmt == "csv":
-        from usagg.analysis.summary import named_table
-
-        parts = [(point, named_table(sub, table)) for point, sub in a.points]
+        parts = [(point, named(sub, table)) for point, sub in a.points]
         t = parts[0][1]
         rows = [[*(v for _, v in point), *row] for point, part in parts for row in part.rows]
         return render(Table(t.name, t.title, [*keys, *t.columns], rows, t.notes), "csv")

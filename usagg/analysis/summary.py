@@ -10,6 +10,7 @@ from usagg.analysis.delta import Comparison, compare
 from usagg.analysis.factorial import designs, effect_stats
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
+from usagg.analysis.points import analyse_points, points_output
 from usagg.analysis.power import detectable, power_table, seed_sd
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, holm_adjust, statistics
@@ -69,8 +70,6 @@ def analyse(inp: AnalysisInput, baseline: str | None = None) -> Analysis:
 
     The commands reuse earlier statistics through usagg/analysis/outputs.py instead.
     """
-    from usagg.analysis.points import analyse_points
-
     parts = analyse_points(inp, lambda one: analyse(one, baseline))
     if parts:
         first = parts[0][1]
@@ -184,9 +183,7 @@ def compare_output(a: Analysis, fmt: str, table: str = "delta") -> str:
     """The text `usagg compare` prints: CSV is one table (`table`: by default the machine-readable per-task Δ,
     or any table's name, such as factorial), others every table; a swept study point by point (points.py)."""
     if a.points:
-        from usagg.analysis.points import points_output
-
-        return points_output(a, fmt, table, compare_output)
+        return points_output(a, fmt, table, compare_output, named_table)
     if fmt == "csv":
         return render(named_table(a, table), "csv")
     if fmt == "json":

@@ -362,8 +362,7 @@ def run(
     from rich.console import Console
 
     from usagg.service import DataProblems, StudyRun, drive, run_overrides
-    from usagg.spec.load import load_study
-    from usagg.sweep import sweep_override
+    from usagg.spec.load import load_study, sweep_override
 
     console = Console()
     console.soft_wrap = not console.is_terminal  # in a log a long line stays one line, never wrapped mid-path

@@ -47,8 +47,7 @@ SweepOpt = Annotated[
 
 
 def _load(study: Path, overrides: list[str] | None, sweeps: list[str] | None = None) -> Study:
-    from usagg.spec.load import load_study
-    from usagg.sweep import sweep_override
+    from usagg.spec.load import load_study, sweep_override
 
     return load_study(study, [*(overrides or []), *(sweep_override(s) for s in sweeps or [])])
 

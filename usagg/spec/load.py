@@ -8,12 +8,13 @@ and what is allowed, so the CLI can print it without a traceback.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,34 +23,23 @@ from usagg import __version__
 from usagg.errors import SpecError
 from usagg.names import suggest
 from usagg.registry import load_plugins
-from usagg.spec.models import CatalogRef, Study, TaskSpec, type_arms
+from usagg.spec.models import CatalogRef, Study, TaskSpec
+from usagg.spec.typewalk import container
+from usagg.sweep import Point, point_label, point_trees, split_values
 
 __all__ = [
     "dump_study",
     "format_validation_error",
     "load_study",
     "packaged_catalogs",
+    "point_studies",
     "read_yaml",
     "study_from_mapping",
+    "sweep_override",
 ]
 
 
 # --------------------------------------------------------------------------- walking the model types
-
-
-def container(ann: Any) -> tuple[str, Any]:
-    """What an annotation holds: ("model", cls), ("list", item type), ("dict", value type) or ("value", None)."""
-    arms = type_arms(ann)
-    for arm in arms:
-        if isinstance(arm, type) and issubclass(arm, BaseModel):
-            return "model", arm
-    for arm in arms:
-        if get_origin(arm) is list:
-            return "list", (get_args(arm) or (Any,))[0]
-    for arm in arms:
-        if get_origin(arm) is dict:
-            return "dict", (get_args(arm) or (Any, Any))[1]
-    return "value", None
 
 
 def child_annotation(ann: Any, key: Any) -> Any:
@@ -462,6 +452,26 @@ def apply_override(raw: dict[str, Any], expr: str, file: Path) -> tuple:
     return tuple(canon)
 
 
+def sweep_override(expr: str) -> str:
+    """`--sweep KEY=V1,V2` as the `--set` that writes it into the sweep block: `sweep[KEY]=[V1, V2]`.
+
+    Values are split on commas outside brackets and quotes (Hydra's grammar: `model.moe.blocks=[8,9],[10,11]`)
+    and each is read as YAML with the limits of `--set`."""
+    key, sep, text = expr.partition("=")
+    key = key.strip()
+    if not sep or not key or not text.strip():
+        raise SpecError(f"--sweep {expr!r}: expected KEY=V1,V2,..., for example --sweep training.lr_encoder=1e-4,5e-4.")
+    values = []
+    for part in split_values(text):
+        if not part.strip():
+            raise SpecError(f"--sweep {expr!r}: an empty value between commas; give each value once.")
+        try:
+            values.append(parse_yaml_text(part, f"--sweep {key}"))
+        except yaml.YAMLError:
+            raise SpecError(f"--sweep {expr!r}: {part!r} is not a YAML value.") from None
+    return f"sweep[{key}]=" + json.dumps(values)
+
+
 def _list_index(items: list, name: str, expr: str, where: str) -> int:
     """A list position given as an integer or, for task lists, as a task id."""
     if re.fullmatch(r"\d+", name):
@@ -650,10 +660,24 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     study.model.weights = _absolute(study.model.weights, base)
     _check_weights_path(study.model.weights, file)
     if study.sweep:
-        from usagg.sweep import point_studies
-
-        point_studies(study, file)  # every point a valid study, named by key and value (usagg/sweep.py)
+        point_studies(study, file)  # every point a valid study, named by key and value
     return study
+
+
+def point_studies(study: Study, source: str | Path = "the study") -> list[tuple[Point, Study]]:
+    """Every point of the study's sweep (usagg/sweep.py) with its Study (sweep block removed, values set,
+    validated); without a sweep, the study itself as one point `{}`. A value the spec refuses is a SpecError
+    naming key and value."""
+    if not study.sweep:
+        return [({}, study)]
+    out = []
+    for point, tree in point_trees(study):
+        try:
+            out.append((point, Study.model_validate(tree)))
+        except ValidationError as err:
+            problem = format_validation_error(err, Study, source)
+            raise SpecError(f"sweep point {point_label(point)} is not a valid study: {problem}") from None
+    return out
 
 
 def _groups_onto_tasks(raw: dict[str, Any]) -> None:

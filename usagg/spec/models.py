@@ -9,8 +9,7 @@ from __future__ import annotations
 import difflib
 from itertools import pairwise
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -19,6 +18,8 @@ from usagg.model.zoo import BACKBONES
 from usagg.names import suggest, unknown_name
 from usagg.paradigms import check_paradigm, check_paradigms, paradigm_names
 from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, JobHash
+from usagg.spec.typewalk import type_arms
+from usagg.sweep import check_block
 from usagg.tasktypes import builtin_task_types, get_task_type
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
@@ -41,15 +42,6 @@ MAX_SEED = 2**32 - 1
 
 #: No integer in a spec means anything at or beyond this (numpy seeds stop at 2**32, counts far lower).
 MAX_INT = 2**63
-
-
-def type_arms(ann: Any) -> list[Any]:
-    """The alternatives of an annotation, Annotated and None stripped."""
-    while get_origin(ann) is Annotated:
-        ann = get_args(ann)[0]
-    if get_origin(ann) in (Union, UnionType):
-        return [a for arm in get_args(ann) if arm is not type(None) for a in type_arms(arm)]
-    return [ann]
 
 
 def _not_a_number(ann: Any, v: Any) -> str | None:
@@ -1104,9 +1096,7 @@ class Study(Strict):
     @field_validator("sweep")
     @classmethod
     def _sweepable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        from usagg.sweep import check_block
-
-        return check_block(v)
+        return check_block(v, cls)
 
     @field_validator("output_root")
     @classmethod
