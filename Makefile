@@ -26,6 +26,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check usagg tests benchmarks tools
 	$(VENV)/bin/ruff format --check usagg tests benchmarks tools
+	$(VENV)/bin/mypy usagg
 
 demo: install
 	$(USAGG) run studies/demo.yaml
