@@ -74,7 +74,7 @@ def _umask() -> int:
     return mask
 
 
-def write_with(path: Path | str, writer: Callable[[BinaryIO], None]) -> Path:
+def write_with(path: Path | str, writer: Callable[[BinaryIO], object]) -> Path:
     """Call writer(f) on a temporary file opened for binary writing next to `path`, then rename it over `path`."""
     path = Path(path)
     try:

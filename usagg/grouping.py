@@ -148,7 +148,8 @@ def choose_groups(
     z = np.asarray(aff.matrix, dtype=np.float64)
     count = stirling2(n, k)
     if count <= exhaustive_limit:
-        best, best_score = (), -np.inf
+        best: tuple[int, ...] = ()
+        best_score = -np.inf
         for a in _growth_strings(n, k):
             s = partition_score(z, a)
             if s > best_score + 1e-12:

@@ -11,6 +11,7 @@ the kind's group (`usagg.task_types`, `usagg.paradigms`, `usagg.executors`,
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -27,8 +28,8 @@ PLUGINS_ENV = "USAGG_PLUGINS"
 #: The modules that create the plug-in registries and register the built-ins on import.
 REGISTRY_MODULES = ("usagg.tasktypes", "usagg.paradigms", "usagg.execute.registry", "usagg.model.zoo")
 
-#: Registries with an entry-point group, in creation order (load_plugins walks them).
-_PLUGGABLE: list[Registry] = []
+#: Registries with an entry-point group, with their group, in creation order (load_plugins walks them).
+_PLUGGABLE: list[tuple[str, Registry]] = []
 _plugins_loaded = False
 
 
@@ -62,7 +63,7 @@ class Registry(Mapping[str, T], Generic[T]):
         self.hint = hint
         self._entries: dict[str, T] = {}
         if group is not None:
-            _PLUGGABLE.append(self)
+            _PLUGGABLE.append((group, self))
 
     def __getitem__(self, name: str) -> T:
         return self._entries[name]
@@ -126,16 +127,16 @@ def load_plugins() -> None:
     _plugins_loaded = True  # before importing: a plug-in that reads a registry must not re-enter
     for module in REGISTRY_MODULES:
         importlib.import_module(module)
-    for reg in _PLUGGABLE:
+    for _, reg in _PLUGGABLE:
         if reg.builtins is not None:
             reg.builtins()
-    for reg in _PLUGGABLE:
-        for ep in metadata.entry_points(group=reg.group):
-            obj = _import(f"the entry point {ep.name!r} ({ep.value}) of group {reg.group!r}", ep.load)
+    for group, reg in _PLUGGABLE:
+        for ep in metadata.entry_points(group=group):
+            obj = _import(f"the entry point {ep.name!r} ({ep.value}) of group {group!r}", ep.load)
             if reg.adopt is not None:
                 reg.adopt(reg, obj)
     for module in plugin_modules():
-        _import(f"module {module!r} of {PLUGINS_ENV}", lambda m=module: importlib.import_module(m))
+        _import(f"module {module!r} of {PLUGINS_ENV}", functools.partial(importlib.import_module, module))
 
 
 def plugin_modules() -> list[str]:

@@ -358,7 +358,8 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
 def _choices(comp: Comparison) -> tuple[list[str], list[str]]:
     """The paradigms advice chooses between besides TS (compared, scope not "task", not a control such as TSM or
     AUD), and those left out."""
-    choices, left_out = [], []
+    choices: list[str] = []
+    left_out: list[str] = []
     for p in comp.paradigms:
         if p == BASELINE:
             continue

@@ -105,9 +105,9 @@ def points_output(
     in: usagg/analysis/summary.py calls this module, not the other way round."""
     keys = [k for k, _ in a.points[0][0]]
     if fmt == "csv":
-        parts = [(point, named(sub, table)) for point, sub in a.points]
-        t = parts[0][1]
-        rows = [[*(v for _, v in point), *row] for point, part in parts for row in part.rows]
+        tables = [(point, named(sub, table)) for point, sub in a.points]
+        t = tables[0][1]
+        rows = [[*(v for _, v in point), *row] for point, part in tables for row in part.rows]
         return render(Table(t.name, t.title, [*keys, *t.columns], rows, t.notes), "csv")
     if fmt == "json":
         return json.dumps(

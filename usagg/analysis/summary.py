@@ -15,6 +15,7 @@ from usagg.analysis.power import detectable, power_table, seed_sd
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
+    Cellv,
     Table,
     affinity_table,
     ag_group_table,
@@ -88,7 +89,7 @@ def summary_table(a: Analysis) -> Table:
     if a.inp.jobs_planned is not None:
         jobs += f" (of {a.inp.jobs_planned} planned)"
     groups = list(dict.fromkeys(i.group for i in comp.tasks))
-    rows = [
+    rows: list[list[Cellv]] = [
         ["Study", a.inp.study],
         ["Source", a.inp.source],
         ["Tasks", f"{len(comp.tasks)} in {len(groups)} groups ({', '.join(groups)})"],

@@ -21,6 +21,7 @@ import typer
 from usagg.cli.display import duration_text, eta_text, make_display, print_table
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
+from usagg.service import RunObserver  # light: the service imports its heavy parts where it uses them
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -222,7 +223,7 @@ def print_data_warnings(console: Console, warnings: list[Any], root: str) -> Non
 # --------------------------------------------------------------------------- commands
 
 
-class ConsoleObserver:
+class ConsoleObserver(RunObserver):
     """The run as `usagg run` shows it (usagg/service.py `RunObserver`): a line per step, the live display
     while jobs run (usagg/cli/display.py), the summary table at the end. `quiet` keeps failures, warnings
     and the results path."""

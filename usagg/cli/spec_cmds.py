@@ -239,9 +239,9 @@ def plan_cmd(
     waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
     states = _states(s, jobs)
     if as_json:
-        rows = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
-        rows += [{"id": None, "paradigm": w.paradigm, "state": "waiting", "needs": list(w.needs)} for w in waiting]
-        typer.echo(json.dumps(rows, indent=1))
+        records = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
+        records += [{"id": None, "paradigm": w.paradigm, "state": "waiting", "needs": list(w.needs)} for w in waiting]
+        typer.echo(json.dumps(records, indent=1))
         return
     count = f"{len(jobs)} jobs" if selection.everything else f"{len(jobs)} of {len(planned.jobs)} jobs selected"
     title = f"{s.name}: {count}" + (f", {len(waiting)} paradigm(s) waiting" if waiting else "")

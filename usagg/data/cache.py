@@ -169,7 +169,7 @@ def _sum_file(hw_file: Path) -> Path:
 
 def _crc32(arrays: np.ndarray, hw: np.ndarray) -> str:
     """CRC-32 of both arrays' bytes (2.6 GB/s on one core: a fraction of reading the pages)."""
-    return f"{zlib.crc32(np.ascontiguousarray(hw), zlib.crc32(np.ascontiguousarray(arrays))):08x}"
+    return f"{zlib.crc32(np.ascontiguousarray(hw).data, zlib.crc32(np.ascontiguousarray(arrays).data)):08x}"
 
 
 def _checksum_mismatch(entry: Decoded, hw_file: Path) -> str | None:

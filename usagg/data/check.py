@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from usagg.data.fmc_uia import Problem, Sample, csv_files, rel, scan_split
+from usagg.data.fmc_uia import Problem, Sample, Where, csv_files, rel, scan_split
 from usagg.data.images import open_image
 from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, find_leaks, fingerprint
 from usagg.errors import DataError
@@ -112,7 +112,7 @@ class _FileResult:
 
 def _check_files(s: Sample, root: Path) -> _FileResult:
     """Open the image (and mask) of one sample; report what is wrong with them."""
-    where = {"csv_file": rel(s.csv_file, root), "row": s.row}
+    where: Where = {"csv_file": rel(s.csv_file, root), "row": s.row}
     tag = f"task {s.task_id}:"
     tt = get_task_type(s.task_type)
     if not s.image_file.is_file():

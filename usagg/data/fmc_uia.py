@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from usagg.errors import DataError
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
@@ -35,6 +35,13 @@ class Sample:
     label: Any  # the task type's label in original-image pixels (usagg/tasktypes/)
     csv_file: Path
     row: int  # 1-based data row (the header is not counted; file line = row + 1)
+
+
+class Where(TypedDict):
+    """A sample's place, spread into `Problem(kind, message, **where)`."""
+
+    csv_file: str
+    row: int
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image
 
-    from usagg.data.fmc_uia import Problem, Sample
+    from usagg.data.fmc_uia import Problem, Sample, Where
 
 HASH_SIDE = 32  # difference-hash grid: 1024 bits (16 bits let unrelated synthetic frames reach 0.95)
 DEFAULT_NEAR_THRESHOLD = (
@@ -98,8 +98,8 @@ def find_leaks(
     te = [e for e in entries if e.split == test]
     if not tr or not te:
         return result
-    by_file = {}
-    by_exact = {}
+    by_file: dict[Path, Entry] = {}
+    by_exact: dict[bytes, Entry] = {}
     for e in tr:
         by_file.setdefault(e.sample.image_file, e)
         if e.fp is not None:
@@ -107,7 +107,7 @@ def find_leaks(
     near_candidates: list[Entry] = []
     for e in te:
         s = e.sample
-        where = {"csv_file": rel(s.csv_file, root), "row": s.row}
+        where: Where = {"csv_file": rel(s.csv_file, root), "row": s.row}
         hit = by_file.get(s.image_file)
         if hit is not None:
             result.problems.append(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -59,7 +60,7 @@ def probe_rows(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _adam_steps(
-    optimizer: torch.optim.Optimizer | None, params: list[torch.Tensor]
+    optimizer: torch.optim.Optimizer | None, params: Sequence[torch.Tensor]
 ) -> list[tuple[torch.Tensor, float] | None]:
     """(sqrt(v_hat) + eps, w) of Adam(W) for each parameter, w = (1 - beta1) / (1 - beta1^t) being the weight of
     a new gradient in the bias-corrected first moment at its next step t; None where it has no state yet."""

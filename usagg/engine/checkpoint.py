@@ -90,20 +90,20 @@ class _Crc32:
     def __init__(self) -> None:
         self.value = 0
 
-    def update(self, data: bytes | memoryview | np.ndarray) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.value = zlib.crc32(data, self.value)
 
     def hexdigest(self) -> str:
         return f"crc32:{self.value:08x}"
 
 
-def _memory(t: torch.Tensor) -> np.ndarray:
+def _memory(t: torch.Tensor) -> memoryview:
     """A contiguous CPU tensor's own memory as flat bytes, no copy; through numpy where it can (no torch operator
     call per tensor, issue 24), through torch for dtypes numpy lacks (bfloat16)."""
     try:
-        return t.numpy().reshape(-1).view(np.uint8)
+        return t.numpy().reshape(-1).view(np.uint8).data
     except TypeError:
-        return t.reshape(-1).view(torch.uint8).numpy()
+        return t.reshape(-1).view(torch.uint8).numpy().data
 
 
 def _feed(h: Any, obj: Any, path: str) -> None:
@@ -171,14 +171,14 @@ def load(path: Path, mmap: bool = False) -> dict[str, Any]:
 def rng_state() -> dict[str, Any]:
     """The global RNG states of python, numpy and torch (CPU and CUDA), as weights_only-loadable data."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=False)  # the named form: its type is known
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
+            "keys": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "cached_gaussian": float(np_state["gauss"]),
         },
         "torch": torch.get_rng_state(),
     }

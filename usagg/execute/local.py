@@ -31,7 +31,7 @@ def resolve_devices(execution: ExecutionSpec) -> list[int] | None:
     devices = execution.devices
     if devices == "cpu":
         return None
-    if devices in ("auto", "cuda"):
+    if isinstance(devices, str):  # auto or cuda
         n = cuda_device_count()
         if n == 0:
             if devices == "cuda":

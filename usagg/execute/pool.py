@@ -52,6 +52,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -285,13 +286,15 @@ def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root:
 
     try:
         probe: MemoryProbe = pickle.loads(probe_blob)
-        fn = functools.partial(_name_gpu_memory, pickle.loads(fn_blob))
+        fn: Callable[[str, str], str] = functools.partial(_name_gpu_memory, pickle.loads(fn_blob))
     except Exception:
         probe = CudaMemoryProbe()
         load_error = "could not load the job function or memory probe in the worker:\n" + traceback.format_exc()
 
-        def fn(store_root: str, job_id: str) -> str:
+        def unloadable(store_root: str, job_id: str) -> str:
             raise RuntimeError(load_error)
+
+        fn = unloadable
 
     lock = threading.Lock()
     while True:

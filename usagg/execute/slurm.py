@@ -120,7 +120,8 @@ class SlurmExecutor(Executor):
         pending = dict(zip(job_ids, jobs, strict=True))
         if self.results_timeout_s is not None:
             for job in jobs:
-                job._results_timeout_s = self.results_timeout_s
+                # submitit declares its class default as the int 15; it compares the value with elapsed seconds
+                job._results_timeout_s = self.results_timeout_s  # type: ignore[assignment]
         for job_id, job in pending.items():
             self._emit(on_event, job_id, "submitted", {"slurm_job_id": job.job_id})
         while pending:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import timm
 import torch
@@ -37,7 +38,7 @@ def create_vit(backbone: str) -> Eva:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     entry = BACKBONES[backbone]
     kwargs = {"num_classes": 0, "dynamic_img_size": True, **entry.kwargs}
-    return timm.create_model(entry.timm_name, pretrained=False, **kwargs)
+    return cast(Eva, timm.create_model(entry.timm_name, pretrained=False, **kwargs))  # the zoo's names are Evas
 
 
 def build_vit(backbone: str, weights: Path | None) -> tuple[Eva, dict]:
@@ -125,7 +126,8 @@ def _build_rope_table(tables: dict, key: tuple[int, int, str], rope: nn.Module) 
     """
     gh, gw, device = key
     with torch.inference_mode(False), torch.no_grad():
-        table = tables[key] = rope.get_embed(shape=(gh, gw)).to(device)
+        # torch's stubs read a Module's attribute as Tensor | Module; timm's RoPE modules all have get_embed
+        table = tables[key] = rope.get_embed(shape=(gh, gw)).to(device)  # type: ignore[operator]
     return table
 
 
@@ -167,9 +169,9 @@ class DinoEncoder(nn.Module):
         for p in vit.patch_embed.parameters():
             p.requires_grad_(False)
         for name in ("cls_token", "reg_token", "pos_embed"):
-            p = getattr(vit, name, None)
-            if isinstance(p, nn.Parameter):
-                p.requires_grad_(False)
+            token = getattr(vit, name, None)
+            if isinstance(token, nn.Parameter):
+                token.requires_grad_(False)
         for blk in vit.blocks[:frozen_blocks]:
             for p in blk.parameters():
                 p.requires_grad_(False)
@@ -209,7 +211,7 @@ class DinoEncoder(nn.Module):
         if rope is None:
             return None
         if rope.training and getattr(rope, "aug_active", False):
-            return rope.get_embed(shape=(gh, gw)).to(device)
+            return rope.get_embed(shape=(gh, gw)).to(device)  # type: ignore[operator]  # torch stubs, as above
         key = (gh, gw, str(device))
         table = self.rope_tables.get(key)
         return _build_rope_table(self.rope_tables, key, rope) if table is None else table

@@ -156,7 +156,8 @@ def to_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     rope = getattr(model, "rope", None)
     if rope is not None and hasattr(rope, "periods"):
         out["rope_embed.periods"] = rope.periods.clone()
-    dim = model.cls_token.shape[-1] if getattr(model, "cls_token", None) is not None else 0
+    cls_token = getattr(model, "cls_token", None)
+    dim = cls_token.shape[-1] if isinstance(cls_token, torch.Tensor) else 0
     out["mask_token"] = torch.zeros(1, dim)
     return out
 

@@ -390,7 +390,7 @@ class ModelSpec(Strict):
     @classmethod
     def _frozen_in_range(cls, v: int | None, info: ValidationInfo) -> int | None:
         backbone = info.data.get("backbone")
-        if v is not None and backbone in BACKBONES and v > BACKBONES[backbone].depth:
+        if v is not None and isinstance(backbone, str) and backbone in BACKBONES and v > BACKBONES[backbone].depth:
             raise ValueError(f"frozen_blocks {v} exceeds the {BACKBONES[backbone].depth} blocks of {backbone}")
         return v
 
@@ -398,7 +398,7 @@ class ModelSpec(Strict):
     @classmethod
     def _blocks_in_range(cls, v: MoESpec | HeadSpec, info: ValidationInfo) -> MoESpec | HeadSpec:
         backbone = info.data.get("backbone")
-        if backbone not in BACKBONES:
+        if not isinstance(backbone, str) or backbone not in BACKBONES:
             return v
         depth = BACKBONES[backbone].depth
         name = "blocks" if isinstance(v, MoESpec) else "feature_blocks"
@@ -1003,7 +1003,7 @@ class Study(Strict):
         min_length=1,
         description=f"Paradigms to run, registered in usagg/paradigms.py (built in: {', '.join(paradigm_names())}); "
         "an entry may carry the paradigm's settings as a one-key mapping, such as `{AG: {groups: 3}}`.",
-        json_schema_extra={"examples": [paradigm_names()]},
+        json_schema_extra={"examples": [[*paradigm_names()]]},
     )
     paradigm_settings: Annotated[dict[str, dict[str, Any]], NOT_IN_HASH] = Field(
         default_factory=dict,

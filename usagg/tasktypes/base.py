@@ -329,8 +329,9 @@ class TaskType:
         self, writer: PredictionWriter, task: TaskSpec, kind: str, items: Sequence[EvalItem], values: np.ndarray
     ) -> None:
         """Hand the writer the per-image `values` of the task's primary metric (see `score`)."""
-        direction = next(m.higher_is_better for m in self.metrics if m.name == task.metric)
-        writer.add_item_scores(task.id, task.metric, direction, kind, [it.image_path for it in items], values)
+        metric = task.metric or self.primary_metric  # a validated TaskSpec has it filled in
+        direction = next(m.higher_is_better for m in self.metrics if m.name == metric)
+        writer.add_item_scores(task.id, metric, direction, kind, [it.image_path for it in items], values)
 
     def empty_scores(self, metrics: Sequence[str] | None) -> dict[str, float]:
         """The challenge's record of a task with no predictions: 0.0 on every metric asked for."""
