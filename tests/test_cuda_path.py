@@ -213,8 +213,9 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
         store = RunStore(tmp_path / mode)
         store.init(dump_study(study), [au])
         assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
-        tasks = (store.metrics(au.id) or {})["tasks"]
-        primary[mode] = {t: e["metrics"][e["primary"]] for t, e in tasks.items()}
+        done = store.job_metrics(au.id)
+        assert done is not None
+        primary[mode] = {t: e.metrics[e.primary or ""] for t, e in done.tasks.items()}
         assert (store.root / "jobs" / au.id / "affinity.json").is_file()
     assert len(compiled) == 1 and compiled[0].encoder._compiled_call_impl is not None
     # inductor fuses and reorders float sums, so two epochs drift apart by rounding: a few mask pixels, not a model

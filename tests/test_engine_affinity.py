@@ -48,7 +48,8 @@ def au(tmp_path_factory: pytest.TempPathFactory) -> Job:
 
 
 def _trainer(job: Job, ckpt_dir: Path) -> Trainer:
-    return engine_trainer(job, ckpt_dir, affinity=job.affinity, job_hash=job.hash)
+    """The job's Trainer as run_job wires it (build_trainer: the job's affinity and hash included), on the CPU."""
+    return engine_trainer(job, ckpt_dir)
 
 
 def test_affinity_equals_a_hand_computed_lookahead(au: Job, tmp_path: Path) -> None:

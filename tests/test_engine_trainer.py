@@ -6,7 +6,6 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,10 +13,8 @@ import torch
 
 from usagg.engine import checkpoint
 from usagg.engine.balance import build_balance
-from usagg.engine.batches import TensorSplit
 from usagg.engine.device import resolve_compute, seed_everything
-from usagg.engine.evaluate import EvalSet
-from usagg.engine.job import run_job
+from usagg.engine.job import build_trainer, run_job
 from usagg.engine.jobdata import load_job_data
 from usagg.engine.trainer import NonFiniteLoss, Trainer
 from usagg.model.m2dino import build_model
@@ -25,6 +22,7 @@ from usagg.plan import Job, plan
 from usagg.spec.load import load_study
 
 pytestmark = pytest.mark.slow  # trains real tiny jobs
+CPU = torch.device("cpu")
 
 STUDY = """
 name: engine-test
@@ -53,18 +51,16 @@ def _with(job: Job, **training: object) -> Job:
     return job.model_copy(update={"training": job.training.model_copy(update=training)})
 
 
-def _trainer(job: Job, ckpt_dir: Path, model_seed: int | None = None, **options: Any) -> Trainer:
-    """A Trainer as the job builds it on the CPU (no augmentation, no trunk); `options` go to Trainer."""
-    dev = torch.device("cpu")
-    seed_everything(job.seed, dev)
+def _trainer(job: Job, ckpt_dir: Path, model_seed: int | None = None) -> Trainer:
+    """A Trainer as run_job builds it, on the CPU in fp32 without augmentation or trunk; `model_seed`: another
+    initialisation (other frozen weights)."""
+    seed_everything(job.seed, CPU)
     data = load_job_data(job)
-    if model_seed is not None:  # another initialisation: other frozen weights
+    model = None
+    if model_seed is not None:
         torch.manual_seed(model_seed)
-    model = build_model(job.model, job.tasks, job.moe)
-    train = {t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}
-    select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
-    compute = resolve_compute("fp32", dev)
-    return Trainer(model, train, select, job.tasks, job.training, compute, job.seed, ckpt_dir, **options)
+        model = build_model(job.model, job.tasks, job.moe)
+    return build_trainer(job, ckpt_dir, resolve_compute("fp32", CPU), data=data, model=model)
 
 
 def _reproducible(metrics: dict) -> dict:

@@ -262,16 +262,17 @@ training: {{epochs: 1, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, w
 @pytest.mark.slow
 def test_a_job_writes_item_scores_that_reproduce_its_test_metrics(tmp_path: Path) -> None:
     from usagg.engine.job import run_job
+    from usagg.jobmetrics import JobMetrics
     from usagg.plan import plan
     from usagg.spec.load import load_study
 
     spec = tmp_path / "study.yaml"
     spec.write_text(STUDY.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
     (job,) = plan(load_study(spec))
-    metrics = run_job(job, tmp_path / "job", "cpu")
+    metrics = JobMetrics.parse(run_job(job, tmp_path / "job", "cpu"), "run_job")
     scores = load_item_scores(tmp_path / "job")
-    assert set(scores) == set(metrics["tasks"])
-    for task_id, rec in metrics["tasks"].items():
+    assert set(scores) == set(metrics.tasks)
+    for task_id, rec in metrics.tasks.items():
         s = scores[task_id]
-        assert s.metric == rec["primary"] and len(s.images) == rec["n_test"]
-        assert resampled_metric(s, np.arange(len(s.images))) == rec["metrics"][rec["primary"]], task_id
+        assert rec.primary is not None and s.metric == rec.primary and len(s.images) == rec.n_test
+        assert resampled_metric(s, np.arange(len(s.images))) == rec.metrics[rec.primary], task_id

@@ -18,8 +18,7 @@ from usagg.engine import checkpoint
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, trunk_share
 from usagg.engine.device import resolve_compute, seed_everything
-from usagg.engine.evaluate import EvalSet
-from usagg.engine.job import run_job
+from usagg.engine.job import build_trainer, run_job
 from usagg.engine.jobdata import load_job_data
 from usagg.engine.trainer import Trainer
 from usagg.model.backbones import EncoderInput
@@ -218,12 +217,7 @@ def test_resume_with_trunk_and_augmentation_gives_the_same_weights(jobs: dict[st
         compute = resolve_compute("fp32", CPU)
         trunks = job_trunks(model, job, data, compute)
         aug = Augmenter(AugmentationSpec(hflip_p=0.5), job.seed)
-        train = {t: TensorSplit.from_dataset(ds, trunks[t], aug) for t, ds in data.train.items()}
-        select = {
-            t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id], trunks[t.id]))
-            for t in job.tasks
-        }
-        return Trainer(model, train, select, job.tasks, job.training, compute, job.seed, ckpt)
+        return build_trainer(job, ckpt, compute, data=data, model=model, trunks=trunks, augment=aug)
 
     straight = trainer(tmp_path / "straight")
     straight.fit()

@@ -274,6 +274,8 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     split); selected (the epoch whose weights were tested on this task); then
     select_<METRIC> for every selection metric seen (NaN where the task has no
     such metric). Jobs in plan order, then epochs, then the job's tasks in order.
+    A damaged metrics.json, or one JobMetrics (usagg/jobmetrics.py) refuses, is a
+    DataError naming the file and field.
     """
     import pandas as pd
 
@@ -285,36 +287,36 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     metric_cols: dict[str, None] = {}
     for job in store.jobs():
-        metrics = store.metrics(job.id)
+        metrics = store.job_metrics(job.id)  # a damaged or malformed metrics.json: a DataError naming it
         if metrics is None:  # not finished: its history.csv, written after every epoch
             records += _running_history(store.paths(job.id).history, job, metric_cols)
             continue
-        tasks = metrics.get("tasks") or {}
-        selection = metrics.get("selection") or {}
-        per_task = selection.get("epochs") or {}  # selection_scope task: each task its own epoch
-        for entry in metrics.get("history") or []:
-            task_loss = entry.get("task_loss") or {}
-            task_aux = entry.get("task_aux_loss") or {}
-            select = entry.get("select") or {}
+        selection = metrics.selection
+        per_task = (selection.epochs if selection else None) or {}  # selection_scope task: each its own epoch
+        for entry in metrics.history or []:
+            task_loss = entry.task_loss or {}
+            task_aux = entry.task_aux_loss or {}
+            select = entry.select or {}
             for t in job.tasks:
-                primary = (tasks.get(t.id) or {}).get("primary") or t.metric
+                done = metrics.tasks.get(t.id)
+                primary = (done.primary if done else None) or t.metric
                 values = select.get(t.id) or {}
                 row = {
                     "job_id": job.id,
                     "paradigm": job.paradigm,
                     "seed": job.seed,
                     "fraction": job.fraction,
-                    "epoch": entry["epoch"],
-                    "step": entry.get("step"),
+                    "epoch": entry.epoch,
+                    "step": entry.step,
                     "task": t.id,
                     "type": t.type,
                     "loss": _nan(task_loss.get(t.id)),
                     "aux_loss": _nan(task_aux.get(t.id)),
-                    "job_loss": _nan(entry.get("loss")),
-                    "select_score": _nan(entry.get("select_score")),
+                    "job_loss": _nan(entry.loss),
+                    "select_score": _nan(entry.select_score),
                     "primary": primary,
                     "select_primary": _nan(values.get(primary)),
-                    "selected": entry["epoch"] == per_task.get(t.id, selection.get("epoch")),
+                    "selected": entry.epoch == per_task.get(t.id, selection.epoch if selection else None),
                 }
                 for name, value in values.items():
                     metric_cols.setdefault(f"select_{name}")

@@ -17,7 +17,7 @@ Layout::
                               "duration_s", "host", "pid", "error", "weights_key"}
         .lock                present while a process runs the job: host, pid, start time
         log.txt              the job's own log
-        metrics.json         per task: type, primary, metrics, n_train, n_test (with a checksum of its content)
+        metrics.json         a JobMetrics (usagg/jobmetrics.py, docs/metrics.md), with a checksum of its content
         history.csv          per epoch and task: losses, steps, selection metrics (usagg/engine/history.py)
         item_scores.json     per test image: the test-set bootstrap's input (with a checksum of its content)
         affinity.json        the inter-task affinity a measuring job saw (AG's evidence, usagg/affinity.py)
@@ -75,7 +75,8 @@ from usagg.atomic import (
     write_json_checked,
     write_text_atomic,
 )
-from usagg.errors import UsaggError
+from usagg.errors import DataError, UsaggError
+from usagg.jobmetrics import JobMetrics, metrics_problem
 from usagg.paradigms import paradigm_names
 from usagg.plan import Job, weights_key
 from usagg.results_schema import RESULT_COLUMNS
@@ -722,8 +723,8 @@ class RunStore:
         """metrics.json of a job (without its checksum), None when it has none.
 
         A pure read. A damaged one (not JSON, not an object, a value changed after it was
-        written, so that it no longer matches its checksum) is noted in `repairs` and read as
-        None; `repair` sets it aside and sends a done job back to pending.
+        written, so that it no longer matches its checksum, or content JobMetrics refuses) is
+        noted in `repairs` and read as None; `repair` sets it aside and sends a done job back to pending.
         """
         data, why = self._checked_metrics(job_id)
         if why is not None:
@@ -731,10 +732,26 @@ class RunStore:
         return data
 
     def _checked_metrics(self, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(content, None) for an intact metrics.json that JobMetrics (usagg/jobmetrics.py) accepts, (None, why)
+        for a damaged or malformed one, (None, None) for none."""
         try:
-            return read_json_checked(self.paths(job_id).metrics)
+            data, why = read_json_checked(self.paths(job_id).metrics)
         except FileNotFoundError:
             return None, None
+        why = why if data is None else metrics_problem(data)
+        return (data, None) if why is None else (None, why)
+
+    def job_metrics(self, job_id: str) -> JobMetrics | None:
+        """metrics.json of a job as a typed JobMetrics, None when it has none; DataError naming the file and what
+        is wrong with it when it is damaged or malformed (the analysis reads results, so it must not skip one)."""
+        data, why = self._checked_metrics(job_id)
+        if why is not None:
+            path = self.paths(job_id).metrics
+            raise DataError(
+                f"{path} is damaged ({why}); `usagg repair {self.root}` sets it aside and sends the job back to "
+                "pending, then `usagg run` evaluates it again"
+            )
+        return None if data is None else JobMetrics.model_validate(data)
 
     def all_metrics(self) -> dict[str, dict[str, Any]]:
         """Job folder id -> metrics.json, for every job folder that has one (planned or not), sorted by id."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from usagg.affinity import Affinity, load_study_affinity
 from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
+from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
 from usagg.safepath import control_characters, inside
 from usagg.store import RunStore
@@ -176,34 +177,28 @@ def _primary_metrics(table: ResultsTable, study: dict) -> tuple[dict[str, str], 
     return primary, notes
 
 
-def _expert_usage(run_dir: Path | None) -> dict[str, dict[str, list[list[float]]]]:
-    """job_id -> task -> per-MoE-block expert counts, from every job's metrics where logged."""
-    usage: dict[str, dict[str, list[list[float]]]] = {}
-    if run_dir is None:
-        return usage
-    for folder, data in RunStore(run_dir).all_metrics().items():
-        eu = data.get("expert_usage")
-        if not eu:
-            continue
-        clean = {}
-        for task, blocks in eu.items():
-            if blocks and all(isinstance(b, list) for b in blocks):
-                clean[task] = [[float(x) for x in b] for b in blocks]
-        if clean:
-            usage[str(data.get("job_id") or folder)] = clean
-    return usage
-
-
-def _histories(run_dir: Path | None) -> dict[str, list[dict]]:
-    """job_id -> the per-epoch history its metrics.json keeps (loss per task, selection score), where there is one."""
-    if run_dir is None:
+def _job_metrics(store: RunStore | None, table: ResultsTable) -> dict[str, JobMetrics]:
+    """job_id -> metrics.json of every job of the table that has one, checked by JobMetrics (usagg/jobmetrics.py):
+    a damaged or malformed one is a DataError naming the file and field, not a job silently left out."""
+    if store is None:
         return {}
-    out = {}
-    for folder, data in RunStore(run_dir).all_metrics().items():
-        history = data.get("history")
-        if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
-            out[str(data.get("job_id") or folder)] = history
-    return out
+    found = {jid: store.job_metrics(jid) for jid in sorted(table.job_ids)}  # in job id order, as the folders list
+    return {jid: m for jid, m in found.items() if m is not None}
+
+
+def _expert_usage(metrics: dict[str, JobMetrics]) -> dict[str, dict[str, list[list[float]]]]:
+    """job_id -> task -> per-MoE-block expert counts, from every job's metrics where logged."""
+    usage = {
+        jid: {task: [[float(x) for x in b] for b in blocks] for task, blocks in m.expert_usage.items() if blocks}
+        for jid, m in metrics.items()
+        if m.expert_usage
+    }
+    return {jid: u for jid, u in usage.items() if u}
+
+
+def _histories(metrics: dict[str, JobMetrics]) -> dict[str, list[dict]]:
+    """job_id -> the per-epoch history its metrics.json keeps (loss per task, selection score), where there is one."""
+    return {jid: [h.to_json() for h in m.history] for jid, m in metrics.items() if m.history}
 
 
 def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, Path]:
@@ -272,6 +267,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     planned = store.planned_count() if store is not None else None
     name = _study_name(study, store, table, csv_path)
     affinity = _affinity(run_dir if results is None else None, notes)  # before `notes` is handed over
+    metrics = _job_metrics(store, table)
     return AnalysisInput(
         table=table,
         study=str(name),
@@ -281,8 +277,8 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         task_order=order,
         run_dir=run_dir,
         jobs_planned=planned,
-        expert_usage=_expert_usage(run_dir),
-        histories=_histories(run_dir),
+        expert_usage=_expert_usage(metrics),
+        histories=_histories(metrics),
         notes=notes,
         cache_dir=_cache_dir(study, store),
         item_scores=_item_score_files(store, table),

@@ -1,8 +1,10 @@
 """One Job end to end, without the run store: data, model, training, selection, test evaluation, files.
 
 `run_job` writes into a job folder (its splits, checkpoints and predictions,
-at the places `usagg.store.JobPaths` names) and returns the job's metrics;
-`runner.run_one` adds the store around it (lock, state, log, errors, metrics).
+at the places `usagg.store.JobPaths` names) and returns the job's metrics (a
+`usagg.jobmetrics.JobMetrics` as metrics.json holds it); `runner.run_one` adds the
+store around it (lock, state, log, errors, metrics). `build_trainer` is the one
+place a job's Trainer is wired (run_job and the engine tests use it).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from usagg.atomic import write_json_checked
 from usagg.engine.accel import accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
-from usagg.engine.device import resolve_compute, resolve_device, seed_everything, set_threads
+from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_everything, set_threads
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.history import write_history
-from usagg.engine.jobdata import load_job_data
+from usagg.engine.jobdata import JobData, load_job_data
 from usagg.engine.trainer import FitResult, Trainer
-from usagg.model.m2dino import build_model
+from usagg.jobmetrics import JobMetrics
+from usagg.model.m2dino import M2DINO, build_model
+from usagg.model.trunk import Trunk
 from usagg.plan import Job
 from usagg.predictions import PredictionWriter
 from usagg.store import JobPaths, write_json_atomic
@@ -35,9 +39,50 @@ from usagg.store import JobPaths, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def _eval_sets(job: Job, datasets: dict, device: torch.device, trunks: dict | None = None) -> dict[str, EvalSet]:
+def _eval_sets(
+    job: Job, datasets: dict, device: torch.device, trunks: dict[str, Trunk] | None = None
+) -> dict[str, EvalSet]:
     tensors = place({t: TensorSplit.from_dataset(ds, (trunks or {}).get(t)) for t, ds in datasets.items()}, device)
     return {t.id: EvalSet(t, datasets[t.id], tensors[t.id]) for t in job.tasks if t.id in datasets}
+
+
+def build_trainer(
+    job: Job,
+    ckpt_dir: Path,
+    compute: Compute,
+    *,
+    data: JobData | None = None,
+    model: M2DINO | None = None,
+    trunks: dict[str, Trunk] | None = None,
+    augment: Augmenter | None = None,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> Trainer:
+    """The Trainer of `job` on `compute`'s device, wired as the job runs: its training splits (through the frozen
+    `trunks`, with `augment`) and selection splits placed on the device, its training spec, seed, id and affinity.
+
+    `data` and `model` default to the job's (load_job_data, build_model after the caller seeded): pass them where
+    the caller needs them too (run_job builds the trunk from both) or wants another initialisation. `on_epoch` gets
+    the whole history after each epoch.
+    """
+    dev = compute.device
+    data = data if data is not None else load_job_data(job)
+    model = model if model is not None else build_model(job.model, job.tasks, job.moe).to(dev)
+    tr = trunks or {}
+    train = place({t: TensorSplit.from_dataset(ds, tr.get(t), augment) for t, ds in data.train.items()}, dev)
+    return Trainer(
+        model,
+        train,
+        _eval_sets(job, data.select, dev, trunks),
+        job.tasks,
+        job.training,
+        compute,
+        job.seed,
+        ckpt_dir,
+        job.id,
+        on_epoch=on_epoch,
+        affinity=job.affinity,
+        job_hash=job.hash,
+    )
 
 
 def _selection_record(fit: FitResult) -> dict[str, Any]:
@@ -73,7 +118,8 @@ def run_job(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     accel: str = "eager",
 ) -> dict[str, Any]:
-    """Train and evaluate `job` in `job_dir`; returns the job's metrics (the caller writes them).
+    """Train and evaluate `job` in `job_dir`; returns the job's metrics.json content, checked by `JobMetrics`
+    (the caller writes it).
 
     `device`: cpu, cuda or cuda:N (None: the first visible GPU, else the CPU);
     `threads`: CPU threads for torch (None: torch's choice). After every epoch the
@@ -116,21 +162,15 @@ def run_job(
         )
 
     trunks = job_trunks(model, job, data, compute)  # frozen-trunk cache
-    augment = Augmenter(job.training.augmentation, job.seed)
-    train = place({t: TensorSplit.from_dataset(ds, trunks.get(t), augment) for t, ds in data.train.items()}, dev)
-    trainer = Trainer(
-        model,
-        train,
-        _eval_sets(job, data.select, dev, trunks),
-        job.tasks,
-        job.training,
-        compute,
-        job.seed,
+    trainer = build_trainer(
+        job,
         paths.checkpoints,
-        job.id,
+        compute,
+        data=data,
+        model=model,
+        trunks=trunks,
+        augment=Augmenter(job.training.augmentation, job.seed),
         on_epoch=lambda history: _epoch_done(paths, job, history, on_epoch),
-        affinity=job.affinity,
-        job_hash=job.hash,
     )
     fit = trainer.fit()
     if trainer.affinity is not None:
@@ -150,7 +190,7 @@ def run_job(
                 "a lower analysis.affinity.lookahead_lr measures in the linear regime",
                 ", ".join(aff.overshot),
             )
-    if (share := trunk_share(train)) is not None:
+    if (share := trunk_share(trainer.train)) is not None:
         log.info(share)
 
     # Final evaluation of the selected weights on the test split, predictions in the challenge format: every
@@ -184,27 +224,29 @@ def run_job(
         }
         if r is not None and r.expert_usage is not None:
             usage[t.id] = np.asarray(r.expert_usage, dtype=np.int64).tolist()
-    return {
-        "job_id": job.id,
-        "tasks": tasks,
-        "expert_usage": usage if job.moe and usage else None,
-        "weights": dict(model.weights_info),
-        "params": counts,
-        "selection": _selection_record(fit),
-        "history": fit.history,
-        "training": {
-            "epochs": job.training.epochs,
-            "steps": fit.steps,
-            "steps_per_epoch": trainer.steps_per_epoch,
-            "sampling": trainer.sampler.mode,
-            "loss_balance": trainer.balance.record(),
-            "device": str(dev),
-            "precision": compute.precision,
-        },
-        "throughput": {
-            "train_images_per_s": round(fit.images_per_s, 2),
-            "train_seconds": round(fit.train_seconds, 3),
-            "eval_images_per_s": round(n_test / eval_s, 2) if eval_s > 0 else None,
-            "wall_seconds": round(time.perf_counter() - t_start, 3),
-        },
-    }
+    return JobMetrics.model_validate(
+        {
+            "job_id": job.id,
+            "tasks": tasks,
+            "expert_usage": usage if job.moe and usage else None,
+            "weights": dict(model.weights_info),
+            "params": counts,
+            "selection": _selection_record(fit),
+            "history": fit.history,
+            "training": {
+                "epochs": job.training.epochs,
+                "steps": fit.steps,
+                "steps_per_epoch": trainer.steps_per_epoch,
+                "sampling": trainer.sampler.mode,
+                "loss_balance": trainer.balance.record(),
+                "device": str(dev),
+                "precision": compute.precision,
+            },
+            "throughput": {
+                "train_images_per_s": round(fit.images_per_s, 2),
+                "train_seconds": round(fit.train_seconds, 3),
+                "eval_images_per_s": round(n_test / eval_s, 2) if eval_s > 0 else None,
+                "wall_seconds": round(time.perf_counter() - t_start, 3),
+            },
+        }
+    ).to_json()

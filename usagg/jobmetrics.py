@@ -1,0 +1,164 @@
+"""metrics.json as a typed record: what the engine writes for a finished job and what every reader checks.
+
+`usagg.engine.job.run_job` builds a `JobMetrics`; the run store (usagg/store.py) validates every
+metrics.json it reads through it, so a malformed file is named (file, field, what was expected)
+instead of failing somewhere in the analysis. The JSON layout is the one written before this model
+existed: the checksum key stays the store's (usagg/atomic.py), unknown extra keys are kept, and the
+fields older files or simulated stores (usagg/analysis/simulate.py) lack are optional. The field
+reference in docs/metrics.md is generated from these models (usagg/jobmetrics_doc.py). Torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from usagg.errors import DataError
+
+
+class _Record(BaseModel):
+    """Strict JSON types (no "0.8" for a number, no true for a count); extra keys kept as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON content: the keys that were set, in field order, extras kept (metrics.json's checksum is the
+        store's to add)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class TaskMetrics(_Record):
+    """One task's test results (metrics.json `tasks.<task_id>`)."""
+
+    type: str = Field(description="the task's type, as registered in usagg/tasktypes (a plug-in's included)")
+    primary: str | None = Field(None, description="the task's primary metric (the one Δ and selection use)")
+    metrics: dict[str, float | None] = Field(
+        description="metric name -> value on the test split at original resolution; null where undefined (nan, inf)"
+    )
+    n_train: int | None = Field(None, description="training images of the task in this job (after the fraction)")
+    n_test: int | None = Field(None, description="test images scored")
+    steps: int | float | None = Field(
+        None, description="optimiser steps the task got in this job (all epochs); simulated stores write a float"
+    )
+
+
+class HistoryEntry(_Record):
+    """One epoch of training (metrics.json `history[]`; history.csv holds the same as a table)."""
+
+    epoch: int = Field(ge=1, description="the epoch, from 1")
+    step: int | None = Field(None, description="optimiser steps taken by the end of the epoch")
+    loss: float | None = Field(
+        None, description="mean optimised loss over all batches (loss weights and MoE auxiliary loss included)"
+    )
+    task_loss: dict[str, float] | None = Field(
+        None,
+        description="task -> mean of its own head's loss over its batches (unweighted, without auxiliary loss, so a "
+        "task's TS and AU curves compare); a task without a batch that epoch has no entry",
+    )
+    task_aux_loss: dict[str, float] | None = Field(
+        None, description="task -> mean MoE auxiliary loss of its batches (MoE jobs only)"
+    )
+    task_steps: dict[str, int] | None = Field(None, description="task -> optimiser steps it got this epoch")
+    select_score: float | None = Field(
+        None, description="the job's selection score this epoch (absent without a selection split)"
+    )
+    select_loss: dict[str, float | None] | None = Field(None, description="task -> loss on the selection split")
+    select: dict[str, dict[str, float | None]] | None = Field(
+        None, description="task -> primary metric -> value on the selection split"
+    )
+
+
+class Selection(_Record):
+    """Which epoch's weights were tested, and how they were chosen (metrics.json `selection`)."""
+
+    mode: str = Field(description="`best` (the selected epoch) or `last` (the last epoch's weights)")
+    scope: str | None = Field(None, description="`model` (one epoch for the job) or `task` (each task its own)")
+    epoch: int | None = Field(None, description="the job's selected epoch; null for scope task")
+    epochs: dict[str, int] | None = Field(None, description="task -> the epoch whose weights it was tested with")
+    score: float | None = Field(None, description="the selected epoch's selection score (scope model, mode best)")
+    rule: str | None = Field(None, description="how epochs are compared, in words")
+    warnings: list[str] | None = Field(None, description="what to keep in mind reading the selection (small splits)")
+    note: str | None = Field(None, description="present for scope task with mode best: why that is optimistic")
+
+
+class LossBalanceRecord(_Record):
+    """The loss balance used (metrics.json `training.loss_balance`): its mode and what it learned or fixed."""
+
+    mode: str = Field(description="`equal`, `initial`, `uncertainty` or a registered strategy")
+    initial_loss: dict[str, float] | None = Field(None, description="`initial`: task -> its loss at its first batch")
+    log_vars: dict[str, float] | None = Field(None, description="`uncertainty`: task -> learned log-variance")
+    weights: dict[str, float] | None = Field(None, description="`uncertainty`: task -> exp(-log-variance)")
+
+
+class TrainingRecord(_Record):
+    """How the job trained (metrics.json `training`)."""
+
+    epochs: int | None = Field(None, description="epochs trained")
+    steps: int | None = Field(None, description="optimiser steps in all")
+    steps_per_epoch: int | None = Field(None, description="optimiser steps per epoch")
+    sampling: str | None = Field(None, description="`training.sampling` as used")
+    loss_balance: LossBalanceRecord | None = Field(None, description="the loss balance and what it learned")
+    device: str | None = Field(None, description="the torch device it trained on")
+    precision: str | None = Field(None, description="the compute precision used (fp32, bf16, ...)")
+
+
+class Throughput(_Record):
+    """Speed of the job (metrics.json `throughput`): the one section that is not reproducible."""
+
+    train_images_per_s: float | None = Field(None, description="training images per second")
+    train_seconds: float | None = Field(None, description="seconds spent training (affinity measurement included)")
+    eval_images_per_s: float | None = Field(None, description="test images scored per second")
+    wall_seconds: float | None = Field(None, description="seconds the whole job took")
+
+
+class WeightsInfo(_Record):
+    """The encoder weights the job started from (metrics.json `weights`)."""
+
+    weights: str | None = Field(None, description="the weights file loaded; null for a random initialisation")
+    random_init: bool | None = Field(None, description="true when the encoder had no pretrained weights")
+
+
+class JobMetrics(_Record):
+    """metrics.json of one job: per task its test metrics, plus how it trained (all but `throughput` reproducible)."""
+
+    job_id: str = Field(description="the job's id (usagg/plan.py)")
+    tasks: dict[str, TaskMetrics] = Field(description="task id -> its test results")
+    expert_usage: dict[str, list[list[int]]] | None = Field(
+        None, description="MoE jobs: task -> per MoE block, tokens routed to each expert on the test split"
+    )
+    weights: WeightsInfo | None = Field(None, description="the encoder weights the job started from")
+    params: dict[str, int] | None = Field(
+        None, description="parameter counts: encoder_frozen, encoder_trainable, moe, heads"
+    )
+    selection: Selection | None = Field(None, description="which epochs were tested and why")
+    history: list[HistoryEntry] | None = Field(None, description="one entry per epoch")
+    training: TrainingRecord | None = Field(None, description="how the job trained")
+    throughput: Throughput | None = Field(None, description="speed (not reproducible)")
+
+    @classmethod
+    def parse(cls, data: Any, where: Path | str) -> JobMetrics:
+        """Validate a metrics.json's content; DataError naming `where`, the field and what it expected."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise DataError(f"{where}: {_describe(err)}") from None
+
+
+def metrics_problem(data: Any) -> str | None:
+    """None for content JobMetrics accepts, else one sentence naming the first bad field and what it expected."""
+    try:
+        JobMetrics.model_validate(data)
+    except ValidationError as err:
+        return _describe(err)
+    return None
+
+
+def _describe(err: ValidationError) -> str:
+    errors = err.errors()
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"]) or "the top level"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    got = f", got {first['input']!r:.60}" if first["type"] != "missing" else ""
+    return f"not a metrics.json this usagg reads: {field}: {first['msg']}{got}{more} (schema: docs/metrics.md)"
