@@ -100,10 +100,11 @@ def task_effects(comp: Comparison, fraction: float, d: Design) -> dict[str, tupl
     skip = set().union(*(comp.left_out(fraction, p) for p in four))
     out = {}
     for info in comp.tasks:
-        vals = [comp.deltas.get((fraction, info.task, p)) for p in four]
-        if info.task in skip or any(v is None or v.value is None for v in vals):
+        deltas = [comp.deltas.get((fraction, info.task, p)) for p in four]
+        vals = [d.value for d in deltas if d is not None and d.value is not None]
+        if info.task in skip or len(vals) < len(four):
             continue
-        am, a, m = (float(v.value) for v in vals)  # type: ignore[union-attr,arg-type]
+        am, a, m = (float(v) for v in vals)
         out[info.task] = (am, (a + am - m) / 2.0, (m + am - a) / 2.0, am - a - m)
     return out
 

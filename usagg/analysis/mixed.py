@@ -119,7 +119,7 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
     return out
 
 
-def _random_sds(res, replicated: bool) -> str:  # type: ignore[no-untyped-def]
+def _random_sds(res, replicated: bool) -> str:
     """The fitted random-effect standard deviations, in percentage points of Δ."""
     text = f"sd of the group intercept {math.sqrt(max(float(res.cov_re.iloc[0, 0]), 0.0)):.2f} pp"
     if replicated:
@@ -135,7 +135,7 @@ def _warning_note(messages: list[str]) -> str:
     return f"fitted with a warning: {'; '.join(rest)}" if rest else ""
 
 
-def _contrast(res, weights: dict[int, float]) -> tuple[float, float, tuple[float, float]]:  # type: ignore[no-untyped-def]
+def _contrast(res, weights: dict[int, float]) -> tuple[float, float, tuple[float, float]]:
     """Estimate, two-sided p and 95 % CI of a linear combination of fixed effects (Wald)."""
     from scipy.stats import norm
 

@@ -47,7 +47,7 @@ def png_size(path: Path) -> tuple[int, int] | None:
     return struct.unpack(">II", head[16:24])
 
 
-def _parser():  # type: ignore[no-untyped-def]
+def _parser():
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -58,7 +58,7 @@ def _parser():  # type: ignore[no-untyped-def]
     return md
 
 
-def _figure(image, caption, folder: Path, dpi: int, md, env: dict) -> str:  # type: ignore[no-untyped-def]
+def _figure(image, caption, folder: Path, dpi: int, md, env: dict) -> str:
     """One <figure>: the PNG embedded as a data URI, shown at full width up to 1.4 x its print size (at least
     MIN_SHOWN_PX), linked to its file, with the caption rendered inline."""
     rel = image.attrGet("src")
@@ -108,7 +108,7 @@ def render_page(title: str, markdown: str, folder: Path, figures: Iterable[Path]
     )
 
 
-def _close(tokens: list, i: int) -> int:  # type: ignore[type-arg]
+def _close(tokens: list, i: int) -> int:
     """Index of the token closing the block `tokens[i]` opens."""
     depth = 0
     for j in range(i, len(tokens)):

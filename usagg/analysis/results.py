@@ -96,7 +96,7 @@ class ResultsTable:
         return ResultsTable([r for r in self.rows if r.sweep == point], self.path)
 
 
-def _unique(items) -> list:  # type: ignore[no-untyped-def]
+def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from usagg.analysis.results import Row, write_results
 from usagg.paradigms import PARADIGMS
 from usagg.store import RunStore, write_json_atomic
 from usagg.tasktypes import default_metric, metric_direction
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
 
 _BASE = {"segmentation": (0.55, 0.9), "classification": (0.7, 0.97), "detection": (0.45, 0.8), "regression": (8, 40)}
 _SENS = {"segmentation": 1.0, "classification": 0.35, "detection": 0.6, "regression": 0.5}
@@ -130,6 +134,14 @@ def _item_scores(rows: list[Row], primary: dict[str, str], seed: int) -> dict[st
     return out
 
 
+class Design(TypedDict, total=False):
+    """The study design `simulate_run_store` passes on to `simulate_rows` (its defaults where left out)."""
+
+    paradigms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    fractions: tuple[float, ...]
+
+
 def simulate_run_store(
     run_dir: Path,
     tasks: list[dict],
@@ -139,7 +151,7 @@ def simulate_run_store(
     representative: list[str] | None = None,
     item_scores: bool = False,
     seed: int = 0,
-    **kwargs: object,
+    **kwargs: Unpack[Design],
 ) -> Path:
     """Write a run store through RunStore: the study, a plan, each job's metrics (expert usage for MoE jobs,
     a five-epoch training history),
@@ -149,7 +161,7 @@ def simulate_run_store(
 
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
-    rows = simulate_rows(tasks, study=run_dir.name, seed=seed, **kwargs)  # type: ignore[arg-type]
+    rows = simulate_rows(tasks, study=run_dir.name, seed=seed, **kwargs)
     study = {
         "name": run_dir.name,
         "tasks": [{k: t[k] for k in ("id", "type", "num_classes", "group", "metric") if k in t} for t in tasks],

@@ -202,10 +202,10 @@ def holm(p: Sequence[float]) -> list[float]:
 
 def holm_adjust(stats: list[Stat]) -> list[Stat]:
     """Every statistic with a p gets its Holm-adjusted p over all of them (the family: every test printed)."""
-    idx = [i for i, s in enumerate(stats) if s.p is not None]
-    adj = holm([stats[i].p for i in idx])  # type: ignore[misc]
+    tested = [(i, s.p) for i, s in enumerate(stats) if s.p is not None]
+    adj = holm([p for _, p in tested])
     out = list(stats)
-    for i, a in zip(idx, adj, strict=True):
+    for (i, _), a in zip(tested, adj, strict=True):
         out[i] = dataclasses.replace(stats[i], p_holm=a)
     return out
 

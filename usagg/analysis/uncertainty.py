@@ -138,8 +138,8 @@ def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[floa
     """(low, high, source) of the interval shown for a task Δ: seeds when ≥ 2, else the test-set bootstrap."""
     by = {s.name: s for s in stats if s.task == task and s.paradigm == p and s.fraction == f and s.ci is not None}
     seeds, test = by.get(SEEDS), by.get(TEST_SET)
-    if seeds is not None:
-        return seeds.ci[0], seeds.ci[1], f"seeds (n={seeds.n}, t)"  # type: ignore[index]
-    if test is not None:
-        return test.ci[0], test.ci[1], f"test-set bootstrap ({test.n} images)"  # type: ignore[index]
+    if seeds is not None and seeds.ci is not None:
+        return seeds.ci[0], seeds.ci[1], f"seeds (n={seeds.n}, t)"
+    if test is not None and test.ci is not None:
+        return test.ci[0], test.ci[1], f"test-set bootstrap ({test.n} images)"
     return None

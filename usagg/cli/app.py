@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -69,13 +71,17 @@ def plain_help(command: Any) -> Any:
     return command
 
 
+#: The label functions `_relabel` made: a parameter showing one is not wrapped again.
+_RELABELLED: weakref.WeakSet[Callable[[Any], str | None]] = weakref.WeakSet()
+
+
 def _relabel(param: Any) -> None:
     """Replace one parameter's type label (see `plain_help`); a relabelled parameter is left as it is.
 
     typer releases before the annotation labels have no `display_type_rich`: nothing to rewrite there.
     """
     original = getattr(param, "display_type_rich", None)
-    if original is None or getattr(original, "relabelled", False):
+    if original is None or original in _RELABELLED:
         return
 
     def label(ctx: Any) -> str | None:
@@ -89,7 +95,7 @@ def _relabel(param: Any) -> None:
             inner = inner[5:-1]
         return _LABELS.get(inner, inner)
 
-    label.relabelled = True  # type: ignore[attr-defined]
+    _RELABELLED.add(label)
     param.display_type_rich = label
 
 

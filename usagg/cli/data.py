@@ -49,7 +49,7 @@ def check(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print_report(report, console) -> None:  # type: ignore[no-untyped-def]
+def _print_report(report, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from usagg.cli.eta import Clock, Eta
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from rich.console import Console
     from rich.table import Table
 
@@ -129,8 +131,10 @@ class RichDisplay:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.progress.__exit__(kind, error, trace)
 
     def _row(self, job_id: str) -> Any:
         if job_id not in self.rows:

@@ -104,7 +104,7 @@ def find_leaks(
         by_file.setdefault(e.sample.image_file, e)
         if e.fp is not None:
             by_exact.setdefault(e.fp.exact, e)
-    near_candidates: list[Entry] = []
+    near_candidates: list[tuple[Entry, Fingerprint]] = []
     for e in te:
         s = e.sample
         where: Where = {"csv_file": rel(s.csv_file, root), "row": s.row}
@@ -137,25 +137,25 @@ def find_leaks(
             )
             result.counts["leak_exact_copy"] += 1
             continue
-        near_candidates.append(e)
+        near_candidates.append((e, e.fp))
     if mode == "off" or not near_candidates:
         return result
-    tr_fp = [e for e in tr if e.fp is not None]
+    tr_fp = [(e, e.fp) for e in tr if e.fp is not None]
     if not tr_fp:
         return result
-    train_hashes = np.stack([e.fp.dhash for e in tr_fp])  # type: ignore[union-attr]
+    train_hashes = np.stack([fp.dhash for _, fp in tr_fp])
     n_bits = HASH_SIDE * HASH_SIDE
     max_dist = int(np.floor((1.0 - threshold) * n_bits + 1e-9))
     chunk = max(1, 500_000 // max(1, len(tr_fp)))  # bounds the XOR block to ~64 MB
     for start in range(0, len(near_candidates), chunk):
         block = near_candidates[start : start + chunk]
-        q = np.stack([e.fp.dhash for e in block])  # type: ignore[union-attr]
+        q = np.stack([fp.dhash for _, fp in block])
         dist = np.bitwise_count(q[:, None, :] ^ train_hashes[None, :, :]).sum(axis=2)
         best = dist.argmin(axis=1)
-        for e, j, d in zip(block, best, dist[np.arange(len(block)), best], strict=True):
+        for (e, _), j, d in zip(block, best, dist[np.arange(len(block)), best], strict=True):
             if d > max_dist:
                 continue
-            hit = tr_fp[int(j)]
+            hit = tr_fp[int(j)][0]
             sim = 1.0 - float(d) / n_bits
             p = Problem(
                 "leak_near_duplicate",

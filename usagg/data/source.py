@@ -101,7 +101,9 @@ def dataset_root(data: DataSpec) -> Path:
     """The FMC_UIA root a study reads: `data.root` (checked), or the synthetic benchmark (generated once)."""
     if data.synthetic is not None:
         return _synthetic_root(data)
-    root = Path(data.root)  # type: ignore[arg-type]
+    if data.root is None:
+        raise DataError("the study gives neither data.root nor data.synthetic; point data.root at an FMC_UIA root.")
+    root = Path(data.root)
     if not root.is_dir():
         raise DataError(f"data.root {root} does not exist or is not a folder; point it at an FMC_UIA dataset root.")
     if not (root / "train").is_dir():

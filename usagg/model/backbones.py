@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import timm
 import torch
@@ -67,6 +67,16 @@ class TrunkLayout:
     stored: tuple[int, ...]
 
 
+_V = TypeVar("_V")
+
+
+def _given(value: _V | None, what: str) -> _V:
+    """An EncoderInput part its other parts imply (positions with their rows, tokens when there are no images)."""
+    if value is None:
+        raise ValueError(f"EncoderInput without {what}: images come with image_pos, tokens with token_pos")
+    return value
+
+
 @dataclass
 class EncoderInput:
     """One batch given partly as pixels and partly as trunk tokens; positions say where each row goes.
@@ -84,7 +94,7 @@ class EncoderInput:
 
     @property
     def device(self) -> torch.device:
-        ref = self.images if self.images is not None else self.tokens[0]  # type: ignore[index]
+        ref = self.images if self.images is not None else _given(self.tokens, "images or tokens")[0]
         return ref.device
 
     @property
@@ -246,13 +256,13 @@ class DinoEncoder(nn.Module):
         computed = None if inp.images is None else self.trunk_tokens(inp.images, layout)
         full = []
         for j in range(len(layout.stored)):
-            ref = computed[j] if computed is not None else inp.tokens[j]  # type: ignore[index]
+            ref = computed[j] if computed is not None else _given(inp.tokens, "images or tokens")[j]
             dtype = torch.float32 if computed is None else ref.dtype
             t = torch.empty((inp.size, *ref.shape[1:]), dtype=dtype, device=ref.device)
             if computed is not None:
-                t.index_copy_(0, inp.image_pos, computed[j])  # type: ignore[arg-type]
+                t.index_copy_(0, _given(inp.image_pos, "image_pos"), computed[j])
             if inp.tokens is not None:
-                t.index_copy_(0, inp.token_pos, inp.tokens[j].to(dtype))  # type: ignore[arg-type]
+                t.index_copy_(0, _given(inp.token_pos, "token_pos"), inp.tokens[j].to(dtype))
             full.append(t)
         return full
 

@@ -1231,7 +1231,8 @@ class Study(Strict):
                 )
             members: dict[str, list[str]] = {}
             for t in self.tasks:
-                members.setdefault(t.group, []).append(t.id)  # type: ignore[arg-type]
+                if t.group is not None:  # every task has one: `missing` is empty
+                    members.setdefault(t.group, []).append(t.id)
             return members
         seen: dict[str, str] = {}
         for g, tids in self.groups.items():

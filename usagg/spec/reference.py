@@ -74,7 +74,7 @@ def _constraints(meta: list[Any]) -> str:
 def _default(f: FieldInfo) -> str:
     if f.is_required():
         return "**required**"
-    value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+    value = f.get_default(call_default_factory=True)
     if value is PydanticUndefined:
         return "**required**"
     if isinstance(value, BaseModel):

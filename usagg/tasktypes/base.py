@@ -343,7 +343,7 @@ class TaskType:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("score")
         if own is not None and "metrics" not in inspect.signature(own).parameters:
-            cls.score = _keeping_wanted(own)  # type: ignore[method-assign]
+            cls.score = _keeping_wanted(own)  # type: ignore[method-assign]  # deliberately wraps the old signature
 
     def load_prediction(self, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
         """A prediction entry read back from `folder` (a type with files beside the JSON loads them here)."""

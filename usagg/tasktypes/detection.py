@@ -46,10 +46,11 @@ class Detection(TaskType):
         return BOX_COLUMNS
 
     def parse_label(self, row: Row, num_classes: int) -> tuple[float, float, float, float]:
-        box = tuple(row.number(c) for c in BOX_COLUMNS)
-        if box[0] >= box[2] or box[1] >= box[3]:
+        x_min, y_min, x_max, y_max = (row.number(c) for c in BOX_COLUMNS)
+        box = (x_min, y_min, x_max, y_max)
+        if x_min >= x_max or y_min >= y_max:
             raise RowError("bad_box", f"box {list(box)} needs x_min < x_max and y_min < y_max")
-        return box  # type: ignore[return-value]
+        return box
 
     def csv_fields(self, label: Any, num_classes: int) -> list[object]:
         return list(label)
