@@ -1,4 +1,4 @@
-"""Relative change Δ versus a baseline paradigm and its aggregates (DESIGN.md).
+"""Δ of every paradigm versus a baseline paradigm, per task, and its aggregates over tasks.
 
 Δ = s · (m_p − m_base) / |m_base| · 100 %, s = +1 where higher is better, −1 otherwise,
 so a positive Δ is always a gain. Seeds are averaged per task first (per fraction), then
@@ -27,6 +27,7 @@ import numpy as np
 
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.scales import chance_level, change
+from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_direction
@@ -281,8 +282,6 @@ def rescaled(comp: Comparison, scale: str) -> Comparison:
 def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
     """Tasks whose baseline is not above chance at this fraction: the 95 % t interval over its seeds reaches the
     metric's chance level (`scales.chance_level`), or with one seed its value is at most chance."""
-    from scipy.stats import t as student
-
     out = []
     for info in comp.tasks:
         chance = chance_level(info.metric)
@@ -291,7 +290,7 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
             continue
         low = cell.mean
         if cell.n_seeds > 1 and math.isfinite(cell.sd):
-            low -= float(student.ppf(0.975, cell.n_seeds - 1)) * cell.sd / math.sqrt(cell.n_seeds)
+            low -= t_quantile(0.975, cell.n_seeds - 1) * cell.sd / math.sqrt(cell.n_seeds)  # no scipy: report
         if low <= chance:
             out.append(info.task)
     return tuple(out)

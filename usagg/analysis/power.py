@@ -5,7 +5,8 @@ sd of one seed's Δ (the metric's sd over seeds, pooled over every paradigm that
 of the task, carried to the analysis scale at the baseline's mean: usagg/analysis/scales.py
 `gradient`; or given as --seed-sd in Δ units), the smallest Δ a two-sided two-sample t test
 at α detects with the given power is d·σ, d the standardised effect solving the noncentral-t
-power equation with 2n − 2 df (statsmodels `TTestIndPower`). The study mean over T tasks has
+power equation with 2n − 2 df (usagg/analysis/tdist.py: no scipy, which `usagg report` must not
+import when it reuses memoised statistics). The study mean over T tasks has
 seed noise SE = √(Σ 2σ_t²/n)/T, so it detects (z_{1−α/2} + z_power)·SE: seed noise only, the
 spread of the true Δ between tasks and groups adds to it (the wild cluster interval of
 usagg/analysis/cluster_inference.py measures both).
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 from usagg.analysis.delta import Comparison
 from usagg.analysis.scales import UNITS, gradient
 from usagg.analysis.tables import Cellv, Table
+from usagg.analysis.tdist import two_sided_power
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 ALPHA = 0.05
 POWER = 0.8
 STUDY_MEAN = "study mean (Δm)"
+_BISECTIONS = 40  # halvings of d's bracket: d to 1e-12 of its bracket, power well inside the 1e-6 of its integral
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,17 @@ def standardised_mde(n_seeds: int, alpha: float = ALPHA, power: float = POWER) -
     """Cohen's d a two-sided two-sample t test with n per arm detects at `power`; None below 2 seeds."""
     if n_seeds < 2:
         return None
-    from statsmodels.stats.power import TTestIndPower
 
-    return float(TTestIndPower().solve_power(nobs1=n_seeds, alpha=alpha, power=power, ratio=1.0))
+    def power_at(d: float) -> float:  # noncentrality d·√(n/2): n seeds in each arm
+        return two_sided_power(d * math.sqrt(n_seeds / 2.0), 2 * n_seeds - 2, alpha)
+
+    lo, hi = 0.0, 1.0
+    while power_at(hi) < power:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(_BISECTIONS):  # power rises with d
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if power_at(mid) < power else (lo, mid)
+    return (lo + hi) / 2.0
 
 
 def seed_sd(comp: Comparison, fraction: float) -> dict[str, float]:
@@ -73,10 +85,8 @@ def detectable(sds: dict[str, float], n_seeds: int, alpha: float = ALPHA, power:
     why = "" if d is not None else f"{n_seeds} seed per paradigm leaves the t test no df: plan ≥ 2"
     rows = [Detectable(t, sd, n_seeds, None if d is None else d * sd, why) for t, sd in sds.items()]
     if sds and n_seeds >= 1:
-        from scipy.stats import norm
-
         se = math.sqrt(sum(2.0 * sd**2 / n_seeds for sd in sds.values())) / len(sds)
-        z = float(norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power))
+        z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
         rows.append(Detectable(STUDY_MEAN, se, n_seeds, z * se, f"over {len(sds)} tasks, seed noise only"))
     return rows
 
