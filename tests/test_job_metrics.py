@@ -100,8 +100,8 @@ def test_a_real_jobs_metrics_round_trip_and_a_malformed_one_is_named_everywhere(
 def test_older_and_simulated_layouts_read_and_keep_their_extra_keys(tmp_path: Path) -> None:
     """Files written before JobMetrics: a minimal one, one with keys it does not know (kept as they are), and the
     simulated store's (no primary, no training, histories without losses)."""
-    minimal = {"job_id": "TS-a-f1-s0", "tasks": {}}
-    assert JobMetrics.parse(minimal, "m.json").to_json() == minimal
+    for minimal in ({"job_id": "TS-a-f1-s0", "tasks": {}}, {"tasks": {}}):  # the second: tests' done-job marker
+        assert JobMetrics.parse(minimal, "m.json").to_json() == minimal
     older = {
         "job_id": "AU-all-f1-s0",
         "tasks": {"a": {"type": "segmentation", "primary": "DSC", "metrics": {"DSC": 0.8, "HD": None}, "n_train": 3}},
@@ -131,7 +131,8 @@ def test_older_and_simulated_layouts_read_and_keep_their_extra_keys(tmp_path: Pa
         (lambda m: m.update(history=[{"epoch": 0}]), "history.0.epoch", "greater than or equal to 1"),
         (lambda m: m.update(expert_usage={"a": [[1.5, 2]]}), "expert_usage.a.0.0", "a valid integer"),
         (lambda m: m["tasks"]["a"].update(n_train=True), "tasks.a.n_train", "a valid integer"),
-        (lambda m: m.pop("job_id"), "job_id", "Field required"),
+        (lambda m: m.pop("tasks"), "tasks", "Field required"),
+        (lambda m: m.update(job_id=7), "job_id", "a valid string"),
     ],
 )
 def test_a_malformed_file_is_named_by_field_and_stops_the_analysis(

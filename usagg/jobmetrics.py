@@ -123,7 +123,7 @@ class WeightsInfo(_Record):
 class JobMetrics(_Record):
     """metrics.json of one job: per task its test metrics, plus how it trained (all but `throughput` reproducible)."""
 
-    job_id: str = Field(description="the job's id (usagg/plan.py)")
+    job_id: str | None = Field(None, description="the job's id (usagg/plan.py); the folder names it where absent")
     tasks: dict[str, TaskMetrics] = Field(description="task id -> its test results")
     expert_usage: dict[str, list[list[int]]] | None = Field(
         None, description="MoE jobs: task -> per MoE block, tokens routed to each expert on the test split"
