@@ -4,10 +4,21 @@ registry's one unknown-name error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from scipy import stats as ss
 
+from tests.cli_run import run_cli
+from usagg.analysis.inputs import load_input
+from usagg.analysis.report import write_report
+from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.analysis.summary import analyse
 from usagg.analysis.tdist import t_quantile, two_sided_power
+from usagg.safepath import UnsafePath
+from usagg.store import RunStore
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 12, 29, 100])
@@ -29,3 +40,44 @@ def test_two_sided_power_matches_the_noncentral_t(df: int, nc: float) -> None:
     crit = ss.t.ppf(0.975, df)
     expected = 1 - ss.nct.cdf(crit, df, nc) + ss.nct.cdf(-crit, df, nc)
     assert two_sided_power(nc, df, 0.05) == pytest.approx(float(expected), abs=1e-9)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return simulate_run_store(tmp_path / "runs" / "fmc", load_tasks(TASKS), seeds=(0, 1))
+
+
+def _study_yaml_outside(root: Path, tmp_path: Path) -> Path:
+    """study.yaml moved out of the store and linked back: what a received store may hold."""
+    outside = tmp_path / "elsewhere.yaml"
+    (root / "study.yaml").rename(outside)
+    (root / "study.yaml").symlink_to(outside)
+    return outside
+
+
+def test_stored_study_refuses_a_study_yaml_linked_outside_the_store(store: Path, tmp_path: Path) -> None:
+    assert RunStore(store).stored_study()["name"] == "fmc"
+    outside = _study_yaml_outside(store, tmp_path)
+    with pytest.raises(UnsafePath, match=r"study\.yaml \(the study a run store holds\).*outside") as err:
+        RunStore(store).stored_study()
+    assert str(outside) in str(err.value)
+
+
+def test_report_refused_by_provenance_writes_nothing(store: Path, tmp_path: Path) -> None:
+    """The analysis was made while the store was sound; the link appears before the report is written."""
+    a = analyse(load_input(store, None))
+    _study_yaml_outside(store, tmp_path)
+    folder = tmp_path / "rep"
+    with pytest.raises(UnsafePath, match="the spec a report shows"):
+        write_report(a, folder)
+    assert not folder.exists()
+
+
+def test_usagg_report_on_a_store_linking_study_yaml_outside(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("USAGG_CACHE", str(tmp_path / "cache"))
+    _study_yaml_outside(store, tmp_path)
+    code, out = run_cli(["report", str(store), "--out", str(tmp_path / "rep")], monkeypatch, capsys)
+    assert code == 2 and "study.yaml" in out and "outside" in out and "Traceback" not in out
+    assert not (tmp_path / "rep").exists()

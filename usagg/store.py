@@ -460,12 +460,17 @@ class RunStore:
         write_json_atomic(self.plan_json, records)
 
     def stored_study(self) -> dict[str, Any]:
-        """study.yaml as a mapping ({} when there is none), read by the spec's YAML reader and its errors."""
-        if not self.study_yaml.is_file():
+        """study.yaml as a mapping ({} when there is none), read by the spec's YAML reader and its errors.
+
+        A received store is data: a study.yaml that is a link leading outside the store is an UnsafePath
+        (usagg/safepath.py), never read, since its settings (tracking URI, cache_dir, analysis) steer what follows.
+        """
+        path = confined(self.study_yaml.name, self.root, f"{self.study_yaml} (the study a run store holds)")
+        if not path.is_file():
             return {}
         from usagg.spec.load import read_yaml  # lazy: reading a store needs no spec models
 
-        return read_yaml(self.study_yaml, what="stored study")
+        return read_yaml(path, what="stored study")
 
     def planned_count(self) -> int | None:
         """How many jobs plan.json lists, None when it is missing or unreadable (the analysis only counts them)."""

@@ -289,14 +289,19 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     """Write the whole report folder and return the paths written; `render` draws the PNGs into folder/figures.
 
     A symbolic link planted at folder/figures or folder/tables is refused (usagg/safepath.py) before anything is
-    written: every figure and table would be written through it, outside the report folder. A swept study gets a
+    written: every figure and table would be written through it, outside the report folder. So is a store that
+    provenance refuses (a study.yaml or job folder linked outside it): provenance is read first, so a refused
+    store leaves the report folder as it was. A swept study gets a
     report per point in its sub-folder and a report.md of the points side by side (usagg/analysis/points.py).
     """
     folder = Path(folder)
     if a.points:
         from usagg.analysis.points import write_points_report
 
+        for _, point in a.points:  # every point's store checked before the first point's report is written
+            provenance(point.inp)
         return write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
+    prov = provenance(a.inp)
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
     figs = render(a, folder / "figures", "png", dpi)
@@ -307,7 +312,6 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
         written.append(write_text_atomic(folder / "tables" / f"{t.name}.csv", to_csv(t)))
         if t.name != "delta":
             written.append(write_text_atomic(folder / "tables" / f"{t.name}.tex", to_latex(t)))
-    prov = provenance(a.inp)
     md = _markdown(a, sections, figs, folder, prov)
     written.append(write_text_atomic(folder / "report.md", md))
     page = render_page(f"usagg report: {a.inp.study}", md, folder, [f.path for f in figs], dpi)
