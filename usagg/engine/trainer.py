@@ -1,12 +1,12 @@
-"""The optimisation loop of one job: single-task batches, AdamW, warm-up + cosine, selection, resumable.
+"""The optimisation loop of one job: single-task batches, AdamW, warm-up + cosine; everything else on hooks.
 
 The trainer owns what changes during training (model, optimiser, scheduler,
-sampler, loss balance, RNG states, selection state) and saves all of it
-atomically, lean (trainable weights only, usagg/engine/checkpoint.py), every
-`training.checkpoint_every` epochs and after the last, so a job killed at any
-moment resumes from its last checkpoint and reaches bit-identical final
-weights on the CPU. It knows nothing about the run store, paradigms or the
-test split.
+sampler, loss balance, RNG states) and runs the loop; what watches or saves it
+hangs on callbacks (usagg/engine/callbacks.py): checkpoints and resume
+(usagg/engine/checkpointing.py: a job killed at any moment resumes from its last
+checkpoint and reaches bit-identical final weights on the CPU), selection and the
+kept epochs' weights (usagg/engine/selecting.py), affinity, progress and the
+per-epoch listener. It knows nothing about the run store, paradigms or the test split.
 
 On CUDA a steady-state step never waits for the device: losses are summed on
 the device and read once per epoch, where the divergence check runs (so a
@@ -19,39 +19,48 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from usagg.atomic import set_aside
-from usagg.engine import checkpoint, progress
+from usagg.engine import checkpoint
 from usagg.engine.affinity import LookaheadAffinity
 from usagg.engine.balance import build_balance
 from usagg.engine.batches import TensorSplit
-from usagg.engine.bestweights import BestWeights
+from usagg.engine.callbacks import AffinityMeter, BatchEnd, Callback, EpochListener, ProgressReporter
+from usagg.engine.checkpointing import CHECKPOINT_FORMAT, Checkpointing
 from usagg.engine.device import Compute
-from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
+from usagg.engine.evaluate import EvalSet
+from usagg.engine.optim import build_optimizer
 from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
-from usagg.engine.selection import MODEL, Selector, split_warnings
+from usagg.engine.selecting import Selection
+from usagg.engine.selection import MODEL
 from usagg.model.m2dino import M2DINO
 from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
-from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
-from usagg.tasktypes import get_task_type
 
 log = logging.getLogger(__name__)
 
-#: Steps between progress reports on CUDA (images/s only: reading the loss would wait for the device).
-CUDA_PROGRESS_EVERY = 10
-#: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it.
-AUTO_CHECKPOINT_SHARE = 0.05
-#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum;
-#: 4: MoE experts stacked per projection, last.pt carrying the kept best epochs). A last.pt of another layout is
-#: not resumed: the job starts over.
-CHECKPOINT_FORMAT = 4
+#: last.pt's entries in the order they have always been written (callbacks' entries in their places).
+_CHECKPOINT_KEYS = (
+    "format",
+    "fingerprint",
+    "model",
+    "balance",
+    "optimizer",
+    "scheduler",
+    "sampler",
+    "rng",
+    "epoch",
+    "step",
+    "selector",
+    "history",
+    "affinity",
+    "best",
+)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -96,37 +105,6 @@ class _State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_optimizer(
-    model: M2DINO, training: TrainingSpec, device: torch.device, extra_heads: Iterable[torch.nn.Parameter] = ()
-) -> torch.optim.AdamW:
-    """AdamW with the encoder and heads at their own learning rates; no weight decay on biases and norms.
-
-    `extra_heads`: more parameters at the heads' rate without weight decay (the loss balance's log-variances).
-    """
-    groups = []
-    extra = list(extra_heads)
-    for name, params in model.param_groups().items():
-        lr = training.lr_encoder if name == "encoder" else training.lr_heads
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1] + (extra if name == "heads" else [])
-        for ps, wd, suffix in ((decay, training.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
-            if ps:
-                groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix})
-    if not groups:
-        raise ValueError("the model has no trainable parameters (everything is frozen)")
-    return torch.optim.AdamW(groups, fused=True)  # one kernel per group and step, on the CPU as on CUDA
-
-
-def _split_warnings(tasks: list[TaskSpec], select: dict[str, EvalSet]) -> list[str]:
-    out = []
-    for t in tasks:
-        es = select.get(t.id)
-        tt = get_task_type(t.type)
-        strata = {tt.stratum(s.label) for s in es.dataset.samples} if es is not None and tt.stratified else None
-        out += split_warnings(t, 0 if es is None else len(es.tensors), strata)
-    return out
-
-
 class Trainer:
     """Trains one model on one job's tasks; `fit()` resumes from `ckpt_dir/last.pt` when it exists.
 
@@ -148,10 +126,12 @@ class Trainer:
         on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
         affinity: AffinitySpec | None = None,
         job_hash: str = "",
+        callbacks: Sequence[Callback] = (),
     ) -> None:
-        """`affinity`: measure the lookahead inter-task affinity while training (usagg/engine/affinity.py)."""
-        self.on_epoch = on_epoch  # gets the whole history after each epoch (history.csv, trackers)
-        self.trainable_keys = checkpoint.trainable_keys(model)
+        """`affinity`: measure the lookahead inter-task affinity while training (usagg/engine/affinity.py);
+        `on_epoch` gets the whole history after each epoch; `callbacks` watch the fit after the built-in ones
+        (progress, affinity, selection, on_epoch) and before the checkpoint is written."""
+        trainable_keys = checkpoint.trainable_keys(model)
         self.fingerprint = checkpoint.frozen_fingerprint(model)
         self.model = model.to(compute.device)
         self.train = train
@@ -159,7 +139,6 @@ class Trainer:
         self.tasks = {t.id: t for t in tasks}
         self.training = training
         self.compute = compute
-        self.ckpt_dir = Path(ckpt_dir)
         self.job_id = job_id
         sizes = {t: len(s) for t, s in train.items()}
         self.sampler = TaskSampler(
@@ -171,46 +150,51 @@ class Trainer:
         self.balance = build_balance(
             training.loss_balance, {t: float(training.loss_weights.get(t, 1.0)) for t in train}
         ).to(compute.device)
-        self.optimizer = build_optimizer(model, training, compute.device, self.balance.parameters())
+        self.optimizer = build_optimizer(model, training, self.balance.parameters())
         self.affinity = (
             LookaheadAffinity(model, train, affinity, self.total_steps, seed, compute, job_id, job_hash)
             if affinity is not None and len(train) > 1
             else None
         )
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, training.schedule)
-        self.scope = training.selection_scope if len(tasks) > 1 else MODEL  # one task: the same choice
-        self.selector = Selector(self.tasks)
-        self.warnings = _split_warnings(tasks, self.select) if training.selection == "best" else []
-        for w in self.warnings:
-            log.warning("selection: %s", w)
+        self.selection = Selection(self.model, trainable_keys, tasks, self.select, training)
+        self.scope = self.selection.scope
+        self.warnings = self.selection.warnings
+        self.checkpoints = Checkpointing(ckpt_dir, self.fingerprint, training, self.selection)
+        self.callbacks: list[Callback] = [
+            ProgressReporter(job_id),
+            *([AffinityMeter(self.affinity)] if self.affinity is not None else []),
+            self.selection,
+            *([EpochListener(on_epoch)] if on_epoch is not None else []),
+            *callbacks,
+            self.checkpoints,
+        ]
         self.epoch_task_loss: dict[str, float] = {}
         self.epoch_task_aux_loss: dict[str, float] = {}
         self.epoch_task_steps: dict[str, int] = {}
+        self.epoch_t0 = time.perf_counter()  # when the running epoch's training began (progress: images/s)
         self.state = _State()
-        self.best = BestWeights(self.model, self.trainable_keys)  # selected epochs' weights, best.pt at the end
-        self._save_cost: float | None = None
-        self._last_save_end = time.perf_counter()
-        self._weights: dict[int, dict[str, torch.Tensor]] = {}  # selected epochs' weights, after fit
         self._loaded_epoch: int | None = None
 
-    # ----- checkpoints
+    # ----- checkpoints (the files: usagg/engine/checkpointing.py)
 
     @property
     def last_path(self) -> Path:
-        return self.ckpt_dir / LAST_CHECKPOINT
+        return self.checkpoints.last_path
 
     @property
     def best_path(self) -> Path:
-        return self.ckpt_dir / BEST_CHECKPOINT
+        return self.checkpoints.best_path
 
     def state_dict(self, with_best: bool = True) -> dict[str, Any]:
-        """Everything training changes; `with_best`: the kept epochs' weights too (but the checkpoint's own epoch,
-        which "model" holds), so a killed job resumes with them."""
+        """Everything training changes, callbacks' entries included; `with_best`: the kept epochs' weights too (but
+        the checkpoint's own epoch, which "model" holds), so a killed job resumes with them."""
         s = self.state
-        return {
+        best = self.selection.best
+        ck: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
-            "model": self.best.current(),
+            "model": best.current(),
             "balance": self.balance.state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -218,10 +202,14 @@ class Trainer:
             "rng": checkpoint.rng_state(),
             "epoch": s.epoch,
             "step": s.step,
-            "selector": self.selector.state_dict(),
             "history": s.history,
-            "affinity": None if self.affinity is None else self.affinity.state_dict(),
-            "best": self.best.state(skip=s.epoch) if with_best else {},
+            "affinity": None,
+        }
+        for cb in self.callbacks:
+            ck.update(cb.state_dict())
+        ck["best"] = best.state(skip=s.epoch) if with_best else {}
+        return {k: ck[k] for k in _CHECKPOINT_KEYS if k in ck} | {
+            k: v for k, v in ck.items() if k not in _CHECKPOINT_KEYS
         }
 
     def load_state_dict(self, ck: dict[str, Any]) -> None:
@@ -231,129 +219,13 @@ class Trainer:
         self.scheduler.load_state_dict(ck["scheduler"])
         self.sampler.load_state_dict(ck["sampler"])
         checkpoint.set_rng_state(ck["rng"])
-        self.selector.load_state_dict(ck["selector"])
         self.state = _State(ck["epoch"], ck["step"], list(ck["history"]))
-        if self.affinity is not None and ck.get("affinity") is not None:
-            self.affinity.load_state_dict(ck["affinity"])
-
-    def _mismatch(self, ck: dict[str, Any]) -> str | None:
-        """Why a checkpoint cannot continue this model, or None."""
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            return f"it has layout {ck.get('format', 1)}, this usagg writes {CHECKPOINT_FORMAT}"
-        if ck.get("fingerprint") != self.fingerprint:
-            return (
-                "its frozen weights differ from this model's (fingerprint "
-                f"{str(ck.get('fingerprint'))[:12]} vs {self.fingerprint[:12]}: model.weights or the seeded "
-                "initialisation changed)"
-            )
-        return None
+        for cb in self.callbacks:
+            cb.load_state_dict(ck)
 
     def resume(self) -> bool:
-        """Continue from last.pt if present and made for this model; True when resumed.
-
-        A last.pt of another layout or whose frozen weights differ is not trusted: training starts over.
-        """
-        if not self.last_path.is_file():
-            return False
-        try:
-            ck = checkpoint.load(self.last_path)
-        except Exception as err:  # truncated, overwritten, not a checkpoint: set aside, never trusted
-            aside = set_aside(self.last_path)
-            log.warning(
-                "%s is damaged (%s: %s); moved to %s, training starts over from epoch 1",
-                self.last_path,
-                type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
-                aside.name,
-            )
-            return False
-        why = self._mismatch(ck)
-        if why is not None:
-            log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
-            return False
-        best: dict[str, Any] | None = None
-        if self.best_path.is_file():  # written when a fit ended: it may hold the selected epochs of a finished run
-            try:
-                best = checkpoint.load(self.best_path, mmap=True)
-            except Exception as err:  # the selected epochs' weights are lost: only training again gives them back
-                aside_best, aside_last = set_aside(self.best_path), set_aside(self.last_path)
-                log.warning(
-                    "%s is damaged (%s: %s); moved to %s with %s, training starts over from epoch 1",
-                    self.best_path,
-                    type(err).__name__,
-                    str(err).splitlines()[0] if str(err) else "",
-                    aside_best.name,
-                    aside_last.name,
-                )
-                return False
-        kept = self._kept_weights(ck, best)
-        if kept is None:
-            log.warning(
-                "%s selects epochs whose weights neither it nor %s holds; training starts over from epoch 1",
-                self.last_path,
-                self.best_path.name,
-            )
-            return False
-        self.load_state_dict(ck)
-        for e, w in kept.items():
-            self.best.load(e, w)
-        log.info(
-            "resumed from %s: epoch %d/%d, step %d",
-            self.last_path,
-            self.state.epoch,
-            self.training.epochs,
-            self.state.step,
-        )
-        return True
-
-    def _kept_weights(
-        self, ck: dict[str, Any], best: dict[str, Any] | None
-    ) -> dict[int, dict[str, torch.Tensor]] | None:
-        """The weights of the epochs last.pt `ck` selects: from its "best", its own "model" or best.pt (written when
-        a fit ended); None when one is in none of them."""
-        if self.training.selection != "best":
-            return {}
-        selector = Selector(self.tasks)
-        selector.load_state_dict(ck["selector"])
-        sources = [ck.get("best", {}), {ck["epoch"]: ck["model"]}]
-        if best is not None and self._mismatch(best) is None:
-            sources.append(best.get("weights", {}))
-        kept = {}
-        for e in set(selector.epochs(self.scope).values()):
-            found = next((src[e] for src in sources if e in src), None)
-            if found is None:
-                return None
-            kept[e] = found
-        return kept
-
-    def _should_save(self, done: int) -> bool:
-        """After epoch `done`: always after the last, every checkpoint_every epochs, or (auto) when the
-        last save cost at most AUTO_CHECKPOINT_SHARE of the time since it (the first save measures it)."""
-        every = self.training.checkpoint_every
-        if done >= self.training.epochs:
-            return True
-        if every == "auto":
-            since = time.perf_counter() - self._last_save_end
-            return self._save_cost is None or self._save_cost <= AUTO_CHECKPOINT_SHARE * since
-        return done % every == 0
-
-    def _save_last(self) -> None:
-        """Write last.pt with the kept epochs' weights; after the last epoch best.pt first, and last.pt without them."""
-        t0 = time.perf_counter()
-        final = self.state.epoch >= self.training.epochs
-        if final:
-            self._save_best()
-        checkpoint.save_atomic(self.state_dict(with_best=not final), self.last_path)
-        self._last_save_end = time.perf_counter()
-        self._save_cost = self._last_save_end - t0
-
-    def _save_best(self) -> None:
-        """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
-        if self.best.epochs:
-            weights = self.best.state()
-            checkpoint.save_atomic(
-                {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "weights": weights}, self.best_path
-            )
+        """Continue from last.pt if present and made for this model; True when resumed (fit does this itself)."""
+        return self.checkpoints.resume(self)
 
     # ----- training
 
@@ -386,8 +258,8 @@ class Trainer:
         # per task: [own loss, aux loss] summed on the device like the total (no extra host sync), and batches
         task_sums: dict[str, torch.Tensor] = {}
         task_steps: dict[str, int] = {}
-        images, window_images = 0, 0
-        t0 = window_t0 = time.perf_counter()
+        images = 0
+        t0 = self.epoch_t0 = time.perf_counter()
         n = self.steps_per_epoch
         for i in range(n):
             task, idx = self.sampler.next_batch()
@@ -401,12 +273,10 @@ class Trainer:
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
-            measure = self.affinity is not None and self.affinity.due(self.state.step + 1)
-            lr = self._encoder_lr() if measure else 0.0  # the rate of the step just taken, before the schedule moves
+            for cb in self.callbacks:
+                cb.on_optimizer_step(self, self.state.step + 1)
             sched.step()
             self.state.step += 1
-            if measure and self.affinity is not None:
-                self.affinity.measure(self.state.step, lr, opt)
             loss_sum += loss.detach().double()
             aux = out.aux_loss.detach().double()
             if task not in task_sums:
@@ -414,24 +284,10 @@ class Trainer:
             task_sums[task] += torch.stack(((out.loss.detach().double() - aux), aux))
             task_steps[task] = task_steps.get(task, 0) + 1
             images += idx.shape[0]  # shape is host metadata: no sync
-            window_images += idx.shape[0]
-            if on_cuda and (i + 1) % CUDA_PROGRESS_EVERY != 0 and i + 1 != n:
-                continue
             total = None if on_cuda else self._check_finite(loss_sum, epoch, f"step {i + 1} (task {task})")
-            now = time.perf_counter()
-            progress.report(
-                progress.Progress(
-                    self.job_id,
-                    "train",
-                    epoch,
-                    self.training.epochs,
-                    i + 1,
-                    n,
-                    loss=None if total is None else total / (i + 1),
-                    images_per_s=window_images / max(now - window_t0, 1e-9),
-                )
-            )
-            window_images, window_t0 = 0, now
+            batch = BatchEnd(epoch, i + 1, n, task, idx.shape[0], None if total is None else total / (i + 1))
+            for cb in self.callbacks:
+                cb.on_train_batch_end(self, batch)
         if on_cuda:
             torch.cuda.synchronize(comp.device)
             self._check_finite(loss_sum, epoch, f"steps 1-{n} (checked once per epoch on CUDA)")
@@ -441,43 +297,13 @@ class Trainer:
         self.epoch_task_steps = {t: task_steps[t] for t in self.train if t in task_steps}
         return float(loss_sum.item()) / n, images, time.perf_counter() - t0
 
-    def _encoder_lr(self) -> float:
-        """The encoder's learning rate (the lookahead step's default rate)."""
-        return next(float(g["lr"]) for g in self.optimizer.param_groups if g["name"].startswith("encoder"))
-
-    def _select_epoch(self, epoch: int, entry: dict[str, Any], mean_loss: float) -> float:
-        """Score the selection split (primary metrics and losses), record it in `entry`, save best weights;
-        returns the seconds it took (for the log only: history holds reproducible numbers)."""
-        progress.report(
-            progress.Progress(
-                self.job_id,
-                "select",
-                epoch,
-                self.training.epochs,
-                self.steps_per_epoch,
-                self.steps_per_epoch,
-                loss=mean_loss,
-            )
-        )
-        t0 = time.perf_counter()
-        results = evaluate(self.model, self.select, self.compute, self.training.eval_batch_size, for_selection=True)
-        primary = {t: r.metrics.get(self.tasks[t].metric or "") for t, r in results.items()}
-        losses = {t: r.loss for t, r in results.items()}
-        score, improved = self.selector.update(epoch + 1, primary, losses)
-        entry["select_score"] = score if math.isfinite(score) else None
-        entry["select"] = {t: finite_or_none(r.metrics) for t, r in results.items()}
-        entry["select_loss"] = finite_or_none(losses)
-        keys = {MODEL} if self.scope == MODEL else set(self.tasks)
-        if self.training.selection == "best" and improved & keys:
-            self.best.keep(epoch + 1, set(self.selector.epochs(self.scope).values()))
-        return time.perf_counter() - t0
-
     def fit(self, stop_after_epoch: int | None = None) -> FitResult:
         """Train to `training.epochs`, then load the selected weights.
 
         `stop_after_epoch`: end after that many epochs as a killed job would (checkpoints only as scheduled).
         """
-        self.resume()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
         s = self.state
         images, seconds = 0, 0.0
         end = self.training.epochs if stop_after_epoch is None else min(stop_after_epoch, self.training.epochs)
@@ -496,11 +322,11 @@ class Trainer:
             }
             if self.epoch_task_aux_loss:
                 entry["task_aux_loss"] = self.epoch_task_aux_loss
-            select_s = self._select_epoch(epoch, entry, mean_loss) if self.select else None
+            for cb in self.callbacks:
+                cb.on_train_epoch_end(self, entry)
             s.history.append(entry)
             s.epoch = epoch + 1
-            if self.on_epoch is not None:
-                self.on_epoch(s.history)
+            select_s = self.selection.seconds
             log.info(
                 "epoch %d/%d: loss %.4f, %.1f img/s%s%s",
                 s.epoch,
@@ -510,37 +336,25 @@ class Trainer:
                 f", selection score {entry['select_score']:.4f}" if entry.get("select_score") is not None else "",
                 f", selection {select_s:.2f} s" if select_s is not None else "",
             )
-            if self._should_save(s.epoch):
-                self._save_last()
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, entry)
         if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
-            self._save_best()
-            return FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
-        return self._select(images, seconds)
+            result = FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
+        else:
+            result = self._select(images, seconds)
+        for cb in self.callbacks:
+            cb.on_fit_end(self, result)
+        return result
 
     def _select(self, images: int, seconds: float) -> FitResult:
         """Choose each task's epoch (its best, the job's best, or the last) and load the first one's weights."""
         s = self.state
-        chosen = self.selector.epochs(self.scope)
-        use_best = self.training.selection == "best" and bool(chosen)
-        if use_best:
-            if not set(chosen.values()) <= set(self.best.epochs):
-                raise RuntimeError(f"the weights of the selected epochs {sorted(set(chosen.values()))} were not kept")
-            if self.scope == MODEL:
-                task_epochs = {t: chosen[MODEL] for t in self.tasks}
-            else:  # a task without a selection split keeps the last epoch
-                task_epochs = {t: chosen.get(t, s.epoch) for t in self.tasks}
-            if s.epoch in set(task_epochs.values()) - set(self.best.epochs):  # the last epoch's, still in the model
-                self.best.keep(s.epoch, set(task_epochs.values()))
-            self._weights = {e: self.best.weights(e) for e in set(task_epochs.values())}
-            selected = chosen[MODEL] if self.scope == MODEL else None
-        else:
-            task_epochs = {t: s.epoch for t in self.tasks}
-            selected = s.epoch
+        task_epochs, selected, use_best = self.selection.choose(s.epoch)
         self._loaded_epoch = s.epoch
         result = FitResult(
             selected_epoch=selected,
             selection="best" if use_best else "last",
-            best_score=self._best_score() if use_best else None,
+            best_score=self.selection.best_score() if use_best else None,
             history=s.history,
             steps=s.step,
             train_images=images,
@@ -552,13 +366,9 @@ class Trainer:
         self.use_weights(result.test_groups()[0][0])
         return result
 
-    def _best_score(self) -> float | None:
-        best = self.selector.best.get(MODEL)
-        return best.score if best is not None and math.isfinite(best.score) else None
-
     def use_weights(self, epoch: int) -> None:
         """Put the selected weights of `epoch` (one of FitResult.task_epochs) into the model."""
         if epoch == self._loaded_epoch:
             return
-        checkpoint.load_trainable(self.model, self._weights[epoch])
+        self.selection.load(self.model, epoch)
         self._loaded_epoch = epoch

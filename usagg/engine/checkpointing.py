@@ -1,0 +1,168 @@
+"""Checkpoints as a trainer callback: resume from last.pt when a fit starts, write last.pt on its cadence and
+best.pt when the fit ends (the file format: usagg/engine/checkpoint.py).
+
+last.pt holds everything training changes (`Trainer.state_dict`, callbacks' entries included) and, until the
+last epoch, the kept epochs' weights, so a job killed at any moment resumes from it and reaches bit-identical
+final weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usagg.atomic import set_aside
+from usagg.engine import checkpoint
+from usagg.engine.callbacks import Callback
+from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
+
+if TYPE_CHECKING:
+    from usagg.engine.selecting import Selection
+    from usagg.engine.trainer import FitResult, Trainer
+    from usagg.spec.models import TrainingSpec
+
+log = logging.getLogger(__name__)
+
+#: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it.
+AUTO_CHECKPOINT_SHARE = 0.05
+#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum;
+#: 4: MoE experts stacked per projection, last.pt carrying the kept best epochs). A last.pt of another layout is
+#: not resumed: the job starts over.
+CHECKPOINT_FORMAT = 4
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else ""
+
+
+class Checkpointing(Callback):
+    """last.pt and best.pt of one fit in `ckpt_dir`; `fingerprint` names the frozen weights a checkpoint must match."""
+
+    def __init__(self, ckpt_dir: Path, fingerprint: str, training: TrainingSpec, selection: Selection) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.fingerprint = fingerprint
+        self.training = training
+        self.selection = selection
+        self._save_cost: float | None = None
+        self._last_save_end = time.perf_counter()
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / LAST_CHECKPOINT
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / BEST_CHECKPOINT
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.resume(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+        if self.should_save(trainer.state.epoch):
+            self.save_last(trainer)
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        if result.selection == "stopped":  # stopped early on purpose: keep the last weights, select nothing
+            self.save_best()
+
+    def mismatch(self, ck: dict[str, Any]) -> str | None:
+        """Why a checkpoint cannot continue this model, or None."""
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            return f"it has layout {ck.get('format', 1)}, this usagg writes {CHECKPOINT_FORMAT}"
+        if ck.get("fingerprint") != self.fingerprint:
+            return (
+                "its frozen weights differ from this model's (fingerprint "
+                f"{str(ck.get('fingerprint'))[:12]} vs {self.fingerprint[:12]}: model.weights or the seeded "
+                "initialisation changed)"
+            )
+        return None
+
+    def resume(self, trainer: Trainer) -> bool:
+        """Continue from last.pt if present and made for this model; True when resumed.
+
+        A last.pt of another layout or whose frozen weights differ is not trusted: training starts over.
+        """
+        if not self.last_path.is_file():
+            return False
+        try:
+            ck = checkpoint.load(self.last_path)
+        except Exception as err:  # truncated, overwritten, not a checkpoint: set aside, never trusted
+            aside = set_aside(self.last_path)
+            log.warning(
+                "%s is damaged (%s: %s); moved to %s, training starts over from epoch 1",
+                self.last_path,
+                type(err).__name__,
+                _first_line(err),
+                aside.name,
+            )
+            return False
+        why = self.mismatch(ck)
+        if why is not None:
+            log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
+            return False
+        best: dict[str, Any] | None = None
+        if self.best_path.is_file():  # written when a fit ended: it may hold the selected epochs of a finished run
+            try:
+                best = checkpoint.load(self.best_path, mmap=True)
+            except Exception as err:  # the selected epochs' weights are lost: only training again gives them back
+                aside_best, aside_last = set_aside(self.best_path), set_aside(self.last_path)
+                log.warning(
+                    "%s is damaged (%s: %s); moved to %s with %s, training starts over from epoch 1",
+                    self.best_path,
+                    type(err).__name__,
+                    _first_line(err),
+                    aside_best.name,
+                    aside_last.name,
+                )
+                return False
+        usable = best.get("weights", {}) if best is not None and self.mismatch(best) is None else None
+        kept = self.selection.kept_weights(ck, usable)
+        if kept is None:
+            log.warning(
+                "%s selects epochs whose weights neither it nor %s holds; training starts over from epoch 1",
+                self.last_path,
+                self.best_path.name,
+            )
+            return False
+        trainer.load_state_dict(ck)
+        for e, w in kept.items():
+            self.selection.best.load(e, w)
+        log.info(
+            "resumed from %s: epoch %d/%d, step %d",
+            self.last_path,
+            trainer.state.epoch,
+            self.training.epochs,
+            trainer.state.step,
+        )
+        return True
+
+    def should_save(self, done: int) -> bool:
+        """After epoch `done`: always after the last, every checkpoint_every epochs, or (auto) when the
+        last save cost at most AUTO_CHECKPOINT_SHARE of the time since it (the first save measures it)."""
+        every = self.training.checkpoint_every
+        if done >= self.training.epochs:
+            return True
+        if every == "auto":
+            since = time.perf_counter() - self._last_save_end
+            return self._save_cost is None or self._save_cost <= AUTO_CHECKPOINT_SHARE * since
+        return done % every == 0
+
+    def save_last(self, trainer: Trainer) -> None:
+        """Write last.pt with the kept epochs' weights; after the last epoch best.pt first, and last.pt without them."""
+        t0 = time.perf_counter()
+        final = trainer.state.epoch >= self.training.epochs
+        if final:
+            self.save_best()
+        checkpoint.save_atomic(trainer.state_dict(with_best=not final), self.last_path)
+        self._last_save_end = time.perf_counter()
+        self._save_cost = self._last_save_end - t0
+
+    def save_best(self) -> None:
+        """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
+        best = self.selection.best
+        if best.epochs:
+            checkpoint.save_atomic(
+                {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "weights": best.state()}, self.best_path
+            )

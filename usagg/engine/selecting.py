@@ -1,0 +1,131 @@
+"""Selection as a trainer callback: score the selection split after every epoch, keep the selected epochs' weights,
+choose each task's epoch when the fit ends (the rules: usagg/engine/selection.py; the buffers:
+usagg/engine/bestweights.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from usagg.engine import checkpoint
+from usagg.engine.bestweights import BestWeights
+from usagg.engine.callbacks import Callback
+from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
+from usagg.engine.selection import MODEL, Selector, split_warnings
+from usagg.spec.models import TaskSpec, TrainingSpec
+from usagg.tasktypes import get_task_type
+
+if TYPE_CHECKING:
+    from usagg.engine.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _split_warnings(tasks: list[TaskSpec], select: dict[str, EvalSet]) -> list[str]:
+    out = []
+    for t in tasks:
+        es = select.get(t.id)
+        tt = get_task_type(t.type)
+        strata = {tt.stratum(s.label) for s in es.dataset.samples} if es is not None and tt.stratified else None
+        out += split_warnings(t, 0 if es is None else len(es.tensors), strata)
+    return out
+
+
+class Selection(Callback):
+    """Scores `trainer.select` after each epoch; the selector's state ("selector" in last.pt) and the kept epochs'
+    weights (`best`); `seconds`: the last epoch's selection time (the log only), None before any."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        keys: list[str],
+        tasks: list[TaskSpec],
+        select: dict[str, EvalSet],
+        training: TrainingSpec,
+    ) -> None:
+        self.tasks = {t.id: t for t in tasks}
+        self.training = training
+        self.scope = training.selection_scope if len(tasks) > 1 else MODEL  # one task: the same choice
+        self.selector = Selector(self.tasks)
+        self.best = BestWeights(model, keys)  # selected epochs' weights, best.pt at the end
+        self.warnings = _split_warnings(tasks, select) if training.selection == "best" else []
+        for w in self.warnings:
+            log.warning("selection: %s", w)
+        self.seconds: float | None = None
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}  # selected epochs' weights, after `choose`
+
+    def on_train_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+        """Score the selection split (primary metrics and losses), record it in `entry`, keep improved weights."""
+        self.seconds = None
+        if not trainer.select:
+            return
+        t0 = time.perf_counter()
+        epoch = entry["epoch"]
+        results = evaluate(
+            trainer.model, trainer.select, trainer.compute, self.training.eval_batch_size, for_selection=True
+        )
+        primary = {t: r.metrics.get(self.tasks[t].metric or "") for t, r in results.items()}
+        losses = {t: r.loss for t, r in results.items()}
+        score, improved = self.selector.update(epoch, primary, losses)
+        entry["select_score"] = score if math.isfinite(score) else None
+        entry["select"] = {t: finite_or_none(r.metrics) for t, r in results.items()}
+        entry["select_loss"] = finite_or_none(losses)
+        keys = {MODEL} if self.scope == MODEL else set(self.tasks)
+        if self.training.selection == "best" and improved & keys:
+            self.best.keep(epoch, set(self.selector.epochs(self.scope).values()))
+        self.seconds = time.perf_counter() - t0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"selector": self.selector.state_dict()}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.selector.load_state_dict(checkpoint["selector"])
+
+    def kept_weights(
+        self, ck: dict[str, Any], best: dict[str, Any] | None
+    ) -> dict[int, dict[str, torch.Tensor]] | None:
+        """The weights of the epochs last.pt `ck` selects: from its "best", its own "model" or `best` (best.pt's
+        "weights", written when a fit ended); None when one is in none of them."""
+        if self.training.selection != "best":
+            return {}
+        selector = Selector(self.tasks)
+        selector.load_state_dict(ck["selector"])
+        sources = [ck.get("best", {}), {ck["epoch"]: ck["model"]}]
+        if best is not None:
+            sources.append(best)
+        kept = {}
+        for e in set(selector.epochs(self.scope).values()):
+            found = next((src[e] for src in sources if e in src), None)
+            if found is None:
+                return None
+            kept[e] = found
+        return kept
+
+    def choose(self, last_epoch: int) -> tuple[dict[str, int], int | None, bool]:
+        """Each task's epoch (its best, the job's best, or the last), the job's epoch (None for scope task) and
+        whether the best were used; keeps those epochs' weights for `use_weights`."""
+        chosen = self.selector.epochs(self.scope)
+        if not (self.training.selection == "best" and chosen):
+            return {t: last_epoch for t in self.tasks}, last_epoch, False
+        if not set(chosen.values()) <= set(self.best.epochs):
+            raise RuntimeError(f"the weights of the selected epochs {sorted(set(chosen.values()))} were not kept")
+        if self.scope == MODEL:
+            task_epochs = {t: chosen[MODEL] for t in self.tasks}
+        else:  # a task without a selection split keeps the last epoch
+            task_epochs = {t: chosen.get(t, last_epoch) for t in self.tasks}
+        if last_epoch in set(task_epochs.values()) - set(self.best.epochs):  # the last epoch's, still in the model
+            self.best.keep(last_epoch, set(task_epochs.values()))
+        self.weights = {e: self.best.weights(e) for e in set(task_epochs.values())}
+        return task_epochs, chosen[MODEL] if self.scope == MODEL else None, True
+
+    def best_score(self) -> float | None:
+        best = self.selector.best.get(MODEL)
+        return best.score if best is not None and math.isfinite(best.score) else None
+
+    def load(self, model: torch.nn.Module, epoch: int) -> None:
+        """Put the chosen weights of `epoch` into `model`."""
+        checkpoint.load_trainable(model, self.weights[epoch])
