@@ -12,9 +12,12 @@ from scipy import stats as ss
 from tests.cli_run import run_cli
 from usagg.analysis.inputs import load_input
 from usagg.analysis.report import write_report
+from usagg.analysis.results import Row, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.summary import analyse
 from usagg.analysis.tdist import t_quantile, two_sided_power
+from usagg.api import load_results
+from usagg.results_schema import RESULT_COLUMNS
 from usagg.safepath import UnsafePath
 from usagg.store import RunStore
 
@@ -81,3 +84,23 @@ def test_usagg_report_on_a_store_linking_study_yaml_outside(
     code, out = run_cli(["report", str(store), "--out", str(tmp_path / "rep")], monkeypatch, capsys)
     assert code == 2 and "study.yaml" in out and "outside" in out and "Traceback" not in out
     assert not (tmp_path / "rep").exists()
+
+
+def test_load_results_keeps_the_swept_columns(tmp_path: Path) -> None:
+    """Two points of training.lr_encoder (model.backbone swept with one value); TS's job is the same at both points
+    (its rows once per point), CG's differs."""
+    rows = []
+    for lr, cg_value in (("0.0001", 0.7), ("0.001", 0.8)):
+        point = (("training.lr_encoder", lr), ("model.backbone", "dinov3_test"))
+        for paradigm, job, value in (("TS", "TS-a", 0.6), ("CG", f"CG-{lr}", cg_value)):
+            rows.append(
+                Row("sw", job, paradigm, "G", 0, 1.0, "a", "segmentation", "DSC", value, True, 10.0, sweep=point)
+            )
+    write_results(rows, tmp_path / "results.csv")
+    frame = load_results(tmp_path / "results.csv")
+    assert list(frame.columns) == [*RESULT_COLUMNS, "training.lr_encoder", "model.backbone"]
+    assert frame["training.lr_encoder"].dtype == "float64" and frame["model.backbone"].dtype == object
+    shared = frame[frame["job_id"] == "TS-a"]
+    assert shared["training.lr_encoder"].tolist() == [0.0001, 0.001]  # one row per point, told apart
+    by_point = frame.groupby("training.lr_encoder")["value"].apply(list).to_dict()
+    assert by_point == {0.0001: [0.6, 0.7], 0.001: [0.6, 0.8]}

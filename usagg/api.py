@@ -185,7 +185,10 @@ def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
     `usagg compare` validates it (UsaggError naming the row and column).
     dtypes: seed int64; fraction, value, n_train and steps float64 (NaN where the CSV
     cell is empty); higher_is_better bool; the rest str. An empty `group` reads
-    as "-", as in the analysis.
+    as "-", as in the analysis. A swept study (usagg/sweep.py) adds its swept keys'
+    columns after them, as results.csv has them: a row per (job, sweep point, task, metric),
+    so a job two points share has its rows under each point's values; a swept column is
+    int64 or float64 where every cell is a number, else str.
     """
     import pandas as pd
 
@@ -193,8 +196,11 @@ def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
     from usagg.results_schema import RESULT_COLUMNS
 
     path = _results_path(run_dir_or_csv)
-    rows = read_results(path).rows if _has_rows(path) else []
-    frame = pd.DataFrame([{c: getattr(r, c) for c in RESULT_COLUMNS} for r in rows], columns=list(RESULT_COLUMNS))
+    table = read_results(path) if _has_rows(path) else None
+    rows = table.rows if table is not None else []
+    swept = table.sweep_keys if table is not None else []
+    columns = [*RESULT_COLUMNS, *swept]
+    frame = pd.DataFrame([{c: getattr(r, c) for c in RESULT_COLUMNS} | dict(r.sweep) for r in rows], columns=columns)
     dtypes = {
         "seed": "int64",
         "fraction": "float64",
@@ -203,7 +209,13 @@ def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
         "n_train": "float64",
         "steps": "float64",
     }
-    return frame.astype({c: dtypes.get(c, "object") for c in RESULT_COLUMNS})
+    frame = frame.astype({c: dtypes.get(c, "object") for c in RESULT_COLUMNS})
+    for key in swept:  # the point's value as results.csv writes it: a number where it is one, for sorting and plots
+        try:
+            frame[key] = pd.to_numeric(frame[key])
+        except (ValueError, TypeError):
+            frame[key] = frame[key].astype("object")
+    return frame
 
 
 def _nan(x: Any) -> float:
