@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from usagg.data.fmc_uia import Sample
+    from usagg.model.heads import TaskHead
     from usagg.predictions import PredictionWriter
     from usagg.spec.models import HeadSpec, TaskSpec
 
@@ -278,7 +279,7 @@ class TaskType:
         """A batch of stored targets as the head's loss takes them (e.g. a dtype cast on the device)."""
         return targets
 
-    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
         """The task's head: an nn.Module with forward(features), loss(outputs, targets) and predict(outputs)
         (see usagg/model/heads.py `TaskHead`)."""
         raise NotImplementedError

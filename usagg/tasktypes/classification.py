@@ -22,9 +22,9 @@ from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType
 
 if TYPE_CHECKING:
-    import torch
 
     from usagg.data.fmc_uia import Sample
+    from usagg.model.heads import TaskHead
     from usagg.predictions import PredictionWriter
     from usagg.spec.models import HeadSpec, TaskSpec
 
@@ -91,7 +91,7 @@ class Classification(TaskType):
         """int64 [N] class indices."""
         return np.array([s.label for s in samples], dtype=np.int64)
 
-    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
         from usagg.model.heads import ClassificationHead
 
         return ClassificationHead(embed_dim, n_features, task.num_classes, heads.hidden)

@@ -19,9 +19,9 @@ from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
 
 if TYPE_CHECKING:
-    import torch
 
     from usagg.data.fmc_uia import Sample
+    from usagg.model.heads import TaskHead
     from usagg.predictions import PredictionWriter
     from usagg.spec.models import HeadSpec, TaskSpec
 
@@ -88,7 +88,7 @@ class Detection(TaskType):
         boxes = np.array([s.label for s in samples], dtype=np.float64)
         return (boxes / np.concatenate([w, h, w, h], axis=1)).astype(np.float32)
 
-    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
         from usagg.model.heads import BoxHead
 
         return BoxHead(embed_dim, n_features, heads.hidden)

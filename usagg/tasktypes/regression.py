@@ -22,9 +22,9 @@ from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
 
 if TYPE_CHECKING:
-    import torch
 
     from usagg.data.fmc_uia import Sample
+    from usagg.model.heads import TaskHead
     from usagg.predictions import PredictionWriter
     from usagg.spec.models import HeadSpec, TaskSpec
 
@@ -121,7 +121,7 @@ class Regression(TaskType):
         pts = np.array([s.label for s in samples], dtype=np.float64)
         return (pts / np.stack([w, h], axis=-1)).astype(np.float32)
 
-    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
         from usagg.model.heads import KeypointDirectHead, KeypointHeatmapHead
 
         cls = KeypointHeatmapHead if heads.keypoints == "heatmap" else KeypointDirectHead

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from usagg.data.fmc_uia import Sample
+    from usagg.model.heads import TaskHead
     from usagg.predictions import PredictionWriter
     from usagg.spec.models import HeadSpec, TaskSpec
 
@@ -123,7 +124,7 @@ class Segmentation(TaskType):
     def batch_targets(self, targets: torch.Tensor) -> torch.Tensor:
         return targets.long()
 
-    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> torch.nn.Module:
+    def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
         from usagg.model.heads import DPTSegmentationHead
 
         return DPTSegmentationHead(embed_dim, n_features, task.num_classes, heads.decoder_channels)
