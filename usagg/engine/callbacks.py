@@ -5,6 +5,7 @@ saves training hangs on these hooks, called in list order: checkpoints and resum
 (usagg/engine/checkpointing.py), selection and best weights (usagg/engine/selecting.py),
 affinity, progress and per-epoch listeners (here). One fit calls, in order:
 
+    (resume from last.pt: Trainer.load_state_dict, every callback's load_state_dict)
     on_fit_start
     per epoch:  per step: on_optimizer_step, on_train_batch_end
                 on_train_epoch_end(entry)   -- the epoch's history entry, still open for more fields
@@ -52,7 +53,7 @@ class Callback:
     """Base class: every hook does nothing; override the ones a watcher needs."""
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        """Before the first epoch (a resume happens here)."""
+        """Before the first epoch, after a resume: `trainer.state` and `load_state_dict` hold the checkpoint's."""
 
     def on_optimizer_step(self, trainer: Trainer, step: int) -> None:
         """After optimiser step `step` (1-based, of the job), before the schedule moves: the model holds that step's

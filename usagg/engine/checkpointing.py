@@ -1,5 +1,6 @@
-"""Checkpoints as a trainer callback: resume from last.pt when a fit starts, write last.pt on its cadence and
-best.pt when the fit ends (the file format: usagg/engine/checkpoint.py).
+"""Checkpoints as a trainer callback: write last.pt on its cadence and best.pt when the fit ends, and resume from
+last.pt (`Trainer.fit` calls `resume` before any callback's on_fit_start, so every callback starts from the
+checkpoint's state) (the file format: usagg/engine/checkpoint.py).
 
 last.pt holds everything training changes (`Trainer.state_dict`, callbacks' entries included) and, until the
 last epoch, the kept epochs' weights, so a job killed at any moment resumes from it and reaches bit-identical
@@ -55,9 +56,6 @@ class Checkpointing(Callback):
     @property
     def best_path(self) -> Path:
         return self.ckpt_dir / BEST_CHECKPOINT
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self.resume(trainer)
 
     def on_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
         if self.should_save(trainer.state.epoch):

@@ -302,6 +302,7 @@ class Trainer:
 
         `stop_after_epoch`: end after that many epochs as a killed job would (checkpoints only as scheduled).
         """
+        self.checkpoints.resume(self)  # before the hooks: every callback starts from the checkpoint's state
         for cb in self.callbacks:
             cb.on_fit_start(self)
         s = self.state
