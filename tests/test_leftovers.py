@@ -4,17 +4,21 @@ registry's one unknown-name error."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats as ss
 
 from tests.cli_run import run_cli
+from usagg.analysis.advise import advise, delta_bounds, ridge_predict
+from usagg.analysis.delta import compare, rescaled
 from usagg.analysis.inputs import load_input
 from usagg.analysis.report import write_report
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
-from usagg.analysis.summary import analyse
+from usagg.analysis.summary import Analysis, analyse
 from usagg.analysis.tdist import t_quantile, two_sided_power
 from usagg.api import load_results
 from usagg.results_schema import RESULT_COLUMNS
@@ -104,3 +108,66 @@ def test_load_results_keeps_the_swept_columns(tmp_path: Path) -> None:
     assert shared["training.lr_encoder"].tolist() == [0.0001, 0.001]  # one row per point, told apart
     by_point = frame.groupby("training.lr_encoder")["value"].apply(list).to_dict()
     assert by_point == {0.0001: [0.6, 0.7], 0.001: [0.6, 0.8]}
+
+
+def _two_paradigms(path: Path, tasks: dict[str, tuple[str, str, float]], au: dict[str, float]) -> Path:
+    """TS and AU over two seeds: task -> (type, metric, TS value), AU's value per task; n_train 10^(2 + i/4)."""
+    rows = []
+    for i, (t, (ttype, metric, ts)) in enumerate(tasks.items()):
+        for seed in (0, 1):
+            for p, job, value in (("TS", f"TS-{t}", ts), ("AU", "AU-all", au[t])):
+                hib = metric != "MRE"
+                n = 10 ** (2 + i / 4)
+                rows.append(Row("b", f"{job}-s{seed}", p, f"G{t}", seed, 1.0, t, ttype, metric, value, hib, n))
+    write_results(rows, path)
+    return path
+
+
+BOUNDS_TASKS = {
+    "iou": ("detection", "IoU", 0.5),  # in [0, 1]
+    "auc": ("classification", "AUC", 0.8),  # in [0, 1], chance 0.5
+    "mre": ("regression", "MRE", 4.0),  # in [0, ∞), lower is better
+}
+INF = math.inf
+EXPECTED_BOUNDS = {
+    "relative": {"iou": (-100, 100), "auc": (-100, 25), "mre": (-INF, 100)},
+    # ln 0 = −∞: no lowest Δ where higher is better, no highest where lower is
+    "log_ratio": {"iou": (-INF, 100 * math.log(2)), "auc": (-INF, -100 * math.log(0.8)), "mre": (-INF, INF)},
+    # headroom D: 0.5 (IoU), 1 − 0.8 (AUC), 4 − 0 (MRE): the worst value is −m/D·100
+    "headroom": {"iou": (-100, 100), "auc": (-400, 100), "mre": (-INF, 100)},
+}
+
+
+@pytest.mark.parametrize("scale", list(EXPECTED_BOUNDS))
+def test_advise_bounds_follow_the_scale(scale: str, tmp_path: Path) -> None:
+    path = _two_paradigms(tmp_path / "r.csv", BOUNDS_TASKS, {"iou": 0.6, "auc": 0.85, "mre": 3.0})
+    comp = rescaled(compare(load_input(None, path)), scale)
+    for task, (low, high) in EXPECTED_BOUNDS[scale].items():
+        assert delta_bounds(comp, 1.0, task) == (pytest.approx(low), pytest.approx(high)), task
+
+
+def test_log_ratio_predictions_are_not_cut_at_minus_100(tmp_path: Path) -> None:
+    """A steep fall of AU's IoU with size: on log_ratio a Δ below −100 is possible (IoU 0.5 → 0.025 is −300), so the
+    held-out predictions are the ridge's own, only the top end ln(1/0.5)·100 cuts them."""
+    logn = {"a": 1.0, "b": 1.1, "c": 1.2, "d": 1.3, "e": 3.0}
+    au = {"a": 0.7, "b": 0.55, "c": 0.4, "d": 0.25, "e": 0.025}
+    rows = []
+    for p, value in (("TS", dict.fromkeys(logn, 0.5)), ("AU", au)):
+        for seed in (0, 1):
+            for t in logn:
+                job = t if p == "TS" else "all"
+                rows.append(
+                    Row("b", f"{p}-{job}-s{seed}", p, f"G{t}", seed, 1.0, t, "detection", "IoU", value[t], True,
+                        10 ** logn[t])
+                )  # fmt: skip
+    write_results(rows, tmp_path / "r.csv")
+    inp = load_input(None, tmp_path / "r.csv")
+    adv = advise(Analysis(inp, rescaled(compare(inp), "log_ratio"), []))
+    x = np.asarray([[v] for v in logn.values()])
+    y = np.asarray([100 * math.log(v / 0.5) for v in au.values()])
+    held = [ridge_predict(np.delete(x, i, 0), np.delete(y, i), x[[i]])[0] for i in range(5)]
+    assert min(held) < -100
+    top = 100 * math.log(2)
+    # (n_train goes through the CSV with 6 digits, hence the tolerance)
+    assert [r.loto_predicted["AU"] for r in adv.rows] == pytest.approx([min(top, v) for v in held], rel=1e-4)
+    assert all(r.bounds == (-INF, pytest.approx(top)) for r in adv.rows)

@@ -2,8 +2,8 @@
 
 The model, stated in every output: for each compared paradigm p that trains tasks together
 (its registered scope is not "task" and it is not a control: CG, AU, AG, ...), a ridge regression across tasks of the
-task's measured Δ_p versus TS (usagg/analysis/delta.py: seeds averaged per task, then the
-relative change, at the largest fraction the study ran with TS) on
+task's measured Δ_p versus TS (usagg/analysis/delta.py: seeds averaged per task, then Δ on the
+study's analysis.scale, at the largest fraction the study ran with TS) on
   - log10 n_train,
   - the task type (one column per type),
   - the mean affinity onto the task from its group mates under p, and from the task to them
@@ -12,9 +12,12 @@ relative change, at the largest fraction the study ran with TS) on
 Features are standardised on the tasks fitted, the intercept is not penalised and the
 penalty is fixed (RIDGE_PENALTY), so nothing is tuned on the tasks it is judged on.
 
-Predictions are bounded to what the metric allows (usagg/tasktypes: `metric_bounds`): a Δ
-of a metric that cannot fall below 0 is at least −100 %, of one that cannot exceed 1 at most
-(1/TS − 1)·100 %, where TS is the task's measured TS mean.
+Predictions are bounded to what the metric allows (usagg/tasktypes: `metric_bounds`), on the
+scale's formula (usagg/analysis/scales.py) at the task's measured TS mean: each end is the Δ of
+the metric at one of its bounds. For a metric in [0, 1] with TS at m: relative [−100, (1/m − 1)·100] %;
+log_ratio (−∞, −100·ln m] (ln 0 is −∞: no lower bound); headroom [−m/D·100, 100], D the headroom
+(from chance at most: an AUC's lower end is below −100). An end the metric does not bound is
+infinite (a lower-is-better error in [0, ∞) has no lowest Δ on any scale).
 
 Advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
 uncertainty is the root-mean-square leave-one-task-out (LOTO) error of that paradigm's model.
@@ -37,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from usagg.analysis.delta import SEED_ORDER, Comparison, compare, relative_change
+from usagg.analysis.delta import SEED_ORDER, Comparison, compare
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
+from usagg.analysis.scales import FORMULAS
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
@@ -331,8 +335,9 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
         + "; ".join(f"{p}: {', '.join(names) or 'intercept only'}" for p, names in adv.features.items())
         + " (a feature constant across tasks is left out)"
         + ".",
-        "Predicted Δ bounded to what each task's metric allows (no lower than −100 % for a metric that cannot "
-        f"fall below 0, no higher than (1/{BASELINE} − 1)·100 % for one that cannot exceed 1).",
+        f"Predicted Δ bounded to what each task's metric allows on analysis.scale {comp.scale} "
+        f"({FORMULAS[comp.scale]}): each end is that Δ at one of the metric's bounds, none where the metric has "
+        "none or the formula none there (log_ratio at 0).",
         f"Model advice: the paradigm with the highest predicted Δ ({BASELINE} on a tie); sd: the root-mean-square "
         f"leave-one-task-out error of that paradigm's model ({BASELINE}: 0). The advice is fitted on every task; "
         "the accuracy holds each task out in turn, then each clinical group (tasks of a group share models, so "
@@ -441,11 +446,15 @@ def _argmax(pred: dict[str, float]) -> str:
 
 
 def delta_bounds(comp: Comparison, fraction: float, task: str) -> tuple[float, float]:
-    """The Δ % the task's primary metric allows against its measured TS mean (metric_bounds of the registry)."""
+    """The Δ the task's primary metric allows against its measured TS mean, on the comparison's scale.
+
+    Every scale's Δ rises with the metric where higher is better and falls where lower is, so its
+    ends are the Δ at the metric's bounds (metric_bounds of the registry); an end is infinite where
+    the metric has no bound or the scale's Δ is undefined at it (log_ratio at 0: ln 0 = −∞).
+    """
     info = comp.info(task)
     base = comp.cells[(fraction, task, BASELINE)].mean
-    lo, hi = metric_bounds(info.metric)
-    ends = [relative_change(v, base, info.higher_is_better).value if v is not None else None for v in (lo, hi)]
+    ends = [comp.change(task, v, base).value if v is not None else None for v in metric_bounds(info.metric)]
     if not info.higher_is_better:  # a lower value is a gain: the metric's upper end is the lowest Δ
         ends.reverse()
     low, high = (e if e is not None else s * math.inf for e, s in zip(ends, (-1, 1), strict=True))
