@@ -171,3 +171,17 @@ def test_log_ratio_predictions_are_not_cut_at_minus_100(tmp_path: Path) -> None:
     # (n_train goes through the CSV with 6 digits, hence the tolerance)
     assert [r.loto_predicted["AU"] for r in adv.rows] == pytest.approx([min(top, v) for v in held], rel=1e-4)
     assert all(r.bounds == (-INF, pytest.approx(top)) for r in adv.rows)
+
+
+def test_synth_complete_is_public_and_reads_the_marker(tmp_path: Path) -> None:
+    """What `usagg validate` asks before saying a synthetic benchmark is not generated yet."""
+    from usagg.cachedir import SYNTH_MARKER
+    from usagg.data.source import synth_complete, synth_key
+    from usagg.spec.models import SynthSpec
+
+    spec = SynthSpec(image_size=32)
+    key = synth_key(spec)
+    assert not synth_complete(tmp_path, key, spec)  # an empty folder
+    (tmp_path / SYNTH_MARKER).write_text(key + "\n")
+    assert synth_complete(tmp_path, key, spec)
+    assert not synth_complete(tmp_path, synth_key(SynthSpec(image_size=64)), SynthSpec(image_size=64))

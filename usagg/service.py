@@ -410,10 +410,10 @@ def data_not_checkable(study: Study) -> str | None:
     data = study.data
     if data.synthetic is None:
         return None
-    from usagg.data.source import _complete, synth_dir, synth_key
+    from usagg.data.source import synth_complete, synth_dir, synth_key
 
     folder = synth_dir(data)
-    if _complete(folder, synth_key(data.synthetic), data.synthetic):  # what dataset_root reuses without writing
+    if synth_complete(folder, synth_key(data.synthetic), data.synthetic):  # what dataset_root reuses without writing
         return None
     return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
 

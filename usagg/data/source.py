@@ -38,8 +38,12 @@ def synth_dir(data: DataSpec) -> Path:
     return cache_root(data.cache_dir) / "synth" / synth_key(data.synthetic)
 
 
-def _complete(folder: Path, key: str, spec: SynthSpec) -> bool:
-    """Our marker with this key, or a finished `usagg synth` output written with exactly these settings."""
+def synth_complete(folder: Path, key: str, spec: SynthSpec) -> bool:
+    """Whether `folder` holds the synthetic benchmark of `spec` (`key`: its `synth_key`) in full, so it is used as is:
+    our completion marker with this key (its time is touched: the last use `usagg cache prune` reads), or a finished
+    `usagg synth` output written with exactly these settings. `dataset_root` generates where it is False, and
+    `usagg validate` / `run --dry-run`, which write nothing, say the benchmark is not generated yet.
+    """
     from usagg.data.synth.generate import MANIFEST, resolve_tasks, settings
 
     marker = folder / MARKER
@@ -82,11 +86,11 @@ def _synthetic_root(data: DataSpec) -> Path:
     assert spec is not None
     target = synth_dir(data)
     key = synth_key(spec)
-    if _complete(target, key, spec):
+    if synth_complete(target, key, spec):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
-        if _complete(target, key, spec):  # another process finished it while we waited
+        if synth_complete(target, key, spec):  # another process finished it while we waited
             return target
         if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_synth_output(target))):
             raise DataError(
