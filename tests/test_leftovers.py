@@ -185,3 +185,12 @@ def test_synth_complete_is_public_and_reads_the_marker(tmp_path: Path) -> None:
     (tmp_path / SYNTH_MARKER).write_text(key + "\n")
     assert synth_complete(tmp_path, key, spec)
     assert not synth_complete(tmp_path, synth_key(SynthSpec(image_size=64)), SynthSpec(image_size=64))
+
+
+def test_an_unknown_backbone_is_the_registrys_error() -> None:
+    """create_vit names the closest registered backbone and where to read how to add one, as a spec would."""
+    from usagg.model.backbones import create_vit
+
+    with pytest.raises(ValueError, match=r"unknown backbone 'dinov3_smal' \(did you mean 'dinov3_small'\?\)") as err:
+        create_vit("dinov3_smal")
+    assert "How to add a backbone" in str(err.value)

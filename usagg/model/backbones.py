@@ -33,10 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def create_vit(backbone: str) -> Eva:
-    """A randomly initialised timm DINOv3 ViT for a registry name (never downloads)."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    entry = BACKBONES[backbone]
+    """A randomly initialised timm DINOv3 ViT for a registry name (never downloads); an unknown name is the
+    registry's own error (plug-ins loaded first, the closest registered name suggested)."""
+    entry = BACKBONES.lookup(backbone)
     kwargs = {"num_classes": 0, "dynamic_img_size": True, **entry.kwargs}
     return cast(Eva, timm.create_model(entry.timm_name, pretrained=False, **kwargs))  # the zoo's names are Evas
 
