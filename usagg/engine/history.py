@@ -2,7 +2,7 @@
 
 The trainer's history entries (usagg/engine/trainer.py) hold per epoch the optimised loss,
 each task's own loss, MoE auxiliary loss and optimiser steps, and the selection score and
-metrics. `history_rows` flattens them; `write_history` rewrites history.csv atomically after
+metrics. `history_rows` flattens them; `write_history` (the `HistoryCsv` callback) rewrites history.csv atomically after
 every epoch (the whole history, so a resumed job's file is complete too), which
 `usagg.api.load_history` reads for jobs that have not finished. `history_damage` is its
 schema check (`RunStore.repair` sets a damaged file aside and writes it again from the
@@ -16,9 +16,13 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import write_text_atomic
+from usagg.engine.callbacks import Callback
+
+if TYPE_CHECKING:
+    from usagg.engine.trainer import Trainer
 
 #: history.csv's columns, then select_<METRIC> for every selection metric of the job's tasks.
 HISTORY_CSV_COLUMNS: tuple[str, ...] = (
@@ -72,6 +76,16 @@ def write_history(path: Path, history: Sequence[dict[str, Any]], task_ids: Seque
     writer.writeheader()
     writer.writerows(rows)
     return write_text_atomic(path, buf.getvalue())
+
+
+class HistoryCsv(Callback):
+    """The trainer callback that rewrites history.csv at `path` after every epoch (a resumed job's file is whole)."""
+
+    def __init__(self, path: Path, task_ids: Sequence[str]) -> None:
+        self.path, self.task_ids = path, list(task_ids)
+
+    def on_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+        write_history(self.path, trainer.state.history, self.task_ids)
 
 
 def history_damage(path: Path) -> str | None:

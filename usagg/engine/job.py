@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from usagg.atomic import write_json_checked
 from usagg.engine.accel import accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
+from usagg.engine.callbacks import Callback, EpochListener
 from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_everything, set_threads
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
-from usagg.engine.history import write_history
+from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
 from usagg.engine.trainer import FitResult, Trainer
 from usagg.jobmetrics import JobMetrics
@@ -56,13 +57,14 @@ def build_trainer(
     trunks: dict[str, Trunk] | None = None,
     augment: Augmenter | None = None,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Trainer:
     """The Trainer of `job` on `compute`'s device, wired as the job runs: its training splits (through the frozen
     `trunks`, with `augment`) and selection splits placed on the device, its training spec, seed, id and affinity.
 
     `data` and `model` default to the job's (load_job_data, build_model after the caller seeded): pass them where
     the caller needs them too (run_job builds the trunk from both) or wants another initialisation. `on_epoch` gets
-    the whole history after each epoch.
+    the whole history after each epoch; `callbacks` watch the fit (usagg/engine/callbacks.py).
     """
     dev = compute.device
     data = data if data is not None else load_job_data(job)
@@ -82,6 +84,7 @@ def build_trainer(
         on_epoch=on_epoch,
         affinity=job.affinity,
         job_hash=job.hash,
+        callbacks=callbacks,
     )
 
 
@@ -100,14 +103,6 @@ def _selection_record(fit: FitResult) -> dict[str, Any]:
     if fit.scope == "task" and fit.selection == "best":  # a one-task job always has scope model
         out["note"] = "optimistic: each task is tested at its own best epoch, which no single model of the job has"
     return out
-
-
-def _epoch_done(
-    paths: JobPaths, job: Job, history: list[dict[str, Any]], on_epoch: Callable[[dict[str, Any]], None] | None
-) -> None:
-    write_history(paths.history, history, job.task_ids)
-    if on_epoch is not None:
-        on_epoch(history[-1])
 
 
 def run_job(
@@ -162,6 +157,9 @@ def run_job(
         )
 
     trunks = job_trunks(model, job, data, compute)  # frozen-trunk cache
+    watchers: list[Callback] = [HistoryCsv(paths.history, job.task_ids)]  # history.csv, then the trackers
+    if on_epoch is not None:
+        watchers.append(EpochListener(lambda history: on_epoch(history[-1])))
     trainer = build_trainer(
         job,
         paths.checkpoints,
@@ -170,7 +168,7 @@ def run_job(
         model=model,
         trunks=trunks,
         augment=Augmenter(job.training.augmentation, job.seed),
-        on_epoch=lambda history: _epoch_done(paths, job, history, on_epoch),
+        callbacks=watchers,
     )
     fit = trainer.fit()
     if trainer.affinity is not None:

@@ -70,7 +70,7 @@ class Selection(Callback):
         )
         primary = {t: r.metrics.get(self.tasks[t].metric or "") for t, r in results.items()}
         losses = {t: r.loss for t, r in results.items()}
-        score, improved = self.selector.update(epoch, primary, losses)
+        score, improved = self.selector.update(epoch, primary, dict(losses))
         entry["select_score"] = score if math.isfinite(score) else None
         entry["select"] = {t: finite_or_none(r.metrics) for t, r in results.items()}
         entry["select_loss"] = finite_or_none(losses)
