@@ -327,7 +327,7 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
                     "job_loss": _nan(entry.loss),
                     "select_score": _nan(entry.select_score),
                     "primary": primary,
-                    "select_primary": _nan(values.get(primary)),
+                    "select_primary": _nan(values.get(primary) if primary is not None else None),
                     "selected": entry.epoch == per_task.get(t.id, selection.epoch if selection else None),
                 }
                 for name, value in values.items():

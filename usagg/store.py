@@ -323,7 +323,9 @@ class JobPaths:
 class RunStore:
     """One study's folder: plan, job states, locks, job files and the results table."""
 
-    def __init__(self, root: Path | str, *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0
+    ) -> None:
         self.root = Path(root)
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s

@@ -251,10 +251,14 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     """Read a run store (RUN_DIR, or the latest under root) or an imported CSV into an AnalysisInput."""
     if results is not None and run_dir is not None and not Path(run_dir).is_dir():
         raise UsaggError(f"run folder {run_dir} does not exist")
+    store: RunStore | None
     if results is None:
         run_dir = resolve_run_dir(run_dir, root)
-    store = RunStore(run_dir) if run_dir is not None else None
-    csv_path = Path(results) if results is not None or store is None else store.fresh_results()
+        store = RunStore(run_dir)
+        csv_path = store.fresh_results()
+    else:
+        store = RunStore(run_dir) if run_dir is not None else None
+        csv_path = Path(results)
     table = read_results(csv_path)
     study = store.stored_study() if store is not None else {}
     settings = _settings(study, str(store.study_yaml) if store is not None else "defaults")
