@@ -244,7 +244,7 @@ def test_catalog_location_never_changes_job_ids(tmp_path: Path) -> None:
     by_path = load_study(write(tmp_path, "demo.yaml", text))
     assert [j.id for j in plan(by_path)] == [j.id for j in plan(by_name)]
     ids = [j.id for j in plan(by_name)]
-    # pinned: a change here means every stored job reruns (last changed by issues 10 and 15: augmentation,
-    # colour mode, matched sampling, selection scope and loss balance are settings now)
-    assert (ids[0], ids[-1]) == ("TS-fetal_head-f1-s0-8ce00fca", "CGD-Cardiac-f1-s0-2029ed3b")  # CGD planned last
-    assert "AUD-all-f1-s0-589aff73" in ids
+    # pinned: a change here means every stored job reruns (last changed by issue 28: the demo's data at 64 px,
+    # 8 epochs of batch 8, no selection split)
+    assert (ids[0], ids[-1]) == ("TS-fetal_head-f1-s0-b98b5765", "CGD-Cardiac-f1-s0-344b8f0d")  # CGD planned last
+    assert "AUD-all-f1-s0-7e96a2da" in ids
