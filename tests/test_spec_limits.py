@@ -98,23 +98,20 @@ def test_a_folder_is_not_a_spec(tmp_path: Path) -> None:
         load_study(tmp_path)
 
 
-def test_60000_keys_are_refused_in_under_two_seconds(tmp_path: Path) -> None:
-    """The 938 kB file of the finding (71 s before), and one just under the byte limit, refused early."""
-    head = DEMO.read_text() + "  loss_weights:\n"
+def test_60000_keys_are_refused_by_size_and_16000_by_count(tmp_path: Path) -> None:
+    """The 938 kB file of the finding (71 s before) and one just under the byte limit are refused while reading,
+    before any validation (their time is measured by `python -m benchmarks guards`)."""
+    head = "name: big\nseeds: [0]\ntraining:\n  loss_weights:\n"
     big = tmp_path / "big.yaml"
     big.write_text(head + "".join(f"    t{i:05d}: 1.0\n" for i in range(60_000)))
     assert big.stat().st_size > 900_000
-    start = time.monotonic()
     with pytest.raises(SpecError, match=f"larger than {MAX_YAML_BYTES:,}"):
         load_study(big)
-    assert time.monotonic() - start < 2
     many = tmp_path / "many.yaml"
     many.write_text(head + "".join(f"    t{i:05d}: 1\n" for i in range(16_000)))
     assert many.stat().st_size < MAX_YAML_BYTES
-    start = time.monotonic()
     with pytest.raises(SpecError, match=f"more than {MAX_YAML_NODES:,} values"):
         load_study(many)
-    assert time.monotonic() - start < 2
 
 
 def test_the_packaged_specs_are_far_inside_the_limits() -> None:

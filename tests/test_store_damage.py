@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +295,7 @@ def _sha256_digest_before(obj: object) -> str:
     return h.hexdigest()
 
 
-def test_sha256_checkpoints_still_verify_and_the_new_checksum_costs_far_less(tmp_path: Path) -> None:
+def test_sha256_checkpoints_still_verify_and_a_flipped_byte_is_caught(tmp_path: Path) -> None:
     payload = {"format": 3, "model": {f"w{i}": torch.randn(1_000_000) for i in range(12)}, "epoch": 4}
     path = tmp_path / "last.pt"
     torch.save({**payload, checkpoint.CHECKSUM_KEY: _sha256_digest_before(payload)}, path)
@@ -305,16 +304,7 @@ def test_sha256_checkpoints_still_verify_and_the_new_checksum_costs_far_less(tmp
     with pytest.raises(checkpoint.DamagedCheckpoint, match="does not match its checksum"):
         checkpoint.load(path)
 
-    def best_of(fn) -> float:  # type: ignore[no-untyped-def]
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fn(payload)
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    new, old = best_of(checkpoint.content_digest), best_of(_sha256_digest_before)
-    assert new < 0.5 * old, (new, old)  # 48 MB: about 0.02 s against 0.08 s on one core
+    # What the new checksum costs against this sha256 is measured by `python -m benchmarks guards`.
 
 
 def test_flipped_bytes_in_a_decode_cache_entry_are_logged_and_decoded_again(
