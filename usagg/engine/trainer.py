@@ -38,7 +38,7 @@ from usagg.engine.optim import build_optimizer
 from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.engine.selecting import Selection
-from usagg.engine.selection import MODEL
+from usagg.engine.selection import MODEL, Selector
 from usagg.model.m2dino import M2DINO
 from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
 
@@ -185,6 +185,11 @@ class Trainer:
     @property
     def best_path(self) -> Path:
         return self.checkpoints.best_path
+
+    @property
+    def selector(self) -> Selector:
+        """The selection state (usagg/engine/selection.py), kept by the Selection callback."""
+        return self.selection.selector
 
     def state_dict(self, with_best: bool = True) -> dict[str, Any]:
         """Everything training changes, callbacks' entries included; `with_best`: the kept epochs' weights too (but
