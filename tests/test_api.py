@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from usagg.api import load_history, load_results, plan, run_study
+from usagg.engine.progress import ProgressFn, with_progress
 from usagg.errors import DataError, SpecError, UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job
 from usagg.execute.registry import EXECUTORS, register_executor
@@ -225,10 +226,12 @@ class RecordingExecutor(Executor):
     name = "recording"
     ran: ClassVar[list[str]] = []
 
-    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+    def run(
+        self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None, on_progress: ProgressFn | None = None
+    ) -> dict[str, str]:
         states = {}
         for job_id in job_ids:
-            states[job_id], event, info = call_job(fn, self.store_root, job_id)
+            states[job_id], event, info = call_job(with_progress(fn, on_progress), self.store_root, job_id)
             RecordingExecutor.ran.append(job_id)
             self._emit(on_event, job_id, event, info)
         return states

@@ -673,30 +673,30 @@ def test_unknown_executor_names_the_registered_ones(tmp_path: Path) -> None:
     assert EXECUTORS["local"].description and EXECUTORS["slurm"].factory is get_executor_factory("slurm")
 
 
-def run_one_reporting_progress(store_root: str, job_id: str, **kwargs: Any) -> str:
-    """fake_run_one after 50 training steps reported as the trainer does (2 epochs of 25), then a test phase."""
-    from usagg.engine import progress
+def run_one_reporting_progress(store_root: str, job_id: str, *, progress: Any, **kwargs: Any) -> str:
+    """fake_run_one after 50 training steps reported to its `progress` sink as the trainer does (2 epochs of 25),
+    then a test phase."""
+    from usagg.engine.progress import Progress
 
     for epoch in range(2):
         for step in range(1, 26):
-            progress.report(progress.Progress(job_id, "train", epoch, 2, step, 25, loss=1.0 / step))
-        progress.report(progress.Progress(job_id, "select", epoch, 2, 25, 25))
-    progress.report(progress.Progress(job_id, "test", 1, 2, 25, 25))
+            progress(Progress(job_id, "train", epoch, 2, step, 25, loss=1.0 / step))
+        progress(Progress(job_id, "select", epoch, 2, 25, 25))
+    progress(Progress(job_id, "test", 1, 2, 25, 25))
     return fake_run_one(store_root, job_id, **kwargs)
 
 
 @pytest.mark.slow
-def test_pooled_jobs_progress_reaches_the_parents_listener(tmp_path: Path, two_cores: None) -> None:
+def test_pooled_jobs_progress_reaches_the_parents_sink(tmp_path: Path, two_cores: None) -> None:
     """`usagg run` shows a pooled job's epochs: its worker forwards the trainer's reports (throttled within an
-    epoch's training, never an epoch's end or another phase) to the listener of the process that runs the pool."""
-    from usagg.engine import progress
+    epoch's training, never an epoch's end or another phase) to the run's `on_progress` in the pool's process."""
+    from usagg.engine.progress import Progress
 
     store, ids = make_store(tmp_path, ["ok", "ok"])
-    heard: list[progress.Progress] = []
-    with progress.listening(heard.append):
-        states = PoolExecutor(str(store.root), None, jobs_per_device=2).run(
-            ids, functools.partial(run_one_reporting_progress, device="cpu")
-        )
+    heard: list[Progress] = []
+    states = PoolExecutor(str(store.root), None, jobs_per_device=2).run(
+        ids, functools.partial(run_one_reporting_progress, device="cpu"), None, heard.append
+    )
     assert states == dict.fromkeys(ids, "done")
     for jid in ids:
         mine = [(p.phase, p.epoch, p.step) for p in heard if p.job_id == jid]

@@ -128,8 +128,8 @@ def run_study(
     spec's `execution.devices`); `threads`: CPU threads per job (default: the
     spec's). `paradigms` and `only` narrow the jobs; failed jobs run again only
     with `retry_failed`. `on_event(job_id, event, info)` hears each job start and
-    end, `on_progress(Progress)` the running job's epoch and step (in-process
-    jobs), or an `observer` (usagg/service.py `RunObserver`) every step of the run, as
+    end, `on_progress(Progress)` the running jobs' epochs and steps (in-process
+    and local pool jobs), or an `observer` (usagg/service.py `RunObserver`) every step of the run, as
     `usagg run` shows them. A failed job does not raise: see `RunResult.failed` and its
     error in the store. A dataset with problems raises DataError listing them. A spec file
     whose study name another spec file's store holds, with another plan, is refused

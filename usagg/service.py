@@ -637,21 +637,18 @@ class StudyRun:
         """Run the jobs to do through the spec's executor; returns job id -> state as the executor saw it.
 
         `on_event(job_id, event, info)` hears started / finished / failed / locked
-        (usagg/execute/base.py); `on_progress` hears the running job's epoch and
-        step (in-process jobs only). `executor_options` go to the executor's factory.
+        (usagg/execute/base.py); `on_progress` hears the running jobs' epochs and
+        steps (in-process and local pool jobs: the executor passes it down to `run_one`).
+        `executor_options` go to the executor's factory.
         """
         if not self.todo:
             return {}
-        from usagg.engine import progress
         from usagg.execute.registry import make_executor
 
         executor = make_executor(self.study.execution, self.store.root, **executor_options)
         tracking = reachable_tracking(self.study.tracking, self.study.name, self.store.root)
         fn = job_function(self.study.execution, tracking)
-        if on_progress is None:
-            return executor.run(self.todo, fn, on_event)
-        with progress.listening(on_progress):
-            return executor.run(self.todo, fn, on_event)
+        return executor.run(self.todo, fn, on_event, on_progress)
 
     def finish(self) -> RunResult:
         """Rebuild results.csv from every done job and read the selected jobs' final states."""
@@ -692,7 +689,8 @@ class RunObserver:
         """A job started, finished, failed or was locked (usagg/execute/base.py)."""
 
     def progress(self, p: Progress) -> None:
-        """The running job's epoch and step (in-process and local pool jobs)."""
+        """The running job's epoch and step (in-process and local pool jobs): the run's progress sink, which the
+        executor passes down to each job (usagg/engine/progress.py)."""
 
     def waiting(self, run: StudyRun, waiting: Waiting) -> None:
         """A staged paradigm is still not planned at the end: it waits for `waiting.needs`."""

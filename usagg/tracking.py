@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import write_text_atomic
+from usagg.engine.callbacks import Callback
 from usagg.store import RunStore
 
 if TYPE_CHECKING:
+    from usagg.engine.trainer import Trainer
     from usagg.plan import Job
     from usagg.spec.models import MlflowSpec, TrackingSpec
     from usagg.store import JobPaths
@@ -313,11 +315,18 @@ class MlflowTracker(_Guarded):
             self.client.log_artifact(self.run_id, str(paths.best_checkpoint), paths.checkpoints.name)
 
 
-class JobTrackers:
-    """Every tracker the spec asks for, fed together; empty (and free) when none is asked for."""
+class JobTrackers(Callback):
+    """Every tracker the spec asks for, fed together; empty (and free) when none is asked for.
+
+    A trainer callback (usagg/engine/callbacks.py): each epoch's history entry is logged at `on_epoch_end`. The
+    trackers close at the job's end, not the fit's (`finish`, called by run_one in usagg/engine/runner.py): the test
+    metrics, predictions and the job's state come after training."""
 
     def __init__(self, trackers: list[_Guarded]) -> None:
         self.trackers = trackers
+
+    def on_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+        self.epoch(entry)
 
     def epoch(self, entry: dict[str, Any]) -> None:
         for t in self.trackers:

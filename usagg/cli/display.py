@@ -6,8 +6,9 @@ img/s and ETAs). Off a terminal (`usagg run ... > log.txt`, every CI log) rich c
 `--verbose`, at most every `every_s` seconds otherwise), each line whole. `--quiet` prints only
 failures. Each job keeps the number it got when it started (`job 2/10` from its start line to its end
 line) and ETAs come from measured epoch times, a stated range until two epochs are timed
-(usagg/cli/eta.py). Job events come from every executor; epoch progress from jobs run in this process
-and, forwarded by their workers, from a local pool's jobs (usagg/engine/progress.py), so only
+(usagg/cli/eta.py). Job events come from every executor; epoch progress (`ConsoleObserver.progress`, the run's
+sink, passed down to each job) from jobs run in this process and, forwarded by their workers, from a local pool's
+jobs (usagg/engine/progress.py), so only
 Slurm runs show job lines alone. `print_table` prints a CLI table whole in a log, the same way.
 """
 

@@ -80,10 +80,11 @@ class Callback:
 
 
 class ProgressReporter(Callback):
-    """Reports epoch, step, loss and images/s to `sink` (default: the process's progress listener,
-    usagg/engine/progress.py); on CUDA every CUDA_PROGRESS_EVERY steps and at an epoch's last."""
+    """Reports epoch, step, loss and images/s to `sink` (whoever runs the job passed it down:
+    usagg/engine/progress.py); on CUDA every CUDA_PROGRESS_EVERY steps and at an epoch's last. A sink that
+    raises is ignored: display problems are not training problems."""
 
-    def __init__(self, job_id: str, sink: Callable[[progress.Progress], None] = progress.report) -> None:
+    def __init__(self, job_id: str, sink: progress.ProgressFn) -> None:
         self.job_id, self.sink = job_id, sink
         self._images, self._t0 = 0, 0.0
 
@@ -96,7 +97,8 @@ class ProgressReporter(Callback):
         if on_cuda and batch.index % CUDA_PROGRESS_EVERY != 0 and batch.index != batch.steps:
             return
         now = time.perf_counter()
-        self.sink(
+        progress.send(
+            self.sink,
             progress.Progress(
                 self.job_id,
                 "train",
@@ -113,7 +115,8 @@ class ProgressReporter(Callback):
     def on_train_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
         if trainer.select:  # selection follows: say so before it runs
             n = trainer.steps_per_epoch
-            self.sink(
+            progress.send(
+                self.sink,
                 progress.Progress(
                     self.job_id, "select", entry["epoch"] - 1, trainer.training.epochs, n, n, loss=entry["loss"]
                 )

@@ -24,11 +24,12 @@ from usagg.atomic import write_json_checked
 from usagg.engine.accel import accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
-from usagg.engine.callbacks import Callback, EpochListener
+from usagg.engine.callbacks import Callback
 from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_everything, set_threads
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
+from usagg.engine.progress import ProgressFn
 from usagg.engine.trainer import FitResult, Trainer
 from usagg.jobmetrics import JobMetrics
 from usagg.model.m2dino import M2DINO, build_model
@@ -58,13 +59,15 @@ def build_trainer(
     augment: Augmenter | None = None,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
     callbacks: Sequence[Callback] = (),
+    progress: ProgressFn | None = None,
 ) -> Trainer:
     """The Trainer of `job` on `compute`'s device, wired as the job runs: its training splits (through the frozen
     `trunks`, with `augment`) and selection splits placed on the device, its training spec, seed, id and affinity.
 
     `data` and `model` default to the job's (load_job_data, build_model after the caller seeded): pass them where
     the caller needs them too (run_job builds the trunk from both) or wants another initialisation. `on_epoch` gets
-    the whole history after each epoch; `callbacks` watch the fit (usagg/engine/callbacks.py).
+    the whole history after each epoch; `callbacks` watch the fit (usagg/engine/callbacks.py); `progress` hears its
+    epoch and step (usagg/engine/progress.py).
     """
     dev = compute.device
     data = data if data is not None else load_job_data(job)
@@ -85,6 +88,7 @@ def build_trainer(
         affinity=job.affinity,
         job_hash=job.hash,
         callbacks=callbacks,
+        progress=progress,
     )
 
 
@@ -110,15 +114,17 @@ def run_job(
     job_dir: Path,
     device: str | None = None,
     threads: int | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    callbacks: Sequence[Callback] = (),
     accel: str = "eager",
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate `job` in `job_dir`; returns the job's metrics.json content, checked by `JobMetrics`
     (the caller writes it).
 
     `device`: cpu, cuda or cuda:N (None: the first visible GPU, else the CPU);
     `threads`: CPU threads for torch (None: torch's choice). After every epoch the
-    job's history.csv is rewritten and `on_epoch` (trackers) gets the epoch's entry.
+    job's history.csv is rewritten, then `callbacks` (run_one: the trackers) watch the fit; `progress` hears the
+    epoch and step (usagg/engine/progress.py).
     `accel`: launch-overhead option on CUDA (usagg/engine/accel.py; the CPU stays eager).
     """
     t_start = time.perf_counter()
@@ -157,9 +163,7 @@ def run_job(
         )
 
     trunks = job_trunks(model, job, data, compute)  # frozen-trunk cache
-    watchers: list[Callback] = [HistoryCsv(paths.history, job.task_ids)]  # history.csv, then the trackers
-    if on_epoch is not None:
-        watchers.append(EpochListener(lambda history: on_epoch(history[-1])))
+    watchers: list[Callback] = [HistoryCsv(paths.history, job.task_ids), *callbacks]  # history.csv, then trackers
     trainer = build_trainer(
         job,
         paths.checkpoints,
@@ -169,6 +173,7 @@ def run_job(
         trunks=trunks,
         augment=Augmenter(job.training.augmentation, job.seed),
         callbacks=watchers,
+        progress=progress,
     )
     fit = trainer.fit()
     if trainer.affinity is not None:

@@ -1,18 +1,18 @@
-"""A process-wide progress listener, so the CLI can show epoch, step, loss and images/s of the running job.
+"""What the trainer reports while a job runs (epoch, step, loss, images/s), and the sink type that carries it.
 
-Executors only pass `(store_root, job_id)` to `run_one`; the in-process
-executor runs it in the CLI's own process, so the CLI registers a listener
-here and the trainer reports to it. A local pool worker's listener sends the
-reports to the parent, which reports them here in turn (usagg/execute/pool.py),
-so several jobs may report at once. In Slurm jobs no listener is set and
-reporting costs one attribute lookup. No torch import: the CLI uses it.
+There is no process-wide listener: whoever runs a job passes its sink down explicitly
+(`Executor.run(..., on_progress)` -> `run_one(progress=...)` -> `run_job` -> `Trainer` ->
+`ProgressReporter`, usagg/engine/callbacks.py). The in-process executor hands the caller's
+sink itself; a local pool worker hands a sink that sends each report over its pipe and the
+parent hands it to the caller's sink (usagg/execute/pool.py); a Slurm job gets none. No
+torch import: the CLI uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -30,23 +30,18 @@ class Progress:
     images_per_s: float | None = None
 
 
-Listener = Callable[[Progress], None]
-_listener: Listener | None = None
+ProgressFn = Callable[[Progress], None]
 
 
-def report(p: Progress) -> None:
-    """Send a report to the listener, if any; a listener error must never kill a job."""
-    if _listener is not None:
-        with contextlib.suppress(Exception):  # display problems are not training problems
-            _listener(p)
+def send(sink: ProgressFn | None, p: Progress) -> None:
+    """Hand a report to `sink`, if any; a sink's error must never kill a job or a run (display problems are not
+    training problems)."""
+    if sink is not None:
+        with contextlib.suppress(Exception):
+            sink(p)
 
 
-@contextmanager
-def listening(fn: Listener) -> Iterator[None]:
-    """Install `fn` as the listener for the duration of the block."""
-    global _listener
-    old, _listener = _listener, fn
-    try:
-        yield
-    finally:
-        _listener = old
+def with_progress(fn: Callable[..., str], sink: ProgressFn | None) -> Callable[..., str]:
+    """A job function (`fn(store_root, job_id)`) that hands `sink` to `run_one` as `progress=`; `fn` itself when
+    there is no sink, so job functions that take no sink still run where nobody listens."""
+    return fn if sink is None else functools.partial(fn, progress=sink)

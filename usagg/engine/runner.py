@@ -9,7 +9,8 @@ one GPU share its memory). A full disk fails the job with "no space left on devi
 <path>" (usagg/atomic.py) and `usagg run --retry-failed` resumes it once there is room.
 A best.pt that a fresh start would read (no last.pt beside it) is checked first and set
 aside when damaged, so one bad file never fails every retry. Executors get it as
-`functools.partial(run_one, device=..., threads=...)` (see usagg/service.py).
+`functools.partial(run_one, device=..., threads=...)` (see usagg/service.py) and add its progress sink
+where someone listens (`with_progress`, usagg/engine/progress.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.store import JobPaths, RunStore
 
 if TYPE_CHECKING:
+    from usagg.engine.progress import ProgressFn
     from usagg.spec.models import TrackingSpec
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -81,13 +83,16 @@ def run_one(
     threads: int | None = None,
     accel: str = "eager",
     tracking: TrackingSpec | None = None,
+    progress: ProgressFn | None = None,
 ) -> str:
     """Run one job of the store to `done` or `failed` and return that state.
 
     `device` (cpu | cuda | cuda:N; None: a visible GPU, else the CPU) and
     `threads` (CPU threads; None: torch's choice) go to the engine as given, with
     `accel` (usagg/engine/accel.py); `tracking` feeds the job's trackers
-    (usagg/tracking.py) after every epoch and at its end. A
+    (usagg/tracking.py, a trainer callback) after every epoch and at its end; `progress` hears the
+    epoch and step (usagg/engine/progress.py: the executor passes its sink, unbound here so the
+    partial still pickles). A
     done job is returned as is (its id carries the hash of every setting, so
     done means done). A job whose lock another live process holds raises
     `JobLocked` untouched (the executors report it as `locked`); every other
@@ -99,11 +104,17 @@ def run_one(
     with store.lock(job_id):  # raises JobLocked when a live process holds it
         if store.job_state(job_id) == "done":  # finished by another process between our check and the lock
             return "done"
-        return _run_locked(store, job_id, device, threads, accel, tracking)
+        return _run_locked(store, job_id, device, threads, accel, tracking, progress)
 
 
 def _run_locked(
-    store: RunStore, job_id: str, device: str | None, threads: int | None, accel: str, tracking: TrackingSpec | None
+    store: RunStore,
+    job_id: str,
+    device: str | None,
+    threads: int | None,
+    accel: str,
+    tracking: TrackingSpec | None,
+    progress: ProgressFn | None,
 ) -> str:
     from usagg.tracking import JobTrackers, job_trackers
 
@@ -119,7 +130,7 @@ def _run_locked(
             job = store.job(job_id)
             _set_aside_damaged_best(paths, log)
             trackers = job_trackers(tracking, job, store.root)
-            metrics = run_job(job, paths.folder, device, threads, on_epoch=trackers.epoch, accel=accel)
+            metrics = run_job(job, paths.folder, device, threads, callbacks=[trackers], accel=accel, progress=progress)
             store.write_metrics(job_id, metrics)
         except Exception as err:
             trackers.finish(None, "failed")

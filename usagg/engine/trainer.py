@@ -35,6 +35,7 @@ from usagg.engine.checkpointing import CHECKPOINT_FORMAT, Checkpointing
 from usagg.engine.device import Compute
 from usagg.engine.evaluate import EvalSet
 from usagg.engine.optim import build_optimizer
+from usagg.engine.progress import ProgressFn
 from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.engine.selecting import Selection
@@ -127,10 +128,12 @@ class Trainer:
         affinity: AffinitySpec | None = None,
         job_hash: str = "",
         callbacks: Sequence[Callback] = (),
+        progress: ProgressFn | None = None,
     ) -> None:
         """`affinity`: measure the lookahead inter-task affinity while training (usagg/engine/affinity.py);
         `on_epoch` gets the whole history after each epoch; `callbacks` watch the fit after the built-in ones
-        (progress, affinity, selection, on_epoch) and before the checkpoint is written."""
+        (progress, affinity, selection, on_epoch) and before the checkpoint is written; `progress` hears the
+        epoch and step (`ProgressReporter`; none: nobody listens)."""
         trainable_keys = checkpoint.trainable_keys(model)
         self.fingerprint = checkpoint.frozen_fingerprint(model)
         self.model = model.to(compute.device)
@@ -162,7 +165,7 @@ class Trainer:
         self.warnings = self.selection.warnings
         self.checkpoints = Checkpointing(ckpt_dir, self.fingerprint, training, self.selection)
         self.callbacks: list[Callback] = [
-            ProgressReporter(job_id),
+            *([ProgressReporter(job_id, progress)] if progress is not None else []),
             *([AffinityMeter(self.affinity)] if self.affinity is not None else []),
             self.selection,
             *([EpochListener(on_epoch)] if on_epoch is not None else []),

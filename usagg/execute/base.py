@@ -4,11 +4,15 @@ An executor takes job ids and a function `fn(store_root, job_id) -> state`
 (in production `functools.partial(usagg.engine.runner.run_one, device=...,
 threads=...)`, which locks the job and records its own state, log and error;
 the partial pickles, so it reaches pool workers and Slurm nodes with its
-device and threads) and decides where each call runs. Whatever
+device and threads) and decides where each call runs. `on_progress`, when
+given, hears the running jobs' epochs and steps: the executor hands a sink
+to `fn` as `progress=` (`with_progress`, usagg/engine/progress.py), the
+caller's own in this process, one that forwards over a pipe in a pool worker;
+a Slurm job reports none. Whatever
 happens to a call (an exception, a worker that dies, a Slurm job that is
 killed) the executor records `failed` for that job and goes on with the rest.
 
-Progress is reported through `on_event(job_id, event, info)`, events:
+Job events are reported through `on_event(job_id, event, info)`, events:
 
 - `submitted`: queued on a cluster (info: `slurm_job_id`)
 - `started`: the call began (info: `device` where known)
@@ -29,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from usagg.atomic import NoSpaceLeft
+from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.store import JobLocked, RunStore
 
-JobFn = Callable[[str, str], str]
+JobFn = Callable[..., str]  # fn(store_root, job_id[, progress=sink]) -> state
 EventFn = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -105,11 +110,14 @@ class Executor(abc.ABC):
         self.store_root = str(store_root)
 
     @abc.abstractmethod
-    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
-        """Run `fn(store_root, job_id)` for every job; returns job id -> final state."""
+    def run(
+        self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None, on_progress: ProgressFn | None = None
+    ) -> dict[str, str]:
+        """Run `fn(store_root, job_id)` for every job; returns job id -> final state. `on_progress` hears the
+        trainer's reports where the executor can carry them back (the module doc)."""
 
     def _emit(self, on_event: EventFn | None, job_id: str, event: str, info: dict[str, Any]) -> None:
-        """Report progress; a broken progress callback must not stop the study."""
+        """Report a job event; a broken event callback must not stop the study."""
         if on_event is None:
             return
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from usagg.engine.progress import ProgressFn, with_progress
 from usagg.execute.base import EventFn, Executor, JobFn, call_job
 
 
@@ -10,7 +11,10 @@ class InProcessExecutor(Executor):
 
     name = "inprocess"
 
-    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+    def run(
+        self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None, on_progress: ProgressFn | None = None
+    ) -> dict[str, str]:
+        fn = with_progress(fn, on_progress)  # the caller's sink itself: the job runs in its process
         states: dict[str, str] = {}
         for job_id in job_ids:
             self._emit(on_event, job_id, "started", {"device": "in-process"})

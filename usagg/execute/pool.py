@@ -11,9 +11,10 @@ by side on one thread each finish sooner than one after the other on all cores).
 The parent hands each idle worker the next job of the queue over its own pipe,
 so it always knows which job a worker holds: a worker that dies (segfault,
 out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on.
-Every job still runs `fn` in its worker, so it keeps its own lock, process and log. A worker
-forwards its job's progress reports (usagg/engine/progress.py) over the same pipe and the
-parent reports them to its own listener, so `usagg run` shows pooled jobs' epochs too.
+Every job still runs `fn` in its worker, so it keeps its own lock, process and log. Where the run
+has a progress sink (`run(..., on_progress)`), a worker hands its job a sink that forwards the
+trainer's reports (usagg/engine/progress.py) over the same pipe and the parent hands them to
+`on_progress`, so `usagg run` shows pooled jobs' epochs too.
 A worker with nothing left to run is told to exit at once (not when the last job ends) and
 skips the interpreter's teardown of torch (`os._exit` once its jobs' files are closed).
 
@@ -52,13 +53,12 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from usagg.engine import progress
+from usagg.engine.progress import Progress, ProgressFn, send, with_progress
 from usagg.execute.base import EventFn, Executor, JobFn, record_failure
 from usagg.execute.inprocess import InProcessExecutor
 from usagg.signals import exit_on_sigterm
@@ -260,12 +260,12 @@ def visible_device(index: int, parent_visible: str | None = None) -> str:
     return str(index)
 
 
-def _name_gpu_memory(fn: JobFn, store_root: str, job_id: str) -> str:
+def _name_gpu_memory(fn: JobFn, store_root: str, job_id: str, **kwargs: Any) -> str:
     """Run fn; running out of GPU memory is re-raised naming execution.jobs_per_gpu (run_one does the same itself)."""
     from usagg.engine.runner import gpu_memory_error
 
     try:
-        return fn(store_root, job_id)
+        return fn(store_root, job_id, **kwargs)
     except Exception as err:
         oom = gpu_memory_error(err)
         if oom is None:
@@ -273,9 +273,11 @@ def _name_gpu_memory(fn: JobFn, store_root: str, job_id: str) -> str:
         raise oom from err
 
 
-def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root: str, conn: Connection) -> None:
+def _worker(
+    pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root: str, conn: Connection, forward: bool
+) -> None:
     """Worker main: pin the device (and on the CPU the threads) first, then run the jobs the parent sends until told
-    to stop.
+    to stop; with `forward` each job gets a sink that sends its progress to the parent (`_ProgressSender`).
 
     SIGTERM (the parent stopping, a scheduler) ends the running job as Ctrl-C would: back to
     pending with its last checkpoint and its lock released (usagg/engine/runner.py).
@@ -286,12 +288,12 @@ def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root:
 
     try:
         probe: MemoryProbe = pickle.loads(probe_blob)
-        fn: Callable[[str, str], str] = functools.partial(_name_gpu_memory, pickle.loads(fn_blob))
+        fn: JobFn = functools.partial(_name_gpu_memory, pickle.loads(fn_blob))
     except Exception:
         probe = CudaMemoryProbe()
         load_error = "could not load the job function or memory probe in the worker:\n" + traceback.format_exc()
 
-        def unloadable(store_root: str, job_id: str) -> str:
+        def unloadable(store_root: str, job_id: str, **kwargs: Any) -> str:
             raise RuntimeError(load_error)
 
         fn = unloadable
@@ -310,8 +312,8 @@ def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root:
         done = threading.Event()
         sampler = threading.Thread(target=_sample, args=(probe, conn, lock, job_id, done), daemon=True)
         sampler.start()
-        with progress.listening(_ProgressSender(conn, lock, job_id)):
-            state, event, info = call_job(fn, store_root, job_id)
+        sink = _ProgressSender(conn, lock, job_id) if forward else None
+        state, event, info = call_job(with_progress(fn, sink), store_root, job_id)
         done.set()
         sampler.join()
         with lock:
@@ -319,15 +321,15 @@ def _worker(pins: dict[str, str], fn_blob: bytes, probe_blob: bytes, store_root:
 
 
 class _ProgressSender:
-    """The worker's progress listener: the trainer's reports go to the parent, which hands them to its own listener
-    (the CLI's display), so pooled jobs show their epochs as in-process ones do. At most one report per
+    """The worker's progress sink: the trainer's reports go to the parent, which hands them to the run's
+    `on_progress` (the CLI's display), so pooled jobs show their epochs as in-process ones do. At most one report per
     `PROGRESS_EVERY_S` within an epoch's training; an epoch's end and every other phase always go."""
 
     def __init__(self, conn: Connection, lock: threading.Lock, job_id: str) -> None:
         self.conn, self.lock, self.job_id = conn, lock, job_id
         self.last = 0.0
 
-    def __call__(self, p: progress.Progress) -> None:
+    def __call__(self, p: Progress) -> None:
         now = time.monotonic()
         if p.phase == "train" and p.step < p.steps and now - self.last < PROGRESS_EVERY_S:
             return
@@ -411,6 +413,7 @@ class PoolExecutor(Executor):
         self.limits: dict[int | str, int] = {}  # device index ("cpu") -> workers allowed, as the last run left them
         self._retired: list[_Slot] = []  # workers told to exit during a run, joined at its end
         self._jobs = 0  # jobs of the current run
+        self._on_progress: ProgressFn | None = None  # the current run's progress sink
 
     @property
     def auto(self) -> bool:
@@ -425,7 +428,9 @@ class PoolExecutor(Executor):
             return [_Device(None, fixed or most, most)]
         return [_Device(i, fixed or 1, MAX_JOBS_PER_GPU) for i in self.devices]
 
-    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+    def run(
+        self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None, on_progress: ProgressFn | None = None
+    ) -> dict[str, str]:
         ctx = mp.get_context("spawn")
         blobs = (pickle.dumps(fn), pickle.dumps(self.probe))
         queue = deque(job_ids)
@@ -433,7 +438,9 @@ class PoolExecutor(Executor):
         if not job_ids:
             return states
         if self.devices is None and cpu_workers(self.jobs_per_device, len(job_ids), self.threads) == 1:
-            return InProcessExecutor(self.store_root).run(job_ids, fn, on_event)  # one worker: no process to start
+            # one worker: no process to start
+            return InProcessExecutor(self.store_root).run(job_ids, fn, on_event, on_progress)
+        self._on_progress = on_progress
         self._jobs = len(job_ids)
         self._retired = []
         devices = self._devices()
@@ -529,7 +536,7 @@ class PoolExecutor(Executor):
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=_worker,
-            args=(self._pins(slot), *blobs, self.store_root, child_conn),
+            args=(self._pins(slot), *blobs, self.store_root, child_conn, self._on_progress is not None),
             name="usagg-cpu" if slot.device.index is None else f"usagg-gpu{slot.device.visible}",
             daemon=True,
         )
@@ -576,8 +583,8 @@ class PoolExecutor(Executor):
                 kind, got_id, *rest = slot.conn.recv()
                 if got_id != job_id:
                     continue
-                if kind == "progress":  # to the listener of this process (usagg/engine/progress.py)
-                    progress.report(rest[0])
+                if kind == "progress":  # a worker's report, to the run's sink (usagg/engine/progress.py)
+                    send(self._on_progress, rest[0])
                     continue
                 if kind == "memory":  # the job runs on; its memory is known
                     self._measured(slot.device, rest[0], devices, others)

@@ -22,6 +22,7 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.safepath import check_component, check_text
@@ -110,7 +111,10 @@ class SlurmExecutor(Executor):
         check_component(name, "Slurm executor, job name (#SBATCH --job-name)")
         return self.folder, name
 
-    def run(self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None) -> dict[str, str]:
+    def run(
+        self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None, on_progress: ProgressFn | None = None
+    ) -> dict[str, str]:
+        """Submit an array job; `on_progress` is not heard: a Slurm job has no channel back but its result."""
         states: dict[str, str] = {}
         if not job_ids:
             return states
