@@ -5,6 +5,7 @@ pool workers alike, and the job's trackers are a trainer callback."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,24 @@ def test_every_jobs_epochs_reach_on_progress_and_its_trackers(tmp_path: Path, cp
         acc = EventAccumulator(str(result.store_root / "tensorboard" / job_id))  # type: ignore[attr-defined]
         acc.Reload()
         assert [e.step for e in acc.Scalars("loss")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_gpu_pool_forwards_progress_only_when_listened_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU pool (pinned workers, run here without a GPU) forwards each job's reports to on_progress; without
+    one, the job function is called without a sink (fake_run_one takes none) and every job still ends done."""
+    from test_executors import fake_run_one, make_store, run_one_reporting_progress
+
+    from usagg.execute import PoolExecutor
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    store, ids = make_store(tmp_path / "heard", ["ok", "ok"])
+    heard: list[Progress] = []
+    fn = functools.partial(run_one_reporting_progress, device="cuda")
+    assert PoolExecutor(str(store.root), [0, 1]).run(ids, fn, None, heard.append) == dict.fromkeys(ids, "done")
+    for job_id in ids:
+        ends = [(p.phase, p.epoch) for p in heard if p.job_id == job_id and (p.phase != "train" or p.step == 25)]
+        assert ends == [("train", 0), ("select", 0), ("train", 1), ("select", 1), ("test", 1)]
+    store, ids = make_store(tmp_path / "unheard", ["ok", "ok"])
+    fn = functools.partial(fake_run_one, device="cuda")
+    assert PoolExecutor(str(store.root), [0, 1]).run(ids, fn) == dict.fromkeys(ids, "done")
