@@ -166,6 +166,10 @@ def test_history_csv_is_written_per_epoch_and_read_for_a_job_that_has_not_finish
     with store.paths(au.id).history.open() as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["epoch"], r["task"]) for r in rows] == [(str(e), t) for e in (1, 2, 3) for t in au.task_ids]
+    metrics = store.job_metrics(au.id)
+    assert metrics is not None and metrics.history is not None
+    want = [(e.select_loss or {}).get(t) for e in metrics.history for t in au.task_ids]
+    assert [float(r["select_loss"]) if r["select_loss"] else None for r in rows] == want  # each task's own loss
     before = load_history(copy)
     store.paths(au.id).metrics.unlink()  # as while the job runs
     during = load_history(copy)
@@ -291,7 +295,7 @@ def test_the_report_draws_a_panel_of_training_curves_per_job(finished: tuple) ->
     assert set(a.inp.histories) == set(RunStore(result.store_root).job_ids())
     fig, caption = fig_curves(a)
     titled = [ax for ax in fig.axes if ax.get_title()]
-    assert len(titled) == 3 and {ax.get_title().split("-")[0] for ax in titled} == {"TS", "AU"}
+    assert len(titled) == 3 and {ax.get_title().split()[0] for ax in titled} == {"TS", "AU"}
     au = next(ax for ax in titled if ax.get_title().startswith("AU"))
     assert len(au.get_lines()) == 2  # one loss curve per task of the AU job
     assert "own training loss" in caption

@@ -59,7 +59,7 @@ def history_rows(history: Sequence[dict[str, Any]], task_ids: Sequence[str]) -> 
                 "task_steps": (entry.get("task_steps") or {}).get(task),
                 "job_loss": entry.get("loss"),
                 "select_score": entry.get("select_score"),
-                "select_loss": entry.get("select_loss"),
+                "select_loss": (entry.get("select_loss") or {}).get(task),  # task -> loss in metrics.json
             }
             for name, value in (select.get(task) or {}).items():
                 row[f"select_{name}"] = value
