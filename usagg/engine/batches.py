@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from usagg.cachedir import cache_root
@@ -210,13 +211,17 @@ def job_trunks(model: M2DINO, job: Job, data: JobData, compute: Compute) -> dict
         sp = everything[t.id]
         files = sorted({str(s.image_file) for part in (sp.train, sp.select, sp.test) for s in part})
         paths = [Path(f) for f in files]
+
+        def pixels(p: list[Path] = paths, s: int = size, c: str = color) -> np.ndarray:
+            return decode(p, s, cache_dir, "image", c).arrays
+
         trunk = load_or_build(
             model.encoder,
             paths,
             size,
             color,
             cache_dir,
-            lambda p=paths, s=size, c=color: decode(p, s, cache_dir, "image", c).arrays,
+            pixels,
             compute.device,
             compute.precision,
             compute.autocast,

@@ -27,8 +27,9 @@ A split too small to rank epochs is warned about (`split_warnings`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type, metric_direction
@@ -43,7 +44,7 @@ MIN_SELECT_IMAGES = 20
 MODEL = "model"  # the key of the whole-job choice beside the task ids
 
 
-def _finite(v: float | None) -> bool:
+def _finite(v: float | None) -> TypeGuard[float]:
     return v is not None and math.isfinite(v)
 
 
@@ -53,7 +54,7 @@ def relative_change(value: float, reference: float, higher_is_better: bool) -> f
     return d if higher_is_better else -d
 
 
-def model_score(primary: dict[str, float | None], reference: dict[str, float], tasks: dict[str, TaskSpec]) -> float:
+def model_score(primary: Mapping[str, float | None], reference: dict[str, float], tasks: dict[str, TaskSpec]) -> float:
     """Mean relative change of the tasks' primary metrics versus `reference` (see the module docstring).
 
     A task without a reference (undefined at the first selection epoch) or
@@ -76,7 +77,7 @@ def task_score(value: float | None, metric: str) -> float:
     return value if metric_direction(metric) is not False else -value
 
 
-def model_loss(losses: dict[str, float | None], reference: dict[str, float]) -> float:
+def model_loss(losses: Mapping[str, float | None], reference: dict[str, float]) -> float:
     """Mean over tasks of the selection loss relative to its first-epoch loss; nan when none is defined."""
     vals = [v / reference[t] for t, v in losses.items() if _finite(v) and reference.get(t, 0.0) > 0]
     return sum(vals) / len(vals) if vals else math.nan
@@ -112,7 +113,7 @@ class Selector:
     started: bool = False
 
     def update(
-        self, epoch: int, primary: dict[str, float | None], losses: dict[str, float | None]
+        self, epoch: int, primary: Mapping[str, float | None], losses: Mapping[str, float | None]
     ) -> tuple[float, set[str]]:
         """Record one epoch's selection numbers; returns its model score and the keys it became best for."""
         if not self.started:

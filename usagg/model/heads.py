@@ -177,7 +177,7 @@ class KeypointHeatmapHead(TaskHead):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logp = outputs.float().flatten(2).log_softmax(dim=-1)
-        q = gaussian_heatmaps(targets.float(), outputs.shape[-2:], self.SIGMA).flatten(2)
+        q = gaussian_heatmaps(targets.float(), (outputs.shape[-2], outputs.shape[-1]), self.SIGMA).flatten(2)
         kl = (q * (q.clamp_min(1e-12).log() - logp)).sum(-1).mean()
         return keypoint_loss(soft_argmax(outputs), targets) + self.KL_WEIGHT * kl
 

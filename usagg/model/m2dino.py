@@ -10,6 +10,7 @@ returned alone for logging.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ class M2DINO(nn.Module):
     def head(self, task_id: str) -> TaskHead:
         if task_id not in self.task_index:
             raise KeyError(f"unknown task {task_id!r}; this model has {self.task_ids}")
-        return self.heads[head_key(task_id)]
+        return cast(TaskHead, self.heads[head_key(task_id)])  # a ModuleDict is untyped: it holds __init__'s heads
 
     def forward(
         self, images: torch.Tensor | EncoderInput, task_id: str, targets: torch.Tensor | None = None

@@ -57,6 +57,14 @@ class Routing:
     weights: torch.Tensor
 
 
+def _submodule(module: nn.Module, name: str) -> nn.Module:
+    """`module.name`, a module (torch's stubs read any Module attribute as Tensor | Module)."""
+    sub = getattr(module, name)
+    if not isinstance(sub, nn.Module):
+        raise TypeError(f"{type(module).__name__}.{name} is a {type(sub).__name__}, not a module")
+    return sub
+
+
 def noisy_copy(module: nn.Module, rel_noise: float) -> nn.Module:
     """A deep copy whose every parameter gets Gaussian noise of `rel_noise` times that tensor's RMS."""
     clone = copy.deepcopy(module)
@@ -113,7 +121,7 @@ _PROJECTIONS: dict[type, tuple[tuple[str, ...], str]] = {Mlp: (("fc1",), "fc2"),
 
 def stackable(mlp: nn.Module) -> str | None:
     """Why E copies of `mlp` cannot be stacked (None when they can): a timm Mlp or SwiGLU, no norm, no dropout."""
-    if type(mlp) not in _PROJECTIONS:
+    if type(mlp) not in _PROJECTIONS or not isinstance(mlp, (Mlp, SwiGLU)):  # exactly one (isinstance: for mypy)
         return f"a timm Mlp or SwiGLU, got {type(mlp).__name__}"
     if not isinstance(mlp.norm, nn.Identity) or mlp.drop1.p != 0 or mlp.drop2.p != 0:
         return "an MLP without norm or dropout"
@@ -136,10 +144,12 @@ class StackedLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.stack([fc.weight.detach() for fc in linears]))
         bias = [fc.bias for fc in linears]
-        self.bias = nn.Parameter(torch.stack([b.detach() for b in bias])) if bias[0] is not None else None  # type: ignore[union-attr]
+        self.bias = nn.Parameter(torch.stack([b.detach() for b in bias])) if bias[0] is not None else None
 
     def grouped(self, x: torch.Tensor, offs: torch.Tensor, expert_row: torch.Tensor) -> torch.Tensor:
         """Rows of x, packed in expert groups ending at `offs`, through their expert (`expert_row`: bias rows)."""
+        if GROUPED_MM is None:  # dispatch picks `grouped` only where this torch has it (see GROUPED_MM)
+            raise RuntimeError("grouped MoE dispatch needs torch's grouped GEMM, which this torch lacks")
         out = GROUPED_MM(x, _cast(self.weight, x.dtype).transpose(-2, -1), offs=offs)
         return out if self.bias is None else out + _cast(self.bias, x.dtype).index_select(0, expert_row)
 
@@ -184,7 +194,7 @@ class StackedExperts(nn.Module):
         self.names = (*self.inputs, output)
         for name in self.names:
             self.add_module(name, StackedLinear([getattr(c, name) for c in copies]))
-        self.act = copies[0].act
+        self.act = _submodule(copies[0], "act")
         self.template = type(mlp)
 
     def hidden(self, pre: list[torch.Tensor]) -> torch.Tensor:
@@ -402,6 +412,8 @@ def convert_to_moe(
     """Replace blocks[i] for i in `indices` by MoEBlocks whose experts copy that block's MLP (in place)."""
     for i in indices:
         block = blocks[i]
+        if not isinstance(block, EvaBlock):
+            raise TypeError(f"MoE replaces the MLP of timm EvaBlocks; block {i} is a {type(block).__name__}")
         moe = TaskMoE(block.mlp, dim, task_dim, experts, top_k, router_input, init_noise)
         blocks[i] = MoEBlock(block, moe)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,17 +40,18 @@ class SynthSample:
         return self.label
 
     @classmethod
-    def from_label(cls, task: SynthTask, image: np.ndarray, label: object) -> SynthSample:
+    def from_label(cls, task: SynthTask, image: np.ndarray, label: Any) -> SynthSample:
         """Back from a label as the FMC_UIA reader parses it (a mask as its file), for drawing written data."""
         out = cls(task, image)
         if task.type == "segmentation":
-            out.mask = read_mask(label)  # type: ignore[arg-type]
+            out.mask = read_mask(label)
         elif task.type == "classification":
-            out.label = int(label)  # type: ignore[call-overload]
+            out.label = int(label)
         elif task.type == "detection":
-            out.box = tuple(int(v) for v in label)  # type: ignore[assignment, attr-defined]
+            x_min, y_min, x_max, y_max = (int(v) for v in label)
+            out.box = (x_min, y_min, x_max, y_max)
         else:
-            out.points = tuple(label)  # type: ignore[call-overload]
+            out.points = tuple(label)
         return out
 
 

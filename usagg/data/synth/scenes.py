@@ -48,6 +48,11 @@ class _Paint:
             np.copyto(self.att, np.broadcast_to(np.asarray(att, np.float32), mask.shape), where=mask)
 
 
+def _circle(cx: float, cy: float, r: float) -> Blob:
+    """A round blob: both semi-axes r."""
+    return Blob(cx, cy, r, r)
+
+
 def _fits(probe: Probe, blobs: list[Blob], margin: float, scale: float = 1.0) -> bool:
     return all(bool(probe.in_view(*b.boundary(64, scale), margin=margin).all()) for b in blobs)
 
@@ -158,8 +163,8 @@ def thyroid(rng: np.random.Generator) -> Scene:
     deep = wavy(rng, rng.uniform(0.8, 0.88), 0.02)
     lobe = Blob(rng.uniform(0.42, 0.58), rng.uniform(0.46, 0.54), rng.uniform(0.32, 0.42), rng.uniform(0.2, 0.25))
     side = rng.choice([-1, 1])
-    carotid = Blob(0.5 + side * rng.uniform(0.36, 0.42), rng.uniform(0.5, 0.58), *(2 * [rng.uniform(0.07, 0.09)]))
-    trachea = Blob(0.5 - side * rng.uniform(0.5, 0.56), rng.uniform(0.36, 0.42), *(2 * [rng.uniform(0.15, 0.18)]))
+    carotid = _circle(0.5 + side * rng.uniform(0.36, 0.42), rng.uniform(0.5, 0.58), rng.uniform(0.07, 0.09))
+    trachea = _circle(0.5 - side * rng.uniform(0.5, 0.56), rng.uniform(0.36, 0.42), rng.uniform(0.15, 0.18))
     size = rng.uniform(0.11, 0.17)
     aspect = rng.uniform(0.85, 1.3) if malignant else rng.uniform(0.6, 0.9)
     margin = (
