@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from usagg.analysis.tables import Table
+from usagg.analysis.tables import Cellv, Table
 from usagg.analysis.uncertainty import LEVEL, shown_interval
 from usagg.errors import UsaggError
 
@@ -240,7 +240,7 @@ def _ci_text(ci: tuple[float, float] | None) -> str:
 
 def expectations_table(outcomes: list[Outcome]) -> Table:
     """One row per expectation: verdict, value and its 95 % interval, and what was read."""
-    rows = [
+    rows: list[list[Cellv]] = [
         [o.name, o.verdict, math.nan if o.value is None else o.value, _ci_text(_ci(o)).strip(), o.detail]
         for o in outcomes
     ]

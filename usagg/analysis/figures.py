@@ -10,11 +10,12 @@ AG) fig_recovery. Each returns a Figure and a caption, or None where its data is
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from usagg.atomic import write_with
 from usagg.tasktypes import metric_unit, task_type_names
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
 
     from usagg.affinity import Affinity
@@ -145,8 +147,8 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
         if unit is None:
             ax.set_ylim(0, 1.05)
-    for ax, x, lo, hi in intervals:  # an interval need not contain the mean (a skewed bootstrap): drawn as a range
-        _range_bar(ax, x, lo, hi, vertical=True)  # type: ignore[arg-type]
+    for ax, at, lo, hi in intervals:  # an interval need not contain the mean (a skewed bootstrap): drawn as a range
+        _range_bar(ax, at, lo, hi, vertical=True)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), LEGEND_COLUMNS), frameon=False)
     seeds = sorted({c.n_seeds for (ff, t, _), c in comp.cells.items() if ff == f and t in tasks})
@@ -163,7 +165,7 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
     return fig, cap
 
 
-def _range_bar(ax, at: object, lo: object, hi: object, *, vertical: bool) -> None:  # type: ignore[no-untyped-def]
+def _range_bar(ax, at: object, lo: object, hi: object, *, vertical: bool) -> None:
     """Intervals as lines with end caps from `lo` to `hi` at position(s) `at` (errorbar would need them to contain
     the value drawn; a percentile bootstrap need not)."""
     at, lo, hi = (np.atleast_1d(np.asarray(v, float)) for v in (at, lo, hi))
@@ -241,8 +243,8 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
                 ax.text(
                     0, yb, f" n/a ({p})", va="center", ha="left", fontsize=7, color=paradigm_color(p, comp.paradigms)
                 )
-    for p, (yb, val) in bars.items():  # one call per paradigm: fewer artists, faster drawing
-        ax.barh(yb, val, h, color=paradigm_color(p, comp.paradigms), linewidth=0)
+    for p, (ys, vals) in bars.items():  # one call per paradigm: fewer artists, faster drawing
+        ax.barh(ys, vals, h, color=paradigm_color(p, comp.paradigms), linewidth=0)
         if pale[p][0]:
             ax.barh(pale[p][0], pale[p][1], h, color=paradigm_color(p, comp.paradigms), alpha=0.35, linewidth=0)
     if errs:
@@ -275,16 +277,16 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
     from matplotlib.transforms import blended_transform_factory
 
     tr = blended_transform_factory(ax.transAxes, ax.transData)
-    for i, (g, lo, hi) in enumerate(bounds):
+    for i, (g, first, last) in enumerate(bounds):
         if i:
             for axis in (strip, ax):
-                axis.axhline(lo - 0.8, color="0.6", linewidth=0.5, linestyle=(0, (2, 2)))
-        ax.text(1.005, (lo + hi) / 2, g, transform=tr, va="center", ha="left", fontsize=7, fontweight="bold")
+                axis.axhline(first - 0.8, color="0.6", linewidth=0.5, linestyle=(0, (2, 2)))
+        ax.text(1.005, (first + last) / 2, g, transform=tr, va="center", ha="left", fontsize=7, fontweight="bold")
     ax.grid(axis="x", color="0.9", linewidth=0.5)
     ax.set_axisbelow(True)
     at = f", fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""  # the PNG alone must say which subset
     ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain{at}" + (f"; log beyond ±{lin:g}" if lin else ""))
-    handles = [Patch(color=paradigm_color(p, comp.paradigms), label=p) for p in others]
+    handles: list[Artist] = [Patch(color=paradigm_color(p, comp.paradigms), label=p) for p in others]
     present = list(dict.fromkeys(comp.info(t).type for t in ypos))
     handles += [
         Line2D([], [], marker=TYPE_MARKERS[ty], color=TYPE_COLORS[ty], linestyle="", markersize=4, label=ty)
@@ -336,7 +338,7 @@ def symlog_threshold(values: list[float]) -> float | None:
     return _nice(p90) if p90 > 0 and mag.max() > DWARF * p90 else None
 
 
-def _symlog_axis(ax, lin: float) -> None:  # type: ignore[no-untyped-def]
+def _symlog_axis(ax, lin: float) -> None:
     """Symlog x: the linear part as wide as a decade on each side, ticks every lin/2 inside and 1-2-5 beyond."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
@@ -395,7 +397,9 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
         ax.set_axisbelow(True)
         ax.set_title(f"{ctl.paradigm} (control {ctl.control})")
         ax.set_xlabel(f"Δ versus {comp.baseline} (pp)")
-    handles = [Patch(color=paradigm_color(c.paradigm, comp.paradigms), label=f"{c.paradigm} aggregation") for c in ctls]
+    handles: list[Artist] = [
+        Patch(color=paradigm_color(c.paradigm, comp.paradigms), label=f"{c.paradigm} aggregation") for c in ctls
+    ]
     handles += [
         Patch(color=moe_color, label="MoE"),
         Line2D([], [], marker="D", color="black", linestyle="", markersize=3, label="total Δ"),
@@ -457,7 +461,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
     return fig, cap
 
 
-def _legend_below(fig: Figure, ax) -> None:  # type: ignore[no-untyped-def]
+def _legend_below(fig: Figure, ax) -> None:
     """The axes' legend under its x label, two entries a row where they fit: long ρ labels inside the axes would
     cover points. Anchored a fixed distance below the axes, so the constrained layout makes room for it."""
     from matplotlib.transforms import ScaledTranslation
@@ -574,7 +578,8 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
                 ax.text(e - 0.5 + 0.15, (idx[0] + idx[-1]) / 2, jl, fontsize=7, va="center", ha="left", clip_on=False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
-    fig.colorbar(im, ax=axes, location="bottom", shrink=0.5, aspect=40, label="share of the task's routed tokens")
+    if im is not None:  # every shown panel draws one
+        fig.colorbar(im, ax=axes, location="bottom", shrink=0.5, aspect=40, label="share of the task's routed tokens")
     cap = (
         "Expert usage per MoE job: share of each task's tokens routed to each expert, summed over MoE blocks "
         f"(lowest seed, fraction {frac_label(_main_fraction(a))}); rows of one job are separated by white lines, "
@@ -871,7 +876,8 @@ def render_all(a: Analysis, folder: Path, fmt: str = "png", dpi: int = FIGURE_DP
                 continue
             fig, cap = made
             path = Path(folder) / f"{name}.{fmt}"
-            kw = {"pil_kwargs": {"compress_level": 2}} if fmt == "png" else {}  # zlib level 6 costs ~0.1 s a figure
-            write_with(path, lambda tmp, fig=fig, kw=kw: fig.savefig(tmp, format=fmt, dpi=dpi, **kw))
+            # zlib level 6 costs ~0.1 s a figure
+            kw: dict[str, Any] = {"pil_kwargs": {"compress_level": 2}} if fmt == "png" else {}
+            write_with(path, functools.partial(fig.savefig, format=fmt, dpi=dpi, **kw))
             out.append(FigureOut(name, path, cap))
     return out

@@ -99,5 +99,5 @@ def paper_style() -> Iterator[None]:
     """matplotlib rcParams for paper figures, restored afterwards."""
     import matplotlib
 
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # matplotlib types rc keys as a Literal of all names
         yield
