@@ -21,7 +21,7 @@ import torch
 
 from usagg.affinity import write_affinity
 from usagg.atomic import write_json_checked
-from usagg.engine.accel import accelerate
+from usagg.engine.accel import AccelMode, accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
@@ -115,7 +115,7 @@ def run_job(
     device: str | None = None,
     threads: int | None = None,
     callbacks: Sequence[Callback] = (),
-    accel: str = "eager",
+    accel: AccelMode = "eager",
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate `job` in `job_dir`; returns the job's metrics.json content, checked by `JobMetrics`
@@ -152,7 +152,7 @@ def run_job(
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])
 
     # On the device before the frozen trunk is built: the trunk runs the model's own frozen blocks there.
-    model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), accel, dev)  # type: ignore[arg-type]
+    model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), accel, dev)
     counts = model.trainable_counts()
     log.info("parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if model.weights_info.get("random_init"):

@@ -26,6 +26,7 @@ from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.store import JobPaths, RunStore
 
 if TYPE_CHECKING:
+    from usagg.engine.accel import AccelMode
     from usagg.engine.progress import ProgressFn
     from usagg.spec.models import TrackingSpec
 
@@ -81,7 +82,7 @@ def run_one(
     *,
     device: str | None = None,
     threads: int | None = None,
-    accel: str = "eager",
+    accel: AccelMode = "eager",
     tracking: TrackingSpec | None = None,
     progress: ProgressFn | None = None,
 ) -> str:
@@ -112,7 +113,7 @@ def _run_locked(
     job_id: str,
     device: str | None,
     threads: int | None,
-    accel: str,
+    accel: AccelMode,
     tracking: TrackingSpec | None,
     progress: ProgressFn | None,
 ) -> str:

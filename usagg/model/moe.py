@@ -361,7 +361,7 @@ class TaskMoE(nn.Module):
 def _stack_per_expert_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     """load_state_dict pre-hook: stack the earlier per-expert keys (`experts.<e>.<proj>.<weight|bias>`, one per
     expert) into this layout's `experts.<proj>.<weight|bias>` [E, ...], in place, before loading."""
-    experts: StackedExperts = module.experts  # type: ignore[assignment]
+    experts: StackedExperts = module.experts  # type: ignore[assignment]  # torch stubs: Tensor | Module
     for name in experts.names:
         for leaf in ("weight", "bias"):
             old = [f"{prefix}experts.{e}.{name}.{leaf}" for e in range(experts.num_experts)]
