@@ -160,7 +160,6 @@ def _study(tmp_path: Path, expect: list[dict]) -> Path:
             "'fetal_hed' (did you mean 'fetal_head'?)",
         ),
         ({"metric_of": "TS", "tasks": {"type": "clasification"}, "above": 0.5}, "of type 'clasification'"),
-        ({"metric_of": "TS", "tasks": {"group": "Lung"}, "above": 0.5}, "of group 'Lung'"),
         ({"delta": {"paradigm": "CG", "task": "no_such"}, "below": 0}, "unknown task 'no_such'"),
         ({"metric_of": "XX", "above": 0.5}, "XX"),
         ({"metric_of": "TS", "tasks": ["breast_lesion_cls"], "metric": "DSC", "above": 0.5}, "names metric 'DSC'"),
@@ -187,6 +186,24 @@ def test_a_paradigm_the_study_does_not_run_loads_and_is_not_evaluated(tmp_path: 
     e = Expectation(name="AU learns", metric_of="AU", tasks=["cls_a"], above=0.5)
     (out,) = _check(_write_results(tmp_path / "r.csv"), e)
     assert out.met is None and "AU did not run there" in out.detail
+
+
+def test_a_narrowed_study_without_the_selected_type_loads_and_is_not_evaluated(tmp_path: Path) -> None:
+    """`usagg init` then a run of two of the demo's tasks: its classification expectation selects nothing there."""
+    spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    spec.pop("tasks_from")
+    spec["tasks"] = [{"id": "fetal_head", "type": "segmentation", "group": "Fetal", "num_classes": 2}]
+    spec["data"]["synthetic"]["sizes"] = {"fetal_head": 16}
+    spec["analysis"].pop("representative_tasks", None)
+    spec["paradigms"] = ["TS", "AU"]
+    spec["expect"].append({"name": "lung", "metric_of": "TS", "tasks": {"group": "Lung"}, "above": 0.5})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    study = load_study(path)
+    assert [e.task_ids(study.tasks) for e in study.expect] == [[], []]
+    e = Expectation(name="lung", metric_of="TS", tasks=TaskSelection(group="Lung"), above=0.5)
+    (out,) = _check(_write_results(tmp_path / "r.csv"), e)
+    assert out.met is None and out.verdict == "not evaluated" and "no task" in out.detail
 
 
 def test_expectations_never_enter_a_job_id(tmp_path: Path) -> None:
