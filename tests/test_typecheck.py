@@ -1,5 +1,6 @@
 """The package's annotations hold (issue 27.7): it ships py.typed, so `mypy usagg` with the [tool.mypy] settings of
-pyproject.toml (the pydantic plugin, unused ignores reported) is clean, as `make lint` checks."""
+pyproject.toml (the pydantic plugin, unused ignores reported) is clean: `make lint` runs it and CI (.ci/run) runs
+`make lint`, so the suite checks only that the wiring is there."""
 
 from __future__ import annotations
 
@@ -8,15 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.slow
-def test_mypy_finds_no_error_in_the_package() -> None:
-    from mypy import api
-
-    out, err, status = api.run(["--config-file", str(REPO / "pyproject.toml"), str(REPO / "usagg")])
-    assert status == 0, out + err
-    assert out.startswith("Success: no issues found"), out
 
 
 def test_mypy_reads_its_settings_from_pyproject_and_lint_runs_it() -> None:
@@ -28,6 +20,7 @@ def test_mypy_reads_its_settings_from_pyproject_and_lint_runs_it() -> None:
     assert any(dep.startswith("mypy") for dep in settings["project"]["optional-dependencies"]["dev"])
     lint = (REPO / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n", 1)[0]
     assert "$(VENV)/bin/mypy usagg" in lint
+    assert "make lint" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def test_an_encoder_input_without_pixels_or_tokens_names_what_is_missing() -> None:

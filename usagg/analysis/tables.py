@@ -351,8 +351,6 @@ def scale_disagreements(comp: Comparison, fraction: float) -> list[str]:
     return out
 
 
-
-
 def steps_ratio(comp: Comparison, fraction: float, task: str, paradigm: str) -> float | None:
     """Optimiser steps of the task under the paradigm over its steps under the baseline; None when unknown."""
     s, b = comp.steps.get((fraction, task, paradigm)), comp.steps.get((fraction, task, comp.baseline))

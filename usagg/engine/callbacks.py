@@ -108,7 +108,7 @@ class ProgressReporter(Callback):
                 batch.steps,
                 loss=batch.loss,
                 images_per_s=self._images / max(now - self._t0, 1e-9),
-            )
+            ),
         )
         self._images, self._t0 = 0, now
 
@@ -119,7 +119,7 @@ class ProgressReporter(Callback):
                 self.sink,
                 progress.Progress(
                     self.job_id, "select", entry["epoch"] - 1, trainer.training.epochs, n, n, loss=entry["loss"]
-                )
+                ),
             )
 
 

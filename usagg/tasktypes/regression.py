@@ -22,7 +22,6 @@ from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
 
 if TYPE_CHECKING:
-
     from usagg.data.fmc_uia import Sample
     from usagg.model.heads import TaskHead
     from usagg.predictions import PredictionWriter
