@@ -257,7 +257,8 @@ def test_damaged_store_files_are_named_then_repaired_by_the_next_run(
 def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """Issue 16.6: SIGTERM (Slurm, schedulers) puts the job back to pending with its lock released, exit 143."""
     env = {**os.environ, "OMP_NUM_THREADS": "2", "COLUMNS": "200"}
-    write_study(tmp_path, tmp_path / "data", epochs=8, steps=3)
+    # 30 epochs: the first last.pt comes after epoch 1, and a loaded machine must still signal mid-training
+    write_study(tmp_path, tmp_path / "data", epochs=30, steps=3)
     job = next(j for j in plan(load_study(tmp_path / "study.yaml")) if j.task_ids == ["thyroid_malignancy"])
     store = RunStore(tmp_path / "runs" / "tiny")
     last = store.paths(job.id).last_checkpoint
@@ -271,6 +272,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.Monk
     assert "Traceback" not in (proc.stderr.read().decode() if proc.stderr else "")
     record = store.job_record(job.id)
     assert record["state"] == "pending" and record["error"] == "interrupted"
+    assert torch.load(last, weights_only=True)["epoch"] < 30, "the job must be stopped mid-way"
     assert not store.paths(job.id).lock.exists()
     assert not [p for p in store.root.rglob("*") if p.name.endswith(".tmp")]
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
