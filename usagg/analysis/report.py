@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from usagg.analysis.controls import controls, splits
 from usagg.analysis.factorial import headline as factorial_headline
@@ -28,7 +29,7 @@ from usagg.analysis.provenance import Provenance, provenance
 from usagg.analysis.render import to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
-from usagg.analysis.stats import Stat
+from usagg.analysis.stats import DELTA_M, Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     Table,
@@ -53,21 +54,31 @@ MANIFEST = ".usagg-report.json"
 HEADLINE = "Headline statistics"
 
 
+def _at_largest_fraction(a: Analysis) -> tuple[float, dict[tuple[str, str], Stat], dict[Any, list[Any]]]:
+    """The summary's and the headline's common ground: the largest fraction, its statistics by (paradigm, name),
+    and its negative-transfer rows by paradigm."""
+    f = max(a.comp.fractions)
+    by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
+    neg = {r[0]: r for r in negative_table(a.comp).rows if r[1] == frac_label(f)}
+    return f, by, neg
+
+
+def _delta_m(boot: Stat) -> str:
+    """Δm with its bootstrap CI, as both the summary and the headline print it."""
+    assert boot.value is not None
+    ci = f" (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})" if boot.ci else ""
+    return f"{boot.value:+.1f} %{ci}"
+
+
 def _summary(a: Analysis) -> list[str]:
     """One short line per paradigm (Δm with its CI, negative transfer), AG's recovery of the designed groups where
     measured, and a pointer to the full statistics: what a reader needs before the contents, on one phone screen."""
     comp = a.comp
-    f = max(comp.fractions)
-    by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
-    neg = {r[0]: r for r in negative_table(comp).rows if r[1] == frac_label(f)}
+    f, by, neg = _at_largest_fraction(a)
     lines = []
     for p in comp.others:
-        boot: Stat | None = by.get((p, "mean Δ % (Δm), 95 % bootstrap CI"))
-        line = f"**{p}**: Δm "
-        if boot and boot.value is not None:
-            line += f"{boot.value:+.1f} %" + (f" (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})" if boot.ci else "")
-        else:
-            line += "n/a"
+        boot: Stat | None = by.get((p, DELTA_M))
+        line = f"**{p}**: Δm " + (_delta_m(boot) if boot and boot.value is not None else "n/a")
         lines.append(line + (f", negative transfer in {neg[p][2]} of {neg[p][3]} tasks" if p in neg else ""))
     recovery = recovery_line(a.inp, comp)
     if recovery:  # what a synthetic study with AG is run for
@@ -82,18 +93,15 @@ def _headline(a: Analysis) -> list[str]:
     """One line per paradigm: Δm with CI, negative transfer, the data-scale correlation and the mixed model's slope
     (Holm-adjusted p beside the raw one); then which one-task groups were left out, and why."""
     comp = a.comp
-    f = max(comp.fractions)
-    by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
-    neg = {r[0]: r for r in negative_table(comp).rows if r[1] == frac_label(f)}
+    f, by, neg = _at_largest_fraction(a)
     lines = []
     for p in comp.others:
-        boot: Stat | None = by.get((p, "mean Δ % (Δm), 95 % bootstrap CI"))
+        boot: Stat | None = by.get((p, DELTA_M))
         rho: Stat | None = by.get((p, "Spearman ρ(Δ, log n_train), tasks"))
         slope: Stat | None = by.get((p, SLOPE))
         parts = [f"**{p} vs {comp.baseline}** (fraction {frac_label(f)}):"]
         if boot and boot.value is not None:
-            ci = f" (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})" if boot.ci else ""
-            parts.append(f"Δm = {boot.value:+.1f} %{ci} over {boot.n} tasks;")
+            parts.append(f"Δm = {_delta_m(boot)} over {boot.n} tasks;")
         if p in neg:
             parts.append(f"negative transfer in {neg[p][2]} of {neg[p][3]} tasks;")
         if rho and rho.value is not None:

@@ -215,13 +215,17 @@ def _log(x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, np.log(x), np.nan)
 
 
+#: The name of each paradigm's mean-Δ bootstrap statistic (the report looks it up by it).
+DELTA_M = "mean Δ % (Δm), 95 % bootstrap CI"
+
+
 def _bootstrap_stat(comp: Comparison, f: float, p: str, resamples: int, seed: int) -> Stat:
     names, vals = comp.delta_values(f, p)
     clusters = [comp.info(t).group for t in names] if comp.shared.get(p) else None
     mean, ci, n, note = bootstrap_mean_ci(vals, resamples, seed, clusters=clusters)
     unit = f"clinical groups ({len(set(clusters))} clusters, tasks share a model)" if clusters else "tasks"
     return Stat(
-        "mean Δ % (Δm), 95 % bootstrap CI", p, f, mean, n,
+        DELTA_M, p, f, mean, n,
         f"BCa bootstrap (scipy.stats.bootstrap) resampling {unit}, {resamples} resamples, seed {seed}",
         ci=ci, note=note,
     )  # fmt: skip
