@@ -232,10 +232,6 @@ def _md_table(t: Table) -> Table:
     )
 
 
-def _md_cell(text: str) -> str:
-    return md_text(text).replace("|", "\\|")
-
-
 def _fence(text: str) -> str:
     """A code fence longer than any run of backticks in `text`, so the stored spec cannot close it early."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -258,8 +254,8 @@ def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folde
     out += ["## Files", "", "Tables as CSV and LaTeX (booktabs) in `tables/`; figures in `figures/`.", ""]
     out += ["## Provenance", "", *[f"- {md_text(line)}" for line in prov.lines()], ""]
     if prov.jobs:
-        rows = [f"| {_md_cell(j)} | {_md_cell(d)} | {_md_cell(p)} |" for j, d, p in prov.jobs]
-        out += ["| job | device | precision |", "|---|---|---|", *rows, ""]
+        jobs = Table("jobs", "", ["job", "device", "precision"], [[j, d, p] for j, d, p in prov.jobs])
+        out += [to_markdown(_md_table(jobs), heading=None)]
     if prov.spec_text:
         fence = _fence(prov.spec_text)
         out += ["The spec as run:", "", f"{fence}yaml", prov.spec_text.rstrip(), fence, ""]
