@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from usagg.errors import DataError
 
+#: The selection rules every job with a selection split is tested under (`Selection.rules`): the job's best epoch on
+#: the selection split (selection_scope model), each task's own best (scope task), the last epoch (selection last).
+SELECTION_RULES = ("model", "task", "last")
+#: `Selection.rules_note` of a job without a selection split.
+NO_SELECTION_SPLIT = "not measured: no selection split (data.selection_fraction 0), so no epoch was ranked"
+
 
 class _Record(BaseModel):
     """Strict JSON types (no "0.8" for a number, no true for a count); extra keys kept as they are."""
@@ -70,6 +76,33 @@ class HistoryEntry(_Record):
     )
 
 
+class RuleChoice(_Record):
+    """One selection rule's choice for a task (metrics.json `selection.rules.<task>.<rule>`)."""
+
+    epoch: int | None = Field(None, description="the epoch the rule picks for the task (null: no epoch was scored)")
+    test: float | None = Field(
+        None,
+        description="the task's primary metric on the test split with that epoch's weights; null where undefined or "
+        "not tested (a job resumed from a checkpoint older than the record)",
+    )
+
+
+class TaskRules(_Record):
+    """A task's test metric under each selection rule (metrics.json `selection.rules.<task>`): the selection gap's
+    input, recorded whichever rule the job used (usagg/engine/selecting.py `RuleTests`)."""
+
+    metric: str | None = Field(None, description="the primary metric the values are of")
+    model: RuleChoice | None = Field(
+        None, description="selection_scope model: the job's best epoch on the selection split (one for all tasks)"
+    )
+    task: RuleChoice | None = Field(
+        None,
+        description="selection_scope task: the task's own best epoch (a one-task job: the same as model; a task "
+        "without selection images: the last epoch)",
+    )
+    last: RuleChoice | None = Field(None, description="selection last: the last epoch")
+
+
 class Selection(_Record):
     """Which epoch's weights were tested, and how they were chosen (metrics.json `selection`)."""
 
@@ -81,6 +114,12 @@ class Selection(_Record):
     rule: str | None = Field(None, description="how epochs are compared, in words")
     warnings: list[str] | None = Field(None, description="what to keep in mind reading the selection (small splits)")
     note: str | None = Field(None, description="present for scope task with mode best: why that is optimistic")
+    rules: dict[str, TaskRules] | None = Field(
+        None,
+        description="task -> its test metric under every selection rule (model, task, last), for the selection gap; "
+        "absent without a selection split and in files written before it was recorded",
+    )
+    rules_note: str | None = Field(None, description="why `rules` is absent (no selection split)")
 
 
 class LossBalanceRecord(_Record):

@@ -30,8 +30,9 @@ from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
 from usagg.engine.progress import ProgressFn
+from usagg.engine.selecting import RuleTests
 from usagg.engine.trainer import FitResult, Trainer
-from usagg.jobmetrics import JobMetrics
+from usagg.jobmetrics import NO_SELECTION_SPLIT, JobMetrics
 from usagg.model.m2dino import M2DINO, build_model
 from usagg.model.trunk import Trunk
 from usagg.plan import Job
@@ -92,8 +93,9 @@ def build_trainer(
     )
 
 
-def _selection_record(fit: FitResult) -> dict[str, Any]:
-    """metrics.json `selection`: what was selected, how, and what to keep in mind reading it."""
+def _selection_record(fit: FitResult, trainer: Trainer, rule_tests: RuleTests) -> dict[str, Any]:
+    """metrics.json `selection`: what was selected, how, what to keep in mind reading it, and the test metric of
+    every task under each selection rule (`rules`, the selection gap's input) or why there is none."""
     out: dict[str, Any] = {
         "mode": fit.selection,
         "scope": fit.scope,
@@ -106,6 +108,11 @@ def _selection_record(fit: FitResult) -> dict[str, Any]:
     }
     if fit.scope == "task" and fit.selection == "best":  # a one-task job always has scope model
         out["note"] = "optimistic: each task is tested at its own best epoch, which no single model of the job has"
+    if trainer.select:
+        out["rules"] = rule_tests.record(trainer.selector, trainer.state.epoch)
+        rule_tests.log_cost(fit.train_seconds)
+    else:
+        out["rules_note"] = NO_SELECTION_SPLIT
     return out
 
 
@@ -163,7 +170,10 @@ def run_job(
         )
 
     trunks = job_trunks(model, job, data, compute)  # frozen-trunk cache
-    watchers: list[Callback] = [HistoryCsv(paths.history, job.task_ids), *callbacks]  # history.csv, then trackers
+    test_sets = _eval_sets(job, data.test, dev, trunks)  # the rules' test passes use them during training
+    rule_tests = RuleTests(job.tasks, test_sets, job.training)  # the selection gap's record
+    # the rules' tests, history.csv, then trackers
+    watchers: list[Callback] = [rule_tests, HistoryCsv(paths.history, job.task_ids), *callbacks]
     trainer = build_trainer(
         job,
         paths.checkpoints,
@@ -198,7 +208,6 @@ def run_job(
 
     # Final evaluation of the selected weights on the test split, predictions in the challenge format: every
     # task with the weights of its selected epoch (one epoch for all with selection_scope model).
-    test_sets = _eval_sets(job, data.test, dev, trunks)
     pred_dir = paths.predictions
     if pred_dir.exists():
         shutil.rmtree(pred_dir)  # a previous, interrupted attempt's files
@@ -234,7 +243,7 @@ def run_job(
             "expert_usage": usage if job.moe and usage else None,
             "weights": dict(model.weights_info),
             "params": counts,
-            "selection": _selection_record(fit),
+            "selection": _selection_record(fit, trainer, rule_tests),
             "history": fit.history,
             "training": {
                 "epochs": job.training.epochs,

@@ -22,6 +22,12 @@ scope: the task's own), then to the later epoch: the small-split AUC ties of
 issue 15 otherwise kept an early, one-class classifier.
 
 A split too small to rank epochs is warned about (`split_warnings`).
+
+`RULES` names the three ways a task's tested epoch can be chosen (model scope, task
+scope, the last epoch) and `rule_epochs` the epoch each gives a task: every job records
+the test metric under all three (usagg/engine/selecting.py `RuleTests`), so the
+analysis measures what model-scope selection costs a multi-task job against TS, which
+early-stops each task (usagg/analysis/selection_gap.py).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from usagg.jobmetrics import SELECTION_RULES
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type, metric_direction
 
@@ -42,6 +49,8 @@ REL_FLOOR = 0.05
 MIN_SELECT_IMAGES = 20
 
 MODEL = "model"  # the key of the whole-job choice beside the task ids
+#: The selection rules every job is tested under (metrics.json `selection.rules`, usagg/jobmetrics.py).
+RULES = SELECTION_RULES
 
 
 def _finite(v: float | None) -> TypeGuard[float]:
@@ -148,6 +157,18 @@ class Selector:
         self.reference_loss = dict(state["reference_loss"])
         self.best = {k: Candidate(int(e), float(s), float(lo)) for k, (e, s, lo) in state["best"].items()}
         self.started = bool(state["started"])
+
+
+def rule_epochs(selector: Selector, task: str, multi: bool, last_epoch: int) -> dict[str, int | None]:
+    """The epoch each of `RULES` tests `task` with, as `Selection.choose` would under that rule: model, the job's
+    best (None before any epoch was scored); task, the task's own best in a multi-task job (the last epoch where
+    it has no selection images), the job's best in a one-task job (where the scopes are one choice); last."""
+    model = selector.best[MODEL].epoch if MODEL in selector.best else None
+    if not multi:
+        own: int | None = model
+    else:
+        own = selector.best[task].epoch if task in selector.best else last_epoch
+    return {"model": model, "task": own, "last": last_epoch}
 
 
 def split_warnings(task: TaskSpec, n_images: int, strata: set[int] | None) -> list[str]:
