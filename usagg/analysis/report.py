@@ -6,7 +6,8 @@ are removed, so nothing stale remains and nothing else in the folder is ever tou
 Both documents open with a short summary and a table of contents, then the headline
 statistics, and end with a provenance block (usagg/analysis/provenance.py); report.html is
 report.md rendered by markdown-it (usagg/analysis/report_html.py) and reads on a phone.
-Where the study measured inter-task
+A "Selection gap" section sets Δm under model-scope selection, task-scope selection and the last epoch side by
+side (usagg/analysis/selection_gap.py), or says why a study has none. Where the study measured inter-task
 affinity, an "Affinity groups" section holds its figures and tables (usagg/analysis/figures.py,
 tables.py); every report ends with the "Advice" of usagg/analysis/advise.py, or the reason
 the study cannot support it.
@@ -29,6 +30,7 @@ from usagg.analysis.provenance import Provenance, provenance
 from usagg.analysis.render import to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
+from usagg.analysis.selection_gap import gap_table, headline_line, selection_gap
 from usagg.analysis.stats import DELTA_M, Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
@@ -131,6 +133,9 @@ def _headline(a: Analysis) -> list[str]:
                 f"({ctl.formula(comp.baseline)})."
             )
     lines += factorial_headline(comp, a.stats, f) + scale_disagreements(comp, f)
+    gap = headline_line(selection_gap(a.inp, comp))
+    if gap:
+        lines.append(gap)
     recovery = recovery_line(a.inp, comp)
     if recovery:
         lines.append(f"**AG recovery**: {recovery}")
@@ -164,6 +169,7 @@ def _sections(a: Analysis) -> list[Section]:
             "Aggregates by group, type and data regime",
             by_name("aggregates") + by_name("split") + by_name("factorial") + by_name("scales"),
         ),
+        Section("Selection gap", [gap_table(selection_gap(a.inp, a.comp), multi=len(a.comp.fractions) > 1)]),
         Section("Figures", [], figures=None),
         Section("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
         Section("Statistics", by_name("statistics") + by_name("fractions") + by_name("power")),

@@ -56,7 +56,9 @@ def compare_cmd(
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
     table: str = typer.Option(
-        "delta", "--table", help="With --format csv: the table to print (delta, factorial, scales, split, ...)."
+        "delta",
+        "--table",
+        help="With --format csv: the table to print (delta, factorial, scales, split, selection_gap, ...).",
     ),
 ) -> None:
     """Per-task metrics of every paradigm, Δ % versus the baseline with its interval, aggregates and statistics.
@@ -66,6 +68,9 @@ def compare_cmd(
     With the controls TSM and AUD, each Δ is split into an aggregation part and a MoE part; with TSM, AUD and
     CGD the 2x2 designs give both main effects and their interaction with intervals (--table factorial).
 
+    The selection gap: Δm under model-scope selection, task-scope selection and the last epoch side by side, and
+    the gap (task minus model) with its interval (--table selection_gap; JSON key "selection_gap").
+
     The spec's expectations (`expect:`) end the output: met, not met or not evaluated, with value and interval.
 
     The CSV: one row per task and paradigm, with the Δ interval (ci_low, ci_high, ci_source) and steps.
@@ -74,10 +79,16 @@ def compare_cmd(
     """
     _choice(fmt, COMPARE_FORMATS, "--format")
     from usagg.analysis.expect import evaluate_study, with_expectations
+    from usagg.analysis.selection_gap import gap_tables, with_selection_gap
     from usagg.analysis.summary import compare_output
 
     a, _ = _analyse(run_dir, results, root, baseline)
-    text = with_expectations(compare_output(a, fmt, table), evaluate_study(a), fmt)  # the spec's `expect:`, checked
+    if fmt == "csv" and table == "selection_gap":  # not one of summary's tables: read from the jobs' metrics.json
+        from usagg.analysis.render import render
+
+        text = "".join(render(t, "csv") for t in gap_tables(a))
+    else:  # the selection gap (Δ under each selection rule), then the spec's `expect:`, checked
+        text = with_expectations(with_selection_gap(compare_output(a, fmt, table), a, fmt), evaluate_study(a), fmt)
     if out is None:
         typer.echo(text, nl=False)
         return
