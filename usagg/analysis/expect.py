@@ -9,8 +9,14 @@ largest fraction, seeds averaged:
   bootstrap over the test images the job scored (item_scores.json, usagg/analysis/task_ci.py), primary
   metric only.
 - delta: the task's Δ % versus the baseline; its interval is the one the tables show
-  (usagg/analysis/uncertainty.py `shown_interval`).
-- ag_groups: the adjusted Rand index of AG's grouping against the expected one (usagg/grouping.py), no interval.
+  (usagg/analysis/uncertainty.py `shown_interval`). With `delta.versus`: Δ of the paradigm minus Δ of the other
+  (pp), its interval a t interval of the paired seed differences (`Comparison.seed_deltas`, >= 2 seeds), none
+  with one seed.
+- ag_groups: the adjusted Rand index of AG's grouping against the expected one (usagg/grouping.py), for each seed
+  AG ran at the largest fraction, averaged over those seeds; no interval.
+
+`require: interval` makes a bound hold only when the whole interval clears it (a sign that survives the seeds);
+a task without an interval then leaves the expectation not evaluated.
 
 Evaluation is a pure function of the analysis; only `study_expectations` reads the run store.
 """
@@ -110,20 +116,26 @@ def _evaluate(e: Expectation, inp: AnalysisInput, comp: Comparison, stats: list[
     if e.metric_of is not None:
         metrics = e.metric or "/".join(sorted({inp.primary[t] for t in tasks if t in inp.primary}))
         what = f"{e.metric_of} {metrics}"
+    elif e.delta is not None and e.delta.versus is not None:
+        what = f"Δ % of {e.delta.paradigm} minus Δ % of {e.delta.versus} (pp, vs {comp.baseline})"
     else:
         what = f"Δ % of {e.paradigm()} vs {comp.baseline}"
     bounds = [f"> {e.above:g}"] if e.above is not None else []
     bounds += [f"< {e.below:g}"] if e.below is not None else []
-    bound = " and ".join(bounds)
-    fails = [v for v in values if not _passes(e, v.value)]
+    bound = " and ".join(bounds) + (", whole 95 % interval" if e.require == "interval" else "")
     shown = [f"{v.task} {_num(v.value)}{_ci_text(v.ci)}" for v in values]
     if missing:
-        shown.append(f"no result for {', '.join(missing)} ({e.paradigm()} did not run there)")
+        ran = e.paradigm() if e.delta is None or e.delta.versus is None else f"{e.delta.paradigm} or {e.delta.versus}"
+        shown.append(f"no result for {', '.join(missing)} ({ran} did not run there)")
+    no_ci = [v.task for v in values if v.ci is None] if e.require == "interval" else []
+    if no_ci:
+        shown.append(f"no interval for {', '.join(no_ci)} (one seed and no test-set bootstrap)")
     detail = f"{what} {bound}: " + "; ".join(shown)
     if not values:
         return Outcome(e.name, None, None, None, None, detail)
-    worst = min(values, key=lambda v: _margin(e, v.value))
-    met = False if fails else (None if missing else True)
+    fails = [v for v in values if not _holds(e, v)]
+    worst = min(values, key=lambda v: _margin(e, v))
+    met = False if fails else (None if missing or no_ci else True)
     lo, hi = worst.ci if worst.ci is not None else (None, None)
     return Outcome(e.name, met, worst.value, lo, hi, detail)
 
@@ -142,11 +154,19 @@ def _passes(e: Expectation, value: float) -> bool:
     return (e.above is None or value > e.above) and (e.below is None or value < e.below)
 
 
-def _margin(e: Expectation, value: float) -> float:
-    """How far the value clears its bounds (negative when it misses): the worst task has the smallest."""
-    return min(
-        value - e.above if e.above is not None else math.inf, e.below - value if e.below is not None else math.inf
-    )
+def _holds(e: Expectation, v: _Value) -> bool:
+    """The bound holds for this task: its value, or under `require: interval` both ends of its interval (a task
+    without an interval fails only when its value misses: it is not evaluated otherwise)."""
+    if e.require == "interval" and v.ci is not None:
+        return _passes(e, v.ci[0]) and _passes(e, v.ci[1])
+    return _passes(e, v.value)
+
+
+def _margin(e: Expectation, v: _Value) -> float:
+    """How far the task clears its bounds (negative when it misses; under `require: interval`, the interval's
+    nearer end): the worst task has the smallest."""
+    lo, hi = v.ci if e.require == "interval" and v.ci is not None else (v.value, v.value)
+    return min(lo - e.above if e.above is not None else math.inf, e.below - hi if e.below is not None else math.inf)
 
 
 def _metric_value(e: Expectation, inp: AnalysisInput, f: float, task: str) -> _Value | None:
@@ -199,8 +219,26 @@ def _delta_value(e: Expectation, comp: Comparison, stats: list[Stat], f: float, 
     d = comp.deltas.get((f, task, e.delta.paradigm))
     if d is None or d.value is None:
         return None
+    if e.delta.versus is not None:
+        return _difference_value(comp, f, task, e.delta.paradigm, e.delta.versus, d.value)
     ci = shown_interval(stats, f, task, e.delta.paradigm)
     return _Value(task, d.value, None if ci is None else (ci[0], ci[1]))
+
+
+def _difference_value(comp: Comparison, f: float, task: str, p: str, versus: str, dp: float) -> _Value | None:
+    """Δ_p − Δ_versus (pp) on the seed means, with a t interval of the paired seed differences (>= 2 seeds)."""
+    dv = comp.deltas.get((f, task, versus))
+    if dv is None or dv.value is None:
+        return None
+    a, b = comp.seed_deltas(f, task, p), comp.seed_deltas(f, task, versus)
+    diffs = np.asarray([a[s] - b[s] for s in sorted(set(a) & set(b))], float)
+    value = dp - dv.value
+    if diffs.size < 2:
+        return _Value(task, value, None)
+    from scipy.stats import t as student
+
+    half = float(student.ppf(0.5 + LEVEL / 2, diffs.size - 1)) * float(diffs.std(ddof=1)) / math.sqrt(diffs.size)
+    return _Value(task, value, (value - half, value + half))
 
 
 def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
@@ -208,15 +246,44 @@ def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
 
     assert e.ag_groups is not None and e.min_adjusted_rand is not None
     expected = {t: f"e{i}" for i, g in enumerate(e.ag_groups) for t in g}
-    found = inp.ag_labels
-    chose = "; ".join(f"{name}: {', '.join(g)}" for name, g in paradigm_groups_of(inp).items())
-    missing = [t for t in expected if t not in found]
-    if missing:
-        why = "AG did not run" if not found else f"AG has no result for {', '.join(missing)}"
-        return Outcome(e.name, None, None, None, None, why)
-    ari = adjusted_rand_index(expected, {t: found[t] for t in expected})
-    detail = f"adjusted Rand index ≥ {e.min_adjusted_rand:g}; AG chose {chose}"
+    per_seed = ag_labels_by_seed(inp)
+    if not per_seed:
+        return Outcome(e.name, None, None, None, None, "AG did not run")
+    aris: dict[int, float] = {}
+    choices: dict[str, list[int]] = {}
+    for seed, found in per_seed.items():
+        missing = [t for t in expected if t not in found]
+        if missing:
+            return Outcome(e.name, None, None, None, None, f"AG seed {seed} has no result for {', '.join(missing)}")
+        aris[seed] = adjusted_rand_index(expected, {t: found[t] for t in expected})
+        groups: dict[str, list[str]] = {}
+        for t in inp.task_order if set(inp.task_order) >= set(found) else sorted(found):
+            if t in found:
+                groups.setdefault(found[t], []).append(t)
+        chose = "; ".join(f"{name}: {', '.join(g)}" for name, g in groups.items())
+        choices.setdefault(chose, []).append(seed)
+    ari = float(np.mean(list(aris.values())))
+    seeds = ", ".join(f"seed {s} {v:.2f}" for s, v in sorted(aris.items()))
+    chosen = " | ".join(f"{c} (seed {', '.join(map(str, ss))})" for c, ss in choices.items())
+    detail = (
+        f"adjusted Rand index, mean over {len(aris)} seed(s) ≥ {e.min_adjusted_rand:g} ({seeds}); AG chose {chosen}"
+    )
     return Outcome(e.name, ari >= e.min_adjusted_rand, ari, None, None, detail)
+
+
+def ag_labels_by_seed(inp: AnalysisInput) -> dict[int, dict[str, str]]:
+    """seed -> task -> the name of its AG job (g1, g2, ...) at the largest fraction: AG's grouping in each seed."""
+    from usagg.analysis.inputs import job_name
+
+    rows = [r for r in inp.table.rows if r.paradigm == "AG" and r.job_id]
+    if not rows:
+        return {}
+    top = max(r.fraction for r in rows)
+    out: dict[int, dict[str, str]] = {}
+    for r in rows:
+        if r.fraction == top:
+            out.setdefault(r.seed, {})[r.task] = job_name("AG", r.job_id)
+    return dict(sorted(out.items()))
 
 
 def paradigm_groups_of(inp: AnalysisInput) -> dict[str, tuple[str, ...]]:

@@ -62,7 +62,7 @@ def synth(
 
     from usagg.cli.display import print_table
     from usagg.data.synth.generate import resolve_tasks, split_size
-    from usagg.data.synth.tasks import TASKS
+    from usagg.data.synth.tasks import ALL_TASKS
     from usagg.spec.models import SynthSpec
 
     if out is None and preview is None:
@@ -98,7 +98,7 @@ def synth(
         for col in ("task", "type", "group", "train", "val"):
             table.add_column(col, justify="right" if col in ("train", "val") else "left", no_wrap=col == "task")
         for tid in ids:
-            t = TASKS[tid]
+            t = ALL_TASKS[tid]
             table.add_row(tid, t.type, t.group, str(split_size(spec, tid, "train")), str(spec.val_size))
         print_table(console, table)
         console.print(f"[green]ok[/]: {total} images, seed {spec.seed}, {spec.image_size} px")

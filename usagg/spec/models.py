@@ -858,6 +858,11 @@ class DeltaRef(Strict):
     task: Annotated[str | None, NOT_IN_HASH] = Field(
         None, description="One task's Δ (default: every task `tasks` selects)."
     )
+    versus: Annotated[ParadigmName | None, NOT_IN_HASH] = Field(
+        None,
+        description="Bound Δ of `paradigm` minus Δ of this paradigm (percentage points), e.g. AU versus CG; its "
+        "interval is paired over the seeds both ran.",
+    )
 
 
 class Expectation(Strict):
@@ -895,7 +900,13 @@ class Expectation(Strict):
         None,
         ge=-1,
         le=1,
-        description="With ag_groups: met when the adjusted Rand index of AG's grouping against it is at least this.",
+        description="With ag_groups: met when the adjusted Rand index of AG's grouping against it, averaged over "
+        "the seeds AG ran, is at least this.",
+    )
+    require: Annotated[Literal["value", "interval"], NOT_IN_HASH] = Field(
+        "value",
+        description="value: met when the seed mean clears the bounds; interval: only when its whole 95 % interval "
+        "does (a sign that survives the seeds), not evaluated where there is no interval.",
     )
 
     @model_validator(mode="after")
@@ -908,10 +919,11 @@ class Expectation(Strict):
             )
         bounds = self.above is not None or self.below is not None
         if self.ag_groups is not None:
-            if self.min_adjusted_rand is None or bounds or self.tasks is not None or self.metric is not None:
+            extra = bounds or self.tasks is not None or self.metric is not None or self.require != "value"
+            if self.min_adjusted_rand is None or extra:
                 raise ValueError(
                     f"expectation {self.name!r}: ag_groups takes min_adjusted_rand and nothing else "
-                    "(no above, below, tasks or metric)"
+                    "(no above, below, tasks, metric or require)"
                 )
             return self
         if not bounds or self.min_adjusted_rand is not None:
@@ -925,7 +937,7 @@ class Expectation(Strict):
         return self
 
     def paradigm(self) -> str:
-        """The paradigm whose results it reads."""
+        """The paradigm whose results it reads (with delta.versus, also that one's)."""
         return self.metric_of or (self.delta.paradigm if self.delta is not None else "AG")
 
     def task_ids(self, tasks: list[TaskSpec]) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from usagg.data.synth.sample import SynthSample, make_sample
-from usagg.data.synth.tasks import TASKS, SynthTask
+from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, SynthTask
 from usagg.errors import UsaggError
 from usagg.spec.models import SynthSpec
 from usagg.tasktypes import get_task_type
@@ -39,13 +39,17 @@ Progress = Callable[[str, str, int, int], None]
 
 
 def resolve_tasks(spec: SynthSpec, tasks: list[str] | None) -> list[str]:
-    """The task ids to generate, checked against the registry (sizes may only name known tasks)."""
-    ids = list(TASKS) if tasks is None else list(dict.fromkeys(tasks))
-    unknown = [t for t in [*ids, *spec.sizes] if t not in TASKS]
+    """The task ids to generate, checked against the registry (sizes may only name its tasks).
+
+    By default the nine benchmark tasks, plus the known-answer tasks that `sizes` names (so the demo's
+    settings, and the folder they key, are what they were before those tasks existed).
+    """
+    ids = [*TASKS, *(t for t in spec.sizes if t in KNOWN_TASKS)] if tasks is None else list(dict.fromkeys(tasks))
+    unknown = [t for t in [*ids, *spec.sizes] if t not in ALL_TASKS]
     if unknown:
         raise UsaggError(
             f"unknown synthetic task(s) {', '.join(sorted(set(unknown)))}; the synthetic benchmark has: "
-            f"{', '.join(TASKS)}."
+            f"{', '.join(ALL_TASKS)}."
         )
     if not ids:
         raise UsaggError("no synthetic tasks selected; name at least one of: " + ", ".join(TASKS) + ".")
@@ -93,7 +97,7 @@ def _row(sample: SynthSample, image_rel: str, mask_rel: str | None) -> list[obje
 
 def render_chunk(out: str, task_id: str, split: str, start: int, stop: int, seed: int, size: int) -> list[list]:
     """Generate and write images start..stop-1 of one task and split; returns their CSV rows (worker entry point)."""
-    task = TASKS[task_id]
+    task = ALL_TASKS[task_id]
     folder = Path(out) / split / task.folder
     rows = []
     for i in range(start, stop):
@@ -128,9 +132,9 @@ def _write_all(out: Path, spec: SynthSpec, ids: list[str], progress: Progress | 
     for split in SPLITS:
         (out / split / "csv_files").mkdir(parents=True, exist_ok=True)
         for tid in ids:
-            (out / split / TASKS[tid].folder / "images").mkdir(parents=True, exist_ok=True)
-            if TASKS[tid].has_masks:
-                (out / split / TASKS[tid].folder / "masks").mkdir(exist_ok=True)
+            (out / split / ALL_TASKS[tid].folder / "images").mkdir(parents=True, exist_ok=True)
+            if ALL_TASKS[tid].has_masks:
+                (out / split / ALL_TASKS[tid].folder / "masks").mkdir(exist_ok=True)
     args = [(str(out), tid, split, lo, hi, spec.seed, spec.image_size) for tid, split, lo, hi in chunks]
     n = workers or auto_workers(sum(hi - lo for *_, lo, hi in chunks))
     rows: dict[tuple[str, str], list[list]] = {(tid, split): [] for split in SPLITS for tid in ids}
@@ -153,7 +157,7 @@ def _write_all(out: Path, spec: SynthSpec, ids: list[str], progress: Progress | 
     for (tid, split), task_rows in rows.items():
         with open(out / split / "csv_files" / f"{tid}.csv", "w", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(columns(TASKS[tid]))
+            writer.writerow(columns(ALL_TASKS[tid]))
             writer.writerows(task_rows)
 
 

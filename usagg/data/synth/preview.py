@@ -14,7 +14,7 @@ from PIL import Image
 
 from usagg.data.fmc_uia import scan_split
 from usagg.data.synth.sample import SynthSample, make_sample
-from usagg.data.synth.tasks import TASKS
+from usagg.data.synth.tasks import ALL_TASKS, TASKS
 from usagg.spec.models import SynthSpec
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ _COLOURS = ["#ff4040", "#40ff60", "#40a0ff", "#ffd040"]
 def load_samples(root: Path, task_id: str, n: int, split: str = "train") -> list[SynthSample]:
     """The first n rows of a task's CSV in a written benchmark, read back through the FMC_UIA reader."""
     samples = scan_split(root, split).samples.get(task_id, [])[:n]
-    return [SynthSample.from_label(TASKS[task_id], np.asarray(Image.open(s.image_file)), s.label) for s in samples]
+    return [SynthSample.from_label(ALL_TASKS[task_id], np.asarray(Image.open(s.image_file)), s.label) for s in samples]
 
 
 def _draw(ax: Axes, s: SynthSample) -> None:
@@ -82,7 +82,7 @@ def render_preview(
             _draw(ax, s)
         for ax in row[len(samples) :]:
             ax.axis("off")
-        t = TASKS[tid]
+        t = ALL_TASKS[tid]
         row[0].set_ylabel(f"{tid}\n{t.type} · {t.group}", fontsize=8)
     fig.suptitle(f"usagg synthetic benchmark (seed {spec.seed}, {spec.image_size} px)", fontsize=10)
     fig.tight_layout()

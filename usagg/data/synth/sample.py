@@ -14,8 +14,9 @@ import numpy as np
 
 from usagg.data.cache import read_mask
 from usagg.data.synth.bmode import simulate
+from usagg.data.synth.known import BALANCED_CLASSES, class_label, convention_flips, scan_key
 from usagg.data.synth.scenes import SCENES
-from usagg.data.synth.tasks import TASKS, SynthTask
+from usagg.data.synth.tasks import ALL_TASKS, SynthTask
 
 
 @dataclass
@@ -69,21 +70,27 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def make_sample(task_id: str, split: str, index: int, seed: int, size: int) -> SynthSample:
-    """Generate sample `index` of `task_id` in `split`; pure function of its arguments."""
-    task = TASKS[task_id]
-    rng = sample_rng(seed, task_id, split, index)
-    kwargs = {"direction_class": int(rng.integers(0, task.num_classes))} if task_id == "fetal_head_position" else {}
+    """Generate sample `index` of `task_id` in `split`; pure function of its arguments.
+
+    A known-answer task may share its scans with another (`known.scan_key`) and read its label by its own
+    convention (`known.class_label`, `known.convention_flips`); for the nine benchmark tasks both are the identity.
+    """
+    task = ALL_TASKS[task_id]
+    rng = sample_rng(seed, scan_key(task_id), split, index)
+    balanced = task_id == "fetal_head_position" or task_id in BALANCED_CLASSES
+    kwargs = {"direction_class": int(rng.integers(0, task.num_classes))} if balanced else {}
     scene = SCENES[task.anatomy](rng, **kwargs)
     image = simulate(scene.probe, scene.tissue, size, rng, scene.imaging)
     out = SynthSample(task, image)
     if task.type == "classification":
-        out.label = scene.cls
+        out.label = class_label(task_id, scene.cls, seed, split, index)
         return out
     if task.type == "regression":
         out.points = tuple((round(px * size, 2), round(py * size, 2)) for px, py in scene.keypoints)
         return out
     c = (np.arange(size, dtype=np.float32) + 0.5) / size
-    mask = scene.labels(c[None, :], c[:, None]) * scene.probe.pixel_in_view(size)
+    labels, view = scene.labels(c[None, :], c[:, None]), scene.probe.pixel_in_view(size)
+    mask = ((labels == 0) if convention_flips(task_id, seed, split, index) else labels) * view
     if task.type == "segmentation":
         out.mask = mask.astype(np.uint8)
     else:

@@ -23,6 +23,7 @@ class SynthTask:
     group: str
     anatomy: str  # scene generator shared by the group (see scenes.SCENES)
     class_names: tuple[str, ...] = ()
+    planted: str = ""  # known-answer tasks: the planted affinity group (usagg/data/synth/known.py); else `anatomy`
 
     @property
     def metric(self) -> str:
@@ -61,6 +62,22 @@ _ALL = [
 #: Task id -> SynthTask, in catalog order.
 TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
 
+#: The known-answer study's tasks (usagg/data/synth/known.py says how each is drawn and why): twins sharing a
+#: latent on disjoint scans, and a low-data pair on the same scans whose label conventions conflict (`_alt`) or
+#: agree (`_agree`, the control that removes the conflict). Generated only when a study's `sizes` names them.
+_KNOWN = [
+    SynthTask("head_position_a", "classification", 4, "Fetal", "fetal", ("right", "down", "left", "up"), "position"),
+    SynthTask("head_position_b", "classification", 4, "Fetal", "fetal", ("right", "down", "left", "up"), "position"),
+    SynthTask("nodule_malignancy_a", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "nodule"),
+    SynthTask("nodule_malignancy_b", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "nodule"),
+    SynthTask("lesion_mask", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion"),
+    SynthTask("lesion_mask_alt", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion_alt"),
+    SynthTask("lesion_mask_agree", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion"),
+]
+KNOWN_TASKS: dict[str, SynthTask] = {t.id: t for t in _KNOWN}
+#: Every task the generator can draw: the nine, then the known-answer ones.
+ALL_TASKS: dict[str, SynthTask] = {**TASKS, **KNOWN_TASKS}
+
 
 def designed_groups(task_ids: list[str]) -> dict[str, str]:
     """The grouping the benchmark is designed to have, for AG to recover (its Rand index in the report).
@@ -68,6 +85,7 @@ def designed_groups(task_ids: list[str]) -> dict[str, str]:
     Tasks drawn from one anatomy generator (`SynthTask.anatomy`, usagg/data/synth/scenes.py) see the
     same latent anatomy, so their labels describe one shared structure and are designed to help each
     other; across anatomies only the ultrasound physics is shared. The designed groups are therefore the
-    anatomies. Ids that are not synthetic tasks are left out.
+    anatomies. A known-answer task's group is the one planted in it (`SynthTask.planted`). Ids that are not
+    synthetic tasks are left out.
     """
-    return {t: TASKS[t].anatomy for t in task_ids if t in TASKS}
+    return {t: ALL_TASKS[t].planted or ALL_TASKS[t].anatomy for t in task_ids if t in ALL_TASKS}
