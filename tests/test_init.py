@@ -23,11 +23,11 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 def test_repo_studies_are_the_packaged_studies() -> None:
     """studies/*.yaml are byte-identical copies of usagg/studies/*.yaml, the source: edit there, then copy."""
     packaged = {p.name: p.read_bytes() for p in (REPO / "usagg" / "studies").glob("*.yaml")}
-    assert sorted(packaged) == ["demo.yaml", "fmc_uia.yaml"]
+    assert sorted(packaged) == ["demo.yaml", "fmc_uia.yaml", "known.yaml"]
     assert {p.name: p.read_bytes() for p in (REPO / "studies").glob("*.yaml")} == packaged
 
 
-@pytest.mark.parametrize("name", ["demo", "fmc_uia"])
+@pytest.mark.parametrize("name", ["demo", "fmc_uia", "known"])
 def test_init_writes_a_study_that_validates_from_anywhere(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -69,7 +69,8 @@ def test_init_never_overwrites_without_force(
 def test_init_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, text = run_cli(["init", "--from", "dmo", str(tmp_path / "x")], monkeypatch, capsys)
     assert (
-        code == 2 and "no packaged study of that name (did you mean 'demo'?); packaged studies: demo, fmc_uia" in text
+        code == 2
+        and "no packaged study of that name (did you mean 'demo'?); packaged studies: demo, fmc_uia, known" in text
     )
     assert not (tmp_path / "x").exists()
     (tmp_path / "f").write_text("")

@@ -18,12 +18,16 @@ from usagg.errors import UsaggError
 HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with usagg, and print what to run next.
 
 --from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
+--from known: the known-answer study, effects planted in the synthetic data and declared in its expect:
+block (3 seeds; `make known-answer`), to check that the tool recovers them.
 --from fmc_uia: the 27 FMC_UIA tasks on GPUs; its data.root is a placeholder you must edit.
 An existing file is never overwritten unless --force is given.
 
 Examples:
 
   usagg init my_study                     (writes my_study/demo.yaml)
+
+  usagg init --from known check           (writes check/known.yaml)
 
   usagg init --from fmc_uia fmc           (writes fmc/fmc_uia.yaml; then edit its data.root)
 """
@@ -69,7 +73,7 @@ def init(
     folder: Path = typer.Argument(
         ..., metavar="DIR", help="Folder for the study (created if missing).", show_default=False
     ),
-    source: str = typer.Option("demo", "--from", help="Packaged study to start from: demo or fmc_uia."),
+    source: str = typer.Option("demo", "--from", help="Packaged study to start from: demo, known or fmc_uia."),
     force: bool = typer.Option(False, "--force", help="Replace an existing DIR/<name>.yaml."),
 ) -> None:
     from usagg.spec.load import load_study

@@ -3,12 +3,12 @@
 Each task reuses a scene builder of usagg/data/synth/scenes.py; what is planted is which scans a task sees and
 how its labels are read from the scene. The mechanisms, and the sign the study's `expect:` block declares:
 
-- Twins sharing a latent (`head_position_a/_b` in the data-rich Fetal group, `nodule_malignancy_a/_b` in the
-  low-data Thyroid group): two tasks of one type label the same latent (the way the fetal face points; the
-  nodule's malignancy) with the same rule, on disjoint scans (each task's images are seeded by its own id).
-  Their heads learn the same read-out of the same features, so a step on one twin lowers the other's loss as
-  much as its own: their lookahead affinity is the largest in the study and AG pairs them (no other pair shares
-  a label rule). CG trains each twin on twice the scans of its latent: positive transfer (Δ > 0).
+- Twins sharing a latent (`head_outline_a/_b` in the data-rich Fetal group, `nodule_outline_a/_b` in the
+  low-data Thyroid group): two readers outline the same structure (the fetal skull; the thyroid nodule) on the
+  same scans (`_b`'s images are seeded by `_a`'s id, byte-identical) by the same convention. Their decoders learn
+  the same read-out of the same features, so a step on one twin lowers the other's loss as it lowers its own:
+  their lookahead affinity stands out and AG pairs them. CG gives the shared encoder twice the steps on the
+  same latent: positive transfer (Δ > 0) where TS has not converged in its epochs, as here.
 - Conflicting conventions on the same scans (`lesion_mask`, `lesion_mask_alt`, the low-data Breast group): both
   segment the same breast scans (images seeded by the scan key `lesion_mask`, byte-identical between them).
   `lesion_mask` outlines the lesion. `_alt` follows a reader convention the image does not show: for a hidden
@@ -33,15 +33,20 @@ import hashlib
 import numpy as np
 
 #: Task id -> the id its scans are seeded by, where it is not its own (tasks that read the same images).
-SCAN_KEY: dict[str, str] = {"lesion_mask_alt": "lesion_mask", "lesion_mask_agree": "lesion_mask"}
+SCAN_KEY: dict[str, str] = {
+    "head_outline_b": "head_outline_a",
+    "nodule_outline_b": "nodule_outline_a",
+    "lesion_mask_alt": "lesion_mask",
+    "lesion_mask_agree": "lesion_mask",
+}
 
 #: Tasks whose label is the scene's flipped for a hidden share of the scans (the conflicting convention): a
 #: class becomes the other one (binary tasks), a mask its complement within the field of view.
 FLIPPED_SHARE: dict[str, float] = {"lesion_mask_alt": 0.5}
 
 #: Classification tasks that draw their class first and the scene for it (balanced classes), as
-#: fetal_head_position does.
-BALANCED_CLASSES = frozenset({"head_position_a", "head_position_b"})
+#: fetal_head_position does (none of the known-answer tasks so far).
+BALANCED_CLASSES: frozenset[str] = frozenset()
 
 
 def scan_key(task_id: str) -> str:

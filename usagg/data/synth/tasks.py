@@ -62,14 +62,14 @@ _ALL = [
 #: Task id -> SynthTask, in catalog order.
 TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
 
-#: The known-answer study's tasks (usagg/data/synth/known.py says how each is drawn and why): twins sharing a
-#: latent on disjoint scans, and a low-data pair on the same scans whose label conventions conflict (`_alt`) or
-#: agree (`_agree`, the control that removes the conflict). Generated only when a study's `sizes` names them.
+#: The known-answer study's tasks (usagg/data/synth/known.py says how each is drawn and why): pairs of readers
+#: outlining one structure on the same scans, whose conventions agree (the twins `_a`/`_b`; `lesion_mask_agree`,
+#: the control) or conflict (`lesion_mask_alt`). Generated only when a study's `sizes` names them.
 _KNOWN = [
-    SynthTask("head_position_a", "classification", 4, "Fetal", "fetal", ("right", "down", "left", "up"), "position"),
-    SynthTask("head_position_b", "classification", 4, "Fetal", "fetal", ("right", "down", "left", "up"), "position"),
-    SynthTask("nodule_malignancy_a", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "nodule"),
-    SynthTask("nodule_malignancy_b", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "nodule"),
+    SynthTask("head_outline_a", "segmentation", 2, "Fetal", "fetal", ("background", "head"), "head"),
+    SynthTask("head_outline_b", "segmentation", 2, "Fetal", "fetal", ("background", "head"), "head"),
+    SynthTask("nodule_outline_a", "segmentation", 2, "Thyroid", "thyroid", ("background", "nodule"), "nodule"),
+    SynthTask("nodule_outline_b", "segmentation", 2, "Thyroid", "thyroid", ("background", "nodule"), "nodule"),
     SynthTask("lesion_mask", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion"),
     SynthTask("lesion_mask_alt", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion_alt"),
     SynthTask("lesion_mask_agree", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion"),
