@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 #: How a rule reads in the tables and the headline.
 RULE_NAMES = {"model": "model scope", "task": "task scope", "last": "last epoch"}
 #: Why a job has no per-rule record.
-NOT_RECORDED = "not recorded: metrics.json written before usagg recorded the selection rules (rerun the job)"
+NOT_RECORDED = (
+    "not recorded: metrics.json has no selection.rules (written before usagg recorded them, or simulated; "
+    "a rerun job records them)"
+)
 NO_STORE = "not recorded: an imported results table (--results) has no metrics.json to read the rules from"
 
 
