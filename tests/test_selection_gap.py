@@ -271,7 +271,7 @@ def test_old_and_unmeasured_jobs_say_so_and_every_other_table_stays(store: RunSt
 
     write_report(a, tmp_path / "report", render=lambda *_: [])
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Selection gap" in md and "not measured: no selection split" in md
+    assert "## Selection gap" in md and "not measured: no selection split" in md and "To measure it" in md
     assert "## Per-task results" in md and (tmp_path / "report" / "tables" / "selection_gap.csv").is_file()
     imported = load_input(None, st.fresh_results())
     (row,) = selection_gap(imported, analyse(imported).comp).rows

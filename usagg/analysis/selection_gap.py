@@ -30,7 +30,7 @@ from usagg.analysis.cluster_inference import METHOD, ClusterMean, wild_cluster_m
 from usagg.analysis.delta import SEED_ORDER, Comparison
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.tables import Cellv, Table, frac_label
-from usagg.jobmetrics import SELECTION_RULES, JobMetrics
+from usagg.jobmetrics import NO_SELECTION_SPLIT, SELECTION_RULES, JobMetrics
 from usagg.store import RunStore
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class GapRow:
     gap: ClusterMean  # mean of Δ(task) − Δ(model) over `tasks`, its wild cluster interval and p
     task_deltas: dict[str, dict[str, float]]  # task -> rule -> Δ
     status: str  # "measured", or why not (not measured / not recorded)
+    shared: bool = True  # the paradigm trains tasks together (else both scopes are one choice, the gap 0)
 
 
 @dataclass
@@ -192,9 +193,11 @@ def _row(
         status = "measured" if len(tasks) == eligible else f"measured on {len(tasks)} of {eligible} tasks"
         if len(tasks) < eligible:
             status += "; " + ("; ".join(sorted(why)) if why else "the rest lack a Δ under some rule")
+        if not shared:
+            status += " (one task per job: both scopes pick the same epoch, so the gap is 0 by construction)"
     else:
         status = "; ".join(sorted(why)) or "not measured: no task has a Δ under every rule"
-    return GapRow(p, f, tasks, means, ci, per_task, status)
+    return GapRow(p, f, tasks, means, ci, per_task, status, shared)
 
 
 def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int) -> list[str]:
@@ -223,6 +226,11 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
     for why in missing.values():
         reasons[why] = reasons.get(why, 0) + 1
     notes += [f"{why} ({n} job{'s' if n != 1 else ''})." for why, n in sorted(reasons.items())]
+    if NO_SELECTION_SPLIT in reasons:
+        notes.append(
+            "To measure it: run with a selection split (data.selection_fraction > 0, e.g. --set "
+            "data.selection_fraction=0.2); the headline keeps training.selection's rule."
+        )
     return notes
 
 
@@ -279,12 +287,12 @@ def gap_json(gap: SelectionGap) -> dict:
 
 def headline_line(gap: SelectionGap) -> str | None:
     """The report's headline line: each measured paradigm's gap at the largest fraction, and the rule used."""
-    if not gap.rows:
+    if not any(r.shared for r in gap.rows):
         return None
     top = max(r.fraction for r in gap.rows)
     parts = []
     for r in gap.rows:
-        if r.fraction != top:
+        if r.fraction != top or not r.shared:  # one task per job: 0 by construction, said in the table
             continue
         if r.gap.mean is None:
             parts.append(f"{r.paradigm} {r.status}")
