@@ -8,7 +8,9 @@ import tempfile
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (`make test` runs one worker per core) each worker keeps to one thread, so the
+# workers share the cores instead of fighting over them; a plain `pytest` keeps two.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Memoised analysis outputs and decode caches go to a throw-away folder, never the user's ~/.cache/usagg.
 _CACHE = tempfile.TemporaryDirectory(prefix="usagg-test-cache-")

@@ -200,6 +200,7 @@ def test_affinity_figures_are_legible(analysis: Analysis, name: str, tmp_path: P
     assert caption and fig.get_size_inches()[0] in (3.5, 7.0, pytest.approx(4.55))
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_report_has_the_affinity_section_and_the_advice(analysis: Analysis, tmp_path: Path) -> None:
     written = write_report(analysis, tmp_path / "rep", dpi=60)
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.cli_run import run_cli
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.cli.app import app
 
@@ -25,9 +27,22 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return simulate_run_store(tmp_path_factory.mktemp("runs") / "fmc", load_tasks(TASKS))
 
 
-def _usagg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "usagg", *args], cwd=cwd, capture_output=True, text=True, env=env)
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture
+def usagg(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """`usagg ARGS` through the real entry point (exit code, messages), in this process and in folder `cwd`."""
+
+    def call(*args: str, cwd: Path) -> Result:
+        monkeypatch.chdir(cwd)
+        code, output = run_cli(list(args), monkeypatch, capsys)
+        return Result(code, output)
+
+    return call
 
 
 def test_compare_table_lists_every_task_and_statistic(run_dir: Path) -> None:
@@ -89,6 +104,7 @@ def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> No
         assert (tmp_path / "rep" / "tables" / f"{name}.csv").is_file()
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_the_commands_share_one_memo(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """compare stores the statistics, plot the figures, report reuses both: the memo folder says so."""
     cache = tmp_path / "cache"
@@ -128,27 +144,29 @@ def test_stale_results_are_rebuilt_through_the_store(run_dir: Path, tmp_path: Pa
     assert calls == [copy]
 
 
-def test_missing_run_dir_exits_2_without_traceback(tmp_path: Path) -> None:
-    res = _usagg("compare", str(tmp_path / "nope"), cwd=tmp_path)
+def test_missing_run_dir_exits_2_without_traceback(tmp_path: Path, usagg: Callable[..., Result]) -> None:
+    res = usagg("compare", str(tmp_path / "nope"), cwd=tmp_path)
     assert res.returncode == 2
     assert f"run folder {tmp_path / 'nope'} does not exist" in res.stderr
     assert "Traceback" not in res.stderr
-    res = _usagg("plot", cwd=tmp_path)  # no runs/ folder at all
+    res = usagg("plot", cwd=tmp_path)  # no runs/ folder at all
     assert res.returncode == 2 and "no run store under runs/" in res.stderr
 
 
-def test_malformed_csv_exits_2_naming_row_and_column(run_dir: Path, tmp_path: Path) -> None:
+def test_malformed_csv_exits_2_naming_row_and_column(
+    run_dir: Path, tmp_path: Path, usagg: Callable[..., Result]
+) -> None:
     lines = (run_dir / "results.csv").read_text().splitlines()
     cells = lines[3].split(",")
     cells[9] = "oops"
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([lines[0], lines[1], lines[2], ",".join(cells)]) + "\n")
-    res = _usagg("compare", "--results", str(bad), cwd=tmp_path)
+    res = usagg("compare", "--results", str(bad), cwd=tmp_path)
     assert res.returncode == 2
     assert f"{bad}: row 3 (line 4), column 'value': expected a number, got 'oops'" in res.stderr
     assert "Traceback" not in res.stderr
     bad.write_text(lines[0].replace(",type", "") + "\n")
-    res = _usagg("report", "--results", str(bad), cwd=tmp_path)
+    res = usagg("report", "--results", str(bad), cwd=tmp_path)
     assert res.returncode == 2 and "lacks column(s) type" in res.stderr
 
 
@@ -199,7 +217,10 @@ def test_compare_prints_the_interaction_slope_and_holm_and_the_csv_a_ci_per_delt
     }  # fmt: skip
 
 
-def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # over a second: out of `make test-fast`
+def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(
+    run_dir: Path, tmp_path: Path, usagg: Callable[..., Result]
+) -> None:
     """Issue 16.1: a study name from data cannot pick the output folder; cleanup deletes only what it wrote."""
     import shutil
 
@@ -219,7 +240,7 @@ def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(run_
             "\n".join([rows[0], *(",".join([*r.split(",")[:col], bad, *r.split(",")[col + 1 :]]) for r in rows[1:])])
         )
         for command in ("report", "plot"):
-            res = _usagg(command, "--results", str(tampered), cwd=work)
+            res = usagg(command, "--results", str(tampered), cwd=work)
             assert res.returncode == 2 and "plain study name" in res.stderr and "Traceback" not in res.stderr, (
                 res.stderr
             )
@@ -228,15 +249,15 @@ def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(run_
     shutil.copytree(run_dir, store)
     spec = store / "study.yaml"
     spec.write_text(re.sub(r"(?m)^name: .*$", f"name: {victim}", spec.read_text()))
-    res = _usagg("report", str(store), cwd=work)
+    res = usagg("report", str(store), cwd=work)
     assert res.returncode == 2 and "study.yaml, key `name`" in res.stderr, res.stderr
     # route 3: a report written into a folder that holds the user's files, then a tampered manifest
-    res = _usagg("report", str(run_dir), "--out", str(victim), cwd=work)
+    res = usagg("report", str(run_dir), "--out", str(victim), cwd=work)
     assert res.returncode == 0, res.stderr
     manifest = victim / ".usagg-report.json"
     tampered_list = manifest.read_text().replace('"files": [', '"files": ["../work/tampered.csv", ')
     manifest.write_text(tampered_list)
-    res = _usagg("report", str(run_dir), "--out", str(victim), cwd=work)
+    res = usagg("report", str(run_dir), "--out", str(victim), cwd=work)
     assert res.returncode == 0, res.stderr
     assert (victim / "tables" / "thesis.tex").read_text() == "keep me too\n"
     assert (work / "tampered.csv").is_file()

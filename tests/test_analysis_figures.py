@@ -103,6 +103,7 @@ def test_extra_paradigms_get_stable_distinct_colours() -> None:
     assert paradigm_color("TAG", ps) == paradigm_color("TAG", list(reversed(ps)))
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_render_all_writes_atomically(analysis, tmp_path: Path) -> None:
     out = F.render_all(analysis, tmp_path, "png", dpi=60)
     drawn = [n for n, _ in F.FIGURES if n not in F.AFFINITY_FIGURES]  # no affinity measured: none of its figures

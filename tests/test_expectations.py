@@ -226,6 +226,7 @@ def test_the_demo_expects_every_classification_task_to_learn() -> None:
     assert packaged.read_bytes() == (REPO / "studies" / "demo.yaml").read_bytes()
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -> None:
     from usagg.analysis.report import write_report
     from usagg.analysis.simulate import load_tasks, simulate_run_store

@@ -150,6 +150,7 @@ def test_a_study_without_tsm_says_which_paradigm_to_add_and_writes_the_rest(tmp_
     assert fig_factorial(a) is None
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_the_report_has_the_table_and_the_figure(tmp_path: Path) -> None:
     from usagg.analysis.report import write_report
 

@@ -97,6 +97,7 @@ def _improving_neighbour(z: np.ndarray, labels: list[int], k: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 @pytest.mark.parametrize("seed", range(3))
 def test_local_search_improves_the_beam_at_27_tasks_in_9_groups(seed: int) -> None:
     """The issue's finding: the beam alone stops below what moves and swaps reach; after the local search no move or

@@ -144,6 +144,7 @@ def test_freezing_default_half_and_counts() -> None:
     assert sum(counts.values()) == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_frozen_blocks_setting() -> None:
     full = build_model(ModelSpec(backbone="dinov3_test", frozen_blocks=0), TASKS, moe=False)
     assert full.trainable_counts()["encoder_frozen"] == 0

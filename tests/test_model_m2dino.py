@@ -38,6 +38,7 @@ def _toy(n: int = 4, s: int = 64) -> tuple[torch.Tensor, dict[str, torch.Tensor]
     return imgs, targets
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_gradients_reach_exactly_the_trainable_parameters() -> None:
     torch.manual_seed(0)
     model = build_model(ModelSpec(backbone="dinov3_test", moe={"experts": 4}), TASKS, moe=True)
@@ -60,6 +61,7 @@ def test_gradients_reach_exactly_the_trainable_parameters() -> None:
     assert counts["encoder_trainable"] + counts["moe"] == sum(p.numel() for p in groups["encoder"])
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 @pytest.mark.parametrize("moe", [True, False])
 def test_state_dict_round_trip_gives_identical_outputs(tmp_path, moe: bool) -> None:
     spec = ModelSpec(backbone="dinov3_test", moe={"experts": 4})

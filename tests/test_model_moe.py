@@ -152,6 +152,7 @@ def test_moe_with_zero_noise_matches_dense_features() -> None:
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_aux_loss_is_weighted_mean_over_moe_blocks() -> None:
     torch.manual_seed(0)
     spec = ModelSpec(backbone="dinov3_test", moe={"aux_loss_weight": 0.5, "experts": 4, "top_k": 1})

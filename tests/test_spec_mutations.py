@@ -51,6 +51,7 @@ def _base() -> dict[str, Any]:
     return raw
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_every_mutated_value_is_loaded_or_refused_with_a_spec_error(tmp_path: Path) -> None:
     base = _base()
     study_from_mapping(base, tmp_path / "demo.yaml")  # the unmutated spec is valid

@@ -175,6 +175,7 @@ def test_fetal_head_lies_off_centre_towards_its_face() -> None:
     assert hits >= 57 and min(along) > 0.05
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path: Path) -> None:
     spec = SynthSpec(seed=1, default_size=4, val_size=2)
     tasks = ["fetal_head", "thyroid_nodule_det"]

@@ -275,6 +275,7 @@ def report(analysis: Analysis, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return folder, [*all_tables(analysis), delta_long_table(analysis.comp, analysis.stats)]
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_report_has_the_tables_of_every_kind(report: tuple[Path, list[Table]]) -> None:
     _, tables = report
     names = {t.name for t in tables}
@@ -283,12 +284,14 @@ def test_report_has_the_tables_of_every_kind(report: tuple[Path, list[Table]]) -
     assert any(c.startswith("Δ") for c in columns) and any(c.startswith("→") for c in columns)
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_report_csv_files_read_back_to_the_tables(report: tuple[Path, list[Table]]) -> None:
     folder, tables = report
     for t in tables:
         _check_csv(t, (folder / "tables" / f"{t.name}.csv").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_report_latex_files_read_back_to_the_tables(report: tuple[Path, list[Table]]) -> None:
     folder, tables = report
     for t in tables:
@@ -296,6 +299,7 @@ def test_report_latex_files_read_back_to_the_tables(report: tuple[Path, list[Tab
             _check_latex(t, (folder / "tables" / f"{t.name}.tex").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_report_markdown_tables_read_back_to_the_tables(report: tuple[Path, list[Table]]) -> None:
     folder, tables = report
     md = (folder / "report.md").read_text(encoding="utf-8")
@@ -307,6 +311,7 @@ def test_report_markdown_tables_read_back_to_the_tables(report: tuple[Path, list
         _check_markdown(t, md[md.index(heading) + len(heading) :])
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_compare_text_format_reads_back(report: tuple[Path, list[Table]]) -> None:
     _, tables = report
     for t in tables:
@@ -348,6 +353,7 @@ class _Tables(HTMLParser):
             self._cell.append(data)
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_report_html_tables_and_the_checks_without_a_browser(report: tuple[Path, list[Table]]) -> None:
     """Every Markdown table is an HTML table with the same header, in its sideways-scrolling box; the page sets
     the phone viewport; each figure carries at least report_check's MIN_NATURAL_PX of width."""

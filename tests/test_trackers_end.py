@@ -96,6 +96,7 @@ def test_a_failed_job_writes_no_hparams_row(job: Job, tmp_path: Path) -> None:
         acc.PluginTagToContent("hparams")
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 @pytest.mark.parametrize("checkpoints", [False, True])
 def test_a_done_jobs_run_holds_its_metrics_and_predictions_and_best_pt_only_when_asked(
     job: Job, database: str, tmp_path: Path, checkpoints: bool

@@ -57,6 +57,7 @@ def test_tensorboard_event_files_hold_the_curves(job, tmp_path: Path) -> None:  
     assert [(e.step, e.value) for e in acc.Scalars("test/fetal_head/HD")] == [(3, 12.5)]
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_mlflow_runs_nest_under_the_study_and_hold_every_epoch(job, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from mlflow.tracking import MlflowClient
 

@@ -68,6 +68,7 @@ def test_trunk_rows_are_the_bits_of_recomputing(tiny: Path, tmp_path: Path) -> N
             assert torch.equal(tokens[j], stored[:, j])
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_pixels_trunk_and_mixed_batches_give_the_same_bits(tiny: Path, tmp_path: Path) -> None:
     ds, model, trunk = _setup(tiny, tmp_path)
     plain, served = TensorSplit.from_dataset(ds), TensorSplit.from_dataset(ds, trunk)
@@ -92,6 +93,7 @@ def test_pixels_trunk_and_mixed_batches_give_the_same_bits(tiny: Path, tmp_path:
     assert not any("blocks.0." in n or "blocks.1." in n for n in ref_grads)  # frozen: no gradients
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_augmented_samples_are_recomputed_and_untouched_ones_served(tiny: Path, tmp_path: Path) -> None:
     ds, model, trunk = _setup(tiny, tmp_path)
     aug = Augmenter(AugmentationSpec(hflip_p=0.3), 5)
@@ -115,6 +117,7 @@ def test_augmented_samples_are_recomputed_and_untouched_ones_served(tiny: Path, 
     assert plain.served == plain.seen == 0
 
 
+@pytest.mark.slow  # over a second: out of `make test-fast`
 def test_damaged_or_stale_trunk_files_are_rebuilt(tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ds, _model, trunk = _setup(tiny, tmp_path)
     good = np.array(trunk.data)
