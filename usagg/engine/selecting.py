@@ -200,7 +200,7 @@ class RuleTests(Callback):
         log.info("selection gap: %d test pass(es) at the rules' epochs, %.2f s%s", self.passes, self.seconds, share)
 
     def state_dict(self) -> dict[str, Any]:
-        """ "rule_tests" in last.pt once something was tested (a job without a selection split adds nothing)."""
+        """last.pt's "rule_tests" once something was tested (a job without a selection split adds nothing)."""
         return {"rule_tests": {t: dict(v) for t, v in self.values.items()}} if self.values else {}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
