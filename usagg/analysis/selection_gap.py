@@ -291,14 +291,16 @@ def headline_line(gap: SelectionGap) -> str | None:
         return None
     top = max(r.fraction for r in gap.rows)
     parts = []
+    unmeasured: dict[str, list[str]] = {}  # why -> paradigms, so a study without the record says it once
     for r in gap.rows:
         if r.fraction != top or not r.shared:  # one task per job: 0 by construction, said in the table
             continue
         if r.gap.mean is None:
-            parts.append(f"{r.paradigm} {r.status}")
+            unmeasured.setdefault(r.status, []).append(r.paradigm)
         else:
             ci = f" (95 % CI {r.gap.ci[0]:+.1f} to {r.gap.ci[1]:+.1f})" if r.gap.ci else ""
             parts.append(f"{r.paradigm} {r.gap.mean:+.1f} pp{ci} over {len(r.tasks)} tasks")
+    parts += [f"{', '.join(ps)}: {why}" for why, ps in unmeasured.items()]
     head = RULE_NAMES.get(gap.headline or "", gap.headline or "an unknown rule")
     return f"**Selection gap** (Δ task scope − Δ model scope): {'; '.join(parts)}; the headline Δ uses the {head}."
 
