@@ -175,7 +175,7 @@ def test_weights_must_be_a_file_not_a_folder(tmp_path: Path) -> None:
 def test_limits_that_still_allow_the_edges(tmp_path: Path) -> None:
     study = load_study(
         DEMO,
-        ["fractions=[0.01, 1.0]", "data.selection_fraction=0.5", "execution.threads=1024", "training.warmup_epochs=8"],
+        ["fractions=[0.01, 1.0]", "data.selection_fraction=0.5", "execution.threads=1024", "training.warmup_epochs=7"],
     )
     assert study.fractions == [0.01, 1.0] and study.execution.threads == 1024
 
