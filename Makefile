@@ -22,12 +22,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The full suite (CI runs it); tests marked cuda skip themselves without a GPU (tests/conftest.py).
+# One pytest-xdist worker per core, each on one thread; PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist worksteal)
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 # Everything but the slow tests (training runs, subprocess CLI runs, Slurm, packaging) and the CUDA ones.
 test-fast: install
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not cuda"
+	$(PYTEST) -m "not slow and not cuda"
 
 lint: install
 	$(VENV)/bin/ruff check usagg tests benchmarks tools
