@@ -38,13 +38,27 @@ def _kind(a: str, b: str) -> str:
     return KINDS[1] if ta.type == tb.type else KINDS[2]
 
 
+def _adam_denominators(optimizer: Any, params: list[Any]) -> list[Any]:
+    """AdamW's sqrt(v_hat) + eps for each parameter (its metric is the inverse), None where it has no state yet."""
+    group_of = {id(q): g for g in optimizer.param_groups for q in g["params"]}
+    out = []
+    for p in params:
+        state = optimizer.state.get(p, {})
+        if "exp_avg_sq" not in state:
+            out.append(None)
+            continue
+        (_, beta2), eps = group_of[id(p)]["betas"], group_of[id(p)]["eps"]
+        out.append((state["exp_avg_sq"] / (1.0 - beta2 ** float(state["step"]))).sqrt() + eps)
+    return out
+
+
 def main() -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import numpy as np
     import torch
 
     import usagg.engine.trainer as trainer_module
-    from usagg.engine.affinity import LookaheadAffinity, _adam_steps
+    from usagg.engine.affinity import LookaheadAffinity
     from usagg.engine.batches import TensorSplit
     from usagg.engine.job import run_job
     from usagg.model.m2dino import M2DINO
@@ -63,20 +77,20 @@ def main() -> dict:
                 perm, h = torch.randperm(n, generator=g), min(n // 2, HALF)
                 self.halves[t] = [split.batch(perm[s : s + h].sort().values, self.compute.device) for s in (0, h)]
 
-        def _metric_gradient(self, task: str, half: int, adam: list[tuple[torch.Tensor, float] | None]) -> torch.Tensor:
+        def _metric_gradient(self, task: str, half: int, adam: list[torch.Tensor | None]) -> torch.Tensor:
             x, y = self.halves[task][half]
             out = self.model(x, task, y)
             tensors = [p for _, p in self.shared]
             grads = torch.autograd.grad(out.loss - out.aux_loss, tensors, allow_unused=True)
             parts = [
-                (torch.zeros_like(p) if g is None else g / (a[0].sqrt() if a is not None else 1.0)).flatten()
+                (torch.zeros_like(p) if g is None else g / (a.sqrt() if a is not None else 1.0)).flatten()
                 for p, g, a in zip(tensors, grads, adam, strict=True)
             ]
             return torch.cat(parts).double()
 
         def measure(self, step: int, lr: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
             z = super().measure(step, lr, optimizer)
-            adam = _adam_steps(optimizer, [p for _, p in self.shared])
+            adam = _adam_denominators(optimizer, [p for _, p in self.shared])
             self.model.eval()
             try:
                 grads = {(t, h): self._metric_gradient(t, h, adam) for t in self.tasks for h in (0, 1)}

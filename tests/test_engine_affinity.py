@@ -1,9 +1,8 @@
-"""The lookahead affinity on a tiny real model: the estimate against a hand-computed lookahead, no effect on the
-training it watches, the same numbers after a resume."""
+"""The lookahead affinity on a tiny real model: no effect on the training it watches, the same numbers after a
+resume, the file a job writes. Each lookahead step against a hand computation: tests/test_lookahead.py."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -52,43 +51,6 @@ def _trainer(job: Job, ckpt_dir: Path) -> Trainer:
     return engine_trainer(job, ckpt_dir)
 
 
-def test_affinity_equals_a_hand_computed_lookahead(au: Job, tmp_path: Path) -> None:
-    tr = _trainer(au, tmp_path / "ck")
-    tr.train_epoch(0)  # the optimiser now has second moments: the lookahead step is Adam's, preconditioned
-    aff = tr.affinity
-    assert aff is not None
-    lr = 1e-3
-    got = aff.measure(99, lr, tr.optimizer)
-
-    tasks = list(tr.train)
-    model = tr.model
-    opt = tr.optimizer
-    want = torch.zeros(len(tasks), len(tasks), dtype=torch.float64)
-    for i, src in enumerate(tasks):
-        stepped = copy.deepcopy(model).eval()
-        ref = copy.deepcopy(model).eval()
-        x, y = aff.step_probes[src]  # the step's gradient comes from rows the losses are not read on
-        out = stepped(x, src, y)
-        (out.loss - out.aux_loss).backward()
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, p in stepped.named_parameters():
-                if p.grad is None or not any(q is params[name] for q in model.param_groups()["encoder"]):
-                    continue
-                st = opt.state[params[name]]
-                group = next(g for g in opt.param_groups if any(q is params[name] for q in g["params"]))
-                (beta1, beta2), t = group["betas"], float(st["step"])
-                denom = (st["exp_avg_sq"] / (1 - beta2**t)).sqrt() + group["eps"]
-                p -= lr * (1 - beta1) / (1 - beta1 ** (t + 1)) * p.grad / denom  # g's weight in the next m_hat
-            for j, tgt in enumerate(tasks):
-                xj, yj = aff.probes[tgt]
-                before = ref(xj, tgt, yj)
-                after = stepped(xj, tgt, yj)
-                want[i, j] = 1 - float(after.loss - after.aux_loss) / float(before.loss - before.aux_loss)
-    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6), (got, want)
-    assert got.abs().max() > 1e-4  # a real change of the losses, not float noise
-
-
 def test_measuring_leaves_the_training_bit_identical(au: Job, tmp_path: Path) -> None:
     plain = _trainer(au.model_copy(update={"affinity": None}), tmp_path / "plain")
     watched = _trainer(au, tmp_path / "watched")
@@ -117,7 +79,8 @@ def test_a_job_writes_its_affinity_file(au: Job, tmp_path: Path) -> None:
     assert aff.tasks == au.task_ids and aff.job_id == au.id and aff.job_hash == au.hash and aff.steps == [2]
     assert aff.probe_size == {t: 3 for t in au.task_ids} and aff.seconds > 0 and 0 < aff.share < 1
     assert aff.train_seconds == pytest.approx(metrics["throughput"]["train_seconds"], abs=1e-3)
-    assert any(abs(v) > 1e-4 for row in aff.matrix for v in row)
+    # a real change of the losses: SGD's step in warm-up moves them ~1e-5, float32 rounding ~1e-7
+    assert any(abs(v) > 1e-6 for row in aff.matrix for v in row)
 
 
 def test_probe_rows_are_fixed_and_within_the_split() -> None:

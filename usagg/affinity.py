@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 #: Version of the affinity.json layout.
 AFFINITY_FORMAT = 1
-#: How the lookahead steps (usagg/engine/affinity.py). It is part of a measuring job's id, so a job that measured
-#: with another step (before 2026-11-28 the whole preconditioned gradient, ten times AdamW's step) is never reused.
-LOOKAHEAD_STEP = "adamw-one-step"
+#: Version of the lookahead step's code (usagg/engine/affinity.py; which step: `analysis.affinity.lookahead`). It is
+#: part of a measuring job's id, so a job that measured with an earlier step is never reused: before 2026-11-28 the
+#: whole preconditioned gradient, until 2026-12-05 "adamw-one-step" (g's one-step share of the first moment over
+#: v_hat: neither SGD's step nor AdamW's).
+LOOKAHEAD_STEP = "sgd-or-true-adamw"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Affinity:
     every: int = 0
     steps: list[int] = field(default_factory=list)
     probe_size: dict[str, int] = field(default_factory=dict)
+    lookahead: str = ""  # analysis.affinity.lookahead (sgd | adamw); "" in a file from before it was recorded
     lookahead_lr: float | None = None  # None: the encoder's learning rate at each measured step
     seconds: float = 0.0  # spent measuring
     train_seconds: float = 0.0  # the job's training time, measurement included
@@ -120,6 +123,7 @@ def mean_affinity(records: list[Affinity]) -> Affinity:
         every=records[0].every,
         steps=records[0].steps,
         probe_size=records[0].probe_size,
+        lookahead=records[0].lookahead,
         lookahead_lr=records[0].lookahead_lr,
         seconds=sum(r.seconds for r in records),
         train_seconds=sum(r.train_seconds for r in records),

@@ -1,25 +1,24 @@
 """Lookahead inter-task affinity measured during training (Fifty et al. 2021), for the AG paradigm.
 
-Every `every` optimiser steps, for each task i: one step of the shared (encoder)
-parameters on task i's step batch, theta_i = theta - lr * w * g_i / (sqrt(v_hat) + eps), then
-Z[i->j] = 1 - L_j(theta_i) / L_j(theta) on every task j's probe batch. A task's step batch and
-probe batch are disjoint rows of its training split, so its self-affinity Z[i->i] is read on
-images its step did not come from (read on the step's own batch it measured how well one step
-fits that batch, and the diagonal was inflated against every other entry). The step is the one
-AdamW takes on task i's gradient g_i in one optimiser step: g_i enters the bias-corrected first
-moment with weight w = (1 - beta1) / (1 - beta1^t) at optimiser step t, and the optimiser's current second moments
-v_hat (bias-corrected, read, never changed) precondition it; no weight decay. (A plain SGD step
-lr * g is some 1e-4 of the steps training really takes, so its change of a loss drowns in float32
-rounding. The whole preconditioned gradient, w = 1, is the displacement g_i causes over all the
-steps momentum spreads it across, about 1 / (1 - beta1) = 10 times one step: on the demo it
-overshoots, a task's step on its own probe batch then raises its own loss (detection's
-self-affinity came out -1 %), and the matrix measures curvature more than which tasks help
-each other. A parameter without optimiser state yet gets Adam's first step, lr * sign(g).) The step is
-virtual (`torch.func.functional_call` with the stepped tensors; the model's own
-parameters are never touched), the model is in eval mode (no dropout, batch-norm
-statistics read, not updated), the step and probe batches are fixed at the start from the
-training split without augmentation and drawn from a generator of their own, so
-measuring leaves the training it watches bit-identical. Task heads are not stepped:
+Every `every` optimiser steps, for each task i: one step of the shared (encoder) parameters on task i's
+step-batch gradient g_i, theta -> theta_i, then Z[i->j] = 1 - L_j(theta_i) / L_j(theta) on every task j's
+probe batch. Which step is `analysis.affinity.lookahead`:
+
+- `sgd`: Fifty et al.'s step, theta_i = theta - lr * g_i (`sgd_step`).
+- `adamw`: the step the job's AdamW would take were g_i the whole batch's gradient: a true
+  `torch.optim.AdamW.step()` on clones of the shared parameters with a deep copy of their optimiser state
+  (first and second moments, step counts) and their groups' settings (betas, eps, weight decay, fused), so
+  momentum, bias correction, decay and the second-moment update are all AdamW's own (`adamw_step`). The real
+  optimiser's state and the model's parameters are never touched.
+
+`lr` is `lookahead_lr`, else the encoder's learning rate at that step (for `adamw`: each group's own rate).
+The default (`sgd`) and why: docs/benchmarks.md, "Which lookahead step". A task's step batch and probe batch
+are disjoint rows of its training split, so its self-affinity Z[i->i] is read on images its step did not come
+from (read on the step's own batch it measured how well one step fits that batch, and the diagonal was
+inflated against every other entry). The stepped parameters enter through `torch.func.functional_call`, the
+model is in eval mode (no dropout, batch-norm statistics read, not updated), the step and probe batches are
+fixed at the start from the training split without augmentation and drawn from a generator of their own, so
+measuring leaves the training it watches bit-identical whichever step is chosen. Task heads are not stepped:
 affinity is what one task's update of the shared trunk does to another task's loss.
 Over a job the losses are summed before dividing, Z[i->j] = 1 - sum_t L_j(theta_i,t) / sum_t L_j(theta_t):
 a task whose training loss is near zero late in training would otherwise swing the mean of ratios by
@@ -59,25 +58,48 @@ def probe_rows(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     return perm[:k].sort().values, step.sort().values
 
 
-def _adam_steps(
-    optimizer: torch.optim.Optimizer | None, params: Sequence[torch.Tensor]
-) -> list[tuple[torch.Tensor, float] | None]:
-    """(sqrt(v_hat) + eps, w) of Adam(W) for each parameter, w = (1 - beta1) / (1 - beta1^t) being the weight of
-    a new gradient in the bias-corrected first moment at its next step t; None where it has no state yet."""
-    if optimizer is None:
-        return [None] * len(params)
-    group_of = {id(q): g for g in optimizer.param_groups for q in g["params"]}
-    out: list[tuple[torch.Tensor, float] | None] = []
-    for p in params:
-        state = optimizer.state.get(p, {})
-        if "exp_avg_sq" not in state:
-            out.append(None)
+def sgd_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], lr: float) -> list[torch.Tensor]:
+    """Fifty et al.'s lookahead, theta - lr * g, as new tensors; a parameter without a gradient stays where it is."""
+    return [p.detach() if g is None else p.detach() - lr * g for p, g in zip(params, grads, strict=True)]
+
+
+def adamw_step(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor | None],
+    lr: float | None = None,
+) -> list[torch.Tensor]:
+    """The parameters after one true AdamW step on `grads`, as new tensors: a `torch.optim.AdamW` over clones of
+    `params`, each clone in a group with its real group's settings (`lr` instead of the group's rate when given)
+    and a deep copy of its real state (moments, step count), stepped once. `optimizer` is read, never changed; a
+    parameter without a gradient is skipped, as AdamW skips it; one without state yet takes AdamW's first step."""
+    group_of = {id(q): k for k, g in enumerate(optimizer.param_groups) for q in g["params"]}
+    clones = [p.detach().clone() for p in params]
+    members: dict[int, list[torch.Tensor]] = {}
+    states: list[tuple[torch.Tensor, dict[str, Any]]] = []
+    for p, c, g in zip(params, clones, grads, strict=True):
+        if g is None:
             continue
-        (beta1, beta2), eps = group_of[id(p)]["betas"], group_of[id(p)]["eps"]
-        t = float(state["step"])
-        denom = (state["exp_avg_sq"] / (1.0 - beta2**t)).sqrt() + eps
-        out.append((denom, (1.0 - beta1) / (1.0 - beta1 ** (t + 1.0))))
-    return out
+        if id(p) not in group_of:
+            raise ValueError("adamw lookahead: a shared parameter is not in the optimiser; it has no AdamW step")
+        c.grad = g.detach().to(c.dtype)
+        members.setdefault(group_of[id(p)], []).append(c)
+        state = optimizer.state.get(p, {})
+        if state:
+            states.append((c, {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}))
+    if not members:
+        return clones
+    groups = []
+    for k, cs in members.items():
+        settings = {key: v for key, v in optimizer.param_groups[k].items() if key != "params"}
+        groups.append({**settings, "params": cs, **({"lr": lr} if lr is not None else {})})
+    copy = torch.optim.AdamW(groups)
+    for c, state in states:
+        copy.state[c] = state
+    copy.step()
+    for c in clones:
+        c.grad = None
+    return clones
 
 
 class LookaheadAffinity:
@@ -126,11 +148,12 @@ class LookaheadAffinity:
         return (out.loss - out.aux_loss).float()
 
     def measure(self, step: int, lr: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
-        """One lookahead of every task onto every task at `step` with rate `lr`: the step `optimizer` (Adam's) would
-        take on that task's step-batch gradient alone, losses read on the probe batches; adds the losses to the job's
-        sums and returns this measurement's Z."""
+        """One lookahead of every task onto every task at `step`: the `lookahead` step (sgd at rate `lr`, or adamw,
+        a true step of a copy of `optimizer`) on that task's step-batch gradient alone, losses read on the probe
+        batches; adds the losses to the job's sums and returns this measurement's Z."""
         t0 = time.perf_counter()
-        lr = self.settings.lookahead_lr or lr
+        if self.settings.lookahead == "adamw" and optimizer is None:
+            raise ValueError("the adamw lookahead steps a copy of the job's optimiser; none was given")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -139,13 +162,13 @@ class LookaheadAffinity:
             after = torch.zeros_like(self.after)
             names = [n for n, _ in self.shared]
             tensors = [p for _, p in self.shared]
-            adam = _adam_steps(optimizer, tensors)
             for i, src in enumerate(self.tasks):
                 grads = torch.autograd.grad(self._loss(src, step=True), tensors, allow_unused=True)
-                stepped = {
-                    n: (p if g is None else p.detach() - lr * (g.sign() if a is None else a[1] * g / a[0]))
-                    for n, p, g, a in zip(names, tensors, grads, adam, strict=True)
-                }
+                if optimizer is not None and self.settings.lookahead == "adamw":
+                    moved = adamw_step(optimizer, tensors, grads, self.settings.lookahead_lr)
+                else:
+                    moved = sgd_step(tensors, grads, self.settings.lookahead_lr or lr)
+                stepped = dict(zip(names, moved, strict=True))
                 with torch.no_grad():
                     after[i] = torch.stack([self._loss(t, stepped) for t in self.tasks]).double().cpu()
         finally:
@@ -181,6 +204,7 @@ class LookaheadAffinity:
             every=self.every,
             steps=list(self.steps),
             probe_size={t: int(self.probes[t][1].shape[0]) for t in self.tasks},
+            lookahead=self.settings.lookahead,
             lookahead_lr=self.settings.lookahead_lr,
             seconds=round(self.seconds, 3),
             train_seconds=round(train_seconds, 3),
