@@ -200,7 +200,7 @@ def test_shipped_catalog_matches_reference() -> None:
 def test_shipped_studies_all_load() -> None:
     """Every study in studies/ and in the package (usagg/studies/) loads, naming its catalog by name."""
     paths = sorted((REPO / "studies").glob("*.yaml")) + sorted((REPO / "usagg" / "studies").glob("*.yaml"))
-    assert len(paths) == 4
+    assert [p.name for p in paths] == ["demo.yaml", "fmc_uia.yaml", "known.yaml"] * 2
     for path in paths:
         assert isinstance(load_study(path), Study), path
         assert yaml.safe_load(path.read_text())["tasks_from"]["catalog"] in packaged_catalogs(), path
@@ -208,7 +208,7 @@ def test_shipped_studies_all_load() -> None:
 
 def test_packaged_catalog_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`catalog: synthetic` is the packaged catalog wherever the study lives; `synthetic.yaml` is a local file."""
-    assert packaged_catalogs() == ["fmc_uia", "synthetic"]
+    assert packaged_catalogs() == ["fmc_uia", "known", "synthetic"]
     packaged = yaml.safe_load((REPO / "usagg/catalogs/synthetic.yaml").read_text())["tasks"]
     spec = write(tmp_path, "a/s.yaml", "name: s\ndata: {synthetic: {}}\ntasks_from: {catalog: synthetic}\n")
     monkeypatch.chdir(tmp_path)
@@ -231,7 +231,7 @@ def test_unknown_catalog_name_lists_the_packaged_ones(tmp_path: Path) -> None:
         load_study(spec)
     text = str(err.value)
     assert text.startswith(f"{spec}: tasks_from.catalog = 'fmc_uai': no packaged catalog of that name")
-    assert "(did you mean 'fmc_uia'?)" in text and "packaged catalogs: fmc_uia, synthetic." in text
+    assert "(did you mean 'fmc_uia'?)" in text and "packaged catalogs: fmc_uia, known, synthetic." in text
     assert "\n" not in text and err.value.exit_code == 2
 
 

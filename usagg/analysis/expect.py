@@ -246,7 +246,7 @@ def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
 
     assert e.ag_groups is not None and e.min_adjusted_rand is not None
     expected = {t: f"e{i}" for i, g in enumerate(e.ag_groups) for t in g}
-    per_seed = ag_labels_by_seed(inp)
+    per_seed = labels_by_seed(inp, "AG")
     if not per_seed:
         return Outcome(e.name, None, None, None, None, "AG did not run")
     aris: dict[int, float] = {}
@@ -271,18 +271,18 @@ def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
     return Outcome(e.name, ari >= e.min_adjusted_rand, ari, None, None, detail)
 
 
-def ag_labels_by_seed(inp: AnalysisInput) -> dict[int, dict[str, str]]:
-    """seed -> task -> the name of its AG job (g1, g2, ...) at the largest fraction: AG's grouping in each seed."""
+def labels_by_seed(inp: AnalysisInput, paradigm: str) -> dict[int, dict[str, str]]:
+    """seed -> task -> the name of its `paradigm` job (g1, g2, ...) at the largest fraction: its grouping per seed."""
     from usagg.analysis.inputs import job_name
 
-    rows = [r for r in inp.table.rows if r.paradigm == "AG" and r.job_id]
+    rows = [r for r in inp.table.rows if r.paradigm == paradigm and r.job_id]
     if not rows:
         return {}
     top = max(r.fraction for r in rows)
     out: dict[int, dict[str, str]] = {}
     for r in rows:
         if r.fraction == top:
-            out.setdefault(r.seed, {})[r.task] = job_name("AG", r.job_id)
+            out.setdefault(r.seed, {})[r.task] = job_name(paradigm, r.job_id)
     return dict(sorted(out.items()))
 
 
