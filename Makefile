@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	{ $(PY) -m pip install -q uv && \
 	  UV_CONSTRAINT="$${UV_CONSTRAINT:-$$($(PY) -m pip config list | sed -n "s/^[^.]*\.constraint='\(.*\)'$$/\1/p")}" \
-	  $(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev,slurm]'; } || \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[dev,slurm]'; } || \
 	{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev,slurm]'; }
 	touch $(STAMP)
 
