@@ -12,7 +12,8 @@ install: $(STAMP)
 # uv (pip puts it in the venv) installs what pip would, downloading and unpacking in parallel: about a minute
 # less from a cold cache, a third of pip's CPU (docs/benchmarks.md). It reads no pip configuration, so a
 # constraint pip is given (pip.conf or PIP_CONSTRAINT, as `pip config list` shows them) is handed over; where
-# uv is missing or fails, pip installs as before.
+# uv is missing or fails, pip installs as before. --compile-bytecode: pip compiles at install, uv would leave it to
+# each process, and where PYTHONDONTWRITEBYTECODE is set every process would compile torch's sources again.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	{ $(PY) -m pip install -q uv && \
