@@ -26,7 +26,8 @@ reported with its traceback and the check goes on, exiting 1 at the end):
 Self-contained: generates its own synthetic data in a temporary folder, never
 downloads (HF_HUB_OFFLINE=1). `GPU_CHECK_JSON=<path>` also writes the results as
 JSON after every phase; `GPU_CHECK_PHASES=jobs,accel` runs only those phases and
-`GPU_CHECK_ACCEL` the accel modes measured beside eager (default `DEFAULT_ACCEL`).
+`GPU_CHECK_ACCEL` the accel modes measured beside eager (default `DEFAULT_ACCEL`);
+`GPU_CHECK_JOBS_AT_ONCE=1,2,4` the counts the jobs_per_gpu phase measures (1 among them).
 Without CUDA it says so and exits 0. GPU_CHECK_DEVICE=cpu runs the same flow on
 the CPU at a tiny size (to test this script without a GPU; its numbers mean
 nothing, and the CPU runs eager in every accel mode). Meant to take under 5
@@ -44,6 +45,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from usagg.cachedir import cache_root
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -115,6 +118,14 @@ def _settings(device: str) -> dict[str, Any]:
             "precision": "bf16",
             "steps": 10,  # timed steps per task in the steady loops
             "sync_steps": 12,  # training steps over which host syncs are counted, after a warm-up round
+            "profile_rounds": PROFILE_ROUNDS,
+            # jobs_per_gpu: TS jobs of studies/fmc_uia.yaml's shapes, this many at once, one each per worker
+            "jpg_counts": (1, 2, 4),
+            "jpg_n": 64,  # images per task (synthetic) of those jobs, and their epochs
+            "jpg_epochs": 2,
+            # projection: whole jobs of the study's shapes (TS: one task; AU: four tasks), images per task, epochs
+            "proj_n": 200,
+            "proj_epochs": (1, 3),
         }
     return {
         "backbone": "dinov3_test",
@@ -127,6 +138,12 @@ def _settings(device: str) -> dict[str, Any]:
         "precision": "fp32",
         "steps": 1,
         "sync_steps": 2,
+        "profile_rounds": 1,
+        "jpg_counts": (1, 2),  # the CPU flow test: two counts (each worker process costs seconds of imports)
+        "jpg_n": 8,
+        "jpg_epochs": 1,
+        "proj_n": 8,
+        "proj_epochs": (1, 2),
     }
 
 
@@ -425,8 +442,8 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
-        train_rounds(model, opt, batches, PROFILE_ROUNDS, amp)
-    steps = PROFILE_ROUNDS * len(batches)
+        train_rounds(model, opt, batches, cfg["profile_rounds"], amp)
+    steps = cfg["profile_rounds"] * len(batches)
     wall = (time.perf_counter() - t0) / steps
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
     busy = sum(e.device_time_total for e in kernels) / 1e6 / steps if cuda else None  # device_time in microseconds
@@ -450,6 +467,269 @@ def moe_ratio(cfg: dict[str, Any], device: str) -> dict[str, Any]:
     if device == "cuda":
         return bench_moe.main(repeats=10)
     return bench_moe.main(backbone=cfg["backbone"], batch=2, size=cfg["size"], repeats=2)
+
+
+def fmc_study(device: str, cfg: dict[str, Any]) -> Any:
+    """studies/fmc_uia.yaml as the projection measures it: its own shapes on CUDA (no weights file: a random init
+    of the same shapes), a tiny model in their place on the CPU (flow test)."""
+    from usagg.spec.load import load_study
+
+    tiny = [] if device == "cuda" else [f"model.backbone={cfg['backbone']}", f"model.image_size={cfg['size']}"]
+    tiny += [] if device == "cuda" else ["model.moe.blocks=null", "model.frozen_blocks=null", "training.batch_size=4"]
+    return load_study(STUDY_SPEC, [*tiny, "model.weights=null"])
+
+
+def shaped_study(root: Path, name: str, fmc: Any, paradigms: list[str], tasks: list[str], n: int, **kw: Any) -> Any:
+    """A synthetic study of the check's tasks (`tasks`: ids of TASKS, `n` images each) with fmc_uia's model,
+    training and selection fraction; `kw`: seeds (default [0]), epochs, cache (folder; default one per study)."""
+    import yaml
+
+    from usagg.spec.load import study_from_mapping
+
+    chosen = [t for t in yaml.safe_load(TASKS) if t["id"] in tasks]
+    raw = {
+        "name": name,
+        "output_root": str(root / "runs"),
+        "seeds": kw.get("seeds", [0]),
+        "paradigms": paradigms,
+        "data": {
+            "synthetic": {
+                "seed": 0,
+                "image_size": 128 if fmc.model.image_size >= 128 else 48,
+                "default_size": 4,
+                "val_size": max(4, n // 8),
+                "sizes": {t["id"]: n for t in chosen},
+                "out": str(root / "synth"),
+            },
+            "selection_fraction": fmc.data.selection_fraction,
+            "cache_dir": str(kw.get("cache", root / f"cache-{name}")),
+        },
+        "tasks": chosen,
+        "model": fmc.model.model_dump(mode="json", exclude_defaults=True),
+        "training": {**fmc.training.model_dump(mode="json", exclude_defaults=True), "epochs": kw.get("epochs", 1)},
+    }
+    return study_from_mapping(raw, root / f"{name}.yaml")
+
+
+def _store_with(study: Any) -> tuple[Any, list[str]]:
+    """A run store of the study's planned jobs (the planner's list), and their ids."""
+    from usagg.plan import plan
+    from usagg.spec.load import dump_study
+    from usagg.store import RunStore
+
+    jobs = plan(study)
+    store = RunStore(Path(study.output_root) / study.name)
+    store.init(dump_study(study), jobs)
+    return store, [j.id for j in jobs]
+
+
+def jobs_per_gpu_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """1, 2 and 4 TS jobs (fmc_uia's shapes, seeds 0..k-1 of one task) at once through the real pool on one device:
+    jobs per hour each; on CUDA the result is written to the measurement file `execution.jobs_per_gpu: auto` reads
+    (usagg/projection.py). Each count starts from an empty cache (decode, trunk), as a study's first jobs do, and
+    its wall includes starting its workers. The CPU runs a CPU pool (one torch thread per worker at two)."""
+    import functools
+
+    import torch
+
+    from usagg.engine.runner import run_one
+    from usagg.execute.pool import PoolExecutor
+    from usagg.projection import choose_jobs_per_gpu, write_measurement
+
+    fmc = fmc_study(device, cfg)
+    rates: dict[int, float] = {}
+    walls: dict[int, float] = {}
+    fn = functools.partial(run_one, device=None if device == "cuda" else "cpu", accel=fmc.execution.accel)
+    for k in cfg["jpg_counts"]:
+        name = f"gpu-check-jpg{k}"
+        study = shaped_study(
+            root, name, fmc, ["TS"], ["fetal_head"], cfg["jpg_n"], seeds=list(range(k)), epochs=cfg["jpg_epochs"]
+        )
+        store, ids = _store_with(study)
+        pool = PoolExecutor(str(store.root), [0] if device == "cuda" else None, k)
+        t0 = time.perf_counter()
+        states = pool.run(ids, fn)
+        walls[k] = time.perf_counter() - t0
+        failed = [j for j in ids if states.get(j) != "done"]
+        if failed:
+            raise RuntimeError(f"{k} jobs at once: {failed[0]} failed:\n{(store.error_text(failed[0]) or '')[-3000:]}")
+        rates[k] = k / walls[k] * 3600
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    path = write_measurement(name, torch.__version__, rates) if device == "cuda" else None
+    return {
+        "jobs_per_hour": rates,
+        "wall_s": walls,
+        "chosen": choose_jobs_per_gpu(rates),
+        "file": None if path is None else str(path),
+        "images_per_job": cfg["jpg_n"],
+        "epochs": cfg["jpg_epochs"],
+    }
+
+
+def _timed_trunks() -> tuple[Any, list[tuple[float, int, int]]]:
+    """usagg/engine/job.py's `job_trunks` (the trunk stage of a job), timed: (seconds, images, files it wrote)."""
+    import usagg.engine.job as engine_job
+
+    real = engine_job.job_trunks
+    calls: list[tuple[float, int, int]] = []
+
+    def timed(model: Any, job: Any, data: Any, compute: Any) -> Any:
+        folder = cache_root(job.data.cache_dir) / "trunk"
+        before = len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
+        t0 = time.perf_counter()
+        out = real(model, job, data, compute)
+        _sync(compute.device)
+        after = len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
+        calls.append((time.perf_counter() - t0, sum(len(t.rows) for t in out.values()), after - before))
+        return out
+
+    engine_job.job_trunks = timed
+    return real, calls
+
+
+def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[str, Any]:
+    """Real jobs of fmc_uia's shapes, end to end through the store and `run_one`, each stage timed.
+
+    AU (the four tasks, MoE) at 1 epoch on an empty cache: it builds their frozen trunks (timed) and
+    warms the process (a first job's lazy imports and allocations are no job's fixed cost in a worker
+    that runs many); then AU at 1 and 2 epochs and TS (the segmentation task, dense) at 1 and 2 epochs
+    on the warm cache. Per job: wall (the whole `run_one`), trunk (the `job_trunks` stage), training
+    (metrics), test evaluation (metrics), and the rest (start-up, data, model build, selection,
+    checkpoints).
+    """
+    import torch
+
+    import usagg.engine.job as engine_job
+    from usagg.engine.runner import run_one
+
+    cache = root / "cache-projection"
+    rows: list[dict[str, Any]] = []
+    real, calls = _timed_trunks()
+    peak = 0
+    try:
+        tasks = [t["id"] for t in _task_rows()]
+        lo, hi = cfg["proj_epochs"]
+        for paradigm, epochs, name in (
+            ("AU", lo, "au-cold"),
+            ("AU", lo, "au-lo"),
+            ("AU", hi, "au-hi"),
+            ("TS", lo, "ts-lo"),
+            ("TS", hi, "ts-hi"),
+        ):
+            study = shaped_study(
+                root, f"gpu-check-{name}", fmc, [paradigm], tasks, cfg["proj_n"], epochs=epochs, cache=cache
+            )
+            store, ids = _store_with(study)
+            ids = [j for j in ids if paradigm == "AU" or store.job(j).task_ids == ["fetal_head"]]
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            state = run_one(str(store.root), ids[0], device=device, accel=fmc.execution.accel)
+            wall = time.perf_counter() - t0
+            if state != "done":
+                raise RuntimeError(f"{ids[0]} {state}:\n{(store.error_text(ids[0]) or '')[-3000:]}")
+            if device == "cuda":
+                peak = max(peak, int(torch.cuda.max_memory_reserved()))
+            m = store.metrics(ids[0]) or {}
+            tput = m["throughput"]
+            trunk_s, trunk_images, built = calls[-1] if calls else (0.0, 0, 0)
+            test = sum(e["n_test"] for e in m["tasks"].values())
+            eval_s = test / tput["eval_images_per_s"] if tput.get("eval_images_per_s") else 0.0
+            train: dict[str, float] = {}
+            for e in m["tasks"].values():
+                train[e["type"]] = train.get(e["type"], 0.0) + e["n_train"]
+            rows.append(
+                {
+                    "job": ids[0],
+                    "run": name,
+                    "paradigm": paradigm,
+                    "moe": paradigm != "TS",
+                    "epochs": epochs,
+                    "train_images": train,
+                    "wall_s": wall,
+                    "trunk_s": trunk_s,
+                    "trunk_images": trunk_images,
+                    "trunk_built": built,
+                    "train_s": tput["train_seconds"],
+                    "test_s": eval_s,
+                    "other_s": wall - trunk_s - tput["train_seconds"] - eval_s,
+                }
+            )
+            calls.clear()
+    finally:
+        engine_job.job_trunks = real
+    return {"rows": rows, "peak_bytes": peak}
+
+
+def _task_rows() -> list[dict[str, Any]]:
+    import yaml
+
+    return list(yaml.safe_load(TASKS))
+
+
+def project_whole(
+    fmc: Any, measured: dict[str, Any], steady: dict[str, Any], jobs_per_hour: dict[int, float] | None, device: str
+) -> dict[str, Any]:
+    """studies/fmc_uia.yaml's wall time from the whole jobs (usagg/projection.py): its planned jobs, its
+    `jobs_per_gpu` (auto: the measured choice, capped by what fits beside the measured peak) and its trunk.
+    The steady loop's per-type img/s spread each epoch's measured seconds over the task types."""
+    import torch
+
+    from usagg.execute.pool import packed_jobs
+    from usagg.plan import plan
+    from usagg.projection import (
+        KindCost,
+        TrunkCost,
+        choose_jobs_per_gpu,
+        kind_cost,
+        project,
+        study_shapes,
+        summary,
+    )
+
+    rows = measured["rows"]
+    mode = fmc.execution.accel if fmc.execution.accel in steady["modes"] else "eager"
+    rates = {(k.startswith("moe"), k.split(" ", 1)[1]): v for k, v in steady["modes"][mode]["rates"].items()}
+    costs: dict[bool, KindCost] = {}
+    for moe in (False, True):
+        one, two = (next(r for r in rows if r["moe"] == moe and r["run"].endswith(e)) for e in ("-lo", "-hi"))
+        relative = {t: 1 / r for (m, t), r in rates.items() if m == moe}
+        costs[moe] = kind_cost(
+            one["wall_s"] - one["trunk_s"],
+            two["wall_s"] - two["trunk_s"],
+            one["train_images"],
+            relative,
+            (one["epochs"], two["epochs"]),
+        )
+    cold = [r for r in rows if r["trunk_built"]]  # the first AU job; any other that found no file
+    warm = [r for r in rows if not r["trunk_built"]]
+    trunk = TrunkCost(
+        build_s=sum(r["trunk_s"] for r in cold) / max(1, sum(r["trunk_images"] for r in cold)),
+        read_s=sum(r["trunk_s"] for r in warm) / max(1, sum(r["trunk_images"] for r in warm)),
+    )
+    setting = fmc.execution.jobs_per_gpu
+    memory_cap = None
+    if device == "cuda" and measured["peak_bytes"]:
+        free, _ = torch.cuda.mem_get_info()
+        memory_cap = packed_jobs(int(free) + int(torch.cuda.memory_reserved()), measured["peak_bytes"])
+    if setting == "auto":
+        at_once = choose_jobs_per_gpu(jobs_per_hour) if jobs_per_hour else 1
+        at_once = min(at_once, memory_cap) if memory_cap else at_once
+    else:
+        at_once = int(setting)
+    jobs = study_shapes(plan(fmc), FMC_UIA_TRAIN_IMAGES)
+    out = summary(project(jobs, costs, trunk, at_once, jobs_per_hour))
+    peak = peak_bf16(torch.cuda.get_device_name(0)) if device == "cuda" else None
+    h100 = peak_bf16("H100")
+    return {
+        **out,
+        "jobs_per_gpu": setting,
+        "memory_cap": memory_cap,
+        "costs": {("moe" if m else "dense"): vars(c) for m, c in costs.items()},
+        "trunk": vars(trunk),
+        "h100_hours": out["hours"] * peak / h100 if peak and h100 else None,
+    }
 
 
 def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -517,6 +797,27 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
         }
     out["total_hours"] = min(m["total_hours"] for m in out["modes"].values())
     return out
+
+
+def projection(root: Path, cfg: dict[str, Any], device: str, jobs_per_hour: dict[int, float] | None) -> dict[str, Any]:
+    """The projection phase: whole jobs measured end to end (first line), the steady loop (second line).
+
+    `jobs_per_hour`: this run's jobs_per_gpu phase; without it, on CUDA, the measurement file of this card.
+    """
+    import torch
+
+    from usagg.projection import read_measurement
+
+    if jobs_per_hour is None and device == "cuda":
+        jobs_per_hour = read_measurement(torch.cuda.get_device_name(0), torch.__version__)
+    fmc = fmc_study(device, cfg)
+    steady = project_study(device, cfg)
+    measured = whole_jobs(root, cfg, device, fmc)
+    whole = project_whole(fmc, measured, steady, jobs_per_hour, device)
+    peak = peak_bf16(torch.cuda.get_device_name(0)) if device == "cuda" else None
+    h100 = peak_bf16("H100")
+    steady["h100_hours"] = steady["total_hours"] * peak / h100 if peak and h100 else None
+    return {"whole": whole, "jobs": measured["rows"], "steady": steady, "total_hours": whole["hours"]}
 
 
 def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
@@ -601,7 +902,7 @@ def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[li
 
 
 #: The phases in the order they run (`GPU_CHECK_PHASES` picks some).
-PHASES = ("jobs", "moe", "projection", "agreement", "profile", "accel")
+PHASES = ("jobs", "moe", "jobs_per_gpu", "projection", "agreement", "profile", "accel")
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -638,18 +939,57 @@ def print_moe(moe: dict[str, Any]) -> None:
     )
 
 
-def print_projection(proj: dict[str, Any]) -> None:
+def print_jobs_per_gpu(jpg: dict[str, Any]) -> None:
+    rates = jpg["jobs_per_hour"]
+    one = rates[min(rates)]
     print(
-        f"\nprojected studies/fmc_uia.yaml on this device ({proj['backbone']} at {proj['image_size']} px, batch "
-        f"{proj['batch']}; {proj['images_per_paradigm']:,.0f} training images per paradigm):"
+        f"\nTS jobs at once on one device through the pool ({jpg['images_per_job']} images, {jpg['epochs']} "
+        "epoch(s) each, studies/fmc_uia.yaml's shapes):"
     )
-    for mode, m in proj["modes"].items():
+    for k, r in rates.items():
+        print(f"  {k} at once: {r:8.1f} jobs/h  x{r / one:.2f}  (wall {jpg['wall_s'][k]:.1f} s)")
+    where = jpg["file"] or "not written (the CPU has no jobs_per_gpu)"
+    print(f"  execution.jobs_per_gpu auto would choose {jpg['chosen']}; measurement file: {where}")
+
+
+def print_projection(proj: dict[str, Any]) -> None:
+    w, st = proj["whole"], proj["steady"]
+    per = ", ".join(f"{p} {h:.1f} h" for p, h in w["paradigm_hours"].items())
+    parts = ", ".join(f"{p} {h:.1f} h" for p, h in w["part_hours"].items())
+    print(
+        f"\nprojected studies/fmc_uia.yaml on this device ({st['backbone']} at {st['image_size']} px, batch "
+        f"{st['batch']}), {w['jobs']} planned jobs:"
+    )
+    fits = "" if w["memory_cap"] is None else f", memory fits {w['memory_cap']}"
+    print(
+        f"  whole jobs: {w['hours']:.1f} h wall = {w['serial_hours']:.1f} h one after the other ({per}; {parts}) / "
+        f"x{w['speedup']:.2f} for {w['jobs_at_once']} job(s) at once (jobs_per_gpu {w['jobs_per_gpu']}{fits}); "
+        f"H100 by peak ratio: {_fmt(w['h100_hours'], '.1f')} h"
+    )
+    for r in proj["jobs"]:
+        print(
+            f"    {r['job']:<36} {r['epochs']} ep  wall {r['wall_s']:6.2f} s: trunk {r['trunk_s']:.2f} "
+            f"({r['trunk_images']} img{', built' if r['trunk_built'] else ''}), train {r['train_s']:.2f}, "
+            f"test {r['test_s']:.2f}, other {r['other_s']:.2f}"
+        )
+    c, t = w["costs"], w["trunk"]
+    print(
+        f"    fixed per job: dense {c['dense']['fixed_s']:.2f} s, MoE {c['moe']['fixed_s']:.2f} s; trunk per image: "
+        f"build {1e3 * t['build_s']:.2f} ms, read {1e3 * t['read_s']:.3f} ms"
+    )
+    for mode, m in st["modes"].items():
         per = ", ".join(f"{p} {h:.1f} h" for p, h in m["hours"].items())
-        print(f"  {mode}: {m['total_hours']:.1f} h training ({per})")
+        ratio = st["h100_hours"] / st["total_hours"] if st["h100_hours"] else None
+        print(
+            f"  steady loop ({mode}): {m['total_hours']:.1f} h training ({per}); "
+            f"H100 by peak ratio: {_fmt(ratio and ratio * m['total_hours'], '.1f')} h"
+        )
         print("    img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in m["rates"].items()))
     print(
-        "  hours = sum over paradigms and task types of seeds x sum(fractions) x (1 - selection_fraction) x "
-        "N_type x epochs / img/s(MoE of the paradigm, type) / 3600; evaluation, checkpoints and start-up excluded"
+        "  whole jobs: per job fixed + epochs x images x measured s/image + trunk images x build or read s/image "
+        "(usagg/projection.py), over the measured speed-up of the jobs at once; steady loop: seeds x sum(fractions) "
+        "x (1 - selection_fraction) x N_type x epochs / img/s(MoE of the paradigm, type) / 3600, start-up, "
+        "evaluation, checkpoints, trunk and jobs at once left out"
     )
 
 
@@ -723,6 +1063,7 @@ def main() -> int:
         )
 
         from usagg.engine.accel import ACCEL_MODES
+        from usagg.execute.pool import MAX_JOBS_PER_GPU
 
         for name, known in (("GPU_CHECK_PHASES", PHASES), ("GPU_CHECK_ACCEL", ACCEL_MODES)):
             unknown = sorted(set(_env_list(name, known)) - set(known))
@@ -730,6 +1071,14 @@ def main() -> int:
                 print(f"gpu-check: unknown value(s) {', '.join(unknown)} in {name}; choose from {', '.join(known)}")
                 return 2
         chosen = _env_list("GPU_CHECK_PHASES", PHASES)
+        counts = _env_list("GPU_CHECK_JOBS_AT_ONCE", tuple(str(k) for k in cfg["jpg_counts"]))
+        if not all(c.isdigit() and 1 <= int(c) <= MAX_JOBS_PER_GPU for c in counts) or "1" not in counts:
+            print(
+                f"gpu-check: GPU_CHECK_JOBS_AT_ONCE={','.join(counts)}: expected counts of jobs at once from 1 to "
+                f"{MAX_JOBS_PER_GPU}, 1 among them (the baseline), e.g. 1,2,4"
+            )
+            return 2
+        cfg["jpg_counts"] = tuple(sorted({int(c) for c in counts}))
 
         def phase(label: str, fn: Any, show: Any) -> Any:
             """Run one phase; a phase that raises is reported and the check goes on (one GPU session, all numbers)."""
@@ -755,7 +1104,9 @@ def main() -> int:
         # Most wanted first: should the session's time run out, the later phases are the ones lost.
         jobs = phase("jobs", lambda: run_jobs(root, cfg, device), lambda out: print_jobs(out[0], cfg))
         moe = phase("moe", lambda: moe_ratio(cfg, device), print_moe)
-        proj = phase("projection", lambda: project_study(device, cfg), print_projection)
+        jpg = phase("jobs_per_gpu", lambda: jobs_per_gpu_rates(root, cfg, device), print_jobs_per_gpu)
+        rates = {int(k): v for k, v in jpg["jobs_per_hour"].items()} if jpg else None
+        proj = phase("projection", lambda: projection(root, cfg, device, rates), print_projection)
         agree = phase(
             "agreement", lambda: compare_precisions(root, cfg, device), lambda out: print_agreement(out[0], cfg)
         )

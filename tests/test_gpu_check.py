@@ -1,37 +1,52 @@
 """`make gpu-check` without a GPU: its whole flow at a tiny size on the CPU, and its refusals (the script gets
-one short run on a lent GPU, so its wiring is tested here)."""
+one short run on a lent GPU, so its wiring is tested here).
+
+In-process (`main()` with its settings in the environment): a subprocess would pay torch's, timm's and
+sklearn's imports again, most of this file's time."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
+def _check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[int, dict[str, Any]]:
+    """`main()` on the CPU; its exit code and JSON (the user cache is a temporary folder: nothing is left behind)."""
+    from benchmarks.gpu_check import main
 
-def _check(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "gpu_check.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu_check"],
-        cwd=ROOT,
-        env={**os.environ, "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_JSON": str(out), **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return run, json.loads(out.read_text()) if out.is_file() else {}
+    settings = {"GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_JSON": str(out), "USAGG_CACHE": str(tmp_path / "cache"), **env}
+    for key in ("GPU_CHECK_PHASES", "GPU_CHECK_ACCEL", "GPU_CHECK_JOBS_AT_ONCE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    if Path("/dev/shm").is_dir():  # the check's stores on tmpfs: their fsyncs and deletions cost seconds on a disk
+        monkeypatch.setattr(tempfile, "tempdir", "/dev/shm")
+    code = main()
+    return code, json.loads(out.read_text()) if out.is_file() else {}
 
 
-@pytest.mark.slow  # four small jobs, the benches and the profile on the CPU: about 20 s
-def test_every_phase_runs_on_the_cpu_and_reports(tmp_path: Path) -> None:
-    run, results = _check(tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert set(results["seconds"]) == {"jobs", "moe", "projection", "agreement", "profile", "accel"}
+@pytest.mark.slow  # every phase on the CPU at a tiny size, about 10 s
+def test_every_phase_runs_on_the_cpu_and_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one job at a time only: each worker process of a count above 1 costs seconds of imports on the CPU
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_JOBS_AT_ONCE="1")
+    printed = capsys.readouterr().out
+    assert code == 0, printed[-3000:]
+    assert set(results["seconds"]) == {
+        "jobs",
+        "moe",
+        "jobs_per_gpu",
+        "projection",
+        "agreement",
+        "profile",
+        "accel",
+    }
     rows, jobs_ok = results["jobs"]
     assert jobs_ok and [r["state"] for r in rows] == ["done"] * 4
     assert rows[-1]["job"].endswith("graphs+aff") and rows[-1]["job"].startswith("AU-")
@@ -39,13 +54,53 @@ def test_every_phase_runs_on_the_cpu_and_reports(tmp_path: Path) -> None:
     agreement, agree_ok = results["agreement"]
     assert agree_ok and {r["run"].split()[1] for r in agreement} == {"fp32", "bf16"}
     assert [(r["mode"], r["batch"]) for r in results["accel"]["rows"]] == [("eager", 8), ("eager", 32)]
-    assert list(results["projection"]["modes"]) == ["eager"] and results["projection"]["total_hours"] > 0
-    assert "gpu-check PASSED" in run.stdout
+
+    # jobs_per_gpu: each count through the real pool, jobs/h = count / wall; no measurement file for a CPU
+    jpg = results["jobs_per_gpu"]
+    assert list(jpg["jobs_per_hour"]) == ["1"] and jpg["chosen"] == 1 and jpg["file"] is None
+    for k, rate in jpg["jobs_per_hour"].items():
+        assert rate == pytest.approx(int(k) / jpg["wall_s"][k] * 3600)
+    assert not (tmp_path / "cache" / "jobs_per_gpu").exists()
+
+    # projection: five whole jobs (the first builds the four tasks' trunks, the TS jobs read theirs), both lines
+    proj = results["projection"]
+    runs = proj["jobs"]
+    assert [(r["run"], r["epochs"], r["trunk_built"]) for r in runs] == [
+        ("au-cold", 1, 4),
+        ("au-lo", 1, 0),
+        ("au-hi", 2, 0),
+        ("ts-lo", 1, 0),
+        ("ts-hi", 2, 0),
+    ]
+    for r in runs:
+        assert r["wall_s"] == pytest.approx(r["trunk_s"] + r["train_s"] + r["test_s"] + r["other_s"])
+    whole = proj["whole"]
+    assert whole["jobs"] == 111 and whole["jobs_per_gpu"] == "auto" and whole["memory_cap"] is None
+    assert whole["jobs_at_once"] == 1 and whole["speedup"] == 1  # the CPU's measurement is no GPU's
+    assert whole["hours"] == pytest.approx(sum(whole["paradigm_hours"].values()))
+    assert whole["hours"] == pytest.approx(sum(whole["part_hours"].values())) and whole["hours"] > 0
+    assert proj["total_hours"] == whole["hours"] and whole["h100_hours"] is None  # no peak for a CPU
+    assert list(proj["steady"]["modes"]) == ["eager"] and proj["steady"]["total_hours"] > 0
+    assert "whole jobs:" in printed and "steady loop (eager):" in printed
+    assert "gpu-check PASSED" in printed
 
 
-@pytest.mark.parametrize(("name", "value"), [("GPU_CHECK_PHASES", "jobs,warp"), ("GPU_CHECK_ACCEL", "graph")])
-def test_an_unknown_phase_or_mode_is_refused_before_any_work(
-    tmp_path: Path, name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("GPU_CHECK_PHASES", "jobs,warp", "in GPU_CHECK_PHASES; choose from"),
+        ("GPU_CHECK_ACCEL", "graph", "in GPU_CHECK_ACCEL; choose from"),
+        ("GPU_CHECK_JOBS_AT_ONCE", "2,4", "1 among them (the baseline)"),
+        ("GPU_CHECK_JOBS_AT_ONCE", "1,two", "expected counts of jobs at once from 1 to 16"),
+    ],
+)
+def test_an_unknown_phase_mode_or_count_is_refused_before_any_work(
+    tmp_path: Path,
+    name: str,
+    value: str,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """In-process (the refusal comes before any work, so a subprocess would only add its start-up)."""
     from benchmarks.gpu_check import main
@@ -54,13 +109,12 @@ def test_an_unknown_phase_or_mode_is_refused_before_any_work(
     for key, setting in {"GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_JSON": str(out), name: value}.items():
         monkeypatch.setenv(key, setting)
     assert main() == 2 and not out.exists()
-    assert f"in {name}; choose from" in capsys.readouterr().out
+    assert said in capsys.readouterr().out
 
 
-@pytest.mark.slow  # a real phase in a fresh process
-def test_one_chosen_phase_runs_alone(tmp_path: Path) -> None:
-    run, results = _check(tmp_path, GPU_CHECK_PHASES="moe")
-    assert run.returncode == 0, run.stdout[-2000:]
+def test_one_chosen_phase_runs_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="moe")
+    assert code == 0
     assert set(results["seconds"]) == {"moe"} and results["moe"]["time_ratio"] > 0
 
 

@@ -37,6 +37,9 @@ peak (on the CPU no CUDA context counts and the usable cores cap it), the peak
 being the largest measured on any device so far; a larger one measured later
 lowers every device's count (workers above it finish their job and get no other).
 A GPU whose jobs use no CUDA is never measured and keeps one worker.
+On a GPU, auto also reads the throughput `make gpu-check` measured with 1, 2 and 4 jobs at once on
+that card under this torch (usagg/projection.py, `<cache root>/jobs_per_gpu/<device>.json`): the count
+it chooses caps the count memory allows; without such a file memory alone decides.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -394,9 +398,11 @@ class PoolExecutor(Executor):
         jobs_per_device: int | Literal["auto"] = 1,
         probe: MemoryProbe | None = None,
         threads: int | None = None,
+        measured: Callable[[int], int | None] | None = None,
     ) -> None:
         """`devices`: GPU indices, or None for the CPU; `threads`: torch threads per CPU worker (None: the usable
-        cores shared by the workers); `probe`: CudaMemoryProbe on GPUs, CpuMemoryProbe on the CPU by default."""
+        cores shared by the workers); `probe`: CudaMemoryProbe on GPUs, CpuMemoryProbe on the CPU by default;
+        `measured`: a GPU's measured best count under auto (default: its gpu-check measurement file, if any)."""
         super().__init__(store_root)
         if devices is not None and not devices:
             raise ValueError("PoolExecutor needs at least one device, or None for the CPU")
@@ -408,6 +414,7 @@ class PoolExecutor(Executor):
         self.devices = None if devices is None else list(devices)
         self.jobs_per_device = jobs_per_device
         self.threads = threads
+        self.measured = measured
         self.probe: MemoryProbe = probe or (CudaMemoryProbe() if devices is not None else CpuMemoryProbe())
         self.peak = 0  # the largest job peak measured so far (auto)
         self.limits: dict[int | str, int] = {}  # device index ("cpu") -> workers allowed, as the last run left them
@@ -426,7 +433,17 @@ class PoolExecutor(Executor):
         if self.devices is None:
             most = cpu_workers("auto", None, self.threads)
             return [_Device(None, fixed or most, most)]
-        return [_Device(i, fixed or 1, MAX_JOBS_PER_GPU) for i in self.devices]
+        return [_Device(i, fixed or 1, self._gpu_most(i)) for i in self.devices]
+
+    def _gpu_most(self, index: int) -> int:
+        """The most jobs at once on a GPU: under auto its measured best count where one was measured."""
+        if not self.auto:
+            return MAX_JOBS_PER_GPU
+        if self.measured is None:
+            from usagg.projection import measured_jobs_per_gpu
+
+            self.measured = measured_jobs_per_gpu
+        return max(1, min(MAX_JOBS_PER_GPU, self.measured(index) or MAX_JOBS_PER_GPU))
 
     def run(
         self, job_ids: list[str], fn: JobFn, on_event: EventFn | None = None, on_progress: ProgressFn | None = None

@@ -1,0 +1,327 @@
+"""Measured job throughput: the `jobs_per_gpu` measurement file and the wall-time projection of a study.
+
+Both are fed by `make gpu-check` (benchmarks/gpu_check.py); nothing here imports torch at module level.
+
+The measurement file. The `jobs_per_gpu` phase runs 1, 2 and 4 TS jobs at once on one GPU through the
+real pool and writes their throughput (jobs per hour) to `<cache root>/jobs_per_gpu/<device>.json`
+(`measurement_path`; the cache root is $USAGG_CACHE, else ~/.cache/usagg). `execution.jobs_per_gpu:
+auto` reads the file of the device it runs on (`measured_jobs_per_gpu`, usagg/execute/pool.py): the
+count it chooses (`choose_jobs_per_gpu`) caps the count that measured memory allows. A file that does
+not parse, or that was measured on another device or torch version, is ignored with one log line,
+and memory alone decides, as without a file.
+
+The projection (pure arithmetic, `project`): each planned job costs
+`fixed + epochs x sum_type(train images x per-image epoch cost) + trunk images built x build cost +
+trunk images read x read cost`, with the costs measured on whole jobs run end to end (`kind_cost`:
+the same job at 1 and 2 epochs; the difference is one epoch, the rest is fixed), and the jobs' serial
+sum divided by the measured speed-up of the jobs run at once on one GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from usagg.cachedir import cache_root
+
+if TYPE_CHECKING:
+    from usagg.plan import Job
+
+log = logging.getLogger(__name__)
+
+#: A larger count is chosen only when it gives at least this much more throughput than the current choice:
+#: within noise, fewer jobs at once (less memory, each result sooner) win.
+MIN_GAIN = 1.05
+#: Folder of the measurement files under the cache root.
+MEASURE_DIR = "jobs_per_gpu"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# jobs_per_gpu: the measurement file
+
+
+def device_slug(device_name: str) -> str:
+    """A file name for a device: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
+
+
+def measurement_path(device_name: str, root: Path | None = None) -> Path:
+    """Where the measurement of `device_name` is kept: `<cache root>/jobs_per_gpu/<slug>.json`."""
+    return (root or cache_root()) / MEASURE_DIR / f"{device_slug(device_name)}.json"
+
+
+def choose_jobs_per_gpu(jobs_per_hour: Mapping[int, float]) -> int:
+    """The count to run at once: going up the measured counts, each step must gain MIN_GAIN over the choice so far."""
+    best = min(jobs_per_hour) if jobs_per_hour else 1
+    for k in sorted(jobs_per_hour):
+        if jobs_per_hour[k] >= MIN_GAIN * jobs_per_hour[best]:
+            best = k
+    return best
+
+
+def write_measurement(
+    device_name: str, torch_version: str, jobs_per_hour: Mapping[int, float], root: Path | None = None
+) -> Path:
+    """Record a device's measured throughput by jobs at once (written whole, then renamed)."""
+    from usagg.atomic import write_json_atomic
+
+    path = measurement_path(device_name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "device": device_name,
+        "torch": torch_version,
+        "jobs_per_hour": {str(k): round(float(v), 3) for k, v in sorted(jobs_per_hour.items())},
+        "chosen": choose_jobs_per_gpu(jobs_per_hour),
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "by": "make gpu-check (benchmarks/gpu_check.py, phase jobs_per_gpu)",
+    }
+    write_json_atomic(path, record)
+    return path
+
+
+def read_measurement(device_name: str, torch_version: str, root: Path | None = None) -> dict[int, float] | None:
+    """Jobs per hour by count measured on this device under this torch, or None (no file; a damaged or foreign
+    file is ignored with one warning)."""
+    path = measurement_path(device_name, root)
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        rates = {int(k): float(v) for k, v in raw["jobs_per_hour"].items()}
+        device, torch_v = str(raw["device"]), str(raw["torch"])
+        if not rates or any(k < 1 or not v > 0 for k, v in rates.items()):
+            raise ValueError("counts must be >= 1 and rates > 0")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log.warning("ignoring %s (damaged: %s); execution.jobs_per_gpu auto goes by memory alone", path, err)
+        return None
+    if (device, torch_v) != (device_name, torch_version):
+        log.warning(
+            "ignoring %s: measured on %s with torch %s, this is %s with torch %s; execution.jobs_per_gpu auto "
+            "goes by memory alone (make gpu-check measures it again)",
+            path,
+            device,
+            torch_v,
+            device_name,
+            torch_version,
+        )
+        return None
+    return rates
+
+
+def measured_jobs_per_gpu(index: int, root: Path | None = None) -> int | None:
+    """The count `execution.jobs_per_gpu: auto` may run on visible GPU `index` by its measurement file, else None."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        name, version = torch.cuda.get_device_name(index), str(torch.__version__)
+    except Exception:  # no driver, an index not visible: no measurement, memory decides as before
+        return None
+    rates = read_measurement(name, version, root)
+    if rates is None:
+        return None
+    chosen = choose_jobs_per_gpu(rates)
+    log.info(
+        "device %d (%s): at most %d job(s) at once by %s (jobs/h %s); measured memory may lower it",
+        index,
+        name,
+        chosen,
+        measurement_path(name, root),
+        ", ".join(f"{k}: {v:.0f}" for k, v in sorted(rates.items())),
+    )
+    return chosen
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The projection
+
+
+@dataclass(frozen=True)
+class KindCost:
+    """What one kind of job (dense: TS; MoE: CG, AU) costs, measured end to end.
+
+    `fixed_s`: per job, the trunk aside (start-up, data, model build, test evaluation, last checkpoints);
+    `image_epoch_s`: per training image and epoch by task type (training, the selection evaluation and the
+    per-epoch checkpoints, which grow with the epochs).
+    """
+
+    fixed_s: float
+    image_epoch_s: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrunkCost:
+    """Seconds per image to build the frozen trunk (usagg/model/trunk.py) and to read it from the cache."""
+
+    build_s: float
+    read_s: float
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """One planned job, as much of it as its wall time depends on."""
+
+    paradigm: str
+    moe: bool
+    epochs: int
+    train_images: dict[str, float]  # task type -> training images per epoch
+    trunk_built: float = 0.0  # images whose trunk this job builds (the first of the study to need them)
+    trunk_read: float = 0.0  # images whose trunk it reads from the cache
+
+
+@dataclass
+class Projection:
+    """A study's projected wall time on one device: per paradigm and per part (serial seconds), then the wall."""
+
+    jobs: int
+    jobs_at_once: int
+    speedup: float
+    serial_s: dict[str, float] = field(default_factory=dict)  # paradigm -> seconds, one job after the other
+    parts_s: dict[str, float] = field(default_factory=dict)  # fixed, epochs, trunk -> seconds (serial)
+
+    @property
+    def serial_hours(self) -> float:
+        return sum(self.serial_s.values()) / 3600
+
+    @property
+    def hours(self) -> float:
+        """The wall time: the serial sum over the measured speed-up of `jobs_at_once` jobs on the device."""
+        return self.serial_hours / self.speedup
+
+
+def kind_cost(
+    lo_s: float,
+    hi_s: float,
+    images: Mapping[str, float],
+    relative: Mapping[str, float] | None = None,
+    epochs: tuple[int, int] = (1, 2),
+) -> KindCost:
+    """The cost of a kind of job from the same job run for `epochs` (1 and 2 by default; seconds, trunk stage
+    left out).
+
+    The difference over the epochs between is the per-epoch cost (floored at 0: below the timing's
+    noise); what the shorter run has beyond its epochs is fixed. `images`:
+    the measured job's training images per epoch by type. `relative`: seconds per image by type of
+    a steady training loop (1 / its img/s), which spreads the epoch's seconds over types the measured
+    job may not have; without it every type costs the same per image.
+    """
+    lo, hi = epochs
+    if not 0 < lo < hi:
+        raise ValueError(f"epochs must be two increasing positive counts, got {epochs}")
+    epoch = max(0.0, hi_s - lo_s) / (hi - lo)
+    weight = dict(relative) if relative else dict.fromkeys(images, 1.0)
+    missing = sorted(set(images) - set(weight))
+    if missing:
+        raise ValueError(f"no relative cost for task type(s) {missing} of the measured job")
+    work = sum(n * weight[t] for t, n in images.items())
+    if work <= 0:
+        raise ValueError(f"the measured job has no training images: {dict(images)}")
+    scale = epoch / work
+    return KindCost(fixed_s=max(0.0, lo_s - lo * epoch), image_epoch_s={t: scale * w for t, w in weight.items()})
+
+
+def job_seconds(job: JobShape, cost: KindCost, trunk: TrunkCost) -> tuple[float, float, float]:
+    """(fixed, epochs, trunk) seconds of one job run alone."""
+    missing = sorted(set(job.train_images) - set(cost.image_epoch_s))
+    if missing:
+        raise ValueError(f"no measured cost for task type(s) {missing} ({job.paradigm} job)")
+    epochs = job.epochs * sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items())
+    return cost.fixed_s, epochs, job.trunk_built * trunk.build_s + job.trunk_read * trunk.read_s
+
+
+def project(
+    jobs: Iterable[JobShape],
+    costs: Mapping[bool, KindCost],
+    trunk: TrunkCost,
+    jobs_at_once: int = 1,
+    jobs_per_hour: Mapping[int, float] | None = None,
+) -> Projection:
+    """Serial seconds per paradigm and part, and the speed-up of `jobs_at_once` jobs side by side.
+
+    The speed-up is jobs_per_hour[k] / jobs_per_hour[1] for the largest measured k <= jobs_at_once
+    (1 without a measurement): a count never measured is not credited with more than the one below it.
+    """
+    rates = dict(jobs_per_hour or {})
+    measured = [k for k in rates if k <= jobs_at_once]
+    k = max(measured) if measured and 1 in rates else 1
+    out = Projection(jobs=0, jobs_at_once=k, speedup=rates[k] / rates[1] if k > 1 else 1.0)
+    for job in jobs:
+        fixed, epochs, trunk_s = job_seconds(job, costs[job.moe], trunk)
+        out.jobs += 1
+        out.serial_s[job.paradigm] = out.serial_s.get(job.paradigm, 0.0) + fixed + epochs + trunk_s
+        for part, s in (("fixed", fixed), ("epochs", epochs), ("trunk", trunk_s)):
+            out.parts_s[part] = out.parts_s.get(part, 0.0) + s
+    return out
+
+
+def trunk_on(job: Job) -> bool:
+    """Whether the job reads a frozen trunk (`model.trunk` auto, blocks frozen, none of the job's MoE among them)."""
+    frozen = job.model.resolved_frozen_blocks()
+    if job.model.trunk == "off" or frozen <= 0:
+        return False
+    return not job.moe or min(job.model.resolved_moe_blocks(), default=frozen) >= frozen
+
+
+def study_shapes(jobs: Iterable[Job], images_by_type: Mapping[str, float]) -> list[JobShape]:
+    """The planned jobs as `JobShape`s, for a study whose data are not at hand: training pool images by type.
+
+    Each task gets its type's pool shared equally among the study's tasks of that type; a job trains
+    (1 - selection_fraction) x fraction of each task's pool per epoch. The trunk covers a task's whole
+    pool (test images, not counted here, aside); one file per task and frozen weights: shared by every
+    seed with pretrained weights (`model.weights`), one per seed with a random init (the seed draws them).
+    The first job in plan order to need a file builds it, the others read it.
+    """
+    jobs = list(jobs)
+    tasks: dict[str, str] = {t.id: t.type for j in jobs for t in j.tasks}
+    per_type = {ty: sum(1 for v in tasks.values() if v == ty) for ty in set(tasks.values())}
+    missing = sorted(set(per_type) - set(images_by_type))
+    if missing:
+        raise ValueError(f"no image count for task type(s) {missing}")
+    pool = {tid: images_by_type[ty] / per_type[ty] for tid, ty in tasks.items()}
+    built: set[tuple[str, int | None]] = set()
+    shapes = []
+    for j in jobs:
+        train: dict[str, float] = {}
+        for t in j.tasks:
+            train[t.type] = train.get(t.type, 0.0) + pool[t.id] * j.fraction * (1 - j.data.selection_fraction)
+        new = read = 0.0
+        if trunk_on(j):
+            for t in j.tasks:
+                key = (t.id, None if j.model.weights is not None else j.seed)
+                if key in built:
+                    read += pool[t.id]
+                else:
+                    built.add(key)
+                    new += pool[t.id]
+        shapes.append(JobShape(j.paradigm, j.moe, j.training.epochs, train, new, read))
+    return shapes
+
+
+def steady_hours(jobs: Iterable[JobShape], rates: Mapping[tuple[bool, str], float]) -> tuple[dict[str, float], float]:
+    """The steady-loop formula (the second line): hours per paradigm of epochs x images / img/s(MoE, type), and
+    their sum; start-up, evaluation, checkpoints, the trunk and jobs at once left out."""
+    hours: dict[str, float] = {}
+    for j in jobs:
+        s = j.epochs * sum(n / rates[j.moe, t] for t, n in j.train_images.items())
+        hours[j.paradigm] = hours.get(j.paradigm, 0.0) + s / 3600
+    return hours, sum(hours.values())
+
+
+def summary(p: Projection) -> dict[str, Any]:
+    """A projection as JSON-ready numbers."""
+    return {
+        "jobs": p.jobs,
+        "jobs_at_once": p.jobs_at_once,
+        "speedup": p.speedup,
+        "serial_hours": p.serial_hours,
+        "hours": p.hours,
+        "paradigm_hours": {k: v / 3600 for k, v in p.serial_s.items()},
+        "part_hours": {k: v / 3600 for k, v in p.parts_s.items()},
+    }
