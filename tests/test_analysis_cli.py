@@ -27,6 +27,17 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return simulate_run_store(tmp_path_factory.mktemp("runs") / "fmc", load_tasks(TASKS))
 
 
+FIGURE_TASKS = {"FUGC", "IUGC", "breast_2cls", "breast_lesion", "thyroid_nodule_det", "thyroid_nodule"}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six of the 27 tasks (three groups of two, every type) for the tests that draw figures: every figure of
+    the 27-task study is drawn for them too, at a fifth of the 27 tasks' cost."""
+    tasks = [t for t in load_tasks(TASKS) if t["id"] in FIGURE_TASKS]
+    return simulate_run_store(tmp_path_factory.mktemp("runs") / "small", tasks)
+
+
 @dataclass(frozen=True)
 class Result:
     returncode: int
@@ -78,7 +89,8 @@ def test_latest_study_under_root(run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> None:
+def test_plot_and_report_write_every_output(small_run: Path, tmp_path: Path) -> None:
+    run_dir = small_run
     res = CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--format", "svg"])
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
@@ -105,8 +117,9 @@ def test_plot_and_report_write_every_output(run_dir: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow  # over a second: out of `make test-fast`
-def test_the_commands_share_one_memo(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_commands_share_one_memo(small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """compare stores the statistics, plot the figures, report reuses both: the memo folder says so."""
+    run_dir = small_run
     cache = tmp_path / "cache"
     monkeypatch.setenv("USAGG_CACHE", str(cache))
     plain = CliRunner().invoke(app, ["compare", str(run_dir)])
@@ -171,8 +184,9 @@ def test_malformed_csv_exits_2_naming_row_and_column(
 
 
 @pytest.mark.slow  # compare, plot and report in a fresh process (the only way to see what they import)
-def test_commands_never_import_torch(run_dir: Path, tmp_path: Path) -> None:
+def test_commands_never_import_torch(small_run: Path, tmp_path: Path) -> None:
     """Run all three commands through the app in one process that refuses any torch import."""
+    run_dir = small_run
     code = f"""
 import sys
 class NoTorch:
@@ -219,10 +233,12 @@ def test_compare_prints_the_interaction_slope_and_holm_and_the_csv_a_ci_per_delt
 
 @pytest.mark.slow  # over a second: out of `make test-fast`
 def test_outputs_stay_in_their_folders_and_cleanup_never_deletes_user_files(
-    run_dir: Path, tmp_path: Path, usagg: Callable[..., Result]
+    small_run: Path, tmp_path: Path, usagg: Callable[..., Result]
 ) -> None:
     """Issue 16.1: a study name from data cannot pick the output folder; cleanup deletes only what it wrote."""
     import shutil
+
+    run_dir = small_run
 
     victim = tmp_path / "victim"
     (victim / "tables").mkdir(parents=True)

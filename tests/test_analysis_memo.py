@@ -18,15 +18,12 @@ from usagg.analysis.outputs import Memoised
 from usagg.analysis.report import write_report
 from usagg.analysis.results import read_results, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
-from usagg.analysis.summary import analyse
+from usagg.analysis.summary import Analysis, analyse
 
 pytestmark = pytest.mark.slow  # draws every figure several times, and a subprocess
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
-MEMO_TASKS = {
-    *("FUGC", "IUGC", "breast_2cls", "breast_3cls", "breast_lesion"),
-    *("lung_2cls", "lung_disease_3cls", "lung", "thyroid_nodule_det", "thyroid_nodule"),
-}
+MEMO_TASKS = {"FUGC", "IUGC", "breast_2cls", "breast_lesion", "thyroid_nodule_det", "thyroid_nodule"}
 PACKAGE = Path(__file__).resolve().parent.parent / "usagg"
 
 
@@ -39,9 +36,21 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Ten of the 27 tasks (four groups of two or three, every type): what is memoised does not depend on size."""
+    """Six of the 27 tasks (three groups of two, every type): what is memoised does not depend on size."""
     tasks = [t for t in load_tasks(TASKS) if t["id"] in MEMO_TASKS]
     return simulate_run_store(tmp_path_factory.mktemp("runs") / "fmc", tasks, seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def analysis(run_dir: Path) -> Analysis:
+    """The run's analysis without any memo (pure, read only): drawing figures is what these tests pay for."""
+    return analyse(load_input(run_dir, None))
+
+
+@pytest.fixture(scope="module")
+def fresh(analysis: Analysis, tmp_path_factory: pytest.TempPathFactory) -> list[F.FigureOut]:
+    """Every figure drawn once without a memo, at 60 dpi: what a hit must equal byte for byte (read only)."""
+    return F.render_all(analysis, tmp_path_factory.mktemp("fresh"), dpi=60)
 
 
 def _refuse(*_args, **_kwargs):  # type: ignore[no-untyped-def]
@@ -121,9 +130,10 @@ def test_the_code_key_covers_every_source_the_analysis_runs(tmp_path: Path) -> N
     assert sources_digest(copies) != sources_digest(code_sources()[:3])  # a code change is another key
 
 
-def test_figures_hit_equals_fresh_byte_for_byte(run_dir: Path, cache: Path, tmp_path: Path) -> None:
-    a = analyse(load_input(run_dir, None))
-    fresh = F.render_all(a, tmp_path / "fresh", dpi=60)  # pure: no memo
+def test_figures_hit_equals_fresh_byte_for_byte(
+    analysis: Analysis, fresh: list[F.FigureOut], cache: Path, tmp_path: Path
+) -> None:
+    a = analysis
     memoised = Memoised(Memo(cache))
     first = memoised.render_all(a, tmp_path / "one", dpi=60)
     again = memoised.render_all(a, tmp_path / "two", dpi=60)
@@ -134,8 +144,8 @@ def test_figures_hit_equals_fresh_byte_for_byte(run_dir: Path, cache: Path, tmp_
     assert isinstance(again[0], F.FigureOut)
 
 
-def test_figures_are_drawn_once_per_key_format_and_resolution(run_dir: Path, cache: Path, tmp_path: Path) -> None:
-    a = analyse(load_input(run_dir, None))
+def test_figures_are_drawn_once_per_key_format_and_resolution(analysis: Analysis, cache: Path, tmp_path: Path) -> None:
+    a = analysis
     memo, key = Memo(cache), input_key(a.inp, a.comp.baseline)
     render = CountingRender(a)
     first = memo.cached_figures(key, "png", 60, tmp_path / "one", render)
@@ -158,10 +168,13 @@ def test_changed_results_redraw_the_figures(run_dir: Path, cache: Path, tmp_path
     assert len(list((cache / "analysis" / "figures").iterdir())) == 2
 
 
-def test_a_damaged_entry_is_redrawn_and_repaired(run_dir: Path, cache: Path, tmp_path: Path) -> None:
-    a = analyse(load_input(run_dir, None))
+def test_a_damaged_entry_is_redrawn_and_repaired(
+    analysis: Analysis, fresh: list[F.FigureOut], cache: Path, tmp_path: Path
+) -> None:
+    a = analysis
     memo, key = Memo(cache), input_key(a.inp, a.comp.baseline)
     good = _bytes(memo.cached_figures(key, "png", 60, tmp_path / "one", CountingRender(a)))
+    assert good == _bytes(fresh)
     (entry,) = (cache / "analysis" / "figures").iterdir()
     (entry / "fig3_delta.png").unlink()
     render = CountingRender(a)
@@ -183,21 +196,23 @@ def test_a_damaged_statistics_entry_is_recomputed(run_dir: Path, cache: Path) ->
     assert Memo(cache).cached_statistics(input_key(inp, "TS"), _refuse) == fresh.stats  # repaired
 
 
-def test_an_unusable_cache_changes_nothing_but_speed(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_an_unusable_cache_changes_nothing_but_speed(
+    run_dir: Path, analysis: Analysis, fresh: list[F.FigureOut], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     monkeypatch.setenv("USAGG_CACHE", str(blocker))
     inp = load_input(run_dir, None)
     memoised = Memoised.for_input(inp)
     a = memoised.analyse(inp)
-    assert a.stats == analyse(inp).stats
+    assert a.stats == analysis.stats
     figs = memoised.render_all(a, tmp_path / "figs", dpi=60)
-    assert _bytes(figs) == _bytes(F.render_all(a, tmp_path / "fresh", dpi=60))
+    assert _bytes(figs) == _bytes(fresh)
     assert blocker.read_text() == "x"
 
 
-def test_oldest_entries_are_pruned(run_dir: Path, cache: Path) -> None:
-    stats = analyse(load_input(run_dir, None)).stats
+def test_oldest_entries_are_pruned(analysis: Analysis, cache: Path) -> None:
+    stats = analysis.stats
     memo, folder = Memo(cache, keep=2), cache / "analysis" / "stats"
     made = []
     for i in range(4):
@@ -235,14 +250,14 @@ def test_study_cache_dir_is_used_only_inside_the_store(tmp_path: Path, cache: Pa
 def test_report_takes_its_figures_from_the_renderer_it_is_given(run_dir: Path, cache: Path, tmp_path: Path) -> None:
     memoised = Memoised(Memo(cache))
     a = memoised.analyse(load_input(run_dir, None))
-    plotted = _bytes(memoised.render_all(a, tmp_path / "figs"))
+    plotted = _bytes(memoised.render_all(a, tmp_path / "figs", dpi=60))
     drawn: list[Path] = []
 
     def render(a, folder: Path, fmt: str, dpi: int) -> list[F.FigureOut]:  # type: ignore[no-untyped-def]
         drawn.append(folder)
         return memoised.render_all(a, folder, fmt, dpi)
 
-    written = write_report(a, tmp_path / "rep", render=render)
+    written = write_report(a, tmp_path / "rep", render=render, dpi=60)
     assert drawn == [tmp_path / "rep" / "figures"]
     assert {p.name: p.read_bytes() for p in written if p.parent.name == "figures"} == {
         f"{n}.png": b for n, b in plotted.items()
