@@ -304,16 +304,6 @@ def study_shapes(jobs: Iterable[Job], images_by_type: Mapping[str, float]) -> li
     return shapes
 
 
-def steady_hours(jobs: Iterable[JobShape], rates: Mapping[tuple[bool, str], float]) -> tuple[dict[str, float], float]:
-    """The steady-loop formula (the second line): hours per paradigm of epochs x images / img/s(MoE, type), and
-    their sum; start-up, evaluation, checkpoints, the trunk and jobs at once left out."""
-    hours: dict[str, float] = {}
-    for j in jobs:
-        s = j.epochs * sum(n / rates[j.moe, t] for t, n in j.train_images.items())
-        hours[j.paradigm] = hours.get(j.paradigm, 0.0) + s / 3600
-    return hours, sum(hours.values())
-
-
 def summary(p: Projection) -> dict[str, Any]:
     """A projection as JSON-ready numbers."""
     return {
