@@ -119,9 +119,10 @@ def _settings(device: str) -> dict[str, Any]:
             "steps": 10,  # timed steps per task in the steady loops
             "sync_steps": 12,  # training steps over which host syncs are counted, after a warm-up round
             "profile_rounds": PROFILE_ROUNDS,
+            "warmup": 2,  # untimed rounds before a steady loop or the profile (compiles, lazy set-up)
             # jobs_per_gpu: TS jobs of studies/fmc_uia.yaml's shapes, this many at once, one each per worker
             "jpg_counts": (1, 2, 4),
-            "jpg_n": 64,  # images per task (synthetic) of those jobs, and their epochs
+            "jpg_n": 96,  # images per task (synthetic: the jobs phase's) of those jobs, and their epochs
             "jpg_epochs": 2,
             # projection: whole jobs of the study's shapes (TS: one task; AU: four tasks), images per task, epochs
             "proj_n": 200,
@@ -139,10 +140,11 @@ def _settings(device: str) -> dict[str, Any]:
         "steps": 1,
         "sync_steps": 2,
         "profile_rounds": 1,
+        "warmup": 1,
         "jpg_counts": (1, 2),  # the CPU flow test: two counts (each worker process costs seconds of imports)
-        "jpg_n": 8,
+        "jpg_n": 12,
         "jpg_epochs": 1,
-        "proj_n": 8,
+        "proj_n": 12,
         "proj_epochs": (1, 2),
     }
 
@@ -217,15 +219,20 @@ def train_rounds(model: Any, opt: Any, batches: dict[str, tuple[Any, Any]], roun
     _sync(next(model.parameters()).device)
 
 
-def steady_rate(model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool) -> float:
+def steady_rate(model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool, warmup: int = 2) -> float:
     """Training images/s of a steady loop over `batches` (one per task), after two warm-up rounds (compiles)."""
     opt = _optimizer(model)
     model.train()
-    train_rounds(model, opt, batches, 2, amp)
+    train_rounds(model, opt, batches, warmup, amp)
     t0 = time.perf_counter()
     train_rounds(model, opt, batches, steps, amp)
     n = steps * sum(int(x.shape[0]) for x, _ in batches.values())
     return n / (time.perf_counter() - t0)
+
+
+#: FLOPs per image already counted, by (MoE, task ids, image size, device): the AU job is counted once for the
+#: jobs phase's two AU jobs and the accel phase (the counter's Python dispatch costs seconds per model).
+_FLOPS: dict[tuple[Any, ...], float] = {}
 
 
 def flops_per_image(model: Any, tasks: list[Any], size: int, device: Any) -> float:
@@ -234,6 +241,15 @@ def flops_per_image(model: Any, tasks: list[Any], size: int, device: Any) -> flo
     Counted with the per-expert MoE loop: the flop counter has no formula for `_grouped_mm`,
     and both paths do the same products.
     """
+    from usagg.model.moe import TaskMoE
+
+    key = (any(isinstance(m, TaskMoE) for m in model.modules()), tuple(t.id for t in tasks), size, str(device))
+    if key not in _FLOPS:
+        _FLOPS[key] = _count_flops(model, tasks, size, device)
+    return _FLOPS[key]
+
+
+def _count_flops(model: Any, tasks: list[Any], size: int, device: Any) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -352,7 +368,9 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
             model = build_model(job.model, job.tasks, job.moe).to(dev)
             row["gflop_per_image"] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
             del model
-            if accel == "eager":  # the syncs of the eager step; under graphs a replay is one launch
+            # the syncs of the eager step (under graphs a replay is one launch); the CPU, with none to count, walks
+            # the path for one job only
+            if accel == "eager" and (device == "cuda" or job.paradigm == "TS"):
                 row["syncs_per_step"] = syncs_per_step(job, dev, cfg["batch"], amp, cfg["sync_steps"])
             row["mfu"] = utilisation(row["gflop_per_image"], row["images_per_s"], peak)
         else:
@@ -390,7 +408,7 @@ def accel_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
         torch.manual_seed(0)
         model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), mode, dev)  # type: ignore[arg-type]
         try:
-            rate = steady_rate(model, batches, cfg["steps"], amp)
+            rate = steady_rate(model, batches, cfg["steps"], amp, cfg["warmup"])
         except Exception as err:  # a mode that fails here is reported, not fatal: the check goes on
             print(f"accel {mode} failed: {type(err).__name__}: {str(err)[:500]}")
             rate = math.nan
@@ -437,7 +455,7 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     torch.manual_seed(0)
     model = build_model(job.model, job.tasks, job.moe).to(dev).train()
     opt = _optimizer(model)
-    train_rounds(model, opt, batches, 2, amp)
+    train_rounds(model, opt, batches, cfg["warmup"], amp)
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
@@ -479,14 +497,13 @@ def fmc_study(device: str, cfg: dict[str, Any]) -> Any:
     return load_study(STUDY_SPEC, [*tiny, "model.weights=null"])
 
 
-def shaped_study(root: Path, name: str, fmc: Any, paradigms: list[str], tasks: list[str], n: int, **kw: Any) -> Any:
-    """A synthetic study of the check's tasks (`tasks`: ids of TASKS, `n` images each) with fmc_uia's model,
-    training and selection fraction; `kw`: seeds (default [0]), epochs, cache (folder; default one per study)."""
-    import yaml
-
+def shaped_study(root: Path, name: str, fmc: Any, cfg: dict[str, Any], paradigms: list[str], n: int, **kw: Any) -> Any:
+    """A synthetic study of the check's four tasks (`n` images each; at the check's `n` the very images of the
+    jobs phase, generated once) with fmc_uia's model, training and selection fraction; `kw`: seeds (default
+    [0]), epochs, cache (folder; default one per study)."""
     from usagg.spec.load import study_from_mapping
 
-    chosen = [t for t in yaml.safe_load(TASKS) if t["id"] in tasks]
+    chosen = _task_rows()
     raw = {
         "name": name,
         "output_root": str(root / "runs"),
@@ -495,9 +512,9 @@ def shaped_study(root: Path, name: str, fmc: Any, paradigms: list[str], tasks: l
         "data": {
             "synthetic": {
                 "seed": 0,
-                "image_size": 128 if fmc.model.image_size >= 128 else 48,
+                "image_size": cfg["synth_size"],
                 "default_size": 4,
-                "val_size": max(4, n // 8),
+                "val_size": cfg["val"],
                 "sizes": {t["id"]: n for t in chosen},
                 "out": str(root / "synth"),
             },
@@ -542,10 +559,9 @@ def jobs_per_gpu_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str
     fn = functools.partial(run_one, device=None if device == "cuda" else "cpu", accel=fmc.execution.accel)
     for k in cfg["jpg_counts"]:
         name = f"gpu-check-jpg{k}"
-        study = shaped_study(
-            root, name, fmc, ["TS"], ["fetal_head"], cfg["jpg_n"], seeds=list(range(k)), epochs=cfg["jpg_epochs"]
-        )
+        study = shaped_study(root, name, fmc, cfg, ["TS"], cfg["jpg_n"], seeds=list(range(k)), epochs=cfg["jpg_epochs"])
         store, ids = _store_with(study)
+        ids = [j for j in ids if store.job(j).task_ids == ["fetal_head"]]
         pool = PoolExecutor(str(store.root), [0] if device == "cuda" else None, k)
         t0 = time.perf_counter()
         states = pool.run(ids, fn)
@@ -607,7 +623,6 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
     real, calls = _timed_trunks()
     peak = 0
     try:
-        tasks = [t["id"] for t in _task_rows()]
         lo, hi = cfg["proj_epochs"]
         for paradigm, epochs, name in (
             ("AU", lo, "au-cold"),
@@ -617,7 +632,7 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
             ("TS", hi, "ts-hi"),
         ):
             study = shaped_study(
-                root, f"gpu-check-{name}", fmc, [paradigm], tasks, cfg["proj_n"], epochs=epochs, cache=cache
+                root, f"gpu-check-{name}", fmc, cfg, [paradigm], cfg["proj_n"], epochs=epochs, cache=cache
             )
             store, ids = _store_with(study)
             ids = [j for j in ids if paradigm == "AU" or store.job(j).task_ids == ["fetal_head"]]
@@ -782,7 +797,8 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
             torch.manual_seed(0)
             model = accelerate(build_model(study.model, list(types.values()), moe).to(dev), mode, dev)
             for name, t in types.items():
-                rates[moe, name] = steady_rate(model, {t.id: random_batch(t, batch, size, dev)}, cfg["steps"], amp)
+                one = {t.id: random_batch(t, batch, size, dev)}
+                rates[moe, name] = steady_rate(model, one, cfg["steps"], amp, cfg["warmup"])
             del model
             if device == "cuda":
                 torch.cuda.empty_cache()
