@@ -557,6 +557,8 @@ def jobs_per_gpu_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str
     rates: dict[int, float] = {}
     walls: dict[int, float] = {}
     fn = functools.partial(run_one, device=None if device == "cuda" else "cpu", accel=fmc.execution.accel)
+    if device == "cuda":
+        torch.cuda.empty_cache()  # this process's cached blocks are no worker's memory
     for k in cfg["jpg_counts"]:
         name = f"gpu-check-jpg{k}"
         study = shaped_study(root, name, fmc, cfg, ["TS"], cfg["jpg_n"], seeds=list(range(k)), epochs=cfg["jpg_epochs"])
@@ -984,7 +986,7 @@ def print_projection(proj: dict[str, Any]) -> None:
     )
     for r in proj["jobs"]:
         print(
-            f"    {r['job']:<36} {r['epochs']} ep  wall {r['wall_s']:6.2f} s: trunk {r['trunk_s']:.2f} "
+            f"    {r['run']:<8}{r['job']:<36} {r['epochs']} ep  wall {r['wall_s']:6.2f} s: trunk {r['trunk_s']:.2f} "
             f"({r['trunk_images']} img{', built' if r['trunk_built'] else ''}), train {r['train_s']:.2f}, "
             f"test {r['test_s']:.2f}, other {r['other_s']:.2f}"
         )
@@ -1138,7 +1140,9 @@ def main() -> int:
         f"\nsummary: AU job MFU {au_mfu} (eager / graphs), "
         f"best steady-loop MFU {_fmt(best and best['mfu'], '.2%')} ({best and best['mode']}, batch "
         f"{best and best['batch']}), MoE block / dense {_fmt(moe and moe['time_ratio'], '.2f')}, projected study "
-        f"{_fmt(proj and proj['total_hours'], '.1f')} h"
+        f"{_fmt(proj and proj['total_hours'], '.1f')} h from whole jobs (H100 "
+        f"{_fmt(proj and proj['whole']['h100_hours'], '.1f')} h; steady loop "
+        f"{_fmt(proj and proj['steady']['total_hours'], '.1f')} h)"
     )
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
     print(
