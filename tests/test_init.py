@@ -83,10 +83,13 @@ def test_init_help_has_an_example(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     assert code == 0 and "usagg init --from fmc_uia fmc" in text
 
 
-# A tiny version of the demo: two tasks, eight images each, one epoch of TS (seconds on a CPU).
+# A tiny version of the demo: two tasks, eight images each, one epoch of TS (seconds on a CPU), one job at a
+# time in the run's own process (no worker processes to start).
 TINY = [
     "--paradigm",
     "TS",
+    "--set",
+    "execution.cpu_jobs=1",
     "--set",
     "training.epochs=1",
     "--set",
@@ -104,12 +107,15 @@ TINY = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", ["cpu", pytest.param("0", marks=pytest.mark.cuda)])
-def test_the_written_demo_trains_outside_the_repo(devices: str, tmp_path: Path) -> None:
+def test_the_written_demo_trains_outside_the_repo(
+    devices: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`usagg init` then `usagg run` from a folder outside the repo: the run store fills with done jobs."""
     env = {**os.environ, "COLUMNS": "200"}
     usagg = [sys.executable, "-m", "usagg"]
-    made = subprocess.run([*usagg, "init", "d"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(["init", "d"], monkeypatch, capsys)  # in-process; the run is the separate process
+    assert code == 0, text
     ran = subprocess.run(
         [*usagg, "run", "d/demo.yaml", "--devices", devices, *TINY],
         cwd=tmp_path,
