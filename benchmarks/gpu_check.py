@@ -124,9 +124,10 @@ def _settings(device: str) -> dict[str, Any]:
             "jpg_counts": (1, 2, 4),
             "jpg_n": 96,  # images per task (synthetic: the jobs phase's) of those jobs, and their epochs
             "jpg_epochs": 2,
-            # projection: whole jobs of the study's shapes (TS: one task; AU: four tasks), images per task, epochs
-            "proj_n": 200,
-            "proj_epochs": (1, 3),
+            # projection: whole jobs of the study's shapes (TS: one task; AU: four tasks) on the jobs phase's images
+            # (generating more costs seconds of CPU), at two epoch counts far enough apart for TS's epoch to show
+            "proj_n": 96,
+            "proj_epochs": (1, 5),
         }
     return {
         "backbone": "dinov3_test",
