@@ -327,6 +327,7 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     under inference mode, trunk inputs, the affinity's virtual steps) under CUDA graphs, which the
     steady loop of the accel phase does not exercise. The CPU runs that job eager.
     """
+    global _WARM
     import torch
 
     from usagg.engine.runner import run_one
@@ -358,6 +359,7 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
         t0 = time.perf_counter()
         state = run_one(str(store.root), job.id, device=device, accel=accel)
         wall = time.perf_counter() - t0
+        _WARM = True
         memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
         label = job.id if accel == "eager" else f"{job.id} {accel}+aff"
         row: dict[str, Any] = {"job": label, "state": state, "wall_s": round(wall, 1), "peak_gib": memory}
@@ -606,33 +608,49 @@ def _timed_trunks() -> tuple[Any, list[tuple[float, int, int]]]:
     return real, calls
 
 
+#: Whether a job has run in this process: its first job carries lazy imports (sklearn's, the first time a
+#: classification is scored) and first kernels, which are no job's cost in a worker that runs many.
+_WARM = False
+
+
 def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[str, Any]:
     """Real jobs of fmc_uia's shapes, end to end through the store and `run_one`, each stage timed.
 
-    AU (the four tasks, MoE) at 1 epoch on an empty cache: it builds their frozen trunks (timed) and
-    warms the process (a first job's lazy imports and allocations are no job's fixed cost in a worker
-    that runs many); then AU at 1 and 2 epochs and TS (the segmentation task, dense) at 1 and 2 epochs
-    on the warm cache. Per job: wall (the whole `run_one`), trunk (the `job_trunks` stage), training
-    (metrics), test evaluation (metrics), and the rest (start-up, data, model build, selection,
+    TS (the segmentation task, dense), then AU (the four tasks, MoE), each at two epoch counts, on a
+    cache whose decoded images are made first (the data stage, `load_job_data`, outside the timings:
+    in a study only a task's first job decodes). The first TS job builds its task's frozen trunk, the
+    first AU job the three others' (timed: the `job_trunks` stage). When no job has run in this process
+    yet (the jobs phase left out), an untimed AU job runs first: a process's first job carries its
+    warm-up (lazy imports, first kernels).
+    Per job: wall (the whole `run_one`), trunk (the `job_trunks` stage), training (metrics), test
+    evaluation (metrics), and the rest (start-up, data, model build, selection, checkpoints).
     checkpoints).
     """
     import torch
 
     import usagg.engine.job as engine_job
+    from usagg.engine.jobdata import load_job_data
     from usagg.engine.runner import run_one
+    from usagg.plan import plan
 
     cache = root / "cache-projection"
+    au = plan(shaped_study(root, "gpu-check-decode", fmc, cfg, ["AU"], cfg["proj_n"], cache=cache))[0]
+    load_job_data(au)
+    if not _WARM:  # no job has run in this process yet (the jobs phase was left out): one, untimed, does first
+        warm = shaped_study(root, "gpu-check-warm-up", fmc, cfg, ["AU"], cfg["proj_n"], cache=root / "cache-warm-up")
+        store, ids = _store_with(warm)
+        if run_one(str(store.root), ids[0], device=device, accel=fmc.execution.accel) != "done":
+            raise RuntimeError(f"warm-up job {ids[0]} failed:\n{(store.error_text(ids[0]) or '')[-3000:]}")
     rows: list[dict[str, Any]] = []
     real, calls = _timed_trunks()
     peak = 0
     try:
         lo, hi = cfg["proj_epochs"]
         for paradigm, epochs, name in (
-            ("AU", lo, "au-cold"),
-            ("AU", lo, "au-lo"),
-            ("AU", hi, "au-hi"),
             ("TS", lo, "ts-lo"),
             ("TS", hi, "ts-hi"),
+            ("AU", lo, "au-lo"),
+            ("AU", hi, "au-hi"),
         ):
             study = shaped_study(
                 root, f"gpu-check-{name}", fmc, cfg, [paradigm], cfg["proj_n"], epochs=epochs, cache=cache
@@ -669,6 +687,7 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
                     "trunk_s": trunk_s,
                     "trunk_images": trunk_images,
                     "trunk_built": built,
+                    "tasks": len(m["tasks"]),
                     "train_s": tput["train_seconds"],
                     "test_s": eval_s,
                     "other_s": wall - trunk_s - tput["train_seconds"] - eval_s,
@@ -720,8 +739,8 @@ def project_whole(
             relative,
             (one["epochs"], two["epochs"]),
         )
-    cold = [r for r in rows if r["trunk_built"]]  # the first AU job; any other that found no file
-    warm = [r for r in rows if not r["trunk_built"]]
+    cold = [r for r in rows if r["trunk_built"] == r["tasks"]]  # built every trunk it reads (the first TS job)
+    warm = [r for r in rows if not r["trunk_built"]]  # read every one
     trunk = TrunkCost(
         build_s=sum(r["trunk_s"] for r in cold) / max(1, sum(r["trunk_images"] for r in cold)),
         read_s=sum(r["trunk_s"] for r in warm) / max(1, sum(r["trunk_images"] for r in warm)),
@@ -974,7 +993,7 @@ def print_jobs_per_gpu(jpg: dict[str, Any]) -> None:
 def print_projection(proj: dict[str, Any]) -> None:
     w, st = proj["whole"], proj["steady"]
     per = ", ".join(f"{p} {h:.1f} h" for p, h in w["paradigm_hours"].items())
-    parts = ", ".join(f"{p} {h:.1f} h" for p, h in w["part_hours"].items())
+    parts = ", ".join(f"{p} {h:.2f} h" for p, h in w["part_hours"].items())
     print(
         f"\nprojected studies/fmc_uia.yaml on this device ({st['backbone']} at {st['image_size']} px, batch "
         f"{st['batch']}), {w['jobs']} planned jobs:"
@@ -988,7 +1007,7 @@ def print_projection(proj: dict[str, Any]) -> None:
     for r in proj["jobs"]:
         print(
             f"    {r['run']:<8}{r['job']:<36} {r['epochs']} ep  wall {r['wall_s']:6.2f} s: trunk {r['trunk_s']:.2f} "
-            f"({r['trunk_images']} img{', built' if r['trunk_built'] else ''}), train {r['train_s']:.2f}, "
+            f"({r['trunk_images']} img, {r['trunk_built']} of {r['tasks']} task(s) built), train {r['train_s']:.2f}, "
             f"test {r['test_s']:.2f}, other {r['other_s']:.2f}"
         )
     c, t = w["costs"], w["trunk"]

@@ -62,16 +62,20 @@ def test_every_phase_runs_on_the_cpu_and_reports(
         assert rate == pytest.approx(int(k) / jpg["wall_s"][k] * 3600)
     assert not (tmp_path / "cache" / "jobs_per_gpu").exists()
 
-    # projection: five whole jobs (the first builds the four tasks' trunks, the TS jobs read theirs), both lines
+    # projection: four whole jobs (the first TS job builds its task's trunk, the first AU job the three others'), then
+    # both lines
     proj = results["projection"]
     runs = proj["jobs"]
     assert [(r["run"], r["epochs"], r["trunk_built"]) for r in runs] == [
-        ("au-cold", 1, 4),
-        ("au-lo", 1, 0),
-        ("au-hi", 2, 0),
-        ("ts-lo", 1, 0),
+        ("ts-lo", 1, 1),
         ("ts-hi", 2, 0),
+        ("au-lo", 1, 3),
+        ("au-hi", 2, 0),
     ]
+    cold, warm = runs[0], [runs[1], runs[3]]  # the trunk per image: built by the first TS job, read by the others
+    trunk = proj["whole"]["trunk"]
+    assert trunk["build_s"] == pytest.approx(cold["trunk_s"] / cold["trunk_images"])
+    assert trunk["read_s"] == pytest.approx(sum(r["trunk_s"] for r in warm) / sum(r["trunk_images"] for r in warm))
     for r in runs:
         assert r["wall_s"] == pytest.approx(r["trunk_s"] + r["train_s"] + r["test_s"] + r["other_s"])
     whole = proj["whole"]
