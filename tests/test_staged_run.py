@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,7 +85,19 @@ def test_selecting_ag_brings_the_job_it_needs(tmp_path: Path) -> None:
     assert [j.paradigm for j in run.jobs] == ["AU"] and not run.waiting
 
 
-def test_two_stages_through_the_slurm_executor_on_the_local_cluster(tmp_path: Path) -> None:
+def test_two_stages_through_the_slurm_executor_on_the_local_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usagg.execute import slurm
+
+    made = slurm.make_slurm_executor
+
+    def polled_often(*args: Any, **kwargs: Any) -> slurm.SlurmExecutor:
+        executor = made(*args, **kwargs)
+        executor.poll_s = 0.2  # not a cluster's 2 s: a stage's last job is seen done at once
+        return executor
+
+    monkeypatch.setattr(slurm, "make_slurm_executor", polled_often)
     run = StudyRun.prepare(_study(tmp_path, "slurm"))
     run.check_data()
     run.init_store()
