@@ -30,7 +30,7 @@ def _check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple
     return code, json.loads(out.read_text()) if out.is_file() else {}
 
 
-@pytest.mark.slow  # every phase on the CPU at a tiny size, about 10 s
+@pytest.mark.slow  # every phase on the CPU at a tiny size: 14 s on two busy cores
 def test_every_phase_runs_on_the_cpu_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
