@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,25 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Memoised analysis outputs and decode caches go to a throw-away folder, never the user's ~/.cache/usagg.
 _CACHE = tempfile.TemporaryDirectory(prefix="usagg-test-cache-")
 os.environ["USAGG_CACHE"] = _CACHE.name
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store, its schema migrated: made once per test process (xdist worker), since
+    migrating a new store takes seconds. Read only: a test copies it (`mlflow_uri`)."""
+    from mlflow.tracking import MlflowClient
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # creates and migrates it
+    return template
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_template: Path, tmp_path: Path) -> str:
+    """The URI of a new MLflow sqlite store of this test's own, tmp_path/mlflow.db (a copy of the template)."""
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template, db)
+    return f"sqlite:///{db}"
 
 
 # Seconds each of the heaviest files takes under `make test` (summed test durations, two xdist workers on the

@@ -5,6 +5,7 @@ sqlite store and TensorBoard event files, read back with their own APIs."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,11 @@ def _client(spec: MlflowSpec) -> Any:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite tracking store for the module (each new one migrates its schema for seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+def database(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> str:
+    """One sqlite tracking store for the module, a copy of the session's migrated one (tests/conftest.py)."""
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copyfile(mlflow_template, db)
+    return f"sqlite:///{db}"
 
 
 def _spec(database: str, tmp_path: Path) -> MlflowSpec:
@@ -188,14 +191,14 @@ def test_mlflow_checkpoints_is_off_by_default_and_outside_the_job_id() -> None:
 
 @pytest.mark.slow
 def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mlflow_uri: str
 ) -> None:
     """The real driver (usagg/service.py `drive`): a run leaves its study run FINISHED, its job's run with files and
     TensorBoard hparams; `usagg report --mlflow` leaves it FINISHED; Ctrl-C in a later run leaves it KILLED."""
     from usagg.api import run_study
     from usagg.service import RunObserver
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     spec: dict[str, Any] = {
         "name": "ended",
         "output_root": str(tmp_path / "runs"),

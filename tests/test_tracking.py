@@ -58,10 +58,10 @@ def test_tensorboard_event_files_hold_the_curves(job, tmp_path: Path) -> None:  
 
 
 @pytest.mark.slow  # over a second: out of `make test-fast`
-def test_mlflow_runs_nest_under_the_study_and_hold_every_epoch(job, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mlflow_runs_nest_under_the_study_and_hold_every_epoch(job, tmp_path: Path, mlflow_uri: str) -> None:  # type: ignore[no-untyped-def]
     from mlflow.tracking import MlflowClient
 
-    spec = MlflowSpec(uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec = MlflowSpec(uri=mlflow_uri)
     store = tmp_path / "store"
     store.mkdir()
     trackers = job_trackers(TrackingSpec(mlflow=spec), job, store)
@@ -112,7 +112,7 @@ def test_a_missing_extra_is_a_spec_error_naming_it(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.slow
-def test_a_run_feeds_tensorboard_and_mlflow_per_epoch_and_drops_resume_state(tmp_path: Path) -> None:
+def test_a_run_feeds_tensorboard_and_mlflow_per_epoch_and_drops_resume_state(tmp_path: Path, mlflow_uri: str) -> None:
     """The real path: usagg run's jobs write their curves to both trackers as they train."""
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -120,7 +120,7 @@ def test_a_run_feeds_tensorboard_and_mlflow_per_epoch_and_drops_resume_state(tmp
     from usagg.api import run_study
     from usagg.store import RunStore
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     spec = {
         "name": "tracked",
         "output_root": str(tmp_path / "runs"),
