@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -322,20 +323,25 @@ def test_a_job_id_in_the_plan_cannot_read_outside_the_store(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_report_sends_nothing_to_the_mlflow_uri_a_store_names_unless_asked(
-    store: Path, cache: Path, tmp_path: Path
+    store: Path, cache: Path, tmp_path: Path, mlflow_template: Path
 ) -> None:
     """The stored study's tracking URI decides where the report goes: a received store is data, so `usagg report`
     only names it; `--mlflow` is the user's instruction to write there."""
+    from mlflow.tracking import MlflowClient
+
     db = tmp_path / "elsewhere" / "mlflow.db"
     db.parent.mkdir()
+    shutil.copyfile(mlflow_template, db)  # an empty store, migrated once per worker (tests/conftest.py)
     _set_stored(store, "tracking.mlflow", {"uri": f"sqlite:///{db}"})
     res = CliRunner().invoke(app, ["report", str(store), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     assert f"not logged to MLflow: {store / 'study.yaml'} names the tracking URI 'sqlite:///{db}'" in res.output
-    assert not db.exists() and not (store / "mlflow.json").exists()
+    assert db.read_bytes() == mlflow_template.read_bytes() and not (store / "mlflow.json").exists()  # untouched
     res = CliRunner().invoke(app, ["report", str(store), "--out", str(tmp_path / "rep"), "--mlflow"])
     assert res.exit_code == 0, res.output
-    assert f"logged {tmp_path / 'rep'} to MLflow ('sqlite:///{db}')" in res.output and db.is_file()
+    assert f"logged {tmp_path / 'rep'} to MLflow ('sqlite:///{db}')" in res.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()])  # the report's run is there
 
 
 def test_a_prediction_file_outside_the_job_folder_is_refused(tmp_path: Path) -> None:
