@@ -45,15 +45,18 @@ def mlflow_uri(mlflow_template: Path, tmp_path: Path) -> str:
 FILE_SECONDS = {
     "test_gpu_check.py": 45,
     "test_known_answer.py": 45,
-    "test_run_cli.py": 40,
-    "test_cuda_path.py": 35,
-    "test_analysis_memo.py": 30,
-    "test_executors.py": 30,
-    "test_staged_run.py": 25,
-    "test_figures_layout.py": 20,
-    "test_engine_trainer.py": 20,
-    "test_analysis_figures.py": 15,
-    "test_one_channel.py": 12,
+    "test_run_cli.py": 30,
+    "test_analysis_memo.py": 25,
+    "test_executors.py": 20,
+    "test_staged_run.py": 18,
+    "test_figures_layout.py": 18,
+    "test_cuda_path.py": 16,
+    "test_tables_pandas.py": 11,
+    "test_selection_gap.py": 10,
+    "test_engine_trainer.py": 10,
+    "test_model_m2dino.py": 9,
+    "test_engine_affinity.py": 8,
+    "test_one_channel.py": 8,
 }
 
 
