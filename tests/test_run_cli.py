@@ -67,7 +67,7 @@ def test_sigkill_mid_job_then_rerun_matches_an_uninterrupted_run(
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "usagg", "run", "study.yaml", "--only"]
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    write_study(killed, data, epochs=8, steps=3)
+    write_study(killed, data, epochs=6, steps=3)
     job = next(j for j in plan(load_study(killed / "study.yaml")) if j.task_ids == ["thyroid_malignancy"])
     job_id = job.id
     job_dir = killed / "runs" / "tiny" / "jobs" / job_id
@@ -81,7 +81,7 @@ def test_sigkill_mid_job_then_rerun_matches_an_uninterrupted_run(
     proc.wait()
     assert last.exists(), proc.stderr.read().decode() if proc.stderr else ""
     epoch_at_kill = torch.load(last, weights_only=True)["epoch"]
-    assert 1 <= epoch_at_kill < 8, "the job must be killed mid-way"
+    assert 1 <= epoch_at_kill < 6, "the job must be killed mid-way"
     assert not (job_dir / "metrics.json").exists()
     store = RunStore(killed / "runs" / "tiny")
     assert store.job_state(job_id) == "running"  # as the kill left it
@@ -95,7 +95,7 @@ def test_sigkill_mid_job_then_rerun_matches_an_uninterrupted_run(
     assert store.job_state(job_id) == "done"
     assert "resumed from" in (job_dir / "log.txt").read_text()
     # The reference is the same command, never interrupted, on as many threads
-    write_study(straight, data, epochs=8, steps=3)
+    write_study(straight, data, epochs=6, steps=3)
     monkeypatch.chdir(straight)
     code, out = run_cli([*cmd[3:], job_id], monkeypatch, capsys)
     assert code == 0, out
@@ -259,8 +259,8 @@ def test_damaged_store_files_are_named_then_repaired_by_the_next_run(
 def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """Issue 16.6: SIGTERM (Slurm, schedulers) puts the job back to pending with its lock released, exit 143."""
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "COLUMNS": "200"}  # as many as here
-    # SIGTERM as soon as the first last.pt (epoch 1) is written: polled every 5 ms, seven epochs ahead of the end
-    write_study(tmp_path, tmp_path / "data", epochs=8, steps=3)
+    # SIGTERM as soon as the first last.pt (epoch 1) is written: polled every 5 ms, five epochs ahead of the end
+    write_study(tmp_path, tmp_path / "data", epochs=6, steps=3)
     job = next(j for j in plan(load_study(tmp_path / "study.yaml")) if j.task_ids == ["thyroid_malignancy"])
     store = RunStore(tmp_path / "runs" / "tiny")
     last = store.paths(job.id).last_checkpoint
@@ -274,7 +274,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.Monk
     assert "Traceback" not in (proc.stderr.read().decode() if proc.stderr else "")
     record = store.job_record(job.id)
     assert record["state"] == "pending" and record["error"] == "interrupted"
-    assert torch.load(last, weights_only=True)["epoch"] < 8, "the job must be stopped mid-way"
+    assert torch.load(last, weights_only=True)["epoch"] < 6, "the job must be stopped mid-way"
     assert not store.paths(job.id).lock.exists()
     assert not [p for p in store.root.rglob("*") if p.name.endswith(".tmp")]
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
