@@ -45,7 +45,7 @@ demo: install
 	$(USAGG) report runs/demo --out reports/demo
 	$(USAGG) synth --preview reports/demo/figures/synth_preview.png
 
-# The known-answer study (issue 28): effects planted in the synthetic data (usagg/data/synth/known.py), 3 seeds,
+# The known-answer study (issue 28): effects planted in the synthetic data (usagg/data/synth/known.py), 5 seeds,
 # declared in its expect: block; fails unless every expectation is met.
 known-answer: install
 	$(USAGG) run studies/known.yaml

@@ -1,12 +1,12 @@
 """Which lookahead step recovers a planted task structure: Fifty et al.'s SGD step or a true AdamW step (issue 25.7).
 
-The planted structure is the known-answer study's (studies/known.yaml, usagg/data/synth/known.py): twins sharing
-a latent (two readers outlining the fetal skull, `head_outline_a/_b`, and the thyroid nodule, `nodule_outline_a/_b`,
-on the same scans by the same convention) and two readings of the same breast scans AG must keep apart
-(`lesion_mask`, `lesion_mask_alt`, whose hidden convention helps nobody): the grouping its `AG pairs the twins`
-expectation names. The study's AU job (its model, training and `analysis.affinity`, no augmentation) is trained
-once per seed and measures with both lookaheads at the same steps on the same step and probe batches: the step
-does not change the training (tests/test_lookahead.py), so the two matrices differ only by the step. For each
+The planted structure is the known-answer study's (studies/known.yaml, usagg/data/synth/known.py): three readers of
+malignancy sharing a latent (twins `malignancy_a/_b` on thyroid scans of their own, and `lesion_class` on breast
+scans, whose scenes code malignancy with the same cues) and a reader of the breast scans by a hidden convention
+(`lesion_class_alt`, whose steps help nobody): the grouping its AG expectation names. The study's AU job (its
+model, training and `analysis.affinity`, no augmentation) is trained once per seed and measures with both
+lookaheads at the same steps on the same step and probe batches: the step does not change the training
+(tests/test_lookahead.py), so the two matrices differ only by the step. For each
 lookahead and seed it reports:
 
 - `ari`: adjusted Rand of AG's grouping (as many groups as planted; usagg/grouping.py) against the planted one;

@@ -3,11 +3,9 @@
 Fast tests: the planted data (shared scans, the hidden convention, twins on disjoint scans, the nine demo tasks
 untouched), the packaged study and catalog, and the expectation kinds the study needs (`require: interval`,
 `delta.versus`, AG's adjusted Rand index averaged over seeds) on hand-built results. Slow tests: a reduced run
-of the study (one seed, 4 epochs, the Breast group, TS and CG) meets its cheapest expectations, still meets
+of the study (one seed, 4 epochs, the Thyroid group, TS and CG) meets its cheapest expectations, still meets
 them when every job's arithmetic is perturbed (two torch threads per job instead of one: other summation orders,
-other last bits). The broken-run test (the conflicting convention replaced by the agreeing one, the
-negative-transfer expectation then not met) waits for a planted conflict that a run shows: today CG hurts
-lesion_mask as much with the agreeing reader (docs/benchmarks.md, Known-answer study).
+other last bits), and a broken run (the twin replaced by a reader of the hidden convention) does not.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from usagg.data.synth.generate import resolve_tasks
 from usagg.data.synth.known import convention_flips
 from usagg.data.synth.sample import make_sample, sample_rng
 from usagg.data.synth.scenes import SCENES
-from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, designed_groups
+from usagg.data.synth.tasks import KNOWN_TASKS, TASKS, designed_groups
 from usagg.results_schema import RESULT_COLUMNS
 from usagg.spec.load import load_study
 from usagg.spec.models import DeltaRef, Expectation, SynthSpec
@@ -43,49 +41,37 @@ STUDY = REPO / "studies" / "known.yaml"
 # ----------------------------------------------------------------------------- the planted data
 
 
-def test_the_two_breast_outlines_read_the_same_scans_and_alt_flips_a_hidden_half() -> None:
+@pytest.mark.parametrize(("alt", "base"), [("lesion_class_alt", "lesion_class"), ("malignancy_alt", "malignancy_a")])
+def test_a_conflicting_reader_grades_the_same_scans_and_flips_a_hidden_half(alt: str, base: str) -> None:
     flips = 0
     for i in range(40):
-        base, alt, agree = (
-            make_sample(t, "train", i, 0, 64) for t in ("lesion_mask", "lesion_mask_alt", "lesion_mask_agree")
-        )
-        assert np.array_equal(base.image, alt.image) and np.array_equal(base.image, agree.image)
-        assert base.mask is not None and alt.mask is not None and agree.mask is not None
-        assert np.array_equal(agree.mask, base.mask)
-        if convention_flips("lesion_mask_alt", 0, "train", i):
+        b, a = make_sample(base, "train", i, 0, 64), make_sample(alt, "train", i, 0, 64)
+        assert np.array_equal(b.image, a.image)  # byte-identical scans
+        assert b.label is not None and a.label is not None
+        scene = SCENES[KNOWN_TASKS[base].anatomy](sample_rng(0, base, "train", i))
+        assert b.label == scene.cls  # the reader of the scene reads the scene's class
+        if convention_flips(alt, 0, "train", i):
             flips += 1
-            assert np.array_equal(alt.mask, 1 - base.mask)  # the tissue around the lesion (the view is the image)
+            assert a.label == 1 - b.label
         else:
-            assert np.array_equal(alt.mask, base.mask)
+            assert a.label == b.label
     assert 12 <= flips <= 28  # a fair coin over 40 scans
-    assert not convention_flips("lesion_mask", 0, "train", 3) and not convention_flips(
-        "lesion_mask_agree", 0, "train", 3
-    )
+    assert not convention_flips(base, 0, "train", 3)
 
 
-def test_twins_outline_one_structure_by_one_convention_on_scans_of_their_own() -> None:
-    for a, b, anatomy in (
-        ("head_outline_a", "head_outline_b", "fetal"),
-        ("nodule_outline_a", "nodule_outline_b", "thyroid"),
-    ):
-        sa, sb = make_sample(a, "train", 0, 0, 64), make_sample(b, "train", 0, 0, 64)
-        assert not np.array_equal(sa.image, sb.image)  # disjoint scans: twice the scans of one latent under CG
-        for tid in (a, b):
-            s = make_sample(tid, "train", 1, 0, 64)  # the scene's own outline, as the nine tasks read it
-            rng = sample_rng(0, tid, "train", 1)
-            scene = SCENES[anatomy](rng)
-            c = (np.arange(64, dtype=np.float32) + 0.5) / 64
-            want = (scene.labels(c[None, :], c[:, None]) * scene.probe.pixel_in_view(64)).astype(np.uint8)
-            assert s.mask is not None and np.array_equal(s.mask, want)
-        assert ALL_TASKS[a].planted == ALL_TASKS[b].planted
+def test_twins_grade_one_rule_on_scans_of_their_own_and_share_the_malignancy_latent() -> None:
+    sa, sb = make_sample("malignancy_a", "train", 0, 0, 64), make_sample("malignancy_b", "train", 0, 0, 64)
+    assert not np.array_equal(sa.image, sb.image)  # disjoint scans: the twin brings scans of its own under CG
+    for tid in ("malignancy_a", "malignancy_b", "lesion_class"):
+        for i in range(5):
+            scene = SCENES[KNOWN_TASKS[tid].anatomy](sample_rng(0, tid, "train", i))
+            assert make_sample(tid, "train", i, 0, 64).label == scene.cls
     assert designed_groups(list(KNOWN_TASKS)) == {
-        "head_outline_a": "head",
-        "head_outline_b": "head",
-        "nodule_outline_a": "nodule",
-        "nodule_outline_b": "nodule",
-        "lesion_mask": "lesion",
-        "lesion_mask_alt": "lesion_alt",
-        "lesion_mask_agree": "lesion",
+        "malignancy_a": "malignancy",
+        "malignancy_b": "malignancy",
+        "malignancy_alt": "hidden",
+        "lesion_class": "malignancy",
+        "lesion_class_alt": "hidden",
     }
 
 
@@ -108,7 +94,7 @@ def test_the_nine_tasks_are_drawn_as_before(tid: str) -> None:
 
 def test_the_default_benchmark_is_the_nine_and_known_tasks_join_only_when_sizes_name_them() -> None:
     assert resolve_tasks(SynthSpec(sizes={"fetal_head": 8}), None) == list(TASKS)
-    assert resolve_tasks(SynthSpec(sizes={"lesion_mask": 8}), None) == [*TASKS, "lesion_mask"]
+    assert resolve_tasks(SynthSpec(sizes={"lesion_class": 8}), None) == [*TASKS, "lesion_class"]
     demo = load_study(REPO / "studies" / "demo.yaml").data.synthetic
     assert demo is not None and resolve_tasks(demo, None) == list(TASKS)
 
@@ -119,7 +105,7 @@ def test_the_default_benchmark_is_the_nine_and_known_tasks_join_only_when_sizes_
 def test_packaged_known_study_is_the_repo_copy_and_its_catalog_agrees_with_the_registry() -> None:
     assert STUDY.read_bytes() == (REPO / "usagg" / "studies" / "known.yaml").read_bytes()
     study = load_study(STUDY)
-    assert study.seeds == [0, 1, 2]
+    assert study.seeds == [0, 1, 2, 3, 4]
     catalog = yaml.safe_load((REPO / "usagg" / "catalogs" / "known.yaml").read_text())["tasks"]
     for entry in catalog:
         t = KNOWN_TASKS[entry["id"]]
@@ -128,7 +114,11 @@ def test_packaged_known_study_is_the_repo_copy_and_its_catalog_agrees_with_the_r
     synth = study.data.synthetic
     assert synth is not None and set(synth.sizes) == {t.id for t in study.tasks}
     kinds = {e.name: e for e in study.expect}
-    assert kinds["AG pairs the twins"].min_adjusted_rand == 0.8
+    (ag,) = [e for e in kinds.values() if e.ag_groups is not None]
+    assert ag.min_adjusted_rand == 0.8 and ag.ag_groups == [
+        ["malignancy_a", "malignancy_b", "lesion_class"],
+        ["lesion_class_alt"],
+    ]
     assert all(e.require == "interval" for e in study.expect if e.delta is not None)
 
 
@@ -238,7 +228,7 @@ def test_require_interval_with_ag_groups_is_a_spec_error() -> None:
 
 # ----------------------------------------------------------------------------- reduced runs of the study
 
-#: The reduced study: one seed, 4 epochs instead of 8, the Breast group's TS and CG jobs (three jobs).
+#: The reduced study: one seed, 4 epochs instead of 8, the Thyroid group's TS and CG jobs (three jobs).
 REDUCED = [
     "--set",
     "seeds=[0]",
@@ -249,16 +239,17 @@ REDUCED = [
     "--paradigm",
     "CG",
     "--only",
-    "group=Breast",
+    "group=Thyroid",
 ]
 #: Its cheapest expectations: they read only those jobs.
-CHEAP = ("lesion outline learns", "conflicting convention hurts under CG")
+CHEAP = ("CG - the data-rich twin lifts the low-data twin", "CG costs the data-rich twin nothing")
 
 
 def _reduced_run(study: Path, root: Path, extra: list[str], monkeypatch, capsys) -> tuple[dict, dict[str, float]]:
     """Run the reduced study into `root` as a user would (usagg run, usagg compare --format json): the
-    expectations by name, and every result (job, task) -> value."""
-    store = root / "known"
+    expectations by name, and every result (job, task) -> value and predicted probability (job, image, class)
+    -> value (an AUC, a ranking, can stay the same where every probability moved)."""
+    store = root / yaml.safe_load(study.read_text())["name"]
     code, out = run_cli(["run", str(study), *REDUCED, "--set", f"output_root={root}", *extra], monkeypatch, capsys)
     assert code == 0, out
     code, out = run_cli(["compare", str(store), "--baseline", "TS", "--format", "json"], monkeypatch, capsys)
@@ -266,6 +257,10 @@ def _reduced_run(study: Path, root: Path, extra: list[str], monkeypatch, capsys)
     expectations = {e["name"]: e for e in json.loads(out[out.index("{") :])["expectations"]}
     with (store / "results.csv").open() as fh:
         values = {f"{r['job_id']}/{r['task']}": float(r["value"]) for r in csv.DictReader(fh)}
+    for path in sorted(store.glob("jobs/*/predictions/classification_predictions.json")):
+        for row in json.loads(path.read_text()):
+            for k, p in enumerate(row["predicted_probs"]):
+                values[f"{path.parts[-3]}/{row['image_path']}/{k}"] = p
     return expectations, values
 
 
@@ -293,6 +288,39 @@ def test_reduced_known_answer_run_meets_its_cheapest_expectations(reference: tup
 
 
 @pytest.mark.slow
+def test_a_broken_run_without_the_twin_does_not_meet_the_transfer_expectation(
+    reference: tuple[dict, dict[str, float]], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The twin replaced by `malignancy_alt`, a reader of malignancy_a's own scans by the hidden convention (same
+    size, same group): the partner then teaches the encoder nothing, and the positive transfer the study declares
+    is not met, though the same run, arithmetic and expectation met it with the twin (the reference)."""
+    spec = yaml.safe_load(STUDY.read_text())
+    spec["name"] = "known_broken"
+    del spec["tasks_from"]
+    spec["tasks"] = [
+        {"id": t, "type": "classification", "num_classes": 2, "group": KNOWN_TASKS[t].group, "metric": "AUC"}
+        for t in ("malignancy_a", "malignancy_alt", "lesion_class", "lesion_class_alt")
+    ]
+    sizes = spec["data"]["synthetic"]["sizes"]
+    sizes["malignancy_alt"] = sizes.pop("malignancy_b")
+    swap = {"malignancy_b": "malignancy_alt"}
+    for e in spec["expect"]:  # the twin's own expectations name it: read them on its replacement
+        if "tasks" in e:
+            e["tasks"] = [swap.get(t, t) for t in e["tasks"]]
+        if "delta" in e:
+            e["delta"]["task"] = swap.get(e["delta"]["task"], e["delta"]["task"])
+        if "ag_groups" in e:
+            e["ag_groups"] = [[swap.get(t, t) for t in g] for g in e["ag_groups"]]
+    broken = tmp_path / "known_broken.yaml"
+    broken.write_text(yaml.safe_dump(spec, sort_keys=False))
+    got, _ = _reduced_run(broken, tmp_path, ["--set", "execution.threads=1"], monkeypatch, capsys)
+    lift = "CG - the data-rich twin lifts the low-data twin"
+    assert reference[0][lift]["met"] is True
+    assert got[lift]["met"] is False, got[lift]
+    assert got[lift]["value"] < reference[0][lift]["value"] - 20  # the lift is gone, not just below the bound
+
+
+@pytest.mark.slow
 def test_expectations_survive_perturbed_arithmetic(
     reference: tuple[dict, dict[str, float]], tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -303,6 +331,6 @@ def test_expectations_survive_perturbed_arithmetic(
         STUDY, tmp_path, ["--set", "execution.threads=2", "--set", "execution.cpu_jobs=1"], monkeypatch, capsys
     )
     assert got_values.keys() == ref_values.keys()
-    assert any(got_values[k] != ref_values[k] for k in ref_values)  # the perturbation reached the results
+    assert any(got_values[k] != ref_values[k] for k in ref_values)  # the perturbation reached the predictions
     for name in CHEAP:
         assert got_exp[name]["met"] is True, (got_exp[name], ref_exp[name])

@@ -62,17 +62,17 @@ _ALL = [
 #: Task id -> SynthTask, in catalog order.
 TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
 
-#: The known-answer study's tasks (usagg/data/synth/known.py says how each is drawn and why): pairs of readers
-#: outlining one structure on the same scans, whose conventions agree (the twins `_a`/`_b`; `lesion_mask_agree`,
-#: the control) or conflict (`lesion_mask_alt`). Generated only when a study's `sizes` names them.
+#: The known-answer study's tasks (usagg/data/synth/known.py says how each is drawn and which effect it plants): readers
+#: grading malignancy on thyroid and breast scans, whose scenes share the malignancy cues (dark, irregular, posterior
+#: shadow). Twins on scans of their own (`malignancy_a/_b`), and readers whose hidden convention conflicts with the
+#: scene on the same scans (`lesion_class_alt` in the study; `malignancy_alt`, the broken run's partner). Generated
+#: only when a study's `sizes` names them.
 _KNOWN = [
-    SynthTask("head_outline_a", "segmentation", 2, "Fetal", "fetal", ("background", "head"), "head"),
-    SynthTask("head_outline_b", "segmentation", 2, "Fetal", "fetal", ("background", "head"), "head"),
-    SynthTask("nodule_outline_a", "segmentation", 2, "Thyroid", "thyroid", ("background", "nodule"), "nodule"),
-    SynthTask("nodule_outline_b", "segmentation", 2, "Thyroid", "thyroid", ("background", "nodule"), "nodule"),
-    SynthTask("lesion_mask", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion"),
-    SynthTask("lesion_mask_alt", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion_alt"),
-    SynthTask("lesion_mask_agree", "segmentation", 2, "Breast", "breast", ("background", "lesion"), "lesion"),
+    SynthTask("malignancy_a", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "malignancy"),
+    SynthTask("malignancy_b", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "malignancy"),
+    SynthTask("malignancy_alt", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "hidden"),
+    SynthTask("lesion_class", "classification", 2, "Breast", "breast", ("benign", "malignant"), "malignancy"),
+    SynthTask("lesion_class_alt", "classification", 2, "Breast", "breast", ("benign", "malignant"), "hidden"),
 ]
 KNOWN_TASKS: dict[str, SynthTask] = {t.id: t for t in _KNOWN}
 #: Every task the generator can draw: the nine, then the known-answer ones.
