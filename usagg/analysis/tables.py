@@ -558,6 +558,19 @@ def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
     return Table("affinity_groups", "Affinity groups (AG)", cols, rows, notes)
 
 
+def describe_lookahead(aff: Affinity) -> str:
+    """The lookahead step the record was measured with (analysis.affinity.lookahead), in words."""
+    if aff.lookahead not in ("sgd", "adamw"):
+        return "the step: not recorded by the usagg that measured it"
+    if aff.lookahead_lr is not None:
+        rate = f"rate {aff.lookahead_lr:g}"
+    else:
+        rate = "the encoder's rate at that step" if aff.lookahead == "sgd" else "each parameter group's rate"
+    if aff.lookahead == "sgd":
+        return f"the step: θ − lr·g_i on task i's gradient g_i, at {rate}"
+    return f"the step: one AdamW step of a copy of the job's optimiser on task i's gradient, at {rate}"
+
+
 def affinity_table(aff: Affinity, comp: Comparison) -> Table:
     """The affinity matrix as numbers: a row per source task (the task stepped on), a column per target."""
     order = [t for _, ts in affinity_order(comp, aff) for t in ts]
@@ -566,7 +579,7 @@ def affinity_table(aff: Affinity, comp: Comparison) -> Table:
     jobs = len([j for j in aff.job_id.split(",") if j]) or 1
     notes = [
         "Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
-        "Fifty et al. 2021; the step AdamW takes on task i's gradient in one optimiser step, losses summed over "
+        f"Fifty et al. 2021; {describe_lookahead(aff)}, losses summed over "
         f"{len(aff.steps)} measurements every {aff.every} steps before dividing; {jobs} job(s) averaged); "
         "row i: the task stepped on, column j: the task whose loss is read; positive: a step on i helps j.",
         f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of the job(s) that measured it.",
