@@ -41,10 +41,6 @@ SCAN_KEY: dict[str, str] = {"lesion_class_alt": "lesion_class", "malignancy_alt"
 #: class becomes the other one (binary tasks), a mask its complement within the field of view.
 FLIPPED_SHARE: dict[str, float] = {"lesion_class_alt": 0.5, "malignancy_alt": 0.5}
 
-#: Classification tasks that draw their class first and the scene for it (balanced classes), as
-#: fetal_head_position does (none of the known-answer tasks so far).
-BALANCED_CLASSES: frozenset[str] = frozenset()
-
 
 def scan_key(task_id: str) -> str:
     """The id a task's images are seeded by (usagg/data/synth/sample.py `sample_rng`): its own, or its scan key."""

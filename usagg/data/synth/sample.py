@@ -14,7 +14,7 @@ import numpy as np
 
 from usagg.data.cache import read_mask
 from usagg.data.synth.bmode import simulate
-from usagg.data.synth.known import BALANCED_CLASSES, class_label, convention_flips, scan_key
+from usagg.data.synth.known import class_label, convention_flips, scan_key
 from usagg.data.synth.scenes import SCENES
 from usagg.data.synth.tasks import ALL_TASKS, SynthTask
 
@@ -77,7 +77,7 @@ def make_sample(task_id: str, split: str, index: int, seed: int, size: int) -> S
     """
     task = ALL_TASKS[task_id]
     rng = sample_rng(seed, scan_key(task_id), split, index)
-    balanced = task_id == "fetal_head_position" or task_id in BALANCED_CLASSES
+    balanced = task_id == "fetal_head_position"
     kwargs = {"direction_class": int(rng.integers(0, task.num_classes))} if balanced else {}
     scene = SCENES[task.anatomy](rng, **kwargs)
     image = simulate(scene.probe, scene.tissue, size, rng, scene.imaging)
