@@ -104,6 +104,7 @@ class _HashContext:
             "temperature": several and self.study.training.sampling == "temperature",
             "train_split": self.study.data.test_split == "train",
             "measuring": self.unit.affinity,
+            "segmentation_changed": any(self.study.task(t).type == "segmentation" for t in self.unit.tasks),
         }.get(rule, rule != "no")
 
 
@@ -117,6 +118,8 @@ def _hashed(section: BaseModel, ctx: _HashContext) -> dict[str, Any]:
         if not ctx.applies(marker.rule):
             continue
         value = getattr(section, name)
+        if marker.rule == "segmentation_changed" and value == info.default:
+            continue
         if marker.rule == "content":
             out[name] = weights_key(value, ctx.study.data.cache_dir)
         elif marker.rule == "per_task":

@@ -16,7 +16,7 @@ from segmentation_models_pytorch.decoders.dpt.decoder import FusionBlock, Readou
 from torch import nn
 
 from usagg.model.backbones import Features
-from usagg.model.losses import DiceCELoss, box_loss, cross_entropy_loss, keypoint_loss
+from usagg.model.losses import DiceCELoss, box_loss, cross_entropy_loss, keypoint_loss, reduced_dice_ce_loss
 
 PATCH = 16
 
@@ -38,10 +38,18 @@ class DPTSegmentationHead(TaskHead):
     grids that are not multiples of 2^(n-3) (e.g. 112 px -> 7x7 tokens), so the
     fusion loop here resizes the coarser map to the finer one; the final
     logits are resized to the input size.
+
+    `loss_stride` (model.heads.seg_loss_stride) > 1: in training mode the logits
+    come out at 1/stride of the input (2: the classifier's own grid, as smp's last
+    fusion block doubles the stride-4 map; 4: those logits halved) and the loss runs there against area-downsampled targets, skipping the
+    full-size upsampling, its backward and the full-size loss. In eval mode
+    (evaluation, prediction, the affinity probes) the logits are always at the
+    input size, so predictions and metrics are what stride 1 gives.
     """
 
-    def __init__(self, embed_dim: int, n_features: int, num_classes: int, channels: int) -> None:
+    def __init__(self, embed_dim: int, n_features: int, num_classes: int, channels: int, loss_stride: int = 1) -> None:
         super().__init__()
+        self.loss_stride = loss_stride
         mids = [channels * min(2**i, 4) for i in range(n_features)]  # DPT's (256, 512, 1024, 1024) ratios
         scales = [PATCH / 2 ** (i + 2) for i in range(n_features)]  # depths to strides 4, 8, 16, 32, ...
         self.readout = nn.ModuleList(ReadoutConcatBlock(embed_dim, True) for _ in range(n_features))
@@ -67,10 +75,19 @@ class DPTSegmentationHead(TaskHead):
                 fused = F.interpolate(fused, size=level.shape[-2:], mode="bilinear", align_corners=False)
             fused = block(level, fused)
         logits = self.classifier(fused)
-        return F.interpolate(logits, size=feats.image_size, mode="bilinear", align_corners=False)
+        h, w = feats.image_size
+        s = self.loss_stride if self.training else 1
+        size = (h // s, w // s)
+        if logits.shape[-2:] == size:  # stride 2: the classifier's own grid (smp's last fusion doubles), no resize
+            return logits
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.criterion(outputs, targets)
+        """Dice + CE at the logits' resolution: today's full-resolution loss when they have the targets' size,
+        else against area-downsampled soft targets (`reduced_dice_ce_loss`)."""
+        if outputs.shape[-2:] == targets.shape[-2:]:
+            return self.criterion(outputs, targets)
+        return reduced_dice_ce_loss(outputs, targets)
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.argmax(dim=1).to(torch.int64)
@@ -176,33 +193,72 @@ class KeypointHeatmapHead(TaskHead):
         return self.out(x)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logp = outputs.float().flatten(2).log_softmax(dim=-1)
-        q = gaussian_heatmaps(targets.float(), (outputs.shape[-2], outputs.shape[-1]), self.SIGMA).flatten(2)
-        kl = (q * (q.clamp_min(1e-12).log() - logp)).sum(-1).mean()
-        return keypoint_loss(soft_argmax(outputs), targets) + self.KL_WEIGHT * kl
+        """L1(soft-argmax, target) + KL_WEIGHT · KL(q ‖ softmax), q the target Gaussian.
+
+        One float32 log-softmax serves both terms (no float32 copy of the logits under bf16).
+        The Gaussian is separable, q = qy ⊗ qx, so the target is never built as a map: its
+        entropy is that of its two marginals, and Σ q·log p contracts log p with qx, then qy.
+        The coordinate grids are built once per heatmap size (`_centres`).
+        """
+        b, k, h, w = outputs.shape
+        logp = F.log_softmax(outputs.flatten(2), dim=-1, dtype=torch.float32).view(b, k, h, w)
+        pts = targets.float()
+        qx, log_qx = _gaussian_marginal(pts[..., 0], w, self.SIGMA)
+        qy, log_qy = _gaussian_marginal(pts[..., 1], h, self.SIGMA)
+        q_log_q = (qx * log_qx).sum(-1) + (qy * log_qy).sum(-1)
+        q_log_p = ((logp * qx.unsqueeze(-2)).sum(-1) * qy).sum(-1)
+        kl = (q_log_q - q_log_p).mean()
+        return keypoint_loss(_expected_xy(logp.exp()), pts) + self.KL_WEIGHT * kl
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return soft_argmax(outputs)
 
 
+def _centres(n: int, device: torch.device) -> torch.Tensor:
+    """Pixel-centre coordinates (i + 0.5) / n, float32 [n], made once per (n, device) and kept."""
+    grid = _CENTRES.get((n, str(device)))
+    return grid if grid is not None else _build_centres(n, device)
+
+
+_CENTRES: dict[tuple[int, str], torch.Tensor] = {}
+
+
+@torch.compiler.disable
+def _build_centres(n: int, device: torch.device) -> torch.Tensor:
+    """Eagerly, as backbones._build_rope_table (never a compiled graph's output), and a normal tensor even when
+    first built under inference_mode (evaluation)."""
+    with torch.inference_mode(False), torch.no_grad():
+        grid = _CENTRES[(n, str(device))] = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+    return grid
+
+
+def _gaussian_marginal(coord: torch.Tensor, n: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalised 1-D Gaussian over n cells at normalised coordinates [B, K] and its exact log: [B, K, n] each."""
+    d = (_centres(n, coord.device) - coord.unsqueeze(-1)) * n
+    e = d.square() * (-0.5 / sigma**2)
+    log_g = e - e.logsumexp(dim=-1, keepdim=True)
+    return log_g.exp(), log_g
+
+
 def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
     """Normalised Gaussians [B, K, h, w] centred on normalised points [B, K, 2], width `sigma` cells."""
     h, w = size
-    xs = (torch.arange(w, device=points.device, dtype=points.dtype) + 0.5) / w
-    ys = (torch.arange(h, device=points.device, dtype=points.dtype) + 0.5) / h
-    dx = (xs[None, None, None, :] - points[..., 0, None, None]) * w
-    dy = (ys[None, None, :, None] - points[..., 1, None, None]) * h
-    g = torch.exp(-(dx**2 + dy**2) / (2 * sigma**2))
-    return g / g.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    qx, _ = _gaussian_marginal(points[..., 0].float(), w, sigma)
+    qy, _ = _gaussian_marginal(points[..., 1].float(), h, sigma)
+    return qy.unsqueeze(-1) * qx.unsqueeze(-2)
+
+
+def _expected_xy(p: torch.Tensor) -> torch.Tensor:
+    """Expected normalised (x, y) of probability maps [B, K, h, w]: [B, K, 2]."""
+    h, w = p.shape[-2:]
+    xs, ys = _centres(w, p.device), _centres(h, p.device)
+    return torch.stack([(p.sum(dim=2) * xs).sum(-1), (p.sum(dim=3) * ys).sum(-1)], dim=-1)
 
 
 def soft_argmax(logits: torch.Tensor) -> torch.Tensor:
     """Expected (x, y) of softmax(logits) over each map, at pixel centres normalised to [0, 1]: [B, K, 2]."""
     b, k, h, w = logits.shape
-    p = logits.float().flatten(2).softmax(dim=-1).view(b, k, h, w)
-    xs = (torch.arange(w, device=logits.device, dtype=p.dtype) + 0.5) / w
-    ys = (torch.arange(h, device=logits.device, dtype=p.dtype) + 0.5) / h
-    return torch.stack([(p.sum(dim=2) * xs).sum(-1), (p.sum(dim=3) * ys).sum(-1)], dim=-1)
+    return _expected_xy(F.softmax(logits.flatten(2), dim=-1, dtype=torch.float32).view(b, k, h, w))
 
 
 class KeypointDirectHead(TaskHead):

@@ -33,6 +33,45 @@ class DiceCELoss(nn.Module):
         return self.dice(logits, target) + F.cross_entropy(logits, target)
 
 
+#: smp DiceLoss's clamp on the Dice denominator.
+DICE_EPS = 1e-7
+
+
+def area_class_fractions(target: torch.Tensor, num_classes: int, size: tuple[int, int]) -> torch.Tensor:
+    """Per-cell class fractions [B, C, h, w] of an int64 label map [B, H, W] pooled to `size` (area, not nearest).
+
+    The one-hot map is built in bfloat16: 0/1 and the means of up to 256 of them are exact
+    there, so the fractions are exact and the transient full-size map is half an fp32 one.
+    """
+    b, hh, ww = target.shape
+    onehot = torch.zeros((b, num_classes, hh, ww), dtype=torch.bfloat16, device=target.device)
+    onehot.scatter_(1, target.unsqueeze(1), 1.0)
+    return F.adaptive_avg_pool2d(onehot, size).float()
+
+
+def reduced_dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
+    """Dice + CE of low-resolution logits [B, C, h, w] against full-size labels [B, H, W], at the logits' size.
+
+    The labels become area fractions q per cell (`area_class_fractions`), the soft target of each
+    term: CE = mean over cells of -Σ_c q_c log p_c, and soft Dice per class 2Σpq / (Σp + Σq) over
+    batch and cells, 1 - Dice zeroed for a class absent from the batch and averaged over classes
+    (smp's multiclass DiceLoss, whose Σ min(p, q) equals Σ pq only for hard targets). With s×s
+    cells of constant logits, every sum is 1/s² of the full-size loss's sum on those logits, so
+    both terms equal it; on the decoder's smooth logits they agree within the tolerances that
+    tests/test_reduced_stride.py shows. One log-softmax in float32 serves both terms (no float32
+    copy of the logits under bf16 autocast).
+    """
+    logp = F.log_softmax(logits, dim=1, dtype=torch.float32)
+    p = logp.exp()
+    q = area_class_fractions(target, logits.shape[1], (logits.shape[-2], logits.shape[-1]))
+    dims = (0, 2, 3)
+    q_sum = q.sum(dims)
+    dice = 2 * (p * q).sum(dims) / (p.sum(dims) + q_sum).clamp_min(eps)
+    dice_loss = ((1 - dice) * (q_sum > 0)).mean()
+    ce = -(q * logp).sum(1).mean()
+    return dice_loss + ce
+
+
 def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on class logits [B, C] against int64 labels [B]."""
     return F.cross_entropy(logits, target)
@@ -79,4 +118,12 @@ def keypoint_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred.float(), target.float())
 
 
-__all__ = ["DiceCELoss", "box_loss", "cross_entropy_loss", "generalized_box_iou_loss", "keypoint_loss"]
+__all__ = [
+    "DiceCELoss",
+    "area_class_fractions",
+    "box_loss",
+    "cross_entropy_loss",
+    "generalized_box_iou_loss",
+    "keypoint_loss",
+    "reduced_dice_ce_loss",
+]

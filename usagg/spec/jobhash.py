@@ -13,7 +13,17 @@ from typing import Literal
 from pydantic.fields import FieldInfo
 
 Rule = Literal[
-    "yes", "no", "job", "moe_jobs", "multi_task", "temperature", "train_split", "content", "per_task", "measuring"
+    "yes",
+    "no",
+    "job",
+    "moe_jobs",
+    "multi_task",
+    "temperature",
+    "train_split",
+    "content",
+    "per_task",
+    "measuring",
+    "segmentation_changed",
 ]
 
 #: What each rule means (docs and the classification test read this).
@@ -28,6 +38,8 @@ RULES: dict[str, str] = {
     "content": "by the file's content digest (sha256), not its path",
     "per_task": "the job's tasks only, each with its default filled in",
     "measuring": "only in jobs that measure inter-task affinity (they write affinity.json)",
+    "segmentation_changed": "only in jobs with a segmentation task, and only when set to other than its default "
+    "(today's behaviour, so the ids of specs without it stay)",
 }
 
 #: The rule in a few words, for the "job id" column of docs/spec.md (usagg/spec/reference.py).
@@ -42,6 +54,7 @@ LABELS: dict[str, str] = {
     "content": "by file content",
     "per_task": "the job's tasks",
     "measuring": "affinity jobs",
+    "segmentation_changed": "segmentation jobs, when not the default",
 }
 
 
@@ -57,6 +70,7 @@ class JobHash:
 IN_HASH = JobHash("yes")
 NOT_IN_HASH = JobHash("no")
 JOB_OWN = JobHash("job")
+SEGMENTATION_IF_CHANGED = JobHash("segmentation_changed")
 
 
 def job_hash_rule(field: FieldInfo) -> JobHash | None:
@@ -65,4 +79,13 @@ def job_hash_rule(field: FieldInfo) -> JobHash | None:
     return found[-1] if found else None
 
 
-__all__ = ["IN_HASH", "JOB_OWN", "LABELS", "NOT_IN_HASH", "RULES", "JobHash", "job_hash_rule"]
+__all__ = [
+    "IN_HASH",
+    "JOB_OWN",
+    "LABELS",
+    "NOT_IN_HASH",
+    "RULES",
+    "SEGMENTATION_IF_CHANGED",
+    "JobHash",
+    "job_hash_rule",
+]

@@ -127,7 +127,9 @@ class Segmentation(TaskType):
     def build_head(self, task: TaskSpec, heads: HeadSpec, embed_dim: int, n_features: int) -> TaskHead:
         from usagg.model.heads import DPTSegmentationHead
 
-        return DPTSegmentationHead(embed_dim, n_features, task.num_classes, heads.decoder_channels)
+        return DPTSegmentationHead(
+            embed_dim, n_features, task.num_classes, heads.decoder_channels, heads.seg_loss_stride
+        )
 
     def ground_truth(self, sample: Sample) -> np.ndarray:
         """The mask as the challenge's evaluation reads it (`read_mask_grayscale`)."""
