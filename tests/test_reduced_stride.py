@@ -195,3 +195,20 @@ def test_job_ids_move_only_for_segmentation_jobs() -> None:
 def test_a_stride_that_is_not_offered_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="seg_loss_stride"):
         load_study(REPO / "studies/demo.yaml", ["model.heads.seg_loss_stride=3"])
+
+
+def test_full_size_loss_shares_one_log_softmax_with_the_same_value() -> None:
+    """Stride 1's DiceCELoss: the value of smp's DiceLoss (from logits) + cross-entropy bit for bit, the gradient
+    to float rounding, with one log-softmax instead of two (and no float32 copy of bf16 logits)."""
+    from usagg.model.losses import DiceCELoss
+
+    masks = synth_masks("cardiac_chambers")
+    torch.manual_seed(0)
+    z = (torch.randn(8, 4, SIZE, SIZE) * 3).requires_grad_(True)
+    new, old = DiceCELoss()(z, masks), full_size_loss(z, masks)
+    assert torch.equal(new, old)
+    (g_new,) = torch.autograd.grad(new, z)
+    (g_old,) = torch.autograd.grad(old, z)
+    assert torch.allclose(g_new, g_old, rtol=1e-5, atol=1e-9)
+    zb = z.detach().bfloat16()
+    assert torch.equal(DiceCELoss()(zb, masks), full_size_loss(zb.float(), masks))

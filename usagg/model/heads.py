@@ -41,10 +41,11 @@ class DPTSegmentationHead(TaskHead):
 
     `loss_stride` (model.heads.seg_loss_stride) > 1: in training mode the logits
     come out at 1/stride of the input (2: the classifier's own grid, as smp's last
-    fusion block doubles the stride-4 map; 4: those logits halved) and the loss runs there against area-downsampled targets, skipping the
-    full-size upsampling, its backward and the full-size loss. In eval mode
-    (evaluation, prediction, the affinity probes) the logits are always at the
-    input size, so predictions and metrics are what stride 1 gives.
+    fusion block doubles the stride-4 map; 4: those logits halved) and the loss
+    runs there against area-downsampled targets, skipping the full-size
+    upsampling, its backward and the full-size loss. In eval mode (evaluation,
+    prediction, the affinity probes) the logits are always at the input size, so
+    predictions and metrics are what stride 1 gives.
     """
 
     def __init__(self, embed_dim: int, n_features: int, num_classes: int, channels: int, loss_stride: int = 1) -> None:

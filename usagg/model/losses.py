@@ -22,15 +22,21 @@ BOX_GIOU_WEIGHT = 2.0
 
 
 class DiceCELoss(nn.Module):
-    """Soft Dice (smp, multiclass, from logits) plus pixel cross-entropy: Dice for overlap, CE for stable gradients."""
+    """Soft Dice (smp, multiclass) plus pixel cross-entropy: Dice for overlap, CE for stable gradients.
+
+    One log-softmax in float32 serves both terms: smp's DiceLoss from logits and F.cross_entropy
+    each take their own, and under bf16 autocast the logits were first copied to float32 whole.
+    The values are the same numbers (smp's `log_softmax(dim=1).exp()` and cross-entropy's
+    `nll_loss(log_softmax(...))`, on the same float32 log-probabilities; tests/test_reduced_stride.py).
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.dice = DiceLoss("multiclass", from_logits=True)
+        self.dice = DiceLoss("multiclass", from_logits=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()  # Dice's softmax and sums in float32 under bf16 autocast
-        return self.dice(logits, target) + F.cross_entropy(logits, target)
+        logp = F.log_softmax(logits, dim=1, dtype=torch.float32)
+        return self.dice(logp.exp(), target) + F.nll_loss(logp, target)
 
 
 #: smp DiceLoss's clamp on the Dice denominator.
