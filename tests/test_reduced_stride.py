@@ -192,9 +192,10 @@ def test_job_ids_move_only_for_segmentation_jobs() -> None:
         assert (job_id not in kept) == has_seg, job_id
 
 
-def test_a_stride_that_is_not_offered_is_a_spec_error() -> None:
-    with pytest.raises(SpecError, match="seg_loss_stride"):
-        load_study(REPO / "studies/demo.yaml", ["model.heads.seg_loss_stride=3"])
+@pytest.mark.parametrize(("value", "why"), [("3", "input should be 1, 2 or 4"), ("true", "got true")])
+def test_a_stride_that_is_not_offered_is_a_spec_error(value: str, why: str) -> None:
+    with pytest.raises(SpecError, match=f"seg_loss_stride: .*{why}"):
+        load_study(REPO / "studies/demo.yaml", [f"model.heads.seg_loss_stride={value}"])
 
 
 def test_full_size_loss_shares_one_log_softmax_with_the_same_value() -> None:

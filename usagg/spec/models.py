@@ -361,6 +361,14 @@ class HeadSpec(Strict):
         "In the job id of segmentation jobs only, and only when not 1.",
     )
 
+    @field_validator("seg_loss_stride", mode="before")
+    @classmethod
+    def _stride_is_a_number(cls, v: Any) -> Any:
+        """YAML `true` equals 1 to a Literal; a stride is a number (the Strict check covers int fields only)."""
+        if isinstance(v, bool):
+            raise ValueError(f"expected 1, 2 or 4, got {str(v).lower()} (a YAML boolean)")
+        return v
+
 
 class ModelSpec(Strict):
     """M2DINO: one architecture for every paradigm."""
