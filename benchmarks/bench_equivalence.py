@@ -14,10 +14,11 @@ folder, and compares what a job leaves:
 - history.csv cell by cell (the selection-loss column is compared by value: its old cell held the
   whole task -> loss dict, f3c97a9 made it each task's own number).
 
-BASE_COMMIT is the last commit that changed a job's numbers on purpose before those refactors
-(629521a: grouped GEMMs only in bf16; before it, fused AdamW on the CPU and the gather-only MoE
-of issue 24 changed last bits by design, see docs/benchmarks.md). Job ids are also planned for
-studies/fmc_uia.yaml by ID_COMMIT, the commit before issue 27's first (86f1bb6), and by today's code.
+BASE_COMMIT is the last commit that changed a job's numbers on purpose: 1d80e3e (issue 24.5: Dice + CE on one
+log-softmax, after 99f64db's keypoint heatmap loss in separable form; rounding-level, amplified by training).
+Issue 27's refactors were checked against 629521a, the last such commit before them
+(BENCH_EQUIVALENCE_BASE=629521a BENCH_EQUIVALENCE_NEW=8619a58; docs/benchmarks.md). Job ids are also planned
+for studies/fmc_uia.yaml by ID_COMMIT, the commit before issue 27's first (86f1bb6), and by today's code.
 `python -m benchmarks equivalence`; BENCH_EQUIVALENCE_BASE and BENCH_EQUIVALENCE_NEW name other commits (a
 refactor's before and after); the trees are git worktrees under /tmp (made when missing).
 """
@@ -36,7 +37,7 @@ from typing import Any
 
 from benchmarks.bench_ops import ORIGINAL_PX, REPO, TASKS, TRAIN_IMAGES, VAL_IMAGES, _study
 
-BASE_COMMIT = os.environ.get("BENCH_EQUIVALENCE_BASE", "629521a")
+BASE_COMMIT = os.environ.get("BENCH_EQUIVALENCE_BASE", "1d80e3e")
 #: The code compared with it: today's working tree, or a commit (BENCH_EQUIVALENCE_NEW) to replay a past check.
 NEW_COMMIT = os.environ.get("BENCH_EQUIVALENCE_NEW", "")
 ID_COMMIT = "86f1bb6"
@@ -93,6 +94,12 @@ def _compare_values(new: Any, old: Any, where: str, diffs: list[str], added: lis
             _compare_values(a, b, f"{where}[{i}]", diffs, added)
     elif new != old and not (isinstance(new, float) and isinstance(old, float) and math.isnan(new) and math.isnan(old)):
         diffs.append(f"{where}: {new!r} (today) != {old!r} (old)")
+        if isinstance(new, float) and isinstance(old, float):
+            _RELATIVE.append(abs(new - old) / max(abs(old), 1e-12))
+
+
+#: Relative size of each differing float (a change of last bits, or of results).
+_RELATIVE: list[float] = []
 
 
 def _history_cell(column: str, new: str, old: str) -> bool:
@@ -133,6 +140,7 @@ def _compare_jobs(new_store: Path, old_store: Path) -> dict[str, Any]:
         "prediction_files": files,
         "history_cells": cells,
         "differences": diffs,
+        "largest_relative_difference": max(_RELATIVE, default=0.0),
         "added_keys": sorted({a.split("/", 1)[1] for a in added}),
     }
 
@@ -179,7 +187,10 @@ def main() -> dict:
     print(f"a 5-job study run by {NEW_COMMIT or 'the working tree'} and by {BASE_COMMIT}:")
     print(f"  job ids identical: {jobs['job_ids_identical']} ({len(jobs['jobs'])} jobs)")
     print(f"  prediction files: {jobs['prediction_files']}, history cells: {jobs['history_cells']}")
-    print(f"  differences in metrics, item scores, job records, splits and history: {len(jobs['differences'])}")
+    print(
+        f"  differences in metrics, item scores, job records, splits and history: {len(jobs['differences'])}"
+        f" (largest relative difference of a number: {jobs['largest_relative_difference']:.2g})"
+    )
     for line in jobs["differences"][:20]:
         print(f"    {line}")
     print(f"  keys only today's code writes: {', '.join(jobs['added_keys']) or 'none'}")
