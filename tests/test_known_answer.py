@@ -26,7 +26,7 @@ from usagg.analysis.inputs import load_input
 from usagg.analysis.uncertainty import task_uncertainty
 from usagg.data.synth.bmode import simulate
 from usagg.data.synth.generate import resolve_tasks
-from usagg.data.synth.known import convention_flips
+from usagg.data.synth.known import carries_mark, convention_flips, draw_mark
 from usagg.data.synth.sample import make_sample, sample_rng
 from usagg.data.synth.scenes import SCENES
 from usagg.data.synth.tasks import KNOWN_TASKS, TASKS, designed_groups
@@ -59,6 +59,28 @@ def test_a_conflicting_reader_grades_the_same_scans_and_flips_a_hidden_half(alt:
     assert not convention_flips(base, 0, "train", 3)
 
 
+def test_the_mark_reader_grades_a_mark_drawn_on_half_the_shared_scans_whatever_the_lesion() -> None:
+    """lesion_mark reads lesion_class's scans (and more of the same kind); on a coin of its own seed a scan
+    carries a bright square, which is all lesion_mark grades; lesion_class still reads the scene's class."""
+    marked_by_class = {0: [0, 0], 1: [0, 0]}  # class -> [marked, scans]
+    for i in range(80):
+        c, m = make_sample("lesion_class", "train", i, 0, 64), make_sample("lesion_mark", "train", i, 0, 64)
+        assert np.array_equal(c.image, m.image)  # byte-identical scans
+        rng = sample_rng(0, "lesion_class", "train", i)
+        scene = SCENES["breast"](rng)
+        plain = simulate(scene.probe, scene.tissue, 64, rng, scene.imaging)
+        marked = carries_mark("lesion_class", 0, "train", i)
+        assert np.array_equal(c.image, draw_mark(plain) if marked else plain)
+        assert (c.label, m.label) == (scene.cls, int(marked))
+        marked_by_class[scene.cls][0] += marked
+        marked_by_class[scene.cls][1] += 1
+    for n_marked, n in marked_by_class.values():  # a fair coin within each class: the mark says nothing of it
+        assert 0.25 * n <= n_marked <= 0.75 * n
+    square = draw_mark(np.zeros((64, 64), np.uint8))
+    assert (square > 0).sum() == 64 and square.max() == 127  # an 8 x 8 px square at half of full scale
+    assert not carries_mark("malignancy_a", 0, "train", 0) and not carries_mark("breast_lesion_cls", 0, "train", 0)
+
+
 def test_twins_grade_one_rule_on_scans_of_their_own_and_share_the_malignancy_latent() -> None:
     sa, sb = make_sample("malignancy_a", "train", 0, 0, 64), make_sample("malignancy_b", "train", 0, 0, 64)
     assert not np.array_equal(sa.image, sb.image)  # disjoint scans: the twin brings scans of its own under CG
@@ -69,9 +91,10 @@ def test_twins_grade_one_rule_on_scans_of_their_own_and_share_the_malignancy_lat
     assert designed_groups(list(KNOWN_TASKS)) == {
         "malignancy_a": "malignancy",
         "malignancy_b": "malignancy",
-        "malignancy_alt": "hidden",
+        "malignancy_alt": "other",
         "lesion_class": "malignancy",
-        "lesion_class_alt": "hidden",
+        "lesion_class_alt": "other",
+        "lesion_mark": "other",
     }
 
 
@@ -117,7 +140,7 @@ def test_packaged_known_study_is_the_repo_copy_and_its_catalog_agrees_with_the_r
     (ag,) = [e for e in kinds.values() if e.ag_groups is not None]
     assert ag.min_adjusted_rand == 0.8 and ag.ag_groups == [
         ["malignancy_a", "malignancy_b", "lesion_class"],
-        ["lesion_class_alt"],
+        ["lesion_class_alt", "lesion_mark"],
     ]
     assert all(e.require == "interval" for e in study.expect if e.delta is not None)
 
@@ -299,7 +322,7 @@ def test_a_broken_run_without_the_twin_does_not_meet_the_transfer_expectation(
     del spec["tasks_from"]
     spec["tasks"] = [
         {"id": t, "type": "classification", "num_classes": 2, "group": KNOWN_TASKS[t].group, "metric": "AUC"}
-        for t in ("malignancy_a", "malignancy_alt", "lesion_class", "lesion_class_alt")
+        for t in ("malignancy_a", "malignancy_alt", "lesion_class", "lesion_class_alt", "lesion_mark")
     ]
     sizes = spec["data"]["synthetic"]["sizes"]
     sizes["malignancy_alt"] = sizes.pop("malignancy_b")

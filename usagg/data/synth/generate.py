@@ -26,7 +26,7 @@ from usagg.tasktypes import get_task_type
 
 MANIFEST = "synth.json"
 #: Bump when the generator's output changes, so cached benchmarks are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = ("train", "val")
 
 #: Images per work item; also the progress granularity.

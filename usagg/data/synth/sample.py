@@ -14,7 +14,7 @@ import numpy as np
 
 from usagg.data.cache import read_mask
 from usagg.data.synth.bmode import simulate
-from usagg.data.synth.known import class_label, convention_flips, scan_key
+from usagg.data.synth.known import MARK_READERS, carries_mark, class_label, convention_flips, draw_mark, scan_key
 from usagg.data.synth.scenes import SCENES
 from usagg.data.synth.tasks import ALL_TASKS, SynthTask
 
@@ -72,18 +72,21 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 def make_sample(task_id: str, split: str, index: int, seed: int, size: int) -> SynthSample:
     """Generate sample `index` of `task_id` in `split`; pure function of its arguments.
 
-    A known-answer task may share its scans with another (`known.scan_key`) and read its label by its own
-    convention (`known.class_label`, `known.convention_flips`); for the nine benchmark tasks both are the identity.
+    A known-answer task may share its scans with another (`known.scan_key`), a share of those scans may carry a
+    mark (`known.carries_mark`), and a task may read its label by its own convention (`known.class_label`,
+    `known.convention_flips`, or the mark itself); for the nine benchmark tasks all are the identity.
     """
     task = ALL_TASKS[task_id]
-    rng = sample_rng(seed, scan_key(task_id), split, index)
+    scan = scan_key(task_id)
+    rng = sample_rng(seed, scan, split, index)
     balanced = task_id == "fetal_head_position"
     kwargs = {"direction_class": int(rng.integers(0, task.num_classes))} if balanced else {}
     scene = SCENES[task.anatomy](rng, **kwargs)
     image = simulate(scene.probe, scene.tissue, size, rng, scene.imaging)
-    out = SynthSample(task, image)
+    marked = carries_mark(scan, seed, split, index)
+    out = SynthSample(task, draw_mark(image) if marked else image)
     if task.type == "classification":
-        out.label = class_label(task_id, scene.cls, seed, split, index)
+        out.label = int(marked) if task_id in MARK_READERS else class_label(task_id, scene.cls, seed, split, index)
         return out
     if task.type == "regression":
         out.points = tuple((round(px * size, 2), round(py * size, 2)) for px, py in scene.keypoints)

@@ -24,6 +24,7 @@ class SynthTask:
     anatomy: str  # scene generator shared by the group (see scenes.SCENES)
     class_names: tuple[str, ...] = ()
     planted: str = ""  # known-answer tasks: the planted affinity group (usagg/data/synth/known.py); else `anatomy`
+    # ("malignancy": the readers of the scene's malignancy; "other": readers of a convention the lesion does not decide)
 
     @property
     def metric(self) -> str:
@@ -64,15 +65,17 @@ TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
 
 #: The known-answer study's tasks (usagg/data/synth/known.py says how each is drawn and which effect it plants): readers
 #: grading malignancy on thyroid and breast scans, whose scenes share the malignancy cues (dark, irregular, posterior
-#: shadow). Twins on scans of their own (`malignancy_a/_b`), and readers whose hidden convention conflicts with the
-#: scene on the same scans (`lesion_class_alt` in the study; `malignancy_alt`, the broken run's partner). Generated
-#: only when a study's `sizes` names them.
+#: shadow). Twins on scans of their own (`malignancy_a/_b`), readers whose hidden convention conflicts with the
+#: scene on the same scans (`lesion_class_alt` in the study; `malignancy_alt`, the broken run's partner), and a
+#: reader of a mark drawn on half of `lesion_class`'s scans (`lesion_mark`). Generated only when a study's `sizes`
+#: names them.
 _KNOWN = [
     SynthTask("malignancy_a", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "malignancy"),
     SynthTask("malignancy_b", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "malignancy"),
-    SynthTask("malignancy_alt", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "hidden"),
+    SynthTask("malignancy_alt", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "other"),
     SynthTask("lesion_class", "classification", 2, "Breast", "breast", ("benign", "malignant"), "malignancy"),
-    SynthTask("lesion_class_alt", "classification", 2, "Breast", "breast", ("benign", "malignant"), "hidden"),
+    SynthTask("lesion_class_alt", "classification", 2, "Breast", "breast", ("benign", "malignant"), "other"),
+    SynthTask("lesion_mark", "classification", 2, "Breast", "breast", ("unmarked", "marked"), "other"),
 ]
 KNOWN_TASKS: dict[str, SynthTask] = {t.id: t for t in _KNOWN}
 #: Every task the generator can draw: the nine, then the known-answer ones.
