@@ -11,8 +11,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Under pytest-xdist (`make test` runs one worker per core) each worker keeps to one thread, so the
-# workers share the cores instead of fighting over them; a plain `pytest` keeps two.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# workers share the cores instead of fighting over them; a plain `pytest` keeps two. The xdist controller
+# loads this file too, before it starts the workers, which inherit its environment: what it set here is
+# marked, so a worker replaces it (two OpenMP threads per worker on two cores spin against each other and
+# ran some tests a hundred times slower); a value the user gave stays.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    if os.environ.get("USAGG_TEST_THREADS_FROM_CONFTEST") or "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+elif "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "2"
+    os.environ["USAGG_TEST_THREADS_FROM_CONFTEST"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Memoised analysis outputs and decode caches go to a throw-away folder, never the user's ~/.cache/usagg.
 _CACHE = tempfile.TemporaryDirectory(prefix="usagg-test-cache-")

@@ -9,8 +9,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "usagg"
 TYPE_NAMES = ("segmentation", "classification", "detection", "regression")
 #: Modules allowed to name two or more built-in task types: the synthetic benchmark's task table and
-#: label synthesis (it draws a label of each kind from a scene), and the simulated results of the analysis bench.
-ALLOWED = {"usagg/data/synth/tasks.py", "usagg/data/synth/sample.py", "usagg/analysis/simulate.py"}
+#: label synthesis (it draws a label of each kind from a scene), the simulated results of the analysis bench,
+#: and the spec models, whose field descriptions and examples name types (text only: which settings a type
+#: reads is the type's `hash_settings`).
+ALLOWED = {
+    "usagg/data/synth/tasks.py",
+    "usagg/data/synth/sample.py",
+    "usagg/analysis/simulate.py",
+    "usagg/spec/models.py",
+}
 
 
 def _modules() -> dict[str, Path]:

@@ -95,6 +95,12 @@ class _HashContext:
     unit: Unit
     study: Study
 
+    def reads(self, setting: str) -> bool:
+        """Whether a task type of this job reads `setting` (`TaskType.hash_settings`, rule `type_setting`)."""
+        from usagg.tasktypes import get_task_type
+
+        return any(setting in get_task_type(self.study.task(t).type).hash_settings for t in self.unit.tasks)
+
     def applies(self, rule: str) -> bool:
         """Whether a field under `rule` enters this job's hash at all."""
         several = len(self.unit.tasks) > 1
@@ -104,7 +110,6 @@ class _HashContext:
             "temperature": several and self.study.training.sampling == "temperature",
             "train_split": self.study.data.test_split == "train",
             "measuring": self.unit.affinity,
-            "segmentation_changed": any(self.study.task(t).type == "segmentation" for t in self.unit.tasks),
         }.get(rule, rule != "no")
 
 
@@ -118,7 +123,7 @@ def _hashed(section: BaseModel, ctx: _HashContext) -> dict[str, Any]:
         if not ctx.applies(marker.rule):
             continue
         value = getattr(section, name)
-        if marker.rule == "segmentation_changed" and value == info.default:
+        if marker.rule == "type_setting" and (value == info.default or not ctx.reads(name)):
             continue
         if marker.rule == "content":
             out[name] = weights_key(value, ctx.study.data.cache_dir)

@@ -23,10 +23,10 @@ Rule = Literal[
     "content",
     "per_task",
     "measuring",
-    "segmentation_changed",
+    "type_setting",
 ]
 
-#: What each rule means (docs and the classification test read this).
+#: What each rule means (docs and the test that every field has a rule read this).
 RULES: dict[str, str] = {
     "yes": "in every job's hash (a section: by its own fields' rules)",
     "no": "never in the hash: it changes no result (paths, checks, speed, planning, analysis)",
@@ -38,8 +38,8 @@ RULES: dict[str, str] = {
     "content": "by the file's content digest (sha256), not its path",
     "per_task": "the job's tasks only, each with its default filled in",
     "measuring": "only in jobs that measure inter-task affinity (they write affinity.json)",
-    "segmentation_changed": "only in jobs with a segmentation task, and only when set to other than its default "
-    "(today's behaviour, so the ids of specs without it stay)",
+    "type_setting": "only in jobs with a task whose type reads the setting (TaskType.hash_settings), and only when "
+    "set to other than its default (the earlier behaviour, so the ids of specs without it stay)",
 }
 
 #: The rule in a few words, for the "job id" column of docs/spec.md (usagg/spec/reference.py).
@@ -54,7 +54,7 @@ LABELS: dict[str, str] = {
     "content": "by file content",
     "per_task": "the job's tasks",
     "measuring": "affinity jobs",
-    "segmentation_changed": "segmentation jobs, when not the default",
+    "type_setting": "jobs of the types that read it, when not the default",
 }
 
 
@@ -70,7 +70,7 @@ class JobHash:
 IN_HASH = JobHash("yes")
 NOT_IN_HASH = JobHash("no")
 JOB_OWN = JobHash("job")
-SEGMENTATION_IF_CHANGED = JobHash("segmentation_changed")
+TYPE_SETTING = JobHash("type_setting")
 
 
 def job_hash_rule(field: FieldInfo) -> JobHash | None:
@@ -85,7 +85,7 @@ __all__ = [
     "LABELS",
     "NOT_IN_HASH",
     "RULES",
-    "SEGMENTATION_IF_CHANGED",
+    "TYPE_SETTING",
     "JobHash",
     "job_hash_rule",
 ]

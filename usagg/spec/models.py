@@ -17,7 +17,7 @@ from usagg.execute.registry import EXECUTORS, executor_names
 from usagg.model.zoo import BACKBONES
 from usagg.names import suggest, unknown_name
 from usagg.paradigms import check_paradigm, check_paradigms, paradigm_names
-from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, SEGMENTATION_IF_CHANGED, JobHash
+from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, TYPE_SETTING, JobHash
 from usagg.spec.typewalk import type_arms
 from usagg.sweep import check_block
 from usagg.tasktypes import builtin_task_types, get_task_type, task_type_names
@@ -353,7 +353,7 @@ class HeadSpec(Strict):
     keypoints: Annotated[Literal["heatmap", "direct"], IN_HASH] = Field(
         "heatmap", description="Keypoint head: heatmaps with soft-argmax, or coordinates predicted directly."
     )
-    seg_loss_stride: Annotated[Literal[1, 2, 4], SEGMENTATION_IF_CHANGED] = Field(
+    seg_loss_stride: Annotated[Literal[1, 2, 4], TYPE_SETTING] = Field(
         1,
         description="Resolution of the segmentation training loss: 1 (default, as before) upsamples the logits "
         "to the input size and scores every pixel; 2 or 4 scores them at 1/2 or 1/4 of it (2: the decoder's own "

@@ -198,6 +198,9 @@ class TaskType:
     #: [0, 1]), "points" ([K, 2] in [0, 1]), "label" (unchanged); None: unknown, so geometric
     #: augmentation is refused for the type.
     target_geometry: ClassVar[str | None] = None
+    #: Settings of `model.heads` this type's head reads whose default is the earlier behaviour: each enters the
+    #: id of a job with a task of this type, and only when set otherwise (rule `type_setting`, usagg/plan.py).
+    hash_settings: ClassVar[tuple[str, ...]] = ()
     #: Where the type sorts in tables, figures and `usagg types` (built-ins 10..40, as the challenge lists them).
     order: ClassVar[int] = 100
     #: Figure style: matplotlib marker, colour, and a name short enough for a narrow axis.

@@ -39,6 +39,7 @@ _COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
 @register_task_type
 class Segmentation(TaskType):
     name = "segmentation"
+    hash_settings = ("seg_loss_stride",)
     target_geometry = "mask"
     order = 10
     metrics = (Metric("DSC", True, lower=0.0, upper=1.0), Metric("HD", False, "px", lower=0.0))
