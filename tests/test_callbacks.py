@@ -10,14 +10,11 @@ import pytest
 import torch
 
 from usagg.engine import checkpoint
-from usagg.engine.batches import TensorSplit, place
 from usagg.engine.callbacks import BatchEnd, Callback, ProgressReporter
 from usagg.engine.device import resolve_compute, seed_everything
-from usagg.engine.evaluate import EvalSet
-from usagg.engine.jobdata import load_job_data
+from usagg.engine.job import build_trainer
 from usagg.engine.progress import Progress
 from usagg.engine.trainer import FitResult, Trainer
-from usagg.model.m2dino import build_model
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
 
@@ -48,15 +45,9 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
 
 
 def _trainer(job: Job, ckpt: Path, callbacks: list[Callback]) -> Trainer:
-    """The job's Trainer on the CPU in fp32 (no augmentation, no trunk), wired by hand: only the constructor is
-    under test here."""
+    """The job's Trainer on the CPU in fp32 (no augmentation, no trunk), wired as run_job wires it."""
     seed_everything(job.seed, CPU)
-    data = load_job_data(job)
-    model = build_model(job.model, job.tasks, job.moe)
-    train = place({t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}, CPU)
-    select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
-    compute = resolve_compute("fp32", CPU)
-    return Trainer(model, train, select, job.tasks, job.training, compute, job.seed, ckpt, job.id, callbacks=callbacks)
+    return build_trainer(job, ckpt, resolve_compute("fp32", CPU), callbacks=callbacks)
 
 
 class Recorder(Callback):

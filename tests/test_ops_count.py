@@ -212,11 +212,8 @@ training: {{epochs: 4, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, w
 
 
 def _trainer(tmp: Path, ckpt: Path, on_epoch: Any = None) -> Any:
-    from usagg.engine.batches import TensorSplit
     from usagg.engine.device import resolve_compute, seed_everything
-    from usagg.engine.evaluate import EvalSet
-    from usagg.engine.jobdata import load_job_data
-    from usagg.engine.trainer import Trainer
+    from usagg.engine.job import build_trainer
     from usagg.plan import plan
     from usagg.spec.load import load_study
 
@@ -226,12 +223,7 @@ def _trainer(tmp: Path, ckpt: Path, on_epoch: Any = None) -> Any:
     (job,) = plan(load_study(spec))
     dev = torch.device("cpu")
     seed_everything(job.seed, dev)
-    data = load_job_data(job)
-    model = build_model(job.model, job.tasks, job.moe)
-    train = {t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}
-    select = {t.id: EvalSet(t, data.select[t.id], TensorSplit.from_dataset(data.select[t.id])) for t in job.tasks}
-    compute = resolve_compute(job.training.precision, dev)
-    return Trainer(model, train, select, job.tasks, job.training, compute, job.seed, ckpt, job.id, on_epoch=on_epoch)
+    return build_trainer(job, ckpt, resolve_compute(job.training.precision, dev), on_epoch=on_epoch)
 
 
 @pytest.mark.slow
