@@ -212,7 +212,7 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     assert au.affinity is not None  # AG needs it: the AU job measures affinity
     compiled: list[M2DINO] = []
 
-    def compile_always(model: M2DINO, mode: str, device: torch.device) -> M2DINO:
+    def compile_always(model: M2DINO, mode: str, device: torch.device, cache: Path | None = None) -> M2DINO:
         model.encoder.compile(backend="aot_eager")
         compiled.append(model)
         return model

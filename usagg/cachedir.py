@@ -1,7 +1,8 @@
 """Where usagg keeps what it can rebuild, what is there, and pruning what has not been used for a while.
 
 The cache holds decoded images (`decode/<key>.npy`), synthetic benchmarks
-(`synth/<key>/`) and memoised analysis outputs (`analysis/stats`, `analysis/figures`).
+(`synth/<key>/`), memoised analysis outputs (`analysis/stats`, `analysis/figures`) and the
+encoder's compiled code on CUDA (`compile/torch-<version>/`, usagg/engine/accel.py).
 Every entry is rebuilt on its next use, so pruning only costs time. Readers refresh an
 entry's modification time when they use it, which is what "last used" means here.
 Decode and synthetic entries are deleted under the same lock their builders take, and
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_ENV = "USAGG_CACHE"
-KINDS = ("decode", "synth", "analysis", "filehash", "trunk")
+KINDS = ("decode", "synth", "analysis", "filehash", "trunk", "compile")
+COMPILE_MARKER = "usagg-compile-cache.json"  # usagg/engine/accel.py: the folder's torch version; its time, last use
 SYNTH_MARKER = ".usagg-complete"  # written last into a finished synthetic benchmark (usagg.data.source)
 
 
@@ -108,6 +110,18 @@ def _filehash_entries(folder: Path) -> list[Entry]:
     ]
 
 
+def _compile_entries(folder: Path) -> list[Entry]:
+    """Compiled code, a folder per torch version (`torch-<version>`); last use is its marker's time, refreshed by
+    each job that compiles (a folder without one is a leftover, as old as its own time)."""
+    out = []
+    for p in folder.iterdir():
+        if p.is_dir():
+            marker = p / COMPILE_MARKER
+            used = (marker if marker.exists() else p).stat().st_mtime
+            out.append(Entry("compile", p.name, (p,), _size(p), used))
+    return out
+
+
 def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
     """Every entry of these kinds under the cache root, oldest use first."""
     listers = {
@@ -116,6 +130,7 @@ def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
         "analysis": _analysis_entries,
         "filehash": _filehash_entries,
         "trunk": _trunk_entries,
+        "compile": _compile_entries,
     }
     out: list[Entry] = []
     for kind in kinds:

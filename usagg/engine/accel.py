@@ -16,7 +16,11 @@ detection loss breaks graphs, while the encoder sees the task only as a tensor
   what the trees require.
 
 `nn.Module.compile` compiles in place, so parameter names, state dicts and
-checkpoints are those of the eager model. The CPU always runs eager (compile
+checkpoints are those of the eager model. Compiled code is kept on disk in the usagg cache
+(`<cache>/compile/torch-<version>/`, `compile_cache`) unless TORCHINDUCTOR_CACHE_DIR is set: it
+outlives /tmp (wiped between Slurm jobs on many clusters), a job of the same shapes loads it instead
+of compiling, each torch version has its own folder, and a folder whose marker is damaged or names
+another version is rebuilt (one line says so). The CPU always runs eager (compile
 costs over 30 s there and gains about 1 %). `make gpu-check` (benchmarks/gpu_check.py)
 measured the AU model's steady loop on an H200 (docs/benchmarks.md): graphs 3.59x eager,
 compile 1.20x. The default stays eager until a whole job under graphs has run on a GPU.
@@ -24,11 +28,16 @@ compile 1.20x. The default stays eager until a whole job under graphs has run on
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 
+from usagg.cachedir import COMPILE_MARKER
 from usagg.model.m2dino import M2DINO
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,42 @@ ACCEL_MODES: tuple[str, ...] = get_args(AccelMode)
 _COMPILE_MODE: dict[str, str | None] = {"compile": None, "graphs": "reduce-overhead"}
 
 _cpu_notice_given = False
+
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def compile_cache(root: Path, version: str = torch.__version__) -> Path:
+    """`<root>/compile/torch-<version>/`, made or checked: a folder whose marker is missing, unreadable or names
+    another torch version is emptied first (inductor's entries carry no such check of their own); its marker's
+    time is refreshed, which is what `usagg cache prune` reads as last use."""
+    folder = Path(root) / "compile" / f"torch-{version.replace('/', '_').replace('+', '_')}"
+    marker = folder / COMPILE_MARKER
+    if folder.exists():
+        try:
+            found = json.loads(marker.read_text())["torch"]
+            problem = None if found == version else f"it holds code compiled by torch {found}"
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            problem = f"its marker {COMPILE_MARKER} is missing or damaged ({type(err).__name__})"
+        if problem is None:
+            marker.touch()
+            return folder
+        log.warning("compile cache %s: %s; emptied, so the encoder is compiled afresh", folder, problem)
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{COMPILE_MARKER}.tmp"
+    tmp.write_text(json.dumps({"torch": version}))
+    tmp.replace(marker)
+    return folder
+
+
+def use_compile_cache(root: Path) -> Path | None:
+    """Point inductor at `compile_cache(root)`, unless the user chose its folder (TORCHINDUCTOR_CACHE_DIR); the
+    folder used, or None when the user's is."""
+    if os.environ.get(INDUCTOR_CACHE_ENV):
+        return None
+    folder = compile_cache(root)
+    os.environ[INDUCTOR_CACHE_ENV] = str(folder)
+    return folder
 
 
 def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
@@ -55,8 +100,9 @@ def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
     return model
 
 
-def accelerate(model: M2DINO, mode: AccelMode, device: torch.device) -> M2DINO:
-    """Apply `execution.accel` to a model about to train on `device`: CUDA only; the CPU runs eager (said once)."""
+def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path | None = None) -> M2DINO:
+    """Apply `execution.accel` to a model about to train on `device`: CUDA only; the CPU runs eager (said once).
+    `cache`: the usagg cache root, where compiled code is kept (`use_compile_cache`)."""
     global _cpu_notice_given
     if mode == "eager":
         return model
@@ -65,10 +111,21 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device) -> M2DINO:
             log.info("execution.accel=%s applies to CUDA devices only; this job runs eager on %s", mode, device)
             _cpu_notice_given = True
         return model
+    folder = use_compile_cache(cache) if cache is not None else None
     log.info(
-        "execution.accel=%s: the encoder is compiled (%s) at its first batch", mode, _COMPILE_MODE[mode] or "default"
+        "execution.accel=%s: the encoder is compiled (%s) at its first batch; compiled code in %s",
+        mode,
+        _COMPILE_MODE[mode] or "default",
+        folder or os.environ.get(INDUCTOR_CACHE_ENV) or "inductor's default folder",
     )
     return compile_encoder(model, mode)
 
 
-__all__ = ["ACCEL_MODES", "AccelMode", "accelerate", "compile_encoder"]
+__all__ = [
+    "ACCEL_MODES",
+    "AccelMode",
+    "accelerate",
+    "compile_cache",
+    "compile_encoder",
+    "use_compile_cache",
+]

@@ -21,6 +21,7 @@ import torch
 
 from usagg.affinity import write_affinity
 from usagg.atomic import write_json_checked
+from usagg.cachedir import cache_root
 from usagg.engine.accel import AccelMode, accelerate
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
@@ -159,7 +160,7 @@ def run_job(
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])
 
     # On the device before the frozen trunk is built: the trunk runs the model's own frozen blocks there.
-    model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), accel, dev)
+    model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), accel, dev, cache_root(job.data.cache_dir))
     counts = model.trainable_counts()
     log.info("parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if model.weights_info.get("random_init"):
