@@ -118,7 +118,7 @@ def _compile_entries(folder: Path) -> list[Entry]:
         if p.is_dir():
             marker = p / COMPILE_MARKER
             used = (marker if marker.exists() else p).stat().st_mtime
-            out.append(Entry("compile", p.name, (p,), _size(p), used))
+            out.append(Entry("compile", p.name, (p,), _size(p), used, p.parent / f"{p.name}.lock"))
     return out
 
 

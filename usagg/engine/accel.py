@@ -57,7 +57,16 @@ def compile_cache(root: Path, version: str = torch.__version__) -> Path:
     """`<root>/compile/torch-<version>/`, made or checked: a folder whose marker is missing, unreadable or names
     another torch version is emptied first (inductor's entries carry no such check of their own); its marker's
     time is refreshed, which is what `usagg cache prune` reads as last use."""
+    from filelock import FileLock
+
     folder = Path(root) / "compile" / f"torch-{version.replace('/', '_').replace('+', '_')}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):  # jobs on one GPU start together: one checks or builds, the others wait
+        return _checked_compile_folder(folder, version)
+
+
+def _checked_compile_folder(folder: Path, version: str) -> Path:
+    """Under the folder's lock: keep it if its marker names `version`, else empty it; then make it and mark it."""
     marker = folder / COMPILE_MARKER
     if folder.exists():
         try:
