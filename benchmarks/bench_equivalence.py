@@ -35,7 +35,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_ops import ORIGINAL_PX, REPO, TASKS, TRAIN_IMAGES, VAL_IMAGES, _study
+# the child runs with an old tree first on PYTHONPATH: only what bench_ops had at BASE_COMMIT is imported here
+from benchmarks.bench_ops import REPO, TASKS, _study
 
 BASE_COMMIT = os.environ.get("BENCH_EQUIVALENCE_BASE", "1d80e3e")
 #: The code compared with it: today's working tree, or a commit (BENCH_EQUIVALENCE_NEW) to replay a past check.
@@ -44,15 +45,6 @@ ID_COMMIT = "86f1bb6"
 EPOCHS = 4
 #: Values of the machine and the process, not the job (and the checksum over a file holding them).
 MACHINE_KEYS = {"throughput", "checksum", "duration_s", "started", "finished", "updated", "created", "pid", "host"}
-
-
-def _tree(commit: str) -> Path:
-    tree = Path(f"/tmp/usagg-{commit}")
-    if not (tree / "usagg").is_dir():
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True, capture_output=True
-        )
-    return tree
 
 
 def _child(data_root: Path, out: Path) -> None:
@@ -78,7 +70,9 @@ def _run(code_root: Path, data_root: Path, work: Path) -> Path:
     return work / "runs" / "bench_ops"
 
 
-def _compare_values(new: Any, old: Any, where: str, diffs: list[str], added: list[str]) -> None:
+def _compare_values(new: Any, old: Any, where: str, diffs: list[str], added: list[str], relative: list[float]) -> None:
+    """Walk two JSON documents: differing values into `diffs` (a float's relative size into `relative`), keys
+    only the new one has into `added`."""
     if isinstance(new, dict) and isinstance(old, dict):
         for key in sorted(set(new) | set(old)):
             if key in MACHINE_KEYS:
@@ -88,18 +82,14 @@ def _compare_values(new: Any, old: Any, where: str, diffs: list[str], added: lis
             elif key not in new:
                 diffs.append(f"{where}/{key}: only the old code writes it")
             else:
-                _compare_values(new[key], old[key], f"{where}/{key}", diffs, added)
+                _compare_values(new[key], old[key], f"{where}/{key}", diffs, added, relative)
     elif isinstance(new, list) and isinstance(old, list) and len(new) == len(old):
         for i, (a, b) in enumerate(zip(new, old, strict=True)):
-            _compare_values(a, b, f"{where}[{i}]", diffs, added)
+            _compare_values(a, b, f"{where}[{i}]", diffs, added, relative)
     elif new != old and not (isinstance(new, float) and isinstance(old, float) and math.isnan(new) and math.isnan(old)):
         diffs.append(f"{where}: {new!r} (today) != {old!r} (old)")
         if isinstance(new, float) and isinstance(old, float):
-            _RELATIVE.append(abs(new - old) / max(abs(old), 1e-12))
-
-
-#: Relative size of each differing float (a change of last bits, or of results).
-_RELATIVE: list[float] = []
+            relative.append(abs(new - old) / max(abs(old), 1e-12))
 
 
 def _history_cell(column: str, new: str, old: str) -> bool:
@@ -116,12 +106,13 @@ def _compare_jobs(new_store: Path, old_store: Path) -> dict[str, Any]:
     old_ids = sorted(p.name for p in (old_store / "jobs").iterdir())
     diffs: list[str] = []
     added: list[str] = []
+    relative: list[float] = []  # the relative size of each differing float
     values = files = cells = 0
     for job in new_ids if new_ids == old_ids else []:
         new_dir, old_dir = new_store / "jobs" / job, old_store / "jobs" / job
         for name in ("metrics.json", "item_scores.json", "job.json", "splits.json"):
             new_doc, old_doc = json.loads((new_dir / name).read_text()), json.loads((old_dir / name).read_text())
-            _compare_values(new_doc, old_doc, f"{job}/{name}", diffs, added)
+            _compare_values(new_doc, old_doc, f"{job}/{name}", diffs, added, relative)
             values += len(json.dumps(new_doc))
         for path in sorted(p for p in (new_dir / "predictions").rglob("*") if p.is_file()):
             rel = path.relative_to(new_dir)
@@ -140,7 +131,7 @@ def _compare_jobs(new_store: Path, old_store: Path) -> dict[str, Any]:
         "prediction_files": files,
         "history_cells": cells,
         "differences": diffs,
-        "largest_relative_difference": max(_RELATIVE, default=0.0),
+        "largest_relative_difference": max(relative, default=0.0),
         "added_keys": sorted({a.split("/", 1)[1] for a in added}),
     }
 
@@ -160,19 +151,18 @@ def _planned_ids(code_root: Path, study: Path) -> list[str]:
 
 
 def main() -> dict:
-    from usagg.data.synth import generate_benchmark
-    from usagg.spec.models import SynthSpec
+    from benchmarks.bench_ops import benchmark_data, worktree
 
-    base = _tree(BASE_COMMIT)
+    base = worktree(BASE_COMMIT)
+    new_code = worktree(NEW_COMMIT) if NEW_COMMIT else REPO
     with tempfile.TemporaryDirectory(prefix="usagg-bench-equivalence-") as tmp:
         work = Path(tmp)
-        spec = SynthSpec(seed=0, image_size=ORIGINAL_PX, default_size=TRAIN_IMAGES, val_size=VAL_IMAGES)
-        data = generate_benchmark(work / "data", spec, TASKS, workers=1)
+        data = benchmark_data(work / "data")
         old_store = _run(base, data, work / "old")
-        new_store = _run(_tree(NEW_COMMIT) if NEW_COMMIT else REPO, data, work / "new")
+        new_store = _run(new_code, data, work / "new")
         jobs = _compare_jobs(new_store, old_store)
     fmc = REPO / "studies" / "fmc_uia.yaml"
-    ids_old, ids_new = _planned_ids(_tree(ID_COMMIT), fmc), _planned_ids(_tree(NEW_COMMIT) if NEW_COMMIT else REPO, fmc)
+    ids_old, ids_new = _planned_ids(worktree(ID_COMMIT), fmc), _planned_ids(new_code, fmc)
     identical = jobs["job_ids_identical"] and not jobs["differences"]
     result = {
         "study": f"TS 4 + AU 1 jobs ({', '.join(TASKS)}), {EPOCHS} epochs, CPU, one thread",

@@ -6,7 +6,7 @@ One TS step of a segmentation task (fetal_head, 2 classes) and of a keypoint tas
 aten calls of the whole step (forward, loss, backward, optimiser) and of the heads and losses
 alone (the encoder run without gradient, then head forward + loss + backward), and the median
 CPU times of a whole step and of the heads alone over repeats (one thread; strides interleaved in one process).
-`BASE_COMMIT`'s tree (git archive into /tmp) is counted the same way in a subprocess with
+`BASE_COMMIT`'s tree (a git worktree under /tmp, bench_ops.worktree) is counted the same way in a subprocess with
 PYTHONPATH at that tree; today's code at every `model.heads.seg_loss_stride`.
 Image size: 64 (the demo's) and 224.
 `python -m benchmarks heads`.
@@ -25,7 +25,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_COMMIT = "8619a58"  # the parent of issue 24.5's change
-BASE_TREE = Path(f"/tmp/usagg-heads-{BASE_COMMIT}")
 BATCH = 8
 REPEATS = int(os.environ.get("BENCH_HEADS_REPEATS", "7"))
 TASKS = {"seg": ("fetal_head", "segmentation", 2), "kp": ("fetal_head_biometry", "regression", None)}
@@ -87,22 +86,16 @@ class _Step:
 
 
 def _count(fn: Any) -> int:
-    from collections import Counter
+    """Aten calls of `fn`, by bench_ops' counter, loaded from beside this file: the child runs with the old tree's
+    `benchmarks` package first on PYTHONPATH, which may predate the counter."""
+    import importlib.util
 
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.calls: Counter[str] = Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.calls[str(func.overloadpacket)] += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count() as mode:
-        fn()
-    return sum(mode.calls.values())
+    spec = importlib.util.spec_from_file_location("bench_ops_today", Path(__file__).with_name("bench_ops.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, calls = module.count_calls(fn)
+    return sum(calls.values())
 
 
 def _child(task: str, size: int, strides: list[int | None]) -> dict[str, Any]:
@@ -134,14 +127,6 @@ def _child(task: str, size: int, strides: list[int | None]) -> dict[str, Any]:
     return out
 
 
-def _ensure_base_tree() -> Path:
-    if not (BASE_TREE / "usagg").is_dir():
-        BASE_TREE.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", BASE_COMMIT], check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(BASE_TREE)], input=archive.stdout, check=True)
-    return BASE_TREE
-
-
 def _run(code_root: Path, task: str, size: int, strides: list[int | None]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(code_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     arg = ",".join(str(s or 0) for s in strides)
@@ -153,7 +138,9 @@ def _run(code_root: Path, task: str, size: int, strides: list[int | None]) -> di
 
 
 def main() -> dict[str, Any]:
-    base = _ensure_base_tree()
+    from benchmarks.bench_ops import worktree
+
+    base = worktree(BASE_COMMIT)
     rows = []
     for size in (64, 224):
         runs = [

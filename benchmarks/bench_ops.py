@@ -23,12 +23,12 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_COMMIT = "a73a3c2"
-BASE_TREE = Path(f"/tmp/usagg-{BASE_COMMIT}")
 TARGET_PER_EPOCH = 0.6
 EPOCHS = 2  # E: the study runs with E and E + 1 epochs
 TASKS = ["fetal_head", "fetal_head_biometry", "thyroid_nodule_det", "thyroid_malignancy"]
@@ -71,12 +71,9 @@ def _study(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
     }
 
 
-def _count(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
-    """In the child: run the study under a counting dispatch mode; total calls and the most frequent ops."""
-    import torch
+def count_calls(fn: Callable[[], Any]) -> tuple[Any, Counter[str]]:
+    """Run `fn` under a dispatch mode that counts every aten call: its result and the calls per operator."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from usagg.api import run_study
 
     class Count(TorchDispatchMode):
         def __init__(self) -> None:
@@ -87,20 +84,39 @@ def _count(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
             self.calls[str(func.overloadpacket)] += 1
             return func(*args, **(kwargs or {}))
 
-    torch.manual_seed(0)
     with Count() as mode:
-        result = run_study(_study(data_root, out, epochs))
-    return {"ok": result.ok, "failed": list(result.failed), "calls": sum(mode.calls.values()), "ops": dict(mode.calls)}
+        result = fn()
+    return result, mode.calls
 
 
-def _ensure_base_tree() -> Path:
-    if not (BASE_TREE / "usagg").is_dir():
+def _count(data_root: Path, out: Path, epochs: int) -> dict[str, Any]:
+    """In the child: run the study under a counting dispatch mode; total calls and the most frequent ops."""
+    import torch
+
+    from usagg.api import run_study
+
+    torch.manual_seed(0)
+    result, calls = count_calls(lambda: run_study(_study(data_root, out, epochs)))
+    return {"ok": result.ok, "failed": list(result.failed), "calls": sum(calls.values()), "ops": dict(calls)}
+
+
+def worktree(commit: str) -> Path:
+    """A `git worktree` of `commit` at /tmp/usagg-<commit>, made when missing: an old version's code to run."""
+    tree = Path(f"/tmp/usagg-{commit}")
+    if not (tree / "usagg").is_dir():
         subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(BASE_TREE), BASE_COMMIT],
-            check=True,
-            capture_output=True,
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True, capture_output=True
         )
-    return BASE_TREE
+    return tree
+
+
+def benchmark_data(folder: Path) -> Path:
+    """The study's data, made by today's generator into `folder`, for every version to read."""
+    from usagg.data.synth import generate_benchmark
+    from usagg.spec.models import SynthSpec
+
+    spec = SynthSpec(seed=0, image_size=ORIGINAL_PX, default_size=TRAIN_IMAGES, val_size=VAL_IMAGES)
+    return generate_benchmark(folder, spec, TASKS, workers=1)
 
 
 def _run_child(code_root: Path, data_root: Path, work: Path, epochs: int) -> dict[str, Any]:
@@ -141,14 +157,10 @@ def _version(code_root: Path, data_root: Path, work: Path) -> dict[str, Any]:
 
 
 def main() -> dict:
-    from usagg.data.synth import generate_benchmark
-    from usagg.spec.models import SynthSpec
-
-    base = _ensure_base_tree()
+    base = worktree(BASE_COMMIT)
     with tempfile.TemporaryDirectory(prefix="usagg-bench-ops-") as tmp:
         work = Path(tmp)
-        spec = SynthSpec(seed=0, image_size=ORIGINAL_PX, default_size=TRAIN_IMAGES, val_size=VAL_IMAGES)
-        data = generate_benchmark(work / "data", spec, TASKS, workers=1)
+        data = benchmark_data(work / "data")
         old = _version(base, data, work / "old")
         new = _version(REPO, data, work / "new")
     per_ratio = round(new["per_extra_epoch"] / old["per_extra_epoch"], 3)
