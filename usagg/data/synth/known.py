@@ -69,8 +69,12 @@ def convention_flips(task_id: str, seed: int, split: str, index: int) -> bool:
     return bool(np.random.default_rng(np.frombuffer(digest, dtype=np.uint32)).random() < share)
 
 
-def class_label(task_id: str, scene_class: int, seed: int, split: str, index: int) -> int:
-    """The class the task's convention reports for a scan whose scene has class `scene_class`."""
+def class_label(task_id: str, scene_class: int, marked: bool, seed: int, split: str, index: int) -> int:
+    """The class the task's convention reports for a scan whose scene has class `scene_class` (and which carries
+    the mark or not): the mark itself for a mark reader, else the scene's class, flipped where the task's hidden
+    convention says so."""
+    if task_id in MARK_READERS:
+        return int(marked)
     return 1 - scene_class if convention_flips(task_id, seed, split, index) else scene_class
 
 

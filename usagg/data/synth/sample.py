@@ -14,7 +14,7 @@ import numpy as np
 
 from usagg.data.cache import read_mask
 from usagg.data.synth.bmode import simulate
-from usagg.data.synth.known import MARK_READERS, carries_mark, class_label, convention_flips, draw_mark, scan_key
+from usagg.data.synth.known import carries_mark, class_label, convention_flips, draw_mark, scan_key
 from usagg.data.synth.scenes import SCENES
 from usagg.data.synth.tasks import ALL_TASKS, SynthTask
 
@@ -86,7 +86,7 @@ def make_sample(task_id: str, split: str, index: int, seed: int, size: int) -> S
     marked = carries_mark(scan, seed, split, index)
     out = SynthSample(task, draw_mark(image) if marked else image)
     if task.type == "classification":
-        out.label = int(marked) if task_id in MARK_READERS else class_label(task_id, scene.cls, seed, split, index)
+        out.label = class_label(task_id, scene.cls, marked, seed, split, index)
         return out
     if task.type == "regression":
         out.points = tuple((round(px * size, 2), round(py * size, 2)) for px, py in scene.keypoints)
