@@ -23,11 +23,11 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 def test_repo_studies_are_the_packaged_studies() -> None:
     """studies/*.yaml are byte-identical copies of usagg/studies/*.yaml, the source: edit there, then copy."""
     packaged = {p.name: p.read_bytes() for p in (REPO / "usagg" / "studies").glob("*.yaml")}
-    assert sorted(packaged) == ["demo.yaml", "fmc_uia.yaml", "known.yaml"]
+    assert sorted(packaged) == ["demo.yaml", "fmc_uia.yaml", "known.yaml", "known_conflict.yaml"]
     assert {p.name: p.read_bytes() for p in (REPO / "studies").glob("*.yaml")} == packaged
 
 
-@pytest.mark.parametrize("name", ["demo", "fmc_uia", "known"])
+@pytest.mark.parametrize("name", ["demo", "fmc_uia", "known", "known_conflict"])
 def test_init_writes_a_study_that_validates_from_anywhere(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

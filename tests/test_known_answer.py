@@ -95,6 +95,7 @@ def test_twins_grade_one_rule_on_scans_of_their_own_and_share_the_malignancy_lat
         "lesion_class": "malignancy",
         "lesion_class_alt": "other",
         "lesion_mark": "other",
+        "thyroid_mark": "other",
     }
 
 
@@ -133,7 +134,7 @@ def test_packaged_known_study_is_the_repo_copy_and_its_catalog_agrees_with_the_r
     for entry in catalog:
         t = KNOWN_TASKS[entry["id"]]
         assert (entry["type"], entry["num_classes"], entry["group"]) == (t.type, t.num_classes, t.group)
-    assert [t.id for t in study.tasks] == [c["id"] for c in catalog]
+    assert [t.id for t in study.tasks] == [c["id"] for c in catalog if c["id"] != "thyroid_mark"]
     synth = study.data.synthetic
     assert synth is not None and set(synth.sizes) == {t.id for t in study.tasks}
     kinds = {e.name: e for e in study.expect}
@@ -143,6 +144,37 @@ def test_packaged_known_study_is_the_repo_copy_and_its_catalog_agrees_with_the_r
         ["lesion_class_alt", "lesion_mark"],
     ]
     assert all(e.require == "interval" for e in study.expect if e.delta is not None)
+
+
+def test_the_conflict_study_puts_two_conventions_on_the_same_scans_and_gives_the_mark_an_ally_under_au() -> None:
+    """studies/known_conflict.yaml: lesion_mark reads the first 96 of lesion_class's 192 scans (the same images),
+    thyroid_mark the same mark on thyroid scans of its own; it declares CG's cost and AU's dilution with intervals."""
+    conflict = REPO / "studies" / "known_conflict.yaml"
+    assert conflict.read_bytes() == (REPO / "usagg" / "studies" / "known_conflict.yaml").read_bytes()
+    study = load_study(conflict)
+    assert study.seeds == [0, 1, 2, 3, 4] and study.paradigms == ["TS", "CG", "AU"]
+    groups = {t.id: t.group for t in study.tasks}
+    assert groups == {
+        "malignancy_a": "Thyroid",
+        "malignancy_b": "Thyroid",
+        "lesion_class": "Breast",
+        "lesion_mark": "Breast",
+        "thyroid_mark": "Thyroid",
+    }
+    synth = study.data.synthetic
+    assert synth is not None and synth.sizes["lesion_mark"] < synth.sizes["lesion_class"]
+    for i in range(synth.sizes["lesion_mark"]):  # spot check: the mark reader's scan i is lesion_class's scan i
+        if i % 24 == 0:
+            m, c = make_sample("lesion_mark", "train", i, 0, 64), make_sample("lesion_class", "train", i, 0, 64)
+            assert np.array_equal(np.asarray(m.image), np.asarray(c.image))
+    marks = [make_sample("thyroid_mark", "train", i, 0, 64) for i in range(32)]
+    for i, s in enumerate(marks):  # the label is the mark, drawn on its own scans
+        assert s.label == int(carries_mark("thyroid_mark", 0, "train", i))
+    assert 8 <= sum(s.label for s in marks) <= 24
+    declared = {(e.delta.paradigm, e.delta.task, e.delta.versus): e for e in study.expect if e.delta is not None}
+    assert declared[("CG", "lesion_mark", None)].below == 0
+    assert declared[("AU", "lesion_mark", "CG")].above == 0
+    assert all(e.require == "interval" for e in study.expect)
 
 
 def test_init_from_known_writes_a_study_that_validates(tmp_path: Path) -> None:

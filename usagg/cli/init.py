@@ -19,7 +19,8 @@ HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with 
 
 --from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
 --from known: the known-answer study, effects planted in the synthetic data and declared in its expect:
-block (3 seeds; `make known-answer`), to check that the tool recovers them.
+block (5 seeds; `make known-answer`), to check that the tool recovers them; --from known_conflict: its
+companion, a conflict on the same scans (negative transfer under CG, diluted under AU).
 --from fmc_uia: the 27 FMC_UIA tasks on GPUs; its data.root is a placeholder you must edit.
 An existing file is never overwritten unless --force is given.
 
@@ -73,7 +74,9 @@ def init(
     folder: Path = typer.Argument(
         ..., metavar="DIR", help="Folder for the study (created if missing).", show_default=False
     ),
-    source: str = typer.Option("demo", "--from", help="Packaged study to start from: demo, known or fmc_uia."),
+    source: str = typer.Option(
+        "demo", "--from", help="Packaged study to start from: demo, known, known_conflict or fmc_uia."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing DIR/<name>.yaml."),
 ) -> None:
     from usagg.spec.load import load_study

@@ -1,4 +1,4 @@
-"""The known-answer study's tasks (studies/known.yaml): effects planted where M2DINO can express them.
+"""The known-answer tasks (studies/known.yaml, studies/known_conflict.yaml): effects planted where M2DINO shows them.
 
 Each task reuses a scene builder of usagg/data/synth/scenes.py; what is planted is which scans a task sees and
 how its label is read from the scene. The study's readers grade malignancy, except one that grades a mark: the
@@ -26,6 +26,15 @@ declares of each (docs/benchmarks.md, "Known-answer study", has the runs behind 
   majority, and the mark's features fade. This is negative transfer, and it grows with the lesion readers: in
   CG, one of them, it loses in some seeds; in AU, three of them, in every seed. AG, which puts it apart, gives it
   back. The mark changes `lesion_class`'s scans only by a square its reader learns to ignore.
+- The same conflict under CG, diluted under AU (studies/known_conflict.yaml): `lesion_class` on 192 scans and
+  `lesion_mark` on the first 96 of them, the same images, form the smaller clinical group (Breast), where the
+  lesion is the convention of two scans in three. Under CG the mark reader loses the mark in every seed (negative
+  transfer) and `lesion_class` loses nothing. `thyroid_mark` grades thyroid scans of its own (192) by the same mark
+  (`MARKED_SHARE`, `MARK_READERS`): alone it reads it (TS AUC 1.0), and under AU it is the mark reader's ally, so
+  the encoder keeps the mark and the conflict is diluted (the mark reader within a few per cent of TS). The
+  conflict only shows when the lesion outnumbers the mark: with `lesion_class` on 48 scans, as in
+  studies/known.yaml, CG cost the mark reader in 2 of 5 seeds, whatever the learning rate, epochs, frozen
+  blocks, router or the mark's place and contrast (docs/benchmarks.md).
 - The affinity: a step on any of the three readers of malignancy lowers the others' losses; a step on `_alt` or
   on the mark reader lowers none of theirs, so AG with two groups should put the three together and the two other
   conventions apart.
@@ -79,10 +88,11 @@ def class_label(task_id: str, scene_class: int, marked: bool, seed: int, split: 
 
 
 #: Scans (by scan key) of which a share carries a mark: a bright square a colleague left on the frame, drawn on a
-#: coin of its own seed, whatever the scene shows. `lesion_mark` grades these scans by it.
-MARKED_SHARE: dict[str, float] = {"lesion_class": 0.5}
+#: coin of its own seed, whatever the scene shows. `lesion_mark` grades lesion_class's scans by it, `thyroid_mark` its
+#: own thyroid scans.
+MARKED_SHARE: dict[str, float] = {"lesion_class": 0.5, "thyroid_mark": 0.5}
 #: Tasks whose label is the mark, not the scene.
-MARK_READERS = frozenset({"lesion_mark"})
+MARK_READERS = frozenset({"lesion_mark", "thyroid_mark"})
 #: The mark: a square of side image_size // MARK_DIVISOR (8 px at 64 px), its top at a quarter of the height and
 #: centred, brightened by MARK_GAIN of full scale (saturating where the tissue is bright).
 MARK_DIVISOR, MARK_GAIN = 8, 0.5

@@ -67,8 +67,8 @@ TASKS: dict[str, SynthTask] = {t.id: t for t in _ALL}
 #: grading malignancy on thyroid and breast scans, whose scenes share the malignancy cues (dark, irregular, posterior
 #: shadow). Twins on scans of their own (`malignancy_a/_b`), readers whose hidden convention conflicts with the
 #: scene on the same scans (`lesion_class_alt` in the study; `malignancy_alt`, the broken run's partner), and a
-#: reader of a mark drawn on half of `lesion_class`'s scans (`lesion_mark`). Generated only when a study's `sizes`
-#: names them.
+#: reader of a mark drawn on half of `lesion_class`'s scans (`lesion_mark`), and one of the same mark on thyroid scans
+#: of its own (`thyroid_mark`). Generated only when a study's `sizes` names them.
 _KNOWN = [
     SynthTask("malignancy_a", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "malignancy"),
     SynthTask("malignancy_b", "classification", 2, "Thyroid", "thyroid", ("benign", "malignant"), "malignancy"),
@@ -76,6 +76,7 @@ _KNOWN = [
     SynthTask("lesion_class", "classification", 2, "Breast", "breast", ("benign", "malignant"), "malignancy"),
     SynthTask("lesion_class_alt", "classification", 2, "Breast", "breast", ("benign", "malignant"), "other"),
     SynthTask("lesion_mark", "classification", 2, "Breast", "breast", ("unmarked", "marked"), "other"),
+    SynthTask("thyroid_mark", "classification", 2, "Thyroid", "thyroid", ("unmarked", "marked"), "other"),
 ]
 KNOWN_TASKS: dict[str, SynthTask] = {t.id: t for t in _KNOWN}
 #: Every task the generator can draw: the nine, then the known-answer ones.
