@@ -231,3 +231,30 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     assert len(compiled) == 1 and compiled[0].encoder._compiled_call_impl is not None
     # inductor fuses and reorders float sums, so two epochs drift apart by rounding: a few mask pixels, not a model
     assert primary["compile"] == pytest.approx(primary["eager"], rel=1e-2, abs=5e-3)
+
+
+def test_a_workers_next_job_of_the_same_shapes_reuses_the_compiled_encoder() -> None:
+    """A pool worker runs job after job in one process (usagg/execute/pool.py) and each job builds its own M2DINO
+    and compiles its encoder in place. Dynamo inlines the encoder's modules, so their parameters are graph inputs,
+    not guarded constants: the next job's new encoder of the same shapes captures no new graph (on a GPU under
+    `graphs`, the CUDA graphs are recorded again for the new parameters' addresses, not compiled again). An
+    encoder of other shapes (another image size) does compile, which is what this test could miss."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    task = TaskSpec(id="cls", type="classification", num_classes=4)
+
+    def job(seed: int, size: int) -> int:
+        torch.manual_seed(seed)
+        model = build_model(ModelSpec(backbone="dinov3_test", image_size=size), [task], moe=False)
+        model.encoder.compile(backend="aot_eager")
+        x = torch.randn(BATCH, 3, size, size)
+        model(x, "cls", torch.zeros(BATCH, dtype=torch.long)).loss.backward()
+        return counters["stats"]["unique_graphs"]
+
+    first = job(0, SIZE)
+    assert first >= 1
+    assert job(1, SIZE) == first  # the next job's weights, the same compiled code
+    assert job(2, SIZE // 2) > first  # other shapes compile
+    torch._dynamo.reset()
