@@ -263,3 +263,29 @@ def test_affinity_colours_centre_on_zero_and_clip_the_large_cell(studies: dict[s
     dots = fig.axes[0].collections[-1].get_offsets()
     assert [1.0, 0.0] in np.asarray(dots).tolist()  # (column, row): fetal_head onto fetal_head_biometry, 0.2
     assert "95th percentile" in cap and "dotted" in cap
+
+
+def test_absolute_figure_shows_a_seed_interval_that_passes_one_whole(tmp_path: Path) -> None:
+    """A t interval of the seed mean knows no bound: AUCs of 1.0, 1.0 and 0.6 give one reaching past 1.4, which a
+    fixed 0-1.05 axis would cut (its upper cap off the panel)."""
+    from matplotlib.collections import LineCollection
+
+    tasks = [{"id": t.id, "type": t.type, "num_classes": t.num_classes, "group": t.group} for t in SYNTH.values()]
+    run = simulate_run_store(tmp_path / "s", tasks, paradigms=("TS", "AU"), seeds=(0, 1, 2),
+                             representative=["breast_lesion_cls"])  # fmt: skip
+    store = RunStore(run)
+    rows = [
+        dataclasses.replace(r, value=(1.0, 1.0, 0.6)[r.seed])
+        if (r.task, r.paradigm, r.metric) == ("breast_lesion_cls", "AU", "AUC")
+        else r
+        for r in read_results(store.results_csv).rows
+    ]
+    write_results(rows, store.results_csv)
+    store.mark_results_fresh()
+    with paper_style():
+        fig, _ = F.fig_absolute(analyse(load_input(run, None)))
+    (ax,) = fig.axes
+    segs = [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
+    top = max(s[1][1] for s in segs)
+    assert top > 1.4  # the interval drawn is the t interval, not clipped
+    assert ax.get_ylim()[1] > top  # and the axis shows its end

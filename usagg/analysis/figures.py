@@ -145,8 +145,8 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         unit = metric_unit(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}")
         ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
-        if unit is None:
-            ax.set_ylim(0, 1.05)
+        if unit is None:  # a t interval of the seed mean can pass 1 (it knows no bound): shown whole, not cut
+            ax.set_ylim(0, max([1.05] + [hi + 0.03 for on, _, _, hi in intervals if on is ax and np.isfinite(hi)]))
     for ax, at, lo, hi in intervals:  # an interval need not contain the mean (a skewed bootstrap): drawn as a range
         _range_bar(ax, at, lo, hi, vertical=True)
     handles, labels = axes[0].get_legend_handles_labels()
