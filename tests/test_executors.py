@@ -464,8 +464,10 @@ def run_one_until_stopped(store_root: str, job_id: str) -> str:
 @pytest.mark.slow
 def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: Path) -> None:
     store, ids = make_store(tmp_path, ["ok", "ok", "ok"])
-    code = (
-        "import sys, test_executors as t\n"
+    code = (  # SIGINT as a shell leaves it for a command, whatever the runner's process holds: default, unblocked
+        "import signal, sys, test_executors as t\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n"
         "from usagg.execute import PoolExecutor\n"
         "try:\n"
         f"    PoolExecutor({str(store.root)!r}, None, 2).run({ids!r}, t.run_one_until_stopped)\n"
@@ -479,7 +481,14 @@ def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: 
         time.sleep(0.05)
     assert [store.job_state(j) for j in ids] == ["running", "running", "pending"]
     proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT`: its workers must stop with it
-    assert proc.wait(30) == 130
+    try:
+        exit_code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        proc.kill()  # no parent left behind by a failure (its workers' jobs end within two minutes)
+        masks = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigPnd", "ShdPnd"))]
+        pytest.fail(f"the pool's parent did not stop within 30 s of SIGINT; its signal masks: {masks}")
+    assert exit_code == 130
     assert [(store.job_state(j), store.job_record(j)["error"]) for j in ids[:2]] == [("pending", "interrupted")] * 2
     assert store.job_state(ids[2]) == "pending" and all(store.lock_holder(j) is None for j in ids)
     for pid in (read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids[:2]):

@@ -41,7 +41,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_holds_catalogs_studies_and_py_typed(wheel: Path) -> None:
-    assert len(PACKAGE_DATA) == 7  # py.typed, three catalogs, three studies
+    assert len(PACKAGE_DATA) == 8  # py.typed, three catalogs, four studies
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         for name in PACKAGE_DATA:

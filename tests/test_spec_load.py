@@ -200,7 +200,7 @@ def test_shipped_catalog_matches_reference() -> None:
 def test_shipped_studies_all_load() -> None:
     """Every study in studies/ and in the package (usagg/studies/) loads, naming its catalog by name."""
     paths = sorted((REPO / "studies").glob("*.yaml")) + sorted((REPO / "usagg" / "studies").glob("*.yaml"))
-    assert [p.name for p in paths] == ["demo.yaml", "fmc_uia.yaml", "known.yaml"] * 2
+    assert [p.name for p in paths] == ["demo.yaml", "fmc_uia.yaml", "known.yaml", "known_conflict.yaml"] * 2
     for path in paths:
         assert isinstance(load_study(path), Study), path
         assert yaml.safe_load(path.read_text())["tasks_from"]["catalog"] in packaged_catalogs(), path
