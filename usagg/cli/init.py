@@ -18,9 +18,8 @@ from usagg.errors import UsaggError
 HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with usagg, and print what to run next.
 
 --from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
---from known: the known-answer study, effects planted in the synthetic data and declared in its expect:
-block (5 seeds; `make known-answer`), to check that the tool recovers them; --from known_conflict: its
-companion, a conflict on the same scans (negative transfer under CG, diluted under AU).
+--from known: the known-answer study, effects planted in synthetic data and declared in its expect: (5 seeds).
+--from known_conflict: its companion, a conflict on shared scans (negative transfer under CG, diluted under AU).
 --from fmc_uia: the 27 FMC_UIA tasks on GPUs; its data.root is a placeholder you must edit.
 An existing file is never overwritten unless --force is given.
 

@@ -1,7 +1,7 @@
 """The known-answer tasks (studies/known.yaml, studies/known_conflict.yaml): effects planted where M2DINO shows them.
 
 Each task reuses a scene builder of usagg/data/synth/scenes.py; what is planted is which scans a task sees and
-how its label is read from the scene. The study's readers grade malignancy, except one that grades a mark: the
+how its label is read from the scene. The readers grade malignancy, except the mark readers, which grade a mark: the
 thyroid and breast scenes code malignancy with the same cues (a dark, irregular lesion casting a posterior
 shadow), so a reader of one helps a reader of the other. The mechanisms, and what the study's `expect:` block
 declares of each (docs/benchmarks.md, "Known-answer study", has the runs behind every choice):
