@@ -3,6 +3,10 @@
 Phases, most wanted first (a device lease may end mid-run; each phase that fails is
 reported with its traceback and the check goes on, exiting 1 at the end):
 
+0. bare: the denominator (benchmarks/bare_loop.py): a bare timm training loop of the same
+   encoder at the same image size, batch and precision with a fused AdamW, eager and compiled;
+   every job and accel mode below is also given as its achieved FLOP/s over the bare compiled
+   loop's ("vs bare": MFU / bare-compiled MFU).
 1. jobs: a short synthetic study (one TS, one CG and the AU job; four task types;
    bf16 autocast) run through the real run store and `run_one`: per job images/s,
    model FLOPs utilisation (FLOPs per training image, counted by
@@ -46,6 +50,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bare_loop import achieved_ratio
 from usagg.cachedir import cache_root
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,9 +74,10 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 )
 
 
-#: Accel modes measured by default. compile is left out: on the H200 it gave 1.20x eager against graphs' 3.59x
+#: Accel modes measured by default (step-graphs: the whole step recorded, usagg/engine/step.py).
+#: compile is left out: on the H200 it gave 1.20x eager against graphs' 3.59x
 #: and took about 140 s of a short lease to compile (`GPU_CHECK_ACCEL=eager,compile,graphs` measures it).
-DEFAULT_ACCEL = ("eager", "graphs")
+DEFAULT_ACCEL = ("eager", "graphs", "step-graphs")
 
 #: FMC_UIA training images by task type, as reported for the study (the projection's image counts).
 FMC_UIA_TRAIN_IMAGES = {"segmentation": 16615, "classification": 16361, "detection": 4333, "regression": 3078}
@@ -182,17 +188,19 @@ def _optimizer(model: Any) -> Any:
     return torch.optim.AdamW(params, lr=1e-4, fused=next(model.parameters()).is_cuda)
 
 
-def _train_step(model: Any, opt: Any, task: str, x: Any, y: Any, amp: bool) -> Any:
-    """One training step as the trainer takes it: autocast, backward, clipping, AdamW; returns the detached loss."""
+def train_step(model: Any, amp: bool, graphed: bool = False) -> Any:
+    """The trainer's own step (usagg/engine/step.py) over `model`: bf16 autocast when `amp`, equal loss weights,
+    clipping at 1, a fused AdamW; `graphed`: each task's whole step recorded as a CUDA graph (`step-graphs`)."""
     import torch
 
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = model(x, task, y)
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-    opt.step()
-    return out.loss.detach()
+    from usagg.engine.balance import build_balance
+    from usagg.engine.device import Compute
+    from usagg.engine.step import build_step
+
+    dev = next(model.parameters()).device
+    compute = Compute(dev, torch.bfloat16 if amp else None)
+    balance = build_balance("equal", dict.fromkeys(model.task_index, 1.0))
+    return build_step(model, balance, _optimizer(model), compute, 1.0, graphed)
 
 
 def random_batch(task: Any, batch: int, size: int, device: Any) -> tuple[Any, Any]:
@@ -212,23 +220,30 @@ def random_batch(task: Any, batch: int, size: int, device: Any) -> tuple[Any, An
     return x.to(device), y.to(device)
 
 
-def train_rounds(model: Any, opt: Any, batches: dict[str, tuple[Any, Any]], rounds: int, amp: bool) -> None:
+def train_rounds(step: Any, batches: dict[str, tuple[Any, Any]], rounds: int) -> None:
     """`rounds` rounds of one training step per task over `batches`, then wait for the device."""
     for _ in range(rounds):
         for task, (x, y) in batches.items():
-            _train_step(model, opt, task, x, y, amp)
-    _sync(next(model.parameters()).device)
+            step(task, x, y)
+    _sync(next(step.model.parameters()).device)
 
 
-def steady_rate(model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool, warmup: int = 2) -> float:
-    """Training images/s of a steady loop over `batches` (one per task), after two warm-up rounds (compiles)."""
-    opt = _optimizer(model)
+def steady_rate(
+    model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool, warmup: int = 2, graphed: bool = False
+) -> float:
+    """Training images/s of a steady loop over `batches` (one per task), after `warmup` rounds (compiles; under
+    `graphed`, at least the eager steps before recording and the recording itself)."""
+    from usagg.engine.step import WARMUP_STEPS
+
+    step = train_step(model, amp, graphed)
     model.train()
-    train_rounds(model, opt, batches, warmup, amp)
+    train_rounds(step, batches, max(warmup, WARMUP_STEPS + 1) if graphed else warmup)
     t0 = time.perf_counter()
-    train_rounds(model, opt, batches, steps, amp)
+    train_rounds(step, batches, steps)
     n = steps * sum(int(x.shape[0]) for x, _ in batches.values())
-    return n / (time.perf_counter() - t0)
+    rate = n / (time.perf_counter() - t0)
+    step.close()
+    return rate
 
 
 #: FLOPs per image already counted, by (MoE, task ids, image size, device): the AU job is counted once for the
@@ -289,7 +304,7 @@ def syncs_per_step(job: Any, device: Any, batch: int, amp: bool, steps: int) -> 
     data = load_job_data(job)
     splits = place({t: TensorSplit.from_dataset(ds) for t, ds in data.train.items()}, device)
     model = build_model(job.model, job.tasks, job.moe).to(device)
-    opt = _optimizer(model)
+    train = train_step(model, amp)
     gen = torch.Generator().manual_seed(0)
     tasks = list(splits)
     cuda = device.type == "cuda"
@@ -298,7 +313,7 @@ def syncs_per_step(job: Any, device: Any, batch: int, amp: bool, steps: int) -> 
         task = tasks[i % len(tasks)]
         idx = torch.randint(0, len(splits[task]), (batch,), generator=gen)
         x, y = splits[task].batch(idx, device)
-        _train_step(model, opt, task, x, y, amp)
+        train(task, x, y)
 
     for i in range(2 * len(tasks)):  # two rounds: lazy set-up of a task's second step is not the steady state
         step(i)
@@ -319,13 +334,53 @@ def syncs_per_step(job: Any, device: Any, batch: int, amp: bool, steps: int) -> 
     return sum("synchroniz" in str(w.message) for w in caught) / steps
 
 
-def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
+def bare_phase(cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """The bare timm loop of the check's encoder (benchmarks/bare_loop.py), eager and (on CUDA) compiled: img/s,
+    MFU; the denominator is the compiled loop (eager on the CPU, or where compiling failed)."""
+    import torch
+
+    from benchmarks.bare_loop import bare_flops_per_image, bare_rate
+
+    dev = torch.device(device)
+    gflop = bare_flops_per_image(cfg["backbone"], cfg["size"], dev) / 1e9
+    peak = peak_bf16(torch.cuda.get_device_name(dev)) if device == "cuda" else None
+    steps = cfg["steps"] * len(_task_rows())  # as many steps as a steady-loop round of the four tasks times steps
+    rows = []
+    for compiled in (False, True) if device == "cuda" else (False,):
+        mode = "compiled" if compiled else "eager"
+        try:
+            rate = bare_rate(cfg["backbone"], cfg["size"], cfg["batch"], dev, compiled, steps, cfg["warmup"] + 1)
+        except Exception as err:  # reported, not fatal: the eager loop is then the denominator
+            print(f"bare loop {mode} failed: {type(err).__name__}: {str(err)[:500]}")
+            rate = math.nan
+        rows.append({"mode": mode, "images_per_s": rate, "mfu": utilisation(gflop, rate, peak)})
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    usable = [r for r in rows if math.isfinite(r["images_per_s"])]
+    if not usable:
+        raise RuntimeError("the bare loop failed in every mode; no denominator")
+    den = usable[-1]
+    return {
+        "gflop_per_image": gflop,
+        "batch": cfg["batch"],
+        "rows": rows,
+        "denominator": den["mode"],
+        "denominator_flops": gflop * 1e9 * den["images_per_s"],
+    }
+
+
+def run_jobs(
+    root: Path, cfg: dict[str, Any], device: str, bare: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """TS (first task), CG (first group) and AU through the store and run_one; per-job speed and memory.
 
     Then the AU job of the same study with AG in it (so it measures the inter-task affinity), in
     a store of its own, with `execution.accel: graphs` ("graphs+aff"): the whole job (selection
     under inference mode, trunk inputs, the affinity's virtual steps) under CUDA graphs, which the
-    steady loop of the accel phase does not exercise. The CPU runs that job eager.
+    steady loop of the accel phase does not exercise. Last, the plain AU job again under
+    `step-graphs` (each task's whole step recorded, usagg/engine/step.py), whose primary metrics
+    must match the eager AU job's within the agreement phase's bf16 tolerances: the check that
+    making it the default waits for. The CPU runs those jobs eager.
     """
     global _WARM
     import torch
@@ -347,7 +402,10 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
     au = next(j for j in plan(with_affinity) if j.paradigm == "AU")
     graphs_store = RunStore(Path(with_affinity.output_root) / with_affinity.name)
     graphs_store.init(dump_study(with_affinity), [au])
-    runs = [(job, store, "eager") for job in chosen] + [(au, graphs_store, "graphs")]
+    steps_store = RunStore(Path(study.output_root) / "gpu-check-step-graphs")  # the eager AU job again, recorded
+    steps_store.init(dump_study(study), [chosen[-1]])
+    runs = [(job, store, "eager") for job in chosen]
+    runs += [(au, graphs_store, "graphs"), (chosen[-1], steps_store, "step-graphs")]
     dev = torch.device(device)
     amp = cfg["precision"] == "bf16"
     peak = peak_bf16(torch.cuda.get_device_name(dev)) if device == "cuda" else None
@@ -361,13 +419,14 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
         wall = time.perf_counter() - t0
         _WARM = True
         memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-        label = job.id if accel == "eager" else f"{job.id} {accel}+aff"
+        label = {"eager": job.id, "graphs": f"{job.id} graphs+aff"}.get(accel, f"{job.id} {accel}")
         row: dict[str, Any] = {"job": label, "state": state, "wall_s": round(wall, 1), "peak_gib": memory}
         if state == "done":
             m = store.metrics(job.id) or {}
             row["images_per_s"] = m["throughput"]["train_images_per_s"]
             row["precision"] = m["training"]["precision"]
             row["primary"] = {t: e["metrics"].get(e["primary"]) for t, e in m["tasks"].items()}
+            row["metric"] = {t: e["primary"] for t, e in m["tasks"].items()}
             model = build_model(job.model, job.tasks, job.moe).to(dev)
             row["gflop_per_image"] = flops_per_image(model, job.tasks, cfg["size"], dev) / 1e9
             del model
@@ -376,14 +435,24 @@ def run_jobs(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[st
             if accel == "eager" and (device == "cuda" or job.paradigm == "TS"):
                 row["syncs_per_step"] = syncs_per_step(job, dev, cfg["batch"], amp, cfg["sync_steps"])
             row["mfu"] = utilisation(row["gflop_per_image"], row["images_per_s"], peak)
+            row["vs_bare"] = achieved_ratio(row["gflop_per_image"], row["images_per_s"], bare)
         else:
             ok = False
             row["error"] = (store.error_text(job.id) or "")[-4000:]
         rows.append(row)
+    eager_au, recorded = rows[2], rows[-1]
+    if "primary" in eager_au and "primary" in recorded:  # the whole job under step-graphs against the same job eager
+        gaps = {
+            t: metric_gap(eager_au["metric"][t], eager_au["primary"][t], recorded["primary"][t], TOLERANCE["bf16"])
+            for t in eager_au["primary"]
+        }
+        recorded["vs_eager"] = {t: g for t, (g, _) in gaps.items()}
+        recorded["matches_eager"] = all(good for _, good in gaps.values())
+        ok &= recorded["matches_eager"]
     return rows, ok
 
 
-def accel_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+def accel_rates(root: Path, cfg: dict[str, Any], device: str, bare: dict[str, Any] | None = None) -> dict[str, Any]:
     """The AU job's model in a steady training loop under each `execution.accel` mode: images/s (nan: failed) and MFU.
 
     Each mode gets a fresh model (same seed) and the same device-resident batches;
@@ -392,7 +461,7 @@ def accel_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
     """
     import torch
 
-    from usagg.engine.accel import ACCEL_MODES, accelerate
+    from usagg.engine.accel import ACCEL_MODES, accelerate, whole_step_graphs
     from usagg.model.m2dino import build_model
 
     job = au_job(root)
@@ -411,11 +480,20 @@ def accel_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
         torch.manual_seed(0)
         model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), mode, dev)  # type: ignore[arg-type]
         try:
-            rate = steady_rate(model, batches, cfg["steps"], amp, cfg["warmup"])
+            graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
+            rate = steady_rate(model, batches, cfg["steps"], amp, cfg["warmup"], graphed)
         except Exception as err:  # a mode that fails here is reported, not fatal: the check goes on
             print(f"accel {mode} failed: {type(err).__name__}: {str(err)[:500]}")
             rate = math.nan
-        rows.append({"mode": mode, "batch": batch, "images_per_s": rate, "mfu": utilisation(gflop, rate, peak)})
+        rows.append(
+            {
+                "mode": mode,
+                "batch": batch,
+                "images_per_s": rate,
+                "mfu": utilisation(gflop, rate, peak),
+                "vs_bare": achieved_ratio(gflop, rate, bare) if math.isfinite(rate) else None,
+            }
+        )
         del model, batches
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -457,13 +535,13 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
     torch.manual_seed(0)
     model = build_model(job.model, job.tasks, job.moe).to(dev).train()
-    opt = _optimizer(model)
-    train_rounds(model, opt, batches, cfg["warmup"], amp)
+    step = train_step(model, amp)
+    train_rounds(step, batches, cfg["warmup"])
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
-        train_rounds(model, opt, batches, cfg["profile_rounds"], amp)
+        train_rounds(step, batches, cfg["profile_rounds"])
     steps = cfg["profile_rounds"] * len(batches)
     wall = (time.perf_counter() - t0) / steps
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
@@ -779,13 +857,13 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     r(MoE, type): images/s of a steady training loop with the spec's backbone, image size,
     batch size, frozen and MoE blocks and precision, MoE on for the paradigms that use it.
     Left out: selection and test evaluation, checkpoints, job start-up (measured per job in
-    part 1). On CUDA measured eager and under `execution.accel: graphs` (unless GPU_CHECK_ACCEL
-    leaves graphs out); `total_hours` is the faster. On the CPU a tiny model stands in for the
+    part 1). On CUDA measured eager and under `execution.accel` graphs and step-graphs (those of
+    GPU_CHECK_ACCEL); `total_hours` is the fastest. On the CPU a tiny model stands in for the
     spec's (flow test), eager.
     """
     import torch
 
-    from usagg.engine.accel import accelerate
+    from usagg.engine.accel import accelerate, whole_step_graphs
     from usagg.model.m2dino import build_model
     from usagg.plan import plan
     from usagg.spec.load import load_study
@@ -805,7 +883,8 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     }
     size, batch = study.model.image_size, study.training.batch_size
     share = len(study.seeds) * sum(study.fractions) * (1 - study.data.selection_fraction) * study.training.epochs
-    graphs = device == "cuda" and "graphs" in _env_list("GPU_CHECK_ACCEL", DEFAULT_ACCEL)
+    wanted = _env_list("GPU_CHECK_ACCEL", DEFAULT_ACCEL)
+    modes = ["eager", *(m for m in ("graphs", "step-graphs") if m in wanted)] if device == "cuda" else ["eager"]
     out: dict[str, Any] = {
         "backbone": study.model.backbone,
         "image_size": size,
@@ -813,14 +892,15 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
         "images_per_paradigm": share * sum(FMC_UIA_TRAIN_IMAGES.values()),
         "modes": {},
     }
-    for mode in ("eager", "graphs") if graphs else ("eager",):
+    for mode in modes:
         rates: dict[tuple[bool, str], float] = {}
         for moe in sorted(set(moe_of.values())):
             torch.manual_seed(0)
             model = accelerate(build_model(study.model, list(types.values()), moe).to(dev), mode, dev)
             for name, t in types.items():
                 one = {t.id: random_batch(t, batch, size, dev)}
-                rates[moe, name] = steady_rate(model, one, cfg["steps"], amp, cfg["warmup"])
+                graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
+                rates[moe, name] = steady_rate(model, one, cfg["steps"], amp, cfg["warmup"], graphed)
             del model
             if device == "cuda":
                 torch.cuda.empty_cache()
@@ -858,11 +938,20 @@ def projection(root: Path, cfg: dict[str, Any], device: str, jobs_per_hour: dict
     return {"whole": whole, "jobs": measured["rows"], "steady": steady, "total_hours": whole["hours"]}
 
 
+def metric_gap(metric: str, a: float, b: float, tol: dict[str, float]) -> tuple[float, bool]:
+    """How far two values of a primary metric are apart (relative for MRE, in pixels; absolute for the bounded
+    metrics) and whether that is within `tol` (a `TOLERANCE` entry); two nans agree."""
+    if metric == "MRE":
+        gap = abs(a - b) / max(abs(a), 1e-9)
+        return gap, gap <= tol["mre_rel"]
+    gap = abs(a - b) if math.isfinite(a) and math.isfinite(b) else (0.0 if a == b else math.inf)
+    return gap, gap <= tol["metric"] or (math.isnan(a) and math.isnan(b))
+
+
 def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
     """One seeded model, the same test images: CPU fp32 against `device` fp32 and bf16."""
     import copy
 
-    import numpy as np
     import torch
 
     from usagg.engine.batches import TensorSplit
@@ -916,12 +1005,7 @@ def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[li
                 pred_ok = diff <= tol["pred"]
             key = t.metric or ""
             a, b = m_ref[key], m[key]
-            if key == "MRE":
-                mdiff = abs(a - b) / max(abs(a), 1e-9)
-                metric_ok = mdiff <= tol["mre_rel"]
-            else:
-                mdiff = abs(a - b) if np.isfinite(a) and np.isfinite(b) else (0.0 if a == b else np.inf)
-                metric_ok = mdiff <= tol["metric"] or (np.isnan(a) and np.isnan(b))
+            mdiff, metric_ok = metric_gap(key, a, b, tol)
             good = pred_ok and metric_ok
             ok &= good
             rows.append(
@@ -940,7 +1024,7 @@ def compare_precisions(root: Path, cfg: dict[str, Any], device: str) -> tuple[li
 
 
 #: The phases in the order they run (`GPU_CHECK_PHASES` picks some).
-PHASES = ("jobs", "moe", "jobs_per_gpu", "projection", "agreement", "profile", "accel")
+PHASES = ("bare", "jobs", "moe", "jobs_per_gpu", "projection", "agreement", "profile", "accel")
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -949,7 +1033,7 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     print(
-        f"\n{'job':<44}{'state':>7}{'img/s':>9}{'GFLOP/img':>11}{'MFU':>8}{'peak GiB':>10}"
+        f"\n{'job':<44}{'state':>7}{'img/s':>9}{'GFLOP/img':>11}{'MFU':>8}{'vs bare':>9}{'peak GiB':>10}"
         f"{'syncs/step':>12}{'wall s':>8}  primary metrics"
     )
     for r in jobs:
@@ -958,17 +1042,36 @@ def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         gflop = _fmt(r.get("gflop_per_image"), ".2f")
         print(
             f"{r['job']:<44}{r['state']:>7}{r.get('images_per_s', 0):>9.1f}{gflop:>11}"
-            f"{_fmt(mfu and 100 * mfu, '.2f') + ('%' if mfu else ''):>8}{_fmt(r['peak_gib'], '.2f'):>10}"
+            f"{_fmt(mfu and 100 * mfu, '.2f') + ('%' if mfu else ''):>8}{_fmt(r.get('vs_bare'), '.2f'):>9}"
+            f"{_fmt(r['peak_gib'], '.2f'):>10}"
             f"{_fmt(r.get('syncs_per_step'), '.2f'):>12}{r['wall_s']:>8.1f}  {prim}"
         )
         if "error" in r:
             print(r["error"])
+        if "vs_eager" in r:
+            gaps = ", ".join(f"{t} {g:.3g}" for t, g in r["vs_eager"].items())
+            verdict = "matches eager" if r["matches_eager"] else "DOES NOT MATCH eager"
+            print(f"  {r['job']}: {verdict} (primary metric gaps {gaps}; bf16 tolerances {TOLERANCE['bf16']})")
     print(
         "MFU = GFLOP per training image (fwd+bwd, torch.utils.flop_counter) x img/s / dense bf16 peak "
-        "(n/a: card not in PEAK_BF16); img/s of the whole job (its first steps and evaluation included); "
+        "(n/a: card not in PEAK_BF16); vs bare = achieved FLOP/s over the bare loop's (phase bare); "
+        "img/s of the whole job (its first steps and evaluation included); "
         f"syncs/step over {cfg['sync_steps']} steady steps of the real batch path and model step "
         "(the trainer's own periodic checks excluded)"
     )
+
+
+def print_bare(bare: dict[str, Any]) -> None:
+    print(
+        f"\nbare timm loop of the same encoder (benchmarks/bare_loop.py), batch {bare['batch']}, "
+        f"{bare['gflop_per_image']:.2f} GFLOP/img:"
+    )
+    for r in bare["rows"]:
+        mfu = r["mfu"]
+        print(
+            f"  {r['mode']:<9}{r['images_per_s']:9.1f} img/s  MFU {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''}"
+        )
+    print(f"  denominator of 'vs bare' below: the {bare['denominator']} loop")
 
 
 def print_moe(moe: dict[str, Any]) -> None:
@@ -1056,10 +1159,10 @@ def print_accel(acc: dict[str, Any], device: str) -> None:
         mfu = r["mfu"]
         print(
             f"  {r['mode']:<8} batch {r['batch']:<4}{r['images_per_s']:9.1f} img/s  x{r['images_per_s'] / base:.2f}"
-            f"  MFU {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''}"
+            f"  MFU {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''}  vs bare {_fmt(r.get('vs_bare'), '.2f')}"
         )
     if device != "cuda":
-        print("  compile, graphs: n/a (the CPU runs eager in every mode)")
+        print("  compile, graphs, step-graphs: n/a (the CPU runs eager in every mode)")
 
 
 def print_profile(prof: dict[str, Any]) -> None:
@@ -1140,7 +1243,8 @@ def main() -> int:
             return out
 
         # Most wanted first: should the session's time run out, the later phases are the ones lost.
-        jobs = phase("jobs", lambda: run_jobs(root, cfg, device), lambda out: print_jobs(out[0], cfg))
+        bare = phase("bare", lambda: bare_phase(cfg, device), print_bare)
+        jobs = phase("jobs", lambda: run_jobs(root, cfg, device, bare), lambda out: print_jobs(out[0], cfg))
         moe = phase("moe", lambda: moe_ratio(cfg, device), print_moe)
         jpg = phase("jobs_per_gpu", lambda: jobs_per_gpu_rates(root, cfg, device), print_jobs_per_gpu)
         rates = {int(k): v for k, v in jpg["jobs_per_hour"].items()} if jpg else None
@@ -1149,15 +1253,18 @@ def main() -> int:
             "agreement", lambda: compare_precisions(root, cfg, device), lambda out: print_agreement(out[0], cfg)
         )
         phase("profile", lambda: profile_step(root, cfg, device), print_profile)
-        acc = phase("accel", lambda: accel_rates(root, cfg, device), lambda out: print_accel(out, device))
+        acc = phase("accel", lambda: accel_rates(root, cfg, device, bare), lambda out: print_accel(out, device))
     ok = not failed and (jobs is None or jobs[1]) and (agree is None or agree[1])
     au = [r for r in jobs[0] if r["job"].startswith("AU")] if jobs else []
     au_mfu = " / ".join(_fmt(r.get("mfu"), ".2%") for r in au) or "-"
+    au_modes = " / ".join(r["job"].partition(" ")[2] or "eager" for r in au)
+    au_bare = " / ".join(_fmt(r.get("vs_bare"), ".2f") for r in au) or "-"
     best = (
         max(acc["rows"], key=lambda r: r["images_per_s"] if math.isfinite(r["images_per_s"]) else -1) if acc else None
     )
     print(
-        f"\nsummary: AU job MFU {au_mfu} (eager / graphs), "
+        f"\nsummary: AU job MFU {au_mfu} ({au_modes}), {au_bare} of the bare {bare and bare['denominator']} "
+        "loop's (target >= 0.6), "
         f"best steady-loop MFU {_fmt(best and best['mfu'], '.2%')} ({best and best['mode']}, batch "
         f"{best and best['batch']}), MoE block / dense {_fmt(moe and moe['time_ratio'], '.2f')}, projected study "
         f"{_fmt(proj and proj['total_hours'], '.1f')} h from whole jobs (H100 "

@@ -173,6 +173,43 @@ def test_accelerated_training_follows_eager(mode: str) -> None:
     assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2)
 
 
+@pytest.mark.cuda
+def test_recorded_whole_steps_follow_the_eager_steps() -> None:
+    """`step-graphs`: each task's whole step (MoE, four head types, clipping, AdamW with device learning rates the
+    scheduler fills) recorded after its eager warm-up and replayed, against the eager step on the same batches."""
+    from usagg.engine.balance import build_balance
+    from usagg.engine.device import Compute
+    from usagg.engine.schedule import build_scheduler
+    from usagg.engine.step import WARMUP_STEPS, GraphedTrainStep, TrainStep
+
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    batches = {t.id: _batch(t, device, gen) for t in TASKS}
+    compute = Compute(device, torch.bfloat16)
+    rounds = WARMUP_STEPS + 4
+    results = {}
+    for kind in ("eager", "recorded"):
+        model = _model(device).train()
+        opt = _optimizer(model)
+        sched = build_scheduler(opt, rounds * len(TASKS), len(TASKS), "cosine")
+        balance = build_balance("equal", {t.id: 1.0 for t in TASKS})
+        step = (TrainStep if kind == "eager" else GraphedTrainStep)(model, balance, opt, compute, 1.0)
+        losses = []
+        for _ in range(rounds):
+            for t in TASKS:
+                losses.append(step(t.id, *batches[t.id]).loss.float())
+                sched.step()
+        if isinstance(step, GraphedTrainStep):
+            assert set(step.recorded) == {t.id for t in TASKS}
+            assert all(r.graph is not None for r in step.recorded.values())
+        torch.cuda.synchronize()
+        results[kind] = (torch.stack(losses), torch.cat([p.detach().float().flatten() for p in model.parameters()]))
+        step.close()
+    (le, we), (lr, wr) = results["eager"], results["recorded"]
+    assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2)
+    assert float((we - wr).norm() / we.norm()) < 1e-2
+
+
 WHOLE_JOB = """
 name: compiled-job
 paradigms: [AU, AG]

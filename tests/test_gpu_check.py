@@ -39,6 +39,7 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     assert set(results["seconds"]) == {
+        "bare",
         "jobs",
         "moe",
         "jobs_per_gpu",
@@ -47,9 +48,21 @@ def test_every_phase_runs_on_the_cpu_and_reports(
         "profile",
         "accel",
     }
+    # the denominator: the bare timm loop of the same encoder (eager only on the CPU); every job and accel mode is
+    # reported as its achieved FLOP/s over the bare loop's
+    bare = results["bare"]
+    assert [r["mode"] for r in bare["rows"]] == ["eager"] and bare["denominator"] == "eager"
+    assert bare["denominator_flops"] == pytest.approx(bare["gflop_per_image"] * 1e9 * bare["rows"][0]["images_per_s"])
     rows, jobs_ok = results["jobs"]
-    assert jobs_ok and [r["state"] for r in rows] == ["done"] * 4
-    assert rows[-1]["job"].endswith("graphs+aff") and rows[-1]["job"].startswith("AU-")
+    for r in [*rows, *results["accel"]["rows"]]:
+        gflop = r.get("gflop_per_image", results["accel"]["gflop_per_image"])
+        assert r["vs_bare"] == pytest.approx(gflop * 1e9 * r["images_per_s"] / bare["denominator_flops"])
+    assert "(eager / graphs+aff / step-graphs), " in printed and "of the bare eager loop's (target >= 0.6)" in printed
+    assert jobs_ok and [r["state"] for r in rows] == ["done"] * 5
+    assert rows[3]["job"].endswith("graphs+aff") and rows[3]["job"].startswith("AU-")
+    # the AU job again under step-graphs (eager on the CPU), held against the eager AU job: here to the last bit
+    assert rows[-1]["job"] == f"{rows[2]['job']} step-graphs" and rows[-1]["matches_eager"]
+    assert rows[-1]["vs_eager"] == dict.fromkeys(rows[2]["primary"], 0.0)
     assert all(r["gflop_per_image"] > 0 and r["mfu"] is None for r in rows)  # no bf16 peak for a CPU
     agreement, agree_ok = results["agreement"]
     assert agree_ok and {r["run"].split()[1] for r in agreement} == {"fp32", "bf16"}

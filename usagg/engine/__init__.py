@@ -4,7 +4,8 @@ Modules, one job each (LibMTL-like): `sampling` (which task and images feed a
 batch), `schedule` (warm-up + cosine), `device` (device, precision,
 determinism), `checkpoint` (atomic resumable state), `batches` (the fast
 tensor path, with the shared frozen trunk), `augment` (training augmentation on
-the device), `trainer` (the optimisation loop), `callbacks` (the trainer's hook
+the device), `trainer` (the optimisation loop), `step` (one optimiser step, eager
+or recorded per task as a CUDA graph), `callbacks` (the trainer's hook
 points and the small watchers: progress, affinity), `checkpointing` (last.pt and
 resume, as a callback), `selecting` (selection and the kept weights, as a
 callback), `optim` (the AdamW optimiser over the parameter groups), `balance` (how each task's loss

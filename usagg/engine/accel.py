@@ -14,6 +14,9 @@ detection loss breaks graphs, while the encoder sees the task only as a tensor
   model reads them within the step (the features go to the head, MoE losses
   and counts are stacked into new tensors in `M2DINO.forward`), which is
   what the trees require.
+- `step-graphs`: no compiler; the trainer records each task's whole step
+  (encoder, MoE, head, losses, backward, clipping, AdamW) as one CUDA graph
+  and replays it (usagg/engine/step.py, issue 24.2). Not yet run on a GPU.
 
 `nn.Module.compile` compiles in place, so parameter names, state dicts and
 checkpoints are those of the eager model. A pool worker compiles once per shape, not per job:
@@ -42,11 +45,12 @@ from typing import Literal, get_args
 import torch
 
 from usagg.cachedir import COMPILE_MARKER
+from usagg.engine.step import WARMUP_STEPS
 from usagg.model.m2dino import M2DINO
 
 log = logging.getLogger(__name__)
 
-AccelMode = Literal["eager", "compile", "graphs"]
+AccelMode = Literal["eager", "compile", "graphs", "step-graphs"]
 ACCEL_MODES: tuple[str, ...] = get_args(AccelMode)
 
 #: torch.compile mode per accel mode (None: inductor's default).
@@ -100,6 +104,12 @@ def use_compile_cache(root: Path) -> Path | None:
     return folder
 
 
+def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
+    """Whether the trainer records each task's whole step as a CUDA graph (`step-graphs` on CUDA;
+    usagg/engine/step.py)."""
+    return mode == "step-graphs" and device.type == "cuda"
+
+
 def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
     """Compile `model.encoder` in place for `mode` (on any device; `accelerate` is the policy), return the model.
 
@@ -108,7 +118,7 @@ def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
     """
     if mode not in ACCEL_MODES:
         raise ValueError(f"unknown accel mode {mode!r}; choose one of {', '.join(ACCEL_MODES)}")
-    if mode != "eager":
+    if mode in _COMPILE_MODE:
         model.encoder.compile(mode=_COMPILE_MODE[mode])
     return model
 
@@ -123,6 +133,13 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path
         if not _cpu_notice_given:
             log.info("execution.accel=%s applies to CUDA devices only; this job runs eager on %s", mode, device)
             _cpu_notice_given = True
+        return model
+    if mode == "step-graphs":
+        log.info(
+            "execution.accel=step-graphs: each task's whole training step is recorded as one CUDA graph after %d "
+            "eager steps (usagg/engine/step.py)",
+            WARMUP_STEPS,
+        )
         return model
     folder = use_compile_cache(cache) if cache is not None else None
     log.info(
@@ -141,4 +158,5 @@ __all__ = [
     "compile_cache",
     "compile_encoder",
     "use_compile_cache",
+    "whole_step_graphs",
 ]

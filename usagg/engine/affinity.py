@@ -92,6 +92,7 @@ def adamw_step(
     groups = []
     for k, cs in members.items():
         settings = {key: v for key, v in optimizer.param_groups[k].items() if key != "params"}
+        settings["capturable"] = False  # the copy steps eagerly, even beside a recorded step (usagg/engine/step.py)
         groups.append({**settings, "params": cs, **({"lr": lr} if lr is not None else {})})
     copy = torch.optim.AdamW(groups)
     for c, state in states:

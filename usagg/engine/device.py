@@ -30,11 +30,12 @@ class Compute:
     def precision(self) -> str:
         return "fp32" if self.amp_dtype is None else "bf16"
 
-    def autocast(self) -> AbstractContextManager:
-        """Autocast context for forward passes (a no-op in fp32)."""
+    def autocast(self, cache: bool = True) -> AbstractContextManager:
+        """Autocast context for forward passes (a no-op in fp32). `cache=False` inside a CUDA graph being recorded:
+        autocast's cache of cast weights would outlive the recording (torch's CUDA-graph notes)."""
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, cache_enabled=cache)
 
 
 def resolve_device(name: str | None = None) -> torch.device:

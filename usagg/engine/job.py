@@ -22,7 +22,7 @@ import torch
 from usagg.affinity import write_affinity
 from usagg.atomic import write_json_checked
 from usagg.cachedir import cache_root
-from usagg.engine.accel import AccelMode, accelerate
+from usagg.engine.accel import AccelMode, accelerate, whole_step_graphs
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
@@ -62,6 +62,7 @@ def build_trainer(
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: ProgressFn | None = None,
+    step_graphs: bool = False,
 ) -> Trainer:
     """The Trainer of `job` on `compute`'s device, wired as the job runs: its training splits (through the frozen
     `trunks`, with `augment`) and selection splits placed on the device, its training spec, seed, id and affinity.
@@ -69,7 +70,8 @@ def build_trainer(
     `data` and `model` default to the job's (load_job_data, build_model after the caller seeded): pass them where
     the caller needs them too (run_job builds the trunk from both) or wants another initialisation. `on_epoch` gets
     the whole history after each epoch; `callbacks` watch the fit (usagg/engine/callbacks.py); `progress` hears its
-    epoch and step (usagg/engine/progress.py).
+    epoch and step (usagg/engine/progress.py); `step_graphs`: each task's whole step recorded as a CUDA graph
+    (usagg/engine/step.py).
     """
     dev = compute.device
     data = data if data is not None else load_job_data(job)
@@ -91,6 +93,7 @@ def build_trainer(
         job_hash=job.hash,
         callbacks=callbacks,
         progress=progress,
+        step_graphs=step_graphs,
     )
 
 
@@ -185,6 +188,7 @@ def run_job(
         augment=Augmenter(job.training.augmentation, job.seed),
         callbacks=watchers,
         progress=progress,
+        step_graphs=whole_step_graphs(accel, dev),
     )
     fit = trainer.fit()
     if trainer.affinity is not None:

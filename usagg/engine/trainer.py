@@ -40,6 +40,7 @@ from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.engine.selecting import Selection
 from usagg.engine.selection import MODEL, Selector
+from usagg.engine.step import build_step, portable_optimizer_state
 from usagg.model.m2dino import M2DINO
 from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
 
@@ -129,11 +130,13 @@ class Trainer:
         job_hash: str = "",
         callbacks: Sequence[Callback] = (),
         progress: ProgressFn | None = None,
+        step_graphs: bool = False,
     ) -> None:
         """`affinity`: measure the lookahead inter-task affinity while training (usagg/engine/affinity.py);
         `on_epoch` gets the whole history after each epoch; `callbacks` watch the fit after the built-in ones
         (progress, affinity, selection, on_epoch) and before the checkpoint is written; `progress` hears the
-        epoch and step (`ProgressReporter`; none: nobody listens)."""
+        epoch and step (`ProgressReporter`; none: nobody listens); `step_graphs`: each task's whole step recorded as a
+        CUDA graph and replayed (usagg/engine/step.py; `execution.accel: step-graphs` on CUDA)."""
         trainable_keys = checkpoint.trainable_keys(model)
         self.fingerprint = checkpoint.frozen_fingerprint(model)
         self.model = model.to(compute.device)
@@ -154,6 +157,7 @@ class Trainer:
             training.loss_balance, {t: float(training.loss_weights.get(t, 1.0)) for t in train}
         ).to(compute.device)
         self.optimizer = build_optimizer(model, training, self.balance.parameters())
+        self.train_step = build_step(self.model, self.balance, self.optimizer, compute, training.grad_clip, step_graphs)
         self.affinity = (
             LookaheadAffinity(model, train, affinity, self.total_steps, seed, compute, job_id, job_hash)
             if affinity is not None and len(train) > 1
@@ -204,8 +208,8 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "model": best.current(),
             "balance": self.balance.state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
+            "scheduler": portable_optimizer_state(self.scheduler.state_dict()),
             "sampler": self.sampler.state_dict(),
             "rng": checkpoint.rng_state(),
             "epoch": s.epoch,
@@ -257,10 +261,8 @@ class Trainer:
         steps and, for a MoE model, in `epoch_task_aux_loss` the mean auxiliary
         loss of its batches.
         """
-        model, opt, sched, comp = self.model, self.optimizer, self.scheduler, self.compute
+        model, sched, comp = self.model, self.scheduler, self.compute
         model.train()
-        clip = self.training.grad_clip
-        params = [p for g in opt.param_groups for p in g["params"]]
         on_cuda = comp.device.type == "cuda"
         loss_sum = torch.zeros((), dtype=torch.float64, device=comp.device)
         # per task: [own loss, aux loss] summed on the device like the total (no extra host sync), and batches
@@ -272,24 +274,16 @@ class Trainer:
         for i in range(n):
             task, idx = self.sampler.next_batch()
             x, y = self.train[task].batch(idx, comp.device, self.state.step)  # step: augmentation draw
-            with comp.autocast():
-                out = model(x, task, y)
-            assert out.loss is not None
-            loss = self.balance.combine(task, out.loss, out.aux_loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
+            out = self.train_step(task, x, y)
             for cb in self.callbacks:
                 cb.on_optimizer_step(self, self.state.step + 1)
             sched.step()
             self.state.step += 1
-            loss_sum += loss.detach().double()
-            aux = out.aux_loss.detach().double()
+            loss_sum += out.loss.double()
+            aux = out.aux.double()
             if task not in task_sums:
                 task_sums[task] = torch.zeros(2, dtype=torch.float64, device=comp.device)
-            task_sums[task] += torch.stack(((out.loss.detach().double() - aux), aux))
+            task_sums[task] += torch.stack(((out.model_loss.double() - aux), aux))
             task_steps[task] = task_steps.get(task, 0) + 1
             images += idx.shape[0]  # shape is host metadata: no sync
             total = None if on_cuda else self._check_finite(loss_sum, epoch, f"step {i + 1} (task {task})")
@@ -347,6 +341,7 @@ class Trainer:
             )
             for cb in self.callbacks:
                 cb.on_epoch_end(self, entry)
+        self.train_step.close()  # recorded steps' memory, before selection and the test evaluation need it
         if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
             result = FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
         else:

@@ -250,6 +250,17 @@ class DinoEncoder(nn.Module):
                 out.append(x)
         return out
 
+    def as_tokens(self, inp: EncoderInput) -> EncoderInput:
+        """The same batch given wholly as trunk tokens, the frozen blocks run for its pixel rows: the input of a
+        recorded training step (usagg/engine/step.py), whose shape must not depend on which rows were augmented."""
+        layout = self.trunk_layout()
+        if layout is None:
+            raise ValueError("trunk tokens asked of an encoder without a trunk (nothing frozen, or MoE in it)")
+        with torch.no_grad():
+            tokens = self._assemble(inp, layout)
+        positions = torch.arange(inp.size, device=tokens[0].device)
+        return EncoderInput(inp.size, inp.image_size, tokens=tokens, token_pos=positions)
+
     def _assemble(self, inp: EncoderInput, layout: TrunkLayout) -> list[torch.Tensor]:
         """Trunk tokens of the whole batch in batch order: computed rows and stored rows put in place."""
         computed = None if inp.images is None else self.trunk_tokens(inp.images, layout)

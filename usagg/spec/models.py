@@ -640,10 +640,12 @@ class ExecutionSpec(Strict):
         "divided by the workers in a CPU pool, see cpu_jobs). A job's last bits on the CPU depend on it: pin it for "
         "reruns bit-identical to a run with another number of jobs at once.",
     )
-    accel: Annotated[Literal["eager", "compile", "graphs"], NOT_IN_HASH] = Field(
+    accel: Annotated[Literal["eager", "compile", "graphs", "step-graphs"], NOT_IN_HASH] = Field(
         "eager",
         description="Launch-overhead mode on CUDA (usagg/engine/accel.py): eager; compile (torch.compile of the "
-        "encoder alone); graphs (CUDA graphs per batch shape, torch.compile mode reduce-overhead of the encoder). "
+        "encoder alone); graphs (CUDA graphs per batch shape, torch.compile mode reduce-overhead of the encoder); "
+        "step-graphs (each task's whole training step, AdamW included, recorded as one CUDA graph, no compiler; "
+        "usagg/engine/step.py; not yet run on a GPU). "
         "The CPU always runs eager. On an H200 graphs trained the AU model 3.6x faster than eager in a steady loop "
         "(docs/benchmarks.md); the default stays eager until a whole job has been checked under graphs on a GPU.",
     )

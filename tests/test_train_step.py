@@ -1,0 +1,220 @@
+"""The trainer's step (usagg/engine/step.py): the body a CUDA graph records under `execution.accel: step-graphs`,
+run on the CPU from the same input buffers unrecorded, trains to the eager step's very weights; AdamW with
+device-tensor learning rates follows the schedule; checkpoints stay portable; a whole job with affinity and
+a trunk ends with the eager job's metrics.
+
+The recording itself needs CUDA (tests/test_cuda_path.py, `cuda` marker; `make gpu-check`'s jobs phase).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from usagg.engine import job as job_module
+from usagg.engine.balance import build_balance
+from usagg.engine.device import Compute
+from usagg.engine.optim import build_optimizer
+from usagg.engine.runner import run_one
+from usagg.engine.schedule import build_scheduler
+from usagg.engine.step import WARMUP_STEPS, GraphedTrainStep, TrainStep, portable_optimizer_state
+from usagg.model.backbones import EncoderInput
+from usagg.model.m2dino import M2DINO, build_model
+from usagg.plan import plan
+from usagg.spec.load import dump_study, load_study
+from usagg.spec.models import ModelSpec, TaskSpec, TrainingSpec
+from usagg.store import RunStore
+
+TASKS = [
+    TaskSpec(id="seg", type="segmentation", num_classes=3),
+    TaskSpec(id="cls", type="classification", num_classes=4),
+    TaskSpec(id="det", type="detection", num_classes=1),
+    TaskSpec(id="reg", type="regression", num_classes=2),
+]
+SIZE, BATCH = 32, 4
+CPU = Compute(torch.device("cpu"), None)
+
+
+def _targets(task: TaskSpec, gen: torch.Generator) -> torch.Tensor:
+    if task.type == "segmentation":
+        return torch.randint(0, task.num_classes, (BATCH, SIZE, SIZE), generator=gen)
+    if task.type == "classification":
+        return torch.randint(0, task.num_classes, (BATCH,), generator=gen)
+    if task.type == "detection":
+        a = torch.rand(BATCH, 4, generator=gen)
+        return torch.stack([a[:, 0] * 0.5, a[:, 1] * 0.5, 0.5 + a[:, 2] * 0.5, 0.5 + a[:, 3] * 0.5], dim=1)
+    return torch.rand(BATCH, task.num_classes, 2, generator=gen)
+
+
+def _model(frozen: int | None) -> M2DINO:
+    torch.manual_seed(0)
+    spec = ModelSpec(backbone="dinov3_test", image_size=SIZE, frozen_blocks=frozen)
+    return build_model(spec, TASKS, moe=True).train()
+
+
+def _trunk_input(model: M2DINO, images: torch.Tensor, touched: torch.Tensor) -> EncoderInput:
+    """A trunk-fed batch as TensorSplit makes it: untouched rows as stored tokens, touched rows as pixels."""
+    layout = model.encoder.trunk_layout()
+    assert layout is not None
+    pixel_pos, token_pos = touched.nonzero().flatten(), (~touched).nonzero().flatten()
+    inp = EncoderInput(BATCH, (SIZE, SIZE))
+    if len(pixel_pos):
+        inp.images, inp.image_pos = images[pixel_pos], pixel_pos
+    if len(token_pos):
+        with torch.no_grad():
+            inp.tokens = model.encoder.trunk_tokens(images[token_pos], layout)
+        inp.token_pos = token_pos
+    return inp
+
+
+def _train(
+    step_kind: str, frozen: int | None, rounds: int
+) -> tuple[M2DINO, list[torch.Tensor], GraphedTrainStep | TrainStep]:
+    model = _model(frozen)
+    training = TrainingSpec(grad_clip=1.0)
+    balance = build_balance("uncertainty", {t.id: 1.0 for t in TASKS})
+    opt = build_optimizer(model, training, balance.parameters())
+    if step_kind == "eager":
+        step: GraphedTrainStep | TrainStep = TrainStep(model, balance, opt, CPU, 1.0)
+    else:
+        step = GraphedTrainStep(model, balance, opt, CPU, 1.0, record=False)
+    gen = torch.Generator().manual_seed(1)
+    losses = []
+    for r in range(rounds):
+        for t in TASKS:
+            images = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+            y = _targets(t, gen)
+            # which rows the augmentation touched changes from batch to batch (the recorded step's input must not)
+            touched = torch.tensor([(r + i + len(t.id)) % 3 == 0 for i in range(BATCH)])
+            x = images if frozen is None else _trunk_input(model, images, touched)
+            out = step(t.id, x, y)
+            losses.append(torch.stack([out.loss, out.model_loss, out.aux]))
+    return model, losses, step
+
+
+@pytest.mark.parametrize("frozen", [None, 1], ids=["pixels", "trunk tokens"])
+def test_the_recorded_body_from_its_buffers_trains_to_the_eager_weights(frozen: int | None) -> None:
+    """Four task types, MoE, uncertainty weighting, clipping; with a trunk, batches mixing stored tokens and
+    pixels in changing proportions, which the graphed step gives wholly as tokens."""
+    rounds = WARMUP_STEPS + 3
+    eager, eager_losses, _ = _train("eager", frozen, rounds)
+    graphed, graphed_losses, step = _train("graphed", frozen, rounds)
+    assert isinstance(step, GraphedTrainStep)
+    assert set(step.recorded) == {t.id for t in TASKS}  # every task left its warm-up and runs from its buffers
+    assert step.eager_steps == {t.id: WARMUP_STEPS for t in TASKS}
+    if frozen is not None:
+        rec = step.recorded["seg"].x
+        assert isinstance(rec, EncoderInput) and rec.images is None and rec.tokens is not None
+        assert all(t.dtype == torch.float32 and t.shape[0] == BATCH for t in rec.tokens)
+    assert torch.equal(torch.stack(eager_losses), torch.stack(graphed_losses))
+    for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_batch_of_another_shape_runs_eagerly_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    model = _model(None)
+    balance = build_balance("equal", {"cls": 1.0})
+    opt = build_optimizer(model, TrainingSpec(), balance.parameters())
+    step = GraphedTrainStep(model, balance, opt, CPU, None, record=False)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(WARMUP_STEPS + 1):
+        step("cls", torch.randn(BATCH, 3, SIZE, SIZE, generator=gen), _targets(TASKS[1], gen))
+    assert "cls" in step.recorded
+    with caplog.at_level(logging.INFO, logger="usagg.engine.step"):
+        for _ in range(2):
+            out = step("cls", torch.randn(2, 3, SIZE, SIZE), torch.zeros(2, dtype=torch.long))
+            assert torch.isfinite(out.loss)
+    assert sum("another shape" in r.message for r in caplog.records) == 1
+    assert step.recorded["cls"].x.shape[0] == BATCH  # type: ignore[union-attr]  # the buffers keep their shape
+
+
+def test_learning_rates_as_tensors_follow_the_schedule_and_checkpoints_keep_floats() -> None:
+    """What a recorded AdamW step reads: learning rates as tensors the scheduler fills in place (a float would be
+    frozen into the graph). The same steps with float rates give the same weights; the saved state has floats."""
+    weights = {}
+    for kind in ("float", "tensor"):
+        model = _model(None)
+        balance = build_balance("equal", {"cls": 1.0})
+        training = TrainingSpec(warmup_epochs=1)
+        opt = build_optimizer(model, training, balance.parameters())
+        sched = build_scheduler(opt, total_steps=6, warmup_steps=3, kind="cosine")
+        step = GraphedTrainStep(model, balance, opt, CPU, 1.0, record=False)
+        if kind == "tensor":
+            step._make_capturable()
+            assert all(isinstance(g["lr"], torch.Tensor) and g["capturable"] for g in opt.param_groups)
+        gen = torch.Generator().manual_seed(0)
+        rates = []
+        for _ in range(6):
+            step("cls", torch.randn(BATCH, 3, SIZE, SIZE, generator=gen), _targets(TASKS[1], gen))
+            sched.step()
+            rates.append(float(opt.param_groups[0]["lr"]))
+        weights[kind] = (torch.cat([p.detach().flatten() for p in model.parameters()]), rates)
+        saved = portable_optimizer_state(opt.state_dict())
+        assert all(isinstance(g["lr"], float) and not g["capturable"] for g in saved["param_groups"])
+        assert all(isinstance(v, float) for v in portable_optimizer_state(sched.state_dict())["_last_lr"])
+    (wf, rf), (wt, rt) = weights["float"], weights["tensor"]
+    assert rt == pytest.approx(rf, rel=1e-6) and len(set(rf)) == 5 and rf[-1] == 0  # warm-up, then the cosine
+    start = torch.cat([p.detach().flatten() for p in _model(None).parameters()])
+    # the fused kernel reads a tensor rate in float32, a Python one in float64: rounding, nothing more
+    assert torch.allclose(wf, wt, rtol=1e-5, atol=1e-7) and not torch.allclose(wf, start, rtol=1e-5, atol=1e-7)
+
+
+WHOLE_JOB = """
+name: step-graphs-job
+paradigms: [AU, AG]
+data:
+  synthetic: {{seed: 0, image_size: 48, default_size: 24, val_size: 6, out: {out}}}
+  selection_fraction: 0.25
+  cache_dir: {cache}
+tasks:
+  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
+  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
+model: {{backbone: dinov3_test, image_size: 32, frozen_blocks: 1, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
+training: {{epochs: 2, batch_size: 6, eval_batch_size: 6, loss_balance: initial}}
+analysis: {{affinity: {{probe_size: 6}}}}
+"""
+
+
+@pytest.mark.slow  # two small AU jobs with affinity and trunks: about 10 s
+def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`execution.accel: step-graphs` as a job runs it (trunk-fed and augmented batches, the affinity's virtual
+    AdamW steps beside the step, `loss_balance: initial`, selection, checkpoints), forced on the CPU, where the
+    policy keeps eager: the graphed step's body from its buffers, recording aside, ends with the eager job's
+    metrics and history to the last bit."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    study = load_study(spec)
+    au = next(j for j in plan(study) if j.paradigm == "AU")
+    assert au.affinity is not None
+    built: list[GraphedTrainStep] = []
+    real_build = job_module.build_trainer
+
+    def graphed_trainer(*args: object, **kw: object) -> object:
+        trainer = real_build(*args, **{**kw, "step_graphs": True})  # type: ignore[arg-type]
+        assert isinstance(trainer.train_step, GraphedTrainStep)
+        built.append(trainer.train_step)
+        return trainer
+
+    results = {}
+    for mode in ("eager", "graphed"):
+        if mode == "graphed":
+            monkeypatch.setattr(job_module, "build_trainer", graphed_trainer)
+        store = RunStore(tmp_path / mode)
+        store.init(dump_study(study), [au])
+        assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
+        folder = store.root / "jobs" / au.id
+        affinity = json.loads((folder / "affinity.json").read_text())
+        timing = ("seconds", "train_seconds", "share")
+        results[mode] = (
+            store.metrics(au.id)["tasks"],  # type: ignore[index]
+            (folder / "history.csv").read_text(),
+            {k: v for k, v in affinity.items() if k not in timing},
+        )
+    assert len(built) == 1 and not built[0].recorded  # closed at the end of fit: the buffers are freed
+    assert results["graphed"] == results["eager"]

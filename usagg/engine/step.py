@@ -1,0 +1,290 @@
+"""One optimiser step on one task's batch: eager, or the whole step recorded as a CUDA graph per task.
+
+`TrainStep` is the step the trainer has always taken: forward under autocast, the loss balance,
+backward, gradient clipping, AdamW. `GraphedTrainStep` (`execution.accel: step-graphs`, CUDA only)
+records that same step, once per task, as one CUDA graph (torch's "whole-network capture") and
+replays it: one launch per step instead of a couple of thousand, the host free to prepare the next
+batch. What makes the step recordable:
+
+- Static shapes: every training batch of a task is full (usagg/engine/sampling.py), so a task's
+  step has one shape. The batch is copied into the graph's input buffers; a trunk-fed batch is
+  first given wholly as trunk tokens (`DinoEncoder.as_tokens`: the frozen blocks run eagerly for
+  the augmented rows), since which rows are augmented changes from batch to batch. A batch of
+  another shape (none in training as the sampler draws) runs eagerly.
+- Nothing reads the device from the host inside the step (tests/test_cuda_path.py checks the
+  eager step under `set_sync_debug_mode("error")`).
+- Optimiser state exists before recording: a task's first `WARMUP_STEPS` steps run eagerly (real
+  steps of the schedule, on a side stream as torch asks), creating AdamW's moments, cuBLAS and
+  cuDNN handles, the RoPE tables and the initial losses of `loss_balance: initial`. Recording
+  checks that it updates exactly the parameters its eager steps updated.
+- AdamW records with `capturable` and device-tensor learning rates (fused, as the job's
+  optimiser already is); the scheduler fills those tensors in place, so every replay uses the
+  step's own rate. Checkpoints keep plain floats (`portable_optimizer_state`), so a job
+  resumes under any accel mode.
+- All task graphs share one memory pool: a graph's temporaries are dead when it ends, and the
+  gradients it writes are read only inside it, so replaying the graphs in any order is safe.
+  The losses a replay returns are read (summed on the device) before the next replay.
+
+The CPU has no CUDA graphs; `GraphedTrainStep(record=False)` runs the same body from the same
+input buffers unrecorded, which is how tests/test_train_step.py checks that the body trains to
+the eager step's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from usagg.engine.balance import LossBalance
+from usagg.engine.device import Compute
+from usagg.model.backbones import EncoderInput
+from usagg.model.m2dino import M2DINO
+
+log = logging.getLogger(__name__)
+
+#: Eager steps per task before its step is recorded (optimiser state, library handles, lazy tables).
+WARMUP_STEPS = 2
+
+Batch = torch.Tensor | EncoderInput
+
+
+class StepLosses(NamedTuple):
+    """What a step leaves for the trainer's sums, detached: the optimised loss, the model's loss (head + aux) and
+    the MoE auxiliary loss."""
+
+    loss: torch.Tensor
+    model_loss: torch.Tensor
+    aux: torch.Tensor
+
+
+class TrainStep:
+    """The eager step: forward under autocast, loss balance, backward, clipping (when set), AdamW."""
+
+    def __init__(
+        self,
+        model: M2DINO,
+        balance: LossBalance,
+        optimizer: torch.optim.Optimizer,
+        compute: Compute,
+        clip: float | None,
+    ) -> None:
+        self.model = model
+        self.balance = balance
+        self.optimizer = optimizer
+        self.compute = compute
+        self.clip = clip
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def __call__(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
+        return self._body(task, x, y)
+
+    def _body(self, task: str, x: Batch, y: torch.Tensor, cache: bool = True) -> StepLosses:
+        with self.compute.autocast(cache):
+            out = self.model(x, task, y)
+        assert out.loss is not None
+        loss = self.balance.combine(task, out.loss, out.aux_loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.optimizer.step()
+        return StepLosses(loss.detach(), out.loss.detach(), out.aux_loss.detach())
+
+    def close(self) -> None:
+        """Release what the step holds beyond the model and optimiser (nothing, eagerly)."""
+
+
+@dataclass
+class _Recorded:
+    """One task's recorded step: its input buffers, the graph (None when not recording) and the losses it writes."""
+
+    x: Batch
+    y: torch.Tensor
+    graph: Any
+    out: StepLosses | None
+
+
+def _with_grad(params: list[torch.nn.Parameter]) -> set[int]:
+    """The parameters a step just updated: those with a gradient (a step sets the others' to None)."""
+    return {id(p) for p in params if p.grad is not None}
+
+
+def _shape(x: Batch) -> tuple[Any, ...]:
+    if isinstance(x, EncoderInput):
+        return ("tokens", x.size, x.image_size)
+    return ("pixels", tuple(x.shape), x.dtype)
+
+
+class GraphedTrainStep(TrainStep):
+    """`TrainStep` recorded as one CUDA graph per task after `WARMUP_STEPS` eager steps, then replayed.
+
+    `record=False` (the CPU, tests): the same body runs from the same input buffers, unrecorded.
+    """
+
+    def __init__(
+        self,
+        model: M2DINO,
+        balance: LossBalance,
+        optimizer: torch.optim.Optimizer,
+        compute: Compute,
+        clip: float | None,
+        record: bool = True,
+    ) -> None:
+        super().__init__(model, balance, optimizer, compute, clip)
+        self.record = record
+        self.recorded: dict[str, _Recorded] = {}
+        self.eager_steps: dict[str, int] = {}
+        self.updated: dict[str, set[int]] = {}  # per task: the parameters its last eager step updated
+        self.pool = torch.cuda.graph_pool_handle() if record else None
+        self.side = torch.cuda.Stream(compute.device) if record else None
+        self._other_shape_said: set[str] = set()
+
+    def __call__(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
+        rec = self.recorded.get(task)
+        done = self.eager_steps.get(task, 0)
+        if rec is None and done < WARMUP_STEPS:
+            self.eager_steps[task] = done + 1
+            return self._eager(task, x, y)
+        src = self._input(x)
+        if rec is None:
+            return self._record(task, src, y)
+        if _shape(src) == _shape(rec.x) and y.shape == rec.y.shape:
+            return self._replay(task, rec, src, y)
+        if task not in self._other_shape_said:
+            log.info("step-graphs: a batch of task %s has another shape than its recorded step; it runs eagerly", task)
+            self._other_shape_said.add(task)
+        return self._eager(task, x, y)
+
+    def _input(self, x: Batch) -> Batch:
+        """A trunk-fed batch as tokens only (one shape whichever rows were augmented); pixels as they are."""
+        if isinstance(x, EncoderInput):
+            with self.compute.autocast():
+                return self.model.encoder.as_tokens(x)
+        return x
+
+    def _eager(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
+        """An unrecorded step; remembers which parameters it updated (what the task's recording must update)."""
+        if self.side is None:
+            out = self._body(task, x, y)
+        else:
+            # on a side stream (torch's CUDA-graph notes: lazy set-up must not land on the recording stream);
+            # AdamW made capturable for another task's recording warns that it runs unrecorded here: it is meant to
+            dev = self.compute.device
+            self.side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(self.side), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*capturable=True.*")
+                out = self._body(task, x, y)
+            torch.cuda.current_stream(dev).wait_stream(self.side)
+        self.updated[task] = _with_grad(self.params)
+        return out
+
+    def _load(self, rec: _Recorded, src: Batch, y: torch.Tensor) -> None:
+        """Copy a batch (`_input`'s form) into the recorded step's input buffers."""
+        rec.y.copy_(y)
+        if isinstance(rec.x, EncoderInput):
+            assert isinstance(src, EncoderInput) and src.tokens is not None and rec.x.tokens is not None
+            for dst, t in zip(rec.x.tokens, src.tokens, strict=True):
+                dst.copy_(t)
+        else:
+            assert isinstance(src, torch.Tensor)
+            rec.x.copy_(src)
+
+    def _buffers(self, src: Batch, y: torch.Tensor) -> tuple[Batch, torch.Tensor]:
+        """Input buffers holding this batch (`_input`'s form): tokens in float32 (the trunk's own precision; bf16
+        rows exactly), pixels and targets as they come."""
+        if isinstance(src, EncoderInput):
+            assert src.tokens is not None and src.token_pos is not None
+            tokens = [t.to(torch.float32, copy=True) for t in src.tokens]
+            buf: Batch = EncoderInput(src.size, src.image_size, tokens=tokens, token_pos=src.token_pos.clone())
+        else:
+            buf = src.clone()
+        return buf, y.clone()
+
+    def _record(self, task: str, src: Batch, y: torch.Tensor) -> StepLosses:
+        bx, by = self._buffers(src, y)
+        if not self.record:
+            rec = _Recorded(bx, by, None, None)
+            self.recorded[task] = rec
+            return self._body(task, rec.x, rec.y)
+        self._make_capturable()
+        dev = self.compute.device
+        before = self.updated.get(task, set())
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(dev)
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = self._body(task, bx, by, cache=False)
+        updated = _with_grad(self.params)
+        if updated != before:
+            raise RuntimeError(
+                f"step-graphs: the recorded step of task {task} updates {len(updated)} parameters where its eager "
+                f"steps updated {len(before)}; its optimiser state would be made inside the graph. Use "
+                "execution.accel: eager (or graphs) for this job, and report it."
+            )
+        rec = _Recorded(bx, by, graph, out)
+        self.recorded[task] = rec
+        log.info("step-graphs: task %s's whole training step recorded as one CUDA graph", task)
+        graph.replay()  # recording ran nothing: this is the step itself
+        return out
+
+    def _replay(self, task: str, rec: _Recorded, src: Batch, y: torch.Tensor) -> StepLosses:
+        self._load(rec, src, y)
+        if rec.graph is None:
+            return self._body(task, rec.x, rec.y)
+        rec.graph.replay()
+        assert rec.out is not None
+        return rec.out
+
+    def _make_capturable(self) -> None:
+        """AdamW as a recorded step needs it: `capturable`, and learning rates as device tensors the scheduler
+        fills in place (a float would be frozen into the graph at its recording)."""
+        for g in self.optimizer.param_groups:
+            if not isinstance(g["lr"], torch.Tensor):
+                g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=self.compute.device)
+            g["capturable"] = True
+
+    def close(self) -> None:
+        """Free the graphs and their memory pool (before selection and test evaluation need the memory); the
+        parameters' `.grad` point into that pool, so they are dropped too."""
+        self.recorded.clear()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def build_step(
+    model: M2DINO,
+    balance: LossBalance,
+    optimizer: torch.optim.Optimizer,
+    compute: Compute,
+    clip: float | None,
+    graphs: bool,
+) -> TrainStep:
+    """The trainer's step: recorded per task as CUDA graphs when `graphs` (`execution.accel: step-graphs` on
+    CUDA), else eager."""
+    if graphs:
+        return GraphedTrainStep(model, balance, optimizer, compute, clip, record=compute.device.type == "cuda")
+    return TrainStep(model, balance, optimizer, compute, clip)
+
+
+def portable_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser state dict as eager training writes it: learning rates as floats, `capturable` off (a graphed
+    step turns them into device tensors; a checkpoint must resume under any accel mode). The scheduler's state
+    gets the same for its `_last_lr`."""
+    out = dict(state)
+    if "param_groups" in out:
+        out["param_groups"] = [
+            {**g, "lr": _plain(g["lr"]), **({"capturable": False} if "capturable" in g else {})}
+            for g in out["param_groups"]
+        ]
+    if "_last_lr" in out:
+        out["_last_lr"] = [_plain(v) for v in out["_last_lr"]]
+    return out
+
+
+def _plain(v: Any) -> Any:
+    return float(v) if isinstance(v, torch.Tensor) else v
+
+
+__all__ = ["WARMUP_STEPS", "GraphedTrainStep", "StepLosses", "TrainStep", "build_step", "portable_optimizer_state"]
