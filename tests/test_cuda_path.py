@@ -88,6 +88,31 @@ def test_accelerate_keeps_the_cpu_eager_and_says_so_once(caplog: pytest.LogCaptu
         compile_encoder(model, "fast")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("package", "capable", "said"),
+    [(False, False, "the triton package is not installed"), (True, False, "compute capability below 7.0")],
+)
+def test_compile_and_graphs_without_triton_fall_back_to_eager_with_one_warning(
+    package: bool, capable: bool, said: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CUDA device whose machine lacks Triton (or whose GPU is too old for it): inductor could generate nothing,
+    so the job runs eager and says why in one line; step-graphs needs no compiler and is not touched."""
+    import torch.utils._triton as triton_check
+
+    monkeypatch.setattr(triton_check, "has_triton_package", lambda: package)
+    monkeypatch.setattr(triton_check, "has_triton", lambda: capable)
+    model = _model(torch.device("cpu"))
+    cuda = torch.device("cuda")  # never touched: the fallback comes before any compile or cache
+    with caplog.at_level(logging.INFO, logger="usagg.engine.accel"):
+        for mode in ("compile", "graphs"):
+            assert accelerate(model, mode, cuda) is model
+        assert accelerate(model, "step-graphs", cuda) is model
+    assert model.encoder._compiled_call_impl is None
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.endswith("accel")]
+    assert len(warned) == 2 and all(said in w and "this job runs eager" in w for w in warned)
+    assert any("whole training step is recorded" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.slow  # inductor compiles the encoder on the CPU: about 30 s
 def test_compiled_encoder_gives_the_eager_outputs_and_keeps_state_dict_keys() -> None:
     torch.manual_seed(0)

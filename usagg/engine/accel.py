@@ -27,7 +27,8 @@ Compiled code is kept on disk in the usagg cache
 (`<cache>/compile/torch-<version>/`, `compile_cache`) unless TORCHINDUCTOR_CACHE_DIR is set: it
 outlives /tmp (wiped between Slurm jobs on many clusters), a job of the same shapes loads it instead
 of compiling, each torch version has its own folder, and a folder whose marker is damaged or names
-another version is rebuilt (one line says so). The CPU always runs eager (compile
+another version is rebuilt (one line says so). Without Triton (or on a GPU too old for it) compile and
+graphs fall back to eager with one warning; step-graphs needs no compiler. The CPU always runs eager (compile
 costs over 30 s there and gains about 1 %). `make gpu-check` (benchmarks/gpu_check.py)
 measured the AU model's steady loop on an H200 (docs/benchmarks.md): graphs 3.59x eager,
 compile 1.20x. The default stays eager until a whole job under graphs has run on a GPU.
@@ -104,6 +105,18 @@ def use_compile_cache(root: Path) -> Path | None:
     return folder
 
 
+def compiler_missing() -> str | None:
+    """Why `compile` and `graphs` cannot run on this machine's GPU (None: they can): inductor generates Triton
+    kernels for CUDA, so Triton must be importable and the GPU able to run it (compute capability 7.0 or more)."""
+    from torch.utils._triton import has_triton, has_triton_package
+
+    if not has_triton_package():
+        return "the triton package is not installed (pip install triton, the version torch names)"
+    if not has_triton():
+        return "this GPU cannot run Triton's kernels (compute capability below 7.0, or no Triton backend for it)"
+    return None
+
+
 def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
     """Whether the trainer records each task's whole step as a CUDA graph (`step-graphs` on CUDA;
     usagg/engine/step.py)."""
@@ -141,6 +154,10 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path
             WARMUP_STEPS,
         )
         return model
+    missing = compiler_missing()
+    if missing:
+        log.warning("execution.accel=%s needs inductor's GPU compiler, Triton: %s; this job runs eager", mode, missing)
+        return model
     folder = use_compile_cache(cache) if cache is not None else None
     log.info(
         "execution.accel=%s: the encoder is compiled (%s) at its first batch; compiled code in %s",
@@ -157,6 +174,7 @@ __all__ = [
     "accelerate",
     "compile_cache",
     "compile_encoder",
+    "compiler_missing",
     "use_compile_cache",
     "whole_step_graphs",
 ]
