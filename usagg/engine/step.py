@@ -215,7 +215,8 @@ class GraphedTrainStep(TrainStep):
         before = self.updated.get(task, set())
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(dev)
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: only this thread's calls are checked while recording (a tracker's or lock's thread may run)
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = self._body(task, bx, by, cache=False)
         updated = _with_grad(self.params)
         if updated != before:
