@@ -78,6 +78,9 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 #: compile is left out: on the H200 it gave 1.20x eager against graphs' 3.59x
 #: and took about 140 s of a short lease to compile (`GPU_CHECK_ACCEL=eager,compile,graphs` measures it).
 DEFAULT_ACCEL = ("eager", "graphs", "step-graphs")
+#: Modes of the projection's steady loops unless GPU_CHECK_ACCEL names them: none that compiles (graphs would
+#: compile dinov3_base's encoder twice, dense and MoE, minutes of a six-minute check).
+PROJECTION_ACCEL = ("eager", "step-graphs")
 
 #: FMC_UIA training images by task type, as reported for the study (the projection's image counts).
 FMC_UIA_TRAIN_IMAGES = {"segmentation": 16615, "classification": 16361, "detection": 4333, "regression": 3078}
@@ -857,8 +860,8 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     r(MoE, type): images/s of a steady training loop with the spec's backbone, image size,
     batch size, frozen and MoE blocks and precision, MoE on for the paradigms that use it.
     Left out: selection and test evaluation, checkpoints, job start-up (measured per job in
-    part 1). On CUDA measured eager and under `execution.accel` graphs and step-graphs (those of
-    GPU_CHECK_ACCEL); `total_hours` is the fastest. On the CPU a tiny model stands in for the
+    part 1). On CUDA measured eager and under `execution.accel: step-graphs` (`PROJECTION_ACCEL`;
+    GPU_CHECK_ACCEL may name graphs too); `total_hours` is the fastest. On the CPU a tiny model stands in for the
     spec's (flow test), eager.
     """
     import torch
@@ -883,7 +886,7 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     }
     size, batch = study.model.image_size, study.training.batch_size
     share = len(study.seeds) * sum(study.fractions) * (1 - study.data.selection_fraction) * study.training.epochs
-    wanted = _env_list("GPU_CHECK_ACCEL", DEFAULT_ACCEL)
+    wanted = _env_list("GPU_CHECK_ACCEL", PROJECTION_ACCEL)
     modes = ["eager", *(m for m in ("graphs", "step-graphs") if m in wanted)] if device == "cuda" else ["eager"]
     out: dict[str, Any] = {
         "backbone": study.model.backbone,
