@@ -5,7 +5,7 @@ USAGG := $(VENV)/bin/usagg
 STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test test-fast lint demo known-answer bench gpu-check report-check clean
+.PHONY: install test test-fast lint demo known-answer bench gpu-check gpu-wheels report-check clean
 
 install: $(STAMP)
 
@@ -79,6 +79,17 @@ bench: install
 GPU_PY ?=
 gpu-check: $(if $(GPU_PY),,install)
 	$(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check
+
+# Wheels (Python 3.12, x86-64 Linux) of usagg's dependencies that a GPU box's own Python lacks, into .whl/
+# (git-ignored): the lent GPU machines' image holds torch, timm, typer and the rest, not these (its package
+# list of 2026-11-17). There: pip install --no-index --no-deps --target /tmp/site .whl/*.whl, then
+# PYTHONPATH=/tmp/site make gpu-check GPU_PY=python3 (docs/benchmarks.md, "GPU check").
+GPU_WHEELS ?= segmentation-models-pytorch==0.6.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+  typing-inspection==0.4.5
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info
