@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,57 @@ def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
         )
     assert len(built) == 1 and not built[0].recorded  # closed at the end of fit: the buffers are freed
     assert results["graphed"] == results["eager"]
+
+
+#: aten ops a recorded step cannot hold: host reads, and outputs whose shapes depend on the data.
+HOST_OR_DATA_SHAPED = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "is_nonzero", "equal"}
+
+
+@pytest.mark.parametrize("frozen", [None, 1], ids=["pixels", "trunk tokens"])
+def test_the_body_a_graph_records_is_the_same_ops_at_every_step_and_never_reads_the_device(frozen: int | None) -> None:
+    """What a replay assumes and the CPU can check: every step of a task dispatches the same aten ops on the same
+    shapes (a replay repeats the recorded ones), none reads a value back to the host or makes a data-shaped output.
+    The trace covers the body alone: a trunk batch's frozen blocks run before it, outside the graph."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Trace(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = func._overloadpacket.__name__
+            if name == "_local_scalar_dense" and any("one_hot(" in (f.line or "") for f in traceback.extract_stack()):
+                name = "one_hot's range check"  # F.one_hot checks its classes on the CPU only (none on CUDA)
+            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            self.ops.append((name, shapes))
+            return func(*args, **(kwargs or {}))
+
+    traces: dict[str, list[list[tuple[str, tuple[tuple[int, ...], ...]]]]] = {}
+    model = _model(frozen)
+    balance = build_balance("uncertainty", {t.id: 1.0 for t in TASKS})
+    opt = build_optimizer(model, TrainingSpec(grad_clip=1.0), balance.parameters())
+    step = GraphedTrainStep(model, balance, opt, CPU, 1.0, record=False)
+    body = step._body
+
+    def traced(task: str, x: object, y: torch.Tensor, cache: bool = True) -> object:
+        if task not in step.recorded:
+            return body(task, x, y, cache)  # type: ignore[arg-type]
+        with Trace() as trace:
+            out = body(task, x, y, cache)  # type: ignore[arg-type]
+        traces.setdefault(task, []).append(trace.ops)
+        return out
+
+    step._body = traced  # type: ignore[assignment, method-assign]
+    gen = torch.Generator().manual_seed(3)
+    for r in range(WARMUP_STEPS + 3):
+        for t in TASKS:
+            images = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+            touched = torch.tensor([(r + i) % 2 == 0 for i in range(BATCH)])
+            x = images if frozen is None else _trunk_input(model, images, touched)
+            step(t.id, x, _targets(t, gen))
+    for task, runs in traces.items():
+        assert len(runs) == 3 and runs[0] == runs[1] == runs[2], task
+        names = {name for name, _ in runs[0]}
+        assert not names & HOST_OR_DATA_SHAPED, (task, names & HOST_OR_DATA_SHAPED)
+        assert "_fused_adamw_" in names and "_foreach_mul_" in names  # AdamW and the clipping are in the body
