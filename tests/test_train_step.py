@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_cuda_path import WHOLE_JOB  # the AU job with affinity and a frozen trunk
 from usagg.engine import job as job_module
 from usagg.engine.balance import build_balance
 from usagg.engine.device import Compute
@@ -164,22 +165,6 @@ def test_learning_rates_as_tensors_follow_the_schedule_and_checkpoints_keep_floa
     assert torch.allclose(wf, wt, rtol=1e-5, atol=1e-7) and not torch.allclose(wf, start, rtol=1e-5, atol=1e-7)
 
 
-WHOLE_JOB = """
-name: step-graphs-job
-paradigms: [AU, AG]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 24, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, frozen_blocks: 1, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 2, batch_size: 6, eval_batch_size: 6, loss_balance: initial}}
-analysis: {{affinity: {{probe_size: 6}}}}
-"""
-
-
 @pytest.mark.slow  # two small AU jobs with affinity and trunks: about 10 s
 def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -190,9 +175,9 @@ def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
     metrics and history to the last bit."""
     spec = tmp_path / "study.yaml"
     spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
-    study = load_study(spec)
+    study = load_study(spec, ["training.loss_balance=initial"])
     au = next(j for j in plan(study) if j.paradigm == "AU")
-    assert au.affinity is not None
+    assert au.affinity is not None and au.training.loss_balance == "initial"
     built: list[GraphedTrainStep] = []
     real_build = job_module.build_trainer
 
