@@ -22,7 +22,7 @@ reported with its traceback and the check goes on, exiting 1 at the end):
 4. agreement: one fixed model (MoE on, every head) evaluated on the same test images
    on the CPU in fp32 and on the GPU in fp32 and bf16; predictions and primary
    metrics must agree within `TOLERANCE`.
-5. profile: where an eager AU step's time goes (wall against GPU-busy time, kernels
+5. profile: where an eager AU step's time goes, and a recorded one's (step-graphs) (wall against GPU-busy time, kernels
    per step, the top kernels): whether the host or the arithmetic sets the pace.
 6. accel: the AU model trained in a steady loop under each `execution.accel` mode in
    `GPU_CHECK_ACCEL` (usagg/engine/accel.py), and eager at four times the batch: img/s, MFU.
@@ -521,15 +521,27 @@ def au_job(root: Path) -> Any:
 PROFILE_ROUNDS = 3
 
 
-def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]:
-    """Where an eager AU training step's time goes: wall ms, GPU-busy ms and kernels per step, the top kernels.
+def profile_steps(root: Path, cfg: dict[str, Any], device: str) -> dict[str, dict[str, Any]]:
+    """`profile_step` of the eager step, and on CUDA of the recorded one (`step-graphs`, when GPU_CHECK_ACCEL has
+    it): whether recording took the host out of the way."""
+    graphed = device == "cuda" and "step-graphs" in _env_list("GPU_CHECK_ACCEL", DEFAULT_ACCEL)
+    out = {"eager": profile_step(root, cfg, device)}
+    if graphed:
+        out["step-graphs"] = profile_step(root, cfg, device, graphed=True)
+    return out
 
-    torch.profiler over `PROFILE_ROUNDS` rounds of the four tasks after two warm-up rounds. GPU-busy
-    well below wall means the host (launches, Python) sets the pace, not the arithmetic.
+
+def profile_step(root: Path, cfg: dict[str, Any], device: str, graphed: bool = False) -> dict[str, Any]:
+    """Where an AU training step's time goes: wall ms, GPU-busy ms and kernels per step, the top kernels.
+
+    torch.profiler over `PROFILE_ROUNDS` rounds of the four tasks after the warm-up rounds (under
+    `graphed`, the eager steps and the recording among them). GPU-busy well below wall means the host
+    (launches, Python) sets the pace, not the arithmetic.
     """
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from usagg.engine.step import WARMUP_STEPS
     from usagg.model.m2dino import build_model
 
     job = au_job(root)
@@ -538,8 +550,8 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
     torch.manual_seed(0)
     model = build_model(job.model, job.tasks, job.moe).to(dev).train()
-    step = train_step(model, amp)
-    train_rounds(step, batches, cfg["warmup"])
+    step = train_step(model, amp, graphed)
+    train_rounds(step, batches, max(cfg["warmup"], WARMUP_STEPS + 1) if graphed else cfg["warmup"])
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
@@ -553,6 +565,7 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str) -> dict[str, Any]
     for e in kernels:
         by_name.setdefault(e.name, []).append(e.device_time_total)
     top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:8]
+    step.close()
     return {
         "steps": steps,
         "wall_ms": wall * 1e3,
@@ -1168,13 +1181,14 @@ def print_accel(acc: dict[str, Any], device: str) -> None:
         print("  compile, graphs, step-graphs: n/a (the CPU runs eager in every mode)")
 
 
-def print_profile(prof: dict[str, Any]) -> None:
-    print(
-        f"\neager AU step, torch.profiler over {prof['steps']} steps: wall {prof['wall_ms']:.2f} ms, GPU busy "
-        f"{_fmt(prof['gpu_busy_ms'], '.2f')} ms, kernels {_fmt(prof['kernels_per_step'], '.0f')} per step"
-    )
-    for name, ms, n in prof["top"]:
-        print(f"  {ms:8.3f} ms {n:6.1f}x  {name}")
+def print_profile(profiles: dict[str, dict[str, Any]]) -> None:
+    for mode, prof in profiles.items():
+        print(
+            f"\n{mode} AU step, torch.profiler over {prof['steps']} steps: wall {prof['wall_ms']:.2f} ms, GPU busy "
+            f"{_fmt(prof['gpu_busy_ms'], '.2f')} ms, kernels {_fmt(prof['kernels_per_step'], '.0f')} per step"
+        )
+        for name, ms, n in prof["top"]:
+            print(f"  {ms:8.3f} ms {n:6.1f}x  {name}")
 
 
 def main() -> int:
@@ -1255,7 +1269,7 @@ def main() -> int:
         agree = phase(
             "agreement", lambda: compare_precisions(root, cfg, device), lambda out: print_agreement(out[0], cfg)
         )
-        phase("profile", lambda: profile_step(root, cfg, device), print_profile)
+        phase("profile", lambda: profile_steps(root, cfg, device), print_profile)
         acc = phase("accel", lambda: accel_rates(root, cfg, device, bare), lambda out: print_accel(out, device))
     ok = not failed and (jobs is None or jobs[1]) and (agree is None or agree[1])
     au = [r for r in jobs[0] if r["job"].startswith("AU")] if jobs else []

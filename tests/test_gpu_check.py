@@ -67,6 +67,7 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     agreement, agree_ok = results["agreement"]
     assert agree_ok and {r["run"].split()[1] for r in agreement} == {"fp32", "bf16"}
     assert [(r["mode"], r["batch"]) for r in results["accel"]["rows"]] == [("eager", 8), ("eager", 32)]
+    assert list(results["profile"]) == ["eager"] and results["profile"]["eager"]["wall_ms"] > 0  # CPU: eager only
 
     # jobs_per_gpu: each count through the real pool, jobs/h = count / wall; no measurement file for a CPU
     jpg = results["jobs_per_gpu"]
