@@ -26,8 +26,8 @@ batch. What makes the step recordable:
   The losses a replay returns are read (summed on the device) before the next replay.
 
 The CPU has no CUDA graphs; `GraphedTrainStep(record=False)` runs the same body from the same
-input buffers unrecorded, which is how tests/test_train_step.py checks that the body trains to
-the eager step's weights.
+input buffers unrecorded, AdamW made capturable all the same (its rates as float64 tensors there),
+which is how tests/test_train_step.py checks that the body trains to the eager step's weights.
 """
 
 from __future__ import annotations
@@ -206,11 +206,11 @@ class GraphedTrainStep(TrainStep):
 
     def _record(self, task: str, src: Batch, y: torch.Tensor) -> StepLosses:
         bx, by = self._buffers(src, y)
+        self._make_capturable()
         if not self.record:
             rec = _Recorded(bx, by, None, None)
             self.recorded[task] = rec
             return self._body(task, rec.x, rec.y)
-        self._make_capturable()
         dev = self.compute.device
         before = self.updated.get(task, set())
         graph = torch.cuda.CUDAGraph()
@@ -242,9 +242,12 @@ class GraphedTrainStep(TrainStep):
     def _make_capturable(self) -> None:
         """AdamW as a recorded step needs it: `capturable`, and learning rates as device tensors the scheduler
         fills in place (a float would be frozen into the graph at its recording)."""
+        dev = self.compute.device
+        # CUDA's fused kernel reads a tensor rate in float32; the CPU's reads it as a double, as it reads a float
+        dtype = torch.float32 if dev.type == "cuda" else torch.float64
         for g in self.optimizer.param_groups:
             if not isinstance(g["lr"], torch.Tensor):
-                g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=self.compute.device)
+                g["lr"] = torch.tensor(float(g["lr"]), dtype=dtype, device=dev)
             g["capturable"] = True
 
     def close(self) -> None:
