@@ -108,6 +108,7 @@ def test_the_recorded_body_from_its_buffers_trains_to_the_eager_weights(frozen: 
     assert isinstance(step, GraphedTrainStep)
     assert set(step.recorded) == {t.id for t in TASKS}  # every task left its warm-up and runs from its buffers
     assert step.eager_steps == {t.id: WARMUP_STEPS for t in TASKS}
+    assert len({id(r.x) for r in step.recorded.values()}) == 1  # one input buffer serves every task's graph
     if frozen is not None:
         rec = step.recorded["seg"].x
         assert isinstance(rec, EncoderInput) and rec.images is None and rec.tokens is not None

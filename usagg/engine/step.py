@@ -139,6 +139,7 @@ class GraphedTrainStep(TrainStep):
         self.recorded: dict[str, _Recorded] = {}
         self.eager_steps: dict[str, int] = {}
         self.updated: dict[str, set[int]] = {}  # per task: the parameters its last eager step updated
+        self.inputs: dict[tuple[Any, ...], Batch] = {}  # input buffers by shape, shared by the tasks' graphs
         self.pool = torch.cuda.graph_pool_handle() if record else None
         self.side = torch.cuda.Stream(compute.device) if record else None
         self._other_shape_said: set[str] = set()
@@ -195,17 +196,23 @@ class GraphedTrainStep(TrainStep):
 
     def _buffers(self, src: Batch, y: torch.Tensor) -> tuple[Batch, torch.Tensor]:
         """Input buffers holding this batch (`_input`'s form): tokens in float32 (the trunk's own precision; bf16
-        rows exactly), pixels and targets as they come."""
-        if isinstance(src, EncoderInput):
-            assert src.tokens is not None and src.token_pos is not None
-            tokens = [t.to(torch.float32, copy=True) for t in src.tokens]
-            buf: Batch = EncoderInput(src.size, src.image_size, tokens=tokens, token_pos=src.token_pos.clone())
-        else:
-            buf = src.clone()
+        rows exactly), pixels and targets as they come. Tasks whose inputs have one shape share one input
+        buffer (each replay fills it first), so 27 tasks hold one batch of tokens, not 27."""
+        key = _shape(src)
+        buf = self.inputs.get(key)
+        if buf is None:
+            if isinstance(src, EncoderInput):
+                assert src.tokens is not None and src.token_pos is not None
+                tokens = [t.to(torch.float32, copy=True) for t in src.tokens]
+                buf = EncoderInput(src.size, src.image_size, tokens=tokens, token_pos=src.token_pos.clone())
+            else:
+                buf = src.clone()
+            self.inputs[key] = buf
         return buf, y.clone()
 
     def _record(self, task: str, src: Batch, y: torch.Tensor) -> StepLosses:
         bx, by = self._buffers(src, y)
+        self._load(_Recorded(bx, by, None, None), src, y)  # a shared buffer may hold another task's batch
         self._make_capturable()
         if not self.record:
             rec = _Recorded(bx, by, None, None)
@@ -254,6 +261,7 @@ class GraphedTrainStep(TrainStep):
         """Free the graphs and their memory pool (before selection and test evaluation need the memory); the
         parameters' `.grad` point into that pool, so they are dropped too."""
         self.recorded.clear()
+        self.inputs.clear()
         self.optimizer.zero_grad(set_to_none=True)
 
 
