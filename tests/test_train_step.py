@@ -23,7 +23,7 @@ from usagg.engine.device import Compute
 from usagg.engine.optim import build_optimizer
 from usagg.engine.runner import run_one
 from usagg.engine.schedule import build_scheduler
-from usagg.engine.step import WARMUP_STEPS, GraphedTrainStep, TrainStep, portable_optimizer_state
+from usagg.engine.step import WARMUP_STEPS, GraphedTrainStep, TrainStep, portable_state
 from usagg.model.backbones import EncoderInput
 from usagg.model.m2dino import M2DINO, build_model
 from usagg.plan import plan
@@ -156,9 +156,9 @@ def test_learning_rates_as_tensors_follow_the_schedule_and_checkpoints_keep_floa
             sched.step()
             rates.append(float(opt.param_groups[0]["lr"]))
         weights[kind] = (torch.cat([p.detach().flatten() for p in model.parameters()]), rates)
-        saved = portable_optimizer_state(opt.state_dict())
+        saved = portable_state(opt.state_dict())
         assert all(isinstance(g["lr"], float) and not g["capturable"] for g in saved["param_groups"])
-        assert all(isinstance(v, float) for v in portable_optimizer_state(sched.state_dict())["_last_lr"])
+        assert all(isinstance(v, float) for v in portable_state(sched.state_dict())["_last_lr"])
     (wf, rf), (wt, rt) = weights["float"], weights["tensor"]
     assert rt == pytest.approx(rf, rel=1e-6) and len(set(rf)) == 5 and rf[-1] == 0  # warm-up, then the cosine
     start = torch.cat([p.detach().flatten() for p in _model(None).parameters()])

@@ -19,7 +19,7 @@ batch. What makes the step recordable:
   checks that it updates exactly the parameters its eager steps updated.
 - AdamW records with `capturable` and device-tensor learning rates (fused, as the job's
   optimiser already is); the scheduler fills those tensors in place, so every replay uses the
-  step's own rate. Checkpoints keep plain floats (`portable_optimizer_state`), so a job
+  step's own rate. Checkpoints keep plain floats (`portable_state`), so a job
   resumes under any accel mode.
 - All task graphs share one memory pool: a graph's temporaries are dead when it ends, and the
   gradients it writes are read only inside it, so replaying the graphs in any order is safe.
@@ -195,24 +195,24 @@ class GraphedTrainStep(TrainStep):
             rec.x.copy_(src)
 
     def _buffers(self, src: Batch, y: torch.Tensor) -> tuple[Batch, torch.Tensor]:
-        """Input buffers holding this batch (`_input`'s form): tokens in float32 (the trunk's own precision; bf16
-        rows exactly), pixels and targets as they come. Tasks whose inputs have one shape share one input
-        buffer (each replay fills it first), so 27 tasks hold one batch of tokens, not 27."""
+        """Input buffers shaped for this batch (`_input`'s form), filled by `_load`: tokens in float32 (the trunk's
+        own precision; bf16 rows exactly), pixels and targets as they come. Tasks whose inputs have one shape
+        share one input buffer (each replay fills it first), so 27 tasks hold one batch of tokens, not 27."""
         key = _shape(src)
         buf = self.inputs.get(key)
         if buf is None:
             if isinstance(src, EncoderInput):
                 assert src.tokens is not None and src.token_pos is not None
-                tokens = [t.to(torch.float32, copy=True) for t in src.tokens]
+                tokens = [torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in src.tokens]
                 buf = EncoderInput(src.size, src.image_size, tokens=tokens, token_pos=src.token_pos.clone())
             else:
-                buf = src.clone()
+                buf = torch.empty_like(src)
             self.inputs[key] = buf
-        return buf, y.clone()
+        return buf, torch.empty_like(y)
 
     def _record(self, task: str, src: Batch, y: torch.Tensor) -> StepLosses:
         bx, by = self._buffers(src, y)
-        self._load(_Recorded(bx, by, None, None), src, y)  # a shared buffer may hold another task's batch
+        self._load(_Recorded(bx, by, None, None), src, y)
         self._make_capturable()
         if not self.record:
             rec = _Recorded(bx, by, None, None)
@@ -280,7 +280,7 @@ def build_step(
     return TrainStep(model, balance, optimizer, compute, clip)
 
 
-def portable_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+def portable_state(state: dict[str, Any]) -> dict[str, Any]:
     """An optimiser state dict as eager training writes it: learning rates as floats, `capturable` off (a graphed
     step turns them into device tensors; a checkpoint must resume under any accel mode). The scheduler's state
     gets the same for its `_last_lr`."""
@@ -299,4 +299,4 @@ def _plain(v: Any) -> Any:
     return float(v) if isinstance(v, torch.Tensor) else v
 
 
-__all__ = ["WARMUP_STEPS", "GraphedTrainStep", "StepLosses", "TrainStep", "build_step", "portable_optimizer_state"]
+__all__ = ["WARMUP_STEPS", "GraphedTrainStep", "StepLosses", "TrainStep", "build_step", "portable_state"]

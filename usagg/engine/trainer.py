@@ -40,7 +40,7 @@ from usagg.engine.sampling import TaskSampler
 from usagg.engine.schedule import build_scheduler
 from usagg.engine.selecting import Selection
 from usagg.engine.selection import MODEL, Selector
-from usagg.engine.step import build_step, portable_optimizer_state
+from usagg.engine.step import build_step, portable_state
 from usagg.model.m2dino import M2DINO
 from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
 
@@ -208,8 +208,8 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "model": best.current(),
             "balance": self.balance.state(),
-            "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
-            "scheduler": portable_optimizer_state(self.scheduler.state_dict()),
+            "optimizer": portable_state(self.optimizer.state_dict()),
+            "scheduler": portable_state(self.scheduler.state_dict()),
             "sampler": self.sampler.state_dict(),
             "rng": checkpoint.rng_state(),
             "epoch": s.epoch,
