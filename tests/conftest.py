@@ -61,6 +61,7 @@ FILE_SECONDS = {
     "test_cuda_path.py": 16,
     "test_tables_pandas.py": 11,
     "test_selection_gap.py": 10,
+    "test_kept_model.py": 10,
     "test_engine_trainer.py": 10,
     "test_model_m2dino.py": 9,
     "test_engine_affinity.py": 8,

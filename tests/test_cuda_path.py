@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from usagg.engine import accel
-from usagg.engine import job as job_module
+from usagg.engine import kept as kept_module
 from usagg.engine.accel import accelerate, compile_encoder
 from usagg.engine.runner import run_one
 from usagg.model.m2dino import M2DINO, build_model
@@ -282,7 +282,7 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     primary = {}
     for mode in ("eager", "compile"):
         if mode == "compile":
-            monkeypatch.setattr(job_module, "accelerate", compile_always)
+            monkeypatch.setattr(kept_module, "accelerate", compile_always)
         store = RunStore(tmp_path / mode)
         store.init(dump_study(study), [au])
         assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
@@ -293,6 +293,45 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     assert len(compiled) == 1 and compiled[0].encoder._compiled_call_impl is not None
     # inductor fuses and reorders float sums, so two epochs drift apart by rounding: a few mask pixels, not a model
     assert primary["compile"] == pytest.approx(primary["eager"], rel=1e-2, abs=5e-3)
+
+
+@pytest.mark.cuda
+def test_a_kept_compiled_model_records_no_cuda_graph_for_the_next_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `graphs` a worker keeps its compiled model (usagg/engine/kept.py): seed 1's AU job after seed 0's, in
+    one process, records no CUDA graph (inductor's graphs read the parameters where they are, the job's weights are
+    copied in) and ends with the metrics of seed 1's job on a model of its own within bf16 rounding."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    study = load_study(spec, ["seeds=[0, 1]"])
+    jobs = [j for j in plan(study) if j.paradigm == "AU"]
+    captures = []
+    real_begin = torch.cuda.CUDAGraph.capture_begin
+
+    def counted(self: torch.cuda.CUDAGraph, *args: object, **kw: object) -> None:
+        captures.append(1)
+        real_begin(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", counted)
+    primary: dict[str, dict[str, float]] = {}
+    recorded: list[int] = []
+    for name, todo in (("alone", [jobs[1]]), ("kept", jobs)):
+        kept_module.release()
+        torch._dynamo.reset()
+        store = RunStore(tmp_path / name)
+        store.init(dump_study(study), todo)
+        for job in todo:
+            before = len(captures)
+            assert run_one(str(store.root), job.id, device="cuda", accel="graphs") == "done", store.error_text(job.id)
+            recorded.append(len(captures) - before)
+        done = store.job_metrics(jobs[1].id)
+        assert done is not None
+        primary[name] = {t: e.metrics[e.primary or ""] for t, e in done.tasks.items()}
+    kept_module.release()
+    alone, first, second = recorded
+    assert alone > 0 and first > 0 and second == 0, recorded
+    assert primary["kept"] == pytest.approx(primary["alone"], rel=5e-2, abs=5e-2)
 
 
 def test_a_workers_next_job_of_the_same_shapes_reuses_the_compiled_encoder() -> None:

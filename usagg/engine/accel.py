@@ -21,8 +21,10 @@ detection loss breaks graphs, while the encoder sees the task only as a tensor
 `nn.Module.compile` compiles in place, so parameter names, state dicts and
 checkpoints are those of the eager model. A pool worker compiles once per shape, not per job:
 dynamo inlines the encoder's modules (parameters are graph inputs), so the next job's new
-encoder of the same shapes in that worker captures no new graph (tests/test_cuda_path.py; under
-`graphs` its CUDA graphs are recorded again for the new parameters, unmeasured on a GPU).
+encoder of the same shapes in that worker captures no new graph (tests/test_cuda_path.py), and
+the worker keeps its compiled model for the next job of the same structure, the job's weights
+copied in (usagg/engine/kept.py), so `graphs` replays the CUDA graphs it recorded instead of
+recording them again for new parameters (unmeasured on a GPU).
 Compiled code is kept on disk in the usagg cache
 (`<cache>/compile/torch-<version>/`, `compile_cache`) unless TORCHINDUCTOR_CACHE_DIR is set: it
 outlives /tmp (wiped between Slurm jobs on many clusters), a job of the same shapes loads it instead

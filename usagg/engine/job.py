@@ -22,7 +22,7 @@ import torch
 from usagg.affinity import write_affinity
 from usagg.atomic import write_json_checked
 from usagg.cachedir import cache_root
-from usagg.engine.accel import AccelMode, accelerate, whole_step_graphs
+from usagg.engine.accel import AccelMode, whole_step_graphs
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
@@ -30,6 +30,7 @@ from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_e
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
+from usagg.engine.kept import job_model
 from usagg.engine.progress import ProgressFn
 from usagg.engine.selecting import RuleTests
 from usagg.engine.trainer import FitResult, Trainer
@@ -162,8 +163,9 @@ def run_job(
         n = {k: len(getattr(data.splits[t.id], k)) for k in ("train", "select", "test")}
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])
 
-    # On the device before the frozen trunk is built: the trunk runs the model's own frozen blocks there.
-    model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), accel, dev, cache_root(job.data.cache_dir))
+    # On the device before the frozen trunk is built: the trunk runs the model's own frozen blocks there. Under
+    # compile or graphs on CUDA, the worker's compiled model of the same structure with this job's weights.
+    model = job_model(job, accel, dev, cache_root(job.data.cache_dir))
     counts = model.trainable_counts()
     log.info("parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if model.weights_info.get("random_init"):

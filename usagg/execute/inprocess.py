@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from usagg.engine.progress import ProgressFn, with_progress
 from usagg.execute.base import EventFn, Executor, JobFn, call_job
 
@@ -16,9 +18,20 @@ class InProcessExecutor(Executor):
     ) -> dict[str, str]:
         fn = with_progress(fn, on_progress)  # the caller's sink itself: the job runs in its process
         states: dict[str, str] = {}
-        for job_id in job_ids:
-            self._emit(on_event, job_id, "started", {"device": "in-process"})
-            state, event, info = call_job(fn, self.store_root, job_id)
-            states[job_id] = state
-            self._emit(on_event, job_id, event, info)
+        try:
+            for job_id in job_ids:
+                self._emit(on_event, job_id, "started", {"device": "in-process"})
+                state, event, info = call_job(fn, self.store_root, job_id)
+                states[job_id] = state
+                self._emit(on_event, job_id, event, info)
+        finally:
+            _release_kept_model()
         return states
+
+
+def _release_kept_model() -> None:
+    """The model a job kept for the next (usagg/engine/kept.py) goes with the run: the caller's process (a notebook,
+    the Python API) gets its GPU memory back. Imported only where a job of this process imported it."""
+    kept = sys.modules.get("usagg.engine.kept")
+    if kept is not None:
+        kept.release()
