@@ -717,13 +717,15 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
     yet (the jobs phase left out), an untimed AU job runs first: a process's first job carries its
     warm-up (lazy imports, first kernels).
     Per job: wall (the whole `run_one`), trunk (the `job_trunks` stage), training (metrics), test
-    evaluation (metrics), and the rest (start-up, data, model build, selection, checkpoints).
-    checkpoints).
+    evaluation (metrics), and the rest (start-up, data, model build, selection, checkpoints). Under
+    compile or graphs each job is timed as its worker's first of its structure (no kept model,
+    usagg/engine/kept.py): compiling and recording are in every job's fixed cost, an upper bound.
     """
     import torch
 
     import usagg.engine.job as engine_job
     from usagg.engine.jobdata import load_job_data
+    from usagg.engine.kept import release as release_kept_model
     from usagg.engine.runner import run_one
     from usagg.plan import plan
 
@@ -751,6 +753,7 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
             )
             store, ids = _store_with(study)
             ids = [j for j in ids if paradigm == "AU" or store.job(j).task_ids == ["fetal_head"]]
+            release_kept_model()  # each job timed as its worker's first of its structure (compiles, records)
             if device == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
