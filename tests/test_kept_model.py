@@ -99,8 +99,9 @@ def test_only_a_model_of_the_same_structure_is_kept_for_the_next_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Seeds and data fractions keep the structure (the kept model serves, its weights replaced by the job's
-    own); another image size or accel mode does not (the kept model is released, a new one built). The weights
-    copied in are exactly those a model of the job's own would start from."""
+    own); another image size or accel mode does not (the kept model is released, a new one built), nor does a
+    job that did not end (failed or stopped). The weights copied in are exactly those a model of the job's own
+    would start from."""
     jobs = _au_jobs(_au_study(tmp_path, "seeds=[0, 1]", "fractions=[0.5, 1]"))
     assert len(jobs) == 4 and len({model_key(j, "graphs", CPU) for j in jobs}) == 1
     other_size = _au_jobs(_au_study(tmp_path, "model.image_size=48"))[0]
@@ -120,13 +121,18 @@ def test_only_a_model_of_the_same_structure_is_kept_for_the_next_job(
     first = job_model(jobs[0], "graphs", CPU)
     for p in first.parameters():
         p.grad = torch.ones_like(p)  # what a job leaves behind
+    kept_module.job_ended(first)
     torch.manual_seed(jobs[-1].seed)
     again = job_model(jobs[-1], "graphs", CPU)
     assert again is first and all(p.grad is None for p in again.parameters())
     loaded = {k: v.clone() for k, v in again.state_dict().items()}
+    # that job fails (no job_ended): the next job of the same structure gets a new model
+    unended = job_model(jobs[1], "graphs", CPU)
+    assert unended is not first and kept_module._Kept.model is unended
+    kept_module.job_ended(unended)
     torch.manual_seed(other_size.seed)
     other = job_model(other_size, "graphs", CPU)
-    assert other is not first and kept_module._Kept.model is other
+    assert other is not unended and kept_module._Kept.model is other
     torch.manual_seed(jobs[-1].seed)
     expected = build_model(jobs[-1].model, jobs[-1].tasks, jobs[-1].moe).state_dict()
     assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)

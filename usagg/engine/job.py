@@ -30,7 +30,7 @@ from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_e
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
-from usagg.engine.kept import job_model
+from usagg.engine.kept import job_ended, job_model
 from usagg.engine.progress import ProgressFn
 from usagg.engine.selecting import RuleTests
 from usagg.engine.trainer import FitResult, Trainer
@@ -243,7 +243,7 @@ def run_job(
         }
         if r is not None and r.expert_usage is not None:
             usage[t.id] = np.asarray(r.expert_usage, dtype=np.int64).tolist()
-    return JobMetrics.model_validate(
+    metrics = JobMetrics.model_validate(
         {
             "job_id": job.id,
             "tasks": tasks,
@@ -269,3 +269,5 @@ def run_job(
             },
         }
     ).to_json()
+    job_ended(model)  # the model may serve the worker's next job of its structure
+    return metrics

@@ -13,7 +13,8 @@ The job's initial weights are built as before, by `build_model` on the CPU after
 random draws, the same pretrained file read), so what a job computes does not depend on what the worker ran
 before it (tests/test_kept_model.py: a job after another on the kept model ends with the metrics of the same
 job on a model of its own, to the last bit). One model is kept per process; a job of another structure
-releases it first, so at most one model's memory is held between jobs. Eager jobs, the CPU and step-graphs
+releases it first, so at most one model's memory is held between jobs, and a model whose job failed or was
+stopped (out of memory, say) is released, not reused. Eager jobs, the CPU and step-graphs
 (which records per job against its new optimiser) keep nothing (`keeps_model`).
 """
 
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 
 
 class _Kept:
-    """The process's kept model and the structure it was built for."""
+    """The process's kept model, the structure it was built for, and whether the job it last served ended (a job
+    that failed or was stopped may leave its compiled code or CUDA graphs in any state: its model is not reused)."""
 
     key: str | None = None
     model: M2DINO | None = None
+    ended: bool = False
 
 
 def model_key(job: Job, mode: AccelMode, device: torch.device) -> str:
@@ -69,7 +72,8 @@ def job_model(job: Job, mode: AccelMode, device: torch.device, cache: Path | Non
         return accelerate(fresh.to(device), mode, device, cache)
     key = model_key(job, mode, device)
     kept = _Kept.model
-    if kept is not None and _Kept.key == key:
+    if kept is not None and _Kept.key == key and _Kept.ended:
+        _Kept.ended = False
         kept.load_state_dict(fresh.state_dict())  # into the parameters and buffers where they are
         kept.weights_info = dict(fresh.weights_info)
         kept.train(fresh.training)
@@ -79,16 +83,22 @@ def job_model(job: Job, mode: AccelMode, device: torch.device, cache: Path | Non
         return kept
     release()
     model = accelerate(fresh.to(device), mode, device, cache)
-    _Kept.key, _Kept.model = key, model
+    _Kept.key, _Kept.model, _Kept.ended = key, model, False
     return model
+
+
+def job_ended(model: M2DINO) -> None:
+    """`run_job` calls this when its job has ended normally: its model may serve the next job."""
+    if model is _Kept.model:
+        _Kept.ended = True
 
 
 def release() -> None:
     """Drop the kept model (its memory goes back to torch's allocator)."""
     if _Kept.model is None:
         return
-    _Kept.key, _Kept.model = None, None
+    _Kept.key, _Kept.model, _Kept.ended = None, None, False
     gc.collect()
 
 
-__all__ = ["job_model", "keeps_model", "model_key", "release"]
+__all__ = ["job_ended", "job_model", "keeps_model", "model_key", "release"]
