@@ -89,6 +89,31 @@ def test_latest_study_under_root(run_dir: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # a simulated store, then compare, plot and report: about 3 s
+def test_a_study_with_only_its_baseline_says_there_is_no_delta_and_draws_no_empty_figure(
+    tmp_path: Path, usagg: Callable[..., Result]
+) -> None:
+    """A TS-only study (or one whose other paradigms have not run yet), the first thing a new user may analyse:
+    no Δ figure drawn empty, no matplotlib warning, and every command says in one line why there is no Δ."""
+    import warnings
+
+    tasks = [t for t in load_tasks(TASKS) if t["id"] in FIGURE_TASKS]
+    run = simulate_run_store(tmp_path / "runs" / "ts", tasks, paradigms=("TS",))
+    said = "Only the baseline TS has results, so there is no Δ yet"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's empty-legend and singular-limit warnings included
+        compared = usagg("compare", str(run), cwd=tmp_path)
+        plotted = usagg("plot", str(run), "--out", str(tmp_path / "figs"), cwd=tmp_path)
+        reported = usagg("report", str(run), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert compared.returncode == plotted.returncode == reported.returncode == 0
+    assert said in compared.stderr and said in plotted.stderr  # `stderr`: everything the command printed
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["fig2_absolute.png", "fig_curves.png"]
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    summary = md.split("Contents:")[0]
+    assert said in summary and "tests, slopes and splits" not in summary
+    assert "- None: only the baseline TS has results" in md and "fig3_delta" not in md
+
+
 def test_plot_and_report_write_every_output(small_run: Path, tmp_path: Path) -> None:
     run_dir = small_run
     res = CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--format", "svg"])

@@ -105,6 +105,18 @@ class Comparison:
         """Paradigms compared against the baseline."""
         return [p for p in self.paradigms if p != self.baseline]
 
+    @property
+    def no_delta(self) -> str | None:
+        """Why there is no Δ at all (only the baseline has results: a TS-only study, or one whose other paradigms
+        have not run yet), for the summary, the report and `usagg plot`; None where some paradigm has a Δ."""
+        if self.others:
+            return None
+        return (
+            f"Only the baseline {self.baseline} has results, so there is no Δ yet: Δ versus {self.baseline}, its "
+            "tables, statistics and figures need the results of another paradigm (CG, AU, AG: the study's "
+            "`paradigms:`; `usagg status` shows the jobs still to run)."
+        )
+
     def info(self, task: str) -> TaskInfo:
         return next(t for t in self.tasks if t.task == task)
 

@@ -193,7 +193,7 @@ def _delta_order(a: Analysis, f: float) -> list[tuple[str, list[str]]]:
     return [(g, sorted((t.task for t in comp.tasks if t.group == g), key=lambda t: -n_of(t))) for g in groups]
 
 
-def fig_delta(a: Analysis) -> tuple[Figure, str]:
+def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
     """Δ % per task, horizontal bars by paradigm with their intervals, grouped by clinical group, type as markers.
 
     Error bars: the interval `uncertainty.shown_interval` picks (seeds when ≥ 2, else the
@@ -204,6 +204,8 @@ def fig_delta(a: Analysis) -> tuple[Figure, str]:
     from matplotlib.patches import Patch
 
     comp, f = a.comp, _main_fraction(a)
+    if comp.no_delta:
+        return None
     order = _delta_order(a, f)
     others = comp.others
     ypos: dict[str, float] = {}
@@ -419,9 +421,11 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
     return fig, cap
 
 
-def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str]:
+def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     """Δ versus n_train (log x) per paradigm, least-squares line in log10 n_train and Spearman ρ in the legend."""
     comp, f = a.comp, _main_fraction(a)
+    if comp.no_delta:
+        return None
     fig = _new(COLUMN_W, 2.6)
     ax = fig.subplots()
     rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
@@ -474,9 +478,11 @@ def _legend_below(fig: Figure, ax) -> None:
               columnspacing=1.0, borderaxespad=0.0)  # fmt: skip
 
 
-def fig_task_type(a: Analysis) -> tuple[Figure, str]:
+def fig_task_type(a: Analysis) -> tuple[Figure, str] | None:
     """Δ by task type per paradigm: box (quartiles) with every task as a point."""
     comp, f = a.comp, _main_fraction(a)
+    if comp.no_delta:
+        return None
     types = [ty for ty in task_type_names() if any(t.type == ty for t in comp.tasks)]
     others = comp.others
     fig = _new(COLUMN_W, 2.5)

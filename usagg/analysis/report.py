@@ -85,9 +85,12 @@ def _summary(a: Analysis) -> list[str]:
     recovery = recovery_line(a.inp, comp)
     if recovery:  # what a synthetic study with AG is run for
         lines.append(f"**AG recovery**: {recovery}")
-    lines.append(
-        f"Δ versus {comp.baseline} at fraction {frac_label(f)}; tests, slopes and splits under {HEADLINE} below."
-    )
+    if comp.no_delta:
+        lines.append(comp.no_delta)
+    else:
+        lines.append(
+            f"Δ versus {comp.baseline} at fraction {frac_label(f)}; tests, slopes and splits under {HEADLINE} below."
+        )
     return lines
 
 
@@ -95,6 +98,8 @@ def _headline(a: Analysis) -> list[str]:
     """One line per paradigm: Δm with CI, negative transfer, the data-scale correlation and the mixed model's slope
     (Holm-adjusted p beside the raw one); then which one-task groups were left out, and why."""
     comp = a.comp
+    if comp.no_delta:
+        return [f"None: only the baseline {comp.baseline} has results (see the summary above)."]
     f, by, neg = _at_largest_fraction(a)
     lines = []
     for p in comp.others:

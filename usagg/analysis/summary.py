@@ -108,7 +108,8 @@ def summary_table(a: Analysis) -> Table:
     if a.inp.affinity is not None:
         aff = a.inp.affinity
         rows.append(["Affinity", f"{len(aff.tasks)} tasks, {len(aff.steps)} measurements, {aff.share:.1%} of training"])
-    return Table("summary", "Study summary", ["Item", "Value"], rows, list(a.inp.notes))
+    notes = [comp.no_delta] if comp.no_delta else []
+    return Table("summary", "Study summary", ["Item", "Value"], rows, [*notes, *a.inp.notes])
 
 
 def _singletons_text(a: Analysis) -> str:

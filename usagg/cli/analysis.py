@@ -218,6 +218,8 @@ def plot_cmd(
     folder = out or _default_folder(a.inp.study, "figures")
     for fig in memoised.render_all(a, folder, fmt):
         typer.echo(f"wrote {fig.path}")
+    if a.comp.no_delta:  # the Δ figures are left out
+        typer.echo(a.comp.no_delta)
 
 
 def report_cmd(
