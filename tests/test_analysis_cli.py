@@ -114,6 +114,7 @@ def test_a_study_with_only_its_baseline_says_there_is_no_delta_and_draws_no_empt
     assert "- None: only the baseline TS has results" in md and "fig3_delta" not in md
 
 
+@pytest.mark.slow  # every figure of six tasks drawn, then the report: about 4 s
 def test_plot_and_report_write_every_output(small_run: Path, tmp_path: Path) -> None:
     run_dir = small_run
     res = CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--format", "svg"])

@@ -334,6 +334,7 @@ def test_a_kept_compiled_model_records_no_cuda_graph_for_the_next_job(
     assert primary["kept"] == pytest.approx(primary["alone"], rel=5e-2, abs=5e-2)
 
 
+@pytest.mark.slow  # dynamo traces three small encoders' forward and backward: about 8 s
 def test_a_workers_next_job_of_the_same_shapes_reuses_the_compiled_encoder() -> None:
     """A pool worker runs job after job in one process (usagg/execute/pool.py) and each job builds its own M2DINO
     and compiles its encoder in place. Dynamo inlines the encoder's modules, so their parameters are graph inputs,

@@ -87,7 +87,13 @@ def train_full_size(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, st
 
 @pytest.mark.parametrize(
     ("steps", "stride", "max_rel", "min_cos"),
-    [(0, 2, 0.01, 0.999), (0, 4, 0.01, 0.995), (60, 2, 0.01, 0.995), (60, 4, 0.06, 0.98)],
+    [
+        (0, 2, 0.01, 0.999),
+        (0, 4, 0.01, 0.995),
+        # 60 training steps of a decoder at full size and at the stride first: about 2.4 s each
+        pytest.param(60, 2, 0.01, 0.995, marks=pytest.mark.slow),
+        pytest.param(60, 4, 0.06, 0.98, marks=pytest.mark.slow),
+    ],
 )
 def test_decoder_loss_and_gradient_track_the_full_size_ones(steps: int, stride: int, max_rel: float, min_cos: float):
     """The real DPT head on synthetic fetal-head scans and masks, in training mode, at initialisation and after

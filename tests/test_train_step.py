@@ -98,6 +98,7 @@ def _train(
     return model, losses, step
 
 
+@pytest.mark.slow  # two models trained 3 rounds of 4 tasks each way: about 1.4 s
 @pytest.mark.parametrize("frozen", [None, 1], ids=["pixels", "trunk tokens"])
 def test_the_recorded_body_from_its_buffers_trains_to_the_eager_weights(frozen: int | None) -> None:
     """Four task types, MoE, uncertainty weighting, clipping; with a trunk, batches mixing stored tokens and
