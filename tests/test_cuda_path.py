@@ -317,8 +317,7 @@ def test_a_kept_compiled_model_records_no_cuda_graph_for_the_next_job(
     primary: dict[str, dict[str, float]] = {}
     recorded: list[int] = []
     for name, todo in (("alone", [jobs[1]]), ("kept", jobs)):
-        kept_module.release()
-        torch._dynamo.reset()
+        kept_module.release()  # the kept run's first job: a new model, whose CUDA graphs are recorded (compiled once)
         store = RunStore(tmp_path / name)
         store.init(dump_study(study), todo)
         for job in todo:
