@@ -88,7 +88,6 @@ def test_latest_study_under_root(run_dir: Path) -> None:
     assert "fetal_head" in res.output
 
 
-@pytest.mark.slow
 @pytest.mark.slow  # a simulated store, then compare, plot and report: about 3 s
 def test_a_study_with_only_its_baseline_says_there_is_no_delta_and_draws_no_empty_figure(
     tmp_path: Path, usagg: Callable[..., Result]
@@ -112,6 +111,7 @@ def test_a_study_with_only_its_baseline_says_there_is_no_delta_and_draws_no_empt
     summary = md.split("Contents:")[0]
     assert said in summary and "tests, slopes and splits" not in summary
     assert "- None: only the baseline TS has results" in md and "fig3_delta" not in md
+    assert "IoU (1 task)," in md and "1 tasks" not in md  # the study summary counts in words (usagg/wording.py)
 
 
 @pytest.mark.slow  # every figure of six tasks drawn, then the report: about 4 s

@@ -48,6 +48,7 @@ from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -269,7 +270,7 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
     tasks = [t for t in ordered_tasks(comp) if (fraction, t, BASELINE) in comp.cells]
     if len(tasks) < MIN_TASKS:
         raise CannotAdvise(
-            f"cannot advise on {where}: only {len(tasks)} task{'s' if len(tasks) != 1 else ''} "
+            f"cannot advise on {where}: only {counted(len(tasks), 'task')} "
             f"({', '.join(tasks) or 'none'}) have a {BASELINE} result at fraction {frac_label(fraction)}. Advice "
             f"fits its model across tasks and checks it by leaving one task out, which needs at least {MIN_TASKS}."
         )

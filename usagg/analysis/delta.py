@@ -31,6 +31,7 @@ from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_direction
+from usagg.wording import counted
 
 SEED_ORDER = "mean over seeds per task, then Δ per task"
 
@@ -333,11 +334,11 @@ def _aggregate(comp: Comparison, f: float, p: str, level: str, name: str, member
             have.append(t)
             vals.append(d.value)
     mean = float(np.mean(vals)) if vals else None
-    order = f"{SEED_ORDER}, then mean over {len(vals)} task{'s' if len(vals) != 1 else ''}"
+    order = f"{SEED_ORDER}, then mean over {counted(len(vals), 'task')}"
     if missing:
         order += f" ({len(missing)} without Δ left out)"
     if excluded:
-        order += f" ({len(excluded)} one-task group{'s' if len(excluded) > 1 else ''} left out)"
+        order += f" ({counted(len(excluded), 'one-task group')} left out)"
     if chance:
         order += f" ({len(chance)} at chance left out)"
     return Aggregate(

@@ -40,6 +40,7 @@ from usagg.analysis.tables import affinity_order, frac_label, ordered_tasks, rec
 from usagg.analysis.uncertainty import shown_interval
 from usagg.atomic import write_with
 from usagg.tasktypes import metric_unit, task_type_names
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -574,7 +575,7 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
         ax.set_xticks(range(e), [str(i) for i in range(e)])
         ax.set_xlabel("expert")
         jobs = list(dict.fromkeys(r[1] for r in rows))
-        ax.set_title(f"{p} ({len(jobs)} job{'s' if len(jobs) > 1 else ''})")
+        ax.set_title(f"{p} ({counted(len(jobs), 'job')})")
         for i in range(1, len(rows)):
             if rows[i][1] != rows[i - 1][1]:
                 ax.axhline(i - 0.5, color="white", linewidth=1.5)
@@ -634,7 +635,7 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
 
 def _measured_on(aff: Affinity) -> str:
     jobs = [j for j in aff.job_id.split(",") if j]
-    return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}" if jobs else "the measuring job"
+    return counted(len(jobs), "job") if jobs else "the measuring job"
 
 
 #: The affinity colour scale ends at this percentile of the off-diagonal |Z| when the largest |Z| exceeds it

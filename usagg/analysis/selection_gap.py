@@ -32,6 +32,7 @@ from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.tables import Cellv, Table, frac_label
 from usagg.jobmetrics import NO_SELECTION_SPLIT, SELECTION_RULES, JobMetrics
 from usagg.store import RunStore
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.analysis.summary import Analysis
@@ -225,7 +226,7 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
     reasons: dict[str, int] = {}
     for why in missing.values():
         reasons[why] = reasons.get(why, 0) + 1
-    notes += [f"{why} ({n} job{'s' if n != 1 else ''})." for why, n in sorted(reasons.items())]
+    notes += [f"{why} ({counted(n, 'job')})." for why, n in sorted(reasons.items())]
     if NO_SELECTION_SPLIT in reasons:
         notes.append(
             "To measure it: run with a selection split (data.selection_fraction > 0, e.g. --set "

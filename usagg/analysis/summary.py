@@ -35,6 +35,7 @@ from usagg.analysis.tables import (
     uncertainty_table,
 )
 from usagg.analysis.uncertainty import task_uncertainty
+from usagg.wording import counted
 
 
 @dataclass
@@ -98,7 +99,7 @@ def summary_table(a: Analysis) -> Table:
         ["Seeds", f"{len(t.seeds)} ({', '.join(map(str, t.seeds))})"],
         ["Fractions", ", ".join(frac_label(f) for f in comp.fractions)],
         ["Jobs", jobs],
-        ["Primary metrics", ", ".join(f"{m} ({n} tasks)" for m, n in by_metric.items())],
+        ["Primary metrics", ", ".join(f"{m} ({counted(n, 'task')})" for m, n in by_metric.items())],
         ["Regime threshold", f"n_train < {comp.regime_threshold} is low-data"],
         ["Group regime threshold", f"group n_train < {comp.group_regime_threshold} is a low-data group"],
         ["One-task groups", _singletons_text(a)],

@@ -19,6 +19,7 @@ from usagg.analysis.stats import Stat
 from usagg.analysis.uncertainty import SEEDS, TEST_SET, shown_interval
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -66,7 +67,7 @@ def exclusion_notes(comp: Comparison) -> list[str]:
     for p, tasks in comp.excluded.items():
         listed = ", ".join(f"{t} ({comp.info(t).group})" for t in tasks)
         out.append(
-            f"{p}: {len(tasks)} task{'s' if len(tasks) > 1 else ''} alone in {'their' if len(tasks) > 1 else 'its'} "
+            f"{p}: {counted(len(tasks), 'task')} alone in {'their' if len(tasks) > 1 else 'its'} "
             f"clinical group left out of every {p} aggregate and test ({listed}): a one-task group's {p} model "
             f"trains {comp.baseline}'s data with MoE {_moe_of(p)}, so its Δ measures no aggregation "
             "(analysis.cg_singletons: exclude; `include` keeps them)."

@@ -26,6 +26,7 @@ from usagg.registry import load_plugins
 from usagg.spec.models import CatalogRef, Study, TaskSpec
 from usagg.spec.typewalk import container
 from usagg.sweep import Point, point_label, point_trees, split_values
+from usagg.wording import counted
 
 __all__ = [
     "dump_study",
@@ -339,7 +340,7 @@ def format_validation_error(
             by_path[path].append(msg if not by_path[path] else re.sub(r"^got .*?; ", "", msg))
     lines = [f"  - {p + ': ' if p else ''}{', or '.join(by_path[p])}" for p in order]
     n = len(order)
-    head = f"{file}: invalid {what} ({n} problem{'s' if n > 1 else ''}):"
+    head = f"{file}: invalid {what} ({counted(n, 'problem')}):"
     return "\n".join([head, *lines])
 
 
