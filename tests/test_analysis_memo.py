@@ -85,11 +85,11 @@ def test_statistics_hit_equals_fresh_and_is_not_recomputed(run_dir: Path, cache:
     inp = load_input(run_dir, None)
     fresh = analyse(inp)  # pure: no memo at all
     assert not (cache / "analysis").exists()
-    memoised = Memoised.for_input(inp)
+    memoised = Memoised.own()
     assert memoised.analyse(inp).stats == fresh.stats  # miss: computed and stored
     assert len(list((cache / "analysis" / "stats").glob("*.json"))) == 1
     again = load_input(run_dir, None)  # as the next command, in a new process, would read it
-    hit = Memoised.for_input(again).analyse(again)
+    hit = Memoised.own().analyse(again)
     assert hit.stats == fresh.stats and hit.comp == fresh.comp
     assert any(s.ci is not None for s in hit.stats) and all(isinstance(s.ci, tuple) for s in hit.stats if s.ci)
     assert memoised.memo.cached_statistics(input_key(inp, fresh.comp.baseline), _refuse) == fresh.stats
@@ -203,7 +203,7 @@ def test_an_unusable_cache_changes_nothing_but_speed(
     blocker.write_text("x")
     monkeypatch.setenv("USAGG_CACHE", str(blocker))
     inp = load_input(run_dir, None)
-    memoised = Memoised.for_input(inp)
+    memoised = Memoised.own()
     a = memoised.analyse(inp)
     assert a.stats == analysis.stats
     figs = memoised.render_all(a, tmp_path / "figs", dpi=60)
@@ -227,23 +227,17 @@ def test_oldest_entries_are_pruned(analysis: Analysis, cache: Path) -> None:
     assert made[2] in set(folder.iterdir()) and made[3] not in set(folder.iterdir())
 
 
-def test_study_cache_dir_is_used_only_inside_the_store(tmp_path: Path, cache: Path) -> None:
-    """A stored spec's cache_dir inside the store is used; one outside it is data from elsewhere, never followed."""
+def test_a_stored_cache_dir_is_never_the_memo(tmp_path: Path, cache: Path) -> None:
+    """The stored spec's data.cache_dir, inside the store or not, is data: the memo stays in the user's cache."""
     own = tmp_path / "own-run"
     simulate_run_store(own, load_tasks(TASKS)[:6])
     study = yaml.safe_load((own / "study.yaml").read_text())
-    study.setdefault("data", {})["cache_dir"] = str(own / "study-cache")
-    (own / "study.yaml").write_text(yaml.safe_dump(study))
-    inp = load_input(own, None)
-    Memoised.for_input(inp).analyse(inp)
-    assert list((own / "study-cache" / "analysis" / "stats").glob("*.json"))
-    assert not (cache / "analysis").exists()
-
-    study["data"]["cache_dir"] = str(tmp_path / "elsewhere")
-    (own / "study.yaml").write_text(yaml.safe_dump(study))
-    inp = load_input(own, None)
-    Memoised.for_input(inp).analyse(inp)
-    assert not (tmp_path / "elsewhere").exists()
+    for named in (own / "study-cache", tmp_path / "elsewhere"):
+        study.setdefault("data", {})["cache_dir"] = str(named)
+        (own / "study.yaml").write_text(yaml.safe_dump(study))
+        inp = load_input(own, None)
+        Memoised.own().analyse(inp)
+        assert not named.exists()
     assert list((cache / "analysis" / "stats").glob("*.json"))
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.cli_run import run_cli
 from usagg.analysis.inputs import load_input
 from usagg.analysis.memo import FigureFile, Memo
 from usagg.analysis.outputs import Memoised
@@ -195,32 +196,41 @@ def test_a_manifest_entry_outside_its_entry_is_refused(tmp_path: Path) -> None:
     assert not (out.parent / "x").exists()
 
 
-def test_received_store_cannot_point_plot_at_a_tampered_cache(
+def test_received_store_cannot_point_the_memo_at_its_own_cache(
     store: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The finding end to end: study.yaml names a cache whose manifest writes `../x`; `usagg plot` writes nothing
-    outside its figure folder, and a cache named outside the store is not used at all."""
+    """The findings end to end: study.yaml names a cache inside the store, whose analysis/stats is a link to a
+    folder of the user's and whose figure entry is forged for the key the results give. `usagg compare` and
+    `plot` use neither: the memo lives in the user's own cache, nothing outside is pruned, nothing is written
+    into the store, and the figures are drawn, not copied from the forged entry."""
     from usagg.analysis.figures import FIGURE_DPI
-    from usagg.analysis.memo import input_key
+    from usagg.analysis.memo import KEEP, input_key
 
     work = store.parent.parent
     monkeypatch.chdir(work)
-    _set_stored(store, "data.cache_dir", str(tmp_path / "planted-cache"))
+    _set_stored(store, "data.cache_dir", str(Path("runs", "recv", "c")))  # inside the store, as a shipped one is
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for i in range(KEEP + 6):
+        (victim / f"file{i}.txt").write_text("the user's")
+        os.utime(victim / f"file{i}.txt", (1_600_000_000 + i, 1_600_000_000 + i))  # the oldest would be pruned
+    (store / "c" / "analysis").mkdir(parents=True)
+    (store / "c" / "analysis" / "stats").symlink_to(victim, target_is_directory=True)
     inp = load_input(store, None)
-    assert inp.cache_dir is None and Memoised.for_input(inp).memo.root == cache / "analysis"
-    # a cache inside the store is followed (the store's own data), and its manifest is checked
-    _set_stored(store, "data.cache_dir", str(store / "cache"))
-    inp = load_input(store, None)
-    assert inp.cache_dir == store / "cache"
-    key = input_key(inp, Memoised.for_input(inp).analyse(inp).comp.baseline)
-    entry = store / "cache" / "analysis" / "figures" / _entry_name(key, FIGURE_DPI)
-    entry.mkdir(parents=True)
-    (entry / "manifest.json").write_text(json.dumps([{"name": "fig", "file": "../x", "caption": "c"}]))
-    (entry.parent / "x").write_text("payload")
-    res = CliRunner().invoke(app, ["plot", "runs/recv"])
-    assert isinstance(res.exception, UnsafePath), res.output
-    assert "manifest.json, item 'fig', field 'file': '../x' is not a single file name" in str(res.exception)
-    assert not (work / "reports").exists()  # neither reports/recv/x nor a figure
+    key = input_key(inp, analyse(inp).comp.baseline)
+    forged = store / "c" / "analysis" / "figures" / _entry_name(key, FIGURE_DPI)
+    forged.mkdir(parents=True)
+    (forged / "fig3_delta.png").write_bytes(b"forged")
+    (forged / "manifest.json").write_text(json.dumps([{"name": "fig3", "file": "fig3_delta.png", "caption": "c"}]))
+    in_store = _files(store)
+    assert Memoised.own().memo.root == cache / "analysis"
+    assert CliRunner().invoke(app, ["compare", "runs/recv"]).exit_code == 0
+    res = CliRunner().invoke(app, ["plot", "runs/recv", "--out", str(tmp_path / "figs")])
+    assert res.exit_code == 0, res.output
+    assert len(list(victim.iterdir())) == KEEP + 6  # nothing pruned or written through the link
+    assert _files(store) == in_store  # a read that writes nothing into the store it reads
+    assert (tmp_path / "figs" / "fig3_delta.png").read_bytes()[:4] == b"\x89PNG"  # drawn, not the forged entry
+    assert list((cache / "analysis" / "stats").glob("*.json"))
 
 
 def _entry_name(key: str, dpi: int) -> str:
@@ -298,6 +308,46 @@ def test_html_in_task_and_group_names_is_escaped_in_the_report(store: Path, cach
         assert "<img" not in text and "<script" not in text
     assert "&lt;img src=x onerror=alert(1)>" in md and "&lt;script>alert(2)&lt;/script>" in md
     assert "Δ<0" in md  # text that opens no tag reads as before
+
+
+@pytest.mark.parametrize("column", ["task", "group", "paradigm"])
+def test_a_terminal_escape_in_a_results_cell_is_refused_by_row_and_column(
+    store: Path, tmp_path: Path, column: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSC sequence in a received results.csv never reaches the terminal: the cell is named, not printed raw."""
+    rows = read_results(store / "results.csv").rows
+    rows[1] = dataclasses.replace(rows[1], **{column: "breast\x1b]0;PWNED\x07cls"})
+    csv = tmp_path / "escaped.csv"
+    write_results(rows, csv)
+    code, out = run_cli(["compare", "--results", str(csv)], monkeypatch, capsys)
+    assert code == 2 and "\x1b" not in out and "Traceback" not in out, out
+    said = " ".join(out.split())
+    assert f"row 2 (line 3), column '{column}': expected printable text on one line" in said
+    assert r"control characters (\x1b, \x07)" in said
+
+
+@pytest.mark.parametrize(
+    ("tasks", "said"),
+    [
+        (5, "key `tasks`: expected a list of tasks, got int 5"),
+        ([{"id": [1]}], "tasks[0].id: expected text, got list [1]"),
+        ([{"id": "FUGC", "metric": [1]}], "tasks[0].metric: expected text, got list [1]"),
+    ],
+)
+def test_a_malformed_tasks_block_in_a_received_study_is_a_named_error(
+    store: Path,
+    cache: Path,
+    tasks: object,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study = yaml.safe_load((store / "study.yaml").read_text())
+    study["tasks"] = tasks
+    (store / "study.yaml").write_text(yaml.safe_dump(study))
+    code, out = run_cli(["compare", str(store)], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out, out
+    assert f"{store / 'study.yaml'}, {said}" in " ".join(out.split())
 
 
 def test_md_text() -> None:

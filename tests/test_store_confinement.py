@@ -129,7 +129,8 @@ def test_usagg_repair_refuses_a_planted_job_link_with_a_named_error(
     (outside / "metrics.json").write_text("{not json")  # what repair would set aside, through the link
     code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
     assert code == 2, out
-    assert "Traceback" not in out and f"resolves to {outside}, outside {store.root}" in " ".join(out.split())
+    said = " ".join(out.split())
+    assert "Traceback" not in out and f"{store.jobs_dir / job.id} is a symbolic link (to {outside})" in said
     assert sorted(p.name for p in outside.iterdir()) == ["job.json", "metrics.json"]
     assert (outside / "metrics.json").read_text() == "{not json"
 
@@ -231,3 +232,70 @@ def test_a_record_without_a_digest_says_so(tmp_path: Path) -> None:
         prov = provenance(load_input(store.root, None))
         assert prov.weights_sha256 is None
         assert f"weights: {weights} (no digest in the run store)" in prov.lines()
+
+
+# --------------------------------------------------------------------------- 3. links inside a job folder
+
+
+def _plant_inner_links(store: RunStore, job: Job, tmp_path: Path) -> Path:
+    """The received store of finding F2: a pending job whose log.txt and checkpoints/ are links to files of the
+    user's (a shell profile, another project's checkpoints); returns the folder they lead to."""
+    victim = tmp_path / "victim"
+    (victim / "ckpt").mkdir(parents=True)
+    (victim / "bashrc").write_text("export PATH=/usr/bin\n")
+    (victim / "ckpt" / "last.pt").write_text("MINE")
+    (victim / "ckpt" / "best.pt").write_text("MINE")
+    store.set_state(job.id, "pending", expect=("done",))
+    (store.job_dir(job.id) / "log.txt").symlink_to(victim / "bashrc")
+    (store.job_dir(job.id) / "checkpoints").symlink_to(victim / "ckpt", target_is_directory=True)
+    return victim
+
+
+def _victim_files(victim: Path) -> dict[str, str]:
+    return {p.relative_to(victim).as_posix(): p.read_text() for p in sorted(victim.rglob("*")) if p.is_file()}
+
+
+def test_a_link_planted_inside_a_job_folder_stops_repair_and_the_run_before_any_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg repair` (and `usagg run`, whose first write is that repair) refuses the store in one paragraph,
+    naming the link; a job started anyway (a Slurm worker, `run_one`) fails with that message and writes nothing
+    through the links: no log line appended to the user's file, no checkpoint written, no last.pt removed."""
+    from usagg.engine.runner import run_one
+
+    store, job = _store(tmp_path)
+    victim = _plant_inner_links(store, job, tmp_path)
+    before = _victim_files(victim)
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 2 and "Traceback" not in out, out
+    assert f"{store.job_dir(job.id) / 'checkpoints'} is a symbolic link (to {victim / 'ckpt'})" in said
+    assert "remove the link" in said
+    assert run_one(str(store.root), job.id, device="cpu") == "failed"
+    assert store.job_state(job.id) == "failed"
+    assert "checkpoints is a symbolic link" in store.error_text(job.id)
+    assert _victim_files(victim) == before
+
+
+def test_a_link_to_another_job_folder_is_refused_before_a_run_writes(tmp_path: Path) -> None:
+    """Reads follow a `jobs/<id>` link that stays in the store, but no writer does: the job's checkpoints and
+    metrics would land in the other job's folder."""
+    store, job = _store(tmp_path)
+    store.job_dir(job.id).rename(store.jobs_dir / "moved")
+    (store.jobs_dir / job.id).symlink_to(store.jobs_dir / "moved", target_is_directory=True)
+    with pytest.raises(UnsafePath, match=rf"run store {store.root}: {store.jobs_dir / job.id} is a symbolic link"):
+        store.repair()
+
+
+def test_a_planted_slurm_folder_link_is_refused(tmp_path: Path) -> None:
+    from usagg.execute.slurm import SlurmExecutor
+    from usagg.spec.models import SlurmSpec
+
+    store, _ = _store(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    store.slurm_dir.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(UnsafePath, match=r"slurm is a symbolic link \(to .*elsewhere\)"):
+        SlurmExecutor(store.root, SlurmSpec(), cluster="local")
+    with pytest.raises(UnsafePath, match=r"slurm is a symbolic link"):
+        store.repair()
+    assert list((tmp_path / "elsewhere").iterdir()) == []

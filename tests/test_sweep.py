@@ -202,6 +202,28 @@ def test_a_job_shared_by_points_is_every_points_baseline(tmp_path: Path) -> None
     assert deltas == pytest.approx([50.0, -50.0])
 
 
+def test_a_swept_report_refuses_a_planted_tables_link_before_any_write(tmp_path: Path) -> None:
+    """reports/<study>/tables a link elsewhere: the points' side-by-side sweep.csv would be written through it, so
+    the report refuses before its first point's report is written."""
+    from usagg.analysis.inputs import load_input
+    from usagg.analysis.report import write_report
+    from usagg.analysis.summary import analyse
+    from usagg.safepath import UnsafePath
+
+    study = load_study(tiny(tmp_path, "sweep: {model.moe.experts: [4, 8]}\n"))
+    store = store_for(study)
+    store.init(dump_study(study), plan(study))
+    for job in plan(study):
+        _finish(store, job, {t.id: 0.6 for t in job.tasks})
+    folder, victim = tmp_path / "rep", tmp_path / "victim"
+    victim.mkdir()
+    folder.mkdir()
+    (folder / "tables").symlink_to(victim, target_is_directory=True)
+    with pytest.raises(UnsafePath, match=r"rep/tables is a symbolic link"):
+        write_report(analyse(load_input(store.root, None)), folder, render=lambda *_: [])
+    assert list(victim.iterdir()) == [] and [p.name for p in folder.iterdir()] == ["tables"]
+
+
 @pytest.mark.slow
 def test_run_sweep_then_compare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

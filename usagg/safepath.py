@@ -15,7 +15,7 @@ a script line:
 
 Each refusal is an `UnsafePath` (a `UsaggError`, exit 2) naming where the value came from
 (file, field or row), the value, and the folder it must stay in. No torch, no I/O beyond
-`os.path` lookups.
+`os.path` lookups and `no_links`' walk of a folder.
 """
 
 from __future__ import annotations
@@ -125,4 +125,27 @@ def real_folder(folder: Path | str, base: Path | str, source: str) -> Path:
                 f"{source}: {step} is a symbolic link (to {os.readlink(step)}); usagg writes into {folder} and will "
                 f"not write through a link planted inside {base}: remove the link (or give another output folder)"
             )
+    return folder
+
+
+def no_links(folder: Path | str, source: str) -> Path:
+    """`folder` when neither it nor anything below it is a symbolic link (none followed); else UnsafePath naming
+    the first link.
+
+    For the folders usagg alone writes into (a job's folder, submitit's folder of a run store): it makes no links
+    there, so one was planted (a received store), and the job's log, checkpoints or deletions would go through it.
+    """
+    folder = Path(folder)
+    link = folder if folder.is_symlink() else None
+    walk = os.walk(folder) if link is None else iter(())  # os.walk follows no link
+    for root, dirs, files in walk:
+        link = next((Path(root, n) for n in sorted(dirs + files) if Path(root, n).is_symlink()), None)
+        if link is not None:
+            break
+    if link is not None:
+        raise UnsafePath(
+            f"{source}: {link} is a symbolic link (to {os.readlink(link)}); usagg makes no links in {folder} and "
+            "will not write, append or delete through one planted there: remove the link (a run store received "
+            "from elsewhere may carry one) and run again"
+        )
     return folder

@@ -62,7 +62,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,7 +80,7 @@ from usagg.jobmetrics import JobMetrics, metrics_problem
 from usagg.paradigms import paradigm_names
 from usagg.plan import Job, weights_key
 from usagg.results_schema import RESULT_COLUMNS
-from usagg.safepath import check_component, confined
+from usagg.safepath import check_component, confined, no_links
 from usagg.sweep import value_text
 from usagg.tasktypes import metric_direction
 
@@ -391,6 +391,22 @@ class RunStore:
         """Every file of one job (nothing is created)."""
         return JobPaths(self.job_dir(job_id))
 
+    def check_no_links(self, job_ids: Iterable[str] | None = None) -> None:
+        """UnsafePath for a symbolic link in a folder the store's writers own: the job folders (`job_ids`', else
+        every one, the jobs/ folder itself included), slurm/ and mlflow-artifacts/ (usagg/safepath.py `no_links`).
+
+        usagg makes no links there; a received store could plant one, and a resumed job would append its log to,
+        write its checkpoints into and delete its last.pt from the link's target. `usagg run` and `usagg repair`
+        check the whole store before their first write, and every job checks its own folder before it starts.
+        """
+        if job_ids is None:
+            no_links(self.jobs_dir, f"run store {self.root}")
+        else:
+            for job_id in job_ids:
+                no_links(self.job_dir(job_id), f"run store {self.root}, job {job_id}")
+        for folder in (self.slurm_dir, self.mlflow_artifacts):
+            no_links(folder, f"run store {self.root}")
+
     # ----- study
 
     def exists(self) -> bool:
@@ -567,6 +583,7 @@ class RunStore:
         history metrics.json keeps. `jobs`: the plan to rebuild records from (default: plan.json).
         The repairs are also added to `repairs`.
         """
+        self.check_no_links()  # before the first write: no planted link is written, appended or pruned through
         if jobs is None:
             try:
                 jobs = self.jobs() if self.exists() else []

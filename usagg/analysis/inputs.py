@@ -20,7 +20,6 @@ from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
-from usagg.safepath import control_characters, inside
 from usagg.store import RunStore
 from usagg.tasktypes import default_metric
 
@@ -57,7 +56,6 @@ class AnalysisInput:
     jobs_planned: int | None = None
     expert_usage: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # job -> task -> blocks
     notes: list[str] = field(default_factory=list)
-    cache_dir: Path | None = None  # the stored data.cache_dir when inside the store: where outputs are memoised
     item_scores: dict[str, Path] = field(default_factory=dict)  # job -> its item_scores.json, where it wrote one
     histories: dict[str, list[dict]] = field(default_factory=dict)  # job -> its training history (metrics.json)
     affinity: Affinity | None = None  # the affinity AG grouped by; None with --results or when none was measured
@@ -158,9 +156,32 @@ def _settings(study: dict, path: str) -> Settings:
     return Settings(**spec.model_dump())
 
 
-def _primary_metrics(table: ResultsTable, study: dict) -> tuple[dict[str, str], list[str]]:
-    """Task -> primary metric: the study's `metric`, else the type's default, else the task's only metric."""
-    declared = {t["id"]: t.get("metric") for t in study.get("tasks") or [] if isinstance(t, dict) and "id" in t}
+def _stored_tasks(study: dict, where: str) -> list[dict]:
+    """The stored study's `tasks:` entries that name an id, each checked where the analysis reads it.
+
+    A received study.yaml is data: `tasks: 5`, an id that is a list or a metric that is a mapping is a
+    UsaggError naming the file, the entry and the key, not a TypeError from deep inside the analysis.
+    """
+    tasks = study.get("tasks")
+    if tasks is None:
+        return []
+    if not isinstance(tasks, list):
+        raise UsaggError(f"{where}, key `tasks`: expected a list of tasks, got {type(tasks).__name__} {tasks!r:.80}")
+    found = []
+    for i, task in enumerate(tasks):
+        if not isinstance(task, dict) or "id" not in task:
+            continue  # a catalog reference or a damaged entry names no task: nothing the analysis reads
+        for key in ("id", "metric", "group"):
+            value = task.get(key)
+            if (key == "id" or value is not None) and not isinstance(value, str):
+                raise UsaggError(f"{where}, tasks[{i}].{key}: expected text, got {type(value).__name__} {value!r:.80}")
+        found.append(task)
+    return found
+
+
+def _primary_metrics(table: ResultsTable, declared: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
+    """Task -> primary metric: the study's `metric` (`declared`), else the type's default, else the task's only
+    metric."""
     by_task: dict[str, set[str]] = {}
     types: dict[str, str] = {}
     for r in table.rows:
@@ -213,19 +234,6 @@ def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, 
     return out
 
 
-def _cache_dir(study: dict, store: RunStore | None) -> Path | None:
-    """The stored data.cache_dir when it lies inside the run store, else None ($USAGG_CACHE or ~/.cache/usagg).
-
-    The stored study is data, never an instruction: a cache folder it names elsewhere (another machine's path,
-    or a folder of this one) would decide where the analysis memo writes and prunes, so it is not followed.
-    """
-    data = study.get("data")
-    configured = data.get("cache_dir") if isinstance(data, dict) else None
-    if store is None or not isinstance(configured, str) or not configured:
-        return None
-    return Path(configured) if inside(configured, store.root) and not control_characters(configured) else None
-
-
 def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_path: Path) -> str:
     """The study's name, which default output folders (reports/<study>) are made from: a plain name or an error.
 
@@ -262,8 +270,9 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     table = read_results(csv_path)
     study = store.stored_study() if store is not None else {}
     settings = _settings(study, str(store.study_yaml) if store is not None else "defaults")
-    primary, notes = _primary_metrics(table, study)
-    declared_order = [t["id"] for t in study.get("tasks") or [] if isinstance(t, dict) and "id" in t]
+    tasks = _stored_tasks(study, str(store.study_yaml) if store is not None else "the study")
+    primary, notes = _primary_metrics(table, {t["id"]: t.get("metric") for t in tasks})
+    declared_order = [t["id"] for t in tasks]
     order = [t for t in declared_order if t in primary] + [t for t in table.tasks if t not in declared_order]
     unknown = [t for t in settings.representative_tasks if t not in primary]
     if unknown:
@@ -284,7 +293,6 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         expert_usage=_expert_usage(metrics),
         histories=_histories(metrics),
         notes=notes,
-        cache_dir=_cache_dir(study, store),
         item_scores=_item_score_files(store, table),
         affinity=affinity,
         designed_groups=_designed_groups(study, order),

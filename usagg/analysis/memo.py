@@ -56,7 +56,7 @@ class FigureFile:
 def code_sources() -> list[Path]:
     """The source the analysis runs: usagg/analysis/, the task types (metric directions, units, figure style),
     usagg/paradigms.py (paradigm order), usagg/results_schema.py (the results columns), usagg/affinity.py and
-    usagg/grouping.py (AG's evidence and the Rand index)."""
+    usagg/grouping.py (AG's evidence and the Rand index), usagg/wording.py (counts in the tables' text)."""
     return sorted(
         [
             *_PACKAGE.glob("analysis/*.py"),
@@ -65,6 +65,7 @@ def code_sources() -> list[Path]:
             _PACKAGE / "results_schema.py",
             _PACKAGE / "affinity.py",
             _PACKAGE / "grouping.py",
+            _PACKAGE / "wording.py",
         ]
     )
 
@@ -132,9 +133,14 @@ class Memo:
         self.keep = keep
 
     @classmethod
-    def for_input(cls, inp: AnalysisInput) -> Memo:
-        """The study's data.cache_dir when the stored study sets one, else $USAGG_CACHE or ~/.cache/usagg."""
-        return cls(cache_root(inp.cache_dir))
+    def own(cls) -> Memo:
+        """The memo in the user's own cache ($USAGG_CACHE, else ~/.cache/usagg), never in a folder a run store names.
+
+        A received store is data: a cache folder its study.yaml names (inside the store too) could hold planted
+        links under analysis/ that send the memo's writes and prunes elsewhere, or entries forged for the key
+        its results give, which the memo would hand out as computed statistics and figures.
+        """
+        return cls(cache_root(None))
 
     def cached_statistics(self, key: str, compute: Callable[[], list[Stat]]) -> list[Stat]:
         """Cached statistics for `key` (which must cover the comparison and bootstrap settings), else compute."""

@@ -27,9 +27,9 @@ class Memoised:
     memo: Memo
 
     @classmethod
-    def for_input(cls, inp: AnalysisInput) -> Memoised:
-        """The memo in the stored study's data.cache_dir when it sets one, else $USAGG_CACHE or ~/.cache/usagg."""
-        return cls(Memo.for_input(inp))
+    def own(cls) -> Memoised:
+        """The memo in the user's own cache (`Memo.own`: $USAGG_CACHE, else ~/.cache/usagg)."""
+        return cls(Memo.own())
 
     def analyse(self, inp: AnalysisInput, baseline: str | None = None) -> Analysis:
         """summary.analyse, with the statistics an earlier command computed for the same input; a swept study

@@ -154,8 +154,10 @@ def write_points_report(a: Analysis, folder: Path, write_one: Callable[[Analysis
     points side by side and a link to each."""
     from usagg.analysis.render import to_csv, to_markdown
     from usagg.atomic import write_text_atomic
+    from usagg.safepath import real_folder
 
     folder = Path(folder)
+    tables = real_folder(folder / "tables", folder, "usagg report: output folder")  # before any write, as in a report
     written: list[Path] = []
     links = []
     for (sub_folder, sub), (point, _) in zip(point_folders(a, folder), a.points, strict=True):
@@ -163,6 +165,6 @@ def write_points_report(a: Analysis, folder: Path, write_one: Callable[[Analysis
         links.append(f"- [{label(point)}]({sub_folder.name}/report.md)")
     table = side_by_side(a.points)
     text = "\n".join([f"# {a.inp.study}: {len(a.points)} sweep points", "", to_markdown(table), *links, ""])
-    written.append(write_text_atomic(folder / "tables" / "sweep.csv", to_csv(table)))
+    written.append(write_text_atomic(tables / "sweep.csv", to_csv(table)))
     written.append(write_text_atomic(folder / "report.md", text))
     return written

@@ -16,6 +16,7 @@ from usagg.errors import UsaggError
 from usagg.names import is_plain_name
 from usagg.paradigms import paradigm_names
 from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS, is_sweep_column
+from usagg.safepath import control_characters
 from usagg.tasktypes import metric_direction, task_type_names
 
 COLUMNS = RESULT_COLUMNS
@@ -119,6 +120,12 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
         value = (rec.get(col) or "").strip()
         if required and not value:
             raise UsaggError(f"{_where(path, row, col)}: expected a value, the cell is empty")
+        bad = control_characters(value)
+        if bad:  # a received table is data: an escape sequence in a task name would reach the terminal
+            raise UsaggError(
+                f"{_where(path, row, col)}: expected printable text on one line, got {value[:80]!r} with control "
+                f"characters ({', '.join(bad)})"
+            )
         return value
 
     seed_f = _float(path, row, "seed", text("seed"))
@@ -165,7 +172,7 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
         higher_is_better=hib in _TRUE,
         n_train=n_train,
         steps=steps,
-        sweep=tuple((k, (rec.get(k) or "").strip()) for k in swept),
+        sweep=tuple((k, text(k, required=False)) for k in swept),
         row=row,
     )
 

@@ -42,7 +42,7 @@ def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: s
     from usagg.analysis.outputs import Memoised
 
     inp = load_input(run_dir, results, root)
-    memoised = Memoised.for_input(inp)
+    memoised = Memoised.own()
     return memoised.analyse(inp, baseline), memoised
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from usagg.atomic import NoSpaceLeft, set_aside
+from usagg.errors import UsaggError
+from usagg.safepath import UnsafePath
 from usagg.store import JobPaths, RunStore
 
 if TYPE_CHECKING:
@@ -120,6 +122,13 @@ def _run_locked(
     from usagg.tracking import JobTrackers, job_trackers
 
     paths = store.paths(job_id)
+    try:
+        store.check_no_links([job_id])  # a planted log.txt or checkpoints/ link would be written through
+    except UnsafePath as err:
+        with contextlib.suppress(UsaggError, NoSpaceLeft):  # job.json itself may be the planted link's target
+            store.write_error(job_id, f"{err}\n")
+            store.set_state(job_id, "failed", error=str(err)[:300])
+        return "failed"
     paths.folder.mkdir(parents=True, exist_ok=True)
     store.clear_error(job_id)
     store.set_state(job_id, "running", expect=("pending", "failed", "running"))  # never a done job

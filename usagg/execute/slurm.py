@@ -25,7 +25,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
-from usagg.safepath import check_component, check_text
+from usagg.safepath import check_component, check_text, no_links
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import RunStore
 
@@ -89,7 +89,7 @@ class SlurmExecutor(Executor):
         self.cluster = cluster
         self.poll_s = poll_s
         self.results_timeout_s = results_timeout_s
-        self.folder = RunStore(self.store_root).slurm_dir
+        self.folder = no_links(RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/")  # no planted link
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor (separate so its parameters can be checked without a cluster)."""
