@@ -269,6 +269,21 @@ def test_cannot_advise_says_why(
     assert text.startswith("error: cannot advise on") and message in " ".join(text.split())
 
 
+@pytest.mark.parametrize("value", ["", "nan"])
+def test_a_baseline_without_any_value_cannot_be_advised_on(
+    tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every TS value missing (the store writes an undefined metric empty): a named refusal, not max() of nothing."""
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "study,job_id,paradigm,group,seed,fraction,task,type,metric,value,higher_is_better,n_train,steps\n"
+        f"x,j,TS,G,0,1,t,segmentation,DSC,{value},true,10,5\n"
+    )
+    code, text = run_cli(["advise", "--results", str(path)], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert "cannot advise on" in text and "no TS row has a value (every TS value is empty or nan)" in text
+
+
 def test_unknown_format_is_refused(
     by_size: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,6 +51,8 @@ def test_non_numeric_value_names_row_and_column(tmp_path: Path) -> None:
         (GOOD.replace("segmentation", "segm"), "column 'type': expected a registered task type (segmentation"),
         (GOOD.replace("true", "maybe"), "column 'higher_is_better': expected true or false"),
         (GOOD.replace(",TS,", ",,"), "column 'paradigm': expected a value, the cell is empty"),
+        (GOOD.replace("0.81", "inf"), "column 'value': expected a finite number, or an empty cell (or nan) for a miss"),
+        (GOOD.replace("0.81", "-Infinity"), "column 'value': expected a finite number"),
     ],
 )
 def test_bad_cells(tmp_path: Path, bad: str, expected: str) -> None:
@@ -62,8 +64,14 @@ def test_bad_cells(tmp_path: Path, bad: str, expected: str) -> None:
 
 
 def test_duplicates_and_contradictions_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsaggError, match="rows 1 and 2 both give DSC"):
+    with pytest.raises(UsaggError, match="rows 1 and 2 both give DSC") as same:
         read_results(_csv(tmp_path, HEADER, GOOD, GOOD))
+    assert "jobs" not in str(same.value)  # one job's row twice: nothing about other spec files
+    with pytest.raises(UsaggError) as two:  # two jobs of the same cell: a setting outside the sweep keys differs
+        read_results(_csv(tmp_path, HEADER, GOOD, GOOD.replace(",j1,", ",j9,")))
+    assert "expected one result each (jobs j1 and j9: they differ in a setting that is not a sweep key" in str(
+        two.value
+    ) and "usagg run --force" in str(two.value)
     with pytest.raises(UsaggError, match="metric DSC is False here but True at row 1"):
         read_results(_csv(tmp_path, HEADER, GOOD, GOOD.replace(",0,", ",1,").replace("true", "false")))
 

@@ -91,7 +91,7 @@ def test_row_order_does_not_matter_and_clusters_do() -> None:
 
 
 def test_too_few_clusters_or_constant_values_say_so() -> None:
-    assert wild_cluster_mean([1.0, 2.0, 3.0], ["a", "a", "b"], 999, 0).note == "2 cluster(s): need ≥ 3"
+    assert wild_cluster_mean([1.0, 2.0, 3.0], ["a", "a", "b"], 999, 0).note == "2 clusters: need ≥ 3"
     r = wild_cluster_mean([2.0, 2.0, 2.0], ["a", "b", "c"], 999, 0)
     assert (r.mean, r.ci, r.p, r.note) == (2.0, (2.0, 2.0), None, "constant values")
 

@@ -47,7 +47,7 @@ def test_catalog_with_groups_loads_as_a_study_catalog(
     code, text = run_cli(
         ["data", "catalog", str(root), "--groups", str(groups), "--out", str(out)], monkeypatch, capsys
     )
-    assert code == 0 and "wrote 9 task(s)" in text
+    assert code == 0 and "wrote 9 tasks" in text
     tasks = {t["id"]: t for t in yaml.safe_load(out.read_text())["tasks"]}
     assert len(tasks) == 9
     assert tasks["thyroid_nodule_det"] == {

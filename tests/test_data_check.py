@@ -137,7 +137,7 @@ def test_cli_lists_problems_by_file_and_row_and_exits_1(corrupted: Path) -> None
     result = _cli("data", "check", str(corrupted))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    assert "14 problem(s)" in result.stdout
+    assert "14 problems" in result.stdout
     for kind, (task, row) in PLANTED.items():
         line = next(ln for ln in result.stdout.splitlines() if kind in ln)
         assert f"train/csv_files/{task}.csv row {row} (line {row + 1})" in line

@@ -462,5 +462,5 @@ def test_a_missing_or_empty_keypoint_is_a_row_error_not_the_point_0_0(tmp_path: 
     assert regression_metrics(np.array([[[3.0, 4.0], [3.0, 4.0]]]), np.array([[[3.0, 4.0], [0.0, 0.0]]]))["MRE"] == 2.5
     sample = Sample("R", "regression", 2, "a.png", tmp_path / "a.png", ((3.0, 4.0), (0.0, 0.0)), tmp_path / "x.csv", 1)
     assert tt.summary_text(Counter(tt.summary_keys(sample, None))) == (
-        "1 x 2 points; 1 image(s) with a point at exactly (0, 0): check they are landmarks"
+        "1 x 2 points; 1 image with a point at exactly (0, 0): check they are landmarks"
     )

@@ -126,7 +126,7 @@ def test_a_failing_job_does_not_stop_the_others(
     assert (store.job_dir(good) / "metrics.json").is_file() and not (store.job_dir(good) / "error.txt").exists()
     rows = store.results_csv.read_text().splitlines()
     assert len(rows) == 2 and ",thyroid_nodule_det,detection,IoU," in rows[1]
-    assert "1 job(s) failed" in out and "IoU" in out
+    assert "1 job failed" in out and "IoU" in out
 
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
     assert code == 0 and "1 done, 1 failed" in out and "NonFiniteLoss" in out and "IoU" in out
@@ -135,7 +135,7 @@ def test_a_failing_job_does_not_stop_the_others(
     code, out = run_cli(["run", str(study), *nan_weight, "--dry-run"], monkeypatch, capsys)
     assert code == 0 and "skip (done)" in out and "skip (failed; --retry-failed)" in out
     code, out = run_cli(["run", str(study), *nan_weight, "--retry-failed"], monkeypatch, capsys)
-    assert code == 1 and "1 job(s) failed" in out
+    assert code == 1 and "1 job failed" in out
     assert store.job_record(bad)["attempts"] == 2 and store.job_record(good)["attempts"] == 1
 
 
@@ -145,7 +145,7 @@ def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
     study = write_study(tmp_path, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(study), "--dry-run"], monkeypatch, capsys)
-    assert code == 0 and "2 of 2 job(s) would run" in out and "TS-thyroid_malignancy-f1-s0-" in out
+    assert code == 0 and "2 of 2 jobs would run" in out and "TS-thyroid_malignancy-f1-s0-" in out
     assert out.count(" pending ") == 2  # no folder yet: pending, as `usagg plan` says
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
     code, out = run_cli(["run", str(study), "--paradigm", "AU"], monkeypatch, capsys)
@@ -161,6 +161,31 @@ def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
     assert code == 2 and "--devices 'gpu0'" in out
     code, out = run_cli(["run", str(study), "--executor", "slrum"], monkeypatch, capsys)
     assert code == 2 and "--executor 'slrum': choose one of local, slurm" in out
+    code, out = run_cli(["run", str(study), "--quiet", "--verbose"], monkeypatch, capsys)
+    assert code == 2 and "--quiet and --verbose contradict each other" in out
+
+
+def test_a_device_or_executor_this_host_lacks_is_refused_before_the_store_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--devices cuda` without a visible GPU, or `--executor slurm` without sbatch: exit 2 with the reason and no
+    runs/<study> folder, which `compare` and `status` would otherwise take as the latest study."""
+    import usagg.execute.local as local
+    import usagg.execute.slurm as slurm
+
+    monkeypatch.setattr(local, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(slurm.shutil, "which", lambda _name: None)
+    study = write_study(tmp_path, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    for flags, said in (
+        (["--devices", "cuda"], "execution.devices is 'cuda' but no CUDA device is visible"),
+        (["--devices", "0,1"], "not visible (0 CUDA devices seen)"),
+        (["--executor", "slurm"], "this host has no `sbatch` on PATH"),
+    ):
+        for dry in ([], ["--dry-run"]):
+            code, out = run_cli(["run", str(study), *flags, *dry], monkeypatch, capsys)
+            assert code == 2 and said in " ".join(out.split()) and "Traceback" not in out, out
+            assert not (tmp_path / "runs").exists()
 
 
 def test_dry_run_plan_and_status_agree_on_an_interrupted_job(
@@ -195,7 +220,7 @@ def test_run_refuses_a_dataset_with_problems(
     victim.unlink()
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(study)], monkeypatch, capsys)
-    assert code == 1 and "problem(s)" in out and victim.name in out and "not training" in out
+    assert code == 1 and "problem" in out and victim.name in out and "not training" in out
     assert not (tmp_path / "runs").exists()
 
 

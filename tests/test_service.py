@@ -117,5 +117,5 @@ def test_fractions_that_leave_a_task_one_image_are_refused_before_any_job(tmp_pa
         "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\nfractions: [0.01]\n"
     )
     code, out = cli_run.run_cli(["run", str(study)], monkeypatch, capsys)
-    assert code == 2 and "thyroid_nodule has 1 training image(s) at fraction 0.01" in out, out
+    assert code == 2 and "thyroid_nodule has 1 training image at fraction 0.01" in out, out
     assert "Traceback" not in out and not (tmp_path / "runs" / "s" / "jobs").exists()

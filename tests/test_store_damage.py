@@ -143,10 +143,32 @@ def test_usagg_repair_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     store.paths(jobs[0].id).metrics.write_text(text.replace("0.8125", "0.9125", 1))
     code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
     flat = "".join(out.split())
-    assert code == 0 and "1 repair(s)" in out and "nolongermatchesitschecksum" in flat and "pendingagain" in flat
+    assert code == 0 and "1 repair" in out and "nolongermatchesitschecksum" in flat and "pendingagain" in flat
     assert store.job_state(jobs[0].id) == "pending"
     code, out = run_cli(["repair", str(tmp_path / "nowhere")], monkeypatch, capsys)
     assert code == 2 and "no run store at" in out and "Traceback" not in out
+
+
+def test_a_damaged_results_table_is_named_by_compare_and_rebuilt_by_repair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """results.csv is derived from the jobs: compare names the damage and the command that mends it, repair sets it
+    aside and rebuilds it, and a damaged plan.json (which only a run can write) makes repair exit 1."""
+    store, jobs = make_store(tmp_path)
+    make_done(store, jobs[0])
+    good = store.rebuild_results().read_text()
+    store.results_csv.write_text('study,job_id\n"x\n')
+    code, out = run_cli(["compare", str(store.root)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 2 and "Traceback" not in out
+    assert f"{store.results_csv} is damaged (its header lacks paradigm, group," in said
+    assert f"`usagg repair {store.root}` sets it aside and rebuilds it" in said
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "set aside as results.csv.damaged and rebuilt from the done jobs" in " ".join(out.split())
+    assert store.results_csv.read_text() == good
+    store.plan_json.write_text("{oops")
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 1 and "plan.json is damaged" in out and "1 problem left" in " ".join(out.split()), out
 
 
 def test_store_file_names_are_spelled_only_in_store_py() -> None:

@@ -79,7 +79,7 @@ def test_problems_of_the_studys_tasks_and_unplaced_rows_block(root: Path, tmp_pa
     blocking = sorted((p.csv_file, p.row) for p in exc.value.problems)
     assert blocking == [("train/csv_files/fetal_head.csv", 1), ("train/csv_files/thyroid_malignancy.csv", 3)]
     assert len(exc.value.report.problems) == 3
-    assert "2 problem(s) in this study's tasks" in str(exc.value)
+    assert "2 problems in this study's tasks" in str(exc.value)
 
 
 def test_task_of_a_problem_without_a_row_comes_from_its_message(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_run_refuses_a_broken_row_in_a_study_task(
     break_row(root, "fetal_head", 1)
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(study(root, tmp_path))], monkeypatch, capsys)
-    assert code == 1 and "1 problem(s) in this study's tasks" in out and "thyroid_malignancy.csv row 2" in out
+    assert code == 1 and "1 problem in this study's tasks" in out and "thyroid_malignancy.csv row 2" in out
     assert "not training" in out and not (tmp_path / "runs").exists()
 
 
@@ -111,9 +111,9 @@ def test_run_trains_a_study_despite_a_broken_row_elsewhere(
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(study(root, tmp_path))], monkeypatch, capsys)
     assert code == 0, out
-    assert "warning: 1 problem(s) in tasks this study does not train" in out
+    assert "warning: 1 problem in tasks this study does not train" in out
     assert "fetal_head.csv row 1" in out and "not_there.png" in out
-    assert "no problems in this study's tasks" in out and "1 job(s) selected, 1 to run" in out
+    assert "no problems in this study's tasks" in out and "1 job selected, 1 to run" in out
 
 
 @pytest.mark.slow

@@ -111,6 +111,19 @@ def test_a_value_the_spec_refuses_names_the_key_and_the_value(tmp_path: Path) ->
     assert "training.lr_encoder: got -1" in text and str(tmp_path / "tiny.yaml") in text
 
 
+@pytest.mark.parametrize("sweep", ["", "sweep: {training.lr_encoder: [1.0e-4, 5.0e-4]}\n"])
+def test_a_set_of_a_swept_key_is_refused_not_dropped(tmp_path: Path, sweep: str) -> None:
+    """Every sweep point sets its key, so a --set of the same key would be dropped without a word: it is an error
+    naming both, whether the sweep comes from --sweep or from the spec's sweep: block."""
+    overrides = ["training.lr_encoder=3e-4"] + ([] if sweep else [sweep_override("training.lr_encoder=1e-4,5e-4")])
+    with pytest.raises(SpecError) as err:
+        load_study(tiny(tmp_path, sweep), overrides)
+    assert "--set training.lr_encoder=3e-4 sets training.lr_encoder, which the sweep sets at every point" in str(
+        err.value
+    )
+    load_study(tiny(tmp_path, sweep), ["training.epochs=2", *overrides[1:]])  # another key: fine
+
+
 def test_points_with_the_same_jobs_are_refused(tmp_path: Path) -> None:
     """The temperature counts only with temperature sampling: two points would plan the same jobs."""
     with pytest.raises(SpecError, match=r"give the same jobs: training\.temperature"):

@@ -179,3 +179,23 @@ def test_the_summary_of_a_run_keeps_job_ids_whole(
     assert code == 0, out
     summary = out[out.index("┃ job") :]  # the table after the run, not the progress lines that name the jobs too
     _on_one_line(summary, {j.id: "done" for j in plan(load_study(study))})
+
+
+@pytest.mark.slow  # `usagg` subprocesses, about a second each
+@pytest.mark.parametrize("args", [["validate", str(DEMO)], ["plan", str(DEMO)], ["registry"]])
+def test_a_reader_that_stops_early_ends_the_command_with_exit_0(args: list[str]) -> None:
+    """`usagg status | head -1`: the reader closes its end before the command has printed everything. Every command
+    then ends as `compare` does, exit 0 and no broken-pipe message (rich's own choice is exit 1, which a
+    `set -o pipefail` script takes for a failure). Here the reader closes before the first byte, so it never wins
+    the race by reading everything first."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "usagg", *args], stdout=write, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr

@@ -8,7 +8,7 @@
 The same service as `usagg run` (usagg/service.py) and the same run store, so the
 CLI and this module can take turns on one study. User errors are `UsaggError`
 (a bad spec: `SpecError`; a dataset with problems: `DataError`, listing them).
-torch and pandas are imported inside the functions that need them.
+No torch is imported here; pandas only inside the functions that return a DataFrame.
 """
 
 from __future__ import annotations

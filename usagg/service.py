@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.errors import DataError, UsaggError
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
     from usagg.data.check import CheckReport
     from usagg.data.fmc_uia import Problem
     from usagg.engine.progress import Progress
-    from usagg.execute.base import EventFn, JobFn
+    from usagg.execute.base import EventFn, Executor, JobFn
     from usagg.plan import EvidenceFor, Job, Waiting
     from usagg.spec.models import ExecutionSpec, Study, TrackingSpec
     from usagg.store import RunStore
@@ -51,7 +52,7 @@ class DataProblems(DataError):
     def __init__(self, report: CheckReport, problems: list[Problem] | None = None) -> None:
         self.report = report
         self.problems = list(report.problems) if problems is None else problems
-        head = f"the dataset at {report.root} has {len(self.problems)} problem(s) in this study's tasks"
+        head = f"the dataset at {report.root} has {counted(len(self.problems), 'problem')} in this study's tasks"
         lines = [f"{head}; not training:"]
         for p in self.problems[:PROBLEMS_IN_MESSAGE]:
             where = f"{p.where()}: " if p.row else ""
@@ -458,7 +459,7 @@ def _check_split_sizes(study: Study, root: Path) -> None:
     for fraction in study.fractions:
         for task_id, sp in make_splits(study.data, root, study.tasks, fraction, 0).items():
             if len(sp.train) < MIN_TRAIN:
-                short.append(f"{task_id} has {len(sp.train)} training image(s) at fraction {fraction:g}")
+                short.append(f"{task_id} has {counted(len(sp.train), 'training image')} at fraction {fraction:g}")
             if study.data.selection_fraction > 0 and not sp.select:
                 short.append(f"{task_id} has no selection image")
     if short:
@@ -492,6 +493,8 @@ class StudyRun:
     spec_file: Path | None = None
     #: Jobs of the store's plan that other spec files of the same name planned (kept after `--force`).
     kept: list[Job] = field(default_factory=list)
+    #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
+    executor: Executor | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def prepare(
@@ -541,9 +544,11 @@ class StudyRun:
             raise UsaggError(
                 f"the run store {self.store.root} holds study {self.study.name!r} run from {files[0]}, and "
                 f"{self.spec_file} plans other jobs under the same name: running it would hide that study's plan "
-                f"({len(others)} job(s), {done} done). Give this study its own `name:` (or --set name=NEW), or "
-                "run with --force to add its jobs to the same store (nothing is deleted: status and compare list "
-                "the jobs of both)."
+                f"({counted(len(others), 'job')}, {done} done). Give this study its own `name:` (or --set "
+                "name=NEW), or "
+                "run with --force to add its jobs to the same store (nothing is deleted, status lists the jobs of "
+                "both; compare needs one result per task, paradigm, fraction and seed, so add seeds or paradigms "
+                "this way, not a changed setting)."
             )
         return others if len(set(files) | {str(self.spec_file)}) > 1 else []
 
@@ -643,12 +648,20 @@ class StudyRun:
         """
         if not self.todo:
             return {}
-        from usagg.execute.registry import make_executor
-
-        executor = make_executor(self.study.execution, self.store.root, **executor_options)
+        executor = self.check_executor(**executor_options)
         tracking = reachable_tracking(self.study.tracking, self.study.name, self.store.root)
         fn = job_function(self.study.execution, tracking)
         return executor.run(self.todo, fn, on_event, on_progress)
+
+    def check_executor(self, **executor_options: Any) -> Executor:
+        """The spec's executor, built once: `drive` builds it before the store is written, so `devices: cuda`
+        without a visible GPU, a device index that is not visible or `executor: slurm` without sbatch is a
+        UsaggError that leaves no half-made store behind (which later commands would take as the latest study)."""
+        if self.executor is None:
+            from usagg.execute.registry import make_executor
+
+            self.executor = make_executor(self.study.execution, self.store.root, **executor_options)
+        return self.executor
 
     def finish(self) -> RunResult:
         """Rebuild results.csv from every done job and read the selected jobs' final states."""
@@ -738,6 +751,8 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     with observer.checking_data():
         report = run.check_data()
     observer.data_checked(run, report)
+    if run.todo:
+        run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
     if run.todo and run.study.model.weights is None:

@@ -79,7 +79,7 @@ from usagg.errors import DataError, UsaggError
 from usagg.jobmetrics import JobMetrics, metrics_problem
 from usagg.paradigms import paradigm_names
 from usagg.plan import Job, weights_key
-from usagg.results_schema import RESULT_COLUMNS
+from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS
 from usagg.safepath import check_component, confined, no_links
 from usagg.sweep import value_text
 from usagg.tasktypes import metric_direction
@@ -331,6 +331,8 @@ class RunStore:
         self.stale_after_s = stale_after_s
         #: Damaged files found by reads and the repairs `repair` made, one sentence each: the CLI prints them.
         self.repairs: list[str] = []
+        #: Those of `repairs` that `repair` could not mend (a damaged plan.json, a record with no plan to rebuild it).
+        self.unrepaired: list[str] = []
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -580,8 +582,9 @@ class RunStore:
         plan (done when metrics.json is intact, else pending); a damaged metrics.json or
         item_scores.json is set aside and its done job goes back to pending (the next run
         evaluates it anew); a damaged history.csv is set aside and written again from the
-        history metrics.json keeps. `jobs`: the plan to rebuild records from (default: plan.json).
-        The repairs are also added to `repairs`.
+        history metrics.json keeps; a results.csv that is no results table is set aside and rebuilt from the done
+        jobs. `jobs`: the plan to rebuild records from (default: plan.json). The repairs are also added to
+        `repairs`, and what could not be mended to `unrepaired` too.
         """
         self.check_no_links()  # before the first write: no planted link is written, appended or pruned through
         if jobs is None:
@@ -589,6 +592,7 @@ class RunStore:
                 jobs = self.jobs() if self.exists() else []
             except UsaggError as err:  # a damaged plan.json: records cannot be rebuilt, the rest can
                 self.repairs.append(str(err))
+                self.unrepaired.append(str(err))
                 jobs = []
         plans = {j.id: j for j in jobs}
         made: list[str] = []
@@ -605,8 +609,25 @@ class RunStore:
                     self._repair_job(job_id, plans.get(job_id))
             except JobLocked:
                 continue  # its live runner is the job's writer; a later repair looks again
-            made += self.repairs[before:]
-        return made
+            made += [note for note in self.repairs[before:] if note not in self.unrepaired]
+        return made + self._repair_results()
+
+    def _repair_results(self) -> list[str]:
+        """results.csv set aside and rebuilt from the done jobs when it is not a results table at all (no CSV text,
+        or a header without the columns, usagg/results_schema.py): it is derived from the jobs, so nothing is lost.
+        A table that reads (one written by other means included) is the analysis's to check, row by row."""
+        why = results_damage(self.results_csv)
+        if why is None:
+            return []
+        self.set_aside(self.results_csv, why)
+        note = self.repairs[-1]
+        try:
+            self.rebuild_results()
+        except UsaggError:  # a damaged plan.json: the next `usagg run` writes the plan and the table
+            self.repairs[-1] = note + "; `usagg run` writes it again"
+        else:
+            self.repairs[-1] = note + " and rebuilt from the done jobs"
+        return [self.repairs[-1]]
 
     def _problems(self, job_id: str) -> dict[Path, str]:
         """The damaged files of a job folder, each with why (reads only)."""
@@ -641,10 +662,12 @@ class RunStore:
         rerun = paths.metrics in problems or paths.item_scores in problems
         if paths.record in problems:
             if job is None:
-                self.repairs.append(
+                left = (
                     f"{paths.record} is damaged ({problems[paths.record]}) and job {job_id} is not in the plan to "
                     "rebuild it: left as it is (`usagg run` with the study that planned it rebuilds it)"
                 )
+                self.repairs.append(left)
+                self.unrepaired.append(left)
                 return
             self.set_aside(paths.record, problems[paths.record])
             state = "pending" if rerun else self._rebuilt_state(job_id)
@@ -1072,3 +1095,18 @@ class RunStore:
         files = self.spec_files()
         if str(path) not in files:
             write_json_atomic(self.specs_json, [*files, str(path)])
+
+
+def results_damage(path: Path) -> str | None:
+    """Why results.csv is no results table (not UTF-8 CSV text, or a header lacking a required column); None when
+    it reads as one, or there is none."""
+    required = [c for c in RESULT_COLUMNS if c not in OPTIONAL_COLUMNS]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        return f"not a CSV text file ({type(err).__name__})"
+    missing = [c for c in required if c not in header]
+    return f"its header lacks {', '.join(missing)}" if missing else None

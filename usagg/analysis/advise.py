@@ -266,7 +266,13 @@ def _require_baseline(inp: AnalysisInput) -> None:
 
 def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
     table, where = inp.table, inp.source
-    fraction = max(f for (f, _, p) in comp.cells if p == BASELINE)
+    fractions = [f for (f, _, p) in comp.cells if p == BASELINE]
+    if not fractions:  # TS rows whose values are all missing (empty or nan): no result to advise from
+        raise CannotAdvise(
+            f"cannot advise on {where}: no {BASELINE} row has a value (every {BASELINE} value is empty or nan). "
+            f"Advice is the expected Δ of each paradigm versus {BASELINE}, so it needs {BASELINE}'s results."
+        )
+    fraction = max(fractions)
     tasks = [t for t in ordered_tasks(comp) if (fraction, t, BASELINE) in comp.cells]
     if len(tasks) < MIN_TASKS:
         raise CannotAdvise(

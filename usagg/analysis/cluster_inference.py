@@ -24,6 +24,7 @@ import numpy as np
 
 from usagg.analysis.delta import Comparison
 from usagg.analysis.stats import Stat
+from usagg.wording import counted
 
 #: Webb's six-point weights: mean 0, variance 1, symmetric.
 WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
@@ -135,7 +136,7 @@ def wild_cluster_mean(
         return ClusterMean(None, None, None, 0, 0, "no values")
     mean = math.fsum(v for _, v in pairs) / n
     if len(names) < MIN_CLUSTERS:
-        return ClusterMean(mean, None, None, n, len(names), f"{len(names)} cluster(s): need ≥ {MIN_CLUSTERS}")
+        return ClusterMean(mean, None, None, n, len(names), f"{counted(len(names), 'cluster')}: need ≥ {MIN_CLUSTERS}")
     arr = np.asarray([[v for _, v in pairs]])
     if np.ptp(arr) == 0:
         return ClusterMean(mean, (mean, mean), None, n, len(names), "constant values")

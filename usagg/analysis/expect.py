@@ -34,6 +34,7 @@ import numpy as np
 from usagg.analysis.tables import Cellv, Table
 from usagg.analysis.uncertainty import LEVEL, shown_interval
 from usagg.errors import UsaggError
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.analysis.delta import Comparison
@@ -265,9 +266,8 @@ def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
     ari = float(np.mean(list(aris.values())))
     seeds = ", ".join(f"seed {s} {v:.2f}" for s, v in sorted(aris.items()))
     chosen = " | ".join(f"{c} (seed {', '.join(map(str, ss))})" for c, ss in choices.items())
-    detail = (
-        f"adjusted Rand index, mean over {len(aris)} seed(s) ≥ {e.min_adjusted_rand:g} ({seeds}); AG chose {chosen}"
-    )
+    mean = f"mean over {counted(len(aris), 'seed')} ≥ {e.min_adjusted_rand:g}"
+    detail = f"adjusted Rand index, {mean} ({seeds}); AG chose {chosen}"
     return Outcome(e.name, ari >= e.min_adjusted_rand, ari, None, None, detail)
 
 

@@ -20,7 +20,7 @@ from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
-from usagg.store import RunStore
+from usagg.store import RunStore, results_damage
 from usagg.tasktypes import default_metric
 
 
@@ -264,6 +264,12 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         run_dir = resolve_run_dir(run_dir, root)
         store = RunStore(run_dir)
         csv_path = store.fresh_results()
+        why = results_damage(csv_path)
+        if why is not None:
+            raise UsaggError(
+                f"{csv_path} is damaged ({why}): `usagg repair {store.root}` sets it aside and rebuilds it from "
+                "the done jobs"
+            )
     else:
         store = RunStore(run_dir) if run_dir is not None else None
         csv_path = Path(results)

@@ -155,6 +155,12 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
             f"{_where(path, row, 'study')}: expected a plain study name (letters, digits, '_', '.', '-'), "
             f"got {study[:80]!r}; output folders are made from it, so it must not be a path"
         )
+    value = _float(path, row, "value", text("value", required=False), allow_empty=True)
+    if math.isinf(value):  # no metric of a task type is infinite; the store writes an undefined one empty
+        raise UsaggError(
+            f"{_where(path, row, 'value')}: expected a finite number, or an empty cell (or nan) for a missing "
+            f"result, got {text('value')!r}"
+        )
     steps = _float(path, row, "steps", text("steps", required=False), allow_empty=True)
     if not math.isnan(steps) and steps < 0:
         raise UsaggError(f"{_where(path, row, 'steps')}: expected a count >= 0, got {steps}")
@@ -168,7 +174,7 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
         task=text("task"),
         type=ttype,
         metric=metric,
-        value=_float(path, row, "value", text("value", required=False), allow_empty=True),
+        value=value,
         higher_is_better=hib in _TRUE,
         n_train=n_train,
         steps=steps,
@@ -215,9 +221,17 @@ def _check_consistent(path: Path, rows: list[Row]) -> None:
         key = (r.sweep, r.paradigm, r.fraction, r.seed, r.task, r.metric)
         if key in seen:
             point = "".join(f", {k} {v}" for k, v in r.sweep)
+            first = rows[seen[key] - 1]
+            jobs = (
+                f" (jobs {first.job_id} and {r.job_id}: they differ in a setting that is not a sweep key, as when "
+                "`usagg run --force` adds another spec file's plan of the same study name to its store; give that "
+                "spec its own `name:`, or analyse one job's rows with --results)"
+                if first.job_id and r.job_id and first.job_id != r.job_id
+                else ""
+            )
             raise UsaggError(
                 f"{path}: rows {seen[key]} and {r.row} both give {r.metric} of task {r.task!r} for "
-                f"paradigm {r.paradigm}, fraction {r.fraction:g}, seed {r.seed}{point}; expected one result each"
+                f"paradigm {r.paradigm}, fraction {r.fraction:g}, seed {r.seed}{point}; expected one result each{jobs}"
             )
         seen[key] = r.row
         first = direction.setdefault(r.metric, r)

@@ -1,4 +1,4 @@
-"""What `usagg compare` prints: the study summary, then every table, in one of four formats."""
+"""What `usagg compare` prints: the study summary, then every table, in one of five formats."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def summary_table(a: Analysis) -> Table:
     rows: list[list[Cellv]] = [
         ["Study", a.inp.study],
         ["Source", a.inp.source],
-        ["Tasks", f"{len(comp.tasks)} in {len(groups)} groups ({', '.join(groups)})"],
+        ["Tasks", f"{len(comp.tasks)} in {counted(len(groups), 'group')} ({', '.join(groups)})"],
         ["Paradigms", ", ".join(comp.paradigms)],
         ["Baseline", comp.baseline],
         ["Seeds", f"{len(t.seeds)} ({', '.join(map(str, t.seeds))})"],
@@ -118,8 +118,10 @@ def _singletons_text(a: Analysis) -> str:
     if not lone:
         return "none"
     where = ", ".join(f"{a.comp.info(t).group} ({t})" for t in lone)
-    left_out = ", ".join(a.comp.excluded) or "no paradigm"
     rule = a.inp.settings.cg_singletons
+    if not a.comp.excluded:  # no paradigm here trains by clinical group (or `include` keeps them)
+        return f"{len(lone)}: {where}; every paradigm's aggregates and tests keep them (analysis.cg_singletons: {rule})"
+    left_out = ", ".join(a.comp.excluded)
     return f"{len(lone)}: {where}; left out of the aggregates and tests of {left_out} (analysis.cg_singletons: {rule})"
 
 

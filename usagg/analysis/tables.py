@@ -132,7 +132,7 @@ def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Tab
         rows.append(row)
     seeds = sorted({c.n_seeds for (f, _, _), c in comp.cells.items() if f == fraction})
     notes = [
-        f"Metric: mean ± sd over seeds (n seeds per cell: {', '.join(map(str, seeds))}); "
+        f"Metric: mean ± sd over seeds (n seeds per cell: {', '.join(map(str, seeds)) or 'none, no value'}); "
         "↑ higher is better, ↓ lower is better.",
         f"{scale_note(comp)} m_b: the {comp.baseline} metric; {SEED_ORDER}.",
         *na_notes,
@@ -581,9 +581,10 @@ def affinity_table(aff: Affinity, comp: Comparison) -> Table:
     notes = [
         "Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
         f"Fifty et al. 2021; {describe_lookahead(aff)}, losses summed over "
-        f"{len(aff.steps)} measurements every {aff.every} steps before dividing; {jobs} job(s) averaged); "
+        f"{len(aff.steps)} measurements every {aff.every} steps before dividing; {counted(jobs, 'job')} averaged); "
         "row i: the task stepped on, column j: the task whose loss is read; positive: a step on i helps j.",
-        f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of the job(s) that measured it.",
+        f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of "
+        f"{'the job' if jobs == 1 else f'the {jobs} jobs'} that measured it.",
     ]
     if aff.overshot:
         notes.append(

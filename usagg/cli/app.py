@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 from collections.abc import Callable
@@ -102,6 +103,7 @@ def _relabel(param: Any) -> None:
 def main() -> None:
     """Console-script entry: user errors become one red paragraph and their exit code, never a traceback."""
     exit_on_sigterm()  # usagg/signals.py: SIGTERM stops a run as Ctrl-C does, exit 143
+    setattr(Console, "on_broken_pipe", _reader_stopped)  # noqa: B010  # this process only: the CLI's consoles
     try:
         plain_help(typer.main.get_command(app))(prog_name="usagg")
     except UsaggError as err:
@@ -110,6 +112,15 @@ def main() -> None:
     except OSError as err:  # an output that cannot be written (read-only, full disk, impossible path)
         Console(stderr=True).print(f"[bold red]error:[/] {escape(os_error_text(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _reader_stopped(console: Console) -> None:
+    """A reader that stops early (`usagg status | head -1`) ends the command as done, exit 0 as `compare` and
+    `plan` do, rather than rich's exit 1, which `set -o pipefail` scripts would take for a failure. What is left
+    goes to the null device, so Python reports no broken pipe at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 def os_error_text(err: OSError) -> str:

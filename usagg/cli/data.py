@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from usagg.wording import counted
+
 
 class LeakageChoice(str, Enum):
     error = "error"
@@ -72,14 +74,14 @@ def _print_report(report, console) -> None:
             f"{n.get('leak_near_duplicate', 0)} near duplicates"
         )
     if report.warnings:
-        console.print(f"[bold yellow]{len(report.warnings)} warning(s):[/]")
+        console.print(f"[bold yellow]{counted(len(report.warnings), 'warning')}:[/]")
         for p in report.warnings:
             where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
             console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
     if report.ok:
-        console.print(f"[green]no problems[/] in {len(report.tasks)} task(s)")
+        console.print(f"[green]no problems[/] in {counted(len(report.tasks), 'task')}")
         return
-    console.print(f"[bold red]{len(report.problems)} problem(s):[/]")
+    console.print(f"[bold red]{counted(len(report.problems), 'problem')}:[/]")
     for p in report.problems:
         where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
         console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
@@ -113,7 +115,7 @@ def catalog(
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, text)
-    typer.echo(f"wrote {len(found)} task(s) to {out}")
+    typer.echo(f"wrote {counted(len(found), 'task')} to {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,15 +11,17 @@ from pathlib import Path
 import typer
 
 from usagg.errors import UsaggError
+from usagg.wording import counted
 
 REPAIR_HELP = """Set aside a run store's damaged files and rebuild what they held; print each repair.
 
 A damaged job.json is rebuilt from the plan (done when its metrics.json is intact, else pending);
 a damaged or edited metrics.json or item_scores.json is set aside as <name>.damaged and its job
 goes back to pending (the next `usagg run` evaluates it again); a damaged history.csv is written
-again from metrics.json; a lock file holding garbage is broken. Jobs a live process runs are left
-alone. `usagg run` does the same first, so this is for a store you want to read (compare, report)
-before running again.
+again from metrics.json; a lock file holding garbage is broken; a results.csv that is no results
+table is set aside and rebuilt from the done jobs. Jobs a live process runs are left alone. Exits 1
+when damage is left that only a run can mend (a damaged plan.json). `usagg run` does the same first,
+so this is for a store you want to read (compare, report) before running again.
 
 Examples:
 
@@ -45,7 +47,13 @@ def repair(
     console.soft_wrap = not console.is_terminal
     for note in store.repairs:
         console.print(f"[bold yellow]repaired:[/] {escape(note)}" if note in made else escape(note), highlight=False)
-    console.print(f"{store.root}: {len(made)} repair(s)" if made else f"{store.root}: nothing damaged")
+    if store.unrepaired:  # damage this command cannot mend: a script must not read the store as sound
+        console.print(
+            f"{store.root}: {counted(len(made), 'repair')}, {counted(len(store.unrepaired), 'problem')} left "
+            "(above; `usagg run` with the study's spec mends them)"
+        )
+        raise typer.Exit(1)
+    console.print(f"{store.root}: {counted(len(made), 'repair')}" if made else f"{store.root}: nothing damaged")
 
 
 def register(app: typer.Typer) -> None:

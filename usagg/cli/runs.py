@@ -22,6 +22,7 @@ from usagg.cli.display import duration_text, eta_text, make_display, print_table
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 from usagg.service import RunObserver  # light: the service imports its heavy parts where it uses them
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from usagg.service import DataProblems, RunResult, StudyRun
     from usagg.store import RunStore
 
-RUN_HELP = """Train and evaluate a study's jobs (TS / CG / AU) into its run store, resuming where it stopped.
+RUN_HELP = """Train and evaluate a study's jobs (TS, CG, AU, AG and the controls) into its run store, resuming where it
+stopped.
 
 Done jobs are skipped; failed ones only with --retry-failed; a job killed mid-way resumes from its last
 epoch checkpoint. The weights and the dataset are checked first and training is refused when they have
@@ -51,7 +53,7 @@ Examples:
 
   usagg run studies/fmc_uia.yaml --executor slurm --set execution.slurm.partition=gpu
 
-  usagg run studies/demo.yaml --only AU-all-f1-s0-1a2b3c4d --retry-failed
+  usagg run studies/demo.yaml --only 'AU-*' --retry-failed     (job ids: `usagg plan studies/demo.yaml`)
 
   usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'     (the CG job training fetal_head)
 
@@ -184,7 +186,9 @@ def print_data_problems(console: Console, err: DataProblems) -> None:
 
     report = err.report
     root = escape(str(report.root))
-    console.print(f"[bold red]the dataset at {root} has {len(err.problems)} problem(s) in this study's tasks:[/]")
+    console.print(
+        f"[bold red]the dataset at {root} has {counted(len(err.problems), 'problem')} in this study's tasks:[/]"
+    )
     _print_problem_lines(console, err.problems, root)
     console.print("not training: fix the data (or the study's tasks) first")
 
@@ -214,7 +218,7 @@ def print_data_warnings(console: Console, warnings: list[Any], root: str) -> Non
     if not warnings:
         return
     console.print(
-        f"[bold yellow]warning:[/] {len(warnings)} problem(s) in tasks this study does not train "
+        f"[bold yellow]warning:[/] {counted(len(warnings), 'problem')} in tasks this study does not train "
         "(not blocking; fix them before a study that trains those tasks):"
     )
     _print_problem_lines(console, warnings, root)
@@ -248,14 +252,14 @@ class ConsoleObserver(RunObserver):
         print_data_warnings(self.console, run.data_warnings, escape(str(report.root)))
         self.say(
             f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
-            f"({len(run.study.tasks)} of {len(report.tasks)} task(s))"
+            f"({len(run.study.tasks)} of {counted(len(report.tasks), 'task')})"
         )
 
     def store_ready(self, run: StudyRun) -> None:
         store, skipped = run.store, run.skipped_failed
         _print_repairs(self.console, store)
         self.say(
-            f"study [bold]{run.study.name}[/]: {len(run.jobs)} job(s) selected, {len(run.todo)} to run, "
+            f"study [bold]{run.study.name}[/]: {counted(len(run.jobs), 'job')} selected, {len(run.todo)} to run, "
             f"{len(run.done)} done"
             + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
             + f"; store {store.root}"
@@ -271,7 +275,7 @@ class ConsoleObserver(RunObserver):
             self.clock.add_jobs(len(run.todo))
         self.say(
             f"stage: {', '.join(sorted({j.paradigm for j in jobs}))} planned from the jobs just done: "
-            f"{len(jobs)} job(s) ({', '.join(j.id for j in jobs)}), {len(run.todo)} to run"
+            f"{counted(len(jobs), 'job')} ({', '.join(j.id for j in jobs)}), {len(run.todo)} to run"
         )
 
     @contextmanager
@@ -345,7 +349,9 @@ def run(
     force: bool = typer.Option(
         False,
         "--force",
-        help="Run into a store another spec file of the same study name made, keeping that study's jobs.",
+        help="Run into a store another spec file of the same study name made, keeping that study's jobs (compare "
+        "then needs one result per task, paradigm, fraction and seed: add seeds or paradigms this way, not a "
+        "changed setting).",
     ),
     sets: list[str] = typer.Option(
         [], "--set", help="Override a spec value, e.g. --set training.epochs=5 (paths: from the current folder)."
@@ -374,6 +380,8 @@ def run(
         raise UsaggError("--json goes with --dry-run (a run prints progress; `usagg status --json` gives the states)")
     if no_data_check and not dry_run:
         raise UsaggError("--no-data-check goes with --dry-run (a run always checks the weights and the data first)")
+    if quiet and verbose:
+        raise UsaggError("--quiet and --verbose contradict each other: give one (or neither for the live display)")
     if dry_run:
         _dry_run(console, job_run, as_json=as_json, check=not no_data_check)
         return
@@ -385,7 +393,8 @@ def run(
         raise typer.Exit(1) from None
     if result.failed:
         console.print(
-            f"[bold red]{len(result.failed)} job(s) failed[/]; see jobs/<id>/error.txt under {result.store_root}"
+            f"[bold red]{counted(len(result.failed), 'job')} failed[/]; see jobs/<id>/error.txt under "
+            f"{result.store_root}"
         )
         raise typer.Exit(1)
 
@@ -407,6 +416,8 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
     else:
         check_model_weights(job_run.study)
         note.print(f"[yellow]data not checked[/]: {escape(reason)}", soft_wrap=True, highlight=False)
+    if check and job_run.todo:
+        job_run.check_executor()  # the devices and the executor a run would use (a GPU asked for, sbatch)
     if as_json:
         typer.echo(json.dumps(_dry_run_rows(job_run), indent=1))
     else:
@@ -468,7 +479,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
 
     store, jobs = job_run.store, job_run.jobs
     table = Table(
-        title=f"dry run: {len(job_run.todo)} of {len(jobs)} job(s) would run (store {escape(str(store.root))})"
+        title=f"dry run: {len(job_run.todo)} of {counted(len(jobs), 'job')} would run (store {escape(str(store.root))})"
     )
     for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
         table.add_column(col, overflow="fold", no_wrap=col == "job")

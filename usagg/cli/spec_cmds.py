@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from usagg.cli.display import print_table
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.plan import Job
@@ -86,7 +87,7 @@ def validate(
     per = Counter(j.paradigm for j in jobs)
     out.print(
         f"jobs: {len(jobs)} ({', '.join(f'{p} {per[p]}' for p in s.paradigms)}) "
-        f"= units x {len(s.fractions)} fraction(s) x {len(s.seeds)} seed(s)"
+        f"= units x {counted(len(s.fractions), 'fraction')} x {counted(len(s.seeds), 'seed')}"
     )
     if s.sweep:
         from usagg.sweep import points
@@ -100,7 +101,7 @@ def validate(
     data = s.data.root if s.data.root is not None else "synthetic benchmark"
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
     if checked_data:
-        out.print(f"data: the study's {len(s.tasks)} task(s) match the CSVs ({checked_data})")
+        out.print(f"data: the study's {counted(len(s.tasks), 'task')} match the CSVs ({checked_data})")
     out.print(data_line)
     if s.analysis.baseline not in s.paradigms:
         out.print(f"[yellow]note[/]: analysis.baseline {s.analysis.baseline} is not in paradigms; Δ needs its results.")
@@ -150,7 +151,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     print_data_warnings(out, warnings, escape(str(report.root)))
     return (
         f"data: {escape(str(report.root))} has no problems in this study's tasks "
-        f"({len(s.tasks)} of {len(report.tasks)} task(s) checked as `usagg run` checks them)"
+        f"({len(s.tasks)} of {counted(len(report.tasks), 'task')} checked as `usagg run` checks them)"
     )
 
 
@@ -244,7 +245,7 @@ def plan_cmd(
         typer.echo(json.dumps(records, indent=1))
         return
     count = f"{len(jobs)} jobs" if selection.everything else f"{len(jobs)} of {len(planned.jobs)} jobs selected"
-    title = f"{s.name}: {count}" + (f", {len(waiting)} paradigm(s) waiting" if waiting else "")
+    title = f"{s.name}: {count}" + (f", {counted(len(waiting), 'paradigm')} waiting" if waiting else "")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
     rows = [
         (

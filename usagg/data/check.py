@@ -24,6 +24,7 @@ from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, find_
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
+from usagg.wording import counted
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -97,7 +98,7 @@ class CheckReport:
         shown = "; ".join(f"{p.where()}: {p.message}" if p.row else p.message for p in self.problems[:limit])
         more = f" (and {len(self.problems) - limit} more)" if len(self.problems) > limit else ""
         raise DataError(
-            f"the dataset at {self.root} has {len(self.problems)} problem(s): {shown}{more}. "
+            f"the dataset at {self.root} has {counted(len(self.problems), 'problem')}: {shown}{more}. "
             f"Run `usagg data check {self.root}` for the full list."
         )
 

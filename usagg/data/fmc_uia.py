@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 from usagg.errors import DataError
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
 from usagg.tasktypes.base import Row, RowError
+from usagg.wording import counted
 
 BASE_COLUMNS: tuple[str, ...] = ("image_path", "task_id", "task_name", "num_classes")
 
@@ -266,7 +267,7 @@ def read_split(root: Path, split: str, task_ids: Collection[str] | None = None) 
         shown = "; ".join(f"{p.where()}: {p.message}" if p.row else p.message for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(
-            f"the {split} split of {root} has {len(problems)} problem(s): {shown}{more}. "
+            f"the {split} split of {root} has {counted(len(problems), 'problem')}: {shown}{more}. "
             f"Run `usagg data check {root}` for the full list."
         )
     return {t: s for t, s in scan.samples.items() if s}

@@ -10,6 +10,7 @@ from usagg.errors import UsaggError
 from usagg.execute.base import Executor
 from usagg.execute.inprocess import InProcessExecutor
 from usagg.execute.pool import PoolExecutor, cpu_workers
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.spec.models import ExecutionSpec
@@ -45,7 +46,7 @@ def resolve_devices(execution: ExecutionSpec) -> list[int] | None:
     n = cuda_device_count()
     missing = [d for d in devices if d >= n]
     if missing:
-        raise UsaggError(f"execution.devices {devices}: {missing} not visible ({n} CUDA device(s) seen)")
+        raise UsaggError(f"execution.devices {devices}: {missing} not visible ({counted(n, 'CUDA device')} seen)")
     return list(devices)
 
 

@@ -647,6 +647,7 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
         canon = apply_override(raw, expr, file)
         notes[canon] = f"(set by --set {expr})"
         _paths_from_cwd(raw, canon)
+    _no_set_of_a_swept_key(raw, notes, file)
     _groups_onto_tasks(raw)
     try:
         study = Study.model_validate(raw)
@@ -663,6 +664,22 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     if study.sweep:
         point_studies(study, file)  # every point a valid study, named by key and value
     return study
+
+
+def _no_set_of_a_swept_key(raw: dict[str, Any], notes: dict[tuple, str], file: Path) -> None:
+    """A SpecError for a `--set` of a key the sweep also sets: every point would overwrite it, so the value given
+    would be dropped without a word (`--set training.epochs=3 --sweep training.epochs=1,2`)."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict):
+        return
+    for canon, note in notes.items():
+        key = ".".join(map(str, canon))
+        if canon and canon[0] != "sweep" and key in sweep and note.startswith("(set by --set "):
+            raise SpecError(
+                f"{file}: --set {note.removeprefix('(set by --set ').removesuffix(')')} sets {key}, which the sweep "
+                f"sets at every point (sweep: {key}: {sweep[key]}), so the --set would be dropped: give it one way, "
+                "the --set or the sweep."
+            )
 
 
 def point_studies(study: Study, source: str | Path = "the study") -> list[tuple[Point, Study]]:

@@ -180,10 +180,10 @@ class TaskSpec(Strict):
 
 
 class CatalogRef(Strict):
-    """Take tasks from a catalog: one shipped with usagg by name (`fmc_uia`, `synthetic`) or a YAML file."""
+    """Take tasks from a catalog: one shipped with usagg by name (`fmc_uia`, `synthetic`, `known`) or a YAML file."""
 
     catalog: Annotated[Path, NOT_IN_HASH] = Field(
-        description="A packaged catalog's name (usagg/catalogs/: fmc_uia, synthetic), or a catalog YAML with a "
+        description="A packaged catalog's name (usagg/catalogs/: fmc_uia, synthetic, known), or a catalog YAML with a "
         "`tasks:` list, relative to the study file."
     )
     include: Annotated[list[str] | None, NOT_IN_HASH] = Field(
@@ -312,7 +312,7 @@ Blocks = Annotated[list[Annotated[int, Field(ge=0)]] | None, AfterValidator(_inc
 
 
 class MoESpec(Strict):
-    """Task-conditioned Mixture-of-Experts in the later encoder blocks (CG and AU only)."""
+    """Task-conditioned Mixture-of-Experts in the later encoder blocks (the paradigms with MoE on: CG, AU, AG, TSM)."""
 
     blocks: Annotated[Blocks, IN_HASH] = Field(
         None, min_length=1, description="Block indices (0-based) whose MLP becomes MoE; default the later half."
@@ -382,7 +382,9 @@ class ModelSpec(Strict):
         None, ge=0, description="Encoder blocks frozen from the start (with the patch embedding); default half."
     )
     moe: Annotated[MoESpec, JobHash("moe_jobs")] = Field(
-        default_factory=MoESpec, description="Mixture-of-Experts blocks (used by CG and AU only)."
+        default_factory=MoESpec,
+        description="Mixture-of-Experts blocks, used by the paradigms with MoE on: CG, AU, AG, TSM and AG's probe "
+        "(not TS, AUD or CGD).",
     )
     heads: Annotated[HeadSpec, IN_HASH] = Field(default_factory=HeadSpec, description="Task heads.")
     trunk: Annotated[Literal["auto", "off"], NOT_IN_HASH] = Field("auto", description=TRUNK_DESCRIPTION)
@@ -502,7 +504,7 @@ class AugmentationSpec(Strict):
 
 
 class TrainingSpec(Strict):
-    """Optimisation, identical across TS, CG and AU."""
+    """Optimisation, identical across every paradigm."""
 
     epochs: Annotated[int, IN_HASH] = Field(20, ge=1, le=10_000, description="Training epochs.")
     steps_per_epoch: Annotated[int | None, IN_HASH] = Field(

@@ -20,6 +20,7 @@ import numpy as np
 from usagg.predictions import as_floats
 from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.data.fmc_uia import Sample
@@ -110,7 +111,7 @@ class Regression(TaskType):
     def summary_text(self, counts: dict[str, int]) -> str:
         text = ", ".join(f"{v} x {k}" for k, v in counts.items() if k != ORIGIN) or "-"
         if counts.get(ORIGIN):
-            text += f"; {counts[ORIGIN]} image(s) with a point at exactly (0, 0): check they are landmarks"
+            text += f"; {counted(counts[ORIGIN], 'image')} with a point at exactly (0, 0): check they are landmarks"
         return text
 
     def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 from usagg.data.masks import read_mask_grayscale
 from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, TaskType
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     import torch
@@ -114,7 +115,7 @@ class Segmentation(TaskType):
     def summary_text(self, counts: dict[str, int]) -> str:
         pairs = " ".join(f"{k}:{v}" for k, v in counts.items() if k != "empty")
         text = f"images with class {pairs}" if pairs else "-"
-        return f"{text}; {counts['empty']} empty mask(s)" if counts.get("empty") else text
+        return f"{text}; {counted(counts['empty'], 'empty mask')}" if counts.get("empty") else text
 
     def targets(self, samples: Sequence[Sample], orig_hw: np.ndarray, image_size: int, cache_dir: Path) -> np.ndarray:
         """uint8 [N, S, S] class maps, nearest-neighbour resized, from the decode cache (a memmap)."""
