@@ -198,6 +198,20 @@ def test_mixed_model_slopes_interaction_and_when_it_cannot_be_fitted(tmp_path: P
     assert au1.value is None and cg1.note == "not fitted: 2 clinical groups, need ≥3"
 
 
+def test_a_paradigm_with_too_few_task_sizes_is_left_out_and_the_others_are_fitted(tmp_path: Path) -> None:
+    """CG with results on two tasks only has no slope; AU's slope is still fitted (alone, as the model it would be
+    without CG), and CG's row says why with its own name, not the first failing paradigm's for every row."""
+    rows = simulate_rows(load_tasks(TASKS), seeds=(0,))
+    kept = sorted({r.task for r in rows if r.paradigm == "CG"})[:2]
+    rows = [r for r in rows if r.paradigm != "CG" or r.task in kept]
+    write_results(rows, tmp_path / "r.csv")
+    stats = {s.paradigm: s for s in interaction_model(compare(load_input(None, tmp_path / "r.csv")), 1.0)}
+    assert stats["CG"].value is None and stats["CG"].note == "not fitted: CG has 2 distinct task sizes, need ≥3"
+    au = stats["AU"]
+    assert au.value is not None and au.note == "" and au.ci[0] < au.value < au.ci[1] and au.n == 27
+    assert "AU-CG" not in stats and "1 paradigms" not in au.method
+
+
 def test_study_statistics_adjust_every_printed_p_with_holm(tmp_path: Path) -> None:
     write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
     stats = analyse(load_input(None, tmp_path / "r.csv")).stats

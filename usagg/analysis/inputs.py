@@ -123,12 +123,18 @@ def _designed_groups(study: dict, tasks: list[str]) -> dict[str, str] | None:
     return designed if len(designed) == len(tasks) else None  # a study mixing in other tasks has no design
 
 
+def _not_a_folder(path: Path) -> str:
+    """Why `path` is no run folder, in words: a file is not a missing folder."""
+    return "is a file, not a folder" if path.exists() else "does not exist"
+
+
 def resolve_run_dir(run_dir: Path | None, root: Path) -> Path:
     """RUN_DIR as given, else the most recently modified study under the output root."""
     if run_dir is not None:
         if not Path(run_dir).is_dir():
             raise UsaggError(
-                f"run folder {run_dir} does not exist (give a run store such as runs/<study>, or --results)"
+                f"run folder {run_dir} {_not_a_folder(Path(run_dir))} (give a run store such as runs/<study>, or "
+                "--results)"
             )
         return Path(run_dir)
     root = Path(root)
@@ -258,7 +264,7 @@ def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_pa
 def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
     """Read a run store (RUN_DIR, or the latest under root) or an imported CSV into an AnalysisInput."""
     if results is not None and run_dir is not None and not Path(run_dir).is_dir():
-        raise UsaggError(f"run folder {run_dir} does not exist")
+        raise UsaggError(f"run folder {run_dir} {_not_a_folder(Path(run_dir))}")
     store: RunStore | None
     if results is None:
         run_dir = resolve_run_dir(run_dir, root)

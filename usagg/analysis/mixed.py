@@ -10,9 +10,10 @@ are not counted as independent tasks (without it the slope's CI shrinks with the
 of seeds: pseudo-replication). The method text gives the fitted standard deviations. The model is
 parametrised with one intercept and one slope per paradigm, so each paradigm's slope
 (percentage points of Δ per tenfold n_train) comes with its own Wald CI; the interaction
-is the difference of two slopes (each other paradigm against the first). A model that
-cannot be fitted (too few tasks, groups or distinct sizes; a singular fit) gives a Stat
-with a note saying why, never an exception. statsmodels and pandas are imported inside.
+is the difference of two slopes (each other paradigm against the first). A paradigm whose
+tasks have fewer than 3 distinct sizes has no slope: it is left out of the joint fit with a
+note of its own, and the others are fitted. A model that cannot be fitted (too few tasks or
+groups; a singular fit) gives a Stat with a note saying why, never an exception. statsmodels and pandas are imported inside.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from usagg.analysis.delta import Comparison
 from usagg.analysis.stats import Hypotheses, Stat, alternative, sided
+from usagg.wording import counted
 
 MIN_GROUPS = 3  # a random intercept needs a few groups to estimate its variance
 MIN_TASKS = 3  # distinct task sizes per paradigm: two points fix a line and leave no error to estimate
@@ -55,8 +57,10 @@ def _rows(comp: Comparison, fraction: float) -> list[tuple[float, str, float, st
     return rows
 
 
-def _cannot(comp: Comparison, fraction: float, why: str, n: int) -> list[Stat]:
-    return [Stat(SLOPE, p, fraction, None, n, FORMULA, note=f"not fitted: {why}") for p in comp.others]
+def _cannot(comp: Comparison, fraction: float, why: str, n: int, paradigms: list[str] | None = None) -> list[Stat]:
+    """A "not fitted" row for each of `paradigms` (default: every paradigm compared), saying why."""
+    names = comp.others if paradigms is None else paradigms
+    return [Stat(SLOPE, p, fraction, None, n, FORMULA, note=f"not fitted: {why}") for p in names]
 
 
 def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses | None = None) -> list[Stat]:
@@ -67,14 +71,34 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
     groups = {r[4] for r in rows}
     if len(groups) < MIN_GROUPS:
         return _cannot(comp, fraction, f"{len(groups)} clinical groups, need ≥{MIN_GROUPS}", n_obs)
-    for p in paradigms:
+    unfit: list[Stat] = []  # a paradigm whose tasks have too few sizes has no slope; the others still have theirs
+    for p in list(paradigms):
         sizes = {r[2] for r in rows if r[1] == p}
         if len(sizes) < MIN_TASKS:
-            return _cannot(comp, fraction, f"{p} has {len(sizes)} distinct task sizes, need ≥{MIN_TASKS}", n_obs)
+            why = f"{p} has {counted(len(sizes), 'distinct task size')}, need ≥{MIN_TASKS}"
+            unfit += _cannot(comp, fraction, why, sum(r[1] == p for r in rows), [p])
+            paradigms.remove(p)
+    if not paradigms:
+        return unfit
+    return _fit([r for r in rows if r[1] in paradigms], paradigms, fraction, hypotheses, comp) + unfit
+
+
+def _fit(
+    rows: list[tuple[float, str, float, str, str, str]],
+    paradigms: list[str],
+    fraction: float,
+    hypotheses: Hypotheses | None,
+    comp: Comparison,
+) -> list[Stat]:
+    """The joint fit of `paradigms` (each with enough task sizes): their slopes, then each slope difference."""
+    n_obs = len(rows)
+    groups = {r[4] for r in rows}
+    if len(groups) < MIN_GROUPS:  # the paradigms left out took a group with them
+        return _cannot(comp, fraction, f"{len(groups)} clinical groups, need ≥{MIN_GROUPS}", n_obs, paradigms)
     types = sorted({r[3] for r in rows})
     n_params = 2 * len(paradigms) + len(types) - 1
     if n_obs < n_params + 3:
-        return _cannot(comp, fraction, f"{n_obs} seed-level values for {n_params} fixed effects", n_obs)
+        return _cannot(comp, fraction, f"{n_obs} seed-level values for {n_params} fixed effects", n_obs, paradigms)
     import pandas as pd
     import statsmodels.formula.api as smf
 
@@ -89,15 +113,15 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
         try:
             res = smf.mixedlm(formula, df, groups=df["group"], re_formula="1", vc_formula=vc).fit(reml=True)
         except (np.linalg.LinAlgError, ValueError) as err:
-            return _cannot(comp, fraction, f"the fit failed ({err})", n_obs)
+            return _cannot(comp, fraction, f"the fit failed ({err})", n_obs, paradigms)
     if not res.converged:
-        return _cannot(comp, fraction, "the optimiser did not converge", n_obs)
+        return _cannot(comp, fraction, "the optimiser did not converge", n_obs, paradigms)
     note = _warning_note([str(w.message) for w in caught if "statsmodels" in w.category.__module__])
     names = list(res.fe_params.index)
     method = (
         f"{FORMULA}{SEEDS_TERM if replicated else ''}; statsmodels MixedLM (REML), {n_obs} seed-level Δ of "
-        f"{len(paradigms)} paradigms, "
-        f"{len(groups)} groups; {_random_sds(res, replicated)}; Wald 95 % CI and z-test"
+        f"{counted(len(paradigms), 'paradigm')}, "
+        f"{counted(len(groups), 'group')}; {_random_sds(res, replicated)}; Wald 95 % CI and z-test"
     )
     out = []
     slope_ix = {p: names.index(f"C(paradigm)[{p}]:logn") for p in paradigms}

@@ -23,7 +23,8 @@ FORMATS = ("table", "csv", "markdown", "latex")
 
 def cell_text(col: str, v: Cellv) -> str:
     """Display form: Δ columns signed with one decimal, affinities (a column "→ task" or "... affinity") signed with
-    four (lookahead affinities are small), other floats three decimals (one above 10)."""
+    three significant digits (lookahead affinities are small, 1e-6 on the demo: fixed decimals would show zeros),
+    other floats three decimals (one above 10)."""
     if v is None:
         return "n/a" if col.startswith("Δ") else "—"
     if isinstance(v, bool):
@@ -32,7 +33,7 @@ def cell_text(col: str, v: Cellv) -> str:
         if col.startswith("Δ"):
             return fmt_delta(v)
         if col.startswith("→") or col.endswith("affinity"):
-            return f"{v:+.4f}"
+            return f"{v:+.3g}"
         if v.is_integer() and abs(v) >= 10:
             return str(int(v))
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"

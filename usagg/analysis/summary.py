@@ -206,7 +206,7 @@ def named_table(a: Analysis, table: str) -> Table:
         from usagg.errors import UsaggError
         from usagg.names import suggest
 
-        known = ["delta", *found]
+        known = ["delta", *found, "selection_gap", "expectations"]  # the last two: usagg compare reads them itself
         raise UsaggError(
             f"--table {table!r} is not a table of this study{suggest(table, known)}; its tables: {', '.join(known)}"
         )

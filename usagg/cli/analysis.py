@@ -55,10 +55,11 @@ def compare_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write to this file (atomically) instead of printing."),
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
-    table: str = typer.Option(
-        "delta",
+    table: str | None = typer.Option(
+        None,
         "--table",
-        help="With --format csv: the table to print (delta, factorial, scales, split, selection_gap, ...).",
+        help="With --format csv: the one table to print (default delta; factorial, scales, split, selection_gap, "
+        "expectations, ...).",
     ),
 ) -> None:
     """Per-task metrics of every paradigm, Δ % versus the baseline with its interval, aggregates and statistics.
@@ -78,15 +79,22 @@ def compare_cmd(
     Example: usagg compare runs/demo --baseline TS --format markdown --out compare.md
     """
     _choice(fmt, COMPARE_FORMATS, "--format")
-    from usagg.analysis.expect import evaluate_study, with_expectations
+    if table is not None and fmt != "csv":
+        raise UsaggError(
+            f"--table {table} picks the one table --format csv prints; --format {fmt} prints every table: add "
+            "--format csv, or leave --table out"
+        )
+    table = table or "delta"
+    from usagg.analysis.expect import evaluate_study, expectations_table, with_expectations
+    from usagg.analysis.render import render
     from usagg.analysis.selection_gap import gap_tables, with_selection_gap
     from usagg.analysis.summary import compare_output
 
     a, _ = _analyse(run_dir, results, root, baseline)
     if fmt == "csv" and table == "selection_gap":  # not one of summary's tables: read from the jobs' metrics.json
-        from usagg.analysis.render import render
-
         text = "".join(render(t, "csv") for t in gap_tables(a))
+    elif fmt == "csv" and table == "expectations":  # the spec's `expect:`, checked
+        text = render(expectations_table(evaluate_study(a)), "csv")
     else:  # the selection gap (Δ under each selection rule), then the spec's `expect:`, checked
         text = with_expectations(with_selection_gap(compare_output(a, fmt, table), a, fmt), evaluate_study(a), fmt)
     if out is None:

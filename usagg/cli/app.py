@@ -19,7 +19,8 @@ from usagg.signals import exit_on_sigterm
 
 app = typer.Typer(
     name="usagg",
-    help="Orchestrate the ultrasound task-aggregation study: TS / CG / AU jobs, metrics, statistics, figures.\n\n"
+    help="Orchestrate the ultrasound task-aggregation study: TS, CG, AU and AG jobs with their controls, metrics, "
+    "statistics, figures.\n\n"
     "Example: usagg run studies/demo.yaml && usagg compare --baseline TS && usagg plot",
     no_args_is_help=True,
     add_completion=True,

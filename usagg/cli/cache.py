@@ -42,8 +42,10 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
     from usagg.cli.display import print_table
 
     root = cache_root(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise UsaggError(f"cache folder {root} is a file, not a folder (give --cache-dir a folder, or $USAGG_CACHE)")
     now = time.time()
-    table = Table(title=escape(f"cache {root}"))
+    table = Table(title=escape(f"cache {root}" + ("" if root.is_dir() else " (no such folder yet: empty)")))
     for col in ("kind", "entries", "size", "least recently used", "most recently used"):
         table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=col == "kind")
     found = entries(root) if root.is_dir() else []

@@ -24,7 +24,9 @@ class SplitChoice(str, Enum):
 
 
 def check(
-    root: Path = typer.Argument(..., help="Dataset root in the FMC_UIA layout (holding train/ and val/)."),
+    root: Path = typer.Argument(
+        ..., metavar="ROOT", help="Dataset root in the FMC_UIA layout (holding train/ and val/)."
+    ),
     split: SplitChoice = typer.Option(SplitChoice.all, "--split", help="Which split(s) to check."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
     leakage: LeakageChoice = typer.Option(
@@ -88,7 +90,9 @@ def _print_report(report, console) -> None:
 
 
 def catalog(
-    root: Path = typer.Argument(..., help="Dataset root in the FMC_UIA layout (holding train/ and val/)."),
+    root: Path = typer.Argument(
+        ..., metavar="ROOT", help="Dataset root in the FMC_UIA layout (holding train/ and val/)."
+    ),
     groups: Path | None = typer.Option(
         None, "--groups", help="YAML mapping group -> task ids (e.g. `OB: [FUGC, cervix]`); else no groups."
     ),

@@ -60,7 +60,7 @@ def _rows(kind: str) -> tuple[list[str], list[list[str]]]:
 
 
 def registry(
-    kind: str | None = typer.Argument(None, metavar="[KIND]", help="task-types, paradigms, backbones or executors."),
+    kind: str | None = typer.Argument(None, metavar="KIND", help="task-types, paradigms, backbones or executors."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (a list of objects per registry)."),
 ) -> None:
     if kind is not None and kind not in KINDS:

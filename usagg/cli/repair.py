@@ -32,7 +32,9 @@ Examples:
 
 
 def repair(
-    run_dir: Path | None = typer.Argument(None, help="A run store (runs/<study>); default: the latest under runs/."),
+    run_dir: Path | None = typer.Argument(
+        None, metavar="RUN_DIR", help="A run store (runs/<study>); default: the latest under runs/."
+    ),
 ) -> None:
     from rich.console import Console
     from rich.markup import escape

@@ -499,7 +499,9 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
 
 
 def status(
-    run_dir: Path | None = typer.Argument(None, help="A run store (runs/<study>); default: the latest under runs/."),
+    run_dir: Path | None = typer.Argument(
+        None, metavar="RUN_DIR", help="A run store (runs/<study>); default: the latest under runs/."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the jobs as a JSON list (state, metrics, error)."),
 ) -> None:
     from rich.console import Console

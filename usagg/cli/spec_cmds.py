@@ -17,13 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from usagg.cli.display import print_table
+from usagg.errors import UsaggError
 from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.plan import Job
     from usagg.spec.models import Study
 
-StudyArg = Annotated[Path, typer.Argument(help="Study spec YAML, e.g. studies/fmc_uia.yaml.", show_default=False)]
+StudyArg = Annotated[
+    Path, typer.Argument(metavar="STUDY.yaml", help="Study spec YAML, e.g. studies/fmc_uia.yaml.", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -227,6 +230,8 @@ def plan_cmd(
     from usagg.plan import plan_stages
     from usagg.service import make_selection, store_evidence, store_for
 
+    if seed_sd is not None and not power:
+        raise UsaggError("--seed-sd goes with --power (the seed spread the planned seeds' power is computed from)")
     s = _load(study, set_, sweep)
     if power:
         from usagg.analysis.power import planned_power

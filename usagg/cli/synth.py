@@ -13,19 +13,30 @@ import typer
 from usagg.errors import UsaggError
 
 
-def _parse_sizes(items: list[str]) -> dict[str, int]:
+def _parse_sizes(items: list[str], known: list[str]) -> dict[str, int]:
+    """`--size TASK=N` items as task -> N; a task the benchmark does not have is named before N is checked."""
+    from usagg.names import suggest
+
     sizes: dict[str, int] = {}
     for item in items:
         task, sep, value = item.partition("=")
         if not sep or not task or not value.strip().isdigit():
             raise UsaggError(f"--size expects TASK=N with N a whole number (e.g. --size fetal_head=300), got {item!r}.")
+        if task.strip() not in known:
+            raise UsaggError(
+                f"--size {item}: the synthetic benchmark has no task {task.strip()!r}{suggest(task.strip(), known)}; "
+                f"its tasks: {', '.join(known)}."
+            )
         sizes[task.strip()] = int(value)
     return sizes
 
 
 def synth(
     out: Annotated[
-        Path | None, typer.Argument(help="Output folder (new, empty, or an earlier synth output).", show_default=False)
+        Path | None,
+        typer.Argument(
+            metavar="OUT", help="Output folder (new, empty, or an earlier synth output).", show_default=False
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Generator seed: same seed, same bytes.")] = 0,
     image_size: Annotated[int, typer.Option("--image-size", help="Side of the square images, px.")] = 128,
@@ -71,7 +82,7 @@ def synth(
         spec = SynthSpec(
             seed=seed,
             image_size=image_size,
-            sizes=_parse_sizes(size or []),
+            sizes=_parse_sizes(size or [], list(ALL_TASKS)),
             default_size=default_size,
             val_size=val_size,
         )

@@ -34,8 +34,9 @@ def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> di
     path = Path(path)
     target = f" for backbone {backbone}" if backbone else ""
     if not path.is_file():
+        why = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise UsaggError(
-            f"The weights file {path}{target} does not exist. Give `model.weights` the path of a downloaded official "
+            f"The weights file {path}{target} {why}. Give `model.weights` the path of a downloaded official "
             "DINOv3 checkpoint (for example dinov3_vits16_pretrain_lvd1689m-08c60483.pth), or leave it empty "
             "to train from a random initialisation."
         )
