@@ -88,6 +88,9 @@ def _primary_text(store: RunStore, job_id: str) -> str:
     for task_id, entry in ((metrics or {}).get("tasks") or {}).items():
         name = entry.get("primary")
         value = (entry.get("metrics") or {}).get(name)
+        if name is None:  # a metrics.json written by other means, without the primary metric's name
+            parts.append(f"{task_id}: —")
+            continue
         parts.append(f"{task_id}: {name} {'n/a' if value is None else f'{value:.4g}'}")
     if len(parts) > MAX_TASKS_SHOWN:
         parts = [*parts[:MAX_TASKS_SHOWN], f"... (+{len(parts) - MAX_TASKS_SHOWN} tasks)"]
