@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,12 @@ from matplotlib.text import Text
 
 from usagg.analysis import figures as F
 from usagg.analysis.inputs import load_input
-from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.analysis.results import read_results, write_results
+from usagg.analysis.simulate import load_tasks, simulate_rows, simulate_run_store
 from usagg.analysis.stats import spearman
 from usagg.analysis.style import PARADIGM_COLORS, paper_style, paradigm_color
-from usagg.analysis.summary import analyse
+from usagg.analysis.summary import Analysis, analyse
+from usagg.store import RunStore
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 PARADIGMS = ("TS", "CG", "AU", "TSM", "AUD")  # with the two controls, so the split figure is drawn
@@ -128,3 +132,117 @@ def test_atomic_write_gives_normal_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     assert path.read_text() == "x" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def _one_task(tmp_path: Path, task: str = "breast_2cls", **design) -> Analysis:  # type: ignore[no-untyped-def]
+    """The analysis of a results table with one task (`usagg plot --results r.csv`)."""
+    rows = simulate_rows([t for t in load_tasks(TASKS) if t["id"] == task], study="one", **design)
+    write_results(rows, tmp_path / "r.csv")
+    return analyse(load_input(None, tmp_path / "r.csv"))
+
+
+def _draw_every_figure(a: Analysis) -> dict[str, object]:
+    """Each figure of `a` drawn in full, with any warning raised as an error; name -> figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    out = {}
+    with warnings.catch_warnings(), paper_style():
+        warnings.simplefilter("error")
+        for name, make in F.FIGURES:
+            made = make(a)
+            if made is not None:
+                FigureCanvasAgg(made[0]).draw()
+                out[name] = made[0]
+    return out
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        {"paradigms": ("TS", "CG")},  # CG leaves the lone task out: no point for fig_delta_vs_ntrain
+        {"paradigms": ("TS", "CG", "AU", "TSM", "AUD")},  # no split for CG's panel of fig_delta_split
+        {"paradigms": ("TS", "CG"), "fractions": (0.5, 1.0)},  # nor a Δm for fig_fraction
+        {"paradigms": ("TS",), "fractions": (0.5, 1.0)},
+        {"paradigms": ("TS", "AU"), "seeds": (0,)},
+    ],
+    ids=["TS-CG", "controls", "CG-fractions", "TS-fractions", "one-seed"],
+)
+def test_a_one_task_table_draws_without_matplotlib_warnings(tmp_path: Path, design: dict) -> None:
+    drawn = _draw_every_figure(_one_task(tmp_path, **design))
+    assert "fig2_absolute" in drawn
+    assert not [n for n in ("fig_delta_vs_ntrain", "fig_fraction") if n in drawn and not drawn[n].axes[0].has_data()]
+
+
+def _with_history(run: Path, epochs: int) -> Analysis:
+    """`run` with every job's history cut to `epochs` epochs (training.epochs=1 keeps one)."""
+    store = RunStore(run)
+    for jid, m in store.all_metrics().items():
+        m["history"] = [
+            {"epoch": e, "step": 10 * e, "task_loss": {t: 2.0 * 0.85**e for t in m["tasks"]}, "select_score": e / 4}
+            for e in range(1, epochs + 1)
+        ]
+        store.write_metrics(jid, m)
+    store.mark_results_fresh()
+    return analyse(load_input(run, None))
+
+
+def test_curves_of_one_epoch_jobs_show_markers_on_whole_epochs(tmp_path: Path) -> None:
+    tasks = [t for t in load_tasks(TASKS) if t["id"] in {"breast_2cls", "breast_lesion"}]
+    a = _with_history(simulate_run_store(tmp_path / "one", tasks, seeds=(0,)), 1)
+    fig = _draw_every_figure(a)["fig_curves"]
+    hosts = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() != "selection score" and ax.get_title()]
+    assert hosts
+    for ax in hosts:
+        (loss, *_) = ax.get_lines()
+        assert len(loss.get_xdata()) == 1 and loss.get_marker() == "o"  # a lone point is drawn
+        assert ax.get_xlim() == (0.5, 1.5)
+        assert [t for t in ax.get_xticks() if 0.5 <= t <= 1.5] == [1.0]  # one tick, epoch 1 (not 0.96 to 1.05)
+    twins = [ax for ax in fig.axes if ax not in hosts and ax.get_visible() and ax.get_lines()]
+    assert twins and all(ax.get_lines()[0].get_marker() == "s" for ax in twins)  # the selection score too
+
+
+def test_curves_of_long_histories_stay_plain_lines(tmp_path: Path) -> None:
+    tasks = [t for t in load_tasks(TASKS) if t["id"] in {"breast_2cls", "breast_lesion"}]
+    a = _with_history(simulate_run_store(tmp_path / "long", tasks, seeds=(0,)), 8)
+    with paper_style():
+        fig, caption = F.fig_curves(a)
+    assert {line.get_marker() for ax in fig.axes for line in ax.get_lines()} == {"None"}
+    assert "marker" not in caption
+
+
+def test_absolute_intervals_stay_in_the_metric_range(tmp_path: Path) -> None:
+    """Two seeds far apart give t intervals past the metric's bounds (12.7 × the sd / √2): cut at IoU ≤ 1 and
+    MRE ≥ 0; the axis ends at the bound, not past the interval."""
+    from matplotlib.collections import LineCollection
+
+    from usagg.analysis.absolute_ci import absolute_interval
+
+    tasks = [t for t in load_tasks(TASKS) if t["id"] in {"thyroid_nodule_det", "FUGC"}]
+    run = simulate_run_store(tmp_path / "s", tasks, paradigms=("TS", "AU"), seeds=(0, 1),
+                             representative=["thyroid_nodule_det", "FUGC"])  # fmt: skip
+    store = RunStore(run)
+    spread = {("thyroid_nodule_det", "IoU"): (0.95, 0.6), ("FUGC", "MRE"): (2.0, 40.0)}
+    rows = [
+        dataclasses.replace(r, value=spread[(r.task, r.metric)][r.seed])
+        if r.paradigm == "AU" and (r.task, r.metric) in spread
+        else r
+        for r in read_results(store.results_csv).rows
+    ]
+    write_results(rows, store.results_csv)
+    store.mark_results_fresh()
+    a = analyse(load_input(run, None))
+    iou = absolute_interval(a.inp, a.comp, 1.0, "thyroid_nodule_det", "AU")
+    mre = absolute_interval(a.inp, a.comp, 1.0, "FUGC", "AU")
+    assert iou is not None and iou.clipped and (iou.low, iou.high) == (0.0, 1.0)
+    assert mre is not None and mre.clipped and mre.low == 0.0 and mre.high > 40
+    fig, caption = _draw_every_figure(a)["fig2_absolute"], F.fig_absolute(a)[1]
+    ends = {
+        ax.get_ylabel(): [y for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()
+                          for y in s[:, 1]]
+        for ax in fig.axes
+    }  # fmt: skip
+    assert max(ends["IoU"]) == 1.0 and min(ends["MRE (px)"]) == 0.0
+    axes = {ax.get_ylabel(): ax for ax in fig.axes}
+    assert axes["IoU"].get_ylim() == (0.0, 1.0 + F.BOUND_MARGIN)
+    assert axes["MRE (px)"].get_ylim()[0] == 0.0
+    assert "cut at the range their metric can take (2 intervals cut: IoU, MRE)" in caption

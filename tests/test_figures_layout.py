@@ -1,7 +1,8 @@
 """Every figure at print size: no two texts overlap, no text leaves the figure or sits on another panel, no legend
 covers data, no axes (a colour bar) covers another. Checked on the simulated 27-task study and on a small input shaped
 like the demo study (nine synthetic tasks with their designed groups, one seed, a +226 % Δ, sixteen epochs of history,
-an affinity with one large cell).
+an affinity with one large cell), and for the affinity figures on that input with affinities near 1e-6 (what a
+short measurement gives), which matplotlib writes with an offset text.
 
 Texts are the ones matplotlib actually drew (Text.draw is recorded), measured with Text.get_window_extent; a rotated
 text is compared as its rotated rectangle, not its axis-aligned box, so slanted tick labels do not collide falsely."""
@@ -32,14 +33,16 @@ FMC = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 SLACK = 0.5  # px: glyph boxes carry a little padding; touching is not overlapping
 GAP_EM = 0.3  # texts side by side need this share of the font size between them, or they read as one ("10121416")
 MEASURING = "AU-all-f1-s0"
+TINY = 5e-5  # scales the demo's affinities (about 0.01) to about 1e-6
 
 
-def _demo_shaped(root: Path) -> Path:
+def _demo_shaped(root: Path, name: str = "demo", affinity_scale: float = 1.0) -> Path:
     """Nine synthetic tasks, six paradigms, one seed with per-image scores, AU's breast_lesion Δ ≈ +226 %, sixteen
-    epochs of history per job and an affinity whose largest off-diagonal cell is twenty times the rest."""
+    epochs of history per job and an affinity whose largest off-diagonal cell is twenty times the rest (0.2, times
+    `affinity_scale`)."""
     tasks = [{"id": t.id, "type": t.type, "num_classes": t.num_classes, "group": t.group} for t in SYNTH.values()]
     run = simulate_run_store(
-        root / "demo", tasks, paradigms=("TS", "CG", "AU", "AG", "TSM", "AUD"), seeds=(0,), item_scores=True
+        root / name, tasks, paradigms=("TS", "CG", "AU", "AG", "TSM", "AUD"), seeds=(0,), item_scores=True
     )
     store = RunStore(run)
     table = read_results(store.results_csv)
@@ -59,8 +62,8 @@ def _demo_shaped(root: Path) -> Path:
     z = np.random.default_rng(0).normal(0, 0.01, (len(ids), len(ids)))
     z[0, 1] = 0.2  # one cell that would set a linear colour scale on its own
     np.fill_diagonal(z, 0.4)
-    aff = Affinity(tasks=ids, matrix=z.tolist(), job_id=MEASURING, job_hash="0123abcd", every=10, steps=[10, 20],
-                   seconds=2.0, train_seconds=40.0)  # fmt: skip
+    aff = Affinity(tasks=ids, matrix=(z * affinity_scale).tolist(), job_id=MEASURING, job_hash="0123abcd", every=10,
+                   steps=[10, 20], seconds=2.0, train_seconds=40.0)  # fmt: skip
     write_affinity(store.paths(MEASURING).affinity, aff)
     plan = read_json(store.plan_json)
     plan.append({"id": MEASURING, "hash": "0123abcd", "fraction": 1.0, "affinity": True,
@@ -77,7 +80,8 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Analysis]:
                              fractions=(0.5, 1.0))  # fmt: skip
     demo = load_input(_demo_shaped(root), None)
     demo = dataclasses.replace(demo, designed_groups=designed_groups(list(SYNTH)))  # as the synthetic benchmark has
-    return {"fmc27": analyse(load_input(fmc, None)), "demo": analyse(demo)}
+    tiny = load_input(_demo_shaped(root, "tiny", TINY), None)
+    return {"fmc27": analyse(load_input(fmc, None)), "demo": analyse(demo), "tiny": analyse(tiny)}
 
 
 def _drawn(fig, monkeypatch: pytest.MonkeyPatch) -> list[Text]:  # type: ignore[no-untyped-def]
@@ -207,6 +211,7 @@ def _data_points(ax) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 
 CASES = [(s, name) for s in ("fmc27", "demo") for name, _ in F.FIGURES]
+CASES += [("tiny", name) for name in ("fig_affinity", "fig_affinity_delta")]
 
 
 @pytest.mark.slow  # two simulated studies analysed, every figure drawn
@@ -265,9 +270,9 @@ def test_affinity_colours_centre_on_zero_and_clip_the_large_cell(studies: dict[s
     assert "95th percentile" in cap and "dotted" in cap
 
 
-def test_absolute_figure_shows_a_seed_interval_that_passes_one_whole(tmp_path: Path) -> None:
-    """A t interval of the seed mean knows no bound: AUCs of 1.0, 1.0 and 0.6 give one reaching past 1.4, which a
-    fixed 0-1.05 axis would cut (its upper cap off the panel)."""
+def test_absolute_figure_cuts_a_seed_interval_at_the_metric_bound(tmp_path: Path) -> None:
+    """A t interval of the seed mean knows no bound: AUCs of 1.0, 1.0 and 0.6 give one reaching past 1.4, which the
+    figure cuts at 1 (an AUC cannot pass it), the axis ending just above 1 and the caption saying so."""
     from matplotlib.collections import LineCollection
 
     tasks = [{"id": t.id, "type": t.type, "num_classes": t.num_classes, "group": t.group} for t in SYNTH.values()]
@@ -283,9 +288,27 @@ def test_absolute_figure_shows_a_seed_interval_that_passes_one_whole(tmp_path: P
     write_results(rows, store.results_csv)
     store.mark_results_fresh()
     with paper_style():
-        fig, _ = F.fig_absolute(analyse(load_input(run, None)))
+        fig, cap = F.fig_absolute(analyse(load_input(run, None)))
     (ax,) = fig.axes
     segs = [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
-    top = max(s[1][1] for s in segs)
-    assert top > 1.4  # the interval drawn is the t interval, not clipped
-    assert ax.get_ylim()[1] > top  # and the axis shows its end
+    assert max(s[1][1] for s in segs) == 1.0  # the AU interval, cut at AUC's bound
+    assert ax.get_ylim() == (0.0, 1.0 + F.BOUND_MARGIN)  # the axis does not run on to the uncut 1.4
+    assert "cut at the range their metric can take (1 interval cut: AUC)" in cap
+
+
+@pytest.mark.slow
+def test_affinity_delta_writes_tiny_affinities_in_readable_units(studies: dict[str, Analysis]) -> None:
+    """Affinities near 1e-6 are drawn in units of 10⁻⁶ named in the x label, so matplotlib writes no offset text
+    '1e-6' at the label's end (where it ran into the label's last word)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with paper_style():
+        fig, cap = F.fig_affinity_delta(studies["tiny"])
+        plain, _ = F.fig_affinity_delta(studies["demo"])
+        FigureCanvasAgg(fig).draw()  # the offset text is set when the ticks are
+    ax = fig.axes[0]
+    assert ax.get_xlabel().endswith("(×10⁻⁶)") and "in units of 10⁻⁶" in cap
+    assert ax.xaxis.get_offset_text().get_text() == ""
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections])
+    assert 1 <= np.abs(xs).max() < 1000  # the values drawn are in those units
+    assert plain.axes[0].get_xlabel() == "mean affinity onto the task from its model mates"  # 0.01: plain ticks

@@ -6,34 +6,55 @@ item_scores.json it wrote: the interval the spec's expectations report for a met
 (usagg/analysis/expect.py), from the source the test-set interval of a task's Δ uses
 (usagg/analysis/uncertainty.py).
 None where neither exists (one seed and no per-image scores).
+Either is cut at the metric's possible range (usagg/tasktypes: AUC in [0, 1], MRE ≥ 0): a t interval
+knows no bound, and with two seeds one for an AUC can reach 1.5.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from usagg.analysis.delta import Comparison
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.uncertainty import LEVEL
+from usagg.tasktypes import metric_bounds
 
 SEEDS = "seeds"
 TEST_SET = "test-set bootstrap"
 
 
-def absolute_interval(
-    inp: AnalysisInput, comp: Comparison, f: float, task: str, p: str
-) -> tuple[float, float, str] | None:
-    """(low, high, source) of the absolute metric of `p` on `task` at fraction `f`: seeds when ≥ 2, else the
-    lowest seed's test-set bootstrap, else None."""
+class Interval(NamedTuple):
+    """An error bar of Figure 2: its ends, where it comes from (SEEDS, TEST_SET) and whether an end was cut at the
+    metric's bound (the caption says so)."""
+
+    low: float
+    high: float
+    source: str
+    clipped: bool
+
+
+def within_bounds(metric: str, low: float, high: float, source: str) -> Interval:
+    """(low, high) from `source`, cut at the range `metric` can take (unknown metrics: as is)."""
+    lo_b, hi_b = metric_bounds(metric)
+    lo = low if lo_b is None else max(low, lo_b)
+    hi = high if hi_b is None else min(high, hi_b)
+    return Interval(lo, hi, source, (lo, hi) != (low, high))
+
+
+def absolute_interval(inp: AnalysisInput, comp: Comparison, f: float, task: str, p: str) -> Interval | None:
+    """The interval of the absolute metric of `p` on `task` at fraction `f`: seeds when ≥ 2, else the lowest seed's
+    test-set bootstrap, else None; cut at the metric's bounds."""
     cell = comp.cells.get((f, task, p))
     if cell is None:
         return None
+    metric = comp.info(task).metric
     if cell.n_seeds > 1:
         from scipy.stats import t as student
 
         half = float(student.ppf(0.5 + LEVEL / 2, cell.n_seeds - 1)) * cell.sd / math.sqrt(cell.n_seeds)
-        return cell.mean - half, cell.mean + half, SEEDS
+        return within_bounds(metric, cell.mean - half, cell.mean + half, SEEDS)
     seeds = sorted(comp.seed_values.get((f, task, p), {}))
     jobs = {(r.paradigm, r.fraction, r.seed, r.task): r.job_id for r in inp.table.rows if r.job_id}
     job = jobs.get((p, f, seeds[0], task)) if seeds else None
@@ -43,4 +64,4 @@ def absolute_interval(
 
     st = inp.settings
     ci = _test_set_ci(Path(inp.item_scores[job]).parent, task, st.task_bootstrap, st.bootstrap_seed)
-    return None if ci is None else (ci[0], ci[1], TEST_SET)
+    return None if ci is None else within_bounds(metric, ci[0], ci[1], TEST_SET)

@@ -8,7 +8,7 @@ Negative transfer shows as a task whose loss flattens or climbs in CG/AU while i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from usagg.analysis.inputs import job_name
 from usagg.analysis.style import PAGE_W, TYPE_COLORS
@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 #: Panels drawn at most (the caption says how many jobs were left out).
 MAX_PANELS = 40
 COLUMNS = 4
+#: Series of at most this many epochs are drawn with markers: a line through one point draws nothing.
+SHORT = 3
+#: Epoch ranges narrower than this get half an epoch of room each side, so ticks fall on whole epochs.
+MIN_SPAN = 2
+#: Markers of short series: the score's hollow, so a loss on the same spot (one epoch: both mid-panel) shows through.
+LOSS_MARK: dict[str, Any] = {"marker": "o", "markersize": 2.5}
+SCORE_MARK: dict[str, Any] = {"marker": "s", "markersize": 4.0, "markerfacecolor": "none", "markeredgewidth": 0.6}
+
+
+def _marked(n_points: int, mark: dict[str, Any]) -> dict[str, Any]:
+    """`mark` for a short series, no markers for a longer one (its line shows it)."""
+    return mark if n_points <= SHORT else {}
 
 
 def _jobs(a: Analysis) -> list[tuple[str, str, list[str]]]:
@@ -63,7 +75,8 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
             losses = [(h.get("task_loss") or {}).get(task) for h in history]
             points = [(e, v) for e, v in zip(epochs, losses, strict=True) if isinstance(v, int | float)]
             if points:
-                ax.plot(*zip(*points, strict=True), color=TYPE_COLORS.get(types.get(task, ""), "#777777"), lw=0.9)
+                ax.plot(*zip(*points, strict=True), color=TYPE_COLORS.get(types.get(task, ""), "#777777"), lw=0.9,
+                        **_marked(len(points), LOSS_MARK))  # fmt: skip
         values = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
         if values and max(values) / min(values) > 20:  # a log axis only where losses span decades
             ax.set_yscale("log")
@@ -74,7 +87,8 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
         scores = [h.get("select_score") for h in history]
         if any(isinstance(s, int | float) for s in scores):
             twin = ax.twinx()
-            twin.plot(epochs, [s if isinstance(s, int | float) else float("nan") for s in scores], "k--", lw=0.7)
+            twin.plot(epochs, [s if isinstance(s, int | float) else float("nan") for s in scores], "k--", lw=0.7,
+                      **_marked(sum(isinstance(s, int | float) for s in scores), SCORE_MARK))  # fmt: skip
             twin.tick_params(labelsize=7)
             twin.yaxis.set_major_locator(MaxNLocator(4))
             if i % n_cols == n_cols - 1 or i == len(shown) - 1:
@@ -84,19 +98,29 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
         if i >= len(shown) - n_cols:  # the lowest panel of each column
             ax.set_xlabel("epoch", fontsize=7)
         ax.set_title(f"{paradigm} {job_name(paradigm, job_id)}", fontsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # at most five ticks: 10 and 12 stay apart
+        if epochs and max(epochs) - min(epochs) < MIN_SPAN:  # autoscaled, one epoch would read 0.96 to 1.05
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        # at most five ticks (10 and 12 stay apart), whole epochs only, one tick where only one whole epoch is in view
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, min_n_ticks=1))
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=c, lw=1.2, label=t) for t, c in TYPE_COLORS.items() if t in set(types.values())]
-    handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="selection score (right axis)"))
+    short = any(len(a.inp.histories[job_id]) <= SHORT for job_id, _, _ in shown)  # the key shows the markers drawn
+    handles = [
+        Line2D([], [], color=c, lw=1.2, label=t, **(LOSS_MARK if short else {}))
+        for t, c in TYPE_COLORS.items()
+        if t in set(types.values())
+    ]
+    handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="selection score (right axis)",
+                          **(SCORE_MARK if short else {})))  # fmt: skip
     fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize=7, frameon=False)
     left_out = len(jobs) - len(shown)
     cap = (
         "Training curves of each job (lowest seed, main fraction): each task's own training loss per epoch "
         "(coloured by task type; a log axis where a job's losses span decades) and the job's selection score "
         "(dashed, right axis). "
-        "A task whose loss falls in TS but flattens in CG or AU is what negative transfer looks like in training."
+        + (f"Jobs of at most {SHORT} epochs show each epoch as a marker (the score's hollow). " if short else "")
+        + "A task whose loss falls in TS but flattens in CG or AU is what negative transfer looks like in training."
         + (f" {left_out} more jobs are not drawn (history.csv in their folders)." if left_out else "")
     )
     return fig, cap

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from usagg.analysis.absolute_ci import SEEDS, TEST_SET, absolute_interval
+from usagg.analysis.absolute_ci import SEEDS, TEST_SET, Interval, absolute_interval
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import group_n_train
@@ -39,7 +39,7 @@ from usagg.analysis.style import (
 from usagg.analysis.tables import affinity_order, frac_label, ordered_tasks, recovery_scores
 from usagg.analysis.uncertainty import shown_interval
 from usagg.atomic import write_with
-from usagg.tasktypes import metric_unit, task_type_names
+from usagg.tasktypes import metric_bounds, metric_unit, task_type_names
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class FigureOut:
 
 #: Entries per row of a figure-wide legend: six paradigms and four task types would not fit one row.
 LEGEND_COLUMNS = 6
+#: Room past a bounded metric's end on Figure 2's axis (metric units), so a bar at 1.0 and its cap stay visible.
+BOUND_MARGIN = 0.05
 
 
 def _new(w: float, h: float) -> Figure:
@@ -123,21 +125,22 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
     axes = fig.subplots(1, len(metrics), squeeze=False, gridspec_kw={"width_ratios": widths})[0]
     k = len(comp.paradigms)
     width = 0.8 / k
-    intervals: list[tuple[object, float, float, float]] = []  # axes, x, low, high
-    sources: set[str] = set()
+    intervals: list[tuple[object, float, Interval, str]] = []  # axes, x, interval, metric
     for ax, m in zip(axes, metrics, strict=True):
         mt = [t for t in tasks if comp.info(t).metric == m]
         hib = comp.info(mt[0]).higher_is_better
+        lows = [0.0]  # the lowest bar or interval end of the panel
         for j, p in enumerate(comp.paradigms):
             x = np.arange(len(mt)) + (j - (k - 1) / 2) * width
             cells = [comp.cells.get((f, t, p)) for t in mt]
             y = [c.mean if c else np.nan for c in cells]
             ax.bar(x, y, width, color=paradigm_color(p, comp.paradigms), label=p)
+            lows += [v for v in y if np.isfinite(v)]
             for xx, t in zip(x, mt, strict=True):
                 shown = absolute_interval(a.inp, comp, f, t, p)
                 if shown is not None:
-                    intervals.append((ax, xx, shown[0], shown[1]))
-                    sources.add(shown[2])
+                    intervals.append((ax, xx, shown, m))
+                    lows.append(shown.low)
         ax.set_xticks(np.arange(len(mt)), [_wrap(t) for t in mt])
         if len(mt) > 2:
             ax.tick_params(axis="x", labelrotation=30)
@@ -146,10 +149,14 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         unit = metric_unit(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}")
         ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
-        if unit is None:  # a t interval of the seed mean can pass 1 (it knows no bound): shown whole, not cut
-            ax.set_ylim(0, max([1.05] + [hi + 0.03 for on, _, _, hi in intervals if on is ax and np.isfinite(hi)]))
-    for ax, at, lo, hi in intervals:  # an interval need not contain the mean (a skewed bootstrap): drawn as a range
-        _range_bar(ax, at, lo, hi, vertical=True)
+        top = metric_bounds(m)[1]
+        if top is not None:  # a bounded score up to just past its best value: its intervals are cut there
+            bottom = min(lows)  # below 0 only for a score that can be negative (MCC), at most to its bound
+            ax.set_ylim(bottom - BOUND_MARGIN if bottom < 0 else 0.0, top + BOUND_MARGIN)
+    for ax, at, shown, _ in intervals:  # an interval need not contain the mean (a skewed bootstrap): drawn as a range
+        _range_bar(ax, at, shown.low, shown.high, vertical=True)
+    sources = {shown.source for _, _, shown, _ in intervals}
+    cut = [m for _, _, shown, m in intervals if shown.clipped]
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), LEGEND_COLUMNS), frameon=False)
     seeds = sorted({c.n_seeds for (ff, t, _), c in comp.cells.items() if ff == f and t in tasks})
@@ -159,6 +166,11 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         frozenset({TEST_SET}): " Error bars: 95 % percentile bootstrap over the test images (one seed).",
     }.get(frozenset(sources), " Error bars: 95 % t interval of the seed mean, or with one seed the 95 % percentile "
           "bootstrap over the test images.")  # fmt: skip
+    if cut:  # a t interval over few seeds knows no bound: with two seeds one of an AUC can reach 1.5
+        bars += (
+            f" Intervals are cut at the range their metric can take ({counted(len(cut), 'interval')} cut: "
+            f"{', '.join(sorted(set(cut)))})."
+        )
     cap = (
         f"Absolute performance of {', '.join(comp.paradigms)} on representative tasks "
         f"(fraction {frac_label(f)}); bars: mean over seeds (n seeds: {', '.join(map(str, seeds))})." + bars
@@ -372,7 +384,8 @@ def _error_bar_text(sources: set[str]) -> str:
 def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
     """Mean Δ per clinical group split into its aggregation and MoE parts, one panel per split paradigm.
 
-    None unless a control (TSM, AUD) ran beside the paradigm it splits (usagg/analysis/controls.py).
+    None unless a control (TSM, AUD) ran beside the paradigm it splits (usagg/analysis/controls.py) and some
+    clinical group has a split; a control without one gets no panel.
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -382,6 +395,10 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
     if not ctls:
         return None
     panels = [(ctl, [s for s in splits(comp, f, ctl) if s.total is not None]) for ctl in ctls]
+    panels = [(ctl, rows) for ctl, rows in panels if rows]  # a lone task CG leaves out has no split
+    if not panels:
+        return None
+    ctls = [ctl for ctl, _ in panels]
     n_rows = max(len(rows) for _, rows in panels)
     fig = _new(PAGE_W if len(panels) > 1 else COLUMN_W, 1.0 + 0.22 * n_rows)
     axes = fig.subplots(1, len(panels), squeeze=False, sharex=True)[0]
@@ -423,17 +440,23 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
 
 
 def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
-    """Δ versus n_train (log x) per paradigm, least-squares line in log10 n_train and Spearman ρ in the legend."""
+    """Δ versus n_train (log x) per paradigm, least-squares line in log10 n_train and Spearman ρ in the legend;
+    None where no task has both a Δ and an n_train."""
     comp, f = a.comp, _main_fraction(a)
     if comp.no_delta:
         return None
-    fig = _new(COLUMN_W, 2.6)
-    ax = fig.subplots()
-    rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
+    points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # paradigm -> (n_train, Δ) of its tasks with both
     for p in comp.others:
         names, vals = comp.delta_values(f, p)
         n = np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float)
         ok = np.isfinite(n) & (n > 0)
+        points[p] = (n[ok], vals[ok])
+    if not any(n.size for n, _ in points.values()):  # a lone task CG leaves out: an empty panel, with only the
+        return None  # dashed line to scale its x axis by (matplotlib warns of identical limits)
+    fig = _new(COLUMN_W, 2.6)
+    ax = fig.subplots()
+    rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
+    for p, (n, vals) in points.items():
         col = paradigm_color(p, comp.paradigms)
         s = rho.get(p)
         lab = (
@@ -441,10 +464,10 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
             if s and s.value is not None
             else f"{p}: ρ n/a ({s.note if s else 'no data'})"
         )
-        ax.scatter(n[ok], vals[ok], s=10, color=col, alpha=0.85, linewidths=0, label=lab)
-        if ok.sum() >= 3 and np.ptp(np.log10(n[ok])) > 0:
-            b, c = np.polyfit(np.log10(n[ok]), vals[ok], 1)
-            xs = np.logspace(np.log10(n[ok].min()), np.log10(n[ok].max()), 50)
+        ax.scatter(n, vals, s=10, color=col, alpha=0.85, linewidths=0, label=lab)
+        if n.size >= 3 and np.ptp(np.log10(n)) > 0:
+            b, c = np.polyfit(np.log10(n), vals, 1)
+            xs = np.logspace(np.log10(n.min()), np.log10(n.max()), 50)
             ax.plot(xs, c + b * np.log10(xs), color=col, linewidth=1.0)
     ax.set_xscale("log")
     _plain_log_ticks(ax)
@@ -597,25 +620,27 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
 
 
 def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
-    """Δm versus training fraction with 95 % bootstrap CIs; None with a single fraction."""
+    """Δm versus training fraction with 95 % bootstrap CIs; None with a single fraction or no Δm."""
     comp = a.comp
     if len(comp.fractions) < 2:
         return None
     boot = {(s.paradigm, s.fraction): s for s in a.stats if s.name.startswith("mean Δ")}
+    series: dict[str, list[tuple[float, float, float, float]]] = {}  # paradigm -> (fraction, Δm, CI low, CI high)
+    for p in comp.others:
+        for f in comp.fractions:
+            s = boot.get((p, f))
+            if s is not None and s.value is not None:
+                series.setdefault(p, []).append((f, s.value, *(s.ci or (s.value, s.value))))
+    if not series:  # no Δm at any fraction (a lone task CG leaves out): an empty panel
+        return None
     fig = _new(COLUMN_W, 2.4)
     ax = fig.subplots()
     k = len(comp.others)
     for j, p in enumerate(comp.others):
         dodge = 10 ** (0.012 * (j - (k - 1) / 2))  # side by side on the log axis so error bars do not overlap
-        xs, ys, lo, hi = [], [], [], []
-        for f in comp.fractions:
-            s = boot.get((p, f))
-            if s is None or s.value is None:
-                continue
-            xs.append(f * dodge)
-            ys.append(s.value)
-            lo.append(s.value - (s.ci[0] if s.ci else s.value))
-            hi.append((s.ci[1] if s.ci else s.value) - s.value)
+        rows = series.get(p, [])
+        xs, ys = [r[0] * dodge for r in rows], [r[1] for r in rows]
+        lo, hi = [r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]
         col = paradigm_color(p, comp.paradigms)
         ax.errorbar(xs, ys, yerr=[lo, hi], color=col, marker="o", markersize=3, capsize=2, label=p, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.6)
@@ -754,9 +779,11 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
         return None
     fig = _new(COLUMN_W, 2.6)
     ax = fig.subplots()
-    for p, (_, x, y) in points.items():
+    power = _unit_power(np.concatenate([x for _, x, _ in points.values()]))
+    for p, (_, raw, y) in points.items():
         col = paradigm_color(p, comp.paradigms)
-        rho, pv, n, note = spearman(x, y)
+        rho, pv, n, note = spearman(raw, y)
+        x = raw / 10.0**power
         lab = f"{p}: ρ={rho:+.2f}, p={pv:.2g}, n={n}" if rho is not None else f"{p}: ρ n/a ({note}), n={n}"
         ax.scatter(x, y, s=12, color=col, marker=paradigm_marker(p, comp.paradigms), alpha=0.85, linewidths=0,
                    label=lab)  # fmt: skip
@@ -767,7 +794,9 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     ax.axhline(0, color="black", linewidth=0.6)
     ax.axvline(0, color="0.5", linewidth=0.6, linestyle="--")
     ax.xaxis.set_major_locator(MaxNLocator(5))  # small affinities have long tick labels
-    ax.set_xlabel("mean affinity onto the task from its model mates")
+    ax.ticklabel_format(axis="x", useOffset=False)  # an offset text sits on the label's line, at its end
+    unit = f"10{str(power).translate(SUPERSCRIPT)}"
+    ax.set_xlabel("mean affinity onto the task from its model mates" + (f" (×{unit})" if power else ""))
     ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
     _legend_below(fig, ax)
     f = _main_fraction(a)
@@ -775,10 +804,24 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
         f"Δ versus {comp.baseline} per task (fraction {frac_label(f)}) against the mean lookahead affinity onto the "
         f"task from the tasks trained in the same model ({', '.join(points)}: one point per task that shares its "
         "model; the job of the lowest seed names the mates). Lines: least-squares fit; legend: Spearman ρ over "
-        "tasks (two-sided raw p, n tasks). Affinity as in the affinity matrix figure."
+        "tasks (two-sided raw p, n tasks). Affinity as in the affinity matrix figure"
+        + (f", in units of {unit} (the x axis reads 3 for an affinity of 3 × {unit})." if power else ".")
         + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
     )
     return fig, cap
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _unit_power(values: np.ndarray) -> int:
+    """The power of ten (a multiple of 3) that brings the largest |value| into [1, 1000), or 0 where plain tick
+    labels read well (0.01 to 10⁴): matplotlib would write affinities near 1e-6 with an offset text '1e-6' at the end
+    of the x label's line, where it runs into the label."""
+    top = float(np.max(np.abs(values), initial=0.0))
+    if top == 0 or 1e-2 <= top < 1e4:
+        return 0
+    return 3 * math.floor(math.log10(top) / 3)
 
 
 def _group_colours(ref: dict[str, str], other: dict[str, str], taken: dict[str, str]) -> dict[str, str]:

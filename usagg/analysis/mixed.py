@@ -13,7 +13,8 @@ parametrised with one intercept and one slope per paradigm, so each paradigm's s
 is the difference of two slopes (each other paradigm against the first). A paradigm whose
 tasks have fewer than 3 distinct sizes has no slope: it is left out of the joint fit with a
 note of its own, and the others are fitted. A model that cannot be fitted (too few tasks or
-groups; a singular fit) gives a Stat with a note saying why, never an exception. statsmodels and pandas are imported inside.
+groups; a singular fit) gives a Stat with a note saying why, never an exception. statsmodels
+and pandas are imported inside.
 """
 
 from __future__ import annotations
