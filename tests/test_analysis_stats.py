@@ -1,4 +1,5 @@
-"""Statistics equal scipy's (or statsmodels') on fixed inputs, guard small n, and the bootstrap is reproducible."""
+"""Statistics equal scipy's (or statsmodels') on fixed inputs, guard small n, and no task-level p where tasks share
+a model."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats as ss
 
+from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats, wild_cluster_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.mixed import SLOPE, interaction_model
+from usagg.analysis.mixed import BOUNDARY, SLOPE, interaction_model
 from usagg.analysis.results import write_results
 from usagg.analysis.simulate import load_tasks, simulate_rows
 from usagg.analysis.stats import (
-    bootstrap_mean_ci,
+    DEPENDENT,
     hodges_lehmann,
     holm,
     rank_biserial,
@@ -55,25 +57,6 @@ def test_wilcoxon_equals_scipy_and_guards_small_n() -> None:
     assert wilcoxon_vs_zero(np.zeros(8))[3] == "undefined (every Δ is 0)"
 
 
-def test_bootstrap_reproducible_with_seed_and_different_with_another() -> None:
-    m1, ci1, n, _ = bootstrap_mean_ci(D, 5000, seed=0)
-    _, ci2, _, _ = bootstrap_mean_ci(D, 5000, seed=0)
-    _, ci3, _, _ = bootstrap_mean_ci(D, 5000, seed=1)
-    assert m1 == pytest.approx(D.mean()) and n == 7
-    assert ci1 == ci2 and ci1 != ci3
-    assert ci1[0] < m1 < ci1[1]
-    ref = ss.bootstrap(  # the documented recipe, by hand: BCa over the sorted values, one Generator per call
-        (np.sort(D),), np.mean, n_resamples=5000, method="BCa", rng=np.random.default_rng(0)
-    ).confidence_interval
-    assert ci1 == (pytest.approx(ref.low), pytest.approx(ref.high))
-
-
-def test_bootstrap_constant_and_small_n() -> None:
-    assert bootstrap_mean_ci(np.full(5, 3.0), 200, 0)[1] == (3.0, 3.0)
-    mean, ci, n, note = bootstrap_mean_ci(np.array([4.0]), 200, 0)
-    assert (mean, ci, n) == (4.0, None, 1) and note.startswith("n too small")
-
-
 def test_group_level_spearman_uses_group_sums_and_means(tmp_path: Path) -> None:
     tasks = load_tasks(TASKS)
     write_results(simulate_rows(tasks), tmp_path / "r.csv")
@@ -84,7 +67,7 @@ def test_group_level_spearman_uses_group_sums_and_means(tmp_path: Path) -> None:
     size = [sum(comp.n_train[(1.0, t)] for t in ts) for ts in groups.values()]
     mean = [np.mean([comp.deltas[(1.0, t, "AU")].value for t in ts]) for ts in groups.values()]
     ref = ss.spearmanr(np.log(size), mean)
-    (s,) = [s for s in statistics(comp, 500, 0) if s.paradigm == "AU" and s.name.endswith("groups")]
+    (s,) = [s for s in statistics(comp) if s.paradigm == "AU" and s.name.endswith("groups")]
     assert (s.value, s.p, s.n) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 9)
     assert "group n_train = sum" in s.method
 
@@ -117,27 +100,6 @@ def test_holm_by_hand() -> None:
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1, monotone
 
 
-def test_cluster_bootstrap_resamples_groups_and_ignores_order() -> None:
-    d = np.array([-12.0, 3.0, 1.0, -0.5, 4.0, 2.5, 6.0, -3.0])
-    groups = ["A", "A", "B", "B", "B", "C", "D", "D"]
-    mean, ci, n, note = bootstrap_mean_ci(d, 3000, 7, clusters=groups)
-    assert (mean, n, note) == (pytest.approx(d.mean()), 8, "")
-    sums = np.array([-9.0, 4.5, 2.5, 3.0])  # clusters A, B, C, D by name, their members sorted
-    counts = np.array([2.0, 3.0, 1.0, 2.0])
-    ref = ss.bootstrap(
-        (sums, counts), lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis), paired=True, vectorized=True,
-        n_resamples=3000, method="BCa", rng=np.random.default_rng(7),
-    ).confidence_interval  # fmt: skip
-    assert ci == (pytest.approx(ref.low), pytest.approx(ref.high))
-    rng = np.random.default_rng(3)
-    for _ in range(3):
-        perm = rng.permutation(d.size)
-        again = bootstrap_mean_ci(d[perm], 3000, 7, clusters=[groups[i] for i in perm])
-        assert again[1] == ci  # identical limits, not merely close
-    assert bootstrap_mean_ci(d, 3000, 7)[1] != ci  # tasks as units give another interval
-    assert bootstrap_mean_ci(d, 500, 0, clusters=["A"] * 8)[3].startswith("one cluster only")
-
-
 def _fixture_comparison(tmp_path, rows_order: str = "as written", **kwargs):  # type: ignore[no-untyped-def]
     rows = simulate_rows(load_tasks(TASKS), **kwargs)
     if rows_order == "shuffled":
@@ -146,36 +108,58 @@ def _fixture_comparison(tmp_path, rows_order: str = "as written", **kwargs):  # 
     return compare(load_input(None, tmp_path / f"{rows_order}.csv"))
 
 
-def test_a_shuffled_results_table_gives_identical_bootstrap_limits(tmp_path: Path) -> None:
-
+def test_a_shuffled_results_table_gives_identical_cluster_limits(tmp_path: Path) -> None:
     a = _fixture_comparison(tmp_path, seeds=(0,))
     b = _fixture_comparison(tmp_path, "shuffled", seeds=(0,))
     assert [t.task for t in a.tasks] != [t.task for t in b.tasks]  # the task order differs with the rows
-    boot = lambda comp: [(s.paradigm, s.value, s.ci) for s in statistics(comp, 2000, 0) if s.ci]  # noqa: E731
-    assert boot(a) == boot(b) and len(boot(a)) == 2
-    assert all("clinical groups" in s.method for s in statistics(a, 200, 0) if s.name.startswith("mean Δ"))
+    boot = lambda comp: [  # noqa: E731
+        (s.paradigm, s.value, s.ci, s.p) for s in mean_delta_stats(comp, 999, 0) + paired_stats(comp, 999, 0)
+    ]
+    assert boot(a) == boot(b) and len(boot(a)) == 3 and all(ci for _, _, ci, _ in boot(a))
+    assert all("clinical groups" in s.method for s in mean_delta_stats(a, 99, 0))
+
+
+def test_task_level_rank_tests_of_a_paradigm_whose_tasks_share_a_model_print_no_p(tmp_path: Path) -> None:
+    """CG and AU train tasks together, so their tasks are not independent: ρ and W stay (descriptive), with effect
+    sizes, but no p enters the Holm family; TSM (one model per task) keeps its p. The group-level ρ keeps its p."""
+    comp = _fixture_comparison(tmp_path, paradigms=("TS", "CG", "AU", "TSM"))
+    by = {(s.paradigm, s.name): s for s in statistics(comp)}
+    for p in ("CG", "AU"):
+        for name in ("Spearman ρ(Δ, log n_train), tasks", f"Wilcoxon signed-rank, Δ vs 0 ({p} vs TS)"):
+            s = by[(p, name)]
+            assert s.value is not None and s.p is None and s.note == DEPENDENT, (p, name)
+        assert by[(p, "Spearman ρ(Δ, log n_train), groups")].p is not None
+        assert dict(by[(p, f"Wilcoxon signed-rank, Δ vs 0 ({p} vs TS)")].effects)["rank-biserial r"] is not None
+    _, vals = comp.delta_values(1.0, "TSM")
+    tsm = by[("TSM", "Wilcoxon signed-rank, Δ vs 0 (TSM vs TS)")]
+    assert tsm.p == pytest.approx(ss.wilcoxon(vals, zero_method="wilcox").pvalue) and tsm.note == ""
 
 
 def test_hypotheses_make_the_stated_tests_one_sided(tmp_path: Path) -> None:
-
-    comp = _fixture_comparison(tmp_path)
-    hyp = {"scale": {"CG": "greater"}, "delta": {"AU": "less"}, "paired": {"CG-AU": "less"}}
-    two = {(s.paradigm, s.name): s for s in statistics(comp, 200, 0)}
-    one = {(s.paradigm, s.name): s for s in statistics(comp, 200, 0, hyp)}
-    rho = one[("CG", "Spearman ρ(Δ, log n_train), tasks")]
-    names, vals = comp.delta_values(1.0, "CG")
+    comp = _fixture_comparison(tmp_path, paradigms=("TS", "CG", "AU", "TSM"))
+    hyp = {"scale": {"CG": "greater", "TSM": "greater"}, "delta": {"TSM": "less"}, "paired": {"CG-AU": "less"}}
+    two = {(s.paradigm, s.name): s for s in statistics(comp)}
+    one = {(s.paradigm, s.name): s for s in statistics(comp, hyp)}
+    rho = one[("TSM", "Spearman ρ(Δ, log n_train), tasks")]
+    names, vals = comp.delta_values(1.0, "TSM")
     logn = np.log([comp.n_train[(1.0, t)] for t in names])
     assert rho.p == pytest.approx(ss.spearmanr(logn, vals, alternative="greater").pvalue)
     assert "one-sided (greater: ρ > 0)" in rho.method
-    assert two[("CG", "Spearman ρ(Δ, log n_train), tasks")].method.endswith("two-sided")
-    au = one[("AU", "Wilcoxon signed-rank, Δ vs 0 (AU vs TS)")]
-    assert au.p == pytest.approx(ss.wilcoxon(comp.delta_values(1.0, "AU")[1], alternative="less").pvalue)
-    pair = one[("CG-AU", "Wilcoxon signed-rank, paired ΔCG − ΔAU")]
+    assert two[("TSM", "Spearman ρ(Δ, log n_train), tasks")].method.endswith("two-sided")
+    groups = one[("CG", "Spearman ρ(Δ, log n_train), groups")]
+    assert "one-sided (greater: ρ > 0)" in groups.method
+    tsm = one[("TSM", "Wilcoxon signed-rank, Δ vs 0 (TSM vs TS)")]
+    assert tsm.p == pytest.approx(ss.wilcoxon(vals, alternative="less").pvalue)
+    # the paired comparison: the mean difference with its wild cluster test, one-sided from the two-sided p
+    both = {(s.paradigm): s for s in paired_stats(comp, 999, 0)}
+    (pair,) = [s for s in paired_stats(comp, 999, 0, hyp) if s.paradigm == "CG-AU"]
+    cg_names, cg_vals = comp.delta_values(1.0, "CG")
     au_by_task = dict(zip(*comp.delta_values(1.0, "AU"), strict=True))
-    diff = [v - au_by_task[t] for t, v in zip(names, vals, strict=True)]
-    ref = ss.wilcoxon(vals, [au_by_task[t] for t in names], zero_method="wilcox", alternative="less")
-    assert (pair.value, pair.p, pair.n) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), len(diff))
-    assert pair.n == 24  # CG's three one-task groups are left out of the pairs too
+    diff = [v - au_by_task[t] for t, v in zip(cg_names, cg_vals, strict=True)]
+    ref = wild_cluster_mean(diff, [comp.info(t).group for t in cg_names], 999, 0)
+    assert (pair.value, pair.ci, pair.n) == (pytest.approx(ref.mean), ref.ci, len(diff) == 24 and 24)
+    assert both["CG-AU"].p == ref.p and "two-sided" in both["CG-AU"].method
+    assert pair.p == pytest.approx(ref.p / 2 if ref.mean < 0 else 1 - ref.p / 2)
     assert dict(pair.effects)["Hodges-Lehmann (pp)"] == pytest.approx(
         np.median([(diff[i] + diff[j]) / 2 for i in range(24) for j in range(i, 24)])
     )
@@ -186,7 +170,9 @@ def test_mixed_model_slopes_interaction_and_when_it_cannot_be_fitted(tmp_path: P
     comp = _fixture_comparison(tmp_path)
     stats = {s.paradigm: s for s in interaction_model(comp, 1.0)}
     cg, au, inter = stats["CG"], stats["AU"], stats["AU-CG"]
-    assert cg.name == SLOPE and cg.note == "" and cg.ci[0] < cg.value < cg.ci[1]
+    # the simulation has no group deviation of a paradigm's own: that component is fitted at its bound, and said
+    assert cg.name == SLOPE and cg.note in ("", BOUNDARY) and cg.ci[0] < cg.value < cg.ci[1]
+    assert "(1 | group:paradigm)" in cg.method and "of paradigm within a group" in cg.method
     # the simulation's story: CG's Δ grows by 18·sensitivity pp per tenfold data, AU's by 6·sensitivity
     assert cg.value > au.value > 0 and cg.ci[0] > 0 and inter.ci[1] < 0
     assert inter.value == pytest.approx(au.value - cg.value, abs=1e-6)
@@ -216,8 +202,9 @@ def test_study_statistics_adjust_every_printed_p_with_holm(tmp_path: Path) -> No
     write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
     stats = analyse(load_input(None, tmp_path / "r.csv")).stats
     tested = [s for s in stats if s.p is not None]
-    # Spearman ×2, Wilcoxon and the wild cluster Δm per paradigm, CG-AU, 2 slopes and 1 interaction
-    assert len(tested) == 2 * 4 + 1 + 3
+    # CG and AU share models: per paradigm the group-level Spearman and the wild cluster Δm (the task-level
+    # Spearman and Wilcoxon are descriptive), then the paired CG-AU, 2 slopes and 1 interaction
+    assert len(tested) == 2 * 2 + 1 + 3
     assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
     assert all(s.p_holm is None for s in stats if s.p is None)
 
@@ -238,3 +225,20 @@ def test_bad_hypotheses_are_spec_errors(hypotheses: dict, message: str) -> None:
         AnalysisSpec.model_validate({"hypotheses": hypotheses})
     ok = AnalysisSpec.model_validate({"hypotheses": {"paired": {"CG-AU": "less"}, "delta": {"AU": "greater"}}})
     assert ok.hypotheses.paired == {"CG-AU": "less"} and AnalysisSpec().cg_singletons == "exclude"
+
+
+def test_the_report_states_the_wild_cluster_interval_of_delta_m(tmp_path: Path) -> None:
+    """The headline and the summary give Δm with the interval that covers 95 % with few clusters (the wild cluster
+    bootstrap-t), the one the statistics table lists; no second, narrower "95 %" interval of Δm exists."""
+    from usagg.analysis.cluster_inference import MEAN_DELTA
+    from usagg.analysis.report import write_report
+
+    write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
+    a = analyse(load_input(None, tmp_path / "r.csv"))
+    write_report(a, tmp_path / "rep", render=lambda *_: [])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for p in ("CG", "AU"):
+        (s,) = [s for s in a.stats if s.name == MEAN_DELTA and s.paradigm == p]
+        said = f"{s.value:+.1f} % (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f})"
+        assert f"**{p}**: Δm {said}" in md and f"Δm = {said} over {s.n} tasks" in md
+    assert not [s for s in a.stats if "Δm" in s.name and s.name != MEAN_DELTA and not s.name.startswith("paired")]

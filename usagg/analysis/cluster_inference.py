@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from usagg.analysis.delta import Comparison
-from usagg.analysis.stats import Stat
+from usagg.analysis.stats import Hypotheses, Stat, alternative, effect_sizes, one_sided, pairs, sided
 from usagg.wording import counted
 
 #: Webb's six-point weights: mean 0, variance 1, symmetric.
@@ -170,3 +170,33 @@ def mean_delta_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
                 )
             )  # fmt: skip
     return out
+
+
+def paired_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hypotheses | None = None) -> list[Stat]:
+    """Each paired comparison (CG-AU, AG-CG, those analysis.hypotheses.paired names) at every fraction."""
+    return [
+        _paired(comp, f, a, b, alternative(hypotheses, "paired", f"{a}-{b}"), resamples, seed)
+        for f in comp.fractions
+        for a, b in pairs(comp, hypotheses)
+    ]
+
+
+def _paired(comp: Comparison, f: float, a: str, b: str, alt: str, resamples: int, seed: int) -> Stat:
+    """The mean of the per-task differences Δ_a − Δ_b over the tasks both have (each one's exclusions apply), with
+    its wild cluster interval and p: the tasks of a clinical group one cluster where either paradigm trains tasks
+    together, each task its own otherwise; rank-biserial and Hodges-Lehmann beside it."""
+    na, va = comp.delta_values(f, a)
+    nb, vb = comp.delta_values(f, b)
+    db = dict(zip(nb, vb, strict=True))
+    tasks = [t for t in na if t in db]
+    diff = np.asarray([v - db[t] for t, v in zip(na, va, strict=True) if t in db], float)
+    shared = comp.shared.get(a, False) or comp.shared.get(b, False)
+    r = wild_cluster_mean(diff, [comp.info(t).group if shared else t for t in tasks], resamples, seed)
+    unit = "clinical groups (tasks share a model)" if shared else "tasks (one model each)"
+    pv = None if r.p is None or r.mean is None else one_sided(r.p, r.mean, alt)
+    return Stat(
+        f"paired mean Δ{a} − Δ{b}", f"{a}-{b}", f, r.mean, r.n,
+        f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {r.clusters} clusters: {unit}, {resamples} draws, seed {seed}, "
+        f"{sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
+        pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (),
+    )  # fmt: skip

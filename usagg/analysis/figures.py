@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from usagg.analysis.absolute_ci import SEEDS, TEST_SET, Interval, absolute_interval
+from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import group_n_train
@@ -460,7 +461,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
         col = paradigm_color(p, comp.paradigms)
         s = rho.get(p)
         lab = (
-            f"{p}: ρ={s.value:+.2f}, p={s.p:.2g}, n={s.n}"
+            f"{p}: ρ={s.value:+.2f}{'' if s.p is None else f', p={s.p:.2g}'}, n={s.n}"  # no p: tasks share a model
             if s and s.value is not None
             else f"{p}: ρ n/a ({s.note if s else 'no data'})"
         )
@@ -620,11 +621,11 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
 
 
 def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
-    """Δm versus training fraction with 95 % bootstrap CIs; None with a single fraction or no Δm."""
+    """Δm versus training fraction with 95 % wild cluster bootstrap CIs; None with a single fraction or no Δm."""
     comp = a.comp
     if len(comp.fractions) < 2:
         return None
-    boot = {(s.paradigm, s.fraction): s for s in a.stats if s.name.startswith("mean Δ")}
+    boot = {(s.paradigm, s.fraction): s for s in a.stats if s.name == MEAN_DELTA}
     series: dict[str, list[tuple[float, float, float, float]]] = {}  # paradigm -> (fraction, Δm, CI low, CI high)
     for p in comp.others:
         for f in comp.fractions:
@@ -651,9 +652,9 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_ylabel(f"Δm versus {comp.baseline} (%)")
     ax.legend(frameon=False)
     cap = (
-        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % BCa bootstrap CI resampling "
-        f"tasks, or clinical groups where tasks share a model ({a.inp.settings.bootstrap} resamples, seed "
-        f"{a.inp.settings.bootstrap_seed})."
+        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % wild cluster restricted "
+        f"bootstrap-t CI, the tasks of a clinical group one cluster where they share a model, each task its own "
+        f"otherwise ({a.inp.settings.bootstrap} draws, seed {a.inp.settings.bootstrap_seed})."
     )
     return fig, cap
 

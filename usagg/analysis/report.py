@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import controls, splits
 from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
@@ -31,7 +32,7 @@ from usagg.analysis.render import to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
 from usagg.analysis.selection_gap import gap_table, headline_line, selection_gap
-from usagg.analysis.stats import DELTA_M, Stat
+from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     Table,
@@ -79,7 +80,7 @@ def _summary(a: Analysis) -> list[str]:
     f, by, neg = _at_largest_fraction(a)
     lines = []
     for p in comp.others:
-        boot: Stat | None = by.get((p, DELTA_M))
+        boot: Stat | None = by.get((p, MEAN_DELTA))
         line = f"**{p}**: Δm " + (_delta_m(boot) if boot and boot.value is not None else "n/a")
         lines.append(line + (f", negative transfer in {neg[p][2]} of {neg[p][3]} tasks" if p in neg else ""))
     recovery = recovery_line(a.inp, comp)
@@ -103,7 +104,7 @@ def _headline(a: Analysis) -> list[str]:
     f, by, neg = _at_largest_fraction(a)
     lines = []
     for p in comp.others:
-        boot: Stat | None = by.get((p, DELTA_M))
+        boot: Stat | None = by.get((p, MEAN_DELTA))
         rho: Stat | None = by.get((p, "Spearman ρ(Δ, log n_train), tasks"))
         slope: Stat | None = by.get((p, SLOPE))
         parts = [f"**{p} vs {comp.baseline}** (fraction {frac_label(f)}):"]
@@ -111,8 +112,10 @@ def _headline(a: Analysis) -> list[str]:
             parts.append(f"Δm = {_delta_m(boot)} over {boot.n} tasks;")
         if p in neg:
             parts.append(f"negative transfer in {neg[p][2]} of {neg[p][3]} tasks;")
-        if rho and rho.value is not None:
+        if rho and rho.value is not None and rho.p is not None:
             parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} ({_p(rho)}, n = {rho.n});")
+        elif rho and rho.value is not None:  # tasks sharing a model: descriptive, the slope below is the test
+            parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} over {rho.n} tasks (descriptive, no p);")
         elif rho:
             parts.append(f"Spearman ρ(Δ, log n_train): {rho.note};")
         if slope and slope.value is not None and slope.ci:

@@ -1,9 +1,17 @@
-"""Tests of Δ: Spearman ρ versus data scale, Wilcoxon signed-rank (against 0 and paired), effect sizes,
-the cluster bootstrap of mean Δ, and the Holm correction over every test a report prints.
+"""Tests of Δ: Spearman ρ versus data scale, Wilcoxon signed-rank against 0, paired paradigms, effect sizes,
+and the Holm correction over every test a report prints.
 
 Every result carries its n and method, and small samples give a note ("n too small")
 rather than an exception or a meaningless p. A test is two-sided unless
 analysis.hypotheses states a direction for it (usagg/spec/models.py, `Hypotheses`).
+
+Tasks that share a model (CG, AU, AG: one model per clinical group or for all) are not independent:
+their Δ move together within a group. A task-level rank test of such a paradigm rejects a true null
+far more often than its level (Wilcoxon 0.4 at α 0.05 with a group sd of 3 pp; Spearman 0.1-0.3 when
+data size differs by group), so for them the task-level Spearman and Wilcoxon are descriptive (value
+and effect sizes, no p) and the inference is cluster-robust: Δm's wild cluster test
+(usagg/analysis/cluster_inference.py), the group-level Spearman, the mixed model's slope
+(usagg/analysis/mixed.py), and a paired comparison's wild cluster test of the mean difference.
 scipy and statsmodels are imported inside the functions.
 """
 
@@ -17,10 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from usagg.analysis.delta import Comparison, group_n_train
+from usagg.analysis.delta import Comparison
 
 MIN_N_SPEARMAN = 3
-MIN_N_BOOTSTRAP = 2
 #: Non-zero pairs a Wilcoxon test needs: with fewer even a perfect split cannot reach p < 0.05 (exact test).
 MIN_N_WILCOXON = {"two-sided": 6, "less": 5, "greater": 5}
 #: The paired comparison always made when both paradigms are present (more via analysis.hypotheses.paired).
@@ -129,7 +136,7 @@ def hodges_lehmann(d: np.ndarray) -> float | None:
     return float(np.median((d[i] + d[j]) / 2))
 
 
-def _effects(d: np.ndarray) -> tuple[tuple[str, float], ...]:
+def effect_sizes(d: np.ndarray) -> tuple[tuple[str, float], ...]:
     out = []
     r, hl = rank_biserial(d), hodges_lehmann(d)
     if r is not None:
@@ -137,58 +144,6 @@ def _effects(d: np.ndarray) -> tuple[tuple[str, float], ...]:
     if hl is not None:
         out.append(("Hodges-Lehmann (pp)", hl))
     return tuple(out)
-
-
-def bootstrap_mean_ci(
-    d: np.ndarray, resamples: int, seed: int, level: float = 0.95, clusters: Sequence[str] | None = None
-) -> tuple[float | None, tuple[float, float] | None, int, str]:
-    """Mean of Δ and its BCa bootstrap CI (scipy.stats.bootstrap), resampling `clusters` when given, else values.
-
-    With clusters (the clinical groups of tasks that share a model) whole clusters are
-    drawn and the statistic is the mean over the drawn clusters' tasks (sum of Δ over
-    sum of counts). Values are sorted within clusters and clusters by name, so the limits
-    do not depend on the order of the rows. A constant Δ gives the degenerate interval.
-    """
-    d = np.asarray(d, float)
-    keep = np.isfinite(d)
-    labels = [str(c) for c, k in zip(clusters, keep, strict=True) if k] if clusters is not None else None
-    d = d[keep]
-    n = int(d.size)
-    if n == 0:
-        return None, None, 0, _too_small(0, MIN_N_BOOTSTRAP)
-    mean = math.fsum(d) / n
-    if n < MIN_N_BOOTSTRAP:
-        return mean, None, n, _too_small(n, MIN_N_BOOTSTRAP)
-    if np.ptp(d) == 0:
-        return mean, (mean, mean), n, ""
-    if labels is None:
-        units = [[v] for v in sorted(d.tolist())]
-    else:
-        members: dict[str, list[float]] = {}
-        for label, v in zip(labels, d.tolist(), strict=True):
-            members.setdefault(label, []).append(v)
-        units = [sorted(members[k]) for k in sorted(members)]
-    if len(units) < MIN_N_BOOTSTRAP:
-        return mean, None, n, f"one cluster only ({n} tasks in one group): nothing to resample"
-    sums = np.asarray([math.fsum(u) for u in units])
-    counts = np.asarray([len(u) for u in units], float)
-    import warnings
-
-    from scipy.stats import bootstrap
-
-    def ratio(s: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
-        return s.sum(axis=axis) / c.sum(axis=axis)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a degenerate BCa is reported through its NaN limits below
-        res = bootstrap(
-            (sums, counts), ratio, paired=True, vectorized=True, n_resamples=resamples,
-            confidence_level=level, method="BCa", rng=np.random.default_rng(seed),
-        )  # fmt: skip
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return mean, None, n, "BCa interval undefined (too few distinct resamples)"
-    return mean, (lo, hi), n, ""
 
 
 def holm(p: Sequence[float]) -> list[float]:
@@ -215,88 +170,70 @@ def _log(x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, np.log(x), np.nan)
 
 
-#: The name of each paradigm's mean-Δ bootstrap statistic (the report looks it up by it).
-DELTA_M = "mean Δ % (Δm), 95 % bootstrap CI"
+#: Why a task-level test of a paradigm whose tasks share a model prints no p (see the module docstring).
+DEPENDENT = "no p: tasks that share a model are not independent (a task-level test would reject a true null too often)"
 
 
-def _bootstrap_stat(comp: Comparison, f: float, p: str, resamples: int, seed: int) -> Stat:
-    names, vals = comp.delta_values(f, p)
-    clusters = [comp.info(t).group for t in names] if comp.shared.get(p) else None
-    mean, ci, n, note = bootstrap_mean_ci(vals, resamples, seed, clusters=clusters)
-    unit = f"clinical groups ({len(set(clusters))} clusters, tasks share a model)" if clusters else "tasks"
-    return Stat(
-        DELTA_M, p, f, mean, n,
-        f"BCa bootstrap (scipy.stats.bootstrap) resampling {unit}, {resamples} resamples, seed {seed}",
-        ci=ci, note=note,
-    )  # fmt: skip
+def one_sided(p: float, estimate: float, alt: str) -> float:
+    """A symmetric two-sided test's one-sided p from its two-sided p and the estimate's sign."""
+    if alt == "two-sided":
+        return p
+    agrees = estimate < 0 if alt == "less" else estimate > 0
+    return p / 2 if agrees else 1 - p / 2
 
 
-def _paired_stat(comp: Comparison, f: float, a: str, b: str, alt: str) -> Stat:
-    """Wilcoxon on the per-task differences Δ_a − Δ_b over the tasks both have (each one's exclusions apply)."""
-    na, va = comp.delta_values(f, a)
-    nb, vb = comp.delta_values(f, b)
-    db = dict(zip(nb, vb, strict=True))
-    diff = np.asarray([v - db[t] for t, v in zip(na, va, strict=True) if t in db], float)
-    w, pv, n, note = wilcoxon_vs_zero(diff, alt)
-    return Stat(
-        f"Wilcoxon signed-rank, paired Δ{a} − Δ{b}", f"{a}-{b}", f, w, n,
-        f"scipy.stats.wilcoxon on per-task Δ{a} − Δ{b} ({diff.size} tasks, zero_method=wilcox: n counts "
-        f"non-zero differences), {sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
-        pv, note=note, effects=_effects(diff) if diff.size else (),
-    )  # fmt: skip
-
-
-def statistics(comp: Comparison, resamples: int, seed: int, hypotheses: Hypotheses | None = None) -> list[Stat]:
-    """Every test of Δ for every non-baseline paradigm and fraction, in a stable order (no Holm yet).
-
-    Each call of the bootstrap gets a fresh Generator seeded with `seed`, so one paradigm's
-    interval does not change when another paradigm is added or removed.
-    """
+def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[Stat]:
+    """The rank tests of Δ for every non-baseline paradigm and fraction, in a stable order (no Holm yet); the
+    cluster-robust ones are usagg/analysis/cluster_inference.py's."""
     out: list[Stat] = []
     base = comp.baseline
     for f in comp.fractions:
-        n_group = group_n_train(comp, f)
         for p in comp.others:
             names, vals = comp.delta_values(f, p)
+            shared = comp.shared.get(p, False)
             alt = alternative(hypotheses, "scale", p)
             rho_side = sided(alt, "ρ < 0" if alt == "less" else "ρ > 0")
             logn = _log(np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float))
             rho, pv, n, note = spearman(logn, vals, alt)
+            if shared and pv is not None:
+                pv, note = None, DEPENDENT
             out.append(
                 Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, f"scipy.stats.spearmanr, {rho_side}", pv,
                      note=note)
             )  # fmt: skip
             gd: dict[str, list[float]] = {}
+            gn: dict[str, float] = {}  # a group's n_train over the tasks of this Δ (left-out tasks not counted)
             for t, v in zip(names, vals, strict=True):
-                gd.setdefault(comp.info(t).group, []).append(float(v))
-            glog = _log(np.asarray([n_group[g] for g in gd], float))
+                g = comp.info(t).group
+                gd.setdefault(g, []).append(float(v))
+                gn[g] = gn.get(g, 0.0) + comp.n_train.get((f, t), math.nan)
+            glog = _log(np.asarray([gn[g] for g in gd], float))
             gy = np.asarray([np.mean(v) for v in gd.values()], float)
             rho, pv, n, note = spearman(glog, gy, alt)
             out.append(
                 Stat(
                     "Spearman ρ(Δ, log n_train), groups", p, f, rho, n,
-                    "spearmanr over groups: group Δ = mean of its tasks' Δ, group n_train = sum over its tasks, "
+                    "spearmanr over groups: group Δ = mean of its tasks' Δ, group n_train = sum over those tasks, "
                     + rho_side,
                     pv, note=note,
                 )
             )  # fmt: skip
             alt = alternative(hypotheses, "delta", p)
             w, pv, n, note = wilcoxon_vs_zero(vals, alt)
+            if shared and pv is not None:
+                pv, note = None, DEPENDENT
             out.append(
                 Stat(
                     f"Wilcoxon signed-rank, Δ vs 0 ({p} vs {base})", p, f, w, n,
                     "scipy.stats.wilcoxon on per-task Δ against 0 (zero_method=wilcox: n counts non-zero Δ), "
                     + sided(alt, "Δ < 0" if alt == "less" else "Δ > 0"),
-                    pv, note=note, effects=_effects(vals) if vals.size else (),
+                    pv, note=note, effects=effect_sizes(vals) if vals.size else (),
                 )
             )  # fmt: skip
-            out.append(_bootstrap_stat(comp, f, p, resamples, seed))
-        for a, b in _pairs(comp, hypotheses):
-            out.append(_paired_stat(comp, f, a, b, alternative(hypotheses, "paired", f"{a}-{b}")))
     return out
 
 
-def _pairs(comp: Comparison, hypotheses: Hypotheses | None) -> list[tuple[str, str]]:
+def pairs(comp: Comparison, hypotheses: Hypotheses | None) -> list[tuple[str, str]]:
     """CG-AU, then any pair analysis.hypotheses.paired names, where both paradigms have a Δ."""
     stated = [tuple(k.split("-", 1)) for k in (hypotheses or {}).get("paired", {})]
     pairs = list(dict.fromkeys([*DEFAULT_PAIRS, *stated]))

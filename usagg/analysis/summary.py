@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from usagg.analysis.cluster_inference import mean_delta_stats
+from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
 from usagg.analysis.controls import controls
 from usagg.analysis.delta import Comparison, compare
 from usagg.analysis.factorial import designs, effect_stats
@@ -59,8 +59,9 @@ def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     of their own).
     """
     st = inp.settings
-    tests = statistics(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
+    tests = statistics(comp, st.hypotheses)
     tests += mean_delta_stats(comp, st.bootstrap, st.bootstrap_seed)
+    tests += paired_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += effect_stats(comp, st.bootstrap, st.bootstrap_seed)
     for f in comp.fractions:
         tests += interaction_model(comp, f, st.hypotheses)

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import Control, split_order, splits
 from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer, rescaled
 from usagg.analysis.factorial import effect_table_rows, missing_notes
@@ -421,7 +422,7 @@ def _ci_text(s: Stat | None) -> str:
 
 def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
     """Δm as a function of the training fraction (data-scale sweep)."""
-    boot = {(s.paradigm, s.fraction): s for s in stats if s.name.startswith("mean Δ")}
+    boot = {(s.paradigm, s.fraction): s for s in stats if s.name == MEAN_DELTA}
     rows: list[list[Cellv]] = []
     for p in comp.others:
         for f in comp.fractions:
@@ -431,9 +432,12 @@ def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
     return Table(
         "fractions",
         f"Δm versus {comp.baseline} by training fraction",
-        ["Paradigm", "Fraction", "Δm %", "95% bootstrap CI", "n tasks"],
+        ["Paradigm", "Fraction", "Δm %", "95% CI", "n tasks"],
         rows,
-        [f"Δm: {SEED_ORDER}, then mean over tasks, per fraction."],
+        [
+            f"Δm: {SEED_ORDER}, then mean over tasks, per fraction; 95 % CI: wild cluster restricted bootstrap-t "
+            "(usagg/analysis/cluster_inference.py)."
+        ],
     )
 
 
