@@ -783,9 +783,9 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     power = _unit_power(np.concatenate([x for _, x, _ in points.values()]))
     for p, (_, raw, y) in points.items():
         col = paradigm_color(p, comp.paradigms)
-        rho, pv, n, note = spearman(raw, y)
+        rho, _, n, note = spearman(raw, y)  # no p: the tasks share a model (usagg/analysis/stats.py DEPENDENT)
         x = raw / 10.0**power
-        lab = f"{p}: ρ={rho:+.2f}, p={pv:.2g}, n={n}" if rho is not None else f"{p}: ρ n/a ({note}), n={n}"
+        lab = f"{p}: ρ={rho:+.2f}, n={n}" if rho is not None else f"{p}: ρ n/a ({note}), n={n}"
         ax.scatter(x, y, s=12, color=col, marker=paradigm_marker(p, comp.paradigms), alpha=0.85, linewidths=0,
                    label=lab)  # fmt: skip
         if x.size >= 3 and np.ptp(x) > 0:
@@ -805,7 +805,8 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
         f"Δ versus {comp.baseline} per task (fraction {frac_label(f)}) against the mean lookahead affinity onto the "
         f"task from the tasks trained in the same model ({', '.join(points)}: one point per task that shares its "
         "model; the job of the lowest seed names the mates). Lines: least-squares fit; legend: Spearman ρ over "
-        "tasks (two-sided raw p, n tasks). Affinity as in the affinity matrix figure"
+        "tasks, descriptive (no p: tasks that share a model are not independent), n tasks. Affinity as in the "
+        "affinity matrix figure"
         + (f", in units of {unit} (the x axis reads 3 for an affinity of 3 × {unit})." if power else ".")
         + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
     )

@@ -67,10 +67,11 @@ def _at_largest_fraction(a: Analysis) -> tuple[float, dict[tuple[str, str], Stat
 
 
 def _delta_m(boot: Stat) -> str:
-    """Δm with its bootstrap CI, as both the summary and the headline print it."""
+    """Δm with its wild cluster CI, or why it has none (too few clusters), as the summary and the headline say it."""
     assert boot.value is not None
-    ci = f" (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})" if boot.ci else ""
-    return f"{boot.value:+.1f} %{ci}"
+    if boot.ci:
+        return f"{boot.value:+.1f} % (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})"
+    return f"{boot.value:+.1f} % (no interval: {boot.note})" if boot.note else f"{boot.value:+.1f} %"
 
 
 def _summary(a: Analysis) -> list[str]:
