@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -161,7 +162,25 @@ def test_slurm_script_of_a_plain_store_has_one_line_per_parameter(
     header = script.split("# command")[0]
     assert all(line.startswith(("#", "")) for line in header.splitlines())
     assert [line for line in header.splitlines() if line and not line.startswith("#")] == []
-    assert f"#SBATCH --output={tmp_path}/runs/demo/slurm/%j_0_log.out" in script
+    assert re.search(rf"#SBATCH --output={tmp_path}/runs/demo/slurm/\d{{8}}-\d{{6}}-[0-9a-f]{{8}}/%j_0_log.out", script)
+
+
+def test_each_slurm_submission_gets_a_new_empty_folder_so_no_planted_result_is_unpickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submitit takes a `<job id>_<task>_0_result.pkl` in its folder as the finished job's result and unpickles it:
+    a received store could carry such files for a window of job ids (code run on `usagg run`), and a store copied
+    from another cluster could carry real ones for overlapping ids. Every submission writes into a folder of its own,
+    made new and empty, so neither can ever be read."""
+    _stub_sbatch(tmp_path, monkeypatch)
+    slurm = tmp_path / "runs" / "demo" / "slurm"
+    slurm.mkdir(parents=True)
+    for job in range(4200, 4300):
+        (slurm / f"{job}_0_result.pkl").write_bytes(b"planted")  # what a received store may hold
+    executor = SlurmExecutor(tmp_path / "runs" / "demo", SlurmSpec(), cluster="slurm")
+    first, second = executor.make_submitit_executor(), executor.make_submitit_executor()
+    folders = {Path(first.folder), Path(second.folder)}
+    assert len(folders) == 2 and all(f.parent == slurm and list(f.iterdir()) == [] for f in folders)
 
 
 # --------------------------------------------------------------------------- the analysis memo and the stored cache
@@ -348,6 +367,27 @@ def test_a_malformed_tasks_block_in_a_received_study_is_a_named_error(
     code, out = run_cli(["compare", str(store)], monkeypatch, capsys)
     assert code == 2 and "Traceback" not in out, out
     assert f"{store / 'study.yaml'}, {said}" in " ".join(out.split())
+
+
+def test_escape_sequences_from_a_received_study_never_reach_the_terminal(
+    store: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An expectation's name (compare, report) and a name in an error message are refused or shown with their
+    control characters as escapes, never written raw (a job's recorded error: tests/test_store_confinement.py)."""
+    study = yaml.safe_load((store / "study.yaml").read_text())
+    study["expect"] = [{"name": "clear\x1b[2J", "metric_of": "TS", "tasks": {"type": "segmentation"}, "above": 0.1}]
+    (store / "study.yaml").write_text(yaml.safe_dump(study))
+    code, out = run_cli(["compare", str(store)], monkeypatch, capsys)
+    assert code == 2 and "\x1b" not in out and "Traceback" not in out, out
+    assert "expect.0.name" in out and r"contains control characters (\x1b)" in out
+    code, out = run_cli(["compare", str(store / "jobs" / "nope\x1b[2J")], monkeypatch, capsys)
+    assert code == 2 and "\x1b" not in out and r"nope\x1b[2J does not exist" in out
+
+
+def test_a_bidirectional_control_in_a_name_is_a_control_character() -> None:
+    """U+202E shows `thyroid_\u202eengineb` as another name ("Trojan Source"): refused where names are checked."""
+    with pytest.raises(UnsafePath, match=r"contains control characters \(\\u202e\)"):
+        check_text("thyroid_\u202eengineb", "results.csv row 2")
 
 
 def test_md_text() -> None:

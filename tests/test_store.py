@@ -341,6 +341,12 @@ def test_lock_on_other_host_live_until_heartbeat_times_out(tmp_path: Path) -> No
     _foreign_lock(store, jid, age_s=120)
     with store.lock(jid) as holder:
         assert holder["host"] == socket.gethostname()
+    _foreign_lock(store, jid, age_s=-30)  # a clock a little ahead: still the other host's heartbeat
+    with pytest.raises(JobLocked), store.lock(jid):
+        pass
+    _foreign_lock(store, jid, age_s=-86_400 * 365 * 50)  # dated years ahead (by hand, or a broken clock): stale
+    with store.lock(jid) as holder:
+        assert holder["host"] == socket.gethostname()
 
 
 def test_heartbeat_keeps_lock_fresh(tmp_path: Path) -> None:

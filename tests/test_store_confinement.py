@@ -299,3 +299,15 @@ def test_a_planted_slurm_folder_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafePath, match=r"slurm is a symbolic link"):
         store.repair()
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_recorded_error_with_escape_sequences_is_shown_as_text_by_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """job.json's error is data a received store decides: `usagg status` shows its escapes as text, so it cannot set
+    the window title or clear the screen."""
+    store, job = _store(tmp_path)
+    store.set_state(job.id, "failed", error="boom\x1b]0;PWNED\x07\x1b[2J")
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "\x1b" not in out and "\x07" not in out, out
+    assert "boom\\x1b]0;PWNED\\x07\\x1b[2J" in "".join(out.split())

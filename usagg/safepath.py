@@ -38,10 +38,27 @@ def _shown(value: object) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 4] + "...'"
 
 
+#: Characters that reorder the text around them (Unicode bidirectional controls): a name holding one displays as
+#: another ("Trojan Source"), so they count as control characters here.
+BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c")
+
+
+def _control(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cc" or ch in ("\u2028", "\u2029", "\u0085") or ch in BIDI
+
+
 def control_characters(value: str) -> list[str]:
-    """The control characters in `value` (C0, DEL, C1, line and paragraph separators), as escapes, in order."""
-    found = [ch for ch in value if unicodedata.category(ch) == "Cc" or ch in ("\u2028", "\u2029", "\u0085")]
-    return [repr(ch)[1:-1] for ch in dict.fromkeys(found)]
+    """The control characters in `value` (C0, DEL, C1, line and paragraph separators, bidirectional controls), as
+    escapes, in order."""
+    found = [ch for ch in value if _control(ch)]
+    return [ascii(ch)[1:-1] for ch in dict.fromkeys(found)]
+
+
+def printable(text: str) -> str:
+    """`text` with every control character but newline and tab shown as its escape, for text read from data that
+    reaches a terminal or a report (an error a job recorded, a task name, a file name in a message): an escape
+    sequence there would move the cursor, clear the screen or set the window title."""
+    return "".join(ascii(ch)[1:-1] if _control(ch) and ch not in "\n\t" else ch for ch in text)
 
 
 def check_text(value: str, source: str) -> str:

@@ -857,7 +857,8 @@ class RunStore:
         """The one liveness rule, host-aware.
 
         Any host: the heartbeat (the lock file's mtime) must be younger than
-        `stale_after_s`. This host: the recorded pid must also run and be the
+        `stale_after_s`, and not further in the future than that (a clock that far ahead, or a lock file
+        dated in the future by hand, would otherwise hold the job for good). This host: the recorded pid must also run and be the
         same process (its start time matches). Another host cannot be probed:
         its fresh heartbeat is the answer. A lock being written right now (no
         holder info yet) is young, so alive.
@@ -868,7 +869,7 @@ class RunStore:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
             return False  # released meanwhile
-        if age > self.stale_after_s:
+        if abs(age) > self.stale_after_s:
             return False
         if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
             return _pid_alive(holder["pid"], holder.get("proc_start"))

@@ -20,6 +20,7 @@ from usagg.analysis.results import ResultsTable, read_results
 from usagg.errors import UsaggError
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
+from usagg.safepath import check_text
 from usagg.store import RunStore, results_damage
 from usagg.tasktypes import default_metric
 
@@ -181,6 +182,8 @@ def _stored_tasks(study: dict, where: str) -> list[dict]:
             value = task.get(key)
             if (key == "id" or value is not None) and not isinstance(value, str):
                 raise UsaggError(f"{where}, tasks[{i}].{key}: expected text, got {type(value).__name__} {value!r:.80}")
+            if isinstance(value, str):
+                check_text(value, f"{where}, tasks[{i}].{key}")  # printed in tables and notes
         found.append(task)
     return found
 

@@ -15,6 +15,7 @@ from rich.markup import escape
 from usagg import __version__
 from usagg.cli import analysis, cache, data, init, registry, repair, runs, spec_cmds, synth, weights
 from usagg.errors import UsaggError
+from usagg.safepath import printable
 from usagg.signals import exit_on_sigterm
 
 app = typer.Typer(
@@ -108,10 +109,12 @@ def main() -> None:
     try:
         plain_help(typer.main.get_command(app))(prog_name="usagg")
     except UsaggError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        shown = escape(printable(str(err)))  # a value from data in the message must not act on the terminal
+        Console(stderr=True).print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except OSError as err:  # an output that cannot be written (read-only, full disk, impossible path)
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(os_error_text(err))}", highlight=False, soft_wrap=True)
+        shown = escape(printable(os_error_text(err)))
+        Console(stderr=True).print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -21,6 +21,7 @@ import typer
 from usagg.cli.display import duration_text, eta_text, make_display, print_table
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
+from usagg.safepath import printable
 from usagg.service import RunObserver  # light: the service imports its heavy parts where it uses them
 from usagg.wording import counted
 
@@ -111,7 +112,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
         detail = _primary_text(store, jid) if state == "done" else ""
         duration = duration_text(record.get("duration_s"))
         if state == "failed" and record.get("error"):
-            line = escape(_error_line(store, jid, str(record["error"])))
+            line = escape(printable(_error_line(store, jid, str(record["error"]))))
             path = store.paths(jid).error
             detail = f"[red]{line}[/]" + (f"\n[dim]{escape(str(path))}[/]" if path.is_file() else "")
         elif state == "running":
@@ -119,7 +120,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
             duration = duration_text(where.elapsed_s)
             detail = where.text()
         else:
-            detail = escape(detail)
+            detail = escape(printable(detail))  # task and metric names from metrics.json: data, not instructions
         table.add_row(escape(jid), _state_text(state), duration, detail)
     return table
 

@@ -6,9 +6,11 @@ its time runs out, submitit calls `checkpoint`, which releases the job's lock
 (the requeued run may land on another host) and resubmits the very same call;
 the engine resumes from its own `checkpoints/last.pt`, so nothing else needs
 saving. Requeues after time-outs are capped by `SlurmSpec.max_requeue`.
-submitit's files (sbatch script, pickles, stdout/stderr) go to
-`<store>/slurm/` (`<slurm job id>_<task>_log.out` / `.err`). Tests pass `cluster="local"` to run the same
-path as local subprocesses.
+submitit's files (sbatch script, pickles, stdout/stderr) go to a folder of their own per submission,
+`<store>/slurm/<date-time>-<random>/` (`<slurm job id>_<task>_log.out` / `.err`), made empty for it: submitit
+reads a `<job id>_..._result.pkl` it finds there as the job's result, by unpickling it, so a store received from
+elsewhere (or copied from a cluster whose job ids overlap) must never give it one. Tests pass `cluster="local"` to
+run the same path as local subprocesses.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import shutil
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +95,11 @@ class SlurmExecutor(Executor):
         self.folder = no_links(RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/")  # no planted link
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
-        """The configured submitit executor (separate so its parameters can be checked without a cluster)."""
+        """The configured submitit executor (separate so its parameters can be checked without a cluster), writing
+        into a new, empty folder of its own under slurm/ (see the module docstring: no pickle it did not write)."""
         folder, name = self.checked_names()
+        folder = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True, exist_ok=False)  # new: nothing planted or left from another cluster is in it
         cluster = self.cluster or submitit.AutoExecutor.which()
         kwargs: dict[str, Any] = {}
         if cluster in ("slurm", "local"):

@@ -940,6 +940,17 @@ class Expectation(Strict):
         "does (a sign that survives the seeds), not evaluated where there is no interval.",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, v: str) -> str:
+        """Tables, the terminal and report.md print the name: an escape sequence there would act on the terminal."""
+        from usagg.safepath import control_characters
+
+        bad = control_characters(v)
+        if bad:
+            raise ValueError(f"{v[:80]!r} contains control characters ({', '.join(bad)}); a name is printable text")
+        return v
+
     @model_validator(mode="after")
     def _one_kind(self) -> Expectation:
         kinds = [k for k in ("metric_of", "delta", "ag_groups") if getattr(self, k) is not None]
