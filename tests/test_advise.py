@@ -284,6 +284,19 @@ def test_a_baseline_without_any_value_cannot_be_advised_on(
     assert "cannot advise on" in text and "no TS row has a value (every TS value is empty or nan)" in text
 
 
+def test_a_task_without_a_ts_value_is_named_not_silently_dropped(tmp_path: Path) -> None:
+    import dataclasses
+
+    from usagg.analysis.simulate import simulate_rows
+
+    rows = simulate_rows(load_tasks(TASKS))
+    rows = [dataclasses.replace(r, value=float("nan")) if (r.paradigm, r.task) == ("TS", "FUGC") else r for r in rows]
+    write_results(rows, tmp_path / "r.csv")
+    a = advise_input(load_input(None, tmp_path / "r.csv"))
+    assert "Not advised on: FUGC (no TS value at fraction 1" in " ".join(a.notes)
+    assert "FUGC" not in {row.task for row in a.rows}
+
+
 def test_unknown_format_is_refused(
     by_size: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -171,3 +171,21 @@ def test_group_regime_by_group_size(tmp_path: Path) -> None:
 def test_the_default_group_threshold_splits_the_studys_ob_and_breast() -> None:
     thr = AnalysisSpec().group_regime_threshold
     assert 2920 < thr <= 11910  # Breast 2,920 images: low-data; OB 11,910: data-rich (docs/study)
+
+
+def test_a_task_trained_for_no_step_has_no_delta_and_says_why(tmp_path: Path) -> None:
+    """A CG job whose steps_per_epoch left a task 0 optimiser steps: its DSC is an untrained head's, and a Δ of it
+    (−100 %) would count as negative transfer. Δ is n/a with the reason, and the task leaves CG's aggregates."""
+    import dataclasses
+
+    rows = [
+        *(_row("TS", s, t, "segmentation", "DSC", 0.8, True) for s in (0, 1) for t in ("a", "b")),
+        *(dataclasses.replace(_row("CG", s, "a", "segmentation", "DSC", 0.0, True), steps=0.0) for s in (0, 1)),
+        *(dataclasses.replace(_row("CG", s, "b", "segmentation", "DSC", 0.84, True), steps=10.0) for s in (0, 1)),
+    ]
+    write_results(rows, tmp_path / "r.csv")
+    comp = compare(load_input(None, tmp_path / "r.csv"))
+    a, b = comp.deltas[(1.0, "a", "CG")], comp.deltas[(1.0, "b", "CG")]
+    assert a.value is None and a.reason.startswith("CG trained a for 0 optimiser steps, so its metric is an untrained")
+    assert b.value == pytest.approx(5.0)
+    assert comp.delta_values(1.0, "CG")[0] == ["b"]

@@ -53,6 +53,8 @@ def test_non_numeric_value_names_row_and_column(tmp_path: Path) -> None:
         (GOOD.replace(",TS,", ",,"), "column 'paradigm': expected a value, the cell is empty"),
         (GOOD.replace("0.81", "inf"), "column 'value': expected a finite number, or an empty cell (or nan) for a miss"),
         (GOOD.replace("0.81", "-Infinity"), "column 'value': expected a finite number"),
+        (GOOD.replace("0.81", "-5"), "column 'value': expected DSC [0, 1] (what DSC can be), got -5"),
+        (GOOD.replace("DSC,0.81,true", "HD,-2,false"), "column 'value': expected HD >= 0 (what HD can be), got -2"),
     ],
 )
 def test_bad_cells(tmp_path: Path, bad: str, expected: str) -> None:

@@ -3,6 +3,7 @@ a model."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from usagg.analysis.stats import (
 )
 from usagg.analysis.summary import analyse
 from usagg.spec.models import AnalysisSpec
+from usagg.tasktypes import metric_bounds
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 
@@ -35,15 +37,33 @@ D = np.array([-12.0, -3.5, 1.0, -0.5, 4.0, 2.5, 6.0])
 
 
 def test_spearman_equals_scipy() -> None:
-    rho, p, n, note = spearman(np.log(X), D)
+    rho, _, n, note = spearman(np.log(X), D)
     ref = ss.spearmanr(np.log(X), D)
-    assert (rho, p, n, note) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 7, "")
+    assert (rho, n, note) == (pytest.approx(ref.statistic), 7, "")  # p: exact at 7 pairs (next test)
+    big = np.arange(12.0)
+    assert spearman(big, big**1.5 + np.sin(big))[1] == pytest.approx(ss.spearmanr(big, big**1.5 + np.sin(big)).pvalue)
     assert rho == pytest.approx(1 - 6 * 4 / (7 * 48))  # hand: rank differences (0,0,1,-1,0,-1,1), Σd²=4
+
+
+def test_spearman_p_is_exact_for_few_pairs() -> None:
+    """ρ = 1 over 3 groups: scipy's t approximation says p = 0, the exact two-sided p is 2/6 (each of the two
+    perfect orderings among 3! = 6); up to 8 pairs p counts the orderings as scipy's permutation test does."""
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 5.0]))[:2] == (pytest.approx(1.0), 1 / 3)
+    x, y = np.log(X), D
+    ref = ss.permutation_test(
+        (y,), lambda v: ss.spearmanr(x, v).statistic, permutation_type="pairings", n_resamples=10**6
+    ).pvalue
+    assert spearman(x, y)[1] == pytest.approx(ref)
+    greater = ss.permutation_test(
+        (y,), lambda v: ss.spearmanr(x, v).statistic, permutation_type="pairings", n_resamples=10**6,
+        alternative="greater",
+    ).pvalue  # fmt: skip
+    assert spearman(x, y, "greater")[1] == pytest.approx(greater)
 
 
 def test_spearman_small_n_and_constant_input() -> None:
     assert spearman(np.array([1.0, 2.0]), np.array([3.0, 1.0]))[3] == "n too small (n=2, need ≥3)"
-    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))[3] == "undefined (constant input)"
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))[3] == "undefined: every value is the same"
     rho, _, n, _ = spearman(np.array([1.0, np.nan, 3.0, 4.0]), np.array([1.0, 2.0, 2.0, 5.0]))
     assert n == 3 and rho == pytest.approx(1.0)  # NaN pair dropped
 
@@ -207,7 +227,11 @@ def test_unequal_spread_between_paradigms_is_said(tmp_path: Path) -> None:
     rows = simulate_rows(load_tasks(TASKS))
     rng = np.random.default_rng(2)
     jolt = {r.task: rng.normal(0, 0.08) for r in rows}  # a large deviation of its own per CG task
-    rows = [dataclasses.replace(r, value=r.value * (1 + jolt[r.task])) if r.paradigm == "CG" else r for r in rows]
+    top = {r.metric: metric_bounds(r.metric)[1] or math.inf for r in rows}  # cut where the metric ends (AUC: 1)
+    rows = [
+        dataclasses.replace(r, value=min(r.value * (1 + jolt[r.task]), top[r.metric])) if r.paradigm == "CG" else r
+        for r in rows
+    ]
     write_results(rows, tmp_path / "r.csv")
     cg = {s.paradigm: s for s in interaction_model(compare(load_input(None, tmp_path / "r.csv")), 1.0)}["CG"]
     assert cg.note.startswith("the tasks' spread around the fitted lines differs by paradigm (CG 8.9 pp, AU 3.3 pp)")

@@ -3,6 +3,7 @@ spread, the study mean, the report's table and `usagg plan --power`."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -86,3 +87,9 @@ def test_plan_power_from_a_given_spread_or_says_how_to_get_one(
     assert f"{(ss.norm.ppf(0.975) + ss.norm.ppf(0.8)) * se:.3f}" in out
     code, out = run_cli(["plan", str(spec), "--power"], monkeypatch, capsys)
     assert code == 2 and "--seed-sd" in out and "Traceback" not in out
+    code, out = run_cli(["plan", str(spec), "--power", "--seed-sd", "2", "--json"], monkeypatch, capsys)
+    table = json.loads(out)
+    assert code == 0 and table["rows"][-1]["Task"] == "study mean (Δm)" and table["rows"][0]["Detectable Δ"] > 0
+    for bad in ("0", "inf", "nan", "-1"):
+        code, out = run_cli(["plan", str(spec), "--power", "--seed-sd", bad], monkeypatch, capsys)
+        assert code == 2 and f"--seed-sd {bad}: expected a finite sd > 0" in out, (bad, out)

@@ -308,3 +308,19 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.Monk
     code, out = run_cli(cmd[3:], monkeypatch, capsys)
     assert code == 0 and store.job_state(job.id) == "done", out
     assert "resumed from" in store.paths(job.id).log.read_text()
+
+
+def test_a_task_its_job_never_stepped_on_is_warned_of_and_left_out_of_compare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One step per epoch shared by AU's two tasks under uniform sampling: one task gets no optimiser step. The
+    run says so, and compare gives its Δ as n/a with the reason instead of an untrained head's −x %."""
+    study = write_study(tmp_path, tmp_path / "data", name="zero", epochs=1, steps=1)
+    study.write_text(study.read_text().replace("paradigms: [TS]", "paradigms: [TS, AU]"))
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(study), "--set", "training.sampling=uniform"], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 0 and "1 task got no optimiser step in a job (" in said, out
+    task = said.split("1 task got no optimiser step in a job (")[1].split(" ")[0]
+    code, out = run_cli(["compare", "runs/zero"], monkeypatch, capsys)
+    assert code == 0 and f"{task} / AU: Δ n/a, AU trained {task} for 0 optimiser steps" in " ".join(out.split())

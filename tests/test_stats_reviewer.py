@@ -22,6 +22,7 @@ from usagg.analysis.stats import holm
 from usagg.engine.augment import Augmenter
 from usagg.grouping import adjusted_rand_index, rand_index
 from usagg.spec.models import AugmentationSpec
+from usagg.tasktypes import metric_bounds
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 
@@ -60,6 +61,12 @@ GROUP_EFFECT = {
 }  # fmt: skip
 
 
+def _within(metric: str, value: float) -> float:
+    """`value` cut to what `metric` can be (the results reader refuses an AUC of 1.17)."""
+    low, high = metric_bounds(metric)
+    return min(max(value, -math.inf if low is None else low), math.inf if high is None else high)
+
+
 def _planted_rows() -> list[Row]:
     tasks = load_tasks(TASKS)
     primary = {t["id"]: t["metric"] for t in tasks}
@@ -67,7 +74,7 @@ def _planted_rows() -> list[Row]:
     for r in simulate_rows(tasks, seeds=(0, 1, 2)):
         if r.paradigm != "TS" and r.metric == primary[r.task]:
             g = GROUP_EFFECT[r.group] / 100
-            r = dataclasses.replace(r, value=r.value * (1 + g if r.higher_is_better else 1 - g))
+            r = dataclasses.replace(r, value=_within(r.metric, r.value * (1 + g if r.higher_is_better else 1 - g)))
         rows.append(r)
     return rows
 

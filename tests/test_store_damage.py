@@ -171,6 +171,29 @@ def test_a_damaged_results_table_is_named_by_compare_and_rebuilt_by_repair(
     assert code == 1 and "plan.json is damaged" in out and "1 problem left" in " ".join(out.split()), out
 
 
+def test_repair_rebuilds_a_results_table_that_no_longer_says_what_the_jobs_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A cut row, a job's rows missing, or rows of a job that repair just sent back to pending: results.csv is
+    derived from the done jobs, so repair rebuilds it (the old one beside it) and compare reads what status says."""
+    store, jobs = make_store(tmp_path)
+    for job in jobs[:2]:
+        make_done(store, job)
+    good = store.rebuild_results().read_text()
+    for broken in (good[: len(good) // 2] + '"cut', good.splitlines(keepends=True)[0] + good.splitlines()[1] + "\n"):
+        store.results_csv.write_text(broken)
+        code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+        assert code == 0 and "no longer says what the done jobs' metrics.json do" in " ".join(out.split()), out
+        assert store.results_csv.read_text() == good
+    text = store.paths(jobs[0].id).metrics.read_text()
+    store.paths(jobs[0].id).metrics.write_text(text.replace("0.8125", "0.9125", 1))  # damaged: pending again
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and store.job_state(jobs[0].id) == "pending"
+    assert jobs[0].id not in store.results_csv.read_text() and jobs[1].id in store.results_csv.read_text()
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "nothing damaged" in out  # a table that matches is left as it is
+
+
 def test_store_file_names_are_spelled_only_in_store_py() -> None:
     """job.json, metrics.json, ... as string literals, and `/ "slurm"` or `/ "tensorboard"` path joins, nowhere else."""
     names = {"job.json", "metrics.json", "history.csv", "item_scores.json", "mlflow.json", "mlflow-artifacts"}

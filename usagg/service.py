@@ -765,12 +765,32 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
         for w in run.waiting:
             observer.waiting(run, w)
         result = run.finish()
+        untrained = untrained_tasks(run.store, result.states)
+        if untrained:
+            observer.warning(
+                f"{counted(len(untrained), 'task')} got no optimiser step in a job ({'; '.join(untrained[:6])}"
+                f"{'; ...' if len(untrained) > 6 else ''}): their metrics are untrained heads', and compare leaves "
+                "their Δ out. Raise training.steps_per_epoch, or use training.sampling: matched."
+            )
     except BaseException as err:  # the study's tracker run ends with it, then the error goes on
         end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     end_tracking(run, "done" if result.ok else "failed")
     observer.finished(run, result)
     return result
+
+
+def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
+    """'task (job)' for every task a done job trained for 0 optimiser steps (its metrics.json `steps`)."""
+    out = []
+    for jid, state in states.items():
+        if state != "done":
+            continue
+        metrics = store.metrics(jid) or {}
+        for task, entry in (metrics.get("tasks") or {}).items():
+            if isinstance(entry, dict) and entry.get("steps") == 0:
+                out.append(f"{task} ({jid})")
+    return out
 
 
 def _run_todo(run: StudyRun, observer: RunObserver) -> None:

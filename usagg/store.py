@@ -495,9 +495,10 @@ class RunStore:
     def planned_count(self) -> int | None:
         """How many jobs plan.json lists, None when it is missing or unreadable (the analysis only counts them)."""
         try:
-            return len(read_json(self.plan_json))
+            plan = read_json(self.plan_json)
         except (OSError, ValueError, TypeError):
             return None
+        return len(plan) if isinstance(plan, list) else None  # a plan is a list of jobs; anything else is damage
 
     def jobs(self) -> list[Job]:
         """The jobs of the current plan, in plan order."""
@@ -614,9 +615,18 @@ class RunStore:
 
     def _repair_results(self) -> list[str]:
         """results.csv set aside and rebuilt from the done jobs when it is not a results table at all (no CSV text,
-        or a header without the columns, usagg/results_schema.py): it is derived from the jobs, so nothing is lost.
-        A table that reads (one written by other means included) is the analysis's to check, row by row."""
+        or a header without the columns, usagg/results_schema.py) or says other than they do (a cut row, a job
+        missing, rows of a job that is no longer done): it is derived from the jobs, so nothing is lost, and the old
+        one stays beside it (`*.damaged`). Nothing is written while a damaged plan.json names no jobs."""
         why = results_damage(self.results_csv)
+        if why is None and self.results_csv.is_file():
+            try:
+                fresh = self.results_text()
+            except UsaggError:  # a damaged plan.json: `repair` has said so; the next `usagg run` rebuilds both
+                return []
+            if fresh == self.results_csv.read_text(encoding="utf-8", errors="replace"):
+                return []
+            why = "it no longer says what the done jobs' metrics.json do"
         if why is None:
             return []
         self.set_aside(self.results_csv, why)
@@ -858,8 +868,8 @@ class RunStore:
 
         Any host: the heartbeat (the lock file's mtime) must be younger than
         `stale_after_s`, and not further in the future than that (a clock that far ahead, or a lock file
-        dated in the future by hand, would otherwise hold the job for good). This host: the recorded pid must also run and be the
-        same process (its start time matches). Another host cannot be probed:
+        dated in the future by hand, would otherwise hold the job for good). This host: the recorded pid
+        must also run and be the same process (its start time matches). Another host cannot be probed:
         its fresh heartbeat is the answer. A lock being written right now (no
         holder info yet) is young, so alive.
         """
@@ -985,6 +995,10 @@ class RunStore:
     def rebuild_results(self) -> Path:
         """Write results.csv from the metrics.json of every done job of the current plan (jobs of a paradigm that
         is not compared, such as AG's affinity probe, are left out)."""
+        return write_text_atomic(self.results_csv, self.results_text())
+
+    def results_text(self) -> str:
+        """What results.csv holds when it is rebuilt from the done jobs (`rebuild_results`; `repair` compares)."""
         order = {p: i for i, p in enumerate(paradigm_names())}
         rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         swept: dict[str, None] = {}  # the swept keys (usagg/sweep.py), one column each, in the sweep's order
@@ -1030,8 +1044,7 @@ class RunStore:
         writer = csv.DictWriter(buf, fieldnames=[*RESULT_COLUMNS, *swept], lineterminator="\n")
         writer.writeheader()
         writer.writerows(r for _, r in rows)
-        write_text_atomic(self.results_csv, buf.getvalue())
-        return self.results_csv
+        return buf.getvalue()
 
     def _newest_metrics_mtime(self) -> float | None:
         times = [

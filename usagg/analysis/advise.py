@@ -281,6 +281,12 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
             f"fits its model across tasks and checks it by leaving one task out, which needs at least {MIN_TASKS}."
         )
     notes: list[str] = []
+    missing = [t for t in ordered_tasks(comp) if t not in tasks]
+    if missing:  # a task whose TS value is empty or nan: no Δ to learn from, and no advice for it
+        notes.append(
+            f"Not advised on: {', '.join(missing)} (no {BASELINE} value at fraction {frac_label(fraction)}, so no Δ "
+            "to learn from or to check against)."
+        )
     choices, left_out = _choices(comp)
     if left_out:
         notes.append(

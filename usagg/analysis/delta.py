@@ -277,10 +277,23 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
                 elif base is None:
                     d = Delta(None, f"baseline {baseline} has no {info.metric} result")
                 else:
-                    d = comp.change(info.task, cell.mean, base.mean)
+                    d = untrained(comp, f, info.task, p) or comp.change(info.task, cell.mean, base.mean)
                 comp.deltas[(f, info.task, p)] = d
         comp.chance[f] = at_chance(comp, f)
     return comp
+
+
+def untrained(comp: Comparison, f: float, task: str, paradigm: str) -> Delta | None:
+    """Δ n/a when the paradigm's or the baseline's job never stepped on the task (0 optimiser steps, every seed):
+    its metric is an untrained head's, and a Δ of it (−100 % on DSC) would count as negative transfer."""
+    for p in (paradigm, comp.baseline):
+        if comp.steps.get((f, task, p)) == 0:
+            return Delta(
+                None,
+                f"{p} trained {task} for 0 optimiser steps, so its metric is an untrained head's (the job had fewer "
+                "steps than tasks to share them: raise training.steps_per_epoch, or use training.sampling: matched)",
+            )
+    return None
 
 
 def rescaled(comp: Comparison, scale: str) -> Comparison:
@@ -288,7 +301,10 @@ def rescaled(comp: Comparison, scale: str) -> Comparison:
     out = dataclasses.replace(comp, scale=scale, deltas={})
     for (f, t, p), d in comp.deltas.items():
         base, cell = comp.cells.get((f, t, comp.baseline)), comp.cells.get((f, t, p))
-        out.deltas[(f, t, p)] = d if base is None or cell is None else out.change(t, cell.mean, base.mean)
+        if base is None or cell is None:
+            out.deltas[(f, t, p)] = d
+        else:
+            out.deltas[(f, t, p)] = untrained(comp, f, t, p) or out.change(t, cell.mean, base.mean)
     return out
 
 

@@ -17,7 +17,7 @@ from usagg.names import is_plain_name
 from usagg.paradigms import paradigm_names
 from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS, is_sweep_column
 from usagg.safepath import control_characters
-from usagg.tasktypes import metric_direction, task_type_names
+from usagg.tasktypes import metric_bounds, metric_direction, task_type_names
 
 COLUMNS = RESULT_COLUMNS
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -161,6 +161,18 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
             f"{_where(path, row, 'value')}: expected a finite number, or an empty cell (or nan) for a missing "
             f"result, got {text('value')!r}"
         )
+    low, high = metric_bounds(metric)
+    if (low is not None and value < low) or (high is not None and value > high):  # nan compares False: kept
+        span = (
+            f"[{low:g}, {high:g}]"
+            if low is not None and high is not None
+            else f">= {low:g}"
+            if low is not None
+            else f"<= {high:g}"
+        )
+        raise UsaggError(
+            f"{_where(path, row, 'value')}: expected {metric} {span} (what {metric} can be), got {value:g}"
+        )
     steps = _float(path, row, "steps", text("steps", required=False), allow_empty=True)
     if not math.isnan(steps) and steps < 0:
         raise UsaggError(f"{_where(path, row, 'steps')}: expected a count >= 0, got {steps}")
@@ -187,7 +199,8 @@ def read_results(path: Path) -> ResultsTable:
     """Load and validate a tidy results CSV; raise UsaggError naming file, row and column on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise UsaggError(f"results table {path} does not exist (expected a CSV with columns {', '.join(COLUMNS)})")
+        what = "is a folder, not a CSV file" if path.is_dir() else "does not exist"
+        raise UsaggError(f"results table {path} {what} (expected a CSV with columns {', '.join(COLUMNS)})")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

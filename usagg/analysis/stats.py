@@ -79,8 +79,14 @@ def _too_small(n: int, need: int) -> str:
     return f"n too small (n={n}, need ≥{need})"
 
 
+#: Up to this many pairs the p of ρ is exact (every ordering of y, 8! = 40,320); scipy's t approximation gives
+#: p = 0 for ρ = ±1 at n = 3, where the exact two-sided p is 1/3.
+EXACT_SPEARMAN = 8
+
+
 def spearman(x: np.ndarray, y: np.ndarray, alt: str = "two-sided") -> tuple[float | None, float | None, int, str]:
-    """Spearman ρ and its p over finite pairs; (None, None, n, note) when undefined."""
+    """Spearman ρ and its p over finite pairs, exact up to `EXACT_SPEARMAN` pairs; (None, None, n, note) when
+    undefined."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
@@ -88,11 +94,30 @@ def spearman(x: np.ndarray, y: np.ndarray, alt: str = "two-sided") -> tuple[floa
     if n < MIN_N_SPEARMAN:
         return None, None, n, _too_small(n, MIN_N_SPEARMAN)
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None, None, n, "undefined (constant input)"
+        return None, None, n, "undefined: every value is the same"
     from scipy.stats import spearmanr
 
     res = spearmanr(x, y, alternative=alt)
-    return float(res.statistic), float(res.pvalue), n, ""
+    rho = float(res.statistic)
+    return rho, (_exact_spearman_p(x, y, rho, alt) if n <= EXACT_SPEARMAN else float(res.pvalue)), n, ""
+
+
+def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float, alt: str) -> float:
+    """The permutation p of ρ over every ordering of y's ranks (ties keep their mid-ranks)."""
+    from itertools import permutations
+
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    perms = np.asarray(list(permutations(ry)))
+    cx, cp = rx - rx.mean(), perms - perms.mean(axis=1, keepdims=True)
+    all_rho = (cp @ cx) / np.sqrt((cp**2).sum(axis=1) * (cx**2).sum())
+    tol = 1e-12
+    if alt == "greater":
+        return float(np.mean(all_rho >= rho - tol))
+    if alt == "less":
+        return float(np.mean(all_rho <= rho + tol))
+    return float(np.mean(np.abs(all_rho) >= abs(rho) - tol))
 
 
 def wilcoxon_vs_zero(d: np.ndarray, alt: str = "two-sided") -> tuple[float | None, float | None, int, str]:

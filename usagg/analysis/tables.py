@@ -551,7 +551,9 @@ def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
         clinical_groups: dict[str, list[str]] = {}
         for t in ordered_tasks(comp):
             clinical_groups.setdefault(comp.info(t).group, []).append(t)
-        parts = [f"{g} {w:+.4f}" for g, ts in clinical_groups.items() if (w := within_affinity(aff, ts)) is not None]
+        parts = [  # three significant digits, as the table's affinity cells (render.cell_text): 1e-6 stays readable
+            f"{g} {w:+.3g}" for g, ts in clinical_groups.items() if (w := within_affinity(aff, ts)) is not None
+        ]
         if parts:
             notes.append(f"For comparison, the clinical groups' mean within-group affinity: {', '.join(parts)}.")
     else:

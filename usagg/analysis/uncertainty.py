@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usagg.analysis.delta import Comparison
+from usagg.analysis.delta import Comparison, Delta
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.scales import from_relative, gradient
 from usagg.analysis.stats import Stat
@@ -121,6 +121,9 @@ def _on_scale(scale: str, ci: tuple[float, float] | None, hib: bool) -> tuple[fl
     return None if lo is None or hi is None else (lo, hi)
 
 
+_DEFINED = Delta(0.0)  # the stand-in for a Δ the comparison does not list: kept
+
+
 def task_uncertainty(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     """Seed intervals of every task Δ, then test-set bootstrap CIs where the jobs logged per-image scores."""
     seeds = [
@@ -131,7 +134,9 @@ def task_uncertainty(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
         if (s := seed_interval(comp, f, info.task, p)) is not None
     ]
     st = inp.settings
-    return seeds + test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+    tests = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+    # a Δ that is n/a (a task its job never trained, a missing or zero baseline) has no interval either
+    return [s for s in seeds + tests if comp.deltas.get((s.fraction, s.task, s.paradigm), _DEFINED).value is not None]
 
 
 def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[float, float, str] | None:

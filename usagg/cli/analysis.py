@@ -79,6 +79,8 @@ def compare_cmd(
     Example: usagg compare runs/demo --baseline TS --format markdown --out compare.md
     """
     _choice(fmt, COMPARE_FORMATS, "--format")
+    if out is not None and out.is_dir():
+        raise UsaggError(f"--out {out} is a folder: give the file to write the comparison to (e.g. {out}/compare.txt)")
     if table is not None and fmt != "csv":
         raise UsaggError(
             f"--table {table} picks the one table --format csv prints; --format {fmt} prints every table: add "

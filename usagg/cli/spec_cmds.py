@@ -7,6 +7,7 @@ that `usagg --help` stays instant.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -213,7 +214,7 @@ def plan_cmd(
     ] = False,
     seed_sd: Annotated[
         float | None,
-        typer.Option("--seed-sd", min=0.0, help="With --power: the sd of one seed's Δ (units of analysis.scale)."),
+        typer.Option("--seed-sd", help="With --power: the sd of one seed's Δ (units of analysis.scale), > 0."),
     ] = None,
 ) -> None:
     """List the jobs a study expands into: id, paradigm, tasks, fraction, seed and run-store state.
@@ -232,12 +233,22 @@ def plan_cmd(
 
     if seed_sd is not None and not power:
         raise UsaggError("--seed-sd goes with --power (the seed spread the planned seeds' power is computed from)")
+    if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd > 0):
+        raise UsaggError(f"--seed-sd {seed_sd:g}: expected a finite sd > 0 (0 would claim any Δ is detectable)")
     s = _load(study, set_, sweep)
     if power:
         from usagg.analysis.power import planned_power
         from usagg.analysis.render import render
 
-        typer.echo(render(planned_power(s, seed_sd), "table"), nl=False)
+        power_table = planned_power(s, seed_sd)
+        if as_json:  # the table as records, NaN as null (as compare --format json writes tables)
+            cells = power_table.rows
+            finite = [[None if isinstance(v, float) and not math.isfinite(v) else v for v in r] for r in cells]
+            power_rows = [dict(zip(power_table.columns, r, strict=True)) for r in finite]
+            out = {"title": power_table.title, "rows": power_rows, "notes": power_table.notes}
+            typer.echo(json.dumps(out, indent=1))
+            return
+        typer.echo(render(power_table, "table"), nl=False)
         return
     planned = plan_stages(s, store_evidence(store_for(s)))
     selection = make_selection(planned.jobs, paradigm or (), only or (), planned.waiting)
