@@ -102,6 +102,13 @@ def spearman(x: np.ndarray, y: np.ndarray, alt: str = "two-sided") -> tuple[floa
     return rho, (_exact_spearman_p(x, y, rho, alt) if n <= EXACT_SPEARMAN else float(res.pvalue)), n, ""
 
 
+def _rho_method(n: int) -> str:
+    """How the p of a ρ over `n` pairs was found."""
+    if n <= EXACT_SPEARMAN:
+        return "scipy.stats.spearmanr, p exact over every ordering of the pairs"
+    return "scipy.stats.spearmanr, p from its t approximation"
+
+
 def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float, alt: str) -> float:
     """The permutation p of ρ over every ordering of y's ranks (ties keep their mid-ranks)."""
     from itertools import permutations
@@ -223,7 +230,7 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
             if shared and pv is not None:
                 pv, note = None, DEPENDENT
             out.append(
-                Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, f"scipy.stats.spearmanr, {rho_side}", pv,
+                Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, f"{_rho_method(n)}, {rho_side}", pv,
                      note=note)
             )  # fmt: skip
             gd: dict[str, list[float]] = {}
@@ -238,7 +245,8 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
             out.append(
                 Stat(
                     "Spearman ρ(Δ, log n_train), groups", p, f, rho, n,
-                    "spearmanr over groups: group Δ = mean of its tasks' Δ, group n_train = sum over those tasks, "
+                    f"{_rho_method(n)} over groups: group Δ = mean of its tasks' Δ, group n_train = sum over those "
+                    "tasks, "
                     + rho_side,
                     pv, note=note,
                 )
