@@ -311,3 +311,25 @@ def test_a_recorded_error_with_escape_sequences_is_shown_as_text_by_status(
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
     assert code == 0 and "\x1b" not in out and "\x07" not in out, out
     assert "boom\\x1b]0;PWNED\\x07\\x1b[2J" in "".join(out.split())
+
+
+@pytest.mark.slow  # `usagg status` in a subprocess, so a hang fails the test instead of the suite
+@pytest.mark.parametrize("planted", ["fifo", "dev-zero"])
+def test_a_fifo_or_device_at_a_store_file_is_damage_not_a_hang(tmp_path: Path, planted: str) -> None:
+    """A FIFO at metrics.json would block every read until a writer came; /dev/zero behind it would fill memory.
+    Both read as damage, named, and status ends."""
+    import subprocess
+    import sys
+
+    store, job = _store(tmp_path)
+    metrics = store.paths(job.id).metrics
+    metrics.unlink()
+    if planted == "fifo":
+        os.mkfifo(metrics)
+    else:
+        metrics.symlink_to("/dev/zero")
+    done = subprocess.run(
+        [sys.executable, "-m", "usagg", "status", str(store.root)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "not a regular file (a FIFO, device or folder stands at its name)" in " ".join(done.stdout.split())

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -134,6 +135,23 @@ def write_json_checked(path: Path | str, obj: dict[str, Any]) -> Path:
     return write_json_atomic(path, {**body, JSON_CHECKSUM_KEY: json_checksum(body)})
 
 
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of `path` when it is a regular file; OSError (EINVAL) for a FIFO, a device or a folder at its name.
+
+    A received store is data: a FIFO there would hang every read (`usagg status` waits for a writer) and
+    /dev/zero would fill the memory, so the file is opened without blocking and checked before it is read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder stands at its name)", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | None]:
     """(content without its checksum, None) for an intact file; (None, why) for a damaged one.
 
@@ -141,11 +159,14 @@ def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | No
     intact: its schema is all that can be checked.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_regular(path).decode("utf-8"))
     except FileNotFoundError:
         raise
-    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+    except OSError as err:
+        if err.errno == errno.EINVAL and err.strerror:  # read_regular: a FIFO or device stands at its name
+            return None, err.strerror
+        return None, f"not readable ({type(err).__name__}: {str(err)[:120]})"
+    except ValueError as err:  # UnicodeDecodeError is a ValueError
         return None, f"not readable JSON ({type(err).__name__}: {str(err)[:120]})"
     if not isinstance(data, dict):
         return None, f"a JSON {type(data).__name__}, not an object"

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -70,6 +71,7 @@ from typing import Any
 
 from usagg.atomic import (
     read_json_checked,
+    read_regular,
     set_aside,
     write_json_atomic,
     write_json_checked,
@@ -99,9 +101,8 @@ WEIGHTS_KEY = "weights_key"
 
 
 def read_json(path: Path | str) -> Any:
-    """Read a JSON file of the store."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """Read a JSON file of the store (a regular file only: usagg/atomic.py `read_regular`)."""
+    return json.loads(read_regular(path).decode("utf-8"))
 
 
 def _now() -> datetime:
@@ -211,11 +212,11 @@ def _read_holder(path: Path) -> dict[str, Any] | None:
     """The lock's holder info; None if there is no lock, {} while it is being written (empty) or unreadable,
     {DAMAGED_HOLDER: why} when it holds something other than a lock record (never alive, so broken)."""
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         return None
-    except OSError:
-        return {}
+    except OSError as err:
+        return {DAMAGED_HOLDER: f"not a lock file ({err.strerror})"} if err.errno == errno.EINVAL else {}
     if not raw.strip():
         return {}
     try:

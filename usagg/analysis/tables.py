@@ -399,7 +399,8 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
             ])  # fmt: skip
     notes = [
         "Seeds: Δ of each seed against the baseline's seed mean (their mean is Δ); sd over seeds; 95 % t interval "
-        "with the standard error of both paradigms' seed spread (delta method, Welch df), from 2 seeds.",
+        "with the standard error of both paradigms' seed spread (delta method, Welch df), where a paradigm ran 2 "
+        "seeds or more.",
         "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
         "for the Δ of the lowest seed both paradigms ran.",
         "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when ≥ 2, else the test set.",

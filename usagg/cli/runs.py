@@ -498,7 +498,8 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
             job_run.action(j.id),
         )
     for w in job_run.waiting:
-        table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", "yes", "waiting", "")
+        when = f"planned once {', '.join(w.needs)} {'is' if len(w.needs) == 1 else 'are'} done"
+        table.add_row(f"{w.paradigm}-*", w.paradigm, when, "yes", "waiting", "")
     print_table(console, table)
 
 

@@ -101,7 +101,9 @@ def validate(
             "does not enter its id, is planned once)"
         )
     for w in planned.waiting:
-        out.print(f"{w.paradigm}: planned once {', '.join(w.needs)} are done (its groups come from their results)")
+        are = "is" if len(w.needs) == 1 else "are"
+        their = "its" if len(w.needs) == 1 else "their"
+        out.print(f"{w.paradigm}: planned once {', '.join(w.needs)} {are} done (its groups come from {their} results)")
     data = s.data.root if s.data.root is not None else "synthetic benchmark"
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
     if checked_data:
