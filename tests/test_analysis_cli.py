@@ -162,25 +162,27 @@ def test_the_commands_share_one_memo(small_run: Path, tmp_path: Path, monkeypatc
         assert (tmp_path / "rep" / "figures" / png.name).read_bytes() == png.read_bytes()
 
 
-def test_stale_results_are_rebuilt_through_the_store(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import shutil
+def test_stale_or_missing_results_are_read_from_the_jobs_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare is a read: a results.csv that is missing (or older than a job's metrics.json) is rebuilt in memory
+    from the done jobs, and the store, received from elsewhere or not, is left exactly as it was."""
+    import os
 
-    import usagg.store
+    from tests.test_store_confinement import _store
 
-    copy = tmp_path / "fmc"
-    shutil.copytree(run_dir, copy)
-    (copy / "results.csv").unlink()
-    calls = []
-
-    def fake_rebuild(self: usagg.store.RunStore) -> Path:
-        calls.append(self.root)
-        shutil.copy(run_dir / "results.csv", self.root / "results.csv")
-        return self.root / "results.csv"
-
-    monkeypatch.setattr(usagg.store.RunStore, "rebuild_results", fake_rebuild)
-    res = CliRunner().invoke(app, ["compare", str(copy), "--format", "csv"])
-    assert res.exit_code == 0, res.output
-    assert calls == [copy]
+    store, _ = _store(tmp_path)
+    store.results_csv.unlink()
+    before = {p.relative_to(store.root).as_posix(): p.stat().st_mtime_ns for p in store.root.rglob("*")}
+    code, out = run_cli(["compare", str(store.root), "--format", "csv"], monkeypatch, capsys)
+    assert code == 0 and "heart_cls,cardiac,classification,AUC,true,10.0,TS,0.8" in out, out
+    assert {p.relative_to(store.root).as_posix(): p.stat().st_mtime_ns for p in store.root.rglob("*")} == before
+    store.rebuild_results()
+    old = store.results_csv.stat().st_mtime - 100
+    os.utime(store.results_csv, (old, old))  # older than the job's metrics.json: stale
+    written = store.results_csv.read_bytes()
+    code, out = run_cli(["compare", str(store.root), "--format", "csv"], monkeypatch, capsys)
+    assert code == 0 and store.results_csv.read_bytes() == written and store.results_csv.stat().st_mtime == old
 
 
 def test_missing_run_dir_exits_2_without_traceback(tmp_path: Path, usagg: Callable[..., Result]) -> None:

@@ -1054,20 +1054,27 @@ class RunStore:
         return max(times) if times else None
 
     def fresh_results(self) -> Path:
-        """results.csv, rebuilt first when it is missing or older than a job's metrics.json.
+        """results.csv, rebuilt first when it is missing or older than a job's metrics.json (the API's
+        `load_results`; the analysis reads `current_results`, which writes nothing).
 
         UsaggError when there is neither a results.csv nor a finished job to build one from.
         """
+        if self.current_results() is not None:
+            self.rebuild_results()
+        return self.results_csv
+
+    def current_results(self) -> str | None:
+        """None when results.csv is current; else the text it would hold rebuilt from the jobs (it is missing, or
+        older than a job's metrics.json). A pure read: `compare` on a store received from elsewhere writes
+        nothing into it. UsaggError when there is neither a results.csv nor a finished job to build one from."""
         newest = self._newest_metrics_mtime()
         csv_path = self.results_csv
-        stale = not csv_path.is_file() or (newest is not None and newest > csv_path.stat().st_mtime)
-        if stale and newest is not None:
-            self.rebuild_results()
-        if not csv_path.is_file():
+        if not csv_path.is_file() and newest is None:
             raise UsaggError(
                 f"{self.root} has no results.csv and no finished job (jobs/*/metrics.json) to build it from"
             )
-        return csv_path
+        stale = not csv_path.is_file() or (newest is not None and newest > csv_path.stat().st_mtime)
+        return self.results_text() if stale else None
 
     def mark_results_fresh(self) -> None:
         """Date results.csv after every metrics.json, so `fresh_results` keeps it (a table written by other means)."""

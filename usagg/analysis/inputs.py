@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagg.affinity import Affinity, load_study_affinity
-from usagg.analysis.results import ResultsTable, read_results
+from usagg.analysis.results import ResultsTable, parse_results, read_results
 from usagg.errors import UsaggError
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
@@ -269,11 +269,13 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     if results is not None and run_dir is not None and not Path(run_dir).is_dir():
         raise UsaggError(f"run folder {run_dir} {_not_a_folder(Path(run_dir))}")
     store: RunStore | None
+    rebuilt: str | None = None  # results.csv as the jobs give it, where the file is missing or stale
     if results is None:
         run_dir = resolve_run_dir(run_dir, root)
         store = RunStore(run_dir)
-        csv_path = store.fresh_results()
-        why = results_damage(csv_path)
+        csv_path = store.results_csv
+        rebuilt = store.current_results()  # missing or older than a job's metrics: read from the jobs, not written
+        why = results_damage(csv_path) if rebuilt is None else None
         if why is not None:
             raise UsaggError(
                 f"{csv_path} is damaged ({why}): `usagg repair {store.root}` sets it aside and rebuilds it from "
@@ -282,7 +284,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     else:
         store = RunStore(run_dir) if run_dir is not None else None
         csv_path = Path(results)
-    table = read_results(csv_path)
+    table = read_results(csv_path) if rebuilt is None else parse_results(rebuilt, csv_path)
     study = store.stored_study() if store is not None else {}
     settings = _settings(study, str(store.study_yaml) if store is not None else "defaults")
     tasks = _stored_tasks(study, str(store.study_yaml) if store is not None else "the study")

@@ -7,6 +7,7 @@ imported table is often hand-made and the user must be able to fix it in one go.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,19 +203,31 @@ def read_results(path: Path) -> ResultsTable:
         what = "is a folder, not a CSV file" if path.is_dir() else "does not exist"
         raise UsaggError(f"results table {path} {what} (expected a CSV with columns {', '.join(COLUMNS)})")
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in reader.fieldnames or []]
-            missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
-            if missing:
-                raise UsaggError(
-                    f"{path}: the header lacks column(s) {', '.join(missing)}; "
-                    f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
-                )
-            reader.fieldnames = header
-            swept = [h for h in header if is_sweep_column(h)]
-            rows = [_parse_row(path, i, rec, swept) for i, rec in enumerate(reader, start=1)]
-    except (UnicodeDecodeError, csv.Error) as err:  # a binary file, or not CSV at all
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:  # a binary file
+        raise UsaggError(
+            f"{path} is not a UTF-8 CSV text file ({type(err).__name__}: {str(err)[:120]}); expected a tidy results "
+            f"table with columns {', '.join(COLUMNS)}"
+        ) from None
+    return parse_results(text, path)
+
+
+def parse_results(text: str, path: Path) -> ResultsTable:
+    """`read_results` of the CSV text `text` that `path` holds (or would hold: a run store's table rebuilt in memory
+    from its jobs, `RunStore.current_results`); errors name `path`, its rows and columns."""
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
+        if missing:
+            raise UsaggError(
+                f"{path}: the header lacks column(s) {', '.join(missing)}; "
+                f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
+            )
+        reader.fieldnames = header
+        swept = [h for h in header if is_sweep_column(h)]
+        rows = [_parse_row(path, i, rec, swept) for i, rec in enumerate(reader, start=1)]
+    except csv.Error as err:  # not CSV at all
         raise UsaggError(
             f"{path} is not a UTF-8 CSV text file ({type(err).__name__}: {str(err)[:120]}); expected a tidy results "
             f"table with columns {', '.join(COLUMNS)}"
