@@ -242,7 +242,8 @@ def report_cmd(
         False,
         "--mlflow",
         help="Attach the report to the study's MLflow run, at the tracking URI the run store's study.yaml names "
-        "(a run store is data: its URI is never written to without this flag).",
+        "(a run store is data: its URI is never written to without this flag). Only for a store you trust: a "
+        "local tracking store (file:, sqlite:) decides itself where the artifacts are written.",
     ),
 ) -> None:
     """report.md and a self-contained report.html with every table, figure and statistic, plus tables/*.tex, *.csv.
