@@ -64,7 +64,7 @@ def _check_cell(col: str, v: Cellv, shown: str, where: str) -> None:
         assert re.fullmatch(r"[+-]\d(\.\d+)?(e[+-]\d+)?|[+-]0\.0*\d+", shown), where  # 3 significant digits
         assert abs(float(shown) - v) <= 0.005 * abs(v) + 1e-300, where
     elif isinstance(v, float):
-        if v == int(v) and abs(v) >= 10:
+        if v == int(v) and (abs(v) >= 10 or col.endswith("steps")):  # counts of steps as whole numbers
             assert shown == str(int(v)), where
         else:
             decimals = 3 if abs(v) < 10 else 1

@@ -34,7 +34,7 @@ def cell_text(col: str, v: Cellv) -> str:
             return fmt_delta(v)
         if col.startswith("→") or col.endswith("affinity"):
             return f"{v:+.3g}"
-        if v.is_integer() and abs(v) >= 10:
+        if v.is_integer() and (abs(v) >= 10 or col.endswith("steps")):  # a count of steps reads as one: 4, not 4.000
             return str(int(v))
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
