@@ -189,3 +189,22 @@ def test_a_task_trained_for_no_step_has_no_delta_and_says_why(tmp_path: Path) ->
     assert a.value is None and a.reason.startswith("CG trained a for 0 optimiser steps, so its metric is an untrained")
     assert b.value == pytest.approx(5.0)
     assert comp.delta_values(1.0, "CG")[0] == ["b"]
+
+
+def test_seeds_trained_for_no_step_are_left_out_of_the_cell_and_named(tmp_path: Path) -> None:
+    """One seed of CG's job never stepped on task a (DSC 0): that seed is left out and the other one is the cell;
+    the study's notes name it."""
+    import dataclasses
+
+    from usagg.analysis.tables import exclusion_notes
+
+    rows = [
+        *(_row("TS", s, "a", "segmentation", "DSC", 0.8, True) for s in (0, 1)),
+        dataclasses.replace(_row("CG", 0, "a", "segmentation", "DSC", 0.0, True), steps=0.0),
+        dataclasses.replace(_row("CG", 1, "a", "segmentation", "DSC", 0.84, True), steps=10.0),
+    ]
+    write_results(rows, tmp_path / "r.csv")
+    comp = compare(load_input(None, tmp_path / "r.csv"))
+    assert comp.cells[(1.0, "a", "CG")].n_seeds == 1 and comp.deltas[(1.0, "a", "CG")].value == pytest.approx(5.0)
+    assert comp.untrained == {(1.0, "a", "CG"): (0,)}
+    assert any(n.startswith("Not trained: a under CG (seed 0): the job gave the task 0") for n in exclusion_notes(comp))

@@ -112,16 +112,17 @@ def _study(tmp_path: Path) -> Path:
     return tmp_path / "r.csv"
 
 
-def test_tasks_sharing_a_model_are_one_cluster_in_the_study_tests(tmp_path: Path) -> None:
+def test_a_clinical_groups_tasks_are_one_cluster_in_the_study_tests(tmp_path: Path) -> None:
+    """Under every paradigm: CG's tasks share a model, TSM's an imaging domain (a group-level MoE effect moves them
+    together), so both cluster by clinical group."""
     comp = compare(load_input(None, _study(tmp_path)))
     stats = {s.paradigm: s for s in mean_delta_stats(comp, 999, 0)}
-    for p, clusters in (("CG", [comp.info(t).group for t in comp.delta_values(1.0, "CG")[0]]),
-                        ("TSM", comp.delta_values(1.0, "TSM")[0])):  # fmt: skip
+    for p in ("CG", "TSM"):
         names, vals = comp.delta_values(1.0, p)
-        expected = wild_cluster_mean(vals, clusters, 999, 0)
+        expected = wild_cluster_mean(vals, [comp.info(t).group for t in names], 999, 0)
         s = stats[p]
         assert (s.value, s.ci, s.p, s.n) == (pytest.approx(expected.mean), expected.ci, expected.p, len(names))
-    assert "6 clusters: clinical groups" in stats["CG"].method and "12 clusters: tasks" in stats["TSM"].method
+    assert "6 clusters: clinical groups" in stats["CG"].method and "clusters: clinical groups" in stats["TSM"].method
     analysed = analyse(load_input(None, _study(tmp_path)))
     tested = [s for s in analysed.stats if s.name == MEAN_DELTA]
     assert {s.paradigm for s in tested} == {"CG", "TSM"} and all(s.p_holm is not None for s in tested)

@@ -770,7 +770,7 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
             observer.warning(
                 f"{counted(len(untrained), 'task')} got no optimiser step in a job ({'; '.join(untrained[:6])}"
                 f"{'; ...' if len(untrained) > 6 else ''}): their metrics are untrained heads', and compare leaves "
-                "their Δ out. Raise training.steps_per_epoch, or use training.sampling: matched."
+                "them out of the task's Δ. Raise training.steps_per_epoch, or use training.sampling: matched."
             )
     except BaseException as err:  # the study's tracker run ends with it, then the error goes on
         end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")

@@ -94,6 +94,9 @@ class Comparison:
     group_regime_threshold: int = 5000
     seed_values: dict[tuple[float, str, str], dict[int, float]] = field(default_factory=dict)  # primary per seed
     steps: dict[tuple[float, str, str], float] = field(default_factory=dict)  # optimiser steps, mean over seeds
+    #: (fraction, task, paradigm) -> the seeds whose job trained the task for 0 optimiser steps: their values are an
+    #: untrained head's and are left out of the cell (all seeds: no cell, Δ n/a with the reason)
+    untrained: dict[tuple[float, str, str], tuple[int, ...]] = field(default_factory=dict)
     shared: dict[str, bool] = field(default_factory=dict)  # paradigm -> some job of it trains several tasks
     units: dict[str, frozenset[frozenset[str]]] = field(default_factory=dict)  # paradigm -> its jobs' task sets
     excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # paradigm -> tasks left out of aggregates
@@ -208,6 +211,7 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
     values: dict[tuple[float, str, str], list[float]] = {}
     per_seed: dict[tuple[float, str, str], dict[int, float]] = {}
     steps: dict[tuple[float, str, str], list[float]] = {}
+    zero_step: dict[tuple[float, str, str], list[int]] = {}
     job_tasks: dict[tuple[str, str], set[str]] = {}
     n_train: dict[tuple[float, str], list[float]] = {}
     groups: dict[str, str] = {}
@@ -225,6 +229,9 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         direction[r.task] = r.higher_is_better
         if not math.isnan(r.steps):
             steps.setdefault((r.fraction, r.task, r.paradigm), []).append(r.steps)
+        if r.steps == 0:  # never stepped on in this seed's job: an untrained head's value, not a result
+            zero_step.setdefault((r.fraction, r.task, r.paradigm), []).append(r.seed)
+            continue
         if not math.isnan(r.value):
             values.setdefault((r.fraction, r.task, r.paradigm), []).append(r.value)
             per_seed.setdefault((r.fraction, r.task, r.paradigm), {})[r.seed] = r.value
@@ -243,6 +250,7 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         group_regime_threshold=inp.settings.group_regime_threshold,
         seed_values=per_seed,
         steps={k: float(np.mean(v)) for k, v in steps.items()},
+        untrained={k: tuple(sorted(v)) for k, v in zero_step.items()},
         shared={p: _shares_models(p, job_tasks) for p in paradigms},
         units={
             p: frozenset(frozenset(ts) for (pp, _), ts in job_tasks.items() if pp == p)
@@ -272,22 +280,26 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
             base = comp.cells.get((f, info.task, baseline))
             for p in comp.others:
                 cell = comp.cells.get((f, info.task, p))
-                if cell is None:
-                    d = Delta(None, f"no {info.metric} result for {p}")
-                elif base is None:
-                    d = Delta(None, f"baseline {baseline} has no {info.metric} result")
+                if cell is None or base is None:
+                    d = untrained(comp, f, info.task, p) or Delta(
+                        None,
+                        f"no {info.metric} result for {p}"
+                        if cell is None
+                        else f"baseline {baseline} has no {info.metric} result",
+                    )
                 else:
-                    d = untrained(comp, f, info.task, p) or comp.change(info.task, cell.mean, base.mean)
+                    d = comp.change(info.task, cell.mean, base.mean)
                 comp.deltas[(f, info.task, p)] = d
         comp.chance[f] = at_chance(comp, f)
     return comp
 
 
 def untrained(comp: Comparison, f: float, task: str, paradigm: str) -> Delta | None:
-    """Δ n/a when the paradigm's or the baseline's job never stepped on the task (0 optimiser steps, every seed):
-    its metric is an untrained head's, and a Δ of it (−100 % on DSC) would count as negative transfer."""
+    """The reason of a Δ n/a when every seed of the paradigm's (or the baseline's) jobs trained the task for 0
+    optimiser steps: its metric is an untrained head's, and a Δ of it (−100 % on DSC) would count as negative
+    transfer. None otherwise (seeds of 0 steps beside trained ones are left out of the cell: `Comparison.untrained`)."""
     for p in (paradigm, comp.baseline):
-        if comp.steps.get((f, task, p)) == 0:
+        if (f, task, p) in comp.untrained and (f, task, p) not in comp.cells:
             return Delta(
                 None,
                 f"{p} trained {task} for 0 optimiser steps, so its metric is an untrained head's (the job had fewer "
@@ -301,10 +313,7 @@ def rescaled(comp: Comparison, scale: str) -> Comparison:
     out = dataclasses.replace(comp, scale=scale, deltas={})
     for (f, t, p), d in comp.deltas.items():
         base, cell = comp.cells.get((f, t, comp.baseline)), comp.cells.get((f, t, p))
-        if base is None or cell is None:
-            out.deltas[(f, t, p)] = d
-        else:
-            out.deltas[(f, t, p)] = untrained(comp, f, t, p) or out.change(t, cell.mean, base.mean)
+        out.deltas[(f, t, p)] = d if base is None or cell is None else out.change(t, cell.mean, base.mean)
     return out
 
 

@@ -83,7 +83,7 @@ def _summary(a: Analysis) -> list[str]:
     for p in comp.others:
         boot: Stat | None = by.get((p, MEAN_DELTA))
         line = f"**{p}**: Δm " + (_delta_m(boot) if boot and boot.value is not None else "n/a")
-        lines.append(line + (f", negative transfer in {neg[p][2]} of {neg[p][3]} tasks" if p in neg else ""))
+        lines.append(line + (f", Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks (point estimates)" if p in neg else ""))
     recovery = recovery_line(a.inp, comp)
     if recovery:  # what a synthetic study with AG is run for
         lines.append(f"**AG recovery**: {recovery}")
@@ -110,9 +110,10 @@ def _headline(a: Analysis) -> list[str]:
         slope: Stat | None = by.get((p, SLOPE))
         parts = [f"**{p} vs {comp.baseline}** (fraction {frac_label(f)}):"]
         if boot and boot.value is not None:
-            parts.append(f"Δm = {_delta_m(boot)} over {boot.n} tasks;")
+            tested = f" ({_p(boot)})" if boot.p is not None else ""  # the interval alone is not adjusted: p and Holm
+            parts.append(f"Δm = {_delta_m(boot)}{tested} over {boot.n} tasks;")
         if p in neg:
-            parts.append(f"negative transfer in {neg[p][2]} of {neg[p][3]} tasks;")
+            parts.append(f"Δ < 0 (point estimate) in {neg[p][2]} of {neg[p][3]} tasks;")
         if rho and rho.value is not None and rho.p is not None:
             parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} ({_p(rho)}, n = {rho.n});")
         elif rho and rho.value is not None:  # tasks sharing a model: descriptive, the slope below is the test

@@ -187,7 +187,7 @@ def _row(
     }
     shared = comp.shared.get(p, False)
     gaps = [per_task[t]["task"] - per_task[t]["model"] for t in tasks]
-    clusters = [comp.info(t).group if shared else t for t in tasks]
+    clusters = [comp.info(t).group for t in tasks]  # a clinical group's tasks one cluster, as every mean over tasks
     ci = wild_cluster_mean(gaps, clusters, resamples, seed)
     eligible = sum(1 for info in comp.tasks if info.task not in skip)
     if tasks:
@@ -220,8 +220,7 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
         f"Gap = Δ(task scope) − Δ(model scope) per task, in percentage points: {gap.baseline} trains one task per "
         "job, where both scopes pick the same epoch, so the gap is what one compromise epoch costs a paradigm "
         "that trains tasks together; positive: model-scope selection understates its Δ.",
-        f"95 % CI of the mean gap: {METHOD}; clinical groups are the clusters where the paradigm trains tasks "
-        f"together, {resamples} draws, seed {seed}.",
+        f"95 % CI of the mean gap: {METHOD}; a clinical group's tasks are one cluster, {resamples} draws, seed {seed}.",
     ]
     reasons: dict[str, int] = {}
     for why in missing.values():

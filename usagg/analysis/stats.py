@@ -5,11 +5,11 @@ Every result carries its n and method, and small samples give a note ("n too sma
 rather than an exception or a meaningless p. A test is two-sided unless
 analysis.hypotheses states a direction for it (usagg/spec/models.py, `Hypotheses`).
 
-Tasks that share a model (CG, AU, AG: one model per clinical group or for all) are not independent:
-their Δ move together within a group. A task-level rank test of such a paradigm rejects a true null
+The tasks of a clinical group are not independent: under CG and AU they share a model, under every
+paradigm an imaging domain, and their Δ move together. A task-level rank test then rejects a true null
 far more often than its level (Wilcoxon 0.4 at α 0.05 with a group sd of 3 pp; Spearman 0.1-0.3 when
-data size differs by group), so for them the task-level Spearman and Wilcoxon are descriptive (value
-and effect sizes, no p) and the inference is cluster-robust: Δm's wild cluster test
+data size differs by group), so the task-level Spearman and Wilcoxon are descriptive (value and effect
+sizes, no p) and the inference is cluster-robust, a clinical group one cluster: Δm's wild cluster test
 (usagg/analysis/cluster_inference.py), the group-level Spearman, the mixed model's slope
 (usagg/analysis/mixed.py), and a paired comparison's wild cluster test of the mean difference.
 scipy and statsmodels are imported inside the functions.
@@ -203,7 +203,10 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 
 #: Why a task-level test of a paradigm whose tasks share a model prints no p (see the module docstring).
-DEPENDENT = "no p: tasks that share a model are not independent (a task-level test would reject a true null too often)"
+DEPENDENT = (
+    "no p: the tasks of a clinical group are not independent (a shared model, a shared imaging domain), so a "
+    "task-level test would reject a true null too often; Δm's wild cluster test is the test of Δ"
+)
 
 
 def one_sided(p: float, estimate: float, alt: str) -> float:
@@ -222,12 +225,11 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
     for f in comp.fractions:
         for p in comp.others:
             names, vals = comp.delta_values(f, p)
-            shared = comp.shared.get(p, False)
             alt = alternative(hypotheses, "scale", p)
             rho_side = sided(alt, "ρ < 0" if alt == "less" else "ρ > 0")
             logn = _log(np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float))
             rho, pv, n, note = spearman(logn, vals, alt)
-            if shared and pv is not None:
+            if pv is not None:
                 pv, note = None, DEPENDENT
             out.append(
                 Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, f"{_rho_method(n)}, {rho_side}", pv,
@@ -253,7 +255,7 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
             )  # fmt: skip
             alt = alternative(hypotheses, "delta", p)
             w, pv, n, note = wilcoxon_vs_zero(vals, alt)
-            if shared and pv is not None:
+            if pv is not None:
                 pv, note = None, DEPENDENT
             out.append(
                 Stat(

@@ -60,7 +60,7 @@ def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     """
     st = inp.settings
     tests = statistics(comp, st.hypotheses)
-    tests += mean_delta_stats(comp, st.bootstrap, st.bootstrap_seed)
+    tests += mean_delta_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += paired_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += effect_stats(comp, st.bootstrap, st.bootstrap_seed)
     for f in comp.fractions:

@@ -87,6 +87,18 @@ def exclusion_notes(comp: Comparison) -> list[str]:
                 )
                 + "."
             )
+    if comp.untrained:
+        listed = "; ".join(
+            f"{t} under {p}"
+            + (f" at fraction {frac_label(f)}" if len(comp.fractions) > 1 else "")
+            + f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+            for (f, t, p), seeds in sorted(comp.untrained.items())
+        )
+        out.append(
+            f"Not trained: {listed}: the job gave the task 0 optimiser steps, so those seeds' values are an untrained "
+            "head's and are left out (every seed: the Δ is n/a and out of every aggregate and test); raise "
+            "training.steps_per_epoch, or use training.sampling: matched."
+        )
     return out
 
 
