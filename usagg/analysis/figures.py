@@ -482,8 +482,8 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     _legend_below(fig, ax)
     cap = (
         f"Δ versus training-set size per task (fraction {frac_label(f)}); lines: least-squares fit of Δ on "
-        f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks (raw p, two-sided unless "
-        f"analysis.hypotheses states a direction; n tasks). "
+        f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks, descriptive (no p: a clinical "
+        f"group's tasks are not independent; the mixed model's slope is the test), n tasks. "
         f"Dashed: regime threshold n_train = {thr}."
         + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
     )
