@@ -85,7 +85,7 @@ gpu-check: $(if $(GPU_PY),,install)
 # list of 2026-11-17). There: pip install --no-index --no-deps --target /tmp/site .whl/*.whl, then
 # PYTHONPATH=/tmp/site make gpu-check GPU_PY=python3 (docs/benchmarks.md, "GPU check").
 GPU_WHEELS ?= segmentation-models-pytorch==0.6.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-  typing-inspection==0.4.5
+  typing-inspection==0.4.5 filelock==4.3.2
 gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

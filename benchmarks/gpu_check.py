@@ -74,10 +74,13 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 )
 
 
-#: Accel modes measured by default (step-graphs: the whole step recorded, usagg/engine/step.py).
-#: compile is left out: on the H200 it gave 1.20x eager against graphs' 3.59x
-#: and took about 140 s of a short lease to compile (`GPU_CHECK_ACCEL=eager,compile,graphs` measures it).
-DEFAULT_ACCEL = ("eager", "graphs", "step-graphs")
+#: Accel modes measured by default (step-graphs: the whole step recorded, usagg/engine/step.py, no compiler).
+#: compile and graphs are left out (`GPU_CHECK_ACCEL=eager,compile,graphs,step-graphs` measures them): on the
+#: H200 compile gave 1.20x eager and took about 140 s to compile; on an H100 (2026-12-06) the graphs job with
+#: affinity took 141 s of a 386 s check and ran at 9 img/s: its encoder, recompiled for each grad mode and
+#: batch shape, hit dynamo's recompile limit (8) and ran eagerly from then on, in that job and the steady loops
+#: after it (graphs 0.99x eager there, where step-graphs gave 2.26x).
+DEFAULT_ACCEL = ("eager", "step-graphs")
 #: Modes of the projection's steady loops unless GPU_CHECK_ACCEL names them: none that compiles (graphs would
 #: compile dinov3_base's encoder twice, dense and MoE, minutes of a six-minute check).
 PROJECTION_ACCEL = ("eager", "step-graphs")
@@ -377,13 +380,16 @@ def run_jobs(
 ) -> tuple[list[dict[str, Any]], bool]:
     """TS (first task), CG (first group) and AU through the store and run_one; per-job speed and memory.
 
-    Then the AU job of the same study with AG in it (so it measures the inter-task affinity), in
+    Then the AU job again, eager, in a store of its own ("eager again"): how far two eager runs of one
+    job land apart on this device (its primary-metric gaps, `repeat_gap`), the scale that a whole
+    job under another mode is read against. Then (when GPU_CHECK_ACCEL names graphs) the AU job of
+    the same study with AG in it (so it measures the inter-task affinity), in
     a store of its own, with `execution.accel: graphs` ("graphs+aff"): the whole job (selection
     under inference mode, trunk inputs, the affinity's virtual steps) under CUDA graphs, which the
     steady loop of the accel phase does not exercise. Last, the plain AU job again under
     `step-graphs` (each task's whole step recorded, usagg/engine/step.py), whose primary metrics
     must match the eager AU job's within the agreement phase's bf16 tolerances: the check that
-    making it the default waits for. The CPU runs those jobs eager.
+    making it the default waits for (when GPU_CHECK_ACCEL names step-graphs). The CPU runs those jobs eager.
     """
     global _WARM
     import torch
@@ -407,8 +413,12 @@ def run_jobs(
     graphs_store.init(dump_study(with_affinity), [au])
     steps_store = RunStore(Path(study.output_root) / "gpu-check-step-graphs")  # the eager AU job again, recorded
     steps_store.init(dump_study(study), [chosen[-1]])
-    runs = [(job, store, "eager") for job in chosen]
-    runs += [(au, graphs_store, "graphs"), (chosen[-1], steps_store, "step-graphs")]
+    again_store = RunStore(Path(study.output_root) / "gpu-check-eager-again")
+    again_store.init(dump_study(study), [chosen[-1]])
+    wanted = _env_list("GPU_CHECK_ACCEL", DEFAULT_ACCEL)
+    runs = [(job, store, "eager") for job in chosen] + [(chosen[-1], again_store, "eager again")]
+    runs += [(au, graphs_store, "graphs")] if "graphs" in wanted else []
+    runs += [(chosen[-1], steps_store, "step-graphs")] if "step-graphs" in wanted else []
     dev = torch.device(device)
     amp = cfg["precision"] == "bf16"
     peak = peak_bf16(torch.cuda.get_device_name(dev)) if device == "cuda" else None
@@ -418,7 +428,7 @@ def run_jobs(
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        state = run_one(str(store.root), job.id, device=device, accel=accel)
+        state = run_one(str(store.root), job.id, device=device, accel=accel.removesuffix(" again"))
         wall = time.perf_counter() - t0
         _WARM = True
         memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
@@ -443,15 +453,20 @@ def run_jobs(
             ok = False
             row["error"] = (store.error_text(job.id) or "")[-4000:]
         rows.append(row)
-    eager_au, recorded = rows[2], rows[-1]
-    if "primary" in eager_au and "primary" in recorded:  # the whole job under step-graphs against the same job eager
+    eager_au, again = rows[2], rows[3]
+    for row in rows[3:]:  # the same AU job again (eager, step-graphs) against the eager one
+        if row["job"].endswith("graphs+aff") or "primary" not in eager_au or "primary" not in row:
+            continue
         gaps = {
-            t: metric_gap(eager_au["metric"][t], eager_au["primary"][t], recorded["primary"][t], TOLERANCE["bf16"])
+            t: metric_gap(eager_au["metric"][t], eager_au["primary"][t], row["primary"][t], TOLERANCE["bf16"])
             for t in eager_au["primary"]
         }
-        recorded["vs_eager"] = {t: g for t, (g, _) in gaps.items()}
-        recorded["matches_eager"] = all(good for _, good in gaps.values())
-        ok &= recorded["matches_eager"]
+        row["vs_eager"] = {t: g for t, (g, _) in gaps.items()}
+        row["matches_eager"] = all(good for _, good in gaps.values())
+        if row is again:
+            row["repeat_gap"] = row["vs_eager"]
+        else:
+            ok &= row["matches_eager"]
     return rows, ok
 
 
@@ -702,6 +717,14 @@ def _timed_trunks() -> tuple[Any, list[tuple[float, int, int]]]:
     return real, calls
 
 
+#: Row keys of `whole_jobs` by the metrics.json `throughput` field they read: the job's non-training parts.
+_THROUGHPUT_PARTS = {
+    "select_s": "selection_seconds",
+    "keep_s": "keep_seconds",
+    "rule_s": "rule_test_seconds",
+    "checkpoint_s": "checkpoint_seconds",
+}
+
 #: Whether a job has run in this process: its first job carries lazy imports (sklearn's, the first time a
 #: classification is scored) and first kernels, which are no job's cost in a worker that runs many.
 _WARM = False
@@ -716,8 +739,10 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
     first AU job the three others' (timed: the `job_trunks` stage). When no job has run in this process
     yet (the jobs phase left out), an untimed AU job runs first: a process's first job carries its
     warm-up (lazy imports, first kernels).
-    Per job: wall (the whole `run_one`), trunk (the `job_trunks` stage), training (metrics), test
-    evaluation (metrics), and the rest (start-up, data, model build, selection, checkpoints). Under
+    Per job: wall (the whole `run_one`), trunk (the `job_trunks` stage), and from its metrics.json `throughput`
+    training, the selection evaluations, the kept weights' copies, the selection gap's test passes, checkpoint
+    writes (seconds and files), the test evaluation and the time between epochs (which holds the selection, kept
+    weights, test passes and checkpoints); the rest (start-up, data, model build, history.csv) is `other_s`. Under
     compile or graphs each job is timed as its worker's first of its structure (no kept model,
     usagg/engine/kept.py): compiling and recording are in every job's fixed cost, an upper bound.
     """
@@ -728,6 +753,7 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
     from usagg.engine.kept import release as release_kept_model
     from usagg.engine.runner import run_one
     from usagg.plan import plan
+    from usagg.store import read_json
 
     cache = root / "cache-projection"
     au = plan(shaped_study(root, "gpu-check-decode", fmc, cfg, ["AU"], cfg["proj_n"], cache=cache))[0]
@@ -772,6 +798,8 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
             train: dict[str, float] = {}
             for e in m["tasks"].values():
                 train[e["type"]] = train.get(e["type"], 0.0) + e["n_train"]
+            splits = read_json(store.paths(ids[0]).splits)
+            parts = {key: float(tput.get(field) or 0.0) for key, field in _THROUGHPUT_PARTS.items()}
             rows.append(
                 {
                     "job": ids[0],
@@ -786,8 +814,12 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
                     "trunk_built": built,
                     "tasks": len(m["tasks"]),
                     "train_s": tput["train_seconds"],
+                    "select_images": sum(s["n"]["select"] for s in splits.values()),
+                    **parts,
+                    "saves": int(tput.get("checkpoint_saves") or 0),
+                    "epoch_end_s": float(tput.get("epoch_end_seconds") or 0.0),
                     "test_s": eval_s,
-                    "other_s": wall - trunk_s - tput["train_seconds"] - eval_s,
+                    "other_s": wall - trunk_s - tput["train_seconds"] - sum(parts.values()) - eval_s,
                 }
             )
             calls.clear()
@@ -802,12 +834,30 @@ def _task_rows() -> list[dict[str, Any]]:
     return list(yaml.safe_load(TASKS))
 
 
+def measured_job(row: dict[str, Any]) -> Any:
+    """A `whole_jobs` row as usagg/projection.py's MeasuredJob: its seconds less the trunk stage, by part."""
+    from usagg.projection import MeasuredJob
+
+    return MeasuredJob(
+        epochs=row["epochs"],
+        seconds=row["wall_s"] - row["trunk_s"],
+        train_images=row["train_images"],
+        train_s=row["train_s"],
+        select_images=row["select_images"],
+        select_s=row["select_s"],
+        checkpoint_s=row["checkpoint_s"],
+        saves=row["saves"],
+    )
+
+
 def project_whole(
     fmc: Any, measured: dict[str, Any], steady: dict[str, Any], jobs_per_hour: dict[int, float] | None, device: str
 ) -> dict[str, Any]:
     """studies/fmc_uia.yaml's wall time from the whole jobs (usagg/projection.py): its planned jobs, its
     `jobs_per_gpu` (auto: the measured choice, capped by what fits beside the measured peak) and its trunk.
-    The steady loop's per-type img/s spread each epoch's measured seconds over the task types."""
+    Each kind's costs (training and selection per image and epoch, checkpoints per file, the rest per epoch and
+    per job) from its two jobs' rows (`measured_job`); the steady loop's per-type img/s spread each epoch's
+    training seconds over the task types."""
     import torch
 
     from usagg.execute.pool import packed_jobs
@@ -829,13 +879,7 @@ def project_whole(
     for moe in (False, True):
         one, two = (next(r for r in rows if r["moe"] == moe and r["run"].endswith(e)) for e in ("-lo", "-hi"))
         relative = {t: 1 / r for (m, t), r in rates.items() if m == moe}
-        costs[moe] = kind_cost(
-            one["wall_s"] - one["trunk_s"],
-            two["wall_s"] - two["trunk_s"],
-            one["train_images"],
-            relative,
-            (one["epochs"], two["epochs"]),
-        )
+        costs[moe] = kind_cost(measured_job(one), measured_job(two), relative)
     cold = [r for r in rows if r["trunk_built"] == r["tasks"]]  # built every trunk it reads (the first TS job)
     warm = [r for r in rows if not r["trunk_built"]]  # read every one
     trunk = TrunkCost(
@@ -1069,8 +1113,11 @@ def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
             print(r["error"])
         if "vs_eager" in r:
             gaps = ", ".join(f"{t} {g:.3g}" for t, g in r["vs_eager"].items())
-            verdict = "matches eager" if r["matches_eager"] else "DOES NOT MATCH eager"
-            print(f"  {r['job']}: {verdict} (primary metric gaps {gaps}; bf16 tolerances {TOLERANCE['bf16']})")
+            if "repeat_gap" in r:
+                print(f"  {r['job']}: two eager runs of one job differ by (primary metric gaps) {gaps}")
+            else:
+                verdict = "matches eager" if r["matches_eager"] else "DOES NOT MATCH eager"
+                print(f"  {r['job']}: {verdict} (primary metric gaps {gaps}; bf16 tolerances {TOLERANCE['bf16']})")
     print(
         "MFU = GFLOP per training image (fwd+bwd, torch.utils.flop_counter) x img/s / dense bf16 peak "
         "(n/a: card not in PEAK_BF16); vs bare = achieved FLOP/s over the bare loop's (phase bare); "
@@ -1115,28 +1162,37 @@ def print_jobs_per_gpu(jpg: dict[str, Any]) -> None:
 def print_projection(proj: dict[str, Any]) -> None:
     w, st = proj["whole"], proj["steady"]
     per = ", ".join(f"{p} {h:.1f} h" for p, h in w["paradigm_hours"].items())
-    parts = ", ".join(f"{p} {h:.2f} h" for p, h in w["part_hours"].items())
+    parts = ", ".join(
+        f"{p} {h:.2f} h" + (f" ({w['saves']} files)" if p == "checkpoints" else "") for p, h in w["part_hours"].items()
+    )
     print(
         f"\nprojected studies/fmc_uia.yaml on this device ({st['backbone']} at {st['image_size']} px, batch "
         f"{st['batch']}), {w['jobs']} planned jobs:"
     )
     fits = "" if w["memory_cap"] is None else f", memory fits {w['memory_cap']}"
     print(
-        f"  whole jobs: {w['hours']:.1f} h wall = {w['serial_hours']:.1f} h one after the other ({per}; {parts}) / "
+        f"  whole jobs: {w['hours']:.1f} h wall = {w['serial_hours']:.1f} h one after the other ({per}) / "
         f"x{w['speedup']:.2f} for {w['jobs_at_once']} job(s) at once (jobs_per_gpu {w['jobs_per_gpu']}{fits}); "
         f"H100 by peak ratio: {_fmt(w['h100_hours'], '.1f')} h"
     )
+    print(f"    parts, one after the other: {parts}")
     for r in proj["jobs"]:
         print(
             f"    {r['run']:<8}{r['job']:<36} {r['epochs']} ep  wall {r['wall_s']:6.2f} s: trunk {r['trunk_s']:.2f} "
             f"({r['trunk_images']} img, {r['trunk_built']} of {r['tasks']} task(s) built), train {r['train_s']:.2f}, "
-            f"test {r['test_s']:.2f}, other {r['other_s']:.2f}"
+            f"select {r['select_s']:.2f} ({r['select_images']} img), keep {r['keep_s']:.2f}, rule tests "
+            f"{r['rule_s']:.2f}, checkpoints {r['checkpoint_s']:.2f} ({r['saves']} files), test {r['test_s']:.2f}, "
+            f"other {r['other_s']:.2f}; between epochs {r['epoch_end_s']:.2f}"
         )
-    c, t = w["costs"], w["trunk"]
-    print(
-        f"    fixed per job: dense {c['dense']['fixed_s']:.2f} s, MoE {c['moe']['fixed_s']:.2f} s; trunk per image: "
-        f"build {1e3 * t['build_s']:.2f} ms, read {1e3 * t['read_s']:.3f} ms"
-    )
+    for kind, c in w["costs"].items():
+        train = ", ".join(f"{ty} {1e3 * v:.2f}" for ty, v in c["image_epoch_s"].items())
+        print(
+            f"    {kind} costs: training ms per image and epoch {train}; selection {1e3 * c['select_image_s']:.2f} ms "
+            f"per image and epoch; per epoch {c['epoch_s']:.3f} s; per checkpoint file {c['save_s']:.3f} s; fixed "
+            f"{c['fixed_s']:.2f} s per job"
+        )
+    t = w["trunk"]
+    print(f"    trunk per image: build {1e3 * t['build_s']:.2f} ms, read {1e3 * t['read_s']:.3f} ms")
     for mode, m in st["modes"].items():
         per = ", ".join(f"{p} {h:.1f} h" for p, h in m["hours"].items())
         ratio = st["h100_hours"] / st["total_hours"] if st["h100_hours"] else None
@@ -1146,7 +1202,8 @@ def print_projection(proj: dict[str, Any]) -> None:
         )
         print("    img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in m["rates"].items()))
     print(
-        "  whole jobs: per job fixed + epochs x images x measured s/image + trunk images x build or read s/image "
+        "  whole jobs: per job epochs x (training images x s/image + selection images x s/image + s/epoch) + "
+        "checkpoint files (training.checkpoint_every) x s/file + fixed + trunk images x build or read s/image "
         "(usagg/projection.py), over the measured speed-up of the jobs at once; steady loop: seeds x sum(fractions) "
         "x (1 - selection_fraction) x N_type x epochs / img/s(MoE of the paradigm, type) / 3600, start-up, "
         "evaluation, checkpoints, trunk and jobs at once left out"

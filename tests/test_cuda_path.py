@@ -70,6 +70,16 @@ def _optimizer(model: M2DINO) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=1e-4, fused=next(model.parameters()).is_cuda)
 
 
+def _losses_apart(losses: dict[str, torch.Tensor]) -> str:
+    """Each run's step losses and its largest gap to the first (eager) run's: a failure says whether eager run
+    twice lands as far apart as the mode under test does (bf16 on a GPU need not repeat itself to the bit)."""
+    first = next(iter(losses.values()))
+    return "; ".join(
+        f"{name}: max |Δ| {float((v - first).abs().max()):.3g} over losses {[round(x, 4) for x in v.tolist()]}"
+        for name, v in losses.items()
+    )
+
+
 def _needs_sync_free_grouped_mm() -> None:
     major = torch.cuda.get_device_properties(0).major
     if major not in (9, 10):
@@ -191,11 +201,11 @@ def test_accelerated_training_follows_eager(mode: str) -> None:
     gen = torch.Generator().manual_seed(0)
     batches = {t.id: _batch(t, device, gen) for t in TASKS}
     losses = {}
-    for m in ("eager", mode):
-        model = accelerate(_model(device).train(), m, device)  # type: ignore[arg-type]
+    for m in ("eager", "eager again", mode):
+        model = accelerate(_model(device).train(), m.removesuffix(" again"), device)  # type: ignore[arg-type]
         opt = _optimizer(model)
         losses[m] = torch.stack([_step(model, opt, t.id, *batches[t.id]) for _ in range(2) for t in TASKS]).float()
-    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2)
+    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2), _losses_apart(losses)
 
 
 @pytest.mark.cuda
@@ -213,12 +223,12 @@ def test_recorded_whole_steps_follow_the_eager_steps() -> None:
     compute = Compute(device, torch.bfloat16)
     rounds = WARMUP_STEPS + 4
     results = {}
-    for kind in ("eager", "recorded"):
+    for kind in ("eager", "eager again", "recorded"):
         model = _model(device).train()
         opt = _optimizer(model)
         sched = build_scheduler(opt, rounds * len(TASKS), len(TASKS), "cosine")
         balance = build_balance("equal", {t.id: 1.0 for t in TASKS})
-        step = (TrainStep if kind == "eager" else GraphedTrainStep)(model, balance, opt, compute, 1.0)
+        step = (GraphedTrainStep if kind == "recorded" else TrainStep)(model, balance, opt, compute, 1.0)
         losses = []
         for _ in range(rounds):
             for t in TASKS:
@@ -231,8 +241,9 @@ def test_recorded_whole_steps_follow_the_eager_steps() -> None:
         results[kind] = (torch.stack(losses), torch.cat([p.detach().float().flatten() for p in model.parameters()]))
         step.close()
     (le, we), (lr, wr) = results["eager"], results["recorded"]
-    assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2)
-    assert float((we - wr).norm() / we.norm()) < 1e-2
+    apart = _losses_apart({k: v[0] for k, v in results.items()})
+    assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2), apart
+    assert float((we - wr).norm() / we.norm()) < 1e-2, apart
 
 
 WHOLE_JOB = """

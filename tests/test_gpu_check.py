@@ -35,7 +35,9 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # one job at a time only: each worker process of a count above 1 costs seconds of imports on the CPU
-    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_JOBS_AT_ONCE="1")
+    code, results = _check(
+        tmp_path, monkeypatch, GPU_CHECK_JOBS_AT_ONCE="1", GPU_CHECK_ACCEL="eager,graphs,step-graphs"
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     assert set(results["seconds"]) == {
@@ -57,9 +59,15 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     for r in [*rows, *results["accel"]["rows"]]:
         gflop = r.get("gflop_per_image", results["accel"]["gflop_per_image"])
         assert r["vs_bare"] == pytest.approx(gflop * 1e9 * r["images_per_s"] / bare["denominator_flops"])
-    assert "(eager / graphs+aff / step-graphs), " in printed and "of the bare eager loop's (target >= 0.6)" in printed
-    assert jobs_ok and [r["state"] for r in rows] == ["done"] * 5
-    assert rows[3]["job"].endswith("graphs+aff") and rows[3]["job"].startswith("AU-")
+    assert "(eager / eager again / graphs+aff / step-graphs), " in printed
+    assert "of the bare eager loop's (target >= 0.6)" in printed
+    assert jobs_ok and [r["state"] for r in rows] == ["done"] * 6
+    # the eager AU job twice: how far two eager runs land apart (the CPU repeats itself to the last bit)
+    assert rows[3]["job"] == f"{rows[2]['job']} eager again" and rows[3]["repeat_gap"] == dict.fromkeys(
+        rows[2]["primary"], 0.0
+    )
+    assert "two eager runs of one job differ by" in printed
+    assert rows[4]["job"].endswith("graphs+aff") and rows[4]["job"].startswith("AU-")
     # the AU job again under step-graphs (eager on the CPU), held against the eager AU job: here to the last bit
     assert rows[-1]["job"] == f"{rows[2]['job']} step-graphs" and rows[-1]["matches_eager"]
     assert rows[-1]["vs_eager"] == dict.fromkeys(rows[2]["primary"], 0.0)
@@ -90,9 +98,22 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     trunk = proj["whole"]["trunk"]
     assert trunk["build_s"] == pytest.approx(cold["trunk_s"] / cold["trunk_images"])
     assert trunk["read_s"] == pytest.approx(sum(r["trunk_s"] for r in warm) / sum(r["trunk_images"] for r in warm))
+    parts = ("trunk_s", "train_s", "select_s", "keep_s", "rule_s", "checkpoint_s", "test_s", "other_s")
     for r in runs:
-        assert r["wall_s"] == pytest.approx(r["trunk_s"] + r["train_s"] + r["test_s"] + r["other_s"])
+        assert r["wall_s"] == pytest.approx(sum(r[k] for k in parts))
+        # every job scores its selection split after each epoch; last.pt after epoch 1 and after the last (auto),
+        # best.pt once; the work between epochs holds the selection, test passes and those checkpoints
+        assert r["select_images"] > 0 and r["select_s"] > 0 and r["saves"] == {1: 2, 2: 3}[r["epochs"]]
+        assert r["epoch_end_s"] >= r["select_s"] + r["rule_s"] + r["checkpoint_s"] - 1e-3
     whole = proj["whole"]
+    for kind, moe in (("dense", False), ("moe", True)):  # per checkpoint file: over both jobs of the kind
+        pair = [r for r in runs if r["moe"] == moe]
+        cost = whole["costs"][kind]
+        assert cost["save_s"] == pytest.approx(sum(r["checkpoint_s"] for r in pair) / sum(r["saves"] for r in pair))
+        lo, hi = pair
+        assert cost["select_image_s"] == pytest.approx(max(0, hi["select_s"] - lo["select_s"]) / lo["select_images"])
+    assert set(whole["part_hours"]) == {"training", "selection", "per_epoch", "checkpoints", "fixed", "trunk"}
+    assert whole["saves"] >= 111 * 3  # auto: at least last.pt after epoch 1 and 50, and best.pt, per job
     assert whole["jobs"] == 111 and whole["jobs_per_gpu"] == "auto" and whole["memory_cap"] is None
     assert whole["jobs_at_once"] == 1 and whole["speedup"] == 1  # the CPU's measurement is no GPU's
     assert whole["hours"] == pytest.approx(sum(whole["paradigm_hours"].values()))
@@ -100,6 +121,8 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     assert proj["total_hours"] == whole["hours"] and whole["h100_hours"] is None  # no peak for a CPU
     assert list(proj["steady"]["modes"]) == ["eager"] and proj["steady"]["total_hours"] > 0
     assert "whole jobs:" in printed and "steady loop (eager):" in printed
+    assert "parts, one after the other: training " in printed and "per checkpoint file" in printed
+    assert f"ts-lo   {runs[0]['job']:<36} 1 ep  wall " in printed and "(2 files)" in printed
     assert "gpu-check PASSED" in printed
 
 
@@ -134,6 +157,20 @@ def test_one_chosen_phase_runs_alone(tmp_path: Path, monkeypatch: pytest.MonkeyP
     code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="moe")
     assert code == 0
     assert set(results["seconds"]) == {"moe"} and results["moe"]["time_ratio"] > 0
+
+
+@pytest.mark.slow  # nine small jobs on the CPU: about 8 s
+@pytest.mark.parametrize(("accel", "modes"), [(None, ["step-graphs"]), ("eager", []), ("eager,graphs", ["graphs+aff"])])
+def test_the_jobs_phase_runs_only_the_accel_modes_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accel: str | None, modes: list[str]
+) -> None:
+    """By default the AU job runs eager twice and under step-graphs: the graphs+aff job (a compile, minutes on a
+    GPU) only when GPU_CHECK_ACCEL names graphs."""
+    env = {"GPU_CHECK_ACCEL": accel} if accel else {}
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="jobs", **env)
+    rows, ok = results["jobs"]
+    assert code == 0 and ok
+    assert [r["job"].partition(" ")[2] for r in rows] == ["", "", "", "eager again", *modes]
 
 
 def test_utilisation_above_one_is_an_error_not_a_figure() -> None:

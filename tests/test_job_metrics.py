@@ -72,6 +72,13 @@ def test_a_real_jobs_metrics_round_trip_and_a_malformed_one_is_named_everywhere(
     assert m.selection.mode == "best" and m.selection.scope == "model" and m.selection.epoch in (1, 2)
     assert m.expert_usage is not None and len(m.expert_usage["thyroid_malignancy"]) == 2  # 2 MoE blocks
     assert m.weights.random_init is True and m.params["moe"] > 0 and m.throughput.wall_seconds > 0
+    # where the time between epochs went: 2 epochs under checkpoint_every auto write last.pt after epoch 1 and 2
+    # and best.pt once; the selection split is scored after each epoch, the first epoch's weights kept at least
+    t = m.throughput
+    assert t.checkpoint_saves == 3 and t.checkpoint_seconds > 0 and t.selection_seconds > 0 and t.keep_seconds > 0
+    assert t.rule_test_seconds is not None and t.rule_test_seconds > 0
+    assert t.epoch_end_seconds >= t.selection_seconds + t.rule_test_seconds + t.checkpoint_seconds - 0.003
+    assert t.wall_seconds > t.train_seconds + t.epoch_end_seconds
     # the model writes back exactly the file the job wrote: same keys, order, numbers and checksum
     again = write_json_checked(tmp_path / "again.json", m.to_json())
     assert again.read_bytes() == original

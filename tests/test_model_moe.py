@@ -175,19 +175,57 @@ def _grads(module: torch.nn.Module, x: torch.Tensor, task: torch.Tensor) -> tupl
     return (out.detach(), aux.detach(), counts, x.grad, *(p.grad for p in module.parameters()))
 
 
-@pytest.mark.parametrize("mode", ["grouped", "slots"])
-@pytest.mark.parametrize("top_k", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["grouped", "grouped-padded", "slots"])
+@pytest.mark.parametrize("top_k", [1, 2, 3, 4])
 def test_grouped_dispatch_gives_the_loop_numbers(top_k: int, mode: str) -> None:
-    moe = _moe(top_k=top_k)
+    """Packed groups (the CPU's), groups padded to GROUP_ALIGN rows (CUDA's) and slots, top-k up to every expert."""
+    moe = _moe(experts=4, top_k=top_k)
     x, task = torch.randn(4, 37, 32), torch.randn(4, 16)
     moe.dispatch = "loop"
     loop = _grads(moe, x, task)
-    moe.dispatch = mode  # type: ignore[assignment]
+    moe.dispatch = mode.removesuffix("-padded")  # type: ignore[assignment]
+    moe.pad_groups = mode.endswith("-padded")
     grouped = _grads(moe, x, task)
     assert torch.equal(loop[1], grouped[1]) and torch.equal(loop[2], grouped[2])  # balance loss and counts: exact
     for a, b in zip(loop, grouped, strict=True):
         assert a is not None and b is not None
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["grouped", "grouped-padded", "slots"])
+def test_dispatch_backward_gathers_and_never_accumulates_by_index(mode: str) -> None:
+    """The gradient of dispatch and combine is read by gathers and the biases' by a matrix product: no
+    index_add_ / index_put_(accumulate) / scatter_add, whose CUDA kernels pile rows up with atomics (the top kernel
+    of an H100 AU step, and nondeterministic); two backward passes give the same bits."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.names.append(str(func.overloadpacket.__name__))
+            return func(*args, **(kwargs or {}))
+
+    moe = _moe(top_k=2)
+    moe.dispatch = mode.removesuffix("-padded")  # type: ignore[assignment]
+    moe.pad_groups = mode.endswith("-padded")
+    x, task = torch.randn(3, 29, 32, requires_grad=True), torch.randn(3, 16)
+    grads = []
+    for _ in range(2):
+        moe.zero_grad(set_to_none=True)
+        x.grad = None
+        out, aux, _ = moe(x, task)
+        ops = Ops()
+        with ops:
+            (out.pow(2).sum() + aux).backward()
+        assert not {"index_add", "index_add_", "index_put", "index_put_", "scatter_add", "scatter_add_"} & set(
+            ops.names
+        ), sorted(set(ops.names))
+        assert "index_select" in ops.names  # the gathers that replace them
+        grads.append([x.grad.clone(), *(p.grad.clone() for p in moe.parameters() if p.grad is not None)])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_grouped_dispatch_with_an_idle_expert() -> None:

@@ -150,6 +150,27 @@ class Throughput(_Record):
     train_seconds: float | None = Field(None, description="seconds spent training (affinity measurement included)")
     eval_images_per_s: float | None = Field(None, description="test images scored per second")
     wall_seconds: float | None = Field(None, description="seconds the whole job took")
+    selection_seconds: float | None = Field(
+        None, description="seconds scoring the selection split after the epochs, all epochs (kept weights aside)"
+    )
+    keep_seconds: float | None = Field(
+        None,
+        description="seconds copying the selected epochs' trainable weights into host memory, at each improved epoch "
+        "(a cost per copy, whatever the images)",
+    )
+    rule_test_seconds: float | None = Field(
+        None, description="seconds of the selection gap's test passes at the rules' epochs (`selection.rules`)"
+    )
+    checkpoint_seconds: float | None = Field(
+        None, description="seconds writing last.pt and best.pt (state gathered, checksummed, written), all saves"
+    )
+    checkpoint_saves: int | None = Field(None, description="checkpoint files written (each last.pt and best.pt)")
+    epoch_end_seconds: float | None = Field(
+        None,
+        description="seconds of the work between epochs, all epochs: selection, kept weights, rule tests, "
+        "history.csv, trackers, checkpoints (training, this and the trunk aside, the rest of `wall_seconds` is per "
+        "job: start-up, model build, test evaluation)",
+    )
 
 
 class WeightsInfo(_Record):

@@ -10,17 +10,24 @@ count it chooses (`choose_jobs_per_gpu`) caps the count that measured memory all
 not parse, or that was measured on another device or torch version, is ignored with one log line,
 and memory alone decides, as without a file.
 
-The projection (pure arithmetic, `project`): each planned job costs
-`fixed + epochs x sum_type(train images x per-image epoch cost) + trunk images built x build cost +
-trunk images read x read cost`, with the costs measured on whole jobs run end to end (`kind_cost`:
-the same job at 1 and 2 epochs; the difference is one epoch, the rest is fixed), and the jobs' serial
-sum divided by the measured speed-up of the jobs run at once on one GPU.
+The projection (pure arithmetic, `project`): each planned job costs, by part (`job_seconds`),
+training `epochs x sum_type(train images x s/image)` + selection `epochs x selection images x s/image` +
+per_epoch `epochs x s/epoch` + checkpoints `files written x s/file` + fixed + trunk `images built x build
+s/image + images read x read s/image`; the files written follow `training.checkpoint_every`
+(`checkpoint_saves`). The costs are measured on whole jobs run end to end (`kind_cost`: the same job at two
+epoch counts; each job's metrics.json `throughput` splits its seconds into training, selection and
+checkpoints): training and selection per image and epoch from their differences, checkpoints per file
+written, the rest's difference per epoch whatever the images (kept weights, the selection gap's test
+passes), and what the shorter job has beyond all that fixed. Only training and selection scale with the
+study's image counts. The jobs' serial sum is divided by the measured speed-up of the jobs run at once on
+one GPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -144,16 +151,41 @@ def measured_jobs_per_gpu(index: int, root: Path | None = None) -> int | None:
 
 
 @dataclass(frozen=True)
-class KindCost:
-    """What one kind of job (dense: TS; MoE: CG, AU) costs, measured end to end.
+class MeasuredJob:
+    """One job run end to end, as `kind_cost` reads it: its metrics.json `throughput`, its trunk stage left out."""
 
-    `fixed_s`: per job, the trunk aside (start-up, data, model build, test evaluation, last checkpoints);
-    `image_epoch_s`: per training image and epoch by task type (training, the selection evaluation and the
-    per-epoch checkpoints, which grow with the epochs).
+    epochs: int
+    seconds: float  # the whole job but its trunk stage
+    train_images: Mapping[str, float]  # task type -> training images per epoch
+    train_s: float  # training, all epochs (`train_seconds`)
+    select_images: float = 0.0  # selection images scored per epoch
+    select_s: float = 0.0  # the selection evaluations, all epochs (`selection_seconds`)
+    checkpoint_s: float = 0.0  # last.pt and best.pt writes (`checkpoint_seconds`)
+    saves: int = 0  # files written (`checkpoint_saves`)
+
+    @property
+    def rest_s(self) -> float:
+        """Neither training, selection nor checkpoints: per job (start-up, model build, test evaluation) and per
+        epoch whatever its images (kept weights, the selection gap's test passes, history.csv)."""
+        return self.seconds - self.train_s - self.select_s - self.checkpoint_s
+
+
+@dataclass(frozen=True)
+class KindCost:
+    """What one kind of job (dense: TS; MoE: CG, AU) costs, measured end to end (`kind_cost`).
+
+    `image_epoch_s`: training, per training image and epoch by task type; `select_image_s`: the selection
+    evaluation, per selection image and epoch; `epoch_s`: per epoch whatever its images (the improved epochs'
+    weights kept in host memory, the selection gap's test passes, history.csv); `save_s`: per checkpoint file
+    written (last.pt or best.pt); `fixed_s`: per job, the trunk aside (start-up, data, model build, the first
+    epoch's warm-up, test evaluation).
     """
 
     fixed_s: float
     image_epoch_s: dict[str, float]
+    select_image_s: float = 0.0
+    epoch_s: float = 0.0
+    save_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +206,13 @@ class JobShape:
     train_images: dict[str, float]  # task type -> training images per epoch
     trunk_built: float = 0.0  # images whose trunk this job builds (the first of the study to need them)
     trunk_read: float = 0.0  # images whose trunk it reads from the cache
+    select_images: float = 0.0  # selection images scored per epoch
+    checkpoint_every: int | str = "auto"  # `training.checkpoint_every`
+    writes_best: bool = False  # best.pt written once (selection best with a selection split)
+
+
+#: The parts of a job's seconds (`job_seconds`, `Projection.parts_s`).
+PARTS = ("training", "selection", "per_epoch", "checkpoints", "fixed", "trunk")
 
 
 @dataclass
@@ -184,7 +223,8 @@ class Projection:
     jobs_at_once: int
     speedup: float
     serial_s: dict[str, float] = field(default_factory=dict)  # paradigm -> seconds, one job after the other
-    parts_s: dict[str, float] = field(default_factory=dict)  # fixed, epochs, trunk -> seconds (serial)
+    parts_s: dict[str, float] = field(default_factory=dict)  # `PARTS` -> seconds (serial)
+    saves: int = 0  # checkpoint files written, all jobs
 
     @property
     def serial_hours(self) -> float:
@@ -196,44 +236,105 @@ class Projection:
         return self.serial_hours / self.speedup
 
 
-def kind_cost(
-    lo_s: float,
-    hi_s: float,
-    images: Mapping[str, float],
-    relative: Mapping[str, float] | None = None,
-    epochs: tuple[int, int] = (1, 2),
-) -> KindCost:
-    """The cost of a kind of job from the same job run for `epochs` (1 and 2 by default; seconds, trunk stage
-    left out).
+def kind_cost(lo: MeasuredJob, hi: MeasuredJob, relative: Mapping[str, float] | None = None) -> KindCost:
+    """The cost of a kind of job from the same job run for two epoch counts (`lo` fewer than `hi`).
 
-    The difference over the epochs between is the per-epoch cost (floored at 0: below the timing's
-    noise); what the shorter run has beyond its epochs is fixed. `images`:
-    the measured job's training images per epoch by type. `relative`: seconds per image by type of
-    a steady training loop (1 / its img/s), which spreads the epoch's seconds over types the measured
-    job may not have; without it every type costs the same per image.
+    Training and selection: their seconds' difference over the epochs between is their per-epoch cost (floored at
+    0: below the timing's noise), spread over the training images by type (`relative`: seconds per image by type
+    of a steady training loop, 1 / its img/s, which covers types the measured job may not have; without it every
+    type costs the same per image) and over the selection images alike. Checkpoints: the seconds per file written,
+    over both jobs' files. The rest's difference (neither training, selection nor checkpoints) is a per-epoch cost
+    that does not scale with images; what the shorter job has beyond all of this is fixed (floored at 0), so the
+    costs give back its seconds.
     """
-    lo, hi = epochs
-    if not 0 < lo < hi:
-        raise ValueError(f"epochs must be two increasing positive counts, got {epochs}")
-    epoch = max(0.0, hi_s - lo_s) / (hi - lo)
-    weight = dict(relative) if relative else dict.fromkeys(images, 1.0)
-    missing = sorted(set(images) - set(weight))
+    if not 0 < lo.epochs < hi.epochs:
+        raise ValueError(f"the jobs must run two increasing positive epoch counts, got {lo.epochs} and {hi.epochs}")
+    span = hi.epochs - lo.epochs
+    weight = dict(relative) if relative else dict.fromkeys(lo.train_images, 1.0)
+    missing = sorted(set(lo.train_images) - set(weight))
     if missing:
         raise ValueError(f"no relative cost for task type(s) {missing} of the measured job")
-    work = sum(n * weight[t] for t, n in images.items())
+    work = sum(n * weight[t] for t, n in lo.train_images.items())
     if work <= 0:
-        raise ValueError(f"the measured job has no training images: {dict(images)}")
-    scale = epoch / work
-    return KindCost(fixed_s=max(0.0, lo_s - lo * epoch), image_epoch_s={t: scale * w for t, w in weight.items()})
+        raise ValueError(f"the measured job has no training images: {dict(lo.train_images)}")
+    train = max(0.0, hi.train_s - lo.train_s) / span
+    select = max(0.0, hi.select_s - lo.select_s) / span
+    epoch = max(0.0, hi.rest_s - lo.rest_s) / span
+    saves = lo.saves + hi.saves
+    save = (lo.checkpoint_s + hi.checkpoint_s) / saves if saves else 0.0
+    fixed = max(0.0, lo.seconds - lo.epochs * (train + select + epoch) - lo.saves * save)
+    if lo.select_images > 0:
+        select_image = select / lo.select_images
+    else:  # no selection images to scale by: whatever it measured is a per-epoch cost
+        select_image, epoch = 0.0, epoch + select
+    return KindCost(
+        fixed_s=fixed,
+        image_epoch_s={t: train / work * w for t, w in weight.items()},
+        select_image_s=select_image,
+        epoch_s=epoch,
+        save_s=save,
+    )
 
 
-def job_seconds(job: JobShape, cost: KindCost, trunk: TrunkCost) -> tuple[float, float, float]:
-    """(fixed, epochs, trunk) seconds of one job run alone."""
+def checkpoint_saves(epochs: int, every: int | str, epoch_s: float, save_s: float, best: bool = False) -> int:
+    """Checkpoint files a job of `epochs` writes (usagg/engine/checkpointing.py, `should_save`), best.pt (`best`)
+    included.
+
+    last.pt is written after the last epoch and, before it, every `every` epochs: ceil(epochs / every) in all.
+    Under auto it is written after epoch 1 (which measures a save's cost) and the last, and in between after an
+    epoch when the last save cost at most AUTO_CHECKPOINT_SHARE of the time since it: with epochs of `epoch_s`
+    seconds and saves of `save_s`, every k = ceil(save_s / (share x epoch_s)) epochs from epoch 1, so the saves
+    between the first and the last cost at most that share of the time of epochs 2 to epochs - 1.
+    """
+    if epochs < 1:
+        raise ValueError(f"a job trains at least one epoch, got {epochs}")
+    if every == "auto":
+        from usagg.engine.checkpointing import AUTO_CHECKPOINT_SHARE  # imports torch: only when asked
+
+        room = AUTO_CHECKPOINT_SHARE * epoch_s  # one epoch's allowance
+        if epochs == 1:
+            last = 1
+        elif save_s <= 0:
+            last = epochs
+        elif room <= 0:
+            last = 2
+        else:
+            last = 2 + (epochs - 2) // max(1, math.ceil(save_s / room))
+    else:
+        k = int(every)
+        if k < 1:
+            raise ValueError(f"checkpoint_every must be auto or at least 1, got {every!r}")
+        last = -(-epochs // k)
+    return last + int(best)
+
+
+def _check_types(job: JobShape, cost: KindCost) -> None:
     missing = sorted(set(job.train_images) - set(cost.image_epoch_s))
     if missing:
         raise ValueError(f"no measured cost for task type(s) {missing} ({job.paradigm} job)")
-    epochs = job.epochs * sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items())
-    return cost.fixed_s, epochs, job.trunk_built * trunk.build_s + job.trunk_read * trunk.read_s
+
+
+def job_saves(job: JobShape, cost: KindCost) -> int:
+    """Checkpoint files `job` writes at `cost`'s epoch and save costs (`checkpoint_saves`)."""
+    _check_types(job, cost)
+    epoch = sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items())
+    epoch += job.select_images * cost.select_image_s + cost.epoch_s
+    return checkpoint_saves(job.epochs, job.checkpoint_every, epoch, cost.save_s, job.writes_best)
+
+
+def job_seconds(job: JobShape, cost: KindCost, trunk: TrunkCost) -> dict[str, float]:
+    """Seconds of one job run alone by part (`PARTS`): training (epochs x training images by type x s/image),
+    selection (epochs x selection images x s/image), per_epoch (epochs x s/epoch), checkpoints (files x s/file),
+    fixed, and the trunk (images built x build s + read x read s)."""
+    _check_types(job, cost)
+    return {
+        "training": job.epochs * sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items()),
+        "selection": job.epochs * job.select_images * cost.select_image_s,
+        "per_epoch": job.epochs * cost.epoch_s,
+        "checkpoints": job_saves(job, cost) * cost.save_s,
+        "fixed": cost.fixed_s,
+        "trunk": job.trunk_built * trunk.build_s + job.trunk_read * trunk.read_s,
+    }
 
 
 def project(
@@ -252,12 +353,14 @@ def project(
     measured = [k for k in rates if k <= jobs_at_once]
     k = max(measured) if measured and 1 in rates else 1
     out = Projection(jobs=0, jobs_at_once=k, speedup=rates[k] / rates[1] if k > 1 else 1.0)
+    out.parts_s = dict.fromkeys(PARTS, 0.0)
     for job in jobs:
-        fixed, epochs, trunk_s = job_seconds(job, costs[job.moe], trunk)
+        parts = job_seconds(job, costs[job.moe], trunk)
         out.jobs += 1
-        out.serial_s[job.paradigm] = out.serial_s.get(job.paradigm, 0.0) + fixed + epochs + trunk_s
-        for part, s in (("fixed", fixed), ("epochs", epochs), ("trunk", trunk_s)):
-            out.parts_s[part] = out.parts_s.get(part, 0.0) + s
+        out.saves += job_saves(job, costs[job.moe])
+        out.serial_s[job.paradigm] = out.serial_s.get(job.paradigm, 0.0) + sum(parts.values())
+        for part, s in parts.items():
+            out.parts_s[part] += s
     return out
 
 
@@ -273,7 +376,9 @@ def study_shapes(jobs: Iterable[Job], images_by_type: Mapping[str, float]) -> li
     """The planned jobs as `JobShape`s, for a study whose data are not at hand: training pool images by type.
 
     Each task gets its type's pool shared equally among the study's tasks of that type; a job trains
-    (1 - selection_fraction) x fraction of each task's pool per epoch. The trunk covers a task's whole
+    (1 - selection_fraction) x fraction of each task's pool per epoch and scores selection_fraction of it (the
+    selection split is held out before the fraction is taken: usagg/data/splits.py), writing best.pt once when it
+    selects the best epoch on such a split. The trunk covers a task's whole
     pool (test images, not counted here, aside); one file per task and frozen weights: shared by every
     seed with pretrained weights (`model.weights`), one per seed with a random init (the seed draws them).
     The first job in plan order to need a file builds it, the others read it.
@@ -291,6 +396,7 @@ def study_shapes(jobs: Iterable[Job], images_by_type: Mapping[str, float]) -> li
         train: dict[str, float] = {}
         for t in j.tasks:
             train[t.type] = train.get(t.type, 0.0) + pool[t.id] * j.fraction * (1 - j.data.selection_fraction)
+        select = sum(pool[t.id] for t in j.tasks) * j.data.selection_fraction
         new = read = 0.0
         if trunk_on(j):
             for t in j.tasks:
@@ -300,7 +406,19 @@ def study_shapes(jobs: Iterable[Job], images_by_type: Mapping[str, float]) -> li
                 else:
                     built.add(key)
                     new += pool[t.id]
-        shapes.append(JobShape(j.paradigm, j.moe, j.training.epochs, train, new, read))
+        shapes.append(
+            JobShape(
+                j.paradigm,
+                j.moe,
+                j.training.epochs,
+                train,
+                new,
+                read,
+                select_images=select,
+                checkpoint_every=j.training.checkpoint_every,
+                writes_best=j.training.selection == "best" and select > 0,
+            )
+        )
     return shapes
 
 
@@ -314,4 +432,5 @@ def summary(p: Projection) -> dict[str, Any]:
         "hours": p.hours,
         "paradigm_hours": {k: v / 3600 for k, v in p.serial_s.items()},
         "part_hours": {k: v / 3600 for k, v in p.parts_s.items()},
+        "saves": p.saves,
     }

@@ -48,6 +48,8 @@ class Checkpointing(Callback):
         self.selection = selection
         self._save_cost: float | None = None
         self._last_save_end = time.perf_counter()
+        self.seconds = 0.0  # spent writing last.pt and best.pt in this fit (metrics.json `throughput`)
+        self.saves = 0  # files written (each last.pt and each best.pt)
 
     @property
     def last_path(self) -> Path:
@@ -148,19 +150,30 @@ class Checkpointing(Callback):
         return done % every == 0
 
     def save_last(self, trainer: Trainer) -> None:
-        """Write last.pt with the kept epochs' weights; after the last epoch best.pt first, and last.pt without them."""
+        """Write last.pt with the kept epochs' weights; after the last epoch best.pt first, and last.pt without them.
+
+        Timed whole (the state gathered, checksummed and written, best.pt included) into `seconds`; the same span is
+        the save cost `should_save` weighs under auto."""
         t0 = time.perf_counter()
         final = trainer.state.epoch >= self.training.epochs
         if final:
-            self.save_best()
+            self._write_best()
         checkpoint.save_atomic(trainer.state_dict(with_best=not final), self.last_path)
+        self.saves += 1
         self._last_save_end = time.perf_counter()
         self._save_cost = self._last_save_end - t0
+        self.seconds += self._save_cost
 
     def save_best(self) -> None:
         """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
+        t0 = time.perf_counter()
+        self._write_best()
+        self.seconds += time.perf_counter() - t0
+
+    def _write_best(self) -> None:
         best = self.selection.best
         if best.epochs:
             checkpoint.save_atomic(
                 {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "weights": best.state()}, self.best_path
             )
+            self.saves += 1

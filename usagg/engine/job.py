@@ -266,6 +266,12 @@ def run_job(
                 "train_seconds": round(fit.train_seconds, 3),
                 "eval_images_per_s": round(n_test / eval_s, 2) if eval_s > 0 else None,
                 "wall_seconds": round(time.perf_counter() - t_start, 3),
+                "selection_seconds": round(trainer.selection.eval_seconds, 3),
+                "keep_seconds": round(trainer.selection.keep_seconds, 3),
+                "rule_test_seconds": round(rule_tests.seconds, 3),
+                "checkpoint_seconds": round(trainer.checkpoints.seconds, 3),
+                "checkpoint_saves": trainer.checkpoints.saves,
+                "epoch_end_seconds": round(trainer.epoch_end_seconds, 3),
             },
         }
     ).to_json()

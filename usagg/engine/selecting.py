@@ -38,7 +38,9 @@ def _split_warnings(tasks: list[TaskSpec], select: dict[str, EvalSet]) -> list[s
 
 class Selection(Callback):
     """Scores `trainer.select` after each epoch; the selector's state ("selector" in last.pt) and the kept epochs'
-    weights (`best`); `seconds`: the last epoch's selection time (the log only), None before any."""
+    weights (`best`); `seconds`: the last epoch's selection time (the log only), None before any. Over the fit
+    (metrics.json `throughput`): `eval_seconds` scoring the selection split, `keep_seconds` copying improved
+    epochs' weights into host memory (`BestWeights.keep`, a cost per improved epoch whatever the images)."""
 
     def __init__(
         self,
@@ -57,6 +59,8 @@ class Selection(Callback):
         for w in self.warnings:
             log.warning("selection: %s", w)
         self.seconds: float | None = None
+        self.eval_seconds = 0.0
+        self.keep_seconds = 0.0
         self.weights: dict[int, dict[str, torch.Tensor]] = {}  # selected epochs' weights, after `choose`
         self.improved: set[str] = set()  # the keys (MODEL, task ids) the last scored epoch became best for
 
@@ -66,7 +70,7 @@ class Selection(Callback):
         self.improved = set()
         if not trainer.select:
             return
-        t0 = time.perf_counter()
+        t0, kept = time.perf_counter(), self.keep_seconds
         epoch = entry["epoch"]
         results = evaluate(
             trainer.model, trainer.select, trainer.compute, self.training.eval_batch_size, for_selection=True
@@ -80,8 +84,14 @@ class Selection(Callback):
         entry["select_loss"] = finite_or_none(losses)
         keys = {MODEL} if self.scope == MODEL else set(self.tasks)
         if self.training.selection == "best" and improved & keys:
-            self.best.keep(epoch, set(self.selector.epochs(self.scope).values()))
+            self._keep(epoch, set(self.selector.epochs(self.scope).values()))
         self.seconds = time.perf_counter() - t0
+        self.eval_seconds += self.seconds - (self.keep_seconds - kept)
+
+    def _keep(self, epoch: int, selected: set[int]) -> None:
+        t0 = time.perf_counter()
+        self.best.keep(epoch, selected)
+        self.keep_seconds += time.perf_counter() - t0
 
     def state_dict(self) -> dict[str, Any]:
         return {"selector": self.selector.state_dict()}
@@ -122,7 +132,7 @@ class Selection(Callback):
         else:  # a task without a selection split keeps the last epoch
             task_epochs = {t: chosen.get(t, last_epoch) for t in self.tasks}
         if last_epoch in set(task_epochs.values()) - set(self.best.epochs):  # the last epoch's, still in the model
-            self.best.keep(last_epoch, set(task_epochs.values()))
+            self._keep(last_epoch, set(task_epochs.values()))
         self.weights = {e: self.best.weights(e) for e in set(task_epochs.values())}
         return task_epochs, chosen[MODEL] if self.scope == MODEL else None, True
 

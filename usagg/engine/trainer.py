@@ -182,6 +182,9 @@ class Trainer:
         self.epoch_t0 = time.perf_counter()  # when the running epoch's training began (progress: images/s)
         self.state = _State()
         self._loaded_epoch: int | None = None
+        # seconds between epochs in this fit: every callback's epoch-end hooks (selection and the kept weights, the
+        # selection gap's test passes, history.csv, trackers, checkpoints), the per-epoch time training leaves out
+        self.epoch_end_seconds = 0.0
 
     # ----- checkpoints (the files: usagg/engine/checkpointing.py)
 
@@ -325,6 +328,7 @@ class Trainer:
             }
             if self.epoch_task_aux_loss:
                 entry["task_aux_loss"] = self.epoch_task_aux_loss
+            t_end = time.perf_counter()
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self, entry)
             s.history.append(entry)
@@ -341,6 +345,7 @@ class Trainer:
             )
             for cb in self.callbacks:
                 cb.on_epoch_end(self, entry)
+            self.epoch_end_seconds += time.perf_counter() - t_end
         self.train_step.close()  # recorded steps' memory, before selection and the test evaluation need it
         if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
             result = FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)

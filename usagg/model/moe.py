@@ -13,8 +13,11 @@ load_state_dict pre-hook stacks them). Dispatch is gather-only and never reads
 a device value on the host: one stable sort of the expert ids orders the
 assignments, its inverse permutation places each in a buffer, the buffer is
 filled by one gather, and each assignment's output is gathered back and
-weighted over its k experts (tests/test_model_moe.py checks it against the
-per-token formulation). Two buffer layouts, same numbers up to float rounding:
+weighted over its k experts; both gathers' gradients are gathers too
+(`_Dispatch`, `_Combine`) and the expert biases' a matrix product with the
+rows' one-hot experts, so backward has no index_add_ (atomics: nondeterministic
+on CUDA, and the top kernel of an H100 AU step) (tests/test_model_moe.py checks
+it against the per-token formulation). Two buffer layouts, same numbers up to float rounding:
 - `grouped`: expert groups packed, each padded to GROUP_ALIGN rows, two
   `torch._grouped_mm` calls; the default where grouped GEMMs exist without a
   host sync (the CPU; CUDA sm 9.x / 10.x in bf16).
@@ -146,12 +149,17 @@ class StackedLinear(nn.Module):
         bias = [fc.bias for fc in linears]
         self.bias = nn.Parameter(torch.stack([b.detach() for b in bias])) if bias[0] is not None else None
 
-    def grouped(self, x: torch.Tensor, offs: torch.Tensor, expert_row: torch.Tensor) -> torch.Tensor:
-        """Rows of x, packed in expert groups ending at `offs`, through their expert (`expert_row`: bias rows)."""
+    def grouped(self, x: torch.Tensor, offs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Rows of x, packed in expert groups ending at `offs`, through their expert (`onehot` [rows, E]: each
+        row's expert, in x's dtype, for the biases)."""
         if GROUPED_MM is None:  # dispatch picks `grouped` only where this torch has it (see GROUPED_MM)
             raise RuntimeError("grouped MoE dispatch needs torch's grouped GEMM, which this torch lacks")
         out = GROUPED_MM(x, _cast(self.weight, x.dtype).transpose(-2, -1), offs=offs)
-        return out if self.bias is None else out + _cast(self.bias, x.dtype).index_select(0, expert_row)
+        if self.bias is None:
+            return out
+        # Each row's expert bias as a product with the rows' one-hot experts: its gradient is one matrix product
+        # [E, rows] x [rows, out], where a gather's (index_add_) piles every row onto E rows with atomics.
+        return torch.addmm(out, onehot, _cast(self.bias, x.dtype))
 
     def slots(self, x: torch.Tensor) -> torch.Tensor:
         """x [E, S, in] -> [E, S, out], slot e through expert e."""
@@ -311,9 +319,9 @@ class TaskMoE(nn.Module):
         dtype, ex = self.compute_dtype(flat), self.experts
         grouped = self.use_grouped(flat)
         pad = self.pad_groups if self.pad_groups is not None else flat.device.type == "cuda"
-        if grouped and not pad:
-            row = rank
-            x = _cast(flat.index_select(0, order // k), dtype)
+        padding = not (grouped and not pad)  # whether the buffer has rows that hold no assignment
+        if not padding:
+            row, assignment = rank, order  # buffer row of each assignment; assignment of each buffer row
             offs, expert_row = counts.cumsum(0).to(torch.int32), sorted_ids
         else:
             starts = counts.cumsum(0) - counts  # packed start of each expert's assignments
@@ -325,19 +333,22 @@ class TaskMoE(nn.Module):
             else:
                 row = rank + (torch.arange(e_num, device=dev) * m - starts).index_select(0, a)
                 size = e_num * m
-            src = torch.full((size,), m, dtype=torch.int64, device=dev).scatter_(0, row, positions // k)
-            x = _cast(F.pad(flat, (0, 0, 0, 1)).index_select(0, src), dtype)
+            # rows holding no assignment name m·k: past the end, they read zeros (token m·k // k = m, a zero row)
+            assignment = torch.full((size,), m * k, dtype=torch.int64, device=dev).scatter_(0, row, positions)
             if grouped:
                 offs = F.pad(ends[:-1], (0, 1), value=size).to(torch.int32)
                 expert_row = torch.zeros(size, dtype=torch.int64, device=dev).scatter_(0, row, a)
+        x = _Dispatch.apply(_cast(flat, dtype), assignment, row, k, padding)
         if grouped:
-            h = ex.hidden([getattr(ex, n).grouped(x, offs, expert_row) for n in ex.inputs])
-            y = ex.output().grouped(h, offs, expert_row)
+            # F.one_hot would read the ids' range on the host (on the CPU)
+            onehot = (expert_row[:, None] == torch.arange(e_num, device=dev)).to(dtype)
+            h = ex.hidden([getattr(ex, n).grouped(x, offs, onehot) for n in ex.inputs])
+            y = ex.output().grouped(h, offs, onehot)
         else:
             xs = x.view(e_num, m, -1)
             h = ex.hidden([getattr(ex, n).slots(xs) for n in ex.inputs])
             y = ex.output().slots(h).view(e_num * m, -1)
-        return y.index_select(0, row).view(m, k, -1)
+        return _Combine.apply(y, row, assignment, padding).view(m, k, -1)
 
     def _looped(self, flat: torch.Tensor, experts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """`_dispatched`'s result, one expert at a time with its counts read on the host (for flop counting)."""
@@ -356,6 +367,53 @@ class TaskMoE(nn.Module):
         y = torch.cat(ys)
         rank = torch.empty_like(order).scatter_(0, order, torch.arange(m * k, device=flat.device))
         return y.index_select(0, rank).view(m, k, -1)
+
+
+class _Dispatch(torch.autograd.Function):
+    """Fill the expert buffer from the tokens, a gather whose gradient is a gather too (no atomics, deterministic).
+
+    forward(tokens [m, D], assignment [S], row [m·k], k, padding): buffer row r holds token assignment[r] // k, or
+    zeros where assignment[r] = m·k (a padding row; `padding`: there may be some). backward: each token's gradient
+    is the sum over its k assignments of their rows' gradients, read by `row` (each assignment has exactly one
+    row), where torch's own index_select backward scatters with index_add_ (atomics, every padding row on one).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, tokens: torch.Tensor, assignment: torch.Tensor, row: torch.Tensor, k: int, padding: bool
+    ) -> torch.Tensor:
+        ctx.save_for_backward(row)
+        ctx.k = k
+        src = F.pad(tokens, (0, 0, 0, 1)) if padding else tokens
+        return src.index_select(0, assignment // k)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        (row,) = ctx.saved_tensors
+        k = ctx.k
+        return grad.index_select(0, row).view(row.numel() // k, k, -1).sum(dim=1), None, None, None, None
+
+
+class _Combine(torch.autograd.Function):
+    """Read each assignment's expert output back from the buffer; the gradient goes back by the inverse gather.
+
+    forward(buffer [S, D], row [m·k], assignment [S], padding) -> [m·k, D]. backward: buffer row r gets assignment[r]'s
+    gradient, zeros for padding rows (assignment m·k).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, buffer: torch.Tensor, row: torch.Tensor, assignment: torch.Tensor, padding: bool
+    ) -> torch.Tensor:
+        ctx.save_for_backward(assignment)
+        ctx.padding = padding
+        return buffer.index_select(0, row)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (assignment,) = ctx.saved_tensors
+        src = F.pad(grad, (0, 0, 0, 1)) if ctx.padding else grad
+        return src.index_select(0, assignment), None, None, None
 
 
 def _stack_per_expert_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
