@@ -79,7 +79,7 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 #: H200 compile gave 1.20x eager and took about 140 s to compile; on an H100 (2026-12-06) the graphs job with
 #: affinity took 141 s of a 386 s check and ran at 9 img/s: its encoder, recompiled for each grad mode and
 #: batch shape, hit dynamo's recompile limit (8) and ran eagerly from then on, in that job and the steady loops
-#: after it (graphs 0.99x eager there, where step-graphs gave 2.26x).
+#: after it (graphs 0.99x eager there, where step-graphs gave 2.26x; the encoder now compiles for training alone).
 DEFAULT_ACCEL = ("eager", "step-graphs")
 #: Modes of the projection's steady loops unless GPU_CHECK_ACCEL names them: none that compiles (graphs would
 #: compile dinov3_base's encoder twice, dense and MoE, minutes of a six-minute check).

@@ -269,8 +269,8 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What `execution.accel` compile / graphs give a job on CUDA, forced here on the CPU (where the policy keeps
-    eager): selection under inference mode, frozen-trunk inputs and the affinity's virtual steps all go through
-    the compiled encoder, and the job ends with the eager job's metrics.
+    eager): training on frozen-trunk inputs and the affinity's virtual steps go through the compiled encoder in
+    two graphs, selection and the test eagerly, and the job ends with the eager job's metrics.
 
     The encoder is compiled in place as `compile_encoder` does (`nn.Module.compile`) with the aot_eager backend:
     what a whole job can break is graph capture (dynamo's guards and recompiles, AOT autograd's functionalised
@@ -290,10 +290,13 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
         compiled.append(model)
         return model
 
+    from torch._dynamo.utils import counters
+
     primary = {}
     for mode in ("eager", "compile"):
         if mode == "compile":
             monkeypatch.setattr(kept_module, "accelerate", compile_always)
+            counters.clear()
         store = RunStore(tmp_path / mode)
         store.init(dump_study(study), [au])
         assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
@@ -302,6 +305,11 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
         primary[mode] = {t: e.metrics[e.primary or ""] for t, e in done.tasks.items()}
         assert (store.root / "jobs" / au.id / "affinity.json").is_file()
     assert len(compiled) == 1 and compiled[0].encoder._compiled_call_impl is not None
+    # two graphs: the training step (a trunk-fed batch given wholly as tokens, whichever rows were augmented) and
+    # the affinity's steps (rope in eval mode); selection and the test run eagerly. Before, each grad mode and count
+    # of augmented rows compiled a graph of its own: 8 in this job, dynamo's limit, after which an H100 job under
+    # graphs ran eagerly
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     # inductor fuses and reorders float sums, so two epochs drift apart by rounding: a few mask pixels, not a model
     assert primary["compile"] == pytest.approx(primary["eager"], rel=1e-2, abs=5e-3)
 

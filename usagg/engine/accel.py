@@ -18,6 +18,11 @@ detection loss breaks graphs, while the encoder sees the task only as a tensor
   (encoder, MoE, head, losses, backward, clipping, AdamW) as one CUDA graph
   and replays it (usagg/engine/step.py, issue 24.2). Not yet run on a GPU.
 
+The compiled encoder serves training alone: `M2DINO.forward` runs it eagerly without grad (selection,
+the test) and `TrainStep` gives it a trunk-fed batch wholly as tokens, one input shape whichever rows
+were augmented; otherwise each grad mode and count of augmented rows was compiled apart until dynamo's
+recompile limit (8), after which the encoder ran eagerly for good (an H100 job under graphs, 2026-12-06).
+
 `nn.Module.compile` compiles in place, so parameter names, state dicts and
 checkpoints are those of the eager model. A pool worker compiles once per shape, not per job:
 dynamo inlines the encoder's modules (parameters are graph inputs), so the next job's new

@@ -42,7 +42,7 @@ import torch
 from usagg.engine.balance import LossBalance
 from usagg.engine.device import Compute
 from usagg.model.backbones import EncoderInput
-from usagg.model.m2dino import M2DINO
+from usagg.model.m2dino import M2DINO, encoder_compiled
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,16 @@ class TrainStep:
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def __call__(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
+        if encoder_compiled(self.model):  # one input shape for the compiled encoder, whichever rows were augmented
+            x = self._input(x)
         return self._body(task, x, y)
+
+    def _input(self, x: Batch) -> Batch:
+        """A trunk-fed batch as tokens only (one shape whichever rows were augmented); pixels as they are."""
+        if isinstance(x, EncoderInput):
+            with self.compute.autocast():
+                return self.model.encoder.as_tokens(x)
+        return x
 
     def _body(self, task: str, x: Batch, y: torch.Tensor, cache: bool = True) -> StepLosses:
         with self.compute.autocast(cache):
@@ -159,13 +168,6 @@ class GraphedTrainStep(TrainStep):
             log.info("step-graphs: a batch of task %s has another shape than its recorded step; it runs eagerly", task)
             self._other_shape_said.add(task)
         return self._eager(task, x, y)
-
-    def _input(self, x: Batch) -> Batch:
-        """A trunk-fed batch as tokens only (one shape whichever rows were augmented); pixels as they are."""
-        if isinstance(x, EncoderInput):
-            with self.compute.autocast():
-                return self.model.encoder.as_tokens(x)
-        return x
 
     def _eager(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
         """An unrecorded step; remembers which parameters it updated (what the task's recording must update)."""

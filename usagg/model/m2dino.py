@@ -80,7 +80,12 @@ class M2DINO(nn.Module):
         if self.task_embed is not None:
             idx = torch.full((n,), self.task_index[task_id], dtype=torch.long, device=images.device)
             task_emb = self.task_embed(idx)
-        enc = self.encoder(images, task_emb)
+        if encoder_compiled(self) and not torch.is_grad_enabled():
+            # evaluation and selection eagerly: a compiled encoder is compiled again for each grad mode and batch
+            # shape until dynamo's limit (8), after which it runs eagerly for good (an H100 job under graphs)
+            enc = self.encoder.forward(images, task_emb)
+        else:
+            enc = self.encoder(images, task_emb)
         outputs = head(enc.features)
         if enc.aux_losses:
             aux = self.aux_loss_weight * torch.stack(enc.aux_losses).mean()
@@ -120,6 +125,11 @@ class M2DINO(nn.Module):
         }
 
 
+def encoder_compiled(model: M2DINO) -> bool:
+    """Whether the model's encoder was compiled in place (`nn.Module.compile`, usagg/engine/accel.py)."""
+    return getattr(model.encoder, "_compiled_call_impl", None) is not None
+
+
 def build_model(model: ModelSpec, tasks: list[TaskSpec], moe: bool) -> M2DINO:
     """Encoder (weights or random init), MoE in `model.resolved_moe_blocks()` when `moe`, freezing, heads."""
     if not tasks:
@@ -139,4 +149,4 @@ def build_model(model: ModelSpec, tasks: list[TaskSpec], moe: bool) -> M2DINO:
     return M2DINO(encoder, heads, task_embed, model.moe.aux_loss_weight, info)
 
 
-__all__ = ["M2DINO", "ModelOutput", "build_model", "head_key"]
+__all__ = ["M2DINO", "ModelOutput", "build_model", "encoder_compiled", "head_key"]
