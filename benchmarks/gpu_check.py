@@ -819,6 +819,7 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
                     "saves": int(tput.get("checkpoint_saves") or 0),
                     "epoch_end_s": float(tput.get("epoch_end_seconds") or 0.0),
                     "test_s": eval_s,
+                    "test_images": test,
                     "other_s": wall - trunk_s - tput["train_seconds"] - sum(parts.values()) - eval_s,
                 }
             )
@@ -847,6 +848,8 @@ def measured_job(row: dict[str, Any]) -> Any:
         select_s=row["select_s"],
         checkpoint_s=row["checkpoint_s"],
         saves=row["saves"],
+        tasks=row["tasks"],
+        eval_image_s=row["test_s"] / row["test_images"] if row["test_s"] > 0 and row["test_images"] else None,
     )
 
 
@@ -1188,8 +1191,8 @@ def print_projection(proj: dict[str, Any]) -> None:
         train = ", ".join(f"{ty} {1e3 * v:.2f}" for ty, v in c["image_epoch_s"].items())
         print(
             f"    {kind} costs: training ms per image and epoch {train}; selection {1e3 * c['select_image_s']:.2f} ms "
-            f"per image and epoch; per epoch {c['epoch_s']:.3f} s; per checkpoint file {c['save_s']:.3f} s; fixed "
-            f"{c['fixed_s']:.2f} s per job"
+            f"per image and {1e3 * c['select_task_s']:.1f} ms per task and epoch; per epoch {c['epoch_s']:.3f} s; per "
+            f"checkpoint file {c['save_s']:.3f} s; fixed {c['fixed_s']:.2f} s per job"
         )
     t = w["trunk"]
     print(f"    trunk per image: build {1e3 * t['build_s']:.2f} ms, read {1e3 * t['read_s']:.3f} ms")

@@ -111,7 +111,14 @@ def test_every_phase_runs_on_the_cpu_and_reports(
         cost = whole["costs"][kind]
         assert cost["save_s"] == pytest.approx(sum(r["checkpoint_s"] for r in pair) / sum(r["saves"] for r in pair))
         lo, hi = pair
-        assert cost["select_image_s"] == pytest.approx(max(0, hi["select_s"] - lo["select_s"]) / lo["select_images"])
+        # selection per image at the test evaluation's rate, the rest of its seconds per task and epoch
+        select = max(0, hi["select_s"] - lo["select_s"])
+        assert cost["select_image_s"] == pytest.approx(
+            min(lo["test_s"] / lo["test_images"], select / lo["select_images"])
+        )
+        assert cost["select_image_s"] * lo["select_images"] + cost["select_task_s"] * lo["tasks"] == pytest.approx(
+            select
+        )
     assert set(whole["part_hours"]) == {"training", "selection", "per_epoch", "checkpoints", "fixed", "trunk"}
     assert whole["saves"] >= 111 * 3  # auto: at least last.pt after epoch 1 and 50, and best.pt, per job
     assert whole["jobs"] == 111 and whole["jobs_per_gpu"] == "auto" and whole["memory_cap"] is None

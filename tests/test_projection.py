@@ -136,6 +136,24 @@ def test_checkpoint_saves_under_auto_count_what_the_engine_saves(
     assert saved == checkpoint_saves(epochs, "auto", epoch_s, save_s)
 
 
+def test_a_selection_pass_overhead_is_per_task_at_the_test_evaluations_rate_per_image() -> None:
+    """A check's selection split is a few images per task, one batch each: its seconds are mostly a pass's overhead.
+    With the test evaluation's rate per image (2 ms, over larger splits) the rest is per task and epoch: 1 s per
+    epoch for 20 images of 4 tasks is 20 x 2 ms + 4 x 240 ms; the study's 4,000 selection images of 4 tasks then
+    cost 8 s + 0.96 s per epoch, where 50 ms per image would have said 200 s."""
+    lo, hi = (replace(m, tasks=4, eval_image_s=0.002) for m in (LO, HI))
+    cost = kind_cost(lo, hi)
+    assert (cost.select_image_s, cost.select_task_s) == pytest.approx((0.002, 0.24))
+    for m in (lo, hi):  # the measured jobs still come back whole
+        shape = JobShape("AU", True, m.epochs, {"segmentation": 100}, select_images=20, writes_best=True, tasks=4)
+        assert sum(job_seconds(shape, cost, TrunkCost(0.0, 0.0)).values()) == pytest.approx(m.seconds)
+    study = JobShape("AU", True, 1, {"segmentation": 100}, select_images=4000, tasks=4)
+    assert job_seconds(study, cost, TrunkCost(0.0, 0.0))["selection"] == pytest.approx(8.96)
+    # a test evaluation slower per image than the selection itself: all of it per image, nothing per task
+    slow = kind_cost(*(replace(m, tasks=4, eval_image_s=0.5) for m in (LO, HI)))
+    assert (slow.select_image_s, slow.select_task_s) == pytest.approx((0.05, 0.0))
+
+
 def test_selection_scales_with_the_selection_images() -> None:
     cost = KindCost(5.0, {"segmentation": 0.02}, select_image_s=0.004, epoch_s=0.25, save_s=1.0)
     trunk = TrunkCost(0.0, 0.0)

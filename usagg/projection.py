@@ -162,6 +162,8 @@ class MeasuredJob:
     select_s: float = 0.0  # the selection evaluations, all epochs (`selection_seconds`)
     checkpoint_s: float = 0.0  # last.pt and best.pt writes (`checkpoint_seconds`)
     saves: int = 0  # files written (`checkpoint_saves`)
+    tasks: int = 1  # tasks, each scored on its own selection split per epoch
+    eval_image_s: float | None = None  # the test evaluation's seconds per image (same predictions, larger splits)
 
     @property
     def rest_s(self) -> float:
@@ -175,7 +177,8 @@ class KindCost:
     """What one kind of job (dense: TS; MoE: CG, AU) costs, measured end to end (`kind_cost`).
 
     `image_epoch_s`: training, per training image and epoch by task type; `select_image_s`: the selection
-    evaluation, per selection image and epoch; `epoch_s`: per epoch whatever its images (the improved epochs'
+    evaluation, per selection image and epoch; `select_task_s`: its overhead per task and epoch (a pass over a
+    task's split, whatever its images); `epoch_s`: per epoch whatever its images (the improved epochs'
     weights kept in host memory, the selection gap's test passes, history.csv); `save_s`: per checkpoint file
     written (last.pt or best.pt); `fixed_s`: per job, the trunk aside (start-up, data, model build, the first
     epoch's warm-up, test evaluation).
@@ -186,6 +189,7 @@ class KindCost:
     select_image_s: float = 0.0
     epoch_s: float = 0.0
     save_s: float = 0.0
+    select_task_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ class JobShape:
     select_images: float = 0.0  # selection images scored per epoch
     checkpoint_every: int | str = "auto"  # `training.checkpoint_every`
     writes_best: bool = False  # best.pt written once (selection best with a selection split)
+    tasks: int = 1  # tasks scored on their selection splits per epoch
 
 
 #: The parts of a job's seconds (`job_seconds`, `Projection.parts_s`).
@@ -242,10 +247,12 @@ def kind_cost(lo: MeasuredJob, hi: MeasuredJob, relative: Mapping[str, float] | 
     Training and selection: their seconds' difference over the epochs between is their per-epoch cost (floored at
     0: below the timing's noise), spread over the training images by type (`relative`: seconds per image by type
     of a steady training loop, 1 / its img/s, which covers types the measured job may not have; without it every
-    type costs the same per image) and over the selection images alike. Checkpoints: the seconds per file written,
-    over both jobs' files. The rest's difference (neither training, selection nor checkpoints) is a per-epoch cost
-    that does not scale with images; what the shorter job has beyond all of this is fixed (floored at 0), so the
-    costs give back its seconds.
+    type costs the same per image). Selection: per image at the test evaluation's rate (`eval_image_s`: the same
+    predictions over larger splits) and the rest of its per-epoch seconds per task (a pass's overhead, which a
+    check's few selection images cannot spread); without that rate, all of it per selection image. Checkpoints:
+    the seconds per file written, over both jobs' files. The rest's difference (neither training, selection nor
+    checkpoints) is a per-epoch cost that does not scale with images; what the shorter job has beyond all of this
+    is fixed (floored at 0), so the costs give back its seconds.
     """
     if not 0 < lo.epochs < hi.epochs:
         raise ValueError(f"the jobs must run two increasing positive epoch counts, got {lo.epochs} and {hi.epochs}")
@@ -263,16 +270,21 @@ def kind_cost(lo: MeasuredJob, hi: MeasuredJob, relative: Mapping[str, float] | 
     saves = lo.saves + hi.saves
     save = (lo.checkpoint_s + hi.checkpoint_s) / saves if saves else 0.0
     fixed = max(0.0, lo.seconds - lo.epochs * (train + select + epoch) - lo.saves * save)
-    if lo.select_images > 0:
-        select_image = select / lo.select_images
-    else:  # no selection images to scale by: whatever it measured is a per-epoch cost
+    select_task = 0.0
+    if lo.select_images <= 0:  # no selection images to scale by: whatever it measured is a per-epoch cost
         select_image, epoch = 0.0, epoch + select
+    elif lo.eval_image_s is not None:
+        select_image = min(lo.eval_image_s, select / lo.select_images)
+        select_task = (select - lo.select_images * select_image) / max(1, lo.tasks)
+    else:
+        select_image = select / lo.select_images
     return KindCost(
         fixed_s=fixed,
         image_epoch_s={t: train / work * w for t, w in weight.items()},
         select_image_s=select_image,
         epoch_s=epoch,
         save_s=save,
+        select_task_s=select_task,
     )
 
 
@@ -314,11 +326,18 @@ def _check_types(job: JobShape, cost: KindCost) -> None:
         raise ValueError(f"no measured cost for task type(s) {missing} ({job.paradigm} job)")
 
 
+def _selection_epoch_s(job: JobShape, cost: KindCost) -> float:
+    """One epoch's selection evaluation: per image, and per task with a selection split."""
+    if job.select_images <= 0:
+        return 0.0
+    return job.select_images * cost.select_image_s + job.tasks * cost.select_task_s
+
+
 def job_saves(job: JobShape, cost: KindCost) -> int:
     """Checkpoint files `job` writes at `cost`'s epoch and save costs (`checkpoint_saves`)."""
     _check_types(job, cost)
     epoch = sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items())
-    epoch += job.select_images * cost.select_image_s + cost.epoch_s
+    epoch += _selection_epoch_s(job, cost) + cost.epoch_s
     return checkpoint_saves(job.epochs, job.checkpoint_every, epoch, cost.save_s, job.writes_best)
 
 
@@ -329,7 +348,7 @@ def job_seconds(job: JobShape, cost: KindCost, trunk: TrunkCost) -> dict[str, fl
     _check_types(job, cost)
     return {
         "training": job.epochs * sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items()),
-        "selection": job.epochs * job.select_images * cost.select_image_s,
+        "selection": job.epochs * _selection_epoch_s(job, cost),
         "per_epoch": job.epochs * cost.epoch_s,
         "checkpoints": job_saves(job, cost) * cost.save_s,
         "fixed": cost.fixed_s,
@@ -417,6 +436,7 @@ def study_shapes(jobs: Iterable[Job], images_by_type: Mapping[str, float]) -> li
                 select_images=select,
                 checkpoint_every=j.training.checkpoint_every,
                 writes_best=j.training.selection == "best" and select > 0,
+                tasks=len(j.tasks),
             )
         )
     return shapes
