@@ -1205,7 +1205,8 @@ def print_projection(proj: dict[str, Any]) -> None:
         )
         print("    img/s per (MoE, type): " + ", ".join(f"{k} {v:.1f}" for k, v in m["rates"].items()))
     print(
-        "  whole jobs: per job epochs x (training images x s/image + selection images x s/image + s/epoch) + "
+        "  whole jobs: per job epochs x (training images x s/image + selection images x s/image + tasks x s/task "
+        "+ s/epoch) + "
         "checkpoint files (training.checkpoint_every) x s/file + fixed + trunk images x build or read s/image "
         "(usagg/projection.py), over the measured speed-up of the jobs at once; steady loop: seeds x sum(fractions) "
         "x (1 - selection_fraction) x N_type x epochs / img/s(MoE of the paradigm, type) / 3600, start-up, "

@@ -252,6 +252,21 @@ def test_grouped_dispatch_under_bf16_autocast_matches_the_loop() -> None:
     assert torch.allclose(outs["loop"], outs["grouped"], atol=3e-2)
 
 
+def test_bf16_dispatch_adds_a_tokens_k_gradients_in_float32() -> None:
+    """Under bf16 autocast the buffer is bf16 but the tokens float32: each token's k gradient rows are summed in
+    float32 (cast after the gather), as the per-expert loop sums them, so slots give the loop's gradients to the bit
+    (summed in bf16 they were 3e-3 apart)."""
+    moe = _moe(experts=4, top_k=2)
+    x, task = torch.randn(3, 29, 32), torch.randn(3, 16)
+    grads = {}
+    for mode in ("loop", "slots"):
+        moe.dispatch = mode  # type: ignore[assignment]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            grads[mode] = _grads(moe, x, task)
+    assert grads["slots"][3].dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(grads["loop"], grads["slots"], strict=True))
+
+
 def test_auto_dispatch_groups_on_the_cpu_and_refuses_unstackable_experts() -> None:
     moe = _moe()
     assert moe.dispatch == "auto" and moe.groupable

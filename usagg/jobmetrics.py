@@ -151,23 +151,27 @@ class Throughput(_Record):
     eval_images_per_s: float | None = Field(None, description="test images scored per second")
     wall_seconds: float | None = Field(None, description="seconds the whole job took")
     selection_seconds: float | None = Field(
-        None, description="seconds scoring the selection split after the epochs, all epochs (kept weights aside)"
+        None,
+        description="seconds scoring the selection split after the epochs, kept weights aside (this run of the job: "
+        "since it resumed, like train_seconds)",
     )
     keep_seconds: float | None = Field(
         None,
         description="seconds copying the selected epochs' trainable weights into host memory, at each improved epoch "
-        "(a cost per copy, whatever the images)",
+        "and once at the end when the last epoch is selected (a cost per copy, whatever the images; this run)",
     )
     rule_test_seconds: float | None = Field(
         None, description="seconds of the selection gap's test passes at the rules' epochs (`selection.rules`)"
     )
     checkpoint_seconds: float | None = Field(
-        None, description="seconds writing last.pt and best.pt (state gathered, checksummed, written), all saves"
+        None, description="seconds writing last.pt and best.pt (state gathered, checksummed, written), this run"
     )
-    checkpoint_saves: int | None = Field(None, description="checkpoint files written (each last.pt and best.pt)")
+    checkpoint_saves: int | None = Field(
+        None, description="checkpoint files written (each last.pt and best.pt), this run"
+    )
     epoch_end_seconds: float | None = Field(
         None,
-        description="seconds of the work between epochs, all epochs: selection, kept weights, rule tests, "
+        description="seconds of the work between epochs, this run: selection, kept weights, rule tests, "
         "history.csv, trackers, checkpoints (training, this and the trunk aside, the rest of `wall_seconds` is per "
         "job: start-up, model build, test evaluation)",
     )

@@ -10,17 +10,17 @@ count it chooses (`choose_jobs_per_gpu`) caps the count that measured memory all
 not parse, or that was measured on another device or torch version, is ignored with one log line,
 and memory alone decides, as without a file.
 
-The projection (pure arithmetic, `project`): each planned job costs, by part (`job_seconds`),
-training `epochs x sum_type(train images x s/image)` + selection `epochs x selection images x s/image` +
+The projection (pure arithmetic, `project`): each planned job costs, by part (`job_seconds`), training `epochs x
+sum_type(train images x s/image)` + selection `epochs x (selection images x s/image + tasks x s/task)` +
 per_epoch `epochs x s/epoch` + checkpoints `files written x s/file` + fixed + trunk `images built x build
 s/image + images read x read s/image`; the files written follow `training.checkpoint_every`
 (`checkpoint_saves`). The costs are measured on whole jobs run end to end (`kind_cost`: the same job at two
-epoch counts; each job's metrics.json `throughput` splits its seconds into training, selection and
-checkpoints): training and selection per image and epoch from their differences, checkpoints per file
-written, the rest's difference per epoch whatever the images (kept weights, the selection gap's test
-passes), and what the shorter job has beyond all that fixed. Only training and selection scale with the
-study's image counts. The jobs' serial sum is divided by the measured speed-up of the jobs run at once on
-one GPU.
+epoch counts; each job's metrics.json `throughput` splits its seconds into training, selection and checkpoints):
+training per image and epoch from its difference, selection per image at the test evaluation's rate and the rest
+of its difference per task (a pass's overhead), checkpoints per file written, the rest's difference per epoch
+whatever the images (kept weights, the selection gap's test passes), and what the shorter job has beyond all
+that fixed. Only training and selection scale with the study's image counts. The jobs' serial sum is divided by
+the measured speed-up of the jobs run at once on one GPU.
 """
 
 from __future__ import annotations
@@ -343,8 +343,8 @@ def job_saves(job: JobShape, cost: KindCost) -> int:
 
 def job_seconds(job: JobShape, cost: KindCost, trunk: TrunkCost) -> dict[str, float]:
     """Seconds of one job run alone by part (`PARTS`): training (epochs x training images by type x s/image),
-    selection (epochs x selection images x s/image), per_epoch (epochs x s/epoch), checkpoints (files x s/file),
-    fixed, and the trunk (images built x build s + read x read s)."""
+    selection (epochs x (selection images x s/image + tasks x s/task)), per_epoch (epochs x s/epoch), checkpoints
+    (files x s/file), fixed, and the trunk (images built x build s + read x read s)."""
     _check_types(job, cost)
     return {
         "training": job.epochs * sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items()),

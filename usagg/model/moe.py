@@ -319,10 +319,10 @@ class TaskMoE(nn.Module):
         dtype, ex = self.compute_dtype(flat), self.experts
         grouped = self.use_grouped(flat)
         pad = self.pad_groups if self.pad_groups is not None else flat.device.type == "cuda"
-        padding = not (grouped and not pad)  # whether the buffer has rows that hold no assignment
-        if not padding:
+        if grouped and not pad:
             row, assignment = rank, order  # buffer row of each assignment; assignment of each buffer row
             offs, expert_row = counts.cumsum(0).to(torch.int32), sorted_ids
+            padding = False  # whether the buffer has rows that hold no assignment
         else:
             starts = counts.cumsum(0) - counts  # packed start of each expert's assignments
             if grouped:
@@ -335,10 +335,11 @@ class TaskMoE(nn.Module):
                 size = e_num * m
             # rows holding no assignment name m·k: past the end, they read zeros (token m·k // k = m, a zero row)
             assignment = torch.full((size,), m * k, dtype=torch.int64, device=dev).scatter_(0, row, positions)
+            padding = size > m * k  # slots with every expert chosen (k = E) have none
             if grouped:
                 offs = F.pad(ends[:-1], (0, 1), value=size).to(torch.int32)
                 expert_row = torch.zeros(size, dtype=torch.int64, device=dev).scatter_(0, row, a)
-        x = _Dispatch.apply(_cast(flat, dtype), assignment, row, k, padding)
+        x = _Dispatch.apply(flat, assignment, row, k, padding, dtype)
         if grouped:
             # F.one_hot would read the ids' range on the host (on the CPU)
             onehot = (expert_row[:, None] == torch.arange(e_num, device=dev)).to(dtype)
@@ -372,26 +373,35 @@ class TaskMoE(nn.Module):
 class _Dispatch(torch.autograd.Function):
     """Fill the expert buffer from the tokens, a gather whose gradient is a gather too (no atomics, deterministic).
 
-    forward(tokens [m, D], assignment [S], row [m·k], k, padding): buffer row r holds token assignment[r] // k, or
-    zeros where assignment[r] = m·k (a padding row; `padding`: there may be some). backward: each token's gradient
-    is the sum over its k assignments of their rows' gradients, read by `row` (each assignment has exactly one
-    row), where torch's own index_select backward scatters with index_add_ (atomics, every padding row on one).
+    forward(tokens [m, D], assignment [S], row [m·k], k, padding, dtype): buffer row r holds token
+    assignment[r] // k in `dtype`, or zeros where assignment[r] = m·k (a padding row; `padding`: there may be
+    some). backward: each token's gradient is the sum over its k assignments of their rows' gradients, read by
+    `row` (each assignment has exactly one row) and summed in float32 in the tokens' dtype (the cast after the
+    gather, so a bf16 buffer's k gradients add in float32), where torch's own index_select backward scatters
+    with index_add_ (atomics, every padding row on one).
     """
 
     @staticmethod
     def forward(
-        ctx: Any, tokens: torch.Tensor, assignment: torch.Tensor, row: torch.Tensor, k: int, padding: bool
+        ctx: Any,
+        tokens: torch.Tensor,
+        assignment: torch.Tensor,
+        row: torch.Tensor,
+        k: int,
+        padding: bool,
+        dtype: torch.dtype,
     ) -> torch.Tensor:
         ctx.save_for_backward(row)
-        ctx.k = k
+        ctx.k, ctx.dtype = k, tokens.dtype
         src = F.pad(tokens, (0, 0, 0, 1)) if padding else tokens
-        return src.index_select(0, assignment // k)
+        return _cast(src.index_select(0, assignment // k), dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
         (row,) = ctx.saved_tensors
         k = ctx.k
-        return grad.index_select(0, row).view(row.numel() // k, k, -1).sum(dim=1), None, None, None, None
+        rows = grad.index_select(0, row).view(row.numel() // k, k, -1)
+        return _cast(rows.sum(dim=1, dtype=torch.float32), ctx.dtype), None, None, None, None, None
 
 
 class _Combine(torch.autograd.Function):
