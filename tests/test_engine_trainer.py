@@ -100,6 +100,14 @@ def test_resume_from_last_checkpoint_gives_the_same_final_weights(jobs: dict[str
     fit_b = second.fit()
 
     assert fit_b.steps == fit_a.steps == 6 and fit_b.selected_epoch == fit_a.selected_epoch
+    # speed per epoch of this run only: the resumed run trained the epochs after the first; the rate after a run's
+    # first epoch (which holds its warm-up) is theirs
+    epochs = job.training.epochs
+    assert len(straight.epoch_speed) == epochs and sum(n for n, _ in straight.epoch_speed) == fit_a.train_images
+    assert len(second.epoch_speed) == epochs - 1
+    later = straight.epoch_speed[1:]
+    assert straight.later_images_per_s == pytest.approx(sum(n for n, _ in later) / sum(t for _, t in later))
+    assert first.later_images_per_s is None  # one epoch in that run
     assert fit_b.history == fit_a.history
     for h in fit_a.history:  # two tasks: the total is a mean of each task's own + auxiliary loss, so between them
         own, aux = h["task_loss"], h["task_aux_loss"]

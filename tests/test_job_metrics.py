@@ -79,6 +79,9 @@ def test_a_real_jobs_metrics_round_trip_and_a_malformed_one_is_named_everywhere(
     assert t.rule_test_seconds is not None and t.rule_test_seconds > 0
     assert t.epoch_end_seconds >= t.selection_seconds + t.rule_test_seconds + t.checkpoint_seconds - 0.003
     assert t.wall_seconds > t.train_seconds + t.epoch_end_seconds
+    # the second epoch's rate (the first holds the warm-up): its half of the images in less than all the training
+    images = t.train_images_per_s * t.train_seconds
+    assert t.later_images_per_s is not None and 0 < images / 2 / t.later_images_per_s < t.train_seconds
     # the model writes back exactly the file the job wrote: same keys, order, numbers and checksum
     again = write_json_checked(tmp_path / "again.json", m.to_json())
     assert again.read_bytes() == original

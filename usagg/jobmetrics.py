@@ -148,6 +148,11 @@ class Throughput(_Record):
 
     train_images_per_s: float | None = Field(None, description="training images per second")
     train_seconds: float | None = Field(None, description="seconds spent training (affinity measurement included)")
+    later_images_per_s: float | None = Field(
+        None,
+        description="training images per second after this run's first epoch, which holds the warm-up (first "
+        "kernels; under step-graphs the eager steps and the recordings): the rate a long job holds; null after one",
+    )
     eval_images_per_s: float | None = Field(None, description="test images scored per second")
     wall_seconds: float | None = Field(None, description="seconds the whole job took")
     selection_seconds: float | None = Field(

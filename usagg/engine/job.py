@@ -243,6 +243,7 @@ def run_job(
         }
         if r is not None and r.expert_usage is not None:
             usage[t.id] = np.asarray(r.expert_usage, dtype=np.int64).tolist()
+    later = trainer.later_images_per_s
     metrics = JobMetrics.model_validate(
         {
             "job_id": job.id,
@@ -264,6 +265,7 @@ def run_job(
             "throughput": {
                 "train_images_per_s": round(fit.images_per_s, 2),
                 "train_seconds": round(fit.train_seconds, 3),
+                "later_images_per_s": None if later is None else round(later, 2),
                 "eval_images_per_s": round(n_test / eval_s, 2) if eval_s > 0 else None,
                 "wall_seconds": round(time.perf_counter() - t_start, 3),
                 "selection_seconds": round(trainer.selection.eval_seconds, 3),

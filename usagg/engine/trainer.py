@@ -185,6 +185,7 @@ class Trainer:
         # seconds between epochs in this fit: every callback's epoch-end hooks (selection and the kept weights, the
         # selection gap's test passes, history.csv, trackers, checkpoints), the per-epoch time training leaves out
         self.epoch_end_seconds = 0.0
+        self.epoch_speed: list[tuple[int, float]] = []  # (images, seconds) of each epoch trained in this run
 
     # ----- checkpoints (the files: usagg/engine/checkpointing.py)
 
@@ -237,6 +238,14 @@ class Trainer:
         self.state = _State(ck["epoch"], ck["step"], list(ck["history"]))
         for cb in self.callbacks:
             cb.load_state_dict(ck)
+
+    @property
+    def later_images_per_s(self) -> float | None:
+        """Training images per second after this run's first epoch, which holds the warm-up (first kernels, eager
+        steps before step-graphs record, the recordings): the rate a long job holds. None after one epoch."""
+        later = self.epoch_speed[1:]
+        seconds = sum(s for _, s in later)
+        return sum(n for n, _ in later) / seconds if later and seconds > 0 else None
 
     def resume(self) -> bool:
         """Continue from last.pt if present and made for this model; True when resumed (fit does this itself)."""
@@ -318,6 +327,7 @@ class Trainer:
             mean_loss, n_img, secs = self.train_epoch(epoch)
             images += n_img
             seconds += secs
+            self.epoch_speed.append((n_img, secs))
             # history holds only reproducible numbers (it goes into metrics.json); speed goes to the log
             entry: dict[str, Any] = {
                 "epoch": epoch + 1,
