@@ -5,7 +5,7 @@ USAGG := $(VENV)/bin/usagg
 STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test test-fast lint demo known-answer bench gpu-check gpu-wheels report-check clean
+.PHONY: install test test-fast lint demo known-answer bench gpu-check gpu-lease gpu-wheels report-check clean
 
 install: $(STAMP)
 
@@ -79,6 +79,18 @@ bench: install
 GPU_PY ?=
 gpu-check: $(if $(GPU_PY),,install)
 	$(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check
+
+# One lease's whole GPU check, prepared (docs/benchmarks.md, "GPU check"): gpu-check, then the cuda tests, each
+# under its own time limit and with its whole log in $(GPU_OUT) (a `| tail` cut by a time limit returns nothing).
+# On a lent machine: make gpu-lease GPU_PY=python3 GPU_OUT=$OUT (after the wheels, see gpu-wheels).
+GPU_OUT ?= reports/gpu
+gpu-lease: $(if $(GPU_PY),,install)
+	mkdir -p $(GPU_OUT)
+	-GPU_CHECK_JSON=$(GPU_OUT)/gpu_check.json timeout 400 $(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check \
+	  > $(GPU_OUT)/gpu_check.log 2>&1
+	-timeout 150 $(or $(GPU_PY),$(PY)) -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_path.py -rf \
+	  --tb=short > $(GPU_OUT)/cuda_tests.log 2>&1
+	@grep -v "NO PRETRAINED" $(GPU_OUT)/gpu_check.log | tail -n 40; tail -n 30 $(GPU_OUT)/cuda_tests.log
 
 # Wheels (Python 3.12, x86-64 Linux) of usagg's dependencies that a GPU box's own Python lacks, into .whl/
 # (git-ignored): the lent GPU machines' image holds torch, timm, typer and the rest, not these (its package
