@@ -113,8 +113,13 @@ def test_mixed_model_fits_the_model_it_prints_with_a_group_intercept(tmp_path: P
     assert got["CG"].value == pytest.approx(slope["CG"], abs=1e-4)
     assert got["AU"].value == pytest.approx(slope["AU"], abs=1e-4)
     assert got["AU-CG"].value == pytest.approx(slope["AU"] - slope["CG"], abs=1e-4)
-    ci = stated.conf_int().loc["C(paradigm)[CG]:logn"]
+    # the interval: Wald on Student's t with groups − 1 df (statsmodels' own conf_int reads the normal)
+    from scipy.stats import t
+
+    half = t(stated.model.n_groups - 1).ppf(0.975) * float(stated.bse_fe["C(paradigm)[CG]:logn"])
+    ci = (slope["CG"] - half, slope["CG"] + half)
     assert got["CG"].ci == (pytest.approx(ci[0], abs=1e-3), pytest.approx(ci[1], abs=1e-3))
+    assert f"t-test on {stated.model.n_groups - 1} df (groups − 1)" in got["CG"].method
     assert got["CG"].n == 24 * 3 and got["AU-CG"].n == (24 + 27) * 3
     group_sd = math.sqrt(float(stated.cov_re.iloc[0, 0]))
     assert f"sd of the group intercept {group_sd:.2f} pp" in got["CG"].method
