@@ -35,6 +35,12 @@ def main() -> dict:
     from usagg.projection import JobShape, TrunkCost, job_seconds, kind_cost
 
     device = os.environ.get("BENCH_PROJECTION_DEVICE", "cpu")
+    if device not in ("cpu", "cuda"):
+        raise SystemExit(f"bench projection: BENCH_PROJECTION_DEVICE={device!r}: expected cpu or cuda")
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench projection: BENCH_PROJECTION_DEVICE=cuda, but no CUDA device is visible")
     base = _settings(device)
     fmc = fmc_study(device, base)
     with tempfile.TemporaryDirectory(prefix="usagg-bench-projection-") as tmp:
