@@ -320,10 +320,12 @@ def checkpoint_saves(epochs: int, every: int | str, epoch_s: float, save_s: floa
     return last + int(best)
 
 
-def _check_types(job: JobShape, cost: KindCost) -> None:
+def _training_epoch_s(job: JobShape, cost: KindCost) -> float:
+    """One epoch's training: its images by type at their measured cost per image."""
     missing = sorted(set(job.train_images) - set(cost.image_epoch_s))
     if missing:
         raise ValueError(f"no measured cost for task type(s) {missing} ({job.paradigm} job)")
+    return sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items())
 
 
 def _selection_epoch_s(job: JobShape, cost: KindCost) -> float:
@@ -335,9 +337,7 @@ def _selection_epoch_s(job: JobShape, cost: KindCost) -> float:
 
 def job_saves(job: JobShape, cost: KindCost) -> int:
     """Checkpoint files `job` writes at `cost`'s epoch and save costs (`checkpoint_saves`)."""
-    _check_types(job, cost)
-    epoch = sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items())
-    epoch += _selection_epoch_s(job, cost) + cost.epoch_s
+    epoch = _training_epoch_s(job, cost) + _selection_epoch_s(job, cost) + cost.epoch_s
     return checkpoint_saves(job.epochs, job.checkpoint_every, epoch, cost.save_s, job.writes_best)
 
 
@@ -345,9 +345,8 @@ def job_seconds(job: JobShape, cost: KindCost, trunk: TrunkCost) -> dict[str, fl
     """Seconds of one job run alone by part (`PARTS`): training (epochs x training images by type x s/image),
     selection (epochs x (selection images x s/image + tasks x s/task)), per_epoch (epochs x s/epoch), checkpoints
     (files x s/file), fixed, and the trunk (images built x build s + read x read s)."""
-    _check_types(job, cost)
     return {
-        "training": job.epochs * sum(n * cost.image_epoch_s[t] for t, n in job.train_images.items()),
+        "training": job.epochs * _training_epoch_s(job, cost),
         "selection": job.epochs * _selection_epoch_s(job, cost),
         "per_epoch": job.epochs * cost.epoch_s,
         "checkpoints": job_saves(job, cost) * cost.save_s,
