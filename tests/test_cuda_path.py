@@ -209,9 +209,13 @@ def test_accelerated_training_follows_eager(mode: str) -> None:
 
 
 @pytest.mark.cuda
-def test_recorded_whole_steps_follow_the_eager_steps() -> None:
+@pytest.mark.parametrize("mode", ["step-graphs", "compiled-step-graphs"])
+def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
     """`step-graphs`: each task's whole step (MoE, four head types, clipping, AdamW with device learning rates the
-    scheduler fills) recorded after its eager warm-up and replayed, against the eager step on the same batches."""
+    scheduler fills) recorded after its eager warm-up and replayed, against the eager step on the same batches;
+    `compiled-step-graphs`: the same around the compiled encoder's kernels (compiled in the warm-up, once)."""
+    from torch._dynamo.utils import counters
+
     from usagg.engine.balance import build_balance
     from usagg.engine.device import Compute
     from usagg.engine.schedule import build_scheduler
@@ -225,6 +229,9 @@ def test_recorded_whole_steps_follow_the_eager_steps() -> None:
     results = {}
     for kind in ("eager", "eager again", "recorded"):
         model = _model(device).train()
+        if kind == "recorded":
+            model = accelerate(model, mode, device)  # type: ignore[arg-type]
+            counters.clear()
         opt = _optimizer(model)
         sched = build_scheduler(opt, rounds * len(TASKS), len(TASKS), "cosine")
         balance = build_balance("equal", {t.id: 1.0 for t in TASKS})
@@ -235,8 +242,10 @@ def test_recorded_whole_steps_follow_the_eager_steps() -> None:
                 losses.append(step(t.id, *batches[t.id]).loss.float())
                 sched.step()
         if isinstance(step, GraphedTrainStep):
-            assert set(step.recorded) == {t.id for t in TASKS}
+            assert set(step.recorded) == {t.id for t in TASKS} and not step.unrecordable
             assert all(r.graph is not None for r in step.recorded.values())
+            compiled = counters["stats"]["unique_graphs"]
+            assert compiled == (1 if mode == "compiled-step-graphs" else 0), dict(counters["stats"])
         torch.cuda.synchronize()
         results[kind] = (torch.stack(losses), torch.cat([p.detach().float().flatten() for p in model.parameters()]))
         step.close()

@@ -7,6 +7,7 @@ sklearn's imports again, most of this file's time."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,10 @@ def test_every_phase_runs_on_the_cpu_and_reports(
 ) -> None:
     # one job at a time only: each worker process of a count above 1 costs seconds of imports on the CPU
     code, results = _check(
-        tmp_path, monkeypatch, GPU_CHECK_JOBS_AT_ONCE="1", GPU_CHECK_ACCEL="eager,graphs,step-graphs"
+        tmp_path,
+        monkeypatch,
+        GPU_CHECK_JOBS_AT_ONCE="1",
+        GPU_CHECK_ACCEL="eager,graphs,step-graphs,compiled-step-graphs",
     )
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
@@ -59,18 +63,23 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     for r in [*rows, *results["accel"]["rows"]]:
         gflop = r.get("gflop_per_image", results["accel"]["gflop_per_image"])
         assert r["vs_bare"] == pytest.approx(gflop * 1e9 * r["images_per_s"] / bare["denominator_flops"])
-    assert "(eager / eager again / graphs+aff / step-graphs), " in printed
-    assert "of the bare eager loop's (target >= 0.6; after its first epoch - / - / - / -)" in printed  # 1 epoch
-    assert jobs_ok and [r["state"] for r in rows] == ["done"] * 6
+    assert "(eager / eager again / graphs+aff / step-graphs / compiled-step-graphs), " in printed
+    assert "of the bare eager loop's (target >= 0.6; after its first epoch - / - / - / - / -)" in printed  # 1 epoch
+    assert jobs_ok and [r["state"] for r in rows] == ["done"] * 7
     # the eager AU job twice: how far two eager runs land apart (the CPU repeats itself to the last bit)
     assert rows[3]["job"] == f"{rows[2]['job']} eager again" and rows[3]["repeat_gap"] == dict.fromkeys(
         rows[2]["primary"], 0.0
     )
-    assert "two eager runs of one job differ by" in printed
+    assert "eager again: two eager runs of one job: task losses at most 0.00 % apart; primary metric gaps " in printed
     assert rows[4]["job"].endswith("graphs+aff") and rows[4]["job"].startswith("AU-")
-    # the AU job again under step-graphs (eager on the CPU), held against the eager AU job: here to the last bit
-    assert rows[-1]["job"] == f"{rows[2]['job']} step-graphs" and rows[-1]["matches_eager"]
-    assert rows[-1]["vs_eager"] == dict.fromkeys(rows[2]["primary"], 0.0)
+    # the AU job again under each whole-step mode (eager on the CPU), held against the eager AU job by its task
+    # losses, epoch by epoch: here to the last bit
+    assert [r["job"] for r in rows[-2:]] == [f"{rows[2]['job']} {m}" for m in ("step-graphs", "compiled-step-graphs")]
+    for r in [rows[3], *rows[-2:]]:
+        assert r["loss_gap"] == 0 and r["vs_eager"] == dict.fromkeys(rows[2]["primary"], 0.0)
+        assert r is rows[3] or r["matches_eager"]
+    assert rows[2]["task_loss"][0].keys() == rows[2]["primary"].keys()
+    assert "compiled-step-graphs: matches eager: task losses at most 0.00 % apart (tolerance 5 %" in printed
     assert all(r["gflop_per_image"] > 0 and r["mfu"] is None for r in rows)  # no bf16 peak for a CPU
     agreement, agree_ok = results["agreement"]
     assert agree_ok and {r["run"].split()[1] for r in agreement} == {"fp32", "bf16"}
@@ -167,17 +176,33 @@ def test_one_chosen_phase_runs_alone(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.slow  # nine small jobs on the CPU: about 8 s
-@pytest.mark.parametrize(("accel", "modes"), [(None, ["step-graphs"]), ("eager", []), ("eager,graphs", ["graphs+aff"])])
+@pytest.mark.parametrize(
+    ("accel", "modes"),
+    [(None, ["step-graphs", "compiled-step-graphs"]), ("eager", []), ("eager,graphs", ["graphs+aff"])],
+)
 def test_the_jobs_phase_runs_only_the_accel_modes_asked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accel: str | None, modes: list[str]
 ) -> None:
-    """By default the AU job runs eager twice and under step-graphs: the graphs+aff job (a compile, minutes on a
-    GPU) only when GPU_CHECK_ACCEL names graphs."""
+    """By default the AU job runs eager twice and under each whole-step mode: the graphs+aff job (a compile,
+    minutes on a GPU) only when GPU_CHECK_ACCEL names graphs."""
     env = {"GPU_CHECK_ACCEL": accel} if accel else {}
     code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="jobs", **env)
     rows, ok = results["jobs"]
     assert code == 0 and ok
     assert [r["job"].partition(" ")[2] for r in rows] == ["", "", "", "eager again", *modes]
+
+
+def test_a_whole_job_is_held_against_eager_by_its_task_losses_epoch_by_epoch() -> None:
+    from benchmarks.gpu_check import TOLERANCE, loss_gap
+
+    eager = [{"seg": 1.2, "cls": 0.7}, {"seg": 1.0, "cls": 0.5}]
+    assert loss_gap(eager, eager) == 0
+    near = [{"seg": 1.2, "cls": 0.7}, {"seg": 1.03, "cls": 0.5}]  # 3 % apart in the second epoch
+    assert loss_gap(eager, near) == pytest.approx(0.03) and loss_gap(eager, near) <= TOLERANCE["bf16"]["loss_rel"]
+    assert loss_gap(eager, [{"seg": 1.2, "cls": 0.7}, {"seg": 1.0, "cls": 0.56}]) == pytest.approx(0.12)
+    # another epoch count or another task drawn in an epoch: other batches, not the same job
+    assert loss_gap(eager, eager[:1]) == math.inf
+    assert loss_gap(eager, [{"seg": 1.2, "cls": 0.7}, {"seg": 1.0}]) == math.inf
 
 
 def test_utilisation_above_one_is_an_error_not_a_figure() -> None:

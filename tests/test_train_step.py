@@ -119,6 +119,46 @@ def test_the_recorded_body_from_its_buffers_trains_to_the_eager_weights(frozen: 
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow  # dynamo and AOT autograd trace one training step; two models trained: about 6 s
+def test_a_compiled_encoder_is_compiled_once_in_the_warm_up_and_never_again_when_recorded() -> None:
+    """`compiled-step-graphs` as the CPU can show it: the encoder compiled in place (aot_eager: dynamo's guards and
+    AOT autograd's forward and backward, without inductor's C++), bf16 autocast, trunk-fed batches whose augmented
+    rows change. The warm-up steps run from the recording's own input buffers with autocast's cache off, as the
+    recording does, so dynamo compiles one graph there and the recorded steps meet it: a guard failing at the
+    recording (tokens in another dtype, autocast's cache flag, which dynamo's global-state guard reads) would
+    compile inside the CUDA graph's capture. The steps train to the eager step's losses."""
+    from torch._dynamo.utils import counters
+
+    bf16 = Compute(torch.device("cpu"), torch.bfloat16)
+    rounds = WARMUP_STEPS + 2
+    runs = {}
+    for kind in ("eager", "compiled"):
+        model = _model(1)
+        balance = build_balance("equal", {t.id: 1.0 for t in TASKS})
+        opt = build_optimizer(model, TrainingSpec(grad_clip=1.0), balance.parameters())
+        if kind == "compiled":
+            model.encoder.compile(backend="aot_eager")
+            counters.clear()
+            step: TrainStep = GraphedTrainStep(model, balance, opt, bf16, 1.0, record=False)
+        else:
+            step = TrainStep(model, balance, opt, bf16, 1.0)
+        gen = torch.Generator().manual_seed(1)
+        losses = []
+        for r in range(rounds):
+            for t in TASKS:
+                images = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+                y = _targets(t, gen)
+                touched = torch.tensor([(r + i + len(t.id)) % 3 == 0 for i in range(BATCH)])
+                with bf16.autocast():  # the trunk's stored tokens as the job's trunk pass leaves them
+                    x = _trunk_input(model, images, touched)
+                losses.append(step(t.id, x, y).loss.float())
+        runs[kind] = torch.stack(losses)
+        if isinstance(step, GraphedTrainStep):
+            assert set(step.recorded) == {t.id for t in TASKS}
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    torch.testing.assert_close(runs["compiled"], runs["eager"], rtol=2e-2, atol=1e-3)
+
+
 def test_a_batch_of_another_shape_runs_eagerly_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     model = _model(None)
     balance = build_balance("equal", {"cls": 1.0})

@@ -1,11 +1,12 @@
 """Launch overhead on CUDA: run the encoder eagerly, compiled, or as CUDA graphs (`execution.accel`).
 
 A ViT-S step at batch 32 launches over a thousand small kernels, so on a fast
-GPU the host, not the arithmetic, sets the pace (issue 10). Two remedies, the
-encoder alone in both: the whole model would recompile per task (its head is
-chosen by the task id) and fall back to eager after eight tasks, and the
-detection loss breaks graphs, while the encoder sees the task only as a tensor
-(the MoE routers' task embedding), so one compiled encoder serves every task.
+GPU the host, not the arithmetic, sets the pace (issue 10). The modes that
+compile compile the encoder alone: the whole model would recompile per task (its
+head is chosen by the task id) and fall back to eager after eight tasks, while
+the encoder sees the task only as a tensor (the MoE routers' task embedding),
+so one compiled encoder serves every task. The step-graphs modes record the
+whole step, heads and optimiser included, around it.
 
 - `compile`: `torch.compile` (inductor) fuses the encoder's elementwise work.
 - `graphs`: `torch.compile(mode="reduce-overhead")`, inductor plus CUDA graph
@@ -16,7 +17,16 @@ detection loss breaks graphs, while the encoder sees the task only as a tensor
   what the trees require.
 - `step-graphs`: no compiler; the trainer records each task's whole step
   (encoder, MoE, head, losses, backward, clipping, AdamW) as one CUDA graph
-  and replays it (usagg/engine/step.py, issue 24.2). Not yet run on a GPU.
+  and replays it (usagg/engine/step.py, issue 24.2). On an H100 its steady loop
+  ran 2.26x eager, the GPU busy for the whole step (docs/benchmarks.md).
+- `compiled-step-graphs`: both. The encoder is compiled (inductor's default
+  mode, no graphs of its own) and the trainer records the whole step around its
+  fused kernels. An AU step of eager kernels is a couple of thousand launches
+  of a few microseconds each, so under step-graphs the kernels' count, not
+  their arithmetic, sets the GPU's time; fusing the encoder's elementwise work
+  cuts that count. The task's eager warm-up steps compile it (dynamo traces
+  forward and backward there), so recording sees only compiled code; a worker's
+  next job of the same shapes reuses that code (below). Unmeasured on a GPU.
 
 The compiled encoder serves training alone: `M2DINO.forward` runs it eagerly without grad (selection,
 the test) and `TrainStep` gives it a trunk-fed batch wholly as tokens, one input shape whichever rows
@@ -35,10 +45,11 @@ Compiled code is kept on disk in the usagg cache
 outlives /tmp (wiped between Slurm jobs on many clusters), a job of the same shapes loads it instead
 of compiling, each torch version has its own folder, and a folder whose marker is damaged or names
 another version is rebuilt (one line says so). Without Triton (or on a GPU too old for it) compile and
-graphs fall back to eager with one warning; step-graphs needs no compiler. The CPU always runs eager (compile
-costs over 30 s there and gains about 1 %). `make gpu-check` (benchmarks/gpu_check.py)
-measured the AU model's steady loop on an H200 (docs/benchmarks.md): graphs 3.59x eager,
-compile 1.20x. The default stays eager until a whole job under graphs has run on a GPU.
+graphs fall back to eager with one warning, compiled-step-graphs to step-graphs; step-graphs needs no
+compiler. The CPU always runs eager (compile costs over 30 s there and gains about 1 %). `make gpu-check`
+(benchmarks/gpu_check.py) measured the AU model's steady loop (docs/benchmarks.md): graphs 3.59x eager and
+compile 1.20x on an H200, step-graphs 2.26x on an H100. The default stays eager until a whole job under
+one of them has matched eager on a GPU (the check's jobs phase).
 """
 
 from __future__ import annotations
@@ -58,11 +69,15 @@ from usagg.model.m2dino import M2DINO
 
 log = logging.getLogger(__name__)
 
-AccelMode = Literal["eager", "compile", "graphs", "step-graphs"]
+AccelMode = Literal["eager", "compile", "graphs", "step-graphs", "compiled-step-graphs"]
 ACCEL_MODES: tuple[str, ...] = get_args(AccelMode)
 
-#: torch.compile mode per accel mode (None: inductor's default).
-_COMPILE_MODE: dict[str, str | None] = {"compile": None, "graphs": "reduce-overhead"}
+#: torch.compile mode per accel mode (None: inductor's default; compiled-step-graphs records the step itself, so
+#: inductor makes no graphs of its own inside it).
+_COMPILE_MODE: dict[str, str | None] = {"compile": None, "graphs": "reduce-overhead", "compiled-step-graphs": None}
+
+#: The modes whose trainer records each task's whole step as a CUDA graph (usagg/engine/step.py).
+_STEP_GRAPHS = ("step-graphs", "compiled-step-graphs")
 
 _cpu_notice_given = False
 
@@ -125,9 +140,9 @@ def compiler_missing() -> str | None:
 
 
 def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
-    """Whether the trainer records each task's whole step as a CUDA graph (`step-graphs` on CUDA;
-    usagg/engine/step.py)."""
-    return mode == "step-graphs" and device.type == "cuda"
+    """Whether the trainer records each task's whole step as a CUDA graph (`step-graphs` and
+    `compiled-step-graphs` on CUDA; usagg/engine/step.py)."""
+    return mode in _STEP_GRAPHS and device.type == "cuda"
 
 
 def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
@@ -154,16 +169,21 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path
             log.info("execution.accel=%s applies to CUDA devices only; this job runs eager on %s", mode, device)
             _cpu_notice_given = True
         return model
-    if mode == "step-graphs":
+    if mode in _STEP_GRAPHS:
         log.info(
-            "execution.accel=step-graphs: each task's whole training step is recorded as one CUDA graph after %d "
+            "execution.accel=%s: each task's whole training step is recorded as one CUDA graph after %d "
             "eager steps (usagg/engine/step.py)",
+            mode,
             WARMUP_STEPS,
         )
+    if mode == "step-graphs":
         return model
     missing = compiler_missing()
     if missing:
-        log.warning("execution.accel=%s needs inductor's GPU compiler, Triton: %s; this job runs eager", mode, missing)
+        instead = "step-graphs, its step recorded uncompiled" if mode in _STEP_GRAPHS else "eager"
+        log.warning(
+            "execution.accel=%s needs inductor's GPU compiler, Triton: %s; this job runs %s", mode, missing, instead
+        )
         return model
     folder = use_compile_cache(cache) if cache is not None else None
     log.info(

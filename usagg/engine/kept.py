@@ -14,8 +14,9 @@ random draws, the same pretrained file read), so what a job computes does not de
 before it (tests/test_kept_model.py: a job after another on the kept model ends with the metrics of the same
 job on a model of its own, to the last bit). One model is kept per process; a job of another structure
 releases it first, so at most one model's memory is held between jobs, and a model whose job failed or was
-stopped (out of memory, say) is released, not reused. Eager jobs, the CPU and step-graphs
-(which records per job against its new optimiser) keep nothing (`keeps_model`).
+stopped (out of memory, say) is released, not reused. Eager jobs, the CPU and the step-graphs modes
+(which record per job against its new optimiser; compiled-step-graphs' compiled code serves the next job's new
+model as it is, dynamo's graphs taking parameters as inputs) keep nothing (`keeps_model`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """One optimiser step on one task's batch: eager, or the whole step recorded as a CUDA graph per task.
 
 `TrainStep` is the step the trainer has always taken: forward under autocast, the loss balance,
-backward, gradient clipping, AdamW. `GraphedTrainStep` (`execution.accel: step-graphs`, CUDA only)
-records that same step, once per task, as one CUDA graph (torch's "whole-network capture") and
-replays it: one launch per step instead of a couple of thousand, the host free to prepare the next
-batch. What makes the step recordable:
+backward, gradient clipping, AdamW. `GraphedTrainStep` (`execution.accel: step-graphs`, and
+`compiled-step-graphs` with the encoder compiled inside; CUDA only) records that same step, once
+per task, as one CUDA graph (torch's "whole-network capture") and replays it: one launch per step
+instead of a couple of thousand, the host free to prepare the next batch. What makes the step recordable:
 
 - Static shapes: every training batch of a task is full (usagg/engine/sampling.py), so a task's
   step has one shape. The batch is copied into the graph's input buffers; a trunk-fed batch is
@@ -17,6 +17,12 @@ batch. What makes the step recordable:
   steps of the schedule, on a side stream as torch asks), creating AdamW's moments, cuBLAS and
   cuDNN handles, the RoPE tables and the initial losses of `loss_balance: initial`. Recording
   checks that it updates exactly the parameters its eager steps updated.
+- A compiled encoder (`compiled-step-graphs`) is compiled in those warm-up steps: they run from
+  the very input buffers and with autocast's cache off as the recording does, since dynamo's
+  guards read the input's dtype and shape and the autocast state; the recording then meets
+  only compiled code and records inductor's fused kernels.
+- A step that cannot be recorded on the device (a library call that syncs, say) is not a failed
+  job: that task's steps run eagerly from then on, with one warning saying why.
 - AdamW records with `capturable` and device-tensor learning rates (fused, as the job's
   optimiser already is); the scheduler fills those tensors in place, so every replay uses the
   step's own rate. Checkpoints keep plain floats (`portable_state`), so a job
@@ -152,27 +158,37 @@ class GraphedTrainStep(TrainStep):
         self.pool = torch.cuda.graph_pool_handle() if record else None
         self.side = torch.cuda.Stream(compute.device) if record else None
         self._other_shape_said: set[str] = set()
+        self.unrecordable: set[str] = set()  # tasks whose recording failed: they run eagerly
 
     def __call__(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
-        rec = self.recorded.get(task)
-        done = self.eager_steps.get(task, 0)
-        if rec is None and done < WARMUP_STEPS:
-            self.eager_steps[task] = done + 1
-            return self._eager(task, x, y)
         src = self._input(x)
-        if rec is None:
-            return self._record(task, src, y)
-        if _shape(src) == _shape(rec.x) and y.shape == rec.y.shape:
-            return self._replay(task, rec, src, y)
-        if task not in self._other_shape_said:
-            log.info("step-graphs: a batch of task %s has another shape than its recorded step; it runs eagerly", task)
-            self._other_shape_said.add(task)
-        return self._eager(task, x, y)
+        if task in self.unrecordable:
+            return self._eager(task, src, y)
+        rec = self.recorded.get(task)
+        if rec is not None:
+            if _shape(src) == _shape(rec.x) and y.shape == rec.y.shape:
+                return self._replay(task, rec, src, y)
+            if task not in self._other_shape_said:
+                log.info(
+                    "step-graphs: a batch of task %s has another shape than its recorded step; it runs eagerly", task
+                )
+                self._other_shape_said.add(task)
+            return self._eager(task, src, y)
+        # the warm-up steps run from the input buffers the recording reads: a compiled encoder is compiled there
+        # for exactly the inputs (dtype, shape) and autocast state it will be recorded with
+        bx, by = self._buffers(src, y)
+        self._load(_Recorded(bx, by, None, None), src, y)
+        done = self.eager_steps.get(task, 0)
+        if done < WARMUP_STEPS:
+            self.eager_steps[task] = done + 1
+            return self._eager(task, bx, by)
+        return self._record(task, bx, by)
 
     def _eager(self, task: str, x: Batch, y: torch.Tensor) -> StepLosses:
-        """An unrecorded step; remembers which parameters it updated (what the task's recording must update)."""
+        """An unrecorded step, autocast's cache off as when recording (a compiled encoder's guards read it);
+        remembers which parameters it updated (what the task's recording must update)."""
         if self.side is None:
-            out = self._body(task, x, y)
+            out = self._body(task, x, y, cache=False)
         else:
             # on a side stream (torch's CUDA-graph notes: lazy set-up must not land on the recording stream);
             # AdamW made capturable for another task's recording warns that it runs unrecorded here: it is meant to
@@ -180,7 +196,7 @@ class GraphedTrainStep(TrainStep):
             self.side.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(self.side), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*capturable=True.*")
-                out = self._body(task, x, y)
+                out = self._body(task, x, y, cache=False)
             torch.cuda.current_stream(dev).wait_stream(self.side)
         self.updated[task] = _with_grad(self.params)
         return out
@@ -212,21 +228,31 @@ class GraphedTrainStep(TrainStep):
             self.inputs[key] = buf
         return buf, torch.empty_like(y)
 
-    def _record(self, task: str, src: Batch, y: torch.Tensor) -> StepLosses:
-        bx, by = self._buffers(src, y)
-        self._load(_Recorded(bx, by, None, None), src, y)
+    def _record(self, task: str, bx: Batch, by: torch.Tensor) -> StepLosses:
+        """Record the task's step from its loaded input buffers and run it (`record=False`: run it unrecorded)."""
         self._make_capturable()
         if not self.record:
             rec = _Recorded(bx, by, None, None)
             self.recorded[task] = rec
-            return self._body(task, rec.x, rec.y)
+            return self._body(task, rec.x, rec.y, cache=False)
         dev = self.compute.device
         before = self.updated.get(task, set())
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(dev)
-        # thread_local: only this thread's calls are checked while recording (a tracker's or lock's thread may run)
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            out = self._body(task, bx, by, cache=False)
+        try:
+            # thread_local: only this thread's calls are checked while recording (a tracker's or lock's thread may
+            # run)
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                out = self._body(task, bx, by, cache=False)
+        except RuntimeError as err:  # something in the step cannot be recorded on this device: it runs eagerly
+            torch.cuda.synchronize(dev)
+            self.optimizer.zero_grad(set_to_none=True)  # gradients of the failed recording were never written
+            self.unrecordable.add(task)
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log.warning(
+                "step-graphs: task %s's training step could not be recorded (%s); it runs eagerly", task, first_line
+            )
+            return self._eager(task, bx, by)
         updated = _with_grad(self.params)
         if updated != before:
             raise RuntimeError(
@@ -243,7 +269,7 @@ class GraphedTrainStep(TrainStep):
     def _replay(self, task: str, rec: _Recorded, src: Batch, y: torch.Tensor) -> StepLosses:
         self._load(rec, src, y)
         if rec.graph is None:
-            return self._body(task, rec.x, rec.y)
+            return self._body(task, rec.x, rec.y, cache=False)
         rec.graph.replay()
         assert rec.out is not None
         return rec.out

@@ -642,14 +642,16 @@ class ExecutionSpec(Strict):
         "divided by the workers in a CPU pool, see cpu_jobs). A job's last bits on the CPU depend on it: pin it for "
         "reruns bit-identical to a run with another number of jobs at once.",
     )
-    accel: Annotated[Literal["eager", "compile", "graphs", "step-graphs"], NOT_IN_HASH] = Field(
+    accel: Annotated[Literal["eager", "compile", "graphs", "step-graphs", "compiled-step-graphs"], NOT_IN_HASH] = Field(
         "eager",
         description="Launch-overhead mode on CUDA (usagg/engine/accel.py): eager; compile (torch.compile of the "
         "encoder alone); graphs (CUDA graphs per batch shape, torch.compile mode reduce-overhead of the encoder); "
         "step-graphs (each task's whole training step, AdamW included, recorded as one CUDA graph, no compiler; "
-        "usagg/engine/step.py; not yet run on a GPU). "
-        "The CPU always runs eager. On an H200 graphs trained the AU model 3.6x faster than eager in a steady loop "
-        "(docs/benchmarks.md); the default stays eager until a whole job has been checked under graphs on a GPU.",
+        "usagg/engine/step.py); compiled-step-graphs (both: the encoder compiled, the whole step recorded around "
+        "its fused kernels; unmeasured on a GPU). Modes the device cannot run fall back with one line: compile and "
+        "graphs to eager without Triton, compiled-step-graphs to step-graphs. The CPU always runs eager. In a steady "
+        "loop graphs trained the AU model 3.6x faster than eager on an H200, step-graphs 2.26x on an H100 "
+        "(docs/benchmarks.md); the default stays eager until a whole job has matched eager under one of them on a GPU.",
     )
     jobs_per_gpu: Annotated[Annotated[int, Field(ge=1, le=16)] | Literal["auto"], NOT_IN_HASH] = Field(
         "auto",
