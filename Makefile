@@ -86,9 +86,9 @@ gpu-check: $(if $(GPU_PY),,install)
 GPU_OUT ?= reports/gpu
 gpu-lease: $(if $(GPU_PY),,install)
 	mkdir -p $(GPU_OUT)
-	@GPU_CHECK_JSON=$(GPU_OUT)/gpu_check.json timeout 400 $(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check \
+	@GPU_CHECK_JSON=$(GPU_OUT)/gpu_check.json timeout 420 $(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check \
 	  > $(GPU_OUT)/gpu_check.log 2>&1; check=$$?; \
-	timeout 150 $(or $(GPU_PY),$(PY)) -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_path.py -rf \
+	timeout 170 $(or $(GPU_PY),$(PY)) -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_path.py -rf \
 	  --tb=short > $(GPU_OUT)/cuda_tests.log 2>&1; tests=$$?; \
 	grep -v "NO PRETRAINED" $(GPU_OUT)/gpu_check.log | tail -n 40; tail -n 30 $(GPU_OUT)/cuda_tests.log; \
 	echo "gpu-lease: gpu-check exit $$check, cuda tests exit $$tests (124: cut by its time limit); logs in $(GPU_OUT)"; \
