@@ -248,6 +248,53 @@ def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
     assert results["graphed"] == results["eager"]
 
 
+@pytest.mark.slow  # two small AU jobs, one through dynamo and AOT autograd: about 20 s
+def test_a_whole_job_through_the_graphed_step_around_a_compiled_encoder_gives_the_eager_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`execution.accel: compiled-step-graphs` as a job runs it, forced on the CPU (aot_eager, recording aside):
+    trunk-fed and augmented batches, the affinity's virtual steps, `loss_balance: initial`, selection and the
+    test. Two dynamo graphs, the training step's (compiled in its warm-up) and the affinity's, and the eager
+    job's metrics and task losses (AOT autograd's decompositions round differently: close, not equal)."""
+    from torch._dynamo.utils import counters
+
+    from usagg.engine import kept as kept_module
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    study = load_study(spec, ["training.loss_balance=initial"])
+    au = next(j for j in plan(study) if j.paradigm == "AU")
+    real_build = job_module.build_trainer
+
+    def compiled(model: M2DINO, mode: str, device: torch.device, cache: Path | None = None) -> M2DINO:
+        model.encoder.compile(backend="aot_eager")
+        return model
+
+    def graphed_trainer(*args: object, **kw: object) -> object:
+        return real_build(*args, **{**kw, "step_graphs": True})  # type: ignore[arg-type]
+
+    results = {}
+    for mode in ("eager", "compiled-step-graphs"):
+        if mode != "eager":
+            monkeypatch.setattr(kept_module, "accelerate", compiled)
+            monkeypatch.setattr(job_module, "build_trainer", graphed_trainer)
+            counters.clear()
+        store = RunStore(tmp_path / mode)
+        store.init(dump_study(study), [au])
+        assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
+        m = store.metrics(au.id)
+        assert m is not None
+        results[mode] = (
+            {t: e["metrics"][e["primary"]] for t, e in m["tasks"].items()},
+            [e["task_loss"] for e in m["history"]],
+        )
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+    (metrics, losses), (metrics_c, losses_c) = results["eager"], results["compiled-step-graphs"]
+    assert metrics_c == pytest.approx(metrics, rel=1e-2, abs=5e-3)
+    for a, b in zip(losses, losses_c, strict=True):
+        assert b == pytest.approx(a, rel=1e-3)
+
+
 #: aten ops a recorded step cannot hold: host reads, and outputs whose shapes depend on the data.
 HOST_OR_DATA_SHAPED = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "is_nonzero", "equal"}
 
