@@ -1183,8 +1183,10 @@ def print_bare(bare: dict[str, Any]) -> None:
 
 
 def print_moe(moe: dict[str, Any]) -> None:
+    recorded = moe.get("time_ratio_recorded")
     print(
         f"MoE block / dense block, fwd+bwd: {moe['time_ratio']:.2f} ({moe['default_dispatch']} dispatch, the default)"
+        + (f"; recorded as CUDA graphs (the GPU's own time under step-graphs) {recorded:.2f}" if recorded else "")
     )
 
 
