@@ -34,7 +34,9 @@ Self-contained: generates its own synthetic data in a temporary folder, never
 downloads (HF_HUB_OFFLINE=1). `GPU_CHECK_JSON=<path>` also writes the results as
 JSON after every phase; `GPU_CHECK_PHASES=jobs,accel` runs only those phases and
 `GPU_CHECK_ACCEL` the accel modes measured beside eager (default `DEFAULT_ACCEL`);
-`GPU_CHECK_JOBS_AT_ONCE=1,2,4` the counts the jobs_per_gpu phase measures (1 among them).
+`GPU_CHECK_JOBS_AT_ONCE=1,2,4` the counts the jobs_per_gpu phase measures (1 among them);
+`GPU_CHECK_STUDY_ACCEL=step-graphs` runs the jobs_per_gpu phase's jobs and the projection's whole jobs
+under that mode instead of the study's (eager), its measurement file that mode's.
 Without CUDA it says so and exits 0. GPU_CHECK_DEVICE=cpu runs the same flow on
 the CPU at a tiny size (to test this script without a GPU; its numbers mean
 nothing, and the CPU runs eager in every accel mode). Meant to take under 6
@@ -634,12 +636,14 @@ def moe_ratio(cfg: dict[str, Any], device: str) -> dict[str, Any]:
 
 def fmc_study(device: str, cfg: dict[str, Any]) -> Any:
     """studies/fmc_uia.yaml as the projection measures it: its own shapes on CUDA (no weights file: a random init
-    of the same shapes), a tiny model in their place on the CPU (flow test)."""
+    of the same shapes), a tiny model in their place on the CPU (flow test); under `GPU_CHECK_STUDY_ACCEL` when
+    set (the jobs_per_gpu phase's and the whole jobs' `execution.accel`; the study's own, eager, otherwise)."""
     from usagg.spec.load import load_study
 
     tiny = [] if device == "cuda" else [f"model.backbone={cfg['backbone']}", f"model.image_size={cfg['size']}"]
     tiny += [] if device == "cuda" else ["model.moe.blocks=null", "model.frozen_blocks=null", "training.batch_size=4"]
-    return load_study(STUDY_SPEC, [*tiny, "model.weights=null"])
+    accel = os.environ.get("GPU_CHECK_STUDY_ACCEL", "").strip()
+    return load_study(STUDY_SPEC, [*tiny, "model.weights=null", *([f"execution.accel={accel}"] if accel else [])])
 
 
 def shaped_study(root: Path, name: str, fmc: Any, cfg: dict[str, Any], paradigms: list[str], n: int, **kw: Any) -> Any:
@@ -718,8 +722,10 @@ def jobs_per_gpu_rates(root: Path, cfg: dict[str, Any], device: str) -> dict[str
             raise RuntimeError(f"{k} jobs at once: {failed[0]} failed:\n{(store.error_text(failed[0]) or '')[-3000:]}")
         rates[k] = k / walls[k] * 3600
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    path = write_measurement(name, torch.__version__, rates) if device == "cuda" else None
+    accel = fmc.execution.accel
+    path = write_measurement(name, torch.__version__, rates, accel=accel) if device == "cuda" else None
     return {
+        "accel": accel,
         "jobs_per_hour": rates,
         "wall_s": walls,
         "chosen": choose_jobs_per_gpu(rates),
@@ -938,6 +944,7 @@ def project_whole(
     h100 = peak_bf16("H100")
     return {
         **out,
+        "accel": fmc.execution.accel,
         "jobs_per_gpu": setting,
         "memory_cap": memory_cap,
         "costs": {("moe" if m else "dense"): vars(c) for m, c in costs.items()},
@@ -1025,9 +1032,9 @@ def projection(root: Path, cfg: dict[str, Any], device: str, jobs_per_hour: dict
 
     from usagg.projection import read_measurement
 
-    if jobs_per_hour is None and device == "cuda":
-        jobs_per_hour = read_measurement(torch.cuda.get_device_name(0), torch.__version__)
     fmc = fmc_study(device, cfg)
+    if jobs_per_hour is None and device == "cuda":
+        jobs_per_hour = read_measurement(torch.cuda.get_device_name(0), torch.__version__, accel=fmc.execution.accel)
     steady = project_study(device, cfg)
     measured = whole_jobs(root, cfg, device, fmc)
     whole = project_whole(fmc, measured, steady, jobs_per_hour, device)
@@ -1195,7 +1202,7 @@ def print_jobs_per_gpu(jpg: dict[str, Any]) -> None:
     one = rates[min(rates)]
     print(
         f"\nTS jobs at once on one device through the pool ({jpg['images_per_job']} images, {jpg['epochs']} "
-        "epoch(s) each, studies/fmc_uia.yaml's shapes):"
+        f"epoch(s) each, studies/fmc_uia.yaml's shapes, execution.accel {jpg['accel']}):"
     )
     for k, r in rates.items():
         print(f"  {k} at once: {r:8.1f} jobs/h  x{r / one:.2f}  (wall {jpg['wall_s'][k]:.1f} s)")
@@ -1215,7 +1222,8 @@ def print_projection(proj: dict[str, Any]) -> None:
     )
     fits = "" if w["memory_cap"] is None else f", memory fits {w['memory_cap']}"
     print(
-        f"  whole jobs: {w['hours']:.1f} h wall = {w['serial_hours']:.1f} h one after the other ({per}) / "
+        f"  whole jobs (execution.accel {w['accel']}): {w['hours']:.1f} h wall = {w['serial_hours']:.1f} h one after "
+        f"the other ({per}) / "
         f"x{w['speedup']:.2f} for {w['jobs_at_once']} job(s) at once (jobs_per_gpu {w['jobs_per_gpu']}{fits}); "
         f"H100 by peak ratio: {_fmt(w['h100_hours'], '.1f')} h"
     )
@@ -1328,7 +1336,11 @@ def main() -> int:
         from usagg.engine.accel import ACCEL_MODES
         from usagg.execute.pool import MAX_JOBS_PER_GPU
 
-        for name, known in (("GPU_CHECK_PHASES", PHASES), ("GPU_CHECK_ACCEL", ACCEL_MODES)):
+        for name, known in (
+            ("GPU_CHECK_PHASES", PHASES),
+            ("GPU_CHECK_ACCEL", ACCEL_MODES),
+            ("GPU_CHECK_STUDY_ACCEL", ACCEL_MODES),
+        ):
             unknown = sorted(set(_env_list(name, known)) - set(known))
             if unknown:
                 print(f"gpu-check: unknown value(s) {', '.join(unknown)} in {name}; choose from {', '.join(known)}")

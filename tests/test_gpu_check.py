@@ -21,7 +21,7 @@ def _check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple
 
     out = tmp_path / "gpu_check.json"
     settings = {"GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_JSON": str(out), "USAGG_CACHE": str(tmp_path / "cache"), **env}
-    for key in ("GPU_CHECK_PHASES", "GPU_CHECK_ACCEL", "GPU_CHECK_JOBS_AT_ONCE"):
+    for key in ("GPU_CHECK_PHASES", "GPU_CHECK_ACCEL", "GPU_CHECK_JOBS_AT_ONCE", "GPU_CHECK_STUDY_ACCEL"):
         monkeypatch.delenv(key, raising=False)
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
@@ -136,7 +136,7 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     assert whole["hours"] == pytest.approx(sum(whole["part_hours"].values())) and whole["hours"] > 0
     assert proj["total_hours"] == whole["hours"] and whole["h100_hours"] is None  # no peak for a CPU
     assert list(proj["steady"]["modes"]) == ["eager"] and proj["steady"]["total_hours"] > 0
-    assert "whole jobs:" in printed and "steady loop (eager):" in printed
+    assert "whole jobs (execution.accel eager): " in printed and "steady loop (eager):" in printed
     assert "parts, one after the other: training " in printed and "per checkpoint file" in printed
     assert f"ts-lo   {runs[0]['job']:<36} 1 ep  wall " in printed and "(2 files)" in printed
     assert "gpu-check PASSED" in printed
@@ -147,6 +147,7 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     [
         ("GPU_CHECK_PHASES", "jobs,warp", "in GPU_CHECK_PHASES; choose from"),
         ("GPU_CHECK_ACCEL", "graph", "in GPU_CHECK_ACCEL; choose from"),
+        ("GPU_CHECK_STUDY_ACCEL", "steps", "in GPU_CHECK_STUDY_ACCEL; choose from"),
         ("GPU_CHECK_JOBS_AT_ONCE", "2,4", "1 among them (the baseline)"),
         ("GPU_CHECK_JOBS_AT_ONCE", "1,two", "expected counts of jobs at once from 1 to 16"),
     ],
@@ -190,6 +191,25 @@ def test_the_jobs_phase_runs_only_the_accel_modes_asked_for(
     rows, ok = results["jobs"]
     assert code == 0 and ok
     assert [r["job"].partition(" ")[2] for r in rows] == ["", "", "", "eager again", *modes]
+
+
+@pytest.mark.slow  # the jobs_per_gpu and projection phases on the CPU: about 6 s
+def test_the_study_accel_setting_runs_the_measured_jobs_under_that_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GPU_CHECK_STUDY_ACCEL: the jobs at once and the projection's whole jobs under another mode than the study's
+    (a second run of a lease can measure what a candidate default would give the study)."""
+    code, results = _check(
+        tmp_path,
+        monkeypatch,
+        GPU_CHECK_PHASES="jobs_per_gpu,projection",
+        GPU_CHECK_JOBS_AT_ONCE="1",
+        GPU_CHECK_STUDY_ACCEL="step-graphs",
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and results["jobs_per_gpu"]["accel"] == "step-graphs"
+    assert results["projection"]["whole"]["accel"] == "step-graphs"
+    assert "execution.accel step-graphs):" in printed and "whole jobs (execution.accel step-graphs): " in printed
 
 
 def test_a_whole_job_is_held_against_eager_by_its_task_losses_epoch_by_epoch() -> None:

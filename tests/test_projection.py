@@ -290,6 +290,44 @@ def test_measurement_file_round_trip_and_what_is_ignored(tmp_path: Path, caplog:
     assert "torch 2.11.0+cu130" in said[0] and "NVIDIA H100 PCIe" in said[1] and "damaged" in said[2]
 
 
+def test_each_accel_mode_has_its_measurement_and_a_mode_without_one_reads_eagers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs at once gain less when steps are recorded, so `auto` reads the measurement of the study's accel mode;
+    a mode never measured falls back to eager's (an upper bound), said once."""
+    name, version = "NVIDIA H100 80GB HBM3", "2.11.0+cu130"
+    eager = write_measurement(name, version, {1: 300.0, 2: 520.0, 4: 720.0}, tmp_path)
+    with caplog.at_level(logging.INFO, logger="usagg.projection"):
+        assert read_measurement(name, version, tmp_path, accel="step-graphs") == {1: 300.0, 2: 520.0, 4: 720.0}
+    assert any(
+        "no jobs_per_gpu measurement under execution.accel step-graphs" in r.getMessage() for r in caplog.records
+    )
+    graphed = write_measurement(name, version, {1: 600.0, 2: 660.0, 4: 680.0}, tmp_path, accel="step-graphs")
+    assert graphed == tmp_path / "jobs_per_gpu" / "nvidia-h100-80gb-hbm3-step-graphs.json" != eager
+    assert json.loads(graphed.read_text())["accel"] == "step-graphs"
+    assert read_measurement(name, version, tmp_path, accel="step-graphs") == {1: 600.0, 2: 660.0, 4: 680.0}
+    assert read_measurement(name, version, tmp_path) == {1: 300.0, 2: 520.0, 4: 720.0}  # eager's stays its own
+    # a file renamed into another mode's place is foreign
+    graphed.write_text(json.dumps({**json.loads(eager.read_text())}))
+    with caplog.at_level(logging.WARNING, logger="usagg.projection"):
+        assert read_measurement(name, version, tmp_path, accel="step-graphs") is None
+    assert "measured under execution.accel eager, not step-graphs" in caplog.records[-1].getMessage()
+
+
+def test_the_pool_reads_the_measurement_of_its_jobs_accel_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import usagg.projection as projection_module
+    from usagg.execute.local import make_local_executor
+    from usagg.spec.models import ExecutionSpec
+
+    asked: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        projection_module, "measured_jobs_per_gpu", lambda i, accel="eager": asked.append((i, accel)) or 2
+    )
+    monkeypatch.setattr("usagg.execute.local.resolve_devices", lambda execution: [0])
+    pool = make_local_executor(ExecutionSpec(jobs_per_gpu="auto", accel="step-graphs"), tmp_path)
+    assert isinstance(pool, PoolExecutor) and pool._gpu_most(0) == 2 and asked == [(0, "step-graphs")]
+
+
 def test_pool_auto_caps_what_memory_allows_by_the_measured_count(tmp_path: Path) -> None:
     """A GPU under auto: the measured count bounds the workers memory would allow (3 here, 8 GiB jobs in 40 GiB)."""
     measured = PoolExecutor(str(tmp_path), [0, 1], "auto", measured=lambda index: {0: 2, 1: None}[index])

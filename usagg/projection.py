@@ -4,11 +4,13 @@ Both are fed by `make gpu-check` (benchmarks/gpu_check.py); nothing here imports
 
 The measurement file. The `jobs_per_gpu` phase runs 1, 2 and 4 TS jobs at once on one GPU through the
 real pool and writes their throughput (jobs per hour) to `<cache root>/jobs_per_gpu/<device>.json`
-(`measurement_path`; the cache root is $USAGG_CACHE, else ~/.cache/usagg). `execution.jobs_per_gpu:
-auto` reads the file of the device it runs on (`measured_jobs_per_gpu`, usagg/execute/pool.py): the
-count it chooses (`choose_jobs_per_gpu`) caps the count that measured memory allows. A file that does
-not parse, or that was measured on another device or torch version, is ignored with one log line,
-and memory alone decides, as without a file.
+(`measurement_path`; the cache root is $USAGG_CACHE, else ~/.cache/usagg), or `<device>-<accel>.json` when
+its jobs ran under another `execution.accel` mode: jobs at once gain less when steps are recorded.
+`execution.jobs_per_gpu: auto` reads the file of the device it runs on and of the study's accel mode
+(`measured_jobs_per_gpu`, usagg/execute/pool.py; eager's when that mode has none): the count it chooses
+(`choose_jobs_per_gpu`) caps the count that measured memory allows. A file that does not parse, or that
+was measured on another device, torch version or mode, is ignored with one log line, and memory alone
+decides, as without a file.
 
 The projection (pure arithmetic, `project`): each planned job costs, by part (`job_seconds`), training `epochs x
 sum_type(train images x s/image)` + selection `epochs x (selection images x s/image + tasks x s/task)` +
@@ -58,9 +60,11 @@ def device_slug(device_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
 
 
-def measurement_path(device_name: str, root: Path | None = None) -> Path:
-    """Where the measurement of `device_name` is kept: `<cache root>/jobs_per_gpu/<slug>.json`."""
-    return (root or cache_root()) / MEASURE_DIR / f"{device_slug(device_name)}.json"
+def measurement_path(device_name: str, root: Path | None = None, accel: str = "eager") -> Path:
+    """Where the measurement of `device_name` under `execution.accel` mode `accel` is kept:
+    `<cache root>/jobs_per_gpu/<slug>.json` for eager, `<slug>-<accel>.json` for another mode."""
+    suffix = "" if accel == "eager" else f"-{accel}"
+    return (root or cache_root()) / MEASURE_DIR / f"{device_slug(device_name)}{suffix}.json"
 
 
 def choose_jobs_per_gpu(jobs_per_hour: Mapping[int, float]) -> int:
@@ -73,16 +77,21 @@ def choose_jobs_per_gpu(jobs_per_hour: Mapping[int, float]) -> int:
 
 
 def write_measurement(
-    device_name: str, torch_version: str, jobs_per_hour: Mapping[int, float], root: Path | None = None
+    device_name: str,
+    torch_version: str,
+    jobs_per_hour: Mapping[int, float],
+    root: Path | None = None,
+    accel: str = "eager",
 ) -> Path:
-    """Record a device's measured throughput by jobs at once (written whole, then renamed)."""
+    """Record a device's measured throughput by jobs at once under `accel` (written whole, then renamed)."""
     from usagg.atomic import write_json_atomic
 
-    path = measurement_path(device_name, root)
+    path = measurement_path(device_name, root, accel)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "device": device_name,
         "torch": torch_version,
+        "accel": accel,
         "jobs_per_hour": {str(k): round(float(v), 3) for k, v in sorted(jobs_per_hour.items())},
         "chosen": choose_jobs_per_gpu(jobs_per_hour),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -92,20 +101,35 @@ def write_measurement(
     return path
 
 
-def read_measurement(device_name: str, torch_version: str, root: Path | None = None) -> dict[int, float] | None:
-    """Jobs per hour by count measured on this device under this torch, or None (no file; a damaged or foreign
-    file is ignored with one warning)."""
-    path = measurement_path(device_name, root)
+def read_measurement(
+    device_name: str, torch_version: str, root: Path | None = None, accel: str = "eager"
+) -> dict[int, float] | None:
+    """Jobs per hour by count measured on this device under this torch and accel mode, or None (no file; a
+    damaged or foreign file is ignored with one warning).
+
+    A mode other than eager without a file of its own reads eager's, said in one line: jobs at once gain less
+    when each one's steps are recorded (the GPU, not the host, is then the busy one), so eager's count is an
+    upper bound on the mode's, a better cap than memory alone.
+    """
+    path = measurement_path(device_name, root, accel)
+    if accel != "eager" and not path.is_file():
+        eager = read_measurement(device_name, torch_version, root)
+        if eager is not None:
+            log.info("no jobs_per_gpu measurement under execution.accel %s (%s); eager's caps it", accel, path)
+        return eager
     if not path.is_file():
         return None
     try:
         raw = json.loads(path.read_text())
         rates = {int(k): float(v) for k, v in raw["jobs_per_hour"].items()}
-        device, torch_v = str(raw["device"]), str(raw["torch"])
+        device, torch_v, mode = str(raw["device"]), str(raw["torch"]), str(raw.get("accel", "eager"))
         if not rates or any(k < 1 or not v > 0 for k, v in rates.items()):
             raise ValueError("counts must be >= 1 and rates > 0")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("ignoring %s (damaged: %s); execution.jobs_per_gpu auto goes by memory alone", path, err)
+        return None
+    if mode != accel:
+        log.warning("ignoring %s: measured under execution.accel %s, not %s", path, mode, accel)
         return None
     if (device, torch_v) != (device_name, torch_version):
         log.warning(
@@ -121,8 +145,9 @@ def read_measurement(device_name: str, torch_version: str, root: Path | None = N
     return rates
 
 
-def measured_jobs_per_gpu(index: int, root: Path | None = None) -> int | None:
-    """The count `execution.jobs_per_gpu: auto` may run on visible GPU `index` by its measurement file, else None."""
+def measured_jobs_per_gpu(index: int, root: Path | None = None, accel: str = "eager") -> int | None:
+    """The count `execution.jobs_per_gpu: auto` may run on visible GPU `index` by its measurement file under the
+    study's `execution.accel` (`read_measurement`), else None."""
     try:
         import torch
 
@@ -131,7 +156,7 @@ def measured_jobs_per_gpu(index: int, root: Path | None = None) -> int | None:
         name, version = torch.cuda.get_device_name(index), str(torch.__version__)
     except Exception:  # no driver, an index not visible: no measurement, memory decides as before
         return None
-    rates = read_measurement(name, version, root)
+    rates = read_measurement(name, version, root, accel)
     if rates is None:
         return None
     chosen = choose_jobs_per_gpu(rates)
@@ -140,7 +165,7 @@ def measured_jobs_per_gpu(index: int, root: Path | None = None) -> int | None:
         index,
         name,
         chosen,
-        measurement_path(name, root),
+        measurement_path(name, root, accel),
         ", ".join(f"{k}: {v:.0f}" for k, v in sorted(rates.items())),
     )
     return chosen

@@ -59,7 +59,7 @@ def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Exe
     devices = resolve_devices(execution)
     if devices and (devices != [0] or execution.jobs_per_gpu != 1):
         # one device other than 0 also gets a pool: only a fresh process can be pinned to it
-        return PoolExecutor(str(store_root), devices, execution.jobs_per_gpu)
+        return PoolExecutor(str(store_root), devices, execution.jobs_per_gpu, accel=execution.accel)
     if devices is None and cpu_workers(execution.cpu_jobs, threads=execution.threads) > 1:
         return PoolExecutor(str(store_root), None, execution.cpu_jobs, threads=execution.threads)
     return InProcessExecutor(store_root)

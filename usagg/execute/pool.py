@@ -399,10 +399,12 @@ class PoolExecutor(Executor):
         probe: MemoryProbe | None = None,
         threads: int | None = None,
         measured: Callable[[int], int | None] | None = None,
+        accel: str = "eager",
     ) -> None:
         """`devices`: GPU indices, or None for the CPU; `threads`: torch threads per CPU worker (None: the usable
         cores shared by the workers); `probe`: CudaMemoryProbe on GPUs, CpuMemoryProbe on the CPU by default;
-        `measured`: a GPU's measured best count under auto (default: its gpu-check measurement file, if any)."""
+        `measured`: a GPU's measured best count under auto (default: its gpu-check measurement file under the
+        jobs' `accel` mode, if any)."""
         super().__init__(store_root)
         if devices is not None and not devices:
             raise ValueError("PoolExecutor needs at least one device, or None for the CPU")
@@ -415,6 +417,7 @@ class PoolExecutor(Executor):
         self.jobs_per_device = jobs_per_device
         self.threads = threads
         self.measured = measured
+        self.accel = accel
         self.probe: MemoryProbe = probe or (CudaMemoryProbe() if devices is not None else CpuMemoryProbe())
         self.peak = 0  # the largest job peak measured so far (auto)
         self.limits: dict[int | str, int] = {}  # device index ("cpu") -> workers allowed, as the last run left them
@@ -442,7 +445,7 @@ class PoolExecutor(Executor):
         if self.measured is None:
             from usagg.projection import measured_jobs_per_gpu
 
-            self.measured = measured_jobs_per_gpu
+            self.measured = functools.partial(measured_jobs_per_gpu, accel=self.accel)
         return max(1, min(MAX_JOBS_PER_GPU, self.measured(index) or MAX_JOBS_PER_GPU))
 
     def run(

@@ -659,8 +659,9 @@ class ExecutionSpec(Strict):
         "(1..16); auto: one until the GPU's first job (the largest queued) reports its measured peak memory (once "
         "its training settles, else at its end), then as many as fit in the GPU's free memory "
         "(usagg/execute/pool.py), at most the count `make gpu-check` found fastest on this card under this torch "
-        "where it measured one (usagg/projection.py: <cache>/jobs_per_gpu/<device>.json; a damaged or foreign file is "
-        "ignored with one warning). No effect on the CPU or under Slurm.",
+        "and accel mode where it measured one (usagg/projection.py: <cache>/jobs_per_gpu/<device>.json for "
+        "eager, <device>-<accel>.json for another mode, eager's where that mode has none; a damaged or foreign file "
+        "is ignored with one warning). No effect on the CPU or under Slurm.",
     )
     cpu_jobs: Annotated[Annotated[int, Field(ge=1, le=64)] | Literal["auto"], NOT_IN_HASH] = Field(
         "auto",
