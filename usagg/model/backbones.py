@@ -225,6 +225,13 @@ class DinoEncoder(nn.Module):
         table = self.rope_tables.get(key)
         return _build_rope_table(self.rope_tables, key, rope) if table is None else table
 
+    def prepare_rope(self, image_size: tuple[int, int], device: torch.device) -> None:
+        """Build the RoPE table of this image size's grid now, eagerly, where it is missing: called before a
+        compiled encoder's forward, whose first trace would otherwise break its graph at `_build_rope_table` and
+        be compiled again once the table exists (2 graphs for 1 on the CPU, tests/test_cuda_path.py)."""
+        gh, gw = self.vit.patch_embed.dynamic_feat_size(image_size)
+        self._rope(gh, gw, device)
+
     def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Patch tokens with the class and register tokens in front (timm's `Eva._pos_embed` for DINOv3, which
         has no absolute position embedding), and the RoPE table from `_rope`."""

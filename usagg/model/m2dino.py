@@ -84,6 +84,10 @@ class M2DINO(nn.Module):
             # evaluation and selection eagerly: a compiled encoder is compiled again for each grad mode and batch
             # shape until dynamo's limit (8), after which it runs eagerly for good (an H100 job under graphs)
             enc = self.encoder.forward(images, task_emb)
+        elif encoder_compiled(self):
+            size = images.image_size if isinstance(images, EncoderInput) else (images.shape[-2], images.shape[-1])
+            self.encoder.prepare_rope(size, images.device)  # its table eagerly, outside the compiled graph
+            enc = self.encoder(images, task_emb)
         else:
             enc = self.encoder(images, task_emb)
         outputs = head(enc.features)
