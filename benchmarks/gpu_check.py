@@ -89,9 +89,12 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 DEFAULT_ACCEL = ("eager", "step-graphs", "compiled-step-graphs")
 #: The modes that record each task's whole step: the jobs phase runs the AU job under each one asked for.
 WHOLE_STEP_MODES = ("step-graphs", "compiled-step-graphs")
-#: Modes of the projection's steady loops unless GPU_CHECK_ACCEL names them: graphs would compile dinov3_base's
-#: encoder for CUDA graph trees twice (dense and MoE), minutes of a six-minute check.
-PROJECTION_ACCEL = ("eager", "step-graphs", "compiled-step-graphs")
+#: Modes of the projection's steady loops unless GPU_CHECK_ACCEL names them: none that compiles. graphs and
+#: compiled-step-graphs would compile dinov3_base's encoder twice (dense and MoE), about a minute each if they take
+#: what the bare phase's compile of dinov3_small took on the H100 (most of its 74 s): past a six-minute check.
+#: Where the jobs and accel phases show compiled-step-graphs ahead, `GPU_CHECK_PHASES=projection
+#: GPU_CHECK_ACCEL=compiled-step-graphs` projects the study under it.
+PROJECTION_ACCEL = ("eager", "step-graphs")
 
 #: FMC_UIA training images by task type, as reported for the study (the projection's image counts).
 FMC_UIA_TRAIN_IMAGES = {"segmentation": 16615, "classification": 16361, "detection": 4333, "regression": 3078}
