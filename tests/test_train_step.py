@@ -153,6 +153,45 @@ def test_a_compiled_encoder_is_compiled_once_in_the_warm_up_and_never_again_when
     torch.testing.assert_close(runs["compiled"], runs["eager"], rtol=2e-2, atol=1e-3)
 
 
+def test_a_step_that_cannot_be_recorded_runs_eagerly_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device that refuses the recording (a library call that syncs, say): the job goes on, that task's steps run
+    eagerly from then on, one warning says why, and training is the eager step's to the last bit. The recording
+    is made to fail on the CPU by a capture context that raises as CUDA does."""
+    import contextlib
+
+    from usagg.engine import step as step_module
+
+    @contextlib.contextmanager
+    def refusing_capture(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+        yield
+
+    monkeypatch.setattr(step_module.torch.cuda, "graph", refusing_capture)
+    monkeypatch.setattr(step_module.torch.cuda, "CUDAGraph", lambda: None)
+    monkeypatch.setattr(step_module.torch.cuda, "synchronize", lambda device=None: None)
+    rounds = WARMUP_STEPS + 2
+    eager, eager_losses, _ = _train("eager", None, rounds)
+    original = GraphedTrainStep.__init__
+
+    def recording(self: GraphedTrainStep, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.record = True  # as on CUDA, with the eager steps on the current stream (no side stream here)
+
+    monkeypatch.setattr(GraphedTrainStep, "__init__", recording)
+    with caplog.at_level(logging.WARNING, logger="usagg.engine.step"):
+        graphed, graphed_losses, step = _train("graphed", None, rounds)
+    assert isinstance(step, GraphedTrainStep) and step.unrecordable == {t.id for t in TASKS} and not step.recorded
+    said = [r.getMessage() for r in caplog.records if r.name == "usagg.engine.step"]
+    assert len(said) == len(TASKS)
+    for m in said:  # the error's first line only
+        assert "could not be recorded (CUDA error: operation not permitted" in m and m.endswith("; it runs eagerly")
+    assert torch.equal(torch.stack(eager_losses), torch.stack(graphed_losses))
+    for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_a_batch_of_another_shape_runs_eagerly_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     model = _model(None)
     balance = build_balance("equal", {"cls": 1.0})
