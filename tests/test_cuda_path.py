@@ -110,27 +110,13 @@ def _scheduled_run(model: M2DINO, graphed: bool) -> tuple[torch.Tensor, TrainSte
 
 
 def _gradient_errors(model: M2DINO, compiled: M2DINO) -> dict[str, tuple[float, float]]:
-    """Per task, the relative error of the trainable gradients against the eager float32 model's: (eager bf16,
-    `compiled` bf16), on one seeded batch each, one forward and backward (no optimiser step: a step's Adam update
-    would blur a wrong gradient into a slightly different loss). `compiled`: a copy of `model`, compiled."""
+    """`gradient_errors` (benchmarks/gpu_check.py) on one seeded batch per task: per task (eager bf16, compiled
+    bf16) relative gradient error against the eager float32 model's."""
+    from benchmarks.gpu_check import gradient_errors
+
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
-    batches = {t.id: _batch(t, device, gen) for t in TASKS}
-
-    def grads(m: M2DINO, task: str, amp: bool) -> list[torch.Tensor]:
-        m.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = m(*batches[task][:1], task, batches[task][1])
-        assert out.loss is not None
-        out.loss.backward()
-        return [p.grad.float().flatten() for p in m.parameters() if p.grad is not None]
-
-    out = {}
-    for t in TASKS:
-        exact = torch.cat(grads(model, t.id, False))
-        rel = [float((torch.cat(grads(m, t.id, True)) - exact).norm() / exact.norm()) for m in (model, compiled)]
-        out[t.id] = (rel[0], rel[1])
-    return out
+    return gradient_errors(model, compiled, {t.id: _batch(t, device, gen) for t in TASKS})
 
 
 def _needs_sync_free_grouped_mm() -> None:
