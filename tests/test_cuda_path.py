@@ -165,7 +165,8 @@ def test_compile_and_graphs_without_triton_fall_back_to_eager_with_one_warning(
 @pytest.mark.slow  # inductor compiles the encoder's training forward and backward on the CPU: about 25-60 s
 def test_an_inductor_compiled_encoder_trains_as_eager_in_the_recorded_steps_body_and_keeps_state_dict_keys() -> None:
     """Inductor itself (the CPU's C++ code, where the GPU gets Triton), as `compiled-step-graphs` uses it: the
-    encoder compiled in place (`compile_encoder`, inductor's default mode), trained under bf16 autocast through
+    encoder and the heads compiled in place (`compile_encoder`, inductor's default mode, eager's rounding), trained
+    under bf16 autocast through
     the recorded step's body (usagg/engine/step.py, unrecorded on the CPU: its warm-up compiles one graph), MoE
     with grouped GEMMs and four head types, against the eager step on the same batches. A compiled encoder serves
     training only (evaluation runs it eagerly), so training is what must agree; parameter names stay the eager
@@ -182,16 +183,17 @@ def test_an_inductor_compiled_encoder_trains_as_eager_in_the_recorded_steps_body
             assert model.encoder._compiled_call_impl is not None and list(model.state_dict()) == keys
             counters.clear()
         losses[kind], _ = _scheduled_run(model, graphed=kind == "inductor")
-    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    # one graph for the encoder and one per head (four types here), each compiled once in the warm-up
+    assert counters["stats"]["unique_graphs"] == 1 + len(TASKS), dict(counters["stats"])
     # inductor fuses and keeps float32 where eager rounds to bf16: 24 steps land within about 1e-3 (2026-12-06)
     assert torch.allclose(losses["eager"], losses["inductor"], rtol=5e-3, atol=5e-3), _losses_apart(losses)
 
 
 @pytest.mark.slow  # inductor compiles the encoder's training forward and backward on the CPU: about 20 s
 def test_an_inductor_compiled_encoder_gets_gradients_as_close_to_float32_as_eager_bf16() -> None:
-    """The gradient each task's step feeds AdamW, through an encoder compiled by inductor in bf16, is as far from
-    float32's as eager bf16's is: what a loss curve can hide (a detection head compiled inside this model had its
-    gradients 65 % off while its losses moved by 1.5 %, 2026-12-06; heads stay eager)."""
+    """The gradient each task's step feeds AdamW, through an encoder and heads compiled by inductor in bf16, is as
+    far from float32's as eager bf16's is: what a loss curve can hide. Without `match_eager_rounding` the
+    detection head compiled inside this model had its gradients 65 % off while its losses moved by 1.5 %."""
     import copy
 
     torch._dynamo.reset()
@@ -302,8 +304,8 @@ def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
         if isinstance(step, GraphedTrainStep):
             assert set(step.recorded) == {t.id for t in TASKS} and not step.unrecordable
             assert all(r.graph is not None for r in step.recorded.values())
-            compiled = counters["stats"]["unique_graphs"]
-            assert compiled == (1 if mode == "compiled-step-graphs" else 0), dict(counters["stats"])
+            compiled = counters["stats"]["unique_graphs"]  # the encoder's and one per head (four types)
+            assert compiled == (1 + len(TASKS) if mode == "compiled-step-graphs" else 0), dict(counters["stats"])
         torch.cuda.synchronize()
         results[kind] = (losses, torch.cat([p.detach().float().flatten() for p in model.parameters()]))
         step.close()
@@ -339,8 +341,8 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     """What `execution.accel` compile / graphs give a job on CUDA, and compiled-step-graphs (the graphed step's
     body around the compiled encoder, recording aside), forced here on the CPU (where the policy keeps eager):
     training on frozen-trunk and augmented inputs, `loss_balance: initial` and the affinity's virtual steps go
-    through the compiled encoder in two graphs, selection and the test eagerly, and the job ends with the eager
-    job's metrics and task losses.
+    through the compiled encoder in two graphs (and the heads, under compiled-step-graphs), selection and the test
+    eagerly, and the job ends with the eager job's metrics and task losses.
 
     The encoder is compiled in place as `compile_encoder` does (`nn.Module.compile`) with the aot_eager backend:
     what a whole job can break is graph capture (dynamo's guards and recompiles, AOT autograd's functionalised
@@ -360,8 +362,11 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     compiled: list[M2DINO] = []
     real_build = job_module.build_trainer
 
-    def compile_always(model: M2DINO, mode: str, device: torch.device, cache: Path | None = None) -> M2DINO:
+    def compile_always(model: M2DINO, accel: str, device: torch.device, cache: Path | None = None) -> M2DINO:
         model.encoder.compile(backend="aot_eager")
+        if mode == "compiled-step-graphs":  # as compile_encoder does: the heads too
+            for head in model.heads.values():
+                head.compile(backend="aot_eager")
         compiled.append(model)
         return model
 
@@ -390,8 +395,10 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     # two graphs: the training step (a trunk-fed batch given wholly as tokens, whichever rows were augmented) and
     # the affinity's steps (rope in eval mode); selection and the test run eagerly. Before, each grad mode and count
     # of augmented rows compiled a graph of its own: 9 in this job, past dynamo's limit (8), after which an H100 job
-    # under graphs ran eagerly
-    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+    # under graphs ran eagerly. compiled-step-graphs compiles the heads too: the segmentation head twice (training,
+    # and the affinity's eval-mode steps: its BatchNorm reads `training`), the detection head once
+    graphs = {"compile": 2, "compiled-step-graphs": 2 + 2 + 1}[mode]
+    assert counters["stats"]["unique_graphs"] == graphs, dict(counters["stats"])
     # AOT autograd's decompositions round differently: two epochs drift apart by rounding, a few mask pixels
     (metrics, losses), (metrics_c, losses_c) = results["eager"], results[mode]
     assert metrics_c == pytest.approx(metrics, rel=1e-2, abs=5e-3)

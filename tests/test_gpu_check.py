@@ -82,11 +82,11 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     assert rows[2]["task_loss"][0].keys() == rows[2]["primary"].keys()
     assert "compiled-step-graphs: matches eager: task losses at most 0.00 % apart (tolerance 5 %" in printed
     assert all(r["gflop_per_image"] > 0 and r["mfu"] is None for r in rows)  # no bf16 peak for a CPU
-    # the compiled encoder's gradients per task (aot_eager on the CPU) against eager bf16's distance to float32
+    # the compiled model's gradients per task (aot_eager on the CPU) against eager bf16's distance to float32
     gradients, grads_ok = results["gradients"]
     assert grads_ok and [r["task"] for r in gradients] == list(rows[2]["primary"])
     assert all(r["compiled_bf16"] <= 1.5 * r["eager_bf16"] + 2e-3 and r["eager_bf16"] > 0 for r in gradients)
-    assert "compiled encoder (compiled-step-graphs) against eager: gradient error" in printed
+    assert "compiled model (compiled-step-graphs) against eager: gradient error" in printed
     agreement, agree_ok = results["agreement"]
     assert agree_ok and {r["run"].split()[1] for r in agreement} == {"fp32", "bf16"}
     assert [(r["mode"], r["batch"]) for r in results["accel"]["rows"]] == [("eager", 8), ("eager", 32)]

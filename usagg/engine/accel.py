@@ -19,18 +19,17 @@ whole step, heads and optimiser included, around it.
   (encoder, MoE, head, losses, backward, clipping, AdamW) as one CUDA graph
   and replays it (usagg/engine/step.py, issue 24.2). On an H100 its steady loop
   ran 2.26x eager, the GPU busy for the whole step (docs/benchmarks.md).
-- `compiled-step-graphs`: both. The encoder is compiled (inductor's default
-  mode, no graphs of its own) and the trainer records the whole step around its
-  fused kernels. The heads stay eager: compiled by inductor inside the whole
-  model, the detection head's gradients came out 65 % off under bf16 autocast on
-  the CPU (alone it compiled right, and the compiled encoder's gradients are as
-  close to float32 as eager's: tests/test_cuda_path.py checks both), so no head
-  is compiled until that is understood. An AU step of eager kernels is a couple of thousand launches
+- `compiled-step-graphs`: both. The encoder and each head are compiled
+  (inductor's default mode, no graphs of its own; rounding as eager does,
+  `match_eager_rounding`) and the trainer records the whole step around their
+  fused kernels. An AU step of eager kernels is a couple of thousand launches
   of a few microseconds each, so under step-graphs the kernels' count, not
-  their arithmetic, sets the GPU's time; fusing the encoder's elementwise work
-  cuts that count. The task's eager warm-up steps compile it (dynamo traces
-  forward and backward there), so recording sees only compiled code; a worker's
-  next job of the same shapes reuses that code (below). Unmeasured on a GPU.
+  their arithmetic, sets the GPU's time, and fusing cuts that count (a
+  segmentation head's forward and backward are about 570 of a 2,400-call
+  dinov3_small AU step). The task's eager warm-up steps compile them (dynamo
+  traces forward and backward there), so recording sees only compiled code; a
+  worker's next job of the same shapes reuses that code (below). Unmeasured on
+  a GPU.
 
 The compiled encoder serves training alone: `M2DINO.forward` runs it eagerly without grad (selection,
 the test) and `TrainStep` gives it a trunk-fed batch wholly as tokens, one input shape whichever rows
@@ -150,7 +149,8 @@ def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
 
 
 def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
-    """Compile `model.encoder` in place for `mode` (on any device; `accelerate` is the policy), return the model.
+    """Compile `model.encoder` in place for `mode` (on any device; `accelerate` is the policy), and each head under
+    compiled-step-graphs; return the model.
 
     Compilation happens lazily at the first forward; shapes that change (the last,
     smaller batch of a split) get a graph with a dynamic batch size after the second one.
@@ -158,8 +158,26 @@ def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
     if mode not in ACCEL_MODES:
         raise ValueError(f"unknown accel mode {mode!r}; choose one of {', '.join(ACCEL_MODES)}")
     if mode in _COMPILE_MODE:
+        match_eager_rounding()
         model.encoder.compile(mode=_COMPILE_MODE[mode])
+        if mode in _STEP_GRAPHS:  # compiled-step-graphs: the heads too (each serves training alone, as the encoder)
+            for head in model.heads.values():
+                head.compile()
     return model
+
+
+def match_eager_rounding() -> None:
+    """Have inductor round to bf16 where eager autocast does (`emulate_precision_casts`), for every compiled mode.
+
+    Without it inductor keeps float32 between fused operations, which should only be closer to float32, yet a
+    detection head compiled inside the model, under bf16 autocast on the CPU, got gradients 65 % off float32's
+    (eager bf16: 0.55 %) while its loss moved by 1.5 %; with it the compiled model's gradients are eager bf16's,
+    per task (tests/test_cuda_path.py). A global inductor setting: it holds for the whole process.
+    """
+    import torch._inductor.config as inductor_config
+
+    if hasattr(inductor_config, "emulate_precision_casts"):  # torch 2.6 and later
+        inductor_config.emulate_precision_casts = True
 
 
 def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path | None = None) -> M2DINO:
@@ -206,6 +224,7 @@ __all__ = [
     "compile_cache",
     "compile_encoder",
     "compiler_missing",
+    "match_eager_rounding",
     "use_compile_cache",
     "whole_step_graphs",
 ]

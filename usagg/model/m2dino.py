@@ -90,7 +90,8 @@ class M2DINO(nn.Module):
             enc = self.encoder(images, task_emb)
         else:
             enc = self.encoder(images, task_emb)
-        outputs = head(enc.features)
+        # a compiled head (compiled-step-graphs) serves training alone, as the encoder does
+        outputs = head.forward(enc.features) if _compiled(head) and not torch.is_grad_enabled() else head(enc.features)
         if enc.aux_losses:
             aux = self.aux_loss_weight * torch.stack(enc.aux_losses).mean()
         else:
@@ -129,9 +130,13 @@ class M2DINO(nn.Module):
         }
 
 
+def _compiled(module: nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
 def encoder_compiled(model: M2DINO) -> bool:
     """Whether the model's encoder was compiled in place (`nn.Module.compile`, usagg/engine/accel.py)."""
-    return getattr(model.encoder, "_compiled_call_impl", None) is not None
+    return _compiled(model.encoder)
 
 
 def build_model(model: ModelSpec, tasks: list[TaskSpec], moe: bool) -> M2DINO:
