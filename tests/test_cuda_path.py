@@ -163,7 +163,7 @@ def test_compile_and_graphs_without_triton_fall_back_to_eager_with_one_warning(
 
 
 @pytest.mark.slow  # inductor compiles the encoder's training forward and backward on the CPU: about 25-60 s
-def test_an_inductor_compiled_encoder_trains_as_eager_in_the_recorded_steps_body_and_keeps_state_dict_keys() -> None:
+def test_an_inductor_compiled_model_trains_as_eager_in_the_recorded_steps_body_and_keeps_state_dict_keys() -> None:
     """Inductor itself (the CPU's C++ code, where the GPU gets Triton), as `compiled-step-graphs` uses it: the
     encoder and the heads compiled in place (`compile_encoder`, inductor's default mode, eager's rounding), trained
     under bf16 autocast through
@@ -190,7 +190,7 @@ def test_an_inductor_compiled_encoder_trains_as_eager_in_the_recorded_steps_body
 
 
 @pytest.mark.slow  # inductor compiles the encoder's training forward and backward on the CPU: about 20 s
-def test_an_inductor_compiled_encoder_gets_gradients_as_close_to_float32_as_eager_bf16() -> None:
+def test_an_inductor_compiled_model_gets_gradients_as_close_to_float32_as_eager_bf16() -> None:
     """The gradient each task's step feeds AdamW, through an encoder and heads compiled by inductor in bf16, is as
     far from float32's as eager bf16's is: what a loss curve can hide. Without `match_eager_rounding` the
     detection head compiled inside this model had its gradients 65 % off while its losses moved by 1.5 %."""
@@ -204,7 +204,7 @@ def test_an_inductor_compiled_encoder_gets_gradients_as_close_to_float32_as_eage
 
 
 @pytest.mark.cuda
-def test_a_compiled_encoder_gets_gradients_as_close_to_float32_as_eager_bf16_on_cuda() -> None:
+def test_a_compiled_model_gets_gradients_as_close_to_float32_as_eager_bf16_on_cuda() -> None:
     """The same on the GPU, with Triton's kernels: the check the whole-job comparison cannot make."""
     import copy
 
@@ -271,20 +271,6 @@ def test_grouped_dispatch_matches_the_loop_in_bf16_on_cuda() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("mode", ["compile", "graphs"])
-def test_accelerated_training_follows_eager(mode: str) -> None:
-    device = torch.device("cuda")
-    gen = torch.Generator().manual_seed(0)
-    batches = {t.id: _batch(t, device, gen) for t in TASKS}
-    losses = {}
-    for m in ("eager", "eager again", mode):
-        model = accelerate(_model(device).train(), m.removesuffix(" again"), device)  # type: ignore[arg-type]
-        opt = _optimizer(model)
-        losses[m] = torch.stack([_step(model, opt, t.id, *batches[t.id]) for _ in range(2) for t in TASKS]).float()
-    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2), _losses_apart(losses)
-
-
-@pytest.mark.cuda
 @pytest.mark.parametrize("mode", ["step-graphs", "compiled-step-graphs"])
 def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
     """`step-graphs`: each task's whole step (MoE, four head types, clipping, AdamW with device learning rates the
@@ -313,6 +299,20 @@ def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
     apart = _losses_apart({k: v[0] for k, v in results.items()})
     assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2), apart
     assert float((we - wr).norm() / we.norm()) < 1e-2, apart
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["compile", "graphs"])
+def test_accelerated_training_follows_eager(mode: str) -> None:
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    batches = {t.id: _batch(t, device, gen) for t in TASKS}
+    losses = {}
+    for m in ("eager", "eager again", mode):
+        model = accelerate(_model(device).train(), m.removesuffix(" again"), device)  # type: ignore[arg-type]
+        opt = _optimizer(model)
+        losses[m] = torch.stack([_step(model, opt, t.id, *batches[t.id]) for _ in range(2) for t in TASKS]).float()
+    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2), _losses_apart(losses)
 
 
 WHOLE_JOB = """
