@@ -25,7 +25,7 @@ whole step, heads and optimiser included, around it.
   fused kernels. An AU step of eager kernels is a couple of thousand launches
   of a few microseconds each, so under step-graphs the kernels' count, not
   their arithmetic, sets the GPU's time, and fusing cuts that count (a
-  segmentation head's forward and backward are about 570 of a 2,400-call
+  pixel-map head's forward and backward are about 570 of a 2,400-call
   dinov3_small AU step). The task's eager warm-up steps compile them (dynamo
   traces forward and backward there), so recording sees only compiled code; a
   worker's next job of the same shapes reuses that code (below). Unmeasured on
@@ -170,7 +170,7 @@ def match_eager_rounding() -> None:
     """Have inductor round to bf16 where eager autocast does (`emulate_precision_casts`), for every compiled mode.
 
     Without it inductor keeps float32 between fused operations, which should only be closer to float32, yet a
-    detection head compiled inside the model, under bf16 autocast on the CPU, got gradients 65 % off float32's
+    box head compiled inside the model, under bf16 autocast on the CPU, got gradients 65 % off float32's
     (eager bf16: 0.55 %) while its loss moved by 1.5 %; with it the compiled model's gradients are eager bf16's,
     per task (tests/test_cuda_path.py). A global inductor setting: it holds for the whole process.
     """
