@@ -153,6 +153,7 @@ def test_a_compiled_encoder_is_compiled_once_in_the_warm_up_and_never_again_when
     torch.testing.assert_close(runs["compiled"], runs["eager"], rtol=2e-2, atol=1e-3)
 
 
+@pytest.mark.slow  # two models trained 4 rounds of 4 tasks: about 1 s
 def test_a_step_that_cannot_be_recorded_runs_eagerly_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
