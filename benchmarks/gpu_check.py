@@ -83,11 +83,12 @@ PEAK_BF16: tuple[tuple[str, float], ...] = (
 
 
 #: Accel modes measured by default: the whole step recorded (usagg/engine/step.py), without a compiler and around
-#: the compiled encoder's and heads' kernels. compile and graphs are left out (`GPU_CHECK_ACCEL=eager,compile,graphs`
-#: measures them): on the H200 compile gave 1.20x eager and took about 140 s to compile; on an H100 (2026-12-06) the graphs
-#: job with affinity took 141 s of a 386 s check and ran at 9 img/s: its encoder, recompiled for each grad mode
-#: and batch shape, hit dynamo's recompile limit (8) and ran eagerly from then on, in that job and the steady loops
-#: after it (graphs 0.99x eager there, where step-graphs gave 2.26x; the encoder now compiles for training alone).
+#: the compiled encoder's and heads' kernels. compile and graphs are left out
+#: (`GPU_CHECK_ACCEL=eager,compile,graphs` measures them): on the H200 compile gave 1.20x eager and took about
+#: 140 s to compile; on an H100 (2026-12-06) the graphs job with affinity took 141 s of a 386 s check and ran at
+#: 9 img/s: its encoder, recompiled for each grad mode and batch shape, hit dynamo's recompile limit (8) and ran
+#: eagerly from then on, in that job and the steady loops after it (graphs 0.99x eager there, where step-graphs
+#: gave 2.26x; the encoder now compiles for training alone).
 DEFAULT_ACCEL = ("eager", "step-graphs", "compiled-step-graphs")
 #: The modes that record each task's whole step: the jobs phase runs the AU job under each one asked for.
 WHOLE_STEP_MODES = ("step-graphs", "compiled-step-graphs")

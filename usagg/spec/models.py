@@ -648,8 +648,9 @@ class ExecutionSpec(Strict):
         "encoder alone); graphs (CUDA graphs per batch shape, torch.compile mode reduce-overhead of the encoder); "
         "step-graphs (each task's whole training step, AdamW included, recorded as one CUDA graph, no compiler; "
         "usagg/engine/step.py); compiled-step-graphs (both: the encoder and heads compiled, the whole step recorded "
-        "around their fused kernels; unmeasured on a GPU). Modes the device cannot run fall back with one line: compile and "
-        "graphs to eager without Triton, compiled-step-graphs to step-graphs. The CPU always runs eager. In a steady "
+        "around their fused kernels; unmeasured on a GPU). Modes the device cannot run fall back with one line: "
+        "compile and graphs to eager without Triton, compiled-step-graphs to step-graphs. The CPU always runs eager. "
+        "In a steady "
         "loop graphs trained the AU model 3.6x faster than eager on an H200, step-graphs 2.26x on an H100 "
         "(docs/benchmarks.md); the default stays eager until a whole job has matched eager under one of them on a GPU.",
     )
