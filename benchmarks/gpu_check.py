@@ -1098,7 +1098,7 @@ def compare_gradients(root: Path, cfg: dict[str, Any], device: str) -> tuple[lis
 
     import torch
 
-    from usagg.engine.accel import accelerate
+    from usagg.engine.accel import accelerate, compile_model
     from usagg.model.m2dino import build_model
 
     job = au_job(root)
@@ -1109,9 +1109,7 @@ def compare_gradients(root: Path, cfg: dict[str, Any], device: str) -> tuple[lis
     if device == "cuda":
         compiled = accelerate(twin, "compiled-step-graphs", dev)
     else:
-        for module in (twin.encoder, *twin.heads.values()):
-            module.compile(backend="aot_eager")
-        compiled = twin
+        compiled = compile_model(twin, "compiled-step-graphs", backend="aot_eager")
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
     rows = [
         {"task": task, "eager_bf16": e, "compiled_bf16": c, "ok": c <= GRAD_FACTOR * e + GRAD_SLACK}

@@ -15,7 +15,7 @@ import torch
 
 from usagg.engine import accel
 from usagg.engine import kept as kept_module
-from usagg.engine.accel import accelerate, compile_encoder
+from usagg.engine.accel import accelerate, compile_model
 from usagg.engine.balance import build_balance
 from usagg.engine.device import Compute
 from usagg.engine.runner import run_one
@@ -134,7 +134,7 @@ def test_accelerate_keeps_the_cpu_eager_and_says_so_once(caplog: pytest.LogCaptu
     assert model.encoder._compiled_call_impl is None  # nn.Module.compile was not called
     assert sum("applies to CUDA devices only" in r.message for r in caplog.records) == 1
     with pytest.raises(ValueError, match="unknown accel mode"):
-        compile_encoder(model, "fast")  # type: ignore[arg-type]
+        compile_model(model, "fast")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_compile_and_graphs_without_triton_fall_back_to_eager_with_one_warning(
 @pytest.mark.slow  # inductor compiles the encoder's training forward and backward on the CPU: about 25-60 s
 def test_an_inductor_compiled_model_trains_as_eager_in_the_recorded_steps_body_and_keeps_state_dict_keys() -> None:
     """Inductor itself (the CPU's C++ code, where the GPU gets Triton), as `compiled-step-graphs` uses it: the
-    encoder and the heads compiled in place (`compile_encoder`, inductor's default mode, eager's rounding), trained
+    encoder and the heads compiled in place (`compile_model`, inductor's default mode, eager's rounding), trained
     under bf16 autocast through
     the recorded step's body (usagg/engine/step.py, unrecorded on the CPU: its warm-up compiles one graph), MoE
     with grouped GEMMs and four head types, against the eager step on the same batches. A compiled encoder serves
@@ -179,7 +179,7 @@ def test_an_inductor_compiled_model_trains_as_eager_in_the_recorded_steps_body_a
         keys = list(model.state_dict())
         if kind == "inductor":
             torch._dynamo.reset()  # graphs another test left for these shapes would serve this one: count its own
-            compile_encoder(model, "compiled-step-graphs")
+            compile_model(model, "compiled-step-graphs")
             assert model.encoder._compiled_call_impl is not None and list(model.state_dict()) == keys
             counters.clear()
         losses[kind], _ = _scheduled_run(model, graphed=kind == "inductor")
@@ -198,7 +198,7 @@ def test_an_inductor_compiled_model_gets_gradients_as_close_to_float32_as_eager_
 
     torch._dynamo.reset()
     model = _model(torch.device("cpu")).train()
-    compiled = compile_encoder(copy.deepcopy(model), "compiled-step-graphs")
+    compiled = compile_model(copy.deepcopy(model), "compiled-step-graphs")
     for task, (eager, comp) in _gradient_errors(model, compiled).items():
         assert comp <= 1.5 * eager + 2e-3, f"{task}: gradient error {comp:.3g} compiled, {eager:.3g} eager bf16"
 
@@ -344,7 +344,7 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     through the compiled encoder in two graphs (and the heads, under compiled-step-graphs), selection and the test
     eagerly, and the job ends with the eager job's metrics and task losses.
 
-    The encoder is compiled in place as `compile_encoder` does (`nn.Module.compile`) with the aot_eager backend:
+    The model is compiled in place as `compile_model` does (`nn.Module.compile`) with the aot_eager backend:
     what a whole job can break is graph capture (dynamo's guards and recompiles, AOT autograd's functionalised
     forward and backward under inference mode and functional_call), which aot_eager runs in full; inductor's
     code generation is the CPU's C++, not the GPU's Triton, and costs 97 s on a fresh machine (14 s with its disk
@@ -363,11 +363,7 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
     real_build = job_module.build_trainer
 
     def compile_always(model: M2DINO, accel: str, device: torch.device, cache: Path | None = None) -> M2DINO:
-        model.encoder.compile(backend="aot_eager")
-        if mode == "compiled-step-graphs":  # as compile_encoder does: the heads too
-            for head in model.heads.values():
-                head.compile(backend="aot_eager")
-        compiled.append(model)
+        compiled.append(compile_model(model, mode, backend="aot_eager"))  # type: ignore[arg-type]
         return model
 
     def graphed_trainer(*args: object, **kw: object) -> object:

@@ -148,9 +148,10 @@ def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
     return mode in _STEP_GRAPHS and device.type == "cuda"
 
 
-def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
+def compile_model(model: M2DINO, mode: AccelMode, backend: str = "inductor") -> M2DINO:
     """Compile `model.encoder` in place for `mode` (on any device; `accelerate` is the policy), and each head under
-    compiled-step-graphs; return the model.
+    compiled-step-graphs; return the model. `backend`: inductor (`mode`'s torch.compile mode), or another dynamo
+    backend (the CPU's tests use aot_eager: dynamo's guards and AOT autograd without code generation).
 
     Compilation happens lazily at the first forward; shapes that change (the last,
     smaller batch of a split) get a graph with a dynamic batch size after the second one.
@@ -159,10 +160,11 @@ def compile_encoder(model: M2DINO, mode: AccelMode) -> M2DINO:
         raise ValueError(f"unknown accel mode {mode!r}; choose one of {', '.join(ACCEL_MODES)}")
     if mode in _COMPILE_MODE:
         match_eager_rounding()
-        model.encoder.compile(mode=_COMPILE_MODE[mode])
+        how = {"mode": _COMPILE_MODE[mode]} if backend == "inductor" else {"backend": backend}
+        model.encoder.compile(**how)
         if mode in _STEP_GRAPHS:  # compiled-step-graphs: the heads too (each serves training alone, as the encoder)
             for head in model.heads.values():
-                head.compile()
+                head.compile(**how)
     return model
 
 
@@ -214,7 +216,7 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path
         _COMPILE_MODE[mode] or "default",
         folder or os.environ.get(INDUCTOR_CACHE_ENV) or "inductor's default folder",
     )
-    return compile_encoder(model, mode)
+    return compile_model(model, mode)
 
 
 __all__ = [
@@ -222,7 +224,7 @@ __all__ = [
     "AccelMode",
     "accelerate",
     "compile_cache",
-    "compile_encoder",
+    "compile_model",
     "compiler_missing",
     "match_eager_rounding",
     "use_compile_cache",

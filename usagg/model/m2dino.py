@@ -10,7 +10,7 @@ returned alone for logging.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -80,18 +80,11 @@ class M2DINO(nn.Module):
         if self.task_embed is not None:
             idx = torch.full((n,), self.task_index[task_id], dtype=torch.long, device=images.device)
             task_emb = self.task_embed(idx)
-        if encoder_compiled(self) and not torch.is_grad_enabled():
-            # evaluation and selection eagerly: a compiled encoder is compiled again for each grad mode and batch
-            # shape until dynamo's limit (8), after which it runs eagerly for good (an H100 job under graphs)
-            enc = self.encoder.forward(images, task_emb)
-        elif encoder_compiled(self):
+        if encoder_compiled(self) and torch.is_grad_enabled():
             size = images.image_size if isinstance(images, EncoderInput) else (images.shape[-2], images.shape[-1])
             self.encoder.prepare_rope(size, images.device)  # its table eagerly, outside the compiled graph
-            enc = self.encoder(images, task_emb)
-        else:
-            enc = self.encoder(images, task_emb)
-        # a compiled head (compiled-step-graphs) serves training alone, as the encoder does
-        outputs = head.forward(enc.features) if _compiled(head) and not torch.is_grad_enabled() else head(enc.features)
+        enc = _run(self.encoder, images, task_emb)
+        outputs = _run(head, enc.features)
         if enc.aux_losses:
             aux = self.aux_loss_weight * torch.stack(enc.aux_losses).mean()
         else:
@@ -132,6 +125,16 @@ class M2DINO(nn.Module):
 
 def _compiled(module: nn.Module) -> bool:
     return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def _run(module: nn.Module, *args: Any) -> Any:
+    """`module(*args)`; one compiled in place (usagg/engine/accel.py: the encoder, and the heads under
+    compiled-step-graphs) serves training alone. Without grad (selection, the test) it runs eagerly: compiled, it
+    was compiled again for each grad mode and batch shape until dynamo's limit (8), after which it ran eagerly for
+    good (an H100 job under graphs)."""
+    if _compiled(module) and not torch.is_grad_enabled():
+        return module.forward(*args)
+    return module(*args)
 
 
 def encoder_compiled(model: M2DINO) -> bool:
