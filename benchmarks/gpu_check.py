@@ -1365,7 +1365,10 @@ def print_accel(acc: dict[str, Any], device: str) -> None:
             f"  MFU {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''}  vs bare {_fmt(r.get('vs_bare'), '.2f')}"
         )
     if device != "cuda":
-        print("  compile, graphs, step-graphs: n/a (the CPU runs eager in every mode)")
+        from usagg.engine.accel import ACCEL_MODES
+
+        others = ", ".join(m for m in ACCEL_MODES if m != "eager")
+        print(f"  {others}: n/a (the CPU runs eager in every mode)")
 
 
 def print_profile(profiles: dict[str, dict[str, Any]]) -> None:
