@@ -156,6 +156,21 @@ def _version(code_root: Path, data_root: Path, work: Path) -> dict[str, Any]:
     }
 
 
+def fixed_verdict(old: dict[str, Any], new: dict[str, Any]) -> tuple[float | None, dict[str, float], bool]:
+    """Whether today's fixed calls are not more than the base's: (fixed ratio, whole-study ratio per E, verdict).
+
+    fixed = calls(E) - E x per extra epoch assumes equal epochs. a73a3c2's are not (each improved epoch rewrote
+    best.pt), so under `checkpoint_every: 1` its fixed part comes out negative, and a ratio to it would read as
+    met (a negative number) whatever today's code did. Where the base's fixed part is not positive there is no
+    ratio and the whole study's calls at both epoch counts decide (today's fixed plus epochs not more than the
+    base's)."""
+    whole = {e: round(new["calls"][e] / old["calls"][e], 3) for e in old["calls"]}
+    if old["fixed"] > 0:
+        ratio = round(new["fixed"] / old["fixed"], 3)
+        return ratio, whole, ratio <= 1.0
+    return None, whole, all(r <= 1.0 for r in whole.values())
+
+
 def main() -> dict:
     base = worktree(BASE_COMMIT)
     with tempfile.TemporaryDirectory(prefix="usagg-bench-ops-") as tmp:
@@ -164,7 +179,7 @@ def main() -> dict:
         old = _version(base, data, work / "old")
         new = _version(REPO, data, work / "new")
     per_ratio = round(new["per_extra_epoch"] / old["per_extra_epoch"], 3)
-    fixed_ratio = round(new["fixed"] / old["fixed"], 3)
+    fixed_ratio, whole_ratios, fixed_ok = fixed_verdict(old, new)
     result = {
         "study": f"TS 4 + AU 1 jobs ({', '.join(TASKS)}), {TRAIN_IMAGES} train / {VAL_IMAGES} val images per task, "
         f"dinov3_test at 64 px, batch 8, {EPOCHS} vs {EPOCHS + 1} epochs, checkpoint_every {CHECKPOINT_EVERY}, "
@@ -172,8 +187,9 @@ def main() -> dict:
         "base_commit": BASE_COMMIT,
         "per_extra_epoch_ratio": per_ratio,
         "fixed_ratio": fixed_ratio,
+        "whole_study_ratios": whole_ratios,
         "targets": {"per_extra_epoch_ratio": TARGET_PER_EPOCH, "fixed_ratio": 1.0},
-        "meets_targets": per_ratio <= TARGET_PER_EPOCH and fixed_ratio <= 1.0,
+        "meets_targets": per_ratio <= TARGET_PER_EPOCH and fixed_ok,
         "old": old,
         "new": new,
     }
@@ -182,10 +198,15 @@ def main() -> dict:
     for label, r in ((BASE_COMMIT, old), ("today", new)):
         c = r["calls"]
         print(f"{label:<10}{r['per_extra_epoch']:>17,}{r['fixed']:>10,}{c[str(EPOCHS)]:>10,}{c[str(EPOCHS + 1)]:>10,}")
-    print(
-        f"today / {BASE_COMMIT}: per extra epoch {per_ratio} (target <= {TARGET_PER_EPOCH}), "
+    whole = ", ".join(f"E={e} {r}" for e, r in whole_ratios.items())
+    fixed = (
         f"fixed {fixed_ratio} (target <= 1.0)"
+        if fixed_ratio is not None
+        else f"fixed: no ratio ({BASE_COMMIT}'s fixed part is not positive: its epochs are unequal), so the whole "
+        f"study's calls decide: {whole} (target <= 1.0)"
     )
+    print(f"today / {BASE_COMMIT}: per extra epoch {per_ratio} (target <= {TARGET_PER_EPOCH}), {fixed}")
+    print(f"targets {'met' if result['meets_targets'] else 'NOT met'}")
     return result
 
 

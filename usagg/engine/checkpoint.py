@@ -98,11 +98,12 @@ class _Crc32:
 
 
 def _memory(t: torch.Tensor) -> memoryview:
-    """A contiguous CPU tensor's own memory as flat bytes, no copy; through numpy where it can (no torch operator
-    call per tensor, issue 24), through torch for dtypes numpy lacks (bfloat16)."""
+    """A contiguous CPU tensor's own memory as flat bytes, no copy; through DLPack where numpy can read the dtype (no
+    torch operator call per tensor, issue 24: `Tensor.numpy` makes one, a detach), through torch for dtypes numpy
+    lacks (bfloat16)."""
     try:
-        return t.numpy().reshape(-1).view(np.uint8).data
-    except TypeError:
+        return np.from_dlpack(t).reshape(-1).view(np.uint8).data
+    except (TypeError, RuntimeError, BufferError):
         return t.reshape(-1).view(torch.uint8).numpy().data
 
 
