@@ -496,7 +496,8 @@ def run_jobs(
 
 def loss_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
     """The largest relative gap between two runs' per-epoch task training losses (history `task_loss`); inf when
-    they trained other epochs or tasks (other batches were drawn: not the same job).
+    they trained other epochs or tasks (other batches were drawn: not the same job) or a loss is not finite in
+    one of them (`max` would pass over a nan gap that is not first: a run diverging in a later epoch would match).
 
     What a whole-job comparison of modes rests on: a short job's primary metrics are chaotic (the check's AU job
     on the CPU, its initial weights moved by 1e-3 of themselves: fetal_head DSC 0.63 -> 0.01 after 3 epochs,
@@ -505,7 +506,7 @@ def loss_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
     if len(a) != len(b) or any(set(x) != set(y) for x, y in zip(a, b, strict=True)):
         return math.inf
     gaps = [abs(x[t] - y[t]) / max(abs(x[t]), 1e-12) for x, y in zip(a, b, strict=True) for t in x]
-    return max(gaps, default=0.0)
+    return max(gaps, default=0.0) if all(math.isfinite(g) for g in gaps) else math.inf
 
 
 def accel_rates(root: Path, cfg: dict[str, Any], device: str, bare: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -1053,11 +1054,12 @@ def projection(root: Path, cfg: dict[str, Any], device: str, jobs_per_hour: dict
 def metric_gap(metric: str, a: float, b: float, tol: dict[str, float]) -> tuple[float, bool]:
     """How far two values of a primary metric are apart (relative for MRE, in pixels; absolute for the bounded
     metrics) and whether that is within `tol` (a `TOLERANCE` entry); two nans agree."""
-    if metric == "MRE":
-        gap = abs(a - b) / max(abs(a), 1e-9)
-        return gap, gap <= tol["mre_rel"]
-    gap = abs(a - b) if math.isfinite(a) and math.isfinite(b) else (0.0 if a == b else math.inf)
-    return gap, gap <= tol["metric"] or (math.isnan(a) and math.isnan(b))
+    both_nan = math.isnan(a) and math.isnan(b)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        gap = 0.0 if a == b or both_nan else math.inf
+    else:
+        gap = abs(a - b) / max(abs(a), 1e-9) if metric == "MRE" else abs(a - b)
+    return gap, gap <= tol["mre_rel" if metric == "MRE" else "metric"]
 
 
 def gradient_errors(model: Any, compiled: Any, batches: dict[str, tuple[Any, Any]]) -> dict[str, tuple[float, float]]:

@@ -229,6 +229,21 @@ def test_a_whole_job_is_held_against_eager_by_its_task_losses_epoch_by_epoch() -
     # another epoch count or another task drawn in an epoch: other batches, not the same job
     assert loss_gap(eager, eager[:1]) == math.inf
     assert loss_gap(eager, [{"seg": 1.2, "cls": 0.7}, {"seg": 1.0}]) == math.inf
+    # a run that diverges after its first epoch does not match (a nan gap after a finite one escaped `max`)
+    assert loss_gap(eager, [{"seg": 1.2, "cls": 0.7}, {"seg": math.nan, "cls": 0.5}]) == math.inf
+    assert loss_gap(eager, [{"seg": 1.2, "cls": 0.7}, {"seg": 1.0, "cls": math.inf}]) == math.inf
+
+
+def test_primary_metric_gaps_agree_on_two_nans_and_never_on_one() -> None:
+    from benchmarks.gpu_check import TOLERANCE, metric_gap
+
+    tol = TOLERANCE["bf16"]
+    for metric in ("MRE", "DSC"):
+        assert metric_gap(metric, math.nan, math.nan, tol) == (0.0, True)
+        assert metric_gap(metric, 0.5, math.nan, tol) == (math.inf, False)
+        assert metric_gap(metric, math.nan, 0.5, tol) == (math.inf, False)
+    assert metric_gap("MRE", 10.0, 10.0 * (1 + tol["mre_rel"] / 2), tol)[1] is True
+    assert metric_gap("DSC", 0.5, 0.5 + 2 * tol["metric"], tol)[1] is False
 
 
 def test_utilisation_above_one_is_an_error_not_a_figure() -> None:
