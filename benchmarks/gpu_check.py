@@ -1062,10 +1062,27 @@ def metric_gap(metric: str, a: float, b: float, tol: dict[str, float]) -> tuple[
     return gap, gap <= tol["mre_rel" if metric == "MRE" else "metric"]
 
 
+def step_input(model: Any, images: Any) -> Any:
+    """`images` as the trainer's step gives them to a compiled encoder (usagg/engine/step.py): where the model has
+    a frozen trunk, wholly as trunk tokens in float32 (the recording's input buffers), else the pixels."""
+    import torch
+
+    from usagg.model.backbones import EncoderInput
+
+    if model.encoder.trunk_layout() is None:
+        return images
+    n = int(images.shape[0])
+    pixels = EncoderInput(n, tuple(images.shape[-2:]), images=images, image_pos=torch.arange(n, device=images.device))
+    return model.encoder.as_tokens(pixels)
+
+
 def gradient_errors(model: Any, compiled: Any, batches: dict[str, tuple[Any, Any]]) -> dict[str, tuple[float, float]]:
     """Per task, the relative error of the trainable gradients against the eager float32 model's: (eager bf16,
-    `compiled` bf16), one forward and backward on the task's batch. `compiled`: a copy of `model` with its encoder
-    compiled. A loss curve can hide a wrong gradient (AdamW's steps blur it), so this looks at the gradient."""
+    `compiled` bf16), one forward and backward on the task's batch. `compiled`: a copy of `model` compiled as
+    compiled-step-graphs compiles it. A loss curve can hide a wrong gradient (AdamW's steps blur it), so this looks
+    at the gradient. Inputs (`step_input`) and autocast (its cache off) as a whole-step mode's steps have them, so
+    on a GPU the code the jobs phase compiled serves here and nothing is compiled again (a minute or so per
+    graph of dinov3_small)."""
     import torch
 
     device = next(model.parameters()).device
@@ -1073,7 +1090,7 @@ def gradient_errors(model: Any, compiled: Any, batches: dict[str, tuple[Any, Any
     def grads(m: Any, task: str, amp: bool) -> Any:
         m.zero_grad(set_to_none=True)
         x, y = batches[task]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
             out = m(x, task, y)
         out.loss.backward()
         return torch.cat([p.grad.float().flatten() for p in m.parameters() if p.grad is not None])
@@ -1093,9 +1110,9 @@ GRAD_FACTOR, GRAD_SLACK = 1.5, 2e-3
 def compare_gradients(root: Path, cfg: dict[str, Any], device: str) -> tuple[list[dict[str, Any]], bool]:
     """The AU model compiled as compiled-step-graphs compiles it (encoder and heads; inductor on CUDA, aot_eager on
     the CPU, the flow test) against eager: per task the gradient error against float32, each within `GRAD_FACTOR` x
-    eager bf16's + `GRAD_SLACK`. The check's batch and image size, so on a GPU the jobs phase's compiled code
-    serves it. (Without `match_eager_rounding` a detection head compiled in bf16 got 65 % wrong gradients on the
-    CPU while its losses moved by 1.5 %.)"""
+    eager bf16's + `GRAD_SLACK`. The check's batch and image size and the job's trunk tokens, so on a GPU the jobs
+    phase's compiled code serves it. (Without `match_eager_rounding` a detection head compiled in bf16 got 65 %
+    wrong gradients on the CPU while its losses moved by 1.5 %.)"""
     import copy
 
     import torch
@@ -1113,6 +1130,7 @@ def compare_gradients(root: Path, cfg: dict[str, Any], device: str) -> tuple[lis
     else:
         compiled = compile_model(twin, "compiled-step-graphs", backend="aot_eager")
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
+    batches = {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
     rows = [
         {"task": task, "eager_bf16": e, "compiled_bf16": c, "ok": c <= GRAD_FACTOR * e + GRAD_SLACK}
         for task, (e, c) in gradient_errors(model, compiled, batches).items()

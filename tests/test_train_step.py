@@ -151,6 +151,22 @@ def test_a_compiled_encoder_is_compiled_once_in_the_warm_up_and_never_again_when
     runs = {"eager": torch.stack(eager)[:, 0], "compiled": torch.stack(compiled)[:, 0]}
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     torch.testing.assert_close(runs["compiled"], runs["eager"], rtol=2e-2, atol=1e-3)
+    # gpu-check's gradients phase gives a new compiled model of the same structure its batches as these steps
+    # did (trunk tokens in float32, autocast's cache off): the graph compiled here serves it, nothing more is
+    # compiled (on a GPU a second graph of dinov3_small costs about a minute of the check's six)
+    from benchmarks.gpu_check import gradient_errors, step_input
+
+    eager_model, twin = _model(1), _model(1)
+    twin.encoder.compile(backend="aot_eager")
+    gen = torch.Generator().manual_seed(2)
+    batches = {
+        t.id: (step_input(eager_model, torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)), _targets(t, gen))
+        for t in TASKS
+    }
+    assert all(isinstance(x, EncoderInput) and x.images is None for x, _ in batches.values())
+    errors = gradient_errors(eager_model, twin, batches)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert all(0 < c <= 1.5 * e + 2e-3 for e, c in errors.values()), errors
 
 
 @pytest.mark.slow  # two models trained 4 rounds of 4 tasks: about 1 s
