@@ -1243,6 +1243,11 @@ def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
             losses = f"task losses at most {100 * r['loss_gap']:.2f} % apart"
             if "repeat_gap" in r:
                 print(f"  {r['job']}: two eager runs of one job: {losses}; primary metric gaps {gaps}")
+                if not r["matches_eager"]:
+                    print(
+                        f"  eager does not repeat itself within {100 * TOLERANCE['bf16']['loss_rel']:g} % on this "
+                        "card: the verdicts below cannot tell a mode's error from eager's own spread"
+                    )
             else:
                 verdict = "matches eager" if r["matches_eager"] else "DOES NOT MATCH eager"
                 print(

@@ -246,6 +246,27 @@ def test_primary_metric_gaps_agree_on_two_nans_and_never_on_one() -> None:
     assert metric_gap("DSC", 0.5, 0.5 + 2 * tol["metric"], tol)[1] is False
 
 
+def test_an_eager_job_that_does_not_repeat_itself_says_the_verdicts_cannot_decide(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.gpu_check import print_jobs
+
+    base = {"state": "done", "images_per_s": 1.0, "peak_gib": None, "wall_s": 1.0, "primary": {"seg": 0.5}}
+    rows = [
+        {**base, "job": "AU-all"},
+        {**base, "job": "AU-all eager again", "vs_eager": {"seg": 0.1}, "loss_gap": 0.08, "matches_eager": False},
+        {**base, "job": "AU-all step-graphs", "vs_eager": {"seg": 0.1}, "loss_gap": 0.07, "matches_eager": False},
+    ]
+    rows[1]["repeat_gap"] = rows[1]["vs_eager"]
+    print_jobs(rows, {"sync_steps": 2})
+    printed = capsys.readouterr().out
+    assert "eager again: two eager runs of one job: task losses at most 8.00 % apart" in printed
+    assert "eager does not repeat itself within 5 % on this card: the verdicts below cannot tell" in printed
+    rows[1].update(loss_gap=0.01, matches_eager=True)
+    print_jobs(rows, {"sync_steps": 2})
+    assert "eager does not repeat itself" not in capsys.readouterr().out
+
+
 def test_utilisation_above_one_is_an_error_not_a_figure() -> None:
     from benchmarks.gpu_check import peak_bf16, utilisation
 
