@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from usagg.atomic import write_with
+from usagg.tensorbytes import on_host, tensor_memory
 
 
 def trainable_keys(model: torch.nn.Module) -> list[str]:
@@ -64,15 +65,17 @@ def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> 
 
 
 def frozen_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over name, dtype, shape and bytes of every state_dict tensor that is not trainable."""
+    """sha256 over name, dtype, shape and bytes of every state_dict tensor that is not trainable (read in place:
+    usagg/tensorbytes.py)."""
     trainable = set(trainable_keys(model))
     h = hashlib.sha256()
-    for name, t in model.state_dict().items():
+    for name, t in model.state_dict(keep_vars=True).items():
         if name in trainable:
             continue
-        t = t.detach().to("cpu").contiguous()
+        t = on_host(t)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():
+            h.update(tensor_memory(t))
     return h.hexdigest()
 
 
@@ -97,23 +100,13 @@ class _Crc32:
         return f"crc32:{self.value:08x}"
 
 
-def _memory(t: torch.Tensor) -> memoryview:
-    """A contiguous CPU tensor's own memory as flat bytes, no copy; through DLPack where numpy can read the dtype (no
-    torch operator call per tensor, issue 24: `Tensor.numpy` makes one, a detach), through torch for dtypes numpy
-    lacks (bfloat16)."""
-    try:
-        return np.from_dlpack(t).reshape(-1).view(np.uint8).data
-    except (TypeError, RuntimeError, BufferError):
-        return t.reshape(-1).view(torch.uint8).numpy().data
-
-
 def _feed(h: Any, obj: Any, path: str) -> None:
     h.update(path.encode())
     if isinstance(obj, torch.Tensor):
-        t = (obj.detach() if obj.requires_grad else obj).to("cpu").contiguous()
+        t = on_host(obj)
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(_memory(t))
+            h.update(tensor_memory(t))
     elif isinstance(obj, dict):
         for k in sorted(obj, key=repr):
             _feed(h, obj[k], f"{path}/{k!r}")

@@ -33,6 +33,7 @@ from filelock import FileLock
 from usagg.data import cache
 from usagg.data.datasets import to_model_input
 from usagg.model.backbones import DinoEncoder, TrunkLayout
+from usagg.tensorbytes import on_host, tensor_memory
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,10 @@ def frozen_digest(encoder: DinoEncoder, layout: TrunkLayout) -> str:
     for name, t in sorted(named, key=lambda kv: kv[0]):
         if name.startswith(skip):
             continue
-        arr = t.detach().to("cpu").contiguous()
+        arr = on_host(t)
         h.update(f"{name} {arr.dtype} {tuple(arr.shape)}\n".encode())
-        h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+        if arr.numel():
+            h.update(tensor_memory(arr))
     return h.hexdigest()
 
 
