@@ -276,53 +276,33 @@ def test_checkpoint_checksum_reads_tensor_memory_without_a_torch_call(monkeypatc
     assert checkpoint.content_digest({"state": tensors, "step": 3}) == digest
 
 
-def _former_fingerprint(model: torch.nn.Module) -> str:
-    """frozen_fingerprint as written before it read tensors in place (a detach, views and a copy per tensor)."""
-    import hashlib
-
-    trainable = set(checkpoint.trainable_keys(model))
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        if name in trainable:
-            continue
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _former_trunk_digest(encoder: Any, layout: Any) -> str:
-    """trunk.frozen_digest as written before it read tensors in place."""
-    import hashlib
-
-    h = hashlib.sha256()
-    skip = (*(f"blocks.{i}." for i in range(layout.start, encoder.depth)), "norm.", "fc_norm.", "head")
-    named = list(encoder.vit.named_parameters()) + list(encoder.vit.named_buffers())
-    for name, t in sorted(named, key=lambda kv: kv[0]):
-        if name.startswith(skip):
-            continue
-        arr = t.detach().to("cpu").contiguous()
-        h.update(f"{name} {arr.dtype} {tuple(arr.shape)}\n".encode())
-        h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
-    return h.hexdigest()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_frozen_weight_fingerprints_are_the_former_digests_read_in_place(dtype: torch.dtype) -> None:
+def test_frozen_weight_fingerprints_are_the_former_digests_read_in_place(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every job hashes its frozen weights twice (the checkpoint's fingerprint, the trunk's key): the same digests
-    as before, so stored checkpoints and trunk files still match, with fewer torch calls (none per tensor read)."""
-    from usagg.model.trunk import frozen_digest
+    as when each tensor was detached, viewed and copied out through `Tensor.numpy` (stored checkpoints and trunk
+    files still match), with no torch call per float32 tensor read."""
+    from usagg.model import trunk
 
     torch.manual_seed(0)
     spec = ModelSpec(backbone="dinov3_test", image_size=32, frozen_blocks=1)
     model = build_model(spec, [TaskSpec(id="seg", type="segmentation", num_classes=2)], moe=True).to(dtype)
     layout = model.encoder.trunk_layout()
     assert layout is not None
-    assert checkpoint.frozen_fingerprint(model) == _former_fingerprint(model)
-    assert frozen_digest(model.encoder, layout) == _former_trunk_digest(model.encoder, layout)
     with CountOps() as ops:
-        frozen_digest(model.encoder, layout)
-        checkpoint.frozen_fingerprint(model)
+        digests = (checkpoint.frozen_fingerprint(model), trunk.frozen_digest(model.encoder, layout))
     per_tensor = ops.calls["detach"] + ops.calls["view"]
     # float32 weights (a model's, whatever autocast computes in) read in place; bfloat16 through torch's views
     assert per_tensor == 0 if dtype == torch.float32 else per_tensor > 0, ops.calls
+
+    def former_host(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to("cpu").contiguous()
+
+    def former_bytes(t: torch.Tensor) -> bytes:
+        return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+    for module in (checkpoint, trunk):
+        monkeypatch.setattr(module, "on_host", former_host)
+        monkeypatch.setattr(module, "tensor_memory", former_bytes)
+    assert (checkpoint.frozen_fingerprint(model), trunk.frozen_digest(model.encoder, layout)) == digests
