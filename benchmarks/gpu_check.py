@@ -205,7 +205,7 @@ def _optimizer(model: Any) -> Any:
     import torch
 
     params = [p for ps in model.param_groups().values() for p in ps]
-    return torch.optim.AdamW(params, lr=1e-4, fused=next(model.parameters()).is_cuda)
+    return torch.optim.AdamW(params, lr=1e-4, fused=True)  # as the trainer's (usagg/engine/optim.py), CPU included
 
 
 def train_step(model: Any, amp: bool, graphed: bool = False) -> Any:
@@ -240,6 +240,28 @@ def random_batch(task: Any, batch: int, size: int, device: Any) -> tuple[Any, An
     return x.to(device), y.to(device)
 
 
+def step_input(model: Any, images: Any) -> Any:
+    """`images` as the trainer's step gives them to a compiled encoder (usagg/engine/step.py): where the model has
+    a frozen trunk, wholly as trunk tokens in float32 (the recording's input buffers), else the pixels.
+
+    What the steady loops (profile, accel, the projection's second line) and the gradients phase train on: the
+    step of a trunk-fed job (the study's `model.trunk: auto`) with every row served by the trunk (no augmented
+    row, whose frozen blocks a job runs before the step), so their compiled code is the jobs phase's (one
+    compile of the encoder and heads, not a second for pixels) and their rates are the step the study's jobs
+    take. Until 2026-12-06 they gave pixels: the frozen blocks ran forward in every step (the H100 and H200
+    steady-loop figures in docs/benchmarks.md). FLOPs per image stay counted from pixels (`flops_per_image`):
+    model FLOPs, the frozen forward included, as for the jobs and the bare loop."""
+    import torch
+
+    from usagg.model.backbones import EncoderInput
+
+    if model.encoder.trunk_layout() is None:
+        return images
+    n = int(images.shape[0])
+    pixels = EncoderInput(n, tuple(images.shape[-2:]), images=images, image_pos=torch.arange(n, device=images.device))
+    return model.encoder.as_tokens(pixels)
+
+
 def train_rounds(step: Any, batches: dict[str, tuple[Any, Any]], rounds: int) -> None:
     """`rounds` rounds of one training step per task over `batches`, then wait for the device."""
     for _ in range(rounds):
@@ -251,10 +273,12 @@ def train_rounds(step: Any, batches: dict[str, tuple[Any, Any]], rounds: int) ->
 def steady_rate(
     model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool, warmup: int = 2, graphed: bool = False
 ) -> float:
-    """Training images/s of a steady loop over `batches` (one per task), after `warmup` rounds (compiles; under
-    `graphed`, at least the eager steps before recording and the recording itself)."""
+    """Training images/s of a steady loop over `batches` (one per task; pixels, given to the step as a trunk-fed
+    job gives them, `step_input`), after `warmup` rounds (compiles; under `graphed`, at least the eager steps
+    before recording and the recording itself)."""
     from usagg.engine.step import WARMUP_STEPS
 
+    batches = {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
     step = train_step(model, amp, graphed)
     model.train()
     train_rounds(step, batches, max(warmup, WARMUP_STEPS + 1) if graphed else warmup)
@@ -606,6 +630,7 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str, mode: str = "eage
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
     torch.manual_seed(0)
     model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev).train(), mode, dev)  # type: ignore[arg-type]
+    batches = {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
     graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
     step = train_step(model, amp, graphed)
     train_rounds(step, batches, max(cfg["warmup"], WARMUP_STEPS + 1) if graphed else cfg["warmup"])
@@ -1062,20 +1087,6 @@ def metric_gap(metric: str, a: float, b: float, tol: dict[str, float]) -> tuple[
     return gap, gap <= tol["mre_rel" if metric == "MRE" else "metric"]
 
 
-def step_input(model: Any, images: Any) -> Any:
-    """`images` as the trainer's step gives them to a compiled encoder (usagg/engine/step.py): where the model has
-    a frozen trunk, wholly as trunk tokens in float32 (the recording's input buffers), else the pixels."""
-    import torch
-
-    from usagg.model.backbones import EncoderInput
-
-    if model.encoder.trunk_layout() is None:
-        return images
-    n = int(images.shape[0])
-    pixels = EncoderInput(n, tuple(images.shape[-2:]), images=images, image_pos=torch.arange(n, device=images.device))
-    return model.encoder.as_tokens(pixels)
-
-
 def gradient_errors(model: Any, compiled: Any, batches: dict[str, tuple[Any, Any]]) -> dict[str, tuple[float, float]]:
     """Per task, the relative error of the trainable gradients against the eager float32 model's: (eager bf16,
     `compiled` bf16), one forward and backward on the task's batch. `compiled`: a copy of `model` compiled as
@@ -1256,7 +1267,8 @@ def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
                     "eager-again line)"
                 )
     print(
-        "MFU = GFLOP per training image (fwd+bwd, torch.utils.flop_counter) x img/s / dense bf16 peak "
+        "MFU = GFLOP per training image (fwd+bwd, torch.utils.flop_counter; model FLOPs: the frozen blocks' "
+        "forward counted, which the trunk spares a job for the rows it serves) x img/s / dense bf16 peak "
         "(n/a: card not in PEAK_BF16); vs bare = achieved FLOP/s over the bare loop's (phase bare); "
         "img/s of the whole job's training (its first steps included); after e1 = vs bare of its epochs after the "
         "first (warm-up, and step-graphs' eager steps and recordings, aside: what a long job holds); "

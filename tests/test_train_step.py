@@ -167,6 +167,14 @@ def test_a_compiled_encoder_is_compiled_once_in_the_warm_up_and_never_again_when
     errors = gradient_errors(eager_model, twin, batches)
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     assert all(0 < c <= 1.5 * e + 2e-3 for e, c in errors.values()), errors
+    # and so does its steady loop (profile, accel, the projection's second line): pixels given as trunk tokens
+    from benchmarks.gpu_check import steady_rate
+
+    looped = _model(1)
+    looped.encoder.compile(backend="aot_eager")
+    pixels = {t.id: (torch.randn(BATCH, 3, SIZE, SIZE, generator=gen), _targets(t, gen)) for t in TASKS}
+    assert steady_rate(looped, pixels, steps=1, amp=True, warmup=1, graphed=True) > 0
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
 
 
 @pytest.mark.slow  # two models trained 4 rounds of 4 tasks: about 1 s
