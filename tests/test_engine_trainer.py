@@ -13,6 +13,7 @@ import torch
 
 from usagg.engine import checkpoint
 from usagg.engine.balance import build_balance
+from usagg.engine.callbacks import BatchEnd, Callback
 from usagg.engine.device import resolve_compute, seed_everything
 from usagg.engine.job import build_trainer, run_job
 from usagg.engine.jobdata import load_job_data
@@ -358,3 +359,77 @@ def test_a_damaged_best_checkpoint_sends_the_job_back_to_epoch_one(jobs: dict[st
     assert fit.history == straight.history and fit.selected_epoch == straight.selected_epoch
     assert fit.selection == straight.selection == "best"
     assert {p.name for p in again.best_path.parent.glob("*.damaged")} == {"best.pt.damaged", "last.pt.damaged"}
+
+
+class _Held:
+    """checkpoint.save_atomic, holding the write of epoch 1's last.pt until the test's callback lets it go (the
+    next epoch has taken a step: every trainable weight and AdamW moment has moved), then noting each last.pt's
+    epoch and checksum."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import threading
+
+        self.real = checkpoint.save_atomic
+        self.go = threading.Event()
+        self.written: list[tuple[int, str]] = []
+        monkeypatch.setattr(checkpoint, "save_atomic", self)
+
+    def __call__(self, obj: dict, path: Path) -> None:
+        if path.name == "last.pt" and obj["epoch"] == 1:
+            assert self.go.wait(60), "epoch 2 never trained while epoch 1's last.pt waited"
+        self.real(obj, path)
+        if path.name == "last.pt":
+            self.written.append((obj["epoch"], checkpoint.content_digest(checkpoint.load(path))))
+
+
+class _AtEpoch2(Callback):
+    """Lets the held write go at epoch 2's first step; `then` raises there (a kill), if given."""
+
+    def __init__(self, held: _Held, then: BaseException | None = None) -> None:
+        self.held, self.then = held, then
+
+    def on_train_batch_end(self, trainer: Trainer, batch: BatchEnd) -> None:
+        if batch.epoch == 1:
+            self.held.go.set()
+            if self.then is not None:
+                raise self.then
+
+
+def test_last_pt_is_written_while_the_next_epoch_trains_and_holds_its_own_epoch(
+    jobs: dict[str, Job], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epoch 1's last.pt is written in the background while epoch 2 trains (held here until epoch 2 has taken a
+    step): the file holds epoch 1's state to the last bit, the checksum of the last.pt a fit stopped after epoch 1
+    leaves; the fit's results are those of a fit whose writes were never held."""
+    import sklearn.metrics  # noqa: F401  # its first import draws from Python's random, which last.pt holds
+
+    job = _with(jobs["AU"], checkpoint_every=1)
+    stopped = _trainer(job, tmp_path / "stopped")
+    stopped.fit(stop_after_epoch=1)
+    epoch_1 = checkpoint.content_digest(checkpoint.load(stopped.last_path))
+    plain = _trainer(job, tmp_path / "plain").fit()
+
+    held = _Held(monkeypatch)
+    trainer = _trainer(job, tmp_path / "held")
+    trainer.callbacks.append(_AtEpoch2(held))
+    fit = trainer.fit()
+    assert held.written[0] == (1, epoch_1) and [e for e, _ in held.written] == [1, 2, 3]
+    assert fit.history == plain.history and fit.selected_epoch == plain.selected_epoch
+
+
+def test_a_job_killed_while_last_pt_is_written_leaves_that_whole_file(
+    jobs: dict[str, Job], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed (Ctrl-C, SIGTERM) during epoch 2 while epoch 1's last.pt is still being written: the fit waits for
+    the write, so last.pt is epoch 1's whole file, with no temporary left, and the job resumes from it."""
+    job = _with(jobs["AU"], checkpoint_every=1)
+    held = _Held(monkeypatch)
+    trainer = _trainer(job, tmp_path / "killed")
+    trainer.callbacks.append(_AtEpoch2(held, then=KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert [e for e, _ in held.written] == [1]
+    assert checkpoint.load(trainer.last_path)["epoch"] == 1
+    assert sorted(p.name for p in trainer.last_path.parent.iterdir()) == ["last.pt"]
+    resumed = _trainer(job, tmp_path / "killed")
+    assert resumed.checkpoints.resume(resumed) and resumed.state.epoch == 1

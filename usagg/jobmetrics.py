@@ -169,7 +169,11 @@ class Throughput(_Record):
         None, description="seconds of the selection gap's test passes at the rules' epochs (`selection.rules`)"
     )
     checkpoint_seconds: float | None = Field(
-        None, description="seconds writing last.pt and best.pt (state gathered, checksummed, written), this run"
+        None,
+        description="seconds the job waited for last.pt and best.pt, this run: the state gathered and copied to "
+        "host memory (a last.pt before the last epoch is checksummed and written in the background while the "
+        "next epoch trains, usagg/engine/checkpointing.py), any wait for such a write, the last epoch's files "
+        "written in place",
     )
     checkpoint_saves: int | None = Field(
         None, description="checkpoint files written (each last.pt and best.pt), this run"

@@ -5,14 +5,28 @@ checkpoint's state) (the file format: usagg/engine/checkpoint.py).
 last.pt holds everything training changes (`Trainer.state_dict`, callbacks' entries included) and, until the
 last epoch, the kept epochs' weights, so a job killed at any moment resumes from it and reaches bit-identical
 final weights on the CPU.
+
+A last.pt before the last epoch is written in the background (issue 24.4): at the epoch's end the state is
+copied to host memory (`host_copy`: everything training goes on changing; the kept epochs' weights are host
+buffers that change only when a later epoch is kept), and a thread checksums and writes it while the next
+epoch trains. `Trainer.fit` waits for it when that epoch's steps are done, before any callback of its end runs
+(so before a kept buffer is reused), and before it leaves, normally or not; one write is in flight at most. A
+job killed meanwhile keeps the last.pt before (every write is atomic: usagg/atomic.py). The job's
+`checkpoint_seconds` and the save cost `checkpoint_every: auto` weighs are the time the fit waited: the copy,
+and any wait for a write the next epoch did not cover. The last epoch's best.pt and last.pt are written in
+place, as the job's end waits for them anyway.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from usagg.atomic import set_aside
 from usagg.engine import checkpoint
@@ -34,8 +48,46 @@ AUTO_CHECKPOINT_SHARE = 0.05
 CHECKPOINT_FORMAT = 4
 
 
-def _first_line(err: Exception) -> str:
+def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else ""
+
+
+def host_copy(obj: Any) -> Any:
+    """A copy of a checkpoint's state that training cannot change any more: tensors copied into host memory,
+    containers rebuilt, other values deep-copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class _BackgroundWrite:
+    """At most one checkpoint written on a thread; its error kept for `wait` to hand back."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, payload: dict[str, Any], path: Path) -> None:
+        self._thread = threading.Thread(target=self._write, args=(payload, path), name="usagg-last.pt", daemon=True)
+        self._thread.start()
+
+    def _write(self, payload: dict[str, Any], path: Path) -> None:
+        try:
+            checkpoint.save_atomic(payload, path)
+        except BaseException as err:  # a full disk, say: raised in the training thread by `wait`
+            self._error = err
+
+    def wait(self) -> BaseException | None:
+        """Wait for the write in flight, if any; its error, if it failed."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        self._thread, err, self._error = None, self._error, None
+        return err
 
 
 class Checkpointing(Callback):
@@ -48,7 +100,8 @@ class Checkpointing(Callback):
         self.selection = selection
         self._save_cost: float | None = None
         self._last_save_end = time.perf_counter()
-        self.seconds = 0.0  # spent writing last.pt and best.pt in this fit (metrics.json `throughput`)
+        self._writing = _BackgroundWrite()
+        self.seconds = 0.0  # the fit waited for last.pt and best.pt this long (metrics.json `throughput`)
         self.saves = 0  # files written (each last.pt and each best.pt)
 
     @property
@@ -66,6 +119,21 @@ class Checkpointing(Callback):
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
         if result.selection == "stopped":  # stopped early on purpose: keep the last weights, select nothing
             self.save_best()
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Wait for the last.pt being written in the background, if any; counted in `seconds` and in the save cost
+        auto weighs. Its error is raised here, or, with `raise_error` False (the fit is failing already), logged."""
+        t0 = time.perf_counter()
+        err = self._writing.wait()
+        waited = time.perf_counter() - t0
+        self.seconds += waited
+        if self._save_cost is not None:
+            self._save_cost += waited
+        if err is None:
+            return
+        if raise_error:
+            raise err
+        log.warning("%s could not be written: %s: %s", self.last_path, type(err).__name__, _first_line(err))
 
     def mismatch(self, ck: dict[str, Any]) -> str | None:
         """Why a checkpoint cannot continue this model, or None."""
@@ -150,15 +218,21 @@ class Checkpointing(Callback):
         return done % every == 0
 
     def save_last(self, trainer: Trainer) -> None:
-        """Write last.pt with the kept epochs' weights; after the last epoch best.pt first, and last.pt without them.
+        """Write last.pt with the kept epochs' weights, in the background (the module's docstring); after the last
+        epoch best.pt first, and last.pt without them, in place.
 
-        Timed whole (the state gathered, checksummed and written, best.pt included) into `seconds`; the same span is
-        the save cost `should_save` weighs under auto."""
+        What the fit waits for (the state gathered and copied; at the end checksummed and written, best.pt
+        included) goes into `seconds`, and is the save cost `should_save` weighs under auto."""
         t0 = time.perf_counter()
+        self.wait()
         final = trainer.state.epoch >= self.training.epochs
         if final:
             self._write_best()
-        checkpoint.save_atomic(trainer.state_dict(with_best=not final), self.last_path)
+            checkpoint.save_atomic(trainer.state_dict(with_best=False), self.last_path)
+        else:
+            state = trainer.state_dict(with_best=True)
+            # the kept epochs' host buffers stay as they are until the fit has waited for this write
+            self._writing.start({k: v if k == "best" else host_copy(v) for k, v in state.items()}, self.last_path)
         self.saves += 1
         self._last_save_end = time.perf_counter()
         self._save_cost = self._last_save_end - t0
@@ -167,6 +241,7 @@ class Checkpointing(Callback):
     def save_best(self) -> None:
         """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
         t0 = time.perf_counter()
+        self.wait()
         self._write_best()
         self.seconds += time.perf_counter() - t0
 

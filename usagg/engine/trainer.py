@@ -320,11 +320,31 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         s = self.state
-        images, seconds = 0, 0.0
         end = self.training.epochs if stop_after_epoch is None else min(stop_after_epoch, self.training.epochs)
+        try:
+            images, seconds = self._epochs(end)
+        except BaseException:  # a killed job keeps the last.pt being written, or the one before: nothing torn
+            self.checkpoints.wait(raise_error=False)
+            raise
+        self.checkpoints.wait()
+        self.train_step.close()  # recorded steps' memory, before selection and the test evaluation need it
+        if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
+            result = FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
+        else:
+            result = self._select(images, seconds)
+        for cb in self.callbacks:
+            cb.on_fit_end(self, result)
+        return result
+
+    def _epochs(self, end: int) -> tuple[int, float]:
+        """Train epochs until `end`, each one's end-of-epoch hooks after it: (training images, seconds)."""
+        s = self.state
+        images, seconds = 0, 0.0
         while s.epoch < end:
             epoch = s.epoch
             mean_loss, n_img, secs = self.train_epoch(epoch)
+            # the last.pt of the epoch before was written while this one trained; done before any hook runs
+            self.checkpoints.wait()
             images += n_img
             seconds += secs
             self.epoch_speed.append((n_img, secs))
@@ -356,14 +376,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self, entry)
             self.epoch_end_seconds += time.perf_counter() - t_end
-        self.train_step.close()  # recorded steps' memory, before selection and the test evaluation need it
-        if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
-            result = FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
-        else:
-            result = self._select(images, seconds)
-        for cb in self.callbacks:
-            cb.on_fit_end(self, result)
-        return result
+        return images, seconds
 
     def _select(self, images: int, seconds: float) -> FitResult:
         """Choose each task's epoch (its best, the job's best, or the last) and load the first one's weights."""
