@@ -56,7 +56,8 @@ def host_copy(obj: Any) -> Any:
     """A copy of a checkpoint's state that training cannot change any more: tensors copied into host memory,
     containers rebuilt, other values deep-copied."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        t = obj.detach() if obj.requires_grad else obj  # one operator call per tensor where it can (issue 24)
+        return t.clone() if t.device.type == "cpu" else t.to("cpu")
     if isinstance(obj, dict):
         return {k: host_copy(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
