@@ -343,6 +343,7 @@ class Trainer:
         while s.epoch < end:
             epoch = s.epoch
             mean_loss, n_img, secs = self.train_epoch(epoch)
+            t_end = time.perf_counter()  # the work between epochs, a wait for the last.pt before included
             # the last.pt of the epoch before was written while this one trained; done before any hook runs
             self.checkpoints.wait()
             images += n_img
@@ -358,7 +359,6 @@ class Trainer:
             }
             if self.epoch_task_aux_loss:
                 entry["task_aux_loss"] = self.epoch_task_aux_loss
-            t_end = time.perf_counter()
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self, entry)
             s.history.append(entry)
