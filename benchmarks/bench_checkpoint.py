@@ -18,19 +18,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-STUDY = """
-name: bench-checkpoint
-paradigms: [AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 24, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-model: {{backbone: dinov3_small, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 64, decoder_channels: 32}}}}
-training: {{epochs: 4, batch_size: 8, eval_batch_size: 16, checkpoint_every: 1}}
-"""
+TASKS = [
+    {"id": "fetal_head", "type": "segmentation", "num_classes": 2, "group": "Fetal"},
+    {"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"},
+]
+
+
+def _study(root: Path) -> dict[str, Any]:
+    """The job's study: synthetic data, dinov3_small at 32 px with MoE, last.pt after every epoch."""
+    return {
+        "name": "bench-checkpoint",
+        "paradigms": ["AU"],
+        "data": {
+            "synthetic": {"seed": 0, "image_size": 48, "default_size": 24, "val_size": 6, "out": str(root / "synth")},
+            "selection_fraction": 0.25,
+            "cache_dir": str(root / "cache"),
+        },
+        "tasks": TASKS,
+        "model": {
+            "backbone": "dinov3_small",
+            "image_size": 32,
+            "moe": {"experts": 4},
+            "heads": {"hidden": 64, "decoder_channels": 32},
+        },
+        "training": {"epochs": 4, "batch_size": 8, "eval_batch_size": 16, "checkpoint_every": 1},
+    }
+
+
 ROUNDS = 2  # each way, interleaved: background, in place, background, in place
 
 
@@ -71,13 +85,12 @@ def main() -> dict:
     import torch
 
     from usagg.plan import plan
-    from usagg.spec.load import load_study
+    from usagg.spec.models import Study
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="usagg-bench-checkpoint-") as tmp:
         root = Path(tmp)
-        (root / "study.yaml").write_text(STUDY.format(out=root / "synth", cache=root / "cache"))
-        job = next(j for j in plan(load_study(root / "study.yaml")) if j.paradigm == "AU")
+        job = next(j for j in plan(Study.model_validate(_study(root))) if j.paradigm == "AU")
         _run(job, root / "warm")  # imports, decode cache, first kernels
         runs: dict[str, list[dict[str, float]]] = {"background": [], "in place": []}
         for r in range(ROUNDS):
