@@ -224,8 +224,8 @@ class Checkpointing(Callback):
 
         What the fit waits for (the state gathered and copied; at the end checksummed and written, best.pt
         included) goes into `seconds`, and is the save cost `should_save` weighs under auto."""
+        self.wait()  # counted there (the fit has normally waited already, after the epoch's steps)
         t0 = time.perf_counter()
-        self.wait()
         final = trainer.state.epoch >= self.training.epochs
         if final:
             self._write_best()
@@ -241,8 +241,8 @@ class Checkpointing(Callback):
 
     def save_best(self) -> None:
         """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
-        t0 = time.perf_counter()
         self.wait()
+        t0 = time.perf_counter()
         self._write_best()
         self.seconds += time.perf_counter() - t0
 
