@@ -262,6 +262,11 @@ def step_input(model: Any, images: Any) -> Any:
     return model.encoder.as_tokens(pixels)
 
 
+def step_batches(model: Any, batches: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """Each task's (images, targets) with the images as `step_input` gives them."""
+    return {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
+
+
 def train_rounds(step: Any, batches: dict[str, tuple[Any, Any]], rounds: int) -> None:
     """`rounds` rounds of one training step per task over `batches`, then wait for the device."""
     for _ in range(rounds):
@@ -278,7 +283,7 @@ def steady_rate(
     before recording and the recording itself)."""
     from usagg.engine.step import WARMUP_STEPS
 
-    batches = {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
+    batches = step_batches(model, batches)
     step = train_step(model, amp, graphed)
     model.train()
     train_rounds(step, batches, max(warmup, WARMUP_STEPS + 1) if graphed else warmup)
@@ -630,7 +635,7 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str, mode: str = "eage
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
     torch.manual_seed(0)
     model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev).train(), mode, dev)  # type: ignore[arg-type]
-    batches = {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
+    batches = step_batches(model, batches)
     graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
     step = train_step(model, amp, graphed)
     train_rounds(step, batches, max(cfg["warmup"], WARMUP_STEPS + 1) if graphed else cfg["warmup"])
@@ -1141,7 +1146,7 @@ def compare_gradients(root: Path, cfg: dict[str, Any], device: str) -> tuple[lis
     else:
         compiled = compile_model(twin, "compiled-step-graphs", backend="aot_eager")
     batches = {t.id: random_batch(t, cfg["batch"], cfg["size"], dev) for t in job.tasks}
-    batches = {task: (step_input(model, x), y) for task, (x, y) in batches.items()}
+    batches = step_batches(model, batches)
     rows = [
         {"task": task, "eager_bf16": e, "compiled_bf16": c, "ok": c <= GRAD_FACTOR * e + GRAD_SLACK}
         for task, (e, c) in gradient_errors(model, compiled, batches).items()

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 
-def on_host(t: torch.Tensor) -> torch.Tensor:
+def on_host(t: torch.Tensor, copy: bool = False) -> torch.Tensor:
     """`t` detached (only where it needs it: a detach is an operator call), on the CPU and contiguous; `t` itself
-    when it already is."""
-    return (t.detach() if t.requires_grad else t).to("cpu").contiguous()
+    when it already is, unless `copy` (one operator call: a copy training cannot change any more)."""
+    return (t.detach() if t.requires_grad else t).to("cpu", copy=copy).contiguous()
 
 
 def tensor_memory(t: torch.Tensor) -> memoryview:

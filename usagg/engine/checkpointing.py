@@ -32,6 +32,7 @@ from usagg.atomic import set_aside
 from usagg.engine import checkpoint
 from usagg.engine.callbacks import Callback
 from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
+from usagg.tensorbytes import on_host
 
 if TYPE_CHECKING:
     from usagg.engine.selecting import Selection
@@ -56,8 +57,7 @@ def host_copy(obj: Any) -> Any:
     """A copy of a checkpoint's state that training cannot change any more: tensors copied into host memory,
     containers rebuilt, other values deep-copied."""
     if isinstance(obj, torch.Tensor):
-        t = obj.detach() if obj.requires_grad else obj  # one operator call per tensor where it can (issue 24)
-        return t.clone() if t.device.type == "cpu" else t.to("cpu")
+        return on_host(obj, copy=True)
     if isinstance(obj, dict):
         return {k: host_copy(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -240,8 +240,8 @@ class Checkpointing(Callback):
         self.seconds += self._save_cost
 
     def save_best(self) -> None:
-        """Write best.pt, once a fit ends: the trainable weights of the epochs still selected (none: no file)."""
-        self.wait()
+        """Write best.pt, once a fit ends (the fit has waited for last.pt): the trainable weights of the epochs
+        still selected (none: no file)."""
         t0 = time.perf_counter()
         self._write_best()
         self.seconds += time.perf_counter() - t0
