@@ -1,7 +1,8 @@
 """Where usagg keeps what it can rebuild, what is there, and pruning what has not been used for a while.
 
 The cache holds decoded images (`decode/<key>.npy`), synthetic benchmarks
-(`synth/<key>/`), memoised analysis outputs (`analysis/stats`, `analysis/figures`) and the
+(`synth/<key>/`), memoised analysis outputs (`analysis/stats`, `analysis/figures`), the data
+check's findings per dataset root (`datacheck/<key>.sqlite`, usagg/data/checkcache.py) and the
 encoder's compiled code on CUDA (`compile/torch-<version>/`, usagg/engine/accel.py).
 Every entry is rebuilt on its next use, so pruning only costs time. Readers refresh an
 entry's modification time when they use it, which is what "last used" means here.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_ENV = "USAGG_CACHE"
-KINDS = ("decode", "synth", "analysis", "filehash", "trunk", "compile")
+KINDS = ("decode", "synth", "analysis", "filehash", "datacheck", "trunk", "compile")
 COMPILE_MARKER = "usagg-compile-cache.json"  # usagg/engine/accel.py: the folder's torch version; its time, last use
 SYNTH_MARKER = ".usagg-complete"  # written last into a finished synthetic benchmark (usagg.data.source)
 
@@ -110,6 +111,18 @@ def _filehash_entries(folder: Path) -> list[Entry]:
     ]
 
 
+def _datacheck_entries(folder: Path) -> list[Entry]:
+    """The data check's findings, a SQLite file per dataset root (usagg/data/checkcache.py); last use is its time,
+    refreshed by each check."""
+    out = []
+    for p in folder.iterdir():
+        if p.suffix == ".sqlite":
+            extra = [q for q in (Path(f"{p}{s}") for s in ("-journal", "-wal", "-shm")) if q.exists()]
+            files = (p, *extra)
+            out.append(Entry("datacheck", p.stem, files, sum(_size(f) for f in files), p.stat().st_mtime))
+    return out
+
+
 def _compile_entries(folder: Path) -> list[Entry]:
     """Compiled code, a folder per torch version (`torch-<version>`); last use is its marker's time, refreshed by
     each job that compiles (a folder without one is a leftover, as old as its own time)."""
@@ -129,6 +142,7 @@ def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
         "synth": _synth_entries,
         "analysis": _analysis_entries,
         "filehash": _filehash_entries,
+        "datacheck": _datacheck_entries,
         "trunk": _trunk_entries,
         "compile": _compile_entries,
     }

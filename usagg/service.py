@@ -427,6 +427,7 @@ def check_study_data(study: Study) -> tuple[CheckReport, list[Problem]]:
     data root a DataError (exit 2); fractions that leave a task too few images a UsaggError.
     `usagg run`, `run --dry-run` and `usagg validate` all check the data with this.
     """
+    from usagg.cachedir import cache_root
     from usagg.data.check import check_dataset
     from usagg.data.scope import split_by_scope
     from usagg.data.source import dataset_root
@@ -441,6 +442,7 @@ def check_study_data(study: Study) -> tuple[CheckReport, list[Problem]]:
         leakage=data.leakage,
         near_duplicate_threshold=data.near_duplicate_threshold,
         test_carve=None if data.test_split == "val" else (data.test_fraction, data.split_seed),
+        cache=cache_root(data.cache_dir),
     )
     blocking, warnings = split_by_scope(report, [t.id for t in study.tasks])
     warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking

@@ -30,7 +30,7 @@ def _age(seconds: float) -> str:
 
 def info(cache_dir: Path | None = _CACHE_DIR) -> None:
     """What the cache holds: entries, size and last use per kind (decoded images, synthetic data, analysis,
-    frozen-trunk outputs, compiled code).
+    weights digests, data check findings, frozen-trunk outputs, compiled code).
 
     Example: usagg cache info --cache-dir /scratch/usagg-cache
     """
@@ -62,7 +62,9 @@ def prune(
         30.0, "--older-than", help="Delete entries not used for this many days (0: every entry not in use)."
     ),
     kind: list[str] = typer.Option(
-        [], "--kind", help="decode, synth, analysis, filehash, trunk or compile; repeat for several (default: all)."
+        [],
+        "--kind",
+        help="decode, synth, analysis, filehash, datacheck, trunk or compile; repeat for several (default: all).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted, delete nothing."),
     cache_dir: Path | None = _CACHE_DIR,

@@ -35,17 +35,32 @@ def check(
     near_threshold: float = typer.Option(
         0.9, "--near-threshold", min=0.0, max=1.0, help="Similarity (0..1) from which two images are near duplicates."
     ),
+    recheck: bool = typer.Option(
+        False,
+        "--recheck",
+        help="Decode every image and mask again, not only those whose row or file changed since the last check.",
+    ),
 ) -> None:
     """Check a dataset: a summary per task and every problem, by CSV file and row. Exit 1 if any problem.
+
+    What each file's check found is kept in the cache ($USAGG_CACHE/datacheck), keyed by its row and the
+    file's size, times and inode, so the next check (and `usagg run`'s) decodes only what changed.
 
     Example: usagg data check data/FMC_UIA --split train
     """
     from rich.console import Console
 
+    from usagg.cachedir import cache_root
     from usagg.data.check import check_dataset
 
     splits = ("train", "val") if split is SplitChoice.all else (split.value,)
-    report = check_dataset(root, splits=splits, leakage=leakage.value, near_duplicate_threshold=near_threshold)
+    report = check_dataset(
+        root,
+        splits=splits,
+        leakage=leakage.value,
+        near_duplicate_threshold=near_threshold,
+        cache=None if recheck else cache_root(),
+    )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

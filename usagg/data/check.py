@@ -11,13 +11,17 @@ study expects but the data lacks. `usagg run` calls `check_dataset` before train
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from usagg.data.checkcache import CheckCache, sample_key
 from usagg.data.fmc_uia import Problem, Sample, Where, csv_files, rel, scan_split
 from usagg.data.images import open_image
 from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, find_leaks, fingerprint
@@ -105,10 +109,37 @@ class CheckReport:
 
 @dataclass
 class _FileResult:
+    """What the file checks found for one sample; a record of it is what usagg/data/checkcache.py keeps."""
+
     problems: list[Problem]
     hw: tuple[int, int] | None
     label_keys: tuple[str, ...] = ()
     fp: Fingerprint | None = None
+
+    def record(self) -> dict:
+        return {
+            "problems": [[p.kind, p.message, p.csv_file, p.row, list(p.tasks)] for p in self.problems],
+            "hw": None if self.hw is None else list(self.hw),
+            "label_keys": list(self.label_keys),
+            "fp": None if self.fp is None else [self.fp.exact.hex(), self.fp.dhash.tobytes().hex()],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> _FileResult:
+        """The result a record holds; KeyError, TypeError or ValueError for one that is not such a record."""
+        fp = record["fp"]
+        hw = record["hw"]
+        return cls(
+            [
+                Problem(kind, message, csv_file, row, tuple(tasks))
+                for kind, message, csv_file, row, tasks in record["problems"]
+            ],
+            None if hw is None else (int(hw[0]), int(hw[1])),
+            tuple(str(k) for k in record["label_keys"]),
+            None
+            if fp is None
+            else Fingerprint(bytes.fromhex(fp[0]), np.frombuffer(bytes.fromhex(fp[1]), np.uint64).copy()),
+        )
 
 
 def _check_files(s: Sample, root: Path) -> _FileResult:
@@ -142,6 +173,7 @@ def check_dataset(
     leakage: str = "error",
     near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD,
     test_carve: tuple[float, int] | None = None,
+    cache: Path | None = None,
 ) -> CheckReport:
     """Check the dataset at `root`; with the study's `tasks`, also what the study expects of it.
 
@@ -150,12 +182,32 @@ def check_dataset(
     ("error"), warnings ("warn") or not searched ("off"); same files and exact copies are
     always problems. `test_carve` = (data.test_fraction, data.split_seed) searches leakage
     between the test rows carved from train (data.test_split=train) and the rest instead.
+    `cache`: a cache root (usagg/cachedir.py) where the file checks' findings are kept, so a sample
+    whose row and files are unchanged is not decoded again (usagg/data/checkcache.py); None checks
+    every file.
     """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise DataError(
             f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
         )
+    known = None if cache is None else CheckCache(cache, root)
+    try:
+        return _check(root, tasks, splits, leakage, near_duplicate_threshold, test_carve, known)
+    finally:
+        if known is not None:
+            known.close()
+
+
+def _check(
+    root: Path,
+    tasks: Sequence[TaskSpec] | None,
+    splits: Sequence[str],
+    leakage: str,
+    near_duplicate_threshold: float,
+    test_carve: tuple[float, int] | None,
+    known: CheckCache | None,
+) -> CheckReport:
     report = CheckReport(root=root, splits=tuple(splits))
     entries: list[Entry] = []
     for split in splits:
@@ -185,7 +237,7 @@ def check_dataset(
                     )
                 )
                 continue
-            _add_file_results(report, summary, samples, root, split, entries)
+            _add_file_results(report, summary, samples, root, split, entries, known)
             if split == "val" and (tasks is None or any(t.id == task_id for t in tasks)):
                 _warn_test_split(report, task_id, samples, root)  # a study hears of its own tasks only
     if test_carve is not None:
@@ -232,11 +284,43 @@ def _warn_test_split(report: CheckReport, task_id: str, samples: list[Sample], r
         )
 
 
-def _add_file_results(
-    report: CheckReport, summary: TaskSummary, samples: list[Sample], root: Path, split: str, entries: list[Entry]
-) -> None:
+def _file_results(samples: list[Sample], root: Path, known: CheckCache | None) -> list[_FileResult]:
+    """Each sample's file checks: what `known` kept for an unchanged sample, else the check itself (then kept)."""
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        results = list(pool.map(lambda s: _check_files(s, root), samples))
+        if known is None:
+            return list(pool.map(lambda s: _check_files(s, root), samples))
+        keys = list(pool.map(sample_key, samples))
+        results: list[_FileResult | None] = [None] * len(samples)
+        for i, record in _kept(known, keys):
+            results[i] = record
+        todo = [i for i, r in enumerate(results) if r is None]
+        fresh = list(pool.map(lambda i: _check_files(samples[i], root), todo))
+    for i, r in zip(todo, fresh, strict=True):
+        results[i] = r
+    known.put({keys[i]: r.record() for i, r in zip(todo, fresh, strict=True)})
+    return [r for r in results if r is not None]
+
+
+def _kept(known: CheckCache, keys: list[str]) -> Iterator[tuple[int, _FileResult]]:
+    """(index, result) for every key whose record `known` holds and that reads as a result."""
+    records = known.get(keys)
+    for i, key in enumerate(keys):
+        record = records.get(key)
+        if record is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+                yield i, _FileResult.from_record(record)
+
+
+def _add_file_results(
+    report: CheckReport,
+    summary: TaskSummary,
+    samples: list[Sample],
+    root: Path,
+    split: str,
+    entries: list[Entry],
+    known: CheckCache | None,
+) -> None:
+    results = _file_results(samples, root, known)
     labels: Counter[str] = Counter(summary.labels)
     for s, r in zip(samples, results, strict=True):
         entries.append(Entry(split, s, r.fp))

@@ -1,0 +1,161 @@
+"""The data check's kept findings (usagg/data/checkcache.py): an unchanged sample is not decoded again, and no change
+to a row or a file (edited, replaced in place with its old time, deleted) is ever hidden by what was kept."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_data_check import PLANTED, corrupt
+from typer.testing import CliRunner
+
+from usagg import cachedir
+from usagg.cli.app import app
+from usagg.data import check as check_module
+from usagg.data.check import check_dataset
+from usagg.data.checkcache import root_file
+from usagg.data.synth import generate_benchmark
+from usagg.spec.models import SynthSpec
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_benchmark(
+        tmp_path_factory.mktemp("synth") / "data", SynthSpec(image_size=64, default_size=8, val_size=4)
+    )
+
+
+@pytest.fixture
+def data(pristine: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(pristine, root)
+    return root
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The images the file checks open, in call order (the real check runs)."""
+    opened: list[Path] = []
+    real = check_module._check_files
+
+    def counting(s, root):  # type: ignore[no-untyped-def]
+        opened.append(s.image_file)
+        return real(s, root)
+
+    monkeypatch.setattr(check_module, "_check_files", counting)
+    return opened
+
+
+def _report(root: Path, cache: Path | None) -> dict:
+    return check_dataset(root, cache=cache).to_dict()
+
+
+def test_an_unchanged_dataset_is_not_decoded_again(data: Path, tmp_path: Path, decodes: list[Path]) -> None:
+    cache = tmp_path / "cache"
+    first = _report(data, cache)
+    samples = len(decodes)
+    assert samples == 9 * 12  # 9 tasks, 8 train + 4 val images each
+    decodes.clear()
+    assert _report(data, cache) == first  # problems, sizes, label summaries, leakage: all as checked
+    assert decodes == []
+    assert _report(data, None) == first  # and what a check without the cache finds
+    assert len(decodes) == samples
+
+
+def test_every_planted_problem_is_found_after_a_clean_check_was_kept(data: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert check_dataset(data, cache=cache).ok
+    corrupt(data)  # rows edited, files replaced, missing, outside the root, a duplicate row
+    kept = _report(data, cache)
+    assert kept == _report(data, None)
+    assert sorted(p["kind"] for p in kept["problems"]) == sorted(PLANTED)
+
+
+def test_a_file_rewritten_in_place_with_its_old_times_is_checked_again(
+    data: Path, tmp_path: Path, decodes: list[Path]
+) -> None:
+    cache = tmp_path / "cache"
+    assert check_dataset(data, cache=cache).ok
+    mask = next((data / "train/Segmentation/Two/fetal_head/masks").glob("*.png"))
+    before = mask.stat()
+    Image.fromarray(np.full((64, 64), 7, np.uint8)).save(mask)  # class 7 of a 2-class task, same name and size
+    os.utime(mask, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime as it was: the change time still moves
+    decodes.clear()
+    report = check_dataset(data, cache=cache)
+    assert [p.kind for p in report.problems] == ["mask_values"] and "values [7]" in report.problems[0].message
+    assert len(decodes) == 1  # that sample only
+
+
+def test_a_deleted_image_and_an_edited_label_are_not_taken_from_the_cache(data: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = check_dataset(data, cache=cache)
+    image = next((data / "train/Classification").rglob("*.png"))
+    image.unlink()
+    csv = data / "train/csv_files/fetal_head_position.csv"
+    lines = csv.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[-1] = str((int(cells[-1]) + 1) % 4)  # the second row's class, another one
+    lines[2] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    again = check_dataset(data, cache=cache)
+    assert again.to_dict() == check_dataset(data).to_dict()
+    assert "missing_image" in {p.kind for p in again.problems}
+    assert again.tasks["fetal_head_position"].labels != first.tasks["fetal_head_position"].labels
+
+
+def test_a_damaged_cache_is_rebuilt_and_an_unwritable_one_only_costs_time(
+    data: Path, tmp_path: Path, decodes: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    first = _report(data, cache)
+    db = root_file(cache, data)
+    db.write_bytes(b"not a database" * 100)
+    decodes.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _report(data, cache) == first
+    assert "is damaged" in caplog.text and str(db) in caplog.text
+    assert len(decodes) == 9 * 12
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM found").fetchone()[0]
+    assert rows == 9 * 12  # rebuilt by that check
+    decodes.clear()
+    assert _report(data, cache) == first and decodes == []
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _report(data, blocked) == first
+    assert "cannot be made" in caplog.text
+
+
+def test_the_cache_is_listed_and_pruned_with_the_others(data: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    check_dataset(data, cache=cache)
+    (entry,) = cachedir.entries(cache, ("datacheck",))
+    assert entry.paths == (root_file(cache, data),) and entry.size > 9 * 12 * 100
+    old = entry.last_used - 40 * 86400
+    os.utime(entry.paths[0], (old, old))
+    aged = cachedir.entries(cache, ("datacheck",))
+    assert cachedir.prune(cache, 30 * 86400, ("datacheck",))[0] == aged
+    assert not root_file(cache, data).exists()
+    check_dataset(data, cache=cache)  # used again: its time is now
+    assert cachedir.prune(cache, 30 * 86400, ("datacheck",))[0] == []
+
+
+def test_cli_keeps_findings_and_rechecks_on_request(
+    data: Path, tmp_path: Path, decodes: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USAGG_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "check", str(data)])
+    assert res.exit_code == 0, res.output
+    decodes.clear()
+    assert runner.invoke(app, ["data", "check", str(data)]).exit_code == 0 and decodes == []
+    res = runner.invoke(app, ["data", "check", str(data), "--recheck"])
+    assert res.exit_code == 0 and len(decodes) == 9 * 12

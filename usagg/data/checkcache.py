@@ -1,0 +1,185 @@
+"""What the data check found in each file, kept between checks, so an unchanged image is decoded once.
+
+`check_dataset` (usagg/data/check.py) opens every image and mask of the checked splits: their
+problems, sizes, label summary and leakage fingerprints. On FMC_UIA (some 40,000 ultrasound
+images) that is minutes of decoding on a laptop, and `usagg run`, `run --dry-run`, `validate` and
+`data check` each did it again. Here a sample's findings are kept under a key made of everything
+they depend on: the CSV row as parsed (task, type, num_classes, image path, label, CSV file and
+row) and the size, modification time, change time and inode of its image and of every file its
+label names (a segmentation mask), with the decoders' versions (Pillow, numpy) and
+`CHECK_VERSION`. An edited, replaced, touched or deleted file, an edited row or a moved dataset
+gives another key, so it is checked afresh; a key found is what that check found.
+
+One SQLite file per dataset root, `<cache root>/datacheck/<root key>.sqlite` (usagg/cachedir.py
+lists and prunes it; its time is refreshed at each use). A damaged file is deleted and rebuilt (a
+warning says so); a folder that cannot be written, or a database another process keeps locked
+too long, only costs the time: the check runs in full and is correct either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pickle
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from usagg.data.fmc_uia import Sample
+
+log = logging.getLogger(__name__)
+
+#: Bump when what the file checks find changes (check.py `_check_files`, a type's `check_label` or
+#: `summary_keys`, the leakage fingerprint), so findings of the old code are not reused.
+CHECK_VERSION = 1
+FOLDER = "datacheck"
+#: Seconds to wait for another process's write (two `usagg run`s checking one dataset).
+LOCK_WAIT_S = 30.0
+_BATCH = 500  # keys per SELECT: SQLite's default limit on host parameters is far above it
+
+
+def _decoders() -> tuple[str, str]:
+    import numpy
+    import PIL
+
+    return PIL.__version__, numpy.__version__
+
+
+def _label_files(label: Any) -> Iterator[Path]:
+    """The files a label names (a mask's path), which the label's check reads."""
+    if isinstance(label, Path):
+        yield label
+    elif isinstance(label, (tuple, list)):
+        for item in label:
+            yield from _label_files(item)
+    elif isinstance(label, dict):
+        for item in label.values():
+            yield from _label_files(item)
+
+
+def _stat(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def sample_key(sample: Sample) -> str:
+    """The key of one sample's findings: its parsed row, and the identity of every file its check reads.
+
+    Pickled only to be hashed (never loaded): it takes any label a task type parses, arrays included, whole.
+    """
+    files = [sample.image_file, *_label_files(sample.label)]
+    payload = (
+        CHECK_VERSION,
+        _decoders(),
+        sample.task_id,
+        sample.task_type,
+        sample.num_classes,
+        sample.image_path,
+        str(sample.image_file),
+        sample.label,
+        str(sample.csv_file),
+        sample.row,
+        [(str(f), _stat(f)) for f in files],
+    )
+    return hashlib.blake2b(pickle.dumps(payload, protocol=5), digest_size=20).hexdigest()
+
+
+def root_file(cache: Path, root: Path) -> Path:
+    """The SQLite file of one dataset root."""
+    return cache / FOLDER / f"{hashlib.blake2b(str(root).encode(), digest_size=12).hexdigest()}.sqlite"
+
+
+class CheckCache:
+    """Findings by sample key for one dataset root; every failure of the store itself degrades to a miss."""
+
+    def __init__(self, cache: Path, root: Path) -> None:
+        self.file = root_file(cache, root)
+        self._db: sqlite3.Connection | None = self._open()
+
+    def _open(self) -> sqlite3.Connection | None:
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            log.warning("data check cache %s cannot be made (%s): every file is checked", self.file.parent, err)
+            return None
+        for attempt in range(2):
+            db = None
+            try:
+                db = sqlite3.connect(self.file, timeout=LOCK_WAIT_S)
+                db.execute("CREATE TABLE IF NOT EXISTS found (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+                db.commit()
+                return db
+            except sqlite3.DatabaseError as err:
+                if db is not None:
+                    db.close()
+                if attempt or not self._damaged(err):
+                    log.warning("data check cache %s not used (%s): every file is checked", self.file, err)
+                    return None
+        return None
+
+    def _damaged(self, err: sqlite3.DatabaseError) -> bool:
+        """Delete a damaged file (not a locked or read-only one) so it is rebuilt; True when deleted."""
+        if isinstance(err, sqlite3.OperationalError):
+            return False  # locked, read-only, no room: not damage
+        log.warning("data check cache %s is damaged (%s): deleted, it is rebuilt by this check", self.file, err)
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.file}{suffix}")
+        return True
+
+    def _failed(self, err: sqlite3.DatabaseError) -> None:
+        """Stop using the store for this check; a damaged file goes, so the next check rebuilds it."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if not self._damaged(err):
+            log.warning("data check cache %s not used (%s): the rest is checked in full", self.file, err)
+
+    def get(self, keys: Iterable[str]) -> dict[str, dict]:
+        """The records found for these keys (a record that does not parse is a miss)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict] = {}
+        if self._db is None:
+            return found
+        try:
+            for i in range(0, len(wanted), _BATCH):
+                part = wanted[i : i + _BATCH]
+                marks = ",".join("?" * len(part))
+                for key, text in self._db.execute(f"SELECT key, record FROM found WHERE key IN ({marks})", part):
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(text)
+                        if isinstance(record, dict):
+                            found[key] = record
+        except sqlite3.DatabaseError as err:
+            self._failed(err)
+            return {}
+        return found
+
+    def put(self, records: dict[str, dict]) -> None:
+        """Keep these records (one transaction)."""
+        if self._db is None or not records:
+            return
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO found (key, record) VALUES (?, ?)",
+                    [(k, json.dumps(v, separators=(",", ":"))) for k, v in records.items()],
+                )
+        except sqlite3.DatabaseError as err:
+            self._failed(err)
+
+    def close(self) -> None:
+        """Close the store and mark it used now (what `usagg cache prune` reads as its last use)."""
+        if self._db is None:
+            return
+        self._db.close()
+        self._db = None
+        with contextlib.suppress(OSError):
+            os.utime(self.file)
