@@ -9,6 +9,8 @@ The leakage check of `usagg data check` (usagg/data/leakage.py) is timed against
 plain decode of the same files in the same run: fingerprinting reuses the check's one
 decode per image, so its cost (hashing plus matching val against train) must stay
 below decoding once. Matching is also timed at the FMC_UIA scale (40k train, 8k val).
+The whole check is timed with its findings kept between checks (usagg/data/checkcache.py), on an
+empty cache and again with nothing changed, against the check without it, in the same run.
 """
 
 from __future__ import annotations
@@ -100,6 +102,23 @@ def _leakage(root: Path) -> dict:
     }
 
 
+def _kept_check(root: Path, tmp: Path) -> dict:
+    """`check_dataset` with its findings kept (usagg/data/checkcache.py) against the check without, in one run:
+    cold (an empty cache: every file checked, then written) and warm (nothing changed: no file decoded)."""
+    from usagg.data.check import check_dataset
+
+    full = _best(lambda: check_dataset(root))
+    cold = min(_timed(lambda r=r: check_dataset(root, cache=tmp / f"check-{r}")) for r in range(REPEATS))
+    warm = _best(lambda: check_dataset(root, cache=tmp / "check-0"))
+    return {
+        "full_s": round(full, 3),
+        "cold_s": round(cold, 3),
+        "warm_s": round(warm, 3),
+        "cold_over_full": round(cold / full, 3),
+        "warm_over_full": round(warm / full, 3),
+    }
+
+
 def _match_at_scale(n_train: int = 40_000, n_val: int = 8_000) -> dict:
     """Matching alone at the FMC_UIA scale, on random hashes (no near duplicates, so every pair is compared)."""
     import numpy as np
@@ -156,6 +175,7 @@ def main() -> dict:
                 "no_cache_over_warm": round(no_cache / warm, 1),
             }
         leakage = _leakage(root)
+        kept = _kept_check(root, Path(tmp))
     leakage["at_scale"] = _match_at_scale()
 
     torch.set_num_threads(threads)
@@ -175,7 +195,19 @@ def main() -> dict:
         f"decode; matching {lk['at_scale']['n_val']} val against {lk['at_scale']['n_train']} train hashes: "
         f"{lk['at_scale']['match_s']:.1f} s"
     )
-    return {"image_size": IMAGE_SIZE, "input_size": INPUT_SIZE, "repeats": REPEATS, "tasks": rows, "leakage": leakage}
+    print(
+        f"data check of the same {lk['n_images']} images: {kept['full_s']:.2f} s; findings kept: first "
+        f"{kept['cold_s']:.2f} s ({kept['cold_over_full']:.2f}x), unchanged again {kept['warm_s']:.2f} s "
+        f"({kept['warm_over_full']:.3f}x)"
+    )
+    return {
+        "image_size": IMAGE_SIZE,
+        "input_size": INPUT_SIZE,
+        "repeats": REPEATS,
+        "tasks": rows,
+        "leakage": leakage,
+        "kept_check": kept,
+    }
 
 
 if __name__ == "__main__":

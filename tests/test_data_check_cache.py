@@ -109,6 +109,58 @@ def test_a_deleted_image_and_an_edited_label_are_not_taken_from_the_cache(data: 
     assert again.tasks["fetal_head_position"].labels != first.tasks["fetal_head_position"].labels
 
 
+def test_the_leakage_search_is_kept_and_a_new_leak_is_found(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    searches: list[str] = []
+    real = check_module.find_leaks
+
+    def counting(entries, root, mode="error", threshold=0.9, **kw):  # type: ignore[no-untyped-def]
+        searches.append(mode)
+        return real(entries, root, mode, threshold, **kw)
+
+    monkeypatch.setattr(check_module, "find_leaks", counting)
+    first = _report(data, cache)
+    assert _report(data, cache) == first and searches == ["error"]
+    warn = check_dataset(data, leakage="warn", cache=cache)  # other settings: searched, not taken
+    assert searches == ["error", "warn"] and warn.ok
+    train = sorted((data / "train/Classification").rglob("*.png"))[0]
+    val = sorted((data / "val/Classification").rglob("*.png"))[0]
+    shutil.copyfile(train, val)  # a val image that is a training image's copy
+    report = check_dataset(data, cache=cache)
+    assert [p.kind for p in report.problems] == ["leak_exact_copy"] and report.leakage["leak_exact_copy"] == 1
+    assert report.to_dict() == check_dataset(data).to_dict()
+
+
+def test_a_cache_of_another_layout_is_emptied_not_misread(data: Path, tmp_path: Path, decodes: list[Path]) -> None:
+    cache = tmp_path / "cache"
+    db = root_file(cache, data)
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as old:
+        old.execute("CREATE TABLE found (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        old.execute("INSERT INTO found VALUES ('k', '{}')")
+    first = _report(data, cache)
+    assert first == _report(data, None) and len(decodes) == 2 * 9 * 12
+    decodes.clear()
+    assert _report(data, cache) == first and decodes == []
+
+
+def test_records_unread_for_a_month_are_forgotten(data: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    check_dataset(data, cache=cache)
+    db = root_file(cache, data)
+    with sqlite3.connect(db) as con:
+        today = con.execute("SELECT MAX(seen) FROM found").fetchone()[0]
+        con.execute("INSERT INTO found VALUES ('gone', '{}', ?), ('kept', '{}', ?)", [today - 31, today - 29])
+        con.execute("UPDATE found SET seen = ? WHERE key NOT IN ('gone', 'kept')", [today - 40])  # read again below
+    check_dataset(data, cache=cache)
+    with sqlite3.connect(db) as con:
+        keys = {k for (k,) in con.execute("SELECT key FROM found")}
+        stale = con.execute("SELECT COUNT(*) FROM found WHERE seen < ?", [today]).fetchone()[0]
+    assert "gone" not in keys and "kept" in keys and len(keys) == 9 * 12 + 1 and stale == 1
+
+
 def test_a_damaged_cache_is_rebuilt_and_an_unwritable_one_only_costs_time(
     data: Path, tmp_path: Path, decodes: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from usagg.data.checkcache import CheckCache, sample_key
+from usagg.data.checkcache import CheckCache, leak_key, sample_key
 from usagg.data.fmc_uia import Problem, Sample, Where, csv_files, rel, scan_split
 from usagg.data.images import open_image
-from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, find_leaks, fingerprint
+from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, LeakResult, find_leaks, fingerprint
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
@@ -118,7 +118,7 @@ class _FileResult:
 
     def record(self) -> dict:
         return {
-            "problems": [[p.kind, p.message, p.csv_file, p.row, list(p.tasks)] for p in self.problems],
+            "problems": [_problem_record(p) for p in self.problems],
             "hw": None if self.hw is None else list(self.hw),
             "label_keys": list(self.label_keys),
             "fp": None if self.fp is None else [self.fp.exact.hex(), self.fp.dhash.tobytes().hex()],
@@ -126,20 +126,37 @@ class _FileResult:
 
     @classmethod
     def from_record(cls, record: dict) -> _FileResult:
-        """The result a record holds; KeyError, TypeError or ValueError for one that is not such a record."""
-        fp = record["fp"]
-        hw = record["hw"]
+        """The result a record holds; KeyError, TypeError, ValueError or IndexError for one that is not such a
+        record."""
+        fp, hw = record["fp"], record["hw"]
         return cls(
-            [
-                Problem(kind, message, csv_file, row, tuple(tasks))
-                for kind, message, csv_file, row, tasks in record["problems"]
-            ],
+            [_problem(r) for r in record["problems"]],
             None if hw is None else (int(hw[0]), int(hw[1])),
             tuple(str(k) for k in record["label_keys"]),
-            None
-            if fp is None
-            else Fingerprint(bytes.fromhex(fp[0]), np.frombuffer(bytes.fromhex(fp[1]), np.uint64).copy()),
+            None if fp is None else Fingerprint(bytes.fromhex(fp[0]), np.frombuffer(bytes.fromhex(fp[1]), np.uint64)),
         )
+
+
+def _problem_record(p: Problem) -> list:
+    return [p.kind, p.message, p.csv_file, p.row, list(p.tasks)]
+
+
+def _problem(record: list) -> Problem:
+    kind, message, csv_file, row, tasks = record
+    return Problem(str(kind), str(message), csv_file, row, tuple(tasks))
+
+
+def _leak_record(leaks: LeakResult) -> dict:
+    return {
+        "problems": [_problem_record(p) for p in leaks.problems],
+        "warnings": [_problem_record(p) for p in leaks.warnings],
+        "counts": leaks.counts,
+    }
+
+
+def _leaks_from(record: dict) -> LeakResult:
+    counts = {str(k): int(v) for k, v in record["counts"].items()}
+    return LeakResult([_problem(r) for r in record["problems"]], [_problem(r) for r in record["warnings"]], counts)
 
 
 def _check_files(s: Sample, root: Path) -> _FileResult:
@@ -210,6 +227,7 @@ def _check(
 ) -> CheckReport:
     report = CheckReport(root=root, splits=tuple(splits))
     entries: list[Entry] = []
+    keys: dict[int, str] = {}  # id(sample) -> its key in `known`
     for split in splits:
         try:
             csv_files(root, split)
@@ -237,12 +255,14 @@ def _check(
                     )
                 )
                 continue
-            _add_file_results(report, summary, samples, root, split, entries, known)
+            _add_file_results(report, summary, samples, root, split, entries, known, keys)
             if split == "val" and (tasks is None or any(t.id == task_id for t in tasks)):
                 _warn_test_split(report, task_id, samples, root)  # a study hears of its own tasks only
     if test_carve is not None:
         entries = _carve(entries, *test_carve)
-    leaks = find_leaks(entries, root, leakage, near_duplicate_threshold, test="val" if test_carve is None else CARVED)
+    leaks = _leaks(
+        entries, keys, root, leakage, near_duplicate_threshold, CARVED if test_carve is not None else "val", known
+    )
     report.problems.extend(leaks.problems)
     report.warnings.extend(leaks.warnings)
     report.leakage = leaks.counts
@@ -284,31 +304,57 @@ def _warn_test_split(report: CheckReport, task_id: str, samples: list[Sample], r
         )
 
 
-def _file_results(samples: list[Sample], root: Path, known: CheckCache | None) -> list[_FileResult]:
-    """Each sample's file checks: what `known` kept for an unchanged sample, else the check itself (then kept)."""
+def _file_results(
+    samples: list[Sample], root: Path, known: CheckCache | None, keys: dict[int, str]
+) -> list[_FileResult]:
+    """Each sample's file checks: what `known` kept for an unchanged sample, else the check itself (then kept);
+    each sample's key goes into `keys`."""
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
         if known is None:
             return list(pool.map(lambda s: _check_files(s, root), samples))
-        keys = list(pool.map(sample_key, samples))
+        sample_keys = list(pool.map(sample_key, samples))
         results: list[_FileResult | None] = [None] * len(samples)
-        for i, record in _kept(known, keys):
-            results[i] = record
+        for i, result in _kept(known, sample_keys):
+            results[i] = result
         todo = [i for i, r in enumerate(results) if r is None]
         fresh = list(pool.map(lambda i: _check_files(samples[i], root), todo))
     for i, r in zip(todo, fresh, strict=True):
         results[i] = r
-    known.put({keys[i]: r.record() for i, r in zip(todo, fresh, strict=True)})
+    known.put("found", {sample_keys[i]: r.record() for i, r in zip(todo, fresh, strict=True)})
+    keys.update((id(s), k) for s, k in zip(samples, sample_keys, strict=True))
     return [r for r in results if r is not None]
 
 
 def _kept(known: CheckCache, keys: list[str]) -> Iterator[tuple[int, _FileResult]]:
     """(index, result) for every key whose record `known` holds and that reads as a result."""
-    records = known.get(keys)
+    records = known.get("found", keys)
     for i, key in enumerate(keys):
         record = records.get(key)
         if record is not None:
             with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
                 yield i, _FileResult.from_record(record)
+
+
+def _leaks(
+    entries: list[Entry],
+    keys: dict[int, str],
+    root: Path,
+    mode: str,
+    threshold: float,
+    test: str,
+    known: CheckCache | None,
+) -> LeakResult:
+    """`find_leaks`, or what it found before for the same entries (each sample's key and split) and settings."""
+    if known is None or any(id(e.sample) not in keys for e in entries):
+        return find_leaks(entries, root, mode, threshold, test=test)
+    key = leak_key([(e.split, keys[id(e.sample)]) for e in entries], mode, threshold, test)
+    record = known.get("leaks", [key]).get(key)
+    if record is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+            return _leaks_from(record)
+    leaks = find_leaks(entries, root, mode, threshold, test=test)
+    known.put("leaks", {key: _leak_record(leaks)})
+    return leaks
 
 
 def _add_file_results(
@@ -319,8 +365,9 @@ def _add_file_results(
     split: str,
     entries: list[Entry],
     known: CheckCache | None,
+    keys: dict[int, str],
 ) -> None:
-    results = _file_results(samples, root, known)
+    results = _file_results(samples, root, known, keys)
     labels: Counter[str] = Counter(summary.labels)
     for s, r in zip(samples, results, strict=True):
         entries.append(Entry(split, s, r.fp))
