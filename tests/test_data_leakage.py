@@ -202,3 +202,23 @@ def test_a_test_set_carved_from_train_is_searched_for_leaks(synth: Path, tmp_pat
     found = [p for p in report.problems if p.kind == "leak_exact_copy"]
     assert report.leakage["leak_exact_copy"] == 1 and len(found) == 1
     assert test[0].image_path in found[0].message and rest[0].image_path in found[0].message
+
+
+def test_the_nearest_train_hash_is_found_to_the_bit() -> None:
+    """`_nearest` (a float32 product of +1/-1 bits) against XOR and popcount over the words: the same
+    distance and the first train hash at it, for copies with 0 to 1024 bits flipped and exact ties."""
+    from usagg.data.leakage import HASH_SIDE, _nearest, _signs
+
+    rng = np.random.default_rng(7)
+    words = HASH_SIDE * HASH_SIDE // 64
+    train = rng.integers(0, 2**63, size=(400, words), dtype=np.int64).view(np.uint64)
+    train[10] = train[3]  # a tie: the first index must win
+    query = train[rng.integers(0, 400, 64)].copy()
+    for i, flips in enumerate(np.linspace(0, 1024, 64).astype(int)):
+        bits = np.unpackbits(query[i].view(np.uint8))
+        bits[rng.choice(1024, flips, replace=False)] ^= 1
+        query[i] = np.packbits(bits).view(np.uint64)
+    best, dist = _nearest(_signs(query), _signs(train))
+    brute = np.bitwise_count(query[:, None, :] ^ train[None, :, :]).sum(axis=2)
+    assert np.array_equal(dist, brute.min(axis=1)) and np.array_equal(best, brute.argmin(axis=1))
+    assert dist[0] == 0 and dist.max() > 400
