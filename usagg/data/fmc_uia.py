@@ -123,6 +123,7 @@ def scan_split(root: Path, split: str) -> SplitScan:
     root = Path(os.path.abspath(root))
     scan = SplitScan()
     rows: list[tuple[Path, int, dict, list[str]]] = []
+    real_dirs: dict[str, str] = {}  # one scan's resolved folders (tasktypes.base.resolve_inside)
     for path in csv_files(root, split):
         try:
             columns, records = _read_csv(path, root)
@@ -215,7 +216,7 @@ def scan_split(root: Path, split: str) -> SplitScan:
                     row,
                 )
                 continue
-            cells = Row(record, root, path.parent)
+            cells = Row(record, root, path.parent, real_dirs)
             try:
                 image_file = cells.path("image_path", "the image's path")
                 label = tt.parse_label(cells, k)
