@@ -186,6 +186,26 @@ def test_a_damaged_cache_is_rebuilt_and_an_unwritable_one_only_costs_time(
     assert "cannot be made" in caplog.text
 
 
+def test_a_cache_another_process_keeps_locked_is_still_read(
+    data: Path, tmp_path: Path, decodes: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from usagg.data import checkcache
+
+    cache = tmp_path / "cache"
+    first = _report(data, cache)
+    monkeypatch.setattr(checkcache, "LOCK_WAIT_S", 0.05)
+    other = sqlite3.connect(root_file(cache, data), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a writer holds the file: reading goes on, writing waits and gives up
+    try:
+        decodes.clear()
+        with caplog.at_level(logging.WARNING):
+            assert _report(data, cache) == first
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert decodes == [] and "cannot be written" in caplog.text
+
+
 def test_the_cache_is_listed_and_pruned_with_the_others(data: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     check_dataset(data, cache=cache)

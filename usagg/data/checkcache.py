@@ -121,6 +121,7 @@ class CheckCache:
     def __init__(self, cache: Path, root: Path) -> None:
         self.file = root_file(cache, root)
         self.today = int(time.time() // 86400)
+        self._writable = True
         self._db: sqlite3.Connection | None = self._open()
 
     def _open(self) -> sqlite3.Connection | None:
@@ -179,47 +180,54 @@ class CheckCache:
         found: dict[str, dict] = {}
         if self._db is None:
             return found
+        stale = []  # found, but last read before today
         try:
-            with self._db:
-                for i in range(0, len(wanted), _BATCH):
-                    part = wanted[i : i + _BATCH]
-                    marks = ",".join("?" * len(part))
-                    rows = self._db.execute(f"SELECT key, record FROM {table} WHERE key IN ({marks})", part)
-                    for key, text in rows.fetchall():
-                        with contextlib.suppress(ValueError):
-                            record = json.loads(text)
-                            if isinstance(record, dict):
-                                found[key] = record
-                    self._db.execute(
-                        f"UPDATE {table} SET seen = ? WHERE seen < ? AND key IN ({marks})",
-                        [self.today, self.today, *part],
-                    )
+            for i in range(0, len(wanted), _BATCH):
+                part = wanted[i : i + _BATCH]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT key, record, seen FROM {table} WHERE key IN ({marks})"
+                for key, text, seen in self._db.execute(query, part):
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(text)
+                        if isinstance(record, dict):
+                            found[key] = record
+                            if seen is None or seen < self.today:
+                                stale.append((self.today, key))
         except sqlite3.DatabaseError as err:
             self._failed(err)
             return {}
+        self._write(f"UPDATE {table} SET seen = ? WHERE key = ?", stale)
         return found
 
-    def put(self, table: str, records: dict[str, dict]) -> None:
-        """Keep these records (one transaction)."""
-        if self._db is None or not records:
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        """One transaction; a store that cannot be written (read-only, full, locked too long) is still read."""
+        if self._db is None or not self._writable or not rows:
             return
         try:
             with self._db:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO {table} (key, record, seen) VALUES (?, ?, ?)",
-                    [(k, json.dumps(v, separators=(",", ":")), self.today) for k, v in records.items()],
-                )
+                self._db.executemany(sql, rows)
+        except sqlite3.OperationalError as err:
+            self._writable = False
+            log.warning("data check cache %s cannot be written (%s): what it holds is still used", self.file, err)
         except sqlite3.DatabaseError as err:
             self._failed(err)
+
+    def put(self, table: str, records: dict[str, dict]) -> None:
+        """Keep these records (one transaction)."""
+        self._write(
+            f"INSERT OR REPLACE INTO {table} (key, record, seen) VALUES (?, ?, ?)",
+            [(k, json.dumps(v, separators=(",", ":")), self.today) for k, v in records.items()],
+        )
 
     def close(self) -> None:
         """Forget records no check has read for KEEP_DAYS (files since changed, rows since edited), close the store
         and mark it used now (what `usagg cache prune` reads as its last use)."""
         if self._db is None:
             return
-        with contextlib.suppress(sqlite3.DatabaseError), self._db:
-            for table in self.TABLES:
-                self._db.execute(f"DELETE FROM {table} WHERE seen < ?", [self.today - KEEP_DAYS])
+        for table in self.TABLES:
+            self._write(f"DELETE FROM {table} WHERE seen < ?", [(self.today - KEEP_DAYS,)])
+        if self._db is None:
+            return
         self._db.close()
         self._db = None
         with contextlib.suppress(OSError):
