@@ -43,8 +43,9 @@ def check(
 ) -> None:
     """Check a dataset: a summary per task and every problem, by CSV file and row. Exit 1 if any problem.
 
-    What each file's check found is kept in the cache ($USAGG_CACHE/datacheck), keyed by its row and the
-    file's size, times and inode, so the next check (and `usagg run`'s) decodes only what changed.
+    What each file's check found is kept in usagg's cache ($USAGG_CACHE, else ~/.cache/usagg; `datacheck`),
+    keyed by its row and the file's size, times and inode, so the next check (and `usagg run`'s) decodes only
+    what changed; --recheck decodes everything.
 
     Example: usagg data check data/FMC_UIA --split train
     """
