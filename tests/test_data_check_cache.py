@@ -58,7 +58,17 @@ def _report(root: Path, cache: Path | None) -> dict:
 
 def test_an_unchanged_dataset_is_not_decoded_again(data: Path, tmp_path: Path, decodes: list[Path]) -> None:
     cache = tmp_path / "cache"
-    first = _report(data, cache)
+    told: list[tuple[str, int, int]] = []
+    first = check_dataset(data, cache=cache, on_progress=lambda *at: told.append(at)).to_dict()
+    assert [t for t in told if t[1] in (0, t[2])] == [
+        ("train", 0, 72),
+        ("train", 72, 72),
+        ("val", 0, 36),
+        ("val", 36, 36),
+    ]
+    assert [t[1] for t in told] == sorted(t[1] for t in told if t[0] == "train") + sorted(
+        t[1] for t in told if t[0] == "val"
+    )
     samples = len(decodes)
     assert samples == 9 * 12  # 9 tasks, 8 train + 4 val images each
     decodes.clear()

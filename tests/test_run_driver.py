@@ -226,6 +226,10 @@ class Recorder(RunObserver):
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.checked: list[tuple[str, int, int]] = []  # the data check's progress, apart
+
+    def data_progress(self, split: str, checked: int, images: int) -> None:
+        self.checked.append((split, checked, images))
 
     def data_checked(self, run: StudyRun, report: Any) -> None:
         self.calls.append(("data_checked", len(run.jobs)))
@@ -256,6 +260,9 @@ def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
     assert recorder.calls[1] == ("store_ready", [job]) and recorder.calls[-1] == ("finished", {job: "done"})
     assert "model.weights is empty: the dinov3_test encoder is RANDOMLY initialised" in recorder.calls[2][1]
     assert RunStore(result.store_root).spec_files() == [str(spec.resolve())]
+    for split in ("train", "val"):  # each split told from 0 to all its images
+        told = [(c, n) for sp, c, n in recorder.checked if sp == split]
+        assert told[0][0] == 0 and told[-1][0] == told[-1][1] > 0, recorder.checked
 
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)  # the CLI's observer: nothing to do, no warning

@@ -29,7 +29,7 @@ from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
-    from usagg.data.check import CheckReport
+    from usagg.data.check import CheckProgress, CheckReport
     from usagg.data.fmc_uia import Problem
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn, Executor, JobFn
@@ -419,13 +419,14 @@ def data_not_checkable(study: Study) -> str | None:
     return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
 
 
-def check_study_data(study: Study) -> tuple[CheckReport, list[Problem]]:
+def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> tuple[CheckReport, list[Problem]]:
     """Check the dataset the study's jobs will read (generating the synthetic one on first use); returns the report
     and the problems of tasks the study does not train (warnings).
 
     Problems of the study's tasks, and dataset-wide ones, raise DataProblems (exit 1); a missing
     data root a DataError (exit 2); fractions that leave a task too few images a UsaggError.
-    `usagg run`, `run --dry-run` and `usagg validate` all check the data with this.
+    `usagg run`, `run --dry-run` and `usagg validate` all check the data with this; `on_progress(split, checked,
+    images)` hears its file checks.
     """
     from usagg.cachedir import cache_root
     from usagg.data.check import check_dataset
@@ -443,6 +444,7 @@ def check_study_data(study: Study) -> tuple[CheckReport, list[Problem]]:
         near_duplicate_threshold=data.near_duplicate_threshold,
         test_carve=None if data.test_split == "val" else (data.test_fraction, data.split_seed),
         cache=cache_root(data.cache_dir),
+        on_progress=on_progress,
     )
     blocking, warnings = split_by_scope(report, [t.id for t in study.tasks])
     warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
@@ -607,7 +609,7 @@ class StudyRun:
             return "resume" if self.store.has_checkpoint(job_id) else "run"
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
 
-    def check_data(self) -> CheckReport:
+    def check_data(self, on_progress: CheckProgress | None = None) -> CheckReport:
         """Check the weights file, then the dataset the jobs will read (`check_model_weights`, `check_study_data`).
 
         Problems of the study's tasks, and dataset-wide ones, raise DataProblems; those of other
@@ -615,7 +617,7 @@ class StudyRun:
         every subset study).
         """
         check_model_weights(self.study)
-        report, self.data_warnings = check_study_data(self.study)
+        report, self.data_warnings = check_study_data(self.study, on_progress)
         return report
 
     def init_store(self) -> None:
@@ -682,6 +684,9 @@ class RunObserver:
     def checking_data(self) -> AbstractContextManager[object]:
         """Around the data check (the CLI shows a spinner)."""
         return nullcontext()
+
+    def data_progress(self, split: str, checked: int, images: int) -> None:
+        """The data check's file checks so far: `checked` of the split's `images`."""
 
     def data_checked(self, run: StudyRun, report: CheckReport) -> None:
         """The data has no problems in the study's tasks (`run.data_warnings`: those of other tasks)."""
@@ -751,7 +756,7 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     (`end_tracking`). DataProblems (and other user errors) before anything is written."""
     observer = observer or RunObserver()
     with observer.checking_data():
-        report = run.check_data()
+        report = run.check_data(observer.data_progress)
     observer.data_checked(run, report)
     if run.todo:
         run.check_executor()  # before the first write

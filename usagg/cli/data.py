@@ -52,16 +52,19 @@ def check(
     from rich.console import Console
 
     from usagg.cachedir import cache_root
+    from usagg.cli.display import data_check_text
     from usagg.data.check import check_dataset
 
     splits = ("train", "val") if split is SplitChoice.all else (split.value,)
-    report = check_dataset(
-        root,
-        splits=splits,
-        leakage=leakage.value,
-        near_duplicate_threshold=near_threshold,
-        cache=None if recheck else cache_root(),
-    )
+    with Console(stderr=True).status("checking the dataset ...") as status:  # stdout stays the report (--json)
+        report = check_dataset(
+            root,
+            splits=splits,
+            leakage=leakage.value,
+            near_duplicate_threshold=near_threshold,
+            cache=None if recheck else cache_root(),
+            on_progress=lambda *at: status.update(data_check_text(*at)),
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -54,6 +54,12 @@ def print_table(console: Console, table: Table) -> None:
         console.width = width
 
 
+def data_check_text(split: str, checked: int, images: int) -> str:
+    """The data check's spinner text: a first check of a large dataset decodes every image (minutes on a laptop),
+    a later one decodes only what changed (usagg/data/checkcache.py)."""
+    return f"checking the dataset: {split} images {checked:,} of {images:,} ..."
+
+
 def duration_text(seconds: float | None) -> str:
     """A short duration: 4.2s, 3m05s, 1h02m ('' for None)."""
     if seconds is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from usagg.cli.display import duration_text, eta_text, make_display, print_table
+from usagg.cli.display import data_check_text, duration_text, eta_text, make_display, print_table
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 from usagg.safepath import printable
@@ -241,6 +241,7 @@ class ConsoleObserver(RunObserver):
         self.verbose = verbose
         self.quiet = quiet
         self.display: Any = None
+        self.status: Any = None  # the data check's spinner
         self.clock: Clock | None = None  # one job counter and study ETA for every stage of the run
 
     def say(self, *objects: Any) -> None:
@@ -248,7 +249,12 @@ class ConsoleObserver(RunObserver):
             self.console.print(*objects)
 
     def checking_data(self) -> Any:
-        return self.console.status("preparing and checking the dataset ...")
+        self.status = self.console.status("preparing and checking the dataset ...")
+        return self.status
+
+    def data_progress(self, split: str, checked: int, images: int) -> None:
+        if self.status is not None:
+            self.status.update(data_check_text(split, checked, images))
 
     def data_checked(self, run: StudyRun, report: CheckReport) -> None:
         from rich.markup import escape
@@ -322,7 +328,7 @@ def _check_data(console: Console, job_run: StudyRun, observer: ConsoleObserver |
             job_run.check_data()
         else:
             with observer.checking_data():
-                report = job_run.check_data()
+                report = job_run.check_data(observer.data_progress)
             observer.data_checked(job_run, report)
     except DataProblems as err:
         print_data_problems(console, err)

@@ -147,10 +147,12 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     reason = data_not_checkable(s)
     if reason is not None:
         return f"[yellow]note[/]: data not checked: {escape(reason)}."
+    from usagg.cli.display import data_check_text
     from usagg.cli.runs import print_data_problems, print_data_warnings
 
     try:
-        report, warnings = check_study_data(s)
+        with Console(stderr=True).status("checking the dataset ...") as status:
+            report, warnings = check_study_data(s, lambda *at: status.update(data_check_text(*at)))
     except DataProblems as err:
         print_data_problems(out, err)
         raise typer.Exit(1) from None

@@ -12,9 +12,10 @@ study expects but the data lacks. `usagg run` calls `check_dataset` before train
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,7 @@ def check_dataset(
     near_duplicate_threshold: float = DEFAULT_NEAR_THRESHOLD,
     test_carve: tuple[float, int] | None = None,
     cache: Path | None = None,
+    on_progress: CheckProgress | None = None,
 ) -> CheckReport:
     """Check the dataset at `root`; with the study's `tasks`, also what the study expects of it.
 
@@ -201,19 +203,18 @@ def check_dataset(
     between the test rows carved from train (data.test_split=train) and the rest instead.
     `cache`: a cache root (usagg/cachedir.py) where the file checks' findings are kept, so a sample
     whose row and files are unchanged is not decoded again (usagg/data/checkcache.py); None checks
-    every file.
+    every file. `on_progress(split, checked, images)` hears the file checks as they go.
     """
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise DataError(
             f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
         )
-    known = None if cache is None else CheckCache(cache, root)
+    checks = _FileChecks(root, None if cache is None else CheckCache(cache, root), on_progress)
     try:
-        return _check(root, tasks, splits, leakage, near_duplicate_threshold, test_carve, known)
+        return _check(root, tasks, splits, leakage, near_duplicate_threshold, test_carve, checks)
     finally:
-        if known is not None:
-            known.close()
+        checks.close()
 
 
 def _check(
@@ -223,11 +224,10 @@ def _check(
     leakage: str,
     near_duplicate_threshold: float,
     test_carve: tuple[float, int] | None,
-    known: CheckCache | None,
+    checks: _FileChecks,
 ) -> CheckReport:
     report = CheckReport(root=root, splits=tuple(splits))
     entries: list[Entry] = []
-    keys: dict[int, str] = {}  # id(sample) -> its key in `known`
     for split in splits:
         try:
             csv_files(root, split)
@@ -236,6 +236,7 @@ def _check(
             continue
         scan = scan_split(root, split)
         report.problems.extend(scan.problems)
+        checks.start(split, sum(len(samples) for samples in scan.samples.values()))
         for task_id, samples in scan.samples.items():
             if not samples:
                 continue
@@ -255,14 +256,12 @@ def _check(
                     )
                 )
                 continue
-            _add_file_results(report, summary, samples, root, split, entries, known, keys)
+            _add_file_results(report, summary, samples, split, entries, checks)
             if split == "val" and (tasks is None or any(t.id == task_id for t in tasks)):
                 _warn_test_split(report, task_id, samples, root)  # a study hears of its own tasks only
     if test_carve is not None:
         entries = _carve(entries, *test_carve)
-    leaks = _leaks(
-        entries, keys, root, leakage, near_duplicate_threshold, CARVED if test_carve is not None else "val", known
-    )
+    leaks = checks.leaks(entries, leakage, near_duplicate_threshold, CARVED if test_carve is not None else "val")
     report.problems.extend(leaks.problems)
     report.warnings.extend(leaks.warnings)
     report.leakage = leaks.counts
@@ -304,70 +303,100 @@ def _warn_test_split(report: CheckReport, task_id: str, samples: list[Sample], r
         )
 
 
-def _file_results(
-    samples: list[Sample], root: Path, known: CheckCache | None, keys: dict[int, str]
-) -> list[_FileResult]:
-    """Each sample's file checks: what `known` kept for an unchanged sample, else the check itself (then kept);
-    each sample's key goes into `keys`."""
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        if known is None:
-            return list(pool.map(lambda s: _check_files(s, root), samples))
-        sample_keys = list(pool.map(sample_key, samples))
+#: Hears the file checks as they go: (split, images of the split checked so far, images of the split).
+CheckProgress = Callable[[str, int, int], None]
+PROGRESS_EVERY = 64  # images between two reports
+
+
+class _FileChecks:
+    """The file checks of one `check_dataset`: a thread pool over the samples, the findings kept between checks
+    (`known`, usagg/data/checkcache.py) with each checked sample's key, and the progress told."""
+
+    def __init__(self, root: Path, known: CheckCache | None, on_progress: CheckProgress | None) -> None:
+        self.root = root
+        self.known = known
+        self.on_progress = on_progress
+        self.keys: dict[int, str] = {}  # id(sample) -> its key in `known`
+        self.pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)))
+        self.split, self.done, self.total = "", 0, 0
+
+    def start(self, split: str, images: int) -> None:
+        self.split, self.done, self.total = split, 0, images
+        self._tell()
+
+    def _tell(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.split, self.done, self.total)
+
+    def _checked(self, results: Iterator[_FileResult]) -> list[_FileResult]:
+        """The results as they come, told every PROGRESS_EVERY images and at the end."""
+        out = []
+        for r in results:
+            out.append(r)
+            self.done += 1
+            if self.done % PROGRESS_EVERY == 0:
+                self._tell()
+        self._tell()
+        return out
+
+    def results(self, samples: list[Sample]) -> list[_FileResult]:
+        """Each sample's file checks: what `known` kept for an unchanged sample, else the check itself (then
+        kept)."""
+        check = functools.partial(_check_files, root=self.root)
+        if self.known is None:
+            return self._checked(self.pool.map(check, samples))
+        sample_keys = list(self.pool.map(sample_key, samples))
+        self.keys.update((id(s), k) for s, k in zip(samples, sample_keys, strict=True))
         results: list[_FileResult | None] = [None] * len(samples)
-        for i, result in _kept(known, sample_keys):
+        for i, result in self._kept(sample_keys):
             results[i] = result
         todo = [i for i, r in enumerate(results) if r is None]
-        fresh = list(pool.map(lambda i: _check_files(samples[i], root), todo))
-    for i, r in zip(todo, fresh, strict=True):
-        results[i] = r
-    known.put("found", {sample_keys[i]: r.record() for i, r in zip(todo, fresh, strict=True)})
-    keys.update((id(s), k) for s, k in zip(samples, sample_keys, strict=True))
-    return [r for r in results if r is not None]
+        self.done += len(samples) - len(todo)
+        fresh = self._checked(self.pool.map(check, [samples[i] for i in todo]))
+        for i, r in zip(todo, fresh, strict=True):
+            results[i] = r
+        self.known.put("found", {sample_keys[i]: r.record() for i, r in zip(todo, fresh, strict=True)})
+        return [r for r in results if r is not None]
 
+    def _kept(self, keys: list[str]) -> Iterator[tuple[int, _FileResult]]:
+        """(index, result) for every key whose record `known` holds and that reads as a result."""
+        assert self.known is not None
+        records = self.known.get("found", keys)
+        for i, key in enumerate(keys):
+            record = records.get(key)
+            if record is not None:
+                with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+                    yield i, _FileResult.from_record(record)
 
-def _kept(known: CheckCache, keys: list[str]) -> Iterator[tuple[int, _FileResult]]:
-    """(index, result) for every key whose record `known` holds and that reads as a result."""
-    records = known.get("found", keys)
-    for i, key in enumerate(keys):
-        record = records.get(key)
+    def leaks(self, entries: list[Entry], mode: str, threshold: float, test: str) -> LeakResult:
+        """`find_leaks`, or what it found before for the same entries (each sample's key and split) and
+        settings."""
+        if self.known is None or any(id(e.sample) not in self.keys for e in entries):
+            return find_leaks(entries, self.root, mode, threshold, test=test)
+        key = leak_key([(e.split, self.keys[id(e.sample)]) for e in entries], mode, threshold, test)
+        record = self.known.get("leaks", [key]).get(key)
         if record is not None:
-            with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
-                yield i, _FileResult.from_record(record)
+            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                return _leaks_from(record)
+        leaks = find_leaks(entries, self.root, mode, threshold, test=test)
+        self.known.put("leaks", {key: _leak_record(leaks)})
+        return leaks
 
-
-def _leaks(
-    entries: list[Entry],
-    keys: dict[int, str],
-    root: Path,
-    mode: str,
-    threshold: float,
-    test: str,
-    known: CheckCache | None,
-) -> LeakResult:
-    """`find_leaks`, or what it found before for the same entries (each sample's key and split) and settings."""
-    if known is None or any(id(e.sample) not in keys for e in entries):
-        return find_leaks(entries, root, mode, threshold, test=test)
-    key = leak_key([(e.split, keys[id(e.sample)]) for e in entries], mode, threshold, test)
-    record = known.get("leaks", [key]).get(key)
-    if record is not None:
-        with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
-            return _leaks_from(record)
-    leaks = find_leaks(entries, root, mode, threshold, test=test)
-    known.put("leaks", {key: _leak_record(leaks)})
-    return leaks
+    def close(self) -> None:
+        self.pool.shutdown()
+        if self.known is not None:
+            self.known.close()
 
 
 def _add_file_results(
     report: CheckReport,
     summary: TaskSummary,
     samples: list[Sample],
-    root: Path,
     split: str,
     entries: list[Entry],
-    known: CheckCache | None,
-    keys: dict[int, str],
+    checks: _FileChecks,
 ) -> None:
-    results = _file_results(samples, root, known, keys)
+    results = checks.results(samples)
     labels: Counter[str] = Counter(summary.labels)
     for s, r in zip(samples, results, strict=True):
         entries.append(Entry(split, s, r.fp))
