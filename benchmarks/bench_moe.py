@@ -3,11 +3,12 @@
 Same run, same input, medians after warm-up (the machine is shared). Default:
 DINOv3 ViT-S/16 block (384-d), E=8, k=2, images of 224 px (201 tokens each):
 8 per batch in float32 on the CPU, 64 per batch under bf16 autocast on CUDA
-(the training precision there). Both dispatch paths of usagg/model/moe.py are
-timed on the same weights: `loop` (per expert, counts read on the host; the CPU
-default) and `grouped` (grouped GEMMs, no host sync; the default on CUDA sm 9.x
-/ 10.x in bf16, elsewhere `_grouped_mm` loops itself). `stack` is what stacking
-the experts' weights per call costs, the price of keeping one parameter per expert.
+(the training precision there). The dispatch paths of usagg/model/moe.py are
+timed on the same weights: `grouped` (grouped GEMMs, no host sync; the default on
+the CPU and on CUDA sm 9.x / 10.x in bf16), `slots` (one slot per expert, batched
+matmuls; the default on other GPUs) and `loop` (per expert, counts read on the
+host; kept for flop counting). `time_ratio` is the default's, marked `*`. `stack`
+is what casting the stacked experts' weights per call costs.
 
 On CUDA the dense block and the MoE block (its sync-free dispatch) are also timed
 recorded as CUDA graphs and replayed (`recorded`): what a step costs the GPU
@@ -32,6 +33,7 @@ BACKBONE = "dinov3_small"
 EXPERTS, TOP_K = 8, 2
 SIZE = 224
 WARMUP, REPEATS = 3, 15
+DISPATCHES = ("grouped", "slots", "loop")
 
 
 def _paired(steps: dict, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -126,21 +128,19 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
 
     steps = {
         "dense": dense_step,
-        "moe_loop": moe_step("loop"),
-        "moe_grouped": moe_step("grouped"),
+        **{f"moe_{d}": moe_step(d) for d in DISPATCHES},
         "dense_mlp": dense_mlp_step,
-        "moe_mlp_loop": moe_mlp_step("loop"),
-        "moe_mlp_grouped": moe_mlp_step("grouped"),
+        **{f"moe_mlp_{d}": moe_mlp_step(d) for d in DISPATCHES},
         "stack": stack_step,
     }
     t = _paired(steps, WARMUP, repeats, device)
     moe.mlp.dispatch = "auto"
     with cast():
-        default = "grouped" if moe.mlp.use_grouped(x) else "loop"
+        default = "grouped" if moe.mlp.use_grouped(x) else "slots"  # what "auto" takes
     recorded: dict[str, float] = {}
     if device.type == "cuda":
         # the sync-free dispatch a recorded step takes on this card: grouped GEMMs where they need no host read
-        sync_free = "grouped" if default == "grouped" else "slots"
+        sync_free = default
         recording[0] = True
         try:
             graphs = {"dense": _recorded(dense_step, device), "moe": _recorded(moe_step(sync_free), device)}
@@ -169,7 +169,7 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
         "moe_params": p_moe,
         "param_ratio": round(p_moe / p_dense, 3),
     }
-    for d in ("loop", "grouped"):
+    for d in DISPATCHES:
         result[f"moe_{d}_fwd_bwd_s"] = round(t[f"moe_{d}"], 5)
         result[f"time_ratio_{d}"] = round(t[f"moe_{d}"] / t["dense"], 3)
         result[f"mlp_moe_{d}_fwd_bwd_s"] = round(t[f"moe_mlp_{d}"], 5)
@@ -183,7 +183,7 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
     print(f"MoE block vs dense block ({backbone}, E={EXPERTS}, k={TOP_K}, {batch}x{tokens} tokens, {result['device']})")
     print(f"{'':16}{'block ms':>10}{'ratio':>8}{'MLP ms':>10}{'ratio':>8}")
     print(f"{'dense':16}{t['dense'] * 1e3:10.1f}{1:8.2f}{t['dense_mlp'] * 1e3:10.1f}{1:8.2f}")
-    for d in ("loop", "grouped"):
+    for d in DISPATCHES:
         mark = " *" if d == default else ""
         print(
             f"{'MoE ' + d + mark:16}{t[f'moe_{d}'] * 1e3:10.1f}{t[f'moe_{d}'] / t['dense']:8.2f}"

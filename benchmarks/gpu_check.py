@@ -663,7 +663,7 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str, mode: str = "eage
 
 
 def moe_ratio(cfg: dict[str, Any], device: str) -> dict[str, Any]:
-    """benchmarks/bench_moe.py on this device: the MoE block against the dense block, both dispatch paths."""
+    """benchmarks/bench_moe.py on this device: the MoE block against the dense block, each dispatch path."""
     from benchmarks import bench_moe
 
     if device == "cuda":

@@ -104,7 +104,8 @@ def _scheduled_run(model: M2DINO, graphed: bool) -> tuple[torch.Tensor, TrainSte
     losses = []
     for _ in range(rounds):
         for t in TASKS:
-            losses.append(step(t.id, *batches[t.id]).loss.float())
+            # a recorded step returns the same output tensors at every replay: copy each step's loss
+            losses.append(step(t.id, *batches[t.id]).loss.detach().float().clone())
             sched.step()
     return torch.stack(losses), step
 

@@ -183,19 +183,29 @@ def test_a_step_that_cannot_be_recorded_runs_eagerly_with_one_warning(
 ) -> None:
     """A device that refuses the recording (a library call that syncs, say): the job goes on, that task's steps run
     eagerly from then on, one warning says why, and training is the eager step's to the last bit. The recording
-    is made to fail on the CPU by a capture context that raises as CUDA does."""
+    is made to fail on the CPU by a capture context that fails as torch.cuda.graph does: it makes its capture
+    stream current, and ending the broken capture raises its own error over the call's and leaves that stream
+    current; the step names the call's error and makes the stream it had current again."""
     import contextlib
 
     from usagg.engine import step as step_module
 
+    current = ["the job's stream"]
+
     @contextlib.contextmanager
     def refusing_capture(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+        current[0] = "the capture stream"
+        try:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture") from None
         yield
 
     monkeypatch.setattr(step_module.torch.cuda, "graph", refusing_capture)
     monkeypatch.setattr(step_module.torch.cuda, "CUDAGraph", lambda: None)
     monkeypatch.setattr(step_module.torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(step_module.torch.cuda, "current_stream", lambda device=None: current[0])
+    monkeypatch.setattr(step_module.torch.cuda, "set_stream", lambda stream: current.__setitem__(0, stream))
     rounds = WARMUP_STEPS + 2
     eager, eager_losses, _ = _train("eager", None, rounds)
     original = GraphedTrainStep.__init__
@@ -210,8 +220,9 @@ def test_a_step_that_cannot_be_recorded_runs_eagerly_with_one_warning(
     assert isinstance(step, GraphedTrainStep) and step.unrecordable == {t.id for t in TASKS} and not step.recorded
     said = [r.getMessage() for r in caplog.records if r.name == "usagg.engine.step"]
     assert len(said) == len(TASKS)
-    for m in said:  # the error's first line only
+    for m in said:  # the call's error, its first line only
         assert "could not be recorded (CUDA error: operation not permitted" in m and m.endswith("; it runs eagerly")
+    assert current == ["the job's stream"]
     assert torch.equal(torch.stack(eager_losses), torch.stack(graphed_losses))
     for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

@@ -239,16 +239,21 @@ class GraphedTrainStep(TrainStep):
         before = self.updated.get(task, set())
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(dev)
+        stream = torch.cuda.current_stream(dev)
         try:
             # thread_local: only this thread's calls are checked while recording (a tracker's or lock's thread may
             # run)
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 out = self._body(task, bx, by, cache=False)
         except RuntimeError as err:  # something in the step cannot be recorded on this device: it runs eagerly
+            # torch.cuda.graph's exit leaves its capture stream current when ending the capture fails (it does once
+            # a call broke the capture), and its error then hides that call's, which is the one worth naming
+            torch.cuda.set_stream(stream)
             torch.cuda.synchronize(dev)
             self.optimizer.zero_grad(set_to_none=True)  # gradients of the failed recording were never written
             self.unrecordable.add(task)
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            cause = err.__context__ if isinstance(err.__context__, Exception) else err
+            first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
             log.warning(
                 "step-graphs: task %s's training step could not be recorded (%s); it runs eagerly", task, first_line
             )
