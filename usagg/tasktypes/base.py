@@ -270,7 +270,11 @@ class TaskType:
 
     def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
         """Problems (kind, message) of a sample's label against its decoded image size, and what
-        `summary_keys` needs (e.g. the classes present in a mask). Called with the image already opened."""
+        `summary_keys` needs (e.g. the classes present in a mask). Called with the image already opened.
+
+        The data check keeps what this finds between checks (usagg/data/checkcache.py), keyed by the row and by
+        the files the label names (the `Path`s in it, a mask): read no other file, or a change to it goes
+        unseen until `usagg data check --recheck`."""
         return [], None
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
