@@ -156,12 +156,15 @@ def scan_split(root: Path, split: str) -> SplitScan:
         scan.problems.append(Problem(kind, message, rel(path, root), row))
 
     by_task: dict[str, list[tuple[Path, int, dict, list[str], str, int]]] = {}
+    types: dict[str, Any] = {}  # task_name as written -> its task type (or None), looked up once per scan
+    folders: dict[Path, Path] = {}  # a CSV -> its folder, where its relative paths start
     for path, row, record, columns in rows:
         task_id = (record.get("task_id") or "").strip()
         if not task_id:
             problem("missing_value", "column task_id is empty", path, row)
             continue
-        found = find_task_type(record.get("task_name") or "")
+        name = record.get("task_name") or ""
+        found = types[name] if name in types else types.setdefault(name, find_task_type(name))
         if found is None:
             problem(
                 "bad_task_name",
@@ -172,7 +175,8 @@ def scan_split(root: Path, split: str) -> SplitScan:
             continue
         task_type = found.name
         try:
-            num_classes = Row(record, root, path.parent).integer("num_classes")
+            folder = folders.get(path) or folders.setdefault(path, path.parent)
+            num_classes = Row(record, root, folder).integer("num_classes")
             if num_classes < 1:
                 raise RowError("bad_value", f"num_classes is {num_classes}, expected an integer >= 1")
         except RowError as err:
@@ -187,8 +191,8 @@ def scan_split(root: Path, split: str) -> SplitScan:
         scan.task_names[task_id] = first[2]["task_name"].strip()
         seen: dict[str, tuple[Path, int, tuple[str, ...]]] = {}
         samples = scan.samples.setdefault(task_id, [])
+        where_first = f"{rel(first[0], root)} row {first[1]}"
         for path, row, record, columns, task_type, k in entries:
-            where_first = f"{rel(first[0], root)} row {first[1]}"
             if task_type != major_type:
                 problem(
                     "task_name_mismatch",
@@ -216,7 +220,7 @@ def scan_split(root: Path, split: str) -> SplitScan:
                     row,
                 )
                 continue
-            cells = Row(record, root, path.parent, real_dirs)
+            cells = Row(record, root, folders[path], real_dirs)
             try:
                 image_file = cells.path("image_path", "the image's path")
                 label = tt.parse_label(cells, k)
