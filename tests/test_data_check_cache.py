@@ -171,6 +171,21 @@ def test_records_unread_for_a_month_are_forgotten(data: Path, tmp_path: Path) ->
     assert "gone" not in keys and "kept" in keys and len(keys) == 9 * 12 + 1 and stale == 1
 
 
+def test_a_record_that_does_not_read_as_findings_is_checked_again(
+    data: Path, tmp_path: Path, decodes: list[Path]
+) -> None:
+    cache = tmp_path / "cache"
+    first = _report(data, cache)
+    short_hash = '{"problems": [], "hw": [64, 64], "label_keys": [], "fp": ["00", "0011"]}'
+    with sqlite3.connect(root_file(cache, data)) as con:
+        (a,), (b,), (c,) = con.execute("SELECT key FROM found LIMIT 3").fetchall()
+        con.executemany("UPDATE found SET record = ? WHERE key = ?", [("{}", a), ("[1, 2]", b), (short_hash, c)])
+    decodes.clear()
+    assert _report(data, cache) == first and len(decodes) == 3
+    decodes.clear()
+    assert _report(data, cache) == first and decodes == []  # and rewritten
+
+
 def test_a_damaged_cache_is_rebuilt_and_an_unwritable_one_only_costs_time(
     data: Path, tmp_path: Path, decodes: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -25,7 +25,15 @@ import numpy as np
 from usagg.data.checkcache import CheckCache, leak_key, sample_key
 from usagg.data.fmc_uia import Problem, Sample, Where, csv_files, rel, scan_split
 from usagg.data.images import open_image
-from usagg.data.leakage import DEFAULT_NEAR_THRESHOLD, Entry, Fingerprint, LeakResult, find_leaks, fingerprint
+from usagg.data.leakage import (
+    DEFAULT_NEAR_THRESHOLD,
+    HASH_SIDE,
+    Entry,
+    Fingerprint,
+    LeakResult,
+    find_leaks,
+    fingerprint,
+)
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
@@ -130,11 +138,14 @@ class _FileResult:
         """The result a record holds; KeyError, TypeError, ValueError or IndexError for one that is not such a
         record."""
         fp, hw = record["fp"], record["hw"]
+        dhash = None if fp is None else np.frombuffer(bytes.fromhex(fp[1]), np.uint64)
+        if dhash is not None and dhash.size != HASH_SIDE * HASH_SIDE // 64:
+            raise ValueError(f"a difference hash of {dhash.size} words")
         return cls(
             [_problem(r) for r in record["problems"]],
             None if hw is None else (int(hw[0]), int(hw[1])),
             tuple(str(k) for k in record["label_keys"]),
-            None if fp is None else Fingerprint(bytes.fromhex(fp[0]), np.frombuffer(bytes.fromhex(fp[1]), np.uint64)),
+            None if fp is None or dhash is None else Fingerprint(bytes.fromhex(fp[0]), dhash),
         )
 
 
