@@ -433,3 +433,25 @@ def test_a_job_killed_while_last_pt_is_written_leaves_that_whole_file(
     assert sorted(p.name for p in trainer.last_path.parent.iterdir()) == ["last.pt"]
     resumed = _trainer(job, tmp_path / "killed")
     assert resumed.checkpoints.resume(resumed) and resumed.state.epoch == 1
+
+
+def test_a_checkpoint_keeps_the_cuda_rng_of_the_job_s_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the job's GPU's CUDA random state is saved, and restored to the job's GPU: a state per visible GPU
+    failed to restore where fewer are visible (a pool worker sees one). A checkpoint of the earlier layout (a state
+    per GPU) restores the device's own state where that index exists, else the first. No GPU here: torch.cuda's
+    two state functions are replaced by ones that record what they are given."""
+    from usagg.engine import checkpoint
+
+    saved: dict[int, torch.Tensor] = {i: torch.full((4,), i, dtype=torch.uint8) for i in range(4)}
+    restored: list[tuple[int, int]] = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: saved[device.index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((int(s[0]), device.index)))
+    state = checkpoint.rng_state(torch.device("cuda", 2))
+    assert [int(s[0]) for s in state["cuda"]] == [2]
+    assert "cuda" not in checkpoint.rng_state(torch.device("cpu"))
+    checkpoint.set_rng_state(state, torch.device("cuda", 0))  # resumed in a worker that sees that GPU as cuda:0
+    old = {**state, "cuda": [saved[i] for i in range(4)]}  # the earlier layout, written where 4 GPUs were visible
+    checkpoint.set_rng_state(old, torch.device("cuda", 3))
+    checkpoint.set_rng_state({**old, "cuda": old["cuda"][:2]}, torch.device("cuda", 3))  # that index is gone
+    checkpoint.set_rng_state(old, torch.device("cpu"))
+    assert restored == [(2, 0), (3, 3), (0, 3)]

@@ -162,8 +162,12 @@ def load(path: Path, mmap: bool = False) -> dict[str, Any]:
     return ck
 
 
-def rng_state() -> dict[str, Any]:
-    """The global RNG states of python, numpy and torch (CPU and CUDA), as weights_only-loadable data."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The global RNG states of python, numpy and torch (the CPU's, and the job's CUDA `device`'s), as
+    weights_only-loadable data.
+
+    Only the job's own GPU: a state per visible GPU would not restore where fewer are visible (a pool worker sees
+    one, whatever the process that wrote it saw), and no job draws on another GPU."""
     py = random.getstate()
     np_state = np.random.get_state(legacy=False)  # the named form: its type is known
     state: dict[str, Any] = {
@@ -176,18 +180,21 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = [torch.cuda.get_rng_state(device)]
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` captured."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what `rng_state` captured, its CUDA state to the job's `device`: the one state saved, or of a
+    checkpoint that saved every visible GPU's, the device's own where that index exists, else the first."""
     version, inner, gauss = state["python"]
     random.setstate((version, tuple(inner), gauss))
     n = state["numpy"]
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda") or []
+    if saved and device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_rng_state(saved[index] if len(saved) > 1 and index < len(saved) else saved[0], device)

@@ -215,7 +215,7 @@ class Trainer:
             "optimizer": portable_state(self.optimizer.state_dict()),
             "scheduler": portable_state(self.scheduler.state_dict()),
             "sampler": self.sampler.state_dict(),
-            "rng": checkpoint.rng_state(),
+            "rng": checkpoint.rng_state(self.compute.device),
             "epoch": s.epoch,
             "step": s.step,
             "history": s.history,
@@ -234,7 +234,7 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.sampler.load_state_dict(ck["sampler"])
-        checkpoint.set_rng_state(ck["rng"])
+        checkpoint.set_rng_state(ck["rng"], self.compute.device)
         self.state = _State(ck["epoch"], ck["step"], list(ck["history"]))
         for cb in self.callbacks:
             cb.load_state_dict(ck)
