@@ -779,11 +779,11 @@ def _timed_trunks() -> tuple[Any, list[tuple[float, int, int]]]:
     real = engine_job.job_trunks
     calls: list[tuple[float, int, int]] = []
 
-    def timed(model: Any, job: Any, data: Any, compute: Any) -> Any:
+    def timed(model: Any, job: Any, data: Any, compute: Any, *rest: Any, **options: Any) -> Any:
         folder = cache_root(job.data.cache_dir) / "trunk"
         before = len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
         t0 = time.perf_counter()
-        out = real(model, job, data, compute)
+        out = real(model, job, data, compute, *rest, **options)
         _sync(compute.device)
         after = len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
         calls.append((time.perf_counter() - t0, sum(len(t.rows) for t in out.values()), after - before))

@@ -340,6 +340,31 @@ def test_run_one_names_jobs_per_gpu_when_the_engine_runs_out_of_gpu_memory(
     assert store.job_state(ids[1]) == "pending"
 
 
+def test_out_of_gpu_memory_is_told_apart_from_other_errors_wherever_it_is_in_the_chain() -> None:
+    """The caching allocator's OutOfMemoryError, the CUDA runtime's own allocation failures (AcceleratorError
+    "out of memory": a context, a workspace, pinned memory), either wrapped by another error (the compiler's): all
+    name jobs_per_gpu; another AcceleratorError or RuntimeError is no memory error."""
+    torch = pytest.importorskip("torch")
+    from usagg.engine.runner import gpu_memory_error
+
+    def wrapped(inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as err:
+                raise RuntimeError("backend compiler failed") from err
+        except RuntimeError as outer:
+            return outer
+
+    runtime = torch.AcceleratorError("CUDA error: out of memory\nCUDA kernel errors might be reported later")
+    for err in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), runtime, wrapped(runtime)):
+        found = gpu_memory_error(err)
+        assert found is not None and "execution.jobs_per_gpu" in str(found)
+    assert "(CUDA error: out of memory)" in str(gpu_memory_error(wrapped(runtime)))
+    for err in (torch.AcceleratorError("CUDA error: an illegal memory access"), RuntimeError("out of memory?")):
+        assert gpu_memory_error(err) is None
+
+
 @pytest.mark.parametrize("value", [0, 17, -1, "many", 2.5])
 def test_jobs_per_gpu_out_of_range_is_a_spec_error(tmp_path: Path, value: object) -> None:
     spec = tmp_path / "s.yaml"

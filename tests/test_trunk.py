@@ -235,3 +235,23 @@ def test_resume_with_trunk_and_augmentation_gives_the_same_weights(jobs: dict[st
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     split = straight.train["thyroid_nodule_det"]
     assert split.seen == 3 * 2 * 6 and 0 < split.served < split.seen
+
+
+def test_a_job_s_data_shares_one_gpu_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`GpuRoom`: a quarter of the memory free at the job's first placement, for its trunks and splits together
+    (each placement reading free memory anew gave each a quarter of what was left). No GPU here: the free memory
+    is what torch.cuda.mem_get_info is made to report, and how often it is read is counted."""
+    from usagg.engine.batches import GPU_RESIDENT_SHARE, GpuRoom
+
+    reads: list[int] = []
+
+    def free_memory(device: torch.device) -> tuple[int, int]:
+        reads.append(1)
+        return 1000 - 100 * len(reads), 2000  # less free at every read, as data lands on the GPU
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", free_memory)
+    room = GpuRoom(torch.device("cuda", 0))
+    assert GPU_RESIDENT_SHARE == 0.25  # 900 free at the first read: 225 bytes for the job
+    assert [room.take(n) for n in (200, 30, 25, 1)] == [True, False, True, False]
+    assert reads == [1] and room.left == 0
+    assert not GpuRoom(torch.device("cpu")).take(1) and reads == [1]

@@ -39,7 +39,7 @@ from usagg.tasktypes import TaskType
 
 log = logging.getLogger(__name__)
 
-#: Share of free GPU memory the training tensors of a job may take to live on the GPU.
+#: Share of the GPU memory free when a job places its data that its trunks and splits may take there, in all.
 GPU_RESIDENT_SHARE = 0.25
 
 Batch = torch.Tensor | EncoderInput
@@ -112,10 +112,6 @@ class TensorSplit:
         """Images and targets on `device` (a trunk is placed once per job by `job_trunks`, shared by splits)."""
         return dataclasses.replace(self, images=self.images.to(device), targets=self.targets.to(device))
 
-    def pinned(self) -> TensorSplit:
-        """The same split with images and targets in pinned host memory (fast asynchronous copies)."""
-        return dataclasses.replace(self, images=self.images.pin_memory(), targets=self.targets.pin_memory())
-
     def batch(self, idx: torch.Tensor, device: torch.device, step: int | None = None) -> tuple[Batch, torch.Tensor]:
         """Model input on `device` (normalised images [B, 3, S, S], or an `EncoderInput` when a trunk serves
         some samples) and targets in model space. `step` (the global optimiser step) marks a training batch:
@@ -177,19 +173,46 @@ def _trunk_pair(trunk: Trunk | None, rows: torch.Tensor | None) -> tuple[Trunk |
     return (trunk, rows) if rows is not None else (None, None)
 
 
-def place(splits: dict[str, TensorSplit], device: torch.device) -> dict[str, TensorSplit]:
-    """Move the tensors to a CUDA device when they take under GPU_RESIDENT_SHARE of its free memory."""
+class GpuRoom:
+    """What a job's data may still take on its GPU: GPU_RESIDENT_SHARE of the memory free at its first placement,
+    one budget for its trunks and every split, largest use first come (each placement read free memory anew
+    before, so each took a quarter of what the others left: 27 tasks' trunks could take most of the card)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.left: int | None = None  # bytes, once read
+
+    def take(self, nbytes: int) -> bool:
+        """Whether `nbytes` more fit on the GPU (then counted as taken); never on another device."""
+        if self.device.type != "cuda":
+            return False
+        if self.left is None:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.left = int(GPU_RESIDENT_SHARE * free)
+        if nbytes > self.left:
+            return False
+        self.left -= nbytes
+        return True
+
+
+def place(splits: dict[str, TensorSplit], device: torch.device, room: GpuRoom | None = None) -> dict[str, TensorSplit]:
+    """Move the tensors to a CUDA device when `room` (the job's budget; else one of their own) grants their bytes;
+    else they stay where they are: a batch is gathered from them into pinned memory of its own (`_gather`), so
+    pinning the whole split would buy nothing and cost page-locked memory (which torch's host allocator rounds up
+    to a power of two: a 19 GB split would lock 32 GB)."""
     if device.type != "cuda":
         return splits
-    free, _ = torch.cuda.mem_get_info(device)
-    if sum(s.nbytes for s in splits.values()) > GPU_RESIDENT_SHARE * free:
-        return {t: s.pinned() for t, s in splits.items()}
+    room = room or GpuRoom(device)
+    if not room.take(sum(s.nbytes for s in splits.values())):
+        return splits
     return {t: s.to(device) for t, s in splits.items()}
 
 
-def job_trunks(model: M2DINO, job: Job, data: JobData, compute: Compute) -> dict[str, Trunk]:
+def job_trunks(
+    model: M2DINO, job: Job, data: JobData, compute: Compute, room: GpuRoom | None = None
+) -> dict[str, Trunk]:
     """A trunk per task of the job over all the task's images (its splits at fraction 1.0), or {} when off;
-    each on the job's GPU in bf16 when it fits.
+    each on the job's GPU in bf16 where `room` (the job's budget; else one of their own) grants it.
 
     One file per task serves every job of the study with the same frozen weights and input, whatever its
     paradigm, fraction or seed. Off when `model.trunk` is off, nothing is frozen, or a MoE block is frozen.
@@ -205,6 +228,7 @@ def job_trunks(model: M2DINO, job: Job, data: JobData, compute: Compute) -> dict
 
     everything = make_splits(job.data, data.root, job.tasks, 1.0, job.seed)
     cache_dir = cache_root(job.data.cache_dir)
+    room = room or GpuRoom(compute.device)
     out = {}
     for t in job.tasks:
         size, color = data.train[t.id].image_size, data.train[t.id].color  # what the pixel path decodes
@@ -226,7 +250,7 @@ def job_trunks(model: M2DINO, job: Job, data: JobData, compute: Compute) -> dict
             compute.precision,
             compute.autocast,
         )
-        out[t.id] = trunk.to(compute.device)
+        out[t.id] = trunk.to(compute.device, room.take)
     log.info(
         "frozen trunk: blocks 0-%d, stored %s, %d images in %d file(s)",
         layout.start - 1,

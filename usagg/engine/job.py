@@ -24,7 +24,7 @@ from usagg.atomic import write_json_checked
 from usagg.cachedir import cache_root
 from usagg.engine.accel import AccelMode, whole_step_graphs
 from usagg.engine.augment import Augmenter
-from usagg.engine.batches import TensorSplit, job_trunks, place, trunk_share
+from usagg.engine.batches import GpuRoom, TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
 from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_everything, set_threads
 from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 
 
 def _eval_sets(
-    job: Job, datasets: dict, device: torch.device, trunks: dict[str, Trunk] | None = None
+    job: Job, datasets: dict, device: torch.device, trunks: dict[str, Trunk] | None = None, room: GpuRoom | None = None
 ) -> dict[str, EvalSet]:
-    tensors = place({t: TensorSplit.from_dataset(ds, (trunks or {}).get(t)) for t, ds in datasets.items()}, device)
+    splits = {t: TensorSplit.from_dataset(ds, (trunks or {}).get(t)) for t, ds in datasets.items()}
+    tensors = place(splits, device, room)
     return {t.id: EvalSet(t, datasets[t.id], tensors[t.id]) for t in job.tasks if t.id in datasets}
 
 
@@ -64,6 +65,7 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
     progress: ProgressFn | None = None,
     step_graphs: bool = False,
+    room: GpuRoom | None = None,
 ) -> Trainer:
     """The Trainer of `job` on `compute`'s device, wired as the job runs: its training splits (through the frozen
     `trunks`, with `augment`) and selection splits placed on the device, its training spec, seed, id and affinity.
@@ -72,17 +74,19 @@ def build_trainer(
     the caller needs them too (run_job builds the trunk from both) or wants another initialisation. `on_epoch` gets
     the whole history after each epoch; `callbacks` watch the fit (usagg/engine/callbacks.py); `progress` hears its
     epoch and step (usagg/engine/progress.py); `step_graphs`: each task's whole step recorded as a CUDA graph
-    (usagg/engine/step.py).
+    (usagg/engine/step.py); `room`: the job's GPU budget for its data (usagg/engine/batches.py `GpuRoom`; else
+    the training and selection splits get one of their own).
     """
     dev = compute.device
     data = data if data is not None else load_job_data(job)
     model = model if model is not None else build_model(job.model, job.tasks, job.moe).to(dev)
     tr = trunks or {}
-    train = place({t: TensorSplit.from_dataset(ds, tr.get(t), augment) for t, ds in data.train.items()}, dev)
+    room = room or GpuRoom(dev)
+    train = place({t: TensorSplit.from_dataset(ds, tr.get(t), augment) for t, ds in data.train.items()}, dev, room)
     return Trainer(
         model,
         train,
-        _eval_sets(job, data.select, dev, trunks),
+        _eval_sets(job, data.select, dev, trunks, room),
         job.tasks,
         job.training,
         compute,
@@ -175,8 +179,9 @@ def run_job(
             job.model.backbone,
         )
 
-    trunks = job_trunks(model, job, data, compute)  # frozen-trunk cache
-    test_sets = _eval_sets(job, data.test, dev, trunks)  # the rules' test passes use them during training
+    room = GpuRoom(dev)  # one GPU budget for the job's data: its trunks, then its test, training and selection splits
+    trunks = job_trunks(model, job, data, compute, room)  # frozen-trunk cache
+    test_sets = _eval_sets(job, data.test, dev, trunks, room)  # the rules' test passes use them during training
     rule_tests = RuleTests(job.tasks, test_sets, job.training)  # the selection gap's record
     # the rules' tests, history.csv, then trackers
     watchers: list[Callback] = [rule_tests, HistoryCsv(paths.history, job.task_ids), *callbacks]
@@ -191,6 +196,7 @@ def run_job(
         callbacks=watchers,
         progress=progress,
         step_graphs=whole_step_graphs(accel, dev),
+        room=room,
     )
     fit = trainer.fit()
     if trainer.affinity is not None:

@@ -20,7 +20,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.errors import UsaggError
@@ -40,20 +40,44 @@ class GpuOutOfMemory(RuntimeError):
 
 
 def gpu_memory_error(err: BaseException) -> GpuOutOfMemory | None:
-    """For a torch.OutOfMemoryError, the error to record instead (advice, then torch's first line); else None.
+    """For a GPU out of memory, the error to record instead (advice, then torch's first line); else None.
 
     Jobs packed on one GPU (usagg/execute/pool.py) share its memory, so the
     first thing to lower is how many run at once. torch is looked up, never
     imported: an error raised before the engine loaded it is no GPU error.
+    Out of memory is torch.OutOfMemoryError (the caching allocator), or a
+    torch.AcceleratorError saying "out of memory" (the CUDA runtime's own
+    allocations: a context, a library's workspace, pinned host memory), `err`
+    itself or what it wraps (the compiler re-raises what failed in it).
     """
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(err, torch.OutOfMemoryError):
+    if torch is None:
         return None
-    detail = (str(err).strip().splitlines() or ["no detail"])[0]
+    found = next((e for e in _chain(err) if _out_of_memory(torch, e)), None)
+    if found is None:
+        return None
+    detail = (str(found).strip().splitlines() or ["no detail"])[0]
     return GpuOutOfMemory(
         "out of GPU memory: the jobs on one GPU share its memory; lower execution.jobs_per_gpu "
         f"(1: one job per GPU), then training.batch_size or model.image_size ({detail})"
     )
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and what it wraps (causes, then contexts), each once."""
+    out: list[BaseException] = []
+    at: BaseException | None = err
+    while at is not None and at not in out:
+        out.append(at)
+        at = at.__cause__ or at.__context__
+    return out
+
+
+def _out_of_memory(torch: Any, err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    accelerator = getattr(torch, "AcceleratorError", None)
+    return accelerator is not None and isinstance(err, accelerator) and "out of memory" in str(err)
 
 
 class _JobLog:

@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 TRUNK_VERSION = 1
 #: Images per forward pass while building (the stored bits do not depend on it on the CPU: tested).
 BUILD_BATCH = 16
-#: Share of free GPU memory a job's trunks may take to live on the GPU (bf16).
-GPU_RESIDENT_SHARE = 0.25
 
 
 @dataclass
@@ -79,12 +77,10 @@ class Trunk:
                 t = t.pin_memory().to(device, non_blocking=True)
         return list(t.unbind(1))
 
-    def to(self, device: torch.device) -> Trunk:
-        """On a CUDA device in bf16 when it takes under GPU_RESIDENT_SHARE of the free memory; else as it is."""
-        if device.type != "cuda" or self.on_device:
-            return self
-        free, _ = torch.cuda.mem_get_info(device)
-        if self.nbytes // 2 > GPU_RESIDENT_SHARE * free:
+    def to(self, device: torch.device, room: Callable[[int], bool]) -> Trunk:
+        """On a CUDA device in bf16 when `room` grants its bytes there (usagg/engine/batches.py `GpuRoom.take`, the
+        job's one budget); else as it is."""
+        if device.type != "cuda" or self.on_device or not room(self.nbytes // 2):
             return self
         out = torch.empty(self.data.shape, dtype=torch.bfloat16, device=device)
         for i in range(0, len(out), 256):
