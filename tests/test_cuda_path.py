@@ -205,6 +205,18 @@ def test_an_inductor_compiled_model_gets_gradients_as_close_to_float32_as_eager_
 
 
 @pytest.mark.cuda
+def test_the_cuda_random_state_a_checkpoint_keeps_gives_the_same_draws_again() -> None:
+    from usagg.engine import checkpoint
+
+    dev = torch.device("cuda")
+    state = checkpoint.rng_state(dev)
+    first = torch.rand(8, device=dev)
+    torch.rand(8, device=dev)
+    checkpoint.set_rng_state(state, dev)
+    assert torch.equal(torch.rand(8, device=dev), first) and len(state["cuda"]) == 1
+
+
+@pytest.mark.cuda
 def test_a_compiled_model_gets_gradients_as_close_to_float32_as_eager_bf16_on_cuda() -> None:
     """The same on the GPU, with Triton's kernels: the check the whole-job comparison cannot make."""
     import copy
@@ -467,15 +479,3 @@ def test_a_workers_next_job_of_the_same_shapes_reuses_the_compiled_encoder() -> 
     assert job(1, SIZE) == first  # the next job's weights, the same compiled code
     assert job(2, SIZE // 2) > first  # other shapes compile
     torch._dynamo.reset()
-
-
-@pytest.mark.cuda
-def test_the_cuda_random_state_a_checkpoint_keeps_gives_the_same_draws_again() -> None:
-    from usagg.engine import checkpoint
-
-    dev = torch.device("cuda")
-    state = checkpoint.rng_state(dev)
-    first = torch.rand(8, device=dev)
-    torch.rand(8, device=dev)
-    checkpoint.set_rng_state(state, dev)
-    assert torch.equal(torch.rand(8, device=dev), first) and len(state["cuda"]) == 1
