@@ -123,3 +123,17 @@ def test_no_selection_split_and_record(root: Path) -> None:
     assert record["seg"]["n"] == {"train": 25, "select": 0, "test": 8, "train_pool": 50}
     assert record["seg"]["image_paths"]["train"] == _paths(splits["seg"].train)
     assert record["seg"]["image_paths"]["test"] == [f"../seg/val_{i}.png" for i in range(8)]
+
+
+def test_splits_from_rows_read_once_are_the_splits_read_each_time(root: Path) -> None:
+    """A job reads its tasks' rows once for its own fraction and the frozen trunk's 1.0 (`read_rows`), the run's
+    check once for every fraction: the splits are those a fresh read gives, for either test split."""
+    from usagg.data.splits import read_rows
+
+    for data in (DataSpec(root=root), DataSpec(root=root, test_split="train")):
+        rows = read_rows(data, root, [CLS, SEG])
+        assert set(rows.train) == {"cls", "seg"} and bool(rows.val) == (data.test_split == "val")
+        for fraction, seed in ((0.25, 0), (1.0, 0), (0.5, 3)):
+            assert make_splits(data, root, [CLS, SEG], fraction, seed, rows) == make_splits(
+                data, root, [CLS, SEG], fraction, seed
+            )

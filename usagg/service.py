@@ -457,11 +457,12 @@ def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> 
 def _check_split_sizes(study: Study, root: Path) -> None:
     """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
     train: batch statistics need two), and one selection image when a selection split is asked for."""
-    from usagg.data.splits import make_splits
+    from usagg.data.splits import make_splits, read_rows
 
     short = []
+    rows = read_rows(study.data, root, study.tasks)
     for fraction in study.fractions:
-        for task_id, sp in make_splits(study.data, root, study.tasks, fraction, 0).items():
+        for task_id, sp in make_splits(study.data, root, study.tasks, fraction, 0, rows).items():
             if len(sp.train) < MIN_TRAIN:
                 short.append(f"{task_id} has {counted(len(sp.train), 'training image')} at fraction {fraction:g}")
             if study.data.selection_fraction > 0 and not sp.select:

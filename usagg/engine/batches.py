@@ -226,7 +226,7 @@ def job_trunks(
         return {}
     from usagg.data.cache import load as decode
 
-    everything = make_splits(job.data, data.root, job.tasks, 1.0, job.seed)
+    everything = make_splits(job.data, data.root, job.tasks, 1.0, job.seed, data.rows)
     cache_dir = cache_root(job.data.cache_dir)
     room = room or GpuRoom(compute.device)
     out = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from usagg.cachedir import cache_root
 from usagg.data.datasets import TaskDataset
 from usagg.data.source import dataset_root
-from usagg.data.splits import TaskSplits, make_splits, splits_record
+from usagg.data.splits import TaskRows, TaskSplits, make_splits, read_rows, splits_record
 from usagg.plan import Job
 
 
@@ -21,6 +21,7 @@ class JobData:
     train: dict[str, TaskDataset]
     select: dict[str, TaskDataset]
     test: dict[str, TaskDataset]
+    rows: TaskRows | None = None  # the CSV rows the splits came from (the frozen trunk splits them at fraction 1)
 
     def record(self) -> dict:
         """splits.json content: per task the counts and image paths of train, select and test."""
@@ -30,7 +31,8 @@ class JobData:
 def load_job_data(job: Job) -> JobData:
     """Resolve the dataset (generating synthetic data on first use), split it, and build the datasets."""
     root = dataset_root(job.data)
-    splits = make_splits(job.data, root, job.tasks, job.fraction, job.seed)
+    rows = read_rows(job.data, root, job.tasks)
+    splits = make_splits(job.data, root, job.tasks, job.fraction, job.seed, rows)
     cache = cache_root(job.data.cache_dir)
     size = job.model.image_size
 
@@ -42,4 +44,4 @@ def load_job_data(job: Job) -> JobData:
                 out[t.id] = TaskDataset(samples, t, size, cache, job.data.color)
         return out
 
-    return JobData(root, splits, build("train"), build("select"), build("test"))
+    return JobData(root, splits, build("train"), build("select"), build("test"), rows)
