@@ -28,6 +28,24 @@ os.environ["USAGG_CACHE"] = _CACHE.name
 
 
 @pytest.fixture(scope="session")
+def small_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic benchmark at its smallest (9 tasks, 8 train and 4 val images of 64 px each), made once per test
+    process. Read only: a test that changes it copies it (`data_copy`)."""
+    from usagg.data.synth import generate_benchmark
+    from usagg.spec.models import SynthSpec
+
+    return generate_benchmark(
+        tmp_path_factory.mktemp("synth") / "data", SynthSpec(image_size=64, default_size=8, val_size=4)
+    )
+
+
+@pytest.fixture
+def data_copy(small_synth: Path, tmp_path: Path) -> Path:
+    """A copy of `small_synth` of this test's own, tmp_path/data, to change."""
+    return Path(shutil.copytree(small_synth, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow sqlite store, its schema migrated: made once per test process (xdist worker), since
     migrating a new store takes seconds. Read only: a test copies it (`mlflow_uri`)."""

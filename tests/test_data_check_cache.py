@@ -20,22 +20,12 @@ from usagg.cli.app import app
 from usagg.data import check as check_module
 from usagg.data.check import check_dataset
 from usagg.data.checkcache import root_file
-from usagg.data.synth import generate_benchmark
-from usagg.spec.models import SynthSpec
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_benchmark(
-        tmp_path_factory.mktemp("synth") / "data", SynthSpec(image_size=64, default_size=8, val_size=4)
-    )
 
 
 @pytest.fixture
-def data(pristine: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(pristine, root)
-    return root
+def data(data_copy: Path) -> Path:
+    """A copy of the smallest synthetic dataset (9 tasks, 8 train and 4 val images each), to change."""
+    return data_copy
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,8 @@ from test_data_support import read_csv, write_csv
 
 from usagg.data.fmc_uia import Problem
 from usagg.data.scope import ProblemTasks
-from usagg.data.synth import generate_benchmark
 from usagg.service import DataProblems, StudyRun
 from usagg.spec.load import load_study
-from usagg.spec.models import SynthSpec
 
 STUDY = """
 name: scope
@@ -28,16 +25,9 @@ execution: {{devices: cpu}}
 """
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_benchmark(
-        tmp_path_factory.mktemp("synth") / "data", SynthSpec(image_size=32, default_size=8, val_size=4)
-    )
-
-
 @pytest.fixture
-def root(clean: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(clean, tmp_path / "data"))
+def root(data_copy: Path) -> Path:
+    return data_copy
 
 
 def break_row(root: Path, task: str, row: int = 1) -> None:
