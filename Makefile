@@ -82,8 +82,9 @@ gpu-check: $(if $(GPU_PY),,install)
 
 # One lease's whole GPU check, prepared (docs/benchmarks.md, "GPU check"): gpu-check, then the cuda tests, each
 # under its own time limit and with its whole log in $(GPU_OUT) (a `| tail` cut by a time limit returns nothing);
-# 360 + 200 s leave room for the wheels' install in one 600 s command; jobs_per_gpu's measurement file comes back
-# in $(GPU_OUT)/jobs_per_gpu.
+# 360 + 190 (+ 15 to stop) s leave room for the wheels' install in one 600 s command; the tests are stopped with
+# SIGINT, on which pytest still prints its failures and durations (SIGTERM ends it with neither), and -v logs each
+# test's verdict as it ends; jobs_per_gpu's measurement file comes back in $(GPU_OUT)/jobs_per_gpu.
 # On a lent machine: make gpu-lease GPU_PY=python3 GPU_OUT=$OUT (after the wheels, see gpu-wheels).
 GPU_OUT ?= reports/gpu
 gpu-lease: $(if $(GPU_PY),,install)
@@ -91,8 +92,8 @@ gpu-lease: $(if $(GPU_PY),,install)
 	@GPU_CHECK_JSON=$(GPU_OUT)/gpu_check.json timeout 360 $(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check \
 	  > $(GPU_OUT)/gpu_check.log 2>&1; check=$$?; \
 	cp -r "$${USAGG_CACHE:-$$HOME/.cache/usagg}/jobs_per_gpu" $(GPU_OUT)/ 2>/dev/null; \
-	timeout 200 $(or $(GPU_PY),$(PY)) -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_path.py -rf \
-	  --tb=short --durations=0 > $(GPU_OUT)/cuda_tests.log 2>&1; tests=$$?; \
+	timeout -s INT -k 15 190 $(or $(GPU_PY),$(PY)) -m pytest -v -p no:cacheprovider -m cuda tests/test_cuda_path.py \
+	  -rf --tb=short --durations=0 > $(GPU_OUT)/cuda_tests.log 2>&1; tests=$$?; \
 	grep -v "NO PRETRAINED" $(GPU_OUT)/gpu_check.log | tail -n 40; tail -n 30 $(GPU_OUT)/cuda_tests.log; \
 	echo "gpu-lease: gpu-check exit $$check, cuda tests exit $$tests (124: cut by its time limit); logs in $(GPU_OUT)"; \
 	test $$check -eq 0 && test $$tests -eq 0

@@ -74,6 +74,24 @@ def _optimizer(model: M2DINO) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=1e-4, fused=next(model.parameters()).is_cuda)
 
 
+def _weights(model: M2DINO) -> torch.Tensor:
+    """Every parameter, flat, in float32: a copy (the optimiser updates the parameters in place)."""
+    return torch.cat([p.detach().float().flatten() for p in model.parameters()])
+
+
+#: Largest relative gap between two runs' weight updates (what training changed, not the shared initial weights,
+#: which are most of the weights' norm) that still counts as the same training: bf16 rounds differently in other
+#: kernels, and AdamW's normalised step turns that into sign flips where a gradient is near zero; a missing,
+#: doubled or wrong update is a gap near 1 or more. Not yet measured on a GPU: a failure prints both runs' gaps.
+UPDATE_GAP = 0.25
+
+
+def _update_gaps(initial: torch.Tensor, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each run's relative gap to the first run's update (weights - initial)."""
+    first = next(iter(weights.values())) - initial
+    return {k: float(((w - initial) - first).norm() / first.norm()) for k, w in weights.items()}
+
+
 def _losses_apart(losses: dict[str, torch.Tensor]) -> str:
     """Each run's step losses and its largest gap to the first (eager) run's: a failure says whether eager run
     twice lands as far apart as the mode under test does (bf16 on a GPU need not repeat itself to the bit)."""
@@ -293,6 +311,7 @@ def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
 
     device = torch.device("cuda")
     results = {}
+    initial = _weights(_model(device))
     for kind in ("eager", "eager again", "recorded"):
         model = _model(device).train()
         if kind == "recorded":
@@ -306,26 +325,42 @@ def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
             compiled = counters["stats"]["unique_graphs"]  # the encoder's and one per head (four types)
             assert compiled == (1 + len(TASKS) if mode == "compiled-step-graphs" else 0), dict(counters["stats"])
         torch.cuda.synchronize()
-        results[kind] = (losses, torch.cat([p.detach().float().flatten() for p in model.parameters()]))
+        results[kind] = (losses, _weights(model))
         step.close()
-    (le, we), (lr, wr) = results["eager"], results["recorded"]
-    apart = _losses_apart({k: v[0] for k, v in results.items()})
+    (le, _), (lr, _) = results["eager"], results["recorded"]
+    gaps = _update_gaps(initial, {k: v[1] for k, v in results.items()})
+    apart = f"{_losses_apart({k: v[0] for k, v in results.items()})}; update gaps {gaps}"
     assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2), apart
-    assert float((we - wr).norm() / we.norm()) < 1e-2, apart
+    assert gaps["recorded"] < UPDATE_GAP, apart
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("mode", ["compile", "graphs"])
 def test_accelerated_training_follows_eager(mode: str) -> None:
+    """The compiled encoder (`graphs`: inductor's CUDA graphs too, none skipped) trains as eager does: the step
+    losses and the weights' updates."""
+    from torch._dynamo.utils import counters
+
     device = torch.device("cuda")
     gen = torch.Generator().manual_seed(0)
     batches = {t.id: _batch(t, device, gen) for t in TASKS}
-    losses = {}
+    initial = _weights(_model(device))
+    losses, weights = {}, {}
     for m in ("eager", "eager again", mode):
+        counters.clear()
         model = accelerate(_model(device).train(), m.removesuffix(" again"), device)  # type: ignore[arg-type]
+        if m == mode:  # compiled indeed (accelerate falls back to eager, with a warning, where it cannot compile)
+            assert model.encoder._compiled_call_impl is not None
         opt = _optimizer(model)
         losses[m] = torch.stack([_step(model, opt, t.id, *batches[t.id]) for _ in range(2) for t in TASKS]).float()
-    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2), _losses_apart(losses)
+        torch.cuda.synchronize()
+        weights[m] = _weights(model)
+        if m == "graphs":
+            assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    gaps = _update_gaps(initial, weights)
+    apart = f"{_losses_apart(losses)}; update gaps {gaps}"
+    assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2), apart
+    assert gaps[mode] < UPDATE_GAP, apart
 
 
 WHOLE_JOB = """
@@ -436,7 +471,12 @@ def test_a_kept_compiled_model_records_no_cuda_graph_for_the_next_job(
     monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", counted)
     primary: dict[str, dict[str, float]] = {}
     recorded: list[int] = []
+    held = []
     for name, todo in (("alone", [jobs[1]]), ("kept", jobs)):
+        # the alone run's model is held while the kept run's first job records its graphs: freed, its memory could
+        # be given to the new model's parameters at the very addresses its recorded graphs read, and the graph tree
+        # (which checks only those addresses) would replay them, recording nothing, rightly
+        held.append(kept_module._Kept.model)
         kept_module.release()  # the kept run's first job: a new model, whose CUDA graphs are recorded (compiled once)
         store = RunStore(tmp_path / name)
         store.init(dump_study(study), todo)
