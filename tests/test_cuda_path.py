@@ -82,7 +82,7 @@ def _weights(model: M2DINO) -> torch.Tensor:
 #: Largest relative gap between two runs' weight updates (what training changed, not the shared initial weights,
 #: which are most of the weights' norm) that still counts as the same training: bf16 rounds differently in other
 #: kernels, and AdamW's normalised step turns that into sign flips where a gradient is near zero; a missing,
-#: doubled or wrong update is a gap near 1 or more. Not yet measured on a GPU: a failure prints both runs' gaps.
+#: doubled or wrong update is a gap near 1 or more. Not yet measured on a GPU: a failure prints every run's gap.
 UPDATE_GAP = 0.25
 
 
@@ -90,6 +90,12 @@ def _update_gaps(initial: torch.Tensor, weights: dict[str, torch.Tensor]) -> dic
     """Each run's relative gap to the first run's update (weights - initial)."""
     first = next(iter(weights.values())) - initial
     return {k: float(((w - initial) - first).norm() / first.norm()) for k, w in weights.items()}
+
+
+def _same_training(gaps: dict[str, float], mode: str) -> bool:
+    """The mode's update within UPDATE_GAP of eager's, or within twice eager's own gap to itself where eager does
+    not repeat itself that closely on this GPU."""
+    return gaps[mode] < max(UPDATE_GAP, 2 * gaps["eager again"])
 
 
 def _losses_apart(losses: dict[str, torch.Tensor]) -> str:
@@ -331,7 +337,7 @@ def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
     gaps = _update_gaps(initial, {k: v[1] for k, v in results.items()})
     apart = f"{_losses_apart({k: v[0] for k, v in results.items()})}; update gaps {gaps}"
     assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2), apart
-    assert gaps["recorded"] < UPDATE_GAP, apart
+    assert _same_training(gaps, "recorded"), apart
 
 
 @pytest.mark.cuda
@@ -360,7 +366,7 @@ def test_accelerated_training_follows_eager(mode: str) -> None:
     gaps = _update_gaps(initial, weights)
     apart = f"{_losses_apart(losses)}; update gaps {gaps}"
     assert torch.allclose(losses["eager"], losses[mode], rtol=5e-2, atol=1e-2), apart
-    assert gaps[mode] < UPDATE_GAP, apart
+    assert _same_training(gaps, mode), apart
 
 
 WHOLE_JOB = """
