@@ -6,7 +6,9 @@ from `fmc_uia.scan_split`; this module adds the ones that need the files
 per-task summary, leakage between train and val (usagg/data/leakage.py: hashed from the
 same decode as the file checks), a warning per task whose val split will not score as usual
 (a class absent: the type's `test_split_warning`), and, given the study's tasks, what the
-study expects but the data lacks. `usagg run` calls `check_dataset` before training.
+study expects but the data lacks. `usagg run` calls `check_dataset` before training. Given a cache
+root, what the file checks and the leakage search found is kept for the next check, which then
+decodes only the samples whose row or files changed (usagg/data/checkcache.py).
 """
 
 from __future__ import annotations
