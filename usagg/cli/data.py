@@ -76,7 +76,7 @@ def _print_report(report, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from usagg.cli.display import print_table
+    from usagg.cli.display import print_table, unchanged_text
 
     table = Table(title=escape(f"{report.root} ({', '.join(report.splits)})"))
     for col in ("task", "type", "classes", *(f"{s} images" for s in report.splits), "image size (WxH)", "labels"):
@@ -94,6 +94,8 @@ def _print_report(report, console) -> None:
             f"leakage: {n.get('leak_same_file', 0)} same file, {n.get('leak_exact_copy', 0)} exact, "
             f"{n.get('leak_near_duplicate', 0)} near duplicates"
         )
+    if report.kept:
+        console.print(unchanged_text(report))
     if report.warnings:
         console.print(f"[bold yellow]{counted(len(report.warnings), 'warning')}:[/]")
         for p in report.warnings:

@@ -60,6 +60,15 @@ def data_check_text(split: str, checked: int, images: int) -> str:
     return f"checking the dataset: {split} images {checked:,} of {images:,} ..."
 
 
+def unchanged_text(report: Any) -> str:
+    """How much of a data check's report comes from findings kept by earlier checks (usagg/data/checkcache.py)."""
+    total = report.kept + report.decoded
+    return (
+        f"{report.kept:,} of {total:,} images unchanged since an earlier check, not decoded again "
+        "(`usagg data check --recheck` decodes them)"
+    )
+
+
 def duration_text(seconds: float | None) -> str:
     """A short duration: 4.2s, 3m05s, 1h02m ('' for None)."""
     if seconds is None:

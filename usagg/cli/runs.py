@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from usagg.cli.display import data_check_text, duration_text, eta_text, make_display, print_table
+from usagg.cli.display import data_check_text, duration_text, eta_text, make_display, print_table, unchanged_text
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 from usagg.safepath import printable
@@ -263,6 +263,7 @@ class ConsoleObserver(RunObserver):
         self.say(
             f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
             f"({len(run.study.tasks)} of {counted(len(report.tasks), 'task')})"
+            + (f"; {unchanged_text(report)}" if report.kept else "")
         )
 
     def store_ready(self, run: StudyRun) -> None:

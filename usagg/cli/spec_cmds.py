@@ -147,7 +147,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     reason = data_not_checkable(s)
     if reason is not None:
         return f"[yellow]note[/]: data not checked: {escape(reason)}."
-    from usagg.cli.display import data_check_text
+    from usagg.cli.display import data_check_text, unchanged_text
     from usagg.cli.runs import print_data_problems, print_data_warnings
 
     try:
@@ -160,6 +160,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     return (
         f"data: {escape(str(report.root))} has no problems in this study's tasks "
         f"({len(s.tasks)} of {counted(len(report.tasks), 'task')} checked as `usagg run` checks them)"
+        + (f"; {unchanged_text(report)}" if report.kept else "")
     )
 
 

@@ -90,6 +90,8 @@ class CheckReport:
     tasks: dict[str, TaskSummary] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)  # reported, never blocking (e.g. `leakage: warn`)
     leakage: dict[str, int] = field(default_factory=dict)  # leak kind -> rows found
+    decoded: int = 0  # samples whose image (and mask) this check opened
+    kept: int = 0  # samples whose findings an earlier check kept (usagg/data/checkcache.py), not opened again
 
     @property
     def ok(self) -> bool:
@@ -104,6 +106,7 @@ class CheckReport:
             "warnings": [p.to_dict() for p in self.warnings],
             "leakage": self.leakage,
             "tasks": {t: s.to_dict() for t, s in self.tasks.items()},
+            "images": {"decoded": self.decoded, "kept": self.kept},
         }
 
     def raise_if_problems(self, limit: int = 5) -> None:
@@ -284,6 +287,7 @@ def _check(
         _check_against_spec(report, tasks)
     report.problems.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     report.warnings.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
+    report.decoded, report.kept = checks.decoded, checks.kept
     return report
 
 
@@ -332,6 +336,7 @@ class _FileChecks:
         self.keys: dict[int, str] = {}  # id(sample) -> its key in `known`
         self.pool = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)))
         self.split, self.done, self.total = "", 0, 0
+        self.decoded, self.kept = 0, 0  # samples opened, samples whose kept findings served
 
     def start(self, split: str, images: int) -> None:
         self.split, self.done, self.total = split, 0, images
@@ -357,6 +362,7 @@ class _FileChecks:
         kept)."""
         check = functools.partial(_check_files, root=self.root)
         if self.known is None:
+            self.decoded += len(samples)
             return self._checked(self.pool.map(check, samples))
         sample_keys = list(self.pool.map(sample_key, samples))
         self.keys.update((id(s), k) for s, k in zip(samples, sample_keys, strict=True))
@@ -365,6 +371,8 @@ class _FileChecks:
             results[i] = result
         todo = [i for i, r in enumerate(results) if r is None]
         self.done += len(samples) - len(todo)
+        self.kept += len(samples) - len(todo)
+        self.decoded += len(todo)
         fresh = self._checked(self.pool.map(check, [samples[i] for i in todo]))
         for i, r in zip(todo, fresh, strict=True):
             results[i] = r
