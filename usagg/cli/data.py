@@ -52,18 +52,18 @@ def check(
     from rich.console import Console
 
     from usagg.cachedir import cache_root
-    from usagg.cli.display import data_check_text
+    from usagg.cli.display import data_check_spinner
     from usagg.data.check import check_dataset
 
     splits = ("train", "val") if split is SplitChoice.all else (split.value,)
-    with Console(stderr=True).status("checking the dataset ...") as status:  # stdout stays the report (--json)
+    with data_check_spinner() as on_progress:
         report = check_dataset(
             root,
             splits=splits,
             leakage=leakage.value,
             near_duplicate_threshold=near_threshold,
             cache=None if recheck else cache_root(),
-            on_progress=lambda *at: status.update(data_check_text(*at)),
+            on_progress=on_progress,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -95,7 +95,7 @@ def _print_report(report, console) -> None:
             f"{n.get('leak_near_duplicate', 0)} near duplicates"
         )
     if report.kept:
-        console.print(unchanged_text(report))
+        console.print(unchanged_text(report), soft_wrap=True)
     if report.warnings:
         console.print(f"[bold yellow]{counted(len(report.warnings), 'warning')}:[/]")
         for p in report.warnings:

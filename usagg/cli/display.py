@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from usagg.cli.eta import Clock, Eta
@@ -58,6 +60,16 @@ def data_check_text(split: str, checked: int, images: int) -> str:
     """The data check's spinner text: a first check of a large dataset decodes every image (minutes on a laptop),
     a later one decodes only what changed (usagg/data/checkcache.py)."""
     return f"checking the dataset: {split} images {checked:,} of {images:,} ..."
+
+
+@contextmanager
+def data_check_spinner() -> Iterator[Callable[[str, int, int], None]]:
+    """A spinner on stderr (stdout stays the command's output, `--json` included) over a data check; yields the
+    check's `on_progress`, which counts the images in it."""
+    from rich.console import Console
+
+    with Console(stderr=True).status("checking the dataset ...") as status:
+        yield lambda split, checked, images: status.update(data_check_text(split, checked, images))
 
 
 def unchanged_text(report: Any) -> str:

@@ -108,7 +108,7 @@ def validate(
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
     if checked_data:
         out.print(f"data: the study's {counted(len(s.tasks), 'task')} match the CSVs ({checked_data})")
-    out.print(data_line)
+    out.print(data_line, soft_wrap=True)  # one line in a log
     if s.analysis.baseline not in s.paradigms:
         out.print(f"[yellow]note[/]: analysis.baseline {s.analysis.baseline} is not in paradigms; Δ needs its results.")
     if s.model.weights is None:
@@ -147,12 +147,12 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     reason = data_not_checkable(s)
     if reason is not None:
         return f"[yellow]note[/]: data not checked: {escape(reason)}."
-    from usagg.cli.display import data_check_text, unchanged_text
+    from usagg.cli.display import data_check_spinner, unchanged_text
     from usagg.cli.runs import print_data_problems, print_data_warnings
 
     try:
-        with Console(stderr=True).status("checking the dataset ...") as status:
-            report, warnings = check_study_data(s, lambda *at: status.update(data_check_text(*at)))
+        with data_check_spinner() as on_progress:
+            report, warnings = check_study_data(s, on_progress)
     except DataProblems as err:
         print_data_problems(out, err)
         raise typer.Exit(1) from None

@@ -24,6 +24,7 @@ is correct either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ LOCK_WAIT_S = 30.0
 _BATCH = 500  # keys per SELECT: SQLite's default limit on host parameters is far above it
 
 
+@functools.cache
 def _decoders() -> tuple[str, str]:
     import numpy
     import PIL
