@@ -191,25 +191,16 @@ def _key_matches(job: Job, key: str, pattern: str) -> bool:
     return any(_value_matches(key, v, pattern) for v in _selector_values(job, key))
 
 
-def job_matches(job: Job, selector: str) -> bool:
-    """Whether one selector picks `job`: KEY:PATTERN or KEY=PATTERN (id, task, group, paradigm), or a bare
-    PATTERN for any of them.
-
-    Patterns are shell globs (fnmatch, case-sensitive), so `--only 'TS-breast*'`, `--only fetal_head`
-    (every job that trains it), `--only task=breast_lesion` or `--only group:Fetal` select without copying
-    a hashed id; an id pattern also takes the ids it begins up to a '-' (`TS-breast_lesion`, `AU-all-f1-s0`).
-    """
-    key, pattern = parse_selector(selector)
-    keys = SELECTOR_KEYS if key is None else (key,)
-    return any(_key_matches(job, k, pattern) for k in keys)
-
-
 @dataclass
 class Selection:
     """What `--paradigm` and `--only` ask for. Selectors of different keys AND, of the same key OR
     (`--only task=breast_lesion --only TS`: the one TS job of that task; `--only TS --only AU`: both paradigms).
 
-    A bare selector counts under the first key (id, task, group, paradigm) it matches in the plan.
+    A selector is KEY:PATTERN or KEY=PATTERN (id, task, group, paradigm), or a bare PATTERN, which counts
+    under the first key it matches in the plan. Patterns are shell globs (fnmatch, case-sensitive), so
+    `--only 'TS-breast*'`, `--only fetal_head` (every job that trains it), `--only task=breast_lesion` or
+    `--only group:Fetal` select without copying a hashed id; an id pattern also takes the ids it begins up to
+    a '-' (`TS-breast_lesion`, `AU-all-f1-s0`).
     """
 
     paradigms: tuple[str, ...] = ()

@@ -286,13 +286,6 @@ def labels_by_seed(inp: AnalysisInput, paradigm: str) -> dict[int, dict[str, str
     return dict(sorted(out.items()))
 
 
-def paradigm_groups_of(inp: AnalysisInput) -> dict[str, tuple[str, ...]]:
-    """AG's groups by job name (usagg/analysis/inputs.py `paradigm_groups`)."""
-    from usagg.analysis.inputs import paradigm_groups
-
-    return paradigm_groups(inp.table, "AG", inp.task_order)
-
-
 def _num(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 

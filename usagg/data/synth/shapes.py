@@ -97,11 +97,6 @@ def smooth_field(rng: np.random.Generator, cells: int = 8, spread: float = 0.35)
     return at
 
 
-def band(y: np.ndarray, top: np.ndarray | float, bottom: np.ndarray | float) -> np.ndarray:
-    """True between two (possibly wavy) depth boundaries."""
-    return (y >= top) & (y < bottom)
-
-
 def wavy(rng: np.random.Generator, level: float, amp: float) -> Callable[[np.ndarray], np.ndarray]:
     """A gently undulating horizontal boundary y(x) around `level`."""
     f = (2 * np.pi * rng.uniform(1.0, 3.0, 2)).tolist()
