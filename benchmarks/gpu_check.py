@@ -74,6 +74,7 @@ TOLERANCE: dict[str, dict[str, float]] = {
 #: Dense bf16 tensor-core peak, FLOP/s, by a substring of torch.cuda.get_device_name (first match wins).
 PEAK_BF16: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
     ("H100", 989e12),  # SXM (80GB HBM3)
     ("H200", 989e12),
     ("A100", 312e12),
@@ -276,17 +277,20 @@ def train_rounds(step: Any, batches: dict[str, tuple[Any, Any]], rounds: int) ->
 
 
 def steady_rate(
-    model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool, warmup: int = 2, graphed: bool = False
+    model: Any, batches: dict[str, tuple[Any, Any]], steps: int, amp: bool, warmup: int = 2, mode: str = "eager"
 ) -> float:
     """Training images/s of a steady loop over `batches` (one per task; pixels, given to the step as a trunk-fed
-    job gives them, `step_input`), after `warmup` rounds (compiles; under `graphed`, at least the eager steps
-    before recording and the recording itself)."""
+    job gives them, `step_input`) under accel `mode` (`model` as `accelerate` made it), after `warmup` rounds
+    (compiles; under a whole-step mode, at least the eager steps before recording and the recording itself);
+    raises when the model and step did not run as `mode` asks (`ran_as_asked_here`)."""
     from usagg.engine.step import WARMUP_STEPS
 
+    graphed = mode in WHOLE_STEP_MODES  # the CPU runs the recorded body unrecorded (tests/test_train_step.py)
     batches = step_batches(model, batches)
     step = train_step(model, amp, graphed)
     model.train()
     train_rounds(step, batches, max(warmup, WARMUP_STEPS + 1) if graphed else warmup)
+    ran_as_asked_here(mode, model, step)
     t0 = time.perf_counter()
     train_rounds(step, batches, steps)
     n = steps * sum(int(x.shape[0]) for x, _ in batches.values())
@@ -501,6 +505,8 @@ def run_jobs(
             later = m["throughput"].get("later_images_per_s")
             row["later_images_per_s"] = later
             row["vs_bare_later"] = achieved_ratio(row["gflop_per_image"], later, bare) if later else None
+            asked = accel.removesuffix(" again")
+            row["ran"] = ran_as_asked(asked, m["throughput"], device)
         else:
             ok = False
             row["error"] = (store.error_text(job.id) or "")[-4000:]
@@ -515,12 +521,43 @@ def run_jobs(
         }
         row["vs_eager"] = {t: g for t, (g, _) in gaps.items()}
         row["loss_gap"] = loss_gap(eager_au["task_loss"], row["task_loss"])
-        row["matches_eager"] = row["loss_gap"] <= TOLERANCE["bf16"]["loss_rel"]
+        # a mode that fell back (a step not recorded, no compiler) matches eager trivially: it is no verdict on it
+        row["matches_eager"] = row["loss_gap"] <= TOLERANCE["bf16"]["loss_rel"] and row["ran"] is None
         if row is again:
             row["repeat_gap"] = row["vs_eager"]
         else:
             ok &= row["matches_eager"]
     return rows, ok
+
+
+def ran_as_asked(asked: str, throughput: dict[str, Any], device: str) -> str | None:
+    """None when a job ran under the accel mode it was asked for (metrics.json `throughput`: `accel` as it ran,
+    `unrecorded_tasks`), else what it ran as: a whole-step job whose every step ran eagerly would match eager
+    trivially. The CPU runs every mode eager by design: nothing to say there."""
+    if device != "cuda":
+        return None
+    ran = throughput.get("accel")
+    if ran != asked:
+        return f"ran as {ran}"
+    unrecorded = throughput.get("unrecorded_tasks") or []
+    if unrecorded:
+        return f"steps of {', '.join(unrecorded)} not recorded (they ran eagerly; the job's log says why)"
+    return None
+
+
+def ran_as_asked_here(mode: str, model: Any, step: Any) -> None:
+    """A steady loop's `ran_as_asked`: raise (the phase reports the mode as failed) when `model` and `step` did not
+    run as `mode` asks, so no row is labelled with a mode that did not run."""
+    from usagg.engine.accel import mode_ran
+    from usagg.engine.step import GraphedTrainStep
+
+    ran = mode_ran(mode, model, step_graphs=isinstance(step, GraphedTrainStep))  # type: ignore[arg-type]
+    dev = next(model.parameters()).device
+    if dev.type == "cuda" and (ran != mode or step.unrecorded()):
+        unrecorded = ", ".join(step.unrecorded())
+        raise RuntimeError(
+            f"asked for {mode}, ran as {ran}" + (f"; steps of {unrecorded} ran eagerly" if unrecorded else "")
+        )
 
 
 def loss_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
@@ -547,7 +584,7 @@ def accel_rates(root: Path, cfg: dict[str, Any], device: str, bare: dict[str, An
     """
     import torch
 
-    from usagg.engine.accel import ACCEL_MODES, accelerate, whole_step_graphs
+    from usagg.engine.accel import ACCEL_MODES, accelerate
     from usagg.model.m2dino import build_model
 
     job = au_job(root)
@@ -566,8 +603,7 @@ def accel_rates(root: Path, cfg: dict[str, Any], device: str, bare: dict[str, An
         torch.manual_seed(0)
         model = accelerate(build_model(job.model, job.tasks, job.moe).to(dev), mode, dev)  # type: ignore[arg-type]
         try:
-            graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
-            rate = steady_rate(model, batches, cfg["steps"], amp, cfg["warmup"], graphed)
+            rate = steady_rate(model, batches, cfg["steps"], amp, cfg["warmup"], mode)
         except Exception as err:  # a mode that fails here is reported, not fatal: the check goes on
             print(f"accel {mode} failed: {type(err).__name__}: {str(err)[:500]}")
             rate = math.nan
@@ -639,6 +675,7 @@ def profile_step(root: Path, cfg: dict[str, Any], device: str, mode: str = "eage
     graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
     step = train_step(model, amp, graphed)
     train_rounds(step, batches, max(cfg["warmup"], WARMUP_STEPS + 1) if graphed else cfg["warmup"])
+    ran_as_asked_here(mode, model, step)
     cuda = device == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     t0 = time.perf_counter()
@@ -1006,7 +1043,7 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    from usagg.engine.accel import accelerate, whole_step_graphs
+    from usagg.engine.accel import accelerate
     from usagg.model.m2dino import build_model
     from usagg.plan import plan
     from usagg.spec.load import load_study
@@ -1037,16 +1074,21 @@ def project_study(device: str, cfg: dict[str, Any]) -> dict[str, Any]:
     }
     for mode in modes:
         rates: dict[tuple[bool, str], float] = {}
-        for moe in sorted(set(moe_of.values())):
-            torch.manual_seed(0)
-            model = accelerate(build_model(study.model, list(types.values()), moe).to(dev), mode, dev)
-            for name, t in types.items():
-                one = {t.id: random_batch(t, batch, size, dev)}
-                graphed = whole_step_graphs(mode, dev)  # type: ignore[arg-type]
-                rates[moe, name] = steady_rate(model, one, cfg["steps"], amp, cfg["warmup"], graphed)
-            del model
-            if device == "cuda":
-                torch.cuda.empty_cache()
+        try:
+            for moe in sorted(set(moe_of.values())):
+                torch.manual_seed(0)
+                model = accelerate(build_model(study.model, list(types.values()), moe).to(dev), mode, dev)
+                for name, t in types.items():
+                    one = {t.id: random_batch(t, batch, size, dev)}
+                    rates[moe, name] = steady_rate(model, one, cfg["steps"], amp, cfg["warmup"], mode)
+                del model
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+        except Exception as err:  # a mode that did not run as asked (or failed) is left out; eager is the line
+            if mode == "eager":
+                raise
+            print(f"projection: the steady loop under {mode} failed, left out: {type(err).__name__}: {str(err)[:300]}")
+            continue
         hours = {
             p: sum(share * n / rates[moe_of[p], name] for name, n in FMC_UIA_TRAIN_IMAGES.items()) / 3600
             for p in study.paradigms
@@ -1254,6 +1296,8 @@ def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         )
         if "error" in r:
             print(r["error"])
+        if r.get("ran"):
+            print(f"  {r['job']}: NOT RUN AS ASKED: {r['ran']}")
         if "vs_eager" in r:
             gaps = ", ".join(f"{t} {g:.3g}" for t, g in r["vs_eager"].items())
             losses = f"task losses at most {100 * r['loss_gap']:.2f} % apart"
@@ -1266,6 +1310,7 @@ def print_jobs(jobs: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
                     )
             else:
                 verdict = "matches eager" if r["matches_eager"] else "DOES NOT MATCH eager"
+                verdict = f"no verdict ({r['ran']})" if r.get("ran") else verdict
                 print(
                     f"  {r['job']}: {verdict}: {losses} (tolerance {100 * TOLERANCE['bf16']['loss_rel']:g} %, every "
                     f"epoch); primary metric gaps {gaps} (a short job's metrics are chaotic: read them against the "

@@ -57,6 +57,28 @@ def test_inductor_is_pointed_at_it_unless_the_user_chose(tmp_path: Path, monkeyp
     assert not (tmp_path / "other").exists()
 
 
+def test_the_folders_inductor_and_usagg_wrote_are_not_taken_for_a_users_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor writes its default folder into TORCHINDUCTOR_CACHE_DIR at its first compile (gpu-check's bare loop
+    compiles before any job), and usagg writes its own for a job: a later job still gets its cache root's folder."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, "")  # as if unset, and restored after the test
+    monkeypatch.delenv(INDUCTOR_CACHE_ENV)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # inductor's default folder, made below
+    inductors = cache_dir()  # what inductor's first compile does
+    assert os.environ[INDUCTOR_CACHE_ENV] == inductors
+    first = use_compile_cache(tmp_path / "a")
+    assert (
+        first is not None
+        and first == tmp_path / "a" / "compile" / first.name
+        and os.environ[INDUCTOR_CACHE_ENV] == str(first)
+    )
+    second = use_compile_cache(tmp_path / "b")  # a later job with another cache root, in the same process
+    assert second == tmp_path / "b" / "compile" / first.name and os.environ[INDUCTOR_CACHE_ENV] == str(second)
+
+
 def test_listed_and_pruned_by_last_use(tmp_path: Path) -> None:
     used, old = compile_cache(tmp_path), compile_cache(tmp_path, "1.0.0")
     (old / "entry").write_bytes(b"x" * 1000)

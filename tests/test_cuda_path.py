@@ -15,7 +15,7 @@ import torch
 
 from usagg.engine import accel
 from usagg.engine import kept as kept_module
-from usagg.engine.accel import accelerate, compile_model
+from usagg.engine.accel import ACCEL_MODES, accelerate, compile_model, mode_ran
 from usagg.engine.balance import build_balance
 from usagg.engine.device import Compute
 from usagg.engine.runner import run_one
@@ -158,8 +158,11 @@ def test_accelerate_keeps_the_cpu_eager_and_says_so_once(caplog: pytest.LogCaptu
             assert accelerate(model, mode, torch.device("cpu")) is model
     assert model.encoder._compiled_call_impl is None  # nn.Module.compile was not called
     assert sum("applies to CUDA devices only" in r.message for r in caplog.records) == 1
+    assert all(mode_ran(m, model, step_graphs=False) == "eager" for m in ACCEL_MODES)  # metrics.json says so
     with pytest.raises(ValueError, match="unknown accel mode"):
         compile_model(model, "fast")  # type: ignore[arg-type]
+    compile_model(model, "graphs", backend="aot_eager")  # lazy: nothing is traced before a forward
+    assert [mode_ran(m, model, step_graphs=False) for m in ("compile", "graphs")] == ["compile", "graphs"]
 
 
 @pytest.mark.parametrize(
@@ -184,6 +187,12 @@ def test_compile_and_graphs_without_triton_fall_back_to_eager_with_one_warning(
     assert model.encoder._compiled_call_impl is None
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.endswith("accel")]
     assert len(warned) == 2 and all(said in w and "this job runs eager" in w for w in warned)
+    # what metrics.json `throughput.accel` records of those jobs: eager, and step-graphs for compiled-step-graphs
+    assert [mode_ran(m, model, m.endswith("step-graphs")) for m in ("compile", "graphs", "compiled-step-graphs")] == [
+        "eager",
+        "eager",
+        "step-graphs",
+    ]
     assert any("whole training step is recorded" in r.getMessage() for r in caplog.records)
 
 
@@ -206,6 +215,7 @@ def test_an_inductor_compiled_model_trains_as_eager_in_the_recorded_steps_body_a
             torch._dynamo.reset()  # graphs another test left for these shapes would serve this one: count its own
             compile_model(model, "compiled-step-graphs")
             assert model.encoder._compiled_call_impl is not None and list(model.state_dict()) == keys
+            assert mode_ran("compiled-step-graphs", model, step_graphs=True) == "compiled-step-graphs"
             counters.clear()
         losses[kind], _ = _scheduled_run(model, graphed=kind == "inductor")
     # one graph for the encoder and one per head (four types here), each compiled once in the warm-up

@@ -267,11 +267,33 @@ def test_an_eager_job_that_does_not_repeat_itself_says_the_verdicts_cannot_decid
     assert "eager does not repeat itself" not in capsys.readouterr().out
 
 
+def test_a_job_that_did_not_run_as_asked_gets_no_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    """A whole-step job whose steps ran eagerly (recording refused, no compiler) would match eager trivially:
+    metrics.json `throughput` says what ran, and the check gives no verdict on the mode it was asked for."""
+    from benchmarks.gpu_check import print_jobs, ran_as_asked
+
+    recorded = {"accel": "step-graphs", "replayed_steps": 40, "unrecorded_tasks": []}
+    assert ran_as_asked("step-graphs", recorded, "cuda") is None
+    assert ran_as_asked("compiled-step-graphs", recorded, "cuda") == "ran as step-graphs"
+    refused = {**recorded, "unrecorded_tasks": ["seg", "det"]}
+    assert ran_as_asked("step-graphs", refused, "cuda") == (
+        "steps of seg, det not recorded (they ran eagerly; the job's log says why)"
+    )
+    assert ran_as_asked("step-graphs", {"accel": "eager"}, "cpu") is None  # the CPU runs every mode eager
+    base = {"state": "done", "images_per_s": 1.0, "peak_gib": None, "wall_s": 1.0, "primary": {"seg": 0.5}}
+    row = {**base, "job": "AU-all step-graphs", "vs_eager": {"seg": 0.0}, "loss_gap": 0.0, "matches_eager": False}
+    print_jobs([{**row, "ran": ran_as_asked("step-graphs", refused, "cuda")}], {"sync_steps": 2})
+    printed = capsys.readouterr().out
+    assert "AU-all step-graphs: NOT RUN AS ASKED: steps of seg, det not recorded" in printed
+    assert "AU-all step-graphs: no verdict (steps of seg, det" in printed and "matches eager" not in printed
+
+
 def test_utilisation_above_one_is_an_error_not_a_figure() -> None:
     from benchmarks.gpu_check import peak_bf16, utilisation
 
     peak = peak_bf16("NVIDIA H200")
     assert peak == 989e12 and peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("Some card") is None
+    assert peak_bf16("NVIDIA H100 80GB HBM3") == 989e12 and peak_bf16("NVIDIA H100 NVL") == 835e12
     assert utilisation(30.19, 570.9, peak) == pytest.approx(0.017427, rel=1e-4)  # the H200 AU job, 2026-11-28
     assert utilisation(30.19, 570.9, None) is None
     with pytest.raises(ValueError, match=r"MFU .* > 1"):

@@ -173,7 +173,7 @@ def test_a_compiled_encoder_is_compiled_once_in_the_warm_up_and_never_again_when
     looped = _model(1)
     looped.encoder.compile(backend="aot_eager")
     pixels = {t.id: (torch.randn(BATCH, 3, SIZE, SIZE, generator=gen), _targets(t, gen)) for t in TASKS}
-    assert steady_rate(looped, pixels, steps=1, amp=True, warmup=1, graphed=True) > 0
+    assert steady_rate(looped, pixels, steps=1, amp=True, warmup=1, mode="compiled-step-graphs") > 0
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
 
 
@@ -218,6 +218,7 @@ def test_a_step_that_cannot_be_recorded_runs_eagerly_with_one_warning(
     with caplog.at_level(logging.WARNING, logger="usagg.engine.step"):
         graphed, graphed_losses, step = _train("graphed", None, rounds)
     assert isinstance(step, GraphedTrainStep) and step.unrecordable == {t.id for t in TASKS} and not step.recorded
+    assert step.unrecorded() == sorted(t.id for t in TASKS) and step.replays == 0  # what metrics.json records
     said = [r.getMessage() for r in caplog.records if r.name == "usagg.engine.step"]
     assert len(said) == len(TASKS)
     for m in said:  # the call's error, its first line only
@@ -306,6 +307,8 @@ def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
         store.init(dump_study(study), [au])
         assert run_one(str(store.root), au.id, device="cpu") == "done", store.error_text(au.id)
         folder = store.root / "jobs" / au.id
+        # the CPU policy keeps eager, as metrics.json records
+        assert store.metrics(au.id)["throughput"]["accel"] == "eager"  # type: ignore[index]
         affinity = json.loads((folder / "affinity.json").read_text())
         timing = ("seconds", "train_seconds", "share")
         results[mode] = (

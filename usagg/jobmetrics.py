@@ -178,6 +178,22 @@ class Throughput(_Record):
     checkpoint_saves: int | None = Field(
         None, description="checkpoint files written (each last.pt and best.pt), this run"
     )
+    accel: str | None = Field(
+        None,
+        description="the `execution.accel` mode the job trained under, as it ran: the one asked for, or what it fell "
+        "back to (eager on a CPU; without Triton, compile and graphs ran eager and compiled-step-graphs step-graphs)",
+    )
+    replayed_steps: int | None = Field(
+        None,
+        description="under step-graphs and compiled-step-graphs, the training steps run from a recorded CUDA graph "
+        "(the rest ran eagerly: each task's first steps, a batch of another shape, a task whose step could not be "
+        "recorded), this run",
+    )
+    unrecorded_tasks: list[str] | None = Field(
+        None,
+        description="under step-graphs and compiled-step-graphs, the tasks whose step could not be recorded as a CUDA "
+        "graph and ran eagerly (the job's log says why), this run",
+    )
     epoch_end_seconds: float | None = Field(
         None,
         description="seconds of the work between epochs, this run: selection, kept weights, rule tests, "

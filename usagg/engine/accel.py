@@ -44,7 +44,8 @@ the worker keeps its compiled model for the next job of the same structure, the 
 copied in (usagg/engine/kept.py), so `graphs` replays the CUDA graphs it recorded instead of
 recording them again for new parameters (unmeasured on a GPU).
 Compiled code is kept on disk in the usagg cache
-(`<cache>/compile/torch-<version>/`, `compile_cache`) unless TORCHINDUCTOR_CACHE_DIR is set: it
+(`<cache>/compile/torch-<version>/`, `compile_cache`) unless the user set TORCHINDUCTOR_CACHE_DIR (the
+folder inductor writes there at its first compile is not a choice): it
 outlives /tmp (wiped between Slurm jobs on many clusters), a job of the same shapes loads it instead
 of compiling, each torch version has its own folder, and a folder whose marker is damaged or names
 another version is rebuilt (one line says so). Without Triton (or on a GPU too old for it) compile and
@@ -68,7 +69,7 @@ import torch
 
 from usagg.cachedir import COMPILE_MARKER
 from usagg.engine.step import WARMUP_STEPS
-from usagg.model.m2dino import M2DINO
+from usagg.model.m2dino import M2DINO, encoder_compiled
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,27 @@ def _checked_compile_folder(folder: Path, version: str) -> Path:
 def use_compile_cache(root: Path) -> Path | None:
     """Point inductor at `compile_cache(root)`, unless the user chose its folder (TORCHINDUCTOR_CACHE_DIR); the
     folder used, or None when the user's is."""
-    if os.environ.get(INDUCTOR_CACHE_ENV):
+    if _user_chose_compile_folder():
         return None
     folder = compile_cache(root)
     os.environ[INDUCTOR_CACHE_ENV] = str(folder)
     return folder
+
+
+def _user_chose_compile_folder() -> bool:
+    """Whether TORCHINDUCTOR_CACHE_DIR is the user's. Inductor writes its default folder (under /tmp) into that
+    variable the first time it compiles anything, and usagg writes its own: neither is a choice, and taking them
+    for one would leave every later job of the process compiling into /tmp (gpu-check's bare loop compiles
+    first)."""
+    value = os.environ.get(INDUCTOR_CACHE_ENV)
+    if not value:
+        return False
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.path.abspath(value)
+    if chosen == os.path.abspath(default_cache_dir()):
+        return False
+    return not (Path(chosen).parent.name == "compile" and (Path(chosen) / COMPILE_MARKER).is_file())
 
 
 def compiler_missing() -> str | None:
@@ -146,6 +163,16 @@ def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
     """Whether the trainer records each task's whole step as a CUDA graph (`step-graphs` and
     `compiled-step-graphs` on CUDA; usagg/engine/step.py)."""
     return mode in _STEP_GRAPHS and device.type == "cuda"
+
+
+def mode_ran(asked: AccelMode, model: M2DINO, step_graphs: bool) -> AccelMode:
+    """The mode a job trained under, after `accelerate`'s fallbacks (the CPU runs eager; without Triton compile and
+    graphs run eager, compiled-step-graphs step-graphs): what metrics.json `throughput.accel` records, so a
+    "step-graphs" run that ran otherwise cannot pass for one. `step_graphs`: the trainer recorded its steps."""
+    compiled = encoder_compiled(model)
+    if step_graphs:
+        return "compiled-step-graphs" if compiled else "step-graphs"
+    return asked if compiled and asked in ("compile", "graphs") else "eager"
 
 
 def compile_model(model: M2DINO, mode: AccelMode, backend: str = "inductor") -> M2DINO:
@@ -227,6 +254,7 @@ __all__ = [
     "compile_model",
     "compiler_missing",
     "match_eager_rounding",
+    "mode_ran",
     "use_compile_cache",
     "whole_step_graphs",
 ]

@@ -22,7 +22,7 @@ import torch
 from usagg.affinity import write_affinity
 from usagg.atomic import write_json_checked
 from usagg.cachedir import cache_root
-from usagg.engine.accel import AccelMode, whole_step_graphs
+from usagg.engine.accel import AccelMode, mode_ran, whole_step_graphs
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import GpuRoom, TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
@@ -179,6 +179,7 @@ def run_job(
             job.model.backbone,
         )
 
+    step_graphs = whole_step_graphs(accel, dev)
     room = GpuRoom(dev)  # one GPU budget for the job's data: its trunks, then its test, training and selection splits
     trunks = job_trunks(model, job, data, compute, room)  # frozen-trunk cache
     test_sets = _eval_sets(job, data.test, dev, trunks, room)  # the rules' test passes use them during training
@@ -195,7 +196,7 @@ def run_job(
         augment=Augmenter(job.training.augmentation, job.seed),
         callbacks=watchers,
         progress=progress,
-        step_graphs=whole_step_graphs(accel, dev),
+        step_graphs=step_graphs,
         room=room,
     )
     fit = trainer.fit()
@@ -280,6 +281,12 @@ def run_job(
                 "checkpoint_seconds": round(trainer.checkpoints.seconds, 3),
                 "checkpoint_saves": trainer.checkpoints.saves,
                 "epoch_end_seconds": round(trainer.epoch_end_seconds, 3),
+                "accel": mode_ran(accel, model, step_graphs),
+                **(
+                    {"replayed_steps": trainer.train_step.replays, "unrecorded_tasks": trainer.train_step.unrecorded()}
+                    if step_graphs
+                    else {}
+                ),
             },
         }
     ).to_json()

@@ -70,6 +70,9 @@ class StepLosses(NamedTuple):
 class TrainStep:
     """The eager step: forward under autocast, loss balance, backward, clipping (when set), AdamW."""
 
+    #: steps run from a recorded CUDA graph (a whole-step mode's; none here)
+    replays: int = 0
+
     def __init__(
         self,
         model: M2DINO,
@@ -108,6 +111,11 @@ class TrainStep:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
         return StepLosses(loss.detach(), out.loss.detach(), out.aux_loss.detach())
+
+    def unrecorded(self) -> list[str]:
+        """The tasks whose step a whole-step mode could not record, which ran eagerly (none: nothing is recorded
+        here)."""
+        return []
 
     def close(self) -> None:
         """Release what the step holds beyond the model and optimiser (nothing, eagerly)."""
@@ -269,6 +277,7 @@ class GraphedTrainStep(TrainStep):
         self.recorded[task] = rec
         log.info("step-graphs: task %s's whole training step recorded as one CUDA graph", task)
         graph.replay()  # recording ran nothing: this is the step itself
+        self.replays += 1
         return out
 
     def _replay(self, task: str, rec: _Recorded, src: Batch, y: torch.Tensor) -> StepLosses:
@@ -276,6 +285,7 @@ class GraphedTrainStep(TrainStep):
         if rec.graph is None:
             return self._body(task, rec.x, rec.y, cache=False)
         rec.graph.replay()
+        self.replays += 1
         assert rec.out is not None
         return rec.out
 
@@ -289,6 +299,9 @@ class GraphedTrainStep(TrainStep):
             if not isinstance(g["lr"], torch.Tensor):
                 g["lr"] = torch.tensor(float(g["lr"]), dtype=dtype, device=dev)
             g["capturable"] = True
+
+    def unrecorded(self) -> list[str]:
+        return sorted(self.unrecordable)
 
     def close(self) -> None:
         """Free the graphs and their memory pool (before selection and test evaluation need the memory); the
