@@ -194,6 +194,18 @@ def test_repair_rebuilds_a_results_table_that_no_longer_says_what_the_jobs_do(
     assert code == 0 and "nothing damaged" in out  # a table that matches is left as it is
 
 
+def test_a_results_table_only_behind_the_jobs_is_rebuilt_without_calling_it_damaged(tmp_path: Path) -> None:
+    """Every run leaves results.csv behind its jobs until its end (and AG's stage repairs before that): a job done
+    since the table was written is no damage. Nothing is set aside, no repair is reported, the table is current."""
+    store, jobs = make_store(tmp_path)
+    make_done(store, jobs[0])
+    store.rebuild_results()
+    make_done(store, jobs[1])  # its metrics.json and job.json newer than the table
+    assert store.repair() == [] and store.repairs == []
+    assert store.results_csv.read_text() == store.results_text() and jobs[1].id in store.results_csv.read_text()
+    assert not list(store.root.glob("results.csv.damaged*"))
+
+
 def test_store_file_names_are_spelled_only_in_store_py() -> None:
     """job.json, metrics.json, ... as string literals, and `/ "slurm"` or `/ "tensorboard"` path joins, nowhere else."""
     names = {"job.json", "metrics.json", "history.csv", "item_scores.json", "mlflow.json", "mlflow-artifacts"}

@@ -618,7 +618,9 @@ class RunStore:
         """results.csv set aside and rebuilt from the done jobs when it is not a results table at all (no CSV text,
         or a header without the columns, usagg/results_schema.py) or says other than they do (a cut row, a job
         missing, rows of a job that is no longer done): it is derived from the jobs, so nothing is lost, and the old
-        one stays beside it (`*.damaged`). Nothing is written while a damaged plan.json names no jobs."""
+        one stays beside it (`*.damaged`). A table that is only behind (a job done, a record or the plan written
+        since it was, as every run leaves it until its end, and a stage of AG starts before that) is no damage: it
+        is rebuilt without a word. Nothing is written while a damaged plan.json names no jobs."""
         why = results_damage(self.results_csv)
         if why is None and self.results_csv.is_file():
             try:
@@ -626,6 +628,9 @@ class RunStore:
             except UsaggError:  # a damaged plan.json: `repair` has said so; the next `usagg run` rebuilds both
                 return []
             if fresh == self.results_csv.read_text(encoding="utf-8", errors="replace"):
+                return []
+            if self._results_behind():
+                write_text_atomic(self.results_csv, fresh)
                 return []
             why = "it no longer says what the done jobs' metrics.json do"
         if why is None:
@@ -639,6 +644,16 @@ class RunStore:
         else:
             self.repairs[-1] = note + " and rebuilt from the done jobs"
         return [self.repairs[-1]]
+
+    def _results_behind(self) -> bool:
+        """Whether results.csv predates a file it is derived from (plan.json, a job.json or metrics.json): stale,
+        where a table newer than all of them that says otherwise was changed by other hands."""
+        made = self.results_csv.stat().st_mtime_ns
+        sources = [self.plan_json]
+        for job_id in self.job_folders():
+            paths = self.paths(job_id)
+            sources += [paths.record, paths.metrics]
+        return any(p.is_file() and p.stat().st_mtime_ns > made for p in sources)
 
     def _problems(self, job_id: str) -> dict[Path, str]:
         """The damaged files of a job folder, each with why (reads only)."""
