@@ -218,6 +218,41 @@ def test_a_second_spec_with_the_same_name_is_refused_unless_forced(
     assert [j.id for j in again.kept] == [done]
 
 
+def test_a_copy_of_the_spec_runs_unbound_and_a_moved_spec_takes_the_study_over(tmp_path: Path) -> None:
+    """A copy of the spec (the same plan) runs without being bound: bound, its unchanged plan was kept beside the
+    first file's edited one (two TS results per task: compare refused the store). A spec run where every bound
+    file is gone (moved, renamed) takes the study over instead of needing --force."""
+    first = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    copy = write_study(tmp_path / "b" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(first), spec_file=first)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    same = StudyRun.prepare(load_study(copy), spec_file=copy)
+    same.init_store()
+    assert same.kept == [] and run.store.spec_files() == [str(first)]
+    edited = StudyRun.prepare(load_study(first, ["training.epochs=2"]), spec_file=first)
+    edited.init_store()
+    assert edited.kept == [] and [j.id for j in edited.store.jobs()] == [j.id for j in edited.jobs] != [done]
+    with pytest.raises(UsaggError, match="--force"):  # the copy now plans other jobs than the bound file
+        StudyRun.prepare(load_study(copy), spec_file=copy)
+    first.unlink()
+    moved = StudyRun.prepare(load_study(copy), spec_file=copy)
+    moved.init_store()
+    assert moved.kept == [] and moved.store.spec_files() == [str(copy)]
+    assert [j.id for j in moved.store.jobs()] == [done] and moved.store.job_state(done) == "done"
+
+
+def test_a_job_another_spec_file_planned_is_stored_once_when_this_one_plans_it_too(tmp_path: Path) -> None:
+    """AG's stage plans its groups from the results: the ids another bound file's AG jobs have (kept after
+    --force) can come again. The store holds each job once (it stopped with 'duplicate job ids')."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.kept = list(run.all_jobs)  # as if another file had planned the same jobs
+    run.init_store()
+    assert run.store.job_ids() == [j.id for j in run.all_jobs]
+
+
 # --------------------------------------------------------------------------- 27.2 one run driver, observed
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from usagg.errors import DataError, UsaggError
 from usagg.wording import counted
@@ -489,6 +489,9 @@ class StudyRun:
     spec_file: Path | None = None
     #: Jobs of the store's plan that other spec files of the same name planned (kept after `--force`).
     kept: list[Job] = field(default_factory=list)
+    #: How `init_store` records the spec file: "add" it to the files bound to the store, "replace" them (every
+    #: bound file is gone: this one takes the study over), or "none" (a file of the same plan as the bound one).
+    binding: Literal["add", "replace", "none"] = "add"
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
 
@@ -526,16 +529,25 @@ class StudyRun:
         A study name is bound to the spec file that first ran it (usagg/store.py `spec_files`): another
         file whose plan differs would replace that study's plan and hide its done jobs, so it is a
         UsaggError unless `force`, which binds it too. The same file edited replaces its own plan as before.
+        Another file of the very same plan (a copy) runs without being bound: bound, its unchanged plan would be
+        kept beside the first file's edited one, two results per task for compare. A file run where every bound
+        file is gone (moved, renamed) takes the study over.
         """
         if self.spec_file is None or not self.store.exists():
             return []
         files = self.store.spec_files()
         if not files:  # a store from before specs were recorded: this run binds it
             return []
-        stored = self.store.jobs()
         ours = {j.id for j in self.all_jobs}
+        if str(self.spec_file) not in files and not any(Path(f).is_file() for f in files):
+            self.binding = "replace"
+            return []
+        stored = self.store.jobs()
         others = [j for j in stored if j.id not in ours]
-        if str(self.spec_file) not in files and ({j.id for j in stored} != ours) and not force:
+        if str(self.spec_file) not in files and {j.id for j in stored} == ours and not force:
+            self.binding = "none"
+            return []
+        if str(self.spec_file) not in files and not force:
             done = sum(self.store.job_state(j.id) == "done" for j in others)
             raise UsaggError(
                 f"the run store {self.store.root} holds study {self.study.name!r} run from {files[0]}, and "
@@ -623,10 +635,12 @@ class StudyRun:
         from usagg.spec.load import dump_study
 
         self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
+        ours = {j.id for j in self.all_jobs}
+        self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
         self.store.repair(self.all_jobs + self.kept)  # sets damaged files aside, rebuilds them: usagg/store.py
         self.store.init(dump_study(self.study), self.all_jobs + self.kept)
-        if self.spec_file is not None:
-            self.store.add_spec_file(self.spec_file)
+        if self.spec_file is not None and self.binding != "none":
+            self.store.add_spec_file(self.spec_file, replace=self.binding == "replace")
         self._decide()  # after `repair()`: a job whose metrics were damaged is pending again
 
     def execute(

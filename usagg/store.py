@@ -1127,9 +1127,10 @@ class RunStore:
             return []
         return [str(p) for p in data] if isinstance(data, list) else []
 
-    def add_spec_file(self, path: Path | str) -> None:
-        """Record a spec file run into this store (once), so another file of the same study name is noticed."""
-        files = self.spec_files()
+    def add_spec_file(self, path: Path | str, replace: bool = False) -> None:
+        """Record a spec file run into this store (once), so another file of the same study name is noticed;
+        `replace`: in place of those recorded (all gone: this file took the study over)."""
+        files = [] if replace else self.spec_files()
         if str(path) not in files:
             write_json_atomic(self.specs_json, [*files, str(path)])
 
