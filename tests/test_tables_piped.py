@@ -199,3 +199,17 @@ def test_a_reader_that_stops_early_ends_the_command_with_exit_0(args: list[str])
         os.close(write)
     assert done.returncode == 0, done.stderr.decode()
     assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr
+
+
+@WIDTHS
+def test_validate_keeps_each_line_whole(
+    columns: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate's sentences are lines of a log too: the jobs line and AG's waiting line stay whole."""
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["validate", str(DEMO), "--no-data-check"], monkeypatch, capsys, columns=columns)
+    assert code == 0
+    jobs = next(line for line in out.splitlines() if line.startswith("jobs: "))
+    assert jobs.endswith("= units x 1 fraction x 1 seed") and len(jobs) > columns
+    waiting = next(line for line in out.splitlines() if line.startswith("AG: planned once"))
+    assert waiting.endswith("results)")

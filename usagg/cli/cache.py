@@ -76,11 +76,11 @@ def prune(
 
     Example: usagg cache prune --older-than 14 --kind decode --dry-run
     """
-    from rich.console import Console
     from rich.markup import escape
 
     from usagg.cachedir import KINDS, cache_root
     from usagg.cachedir import prune as prune_entries
+    from usagg.cli.display import line_console
 
     bad = [k for k in kind if k not in KINDS]
     if bad:
@@ -91,7 +91,7 @@ def prune(
     if not root.is_dir():
         raise UsaggError(f"cache folder {root} is not a folder (give --cache-dir, or set $USAGG_CACHE)")
     done, busy = prune_entries(root, older_than * 86400, tuple(kind) or KINDS, dry_run=dry_run)
-    console = Console()
+    console = line_console()
     verb = "would delete" if dry_run else "deleted"
     now = time.time()
     for e in done:

@@ -49,10 +49,9 @@ def check(
 
     Example: usagg data check data/FMC_UIA --split train
     """
-    from rich.console import Console
 
     from usagg.cachedir import cache_root
-    from usagg.cli.display import data_check_spinner
+    from usagg.cli.display import data_check_spinner, line_console
     from usagg.data.check import check_dataset
 
     splits = ("train", "val") if split is SplitChoice.all else (split.value,)
@@ -68,7 +67,7 @@ def check(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _print_report(report, Console())
+        _print_report(report, line_console())
     raise typer.Exit(0 if report.ok else 1)
 
 

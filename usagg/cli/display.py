@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 LOG_TABLE_MAX_WIDTH = 1000
 
 
+def line_console(stderr: bool = False, highlight: bool = True) -> Console:
+    """A console whose lines stay whole off a terminal (a log, a pipe: nobody can widen the window, so a sentence
+    or path broken at 80 columns stays broken); a terminal wraps as usual."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=highlight)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def print_table(console: Console, table: Table) -> None:
     """Print a rich table without breaking an id across lines where nobody can widen the window.
 

@@ -36,17 +36,16 @@ def repair(
         None, metavar="RUN_DIR", help="A run store (runs/<study>); default: the latest under runs/."
     ),
 ) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
+    from usagg.cli.display import line_console
     from usagg.store import RunStore
 
     store = RunStore.latest("runs") if run_dir is None else RunStore(run_dir)
     if not store.exists():
         raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
     made = store.repair()
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = line_console()
     for note in store.repairs:
         console.print(f"[bold yellow]repaired:[/] {escape(note)}" if note in made else escape(note), highlight=False)
     if store.unrepaired:  # damage this command cannot mend: a script must not read the store as sound

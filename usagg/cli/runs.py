@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from usagg.cli.display import data_check_text, duration_text, eta_text, make_display, print_table, unchanged_text
+from usagg.cli.display import (
+    data_check_text,
+    duration_text,
+    eta_text,
+    line_console,
+    make_display,
+    print_table,
+    unchanged_text,
+)
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 from usagg.safepath import printable
@@ -377,13 +385,11 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Off a terminal: a line per progress report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
 ) -> None:
-    from rich.console import Console
 
     from usagg.service import DataProblems, StudyRun, drive, run_overrides
     from usagg.spec.load import load_study, sweep_override
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal  # in a log a long line stays one line, never wrapped mid-path
+    console = line_console()
     swept = [sweep_override(s) for s in sweeps]
     study = load_study(study_file, run_overrides([*sets, *swept], executor=executor, devices=devices))
     job_run = StudyRun.prepare(study, paradigm, only, retry_failed, spec_file=study_file, force=force)

@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from usagg.cli.display import print_table
+from usagg.cli.display import line_console, print_table
 from usagg.errors import UsaggError
 from usagg.wording import counted
 
@@ -81,7 +81,7 @@ def validate(
     jobs = planned.jobs
     _check_weights(s)
     checked_data = _check_data_tasks(s)
-    out = Console(highlight=False)
+    out = line_console(highlight=False)
     data_line = _run_data_check(s, out, skip=no_data_check)
     out.print(f"[green]ok[/]: {study} is a valid study [bold]{s.name}[/] (run store {Path(s.output_root) / s.name})")
     types = Counter(t.type for t in s.tasks)
@@ -108,7 +108,7 @@ def validate(
     out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
     if checked_data:
         out.print(f"data: the study's {counted(len(s.tasks), 'task')} match the CSVs ({checked_data})")
-    out.print(data_line, soft_wrap=True)  # one line in a log
+    out.print(data_line)
     if s.analysis.baseline not in s.paradigms:
         out.print(f"[yellow]note[/]: analysis.baseline {s.analysis.baseline} is not in paradigms; Δ needs its results.")
     if s.model.weights is None:

@@ -67,11 +67,10 @@ def synth(
     Example: usagg synth data/synth --seed 0 --size fetal_head=400 --preview synth.png
     """
     from pydantic import ValidationError
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from usagg.cli.display import print_table
+    from usagg.cli.display import line_console, print_table
     from usagg.data.synth.generate import resolve_tasks, split_size
     from usagg.data.synth.tasks import ALL_TASKS
     from usagg.spec.models import SynthSpec
@@ -90,7 +89,7 @@ def synth(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise UsaggError(f"invalid synth settings: {problems}.") from None
     ids = resolve_tasks(spec, task)
-    console = Console(highlight=False)
+    console = line_console(highlight=False)
     if out is not None:
         from usagg.data.synth import generate_benchmark
 

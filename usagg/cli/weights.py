@@ -74,13 +74,13 @@ def check(file: FileArg, backbone: BackboneOpt = None) -> None:
 
     Example: usagg weights check ~/weights/dinov3_vitb16_pretrain_lvd1689m.pth --backbone dinov3_base
     """
-    from rich.console import Console
     from rich.markup import escape
 
+    from usagg.cli.display import line_console
     from usagg.filehash import file_sha256
 
     fits = matching_backbones(file, backbone)
-    out = Console(highlight=False)
+    out = line_console(highlight=False)
     for name, tensors in fits.items():
         out.print(f"[green]ok[/]: {escape(str(file))} fits backbone [bold]{name}[/] ({tensors} tensors, strict)")
     out.print(f"sha256: {file_sha256(file)}", soft_wrap=True)
