@@ -208,3 +208,36 @@ def test_seeds_trained_for_no_step_are_left_out_of_the_cell_and_named(tmp_path: 
     assert comp.cells[(1.0, "a", "CG")].n_seeds == 1 and comp.deltas[(1.0, "a", "CG")].value == pytest.approx(5.0)
     assert comp.untrained == {(1.0, "a", "CG"): (0,)}
     assert any(n.startswith("Not trained: a under CG (seed 0): the job gave the task 0") for n in exclusion_notes(comp))
+
+
+def test_an_empty_value_is_left_out_of_its_cell_and_named_with_its_row(tmp_path: Path) -> None:
+    """An empty value is how the store writes a metric undefined for a job (metrics.json null), so the reader takes
+    it as NaN; compare leaves that seed out and says so, naming the row, instead of dropping it without a word (a
+    value blanked in an edited copy of results.csv changed a task's mean silently)."""
+    from usagg.analysis.tables import exclusion_notes
+
+    rows = [
+        _row("TS", 0, "a", "segmentation", "DSC", 0.8, True),
+        _row("TS", 1, "a", "segmentation", "DSC", 0.6, True),
+        _row("CG", 0, "a", "segmentation", "DSC", 0.77, True),
+        _row("CG", 1, "a", "segmentation", "DSC", 0.63, True),
+        _row("TS", 0, "z", "classification", "AUC", 0.7, True),
+        _row("CG", 0, "z", "classification", "AUC", 0.8, True),
+    ]
+    write_results(rows, tmp_path / "r.csv")
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(",0.6,", ",,")  # row 2 (line 3): TS a seed 1 blanked
+    lines[6] = lines[6].replace(",0.8,", ",nan,")  # row 6 (line 7): CG z seed 0, the only one, as nan
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    comp = compare(load_input(None, tmp_path / "r.csv"))
+    assert comp.undefined == {(1.0, "a", "TS"): ((1, 2),), (1.0, "z", "CG"): ((0, 6),)}
+    assert comp.cells[(1.0, "a", "TS")].n_seeds == 1 and comp.cells[(1.0, "a", "TS")].mean == pytest.approx(0.8)
+    assert comp.deltas[(1.0, "z", "CG")].value is None
+    assert comp.deltas[(1.0, "z", "CG")].reason == (
+        "CG's AUC of z is empty in the table for every seed (seed 0 at row 6 (line 7)): undefined for its jobs"
+    )
+    (note,) = [n for n in exclusion_notes(comp) if n.startswith("Empty values:")]
+    assert note.startswith(
+        "Empty values: TS a DSC (seed 1 at row 2 (line 3)); CG z AUC (seed 0 at row 6 (line 7)): an empty (or nan) "
+        "value is a metric undefined for that job"
+    )

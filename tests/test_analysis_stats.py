@@ -4,7 +4,9 @@ a model."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from scipy import stats as ss
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats, wild_cluster_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.mixed import BOUNDARY, SLOPE, interaction_model
+from usagg.analysis.mixed import BOUNDARY, NOT_ESTIMABLE, SLOPE, interaction_model
 from usagg.analysis.results import write_results
 from usagg.analysis.simulate import load_tasks, simulate_rows
 from usagg.analysis.stats import (
@@ -236,6 +238,98 @@ def test_unequal_spread_between_paradigms_is_said(tmp_path: Path) -> None:
     assert cg.note.endswith("CG's interval is too narrow") and cg.ci is not None
     plain = {s.paradigm: s for s in interaction_model(_fixture_comparison(tmp_path), 1.0)}
     assert "spread around" not in plain["CG"].note
+
+
+def _broken_covariance(monkeypatch: pytest.MonkeyPatch, change) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """Every MixedLM fit reports `change(cov, i_CG, i_AU)` (the slopes' indices) as its covariance of the fixed
+    effects: a matrix that is not positive definite, as a fit with a Hessian statsmodels warns about gives. The real
+    variances of the CG and AU slopes are collected in the list returned."""
+    from statsmodels.regression.mixed_linear_model import MixedLMResultsWrapper
+
+    real, seen = MixedLMResultsWrapper.cov_params, []
+
+    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        cov = real(self, *args, **kwargs).copy()
+        names = list(self.fe_params.index)
+        i, j = names.index("C(paradigm)[CG]:logn"), names.index("C(paradigm)[AU]:logn")
+        seen.append((float(cov.iloc[i, i]), float(cov.iloc[j, j])))
+        change(cov, i, j)
+        return cov
+
+    monkeypatch.setattr(MixedLMResultsWrapper, "cov_params", broken)
+    return seen
+
+
+def test_a_contrast_without_a_variance_has_no_p_or_ci_and_no_holm_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interaction's variance var_CG + var_AU − 2·cov is negative when cov exceeds both variances: no standard
+    error, so no p (not p = 0 from est/0), no CI, out of the Holm family, 'not estimable' in the table and the
+    headline, and no RuntimeWarning from a square root of a negative number. The slopes keep theirs."""
+    import warnings
+
+    from usagg.analysis.report import write_report
+    from usagg.analysis.tables import stats_table
+
+    def covary(cov, i: int, j: int) -> None:  # type: ignore[no-untyped-def]
+        cov.iloc[i, j] = cov.iloc[j, i] = cov.iloc[i, i] + cov.iloc[j, j]
+
+    seen = _broken_covariance(monkeypatch, covary)
+    write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = analyse(load_input(None, tmp_path / "r.csv"))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    by = {s.paradigm: s for s in a.stats if s.name == SLOPE or s.name.startswith("mixed model: interaction")}
+    cg, au, inter = by["CG"], by["AU"], by["AU-CG"]
+    assert inter.value == pytest.approx(au.value - cg.value, abs=1e-6)  # the estimate stands, its spread does not
+    assert (inter.p, inter.ci, inter.p_holm) == (None, None, None)
+    var = -sum(seen[-1])  # var_CG + var_AU − 2·(var_CG + var_AU)
+    assert inter.note.startswith(NOT_ESTIMABLE.format(var=var)) and var < 0
+    assert cg.p is not None and cg.ci is not None and au.p_holm is not None
+    tested = [s for s in a.stats if s.p is not None]
+    assert len(tested) == 2 * 2 + 1 + 2  # as below, less the interaction
+    assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
+    table = stats_table(a.stats, a.comp)
+    (row,) = [r for r in table.rows if r[0] == "AU-CG" and str(r[2]).startswith("mixed model")]
+    assert row[4] == inter.note and row[5] == "—"
+    assert "Holm step-down adjustment over all 7 p-values" in " ".join(table.notes)
+    write_report(a, tmp_path / "rep", render=lambda *_: [])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    (line,) = [ln for ln in md.splitlines() if "**Interaction**" in ln]
+    assert line == f"- **Interaction** (slope AU − slope CG): {inter.note}."
+    assert not re.search(r"\bnan\b|p = 0(?![.\d])", md)  # no "CI +nan to +nan, p = 0" anywhere
+
+
+def test_a_slope_without_a_variance_has_no_p_even_one_sided(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stated direction halves a two-sided p; a slope with no standard error has none to halve."""
+
+    def negative(cov, i: int, j: int) -> None:  # type: ignore[no-untyped-def]
+        cov.iloc[i, i] = -cov.iloc[i, i]
+
+    _broken_covariance(monkeypatch, negative)
+    stats = {s.paradigm: s for s in interaction_model(_fixture_comparison(tmp_path), 1.0, {"scale": {"CG": "greater"}})}
+    assert (stats["CG"].p, stats["CG"].ci) == (None, None) and stats["CG"].value is not None
+    assert stats["CG"].note.startswith("CI and p not estimable") and "one-sided" in stats["CG"].method
+    assert stats["AU"].p is not None and stats["AU"].ci is not None
+
+
+@pytest.mark.parametrize("var", [math.nan, 0.0, -4.0])
+def test_contrast_needs_a_finite_positive_variance(var: float) -> None:
+    import pandas as pd
+
+    from usagg.analysis.mixed import _contrast
+
+    def fit(v: float):  # type: ignore[no-untyped-def]
+        cov = pd.DataFrame([[v, 0.0], [0.0, 1.0]])
+        return SimpleNamespace(
+            fe_params=pd.Series([2.0, 1.0]), cov_params=lambda: cov, model=SimpleNamespace(n_groups=5)
+        )
+
+    assert _contrast(fit(var), {0: 1.0}) == (2.0, None, None, NOT_ESTIMABLE.format(var=var))
+    est, p, ci, why = _contrast(fit(4.0), {0: 1.0})  # se 2: t = 1 on 4 df
+    half = ss.t.ppf(0.975, 4) * 2.0
+    assert (est, p, ci, why) == (2.0, pytest.approx(2 * ss.t.sf(1.0, 4)), pytest.approx((2.0 - half, 2.0 + half)), "")
 
 
 def test_study_statistics_adjust_every_printed_p_with_holm(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from scipy import stats as ss
 
 from usagg.analysis.delta import compare, rescaled
 from usagg.analysis.inputs import load_input
+from usagg.analysis.render import to_markdown
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.scales import change, from_relative, gradient, scale_problem
 from usagg.analysis.summary import analyse, compare_output
@@ -169,3 +170,44 @@ def test_means_that_differ_in_sign_between_scales_are_reported_side_by_side(tmp_
     (line,) = scale_disagreements(comp, 1.0)
     assert "AU Δm differs in sign" in line and f"relative {rel:+.1f}" in line and f"headroom {head:+.1f}" in line
     assert rescaled(comp, "headroom").deltas[(1.0, "q", "AU")].value == pytest.approx(-50.0)
+
+
+def test_signs_agree_only_where_every_scale_has_a_mean_over_the_same_tasks(tmp_path: Path) -> None:
+    """AU's DSC of 0 on task a has a relative Δ of −100 % and a headroom Δ of −100 % but no log ratio: the log-ratio
+    mean covers b, c only, so the means of group G and of all tasks are over different tasks and their signs are
+    not compared (relative −26.7 against log +9.5 was a 'NO' before). CG's group H is its one task d, left out
+    under CG: no mean on any scale, nothing to agree."""
+    values = {
+        "TS": {"a": 0.50, "b": 0.60, "c": 0.70, "d": 0.80},
+        "AU": {"a": 0.00, "b": 0.66, "c": 0.77, "d": 0.88},
+        "CG": {"a": 0.55, "b": 0.66, "c": 0.77, "d": 0.88},
+    }
+    group = {"a": "G", "b": "G", "c": "G", "d": "H"}
+    rows = [
+        Row("s", f"{p}-{t}", p, group[t], 0, 1.0, t, "segmentation", "DSC", v, True, 100.0)
+        for p, per_task in values.items()
+        for t, v in per_task.items()
+    ]
+    write_results(rows, tmp_path / "r.csv")
+    comp = compare(_input(tmp_path / "r.csv"))
+    table = scales_table(comp, 1.0)
+    cells = {(r[0], r[2]): (r[3], r[4:7], r[7]) for r in table.rows}
+    n, means, agree = cells[("AU", "G")]
+    assert n == 3 and means == [
+        pytest.approx(-80 / 3),
+        pytest.approx(100 * math.log(1.1)),
+        pytest.approx((-100 + 15 + 70 / 3) / 3),
+    ]
+    assert agree is None
+    assert cells[("AU", "all tasks (Δm)")][2] is None and cells[("AU", "H")][2] == "yes"
+    assert cells[("CG", "H")] == (0, [None, None, None], None)
+    assert cells[("CG", "G")][2] == "yes" and cells[("CG", "all tasks (Δm)")][2] == "yes"
+    assert table.notes[5] == (
+        "The signs agree across scales in each of the 3 rows where they are compared. Signs agree is — in 3 rows, "
+        "where a scale has no mean, or the scales' means cover different tasks (a task whose Δ is undefined on one "
+        "scale is left out of that scale's mean)."
+    )
+    shown = [[c.strip() for c in ln.strip("|").split("|")] for ln in to_markdown(table).splitlines() if "| H " in ln]
+    assert shown == [["CG", "group", "H", "0", "n/a", "n/a", "n/a", "—"],
+                     ["AU", "group", "H", "1", "+10.0", "+9.5", "+40.0", "yes"]]  # fmt: skip
+    assert scale_disagreements(comp, 1.0) == []  # Δm: −17.5 % relative, +9.5 log points over b, c, d only

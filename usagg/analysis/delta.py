@@ -3,12 +3,17 @@
 Δ = s · (m_p − m_base) / |m_base| · 100 %, s = +1 where higher is better, −1 otherwise,
 so a positive Δ is always a gain. Seeds are averaged per task first (per fraction), then
 task Δs are averaged into groups, types, data regimes and the paradigm's Δm. A missing
-baseline or a zero baseline metric gives Δ = n/a with its reason, never a silent drop.
+baseline or a zero baseline metric gives Δ = n/a with its reason, never a silent drop. A value
+empty (or nan) in the table, a metric undefined for that job, leaves its seed out of the cell and
+is named with its row (`Comparison.undefined`); every seed empty: Δ n/a with that reason.
 
-A task alone in its clinical group is, under a group-scope paradigm (CG), trained with
-exactly TS's data and only MoE added, so its Δ measures MoE, not aggregation. Such
-tasks are flagged and, by default (analysis.cg_singletons: exclude), left out of that
-paradigm's aggregates and tests (`Comparison.excluded`); the per-task tables keep them.
+A task alone in its group under a group-scope paradigm (CG: a one-task clinical group; AG: a
+one-task group of the ones AG formed) is trained with exactly TS's data and only MoE added,
+so its Δ measures MoE, not aggregation. Each paradigm's own one-task groups
+(`Comparison.one_task_groups`, from the table's jobs) are flagged and, by default
+(analysis.cg_singletons: exclude), left out of that paradigm's aggregates and tests
+(`Comparison.excluded`); the per-task tables keep them. Every text that names them reads
+`one_task_groups`, so what it says is what the aggregates did.
 
 The scale of Δ is analysis.scale (relative above, log_ratio or headroom: usagg/analysis/scales.py).
 A task whose baseline is not above chance (`Comparison.chance`: AUC whose 95 % t interval over
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from usagg.analysis.inputs import AnalysisInput
+from usagg.analysis.inputs import AnalysisInput, job_name
 from usagg.analysis.scales import chance_level, change
 from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
@@ -63,6 +68,23 @@ class TaskInfo:
 
 
 @dataclass(frozen=True)
+class OneTaskGroup:
+    """A task its paradigm trained alone: the one task of a group of that paradigm (`Comparison.one_task_groups`)."""
+
+    task: str
+    group: str  # the group's name: its clinical group (CG), or the job's name (AG: g1, g2, ...)
+    clinical: bool  # the group is the task's clinical group (CG; or a table that names no jobs of the paradigm)
+
+    def where(self, paradigm: str) -> str:
+        """The group in words, e.g. `clinical group Breast` or `AG group g1`."""
+        return f"clinical group {self.group}" if self.clinical else f"{paradigm} group {self.group}"
+
+    def text(self, paradigm: str) -> str:
+        """`task (where)`, e.g. `fetal_head (AG group g1)`."""
+        return f"{self.task} ({self.where(paradigm)})"
+
+
+@dataclass(frozen=True)
 class Aggregate:
     """Mean Δ of a set of tasks, with the tasks that had no Δ listed."""
 
@@ -97,9 +119,16 @@ class Comparison:
     #: (fraction, task, paradigm) -> the seeds whose job trained the task for 0 optimiser steps: their values are an
     #: untrained head's and are left out of the cell (all seeds: no cell, Δ n/a with the reason)
     untrained: dict[tuple[float, str, str], tuple[int, ...]] = field(default_factory=dict)
+    #: (fraction, task, paradigm) -> (seed, table row) of each primary-metric value that is empty or nan: a metric
+    #: undefined for that job (the store writes one empty), left out of the cell, and named in the exclusion notes
+    #: so that a value lost from an edited table is not dropped without a word (all seeds: no cell, Δ n/a)
+    undefined: dict[tuple[float, str, str], tuple[tuple[int, int], ...]] = field(default_factory=dict)
     shared: dict[str, bool] = field(default_factory=dict)  # paradigm -> some job of it trains several tasks
     units: dict[str, frozenset[frozenset[str]]] = field(default_factory=dict)  # paradigm -> its jobs' task sets
     excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # paradigm -> tasks left out of aggregates
+    #: paradigm -> the tasks it trained alone (group-scope paradigms only: TS and AU have no one-task groups), each
+    #: with the group it was alone in; `excluded` is these tasks under analysis.cg_singletons: exclude
+    one_task_groups: dict[str, tuple[OneTaskGroup, ...]] = field(default_factory=dict)
     scale: str = "relative"  # analysis.scale: what a Δ is (usagg/analysis/scales.py)
     chance: dict[float, tuple[str, ...]] = field(default_factory=dict)  # fraction -> tasks with a baseline at chance
     chance_excluded: bool = True  # analysis.chance_tasks: exclude
@@ -125,11 +154,23 @@ class Comparison:
         return next(t for t in self.tasks if t.task == task)
 
     def singletons(self) -> list[str]:
-        """Tasks alone in their clinical group (among the tasks with results)."""
+        """Tasks alone in their clinical group (among the tasks with results). Not what a paradigm leaves out:
+        that is its own `one_task_groups` (AG's groups are not the clinical ones)."""
         size: dict[str, int] = {}
         for t in self.tasks:
             size[t.group] = size.get(t.group, 0) + 1
         return [t.task for t in self.tasks if size[t.group] == 1]
+
+    def one_task_text(self, paradigm: str) -> str:
+        """The paradigm's one-task groups in words, e.g. `fetal_head (AG group g1)`; '' when it has none."""
+        return ", ".join(o.text(paradigm) for o in self.one_task_groups.get(paradigm, ()))
+
+    def excluded_text(self) -> str:
+        """Per paradigm, the one-task groups it leaves out of its aggregates and tests, e.g.
+        `CG: breast_lesion (clinical group Breast); AG: fetal_head (AG group g1)`; '' when none is left out."""
+        return "; ".join(
+            f"{p}: {self.one_task_text(p)}" for p in self.excluded if self.excluded[p] and p in self.one_task_groups
+        )
 
     def same_units(self, a: str, b: str) -> bool:
         """Whether two paradigms trained the same task sets together (CG and CGD; AG and CGD only where AG found
@@ -141,6 +182,14 @@ class Comparison:
         """Tasks left out of the paradigm's aggregates and tests: its one-task groups, and chance-level tasks."""
         skip = set(self.excluded.get(paradigm, ()))
         return skip | set(self.chance.get(fraction, ())) if self.chance_excluded else skip
+
+    def undefined_places(self, fraction: float, task: str, paradigm: str) -> str:
+        """Where the table leaves that cell's values empty: `seed 1, row 18 (line 19)` for each; a row made in code
+        (row 0) is not named."""
+        return ", ".join(
+            f"seed {s}" + (f" at row {r} (line {r + 1})" if r else "")
+            for s, r in self.undefined.get((fraction, task, paradigm), ())
+        )
 
     def change(self, task: str, m_p: float, m_b: float) -> Delta:
         """Δ of a paradigm's metric m_p against the baseline's m_b for this task, on the comparison's scale."""
@@ -212,6 +261,7 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
     per_seed: dict[tuple[float, str, str], dict[int, float]] = {}
     steps: dict[tuple[float, str, str], list[float]] = {}
     zero_step: dict[tuple[float, str, str], list[int]] = {}
+    empty: dict[tuple[float, str, str], list[tuple[int, int]]] = {}
     job_tasks: dict[tuple[str, str], set[str]] = {}
     n_train: dict[tuple[float, str], list[float]] = {}
     groups: dict[str, str] = {}
@@ -232,7 +282,9 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         if r.steps == 0:  # never stepped on in this seed's job: an untrained head's value, not a result
             zero_step.setdefault((r.fraction, r.task, r.paradigm), []).append(r.seed)
             continue
-        if not math.isnan(r.value):
+        if math.isnan(r.value):  # empty in the table: undefined for this job
+            empty.setdefault((r.fraction, r.task, r.paradigm), []).append((r.seed, r.row))
+        else:
             values.setdefault((r.fraction, r.task, r.paradigm), []).append(r.value)
             per_seed.setdefault((r.fraction, r.task, r.paradigm), {})[r.seed] = r.value
     for t in inp.task_order:  # a task without a primary-metric row takes the metric's registered direction
@@ -251,6 +303,7 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         seed_values=per_seed,
         steps={k: float(np.mean(v)) for k, v in steps.items()},
         untrained={k: tuple(sorted(v)) for k, v in zero_step.items()},
+        undefined={k: tuple(sorted(v)) for k, v in empty.items()},
         shared={p: _shares_models(p, job_tasks) for p in paradigms},
         units={
             p: frozenset(frozenset(ts) for (pp, _), ts in job_tasks.items() if pp == p)
@@ -260,18 +313,12 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         scale=inp.settings.scale,
         chance_excluded=inp.settings.chance_tasks == "exclude",
     )
-    if inp.settings.cg_singletons == "exclude":
-        lone = tuple(comp.singletons())
-        for p in comp.others:
-            entry = PARADIGMS.get(p)
-            if entry is None or entry.scope != "group":
-                continue
-            jobs = [ts for (pp, _), ts in job_tasks.items() if pp == p]
-            # the table's jobs say which tasks trained alone when they group tasks at all (AG's groups are not
-            # the clinical ones); a table with one job id per task row says nothing, so the clinical groups do
-            alone = tuple(t for t in inp.task_order if {t} in jobs) if any(len(ts) > 1 for ts in jobs) else lone
-            if alone:
-                comp.excluded[p] = alone
+    for p in comp.others:
+        lone = _one_task_groups(p, job_tasks, inp.task_order, groups)
+        if lone:
+            comp.one_task_groups[p] = lone
+            if inp.settings.cg_singletons == "exclude":
+                comp.excluded[p] = tuple(o.task for o in lone)
     for (f, t, p), v in values.items():
         arr = np.asarray(v, dtype=float)
         comp.cells[(f, t, p)] = Cell(float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan, arr.size)
@@ -281,11 +328,15 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
             for p in comp.others:
                 cell = comp.cells.get((f, info.task, p))
                 if cell is None or base is None:
-                    d = untrained(comp, f, info.task, p) or Delta(
-                        None,
-                        f"no {info.metric} result for {p}"
-                        if cell is None
-                        else f"baseline {baseline} has no {info.metric} result",
+                    d = (
+                        untrained(comp, f, info.task, p)
+                        or undefined(comp, f, info.task, p)
+                        or Delta(
+                            None,
+                            f"no {info.metric} result for {p}"
+                            if cell is None
+                            else f"baseline {baseline} has no {info.metric} result",
+                        )
                     )
                 else:
                     d = comp.change(info.task, cell.mean, base.mean)
@@ -304,6 +355,20 @@ def untrained(comp: Comparison, f: float, task: str, paradigm: str) -> Delta | N
                 None,
                 f"{p} trained {task} for 0 optimiser steps, so its metric is an untrained head's (the job had fewer "
                 "steps than tasks to share them: raise training.steps_per_epoch, or use training.sampling: matched)",
+            )
+    return None
+
+
+def undefined(comp: Comparison, f: float, task: str, paradigm: str) -> Delta | None:
+    """The reason of a Δ n/a when every seed's value of the paradigm (or the baseline) is empty or nan in the table:
+    undefined for each job (an AUC without both classes in the test split), or lost from an edited table. None
+    otherwise (empty seeds beside defined ones are left out of the cell: `Comparison.undefined`)."""
+    for p in (paradigm, comp.baseline):
+        if (f, task, p) in comp.undefined and (f, task, p) not in comp.cells:
+            return Delta(
+                None,
+                f"{p}'s {comp.info(task).metric} of {task} is empty in the table for every seed "
+                f"({comp.undefined_places(f, task, p)}): undefined for its jobs",
             )
     return None
 
@@ -331,6 +396,37 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
             low -= t_quantile(0.975, cell.n_seeds - 1) * cell.sd / math.sqrt(cell.n_seeds)  # no scipy: report
         if low <= chance:
             out.append(info.task)
+    return tuple(out)
+
+
+def _one_task_groups(
+    paradigm: str, job_tasks: dict[tuple[str, str], set[str]], order: list[str], clinical: dict[str, str]
+) -> tuple[OneTaskGroup, ...]:
+    """The tasks a group-scope paradigm trained alone, in task order, each with its group: the table's jobs say it
+    when they group tasks at all (AG's groups are not the clinical ones; a job's name is its group's, as
+    usagg/plan.py names it); a table with one job id per task row says nothing, so the clinical groups do."""
+    entry = PARADIGMS.get(paradigm)
+    if entry is None or entry.scope != "group":
+        return ()
+    size: dict[str, int] = {}
+    for t in order:
+        if t in clinical:
+            size[clinical[t]] = size.get(clinical[t], 0) + 1
+    lone = [t for t in order if t in clinical and size[clinical[t]] == 1]  # alone in its clinical group
+    jobs = {jid: ts for (pp, jid), ts in job_tasks.items() if pp == paradigm}
+    if not any(len(ts) > 1 for ts in jobs.values()):
+        return tuple(OneTaskGroup(t, clinical[t], True) for t in lone)
+    name: dict[str, str] = {}
+    for jid, ts in jobs.items():
+        if len(ts) == 1:
+            name.setdefault(next(iter(ts)), job_name(paradigm, jid))
+    out = []
+    for t in order:
+        if t in name:
+            # a clinical group: the job is named after it (usagg/plan.py), or the paradigm is planned from the spec
+            # alone (CG, CGD group clinically; a staged one such as AG forms its own groups)
+            own = name[t] == clinical.get(t) or (entry.needs is None and t in lone)
+            out.append(OneTaskGroup(t, clinical[t], True) if own else OneTaskGroup(t, name[t], False))
     return tuple(out)
 
 

@@ -212,7 +212,8 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
 
     Error bars: the interval `uncertainty.shown_interval` picks (seeds when ≥ 2, else the
     test-set bootstrap). A bar of a task its paradigm leaves out of the aggregates (a one-task
-    group under CG) is drawn pale and its label marked with a dagger.
+    group of that paradigm: a clinical group under CG, a group AG formed under AG) is drawn pale and
+    its label marked with a dagger; the caption names each paradigm's (`Comparison.excluded_text`).
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -317,8 +318,8 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
         "marker: task type. Δ from seed means of the primary metric, sign-corrected so positive is a gain."
         + _error_bar_text(sources)
         + (
-            f" †: alone in its clinical group; pale bar: its {', '.join(comp.excluded)} Δ measures MoE alone and is "
-            "left out of that paradigm's aggregates and tests."
+            f" †: alone in its group under the paradigm named ({comp.excluded_text()}); pale bar: that paradigm's "
+            "Δ measures MoE alone and is left out of its aggregates and tests."
             if flagged
             else ""
         )
@@ -432,7 +433,8 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
         f"all tasks, split into an aggregation part and a MoE part that add up to Δ (fraction {frac_label(f)}): "
         f"{formulas}. The control's part is measured first; an interaction of the factors is in the other part."
         + (
-            f" One-task groups are left out of {', '.join(comp.excluded)} (analysis.cg_singletons)."
+            f" Each paradigm's one-task groups are left out of its parts ({comp.excluded_text()}; "
+            "analysis.cg_singletons)."
             if comp.excluded
             else ""
         )
@@ -485,7 +487,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
         f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks, descriptive (no p: a clinical "
         f"group's tasks are not independent; the mixed model's slope is the test), n tasks. "
         f"Dashed: regime threshold n_train = {thr}."
-        + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
+        + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
     )
     return fig, cap
 
@@ -808,7 +810,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
         "tasks, descriptive (no p: tasks that share a model are not independent), n tasks. Affinity as in the "
         "affinity matrix figure"
         + (f", in units of {unit} (the x axis reads 3 for an affinity of 3 × {unit})." if power else ".")
-        + (f" One-task groups left out of {', '.join(comp.excluded)}, as in its statistics." if comp.excluded else "")
+        + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
     )
     return fig, cap
 

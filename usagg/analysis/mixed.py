@@ -15,8 +15,10 @@ with 9 groups on null data); the interaction
 is the difference of two slopes (each other paradigm against the first). A paradigm whose
 tasks have fewer than 3 distinct sizes has no slope: it is left out of the joint fit with a
 note of its own, and the others are fitted. A model that cannot be fitted (too few tasks or
-groups; a singular fit) gives a Stat with a note saying why, never an exception. statsmodels
-and pandas are imported inside.
+groups; a singular fit) gives a Stat with a note saying why, never an exception; so does an estimate
+whose variance the fit leaves undefined (a covariance that is not positive definite: `NOT_ESTIMABLE`), which
+keeps its value but has no CI and no p, so it is no test of the Holm family. statsmodels and pandas are imported
+inside.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ PARADIGM_TERM = " + (1 | group:paradigm)"
 SEEDS_TERM = " + (1 | group:task:paradigm)"
 #: The note of a fit with a variance component at 0: the data show no such deviation (the fit is still valid).
 BOUNDARY = "a variance component is estimated at 0 (boundary of the parameter space)"
+#: The note of an estimate without a standard error: the fit's covariance of the fixed effects is not positive
+#: definite (a Hessian statsmodels warns about), so the estimate has no CI or p and is left out of the Holm family.
+NOT_ESTIMABLE = (
+    "CI and p not estimable: the fit's covariance of the fixed effects gives this estimate a variance of {var:.3g} "
+    "(not positive: the covariance is not positive definite)"
+)
 
 
 def _rows(comp: Comparison, fraction: float) -> list[tuple[float, str, float, str, str, str]]:
@@ -120,7 +128,7 @@ def _fit(
     if not res.converged:
         return _cannot(comp, fraction, "the optimiser did not converge", n_obs, paradigms)
     note = _warning_note([str(w.message) for w in caught if "statsmodels" in w.category.__module__])
-    note = "; ".join(n.rstrip(".") for n in (note, _spread_note(df, res)) if n)
+    note = _joined(note, _spread_note(df, res))
     names = list(res.fe_params.index)
     method = (
         f"{FORMULA}{PARADIGM_TERM if several else ''}{SEEDS_TERM if replicated else ''}; statsmodels MixedLM "
@@ -132,21 +140,26 @@ def _fit(
     out = []
     slope_ix = {p: names.index(f"C(paradigm)[{p}]:logn") for p in paradigms}
     for p in paradigms:
-        est, p2, ci = _contrast(res, {slope_ix[p]: 1.0})
+        est, p2, ci, why = _contrast(res, {slope_ix[p]: 1.0})
         alt = alternative(hypotheses, "scale", p)
         out.append(
             Stat(SLOPE, p, fraction, est, sum(r[1] == p for r in rows),
                  f"{method}, {sided(alt, 'slope < 0' if alt == 'less' else 'slope > 0')}",
-                 one_sided(p2, est, alt), ci, note)
+                 None if p2 is None else one_sided(p2, est, alt), ci, _joined(why, note))
         )  # fmt: skip
     first = paradigms[0] if paradigms else ""
     for p in paradigms[1:]:
-        est, p2, ci = _contrast(res, {slope_ix[p]: 1.0, slope_ix[first]: -1.0})
+        est, p2, ci, why = _contrast(res, {slope_ix[p]: 1.0, slope_ix[first]: -1.0})
         out.append(
             Stat(f"mixed model: interaction, slope {p} − slope {first}", f"{p}-{first}", fraction, est, n_obs,
-                 f"{method}, two-sided", p2, ci, note)
+                 f"{method}, two-sided", p2, ci, _joined(why, note))
         )  # fmt: skip
     return out
+
+
+def _joined(*notes: str) -> str:
+    """The non-empty notes of one statistic as one note."""
+    return "; ".join(n.rstrip(".") for n in notes if n)
 
 
 def _random_sds(res) -> str:
@@ -186,10 +199,12 @@ def _warning_note(messages: list[str]) -> str:
     return f"fitted with a warning: {'; '.join(rest)}" if rest else ""
 
 
-def _contrast(res, weights: dict[int, float]) -> tuple[float, float, tuple[float, float]]:
-    """Estimate, two-sided p and 95 % CI of a linear combination of fixed effects: Wald, read on Student's t with
-    `group_df` degrees of freedom (the clinical groups are the clusters; with 6-9 of them the normal's interval
-    covered 92-93 % at 95 % on null data, t on G − 1 df 96-97 %: benchmarks/bench_null_stats.py)."""
+def _contrast(res, weights: dict[int, float]) -> tuple[float, float | None, tuple[float, float] | None, str]:
+    """Estimate, two-sided p, 95 % CI and why they are missing ('' when not) of a linear combination of fixed
+    effects: Wald, read on Student's t with `group_df` degrees of freedom (the clinical groups are the clusters;
+    with 6-9 of them the normal's interval covered 92-93 % at 95 % on null data, t on G − 1 df 96-97 %:
+    benchmarks/bench_null_stats.py). A fit whose covariance of the fixed effects is not positive definite can
+    give the combination a variance ≤ 0 or NaN: it then has no standard error, so no p and no CI (not p = 0)."""
     from scipy.stats import t
 
     fe = len(res.fe_params)
@@ -197,13 +212,13 @@ def _contrast(res, weights: dict[int, float]) -> tuple[float, float, tuple[float
     for i, v in weights.items():
         w[i] = v
     est = float(w @ res.fe_params.to_numpy())
-    cov = res.cov_params().to_numpy()[:fe, :fe]
-    se = float(np.sqrt(w @ cov @ w))
+    var = float(w @ res.cov_params().to_numpy()[:fe, :fe] @ w)
+    if not (math.isfinite(var) and var > 0):
+        return est, None, None, NOT_ESTIMABLE.format(var=var)
+    se = math.sqrt(var)
     dist = t(group_df(res))
-    stat = est / se if se > 0 else math.inf
-    p = float(2 * dist.sf(abs(stat)))
     half = float(dist.ppf(0.975)) * se
-    return est, p, (est - half, est + half)
+    return est, float(2 * dist.sf(abs(est) / se)), (est - half, est + half), ""
 
 
 def group_df(res) -> int:

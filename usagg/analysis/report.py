@@ -129,10 +129,14 @@ def _headline(a: Analysis) -> list[str]:
             parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
     for s in a.stats:
-        if s.fraction == f and s.name.startswith("mixed model: interaction") and s.value is not None and s.ci:
+        if s.fraction != f or not s.name.startswith("mixed model: interaction") or s.value is None:
+            continue
+        label = f"**Interaction** ({s.name.removeprefix('mixed model: interaction, ')}):"
+        if s.ci is None:  # no standard error: the estimate alone is no finding
+            lines.append(f"{label} {s.note}.")
+        else:
             lines.append(
-                f"**Interaction** ({s.name.removeprefix('mixed model: interaction, ')}): {s.value:+.1f} pp per "
-                f"tenfold n_train (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)})."
+                f"{label} {s.value:+.1f} pp per tenfold n_train (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)})."
             )
     for ctl in controls(comp):
         whole = splits(comp, f, ctl)[-1]

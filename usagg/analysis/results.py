@@ -29,7 +29,9 @@ _FALSE = {"false", "0", "no", "n", "f"}
 class Row:
     """One (job, task, metric) result; `row` is the 1-based data row in the file (header excluded).
 
-    An empty `value` (a metric undefined for that job, as the store writes it) is NaN.
+    An empty `value` (a metric undefined for that job, as the store writes it: metrics.json null, see
+    usagg/engine/evaluate.py) is NaN, and so is `nan`. It is no error, since the store's own table has them; the
+    analysis leaves such a seed out of its cell and names its row (`Comparison.undefined`, the exclusion notes).
     """
 
     study: str

@@ -115,15 +115,17 @@ def summary_table(a: Analysis) -> Table:
 
 
 def _singletons_text(a: Analysis) -> str:
-    lone = a.comp.singletons()
+    """Each paradigm's own one-task groups (CG: clinical groups; AG: the groups it formed), the tasks its aggregates
+    and tests left out: `Comparison.one_task_groups`, which `Comparison.excluded` is made from."""
+    comp = a.comp
+    lone = {p: groups for p, groups in comp.one_task_groups.items() if groups}
     if not lone:
         return "none"
-    where = ", ".join(f"{a.comp.info(t).group} ({t})" for t in lone)
+    where = "; ".join(f"{p}: {comp.one_task_text(p)}" for p in lone)
     rule = a.inp.settings.cg_singletons
-    if not a.comp.excluded:  # no paradigm here trains by clinical group (or `include` keeps them)
-        return f"{len(lone)}: {where}; every paradigm's aggregates and tests keep them (analysis.cg_singletons: {rule})"
-    left_out = ", ".join(a.comp.excluded)
-    return f"{len(lone)}: {where}; left out of the aggregates and tests of {left_out} (analysis.cg_singletons: {rule})"
+    if not comp.excluded:  # `include` keeps them
+        return f"{where}; every paradigm's aggregates and tests keep them (analysis.cg_singletons: {rule})"
+    return f"{where}; each left out of that paradigm's aggregates and tests (analysis.cg_singletons: {rule})"
 
 
 def _chance_text(a: Analysis) -> str:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import Control, split_order, splits
-from usagg.analysis.delta import SEED_ORDER, Comparison, aggregates, group_n_train, negative_transfer, rescaled
+from usagg.analysis.delta import (
+    SEED_ORDER,
+    Aggregate,
+    Comparison,
+    aggregates,
+    group_n_train,
+    negative_transfer,
+    rescaled,
+)
 from usagg.analysis.factorial import effect_table_rows, missing_notes
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
@@ -66,10 +74,12 @@ def exclusion_notes(comp: Comparison) -> list[str]:
     """One sentence per paradigm whose one-task groups are left out of its aggregates and tests."""
     out = []
     for p, tasks in comp.excluded.items():
-        listed = ", ".join(f"{t} ({comp.info(t).group})" for t in tasks)
+        lone = comp.one_task_groups.get(p, ())
+        kinds = {"clinical group" if o.clinical else f"{p} group" for o in lone}
+        kind = kinds.pop() if len(kinds) == 1 else "group"
         out.append(
             f"{p}: {counted(len(tasks), 'task')} alone in {'their' if len(tasks) > 1 else 'its'} "
-            f"clinical group left out of every {p} aggregate and test ({listed}): a one-task group's {p} model "
+            f"{kind} left out of every {p} aggregate and test ({comp.one_task_text(p)}): a one-task group's {p} model "
             f"trains {comp.baseline}'s data with MoE {_moe_of(p)}, so its Δ measures no aggregation "
             "(analysis.cg_singletons: exclude; `include` keeps them)."
         )
@@ -98,6 +108,18 @@ def exclusion_notes(comp: Comparison) -> list[str]:
             f"Not trained: {listed}: the job gave the task 0 optimiser steps, so those seeds' values are an untrained "
             "head's and are left out (every seed: the Δ is n/a and out of every aggregate and test); raise "
             "training.steps_per_epoch, or use training.sampling: matched."
+        )
+    if comp.undefined:
+        listed = "; ".join(
+            f"{p} {t} {comp.info(t).metric}"
+            + (f" at fraction {frac_label(f)}" if len(comp.fractions) > 1 else "")
+            + f" ({comp.undefined_places(f, t, p)})"
+            for f, t, p in sorted(comp.undefined)
+        )
+        out.append(
+            f"Empty values: {listed}: an empty (or nan) value is a metric undefined for that job, as the store writes "
+            "one, so those seeds are left out and the mean is over the seeds left (every seed: the Δ is n/a and out "
+            "of every aggregate and test); a value lost from an edited table must be restored."
         )
     return out
 
@@ -324,28 +346,55 @@ def factorial_table(comp: Comparison, stats: list[Stat], fraction: float, *, mul
     return Table("factorial" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
 
 
+#: The Signs agree cell: None (nothing to compare) renders as —.
+_AGREE: dict[bool | None, str | None] = {True: "yes", False: "NO", None: None}
+
+
+def _signs_agree(aggs: list[Aggregate]) -> bool | None:
+    """Whether the means of one task set on each scale have one sign (a mean of 0 has any); None where there is
+    nothing to compare: a scale without a mean, or scales whose means cover different tasks (a task whose Δ is
+    undefined on one scale is left out of that scale's mean only)."""
+    if any(a.mean is None for a in aggs) or len({a.tasks for a in aggs}) > 1:
+        return None
+    return len({math.copysign(1.0, a.mean) for a in aggs if a.mean}) <= 1
+
+
 def scales_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
     """Mean Δ of every paradigm by clinical group and over all tasks on each scale, side by side, with whether
     their signs agree (they do task by task; a mean can differ in sign when large and small metrics mix)."""
     comps = {sc: comp if sc == comp.scale else rescaled(comp, sc) for sc in SCALES}
     rows: list[list[Cellv]] = []
-    differ = []
+    differ, undefined = [], 0
     for p in comp.others:
         for level in ("group", "all"):
             per = {sc: aggregates(c, fraction, p, level) for sc, c in comps.items()}
             for i, agg in enumerate(per[comp.scale]):
-                means = [per[sc][i].mean for sc in SCALES]
-                signs = {math.copysign(1.0, m) for m in means if m is not None and m != 0}
-                agree = "yes" if len(signs) <= 1 else "NO"
-                if agree == "NO":
+                aggs = [per[sc][i] for sc in SCALES]
+                agree = _signs_agree(aggs)
+                undefined += agree is None
+                if agree is False:
                     differ.append(f"{p} {agg.name}")
-                rows.append([p, level, agg.name, agg.n, *means, agree])
+                rows.append([p, level, agg.name, agg.n, *(a.mean for a in aggs), _AGREE[agree]])
+    compared = len(rows) - undefined
+    if differ:
+        signs = "Signs differ: " + "; ".join(differ) + "."
+    elif not undefined:
+        signs = "The signs of every mean agree across scales."
+    elif compared:
+        signs = f"The signs agree across scales in each of the {counted(compared, 'row')} where they are compared."
+    else:
+        signs = "No row's means can be compared across scales."
+    if undefined:
+        signs += (
+            f" Signs agree is — in {counted(undefined, 'row')}, where a scale has no mean, or the scales' means "
+            "cover different tasks (a task whose Δ is undefined on one scale is left out of that scale's mean)."
+        )
     notes = [
         *(f"{sc}: {FORMULAS[sc]} ({UNITS[sc]})." for sc in SCALES),
         f"The study's scale is {comp.scale} (analysis.scale); every other table uses it.",
         "A task's Δ has the same sign on every scale; a mean over tasks can change sign where one scale weighs a "
         "task's change more (relative: a small baseline; headroom: a baseline near the metric's best).",
-        ("Signs differ: " + "; ".join(differ) + ".") if differ else "The signs of every mean agree across scales.",
+        signs,
         *exclusion_notes(comp),
     ]
     title = "Mean Δ on each scale" + (f" (fraction {frac_label(fraction)})" if multi else "")
@@ -354,13 +403,13 @@ def scales_table(comp: Comparison, fraction: float, *, multi: bool = False) -> T
 
 
 def scale_disagreements(comp: Comparison, fraction: float) -> list[str]:
-    """A sentence per paradigm whose Δm differs in sign between scales, with the three values side by side."""
+    """A sentence per paradigm whose Δm differs in sign between scales (over the same tasks), with the three values
+    side by side."""
     out = []
     for p in comp.others:
-        means = {sc: aggregates(comp if sc == comp.scale else rescaled(comp, sc), fraction, p, "all")[0].mean
-                 for sc in SCALES}  # fmt: skip
-        if len({math.copysign(1.0, m) for m in means.values() if m is not None and m != 0}) > 1:
-            side = ", ".join(f"{sc} {fmt_delta(m)}" for sc, m in means.items())
+        aggs = [aggregates(comp if sc == comp.scale else rescaled(comp, sc), fraction, p, "all")[0] for sc in SCALES]
+        if _signs_agree(aggs) is False:
+            side = ", ".join(f"{sc} {fmt_delta(a.mean)}" for sc, a in zip(SCALES, aggs, strict=True))
             out.append(f"**{p} Δm differs in sign between scales**: {side} (see the table of Δ on each scale).")
     return out
 

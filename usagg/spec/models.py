@@ -790,8 +790,9 @@ class AnalysisSpec(Strict):
     )
     cg_singletons: Annotated[Literal["exclude", "include"], NOT_IN_HASH] = Field(
         "exclude",
-        description="Tasks alone in their clinical group under a group-scope paradigm (CG): their Δ measures MoE "
-        "alone, so by default they are flagged and left out of that paradigm's aggregates and tests.",
+        description="Tasks a group-scope paradigm trains alone (CG: alone in their clinical group; AG: alone in a "
+        "group AG formed): their Δ measures MoE alone, so by default they are flagged and left out of that "
+        "paradigm's aggregates and tests.",
     )
     scale: Annotated[Literal["relative", "log_ratio", "headroom"], NOT_IN_HASH] = Field(
         "relative",
