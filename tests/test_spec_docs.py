@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from pydantic import BaseModel
 
+from tests.cli_run import run_cli
 from usagg.spec.models import Study
 from usagg.spec.reference import END, START, _models, reference_markdown
 
@@ -30,11 +32,39 @@ def test_every_field_is_documented() -> None:
             assert field.description, f"{model.__name__}.{name} has no description"
 
 
-def test_minimal_example_in_docs_is_valid(tmp_path: Path) -> None:
+def test_minimal_example_in_docs_is_valid_and_has_the_data_it_names(tmp_path: Path) -> None:
+    """The example's tasks are ones its synthetic data generates: an example of other ids was a valid spec that
+    the first `usagg run` refused after generating the benchmark (tasks with no rows)."""
+    from usagg.data.catalog import check_synthetic_tasks
     from usagg.spec.load import load_study
 
     text = DOC.read_text()
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "s.yaml").write_text(block)
     study = load_study(tmp_path / "s.yaml")
-    assert [t.id for t in study.tasks] == [t["id"] for t in yaml.safe_load(block)["tasks"]]
+    assert [t.id for t in study.tasks] == yaml.safe_load(block)["tasks_from"]["include"]
+    assert study.data.synthetic is not None
+    check_synthetic_tasks(study.tasks, study.data.synthetic)
+
+
+def test_tasks_the_synthetic_benchmark_does_not_draw_are_refused_before_anything_is_generated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 64}, cache_dir: cache}\n"
+        "tasks:\n  - {id: lesion_seg, type: segmentation, num_classes: 2, group: Breast}\n"
+        "  - {id: breast_lesion, type: classification, num_classes: 2, group: Breast}\n"
+        "model: {backbone: dinov3_test, image_size: 64}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for command in (["validate", str(spec), "--no-data-check"], ["run", str(spec)]):
+        code, out = run_cli(command, monkeypatch, capsys)
+        said = " ".join(out.split())
+        assert code == 2 and "Traceback" not in out, out
+        assert (
+            "the study's tasks are not the synthetic benchmark's: it does not generate lesion_seg (it generates" in said
+        )
+        assert "task breast_lesion: the study says classification with num_classes 2, the benchmark draws" in said
+        assert "`tasks_from: {catalog: synthetic}`" in said
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()  # nothing generated or written

@@ -420,11 +420,14 @@ def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> 
     images)` hears its file checks.
     """
     from usagg.cachedir import cache_root
+    from usagg.data.catalog import check_synthetic_tasks
     from usagg.data.check import check_dataset
     from usagg.data.scope import split_by_scope
     from usagg.data.source import dataset_root
 
     data = study.data
+    if data.synthetic is not None:  # before generating it: tasks it would not have are a spec error
+        check_synthetic_tasks(study.tasks, data.synthetic)
     root = dataset_root(data)
     splits = ("train", "val") if data.test_split == "val" else ("train",)
     report = check_dataset(

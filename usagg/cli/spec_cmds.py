@@ -165,14 +165,18 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
 
 
 def _check_data_tasks(s: Study) -> str:
-    """With a reachable `data.root`, the study's task ids, types and num_classes must match its CSVs.
+    """With a reachable `data.root`, the study's task ids, types and num_classes must match its CSVs; with
+    synthetic data, the tasks the generator draws (nothing generated for that).
 
     SpecError (exit 2) naming each mismatching task (usagg/data/catalog.py); reads the
     CSVs only, never an image. Returns the splits checked ('' when there is no data yet).
     """
+    from usagg.data.catalog import check_study_tasks, check_synthetic_tasks
+
+    if s.data.synthetic is not None:
+        check_synthetic_tasks(s.tasks, s.data.synthetic)
     if s.data.root is None or not s.data.root.is_dir():
         return ""
-    from usagg.data.catalog import check_study_tasks
 
     splits = ("train", "val") if s.data.test_split == "val" else ("train",)
     check_study_tasks(s.tasks, s.data.root, splits)

@@ -11,8 +11,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from usagg.errors import DataError, SpecError, UsaggError
+
+if TYPE_CHECKING:
+    from usagg.spec.models import SynthSpec
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,9 @@ def data_tasks(root: Path, splits: Sequence[str] = ("train", "val")) -> dict[str
     return dict(sorted(found.items()))
 
 
-def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], root: Path) -> list[str]:
-    """What the study's tasks (TaskSpecs) declare that the data contradicts, one sentence per task."""
+def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], source: str = "the CSVs say") -> list[str]:
+    """What the study's tasks (TaskSpecs) declare that the data contradicts, one sentence per task (`source`: who
+    says what the data holds, as the sentence names it)."""
     out = []
     for t in tasks:
         d = found.get(t.id)
@@ -67,19 +72,43 @@ def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], root: Path) -> 
         elif (d.type, d.num_classes) != (t.type, t.num_classes):
             out.append(
                 f"task {t.id}: the study says {t.type} with num_classes {t.num_classes}, "
-                f"the CSVs say {d.type} with num_classes {d.num_classes}"
+                f"{source} {d.type} with num_classes {d.num_classes}"
             )
     return out
 
 
 def check_study_tasks(tasks: Sequence, root: Path, splits: Sequence[str]) -> None:
     """SpecError (exit 2) naming every study task whose id, type or num_classes the CSVs at `root` contradict."""
-    problems = spec_mismatches(tasks, data_tasks(root, splits), root)
+    problems = spec_mismatches(tasks, data_tasks(root, splits))
     if problems:
         raise SpecError(
             f"the study's tasks do not match the data at {root} ({'/'.join(splits)} CSVs): "
             + "; ".join(problems)
             + ". Fix `tasks` in the study (or write them from the data with `usagg data catalog`)."
+        )
+
+
+def check_synthetic_tasks(tasks: Sequence, spec: SynthSpec) -> None:
+    """SpecError (exit 2) naming every study task the synthetic benchmark of `spec` does not generate as declared.
+
+    The generator draws a fixed set of tasks (usagg/data/synth/tasks.py; the known-answer ones where `sizes` names
+    them): a task of another id, type or num_classes was found only after generating the whole benchmark, by the
+    first `usagg run`, while `validate` called the study valid."""
+    from usagg.data.synth.generate import resolve_tasks
+    from usagg.data.synth.tasks import ALL_TASKS
+
+    made = {
+        i: DataTask(i, ALL_TASKS[i].type, ALL_TASKS[i].num_classes, ("train", "val")) for i in resolve_tasks(spec, None)
+    }
+    missing = [t.id for t in tasks if t.id not in made]
+    problems = spec_mismatches([t for t in tasks if t.id in made], made, "the benchmark draws")
+    if missing:
+        problems.insert(0, f"it does not generate {', '.join(missing)} (it generates {', '.join(made)})")
+    if problems:
+        raise SpecError(
+            "the study's tasks are not the synthetic benchmark's: "
+            + "; ".join(problems)
+            + ". Take them from its catalog: `tasks_from: {catalog: synthetic}` (with include or exclude to choose)."
         )
 
 
