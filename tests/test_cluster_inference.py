@@ -126,3 +126,12 @@ def test_a_clinical_groups_tasks_are_one_cluster_in_the_study_tests(tmp_path: Pa
     analysed = analyse(load_input(None, _study(tmp_path)))
     tested = [s for s in analysed.stats if s.name == MEAN_DELTA]
     assert {s.paradigm for s in tested} == {"CG", "TSM"} and all(s.p_holm is not None for s in tested)
+
+
+def test_a_mean_exactly_at_the_null_is_no_evidence_against_it_even_when_clusters_agree() -> None:
+    """Every cluster's mean the same (se 0), their mean the null: p 1, not the 0 that 0 / 0 gave."""
+    y = [1.0, 3.0] * 5  # each cluster [1, 3]: every cluster's mean 2
+    clusters = [c for c in "ABCDE" for _ in range(2)]
+    at_null = wild_cluster_mean(y, clusters, resamples=200, seed=0, null=2.0)
+    assert at_null.mean == 2.0 and at_null.p == 1.0
+    assert wild_cluster_mean(y, clusters, resamples=200, seed=0, null=0.0).p < 0.5  # away from it: rejected

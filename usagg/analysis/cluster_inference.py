@@ -72,7 +72,9 @@ class _Design:
         """Symmetric WCR bootstrap p of H0: μ = mu0, per data set."""
         ybar, se = self.mean_se()
         with np.errstate(divide="ignore", invalid="ignore"):
-            t_obs = np.abs((ybar - mu0) / se)
+            # a mean exactly at the null is no evidence against it, even where the clusters' means agree (se 0:
+            # 0 / 0 was nan, which no resample reached, p 0)
+            t_obs = np.where(ybar == mu0, 0.0, np.abs((ybar - mu0) / se))
             restricted = self.sums - self.sizes[None, :] * mu0[:, None]  # (S, G)
             shift = restricted @ self.weights.T / self.n  # (S, B): ȳ* − μ0
             star = self.weights[None] * restricted[:, None, :] - self.sizes[None, None, :] * shift[..., None]
