@@ -487,7 +487,10 @@ def run_one_until_stopped(store_root: str, job_id: str) -> str:
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "kill-int"])
+def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: Path, to_group: bool) -> None:
+    """Ctrl-C at a terminal reaches the whole process group, the workers too: each printed its job's
+    KeyboardInterrupt traceback. They leave it to the parent, which stops them as it does on `kill -INT`."""
     store, ids = make_store(tmp_path, ["ok", "ok", "ok"])
     # SIGINT as a shell leaves it for a foreground command. Started in the background (`make test &`, nohup), the
     # suite inherits SIGINT ignored (POSIX shells without job control do so), Python then installs no
@@ -503,20 +506,26 @@ def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: 
         "    sys.exit(130)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while sum(store.job_state(j) == "running" for j in ids) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [store.job_state(j) for j in ids] == ["running", "running", "pending"]
-    proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT`: its workers must stop with it
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT`: its workers must stop with it
     try:
-        exit_code = proc.wait(30)
+        _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         status = Path(f"/proc/{proc.pid}/status").read_text()
         proc.kill()  # no parent left behind by a failure (its workers' jobs end within two minutes)
         masks = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigPnd", "ShdPnd"))]
         pytest.fail(f"the pool's parent did not stop within 30 s of SIGINT; its signal masks: {masks}")
-    assert exit_code == 130
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert [(store.job_state(j), store.job_record(j)["error"]) for j in ids[:2]] == [("pending", "interrupted")] * 2
     assert store.job_state(ids[2]) == "pending" and all(store.lock_holder(j) is None for j in ids)
     for pid in (read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids[:2]):

@@ -290,13 +290,15 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.Monk
     store = RunStore(tmp_path / "runs" / "tiny")
     last = store.paths(job.id).last_checkpoint
     cmd = [sys.executable, "-m", "usagg", "run", "study.yaml", "--only", job.id]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGTERM)
-    assert proc.wait(60) == 143, proc.stderr.read().decode() if proc.stderr else ""
-    assert "Traceback" not in (proc.stderr.read().decode() if proc.stderr else "")
+    said, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert "Traceback" not in err.decode()
+    assert "stopped (SIGTERM); the same `usagg run` command resumes" in " ".join(said.decode().split())
     record = store.job_record(job.id)
     assert record["state"] == "pending" and record["error"] == "interrupted"
     assert torch.load(last, weights_only=True)["epoch"] < 6, "the job must be stopped mid-way"

@@ -253,6 +253,22 @@ def test_a_job_another_spec_file_planned_is_stored_once_when_this_one_plans_it_t
     assert run.store.job_ids() == [j.id for j in run.all_jobs]
 
 
+def test_ctrl_c_in_a_run_says_how_to_go_on_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import usagg.service
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(usagg.service, "drive", interrupted)
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 130 and "Traceback" not in out, out
+    assert "interrupted; the same `usagg run` command resumes: done jobs are kept, the stopped ones go on" in said
+
+
 # --------------------------------------------------------------------------- 27.2 one run driver, observed
 
 

@@ -1,13 +1,22 @@
-"""SIGTERM as an orderly stop: what Slurm and most schedulers send before they kill a process.
+"""SIGTERM as an orderly stop, and Ctrl-C left to the process that started the workers.
 
-The handler raises SystemExit(143), which the job runner (usagg/engine/runner.py) treats like
-Ctrl-C: the running job goes back to pending with its last checkpoint and its lock released.
-The CLI and every local pool worker install it.
+SIGTERM is what Slurm and most schedulers send before they kill a process. Its handler raises
+SystemExit(143), which the job runner (usagg/engine/runner.py) treats like Ctrl-C: the running job
+goes back to pending with its last checkpoint and its lock released. The CLI and every local pool
+worker install it.
+
+Ctrl-C reaches every process of the terminal's foreground group, workers included. A worker that
+took it mid-task printed a traceback (pool workers) or left its pool waiting on it forever (the
+synthetic benchmark's renderers), so workers ignore SIGINT and the parent, the one process that
+knows what is running, stops them: the pool by SIGTERM (the job goes back to pending), the
+renderers by terminating them. `sigint_held` covers a worker's start-up, before it can ignore SIGINT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -17,3 +26,22 @@ def _terminated(signum: int, frame: object) -> None:
 def exit_on_sigterm() -> None:
     """Install the handler in this process (main thread only, as signal handlers must be)."""
     signal.signal(signal.SIGTERM, _terminated)
+
+
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """Block SIGINT in this thread while it starts workers: a worker inherits the block, so a Ctrl-C during its
+    start-up (its imports, before `leave_sigint_to_parent`) waits instead of raising in it. This process still
+    gets the Ctrl-C: another of its threads takes it, or it arrives when the block ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def leave_sigint_to_parent() -> None:
+    """In a worker (main thread): ignore Ctrl-C, dropping one held since its start (`sigint_held`); the parent
+    stops the worker instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

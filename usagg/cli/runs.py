@@ -408,12 +408,23 @@ def run(
     except DataProblems as err:
         print_data_problems(console, err)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # the jobs it stopped are pending again, each with its last checkpoint
+        console.print(f"[yellow]interrupted[/]; {RESUMES}")
+        raise typer.Exit(130) from None
+    except SystemExit as stop:  # SIGTERM (usagg/signals.py): the same orderly stop as Ctrl-C
+        if stop.code == 143:
+            console.print(f"[yellow]stopped (SIGTERM)[/]; {RESUMES}")
+        raise
     if result.failed:
         console.print(
             f"[bold red]{counted(len(result.failed), 'job')} failed[/]; see jobs/<id>/error.txt under "
             f"{result.store_root}"
         )
         raise typer.Exit(1)
+
+
+#: What a stopped run says: how to go on.
+RESUMES = "the same `usagg run` command resumes: done jobs are kept, the stopped ones go on from their last checkpoint"
 
 
 def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool) -> None:

@@ -67,6 +67,7 @@ def synth(
     Example: usagg synth data/synth --seed 0 --size fetal_head=400 --preview synth.png
     """
     from pydantic import ValidationError
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
@@ -103,7 +104,13 @@ def synth(
                 written[tid, split] = done
                 bar.update(job, completed=sum(written.values()), description=f"{split}/{tid}")
 
-            generate_benchmark(out, spec, ids, progress=tick, workers=workers)
+            try:
+                generate_benchmark(out, spec, ids, progress=tick, workers=workers)
+            except KeyboardInterrupt:  # its synth.json says incomplete: nothing reads it as a finished benchmark
+                console.print(
+                    f"[yellow]interrupted[/]: {escape(str(out))} is incomplete; the same command generates it again"
+                )
+                raise typer.Exit(130) from None
         table = Table(title=f"synthetic benchmark in {out}")
         for col in ("task", "type", "group", "train", "val"):
             table.add_column(col, justify="right" if col in ("train", "val") else "left", no_wrap=col == "task")

@@ -65,7 +65,7 @@ from typing import Any, Literal, Protocol
 from usagg.engine.progress import Progress, ProgressFn, send, with_progress
 from usagg.execute.base import EventFn, Executor, JobFn, record_failure
 from usagg.execute.inprocess import InProcessExecutor
-from usagg.signals import exit_on_sigterm
+from usagg.signals import exit_on_sigterm, leave_sigint_to_parent, sigint_held
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +284,11 @@ def _worker(
     to stop; with `forward` each job gets a sink that sends its progress to the parent (`_ProgressSender`).
 
     SIGTERM (the parent stopping, a scheduler) ends the running job as Ctrl-C would: back to
-    pending with its last checkpoint and its lock released (usagg/engine/runner.py).
+    pending with its last checkpoint and its lock released (usagg/engine/runner.py). Ctrl-C itself
+    is ignored: the parent gets it too and stops its workers with SIGTERM (`PoolExecutor._stop`), so
+    each job ends once, quietly, instead of in a KeyboardInterrupt traceback per worker.
     """
+    leave_sigint_to_parent()
     os.environ.update(pins)
     exit_on_sigterm()
     from usagg.execute.base import call_job  # after pinning: nothing heavy imported before this line
@@ -560,7 +563,8 @@ class PoolExecutor(Executor):
             name="usagg-cpu" if slot.device.index is None else f"usagg-gpu{slot.device.visible}",
             daemon=True,
         )
-        proc.start()
+        with sigint_held():  # a Ctrl-C while the worker imports: ours alone (usagg/signals.py)
+            proc.start()
         child_conn.close()
         slot.proc, slot.conn, slot.job = proc, parent_conn, None
 

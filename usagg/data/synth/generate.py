@@ -8,11 +8,16 @@ folder as ours (safe to regenerate over) and tells finished from interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
-from collections.abc import Callable
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,7 @@ from PIL import Image
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, SynthTask
 from usagg.errors import UsaggError
+from usagg.signals import leave_sigint_to_parent, sigint_held
 from usagg.spec.models import SynthSpec
 from usagg.tasktypes import get_task_type
 
@@ -122,6 +128,75 @@ def auto_workers(n_images: int) -> int:
     return max(1, min(cores, 8))
 
 
+def _render_worker(conn: Connection) -> None:
+    """A rendering process: the chunks the parent sends, their rows (or the error) back, until it sends None."""
+    leave_sigint_to_parent()
+    while (chunk := conn.recv()) is not None:
+        try:
+            conn.send((True, render_chunk(*chunk)))
+        except Exception:
+            conn.send((False, traceback.format_exc()))
+
+
+def _rendered_in_workers(args: list[tuple], n: int) -> Generator[list[list], None, None]:
+    """`render_chunk(*a)` for each of `args`, in order, by `n` worker processes.
+
+    Not a ProcessPoolExecutor: Ctrl-C reached its workers too, and its shutdown then waited forever on one
+    stopped mid-task; stopped from outside it raced its own thread (Python 3.11). These workers ignore Ctrl-C,
+    a worker that dies fails the run, and however the generator ends (done, Ctrl-C, SIGTERM, an error) its
+    workers are terminated and joined at once: a chunk half written is redone by the next run (`synth.json`
+    says incomplete), and no worker writes on into a folder its caller then removes.
+    """
+    import multiprocessing
+
+    # spawn, not fork: the caller may hold threads (torch, a progress bar) that fork would copy mid-state.
+    ctx = multiprocessing.get_context("spawn")
+    todo = deque(enumerate(args))
+    workers: dict[Connection, BaseProcess] = {}  # our end of a worker's pipe -> its process
+    held: dict[Connection, int] = {}  # -> the index of the chunk it renders
+    done: dict[int, list[list]] = {}
+
+    def hand(conn: Connection) -> None:
+        if todo:
+            held[conn], chunk = todo.popleft()
+            with contextlib.suppress(OSError):  # a dead worker: its sentinel says so
+                conn.send(chunk)
+
+    try:
+        with sigint_held():  # a Ctrl-C while they import is ours alone (usagg/signals.py)
+            for _ in range(min(n, len(args))):
+                ours, theirs = ctx.Pipe()
+                workers[ours] = ctx.Process(target=_render_worker, args=(theirs,), name="usagg-synth", daemon=True)
+                workers[ours].start()
+                theirs.close()
+        for conn in workers:
+            hand(conn)
+        for index in range(len(args)):
+            while index not in done:
+                wait([*held, *(workers[c].sentinel for c in held)])
+                for conn in [c for c in held if c.poll()]:
+                    try:
+                        ok, value = conn.recv()
+                    except EOFError:  # a dead worker: its sentinel says so
+                        continue
+                    if not ok:
+                        raise RuntimeError(f"rendering a synthetic chunk failed in a worker:\n{value}")
+                    done[held.pop(conn)] = value
+                    hand(conn)
+                dead = [workers[c] for c in held if not workers[c].is_alive()]
+                if dead:
+                    raise UsaggError(
+                        f"a process writing the synthetic benchmark died (exit code {dead[0].exitcode}; -9 is often "
+                        "the out-of-memory killer); what it wrote stays marked incomplete, and a rerun writes it anew."
+                    )
+            yield done.pop(index)
+    finally:
+        for proc in workers.values():  # idle or mid-chunk: nothing of theirs is needed any more
+            proc.terminate()
+        for proc in workers.values():
+            proc.join()
+
+
 def _write_all(out: Path, spec: SynthSpec, ids: list[str], progress: Progress | None, workers: int | None) -> None:
     chunks = [
         (tid, split, lo, min(lo + CHUNK, split_size(spec, tid, split)))
@@ -138,22 +213,13 @@ def _write_all(out: Path, spec: SynthSpec, ids: list[str], progress: Progress | 
     args = [(str(out), tid, split, lo, hi, spec.seed, spec.image_size) for tid, split, lo, hi in chunks]
     n = workers or auto_workers(sum(hi - lo for *_, lo, hi in chunks))
     rows: dict[tuple[str, str], list[list]] = {(tid, split): [] for split in SPLITS for tid in ids}
-    pool = None
-    if n > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: the caller may hold threads (torch, a progress bar) that fork would copy mid-state.
-        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        results = pool.map(render_chunk, *zip(*args, strict=True)) if pool else (render_chunk(*a) for a in args)
+    results: Generator[list[list], None, None]
+    results = _rendered_in_workers(args, n) if n > 1 else (render_chunk(*a) for a in args)
+    with contextlib.closing(results):  # an interrupted loop ends the workers now, not when the generator is freed
         for (tid, split, _, _), chunk_rows in zip(chunks, results, strict=True):
             rows[tid, split].extend(chunk_rows)
             if progress is not None:
                 progress(tid, split, len(rows[tid, split]), split_size(spec, tid, split))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     for (tid, split), task_rows in rows.items():
         with open(out / split / "csv_files" / f"{tid}.csv", "w", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
