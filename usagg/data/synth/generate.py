@@ -177,7 +177,7 @@ def _rendered_in_workers(args: list[tuple], n: int) -> Generator[list[list], Non
                 for conn in [c for c in held if c.poll()]:
                     try:
                         ok, value = conn.recv()
-                    except EOFError:  # a dead worker: its sentinel says so
+                    except (EOFError, OSError):  # a dead worker (its pipe closed or reset): its sentinel says so
                         continue
                     if not ok:
                         raise RuntimeError(f"rendering a synthetic chunk failed in a worker:\n{value}")
@@ -191,9 +191,10 @@ def _rendered_in_workers(args: list[tuple], n: int) -> Generator[list[list], Non
                     )
             yield done.pop(index)
     finally:
-        for proc in workers.values():  # idle or mid-chunk: nothing of theirs is needed any more
+        started = [proc for proc in workers.values() if proc.pid is not None]  # one may have failed to start
+        for proc in started:  # idle or mid-chunk: nothing of theirs is needed any more
             proc.terminate()
-        for proc in workers.values():
+        for proc in started:
             proc.join()
 
 
