@@ -491,6 +491,9 @@ class PoolExecutor(Executor):
         finally:
             for slot in slots:  # all at once: each exits while the others do
                 self._release(slot)
+            for slot in slots:  # Ctrl-C or an error here: every busy worker's job winds down at once, not in turn
+                if slot.job is not None and slot.proc is not None:
+                    slot.proc.terminate()
             for slot in slots + self._retired:
                 self._stop(slot)
             self._retired = []
