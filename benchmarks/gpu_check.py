@@ -552,12 +552,10 @@ def ran_as_asked_here(mode: str, model: Any, step: Any) -> None:
     from usagg.engine.step import GraphedTrainStep
 
     ran = mode_ran(mode, model, step_graphs=isinstance(step, GraphedTrainStep))  # type: ignore[arg-type]
-    dev = next(model.parameters()).device
-    if dev.type == "cuda" and (ran != mode or step.unrecorded()):
-        unrecorded = ", ".join(step.unrecorded())
-        raise RuntimeError(
-            f"asked for {mode}, ran as {ran}" + (f"; steps of {unrecorded} ran eagerly" if unrecorded else "")
-        )
+    device = next(model.parameters()).device.type
+    why = ran_as_asked(mode, {"accel": ran, "unrecorded_tasks": step.unrecorded()}, device)
+    if why is not None:
+        raise RuntimeError(f"asked for {mode}: {why}")
 
 
 def loss_gap(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:

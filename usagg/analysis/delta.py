@@ -313,8 +313,9 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         scale=inp.settings.scale,
         chance_excluded=inp.settings.chance_tasks == "exclude",
     )
+    singletons = comp.singletons()
     for p in comp.others:
-        lone = _one_task_groups(p, job_tasks, inp.task_order, groups)
+        lone = _one_task_groups(p, job_tasks, inp.task_order, singletons, groups)
         if lone:
             comp.one_task_groups[p] = lone
             if inp.settings.cg_singletons == "exclude":
@@ -400,19 +401,19 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
 
 
 def _one_task_groups(
-    paradigm: str, job_tasks: dict[tuple[str, str], set[str]], order: list[str], clinical: dict[str, str]
+    paradigm: str,
+    job_tasks: dict[tuple[str, str], set[str]],
+    order: list[str],
+    lone: list[str],
+    clinical: dict[str, str],
 ) -> tuple[OneTaskGroup, ...]:
     """The tasks a group-scope paradigm trained alone, in task order, each with its group: the table's jobs say it
     when they group tasks at all (AG's groups are not the clinical ones; a job's name is its group's, as
-    usagg/plan.py names it); a table with one job id per task row says nothing, so the clinical groups do."""
+    usagg/plan.py names it); a table with one job id per task row says nothing, so the clinical groups do
+    (`lone`: the tasks alone in their clinical group, `Comparison.singletons`)."""
     entry = PARADIGMS.get(paradigm)
     if entry is None or entry.scope != "group":
         return ()
-    size: dict[str, int] = {}
-    for t in order:
-        if t in clinical:
-            size[clinical[t]] = size.get(clinical[t], 0) + 1
-    lone = [t for t in order if t in clinical and size[clinical[t]] == 1]  # alone in its clinical group
     jobs = {jid: ts for (pp, jid), ts in job_tasks.items() if pp == paradigm}
     if not any(len(ts) > 1 for ts in jobs.values()):
         return tuple(OneTaskGroup(t, clinical[t], True) for t in lone)

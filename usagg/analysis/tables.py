@@ -406,8 +406,9 @@ def scale_disagreements(comp: Comparison, fraction: float) -> list[str]:
     """A sentence per paradigm whose Δm differs in sign between scales (over the same tasks), with the three values
     side by side."""
     out = []
+    comps = [comp if sc == comp.scale else rescaled(comp, sc) for sc in SCALES]  # once, not once per paradigm
     for p in comp.others:
-        aggs = [aggregates(comp if sc == comp.scale else rescaled(comp, sc), fraction, p, "all")[0] for sc in SCALES]
+        aggs = [aggregates(c, fraction, p, "all")[0] for c in comps]
         if _signs_agree(aggs) is False:
             side = ", ".join(f"{sc} {fmt_delta(a.mean)}" for sc, a in zip(SCALES, aggs, strict=True))
             out.append(f"**{p} Δm differs in sign between scales**: {side} (see the table of Δ on each scale).")
