@@ -363,6 +363,34 @@ class TaskType:
         """The challenge's record of a task with no predictions: 0.0 on every metric asked for."""
         return dict.fromkeys(self.wanted(metrics), 0.0)
 
+    def score_per_image(
+        self,
+        task: TaskSpec,
+        preds: np.ndarray,
+        items: Sequence[EvalItem],
+        writer: PredictionWriter | None,
+        metrics: Sequence[str] | None,
+        *,
+        to_pixels: Callable[[np.ndarray, tuple[int, int]], np.ndarray],
+        write: Callable[[PredictionWriter, str, str, np.ndarray, tuple[int, int]], None],
+        measure: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ) -> dict[str, float]:
+        """`score` of a type whose one metric is a mean over images of `measure(pixels, ground truth)` (a box's
+        IoU, the keypoints' radial error): each prediction mapped to pixels as written, the per-image values
+        handed to the writer (kind "mean")."""
+        self.wanted(metrics)  # the one metric: nothing to leave out, but a wrong name is refused
+        if not items:
+            return self.empty_scores(metrics)
+        normalised = np.asarray(preds, dtype=np.float64)
+        px = np.stack([to_pixels(p, it.orig_hw) for p, it in zip(normalised, items, strict=True)])
+        if writer is not None:
+            for it, p in zip(items, normalised, strict=True):
+                write(writer, task.id, it.image_path, p, it.orig_hw)
+        values = measure(px, np.stack([it.gt for it in items]))
+        if writer is not None:
+            self.record_item_scores(writer, task, "mean", items, values)
+        return {self.primary_metric: float(values.mean())}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A type whose `score` predates the `metrics` argument still takes it: it computes every metric
         and only the names asked for are returned (plug-ins written against the older interface)."""

@@ -104,18 +104,9 @@ class Detection(TaskType):
         metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
         """IoU; item scores: the IoU of each image (kind "mean")."""
-        self.wanted(metrics)  # IoU is the only metric: nothing to leave out, but a wrong name is refused
-        if not items:
-            return self.empty_scores(metrics)
-        boxes = np.asarray(preds, dtype=np.float64)
-        px = np.stack([box_to_pixels(b, it.orig_hw) for b, it in zip(boxes, items, strict=True)])
-        if writer is not None:
-            for it, b in zip(items, boxes, strict=True):
-                write_box(writer, task.id, it.image_path, b, it.orig_hw)
-        iou = box_iou(px, np.stack([it.gt for it in items]))
-        if writer is not None:
-            self.record_item_scores(writer, task, "mean", items, iou)
-        return {"IoU": float(iou.mean())}
+        return self.score_per_image(
+            task, preds, items, writer, metrics, to_pixels=box_to_pixels, write=write_box, measure=box_iou
+        )
 
 
 def box_to_pixels(box_normalized: Sequence[float] | np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:

@@ -139,18 +139,9 @@ class Regression(TaskType):
         metrics: Sequence[str] | None = None,
     ) -> dict[str, float]:
         """MRE; item scores: the mean keypoint distance of each image (kind "mean")."""
-        self.wanted(metrics)  # MRE is the only metric: nothing to leave out, but a wrong name is refused
-        if not items:
-            return self.empty_scores(metrics)
-        pts = np.asarray(preds, dtype=np.float64)
-        px = np.stack([points_to_pixels(k, it.orig_hw) for k, it in zip(pts, items, strict=True)])
-        if writer is not None:
-            for it, k in zip(items, pts, strict=True):
-                write_points(writer, task.id, it.image_path, k, it.orig_hw)
-        errors = radial_errors(px, np.stack([it.gt for it in items]))
-        if writer is not None:
-            self.record_item_scores(writer, task, "mean", items, errors)
-        return {"MRE": float(errors.mean())}
+        return self.score_per_image(
+            task, preds, items, writer, metrics, to_pixels=points_to_pixels, write=write_points, measure=radial_errors
+        )
 
 
 def _point(column: str, raw: str) -> tuple[float, float]:
