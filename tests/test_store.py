@@ -14,9 +14,10 @@ import pytest
 
 import usagg.store as store_mod
 from usagg.errors import UsaggError
+from usagg.joblock import JobLocked
 from usagg.plan import Job, plan
 from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
-from usagg.store import RESULT_COLUMNS, JobLocked, RunStore, read_json, write_json_atomic, write_text_atomic
+from usagg.store import RESULT_COLUMNS, RunStore, read_json, write_json_atomic, write_text_atomic
 
 SPAWN = mp.get_context("spawn")
 

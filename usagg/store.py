@@ -55,14 +55,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import json
 import os
 import socket
-import threading
-import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,6 +74,7 @@ from usagg.atomic import (
     write_text_atomic,
 )
 from usagg.errors import DataError, UsaggError
+from usagg.joblock import DAMAGED_HOLDER, JobLock, JobLocked, read_holder
 from usagg.jobmetrics import JobMetrics, metrics_problem
 from usagg.paradigms import paradigm_names
 from usagg.plan import Job, weights_key
@@ -140,92 +137,6 @@ def new_record(job_dump: dict[str, Any], state: str) -> dict[str, Any]:
 
 class StateConflict(UsaggError):
     """A job's state is not the one a compare-and-set expected (`RunStore.set_state(expect=...)`)."""
-
-
-class JobLocked(UsaggError):
-    """Another live process holds the job's lock: it is running the job right now."""
-
-    def __init__(self, job_id: str, holder: dict[str, Any]) -> None:
-        self.job_id = job_id
-        self.holder = holder
-        where = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
-        super().__init__(f"job {job_id} is being run by another process ({where}, since {holder.get('started', '?')})")
-
-
-def _proc_start(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _pid_alive(pid: int, proc_start: str | None) -> bool:
-    """Whether `pid` on this host is the process that wrote the lock and still runs (not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust kill(0)
-    rest = stat[stat.rfind(")") + 2 :].split()
-    if rest and rest[0] in ("Z", "X"):
-        return False
-    return not (proc_start is not None and len(rest) > 19 and rest[19] != proc_start)
-
-
-class _Heartbeat(threading.Thread):
-    """Touches the lock file while it is held, so other hosts can tell a live holder from a dead one."""
-
-    def __init__(self, path: Path, token: str, interval_s: float) -> None:
-        super().__init__(name=f"usagg-lock-heartbeat-{path.parent.name}", daemon=True)
-        self.path = path
-        self.token = token
-        self.interval_s = interval_s
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.interval_s):
-            holder = _read_holder(self.path)
-            if holder is None or holder.get("token") != self.token:
-                return  # broken by someone else (we looked dead); never touch their lock
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
-
-
-#: Key of `_read_holder`'s answer for a lock file that is not a lock record (why, in words).
-DAMAGED_HOLDER = "damaged"
-
-#: Locks this process holds: lock path -> (token, thread id), so `set_state` knows its caller holds the lock.
-_HELD: dict[str, tuple[str, int]] = {}
-
-
-def _read_holder(path: Path) -> dict[str, Any] | None:
-    """The lock's holder info; None if there is no lock, {} while it is being written (empty) or unreadable,
-    {DAMAGED_HOLDER: why} when it holds something other than a lock record (never alive, so broken)."""
-    try:
-        raw = read_regular(path)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return {DAMAGED_HOLDER: f"not a lock file ({err.strerror})"} if err.errno == errno.EINVAL else {}
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as err:  # UnicodeDecodeError is a ValueError
-        return {DAMAGED_HOLDER: f"not a lock record ({type(err).__name__})"}
-    if not isinstance(data, dict) or DAMAGED_HOLDER in data:
-        return {DAMAGED_HOLDER: f"a JSON {type(data).__name__}, not a lock record"}
-    return data
 
 
 def _item_scores_damage(path: Path) -> str | None:
@@ -659,7 +570,7 @@ class RunStore:
         """The damaged files of a job folder, each with why (reads only)."""
         paths = self.paths(job_id)
         found: dict[Path, str] = {}
-        holder = _read_holder(paths.lock)
+        holder = read_holder(paths.lock)
         if holder and DAMAGED_HOLDER in holder:
             found[paths.lock] = str(holder[DAMAGED_HOLDER])
         record, why = self._load_record(job_id) if paths.record.is_file() else (None, None)
@@ -867,125 +778,36 @@ class RunStore:
 
     # ----- locks
 
+    def job_lock(self, job_id: str) -> JobLock:
+        """The job's lock (usagg/joblock.py), with this store's heartbeat and staleness."""
+        return JobLock(self.paths(job_id).lock, job_id, self.heartbeat_s, self.stale_after_s)
+
     def lock_holder(self, job_id: str) -> dict[str, Any] | None:
         """Who holds the job's lock (host, pid, started, token), or None."""
-        return _read_holder(self.paths(job_id).lock)
+        return self.job_lock(job_id).holder()
 
     def lock_alive(self, job_id: str) -> bool:
         """Whether a live process holds the job's lock (the answer `status`, `plan` and lock breaking share)."""
-        path = self.paths(job_id).lock
-        holder = _read_holder(path)
+        lock = self.job_lock(job_id)
+        holder = lock.holder()
         if holder and DAMAGED_HOLDER in holder:
-            self._damaged(path, str(holder[DAMAGED_HOLDER]), "breaks it (no process holds it)")
-        return holder is not None and self._holder_alive(path, holder)
-
-    def _holder_alive(self, path: Path, holder: dict[str, Any]) -> bool:
-        """The one liveness rule, host-aware.
-
-        Any host: the heartbeat (the lock file's mtime) must be younger than
-        `stale_after_s`, and not further in the future than that (a clock that far ahead, or a lock file
-        dated in the future by hand, would otherwise hold the job for good). This host: the recorded pid
-        must also run and be the same process (its start time matches). Another host cannot be probed:
-        its fresh heartbeat is the answer. A lock being written right now (no
-        holder info yet) is young, so alive.
-        """
-        if DAMAGED_HOLDER in holder:
-            return False  # garbage in the lock file: no process can be holding it
-        try:
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
-            return False  # released meanwhile
-        if abs(age) > self.stale_after_s:
-            return False
-        if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return _pid_alive(holder["pid"], holder.get("proc_start"))
-        return True
-
-    def _break(self, path: Path, holder: dict[str, Any]) -> None:
-        """Remove a stale lock; rename first so two breakers cannot both win, then check what we took."""
-        aside = path.with_name(f"{LOCK_NAME}.stale.{uuid.uuid4().hex[:12]}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return  # another breaker (or the holder) was faster
-        taken = _read_holder(aside)
-        if holder and taken is not None and taken.get("token") != holder.get("token"):
-            # We raced: between our look and our rename a new holder took the lock. Give it back
-            # (link fails if yet another lock appeared, which then stays the lock).
-            with contextlib.suppress(OSError):
-                os.link(aside, path)
-        with contextlib.suppress(OSError):
-            aside.unlink()
-
-    def _acquire(self, job_id: str) -> tuple[Path, str]:
-        path = self.paths(job_id).lock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex
-        info = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "proc_start": _proc_start(os.getpid()),
-            "started": _iso(_now()),
-            "token": token,
-        }
-        payload = json.dumps(info).encode()
-        for _ in range(5):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _read_holder(path)
-                if holder is None:
-                    continue  # released meanwhile: try again
-                if not self._holder_alive(path, holder):
-                    self._break(path, holder)
-                    continue
-                raise JobLocked(job_id, holder) from None
-            try:
-                os.write(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            return path, token
-        raise JobLocked(job_id, _read_holder(path) or {})
-
-    def _release(self, path: Path, token: str) -> None:
-        holder = _read_holder(path)
-        if holder is not None and holder.get("token") == token:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            self._damaged(lock.path, str(holder[DAMAGED_HOLDER]), "breaks it (no process holds it)")
+        return holder is not None and lock.holder_alive(holder)
 
     @contextlib.contextmanager
     def lock(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Hold the job's lock for the `with` block; raise JobLocked if a live process holds it.
+        """Hold the job's lock for the `with` block; raise JobLocked if a live process holds it (usagg/joblock.py).
 
-        The lock file is created with O_CREAT|O_EXCL (atomic, also over NFS v3+)
-        and holds host, pid and start time; a heartbeat thread touches it every
-        `heartbeat_s`. A holder that is not alive (see `_holder_alive`) is
-        broken. Yields the holder info written into the lock.
+        Taking it removes the half-written temporaries of dead writers in the job's folder. Yields the holder
+        info written into the lock.
         """
-        path, token = self._acquire(job_id)
-        _HELD[str(path)] = (token, threading.get_ident())
-        try:
+        with self.job_lock(job_id).held() as holder:
             self._remove_temporaries(job_id)
-            beat = _Heartbeat(path, token, self.heartbeat_s)
-            beat.start()
-            try:
-                yield _read_holder(path) or {}
-            finally:
-                beat.stop_event.set()
-                beat.join(timeout=5)
-        finally:
-            _HELD.pop(str(path), None)
-            self._release(path, token)
+            yield holder
 
     def holds_lock(self, job_id: str) -> bool:
         """Whether this thread holds the job's lock right now (taken by `lock` and not broken since)."""
-        path = self.paths(job_id).lock
-        held = _HELD.get(str(path))
-        if held is None or held[1] != threading.get_ident():
-            return False
-        holder = _read_holder(path)
-        return holder is not None and holder.get("token") == held[0]
+        return self.job_lock(job_id).held_here()
 
     def _remove_temporaries(self, job_id: str) -> None:
         """Delete half-written temporary files (usagg/atomic.py names them .<name>.*.tmp) of dead writers.
@@ -999,12 +821,7 @@ class RunStore:
 
     def release_own_lock(self, job_id: str) -> bool:
         """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
-        path = self.paths(job_id).lock
-        holder = _read_holder(path)
-        if holder and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
-            self._release(path, str(holder.get("token")))
-            return True
-        return False
+        return self.job_lock(job_id).release_own()
 
     # ----- results
 

@@ -35,7 +35,8 @@ from typing import Any
 from usagg.atomic import NoSpaceLeft
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
-from usagg.store import JobLocked, RunStore
+from usagg.joblock import JobLocked
+from usagg.store import RunStore
 
 JobFn = Callable[..., str]  # fn(store_root, job_id[, progress=sink]) -> state
 EventFn = Callable[[str, str, dict[str, Any]], None]

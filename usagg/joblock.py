@@ -1,0 +1,238 @@
+"""One job's lock file: who runs the job right now, safe across processes and hosts on a shared file system.
+
+The lock is a file created with O_CREAT|O_EXCL (atomic, also over NFS v3+) holding the holder's host, pid,
+process start time and a random token; a heartbeat thread touches it while it is held, so another host can
+tell a live holder from a dead one by its age. A holder that is not alive (`JobLock.holder_alive`) is broken:
+renamed aside first, so two breakers cannot both win. The run store (usagg/store.py) owns the lock's path and
+its damage notes; this module owns the protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from usagg.atomic import read_regular
+from usagg.errors import UsaggError
+
+#: Key of `read_holder`'s answer for a lock file that is not a lock record (why, in words).
+DAMAGED_HOLDER = "damaged"
+
+#: Locks this process holds: lock path -> (token, thread id), so the store knows whether its caller holds one.
+_HELD: dict[str, tuple[str, int]] = {}
+
+
+class JobLocked(UsaggError):
+    """Another live process holds the job's lock: it is running the job right now."""
+
+    def __init__(self, job_id: str, holder: dict[str, Any]) -> None:
+        self.job_id = job_id
+        self.holder = holder
+        where = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
+        super().__init__(f"job {job_id} is being run by another process ({where}, since {holder.get('started', '?')})")
+
+
+def _proc_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), None without /proc or the process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (Linux), to tell a reused pid apart."""
+    fields = _proc_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, proc_start: str | None) -> bool:
+    """Whether `pid` on this host is the process that wrote the lock and still runs (not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return False
+    rest = _proc_fields(pid)
+    if rest is None:
+        return True  # no /proc: trust kill(0)
+    if rest and rest[0] in ("Z", "X"):
+        return False
+    return not (proc_start is not None and len(rest) > 19 and rest[19] != proc_start)
+
+
+def read_holder(path: Path) -> dict[str, Any] | None:
+    """The lock's holder info; None if there is no lock, {} while it is being written (empty) or unreadable,
+    {DAMAGED_HOLDER: why} when it holds something other than a lock record (never alive, so broken)."""
+    try:
+        raw = read_regular(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return {DAMAGED_HOLDER: f"not a lock file ({err.strerror})"} if err.errno == errno.EINVAL else {}
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as err:  # UnicodeDecodeError is a ValueError
+        return {DAMAGED_HOLDER: f"not a lock record ({type(err).__name__})"}
+    if not isinstance(data, dict) or DAMAGED_HOLDER in data:
+        return {DAMAGED_HOLDER: f"a JSON {type(data).__name__}, not a lock record"}
+    return data
+
+
+class _Heartbeat(threading.Thread):
+    """Touches the lock file while it is held, so other hosts can tell a live holder from a dead one."""
+
+    def __init__(self, path: Path, token: str, interval_s: float) -> None:
+        super().__init__(name=f"usagg-lock-heartbeat-{path.parent.name}", daemon=True)
+        self.path = path
+        self.token = token
+        self.interval_s = interval_s
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            holder = read_holder(self.path)
+            if holder is None or holder.get("token") != self.token:
+                return  # broken by someone else (we looked dead); never touch their lock
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+
+@dataclass(frozen=True)
+class JobLock:
+    """The lock of job `job_id` at `path`: heartbeat every `heartbeat_s`, dead after `stale_after_s` silent."""
+
+    path: Path
+    job_id: str
+    heartbeat_s: float
+    stale_after_s: float
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock (host, pid, started, token), or None (`read_holder`)."""
+        return read_holder(self.path)
+
+    def holder_alive(self, holder: dict[str, Any]) -> bool:
+        """The one liveness rule, host-aware.
+
+        Any host: the heartbeat (the lock file's mtime) must be younger than `stale_after_s`, and not further in
+        the future than that (a clock that far ahead, or a lock file dated in the future by hand, would otherwise
+        hold the job for good). This host: the recorded pid must also run and be the same process (its start
+        time matches). Another host cannot be probed: its fresh heartbeat is the answer. A lock being written
+        right now (no holder info yet) is young, so alive.
+        """
+        if DAMAGED_HOLDER in holder:
+            return False  # garbage in the lock file: no process can be holding it
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return False  # released meanwhile
+        if abs(age) > self.stale_after_s:
+            return False
+        if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            return _pid_alive(holder["pid"], holder.get("proc_start"))
+        return True
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[dict[str, Any]]:
+        """Hold the lock for the `with` block (heartbeat running); JobLocked if a live process holds it.
+
+        Yields the holder info written into the lock.
+        """
+        token = self._acquire()
+        _HELD[str(self.path)] = (token, threading.get_ident())
+        try:
+            beat = _Heartbeat(self.path, token, self.heartbeat_s)
+            beat.start()
+            try:
+                yield read_holder(self.path) or {}
+            finally:
+                beat.stop_event.set()
+                beat.join(timeout=5)
+        finally:
+            _HELD.pop(str(self.path), None)
+            self._release(token)
+
+    def held_here(self) -> bool:
+        """Whether this thread holds the lock right now (taken by `held` and not broken since)."""
+        held = _HELD.get(str(self.path))
+        if held is None or held[1] != threading.get_ident():
+            return False
+        holder = read_holder(self.path)
+        return holder is not None and holder.get("token") == held[0]
+
+    def release_own(self) -> bool:
+        """Drop the lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
+        holder = read_holder(self.path)
+        if holder and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+            self._release(str(holder.get("token")))
+            return True
+        return False
+
+    def _acquire(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "proc_start": _proc_start(os.getpid()),
+            "started": datetime.now(timezone.utc).isoformat(),
+            "token": token,
+        }
+        payload = json.dumps(info).encode()
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_holder(self.path)
+                if holder is None:
+                    continue  # released meanwhile: try again
+                if not self.holder_alive(holder):
+                    self._break(holder)
+                    continue
+                raise JobLocked(self.job_id, holder) from None
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return token
+        raise JobLocked(self.job_id, read_holder(self.path) or {})
+
+    def _break(self, holder: dict[str, Any]) -> None:
+        """Remove a stale lock; rename first so two breakers cannot both win, then check what we took."""
+        aside = self.path.with_name(f"{self.path.name}.stale.{uuid.uuid4().hex[:12]}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # another breaker (or the holder) was faster
+        taken = read_holder(aside)
+        if holder and taken is not None and taken.get("token") != holder.get("token"):
+            # We raced: between our look and our rename a new holder took the lock. Give it back
+            # (link fails if yet another lock appeared, which then stays the lock).
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+        with contextlib.suppress(OSError):
+            aside.unlink()
+
+    def _release(self, token: str) -> None:
+        holder = read_holder(self.path)
+        if holder is not None and holder.get("token") == token:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
