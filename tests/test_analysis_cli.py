@@ -318,3 +318,16 @@ def test_compare_json_holds_every_table_as_records(run_dir: Path) -> None:
     assert data["baseline"] == "TS" and {"tasks", "statistics", "delta"} <= set(data["tables"])
     delta = data["tables"]["delta"]["rows"]
     assert len(delta) == 27 * 3 and {"task", "paradigm", "delta_pct", "ci_low", "ci_high"} <= set(delta[0])
+
+
+def test_compare_out_never_replaces_what_it_read(run_dir: Path, tmp_path: Path, usagg: Callable[..., Result]) -> None:
+    """--out naming the --results table or a file of the analysed store is refused before anything is written."""
+    imported = tmp_path / "in.csv"
+    imported.write_bytes((run_dir / "results.csv").read_bytes())
+    res = usagg("compare", "--results", str(imported), "--format", "csv", "--out", str(imported), cwd=tmp_path)
+    assert res.returncode == 2 and "--results table being analysed" in res.stderr
+    assert imported.read_bytes() == (run_dir / "results.csv").read_bytes()
+    study = (run_dir / "study.yaml").read_bytes()
+    res = usagg("compare", str(run_dir), "--out", str(run_dir / "study.yaml"), cwd=tmp_path)
+    assert res.returncode == 2 and "inside the run store" in res.stderr and "Traceback" not in res.stderr
+    assert (run_dir / "study.yaml").read_bytes() == study

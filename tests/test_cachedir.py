@@ -23,6 +23,9 @@ from usagg.data import cache as decode_cache
 DAY = 86400.0
 
 
+SYNTH_KEY = "0123456789abcdef"  # usagg/data/source.py `synth_key`: 16 hex digits
+
+
 def _age(paths, days: float) -> None:  # type: ignore[no-untyped-def]
     t = time.time() - days * DAY
     for p in paths:
@@ -39,10 +42,10 @@ def filled(tmp_path: Path) -> dict[str, Path]:
         Image.fromarray(np.full((20, 30), 40 * i, np.uint8)).save(imgs[-1])
     old = decode_cache.load(imgs[:2], 8, root)
     new = decode_cache.load(imgs[1:], 8, root)
-    synth = root / "synth" / "abc123"
+    synth = root / "synth" / SYNTH_KEY
     (synth / "train").mkdir(parents=True)
     (synth / "train" / "x.png").write_bytes(b"p" * 500)
-    (synth / cachedir.SYNTH_MARKER).write_text("abc123\n")
+    (synth / cachedir.SYNTH_MARKER).write_text(f"{SYNTH_KEY}\n")
     Memo(root).cached_statistics("k", lambda: [Stat("mean", "CG", 1.0, 1.5, 9, "m")])
     (root / "notes.txt").write_text("mine")
     return {"root": root, "old": old.path, "new": new.path, "synth": synth, "imgs": imgs[0]}
@@ -54,7 +57,7 @@ def test_entries_list_every_kind_with_sizes(filled: dict[str, Path]) -> None:
     decode = next(e for e in es if e.kind == "decode" and filled["old"] in e.paths)
     assert decode.size == sum(p.stat().st_size for p in decode.paths) and decode.size > 2 * 8 * 8
     assert not any(p.name.endswith(".lock") for p in decode.paths)
-    assert next(e for e in es if e.kind == "synth").size == 500 + len("abc123\n")
+    assert next(e for e in es if e.kind == "synth").size == 500 + len(f"{SYNTH_KEY}\n")
 
 
 def test_prune_deletes_only_entries_unused_for_longer(filled: dict[str, Path]) -> None:
@@ -116,3 +119,28 @@ def test_cli_prune_refuses_bad_options(filled: dict[str, Path], args: list[str],
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
     assert len(cachedir.entries(filled["root"])) == 4
+
+
+def test_prune_never_deletes_what_usagg_did_not_name(tmp_path: Path) -> None:
+    """A cache folder pointed at a project: files under decode/, synth/, analysis/, trunk/, filehash/, compile/ that
+    usagg would never name (no hex key, no torch-<version>) are neither listed nor deleted, and no lock is left."""
+    root = tmp_path / "proj"
+    mine = [
+        root / "analysis" / "figures" / "fig1.pdf",
+        root / "analysis" / "stats" / "table.json",
+        root / "synth" / "mydata" / "a.png",
+        root / "trunk" / "design.md",
+        root / "decode" / "notes.npy",
+        root / "filehash" / "weights.json",
+        root / "datacheck" / "mine.sqlite",
+        root / "compile" / "scripts" / "x.py",
+    ]
+    for p in mine:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("mine")
+    _age([*mine, *(p.parent for p in mine)], 400)
+    assert cachedir.entries(root) == []
+    done, busy = cachedir.prune(root, 0)
+    assert done == [] and busy == []
+    assert all(p.read_text() == "mine" for p in mine)
+    assert not list(root.rglob("*.lock"))

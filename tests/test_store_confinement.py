@@ -332,4 +332,31 @@ def test_a_fifo_or_device_at_a_store_file_is_damage_not_a_hang(tmp_path: Path, p
         [sys.executable, "-m", "usagg", "status", str(store.root)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert "not a regular file (a FIFO, device or folder stands at its name)" in " ".join(done.stdout.split())
+    why = "not a regular file (a FIFO, device or folder stands at its name)" if planted == "fifo" else "symbolic link"
+    assert why in " ".join(done.stdout.split())
+
+
+def test_a_link_planted_at_a_job_file_is_damage_never_read_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """metrics.json, error.txt, history.csv or results.csv made a link to another file: no read quotes its
+    content (status and compare would print it); each reads as a damaged file that names the link."""
+    store, job = _store(tmp_path)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"token": "SECRET123", "tasks": "SECRET456"}')
+    paths = store.paths(job.id)
+    for planted in (paths.metrics, paths.error, paths.history):
+        planted.unlink(missing_ok=True)
+        planted.symlink_to(secret)
+    assert store.metrics(job.id) is None
+    assert "SECRET" not in (store.error_text(job.id) or "") and "not a file usagg wrote" in store.error_text(job.id)
+    assert store.epochs_done(job.id) == (0, None)
+    notes = " ".join(store.repairs)
+    assert "symbolic link" in notes and "SECRET" not in notes
+    _, status = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert "SECRET" not in status and "symbolic link" in status
+    store.results_csv.unlink()
+    store.results_csv.symlink_to(secret)
+    code, compare = run_cli(["compare", str(store.root)], monkeypatch, capsys)
+    assert "SECRET" not in compare and code != 0 and "symbolic link" in compare
+    assert secret.read_text().startswith('{"token"')  # the target is untouched

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from usagg.data.synth.bmode import Imaging, Probe, simulate
 from usagg.data.synth.sample import mask_box, sample_rng
 from usagg.data.synth.scenes import SCENES
 from usagg.errors import DataError, UsaggError
+from usagg.safepath import UnsafePath
 from usagg.spec.models import DataSpec, SynthSpec, TaskSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -409,3 +411,19 @@ def test_interrupted_synth_stops_at_once_leaves_no_worker_and_reruns(tmp_path: P
     generate_benchmark(out, SynthSpec(default_size=4, val_size=2), ["fetal_head"], workers=1)  # a rerun replaces it
     assert json.loads((out / gen.MANIFEST).read_text())["complete"] is True
     assert len(list((out / "train").rglob("*.png"))) == 8  # 4 images, 4 masks: nothing of the interrupted run
+
+
+def test_a_link_planted_at_a_split_folder_is_refused_and_nothing_written_through_it(tmp_path: Path) -> None:
+    """An earlier output whose train/ is now a link (to someone's data): generating again would delete and write
+    through it; it is refused, naming the link, and the link's target is untouched."""
+    spec, tasks = SynthSpec(default_size=4, val_size=2, image_size=32), ["breast_lesion_cls"]
+    out = generate_benchmark(tmp_path / "bench", spec, tasks)
+    victim = tmp_path / "victim" / "csv_files"
+    victim.mkdir(parents=True)
+    (victim / "breast_lesion_cls.csv").write_text("MY DATA\n")
+    shutil.rmtree(out / "train")
+    (out / "train").symlink_to(victim.parent, target_is_directory=True)
+    with pytest.raises(UnsafePath, match=r"train is a symbolic link"):
+        generate_benchmark(out, spec, tasks)
+    assert sorted(p.name for p in victim.parent.rglob("*")) == ["breast_lesion_cls.csv", "csv_files"]
+    assert (victim / "breast_lesion_cls.csv").read_text() == "MY DATA\n"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.atomic import write_text_atomic
+from usagg.atomic import read_regular, write_text_atomic
 from usagg.errors import UsaggError
 from usagg.safepath import check_component
 
@@ -82,7 +82,7 @@ def write_affinity(path: Path, aff: Affinity) -> None:
 def read_affinity(path: Path) -> Affinity:
     """An affinity.json back; UsaggError naming the file when it is not one this usagg writes."""
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(read_regular(path).decode("utf-8"))  # a planted link or FIFO is not read
         raw.pop("share", None)
         aff = Affinity(**raw)
         n = len(aff.tasks)

@@ -225,7 +225,9 @@ def _nan(x: Any) -> float:
 def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list[dict[str, Any]]:
     """Rows of a job that has not finished, from its history.csv (usagg/engine/history.py); [] without one."""
     import csv
+    import io
 
+    from usagg.atomic import read_regular
     from usagg.engine.history import history_damage
 
     if not path.is_file():
@@ -237,7 +239,7 @@ def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list
         )
     types = {t.id: (t.type, t.metric) for t in job.tasks}
     rows = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with io.StringIO(read_regular(path).decode("utf-8"), newline="") as fh:  # history_damage refused a link
         for rec in csv.DictReader(fh):
             task = rec.get("task", "")
             kind, primary = types.get(task, ("", ""))

@@ -136,12 +136,22 @@ def write_json_checked(path: Path | str, obj: dict[str, Any]) -> Path:
 
 
 def read_regular(path: Path | str) -> bytes:
-    """The bytes of `path` when it is a regular file; OSError (EINVAL) for a FIFO, a device or a folder at its name.
+    """The bytes of `path` when it is a regular file; OSError (EINVAL) for a link, a FIFO, a device or a folder at
+    its name.
 
     A received store is data: a FIFO there would hang every read (`usagg status` waits for a writer) and
-    /dev/zero would fill the memory, so the file is opened without blocking and checked before it is read.
+    /dev/zero would fill the memory, so the file is opened without blocking and checked before it is read. The
+    store never writes a link (its writes rename a file into place), so a link at a store file's name is planted:
+    read through, it would show another file's content in a message (the link is not followed; folders above
+    the name may be links).
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            why = "a symbolic link stands at its name, not a file usagg wrote"
+            raise OSError(errno.EINVAL, why, str(path)) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder stands at its name)", str(path))

@@ -7,12 +7,15 @@ encoder's compiled code on CUDA (`compile/torch-<version>/`, usagg/engine/accel.
 Every entry is rebuilt on its next use, so pruning only costs time. Readers refresh an
 entry's modification time when they use it, which is what "last used" means here.
 Decode and synthetic entries are deleted under the same lock their builders take, and
-one whose lock is held is skipped as in use.
+one whose lock is held is skipped as in use. Only names usagg gives its entries (a hex key, or
+`torch-<version>` for compiled code) are listed or deleted: a cache folder pointed at a project or a
+data folder keeps every file usagg did not write.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +25,15 @@ CACHE_ENV = "USAGG_CACHE"
 KINDS = ("decode", "synth", "analysis", "filehash", "datacheck", "trunk", "compile")
 COMPILE_MARKER = "usagg-compile-cache.json"  # usagg/engine/accel.py: the folder's torch version; its time, last use
 SYNTH_MARKER = ".usagg-complete"  # written last into a finished synthetic benchmark (usagg.data.source)
+_HEX_KEY = re.compile(r"[0-9a-f]{16,64}")  # every keyed entry: a digest's hex, 16 to 64 digits
+_COMPILE_NAME = re.compile(r"torch-[0-9][0-9A-Za-z._-]*")  # usagg/engine/accel.py `compile_cache`
+
+
+def entry_key(name: str) -> str | None:
+    """The hex key a file or folder of usagg's cache is named by (`<key>`, `<key>.<suffixes>`, `.<key>.tmp-…` of a
+    writer), None for a name usagg never gives: such a file is not the cache's to list or delete."""
+    key = name.removeprefix(".").split(".", 1)[0]
+    return key if _HEX_KEY.fullmatch(key) else None
 
 
 def cache_root(configured: Path | str | None = None) -> Path:
@@ -67,7 +79,8 @@ def _keyed_entries(folder: Path, kind: str, used_suffix: str) -> list[Entry]:
     """Entries whose files share a `<key>.` prefix; last use is `<key>.<used_suffix>`'s mtime when it exists."""
     by_key: dict[str, list[Path]] = {}
     for p in folder.iterdir():
-        by_key.setdefault(p.name.split(".", 1)[0], []).append(p)
+        if (key := entry_key(p.name)) is not None:
+            by_key.setdefault(key, []).append(p)
     out = []
     for key, paths in by_key.items():
         files = [p for p in paths if not p.name.endswith(".lock")]
@@ -84,7 +97,7 @@ def _synth_entries(folder: Path) -> list[Entry]:
     """Finished benchmarks (last used: their marker, refreshed on use) and unfinished temporary folders."""
     out = []
     for p in folder.iterdir():
-        if not p.is_dir():
+        if not p.is_dir() or entry_key(p.name) is None:
             continue
         marker = p / SYNTH_MARKER
         used = (marker if marker.exists() else p).stat().st_mtime
@@ -98,7 +111,8 @@ def _analysis_entries(folder: Path) -> list[Entry]:
     for sub in ("stats", "figures"):
         if (folder / sub).is_dir():
             for p in (folder / sub).iterdir():
-                out.append(Entry("analysis", f"{sub}/{p.name}", (p,), _size(p), p.stat().st_mtime))
+                if entry_key(p.name) is not None:
+                    out.append(Entry("analysis", f"{sub}/{p.name}", (p,), _size(p), p.stat().st_mtime))
     return out
 
 
@@ -107,7 +121,7 @@ def _filehash_entries(folder: Path) -> list[Entry]:
     return [
         Entry("filehash", p.stem, (p,), p.stat().st_size, p.stat().st_mtime)
         for p in folder.iterdir()
-        if p.suffix == ".json"
+        if p.suffix == ".json" and entry_key(p.name) is not None
     ]
 
 
@@ -116,7 +130,7 @@ def _datacheck_entries(folder: Path) -> list[Entry]:
     refreshed by each check."""
     out = []
     for p in folder.iterdir():
-        if p.suffix == ".sqlite":
+        if p.suffix == ".sqlite" and entry_key(p.name) is not None:
             extra = [q for q in (Path(f"{p}{s}") for s in ("-journal", "-wal", "-shm")) if q.exists()]
             files = (p, *extra)
             out.append(Entry("datacheck", p.stem, files, sum(_size(f) for f in files), p.stat().st_mtime))
@@ -128,7 +142,7 @@ def _compile_entries(folder: Path) -> list[Entry]:
     each job that compiles (a folder without one is a leftover, as old as its own time)."""
     out = []
     for p in folder.iterdir():
-        if p.is_dir():
+        if p.is_dir() and _COMPILE_NAME.fullmatch(p.name):
             marker = p / COMPILE_MARKER
             used = (marker if marker.exists() else p).stat().st_mtime
             out.append(Entry("compile", p.name, (p,), _size(p), used, p.parent / f"{p.name}.lock"))

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -538,7 +539,7 @@ class RunStore:
                 fresh = self.results_text()
             except UsaggError:  # a damaged plan.json: `repair` has said so; the next `usagg run` rebuilds both
                 return []
-            if fresh == self.results_csv.read_text(encoding="utf-8", errors="replace"):
+            if fresh == read_regular(self.results_csv).decode("utf-8", errors="replace"):
                 return []
             if self._results_behind():
                 write_text_atomic(self.results_csv, fresh)
@@ -748,10 +749,13 @@ class RunStore:
 
     def error_text(self, job_id: str) -> str | None:
         """error.txt (the traceback of the last failed attempt), None when there is none."""
+        path = self.paths(job_id).error
         try:
-            return self.paths(job_id).error.read_text(encoding="utf-8")
+            return read_regular(path).decode("utf-8", errors="replace")
         except FileNotFoundError:
             return None
+        except OSError as err:  # a link or a FIFO planted at its name: never read through (usagg/atomic.py)
+            return f"{path} is not a file usagg wrote ({err.strerror})"
 
     def write_error(self, job_id: str, text: str) -> Path:
         """Write error.txt for a failed attempt (the job folder is created if needed)."""
@@ -771,7 +775,7 @@ class RunStore:
         path = self.paths(job_id).history
         try:
             written = path.stat().st_mtime
-            rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+            rows = csv.DictReader(io.StringIO(read_regular(path).decode("utf-8")))
             return max((int(float(r["epoch"])) for r in rows), default=0), written
         except (OSError, ValueError, KeyError, TypeError, csv.Error):
             return 0, None
@@ -957,11 +961,13 @@ def results_damage(path: Path) -> str | None:
     it reads as one, or there is none."""
     required = [c for c in RESULT_COLUMNS if c not in OPTIONAL_COLUMNS]
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            header = [h.strip() for h in next(csv.reader(fh), [])]
+        text = read_regular(path).decode("utf-8-sig")  # a link planted at its name is damage, not followed
+        header = [h.strip() for h in next(csv.reader(io.StringIO(text, newline="")), [])]
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except OSError as err:  # EINVAL: a link, FIFO or folder at its name (usagg/atomic.py `read_regular`)
+        return str(err.strerror) if err.errno == errno.EINVAL else f"not a CSV text file ({type(err).__name__})"
+    except (UnicodeDecodeError, csv.Error) as err:
         return f"not a CSV text file ({type(err).__name__})"
     missing = [c for c in required if c not in header]
     return f"its header lacks {', '.join(missing)}" if missing else None

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from usagg import __version__
 from usagg.analysis.stats import Stat
 from usagg.atomic import write_bytes_atomic, write_json_atomic
-from usagg.cachedir import cache_root, remove
+from usagg.cachedir import cache_root, entry_key, remove
 from usagg.safepath import check_component, confined
 
 if TYPE_CHECKING:
@@ -213,8 +213,9 @@ def _touch(path: Path) -> None:
 
 
 def _prune(folder: Path, keep: int) -> None:
-    """Remove the least recently used entries beyond `keep` (temporary folders of live writers are left alone)."""
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    """Remove the least recently used entries beyond `keep` (temporary folders of live writers are left alone, and
+    anything not named as the memo names its entries: usagg/cachedir.py `entry_key`)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".") and entry_key(p.name) is not None]
     if len(entries) <= keep:
         return
     entries.sort(key=lambda p: p.stat().st_mtime)

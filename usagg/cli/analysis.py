@@ -36,6 +36,18 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
+def _refuse_an_input(out: Path, results: Path | None, run_dir: Path | None) -> None:
+    """--out must not replace what was read: the --results table, or any file of the run store analysed."""
+    target = out.resolve()
+    if results is not None and target == Path(results).resolve():
+        raise UsaggError(f"--out {out} is the --results table being analysed: give another file to write to")
+    if run_dir is not None and Path(run_dir).resolve() in target.parents:
+        raise UsaggError(
+            f"--out {out} is inside the run store {run_dir}, which only usagg run writes: give a file outside it "
+            f"(e.g. compare.md)"
+        )
+
+
 def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: str | None) -> tuple[Analysis, Memoised]:
     """The analysed study and the memo its commands share (usagg/analysis/outputs.py)."""
     from usagg.analysis.inputs import load_input
@@ -52,7 +64,11 @@ def compare_cmd(
     fmt: str = typer.Option(
         "table", "--format", help="table, csv (per-task Δ), json (every table as records), markdown or latex."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Write to this file (atomically) instead of printing."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write to this file (atomically) instead of printing; never the --results table or a store file.",
+    ),
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
     table: str | None = typer.Option(
@@ -93,6 +109,8 @@ def compare_cmd(
     from usagg.analysis.summary import compare_output
 
     a, _ = _analyse(run_dir, results, root, baseline)
+    if out is not None:
+        _refuse_an_input(out, results, a.inp.run_dir)
     if fmt == "csv" and table == "selection_gap":  # not one of summary's tables: read from the jobs' metrics.json
         text = "".join(render(t, "csv") for t in gap_tables(a))
     elif fmt == "csv" and table == "expectations":  # the spec's `expect:`, checked

@@ -12,13 +12,14 @@ history metrics.json keeps).
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.atomic import write_text_atomic
+from usagg.atomic import read_regular, write_text_atomic
 from usagg.engine.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -92,10 +93,12 @@ def history_damage(path: Path) -> str | None:
     """Why history.csv is not a table `write_history` wrote (header, cells per row, numbers), None when it is or
     when there is none."""
     try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+        rows = list(csv.reader(io.StringIO(read_regular(path).decode("utf-8"))))  # a planted link: damage
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, csv.Error) as err:  # UnicodeDecodeError is a ValueError; NUL bytes a csv.Error
+    except OSError as err:  # EINVAL: a link, FIFO or folder at its name (usagg/atomic.py `read_regular`)
+        return str(err.strerror) if err.errno == errno.EINVAL else f"not a readable CSV ({type(err).__name__})"
+    except (ValueError, csv.Error) as err:  # UnicodeDecodeError is a ValueError; NUL bytes a csv.Error
         return f"not a readable CSV ({type(err).__name__})"
     n = len(HISTORY_CSV_COLUMNS)
     if not rows or tuple(rows[0][:n]) != HISTORY_CSV_COLUMNS:

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from usagg.atomic import write_text_atomic
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, SynthTask
 from usagg.errors import UsaggError
+from usagg.safepath import no_links
 from usagg.signals import leave_sigint_to_parent, sigint_held
 from usagg.spec.models import SynthSpec
 from usagg.tasktypes import get_task_type
@@ -241,9 +243,7 @@ def settings(spec: SynthSpec, task_ids: list[str]) -> dict:
 
 
 def _manifest(out: Path, info: dict, complete: bool) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({**info, "complete": complete}, indent=2) + "\n")
-    tmp.replace(out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps({**info, "complete": complete}, indent=2) + "\n")
 
 
 def generate_benchmark(
@@ -264,8 +264,10 @@ def generate_benchmark(
     ids = resolve_tasks(spec, tasks)
     _check_target(out)
     out.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        shutil.rmtree(out / split, ignore_errors=True)
+    for split in SPLITS:  # a link planted at train/ or val/ would have the benchmark written through it, elsewhere
+        folder = out / split
+        if folder.is_symlink() or folder.exists():
+            shutil.rmtree(no_links(folder, f"usagg synth {out}"))
     info = settings(spec, ids)
     _manifest(out, info, complete=False)
     _write_all(out, spec, ids, progress, workers)
