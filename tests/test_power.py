@@ -47,6 +47,13 @@ def test_study_mean_by_hand() -> None:
     assert one["a"].mde is None and "no df" in one["a"].note
 
 
+def test_the_study_mean_covers_the_tasks_dm_averages() -> None:
+    """A task Δm leaves out (at chance) keeps its own row, noted, but is not in the study mean's row."""
+    by = {r.name: r for r in detectable({"a": 2.0, "b": 1.0, "c": 3.0}, 3, not_in_mean={"c": "at chance: not in Δm"})}
+    assert by[STUDY_MEAN].sd == pytest.approx(math.sqrt(2 * (4 + 1) / 3) / 2)
+    assert "over 2 tasks" in by[STUDY_MEAN].note and by["c"].note == "at chance: not in Δm" and by["c"].mde is not None
+
+
 def _seeded(tmp_path: Path) -> Path:
     vals = {"TS": {"a": (0.50, 0.52, 0.48), "b": (0.70, 0.70, 0.70)}, "AU": {"a": (0.55, 0.61, 0.58), "b": (0.7,)}}
     rows = []

@@ -79,15 +79,28 @@ def seed_sd(comp: Comparison, fraction: float) -> dict[str, float]:
     return out
 
 
-def detectable(sds: dict[str, float], n_seeds: int, alpha: float = ALPHA, power: float = POWER) -> list[Detectable]:
-    """The minimum detectable Δ of every task in `sds`, then of the study mean over them."""
+def detectable(
+    sds: dict[str, float],
+    n_seeds: int,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    *,
+    not_in_mean: dict[str, str] | None = None,
+) -> list[Detectable]:
+    """The minimum detectable Δ of every task in `sds`, then of the study mean over the tasks Δm averages:
+    `not_in_mean` (task -> why, e.g. "at chance") names those Δm leaves out, noted on their rows."""
+    left = not_in_mean or {}
     d = standardised_mde(n_seeds, alpha, power)
     why = "" if d is not None else f"{n_seeds} seed per paradigm leaves the t test no df: plan ≥ 2"
-    rows = [Detectable(t, sd, n_seeds, None if d is None else d * sd, why) for t, sd in sds.items()]
-    if sds and n_seeds >= 1:
-        se = math.sqrt(sum(2.0 * sd**2 / n_seeds for sd in sds.values())) / len(sds)
+    rows = [
+        Detectable(t, sd, n_seeds, None if d is None else d * sd, "; ".join(filter(None, [why, left.get(t, "")])))
+        for t, sd in sds.items()
+    ]
+    kept = [sd for t, sd in sds.items() if t not in left]
+    if kept and n_seeds >= 1:
+        se = math.sqrt(sum(2.0 * sd**2 / n_seeds for sd in kept)) / len(kept)
         z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
-        rows.append(Detectable(STUDY_MEAN, se, n_seeds, z * se, f"over {len(sds)} tasks, seed noise only"))
+        rows.append(Detectable(STUDY_MEAN, se, n_seeds, z * se, f"over {len(kept)} tasks, seed noise only"))
     return rows
 
 

@@ -147,7 +147,9 @@ def study_power(a: Analysis) -> Table | None:
     if not sds:
         return None
     source = f"sd over seeds measured in {a.inp.source}, pooled over paradigms (fraction {frac_label(f)})"
-    return power_table(detectable(sds, len(a.inp.table.seeds)), source, a.comp.scale)
+    chance = a.comp.chance.get(f, ()) if a.comp.chance_excluded else ()
+    not_in_mean = {t: "at chance: not in Δm" for t in chance}
+    return power_table(detectable(sds, len(a.inp.table.seeds), not_in_mean=not_in_mean), source, a.comp.scale)
 
 
 def all_tables(a: Analysis) -> list[Table]:

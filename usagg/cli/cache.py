@@ -103,7 +103,11 @@ def prune(
 
 def register(app: typer.Typer) -> None:
     """Add the `cache` sub-app."""
-    sub = typer.Typer(name="cache", help="Inspect and prune the cache (decoded images, synthetic data, analysis).")
+    sub = typer.Typer(
+        name="cache",
+        help="Inspect and prune the cache (decoded images, synthetic data, analysis).\n\n"
+        "Example: usagg cache info && usagg cache prune --older-than 14 --dry-run",
+    )
     sub.command("info")(info)
     sub.command("prune")(prune)
     app.add_typer(sub, name="cache", no_args_is_help=True)

@@ -90,6 +90,11 @@ def check(file: FileArg, backbone: BackboneOpt = None) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the `weights` sub-app (`usagg weights check`)."""
-    sub = typer.Typer(name="weights", help="Check model weights files (DINOv3 checkpoints).", no_args_is_help=True)
+    sub = typer.Typer(
+        name="weights",
+        help="Check model weights files (DINOv3 checkpoints).\n\n"
+        "Example: usagg weights check ~/weights/dinov3_vitb16_pretrain_lvd1689m.pth --backbone dinov3_base",
+        no_args_is_help=True,
+    )
     sub.command("check")(check)
     app.add_typer(sub, name="weights")
