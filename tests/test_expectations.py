@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from usagg.analysis.delta import compare
-from usagg.analysis.expect import Outcome, evaluate
+from usagg.analysis.expect import Outcome, evaluate, expectations_table
 from usagg.analysis.inputs import load_input
 from usagg.analysis.summary import analyse
 from usagg.analysis.uncertainty import task_uncertainty
@@ -113,6 +113,8 @@ def test_ag_grouping_by_adjusted_rand_index(tmp_path: Path) -> None:
     assert out_wrong.met is False and out_wrong.value < 0.8 and "g1: cls_a, cls_b" in out_wrong.detail
     (no_ag,) = _check(_write_results(tmp_path / "r2.csv"), right)
     assert no_ag.met is None and no_ag.detail == "AG did not run"
+    ci = expectations_table([out_right]).rows[0][3]
+    assert ci == "—"  # the Rand index has no interval: said, not an empty cell
 
 
 def test_one_seed_takes_the_test_set_bootstrap_of_the_jobs_item_scores(tmp_path: Path) -> None:

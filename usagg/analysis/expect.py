@@ -301,7 +301,7 @@ def _ci_text(ci: tuple[float, float] | None) -> str:
 def expectations_table(outcomes: list[Outcome]) -> Table:
     """One row per expectation: verdict, value and its 95 % interval, and what was read."""
     rows: list[list[Cellv]] = [
-        [o.name, o.verdict, math.nan if o.value is None else o.value, _ci_text(_ci(o)).strip(), o.detail]
+        [o.name, o.verdict, math.nan if o.value is None else o.value, _ci_text(_ci(o)).strip() or "—", o.detail]
         for o in outcomes
     ]
     met = sum(o.met is True for o in outcomes)

@@ -284,7 +284,9 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
     notes = [
         "n: tasks (or groups, or seed-level values for the mixed model) entering the statistic; for Wilcoxon the "
         "non-zero differences scipy ranks (zero_method=wilcox drops zeros).",
-        f"p (Holm): Holm step-down adjustment over all {tested} p-values of this table (family-wise error).",
+        f"p (Holm): Holm step-down adjustment over all {tested} p-values of this table (family-wise error)."
+        if tested
+        else "p (Holm): no statistic of this table has a p-value, so none is adjusted.",
         "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
         "differences, and the Hodges-Lehmann estimate (median of the Walsh averages, percentage points).",
         "Mixed-model slope: percentage points of Δ per tenfold training-set size.",
