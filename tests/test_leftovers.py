@@ -133,8 +133,8 @@ EXPECTED_BOUNDS = {
     "relative": {"iou": (-100, 100), "auc": (-100, 25), "mre": (-INF, 100)},
     # ln 0 = −∞: no lowest Δ where higher is better, no highest where lower is
     "log_ratio": {"iou": (-INF, 100 * math.log(2)), "auc": (-INF, -100 * math.log(0.8)), "mre": (-INF, INF)},
-    # headroom D: 0.5 (IoU), 1 − 0.8 (AUC), 4 − 0 (MRE): the worst value is −m/D·100
-    "headroom": {"iou": (-100, 100), "auc": (-400, 100), "mre": (-INF, 100)},
+    # headroom, a loss's D: 0.5 − 0 (IoU), 0.8 − 0.5 (AUC: chance), for MRE its gain's D (4 − 0): −(m − worst)/D·100
+    "headroom": {"iou": (-100, 100), "auc": (-0.8 / 0.3 * 100, 100), "mre": (-INF, 100)},
 }
 
 

@@ -33,7 +33,13 @@ def test_each_scale_by_hand() -> None:
     assert change("headroom", "DSC", 0.6, 0.45, True)[0] == pytest.approx(0.15 / 0.55 * 100)
     assert change("relative", "DSC", 0.5, 0.0, True) == (None, "baseline metric is 0, relative change undefined")
     assert change("log_ratio", "DSC", 0.0, 0.5, True)[0] is None
-    assert change("headroom", "DSC", 0.9, 1.0, True)[0] is None  # nothing left to gain
+    # a loss is the share of the distance down to the worst value given away (normalised change), so a baseline near
+    # the best is not divided by the little headroom left: AUC 0.998 -> 0.938 is 0.06 of the 0.498 above chance
+    assert change("headroom", "DSC", 0.9, 1.0, True)[0] == pytest.approx(-10.0)
+    assert change("headroom", "AUC", 0.938, 0.998, True)[0] == pytest.approx(-0.06 / 0.498 * 100)
+    assert change("headroom", "DSC", 0.7, 0.8, True)[0] == pytest.approx(-12.5)  # 0.1 of the 0.8 down to 0
+    assert change("headroom", "MRE", 12.0, 10.0, False)[0] == pytest.approx(-20.0)  # no worst px: as a gain's D
+    assert change("headroom", "DSC", 1.0, 1.0, True)[0] == 0.0  # no change, even with nothing left to gain
 
 
 @pytest.mark.parametrize("scale", ["relative", "log_ratio", "headroom"])
@@ -157,19 +163,20 @@ def test_one_seed_at_or_below_chance_is_flagged(tmp_path: Path) -> None:
 
 
 def test_means_that_differ_in_sign_between_scales_are_reported_side_by_side(tmp_path: Path) -> None:
-    # p: DSC 0.10 -> 0.12 (relative +20 %, headroom +2.2 %); q: DSC 0.90 -> 0.85 (relative −5.6 %, headroom −50 %)
-    vals = {"TS": {"p": (0.10,), "q": (0.90,)}, "AU": {"p": (0.12,), "q": (0.85,)}}
+    # p: DSC 0.10 -> 0.12 (relative +20 %, headroom +2.2 %: 0.02 of the 0.9 up to 1); q: DSC 0.90 -> 0.81 (relative
+    # −10 %, headroom −10 %: a loss of 0.09 of the 0.9 down to 0)
+    vals = {"TS": {"p": (0.10,), "q": (0.90,)}, "AU": {"p": (0.12,), "q": (0.81,)}}
     comp = compare(_input(_results(tmp_path, vals, {"p": "DSC", "q": "DSC"})))
-    rel = (20.0 + (0.85 - 0.9) / 0.9 * 100) / 2
-    log = (100 * math.log(1.2) + 100 * math.log(0.85 / 0.9)) / 2
-    head = (0.02 / 0.9 * 100 + (-0.05) / 0.1 * 100) / 2
+    rel = (20.0 + (0.81 - 0.9) / 0.9 * 100) / 2
+    log = (100 * math.log(1.2) + 100 * math.log(0.81 / 0.9)) / 2
+    head = (0.02 / 0.9 * 100 + (-0.09) / 0.9 * 100) / 2
     table = scales_table(comp, 1.0)
     (row,) = [r for r in table.rows if r[1] == "all"]
     assert row[4:7] == [pytest.approx(rel), pytest.approx(log), pytest.approx(head)] and row[7] == "NO"
     assert rel > 0 and head < 0
     (line,) = scale_disagreements(comp, 1.0)
     assert "AU Δm differs in sign" in line and f"relative {rel:+.1f}" in line and f"headroom {head:+.1f}" in line
-    assert rescaled(comp, "headroom").deltas[(1.0, "q", "AU")].value == pytest.approx(-50.0)
+    assert rescaled(comp, "headroom").deltas[(1.0, "q", "AU")].value == pytest.approx(-10.0)
 
 
 def test_signs_agree_only_where_every_scale_has_a_mean_over_the_same_tasks(tmp_path: Path) -> None:

@@ -5,11 +5,17 @@ and reads a baseline at chance (AUC 0.5) as a real reference. The other scales:
 
 - log_ratio: s·ln(m_p/m_b)·100, symmetric (a gain and the loss back cancel) and additive
   across factors; it needs a metric that cannot be negative (a value of 0 gives n/a);
-- headroom: s·(m_p − m_b)/D·100, the share of the distance D from the baseline to the
-  metric's best value (`metric_bounds`: the upper bound where higher is better, the lower
-  one otherwise) that the paradigm closed; chance-aware: for a metric with a chance level
-  (AUC 0.5) the distance is counted from chance at most, D = best − max(m_b, chance),
-  so a baseline below chance has no headroom beyond chance's.
+- headroom: s·(m_p − m_b)/D·100, Marx and Cummings' (2007) normalised change: a gain is the
+  share of the distance D from the baseline to the metric's best value (`metric_bounds`: the
+  upper bound where higher is better, the lower one otherwise) that the paradigm closed, a
+  loss the share of the distance from the baseline down to the metric's worst value that it
+  gave away, so Δ lies in [−100, 100] for a bounded metric (a loss from a baseline near the
+  best is not divided by the little headroom left: a drop from 0.998 to 0.938 is −6 %, not
+  −3,000 %). Chance-aware: for a metric with a chance level (AUC 0.5) a gain's distance is
+  counted from chance at most (D = best − max(m_b, chance), so a baseline below chance has
+  no headroom beyond chance's) and a loss from a baseline above chance is measured against
+  chance (losing all skill is −100 %). A metric with no worst value (an error in px) measures
+  a loss against the distance to its best, as a gain.
 
 s = +1 where higher is better, −1 otherwise, so a positive Δ is a gain on every scale and
 every scale agrees with the others in sign task by task; means over tasks can disagree.
@@ -32,7 +38,8 @@ UNITS = {"relative": "%", "log_ratio": "log points (100·ln ratio)", "headroom":
 FORMULAS = {
     "relative": "Δ = s·(m_p − m_b)/|m_b|·100",
     "log_ratio": "Δ = s·ln(m_p/m_b)·100",
-    "headroom": "Δ = s·(m_p − m_b)/(distance from m_b to the metric's best value, from chance at most)·100",
+    "headroom": "Δ = s·(m_p − m_b)/D·100, D the distance from m_b to the metric's best value (from chance at "
+    "most) for a gain, to its worst value (chance for AUC above chance) for a loss: normalised change",
 }
 
 #: Metrics whose value without skill is known whatever the data: AUC of a random ranking.
@@ -78,21 +85,37 @@ def change(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bo
             return None, f"a metric value ≤ 0 ({min(m_p, m_b):g}), log ratio undefined"
         return s * math.log(m_p / m_b) * 100.0, ""
     if scale == "headroom":
-        dist = _headroom(metric, m_b, higher_is_better)
+        if m_p == m_b:
+            return 0.0, ""
+        dist = _headroom(metric, m_p, m_b, higher_is_better)
         if dist is None or dist <= 0:
             return None, "baseline at the metric's best value (or its best is unknown), no headroom"
         return s * (m_p - m_b) / dist * 100.0, ""
     raise ValueError(f"unknown scale {scale!r}; one of {', '.join(SCALES)}")
 
 
-def _headroom(metric: str, m_b: float, higher_is_better: bool) -> float | None:
-    """Distance from the baseline to the best value, counted from chance at most where the metric has one."""
+def _headroom(metric: str, m_p: float, m_b: float, higher_is_better: bool) -> float | None:
+    """The distance D a Δ on the headroom scale divides by: for a loss, from the baseline to the worst value
+    (`_worst`) where the metric has one; else from the baseline to the best value, from chance at most."""
+    s = 1.0 if higher_is_better else -1.0
+    if s * (m_p - m_b) < 0 and (worst := _worst(metric, m_b, higher_is_better)) is not None:
+        return abs(m_b - worst)
     best = _best(metric, higher_is_better)
     if best is None:
         return None
     chance = chance_level(metric)
     ref = max(m_b, chance) if chance is not None and higher_is_better else m_b
     return abs(best - ref)
+
+
+def _worst(metric: str, m_b: float, higher_is_better: bool) -> float | None:
+    """What a loss from `m_b` is measured down to: chance for a baseline above it (AUC 0.5), else the metric's worst
+    bound (the lower one where higher is better); None where the metric has none (an error in px)."""
+    lo, hi = metric_bounds(metric)
+    if not higher_is_better:
+        return hi
+    chance = chance_level(metric)
+    return chance if chance is not None and m_b > chance else lo
 
 
 def gradient(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bool) -> tuple[float, float] | None:
@@ -103,11 +126,15 @@ def gradient(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: 
         return 100.0 / abs(m_b), 100.0 * abs(m_p) / m_b**2
     if scale == "log_ratio":
         return 100.0 / m_p, 100.0 / m_b
-    dist = _headroom(metric, m_b, higher_is_better)
-    best = _best(metric, higher_is_better)
-    assert dist is not None and best is not None
-    clipped = abs(best - m_b) != dist  # the baseline is below chance: the distance does not move with it
-    return 100.0 / dist, 100.0 / dist if clipped else 100.0 * abs(best - m_p) / dist**2
+    s = 1.0 if higher_is_better else -1.0
+    # at the kink between a gain's and a loss's distance (m_p = m_b): the gain's side where it has room, else the loss's
+    gain = bool(_headroom(metric, m_b + s * 1e-12, m_b, higher_is_better)) if m_p == m_b else s * (m_p - m_b) > 0
+    worst = _worst(metric, m_b, higher_is_better)
+    end = _best(metric, higher_is_better) if gain or worst is None else worst  # worst: fixed (chance or a bound)
+    dist = _headroom(metric, m_b + (s if gain else -s) * abs(m_p - m_b or 1e-12), m_b, higher_is_better)
+    assert dist and end is not None
+    clipped = abs(end - m_b) != dist  # a gain from below chance: the distance does not move with the baseline
+    return 100.0 / dist, 100.0 / dist if clipped else 100.0 * abs(end - m_p) / dist**2
 
 
 def from_relative(scale: str, r: float, higher_is_better: bool) -> float | None:
