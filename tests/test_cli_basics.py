@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -49,6 +50,34 @@ def test_help_has_an_example(command: str, monkeypatch: pytest.MonkeyPatch, caps
     code, text = run_cli([command, "--help"], monkeypatch, capsys)
     assert code == 0
     assert f"Example: usagg {command}" in text
+
+
+def _commands() -> list[list[str]]:
+    """Every command and command group of the app, as the words that name it (`["data", "check"]`)."""
+    import click
+    import typer
+
+    from usagg.cli.app import app
+
+    def walk(cmd: click.Command, path: list[str], ctx: click.Context) -> list[list[str]]:
+        found = [path] if path else []
+        if hasattr(cmd, "list_commands"):  # a group (typer's own group class, whichever click it builds on)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
+                found += walk(sub, [*path, name], click.Context(sub, parent=ctx))
+        return found
+
+    root = typer.main.get_command(app)
+    return walk(root, [], click.Context(root))
+
+
+@pytest.mark.parametrize("words", _commands(), ids=" ".join)
+def test_every_command_and_group_help_has_an_example(
+    words: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = run_cli([*words, "--help"], monkeypatch, capsys)
+    assert code == 0 and re.search(rf"Examples?:\s+usagg {' '.join(words)}\b", text), text
 
 
 def test_data_catalog_help_has_an_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

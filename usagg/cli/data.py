@@ -76,8 +76,9 @@ def _print_report(report, console) -> None:
     from rich.table import Table
 
     from usagg.cli.display import print_table, unchanged_text
+    from usagg.safepath import printable
 
-    table = Table(title=escape(f"{report.root} ({', '.join(report.splits)})"))
+    table = Table(title=escape(printable(f"{report.root} ({', '.join(report.splits)})")))
     for col in ("task", "type", "classes", *(f"{s} images" for s in report.splits), "image size (WxH)", "labels"):
         # a task id stays on one line (other columns fold first) so a log can be searched for it; fold, never
         # cut, where a terminal is too narrow even for it
@@ -85,7 +86,8 @@ def _print_report(report, console) -> None:
         table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col == "task")
     for t in sorted(report.tasks.values(), key=lambda t: t.task_id):
         counts = [str(t.images.get(s, 0)) for s in report.splits]
-        table.add_row(escape(t.task_id), t.type, str(t.num_classes), *counts, t.size_range(), escape(t.label_text()))
+        cells = (printable(t.task_id), t.type, str(t.num_classes), *counts, t.size_range(), printable(t.label_text()))
+        table.add_row(*(escape(c) for c in cells))  # the data's cells: printable, never escape sequences
     print_table(console, table)
     if report.leakage:
         n = report.leakage
@@ -98,15 +100,17 @@ def _print_report(report, console) -> None:
     if report.warnings:
         console.print(f"[bold yellow]{counted(len(report.warnings), 'warning')}:[/]")
         for p in report.warnings:
-            where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
-            console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
+            where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
+            console.print(
+                f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True
+            )
     if report.ok:
         console.print(f"[green]no problems[/] in {counted(len(report.tasks), 'task')}")
         return
     console.print(f"[bold red]{counted(len(report.problems), 'problem')}:[/]")
     for p in report.problems:
-        where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
-        console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
+        where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
+        console.print(f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True)
 
 
 def catalog(
@@ -127,11 +131,16 @@ def catalog(
     """
     from usagg.atomic import write_text_atomic
     from usagg.data.catalog import catalog_text, data_tasks, read_groups
-    from usagg.errors import UsaggError
+    from usagg.errors import DataError, UsaggError
 
     if out is not None and out.exists() and not force:
         raise UsaggError(f"--out {out} exists; give --force to overwrite it, or another path")
     found = data_tasks(root)
+    if not found:  # every row had a problem (a bad task id, a control character, ...): no catalog to write
+        raise DataError(
+            f"no row of the CSVs of {root} names a task usagg can read; `usagg data check {root}` lists each "
+            "row's problem"
+        )
     grouping = read_groups(groups, list(found)) if groups is not None else None
     text = catalog_text(Path(root).absolute(), found, grouping)
     if out is None:
@@ -144,7 +153,11 @@ def catalog(
 
 def register(app: typer.Typer) -> None:
     """Add the `data` sub-app (`usagg data check`, `usagg data catalog`)."""
-    sub = typer.Typer(name="data", help="Inspect and check datasets.", no_args_is_help=True)
+    sub = typer.Typer(
+        name="data",
+        help="Inspect and check datasets.\n\nExample: usagg data check data/FMC_UIA && usagg data catalog data/FMC_UIA",
+        no_args_is_help=True,
+    )
     sub.command("check")(check)
     sub.command("catalog")(catalog)
     app.add_typer(sub, name="data")

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from usagg.errors import UsaggError
+from usagg.safepath import printable
 from usagg.wording import counted
 
 REPAIR_HELP = """Set aside a run store's damaged files and rebuild what they held; print each repair.
@@ -45,16 +46,18 @@ def repair(
     if not store.exists():
         raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
     made = store.repair()
-    console = line_console()
+    console = line_console(highlight=False)
     for note in store.repairs:
-        console.print(f"[bold yellow]repaired:[/] {escape(note)}" if note in made else escape(note), highlight=False)
+        shown = escape(printable(note))
+        console.print(f"[bold yellow]repaired:[/] {shown}" if note in made else shown)
+    root = escape(printable(str(store.root)))  # the user's path: `mk[/]x` is no markup error, `runs[v2]` no tag
     if store.unrepaired:  # damage this command cannot mend: a script must not read the store as sound
         console.print(
-            f"{store.root}: {counted(len(made), 'repair')}, {counted(len(store.unrepaired), 'problem')} left "
+            f"{root}: {counted(len(made), 'repair')}, {counted(len(store.unrepaired), 'problem')} left "
             "(above; `usagg run` with the study's spec mends them)"
         )
         raise typer.Exit(1)
-    console.print(f"{store.root}: {counted(len(made), 'repair')}" if made else f"{store.root}: nothing damaged")
+    console.print(f"{root}: {counted(len(made), 'repair')}" if made else f"{root}: nothing damaged")
 
 
 def register(app: typer.Typer) -> None:

@@ -110,7 +110,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(title), show_lines=False)
+    table = Table(title=escape(printable(title)), show_lines=False)
     table.add_column("job", overflow="fold", no_wrap=True)  # the id whole, so a log can be searched for it
     for col in ("state", "duration", "primary metrics"):
         table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
@@ -122,7 +122,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
         if state == "failed" and record.get("error"):
             line = escape(printable(_error_line(store, jid, str(record["error"]))))
             path = store.paths(jid).error
-            detail = f"[red]{line}[/]" + (f"\n[dim]{escape(str(path))}[/]" if path.is_file() else "")
+            detail = f"[red]{line}[/]" + (f"\n[dim]{escape(printable(str(path)))}[/]" if path.is_file() else "")
         elif state == "running":
             where = _running_progress(store, jid, record)
             duration = duration_text(where.elapsed_s)
@@ -197,7 +197,7 @@ def print_data_problems(console: Console, err: DataProblems) -> None:
     from rich.markup import escape
 
     report = err.report
-    root = escape(str(report.root))
+    root = escape(printable(str(report.root)))
     console.print(
         f"[bold red]the dataset at {root} has {counted(len(err.problems), 'problem')} in this study's tasks:[/]"
     )
@@ -209,9 +209,9 @@ def _print_problem_lines(console: Console, problems: list[Any], root: str) -> No
     """One line per problem (the first 50), each named by CSV file and row."""
     from rich.markup import escape
 
-    for p in problems[:50]:
-        where = f"[cyan]{escape(p.where())}[/]: " if p.row else ""
-        console.print(f"  [yellow]{p.kind}[/] {where}{escape(p.message)}", highlight=False, soft_wrap=True)
+    for p in problems[:50]:  # file names and messages carry the data's cells: printable, never escape sequences
+        where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
+        console.print(f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True)
     if len(problems) > 50:
         console.print(f"  ... and {len(problems) - 50} more (usagg data check {root})")
 
@@ -221,7 +221,7 @@ def _print_repairs(console: Console, store: RunStore) -> None:
     from rich.markup import escape
 
     for note in store.repairs:
-        console.print(f"[bold yellow]damaged:[/] {escape(note)}", soft_wrap=True, highlight=False)
+        console.print(f"[bold yellow]damaged:[/] {escape(printable(note))}", soft_wrap=True, highlight=False)
     store.repairs.clear()
 
 
@@ -267,27 +267,30 @@ class ConsoleObserver(RunObserver):
     def data_checked(self, run: StudyRun, report: CheckReport) -> None:
         from rich.markup import escape
 
-        print_data_warnings(self.console, run.data_warnings, escape(str(report.root)))
+        root = escape(printable(str(report.root)))
+        print_data_warnings(self.console, run.data_warnings, root)
         self.say(
-            f"dataset {escape(str(report.root))}: [green]no problems in this study's tasks[/] "
+            f"dataset {root}: [green]no problems in this study's tasks[/] "
             f"({len(run.study.tasks)} of {counted(len(report.tasks), 'task')})"
             + (f"; {unchanged_text(report)}" if report.kept else "")
         )
 
     def store_ready(self, run: StudyRun) -> None:
+        from rich.markup import escape
+
         store, skipped = run.store, run.skipped_failed
         _print_repairs(self.console, store)
         self.say(
-            f"study [bold]{run.study.name}[/]: {counted(len(run.jobs), 'job')} selected, {len(run.todo)} to run, "
-            f"{len(run.done)} done"
+            f"study [bold]{escape(run.study.name)}[/]: {counted(len(run.jobs), 'job')} selected, "
+            f"{len(run.todo)} to run, {len(run.done)} done"
             + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
-            + f"; store {store.root}"
+            + f"; store {escape(printable(str(store.root)))}"
         )
 
     def warning(self, message: str) -> None:
         from rich.markup import escape
 
-        self.console.print(f"[bold yellow]warning:[/] {escape(message)}")
+        self.console.print(f"[bold yellow]warning:[/] {escape(printable(message))}")
 
     def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
         if self.clock is not None:
@@ -321,11 +324,13 @@ class ConsoleObserver(RunObserver):
         self.console.print(f"[yellow]{waiting.paradigm} not planned[/]: it waits for {states}")
 
     def finished(self, run: StudyRun, result: RunResult) -> None:
+        from rich.markup import escape
+
         store = run.store
         _print_repairs(self.console, store)
         if not self.quiet:
             print_table(self.console, _summary_table(store, list(result.states), f"{run.study.name}: {store.root}"))
-        self.console.print(f"results: {result.results_csv}")
+        self.console.print(f"results: {escape(printable(str(result.results_csv)))}")
 
 
 def _check_data(console: Console, job_run: StudyRun, observer: ConsoleObserver | None) -> None:
@@ -416,9 +421,11 @@ def run(
             console.print(f"[yellow]stopped (SIGTERM)[/]; {RESUMES}")
         raise
     if result.failed:
+        from rich.markup import escape
+
         console.print(
             f"[bold red]{counted(len(result.failed), 'job')} failed[/]; see jobs/<id>/error.txt under "
-            f"{result.store_root}"
+            f"{escape(printable(str(result.store_root)))}"
         )
         raise typer.Exit(1)
 
@@ -443,7 +450,7 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
         _check_data(note, job_run, None)
     else:
         check_model_weights(job_run.study)
-        note.print(f"[yellow]data not checked[/]: {escape(reason)}", soft_wrap=True, highlight=False)
+        note.print(f"[yellow]data not checked[/]: {escape(printable(reason))}", soft_wrap=True, highlight=False)
     if check and job_run.todo:
         job_run.check_executor()  # the devices and the executor a run would use (a GPU asked for, sbatch)
     if as_json:
@@ -506,9 +513,8 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
     from rich.table import Table
 
     store, jobs = job_run.store, job_run.jobs
-    table = Table(
-        title=f"dry run: {len(job_run.todo)} of {counted(len(jobs), 'job')} would run (store {escape(str(store.root))})"
-    )
+    root = escape(printable(str(store.root)))
+    table = Table(title=f"dry run: {len(job_run.todo)} of {counted(len(jobs), 'job')} would run (store {root})")
     for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
         table.add_column(col, overflow="fold", no_wrap=col == "job")
     for j in jobs:

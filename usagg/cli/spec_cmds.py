@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from usagg.cli.display import line_console, print_table
 from usagg.errors import UsaggError
+from usagg.safepath import printable
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -83,7 +85,9 @@ def validate(
     checked_data = _check_data_tasks(s)
     out = line_console(highlight=False)
     data_line = _run_data_check(s, out, skip=no_data_check)
-    out.print(f"[green]ok[/]: {study} is a valid study [bold]{s.name}[/] (run store {Path(s.output_root) / s.name})")
+    # paths the user gave, escaped: `runs[v2]` is no markup tag, `out[/]x` no markup error
+    spec, store = (escape(printable(str(p))) for p in (study, Path(s.output_root) / s.name))
+    out.print(f"[green]ok[/]: {spec} is a valid study [bold]{escape(s.name)}[/] (run store {store})")
     types = Counter(t.type for t in s.tasks)
     out.print(f"tasks: {len(s.tasks)} ({', '.join(f'{n} {t}' for t, n in types.items())})")
     groups = Counter(t.group or "(none)" for t in s.tasks)
@@ -97,15 +101,15 @@ def validate(
         from usagg.sweep import points
 
         out.print(
-            f"sweep: {len(points(s.sweep))} points over {', '.join(s.sweep)} (a job two points share, where a key "
-            "does not enter its id, is planned once)"
+            f"sweep: {len(points(s.sweep))} points over {escape(', '.join(s.sweep))} (a job two points share, "
+            "where a key does not enter its id, is planned once)"
         )
     for w in planned.waiting:
         are = "is" if len(w.needs) == 1 else "are"
         their = "its" if len(w.needs) == 1 else "their"
         out.print(f"{w.paradigm}: planned once {', '.join(w.needs)} {are} done (its groups come from {their} results)")
-    data = s.data.root if s.data.root is not None else "synthetic benchmark"
-    out.print(f"data: {data}; model: {s.model.backbone} at {s.model.image_size} px")
+    data = escape(printable(str(s.data.root))) if s.data.root is not None else "synthetic benchmark"
+    out.print(f"data: {data}; model: {escape(s.model.backbone)} at {s.model.image_size} px")
     if checked_data:
         out.print(f"data: the study's {counted(len(s.tasks), 'task')} match the CSVs ({checked_data})")
     out.print(data_line)
@@ -114,9 +118,10 @@ def validate(
     if s.model.weights is None:
         out.print("[yellow]note[/]: no model.weights: the encoder will be randomly initialised.")
     elif not s.model.weights.is_file():
-        out.print(f"[yellow]note[/]: model.weights {s.model.weights} does not exist yet (needed by `usagg run`).")
+        weights = escape(printable(str(s.model.weights)))
+        out.print(f"[yellow]note[/]: model.weights {weights} does not exist yet (needed by `usagg run`).")
     else:
-        out.print(f"weights: {s.model.weights} fits {s.model.backbone}")
+        out.print(f"weights: {escape(printable(str(s.model.weights)))} fits {escape(s.model.backbone)}")
 
 
 def _check_weights(s: Study) -> None:
@@ -135,18 +140,16 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
     study's tasks are listed and exit 1, as `run` exits. Returns the line to print: the result, or why the data
     was not checked."""
-    from rich.markup import escape
-
     from usagg.service import DataProblems, check_study_data, data_not_checkable
 
     if skip:
         return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first."
     if s.data.root is not None and not s.data.root.is_dir():
-        root = escape(str(s.data.root))
+        root = escape(printable(str(s.data.root)))
         return f"[yellow]note[/]: data.root {root} does not exist yet (needed by `usagg run`); data not checked."
     reason = data_not_checkable(s)
     if reason is not None:
-        return f"[yellow]note[/]: data not checked: {escape(reason)}."
+        return f"[yellow]note[/]: data not checked: {escape(printable(reason))}."
     from usagg.cli.display import data_check_spinner, unchanged_text
     from usagg.cli.runs import print_data_problems, print_data_warnings
 
@@ -156,9 +159,10 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     except DataProblems as err:
         print_data_problems(out, err)
         raise typer.Exit(1) from None
-    print_data_warnings(out, warnings, escape(str(report.root)))
+    root = escape(printable(str(report.root)))
+    print_data_warnings(out, warnings, root)
     return (
-        f"data: {escape(str(report.root))} has no problems in this study's tasks "
+        f"data: {root} has no problems in this study's tasks "
         f"({len(s.tasks)} of {counted(len(report.tasks), 'task')} checked as `usagg run` checks them)"
         + (f"; {unchanged_text(report)}" if report.kept else "")
     )
@@ -279,7 +283,7 @@ def plan_cmd(
             ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks",
             f"{j.fraction:g}",
             str(j.seed),
-            *([_points_cell(j.sweep)] if s.sweep else []),
+            *([escape(_points_cell(j.sweep))] if s.sweep else []),
             states[j.id],
         )
         for j in jobs
@@ -334,7 +338,7 @@ def schema(
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        Console(stderr=True).print(f"wrote {out}")
+        Console(stderr=True).print(f"wrote {escape(printable(str(out)))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,13 +7,18 @@ majority of its rows, as `usagg data check` takes them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from usagg.errors import DataError, SpecError, UsaggError
+from usagg.names import is_plain_name
+from usagg.safepath import printable
 
 if TYPE_CHECKING:
     from usagg.spec.models import SynthSpec
@@ -121,6 +126,11 @@ def read_groups(path: Path, task_ids: Sequence[str]) -> dict[str, str]:
         raise UsaggError(f"{path}: expected a mapping group -> list of task ids, e.g. `OB: [fetal_head, FUGC]`")
     out: dict[str, str] = {}
     for group, ids in raw.items():
+        if not is_plain_name(str(group)):
+            raise UsaggError(
+                f"{path}: group {str(group)!r} is not a name a study can give a group (letters, digits, "
+                "'_', '.', '-', starting with a letter or digit, at most 80 characters): rename it"
+            )
         for tid in ids:
             tid = str(tid)
             if tid not in task_ids:
@@ -135,16 +145,30 @@ def read_groups(path: Path, task_ids: Sequence[str]) -> dict[str, str]:
 
 
 def catalog_text(root: Path, found: dict[str, DataTask], groups: dict[str, str] | None) -> str:
-    """A task catalog (`tasks:` block, one flow mapping per task), loadable as `tasks_from: {catalog: FILE}`."""
-    width = max((len(t) for t in found), default=0)
+    """A task catalog (`tasks:` block, one flow mapping per task), loadable as `tasks_from: {catalog: FILE}`.
+
+    Every value is quoted where YAML would read it as more than itself (`_flow_scalar`), and the root in the
+    comment is printable and on one line, so nothing from the data or the path becomes YAML.
+    """
+    shown_root = printable(str(root)).replace("\n", "\\n")
     lines = [
-        f"# Task catalog written by `usagg data catalog` from the CSVs of {root}.",
+        f"# Task catalog written by `usagg data catalog` from the CSVs of {shown_root}.",
         "# id, type and num_classes are the data's; "
         + ("groups from the groups file." if groups else "add `group:` per task (or `groups:` in the study)."),
         "# Use it from a study:   tasks_from: {catalog: path/to/this.yaml}",
         "tasks:",
     ]
+    ids = {t.id: _flow_scalar(t.id) for t in found.values()}
+    width = max((len(i) for i in ids.values()), default=0)
     for t in found.values():
-        group = f", group: {groups[t.id]}" if groups and t.id in groups else ""
-        lines.append(f"  - {{id: {t.id + ',':<{width + 1}} type: {t.type}, num_classes: {t.num_classes}{group}}}")
+        group = f", group: {_flow_scalar(groups[t.id])}" if groups and t.id in groups else ""
+        kind = _flow_scalar(t.type)
+        lines.append(f"  - {{id: {ids[t.id] + ',':<{width + 1}} type: {kind}, num_classes: {t.num_classes}{group}}}")
     return "\n".join(lines) + "\n"
+
+
+def _flow_scalar(value: str) -> str:
+    """`value` as a YAML scalar inside a flow mapping: plain where that reads back as the same string, else quoted
+    (a `,`, `}`, `#` or `: ` would otherwise end the value and start new keys). yaml.safe_dump decides, on a
+    one-item flow list whose brackets are cut off."""
+    return yaml.safe_dump([value], default_flow_style=True, width=math.inf).strip()[1:-1]

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from usagg.errors import DataError
+from usagg.names import is_plain_name
+from usagg.safepath import control_characters
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
 from usagg.tasktypes.base import Row, RowError
 from usagg.wording import counted
@@ -114,6 +116,18 @@ def _majority(values: list) -> object:
     return Counter(values).most_common(1)[0][0]
 
 
+def _control_cells(record: dict) -> str:
+    """Why a row's cells hold control characters ('' when none does): an escape sequence in a task id or a path
+    would reach the terminal through every table and message that shows it, and a newline would break the
+    one-line problems and the catalog lines written from it."""
+    bad = [
+        f"column {column} ({value!r}: {', '.join(control_characters(value))})"
+        for column, value in record.items()
+        if isinstance(value, str) and not value.isprintable() and control_characters(value)  # isprintable: fast
+    ]
+    return f"control characters in {'; '.join(bad)}: every cell must be printable text on one line" if bad else ""
+
+
 def scan_split(root: Path, split: str) -> SplitScan:
     """Parse every row of the split's CSVs; collect row problems instead of raising.
 
@@ -125,10 +139,30 @@ def scan_split(root: Path, split: str) -> SplitScan:
     rows: list[tuple[Path, int, dict, list[str]]] = []
     real_dirs: dict[str, str] = {}  # one scan's resolved folders (tasktypes.base.resolve_inside)
     for path in csv_files(root, split):
+        if control_characters(path.name):  # no csv_file: the name would reach every line that places a problem
+            scan.problems.append(
+                Problem(
+                    "control_character",
+                    f"the {split} CSV {path.name!r} has control characters in its name "
+                    f"({', '.join(control_characters(path.name))}): rename it to printable text",
+                )
+            )
+            continue
         try:
             columns, records = _read_csv(path, root)
         except DataError as err:
             scan.problems.append(Problem("unreadable_csv", str(err), rel(path, root)))
+            continue
+        header = [repr(c) for c in columns if control_characters(c)]
+        if header:
+            scan.problems.append(
+                Problem(
+                    "control_character",
+                    f"{rel(path, root)} has control characters in its header ({', '.join(header)}): column names "
+                    "must be printable text on one line",
+                    rel(path, root),
+                )
+            )
             continue
         missing = [c for c in BASE_COLUMNS if c not in columns]
         if missing:
@@ -159,9 +193,23 @@ def scan_split(root: Path, split: str) -> SplitScan:
     types: dict[str, Any] = {}  # task_name as written -> its task type (or None), looked up once per scan
     folders: dict[Path, Path] = {}  # a CSV -> its folder, where its relative paths start
     for path, row, record, columns in rows:
+        controlled = _control_cells(record)
+        if controlled:
+            problem("control_character", controlled, path, row)
+            continue
         task_id = (record.get("task_id") or "").strip()
         if not task_id:
             problem("missing_value", "column task_id is empty", path, row)
+            continue
+        if not is_plain_name(task_id):
+            problem(
+                "bad_task_id",
+                f"task_id {task_id!r} is not a name a study can give a task (letters, digits, '_', '.', '-', "
+                "starting with a letter or digit, at most 80 characters), so no spec could name this task: "
+                "rename it in the CSVs",
+                path,
+                row,
+            )
             continue
         name = record.get("task_name") or ""
         found = types[name] if name in types else types.setdefault(name, find_task_type(name))
