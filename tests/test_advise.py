@@ -93,7 +93,7 @@ def test_advice_follows_the_designed_size_effect(by_size: Path) -> None:
     for r in adv.rows:
         assert r.measured["AU"] == pytest.approx(12 - 10 * X[r.task])
         assert r.n_train == pytest.approx(10 ** (2 + X[r.task]), rel=1e-5)  # the CSV keeps 6 digits
-        assert r.sd == (0.0 if r.advised == "TS" else adv.rmse[r.advised])
+        assert r.sd == (None if r.advised == "TS" else adv.rmse[r.advised])  # TS: Δ 0 by definition
         assert r.predicted == r.predicted_by[r.advised]
     # the MAE is the mean held-out error over every (task, paradigm); a linear truth leaves only the ridge's shrinkage
     errors = [abs(r.loto_predicted[p] - r.measured[p]) for r in adv.rows for p in ("CG", "AU")]  # type: ignore[operator]
@@ -421,3 +421,36 @@ def test_predictions_stay_within_what_the_metric_allows(tmp_path: Path) -> None:
     assert min(r.loto_predicted["AU"] for r in adv.rows) == -100.0
     # (n_train goes through the CSV with 6 digits, hence the tolerance)
     assert [r.loto_predicted["AU"] for r in adv.rows] == pytest.approx([max(-100.0, v) for v in held], abs=1e-3)
+
+
+def test_a_task_with_ts_at_chance_is_not_advised_on(tmp_path: Path) -> None:
+    """A classification task whose TS AUC is at chance: left out of the models and the rules, as of every aggregate,
+    and named."""
+    n_train = {t: 10 ** (2 + x) for t, x in X.items()}
+    groups = {t: f"G{i // 4}" for i, t in enumerate(X)}
+    deltas = {"TS": {t: 0.0 for t in X}, "CG": {t: -16 + 10 * x for t, x in X.items()}, "AU": {t: 5.0 for t in X}}
+    rows = [
+        r if not (r.task == "s1" and r.paradigm == "TS") else Row(**{**r.__dict__, "value": 0.5})
+        for r in _rows(deltas, n_train, groups)
+    ]  # s1 is a classification task (odd index): AUC 0.5 under TS
+    write_results(rows, tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    assert "s1" not in {r.task for r in adv.rows} and len(adv.rows) == len(X) - 1
+    assert "Not advised on: s1 (TS at chance" in " ".join(adv.notes)
+
+
+def test_few_tasks_and_an_advice_the_task_measured_against_are_said(tmp_path: Path) -> None:
+    """Five tasks in two groups: the note says one task decides between model and rules; where the advice's own
+    measured Δ for a task is a loss and another paradigm measured best, the note names it with both."""
+    tasks = {"a": 0.0, "b": 0.5, "c": 1.0, "d": 1.5, "e": 2.0}
+    n_train = {t: 10 ** (2 + x) for t, x in tasks.items()}
+    groups = {t: ("G0", "G0", "G0", "G1", "G1")[i] for i, t in enumerate(tasks)}
+    au = {"a": 8.0, "b": 7.0, "c": 6.0, "d": 9.0, "e": -20.0}  # AU wins everywhere but e, where TS is best
+    deltas = {"TS": {t: 0.0 for t in tasks}, "CG": {t: -5.0 for t in tasks}, "AU": au}
+    write_results(_rows(deltas, n_train, groups), tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    notes = " ".join(adv.notes)
+    assert "Few cases: the model and the rules are compared on 5 tasks in 2 clinical groups" in notes
+    assert [r.advised for r in adv.rows] == ["AU"] * 5  # the rule "always AU" (4 of 5 held out) beats the model
+    assert "goes against the task's own measurement for e (ΔAU measured -20.0, best measured TS)" in notes
+    assert "measurement for a " not in notes  # AU was best measured on a-d: no note for them

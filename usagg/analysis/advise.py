@@ -43,7 +43,7 @@ import numpy as np
 from usagg.analysis.delta import SEED_ORDER, Comparison, compare
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
-from usagg.analysis.scales import FORMULAS
+from usagg.analysis.scales import FORMULAS, UNITS
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
@@ -64,6 +64,9 @@ MIN_TASKS = 4
 MIN_FIT = 3
 #: The two ways advice is held out: one task at a time, one clinical group at a time.
 LOTO, LOGO = "leave-one-task-out", "leave-one-group-out"
+#: At most this many tasks, or clinical groups, to check the advice on: one task decides between the model and
+#: the rules, and the report says so.
+FEW_TASKS, FEW_GROUPS = 5, 2
 
 
 class CannotAdvise(UsaggError):
@@ -80,7 +83,7 @@ class AdviceRow:
     n_train: float | None
     advised: str  # the model's advice, or the best trivial rule's when the model does not beat it
     predicted: float  # the model's Δ % for the advised paradigm (0 for TS)
-    sd: float  # LOTO root-mean-square error of the advised paradigm's model (0 for TS)
+    sd: float | None  # LOTO root-mean-square error of the advised paradigm's model (None for TS: its Δ is 0)
     predicted_by: dict[str, float]  # paradigm -> predicted Δ % (TS 0), within `bounds`
     measured: dict[str, float | None]  # paradigm -> measured Δ % (TS 0; None: not measured)
     best_measured: str | None  # None when some paradigm's Δ was not measured for the task
@@ -225,7 +228,7 @@ class Advice:
                     "advised": r.advised,
                     "model_advised": r.model_advised,
                     "predicted_delta": r.predicted,
-                    "sd": r.sd,
+                    "sd": None if r.sd is None else num(r.sd),
                     "predicted_by": r.predicted_by,
                     "delta_bounds": [num(b) for b in r.bounds],
                     "measured": {p: num(v) for p, v in r.measured.items()},
@@ -281,7 +284,20 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
             f"fits its model across tasks and checks it by leaving one task out, which needs at least {MIN_TASKS}."
         )
     notes: list[str] = []
-    missing = [t for t in ordered_tasks(comp) if t not in tasks]
+    chance = [t for t in tasks if t in comp.chance.get(fraction, ())] if comp.chance_excluded else []
+    if chance:  # as in every aggregate: a Δ against a baseline at chance says nothing about the paradigm
+        tasks = [t for t in tasks if t not in chance]
+        notes.append(
+            f"Not advised on: {', '.join(chance)} ({BASELINE} at chance: a Δ against it says nothing about the "
+            "paradigm, so the task is left out of the models and the rules, as of every aggregate; "
+            "analysis.chance_tasks)."
+        )
+        if len(tasks) < MIN_TASKS:
+            raise CannotAdvise(
+                f"cannot advise on {where}: {counted(len(tasks), 'task')} left once the tasks whose {BASELINE} is at "
+                f"chance ({', '.join(chance)}) are left out; advice needs at least {MIN_TASKS}."
+            )
+    missing = [t for t in ordered_tasks(comp) if t not in tasks and t not in chance]
     if missing:  # a task whose TS value is empty or nan: no Δ to learn from, and no advice for it
         notes.append(
             f"Not advised on: {', '.join(missing)} (no {BASELINE} value at fraction {frac_label(fraction)}, so no Δ "
@@ -339,6 +355,7 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
     """What the advice rests on: the data it uses, the model, and where affinity came from."""
     out = [
         adv.verdict(),
+        *_caveats(adv, comp),
         f"Δ versus {BASELINE}: {SEED_ORDER} (seeds {', '.join(map(str, adv.seeds))}), at fraction "
         f"{frac_label(adv.fraction)}, the largest the study ran {BASELINE} at"
         + (f" (of {', '.join(frac_label(f) for f in comp.fractions)})" if len(comp.fractions) > 1 else "")
@@ -352,7 +369,8 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
         f"({FORMULAS[comp.scale]}): each end is that Δ at one of the metric's bounds, none where the metric has "
         "none or the formula none there (log_ratio at 0).",
         f"Model advice: the paradigm with the highest predicted Δ ({BASELINE} on a tie); sd: the root-mean-square "
-        f"leave-one-task-out error of that paradigm's model ({BASELINE}: 0). The advice is fitted on every task; "
+        f"leave-one-task-out error of that paradigm's model ({BASELINE}: —, its Δ is 0 by definition; how often "
+        f"advising it is right is the rules' hit count). The advice is fitted on every task; "
         "the accuracy holds each task out in turn, then each clinical group (tasks of a group share models, so "
         "they are not independent units). Trivial rules scored the same way: always "
         + ", always ".join(adv.paradigms)
@@ -369,6 +387,32 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
         out.append(
             f"Affinity: the lookahead affinity of {aff.job_id or 'the measuring jobs'} (usagg/affinity.py), "
             "averaged over its seeds, onto a task from its group mates under each paradigm and from it to them."
+        )
+    return out
+
+
+def _caveats(adv: Advice, comp: Comparison) -> list[str]:
+    """What a reader must weigh against the advice: too few tasks to rank the model against the rules, and tasks
+    whose own measurement went against their advice."""
+    out = []
+    groups = {r.group for r in adv.rows}
+    if adv.n <= FEW_TASKS or len(groups) <= FEW_GROUPS:
+        out.append(
+            f"Few cases: the model and the rules are compared on {counted(adv.n, 'task')} in "
+            f"{counted(len(groups), 'clinical group')}, so one task decides between them: treat the advice as a "
+            "hypothesis for the next study, not a finding of this one."
+        )
+    against = [
+        f"{r.task} (Δ{r.advised} measured {r.measured[r.advised]:+.1f}, best measured {r.best_measured})"
+        for r in adv.rows
+        if r.advised != BASELINE and (m := r.measured.get(r.advised)) is not None and m < 0
+        and r.best_measured not in (None, r.advised)
+    ]  # fmt: skip
+    if against:
+        out.append(
+            f"The advice goes against the task's own measurement for {', '.join(against)}: the advice is what the "
+            "other tasks predict for it; for a task of this study its measured Δ (and its interval, in the per-task "
+            f"table) is the direct evidence (Δ in {UNITS[comp.scale]})."
         )
     return out
 
@@ -592,7 +636,7 @@ def _fit_and_score(
                 n_train=comp.n_train.get((fraction, t)),
                 advised=advised,
                 predicted=pred[advised],
-                sd=rmse.get(advised, 0.0),
+                sd=rmse.get(advised),
                 predicted_by=pred,
                 measured={BASELINE: 0.0, **{p: measured[p].get(t) for p in modelled}},
                 best_measured=best[t],

@@ -194,7 +194,7 @@ def _print_advice(adv: Advice) -> None:
             r.task,
             n,
             r.advised,
-            f"{r.predicted:+.1f}±{r.sd:.1f}",
+            f"{r.predicted:+.1f}" if r.sd is None else f"{r.predicted:+.1f}±{r.sd:.1f}",
             *measured,
             r.best_measured or "—",
             loto,
