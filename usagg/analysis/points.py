@@ -151,8 +151,10 @@ def point_folders(a: Analysis, folder: Path) -> list[tuple[Path, Analysis]]:
 
 def write_points_report(a: Analysis, folder: Path, write_one: Callable[[Analysis, Path], list[Path]]) -> list[Path]:
     """A swept study's report: each point's own report in its sub-folder (`write_one`), and report.md with the
-    points side by side and a link to each."""
-    from usagg.analysis.render import to_csv, to_markdown
+    points side by side and a link to each. The study name, the points' labels and the table come from
+    results.csv, which is data: their text goes through `md_text` (no HTML, no link of theirs); a link's target is
+    the point's folder, a plain name (`folder_name`)."""
+    from usagg.analysis.render import md_table, md_text, to_csv, to_markdown
     from usagg.atomic import write_text_atomic
     from usagg.safepath import real_folder
 
@@ -162,9 +164,10 @@ def write_points_report(a: Analysis, folder: Path, write_one: Callable[[Analysis
     links = []
     for (sub_folder, sub), (point, _) in zip(point_folders(a, folder), a.points, strict=True):
         written += write_one(sub, sub_folder)
-        links.append(f"- [{label(point)}]({sub_folder.name}/report.md)")
+        links.append(f"- [{md_text(label(point))}]({sub_folder.name}/report.md)")
     table = side_by_side(a.points)
-    text = "\n".join([f"# {a.inp.study}: {len(a.points)} sweep points", "", to_markdown(table), *links, ""])
+    heading = f"# {md_text(a.inp.study)}: {len(a.points)} sweep points"
+    text = "\n".join([heading, "", to_markdown(md_table(table)), *links, ""])
     written.append(write_text_atomic(tables / "sweep.csv", to_csv(table)))
     written.append(write_text_atomic(folder / "report.md", text))
     return written

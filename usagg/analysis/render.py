@@ -10,9 +10,11 @@ inside each function, so `usagg --help` stays instant.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from usagg.analysis.results import FORMULA_START
 from usagg.analysis.tables import Cellv, Table, fmt_delta
 
 if TYPE_CHECKING:
@@ -83,6 +85,37 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+#: What would open raw HTML in Markdown: a tag, comment or declaration (`<` then a letter, `/`, `!`, `?`) and an entity.
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+_MD_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
+#: What makes a link, an image or a link reference definition of bracketed text: a `]` followed by `(`, `[` or `:`
+#: (`[text](url)`, `![alt](url)`, `[text][ref]`, `[ref]: url`), and a backslash, which would undo the escape before
+#: it. A bracket followed by anything else (`[-2.4, +0.1]`) opens nothing: report.md keeps it as it reads.
+_MD_LINK = re.compile(r"\\|\](?=[(\[:])")
+
+
+def md_text(text: str) -> str:
+    """`text` (which may carry task, group or job names from a results table) as literal Markdown text: a tag or
+    entity is escaped so no raw HTML reaches report.md's readers, a closing bracket before `(`, `[` or `:` (and
+    every backslash) so no link, image or link definition, and a line break cannot start a new block; text such as
+    `Δ<0`, `n < 4` or `[-2.4, +0.1]` is left as it reads. Emphasis and code spans are left to the text (the
+    report's own lines bold a paradigm or quote a key): they carry no link or HTML."""
+    one_line = re.sub(r"[\r\n\u2028\u2029\x85]+", " ", text)
+    linkless = _MD_LINK.sub(lambda m: "\\" + m.group(), one_line)
+    return _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", linkless))
+
+
+def md_table(t: Table) -> Table:
+    """`t` with every text (title, columns, text cells, notes) through `md_text`; numbers untouched."""
+    return Table(
+        t.name,
+        md_text(t.title),
+        [md_text(c) for c in t.columns],
+        [[md_text(v) if isinstance(v, str) else v for v in row] for row in t.rows],
+        [md_text(n) for n in t.notes],
+    )
+
+
 def to_markdown(t: Table, *, heading: str | None = "###") -> str:
     """A `heading` line with the title (none when `heading` is None), the pipe table and the notes as a list."""
     out = [f"{heading} {t.title}", ""] if heading else []
@@ -95,12 +128,28 @@ def to_markdown(t: Table, *, heading: str | None = "###") -> str:
     return "\n".join(out) + "\n"
 
 
+#: A text a spreadsheet reads as a number, not a formula: a sign then a digit or '.' (`-5.3`, `+19.0 [12.4, 26.6]`).
+_SIGNED_NUMBER = re.compile(r"[+-][0-9.]")
+
+
+def csv_cell(v: Cellv) -> Cellv:
+    """`v` safe for a spreadsheet to open (OWASP's CSV injection advice): a text beginning with = or @, or with + or -
+    followed by anything but a digit or '.', gets a leading ' so it shows as text and never runs as a formula.
+    Numbers, number-led text (`-5.3`, `+19.0 [12.4, 26.6]`) and a lone + or - are left as they are. The results
+    table refuses such names already (usagg/analysis/results.py); this keeps any other text (a sweep value, a
+    spec's expectation name) from becoming one."""
+    if not isinstance(v, str) or not v.startswith(FORMULA_START) or v in ("+", "-") or _SIGNED_NUMBER.match(v):
+        return v
+    return "'" + v
+
+
 def to_csv(t: Table) -> str:
-    """Raw values (full precision, empty for missing) so the CSV can be re-analysed."""
+    """Raw values (full precision, empty for missing) so the CSV can be re-analysed; text through `csv_cell`."""
     import pandas as pd
 
-    frame = pd.DataFrame(t.rows, columns=range(len(t.columns)), dtype=object)
-    return frame.to_csv(index=False, header=list(t.columns), lineterminator="\n")
+    rows = [[csv_cell(v) for v in row] for row in t.rows]
+    frame = pd.DataFrame(rows, columns=range(len(t.columns)), dtype=object)
+    return frame.to_csv(index=False, header=[csv_cell(c) for c in t.columns], lineterminator="\n")
 
 
 _LATEX = {

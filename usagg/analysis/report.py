@@ -28,7 +28,7 @@ from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
 from usagg.analysis.mixed import SLOPE
 from usagg.analysis.provenance import Provenance, provenance
-from usagg.analysis.render import to_csv, to_latex, to_markdown
+from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
 from usagg.analysis.selection_gap import gap_table, headline_line, selection_gap
@@ -228,30 +228,6 @@ def _toc(sections: list[Section]) -> list[str]:
     return [HEADLINE, *[s.title for s in sections], "Provenance"]
 
 
-#: What would open raw HTML in Markdown: a tag, comment or declaration (`<` then a letter, `/`, `!`, `?`) and an entity.
-_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")
-_MD_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
-
-
-def md_text(text: str) -> str:
-    """`text` (which may carry task, group or job names from a results table) as literal Markdown text: a tag or
-    entity is escaped so no raw HTML reaches report.md's readers, and a line break cannot start a new block;
-    text such as `Δ<0` or `n < 4` is left as it reads."""
-    one_line = re.sub(r"[\r\n\u2028\u2029\x85]+", " ", text)
-    return _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", one_line))
-
-
-def _md_table(t: Table) -> Table:
-    """`t` with every text (title, columns, text cells, notes) through `md_text`; numbers untouched."""
-    return Table(
-        t.name,
-        md_text(t.title),
-        [md_text(c) for c in t.columns],
-        [[md_text(v) if isinstance(v, str) else v for v in row] for row in t.rows],
-        [md_text(n) for n in t.notes],
-    )
-
-
 def _fence(text: str) -> str:
     """A code fence longer than any run of backticks in `text`, so the stored spec cannot close it early."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -267,7 +243,7 @@ def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folde
         out += [f"## {sec.title}", ""]
         for line in sec.lines:
             out += [md_text(line), ""]
-        out += [to_markdown(_md_table(t)) for t in sec.tables]
+        out += [to_markdown(md_table(t)) for t in sec.tables]
         for fig in placed[sec.title]:
             rel = fig.path.relative_to(folder).as_posix()
             out += [f"![{md_text(fig.name)}]({rel})", "", f"*{md_text(fig.name)}*: {md_text(fig.caption)}", ""]
@@ -275,7 +251,7 @@ def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folde
     out += ["## Provenance", "", *[f"- {md_text(line)}" for line in prov.lines()], ""]
     if prov.jobs:
         jobs = Table("jobs", "", ["job", "device", "precision"], [[j, d, p] for j, d, p in prov.jobs])
-        out += [to_markdown(_md_table(jobs), heading=None)]
+        out += [to_markdown(md_table(jobs), heading=None)]
     if prov.spec_text:
         fence = _fence(prov.spec_text)
         out += ["The spec as run:", "", f"{fence}yaml", prov.spec_text.rstrip(), fence, ""]

@@ -1,7 +1,7 @@
 """report.html rendered from report.md by markdown-it-py (CommonMark plus tables), not assembled by hand.
 
 Raw HTML stays off (`html=False`): a tag in a task name shows as text, never as markup (report.md escapes them
-as well, usagg/analysis/report.py `md_text`). On top of the plain rendering: an id on every heading (the contents
+as well, usagg/analysis/render.py `md_text`). On top of the plain rendering: an id on every heading (the contents
 links), tables inside a box that scrolls sideways on a phone, and each figure (an image paragraph followed by its
 `*name*: caption` paragraph) as a <figure> whose PNG is embedded, so the page is self-contained, displayed at the
 full width of a phone and linked to the PNG in figures/ for its full size.

@@ -21,6 +21,11 @@ from usagg.safepath import control_characters
 from usagg.tasktypes import metric_bounds, metric_direction, task_type_names
 
 COLUMNS = RESULT_COLUMNS
+#: What a spreadsheet reads as the start of a formula: a name may not begin with one (`_parse_row`), and a CSV
+#: cell usagg writes that does is quoted (usagg/analysis/render.py `csv_cell`).
+FORMULA_START = ("=", "+", "-", "@")
+#: The columns holding names (a spec's `Name`, a paradigm, a job id), refused when they begin with FORMULA_START.
+_NAME_COLUMNS = ("study", "job_id", "paradigm", "group", "task", "metric")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -104,64 +109,88 @@ def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
-def _where(path: Path, row: int, column: str) -> str:
-    return f"{path}: row {row} (line {row + 1}), column {column!r}"
+@dataclass(frozen=True)
+class _Place:
+    """Where a record is: the file, its data row (header excluded) and the line it ends on (blank lines and quoted
+    line breaks counted, as the csv reader counts them)."""
+
+    path: Path
+    row: int
+    line: int
+
+    def cell(self, column: str) -> str:
+        return f"{self.path}: row {self.row} (line {self.line}), column {column!r}"
 
 
-def _float(path: Path, row: int, column: str, text: str, *, allow_empty: bool = False) -> float:
+def _float(at: _Place, column: str, text: str, *, allow_empty: bool = False) -> float:
     text = text.strip()
     if not text and allow_empty:
         return math.nan
     try:
         return float(text)
     except ValueError:
-        raise UsaggError(f"{_where(path, row, column)}: expected a number, got {text!r}") from None
+        raise UsaggError(f"{at.cell(column)}: expected a number, got {text!r}") from None
 
 
-def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] = ()) -> Row:
+def _count(at: _Place, column: str, text: str) -> float:
+    """A count (n_train, steps): NaN for an empty cell (the table does not say), else finite and >= 0; an infinite
+    or NaN count would reach the tables' integer columns."""
+    count = _float(at, column, text, allow_empty=True)
+    if text and not (math.isfinite(count) and count >= 0):
+        raise UsaggError(
+            f"{at.cell(column)}: expected a finite count >= 0, or an empty cell where the table does not say, "
+            f"got {text!r}"
+        )
+    return count
+
+
+def _parse_row(at: _Place, rec: dict[str, str], swept: Sequence[str] = ()) -> Row:
     def text(col: str, *, required: bool = True) -> str:
         value = (rec.get(col) or "").strip()
         if required and not value:
-            raise UsaggError(f"{_where(path, row, col)}: expected a value, the cell is empty")
+            raise UsaggError(f"{at.cell(col)}: expected a value, the cell is empty")
         bad = control_characters(value)
         if bad:  # a received table is data: an escape sequence in a task name would reach the terminal
             raise UsaggError(
-                f"{_where(path, row, col)}: expected printable text on one line, got {value[:80]!r} with control "
+                f"{at.cell(col)}: expected printable text on one line, got {value[:80]!r} with control "
                 f"characters ({', '.join(bad)})"
+            )
+        if col in _NAME_COLUMNS and value.startswith(FORMULA_START) and value != "-":  # "-": no group, as Row says
+            raise UsaggError(
+                f"{at.cell(col)}: expected a name starting with a letter or digit, got {value[:80]!r}; a name "
+                f"beginning with {' '.join(FORMULA_START)} is no name a study gives, and a spreadsheet opening "
+                "usagg's CSV tables would run it as a formula"
             )
         return value
 
-    seed_f = _float(path, row, "seed", text("seed"))
+    seed_f = _float(at, "seed", text("seed"))
     if not seed_f.is_integer():
-        raise UsaggError(f"{_where(path, row, 'seed')}: expected an integer seed, got {text('seed')!r}")
-    fraction = _float(path, row, "fraction", text("fraction"))
+        raise UsaggError(f"{at.cell('seed')}: expected an integer seed, got {text('seed')!r}")
+    fraction = _float(at, "fraction", text("fraction"))
     if not 0 < fraction <= 1:
-        raise UsaggError(f"{_where(path, row, 'fraction')}: expected a share in (0, 1], got {fraction}")
+        raise UsaggError(f"{at.cell('fraction')}: expected a share in (0, 1], got {fraction}")
     ttype = text("type")
     if ttype not in task_type_names():
         raise UsaggError(
-            f"{_where(path, row, 'type')}: expected a registered task type ({', '.join(task_type_names())}), "
-            f"got {ttype!r}"
+            f"{at.cell('type')}: expected a registered task type ({', '.join(task_type_names())}), got {ttype!r}"
         )
     metric = text("metric")
     hib = text("higher_is_better", required=False).lower()
     if not hib and metric_direction(metric) is not None:
         hib = str(metric_direction(metric)).lower()  # the store leaves it empty only for unknown metrics
     if hib not in _TRUE | _FALSE:
-        raise UsaggError(f"{_where(path, row, 'higher_is_better')}: expected true or false, got {hib!r}")
-    n_train = _float(path, row, "n_train", text("n_train", required=False), allow_empty=True)
-    if not math.isnan(n_train) and n_train < 0:
-        raise UsaggError(f"{_where(path, row, 'n_train')}: expected a count >= 0, got {n_train}")
+        raise UsaggError(f"{at.cell('higher_is_better')}: expected true or false, got {hib!r}")
+    n_train = _count(at, "n_train", text("n_train", required=False))
     study = text("study", required=False)
     if study and not is_plain_name(study):
         raise UsaggError(
-            f"{_where(path, row, 'study')}: expected a plain study name (letters, digits, '_', '.', '-'), "
+            f"{at.cell('study')}: expected a plain study name (letters, digits, '_', '.', '-'), "
             f"got {study[:80]!r}; output folders are made from it, so it must not be a path"
         )
-    value = _float(path, row, "value", text("value", required=False), allow_empty=True)
+    value = _float(at, "value", text("value", required=False), allow_empty=True)
     if math.isinf(value):  # no metric of a task type is infinite; the store writes an undefined one empty
         raise UsaggError(
-            f"{_where(path, row, 'value')}: expected a finite number, or an empty cell (or nan) for a missing "
+            f"{at.cell('value')}: expected a finite number, or an empty cell (or nan) for a missing "
             f"result, got {text('value')!r}"
         )
     low, high = metric_bounds(metric)
@@ -173,12 +202,8 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
             if low is not None
             else f"<= {high:g}"
         )
-        raise UsaggError(
-            f"{_where(path, row, 'value')}: expected {metric} {span} (what {metric} can be), got {value:g}"
-        )
-    steps = _float(path, row, "steps", text("steps", required=False), allow_empty=True)
-    if not math.isnan(steps) and steps < 0:
-        raise UsaggError(f"{_where(path, row, 'steps')}: expected a count >= 0, got {steps}")
+        raise UsaggError(f"{at.cell('value')}: expected {metric} {span} (what {metric} can be), got {value:g}")
+    steps = _count(at, "steps", text("steps", required=False))
     return Row(
         study=study,
         job_id=text("job_id", required=False),
@@ -194,7 +219,7 @@ def _parse_row(path: Path, row: int, rec: dict[str, str], swept: Sequence[str] =
         n_train=n_train,
         steps=steps,
         sweep=tuple((k, text(k, required=False)) for k in swept),
-        row=row,
+        row=at.row,
     )
 
 
@@ -226,9 +251,24 @@ def parse_results(text: str, path: Path) -> ResultsTable:
                 f"{path}: the header lacks column(s) {', '.join(missing)}; "
                 f"expected {', '.join(COLUMNS)}, found {', '.join(header) or 'no header'}"
             )
+        twice = [h for h in dict.fromkeys(header) if header.count(h) > 1]
+        if twice:  # csv.DictReader would keep the last cell of a repeated column, silently
+            where = ", ".join(
+                f"{h!r} (columns {' and '.join(str(i) for i, c in enumerate(header, start=1) if c == h)})"
+                for h in twice
+            )
+            raise UsaggError(f"{path}: the header gives column(s) {where} more than once; expected each column once")
         reader.fieldnames = header
         swept = [h for h in header if is_sweep_column(h)]
-        rows = [_parse_row(path, i, rec, swept) for i, rec in enumerate(reader, start=1)]
+        rows = []
+        for i, rec in enumerate(reader, start=1):
+            at = _Place(path, i, reader.line_num)
+            if None in rec:  # DictReader's restkey: the cells past the header's last column
+                raise UsaggError(
+                    f"{path}: row {i} (line {at.line}) has {len(header) + len(rec[None])} cells, expected at most "
+                    f"{len(header)} (one per column of the header); a cell holding a comma must be quoted"
+                )
+            rows.append(_parse_row(at, rec, swept))
     except csv.Error as err:  # not CSV at all
         raise UsaggError(
             f"{path} is not a UTF-8 CSV text file ({type(err).__name__}: {str(err)[:120]}); expected a tidy results "

@@ -91,6 +91,7 @@ RC = {
     "figure.dpi": 100,
     "pdf.fonttype": 42,
     "svg.fonttype": "none",
+    "text.parse_math": False,  # task, group and paradigm names are data, drawn as written: `$` never starts mathtext
 }
 
 

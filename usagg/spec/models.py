@@ -948,12 +948,18 @@ class Expectation(Strict):
     @field_validator("name")
     @classmethod
     def _printable_name(cls, v: str) -> str:
-        """Tables, the terminal and report.md print the name: an escape sequence there would act on the terminal."""
+        """Tables, the terminal and report.md print the name: an escape sequence there would act on the terminal, and
+        a formula in a CSV table on a spreadsheet."""
         from usagg.safepath import control_characters
 
         bad = control_characters(v)
         if bad:
             raise ValueError(f"{v[:80]!r} contains control characters ({', '.join(bad)}); a name is printable text")
+        if v.startswith(("=", "+", "-", "@")):  # as usagg/analysis/results.py FORMULA_START (the spec is below it)
+            raise ValueError(
+                f"{v[:80]!r} begins with {v[0]!r}; start the name with a letter or digit: the CSV tables print it, "
+                "and a spreadsheet reads a cell beginning with = + - or @ as a formula"
+            )
         return v
 
     @model_validator(mode="after")
