@@ -797,9 +797,10 @@ class AnalysisSpec(Strict):
     scale: Annotated[Literal["relative", "log_ratio", "headroom"], NOT_IN_HASH] = Field(
         "relative",
         description="Scale of each task's Δ: relative (% of the baseline metric), log_ratio (100·ln of the ratio: "
-        "symmetric, for metrics that cannot be negative) or headroom (% of the distance from the baseline to the "
-        "metric's best value, from chance at most for AUC); the others are shown beside it where a mean's sign "
-        "differs (usagg/analysis/scales.py).",
+        "symmetric, for metrics that cannot be negative) or headroom (normalised change: a gain as % of the distance "
+        "from the baseline to the metric's best value, from chance at most for AUC, a loss as % of the distance down "
+        "to its worst value, chance for AUC; within ±100 for a bounded metric); the others are shown beside it where "
+        "a mean's sign differs (usagg/analysis/scales.py).",
     )
     chance_tasks: Annotated[Literal["exclude", "include"], NOT_IN_HASH] = Field(
         "exclude",
