@@ -247,3 +247,17 @@ def test_absolute_intervals_stay_in_the_metric_range(tmp_path: Path) -> None:
     assert axes["IoU"].get_ylim() == (0.0, 1.0 + F.BOUND_MARGIN)
     assert axes["MRE (px)"].get_ylim()[0] == 0.0
     assert "cut at the range their metric can take (2 intervals cut: IoU, MRE)" in caption
+
+
+def test_delta_axes_carry_the_scale_and_the_task_type_caption_names_what_is_left_out(analysis) -> None:
+    """On analysis.scale log_ratio a Δ axis reads log points, not %; fig_task_type's n counts the type's tasks, and
+    its caption names the tasks a paradigm's box leaves out (CG's one-task groups here)."""
+    from usagg.analysis.delta import rescaled
+
+    logged = dataclasses.replace(analysis, comp=rescaled(analysis.comp, "log_ratio"))
+    with paper_style():
+        fig, caption = F.fig_task_type(logged)
+        assert fig.axes[0].get_ylabel() == "Δ versus TS (log points)"
+        fig, _ = F.fig_delta_vs_ntrain(analysis)
+        assert fig.axes[0].get_ylabel() == "Δ versus TS (%)"
+    assert analysis.comp.excluded_text() and f"({analysis.comp.excluded_text()})." in caption

@@ -23,7 +23,7 @@ from usagg.analysis.absolute_ci import SEEDS, TEST_SET, Interval, absolute_inter
 from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
-from usagg.analysis.delta import group_n_train
+from usagg.analysis.delta import Comparison, group_n_train
 from usagg.analysis.factorial import fig_factorial
 from usagg.analysis.inputs import job_name, paradigm_groups
 from usagg.analysis.style import (
@@ -302,7 +302,7 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
     ax.grid(axis="x", color="0.9", linewidth=0.5)
     ax.set_axisbelow(True)
     at = f", fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""  # the PNG alone must say which subset
-    ax.set_xlabel(f"Δ versus {comp.baseline} (%), positive = gain{at}" + (f"; log beyond ±{lin:g}" if lin else ""))
+    ax.set_xlabel(f"{_delta_axis(comp)}, positive = gain{at}" + (f"; log beyond ±{lin:g}" if lin else ""))
     handles: list[Artist] = [Patch(color=paradigm_color(p, comp.paradigms), label=p) for p in others]
     present = list(dict.fromkeys(comp.info(t).type for t in ypos))
     handles += [
@@ -480,7 +480,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     regime = "← low-data   data-rich →"  # above the axes: never over a point
     ax.text(thr, 1.01, regime, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color="0.35")
     ax.set_xlabel("training images n_train (log scale)")
-    ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
+    ax.set_ylabel(_delta_axis(comp))
     _legend_below(fig, ax)
     cap = (
         f"Δ versus training-set size per task (fraction {frac_label(f)}); lines: least-squares fit of Δ on "
@@ -503,6 +503,15 @@ def _legend_below(fig: Figure, ax) -> None:
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=cols, frameon=False,
               bbox_transform=ax.transAxes + ScaledTranslation(0, -0.36, fig.dpi_scale_trans), handletextpad=0.2,
               columnspacing=1.0, borderaxespad=0.0)  # fmt: skip
+
+
+#: A Δ axis's unit on each analysis.scale (usagg/analysis/scales.py UNITS, short enough for an axis).
+_AXIS_UNITS = {"relative": "%", "log_ratio": "log points", "headroom": "% of headroom"}
+
+
+def _delta_axis(comp: Comparison, what: str = "Δ") -> str:
+    """The label of a Δ axis, in the unit of the comparison's scale (log points are not %)."""
+    return f"{what} versus {comp.baseline} ({_AXIS_UNITS.get(comp.scale, comp.scale)})"
 
 
 def fig_task_type(a: Analysis) -> tuple[Figure, str] | None:
@@ -536,11 +545,16 @@ def fig_task_type(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_xticks(range(len(types)), [f"{TYPE_SHORT[ty]}\n(n={counts[ty]})" for ty in types])
     ax.set_xlim(-0.6, len(types) - 0.4)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
+    ax.set_ylabel(_delta_axis(comp))
     ax.legend(loc="best", frameon=False)
+    chance = comp.chance.get(f, ()) if comp.chance_excluded else ()
+    left = "; ".join(
+        filter(None, [comp.excluded_text(), f"every paradigm: {', '.join(chance)} (at chance)" * bool(chance)])
+    )
     cap = (
         f"Δ versus {comp.baseline} by task type (fraction {frac_label(f)}): boxes span the quartiles, "
-        "whiskers 1.5 IQR, points are tasks; n = tasks of the type."
+        "whiskers 1.5 IQR, points are tasks; n = tasks of the type, of which a paradigm's box leaves out the tasks "
+        "it leaves out of its aggregates" + (f" ({left})." if left else " (none here).")
     )
     return fig, cap
 
@@ -651,7 +665,7 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_xticks(comp.fractions, [frac_label(f) for f in comp.fractions])
     ax.minorticks_off()
     ax.set_xlabel("training fraction (log scale)")
-    ax.set_ylabel(f"Δm versus {comp.baseline} (%)")
+    ax.set_ylabel(_delta_axis(comp, "Δm"))
     ax.legend(frameon=False)
     cap = (
         f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % wild cluster restricted "
@@ -800,7 +814,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     ax.ticklabel_format(axis="x", useOffset=False)  # an offset text sits on the label's line, at its end
     unit = f"10{str(power).translate(SUPERSCRIPT)}"
     ax.set_xlabel("mean affinity onto the task from its model mates" + (f" (×{unit})" if power else ""))
-    ax.set_ylabel(f"Δ versus {comp.baseline} (%)")
+    ax.set_ylabel(_delta_axis(comp))
     _legend_below(fig, ax)
     f = _main_fraction(a)
     cap = (
