@@ -135,7 +135,7 @@ def test_compare_prints_the_effects_in_text_json_and_csv(
     rows = data["tables"]["factorial"]["rows"]
     top = [r for r in rows if r["Level"] == "all" and r["Scale"] == "relative" and r["Paradigm"] == "AU"]
     assert [r["Effect"] for r in top] == ["aggregation", "MoE", "interaction"]
-    assert all(r["95% CI low"] < r["Estimate"] < r["95% CI high"] for r in top)
+    assert all(r["95 % CI low"] < r["Estimate"] < r["95 % CI high"] for r in top)
     code, csv = run_cli(["compare", "--results", path, "--format", "csv", "--table", "factorial"], monkeypatch, capsys)
     assert csv.splitlines()[0].startswith("Paradigm,Design,Scale,Effect,Level,Name,Tasks,Estimate")
     code, bad = run_cli(["compare", "--results", path, "--format", "csv", "--table", "factorail"], monkeypatch, capsys)

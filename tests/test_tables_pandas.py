@@ -53,8 +53,10 @@ def _is_number(v: Cellv) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _check_cell(col: str, v: Cellv, shown: str, where: str) -> None:
-    """`shown` is how the report's conventions show value `v` of column `col`."""
+def _check_cell(col: str, v: Cellv, shown: str, where: str, column: list[Cellv]) -> None:
+    """`shown` is how the report's conventions show value `v` of column `col`, whose values are `column`: a column's
+    plain floats share one number of decimals (3 where any is below 10 in size, else 1), whole numbers only where
+    all are and one reaches 10."""
     if v is None:
         assert shown == ("n/a" if col.startswith("Δ") else "—"), where
     elif isinstance(v, float) and col.startswith("Δ"):
@@ -63,11 +65,14 @@ def _check_cell(col: str, v: Cellv, shown: str, where: str) -> None:
     elif isinstance(v, float) and (col.startswith("→") or col.endswith("affinity")):
         assert re.fullmatch(r"[+-]\d(\.\d+)?(e[+-]\d+)?|[+-]0\.0*\d+", shown), where  # 3 significant digits
         assert abs(float(shown) - v) <= 0.005 * abs(v) + 1e-300, where
-    elif isinstance(v, float):
-        if v == int(v) and (abs(v) >= 10 or col.endswith("steps")):  # counts of steps as whole numbers
+    elif isinstance(v, float) and col.endswith("steps") and v == int(v):  # counts of steps as whole numbers
+        assert shown == str(int(v)), where
+    elif isinstance(v, float) and math.isfinite(v):
+        plain = [w for w in column if isinstance(w, float) and math.isfinite(w)]
+        if all(w == int(w) for w in plain) and any(abs(w) >= 10 for w in plain):
             assert shown == str(int(v)), where
         else:
-            decimals = 3 if abs(v) < 10 else 1
+            decimals = 3 if any(abs(w) < 10 for w in plain) else 1
             assert re.fullmatch(rf"-?\d+\.\d{{{decimals}}}", shown), where
             assert abs(float(shown) - v) <= 0.5 * 10**-decimals + 1e-9, where
     elif isinstance(v, int):
@@ -104,8 +109,8 @@ def _check_markdown(t: Table, text: str) -> None:
     assert [a.endswith(":") for a in align] == _numeric_columns(t)
     assert len(body) == len(t.rows)
     for i, (row, shown) in enumerate(zip(t.rows, body, strict=True)):
-        for col, v, s in zip(t.columns, row, shown, strict=True):
-            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}")
+        for j, (col, v, s) in enumerate(zip(t.columns, row, shown, strict=True)):
+            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows])
 
 
 def _tex_cells(line: str) -> list[str]:
@@ -131,9 +136,10 @@ def _check_latex(t: Table, tex: str) -> None:
     assert len(body) == len(t.rows)
     for i, (row, cells) in enumerate(zip(t.rows, body, strict=True)):
         assert len(cells) == len(t.columns)
-        for col, v, cell in zip(t.columns, row, cells, strict=True):
+        for j, (col, v, cell) in enumerate(zip(t.columns, row, cells, strict=True)):
             if v is None or isinstance(v, float):  # numbers and missing values read as in Markdown ("—" is "--")
-                _check_cell(col, v, "—" if cell == "--" else cell, f"{t.name} row {i} column {col!r}")
+                shown = "—" if cell == "--" else cell
+                _check_cell(col, v, shown, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows])
             elif isinstance(v, str):
                 assert cell == latex_escape(v)
 
@@ -167,8 +173,8 @@ def _check_text(t: Table, text: str) -> None:
     assert cut(lines[2]) == t.columns
     body = [cut(line) for line in lines[4 : 4 + len(t.rows)]]
     for i, (row, cells) in enumerate(zip(t.rows, body, strict=True)):
-        for col, v, s in zip(t.columns, row, cells, strict=True):
-            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}")
+        for j, (col, v, s) in enumerate(zip(t.columns, row, cells, strict=True)):
+            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows])
     assert lines[4 + len(t.rows) :] == (["(none)"] if not t.rows else []) + [f"  {n}" for n in t.notes]
 
 
@@ -205,7 +211,7 @@ def test_markdown_heading_notes_and_escapes() -> None:
 def test_latex_escapes_text_and_keeps_notes_inside_the_table() -> None:
     tex = to_latex(EDGE)
     assert r"\caption{Edge cases: $\Delta$, $\rightarrow$ and 50 \% \& more}" in tex
-    assert r"a|b\_c & +1.2 & +0.0123 & -4e-05 & 0.300 & 12 & 7 & x \& y \\" in tex
+    assert r"a|b\_c & +1.2 & +0.0123 & -4e-05 & 0.300 & 12.000 & 7 & x \& y \\" in tex  # Big: 1e-20 below
     assert r"50 \% \textasciitilde{} \{z\}" in tex
     notes = r"\par\footnotesize First note with | a bar. Second: "
     notes += r"$\Sigma$ $\alpha$ $\sigma$$^2$ $\times$ $\leq$ -- n\_train."

@@ -287,7 +287,8 @@ def labels_by_seed(inp: AnalysisInput, paradigm: str) -> dict[int, dict[str, str
 
 
 def _num(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    """As the tables show a metric (usagg/analysis/render.py `cell_text`): 0.810, not 0.81; 1.000, not 1."""
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 
 
 def _ci(o: Outcome) -> tuple[float, float] | None:

@@ -10,6 +10,7 @@ inside each function, so `usagg --help` stays instant.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -42,6 +43,21 @@ def cell_text(col: str, v: Cellv) -> str:
     return str(v)
 
 
+def column_text(col: str, values: list[Cellv]) -> list[str]:
+    """A column's cells as `cell_text` shows them, its plain floats with one number of decimals: three where any of
+    them is below 10 in size, else one; integers only where every float of the column is a whole number and one
+    reaches 10 (a Wilcoxon W of 7 beside 17 reads 7, not 7.000), so a column never mixes 3.407 with -16.0. Δ and
+    affinity columns keep their own forms."""
+    plain = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not plain or col.startswith(("Δ", "→")) or col.endswith(("affinity", "steps")):
+        return [cell_text(col, v) for v in values]
+    if all(v.is_integer() for v in plain) and any(abs(v) >= 10 for v in plain):
+        form = "{:.0f}"
+    else:
+        form = "{:.3f}" if any(abs(v) < 10 for v in plain) else "{:.1f}"
+    return [form.format(v) if isinstance(v, float) and math.isfinite(v) else cell_text(col, v) for v in values]
+
+
 def _numeric(t: Table) -> list[bool]:
     """Right-align columns whose cells are numbers."""
     return [
@@ -50,19 +66,20 @@ def _numeric(t: Table) -> list[bool]:
     ]
 
 
-def _frame(t: Table, cell: Callable[[str, Cellv], str] = cell_text) -> pd.DataFrame:
-    """The table's cells as display text (`cell(column, value)`) in an object frame; its columns are positions,
-    so a repeated column name cannot trouble pandas (the names are given as headers when rendering)."""
+def _frame(t: Table, cell: Callable[[str, list[Cellv]], list[str]] = column_text) -> pd.DataFrame:
+    """The table's cells as display text (`cell(column, its values)`, a column at a time) in an object frame; its
+    columns are positions, so a repeated column name cannot trouble pandas (the names are given as headers)."""
     import pandas as pd
 
-    grid = [[cell(c, v) for c, v in zip(t.columns, row, strict=True)] for row in t.rows]
+    columns = [cell(c, [row[i] for row in t.rows]) for i, c in enumerate(t.columns)]
+    grid = [[col[r] for col in columns] for r in range(len(t.rows))]
     return pd.DataFrame(grid, columns=range(len(t.columns)), dtype=object)
 
 
 def _grid_text(t: Table, fmt: str, escape: Callable[[str], str] = str) -> str:
     """The table's grid in tabulate's format `fmt` through `DataFrame.to_markdown`: cells as `cell_text` shows them
     (never re-read as numbers), number columns right-aligned."""
-    frame = _frame(t, lambda c, v: escape(cell_text(c, v)))
+    frame = _frame(t, lambda c, vs: [escape(x) for x in column_text(c, vs)])
     return frame.to_markdown(
         index=False,
         headers=[escape(c) for c in t.columns],
@@ -201,7 +218,7 @@ def latex_escape(s: str) -> str:
 def to_latex(t: Table) -> str:
     """A booktabs table environment from `Styler.to_latex` (needs \\usepackage{booktabs}); notes under the grid."""
     spec = "".join("r" if r else "l" for r in _numeric(t))
-    styler = _frame(t, lambda c, v: latex_escape(cell_text(c, v))).style.hide(axis="index")
+    styler = _frame(t, lambda c, vs: [latex_escape(x) for x in column_text(c, vs)]).style.hide(axis="index")
     styler = styler.relabel_index([latex_escape(c) for c in t.columns], axis="columns")
     styler.set_table_styles([{"selector": "small", "props": ":;"}])  # a `\small` line in the table environment
     tex = styler.to_latex(

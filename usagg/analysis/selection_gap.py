@@ -248,7 +248,7 @@ def gap_table(gap: SelectionGap, *, multi: bool = False) -> Table:
         cells += [len(r.tasks), *(r.means[k] for k in SELECTION_RULES), r.gap.mean, _ci_text(r.gap), r.status]
         rows.append(cells)
     cols = ["Paradigm", *(["Fraction"] if multi else []), "Tasks"]
-    cols += [f"Δm {RULE_NAMES[k]} %" for k in SELECTION_RULES] + ["Δ gap (task − model) pp", "95% CI", "Status"]
+    cols += [f"Δm {RULE_NAMES[k]} %" for k in SELECTION_RULES] + ["Δ gap (task − model) pp", "95 % CI", "Status"]
     head = RULE_NAMES.get(gap.headline or "", gap.headline or "unknown")
     title = f"Selection gap: Δm versus {gap.baseline} under each selection rule (the headline uses the {head})"
     return Table("selection_gap", title, cols, rows, list(gap.notes))
