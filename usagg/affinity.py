@@ -47,6 +47,11 @@ class Affinity:
     seconds: float = 0.0  # spent measuring
     train_seconds: float = 0.0  # the job's training time, measurement included
     format: int = AFFINITY_FORMAT
+    # Each measurement's losses, per measuring job (one job in a job's file; a job each in a seed mean), so the
+    # matrix's measurement noise can be resampled (usagg/grouping.py `grouping_stability`); empty in a file from
+    # before they were kept, or from a job resumed from a checkpoint that had none.
+    base_losses: list[list[list[float]]] = field(default_factory=list)  # [job][measurement][j]: L_j(theta)
+    after_losses: list[list[list[list[float]]]] = field(default_factory=list)  # [job][measurement][i][j]: L_j(theta_i)
 
     @property
     def share(self) -> float:
@@ -88,12 +93,27 @@ def read_affinity(path: Path) -> Affinity:
         n = len(aff.tasks)
         if aff.format != AFFINITY_FORMAT or len(aff.matrix) != n or any(len(r) != n for r in aff.matrix):
             raise ValueError(f"format {aff.format}, {n} tasks, matrix rows {[len(r) for r in aff.matrix]}")
+        _check_losses(aff)
     except (OSError, ValueError, TypeError) as e:
         raise UsaggError(
             f"{path} is not an affinity file this usagg can read ({type(e).__name__}: {str(e)[:200]}); "
             "delete it and run the job that measures affinity again"
         ) from None
     return aff
+
+
+def _check_losses(aff: Affinity) -> None:
+    """ValueError unless the kept losses are, per job, as many base rows of n as after matrices of n x n."""
+    n = len(aff.tasks)
+    if len(aff.base_losses) != len(aff.after_losses):
+        raise ValueError(f"losses of {len(aff.base_losses)} jobs before the step, {len(aff.after_losses)} after")
+    for base, after in zip(aff.base_losses, aff.after_losses, strict=True):
+        if (
+            len(base) != len(after)
+            or any(len(b) != n for b in base)
+            or any(len(a) != n or any(len(r) != n for r in a) for a in after)
+        ):
+            raise ValueError(f"kept losses are not {len(base)} measurements of {n} tasks")
 
 
 def check_source(aff: Affinity, path: Path, job_id: str, job_hash: str, tasks: list[str]) -> None:
@@ -107,7 +127,8 @@ def check_source(aff: Affinity, path: Path, job_id: str, job_hash: str, tasks: l
 
 
 def mean_affinity(records: list[Affinity]) -> Affinity:
-    """The element-wise mean of several jobs' affinities over the same tasks (seeds of one measurement)."""
+    """The element-wise mean of several jobs' affinities over the same tasks (seeds of one measurement), with each
+    job's kept losses (none when a job kept none: a resample over some seeds is not the mean's noise)."""
     if not records:
         raise ValueError("no affinity records to average")
     tasks = records[0].tasks
@@ -115,6 +136,7 @@ def mean_affinity(records: list[Affinity]) -> Affinity:
         raise ValueError("affinity records over different task lists cannot be averaged")
     n = len(tasks)
     matrix = [[sum(r.matrix[i][j] for r in records) / len(records) for j in range(n)] for i in range(n)]
+    kept = all(r.base_losses for r in records)
     return Affinity(
         tasks=list(tasks),
         matrix=matrix,
@@ -127,6 +149,8 @@ def mean_affinity(records: list[Affinity]) -> Affinity:
         lookahead_lr=records[0].lookahead_lr,
         seconds=sum(r.seconds for r in records),
         train_seconds=sum(r.train_seconds for r in records),
+        base_losses=[job for r in records for job in r.base_losses] if kept else [],
+        after_losses=[job for r in records for job in r.after_losses] if kept else [],
     )
 
 

@@ -11,13 +11,17 @@ open the groups left, then a local search from the beam's best: the best improvi
 until none improves. Scoring partial partitions misleads the beam (at 27 tasks in 9 groups
 it ends 1.6-8.9 % below what moves and swaps reach on random matrices), and the local search
 can only improve on it. Ties go to the partition met first in task order, so the answer is the same on every
-machine. Torch-free: numpy, and scikit-learn for the Rand indices.
+machine. The exhaustive search scores every partition at once (a weight per ordered pair and partition, one matrix
+product), so it can be repeated for many matrices: `grouping_stability` reruns it on bootstrap resamples of the
+affinity's measurements to say how far the measured affinity determines AG's groups. The Rand indices count pairs
+in numpy (scikit-learn's formulas; importing it took longer than the whole stability). Torch-free: numpy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -28,6 +32,14 @@ from usagg.affinity import Affinity
 EXHAUSTIVE_LIMIT = 100_000
 #: Partial partitions the beam keeps per step.
 BEAM_WIDTH = 256
+#: Tie margin: a later partition wins only when it scores more than this above the best so far.
+TIE = 1e-12
+#: Bootstrap resamples `grouping_stability` draws.
+STABILITY_DRAWS = 200
+#: Most weights x draws (partitions * tasks**2 * draws) `grouping_stability` multiplies out: about 1 s on one core.
+STABILITY_WORK_LIMIT = 3 * 10**9
+#: Weights (partitions * tasks**2) scored per chunk of the exhaustive search: 16 MB of float64.
+_CHUNK = 2**21
 
 
 @dataclass(frozen=True)
@@ -148,38 +160,171 @@ def choose_groups(
     z = np.asarray(aff.matrix, dtype=np.float64)
     count = stirling2(n, k)
     if count <= exhaustive_limit:
-        best: tuple[int, ...] = ()
-        best_score = -np.inf
-        for a in _growth_strings(n, k):
-            s = partition_score(z, a)
-            if s > best_score + 1e-12:
-                best, best_score = a, s
+        parts = _partitions(n, k)
+        best = tuple(int(v) for v in parts[_first_best(_exhaustive_scores(z[None], parts))[0]])
         method = f"exhaustive ({count:,} partitions)"
     else:
         best = _local_search(z, _beam(z, n, k, beam_width), k)
-        best_score = partition_score(z, best)
         method = f"beam search (width {beam_width}, {count:.3g} partitions in all) and local search"
     groups = tuple(tuple(t for t, g in zip(aff.tasks, best, strict=True) if g == label) for label in range(k))
-    return Grouping(groups, float(best_score), method)
+    return Grouping(groups, partition_score(z, best), method)
 
 
-def _labels(a: dict[str, str], b: dict[str, str]) -> tuple[list[str], list[str]]:
-    """The two groupings' labels over the same tasks, in one task order."""
+@cache
+def _partitions(n: int, k: int) -> np.ndarray:
+    """Every partition of n tasks into k groups as a row of group labels (restricted growth strings, in the order
+    the search meets them); read-only, as it is shared between calls."""
+    parts = np.array(list(_growth_strings(n, k)), dtype=np.intp).reshape(-1, n)
+    parts.flags.writeable = False
+    return parts
+
+
+def _exhaustive_scores(zs: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """`partition_score` of every partition under each of the matrices zs [B, n, n], as [partitions, B]: a partition
+    is a weight 1/(mates of j) on each pair (i, j) of group mates, so all of them score in one matrix product per
+    chunk (chunks bound the memory to `_CHUNK` weights)."""
+    b, n, _ = zs.shape
+    flat = zs.reshape(b, n * n).T
+    out = np.empty((len(parts), b))
+    rows = max(1, _CHUNK // (n * n))
+    for start in range(0, len(parts), rows):
+        a = parts[start : start + rows]
+        mates = a[:, :, None] == a[:, None, :]
+        mates[:, np.arange(n), np.arange(n)] = False
+        weights = mates / np.maximum(mates.sum(axis=1), 1)[:, None, :]
+        out[start : start + rows] = weights.reshape(len(a), n * n) @ flat
+    return out
+
+
+def _first_best(scores: np.ndarray) -> np.ndarray:
+    """For each column of scores [partitions, B], the partition the search keeps: walking in order, a later one
+    replaces the best so far only when it scores more than `TIE` above it, so near-ties go to the first met. Only a
+    partition above every earlier one can ever replace the best, so the walk visits those alone."""
+    prior = np.maximum.accumulate(scores, axis=0)
+    rising = np.vstack([np.ones((1, scores.shape[1]), dtype=bool), scores[1:] > prior[:-1]])
+    chosen = np.empty(scores.shape[1], dtype=np.intp)
+    for col in range(scores.shape[1]):
+        best = 0
+        for row in np.flatnonzero(rising[:, col]):
+            if scores[row, col] > scores[best, col] + TIE:
+                best = int(row)
+        chosen[col] = best
+    return chosen
+
+
+def _codes(a: dict[str, str], b: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The two groupings over the same tasks, in one task order, as integer codes (labels of any kind)."""
     if set(a) != set(b):
         raise ValueError(f"groupings over different tasks: {sorted(set(a) ^ set(b))}")
     tasks = sorted(a)
-    return [a[t] for t in tasks], [b[t] for t in tasks]
+
+    def codes(g: dict[str, str]) -> np.ndarray:
+        return np.unique([str(g[t]) for t in tasks], return_inverse=True)[1]
+
+    return codes(a), codes(b)
+
+
+def _together(labels: np.ndarray) -> np.ndarray:
+    """For labels [..., n], whether each pair i < j shares a group: [..., n (n - 1) / 2]."""
+    i, j = np.triu_indices(labels.shape[-1], 1)
+    return labels[..., i] == labels[..., j]
+
+
+def _pair_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pairs together in both, only in b, only in a, apart in both, for pair flags a [P] against b [..., P]."""
+    return (b & a).sum(-1), (b & ~a).sum(-1), (~b & a).sum(-1), (~b & ~a).sum(-1)
+
+
+def _ari(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Adjusted Rand index from pair flags (scikit-learn's `adjusted_rand_score` formula, 1.0 where no pair is
+    placed differently), for a [P] against each row of b [..., P]."""
+    tp, fp, fn, tn = (c.astype(np.float64) for c in _pair_counts(a, b))
+    denom = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ari = 2.0 * (tp * tn - fn * fp) / denom
+    return np.where((fp == 0) & (fn == 0), 1.0, ari)
 
 
 def rand_index(a: dict[str, str], b: dict[str, str]) -> float:
     """Share of task pairs both groupings treat alike (together in both, or apart in both); 1.0 is identical."""
-    from sklearn.metrics import rand_score
-
-    return float(rand_score(*_labels(a, b)))
+    x, y = (_together(c) for c in _codes(a, b))
+    return float((x == y).mean()) if x.size else 1.0
 
 
 def adjusted_rand_index(a: dict[str, str], b: dict[str, str]) -> float:
     """Rand index corrected for chance (Hubert and Arabie 1985): 0 for random groupings, 1 for identical."""
-    from sklearn.metrics import adjusted_rand_score
+    x, y = (_together(c) for c in _codes(a, b))
+    return float(_ari(x, y))
 
-    return float(adjusted_rand_score(*_labels(a, b)))
+
+@dataclass(frozen=True)
+class Stability:
+    """How far the measured affinity determines a grouping: bootstrap resamples of its measurements, regrouped."""
+
+    draws: int
+    measurements: tuple[int, ...]  # kept per measuring job (seeds), each resampled within its job
+    same: float = math.nan  # share of draws whose search chose exactly the grouping
+    mean_ari: float = math.nan  # mean adjusted Rand index of the draws' groupings against it
+    together: dict[tuple[str, str], float] = field(default_factory=dict)  # its within-group pairs -> share together
+    not_computed: str = ""  # why not, where it would take too long (the numbers are then NaN)
+
+
+def resampled_matrices(aff: Affinity, draws: int, seed: int) -> np.ndarray:
+    """`draws` bootstrap matrices [draws, n, n]: per job, its measurements drawn with replacement, Z recomputed from
+    the resampled sums as the engine does (1 - sum after / sum base, the base clamped at 1e-12), then averaged over
+    jobs as `mean_affinity` does. One seeded generator, jobs in order: the same matrices on every machine."""
+    rng = np.random.default_rng(seed)
+    n = len(aff.tasks)
+    total = np.zeros((draws, n, n))
+    for base, after in zip(aff.base_losses, aff.after_losses, strict=True):
+        b, a = np.asarray(base, dtype=np.float64), np.asarray(after, dtype=np.float64)
+        pick = rng.integers(0, len(b), size=(draws, len(b)))
+        total += 1.0 - a[pick].sum(axis=1) / np.maximum(b[pick].sum(axis=1), 1e-12)[:, None, :]
+    return total / len(aff.base_losses)
+
+
+def grouping_stability(
+    aff: Affinity,
+    k: int,
+    groups: Sequence[Sequence[str]] | None = None,
+    *,
+    draws: int = STABILITY_DRAWS,
+    seed: int = 0,
+    exhaustive_limit: int = EXHAUSTIVE_LIMIT,
+) -> Stability | None:
+    """Whether `groups` (default: `choose_groups` on the record) survive the affinity's own measurement noise: the
+    exhaustive search rerun on `draws` bootstrap resamples of the measurements (`resampled_matrices`). None when a
+    job kept fewer than 2 measurements (nothing to resample); not computed where AG's search was a beam search
+    (each draw would repeat it: 0.1 s at 12 tasks, more beyond) or the partitions times draws are too many."""
+    counts = tuple(len(b) for b in aff.base_losses)
+    if not counts or min(counts) < 2:
+        return None
+    n = len(aff.tasks)
+    k = min(k, n)
+    chosen = choose_groups(aff, k, exhaustive_limit=exhaustive_limit).groups if groups is None else groups
+    label = {t: g for g, members in enumerate(chosen) for t in members}
+    if sorted(label) != sorted(aff.tasks) or len(chosen) != k:
+        raise ValueError(f"the grouping {chosen} is not a partition of {aff.tasks} into {k} groups")
+    count = stirling2(n, k)
+    if count > exhaustive_limit:
+        why = f"{count:.3g} partitions are beyond an exhaustive search, and a beam search per draw ({draws}) too slow"
+        return Stability(draws, counts, not_computed=why)
+    if count * n * n * draws > STABILITY_WORK_LIMIT:
+        why = f"{count:,} partitions of {n} tasks scored in each of {draws} draws would take too long"
+        return Stability(draws, counts, not_computed=why)
+    parts = _partitions(n, k)
+    picked = parts[_first_best(_exhaustive_scores(resampled_matrices(aff, draws, seed), parts))]
+    mine = np.array(_canonical(np.array([label[t] for t in aff.tasks])))
+    pairs, within = _together(picked), _together(mine)
+    i, j = np.triu_indices(n, 1)
+    return Stability(
+        draws,
+        counts,
+        same=float((picked == mine).all(axis=1).mean()),
+        mean_ari=float(_ari(within, pairs).mean()),
+        together={
+            (aff.tasks[a], aff.tasks[b]): float(v)
+            for a, b, v, w in zip(i, j, pairs.mean(axis=0), within, strict=True)
+            if w
+        },
+    )

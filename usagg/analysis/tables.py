@@ -271,7 +271,7 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
             continue
         parts = []
         if s.ci is not None:
-            parts.append(f"95% CI [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]")
+            parts.append(f"95 % CI [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]")
         if s.p is not None:
             parts.append(f"p = {s.p:.3g}")
         if s.note:
@@ -325,8 +325,8 @@ def split_table(comp: Comparison, fraction: float, ctls: list[Control], *, multi
 def factorial_table(comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False) -> Table:
     """Main effects of aggregation and MoE and their interaction per 2x2 design (usagg/analysis/factorial.py),
     with intervals over all tasks and means per clinical group; says which paradigm to add where one is missing."""
-    cols = ["Paradigm", "Design", "Scale", "Effect", "Level", "Name", "Tasks", "Estimate", "95% CI low",
-            "95% CI high", "p", "p (Holm)", "Note"]  # fmt: skip
+    cols = ["Paradigm", "Design", "Scale", "Effect", "Level", "Name", "Tasks", "Estimate", "95 % CI low",
+            "95 % CI high", "p", "p (Holm)", "Note"]  # fmt: skip
     notes = [
         "Per task, with Δ versus the baseline on the row's scale (the baseline's own Δ is 0), A the control with the "
         "paradigm's scope and the baseline's MoE, M the one with the baseline's scope and the paradigm's MoE, AM "
@@ -470,7 +470,7 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
         "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when ≥ 2, else the test set.",
     ]
     title = "Uncertainty of each task's Δ" + (f" (fraction {frac_label(fraction)})" if multi else "")
-    cols = ["Task", "Paradigm", "Δ %", "Seeds", "sd of seed Δ", "95% CI seeds", "95% CI test set", "Shown"]
+    cols = ["Task", "Paradigm", "Δ %", "Seeds", "sd of seed Δ", "95 % CI seeds", "95 % CI test set", "Shown"]
     return Table("uncertainty" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
 
 
@@ -497,7 +497,7 @@ def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
     return Table(
         "fractions",
         f"Δm versus {comp.baseline} by training fraction",
-        ["Paradigm", "Fraction", "Δm %", "95% CI", "n tasks"],
+        ["Paradigm", "Fraction", "Δm %", "95 % CI", "n tasks"],
         rows,
         [
             f"Δm: {SEED_ORDER}, then mean over tasks, per fraction; 95 % CI: wild cluster restricted bootstrap-t "
@@ -594,6 +594,45 @@ def recovery_line(inp: AnalysisInput, comp: Comparison) -> str | None:
     )
 
 
+#: Share of resamples choosing AG's grouping again below which the measured affinity does not determine it.
+STABLE_SHARE = 0.5
+#: Share of resamples from which a pair of AG group mates counts as kept together.
+KEPT_TOGETHER = 0.8
+
+
+def stability_notes(aff: Affinity, groups: list[tuple[str, ...]]) -> list[str]:
+    """How stable AG's groups are under the affinity's own measurement noise (usagg/grouping.py
+    `grouping_stability`), and where they are not, what that means for AG's Δ; one line why where not computed."""
+    from usagg.grouping import grouping_stability
+
+    head = "Stability of AG's groups under the affinity's measurement noise not computed"
+    if not aff.base_losses:
+        return [f"{head}: the affinity record keeps no per-measurement losses (written by an earlier usagg)."]
+    if sorted(t for g in groups for t in g) != sorted(aff.tasks):
+        return [f"{head}: AG's groups in the results do not cover the affinity's {counted(len(aff.tasks), 'task')}."]
+    st = grouping_stability(aff, len(groups), groups)
+    if st is None:
+        return [f"{head}: a measuring job kept a single measurement, so there is nothing to resample."]
+    if st.not_computed:
+        return [f"{head}: {st.not_computed}."]
+    jobs = len(st.measurements)
+    within = f" within each of its {jobs} jobs ({' + '.join(map(str, st.measurements))})" if jobs > 1 else ""
+    kept = [f"{a} + {b} ({100 * v:.0f} %)" for (a, b), v in st.together.items() if v >= KEPT_TOGETHER]
+    notes = [
+        f"Stability: over {st.draws} resamples of the affinity's {sum(st.measurements)} measurements (drawn with "
+        f"replacement{within}, Z recomputed, groups searched again with the same k), AG's grouping was chosen "
+        f"again in {100 * st.same:.0f} %, mean adjusted Rand index {st.mean_ari:.2f}; pairs kept together in at least "
+        f"{100 * KEPT_TOGETHER:.0f} % of resamples: {', '.join(kept) or 'none'}."
+    ]
+    if st.same < STABLE_SHARE:
+        notes.append(
+            f"AG's grouping was chosen again in fewer than {100 * STABLE_SHARE:.0f} % of the resamples: the measured "
+            "affinity does not determine AG's groups beyond its measurement noise, so another run or another machine "
+            "may choose other groups, and AG's Δ changes with them."
+        )
+    return notes
+
+
 def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
     """The groups AG trained (job name, tasks, their clinical groups) with the mean affinity within each, the
     clinical groups' own in the notes for comparison; None without AG results."""
@@ -621,6 +660,7 @@ def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
         ]
         if parts:
             notes.append(f"For comparison, the clinical groups' mean within-group affinity: {', '.join(parts)}.")
+        notes.extend(stability_notes(aff, list(groups.values())))
     else:
         notes.append("No affinity record in the run store, so no within-group affinity.")
     line = recovery_line(inp, comp)

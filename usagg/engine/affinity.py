@@ -22,7 +22,9 @@ measuring leaves the training it watches bit-identical whichever step is chosen.
 affinity is what one task's update of the shared trunk does to another task's loss.
 Over a job the losses are summed before dividing, Z[i->j] = 1 - sum_t L_j(theta_i,t) / sum_t L_j(theta_t):
 a task whose training loss is near zero late in training would otherwise swing the mean of ratios by
-orders of magnitude. The sums ride in the trainer's checkpoint, so a resumed job measures the same.
+orders of magnitude. Each measurement's losses are kept besides the sums and written to the record, so the
+report can resample them (usagg/grouping.py `grouping_stability`: how far the matrix determines AG's groups). The
+sums and the kept losses ride in the trainer's checkpoint, so a resumed job measures the same.
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ class LookaheadAffinity:
         n = len(self.tasks)
         self.base = torch.zeros(n, dtype=torch.float64)  # sum over measurements of L_j(theta)
         self.after = torch.zeros((n, n), dtype=torch.float64)  # sum of L_j(theta stepped on task i)
+        # each measurement's base [n] and after [n, n]; None after resuming from a checkpoint that kept none (written
+        # before they were kept) past a measurement: a part of the measurements would not resample the matrix's noise
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] | None = []
         self.steps: list[int] = []
         self.seconds = 0.0
 
@@ -177,6 +182,8 @@ class LookaheadAffinity:
         base = base.cpu()
         self.base += base
         self.after += after
+        if self.kept is not None:
+            self.kept.append((base, after))
         self.steps.append(step)
         self.seconds += time.perf_counter() - t0
         return 1.0 - after / base
@@ -187,12 +194,17 @@ class LookaheadAffinity:
             "after": self.after.clone(),
             "steps": list(self.steps),
             "seconds": self.seconds,
+            "kept": None if self.kept is None else [(b.clone(), a.clone()) for b, a in self.kept],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The sums and kept losses back; a checkpoint from before losses were kept keeps none from here on, unless
+        it was written before the first measurement (nothing missed)."""
         self.base, self.after = state["base"].clone(), state["after"].clone()
         self.steps = list(state["steps"])
         self.seconds = float(state["seconds"])
+        kept = state.get("kept", None if self.steps else [])
+        self.kept = None if kept is None else [(b.clone(), a.clone()) for b, a in kept]
 
     def record(self, train_seconds: float) -> Affinity:
         """Z over the measurements taken (losses summed before dividing)."""
@@ -209,4 +221,6 @@ class LookaheadAffinity:
             lookahead_lr=self.settings.lookahead_lr,
             seconds=round(self.seconds, 3),
             train_seconds=round(train_seconds, 3),
+            base_losses=[[b.tolist() for b, _ in self.kept]] if self.kept else [],
+            after_losses=[[a.tolist() for _, a in self.kept]] if self.kept else [],
         )

@@ -1,0 +1,268 @@
+"""How stable AG's grouping is under the affinity's own measurement noise (usagg/grouping.py `grouping_stability`):
+the per-measurement losses the engine keeps (usagg/engine/affinity.py), carried by the record (usagg/affinity.py)
+through checkpoints, files and seed means, resampled, and the report's note on it (usagg/analysis/tables.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, rand_score
+
+from usagg.affinity import Affinity, mean_affinity, read_affinity, write_affinity
+from usagg.analysis.delta import compare
+from usagg.analysis.inputs import load_input
+from usagg.analysis.tables import ag_group_table, stability_notes
+from usagg.engine.affinity import LookaheadAffinity
+from usagg.engine.device import Compute
+from usagg.errors import UsaggError
+from usagg.grouping import (
+    STABILITY_DRAWS,
+    adjusted_rand_index,
+    choose_groups,
+    grouping_stability,
+    rand_index,
+    resampled_matrices,
+)
+from usagg.spec.models import AffinitySpec
+from usagg.store import RunStore
+
+TASKS = [f"t{i}" for i in range(9)]
+#: Nine tasks planted in four groups, as AG's default k for the demo's clinical groups.
+PLANTED = [0, 0, 0, 1, 1, 2, 2, 2, 3]
+PLANTED_GROUPS = (("t0", "t1", "t2"), ("t3", "t4"), ("t5", "t6", "t7"), ("t8",))
+UNSTABLE = "does not determine AG's groups beyond its measurement noise"
+
+
+def _record(z: np.ndarray, measurements: int, noise: float, seed: int, jobs: int = 1) -> Affinity:
+    """A seed mean of `jobs` measuring jobs' records, each with `measurements` losses whose affinity is z plus
+    measurement noise of sd `noise`; every matrix from the losses as the engine computes it (sums, then divide)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(jobs):
+        base = rng.uniform(0.5, 1.5, (measurements, len(z)))
+        after = base[:, None, :] * (1.0 - z - rng.normal(0, noise, (measurements, len(z), len(z))))
+        matrix = 1.0 - after.sum(axis=0) / base.sum(axis=0)
+        tasks = [f"t{i}" for i in range(len(z))]
+        records.append(Affinity(tasks, matrix.tolist(), base_losses=[base.tolist()], after_losses=[after.tolist()]))
+    return mean_affinity(records)
+
+
+def _blocks(within: float, between: float) -> np.ndarray:
+    return np.where(np.equal.outer(PLANTED, PLANTED), within, between)
+
+
+def test_a_strong_block_structure_is_chosen_again_in_every_resample() -> None:
+    aff = _record(_blocks(0.02, -0.01), measurements=5, noise=0.002, seed=0)
+    assert choose_groups(aff, 4).groups == PLANTED_GROUPS
+    st = grouping_stability(aff, 4)
+    assert st is not None and not st.not_computed
+    assert (st.draws, st.measurements, st.same, st.mean_ari) == (STABILITY_DRAWS, (5,), 1.0, 1.0)
+    assert st.together == {(a, b): 1.0 for g in PLANTED_GROUPS for i, a in enumerate(g) for b in g[i + 1 :]}
+    notes = stability_notes(aff, list(PLANTED_GROUPS))
+    assert notes == [
+        "Stability: over 200 resamples of the affinity's 5 measurements (drawn with replacement, Z recomputed, "
+        "groups searched again with the same k), AG's grouping was chosen again in 100 %, mean adjusted Rand index "
+        "1.00; pairs kept together in at least 80 % of resamples: t0 + t1 (100 %), t0 + t2 (100 %), t1 + t2 (100 %), "
+        "t3 + t4 (100 %), t5 + t6 (100 %), t5 + t7 (100 %), t6 + t7 (100 %)."
+    ]
+
+
+def test_pure_noise_is_rarely_chosen_again_and_the_report_says_so() -> None:
+    aff = _record(np.zeros((9, 9)), measurements=5, noise=1e-4, seed=1)  # |Z| ~ 1e-4, as the demo's
+    chosen = choose_groups(aff, 4).groups
+    st = grouping_stability(aff, 4)
+    assert st is not None
+    # bootstrap draws share the record's measurements, so they agree with its grouping more than chance (ARI 0)
+    assert st.same == 0.12 and st.mean_ari == pytest.approx(0.4404, abs=1e-4)
+    assert max(st.together.values()) == 0.77  # t0 + t5: no pair of AG's groups is kept in 80 % of draws
+    notes = stability_notes(aff, list(chosen))
+    assert "chosen again in 12 %, mean adjusted Rand index 0.44" in notes[0] and "resamples: none." in notes[0]
+    assert UNSTABLE in notes[1] and "fewer than 50 % of the resamples" in notes[1]
+
+
+def test_the_same_record_gives_the_same_numbers_and_seeds_are_resampled_within_their_jobs() -> None:
+    aff = _record(_blocks(0.0004, 0.0), measurements=4, noise=2e-4, seed=2, jobs=2)
+    assert len(aff.base_losses) == 2 and len(aff.after_losses[1]) == 4
+    first, again = grouping_stability(aff, 4), grouping_stability(aff, 4)
+    assert first == again and first is not None and first.measurements == (4, 4)
+    assert first.same == 0.965 and first.mean_ari == pytest.approx(0.9902, abs=1e-4)  # a weak block, still held
+    assert np.array_equal(resampled_matrices(aff, 50, 0), resampled_matrices(aff, 50, 0))
+    assert not np.array_equal(resampled_matrices(aff, 50, 0), resampled_matrices(aff, 50, 1))
+    notes = stability_notes(aff, list(PLANTED_GROUPS))
+    assert "8 measurements (drawn with replacement within each of its 2 jobs (4 + 4), Z recomputed" in notes[0]
+    assert "chosen again in 96 %" in notes[0] and "t5 + t6 (96 %)" in notes[0] and len(notes) == 1
+
+
+def test_a_resample_recomputes_z_from_the_sums_as_the_engine_and_the_seed_mean_do() -> None:
+    """Every measurement of a job alike: each resample's sums are M times one measurement, so every draw is exactly
+    the record's matrix (the mean over the jobs' matrices)."""
+    rng = np.random.default_rng(3)
+    jobs = []
+    for _ in range(2):
+        base, after = rng.uniform(0.5, 1.5, 4), rng.uniform(0.5, 1.5, (4, 4))
+        matrix = 1.0 - (3 * after) / (3 * base)
+        jobs.append(Affinity(TASKS[:4], matrix.tolist(), base_losses=[[base.tolist()] * 3],
+                             after_losses=[[after.tolist()] * 3]))  # fmt: skip
+    aff = mean_affinity(jobs)
+    draws = resampled_matrices(aff, 20, 0)
+    assert np.allclose(draws, np.asarray(aff.matrix)[None], rtol=0, atol=1e-15)
+
+
+def test_too_few_measurements_no_losses_and_a_beam_search_are_said_not_computed() -> None:
+    one = _record(_blocks(0.02, -0.01), measurements=1, noise=0.002, seed=0)
+    assert grouping_stability(one, 4) is None
+    assert "kept a single measurement" in stability_notes(one, list(PLANTED_GROUPS))[0]
+    old = Affinity(TASKS, _blocks(0.02, -0.01).tolist())
+    assert grouping_stability(old, 4) is None
+    assert stability_notes(old, list(PLANTED_GROUPS)) == [
+        "Stability of AG's groups under the affinity's measurement noise not computed: the affinity record keeps no "
+        "per-measurement losses (written by an earlier usagg)."
+    ]
+    twelve = np.where(np.equal.outer(np.arange(12) % 4, np.arange(12) % 4), 0.02, -0.01)
+    big = _record(twelve, 3, 0.002, 0)
+    groups = [tuple(f"t{i}" for i in range(12) if i % 4 == g) for g in range(4)]
+    st = grouping_stability(big, 4, groups)  # S(12, 4) = 611,501 partitions: AG searched with a beam
+    assert st is not None and np.isnan(st.same) and st.not_computed.startswith("6.12e+05 partitions are beyond")
+    with pytest.raises(ValueError, match="not a partition"):
+        grouping_stability(big, 4, groups[:3])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_rand_indices_are_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 3, 8), rng.integers(0, 4, 8)
+    da, db = ({f"t{i}": f"g{v}" for i, v in enumerate(x)} for x in (a, b))
+    assert adjusted_rand_index(da, db) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+    assert rand_index(da, db) == pytest.approx(rand_score(a, b), abs=1e-12)
+    assert adjusted_rand_index(da, da) == rand_index(da, da) == 1.0
+    assert adjusted_rand_index({"a": "x", "b": "x"}, {"a": "y", "b": "y"}) == 1.0  # one group each: identical groupings
+
+
+# ----- the engine keeps each measurement's losses, through a resume and in the file
+
+
+class _Net(torch.nn.Module):
+    """A shared linear 'encoder' read by every task (a task's loss: squared error against its targets)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.Linear(3, 1)
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {"encoder": list(self.enc.parameters())}
+
+    def forward(self, x: torch.Tensor, task: str, y: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(loss=((self.enc(x).squeeze(-1) - y) ** 2).mean(), aux_loss=torch.zeros(()))
+
+
+class _Split:
+    def __init__(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x, self.y = torch.randn(8, 3, generator=g), torch.randn(8, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+
+def _measurer() -> LookaheadAffinity:
+    return LookaheadAffinity(
+        _Net(),  # type: ignore[arg-type]  # the measurer reads param_groups, named_parameters and forward only
+        {t: _Split(i) for i, t in enumerate(("a", "b", "c"))},  # type: ignore[misc]
+        AffinitySpec(every=1, probe_size=2),
+        3,
+        0,
+        Compute(torch.device("cpu"), None),
+    )
+
+
+def _measure(m: LookaheadAffinity, steps: range) -> None:
+    """Measure at each step, the shared weights moved between measurements as training would."""
+    for step in steps:
+        m.measure(step, 0.5)
+        with torch.no_grad():
+            m.model.enc.weight += 0.3  # type: ignore[operator, union-attr]
+
+
+def test_a_resumed_measurer_keeps_the_same_losses_and_they_give_its_matrix() -> None:
+    straight = _measurer()
+    _measure(straight, range(1, 4))
+    first = _measurer()
+    _measure(first, range(1, 2))
+    resumed = _measurer()
+    resumed.model.load_state_dict(first.model.state_dict())
+    resumed.load_state_dict(first.state_dict())
+    _measure(resumed, range(2, 4))
+    a, b = straight.record(1.0), resumed.record(1.0)
+    assert (a.matrix, a.base_losses, a.after_losses) == (b.matrix, b.base_losses, b.after_losses)
+    base, after = np.asarray(a.base_losses[0]), np.asarray(a.after_losses[0])
+    assert base.shape == (3, 3) and after.shape == (3, 3, 3) and len(set(map(tuple, base.tolist()))) == 3
+    assert np.allclose(1.0 - after.sum(axis=0) / base.sum(axis=0), a.matrix, rtol=0, atol=1e-15)
+
+
+def test_a_checkpoint_from_before_the_kept_losses_loads_and_keeps_none() -> None:
+    first = _measurer()
+    _measure(first, range(1, 3))
+    state = {k: v for k, v in first.state_dict().items() if k != "kept"}  # as written before losses were kept
+    resumed = _measurer()
+    resumed.load_state_dict(state)
+    _measure(resumed, range(3, 4))
+    rec = resumed.record(1.0)
+    assert rec.steps == [1, 2, 3] and rec.base_losses == rec.after_losses == []
+    assert grouping_stability(rec, 2) is None
+    fresh = _measurer()
+    fresh.load_state_dict({k: v for k, v in _measurer().state_dict().items() if k != "kept"})  # before any measure
+    _measure(fresh, range(1, 3))
+    assert len(fresh.record(1.0).base_losses[0]) == 2  # nothing missed: it keeps them
+
+
+def test_the_losses_round_trip_through_affinity_json_and_an_older_file_reads(tmp_path: Path) -> None:
+    aff = _record(_blocks(0.02, -0.01), measurements=3, noise=0.002, seed=0)
+    path = tmp_path / "affinity.json"
+    write_affinity(path, aff)
+    back = read_affinity(path)
+    assert back == aff and json.loads(path.read_text())["format"] == 1
+    raw = json.loads(path.read_text())
+    old = {k: v for k, v in raw.items() if k not in ("base_losses", "after_losses")}
+    path.write_text(json.dumps(old))
+    assert read_affinity(path).base_losses == [] and read_affinity(path).matrix == aff.matrix
+    path.write_text(json.dumps({**raw, "base_losses": [raw["base_losses"][0][:2]]}))  # 2 base rows, 3 after
+    with pytest.raises(UsaggError, match="not an affinity file"):
+        read_affinity(path)
+    assert mean_affinity([aff, back]).base_losses == [*aff.base_losses, *aff.base_losses]
+    assert mean_affinity([aff, Affinity(aff.tasks, aff.matrix)]).base_losses == []  # a seed without: none
+
+
+# ----- the report: the AG table of a run store carries the note, from the affinity AG grouped by
+
+
+@pytest.mark.slow  # builds a simulated run store (about a second)
+def test_the_ag_table_of_a_run_store_says_how_stable_its_groups_are(tmp_path: Path) -> None:
+    from test_analysis_affinity import AG, IDS, MEASURING, _store
+
+    run = _store(tmp_path)
+    inp = load_input(run, None)
+    table = ag_group_table(inp, compare(inp))
+    assert table is not None and table.notes[-1].endswith(
+        "keeps no per-measurement losses (written by an earlier usagg)."
+    )
+    # the affinity AG grouped by, now with its losses: noise around 0, so AG's groups (g1..g4) are not determined
+    z = np.zeros((9, 9))
+    noisy = dataclasses.replace(_record(z, 5, 1e-4, seed=4), tasks=IDS, job_id=MEASURING, job_hash="0123abcd")
+    write_affinity(RunStore(run).paths(MEASURING).affinity, noisy)
+    inp = load_input(run, None)
+    assert inp.affinity is not None and inp.affinity.base_losses == noisy.base_losses
+    notes = ag_group_table(inp, compare(inp)).notes  # type: ignore[union-attr]
+    stability = next(n for n in notes if n.startswith("Stability:"))
+    st = grouping_stability(noisy, 4, list(AG.values()))
+    assert st is not None and f"chosen again in {100 * st.same:.0f} %" in stability
+    assert any(UNSTABLE in n for n in notes)
