@@ -17,7 +17,7 @@ from sklearn.metrics import adjusted_rand_score, rand_score
 from usagg.affinity import Affinity, mean_affinity, read_affinity, write_affinity
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.tables import ag_group_table, stability_notes
+from usagg.analysis.tables import ag_group_table, stability_line, stability_notes
 from usagg.engine.affinity import LookaheadAffinity
 from usagg.engine.device import Compute
 from usagg.errors import UsaggError
@@ -266,3 +266,6 @@ def test_the_ag_table_of_a_run_store_says_how_stable_its_groups_are(tmp_path: Pa
     st = grouping_stability(noisy, 4, list(AG.values()))
     assert st is not None and f"chosen again in {100 * st.same:.0f} %" in stability
     assert any(UNSTABLE in n for n in notes)
+    line = stability_line(inp)
+    assert line is not None and line.startswith(f"AG's groups came back in {100 * st.same:.0f} % of 200 resamples")
+    assert "does not determine them" in line

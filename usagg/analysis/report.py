@@ -42,6 +42,7 @@ from usagg.analysis.tables import (
     negative_table,
     recovery_line,
     scale_disagreements,
+    stability_line,
 )
 from usagg.atomic import write_text_atomic
 from usagg.safepath import real_folder
@@ -87,6 +88,9 @@ def _summary(a: Analysis) -> list[str]:
     recovery = recovery_line(a.inp, comp)
     if recovery:  # what a synthetic study with AG is run for
         lines.append(f"**AG recovery**: {recovery}")
+    stability = stability_line(a.inp)
+    if stability:  # whether AG's Δ would survive another run's grouping
+        lines.append(f"**AG stability**: {stability}")
     if comp.no_delta:
         lines.append(comp.no_delta)
     else:
@@ -153,6 +157,9 @@ def _headline(a: Analysis) -> list[str]:
     recovery = recovery_line(a.inp, comp)
     if recovery:
         lines.append(f"**AG recovery**: {recovery}")
+    stability = stability_line(a.inp)
+    if stability:
+        lines.append(f"**AG stability**: {stability}")
     return lines + exclusion_notes(comp)
 
 

@@ -633,6 +633,29 @@ def stability_notes(aff: Affinity, groups: list[tuple[str, ...]]) -> list[str]:
     return notes
 
 
+def stability_line(inp: AnalysisInput) -> str | None:
+    """The report's headline sentence on AG's stability (`stability_notes`), None where it was not computed."""
+    from usagg.grouping import grouping_stability
+
+    groups = list(paradigm_groups(inp.table, "AG", inp.task_order).values())
+    aff = inp.affinity
+    if not groups or aff is None or not aff.base_losses or sorted(t for g in groups for t in g) != sorted(aff.tasks):
+        return None
+    st = grouping_stability(aff, len(groups), groups)
+    if st is None or st.not_computed:
+        return None
+    verdict = (
+        "the measured affinity does not determine them, so another run or machine may choose other groups and "
+        "AG's Δ with them"
+        if st.same < STABLE_SHARE
+        else "the measured affinity determines them beyond its measurement noise"
+    )
+    return (
+        f"AG's groups came back in {100 * st.same:.0f} % of {st.draws} resamples of the affinity's measurements: "
+        f"{verdict} (Affinity groups)."
+    )
+
+
 def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
     """The groups AG trained (job name, tasks, their clinical groups) with the mean affinity within each, the
     clinical groups' own in the notes for comparison; None without AG results."""
