@@ -627,8 +627,9 @@ def stability_notes(aff: Affinity, groups: list[tuple[str, ...]]) -> list[str]:
     if st.same < STABLE_SHARE:
         notes.append(
             f"AG's grouping was chosen again in fewer than {100 * STABLE_SHARE:.0f} % of the resamples: the measured "
-            "affinity does not determine AG's groups beyond its measurement noise, so another run or another machine "
-            "may choose other groups, and AG's Δ changes with them."
+            "affinity does not fix AG's whole grouping beyond its measurement noise, so another run or another machine "
+            "may choose other groups, and AG's Δ changes with them; the pairs kept together above are what it "
+            "supports. (Resampling treats measurements taken at different points of training as exchangeable.)"
         )
     return notes
 
@@ -644,15 +645,17 @@ def stability_line(inp: AnalysisInput) -> str | None:
     st = grouping_stability(aff, len(groups), groups)
     if st is None or st.not_computed:
         return None
+    kept = [f"{a} + {b}" for (a, b), v in st.together.items() if v >= KEPT_TOGETHER]
+    supported = f"; the pairs it supports (together in ≥ {100 * KEPT_TOGETHER:.0f} %): {', '.join(kept) or 'none'}"
     verdict = (
-        "the measured affinity does not determine them, so another run or machine may choose other groups and "
-        "AG's Δ with them"
+        "the measured affinity does not fix the whole grouping, so another run or machine may train other groups "
+        "and AG's Δ with them" + supported
         if st.same < STABLE_SHARE
-        else "the measured affinity determines them beyond its measurement noise"
+        else "the measured affinity fixes them beyond its measurement noise"
     )
     return (
-        f"AG's groups came back in {100 * st.same:.0f} % of {st.draws} resamples of the affinity's measurements: "
-        f"{verdict} (Affinity groups)."
+        f"AG's groups came back exactly in {100 * st.same:.0f} % of {st.draws} resamples of the affinity's "
+        f"measurements (mean adjusted Rand index {st.mean_ari:.2f}): {verdict} (Affinity groups)."
     )
 
 
