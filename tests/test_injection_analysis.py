@@ -218,3 +218,16 @@ def test_swept_report_escapes_the_sweep_values(swept: Analysis, tmp_path: Path) 
     assert "<img" not in html and 'href="https://evil' not in html
     assert 'href="point2_lr_encoder-_img_src_x_onerror_alert_1__/report.md"' in html
     assert "training.lr_encoder=&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_compare_markdown_escapes_names_and_sweep_values(swept: Analysis, tmp_path: Path) -> None:
+    """`compare --format markdown` (a file a user renders) carries no tag, link or image from the results: its tables
+    and a swept study's point headings go through md_text, as report.md does."""
+    md = compare_output(swept, "markdown")
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
+    assert "<img" not in html and 'href="https://evil' not in html
+    assert "## Sweep point training.lr_encoder=&lt;img src=x onerror=alert(1)>" in md
+    names = (("<b>x</b>", "G"), ("[y](https://evil.example)", "G"), ("z", "H"))
+    a = analyse(load_input(None, _csv(tmp_path, [HEADER, *_rows(names)])))
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(compare_output(a, "markdown"))
+    assert "<b>" not in html and "<a " not in html and "&lt;b&gt;x&lt;/b&gt;" in html

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from usagg.analysis.inputs import AnalysisInput
-from usagg.analysis.render import render
+from usagg.analysis.render import md_table, md_text, render, to_csv, to_markdown
 from usagg.analysis.tables import Cellv, Table, arrow, frac_label, ordered_tasks
 
 if TYPE_CHECKING:
@@ -121,7 +121,8 @@ def points_output(
     heading = {"table": "=== sweep point {} ===\n", "markdown": "## Sweep point {}\n\n", "latex": "% sweep point {}\n"}
     sep = "\n" if fmt != "latex" else "\n% ----\n"
     parts = [render(side_by_side(a.points), fmt)]
-    parts += [heading[fmt].format(label(point)) + one(sub, fmt, table) for point, sub in a.points]
+    shown = md_text if fmt == "markdown" else str  # a sweep value is data, as a table's cells are
+    parts += [heading[fmt].format(shown(label(point))) + one(sub, fmt, table) for point, sub in a.points]
     return sep.join(parts)
 
 
@@ -154,7 +155,6 @@ def write_points_report(a: Analysis, folder: Path, write_one: Callable[[Analysis
     points side by side and a link to each. The study name, the points' labels and the table come from
     results.csv, which is data: their text goes through `md_text` (no HTML, no link of theirs); a link's target is
     the point's folder, a plain name (`folder_name`)."""
-    from usagg.analysis.render import md_table, md_text, to_csv, to_markdown
     from usagg.atomic import write_text_atomic
     from usagg.safepath import real_folder
 

@@ -240,8 +240,8 @@ def render(t: Table, fmt: str) -> str:
     """Dispatch on a compare --format name."""
     if fmt == "table":
         return to_text(t)
-    if fmt == "markdown":
-        return to_markdown(t)
+    if fmt == "markdown":  # names from a results table are data: no tag, link or image (`md_table`)
+        return to_markdown(md_table(t))
     if fmt == "csv":
         return to_csv(t)
     if fmt == "latex":
