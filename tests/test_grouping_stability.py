@@ -128,7 +128,13 @@ def test_too_few_measurements_no_losses_and_a_beam_search_are_said_not_computed(
     big = _record(twelve, 3, 0.002, 0)
     groups = [tuple(f"t{i}" for i in range(12) if i % 4 == g) for g in range(4)]
     st = grouping_stability(big, 4, groups)  # S(12, 4) = 611,501 partitions: AG searched with a beam
-    assert st is not None and np.isnan(st.same) and st.not_computed.startswith("6.12e+05 partitions are beyond")
+    assert (
+        st is not None and np.isnan(st.same) and st.not_computed.startswith("AG's search was a beam search (6.12e+05")
+    )
+    # a study that set AG's search to beam: its 9 tasks were grouped by the beam, so the check does not claim more
+    strong = _record(_blocks(0.02, -0.01), measurements=5, noise=0.002, seed=0)
+    (beam,) = stability_notes(strong, list(PLANTED_GROUPS), "beam")
+    assert "not computed: AG's search was a beam search (7.77e+03 partitions)" in beam
     with pytest.raises(ValueError, match="not a partition"):
         grouping_stability(big, 4, groups[:3])
 
@@ -270,3 +276,15 @@ def test_the_ag_table_of_a_run_store_says_how_stable_its_groups_are(tmp_path: Pa
     assert line is not None
     assert line.startswith(f"AG's groups came back exactly in {100 * st.same:.0f} % of 200 resamples")
     assert "does not fix the whole grouping" in line and "mean adjusted Rand index" in line
+
+
+@pytest.mark.parametrize(
+    ("stored", "search"),
+    [({}, "auto"), ({"paradigm_settings": {"AG": {"search": "beam"}}}, "beam"),
+     ({"paradigm_settings": {"AG": {"search": "exhaustive", "groups": 3}}}, "exhaustive"),
+     ({"paradigm_settings": {"AG": {"search": "nonsense"}}}, "auto"), ({"paradigm_settings": "x"}, "auto")],
+)  # fmt: skip
+def test_the_stored_study_says_how_ag_searched(stored: dict, search: str) -> None:
+    from usagg.analysis.inputs import _ag_search
+
+    assert _ag_search(stored) == search

@@ -32,6 +32,8 @@ from usagg.affinity import Affinity
 EXHAUSTIVE_LIMIT = 100_000
 #: Partial partitions the beam keeps per step.
 BEAM_WIDTH = 256
+#: The exhaustive limit of each AG `search` setting (AGSettings.search): auto, always exhaustive, always the beam.
+SEARCH_LIMITS = {"auto": EXHAUSTIVE_LIMIT, "exhaustive": 10**12, "beam": 0}
 #: Tie margin: a later partition wins only when it scores more than this above the best so far.
 TIE = 1e-12
 #: Bootstrap resamples `grouping_stability` draws.
@@ -307,7 +309,7 @@ def grouping_stability(
         raise ValueError(f"the grouping {chosen} is not a partition of {aff.tasks} into {k} groups")
     count = stirling2(n, k)
     if count > exhaustive_limit:
-        why = f"{count:.3g} partitions are beyond an exhaustive search, and a beam search per draw ({draws}) too slow"
+        why = f"AG's search was a beam search ({count:.3g} partitions), too slow to repeat in each of {draws} draws"
         return Stability(draws, counts, not_computed=why)
     if count * n * n * draws > STABILITY_WORK_LIMIT:
         why = f"{count:,} partitions of {n} tasks scored in each of {draws} draws would take too long"

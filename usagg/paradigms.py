@@ -262,12 +262,12 @@ def plan_ag(study: Study, evidence: Evidence) -> list[Unit]:
     The budget is `groups` (default: the number of clinical groups). Job names are g1, g2, ... in
     task order; the job hash holds the task set, so the same measured groups reuse the same jobs.
     """
-    from usagg.grouping import BEAM_WIDTH, EXHAUSTIVE_LIMIT, choose_groups
+    from usagg.grouping import BEAM_WIDTH, SEARCH_LIMITS, choose_groups
 
     opts: AGSettings = paradigm_settings(study, "AG")
     aff = evidence.affinity()
     k = opts.groups or len(study.group_members())
-    limit = {"auto": EXHAUSTIVE_LIMIT, "exhaustive": 10**12, "beam": 0}[opts.search]
+    limit = SEARCH_LIMITS[opts.search]
     grouping = choose_groups(aff, k, exhaustive_limit=limit, beam_width=opts.beam_width or BEAM_WIDTH)
     return [
         Unit(

@@ -61,6 +61,7 @@ class AnalysisInput:
     histories: dict[str, list[dict]] = field(default_factory=dict)  # job -> its training history (metrics.json)
     affinity: Affinity | None = None  # the affinity AG grouped by; None with --results or when none was measured
     designed_groups: dict[str, str] | None = None  # task -> designed group, synthetic studies only
+    ag_search: str = "auto"  # AG's `search` as the study ran it: its stability check searches the same way
 
     @property
     def ag_groups(self) -> list[tuple[str, ...]]:
@@ -122,6 +123,15 @@ def _designed_groups(study: dict, tasks: list[str]) -> dict[str, str] | None:
 
     designed = designed_groups(tasks)
     return designed if len(designed) == len(tasks) else None  # a study mixing in other tasks has no design
+
+
+def _ag_search(study: dict) -> str:
+    """AG's `search` setting in the stored study (`paradigm_settings: {AG: {search: beam}}`), auto where it has
+    none or something else."""
+    settings = study.get("paradigm_settings")
+    ag = settings.get("AG") if isinstance(settings, dict) else None
+    search = ag.get("search") if isinstance(ag, dict) else None
+    return search if search in ("auto", "exhaustive", "beam") else "auto"
 
 
 def _not_a_folder(path: Path) -> str:
@@ -313,6 +323,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         item_scores=_item_score_files(store, table),
         affinity=affinity,
         designed_groups=_designed_groups(study, order),
+        ag_search=_ag_search(study),
     )
 
 

@@ -600,17 +600,17 @@ STABLE_SHARE = 0.5
 KEPT_TOGETHER = 0.8
 
 
-def stability_notes(aff: Affinity, groups: list[tuple[str, ...]]) -> list[str]:
+def stability_notes(aff: Affinity, groups: list[tuple[str, ...]], search: str = "auto") -> list[str]:
     """How stable AG's groups are under the affinity's own measurement noise (usagg/grouping.py
     `grouping_stability`), and where they are not, what that means for AG's Δ; one line why where not computed."""
-    from usagg.grouping import grouping_stability
+    from usagg.grouping import SEARCH_LIMITS, grouping_stability
 
     head = "Stability of AG's groups under the affinity's measurement noise not computed"
     if not aff.base_losses:
         return [f"{head}: the affinity record keeps no per-measurement losses (written by an earlier usagg)."]
     if sorted(t for g in groups for t in g) != sorted(aff.tasks):
         return [f"{head}: AG's groups in the results do not cover the affinity's {counted(len(aff.tasks), 'task')}."]
-    st = grouping_stability(aff, len(groups), groups)
+    st = grouping_stability(aff, len(groups), groups, exhaustive_limit=SEARCH_LIMITS[search])
     if st is None:
         return [f"{head}: a measuring job kept a single measurement, so there is nothing to resample."]
     if st.not_computed:
@@ -636,13 +636,13 @@ def stability_notes(aff: Affinity, groups: list[tuple[str, ...]]) -> list[str]:
 
 def stability_line(inp: AnalysisInput) -> str | None:
     """The report's headline sentence on AG's stability (`stability_notes`), None where it was not computed."""
-    from usagg.grouping import grouping_stability
+    from usagg.grouping import SEARCH_LIMITS, grouping_stability
 
     groups = list(paradigm_groups(inp.table, "AG", inp.task_order).values())
     aff = inp.affinity
     if not groups or aff is None or not aff.base_losses or sorted(t for g in groups for t in g) != sorted(aff.tasks):
         return None
-    st = grouping_stability(aff, len(groups), groups)
+    st = grouping_stability(aff, len(groups), groups, exhaustive_limit=SEARCH_LIMITS[inp.ag_search])
     if st is None or st.not_computed:
         return None
     kept = [f"{a} + {b}" for (a, b), v in st.together.items() if v >= KEPT_TOGETHER]
@@ -686,7 +686,7 @@ def ag_group_table(inp: AnalysisInput, comp: Comparison) -> Table | None:
         ]
         if parts:
             notes.append(f"For comparison, the clinical groups' mean within-group affinity: {', '.join(parts)}.")
-        notes.extend(stability_notes(aff, list(groups.values())))
+        notes.extend(stability_notes(aff, list(groups.values()), inp.ag_search))
     else:
         notes.append("No affinity record in the run store, so no within-group affinity.")
     line = recovery_line(inp, comp)
