@@ -145,10 +145,28 @@ def plugin_modules() -> list[str]:
 
 
 def _import(what: str, load: Callable[[], object]) -> object:
+    """`load()`, any error it raises a UsaggError naming the plug-in, the error's type and its first line.
+
+    A plug-in is someone else's code: its SyntaxError, a RuntimeError at import or a name it registers twice
+    (ValueError) would otherwise end every command with a traceback through usagg.
+    """
     try:
         return load()
     except ImportError as e:
         raise UsaggError(
-            f"plug-in {what} could not be imported: {e}. Install it or put its folder on PYTHONPATH, "
+            f"plug-in {what} could not be imported: {_first_line(e)}. Install it or put its folder on PYTHONPATH, "
             f"or remove it from {PLUGINS_ENV} / the installed distribution that declares it."
         ) from e
+    except Exception as e:
+        raise UsaggError(
+            f"plug-in {what} failed while loading ({type(e).__name__}: {_first_line(e)}). Fix the plug-in, or "
+            f"remove it from {PLUGINS_ENV} / the installed distribution that declares it."
+        ) from e
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (a SyntaxError's with its file and line): the paragraph stays one."""
+    text = str(err).strip()
+    if isinstance(err, SyntaxError) and err.filename:
+        text = f"{err.msg} ({err.filename}, line {err.lineno})"
+    return (text.splitlines() or [""])[0]

@@ -44,8 +44,13 @@ def packaged_studies() -> list[str]:
 def write_study(source: str, folder: Path, force: bool = False) -> Path:
     """Write the packaged study `source` to folder/<source>.yaml and return that path.
 
-    Refuses (UsaggError, nothing written) when the file exists and `force` is false.
+    Refuses (UsaggError, nothing written) when the file exists and `force` is false, and when the folder's name
+    holds a control character: the path is written into the study's header comments, where a newline would start
+    a line of YAML, and into the commands printed next.
     """
+    from usagg.safepath import check_text
+
+    check_text(folder.as_posix(), "usagg init DIR")
     names = packaged_studies()
     if source not in names:
         from usagg.names import suggest
@@ -65,8 +70,26 @@ def write_study(source: str, folder: Path, force: bool = False) -> Path:
     from usagg.atomic import write_text_atomic
 
     text = (PACKAGED_STUDIES / f"{source}.yaml").read_text(encoding="utf-8")
-    write_text_atomic(target, text.replace(f"studies/{source}.yaml", shlex.quote(target.as_posix())))
+    written = text.replace(f"studies/{source}.yaml", shlex.quote(target.as_posix()))
+    _same_study(text, written, target)
+    write_text_atomic(target, written)
     return target
+
+
+def _same_study(shipped: str, written: str, target: Path) -> None:
+    """UsaggError unless `written` parses to the same YAML as `shipped`: only comments may change, so a folder
+    name can never add, drop or break a key of the study (checked before anything is written)."""
+    import yaml
+
+    try:
+        same = yaml.safe_load(written) == yaml.safe_load(shipped)
+    except yaml.YAMLError:
+        same = False
+    if not same:
+        raise UsaggError(
+            f"{target}: the folder's name would change the study's YAML, not only the comments naming the file; "
+            "nothing was written. Choose a folder whose name is plain text."
+        )
 
 
 def init(

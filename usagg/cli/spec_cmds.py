@@ -136,6 +136,19 @@ def _check_weights(s: Study) -> None:
         check_weights(s.model.weights, s.model.backbone)
 
 
+def _missing(folder: Path) -> str:
+    """Why `folder` is no folder, in words: "does not exist yet", or what is there instead (a file, a pipe)."""
+    import os
+
+    from usagg.spec.load import _file_kind
+
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError:
+        return "does not exist yet"
+    return f"is {_file_kind(mode)}, not a folder"
+
+
 def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
     """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
     study's tasks are listed and exit 1, as `run` exits. Returns the line to print: the result, or why the data
@@ -146,7 +159,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
         return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first."
     if s.data.root is not None and not s.data.root.is_dir():
         root = escape(printable(str(s.data.root)))
-        return f"[yellow]note[/]: data.root {root} does not exist yet (needed by `usagg run`); data not checked."
+        return f"[yellow]note[/]: data.root {root} {_missing(s.data.root)} (needed by `usagg run`); data not checked."
     reason = data_not_checkable(s)
     if reason is not None:
         return f"[yellow]note[/]: data not checked: {escape(printable(reason))}."
@@ -321,11 +334,14 @@ def schema(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print the field reference of docs/spec.md instead.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Print the JSON Schema of a study spec (YAML language servers validate with it).
 
     Example: usagg schema --out study.schema.json
     """
+    if out is not None:
+        _check_out(out, force)
     if markdown:
         from usagg.spec.reference import reference_markdown
 
@@ -337,8 +353,33 @@ def schema(
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        from usagg.atomic import write_text_atomic
+
+        write_text_atomic(out, text)
         Console(stderr=True).print(f"wrote {escape(printable(str(out)))}")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """UsaggError, before anything is written, for an --out that exists and is not a regular file (a link, a pipe,
+    a folder: a write would go through it or block) or that exists without --force (its content would be lost)."""
+    import os
+    import stat
+
+    from usagg.spec.load import _file_kind
+
+    try:
+        mode = os.lstat(out).st_mode
+    except FileNotFoundError:
+        return
+    shown = printable(str(out))
+    if not stat.S_ISREG(mode):
+        raise UsaggError(
+            f"--out {shown} is {_file_kind(mode)}, not a file; nothing was written. Give the path of a file to write."
+        )
+    if not force:
+        raise UsaggError(
+            f"--out {shown} already exists; nothing was written. Pass --force to replace it, or give another file."
+        )
 
 
 def register(app: typer.Typer) -> None:

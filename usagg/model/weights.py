@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import stat
 import zipfile
 from pathlib import Path
 
@@ -33,8 +34,14 @@ def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> di
     """
     path = Path(path)
     target = f" for backbone {backbone}" if backbone else ""
-    if not path.is_file():
-        why = "is a folder, not a file" if path.is_dir() else "does not exist"
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None
+    if mode is None or not stat.S_ISREG(mode):
+        from usagg.spec.load import _file_kind
+
+        why = "does not exist" if mode is None else f"is {_file_kind(mode)}, not a file"
         raise UsaggError(
             f"The weights file {path}{target} {why}. Give `model.weights` the path of a downloaded official "
             "DINOv3 checkpoint (for example dinov3_vits16_pretrain_lvd1689m-08c60483.pth), or leave it empty "
@@ -69,17 +76,22 @@ def _describe(path: Path) -> str:
     return f"{path.stat().st_size} bytes, starting {head!r}"
 
 
-def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
-    """Missing, unexpected and wrong-shape keys of `state` against `model.state_dict()`."""
+def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Missing, unexpected, non-tensor and wrong-shape keys of `state` against `model.state_dict()`.
+
+    A value that is not a tensor (a string, a number) at a model key passes a check of names alone and fails
+    `load_state_dict` in every job, so it is named here with its type.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
+    untyped = [f"{k}: {type(v).__name__}" for k, v in state.items() if k in own and not isinstance(v, torch.Tensor)]
     wrong = [
         f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"
         for k, v in state.items()
         if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
     ]
-    return missing, unexpected, wrong
+    return missing, unexpected, untyped, wrong
 
 
 def _some(keys: list[str]) -> str:
@@ -106,13 +118,15 @@ def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbo
     finally:
         for line in printed.getvalue().splitlines():
             log.debug("timm: %s", line)
-    missing, unexpected, wrong = _fit_report(model, state)
-    if missing or unexpected or wrong:
+    missing, unexpected, untyped, wrong = _fit_report(model, state)
+    if missing or unexpected or untyped or wrong:
         parts = []
         if missing:
             parts.append(f"{_n(missing, 'missing key')} ({_some(missing)})")
         if unexpected:
             parts.append(f"{_n(unexpected, 'unexpected key')} ({_some(unexpected)})")
+        if untyped:
+            parts.append(f"{_n(untyped, 'key')} holding no tensor ({_some(untyped)})")
         if wrong:
             parts.append(f"{_n(wrong, 'key')} of the wrong shape ({_some(wrong)})")
         raise UsaggError(

@@ -238,13 +238,15 @@ def read_yaml(path: Path, what: str = "study spec") -> dict[str, Any]:
 
 
 def _file_kind(mode: int) -> str:
-    """What a non-regular path is, in words."""
+    """What a path is, in words ("a file", "a folder", "a named pipe (FIFO)"), for a message saying what is there."""
     for test, name in (
+        (stat.S_ISREG, "a file"),
         (stat.S_ISDIR, "a folder"),
         (stat.S_ISFIFO, "a named pipe (FIFO)"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
         (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
     ):
         if test(mode):
             return name
@@ -661,6 +663,7 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
         study.data.synthetic.out = _absolute(study.data.synthetic.out, base)
     study.model.weights = _absolute(study.model.weights, base)
     _check_weights_path(study.model.weights, file)
+    _check_cache_dir(study.data.cache_dir, file)
     if study.sweep:
         point_studies(study, file)  # every point a valid study, named by key and value
     return study
@@ -729,6 +732,24 @@ def _check_weights_path(weights: Path | None, file: Path) -> None:
         raise SpecError(
             f"{file}: model.weights = {weights} is {_file_kind(info.st_mode)}, not a checkpoint file; give the "
             ".pth file itself (e.g. dinov3_vitb16_pretrain_lvd1689m.pth inside that folder)."
+        )
+
+
+def _check_cache_dir(cache_dir: Path | None, file: Path) -> None:
+    """data.cache_dir names a folder: an existing file (or pipe, device) there is refused now, not by every job.
+
+    A folder not there yet is fine: the first job creates it.
+    """
+    if cache_dir is None:
+        return
+    try:
+        info = os.stat(cache_dir)
+    except OSError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        raise SpecError(
+            f"{file}: data.cache_dir = {cache_dir} is {_file_kind(info.st_mode)}, not a folder; give a folder for "
+            "the decode cache (created if missing), or leave data.cache_dir out to use $USAGG_CACHE or ~/.cache/usagg."
         )
 
 

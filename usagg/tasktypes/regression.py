@@ -144,8 +144,19 @@ class Regression(TaskType):
         )
 
 
+#: The longest cell read as a point: "[x, y]" with two numbers written out in full takes well under this, and a
+#: longer cell is refused before it is parsed (deeply nested brackets would exhaust Python's recursion limit).
+_POINT_CHARS = 200
+
+
 def _point(column: str, raw: str) -> tuple[float, float]:
     """One cell "[x, y]" as finite numbers; RowError naming the column otherwise (strings included)."""
+    if len(raw) > _POINT_CHARS:
+        raise RowError(
+            "keypoints_json",
+            f"column {column} is {len(raw)} characters long, starting {raw[:40]!r}: expected a JSON pair like "
+            f'"[120.5, 88]" (at most {_POINT_CHARS} characters)',
+        )
     try:
         value = json.loads(raw)
     except ValueError:
