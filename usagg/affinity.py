@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.atomic import read_regular, write_text_atomic
+from usagg.atomic import parse_json, read_regular, write_text_atomic
 from usagg.errors import UsaggError
 from usagg.safepath import check_component
 
@@ -87,14 +87,14 @@ def write_affinity(path: Path, aff: Affinity) -> None:
 def read_affinity(path: Path) -> Affinity:
     """An affinity.json back; UsaggError naming the file when it is not one this usagg writes."""
     try:
-        raw = json.loads(read_regular(path).decode("utf-8"))  # a planted link or FIFO is not read
+        raw = parse_json(read_regular(path))  # a planted link, FIFO, oversized or too deep a file is not read
         raw.pop("share", None)
         aff = Affinity(**raw)
         n = len(aff.tasks)
         if aff.format != AFFINITY_FORMAT or len(aff.matrix) != n or any(len(r) != n for r in aff.matrix):
             raise ValueError(f"format {aff.format}, {n} tasks, matrix rows {[len(r) for r in aff.matrix]}")
         _check_losses(aff)
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # AttributeError: a JSON value, not an object
         raise UsaggError(
             f"{path} is not an affinity file this usagg can read ({type(e).__name__}: {str(e)[:200]}); "
             "delete it and run the job that measures affinity again"
@@ -171,7 +171,7 @@ def load_study_affinity(store: RunStore) -> Affinity | None:
     The store is passed in (usagg/store.py spells its file names and confines each job folder to it); this
     module cannot import it, since the plan it imports reads LOOKAHEAD_STEP from here."""
     try:
-        records = json.loads(store.plan_json.read_text())
+        records = parse_json(read_regular(store.plan_json))  # a FIFO, a link, too large or too deep: no affinity
     except (OSError, ValueError):
         return None
     found = []

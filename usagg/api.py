@@ -63,8 +63,7 @@ def _load(spec_or_path: Any, overrides: Sequence[str]) -> Study:
 
     mapping_file = Path.cwd() / "<study mapping>"  # relative paths of a mapping are from the current folder
 
-    if isinstance(overrides, str):
-        raise UsaggError(f"overrides must be a list of KEY=VALUE strings, got the single string {overrides!r}")
+    overrides = _overrides(overrides)
     if isinstance(spec_or_path, Study):
         if not overrides:
             return spec_or_path
@@ -78,11 +77,60 @@ def _load(spec_or_path: Any, overrides: Sequence[str]) -> Study:
     )
 
 
+def _overrides(overrides: object) -> list[str]:
+    """`overrides` as a list of strings; UsaggError naming the argument (or the item) and what is expected."""
+    if isinstance(overrides, str):
+        raise UsaggError(f"overrides must be a list of KEY=VALUE strings, got the single string {overrides!r}")
+    if not isinstance(overrides, Sequence):
+        raise UsaggError(
+            f"overrides must be a list of KEY=VALUE strings such as ['training.epochs=2'], got "
+            f"{type(overrides).__name__}"
+        )
+    for i, item in enumerate(overrides):
+        if not isinstance(item, str):
+            raise UsaggError(
+                f"overrides[{i}] must be a KEY=VALUE string such as 'training.epochs=2', got "
+                f"{type(item).__name__} {item!r}"
+            )
+    return list(overrides)
+
+
+def _names(value: object, argument: str) -> tuple[str, ...]:
+    """`paradigms` or `only` as a tuple of strings: a single string is one item ("TS" is the paradigm TS, never
+    T and S); anything else but a list of strings is a UsaggError naming the argument."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise UsaggError(f"{argument} must be a string or a list of strings such as ['TS', 'AU'], got {value!r}")
+    return tuple(value)
+
+
+def _device(device: object) -> str | int | list[int] | None:
+    """`device` when it is None, a string, a GPU index or a list of GPU indices; else UsaggError saying so."""
+    if device is None or isinstance(device, str):
+        return device
+    if isinstance(device, int) and not isinstance(device, bool):
+        return device
+    if isinstance(device, Sequence) and all(isinstance(d, int) and not isinstance(d, bool) for d in device):
+        return list(device)
+    raise UsaggError(
+        f"device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them such as [0, 1], got {device!r}"
+    )
+
+
+def _threads(threads: object) -> int | None:
+    """`threads` when it is None or a positive whole number; else UsaggError saying so."""
+    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads > 0):
+        return threads
+    raise UsaggError(f"threads must be a positive whole number of CPU threads per job (or None), got {threads!r}")
+
+
 def plan(spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any], overrides: Sequence[str] = ()) -> list[Job]:
     """The jobs a study expands into (its paradigms' units x fractions x seeds), in plan order, as `usagg plan`
     lists them: a staged paradigm (AG) is in it once the jobs it needs are done in the study's run store.
 
-    `overrides` are `--set` expressions such as "training.epochs=2" or "seeds=[0,1]".
+    `overrides` are `--set` expressions such as "training.epochs=2" or "seeds=[0,1]" (a list of strings; anything
+    else is a UsaggError naming it).
     """
     from usagg.plan import plan as plan_jobs
     from usagg.service import store_evidence, store_for
@@ -126,24 +174,29 @@ def run_study(
 
     `device`: "cpu", "cuda", "auto", a GPU index or a list of them (default: the
     spec's `execution.devices`); `threads`: CPU threads per job (default: the
-    spec's). `paradigms` and `only` narrow the jobs; failed jobs run again only
-    with `retry_failed`. `on_event(job_id, event, info)` hears each job start and
-    end, `on_progress(Progress)` the running jobs' epochs and steps (in-process
-    and local pool jobs), or an `observer` (usagg/service.py `RunObserver`) every step of the run, as
-    `usagg run` shows them. A failed job does not raise: see `RunResult.failed` and its
-    error in the store. A dataset with problems raises DataError listing them. A spec file
-    whose study name another spec file's store holds, with another plan, is refused
-    unless `force` (as `usagg run --force`).
+    spec's). `paradigms` and `only` narrow the jobs, each a list of names or
+    selectors as `--paradigm` and `--only` take them, or a single string meaning
+    one (`paradigms="TS"` is the paradigm TS); failed jobs run again only
+    with `retry_failed`. An argument of the wrong type is a UsaggError naming it.
+    `on_event(job_id, event, info)` hears each job start and end, `on_progress(Progress)`
+    the running jobs' epochs and steps (in-process and local pool jobs), or an `observer`
+    (usagg/service.py `RunObserver`) every step of the run, as `usagg run` shows them.
+    A failed job does not raise: see `RunResult.failed` and its error in the store.
+    A dataset with problems raises DataError listing them. A spec file whose study
+    name another spec file's store holds, with another plan, is refused unless
+    `force` (as `usagg run --force`).
     """
     from usagg import service
 
     _refuse_in_worker_bootstrap()
-    study = _load(spec_or_path, service.run_overrides(list(overrides), devices=device, threads=threads))
+    picked = _names(paradigms, "paradigms"), _names(only, "only")
+    sets = service.run_overrides(_overrides(overrides), devices=_device(device), threads=_threads(threads))
+    study = _load(spec_or_path, sets)
     spec_file = Path(spec_or_path) if isinstance(spec_or_path, (str, os.PathLike)) else None
     return service.run_study(
         study,
-        paradigms=paradigms,
-        only=only,
+        paradigms=picked[0],
+        only=picked[1],
         retry_failed=retry_failed,
         spec_file=spec_file,
         force=force,

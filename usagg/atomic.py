@@ -135,9 +135,16 @@ def write_json_checked(path: Path | str, obj: dict[str, Any]) -> Path:
     return write_json_atomic(path, {**body, JSON_CHECKSUM_KEY: json_checksum(body)})
 
 
-def read_regular(path: Path | str) -> bytes:
-    """The bytes of `path` when it is a regular file; OSError (EINVAL) for a link, a FIFO, a device or a folder at
-    its name.
+#: The most bytes `read_regular` reads from a store file. Far above anything usagg writes: a 27-task study's
+#: metrics.json and item_scores.json hold a few MB at most, affinity.json about 20 kB per measurement (the default 5
+#: measurements: 0.1 MB; 25,000 measurements of 27 tasks fit), so only a planted file reaches it, which would
+#: otherwise take minutes and gigabytes to read and show.
+STORE_FILE_LIMIT = 512 * 2**20
+
+
+def read_regular(path: Path | str, limit: int = STORE_FILE_LIMIT) -> bytes:
+    """The bytes of `path` when it is a regular file of at most `limit` bytes; OSError (EINVAL, its strerror saying
+    why) for a link, a FIFO, a device or a folder at its name, or a larger file.
 
     A received store is data: a FIFO there would hang every read (`usagg status` waits for a writer) and
     /dev/zero would fill the memory, so the file is opened without blocking and checked before it is read. The
@@ -157,9 +164,23 @@ def read_regular(path: Path | str) -> bytes:
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder stands at its name)", str(path))
         os.set_blocking(fd, True)
         with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
+            data = f.read(limit + 1)  # at most one byte past the limit, should the file grow meanwhile
     finally:
         os.close(fd)
+    if len(data) > limit:
+        size = max(len(data), os.stat(path, follow_symlinks=False).st_size)
+        why = f"{size:,} bytes, more than the {limit:,} a store file may hold: usagg writes far less"
+        raise OSError(errno.EINVAL, why, str(path))
+    return data
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a store file's bytes; ValueError for anything but UTF-8 JSON, nesting too deep for Python
+    to parse included (a RecursionError, which would otherwise end every command that reads the store)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested deeper than Python can parse") from None
 
 
 def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | None]:
@@ -169,11 +190,11 @@ def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | No
     intact: its schema is all that can be checked.
     """
     try:
-        data = json.loads(read_regular(path).decode("utf-8"))
+        data = parse_json(read_regular(path))
     except FileNotFoundError:
         raise
     except OSError as err:
-        if err.errno == errno.EINVAL and err.strerror:  # read_regular: a FIFO or device stands at its name
+        if err.errno == errno.EINVAL and err.strerror:  # read_regular: a FIFO, device or oversized file
             return None, err.strerror
         return None, f"not readable ({type(err).__name__}: {str(err)[:120]})"
     except ValueError as err:  # UnicodeDecodeError is a ValueError

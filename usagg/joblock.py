@@ -23,11 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from usagg.atomic import read_regular
+from usagg.atomic import parse_json, read_regular
 from usagg.errors import UsaggError
 
 #: Key of `read_holder`'s answer for a lock file that is not a lock record (why, in words).
 DAMAGED_HOLDER = "damaged"
+
+#: The most bytes of a lock file read: a lock record is a few hundred; anything larger was planted.
+LOCK_LIMIT = 64 * 2**10
 
 #: Locks this process holds: lock path -> (token, thread id), so the store knows whether its caller holds one.
 _HELD: dict[str, tuple[str, int]] = {}
@@ -80,7 +83,7 @@ def read_holder(path: Path) -> dict[str, Any] | None:
     """The lock's holder info; None if there is no lock, {} while it is being written (empty) or unreadable,
     {DAMAGED_HOLDER: why} when it holds something other than a lock record (never alive, so broken)."""
     try:
-        raw = read_regular(path)
+        raw = read_regular(path, LOCK_LIMIT)
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -88,8 +91,8 @@ def read_holder(path: Path) -> dict[str, Any] | None:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as err:  # UnicodeDecodeError is a ValueError
+        data = parse_json(raw)
+    except ValueError as err:  # UnicodeDecodeError and too deep a nesting are ValueErrors
         return {DAMAGED_HOLDER: f"not a lock record ({type(err).__name__})"}
     if not isinstance(data, dict) or DAMAGED_HOLDER in data:
         return {DAMAGED_HOLDER: f"a JSON {type(data).__name__}, not a lock record"}

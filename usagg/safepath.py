@@ -38,18 +38,16 @@ def _shown(value: object) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 4] + "...'"
 
 
-#: Characters that reorder the text around them (Unicode bidirectional controls): a name holding one displays as
-#: another ("Trojan Source"), so they count as control characters here.
-BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c")
-
-
 def _control(ch: str) -> bool:
-    return unicodedata.category(ch) == "Cc" or ch in ("\u2028", "\u2029", "\u0085") or ch in BIDI
+    """Whether `ch` is a control character (Cc) or a format character (Cf: zero-width spaces and joiners, the
+    bidirectional controls that reorder the text around them, a soft hyphen): a name holding a format character
+    displays as another name ("Trojan Source", two job ids that look alike), so both count as control here."""
+    return unicodedata.category(ch) in ("Cc", "Cf") or ch in ("\u2028", "\u2029")
 
 
 def control_characters(value: str) -> list[str]:
-    """The control characters in `value` (C0, DEL, C1, line and paragraph separators, bidirectional controls), as
-    escapes, in order."""
+    """The control characters in `value` (C0, DEL, C1, line and paragraph separators, format characters such as
+    zero-width and bidirectional controls), as escapes, in order."""
     found = [ch for ch in value if _control(ch)]
     return [ascii(ch)[1:-1] for ch in dict.fromkeys(found)]
 

@@ -58,15 +58,18 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from usagg.atomic import (
+    STORE_FILE_LIMIT,
+    parse_json,
     read_json_checked,
     read_regular,
     set_aside,
@@ -98,9 +101,17 @@ WEIGHTS_KEY = "weights_key"
 # --------------------------------------------------------------------------- atomic files
 
 
-def read_json(path: Path | str) -> Any:
-    """Read a JSON file of the store (a regular file only: usagg/atomic.py `read_regular`)."""
-    return json.loads(read_regular(path).decode("utf-8"))
+#: The most bytes of a job.json read: a record with its Job is a few kB (tens with many tasks); more was planted.
+RECORD_LIMIT = 2**20
+#: The most characters of an error job.json keeps (usagg/engine/runner.py, usagg/execute/base.py `summarize_error`
+#: cut it there); `usagg status` shows no more of a record's error than that.
+ERROR_CHARS = 300
+
+
+def read_json(path: Path | str, limit: int = STORE_FILE_LIMIT) -> Any:
+    """Read a JSON file of the store (a regular file of at most `limit` bytes: usagg/atomic.py `read_regular`);
+    ValueError for what is no JSON, too deep a nesting included (`parse_json`)."""
+    return parse_json(read_regular(path, limit))
 
 
 def _now() -> datetime:
@@ -116,6 +127,48 @@ def _metric_entries(metrics: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
     for task_id, entry in (metrics.get("tasks") or {}).items():
         for name, value in (entry.get("metrics") or {}).items():
             yield task_id, entry, name, value
+
+
+def _timestamp(value: Any) -> bool:
+    """Whether `value` is a time `_iso` writes: ISO text with a time zone (a duration is taken from it)."""
+    try:
+        return isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _count(value: Any) -> bool:
+    """Whether `value` is a whole number >= 0 (JSON true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: job.json's fields besides `job` and `state` (those `new_record` and `set_state` write), each with what it must
+#: hold when present: `usagg status`, the ETA and the next attempt compute with them.
+_RECORD_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "attempts": ("a whole number >= 0", _count),
+    "started": ("an ISO time with its zone, or null", lambda v: v is None or _timestamp(v)),
+    "finished": ("an ISO time with its zone, or null", lambda v: v is None or _timestamp(v)),
+    "duration_s": (
+        "a finite number of seconds, or null",
+        lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+    ),
+    "host": ("text, or null", lambda v: v is None or isinstance(v, str)),
+    "pid": ("a whole number >= 0, or null", lambda v: v is None or _count(v)),
+    "error": ("text, or null", lambda v: v is None or isinstance(v, str)),
+    "start_epoch": ("a whole number >= 0, or null", lambda v: v is None or _count(v)),
+    WEIGHTS_KEY: ("text, or null", lambda v: v is None or isinstance(v, str)),
+}
+
+
+def _record_problem(record: Any) -> str | None:
+    """Why a parsed job.json is not a record the store writes, None when it is one."""
+    if not isinstance(record, dict) or record.get("state") not in STATES or not isinstance(record.get("job"), dict):
+        return "not a job record (no job or no valid state)"
+    for key, (expected, ok) in _RECORD_FIELDS.items():
+        if key in record and not ok(record[key]):
+            shown = repr(record[key])
+            return f"its {key} is {shown if len(shown) <= 60 else shown[:56] + '...'}, not {expected}"
+    return None
 
 
 def new_record(job_dump: dict[str, Any], state: str) -> dict[str, Any]:
@@ -374,14 +427,17 @@ class RunStore:
         """(job.json, None) for an intact record, (None, why) for a damaged one; UsaggError when there is none."""
         path = self.paths(job_id).record
         try:
-            record = read_json(path)
+            record = read_json(path, RECORD_LIMIT)
         except FileNotFoundError:
             raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
-        except (OSError, ValueError) as err:
+        except OSError as err:
+            if err.errno == errno.EINVAL and err.strerror:  # read_regular: a link, FIFO or oversized file
+                return None, err.strerror
+            return None, f"not readable ({type(err).__name__}: {str(err)[:120]})"
+        except ValueError as err:
             return None, f"not readable JSON ({type(err).__name__}: {str(err)[:120]})"
-        if not isinstance(record, dict) or record.get("state") not in STATES or not isinstance(record.get("job"), dict):
-            return None, "not a job record (no job or no valid state)"
-        return record, None
+        why = _record_problem(record)
+        return (None, why) if why else (record, None)
 
     def write_study(self, study_yaml: str) -> None:
         """Write study.yaml (the resolved spec as run)."""
@@ -417,12 +473,16 @@ class RunStore:
         """The jobs of the current plan, in plan order."""
         if not self.exists():
             raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
+        fix = "`usagg run` with the study's spec writes it anew"
         try:
-            return [Job.model_validate(d) for d in read_json(self.plan_json)]
+            jobs = [Job.model_validate(d) for d in read_json(self.plan_json)]
         except (OSError, ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
-            raise UsaggError(
-                f"{self.plan_json} is damaged ({type(err).__name__}); `usagg run` with the study's spec writes it anew"
-            ) from None
+            raise UsaggError(f"{self.plan_json} is damaged ({type(err).__name__}); {fix}") from None
+        ids = [j.id for j in jobs]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:  # `init` never writes one: each job would be counted, run and compared twice
+            raise UsaggError(f"{self.plan_json} is damaged (it lists job ids more than once: {', '.join(dup)}); {fix}")
+        return jobs
 
     def job_ids(self) -> list[str]:
         """Ids of the current plan, in plan order."""
@@ -445,7 +505,7 @@ class RunStore:
     def job_record(self, job_id: str) -> dict[str, Any]:
         """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error.
 
-        A pure read. A damaged job.json (not JSON, not an object, no valid state) is noted in
+        A pure read. A damaged job.json (not JSON, not an object, no valid state, a field of the wrong type) is noted in
         `repairs` and read as `repair` will rebuild it from the plan: done when the job's
         metrics.json is intact, else pending.
         """

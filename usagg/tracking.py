@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.atomic import write_text_atomic
+from usagg.atomic import parse_json, read_regular, write_text_atomic
 from usagg.engine.callbacks import Callback
 from usagg.store import RunStore
 
@@ -231,11 +231,21 @@ def _experiment_id(client: Any, name: str, spec: MlflowSpec, store_root: Path) -
     return client.create_experiment(name, artifact_location=where)
 
 
+def _known_run(record: Path) -> dict[str, Any]:
+    """mlflow.json of the run store as written (`{"uri", "experiment_id", "run_id"}`), {} without one or when it is
+    no JSON object (a received store's file is data: a link, FIFO or nesting too deep reads as none)."""
+    try:
+        known = parse_json(read_regular(record))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str | None:
     """The MLflow run that stands for the study (created once, its id kept in the run store); None when unreachable."""
     record = RunStore(store_root).mlflow_record
     try:
-        known = json.loads(record.read_text()) if record.is_file() else {}
+        known = _known_run(record)
         if known.get("uri") == spec.uri and known.get("run_id"):
             return str(known["run_id"])
         client = _client(spec)
@@ -355,10 +365,7 @@ def job_trackers(tracking: TrackingSpec | None, job: Job, store_root: Path) -> J
 def _recorded_parent(spec: MlflowSpec, store_root: Path) -> str | None:
     """The study's run kept in the run store for this URI, None when there is none (nothing is created)."""
     record = RunStore(store_root).mlflow_record
-    try:
-        known = json.loads(record.read_text()) if record.is_file() else {}
-    except (OSError, ValueError):
-        return None
+    known = _known_run(record)
     return str(known["run_id"]) if known.get("uri") == spec.uri and known.get("run_id") else None
 
 

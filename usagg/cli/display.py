@@ -92,8 +92,9 @@ def unchanged_text(report: Any) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
-    """A short duration: 4.2s, 3m05s, 1h02m ('' for None)."""
-    if seconds is None:
+    """A short duration: 4.2s, 3m05s, 1h02m ('' for None, or anything else than a finite number: it may come from
+    a received store's job.json)."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
         return ""
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)

@@ -10,6 +10,7 @@ and the data code are imported by the service's steps only, so `import usagg.cli
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
         detail = _primary_text(store, jid) if state == "done" else ""
         duration = duration_text(record.get("duration_s"))
         if state == "failed" and record.get("error"):
-            line = escape(printable(_error_line(store, jid, str(record["error"]))))
+            line = escape(printable(_error_line(store, jid, record["error"])))
             path = store.paths(jid).error
             detail = f"[red]{line}[/]" + (f"\n[dim]{escape(printable(str(path)))}[/]" if path.is_file() else "")
         elif state == "running":
@@ -156,7 +157,10 @@ def _running_progress(store: RunStore, job_id: str, record: dict[str, Any]) -> R
     from datetime import datetime
 
     done, written = store.epochs_done(job_id)
-    epochs = int(((record.get("job") or {}).get("training") or {}).get("epochs") or 0)
+    # the record's own fields are checked by the store (a bad one is damage); its Job's settings are not
+    training = record["job"].get("training")
+    epochs = training.get("epochs") if isinstance(training, dict) else None
+    epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 0
     started = record.get("started")
     begun = datetime.fromisoformat(started).timestamp() if isinstance(started, str) else None
     # a record from before start_epoch was kept: only a first attempt is known to start at epoch 0
@@ -171,10 +175,14 @@ def _running_progress(store: RunStore, job_id: str, record: dict[str, Any]) -> R
 def _error_line(store: RunStore, job_id: str, summary: str) -> str:
     """The failed job's error message, its first line whole, from error.txt.
 
-    The store keeps a one-line summary cut at 300 characters (usagg/engine/runner.py,
+    The store keeps a one-line summary cut at `ERROR_CHARS` (usagg/engine/runner.py,
     usagg/execute/base.py `summarize_error`); the line of error.txt it was cut from is
-    shown instead, so a long message is never cut in `status` or the run summary.
+    shown instead, so a long message is never cut in `status` or the run summary. A longer
+    summary was not written by usagg (a received store): only what usagg would keep of it is used.
     """
+    from usagg.store import ERROR_CHARS
+
+    summary = summary[:ERROR_CHARS]
     text = store.error_text(job_id)
     stem = summary[:-3] if summary.endswith("...") else summary
     if text and stem:
@@ -498,7 +506,7 @@ def _status_rows(store: RunStore, job_ids: list[str]) -> list[dict[str, Any]]:
                 for t, e in tasks.items()
             }
         if state == "failed" and record.get("error"):
-            row["error"] = _error_line(store, jid, str(record["error"]))
+            row["error"] = _error_line(store, jid, record["error"])
             row["error_file"] = str(store.paths(jid).error)
         if state == "running":
             where = _running_progress(store, jid, record)
@@ -506,6 +514,18 @@ def _status_rows(store: RunStore, job_ids: list[str]) -> list[dict[str, Any]]:
             row.update(epoch=where.epoch, epochs=where.epochs, elapsed_s=where.elapsed_s, eta_s=eta)
         rows.append(row)
     return rows
+
+
+def _standard_json(value: Any) -> Any:
+    """`value` with every non-finite number as None: `status --json` prints standard JSON, which has no NaN or
+    Infinity (a metric may be NaN; `json.loads` of a received store reads Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _standard_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_standard_json(v) for v in value]
+    return value
 
 
 def _print_dry_run(console: Console, job_run: StudyRun) -> None:
@@ -548,7 +568,7 @@ def status(
         raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
     ids = store.job_ids()
     if as_json:
-        typer.echo(json.dumps(_status_rows(store, ids), indent=1))
+        typer.echo(json.dumps(_standard_json(_status_rows(store, ids)), indent=1, allow_nan=False))
         return
     console = Console()
     print_table(console, _summary_table(store, ids, f"{store.root}"))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.errors import UsaggError
 from usagg.safepath import UnsafePath
-from usagg.store import JobPaths, RunStore
+from usagg.store import ERROR_CHARS, JobPaths, RunStore
 
 if TYPE_CHECKING:
     from usagg.engine.accel import AccelMode
@@ -151,7 +151,7 @@ def _run_locked(
     except UnsafePath as err:
         with contextlib.suppress(UsaggError, NoSpaceLeft):  # job.json itself may be the planted link's target
             store.write_error(job_id, f"{err}\n")
-            store.set_state(job_id, "failed", error=str(err)[:300])
+            store.set_state(job_id, "failed", error=str(err)[:ERROR_CHARS])
         return "failed"
     paths.folder.mkdir(parents=True, exist_ok=True)
     store.clear_error(job_id)
@@ -174,7 +174,7 @@ def _run_locked(
                 text, err = f"{text}\n{oom}\n", oom
             with contextlib.suppress(NoSpaceLeft):  # a full disk: the summary in job.json still says so
                 store.write_error(job_id, text)
-            summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:300]
+            summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:ERROR_CHARS]
             log.error("job failed: %s", summary)
             store.set_state(job_id, "failed", expect=("running",), error=summary)
             return "failed"

@@ -36,13 +36,13 @@ from usagg.atomic import NoSpaceLeft
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.joblock import JobLocked
-from usagg.store import RunStore
+from usagg.store import ERROR_CHARS, RunStore
 
 JobFn = Callable[..., str]  # fn(store_root, job_id[, progress=sink]) -> state
 EventFn = Callable[[str, str, dict[str, Any]], None]
 
 
-def summarize_error(text: str, limit: int = 300) -> str:
+def summarize_error(text: str, limit: int = ERROR_CHARS) -> str:
     """The last non-empty line of a traceback or log (the exception itself), shortened."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     line = lines[-1] if lines else "unknown error"

@@ -1,0 +1,283 @@
+"""A received run store is data: hostile content in its files is named as damage, never a crash or a hang.
+
+Deep JSON nesting (a RecursionError in the parser), job.json fields of the wrong type, oversized files, look-alike
+job ids (format characters) and a plan that lists a job twice: each is named by file, `usagg repair` mends what
+the store can rebuild, and `usagg status` (table and --json) keeps working.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_run import run_cli
+from usagg.affinity import read_affinity
+from usagg.atomic import read_json_checked, read_regular
+from usagg.cli.display import duration_text
+from usagg.errors import UsaggError
+from usagg.joblock import DAMAGED_HOLDER, read_holder
+from usagg.plan import Job, plan
+from usagg.safepath import UnsafePath, check_component, component_problem, printable
+from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
+from usagg.store import ERROR_CHARS, RECORD_LIMIT, RunStore
+
+DEEP = 20_000  # far past Python's recursion limit, yet small enough for every file's size limit
+DEEP_LIST = "[" * DEEP + "]" * DEEP
+DEEP_OBJECT = '{"a":' * DEEP + "1" + "}" * DEEP
+
+
+def _store(tmp_path: Path) -> tuple[RunStore, Job]:
+    """A store with one done job (metrics.json and results.csv written), built as tests/test_store_confinement.py."""
+    study = Study(
+        name="toy",
+        seeds=[0],
+        paradigms=["TS"],
+        data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        training=TrainingSpec(epochs=3),
+        tasks=[TaskSpec(id="heart_cls", type="classification", num_classes=3, group="cardiac")],
+    )
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / "toy")
+    store.init("name: toy\n", jobs)
+    job = jobs[0]
+    store.write_metrics(
+        job.id,
+        {
+            "job_id": job.id,
+            "tasks": {"heart_cls": {"type": "classification", "primary": "AUC", "metrics": {"AUC": 0.8}}},
+            "training": {"device": "cpu", "precision": "fp32", "epochs": 3},
+        },
+    )
+    store.set_state(job.id, "running")
+    store.set_state(job.id, "done")
+    store.rebuild_results()
+    return store, job
+
+
+def _record(store: RunStore, job: Job) -> dict[str, Any]:
+    return json.loads(store.paths(job.id).record.read_text())
+
+
+def _write_record(store: RunStore, job: Job, /, **fields: Any) -> None:
+    store.paths(job.id).record.write_text(json.dumps({**_record(store, job), **fields}))
+
+
+def _running_elsewhere(store: RunStore, job: Job, /, **fields: Any) -> None:
+    """The job running now on another host: a fresh foreign lock, so `status` computes its progress."""
+    _write_record(store, job, state="running", finished=None, duration_s=None, **fields)
+    holder = {"host": "elsewhere.cluster", "pid": 1, "started": "2026-01-01T00:00:00+00:00", "token": "t"}
+    store.paths(job.id).lock.write_text(json.dumps(holder))
+
+
+# --------------------------------------------------------------------------- 1: deep nesting
+
+
+@pytest.mark.parametrize("content", [DEEP_LIST, DEEP_OBJECT], ids=["list", "object"])
+def test_deep_json_reads_as_damage_in_every_store_reader(tmp_path: Path, content: str) -> None:
+    store, job = _store(tmp_path)
+    paths = store.paths(job.id)
+    for path in (paths.metrics, paths.item_scores, paths.affinity, store.specs_json):
+        path.write_text(content)
+    paths.lock.write_text(DEEP_LIST)  # within a lock file's size limit
+    data, why = read_json_checked(paths.metrics)
+    assert data is None and "nested deeper than Python can parse" in str(why)
+    assert store.metrics(job.id) is None and any(str(paths.metrics) in n for n in store.repairs)
+    assert read_holder(paths.lock) == {DAMAGED_HOLDER: "not a lock record (ValueError)"}
+    assert store.spec_files() == []
+    with pytest.raises(UsaggError, match=r"affinity\.json is not an affinity file"):
+        read_affinity(paths.affinity)
+
+
+def test_deep_job_json_is_shown_as_damage_and_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    store.paths(job.id).record.write_text(DEEP_LIST)
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "job.json is damaged" in out and "nested deeper" in out and "1 done" in out
+    code, out = run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)[0]["state"] == "done"
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "set aside as job.json.damaged" in out
+    assert _record(store, job)["state"] == "done"
+
+
+def test_a_deep_plan_is_a_named_damaged_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usagg.affinity import load_study_affinity
+
+    store, _ = _store(tmp_path)
+    store.plan_json.write_text(DEEP_LIST)
+    with pytest.raises(UsaggError, match=r"plan\.json is damaged \(ValueError\)"):
+        store.jobs()
+    assert store.planned_count() is None and load_study_affinity(store) is None
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code != 0 and "plan.json is damaged" in out and "Traceback" not in out
+
+
+# --------------------------------------------------------------------------- 2: job.json's fields
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("duration_s", "x"),
+        ("duration_s", math.inf),
+        ("duration_s", math.nan),
+        ("attempts", "x"),
+        ("attempts", -1),
+        ("attempts", True),
+        ("started", "garbage"),
+        ("started", "2026-01-01T00:00:00"),  # no zone: `set_state` could not take a duration from it
+        ("finished", 5),
+        ("host", 5),
+        ("pid", "x"),
+        ("error", ["x"]),
+        ("start_epoch", "x"),
+        ("weights_key", 1),
+    ],
+)
+def test_a_record_field_of_the_wrong_type_is_damage_that_repair_mends(
+    tmp_path: Path, field: str, value: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    _write_record(store, job, **{field: value})  # json.dumps writes Infinity and NaN as a received store may
+    assert store.job_record(job.id)["attempts"] == 0  # read as repair rebuilds it
+    assert any(f"its {field} is" in n for n in store.repairs)
+    code, out = run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out, parse_constant=pytest.fail)[0]["duration_s"] is None
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "set aside as job.json.damaged" in out and "rebuilt from the plan as done" in out
+    assert _record(store, job).get(field) == (0 if field == "attempts" else None)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"started": "garbage"}, {"attempts": "x"}, {"start_epoch": "x"}, {"job_training_epochs": "x"}],
+    ids=["started", "attempts", "start_epoch", "epochs"],
+)
+def test_status_of_a_running_job_with_a_bad_field_does_not_crash(
+    tmp_path: Path, fields: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    if "job_training_epochs" in fields:  # the Job's own settings: not the record's, shown as unknown
+        dump = _record(store, job)["job"]
+        dump["training"]["epochs"] = fields.pop("job_training_epochs")
+        fields["job"] = dump
+    started = "2026-01-01T00:00:00+00:00"
+    _running_elsewhere(store, job, **{"started": started, "attempts": 2, "start_epoch": 0, **fields})
+    monkeypatch.setattr(RunStore, "epochs_done", lambda self, job_id: (2, time.time()))  # two epochs timed: an ETA
+    for args in (["status", str(store.root)], ["status", str(store.root), "--json"]):
+        code, out = run_cli(args, monkeypatch, capsys)
+        assert code == 0 and "Traceback" not in out, out
+
+
+def test_duration_text_and_status_json_take_only_finite_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert [duration_text(v) for v in ("x", math.inf, -math.inf, math.nan, True, None)] == [""] * 6
+    assert duration_text(65.0) == "1m05s"
+    store, job = _store(tmp_path)
+    metrics = store.metrics(job.id)
+    assert metrics is not None
+    metrics["tasks"]["heart_cls"]["metrics"]["AUC"] = math.nan  # a metric may be undefined
+    store.write_metrics(job.id, metrics)
+    code, out = run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)
+    row = json.loads(out, parse_constant=pytest.fail)[0]  # standard JSON: no NaN or Infinity
+    assert code == 0 and row["primary"] == {"heart_cls": {"metric": "AUC", "value": None}}
+
+
+# --------------------------------------------------------------------------- 4: sizes
+
+
+def test_read_regular_refuses_a_file_over_its_limit_naming_the_size(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_bytes(b"x" * 101)
+    assert read_regular(path, 101) == b"x" * 101
+    with pytest.raises(OSError, match=r"101 bytes, more than the 100 a store file may hold") as err:
+        read_regular(path, 100)
+    assert err.value.errno == errno.EINVAL and err.value.filename == str(path)
+
+
+def test_an_oversized_job_json_is_damage_and_status_stays_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    _write_record(store, job, state="failed", error="E" * (RECORD_LIMIT + 1))
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    size = os.path.getsize(store.paths(job.id).record)
+    assert code == 0 and f"job.json is damaged ({size:,} bytes, more than the {RECORD_LIMIT:,}" in out
+    assert "EEEE" not in out
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "set aside as job.json.damaged" in out and _record(store, job)["state"] == "done"
+
+
+def test_status_shows_no_more_of_a_recorded_error_than_the_store_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    _write_record(store, job, state="failed", error="E" * 5000)
+    code, out = run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)[0]["error"] == "E" * ERROR_CHARS
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys, columns=10_000)
+    assert code == 0 and "E" * ERROR_CHARS in out and "E" * (ERROR_CHARS + 1) not in out
+
+
+# --------------------------------------------------------------------------- 9: look-alike and duplicate ids
+
+
+@pytest.mark.parametrize("ch", ["\u200b", "\u200d", "\ufeff", "\u00ad", "\u202e", "\u2066"])
+def test_format_characters_are_refused_in_a_job_id(tmp_path: Path, ch: str) -> None:
+    with pytest.raises(UnsafePath, match="contains control characters"):
+        check_component(f"TS-a{ch}", "plan.json, job id")
+    assert printable(f"a{ch}b") == f"a{ascii(ch)[1:-1]}b"
+    with pytest.raises(UnsafePath):
+        RunStore(tmp_path).job_dir(f"TS-a{ch}")
+
+
+def test_ordinary_non_ascii_text_still_passes() -> None:
+    for text in ("Δ→ü", "TS-fötal_Δ→größe", "naïve café", "日本語"):
+        assert component_problem(text) is None and check_component(text, "x") == text and printable(text) == text
+
+
+def test_a_plan_listing_a_job_twice_is_named_as_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, job = _store(tmp_path)
+    records = json.loads(store.plan_json.read_text())
+    store.plan_json.write_text(json.dumps(records * 2))
+    with pytest.raises(UsaggError, match=rf"plan\.json is damaged \(it lists job ids more than once: {job.id}\)"):
+        store.jobs()
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code != 0 and "more than once" in out and "2 done" not in out
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 1 and "more than once" in out
+
+
+def test_a_lock_record_over_its_limit_is_a_damaged_lock(tmp_path: Path) -> None:
+    path = tmp_path / ".lock"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "pad": "x" * 100_000}))
+    holder = read_holder(path)
+    assert holder is not None and "more than the" in str(holder[DAMAGED_HOLDER])
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '["not", "an", "object"]', "{broken"])
+def test_a_damaged_mlflow_record_reads_as_none(tmp_path: Path, content: str) -> None:
+    """mlflow.json of a received store nested too deep, not an object or not JSON: no run is known, no traceback."""
+    from usagg.spec.models import MlflowSpec
+    from usagg.tracking import _recorded_parent
+
+    store = RunStore(tmp_path / "runs" / "toy")
+    store.mlflow_record.parent.mkdir(parents=True)
+    store.mlflow_record.write_text(content)
+    assert _recorded_parent(MlflowSpec(uri="sqlite:///x.db"), store.root) is None
