@@ -176,7 +176,11 @@ def test_affinity_tells_the_tasks_apart(tmp_path: Path) -> None:
     assert {r.model_advised for r in blind.rows} == {"CG"} and blind.rows[0].predicted_by["CG"] == pytest.approx(0.25)
     assert blind.hits[LOTO] == 0 and not blind.beats_trivial and blind.best_rule.name == "always TS"
     assert {r.advised for r in blind.rows} == {"TS"} and blind.rows[0].predicted == 0.0
-    assert blind.notes[0].startswith("The model does not beat the trivial rule 'always TS'")
+    # always TS ties with other rules on the held-out groups: said as a default, not a finding
+    assert blind.notes[0].startswith("The model does not beat the trivial rules") and "rules tie at" in blind.notes[0]
+    assert "so the advice is the first of them, 'always TS' (TS for every task), a default" in blind.notes[0]
+    assert len(blind.tied_rules) > 1 and blind.tied_rules[0] == "always TS"
+    assert f"(the model does not beat it; {len(blind.tied_rules)} rules tie, a default)" in advice_table(blind).title
     assert "No affinity measured" in " ".join(blind.notes) and "CG: intercept only" in " ".join(blind.notes)
 
 

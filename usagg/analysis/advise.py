@@ -147,6 +147,13 @@ class Advice:
         return max(self.rules, key=lambda r: (r.hits[self.primary], -self.rules.index(r)))
 
     @property
+    def tied_rules(self) -> list[str]:
+        """The rules with as many `primary` hits as the best one (itself included): more than one, and the held-out
+        tasks prefer none of them."""
+        top = self.best_rule.hits[self.primary]
+        return [r.name for r in self.rules if r.hits[self.primary] == top]
+
+    @property
     def beats_trivial(self) -> bool:
         """More held-out hits than every trivial rule under every scheme."""
         return self.n > 0 and all(h > max(r.hits[s] for r in self.rules) for s, h in self.hits.items())
@@ -164,6 +171,14 @@ class Advice:
         )
         if self.beats_trivial:
             return f"The model beats every trivial rule ({scores}): the advice is the model's."
+        tied = self.tied_rules
+        if len(tied) > 1:  # the held-out tasks prefer none of them: the first listed is a default, not a finding
+            return (
+                f"The model does not beat the trivial rules ({scores}), and {len(tied)} rules tie at "
+                f"{best.hits[self.primary]} {self.primary} hits ({', '.join(tied)}): the held-out tasks prefer none, "
+                f"so the advice is the first of them, '{best.name}' ({best.advised} for every task), a default rather "
+                "than a finding; the model's own advice, its predictions and each task's measured Δ are beside it."
+            )
         return (
             f"The model does not beat the trivial rule '{best.name}' ({scores}): the advice is that rule, "
             f"{best.advised} for every task (the rule with the most {self.primary} hits); the model's own advice and "
@@ -671,6 +686,8 @@ def advice_table(adv: Advice) -> Table:
         checked = "no task checkable"
     else:
         checked = ", ".join(f"{s} {h}/{adv.n}" for s, h in adv.hits.items()) + " advised = best measured"
-    verdict = "the model's" if adv.beats_trivial else f"the rule '{adv.best_rule.name}' (the model does not beat it)"
+    tie = f"; {len(adv.tied_rules)} rules tie, a default" if len(adv.tied_rules) > 1 else ""
+    rule = f"the rule '{adv.best_rule.name}' (the model does not beat it{tie})"
+    verdict = "the model's" if adv.beats_trivial else rule
     title = f"Advice: the paradigm for each task (fraction {frac_label(adv.fraction)}; {verdict}; model {checked})"
     return Table("advice", title, cols, rows, list(adv.notes))
