@@ -25,21 +25,22 @@ from usagg.store import WEIGHTS_KEY, RunStore
 WEIGHTS = b"the encoder weights the jobs ran with"
 
 
-def _study(weights: Path | None) -> Study:
+def _study(weights: Path | None, epochs: int = 1) -> Study:
     return Study(
         name="toy",
         seeds=[0],
         paradigms=["TS"],
         data=DataSpec(synthetic=SynthSpec()),
         model=ModelSpec(backbone="dinov3_test", image_size=64, weights=weights),
-        training=TrainingSpec(epochs=1),
+        training=TrainingSpec(epochs=epochs),
         tasks=[TaskSpec(id="heart_cls", type="classification", num_classes=3, group="cardiac")],
     )
 
 
-def _store(tmp_path: Path, weights: Path | None = None) -> tuple[RunStore, Job]:
-    """A store with one done job whose metrics.json has a device, a result row, and (when given) weights."""
-    jobs = plan(_study(weights))
+def _store(tmp_path: Path, weights: Path | None = None, epochs: int = 1) -> tuple[RunStore, Job]:
+    """A store with one done job of `epochs` whose metrics.json has a device, a result row, and (when given)
+    weights."""
+    jobs = plan(_study(weights, epochs))
     store = RunStore(tmp_path / "runs" / "toy")
     store.init("name: toy\n", jobs)
     job = jobs[0]
@@ -47,9 +48,11 @@ def _store(tmp_path: Path, weights: Path | None = None) -> tuple[RunStore, Job]:
         job.id,
         {
             "job_id": job.id,
-            "tasks": {"heart_cls": {"type": "classification", "metrics": {"AUC": 0.8}, "n_train": 10}},
+            "tasks": {
+                "heart_cls": {"type": "classification", "primary": "AUC", "metrics": {"AUC": 0.8}, "n_train": 10}
+            },
             "weights": {"weights": str(weights) if weights else None, "random_init": weights is None},
-            "training": {"device": "cpu", "precision": "fp32", "epochs": 1},
+            "training": {"device": "cpu", "precision": "fp32", "epochs": epochs},
         },
     )
     store.set_state(job.id, "running")

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 
 from tests.cli_run import run_cli
+from tests.test_store_confinement import _store as confined_store
 from usagg.affinity import read_affinity
 from usagg.atomic import read_json_checked, read_regular
 from usagg.cli.display import duration_text
 from usagg.errors import UsaggError
 from usagg.joblock import DAMAGED_HOLDER, read_holder
-from usagg.plan import Job, plan
+from usagg.plan import Job
 from usagg.safepath import UnsafePath, check_component, component_problem, printable
-from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
 from usagg.store import ERROR_CHARS, RECORD_LIMIT, RunStore
 
 DEEP = 20_000  # far past Python's recursion limit, yet small enough for every file's size limit
@@ -35,32 +35,8 @@ DEEP_OBJECT = '{"a":' * DEEP + "1" + "}" * DEEP
 
 
 def _store(tmp_path: Path) -> tuple[RunStore, Job]:
-    """A store with one done job (metrics.json and results.csv written), built as tests/test_store_confinement.py."""
-    study = Study(
-        name="toy",
-        seeds=[0],
-        paradigms=["TS"],
-        data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        training=TrainingSpec(epochs=3),
-        tasks=[TaskSpec(id="heart_cls", type="classification", num_classes=3, group="cardiac")],
-    )
-    jobs = plan(study)
-    store = RunStore(tmp_path / "runs" / "toy")
-    store.init("name: toy\n", jobs)
-    job = jobs[0]
-    store.write_metrics(
-        job.id,
-        {
-            "job_id": job.id,
-            "tasks": {"heart_cls": {"type": "classification", "primary": "AUC", "metrics": {"AUC": 0.8}}},
-            "training": {"device": "cpu", "precision": "fp32", "epochs": 3},
-        },
-    )
-    store.set_state(job.id, "running")
-    store.set_state(job.id, "done")
-    store.rebuild_results()
-    return store, job
+    """A store with one done job of 3 epochs (tests/test_store_confinement.py's)."""
+    return confined_store(tmp_path, epochs=3)
 
 
 def _record(store: RunStore, job: Job) -> dict[str, Any]:

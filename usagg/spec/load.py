@@ -662,8 +662,16 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     if study.data.synthetic is not None:
         study.data.synthetic.out = _absolute(study.data.synthetic.out, base)
     study.model.weights = _absolute(study.model.weights, base)
-    _check_weights_path(study.model.weights, file)
-    _check_cache_dir(study.data.cache_dir, file)
+    _check_kind(
+        study.model.weights, file, "model.weights", False,
+        "not a checkpoint file; give the .pth file itself (e.g. dinov3_vitb16_pretrain_lvd1689m.pth inside that "
+        "folder).",
+    )  # fmt: skip
+    _check_kind(
+        study.data.cache_dir, file, "data.cache_dir", True,
+        "not a folder; give a folder for the decode cache (created if missing), or leave data.cache_dir out to use "
+        "$USAGG_CACHE or ~/.cache/usagg.",
+    )  # fmt: skip
     if study.sweep:
         point_studies(study, file)  # every point a valid study, named by key and value
     return study
@@ -717,40 +725,18 @@ def _groups_onto_tasks(raw: dict[str, Any]) -> None:
                 by_id[tid]["group"] = group
 
 
-def _check_weights_path(weights: Path | None, file: Path) -> None:
-    """model.weights names a checkpoint file: a folder (or a pipe, a device) is refused now, not at the first job.
-
-    A path not there yet is fine: `usagg plan` works before the download, `usagg run` checks for the file.
-    """
-    if weights is None:
+def _check_kind(path: Path | None, file: Path, field: str, folder: bool, expected: str) -> None:
+    """`field` names a file (or, `folder`, a folder): something else already at `path` (a folder, a pipe, a device, a
+    file) is refused now, not by every job. A path not there yet is fine: `usagg plan` works before the weights are
+    downloaded, and the first job creates a cache folder."""
+    if path is None:
         return
     try:
-        info = os.stat(weights)
+        info = os.stat(path)
     except OSError:
         return
-    if not stat.S_ISREG(info.st_mode):
-        raise SpecError(
-            f"{file}: model.weights = {weights} is {_file_kind(info.st_mode)}, not a checkpoint file; give the "
-            ".pth file itself (e.g. dinov3_vitb16_pretrain_lvd1689m.pth inside that folder)."
-        )
-
-
-def _check_cache_dir(cache_dir: Path | None, file: Path) -> None:
-    """data.cache_dir names a folder: an existing file (or pipe, device) there is refused now, not by every job.
-
-    A folder not there yet is fine: the first job creates it.
-    """
-    if cache_dir is None:
-        return
-    try:
-        info = os.stat(cache_dir)
-    except OSError:
-        return
-    if not stat.S_ISDIR(info.st_mode):
-        raise SpecError(
-            f"{file}: data.cache_dir = {cache_dir} is {_file_kind(info.st_mode)}, not a folder; give a folder for "
-            "the decode cache (created if missing), or leave data.cache_dir out to use $USAGG_CACHE or ~/.cache/usagg."
-        )
+    if not (stat.S_ISDIR(info.st_mode) if folder else stat.S_ISREG(info.st_mode)):
+        raise SpecError(f"{file}: {field} = {path} is {_file_kind(info.st_mode)}, {expected}")
 
 
 def dump_study(study: Study) -> str:
