@@ -90,3 +90,39 @@ def test_a_binary_file_is_named_not_a_traceback(tmp_path: Path) -> None:
     path.write_bytes(bytes(range(128, 256)) * 20)  # no UTF-8 text at all
     with pytest.raises(UsaggError, match=r"weights.csv is not a UTF-8 CSV text file \(UnicodeDecodeError"):
         read_results(path)
+
+
+def test_the_keys_a_sweep_gives_are_read_as_sweep_columns(tmp_path: Path) -> None:
+    path = _csv(tmp_path, f"{HEADER},training.lr_encoder,model.moe.experts", f"{GOOD},,0.001,4")
+    table = read_results(path)
+    assert table.sweep_keys == ["training.lr_encoder", "model.moe.experts"]
+    assert table.points == [(("training.lr_encoder", "0.001"), ("model.moe.experts", "4"))]
+
+
+@pytest.mark.parametrize(
+    ("column", "why"),
+    [
+        ("training.lr\x1b[2J", "it holds control characters (\\x1b)"),
+        ("model.moe\u202eexperts", "it holds control characters (\\u202e)"),
+        ("=1+training.lr_encoder", "it begins with =, which a spreadsheet opening usagg's CSV tables would run as a"),
+        ("@sum.x", "it begins with @"),
+        ("+training.lr_encoder", "it begins with +"),
+        ("-training.lr_encoder", "it begins with -"),
+        ("notes.v2", "no key a study can sweep ('notes.v2' cannot be swept: the top level has no setting 'notes'"),
+        ("training.seeds", "it is no key a study can sweep ('training.seeds' cannot be swept: training has no setting"),
+        ("training.lr_encoder.x", "training.lr_encoder is a single value, it has no part 'x'"),
+        ("seeds.x", "seeds is a dimension the plan already crosses"),
+        ("data.root", "data.root never enters a job's id"),
+    ],
+)
+def test_a_sweep_column_no_sweep_gives_is_refused_by_file_and_column(tmp_path: Path, column: str, why: str) -> None:
+    """A dotted header name is read as a swept key, its cells splitting the rows into points: a name with control
+    characters, a formula start or no key `sweep:` accepts is refused before any row is read."""
+    path = _csv(tmp_path, f"{HEADER},{column}", f"{GOOD},,0.001")
+    with pytest.raises(UsaggError) as err:
+        read_results(path)
+    msg = str(err.value)
+    head = f"{path}: header column {column!r}: a column whose name has a dot is read as a swept spec key, but "
+    tail = "; expected a key `sweep:` accepts, such as training.lr_encoder, or a name without a dot for a column usagg"
+    assert msg.startswith(head) and why in msg and msg.endswith(f"{tail} should leave alone")
+    assert "\n" not in msg

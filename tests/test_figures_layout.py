@@ -65,7 +65,7 @@ def _demo_shaped(root: Path, name: str = "demo", affinity_scale: float = 1.0) ->
     aff = Affinity(tasks=ids, matrix=(z * affinity_scale).tolist(), job_id=MEASURING, job_hash="0123abcd", every=10,
                    steps=[10, 20], seconds=2.0, train_seconds=40.0)  # fmt: skip
     write_affinity(store.paths(MEASURING).affinity, aff)
-    plan = read_json(store.plan_json)
+    plan = [r for r in read_json(store.plan_json) if r["id"] != MEASURING]  # the AU job, now measuring
     plan.append({"id": MEASURING, "hash": "0123abcd", "fraction": 1.0, "affinity": True,
                  "tasks": [{"id": t} for t in ids]})  # fmt: skip
     store.write_plan(plan)

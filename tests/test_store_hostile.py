@@ -240,6 +240,33 @@ def test_a_plan_listing_a_job_twice_is_named_as_damage(
     assert code == 1 and "more than once" in out
 
 
+def test_every_read_of_a_plan_listing_a_job_twice_reports_the_damage_status_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analysis' count of planned jobs and its affinity read plan.json raw: a job listed twice would be counted
+    (a measuring job averaged) twice, so both refuse it as `jobs` (status, repair) does, in the same words; compare
+    says so even where results.csv is current and the jobs need not be read."""
+    from usagg.affinity import load_study_affinity
+
+    store, job = _store(tmp_path)
+    records = json.loads(store.plan_json.read_text())
+    store.plan_json.write_text(json.dumps(records * 2))
+    with pytest.raises(UsaggError) as status:
+        store.jobs()
+    with pytest.raises(UsaggError) as count:
+        store.planned_count()
+    with pytest.raises(UsaggError) as affinity:
+        load_study_affinity(store)
+    expected = f"{store.plan_json} is damaged (it lists job ids more than once: {job.id}); `usagg run` with the "
+    assert str(status.value).startswith(expected)
+    assert str(count.value) == str(affinity.value) == str(status.value)
+    code, out = run_cli(["compare", str(store.root)], monkeypatch, capsys)
+    assert code == 2 and "more than once" in out and "planned" not in out and "Traceback" not in out
+    store.plan_json.write_text(json.dumps([*records, {"simulated": True}, ["not", "a", "job"]]))
+    assert store.planned_count() == len(records) + 2  # entries that are no job are no duplicate: counted, as before
+    assert load_study_affinity(store) is None
+
+
 def test_a_lock_record_over_its_limit_is_a_damaged_lock(tmp_path: Path) -> None:
     path = tmp_path / ".lock"
     path.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "pad": "x" * 100_000}))

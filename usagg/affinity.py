@@ -169,13 +169,18 @@ def load_study_affinity(store: RunStore) -> Affinity | None:
     affinity.json (checked against the job: another spec's file is refused); None when none did.
 
     The store is passed in (usagg/store.py spells its file names and confines each job folder to it); this
-    module cannot import it, since the plan it imports reads LOOKAHEAD_STEP from here."""
+    module cannot import it, since the plan it imports reads LOOKAHEAD_STEP from here. A plan listing a job id
+    twice is the damage the store reports (`RunStore.check_job_ids`): a measuring job would be averaged in twice."""
     try:
         records = parse_json(read_regular(store.plan_json))  # a FIFO, a link, too large or too deep: no affinity
     except (OSError, ValueError):
         return None
+    if not isinstance(records, list):
+        return None
+    entries = [r for r in records if isinstance(r, dict)]  # an entry that is no mapping is no measuring job
+    store.check_job_ids(r.get("id") for r in entries)
     found = []
-    for r in measuring_jobs(records if isinstance(records, list) else []):
+    for r in measuring_jobs(entries):
         path = store.paths(check_component(r["id"], f"{store.plan_json}, job id")).affinity
         if path.is_file():
             aff = read_affinity(path)

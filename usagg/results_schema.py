@@ -26,5 +26,6 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("steps",)
 
 def is_sweep_column(name: str) -> bool:
     """A swept spec key's column (`training.lr_encoder`, usagg/sweep.py): a dotted name beside the fixed columns,
-    the key's value at the row's sweep point."""
+    the key's value at the row's sweep point. The reader refuses such a name that is no key a study can sweep
+    (usagg/analysis/results.py), rather than split the rows into points by it."""
     return name not in RESULT_COLUMNS and "." in name

@@ -61,6 +61,7 @@ import json
 import math
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -96,6 +97,8 @@ LOCK_NAME = ".lock"
 #: Key of job.json holding what the job's id hashed of `model.weights` (usagg/plan.py `weights_key`): `sha256:<hex>`,
 #: `missing:<name>` or null. A report shows this digest and never reads a weights path a received store names.
 WEIGHTS_KEY = "weights_key"
+#: What mends a damaged plan.json, as its errors say.
+_PLAN_FIX = "`usagg run` with the study's spec writes it anew"
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -462,27 +465,39 @@ class RunStore:
         return read_yaml(path, what="stored study")
 
     def planned_count(self) -> int | None:
-        """How many jobs plan.json lists, None when it is missing or unreadable (the analysis only counts them)."""
+        """How many jobs plan.json lists, None when it is missing or unreadable (the analysis only counts them).
+
+        A plan listing a job id twice is the damage `jobs` reports (`check_job_ids`): it would be counted twice."""
         try:
             plan = read_json(self.plan_json)
         except (OSError, ValueError, TypeError):
             return None
-        return len(plan) if isinstance(plan, list) else None  # a plan is a list of jobs; anything else is damage
+        if not isinstance(plan, list):  # a plan is a list of jobs; anything else is damage
+            return None
+        self.check_job_ids(r.get("id") for r in plan if isinstance(r, dict))
+        return len(plan)
 
     def jobs(self) -> list[Job]:
         """The jobs of the current plan, in plan order."""
         if not self.exists():
             raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
-        fix = "`usagg run` with the study's spec writes it anew"
         try:
             jobs = [Job.model_validate(d) for d in read_json(self.plan_json)]
         except (OSError, ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
-            raise UsaggError(f"{self.plan_json} is damaged ({type(err).__name__}); {fix}") from None
-        ids = [j.id for j in jobs]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:  # `init` never writes one: each job would be counted, run and compared twice
-            raise UsaggError(f"{self.plan_json} is damaged (it lists job ids more than once: {', '.join(dup)}); {fix}")
+            raise UsaggError(f"{self.plan_json} is damaged ({type(err).__name__}); {_PLAN_FIX}") from None
+        self.check_job_ids(j.id for j in jobs)
         return jobs
+
+    def check_job_ids(self, ids: Iterable[object]) -> None:
+        """Refuse plan.json when it lists a job id more than once: `init` never writes one, and each job would be
+        counted, run and compared (its affinity averaged) twice. The one check of the plan's ids, for `jobs` (status,
+        repair, results) and the raw reads (`planned_count`, usagg/affinity.py); a raw entry without a string id
+        is left to those reads."""
+        dup = sorted(i for i, n in Counter(i for i in ids if isinstance(i, str)).items() if n > 1)
+        if dup:
+            raise UsaggError(
+                f"{self.plan_json} is damaged (it lists job ids more than once: {', '.join(dup)}); {_PLAN_FIX}"
+            )
 
     def job_ids(self) -> list[str]:
         """Ids of the current plan, in plan order."""

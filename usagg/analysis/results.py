@@ -260,6 +260,8 @@ def parse_results(text: str, path: Path) -> ResultsTable:
             raise UsaggError(f"{path}: the header gives column(s) {where} more than once; expected each column once")
         reader.fieldnames = header
         swept = [h for h in header if is_sweep_column(h)]
+        for name in swept:
+            _check_sweep_column(path, name)
         rows = []
         for i, rec in enumerate(reader, start=1):
             at = _Place(path, i, reader.line_num)
@@ -278,6 +280,31 @@ def parse_results(text: str, path: Path) -> ResultsTable:
         raise UsaggError(f"{path}: the table has a header but no rows")
     _check_consistent(path, rows)
     return ResultsTable(rows=rows, path=path)
+
+
+def _check_sweep_column(path: Path, name: str) -> None:
+    """A dotted header name is read as a swept spec key (`is_sweep_column`), its cells the rows' sweep point, so it
+    must be a key usagg's sweeps give (usagg/sweep.py `check_block`): a received table is data, and the name
+    reaches terminals, reports and spreadsheets as a column heading."""
+    bad = control_characters(name)
+    if bad:
+        why = f"it holds control characters ({', '.join(bad)})"
+    elif name.startswith(FORMULA_START):
+        why = f"it begins with {name[0]}, which a spreadsheet opening usagg's CSV tables would run as a formula"
+    else:
+        from usagg.spec.models import Study  # lazy: only a table with sweep columns needs the spec's models
+        from usagg.sweep import check_block
+
+        try:
+            check_block({name: []}, Study)
+            return
+        except ValueError as err:
+            why = f"it is no key a study can sweep ({err})"
+    raise UsaggError(
+        f"{path}: header column {name[:80]!r}: a column whose name has a dot is read as a swept spec key, but {why}; "
+        "expected a key `sweep:` accepts, such as training.lr_encoder, or a name without a dot for a column usagg "
+        "should leave alone"
+    )
 
 
 def _check_consistent(path: Path, rows: list[Row]) -> None:

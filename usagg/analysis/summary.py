@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
@@ -35,6 +36,7 @@ from usagg.analysis.tables import (
     uncertainty_table,
 )
 from usagg.analysis.uncertainty import task_uncertainty
+from usagg.errors import UsaggError
 from usagg.wording import counted
 
 
@@ -154,13 +156,19 @@ def study_power(a: Analysis) -> Table | None:
 
 def all_tables(a: Analysis) -> list[Table]:
     """Every table of the study, in report order."""
+    return _tables(a, lambda f: any(s.task and s.fraction == f for s in a.stats))
+
+
+def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
+    """`all_tables`, with `has_intervals(f)` saying whether fraction f gets its table of per-task intervals: the one
+    table whose presence needs the statistics (`check_table` counts it before they are computed)."""
     comp = a.comp
     multi = len(comp.fractions) > 1
     tables = [summary_table(a)]
     ctls = controls(comp)
     for f in comp.fractions:
         tables.append(task_table(comp, f, multi=multi))
-        if any(s.task and s.fraction == f for s in a.stats):
+        if has_intervals(f):
             tables.append(uncertainty_table(comp, a.stats, f, multi=multi))
         if comp.steps:
             tables.append(budget_table(comp, f, multi=multi))
@@ -202,20 +210,47 @@ def compare_output(a: Analysis, fmt: str, table: str = "delta") -> str:
     return sep.join(render(t, fmt) for t in all_tables(a))
 
 
+#: The tables `usagg compare` makes itself (usagg/cli/analysis.py), not from summary's: the selection gap (from the
+#: jobs' metrics.json) and the spec's `expect:`, checked.
+COMMAND_TABLES = ("selection_gap", "expectations")
+
+
 def named_table(a: Analysis, table: str) -> Table:
     """The table `compare --format csv --table NAME` prints: `delta` (the per-task Δ) or any table's name."""
     if table == "delta":
         return delta_long_table(a.comp, a.stats)
     found = {t.name: t for t in all_tables(a)}
     if table not in found:
-        from usagg.errors import UsaggError
-        from usagg.names import suggest
-
-        known = ["delta", *found, "selection_gap", "expectations"]  # the last two: usagg compare reads them itself
-        raise UsaggError(
-            f"--table {table!r} is not a table of this study{suggest(table, known)}; its tables: {', '.join(known)}"
-        )
+        raise _not_a_table(table, list(found))
     return found[table]
+
+
+def check_table(inp: AnalysisInput, table: str, baseline: str | None = None) -> None:
+    """Refuse a `--table` name before the analysis, whose statistics (bootstrap, mixed model) are the slow part.
+
+    The names come from the tables themselves, built from the comparison alone (no statistics: cheap), point by
+    point for a swept study as `named_table` is asked (tens of milliseconds; AG's stability resampling, when its
+    table is there, at most about a second). Whether a fraction has its table of per-task intervals (uncertainty)
+    is told by the statistics themselves (seed intervals, the test-set bootstrap), so here it counts as there at
+    every fraction; `named_table` refuses it after the analysis where no interval came out.
+    """
+    if table in ("delta", *COMMAND_TABLES):
+        return
+    points = analyse_points(inp, lambda one: Analysis(one, compare(one, baseline), []))
+    for a in [sub for _, sub in points] or [Analysis(inp, compare(inp, baseline), [])]:
+        names = [t.name for t in _tables(a, lambda f: True)]
+        if table not in names:
+            raise _not_a_table(table, names)
+
+
+def _not_a_table(table: str, names: list[str]) -> UsaggError:
+    """The one error for a `--table` name the study has no table of, listing the names it has."""
+    from usagg.names import suggest
+
+    known = ["delta", *names, *COMMAND_TABLES]
+    return UsaggError(
+        f"--table {table!r} is not a table of this study{suggest(table, known)}; its tables: {', '.join(known)}"
+    )
 
 
 def _json_output(a: Analysis) -> str:

@@ -104,11 +104,15 @@ def compare_cmd(
         )
     table = table or "delta"
     from usagg.analysis.expect import evaluate_study, expectations_table, with_expectations
+    from usagg.analysis.inputs import load_input
+    from usagg.analysis.outputs import Memoised
     from usagg.analysis.render import render
     from usagg.analysis.selection_gap import gap_tables, with_selection_gap
-    from usagg.analysis.summary import compare_output
+    from usagg.analysis.summary import check_table, compare_output
 
-    a, _ = _analyse(run_dir, results, root, baseline)
+    inp = load_input(run_dir, results, root)
+    check_table(inp, table, baseline)  # a name the study has no table of, refused before the slow statistics
+    a = Memoised.own().analyse(inp, baseline)
     if out is not None:
         _refuse_an_input(out, results, a.inp.run_dir)
     if fmt == "csv" and table == "selection_gap":  # not one of summary's tables: read from the jobs' metrics.json
