@@ -1,6 +1,7 @@
 """How stable AG's grouping is under the affinity's own measurement noise (usagg/grouping.py `grouping_stability`):
 the per-measurement losses the engine keeps (usagg/engine/affinity.py), carried by the record (usagg/affinity.py)
-through checkpoints, files and seed means, resampled, and the report's note on it (usagg/analysis/tables.py)."""
+through checkpoints, files and seed means, resampled in circular blocks of consecutive measurements (`block_indices`,
+`block_length`), and the report's note on it (usagg/analysis/tables.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from usagg.errors import UsaggError
 from usagg.grouping import (
     STABILITY_DRAWS,
     adjusted_rand_index,
+    block_indices,
+    block_length,
     choose_groups,
     grouping_stability,
     rand_index,
@@ -63,13 +66,15 @@ def test_a_strong_block_structure_is_chosen_again_in_every_resample() -> None:
     st = grouping_stability(aff, 4)
     assert st is not None and not st.not_computed
     assert (st.draws, st.measurements, st.same, st.mean_ari) == (STABILITY_DRAWS, (5,), 1.0, 1.0)
+    assert st.blocks == (1,)  # 5 measurements (every: auto) are too few for blocks: drawn one at a time
     assert st.together == {(a, b): 1.0 for g in PLANTED_GROUPS for i, a in enumerate(g) for b in g[i + 1 :]}
     notes = stability_notes(aff, list(PLANTED_GROUPS))
     assert notes == [
-        "Stability: over 200 resamples of the affinity's 5 measurements (drawn with replacement, Z recomputed, "
-        "groups searched again with the same k), AG's grouping was chosen again in 100 %, mean adjusted Rand index "
-        "1.00; pairs kept together in at least 80 % of resamples: t0 + t1 (100 %), t0 + t2 (100 %), t1 + t2 (100 %), "
-        "t3 + t4 (100 %), t5 + t6 (100 %), t5 + t7 (100 %), t6 + t7 (100 %)."
+        "Stability: over 200 resamples of the affinity's 5 measurements (drawn one at a time with replacement: fewer "
+        "than 8 per job are too few for blocks; Z recomputed, groups searched again with the same k), AG's grouping "
+        "was chosen again in 100 %, mean adjusted Rand index 1.00; pairs kept together in at least 80 % of "
+        "resamples: t0 + t1 (100 %), t0 + t2 (100 %), t1 + t2 (100 %), t3 + t4 (100 %), t5 + t6 (100 %), "
+        "t5 + t7 (100 %), t6 + t7 (100 %)."
     ]
 
 
@@ -84,6 +89,8 @@ def test_pure_noise_is_rarely_chosen_again_and_the_report_says_so() -> None:
     notes = stability_notes(aff, list(chosen))
     assert "chosen again in 12 %, mean adjusted Rand index 0.44" in notes[0] and "resamples: none." in notes[0]
     assert UNSTABLE in notes[1] and "fewer than 50 % of the resamples" in notes[1]
+    assert "(Resampling draws single measurements, as if those taken at different points of training were " in notes[1]
+    assert "a job of 8 or more measurements, with a smaller analysis.affinity.every, is drawn in runs" in notes[1]
 
 
 def test_the_same_record_gives_the_same_numbers_and_seeds_are_resampled_within_their_jobs() -> None:
@@ -95,7 +102,7 @@ def test_the_same_record_gives_the_same_numbers_and_seeds_are_resampled_within_t
     assert np.array_equal(resampled_matrices(aff, 50, 0), resampled_matrices(aff, 50, 0))
     assert not np.array_equal(resampled_matrices(aff, 50, 0), resampled_matrices(aff, 50, 1))
     notes = stability_notes(aff, list(PLANTED_GROUPS))
-    assert "8 measurements (drawn with replacement within each of its 2 jobs (4 + 4), Z recomputed" in notes[0]
+    assert "8 measurements (drawn one at a time with replacement within each of its 2 jobs (4 + 4): " in notes[0]
     assert "chosen again in 96 %" in notes[0] and "t5 + t6 (96 %)" in notes[0] and len(notes) == 1
 
 
@@ -148,6 +155,116 @@ def test_the_rand_indices_are_scikit_learns(seed: int) -> None:
     assert rand_index(da, db) == pytest.approx(rand_score(a, b), abs=1e-12)
     assert adjusted_rand_index(da, da) == rand_index(da, da) == 1.0
     assert adjusted_rand_index({"a": "x", "b": "x"}, {"a": "y", "b": "y"}) == 1.0  # one group each: identical groupings
+
+
+# ----- the resampling: circular blocks of consecutive measurements, in the order they were taken
+
+
+def _series(m: int, seed: int, walk: bool, n: int = 3) -> tuple[Affinity, np.ndarray]:
+    """One job of `m` measurements of n tasks, base losses 1 and after losses 1 - e, so Z is the mean of e over the
+    measurements and the i.i.d. bootstrap's spread of an entry is known: sd(e) / sqrt(m). e is a random walk along
+    training (each measurement's loss ratio one step from the last: strongly autocorrelated) or independent."""
+    e = np.random.default_rng(seed).normal(0, 0.01, (m, n, n))
+    if walk:
+        e = np.cumsum(e, axis=0)
+    base = np.ones((m, n))
+    aff = Affinity(TASKS[:n], e.mean(axis=0).tolist(), base_losses=[base.tolist()], after_losses=[(1.0 - e).tolist()])
+    return aff, e
+
+
+def test_the_block_length_is_the_cube_root_of_the_measurements_with_at_least_four_blocks_a_draw() -> None:
+    counts = [1, 2, 5, 7, 8, 11, 12, 26, 27, 28, 64, 65, 125, 126]
+    assert [block_length(m) for m in counts] == [
+        1,
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        3,
+        4,
+        4,
+        5,
+        5,
+        6,
+    ]  # 27: 3, not ceil(3.0000000000000004)
+    assert all(block_length(m) ** 3 >= m or block_length(m) == m // 4 for m in range(8, 500))
+
+
+def test_block_length_1_is_the_iid_bootstrap() -> None:
+    """Same numbers as the i.i.d. bootstrap from the same generator (the one grouping_stability drew before), and its
+    distribution: draws centred on the record, an entry's variance the plug-in variance over m."""
+    assert np.array_equal(
+        block_indices(5, 1, 40, np.random.default_rng(3)), np.random.default_rng(3).integers(0, 5, (40, 5))
+    )
+    aff, e = _series(16, 0, walk=False)
+    draws = resampled_matrices(aff, 20_000, 0, block=1)
+    pick = np.random.default_rng(0).integers(0, 16, (20_000, 16))
+    assert np.allclose(draws, 1.0 - (1.0 - e)[pick].sum(axis=1) / 16, rtol=0, atol=1e-14)
+    assert np.allclose(draws.mean(axis=0), e.mean(axis=0), rtol=0, atol=4 * (e.std(axis=0) / 4).max() / np.sqrt(20_000))
+    assert np.allclose(draws.var(axis=0) / (e.var(axis=0) / 16), 1.0, atol=0.05)
+    # 5 measurements (every: auto) are drawn one at a time: the same matrices as block 1, the committed reports' numbers
+    five = _record(_blocks(0.02, -0.01), measurements=5, noise=0.002, seed=0)
+    assert np.array_equal(resampled_matrices(five, 50, 0), resampled_matrices(five, 50, 0, block=1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_blocks_widen_the_spread_of_autocorrelated_measurements_and_barely_change_independent_ones(seed: int) -> None:
+    """64 measurements (blocks of 4): where the loss ratio is a random walk along training, the block bootstrap's
+    spread of Z is about 1.8-1.9 times the i.i.d. one's (an i.i.d. draw of single measurements breaks the walk and
+    understates it); independent measurements come out a little narrower (0.9-1.0), not wider."""
+    walk, e = _series(64, seed, walk=True)
+    iid_sd = e.std(axis=0) / 8  # the i.i.d. bootstrap's sd of each entry of Z, sd(e) / sqrt(64)
+    ratio = resampled_matrices(walk, 4000, 0).std(axis=0) / iid_sd
+    assert np.median(ratio) > 1.7 and ratio.min() > 1.5
+    single = resampled_matrices(walk, 4000, 0, block=1).std(axis=0) / iid_sd
+    assert np.allclose(single, 1.0, atol=0.06)
+    independent, f = _series(64, seed, walk=False)
+    ratio = resampled_matrices(independent, 4000, 0).std(axis=0) / (f.std(axis=0) / 8)
+    assert 0.85 < np.median(ratio) < 1.05
+
+
+def test_a_draw_is_contiguous_runs_of_the_recorded_order_each_measurement_drawn_once_on_average() -> None:
+    m, b, draws = 10, 3, 20_000
+    idx = block_indices(m, b, draws, np.random.default_rng(5))
+    assert idx.shape == (draws, m)
+    runs = [idx[:, s : s + b] for s in range(0, m, b)]  # ceil(10 / 3) = 4 blocks, the last cut to 1
+    assert [r.shape[1] for r in runs] == [3, 3, 3, 1]
+    assert all(((np.diff(r, axis=1) % m) == 1).all() for r in runs)  # consecutive, past the last to the first
+    assert set(np.concatenate([r[:, 0] for r in runs]).tolist()) == set(range(m))  # a run starts anywhere
+    assert set(map(tuple, runs[0].tolist())) >= {(8, 9, 0), (9, 0, 1)}  # and wraps
+    counts = np.bincount(idx.ravel(), minlength=m) / draws
+    assert np.allclose(counts, 1.0, atol=0.03)  # no end drawn less often (as a moving-block bootstrap draws them)
+    with pytest.raises(ValueError, match="block length 6 for 5"):
+        block_indices(5, 6, 1, np.random.default_rng(0))
+
+
+def test_each_job_is_resampled_in_its_own_blocks_from_one_generator_and_the_stability_says_which() -> None:
+    """resampled_matrices is block_indices per job, jobs in order from one seeded generator, Z from the sums."""
+    aff = _record(_blocks(0.0004, 0.0), measurements=12, noise=2e-4, seed=2, jobs=2)
+    rng = np.random.default_rng(7)
+    expected = np.zeros((30, 9, 9))
+    for base, after in zip(aff.base_losses, aff.after_losses, strict=True):
+        pick = block_indices(12, 3, 30, rng)
+        expected += 1.0 - np.asarray(after)[pick].sum(axis=1) / np.asarray(base)[pick].sum(axis=1)[:, None, :]
+    assert np.allclose(resampled_matrices(aff, 30, 7), expected / 2, rtol=0, atol=1e-15)
+    assert block_indices(8, 2, 3, np.random.default_rng(0)).tolist() == [
+        [6, 7, 5, 6, 4, 5, 2, 3],
+        [2, 3, 0, 1, 0, 1, 0, 1],
+        [1, 2, 6, 7, 5, 6, 7, 0],
+    ]  # seed 0's draws, the same on every machine
+    first, again = grouping_stability(aff, 4), grouping_stability(aff, 4)
+    assert first == again and first is not None and (first.measurements, first.blocks) == ((12, 12), (3, 3))
+    (note,) = stability_notes(aff, list(PLANTED_GROUPS))
+    assert (
+        "24 measurements (in runs of 3 consecutive measurements along training, drawn with replacement within " in note
+    )
+    noisy = _record(np.zeros((9, 9)), measurements=12, noise=1e-4, seed=1)
+    notes = stability_notes(noisy, list(choose_groups(noisy, 4).groups))
+    assert UNSTABLE in notes[1] and "(Resampling keeps runs of 3 consecutive measurements together, " in notes[1]
+    assert "is stationary, alike all along training, and a run may wrap from the last measurement" in notes[1]
 
 
 # ----- the engine keeps each measurement's losses, through a resume and in the file
@@ -275,6 +392,7 @@ def test_the_ag_table_of_a_run_store_says_how_stable_its_groups_are(tmp_path: Pa
     line = stability_line(inp)
     assert line is not None
     assert line.startswith(f"AG's groups came back exactly in {100 * st.same:.0f} % of 200 resamples")
+    assert "of the affinity's measurements (drawn one at a time; mean adjusted Rand index" in line
     assert "does not fix the whole grouping" in line and "mean adjusted Rand index" in line
 
 

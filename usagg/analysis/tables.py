@@ -602,8 +602,9 @@ KEPT_TOGETHER = 0.8
 
 def stability_notes(aff: Affinity, groups: list[tuple[str, ...]], search: str = "auto") -> list[str]:
     """How stable AG's groups are under the affinity's own measurement noise (usagg/grouping.py
-    `grouping_stability`), and where they are not, what that means for AG's Δ; one line why where not computed."""
-    from usagg.grouping import SEARCH_LIMITS, grouping_stability
+    `grouping_stability`: block bootstrap resamples, the block length per job in `Stability.blocks`), and where they
+    are not, what that means for AG's Δ and what the resampling assumes; one line why where not computed."""
+    from usagg.grouping import BLOCKS_PER_DRAW, SEARCH_LIMITS, grouping_stability
 
     head = "Stability of AG's groups under the affinity's measurement noise not computed"
     if not aff.base_losses:
@@ -618,18 +619,37 @@ def stability_notes(aff: Affinity, groups: list[tuple[str, ...]], search: str = 
     jobs = len(st.measurements)
     within = f" within each of its {jobs} jobs ({' + '.join(map(str, st.measurements))})" if jobs > 1 else ""
     kept = [f"{a} + {b} ({100 * v:.0f} %)" for (a, b), v in st.together.items() if v >= KEPT_TOGETHER]
+    fewest = 2 * BLOCKS_PER_DRAW  # the fewest measurements of a job that are drawn in blocks (grouping.block_length)
+    blocked = max(st.blocks, default=1) > 1
+    runs = " / ".join(map(str, dict.fromkeys(st.blocks)))  # one length, or each job's where they differ
+    how = (
+        f"in runs of {runs} consecutive measurements along training, drawn with replacement{within}"
+        if blocked
+        else f"drawn one at a time with replacement{within}: fewer than {fewest} per job are too few for blocks"
+    )
     notes = [
-        f"Stability: over {st.draws} resamples of the affinity's {sum(st.measurements)} measurements (drawn with "
-        f"replacement{within}, Z recomputed, groups searched again with the same k), AG's grouping was chosen "
-        f"again in {100 * st.same:.0f} %, mean adjusted Rand index {st.mean_ari:.2f}; pairs kept together in at least "
-        f"{100 * KEPT_TOGETHER:.0f} % of resamples: {', '.join(kept) or 'none'}."
+        f"Stability: over {st.draws} resamples of the affinity's {sum(st.measurements)} measurements ({how}; Z "
+        f"recomputed, groups searched again with the same k), AG's grouping was chosen again in {100 * st.same:.0f} %, "
+        f"mean adjusted Rand index {st.mean_ari:.2f}; pairs kept together in at least {100 * KEPT_TOGETHER:.0f} % of "
+        f"resamples: {', '.join(kept) or 'none'}."
     ]
+    assumes = (
+        f"Resampling keeps runs of {runs} consecutive measurements together, so within a run it carries their "
+        "dependence along training, shared weights and a drifting loss level; it assumes the dependence reaches no "
+        "further than a run and is stationary, alike all along training, and a run may wrap from the last "
+        "measurement to the first."
+        if blocked
+        else "Resampling draws single measurements, as if those taken at different points of training were "
+        "exchangeable, though consecutive ones share weights and the loss level drifts, so the spread may be "
+        f"understated; a job of {fewest} or more measurements, with a smaller analysis.affinity.every, is drawn in "
+        "runs of consecutive ones."
+    )
     if st.same < STABLE_SHARE:
         notes.append(
             f"AG's grouping was chosen again in fewer than {100 * STABLE_SHARE:.0f} % of the resamples: the measured "
             "affinity does not fix AG's whole grouping beyond its measurement noise, so another run or another machine "
             "may choose other groups, and AG's Δ changes with them; the pairs kept together above are what it "
-            "supports. (Resampling treats measurements taken at different points of training as exchangeable.)"
+            f"supports. ({assumes})"
         )
     return notes
 
@@ -653,9 +673,11 @@ def stability_line(inp: AnalysisInput) -> str | None:
         if st.same < STABLE_SHARE
         else "the measured affinity fixes them beyond its measurement noise"
     )
+    blocks = " / ".join(map(str, dict.fromkeys(st.blocks)))
+    how = f"in runs of {blocks} consecutive ones" if max(st.blocks, default=1) > 1 else "drawn one at a time"
     return (
         f"AG's groups came back exactly in {100 * st.same:.0f} % of {st.draws} resamples of the affinity's "
-        f"measurements (mean adjusted Rand index {st.mean_ari:.2f}): {verdict} (Affinity groups)."
+        f"measurements ({how}; mean adjusted Rand index {st.mean_ari:.2f}): {verdict} (Affinity groups)."
     )
 
 
