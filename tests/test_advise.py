@@ -175,10 +175,12 @@ def test_affinity_tells_the_tasks_apart(tmp_path: Path) -> None:
     assert blind.features == {"CG": [], "AU": []}
     assert {r.model_advised for r in blind.rows} == {"CG"} and blind.rows[0].predicted_by["CG"] == pytest.approx(0.25)
     assert blind.hits[LOTO] == 0 and not blind.beats_trivial and blind.best_rule.name == "always TS"
-    assert {r.advised for r in blind.rows} == {"TS"} and blind.rows[0].predicted == 0.0
+    # t7's own seeds decide (ΔCG +10.0, its 97.5 % interval above 0); the others' intervals cover 0: the rule's TS
+    assert [r.advised for r in blind.rows] == ["TS"] * 7 + ["CG"] and blind.rows[0].predicted == 0.0
+    assert [r.decided_by for r in blind.rows] == ["rule"] * 7 + ["measurement"]
     # always TS ties with other rules on the held-out groups: said as a default, not a finding
     assert blind.notes[0].startswith("The model does not beat the trivial rules") and "rules tie at" in blind.notes[0]
-    assert "so the advice is the first of them, 'always TS' (TS for every task), a default" in blind.notes[0]
+    assert "so the predicted advice is the first of them, 'always TS' (TS for every task), a default" in blind.notes[0]
     assert len(blind.tied_rules) > 1 and blind.tied_rules[0] == "always TS"
     assert f"(the model does not beat it; {len(blind.tied_rules)} rules tie, a default)" in advice_table(blind).title
     assert "No affinity measured" in " ".join(blind.notes) and "CG: intercept only" in " ".join(blind.notes)
@@ -193,7 +195,7 @@ def test_simulated_study_beats_the_trivial_rules(tmp_path: Path) -> None:
     assert adv.notes[0].startswith("The model beats every trivial rule")
     table = advice_table(adv)
     assert table.name == "advice" and len(table.rows) == 27
-    assert table.columns[7:9] == ["ΔCG % measured", "ΔAU % measured"]
+    assert table.columns[9:11] == ["ΔCG % measured", "ΔAU % measured"]
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "markdown", "json"])
@@ -223,15 +225,15 @@ def test_cli_formats(
         assert accuracy in text and "leave-one-task-out 12/12, leave-one-group-out 12/12 advised = best" in text
         lines = [" ".join(line.split()) for line in text.splitlines()]  # pandas pads the cells to column width
         (row,) = [line for line in lines if line.startswith("| s0 |")]
-        assert row.startswith("| s0 | G0 | segmentation | 100 | AU | +1") and row.endswith(
-            "| -16.0 | +12.0 | AU | AU | AU | yes | AU | yes |"
-        )
+        assert row.startswith("| s0 | G0 | segmentation | 100 | AU | measurement | ΔAU +12.0 [+2.2, +21.8] | +1")
+        assert row.endswith("| -16.0 | +12.0 | AU | AU | AU | yes | AU | yes |")
     else:
         verdict = text.index("The model beats every trivial rule")
         assert verdict < text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
         cells = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()[:2] in X}
-        assert [cells[t][1] for t in X] == EXPECTED  # Task n_train Advice ...
-        assert cells["s0"][3:] == ["-16.0", "+12.0", "AU", "AU", "✓", "AU", "✓"]  # ΔCG, ΔAU, best, LOTO, LOGO
+        assert [cells[t][1] for t in X] == EXPECTED  # Task n_train Advice From ...
+        assert cells["s0"][2] == "seeds" and cells["m0"][2] == "model"  # s0's ΔAU +12 decides; m0's intervals do not
+        assert cells["s0"][4:] == ["-16.0", "+12.0", "AU", "AU", "✓", "AU", "✓"]  # ΔCG, ΔAU, best, LOTO, LOGO
 
 
 def _store_csv(tmp_path: Path, deltas: dict[str, dict[str, float]]) -> Path:
@@ -458,3 +460,82 @@ def test_few_tasks_and_an_advice_the_task_measured_against_are_said(tmp_path: Pa
     assert [r.advised for r in adv.rows] == ["AU"] * 5  # the rule "always AU" (4 of 5 held out) beats the model
     assert "goes against the task's own measurement for e (ΔAU measured -20.0, best measured TS)" in notes
     assert "measurement for a " not in notes  # AU was best measured on a-d: no note for them
+
+
+def _seeded_rows(deltas: dict[str, dict[str, float]], spread: dict[str, float], seeds: int) -> list[Row]:
+    """Classification tasks in two groups whose paradigm seeds are BASE·(1 + Δ/100)·(1 ± spread): each seed mean is
+    the designed Δ and its seed sd is known (TS's at most 1 %, so it stays above chance); CG's jobs are the groups,
+    AU's one job."""
+    tasks = list(next(iter(deltas.values())))
+    group = {t: f"G{i % 2}" for i, t in enumerate(tasks)}
+    rows = []
+    for p, by_task in deltas.items():
+        for seed in range(seeds):
+            sign = (1, -1)[seed % 2] if seeds > 1 else 0
+            for i, t in enumerate(tasks):
+                job = {"TS": t, "CG": group[t]}.get(p, "all")
+                value = BASE * (1 + by_task[t] / 100) * (1 + sign * (min(spread[t], 0.01) if p == "TS" else spread[t]))
+                rows.append(
+                    Row("own", f"{p}-{job}-f1-s{seed}", p, group[t], seed, 1.0, t, "classification", "AUC", value,
+                        True, 100.0 * (i + 1))
+                )  # fmt: skip
+    return rows
+
+
+def test_a_tasks_own_seeds_decide_its_advice_where_their_intervals_do(tmp_path: Path) -> None:
+    """Measured first: a gain whose Bonferroni seed interval lies above 0 is advised whatever the model or rule says
+    (the highest of several, named); every interval below 0 advises TS; an interval over 0 leaves the prediction."""
+    deltas = {
+        "TS": {"big": 0.0, "two": 0.0, "loss": 0.0, "open": 0.0, "noisy": 0.0},
+        "CG": {"big": 55.0, "two": 20.0, "loss": -30.0, "open": 3.0, "noisy": -2.0},
+        "AU": {"big": 50.0, "two": 30.0, "loss": -25.0, "open": -3.0, "noisy": 8.0},
+    }
+    spread = {"big": 0.01, "two": 0.01, "loss": 0.01, "open": 0.05, "noisy": 0.2}
+    write_results(_seeded_rows(deltas, spread, seeds=4), tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    assert adv.level == pytest.approx(1 - 0.05 / 2)
+    by = {r.task: r for r in adv.rows}
+    assert [by[t].decided_by for t in deltas["TS"]] == ["measurement"] * 3 + [by["open"].decided_by] * 2
+    assert by["open"].decided_by in ("model", "rule") and by["noisy"].decided_by == by["open"].decided_by
+    assert (by["big"].advised, by["two"].advised, by["loss"].advised) == ("CG", "AU", "TS")
+    assert by["two"].evidence.startswith("ΔAU +30.0 [") and by["two"].evidence.endswith("; CG also > 0")
+    assert by["loss"].evidence == "every Δ's interval < 0" and by["open"].evidence == "intervals cover 0"
+    # the interval is the t interval over the 4 seeds at 97.5 %: both paradigms' seed variances (delta method on the
+    # relative change), Welch df; recomputed here from the designed values
+    from scipy.stats import t as student
+
+    m_p = np.array([BASE * 1.55 * (1 + s * 0.01) for s in (1, -1, 1, -1)])
+    m_b = np.array([BASE * (1 + s * 0.01) for s in (1, -1, 1, -1)])
+    terms = [
+        (100 / m_b.mean()) ** 2 * m_p.var(ddof=1) / 4,
+        (100 * m_p.mean() / m_b.mean() ** 2) ** 2 * m_b.var(ddof=1) / 4,
+    ]
+    df = sum(terms) ** 2 / sum(v**2 / 3 for v in terms)
+    half = student.ppf(1 - 0.025 / 2, df) * np.sqrt(sum(terms))
+    assert by["big"].intervals["CG"] == pytest.approx((55.0 - half, 55.0 + half), rel=1e-9)
+    notes = " ".join(adv.notes)
+    assert (
+        "Measured first: the study's own seeds decide the advice of 3 of 5 tasks: big → CG, loss → TS, two → AU."
+        in notes
+    )
+    assert "at 97.5 % (95 % Bonferroni over the 2 paradigms besides TS)" in notes
+    table = advice_table(adv)
+    assert "own seeds decide 3 of 5, else " in table.title
+    assert table.columns[4:7] == ["Advice", "Advice from", "Own seeds"]
+    out = adv.to_json()
+    assert out["measured_first"]["tasks"] == ["big", "loss", "two"]
+    assert out["tasks"][0]["intervals"]["CG"] == pytest.approx([55.0 - half, 55.0 + half], rel=1e-9)
+
+
+def test_one_seed_never_decides(tmp_path: Path) -> None:
+    """With one seed training noise is unmeasured: no task's measurement decides, however large its Δ."""
+    deltas = {
+        "TS": {t: 0.0 for t in "abcde"},
+        "CG": {"a": 60.0, "b": -40.0, "c": 5.0, "d": 2.0, "e": -1.0},
+        "AU": {"a": 50.0, "b": -50.0, "c": 1.0, "d": 3.0, "e": 1.0},
+    }
+    write_results(_seeded_rows(deltas, dict.fromkeys("abcde", 0.0), seeds=1), tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    assert {r.decided_by for r in adv.rows} <= {"model", "rule"} and not adv.measured
+    assert {r.evidence for r in adv.rows} == {"one seed"}
+    assert "One seed: no task's own measurement can decide its advice" in " ".join(adv.notes)

@@ -34,9 +34,16 @@ def test_t_quantile_matches_scipy(df: int, p: float) -> None:
     assert t_quantile(p, df) == pytest.approx(float(ss.t.ppf(p, df)), rel=1e-10, abs=1e-12)
 
 
+@pytest.mark.parametrize("df", [1.0001, 1.3, 2.5, 3.77, 9.2, 57.9, 1234.5])
+@pytest.mark.parametrize("p", [0.025, 0.6, 0.975, 0.9875, 0.99583])
+def test_t_quantile_matches_scipy_at_a_welch_df(df: float, p: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(float(ss.t.ppf(p, df)), rel=1e-9, abs=1e-12)
+
+
 def test_t_quantile_refuses_what_it_cannot_compute() -> None:
-    with pytest.raises(ValueError, match="whole number"):
-        t_quantile(0.975, 2.5)  # type: ignore[arg-type]
+    for df in (0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite number >= 1"):
+            t_quantile(0.975, df)
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
         t_quantile(1.0, 3)
 

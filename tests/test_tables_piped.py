@@ -147,9 +147,12 @@ def test_advise_keeps_task_ids_whole(
     _results(tmp_path / "results.csv", tasks)
     code, out = run_cli(["advise", "--results", str(tmp_path / "results.csv")], monkeypatch, capsys, columns=columns)
     assert code == 0, out
-    lines = [line for line in out.splitlines() if any(t in line for t in tasks)]
-    assert [next(t for t in tasks if t in line) for line in lines] == tasks  # each id whole, once, in order
+    lines = [line for line in out.splitlines() if line.lstrip().startswith(tuple(tasks))]  # the rows, not the notes
+    assert [
+        next(t for t in tasks if line.lstrip().startswith(t)) for line in lines
+    ] == tasks  # each id whole, once, in order
     assert all(line.split()[2] in ("TS", "CG", "AU") for line in lines)  # its advice on its line
+    assert all(line.split()[3] in ("seeds", "model", "rule") for line in lines)  # and where it comes from
 
 
 TINY = """

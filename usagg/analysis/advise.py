@@ -19,7 +19,15 @@ log_ratio (−∞, −100·ln m] (ln 0 is −∞: no lower bound); headroom [−
 (from chance at most: an AUC's lower end is below −100). An end the metric does not bound is
 infinite (a lower-is-better error in [0, ∞) has no lowest Δ on any scale).
 
-Advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
+Advice for a task of the study: its own measurement first, where that decides. Its seed intervals of Δ
+(usagg/analysis/uncertainty.py `seed_interval`, t over seeds) at 1 − 0.05/k for the k paradigms modelled
+(Bonferroni: the task's decision is wrong at most 5 % of the time): a paradigm whose interval lies above 0
+gains on TS beyond its seeds' noise, and the highest measured of those is advised (their differences are not
+tested, and the output says so); every interval below 0 advises TS. Otherwise (an interval covers 0, or one
+seed: training noise unmeasured; the test-set bootstrap leaves that noise out, so it does not decide) the
+advice is the prediction below, which is also what a task new to the study gets.
+
+Predicted advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
 uncertainty is the root-mean-square leave-one-task-out (LOTO) error of that paradigm's model.
 Accuracy, reported beside the advice, held out two ways: each task in turn (LOTO), and each
 clinical group in turn (leave-one-group-out, LOGO: tasks trained in one model are not
@@ -45,6 +53,7 @@ from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
 from usagg.analysis.scales import FORMULAS, UNITS
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
+from usagg.analysis.uncertainty import seed_interval
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
@@ -67,6 +76,10 @@ LOTO, LOGO = "leave-one-task-out", "leave-one-group-out"
 #: At most this many tasks, or clinical groups, to check the advice on: one task decides between the model and
 #: the rules, and the report says so.
 FEW_TASKS, FEW_GROUPS = 5, 2
+#: A task's measured decision is wrong at most this often: its k paradigms' seed intervals at 1 − ALPHA/k.
+DECISION_ALPHA = 0.05
+#: Where a task's advice comes from: its own seeds, the model, or the trivial rule the model does not beat.
+MEASUREMENT, MODEL, RULE = "measurement", "model", "rule"
 
 
 class CannotAdvise(UsaggError):
@@ -92,6 +105,9 @@ class AdviceRow:
     loto_predicted: dict[str, float]  # paradigm -> Δ % predicted with this task held out (TS 0)
     logo_advised: str | None  # the advice with the task's clinical group held out; None with one group
     bounds: tuple[float, float]  # the Δ % the task's metric allows
+    decided_by: str  # MEASUREMENT, MODEL or RULE
+    intervals: dict[str, tuple[float, float] | None]  # paradigm -> seed interval of Δ at the decision level
+    evidence: str  # what the task's own seeds say, in a few words
 
     @property
     def loto_hit(self) -> bool | None:
@@ -102,6 +118,16 @@ class AdviceRow:
         return (
             None if self.best_measured is None or self.logo_advised is None else self.logo_advised == self.best_measured
         )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a task's own seeds decide (`decide`): a paradigm, or None where they leave it open, and in a few words
+    why."""
+
+    choice: str | None
+    intervals: dict[str, tuple[float, float] | None]
+    evidence: str
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,47 @@ class Advice:
     constant_mae: float  # the same for each paradigm's mean Δ over the other tasks
     rules: list[Rule]
     notes: list[str]
+    level: float  # the level of the seed intervals a task's own measurement decides by
+
+    @property
+    def measured(self) -> list[AdviceRow]:
+        """The tasks whose own seeds decide their advice."""
+        return [r for r in self.rows if r.decided_by == MEASUREMENT]
+
+    def measured_text(self) -> str:
+        """How many tasks their own measurement decides, and on what intervals: said right after the verdict."""
+        k = len(self.paradigms) - 1
+        how = (
+            f"t intervals over seeds at {100 * self.level:.1f} % ({100 * (1 - DECISION_ALPHA):.0f} % Bonferroni over "
+            f"the {counted(k, 'paradigm')} besides {BASELINE})"
+        )
+        decided = self.measured
+        given = f"every task gets the {'model' if self.beats_trivial else 'rule'}'s advice"
+        if not decided and all(r.evidence == "one seed" for r in self.rows):
+            return (
+                f"One seed: no task's own measurement can decide its advice (training noise, the larger part, is "
+                f"unmeasured, and the test-set bootstrap leaves it out), so {given}; two or more seeds let a task's "
+                "own Δ decide where its interval does."
+            )
+        if not decided:
+            return (
+                f"No task's own measurement decides its advice ({how}: no interval lies wholly above 0, nor every one "
+                f"below), so {given}."
+            )
+        names = ", ".join(f"{r.task} → {r.advised}" for r in decided)
+        open_ = len(self.rows) - len(decided)
+        rest = (
+            f"The other {open_} get the {'model' if self.beats_trivial else 'rule'}'s advice, as a task new to the "
+            "study would."
+            if open_
+            else "The prediction below is what a task new to the study would get."
+        )
+        return (
+            f"Measured first: the study's own seeds decide the advice of {len(decided)} of "
+            f"{counted(len(self.rows), 'task')}: {names}. On {how}, a paradigm whose interval lies above 0 gains on "
+            f"{BASELINE} beyond its seeds' noise (the highest measured of several is advised, their difference "
+            f"untested); every interval below 0 advises {BASELINE}. {rest}"
+        )
 
     @property
     def share(self) -> float:
@@ -164,23 +231,24 @@ class Advice:
         if not n:
             return (
                 f"No task has every paradigm measured, so the model cannot be checked against the trivial rules: "
-                f"the advice is the rule '{best.name}' ({best.advised} for every task)."
+                f"the predicted advice is the rule '{best.name}' ({best.advised} for every task)."
             )
         scores = "; ".join(
             f"{s}: model {h}, best rule {max(r.hits[s] for r in self.rules)} of {n}" for s, h in self.hits.items()
         )
         if self.beats_trivial:
-            return f"The model beats every trivial rule ({scores}): the advice is the model's."
+            return f"The model beats every trivial rule ({scores}): the predicted advice is the model's."
         tied = self.tied_rules
         if len(tied) > 1:  # the held-out tasks prefer none of them: the first listed is a default, not a finding
             return (
                 f"The model does not beat the trivial rules ({scores}), and {len(tied)} rules tie at "
                 f"{best.hits[self.primary]} {self.primary} hits ({', '.join(tied)}): the held-out tasks prefer none, "
-                f"so the advice is the first of them, '{best.name}' ({best.advised} for every task), a default rather "
-                "than a finding; the model's own advice, its predictions and each task's measured Δ are beside it."
+                f"so the predicted advice is the first of them, '{best.name}' ({best.advised} for every task), a "
+                "default rather than a finding; the model's own advice, its predictions and each task's measured Δ "
+                "are beside it."
             )
         return (
-            f"The model does not beat the trivial rule '{best.name}' ({scores}): the advice is that rule, "
+            f"The model does not beat the trivial rule '{best.name}' ({scores}): the predicted advice is that rule, "
             f"{best.advised} for every task (the rule with the most {self.primary} hits); the model's own advice and "
             "predictions are shown beside it."
         )
@@ -216,6 +284,11 @@ class Advice:
             "beats_trivial": self.beats_trivial,
             "verdict": self.verdict(),
             "advised_by": "model" if self.beats_trivial else f"rule: {self.best_rule.name}",
+            "measured_first": {
+                "level": self.level,
+                "tasks": [r.task for r in self.measured],
+                "text": self.measured_text(),
+            },
             "model": {
                 "kind": "ridge regression per paradigm across tasks, standardised features, unpenalised intercept",
                 "penalty": RIDGE_PENALTY,
@@ -241,6 +314,9 @@ class Advice:
                     "type": r.type,
                     "n_train": num(r.n_train),
                     "advised": r.advised,
+                    "decided_by": r.decided_by,
+                    "evidence": r.evidence,
+                    "intervals": {p: None if ci is None else list(ci) for p, ci in r.intervals.items()},
                     "model_advised": r.model_advised,
                     "predicted_delta": r.predicted,
                     "sd": None if r.sd is None else num(r.sd),
@@ -361,7 +437,11 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
         if why:
             notes.append(why)
     seeds = sorted({r.seed for r in table.rows if r.fraction == fraction})
-    adv = _fit_and_score(inp.study, comp, tasks, fraction, seeds, {p: measured[p] for p in modelled}, design, features)
+    level = decision_level(len(modelled))
+    decisions = {t: decide(comp, fraction, t, modelled, level) for t in tasks}
+    adv = _fit_and_score(
+        inp.study, comp, tasks, fraction, seeds, {p: measured[p] for p in modelled}, design, features, decisions
+    )
     adv.notes = [*_method_notes(adv, comp, aff), *notes, *inp.notes]
     return adv
 
@@ -370,6 +450,7 @@ def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[s
     """What the advice rests on: the data it uses, the model, and where affinity came from."""
     out = [
         adv.verdict(),
+        adv.measured_text(),
         *_caveats(adv, comp),
         f"Δ versus {BASELINE}: {SEED_ORDER} (seeds {', '.join(map(str, adv.seeds))}), at fraction "
         f"{frac_label(adv.fraction)}, the largest the study ran {BASELINE} at"
@@ -425,11 +506,41 @@ def _caveats(adv: Advice, comp: Comparison) -> list[str]:
     ]  # fmt: skip
     if against:
         out.append(
-            f"The advice goes against the task's own measurement for {', '.join(against)}: the advice is what the "
-            "other tasks predict for it; for a task of this study its measured Δ (and its interval, in the per-task "
-            f"table) is the direct evidence (Δ in {UNITS[comp.scale]})."
+            f"The advice goes against the task's own measurement for {', '.join(against)}: its seeds do not decide "
+            "(an interval covers 0, or one seed), so the advice is what the other tasks predict for it; its measured "
+            f"Δ and interval (per-task table) remain the direct evidence (Δ in {UNITS[comp.scale]})."
         )
     return out
+
+
+def decision_level(k: int) -> float:
+    """The level of each of a task's k seed intervals, so that its decision is wrong at most DECISION_ALPHA of the
+    time (Bonferroni)."""
+    return 1 - DECISION_ALPHA / k
+
+
+def decide(comp: Comparison, fraction: float, task: str, paradigms: list[str], level: float) -> Decision:
+    """What the task's own seeds decide: the paradigm whose seed interval of Δ at `level` lies above 0 (the highest
+    measured of several), TS where every paradigm's lies below 0, else nothing (an interval covers 0, or one seed)."""
+    stats = {p: seed_interval(comp, fraction, task, p, level) for p in paradigms}
+    ci = {p: None if st is None else st.ci for p, st in stats.items()}
+    value = {p: st.value for p, st in stats.items() if st is not None and st.value is not None}
+    gains = [p for p in paradigms if (c := ci[p]) is not None and c[0] > 0]
+    if gains:
+        best = max(gains, key=lambda p: (value[p], -paradigms.index(p)))
+        lo, hi = ci[best] or (math.nan, math.nan)
+        also = [p for p in gains if p != best]
+        return Decision(
+            best,
+            ci,
+            f"Δ{best} {value[best]:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (f"; {', '.join(also)} also > 0" if also else ""),
+        )
+    if all(c is not None and c[1] < 0 for c in ci.values()):
+        return Decision(BASELINE, ci, "every Δ's interval < 0")
+    if not any(c is not None for c in ci.values()):
+        one = all(len(comp.seed_deltas(fraction, task, p)) < 2 for p in paradigms)
+        return Decision(None, ci, "one seed" if one else "no interval")
+    return Decision(None, ci, "intervals cover 0")
 
 
 def _choices(comp: Comparison) -> tuple[list[str], list[str]]:
@@ -608,6 +719,7 @@ def _fit_and_score(
     measured: dict[str, dict[str, float]],
     design: dict[str, np.ndarray],
     features: dict[str, list[str]],
+    decisions: dict[str, Decision],
 ) -> Advice:
     """Full-data predictions (the model's advice), held-out predictions by task and by group (its accuracy), and the
     trivial rules scored the same way; `measured`: paradigm -> task -> Δ, only the tasks with one."""
@@ -636,12 +748,14 @@ def _fit_and_score(
         study=study, fraction=fraction, seeds=seeds, paradigms=[BASELINE, *modelled], rows=[], features=features,
         rmse=rmse, hits=hits, n=sum(b is not None for b in best.values()), mae=float(np.mean(errors)),
         n_errors=len(errors), constant_mae=float(np.mean(const_errors)), rules=rules, notes=[],
+        level=decision_level(len(modelled)),
     )  # fmt: skip
     rule = None if adv.beats_trivial else adv.best_rule.advised
     for t in tasks:
         pred = {BASELINE: 0.0, **{p: full[p][t] for p in modelled}}
         model = _argmax(pred)
-        advised = rule or model
+        own = decisions[t]
+        advised = own.choice or rule or model
         info = comp.info(t)
         adv.rows.append(
             AdviceRow(
@@ -660,6 +774,9 @@ def _fit_and_score(
                 loto_predicted={BASELINE: 0.0, **{p: held[LOTO][p][t] for p in modelled}},
                 logo_advised=advised_by[LOGO][t] if LOGO in advised_by else None,
                 bounds=bounds[t],
+                decided_by=MEASUREMENT if own.choice else RULE if rule else MODEL,
+                intervals=own.intervals,
+                evidence=own.evidence,
             )
         )
     return adv
@@ -670,7 +787,7 @@ def advice_table(adv: Advice) -> Table:
     and notes, then the held-out accuracy."""
     others = adv.paradigms[1:]
     cols = [
-        "Task", "Group", "Type", "n_train", "Advice", "Δ predicted %", "sd of Δ (LOTO)",
+        "Task", "Group", "Type", "n_train", "Advice", "Advice from", "Own seeds", "Δ predicted %", "sd of Δ (LOTO)",
         *[f"Δ{p} % measured" for p in others], "Best measured", "Model advice", "LOTO advice", "LOTO hit",
         "LOGO advice", "LOGO hit",
     ]  # fmt: skip
@@ -679,7 +796,8 @@ def advice_table(adv: Advice) -> Table:
     for r in adv.rows:
         n = None if r.n_train is None or math.isnan(r.n_train) else round(r.n_train)
         rows.append([
-            r.task, r.group, r.type, n, r.advised, r.predicted, r.sd, *[r.measured[p] for p in others],
+            r.task, r.group, r.type, n, r.advised, r.decided_by, r.evidence, r.predicted, r.sd,
+            *[r.measured[p] for p in others],
             r.best_measured, r.model_advised, r.loto_advised, yes[r.loto_hit], r.logo_advised, yes[r.logo_hit],
         ])  # fmt: skip
     if not adv.n:
@@ -689,5 +807,6 @@ def advice_table(adv: Advice) -> Table:
     tie = f"; {len(adv.tied_rules)} rules tie, a default" if len(adv.tied_rules) > 1 else ""
     rule = f"the rule '{adv.best_rule.name}' (the model does not beat it{tie})"
     verdict = "the model's" if adv.beats_trivial else rule
-    title = f"Advice: the paradigm for each task (fraction {frac_label(adv.fraction)}; {verdict}; model {checked})"
+    own = f"own seeds decide {len(adv.measured)} of {len(adv.rows)}, else "
+    title = f"Advice: the paradigm for each task (fraction {frac_label(adv.fraction)}; {own}{verdict}; model {checked})"
     return Table("advice", title, cols, rows, list(adv.notes))

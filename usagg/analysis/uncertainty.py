@@ -26,14 +26,16 @@ from usagg.analysis.delta import Comparison, Delta
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.scales import from_relative, gradient
 from usagg.analysis.stats import Stat
+from usagg.analysis.tdist import t_quantile
 
 SEEDS = "Δ seed interval"
 TEST_SET = "Δ test-set bootstrap"
 LEVEL = 0.95
 
 
-def seed_interval(comp: Comparison, f: float, task: str, p: str) -> Stat | None:
-    """Mean and sd of the seed-level Δ, and the 95 % t interval with ≥ 2 seeds; None without a Δ."""
+def seed_interval(comp: Comparison, f: float, task: str, p: str, level: float = LEVEL) -> Stat | None:
+    """Mean and sd of the seed-level Δ, and its t interval at `level` (95 % in every table) with ≥ 2 seeds; None
+    without a Δ."""
     d = comp.deltas.get((f, task, p))
     base = comp.cells.get((f, task, comp.baseline))
     seeds = comp.seed_deltas(f, task, p)
@@ -59,9 +61,7 @@ def seed_interval(comp: Comparison, f: float, task: str, p: str) -> Stat | None:
     if se == 0:
         return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value, d.value), effects=effects, task=task)
     df = se**4 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True))
-    from scipy.stats import t as student
-
-    half = float(student.ppf(0.5 + LEVEL / 2, df)) * se
+    half = t_quantile(0.5 + level / 2, df) * se  # no scipy: `usagg report` reuses the analysis without it
     return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value - half, d.value + half), effects=effects, task=task)
 
 

@@ -139,7 +139,11 @@ def advise_cmd(
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
 ) -> None:
-    """For every task, the paradigm to use (TS, CG, AU, AG) with its expected Δ versus TS and its uncertainty.
+    """For every task, the paradigm to use (TS, CG, AU, AG): its own seeds' verdict where their intervals decide,
+    else its expected Δ versus TS predicted from the other tasks, with its uncertainty.
+
+    Measured first: a paradigm whose seed interval of Δ (Bonferroni over the paradigms) lies above 0 is advised, the
+    highest measured of several; every interval below 0 advises TS; one seed never decides.
 
     The prediction: a ridge regression per paradigm across tasks on log10 n_train, task type and affinity.
 
@@ -179,6 +183,7 @@ def _print_advice(adv: Advice) -> None:
     from rich.markup import escape
     from rich.table import Table as RichTable
 
+    from usagg.analysis.advise import MEASUREMENT
     from usagg.cli.display import print_table
 
     others = adv.paradigms[1:]
@@ -186,8 +191,8 @@ def _print_advice(adv: Advice) -> None:
     shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # the type is in csv and markdown: room for numbers; the id whole, numbers fold first
     shown.add_column("Task", overflow="fold", min_width=12, no_wrap=True)
-    for col in ("n_train", "Advice", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
-        left = col in ("Advice", "Best", "LOTO", "LOGO")
+    for col in ("n_train", "Advice", "From", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
+        left = col in ("Advice", "From", "Best", "LOTO", "LOGO")
         shown.add_column(escape(col), justify="left" if left else "right", no_wrap=True)
     for r in adv.rows:
         n = "—" if r.n_train is None or math.isnan(r.n_train) else f"{r.n_train:.0f}"
@@ -198,6 +203,7 @@ def _print_advice(adv: Advice) -> None:
             r.task,
             n,
             r.advised,
+            "seeds" if r.decided_by == MEASUREMENT else r.decided_by,
             f"{r.predicted:+.1f}" if r.sd is None else f"{r.predicted:+.1f}±{r.sd:.1f}",
             *measured,
             r.best_measured or "—",
@@ -206,10 +212,13 @@ def _print_advice(adv: Advice) -> None:
         ]
         shown.add_row(*(escape(c) for c in row))
     console = Console()
-    verdict = adv.verdict()  # whether the model beats the trivial rules comes first
+    verdict = adv.verdict()  # whether the model beats the trivial rules comes first, then what the seeds decide
+    own = adv.measured_text()
     console.print(f"[bold]{escape(verdict)}[/]", highlight=False, soft_wrap=True)
+    console.print(escape(own), highlight=False, soft_wrap=True)
     print_table(console, shown)
     console.print(
+        "From: the task's own seeds (their intervals decide), the model, or the rule it does not beat; "
         "Δ % ± sd: predicted for the advised paradigm; Δ<paradigm> %: measured; Best: the best measured; "
         "LOTO, LOGO: the model's advice with the task, its clinical group held out (✓ when it is the best measured).",
         highlight=False,
@@ -219,7 +228,7 @@ def _print_advice(adv: Advice) -> None:
     accuracy = adv.accuracy_text()
     console.print(f"[bold]{escape(accuracy)}[/]", highlight=False, soft_wrap=True)
     for note in adv.notes:
-        if note not in (accuracy, verdict):
+        if note not in (accuracy, verdict, own):
             console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
 
 
