@@ -178,6 +178,7 @@ def test_affinity_tells_the_tasks_apart(tmp_path: Path) -> None:
     # t7's own seeds decide (ΔCG +10.0, its 97.5 % interval above 0); the others' intervals cover 0: the rule's TS
     assert [r.advised for r in blind.rows] == ["TS"] * 7 + ["CG"] and blind.rows[0].predicted == 0.0
     assert [r.decided_by for r in blind.rows] == ["rule"] * 7 + ["measurement"]
+    assert blind.rows[5].evidence == "ΔCG < 0; AU covers 0"  # t5: CG −12 is a measured loss, AU's −6 is not
     # always TS ties with other rules on the held-out groups: said as a default, not a finding
     assert blind.notes[0].startswith("The model does not beat the trivial rules") and "rules tie at" in blind.notes[0]
     assert "so the predicted advice is the first of them, 'always TS' (TS for every task), a default" in blind.notes[0]
@@ -499,7 +500,7 @@ def test_a_tasks_own_seeds_decide_its_advice_where_their_intervals_do(tmp_path: 
     assert by["open"].decided_by in ("model", "rule") and by["noisy"].decided_by == by["open"].decided_by
     assert (by["big"].advised, by["two"].advised, by["loss"].advised) == ("CG", "AU", "TS")
     assert by["two"].evidence.startswith("ΔAU +30.0 [") and by["two"].evidence.endswith("; CG also > 0")
-    assert by["loss"].evidence == "every Δ's interval < 0" and by["open"].evidence == "intervals cover 0"
+    assert by["loss"].evidence == "every Δ's interval < 0" and by["open"].evidence == "CG/AU cover 0"
     # the interval is the t interval over the 4 seeds at 97.5 %: both paradigms' seed variances (delta method on the
     # relative change), Welch df; recomputed here from the designed values
     from scipy.stats import t as student

@@ -540,7 +540,12 @@ def decide(comp: Comparison, fraction: float, task: str, paradigms: list[str], l
     if not any(c is not None for c in ci.values()):
         one = all(len(comp.seed_deltas(fraction, task, p)) < 2 for p in paradigms)
         return Decision(None, ci, "one seed" if one else "no interval")
-    return Decision(None, ci, "intervals cover 0")
+    below = [p for p in paradigms if (c := ci[p]) is not None and c[1] < 0]
+    cover = [p for p in paradigms if ci[p] is not None and p not in below]
+    parts = [f"Δ{'/'.join(below)} < 0"] if below else []
+    parts += [f"{'/'.join(cover)} cover{'s' if len(cover) == 1 else ''} 0"] if cover else []
+    parts += [f"{p}: no interval" for p in paradigms if ci[p] is None]
+    return Decision(None, ci, "; ".join(parts))
 
 
 def _choices(comp: Comparison) -> tuple[list[str], list[str]]:
