@@ -154,6 +154,23 @@ def test_cli_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_split_given_for_the_root_names_the_root(
+    synth: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg data check data/train` printed an empty table and two missing splits (data/train/train, ...): the
+    folder is itself a split, so the message names the dataset root and the command to check it."""
+    from cli_run import run_cli
+
+    monkeypatch.chdir(synth.parent)
+    code, text = run_cli(["data", "check", "data/train"], monkeypatch, capsys)
+    text = " ".join(text.split())
+    assert code == 2 and "Traceback" not in text and "missing_split" not in text
+    assert "data/train looks like the train split of data, not a dataset root" in text
+    assert "Give the dataset root: usagg data check data (add --split train to check this split only)" in text
+    with pytest.raises(DataError, match=f"the val split of {synth},"):
+        check_dataset(synth / "val")
+
+
 def test_study_tasks_are_checked_against_the_data(synth: Path, tmp_path: Path) -> None:
     tasks = [
         TaskSpec(id="fetal_head", type="segmentation", num_classes=2),

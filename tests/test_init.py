@@ -35,13 +35,16 @@ def test_init_writes_a_study_that_validates_from_anywhere(
     code, text = run_cli(["init", "--from", name, "mine"], monkeypatch, capsys)
     assert code == 0, text
     written = tmp_path / "mine" / f"{name}.yaml"
-    assert text.startswith(f"wrote mine/{name}.yaml (from the packaged study {name!r})")
-    assert f"  usagg run mine/{name}.yaml\n" in text and f"  usagg report runs/{name}\n" in text
-    shipped = (REPO / "usagg" / "studies" / f"{name}.yaml").read_text()
-    assert written.read_text() == shipped.replace(f"studies/{name}.yaml", f"mine/{name}.yaml")
+    assert text.startswith(f"wrote mine/{name}.yaml: the study 'mine' (from the packaged study {name!r})")
+    assert f"  usagg run mine/{name}.yaml\n" in text and "  usagg report runs/mine\n" in text
+    shipped = (REPO / "usagg" / "studies" / f"{name}.yaml").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(shipped, written.read_text().splitlines(), strict=True) if a != b]
+    assert (f"name: {name}", "name: mine") in changed  # else only comments: the file and run store they name
+    assert all(a.partition("#")[0] == b.partition("#")[0] for a, b in changed if a != f"name: {name}")
     assert f"usagg run mine/{name}.yaml" in written.read_text()  # its header names the file written
+    assert f"runs/{name}" not in written.read_text()  # and the run store: its own
     assert ("data.root in mine/fmc_uia.yaml is a placeholder (/path/to/FMC_UIA)" in text) == (name == "fmc_uia")
-    reference = load_study(REPO / "studies" / f"{name}.yaml")
+    reference = load_study(REPO / "studies" / f"{name}.yaml").model_copy(update={"name": "mine"})
     assert load_study(written) == reference
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -63,7 +66,7 @@ def test_init_never_overwrites_without_force(
     assert sorted(p.name for p in target.parent.iterdir()) == ["demo.yaml"]
     code, text = run_cli(["init", "--force", str(tmp_path / "d")], monkeypatch, capsys)
     assert code == 0, text
-    assert load_study(target).name == "demo"
+    assert load_study(target).name == "d"
 
 
 def test_init_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,6 +79,28 @@ def test_init_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     (tmp_path / "f").write_text("")
     code, text = run_cli(["init", str(tmp_path / "f")], monkeypatch, capsys)
     assert code == 2 and "is a file, not a folder" in text
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [("my study", "my_study"), ("Étude 2/", "Etude_2"), ("runs/-v2.", "v2"), ("a" * 90, "a" * 80), ("___", None)],
+)
+def test_the_study_is_named_after_its_folder(folder: str, name: str | None) -> None:
+    """`usagg init DIR` wrote `name: demo`, the demo's own: after `make demo` the user's edited copy was refused at
+    `usagg run` (runs/demo holds study 'demo' from studies/demo.yaml). DIR's name, made a valid study name, is its."""
+    from usagg.cli.init import study_name
+
+    assert study_name(Path(folder)) == name
+
+
+def test_a_folder_name_with_nothing_to_keep_gives_a_named_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(["init", "--from", "known", "+++"], monkeypatch, capsys)
+    assert code == 0 and "wrote +++/known.yaml: the study 'my_known'" in text, text
+    assert "note: nothing of the folder's name '+++' can name a study" in " ".join(text.split())
+    assert load_study(tmp_path / "+++" / "known.yaml").name == "my_known" and "  usagg status runs/my_known\n" in text
 
 
 def test_init_help_has_an_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +150,7 @@ def test_the_written_demo_trains_outside_the_repo(
         timeout=600,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    with (tmp_path / "runs" / "demo" / "results.csv").open(newline="") as f:
+    with (tmp_path / "runs" / "d" / "results.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["paradigm"], r["task"]) for r in rows} == {("TS", "fetal_head"), ("TS", "thyroid_nodule_det")}
     assert {r["metric"] for r in rows} >= {"DSC", "IoU"}

@@ -213,7 +213,7 @@ def test_refuses_foreign_folder_and_replaces_own_output(tmp_path: Path) -> None:
     with pytest.raises(UsaggError, match="refusing to overwrite"):
         generate_benchmark(foreign, SMALL, ["breast_lesion"])
     out = generate_benchmark(tmp_path / "own", SynthSpec(default_size=6, val_size=2), ["breast_lesion"])
-    generate_benchmark(out, SynthSpec(default_size=4, val_size=2), ["breast_lesion"])
+    generate_benchmark(out, SynthSpec(default_size=4, val_size=2), ["breast_lesion"], force=True)
     assert len(list((out / "train").rglob("images/*.png"))) == 4  # stale images removed
     with pytest.raises(UsaggError, match="unknown synthetic task"):
         generate_benchmark(tmp_path / "x", SynthSpec(sizes={"nope": 5}))
@@ -323,7 +323,7 @@ def test_cli_exit_codes_and_preview(
     assert _cli(monkeypatch, str(out), *args, "--size", "fetal_head=5") == 0
     assert "thyroid_nodule_det" in capsys.readouterr().out
     assert len(_rows(out, "train", "fetal_head")[1]) == 5
-    assert _cli(monkeypatch, str(out), *args) == 0  # a previous synth output may be regenerated
+    assert _cli(monkeypatch, str(out), *args, "--force") == 0  # a previous synth output may be replaced
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     for bad in ([str(tmp_path / "other")], [str(out), "--size", "fetal_head:5"], [str(out), "--task", "lung"], []):
@@ -335,6 +335,48 @@ def test_cli_exit_codes_and_preview(
     assert Image.open(preview).size[0] > 200
     assert _cli(monkeypatch, "--help") == 0
     assert "Example: usagg synth" in capsys.readouterr().out
+
+
+def test_an_earlier_output_of_other_settings_is_kept_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second synth of one task into an earlier output of four deleted the other three, saying nothing. It is
+    refused, naming what the folder holds and what was asked; the same settings again are written again; --force
+    replaces it and says what it replaced."""
+    out = tmp_path / "s"
+    four = ["--image-size", "32", "--default-size", "4", "--val-size", "2"]
+    for t in ("fetal_head", "breast_lesion", "breast_lesion_cls", "thyroid_malignancy"):
+        four += ["--task", t]
+    one = ["--task", "fetal_head", "--size", "fetal_head=5", "--image-size", "32", "--val-size", "2"]
+    assert _cli(monkeypatch, str(out), *four) == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert _cli(monkeypatch, str(out), *one) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Traceback" not in err and f"{out} holds an earlier synthetic benchmark of other settings" in err
+    assert "tasks fetal_head (4 train), breast_lesion (4 train), breast_lesion_cls (4 train), thyroid_malignancy" in err
+    assert "asks for tasks fetal_head (5 train); 2 val per task; seed 0; 32 px" in err and "--force" in err
+    assert _files(out) == before  # nothing lost, nothing rewritten
+    assert _cli(monkeypatch, str(out), *four) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "it held this same benchmark" in said and _files(out) == before
+    assert _cli(monkeypatch, str(out), *one, "--force") == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"{out}: replaced the benchmark it held (tasks fetal_head (4 train), breast_lesion (4 train)" in said
+    assert sorted(p.name for p in (out / "train" / "csv_files").iterdir()) == ["fetal_head.csv"]
+
+
+def test_an_unreadable_manifest_is_replaced_only_when_forced(tmp_path: Path) -> None:
+    spec, tasks = SynthSpec(default_size=4, val_size=2, image_size=32), ["breast_lesion_cls"]
+    out = generate_benchmark(tmp_path / "bench", spec, tasks)
+    (out / gen.MANIFEST).write_text("{not json")
+    with pytest.raises(UsaggError, match="settings that cannot be read"):
+        generate_benchmark(out, spec, tasks)
+    assert (out / gen.MANIFEST).read_text() == "{not json"
+    assert (
+        gen.replacing(out, gen.settings(spec, tasks), force=True)
+        == "replaced the benchmark it held (settings that cannot be read)"
+    )
 
 
 #: `usagg` as a terminal starts it: Ctrl-C raises KeyboardInterrupt. A suite started in the background (`make test &`,

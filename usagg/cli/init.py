@@ -1,13 +1,17 @@
 """`usagg init`: write a starting study from one shipped in the package (usagg/studies/), ready to edit.
 
 The written file is the packaged study as shipped (it names its catalog, `catalog: fmc_uia`, so it
-validates from any folder once usagg is installed); only the commands in its header comments are
-rewritten to name the file just written. The repo's studies/*.yaml are byte-identical copies of the
-packaged ones (tests/test_init.py checks), so there is one source of truth: usagg/studies/.
+validates from any folder once usagg is installed) but for two things: its `name:` is DIR's, so its
+run store is not the shipped study's (`usagg run` refuses a store of the same name run from another
+file), and the commands in its header comments name the file and run store just written. The repo's
+studies/*.yaml are byte-identical copies of the packaged ones (tests/test_init.py checks), so there
+is one source of truth: usagg/studies/.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from usagg.errors import UsaggError
 
 HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with usagg, and print what to run next.
 
+The study is named after DIR (its run store is runs/DIR), so it never shares a run store with the shipped one.
+
 --from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
 --from known: the known-answer study, effects planted in synthetic data and declared in its expect: (5 seeds).
 --from known_conflict: its companion, a conflict on shared scans (negative transfer under CG, diluted under AU).
@@ -25,7 +31,7 @@ An existing file is never overwritten unless --force is given.
 
 Examples:
 
-  usagg init my_study                     (writes my_study/demo.yaml)
+  usagg init my_study                     (writes my_study/demo.yaml, the study my_study)
 
   usagg init --from known check           (writes check/known.yaml)
 
@@ -41,8 +47,22 @@ def packaged_studies() -> list[str]:
     return sorted(p.stem for p in PACKAGED_STUDIES.glob("*.yaml"))
 
 
-def write_study(source: str, folder: Path, force: bool = False) -> Path:
-    """Write the packaged study `source` to folder/<source>.yaml and return that path.
+#: The longest study name (usagg/spec/models.py `Name`: a letter or digit, then letters, digits, `_ . -`).
+NAME_MAX = 80
+
+
+def study_name(folder: Path) -> str | None:
+    """DIR's last component made a valid study name (`my study` -> `my_study`, accents dropped); None if nothing
+    of it is left."""
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", Path(os.path.abspath(folder)).name).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", plain)
+    return re.sub(r"^[_.-]+|[_.-]+$", "", name[:NAME_MAX]) or None
+
+
+def write_study(source: str, folder: Path, force: bool = False, name: str | None = None) -> Path:
+    """Write the packaged study `source`, named `name` (default: its own), to folder/<source>.yaml; return that path.
 
     Refuses (UsaggError, nothing written) when the file exists and `force` is false, and when the folder's name
     holds a control character: the path is written into the study's header comments, where a newline would start
@@ -70,25 +90,38 @@ def write_study(source: str, folder: Path, force: bool = False) -> Path:
     from usagg.atomic import write_text_atomic
 
     text = (PACKAGED_STUDIES / f"{source}.yaml").read_text(encoding="utf-8")
-    written = text.replace(f"studies/{source}.yaml", shlex.quote(target.as_posix()))
-    _same_study(text, written, target)
+    written = _renamed(text, source, target, name or source)
+    _same_study(text, written, target, name or source)
     write_text_atomic(target, written)
     return target
 
 
-def _same_study(shipped: str, written: str, target: Path) -> None:
-    """UsaggError unless `written` parses to the same YAML as `shipped`: only comments may change, so a folder
-    name can never add, drop or break a key of the study (checked before anything is written)."""
+def _renamed(text: str, source: str, target: Path, name: str) -> str:
+    """The shipped text with its `name:` and the run store and report folders its comments name made `name`'s, and
+    the file its comments name made `target`: one pass, so a path put in is never rewritten again."""
+    stem = re.escape(source)
+    by = {"studies": shlex.quote(target.as_posix()), "name": f"name: {name}"}
+    return re.sub(
+        rf"(?m)\b(studies)/{stem}\.yaml|^(name): {stem}$|\b(runs|reports)/{stem}\b",
+        lambda m: by.get(m.group(m.lastindex or 0), f"{m.group(m.lastindex or 0)}/{name}"),
+        text,
+    )
+
+
+def _same_study(shipped: str, written: str, target: Path, name: str) -> None:
+    """UsaggError unless `written` parses to the YAML of `shipped` named `name`: only comments and the name may
+    change, so a folder name can never add, drop or break a key of the study (checked before anything is
+    written)."""
     import yaml
 
     try:
-        same = yaml.safe_load(written) == yaml.safe_load(shipped)
+        same = yaml.safe_load(written) == {**yaml.safe_load(shipped), "name": name}
     except yaml.YAMLError:
         same = False
     if not same:
         raise UsaggError(
-            f"{target}: the folder's name would change the study's YAML, not only the comments naming the file; "
-            "nothing was written. Choose a folder whose name is plain text."
+            f"{target}: the folder's name would change the study's YAML, not only its name and the comments naming "
+            "the file; nothing was written. Choose a folder whose name is plain text."
         )
 
 
@@ -103,11 +136,18 @@ def init(
 ) -> None:
     from usagg.spec.load import load_study
 
-    target = write_study(source, folder, force)
+    name = study_name(folder)
+    target = write_study(source, folder, force, name or f"my_{source}")
     study = load_study(target)  # the packaged studies validate anywhere; this proves it for this copy
     spec = shlex.quote(target.as_posix())
     store = shlex.quote((Path(study.output_root) / study.name).as_posix())
-    typer.echo(f"wrote {target} (from the packaged study {source!r})")
+    typer.echo(f"wrote {target}: the study {study.name!r} (from the packaged study {source!r})")
+    if name is None:
+        typer.echo(
+            f"note: nothing of the folder's name {Path(os.path.abspath(folder)).name!r} can name a study (letters, "
+            f"digits, _ . -, from a letter or digit), so the study is named {study.name!r}; edit `name:` in "
+            f"{spec} to choose another"
+        )
     root = study.data.root
     steps = [f"usagg validate {spec}"]
     if root is not None and not root.exists():

@@ -73,10 +73,13 @@ def validate(
     No data needs to be on disk; when it is there (`data.root`, or the synthetic benchmark
     once generated), it gets the same checks as `usagg run` and the same exit code (1 for
     problems in the study's tasks, listed); a line says when the data was not checked.
+    A warning (exit 0) says when `usagg run` would refuse the study's run store, as when it holds
+    another study of the same name, run from another spec file.
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
     from usagg.plan import plan_stages
+    from usagg.service import StudyRun
 
     s = _load(study, set_, sweep)
     planned = plan_stages(s)
@@ -122,6 +125,10 @@ def validate(
         out.print(f"[yellow]note[/]: model.weights {weights} does not exist yet (needed by `usagg run`).")
     else:
         out.print(f"weights: {escape(printable(str(s.model.weights)))} fits {escape(s.model.backbone)}")
+    try:  # the run store as `usagg run` reads it first (prepare changes nothing): refused, a warning here
+        StudyRun.prepare(s, spec_file=study)
+    except UsaggError as err:
+        out.print(f"[yellow]warning[/]: `usagg run` would refuse this study now: {escape(printable(str(err)))}")
 
 
 def _check_weights(s: Study) -> None:

@@ -35,7 +35,9 @@ def synth(
     out: Annotated[
         Path | None,
         typer.Argument(
-            metavar="OUT", help="Output folder (new, empty, or an earlier synth output).", show_default=False
+            metavar="OUT",
+            help="Output folder: new, empty, or an earlier synth output (one of other settings only with --force).",
+            show_default=False,
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Generator seed: same seed, same bytes.")] = 0,
@@ -56,6 +58,9 @@ def synth(
         Path | None,
         typer.Option("--preview", help="Also draw a contact sheet PNG (from OUT's files, or in memory without OUT)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier synth output in OUT made with other settings.")
+    ] = False,
 ) -> None:
     """Generate the synthetic ultrasound benchmark: 9 tasks in 4 groups (Fetal, Thyroid, Breast, Cardiac).
 
@@ -64,7 +69,14 @@ def synth(
     OUT/train and OUT/val in the FMC_UIA layout. Deterministic by seed; each
     task's images depend only on its own settings.
 
+    OUT is replaced as a whole: an earlier output of the same settings is written
+    again (the same bytes); one of other settings (other tasks, sizes, seed) is
+    refused, naming what it holds, unless --force is given; an interrupted
+    run's unfinished output is written anew.
+
     Example: usagg synth data/synth --seed 0 --size fetal_head=400 --preview synth.png
+
+    Example: usagg synth data/synth --task fetal_head --force   (replaces what data/synth held)
     """
     from pydantic import ValidationError
     from rich.markup import escape
@@ -72,8 +84,9 @@ def synth(
     from rich.table import Table
 
     from usagg.cli.display import line_console, print_table
-    from usagg.data.synth.generate import resolve_tasks, split_size
+    from usagg.data.synth.generate import replacing, resolve_tasks, settings, split_size
     from usagg.data.synth.tasks import ALL_TASKS
+    from usagg.safepath import printable
     from usagg.spec.models import SynthSpec
 
     if out is None and preview is None:
@@ -94,6 +107,8 @@ def synth(
     if out is not None:
         from usagg.data.synth import generate_benchmark
 
+        replaced = replacing(out, settings(spec, ids), force)  # refused here, before the progress bar
+
         total = sum(split_size(spec, t, s) for t in ids for s in ("train", "val"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as bar:
@@ -105,7 +120,7 @@ def synth(
                 bar.update(job, completed=sum(written.values()), description=f"{split}/{tid}")
 
             try:
-                generate_benchmark(out, spec, ids, progress=tick, workers=workers)
+                generate_benchmark(out, spec, ids, progress=tick, workers=workers, force=force)
             except KeyboardInterrupt:  # its synth.json says incomplete: nothing reads it as a finished benchmark
                 console.print(
                     f"[yellow]interrupted[/]: {escape(str(out))} is incomplete; the same command generates it again"
@@ -118,6 +133,8 @@ def synth(
             t = ALL_TASKS[tid]
             table.add_row(tid, t.type, t.group, str(split_size(spec, tid, "train")), str(spec.val_size))
         print_table(console, table)
+        if replaced is not None:
+            console.print(f"{escape(printable(str(out)))}: {escape(replaced)}")
         console.print(f"[green]ok[/]: {total} images, seed {spec.seed}, {spec.image_size} px")
     if preview is not None:
         from usagg.data.synth.preview import render_preview

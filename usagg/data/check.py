@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -221,16 +222,40 @@ def check_dataset(
     whose row and files are unchanged is not decoded again (usagg/data/checkcache.py); None checks
     every file. `on_progress(split, checked, images)` hears the file checks as they go.
     """
-    root = Path(os.path.abspath(root))
+    given, root = Path(root), Path(os.path.abspath(root))
     if not root.is_dir():
         raise DataError(
             f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
         )
+    _refuse_a_split(given, root)
     checks = _FileChecks(root, None if cache is None else CheckCache(cache, root), on_progress)
     try:
         return _check(root, tasks, splits, leakage, near_duplicate_threshold, test_carve, checks)
     finally:
         checks.close()
+
+
+def _split_of(root: Path) -> str | None:
+    """The split `root` is, when it is one folder of a dataset root rather than the root: it holds csv_files/ (and
+    no split), and is named as a split or has one beside it."""
+    if not (root / "csv_files").is_dir() or any((root / s).is_dir() for s in SPLITS):
+        return None
+    beside = any((root.parent / s / "csv_files").is_dir() for s in SPLITS if s != root.name)
+    return root.name if root.name in SPLITS or beside else None
+
+
+def _refuse_a_split(given: Path, root: Path) -> None:
+    """DataError naming the dataset root when `root` is one of its splits: checked as a root, it read as two missing
+    splits and an empty table. `given` is the path as typed, so the command shown is one the user can run."""
+    split = _split_of(root)
+    if split is None:
+        return
+    parent = root.parent if given.is_absolute() else Path(os.path.relpath(root.parent))
+    raise DataError(
+        f"{given} looks like the {split} split of {parent}, not a dataset root: it holds csv_files/ itself, where a "
+        f"root holds train/ and val/ with csv_files/ inside. Give the dataset root: usagg data check "
+        f"{shlex.quote(parent.as_posix())} (add --split {shlex.quote(split)} to check this split only)."
+    )
 
 
 def _check(

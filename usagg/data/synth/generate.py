@@ -3,7 +3,8 @@
 One CSV per task (`<split>/csv_files/<task_id>.csv`) so that a task's files
 depend only on that task's settings. A manifest (`synth.json`) is written
 first with `"complete": false` and rewritten last with `true`: it marks the
-folder as ours (safe to regenerate over) and tells finished from interrupted.
+folder as ours and tells finished from interrupted. A folder holding a finished benchmark of other
+settings is replaced only when asked (`force`); the same settings again write the same bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from usagg.atomic import write_text_atomic
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, SynthTask
 from usagg.errors import UsaggError
-from usagg.safepath import no_links
+from usagg.safepath import no_links, printable
 from usagg.signals import leave_sigint_to_parent, sigint_held
 from usagg.spec.models import SynthSpec
 from usagg.tasktypes import get_task_type
@@ -91,6 +92,51 @@ def _check_target(out: Path) -> None:
             f"{out} is not empty and was not written by `usagg synth` (no {MANIFEST}); refusing to overwrite it. "
             "Give a new or empty folder, or delete this one first."
         )
+
+
+def _held(out: Path) -> dict:
+    """The manifest of the earlier output in `out` (empty when it cannot be read as one)."""
+    try:
+        held = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def described(info: dict) -> str:
+    """Settings (`settings()`, or a manifest read back) in words, for messages; a manifest's values are data."""
+    try:
+        tasks = ", ".join(f"{t} ({info['train_sizes'][t]} train)" for t in info["tasks"])
+        text = f"tasks {tasks}; {info['val_size']} val per task; seed {info['seed']}; {info['image_size']} px"
+    except (KeyError, TypeError):
+        return "settings that cannot be read"
+    if info.get("generator_version") != GENERATOR_VERSION:
+        text += f"; generator version {info.get('generator_version')} (this usagg writes {GENERATOR_VERSION})"
+    return printable(text)
+
+
+def replacing(out: Path, info: dict, force: bool = False) -> str | None:
+    """What writing the benchmark of settings `info` into `out` replaces, in words; None when nothing is there.
+
+    Its train/ and val/ go as a whole, so a finished benchmark of other settings (other tasks, sizes, seed) is
+    refused unless `force`: another run's data is never lost unasked. The same settings again are written again
+    (the same bytes, any file changed since made whole), and an interrupted run's output holds no index to lose.
+    """
+    _check_target(out)
+    if not is_synth_output(out):
+        return None
+    held = _held(out)
+    if held == {**info, "complete": True}:
+        return "it held this same benchmark (same settings in its synth.json): written again, the same bytes"
+    if held.get("complete") is False:
+        return f"replaced the unfinished output of an interrupted run ({described(held)})"
+    if not force:
+        raise UsaggError(
+            f"{out} holds an earlier synthetic benchmark of other settings (its {MANIFEST}: {described(held)}), "
+            f"and this run asks for {described(info)}; writing it would delete that benchmark's train/ and val/, "
+            "nothing was changed. Give another folder to keep both, or add --force to replace it."
+        )
+    return f"replaced the benchmark it held ({described(held)})"
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -253,22 +299,24 @@ def generate_benchmark(
     *,
     progress: Progress | None = None,
     workers: int | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the synthetic benchmark into `out` (FMC_UIA layout) and return `out`.
 
     workers: processes rendering images (None: `auto_workers`); the bytes written never depend on it.
-    Refuses a non-empty folder that is not an earlier synth output; an earlier
-    output is replaced (its train/ and val/ are removed first, so no stale files stay).
+    Refuses a non-empty folder that is not an earlier synth output, and an earlier finished output of other
+    settings unless `force` (`replacing`); what it replaces has its train/ and val/ removed first, so no stale
+    files stay.
     """
     out = Path(out)
     ids = resolve_tasks(spec, tasks)
-    _check_target(out)
+    info = settings(spec, ids)
+    replacing(out, info, force)
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:  # a link planted at train/ or val/ would have the benchmark written through it, elsewhere
         folder = out / split
         if folder.is_symlink() or folder.exists():
             shutil.rmtree(no_links(folder, f"usagg synth {out}"))
-    info = settings(spec, ids)
     _manifest(out, info, complete=False)
     _write_all(out, spec, ids, progress, workers)
     _manifest(out, info, complete=True)
