@@ -3,7 +3,7 @@
 SIGTERM is what Slurm and most schedulers send before they kill a process. Its handler raises
 SystemExit(143), which the job runner (usagg/engine/runner.py) treats like Ctrl-C: the running job
 goes back to pending with its last checkpoint and its lock released. The CLI and every local pool
-worker install it.
+worker install it. It acts once: a process stopping ignores the SIGTERMs that follow.
 
 Ctrl-C reaches every process of the terminal's foreground group, workers included. A worker that
 took it mid-task printed a traceback (pool workers) or left its pool waiting on it forever (the
@@ -20,6 +20,10 @@ from collections.abc import Iterator
 
 
 def _terminated(signum: int, frame: object) -> None:
+    """The first SIGTERM starts the orderly stop; later ones are ignored while this process unwinds. A second one
+    comes soon enough (`kill` of the whole group, then the pool's own stop of its workers), and raised again it lands
+    anywhere: in the job's way back to pending, or in an exit hook (torch's), as a traceback."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

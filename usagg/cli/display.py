@@ -14,6 +14,7 @@ Slurm runs show job lines alone. `print_table` prints a CLI table whole in a log
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 #: Widest line a table printed off a terminal may take: wide enough for any real table, yet bounded.
 LOG_TABLE_MAX_WIDTH = 1000
+#: On a terminal narrower than a table, its id columns fold, down to ID_MIN_WIDTH, before a line of the other
+#: columns of up to ITEM_WIDTH (a metric 'task: AUC 0.8125') folds.
+ID_MIN_WIDTH = 12
+ITEM_WIDTH = 40
 
 
 def line_console(stderr: bool = False, highlight: bool = True) -> Console:
@@ -47,23 +52,64 @@ def line_console(stderr: bool = False, highlight: bool = True) -> Console:
 def print_table(console: Console, table: Table) -> None:
     """Print a rich table without breaking an id across lines where nobody can widen the window.
 
-    On a terminal the table takes the terminal's width (give id columns `no_wrap=True`, so other
-    columns fold first). Off one (a pipe, a CI log) rich assumes 80 columns (or $COLUMNS) and
-    would fold `fetal_head_biometry` into three lines that no search finds: the table gets its
-    natural width instead, a long line being harmless in a log.
+    Give id columns `no_wrap=True`. Off a terminal (a pipe, a CI log) rich assumes 80 columns (or
+    $COLUMNS) and would fold `fetal_head_biometry` into three lines that no search finds: the table
+    gets its natural width instead, a long line being harmless in a log. On a terminal the table
+    takes the terminal's width, its ids folding first (`_ids_fold_first`).
     """
     if console.is_terminal and not console.is_dumb_terminal:
-        console.print(table)
+        console.print(_ids_fold_first(console, table))
         return
-    from rich.measure import Measurement
-
-    natural = Measurement.get(console, console.options.update(max_width=LOG_TABLE_MAX_WIDTH), table).maximum
+    natural = _natural_width(console, table)
     width = console.width  # off a terminal a fixed number ($COLUMNS or 80): restoring it changes nothing
     console.width = max(width, natural)  # print(width=...) cannot exceed the console's width
     try:
         console.print(table)
     finally:
         console.width = width
+
+
+def _natural_width(console: Console, renderable: Any) -> int:
+    """The width a table or cell takes when nothing folds it (at most LOG_TABLE_MAX_WIDTH)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update(max_width=LOG_TABLE_MAX_WIDTH), renderable).maximum
+
+
+def _ids_fold_first(console: Console, table: Table) -> Table:
+    """The table as a terminal narrower than it shows it best: the other columns' lines of up to ITEM_WIDTH ('task:
+    AUC 0.8125', one per line) stay whole, the id columns (`no_wrap`) folding for them, down to ID_MIN_WIDTH;
+    longer lines (an error's sentence) fold at their words first.
+
+    rich keeps a no_wrap column whole and narrows the others, at 80 columns to a width that cuts a task name in
+    two ('thyroid_malignancy' / ': AUC 0.4'). On a terminal the window can be widened to read an id whole again; a
+    log cannot, so `print_table` leaves piped tables alone. The table itself is not changed (a copy is shown).
+    """
+    excess = _natural_width(console, table) - console.width
+    natural = [max(_natural_width(console, cell) for cell in (c.header, *c.cells)) for c in table.columns]
+    for column, width in zip(table.columns, natural, strict=True):
+        if not column.no_wrap and excess > 0:  # what it gives up before a line of up to ITEM_WIDTH folds
+            excess -= width - max(_item_width(console, cell) for cell in (column.header, *column.cells))
+    if excess <= 0:
+        return table
+    shown = copy.copy(table)
+    shown.columns = [copy.copy(column) for column in table.columns]
+    for column, whole in zip(shown.columns, natural, strict=True):
+        if column.no_wrap and excess > 0:
+            narrower = max(min(whole, ID_MIN_WIDTH), whole - excess)
+            excess -= whole - narrower
+            column.no_wrap, column.overflow, column.max_width = False, "fold", narrower
+    return shown
+
+
+def _item_width(console: Console, cell: Any) -> int:
+    """A cell's widest line of up to ITEM_WIDTH (0 for a cell of another kind than text: rich lays it out)."""
+    from rich.text import Text
+
+    text = console.render_str(cell) if isinstance(cell, str) else cell
+    if not isinstance(text, Text):
+        return 0
+    return max((line.cell_len for line in text.split() if line.cell_len <= ITEM_WIDTH), default=0)
 
 
 def data_check_text(split: str, checked: int, images: int) -> str:

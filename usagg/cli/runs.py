@@ -359,7 +359,12 @@ def _check_data(console: Console, job_run: StudyRun, observer: ConsoleObserver |
 
 def run(
     study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study spec."),
-    paradigm: list[str] = typer.Option([], "--paradigm", help="Run only these paradigms (repeatable): TS, CG, AU."),
+    paradigm: list[str] = typer.Option(
+        [],
+        "--paradigm",
+        help="Run only these of the study's paradigms (repeatable): TS, CG, AU, AG or a control (TSM, AUD, CGD); "
+        "`usagg registry` lists every registered paradigm, plug-ins' too.",
+    ),
     only: list[str] = typer.Option(
         [],
         "--only",

@@ -83,6 +83,9 @@ SETTLE_POLLS = 3
 MIN_ALLOCATIONS = 100
 #: A pooled job's progress reports reach the parent at most this often within an epoch's training.
 PROGRESS_EVERY_S = 0.25
+#: How long the workers told to stop (at a run's end, or on Ctrl-C or SIGTERM: their jobs back to pending, then the
+#: interpreter's teardown of torch) have, all together, before they are killed.
+STOP_GRACE_S = 10.0
 
 
 def packed_jobs(
@@ -285,7 +288,7 @@ def _worker(
 
     SIGTERM (the parent stopping, a scheduler) ends the running job as Ctrl-C would: back to
     pending with its last checkpoint and its lock released (usagg/engine/runner.py). Ctrl-C itself
-    is ignored: the parent gets it too and stops its workers with SIGTERM (`PoolExecutor._stop`), so
+    is ignored: the parent gets it too and stops its workers with SIGTERM (`PoolExecutor.run`), so
     each job ends once, quietly, instead of in a KeyboardInterrupt traceback per worker.
     """
     leave_sigint_to_parent()
@@ -494,8 +497,9 @@ class PoolExecutor(Executor):
             for slot in slots:  # Ctrl-C or an error here: every busy worker's job winds down at once, not in turn
                 if slot.job is not None and slot.proc is not None:
                     slot.proc.terminate()
+            deadline = time.monotonic() + STOP_GRACE_S
             for slot in slots + self._retired:
-                self._stop(slot)
+                self._stop(slot, deadline)
             self._retired = []
             self.limits = {d.key: d.limit for d in devices}
         return states
@@ -646,15 +650,13 @@ class PoolExecutor(Executor):
             with contextlib.suppress(OSError, ValueError):
                 slot.conn.send(None)
 
-    def _stop(self, slot: _Slot) -> None:
-        """Make sure a worker stops, once `_release` asked it to (Ctrl-C or an error in the parent included: a busy
-        worker is terminated, which ends its job as SIGTERM does)."""
+    def _stop(self, slot: _Slot, deadline: float) -> None:
+        """Wait until `deadline` for a worker told to stop once (an idle one by `_release`, a busy one by SIGTERM,
+        which puts its job back to pending), then kill it. Never a second SIGTERM: it reached the worker while it
+        unwound, in torch's exit hooks, as a traceback on the terminal."""
         if slot.proc is None:
             return
-        slot.proc.join(timeout=5 if slot.job is None else 0.1)
-        if slot.proc.is_alive():
-            slot.proc.terminate()
-            slot.proc.join(timeout=5)
+        slot.proc.join(timeout=max(0.0, deadline - time.monotonic()))
         if slot.proc.is_alive():
             slot.proc.kill()
             slot.proc.join()
