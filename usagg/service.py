@@ -253,15 +253,19 @@ def make_selection(
     jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = (), waiting: Sequence[Waiting] = ()
 ) -> Selection:
     """The selection `--paradigm` and `--only` ask for, checked against the plan: a paradigm the study does not
-    plan, a selector that picks nothing, or selectors that together pick nothing are user errors listing what
-    exists."""
+    plan, a selector that picks nothing, or selectors that together pick nothing are user errors saying the
+    closest name and what exists."""
     from fnmatch import fnmatchcase
+
+    from usagg.names import suggest
 
     waiting_names = [w.paradigm for w in waiting]
     known = sorted({j.paradigm for j in jobs} | set(waiting_names))
     bad = [p for p in paradigms if p not in known]
     if bad:
-        raise UsaggError(f"--paradigm {', '.join(bad)}: this study plans {', '.join(known)}")
+        raise UsaggError(
+            f"--paradigm {', '.join(f'{p}{suggest(p, known)}' for p in bad)}: this study plans {', '.join(known)}"
+        )
     if paradigms:
         jobs = [j for j in jobs if j.paradigm in paradigms]
         waiting_names = [w for w in waiting_names if w in paradigms]
@@ -280,15 +284,7 @@ def make_selection(
         else:
             patterns[key] = (*patterns.get(key, ()), pattern)
     if unmatched:
-        tasks = sorted({t for j in jobs for t in j.task_ids})
-        groups = sorted({g for j in jobs for g in _selector_values(j, "group")})
-        raise UsaggError(
-            f"--only {', '.join(unmatched)} matches no job of this selection. A selector is a job id (or its "
-            "beginning up to a '-', such as TS-fetal_head), a task, a group or a paradigm, or KEY:PATTERN / "
-            "KEY=PATTERN with KEY one of id, task, group, paradigm (globs such as 'TS-*' work; different keys AND, "
-            f"the same key OR). Jobs: {', '.join(j.id for j in jobs) or 'none'}; tasks: {', '.join(tasks)}; "
-            f"groups: {', '.join(groups) or 'none'}; paradigms: {', '.join(known)}"
-        )
+        raise UsaggError(_unmatched_message(unmatched, jobs, waiting_names))
     selection = Selection(tuple(paradigms), patterns)
     if only and not any(selection.takes(j) for j in jobs) and not any(selection.takes_waiting(w) for w in waiting):
         raise UsaggError(
@@ -296,6 +292,47 @@ def make_selection(
             "different keys must all match; give several of one key, such as --only task=a --only task=b, for either)"
         )
     return selection
+
+
+#: How many names a selection error lists before "... and N more": a study plans a hundred jobs and more, and a
+#: paragraph listing them all hides the closest name.
+LISTED = 8
+
+
+def _listed(names: Sequence[str]) -> str:
+    """The first `LISTED` names and how many more there are; all of them when only one more would be left out."""
+    if len(names) <= LISTED + 1:
+        return ", ".join(names) or "none"
+    return f"{', '.join(names[:LISTED])}, ... and {len(names) - LISTED} more"
+
+
+def _selector_choices(key: str, jobs: list[Job], waiting_names: Sequence[str]) -> list[str]:
+    """The values a selector of `key` can name in this plan (an id's beginnings up to a '-' too: `TS-fetal_head`)."""
+    if key == "id":
+        parts = [j.id.split("-") for j in jobs]
+        return list(dict.fromkeys("-".join(p[:n]) for p in parts for n in range(2, len(p) + 1)))
+    values = [v for j in jobs for v in _selector_values(j, key)]
+    return sorted(set(values) | (set(waiting_names) if key == "paradigm" else set()))
+
+
+def _unmatched_message(unmatched: Sequence[str], jobs: list[Job], waiting_names: Sequence[str]) -> str:
+    """Each selector matching nothing with the closest value of its key (of any key for a bare one), then what a
+    selector is and what this plan holds, each list cut at `LISTED`."""
+    from usagg.names import suggest
+
+    choices = {key: _selector_choices(key, jobs, waiting_names) for key in SELECTOR_KEYS}
+    clauses = []
+    for sel in unmatched:
+        key, pattern = parse_selector(sel)
+        near = [v for k in ((key,) if key else SELECTOR_KEYS) for v in choices[k]]
+        clauses.append(f"--only {sel} matches no job of this selection{suggest(pattern, near)}")
+    return (
+        f"{'; '.join(clauses)}. A selector is a job id (or its beginning up to a '-', such as TS-fetal_head), a "
+        "task, a group or a paradigm, or KEY:PATTERN / KEY=PATTERN with KEY one of id, task, group, paradigm (globs "
+        f"such as 'TS-*' work; different keys AND, the same key OR). This plan's tasks: {_listed(choices['task'])}; "
+        f"groups: {_listed(choices['group'])}; paradigms: {_listed(choices['paradigm'])}; jobs: "
+        f"{_listed([j.id for j in jobs])} (`usagg plan SPEC` lists every job)"
+    )
 
 
 def select_jobs(

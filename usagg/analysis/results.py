@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from usagg.data.fmc_uia import foreign_separator
 from usagg.errors import UsaggError
 from usagg.names import is_plain_name
 from usagg.paradigms import paradigm_names
@@ -245,6 +246,9 @@ def parse_results(text: str, path: Path) -> ResultsTable:
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [h.strip() for h in reader.fieldnames or []]
+        refusal = foreign_separator(str(path), header, COLUMNS)
+        if refusal:  # a spreadsheet's save: its decimal commas would be misread, so refused (`foreign_separator`)
+            raise UsaggError(f"{refusal}; expected a tidy results table with columns {', '.join(COLUMNS)}")
         missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
         if missing:
             raise UsaggError(

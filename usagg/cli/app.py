@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import weakref
 from collections.abc import Callable
@@ -53,11 +54,13 @@ _LABELS = {"str": "TEXT", "int": "INT", "int range": "INT", "float": "FLOAT", "f
 
 
 def plain_help(command: Any) -> Any:
-    """Help that shows what a value looks like (INT, PATH, a|b), never Python types such as <bool> or <list[str]>.
+    """Help that shows what a value looks like (INT, PATH, a|b), never Python types such as <bool> or <list[str]>,
+    and whose prose is wrapped at the terminal's width (`reflowed`).
 
     typer 0.29 labels every parameter with its annotation, so a flag reads as if it took a
     value (`--json <bool>`). Each parameter's label is rewritten on the instance, for every command.
     """
+    command.help = reflowed(command.help)
     for param in command.params:
         _relabel(param)
     original_help = command.get_help_option
@@ -72,6 +75,39 @@ def plain_help(command: Any) -> Any:
     for sub in (getattr(command, "commands", None) or {}).values():
         plain_help(sub)
     return command
+
+
+#: A line that begins a list item or a table row: `- x`, `* x`, `--from x: ...`, `| a | b |`, `1. x`.
+_LIST_LINE = re.compile(r"^(?:[-*|\u2022]|\d+[.)]\s)")
+#: A line that keeps its own line within reflowed prose: an example, or an indented line (a command to copy).
+_OWN_LINE = re.compile(r"^(?:\s|Examples?:)")
+
+
+def reflowed(text: str | None) -> str | None:
+    """`text` with the hard line breaks of each prose paragraph joined, so rich wraps it at the terminal's width.
+
+    typer's "rich" mode keeps a docstring's single line breaks, so help read at another width than the source's
+    (piped: 80 columns, or a wide terminal) breaks lines mid-sentence. Markdown mode would join them, but reads
+    `*`, `_` and backticks in the help as markup. Kept as written: a paragraph with two or more list or table
+    lines (`_LIST_LINE`), click's no-rewrap paragraph (starting with \\b), and an Example or indented line, which
+    stays on its own line.
+    """
+    if not text:
+        return text
+    return "\n\n".join(_reflowed_paragraph(p) for p in text.split("\n\n"))
+
+
+def _reflowed_paragraph(paragraph: str) -> str:
+    lines = paragraph.split("\n")
+    if paragraph.startswith("\b") or sum(bool(_LIST_LINE.match(line)) for line in lines) >= 2:
+        return paragraph
+    out: list[str] = []
+    for line in lines:
+        if out and line.strip() and not _OWN_LINE.match(line) and not _OWN_LINE.match(out[-1]):
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 #: The label functions `_relabel` made: a parameter showing one is not wrapped again.

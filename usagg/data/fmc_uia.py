@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -100,6 +100,8 @@ def csv_files(root: Path, split: str) -> list[Path]:
 
 
 def _read_csv(path: Path, root: Path) -> tuple[list[str], list[dict]]:
+    """The header's column names and the rows of one index CSV; DataError when it is no comma-separated UTF-8 CSV
+    (a spreadsheet's ';' or tab-separated save included: `foreign_separator`)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -107,8 +109,39 @@ def _read_csv(path: Path, root: Path) -> tuple[list[str], list[dict]]:
             columns = [c.strip() for c in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{rel(path, root)} cannot be read as a CSV file: {err}") from None
+    refusal = foreign_separator(rel(path, root), columns, BASE_COLUMNS)
+    if refusal:
+        raise DataError(f"{refusal}; every FMC_UIA CSV needs the columns {', '.join(BASE_COLUMNS)}")
     records = [{(k or "").strip(): v for k, v in r.items() if k is not None} for r in records]
     return columns, records
+
+
+#: The separators a spreadsheet saves "CSV" or text with instead of commas, and how a message names them.
+_FOREIGN_SEPARATORS = {
+    ";": "';' (as a spreadsheet in some locales saves CSV)",
+    "\t": "tabs (as a spreadsheet saves tab-separated text)",
+}
+
+
+def foreign_separator(name: str, header: Sequence[str], expected: Sequence[str]) -> str:
+    """Why a CSV whose header, read with commas, is names joined by ';' or tabs is refused ('' when it is not).
+
+    A file re-saved by a spreadsheet in a locale with a decimal comma is separated by ';' and writes 0.81 as
+    "0,81". Reading the ';' is unambiguous when the header's names are the expected ones, but its numbers are not
+    ("1,000" is one or a thousand), so usagg refuses the file with what to do rather than guess half of it: one
+    save as comma-separated UTF-8 CSV. Recognised when splitting the header at the separator finds more expected
+    columns (two at least) than the commas did, so a comma-separated file with a ';' in one name is read as it is.
+    """
+    joined = ",".join(header)
+    found = sum(c in header for c in expected)
+    for separator, what in _FOREIGN_SEPARATORS.items():
+        names = [n.strip().strip('"').strip() for n in joined.split(separator)]
+        if sum(c in names for c in expected) > max(1, found):
+            return (
+                f"{name} is separated by {what}; usagg reads comma-separated files: save it as CSV with commas "
+                "(UTF-8), numbers with a decimal point (0.81, not 0,81)"
+            )
+    return ""
 
 
 def _majority(values: list) -> object:
