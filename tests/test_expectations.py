@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from usagg.analysis.delta import compare
 from usagg.analysis.expect import Outcome, evaluate, expectations_table
 from usagg.analysis.inputs import load_input
 from usagg.analysis.summary import analyse
+from usagg.analysis.tables import Interval
 from usagg.analysis.uncertainty import task_uncertainty
 from usagg.errors import SpecError
 from usagg.results_schema import RESULT_COLUMNS
@@ -114,7 +116,7 @@ def test_ag_grouping_by_adjusted_rand_index(tmp_path: Path) -> None:
     (no_ag,) = _check(_write_results(tmp_path / "r2.csv"), right)
     assert no_ag.met is None and no_ag.detail == "AG did not run"
     ci = expectations_table([out_right]).rows[0][3]
-    assert ci == "—"  # the Rand index has no interval: said, not an empty cell
+    assert ci == Interval(None, None, "—")  # the Rand index has no interval: said, not an empty cell
 
 
 def test_one_seed_takes_the_test_set_bootstrap_of_the_jobs_item_scores(tmp_path: Path) -> None:
@@ -259,6 +261,14 @@ def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -
     assert got[2]["value"] == pytest.approx(delta) and got[2]["met"] is (delta < 0)
     table = CliRunner().invoke(app, ["compare", str(run_dir)])
     assert "Expectations" in table.output and "not met" in table.output
+    assert f"[{got[1]['ci_low']:.3f}, {got[1]['ci_high']:.3f}]" in table.output  # the interval shown as before
+    res = CliRunner().invoke(app, ["compare", str(run_dir), "--format", "csv", "--table", "expectations"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.output)))  # the same numbers as the JSON, the bounds apart
+    assert [(r["name"], float(r["ci_low"]), float(r["ci_high"])) for r in rows[1:2]] == [
+        ("impossible", got[1]["ci_low"], got[1]["ci_high"])
+    ]
+    assert float(rows[1]["ci_low"]) < float(rows[1]["value"]) < float(rows[1]["ci_high"])
     written = write_report(analyse(load_input(run_dir, None)), tmp_path / "report", render=lambda *a: [])
     md = next(p for p in written if p.name == "report.md").read_text()
     assert "## Expectations" in md and "| impossible | not met |" in " ".join(md.split())  # cells padded

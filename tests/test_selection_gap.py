@@ -8,8 +8,10 @@ rule recomputed here from the history; the analysis against a hand computation f
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from csv import DictReader
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +237,11 @@ def test_gap_numbers_equal_a_hand_computation_from_metrics_json(store: RunStore)
     assert data["headline"] == "model" and data["rows"][0]["gap"] == pytest.approx(row.gap.mean)
     assert {t: pytest.approx(d) for t, d in data["rows"][0]["task_delta"].items()} == hand
     csv = cli.invoke(app, ["compare", str(store.root), "--format", "csv", "--table", "selection_gap"])
-    assert csv.exit_code == 0 and csv.output.splitlines()[0].startswith("Paradigm,Tasks,Δm model scope %")
+    assert csv.exit_code == 0, csv.output
+    (rec,) = list(DictReader(io.StringIO(csv.output)))  # the JSON's names and numbers, the interval's bounds apart
+    assert (rec["paradigm"], rec["n_tasks"], float(rec["gap"])) == ("AU", str(len(hand)), data["rows"][0]["gap"])
+    assert (float(rec["ci_low"]), float(rec["ci_high"])) == (data["rows"][0]["ci_low"], data["rows"][0]["ci_high"])
+    assert float(rec["ci_low"]) <= float(rec["gap"]) <= float(rec["ci_high"])
 
 
 @pytest.mark.slow

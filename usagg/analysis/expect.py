@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from usagg.analysis.tables import Cellv, Table
+from usagg.analysis.tables import Cellv, Interval, Table
 from usagg.analysis.uncertainty import LEVEL, shown_interval
 from usagg.errors import UsaggError
 from usagg.wording import counted
@@ -291,19 +291,21 @@ def _num(v: float) -> str:
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def _ci(o: Outcome) -> tuple[float, float] | None:
-    return None if o.ci_low is None or o.ci_high is None else (o.ci_low, o.ci_high)
-
-
 def _ci_text(ci: tuple[float, float] | None) -> str:
     return "" if ci is None else f" [{_num(ci[0])}, {_num(ci[1])}]"
 
 
+def _interval(o: Outcome) -> Interval:
+    if o.ci_low is None or o.ci_high is None:
+        return Interval(None, None, "—")
+    return Interval(o.ci_low, o.ci_high, _ci_text((o.ci_low, o.ci_high)).strip())
+
+
 def expectations_table(outcomes: list[Outcome]) -> Table:
-    """One row per expectation: verdict, value and its 95 % interval, and what was read."""
+    """One row per expectation: verdict, value and its 95 % interval, and what was read. Its CSV keys are the JSON's
+    names (`Outcome`'s fields), the interval as ci_low, ci_high."""
     rows: list[list[Cellv]] = [
-        [o.name, o.verdict, math.nan if o.value is None else o.value, _ci_text(_ci(o)).strip() or "—", o.detail]
-        for o in outcomes
+        [o.name, o.verdict, math.nan if o.value is None else o.value, _interval(o), o.detail] for o in outcomes
     ]
     met = sum(o.met is True for o in outcomes)
     notes = [f"{met} of {len(outcomes)} met; a value is the worst task's, its 95 % interval where one exists"]
@@ -313,6 +315,7 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
         ["Expectation", "Verdict", "Value", "95 % CI", "Detail"],
         rows,
         notes,
+        ["name", "verdict", "value", ("ci_low", "ci_high"), "detail"],
     )
 
 

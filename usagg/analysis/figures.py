@@ -193,6 +193,22 @@ def _range_bar(ax, at: object, lo: object, hi: object, *, vertical: bool) -> Non
         ax.plot(ends, pos, marker="|", **caps)
 
 
+#: Figure 3's mark on the label of a task whose baseline is at chance (beside † for a one-task group).
+CHANCE_MARK = "‡"
+
+
+def _chance_tasks(comp: Comparison, f: float) -> tuple[str, ...]:
+    """The tasks at chance that every paradigm leaves out at fraction f: none under analysis.chance_tasks: include,
+    which keeps them in the aggregates, and so in the figures."""
+    return comp.chance.get(f, ()) if comp.chance_excluded else ()
+
+
+def _chance_text(comp: Comparison, f: float, where: str) -> str:
+    """A caption's sentence naming the tasks at chance left out of `where`; '' when none is."""
+    chance = _chance_tasks(comp, f)
+    return f" At chance, left out of {where} (analysis.chance_tasks): {', '.join(chance)}." if chance else ""
+
+
 def _delta_order(a: Analysis, f: float) -> list[tuple[str, list[str]]]:
     """Groups largest-data first; tasks within a group by n_train, largest first."""
     comp = a.comp
@@ -211,9 +227,11 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
     """Δ % per task, horizontal bars by paradigm with their intervals, grouped by clinical group, type as markers.
 
     Error bars: the interval `uncertainty.shown_interval` picks (seeds when ≥ 2, else the
-    test-set bootstrap). A bar of a task its paradigm leaves out of the aggregates (a one-task
-    group of that paradigm: a clinical group under CG, a group AG formed under AG) is drawn pale and
-    its label marked with a dagger; the caption names each paradigm's (`Comparison.excluded_text`).
+    test-set bootstrap). A bar of a task its paradigm leaves out of the aggregates is drawn pale
+    (`Comparison.left_out`), so no reader takes it for a result the study counts: a one-task group of
+    that paradigm (a clinical group under CG, a group AG formed under AG) gets a dagger on its label
+    and the caption names each paradigm's (`Comparison.excluded_text`); a task whose baseline is at
+    chance gets CHANCE_MARK and is named too.
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -249,7 +267,7 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
             d = comp.deltas[(f, t, p)]
             yb = yy + (j - (k - 1) / 2) * h
             if d.value is not None:
-                target = pale if t in comp.excluded.get(p, ()) else bars
+                target = pale if t in comp.left_out(f, p) else bars
                 target[p][0].append(yb)
                 target[p][1].append(d.value)
                 shown = shown_interval(a.stats, f, t, p)
@@ -272,11 +290,12 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
     if lin is not None:
         _symlog_axis(ax, lin)
     flagged = {t for ts in comp.excluded.values() for t in ts}
+    chance = _chance_tasks(comp, f)
     labels = []
     for t in ypos:
         n = comp.n_train.get((f, t), math.nan)
-        dagger = " †" if t in flagged else ""
-        labels.append(f"{t}{dagger} ({'n=' + str(round(n)) if not math.isnan(n) else 'n=?'})")
+        marks = "†" * (t in flagged) + CHANCE_MARK * (t in chance)
+        labels.append(f"{t}{' ' + marks if marks else ''} ({'n=' + str(round(n)) if not math.isnan(n) else 'n=?'})")
     strip.set_yticks(list(ypos.values()), labels)
     for ty in task_type_names():
         ys = [yy for t, yy in ypos.items() if comp.info(t).type == ty]
@@ -321,6 +340,12 @@ def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
             f" †: alone in its group under the paradigm named ({comp.excluded_text()}); pale bar: that paradigm's "
             "Δ measures MoE alone and is left out of its aggregates and tests."
             if flagged
+            else ""
+        )
+        + (
+            f" {CHANCE_MARK}: {comp.baseline} at chance ({', '.join(chance)}); pale bar: no skill for a paradigm to "
+            "change, so left out of every aggregate and test (analysis.chance_tasks: exclude)."
+            if chance
             else ""
         )
         + (f" n/a: {len(na)} Δ not defined (see the Δ n/a table)." if na else "")
@@ -438,6 +463,7 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
             if comp.excluded
             else ""
         )
+        + _chance_text(comp, f, "every part")
     )
     return fig, cap
 
@@ -488,6 +514,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
         f"group's tasks are not independent; the mixed model's slope is the test), n tasks. "
         f"Dashed: regime threshold n_train = {thr}."
         + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
+        + _chance_text(comp, f, "every paradigm's points")
     )
     return fig, cap
 
@@ -547,7 +574,7 @@ def fig_task_type(a: Analysis) -> tuple[Figure, str] | None:
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel(_delta_axis(comp))
     ax.legend(loc="best", frameon=False)
-    chance = comp.chance.get(f, ()) if comp.chance_excluded else ()
+    chance = _chance_tasks(comp, f)
     left = "; ".join(
         filter(None, [comp.excluded_text(), f"every paradigm: {', '.join(chance)} (at chance)" * bool(chance)])
     )
@@ -671,8 +698,20 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
         f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % wild cluster restricted "
         f"bootstrap-t CI, the tasks of a clinical group one cluster where they share a model, each task its own "
         f"otherwise ({a.inp.settings.bootstrap} draws, seed {a.inp.settings.bootstrap_seed})."
+        + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
+        + _chance_by_fraction(comp)
     )
     return fig, cap
+
+
+def _chance_by_fraction(comp: Comparison) -> str:
+    """`_chance_text` for a figure over fractions: which tasks each fraction's Δm leaves out (they can differ)."""
+    per: dict[tuple[str, ...], list[str]] = {}  # the tasks at chance -> the fractions where they are
+    for f in comp.fractions:
+        if tasks := _chance_tasks(comp, f):
+            per.setdefault(tasks, []).append(frac_label(f))
+    named = "; ".join(f"{', '.join(ts)} at fraction{'s' * (len(fs) > 1)} {', '.join(fs)}" for ts, fs in per.items())
+    return f" At chance, left out of Δm (analysis.chance_tasks): {named}." if named else ""
 
 
 def _measured_on(aff: Affinity) -> str:
@@ -825,6 +864,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
         "affinity matrix figure"
         + (f", in units of {unit} (the x axis reads 3 for an affinity of 3 × {unit})." if power else ".")
         + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
+        + _chance_text(comp, f, "every paradigm's points")
     )
     return fig, cap
 

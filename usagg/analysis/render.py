@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from usagg.analysis.results import FORMULA_START
-from usagg.analysis.tables import Cellv, Table, fmt_delta
+from usagg.analysis.tables import Cellv, Interval, Key, Table, fmt_delta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,6 +30,8 @@ def cell_text(col: str, v: Cellv) -> str:
     other floats three decimals (one above 10)."""
     if v is None:
         return "n/a" if col.startswith("Δ") else "—"
+    if isinstance(v, Interval):
+        return v.text
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
@@ -160,13 +162,24 @@ def csv_cell(v: Cellv) -> Cellv:
     return "'" + v
 
 
+def _csv_values(key: Key, v: Cellv) -> list[Cellv]:
+    """A cell's CSV values: an interval column's (a pair of keys) two bounds, empty where it has none; else itself
+    (an Interval outside such a column as its text)."""
+    if isinstance(key, tuple):
+        return [v.low, v.high] if isinstance(v, Interval) else [None, None]
+    return [v.text if isinstance(v, Interval) else v]
+
+
 def to_csv(t: Table) -> str:
-    """Raw values (full precision, empty for missing) so the CSV can be re-analysed; text through `csv_cell`."""
+    """Raw values (full precision, empty for missing) so the CSV can be re-analysed; text through `csv_cell`. The
+    header is the table's `keys` where it has them (an interval column's two), else its display columns."""
     import pandas as pd
 
-    rows = [[csv_cell(v) for v in row] for row in t.rows]
-    frame = pd.DataFrame(rows, columns=range(len(t.columns)), dtype=object)
-    return frame.to_csv(index=False, header=[csv_cell(c) for c in t.columns], lineterminator="\n")
+    keys = t.keys or t.columns
+    header = [k for key in keys for k in ([*key] if isinstance(key, tuple) else [key])]
+    rows = [[csv_cell(x) for key, v in zip(keys, row, strict=True) for x in _csv_values(key, v)] for row in t.rows]
+    frame = pd.DataFrame(rows, columns=range(len(header)), dtype=object)
+    return frame.to_csv(index=False, header=[csv_cell(c) for c in header], lineterminator="\n")
 
 
 _LATEX = {

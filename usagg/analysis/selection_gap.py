@@ -19,6 +19,7 @@ paradigm and every other table is unaffected. Torch-free; reads metrics.json thr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 from usagg.analysis.cluster_inference import METHOD, ClusterMean, wild_cluster_mean
 from usagg.analysis.delta import SEED_ORDER, Comparison
 from usagg.analysis.inputs import AnalysisInput
-from usagg.analysis.tables import Cellv, Table, frac_label
+from usagg.analysis.tables import Cellv, Interval, Key, Table, frac_label
 from usagg.jobmetrics import NO_SELECTION_SPLIT, SELECTION_RULES, JobMetrics
 from usagg.store import RunStore
 from usagg.wording import counted
@@ -234,24 +235,27 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
     return notes
 
 
-def _ci_text(c: ClusterMean) -> str:
+def _interval(c: ClusterMean) -> Interval:
     if c.ci is None:
-        return c.note or "—"
-    return f"[{c.ci[0]:+.1f}, {c.ci[1]:+.1f}]"
+        return Interval(None, None, c.note or "—")
+    return Interval(c.ci[0], c.ci[1], f"[{c.ci[0]:+.1f}, {c.ci[1]:+.1f}]")
 
 
 def gap_table(gap: SelectionGap, *, multi: bool = False) -> Table:
-    """The "Selection gap" table: per paradigm (and fraction), mean Δ under each rule, the gap and its interval."""
+    """The "Selection gap" table: per paradigm (and fraction), mean Δ under each rule, the gap and its interval.
+    Its CSV keys are `gap_json`'s names (mean_model for its mean.model), the interval as ci_low, ci_high."""
     rows: list[list[Cellv]] = []
     for r in gap.rows:
         cells: list[Cellv] = [r.paradigm, *([frac_label(r.fraction)] if multi else [])]
-        cells += [len(r.tasks), *(r.means[k] for k in SELECTION_RULES), r.gap.mean, _ci_text(r.gap), r.status]
+        cells += [len(r.tasks), *(r.means[k] for k in SELECTION_RULES), r.gap.mean, _interval(r.gap), r.status]
         rows.append(cells)
     cols = ["Paradigm", *(["Fraction"] if multi else []), "Tasks"]
     cols += [f"Δm {RULE_NAMES[k]} %" for k in SELECTION_RULES] + ["Δ gap (task − model) pp", "95 % CI", "Status"]
+    keys: list[Key] = ["paradigm", *(["fraction"] if multi else []), "n_tasks"]
+    keys += [f"mean_{k}" for k in SELECTION_RULES] + ["gap", ("ci_low", "ci_high"), "status"]
     head = RULE_NAMES.get(gap.headline or "", gap.headline or "unknown")
     title = f"Selection gap: Δm versus {gap.baseline} under each selection rule (the headline uses the {head})"
-    return Table("selection_gap", title, cols, rows, list(gap.notes))
+    return Table("selection_gap", title, cols, rows, list(gap.notes), keys)
 
 
 def gap_json(gap: SelectionGap) -> dict:
@@ -315,7 +319,7 @@ def study_gaps(a: Analysis) -> list[tuple[str, SelectionGap, bool]]:
 
 
 def _titled(t: Table, label: str) -> Table:
-    return Table(t.name, f"{t.title} [{label}]", t.columns, t.rows, t.notes) if label else t
+    return dataclasses.replace(t, title=f"{t.title} [{label}]") if label else t
 
 
 def gap_tables(a: Analysis) -> list[Table]:

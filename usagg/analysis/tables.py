@@ -33,18 +33,41 @@ from usagg.wording import counted
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
 
-Cellv = str | float | int | None
+
+@dataclass(frozen=True)
+class Interval:
+    """An interval as one cell: shown as `text` (`[-9.2, +8.1]`, in the rounding of its table, or why there is
+    none), written to CSV as two numbers, its column's two keys (`Table.keys`), so a spreadsheet or a script reads
+    the bounds without parsing the text."""
+
+    low: float | None
+    high: float | None
+    text: str
+
+
+Cellv = str | float | int | Interval | None
+#: A column's CSV header (`Table.keys`): a name, or the two names of an interval column's low and high bounds.
+Key = str | tuple[str, str]
 
 
 @dataclass
 class Table:
-    """A titled grid with notes; `name` is its file stem in reports (tables/<name>.csv)."""
+    """A titled grid with notes; `name` is its file stem in reports (tables/<name>.csv).
+
+    `keys`, where given, are the columns' machine names, CSV's header in place of the display `columns`: a table
+    whose CSV is read by scripts (`usagg compare --format csv --table NAME`) names its columns as the JSON does,
+    and an interval column (a pair of keys) is written as its two bounds."""
 
     name: str
     title: str
     columns: list[str]
     rows: list[list[Cellv]]
     notes: list[str] = field(default_factory=list)
+    keys: list[Key] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.keys and len(self.keys) != len(self.columns):
+            raise ValueError(f"table {self.name}: {len(self.keys)} keys for {len(self.columns)} columns")
 
 
 def fmt_metric(v: float, ref: float | None = None) -> str:
@@ -506,6 +529,12 @@ def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
     )
 
 
+def count(v: float | None) -> float | int | None:
+    """A count kept as a float (a median or mean over seeds) as an int where it is whole, so a CSV reads 51, not
+    51.0; a fractional one (a median between two seeds) stays a float."""
+    return int(v) if v is not None and v.is_integer() else v
+
+
 def delta_long_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
     """Machine-readable: one row per (fraction, task, paradigm) with mean, sd, seeds, n_train, Δ, its interval
     (ci_low, ci_high, ci_source: seeds when ≥ 2, else the test-set bootstrap), steps and their ratio to the
@@ -527,13 +556,13 @@ def delta_long_table(comp: Comparison, stats: list[Stat] | None = None) -> Table
                 shown = shown_interval(stats or [], f, task, p)
                 rows.append([
                     f, task, info.group, info.type, info.metric, str(info.higher_is_better).lower(),
-                    None if math.isnan(n) else n, p,
+                    None if math.isnan(n) else count(n), p,
                     cell.mean if cell else None,
                     cell.sd if cell and not math.isnan(cell.sd) else None,
                     cell.n_seeds if cell else 0, comp.baseline,
                     d.value if d else None, (d.reason if d else "baseline"),
                     shown[0] if shown else None, shown[1] if shown else None, shown[2] if shown else "",
-                    comp.steps.get((f, task, p)), steps_ratio(comp, f, task, p),
+                    count(comp.steps.get((f, task, p))), steps_ratio(comp, f, task, p),
                     str(task not in comp.left_out(f, p)).lower(), comp.scale,
                 ])  # fmt: skip
     return Table("delta", f"Δ versus {comp.baseline}, per task", cols, rows)
