@@ -29,7 +29,7 @@ from usagg.analysis.report import md_text, write_report
 from usagg.analysis.report_html import png_size
 from usagg.analysis.simulate import simulate_run_store
 from usagg.analysis.summary import Analysis, all_tables, analyse
-from usagg.analysis.tables import Cellv, Table, delta_long_table
+from usagg.analysis.tables import Cellv, Interval, Table, delta_long_table
 from usagg.data.synth.tasks import TASKS as SYNTH
 from usagg.store import RunStore, read_json
 
@@ -59,6 +59,8 @@ def _check_cell(col: str, v: Cellv, shown: str, where: str, column: list[Cellv])
     all are and one reaches 10."""
     if v is None:
         assert shown == ("n/a" if col.startswith("Δ") else "—"), where
+    elif isinstance(v, Interval):  # its text, in the rounding of its table
+        assert shown == v.text, where
     elif isinstance(v, float) and col.startswith("Δ"):
         assert re.fullmatch(r"[+-]\d+\.\d", shown), where
         assert abs(float(shown) - v) <= 0.05 + 1e-9, where
@@ -144,12 +146,26 @@ def _check_latex(t: Table, tex: str) -> None:
                 assert cell == latex_escape(v)
 
 
+def _csv_row(t: Table, row: list[Cellv]) -> list[Cellv]:
+    """A row as its CSV columns: an interval column (a pair of keys) as its two bounds."""
+    keys = t.keys or t.columns
+    out: list[Cellv] = []
+    for key, v in zip(keys, row, strict=True):
+        if isinstance(key, tuple):
+            out += [v.low, v.high] if isinstance(v, Interval) else [None, None]
+        else:
+            out.append(v.text if isinstance(v, Interval) else v)
+    return out
+
+
 def _check_csv(t: Table, text: str) -> None:
-    """Full precision: a float reads back bit for bit, an int as an int, a missing value as an empty cell."""
+    """Full precision: a float reads back bit for bit, an int as an int, a missing value as an empty cell; the
+    header is the table's keys where it has them."""
     header, *body = list(csv.reader(io.StringIO(text)))
-    assert header == t.columns and len(body) == len(t.rows)
+    names = [k for key in (t.keys or t.columns) for k in ([*key] if isinstance(key, tuple) else [key])]
+    assert header == names and len(body) == len(t.rows)
     for row, cells in zip(t.rows, body, strict=True):
-        for v, cell in zip(row, cells, strict=True):
+        for v, cell in zip(_csv_row(t, row), cells, strict=True):
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 assert cell == ""
             elif isinstance(v, float):

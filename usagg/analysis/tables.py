@@ -455,9 +455,9 @@ def budget_table(comp: Comparison, fraction: float, *, multi: bool = False) -> T
     for task in ordered_tasks(comp):
         n = comp.n_train.get((fraction, task), math.nan)
         row: list[Cellv] = [task, comp.info(task).group, None if math.isnan(n) else round(n)]
-        row.append(comp.steps.get((fraction, task, comp.baseline)))
+        row.append(count(comp.steps.get((fraction, task, comp.baseline))))
         for p in comp.others:
-            row += [comp.steps.get((fraction, task, p)), steps_ratio(comp, fraction, task, p)]
+            row += [count(comp.steps.get((fraction, task, p))), steps_ratio(comp, fraction, task, p)]
             row.append(comp.deltas[(fraction, task, p)].value)
         rows.append(row)
     notes = [
@@ -482,7 +482,7 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
             shown = shown_interval(stats, fraction, task, p)
             rows.append([
                 task, p, comp.deltas[(fraction, task, p)].value, seeds.n if seeds else 0, sd,
-                _ci_text(seeds), _ci_text(test), shown[2] if shown else "—",
+                _ci_cell(seeds), _ci_cell(test), shown[2] if shown else "—",
             ])  # fmt: skip
     notes = [
         "Seeds: Δ of each seed against the baseline's seed mean (their mean is Δ); sd over seeds; 95 % t interval "
@@ -494,7 +494,18 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
     ]
     title = "Uncertainty of each task's Δ" + (f" (fraction {frac_label(fraction)})" if multi else "")
     cols = ["Task", "Paradigm", "Δ %", "Seeds", "sd of seed Δ", "95 % CI seeds", "95 % CI test set", "Shown"]
-    return Table("uncertainty" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+    keys: list[Key] = [
+        "task", "paradigm", "delta_pct", "n_seeds", "seed_sd", ("seeds_ci_low", "seeds_ci_high"),
+        ("test_ci_low", "test_ci_high"), "shown",
+    ]  # fmt: skip
+    name = "uncertainty" + (f"_f{frac_label(fraction)}" if multi else "")
+    return Table(name, title, cols, rows, notes, keys)
+
+
+def _ci_cell(s: Stat | None) -> Interval:
+    """`_ci_text` shown, the bounds in CSV."""
+    low, high = s.ci if s is not None and s.ci is not None else (None, None)
+    return Interval(low, high, _ci_text(s))
 
 
 def _ci_text(s: Stat | None) -> str:
