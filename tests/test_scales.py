@@ -133,6 +133,20 @@ def test_log_ratio_delta_and_its_seed_interval_by_hand(tmp_path: Path) -> None:
     assert {r[long.columns.index("scale")] for r in long.rows} == {"log_ratio"}
 
 
+def test_a_baseline_without_spread_gives_its_interval_one_df_not_a_crash(tmp_path: Path) -> None:
+    """TS at AUC 1.0 on both seeds: one term of df 1, whose Welch-Satterthwaite df rounded to 0.9999999999999998
+    and crashed the quantile; the interval is the t interval of df 1."""
+    vals = {"TS": {"a": (1.0, 1.0)}, "AU": {"a": (0.85, 0.8)}}  # relative: Welch df was 1 − 2e-16
+    for scale in ("relative", "headroom"):
+        comp = compare(_input(_results(tmp_path / scale, vals, {"a": "AUC"}), scale=scale))
+        for level in (0.95, 1 - 0.05 / 3, 0.9):
+            st = seed_interval(comp, 1.0, "a", "AU", level)
+            assert st is not None and st.ci is not None and st.value is not None
+            half = (st.ci[1] - st.ci[0]) / 2
+            se = abs(half / ss.t.ppf(0.5 + level / 2, 1))
+            assert st.ci == (pytest.approx(st.value - half), pytest.approx(st.value + half)) and se > 0
+
+
 CHANCE_VALUES = {
     "TS": {"x": (0.52, 0.49, 0.55), "y": (0.80, 0.81, 0.79), "z": (0.70, 0.71, 0.69)},
     "AU": {"x": (0.70, 0.72, 0.71), "y": (0.82, 0.83, 0.81), "z": (0.69, 0.70, 0.68)},

@@ -60,7 +60,8 @@ def seed_interval(comp: Comparison, f: float, task: str, p: str, level: float = 
     se = math.sqrt(sum(terms))
     if se == 0:
         return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value, d.value), effects=effects, task=task)
-    df = se**4 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True))
+    # Welch-Satterthwaite lies in [min df, sum df]; rounding put it at 0.9999999999999998 for one term of df 1
+    df = max(sum(terms) ** 2 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True)), min(dfs))
     half = t_quantile(0.5 + level / 2, df) * se  # no scipy: `usagg report` reuses the analysis without it
     return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value - half, d.value + half), effects=effects, task=task)
 
