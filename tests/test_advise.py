@@ -13,7 +13,17 @@ import yaml
 
 from tests.cli_run import run_cli
 from usagg.affinity import Affinity, write_affinity
-from usagg.analysis.advise import LOGO, LOTO, CannotAdvise, advice_table, advise, advise_input, ridge_predict
+from usagg.analysis.advise import (
+    LOGO,
+    LOTO,
+    Advice,
+    CannotAdvise,
+    Rule,
+    advice_table,
+    advise,
+    advise_input,
+    ridge_predict,
+)
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
@@ -175,13 +185,17 @@ def test_affinity_tells_the_tasks_apart(tmp_path: Path) -> None:
     assert blind.features == {"CG": [], "AU": []}
     assert {r.model_advised for r in blind.rows} == {"CG"} and blind.rows[0].predicted_by["CG"] == pytest.approx(0.25)
     assert blind.hits[LOTO] == 0 and not blind.beats_trivial and blind.best_rule.name == "always TS"
-    # t7's own seeds decide (ΔCG +10.0, its 97.5 % interval above 0); the others' intervals cover 0: the rule's TS
-    assert [r.advised for r in blind.rows] == ["TS"] * 7 + ["CG"] and blind.rows[0].predicted == 0.0
-    assert [r.decided_by for r in blind.rows] == ["rule"] * 7 + ["measurement"]
-    assert blind.rows[5].evidence == "ΔCG < 0; AU covers 0"  # t5: CG −12 is a measured loss, AU's −6 is not
+    # own seeds decide t0 and t7 (ΔCG +8 and +10, their 95 % intervals above 0: one-sided 2.5 % over 2 paradigms)
+    # and t1, t5 (both Δs below 0: TS); the others' CG intervals cover 0, AU's −6 lies below: the rule's TS
+    assert [r.advised for r in blind.rows] == ["CG"] + ["TS"] * 6 + ["CG"] and blind.rows[1].predicted == 0.0
+    assert [r.decided_by for r in blind.rows] == ["measurement"] * 2 + ["rule"] * 3 + ["measurement", "rule"] + [
+        "measurement"
+    ]
+    assert blind.rows[2].evidence == "ΔAU < 0; CG covers 0" and blind.rows[5].evidence == "every Δ's interval < 0"
     # always TS ties with other rules on the held-out groups: said as a default, not a finding
     assert blind.notes[0].startswith("The model does not beat the trivial rules") and "rules tie at" in blind.notes[0]
-    assert "so the predicted advice is the first of them, 'always TS' (TS for every task), a default" in blind.notes[0]
+    first = "the first of them, 'always TS' (TS for every task its own measurement leaves open), a default"
+    assert first in blind.notes[0]
     assert len(blind.tied_rules) > 1 and blind.tied_rules[0] == "always TS"
     assert f"(the model does not beat it; {len(blind.tied_rules)} rules tie, a default)" in advice_table(blind).title
     assert "No affinity measured" in " ".join(blind.notes) and "CG: intercept only" in " ".join(blind.notes)
@@ -213,7 +227,7 @@ def test_cli_formats(
         assert float(rows[0]["ΔAU % measured"]) == pytest.approx(12.0)
     elif fmt == "json":
         out = json.loads(text)
-        assert out["beats_trivial"] is True and out["advised_by"] == "model"
+        assert out["beats_trivial"] is True and out["predicted_advice_by"] == "model"
         assert out["accuracy"]["hits"] == out["accuracy"]["logo_hits"] == 12 and out["accuracy"]["share"] == 1.0
         rules = {r["name"]: r["hits"] for r in out["rules"]}
         assert rules["always AU"] == {"leave-one-task-out": 4, "leave-one-group-out": 4}
@@ -226,14 +240,14 @@ def test_cli_formats(
         assert accuracy in text and "leave-one-task-out 12/12, leave-one-group-out 12/12 advised = best" in text
         lines = [" ".join(line.split()) for line in text.splitlines()]  # pandas pads the cells to column width
         (row,) = [line for line in lines if line.startswith("| s0 |")]
-        assert row.startswith("| s0 | G0 | segmentation | 100 | AU | measurement | ΔAU +12.0 [+2.2, +21.8] | +1")
+        assert row.startswith("| s0 | G0 | segmentation | 100 | AU | measurement | ΔAU +12.0 [+5.2, +18.8] | +1")
         assert row.endswith("| -16.0 | +12.0 | AU | AU | AU | yes | AU | yes |")
     else:
         verdict = text.index("The model beats every trivial rule")
         assert verdict < text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
         cells = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()[:2] in X}
         assert [cells[t][1] for t in X] == EXPECTED  # Task n_train Advice From ...
-        assert cells["s0"][2] == "seeds" and cells["m0"][2] == "model"  # s0's ΔAU +12 decides; m0's intervals do not
+        assert cells["s0"][2] == "measured" and cells["m0"][2] == "model"  # s0's ΔAU +12 decides; m0's intervals do not
         assert cells["s0"][4:] == ["-16.0", "+12.0", "AU", "AU", "✓", "AU", "✓"]  # ΔCG, ΔAU, best, LOTO, LOGO
 
 
@@ -397,7 +411,13 @@ def test_a_group_effect_without_task_signal_does_not_beat_the_trivial_rules(tmp_
     top = max(adv.rules, key=lambda r: (r.hits[LOGO], -adv.rules.index(r)))
     assert not adv.beats_trivial and adv.best_rule == top
     assert adv.hits[LOGO] <= top.hits[LOGO]
-    assert {r.advised for r in adv.rows} == {top.advised}
+    # a task its own seeds decide gets its best measured paradigm; the others the rule's, unless their own interval
+    # puts it below 0 (then TS)
+    for r in adv.rows:
+        ci = r.intervals.get(top.advised)
+        ruled = "TS" if ci is not None and ci[1] < 0 else top.advised
+        assert r.advised == (best[r.task] if r.decided_by == "measurement" else ruled), r.task
+    assert 0 < len(adv.measured) < len(adv.rows)
     assert adv.notes[0].startswith(f"The model does not beat the trivial rule '{top.name}'")
     assert "the rule" in advice_table(adv).title and adv.to_json()["beats_trivial"] is False
 
@@ -446,21 +466,33 @@ def test_a_task_with_ts_at_chance_is_not_advised_on(tmp_path: Path) -> None:
     assert "Not advised on: s1 (TS at chance" in " ".join(adv.notes)
 
 
-def test_few_tasks_and_an_advice_the_task_measured_against_are_said(tmp_path: Path) -> None:
-    """Five tasks in two groups: the note says one task decides between model and rules; where the advice's own
-    measured Δ for a task is a loss and another paradigm measured best, the note names it with both."""
+def test_few_tasks_an_advice_that_is_not_the_best_measured_and_a_measured_loss(tmp_path: Path) -> None:
+    """Five tasks in two groups: the note says one task decides between model and rules. Where the advice is not a
+    task's best measured paradigm and its own measurement does not decide, the note names it with the measured Δ and
+    interval; a paradigm measured below 0 for a task is never its advice, whatever the rule."""
     tasks = {"a": 0.0, "b": 0.5, "c": 1.0, "d": 1.5, "e": 2.0}
     n_train = {t: 10 ** (2 + x) for t, x in tasks.items()}
     groups = {t: ("G0", "G0", "G0", "G1", "G1")[i] for i, t in enumerate(tasks)}
-    au = {"a": 8.0, "b": 7.0, "c": 6.0, "d": 9.0, "e": -20.0}  # AU wins everywhere but e, where TS is best
-    deltas = {"TS": {t: 0.0 for t in tasks}, "CG": {t: -5.0 for t in tasks}, "AU": au}
-    write_results(_rows(deltas, n_train, groups), tmp_path / "r.csv")
-    adv = advise_input(load_input(None, tmp_path / "r.csv"))
-    notes = " ".join(adv.notes)
-    assert "Few cases: the model and the rules are compared on 5 tasks in 2 clinical groups" in notes
-    assert [r.advised for r in adv.rows] == ["AU"] * 5  # the rule "always AU" (4 of 5 held out) beats the model
-    assert "goes against the task's own measurement for e (ΔAU measured -20.0, best measured TS)" in notes
-    assert "measurement for a " not in notes  # AU was best measured on a-d: no note for them
+    for e, advised in ((-2.0, "AU"), (-20.0, "TS")):  # AU wins everywhere but e, where TS is best
+        au = {"a": 8.0, "b": 7.0, "c": 6.0, "d": 9.0, "e": e}
+        deltas = {"TS": {t: 0.0 for t in tasks}, "CG": {t: -5.0 for t in tasks}, "AU": au}
+        write_results(_rows(deltas, n_train, groups), tmp_path / "r.csv")
+        adv = advise_input(load_input(None, tmp_path / "r.csv"))
+        notes = " ".join(adv.notes)
+        assert "Few cases: the model and the rules are compared on 5 tasks in 2 clinical groups" in notes
+        assert adv.best_rule.name == "always AU" and not adv.beats_trivial  # 4 of 5 held out
+        row = adv.rows[-1]
+        assert (row.task, row.advised, row.decided_by) == ("e", advised, "rule")
+        if advised == "AU":  # ΔAU −2 covers 0: the rule's AU, said to be against its best measured TS
+            lo, hi = row.intervals["AU"] or (0.0, 0.0)
+            assert lo < -2.0 < 0.0 < hi
+            assert (
+                f"not the best measured paradigm for e (advised AU, ΔAU -2.0 [{lo:+.1f}, {hi:+.1f}]; best measured TS)"
+                in notes
+            )
+        else:  # ΔAU −20 lies below 0: TS, not the rule's AU, and nothing to say against it
+            assert row.evidence.startswith("ΔAU < 0") and "not the best measured paradigm for e" not in notes
+        assert all(r.advised == "AU" for r in adv.rows[:4])  # AU best measured on a-d, by the rule or their seeds
 
 
 def _seeded_rows(deltas: dict[str, dict[str, float]], spread: dict[str, float], seeds: int) -> list[Row]:
@@ -494,14 +526,14 @@ def test_a_tasks_own_seeds_decide_its_advice_where_their_intervals_do(tmp_path: 
     spread = {"big": 0.01, "two": 0.01, "loss": 0.01, "open": 0.05, "noisy": 0.2}
     write_results(_seeded_rows(deltas, spread, seeds=4), tmp_path / "r.csv")
     adv = advise_input(load_input(None, tmp_path / "r.csv"))
-    assert adv.level == pytest.approx(1 - 0.05 / 2)
+    assert adv.level == pytest.approx(1 - 2 * 0.05 / 2)  # each bound one-sided at 2.5 %
     by = {r.task: r for r in adv.rows}
     assert [by[t].decided_by for t in deltas["TS"]] == ["measurement"] * 3 + [by["open"].decided_by] * 2
     assert by["open"].decided_by in ("model", "rule") and by["noisy"].decided_by == by["open"].decided_by
     assert (by["big"].advised, by["two"].advised, by["loss"].advised) == ("CG", "AU", "TS")
     assert by["two"].evidence.startswith("ΔAU +30.0 [") and by["two"].evidence.endswith("; CG also > 0")
     assert by["loss"].evidence == "every Δ's interval < 0" and by["open"].evidence == "CG/AU cover 0"
-    # the interval is the t interval over the 4 seeds at 97.5 %: both paradigms' seed variances (delta method on the
+    # the interval is the t interval over the 4 seeds at 95 %: both paradigms' seed variances (delta method on the
     # relative change), Welch df; recomputed here from the designed values
     from scipy.stats import t as student
 
@@ -512,17 +544,17 @@ def test_a_tasks_own_seeds_decide_its_advice_where_their_intervals_do(tmp_path: 
         (100 * m_p.mean() / m_b.mean() ** 2) ** 2 * m_b.var(ddof=1) / 4,
     ]
     df = sum(terms) ** 2 / sum(v**2 / 3 for v in terms)
-    half = student.ppf(1 - 0.025 / 2, df) * np.sqrt(sum(terms))
+    half = student.ppf(1 - 0.025, df) * np.sqrt(sum(terms))
     assert by["big"].intervals["CG"] == pytest.approx((55.0 - half, 55.0 + half), rel=1e-9)
     notes = " ".join(adv.notes)
     assert (
-        "Measured first: the study's own seeds decide the advice of 3 of 5 tasks: big → CG, loss → TS, two → AU."
+        "Measured first: the study's own measurement decides the advice of 3 of 5 tasks: big → CG, loss → TS, two → AU."
         in notes
     )
-    assert "at 97.5 % (95 % Bonferroni over the 2 paradigms besides TS)" in notes
+    assert "at 95.0 % two-sided, each bound one-sided at 2.5 % (Bonferroni over the 2 paradigms besides TS" in notes
     table = advice_table(adv)
-    assert "own seeds decide 3 of 5, else " in table.title
-    assert table.columns[4:7] == ["Advice", "Advice from", "Own seeds"]
+    assert "own measurement decides 3 of 5, else " in table.title
+    assert table.columns[4:7] == ["Advice", "Advice from", "Own measurement (95.0 % interval)"]
     out = adv.to_json()
     assert out["measured_first"]["tasks"] == ["big", "loss", "two"]
     assert out["tasks"][0]["intervals"]["CG"] == pytest.approx([55.0 - half, 55.0 + half], rel=1e-9)
@@ -540,3 +572,14 @@ def test_one_seed_never_decides(tmp_path: Path) -> None:
     assert {r.decided_by for r in adv.rows} <= {"model", "rule"} and not adv.measured
     assert {r.evidence for r in adv.rows} == {"one seed"}
     assert "One seed: no task's own measurement can decide its advice" in " ".join(adv.notes)
+
+
+def test_rules_that_tie_but_agree_are_no_default() -> None:
+    """Tied rules advising one paradigm (always TS and the majority, both TS) leave nothing to a default."""
+    rules = [Rule("always TS", "TS", {LOTO: 3}), Rule("always AU", "AU", {LOTO: 2}), Rule("majority", "TS", {LOTO: 3})]
+    adv = Advice("s", 1.0, [0, 1], ["TS", "AU"], [], {}, {}, {LOTO: 1}, 5, 1.0, 5, 1.0, rules, [], 0.9, False)
+    assert adv.tied_rules == ["always TS", "majority"] and not adv.default_tie
+    assert "(2 rules tie, all advising TS): the predicted advice is that rule" in adv.verdict()
+    assert "rules tie, agreeing" in advice_table(adv).title
+    adv.rules[2] = Rule("majority", "AU", {LOTO: 3})
+    assert adv.default_tie and "a default rather than a finding" in adv.verdict()

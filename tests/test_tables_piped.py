@@ -152,7 +152,7 @@ def test_advise_keeps_task_ids_whole(
         next(t for t in tasks if line.lstrip().startswith(t)) for line in lines
     ] == tasks  # each id whole, once, in order
     assert all(line.split()[2] in ("TS", "CG", "AU") for line in lines)  # its advice on its line
-    assert all(line.split()[3] in ("seeds", "model", "rule") for line in lines)  # and where it comes from
+    assert all(line.split()[3] in ("measured", "model", "rule") for line in lines)  # and where it comes from
 
 
 TINY = """

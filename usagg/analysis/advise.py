@@ -19,13 +19,15 @@ log_ratio (−∞, −100·ln m] (ln 0 is −∞: no lower bound); headroom [−
 (from chance at most: an AUC's lower end is below −100). An end the metric does not bound is
 infinite (a lower-is-better error in [0, ∞) has no lowest Δ on any scale).
 
-Advice for a task of the study: its own measurement first, where that decides. Its seed intervals of Δ
-(usagg/analysis/uncertainty.py `seed_interval`, t over seeds) at 1 − 0.05/k for the k paradigms modelled
-(Bonferroni: the task's decision is wrong at most 5 % of the time): a paradigm whose interval lies above 0
-gains on TS beyond its seeds' noise, and the highest measured of those is advised (their differences are not
-tested, and the output says so); every interval below 0 advises TS. Otherwise (an interval covers 0, or one
-seed: training noise unmeasured; the test-set bootstrap leaves that noise out, so it does not decide) the
-advice is the prediction below, which is also what a task new to the study gets.
+Advice for a task of the study: its own measurement first, where that decides (`decide`). Its intervals of
+Δ (usagg/analysis/uncertainty.py `seed_interval`: Welch t over seeds, the test set's variance from its
+paired bootstrap added where the jobs scored their test images, as a test set of a few dozen images moves Δ
+more than the seeds do) at 1 − 2·0.05/k two-sided for the k paradigms modelled, so each bound is one-sided at
+0.05/k (Bonferroni: a task's decision is wrong at most 5 % of the time, per task): the task's best measured
+paradigm is advised where its interval lies above 0 (others above 0 are named; their difference from it is
+untested), TS where every interval lies below 0. Otherwise (an interval covers 0, one seed: training noise
+unmeasured, or no spread measured) the advice is the prediction below, which is also what a task new to the
+study gets, never a paradigm whose interval lies below 0 for that task.
 
 Predicted advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
 uncertainty is the root-mean-square leave-one-task-out (LOTO) error of that paradigm's model.
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,8 +55,9 @@ from usagg.analysis.delta import SEED_ORDER, Comparison, compare
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
 from usagg.analysis.scales import FORMULAS, UNITS
+from usagg.analysis.stats import Stat
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
-from usagg.analysis.uncertainty import seed_interval
+from usagg.analysis.uncertainty import LEVEL, TEST_SET, seed_interval, test_set_intervals
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
@@ -106,8 +110,8 @@ class AdviceRow:
     logo_advised: str | None  # the advice with the task's clinical group held out; None with one group
     bounds: tuple[float, float]  # the Δ % the task's metric allows
     decided_by: str  # MEASUREMENT, MODEL or RULE
-    intervals: dict[str, tuple[float, float] | None]  # paradigm -> seed interval of Δ at the decision level
-    evidence: str  # what the task's own seeds say, in a few words
+    intervals: dict[str, tuple[float, float] | None]  # paradigm -> interval of Δ at the decision level
+    evidence: str  # what the task's own measurement says, in a few words
 
     @property
     def loto_hit(self) -> bool | None:
@@ -128,6 +132,8 @@ class Decision:
     choice: str | None
     intervals: dict[str, tuple[float, float] | None]
     evidence: str
+    losses: tuple[str, ...] = ()  # paradigms whose interval lies below 0: never advised for the task
+    test_set: bool = False  # whether the test set's variance is in an interval
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,8 @@ class Advice:
     constant_mae: float  # the same for each paradigm's mean Δ over the other tasks
     rules: list[Rule]
     notes: list[str]
-    level: float  # the level of the seed intervals a task's own measurement decides by
+    level: float  # the two-sided level of the intervals a task's own measurement decides by
+    test_set: bool  # whether the test set's bootstrap variance is in some task's intervals
 
     @property
     def measured(self) -> list[AdviceRow]:
@@ -167,36 +174,38 @@ class Advice:
     def measured_text(self) -> str:
         """How many tasks their own measurement decides, and on what intervals: said right after the verdict."""
         k = len(self.paradigms) - 1
+        test = ", the test set's bootstrap variance added," if self.test_set else ""
         how = (
-            f"t intervals over seeds at {100 * self.level:.1f} % ({100 * (1 - DECISION_ALPHA):.0f} % Bonferroni over "
-            f"the {counted(k, 'paradigm')} besides {BASELINE})"
+            f"Welch t intervals of Δ over seeds{test} at {100 * self.level:.1f} % two-sided, each bound one-sided at "
+            f"{100 * DECISION_ALPHA / k:.3g} % (Bonferroni over the {counted(k, 'paradigm')} besides {BASELINE}: a "
+            f"task's decision is wrong at most {100 * DECISION_ALPHA:.0f} % of the time, per task, not across tasks)"
         )
         decided = self.measured
-        given = f"every task gets the {'model' if self.beats_trivial else 'rule'}'s advice"
+        given = f"the {'model' if self.beats_trivial else 'rule'}'s advice"
         if not decided and all(r.evidence == "one seed" for r in self.rows):
             return (
-                f"One seed: no task's own measurement can decide its advice (training noise, the larger part, is "
-                f"unmeasured, and the test-set bootstrap leaves it out), so {given}; two or more seeds let a task's "
-                "own Δ decide where its interval does."
+                f"One seed: no task's own measurement can decide its advice (training noise is unmeasured), so every "
+                f"task gets {given}; with two or more seeds a task's own Δ decides where its interval does."
             )
         if not decided:
             return (
-                f"No task's own measurement decides its advice ({how}: no interval lies wholly above 0, nor every one "
-                f"below), so {given}."
+                f"No task's own measurement decides its advice ({how}: no best measured paradigm's interval lies "
+                f"above 0, nor every interval below), so every task gets {given}, never a paradigm measured below 0 "
+                "for it."
             )
         names = ", ".join(f"{r.task} → {r.advised}" for r in decided)
         open_ = len(self.rows) - len(decided)
         rest = (
-            f"The other {open_} get the {'model' if self.beats_trivial else 'rule'}'s advice, as a task new to the "
-            "study would."
+            f"The other {open_} get {given}, as a task new to the study would, never a paradigm whose interval lies "
+            "below 0 for them."
             if open_
             else "The prediction below is what a task new to the study would get."
         )
         return (
-            f"Measured first: the study's own seeds decide the advice of {len(decided)} of "
-            f"{counted(len(self.rows), 'task')}: {names}. On {how}, a paradigm whose interval lies above 0 gains on "
-            f"{BASELINE} beyond its seeds' noise (the highest measured of several is advised, their difference "
-            f"untested); every interval below 0 advises {BASELINE}. {rest}"
+            f"Measured first: the study's own measurement decides the advice of {len(decided)} of "
+            f"{counted(len(self.rows), 'task')}: {names}. A task's best measured paradigm is advised where its "
+            f"interval lies above 0 (others above 0 named, their difference from it untested), {BASELINE} where every "
+            f"interval lies below 0; {how}. {rest}"
         )
 
     @property
@@ -221,6 +230,12 @@ class Advice:
         return [r.name for r in self.rules if r.hits[self.primary] == top]
 
     @property
+    def default_tie(self) -> bool:
+        """Rules tie that advise different paradigms: the first listed is then a default, not a finding."""
+        tied = set(self.tied_rules)
+        return len({r.advised for r in self.rules if r.name in tied}) > 1
+
+    @property
     def beats_trivial(self) -> bool:
         """More held-out hits than every trivial rule under every scheme."""
         return self.n > 0 and all(h > max(r.hits[s] for r in self.rules) for s, h in self.hits.items())
@@ -231,7 +246,8 @@ class Advice:
         if not n:
             return (
                 f"No task has every paradigm measured, so the model cannot be checked against the trivial rules: "
-                f"the predicted advice is the rule '{best.name}' ({best.advised} for every task)."
+                f"the predicted advice is the rule '{best.name}' ({best.advised} for every task its own measurement "
+                "leaves open)."
             )
         scores = "; ".join(
             f"{s}: model {h}, best rule {max(r.hits[s] for r in self.rules)} of {n}" for s, h in self.hits.items()
@@ -239,18 +255,19 @@ class Advice:
         if self.beats_trivial:
             return f"The model beats every trivial rule ({scores}): the predicted advice is the model's."
         tied = self.tied_rules
-        if len(tied) > 1:  # the held-out tasks prefer none of them: the first listed is a default, not a finding
+        if self.default_tie:  # the held-out tasks prefer none of them: the first listed is a default, not a finding
             return (
                 f"The model does not beat the trivial rules ({scores}), and {len(tied)} rules tie at "
                 f"{best.hits[self.primary]} {self.primary} hits ({', '.join(tied)}): the held-out tasks prefer none, "
-                f"so the predicted advice is the first of them, '{best.name}' ({best.advised} for every task), a "
-                "default rather than a finding; the model's own advice, its predictions and each task's measured Δ "
-                "are beside it."
+                f"so the predicted advice is the first of them, '{best.name}' ({best.advised} for every task its "
+                "own measurement leaves open), a default rather than a finding; the model's own advice, its "
+                "predictions and each task's measured Δ are beside it."
             )
+        agree = f" ({len(tied)} rules tie, all advising {best.advised})" if len(tied) > 1 else ""
         return (
-            f"The model does not beat the trivial rule '{best.name}' ({scores}): the predicted advice is that rule, "
-            f"{best.advised} for every task (the rule with the most {self.primary} hits); the model's own advice and "
-            "predictions are shown beside it."
+            f"The model does not beat the trivial rule '{best.name}' ({scores}){agree}: the predicted advice is that "
+            f"rule, {best.advised} for every task its own measurement leaves open (the rule with the most "
+            f"{self.primary} hits); the model's own advice and predictions are shown beside it."
         )
 
     def accuracy_text(self) -> str:
@@ -283,9 +300,10 @@ class Advice:
             "paradigms": self.paradigms,
             "beats_trivial": self.beats_trivial,
             "verdict": self.verdict(),
-            "advised_by": "model" if self.beats_trivial else f"rule: {self.best_rule.name}",
+            "predicted_advice_by": "model" if self.beats_trivial else f"rule: {self.best_rule.name}",
             "measured_first": {
                 "level": self.level,
+                "test_set_variance": self.test_set,
                 "tasks": [r.task for r in self.measured],
                 "text": self.measured_text(),
             },
@@ -339,12 +357,14 @@ class Advice:
 def advise(a: Analysis) -> Advice:
     """Advice for every task of the analysed study; CannotAdvise with the reason when its results cannot support it."""
     _require_baseline(a.inp)
-    return _advise(a.inp, a.comp if a.comp.baseline == BASELINE else compare(a.inp, BASELINE))
+    if a.comp.baseline == BASELINE:  # the analysis' statistics hold the test-set bootstrap versus TS
+        return _advise(a.inp, a.comp, a.stats)
+    return _advise(a.inp, compare(a.inp, BASELINE))
 
 
 def advise_input(inp: AnalysisInput) -> Advice:
-    """`advise` straight from the input (`usagg advise`): Δ versus TS without the statistics `analyse` adds (bootstrap,
-    mixed model), which advice does not use."""
+    """`advise` straight from the input (`usagg advise`): Δ versus TS and the test-set bootstrap it decides with,
+    without the statistics `analyse` adds (mixed model, cluster bootstrap), which advice does not use."""
     _require_baseline(inp)
     return _advise(inp, compare(inp, BASELINE))
 
@@ -358,7 +378,7 @@ def _require_baseline(inp: AnalysisInput) -> None:
         )
 
 
-def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
+def _advise(inp: AnalysisInput, comp: Comparison, stats: list[Stat] | None = None) -> Advice:
     table, where = inp.table, inp.source
     fractions = [f for (f, _, p) in comp.cells if p == BASELINE]
     if not fractions:  # TS rows whose values are all missing (empty or nan): no result to advise from
@@ -438,7 +458,8 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
             notes.append(why)
     seeds = sorted({r.seed for r in table.rows if r.fraction == fraction})
     level = decision_level(len(modelled))
-    decisions = {t: decide(comp, fraction, t, modelled, level) for t in tasks}
+    test_var = test_set_variances(inp, comp, fraction, stats)
+    decisions = {t: decide(comp, fraction, t, modelled, level, test_var.get(t, {})) for t in tasks}
     adv = _fit_and_score(
         inp.study, comp, tasks, fraction, seeds, {p: measured[p] for p in modelled}, design, features, decisions
     )
@@ -495,57 +516,93 @@ def _caveats(adv: Advice, comp: Comparison) -> list[str]:
     if adv.n <= FEW_TASKS or len(groups) <= FEW_GROUPS:
         out.append(
             f"Few cases: the model and the rules are compared on {counted(adv.n, 'task')} in "
-            f"{counted(len(groups), 'clinical group')}, so one task decides between them: treat the advice as a "
-            "hypothesis for the next study, not a finding of this one."
+            f"{counted(len(groups), 'clinical group')}, so one task decides between them: treat the predicted advice "
+            "as a hypothesis for the next study, not a finding of this one (a task decided by its own measurement "
+            "is that task's finding)."
         )
     against = [
-        f"{r.task} (Δ{r.advised} measured {r.measured[r.advised]:+.1f}, best measured {r.best_measured})"
-        for r in adv.rows
-        if r.advised != BASELINE and (m := r.measured.get(r.advised)) is not None and m < 0
-        and r.best_measured not in (None, r.advised)
-    ]  # fmt: skip
+        _not_best(r) for r in adv.rows if r.decided_by != MEASUREMENT and r.best_measured not in (None, r.advised)
+    ]
     if against:
         out.append(
-            f"The advice goes against the task's own measurement for {', '.join(against)}: its seeds do not decide "
-            "(an interval covers 0, or one seed), so the advice is what the other tasks predict for it; its measured "
-            f"Δ and interval (per-task table) remain the direct evidence (Δ in {UNITS[comp.scale]})."
+            f"The advice is not the best measured paradigm for {', '.join(against)}: the task's own measurement does "
+            f"not decide at the level used ({100 * adv.level:.1f} % intervals), so the advice is what the other tasks "
+            f"predict for it; its measured Δ and interval are the direct evidence (Δ in {UNITS[comp.scale]})."
         )
     return out
 
 
+def _not_best(r: AdviceRow) -> str:
+    """A task advised other than its best measured paradigm, in words: the measured Δ and interval of the paradigm
+    that is not TS (the best measured one, or the advised one where TS measured best)."""
+    p = r.advised if r.best_measured in (None, BASELINE) else r.best_measured
+    m = r.measured.get(p)
+    measured = f"Δ{p} {'n/a' if m is None else f'{m:+.1f}'} {_interval_text(r.intervals.get(p))}"
+    if r.best_measured == BASELINE:
+        return f"{r.task} (advised {r.advised}, {measured}; best measured {BASELINE})"
+    return f"{r.task} (advised {r.advised}; best measured {measured})"
+
+
+def _interval_text(ci: tuple[float, float] | None) -> str:
+    """An interval of the advice's level in words ('no interval' without one)."""
+    return "no interval" if ci is None else f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
+
+
 def decision_level(k: int) -> float:
-    """The level of each of a task's k seed intervals, so that its decision is wrong at most DECISION_ALPHA of the
-    time (Bonferroni)."""
-    return 1 - DECISION_ALPHA / k
+    """The two-sided level of each of a task's k intervals whose bounds are one-sided tests at DECISION_ALPHA / k, so
+    that its decision is wrong at most DECISION_ALPHA of the time (Bonferroni)."""
+    return 1 - 2 * DECISION_ALPHA / k
 
 
-def decide(comp: Comparison, fraction: float, task: str, paradigms: list[str], level: float) -> Decision:
-    """What the task's own seeds decide: the paradigm whose seed interval of Δ at `level` lies above 0 (the highest
-    measured of several), TS where every paradigm's lies below 0, else nothing (an interval covers 0, or one seed)."""
-    stats = {p: seed_interval(comp, fraction, task, p, level) for p in paradigms}
-    ci = {p: None if st is None else st.ci for p, st in stats.items()}
+def test_set_variances(
+    inp: AnalysisInput, comp: Comparison, fraction: float, stats: list[Stat] | None
+) -> dict[str, dict[str, float]]:
+    """Task -> paradigm -> the variance of Δ from the test set's paired bootstrap (usagg/analysis/task_ci.py), read
+    off its 95 % percentile interval as ((high − low) / (2·1.96))²; the analysis' statistics where given, else the
+    bootstrap run here, where the jobs scored their test images."""
+    if stats is None:
+        st = inp.settings
+        stats = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+    z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
+    out: dict[str, dict[str, float]] = {}
+    for s in stats:
+        if s.name == TEST_SET and s.fraction == fraction and s.ci is not None:
+            out.setdefault(s.task, {})[s.paradigm] = ((s.ci[1] - s.ci[0]) / (2 * z)) ** 2
+    return out
+
+
+def decide(
+    comp: Comparison, fraction: float, task: str, paradigms: list[str], level: float, test_var: dict[str, float]
+) -> Decision:
+    """What the task's own measurement decides: its best measured paradigm, where that one's interval of Δ at `level`
+    lies above 0; TS, where every paradigm's lies below 0; else nothing (an interval covers 0, one seed, no spread).
+    `test_var`: paradigm -> the test set's variance of its Δ, added to the seeds'."""
+    stats = {p: seed_interval(comp, fraction, task, p, level, test_var.get(p, 0.0)) for p in paradigms}
+    # an interval of no width measured no spread (every seed alike): it decides nothing
+    ci = {p: st.ci if st is not None and st.ci is not None and st.ci[0] < st.ci[1] else None for p, st in stats.items()}
     value = {p: st.value for p, st in stats.items() if st is not None and st.value is not None}
+    used = any(p in test_var for p, c in ci.items() if c is not None)
     gains = [p for p in paradigms if (c := ci[p]) is not None and c[0] > 0]
-    if gains:
-        best = max(gains, key=lambda p: (value[p], -paradigms.index(p)))
+    losses = tuple(p for p in paradigms if (c := ci[p]) is not None and c[1] < 0)
+    best = max(value, key=lambda p: (value[p], -paradigms.index(p))) if value else None
+    if best is not None and best in gains:
         lo, hi = ci[best] or (math.nan, math.nan)
         also = [p for p in gains if p != best]
-        return Decision(
-            best,
-            ci,
-            f"Δ{best} {value[best]:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (f"; {', '.join(also)} also > 0" if also else ""),
+        evidence = f"Δ{best} {value[best]:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (
+            f"; {'/'.join(also)} also > 0" if also else ""
         )
-    if all(c is not None and c[1] < 0 for c in ci.values()):
-        return Decision(BASELINE, ci, "every Δ's interval < 0")
+        return Decision(best, ci, evidence, losses, used)
+    if len(losses) == len(paradigms):
+        return Decision(BASELINE, ci, "every Δ's interval < 0", losses, used)
     if not any(c is not None for c in ci.values()):
         one = all(len(comp.seed_deltas(fraction, task, p)) < 2 for p in paradigms)
-        return Decision(None, ci, "one seed" if one else "no interval")
-    below = [p for p in paradigms if (c := ci[p]) is not None and c[1] < 0]
-    cover = [p for p in paradigms if ci[p] is not None and p not in below]
-    parts = [f"Δ{'/'.join(below)} < 0"] if below else []
+        return Decision(None, ci, "one seed" if one else "no spread measured", losses, used)
+    cover = [p for p in paradigms if ci[p] is not None and p not in losses and p not in gains]
+    parts = [f"Δ{'/'.join(gains)} > 0 but {best} measured higher"] if gains else []
+    parts += [f"Δ{'/'.join(losses)} < 0"] if losses else []
     parts += [f"{'/'.join(cover)} cover{'s' if len(cover) == 1 else ''} 0"] if cover else []
     parts += [f"{p}: no interval" for p in paradigms if ci[p] is None]
-    return Decision(None, ci, "; ".join(parts))
+    return Decision(None, ci, "; ".join(parts), losses, used)
 
 
 def _choices(comp: Comparison) -> tuple[list[str], list[str]]:
@@ -753,14 +810,19 @@ def _fit_and_score(
         study=study, fraction=fraction, seeds=seeds, paradigms=[BASELINE, *modelled], rows=[], features=features,
         rmse=rmse, hits=hits, n=sum(b is not None for b in best.values()), mae=float(np.mean(errors)),
         n_errors=len(errors), constant_mae=float(np.mean(const_errors)), rules=rules, notes=[],
-        level=decision_level(len(modelled)),
+        level=decision_level(len(modelled)), test_set=any(d.test_set for d in decisions.values()),
     )  # fmt: skip
     rule = None if adv.beats_trivial else adv.best_rule.advised
     for t in tasks:
         pred = {BASELINE: 0.0, **{p: full[p][t] for p in modelled}}
         model = _argmax(pred)
         own = decisions[t]
-        advised = own.choice or rule or model
+        if own.choice:
+            advised = own.choice
+        elif rule:  # a paradigm the task's own measurement puts below 0 is never advised for it
+            advised = BASELINE if rule in own.losses else rule
+        else:
+            advised = _argmax({p: v for p, v in pred.items() if p not in own.losses})
         info = comp.info(t)
         adv.rows.append(
             AdviceRow(
@@ -792,7 +854,8 @@ def advice_table(adv: Advice) -> Table:
     and notes, then the held-out accuracy."""
     others = adv.paradigms[1:]
     cols = [
-        "Task", "Group", "Type", "n_train", "Advice", "Advice from", "Own seeds", "Δ predicted %", "sd of Δ (LOTO)",
+        "Task", "Group", "Type", "n_train", "Advice", "Advice from",
+        f"Own measurement ({100 * adv.level:.1f} % interval)", "Δ predicted %", "sd of Δ (LOTO)",
         *[f"Δ{p} % measured" for p in others], "Best measured", "Model advice", "LOTO advice", "LOTO hit",
         "LOGO advice", "LOGO hit",
     ]  # fmt: skip
@@ -809,9 +872,16 @@ def advice_table(adv: Advice) -> Table:
         checked = "no task checkable"
     else:
         checked = ", ".join(f"{s} {h}/{adv.n}" for s, h in adv.hits.items()) + " advised = best measured"
-    tie = f"; {len(adv.tied_rules)} rules tie, a default" if len(adv.tied_rules) > 1 else ""
+    n_tied = len(adv.tied_rules)
+    tie = (
+        f"; {n_tied} rules tie, a default"
+        if adv.default_tie
+        else f"; {n_tied} rules tie, agreeing"
+        if n_tied > 1
+        else ""
+    )
     rule = f"the rule '{adv.best_rule.name}' (the model does not beat it{tie})"
     verdict = "the model's" if adv.beats_trivial else rule
-    own = f"own seeds decide {len(adv.measured)} of {len(adv.rows)}, else "
+    own = f"own measurement decides {len(adv.measured)} of {len(adv.rows)}, else "
     title = f"Advice: the paradigm for each task (fraction {frac_label(adv.fraction)}; {own}{verdict}; model {checked})"
     return Table("advice", title, cols, rows, list(adv.notes))

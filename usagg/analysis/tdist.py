@@ -18,6 +18,7 @@ statistics and must not pay for importing scipy.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -83,11 +84,14 @@ def _beta_fraction(x: float, a: float, b: float) -> float:
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The p quantile of Student's t with `df` ≥ 1 degrees of freedom (fractional for Welch), as scipy's t.ppf."""
+    """The p quantile of Student's t with `df` ≥ 1 degrees of freedom (fractional for Welch; infinite: the normal),
+    as scipy's t.ppf."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"a quantile's probability is in (0, 1), got {p}")
-    if not df >= 1 or not math.isfinite(df):
-        raise ValueError(f"degrees of freedom must be a finite number >= 1, got {df}")
+    if not df >= 1:  # nan included
+        raise ValueError(f"degrees of freedom must be a number >= 1, got {df}")
+    if math.isinf(df):
+        return NormalDist().inv_cdf(p)
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
     target = 2.0 * p - 1.0  # the two-sided probability inside ±t

@@ -33,9 +33,12 @@ TEST_SET = "Δ test-set bootstrap"
 LEVEL = 0.95
 
 
-def seed_interval(comp: Comparison, f: float, task: str, p: str, level: float = LEVEL) -> Stat | None:
+def seed_interval(
+    comp: Comparison, f: float, task: str, p: str, level: float = LEVEL, extra_var: float = 0.0
+) -> Stat | None:
     """Mean and sd of the seed-level Δ, and its t interval at `level` (95 % in every table) with ≥ 2 seeds; None
-    without a Δ."""
+    without a Δ. `extra_var` is a variance known without error (the test set's, from its bootstrap) added to the
+    seeds' in the standard error: it adds to no degree of freedom's uncertainty (Welch with infinite df)."""
     d = comp.deltas.get((f, task, p))
     base = comp.cells.get((f, task, comp.baseline))
     seeds = comp.seed_deltas(f, task, p)
@@ -57,11 +60,11 @@ def seed_interval(comp: Comparison, f: float, task: str, p: str, level: float = 
     if base.n_seeds > 1:
         terms.append((g[1] * base.sd) ** 2 / base.n_seeds)
         dfs.append(base.n_seeds - 1)
-    se = math.sqrt(sum(terms))
+    se = math.sqrt(sum(terms) + extra_var)
     if se == 0:
         return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value, d.value), effects=effects, task=task)
     # Welch-Satterthwaite lies in [min df, sum df]; rounding put it at 0.9999999999999998 for one term of df 1
-    df = max(sum(terms) ** 2 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True)), min(dfs))
+    df = max(se**4 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True)), min(dfs)) if any(terms) else math.inf
     half = t_quantile(0.5 + level / 2, df) * se  # no scipy: `usagg report` reuses the analysis without it
     return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value - half, d.value + half), effects=effects, task=task)
 

@@ -14,7 +14,7 @@ import typer
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
-    from usagg.analysis.advise import Advice
+    from usagg.analysis.advise import Advice, AdviceRow
     from usagg.analysis.outputs import Memoised
     from usagg.analysis.summary import Analysis
 
@@ -142,15 +142,16 @@ def advise_cmd(
     """For every task, the paradigm to use (TS, CG, AU, AG): its own seeds' verdict where their intervals decide,
     else its expected Δ versus TS predicted from the other tasks, with its uncertainty.
 
-    Measured first: a paradigm whose seed interval of Δ (Bonferroni over the paradigms) lies above 0 is advised, the
-    highest measured of several; every interval below 0 advises TS; one seed never decides.
+    Measured first: a task's best measured paradigm is advised where its interval of Δ (seeds, plus the test set's
+    bootstrap; Bonferroni over the paradigms) lies above 0; every interval below 0 advises TS; one seed never decides;
+    a paradigm measured below 0 for a task is never advised for it.
 
     The prediction: a ridge regression per paradigm across tasks on log10 n_train, task type and affinity.
 
     Affinity: the measured affinity onto the task from its group under that paradigm, and from it to them.
 
     First, whether the model beats the trivial rules (always TS, CG, AU, AG; the majority) held out by task and by
-    clinical group; when it does not, the advice is the best rule. Then the hit rates and the error of Δ.
+    clinical group; when it does not, the predicted advice is the best rule. Then the hit rates and the error of Δ.
 
     The largest fraction is used, seeds averaged; --format csv, markdown or json for files.
 
@@ -191,7 +192,7 @@ def _print_advice(adv: Advice) -> None:
     shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # the type is in csv and markdown: room for numbers; the id whole, numbers fold first
     shown.add_column("Task", overflow="fold", min_width=12, no_wrap=True)
-    for col in ("n_train", "Advice", "From", "Δ % ± sd", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
+    for col in ("n_train", "Advice", "From", "Expected Δ %", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
         left = col in ("Advice", "From", "Best", "LOTO", "LOGO")
         shown.add_column(escape(col), justify="left" if left else "right", no_wrap=True)
     for r in adv.rows:
@@ -203,8 +204,8 @@ def _print_advice(adv: Advice) -> None:
             r.task,
             n,
             r.advised,
-            "seeds" if r.decided_by == MEASUREMENT else r.decided_by,
-            f"{r.predicted:+.1f}" if r.sd is None else f"{r.predicted:+.1f}±{r.sd:.1f}",
+            "measured" if r.decided_by == MEASUREMENT else r.decided_by,
+            _expected(r),
             *measured,
             r.best_measured or "—",
             loto,
@@ -218,8 +219,9 @@ def _print_advice(adv: Advice) -> None:
     console.print(escape(own), highlight=False, soft_wrap=True)
     print_table(console, shown)
     console.print(
-        "From: the task's own seeds (their intervals decide), the model, or the rule it does not beat; "
-        "Δ % ± sd: predicted for the advised paradigm; Δ<paradigm> %: measured; Best: the best measured; "
+        "From: the task's own measurement (its intervals decide), the model, or the rule it does not beat; "
+        f"Expected Δ %: measured ± half its {100 * adv.level:.1f} % interval where measured, else predicted ± the "
+        "model's leave-one-task-out error; Δ<paradigm> %: measured; Best: the best measured; "
         "LOTO, LOGO: the model's advice with the task, its clinical group held out (✓ when it is the best measured).",
         highlight=False,
         soft_wrap=True,
@@ -230,6 +232,18 @@ def _print_advice(adv: Advice) -> None:
     for note in adv.notes:
         if note not in (accuracy, verdict, own):
             console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _expected(r: AdviceRow) -> str:
+    """The advised paradigm's expected Δ: measured ± half its decision interval where the task's own measurement
+    decided, else the prediction ± its model's leave-one-task-out error (TS: 0, nothing to add)."""
+    from usagg.analysis.advise import MEASUREMENT
+
+    ci = r.intervals.get(r.advised)
+    m = r.measured.get(r.advised)
+    if r.decided_by == MEASUREMENT and ci is not None and m is not None:
+        return f"{m:+.1f}±{(ci[1] - ci[0]) / 2:.1f}"
+    return f"{r.predicted:+.1f}" if r.sd is None else f"{r.predicted:+.1f}±{r.sd:.1f}"
 
 
 def _default_folder(study: str, *parts: str) -> Path:
