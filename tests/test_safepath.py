@@ -34,6 +34,7 @@ from usagg.execute.slurm import SlurmExecutor
 from usagg.safepath import UnsafePath, check_component, check_text, confined, inside, real_folder
 from usagg.spec.load import load_study
 from usagg.spec.models import SlurmSpec
+from usagg.store import RunStore
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 REPO = Path(__file__).resolve().parent.parent
@@ -446,3 +447,33 @@ def test_a_prediction_file_outside_the_job_folder_is_refused(tmp_path: Path) -> 
     assert _files(tmp_path) == set()
     writer.add(seg, "t", "b.png", {"mask_path": "t/b.png"}, files={"t/b.png": b"png"})
     assert (tmp_path / "job" / "predictions" / "t" / "b.png").read_bytes() == b"png"
+
+
+def test_submitits_own_link_to_its_script_is_no_planted_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit links the temporary name of each submission's script to the script it keeps, in the folder usagg
+    gives it: every job checks the store for planted links before it starts, and took that one for a planted link,
+    so no Slurm job could ever run. Its own link passes; one of its name pointing out of the folder does not."""
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "sbatch").write_text("#!/bin/sh\necho 'Submitted batch job 1001'\n")
+    (fakebin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for f in fakebin.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fakebin}{os.pathsep}{os.environ['PATH']}")
+    root = tmp_path / "runs" / "demo"
+    ex = SlurmExecutor(root, SlurmSpec(), cluster="slurm").make_submitit_executor()
+    job = ex.submit(print, "hello")  # submitit's own submission: sbatch, then the link
+    folder = Path(ex.folder)
+    (link,) = [p for p in folder.iterdir() if p.is_symlink()]
+    assert job.job_id == "1001" and link.name.startswith(".submission_file_") and link.resolve().parent == folder
+    store = RunStore(root)
+    store.check_no_links()  # no UnsafePath
+    SlurmExecutor(root, SlurmSpec(), cluster="slurm")  # its folder check passes too
+    planted = folder / f".submission_file_{'0' * 32}.sh"
+    planted.symlink_to(tmp_path / "elsewhere" / "1002_submission.sh")
+    with pytest.raises(UnsafePath, match="is a symbolic link"):
+        store.check_no_links()
+    planted.unlink()
+    (folder / "notes.txt").symlink_to(link.resolve())
+    with pytest.raises(UnsafePath, match=r"notes\.txt is a symbolic link"):
+        store.check_no_links()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from usagg.errors import UsaggError
@@ -143,18 +144,20 @@ def real_folder(folder: Path | str, base: Path | str, source: str) -> Path:
     return folder
 
 
-def no_links(folder: Path | str, source: str) -> Path:
-    """`folder` when neither it nor anything below it is a symbolic link (none followed); else UnsafePath naming
-    the first link.
+def no_links(folder: Path | str, source: str, allowed: Callable[[Path], bool] | None = None) -> Path:
+    """`folder` when neither it nor anything below it is a symbolic link (none followed) but those `allowed` passes;
+    else UnsafePath naming the first link.
 
     For the folders usagg alone writes into (a job's folder, submitit's folder of a run store): it makes no links
     there, so one was planted (a received store), and the job's log, checkpoints or deletions would go through it.
+    `allowed`: the links a library usagg runs there makes itself (usagg/store.py `submitit_link`).
     """
     folder = Path(folder)
     link = folder if folder.is_symlink() else None
     walk = os.walk(folder) if link is None else iter(())  # os.walk follows no link
     for root, dirs, files in walk:
-        link = next((Path(root, n) for n in sorted(dirs + files) if Path(root, n).is_symlink()), None)
+        found = (Path(root, n) for n in sorted(dirs + files) if Path(root, n).is_symlink())
+        link = next((p for p in found if allowed is None or not allowed(p)), None)
         if link is not None:
             break
     if link is not None:

@@ -60,6 +60,7 @@ import io
 import json
 import math
 import os
+import re
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -99,6 +100,20 @@ LOCK_NAME = ".lock"
 WEIGHTS_KEY = "weights_key"
 #: What mends a damaged plan.json, as its errors say.
 _PLAN_FIX = "`usagg run` with the study's spec writes it anew"
+
+
+#: submitit keeps each submission's script and links the temporary name it wrote it under to it, in the folder usagg
+#: gives it: `<folder>/.submission_file_<uuid4 hex>.sh` -> `<folder>/<Slurm job id>_submission.sh`.
+_SUBMITIT_LINK = re.compile(r"\.submission_file_[0-9a-f]{32}\.sh")
+_SUBMITIT_TARGET = re.compile(r"\d+(_\d+)?_submission\.sh")
+
+
+def submitit_link(link: Path) -> bool:
+    """Whether `link` is submitit's own link to the script of a submission beside it (`_SUBMITIT_LINK`): the one
+    link slurm/ holds that usagg did not plant through a received store; nothing is written through it."""
+    target = Path(os.readlink(link))
+    beside = os.path.dirname(os.path.abspath(link.parent / target)) == os.path.abspath(link.parent)
+    return bool(_SUBMITIT_LINK.fullmatch(link.name) and _SUBMITIT_TARGET.fullmatch(target.name)) and beside
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -375,8 +390,8 @@ class RunStore:
         else:
             for job_id in job_ids:
                 no_links(self.job_dir(job_id), f"run store {self.root}, job {job_id}")
-        for folder in (self.slurm_dir, self.mlflow_artifacts):
-            no_links(folder, f"run store {self.root}")
+        no_links(self.slurm_dir, f"run store {self.root}", submitit_link)
+        no_links(self.mlflow_artifacts, f"run store {self.root}")
 
     # ----- study
 

@@ -30,7 +30,7 @@ from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.safepath import check_component, check_text, no_links
 from usagg.spec.models import ExecutionSpec, SlurmSpec
-from usagg.store import RunStore
+from usagg.store import RunStore, submitit_link
 
 
 class SlurmJobCall(Checkpointable):
@@ -92,7 +92,9 @@ class SlurmExecutor(Executor):
         self.cluster = cluster
         self.poll_s = poll_s
         self.results_timeout_s = results_timeout_s
-        self.folder = no_links(RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/")  # no planted link
+        self.folder = no_links(  # no planted link; submitit's own links to its scripts are its
+            RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/", submitit_link
+        )
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor (separate so its parameters can be checked without a cluster), writing
