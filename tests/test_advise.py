@@ -400,8 +400,11 @@ def test_a_group_effect_without_task_signal_does_not_beat_the_trivial_rules(tmp_
             (rows_by_task[t].loto_advised if scheme == LOTO else rows_by_task[t].logo_advised) == advice[t] for t in ids
         )
         rules = {r.name: r.hits[scheme] for r in adv.rules}
+        regret = {r.name: r.regret[scheme] for r in adv.rules}
         for p in order:
             assert rules[f"always {p}"] == sum(best[t] == p for t in ids)
+            assert regret[f"always {p}"] == pytest.approx(np.mean([deltas[best[t]][t] - deltas[p][t] for t in ids]))
+        assert adv.regret[scheme] == pytest.approx(np.mean([deltas[best[t]][t] - deltas[advice[t]][t] for t in ids]))
         majority = 0
         for fold in folds:
             rest = [best[t] for t in ids if t not in fold]
@@ -577,7 +580,11 @@ def test_one_seed_never_decides(tmp_path: Path) -> None:
 def test_rules_that_tie_but_agree_are_no_default() -> None:
     """Tied rules advising one paradigm (always TS and the majority, both TS) leave nothing to a default."""
     rules = [Rule("always TS", "TS", {LOTO: 3}), Rule("always AU", "AU", {LOTO: 2}), Rule("majority", "TS", {LOTO: 3})]
-    adv = Advice("s", 1.0, [0, 1], ["TS", "AU"], [], {}, {}, {LOTO: 1}, 5, 1.0, 5, 1.0, rules, [], 0.9, False)
+    adv = Advice(
+        study="s", fraction=1.0, seeds=[0, 1], paradigms=["TS", "AU"], rows=[], features={}, rmse={}, hits={LOTO: 1},
+        regret={LOTO: 0.0}, n=5, mae=1.0, n_errors=5, constant_mae=1.0, rules=rules, notes=[], level=0.9,
+        test_set=False,
+    )  # fmt: skip
     assert adv.tied_rules == ["always TS", "majority"] and not adv.default_tie
     assert "(2 rules tie, all advising TS): the predicted advice is that rule" in adv.verdict()
     assert "rules tie, agreeing" in advice_table(adv).title

@@ -175,7 +175,7 @@ def test_stale_or_missing_results_are_read_from_the_jobs_and_nothing_is_written(
     store.results_csv.unlink()
     before = {p.relative_to(store.root).as_posix(): p.stat().st_mtime_ns for p in store.root.rglob("*")}
     code, out = run_cli(["compare", str(store.root), "--format", "csv"], monkeypatch, capsys)
-    assert code == 0 and "heart_cls,cardiac,classification,AUC,true,10.0,TS,0.8" in out, out
+    assert code == 0 and "heart_cls,cardiac,classification,AUC,true,10,TS,0.8" in out, out
     assert {p.relative_to(store.root).as_posix(): p.stat().st_mtime_ns for p in store.root.rglob("*")} == before
     store.rebuild_results()
     old = store.results_csv.stat().st_mtime - 100

@@ -39,9 +39,9 @@ def run_until_stopped(store_root: str, job_id: str) -> str:
     store = RunStore(store_root)
     atexit.register(_slow_exit_hook, store.job_dir(job_id) / "exited.txt")
     with store.lock(job_id):
-        store.set_state(job_id, "running")
-        write_json_atomic(store.job_dir(job_id) / "seen.json", {"pid": os.getpid()})
-        try:
+        try:  # from the first write: a stop may land anywhere after it, as in the engine's runner
+            store.set_state(job_id, "running")
+            write_json_atomic(store.job_dir(job_id) / "seen.json", {"pid": os.getpid()})
             time.sleep(120)
         except BaseException:
             store.set_state(job_id, "pending", error="interrupted")
@@ -98,7 +98,8 @@ def test_a_stopped_pool_prints_no_traceback_and_leaves_its_jobs_to_resume(
     store, ids = _two_job_store(tmp_path)
     proc = _pool_run(store, ids)
     deadline = time.monotonic() + 60
-    while sum(store.job_state(j) == "running" for j in ids) < 2 and time.monotonic() < deadline:
+    seen = [store.job_dir(j) / "seen.json" for j in ids]
+    while not all(p.is_file() for p in seen) and time.monotonic() < deadline:  # both jobs inside their work
         time.sleep(0.05)
     assert [store.job_state(j) for j in ids] == ["running", "running"]
     if to_group:

@@ -114,6 +114,8 @@ def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
         "Study mean: (z_0.975 + z_0.8)·SE with SE² = Σ 2σ_t²/n / T², seed noise only (the spread of Δ between tasks "
         "adds to it).",
         f"Seed spread: {source}.",
+        "`usagg advise` decides a task from its own measurement at a stricter level (one-sided 0.05/k over its k "
+        "paradigms, the test set's variance added), so a Δ near this size does not decide the advice.",
     ]
     return Table("power", "Smallest detectable Δ at the planned seeds", cols, body, notes)
 
