@@ -219,17 +219,30 @@ class Advice:
         """The scheme the rules are ranked by: LOGO where the study has several groups, else LOTO."""
         return LOGO if LOGO in self.hits else LOTO
 
+    def _rank(self, r: Rule) -> tuple[int, float]:
+        """A rule's standing under `primary`: its held-out hits, then the lower held-out regret (a rule that misses by
+        1 point beats one that misses by 18 at as many hits)."""
+        regret = r.regret.get(self.primary, math.nan)
+        return r.hits[self.primary], -(regret if math.isfinite(regret) else math.inf)
+
     @property
     def best_rule(self) -> Rule:
-        """The trivial rule with the most held-out hits under `primary` (the first listed on a tie)."""
-        return max(self.rules, key=lambda r: (r.hits[self.primary], -self.rules.index(r)))
+        """The trivial rule with the most held-out hits under `primary`, the lower held-out regret breaking a tie
+        (the first listed where both tie)."""
+        return max(self.rules, key=lambda r: (*self._rank(r), -self.rules.index(r)))
 
     @property
     def tied_rules(self) -> list[str]:
-        """The rules with as many `primary` hits as the best one (itself included): more than one, and the held-out
-        tasks prefer none of them."""
-        top = self.best_rule.hits[self.primary]
-        return [r.name for r in self.rules if r.hits[self.primary] == top]
+        """The rules that stand as the best one does, in hits and regret (itself included): more than one, and the
+        held-out tasks prefer none of them."""
+        top = self._rank(self.best_rule)
+        return [r.name for r in self.rules if self._rank(r) == top]
+
+    @property
+    def regret_broke_tie(self) -> bool:
+        """Rules tie on hits, and the held-out regret chose between them."""
+        hits = self.best_rule.hits[self.primary]
+        return sum(r.hits[self.primary] == hits for r in self.rules) > len(self.tied_rules)
 
     @property
     def default_tie(self) -> bool:
@@ -260,16 +273,21 @@ class Advice:
         if self.default_tie:  # the held-out tasks prefer none of them: the first listed is a default, not a finding
             return (
                 f"The model does not beat the trivial rules ({scores}), and {len(tied)} rules tie at "
-                f"{best.hits[self.primary]} {self.primary} hits ({', '.join(tied)}): the held-out tasks prefer none, "
+                f"{best.hits[self.primary]} {self.primary} hits and held-out regret ({', '.join(tied)}): the held-out "
+                "tasks prefer none, "
                 f"so the predicted advice is the first of them, '{best.name}' ({best.advised} for every task its "
                 "own measurement leaves open), a default rather than a finding; the model's own advice, its "
                 "predictions and each task's measured Δ are beside it."
             )
-        agree = f" ({len(tied)} rules tie, all advising {best.advised})" if len(tied) > 1 else ""
+        why = f"the rule with the most {self.primary} hits"
+        if self.regret_broke_tie:
+            why += f", its held-out regret ({best.regret[self.primary]:.1f} points) the lowest of those tied on hits"
+        if len(tied) > 1:
+            why += f"; {len(tied)} rules tie there, all advising {best.advised}"
         return (
-            f"The model does not beat the trivial rule '{best.name}' ({scores}){agree}: the predicted advice is that "
-            f"rule, {best.advised} for every task its own measurement leaves open (the rule with the most "
-            f"{self.primary} hits); the model's own advice and predictions are shown beside it."
+            f"The model does not beat the trivial rule '{best.name}' ({scores}): the predicted advice is that rule, "
+            f"{best.advised} for every task its own measurement leaves open ({why}); the model's own advice and "
+            "predictions are shown beside it."
         )
 
     def accuracy_text(self) -> str:
