@@ -84,7 +84,9 @@ gpu-check: $(if $(GPU_PY),,install)
 # under its own time limit and with its whole log in $(GPU_OUT) (a `| tail` cut by a time limit returns nothing);
 # 360 + 190 (+ 15 to stop) s leave room for the wheels' install in one 600 s command; the tests are stopped with
 # SIGINT, on which pytest still prints its failures and durations (SIGTERM ends it with neither), and -v logs each
-# test's verdict as it ends; jobs_per_gpu's measurement file comes back in $(GPU_OUT)/jobs_per_gpu.
+# test's verdict as it ends; jobs_per_gpu's measurement file comes back in $(GPU_OUT)/jobs_per_gpu. A lease that
+# saw no CUDA device (gpu-check had nothing to check, or every cuda test skipped) fails with one line
+# (tools/gpu_lease_verdict.py), where gpu-check alone exits 0.
 # On a lent machine: make gpu-lease GPU_PY=python3 GPU_OUT=$OUT (after the wheels, see gpu-wheels).
 GPU_OUT ?= reports/gpu
 gpu-lease: $(if $(GPU_PY),,install)
@@ -96,7 +98,7 @@ gpu-lease: $(if $(GPU_PY),,install)
 	  -rf --tb=short --durations=0 > $(GPU_OUT)/cuda_tests.log 2>&1; tests=$$?; \
 	grep -v "NO PRETRAINED" $(GPU_OUT)/gpu_check.log | tail -n 40; tail -n 30 $(GPU_OUT)/cuda_tests.log; \
 	echo "gpu-lease: gpu-check exit $$check, cuda tests exit $$tests (124: cut by its time limit); logs in $(GPU_OUT)"; \
-	test $$check -eq 0 && test $$tests -eq 0
+	$(or $(GPU_PY),$(PY)) tools/gpu_lease_verdict.py $(GPU_OUT) && test $$check -eq 0 && test $$tests -eq 0
 
 # Wheels (Python 3.12, x86-64 Linux) of usagg's dependencies that a GPU box's own Python lacks, into .whl/
 # (git-ignored): the lent GPU machines' image holds torch, timm, typer and the rest, not these (its package

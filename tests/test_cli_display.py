@@ -127,3 +127,103 @@ def test_jobs_run_at_once_get_a_row_each_and_the_study_eta_divides_by_them() -> 
     heads = [line.split("] ", 1)[1].split(" in ")[0] for line in buf.getvalue().splitlines()]
     # a job keeps its number from start to end: TS-b ends first and is still job 2
     assert heads == ["job 1/3: TS-a started", "job 2/3: TS-b started", "job 2/3: TS-b done", "job 3/3: TS-c started"]
+
+
+NOTE = "execution.accel=graphs applies to CUDA devices only; this job runs eager on cpu"
+
+
+def _start(job_id: str, device: str = "cpu (2 threads)", note: str | None = NOTE) -> Progress:
+    """A job's first report (usagg/engine/job.py `run_job`): its device and accel fallback."""
+    return Progress(job_id, "start", 0, 2, 0, 0, device=device, accel_note=note)
+
+
+def _texts(buf: io.StringIO) -> list[str]:
+    return [line.split("] ", 1)[1] for line in buf.getvalue().splitlines()]
+
+
+def test_a_start_line_names_the_device_and_a_fallen_back_accel_mode_is_said_once_per_run() -> None:
+    """In-process jobs (the executor cannot name the device) get their start line from the job's start report; a
+    pool's event names the GPU or the CPU threads itself; the accel fallback is one line however many jobs share
+    it, and one that never reports its start still gets its start line before its end."""
+    console, buf = _log_console()
+    with PlainDisplay(console, 5) as display:
+        for job in ("TS-a", "TS-b"):
+            display.on_event(job, "started", {"device": "in-process"})
+            display.on_progress(_start(job))
+            display.on_event(job, "finished", {"state": "done"})
+        display.on_event("TS-c", "started", {"device": 1, "jobs_at_once": 2})
+        display.on_event("TS-d", "started", {"device": "cpu", "jobs_at_once": 2, "threads": 2})
+        display.on_progress(_start("TS-c", "cuda:0 (NVIDIA H100 80GB HBM3)", note=None))  # the worker's own view
+        display.on_event("TS-e", "started", {"device": "in-process"})
+        display.on_event("TS-e", "failed", {"state": "failed", "error": "DataError: x"})
+    texts = _texts(buf)
+    assert [t for t in texts if "started" in t] == [
+        "job 1/5: TS-a started on cpu (2 threads)",
+        "job 2/5: TS-b started on cpu (2 threads)",
+        "job 3/5: TS-c started on cuda:1",
+        "job 4/5: TS-d started on cpu (2 threads)",
+        "job 5/5: TS-e started",
+    ]
+    assert texts[1] == f"warning: {NOTE}" and sum(NOTE in t for t in texts) == 1
+    at = texts.index("job 5/5: TS-e started")
+    assert texts[at + 1].startswith("job 5/5: TS-e failed in ") and texts[at + 1].endswith(": DataError: x")
+
+    console, buf = _log_console()
+    with PlainDisplay(console, 1, quiet=True) as display:  # quiet: failures and warnings only
+        display.on_event("TS-a", "started", {"device": "in-process"})
+        display.on_progress(_start("TS-a"))
+        display.on_event("TS-a", "finished", {"state": "done"})
+    assert _texts(buf) == [f"warning: {NOTE}"]
+
+
+def test_a_terminal_row_names_its_device_and_the_fallback_is_one_line_above_the_bars() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, force_terminal=True, color_system=None)
+    with RichDisplay(console, 3) as display:
+        display.on_event("TS-a", "started", {"device": "in-process"})
+        assert display.progress.tasks[-1].description == "TS-a"
+        display.on_progress(_start("TS-a"))
+        display.on_event("TS-b", "started", {"device": 1})
+        display.on_progress(_start("TS-b", "cuda:0 (NVIDIA H100 80GB HBM3)"))
+        assert [t.description for t in display.progress.tasks[1:]] == ["TS-a on cpu (2 threads)", "TS-b on cuda:1"]
+        display.on_event("TS-a", "finished", {"state": "done"})
+        display.on_progress(_start("TS-a"))  # a late report of an ended job: no row back
+        assert set(display.rows) == {"TS-b"}
+    assert buf.getvalue().count(NOTE) == 1
+
+
+@pytest.mark.parametrize(
+    "infos",
+    [
+        [{"slurm_job_id": f"1001_{i}"} for i in range(3)],  # what usagg/execute/slurm.py sends today
+        [{"slurm_job_id": f"1001_{i}", "slurm_id": f"1001_{i}", "array_id": "1001"} for i in range(3)],
+        [{"slurm_id": f"1001_{i}", "array_id": 1001} for i in range(3)],
+    ],
+)
+def test_a_slurm_submission_is_one_line_naming_its_array(infos: list[dict[str, object]]) -> None:
+    console, buf = _log_console()
+    with PlainDisplay(console, 3) as display:
+        for job, info in zip(("TS-a", "TS-b", "TS-c"), infos, strict=True):
+            display.on_event(job, "submitted", info)
+        display.on_event("TS-b", "finished", {"state": "done", "slurm_job_id": "1001_1"})
+    assert _texts(buf)[0] == "submitted 3 jobs to Slurm as array 1001"
+    assert _texts(buf)[1:] == ["job 1/3: TS-b done (1/3 ended)"]
+
+    buf = io.StringIO()
+    terminal = Console(file=buf, width=160, force_terminal=True, color_system=None)
+    with RichDisplay(terminal, 3) as rich:
+        for job, info in zip(("TS-a", "TS-b", "TS-c"), infos, strict=True):
+            rich.on_event(job, "submitted", info)
+    assert buf.getvalue().count("submitted 3 jobs to Slurm as array 1001") == 1
+
+
+def test_a_submission_outside_an_array_is_a_line_per_job_and_quiet_says_none() -> None:
+    console, buf = _log_console()
+    with PlainDisplay(console, 2) as display:
+        display.on_event("TS-a", "submitted", {"slurm_job_id": "1001"})
+        display.on_event("TS-b", "submitted", {})
+    assert _texts(buf) == ["submitted TS-a to Slurm as job 1001", "TS-b submitted"]
+    console, buf = _log_console()
+    with PlainDisplay(console, 1, quiet=True) as display:
+        display.on_event("TS-a", "submitted", {"slurm_job_id": "1001_0"})
+    assert buf.getvalue() == ""

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 
 from tests.cli_run import run_cli
+from usagg.cli.weights import study_snippet
 from usagg.model.backbones import create_vit
 from usagg.model.weights import to_official_state_dict
 from usagg.model.zoo import BACKBONES
@@ -54,6 +56,45 @@ def test_the_backbone_it_fits_is_found_among_all_with_the_sha256(
     assert lines[1] == f"sha256: {hashlib.sha256(good.read_bytes()).hexdigest()}"
     assert lines[2] == f"in a study: model: {{backbone: dinov3_test, weights: {good.resolve()}}}"
     assert len(lines) == 3
+
+
+ODD_NAMES = [
+    "wt dir/a,b #1.pth",
+    "a: b.pth",
+    "x:y #z.pth",
+    "it's.pth",
+    'say "hi".pth',
+    "-lead.pth",
+    "*star.pth",
+    "&anchor [1] {2}.pth",
+    "% 'both' \"quotes\" ?.pth",
+    "tab\there é.pth",
+    "yes",
+    "null",
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_the_study_snippet_is_yaml_that_gives_the_path_back(name: str) -> None:
+    """A path pasted bare into YAML can be a comment (' #'), a second item (', '), a mapping (': '), an alias
+    ('*') or a list ('- '): the snippet is YAML's own writing of it, whatever it holds (leading characters too, as
+    a relative path shows them)."""
+    for path in (Path(name), Path("/tmp/x") / name):
+        snippet = study_snippet("dinov3_test", path)
+        assert "\n" not in snippet and snippet.startswith("model: {backbone: dinov3_test, weights: ")
+        assert yaml.safe_load(snippet) == {"model": {"backbone": "dinov3_test", "weights": str(path)}}
+
+
+def test_the_printed_snippet_reads_back_for_a_path_with_spaces_commas_and_a_hash(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = good.parent / "wt dir" / "a,b #1: [it's] *x.pth"
+    odd.parent.mkdir()
+    good.rename(odd)
+    code, out = run_cli(["weights", "check", str(odd)], monkeypatch, capsys)
+    assert code == 0, out
+    snippet = out.splitlines()[2].removeprefix("in a study: ")
+    assert yaml.safe_load(snippet)["model"] == {"backbone": "dinov3_test", "weights": str(odd.resolve())}
 
 
 def test_a_named_backbone_is_checked_alone(

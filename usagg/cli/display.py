@@ -9,7 +9,10 @@ line) and ETAs come from measured epoch times, a stated range until two epochs a
 (usagg/cli/eta.py). Job events come from every executor; epoch progress (`ConsoleObserver.progress`, the run's
 sink, passed down to each job) from jobs run in this process and, forwarded by their workers, from a local pool's
 jobs (usagg/engine/progress.py), so only
-Slurm runs show job lines alone. `print_table` prints a CLI table whole in a log, the same way.
+Slurm runs show job lines alone. A job's start line names its device: the pool's event names it; the in-process
+executor's cannot, so that line waits for the job's own start report (phase "start"). Once per run, whatever the
+number of jobs it applies to, come the line of an `execution.accel` mode that falls back on the device and the
+line of a Slurm submission (`Notices`). `print_table` prints a CLI table whole in a log, the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from usagg.cli.eta import Clock, Eta
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -178,16 +182,78 @@ def progress_text(p: Progress, clock: Clock) -> str:
     return text
 
 
+#: The device the in-process executor's `started` event names (usagg/execute/inprocess.py): not a device, so the
+#: start line waits for the job's start report, which names the one it resolved.
+IN_PROCESS = "in-process"
+
+
+def event_device(info: dict[str, Any]) -> str | None:
+    """Where a `started` event's job runs (usagg/execute/base.py): a pool's GPU index ('cuda:1') or 'cpu' with its
+    threads, a start report's text as it is; None where the executor does not know (`IN_PROCESS`, nothing)."""
+    device = info.get("device")
+    if isinstance(device, int) and not isinstance(device, bool):
+        return f"cuda:{device}"
+    if not isinstance(device, str) or device in ("", IN_PROCESS):
+        return None
+    threads = info.get("threads")
+    if device == "cpu" and isinstance(threads, int) and not isinstance(threads, bool):
+        return f"cpu ({counted(threads, 'thread')})"
+    return device
+
+
 def event_text(job_id: str, event: str, info: dict[str, Any], took: float | None) -> str:
-    """One whole line for a job event: started, finished (state, time), failed (the error's first line)."""
+    """One whole line for a job event: started (on its device where known), finished (state, time), failed (the
+    error's first line)."""
     if event == "started":
-        return f"{job_id} started"
+        where = event_device(info)
+        return f"{job_id} started" + (f" on {where}" if where else "")
     text = f"{job_id} {info.get('state', event)}"
     if took is not None:
         text += f" in {duration_text(took)}"
     if event == "failed" and info.get("error"):
         text += f": {info['error']}"
     return text
+
+
+def slurm_ids(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(array id, Slurm job id) of a `submitted` event: `slurm_job_id` ('1001_0', an array's first task), or
+    `slurm_id` and `array_id` where the executor names them; None for what it does not say."""
+    job = next((info[k] for k in ("slurm_id", "slurm_job_id") if info.get(k) not in (None, "")), None)
+    array = info.get("array_id")
+    if array in (None, "") and isinstance(job, str) and "_" in job:
+        array = job.split("_", 1)[0]
+    return (None if array in (None, "") else str(array)), (None if job is None else str(job))
+
+
+class Notices:
+    """What a run says once, however many jobs share it: an accel mode's fallback (every job on the device falls
+    back alike), a Slurm array's submission (one event per job, all at once)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.said: set[str] = set()
+
+    def _once(self, key: str) -> bool:
+        new = key not in self.said
+        self.said.add(key)
+        return new
+
+    def accel(self, p: Progress) -> str | None:
+        """The start report's fallback line, the first time it comes."""
+        note = p.accel_note
+        return f"warning: {note}" if note and self._once(f"accel {note}") else None
+
+    def submitted(self, job_id: str, info: dict[str, Any]) -> str | None:
+        """One line per submission: an array's first job names it and its jobs (those of this run not yet seen: an
+        executor submits all it got at once); a job outside an array has a line of its own."""
+        array, slurm_job = slurm_ids(info)
+        if array is not None:
+            if not self._once(f"array {array}"):
+                return None
+            left = self.clock.n_jobs - len(self.clock.numbers)
+            jobs = f" {counted(left, 'job')}" if left > 0 else ""
+            return f"submitted{jobs} to Slurm as array {array}"
+        return f"submitted {job_id} to Slurm as job {slurm_job}" if slurm_job else f"{job_id} submitted"
 
 
 class RichDisplay:
@@ -211,6 +277,8 @@ class RichDisplay:
         )
         self.jobs = self.progress.add_task("jobs", total=n_jobs, completed=self.clock.ended, info="")
         self.rows: dict[str, Any] = {}  # running job id -> its row (rich's task id)
+        self.notices = Notices(self.clock)
+        self.unnamed: set[str] = set()  # running jobs whose device only their start report names
 
     def __enter__(self) -> RichDisplay:
         self.progress.__enter__()
@@ -226,26 +294,50 @@ class RichDisplay:
             self.rows[job_id] = self.progress.add_task(job_id, total=1, info="starting")
         return self.rows[job_id]
 
-    def on_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+    def _say(self, text: str | None, style: str = "") -> None:
+        """A whole line above the bars, never cut to the bar's width."""
         from rich.markup import escape
 
+        if text:
+            line = f"[{style}]{escape(text)}[/]" if style else escape(text)
+            self.progress.console.print(line, soft_wrap=True, highlight=False)
+
+    def _started_on(self, job_id: str, where: str) -> None:
+        """The running job's row names its device."""
+        self.progress.update(self._row(job_id), description=f"{job_id} on {where}")
+
+    def on_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        if event == "submitted":
+            self._say(self.notices.submitted(job_id, info))
+            return
         if event == "started":
             self.clock.started(job_id)
             self._row(job_id)
+            where = event_device(info)
+            if where:
+                self._started_on(job_id, where)
+            else:
+                self.unnamed.add(job_id)
             return
         if event not in ("finished", "failed", "locked"):
             return
         took = self.clock.finished(job_id)
         self.progress.update(self.jobs, total=self.clock.n_jobs, completed=self.clock.ended)
+        self.unnamed.discard(job_id)
         if job_id in self.rows:
             self.progress.remove_task(self.rows.pop(job_id))
-        if event == "failed":  # a whole line above the bars, never cut to the bar's width
-            line = f"[red]{escape(event_text(job_id, event, info, took))}[/]"
-            self.progress.console.print(line, soft_wrap=True, highlight=False)
+        if event == "failed":
+            self._say(event_text(job_id, event, info, took), "red")
         study = self.clock.study_eta()
         self.progress.update(self.jobs, info=f"study eta {eta_text(study)}" if study is not None else "")
 
     def on_progress(self, p: Progress) -> None:
+        if p.phase == "start":
+            self._say(self.notices.accel(p), "yellow")
+            if p.job_id in self.unnamed and p.device:  # a pool's event named the GPU as the run sees it: kept
+                self.unnamed.discard(p.job_id)
+                self._started_on(p.job_id, p.device)
+            return
         if not self.clock.progress(p):
             return  # a late report of a job already ended
         self.progress.update(
@@ -271,6 +363,8 @@ class PlainDisplay:
         self.quiet = quiet
         self.every_s = 30.0
         self._last_line = 0.0
+        self.notices = Notices(self.clock)
+        self.unnamed: dict[str, int] = {}  # started job -> its number, its start line waiting for the device
 
     def __enter__(self) -> PlainDisplay:
         return self
@@ -282,14 +376,34 @@ class PlainDisplay:
         self.console.print(f"[{time.strftime('%H:%M:%S')}] {text}", soft_wrap=True, highlight=False, markup=False)
         self._last_line = time.monotonic()
 
+    def _start_line(self, job_id: str, number: int, info: dict[str, Any]) -> None:
+        self._line(f"job {number}/{self.clock.n_jobs}: {event_text(job_id, 'started', info, None)}")
+
+    def _unnamed_start(self, job_id: str, where: str | None = None) -> None:
+        """The start line that waited for the job's start report: with its device, or without (the job ended, or
+        reported its epochs, first: a job function that sends no start report)."""
+        number = self.unnamed.pop(job_id, None)
+        if number is not None:
+            self._start_line(job_id, number, {"device": where})
+
     def on_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        if event == "submitted":
+            text = self.notices.submitted(job_id, info)
+            if text and not self.quiet:
+                self._line(text)
+            return
         if event == "started":
             number = self.clock.started(job_id)
-            if not self.quiet:
-                self._line(f"job {number}/{self.clock.n_jobs}: {event_text(job_id, event, info, None)}")
+            if self.quiet:
+                return
+            if info.get("device") == IN_PROCESS:
+                self.unnamed[job_id] = number
+            else:
+                self._start_line(job_id, number, info)
             return
         if event not in ("finished", "failed", "locked"):
             return
+        self._unnamed_start(job_id)
         took = self.clock.finished(job_id)
         if self.quiet and event != "failed":
             return
@@ -302,6 +416,13 @@ class PlainDisplay:
         self._line(text)
 
     def on_progress(self, p: Progress) -> None:
+        if p.phase == "start":
+            self._unnamed_start(p.job_id, p.device)
+            note = self.notices.accel(p)
+            if note:
+                self._line(note)
+            return
+        self._unnamed_start(p.job_id)
         if not self.clock.progress(p) or self.quiet:
             return  # a late report of a job already ended, or nothing but failures shown
         text = progress_text(p, self.clock)

@@ -84,8 +84,18 @@ def check(file: FileArg, backbone: BackboneOpt = None) -> None:
     for name, tensors in fits.items():
         out.print(f"[green]ok[/]: {escape(str(file))} fits backbone [bold]{name}[/] ({tensors} tensors, strict)")
     out.print(f"sha256: {file_sha256(file)}", soft_wrap=True)
-    first = next(iter(fits))
-    out.print(f"in a study: model: {{backbone: {first}, weights: {escape(str(file.resolve()))}}}", soft_wrap=True)
+    out.print(f"in a study: {study_snippet(next(iter(fits)), file.resolve())}", soft_wrap=True, markup=False)
+
+
+def study_snippet(backbone: str, path: Path) -> str:
+    """`model: {backbone: ..., weights: ...}` as YAML writes it, so any path reads back as itself (a path with ', '
+    or ' #' pasted bare is another mapping or a comment)."""
+    import yaml
+
+    model = yaml.safe_dump(
+        {"backbone": backbone, "weights": str(path)}, default_flow_style=True, width=1 << 30, allow_unicode=True
+    )
+    return f"model: {model.strip()}"
 
 
 def register(app: typer.Typer) -> None:

@@ -159,6 +159,21 @@ def compiler_missing() -> str | None:
     return None
 
 
+def fallback_text(mode: AccelMode, device: torch.device) -> str | None:
+    """The one line saying how `mode` runs otherwise than asked on `device` and why (None: as asked), `accelerate`'s
+    decision: the CPU runs eager; without Triton compile and graphs run eager, compiled-step-graphs step-graphs.
+    The job's log and the run's display (its start report, usagg/engine/progress.py) both say it."""
+    if mode == "eager":
+        return None
+    if device.type != "cuda":
+        return f"execution.accel={mode} applies to CUDA devices only; this job runs eager on {device}"
+    missing = None if mode == "step-graphs" else compiler_missing()
+    if missing is None:
+        return None
+    instead = "step-graphs, its step recorded uncompiled" if mode in _STEP_GRAPHS else "eager"
+    return f"execution.accel={mode} needs inductor's GPU compiler, Triton: {missing}; this job runs {instead}"
+
+
 def whole_step_graphs(mode: AccelMode, device: torch.device) -> bool:
     """Whether the trainer records each task's whole step as a CUDA graph (`step-graphs` and
     `compiled-step-graphs` on CUDA; usagg/engine/step.py)."""
@@ -217,7 +232,7 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path
         return model
     if device.type != "cuda":
         if not _cpu_notice_given:
-            log.info("execution.accel=%s applies to CUDA devices only; this job runs eager on %s", mode, device)
+            log.info("%s", fallback_text(mode, device))
             _cpu_notice_given = True
         return model
     if mode in _STEP_GRAPHS:
@@ -229,12 +244,9 @@ def accelerate(model: M2DINO, mode: AccelMode, device: torch.device, cache: Path
         )
     if mode == "step-graphs":
         return model
-    missing = compiler_missing()
-    if missing:
-        instead = "step-graphs, its step recorded uncompiled" if mode in _STEP_GRAPHS else "eager"
-        log.warning(
-            "execution.accel=%s needs inductor's GPU compiler, Triton: %s; this job runs %s", mode, missing, instead
-        )
+    fallback = fallback_text(mode, device)
+    if fallback is not None:
+        log.warning("%s", fallback)
         return model
     folder = use_compile_cache(cache) if cache is not None else None
     log.info(
@@ -253,6 +265,7 @@ __all__ = [
     "compile_cache",
     "compile_model",
     "compiler_missing",
+    "fallback_text",
     "match_eager_rounding",
     "mode_ran",
     "use_compile_cache",

@@ -22,7 +22,7 @@ import torch
 from usagg.affinity import write_affinity
 from usagg.atomic import write_json_checked
 from usagg.cachedir import cache_root
-from usagg.engine.accel import AccelMode, mode_ran, whole_step_graphs
+from usagg.engine.accel import AccelMode, fallback_text, mode_ran, whole_step_graphs
 from usagg.engine.augment import Augmenter
 from usagg.engine.batches import GpuRoom, TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
@@ -31,7 +31,7 @@ from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
 from usagg.engine.kept import job_ended, job_model
-from usagg.engine.progress import ProgressFn
+from usagg.engine.progress import Progress, ProgressFn, send
 from usagg.engine.selecting import RuleTests
 from usagg.engine.trainer import FitResult, Trainer
 from usagg.jobmetrics import NO_SELECTION_SPLIT, JobMetrics
@@ -40,6 +40,7 @@ from usagg.model.trunk import Trunk
 from usagg.plan import Job
 from usagg.predictions import PredictionWriter
 from usagg.store import JobPaths, write_json_atomic
+from usagg.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,14 @@ def _selection_record(fit: FitResult, trainer: Trainer, rule_tests: RuleTests) -
     return out
 
 
+def device_text(dev: torch.device) -> str:
+    """Where a job computes, as its start line says it: 'cuda:0 (NVIDIA H100 80GB HBM3)' or 'cpu (2 threads)'."""
+    if dev.type == "cuda":
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{dev} ({counted(torch.get_num_threads(), 'thread')})"
+
+
 def run_job(
     job: Job,
     job_dir: Path,
@@ -139,8 +148,8 @@ def run_job(
 
     `device`: cpu, cuda or cuda:N (None: the first visible GPU, else the CPU);
     `threads`: CPU threads for torch (None: torch's choice). After every epoch the
-    job's history.csv is rewritten, then `callbacks` (run_one: the trackers) watch the fit; `progress` hears the
-    epoch and step (usagg/engine/progress.py).
+    job's history.csv is rewritten, then `callbacks` (run_one: the trackers) watch the fit; `progress` hears where
+    the job runs (its first report, phase "start"), then the epoch and step (usagg/engine/progress.py).
     `accel`: launch-overhead option on CUDA (usagg/engine/accel.py; the CPU stays eager).
     """
     t_start = time.perf_counter()
@@ -160,6 +169,9 @@ def run_job(
         torch.get_num_threads(),
         compute.precision,
     )
+    # the run's start line, before the data and the model load (minutes on a first run)
+    note = fallback_text(accel, dev)
+    send(progress, Progress(job.id, "start", 0, job.training.epochs, 0, 0, device=device_text(dev), accel_note=note))
 
     data = load_job_data(job)
     write_json_atomic(paths.splits, data.record())

@@ -4,8 +4,10 @@ There is no process-wide listener: whoever runs a job passes its sink down expli
 (`Executor.run(..., on_progress)` -> `run_one(progress=...)` -> `run_job` -> `Trainer` ->
 `ProgressReporter`, usagg/engine/callbacks.py). The in-process executor hands the caller's
 sink itself; a local pool worker hands a sink that sends each report over its pipe and the
-parent hands it to the caller's sink (usagg/execute/pool.py); a Slurm job gets none. No
-torch import: the CLI uses it.
+parent hands it to the caller's sink (usagg/execute/pool.py); a Slurm job gets none. A job's
+first report (phase "start", `run_job`) names the device it resolved and, where `execution.accel`
+cannot run as asked there, the fallback's line: an executor's `started` event comes before the job
+resolves its device, so it cannot say. No torch import: the CLI uses it.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ class Progress:
     """One progress report from the trainer."""
 
     job_id: str
-    phase: str  # "train" | "select" | "test" | "done"
+    phase: str  # "start" | "train" | "select" | "test" | "done"
     epoch: int
     epochs: int
     step: int  # steps done in this epoch
     steps: int  # steps per epoch
     loss: float | None = None
     images_per_s: float | None = None
+    device: str | None = None  # phase "start": where the job runs, "cuda:0 (NVIDIA H100)" or "cpu (2 threads)"
+    accel_note: str | None = None  # phase "start": the accel mode's fallback on that device (None: runs as asked)
 
 
 ProgressFn = Callable[[Progress], None]

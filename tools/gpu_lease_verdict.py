@@ -1,0 +1,58 @@
+"""`make gpu-lease`'s last word: a lease on which CUDA was not visible measured nothing, and fails saying so.
+
+gpu-check exits 0 where no CUDA device is visible ("nothing to check here": run by hand on any machine), and
+pytest exits 0 when every cuda test is skipped; on a lent GPU machine either means its CUDA is broken (a driver,
+a torch built for another CUDA, an empty CUDA_VISIBLE_DEVICES), so the lease must not read as a success. Reads
+the two logs gpu-lease writes; prints one line and exits 1 when the lease measured nothing, else prints nothing.
+Standard library only: it runs under the lent machine's own Python (GPU_PY).
+
+    python tools/gpu_lease_verdict.py GPU_OUT
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+NO_CUDA = "no CUDA device visible: this lease measured nothing"
+#: What benchmarks/gpu_check.py prints, and exits 0 after, when torch sees no CUDA device.
+CHECK_SAW_NONE = "no CUDA device visible; nothing to check here"
+#: A test's verdict as `pytest -v` logs it when the test ends: `tests/x.py::test_y[mode] PASSED   [ 50%]`.
+VERDICT = re.compile(r"^\S+::\S+ (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
+
+
+def verdicts(tests_log: str) -> Counter[str]:
+    """How many tests ended with each verdict."""
+    return Counter(VERDICT.findall(tests_log))
+
+
+def nothing_measured(check_log: str, tests_log: str) -> str | None:
+    """Why the lease measured nothing on a GPU (None: it did)."""
+    if CHECK_SAW_NONE in check_log:
+        return "gpu-check saw no CUDA device"
+    seen = verdicts(tests_log)
+    if seen and set(seen) == {"SKIPPED"}:
+        return f"all {seen['SKIPPED']} cuda tests skipped"
+    return None
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    why = nothing_measured(_read(out / "gpu_check.log"), _read(out / "cuda_tests.log"))
+    if why is None:
+        return 0
+    print(f"gpu-lease: {NO_CUDA} ({why})", flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
