@@ -47,7 +47,7 @@ def _table_text(tmp_path: Path, width: int) -> tuple[str, list[Job], list[str]]:
     store.set_state(shown[3].id, "failed", error=ERROR)
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=True, color_system=None)
-    print_table(console, _summary_table(store, [j.id for j in shown], "demo"))
+    print_table(console, _summary_table(store, [j.id for j in shown], "demo"), fold_ids=True)
     return buf.getvalue(), shown, items
 
 

@@ -53,16 +53,18 @@ def line_console(stderr: bool = False, highlight: bool = True) -> Console:
     return console
 
 
-def print_table(console: Console, table: Table) -> None:
+def print_table(console: Console, table: Table, *, fold_ids: bool = False) -> None:
     """Print a rich table without breaking an id across lines where nobody can widen the window.
 
     Give id columns `no_wrap=True`. Off a terminal (a pipe, a CI log) rich assumes 80 columns (or
     $COLUMNS) and would fold `fetal_head_biometry` into three lines that no search finds: the table
     gets its natural width instead, a long line being harmless in a log. On a terminal the table
-    takes the terminal's width, its ids folding first (`_ids_fold_first`).
+    takes the terminal's width: a task id, what a reader scans a table by, stays whole and the other
+    columns fold; with `fold_ids` (the tables of jobs, whose hashed ids a terminal can be widened to
+    read) the ids fold first so that a 'task: AUC 0.8125' item is not cut (`_ids_fold_first`).
     """
     if console.is_terminal and not console.is_dumb_terminal:
-        console.print(_ids_fold_first(console, table))
+        console.print(_ids_fold_first(console, table) if fold_ids else table)
         return
     natural = _natural_width(console, table)
     width = console.width  # off a terminal a fixed number ($COLUMNS or 80): restoring it changes nothing

@@ -337,7 +337,8 @@ class ConsoleObserver(RunObserver):
         store = run.store
         _print_repairs(self.console, store)
         if not self.quiet:
-            print_table(self.console, _summary_table(store, list(result.states), f"{run.study.name}: {store.root}"))
+            summary = _summary_table(store, list(result.states), f"{run.study.name}: {store.root}")
+            print_table(self.console, summary, fold_ids=True)
         self.console.print(f"results: {escape(printable(str(result.results_csv)))}")
 
 
@@ -576,7 +577,7 @@ def status(
         typer.echo(json.dumps(_standard_json(_status_rows(store, ids)), indent=1, allow_nan=False))
         return
     console = Console()
-    print_table(console, _summary_table(store, ids, f"{store.root}"))
+    print_table(console, _summary_table(store, ids, f"{store.root}"), fold_ids=True)
     _print_repairs(console, store)
     counts = Counter(store.display_state(jid) for jid in ids)
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
