@@ -23,7 +23,9 @@ from usagg.spec.models import ExecutionSpec
         ("local", [2, 3], "cuda"),  # pool workers see their one GPU as cuda:0
         ("local", "auto", None),  # the engine picks: a visible GPU, else the CPU
         ("slurm", "cpu", "cpu"),
-        ("slurm", [0], None),  # the node's GPUs are Slurm's to give
+        ("slurm", "cuda", "cuda"),  # a node without a visible GPU fails the job (usagg/execute/slurm.py)
+        ("slurm", [0], "cuda"),  # the node's GPUs are Slurm's to give: the first one it gave
+        ("slurm", "auto", None),
     ],
 )
 def test_engine_device_follows_the_execution_section(executor: str, devices: object, device: str | None) -> None:

@@ -348,18 +348,18 @@ MIN_TRAIN = 2
 
 
 def engine_device(execution: ExecutionSpec) -> str | None:
-    """The device the jobs' engine uses: cpu when asked for; cuda for local GPUs; else None (the engine picks).
+    """The device the jobs' engine uses: cpu when asked for; cuda for cuda or GPU indices; None for auto (the engine
+    picks the first visible GPU, else the CPU).
 
-    Local pool workers are pinned to one GPU each, which they see as cuda:0, so
-    "cuda" is right for every local GPU setting; "auto", and GPUs under an
-    executor that places jobs itself (Slurm), leave the choice to the engine on
-    the node (the first visible GPU, else the CPU).
+    Local pool workers are pinned to one GPU each, which they see as cuda:0, and a
+    Slurm job gets the GPUs Slurm gives it, so "cuda" is right for every GPU setting
+    under every executor: a job that asked for a GPU fails where none is visible
+    (the engine says so; a Slurm job names its node, usagg/execute/slurm.py) instead
+    of training on the CPU.
     """
     if execution.devices == "cpu":
         return "cpu"
-    if execution.executor != "local" or execution.devices == "auto":
-        return None
-    return "cuda"
+    return None if execution.devices == "auto" else "cuda"
 
 
 def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None) -> JobFn:
@@ -532,6 +532,10 @@ class StudyRun:
     #: How `init_store` records the spec file: "add" it to the files bound to the store, "replace" them (every
     #: bound file is gone: this one takes the study over), or "none" (a file of the same plan as the bound one).
     binding: Literal["add", "replace", "none"] = "add"
+    #: Selected jobs still queued on Slurm from an earlier `usagg run`, job id -> Slurm job id (`_still_queued`):
+    #: not submitted again; `queued_note` says so.
+    queued: dict[str, str] = field(default_factory=dict)
+    queued_note: str | None = None
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
 
@@ -632,11 +636,33 @@ class StudyRun:
         return state
 
     def _decide(self) -> None:
-        """Read each selected job's state; to do: not done, and not failed unless retried."""
+        """Read each selected job's state; to do: not done, not failed unless retried, and not still queued on Slurm
+        from an earlier `usagg run` (`_still_queued`)."""
         self.states = {j.id: self._state(j.id) for j in self.jobs}
+        self.queued, self.queued_note = self._still_queued()
         self.todo = [
-            jid for jid, state in self.states.items() if state != "done" and (state != "failed" or self.retry_failed)
+            jid
+            for jid, state in self.states.items()
+            if state != "done" and (state != "failed" or self.retry_failed) and jid not in self.queued
         ]
+
+    def _still_queued(self) -> tuple[dict[str, str], str | None]:
+        """Jobs not done that a `usagg run` submitted to Slurm and stopped waiting for (Ctrl-C, a lost login) whose
+        element sacct still lists as pending or running, job id -> Slurm job id, and a note saying so; submitting
+        them again would train each twice. Only under the slurm executor (another one runs them here: the job lock
+        keeps the two apart)."""
+        if self.study.execution.executor != "slurm":
+            return {}, None
+        recorded = {
+            jid: sid
+            for jid, state in self.states.items()
+            if state != "done" and (sid := self.store.queued_on_slurm(jid))
+        }
+        if not recorded:
+            return {}, None
+        from usagg.execute.slurm import still_queued
+
+        return still_queued(recorded)
 
     @property
     def skipped_failed(self) -> list[str]:
@@ -651,6 +677,8 @@ class StudyRun:
         """What running would do to a selected job: run, resume (a checkpoint is there), or skip and why."""
         if job_id in self.todo:
             return "resume" if self.store.has_checkpoint(job_id) else "run"
+        if job_id in self.queued:
+            return f"skip (queued on Slurm as {self.queued[job_id]})"
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
 
     def check_data(self, on_progress: CheckProgress | None = None) -> CheckReport:
@@ -808,6 +836,8 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
         run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
+    if run.queued_note:
+        observer.warning(run.queued_note)
     if run.todo and run.study.model.weights is None:
         observer.warning(random_init_warning(run.study))
     try:

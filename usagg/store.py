@@ -24,6 +24,8 @@ Layout::
         predictions/         challenge submission format
         checkpoints/         last and best, for resuming
         error.txt            traceback when it failed
+        slurm.json           the Slurm job (array id _ index) it waits in, from submission until its outcome is
+                             collected (usagg/execute/slurm.py)
 
 Job states: pending -> running -> done | failed (a failed or interrupted job
 goes back to running when run again). For display, `RunStore.display_state`
@@ -106,6 +108,8 @@ _PLAN_FIX = "`usagg run` with the study's spec writes it anew"
 #: gives it: `<folder>/.submission_file_<uuid4 hex>.sh` -> `<folder>/<Slurm job id>_submission.sh`.
 _SUBMITIT_LINK = re.compile(r"\.submission_file_[0-9a-f]{32}\.sh")
 _SUBMITIT_TARGET = re.compile(r"\d+(_\d+)?_submission\.sh")
+#: A Slurm job id as `slurm.json` records it: the array's id and the element's index.
+_SLURM_JOB_ID = re.compile(r"\d{1,20}(_\d{1,9})?")
 
 
 def submitit_link(link: Path) -> bool:
@@ -299,6 +303,11 @@ class JobPaths:
     def best_checkpoint(self) -> Path:
         """The selected epochs' trainable weights."""
         return self.checkpoints / BEST_CHECKPOINT
+
+    @property
+    def slurm(self) -> Path:
+        """slurm.json: the Slurm job the job was submitted as, while no `usagg run` has collected its outcome."""
+        return self.folder / "slurm.json"
 
 
 # --------------------------------------------------------------------------- the store
@@ -1044,6 +1053,28 @@ class RunStore:
         files = [] if replace else self.spec_files()
         if str(path) not in files:
             write_json_atomic(self.specs_json, [*files, str(path)])
+
+    # ----- a job queued on Slurm (usagg/execute/slurm.py; `usagg run` decides from it, usagg/service.py)
+
+    def mark_queued_on_slurm(self, job_id: str, slurm_job_id: str) -> None:
+        """Record that the job was submitted as Slurm job `slurm_job_id` (`<array id>_<index>`), so a later `usagg
+        run` does not submit it again while Slurm still lists it, and `usagg status` can say where it waits."""
+        write_json_atomic(self.paths(job_id).slurm, {"slurm_job_id": slurm_job_id, "submitted": _iso(_now())})
+
+    def queued_on_slurm(self, job_id: str) -> str | None:
+        """The Slurm job (`1001_2`) the job was submitted as and whose outcome no run has collected yet, else None.
+        A pure read; whether Slurm still lists it is sacct's to say (usagg/execute/slurm.py `still_queued`). A record
+        that is no such id (damaged, or planted by a received store) reads as none."""
+        try:
+            data = read_json(self.paths(job_id).slurm, limit=4096)
+        except (OSError, ValueError):
+            return None
+        found = data.get("slurm_job_id") if isinstance(data, dict) else None
+        return found if isinstance(found, str) and _SLURM_JOB_ID.fullmatch(found) else None
+
+    def forget_slurm_job(self, job_id: str) -> None:
+        """Drop the job's Slurm record once its outcome is collected."""
+        self.paths(job_id).slurm.unlink(missing_ok=True)
 
 
 def results_damage(path: Path) -> str | None:

@@ -11,35 +11,138 @@ submitit's files (sbatch script, pickles, stdout/stderr) go to a folder of their
 reads a `<job id>_..._result.pkl` it finds there as the job's result, by unpickling it, so a store received from
 elsewhere (or copied from a cluster whose job ids overlap) must never give it one. Tests pass `cluster="local"` to
 run the same path as local subprocesses.
+
+What a cluster user meets is a user error or a recorded failure, never a traceback of submitit's: without submitit
+installed, importing this module is a UsaggError with the install hint (the registry imports it for a Slurm run
+only); sbatch refusing the array (a wrong partition, account or QOS) is a UsaggError quoting sbatch, and the
+submission's folder goes, since nothing was queued; a `%` or `\\` in the log folder (Slurm and submitit expand
+`%j`, `%a`, ... in it) is refused before anything is written. `execution.devices` reaches the node: `cpu` asks Slurm
+for no GPU (unless `gpus_per_node` is set), `cuda` or a GPU list fails the job on a node without a visible GPU,
+naming the node, and `auto` takes a GPU where there is one.
+
+Each element submitted is recorded in its job folder (`RunStore.mark_queued_on_slurm`) until its outcome is
+collected: a `usagg run` stopped while the array waits leaves the records, and the next one does not submit a job
+whose element sacct still lists as pending or running (`still_queued`; usagg/service.py `StudyRun._decide`).
+Outcomes are collected without submitit's wait for a result file where sacct says the element failed (only a job
+that completed gets the grace a slow shared file system needs), and an element left PREEMPTED (a cluster whose
+PreemptMode cancels) is recorded as failed after `PREEMPTED_GRACE_S` instead of being waited for forever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 import traceback
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import submitit
-from submitit.helpers import Checkpointable, DelayedSubmission
+from typing import Any, Literal
 
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
-from usagg.safepath import check_component, check_text, no_links
+from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
-from usagg.store import RunStore, submitit_link
+from usagg.store import ERROR_CHARS, RunStore, submitit_link
+from usagg.wording import counted
+
+try:
+    import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+    from submitit.helpers import Checkpointable, DelayedSubmission
+    from submitit.slurm.slurm import SlurmInfoWatcher
+except ModuleNotFoundError as err:  # the `slurm` extra is not installed: a user error, not a traceback
+    if (err.name or "").partition(".")[0] != "submitit":
+        raise
+    raise UsaggError(
+        "execution.executor is slurm, but submitit, which submits and watches the Slurm jobs, is not installed "
+        "in this Python environment: install the slurm extra (`pip install -e '.[slurm]'` in the usagg checkout, "
+        "or `pip install submitit`), or use --executor local to run here."
+    ) from None
+
+#: One element of the submitted array, as submitit follows it.
+Element = submitit.Job[Any]
+#: What a job's run came to: (state, event, info), as `usagg.execute.base.call_job` answers.
+Outcome = tuple[str, str, dict[str, Any]]
+#: `execution.devices`, as ExecutionSpec types it.
+Devices = Literal["auto", "cpu", "cuda"] | list[int]
+#: Seconds an element may stay PREEMPTED (not requeued: no new state) before it counts as failed. A cluster that
+#: requeues pre-empted jobs shows PENDING again within seconds; one whose PreemptMode cancels leaves PREEMPTED for
+#: good, which submitit counts as unfinished (it would be waited for forever).
+PREEMPTED_GRACE_S = 300.0
+#: sacct states of an element still in Slurm's queue: its job is not submitted again (`still_queued`).
+QUEUED_STATES = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "RESIZING",
+     "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+)  # fmt: skip
+#: What a final sacct state without a result says, with the setting to change where one helps ({} from SlurmSpec).
+STATE_HINTS = {
+    "OUT_OF_MEMORY": "ran out of memory: raise execution.slurm.mem_gb (now {mem_gb})",
+    "TIMEOUT": "ran out of time: raise execution.slurm.time_min (now {time_min}) or max_requeue (now {max_requeue})",
+    "PREEMPTED": "was pre-empted and not requeued (the cluster cancels pre-empted jobs); "
+    "`usagg run --retry-failed` resumes it from its last checkpoint",
+    "CANCELLED": "was cancelled (scancel, or the cluster)",
+    "NODE_FAIL": "lost its node (NODE_FAIL); `usagg run --retry-failed` resumes it from its last checkpoint",
+}
+#: Characters that are Slurm filename patterns (`%j`, `%a`, ...; `\\` turns them off) and submitit's (`%j`, `%t`,
+#: `%a`, `%A`): in the log folder they would send logs elsewhere, or fail after submission.
+PATTERN_CHARS = ("%", "\\")
+
+
+def base_state(state: str) -> str:
+    """sacct's state without its detail ("CANCELLED by 1234" is CANCELLED), in capitals."""
+    return (state.split() or ["UNKNOWN"])[0].upper()
+
+
+def element_state(job: Element, force: bool = False) -> str:
+    """The element's state as submitit last heard it from sacct (`base_state`); `force` asks sacct anew. A job of
+    submitit's local cluster (tests) answers from its process: RUNNING, FINISHED or INTERRUPTED."""
+    if force:
+        job.get_info(mode="force")  # one sacct call refreshes every element submitit follows
+    return base_state(job.state)
+
+
+def slurm_element() -> str:
+    """This node's Slurm job (array id _ index), as its environment says; "?" outside a Slurm job."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID", "?")
+
+
+def node_gpu_problem(devices: Devices) -> str | None:
+    """Why this node cannot run a job whose `execution.devices` asks for a GPU (cuda or a list of indices), or None;
+    checked here because the engine's own refusal names neither the node nor the Slurm job to look up."""
+    if devices in ("auto", "cpu"):
+        return None
+    import torch  # on the node, where the engine imports it anyway
+
+    if torch.cuda.device_count() > 0:
+        return None
+    return (
+        f"execution.devices is {devices} but node {socket.gethostname()} (Slurm job {slurm_element()}) sees no CUDA "
+        f"device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): ask Slurm for a GPU "
+        "(execution.slurm.gpus_per_node, a GPU partition), or set execution.devices to auto or cpu"
+    )
 
 
 class SlurmJobCall(Checkpointable):
-    """The callable each array element runs: fn with failure recording, requeued as is."""
+    """The callable each array element runs: fn with failure recording, requeued as is; `devices` are the spec's
+    `execution.devices`, checked on the node before fn runs."""
 
-    def __init__(self, fn: JobFn) -> None:
+    def __init__(self, fn: JobFn, devices: Devices = "auto") -> None:
         self.fn = fn
+        self.devices = devices
 
-    def __call__(self, store_root: str, job_id: str) -> tuple[str, str, dict[str, Any]]:
+    def __call__(self, store_root: str, job_id: str) -> Outcome:
+        problem = node_gpu_problem(self.devices)
+        if problem is not None:
+            summary = record_failure(store_root, job_id, problem, summary=problem[:ERROR_CHARS])
+            return "failed", "failed", {"state": "failed", "error": summary}
         return call_job(self.fn, store_root, job_id)
 
     def checkpoint(self, store_root: str, job_id: str) -> DelayedSubmission:
@@ -51,12 +154,19 @@ class SlurmJobCall(Checkpointable):
         return DelayedSubmission(self, store_root, job_id)
 
 
-def slurm_parameters(slurm: SlurmSpec, name: str) -> dict[str, Any]:
-    """AutoExecutor parameters from the spec (None values mean 'cluster default')."""
+def gpus_per_node(slurm: SlurmSpec, devices: Devices) -> int:
+    """GPUs each job asks for: none for `devices: cpu` unless `gpus_per_node` was set, else `gpus_per_node`."""
+    if devices == "cpu" and "gpus_per_node" not in slurm.model_fields_set:
+        return 0
+    return slurm.gpus_per_node
+
+
+def slurm_parameters(slurm: SlurmSpec, name: str, devices: Devices = "auto") -> dict[str, Any]:
+    """AutoExecutor parameters from the spec (None values mean 'cluster default'; no GPU asked is no GPU line)."""
     params: dict[str, Any] = {
         "name": name,
         "timeout_min": slurm.time_min,
-        "gpus_per_node": slurm.gpus_per_node,
+        "gpus_per_node": gpus_per_node(slurm, devices) or None,
         "cpus_per_task": slurm.cpus_per_task,
         "mem_gb": slurm.mem_gb,
         "tasks_per_node": 1,
@@ -71,6 +181,52 @@ def slurm_parameters(slurm: SlurmSpec, name: str) -> dict[str, Any]:
     return params
 
 
+def rejected_message(sbatch_said: str, slurm: SlurmSpec) -> str:
+    """sbatch's refusal of the array as one paragraph: its words, and the settings it may refer to."""
+    said = " ".join(printable(sbatch_said).split())[:400] or "no message"
+    values = ", ".join(
+        f"{field} {getattr(slurm, field) if getattr(slurm, field) is not None else '(cluster default)'}"
+        for field in ("partition", "account", "qos", "time_min", "mem_gb", "gpus_per_node", "cpus_per_task")
+    )
+    extra = f", additional {dict(slurm.additional)}" if slurm.additional else ""
+    return (
+        f"sbatch refused the job array, so nothing was submitted: {said!r}. Check execution.slurm against what the "
+        f"cluster allows you ({values}{extra}; `sinfo` lists partitions, `sacctmgr show assoc user=$USER` accounts "
+        "and QOS). The jobs stay pending; `usagg run` submits them again."
+    )
+
+
+def sacct_states(slurm_ids: Iterable[str]) -> dict[str, str] | None:
+    """sacct's state of each array element (`1001_2` -> `PENDING`), read as submitit reads it; None when sacct does
+    not answer."""
+    arrays = sorted({sid.partition("_")[0] for sid in slurm_ids})
+    command = ["sacct", "-o", "JobID,State", "--parsable2", *(arg for a in arrays for arg in ("-j", a))]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {sid: info.get("State", "") for sid, info in SlurmInfoWatcher().read_info(out).items()}
+
+
+def still_queued(recorded: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """Of `recorded` (job id -> the Slurm element it was submitted as), those still in Slurm's queue, and a note
+    saying so (None when there are none). An element sacct no longer lists, or lists as ended, is not: its job is
+    submitted again. When sacct does not answer every recorded job counts as queued (a second array would train
+    each job twice), and the note says why."""
+    states = sacct_states(recorded.values())
+    queued = {
+        jid: sid for jid, sid in recorded.items() if states is None or base_state(states.get(sid, "")) in QUEUED_STATES
+    }
+    if not queued:
+        return queued, None
+    shown = ", ".join(list(queued.values())[:8]) + (", ..." if len(queued) > 8 else "")
+    why = "sacct did not answer, so taken as pending or running" if states is None else "pending or running"
+    return queued, (
+        f"{counted(len(queued), 'job')} still queued on Slurm as {shown} ({why}); not submitted again. `usagg "
+        "status` shows them as they finish; to submit them anew, `scancel` them first."
+    )
+
+
 class SlurmExecutor(Executor):
     """Submits the jobs as one Slurm array and waits for them (Ctrl-C stops waiting, not the jobs)."""
 
@@ -82,19 +238,24 @@ class SlurmExecutor(Executor):
         slurm: SlurmSpec,
         *,
         cluster: str | None = None,
+        devices: Devices = "auto",
         poll_s: float = 2.0,
         results_timeout_s: float | None = None,
+        preempted_grace_s: float = PREEMPTED_GRACE_S,
     ) -> None:
-        """`results_timeout_s`: how long to wait for a finished job's result file to appear
-        (submitit's default, 15 s, allows for a slow shared file system; only a crashed job waits it out)."""
+        """`results_timeout_s`: how long to wait for the result file of a job Slurm says completed (submitit's
+        default, 15 s, allows for a slow shared file system; a job Slurm ended otherwise is not waited for)."""
         super().__init__(store_root)
         self.slurm = slurm
         self.cluster = cluster
+        self.devices = devices
         self.poll_s = poll_s
         self.results_timeout_s = results_timeout_s
+        self.preempted_grace_s = preempted_grace_s
         self.folder = no_links(  # no planted link; submitit's own links to its scripts are its
             RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/", submitit_link
         )
+        self._preempted: dict[str, float] = {}  # job id -> when its element was first seen PREEMPTED
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor (separate so its parameters can be checked without a cluster), writing
@@ -107,14 +268,24 @@ class SlurmExecutor(Executor):
         if cluster in ("slurm", "local"):
             kwargs[f"{cluster}_max_num_timeout"] = self.slurm.max_requeue
         ex = submitit.AutoExecutor(folder=folder, cluster=cluster, **kwargs)
-        ex.update_parameters(**slurm_parameters(self.slurm, name))
+        ex.update_parameters(**slurm_parameters(self.slurm, name, self.devices))
         return ex
 
     def checked_names(self) -> tuple[Path, str]:
         """The folder and job name submitit writes into `#SBATCH` lines, checked again right before submitting
         (the spec checks `output_root` and the study name; this is defence in depth): a newline there would
-        start a new line of the batch script, which runs on submission."""
+        start a new line of the batch script, which runs on submission, and a `%` or `\\` a Slurm filename
+        pattern (the current folder counts too: submitit writes the folder absolute)."""
         check_text(str(self.folder), "Slurm executor, log folder (#SBATCH --output/--error)")
+        absolute = str(Path(self.folder).absolute())
+        found = [c for c in PATTERN_CHARS if c in absolute]
+        if found:
+            raise UsaggError(
+                f"Slurm executor, log folder {absolute!r} contains {' and '.join(map(repr, found))}: Slurm and "
+                "submitit read % in log and script paths as a pattern (%j the job id, %a the array index, ...) and "
+                "\\ as turning patterns off, so the logs would land elsewhere. Choose an output_root (and a current "
+                "folder, for a relative one) without them."
+            )
         name = f"usagg-{Path(self.store_root).name}"
         check_component(name, "Slurm executor, job name (#SBATCH --job-name)")
         return self.folder, name
@@ -126,46 +297,107 @@ class SlurmExecutor(Executor):
         states: dict[str, str] = {}
         if not job_ids:
             return states
-        ex = self.make_submitit_executor()
-        call = SlurmJobCall(fn)
-        jobs = ex.map_array(call, [self.store_root] * len(job_ids), job_ids)
+        store = RunStore(self.store_root)
+        jobs = self._submit(self.make_submitit_executor(), SlurmJobCall(fn, self.devices), job_ids)
         pending = dict(zip(job_ids, jobs, strict=True))
-        if self.results_timeout_s is not None:
-            for job in jobs:
+        for job_id, job in pending.items():
+            if self.results_timeout_s is not None:
                 # submitit declares its class default as the int 15; it compares the value with elapsed seconds
                 job._results_timeout_s = self.results_timeout_s  # type: ignore[assignment]
-        for job_id, job in pending.items():
+            with contextlib.suppress(OSError, UsaggError):  # a full disk: the array is queued all the same
+                store.mark_queued_on_slurm(job_id, job.job_id)
             self._emit(on_event, job_id, "submitted", {"slurm_job_id": job.job_id})
         while pending:
             for job_id, job in list(pending.items()):
-                if not job.done():
+                outcome = self._collect(job_id, job)
+                if outcome is None:
                     continue
                 del pending[job_id]
-                state, event, info = self._outcome(job_id, job)
-                states[job_id] = state
+                with contextlib.suppress(OSError):
+                    store.forget_slurm_job(job_id)
+                states[job_id], event, info = outcome
                 self._emit(on_event, job_id, event, info)
             if pending:
                 time.sleep(self.poll_s)
         return states
 
-    def _outcome(self, job_id: str, job: Any) -> tuple[str, str, dict[str, Any]]:
+    def _submit(self, ex: submitit.AutoExecutor, call: SlurmJobCall, job_ids: list[str]) -> list[Element]:
+        """`map_array`, with sbatch's refusal as a UsaggError quoting it and the submission's folder removed (nothing
+        was queued). submitit prints sbatch's error itself; it is held back here, since the message quotes it."""
+        heard = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(heard):
+                jobs = ex.map_array(call, [self.store_root] * len(job_ids), job_ids)
+        except FailedJobError as err:  # sbatch exited non-zero
+            shutil.rmtree(ex.folder, ignore_errors=True)
+            raise UsaggError(rejected_message(str(err), self.slurm)) from None
+        except FailedSubmissionError as err:  # sbatch answered, but with no job id: the array may be queued
+            raise UsaggError(
+                f"sbatch's answer named no job id ({' '.join(printable(str(err)).split())[:300]}), so usagg cannot "
+                f"follow the array it may have queued: see `squeue -u $USER` and the script in {ex.folder}; "
+                "`scancel` a queued array before running again, or its jobs run twice."
+            ) from None
+        sys.stderr.write(heard.getvalue())
+        return jobs
+
+    def _collect(self, job_id: str, job: Element) -> Outcome | None:
+        """The element's outcome once it has one, else None (still queued or running, or pre-empted for less than
+        the grace). An element Slurm ended without completing is not waited for: it writes no result."""
+        if not job.done():
+            return self._preempted_outcome(job_id, job)
+        state = element_state(job)
+        if state != "COMPLETED" and not job.paths.result_pickle.exists():
+            job._results_timeout_s = 0  # failed, killed or out of memory: its result file will never come
+        return self._outcome(job_id, job, state)
+
+    def _preempted_outcome(self, job_id: str, job: Element) -> Outcome | None:
+        """A failure once the element has stayed PREEMPTED for `preempted_grace_s` (asking sacct once more then),
+        else None."""
+        if element_state(job) != "PREEMPTED":
+            self._preempted.pop(job_id, None)
+            return None
+        since = self._preempted.setdefault(job_id, time.monotonic())
+        if time.monotonic() - since < self.preempted_grace_s:
+            return None
+        if element_state(job, force=True) != "PREEMPTED":  # requeued meanwhile
+            self._preempted.pop(job_id, None)
+            return None
+        error = f"Slurm job {job.job_id} {STATE_HINTS['PREEMPTED']} (PREEMPTED for {self.preempted_grace_s:.0f} s)"
+        return self._failed(job_id, job, error, error)
+
+    def _outcome(self, job_id: str, job: Element, slurm_state: str) -> Outcome:
         """The call's answer, or a recorded failure when the Slurm job itself failed or was killed."""
         try:
             state, event, info = job.result()
             return state, event, {**info, "slurm_job_id": job.job_id}
         except Exception as e:  # submitit's FailedJobError / UncompletedJobError: crash, kill, out of requeues
-            detail = str(e).strip()
-            error = f"Slurm job {job.job_id} did not complete ({type(e).__name__}):\n{detail}"
-            summary = (
-                f"Slurm job {job.job_id} did not complete ({type(e).__name__}, state {job.state}); "
-                f"see {job.paths.stderr}"
-            )
-            try:
-                summary = record_failure(self.store_root, job_id, error, summary=summary)
-            except Exception:
-                traceback.print_exc()
-                summary = error.splitlines()[0]
-            return "failed", "failed", {"state": "failed", "error": summary, "slurm_job_id": job.job_id}
+            hint = STATE_HINTS.get(slurm_state, "").format(**self.slurm.model_dump())
+            what = f"did not complete (state {slurm_state}{'' if not hint else ': ' + hint})"
+            error = f"Slurm job {job.job_id} {what} ({type(e).__name__}):\n{str(e).strip()}"
+            return self._failed(job_id, job, error, f"Slurm job {job.job_id} {what}; see {job.paths.stderr}")
+
+    def _failed(self, job_id: str, job: Element, error: str, summary: str) -> Outcome:
+        """The failure recorded in the store (unless the job recorded its own), as an outcome."""
+        try:
+            summary = record_failure(self.store_root, job_id, error, summary=summary[:ERROR_CHARS])
+        except Exception:
+            traceback.print_exc()
+            summary = error.splitlines()[0]
+        return "failed", "failed", {"state": "failed", "error": summary, "slurm_job_id": job.job_id}
+
+
+def gpu_request_problem(execution: ExecutionSpec) -> str | None:
+    """Why every job would fail on its node: `devices` asks for a GPU and the Slurm settings request none."""
+    slurm = execution.slurm
+    asks_gpu = execution.devices not in ("auto", "cpu")
+    requested = slurm.gpus_per_node > 0 or any(k in slurm.additional for k in ("gres", "gpus", "gpus_per_task"))
+    if not asks_gpu or requested:
+        return None
+    return (
+        f"execution.devices is {execution.devices}, but execution.slurm.gpus_per_node is 0 and no gres, gpus or "
+        "gpus_per_task is in execution.slurm.additional: Slurm would give the jobs no GPU and each would fail on "
+        "its node. Ask for a GPU (gpus_per_node: 1), or set execution.devices to auto or cpu."
+    )
 
 
 def make_slurm_executor(
@@ -182,4 +414,7 @@ def make_slurm_executor(
             "execution.executor is slurm, but this host has no `sbatch` on PATH (not a Slurm login node?). "
             "Run from a node that can submit Slurm jobs, or use --executor local to run here."
         )
-    return SlurmExecutor(store_root, execution.slurm, cluster=cluster)
+    problem = gpu_request_problem(execution)
+    if problem is not None:
+        raise UsaggError(problem)
+    return SlurmExecutor(store_root, execution.slurm, cluster=cluster, devices=execution.devices)

@@ -1175,6 +1175,21 @@ class Study(Strict):
             )
         return v
 
+    @model_validator(mode="after")
+    def _slurm_output_root(self) -> Study:
+        """Under Slurm the run store's folder reaches `#SBATCH --output/--error`, where Slurm and submitit read `%`
+        as a pattern (`%j` the job id, `%a` the array index, ...) and `\\` as turning patterns off: refused, since
+        no escape is read the same way by both (submitit replaces `%j` in `%%j` too)."""
+        found = [c for c in ("%", "\\") if c in str(self.output_root)]
+        if self.execution.executor == "slurm" and found:
+            raise ValueError(
+                f"output_root {str(self.output_root)!r} contains {' and '.join(map(repr, found))}, which Slurm and "
+                "submitit read in log paths as a pattern (%j the job id, %a the array index, ...; \\ turns them off): "
+                "the logs would land in another folder and the run would fail after submitting. With executor: "
+                "slurm, choose an output_root without them."
+            )
+        return self
+
     @field_validator("seeds", "fractions", "paradigms")
     @classmethod
     def _unique(cls, v: list) -> list:

@@ -1,0 +1,428 @@
+"""The Slurm executor against a fake cluster: `sbatch`, `srun` and `sacct` on PATH that run each array element here
+(as Slurm would: SLURM_* set, the script's srun line run) and report a chosen final state per element.
+
+Each defect of a cluster user's audit has its test: sbatch refusing the array, `%` in the log folder, submitit
+missing, `execution.devices` under Slurm, failed elements collected without a wait each, an element left PREEMPTED,
+and a second `usagg run` while the array is still queued.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from cli_run import run_cli
+
+from usagg.errors import UsaggError
+from usagg.execute.registry import make_executor
+from usagg.execute.slurm import SlurmExecutor, slurm_parameters
+from usagg.plan import plan
+from usagg.service import StudyRun
+from usagg.spec.load import dump_study
+from usagg.spec.models import DataSpec, ExecutionSpec, ModelSpec, SlurmSpec, Study, SynthSpec, TaskSpec
+from usagg.store import RunStore
+
+TESTS_DIR = str(Path(__file__).parent)
+#: Each fake cluster numbers its arrays from its own thousand: submitit's sacct watcher is shared by the process and
+#: keeps what it learnt of every id, as a real cluster, which never reuses one, allows.
+_ARRAY_IDS = itertools.count(5001, 1000)
+
+SBATCH = """#!{python}
+import json, os, re, shutil, subprocess, sys
+from pathlib import Path
+cluster = Path({cluster!r})
+text = Path(sys.argv[-1]).read_text()
+(cluster / "submitted.sh").write_text(text)
+if (cluster / "reject").exists():
+    sys.stderr.write((cluster / "reject").read_text())
+    sys.exit(1)
+array_id = int((cluster / "next_id").read_text())
+(cluster / "next_id").write_text(str(array_id + 1))
+script = cluster / f"{{array_id}}.sh"
+script.write_text(text)
+plan = json.loads((cluster / "plan.json").read_text()) if (cluster / "plan.json").exists() else {{}}
+array = re.search(r"#SBATCH --array=0-(\\d+)", text)  # submitit submits a single job as a plain job
+for index in range(int(array.group(1)) + 1 if array else 1):
+    element = f"{{array_id}}_{{index}}" if array else str(array_id)
+    state = cluster / "states" / element
+    state.write_text(plan.get(str(index), "PENDING"))
+    if str(index) in plan:
+        continue
+    env = {{**os.environ, "SLURM_JOB_ID": str(array_id * 100 + index if array else array_id)}}
+    if array:
+        env.update(SLURM_ARRAY_JOB_ID=str(array_id), SLURM_ARRAY_TASK_ID=str(index))
+    subprocess.Popen([sys.executable, str(cluster / "node.py"), str(state), str(script)], env=env,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(f"Submitted batch job {{array_id}}")
+"""
+
+NODE = """import subprocess, sys
+from pathlib import Path
+state = Path(sys.argv[1])
+state.write_text("RUNNING")
+state.write_text("COMPLETED" if subprocess.call(["bash", sys.argv[2]]) == 0 else "FAILED")
+"""
+
+SRUN = """#!{python}
+import os, subprocess, sys
+args, files = sys.argv[1:], {{}}
+while args[0].startswith("--"):
+    flag = args.pop(0)
+    if flag in ("--output", "--error"):
+        files[flag] = args.pop(0)
+env = os.environ
+def expand(path):
+    path = path.replace("%j", env["SLURM_JOB_ID"]).replace("%t", "0")
+    return path.replace("%A", env.get("SLURM_ARRAY_JOB_ID", "")).replace("%a", env.get("SLURM_ARRAY_TASK_ID", ""))
+with open(expand(files["--output"]), "a") as out, open(expand(files["--error"]), "a") as err:
+    sys.exit(subprocess.call(args, stdout=out, stderr=err))
+"""
+
+SACCT = """#!{python}
+import sys
+from pathlib import Path
+cluster = Path({cluster!r})
+if (cluster / "sacct_fails").exists():
+    sys.stderr.write("sacct: error: Slurm accounting storage is disabled\\n")
+    sys.exit(1)
+args = sys.argv[1:]
+fields = args[args.index("-o") + 1].split(",")
+wanted = {{args[i + 1] for i, a in enumerate(args) if a == "-j"}}
+print("|".join(fields))
+for f in sorted((cluster / "states").iterdir()):
+    if f.name.split("_")[0] in wanted:
+        row = {{"JobID": f.name, "State": f.read_text().strip(), "NodeList": "fakenode"}}
+        print("|".join(row[k] for k in fields))
+"""
+
+
+class FakeCluster:
+    """The fake cluster's folder: `plan(index=STATE)` makes elements end in a state without running, `reject(text)`
+    makes sbatch refuse, `state(id)` / `set_state(id, STATE)` read and change what sacct says."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.first_id = next(_ARRAY_IDS)
+        (root / "states").mkdir(parents=True)
+        (root / "next_id").write_text(str(self.first_id))
+
+    def plan(self, **states: str) -> None:
+        (self.root / "plan.json").write_text(json.dumps({k.lstrip("_"): v for k, v in states.items()}))
+
+    def reject(self, text: str) -> None:
+        (self.root / "reject").write_text(text)
+
+    def state(self, element: str) -> str:
+        return (self.root / "states" / element).read_text()
+
+    def set_state(self, element: str, state: str) -> None:
+        (self.root / "states" / element).write_text(state)
+
+    @property
+    def submitted(self) -> Path:
+        return self.root / "submitted.sh"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    """A fake cluster on PATH; its elements import this file (the job functions) from the tests folder."""
+    fake = FakeCluster(tmp_path / "cluster")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT)):
+        (bin_dir / name).write_text(text.format(python=sys.executable, cluster=str(fake.root)))
+        (bin_dir / name).chmod(0o755)
+    (fake.root / "node.py").write_text(NODE)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
+    return fake
+
+
+def job_done(store_root: str, job_id: str, **_: Any) -> str:
+    """run_one's contract at its shortest: the job locked, running, done."""
+    store = RunStore(store_root)
+    with store.lock(job_id):
+        store.set_state(job_id, "running")
+        store.set_state(job_id, "done")
+    return "done"
+
+
+def study_of(tmp_path: Path, executor: str = "slurm") -> Study:
+    """A study of three TS jobs whose store is under tmp_path/runs."""
+    return Study(
+        name="sl",
+        output_root=tmp_path / "runs",
+        paradigms=["TS"],
+        data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        tasks=[
+            TaskSpec(id="a", type="classification", num_classes=2, group="g1"),
+            TaskSpec(id="b", type="segmentation", num_classes=2, group="g1"),
+            TaskSpec(id="c", type="regression", num_classes=3, group="g2"),
+        ],
+        execution=ExecutionSpec(executor=executor),
+    )
+
+
+def make_store(tmp_path: Path) -> tuple[RunStore, list[str]]:
+    study = study_of(tmp_path)
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / "sl")
+    store.init(dump_study(study), jobs)
+    return store, [j.id for j in jobs]
+
+
+def executor_for(store: RunStore, **options: Any) -> SlurmExecutor:
+    return SlurmExecutor(store.root, SlurmSpec(time_min=5, cpus_per_task=1, mem_gb=4), poll_s=0.1, **options)
+
+
+# --------------------------------------------------------------------------- 1. sbatch refuses the array
+
+REFUSAL = "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+
+
+def test_a_refused_array_is_one_paragraph_and_leaves_no_submission_behind(tmp_path: Path, cluster: FakeCluster) -> None:
+    store, ids = make_store(tmp_path)
+    cluster.reject(REFUSAL)
+    executor = SlurmExecutor(store.root, SlurmSpec(partition="gpux", account="mylab"))
+    with pytest.raises(UsaggError) as err:
+        executor.run(ids, job_done)
+    said = str(err.value)
+    assert "Invalid partition name specified" in said and "nothing was submitted" in said
+    assert "partition gpux" in said and "account mylab" in said and "qos (cluster default)" in said
+    assert list(store.slurm_dir.iterdir()) == []  # the submission's folder and its pickles are gone
+    assert {store.job_state(j) for j in ids} == {"pending"} and not any(store.queued_on_slurm(j) for j in ids)
+
+
+@pytest.mark.slow
+def test_usagg_run_says_why_sbatch_refused_then_does_not_submit_a_job_still_queued(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
+        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
+        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\n"
+        "execution: {executor: slurm, slurm: {partition: gpux}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cluster.reject(REFUSAL)
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out and "FailedJobError" not in out, out
+    flat = " ".join(out.split())
+    assert "Invalid partition name specified" in flat and "execution.slurm" in flat and "partition gpux" in flat
+    store = RunStore(tmp_path / "runs" / "s")
+    (job_id,) = store.job_ids()
+    assert store.job_state(job_id) == "pending" and list(store.slurm_dir.iterdir()) == []
+
+    # an earlier run submitted it and stopped waiting; Slurm still has it: not submitted again (sbatch would refuse)
+    element = f"{cluster.first_id}_0"
+    store.mark_queued_on_slurm(job_id, element)
+    cluster.set_state(element, "PENDING")
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    said = f"1 job still queued on Slurm as {element} (pending or running); not submitted again"
+    assert code == 0 and said in flat, out
+    code, out = run_cli(["run", str(spec), "--dry-run"], monkeypatch, capsys)
+    assert f"skip (queued on Slurm as {element})" in " ".join(out.split()), out
+
+
+# --------------------------------------------------------------------------- 2. `%` in the log folder
+
+
+def test_a_percent_in_output_root_is_refused_by_validate_under_slurm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        'name: s\noutput_root: "runs/10%at"\ndata: {synthetic: {seed: 0}}\nmodel: {backbone: dinov3_test}\n'
+        "tasks: [{id: t, type: classification, num_classes: 2, group: G}]\nparadigms: [TS]\n"
+    )
+    code, out = run_cli(["validate", str(spec), "--set", "execution.executor=slurm"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 2 and "output_root 'runs/10%at' contains '%'" in flat and "%j the job id" in flat, out
+    assert "Traceback" not in out
+
+
+def test_a_percent_in_the_absolute_log_folder_is_refused_before_sbatch(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative output_root passes the spec; the current folder makes the path submitit writes absolute."""
+    here = tmp_path / "10%at"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    executor = SlurmExecutor(Path("runs") / "s", SlurmSpec())
+    with pytest.raises(UsaggError, match=r"log folder '.*/10%at/runs/s/slurm' contains '%'.*%a the array index"):
+        executor.run(["TS-a-f1-s0"], job_done)
+    assert not cluster.submitted.exists() and not (here / "runs" / "s" / "slurm").exists()
+
+
+# --------------------------------------------------------------------------- 3. submitit not installed
+
+
+def test_slurm_without_submitit_is_the_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` raises ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "usagg.execute.slurm")
+    with pytest.raises(UsaggError, match=r"submitit.*is not installed.*pip install -e '\.\[slurm\]'") as err:
+        make_executor(ExecutionSpec(executor="slurm"), tmp_path)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+# --------------------------------------------------------------------------- 4. execution.devices under Slurm
+
+
+def test_devices_decide_the_gpu_request(tmp_path: Path, cluster: FakeCluster) -> None:
+    assert slurm_parameters(SlurmSpec(), "x", "cpu")["gpus_per_node"] is None  # no GPU line at all
+    assert slurm_parameters(SlurmSpec(gpus_per_node=1), "x", "cpu")["gpus_per_node"] == 1  # set: kept
+    assert slurm_parameters(SlurmSpec(), "x", "auto")["gpus_per_node"] == 1
+    assert slurm_parameters(SlurmSpec(), "x", "cuda")["gpus_per_node"] == 1
+    cpu = make_executor(ExecutionSpec(executor="slurm", devices="cpu"), tmp_path).make_submitit_executor()
+    assert "gpus" not in cpu._executor._make_submission_file_text("CMD", "uid")  # type: ignore[attr-defined]
+    with pytest.raises(UsaggError, match=r"execution.devices is cuda, but execution.slurm.gpus_per_node is 0"):
+        make_executor(ExecutionSpec(executor="slurm", devices="cuda", slurm=SlurmSpec(gpus_per_node=0)), tmp_path)
+    gres = SlurmSpec(gpus_per_node=0, additional={"gres": "gpu:a100:1"})
+    assert make_executor(ExecutionSpec(executor="slurm", devices=[0], slurm=gres), tmp_path).devices == [0]
+
+
+@pytest.mark.slow
+def test_a_job_asking_for_cuda_fails_on_a_node_without_a_gpu_naming_the_node(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: the fake node would see it")
+    store, ids = make_store(tmp_path)
+    states = executor_for(store, devices="cuda").run(ids[:1], job_done)
+    assert states == {ids[0]: "failed"}
+    error = store.job_record(ids[0])["error"]
+    assert f"node {socket.gethostname()} (Slurm job {cluster.first_id}) sees no CUDA device" in error  # one: no array
+    assert "execution.devices is cuda" in error and "gpus_per_node" in error
+
+
+# --------------------------------------------------------------------------- 5. failures collected at once
+
+
+def test_failed_elements_are_collected_without_a_wait_each_and_name_the_setting(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    store, ids = make_store(tmp_path)
+    cluster.plan(_0="OUT_OF_MEMORY", _1="TIMEOUT", _2="CANCELLED by 4242")
+    start = time.monotonic()
+    states = executor_for(store).run(ids, job_done)  # results_timeout_s unset: submitit's 15 s
+    assert time.monotonic() - start < 10  # three failures each waiting submitit's 15 s took 46 s
+    assert states == dict.fromkeys(ids, "failed")
+    errors = {j: store.job_record(j)["error"] for j in ids}
+    assert "state OUT_OF_MEMORY: ran out of memory: raise execution.slurm.mem_gb (now 4)" in errors[ids[0]]
+    assert "raise execution.slurm.time_min (now 5)" in errors[ids[1]]
+    assert "state CANCELLED: was cancelled" in errors[ids[2]]
+    assert "did not complete" in store.error_text(ids[0])  # type: ignore[operator]
+    assert not any(store.queued_on_slurm(j) for j in ids)  # collected: the records are gone
+
+
+def test_only_a_completed_element_gets_the_grace_for_its_result_file(tmp_path: Path) -> None:
+    """A slow shared file system may show a completed job's result late: submitit's wait stays for that case only."""
+    store, ids = make_store(tmp_path)
+
+    def element(state: str) -> Any:
+        missing = SimpleNamespace(exists=lambda: False)
+        job = SimpleNamespace(job_id="1_0", state=state, paths=SimpleNamespace(result_pickle=missing))
+        job.done, job._results_timeout_s = (lambda: True), 15
+        job.result = lambda: ("done", "finished", {"state": "done"})
+        return job
+
+    executor = executor_for(store)
+    completed, oom = element("COMPLETED"), element("OUT_OF_MEMORY")
+    assert executor._collect(ids[0], completed) == ("done", "finished", {"state": "done", "slurm_job_id": "1_0"})
+    executor._collect(ids[1], oom)
+    assert (completed._results_timeout_s, oom._results_timeout_s) == (15, 0)
+
+
+# --------------------------------------------------------------------------- 6. PREEMPTED for good
+
+
+@pytest.mark.slow
+def test_an_element_left_preempted_fails_after_the_grace(tmp_path: Path, cluster: FakeCluster) -> None:
+    store, ids = make_store(tmp_path)
+    cluster.plan(_1="PREEMPTED")
+    states = executor_for(store, preempted_grace_s=1.0).run(ids[:2], job_done)
+    assert states == {ids[0]: "done", ids[1]: "failed"}
+    error = store.job_record(ids[1])["error"]
+    assert "was pre-empted and not requeued" in error and "usagg run --retry-failed` resumes it" in error
+
+
+def test_a_preempted_element_requeued_within_the_grace_is_waited_for(tmp_path: Path) -> None:
+    store, ids = make_store(tmp_path)
+
+    class Requeued(SimpleNamespace):
+        """PREEMPTED at the first look; PENDING once sacct is asked anew at the grace's end."""
+
+        job_id, asked = "1_0", False
+
+        def done(self) -> bool:
+            return False
+
+        def get_info(self, mode: str) -> dict[str, str]:
+            self.asked = mode == "force"
+            return {}
+
+        @property
+        def state(self) -> str:
+            return "PENDING" if self.asked else "PREEMPTED"
+
+    job = Requeued()
+    executor = executor_for(store, preempted_grace_s=0.0)
+    assert executor._collect(ids[0], job) is None and job.asked  # requeued: still waited for
+    assert ids[0] not in executor._preempted and store.job_state(ids[0]) == "pending"
+
+
+# --------------------------------------------------------------------------- 7. a second run while the array waits
+
+
+def test_submission_records_each_element_until_its_outcome_is_collected(tmp_path: Path, cluster: FakeCluster) -> None:
+    store, ids = make_store(tmp_path)
+    recorded: dict[str, str | None] = {}
+
+    def on_event(job_id: str, event: str, info: dict[str, Any]) -> None:
+        if event == "submitted":
+            recorded[job_id] = store.queued_on_slurm(job_id)
+
+    cluster.plan(_0="FAILED", _1="FAILED")
+    assert executor_for(store).run(ids[:2], job_done, on_event) == dict.fromkeys(ids[:2], "failed")
+    assert recorded == {ids[0]: f"{cluster.first_id}_0", ids[1]: f"{cluster.first_id}_1"}
+    assert store.queued_on_slurm(ids[0]) is None
+
+
+def test_a_job_still_queued_on_slurm_is_not_submitted_again(tmp_path: Path, cluster: FakeCluster) -> None:
+    store, ids = make_store(tmp_path)
+    first = cluster.first_id
+    for index, (job_id, state) in enumerate(zip(ids, ("PENDING", "RUNNING", "COMPLETED"), strict=True)):
+        store.mark_queued_on_slurm(job_id, f"{first}_{index}")
+        cluster.set_state(f"{first}_{index}", state)
+    run = StudyRun.prepare(study_of(tmp_path))
+    assert run.queued == {ids[0]: f"{first}_0", ids[1]: f"{first}_1"}
+    assert run.todo == [ids[2]]  # ended without a result: submitted again
+    assert run.queued_note is not None and run.queued_note.startswith(
+        f"2 jobs still queued on Slurm as {first}_0, {first}_1 (pending or running); not submitted again"
+    )
+    assert run.action(ids[0]) == f"skip (queued on Slurm as {first}_0)"
+    (cluster.root / "sacct_fails").touch()  # no answer: every recorded job counts as queued, and the note says so
+    run = StudyRun.prepare(study_of(tmp_path))
+    assert run.todo == [] and "sacct did not answer" in (run.queued_note or "")
+    local = StudyRun.prepare(study_of(tmp_path, executor="local"))  # another executor: the job lock decides
+    assert local.todo == ids and local.queued == {}
+
+
+def test_a_planted_slurm_record_is_no_slurm_id(tmp_path: Path) -> None:
+    store, ids = make_store(tmp_path)
+    store.paths(ids[0]).slurm.write_text(json.dumps({"slurm_job_id": "1; rm -rf ~"}))
+    store.paths(ids[1]).slurm.write_text("not json")
+    assert store.queued_on_slurm(ids[0]) is None and store.queued_on_slurm(ids[1]) is None
