@@ -497,7 +497,9 @@ def test_few_tasks_an_advice_that_is_not_the_best_measured_and_a_measured_loss(t
         assert all(r.advised == "AU" for r in adv.rows[:4])  # AU best measured on a-d, by the rule or their seeds
 
 
-def _seeded_rows(deltas: dict[str, dict[str, float]], spread: dict[str, float], seeds: int) -> list[Row]:
+def _seeded_rows(
+    deltas: dict[str, dict[str, float]], spread: dict[str, float | dict[str, float]], seeds: int
+) -> list[Row]:
     """Classification tasks in two groups whose paradigm seeds are BASE·(1 + Δ/100)·(1 ± spread): each seed mean is
     the designed Δ and its seed sd is known (TS's at most 1 %, so it stays above chance); CG's jobs are the groups,
     AU's one job."""
@@ -509,7 +511,8 @@ def _seeded_rows(deltas: dict[str, dict[str, float]], spread: dict[str, float], 
             sign = (1, -1)[seed % 2] if seeds > 1 else 0
             for i, t in enumerate(tasks):
                 job = {"TS": t, "CG": group[t]}.get(p, "all")
-                value = BASE * (1 + by_task[t] / 100) * (1 + sign * (min(spread[t], 0.01) if p == "TS" else spread[t]))
+                sp = spread[t] if isinstance(spread[t], float) else spread[t][p]  # type: ignore[index]
+                value = BASE * (1 + by_task[t] / 100) * (1 + sign * (min(sp, 0.01) if p == "TS" else sp))
                 rows.append(
                     Row("own", f"{p}-{job}-f1-s{seed}", p, group[t], seed, 1.0, t, "classification", "AUC", value,
                         True, 100.0 * (i + 1))
@@ -589,3 +592,20 @@ def test_rules_that_tie_but_agree_are_no_default() -> None:
     assert "rules tie, agreeing" in advice_table(adv).title
     adv.rules[2] = Rule("majority", "AU", {LOTO: 3})
     assert adv.default_tie and "a default rather than a finding" in adv.verdict()
+
+
+def test_a_decided_gain_is_advised_though_another_measured_higher_undecided(tmp_path: Path) -> None:
+    """CG gains +10 beyond its seeds' noise, AU +25 within its much larger noise: CG is advised (a gain on TS is
+    certain), and the evidence names AU as measured higher but undecided."""
+    deltas = {
+        "TS": {"mix": 0.0, "b": 0.0, "c": 0.0, "d": 0.0},
+        "CG": {"mix": 10.0, "b": 1.0, "c": -1.0, "d": 2.0},
+        "AU": {"mix": 25.0, "b": -1.0, "c": 1.0, "d": -2.0},
+    }
+    spread: dict[str, float | dict[str, float]] = {"mix": {"TS": 0.01, "CG": 0.01, "AU": 0.3}, "b": 0.05, "c": 0.05}
+    spread["d"] = 0.05
+    write_results(_seeded_rows(deltas, spread, seeds=4), tmp_path / "r.csv")
+    row = next(r for r in advise_input(load_input(None, tmp_path / "r.csv")).rows if r.task == "mix")
+    lo, hi = row.intervals["AU"] or (0.0, 0.0)
+    assert (row.advised, row.decided_by) == ("CG", "measurement") and lo < 0 < hi
+    assert row.evidence.startswith("ΔCG +10.0 [") and row.evidence.endswith("; AU measured higher, undecided")

@@ -276,3 +276,22 @@ def test_a_job_writes_item_scores_that_reproduce_its_test_metrics(tmp_path: Path
         s = scores[task_id]
         assert rec.primary is not None and s.metric == rec.primary and len(s.images) == rec.n_test
         assert resampled_metric(s, np.arange(len(s.images))) == rec.metrics[rec.primary], task_id
+
+
+def test_several_seeds_are_resampled_together_as_the_seed_mean_delta() -> None:
+    """A list per side: each resample's Δ is that of the seed means, every seed on the same images. One seed per side
+    gives the single pair's interval exactly; a seed at the ceiling (DSC 1 on every image, on both sides: a Δ of 0
+    on every resample alone) no longer hides the other seed's spread; the interval matches the delta method for the
+    ratio of the seed means."""
+    base, other = _mean_pair(400, seed=3)
+    assert paired_delta_ci([base], [other], resamples=500, seed=0) == paired_delta_ci(base, other, 500, 0)
+    ones = ItemScores("DSC", True, "mean", base.images, np.ones(400))
+    assert paired_delta_ci(ones, ones, resamples=500, seed=0) == (0.0, 0.0)  # seed 0 alone: no spread at all
+    lo, hi = paired_delta_ci([ones, base], [ones, other], resamples=2000, seed=0) or (0.0, 0.0)
+    mb, mo = (1 + base.values) / 2, (1 + other.values) / 2  # the seed means per image
+    observed = relative_change(mo.mean(), mb.mean(), True).value
+    r = mo.mean() / mb.mean()
+    se = 100 / mb.mean() * np.std(mo - r * mb, ddof=1) / math.sqrt(400)
+    assert lo < observed < hi and hi - lo == pytest.approx(2 * 1.959964 * se, rel=0.08)
+    with pytest.raises(ValueError, match="cannot pair"):
+        paired_delta_ci([base, _auc_scores(400, 2, seed=1)], [other, other], resamples=10, seed=0)

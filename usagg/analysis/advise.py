@@ -20,14 +20,15 @@ log_ratio (−∞, −100·ln m] (ln 0 is −∞: no lower bound); headroom [−
 infinite (a lower-is-better error in [0, ∞) has no lowest Δ on any scale).
 
 Advice for a task of the study: its own measurement first, where that decides (`decide`). Its intervals of
-Δ (usagg/analysis/uncertainty.py `seed_interval`: Welch t over seeds, the test set's variance from its
-paired bootstrap added where the jobs scored their test images, as a test set of a few dozen images moves Δ
-more than the seeds do) at 1 − 2·0.05/k two-sided for the k paradigms modelled, so each bound is one-sided at
-0.05/k (Bonferroni: a task's decision is wrong at most 5 % of the time, per task): the task's best measured
-paradigm is advised where its interval lies above 0 (others above 0 are named; their difference from it is
-untested), TS where every interval lies below 0. Otherwise (an interval covers 0, one seed: training noise
-unmeasured, or no spread measured) the advice is the prediction below, which is also what a task new to the
-study gets, never a paradigm whose interval lies below 0 for that task.
+Δ (usagg/analysis/uncertainty.py `seed_interval`: Welch t over seeds, with the test set's variance of the
+seed-mean Δ added, from a paired bootstrap over every seed where the jobs scored their test images, as a test
+set of a few dozen images moves Δ more than the seeds do) at 1 − 2·0.05/k two-sided for the k paradigms
+modelled, so each bound is one-sided at 0.05/k (Bonferroni: advising a paradigm no better than TS, or TS where
+one is better, has a nominal probability of at most 5 % per task): the highest measured paradigm whose interval
+lies above 0 is advised (others above 0, and a higher measured one whose interval covers 0, are named; which is
+best among them is untested), TS where every interval lies below 0. Otherwise (an interval covers 0, one seed:
+training noise unmeasured, or no spread measured) the advice is the prediction below, which is also what a task
+new to the study gets, never a paradigm whose interval lies below 0 for that task.
 
 Predicted advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
 uncertainty is the root-mean-square leave-one-task-out (LOTO) error of that paradigm's model.
@@ -55,9 +56,8 @@ from usagg.analysis.delta import SEED_ORDER, Comparison, compare
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
 from usagg.analysis.scales import FORMULAS, UNITS
-from usagg.analysis.stats import Stat
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
-from usagg.analysis.uncertainty import LEVEL, TEST_SET, seed_interval, test_set_intervals
+from usagg.analysis.uncertainty import LEVEL, seed_interval, seed_mean_test_intervals
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
@@ -80,9 +80,9 @@ LOTO, LOGO = "leave-one-task-out", "leave-one-group-out"
 #: At most this many tasks, or clinical groups, to check the advice on: one task decides between the model and
 #: the rules, and the report says so.
 FEW_TASKS, FEW_GROUPS = 5, 2
-#: A task's measured decision is wrong at most this often: its k paradigms' seed intervals at 1 − ALPHA/k.
+#: A task's measured decision errs at most this often (nominally): each of its k paradigms' bounds one-sided at ALPHA/k.
 DECISION_ALPHA = 0.05
-#: Where a task's advice comes from: its own seeds, the model, or the trivial rule the model does not beat.
+#: Where a task's advice comes from: its own measurement, the model, or the trivial rule the model does not beat.
 MEASUREMENT, MODEL, RULE = "measurement", "model", "rule"
 
 
@@ -126,7 +126,7 @@ class AdviceRow:
 
 @dataclass(frozen=True)
 class Decision:
-    """What a task's own seeds decide (`decide`): a paradigm, or None where they leave it open, and in a few words
+    """What a task's own measurement decides (`decide`): a paradigm, or None where it leaves it open, and in a few words
     why."""
 
     choice: str | None
@@ -170,7 +170,7 @@ class Advice:
 
     @property
     def measured(self) -> list[AdviceRow]:
-        """The tasks whose own seeds decide their advice."""
+        """The tasks whose own measurement decides their advice."""
         return [r for r in self.rows if r.decided_by == MEASUREMENT]
 
     def measured_text(self) -> str:
@@ -180,7 +180,8 @@ class Advice:
         how = (
             f"Welch t intervals of Δ over seeds{test} at {100 * self.level:.1f} % two-sided, each bound one-sided at "
             f"{100 * DECISION_ALPHA / k:.3g} % (Bonferroni over the {counted(k, 'paradigm')} besides {BASELINE}: a "
-            f"task's decision is wrong at most {100 * DECISION_ALPHA:.0f} % of the time, per task, not across tasks)"
+            f"nominal probability of advising a paradigm no better than {BASELINE}, or {BASELINE} where one is better, "
+            f"at most {100 * DECISION_ALPHA:.0f} % per task, not across tasks)"
         )
         decided = self.measured
         given = f"the {'model' if self.beats_trivial else 'rule'}'s advice"
@@ -191,7 +192,7 @@ class Advice:
             )
         if not decided:
             return (
-                f"No task's own measurement decides its advice ({how}: no best measured paradigm's interval lies "
+                f"No task's own measurement decides its advice ({how}: no paradigm's interval lies "
                 f"above 0, nor every interval below), so every task gets {given}, never a paradigm measured below 0 "
                 "for it."
             )
@@ -205,9 +206,9 @@ class Advice:
         )
         return (
             f"Measured first: the study's own measurement decides the advice of {len(decided)} of "
-            f"{counted(len(self.rows), 'task')}: {names}. A task's best measured paradigm is advised where its "
-            f"interval lies above 0 (others above 0 named, their difference from it untested), {BASELINE} where every "
-            f"interval lies below 0; {how}. {rest}"
+            f"{counted(len(self.rows), 'task')}: {names}. The highest measured paradigm whose interval lies above 0 "
+            f"is advised (others above 0, or measured higher but undecided, named: which is best among them is "
+            f"untested), {BASELINE} where every interval lies below 0; {how}. {rest}"
         )
 
     @property
@@ -390,9 +391,7 @@ class Advice:
 def advise(a: Analysis) -> Advice:
     """Advice for every task of the analysed study; CannotAdvise with the reason when its results cannot support it."""
     _require_baseline(a.inp)
-    if a.comp.baseline == BASELINE:  # the analysis' statistics hold the test-set bootstrap versus TS
-        return _advise(a.inp, a.comp, a.stats)
-    return _advise(a.inp, compare(a.inp, BASELINE))
+    return _advise(a.inp, a.comp if a.comp.baseline == BASELINE else compare(a.inp, BASELINE))
 
 
 def advise_input(inp: AnalysisInput) -> Advice:
@@ -411,7 +410,7 @@ def _require_baseline(inp: AnalysisInput) -> None:
         )
 
 
-def _advise(inp: AnalysisInput, comp: Comparison, stats: list[Stat] | None = None) -> Advice:
+def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
     table, where = inp.table, inp.source
     fractions = [f for (f, _, p) in comp.cells if p == BASELINE]
     if not fractions:  # TS rows whose values are all missing (empty or nan): no result to advise from
@@ -491,7 +490,7 @@ def _advise(inp: AnalysisInput, comp: Comparison, stats: list[Stat] | None = Non
             notes.append(why)
     seeds = sorted({r.seed for r in table.rows if r.fraction == fraction})
     level = decision_level(len(modelled))
-    test_var = test_set_variances(inp, comp, fraction, stats)
+    test_var = test_set_variances(inp, comp, fraction, modelled)
     decisions = {t: decide(comp, fraction, t, modelled, level, test_var.get(t, {})) for t in tasks}
     adv = _fit_and_score(
         inp.study, comp, tasks, fraction, seeds, {p: measured[p] for p in modelled}, design, features, decisions
@@ -553,14 +552,17 @@ def _caveats(adv: Advice, comp: Comparison) -> list[str]:
             "as a hypothesis for the next study, not a finding of this one (a task decided by its own measurement "
             "is that task's finding)."
         )
-    against = [
-        _not_best(r) for r in adv.rows if r.decided_by != MEASUREMENT and r.best_measured not in (None, r.advised)
-    ]
-    if against:
+    rows = [r for r in adv.rows if r.decided_by != MEASUREMENT and r.best_measured not in (None, r.advised)]
+    if rows:
+        why = (
+            "one seed leaves training noise unmeasured"
+            if all(r.evidence == "one seed" for r in rows)
+            else f"the task's own measurement does not decide at the level used ({100 * adv.level:.1f} % intervals)"
+        )
         out.append(
-            f"The advice is not the best measured paradigm for {', '.join(against)}: the task's own measurement does "
-            f"not decide at the level used ({100 * adv.level:.1f} % intervals), so the advice is what the other tasks "
-            f"predict for it; its measured Δ and interval are the direct evidence (Δ in {UNITS[comp.scale]})."
+            f"The advice is not the best measured paradigm for {', '.join(_not_best(r) for r in rows)}: {why}, so "
+            "the advice is what the other tasks predict for it; its measured Δ (and interval) is the direct evidence "
+            f"(Δ in {UNITS[comp.scale]})."
         )
     return out
 
@@ -583,33 +585,32 @@ def _interval_text(ci: tuple[float, float] | None) -> str:
 
 def decision_level(k: int) -> float:
     """The two-sided level of each of a task's k intervals whose bounds are one-sided tests at DECISION_ALPHA / k, so
-    that its decision is wrong at most DECISION_ALPHA of the time (Bonferroni)."""
+    that its decision errs at most DECISION_ALPHA of the time, nominally (Bonferroni)."""
     return 1 - 2 * DECISION_ALPHA / k
 
 
 def test_set_variances(
-    inp: AnalysisInput, comp: Comparison, fraction: float, stats: list[Stat] | None
+    inp: AnalysisInput, comp: Comparison, fraction: float, paradigms: list[str]
 ) -> dict[str, dict[str, float]]:
-    """Task -> paradigm -> the variance of Δ from the test set's paired bootstrap (usagg/analysis/task_ci.py), read
-    off its 95 % percentile interval as ((high − low) / (2·1.96))²; the analysis' statistics where given, else the
-    bootstrap run here, where the jobs scored their test images."""
-    if stats is None:
-        st = inp.settings
-        stats = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+    """Task -> paradigm -> the test set's variance of the seed-mean Δ, from its paired bootstrap over every seed
+    (usagg/analysis/uncertainty.py `seed_mean_test_intervals`), read off the 95 % percentile interval as
+    ((high − low) / (2·1.96))², where the jobs scored their test images."""
+    st = inp.settings
     z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
     out: dict[str, dict[str, float]] = {}
-    for s in stats:
-        if s.name == TEST_SET and s.fraction == fraction and s.ci is not None:
-            out.setdefault(s.task, {})[s.paradigm] = ((s.ci[1] - s.ci[0]) / (2 * z)) ** 2
+    cis = seed_mean_test_intervals(inp, comp, fraction, paradigms, st.task_bootstrap, st.bootstrap_seed)
+    for (task, p), (lo, hi) in cis.items():
+        out.setdefault(task, {})[p] = ((hi - lo) / (2 * z)) ** 2
     return out
 
 
 def decide(
     comp: Comparison, fraction: float, task: str, paradigms: list[str], level: float, test_var: dict[str, float]
 ) -> Decision:
-    """What the task's own measurement decides: its best measured paradigm, where that one's interval of Δ at `level`
-    lies above 0; TS, where every paradigm's lies below 0; else nothing (an interval covers 0, one seed, no spread).
-    `test_var`: paradigm -> the test set's variance of its Δ, added to the seeds'."""
+    """What the task's own measurement decides: the highest measured paradigm whose interval of Δ at `level` lies
+    above 0 (a gain on TS beyond the noise, even where another measured higher undecided); TS, where every
+    paradigm's lies below 0; else nothing (an interval covers 0, one seed, no spread). `test_var`: paradigm -> the
+    test set's variance of its seed-mean Δ, added to the seeds'."""
     stats = {p: seed_interval(comp, fraction, task, p, level, test_var.get(p, 0.0)) for p in paradigms}
     # an interval of no width measured no spread (every seed alike): it decides nothing
     ci = {p: st.ci if st is not None and st.ci is not None and st.ci[0] < st.ci[1] else None for p, st in stats.items()}
@@ -617,22 +618,23 @@ def decide(
     used = any(p in test_var for p, c in ci.items() if c is not None)
     gains = [p for p in paradigms if (c := ci[p]) is not None and c[0] > 0]
     losses = tuple(p for p in paradigms if (c := ci[p]) is not None and c[1] < 0)
-    best = max(value, key=lambda p: (value[p], -paradigms.index(p))) if value else None
-    if best is not None and best in gains:
+    if gains:  # a gain over TS beyond the noise: the highest measured of those
+        best = max(gains, key=lambda p: (value[p], -paradigms.index(p)))
         lo, hi = ci[best] or (math.nan, math.nan)
         also = [p for p in gains if p != best]
+        higher = [p for p in paradigms if p in value and value[p] > value[best]]
         evidence = f"Δ{best} {value[best]:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (
             f"; {'/'.join(also)} also > 0" if also else ""
         )
+        evidence += f"; {'/'.join(higher)} measured higher, undecided" if higher else ""
         return Decision(best, ci, evidence, losses, used)
     if len(losses) == len(paradigms):
         return Decision(BASELINE, ci, "every Δ's interval < 0", losses, used)
     if not any(c is not None for c in ci.values()):
         one = all(len(comp.seed_deltas(fraction, task, p)) < 2 for p in paradigms)
         return Decision(None, ci, "one seed" if one else "no spread measured", losses, used)
-    cover = [p for p in paradigms if ci[p] is not None and p not in losses and p not in gains]
-    parts = [f"Δ{'/'.join(gains)} > 0 but {best} measured higher"] if gains else []
-    parts += [f"Δ{'/'.join(losses)} < 0"] if losses else []
+    cover = [p for p in paradigms if ci[p] is not None and p not in losses]
+    parts = [f"Δ{'/'.join(losses)} < 0"] if losses else []
     parts += [f"{'/'.join(cover)} cover{'s' if len(cover) == 1 else ''} 0"] if cover else []
     parts += [f"{p}: no interval" for p in paradigms if ci[p] is None]
     return Decision(None, ci, "; ".join(parts), losses, used)

@@ -20,6 +20,7 @@ CSV path and put in path order before resampling, so the order a job listed them
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,33 +128,45 @@ def resampled_metric(s: ItemScores, idx: np.ndarray) -> float:
 
 
 def paired_delta_ci(
-    base: ItemScores, other: ItemScores, resamples: int, seed: int, level: float = 0.95
+    base: ItemScores | Sequence[ItemScores],
+    other: ItemScores | Sequence[ItemScores],
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
 ) -> tuple[float, float] | None:
     """Percentile bootstrap CI of the relative change in % of `other` versus `base` (`relative_change`).
 
-    Both are recomputed on the same resamples of the test images they share (matched by path). None
-    when fewer than 2 images are shared or the Δ is undefined on more than 1 - MIN_DEFINED_SHARE of
-    the resamples. Deterministic for a seed, independent of the order of the images.
+    Both are recomputed on the same resamples of the test images they share (matched by path). Given several
+    seeds' scores each, a resample's Δ is that of the seed means (each seed's metric on the same images, then
+    averaged per side), as the comparison's Δ is: the test set's part of the seed-mean Δ's spread. None when
+    fewer than 2 images are shared or the Δ is undefined on more than 1 - MIN_DEFINED_SHARE of the resamples.
+    Deterministic for a seed, independent of the order of the images.
     """
-    if (base.metric, base.kind, base.higher_is_better) != (other.metric, other.kind, other.higher_is_better):
-        raise ValueError(f"cannot pair {base.metric} ({base.kind}) with {other.metric} ({other.kind})")
+    bases = [base] if isinstance(base, ItemScores) else list(base)
+    others = [other] if isinstance(other, ItemScores) else list(other)
+    kinds = {(s.metric, s.kind, s.higher_is_better) for s in bases + others}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot pair {', '.join(f'{m} ({k})' for m, k, _ in sorted(kinds))}")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-    shared = sorted(set(base.images) & set(other.images))
+    shared = sorted(set.intersection(*(set(s.images) for s in bases + others)))
     n = len(shared)
     if n < 2:
         return None
-    b = _restricted(base, shared)
-    o = _restricted(other, shared)
+    b = [_restricted(s, shared) for s in bases]
+    o = [_restricted(s, shared) for s in others]
+    hib = bases[0].higher_is_better
     rng = np.random.default_rng(seed)
     deltas = np.full(resamples, math.nan)
     for start in range(0, resamples, _CHUNK):
         idx = rng.integers(0, n, size=(_CHUNK, n))[: resamples - start]
-        for k, (mb, mo) in enumerate(zip(_metrics(b, idx), _metrics(o, idx), strict=True)):
+        mbs = np.mean([_metrics(s, idx) for s in b], axis=0)  # a seed undefined on a resample: the mean is nan
+        mos = np.mean([_metrics(s, idx) for s in o], axis=0)
+        for k, (mb, mo) in enumerate(zip(mbs, mos, strict=True)):
             if math.isfinite(mb) and math.isfinite(mo):
-                d = relative_change(mo, mb, base.higher_is_better).value
+                d = relative_change(float(mo), float(mb), hib).value
                 deltas[start + k] = math.nan if d is None else d
     defined = deltas[np.isfinite(deltas)]
     if defined.size < MIN_DEFINED_SHARE * resamples:

@@ -18,6 +18,7 @@ seed interval when there are ≥ 2 seeds, else the test-set one, else none.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +75,10 @@ def _jobs(inp: AnalysisInput) -> dict[tuple[str, float, int, str], str]:
     return {(r.paradigm, r.fraction, r.seed, r.task): r.job_id for r in inp.table.rows if r.job_id}
 
 
-def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
-    """The test-set bootstrap CI of every task Δ whose two jobs wrote item_scores.json (none without them)."""
-    if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
-        return []
-    from usagg.analysis.task_ci import load_item_scores, paired_delta_ci
+def _item_scores(inp: AnalysisInput) -> Callable[[str | None], dict]:
+    """A job's item scores by task ({} without them), each job's file read once."""
+    from usagg.analysis.task_ci import load_item_scores
 
-    jobs = _jobs(inp)
     loaded: dict[str, dict] = {}
 
     def scores(job: str | None) -> dict:
@@ -89,6 +87,46 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
         if job not in loaded:
             loaded[job] = load_item_scores(Path(inp.item_scores[job]).parent)
         return loaded[job]
+
+    return scores
+
+
+def seed_mean_test_intervals(
+    inp: AnalysisInput, comp: Comparison, fraction: float, paradigms: list[str], resamples: int, seed: int
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """(task, paradigm) -> the 95 % test-set bootstrap CI of the seed-mean Δ, on the comparison's scale: every
+    seed both paradigms ran and scored, recomputed on the same resamples of their shared test images
+    (usagg/analysis/task_ci.py `paired_delta_ci` with a list per side). The test set's part of the spread of the
+    Δ the comparison reports (one seed's alone can be 0 where that seed sits at a ceiling the others do not)."""
+    if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
+        return {}
+    from usagg.analysis.task_ci import paired_delta_ci
+
+    jobs, scores = _jobs(inp), _item_scores(inp)
+    out = {}
+    for info in comp.tasks:
+        t, base = info.task, comp.baseline
+        for p in paradigms:
+            common = sorted(
+                set(comp.seed_values.get((fraction, t, p), {})) & set(comp.seed_values.get((fraction, t, base), {}))
+            )
+            b = [x for s in common if (x := scores(jobs.get((base, fraction, s, t))).get(t)) is not None]
+            o = [x for s in common if (x := scores(jobs.get((p, fraction, s, t))).get(t)) is not None]
+            if not common or len(b) < len(common) or len(o) < len(common):  # every seed scored, or none counted
+                continue
+            ci = _on_scale(comp.scale, paired_delta_ci(b, o, resamples, seed, LEVEL), info.higher_is_better)
+            if ci is not None:
+                out[(t, p)] = ci
+    return out
+
+
+def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
+    """The test-set bootstrap CI of every task Δ whose two jobs wrote item_scores.json (none without them)."""
+    if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
+        return []
+    from usagg.analysis.task_ci import paired_delta_ci
+
+    jobs, scores = _jobs(inp), _item_scores(inp)
 
     out = []
     base = comp.baseline

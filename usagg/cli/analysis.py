@@ -139,7 +139,7 @@ def advise_cmd(
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
 ) -> None:
-    """For every task, the paradigm to use (TS, CG, AU, AG): its own seeds' verdict where their intervals decide,
+    """For every task, the paradigm to use (TS, CG, AU, AG): its own measurement's verdict where its intervals decide,
     else its expected Δ versus TS predicted from the other tasks, with its uncertainty.
 
     Measured first: a task's best measured paradigm is advised where its interval of Δ (seeds, plus the test set's
