@@ -233,6 +233,8 @@ def test_usagg_run_says_why_sbatch_refused_then_does_not_submit_a_job_still_queu
     assert code == 0 and said in flat, out
     code, out = run_cli(["run", str(spec), "--dry-run"], monkeypatch, capsys)
     assert f"skip (queued on Slurm as {element})" in " ".join(out.split()), out
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)  # status names the Slurm job it waits as
+    assert code == 0 and f"submitted to Slurm as {element}" in " ".join(out.split()), out
 
 
 # --------------------------------------------------------------------------- 2. `%` in the log folder

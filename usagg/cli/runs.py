@@ -128,6 +128,8 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
             where = _running_progress(store, jid, record)
             duration = duration_text(where.elapsed_s)
             detail = where.text()
+        elif state == "pending" and (slurm_id := store.queued_on_slurm(jid)):  # submitted, not started or collected
+            detail = f"submitted to Slurm as {slurm_id} (sacct says whether it waits)"
         else:
             detail = escape(printable(detail))  # task and metric names from metrics.json: data, not instructions
         table.add_row(escape(jid), _state_text(state), duration, detail)
