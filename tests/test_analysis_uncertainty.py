@@ -65,3 +65,28 @@ def test_an_edited_item_scores_file_is_another_memo_key(run_dir: Path) -> None:
     finally:
         path.write_text(original)
     assert input_key(load_input(run_dir, None), "TS") == before
+
+
+def test_several_seeds_give_the_test_set_interval_of_their_means(tmp_path: Path) -> None:
+    """With two seeds the test-set interval is that of the seed means' Δ (both seeds' scores on the same resamples),
+    centred on the Δ the comparison reports, not one seed's."""
+    tasks = load_tasks(TASKS)[:3]
+    run = simulate_run_store(tmp_path / "two", tasks, seeds=(0, 1), item_scores=True)
+    inp = load_input(run, None)
+    comp = compare(inp)
+    test = {(s.task, s.paradigm): s for s in task_uncertainty(inp, comp) if s.name == TEST_SET}
+    task = tasks[0]["id"]
+    st = test[(task, "AU")]
+    store = RunStore(run)
+    jobs = {(r.paradigm, r.seed): r.job_id for r in inp.table.rows if r.task == task}
+    scores = {k: load_item_scores(store.paths(j).folder)[task] for k, j in jobs.items()}
+    s = inp.settings
+    both = paired_delta_ci(
+        [scores[("TS", 0)], scores[("TS", 1)]],
+        [scores[("AU", 0)], scores[("AU", 1)]],
+        s.task_bootstrap,
+        s.bootstrap_seed,
+    )
+    assert st.ci == both and st.ci != paired_delta_ci(scores[("TS", 0)], scores[("AU", 0)], s.task_bootstrap, 0)
+    assert st.value == pytest.approx(comp.deltas[(1.0, task, "AU")].value) and st.effects == ()
+    assert "seeds 0, 1: the seed means' Δ on each resample" in st.method

@@ -56,8 +56,9 @@ from usagg.analysis.delta import SEED_ORDER, Comparison, compare
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
 from usagg.analysis.scales import FORMULAS, UNITS
+from usagg.analysis.stats import Stat
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
-from usagg.analysis.uncertainty import LEVEL, seed_interval, seed_mean_test_intervals
+from usagg.analysis.uncertainty import LEVEL, TEST_SET, seed_interval, test_set_intervals
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
@@ -391,7 +392,9 @@ class Advice:
 def advise(a: Analysis) -> Advice:
     """Advice for every task of the analysed study; CannotAdvise with the reason when its results cannot support it."""
     _require_baseline(a.inp)
-    return _advise(a.inp, a.comp if a.comp.baseline == BASELINE else compare(a.inp, BASELINE))
+    if a.comp.baseline == BASELINE:  # the analysis' statistics hold the test-set bootstrap versus TS
+        return _advise(a.inp, a.comp, a.stats)
+    return _advise(a.inp, compare(a.inp, BASELINE))
 
 
 def advise_input(inp: AnalysisInput) -> Advice:
@@ -410,7 +413,7 @@ def _require_baseline(inp: AnalysisInput) -> None:
         )
 
 
-def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
+def _advise(inp: AnalysisInput, comp: Comparison, stats: list[Stat] | None = None) -> Advice:
     table, where = inp.table, inp.source
     fractions = [f for (f, _, p) in comp.cells if p == BASELINE]
     if not fractions:  # TS rows whose values are all missing (empty or nan): no result to advise from
@@ -490,7 +493,7 @@ def _advise(inp: AnalysisInput, comp: Comparison) -> Advice:
             notes.append(why)
     seeds = sorted({r.seed for r in table.rows if r.fraction == fraction})
     level = decision_level(len(modelled))
-    test_var = test_set_variances(inp, comp, fraction, modelled)
+    test_var = test_set_variances(inp, comp, fraction, stats)
     decisions = {t: decide(comp, fraction, t, modelled, level, test_var.get(t, {})) for t in tasks}
     adv = _fit_and_score(
         inp.study, comp, tasks, fraction, seeds, {p: measured[p] for p in modelled}, design, features, decisions
@@ -590,17 +593,19 @@ def decision_level(k: int) -> float:
 
 
 def test_set_variances(
-    inp: AnalysisInput, comp: Comparison, fraction: float, paradigms: list[str]
+    inp: AnalysisInput, comp: Comparison, fraction: float, stats: list[Stat] | None
 ) -> dict[str, dict[str, float]]:
     """Task -> paradigm -> the test set's variance of the seed-mean Δ, from its paired bootstrap over every seed
-    (usagg/analysis/uncertainty.py `seed_mean_test_intervals`), read off the 95 % percentile interval as
-    ((high − low) / (2·1.96))², where the jobs scored their test images."""
-    st = inp.settings
+    (usagg/analysis/uncertainty.py `test_set_intervals`: the analysis' statistics where given, else run here), read
+    off the 95 % percentile interval as ((high − low) / (2·1.96))², where the jobs scored their test images."""
+    if stats is None:
+        st = inp.settings
+        stats = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
     z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
     out: dict[str, dict[str, float]] = {}
-    cis = seed_mean_test_intervals(inp, comp, fraction, paradigms, st.task_bootstrap, st.bootstrap_seed)
-    for (task, p), (lo, hi) in cis.items():
-        out.setdefault(task, {})[p] = ((hi - lo) / (2 * z)) ** 2
+    for s in stats:
+        if s.name == TEST_SET and s.fraction == fraction and s.ci is not None:
+            out.setdefault(s.task, {})[s.paradigm] = ((s.ci[1] - s.ci[0]) / (2 * z)) ** 2
     return out
 
 

@@ -489,7 +489,7 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
         "with the standard error of both paradigms' seed spread (delta method, Welch df), where a paradigm ran 2 "
         "seeds or more.",
         "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
-        "for the Δ of the lowest seed both paradigms ran.",
+        "for the Δ of the seed means: every seed both paradigms ran, on the same resamples.",
         "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when ≥ 2, else the test set.",
     ]
     title = "Uncertainty of each task's Δ" + (f" (fraction {frac_label(fraction)})" if multi else "")
@@ -509,14 +509,14 @@ def _ci_cell(s: Stat | None) -> Interval:
 
 
 def _ci_text(s: Stat | None) -> str:
-    """An interval as text; a test-set one names the seed whose Δ it is about when that Δ is not the task's."""
+    """An interval as text; a test-set one says which Δ it is about where only some seeds scored their images."""
     if s is None:
         return "—"
     if s.ci is None:
         return s.note or "—"
     text = f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]"
-    seed = dict(s.effects).get("seed")
-    return text if seed is None or s.value is None else f"{text} around {s.value:+.1f} (seed {seed:g})"
+    seeds = dict(s.effects).get("seeds scored")
+    return text if seeds is None or s.value is None else f"{text} around {s.value:+.1f} ({seeds:g} seeds scored)"
 
 
 def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:

@@ -7,10 +7,11 @@ SE² = (∂Δ/∂m_p)² s_p²/n_p + (∂Δ/∂m_b)² s_b²/n_b, usagg/analysis/s
 (100/|m̄_b|)² · (s_p²/n_p + (m̄_p/m̄_b)² · s_b²/n_b), the baseline term only with ≥ 2
 baseline seeds) and Welch-Satterthwaite degrees of freedom.
 
-Test set: the CI of the relative change from resampling the test images two jobs share
-(usagg/analysis/task_ci.py, from each job's item_scores.json), for the lowest seed both
-paradigms ran; on the log_ratio scale its limits are carried over (a monotone function of the
-relative change), on the headroom scale there is none (the distance moves with the baseline).
+Test set: the CI of the relative change of the seed means from resampling the test images the
+jobs share (usagg/analysis/task_ci.py, from each job's item_scores.json), every seed both
+paradigms ran and scored on the same resamples; on the log_ratio scale its limits are carried
+over (a monotone function of the relative change), on the headroom scale there is none (the
+distance moves with the baseline).
 The interval a table or figure shows for a task (`shown_interval`) is the
 seed interval when there are ≥ 2 seeds, else the test-set one, else none.
 """
@@ -91,43 +92,16 @@ def _item_scores(inp: AnalysisInput) -> Callable[[str | None], dict]:
     return scores
 
 
-def seed_mean_test_intervals(
-    inp: AnalysisInput, comp: Comparison, fraction: float, paradigms: list[str], resamples: int, seed: int
-) -> dict[tuple[str, str], tuple[float, float]]:
-    """(task, paradigm) -> the 95 % test-set bootstrap CI of the seed-mean Δ, on the comparison's scale: every
-    seed both paradigms ran and scored, recomputed on the same resamples of their shared test images
-    (usagg/analysis/task_ci.py `paired_delta_ci` with a list per side). The test set's part of the spread of the
-    Δ the comparison reports (one seed's alone can be 0 where that seed sits at a ceiling the others do not)."""
-    if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
-        return {}
-    from usagg.analysis.task_ci import paired_delta_ci
-
-    jobs, scores = _jobs(inp), _item_scores(inp)
-    out = {}
-    for info in comp.tasks:
-        t, base = info.task, comp.baseline
-        for p in paradigms:
-            common = sorted(
-                set(comp.seed_values.get((fraction, t, p), {})) & set(comp.seed_values.get((fraction, t, base), {}))
-            )
-            b = [x for s in common if (x := scores(jobs.get((base, fraction, s, t))).get(t)) is not None]
-            o = [x for s in common if (x := scores(jobs.get((p, fraction, s, t))).get(t)) is not None]
-            if not common or len(b) < len(common) or len(o) < len(common):  # every seed scored, or none counted
-                continue
-            ci = _on_scale(comp.scale, paired_delta_ci(b, o, resamples, seed, LEVEL), info.higher_is_better)
-            if ci is not None:
-                out[(t, p)] = ci
-    return out
-
-
 def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
-    """The test-set bootstrap CI of every task Δ whose two jobs wrote item_scores.json (none without them)."""
+    """The test-set bootstrap CI of every task Δ whose jobs wrote item_scores.json (none without them): the Δ of the
+    seed means, every seed both paradigms ran and scored recomputed on the same resamples of the images they share
+    (usagg/analysis/task_ci.py `paired_delta_ci`, a list per side), so it is the test set's part of the spread of
+    the Δ the comparison reports (one seed's alone can be 0 where that seed sits at a ceiling the others do not)."""
     if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
         return []
     from usagg.analysis.task_ci import paired_delta_ci
 
     jobs, scores = _jobs(inp), _item_scores(inp)
-
     out = []
     base = comp.baseline
     for f in comp.fractions:
@@ -135,23 +109,29 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
             t = info.task
             for p in comp.others:
                 common = sorted(set(comp.seed_values.get((f, t, p), {})) & set(comp.seed_values.get((f, t, base), {})))
-                for s in common:
-                    b, o = scores(jobs.get((base, f, s, t))).get(t), scores(jobs.get((p, f, s, t))).get(t)
-                    if b is None or o is None:
-                        continue
-                    d = comp.change(t, comp.seed_values[(f, t, p)][s], comp.seed_values[(f, t, base)][s])
-                    ci = _on_scale(comp.scale, paired_delta_ci(b, o, resamples, seed, LEVEL), info.higher_is_better)
-                    shared = len(set(b.images) & set(o.images))
-                    out.append(
-                        Stat(
-                            TEST_SET, p, f, d.value, shared,
-                            f"paired percentile bootstrap over the {shared} test images both jobs scored "
-                            f"(seed {s}), {resamples} resamples, seed {seed}",
-                            ci=ci, note="" if ci else "undefined on the resamples", task=t,
-                            effects=(("seed", float(s)),),
-                        )
-                    )  # fmt: skip
-                    break  # the lowest seed both ran
+                pairs = [
+                    (b, o, s)
+                    for s in common
+                    if (b := scores(jobs.get((base, f, s, t))).get(t)) is not None
+                    and (o := scores(jobs.get((p, f, s, t))).get(t)) is not None
+                ]
+                if not pairs:
+                    continue
+                bs, others, seeds = [b for b, _, _ in pairs], [o for _, o, _ in pairs], [s for _, _, s in pairs]
+                mean = {q: float(np.mean([comp.seed_values[(f, t, q)][s] for s in seeds])) for q in (p, base)}
+                d = comp.change(t, mean[p], mean[base])
+                ci = _on_scale(comp.scale, paired_delta_ci(bs, others, resamples, seed, LEVEL), info.higher_is_better)
+                shared = len(set.intersection(*(set(x.images) for x in bs + others)))
+                seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+                out.append(
+                    Stat(
+                        TEST_SET, p, f, d.value, shared,
+                        f"paired percentile bootstrap over the {shared} test images every job scored ({seeds_text}: "
+                        f"the seed means' Δ on each resample), {resamples} resamples, seed {seed}",
+                        ci=ci, note="" if ci else "undefined on the resamples", task=t,
+                        effects=(("seeds scored", float(len(seeds))),) if len(seeds) < len(common) else (),
+                    )
+                )  # fmt: skip
     return out
 
 
