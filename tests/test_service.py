@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,62 @@ def test_fractions_that_leave_a_task_one_image_are_refused_before_any_job(tmp_pa
     code, out = cli_run.run_cli(["run", str(study)], monkeypatch, capsys)
     assert code == 2 and "thyroid_nodule has 1 training image at fraction 0.01" in out, out
     assert "Traceback" not in out and not (tmp_path / "runs" / "s" / "jobs").exists()
+
+
+def test_a_damaged_plan_is_written_anew_by_a_run_of_its_spec(tmp_path: Path) -> None:
+    """plan.json damaged: its error says `usagg run` with the study's spec writes it anew, and that is what a run of
+    the spec file the store is bound to does (its done jobs stay done); another spec file is told which one, or
+    --force."""
+    from tests.test_store_damage import metrics_of
+    from usagg.plan import plan
+    from usagg.service import StudyRun
+    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
+    from usagg.store import RunStore
+
+    study = Study(
+        name="toy", output_root=str(tmp_path / "runs"), paradigms=["TS"], data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
+    )  # fmt: skip
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / "toy")
+    store.init("name: toy\n", jobs)
+    store.set_state(jobs[0].id, "running")
+    store.write_metrics(jobs[0].id, metrics_of(jobs[0]))
+    store.set_state(jobs[0].id, "done")
+    spec, other = tmp_path / "toy.yaml", tmp_path / "other.yaml"
+    spec.write_text("name: toy\n")
+    other.write_text("name: toy\n")
+    store.add_spec_file(spec.resolve())
+    store.plan_json.write_text("{oops")
+    with pytest.raises(
+        UsaggError, match=r"the spec file this store was run from, .*toy\.yaml, or this one with --force"
+    ):
+        StudyRun.prepare(study, spec_file=other)
+    run = StudyRun.prepare(study, spec_file=spec)
+    assert run.states[jobs[0].id] == "done" and not run.todo
+    run.init_store()
+    assert [j.id for j in store.jobs()] == [j.id for j in jobs] and store.job_state(jobs[0].id) == "done"
+
+
+def test_repair_of_a_done_job_without_its_metrics_says_so(tmp_path: Path) -> None:
+    """A done job whose metrics.json is missing has nothing to set aside: the repair says it is missing and sends the
+    job back to pending (it raised an IndexError, adding to a repair message that did not exist)."""
+    from usagg.plan import plan
+    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
+    from usagg.store import RunStore
+
+    study = Study(
+        name="toy", paradigms=["TS"], data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
+    )  # fmt: skip
+    (job,) = plan(study)
+    store = RunStore(tmp_path / "runs" / "toy")
+    store.init("name: toy\n", [job])
+    store.set_state(job.id, "running")
+    store.set_state(job.id, "done")
+    repairs = store.repair()
+    said = f"{store.paths(job.id).metrics} is missing, although the job is done; the job is pending again"
+    assert any(r.startswith(said) for r in repairs), repairs
+    assert store.job_state(job.id) == "pending"

@@ -586,7 +586,15 @@ class StudyRun:
         if str(self.spec_file) not in files and not any(Path(f).is_file() for f in files):
             self.binding = "replace"
             return []
-        stored = self.store.jobs()
+        try:
+            stored = self.store.jobs()
+        except UsaggError as err:  # plan.json damaged: the spec it is bound to (or --force) writes it anew
+            if str(self.spec_file) in files or force:
+                return []
+            raise UsaggError(
+                f"{err}: the spec file this store was run from, {', '.join(files)}, or this one with --force "
+                "(its plan then replaces the damaged one)"
+            ) from None
         others = [j for j in stored if j.id not in ours]
         if str(self.spec_file) not in files and {j.id for j in stored} == ours and not force:
             self.binding = "none"

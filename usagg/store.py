@@ -696,6 +696,8 @@ class RunStore:
         for path in (paths.metrics, paths.item_scores):
             if path in problems and path.is_file():
                 self.set_aside(path, problems[path])
+            elif path in problems:  # nothing to set aside (a done job's metrics.json missing): said, then mended
+                self.repairs.append(f"{path} is {problems[path]}")
         rerun = paths.metrics in problems or paths.item_scores in problems
         if paths.record in problems:
             if job is None:
