@@ -93,6 +93,46 @@ def test_the_study_is_named_after_its_folder(folder: str, name: str | None) -> N
     assert study_name(Path(folder)) == name
 
 
+@pytest.mark.parametrize("folder", ["1e5", "123", "on", "null", "007", "1.0"])
+def test_a_name_yaml_would_read_as_no_string_is_quoted(
+    folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg init 1e5` wrote `name: 1e5`, a float to usagg's YAML 1.2 reading: an invalid spec left behind; `123`
+    was refused as 'not plain text'. The name is quoted where YAML would read it as no string."""
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(["init", folder], monkeypatch, capsys)
+    assert code == 0, text
+    assert f'name: "{folder}"' in (tmp_path / folder / "demo.yaml").read_text()
+    assert load_study(tmp_path / folder / "demo.yaml").name == folder
+
+
+def test_the_next_commands_paste_for_a_folder_with_a_leading_dash_and_a_taken_name_is_warned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The printed commands work pasted: `./-dash/demo.yaml`, not an option. A DIR whose name's run store holds
+    another study of that name, run from another file (`demo` after `make demo`), is warned about at once."""
+    from usagg.plan import plan
+    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
+    from usagg.store import RunStore
+
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(["init", "--", "-dash"], monkeypatch, capsys)
+    assert code == 0 and "  usagg validate ./-dash/demo.yaml\n" in text and "  usagg run ./-dash/demo.yaml\n" in text
+    code, text = run_cli(["init", "first"], monkeypatch, capsys)
+    assert code == 0 and "warning" not in text
+    other = Study(  # runs/demo: a study 'demo' of another plan, run from another spec file that still exists
+        name="demo", data=DataSpec(synthetic=SynthSpec()), model=ModelSpec(backbone="dinov3_test", image_size=64),
+        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
+    )  # fmt: skip
+    store = RunStore(tmp_path / "runs" / "demo")
+    store.init("name: demo\n", plan(other))
+    (tmp_path / "shipped.yaml").write_text("name: demo\n")
+    store.add_spec_file((tmp_path / "shipped.yaml").resolve())
+    code, text = run_cli(["init", "demo"], monkeypatch, capsys)
+    said = " ".join(text.split())
+    assert code == 0 and "warning: `usagg run` would refuse this study now: the run store runs/demo holds" in said
+
+
 def test_a_folder_name_with_nothing_to_keep_gives_a_named_fallback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

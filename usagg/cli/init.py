@@ -10,18 +10,24 @@ is one source of truth: usagg/studies/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from usagg.errors import UsaggError
 
+if TYPE_CHECKING:
+    from usagg.spec.models import Study
+
 HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with usagg, and print what to run next.
 
-The study is named after DIR (its run store is runs/DIR), so it never shares a run store with the shipped one.
+The study is named after DIR (its run store is runs/DIR), so it gets a run store of its own; where that store
+already holds another study of the name (DIR named demo after make demo), init warns that usagg run would refuse.
 
 --from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
 --from known: the known-answer study, effects planted in synthetic data and declared in its expect: (5 seeds).
@@ -99,8 +105,11 @@ def write_study(source: str, folder: Path, force: bool = False, name: str | None
 def _renamed(text: str, source: str, target: Path, name: str) -> str:
     """The shipped text with its `name:` and the run store and report folders its comments name made `name`'s, and
     the file its comments name made `target`: one pass, so a path put in is never rewritten again."""
+    from usagg.spec.load import parse_yaml_text
+
     stem = re.escape(source)
-    by = {"studies": shlex.quote(target.as_posix()), "name": f"name: {name}"}
+    plain = parse_yaml_text(f"name: {name}", "the study's name") == {"name": name}  # `123`, `1e5`, `on`: quoted
+    by = {"studies": shown_path(target), "name": f"name: {name if plain else json.dumps(name)}"}
     return re.sub(
         rf"(?m)\b(studies)/{stem}\.yaml|^(name): {stem}$|\b(runs|reports)/{stem}\b",
         lambda m: by.get(m.group(m.lastindex or 0), f"{m.group(m.lastindex or 0)}/{name}"),
@@ -108,15 +117,21 @@ def _renamed(text: str, source: str, target: Path, name: str) -> str:
     )
 
 
+def shown_path(path: Path) -> str:
+    """A path as a command line takes it pasted: shell-quoted, and `./` before a leading `-` (else an option)."""
+    text = path.as_posix()
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+
+
 def _same_study(shipped: str, written: str, target: Path, name: str) -> None:
     """UsaggError unless `written` parses to the YAML of `shipped` named `name`: only comments and the name may
     change, so a folder name can never add, drop or break a key of the study (checked before anything is
     written)."""
-    import yaml
+    from usagg.spec.load import parse_yaml_text
 
-    try:
-        same = yaml.safe_load(written) == {**yaml.safe_load(shipped), "name": name}
-    except yaml.YAMLError:
+    try:  # read as `usagg run` reads it (YAML 1.2 numbers: `1e5` is a float there, a string to PyYAML alone)
+        same = parse_yaml_text(written, target) == {**parse_yaml_text(shipped, target), "name": name}
+    except UsaggError:
         same = False
     if not same:
         raise UsaggError(
@@ -139,8 +154,8 @@ def init(
     name = study_name(folder)
     target = write_study(source, folder, force, name or f"my_{source}")
     study = load_study(target)  # the packaged studies validate anywhere; this proves it for this copy
-    spec = shlex.quote(target.as_posix())
-    store = shlex.quote((Path(study.output_root) / study.name).as_posix())
+    spec = shown_path(target)
+    store = shown_path(Path(study.output_root) / study.name)
     typer.echo(f"wrote {target}: the study {study.name!r} (from the packaged study {source!r})")
     if name is None:
         typer.echo(
@@ -148,6 +163,7 @@ def init(
             f"digits, _ . -, from a letter or digit), so the study is named {study.name!r}; edit `name:` in "
             f"{spec} to choose another"
         )
+    _warn_if_run_would_refuse(study, target)
     root = study.data.root
     steps = [f"usagg validate {spec}"]
     if root is not None and not root.exists():
@@ -164,6 +180,17 @@ def init(
         f"usagg report {store}",
     ]
     typer.echo("next:\n" + "\n".join(f"  {s}" for s in steps))
+
+
+def _warn_if_run_would_refuse(study: Study, target: Path) -> None:
+    """The run store the new study names may hold another study of that name (a DIR named `demo` after `make
+    demo`): `usagg run` would refuse it, so say so now, as `usagg validate` does (nothing is written)."""
+    from usagg.service import StudyRun
+
+    try:
+        StudyRun.prepare(study, spec_file=target)
+    except UsaggError as err:
+        typer.echo(f"warning: `usagg run` would refuse this study now: {err}")
 
 
 def register(app: typer.Typer) -> None:
