@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.cli_run import run_cli
+from tests.tiny_study import write_tiny_study
 from usagg.analysis.results import Row, write_results
 from usagg.cachedir import KINDS
 from usagg.filehash import file_sha256
@@ -151,32 +153,21 @@ def test_advise_keeps_task_ids_whole(
     assert [
         next(t for t in tasks if line.lstrip().startswith(t)) for line in lines
     ] == tasks  # each id whole, once, in order
-    assert all(line.split()[2] in ("TS", "CG", "AU") for line in lines)  # its advice on its line
-    assert all(line.split()[3] in ("measured", "model", "rule") for line in lines)  # and where it comes from
-
-
-TINY = """
-name: tiny-piped
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 8, val_size: 4, out: {data}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {data}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
-training: {{epochs: 1, steps_per_epoch: 1, batch_size: 4, eval_batch_size: 8}}
-execution: {{devices: cpu, cpu_jobs: 1}}
-"""
+    assert all(line.split()[2].rstrip("*") in ("TS", "CG", "AU") for line in lines)  # its advice on its line
 
 
 @pytest.mark.slow  # trains two one-step jobs
 def test_the_summary_of_a_run_keeps_job_ids_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    study = tmp_path / "tiny.yaml"
-    study.write_text(TINY.format(data=tmp_path / "data"))
+    study = write_tiny_study(
+        tmp_path / "tiny.yaml",
+        "tiny-piped",
+        tmp_path / "data",
+        synthetic={"default_size": 8, "val_size": 4},
+        training={"batch_size": 4, "eval_batch_size": 8},
+        execution={"devices": "cpu", "cpu_jobs": 1},
+    )
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(study)], monkeypatch, capsys, columns=60)
     assert code == 0, out
@@ -216,3 +207,18 @@ def test_validate_keeps_each_line_whole(
     assert jobs.endswith("= units x 1 fraction x 1 seed") and len(jobs) > columns
     waiting = next(line for line in out.splitlines() if line.startswith("AG: planned once"))
     assert waiting.endswith("results)")
+
+
+def test_advise_fits_an_80_column_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal of 80 columns the advice table keeps every value whole: no '…' (the From and Expected Δ columns
+    pushed LOGO and Best past the edge); measured advice is marked '*' in its own cell."""
+    tasks = [f"task_{i:02d}" for i in range(12)]
+    _results(tmp_path / "results.csv", tasks)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich lays out for a terminal
+    code, out = run_cli(["advise", "--results", str(tmp_path / "results.csv")], monkeypatch, capsys, columns=80)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    rows = [line for line in plain.splitlines() if line.lstrip().startswith(tuple(tasks))]
+    assert code == 0 and len(rows) == 12 and "…" not in plain
+    assert all(len(line) <= 80 for line in rows) and any(line.split()[2].endswith("*") for line in rows)

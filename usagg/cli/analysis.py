@@ -192,8 +192,8 @@ def _print_advice(adv: Advice) -> None:
     shown = RichTable(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # the type is in csv and markdown: room for numbers; the id whole, numbers fold first
     shown.add_column("Task", overflow="fold", min_width=12, no_wrap=True)
-    for col in ("n_train", "Advice", "From", "Expected Δ %", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
-        left = col in ("Advice", "From", "Best", "LOTO", "LOGO")
+    for col in ("n", "Advice", "Δ % ±", *(f"Δ{p} %" for p in others), "Best", "LOTO", "LOGO"):
+        left = col in ("Advice", "Best", "LOTO", "LOGO")
         shown.add_column(escape(col), justify="left" if left else "right", no_wrap=True)
     for r in adv.rows:
         n = "—" if r.n_train is None or math.isnan(r.n_train) else f"{r.n_train:.0f}"
@@ -203,8 +203,7 @@ def _print_advice(adv: Advice) -> None:
         row = [
             r.task,
             n,
-            r.advised,
-            "measured" if r.decided_by == MEASUREMENT else r.decided_by,
+            r.advised + ("*" if r.decided_by == MEASUREMENT else ""),
             _expected(r),
             *measured,
             r.best_measured or "—",
@@ -215,13 +214,14 @@ def _print_advice(adv: Advice) -> None:
     console = Console()
     verdict = adv.verdict()  # whether the model beats the trivial rules comes first, then what the seeds decide
     own = adv.measured_text()
+    given = "model" if adv.beats_trivial else "rule"
     console.print(f"[bold]{escape(verdict)}[/]", highlight=False, soft_wrap=True)
     console.print(escape(own), highlight=False, soft_wrap=True)
     print_table(console, shown)
     console.print(
-        "From: the task's own measurement (its intervals decide), the model, or the rule it does not beat; "
-        f"Expected Δ %: measured ± half its {100 * adv.level:.1f} % interval where measured, else predicted ± the "
-        "model's leave-one-task-out error; Δ<paradigm> %: measured; Best: the best measured; "
+        f"n: n_train; Advice: * where the task's own measurement decides it, else the {given}'s; Δ % ±: measured "
+        f"± half its {100 * adv.level:.1f} % interval where *, else predicted ± the model's "
+        "leave-one-task-out error; Δ<paradigm> %: measured; Best: the best measured; "
         "LOTO, LOGO: the model's advice with the task, its clinical group held out (✓ when it is the best measured).",
         highlight=False,
         soft_wrap=True,
