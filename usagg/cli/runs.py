@@ -63,9 +63,13 @@ Examples:
 
   usagg run studies/fmc_uia.yaml --executor slurm --set execution.slurm.partition=gpu
 
-  usagg run studies/demo.yaml --only 'AU-*' --retry-failed     (job ids: `usagg plan studies/demo.yaml`)
+  usagg run studies/demo.yaml --only 'AU-*' --retry-failed
 
-  usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'     (the CG job training fetal_head)
+  (the job ids: usagg plan studies/demo.yaml)
+
+  usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'
+
+  (the CG job that trains fetal_head)
 
   usagg run studies/demo.yaml --dry-run
 """

@@ -76,7 +76,7 @@ def synth(
 
     Example: usagg synth data/synth --seed 0 --size fetal_head=400 --preview synth.png
 
-    Example: usagg synth data/synth --task fetal_head --force   (replaces what data/synth held)
+    Example: usagg synth data/synth --task fetal_head --force    (replaces what it held)
     """
     from pydantic import ValidationError
     from rich.markup import escape
