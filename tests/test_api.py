@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from tests.tiny_study import write_tiny_study
 from usagg.api import load_history, load_results, plan, run_study
 from usagg.engine.progress import ProgressFn, with_progress
 from usagg.errors import DataError, SpecError, UsaggError
@@ -20,28 +21,18 @@ from usagg.results_schema import RESULT_COLUMNS
 from usagg.spec.load import load_study
 from usagg.store import RunStore
 
-STUDY = """
-name: {name}
-output_root: {root}/runs
-paradigms: {paradigms}
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {root}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {root}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
-training: {{epochs: 3, steps_per_epoch: 2, batch_size: 8, eval_batch_size: 16}}
-execution: {{cpu_jobs: 1}}  # in this process: the tests read its thread count
-"""
 
-
-def write_study(root: Path, name: str = "tiny", paradigms: str = "[TS]") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "study.yaml"
-    path.write_text(STUDY.format(name=name, root=root, paradigms=paradigms))
-    return path
+def write_study(root: Path, name: str = "tiny", paradigms: tuple[str, ...] = ("TS",)) -> Path:
+    return write_tiny_study(
+        root / "study.yaml",
+        name,
+        root,
+        output_root=root / "runs",
+        paradigms=paradigms,
+        epochs=3,
+        steps=2,
+        execution={"cpu_jobs": 1},  # in this process: the tests read its thread count
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +47,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[
         mp.delenv("USAGG_DEVICE", raising=False)
         mp.delenv("USAGG_THREADS", raising=False)
         result = run_study(
-            write_study(root, paradigms="[TS, AU]"),
+            write_study(root, paradigms=("TS", "AU")),
             device="cpu",
             threads=1,
             on_event=lambda job, event, info: events.append((job, event)),

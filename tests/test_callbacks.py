@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.tiny_study import FETAL_HEAD, MALIGNANCY, write_tiny_study
 from usagg.engine import checkpoint
 from usagg.engine.callbacks import BatchEnd, Callback, ProgressReporter
 from usagg.engine.device import resolve_compute, seed_everything
@@ -21,26 +22,22 @@ from usagg.spec.load import load_study
 pytestmark = pytest.mark.slow  # trains real tiny jobs
 CPU = torch.device("cpu")
 
-STUDY = """
-name: hooks
-paradigms: [AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 16, decoder_channels: 8}}}}
-training: {{epochs: 2, steps_per_epoch: 2, batch_size: 4, eval_batch_size: 16, checkpoint_every: 1}}
-"""
-
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
     d = tmp_path_factory.mktemp("hooks")
-    spec = d / "study.yaml"
-    spec.write_text(STUDY.format(out=d / "synth", cache=d / "cache"))
+    spec = write_tiny_study(
+        d / "study.yaml",
+        "hooks",
+        d,
+        paradigms=("AU",),
+        tasks=(MALIGNANCY, FETAL_HEAD),
+        epochs=2,
+        steps=2,
+        synthetic={"default_size": 12},
+        model={"heads": {"hidden": 16, "decoder_channels": 8}},
+        training={"batch_size": 4, "checkpoint_every": 1},
+    )
     return plan(load_study(spec))[0]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny_study import FETAL_HEAD, NODULE, write_tiny_study
 from usagg.engine import accel
 from usagg.engine import kept as kept_module
 from usagg.engine.accel import ACCEL_MODES, accelerate, compile_model, mode_ran
@@ -379,22 +380,23 @@ def test_accelerated_training_follows_eager(mode: str) -> None:
     assert _same_training(gaps, mode), apart
 
 
-WHOLE_JOB = """
-name: compiled-job
-paradigms: [AU, AG]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 24, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, frozen_blocks: 1, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 2, batch_size: 6, eval_batch_size: 6}}
-analysis: {{affinity: {{probe_size: 6}}}}
-"""
-# Every batch the compiled encoder sees holds 6 images (18 training, 6 selection, 6 test and 6 + 6 affinity probe
-# and step images per task): one shape, so inductor compiles each graph once, with no dynamic-shape recompile.
+def write_whole_job(folder: Path) -> Path:
+    """FOLDER/study.yaml: AU and AG on a segmentation and a detection task, a frozen block and MoE, the affinity."""
+    # Every batch the compiled encoder sees holds 6 images (18 training, 6 selection, 6 test and 6 + 6 affinity probe
+    # and step images per task): one shape, so inductor compiles each graph once, with no dynamic-shape recompile.
+    return write_tiny_study(
+        folder / "study.yaml",
+        "compiled-job",
+        folder,
+        paradigms=("AU", "AG"),
+        tasks=(FETAL_HEAD, NODULE),
+        epochs=2,
+        steps=None,
+        synthetic={"default_size": 24},
+        model={"frozen_blocks": 1, "moe": {"experts": 4}},
+        training={"batch_size": 6, "eval_batch_size": 6},
+        extra={"analysis": {"affinity": {"probe_size": 6}}},
+    )
 
 
 @pytest.mark.slow  # dynamo and AOT autograd trace training, evaluation and the virtual steps: about 20 s
@@ -418,8 +420,7 @@ def test_a_whole_job_runs_with_a_compiled_encoder_and_gives_the_eager_metrics(
 
     from usagg.engine import job as job_module
 
-    spec = tmp_path / "study.yaml"
-    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_whole_job(tmp_path)
     study = load_study(spec, ["training.loss_balance=initial"])
     au = next(j for j in plan(study) if j.paradigm == "AU")
     assert au.affinity is not None  # AG needs it: the AU job measures affinity
@@ -473,8 +474,7 @@ def test_a_kept_compiled_model_records_no_cuda_graph_for_the_next_job(
     """Under `graphs` a worker keeps its compiled model (usagg/engine/kept.py): seed 1's AU job after seed 0's, in
     one process, records no CUDA graph (inductor's graphs read the parameters where they are, the job's weights are
     copied in) and ends with the metrics of seed 1's job on a model of its own within bf16 rounding."""
-    spec = tmp_path / "study.yaml"
-    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_whole_job(tmp_path)
     study = load_study(spec, ["seeds=[0, 1]"])
     jobs = [j for j in plan(study) if j.paradigm == "AU"]
     captures = []

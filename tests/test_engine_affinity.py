@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_engine_trainer import _trainer as engine_trainer
 
+from tests.tiny_study import FETAL_HEAD, THYROID_PAIR, write_tiny_study
 from usagg.affinity import read_affinity
 from usagg.engine.affinity import LookaheadAffinity, probe_rows
 from usagg.engine.job import run_job
@@ -19,28 +20,22 @@ from usagg.spec.models import AffinitySpec
 
 pytestmark = pytest.mark.slow  # trains real tiny jobs
 
-STUDY = """
-name: affinity-test
-paradigms: [TS, AU, AG]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32, decoder_channels: 8}}}}
-training: {{epochs: 3, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-analysis: {{affinity: {{every: 2, probe_size: 3}}}}
-"""
-
 
 @pytest.fixture(scope="module")
 def au(tmp_path_factory: pytest.TempPathFactory) -> Job:
     d = tmp_path_factory.mktemp("affinity")
-    spec = d / "study.yaml"
-    spec.write_text(STUDY.format(out=d / "synth", cache=d / "cache"))
+    spec = write_tiny_study(
+        d / "study.yaml",
+        "affinity-test",
+        d,
+        paradigms=("TS", "AU", "AG"),
+        tasks=(*THYROID_PAIR, FETAL_HEAD),
+        epochs=3,
+        steps=2,
+        model={"moe": {"experts": 4}, "heads": {"hidden": 32, "decoder_channels": 8}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+        extra={"analysis": {"affinity": {"every": 2, "probe_size": 3}}},
+    )
     (job,) = [j for j in plan(load_study(spec)) if j.paradigm == "AU"]
     assert job.affinity is not None and job.affinity.every == 2
     return job

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny_study import write_tiny_study
 from usagg.engine import checkpoint
 from usagg.engine.balance import build_balance
 from usagg.engine.callbacks import BatchEnd, Callback
@@ -25,26 +26,26 @@ from usagg.spec.load import load_study
 pytestmark = pytest.mark.slow  # trains real tiny jobs
 CPU = torch.device("cpu")
 
-STUDY = """
-name: engine-test
-paradigms: [TS, AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 3, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-"""
+
+def _study(path: Path, steps: int | None = 2, synthetic: dict[str, object] | None = None) -> Path:
+    """The engine's study (TS and AU on the Thyroid pair, MoE) in PATH, its data beside it."""
+    return write_tiny_study(
+        path,
+        "engine-test",
+        path.parent,
+        paradigms=("TS", "AU"),
+        epochs=3,
+        steps=steps,
+        synthetic=synthetic,
+        model={"moe": {"experts": 4}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+    )
 
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
     d = tmp_path_factory.mktemp("engine")
-    spec = d / "study.yaml"
-    spec.write_text(STUDY.format(out=d / "synth", cache=d / "cache"))
+    spec = _study(d / "study.yaml")
     return {j.paradigm + ("-" + j.name if j.paradigm == "TS" else ""): j for j in plan(load_study(spec))}
 
 
@@ -177,9 +178,7 @@ def test_non_finite_loss_fails_with_a_clear_error(jobs: dict[str, Job], tmp_path
 def uneven(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
     """30 + 12 training images, steps per epoch from the data (batch 6)."""
     d = tmp_path_factory.mktemp("uneven")
-    text = STUDY.replace("default_size: 16,", "default_size: 16, sizes: {{thyroid_malignancy: 40}},")
-    spec = d / "study.yaml"
-    spec.write_text(text.replace("steps_per_epoch: 2, ", "").format(out=d / "synth", cache=d / "cache"))
+    spec = _study(d / "study.yaml", steps=None, synthetic={"sizes": {"thyroid_malignancy": 40}})
     return {j.paradigm + ("-" + j.name if j.paradigm == "TS" else ""): j for j in plan(load_study(spec))}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_study import BIOMETRY, MALIGNANCY, write_tiny_study
 from usagg.analysis.inputs import load_input
 from usagg.analysis.simulate import simulate_run_store
 from usagg.api import load_history
@@ -22,20 +23,6 @@ from usagg.store import RunStore
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
-STUDY = """
-name: job-metrics
-paradigms: [AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: fetal_head_biometry, type: regression, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 2, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-"""
-
 #: The top-level keys, in the order the engine wrote them before JobMetrics existed (the JSON layout).
 LAYOUT = ["job_id", "tasks", "expert_usage", "weights", "params", "selection", "history", "training", "throughput"]
 
@@ -46,8 +33,18 @@ def test_a_real_jobs_metrics_round_trip_and_a_malformed_one_is_named_everywhere(
     from usagg.plan import plan
     from usagg.spec.load import dump_study, load_study
 
-    spec = tmp_path / "study.yaml"
-    spec.write_text(STUDY.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_tiny_study(
+        tmp_path / "study.yaml",
+        "job-metrics",
+        tmp_path,
+        paradigms=("AU",),
+        tasks=(MALIGNANCY, BIOMETRY),
+        epochs=2,
+        steps=2,
+        synthetic={"default_size": 12},
+        model={"moe": {"experts": 4}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+    )
     study = load_study(spec)
     (job,) = plan(study)
     store = RunStore(tmp_path / "runs")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cuda_path import WHOLE_JOB  # the AU job with affinity and a frozen trunk
+from tests.test_cuda_path import write_whole_job  # the AU job with affinity and a frozen trunk
 from tests.test_executors import fake_run_one, make_store
 from usagg.engine import kept as kept_module
 from usagg.engine.kept import job_model, model_key
@@ -40,8 +40,7 @@ def _nothing_kept_after() -> Iterator[None]:
 
 
 def _au_study(tmp_path: Path, *overrides: str) -> Study:
-    spec = tmp_path / "study.yaml"
-    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_whole_job(tmp_path)
     return load_study(spec, list(overrides))
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiny_study import FETAL_HEAD, MALIGNANCY, write_tiny_study
 from usagg.affinity import read_affinity
 from usagg.engine.affinity import adamw_step, sgd_step
 from usagg.engine.trainer import Trainer
@@ -166,28 +167,23 @@ def test_an_affinity_file_records_its_lookahead_and_an_older_one_reads(tmp_path:
 
 # ----- on a tiny real model (slow): the measurement's steps, and the training it watches
 
-STUDY = """
-name: lookahead-test
-paradigms: [TS, AU, AG]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32, decoder_channels: 8}}}}
-training: {{epochs: 2, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-analysis: {{affinity: {{every: 2, probe_size: 3, lookahead: {lookahead}}}}}
-"""
-
 
 def _au(tmp: Path, lookahead: str) -> Job:
     from usagg.plan import plan
     from usagg.spec.load import load_study
 
-    spec = tmp / f"study-{lookahead}.yaml"
-    spec.write_text(STUDY.format(out=tmp / "synth", cache=tmp / "cache", lookahead=lookahead))
+    spec = write_tiny_study(
+        tmp / f"study-{lookahead}.yaml",
+        "lookahead-test",
+        tmp,
+        paradigms=("TS", "AU", "AG"),
+        tasks=(MALIGNANCY, FETAL_HEAD),
+        epochs=2,
+        steps=2,
+        model={"moe": {"experts": 4}, "heads": {"hidden": 32, "decoder_channels": 8}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+        extra={"analysis": {"affinity": {"every": 2, "probe_size": 3, "lookahead": lookahead}}},
+    )
     (job,) = [j for j in plan(load_study(spec)) if j.paradigm == "AU"]
     assert job.affinity is not None and job.affinity.lookahead == lookahead
     return job

@@ -11,29 +11,13 @@ from pathlib import Path
 import pytest
 
 import usagg
+from tests.tiny_study import FETAL_HEAD, MALIGNANCY, write_tiny_study
 from usagg.engine import progress
 from usagg.engine.callbacks import Callback
 from usagg.engine.progress import Progress
 from usagg.tracking import JobTrackers, TensorBoardTracker
 
 PACKAGE = Path(usagg.__file__).resolve().parent
-
-STUDY = """
-name: {name}
-output_root: {root}/runs
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 6, out: {root}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {root}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 16, decoder_channels: 8}}}}
-training: {{epochs: 2, steps_per_epoch: 2, batch_size: 4, eval_batch_size: 16}}
-execution: {{devices: cpu, cpu_jobs: {cpu_jobs}, threads: 1}}
-tracking: {{tensorboard: true}}
-"""
 
 
 def _globals(path: Path) -> set[str]:
@@ -81,8 +65,20 @@ def _run(tmp_path: Path, cpu_jobs: int) -> tuple[list[Progress], object]:
 
     root = tmp_path / f"jobs{cpu_jobs}"
     root.mkdir()
-    spec = root / "study.yaml"
-    spec.write_text(STUDY.format(name=f"channel{cpu_jobs}", root=root, cpu_jobs=cpu_jobs))
+    spec = write_tiny_study(
+        root / "study.yaml",
+        f"channel{cpu_jobs}",
+        root,
+        output_root=root / "runs",
+        tasks=(MALIGNANCY, FETAL_HEAD),
+        epochs=2,
+        steps=2,
+        synthetic={"default_size": 12},
+        model={"heads": {"hidden": 16, "decoder_channels": 8}},
+        training={"batch_size": 4},
+        execution={"devices": "cpu", "cpu_jobs": cpu_jobs, "threads": 1},
+        extra={"tracking": {"tensorboard": True}},
+    )
     heard: list[Progress] = []
     result = run_study(spec, on_progress=heard.append)
     return heard, result

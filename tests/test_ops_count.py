@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.tiny_study import MALIGNANCY, write_tiny_study
 from usagg import tensorbytes
 from usagg.engine import checkpoint
 from usagg.engine.bestweights import BestWeights
@@ -197,20 +198,6 @@ def test_best_weights_copy_once_and_recycle_buffers() -> None:
 
 # ----- a real tiny job: fused optimiser step, best.pt written once, kill and resume
 
-STUDY = """
-name: ops-test
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
-training: {{epochs: 4, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5,
-            checkpoint_every: 1}}
-"""
-
 
 def _trainer(tmp: Path, ckpt: Path, on_epoch: Any = None) -> Any:
     from usagg.engine.device import resolve_compute, seed_everything
@@ -220,7 +207,8 @@ def _trainer(tmp: Path, ckpt: Path, on_epoch: Any = None) -> Any:
 
     spec = tmp / "study.yaml"
     if not spec.exists():
-        spec.write_text(STUDY.format(out=tmp / "synth", cache=tmp / "cache"))
+        training = {"batch_size": 6, "warmup_epochs": 0.5, "checkpoint_every": 1}
+        write_tiny_study(spec, "ops-test", tmp, tasks=(MALIGNANCY,), epochs=4, steps=2, training=training)
     (job,) = plan(load_study(spec))
     dev = torch.device("cpu")
     seed_everything(job.seed, dev)

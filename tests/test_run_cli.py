@@ -14,6 +14,7 @@ import pytest
 import torch
 from cli_run import run_cli
 
+from tests.tiny_study import write_tiny_study
 from usagg.cli.app import main
 from usagg.plan import plan
 from usagg.spec.load import load_study
@@ -23,27 +24,9 @@ pytestmark = pytest.mark.slow  # end-to-end `usagg run` subprocesses and trainin
 
 REPO = Path(__file__).resolve().parents[1]
 
-STUDY = """
-name: {name}
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {data}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {data}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
-training: {{epochs: {epochs}, steps_per_epoch: {steps}, batch_size: 8, eval_batch_size: 16}}
-execution: {{devices: cpu}}
-"""
-
 
 def write_study(folder: Path, data: Path, name: str = "tiny", epochs: int = 2, steps: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "study.yaml"
-    path.write_text(STUDY.format(name=name, data=data, epochs=epochs, steps=steps))
-    return path
+    return write_tiny_study(folder / "study.yaml", name, data, epochs=epochs, steps=steps, execution={"devices": "cpu"})
 
 
 def every_json_parses(root: Path) -> int:

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cli_run import run_cli
 
+from tests.tiny_study import MALIGNANCY, NODULE, write_tiny_study
 from usagg import api
 from usagg.errors import UsaggError
 from usagg.plan import plan
@@ -20,30 +22,23 @@ from usagg.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
-STUDY = """
-name: {name}
-output_root: {root}/runs
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 4, out: {root}/synth}}
-  selection_fraction: 0
-  cache_dir: {root}/cache
-tasks:
-{tasks}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 16}}}}
-training: {{epochs: {epochs}, steps_per_epoch: 1, batch_size: 4, eval_batch_size: 8}}
-execution: {{devices: cpu, cpu_jobs: 1, threads: 1}}
-"""
-MALIGNANCY = "  - {id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}"
-NODULE = "  - {id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}"
-
 
 def write_study(
-    path: Path, root: Path, name: str = "tiny", tasks: tuple[str, ...] = (MALIGNANCY,), epochs: int = 1
+    path: Path, root: Path, name: str = "tiny", tasks: tuple[dict[str, Any], ...] = (MALIGNANCY,), epochs: int = 1
 ) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(STUDY.format(name=name, root=root, tasks="\n".join(tasks), epochs=epochs))
-    return path
+    return write_tiny_study(
+        path,
+        name,
+        root,
+        output_root=root / "runs",
+        tasks=tasks,
+        epochs=epochs,
+        synthetic={"default_size": 12, "val_size": 4},
+        data_keys={"selection_fraction": 0},
+        model={"heads": {"hidden": 16}},
+        training={"batch_size": 4, "eval_batch_size": 8},
+        execution={"devices": "cpu", "cpu_jobs": 1, "threads": 1},
+    )
 
 
 def finish_job(store: RunStore, job_id: str, metrics: str = '{"tasks": {}}') -> None:
@@ -109,7 +104,9 @@ def test_set_paths_resolve_from_the_current_folder(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(here)
     study = load_study(spec, ["model.weights=w/dino.pth", "data.cache_dir=c"])
     assert study.model.weights == here / "w" / "dino.pth" and study.data.cache_dir == here / "c"
-    spec.write_text(spec.read_text().replace("model: {", "model: {weights: in_spec.pth, "))
+    raw = yaml.safe_load(spec.read_text())
+    raw["model"]["weights"] = "in_spec.pth"
+    spec.write_text(yaml.safe_dump(raw))
     assert load_study(spec).model.weights == tmp_path / "specs" / "in_spec.pth"  # spec paths: from its folder
 
 

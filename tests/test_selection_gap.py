@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.tiny_study import BIOMETRY, BREAST, NODULE, write_tiny_study
 from usagg.analysis.cluster_inference import wild_cluster_mean
 from usagg.analysis.inputs import load_input
 from usagg.analysis.selection_gap import NO_STORE, NOT_RECORDED, gap_table, selection_gap
@@ -26,28 +27,24 @@ from usagg.atomic import JSON_CHECKSUM_KEY, write_json_checked
 from usagg.jobmetrics import NO_SELECTION_SPLIT, SELECTION_RULES, JobMetrics
 from usagg.store import RunStore
 
-STUDY = """
-name: selection-gap
-paradigms: [TS, AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 8, out: {out}}}
-  selection_fraction: {select}
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-  - {{id: fetal_head_biometry, type: regression, num_classes: 2, group: Fetal}}
-  - {{id: breast_lesion_cls, type: classification, num_classes: 2, group: Breast}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 5, steps_per_epoch: 3, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-analysis: {{chance_tasks: include, bootstrap: 500}}
-"""
 HIGHER = {"IoU": True, "MRE": False, "AUC": True}
 
 
 def _study(tmp: Path, select: float = 0.25) -> Path:
-    spec = tmp / "study.yaml"
-    spec.write_text(STUDY.format(out=tmp / "synth", cache=tmp / "cache", select=select))
-    return spec
+    return write_tiny_study(
+        tmp / "study.yaml",
+        "selection-gap",
+        tmp,
+        paradigms=("TS", "AU"),
+        tasks=(NODULE, BIOMETRY, BREAST),
+        epochs=5,
+        steps=3,
+        synthetic={"val_size": 8},
+        data_keys={"selection_fraction": select},
+        model={"moe": {"experts": 4}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+        extra={"analysis": {"chance_tasks": "include", "bootstrap": 500}},
+    )
 
 
 # ----- the rule, recomputed from the history (selection.py's docstring, written out again)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.tiny_study import FETAL_HEAD, THYROID_PAIR, write_tiny_study
 from usagg import api
 from usagg.affinity import read_affinity
 from usagg.errors import UsaggError
@@ -19,29 +20,23 @@ from usagg.spec.models import Study
 
 pytestmark = pytest.mark.slow  # trains real tiny jobs
 
-STUDY = """
-name: staged
-output_root: {root}
-paradigms: [AU, AG]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 6, out: {root}/synth}}
-  test_split: val
-  selection_fraction: 0
-  cache_dir: {root}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-  - {{id: fetal_head, type: segmentation, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 2}}, heads: {{hidden: 16, decoder_channels: 8}}}}
-training: {{epochs: 1, steps_per_epoch: 3, batch_size: 4, eval_batch_size: 16}}
-analysis: {{affinity: {{every: 1, probe_size: 2}}}}
-execution: {{executor: {executor}, devices: cpu, threads: 1}}
-"""
 
-
-def _study(tmp_path: Path, executor: str = "local") -> Study:
-    spec = tmp_path / "staged.yaml"
-    spec.write_text(STUDY.format(root=tmp_path, executor=executor))
+def _study(tmp_path: Path, executor: str = "local", paradigms: tuple[str, ...] = ("AU", "AG")) -> Study:
+    spec = write_tiny_study(
+        tmp_path / "staged.yaml",
+        "staged",
+        tmp_path,
+        output_root=tmp_path,
+        paradigms=paradigms,
+        tasks=(*THYROID_PAIR, FETAL_HEAD),
+        steps=3,
+        synthetic={"default_size": 12},
+        data_keys={"test_split": "val", "selection_fraction": 0},
+        model={"moe": {"experts": 2}, "heads": {"hidden": 16, "decoder_channels": 8}},
+        training={"batch_size": 4},
+        execution={"executor": executor, "devices": "cpu", "threads": 1},
+        extra={"analysis": {"affinity": {"every": 1, "probe_size": 2}}},
+    )
     return load_study(spec)
 
 
@@ -114,15 +109,7 @@ def test_two_stages_through_the_slurm_executor_on_the_local_cluster(
 
 
 def test_no_selection_runs_every_stage_one_job(tmp_path: Path) -> None:
-    study = load_study_with(tmp_path, "[TS, AU, AG]")
+    study = _study(tmp_path, paradigms=("TS", "AU", "AG"))
     run = StudyRun.prepare(study)
     assert sorted({j.paradigm for j in run.jobs}) == ["AU", "TS"] and len(run.jobs) == 4
     assert StudyRun.prepare(study, paradigms=["TS", "AG"]).jobs == run.jobs  # TS, plus the AU job AG needs
-
-
-def load_study_with(tmp_path: Path, paradigms: str) -> Study:
-    spec = tmp_path / "staged.yaml"
-    spec.write_text(
-        STUDY.format(root=tmp_path, executor="local").replace("paradigms: [AU, AG]", f"paradigms: {paradigms}")
-    )
-    return load_study(spec)

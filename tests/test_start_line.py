@@ -10,25 +10,11 @@ import pytest
 import torch
 
 from tests.cli_run import run_cli
+from tests.tiny_study import write_tiny_study
 from usagg.engine.accel import ACCEL_MODES, fallback_text
 from usagg.engine.job import device_text
 
 NOTE = "execution.accel=graphs applies to CUDA devices only; this job runs eager on cpu"
-
-STUDY = """
-name: started
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {data}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {data}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
-training: {{epochs: 1, steps_per_epoch: 1, batch_size: 8, eval_batch_size: 16}}
-execution: {{devices: auto, cpu_jobs: 1, threads: 1}}
-"""
 
 
 def test_every_mode_but_eager_falls_back_on_the_cpu_and_says_how() -> None:
@@ -77,8 +63,8 @@ def test_a_graphs_run_on_the_cpu_names_its_device_and_falls_back_in_one_line(
 ) -> None:
     """`devices: auto` (as studies/fmc_uia.yaml ships) on a machine without a visible GPU: the jobs run in this
     process, on the CPU, and the run's output says so for each job; the fallback of `graphs` once for both."""
-    study = tmp_path / "study.yaml"
-    study.write_text(STUDY.format(data=tmp_path / "data"))
+    execution = {"devices": "auto", "cpu_jobs": 1, "threads": 1}
+    study = write_tiny_study(tmp_path / "study.yaml", "started", tmp_path / "data", execution=execution)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a GPU box whose CUDA is broken
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)

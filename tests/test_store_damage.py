@@ -18,6 +18,7 @@ import torch
 from cli_run import run_cli
 from PIL import Image
 
+from tests.tiny_study import MALIGNANCY, write_tiny_study
 from usagg.atomic import NoSpaceLeft, write_json_atomic, write_json_checked
 from usagg.data import cache
 from usagg.engine import checkpoint
@@ -420,20 +421,18 @@ def test_a_full_disk_while_decoding_is_named_not_a_crash(tmp_path: Path, monkeyp
     assert cache.load(files, 32, tmp_path / "cache").arrays.shape == (1, 32, 32)
 
 
-STUDY = """
-name: tiny
-output_root: {root}/runs
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {root}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {root}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}}}
-training: {{epochs: 2, steps_per_epoch: 2, batch_size: 8, eval_batch_size: 16}}
-execution: {{cpu_jobs: 1}}
-"""
+def _tiny(root: Path) -> Path:
+    """One two-epoch TS job, run in this process (its runs under ROOT/runs)."""
+    return write_tiny_study(
+        root / "study.yaml",
+        "tiny",
+        root,
+        output_root=root / "runs",
+        tasks=(MALIGNANCY,),
+        epochs=2,
+        steps=2,
+        execution={"cpu_jobs": 1},
+    )
 
 
 @pytest.mark.slow
@@ -444,8 +443,7 @@ def test_out_of_disk_fails_the_job_by_name_and_retry_failed_finishes_it(
     no temporary file is left, and `--retry-failed` finishes it once there is room."""
     from usagg.api import run_study
 
-    study = tmp_path / "study.yaml"
-    study.write_text(STUDY.format(root=tmp_path))
+    study = _tiny(tmp_path)
     real_save = torch.save
 
     def disk_full(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -472,8 +470,7 @@ def test_a_damaged_best_checkpoint_of_an_unfinished_job_is_set_aside(tmp_path: P
     from usagg.api import plan as plan_jobs
     from usagg.api import run_study
 
-    study = tmp_path / "study.yaml"
-    study.write_text(STUDY.format(root=tmp_path))
+    study = _tiny(tmp_path)
     (job,) = plan_jobs(study)
     best = tmp_path / "runs" / "tiny" / "jobs" / job.id / "checkpoints" / "best.pt"
     best.parent.mkdir(parents=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cli_run import run_cli
 
+from tests.tiny_study import BREAST, MALIGNANCY, write_tiny_study
 from usagg.errors import SpecError
 from usagg.plan import Job, plan
 from usagg.service import store_for
@@ -20,27 +21,22 @@ from usagg.store import RunStore
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "studies" / "demo.yaml"
 
-STUDY = """
-name: {name}
-output_root: {root}/runs
-paradigms: [TS, AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 4, out: {root}/synth}}
-  selection_fraction: 0
-  cache_dir: {root}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: breast_lesion_cls, type: classification, num_classes: 2, group: Breast}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 16}}}}
-training: {{epochs: 1, steps_per_epoch: 1, batch_size: 4, eval_batch_size: 8}}
-execution: {{devices: cpu, cpu_jobs: 1, threads: 1}}
-{extra}"""
 
-
-def tiny(tmp_path: Path, extra: str = "", name: str = "tiny") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, root=tmp_path, extra=extra))
-    return path
+def tiny(tmp_path: Path, sweep: dict[str, list[float]] | None = None, name: str = "tiny") -> Path:
+    return write_tiny_study(
+        tmp_path / f"{name}.yaml",
+        name,
+        tmp_path,
+        output_root=tmp_path / "runs",
+        paradigms=("TS", "AU"),
+        tasks=(MALIGNANCY, BREAST),
+        synthetic={"default_size": 12, "val_size": 4},
+        data_keys={"selection_fraction": 0},
+        model={"heads": {"hidden": 16}},
+        training={"batch_size": 4, "eval_batch_size": 8},
+        execution={"devices": "cpu", "cpu_jobs": 1, "threads": 1},
+        extra=None if sweep is None else {"sweep": sweep},
+    )
 
 
 def ids(jobs: list[Job]) -> set[str]:
@@ -69,7 +65,7 @@ def test_no_sweep_plans_todays_jobs(tmp_path: Path) -> None:
 
 
 def test_the_block_crosses_keys_and_shares_jobs_a_key_does_not_enter(tmp_path: Path) -> None:
-    spec = tiny(tmp_path, "sweep: {training.lr_encoder: [1.0e-4, 5.0e-4], model.moe.experts: [4, 8]}\n")
+    spec = tiny(tmp_path, {"training.lr_encoder": [1.0e-4, 5.0e-4], "model.moe.experts": [4, 8]})
     jobs = plan(load_study(spec))
     au = [j for j in jobs if j.paradigm == "AU"]
     ts = [j for j in jobs if j.paradigm == "TS"]
@@ -111,8 +107,8 @@ def test_a_value_the_spec_refuses_names_the_key_and_the_value(tmp_path: Path) ->
     assert "training.lr_encoder: got -1" in text and str(tmp_path / "tiny.yaml") in text
 
 
-@pytest.mark.parametrize("sweep", ["", "sweep: {training.lr_encoder: [1.0e-4, 5.0e-4]}\n"])
-def test_a_set_of_a_swept_key_is_refused_not_dropped(tmp_path: Path, sweep: str) -> None:
+@pytest.mark.parametrize("sweep", [None, {"training.lr_encoder": [1.0e-4, 5.0e-4]}])
+def test_a_set_of_a_swept_key_is_refused_not_dropped(tmp_path: Path, sweep: dict[str, list[float]] | None) -> None:
     """Every sweep point sets its key, so a --set of the same key would be dropped without a word: it is an error
     naming both, whether the sweep comes from --sweep or from the spec's sweep: block."""
     overrides = ["training.lr_encoder=3e-4"] + ([] if sweep else [sweep_override("training.lr_encoder=1e-4,5e-4")])
@@ -164,7 +160,7 @@ def test_results_get_a_column_per_key_and_compare_shows_points_side_by_side(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """TS scores 0.6 at both rates; AU 0.75 at 1e-4 and 0.45 at 5e-4: Δ AU is +25 % and -25 % of the same point."""
-    spec = tiny(tmp_path, "sweep: {training.lr_encoder: [1.0e-4, 5.0e-4], model.moe.experts: [4]}\n")
+    spec = tiny(tmp_path, {"training.lr_encoder": [1.0e-4, 5.0e-4], "model.moe.experts": [4]})
     study = load_study(spec)
     jobs = plan(study)
     store = store_for(study)
@@ -200,7 +196,7 @@ def test_a_job_shared_by_points_is_every_points_baseline(tmp_path: Path) -> None
     from usagg.analysis.inputs import load_input
     from usagg.analysis.summary import analyse
 
-    spec = tiny(tmp_path, "sweep: {model.moe.experts: [4, 8]}\n")
+    spec = tiny(tmp_path, {"model.moe.experts": [4, 8]})
     study = load_study(spec)
     jobs = plan(study)
     assert len(jobs) == 2 + 2  # TS: one per task, shared; AU: one per point
@@ -223,7 +219,7 @@ def test_a_swept_report_refuses_a_planted_tables_link_before_any_write(tmp_path:
     from usagg.analysis.summary import analyse
     from usagg.safepath import UnsafePath
 
-    study = load_study(tiny(tmp_path, "sweep: {model.moe.experts: [4, 8]}\n"))
+    study = load_study(tiny(tmp_path, {"model.moe.experts": [4, 8]}))
     store = store_for(study)
     store.init(dump_study(study), plan(study))
     for job in plan(study):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tiny_study import BIOMETRY, CARDIAC, THYROID_PAIR, write_tiny_study
 from usagg.analysis.delta import relative_change
 from usagg.analysis.task_ci import ItemScores, load_item_scores, paired_delta_ci, resampled_metric
 from usagg.atomic import write_json_atomic
@@ -242,23 +243,6 @@ def test_no_ci_when_the_metric_is_undefined_on_too_many_resamples() -> None:
 # --------------------------------------------------------------------------- a real job
 
 
-STUDY = """
-name: task-ci
-paradigms: [AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 12, val_size: 8, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: cardiac_chambers, type: segmentation, num_classes: 4, group: Heart}}
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-  - {{id: fetal_head_biometry, type: regression, num_classes: 2, group: Fetal}}
-model: {{backbone: dinov3_test, image_size: 32, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 1, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-"""
-
-
 @pytest.mark.slow
 def test_a_job_writes_item_scores_that_reproduce_its_test_metrics(tmp_path: Path) -> None:
     from usagg.engine.job import run_job
@@ -266,8 +250,17 @@ def test_a_job_writes_item_scores_that_reproduce_its_test_metrics(tmp_path: Path
     from usagg.plan import plan
     from usagg.spec.load import load_study
 
-    spec = tmp_path / "study.yaml"
-    spec.write_text(STUDY.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_tiny_study(
+        tmp_path / "study.yaml",
+        "task-ci",
+        tmp_path,
+        paradigms=("AU",),
+        tasks=(CARDIAC, *THYROID_PAIR, BIOMETRY),
+        steps=2,
+        synthetic={"default_size": 12, "val_size": 8},
+        model={"moe": {"experts": 4}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+    )
     (job,) = plan(load_study(spec))
     metrics = JobMetrics.parse(run_job(job, tmp_path / "job", "cpu"), "run_job")
     scores = load_item_scores(tmp_path / "job")

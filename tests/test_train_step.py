@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cuda_path import WHOLE_JOB  # the AU job with affinity and a frozen trunk
+from tests.test_cuda_path import write_whole_job  # the AU job with affinity and a frozen trunk
 from usagg.engine import job as job_module
 from usagg.engine.balance import build_balance
 from usagg.engine.device import Compute
@@ -285,8 +285,7 @@ def test_a_whole_job_through_the_graphed_step_gives_the_eager_job(
     AdamW steps beside the step, `loss_balance: initial`, selection, checkpoints), forced on the CPU, where the
     policy keeps eager: the graphed step's body from its buffers, recording aside, ends with the eager job's
     metrics and history to the last bit."""
-    spec = tmp_path / "study.yaml"
-    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_whole_job(tmp_path)
     study = load_study(spec, ["training.loss_balance=initial"])
     au = next(j for j in plan(study) if j.paradigm == "AU")
     assert au.affinity is not None and au.training.loss_balance == "initial"
@@ -386,8 +385,7 @@ def test_a_job_stopped_under_the_graphed_step_resumes_under_either_step(
     from usagg.engine.job import build_trainer
     from usagg.engine.jobdata import load_job_data
 
-    spec = tmp_path / "study.yaml"
-    spec.write_text(WHOLE_JOB.format(out=tmp_path / "synth", cache=tmp_path / "cache"))
+    spec = write_whole_job(tmp_path)
     au = next(j for j in plan(load_study(spec, ["paradigms=[AU]", "training.epochs=3"])) if j.paradigm == "AU")
 
     def trainer(folder: str, graphed: bool) -> object:

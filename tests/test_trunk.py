@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from test_data_support import tiny_layout
 
+from tests.tiny_study import write_tiny_study
 from usagg.data.datasets import TaskDataset
 from usagg.data.fmc_uia import read_split
 from usagg.engine import checkpoint
@@ -170,26 +171,19 @@ def test_no_trunk_when_a_moe_block_is_frozen_or_nothing_is() -> None:
     assert build_model(ModelSpec(backbone="dinov3_test", frozen_blocks=0), tasks, False).encoder.trunk_layout() is None
 
 
-STUDY = """
-name: trunk-test
-paradigms: [TS, AU]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {out}}}
-  selection_fraction: 0.25
-  cache_dir: {cache}
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, frozen_blocks: 2, moe: {{experts: 4}}, heads: {{hidden: 32}}}}
-training: {{epochs: 3, steps_per_epoch: 2, batch_size: 6, eval_batch_size: 16, warmup_epochs: 0.5}}
-"""
-
-
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
     d = tmp_path_factory.mktemp("trunkjobs")
-    spec = d / "study.yaml"
-    spec.write_text(STUDY.format(out=d / "synth", cache=d / "cache"))
+    spec = write_tiny_study(
+        d / "study.yaml",
+        "trunk-test",
+        d,
+        paradigms=("TS", "AU"),
+        epochs=3,
+        steps=2,
+        model={"frozen_blocks": 2, "moe": {"experts": 4}},
+        training={"batch_size": 6, "warmup_epochs": 0.5},
+    )
     return {j.paradigm: j for j in plan(load_study(spec)) if j.paradigm == "AU" or j.name == "thyroid_nodule_det"}
 
 

@@ -13,6 +13,7 @@ import pytest
 import timm
 import torch
 
+from tests.tiny_study import write_tiny_study
 from usagg import api
 from usagg.errors import UsaggError
 from usagg.filehash import file_sha256
@@ -21,22 +22,6 @@ from usagg.model.weights import to_official_state_dict
 from usagg.model.weights_check import check_weights
 from usagg.plan import plan
 from usagg.spec.load import load_study
-
-STUDY = """
-name: wcheck
-paradigms: [TS]
-data:
-  synthetic: {{seed: 0, image_size: 48, default_size: 16, val_size: 6, out: {data}/synth}}
-  selection_fraction: 0.25
-  cache_dir: {data}/cache
-tasks:
-  - {{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}}
-  - {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}
-model: {{backbone: dinov3_test, image_size: 32, heads: {{hidden: 32}}, weights: {weights}}}
-training: {{epochs: 1, steps_per_epoch: 1, batch_size: 8, eval_batch_size: 16}}
-execution: {{devices: cpu}}
-output_root: {out}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -74,10 +59,14 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def write_study(tmp_path: Path, weights: Path | None) -> Path:
-    path = tmp_path / "study.yaml"
-    w = "null" if weights is None else str(weights)
-    path.write_text(STUDY.format(data=tmp_path / "data", weights=w, out=tmp_path / "runs"))
-    return path
+    return write_tiny_study(
+        tmp_path / "study.yaml",
+        "wcheck",
+        tmp_path / "data",
+        model={"weights": None if weights is None else str(weights)},
+        execution={"devices": "cpu"},
+        output_root=tmp_path / "runs",
+    )
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
