@@ -217,6 +217,10 @@ def test_refuses_foreign_folder_and_replaces_own_output(tmp_path: Path) -> None:
     assert len(list((out / "train").rglob("images/*.png"))) == 4  # stale images removed
     with pytest.raises(UsaggError, match="unknown synthetic task"):
         generate_benchmark(tmp_path / "x", SynthSpec(sizes={"nope": 5}))
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # said as what it is, not "File exists"
+    with pytest.raises(UsaggError, match=r"dangling is a symbolic link to .*nowhere, which does not exist"):
+        generate_benchmark(tmp_path / "dangling", SMALL, ["breast_lesion"])
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_bmode_physics_shadow_enhancement_attenuation_and_fan() -> None:

@@ -85,6 +85,11 @@ def is_synth_output(out: Path) -> bool:
 
 
 def _check_target(out: Path) -> None:
+    if out.is_symlink() and not out.exists():  # a link to nothing: "File exists" from mkdir otherwise
+        raise UsaggError(
+            f"{out} is a symbolic link to {os.readlink(out)}, which does not exist; give a new or empty folder for "
+            "the synthetic benchmark (or make the folder the link names)."
+        )
     if out.exists() and not out.is_dir():
         raise UsaggError(f"{out} exists and is not a folder; give a new or empty folder for the synthetic benchmark.")
     if out.is_dir() and any(out.iterdir()) and not is_synth_output(out):
