@@ -22,6 +22,7 @@ import pytest
 from submitit.helpers import DelayedSubmission
 
 import usagg.execute.local as local
+from tests.tiny_study import THREE_TASKS, small_study
 from usagg.engine.runner import run_one
 from usagg.errors import SpecError, UsaggError
 from usagg.execute import InProcessExecutor, PoolExecutor, make_executor, resolve_devices
@@ -39,7 +40,7 @@ from usagg.execute.pool import (
 from usagg.execute.slurm import SlurmExecutor, SlurmJobCall, slurm_parameters
 from usagg.plan import plan
 from usagg.spec.load import load_study
-from usagg.spec.models import DataSpec, ExecutionSpec, ModelSpec, SlurmSpec, Study, SynthSpec, TaskSpec
+from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import RunStore, read_json, write_json_atomic
 
 TESTS_DIR = str(Path(__file__).parent)
@@ -86,16 +87,7 @@ def fake_run_one(store_root: str, job_id: str, *, device: str | None = None, thr
 
 def make_store(tmp_path: Path, behaviours: list[str]) -> tuple[RunStore, list[str]]:
     """A real store of 3 TS + 2 CG + 1 AU jobs; the first len(behaviours) jobs get these behaviours."""
-    study = Study(
-        name="exec",
-        data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[
-            TaskSpec(id="a", type="classification", num_classes=2, group="g1"),
-            TaskSpec(id="b", type="segmentation", num_classes=2, group="g1"),
-            TaskSpec(id="c", type="regression", num_classes=3, group="g2"),
-        ],
-    )
+    study = small_study("exec", THREE_TASKS)
     jobs = plan(study)[: len(behaviours)]
     store = RunStore(tmp_path / "runs" / "exec")
     store.init("name: exec\n", jobs)
@@ -562,12 +554,7 @@ def test_cpu_workers_and_threads_follow_the_cores(two_cores: None) -> None:
 
 
 def test_cpu_jobs_changes_no_job_id() -> None:
-    study = Study(
-        name="ids",
-        data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
-    )
+    study = small_study("ids")
     ids = [j.id for j in plan(study)]
     for cpu_jobs in (1, 8, "auto"):
         execution = ExecutionSpec(cpu_jobs=cpu_jobs, threads=2)

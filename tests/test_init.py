@@ -111,8 +111,8 @@ def test_the_next_commands_paste_for_a_folder_with_a_leading_dash_and_a_taken_na
 ) -> None:
     """The printed commands work pasted: `./-dash/demo.yaml`, not an option. A DIR whose name's run store holds
     another study of that name, run from another file (`demo` after `make demo`), is warned about at once."""
+    from tests.tiny_study import small_study
     from usagg.plan import plan
-    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
     from usagg.store import RunStore
 
     monkeypatch.chdir(tmp_path)
@@ -120,10 +120,7 @@ def test_the_next_commands_paste_for_a_folder_with_a_leading_dash_and_a_taken_na
     assert code == 0 and "  usagg validate ./-dash/demo.yaml\n" in text and "  usagg run ./-dash/demo.yaml\n" in text
     code, text = run_cli(["init", "first"], monkeypatch, capsys)
     assert code == 0 and "warning" not in text
-    other = Study(  # runs/demo: a study 'demo' of another plan, run from another spec file that still exists
-        name="demo", data=DataSpec(synthetic=SynthSpec()), model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
-    )  # fmt: skip
+    other = small_study("demo")  # runs/demo: a study 'demo' of another plan, run from another spec file still there
     store = RunStore(tmp_path / "runs" / "demo")
     store.init("name: demo\n", plan(other))
     (tmp_path / "shipped.yaml").write_text("name: demo\n")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_study import small_study
 from usagg.plan import plan
 from usagg.signals import _terminated
-from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
 from usagg.store import RunStore, read_json, write_json_atomic
 
 TESTS_DIR = str(Path(__file__).parent)
@@ -50,15 +50,7 @@ def run_until_stopped(store_root: str, job_id: str) -> str:
 
 
 def _two_job_store(tmp_path: Path) -> tuple[RunStore, list[str]]:
-    study = Study(
-        name="stop",
-        data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[
-            TaskSpec(id="a", type="classification", num_classes=2, group="g1"),
-            TaskSpec(id="b", type="regression", num_classes=3, group="g2"),
-        ],
-    )
+    study = small_study("stop", (("a", "classification", 2, "g1"), ("b", "regression", 3, "g2")))
     jobs = plan(study)[:2]
     store = RunStore(tmp_path / "runs" / "stop")
     store.init("name: stop\n", jobs)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_study import small_study
 from usagg.engine.runner import run_one
 from usagg.errors import UsaggError
 from usagg.service import devices_override, engine_device, job_function, run_overrides
@@ -131,14 +132,9 @@ def test_a_damaged_plan_is_written_anew_by_a_run_of_its_spec(tmp_path: Path) -> 
     from tests.test_store_damage import metrics_of
     from usagg.plan import plan
     from usagg.service import StudyRun
-    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
     from usagg.store import RunStore
 
-    study = Study(
-        name="toy", output_root=str(tmp_path / "runs"), paradigms=["TS"], data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
-    )  # fmt: skip
+    study = small_study("toy", output_root=str(tmp_path / "runs"), paradigms=["TS"])
     jobs = plan(study)
     store = RunStore(tmp_path / "runs" / "toy")
     store.init("name: toy\n", jobs)
@@ -164,15 +160,9 @@ def test_repair_of_a_done_job_without_its_metrics_says_so(tmp_path: Path) -> Non
     """A done job whose metrics.json is missing has nothing to set aside: the repair says it is missing and sends the
     job back to pending (it raised an IndexError, adding to a repair message that did not exist)."""
     from usagg.plan import plan
-    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
     from usagg.store import RunStore
 
-    study = Study(
-        name="toy", paradigms=["TS"], data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[TaskSpec(id="a", type="classification", num_classes=2, group="g")],
-    )  # fmt: skip
-    (job,) = plan(study)
+    (job,) = plan(small_study("toy", paradigms=["TS"]))
     store = RunStore(tmp_path / "runs" / "toy")
     store.init("name: toy\n", [job])
     store.set_state(job.id, "running")

@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 from cli_run import run_cli
 
+from tests.tiny_study import THREE_TASKS, small_study
 from usagg.errors import UsaggError
 from usagg.execute.registry import make_executor
 from usagg.execute.slurm import SlurmExecutor, slurm_parameters
 from usagg.plan import plan
 from usagg.service import StudyRun
 from usagg.spec.load import dump_study
-from usagg.spec.models import DataSpec, ExecutionSpec, ModelSpec, SlurmSpec, Study, SynthSpec, TaskSpec
+from usagg.spec.models import ExecutionSpec, SlurmSpec, Study
 from usagg.store import RunStore
 
 TESTS_DIR = str(Path(__file__).parent)
@@ -157,18 +158,8 @@ def job_done(store_root: str, job_id: str, **_: Any) -> str:
 
 def study_of(tmp_path: Path, executor: str = "slurm") -> Study:
     """A study of three TS jobs whose store is under tmp_path/runs."""
-    return Study(
-        name="sl",
-        output_root=tmp_path / "runs",
-        paradigms=["TS"],
-        data=DataSpec(synthetic=SynthSpec()),
-        model=ModelSpec(backbone="dinov3_test", image_size=64),
-        tasks=[
-            TaskSpec(id="a", type="classification", num_classes=2, group="g1"),
-            TaskSpec(id="b", type="segmentation", num_classes=2, group="g1"),
-            TaskSpec(id="c", type="regression", num_classes=3, group="g2"),
-        ],
-        execution=ExecutionSpec(executor=executor),
+    return small_study(
+        "sl", THREE_TASKS, output_root=tmp_path / "runs", paradigms=["TS"], execution=ExecutionSpec(executor=executor)
     )
 
 

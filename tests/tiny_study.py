@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from usagg.spec.models import Study
 
 MALIGNANCY = {"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}
 NODULE = {"id": "thyroid_nodule_det", "type": "detection", "num_classes": 1, "group": "Thyroid"}
@@ -76,3 +79,23 @@ def write_tiny_study(path: Path, name: str, data: Path, **settings: Any) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tiny_study(name, data, **settings))
     return path
+
+
+#: Tasks of a study built in memory (`small_study`): id, type, classes, group.
+ONE_TASK = (("a", "classification", 2, "g"),)
+THREE_TASKS = (("a", "classification", 2, "g1"), ("b", "segmentation", 2, "g1"), ("c", "regression", 3, "g2"))
+
+
+def small_study(name: str, tasks: Sequence[tuple[str, str, int, str]] = ONE_TASK, **fields: Any) -> Study:
+    """A study of the synthetic benchmark and the test backbone at 64 px, built in memory for tests that plan its
+    jobs or make its store without training: `tasks` as (id, type, classes, group), `fields` any other Study field
+    (output_root, paradigms, execution, ...)."""
+    from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec
+
+    return Study(
+        name=name,
+        data=DataSpec(synthetic=SynthSpec()),
+        model=ModelSpec(backbone="dinov3_test", image_size=64),
+        tasks=[TaskSpec(id=i, type=t, num_classes=n, group=g) for i, t, n, g in tasks],
+        **fields,
+    )
