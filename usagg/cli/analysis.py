@@ -92,7 +92,7 @@ def compare_cmd(
 
     The CSV: one row per task and paradigm, with the Δ interval (ci_low, ci_high, ci_source) and steps.
 
-    Example: usagg compare runs/demo --baseline TS --format markdown --out compare.md
+    Example: usagg compare runs/demo --format markdown --out compare.md
     """
     _choice(fmt, COMPARE_FORMATS, "--format")
     if out is not None and out.is_dir():

@@ -23,7 +23,7 @@ app = typer.Typer(
     name="usagg",
     help="Orchestrate the ultrasound task-aggregation study: TS, CG, AU and AG jobs with their controls, metrics, "
     "statistics, figures.\n\n"
-    "Example: usagg run studies/demo.yaml && usagg compare --baseline TS && usagg plot",
+    "Example: usagg run studies/demo.yaml && usagg compare && usagg plot",
     no_args_is_help=True,
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},

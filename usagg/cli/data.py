@@ -127,7 +127,7 @@ def catalog(
 
     Use it from a study with `tasks_from: {catalog: FILE}`.
 
-    Example: usagg data catalog data/FMC_UIA --groups groups.yaml --out catalogs/my_tasks.yaml
+    Example: usagg data catalog data/FMC_UIA --groups g.yaml --out mine.yaml
     """
     from usagg.atomic import write_text_atomic
     from usagg.data.catalog import catalog_text, data_tasks, read_groups

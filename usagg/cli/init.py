@@ -37,11 +37,11 @@ An existing file is never overwritten unless --force is given.
 
 Examples:
 
-  usagg init my_study                     (writes my_study/demo.yaml, the study my_study)
+  usagg init my_study             (writes my_study/demo.yaml, study my_study)
 
-  usagg init --from known check           (writes check/known.yaml)
+  usagg init --from known check   (writes check/known.yaml)
 
-  usagg init --from fmc_uia fmc           (writes fmc/fmc_uia.yaml; then edit its data.root)
+  usagg init --from fmc_uia fmc   (writes fmc/fmc_uia.yaml; set data.root)
 """
 
 #: The studies shipped in the package (package data, next to usagg/catalogs/).

@@ -59,9 +59,9 @@ Examples:
 
   usagg run studies/demo.yaml
 
-  usagg run studies/demo.yaml --paradigm TS --devices cpu --set training.epochs=2
+  usagg run studies/demo.yaml --paradigm TS --set training.epochs=2
 
-  usagg run studies/fmc_uia.yaml --executor slurm --set execution.slurm.partition=gpu
+  usagg run studies/fmc_uia.yaml --executor slurm
 
   usagg run studies/demo.yaml --only 'AU-*' --retry-failed
 

@@ -259,7 +259,7 @@ def plan_cmd(
 
     `--power` prints instead how small a Δ the planned seeds can detect (usagg/analysis/power.py).
 
-    Example: usagg plan studies/fmc_uia.yaml --set seeds=[0] --only task=breast_lesion --only TS
+    Example: usagg plan studies/fmc_uia.yaml --only task=breast_lesion --only TS
     """
     from usagg.plan import plan_stages
     from usagg.service import make_selection, store_evidence, store_for

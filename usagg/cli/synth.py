@@ -74,9 +74,9 @@ def synth(
     refused, naming what it holds, unless --force is given; an interrupted
     run's unfinished output is written anew.
 
-    Example: usagg synth data/synth --seed 0 --size fetal_head=400 --preview synth.png
+    Example: usagg synth data/synth --size fetal_head=400 --preview synth.png
 
-    Example: usagg synth data/synth --task fetal_head --force    (replaces what it held)
+    Example: usagg synth data/synth --task fetal_head --force   (replaces it)
     """
     from pydantic import ValidationError
     from rich.markup import escape

@@ -72,7 +72,7 @@ def check(file: FileArg, backbone: BackboneOpt = None) -> None:
 
     Exits 2 with one paragraph when the file fits no backbone.
 
-    Example: usagg weights check ~/w/dinov3_vitb16_pretrain.pth --backbone dinov3_base
+    Example: usagg weights check ~/w/dinov3_vitb16.pth --backbone dinov3_base
     """
     from rich.markup import escape
 
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
     sub = typer.Typer(
         name="weights",
         help="Check model weights files (DINOv3 checkpoints).\n\n"
-        "Example: usagg weights check ~/w/dinov3_vitb16_pretrain.pth --backbone dinov3_base",
+        "Example: usagg weights check ~/w/dinov3_vitb16.pth --backbone dinov3_base",
         no_args_is_help=True,
     )
     sub.command("check")(check)
