@@ -468,9 +468,9 @@ def run_one_until_stopped(store_root: str, job_id: str) -> str:
     """run_one's contract under a stop: running until interrupted, then back to pending and the lock released."""
     store = RunStore(store_root)
     with store.lock(job_id):
-        store.set_state(job_id, "running")
-        write_json_atomic(store.job_dir(job_id) / "seen.json", {"pid": os.getpid()})
-        try:
+        try:  # from the first write: a stop may land anywhere after it, as in the engine's runner
+            store.set_state(job_id, "running")
+            write_json_atomic(store.job_dir(job_id) / "seen.json", {"pid": os.getpid()})
             time.sleep(120)
         except BaseException:
             store.set_state(job_id, "pending", error="interrupted")
@@ -502,7 +502,8 @@ def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: 
         [sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 60
-    while sum(store.job_state(j) == "running" for j in ids) < 2 and time.monotonic() < deadline:
+    seen = [store.job_dir(j) / "seen.json" for j in ids[:2]]
+    while not all(p.is_file() for p in seen) and time.monotonic() < deadline:  # both jobs inside their work
         time.sleep(0.05)
     assert [store.job_state(j) for j in ids] == ["running", "running", "pending"]
     if to_group:
