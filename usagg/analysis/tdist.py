@@ -6,11 +6,10 @@ equation, on every analysis: `usagg report` included, which otherwise reuses mem
 statistics and must not pay for importing scipy.
 
 - Quantiles: the two-sided probability P(|T| < t) is, in θ = atan(t/√df), increasing in θ,
-  so the quantile is found by bisection on θ in (0, π/2). With integer df it has a closed form
-  (Abramowitz & Stegun 26.7.3-4; agreeing with scipy to 1e-12 beyond the centre); with a
-  fractional df (Welch-Satterthwaite) it is I_{sin²θ}(1/2, df/2) (A&S 26.5.27: the
-  regularised incomplete beta function, by its continued fraction, A&S 26.5.8, evaluated by
-  Lentz's method), agreeing with scipy to 1e-9 (relative) at every df ≥ 1 and p up to 1 − 1e-6.
+  so the quantile is found by bisection on θ in (0, π/2). That probability is I_{sin²θ}(1/2, df/2)
+  (A&S 26.5.27: the regularised incomplete beta function, by its continued fraction, A&S 26.5.8,
+  evaluated by Lentz's method), for whole and fractional (Welch-Satterthwaite) df alike: agreeing
+  with scipy to 1e-9 (relative) at every df ≥ 1 and p up to 1 − 1e-6.
 - Power: the noncentral t T' = (Z + δ)/S with S = √(χ²_df/df), so P(T' > c) = E[Φ(δ − c·S)];
   the expectation is Simpson's rule over S's density (agreeing with scipy's nct to 1e-9 for df ≥ 2).
 """
@@ -27,23 +26,7 @@ _CF_TERMS = 500  # continued-fraction terms at most (it converges in tens where 
 _CF_TINY = 1e-300
 
 
-def _central(theta: float, df: int) -> float:
-    """P(|T| < √df·tan θ) for df ≥ 1 degrees of freedom."""
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2 == 0:  # sin θ (1 + (1/2)cos²θ + (1·3)/(2·4)cos⁴θ + ... up to cos^(df−2)θ)
-        term, total = 1.0, 1.0
-        for k in range(2, df, 2):
-            term *= (k - 1) / k * c2
-            total += term
-        return s * total
-    term, total = math.cos(theta), 0.0  # (2/π)(θ + sin θ (cos θ + (2/3)cos³θ + ... up to cos^(df−2)θ))
-    for k in range(3, df + 1, 2):
-        total += term
-        term *= (k - 1) / k * c2
-    return 2.0 / math.pi * (theta + s * total)
-
-
-def _central_real(theta: float, df: float) -> float:
+def _central(theta: float, df: float) -> float:
     """P(|T| < √df·tan θ) for any df ≥ 1: I_x(1/2, df/2) at x = sin²θ = t²/(df + t²), direct near the centre (no
     1 − (1 − small) there)."""
     return _incomplete_beta(math.sin(theta) ** 2, math.cos(theta) ** 2, 0.5, df / 2.0)
@@ -95,11 +78,10 @@ def t_quantile(p: float, df: float) -> float:
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
     target = 2.0 * p - 1.0  # the two-sided probability inside ±t
-    central = (lambda th: _central(th, int(df))) if int(df) == df else (lambda th: _central_real(th, df))
     lo, hi = 0.0, math.pi / 2
     for _ in range(_STEPS):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if central(mid) < target else (lo, mid)
+        lo, hi = (mid, hi) if _central(mid, df) < target else (lo, mid)
     return math.sqrt(df) * math.tan((lo + hi) / 2)
 
 
