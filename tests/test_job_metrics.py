@@ -5,6 +5,7 @@ a real job's file round-trips byte for byte, older and simulated layouts still r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def test_a_real_jobs_metrics_round_trip_and_a_malformed_one_is_named_everywhere(
     store = RunStore(tmp_path / "runs")
     store.init(dump_study(study), [job])
     assert run_one(str(store.root), job.id, device="cpu") == "done", store.error_text(job.id)
+    assert re.fullmatch(r"cpu \(\d+ threads?\)", store.job_record(job.id)["device"])  # `usagg status` shows it
 
     path = store.paths(job.id).metrics
     original = path.read_bytes()

@@ -215,17 +215,23 @@ def test_status_shows_a_running_jobs_epoch_elapsed_and_eta(
     with store.lock(job.id):
         _start_attempt(store, job, now)
         assert store.job_record(job.id)["start_epoch"] == before  # what history.csv held when the attempt started
+        store.note_device(job.id, "cuda:1 (NVIDIA H100 80GB HBM3)")  # the runner's, once the job chose its card
         code, out = run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)
         assert code == 0
         row = next(r for r in json.loads(out) if r["job_id"] == job.id)
         left = 90.0 / (now - before) * (EPOCHS - now)
         span = (1.0, 1.0) if now - before >= 2 else (0.75, 1.5)
         assert row["state"] == "running" and row["epoch"] == now + 1 and row["epochs"] == EPOCHS
-        assert abs(row["elapsed_s"] - 100.0) < 5
+        assert abs(row["elapsed_s"] - 100.0) < 5 and row["device"] == "cuda:1 (NVIDIA H100 80GB HBM3)"
         assert row["eta_s"] == pytest.approx([left * span[0] - 10, left * span[1] - 10], abs=5)
         code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
-    assert code == 0 and f"epoch {now + 1}/{EPOCHS}, ETA " in out and re.search(r"running │ 1m[45]\ds", out)
+    assert code == 0 and f"epoch {now + 1}/{EPOCHS}, ETA " in out and re.search(r"running │ cuda:1 +│ 1m[45]\ds", out)
     # 200 s less the seconds the CLI took: one number once two epochs are timed, else a range
     assert re.search(r"ETA ~3m[0-2]\ds" if before == 0 else r"ETA [34]-9 min", out)
     rows = json.loads(run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)[1])
     assert all("eta_s" not in r for r in rows if r["state"] != "running")  # its lock let go: interrupted, no ETA
+    store.set_state(job.id, "running")  # a new attempt has not chosen its device yet
+    assert store.job_record(job.id)["device"] is None
+    store.set_state(job.id, "failed", error="boom")
+    store.note_device(job.id, "cpu (2 threads)")  # too late: a record no longer running is left alone
+    assert store.job_record(job.id)["device"] is None

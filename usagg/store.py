@@ -14,7 +14,8 @@ Layout::
       results.csv            tidy table, one row per (job, task, metric), rebuilt from metrics.json
       jobs/<job_id>/
         job.json             {"job": Job, "state", "attempts", "started", "finished",
-                              "duration_s", "host", "pid", "error", "weights_key"}
+                              "duration_s", "host", "pid", "error", "weights_key", "start_epoch",
+                              "device" (where the attempt computes, once it has chosen)}
         .lock                present while a process runs the job: host, pid, start time
         log.txt              the job's own log
         metrics.json         a JobMetrics (usagg/jobmetrics.py, docs/metrics.md), with a checksum of its content
@@ -178,6 +179,7 @@ _RECORD_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "pid": ("a whole number >= 0, or null", lambda v: v is None or _count(v)),
     "error": ("text, or null", lambda v: v is None or isinstance(v, str)),
     "start_epoch": ("a whole number >= 0, or null", lambda v: v is None or _count(v)),
+    "device": ("text, or null", lambda v: v is None or isinstance(v, str)),
     WEIGHTS_KEY: ("text, or null", lambda v: v is None or isinstance(v, str)),
 }
 
@@ -790,6 +792,7 @@ class RunStore:
             record["pid"] = os.getpid()
             record["error"] = None
             record["start_epoch"] = self.epochs_done(job_id)[0]  # this attempt's epochs are the ones after
+            record["device"] = None  # this attempt's, once it is known (`note_device`)
         elif state in ("done", "failed"):
             record["finished"] = _iso(now)
             started = record.get("started")
@@ -802,6 +805,15 @@ class RunStore:
         record.update(extra)
         write_json_atomic(self.paths(job_id).record, record)
         return record
+
+    def note_device(self, job_id: str, device: str) -> None:
+        """Record where a running job computes ('cuda:1 (NVIDIA H100 80GB HBM3)'), so `usagg status` can say which
+        card each job is on; the job's runner calls it under the job's lock once the job has chosen its device.
+        A record that is no longer running (or is damaged) is left as it is."""
+        record, _ = self._load_record(job_id)
+        if record is not None and record.get("state") == "running":
+            record["device"] = device
+            write_json_atomic(self.paths(job_id).record, record)
 
     # ----- job files
 

@@ -111,13 +111,29 @@ def _primary_text(store: RunStore, job_id: str) -> str:
     return "\n".join(parts)
 
 
+def _job_device(store: RunStore, job_id: str, record: dict[str, Any], state: str) -> str | None:
+    """Where the job ran or runs: its attempt's device from job.json ('cuda:1 (NVIDIA H100 80GB HBM3)'), else, for a
+    job done before that was recorded, metrics.json's ('cuda:1'); None while it has not chosen one."""
+    device = record.get("device")
+    if isinstance(device, str) and device:
+        return device
+    if state != "done":
+        return None
+    try:
+        training = (store.metrics(job_id) or {}).get("training")
+    except UsaggError:
+        return None
+    found = training.get("device") if isinstance(training, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
 def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=escape(printable(title)), show_lines=False)
     table.add_column("job", overflow="fold", no_wrap=True)  # the id whole, so a log can be searched for it
-    for col in ("state", "duration", "primary metrics"):
+    for col in ("state", "device", "duration", "primary metrics"):
         table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
     for jid in job_ids:
         record = store.job_record(jid) if store.has_job(jid) else {}
@@ -136,7 +152,9 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
             detail = f"submitted to Slurm as {slurm_id} (sacct says whether it waits)"
         else:
             detail = escape(printable(detail))  # task and metric names from metrics.json: data, not instructions
-        table.add_row(escape(jid), _state_text(state), duration, detail)
+        device = _job_device(store, jid, record, state) if state in ("done", "running", "failed") else None
+        card = escape(printable(device.split(" (")[0])) if device else ""  # the card's name: in --json
+        table.add_row(escape(jid), _state_text(state), card, duration, detail)
     return table
 
 
@@ -508,6 +526,7 @@ def _status_rows(store: RunStore, job_ids: list[str]) -> list[dict[str, Any]]:
         record = store.job_record(jid) if store.has_job(jid) else {}
         state = store.display_state(jid)
         row: dict[str, Any] = {"job_id": jid, "state": state, "duration_s": record.get("duration_s")}
+        row["device"] = _job_device(store, jid, record, state) if state in ("done", "running", "failed") else None
         if state == "done":
             try:
                 tasks = (store.metrics(jid) or {}).get("tasks") or {}

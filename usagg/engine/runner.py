@@ -29,7 +29,7 @@ from usagg.store import ERROR_CHARS, JobPaths, RunStore
 
 if TYPE_CHECKING:
     from usagg.engine.accel import AccelMode
-    from usagg.engine.progress import ProgressFn
+    from usagg.engine.progress import Progress, ProgressFn
     from usagg.spec.models import TrackingSpec
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -164,7 +164,8 @@ def _run_locked(
             job = store.job(job_id)
             _set_aside_damaged_best(paths, log)
             trackers = job_trackers(tracking, job, store.root)
-            metrics = run_job(job, paths.folder, device, threads, callbacks=[trackers], accel=accel, progress=progress)
+            heard = _noting_device(store, job_id, progress)
+            metrics = run_job(job, paths.folder, device, threads, callbacks=[trackers], accel=accel, progress=heard)
             store.write_metrics(job_id, metrics)
         except Exception as err:
             trackers.finish(None, "failed")
@@ -190,6 +191,19 @@ def _run_locked(
     store.set_state(job_id, "done", expect=("running",))
     _drop_resume_state(store, job_id)
     return "done"
+
+
+def _noting_device(store: RunStore, job_id: str, progress: ProgressFn | None) -> ProgressFn:
+    """`progress`, after the job's start report has written its device into job.json (`RunStore.note_device`)."""
+
+    def heard(p: Progress) -> None:
+        if p.phase == "start" and p.device:
+            with contextlib.suppress(UsaggError, OSError):  # the record is the job's own; status is not training
+                store.note_device(job_id, p.device)
+        if progress is not None:
+            progress(p)
+
+    return heard
 
 
 def _drop_resume_state(store: RunStore, job_id: str) -> None:
