@@ -23,26 +23,28 @@ DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 ERROR = "DataError: the image at train/x.png could not be read because the file is empty (0 bytes)"
 
 
-def _done(store: RunStore, job: Job) -> list[str]:
-    """The job done with a primary metric per task; the items its row shows."""
+def _done(store: RunStore, job: Job, device: str | None = None) -> list[str]:
+    """The job done with a primary metric per task (on `device` where given); the items its row shows."""
     tasks = {
         t.id: {"type": t.type, "primary": t.metric, "metrics": {t.metric: 0.40625}, "n_train": 8, "n_test": 4}
         for t in job.tasks
     }
     store.set_state(job.id, "running")
+    if device:
+        store.note_device(job.id, device)
     store.write_metrics(job.id, {"job_id": job.id, "tasks": tasks, "history": []})
     store.set_state(job.id, "done")
     return [f"{t.id}: {t.metric} 0.4062" for t in job.tasks][:4]
 
 
-def _table_text(tmp_path: Path, width: int) -> tuple[str, list[Job], list[str]]:
+def _table_text(tmp_path: Path, width: int, device: str | None = None) -> tuple[str, list[Job], list[str]]:
     """The closing table of a demo store (three done jobs, one failed), printed on a terminal `width` wide."""
     jobs = plan(load_study(DEMO))
     store = RunStore(tmp_path / "runs" / "demo")
     store.init("name: demo\n", jobs)
     by_id = {j.id.rsplit("-", 3)[0]: j for j in jobs}
     shown = [by_id["TS-thyroid_malignancy"], by_id["TS-fetal_head_biometry"], by_id["AU-all"], by_id["CG-Fetal"]]
-    items = [item for job in shown[:3] for item in _done(store, job)]
+    items = [item for job in shown[:3] for item in _done(store, job, device)]
     store.set_state(shown[3].id, "running")
     store.set_state(shown[3].id, "failed", error=ERROR)
     buf = io.StringIO()
@@ -56,9 +58,13 @@ def _first_column(text: str) -> str:
     return "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
 
 
-@pytest.mark.parametrize("width", [60, 80])
-def test_a_narrow_terminal_folds_the_ids_and_keeps_each_metric_whole(tmp_path: Path, width: int) -> None:
-    text, jobs, items = _table_text(tmp_path, width)
+@pytest.mark.parametrize(("width", "device"), [(60, None), (80, None), (80, "cuda:1 (NVIDIA H100 80GB HBM3)")])
+def test_a_narrow_terminal_folds_the_ids_and_keeps_each_metric_whole(
+    tmp_path: Path, width: int, device: str | None
+) -> None:
+    """A device column comes only once some job has chosen a device, and shows the device without its card name."""
+    text, jobs, items = _table_text(tmp_path, width, device)
+    assert ("device" in text) == bool(device) and ("cuda:1 " in text) == bool(device) and "H100" not in text
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= width
     assert "thyroid_malignancy: AUC 0.4062" in items and len(items) == 6
