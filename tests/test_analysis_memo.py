@@ -278,3 +278,15 @@ def test_report_after_plot_imports_neither_scipy_nor_matplotlib(run_dir: Path, c
     for png in (tmp_path / "figs").glob("*.png"):
         assert (tmp_path / "rep" / "figures" / png.name).read_bytes() == png.read_bytes()
     assert "<img" in (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_synthetic_studys_designed_groups_import_no_scipy() -> None:
+    """The demo's and the known-answer studies' report reads the synthetic benchmark's designed groups: the task
+    registry alone, not the image generator (scipy.ndimage) behind the package's other names."""
+    code = (
+        "import sys\nfrom usagg.analysis.inputs import _designed_groups\n"
+        "groups = _designed_groups({'data': {'synthetic': {'seed': 0}}}, ['fetal_head', 'breast_lesion'])\n"
+        "print(groups, 'scipy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out.endswith(" False") and "'fetal_head':" in out, out

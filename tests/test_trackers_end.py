@@ -63,14 +63,14 @@ def _hparams(folder: Path) -> tuple[dict[str, Any], list[str]]:
     return values, [m.name.tag for m in experiment.metric_infos]
 
 
-def _done_job_files(store: RunStore, job: Job) -> None:
-    """What a done job leaves that its MLflow run receives."""
+def _done_job_files(store: RunStore, job: Job, weights: str = "best.pt") -> None:
+    """What a done job leaves that its MLflow run receives (`weights`: last.pt alone under selection: last)."""
     paths = store.paths(job.id)
     (paths.predictions / "fetal_head").mkdir(parents=True)
     (paths.predictions / "fetal_head" / "case_1.png").write_bytes(b"png")
     paths.metrics.write_text(json.dumps(METRICS))
     paths.checkpoints.mkdir(parents=True)
-    paths.best_checkpoint.write_bytes(b"weights")
+    (paths.checkpoints / weights).write_bytes(b"weights")
 
 
 def test_tensorboard_holds_each_jobs_settings_and_primary_metrics_as_hparams(job: Job, tmp_path: Path) -> None:
@@ -100,13 +100,14 @@ def test_a_failed_job_writes_no_hparams_row(job: Job, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # over a second: out of `make test-fast`
-@pytest.mark.parametrize("checkpoints", [False, True])
-def test_a_done_jobs_run_holds_its_metrics_and_predictions_and_best_pt_only_when_asked(
-    job: Job, database: str, tmp_path: Path, checkpoints: bool
+@pytest.mark.parametrize(("checkpoints", "weights"), [(False, "best.pt"), (True, "best.pt"), (True, "last.pt")])
+def test_a_done_jobs_run_holds_its_metrics_and_predictions_and_its_weights_only_when_asked(
+    job: Job, database: str, tmp_path: Path, checkpoints: bool, weights: str
 ) -> None:
+    """The tested weights: best.pt, or last.pt under selection: last (no best.pt is written)."""
     spec = _spec(database, tmp_path)
     store = RunStore(tmp_path / "store")
-    _done_job_files(store, job)
+    _done_job_files(store, job, weights)
     trackers = job_trackers(TrackingSpec(mlflow=spec, mlflow_checkpoints=checkpoints), job, store.root)
     trackers.finish(METRICS, "done")
     client = _client(spec)
@@ -121,7 +122,7 @@ def test_a_done_jobs_run_holds_its_metrics_and_predictions_and_best_pt_only_when
     local = Path(client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path)))
     assert json.loads(local.read_text()) == METRICS
     if checkpoints:
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [f"checkpoints/{weights}"]
     assert run.info.status == "FINISHED"
 
 

@@ -316,13 +316,15 @@ class MlflowTracker(_Guarded):
         self.client.set_terminated(self.run_id, mlflow_status(state))
 
     def _artifacts(self, paths: JobPaths) -> None:
-        """metrics.json and the predictions folder; best.pt only when asked (a model's weights may be large)."""
+        """metrics.json and the predictions folder; the tested weights only when asked (a model's weights may be
+        large): best.pt, or last.pt where the job selects its last epoch and writes no best.pt."""
         if paths.metrics.is_file():
             self.client.log_artifact(self.run_id, str(paths.metrics))
         if paths.predictions.is_dir():
             self.client.log_artifacts(self.run_id, str(paths.predictions), paths.predictions.name)
-        if self.checkpoints and paths.best_checkpoint.is_file():
-            self.client.log_artifact(self.run_id, str(paths.best_checkpoint), paths.checkpoints.name)
+        tested = next((p for p in (paths.best_checkpoint, paths.last_checkpoint) if p.is_file()), None)
+        if self.checkpoints and tested is not None:
+            self.client.log_artifact(self.run_id, str(tested), paths.checkpoints.name)
 
 
 class JobTrackers(Callback):

@@ -861,8 +861,9 @@ class TrackingSpec(Strict):
     )
     mlflow_checkpoints: Annotated[bool, NOT_IN_HASH] = Field(
         False,
-        description="Also log each done job's best.pt to its MLflow run (metrics.json and the predictions always "
-        "go): the selected weights, as large as the trained model.",
+        description="Also log each done job's tested weights to its MLflow run (metrics.json and the predictions "
+        "always go): best.pt, the selected weights, as large as the trained model; under `training.selection: last` "
+        "(no best.pt) last.pt, which also holds the optimiser's state.",
     )
 
     @model_validator(mode="after")
@@ -1304,8 +1305,8 @@ class Study(Strict):
             missing = [f"tasks[{i}] ({t.id})" for i, t in enumerate(self.tasks) if not t.group]
             if missing:
                 raise ValueError(
-                    f"CG needs a clinical group for every task: set `group` on {', '.join(missing)}, "
-                    "or give a `groups` mapping"
+                    f"every task needs a clinical group (CG and CGD train one model per group, AG counts them "
+                    f"unless given `groups: K`): set `group` on {', '.join(missing)}, or give a `groups` mapping"
                 )
             members: dict[str, list[str]] = {}
             for t in self.tasks:
