@@ -72,6 +72,15 @@ def test_classification_learns_is_not_met_when_one_task_is_at_chance(tmp_path: P
     assert "cls_a 0.88" in out.detail and "cls_b 0.58" in out.detail and "TS AUC > 0.65" in out.detail
 
 
+def test_a_bounded_metrics_interval_ends_at_its_bound(tmp_path: Path) -> None:
+    """Seeds at AUC 0.99 and 1.0: the t interval's upper end (1.058) is past what an AUC can be; it ends at 1."""
+    values = {**VALUES, ("TS", "cls_a"): [0.99, 1.0]}
+    e = Expectation(name="a learns", metric_of="TS", tasks=["cls_a"], above=0.65)
+    (out,) = _check(_write_results(tmp_path / "r.csv", values), e)
+    half = 12.706 * np.std([0.99, 1.0], ddof=1) / math.sqrt(2)
+    assert (out.ci_low, out.ci_high) == pytest.approx((0.995 - half, 1.0), rel=1e-3)
+
+
 def test_met_when_every_selected_task_clears_the_bound(tmp_path: Path) -> None:
     e = Expectation(name="a learns", metric_of="TS", tasks=["cls_a", "seg_c"], above=0.65)
     (out,) = _check(_write_results(tmp_path / "r.csv"), e)
@@ -272,3 +281,17 @@ def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -
     written = write_report(analyse(load_input(run_dir, None)), tmp_path / "report", render=lambda *a: [])
     md = next(p for p in written if p.name == "report.md").read_text()
     assert "## Expectations" in md and "| impossible | not met |" in " ".join(md.split())  # cells padded
+
+
+def test_negative_transfer_counts_intervals_below_0_apart_from_point_estimates(tmp_path: Path) -> None:
+    """CG on cls_a about −10 % over four close seeds: its seed interval lies below 0; the same mean Δ over seeds far
+    apart has an interval across 0, so it counts under Δ < 0 (a point estimate) but not under 'Interval < 0'."""
+    from usagg.analysis.tables import negative_table
+
+    ts = {("TS", "cls_a"): [0.90, 0.88, 0.89, 0.87], ("TS", "cls_b"): [0.55, 0.61, 0.58, 0.57]}
+    for cg, below in (([0.80, 0.79, 0.78, 0.80], [1, "cls_a"]), ([0.95, 0.62, 0.95, 0.65], [0, "—"])):
+        values = {**ts, ("CG", "cls_a"): cg, ("CG", "cls_b"): [0.60, 0.64, 0.62, 0.61]}
+        inp = load_input(None, _write_results(tmp_path / "r.csv", values))
+        comp = compare(inp)
+        (row,) = negative_table(comp, task_uncertainty(inp, comp)).rows
+        assert row[:5] == ["CG", "1", 1, 2, "cls_a"] and row[5:] == below  # cls_b: CG above TS

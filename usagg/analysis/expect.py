@@ -34,6 +34,7 @@ import numpy as np
 from usagg.analysis.tables import Cellv, Interval, Table
 from usagg.analysis.uncertainty import LEVEL, shown_interval
 from usagg.errors import UsaggError
+from usagg.tasktypes import metric_bounds
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -186,7 +187,9 @@ def _metric_value(e: Expectation, inp: AnalysisInput, f: float, task: str) -> _V
         from scipy.stats import t as student
 
         half = float(student.ppf(0.5 + LEVEL / 2, vals.size - 1)) * float(vals.std(ddof=1)) / math.sqrt(vals.size)
-        return _Value(task, mean, (mean - half, mean + half))
+        low, high = metric_bounds(metric) if metric else (None, None)  # an AUC's interval ends at 1, as its mean does
+        lo, hi = mean - half, mean + half
+        return _Value(task, mean, (lo if low is None else max(lo, low), hi if high is None else min(hi, high)))
     job = rows[0].job_id
     ci = None
     if job and job in inp.item_scores and metric == inp.primary.get(task):
@@ -308,7 +311,12 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
         [o.name, o.verdict, math.nan if o.value is None else o.value, _interval(o), o.detail] for o in outcomes
     ]
     met = sum(o.met is True for o in outcomes)
-    notes = [f"{met} of {len(outcomes)} met; a value is the worst task's, its 95 % interval where one exists"]
+    notes = [
+        f"{met} of {len(outcomes)} met; a value is the worst task's, its 95 % interval where one exists: over the "
+        "training seeds where there are two or more, each seed scored on the study's one test set, so the test set's "
+        "own sampling is not in it (the advice's intervals add it); a metric's interval ends at its bounds; no "
+        "correction for checking several expectations."
+    ]
     return Table(
         "expectations",
         "Expectations (expect: in the spec)",

@@ -27,6 +27,10 @@ from usagg.store import WEIGHTS_KEY, RunStore
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+#: Said in the provenance and first in a report's summary: its numbers come from an encoder without pretrained weights.
+RANDOM_INIT_LINE = "RANDOM INIT: the encoder had no pretrained weights (model.weights empty); not DINOv3 results"
+
+
 @dataclass
 class Provenance:
     """The facts the report's provenance block prints."""
@@ -56,7 +60,7 @@ class Provenance:
         if self.backbone:
             out.append(f"backbone {self.backbone}, {self.epochs} epochs")
         if self.random_init:
-            out.append("RANDOM INIT: the encoder had no pretrained weights (model.weights empty); not DINOv3 results")
+            out.append(RANDOM_INIT_LINE)
         elif self.weights:
             digest = f"sha256 {self.weights_sha256[:16]}" if self.weights_sha256 else "no digest in the run store"
             out.append(f"weights: {self.weights} ({digest})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from usagg.analysis.controls import controls, splits
 from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
 from usagg.analysis.mixed import SLOPE
-from usagg.analysis.provenance import Provenance, provenance
+from usagg.analysis.provenance import RANDOM_INIT_LINE, Provenance, provenance
 from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
@@ -63,8 +64,13 @@ def _at_largest_fraction(a: Analysis) -> tuple[float, dict[tuple[str, str], Stat
     and its negative-transfer rows by paradigm."""
     f = max(a.comp.fractions)
     by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f}
-    neg = {r[0]: r for r in negative_table(a.comp).rows if r[1] == frac_label(f)}
+    neg = {r[0]: r for r in negative_table(a.comp, a.stats).rows if r[1] == frac_label(f)}
     return f, by, neg
+
+
+def _below(row: list[Any]) -> str:
+    """How many of a negative-transfer row's point estimates below 0 have their interval below 0 too."""
+    return f"point estimates; interval below 0 in {row[5]}"
 
 
 def _delta_m(boot: Stat) -> str:
@@ -84,7 +90,10 @@ def _summary(a: Analysis) -> list[str]:
     for p in comp.others:
         boot: Stat | None = by.get((p, MEAN_DELTA))
         line = f"**{p}**: Δm " + (_delta_m(boot) if boot and boot.value is not None else "n/a")
-        lines.append(line + (f", Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks (point estimates)" if p in neg else ""))
+        values = comp.delta_values(f, p)[1]
+        if len(values):  # a mean of relative changes is pulled by one task far from the rest (a baseline near chance)
+            line += f", median Δ {statistics.median(map(float, values)):+.1f} %"
+        lines.append(line + (f", Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks ({_below(neg[p])})" if p in neg else ""))
     recovery = recovery_line(a.inp, comp)
     if recovery:  # what a synthetic study with AG is run for
         lines.append(f"**AG recovery**: {recovery}")
@@ -117,7 +126,7 @@ def _headline(a: Analysis) -> list[str]:
             tested = f" ({_p(boot)})" if boot.p is not None else ""  # the interval alone is not adjusted: p and Holm
             parts.append(f"Δm = {_delta_m(boot)}{tested} over {boot.n} tasks;")
         if p in neg:
-            parts.append(f"Δ < 0 (point estimate) in {neg[p][2]} of {neg[p][3]} tasks;")
+            parts.append(f"Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks ({_below(neg[p])});")
         if rho and rho.value is not None and rho.p is not None:
             parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} ({_p(rho)}, n = {rho.n});")
         elif rho and rho.value is not None:  # tasks sharing a model: descriptive, the slope below is the test
@@ -242,7 +251,9 @@ def _fence(text: str) -> str:
 
 
 def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folder: Path, prov: Provenance) -> str:
-    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in _summary(a)], ""]
+    caveat = [RANDOM_INIT_LINE] if prov.random_init else []  # before any number: not a DINOv3 result
+    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in [*caveat, *_summary(a)]]]
+    out += [""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
     out += [f"## {HEADLINE}", "", *[f"- {md_text(line)}" for line in _headline(a)], ""]
     placed = _placed(sections, figs)

@@ -180,7 +180,7 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
         if designs(comp):
             tables.append(factorial_table(comp, a.stats, f, multi=multi))
         tables.append(scales_table(comp, f, multi=multi))
-    tables.append(negative_table(comp))
+    tables.append(negative_table(comp, a.stats))
     if comp.not_available():
         tables.append(na_table(comp))
     tables.append(stats_table(a.stats, comp))
