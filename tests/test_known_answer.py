@@ -276,6 +276,21 @@ def test_ag_adjusted_rand_is_averaged_over_the_seeds(tmp_path: Path) -> None:
     assert "seed 2" in out.detail and "g1: a, c" in out.detail
 
 
+def test_one_grouping_for_every_seed_is_one_decision_not_a_replication(tmp_path: Path) -> None:
+    """AG plans once from the seeds' averaged affinity, so every seed trains the same groups: the detail says it is
+    one choice, never 'seed 0 1.00, seed 1 1.00, ...' as if each seed had found it again."""
+    values = {**VALUES, ("TS", "c"): [0.6] * 3, ("TS", "d"): [0.6] * 3}
+    tasks = ["a", "b", "c", "d"]
+    for t in tasks:
+        values[("AG", t)] = [0.7, 0.7, 0.7]
+    jobs = {("AG", t, s): f"AG-g{1 if t in 'ab' else 2}-f1-s{s}" for t in tasks for s in range(3)}
+    e = Expectation(name="pairs", ag_groups=[["a", "b"], ["c", "d"]], min_adjusted_rand=0.8)
+    (out,) = _check(_results(tmp_path / "r.csv", values, jobs), e)
+    assert out.met is True and out.value == pytest.approx(1.0)
+    assert "one grouping AG chose for all 3 seeds" in out.detail and "not 3" in out.detail
+    assert "seed 1 1.00" not in out.detail and out.detail.endswith("g1: a, b; g2: c, d")
+
+
 def test_require_interval_with_ag_groups_is_a_spec_error() -> None:
     with pytest.raises(ValueError, match="ag_groups takes min_adjusted_rand and nothing else"):
         Expectation(name="x", ag_groups=[["a", "b"]], min_adjusted_rand=0.5, require="interval")

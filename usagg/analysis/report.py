@@ -44,6 +44,7 @@ from usagg.analysis.tables import (
     recovery_line,
     scale_disagreements,
     stability_line,
+    steps_ratio,
 )
 from usagg.atomic import write_text_atomic
 from usagg.safepath import real_folder
@@ -141,6 +142,8 @@ def _headline(a: Analysis) -> list[str]:
         elif slope:
             parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
+    caveats = {s.note for s in a.stats if s.fraction == f and s.name.startswith("mixed model") and s.ci and s.note}
+    lines += [f"**Mixed model, read with care**: {note}." for note in sorted(caveats)]  # beside its intervals
     for s in a.stats:
         if s.fraction != f or not s.name.startswith("mixed model: interaction") or s.value is None:
             continue
@@ -159,7 +162,7 @@ def _headline(a: Analysis) -> list[str]:
                 f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {whole.n} tasks "
                 f"({ctl.formula(comp.baseline)})."
             )
-    lines += factorial_headline(comp, a.stats, f) + scale_disagreements(comp, f)
+    lines += factorial_headline(comp, a.stats, f) + scale_disagreements(comp, f) + _budget_line(a, f)
     gap = headline_line(selection_gap(a.inp, comp))
     if gap:
         lines.append(gap)
@@ -170,6 +173,25 @@ def _headline(a: Analysis) -> list[str]:
     if stability:
         lines.append(f"**AG stability**: {stability}")
     return lines + exclusion_notes(comp)
+
+
+#: Steps under a paradigm over TS's beyond which its Δ is said to mix aggregation with another training budget.
+BUDGET_SPAN = (0.8, 1.25)
+
+
+def _budget_line(a: Analysis, f: float) -> list[str]:
+    """The training budget's caveat beside the splits it confounds: where a task's optimiser steps under a paradigm
+    are far from its steps under the baseline (training.sampling), Δ and every split of it mix aggregation with
+    budget; the budget table has each task's ratio."""
+    comp = a.comp
+    ratios = [r for p in comp.others for t in comp.tasks if (r := steps_ratio(comp, f, t.task, p)) is not None]
+    if not ratios or (BUDGET_SPAN[0] <= min(ratios) and max(ratios) <= BUDGET_SPAN[1]):
+        return []
+    return [
+        f"**Training budget**: a task's optimiser steps under the other paradigms are {min(ratios):.2f}× to "
+        f"{max(ratios):.2f}× its steps under {comp.baseline} (training.sampling), so each Δ and every split above "
+        "mixes aggregation (or MoE) with a different training budget (Per-task results, the budget table)."
+    ]
 
 
 def _p(s: Stat) -> str:
