@@ -150,6 +150,7 @@ def test_task_level_rank_tests_print_no_p_as_a_groups_tasks_are_not_independent(
         for name in ("Spearman ρ(Δ, log n_train), tasks", f"Wilcoxon signed-rank, Δ vs 0 ({p} vs TS)"):
             s = by[(p, name)]
             assert s.value is not None and s.p is None and s.note == DEPENDENT, (p, name)
+            assert " p " not in f" {s.method} " and "exact" not in s.method  # no p given: its method names none
         assert by[(p, "Spearman ρ(Δ, log n_train), groups")].p is not None
         assert dict(by[(p, f"Wilcoxon signed-rank, Δ vs 0 ({p} vs TS)")].effects)["rank-biserial r"] is not None
     _, vals = comp.delta_values(1.0, "TSM")

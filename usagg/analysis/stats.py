@@ -231,9 +231,9 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
             rho, pv, n, note = spearman(logn, vals, alt)
             if pv is not None:
                 pv, note = None, DEPENDENT
-            out.append(
-                Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, f"{_rho_method(n)}, {rho_side}", pv,
-                     note=note)
+            out.append(  # no p is given: the method says how ρ is computed, not how a p would be
+                Stat("Spearman ρ(Δ, log n_train), tasks", p, f, rho, n, "scipy.stats.spearmanr (ρ only, descriptive)",
+                     pv, note=note)
             )  # fmt: skip
             gd: dict[str, list[float]] = {}
             gn: dict[str, float] = {}  # a group's n_train over the tasks of this Δ (left-out tasks not counted)

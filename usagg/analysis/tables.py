@@ -219,12 +219,17 @@ def _agg_rows(comp: Comparison, fraction: float, level: str) -> tuple[list[list[
     return rows, notes
 
 
+#: What an aggregate's Tasks column counts, beside the tasks its mean is over.
+TASKS_COUNTED = "Tasks: every task of the row, those left out of its mean included; Aggregation: how many are averaged."
+
+
 def aggregate_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Table:
     """Mean Δ by clinical group, task type, data regime (task and group size) and over all tasks (Δm)."""
     cols = ["Level", "Name", "Tasks", *[f"Δ{p} %" for p in comp.others], "Aggregation"]
     rows: list[list[Cellv]] = []
     notes = [
         f"Each aggregate: {SEED_ORDER}, then the unweighted mean over the tasks of the row.",
+        TASKS_COUNTED,
         f"Regime: n_train < {comp.regime_threshold} is low-data (analysis.regime_threshold).",
         f"Group regime: a clinical group with < {comp.group_regime_threshold} training images (sum over its tasks) "
         "is low-data (analysis.group_regime_threshold); each task takes its group's regime.",
@@ -256,6 +261,7 @@ def group_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Ta
     )
     notes = [
         f"Group Δ: {SEED_ORDER}, then mean over the group's tasks; group n_train = sum over its tasks.",
+        TASKS_COUNTED,
         f"Regime: a group with n_train < {comp.group_regime_threshold} is low-data (analysis.group_regime_threshold).",
         *notes,
         *exclusion_notes(comp),
