@@ -30,6 +30,13 @@ from usagg.wording import counted
 WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 #: Fewer clusters than this leave too few distinct weight draws (6^2 = 36) for a p or an interval.
 MIN_CLUSTERS = 3
+#: What an interval over fewer clusters than the simulated 6 and 9 is worth, by the same simulation (400 studies,
+#: 199 draws; tests/test_cluster_inference.py): said beside the interval, which is valid but wide at 3.
+FEW_CLUSTERS = {
+    3: "3 clusters: wide by construction, simulated coverage 99 %",
+    4: "4 clusters: simulated coverage 92-93 %",
+    5: "5 clusters: simulated coverage 93-94 %",
+}
 METHOD = "wild cluster restricted bootstrap-t (Webb weights, CR1 SE, Cameron-Gelbach-Miller 2008)"
 
 
@@ -146,7 +153,8 @@ def wild_cluster_mean(
     d = _design(arr, labels, resamples, seed)
     p = float(d.pvalue(np.asarray([null]))[0])
     low, high = wild_cluster_ci(arr, labels, resamples, seed, level)
-    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names))
+    few = FEW_CLUSTERS.get(len(names), "")
+    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names), few)
 
 
 #: Name of the Δm statistic of this module (the stats table, the headline).

@@ -78,7 +78,8 @@ def _delta_m(boot: Stat) -> str:
     """Δm with its wild cluster CI, or why it has none (too few clusters), as the summary and the headline say it."""
     assert boot.value is not None
     if boot.ci:
-        return f"{boot.value:+.1f} % (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f})"
+        few = f"; {boot.note}" if boot.note else ""  # fewer clusters than its coverage was checked at
+        return f"{boot.value:+.1f} % (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f}{few})"
     return f"{boot.value:+.1f} % (no interval: {boot.note})" if boot.note else f"{boot.value:+.1f} %"
 
 
