@@ -158,7 +158,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
     st.init(dump_study(study), jobs)
     for job in jobs:
         assert run_one(str(st.root), job.id, device="cpu", threads=1) == "done", st.error_text(job.id)
-    st.fresh_results()
+    st.rebuild_results()
     return st
 
 
@@ -276,7 +276,7 @@ def test_old_and_unmeasured_jobs_say_so_and_every_other_table_stays(store: RunSt
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Selection gap" in md and "not measured: no selection split" in md and "To measure it" in md
     assert "## Per-task results" in md and (tmp_path / "report" / "tables" / "selection_gap.csv").is_file()
-    imported = load_input(None, st.fresh_results())
+    imported = load_input(None, st.rebuild_results())
     (row,) = selection_gap(imported, analyse(imported).comp).rows
     assert row.status == NO_STORE
 

@@ -445,23 +445,26 @@ def test_job_files_go_through_the_store(tmp_path: Path) -> None:
     assert store.job_folders() == sorted(j.id for j in jobs)
 
 
-def test_fresh_results_rebuilds_a_missing_or_stale_table(tmp_path: Path) -> None:
+def test_current_results_rebuilds_a_missing_or_stale_table_in_memory(tmp_path: Path) -> None:
+    """A read never writes: a missing or stale results.csv is rebuilt as text, the file left as it was."""
     store, jobs = make_store(tmp_path)
     with pytest.raises(UsaggError, match=r"no results\.csv and no finished job"):
-        store.fresh_results()
+        store.current_results()
     job = jobs[0]
     store.set_state(job.id, "running")
     store.write_metrics(job.id, _metrics(job))
     store.set_state(job.id, "done")
-    path = store.fresh_results()  # missing: built
-    assert len(path.read_text().splitlines()) == 1 + 2
+    text = store.current_results()  # missing: built, not written
+    assert text is not None and len(text.splitlines()) == 1 + 2 and not store.results_csv.exists()
+    path = store.results_csv
     path.write_text(",".join(RESULT_COLUMNS) + "\n")
     old = time.time() - 100
     os.utime(path, (old, old))
-    assert len(store.fresh_results().read_text().splitlines()) == 3  # older than metrics.json: rebuilt
+    assert len((store.current_results() or "").splitlines()) == 3  # older than metrics.json: rebuilt
+    assert path.read_text() == ",".join(RESULT_COLUMNS) + "\n"
     path.write_text("kept as is\n")
     store.mark_results_fresh()
-    assert store.fresh_results().read_text() == "kept as is\n"  # dated after every metrics.json: kept
+    assert store.current_results() is None and path.read_text() == "kept as is\n"  # dated after every file: kept
 
 
 def test_a_slow_init_never_writes_a_done_job_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,12 +2,15 @@
 
     from usagg.api import run_study, load_results, load_history
     result = run_study("studies/demo.yaml", ["training.epochs=2"], device="cpu")
-    results = load_results(result.store_root)        # the tidy results.csv as a DataFrame
-    history = load_history(result.store_root)        # per job, epoch and task: loss and selection metrics
+    results = load_results(result)                   # the tidy results.csv as a DataFrame (or give a store folder)
+    history = load_history(result)                   # per job, epoch and task: loss and selection metrics
+    result.errors                                    # failed job -> its error (each also logged as a warning)
 
 The same service as `usagg run` (usagg/service.py) and the same run store, so the
 CLI and this module can take turns on one study. User errors are `UsaggError`
-(a bad spec: `SpecError`; a dataset with problems: `DataError`, listing them).
+(a bad spec: `SpecError`; a dataset with problems: `DataError`, listing them), naming
+this module's arguments (`paradigms=`, `device=`), never `usagg run`'s flags. The read
+functions only read (a store's stale results.csv is rebuilt in memory, not written).
 No torch is imported here; pandas only inside the functions that return a DataFrame.
 """
 
@@ -18,18 +21,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from usagg.engine.progress import Progress  # what on_progress hears; torch-free (as usagg.engine is at import)
 from usagg.errors import UsaggError
 from usagg.service import RunObserver, RunResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn
     from usagg.plan import Job
     from usagg.spec.models import Study
 
-__all__ = ["RunObserver", "RunResult", "load_history", "load_results", "plan", "run_study"]
+__all__ = ["Progress", "RunObserver", "RunResult", "load_history", "load_results", "plan", "run_study"]
 
 #: Columns of `load_history` before the per-metric selection columns (`select_<METRIC>`).
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -179,18 +182,26 @@ def run_study(
     one (`paradigms="TS"` is the paradigm TS); failed jobs run again only
     with `retry_failed`. An argument of the wrong type is a UsaggError naming it.
     `on_event(job_id, event, info)` hears each job start and end, `on_progress(Progress)`
+    (`usagg.api.Progress`: job_id, phase, epoch, epochs, step, steps, loss, images_per_s, ...)
     the running jobs' epochs and steps (in-process and local pool jobs), or an `observer`
     (usagg/service.py `RunObserver`) every step of the run, as `usagg run` shows them.
-    A failed job does not raise: see `RunResult.failed` and its error in the store.
+    A failed job does not raise: see `RunResult.failed` and `RunResult.errors` (job id ->
+    its error, one line; the traceback is in the store's jobs/<id>/error.txt). Without an
+    `observer`, each failed job (and each failed job skipped without `retry_failed`) is
+    also a warning on the `usagg` logger, which Python prints on stderr (a notebook shows
+    it under the cell) unless logging is set up otherwise.
     A dataset with problems raises DataError listing them. A spec file whose study
     name another spec file's store holds, with another plan, is refused unless
-    `force` (as `usagg run --force`).
+    `force=True`. Errors name these arguments (`paradigms=`, `only=`, `device=`), not
+    `usagg run`'s flags. `RunResult.store_root` and `results_csv` are absolute paths.
     """
     from usagg import service
 
     _refuse_in_worker_bootstrap()
     picked = _names(paradigms, "paradigms"), _names(only, "only")
-    sets = service.run_overrides(_overrides(overrides), devices=_device(device), threads=_threads(threads))
+    sets = service.run_overrides(
+        _overrides(overrides), devices=_device(device), threads=_threads(threads), wording=service.API_WORDING
+    )
     study = _load(spec_or_path, sets)
     spec_file = Path(spec_or_path) if isinstance(spec_or_path, (str, os.PathLike)) else None
     return service.run_study(
@@ -203,53 +214,101 @@ def run_study(
         observer=observer,
         on_event=on_event,
         on_progress=on_progress,
+        wording=service.API_WORDING,
     )
 
 
 # --------------------------------------------------------------------------- results
 
 
-def _results_path(run_dir_or_csv: str | os.PathLike[str]) -> Path:
-    """A results CSV as given, or a run store's results.csv (rebuilt first when missing or stale)."""
-    from usagg.store import RunStore
+def _where(value: object, argument: str, takes: str) -> Path:
+    """The path a read function was given: a str or os.PathLike, or a RunResult's store folder; else a UsaggError
+    naming the argument and what it takes."""
+    if isinstance(value, RunResult):
+        return Path(value.store_root)
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise UsaggError(
+        f"{argument} must be {takes} (a str or pathlib.Path), or the RunResult run_study returned, got "
+        f"{type(value).__name__} {value!r:.80}"
+    )
 
-    path = Path(run_dir_or_csv)
+
+def _results_text(path: Path) -> tuple[str | None, Path]:
+    """(the table's text rebuilt from the jobs, or None to read the file; the path errors name) of a results CSV or
+    a run store folder. A store's results.csv is read as it is when current, else rebuilt in memory from its jobs
+    (`RunStore.current_results`): nothing is written, so a read-only store, or one received from elsewhere, reads."""
+    from usagg.store import RunStore, results_damage
+
     if path.is_dir():
-        return RunStore(path).fresh_results()
+        store = RunStore(path)
+        rebuilt = store.current_results()
+        if rebuilt is None and (why := results_damage(store.results_csv)) is not None:
+            raise UsaggError(  # as `usagg compare` says it (usagg/analysis/inputs.py)
+                f"{store.results_csv} is damaged ({why}): `usagg repair {store.root}` sets it aside and rebuilds it "
+                "from the done jobs"
+            )
+        return rebuilt, store.results_csv
     if not path.is_file():
         raise UsaggError(f"{path} is neither a run store folder (runs/<study>) nor a results CSV file")
-    return path
+    return None, path
 
 
-def _has_rows(path: Path) -> bool:
+def _has_rows(text: str) -> bool:
+    """Whether a CSV text has a row under its header (text that is no CSV counts: its parse names the problem)."""
     import csv
+    import io
 
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         next(reader, None)
         return next(reader, None) is not None
+    except csv.Error:
+        return True
 
 
-def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
+def _text_dtype() -> Any:
+    """The dtype pandas gives a column of text: `str` from pandas 3, object before (the docs' "str" either way)."""
+    import pandas as pd
+
+    return pd.Series(["text"]).dtype
+
+
+def load_results(run_dir_or_csv: str | os.PathLike[str] | RunResult) -> pd.DataFrame:
     """The tidy results table, one row per (job, task, metric), with exactly the results.csv columns.
 
-    Give a run store folder (its results.csv is rebuilt first when missing or
-    older than a job's metrics) or any results CSV. The table is validated as
-    `usagg compare` validates it (UsaggError naming the row and column).
-    dtypes: seed int64; fraction, value, n_train and steps float64 (NaN where the CSV
-    cell is empty); higher_is_better bool; the rest str. An empty `group` reads
-    as "-", as in the analysis. A swept study (usagg/sweep.py) adds its swept keys'
-    columns after them, as results.csv has them: a row per (job, sweep point, task, metric),
-    so a job two points share has its rows under each point's values; a swept column is
-    int64 or float64 where every cell is a number, else str.
+    Give a run store folder, the RunResult of `run_study`, or any results CSV. A store's
+    results.csv is read when it is current; when it is missing or behind the jobs (a job
+    done, its state changed or its folder deleted since it was written) the table is
+    rebuilt from the jobs in memory: this read writes nothing, so a read-only store or
+    one received from elsewhere reads as well (`usagg run` writes results.csv at its
+    end). The table is validated as `usagg compare` validates it (UsaggError naming the
+    row and column). dtypes: seed int64; fraction, value, n_train and steps float64 (NaN
+    where the CSV cell is empty); higher_is_better bool; the rest str (pandas' text dtype:
+    `str` from pandas 3, object before). An empty `group` reads as "-", as in the analysis.
+    A swept study (usagg/sweep.py) adds its swept keys' columns after them, as results.csv
+    has them: a row per (job, sweep point, task, metric), so a job two points share has its
+    rows under each point's values; a swept column is int64 or float64 where every cell is
+    a number, else str.
     """
     import pandas as pd
 
-    from usagg.analysis.results import read_results
+    from usagg.analysis.results import parse_results, read_results
     from usagg.results_schema import RESULT_COLUMNS
 
-    path = _results_path(run_dir_or_csv)
-    table = read_results(path) if _has_rows(path) else None
+    text, path = _results_text(_where(run_dir_or_csv, "run_dir_or_csv", "a run store folder or a results CSV file"))
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:  # no text: read_results says so, naming the file
+            read_results(path)
+            raise
+        except OSError as err:
+            raise UsaggError(
+                f"{path} cannot be read ({err.strerror or type(err).__name__}); run_dir_or_csv must be a run store "
+                "folder or a results CSV file you can read"
+            ) from None
+    table = parse_results(text, path) if _has_rows(text) else None
     rows = table.rows if table is not None else []
     swept = table.sweep_keys if table is not None else []
     columns = [*RESULT_COLUMNS, *swept]
@@ -262,12 +321,13 @@ def load_results(run_dir_or_csv: str | os.PathLike[str]) -> pd.DataFrame:
         "n_train": "float64",
         "steps": "float64",
     }
-    frame = frame.astype({c: dtypes.get(c, "object") for c in RESULT_COLUMNS})
+    text_dtype = _text_dtype()
+    frame = frame.astype({c: dtypes.get(c, text_dtype) for c in RESULT_COLUMNS})
     for key in swept:  # the point's value as results.csv writes it: a number where it is one, for sorting and plots
         try:
             frame[key] = pd.to_numeric(frame[key])
         except (ValueError, TypeError):
-            frame[key] = frame[key].astype("object")
+            frame[key] = frame[key].astype(text_dtype)
     return frame
 
 
@@ -302,7 +362,7 @@ def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list
                 "seed": job.seed,
                 "fraction": job.fraction,
                 "epoch": int(rec["epoch"]),
-                "step": int(rec["step"]) if rec.get("step") else 0,
+                "step": int(rec["step"]) if rec.get("step") else None,  # <NA>, as a metrics.json without it
                 "task": task,
                 "type": kind,
                 "loss": _nan(_float_or_none(rec.get("loss"))),
@@ -325,11 +385,15 @@ def _float_or_none(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
 
 
-def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The training history of every finished job of a run store: one row per (job, epoch, task).
+def load_history(run_dir: str | os.PathLike[str] | RunResult) -> pd.DataFrame:
+    """The training history of a run store's jobs, one row per (job, epoch, task): every epoch a job has trained,
+    whether it is done, still running, interrupted or failed (a job without metrics.json is read from its
+    history.csv, written after each epoch; a job that trained no epoch has no rows). Give the store's folder or
+    the RunResult of `run_study`.
 
     Columns: job_id, paradigm, seed, fraction; epoch (1-based) and step
-    (optimiser steps done at its end); task and its type; loss (the mean of
+    (optimiser steps done at its end; a nullable Int64, <NA> where an older
+    store did not record it); task and its type; loss (the mean of
     the task's own training loss over its batches that epoch: its head's loss,
     without loss weight or MoE auxiliary loss, so a task's TS and AU curves
     compare; NaN if the task got no batch, or for runs older than per-task
@@ -341,14 +405,15 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     split); selected (the epoch whose weights were tested on this task); then
     select_<METRIC> for every selection metric seen (NaN where the task has no
     such metric). Jobs in plan order, then epochs, then the job's tasks in order.
-    A damaged metrics.json, or one JobMetrics (usagg/jobmetrics.py) refuses, is a
-    DataError naming the file and field.
+    Text columns are str (pandas' text dtype, as in `load_results`). A damaged
+    metrics.json, or one JobMetrics (usagg/jobmetrics.py) refuses, is a DataError
+    naming the file and field.
     """
     import pandas as pd
 
     from usagg.store import RunStore
 
-    store = RunStore(run_dir)
+    store = RunStore(_where(run_dir, "run_dir", "a run store folder"))
     if not store.exists():
         raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
     records: list[dict[str, Any]] = []
@@ -391,6 +456,7 @@ def load_history(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 records.append(row)
     columns = [*HISTORY_COLUMNS, *metric_cols]
     frame = pd.DataFrame(records, columns=columns)
-    exact = {"seed": "int64", "epoch": "int64", "step": "int64", "selected": "bool"}
+    exact = {"seed": "int64", "epoch": "int64", "step": "Int64", "selected": "bool"}  # step: <NA> where not recorded
     floats = ("fraction", "loss", "aux_loss", "job_loss", "select_score", "select_primary", *metric_cols)
-    return frame.astype({**exact, **dict.fromkeys(floats, "float64")})
+    texts = ("job_id", "paradigm", "task", "type", "primary")
+    return frame.astype({**exact, **dict.fromkeys(floats, "float64"), **dict.fromkeys(texts, _text_dtype())})

@@ -6,7 +6,9 @@ store (`init_store`: `RunStore.repair()`, then `RunStore.init`), run the jobs th
 the executor the spec names (`execute`),
 and rebuild results.csv (`finish`). `drive` is the one sequence of those steps,
 told to a `RunObserver`; `usagg run` (usagg/cli/runs.py, its observer renders)
-and `usagg.api.run_study` (through `run_study`) both call it. Nothing here prints.
+and `usagg.api.run_study` (through `run_study`) both call it. Nothing here prints (the API's
+`CallbackObserver` logs its warnings and failed jobs). Messages name the run's options as the
+caller knows them (`Wording`: `--only` for the CLI, `only=` for the API).
 
 The device and CPU threads reach the engine as arguments of the job function
 (`job_function`), never through this process's environment; a local pool worker is
@@ -18,6 +20,7 @@ engine, the data check and the executors are imported by the steps that use them
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from usagg.plan import EvidenceFor, Job, Waiting
     from usagg.spec.models import ExecutionSpec, Study, TrackingSpec
     from usagg.store import RunStore
+
+log = logging.getLogger(__name__)
 
 #: Problems listed in a DataProblems message (the CLI lists more, see `usagg data check` for all).
 PROBLEMS_IN_MESSAGE = 10
@@ -65,6 +70,52 @@ class DataProblems(DataError):
 # --------------------------------------------------------------------------- options as spec overrides
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How a run's messages name what the caller gave: `usagg run`'s flags (`CLI_WORDING`), or `usagg.api.run_study`'s
+    arguments (`API_WORDING`): a notebook's user never typed `--only`, so a message naming it would send them looking
+    for a flag. Each option is the text before its value (`--only ` / `only=`); `quoted` values are Python literals
+    (`only='TS-x'`), the others as typed (`--only TS-x`)."""
+
+    paradigm: str = "--paradigm "
+    only: str = "--only "
+    devices: str = "--devices "
+    devices_take: str = "cpu, auto, cuda or GPU indices such as 0 or 0,1"
+    rename: str = "--set name=NEW"
+    force: str = "--force"
+    plan: str = "`usagg plan SPEC`"
+    quoted: bool = False
+
+    def value(self, value: object) -> str:
+        """A value as the caller gave it: `'TS'` in Python, `TS` on a command line."""
+        return repr(value) if self.quoted else str(value)
+
+    def one(self, option: str, value: object) -> str:
+        """An option with one value: `--only TS-x`, `only='TS-x'`."""
+        return f"{option}{self.value(value)}"
+
+    def every(self, option: str, values: Sequence[str]) -> str:
+        """An option with all its values: `--only a --only b` (a flag per value), `only=['a', 'b']` (one argument)."""
+        if self.quoted:
+            return f"{option}{list(values)!r}"
+        return " ".join(f"{option}{v}" for v in values)
+
+
+#: `usagg run`'s flags.
+CLI_WORDING = Wording()
+#: `usagg.api.run_study`'s arguments.
+API_WORDING = Wording(
+    paradigm="paradigms=",
+    only="only=",
+    devices="device=",
+    devices_take="'cpu', 'auto', 'cuda', a GPU index such as 0 or a list of them such as [0, 1]",
+    rename='overrides=["name=NEW"]',
+    force="force=True",
+    plan="`usagg.api.plan(spec)`",
+    quoted=True,
+)
+
+
 def executor_override(name: str, what: str = "--executor") -> str:
     """A spec override choosing a registered executor (UsaggError naming `what` otherwise)."""
     from usagg.execute.registry import executor_names
@@ -75,8 +126,9 @@ def executor_override(name: str, what: str = "--executor") -> str:
     return f"execution.executor={name}"
 
 
-def devices_override(devices: str | int | Sequence[int], what: str = "--devices") -> str:
-    """A spec override of execution.devices from cpu, auto, cuda, GPU indices (0,1) or a list of indices."""
+def devices_override(devices: str | int | Sequence[int], wording: Wording = CLI_WORDING) -> str:
+    """A spec override of execution.devices from cpu, auto, cuda, GPU indices (0,1) or a list of indices; a
+    UsaggError naming the option as `wording` does otherwise."""
     if isinstance(devices, int):
         ids = [devices]
     elif isinstance(devices, str):
@@ -86,7 +138,7 @@ def devices_override(devices: str | int | Sequence[int], what: str = "--devices"
         try:
             ids = [int(x) for x in d.split(",") if x.strip()]
         except ValueError:
-            raise UsaggError(f"{what} {devices!r}: give cpu, auto, cuda or GPU indices such as 0 or 0,1") from None
+            raise UsaggError(f"{wording.devices}{devices!r}: give {wording.devices_take}") from None
     else:
         ids = [int(x) for x in devices]
     return f"execution.devices=[{', '.join(map(str, ids))}]"
@@ -98,13 +150,15 @@ def run_overrides(
     executor: str | None = None,
     devices: str | int | Sequence[int] | None = None,
     threads: int | None = None,
+    wording: Wording = CLI_WORDING,
 ) -> list[str]:
-    """`--set` overrides plus the executor, devices and threads as spec overrides (they never change a job id)."""
+    """`--set` overrides plus the executor, devices and threads as spec overrides (they never change a job id);
+    errors name the options as `wording` does."""
     out = list(sets)
     if executor is not None:
         out.append(executor_override(executor))
     if devices is not None:
-        out.append(devices_override(devices))
+        out.append(devices_override(devices, wording))
     if threads is not None:
         out.append(f"execution.threads={threads}")
     return out
@@ -250,11 +304,15 @@ def _bare_key(pattern: str, jobs: list[Job], waiting_names: list[str]) -> str | 
 
 
 def make_selection(
-    jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = (), waiting: Sequence[Waiting] = ()
+    jobs: list[Job],
+    paradigms: Sequence[str] = (),
+    only: Sequence[str] = (),
+    waiting: Sequence[Waiting] = (),
+    wording: Wording = CLI_WORDING,
 ) -> Selection:
     """The selection `--paradigm` and `--only` ask for, checked against the plan: a paradigm the study does not
     plan, a selector that picks nothing, or selectors that together pick nothing are user errors saying the
-    closest name and what exists."""
+    closest name and what exists (naming the options as `wording` does)."""
     from fnmatch import fnmatchcase
 
     from usagg.names import suggest
@@ -263,9 +321,8 @@ def make_selection(
     known = sorted({j.paradigm for j in jobs} | set(waiting_names))
     bad = [p for p in paradigms if p not in known]
     if bad:
-        raise UsaggError(
-            f"--paradigm {', '.join(f'{p}{suggest(p, known)}' for p in bad)}: this study plans {', '.join(known)}"
-        )
+        named = ", ".join(f"{wording.value(p)}{suggest(p, known)}" for p in bad)
+        raise UsaggError(f"{wording.paradigm}{named}: this study plans {', '.join(known)}")
     if paradigms:
         jobs = [j for j in jobs if j.paradigm in paradigms]
         waiting_names = [w for w in waiting_names if w in paradigms]
@@ -284,12 +341,13 @@ def make_selection(
         else:
             patterns[key] = (*patterns.get(key, ()), pattern)
     if unmatched:
-        raise UsaggError(_unmatched_message(unmatched, jobs, waiting_names))
+        raise UsaggError(_unmatched_message(unmatched, jobs, waiting_names, wording))
     selection = Selection(tuple(paradigms), patterns)
     if only and not any(selection.takes(j) for j in jobs) and not any(selection.takes_waiting(w) for w in waiting):
         raise UsaggError(
-            f"--only {' --only '.join(only)}: each selector matches jobs, but no job matches them all (selectors of "
-            "different keys must all match; give several of one key, such as --only task=a --only task=b, for either)"
+            f"{wording.every(wording.only, only)}: each selector matches jobs, but no job matches them all (selectors "
+            "of different keys must all match; give several of one key, such as "
+            f"{wording.every(wording.only, ['task=a', 'task=b'])}, for either)"
         )
     return selection
 
@@ -315,7 +373,9 @@ def _selector_choices(key: str, jobs: list[Job], waiting_names: Sequence[str]) -
     return sorted(set(values) | (set(waiting_names) if key == "paradigm" else set()))
 
 
-def _unmatched_message(unmatched: Sequence[str], jobs: list[Job], waiting_names: Sequence[str]) -> str:
+def _unmatched_message(
+    unmatched: Sequence[str], jobs: list[Job], waiting_names: Sequence[str], wording: Wording = CLI_WORDING
+) -> str:
     """Each selector matching nothing with the closest value of its key (of any key for a bare one), then what a
     selector is and what this plan holds, each list cut at `LISTED`."""
     from usagg.names import suggest
@@ -325,22 +385,26 @@ def _unmatched_message(unmatched: Sequence[str], jobs: list[Job], waiting_names:
     for sel in unmatched:
         key, pattern = parse_selector(sel)
         near = [v for k in ((key,) if key else SELECTOR_KEYS) for v in choices[k]]
-        clauses.append(f"--only {sel} matches no job of this selection{suggest(pattern, near)}")
+        clauses.append(f"{wording.one(wording.only, sel)} matches no job of this selection{suggest(pattern, near)}")
     return (
         f"{'; '.join(clauses)}. A selector is a job id (or its beginning up to a '-', such as TS-fetal_head), a "
         "task, a group or a paradigm, or KEY:PATTERN / KEY=PATTERN with KEY one of id, task, group, paradigm (globs "
         f"such as 'TS-*' work; different keys AND, the same key OR). This plan's tasks: {_listed(choices['task'])}; "
         f"groups: {_listed(choices['group'])}; paradigms: {_listed(choices['paradigm'])}; jobs: "
-        f"{_listed([j.id for j in jobs])} (`usagg plan SPEC` lists every job)"
+        f"{_listed([j.id for j in jobs])} ({wording.plan} lists every job)"
     )
 
 
 def select_jobs(
-    jobs: list[Job], paradigms: Sequence[str] = (), only: Sequence[str] = (), waiting: Sequence[Waiting] = ()
+    jobs: list[Job],
+    paradigms: Sequence[str] = (),
+    only: Sequence[str] = (),
+    waiting: Sequence[Waiting] = (),
+    wording: Wording = CLI_WORDING,
 ) -> list[Job]:
     """The planned jobs narrowed to `paradigms` and `only` (see `Selection`); a selected paradigm still `waiting`
     brings the jobs it needs."""
-    return make_selection(jobs, paradigms, only, waiting).pick(jobs, waiting)
+    return make_selection(jobs, paradigms, only, waiting, wording).pick(jobs, waiting)
 
 
 #: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
@@ -404,13 +468,18 @@ def end_tracking(run: StudyRun, state: str) -> None:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run left: where its store is, each selected job's final state, and the results table."""
+    """What a run left: where its store is, each selected job's final state, and the results table.
+
+    `store_root` and `results_csv` are absolute (`StudyRun.finish`), so they still lead to the store after the
+    caller (a notebook) changes its current folder."""
 
     store_root: Path
     states: dict[str, str]
     results_csv: Path
     #: Problems of tasks the study does not train (they did not block it; see `StudyRun.check_data`).
     data_warnings: list[Problem] = field(default_factory=list)
+    #: Each failed job's error, one line (its job.json `error`; the traceback is in jobs/<id>/error.txt).
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[str]:
@@ -538,6 +607,8 @@ class StudyRun:
     queued_note: str | None = None
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
+    #: How errors name the options: `usagg run`'s flags, or `usagg.api.run_study`'s arguments.
+    wording: Wording = CLI_WORDING
 
     @classmethod
     def prepare(
@@ -549,17 +620,18 @@ class StudyRun:
         *,
         spec_file: Path | str | None = None,
         force: bool = False,
+        wording: Wording = CLI_WORDING,
     ) -> StudyRun:
         """Plan the study as far as the run store's results allow, select jobs and decide what is to run: not
         done, and not failed unless retried. A store run from another spec file with another plan is refused
-        unless `force` (see `_jobs_of_other_specs`)."""
+        unless `force` (see `_jobs_of_other_specs`). Errors name the options as `wording` does."""
         from usagg.plan import plan_stages
 
         store = store_for(study)
         planned = plan_stages(study, store_evidence(store))
-        selection = make_selection(planned.jobs, paradigms, only, planned.waiting)
+        selection = make_selection(planned.jobs, paradigms, only, planned.waiting, wording)
         jobs = selection.pick(planned.jobs, planned.waiting)
-        run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection)
+        run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection, wording=wording)
         run.waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
         run.spec_file = None if spec_file is None else Path(spec_file).resolve()
         run.kept = run._jobs_of_other_specs(force)
@@ -592,8 +664,8 @@ class StudyRun:
             if str(self.spec_file) in files or force:
                 return []
             raise UsaggError(
-                f"{err}: the spec file this store was run from, {', '.join(files)}, or this one with --force "
-                "(its plan then replaces the damaged one)"
+                f"{err}: the spec file this store was run from, {', '.join(files)}, or this one with "
+                f"{self.wording.force} (its plan then replaces the damaged one)"
             ) from None
         others = [j for j in stored if j.id not in ours]
         if str(self.spec_file) not in files and {j.id for j in stored} == ours and not force:
@@ -604,9 +676,9 @@ class StudyRun:
             raise UsaggError(
                 f"the run store {self.store.root} holds study {self.study.name!r} run from {files[0]}, and "
                 f"{self.spec_file} plans other jobs under the same name: running it would hide that study's plan "
-                f"({counted(len(others), 'job')}, {done} done). Give this study its own `name:` (or --set "
-                "name=NEW), or "
-                "run with --force to add its jobs to the same store (nothing is deleted, status lists the jobs of "
+                f"({counted(len(others), 'job')}, {done} done). Give this study its own `name:` (or "
+                f"{self.wording.rename}), or run with {self.wording.force} to add its jobs to the same store "
+                "(nothing is deleted, status lists the jobs of "
                 "both; compare needs one result per task, paradigm, fraction and seed, so add seeds or paradigms "
                 "this way, not a changed setting)."
             )
@@ -750,10 +822,19 @@ class StudyRun:
         return self.executor
 
     def finish(self) -> RunResult:
-        """Rebuild results.csv from every done job and read the selected jobs' final states."""
+        """Rebuild results.csv from every done job and read the selected jobs' final states (and the failed ones'
+        errors); the paths absolute."""
         csv_path = self.store.rebuild_results()
         states = {j.id: self.store.job_state(j.id) for j in self.jobs}
-        return RunResult(self.store.root, states, csv_path, list(self.data_warnings))
+        errors = {jid: self.error(jid) for jid, state in states.items() if state == "failed"}
+        return RunResult(self.store.root.resolve(), states, csv_path.resolve(), list(self.data_warnings), errors)
+
+    def error(self, job_id: str) -> str:
+        """A failed job's error, one line, as its job.json records it (the traceback: its error.txt)."""
+        summary = self.store.job_record(job_id).get("error")
+        if isinstance(summary, str) and summary.strip():
+            return summary.strip()
+        return f"no error recorded (see {self.store.paths(job_id).log})"
 
 
 # --------------------------------------------------------------------------- the run driver
@@ -802,19 +883,36 @@ class RunObserver:
 
 
 class CallbackObserver(RunObserver):
-    """Job events and progress to two callables (`usagg.api.run_study`'s on_event and on_progress); warnings to
-    the `usagg` logger."""
+    """Job events and progress to two callables (`usagg.api.run_study`'s on_event and on_progress); warnings, each
+    failed job (with its error) and the failed jobs a run skips to this module's logger (`usagg.service`, under the
+    `usagg` logger), so a notebook without callbacks still hears of a failure (Python prints warnings on stderr
+    where logging is not set up). `usagg run` renders with its own observer (usagg/cli/runs.py), never this one, so
+    nothing is said twice."""
 
     def __init__(self, on_event: EventFn | None = None, on_progress: Callable[[Progress], None] | None = None):
         self.on_event = on_event
         self.on_progress = on_progress
+        self.run: StudyRun | None = None
 
     def warning(self, message: str) -> None:
-        import logging
+        log.warning("%s", message)
 
-        logging.getLogger("usagg").warning(message)
+    def store_ready(self, run: StudyRun) -> None:
+        self.run = run
+        skipped = run.skipped_failed
+        if skipped:
+            log.warning(
+                "%s failed in an earlier run and %s skipped (retry_failed=True runs %s again): %s",
+                counted(len(skipped), "job"),
+                "is" if len(skipped) == 1 else "are",
+                "it" if len(skipped) == 1 else "them",
+                "; ".join(f"{jid}: {run.error(jid)}" for jid in skipped),
+            )
 
     def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
+        if event == "failed":
+            where = f" (traceback: {self.run.store.paths(job_id).error})" if self.run is not None else ""
+            log.warning("job %s failed: %s%s", job_id, info.get("error") or "no error recorded", where)
         if self.on_event is not None:
             self.on_event(job_id, event, info)
 
@@ -901,10 +999,12 @@ def run_study(
     observer: RunObserver | None = None,
     on_event: EventFn | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    wording: Wording = CLI_WORDING,
 ) -> RunResult:
     """Check the data, then train and evaluate every selected job not yet done (`drive`); DataProblems on bad data.
 
-    `observer` hears every step; without one, `on_event` and `on_progress` hear the jobs (`CallbackObserver`).
+    `observer` hears every step; without one, `on_event` and `on_progress` hear the jobs (`CallbackObserver`, which
+    also logs each failed job). Errors name the options as `wording` does (`API_WORDING` for `usagg.api`).
     """
-    run = StudyRun.prepare(study, paradigms, only, retry_failed, spec_file=spec_file, force=force)
+    run = StudyRun.prepare(study, paradigms, only, retry_failed, spec_file=spec_file, force=force, wording=wording)
     return drive(run, observer or CallbackObserver(on_event, on_progress))

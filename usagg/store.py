@@ -72,6 +72,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from usagg.atomic import (
     STORE_FILE_LIMIT,
     parse_json,
@@ -103,6 +105,24 @@ LOCK_NAME = ".lock"
 WEIGHTS_KEY = "weights_key"
 #: What mends a damaged plan.json, as its errors say.
 _PLAN_FIX = "`usagg run` with the study's spec writes it anew"
+
+
+def _plan_entry_problem(plan_json: Path, index: int, record: Any, err: ValidationError) -> str:
+    """Why a plan.json entry is no Job this usagg reads, naming its first bad field and what was expected: the file
+    may be damaged, or written by a usagg version with other job fields."""
+    from usagg import __version__
+
+    errors = err.errors()
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"]) or "the entry itself"
+    got = f", got {first['input']!r:.60}" if first["type"] != "missing" else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    job_id = record.get("id") if isinstance(record, dict) else None
+    which = f"job {index + 1} ({job_id!r})" if isinstance(job_id, str) else f"job {index + 1}"
+    return (
+        f"{plan_json} is damaged, or was written by another usagg version than this one ({__version__}): {which} "
+        f"does not read as a job: {field}: {first['msg']}{got}{more}; {_PLAN_FIX}"
+    )
 
 
 #: submitit keeps each submission's script and links the temporary name it wrote it under to it, in the folder usagg
@@ -508,9 +528,20 @@ class RunStore:
         if not self.exists():
             raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
         try:
-            jobs = [Job.model_validate(d) for d in read_json(self.plan_json)]
-        except (OSError, ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
+            records = read_json(self.plan_json)
+        except (OSError, ValueError, TypeError) as err:
             raise UsaggError(f"{self.plan_json} is damaged ({type(err).__name__}); {_PLAN_FIX}") from None
+        if not isinstance(records, list):
+            raise UsaggError(
+                f"{self.plan_json} is damaged (it holds a JSON {type(records).__name__}, not a list of jobs); "
+                f"{_PLAN_FIX}"
+            )
+        jobs = []
+        for i, record in enumerate(records):
+            try:
+                jobs.append(Job.model_validate(record))
+            except ValidationError as err:
+                raise UsaggError(_plan_entry_problem(self.plan_json, i, record, err)) from None
         self.check_job_ids(j.id for j in jobs)
         return jobs
 
@@ -659,14 +690,28 @@ class RunStore:
         return [self.repairs[-1]]
 
     def _results_behind(self) -> bool:
-        """Whether results.csv predates a file it is derived from (plan.json, a job.json or metrics.json): stale,
-        where a table newer than all of them that says otherwise was changed by other hands."""
-        made = self.results_csv.stat().st_mtime_ns
-        sources = [self.plan_json]
+        """Whether results.csv predates what it is derived from (`_newest_source_ns`): stale, where a table newer
+        than all of it that says otherwise was changed by other hands. The one freshness rule of the table: `repair`
+        rewrites a table only behind, and `current_results` (the analysis, `usagg.api.load_results`) reads the
+        jobs instead."""
+        newest = self._newest_source_ns()
+        return newest is not None and newest > self.results_csv.stat().st_mtime_ns
+
+    def _newest_source_ns(self) -> int | None:
+        """The newest modification time (ns) of what results.csv is derived from: plan.json, the jobs folder (a job
+        folder made or deleted), each job folder (a file in it made or deleted: a metrics.json removed), its
+        job.json (the state) and its metrics.json; None when there is none of them."""
+        sources = [self.plan_json, self.jobs_dir]
         for job_id in self.job_folders():
             paths = self.paths(job_id)
-            sources += [paths.record, paths.metrics]
-        return any(p.is_file() and p.stat().st_mtime_ns > made for p in sources)
+            sources += [paths.folder, paths.record, paths.metrics]
+        times = []
+        for path in sources:
+            try:
+                times.append(path.stat().st_mtime_ns)
+            except OSError:  # not there (a job not finished), or gone since it was listed
+                continue
+        return max(times, default=None)
 
     def _problems(self, job_id: str) -> dict[Path, str]:
         """The damaged files of a job folder, each with why (reads only)."""
@@ -996,40 +1041,28 @@ class RunStore:
         writer.writerows(r for _, r in rows)
         return buf.getvalue()
 
-    def _newest_metrics_mtime(self) -> float | None:
-        times = [
-            self.paths(jid).metrics.stat().st_mtime for jid in self.job_folders() if self.paths(jid).metrics.is_file()
-        ]
-        return max(times) if times else None
-
-    def fresh_results(self) -> Path:
-        """results.csv, rebuilt first when it is missing or older than a job's metrics.json (the API's
-        `load_results`; the analysis reads `current_results`, which writes nothing).
-
-        UsaggError when there is neither a results.csv nor a finished job to build one from.
-        """
-        if self.current_results() is not None:
-            self.rebuild_results()
-        return self.results_csv
-
     def current_results(self) -> str | None:
         """None when results.csv is current; else the text it would hold rebuilt from the jobs (it is missing, or
-        older than a job's metrics.json). A pure read: `compare` on a store received from elsewhere writes
-        nothing into it. UsaggError when there is neither a results.csv nor a finished job to build one from."""
-        newest = self._newest_metrics_mtime()
+        behind them: older than plan.json, a job.json or metrics.json, or a job folder made or deleted since,
+        `_results_behind`). A pure read: `compare` or `load_results` on a store received from elsewhere (read-only,
+        perhaps) writes nothing into it. UsaggError when there is neither a results.csv nor a finished job to build
+        one from."""
         csv_path = self.results_csv
-        if not csv_path.is_file() and newest is None:
-            raise UsaggError(
-                f"{self.root} has no results.csv and no finished job (jobs/*/metrics.json) to build it from"
-            )
-        stale = not csv_path.is_file() or (newest is not None and newest > csv_path.stat().st_mtime)
-        return self.results_text() if stale else None
+        if not csv_path.is_file():
+            if not any(self.paths(jid).metrics.is_file() for jid in self.job_folders()):
+                raise UsaggError(
+                    f"{self.root} has no results.csv and no finished job (jobs/*/metrics.json) to build it from"
+                )
+            return self.results_text()
+        return self.results_text() if self._results_behind() else None
 
     def mark_results_fresh(self) -> None:
-        """Date results.csv after every metrics.json, so `fresh_results` keeps it (a table written by other means)."""
-        newest = self._newest_metrics_mtime()
+        """Date results.csv after everything it is derived from (`_newest_source_ns`), so `current_results` keeps
+        it (a table written by other means)."""
+        newest = self._newest_source_ns()
         if newest is not None:
-            os.utime(self.results_csv, (newest + 1, newest + 1))
+            later = newest + 1_000_000_000
+            os.utime(self.results_csv, ns=(later, later))
 
     # ----- finding stores
 

@@ -434,9 +434,25 @@ class PlainDisplay:
             self._line(f"{p.job_id} {text}")
 
 
+#: Set by Jupyter's kernel launcher in the kernel's environment, so every process a notebook starts inherits it.
+JUPYTER_MARK = "JPY_PARENT_PID"
+
+
+def in_notebook() -> bool:
+    """Whether this process runs under a Jupyter kernel (`!usagg run ...` in a cell, or the kernel itself).
+
+    ipykernel runs a cell's `!command` under a pseudo-terminal with FORCE_COLOR=1 and TERM=xterm-color,
+    so rich takes it for a terminal and starts its live display, but the cell's output keeps every
+    redraw: the cursor-up codes pile up into a flood of repeated bars."""
+    import os
+
+    return JUPYTER_MARK in os.environ
+
+
 def make_display(console: Console, clock: Clock | int, *, verbose: bool, quiet: bool) -> RichDisplay | PlainDisplay:
-    """Rich on an interactive terminal (unless quiet), plain lines otherwise; `clock` (or a new one for that many
-    jobs) goes on across the stages of one run, so its job counter never starts again."""
-    if console.is_terminal and not quiet and not console.is_dumb_terminal:
+    """Rich on an interactive terminal (unless quiet), plain lines otherwise, and in a Jupyter notebook's cell,
+    which cannot redraw (`in_notebook`); `clock` (or a new one for that many jobs) goes on across the stages of
+    one run, so its job counter never starts again."""
+    if console.is_terminal and not quiet and not console.is_dumb_terminal and not in_notebook():
         return RichDisplay(console, clock)
     return PlainDisplay(console, clock, verbose=verbose, quiet=quiet)

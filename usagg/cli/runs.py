@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from usagg.cli.display import (
     data_check_text,
     duration_text,
     eta_text,
+    in_notebook,
     line_console,
     make_display,
     print_table,
@@ -295,6 +296,8 @@ class ConsoleObserver(RunObserver):
             self.console.print(*objects)
 
     def checking_data(self) -> Any:
+        if in_notebook():  # a spinner's redraws pile up in a cell's output (`in_notebook`): the result lines only
+            return nullcontext()
         self.status = self.console.status("preparing and checking the dataset ...")
         return self.status
 
