@@ -80,25 +80,16 @@ GPU_PY ?=
 gpu-check: $(if $(GPU_PY),,install)
 	$(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check
 
-# One lease's whole GPU check, prepared (docs/benchmarks.md, "GPU check"): gpu-check, then the cuda tests, each
-# under its own time limit and with its whole log in $(GPU_OUT) (a `| tail` cut by a time limit returns nothing);
-# 360 + 190 (+ 15 to stop) s leave room for the wheels' install in one 600 s command; the tests are stopped with
-# SIGINT, on which pytest still prints its failures and durations (SIGTERM ends it with neither), and -v logs each
-# test's verdict as it ends; jobs_per_gpu's measurement file comes back in $(GPU_OUT)/jobs_per_gpu. A lease that
-# saw no CUDA device (gpu-check had nothing to check, or every cuda test skipped) fails with one line
-# (tools/gpu_lease_verdict.py), where gpu-check alone exits 0.
-# On a lent machine: make gpu-lease GPU_PY=python3 GPU_OUT=$OUT (after the wheels, see gpu-wheels).
+# One lease's whole GPU check, prepared (docs/benchmarks.md, "GPU check"): tools/gpu_lease.sh, under one time
+# budget (GPU_LEASE_S, 320 s: a lease has 15 minutes of device time for two runs and their machine starts):
+# gpu-check with a deadline (it starts no phase its estimate says will not fit, and exits 3 when it skipped one),
+# then the cuda tests in the time left, each log whole in $(GPU_OUT); the jobs_per_gpu measurement file comes back
+# in $(GPU_OUT)/jobs_per_gpu. A lease that saw no CUDA device fails with one line, one that skipped phases names
+# them (tools/gpu_lease_verdict.py), where gpu-check alone exits 0. On a lent machine (after the wheels, see
+# gpu-wheels; the image may lack make): GPU_PY=python3 GPU_OUT=$OUT bash tools/gpu_lease.sh
 GPU_OUT ?= reports/gpu
 gpu-lease: $(if $(GPU_PY),,install)
-	mkdir -p $(GPU_OUT)
-	@GPU_CHECK_JSON=$(GPU_OUT)/gpu_check.json timeout 360 $(or $(GPU_PY),$(PY)) -m benchmarks.gpu_check \
-	  > $(GPU_OUT)/gpu_check.log 2>&1; check=$$?; \
-	cp -r "$${USAGG_CACHE:-$$HOME/.cache/usagg}/jobs_per_gpu" $(GPU_OUT)/ 2>/dev/null; \
-	timeout -s INT -k 15 190 $(or $(GPU_PY),$(PY)) -m pytest -v -p no:cacheprovider -m cuda tests/test_cuda_path.py \
-	  -rf --tb=short --durations=0 > $(GPU_OUT)/cuda_tests.log 2>&1; tests=$$?; \
-	grep -v "NO PRETRAINED" $(GPU_OUT)/gpu_check.log | tail -n 40; tail -n 30 $(GPU_OUT)/cuda_tests.log; \
-	echo "gpu-lease: gpu-check exit $$check, cuda tests exit $$tests (124: cut by its time limit); logs in $(GPU_OUT)"; \
-	$(or $(GPU_PY),$(PY)) tools/gpu_lease_verdict.py $(GPU_OUT) && test $$check -eq 0 && test $$tests -eq 0
+	GPU_PY=$(or $(GPU_PY),$(PY)) GPU_OUT=$(GPU_OUT) bash tools/gpu_lease.sh
 
 # Wheels (Python 3.12, x86-64 Linux) of usagg's dependencies that a GPU box's own Python lacks, into .whl/
 # (git-ignored): the lent GPU machines' image holds torch, timm, typer and the rest, not these (its package

@@ -8,7 +8,10 @@ the whole forward and loss; backward through AOT autograd) at the same image siz
 FLOPs counted by the same counter as the jobs' (torch.utils.flop_counter, fwd+bwd of a batch of
 two). Every job and accel mode of the check is then reported as achieved FLOP/s over the bare
 compiled loop's: the MFU ratio, also where the card's peak is unknown (and on the CPU, whose flow
-test runs the loop eager only).
+test runs the loop eager only). Like with like: every block of this loop trains, so its FLOPs
+are counted on pixels, while the check counts its own loops' on what their steps are given
+(trunk tokens in the steady loops, whose frozen blocks never run; a job's rows weighted by
+what its trunk served), not the frozen forward they skip.
 """
 
 from __future__ import annotations

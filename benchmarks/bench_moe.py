@@ -14,13 +14,15 @@ On CUDA the dense block and the MoE block (its sync-free dispatch) are also time
 recorded as CUDA graphs and replayed (`recorded`): what a step costs the GPU
 itself under `execution.accel: step-graphs`, where eager timings of a block this
 small are mostly kernel launches (the MoE block launches about twice the dense
-block's kernels).
+block's kernels). Recording that fails is reported in `failed` (and a non-zero exit
+when run as a script; `make gpu-check` fails on it), the eager timings standing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -138,6 +140,7 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
     with cast():
         default = "grouped" if moe.mlp.use_grouped(x) else "slots"  # what "auto" takes
     recorded: dict[str, float] = {}
+    failed: list[str] = []
     if device.type == "cuda":
         # the sync-free dispatch a recorded step takes on this card: grouped GEMMs where they need no host read
         sync_free = default
@@ -145,8 +148,9 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
         try:
             graphs = {"dense": _recorded(dense_step, device), "moe": _recorded(moe_step(sync_free), device)}
             recorded = _paired(graphs, WARMUP, repeats, device)
-        except RuntimeError as err:  # reported, not fatal: the eager timings above stand
-            print(f"recorded blocks failed: {type(err).__name__}: {str(err)[:300]}")
+        except RuntimeError as err:  # the eager timings above stand; the caller fails on `failed`
+            failed.append(f"recorded blocks failed: {type(err).__name__}: {str(err)[:300]}")
+            print(failed[-1])
         finally:
             recording[0] = False
             moe.mlp.dispatch = "auto"
@@ -168,6 +172,7 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
         "dense_params": p_dense,
         "moe_params": p_moe,
         "param_ratio": round(p_moe / p_dense, 3),
+        "failed": failed,
     }
     for d in DISPATCHES:
         result[f"moe_{d}_fwd_bwd_s"] = round(t[f"moe_{d}"], 5)
@@ -203,4 +208,4 @@ def main(backbone: str = BACKBONE, batch: int | None = None, size: int = SIZE, r
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main()["failed"] else 0)

@@ -21,7 +21,13 @@ def _check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple
 
     out = tmp_path / "gpu_check.json"
     settings = {"GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_JSON": str(out), "USAGG_CACHE": str(tmp_path / "cache"), **env}
-    for key in ("GPU_CHECK_PHASES", "GPU_CHECK_ACCEL", "GPU_CHECK_JOBS_AT_ONCE", "GPU_CHECK_STUDY_ACCEL"):
+    for key in (
+        "GPU_CHECK_PHASES",
+        "GPU_CHECK_ACCEL",
+        "GPU_CHECK_JOBS_AT_ONCE",
+        "GPU_CHECK_STUDY_ACCEL",
+        "GPU_CHECK_DEADLINE_S",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
@@ -82,6 +88,10 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     assert rows[2]["task_loss"][0].keys() == rows[2]["primary"].keys()
     assert "compiled-step-graphs: matches eager: task losses at most 0.00 % apart (tolerance 5 %" in printed
     assert all(r["gflop_per_image"] > 0 and r["mfu"] is None for r in rows)  # no bf16 peak for a CPU
+    # each job's FLOPs weighted by the share of its training rows the trunk served (baseline augmentation touches
+    # about 28 %); the steady loop's counted on the trunk tokens it trains on, below the AU job's
+    assert all(0 < r["trunk_served"] < 1 for r in rows)
+    assert results["accel"]["gflop_per_image"] < rows[2]["gflop_per_image"]
     # the compiled model's gradients per task (aot_eager on the CPU) against eager bf16's distance to float32
     gradients, grads_ok = results["gradients"]
     assert grads_ok and [r["task"] for r in gradients] == list(rows[2]["primary"])
@@ -92,11 +102,13 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     assert [(r["mode"], r["batch"]) for r in results["accel"]["rows"]] == [("eager", 8), ("eager", 32)]
     assert list(results["profile"]) == ["eager"] and results["profile"]["eager"]["wall_ms"] > 0  # CPU: eager only
 
-    # jobs_per_gpu: each count through the real pool, jobs/h = count / wall; no measurement file for a CPU
+    # jobs_per_gpu: each count through the real pool, jobs/h = count / its jobs' span inside their workers; no
+    # measurement file for a CPU
     jpg = results["jobs_per_gpu"]
     assert list(jpg["jobs_per_hour"]) == ["1"] and jpg["chosen"] == 1 and jpg["file"] is None
     for k, rate in jpg["jobs_per_hour"].items():
-        assert rate == pytest.approx(int(k) / jpg["wall_s"][k] * 3600)
+        assert rate == pytest.approx(int(k) / jpg["timed_s"][k] * 3600) and jpg["timed_s"][k] <= jpg["wall_s"][k]
+    assert "timed from the first job's start in its worker to the last job's end" in printed
     assert not (tmp_path / "cache" / "jobs_per_gpu").exists()
 
     # projection: four whole jobs (the first TS job builds its task's trunk, the first AU job the three others'), then
@@ -146,11 +158,14 @@ def test_every_phase_runs_on_the_cpu_and_reports(
     assert "parts, one after the other: training " in printed and "per checkpoint file" in printed
     assert f"ts-lo   {runs[0]['job']:<36} 1 ep  wall " in printed and "(2 files)" in printed
     assert "gpu-check PASSED" in printed
+    assert results["phases"] == list(results["seconds"]) and results["skipped"] == {} and results["failed"] == {}
 
 
 @pytest.mark.parametrize(
     ("name", "value", "said"),
     [
+        ("GPU_CHECK_DEADLINE_S", "soon", "GPU_CHECK_DEADLINE_S=soon: expected seconds (> 0)"),
+        ("GPU_CHECK_DEADLINE_S", "-5", "GPU_CHECK_DEADLINE_S=-5: expected seconds (> 0)"),
         ("GPU_CHECK_PHASES", "jobs,warp", "in GPU_CHECK_PHASES; choose from"),
         ("GPU_CHECK_ACCEL", "graph", "in GPU_CHECK_ACCEL; choose from"),
         ("GPU_CHECK_STUDY_ACCEL", "steps", "in GPU_CHECK_STUDY_ACCEL; choose from"),
@@ -180,6 +195,7 @@ def test_one_chosen_phase_runs_alone(tmp_path: Path, monkeypatch: pytest.MonkeyP
     code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="moe")
     assert code == 0
     assert set(results["seconds"]) == {"moe"} and results["moe"]["time_ratio"] > 0
+    assert results["moe"]["failed"] == [] and results["failed"] == {}  # bench_moe's recording: CUDA only
 
 
 @pytest.mark.slow  # nine small jobs on the CPU: about 8 s
@@ -294,7 +310,157 @@ def test_utilisation_above_one_is_an_error_not_a_figure() -> None:
     peak = peak_bf16("NVIDIA H200")
     assert peak == 989e12 and peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("Some card") is None
     assert peak_bf16("NVIDIA H100 80GB HBM3") == 989e12 and peak_bf16("NVIDIA H100 NVL") == 835e12
+    assert peak_bf16("NVIDIA H200 NVL") == 835e12  # the NVL's dense bf16 peak, not the SXM's
     assert utilisation(30.19, 570.9, peak) == pytest.approx(0.017427, rel=1e-4)  # the H200 AU job, 2026-11-28
     assert utilisation(30.19, 570.9, None) is None
     with pytest.raises(ValueError, match=r"MFU .* > 1"):
         utilisation(30.19, 570.9, 2.72)  # a peak in GiB, not FLOP/s: the bug the first H200 run printed
+
+
+def test_a_mode_that_fails_inside_a_phase_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's repro: the accel phase's first steady loop raises; the phase measures the other rows and goes on,
+    and the check fails naming the mode (it printed "gpu-check PASSED" and exited 0)."""
+    import benchmarks.gpu_check as check
+
+    real, calls = check.steady_rate, []
+
+    def flaky(*args: Any, **kwargs: Any) -> float:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory in the first mode")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check, "steady_rate", flaky)
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="accel")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("gpu-check FAILED in ")
+    lost = "accel eager batch 8 failed: RuntimeError: out of memory in the first mode"
+    assert last.endswith(f"; failed: accel ({lost})")
+    assert results["failed"] == {"accel": [lost]} and results["accel"]["failed"] == [lost]
+    rows = results["accel"]["rows"]
+    assert math.isnan(rows[0]["images_per_s"]) and rows[1]["images_per_s"] > 0  # the next row still measured
+
+
+def test_a_phase_that_would_overrun_the_deadline_is_skipped_and_the_check_is_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GPU_CHECK_DEADLINE_S: a phase whose estimate exceeds the time left is not started, but named in the log and
+    the JSON, and the check exits 3 (never PASSED): a lease cut short must not read as a full pass."""
+    import benchmarks.gpu_check as check
+
+    estimates = {**check.PHASE_ESTIMATE_S["cpu"], "moe": 0, "accel": 1e6}
+    monkeypatch.setitem(check.PHASE_ESTIMATE_S, "cpu", estimates)
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="moe,accel", GPU_CHECK_DEADLINE_S="600")
+    printed = capsys.readouterr().out
+    assert code == check.EXIT_SKIPPED == 3
+    assert list(results["seconds"]) == ["moe"] and "accel" not in results
+    assert results["phases"] == ["moe", "accel"] and results["deadline_s"] == 600
+    assert list(results["skipped"]) == ["accel"] and results["skipped"]["accel"].startswith("deadline: ")
+    assert (
+        "[accel: skipped: deadline: " in printed and "about 1000000 s expected (GPU_CHECK_DEADLINE_S=600)]" in printed
+    )
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith("gpu-check INCOMPLETE in ") and last.endswith(
+        "; skipped for the deadline: accel (not a full pass)"
+    )
+
+
+def test_without_a_deadline_every_phase_asked_for_runs_whatever_its_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import benchmarks.gpu_check as check
+
+    monkeypatch.setitem(check.PHASE_ESTIMATE_S, "cpu", dict.fromkeys(check.PHASES, 1e6))
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="moe")
+    assert code == 0 and list(results["seconds"]) == ["moe"] and results["skipped"] == {}
+
+
+def test_the_phase_estimates_cover_every_phase_on_each_device() -> None:
+    from benchmarks.gpu_check import PHASE_ESTIMATE_S, PHASES
+
+    assert {device: set(table) for device, table in PHASE_ESTIMATE_S.items()} == {
+        "cuda": set(PHASES),
+        "cpu": set(PHASES),
+    }
+
+
+def test_a_count_of_jobs_at_once_that_fails_keeps_the_counts_before_it_and_auto_never_picks_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On "CUDA" (its name faked, the pool a stand-in): 1 job at once completes, the second job of 2 at once runs out
+    of memory. The completed count is kept and written to the measurement file, 4 is not tried, the phase lists the
+    failure (it raised before, losing the measured counts and the file). Jobs per hour are timed from the jobs'
+    "start" reports, after their workers' imports."""
+    import time
+
+    import torch
+
+    import benchmarks.gpu_check as check
+    from usagg.engine.progress import Progress
+    from usagg.execute import pool
+    from usagg.execute.base import call_job
+    from usagg.projection import choose_jobs_per_gpu, read_measurement
+
+    device_name = "NVIDIA H100 80GB HBM3"
+    monkeypatch.setenv("USAGG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPU_CHECK_STUDY_ACCEL", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: device_name)
+    tried = []
+
+    def out_of_memory(store_root: str, job_id: str) -> str:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def stand_in(self: Any, job_ids: list[str], fn: Any, on_event: Any = None, on_progress: Any = None) -> Any:
+        k = self.jobs_per_device
+        tried.append(k)
+        time.sleep(0.3)  # the workers' imports: not timed
+        for job_id in job_ids:
+            on_progress(Progress(job_id, "start", 0, 1, 0, 0))
+        time.sleep(0.05)
+        states = {}
+        for i, job_id in enumerate(job_ids):
+            run = out_of_memory if (k, i) == (2, 1) else (lambda *_: "done")
+            states[job_id], event, info = call_job(run, self.store_root, job_id)
+            on_event(job_id, event, info)
+        return states
+
+    monkeypatch.setattr(pool.PoolExecutor, "run", stand_in)
+    cfg = {**check._settings("cpu"), "jpg_counts": (1, 2, 4)}
+    out = check.jobs_per_gpu_rates(tmp_path, cfg, "cuda")
+    assert tried == [1, 2]
+    assert list(out["jobs_per_hour"]) == [1] and out["chosen"] == 1
+    assert out["jobs_per_hour"][1] == pytest.approx(3600 / out["timed_s"][1])
+    assert out["timed_s"][1] < 0.3 < out["wall_s"][1]  # the stand-in's imports are outside the timed span
+    assert len(out["failed"]) == 1 and out["failed"][0].startswith("jobs_per_gpu: 2 at once failed: TS-fetal_head")
+    assert out["failed"][0].endswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    rates = read_measurement(device_name, torch.__version__)
+    assert out["file"] and rates == {1: pytest.approx(out["jobs_per_hour"][1], rel=1e-3)}
+    assert choose_jobs_per_gpu(rates) == 1  # auto reads only the counts that completed
+    check.print_jobs_per_gpu(out)
+    printed = capsys.readouterr().out
+    assert "  jobs_per_gpu: 2 at once failed: " in printed and "auto would choose 1; measurement file: " in printed
+
+
+def test_flops_are_counted_on_what_each_loop_gives_its_step(tmp_path: Path) -> None:
+    """A steady loop trains on trunk tokens (its frozen blocks never run): its FLOPs are counted on them, not on
+    pixels (+18 % on the H100's AU model). A whole job's are weighted by the share of rows its trunk served, read
+    from the line its log has."""
+    import torch
+
+    from benchmarks.gpu_check import STUDY, TASKS, _settings, au_job, flops_per_image, job_gflop, trunk_served
+    from usagg.model.m2dino import build_model
+
+    cfg = _settings("cpu")
+    (tmp_path / "study.yaml").write_text(STUDY.format(root=tmp_path, tasks=TASKS, name="f", paradigms="[AU]", **cfg))
+    job = au_job(tmp_path)
+    model = build_model(job.model, job.tasks, job.moe)
+    cpu = torch.device("cpu")
+    pixels = flops_per_image(model, job.tasks, cfg["size"], cpu)
+    tokens = flops_per_image(model, job.tasks, cfg["size"], cpu, tokens=True)
+    assert 0 < tokens < pixels
+    line = "INFO usagg.engine.job: 54 of 72 training samples (75.0 %) served from the frozen trunk\n"
+    assert trunk_served(line) == 0.75 and trunk_served("no trunk here\n") is None
+    assert job_gflop(model, job.tasks, cfg["size"], cpu, 0.75) == pytest.approx((0.75 * tokens + 0.25 * pixels) / 1e9)
+    assert job_gflop(model, job.tasks, cfg["size"], cpu, None) == pytest.approx(pixels / 1e9)

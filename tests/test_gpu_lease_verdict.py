@@ -1,16 +1,22 @@
-"""`make gpu-lease` on a machine whose CUDA is not visible fails with one line (tools/gpu_lease_verdict.py): its
-gpu-check exits 0 there ("nothing to check here") and its cuda tests all skip, which read as a success."""
+"""A lease (tools/gpu_lease.sh, `make gpu-lease`) on a machine whose CUDA is not visible fails with one line
+(tools/gpu_lease_verdict.py): its gpu-check exits 0 there ("nothing to check here") and its cuda tests all skip,
+which read as a success; one whose gpu-check left phases out names them. The lease script's one budget, with a
+stand-in Python (a lease's check and tests take minutes on a GPU)."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "gpu_lease_verdict.py"
+LEASE = REPO / "tools" / "gpu_lease.sh"
 
 NO_GPU_CHECK = "gpu-check: no CUDA device visible; nothing to check here (exit 0). Run it on a machine with a GPU.\n"
 GPU_CHECK = "gpu-check on NVIDIA H100 80GB HBM3, torch 2.9.0: dinov3_small at 224 px, bf16, 2 epochs, batch 32\n"
@@ -64,3 +70,100 @@ def test_a_lease_that_ran_on_a_gpu_leaves_the_verdict_to_the_exit_codes(
 def test_without_its_folder_it_says_how_to_call_it() -> None:
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stderr.strip() == "python tools/gpu_lease_verdict.py GPU_OUT"
+
+
+@pytest.mark.parametrize(
+    ("results", "said"),
+    [
+        (
+            {"phases": ["bare", "moe", "jobs"], "seconds": {"bare": 80}, "skipped": {"moe": "deadline: 3 s left"}},
+            "moe skipped for its deadline; jobs not reached (cut by its time limit)",
+        ),
+        ({"phases": ["bare", "moe"], "seconds": {"bare": 80, "moe": 1}, "skipped": {}}, None),
+        ({"phases": ["bare"], "seconds": {}, "skipped": {"bare": "deadline"}}, "bare skipped for its deadline"),
+    ],
+)
+def test_a_lease_whose_check_left_phases_out_names_them(tmp_path: Path, results: dict, said: str | None) -> None:
+    """gpu_check.json lists the phases asked for: one skipped for GPU_CHECK_DEADLINE_S, or never reached because the
+    lease's limit cut the check, makes the lease a partial check (its exit code, 3 or 124, does not say which)."""
+    (tmp_path / "gpu_check.json").write_text(json.dumps(results))
+    done = _lease(tmp_path, GPU_CHECK, _tests_log("PASSED", "PASSED", "PASSED"))
+    if said is None:
+        assert done.returncode == 0 and done.stdout == ""
+    else:
+        assert done.returncode == 1
+        assert done.stdout == f"gpu-lease: a partial check, not a full pass: gpu-check phases {said}\n"
+
+
+def test_a_json_cut_while_being_written_leaves_the_verdict_to_the_exit_codes(tmp_path: Path) -> None:
+    (tmp_path / "gpu_check.json").write_text('{"phases": ["bare", "mo')
+    done = _lease(tmp_path, GPU_CHECK, _tests_log("PASSED"))
+    assert done.returncode == 0 and done.stdout == ""
+
+
+STAND_IN = """#!/usr/bin/env bash
+# A lent machine's Python as tools/gpu_lease.sh calls it: gpu-check and pytest stand-ins, the verdict for real.
+case "$1 $2" in
+"-m benchmarks.gpu_check")
+    echo "deadline $GPU_CHECK_DEADLINE_S"
+    case "$STAND_IN_CHECK" in
+    hang) exec sleep 60 ;;
+    skip) echo '{{"phases": ["bare", "moe"], "seconds": {{"bare": 1}}, "skipped": {{"moe": "x"}}}}' >"$GPU_CHECK_JSON"
+        exit 3 ;;
+    esac
+    echo "gpu-check PASSED" ;;
+"-m pytest")
+    [ "$STAND_IN_TESTS" = hang ] && exec sleep 60
+    echo "tests/test_cuda_path.py::test_y PASSED [100%]" ;;
+*) exec {python} "$@" ;;
+esac
+"""
+
+
+def _run_lease(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """tools/gpu_lease.sh with the stand-in Python (GPU_PY), its logs in tmp_path/out; and its wall seconds."""
+    python = tmp_path / "python"
+    python.write_text(STAND_IN.format(python=sys.executable))
+    python.chmod(0o755)
+    (tmp_path / "cache" / "jobs_per_gpu").mkdir(parents=True)
+    (tmp_path / "cache" / "jobs_per_gpu" / "nvidia-h100-80gb-hbm3.json").write_text("{}")
+    settings = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_LEASE_", "GPU_CHECK_"))}
+    settings |= {"GPU_PY": str(python), "GPU_OUT": str(tmp_path / "out"), "USAGG_CACHE": str(tmp_path / "cache")}
+    settings |= {"STAND_IN_CHECK": "", "STAND_IN_TESTS": "", **env}
+    t0 = time.perf_counter()
+    done = subprocess.run(["bash", str(LEASE)], cwd=REPO, env=settings, capture_output=True, text=True, check=False)
+    return done, time.perf_counter() - t0
+
+
+def test_the_lease_gives_the_check_its_share_as_a_deadline_and_the_tests_the_rest(tmp_path: Path) -> None:
+    done, _ = _run_lease(tmp_path)
+    out = tmp_path / "out"
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(
+        "gpu-lease: 320 s in all: gpu-check until 230 s (phases started until 220 s), the cuda tests the rest\n"
+    )
+    assert "gpu-lease: the cuda tests get 3" in done.stdout  # 310 s less the seconds the check took
+    assert (out / "gpu_check.log").read_text() == "deadline 220\ngpu-check PASSED\n"
+    assert "::test_y PASSED" in (out / "cuda_tests.log").read_text()
+    assert (out / "jobs_per_gpu" / "nvidia-h100-80gb-hbm3.json").is_file()
+    assert "gpu-lease: gpu-check exit 0, cuda tests exit 0 (124: cut by its time limit) after " in done.stdout
+
+
+def test_a_lease_whose_check_skipped_phases_exits_with_the_checks_code_and_names_them(tmp_path: Path) -> None:
+    done, _ = _run_lease(tmp_path, STAND_IN_CHECK="skip")
+    assert done.returncode == 3
+    assert done.stdout.endswith(
+        "gpu-lease: a partial check, not a full pass: gpu-check phases moe skipped for its deadline\n"
+    )
+
+
+@pytest.mark.slow  # the stand-ins hang until the lease's limits stop them: about 5 s
+def test_a_lease_ends_within_its_budget_when_check_and_tests_hang(tmp_path: Path) -> None:
+    """The check is cut at its share, the tests at what is left: the whole lease, 16 s here, never runs past it
+    (the check's and the tests' limits were separate, 360 + 190 s, past any one short lease)."""
+    done, wall = _run_lease(
+        tmp_path, GPU_LEASE_S="16", GPU_LEASE_TESTS_S="13", STAND_IN_CHECK="hang", STAND_IN_TESTS="hang"
+    )
+    assert done.returncode == 124 and wall < 16
+    assert "gpu-check until 3 s (phases started until 1 s)" in done.stdout
+    assert "gpu-lease: gpu-check exit 124, cuda tests exit 124 (124: cut by its time limit)" in done.stdout

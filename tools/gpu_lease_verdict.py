@@ -1,22 +1,28 @@
-"""`make gpu-lease`'s last word: a lease on which CUDA was not visible measured nothing, and fails saying so.
+"""The last word of a lease (tools/gpu_lease.sh, `make gpu-lease`): a lease on which CUDA was not visible measured
+nothing, and fails saying so; one whose gpu-check did not run every phase asked for is named a partial check.
 
 gpu-check exits 0 where no CUDA device is visible ("nothing to check here": run by hand on any machine), and
 pytest exits 0 when every cuda test is skipped; on a lent GPU machine either means its CUDA is broken (a driver,
 a torch built for another CUDA, an empty CUDA_VISIBLE_DEVICES), so the lease must not read as a success. Reads
-the two logs gpu-lease writes; prints one line and exits 1 when the lease measured nothing, else prints nothing.
-Standard library only: it runs under the lent machine's own Python (GPU_PY).
+the two logs gpu-lease writes; prints one line and exits 1 when the lease measured nothing. Else, where
+gpu_check.json lists phases asked for that never ran (skipped for GPU_CHECK_DEADLINE_S, or not reached before
+the lease's limit cut the check), prints which and exits 1: their exit codes (3, 124) say so too, but not which.
+Else prints nothing. Standard library only: it runs under the lent machine's own Python (GPU_PY).
 
     python tools/gpu_lease_verdict.py GPU_OUT
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 NO_CUDA = "no CUDA device visible: this lease measured nothing"
+PARTIAL = "a partial check, not a full pass"
 #: What benchmarks/gpu_check.py prints, and exits 0 after, when torch sees no CUDA device.
 CHECK_SAW_NONE = "no CUDA device visible; nothing to check here"
 #: A test's verdict as `pytest -v` logs it when the test ends: `tests/x.py::test_y[mode] PASSED   [ 50%]`.
@@ -38,6 +44,16 @@ def nothing_measured(check_log: str, tests_log: str) -> str | None:
     return None
 
 
+def unfinished(results: dict[str, Any]) -> str | None:
+    """Which phases gpu-check was asked for and did not run, by gpu_check.json (None: it ran them all)."""
+    ran = results.get("seconds") or {}
+    skipped = [p for p in results.get("skipped") or {} if p not in ran]
+    cut = [p for p in results.get("phases") or [] if p not in ran and p not in skipped]
+    parts = [f"{', '.join(skipped)} skipped for its deadline"] if skipped else []
+    parts += [f"{', '.join(cut)} not reached (cut by its time limit)"] if cut else []
+    return "; ".join(parts) or None
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
 
@@ -48,9 +64,17 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(argv[0])
     why = nothing_measured(_read(out / "gpu_check.log"), _read(out / "cuda_tests.log"))
-    if why is None:
+    if why is not None:
+        print(f"gpu-lease: {NO_CUDA} ({why})", flush=True)
+        return 1
+    try:
+        results = json.loads(_read(out / "gpu_check.json") or "{}")
+    except json.JSONDecodeError:  # cut while writing it: the logs and exit codes tell the rest
+        results = {}
+    partial = unfinished(results) if isinstance(results, dict) else None
+    if partial is None:
         return 0
-    print(f"gpu-lease: {NO_CUDA} ({why})", flush=True)
+    print(f"gpu-lease: {PARTIAL}: gpu-check phases {partial}", flush=True)
     return 1
 
 
