@@ -16,7 +16,8 @@ from tests.cli_run import run_cli
 from usagg.analysis.cluster_inference import wild_cluster_mean
 from usagg.analysis.controls import control_of
 from usagg.analysis.delta import compare
-from usagg.analysis.factorial import designs, effect_stats, fig_factorial, stat_name, task_effects
+from usagg.analysis.factorial import designs, effect_stats, stat_name, task_effects
+from usagg.analysis.figures import fig_factorial
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, read_results, write_results
 from usagg.analysis.summary import all_tables, analyse
@@ -157,7 +158,7 @@ def test_the_report_has_the_table_and_the_figure(tmp_path: Path) -> None:
 
     a = analyse(load_input(None, _table(tmp_path, jitter=0.05)))
     made = fig_factorial(a)
-    assert made is not None and len(made[0].axes) == 2 and "Shapley" in made[1]
+    assert made is not None and len(made[0].axes) == 4 and "Shapley" in made[1]  # 2 designs x 2 scales
     written = write_report(a, tmp_path / "rep")
     names = {p.name for p in written}
     assert {"fig_factorial.png", "factorial.csv", "split.csv"} <= names

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,11 +33,6 @@ from usagg.analysis.cluster_inference import METHOD, wild_cluster_mean
 from usagg.analysis.delta import Comparison, rescaled
 from usagg.analysis.stats import Stat
 from usagg.paradigms import PARADIGMS
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from usagg.analysis.summary import Analysis
 
 EFFECTS = ("aggregation", "MoE", "interaction")
 
@@ -161,51 +155,6 @@ def missing_notes(comp: Comparison) -> list[str]:
         for d in designs(comp)
         if not d.complete
     ]
-
-
-def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
-    """The main effects and interaction of each complete 2x2 with their 95 % intervals, relative and log-ratio
-    scales side by side; None without a complete design."""
-    from matplotlib.figure import Figure
-
-    from usagg.analysis.style import COLUMN_W, PAGE_W
-
-    comp = a.comp
-    f = max(comp.fractions)
-    done = [d for d in designs(comp) if d.complete]
-    if not done:
-        return None
-    shown = scales_shown(comp)
-    by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f and s.name.startswith("2x2 ")}
-    fig = Figure(figsize=(PAGE_W if len(done) > 1 else COLUMN_W, 1.9), layout="constrained")
-    axes = fig.subplots(1, len(done), squeeze=False, sharey=True)[0]
-    width = 0.8 / len(shown)
-    shades = ["0.25", "0.6", "0.8"]
-    for ax, d in zip(axes, done, strict=True):
-        x = np.arange(len(EFFECTS), dtype=float)
-        for k, scale in enumerate(shown):
-            stats = [by.get((d.paradigm, stat_name(e, scale))) for e in EFFECTS]
-            vals = [s.value if s and s.value is not None else np.nan for s in stats]
-            lo = [v - s.ci[0] if s and s.ci else 0.0 for v, s in zip(vals, stats, strict=True)]
-            hi = [s.ci[1] - v if s and s.ci else 0.0 for v, s in zip(vals, stats, strict=True)]
-            pos = x - 0.4 + width * (k + 0.5)
-            ax.bar(pos, vals, width, color=shades[k], label=scale, linewidth=0)
-            ax.errorbar(pos, vals, yerr=[lo, hi], fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5)
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_xticks(x, list(EFFECTS))
-        ax.set_title(f"{d.paradigm}: {d.cells(comp.baseline)}")
-    axes[0].set_ylabel(f"mean effect versus {comp.baseline}")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=len(shown), frameon=False)
-    n = {d.paradigm: by.get((d.paradigm, stat_name("interaction", "relative"))) for d in done}
-    tasks = ", ".join(f"{p} {s.n} tasks" for p, s in n.items() if s is not None)
-    cap = (
-        f"Main effects of aggregation and MoE and their interaction in each 2x2 design (fraction {f:g}; {tasks}): "
-        "aggregation = (Δ_A + Δ_AM − Δ_M)/2, MoE = (Δ_M + Δ_AM − Δ_A)/2 (the two add up to the paradigm's Δ: its "
-        "Shapley split), interaction = Δ_AM − Δ_A − Δ_M, mean over tasks. Error bars: 95 % wild cluster bootstrap "
-        "intervals, the tasks of one clinical group one cluster. Relative: %; log_ratio: 100·ln of the ratio."
-    )
-    return fig, cap
 
 
 def effect_table_rows(comp: Comparison, stats: Sequence[Stat], fraction: float) -> list[list[str | float | int | None]]:

@@ -1,8 +1,10 @@
 """The study's figures, drawn with matplotlib's object API (no pyplot state) and written atomically.
 
 fig2_absolute, fig3_delta (with each task Δ's interval as error bars), fig_delta_split
-(where the controls TSM / AUD ran), fig_delta_vs_ntrain, fig_task_type, fig_expert_usage
-(where MoE usage was logged), fig_fraction (with several fractions) and, where the study
+(where the controls TSM / AUD ran), fig_factorial (where a 2x2 of aggregation and MoE ran),
+fig_delta_vs_ntrain, fig_task_type (with two task types or more), fig_expert_usage
+(where MoE usage was logged), fig_fraction (with several fractions), fig_curves
+(usagg/analysis/curves.py, where jobs kept a history) and, where the study
 measured inter-task affinity, fig_affinity, fig_affinity_delta and (synthetic studies with
 AG) fig_recovery. Each returns a Figure and a caption, or None where its data is missing;
 `render_all` saves them. Figures showing one fraction use the largest (full data).
@@ -24,8 +26,9 @@ from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import ALL, controls, splits
 from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import Comparison, group_n_train
-from usagg.analysis.factorial import fig_factorial
+from usagg.analysis.factorial import EFFECTS, designs, scales_shown, stat_name
 from usagg.analysis.inputs import job_name, paradigm_groups
+from usagg.analysis.stats import Stat
 from usagg.analysis.style import (
     COLUMN_W,
     GROUP_FILLS,
@@ -408,6 +411,57 @@ def _error_bar_text(sources: set[str]) -> str:
     )
 
 
+#: What a Δ of each analysis.scale is in, for captions (usagg/analysis/scales.py FORMULAS).
+_SCALE_TEXT = {
+    "relative": "relative: % of the baseline's metric",
+    "log_ratio": "log ratio: log points, 100·ln of the ratio of the metrics",
+    "headroom": "headroom: % of the baseline's distance to the metric's best value",
+}
+
+
+def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
+    """The main effects and interaction of each complete 2x2 (usagg/analysis/factorial.py) with their 95 % intervals:
+    a row of panels per scale, each with its own y axis in that scale's unit (% and log points are not one axis),
+    a column per design; None without a complete design."""
+    comp = a.comp
+    f = max(comp.fractions)
+    done = [d for d in designs(comp) if d.complete]
+    if not done:
+        return None
+    shown = scales_shown(comp)
+    by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f and s.name.startswith("2x2 ")}
+    fig = _new(PAGE_W if len(done) > 1 else COLUMN_W, 0.5 + 1.45 * len(shown))
+    grid = fig.subplots(len(shown), len(done), squeeze=False, sharex=True, sharey="row")
+    x = np.arange(len(EFFECTS), dtype=float)
+    for r, (row, scale) in enumerate(zip(grid, shown, strict=True)):
+        for ax, d in zip(row, done, strict=True):
+            stats = [by.get((d.paradigm, stat_name(e, scale))) for e in EFFECTS]
+            vals = [s.value if s and s.value is not None else np.nan for s in stats]
+            ax.bar(x, vals, 0.55, color=paradigm_color(d.paradigm, comp.paradigms), linewidth=0)
+            ends = [(xx, s.ci) for xx, s in zip(x, stats, strict=True) if s and s.ci]
+            if ends:  # a bootstrap interval need not contain the mean: drawn as a range, not as error bars
+                _range_bar(ax, [e[0] for e in ends], [e[1][0] for e in ends], [e[1][1] for e in ends], vertical=True)
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xticks(x, list(EFFECTS))
+            ax.grid(axis="y", color="0.9", linewidth=0.5)
+            ax.set_axisbelow(True)
+            if r == 0:
+                ax.set_title(f"{d.paradigm}: {d.cells(comp.baseline)}")
+        row[0].set_ylabel(f"mean effect, {scale.replace('_', ' ')}\n({_AXIS_UNITS.get(scale, scale)})")
+    n = {d.paradigm: by.get((d.paradigm, stat_name("interaction", shown[0]))) for d in done}
+    tasks = ", ".join(f"{p} {s.n} tasks" for p, s in n.items() if s is not None)
+    cap = (
+        f"Main effects of aggregation and MoE and their interaction in each 2x2 design (fraction {frac_label(f)}; "
+        f"{tasks}): aggregation = (Δ_A + Δ_AM − Δ_M)/2, MoE = (Δ_M + Δ_AM − Δ_A)/2 (the two add up to the "
+        "paradigm's Δ: its Shapley split), interaction = Δ_AM − Δ_A − Δ_M, mean over tasks; bars in the colour of "
+        "the design's paradigm. One row per scale, each with its own axis and unit ("
+        + "; ".join(_SCALE_TEXT.get(sc, sc) for sc in shown)
+        + f"; the statistics' scale is {comp.scale}). Ranges: 95 % wild cluster bootstrap intervals, the tasks of "
+        "one clinical group one cluster."
+    )
+    return fig, cap
+
+
 def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
     """Mean Δ per clinical group split into its aggregation and MoE parts, one panel per split paradigm.
 
@@ -468,8 +522,82 @@ def fig_delta_split(a: Analysis) -> tuple[Figure, str] | None:
     return fig, cap
 
 
+#: fig_delta_vs_ntrain's points sit side by side, one column per paradigm, in a band around their n_train at most
+#: DODGE_DECADES wide, DODGE_SHARE of the narrowest gap between two n_train drawn and DODGE_COLUMN a paradigm.
+DODGE_DECADES = 0.1
+DODGE_SHARE = 0.6
+DODGE_COLUMN = 0.03
+
+
+def _dodged(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[str, np.ndarray], float]:
+    """Each paradigm's x positions, moved sideways on the log axis: one column per paradigm in paradigm order, and
+    tasks of one paradigm with the same n_train spread within their column; the band's half-width in decades.
+
+    Deterministic (no random jitter): the same run store draws the same figure byte for byte."""
+    sizes = np.unique(np.concatenate([n for n, _ in points.values()]))
+    gaps = np.diff(np.log10(sizes))
+    k = len(points)
+    band = min(DODGE_DECADES, DODGE_COLUMN * k, DODGE_SHARE * float(gaps.min()) if gaps.size else DODGE_DECADES)
+    col = band / k
+    out = {}
+    for j, (p, (n, _)) in enumerate(points.items()):
+        shift = np.full(n.size, (j - (k - 1) / 2) * col)
+        for size in np.unique(n):
+            same = np.flatnonzero(n == size)
+            if same.size > 1:  # equal n_train within a paradigm: spread over 80 % of its column
+                shift[same] += (np.arange(same.size) - (same.size - 1) / 2) * 0.8 * col / same.size
+        out[p] = n * 10.0**shift
+    return out, band / 2
+
+
+def _scale_test_text(a: Analysis, f: float) -> str:
+    """The caption's sentence on what tests Δ's relation to n_train in this study: the mixed model's slopes and the
+    Spearman ρ over clinical groups where they have a p (usagg/analysis/mixed.py, stats.py), else why none could."""
+    from usagg.analysis.mixed import FORMULA, SLOPE
+
+    comp = a.comp
+    slopes = {s.paradigm: s for s in a.stats if s.fraction == f and s.name == SLOPE}
+    groups = {s.paradigm: s for s in a.stats if s.fraction == f and s.name == GROUP_RHO}
+
+    def p_text(s: Stat) -> str:
+        holm = f", Holm {s.p_holm:.2g}" if s.p_holm is not None else ""
+        return f"p = {s.p:.2g}{holm}"
+
+    tested = [(p, s) for p in comp.others if (s := slopes.get(p)) and s.value is not None and s.p is not None]
+    ranked = [(p, s) for p in comp.others if (s := groups.get(p)) and s.value is not None and s.p is not None]
+    parts = []
+    if tested:
+        parts.append(
+            f"the mixed model's slope of Δ per tenfold n_train, in the y axis's unit ({FORMULA}): "
+            + "; ".join(f"{p} {s.value:+.3g} ({p_text(s)})" for p, s in tested)
+        )
+    if ranked:
+        lo, hi = min(s.n for _, s in ranked), max(s.n for _, s in ranked)
+        parts.append(
+            "Spearman ρ over clinical groups (group Δ the mean of its tasks', n_train their sum; "
+            f"{', '.join(p for p, _ in ranked)}; {lo if lo == hi else f'{lo}–{hi}'} groups)"
+        )
+    untested = [p for p in comp.others if p not in {q for q, _ in tested} | {q for q, _ in ranked}]
+    why = list(
+        dict.fromkeys(
+            [f"mixed model {s.note}" for p in untested if (s := slopes.get(p)) and s.note]
+            + [f"Spearman ρ over clinical groups: {s.note}" for p in untested if (s := groups.get(p)) and s.note]
+        )
+    )
+    reasons = f" ({'; '.join(why)})" if why else ""
+    if not parts:
+        return f" No test of the relation was possible for this study{reasons}: the lines and ρ are descriptive."
+    rest = f" No test for {', '.join(untested)}{reasons}." if untested else ""
+    return f" Tests of the relation (statistics table): {'; '.join(parts)}.{rest} The lines are descriptive."
+
+
+#: The name of the Spearman ρ over clinical groups (usagg/analysis/stats.py), a test of Δ's relation to n_train.
+GROUP_RHO = "Spearman ρ(Δ, log n_train), groups"
+
+
 def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
-    """Δ versus n_train (log x) per paradigm, least-squares line in log10 n_train and Spearman ρ in the legend;
+    """Δ versus n_train (log x) per paradigm, points dodged by paradigm, least-squares line in log10 n_train and
+    Spearman ρ in the legend; the caption names the tests the study has of the relation (`_scale_test_text`).
     None where no task has both a Δ and an n_train."""
     comp, f = a.comp, _main_fraction(a)
     if comp.no_delta:
@@ -484,6 +612,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
         return None  # dashed line to scale its x axis by (matplotlib warns of identical limits)
     fig = _new(COLUMN_W, 2.6)
     ax = fig.subplots()
+    xs_at, half = _dodged(points)
     rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
     for p, (n, vals) in points.items():
         col = paradigm_color(p, comp.paradigms)
@@ -493,8 +622,8 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
             if s and s.value is not None
             else f"{p}: ρ n/a ({s.note if s else 'no data'})"
         )
-        ax.scatter(n, vals, s=10, color=col, alpha=0.85, linewidths=0, label=lab)
-        if n.size >= 3 and np.ptp(np.log10(n)) > 0:
+        ax.scatter(xs_at[p], vals, s=10, color=col, alpha=0.85, linewidths=0, label=lab)
+        if n.size >= 3 and np.ptp(np.log10(n)) > 0:  # fitted on the exact n_train, not the dodged positions
             b, c = np.polyfit(np.log10(n), vals, 1)
             xs = np.logspace(np.log10(n.min()), np.log10(n.max()), 50)
             ax.plot(xs, c + b * np.log10(xs), color=col, linewidth=1.0)
@@ -508,11 +637,15 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_xlabel("training images n_train (log scale)")
     ax.set_ylabel(_delta_axis(comp))
     _legend_below(fig, ax)
+    shift = 10.0**half - 1
     cap = (
-        f"Δ versus training-set size per task (fraction {frac_label(f)}); lines: least-squares fit of Δ on "
-        f"log10 n_train; legend: Spearman ρ of Δ and log n_train over tasks, descriptive (no p: a clinical "
-        f"group's tasks are not independent; the mixed model's slope is the test), n tasks. "
-        f"Dashed: regime threshold n_train = {thr}."
+        f"Δ versus training-set size per task (fraction {frac_label(f)}). Points of one n_train are set side by "
+        f"side, a column per paradigm in legend order (tasks of one paradigm with equal n_train spread within it), "
+        f"at most ±{100 * shift:.0f} % from their n_train, which is exact per task (see the per-task table); lines: "
+        "least-squares fit of Δ on log10 n_train at the exact values; legend: Spearman ρ of Δ and log n_train over "
+        "tasks, descriptive (no p: a clinical group's tasks are not independent), n tasks."
+        + _scale_test_text(a, f)
+        + f" Dashed: regime threshold n_train = {thr}."
         + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
         + _chance_text(comp, f, "every paradigm's points")
     )
@@ -541,47 +674,67 @@ def _delta_axis(comp: Comparison, what: str = "Δ") -> str:
     return f"{what} versus {comp.baseline} ({_AXIS_UNITS.get(comp.scale, comp.scale)})"
 
 
+#: fig_task_type draws a box (the quartiles) only around a group of at least this many tasks: with fewer, a
+#: quartile is an interpolation between two tasks, and a box of 3-5 points drew caps where no task lies.
+BOX_MIN = 8
+
+
 def fig_task_type(a: Analysis) -> tuple[Figure, str] | None:
-    """Δ by task type per paradigm: box (quartiles) with every task as a point."""
+    """Δ by task type per paradigm: every task as a point and the median as a bar, a box (quartiles) behind them only
+    where a group has BOX_MIN tasks or more. None where no Δ or the tasks have one type: one column would compare
+    no types, and Figure 3 shows those Δ task by task."""
     comp, f = a.comp, _main_fraction(a)
     if comp.no_delta:
         return None
     types = [ty for ty in task_type_names() if any(t.type == ty for t in comp.tasks)]
+    if len(types) < 2:
+        return None
     others = comp.others
     fig = _new(COLUMN_W, 2.5)
     ax = fig.subplots()
     k = max(1, len(others))
     w = 0.8 / k
     rng = np.random.default_rng(0)  # jitter only; fixed so figures are reproducible
+    boxed = False
     for j, p in enumerate(others):
         col = paradigm_color(p, comp.paradigms)
         names, vals = comp.delta_values(f, p)
         for i, ty in enumerate(types):
             v = np.asarray([d for t, d in zip(names, vals, strict=True) if comp.info(t).type == ty])
             x = i + (j - (k - 1) / 2) * w
-            if v.size:
-                ax.boxplot(
-                    [v], positions=[x], widths=w * 0.8, showfliers=False, patch_artist=True,
-                    boxprops={"facecolor": col, "alpha": 0.35, "linewidth": 0.6},
-                    medianprops={"color": col, "linewidth": 1.2}, whiskerprops={"linewidth": 0.6},
-                    capprops={"linewidth": 0.6},
-                )  # fmt: skip
-                ax.scatter(x + rng.uniform(-w * 0.25, w * 0.25, v.size), v, s=7, color=col, linewidths=0, zorder=3)
+            if not v.size:
+                continue
+            if v.size >= BOX_MIN:
+                boxed = True
+                q1, q3 = np.quantile(v, [0.25, 0.75])
+                ax.bar(x, q3 - q1, w * 0.8, bottom=q1, color=col, alpha=0.3, linewidth=0)
+            ax.hlines(float(np.median(v)), x - w * 0.4, x + w * 0.4, color=col, linewidth=1.6, zorder=2)
+            ax.scatter(x + rng.uniform(-w * 0.25, w * 0.25, v.size), v, s=7, color=col, linewidths=0, zorder=3)
         ax.scatter([], [], s=12, color=col, label=p)
+    ax.plot([], [], marker="_", linestyle="", color="0.3", markersize=7, markeredgewidth=1.6, label="median")
     counts = {ty: sum(t.type == ty for t in comp.tasks) for ty in types}
     ax.set_xticks(range(len(types)), [f"{TYPE_SHORT[ty]}\n(n={counts[ty]})" for ty in types])
     ax.set_xlim(-0.6, len(types) - 0.4)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel(_delta_axis(comp))
-    ax.legend(loc="best", frameon=False)
+    handles, labels = ax.get_legend_handles_labels()  # above the axes: inside, it would cover a task of some study
+    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 4), frameon=False,
+               handletextpad=0.2, columnspacing=1.0)  # fmt: skip
     chance = _chance_tasks(comp, f)
     left = "; ".join(
         filter(None, [comp.excluded_text(), f"every paradigm: {', '.join(chance)} (at chance)" * bool(chance)])
     )
     cap = (
-        f"Δ versus {comp.baseline} by task type (fraction {frac_label(f)}): boxes span the quartiles, "
-        "whiskers 1.5 IQR, points are tasks; n = tasks of the type, of which a paradigm's box leaves out the tasks "
-        "it leaves out of its aggregates" + (f" ({left})." if left else " (none here).")
+        f"Δ versus {comp.baseline} by task type (fraction {frac_label(f)}): each point is a task (spread sideways "
+        "within its paradigm's column so equal values stay apart), each dash the median of the paradigm's tasks of "
+        + (
+            f"the type; a shaded box spans the quartiles where a paradigm has at least {BOX_MIN} tasks of a type "
+            "(fewer give no stable quartiles)"
+            if boxed
+            else f"the type (no boxes: no paradigm has {BOX_MIN} tasks of a type, too few for stable quartiles)"
+        )
+        + "; n = tasks of the type, of which a paradigm's column leaves out the tasks it leaves out of its "
+        "aggregates" + (f" ({left})." if left else " (none here).")
     )
     return fig, cap
 

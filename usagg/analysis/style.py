@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from usagg.tasktypes.base import TaskType
 
@@ -16,10 +17,33 @@ PARADIGM_COLORS: dict[str, str] = {
     "TS": "#0072B2", "CG": "#E69F00", "AU": "#009E73", "TSM": "#56B4E9", "AUD": "#CC79A7", "AG": "#882255"
 }  # fmt: skip
 _EXTRA_COLORS = ("#D55E00", "#F0E442", "#000000", "#44AA99")
+#: A task type's colour is its own (`color` in usagg/tasktypes/): Tol's indigo and olive, ColorBrewer BrBG's dark
+#: brown and a violet for the four built in, in hue families no paradigm uses. After Machado et al. (2009)'s
+#: simulation of protan, deutan and tritan vision they stay CIELAB ΔE ≥ 13 from every paradigm colour (olive and
+#: CGD's vermillion for protans; the rest ≥ 24) and ≥ 33 from each other; before 2026-12-07 one type had AG's
+#: wine and another a grey deutans see as AG's wine (ΔE 1.4). A plug-in type whose colour a paradigm has is drawn
+#: in the base class's neutral grey instead.
+#: Lines of one task each (training curves, where no colour stands for a paradigm): Tol's muted scheme without AG's
+#: wine, ordered so the first five stay ΔE ≥ 20 apart for every colour vision above; then again dotted and
+#: dash-dotted where a study has more tasks than colours (never dashed: the curves' selection score is).
+TASK_COLORS = ("#332288", "#CC6677", "#117733", "#88CCEE", "#999933", "#AA4499", "#44AA99", "#DDCC77")
+TASK_STYLES = ("-", ":", "-.")
 #: Markers where paradigms share one scatter, so points stay apart without colour.
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 #: Light fills for groups of tasks (cells carry black text), in the order groups are met.
 GROUP_FILLS = ("#A6CEE3", "#FDBF6F", "#B2DF8A", "#FB9A99", "#CAB2D6", "#FFFF99", "#8DD3C7", "#D9D9D9", "#BC80BD")
+
+
+def _type_color(own: str) -> str:
+    """A type's own colour, unless a paradigm has it (then the neutral grey): a paradigm keeps its colour."""
+    taken = {c.lower() for c in (*PARADIGM_COLORS.values(), *_EXTRA_COLORS)}
+    return TaskType.color if own.lower() in taken else own
+
+
+def task_line_style(i: int) -> dict[str, Any]:
+    """Colour and line style of the i-th task's line: TASK_COLORS, then again with the next of TASK_STYLES."""
+    turn, k = divmod(i, len(TASK_COLORS))
+    return {"color": TASK_COLORS[k], "linestyle": TASK_STYLES[turn % len(TASK_STYLES)]}
 
 
 class _TypeStyle(Mapping[str, str]):
@@ -37,7 +61,7 @@ class _TypeStyle(Mapping[str, str]):
 
         for tt in task_types():
             if tt.name == name:
-                return getattr(tt, self.attr)
+                return _type_color(tt.color) if self.attr == "color" else getattr(tt, self.attr)
         return name if self.attr == "short" else getattr(TaskType, self.attr)
 
     def __iter__(self) -> Iterator[str]:

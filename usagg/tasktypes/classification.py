@@ -44,7 +44,7 @@ class Classification(TaskType):
     prediction_file = "classification_predictions.json"
     prediction_keys = ("image_path", "task_id", "predicted_class", "predicted_probs")
     stratified = True
-    marker, color, short_name = "s", "#882255", "classif."
+    marker, color, short_name = "s", "#543005", "classif."
 
     def check_num_classes(self, n: int) -> str | None:
         return f"a classification task needs num_classes >= 2, got {n}" if n < 2 else None

@@ -36,7 +36,7 @@ class Detection(TaskType):
     num_classes_meaning = "1 (one box per image)"
     prediction_file = "detection_predictions.json"
     prediction_keys = ("image_path", "task_id", "bbox_normalized", "bbox_pixels")
-    marker, color, short_name = "^", "#555555", "detection"
+    marker, color, short_name = "^", "#8800EE", "detection"
 
     def check_num_classes(self, n: int) -> str | None:
         return f"a detection task has num_classes 1 (one box per image), got {n}" if n != 1 else None
