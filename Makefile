@@ -14,12 +14,15 @@ install: $(STAMP)
 # constraint pip is given (pip.conf or PIP_CONSTRAINT, as `pip config list` shows them) is handed over; where
 # uv is missing or fails, pip installs as before. --compile-bytecode: pip compiles at install, uv would leave it to
 # each process, and where PYTHONDONTWRITEBYTECODE is set every process would compile torch's sources again.
+# editable_mode=compat: a plain path entry, which type checkers follow to usagg's py.typed (setuptools' default
+# import hook hides the package from mypy: a user's script saw every usagg type as Any).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	{ $(PY) -m pip install -q uv && \
 	  UV_CONSTRAINT="$${UV_CONSTRAINT:-$$($(PY) -m pip config list | sed -n "s/^[^.]*\.constraint='\(.*\)'$$/\1/p")}" \
-	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[dev,slurm]'; } || \
-	{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev,slurm]'; }
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -C editable_mode=compat -e '.[dev,slurm]'; } || \
+	{ $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q --config-settings editable_mode=compat -e '.[dev,slurm]'; }
 	touch $(STAMP)
 
 # The full suite (CI runs it); tests marked cuda skip themselves without a GPU (tests/conftest.py).
