@@ -46,7 +46,7 @@ demo: install
 	$(USAGG) status runs/demo
 	$(USAGG) compare runs/demo --baseline TS
 	$(USAGG) report runs/demo --out reports/demo
-	$(USAGG) synth --preview reports/demo/figures/synth_preview.png
+	$(USAGG) synth --image-size 64 --preview reports/demo/figures/synth_preview.png   # the size the demo trains at
 
 # The known-answer studies (issue 28): effects planted in the synthetic data (usagg/data/synth/known.py), 5 seeds
 # each, declared in their expect: blocks; fails unless every expectation of both is met. studies/known.yaml: the
