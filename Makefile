@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 USAGG := $(VENV)/bin/usagg
-STAMP := $(VENV)/.installed-stamp
+# named for the editable mode (a venv installed before with the import hook reinstalls once)
+STAMP := $(VENV)/.installed-compat
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install test test-fast lint demo known-answer bench gpu-check gpu-lease gpu-wheels report-check clean

@@ -286,6 +286,7 @@ def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -
 def test_negative_transfer_counts_intervals_below_0_apart_from_point_estimates(tmp_path: Path) -> None:
     """CG on cls_a about −10 % over four close seeds: its seed interval lies below 0; the same mean Δ over seeds far
     apart has an interval across 0, so it counts under Δ < 0 (a point estimate) but not under 'Interval < 0'."""
+    from usagg.analysis.report import _below
     from usagg.analysis.tables import negative_table
 
     ts = {("TS", "cls_a"): [0.90, 0.88, 0.89, 0.87], ("TS", "cls_b"): [0.55, 0.61, 0.58, 0.57]}
@@ -294,4 +295,24 @@ def test_negative_transfer_counts_intervals_below_0_apart_from_point_estimates(t
         inp = load_input(None, _write_results(tmp_path / "r.csv", values))
         comp = compare(inp)
         (row,) = negative_table(comp, task_uncertainty(inp, comp)).rows
-        assert row[:5] == ["CG", "1", 1, 2, "cls_a"] and row[5:] == below  # cls_b: CG above TS
+        assert row[:5] == ["CG", "1", 1, 2, "cls_a"] and row[5:] == [below[0], 2, below[1]]  # cls_b: CG above TS
+    one_seed = {k: v[:1] for k, v in values.items()}  # no spread, no per-image scores: no task has an interval
+    inp = load_input(None, _write_results(tmp_path / "one.csv", one_seed))
+    comp = compare(inp)
+    row = negative_table(comp, task_uncertainty(inp, comp)).rows[0]
+    assert row[5:7] == [0, 0] and _below(row) == "point estimates; no task has an interval"  # not 'below 0 in 0'
+
+
+def test_the_budget_caveat_names_the_paradigms_whose_steps_differ(tmp_path: Path) -> None:
+    """CG's tasks trained twice TS's steps, AU's as many: the headline's caveat names CG alone, with its range."""
+    from usagg.analysis.report import _budget_line
+
+    values = {**VALUES, ("AU", "cls_a"): [0.85, 0.84], ("AU", "cls_b"): [0.6, 0.62]}
+    path = _write_results(tmp_path / "r.csv", values)
+    rows = path.read_text().splitlines()
+    doubled = [r[: r.rindex(",")] + ",100" if r.startswith("hand,CG-") else r for r in rows]
+    path.write_text("\n".join(doubled) + "\n")
+    (line,) = _budget_line(analyse(load_input(None, path)), 1.0)
+    assert "CG 2.00×-2.00×" in line and "AU" not in line
+    path.write_text("\n".join(rows) + "\n")
+    assert _budget_line(analyse(load_input(None, path)), 1.0) == []

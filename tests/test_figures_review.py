@@ -23,7 +23,8 @@ from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.style import PARADIGM_COLORS, TYPE_COLORS, paper_style, paradigm_color
 from usagg.analysis.summary import Analysis, analyse
 from usagg.store import RunStore
-from usagg.tasktypes import task_type_names
+from usagg.tasktypes import task_types
+from usagg.tasktypes.base import TaskType
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 #: Four classification tasks in two clinical groups: one task type, too few groups for any test of n_train.
@@ -101,9 +102,10 @@ def test_every_log_loss_axis_labels_at_least_two_ticks(span: tuple[float, float]
 def test_task_types_have_colours_no_paradigm_has() -> None:
     extras = [paradigm_color(p, [f"X{i}" for i in range(4)]) for p in (f"X{i}" for i in range(4))]
     paradigms = {c.lower() for c in (*PARADIGM_COLORS.values(), *extras)}
-    types = [TYPE_COLORS[t].lower() for t in task_type_names()]
-    assert len(set(types)) == len(types)
-    assert not set(types) & paradigms, "a task type takes a paradigm's colour: legends show two meanings for one"
+    own = [tt.color.lower() for tt in task_types()]  # what each type declares, before the figures' grey guard
+    assert len(set(own)) == len(own) and TaskType.color.lower() not in own
+    assert not set(own) & paradigms, "a task type takes a paradigm's colour: legends show two meanings for one"
+    assert [TYPE_COLORS[tt.name].lower() for tt in task_types()] == own  # drawn as declared: none fell back
 
 
 def test_task_type_figure_shows_points_and_medians_and_boxes_only_where_a_group_has_enough(

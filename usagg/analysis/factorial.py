@@ -185,18 +185,22 @@ def headline(comp: Comparison, stats: Sequence[Stat], fraction: float) -> list[s
     for d in designs(comp):
         if not d.complete:
             continue
-        parts = []
+        parts, few = [], set()
         for effect in EFFECTS:
             s = by.get((d.paradigm, stat_name(effect, comp.scale)))
             if s is None or s.value is None:
                 continue
             ci = f" (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f})" if s.ci else f" ({s.note})"
+            if s.ci and s.note:  # said once per design: fewer clusters than the intervals' coverage was checked at
+                few.add(s.note)
             parts.append(f"{effect} {s.value:+.1f}{ci}")
             n = s.n
         if parts:
             lines.append(
                 f"**{d.paradigm} 2x2** ({d.cells(comp.baseline)}, {comp.scale} scale, {n} tasks): "
                 + ", ".join(parts)
-                + "; the main effects add up to the paradigm's Δ."
+                + "; the main effects add up to the paradigm's Δ"
+                + "".join(f"; intervals over {note}" for note in sorted(few))
+                + "."
             )
     return lines + missing_notes(comp)

@@ -70,8 +70,10 @@ def _at_largest_fraction(a: Analysis) -> tuple[float, dict[tuple[str, str], Stat
 
 
 def _below(row: list[Any]) -> str:
-    """How many of a negative-transfer row's point estimates below 0 have their interval below 0 too."""
-    return f"point estimates; interval below 0 in {row[5]}"
+    """How many of a negative-transfer row's tasks have their interval below 0, of those that have one."""
+    if not row[6]:
+        return "point estimates; no task has an interval"
+    return f"point estimates; interval below 0 in {row[5]} of the {row[6]} with one"
 
 
 def _delta_m(boot: Stat) -> str:
@@ -181,17 +183,21 @@ BUDGET_SPAN = (0.8, 1.25)
 
 
 def _budget_line(a: Analysis, f: float) -> list[str]:
-    """The training budget's caveat beside the splits it confounds: where a task's optimiser steps under a paradigm
-    are far from its steps under the baseline (training.sampling), Δ and every split of it mix aggregation with
-    budget; the budget table has each task's ratio."""
+    """The training budget's caveat beside the splits it confounds: the paradigms under which some task's optimiser
+    steps are far from its steps under the baseline (training.sampling), with their range; their Δ and the splits
+    built on it mix aggregation with budget. The budget table has each task's ratio."""
     comp = a.comp
-    ratios = [r for p in comp.others for t in comp.tasks if (r := steps_ratio(comp, f, t.task, p)) is not None]
-    if not ratios or (BUDGET_SPAN[0] <= min(ratios) and max(ratios) <= BUDGET_SPAN[1]):
+    spans = []
+    for p in comp.others:
+        ratios = [r for t in comp.tasks if (r := steps_ratio(comp, f, t.task, p)) is not None]
+        if ratios and not (BUDGET_SPAN[0] <= min(ratios) and max(ratios) <= BUDGET_SPAN[1]):
+            spans.append(f"{p} {min(ratios):.2f}×-{max(ratios):.2f}×")
+    if not spans:
         return []
     return [
-        f"**Training budget**: a task's optimiser steps under the other paradigms are {min(ratios):.2f}× to "
-        f"{max(ratios):.2f}× its steps under {comp.baseline} (training.sampling), so each Δ and every split above "
-        "mixes aggregation (or MoE) with a different training budget (Per-task results, the budget table)."
+        f"**Training budget**: a task's optimiser steps against its steps under {comp.baseline} "
+        f"(training.sampling): {', '.join(spans)}; these paradigms' Δ and the splits built on them mix aggregation "
+        "(or MoE) with a different training budget (Per-task results, the budget table)."
     ]
 
 

@@ -302,7 +302,8 @@ def headline_line(gap: SelectionGap) -> str | None:
         if r.gap.mean is None:
             unmeasured.setdefault(r.status, []).append(r.paradigm)
         else:
-            ci = f" (95 % CI {r.gap.ci[0]:+.1f} to {r.gap.ci[1]:+.1f})" if r.gap.ci else ""
+            few = f"; {r.gap.note}" if r.gap.ci and r.gap.note else ""  # fewer clusters than its coverage's check
+            ci = f" (95 % CI {r.gap.ci[0]:+.1f} to {r.gap.ci[1]:+.1f}{few})" if r.gap.ci else ""
             parts.append(f"{r.paradigm} {r.gap.mean:+.1f} pp{ci} over {len(r.tasks)} tasks")
     parts += [f"{', '.join(ps)}: {why}" for why, ps in unmeasured.items()]
     head = RULE_NAMES.get(gap.headline or "", gap.headline or "an unknown rule")

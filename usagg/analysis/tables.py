@@ -277,17 +277,31 @@ def negative_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
     for f in comp.fractions:
         for p in comp.others:
             k, n = negative_transfer(comp, f, p)
-            names = [t for t, v in zip(*comp.delta_values(f, p), strict=True) if v < 0]
-            below = [t for t in names if (ci := shown_interval(stats or [], f, t, p)) is not None and ci[1] < 0]
-            rows.append([p, frac_label(f), k, n, ", ".join(names) or "—", len(below), ", ".join(below) or "—"])
+            tasks = comp.delta_values(f, p)[0]
+            names = [t for t, v in zip(tasks, comp.delta_values(f, p)[1], strict=True) if v < 0]
+            shown = {t: ci for t in tasks if (ci := shown_interval(stats or [], f, t, p)) is not None}
+            below = [t for t in names if t in shown and shown[t][1] < 0]
+            rows.append(
+                [p, frac_label(f), k, n, ", ".join(names) or "—", len(below), len(shown), ", ".join(below) or "—"]
+            )
     return Table(
         "negative_transfer",
         f"Negative transfer (Δ < 0 versus {comp.baseline})",
-        ["Paradigm", "Fraction", "Tasks with Δ<0", "of n", "Tasks", "Interval < 0", "Tasks, interval < 0"],
+        [
+            "Paradigm",
+            "Fraction",
+            "Tasks with Δ<0",
+            "of n",
+            "Tasks",
+            "Interval < 0",
+            "of those with one",
+            "Tasks, interval < 0",
+        ],
         rows,
         [
             f"Counted over tasks with a defined Δ ({SEED_ORDER}). Δ < 0 counts point estimates; 'Interval < 0' only "
-            "the tasks whose interval (Figure 3's: seeds when ≥ 2, else the test-set bootstrap) lies wholly below 0."
+            "the tasks whose interval (Figure 3's: seeds when ≥ 2, else the test-set bootstrap) lies wholly below 0, "
+            "of the tasks that have one (none without seeds' spread or per-image scores)."
         ],
     )
 

@@ -129,12 +129,16 @@ def _job_device(store: RunStore, job_id: str, record: dict[str, Any], state: str
 
 
 def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
-    """One row per job: state, device (a column only once some job has chosen one), duration and its primary
-    metrics, an error's first line or where a running job is."""
+    """One row per job: state (with the job's device under it once it has chosen one: a column of its own cost a
+    60-column terminal its metrics' words), duration and its primary metrics, an error's first line or where a
+    running job is."""
     from rich.markup import escape
     from rich.table import Table
 
-    rows = []
+    table = Table(title=escape(printable(title)), show_lines=False)
+    table.add_column("job", overflow="fold", no_wrap=True)  # the id whole, so a log can be searched for it
+    for col in ("state", "duration", "primary metrics"):
+        table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
     for jid in job_ids:
         record = store.job_record(jid) if store.has_job(jid) else {}
         state = store.display_state(jid)
@@ -153,15 +157,8 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
         else:
             detail = escape(printable(detail))  # task and metric names from metrics.json: data, not instructions
         device = _job_device(store, jid, record, state) if state in ("done", "running", "failed") else None
-        card = escape(printable(device.split(" (")[0])) if device else ""  # the card's name: in --json
-        rows.append((escape(jid), _state_text(state), card, duration, detail))
-    shown = [0, 1, *([2] if any(row[2] for row in rows) else []), 3, 4]
-    table = Table(title=escape(printable(title)), show_lines=False)
-    table.add_column("job", overflow="fold", no_wrap=True)  # the id whole, so a log can be searched for it
-    for col in [("job", "state", "device", "duration", "primary metrics")[i] for i in shown[1:]]:
-        table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
-    for row in rows:
-        table.add_row(*(row[i] for i in shown))
+        card = f"\n[dim]{escape(printable(device.split(' (')[0]))}[/]" if device else ""  # the card's name: --json
+        table.add_row(escape(jid), _state_text(state) + card, duration, detail)
     return table
 
 

@@ -83,7 +83,7 @@ def synth(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from usagg.cli.display import line_console, print_table
+    from usagg.cli.display import in_notebook, line_console, print_table
     from usagg.data.synth.generate import replacing, resolve_tasks, settings, split_size
     from usagg.data.synth.tasks import ALL_TASKS
     from usagg.safepath import printable
@@ -111,7 +111,7 @@ def synth(
 
         total = sum(split_size(spec, t, s) for t in ids for s in ("train", "val"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with Progress(*columns, console=console, transient=True, disable=in_notebook()) as bar:  # no redraws in a cell
             job = bar.add_task("synth", total=total)
             written: dict[tuple[str, str], int] = {}
 

@@ -1305,8 +1305,9 @@ class Study(Strict):
             missing = [f"tasks[{i}] ({t.id})" for i, t in enumerate(self.tasks) if not t.group]
             if missing:
                 raise ValueError(
-                    f"every task needs a clinical group (CG and CGD train one model per group, AG counts them "
-                    f"unless given `groups: K`): set `group` on {', '.join(missing)}, or give a `groups` mapping"
+                    f"every task needs a clinical group (CG and CGD train one model per group; AG counts them "
+                    f"unless `paradigm_settings: {{AG: {{groups: K}}}}` is set): set `group` on {', '.join(missing)}, "
+                    "or give the study a `groups` mapping"
                 )
             members: dict[str, list[str]] = {}
             for t in self.tasks:
