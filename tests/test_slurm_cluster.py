@@ -24,7 +24,7 @@ from cli_run import run_cli
 from tests.tiny_study import THREE_TASKS, small_study
 from usagg.errors import UsaggError
 from usagg.execute.registry import make_executor
-from usagg.execute.slurm import SlurmExecutor, slurm_parameters
+from usagg.execute.slurm import RETRY, SlurmExecutor, slurm_parameters
 from usagg.plan import plan
 from usagg.service import StudyRun
 from usagg.spec.load import dump_study
@@ -349,7 +349,7 @@ def test_an_element_left_preempted_fails_after_the_grace(tmp_path: Path, cluster
     states = executor_for(store, preempted_grace_s=1.0).run(ids[:2], job_done)
     assert states == {ids[0]: "done", ids[1]: "failed"}
     error = store.job_record(ids[1])["error"]
-    assert "was pre-empted and not requeued" in error and "usagg run --retry-failed` resumes it" in error
+    assert "was pre-empted and not requeued" in error and RETRY + " resumes it" in error
 
 
 def test_a_preempted_element_requeued_within_the_grace_is_waited_for(tmp_path: Path) -> None:

@@ -38,8 +38,8 @@ def no_space_left(path: Path, err: OSError) -> NoSpaceLeft:
     """The error for a full disk at `path`: what happened, that nothing is half-written, what to do."""
     return NoSpaceLeft(
         f"no space left on device at {path} ({err.strerror or err}); nothing was half-written: free some "
-        "space (`usagg cache prune` deletes old cache entries), then run again (`usagg run --retry-failed` for "
-        "a failed job)"
+        "space (`usagg cache prune` deletes old cache entries), then run again (`usagg run --retry-failed`, or "
+        "`retry_failed=True` in `usagg.api.run_study`, for a failed job)"
     )
 
 

@@ -104,7 +104,7 @@ LOCK_NAME = ".lock"
 #: `missing:<name>` or null. A report shows this digest and never reads a weights path a received store names.
 WEIGHTS_KEY = "weights_key"
 #: What mends a damaged plan.json, as its errors say.
-_PLAN_FIX = "`usagg run` with the study's spec writes it anew"
+_PLAN_FIX = "a run of the study's spec (`usagg run SPEC`, or `usagg.api.run_study(SPEC)`) writes it anew"
 
 
 def _plan_entry_problem(plan_json: Path, index: int, record: Any, err: ValidationError) -> str:

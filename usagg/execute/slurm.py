@@ -63,7 +63,7 @@ except ModuleNotFoundError as err:  # the `slurm` extra is not installed: a user
     raise UsaggError(
         "execution.executor is slurm, but submitit, which submits and watches the Slurm jobs, is not installed "
         "in this Python environment: install the slurm extra (`pip install -e '.[slurm]'` in the usagg checkout, "
-        "or `pip install submitit`), or use --executor local to run here."
+        "or `pip install submitit`), or set execution.executor: local (`--executor local`) to run here."
     ) from None
 
 #: One element of the submitted array, as submitit follows it.
@@ -81,14 +81,16 @@ QUEUED_STATES = frozenset(
     {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "RESIZING",
      "SUSPENDED", "STAGE_OUT", "SIGNALING"}
 )  # fmt: skip
+#: How a failed job is run again, from the command line or the API.
+RETRY = "`usagg run --retry-failed` (`run_study(..., retry_failed=True)`)"
 #: What a final sacct state without a result says, with the setting to change where one helps ({} from SlurmSpec).
 STATE_HINTS = {
     "OUT_OF_MEMORY": "ran out of memory: raise execution.slurm.mem_gb (now {mem_gb})",
     "TIMEOUT": "ran out of time: raise execution.slurm.time_min (now {time_min}) or max_requeue (now {max_requeue})",
     "PREEMPTED": "was pre-empted and not requeued (the cluster cancels pre-empted jobs); "
-    "`usagg run --retry-failed` resumes it from its last checkpoint",
+    f"{RETRY} resumes it from its last checkpoint",
     "CANCELLED": "was cancelled (scancel, or the cluster)",
-    "NODE_FAIL": "lost its node (NODE_FAIL); `usagg run --retry-failed` resumes it from its last checkpoint",
+    "NODE_FAIL": f"lost its node (NODE_FAIL); {RETRY} resumes it from its last checkpoint",
 }
 #: Characters that are Slurm filename patterns (`%j`, `%a`, ...; `\\` turns them off) and submitit's (`%j`, `%t`,
 #: `%a`, `%A`): in the log folder they would send logs elsewhere, or fail after submission.
@@ -412,7 +414,8 @@ def make_slurm_executor(
     if cluster is None and shutil.which("sbatch") is None:
         raise UsaggError(
             "execution.executor is slurm, but this host has no `sbatch` on PATH (not a Slurm login node?). "
-            "Run from a node that can submit Slurm jobs, or use --executor local to run here."
+            "Run from a node that can submit Slurm jobs, or set execution.executor: local (`--executor local`) to run "
+            "here."
         )
     problem = gpu_request_problem(execution)
     if problem is not None:
