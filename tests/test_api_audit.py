@@ -298,7 +298,7 @@ def test_a_plan_entry_of_another_version_names_its_field(tmp_path: Path) -> None
     message = str(err.value)
     assert message.startswith(f"{store.plan_json} is damaged, or was written by another usagg version than this one")
     assert f"job 2 ({plan[1]['id']!r}) does not read as a job: seed: Input should be a valid integer" in message
-    assert "got 'zero'" in message and "more)" in message and "`usagg run` with the study's spec" in message
+    assert "got 'zero'" in message and "more)" in message and "`usagg.api.run_study(SPEC)`) writes it anew" in message
     store.plan_json.write_text(json.dumps({"jobs": plan}))
     with pytest.raises(UsaggError, match=r"damaged \(it holds a JSON dict, not a list of jobs\)"):
         store.jobs()

@@ -257,7 +257,7 @@ def test_every_read_of_a_plan_listing_a_job_twice_reports_the_damage_status_does
         store.planned_count()
     with pytest.raises(UsaggError) as affinity:
         load_study_affinity(store)
-    expected = f"{store.plan_json} is damaged (it lists job ids more than once: {job.id}); `usagg run` with the "
+    expected = f"{store.plan_json} is damaged (it lists job ids more than once: {job.id}); a run of the study's "
     assert str(status.value).startswith(expected)
     assert str(count.value) == str(affinity.value) == str(status.value)
     code, out = run_cli(["compare", str(store.root)], monkeypatch, capsys)
