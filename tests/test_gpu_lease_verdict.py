@@ -167,3 +167,19 @@ def test_a_lease_ends_within_its_budget_when_check_and_tests_hang(tmp_path: Path
     assert done.returncode == 124 and wall < 16
     assert "gpu-check until 3 s (phases started until 1 s)" in done.stdout
     assert "gpu-lease: gpu-check exit 124, cuda tests exit 124 (124: cut by its time limit)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"GPU_LEASE_S": "abc"}, "GPU_LEASE_S=abc: expected whole seconds"),
+        ({"GPU_LEASE_TESTS_S": "-5"}, "GPU_LEASE_TESTS_S=-5: expected whole seconds"),
+        ({"GPU_LEASE_S": "80"}, "GPU_LEASE_TESTS_S=90 leaves gpu-check nothing of GPU_LEASE_S=80"),
+    ],
+)
+def test_a_budget_that_is_no_whole_number_of_seconds_is_refused_before_anything_runs(
+    tmp_path: Path, env: dict[str, str], said: str
+) -> None:
+    done, _ = _run_lease(tmp_path, **env)
+    assert done.returncode == 2 and said in done.stderr and "unbound" not in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()  # nothing run, nothing written

@@ -27,6 +27,15 @@ fi
 out=${2:-${GPU_OUT:-reports/gpu}}
 budget=${GPU_LEASE_S:-320}
 tests_share=${GPU_LEASE_TESTS_S:-90}
+for setting in "GPU_LEASE_S=$budget" "GPU_LEASE_TESTS_S=$tests_share"; do
+    case ${setting#*=} in
+        '' | *[!0-9]*) echo "gpu-lease: $setting: expected whole seconds (GPU_LEASE_S 320, GPU_LEASE_TESTS_S 90)" >&2; exit 2 ;;
+    esac
+done
+if [ "$tests_share" -ge "$budget" ]; then
+    echo "gpu-lease: GPU_LEASE_TESTS_S=$tests_share leaves gpu-check nothing of GPU_LEASE_S=$budget" >&2
+    exit 2
+fi
 start=$SECONDS
 mkdir -p "$out"
 rm -f "$out/gpu_check.json" "$out/gpu_check.log" "$out/cuda_tests.log" # an earlier lease's would read as this one's
