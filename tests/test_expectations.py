@@ -87,7 +87,7 @@ def test_met_when_every_selected_task_clears_the_bound(tmp_path: Path) -> None:
     assert out.met is True and out.value == pytest.approx(0.71)  # seg_c is the closer one to the bound
 
 
-def test_delta_expectation_uses_the_shown_interval(tmp_path: Path) -> None:
+def test_delta_expectation_without_item_scores_uses_the_seed_interval_marked_seeds_only(tmp_path: Path) -> None:
     hurts = Expectation(name="CG hurts a", delta=DeltaRef(paradigm="CG", task="cls_a"), below=0)
     helps = Expectation(name="CG helps a", delta=DeltaRef(paradigm="CG", task="cls_a"), above=0)
     out_hurts, out_helps = _check(_write_results(tmp_path / "r.csv"), hurts, helps)
@@ -95,6 +95,7 @@ def test_delta_expectation_uses_the_shown_interval(tmp_path: Path) -> None:
     assert out_hurts.value == pytest.approx((0.79 - 0.88) / 0.88 * 100)
     assert out_hurts.ci_low is not None and out_hurts.ci_low < out_hurts.value < out_hurts.ci_high
     assert "Δ % of CG vs TS < 0" in out_hurts.detail
+    assert "cls_a -10.2 [" in out_hurts.detail and out_hurts.detail.endswith("(seeds only)")  # no per-image scores
 
 
 def test_a_paradigm_that_did_not_run_is_not_evaluated_never_met(tmp_path: Path) -> None:
@@ -155,6 +156,89 @@ def test_one_seed_takes_the_test_set_bootstrap_of_the_jobs_item_scores(tmp_path:
     assert out.ci_low is not None and 0.6 < out.ci_low < auc < out.ci_high <= 1.0  # 40 images: a wide interval
     assert out.ci_high - out.ci_low < 0.5
     assert evaluate([e], inp, comp, []) == [out]  # the bootstrap is seeded
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three tasks, three seeds of TS, CG and AU, every job with per-image test scores."""
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+
+    tasks = load_tasks(REPO / "tests" / "data" / "fmc_uia_tasks.yaml")[:3]
+    return simulate_run_store(tmp_path_factory.mktemp("runs") / "scored", tasks, seeds=(0, 1, 2), item_scores=True)
+
+
+def _scored(run: Path) -> tuple:
+    inp = load_input(run, None)
+    comp = compare(inp)
+    return inp, comp, task_uncertainty(inp, comp)
+
+
+def test_a_seed_interval_adds_the_test_sets_variance(scored_run: Path) -> None:
+    """Three seeds, each scored on the same test images: the metric's interval is the t interval over the seeds
+    with the bootstrap variance of the seed-mean metric over the test images added, a variance known without error
+    (Welch-Satterthwaite df: more than the seeds' 2, so where the test set's variance dominates the interval can be
+    narrower than the seeds' alone at t(2), as it is here)."""
+    from usagg.analysis.task_ci import load_item_scores, metric_ci
+    from usagg.analysis.tdist import t_quantile
+    from usagg.analysis.uncertainty import interval_variance
+    from usagg.store import RunStore
+
+    inp, comp, stats = _scored(scored_run)
+    task = comp.tasks[0].task
+    rows = sorted((r for r in inp.table.rows if (r.paradigm, r.task, r.metric) == ("TS", task, inp.primary[task])),
+                  key=lambda r: r.seed)  # fmt: skip
+    vals = np.array([r.value for r in rows])
+    store = RunStore(scored_run)
+    scores = [load_item_scores(store.paths(r.job_id).folder)[task] for r in rows]
+    st = inp.settings
+    test_var = interval_variance(metric_ci(scores, st.task_bootstrap, st.bootstrap_seed))
+    seed_var = vals.var(ddof=1) / 3
+    df = (seed_var + test_var) ** 2 / (seed_var**2 / 2)  # Welch-Satterthwaite, the test set's variance known
+    half = t_quantile(0.975, df) * math.sqrt(seed_var + test_var)
+    e = Expectation(name="TS learns", metric_of="TS", tasks=[task], below=1e9)
+    (out,) = evaluate([e], inp, comp, stats)
+    assert out.value == pytest.approx(vals.mean())
+    assert (out.ci_low, out.ci_high) == pytest.approx((vals.mean() - half, vals.mean() + half), rel=1e-9)
+    assert test_var > 0 and df > 2 and "seeds only" not in out.detail
+    assert half < t_quantile(0.975, 2) * math.sqrt(seed_var)
+
+
+def test_a_delta_and_a_difference_carry_the_test_set_too(scored_run: Path) -> None:
+    """A Δ's interval is `seed_interval` with the test-set bootstrap's variance of its seed-mean Δ added; Δ_AU − Δ_CG
+    has the paired seed differences' t interval widened by the bootstrap of that difference over the test images."""
+    from usagg.analysis.uncertainty import TEST_SET, interval_variance, seed_interval
+
+    inp, comp, stats = _scored(scored_run)
+    task = comp.tasks[1].task
+    test = next(s for s in stats if (s.name, s.task, s.paradigm) == (TEST_SET, task, "AU"))
+    assert test.ci is not None
+    combined = seed_interval(comp, 1.0, task, "AU", extra_var=interval_variance(test.ci))
+    plain = seed_interval(comp, 1.0, task, "AU")
+    assert combined is not None and plain is not None and combined.ci is not None and plain.ci is not None
+    delta = Expectation(name="AU", delta=DeltaRef(paradigm="AU", task=task), above=-1e9)
+    versus = Expectation(name="AU - CG", delta=DeltaRef(paradigm="AU", task=task, versus="CG"), above=-1e9)
+    out, diff = evaluate([delta, versus], inp, comp, stats)
+    assert (out.ci_low, out.ci_high) == combined.ci != plain.ci
+    a, b = comp.seed_deltas(1.0, task, "AU"), comp.seed_deltas(1.0, task, "CG")
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    assert diff.value == pytest.approx(d.mean())
+    seed_var = d.var(ddof=1) / 3
+    assert diff.ci_low is not None and diff.ci_high is not None
+    half = (diff.ci_high - diff.ci_low) / 2
+    assert diff.ci_low < diff.value < diff.ci_high and half > 1.96 * math.sqrt(seed_var)  # t > z, and more variance
+    assert diff.value - diff.ci_low == pytest.approx(half) and "seeds only" not in diff.detail
+
+
+def test_a_test_set_bootstrap_of_a_mean_has_the_normal_width() -> None:
+    """Known answer: the percentile interval of a mean over n scores is ± 1.96 sd / √n, about."""
+    from usagg.analysis.task_ci import ItemScores, metric_ci
+
+    n = 2000
+    values = np.random.default_rng(3).normal(0.5, 0.2, n)
+    s = ItemScores("DSC", True, "mean", tuple(f"i{i:04d}.png" for i in range(n)), values)
+    lo, hi = metric_ci([s], 2000, 0) or (0.0, 0.0)
+    assert (hi - lo) / 2 == pytest.approx(1.96 * values.std() / math.sqrt(n), rel=0.08)
+    assert lo < values.mean() < hi
 
 
 def _study(tmp_path: Path, expect: list[dict]) -> Path:

@@ -232,3 +232,23 @@ def test_signs_agree_only_where_every_scale_has_a_mean_over_the_same_tasks(tmp_p
     assert shown == [["CG", "group", "H", "0", "n/a", "n/a", "n/a", "—"],
                      ["AU", "group", "H", "1", "+10.0", "+9.5", "+40.0", "yes"]]  # fmt: skip
     assert scale_disagreements(comp, 1.0) == []  # Δm: −17.5 % relative, +9.5 log points over b, c, d only
+
+
+def test_a_job_that_lost_nearly_all_of_the_baselines_skill_is_named_collapsed(tmp_path: Path) -> None:
+    """DSC 0.70 -> 0.05 in one AU seed loses 93 % of the way to 0: named, with its seed; an AUC 0.80 -> 0.52 loses 93 %
+    of the way to chance (0.5); a loss of 85 % (0.70 -> 0.105) is not; x, at chance under TS, is never named."""
+    from usagg.analysis.delta import collapsed
+    from usagg.analysis.tables import collapse_notes
+
+    vals = {
+        "TS": {"x": (0.52, 0.49, 0.55), "y": (0.80, 0.80, 0.80), "z": (0.70, 0.70, 0.70)},
+        "AU": {"x": (0.30, 0.30, 0.30), "y": (0.82, 0.52, 0.81), "z": (0.05, 0.105, 0.69)},
+    }
+    comp = compare(_input(_results(tmp_path, vals, CHANCE_METRIC)))
+    found = [(c.task, c.paradigm, c.seed, round(c.value, 3)) for c in collapsed(comp, 1.0)]
+    assert found == [("y", "AU", 1, 0.52), ("z", "AU", 0, 0.05)]
+    (note,) = collapse_notes(comp)
+    assert note.startswith("Collapsed: AU y seed 1 (AUC 0.520 against TS's 0.800); AU z seed 0 (DSC 0.050 against")
+    assert "z seed 1" not in note and "fig_curves" in note
+    assert "Collapsed: AU y seed 1" in compare_output(analyse(_input(_results(tmp_path, vals, CHANCE_METRIC))), "table")
+    assert collapse_notes(compare(_input(_results(tmp_path, CHANCE_VALUES, CHANCE_METRIC)))) == []

@@ -2,9 +2,8 @@
 
 With ≥ 2 seeds: the 95 % t interval of the seed mean (the spread training seeds cause).
 With one seed: the percentile bootstrap of the metric over the job's test images, from the
-item_scores.json it wrote: the interval the spec's expectations report for a metric
-(usagg/analysis/expect.py), from the source the test-set interval of a task's Δ uses
-(usagg/analysis/uncertainty.py).
+item_scores.json it wrote (usagg/analysis/task_ci.py `metric_ci`, the interval the spec's expectations
+report for a one-seed metric, usagg/analysis/expect.py).
 None where neither exists (one seed and no per-image scores).
 Either is cut at the metric's possible range (usagg/tasktypes: AUC in [0, 1], MRE ≥ 0): a t interval
 knows no bound, and with two seeds one for an AUC can reach 1.5.
@@ -13,12 +12,12 @@ knows no bound, and with two seeds one for an AUC can reach 1.5.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import NamedTuple
 
 from usagg.analysis.delta import Comparison
 from usagg.analysis.inputs import AnalysisInput
-from usagg.analysis.uncertainty import LEVEL
+from usagg.analysis.task_ci import metric_ci
+from usagg.analysis.uncertainty import LEVEL, item_scores_reader, job_ids
 from usagg.tasktypes import metric_bounds
 
 SEEDS = "seeds"
@@ -56,12 +55,9 @@ def absolute_interval(inp: AnalysisInput, comp: Comparison, f: float, task: str,
         half = float(student.ppf(0.5 + LEVEL / 2, cell.n_seeds - 1)) * cell.sd / math.sqrt(cell.n_seeds)
         return within_bounds(metric, cell.mean - half, cell.mean + half, SEEDS)
     seeds = sorted(comp.seed_values.get((f, task, p), {}))
-    jobs = {(r.paradigm, r.fraction, r.seed, r.task): r.job_id for r in inp.table.rows if r.job_id}
-    job = jobs.get((p, f, seeds[0], task)) if seeds else None
-    if job is None or job not in inp.item_scores:
+    scores = item_scores_reader(inp)(job_ids(inp).get((p, f, seeds[0], task))).get(task) if seeds else None
+    if scores is None:
         return None
-    from usagg.analysis.expect import _test_set_ci  # the interval the spec's expectations use for a metric
-
     st = inp.settings
-    ci = _test_set_ci(Path(inp.item_scores[job]).parent, task, st.task_bootstrap, st.bootstrap_seed)
+    ci = metric_ci([scores], st.task_bootstrap, st.bootstrap_seed, LEVEL)
     return None if ci is None else within_bounds(metric, ci[0], ci[1], TEST_SET)

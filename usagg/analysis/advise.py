@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,7 +57,7 @@ from usagg.analysis.results import ResultsTable
 from usagg.analysis.scales import FORMULAS, UNITS
 from usagg.analysis.stats import Stat
 from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
-from usagg.analysis.uncertainty import LEVEL, TEST_SET, seed_interval, test_set_intervals
+from usagg.analysis.uncertainty import seed_interval, test_set_variances
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
@@ -590,23 +589,6 @@ def decision_level(k: int) -> float:
     """The two-sided level of each of a task's k intervals whose bounds are one-sided tests at DECISION_ALPHA / k, so
     that its decision errs at most DECISION_ALPHA of the time, nominally (Bonferroni)."""
     return 1 - 2 * DECISION_ALPHA / k
-
-
-def test_set_variances(
-    inp: AnalysisInput, comp: Comparison, fraction: float, stats: list[Stat] | None
-) -> dict[str, dict[str, float]]:
-    """Task -> paradigm -> the test set's variance of the seed-mean Δ, from its paired bootstrap over every seed
-    (usagg/analysis/uncertainty.py `test_set_intervals`: the analysis' statistics where given, else run here), read
-    off the 95 % percentile interval as ((high − low) / (2·1.96))², where the jobs scored their test images."""
-    if stats is None:
-        st = inp.settings
-        stats = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
-    z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
-    out: dict[str, dict[str, float]] = {}
-    for s in stats:
-        if s.name == TEST_SET and s.fraction == fraction and s.ci is not None:
-            out.setdefault(s.task, {})[s.paradigm] = ((s.ci[1] - s.ci[0]) / (2 * z)) ** 2
-    return out
 
 
 def decide(

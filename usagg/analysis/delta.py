@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from usagg.analysis.inputs import AnalysisInput, job_name
-from usagg.analysis.scales import chance_level, change
+from usagg.analysis.scales import chance_level, change, worst_value
 from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
@@ -398,6 +398,42 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
         if low <= chance:
             out.append(info.task)
     return tuple(out)
+
+
+#: A job lost at least this share of the baseline's skill (its distance to the metric's worst value, chance for an
+#: AUC above it): what a failed training run looks like, where transfer seldom takes a task all the way down.
+COLLAPSE_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """One seed of a paradigm on a task whose metric fell to (nearly) the metric's worst from the baseline's."""
+
+    task: str
+    paradigm: str
+    seed: int
+    value: float
+    baseline: float
+
+
+def collapsed(comp: Comparison, fraction: float) -> list[Collapse]:
+    """Every seed of a paradigm whose metric lost >= COLLAPSE_SHARE of the baseline's seed mean's distance to the
+    metric's worst value (`scales.worst_value`), on tasks whose baseline is not at chance; none for a metric with no
+    worst (an error in px)."""
+    out = []
+    chance = set(comp.chance.get(fraction, ()))
+    for info in comp.tasks:
+        base = comp.cells.get((fraction, info.task, comp.baseline))
+        if base is None or info.task in chance or not math.isfinite(base.mean):
+            continue
+        worst = worst_value(info.metric, base.mean, info.higher_is_better)
+        if worst is None or worst == base.mean:
+            continue
+        for p in comp.others:
+            for seed, v in sorted(comp.seed_values.get((fraction, info.task, p), {}).items()):
+                if math.isfinite(v) and (base.mean - v) / (base.mean - worst) >= COLLAPSE_SHARE:
+                    out.append(Collapse(info.task, p, seed, v, base.mean))
+    return out
 
 
 def _one_task_groups(

@@ -5,13 +5,18 @@ spec): never met by default. Over several tasks it is met when every task meets 
 misses it; the value shown is the worst task's, with its interval when one exists. Values are read at the
 largest fraction, seeds averaged:
 
-- metric_of: the paradigm's metric; its interval is a t interval over seeds (>= 2 seeds), else the percentile
-  bootstrap over the test images the job scored (item_scores.json, usagg/analysis/task_ci.py), primary
-  metric only.
-- delta: the task's Δ % versus the baseline; its interval is the one the tables show
-  (usagg/analysis/uncertainty.py `shown_interval`). With `delta.versus`: Δ of the paradigm minus Δ of the other
-  (pp), its interval a t interval of the paired seed differences (`Comparison.seed_deltas`, >= 2 seeds), none
-  with one seed.
+- metric_of: the paradigm's metric, seeds averaged.
+- delta: the task's Δ % versus the baseline. With `delta.versus`: Δ of the paradigm minus Δ of the other (pp).
+
+An interval answers whether another draw of the training seeds AND of the test images would keep the bound, so
+both are in it (as in the advice, usagg/analysis/advise.py): with >= 2 seeds a t interval over the seeds (a Δ:
+`seed_interval`'s delta method; a difference: the paired seed differences, `Comparison.seed_deltas`) whose
+variance adds the test set's, read off a percentile bootstrap of the seed-mean value over the test images the
+jobs scored (item_scores.json, usagg/analysis/task_ci.py; the same resamples for every job of a value, so a Δ is
+paired); with one seed that bootstrap interval alone. Where no job scored per-image (a metric other than the
+primary, an imported results CSV), a seed interval is marked "seeds only"; one seed then has no interval. The
+tables and figures show the seed interval (usagg/analysis/uncertainty.py `shown_interval`): a verdict is read on
+a wider one, where the test set is small.
 - ag_groups: the adjusted Rand index of AG's grouping against the expected one (usagg/grouping.py), for each seed
   AG ran at the largest fraction, averaged over those seeds; no interval.
 
@@ -25,23 +30,36 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from usagg.analysis.scales import from_relative
 from usagg.analysis.tables import Cellv, Interval, Table
-from usagg.analysis.uncertainty import LEVEL, shown_interval
+from usagg.analysis.task_ci import metric_ci, percentile_ci, resampled_deltas, resampled_means
+from usagg.analysis.uncertainty import (
+    LEVEL,
+    interval_variance,
+    item_scores_reader,
+    job_ids,
+    seed_interval,
+    shown_interval,
+    t_interval,
+    test_set_variances,
+)
 from usagg.errors import UsaggError
 from usagg.tasktypes import metric_bounds
 from usagg.wording import counted
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from usagg.analysis.delta import Comparison
     from usagg.analysis.inputs import AnalysisInput
     from usagg.analysis.stats import Stat
     from usagg.analysis.summary import Analysis
+    from usagg.analysis.task_ci import ItemScores
     from usagg.spec.models import Expectation
 
 
@@ -66,6 +84,25 @@ class _Value:
     task: str
     value: float
     ci: tuple[float, float] | None
+    seeds_only: bool = False  # an interval over >= 2 seeds without the test set's variance (no per-image scores)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every expectation of one evaluation reads: the analysis, at its largest fraction."""
+
+    inp: AnalysisInput
+    comp: Comparison
+    stats: list[Stat]
+    fraction: float
+    test_var: dict[str, dict[str, float]]  # task -> paradigm -> the test set's variance of its seed-mean Δ
+    scores: Callable[[str | None], dict[str, ItemScores]]
+    jobs: dict[tuple[str, float, int, str], str]
+
+    def task_scores(self, paradigm: str, seeds: list[int], task: str) -> list[ItemScores]:
+        """The task's item scores of the paradigm's job of each seed; [] unless every one of them scored it."""
+        got = [self.scores(self.jobs.get((paradigm, self.fraction, s, task))).get(task) for s in seeds]
+        return [g for g in got if g is not None] if all(g is not None for g in got) else []
 
 
 def study_expectations(inp: AnalysisInput) -> list[Expectation]:
@@ -92,7 +129,9 @@ def study_expectations(inp: AnalysisInput) -> list[Expectation]:
 
 def evaluate(expectations: list[Expectation], inp: AnalysisInput, comp: Comparison, stats: list[Stat]) -> list[Outcome]:
     """Every expectation against the results, in the order the spec lists them."""
-    return [_evaluate(e, inp, comp, stats) for e in expectations]
+    f = max(comp.fractions, default=1.0)
+    ctx = _Context(inp, comp, stats, f, test_set_variances(inp, comp, f, stats), item_scores_reader(inp), job_ids(inp))
+    return [_evaluate(e, ctx) for e in expectations]
 
 
 def evaluate_study(a: Analysis) -> list[Outcome]:
@@ -100,17 +139,17 @@ def evaluate_study(a: Analysis) -> list[Outcome]:
     return evaluate(study_expectations(a.inp), a.inp, a.comp, a.stats)
 
 
-def _evaluate(e: Expectation, inp: AnalysisInput, comp: Comparison, stats: list[Stat]) -> Outcome:
+def _evaluate(e: Expectation, ctx: _Context) -> Outcome:
+    inp, comp = ctx.inp, ctx.comp
     if e.ag_groups is not None:
         return _ag_outcome(e, inp)
-    f = max(comp.fractions)
     tasks = _selected(e, comp)
     if not tasks:
         return Outcome(e.name, None, None, None, None, "no task of the results matches its selection")
     values: list[_Value] = []
     missing: list[str] = []
     for t in tasks:
-        v = _metric_value(e, inp, f, t) if e.metric_of is not None else _delta_value(e, comp, stats, f, t)
+        v = _metric_value(e, ctx, t) if e.metric_of is not None else _delta_value(e, ctx, t)
         if v is None:
             missing.append(t)
         else:
@@ -125,13 +164,13 @@ def _evaluate(e: Expectation, inp: AnalysisInput, comp: Comparison, stats: list[
     bounds = [f"> {e.above:g}"] if e.above is not None else []
     bounds += [f"< {e.below:g}"] if e.below is not None else []
     bound = " and ".join(bounds) + (", whole 95 % interval" if e.require == "interval" else "")
-    shown = [f"{v.task} {_num(v.value)}{_ci_text(v.ci)}" for v in values]
+    shown = [f"{v.task} {_num(v.value)}{_ci_text(v.ci)}{' (seeds only)' if v.seeds_only else ''}" for v in values]
     if missing:
         ran = e.paradigm() if e.delta is None or e.delta.versus is None else f"{e.delta.paradigm} or {e.delta.versus}"
         shown.append(f"no result for {', '.join(missing)} ({ran} did not run there)")
     no_ci = [v.task for v in values if v.ci is None] if e.require == "interval" else []
     if no_ci:
-        shown.append(f"no interval for {', '.join(no_ci)} (one seed and no test-set bootstrap)")
+        shown.append(f"no interval for {', '.join(no_ci)} (one seed and no per-image test scores)")
     detail = f"{what} {bound}: " + "; ".join(shown)
     if not values:
         return Outcome(e.name, None, None, None, None, detail)
@@ -171,78 +210,93 @@ def _margin(e: Expectation, v: _Value) -> float:
     return min(lo - e.above if e.above is not None else math.inf, e.below - hi if e.below is not None else math.inf)
 
 
-def _metric_value(e: Expectation, inp: AnalysisInput, f: float, task: str) -> _Value | None:
-    """The paradigm's metric on the task, seeds averaged, with a seed or test-set interval."""
+def _metric_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
+    """The paradigm's metric on the task, seeds averaged, with its interval over seeds and test images."""
+    assert e.metric_of is not None
+    inp, f = ctx.inp, ctx.fraction
     metric = e.metric or inp.primary.get(task)
-    rows = [
-        r
-        for r in inp.table.rows
-        if (r.paradigm, r.task, r.metric, r.fraction) == (e.metric_of, task, metric, f) and not math.isnan(r.value)
-    ]
+    rows = sorted(
+        (
+            r
+            for r in inp.table.rows
+            if (r.paradigm, r.task, r.metric, r.fraction) == (e.metric_of, task, metric, f) and not math.isnan(r.value)
+        ),
+        key=lambda r: r.seed,
+    )
     if not rows:
         return None
     vals = np.asarray([r.value for r in rows], float)
     mean = float(vals.mean())
+    # per-image scores recompute the primary metric only
+    scored = ctx.task_scores(e.metric_of, [r.seed for r in rows], task) if metric == inp.primary.get(task) else []
+    st = inp.settings
+    test = metric_ci(scored, st.task_bootstrap, st.bootstrap_seed, LEVEL)
     if vals.size > 1:
-        from scipy.stats import t as student
-
-        half = float(student.ppf(0.5 + LEVEL / 2, vals.size - 1)) * float(vals.std(ddof=1)) / math.sqrt(vals.size)
+        n = int(vals.size)
+        ci = t_interval(mean, [float(vals.var(ddof=1)) / n], [n - 1], 0.0 if test is None else interval_variance(test))
         low, high = metric_bounds(metric) if metric else (None, None)  # an AUC's interval ends at 1, as its mean does
-        lo, hi = mean - half, mean + half
-        return _Value(task, mean, (lo if low is None else max(lo, low), hi if high is None else min(hi, high)))
-    job = rows[0].job_id
-    ci = None
-    if job and job in inp.item_scores and metric == inp.primary.get(task):
-        ci = _test_set_ci(
-            Path(inp.item_scores[job]).parent, task, inp.settings.task_bootstrap, inp.settings.bootstrap_seed
-        )
-    return _Value(task, mean, ci)
+        lo, hi = ci if low is None else (max(ci[0], low), ci[1])
+        return _Value(task, mean, (lo, hi if high is None else min(hi, high)), seeds_only=test is None)
+    return _Value(task, mean, test)
 
 
-def _test_set_ci(job_dir: Path, task: str, resamples: int, seed: int) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of one job's metric over the test images it scored; None when undefined."""
-    from usagg.analysis.task_ci import _metrics, load_item_scores
-
-    scores = load_item_scores(job_dir).get(task)
-    if scores is None or len(scores.images) < 2:
-        return None
-    order = sorted(range(len(scores.images)), key=lambda i: scores.images[i])  # independent of listing order
-    n = len(order)
-    rng = np.random.default_rng(seed)
-    s = replace(scores, images=tuple(scores.images[i] for i in order), values=scores.values[order])
-    vals = _metrics(s, rng.integers(0, n, size=(resamples, n)))
-    vals = vals[np.isfinite(vals)]
-    if vals.size < 0.9 * resamples:
-        return None
-    lo, hi = np.quantile(vals, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return float(lo), float(hi)
-
-
-def _delta_value(e: Expectation, comp: Comparison, stats: list[Stat], f: float, task: str) -> _Value | None:
+def _delta_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
     assert e.delta is not None
-    d = comp.deltas.get((f, task, e.delta.paradigm))
+    comp, f, p = ctx.comp, ctx.fraction, e.delta.paradigm
+    d = comp.deltas.get((f, task, p))
     if d is None or d.value is None:
         return None
     if e.delta.versus is not None:
-        return _difference_value(comp, f, task, e.delta.paradigm, e.delta.versus, d.value)
-    ci = shown_interval(stats, f, task, e.delta.paradigm)
+        return _difference_value(ctx, task, p, e.delta.versus, d.value)
+    test_var = ctx.test_var.get(task, {}).get(p)
+    st = seed_interval(comp, f, task, p, LEVEL, test_var or 0.0)
+    if st is not None and st.ci is not None and st.n > 1:
+        return _Value(task, d.value, st.ci, seeds_only=test_var is None)
+    ci = shown_interval(ctx.stats, f, task, p)  # one seed: the test-set bootstrap
     return _Value(task, d.value, None if ci is None else (ci[0], ci[1]))
 
 
-def _difference_value(comp: Comparison, f: float, task: str, p: str, versus: str, dp: float) -> _Value | None:
-    """Δ_p − Δ_versus (pp) on the seed means, with a t interval of the paired seed differences (>= 2 seeds)."""
+def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) -> _Value | None:
+    """Δ_p − Δ_versus (pp) on the seed means, with a t interval of the paired seed differences (>= 2 seeds), its
+    variance adding the test set's: Δ_p and Δ_versus recomputed on the same resamples of the test images."""
+    comp, f = ctx.comp, ctx.fraction
     dv = comp.deltas.get((f, task, versus))
     if dv is None or dv.value is None:
         return None
     a, b = comp.seed_deltas(f, task, p), comp.seed_deltas(f, task, versus)
-    diffs = np.asarray([a[s] - b[s] for s in sorted(set(a) & set(b))], float)
+    seeds = sorted(set(a) & set(b))
+    diffs = np.asarray([a[s] - b[s] for s in seeds], float)
     value = dp - dv.value
+    test = _difference_test_ci(ctx, task, p, versus, seeds)
     if diffs.size < 2:
-        return _Value(task, value, None)
-    from scipy.stats import t as student
+        return _Value(task, value, test)
+    n = int(diffs.size)
+    extra = 0.0 if test is None else interval_variance(test)
+    ci = t_interval(value, [float(diffs.var(ddof=1)) / n], [n - 1], extra)
+    return _Value(task, value, ci, seeds_only=test is None)
 
-    half = float(student.ppf(0.5 + LEVEL / 2, diffs.size - 1)) * float(diffs.std(ddof=1)) / math.sqrt(diffs.size)
-    return _Value(task, value, (value - half, value + half))
+
+def _difference_test_ci(ctx: _Context, task: str, p: str, versus: str, seeds: list[int]) -> tuple[float, float] | None:
+    """The percentile bootstrap CI over the test images of Δ_p − Δ_versus of the seed means (on the comparison's
+    scale, none on headroom), every job of the three paradigms scored on the same resamples."""
+    comp = ctx.comp
+    base_seeds = sorted(comp.seed_values.get((ctx.fraction, task, comp.baseline), {}))
+    sides = [ctx.task_scores(comp.baseline, base_seeds, task), *(ctx.task_scores(q, seeds, task) for q in (p, versus))]
+    if not seeds or not all(sides):
+        return None
+    st = ctx.inp.settings
+    drawn = resampled_means(sides, st.task_bootstrap, st.bootstrap_seed)
+    if drawn is None:
+        return None
+    hib = comp.info(task).higher_is_better
+    dp, dv = ([_on_scale(comp.scale, r, hib) for r in resampled_deltas(drawn[0], 0, k, hib)] for k in (1, 2))
+    return percentile_ci(np.asarray(dp) - np.asarray(dv), LEVEL)
+
+
+def _on_scale(scale: str, r: float, hib: bool) -> float:
+    """A relative Δ on the comparison's scale; nan where it has none there."""
+    v = None if math.isnan(r) else from_relative(scale, r, hib)
+    return math.nan if v is None else v
 
 
 def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
@@ -320,9 +374,11 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
     ]
     met = sum(o.met is True for o in outcomes)
     notes = [
-        f"{met} of {len(outcomes)} met; a value is the worst task's, its 95 % interval where one exists: over the "
-        "training seeds where there are two or more, each seed scored on the study's one test set, so the test set's "
-        "own sampling is not in it (the advice's intervals add it); a metric's interval ends at its bounds; no "
+        f"{met} of {len(outcomes)} met; a value is the worst task's, with its 95 % interval where one exists: a t "
+        "interval over the training seeds (two or more) whose variance adds the test set's, from a bootstrap of the "
+        "test images the jobs scored, so it asks whether other seeds and other test images would keep the bound "
+        "(wider than the seed interval the tables show where the test set is small; 'seeds only' where no job "
+        "scored per image); with one seed the test-set bootstrap alone; a metric's interval ends at its bounds; no "
         "correction for checking several expectations."
     ]
     return Table(

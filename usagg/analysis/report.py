@@ -37,6 +37,7 @@ from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     Table,
+    collapse_notes,
     delta_long_table,
     exclusion_notes,
     frac_label,
@@ -175,7 +176,7 @@ def _headline(a: Analysis) -> list[str]:
     stability = stability_line(a.inp)
     if stability:
         lines.append(f"**AG stability**: {stability}")
-    return lines + exclusion_notes(comp)
+    return lines + exclusion_notes(comp) + collapse_notes(comp)
 
 
 #: Steps under a paradigm over TS's beyond which its Δ is said to mix aggregation with another training budget.

@@ -96,9 +96,9 @@ def change(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bo
 
 def _headroom(metric: str, m_p: float, m_b: float, higher_is_better: bool) -> float | None:
     """The distance D a Δ on the headroom scale divides by: for a loss, from the baseline to the worst value
-    (`_worst`) where the metric has one; else from the baseline to the best value, from chance at most."""
+    (`worst_value`) where the metric has one; else from the baseline to the best value, from chance at most."""
     s = 1.0 if higher_is_better else -1.0
-    if s * (m_p - m_b) < 0 and (worst := _worst(metric, m_b, higher_is_better)) is not None:
+    if s * (m_p - m_b) < 0 and (worst := worst_value(metric, m_b, higher_is_better)) is not None:
         return abs(m_b - worst)
     best = _best(metric, higher_is_better)
     if best is None:
@@ -108,7 +108,7 @@ def _headroom(metric: str, m_p: float, m_b: float, higher_is_better: bool) -> fl
     return abs(best - ref)
 
 
-def _worst(metric: str, m_b: float, higher_is_better: bool) -> float | None:
+def worst_value(metric: str, m_b: float, higher_is_better: bool) -> float | None:
     """What a loss from `m_b` is measured down to: chance for a baseline above it (AUC 0.5), else the metric's worst
     bound (the lower one where higher is better); None where the metric has none (an error in px)."""
     lo, hi = metric_bounds(metric)
@@ -129,7 +129,7 @@ def gradient(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: 
     s = 1.0 if higher_is_better else -1.0
     # at the kink between a gain's and a loss's distance (m_p = m_b): the gain's side where it has room, else the loss's
     gain = bool(_headroom(metric, m_b + s * 1e-12, m_b, higher_is_better)) if m_p == m_b else s * (m_p - m_b) > 0
-    worst = _worst(metric, m_b, higher_is_better)
+    worst = worst_value(metric, m_b, higher_is_better)
     end = _best(metric, higher_is_better) if gain or worst is None else worst  # worst: fixed (chance or a bound)
     dist = _headroom(metric, m_b + (s if gain else -s) * abs(m_p - m_b or 1e-12), m_b, higher_is_better)
     assert dist and end is not None

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import Control, split_order, splits
 from usagg.analysis.delta import (
+    COLLAPSE_SHARE,
     SEED_ORDER,
     Aggregate,
     Comparison,
     aggregates,
+    collapsed,
     group_n_train,
     negative_transfer,
     rescaled,
@@ -147,6 +149,26 @@ def exclusion_notes(comp: Comparison) -> list[str]:
     return out
 
 
+def collapse_notes(comp: Comparison) -> list[str]:
+    """One sentence naming the jobs whose metric fell to (nearly) its worst from the baseline's (`collapsed`): read
+    as a failed training run before as transfer."""
+    found = [(f, c) for f in comp.fractions for c in collapsed(comp, f)]
+    if not found:
+        return []
+    multi = len(comp.fractions) > 1
+    listed = "; ".join(
+        f"{c.paradigm} {c.task} seed {c.seed}" + (f" at fraction {frac_label(f)}" if multi else "")
+        + f" ({comp.info(c.task).metric} {fmt_metric(c.value)} against {comp.baseline}'s {fmt_metric(c.baseline)})"
+        for f, c in found
+    )  # fmt: skip
+    return [
+        f"Collapsed: {listed}: lost at least {COLLAPSE_SHARE * 100:.0f} % of {comp.baseline}'s distance to the "
+        "metric's worst value (chance for an AUC), a drop that marks a failed run (a head predicting nothing, or one "
+        "class) more often than transfer: look at its training curve (fig_curves) before reading its Δ; kept in "
+        "every aggregate and test."
+    ]
+
+
 def _moe_of(paradigm: str) -> str:
     entry = PARADIGMS.get(paradigm)
     return "on" if entry is None or entry.moe else "off"
@@ -195,6 +217,7 @@ def task_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Tab
         f"{scale_note(comp)} m_b: the {comp.baseline} metric; {SEED_ORDER}.",
         *na_notes,
         *exclusion_notes(comp),
+        *collapse_notes(comp),
     ]
     title = f"Per-task results versus {comp.baseline}" + (f" (fraction {frac_label(fraction)})" if multi else "")
     return Table("tasks" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)

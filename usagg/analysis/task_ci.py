@@ -32,7 +32,16 @@ from usagg.errors import UsaggError
 from usagg.predictions import ITEM_KINDS, ITEM_SCORES_FORMAT
 from usagg.store import JobPaths
 
-__all__ = ["ItemScores", "load_item_scores", "paired_delta_ci", "resampled_metric"]
+__all__ = [
+    "ItemScores",
+    "load_item_scores",
+    "metric_ci",
+    "paired_delta_ci",
+    "percentile_ci",
+    "resampled_deltas",
+    "resampled_means",
+    "resampled_metric",
+]
 
 #: A CI needs the Δ defined on at least this share of the resamples (else None): beyond it, leaving the
 #: undefined ones out (e.g. resamples without an image of a rare class) would condition the interval too much.
@@ -127,6 +136,64 @@ def resampled_metric(s: ItemScores, idx: np.ndarray) -> float:
     return label_metric(s.metric, labels, v[:, 1].astype(np.int64))
 
 
+def resampled_means(sides: Sequence[Sequence[ItemScores]], resamples: int, seed: int) -> tuple[np.ndarray, int] | None:
+    """Each side's seed-mean metric on the same `resamples` bootstrap resamples of the test images every score of
+    every side shares (matched by path, put in path order): ([len(sides), resamples], images shared), nan where a
+    seed's metric is undefined on a resample; None when fewer than 2 images are shared. Several sides on one
+    resample each is what pairs them: a Δ, or a difference of two Δ, sees the test set's part of its spread only.
+    Deterministic for a seed, independent of the order of the images."""
+    flat = [s for side in sides for s in side]
+    kinds = {(s.metric, s.kind, s.higher_is_better) for s in flat}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot pair {', '.join(f'{m} ({k})' for m, k, _ in sorted(kinds))}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    shared = sorted(set.intersection(*(set(s.images) for s in flat)))
+    n = len(shared)
+    if n < 2:
+        return None
+    restricted = [[_restricted(s, shared) for s in side] for side in sides]
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(sides), resamples))
+    for start in range(0, resamples, _CHUNK):
+        idx = rng.integers(0, n, size=(_CHUNK, n))[: resamples - start]
+        for k, side in enumerate(restricted):  # a seed undefined on a resample: the side's mean is nan
+            out[k, start : start + len(idx)] = np.mean([_metrics(s, idx) for s in side], axis=0)
+    return out, n
+
+
+def percentile_ci(draws: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """The percentile interval of bootstrap draws at `level`, leaving the undefined (nan) ones out; None when more
+    than 1 - MIN_DEFINED_SHARE of them are undefined."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    defined = draws[np.isfinite(draws)]
+    if defined.size == 0 or defined.size < MIN_DEFINED_SHARE * draws.size:
+        return None
+    lo, hi = np.quantile(defined, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)
+
+
+def metric_ci(
+    scores: Sequence[ItemScores], resamples: int, seed: int, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the seed-mean metric of `scores` (one per seed, of one task) over the test images
+    they all scored; None where fewer than 2 are shared or the metric is undefined on too many resamples."""
+    drawn = resampled_means([scores], resamples, seed) if scores else None
+    return None if drawn is None else percentile_ci(drawn[0][0], level)
+
+
+def resampled_deltas(means: np.ndarray, base: int, other: int, higher_is_better: bool) -> np.ndarray:
+    """The relative change in % (`relative_change`) of side `other` versus side `base` on each resample of
+    `resampled_means`; nan where either side or the change is undefined."""
+    out = np.full(means.shape[1], math.nan)
+    for k, (mb, mo) in enumerate(zip(means[base], means[other], strict=True)):
+        if math.isfinite(mb) and math.isfinite(mo):
+            d = relative_change(float(mo), float(mb), higher_is_better).value
+            out[k] = math.nan if d is None else d
+    return out
+
+
 def paired_delta_ci(
     base: ItemScores | Sequence[ItemScores],
     other: ItemScores | Sequence[ItemScores],
@@ -144,35 +211,12 @@ def paired_delta_ci(
     """
     bases = [base] if isinstance(base, ItemScores) else list(base)
     others = [other] if isinstance(other, ItemScores) else list(other)
-    kinds = {(s.metric, s.kind, s.higher_is_better) for s in bases + others}
-    if len(kinds) != 1:
-        raise ValueError(f"cannot pair {', '.join(f'{m} ({k})' for m, k, _ in sorted(kinds))}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-    shared = sorted(set.intersection(*(set(s.images) for s in bases + others)))
-    n = len(shared)
-    if n < 2:
+    drawn = resampled_means([bases, others], resamples, seed)
+    if drawn is None:
         return None
-    b = [_restricted(s, shared) for s in bases]
-    o = [_restricted(s, shared) for s in others]
-    hib = bases[0].higher_is_better
-    rng = np.random.default_rng(seed)
-    deltas = np.full(resamples, math.nan)
-    for start in range(0, resamples, _CHUNK):
-        idx = rng.integers(0, n, size=(_CHUNK, n))[: resamples - start]
-        mbs = np.mean([_metrics(s, idx) for s in b], axis=0)  # a seed undefined on a resample: the mean is nan
-        mos = np.mean([_metrics(s, idx) for s in o], axis=0)
-        for k, (mb, mo) in enumerate(zip(mbs, mos, strict=True)):
-            if math.isfinite(mb) and math.isfinite(mo):
-                d = relative_change(float(mo), float(mb), hib).value
-                deltas[start + k] = math.nan if d is None else d
-    defined = deltas[np.isfinite(deltas)]
-    if defined.size < MIN_DEFINED_SHARE * resamples:
-        return None
-    lo, hi = np.quantile(defined, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return float(lo), float(hi)
+    return percentile_ci(resampled_deltas(drawn[0], 0, 1, bases[0].higher_is_better), level)
 
 
 def _restricted(s: ItemScores, images: list[str]) -> ItemScores:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.scales import from_relative, gradient
 from usagg.analysis.stats import Stat
 from usagg.analysis.tdist import t_quantile
+
+if TYPE_CHECKING:
+    from usagg.analysis.task_ci import ItemScores
 
 SEEDS = "Δ seed interval"
 TEST_SET = "Δ test-set bootstrap"
@@ -62,27 +67,43 @@ def seed_interval(
     if base.n_seeds > 1:
         terms.append((g[1] * base.sd) ** 2 / base.n_seeds)
         dfs.append(base.n_seeds - 1)
+    lo, hi = t_interval(d.value, terms, dfs, extra_var, level)
+    return Stat(SEEDS, p, f, d.value, n, method, ci=(lo, hi), effects=effects, task=task)
+
+
+def t_interval(
+    value: float, terms: list[float], dfs: list[int], extra_var: float = 0.0, level: float = LEVEL
+) -> tuple[float, float]:
+    """`value` ± t · SE, SE² the sum of the sampled variance `terms` (each with its degrees of freedom in `dfs`) and
+    `extra_var`, a variance known without error (a test-set bootstrap's); Welch-Satterthwaite df."""
     se = math.sqrt(sum(terms) + extra_var)
     if se == 0:
-        return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value, d.value), effects=effects, task=task)
+        return value, value
     # Welch-Satterthwaite lies in [min df, sum df]; rounding put it at 0.9999999999999998 for one term of df 1
     df = max(se**4 / sum(t**2 / v for t, v in zip(terms, dfs, strict=True)), min(dfs)) if any(terms) else math.inf
     half = t_quantile(0.5 + level / 2, df) * se  # no scipy: `usagg report` reuses the analysis without it
-    return Stat(SEEDS, p, f, d.value, n, method, ci=(d.value - half, d.value + half), effects=effects, task=task)
+    return value - half, value + half
 
 
-def _jobs(inp: AnalysisInput) -> dict[tuple[str, float, int, str], str]:
+def interval_variance(ci: tuple[float, float], level: float = LEVEL) -> float:
+    """The variance a normal interval of this width at `level` has: ((high − low) / (2 z))². Read off a percentile
+    bootstrap interval, it is the bootstrap's variance without the pull of its few extreme draws."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return ((ci[1] - ci[0]) / (2 * z)) ** 2
+
+
+def job_ids(inp: AnalysisInput) -> dict[tuple[str, float, int, str], str]:
     """(paradigm, fraction, seed, task) -> job id, from the results rows."""
     return {(r.paradigm, r.fraction, r.seed, r.task): r.job_id for r in inp.table.rows if r.job_id}
 
 
-def _item_scores(inp: AnalysisInput) -> Callable[[str | None], dict]:
-    """A job's item scores by task ({} without them), each job's file read once."""
+def item_scores_reader(inp: AnalysisInput) -> Callable[[str | None], dict[str, ItemScores]]:
+    """A job id -> its item scores by task ({} without them or without a job), each job's file read once."""
     from usagg.analysis.task_ci import load_item_scores
 
-    loaded: dict[str, dict] = {}
+    loaded: dict[str, dict[str, ItemScores]] = {}
 
-    def scores(job: str | None) -> dict:
+    def scores(job: str | None) -> dict[str, ItemScores]:
         if job is None or job not in inp.item_scores:
             return {}
         if job not in loaded:
@@ -101,7 +122,7 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
         return []
     from usagg.analysis.task_ci import paired_delta_ci
 
-    jobs, scores = _jobs(inp), _item_scores(inp)
+    jobs, scores = job_ids(inp), item_scores_reader(inp)
     out = []
     base = comp.baseline
     for f in comp.fractions:
@@ -170,3 +191,19 @@ def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[floa
     if test is not None and test.ci is not None:
         return test.ci[0], test.ci[1], f"test-set bootstrap ({test.n} images)"
     return None
+
+
+def test_set_variances(
+    inp: AnalysisInput, comp: Comparison, fraction: float, stats: list[Stat] | None
+) -> dict[str, dict[str, float]]:
+    """Task -> paradigm -> the test set's variance of the seed-mean Δ, from its paired bootstrap over every seed
+    (`test_set_intervals`: the analysis' statistics where given, else run here), read off the 95 % percentile
+    interval (`interval_variance`), where the jobs scored their test images."""
+    if stats is None:
+        st = inp.settings
+        stats = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+    out: dict[str, dict[str, float]] = {}
+    for s in stats:
+        if s.name == TEST_SET and s.fraction == fraction and s.ci is not None:
+            out.setdefault(s.task, {})[s.paradigm] = interval_variance(s.ci)
+    return out
