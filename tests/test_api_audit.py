@@ -244,6 +244,20 @@ def test_run_study_errors_name_its_arguments_not_the_cli_flags(tmp_path: Path) -
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_override_error_names_the_overrides_argument_not_set(tmp_path: Path) -> None:
+    """A notebook's user wrote overrides=[...]: the error names that item and shows an example in that form."""
+    spec = write_tiny_study(tmp_path / "study.yaml", "named", tmp_path, output_root=tmp_path / "runs")
+    cases = [
+        (["training.epoch=3"], "overrides item training.epoch=3: training has no setting 'epoch' (did you mean"),
+        (["training.epochs"], "expected KEY.PATH=VALUE, for example overrides=['training.epochs=5']"),
+        (["tasks[99].type=x"], "overrides item tasks[99].type=x: tasks has"),
+    ]
+    for overrides, said in cases:
+        message = _error_of(spec, overrides=overrides)
+        assert said in message and "--set" not in message, (overrides, message)
+    assert not (tmp_path / "runs").exists()
+
+
 def _error_of(spec: Path, **kwargs: Any) -> str:
     with pytest.raises(UsaggError) as err:
         run_study(spec, **kwargs)

@@ -61,7 +61,7 @@ def _load(spec_or_path: Any, overrides: Sequence[str]) -> Study:
     """A Study from a spec file, a loaded Study (overrides applied to a copy) or the YAML content as a mapping."""
     import yaml
 
-    from usagg.spec.load import dump_study, load_study, study_from_mapping
+    from usagg.spec.load import API_SET, dump_study, load_study, study_from_mapping
     from usagg.spec.models import Study
 
     mapping_file = Path.cwd() / "<study mapping>"  # relative paths of a mapping are from the current folder
@@ -70,11 +70,11 @@ def _load(spec_or_path: Any, overrides: Sequence[str]) -> Study:
     if isinstance(spec_or_path, Study):
         if not overrides:
             return spec_or_path
-        return study_from_mapping(yaml.safe_load(dump_study(spec_or_path)), mapping_file, overrides)
+        return study_from_mapping(yaml.safe_load(dump_study(spec_or_path)), mapping_file, overrides, API_SET)
     if isinstance(spec_or_path, Mapping):
-        return study_from_mapping(dict(spec_or_path), mapping_file, overrides)
+        return study_from_mapping(dict(spec_or_path), mapping_file, overrides, API_SET)
     if isinstance(spec_or_path, (str, os.PathLike)):
-        return load_study(Path(spec_or_path), list(overrides))
+        return load_study(Path(spec_or_path), list(overrides), API_SET)
     raise UsaggError(
         f"a study is a spec file path, a loaded Study or the YAML content as a dict, got {type(spec_or_path).__name__}"
     )

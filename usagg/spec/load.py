@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -377,12 +378,25 @@ def _clean_loc(loc: tuple, model: type[BaseModel], extra: bool) -> tuple[list, t
 _KEY = re.compile(r"[^.\[\]=]+")
 
 
-def parse_override(expr: str) -> tuple[list[tuple[str, str]], Any]:
+@dataclass(frozen=True)
+class OverrideWording:
+    """How an error names an override: `usagg`'s `--set` flag, or `usagg.api`'s `overrides` argument (a notebook's
+    user never typed `--set`)."""
+
+    flag: str = "--set"
+    example: str = "--set training.epochs=5"
+
+
+CLI_SET = OverrideWording()
+API_SET = OverrideWording("overrides item", "overrides=['training.epochs=5']")
+
+
+def parse_override(expr: str, w: OverrideWording = CLI_SET) -> tuple[list[tuple[str, str]], Any]:
     """`a.b[2].c=value` -> ([("key","a"), ("key","b"), ("item","2"), ("key","c")], parsed YAML value)."""
     path, sep, text = expr.partition("=")
     path = path.strip()
     if not sep or not path:
-        raise SpecError(f"--set {expr!r}: expected KEY.PATH=VALUE, for example --set training.epochs=5.")
+        raise SpecError(f"{w.flag} {expr!r}: expected KEY.PATH=VALUE, for example {w.example}.")
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(path):
@@ -402,22 +416,22 @@ def parse_override(expr: str) -> tuple[list[tuple[str, str]], Any]:
         pos = m.end()
     if pos < len(path) or not tokens:
         raise SpecError(
-            f"--set {expr!r}: cannot read the key path {path!r} at character {pos + 1}; "
+            f"{w.flag} {expr!r}: cannot read the key path {path!r} at character {pos + 1}; "
             "use dotted keys and [index] or [task_id] for list items, e.g. tasks[2].type=segmentation."
         )
     try:
-        value = parse_yaml_text(text, f"--set {_short(expr)}") if text.strip() else None
+        value = parse_yaml_text(text, f"{w.flag} {_short(expr)}") if text.strip() else None
     except yaml.YAMLError as err:
-        raise SpecError(f"--set {_short(expr)}: the value is not valid YAML ({_yaml_problem(err)}).") from None
+        raise SpecError(f"{w.flag} {_short(expr)}: the value is not valid YAML ({_yaml_problem(err)}).") from None
     return tokens, value
 
 
-def apply_override(raw: dict[str, Any], expr: str, file: Path) -> tuple:
+def apply_override(raw: dict[str, Any], expr: str, file: Path, w: OverrideWording = CLI_SET) -> tuple:
     """Set one `--set` value in the raw spec, checking the key path against the Study models.
 
     Returns the canonical path (tuple of keys and indices) so validation errors can point back at it.
     """
-    tokens, value = parse_override(expr)
+    tokens, value = parse_override(expr, w)
     ann: Any = Study
     node: Any = raw
     canon: list = []
@@ -427,21 +441,21 @@ def apply_override(raw: dict[str, Any], expr: str, file: Path) -> tuple:
         if kind in ("model", "dict"):
             if not isinstance(node, dict):
                 raise SpecError(
-                    f"--set {expr}: {where} is {_short(node)} in {file}, not a mapping, so it has no key {name!r}."
+                    f"{w.flag} {expr}: {where} is {_short(node)} in {file}, not a mapping, so it has no key {name!r}."
                 )
             if kind == "model" and name not in sub.model_fields:
                 allowed = list(sub.model_fields)
                 raise SpecError(
-                    f"--set {expr}: {where} has no setting {name!r}{suggest(name, allowed)}; "
+                    f"{w.flag} {expr}: {where} has no setting {name!r}{suggest(name, allowed)}; "
                     f"allowed there: {', '.join(allowed)}."
                 )
             key: Any = name
         elif kind == "list":
             if not isinstance(node, list):
-                raise SpecError(f"--set {expr}: {where} is {_short(node)} in {file}, not a list.")
-            key = _list_index(node, name, expr, where)
+                raise SpecError(f"{w.flag} {expr}: {where} is {_short(node)} in {file}, not a list.")
+            key = _list_index(node, name, expr, where, w)
         else:
-            raise SpecError(f"--set {expr}: {where} is a single value, it has no part {name!r}.")
+            raise SpecError(f"{w.flag} {expr}: {where} is a single value, it has no part {name!r}.")
         canon.append(key)
         ann = child_annotation(ann, key)
         if i == len(tokens) - 1:
@@ -475,13 +489,13 @@ def sweep_override(expr: str) -> str:
     return f"sweep[{key}]=" + json.dumps(values)
 
 
-def _list_index(items: list, name: str, expr: str, where: str) -> int:
+def _list_index(items: list, name: str, expr: str, where: str, w: OverrideWording) -> int:
     """A list position given as an integer or, for task lists, as a task id."""
     if re.fullmatch(r"\d+", name):
         idx = int(name)
         if idx >= len(items):
             have = f"has {len(items)} items (0..{len(items) - 1})" if items else "is empty"
-            raise SpecError(f"--set {expr}: {where} {have}, no index {idx}.")
+            raise SpecError(f"{w.flag} {expr}: {where} {have}, no index {idx}.")
         return idx
     ids = [it.get("id") for it in items if isinstance(it, dict)]
     for idx, it in enumerate(items):
@@ -489,7 +503,7 @@ def _list_index(items: list, name: str, expr: str, where: str) -> int:
             return idx
     known = [str(i) for i in ids if i is not None]
     raise SpecError(
-        f"--set {expr}: {where} has no item with id {name!r}{suggest(name, known)}; ids: {', '.join(known)}."
+        f"{w.flag} {expr}: {where} has no item with id {name!r}{suggest(name, known)}; ids: {', '.join(known)}."
     )
 
 
@@ -624,32 +638,35 @@ def _paths_from_cwd(raw: dict[str, Any], canon: tuple) -> None:
             node[path[-1]] = os.path.abspath(value)
 
 
-def load_study(path: Path | str, overrides: Sequence[str] = ()) -> Study:
+def load_study(path: Path | str, overrides: Sequence[str] = (), wording: OverrideWording = CLI_SET) -> Study:
     """Load, resolve and validate a study spec; see docs/spec.md for the rules."""
     file = Path(path)
-    return study_from_mapping(read_yaml(file), file, overrides)
+    return study_from_mapping(read_yaml(file), file, overrides, wording)
 
 
-def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str] = ()) -> Study:
+def study_from_mapping(
+    raw: dict[str, Any], file: Path, overrides: Sequence[str] = (), wording: OverrideWording = CLI_SET
+) -> Study:
     """A study from YAML content as `file` would hold it (relative paths, catalogs and errors are from `file`).
 
     `--set` overrides of `tasks_from.*` apply before the catalog is resolved and
     all others after, so `tasks[2]` / `tasks[fetal_head]` address the resolved task list.
-    `raw` is not modified.
+    `raw` is not modified; `wording` names an override in errors as its caller gave it.
     """
     load_plugins()  # every registry complete before validation: a plug-in paradigm is as known as a plug-in type
     raw = copy.deepcopy(raw)
     early = [o for o in overrides if o.lstrip().startswith("tasks_from")]
     late = [o for o in overrides if o not in early]
     notes: dict[tuple, str] = {}
+    set_by = f"(set by {wording.flag} "
     for expr in early:
-        notes[apply_override(raw, expr, file)] = f"(set by --set {expr})"
+        notes[apply_override(raw, expr, file, wording)] = f"{set_by}{expr})"
     notes.update(resolve_catalog(raw, file))
     for expr in late:
-        canon = apply_override(raw, expr, file)
-        notes[canon] = f"(set by --set {expr})"
+        canon = apply_override(raw, expr, file, wording)
+        notes[canon] = f"{set_by}{expr})"
         _paths_from_cwd(raw, canon)
-    _no_set_of_a_swept_key(raw, notes, file)
+    _no_set_of_a_swept_key(raw, notes, file, wording)
     _groups_onto_tasks(raw)
     try:
         study = Study.model_validate(raw)
@@ -677,7 +694,7 @@ def study_from_mapping(raw: dict[str, Any], file: Path, overrides: Sequence[str]
     return study
 
 
-def _no_set_of_a_swept_key(raw: dict[str, Any], notes: dict[tuple, str], file: Path) -> None:
+def _no_set_of_a_swept_key(raw: dict[str, Any], notes: dict[tuple, str], file: Path, w: OverrideWording) -> None:
     """A SpecError for a `--set` of a key the sweep also sets: every point would overwrite it, so the value given
     would be dropped without a word (`--set training.epochs=3 --sweep training.epochs=1,2`)."""
     sweep = raw.get("sweep")
@@ -685,11 +702,11 @@ def _no_set_of_a_swept_key(raw: dict[str, Any], notes: dict[tuple, str], file: P
         return
     for canon, note in notes.items():
         key = ".".join(map(str, canon))
-        if canon and canon[0] != "sweep" and key in sweep and note.startswith("(set by --set "):
+        if canon and canon[0] != "sweep" and key in sweep and note.startswith(f"(set by {w.flag} "):
             raise SpecError(
-                f"{file}: --set {note.removeprefix('(set by --set ').removesuffix(')')} sets {key}, which the sweep "
-                f"sets at every point (sweep: {key}: {sweep[key]}), so the --set would be dropped: give it one way, "
-                "the --set or the sweep."
+                f"{file}: {w.flag} {note.removeprefix(f'(set by {w.flag} ').removesuffix(')')} sets {key}, which "
+                f"the sweep sets at every point (sweep: {key}: {sweep[key]}), so the {w.flag} would be dropped: give "
+                f"it one way, the {w.flag} or the sweep."
             )
 
 
