@@ -215,6 +215,32 @@ def test_a_second_spec_with_the_same_name_is_refused_unless_forced(
     assert [j.id for j in again.kept] == [done]
 
 
+def test_a_one_off_set_on_a_finished_study_warns_that_it_hides_its_done_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg run SPEC --set training.epochs=3` replaces the stored plan of the same file: the done jobs it no longer
+    lists stay on disk but leave status and compare. Nothing is deleted, so it runs, with a warning before any job
+    (and in --dry-run) naming them and the way to keep both; the spec as it was plans nothing hidden."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    assert StudyRun.prepare(load_study(spec), spec_file=spec).replaced_text() is None
+    edited = StudyRun.prepare(load_study(spec, ["training.epochs=3"]), spec_file=spec)
+    assert edited.replaced_done == [done]
+    text = edited.replaced_text() or ""
+    assert (
+        f"1 done job it no longer lists ({done})" in text and "--set name=NEW" in text and "nothing is deleted" in text
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(
+        ["run", str(spec), "--set", "training.epochs=3", "--dry-run", "--no-data-check"], monkeypatch, capsys
+    )
+    assert code == 0 and "warning:" in out and done in out and "1 done job it no longer lists" in " ".join(out.split())
+    assert RunStore(run.store.root).job_state(done) == "done"  # a dry run writes nothing
+
+
 def test_a_copy_of_the_spec_runs_unbound_and_a_moved_spec_takes_the_study_over(tmp_path: Path) -> None:
     """A copy of the spec (the same plan) runs without being bound: bound, its unchanged plan was kept beside the
     first file's edited one (two TS results per task: compare refused the store). A spec run where every bound

@@ -19,6 +19,7 @@ engine, the data check and the executors are imported by the steps that use them
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -598,6 +599,9 @@ class StudyRun:
     spec_file: Path | None = None
     #: Jobs of the store's plan that other spec files of the same name planned (kept after `--force`).
     kept: list[Job] = field(default_factory=list)
+    #: Done jobs of the stored plan that this plan (the same spec file edited, or a `--set`) no longer lists: kept on
+    #: disk, out of status and compare until the spec runs as it was (`replaced_text`).
+    replaced_done: list[str] = field(default_factory=list)
     #: How `init_store` records the spec file: "add" it to the files bound to the store, "replace" them (every
     #: bound file is gone: this one takes the study over), or "none" (a file of the same plan as the bound one).
     binding: Literal["add", "replace", "none"] = "add"
@@ -656,7 +660,10 @@ class StudyRun:
             return []
         ours = {j.id for j in self.all_jobs}
         if str(self.spec_file) not in files and not any(Path(f).is_file() for f in files):
-            self.binding = "replace"
+            self.binding = "replace"  # what it no longer plans is hidden as an edit's is (`replaced_done`)
+            with contextlib.suppress(UsaggError):  # a damaged plan.json: `init_store` repairs it, nothing to count
+                stored_ids = [j.id for j in self.store.jobs() if j.id not in ours]
+                self.replaced_done = [jid for jid in stored_ids if self.store.job_state(jid) == "done"]
             return []
         try:
             stored = self.store.jobs()
@@ -682,7 +689,23 @@ class StudyRun:
                 "both; compare needs one result per task, paradigm, fraction and seed, so add seeds or paradigms "
                 "this way, not a changed setting)."
             )
-        return others if len(set(files) | {str(self.spec_file)}) > 1 else []
+        if len(set(files) | {str(self.spec_file)}) > 1:
+            return others
+        self.replaced_done = [j.id for j in others if self.store.job_state(j.id) == "done"]
+        return []
+
+    def replaced_text(self) -> str | None:
+        """The warning a plan that hides done jobs of the stored one gets (a one-off `--set` on a finished study),
+        or None: nothing is deleted, but a user who only wanted to try one setting should know before the run."""
+        if not self.replaced_done:
+            return None
+        n, shown = len(self.replaced_done), ", ".join(self.replaced_done[:3])
+        return (
+            f"this plan of study {self.study.name!r} replaces the one stored in {self.store.root}: "
+            f"{counted(n, 'done job')} it no longer lists ({shown}{', ...' if n > 3 else ''}) stay on disk but out of "
+            "status, compare and results.csv until the spec runs as it was (nothing is deleted); to keep both "
+            f"studies, give this variant its own name ({self.wording.rename})."
+        )
 
     def next_stage(self) -> list[Job]:
         """Plan what the waiting paradigms can plan now that jobs are done; their new jobs join the run (the store
@@ -942,8 +965,9 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
         run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
-    if run.queued_note:
-        observer.warning(run.queued_note)
+    for note in (run.queued_note, run.replaced_text()):
+        if note:
+            observer.warning(note)
     if run.todo and run.study.model.weights is None:
         observer.warning(random_init_warning(run.study))
     try:
