@@ -419,10 +419,63 @@ _SCALE_TEXT = {
 }
 
 
+#: Room beyond the furthest bar or interval end on a fig_factorial panel's y axis, as a fraction of the data's span.
+EFFECT_PAD = 0.08
+
+
+def _effect_ylim(values: list[float]) -> tuple[float, float] | None:
+    """A fig_factorial panel's y limits: zero, every bar and every interval end inside, EFFECT_PAD of the span to
+    spare on each side; None when nothing finite is drawn (matplotlib's default then)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    lo, hi = min(0.0, float(v.min())), max(0.0, float(v.max()))
+    if hi - lo <= 0:
+        return None
+    pad = EFFECT_PAD * (hi - lo)
+    return lo - pad, hi + pad
+
+
+#: A row of fig_factorial keeps one y range for its panels while that range is at most this multiple of each
+#: panel's own span: designs on a like scale stay comparable bar for bar, ten times apart they get axes of their own.
+COMMON_RANGE = 2.0
+
+
+def _row_ylims(panels: list[list[float]]) -> tuple[list[tuple[float, float] | None], bool]:
+    """One row's y limits per panel (their bars and interval ends) and whether the row shares them: the union of
+    the panels' ranges where it is at most COMMON_RANGE times every panel's own span, else each panel its own."""
+    own = [_effect_ylim(v) for v in panels]
+    spans = [lim[1] - lim[0] for lim in own if lim is not None]
+    if len(spans) < 2:
+        return own, True
+    union = _effect_ylim([v for vals in panels for v in vals])
+    assert union is not None  # spans has entries: some value is finite and not zero
+    if union[1] - union[0] > COMMON_RANGE * min(spans):
+        return own, False
+    return [union if lim is not None else None for lim in own], True
+
+
+def _ylim_text(shown: list[str], own: list[str]) -> str:
+    """fig_factorial's caption sentence on which rows share a y range."""
+    if not own:
+        return " The panels of a row share one y range."
+    every = " Each panel has its own y range (read its ticks): bar heights compare within a panel, not across designs."
+    if len(own) == len(shown):
+        return every
+    rows = ", ".join(sc.replace("_", " ") for sc in own)
+    return (
+        f" In the {rows} {'row' if len(own) == 1 else 'rows'} each panel has its own y range (read its ticks): bar "
+        "heights compare within a panel, not across designs; in the other rows a row's panels share one."
+    )
+
+
 def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
     """The main effects and interaction of each complete 2x2 (usagg/analysis/factorial.py) with their 95 % intervals:
-    a row of panels per scale, each with its own y axis in that scale's unit (% and log points are not one axis),
-    a column per design; None without a complete design."""
+    a row of panels per scale (% and log points are not one axis), a column per design; None without a complete
+    design. No sharey: a row's panels get one y range only where their own ranges are alike (_row_ylims), else each
+    its own, labelled: one design's intervals can be ten times another's (CG's over a few clinical groups), and a
+    common axis would flatten the other design's bars."""
     comp = a.comp
     f = max(comp.fractions)
     done = [d for d in designs(comp) if d.complete]
@@ -431,8 +484,10 @@ def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
     shown = scales_shown(comp)
     by = {(s.paradigm, s.name): s for s in a.stats if s.fraction == f and s.name.startswith("2x2 ")}
     fig = _new(PAGE_W if len(done) > 1 else COLUMN_W, 0.5 + 1.45 * len(shown))
-    grid = fig.subplots(len(shown), len(done), squeeze=False, sharex=True, sharey="row")
+    grid = fig.subplots(len(shown), len(done), squeeze=False, sharex=True)  # no sharey: see docstring
     x = np.arange(len(EFFECTS), dtype=float)
+    drawn: list[list[list[float]]] = [[] for _ in shown]  # per row, per panel: its bars and interval ends
+    own: list[str] = []  # the scales whose row gives each panel a y range of its own
     for r, (row, scale) in enumerate(zip(grid, shown, strict=True)):
         for ax, d in zip(row, done, strict=True):
             stats = [by.get((d.paradigm, stat_name(e, scale))) for e in EFFECTS]
@@ -442,12 +497,19 @@ def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
             if ends:  # a bootstrap interval need not contain the mean: drawn as a range, not as error bars
                 _range_bar(ax, [e[0] for e in ends], [e[1][0] for e in ends], [e[1][1] for e in ends], vertical=True)
             ax.axhline(0, color="black", linewidth=0.6)
+            drawn[r].append([*vals, *(v for e in ends for v in e[1])])
             ax.set_xticks(x, list(EFFECTS))
             ax.grid(axis="y", color="0.9", linewidth=0.5)
             ax.set_axisbelow(True)
             if r == 0:
                 ax.set_title(f"{d.paradigm}: {d.cells(comp.baseline)}")
         row[0].set_ylabel(f"mean effect, {scale.replace('_', ' ')}\n({_AXIS_UNITS.get(scale, scale)})")
+        limits, common = _row_ylims(drawn[r])
+        if not common:
+            own.append(scale)
+        for ax, lim in zip(row, limits, strict=True):
+            if lim is not None:
+                ax.set_ylim(*lim)
     n = {d.paradigm: by.get((d.paradigm, stat_name("interaction", shown[0]))) for d in done}
     tasks = ", ".join(f"{p} {s.n} tasks" for p, s in n.items() if s is not None)
     cap = (
@@ -457,7 +519,7 @@ def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
         "the design's paradigm. One row per scale, each with its own axis and unit ("
         + "; ".join(_SCALE_TEXT.get(sc, sc) for sc in shown)
         + f"; the statistics' scale is {comp.scale}). Ranges: 95 % wild cluster bootstrap intervals, the tasks of "
-        "one clinical group one cluster."
+        "one clinical group one cluster." + (_ylim_text(shown, own) if len(done) > 1 else "")
     )
     return fig, cap
 
