@@ -9,7 +9,7 @@
 The same service as `usagg run` (usagg/service.py) and the same run store, so the
 CLI and this module can take turns on one study. User errors are `UsaggError`
 (a bad spec: `SpecError`; a dataset with problems: `DataError`, listing them), naming
-this module's arguments (`paradigms=`, `device=`), never `usagg run`'s flags. The read
+this module's arguments (`paradigms=`, `device=`), never `usagg run`'s flags; all three import from here. The read
 functions only read (a store's stale results.csv is rebuilt in memory, not written).
 No torch is imported here; pandas only inside the functions that return a DataFrame.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.engine.progress import Progress  # what on_progress hears; torch-free (as usagg.engine is at import)
-from usagg.errors import UsaggError
+from usagg.errors import DataError, SpecError, UsaggError  # what the functions raise, for `except`
 from usagg.service import RunObserver, RunResult
 
 if TYPE_CHECKING:
@@ -32,7 +32,18 @@ if TYPE_CHECKING:
     from usagg.plan import Job
     from usagg.spec.models import Study
 
-__all__ = ["Progress", "RunObserver", "RunResult", "load_history", "load_results", "plan", "run_study"]
+__all__ = [
+    "DataError",
+    "Progress",
+    "RunObserver",
+    "RunResult",
+    "SpecError",
+    "UsaggError",
+    "load_history",
+    "load_results",
+    "plan",
+    "run_study",
+]
 
 #: Columns of `load_history` before the per-metric selection columns (`select_<METRIC>`).
 HISTORY_COLUMNS: tuple[str, ...] = (

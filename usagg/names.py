@@ -16,8 +16,11 @@ def is_plain_name(value: object) -> bool:
 
 
 def suggest(name: str, choices: Sequence[str]) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    """' (did you mean 'x'?)' when a close match exists (the same name in another case first: `ts` for TS, which
+    difflib scores far apart), else ''."""
+    names = [str(c) for c in choices]
+    same = [c for c in names if c.casefold() == str(name).casefold() and c != str(name)]
+    close = same or difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

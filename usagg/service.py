@@ -322,7 +322,7 @@ def make_selection(
     known = sorted({j.paradigm for j in jobs} | set(waiting_names))
     bad = [p for p in paradigms if p not in known]
     if bad:
-        named = ", ".join(f"{wording.value(p)}{suggest(p, known)}" for p in bad)
+        named = ", ".join(f"{wording.value(p)}{suggest(p, known)}" for p in bad)  # `ag` is pointed to AG
         raise UsaggError(f"{wording.paradigm}{named}: this study plans {', '.join(known)}")
     if paradigms:
         jobs = [j for j in jobs if j.paradigm in paradigms]
@@ -599,6 +599,8 @@ class StudyRun:
     spec_file: Path | None = None
     #: Jobs of the store's plan that other spec files of the same name planned (kept after `--force`).
     kept: list[Job] = field(default_factory=list)
+    #: Jobs to do that reuse another job's result instead of training (`_twins`), job id -> the job it reuses.
+    twins: dict[str, str] = field(default_factory=dict)
     #: Done jobs of the stored plan that this plan (the same spec file edited, or a `--set`) no longer lists: kept on
     #: disk, out of status and compare until the spec runs as it was (`replaced_text`).
     replaced_done: list[str] = field(default_factory=list)
@@ -748,6 +750,36 @@ class StudyRun:
             for jid, state in self.states.items()
             if state != "done" and (state != "failed" or self.retry_failed) and jid not in self.queued
         ]
+        self.twins = self._twins()
+        self.todo = [jid for jid in self.todo if jid not in self.twins]
+
+    def _twins(self) -> dict[str, str]:
+        """Jobs to do whose hash another job of the plan shares (a CG job of a one-task group and TSM on that task;
+        CGD's and TS's): one training, so each reuses the first done job of its hash, else the first one to do
+        (`reuse_twins` fills it once that one is done)."""
+        by_hash: dict[str, list[str]] = {}
+        for j in self.all_jobs:
+            by_hash.setdefault(j.hash, []).append(j.id)
+        out: dict[str, str] = {}
+        todo = set(self.todo)
+        for ids in by_hash.values():
+            if len(ids) < 2 or not todo & set(ids):
+                continue
+            done = [jid for jid in ids if self.store.job_state(jid) == "done"]
+            source = done[0] if done else next(jid for jid in ids if jid in todo)
+            out.update({jid: source for jid in ids if jid != source and jid in todo})
+        return out
+
+    def reuse_twins(self) -> list[str]:
+        """Fill every twin whose source is done now (`RunStore.reuse`); the ids filled. A twin whose source failed
+        stays to do: the next run trains or reuses it."""
+        filled = []
+        for jid, source in list(self.twins.items()):
+            if self.store.job_state(source) == "done" and self.store.job_state(jid) != "done":
+                self.store.reuse(jid, source)
+                filled.append(jid)
+                del self.twins[jid]
+        return filled
 
     def _still_queued(self) -> tuple[dict[str, str], str | None]:
         """Jobs not done that a `usagg run` submitted to Slurm and stopped waiting for (Ctrl-C, a lost login) whose
@@ -780,6 +812,8 @@ class StudyRun:
         """What running would do to a selected job: run, resume (a checkpoint is there), or skip and why."""
         if job_id in self.todo:
             return "resume" if self.store.has_checkpoint(job_id) else "run"
+        if job_id in self.twins:
+            return f"reuse {self.twins[job_id]} (the same settings, one training)"
         if job_id in self.queued:
             return f"skip (queued on Slurm as {self.queued[job_id]})"
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
@@ -887,6 +921,9 @@ class RunObserver:
     def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
         """A staged paradigm was planned from the jobs just done: `jobs` join the run (`run.todo` of them run)."""
 
+    def reused(self, run: StudyRun, job_ids: list[str]) -> None:
+        """Jobs filled from a done job of the same hash instead of training (`StudyRun.reuse_twins`)."""
+
     def running(self, todo: list[str]) -> AbstractContextManager[object]:
         """Around one executor call running `todo` (the CLI's live display)."""
         return nullcontext()
@@ -971,10 +1008,13 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     if run.todo and run.study.model.weights is None:
         observer.warning(random_init_warning(run.study))
     try:
+        _reuse(run, observer)
         _run_todo(run, observer)
+        _reuse(run, observer)
         while new := run.next_stage():
             observer.stage_started(run, new)
             _run_todo(run, observer)
+            _reuse(run, observer)
         for w in run.waiting:
             observer.waiting(run, w)
         result = run.finish()
@@ -1004,6 +1044,13 @@ def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
             if isinstance(entry, dict) and entry.get("steps") == 0:
                 out.append(f"{task} ({jid})")
     return out
+
+
+def _reuse(run: StudyRun, observer: RunObserver) -> None:
+    """Fill the twins whose source is done (`StudyRun.reuse_twins`) and say so."""
+    filled = run.reuse_twins()
+    if filled:
+        observer.reused(run, filled)
 
 
 def _run_todo(run: StudyRun, observer: RunObserver) -> None:

@@ -905,6 +905,28 @@ class RunStore:
         """Write metrics.json (the engine's result for the job) with the checksum `metrics` verifies."""
         return write_json_checked(self.paths(job_id).metrics, metrics)
 
+    def reuse(self, job_id: str, source_id: str) -> None:
+        """Fill a job from a done job of the same hash instead of training it again: the hash holds exactly the
+        settings that change a result (usagg/spec/jobhash.py), so a CG job of a one-task group and TSM on that
+        task, or CGD's and TS's, are one training. The source's files are copied (checkpoints and predictions
+        hard-linked where the filesystem allows: they are never rewritten in place), its metrics.json names this
+        job and `reused_from`, and the job is done with `reused_from` in job.json; written under the job's lock."""
+        import shutil
+
+        metrics = self.metrics(source_id)
+        if metrics is None or self.job_state(source_id) != "done":
+            raise UsaggError(f"job {source_id} is not done with its metrics, so {job_id} cannot reuse its result")
+        src, dst = self.paths(source_id), self.paths(job_id)
+        with self.lock(job_id):
+            for name in ("history.csv", "item_scores.json", "splits.json", "affinity.json"):
+                if (src.folder / name).is_file():
+                    shutil.copyfile(src.folder / name, dst.folder / name)
+            for folder in (src.predictions, src.checkpoints):
+                if folder.is_dir():
+                    shutil.copytree(folder, dst.folder / folder.name, copy_function=_link_or_copy, dirs_exist_ok=True)
+            self.write_metrics(job_id, {**metrics, "job_id": job_id, "reused_from": source_id})
+            self.set_state(job_id, "done", expect=("pending", "failed"), reused_from=source_id)
+
     def error_text(self, job_id: str) -> str | None:
         """error.txt (the traceback of the last failed attempt), None when there is none."""
         path = self.paths(job_id).error
@@ -1139,3 +1161,15 @@ def results_damage(path: Path) -> str | None:
         return f"not a CSV text file ({type(err).__name__})"
     missing = [c for c in required if c not in header]
     return f"its header lacks {', '.join(missing)}" if missing else None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link of a file no writer rewrites in place (atomic writers replace it), else a copy."""
+    import shutil
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dst)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

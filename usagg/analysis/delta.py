@@ -254,8 +254,11 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
     baseline = baseline or inp.settings.baseline
     paradigms = table.paradigms
     if baseline not in paradigms:
+        from usagg.names import suggest
+
+        hint = suggest(baseline, paradigms)  # names are case-sensitive, as in the spec: `ts` is pointed to TS
         raise UsaggError(
-            f"baseline {baseline!r} has no results in {inp.source}; paradigms present: {', '.join(paradigms)}"
+            f"baseline {baseline!r} has no results in {inp.source}{hint}; paradigms present: {', '.join(paradigms)}"
         )
     values: dict[tuple[float, str, str], list[float]] = {}
     per_seed: dict[tuple[float, str, str], dict[int, float]] = {}

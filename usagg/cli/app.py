@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from usagg import __version__
 from usagg.cli import analysis, cache, data, init, registry, repair, runs, spec_cmds, synth, weights
+from usagg.cli.stores import study_folder_checked
 from usagg.errors import UsaggError
 from usagg.safepath import printable
 from usagg.signals import exit_on_sigterm
@@ -47,6 +48,9 @@ def _root(
 
 for _module in (init, spec_cmds, synth, data, runs, repair, analysis, cache, registry, weights):
     _module.register(app)
+for _info in app.registered_commands:  # every RUN_DIR (status, compare, repair, ...): a study folder is pointed to
+    if _info.callback is not None:  # the run store its spec names (usagg/cli/stores.py)
+        _info.callback = study_folder_checked(_info.name or _info.callback.__name__, _info.callback)
 
 
 #: typer's annotation labels and what help shows instead.

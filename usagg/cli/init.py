@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,11 +111,41 @@ def _renamed(text: str, source: str, target: Path, name: str) -> str:
     stem = re.escape(source)
     plain = parse_yaml_text(f"name: {name}", "the study's name") == {"name": name}  # `123`, `1e5`, `on`: quoted
     by = {"studies": shown_path(target), "name": f"name: {name if plain else json.dumps(name)}"}
-    return re.sub(
-        rf"(?m)\b(studies)/{stem}\.yaml|^(name): {stem}$|\b(runs|reports)/{stem}\b",
-        lambda m: by.get(m.group(m.lastindex or 0), f"{m.group(m.lastindex or 0)}/{name}"),
-        text,
-    )
+    pattern = re.compile(rf"\b(studies)/{stem}\.yaml|^(name): {stem}$|\b(runs|reports)/{stem}\b")
+
+    def renamed(part: str) -> str:
+        return pattern.sub(lambda m: by.get(m.group(m.lastindex or 0), f"{m.group(m.lastindex or 0)}/{name}"), part)
+
+    return _aligned(text.split("\n"), renamed)
+
+
+#: A comment line of a command and its own comment (`#   usagg run studies/demo.yaml      # what it does`), where
+#: consecutive such lines line their comments up in one column.
+_COMMENTED = re.compile(r"^(#\s+\S.*?)(\s{2,})(#\s.*)$")
+
+
+def _aligned(lines: list[str], renamed: Callable[[str], str]) -> str:
+    """The lines, each `renamed`, joined: in each run of `_COMMENTED` lines, the command and its comment are
+    renamed apart and the comments put in one column again, as far right of the longest command as they were in
+    the shipped text (a longer path would push one comment out of line, a shorter one pull it in)."""
+    from rich.cells import cell_len  # terminal cells: a folder name in wide characters still lines up
+
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        block = []
+        while i < len(lines) and (m := _COMMENTED.match(lines[i])):
+            block.append(m)
+            i += 1
+        if not block:
+            out.append(renamed(lines[i]))
+            i += 1
+            continue
+        gap = min(len(m.group(2)) for m in block)  # the shipped space after the longest command
+        parts = [(renamed(m.group(1)), renamed(m.group(3))) for m in block]
+        column = max(cell_len(code) for code, _ in parts) + gap
+        out += [f"{code}{' ' * (column - cell_len(code))}{comment}" for code, comment in parts]
+    return "\n".join(out)
 
 
 def shown_path(path: Path) -> str:

@@ -321,6 +321,7 @@ class ConsoleObserver(RunObserver):
         self.say(
             f"study [bold]{escape(run.study.name)}[/]: {counted(len(run.jobs), 'job')} selected, "
             f"{len(run.todo)} to run, {len(run.done)} done"
+            + (f", {len(run.twins)} to reuse a job of the same settings" if run.twins else "")
             + (f", {len(skipped)} failed skipped (use --retry-failed)" if skipped else "")
             + f"; store {escape(printable(str(store.root)))}"
         )
@@ -329,6 +330,11 @@ class ConsoleObserver(RunObserver):
         from rich.markup import escape
 
         self.console.print(f"[bold yellow]warning:[/] {escape(printable(message))}")
+
+    def reused(self, run: StudyRun, job_ids: list[str]) -> None:
+        for jid in job_ids:
+            source = run.store.job_record(jid).get("reused_from")
+            self.say(f"{jid}: [green]done[/], the result of {source} (the same settings: one training, not two)")
 
     def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
         if self.clock is not None:

@@ -300,6 +300,7 @@ def format_validation_error(
     as "(set by --set ...)" or "(task 'x' from catalog ...)".
     """
     by_path: dict[str, list[str]] = {}
+    noted: dict[str, list[str]] = {}  # path -> its notes, said once after every alternative
     order: list[str] = []
     for e in err.errors(include_url=False):
         parts, parent = _clean_loc(e["loc"], model, e["type"] == "extra_forbidden")
@@ -333,15 +334,15 @@ def format_validation_error(
                 and not (isinstance(e["input"], str) and shown in msg)
             ):
                 msg = f"got {shown}; {msg[0].lower()}{msg[1:]}"
-        for start, note in (notes or {}).items():
-            if tuple(parts[: len(start)]) == start:
-                msg += f" {note}"
         if path not in by_path:
-            by_path[path] = []
+            by_path[path], noted[path] = [], []
             order.append(path)
+        for start, note in (notes or {}).items():
+            if tuple(parts[: len(start)]) == start and note not in noted[path]:
+                noted[path].append(note)
         if msg not in by_path[path]:  # union branches: one line, alternatives joined by "or"
             by_path[path].append(msg if not by_path[path] else re.sub(r"^got .*?; ", "", msg))
-    lines = [f"  - {p + ': ' if p else ''}{', or '.join(by_path[p])}" for p in order]
+    lines = [f"  - {p + ': ' if p else ''}{' '.join([', or '.join(by_path[p]), *noted[p]])}" for p in order]
     n = len(order)
     head = f"{file}: invalid {what} ({counted(n, 'problem')}):"
     return "\n".join([head, *lines])

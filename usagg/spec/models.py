@@ -1176,6 +1176,29 @@ class Study(Strict):
             )
         return v
 
+    @field_validator("output_root")
+    @classmethod
+    def _output_root_is_no_file(cls, v: Path) -> Path:
+        """A file where the run stores' folder (or one of its parents) should be is refused now, not when the run
+        first writes into it, after the data check."""
+        import os
+        import stat
+
+        for path in (v, *v.parents):
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:  # not there yet (created by the run), or not readable: the run says
+                continue
+            if not stat.S_ISDIR(mode):
+                what = "a file" if stat.S_ISREG(mode) else "not a folder"
+                where = f"{path} is {what}" if path == v else f"{path}, a parent of {v}, is {what}"
+                raise ValueError(
+                    f"{where}; output_root is the folder holding the run stores (each <output_root>/<name>): give "
+                    "a folder, or a path not there yet, which the run creates"
+                )
+            break
+        return v
+
     @model_validator(mode="after")
     def _slurm_output_root(self) -> Study:
         """Under Slurm the run store's folder reaches `#SBATCH --output/--error`, where Slurm and submitit read `%`

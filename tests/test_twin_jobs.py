@@ -1,0 +1,55 @@
+"""Jobs of one hash are one training: a CG job of a one-task clinical group and TSM on that task (the same data, MoE
+on), CGD's and TS's. The run trains one and fills the other from it (`RunStore.reuse`), as a new user found the
+demo training both (identical DSC, twice the time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_run import run_cli
+
+from tests.tiny_study import CARDIAC, MALIGNANCY, NODULE, write_tiny_study
+from usagg import api
+from usagg.plan import plan
+from usagg.spec.load import load_study
+from usagg.store import RunStore
+
+
+def test_a_one_task_groups_cg_job_reuses_tsm_on_its_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_tiny_study(
+        tmp_path / "s.yaml", "twins", tmp_path, paradigms=("TS", "CG", "TSM"), tasks=(MALIGNANCY, NODULE, CARDIAC),
+        output_root=tmp_path / "runs",
+    )  # fmt: skip
+    jobs = {j.id: j for j in plan(load_study(spec))}
+    cg = next(j for j in jobs.values() if j.paradigm == "CG" and j.task_ids == ["cardiac_chambers"])
+    tsm = next(j for j in jobs.values() if j.paradigm == "TSM" and j.task_ids == ["cardiac_chambers"])
+    assert cg.hash == tsm.hash and len({j.hash for j in jobs.values()}) == len(jobs) - 1
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and f"reuse {cg.id}" in flat  # plan order: CG before TSM, so TSM reuses CG's training
+
+    result = api.run_study(spec)
+    store = RunStore(result.store_root)
+    assert result.ok and store.job_state(tsm.id) == "done" and store.job_record(tsm.id)["reused_from"] == cg.id
+    assert store.job_record(tsm.id)["attempts"] == 0  # never trained
+    a, b = store.metrics(cg.id), store.metrics(tsm.id)
+    assert a is not None and b is not None and b["job_id"] == tsm.id and b["reused_from"] == cg.id
+    assert a["tasks"] == b["tasks"]
+    src, dst = store.paths(cg.id), store.paths(tsm.id)
+    for name in ("item_scores.json", "history.csv", "splits.json"):
+        assert (dst.folder / name).read_bytes() == (src.folder / name).read_bytes()
+    for f in src.checkpoints.iterdir():
+        assert (dst.checkpoints / f.name).stat().st_ino == f.stat().st_ino  # hard-linked, not copied
+    df = api.load_results(result)
+    heart = df[df["task"] == "cardiac_chambers"].pivot_table(index="metric", columns="paradigm", values="value")
+    assert len(heart) > 0 and (heart["CG"] == heart["TSM"]).all()
+
+    store.set_state(tsm.id, "pending")  # a repair sends it back: the next run reuses again, trains nothing
+    again = api.run_study(spec)
+    assert again.ok and RunStore(again.store_root).job_record(tsm.id)["reused_from"] == cg.id
+    assert json.loads(store.paths(tsm.id).record.read_text())["state"] == "done"
