@@ -227,3 +227,27 @@ def test_a_submission_outside_an_array_is_a_line_per_job_and_quiet_says_none() -
     with PlainDisplay(console, 1, quiet=True) as display:
         display.on_event("TS-a", "submitted", {"slurm_job_id": "1001_0"})
     assert buf.getvalue() == ""
+
+
+def test_at_80_columns_a_running_job_keeps_its_whole_id_and_both_etas() -> None:
+    """A new user's 80-column terminal cut both the job id and the ETAs ('AU-all-f1-s0-a45d1d… job eta 16-6…'): a
+    narrow terminal gets two lines a job, wrapped at spaces, nothing cut; a wide one keeps a line a job."""
+    t = [0.0]
+    for width, lines_a_job in ((80, 2), (200, 1)):
+        buf = io.StringIO()
+        console = Console(file=buf, width=width, force_terminal=False, color_system=None)
+        clock = Clock(n_jobs=4, now=lambda: t[0])
+        display = RichDisplay(console, clock)
+        job = "AU-all-f1-s0-a45d1d7f"
+        display.on_event(job, "started", {"device": "cpu (1 thread)"})
+        for epoch in range(2):
+            for step in range(1, 5):
+                t[0] = 10.0 * epoch + 2.5 * step
+                display.on_progress(Progress(job, "train", epoch, 7, step, 4, loss=0.4123, images_per_s=57.1))
+        console.print(display.progress.get_renderable())
+        rows = [line.rstrip() for line in buf.getvalue().splitlines()]
+        text = " ".join(" ".join(rows).split())
+        assert f"{job} on cpu (1 thread)" in text and "job eta 37-75 s" in text and "study eta " in text, text
+        assert "…" not in text and max(len(r) for r in rows) <= width
+        at = next(i for i, r in enumerate(rows) if job in r)
+        assert ("epoch 2/7" in rows[at]) == (lines_a_job == 1)

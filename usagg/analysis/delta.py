@@ -404,7 +404,7 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
 
 
 #: A job lost at least this share of the baseline's skill (its distance to the metric's worst value, chance for an
-#: AUC above it): what a failed training run looks like, where transfer seldom takes a task all the way down.
+#: AUC above it): a failed training run, or a transfer that took all of it, named for a reader to tell which.
 COLLAPSE_SHARE = 0.9
 
 

@@ -163,9 +163,9 @@ def collapse_notes(comp: Comparison) -> list[str]:
     )  # fmt: skip
     return [
         f"Collapsed: {listed}: lost at least {COLLAPSE_SHARE * 100:.0f} % of {comp.baseline}'s distance to the "
-        "metric's worst value (chance for an AUC), a drop that marks a failed run (a head predicting nothing, or one "
-        "class) more often than transfer: look at its training curve (fig_curves) before reading its Δ; kept in "
-        "every aggregate and test."
+        "metric's worst value (chance for an AUC): a failed run (a head predicting nothing, or one class) or a "
+        "transfer that took all the task's skill; its training curve (fig_curves: a loss that never fell, or one "
+        "that fell while the metric did not) tells which; kept in every aggregate and test."
     ]
 
 

@@ -258,29 +258,43 @@ class Notices:
         return f"submitted {job_id} to Slurm as job {slurm_job}" if slurm_job else f"{job_id} submitted"
 
 
+#: The terminal width from which a running job's row holds everything on one line (its id and device, the bar,
+#: its epoch, loss, speed and both ETAs); narrower ones get two lines a job.
+WIDE = 160
+
+
 class RichDisplay:
     """rich progress: the jobs bar and a row per running job with its epoch, step, loss, img/s and ETAs (terminal
     only)."""
 
     def __init__(self, console: Console, clock: Clock | int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         self.console = console
         self.clock = Clock(clock) if isinstance(clock, int) else clock
         n_jobs = self.clock.n_jobs
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        if console.width >= WIDE:  # a row per job: id, bar, steps, its epoch, loss, speed and ETAs, elapsed
+            columns: tuple[Any, ...] = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+        else:  # two lines a job, wrapped, never cut: at 80 columns one line kept neither the id nor the ETAs
+            info = Column(overflow="fold", ratio=1)
+            columns = (TextColumn("{task.description}{task.fields[info]}", table_column=info), BarColumn(12))
+            columns += (MofNCompleteColumn(),)
+        self.wide = console.width >= WIDE
+        self.progress = Progress(*columns, TimeElapsedColumn(), console=console, transient=False, expand=not self.wide)
         self.jobs = self.progress.add_task("jobs", total=n_jobs, completed=self.clock.ended, info="")
         self.rows: dict[str, Any] = {}  # running job id -> its row (rich's task id)
         self.notices = Notices(self.clock)
         self.unnamed: set[str] = set()  # running jobs whose device only their start report names
+
+    def _info(self, text: str) -> str:
+        """A row's progress text as its layout shows it: a column of its own, or a second line under the id."""
+        return text if self.wide or not text else f"\n  {text}"
 
     def __enter__(self) -> RichDisplay:
         self.progress.__enter__()
@@ -293,7 +307,7 @@ class RichDisplay:
 
     def _row(self, job_id: str) -> Any:
         if job_id not in self.rows:
-            self.rows[job_id] = self.progress.add_task(job_id, total=1, info="starting")
+            self.rows[job_id] = self.progress.add_task(job_id, total=1, info=self._info("starting"))
         return self.rows[job_id]
 
     def _say(self, text: str | None, style: str = "") -> None:
@@ -331,7 +345,7 @@ class RichDisplay:
         if event == "failed":
             self._say(event_text(job_id, event, info, took), "red")
         study = self.clock.study_eta()
-        self.progress.update(self.jobs, info=f"study eta {eta_text(study)}" if study is not None else "")
+        self.progress.update(self.jobs, info=self._info(f"study eta {eta_text(study)}" if study is not None else ""))
 
     def on_progress(self, p: Progress) -> None:
         if p.phase == "start":
@@ -346,7 +360,7 @@ class RichDisplay:
             self._row(p.job_id),
             total=max(1, p.epochs * p.steps),
             completed=p.epoch * p.steps + p.step,
-            info=progress_text(p, self.clock),
+            info=self._info(progress_text(p, self.clock)),
         )
 
 
