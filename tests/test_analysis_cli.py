@@ -331,3 +331,22 @@ def test_compare_out_never_replaces_what_it_read(run_dir: Path, tmp_path: Path, 
     res = usagg("compare", str(run_dir), "--out", str(run_dir / "study.yaml"), cwd=tmp_path)
     assert res.returncode == 2 and "inside the run store" in res.stderr and "Traceback" not in res.stderr
     assert (run_dir / "study.yaml").read_bytes() == study
+
+
+def test_report_refuses_to_overwrite_a_report_md_it_did_not_write(
+    small_run: Path, tmp_path: Path, usagg: Callable[..., Result]
+) -> None:
+    """A user's own paper/report.md (no usagg manifest beside it) is never overwritten: exit 2, a paragraph naming
+    the file and what to do, nothing written; a folder usagg's report wrote is regenerated as before."""
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "report.md").write_text("my own draft\n")
+    res = usagg("report", str(small_run), "--out", str(paper), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{paper / 'report.md'} exists" in res.stderr and "--out" in res.stderr, res.stderr
+    assert (paper / "report.md").read_text() == "my own draft\n" and sorted(p.name for p in paper.iterdir()) == [
+        "report.md"
+    ]
+    ours = tmp_path / "ours"
+    assert usagg("report", str(small_run), "--out", str(ours), cwd=tmp_path).returncode == 0
+    assert usagg("report", str(small_run), "--out", str(ours), cwd=tmp_path).returncode == 0  # its own: regenerated

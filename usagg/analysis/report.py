@@ -48,6 +48,7 @@ from usagg.analysis.tables import (
     steps_ratio,
 )
 from usagg.atomic import write_text_atomic
+from usagg.errors import UsaggError
 from usagg.safepath import real_folder
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
@@ -316,6 +317,19 @@ def _previous_manifest(folder: Path) -> list[str]:
     return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
+def _not_someone_elses(folder: Path) -> None:
+    """UsaggError before anything is written where the folder holds a report.md or report.html no usagg report
+    wrote (no MANIFEST): a user's own paper/report.md would be overwritten."""
+    if (folder / MANIFEST).is_file():
+        return
+    theirs = [folder / name for name in ("report.md", "report.html") if (folder / name).exists()]
+    if theirs:
+        raise UsaggError(
+            f"{theirs[0]} exists and {folder} holds no report of usagg (no {MANIFEST}), so `usagg report` would "
+            "overwrite it; give a new or empty folder with --out, or move that file away first"
+        )
+
+
 def _remove_stale(folder: Path, written: list[Path]) -> None:
     """Remove what the previous report listed and this one did not write; nothing else is ever deleted.
 
@@ -350,6 +364,7 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
             provenance(point.inp)
         return write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
     prov = provenance(a.inp)
+    _not_someone_elses(folder)
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
     figs = render(a, folder / "figures", "png", dpi)

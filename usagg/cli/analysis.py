@@ -279,7 +279,12 @@ def plot_cmd(
 
 def report_cmd(
     run_dir: Path | None = _RUN_DIR,
-    out: Path | None = typer.Option(None, "--out", help="Report folder (default: reports/<study>/); regenerated."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Report folder (default: reports/<study>/); regenerated, but a report.md it did not write is never "
+        "overwritten.",
+    ),
     baseline: str | None = _BASELINE,
     results: Path | None = _RESULTS,
     root: Path = _ROOT,
