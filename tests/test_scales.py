@@ -249,6 +249,6 @@ def test_a_job_that_lost_nearly_all_of_the_baselines_skill_is_named_collapsed(tm
     assert found == [("y", "AU", 1, 0.52), ("z", "AU", 0, 0.05)]
     (note,) = collapse_notes(comp)
     assert note.startswith("Collapsed: AU y seed 1 (AUC 0.520 against TS's 0.800); AU z seed 0 (DSC 0.050 against")
-    assert "z seed 1" not in note and "fig_curves" in note
+    assert "z seed 1" not in note and "history.csv" in note
     assert "Collapsed: AU y seed 1" in compare_output(analyse(_input(_results(tmp_path, vals, CHANCE_METRIC))), "table")
     assert collapse_notes(compare(_input(_results(tmp_path, CHANCE_VALUES, CHANCE_METRIC)))) == []

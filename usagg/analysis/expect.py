@@ -13,10 +13,12 @@ both are in it (as in the advice, usagg/analysis/advise.py): with >= 2 seeds a t
 `seed_interval`'s delta method; a difference: the paired seed differences, `Comparison.seed_deltas`) whose
 variance adds the test set's, read off a percentile bootstrap of the seed-mean value over the test images the
 jobs scored (item_scores.json, usagg/analysis/task_ci.py; the same resamples for every job of a value, so a Δ is
-paired); with one seed that bootstrap interval alone. Where no job scored per-image (a metric other than the
-primary, an imported results CSV), a seed interval is marked "seeds only"; one seed then has no interval. The
-tables and figures show the seed interval (usagg/analysis/uncertainty.py `shown_interval`): a verdict is read on
-a wider one, where the test set is small.
+paired), never narrower than the seed interval alone (`widest`: with the test set's variance taken as known,
+Welch's df grows and its smaller t quantile could shrink it); with one seed that bootstrap interval alone.
+Coverage with known answers: docs/benchmarks.md, "Expectation intervals". Where no job scored per-image (a
+metric other than the primary, an imported results CSV), a seed interval is marked "seeds only"; one seed then has
+no interval. Figure 3 and the CSV's ci_low/ci_high show the seed interval (usagg/analysis/uncertainty.py
+`shown_interval`); a Δ's verdict interval is the uncertainty table's "seeds + test set" column (`BOTH`).
 - ag_groups: the adjusted Rand index of AG's grouping against the expected one (usagg/grouping.py), for each seed
   AG ran at the largest fraction, averaged over those seeds; no interval.
 
@@ -40,13 +42,14 @@ from usagg.analysis.tables import Cellv, Interval, Table
 from usagg.analysis.task_ci import metric_ci, percentile_ci, resampled_deltas, resampled_means
 from usagg.analysis.uncertainty import (
     LEVEL,
+    TEST_SET,
     interval_variance,
     item_scores_reader,
     job_ids,
     seed_interval,
-    shown_interval,
     t_interval,
-    test_set_variances,
+    widest,
+    with_test_set,
 )
 from usagg.errors import UsaggError
 from usagg.tasktypes import metric_bounds
@@ -95,7 +98,7 @@ class _Context:
     comp: Comparison
     stats: list[Stat]
     fraction: float
-    test_var: dict[str, dict[str, float]]  # task -> paradigm -> the test set's variance of its seed-mean Δ
+    test_ci: dict[tuple[str, str], tuple[float, float]]  # (task, paradigm) -> the test-set bootstrap CI of its Δ
     scores: Callable[[str | None], dict[str, ItemScores]]
     jobs: dict[tuple[str, float, int, str], str]
 
@@ -130,7 +133,8 @@ def study_expectations(inp: AnalysisInput) -> list[Expectation]:
 def evaluate(expectations: list[Expectation], inp: AnalysisInput, comp: Comparison, stats: list[Stat]) -> list[Outcome]:
     """Every expectation against the results, in the order the spec lists them."""
     f = max(comp.fractions, default=1.0)
-    ctx = _Context(inp, comp, stats, f, test_set_variances(inp, comp, f, stats), item_scores_reader(inp), job_ids(inp))
+    tests = {(s.task, s.paradigm): s.ci for s in stats if s.name == TEST_SET and s.fraction == f and s.task and s.ci}
+    ctx = _Context(inp, comp, stats, f, tests, item_scores_reader(inp), job_ids(inp))
     return [_evaluate(e, ctx) for e in expectations]
 
 
@@ -171,6 +175,8 @@ def _evaluate(e: Expectation, ctx: _Context) -> Outcome:
     no_ci = [v.task for v in values if v.ci is None] if e.require == "interval" else []
     if no_ci:
         shown.append(f"no interval for {', '.join(no_ci)} (one seed and no per-image test scores)")
+    if e.delta is not None and e.delta.versus is None and (confound := _moe_confound(comp, e.paradigm())):
+        shown.append(confound)
     detail = f"{what} {bound}: " + "; ".join(shown)
     if not values:
         return Outcome(e.name, None, None, None, None, detail)
@@ -179,6 +185,30 @@ def _evaluate(e: Expectation, ctx: _Context) -> Outcome:
     met = False if fails else (None if missing or no_ci else True)
     lo, hi = worst.ci if worst.ci is not None else (None, None)
     return Outcome(e.name, met, worst.value, lo, hi, detail)
+
+
+def _moe_confound(comp: Comparison, p: str) -> str:
+    """Where a paradigm differs from the baseline in both design factors (CG and AU share tasks AND run MoE; TS does
+    neither) and the study ran no control to split its Δ (usagg/analysis/controls.py): the words saying the Δ
+    measures both, so a verdict is not read as the effect of sharing tasks alone."""
+    from usagg.analysis.controls import control_of
+    from usagg.paradigms import PARADIGMS
+
+    base, entry = PARADIGMS.get(comp.baseline), PARADIGMS.get(p)
+    if base is None or entry is None or None in (base.scope, base.moe, entry.scope, entry.moe):
+        return ""
+    if base.scope == entry.scope or base.moe == entry.moe or control_of(comp, p) is not None:
+        return ""
+    controls = [
+        name
+        for name, c in PARADIGMS.items()
+        if (c.scope, c.moe) in ((entry.scope, base.moe), (base.scope, entry.moe)) and name not in (p, comp.baseline)
+    ]
+    moe = "with MoE" if entry.moe else "without MoE"
+    return (
+        f"Δ{p} measures sharing tasks and MoE at once ({p} trains {moe}, {comp.baseline} not): no "
+        f"{' or '.join(controls) or 'control'} ran to split them"
+    )
 
 
 def _selected(e: Expectation, comp: Comparison) -> list[str]:
@@ -233,7 +263,10 @@ def _metric_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
     test = metric_ci(scored, st.task_bootstrap, st.bootstrap_seed, LEVEL)
     if vals.size > 1:
         n = int(vals.size)
-        ci = t_interval(mean, [float(vals.var(ddof=1)) / n], [n - 1], 0.0 if test is None else interval_variance(test))
+        terms, dfs = [float(vals.var(ddof=1)) / n], [n - 1]
+        ci = t_interval(mean, terms, dfs)
+        if test is not None:
+            ci = widest(t_interval(mean, terms, dfs, interval_variance(test)), ci)
         low, high = metric_bounds(metric) if metric else (None, None)  # an AUC's interval ends at 1, as its mean does
         lo, hi = ci if low is None else (max(ci[0], low), ci[1])
         return _Value(task, mean, (lo, hi if high is None else min(hi, high)), seeds_only=test is None)
@@ -248,12 +281,12 @@ def _delta_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
         return None
     if e.delta.versus is not None:
         return _difference_value(ctx, task, p, e.delta.versus, d.value)
-    test_var = ctx.test_var.get(task, {}).get(p)
-    st = seed_interval(comp, f, task, p, LEVEL, test_var or 0.0)
-    if st is not None and st.ci is not None and st.n > 1:
-        return _Value(task, d.value, st.ci, seeds_only=test_var is None)
-    ci = shown_interval(ctx.stats, f, task, p)  # one seed: the test-set bootstrap
-    return _Value(task, d.value, None if ci is None else (ci[0], ci[1]))
+    test = ctx.test_ci.get((task, p))
+    seeds = seed_interval(comp, f, task, p)
+    if seeds is not None and seeds.ci is not None and seeds.n > 1:
+        both = None if test is None else with_test_set(comp, f, task, p, test)
+        return _Value(task, d.value, both or seeds.ci, seeds_only=both is None)
+    return _Value(task, d.value, test)  # one seed: the test-set bootstrap alone
 
 
 def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) -> _Value | None:
@@ -271,8 +304,10 @@ def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) 
     if diffs.size < 2:
         return _Value(task, value, test)
     n = int(diffs.size)
-    extra = 0.0 if test is None else interval_variance(test)
-    ci = t_interval(value, [float(diffs.var(ddof=1)) / n], [n - 1], extra)
+    terms, dfs = [float(diffs.var(ddof=1)) / n], [n - 1]
+    ci = t_interval(value, terms, dfs)
+    if test is not None:
+        ci = widest(t_interval(value, terms, dfs, interval_variance(test)), ci)
     return _Value(task, value, ci, seeds_only=test is None)
 
 
@@ -376,10 +411,10 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
     notes = [
         f"{met} of {len(outcomes)} met; a value is the worst task's, with its 95 % interval where one exists: a t "
         "interval over the training seeds (two or more) whose variance adds the test set's, from a bootstrap of the "
-        "test images the jobs scored, so it asks whether other seeds and other test images would keep the bound "
-        "(wider than the seed interval the tables show where the test set is small; 'seeds only' where no job "
-        "scored per image); with one seed the test-set bootstrap alone; a metric's interval ends at its bounds; no "
-        "correction for checking several expectations."
+        "test images the jobs scored, so it asks whether other seeds and other test images would keep the bound; "
+        "never narrower than the seed interval (a Δ's is the uncertainty table's 'seeds + test set' column; "
+        "'seeds only' where no job scored per image); with one seed the test-set bootstrap alone; a metric's "
+        "interval ends at its bounds; no correction for checking several expectations."
     ]
     return Table(
         "expectations",

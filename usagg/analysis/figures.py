@@ -1125,7 +1125,7 @@ def fig_recovery(a: Analysis) -> tuple[Figure, str] | None:
     scores = recovery_scores(a.inp, a.comp)
     if scores is None:
         return None
-    ri, ari, ri_clinical = scores
+    ri, ari, ri_clinical, ari_clinical = scores
     designed, ag = a.inp.designed_groups or {}, a.inp.ag_labels
     tasks = [t for t in a.inp.task_order if t in designed and t in ag]
     dgroups = list(dict.fromkeys(designed[t] for t in tasks))
@@ -1158,7 +1158,7 @@ def fig_recovery(a: Analysis) -> tuple[Figure, str] | None:
         "was designed with (usagg/data/synth/tasks.py), and the groups AG chose from the measured affinity. "
         "Colours follow the designed group a group overlaps most. Rand index: share of task pairs both "
         f"groupings treat alike (1 = identical); adjusted: corrected for chance (0 = random). AG: {ri:.2f} "
-        f"(adjusted {ari:+.2f}); clinical groups for comparison: {ri_clinical:.2f}."
+        f"(adjusted {ari:+.2f}); clinical groups for comparison: {ri_clinical:.2f} (adjusted {ari_clinical:+.2f})."
     )
     return fig, cap
 

@@ -27,7 +27,7 @@ from usagg.analysis.factorial import effect_table_rows, missing_notes
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
-from usagg.analysis.uncertainty import SEEDS, TEST_SET, shown_interval
+from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
 from usagg.wording import counted
@@ -164,8 +164,8 @@ def collapse_notes(comp: Comparison) -> list[str]:
     return [
         f"Collapsed: {listed}: lost at least {COLLAPSE_SHARE * 100:.0f} % of {comp.baseline}'s distance to the "
         "metric's worst value (chance for an AUC): a failed run (a head predicting nothing, or one class) or a "
-        "transfer that took all the task's skill; its training curve (fig_curves: a loss that never fell, or one "
-        "that fell while the metric did not) tells which; kept in every aggregate and test."
+        "transfer that took all the task's skill; the job's history.csv tells which (a loss that never fell, or "
+        "one that fell while the metric did not); kept in every aggregate and test."
     ]
 
 
@@ -531,7 +531,7 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
             shown = shown_interval(stats, fraction, task, p)
             rows.append([
                 task, p, comp.deltas[(fraction, task, p)].value, seeds.n if seeds else 0, sd,
-                _ci_cell(seeds), _ci_cell(test), shown[2] if shown else "—",
+                _ci_cell(seeds), _ci_cell(test), _ci_cell(by.get((task, p, BOTH))), shown[2] if shown else "—",
             ])  # fmt: skip
     notes = [
         "Seeds: Δ of each seed against the baseline's seed mean (their mean is Δ); sd over seeds; 95 % t interval "
@@ -539,13 +539,19 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
         "seeds or more.",
         "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
         "for the Δ of the seed means: every seed both paradigms ran, on the same resamples.",
+        "Seeds + test set: the seed interval with the test-set bootstrap's variance added, never narrower than the "
+        "seed interval: whether other seeds and other test images keep the sign; the interval the expectations "
+        "read.",
         "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when ≥ 2, else the test set.",
     ]
     title = "Uncertainty of each task's Δ" + (f" (fraction {frac_label(fraction)})" if multi else "")
-    cols = ["Task", "Paradigm", "Δ %", "Seeds", "sd of seed Δ", "95 % CI seeds", "95 % CI test set", "Shown"]
+    cols = [
+        "Task", "Paradigm", "Δ %", "Seeds", "sd of seed Δ", "95 % CI seeds", "95 % CI test set",
+        "95 % CI seeds + test set", "Shown",
+    ]  # fmt: skip
     keys: list[Key] = [
         "task", "paradigm", "delta_pct", "n_seeds", "seed_sd", ("seeds_ci_low", "seeds_ci_high"),
-        ("test_ci_low", "test_ci_high"), "shown",
+        ("test_ci_low", "test_ci_high"), ("both_ci_low", "both_ci_high"), "shown",
     ]  # fmt: skip
     name = "uncertainty" + (f"_f{frac_label(fraction)}" if multi else "")
     return Table(name, title, cols, rows, notes, keys)
@@ -649,9 +655,9 @@ def within_affinity(aff: Affinity, members: tuple[str, ...] | list[str]) -> floa
     return sum(aff.onto(t, ts) for t in ts) / len(ts)
 
 
-def recovery_scores(inp: AnalysisInput, comp: Comparison) -> tuple[float, float, float] | None:
-    """(Rand index, adjusted Rand index) of the AG grouping against the designed one, and the clinical grouping's
-    Rand index against the designed one, over the tasks all three name; None unless both groupings are there."""
+def recovery_scores(inp: AnalysisInput, comp: Comparison) -> tuple[float, float, float, float] | None:
+    """(Rand index, adjusted Rand index) of the AG grouping against the designed one, then the clinical grouping's,
+    over the tasks all three name; None unless both groupings are there."""
     from usagg.grouping import adjusted_rand_index, rand_index
 
     designed, ag = inp.designed_groups, inp.ag_labels
@@ -662,7 +668,8 @@ def recovery_scores(inp: AnalysisInput, comp: Comparison) -> tuple[float, float,
         return None
     d = {t: designed[t] for t in tasks}
     g = {t: ag[t] for t in tasks}
-    return rand_index(d, g), adjusted_rand_index(d, g), rand_index(d, {t: comp.info(t).group for t in tasks})
+    clinical = {t: comp.info(t).group for t in tasks}
+    return rand_index(d, g), adjusted_rand_index(d, g), rand_index(d, clinical), adjusted_rand_index(d, clinical)
 
 
 #: Adjusted Rand index from which AG's groups count as the designed ones recovered (most pairs placed right).
@@ -674,12 +681,12 @@ def recovery_line(inp: AnalysisInput, comp: Comparison) -> str | None:
     scores = recovery_scores(inp, comp)
     if scores is None:
         return None
-    ri, ari, ri_clinical = scores
+    ri, ari, ri_clinical, ari_clinical = scores
     verdict = "recovers" if ari >= RECOVERED_ARI else "does not recover"
     return (
         f"AG {verdict} the designed affinity groups of the synthetic benchmark: Rand index {ri:.2f} "
         f"(adjusted {ari:+.2f}; 1 = the designed groups exactly, adjusted 0 = chance); the clinical groups "
-        f"score {ri_clinical:.2f}."
+        f"score {ri_clinical:.2f} (adjusted {ari_clinical:+.2f})."
     )
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 SEEDS = "Δ seed interval"
 TEST_SET = "Δ test-set bootstrap"
+BOTH = "Δ seeds and test set"
 LEVEL = 0.95
 
 
@@ -178,8 +179,50 @@ def task_uncertainty(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     ]
     st = inp.settings
     tests = test_set_intervals(inp, comp, st.task_bootstrap, st.bootstrap_seed)
+    both = _both_intervals(comp, seeds, tests)
     # a Δ that is n/a (a task its job never trained, a missing or zero baseline) has no interval either
-    return [s for s in seeds + tests if comp.deltas.get((s.fraction, s.task, s.paradigm), _DEFINED).value is not None]
+    return [
+        s for s in seeds + tests + both if comp.deltas.get((s.fraction, s.task, s.paradigm), _DEFINED).value is not None
+    ]
+
+
+def _both_intervals(comp: Comparison, seeds: list[Stat], tests: list[Stat]) -> list[Stat]:
+    """Where a Δ has a seed interval (>= 2 seeds) and a test-set one: the interval over seeds and test images the
+    verdicts read (usagg/analysis/expect.py), the seed t interval with the test set's variance added (`seed_interval`'s
+    `extra_var`), never narrower than the seed interval: with the test set's variance known, Welch's df grows and
+    its t quantile can shrink the interval below the seeds' own (`widest`)."""
+    test = {(s.fraction, s.task, s.paradigm): s for s in tests if s.ci is not None}
+    out = []
+    for s in seeds:
+        t = test.get((s.fraction, s.task, s.paradigm))
+        if t is None or t.ci is None or s.task is None:
+            continue
+        ci = with_test_set(comp, s.fraction, s.task, s.paradigm, t.ci)
+        if ci is None:
+            continue
+        method = (
+            f"{s.method}, the test set's variance added (its {t.n}-image bootstrap's, as known), never narrower than "
+            "the seeds' alone"
+        )
+        out.append(Stat(BOTH, s.paradigm, s.fraction, s.value, s.n, method, ci=ci, task=s.task))
+    return out
+
+
+def with_test_set(
+    comp: Comparison, f: float, task: str, p: str, test_ci: tuple[float, float], level: float = LEVEL
+) -> tuple[float, float] | None:
+    """A task Δ's seed interval with the variance of its test-set bootstrap interval `test_ci` added, never narrower
+    than the seed interval; None without a seed interval (one seed, a Δ undefined at the seed means)."""
+    seeds = seed_interval(comp, f, task, p, level)
+    if seeds is None or seeds.ci is None or seeds.n < 2:
+        return None
+    added = seed_interval(comp, f, task, p, level, interval_variance(test_ci, level))
+    return None if added is None or added.ci is None else widest(added.ci, seeds.ci)
+
+
+def widest(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The interval spanning both: a combined interval is never reported narrower than the one it adds to."""
+    return min(a[0], b[0]), max(a[1], b[1])
 
 
 def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[float, float, str] | None:
