@@ -53,3 +53,49 @@ def test_a_one_task_groups_cg_job_reuses_tsm_on_its_task(
     again = api.run_study(spec)
     assert again.ok and RunStore(again.store_root).job_record(tsm.id)["reused_from"] == cg.id
     assert json.loads(store.paths(tsm.id).record.read_text())["state"] == "done"
+
+
+def _pair(tmp_path: Path) -> tuple[Path, str, str]:
+    spec = write_tiny_study(
+        tmp_path / "s.yaml", "twins", tmp_path, paradigms=("CG", "TSM"), tasks=(MALIGNANCY, NODULE, CARDIAC),
+        output_root=tmp_path / "runs",
+    )  # fmt: skip
+    jobs = plan(load_study(spec))
+    cg = next(j.id for j in jobs if j.paradigm == "CG" and j.task_ids == ["cardiac_chambers"])
+    tsm = next(j.id for j in jobs if j.paradigm == "TSM" and j.task_ids == ["cardiac_chambers"])
+    return spec, cg, tsm
+
+
+def test_the_source_is_the_twin_that_has_begun_or_is_queued_on_slurm(tmp_path: Path) -> None:
+    """An auditor's jam: TSM run alone and stopped (a running record, its last.pt) became CG's twin, CG trained from
+    scratch and filling TSM failed on its running state in every later run. The twin that has begun is the source;
+    one still queued on Slurm is too, so its twin is not submitted a second time."""
+    from usagg.service import StudyRun
+
+    spec, cg, tsm = _pair(tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    assert run.twins == {tsm: cg}  # plan order, nothing begun
+    run.store.set_state(tsm, "running")  # stopped mid-way (Ctrl-C, a killed node)
+    again = StudyRun.prepare(load_study(spec), spec_file=spec)
+    assert again.twins == {cg: tsm} and tsm in again.todo and cg not in again.todo
+    run.store.set_state(tsm, "pending")
+    queued = StudyRun.prepare(load_study(spec), spec_file=spec)
+    queued.queued = {cg: "1001_4"}
+    queued.todo = [j.id for j in queued.jobs if j.id != cg]  # as `_decide` leaves it: every pending job but CG
+    queued.twins = queued._twins()
+    assert queued.twins == {tsm: cg}
+
+
+def test_a_twin_stopped_mid_run_is_filled_its_own_leftovers_set_aside(tmp_path: Path) -> None:
+    spec, cg, tsm = _pair(tmp_path)
+    events: list[tuple[str, str, dict]] = []
+    first = api.run_study(spec, on_event=lambda j, e, i: events.append((j, e, i)))
+    assert first.ok and (tsm, "finished", {"state": "done", "reused_from": cg}) in events  # the API hears it too
+    store = RunStore(first.store_root)
+    store.set_state(tsm, "running")  # as if an earlier attempt of its own had stopped: a stale file of its own
+    (store.paths(tsm).checkpoints / "stale.pt").write_bytes(b"old")
+    store.paths(tsm).error.write_text("an old traceback\n")
+    again = api.run_study(spec)
+    assert again.ok and store.job_state(tsm) == "done" and store.job_record(tsm)["reused_from"] == cg
+    assert not (store.paths(tsm).checkpoints / "stale.pt").exists() and not store.paths(tsm).error.exists()

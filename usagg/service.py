@@ -729,6 +729,10 @@ class StudyRun:
         self.init_store()
         ids = {j.id for j in chosen}
         self.todo = [jid for jid in self.todo if jid in ids]  # earlier stages' jobs had their turn
+        for jid, source in list(self.twins.items()):  # a new job whose source is an earlier stage's left job trains
+            if jid in ids and source not in self.todo and self.store.job_state(source) != "done":
+                del self.twins[jid]
+                self.todo.append(jid)
         return chosen
 
     def _state(self, job_id: str) -> str:
@@ -755,8 +759,9 @@ class StudyRun:
 
     def _twins(self) -> dict[str, str]:
         """Jobs to do whose hash another job of the plan shares (a CG job of a one-task group and TSM on that task;
-        CGD's and TS's): one training, so each reuses the first done job of its hash, else the first one to do
-        (`reuse_twins` fills it once that one is done)."""
+        CGD's and TS's): one training, so each reuses one source, `reuse_twins` filling it once that one is done.
+        The source: a done job of the hash, else one still queued on Slurm, else one to do that has begun (its
+        checkpoint or a running record kept), else the first to do."""
         by_hash: dict[str, list[str]] = {}
         for j in self.all_jobs:
             by_hash.setdefault(j.hash, []).append(j.id)
@@ -765,21 +770,48 @@ class StudyRun:
         for ids in by_hash.values():
             if len(ids) < 2 or not todo & set(ids):
                 continue
-            done = [jid for jid in ids if self.store.job_state(jid) == "done"]
-            source = done[0] if done else next(jid for jid in ids if jid in todo)
+            state = {jid: self.store.job_state(jid) for jid in ids}
+            begun = [jid for jid in ids if jid in todo and (state[jid] == "running" or self.store.has_checkpoint(jid))]
+            source = next(
+                iter(
+                    [jid for jid in ids if state[jid] == "done"]
+                    + [jid for jid in ids if jid in self.queued]
+                    + begun
+                    + [jid for jid in ids if jid in todo]
+                )
+            )
             out.update({jid: source for jid in ids if jid != source and jid in todo})
         return out
 
     def reuse_twins(self) -> list[str]:
-        """Fill every twin whose source is done now (`RunStore.reuse`); the ids filled. A twin whose source failed
-        stays to do: the next run trains or reuses it."""
+        """Fill every twin whose source is done now (`RunStore.reuse`); the ids filled. A twin whose source is not
+        done (failed, stopped, queued), or that another process holds, stays to do (`unfilled_text`)."""
+        from usagg.joblock import JobLocked
+        from usagg.store import StateConflict
+
         filled = []
         for jid, source in list(self.twins.items()):
-            if self.store.job_state(source) == "done" and self.store.job_state(jid) != "done":
-                self.store.reuse(jid, source)
-                filled.append(jid)
-                del self.twins[jid]
+            if self.store.job_state(source) != "done":
+                continue
+            try:
+                if self.store.reuse(jid, source):
+                    filled.append(jid)
+            except (JobLocked, StateConflict):
+                continue  # another `usagg run` holds or just filled it: said at the end if still not done
+            del self.twins[jid]
         return filled
+
+    def unfilled_text(self) -> str | None:
+        """The warning for twins left to do at the end of a run: their source is not done, so the next run fills
+        them from it, or trains them where it failed."""
+        left = {jid: src for jid, src in self.twins.items() if self.store.job_state(jid) != "done"}
+        if not left:
+            return None
+        listed = "; ".join(f"{jid} (the training of {src}, {self.store.job_state(src)})" for jid, src in left.items())
+        return (
+            f"{counted(len(left), 'job')} of the same settings as another that is not done wait for it: {listed}; "
+            "the next `usagg run` fills them from it once it is done, or trains them where it failed"
+        )
 
     def _still_queued(self) -> tuple[dict[str, str], str | None]:
         """Jobs not done that a `usagg run` submitted to Slurm and stopped waiting for (Ctrl-C, a lost login) whose
@@ -980,6 +1012,15 @@ class CallbackObserver(RunObserver):
         if self.on_progress is not None:
             self.on_progress(p)
 
+    def reused(self, run: StudyRun, job_ids: list[str]) -> None:
+        """A reused job ends as a trained one does for `on_event`: 'finished', done, with the job it reuses."""
+        for jid in job_ids:
+            log.info("job %s: the result of %s (the same settings)", jid, run.store.job_record(jid).get("reused_from"))
+            if self.on_event is not None:
+                self.on_event(
+                    jid, "finished", {"state": "done", "reused_from": run.store.job_record(jid).get("reused_from")}
+                )
+
 
 def random_init_warning(study: Study) -> str:
     """Why results of a study without `model.weights` are low."""
@@ -1018,6 +1059,9 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
         for w in run.waiting:
             observer.waiting(run, w)
         result = run.finish()
+        unfilled = run.unfilled_text()
+        if unfilled:
+            observer.warning(unfilled)
         untrained = untrained_tasks(run.store, result.states)
         if untrained:
             observer.warning(

@@ -905,12 +905,14 @@ class RunStore:
         """Write metrics.json (the engine's result for the job) with the checksum `metrics` verifies."""
         return write_json_checked(self.paths(job_id).metrics, metrics)
 
-    def reuse(self, job_id: str, source_id: str) -> None:
+    def reuse(self, job_id: str, source_id: str) -> bool:
         """Fill a job from a done job of the same hash instead of training it again: the hash holds exactly the
         settings that change a result (usagg/spec/jobhash.py), so a CG job of a one-task group and TSM on that
-        task, or CGD's and TS's, are one training. The source's files are copied (checkpoints and predictions
-        hard-linked where the filesystem allows: they are never rewritten in place), its metrics.json names this
-        job and `reused_from`, and the job is done with `reused_from` in job.json; written under the job's lock."""
+        task, or CGD's and TS's, are one training. Under the job's lock (JobLocked while a live process holds it):
+        its own files of an earlier attempt set aside (checkpoints, predictions, error.txt), the source's copied
+        (checkpoints and predictions hard-linked where the filesystem allows: they are never rewritten in place),
+        its metrics.json naming this job and `reused_from`, and the job done with `reused_from` in job.json.
+        False when the job is done already (another run filled it)."""
         import shutil
 
         metrics = self.metrics(source_id)
@@ -918,6 +920,14 @@ class RunStore:
             raise UsaggError(f"job {source_id} is not done with its metrics, so {job_id} cannot reuse its result")
         src, dst = self.paths(source_id), self.paths(job_id)
         with self.lock(job_id):
+            if self.job_state(job_id) == "done":
+                return False
+            for folder in (dst.predictions, dst.checkpoints):
+                if folder.is_symlink():  # a planted link: removed, never written through
+                    folder.unlink()
+                elif folder.is_dir():
+                    shutil.rmtree(folder)
+            dst.error.unlink(missing_ok=True)
             for name in ("history.csv", "item_scores.json", "splits.json", "affinity.json"):
                 if (src.folder / name).is_file():
                     shutil.copyfile(src.folder / name, dst.folder / name)
@@ -925,7 +935,8 @@ class RunStore:
                 if folder.is_dir():
                     shutil.copytree(folder, dst.folder / folder.name, copy_function=_link_or_copy, dirs_exist_ok=True)
             self.write_metrics(job_id, {**metrics, "job_id": job_id, "reused_from": source_id})
-            self.set_state(job_id, "done", expect=("pending", "failed"), reused_from=source_id)
+            self.set_state(job_id, "done", expect=("pending", "failed", "running"), reused_from=source_id)
+        return True
 
     def error_text(self, job_id: str) -> str | None:
         """error.txt (the traceback of the last failed attempt), None when there is none."""

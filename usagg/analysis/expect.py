@@ -15,10 +15,11 @@ variance adds the test set's, read off a percentile bootstrap of the seed-mean v
 jobs scored (item_scores.json, usagg/analysis/task_ci.py; the same resamples for every job of a value, so a Δ is
 paired), never narrower than the seed interval alone (`widest`: with the test set's variance taken as known,
 Welch's df grows and its smaller t quantile could shrink it); with one seed that bootstrap interval alone.
-Coverage with known answers: docs/benchmarks.md, "Expectation intervals". Where no job scored per-image (a
-metric other than the primary, an imported results CSV), a seed interval is marked "seeds only"; one seed then has
-no interval. Figure 3 and the CSV's ci_low/ci_high show the seed interval (usagg/analysis/uncertainty.py
-`shown_interval`); a Δ's verdict interval is the uncertainty table's "seeds + test set" column (`BOTH`).
+Coverage with known answers: docs/benchmarks.md, "Expectation intervals". Where the test set gives no interval
+(no job scored per image: a metric other than the primary, an imported results CSV; the headroom scale; a metric
+undefined on too many resamples), a seed interval is marked "seeds only"; one seed then has none. Figure 3 and the
+CSV's ci_low/ci_high show the seed interval (usagg/analysis/uncertainty.py `shown_interval`); a Δ's verdict
+interval is the uncertainty table's "seeds + test set" column (`BOTH`).
 - ag_groups: the adjusted Rand index of AG's grouping against the expected one (usagg/grouping.py), for each seed
   AG ran at the largest fraction, averaged over those seeds; no interval.
 
@@ -413,8 +414,9 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
         "interval over the training seeds (two or more) whose variance adds the test set's, from a bootstrap of the "
         "test images the jobs scored, so it asks whether other seeds and other test images would keep the bound; "
         "never narrower than the seed interval (a Δ's is the uncertainty table's 'seeds + test set' column; "
-        "'seeds only' where no job scored per image); with one seed the test-set bootstrap alone; a metric's "
-        "interval ends at its bounds; no correction for checking several expectations."
+        "'seeds only' where the test set gives none: no per-image scores, the headroom scale, or a metric undefined "
+        "on too many resamples); with one seed the test-set bootstrap alone; a metric's interval ends at its bounds; "
+        "no correction for checking several expectations."
     ]
     return Table(
         "expectations",

@@ -317,6 +317,13 @@ def _previous_manifest(folder: Path) -> list[str]:
     return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
+def _write_manifest(folder: Path, written: list[Path]) -> None:
+    """MANIFEST, last: what this report wrote (the next one removes what it no longer writes), and the mark that the
+    folder holds a report of usagg (`_not_someone_elses`)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in written)
+    write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
+
+
 def _not_someone_elses(folder: Path) -> None:
     """UsaggError before anything is written where the folder holds a report.md or report.html no usagg report
     wrote (no MANIFEST): a user's own paper/report.md would be overwritten."""
@@ -357,14 +364,16 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     report per point in its sub-folder and a report.md of the points side by side (usagg/analysis/points.py).
     """
     folder = Path(folder)
+    _not_someone_elses(folder)
     if a.points:
         from usagg.analysis.points import write_points_report
 
         for _, point in a.points:  # every point's store checked before the first point's report is written
             provenance(point.inp)
-        return write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
+        written = write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
+        _write_manifest(folder, written)
+        return written
     prov = provenance(a.inp)
-    _not_someone_elses(folder)
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
     figs = render(a, folder / "figures", "png", dpi)
@@ -380,6 +389,5 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     page = render_page(f"usagg report: {a.inp.study}", md, folder, [f.path for f in figs], dpi)
     written.append(write_text_atomic(folder / "report.html", page))
     _remove_stale(folder, written)
-    files = sorted(p.relative_to(folder).as_posix() for p in written)
-    write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
+    _write_manifest(folder, written)
     return written

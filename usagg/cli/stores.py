@@ -41,7 +41,10 @@ def study_folder_problem(run_dir: Path, command: str) -> str | None:
     if run_dir.is_file() and run_dir.suffix in (".yaml", ".yml"):
         specs, head = [run_dir], f"{run_dir} is a study spec, not a run store"
     elif run_dir.is_dir() and not any((run_dir / mark).exists() for mark in STORE_MARKS):
-        specs = sorted(p for p in run_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        # study.yaml is a run store's resolved spec (a copied one gives an imported table its settings): not a study's
+        specs = sorted(
+            p for p in run_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file() and p.name != "study.yaml"
+        )
         head = f"{run_dir} is a study folder, not a run store"
     else:
         return None
@@ -78,7 +81,7 @@ def study_folder_checked(command: str, callback: Callable[..., Any]) -> Callable
     @functools.wraps(callback)  # typer reads the parameters through __wrapped__
     def checked(*args: Any, **kwargs: Any) -> Any:
         run_dir = kwargs.get("run_dir")
-        if run_dir is not None:
+        if run_dir is not None and kwargs.get("results") is None:  # with --results, RUN_DIR is only the settings
             problem = study_folder_problem(Path(run_dir), command)
             if problem is not None:
                 raise UsaggError(problem)
