@@ -231,3 +231,21 @@ def test_compare_markdown_escapes_names_and_sweep_values(swept: Analysis, tmp_pa
     a = analyse(load_input(None, _csv(tmp_path, [HEADER, *_rows(names)])))
     html = MarkdownIt("commonmark", {"html": True}).enable("table").render(compare_output(a, "markdown"))
     assert "<b>" not in html and "<a " not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_a_swept_report_never_overwrites_a_report_md_it_did_not_write(swept: Analysis, tmp_path: Path) -> None:
+    """The swept branch of `write_report` wrote paper/report.md over the user's own (an auditor's find): it is
+    refused before any point is written, and a swept report marks its folder as usagg's (the manifest)."""
+    from usagg.analysis.report import MANIFEST, write_report
+    from usagg.errors import UsaggError
+
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "report.md").write_text("MY OWN PAPER\n")
+    with pytest.raises(UsaggError, match=r"report\.md exists"):
+        write_report(swept, paper, render=lambda a, out, fmt, dpi: [])
+    assert [p.name for p in paper.iterdir()] == ["report.md"] and (paper / "report.md").read_text() == "MY OWN PAPER\n"
+    ours = tmp_path / "ours"
+    write_report(swept, ours, render=lambda a, out, fmt, dpi: [])
+    assert (ours / MANIFEST).is_file() and "sweep points" in (ours / "report.md").read_text()
+    write_report(swept, ours, render=lambda a, out, fmt, dpi: [])  # its own: regenerated
