@@ -831,7 +831,8 @@ def _usage_panels(a: Analysis) -> dict[str, list[tuple[str, str, np.ndarray]]]:
 
 
 def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
-    """Task × expert share of routed tokens (summed over MoE blocks) per MoE paradigm; None without usage logs."""
+    """Task × expert share of routed tokens (every MoE block counted together) per MoE paradigm; None without usage
+    logs."""
     panels = _usage_panels(a)
     if not panels:
         return None
@@ -869,11 +870,13 @@ def fig_expert_usage(a: Analysis) -> tuple[Figure, str] | None:
             ax.spines[side].set_visible(True)
     if im is not None:  # every shown panel draws one
         fig.colorbar(im, ax=axes, location="bottom", shrink=0.5, aspect=40, label="share of the task's routed tokens")
+    experts = max(len(r[2]) for p in ps for r in panels[p])
     cap = (
-        "Expert usage per MoE job: share of each task's tokens routed to each expert, summed over MoE blocks "
+        "Expert usage per MoE job: the share of each task's routings (its tokens in every MoE block, counted "
+        f"together) that went to each expert, so a row sums to 1 and an even spread is 1/{experts} an expert "
         f"(lowest seed, fraction {frac_label(_main_fraction(a))}); rows of one job are separated by white lines, "
-        "job labelled by its name (clinical group, all, AG group). Expert indices are per job: expert 3 of one job "
-        "is not expert 3 of another."
+        "each job named by its group (or all). Expert indices are per job: expert 3 of one job is not expert 3 of "
+        "another."
     )
     return fig, cap
 
