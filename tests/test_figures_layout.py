@@ -294,6 +294,14 @@ def test_absolute_figure_cuts_a_seed_interval_at_the_metric_bound(tmp_path: Path
     assert max(s[1][1] for s in segs) == 1.0  # the AU interval, cut at AUC's bound
     assert ax.get_ylim() == (0.0, 1.0 + F.BOUND_MARGIN)  # the axis does not run on to the uncut 1.4
     assert "cut at the range their metric can take (1 interval cut: AUC)" in cap
+    # each seed's value drawn (a reviewer could not see that a mean hid a bimodal spread), and AUC's chance level
+    from matplotlib.collections import PathCollection
+
+    dots = [tuple(xy) for c in ax.collections if isinstance(c, PathCollection) for xy in c.get_offsets()]
+    au = sorted(y for _, y in dots if y in (1.0, 0.6))
+    assert len(dots) == 2 * 3 and au == [0.6, 1.0, 1.0]  # TS and AU, three seeds each
+    assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 0.5 for line in ax.get_lines())
+    assert "Circles: each seed's value." in cap and "Dashed line: chance (AUC 0.5)." in cap
 
 
 @pytest.mark.slow

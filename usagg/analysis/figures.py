@@ -28,6 +28,7 @@ from usagg.analysis.curves import fig_curves
 from usagg.analysis.delta import Comparison, group_n_train
 from usagg.analysis.factorial import EFFECTS, designs, scales_shown, stat_name
 from usagg.analysis.inputs import job_name, paradigm_groups
+from usagg.analysis.scales import chance_level
 from usagg.analysis.stats import Stat
 from usagg.analysis.style import (
     COLUMN_W,
@@ -130,6 +131,7 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
     k = len(comp.paradigms)
     width = 0.8 / k
     intervals: list[tuple[object, float, Interval, str]] = []  # axes, x, interval, metric
+    dots, chances = False, []
     for ax, m in zip(axes, metrics, strict=True):
         mt = [t for t in tasks if comp.info(t).metric == m]
         hib = comp.info(mt[0]).higher_is_better
@@ -145,6 +147,13 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
                 if shown is not None:
                     intervals.append((ax, xx, shown, m))
                     lows.append(shown.low)
+                per_seed = [v for _, v in sorted(comp.seed_values.get((f, t, p), {}).items()) if np.isfinite(v)]
+                if len(per_seed) > 1:  # each seed's value: a mean of a bimodal spread reads otherwise
+                    spread = np.linspace(-0.25, 0.25, len(per_seed)) * width
+                    ax.scatter(xx + spread, per_seed, s=6, facecolors="none", edgecolors="0.15", linewidths=0.5,
+                               zorder=3)  # fmt: skip
+                    dots = True
+                    lows += per_seed
         ax.set_xticks(np.arange(len(mt)), [_wrap(t) for t in mt])
         if len(mt) > 2:
             ax.tick_params(axis="x", labelrotation=30)
@@ -153,6 +162,10 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         unit = metric_unit(m)
         ax.set_ylabel(f"{m}{f' ({unit})' if unit else ''}")
         ax.set_title(f"{m}\n{_direction(hib)}")  # two lines: narrow panels must not clip the title
+        chance = chance_level(m)
+        if chance is not None:
+            ax.axhline(chance, color="0.45", linestyle="--", linewidth=0.6, zorder=0)
+            chances.append(f"{m} {chance:g}")
         top = metric_bounds(m)[1]
         if top is not None:  # a bounded score up to just past its best value: its intervals are cut there
             bottom = min(lows)  # below 0 only for a score that can be negative (MCC), at most to its bound
@@ -177,7 +190,10 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
         )
     cap = (
         f"Absolute performance of {', '.join(comp.paradigms)} on representative tasks "
-        f"(fraction {frac_label(f)}); bars: mean over seeds (n seeds: {', '.join(map(str, seeds))})." + bars
+        f"(fraction {frac_label(f)}); bars: mean over seeds (n seeds: {', '.join(map(str, seeds))})."
+        + (" Circles: each seed's value." if dots else "")
+        + (f" Dashed line: chance ({', '.join(chances)})." if chances else "")
+        + bars
     )
     return fig, cap
 
