@@ -82,7 +82,7 @@ def test_expectations_csv_has_numeric_bounds_matching_the_json() -> None:
         Outcome("not run", None, None, None, None, "AG did not run"),
     ]
     learns, groups, not_run = _records(to_csv(expectations_table(outcomes)))
-    assert list(learns) == ["name", "verdict", "value", "ci_low", "ci_high", "detail"]
+    assert list(learns) == ["name", "verdict", "value", "ci_low", "ci_high", "margin", "detail"]
     assert float(learns["ci_low"]) < float(learns["value"]) < float(learns["ci_high"])
     assert (float(learns["ci_low"]), float(learns["ci_high"])) == (outcomes[0].ci_low, outcomes[0].ci_high)
     assert (groups["ci_low"], groups["ci_high"], not_run["value"]) == ("", "", "")

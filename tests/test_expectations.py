@@ -68,6 +68,7 @@ def test_classification_learns_is_not_met_when_one_task_is_at_chance(tmp_path: P
     (out,) = _check(_write_results(tmp_path / "r.csv"), e)
     assert out.met is False and out.verdict == "not met"
     assert out.value == pytest.approx(0.58)  # the worst task's seed mean: cls_b
+    assert out.margin == pytest.approx(0.58 - 0.65)  # missed by 0.07 (the value: no `require: interval`)
     half = 12.706 * np.std([0.55, 0.61], ddof=1) / math.sqrt(2)  # t(0.975, df 1) interval over the two seeds
     assert (out.ci_low, out.ci_high) == pytest.approx((0.58 - half, 0.58 + half), rel=1e-3)
     assert "cls_a 0.88" in out.detail and "cls_b 0.58" in out.detail and "TS AUC > 0.65" in out.detail
@@ -86,6 +87,12 @@ def test_met_when_every_selected_task_clears_the_bound(tmp_path: Path) -> None:
     e = Expectation(name="a learns", metric_of="TS", tasks=["cls_a", "seg_c"], above=0.65)
     (out,) = _check(_write_results(tmp_path / "r.csv"), e)
     assert out.met is True and out.value == pytest.approx(0.71)  # seg_c is the closer one to the bound
+    whole = Expectation(name="a learns", metric_of="TS", tasks=["seg_c"], above=0.65, require="interval")
+    (strict,) = _check(_write_results(tmp_path / "r.csv"), whole)
+    assert strict.ci_low is not None and strict.margin == pytest.approx(strict.ci_low - 0.65)  # the nearer end
+    same = {**VALUES, ("TS", "seg_c"): [0.72, 0.72]}
+    (flat,) = _check(_write_results(tmp_path / "r2.csv", same), whole)
+    assert "seg_c 0.720 [0.720, 0.720] (no spread: every seed and resample alike)" in flat.detail
 
 
 def test_delta_expectation_without_item_scores_uses_the_seed_interval_marked_seeds_only(tmp_path: Path) -> None:
@@ -362,7 +369,7 @@ def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)["expectations"]
     assert [g["name"] for g in got] == ["cls learns", "impossible", "CG hurts FUGC"]
-    assert set(got[0]) == {"name", "met", "value", "ci_low", "ci_high", "detail"}
+    assert set(got[0]) == {"name", "met", "value", "ci_low", "ci_high", "detail", "margin"}
     assert got[0]["met"] is True and got[1]["met"] is False
     assert got[1]["ci_low"] < got[1]["value"] < got[1]["ci_high"]  # the test-set bootstrap of the one job
     cg = load_input(run_dir, None)

@@ -77,6 +77,9 @@ class Outcome:
     ci_low: float | None
     ci_high: float | None
     detail: str
+    #: How far the worst task clears the bound (negative: misses it), in the value's units: under `require:
+    #: interval` from the interval's nearer end. A thin margin is a verdict another machine's last bits can flip.
+    margin: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -169,7 +172,7 @@ def _evaluate(e: Expectation, ctx: _Context) -> Outcome:
     bounds = [f"> {e.above:g}"] if e.above is not None else []
     bounds += [f"< {e.below:g}"] if e.below is not None else []
     bound = " and ".join(bounds) + (", whole 95 % interval" if e.require == "interval" else "")
-    shown = [f"{v.task} {_num(v.value)}{_ci_text(v.ci)}{' (seeds only)' if v.seeds_only else ''}" for v in values]
+    shown = [f"{v.task} {_num(v.value)}{_ci_text(v.ci)}{_qualifier(v)}" for v in values]
     if missing:
         ran = e.paradigm() if e.delta is None or e.delta.versus is None else f"{e.delta.paradigm} or {e.delta.versus}"
         shown.append(f"no result for {', '.join(missing)} ({ran} did not run there)")
@@ -185,7 +188,7 @@ def _evaluate(e: Expectation, ctx: _Context) -> Outcome:
     worst = min(values, key=lambda v: _margin(e, v))
     met = False if fails else (None if missing or no_ci else True)
     lo, hi = worst.ci if worst.ci is not None else (None, None)
-    return Outcome(e.name, met, worst.value, lo, hi, detail)
+    return Outcome(e.name, met, worst.value, lo, hi, detail, _margin(e, worst))
 
 
 def _moe_confound(comp: Comparison, p: str) -> str:
@@ -369,7 +372,7 @@ def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
     else:
         mean = f"mean over {counted(len(aris), 'seed')} ≥ {e.min_adjusted_rand:g}"
         detail = f"adjusted Rand index, {mean} ({seeds}); AG chose {chosen}"
-    return Outcome(e.name, ari >= e.min_adjusted_rand, ari, None, None, detail)
+    return Outcome(e.name, ari >= e.min_adjusted_rand, ari, None, None, detail, ari - e.min_adjusted_rand)
 
 
 def labels_by_seed(inp: AnalysisInput, paradigm: str) -> dict[int, dict[str, str]]:
@@ -396,6 +399,19 @@ def _ci_text(ci: tuple[float, float] | None) -> str:
     return "" if ci is None else f" [{_num(ci[0])}, {_num(ci[1])}]"
 
 
+def _qualifier(v: _Value) -> str:
+    """What the reader of a task's interval needs beside it: seeds only, or no spread at all (every seed and
+    resample alike, as an AUC of 1 in every seed: an interval of no width is no evidence of precision)."""
+    if v.ci is not None and v.ci[0] == v.ci[1]:
+        return " (no spread: every seed and resample alike)"
+    return " (seeds only)" if v.seeds_only else ""
+
+
+def _margin_cell(o: Outcome) -> float:
+    """The margin as the table shows it: nan (—) where there is none; signed, in the value's units."""
+    return math.nan if o.margin is None or math.isinf(o.margin) else o.margin
+
+
 def _interval(o: Outcome) -> Interval:
     if o.ci_low is None or o.ci_high is None:
         return Interval(None, None, "—")
@@ -406,7 +422,8 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
     """One row per expectation: verdict, value and its 95 % interval, and what was read. Its CSV keys are the JSON's
     names (`Outcome`'s fields), the interval as ci_low, ci_high."""
     rows: list[list[Cellv]] = [
-        [o.name, o.verdict, math.nan if o.value is None else o.value, _interval(o), o.detail] for o in outcomes
+        [o.name, o.verdict, math.nan if o.value is None else o.value, _interval(o), _margin_cell(o), o.detail]
+        for o in outcomes
     ]
     met = sum(o.met is True for o in outcomes)
     notes = [
@@ -416,15 +433,16 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
         "never narrower than the seed interval (a Δ's is the uncertainty table's 'seeds + test set' column; "
         "'seeds only' where the test set gives none: no per-image scores, the headroom scale, or a metric undefined "
         "on too many resamples); with one seed the test-set bootstrap alone; a metric's interval ends at its bounds; "
-        "no correction for checking several expectations."
+        "no correction for checking several expectations. Margin: how far the worst task clears the bound, from its "
+        "interval's nearer end under 'whole 95 % interval' (negative: missed), in the value's units."
     ]
     return Table(
         "expectations",
         "Expectations (expect: in the spec)",
-        ["Expectation", "Verdict", "Value", "95 % CI", "Detail"],
+        ["Expectation", "Verdict", "Value", "95 % CI", "Margin", "Detail"],
         rows,
         notes,
-        ["name", "verdict", "value", ("ci_low", "ci_high"), "detail"],
+        ["name", "verdict", "value", ("ci_low", "ci_high"), "margin", "detail"],
     )
 
 
