@@ -228,7 +228,7 @@ def test_run_prints_the_store_and_results_paths_as_written(tmp_path: Path) -> No
     """`usagg run`'s lines naming the store (`store_ready`) and the results (`finished`), without training."""
     store = SimpleNamespace(root=tmp_path / "out[/]x" / "tiny", repairs=[])
     run = SimpleNamespace(
-        store=store, skipped_failed=[], study=SimpleNamespace(name="tiny"), jobs=[1], todo=[1], done=[]
+        store=store, skipped_failed=[], study=SimpleNamespace(name="tiny"), jobs=[1], todo=[1], done=[], twins={}
     )
     console, buf = _console()
     observer = ConsoleObserver(console, quiet=True)

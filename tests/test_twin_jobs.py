@@ -31,7 +31,7 @@ def test_a_one_task_groups_cg_job_reuses_tsm_on_its_task(
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check"], monkeypatch, capsys)
     flat = " ".join(out.split())
-    assert code == 0 and f"reuse {cg.id}" in flat  # plan order: CG before TSM, so TSM reuses CG's training
+    assert code == 0 and f"reuse: {tsm.id} takes the result of {cg.id}" in flat  # plan order: CG before TSM
 
     result = api.run_study(spec)
     store = RunStore(result.store_root)

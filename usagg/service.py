@@ -845,7 +845,7 @@ class StudyRun:
         if job_id in self.todo:
             return "resume" if self.store.has_checkpoint(job_id) else "run"
         if job_id in self.twins:
-            return f"reuse {self.twins[job_id]} (the same settings, one training)"
+            return "reuse"  # the result of `twins[job_id]`, the same settings: one training
         if job_id in self.queued:
             return f"skip (queued on Slurm as {self.queued[job_id]})"
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"

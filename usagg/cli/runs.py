@@ -526,6 +526,7 @@ def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:
             "seed": j.seed,
             "state": store.display_state(j.id),
             "action": job_run.action(j.id),
+            "reuses": job_run.twins.get(j.id),
         }
         for j in job_run.jobs
     ] + [
@@ -597,6 +598,8 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
         when = f"planned once {', '.join(w.needs)} {'is' if len(w.needs) == 1 else 'are'} done"
         table.add_row(f"{w.paradigm}-*", w.paradigm, when, "yes", "waiting", "")
     print_table(console, table)
+    for twin, source in job_run.twins.items():  # whole ids, a line each: a table column would cut them
+        console.print(f"reuse: {twin} takes the result of {source} (the same settings: one training)", soft_wrap=True)
 
 
 def status(

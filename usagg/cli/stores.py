@@ -14,8 +14,20 @@ from typing import Any
 
 from usagg.errors import UsaggError
 
-#: What makes a folder a run store to some command: the plan, the tidy results or the job folders.
-STORE_MARKS = ("plan.json", "results.csv", "jobs")
+
+def _store_marks(folder: Path) -> tuple[Path, ...]:
+    """What makes a folder a run store to some command: the plan, the tidy results or the job folders."""
+    from usagg.store import RunStore
+
+    store = RunStore(folder)
+    return store.plan_json, store.results_csv, store.jobs_dir
+
+
+def _resolved_spec(folder: Path) -> Path:
+    """Where a run store keeps the spec as run (`RunStore.study_yaml`)."""
+    from usagg.store import RunStore
+
+    return RunStore(folder).study_yaml
 
 
 def spec_store(spec: Path) -> Path | None:
@@ -40,11 +52,10 @@ def study_folder_problem(run_dir: Path, command: str) -> str | None:
 
     if run_dir.is_file() and run_dir.suffix in (".yaml", ".yml"):
         specs, head = [run_dir], f"{run_dir} is a study spec, not a run store"
-    elif run_dir.is_dir() and not any((run_dir / mark).exists() for mark in STORE_MARKS):
-        # study.yaml is a run store's resolved spec (a copied one gives an imported table its settings): not a study's
-        specs = sorted(
-            p for p in run_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file() and p.name != "study.yaml"
-        )
+    elif run_dir.is_dir() and not any(mark.exists() for mark in _store_marks(run_dir)):
+        # a run store's resolved spec (a copied one gives an imported table its settings) is not a study's
+        resolved = _resolved_spec(run_dir)
+        specs = sorted(p for p in run_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file() and p != resolved)
         head = f"{run_dir} is a study folder, not a run store"
     else:
         return None
@@ -52,7 +63,7 @@ def study_folder_problem(run_dir: Path, command: str) -> str | None:
     found = [(spec, store) for spec, store in found if store.resolve() != run_dir.resolve()]
     if not found:
         return None
-    made = [(spec, store) for spec, store in found if (store / "plan.json").is_file()]
+    made = [(spec, store) for spec, store in found if _store_marks(store)[0].is_file()]
     if len(found) == 1:
         spec, store = found[0]
         held = (
