@@ -252,3 +252,16 @@ def test_a_job_that_lost_nearly_all_of_the_baselines_skill_is_named_collapsed(tm
     assert "z seed 1" not in note and "history.csv" in note
     assert "Collapsed: AU y seed 1" in compare_output(analyse(_input(_results(tmp_path, vals, CHANCE_METRIC))), "table")
     assert collapse_notes(compare(_input(_results(tmp_path, CHANCE_VALUES, CHANCE_METRIC)))) == []
+
+
+def test_the_report_says_an_exclusion_note_once_and_refers_to_it_under_each_table(tmp_path: Path) -> None:
+    """A reviewer counted the same 'At chance' paragraph six times in one report: the headline says it whole, each
+    table under it refers to it; the LaTeX tables, each a file of its own, keep it whole."""
+    from usagg.analysis.report import write_report
+
+    a = analyse(_input(_results(tmp_path, CHANCE_VALUES, CHANCE_METRIC)))
+    write_report(a, tmp_path / "rep", render=lambda *_: [])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("At chance: x: the TS metric is not above chance") == 1
+    assert md.count("- At chance: x (see Headline statistics).") >= 3
+    assert "At chance: x: the TS metric is not above chance" in (tmp_path / "rep" / "tables" / "tasks.tex").read_text()

@@ -582,13 +582,19 @@ def _not_best(r: AdviceRow) -> str:
 
 def _interval_text(ci: tuple[float, float] | None) -> str:
     """An interval of the advice's level in words ('no interval' without one)."""
-    return "no interval" if ci is None else f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
+    return "no interval" if ci is None else f"[{_end(ci[0])}, {_end(ci[1])}]"
 
 
 def decision_level(k: int) -> float:
     """The two-sided level of each of a task's k intervals whose bounds are one-sided tests at DECISION_ALPHA / k, so
     that its decision errs at most DECISION_ALPHA of the time, nominally (Bonferroni)."""
     return 1 - 2 * DECISION_ALPHA / k
+
+
+def _end(v: float) -> str:
+    """An interval's end to one decimal, or to two significant digits where one decimal would print ±0.0: a lower end
+    of +0.04 is what puts the interval above 0, and '+0.0' hid it."""
+    return f"{v:+.2g}" if v != 0 and round(v, 1) == 0 else f"{v:+.1f}"
 
 
 def decide(
@@ -610,7 +616,7 @@ def decide(
         lo, hi = ci[best] or (math.nan, math.nan)
         also = [p for p in gains if p != best]
         higher = [p for p in paradigms if p in value and value[p] > value[best]]
-        evidence = f"Δ{best} {value[best]:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (
+        evidence = f"Δ{best} {value[best]:+.1f} [{_end(lo)}, {_end(hi)}]" + (
             f"; {'/'.join(also)} also > 0" if also else ""
         )
         evidence += f"; {'/'.join(higher)} measured higher, undecided" if higher else ""

@@ -19,7 +19,7 @@ import json
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -286,13 +286,15 @@ def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folde
     out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in [*caveat, *_summary(a)]]]
     out += [""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
-    out += [f"## {HEADLINE}", "", *[f"- {md_text(line)}" for line in _headline(a)], ""]
+    headline = _headline(a)
+    out += [f"## {HEADLINE}", "", *[f"- {md_text(line)}" for line in headline], ""]
+    said = set(headline)  # a note the headline says is referred to under each table, not said again
     placed = _placed(sections, figs)
     for sec in sections:
         out += [f"## {sec.title}", ""]
         for line in sec.lines:
             out += [md_text(line), ""]
-        out += [to_markdown(md_table(t)) for t in sec.tables]
+        out += [to_markdown(md_table(_said_once(t, said))) for t in sec.tables]
         for fig in placed[sec.title]:
             rel = fig.path.relative_to(folder).as_posix()
             out += [f"![{md_text(fig.name)}]({rel})", "", f"*{md_text(fig.name)}*: {md_text(fig.caption)}", ""]
@@ -305,6 +307,21 @@ def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folde
         fence = _fence(prov.spec_text)
         out += ["The spec as run:", "", f"{fence}yaml", prov.spec_text.rstrip(), fence, ""]
     return "\n".join(out)
+
+
+def _said_once(t: Table, headline: set[str]) -> Table:
+    """`t` with each note the headline said (the exclusion and collapse notes, repeated under every table they apply
+    to) shortened to its subject and a reference to the headline. The CSV and LaTeX tables keep them whole: each of
+    those files stands alone."""
+    notes = []
+    for note in t.notes:
+        if note in headline:
+            parts = note.split(": ")
+            subject = ": ".join(parts[:2]) if len(parts) > 2 else note.split(". ")[0]
+            notes.append(f"{subject.rstrip('.')} (see {HEADLINE}).")
+        else:
+            notes.append(note)
+    return replace(t, notes=notes)
 
 
 def _previous_manifest(folder: Path) -> list[str]:
