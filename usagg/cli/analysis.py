@@ -282,8 +282,8 @@ def report_cmd(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Report folder (default: reports/<study>/); regenerated, but a report.md it did not write is never "
-        "overwritten.",
+        help="Report folder (default: reports/<study>/); regenerated; a folder holding a report.md or report.html "
+        "it did not write is refused.",
     ),
     baseline: str | None = _BASELINE,
     results: Path | None = _RESULTS,
