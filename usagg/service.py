@@ -770,18 +770,21 @@ class StudyRun:
         for ids in by_hash.values():
             if len(ids) < 2 or not todo & set(ids):
                 continue
-            state = {jid: self.store.job_state(jid) for jid in ids}
-            begun = [jid for jid in ids if jid in todo and (state[jid] == "running" or self.store.has_checkpoint(jid))]
-            source = next(
-                iter(
-                    [jid for jid in ids if state[jid] == "done"]
-                    + [jid for jid in ids if jid in self.queued]
-                    + begun
-                    + [jid for jid in ids if jid in todo]
-                )
-            )
+            source = min(ids, key=lambda jid: (self._source_rank(jid, todo), ids.index(jid)))
             out.update({jid: source for jid in ids if jid != source and jid in todo})
         return out
+
+    def _source_rank(self, job_id: str, todo: set[str]) -> int:
+        """How fit a job of a hash is to be the one trained (lower first): done, queued on Slurm, begun (a running
+        record or a checkpoint kept), to do; a job none of those (failed, not retried) is never chosen."""
+        state = self.store.job_state(job_id)
+        if state == "done":
+            return 0
+        if job_id in self.queued:
+            return 1
+        if job_id not in todo:
+            return 4
+        return 2 if state == "running" or self.store.has_checkpoint(job_id) else 3
 
     def reuse_twins(self) -> list[str]:
         """Fill every twin whose source is done now (`RunStore.reuse`); the ids filled. A twin whose source is not
@@ -1015,11 +1018,10 @@ class CallbackObserver(RunObserver):
     def reused(self, run: StudyRun, job_ids: list[str]) -> None:
         """A reused job ends as a trained one does for `on_event`: 'finished', done, with the job it reuses."""
         for jid in job_ids:
-            log.info("job %s: the result of %s (the same settings)", jid, run.store.job_record(jid).get("reused_from"))
+            source = run.store.job_record(jid).get("reused_from")
+            log.info("job %s: the result of %s (the same settings)", jid, source)
             if self.on_event is not None:
-                self.on_event(
-                    jid, "finished", {"state": "done", "reused_from": run.store.job_record(jid).get("reused_from")}
-                )
+                self.on_event(jid, "finished", {"state": "done", "reused_from": source})
 
 
 def random_init_warning(study: Study) -> str:
