@@ -99,3 +99,45 @@ def test_a_twin_stopped_mid_run_is_filled_its_own_leftovers_set_aside(tmp_path: 
     again = api.run_study(spec)
     assert again.ok and store.job_state(tsm) == "done" and store.job_record(tsm)["reused_from"] == cg
     assert not (store.paths(tsm).checkpoints / "stale.pt").exists() and not store.paths(tsm).error.exists()
+
+
+def test_a_reused_job_gets_its_own_tracker_runs_with_the_twins_curves(tmp_path: Path, mlflow_uri: str) -> None:
+    """A reviewer's gap: a reused job was in the run store but in neither tracker, so an MLflow or TensorBoard view of
+    the study lacked one job. It gets its own runs: its own paradigm, the twin's curves, its test metrics, the twin
+    named."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = write_tiny_study(
+        tmp_path / "s.yaml", "twins", tmp_path, paradigms=("CG", "TSM"), tasks=(MALIGNANCY, NODULE, CARDIAC),
+        output_root=tmp_path / "runs", epochs=2,
+        extra={"tracking": {"tensorboard": True, "mlflow": {"uri": mlflow_uri}}},
+    )  # fmt: skip
+    jobs = plan(load_study(spec))
+    cg = next(j.id for j in jobs if j.paradigm == "CG" and j.task_ids == ["cardiac_chambers"])
+    tsm = next(j.id for j in jobs if j.paradigm == "TSM" and j.task_ids == ["cardiac_chambers"])
+    result = api.run_study(spec, device="cpu")
+    store = RunStore(result.store_root)
+    assert result.ok and store.job_record(tsm)["reused_from"] == cg
+
+    curves = {}
+    for jid in (cg, tsm):
+        acc = EventAccumulator(str(store.tensorboard_dir(jid)))
+        acc.Reload()
+        curves[jid] = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert len(curves[tsm]) == 2 and curves[tsm] == curves[cg]
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("twins").experiment_id], "tags.usagg.job_id != ''")
+    by_job = {r.data.tags["usagg.job_id"]: r for r in runs}
+    assert set(by_job) == {j.id for j in jobs}  # every job of the study, the reused one included
+    twin = by_job[tsm]
+    assert twin.info.status == "FINISHED" and twin.data.tags["usagg.reused_from"] == cg
+    assert twin.data.params["paradigm"] == "TSM" and twin.data.params["reused_from"] == cg
+    assert len(client.get_metric_history(twin.info.run_id, "loss")) == 2
+    dsc = "test.cardiac_chambers.DSC"
+    assert (
+        twin.data.metrics[dsc]
+        == by_job[cg].data.metrics[dsc]
+        == store.metrics(tsm)["tasks"]["cardiac_chambers"]["metrics"]["DSC"]
+    )

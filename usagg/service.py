@@ -613,6 +613,9 @@ class StudyRun:
     queued_note: str | None = None
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
+    #: The trackers the jobs feed, reached once a run (`live_tracking`): an MLflow server that is down warns once.
+    _tracking: TrackingSpec | None = field(default=None, init=False, repr=False)
+    _tracking_reached: bool = field(default=False, init=False, repr=False)
     #: How errors name the options: `usagg run`'s flags, or `usagg.api.run_study`'s arguments.
     wording: Wording = CLI_WORDING
 
@@ -802,6 +805,12 @@ class StudyRun:
             except (JobLocked, StateConflict):
                 continue  # another `usagg run` holds or just filled it: said at the end if still not done
             del self.twins[jid]
+        tracking = self.live_tracking() if filled else None
+        if tracking is not None:
+            from usagg.tracking import track_reused
+
+            for jid in filled:
+                track_reused(tracking, self.store.job(jid), self.store.root, self.store.metrics(jid) or {})
         return filled
 
     def unfilled_text(self) -> str | None:
@@ -899,9 +908,19 @@ class StudyRun:
         if not self.todo:
             return {}
         executor = self.check_executor(**executor_options)
-        tracking = reachable_tracking(self.study.tracking, self.study.name, self.store.root)
-        fn = job_function(self.study.execution, tracking)
+        fn = job_function(self.study.execution, self.live_tracking())
         return executor.run(self.todo, fn, on_event, on_progress)
+
+    def live_tracking(self) -> TrackingSpec | None:
+        """The spec's trackers with an unreachable MLflow left out (`reachable_tracking`), asked once a run: the
+        study's MLflow run is RUNNING from then until `end_tracking`. None when the spec tracks nothing."""
+        tracking = self.study.tracking
+        if tracking is None or not (tracking.tensorboard or tracking.mlflow):
+            return None
+        if not self._tracking_reached:
+            self._tracking = reachable_tracking(tracking, self.study.name, self.store.root)
+            self._tracking_reached = True
+        return self._tracking
 
     def check_executor(self, **executor_options: Any) -> Executor:
         """The spec's executor, built once: `drive` builds it before the store is written, so `devices: cuda`

@@ -11,6 +11,7 @@ The parent run is RUNNING while a `usagg run` runs jobs and ends with it (`start
 reopens it to attach the report and closes it again. A done job's run gets its metrics.json and
 predictions as artifacts (its best.pt too with `tracking.mlflow_checkpoints`); its TensorBoard
 folder gets the job's settings and final primary metrics as hparams (`hparam_values`).
+A job that reuses its twin's training gets its own run too, the twin's curves replayed (`track_reused`).
 A tracker that fails (a server down, a full disk) warns once and is switched off; the job goes on.
 """
 
@@ -284,9 +285,10 @@ class MlflowTracker(_Guarded):
             return
         self.client = _client(spec)
         experiment = self.client.get_run(parent).info.experiment_id
-        run = self.client.create_run(
-            experiment, run_name=job.id, tags={"mlflow.parentRunId": parent, "usagg.job_id": job.id}
-        )
+        tags = {"mlflow.parentRunId": parent, "usagg.job_id": job.id}
+        if "reused_from" in params:
+            tags["usagg.reused_from"] = params["reused_from"]
+        run = self.client.create_run(experiment, run_name=job.id, tags=tags)
         self.run_id = run.info.run_id
         items = [Param(k, v[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -349,11 +351,14 @@ class JobTrackers(Callback):
             t.finish(metrics, state)
 
 
-def job_trackers(tracking: TrackingSpec | None, job: Job, store_root: Path) -> JobTrackers:
-    """The trackers of one job, opened (a tracker that cannot open warns once and stays off)."""
+def job_trackers(
+    tracking: TrackingSpec | None, job: Job, store_root: Path, *, reused_from: str | None = None
+) -> JobTrackers:
+    """The trackers of one job, opened (a tracker that cannot open warns once and stays off); `reused_from` names
+    the twin whose training a reused job took (a param, and an MLflow tag)."""
     if tracking is None or not (tracking.tensorboard or tracking.mlflow):
         return JobTrackers([])
-    params = job_params(job)
+    params = job_params(job) | ({"reused_from": reused_from} if reused_from else {})
     trackers: list[_Guarded] = []
     if tracking.tensorboard:
         trackers.append(TensorBoardTracker(RunStore(store_root).tensorboard_dir(job.id), params, hparam_values(job)))
@@ -362,6 +367,18 @@ def job_trackers(tracking: TrackingSpec | None, job: Job, store_root: Path) -> J
             MlflowTracker(tracking.mlflow, job, Path(store_root), params, checkpoints=tracking.mlflow_checkpoints)
         )
     return JobTrackers([t for t in trackers if t.alive])
+
+
+def track_reused(tracking: TrackingSpec, job: Job, store_root: Path, metrics: dict[str, Any]) -> None:
+    """A job filled from its twin (usagg/store.py `RunStore.reuse`) gets a tracker run of its own, as a trained one
+    does: its own params (its paradigm, not the twin's), the twin's curves epoch by epoch from the history its
+    metrics.json keeps, its test metrics and files, and the twin it reuses named, so the MLflow and TensorBoard
+    views list every job of the study."""
+    trackers = job_trackers(tracking, job, store_root, reused_from=str(metrics.get("reused_from") or "") or None)
+    for entry in metrics.get("history") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
+            trackers.epoch(entry)
+    trackers.finish(metrics, "done")
 
 
 def _recorded_parent(spec: MlflowSpec, store_root: Path) -> str | None:
