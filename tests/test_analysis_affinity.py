@@ -161,6 +161,39 @@ def test_delta_versus_affinity_legend_carries_spearman_of_the_mates_affinity(ana
     assert np.allclose(xs, onto) and np.allclose(ys, vals)
 
 
+def test_delta_versus_affinity_lines_are_theil_sen_and_need_six_tasks(analysis: Analysis) -> None:
+    """A reviewer's objection: least-squares lines through 4 tasks (the known study) drawn a trend that one task far
+    out on x swung. The line is the Theil-Sen fit (the rank-based fit beside the legend's ρ), drawn from 6 tasks."""
+    import matplotlib.pyplot as plt
+    from scipy.stats import theilslopes
+
+    with paper_style():
+        made = F.fig_affinity_delta(analysis)
+    assert made is not None
+    fig, caption = made
+    x, y = F.affinity_points(analysis, "AG")[1:]
+    power = F._unit_power(np.concatenate([F.affinity_points(analysis, p)[1] for p in ("CG", "AU", "AG")]))
+    slope, intercept = theilslopes(y, x / 10.0**power)[:2]
+    fits = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 50]
+    assert len(fits) == 3  # CG (8 tasks), AU and AG (9)
+    colour = F.paradigm_color("AG", analysis.comp.paradigms)
+    (ag,) = [ln for ln in fits if ln.get_color() == colour]
+    xs, ys = np.asarray(ag.get_xdata()), np.asarray(ag.get_ydata())
+    assert xs[0] == pytest.approx(x.min() / 10.0**power) and np.allclose(ys, intercept + slope * xs)
+    assert "Theil-Sen fit" in caption and "at least 6 tasks" in caption and "least-squares" not in caption
+
+    fig5, ax = plt.subplots()
+    outlier = np.array([0.0, 1.0, 2.0, 3.0, 40.0])
+    assert F._trend_line(ax, outlier, outlier * 0.5, "k") == 0 and not ax.get_lines()  # 5 tasks: no line
+    assert F._trend_text(0, sentence=True).startswith("No trend lines: no paradigm has the 6 tasks")
+    six = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 40.0])
+    assert F._trend_line(ax, six, np.r_[six[:5] * 0.5, -30.0], "k") == 1
+    (line,) = ax.get_lines()
+    assert np.diff(line.get_ydata())[0] > 0  # the outlier at x=40 does not turn the rising five around
+    plt.close(fig5)
+    plt.close(fig)
+
+
 def test_recovery_figure_shows_the_hand_computed_rand_index(analysis: Analysis) -> None:
     # 36 pairs of 9 tasks; they disagree on 3: breast_lesion_cls with thyroid_nodule_det and with
     # thyroid_malignancy (together in the design, apart in AG) and breast_lesion with breast_lesion_cls

@@ -49,6 +49,7 @@ from usagg.wording import counted
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from usagg.affinity import Affinity
@@ -628,7 +629,7 @@ def _dodged(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[str,
     return out, band / 2
 
 
-def _scale_test_text(a: Analysis, f: float) -> str:
+def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
     """The caption's sentence on what tests Δ's relation to n_train in this study: the mixed model's slopes and the
     Spearman ρ over clinical groups where they have a p (usagg/analysis/mixed.py, stats.py), else why none could."""
     from usagg.analysis.mixed import FORMULA, SLOPE
@@ -664,9 +665,12 @@ def _scale_test_text(a: Analysis, f: float) -> str:
     )
     reasons = f" ({'; '.join(why)})" if why else ""
     if not parts:
-        return f" No test of the relation was possible for this study{reasons}: the lines and ρ are descriptive."
+        descriptive = "the lines and ρ are" if lines else "ρ is"
+        return f" No test of the relation was possible for this study{reasons}: {descriptive} descriptive."
     rest = f" No test for {', '.join(untested)}{reasons}." if untested else ""
-    return f" Tests of the relation (statistics table): {'; '.join(parts)}.{rest} The lines are descriptive."
+    return f" Tests of the relation (statistics table): {'; '.join(parts)}.{rest}" + (
+        " The lines are descriptive." if lines else ""
+    )
 
 
 #: The name of the Spearman ρ over clinical groups (usagg/analysis/stats.py), a test of Δ's relation to n_train.
@@ -674,9 +678,9 @@ GROUP_RHO = "Spearman ρ(Δ, log n_train), groups"
 
 
 def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
-    """Δ versus n_train (log x) per paradigm, points dodged by paradigm, least-squares line in log10 n_train and
-    Spearman ρ in the legend; the caption names the tests the study has of the relation (`_scale_test_text`).
-    None where no task has both a Δ and an n_train."""
+    """Δ versus n_train (log x) per paradigm, points dodged by paradigm, a Theil-Sen line in log10 n_train
+    (`_trend_line`) and Spearman ρ in the legend; the caption names the tests the study has of the relation
+    (`_scale_test_text`). None where no task has both a Δ and an n_train."""
     comp, f = a.comp, _main_fraction(a)
     if comp.no_delta:
         return None
@@ -691,6 +695,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     fig = _new(COLUMN_W, 2.6)
     ax = fig.subplots()
     xs_at, half = _dodged(points)
+    lines = 0
     rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
     for p, (n, vals) in points.items():
         col = paradigm_color(p, comp.paradigms)
@@ -701,10 +706,7 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
             else f"{p}: ρ n/a ({s.note if s else 'no data'})"
         )
         ax.scatter(xs_at[p], vals, s=10, color=col, alpha=0.85, linewidths=0, label=lab)
-        if n.size >= 3 and np.ptp(np.log10(n)) > 0:  # fitted on the exact n_train, not the dodged positions
-            b, c = np.polyfit(np.log10(n), vals, 1)
-            xs = np.logspace(np.log10(n.min()), np.log10(n.max()), 50)
-            ax.plot(xs, c + b * np.log10(xs), color=col, linewidth=1.0)
+        lines += _trend_line(ax, np.log10(n), vals, col, 10.0)  # fitted on the exact n_train, not the dodged x
     ax.set_xscale("log")
     _plain_log_ticks(ax)
     ax.axhline(0, color="black", linewidth=0.6)
@@ -719,10 +721,11 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     cap = (
         f"Δ versus training-set size per task (fraction {frac_label(f)}). Points of one n_train are set side by "
         f"side, a column per paradigm in legend order (tasks of one paradigm with equal n_train spread within it), "
-        f"at most ±{100 * shift:.0f} % from their n_train, which is exact per task (see the per-task table); lines: "
-        "least-squares fit of Δ on log10 n_train at the exact values; legend: Spearman ρ of Δ and log n_train over "
-        "tasks, descriptive (no p: a clinical group's tasks are not independent), n tasks."
-        + _scale_test_text(a, f)
+        f"at most ±{100 * shift:.0f} % from their n_train, which is exact per task (see the per-task table); "
+        + _trend_text(lines, "of Δ on log10 n_train at the exact values")
+        + "; legend: Spearman ρ of Δ and log n_train over tasks, descriptive (no p: a clinical group's tasks are not "
+        "independent), n tasks."
+        + _scale_test_text(a, f, lines)
         + f" Dashed: regime threshold n_train = {thr}."
         + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
         + _chance_text(comp, f, "every paradigm's points")
@@ -1055,7 +1058,8 @@ def affinity_points(a: Analysis, paradigm: str) -> tuple[list[str], np.ndarray, 
 
 def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     """Δ versus the mean affinity onto a task from the tasks it shared a model with, per multi-task paradigm,
-    a least-squares line and Spearman ρ each; None without affinity or without a paradigm that shares models."""
+    a Theil-Sen line (`_trend_line`) and Spearman ρ each; None without affinity or without a paradigm that shares
+    models."""
     from matplotlib.ticker import MaxNLocator
 
     from usagg.analysis.stats import spearman
@@ -1070,6 +1074,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     fig = _new(COLUMN_W, 2.6)
     ax = fig.subplots()
     power = _unit_power(np.concatenate([x for _, x, _ in points.values()]))
+    lines = 0
     for p, (_, raw, y) in points.items():
         col = paradigm_color(p, comp.paradigms)
         rho, _, n, note = spearman(raw, y)  # no p: the tasks share a model (usagg/analysis/stats.py DEPENDENT)
@@ -1077,10 +1082,7 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
         lab = f"{p}: ρ={rho:+.2f}, n={n}" if rho is not None else f"{p}: ρ n/a ({note}), n={n}"
         ax.scatter(x, y, s=12, color=col, marker=paradigm_marker(p, comp.paradigms), alpha=0.85, linewidths=0,
                    label=lab)  # fmt: skip
-        if x.size >= 3 and np.ptp(x) > 0:
-            b, c = np.polyfit(x, y, 1)
-            xs = np.linspace(x.min(), x.max(), 20)
-            ax.plot(xs, c + b * xs, color=col, linewidth=1.0)
+        lines += _trend_line(ax, x, y, col)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.axvline(0, color="0.5", linewidth=0.6, linestyle="--")
     ax.xaxis.set_major_locator(MaxNLocator(5))  # small affinities have long tick labels
@@ -1093,14 +1095,45 @@ def fig_affinity_delta(a: Analysis) -> tuple[Figure, str] | None:
     cap = (
         f"Δ versus {comp.baseline} per task (fraction {frac_label(f)}) against the mean lookahead affinity onto the "
         f"task from the tasks trained in the same model ({', '.join(points)}: one point per task that shares its "
-        "model; the job of the lowest seed names the mates). Lines: least-squares fit; legend: Spearman ρ over "
-        "tasks, descriptive (no p: tasks that share a model are not independent), n tasks. Affinity as in the "
-        "affinity matrix figure"
+        "model; the job of the lowest seed names the mates). "
+        + _trend_text(lines, sentence=True)
+        + "; legend: Spearman ρ over tasks, descriptive (no p: tasks that share a model are not independent), n "
+        "tasks. Affinity as in the affinity matrix figure"
         + (f", in units of {unit} (the x axis reads 3 for an affinity of 3 × {unit})." if power else ".")
         + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
         + _chance_text(comp, f, "every paradigm's points")
     )
     return fig, cap
+
+
+#: The fewest tasks a paradigm needs for a trend line: through 3-5 points a line shows a trend the ρ beside it
+#: cannot carry (a reviewer's objection to lines through the known study's 4 tasks).
+TREND_MIN = 6
+
+
+def _trend_line(ax: Axes, x: np.ndarray, y: np.ndarray, colour: str, base: float | None = None) -> int:
+    """Draw the Theil-Sen line of y on x (the median of the pairwise slopes: one task far out on x cannot swing it,
+    as it swings a least-squares line, and it is the fit that goes with a rank correlation) over x's range, where
+    there are at least `TREND_MIN` points that differ in x; 1 when drawn, else 0. `base`: x holds log_base of
+    the axis values (a log axis)."""
+    from scipy.stats import theilslopes
+
+    if x.size < TREND_MIN or np.ptp(x) == 0:
+        return 0
+    slope, intercept, _, _ = theilslopes(y, x)
+    xs = np.linspace(x.min(), x.max(), 50)
+    ax.plot(base**xs if base else xs, intercept + slope * xs, color=colour, linewidth=1.0)
+    return 1
+
+
+def _trend_text(drawn: int, fit: str = "", *, sentence: bool = False) -> str:
+    """The caption's words for the trend lines `_trend_line` drew (`drawn` of them); `sentence`: capitalised."""
+    what = f"Theil-Sen fit{' ' + fit if fit else ''} (the median of the pairwise slopes, robust to one outlying task)"
+    if drawn:
+        text = f"lines: {what}, where a paradigm has at least {TREND_MIN} tasks"
+    else:
+        text = f"no trend lines: no paradigm has the {TREND_MIN} tasks a {what} needs"
+    return text[0].upper() + text[1:] if sentence else text
 
 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
