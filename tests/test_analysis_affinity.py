@@ -254,6 +254,7 @@ def test_report_has_the_affinity_section_and_the_advice(analysis: Analysis, tmp_
     row = f"| g2 | 2 | fetal_head_position, cardiac_chambers | Fetal, Cardiac | {g2:+.3g} |"
     assert row in " ".join(affinity.split())  # pandas pads the cells to column width
     assert "Rand index 0.92 (adjusted +0.72" in affinity and "**AG recovery**" in md[: md.index("Contents:")]
+    assert md.count("Rand index 0.92 (adjusted +0.72") == 2  # the summary and its section, not the headline too
     advice = md[md.index("## Advice") : md.index("## Files")]
     assert "### Advice: the paradigm for each task" in advice
     assert {p.name for p in written} >= {"affinity_groups.csv", "affinity.csv", "advice.csv", "fig_recovery.png"}

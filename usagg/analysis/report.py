@@ -171,13 +171,7 @@ def _headline(a: Analysis) -> list[str]:
     gap = headline_line(selection_gap(a.inp, comp))
     if gap:
         lines.append(gap)
-    recovery = recovery_line(a.inp, comp)
-    if recovery:
-        lines.append(f"**AG recovery**: {recovery}")
-    stability = stability_line(a.inp)
-    if stability:
-        lines.append(f"**AG stability**: {stability}")
-    return lines + exclusion_notes(comp) + collapse_notes(comp)
+    return lines + exclusion_notes(comp) + collapse_notes(comp)  # AG's recovery and stability: the summary's
 
 
 #: Steps under a paradigm over TS's beyond which its Δ is said to mix aggregation with another training budget.
