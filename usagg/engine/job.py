@@ -27,7 +27,7 @@ from usagg.engine.augment import Augmenter
 from usagg.engine.batches import GpuRoom, TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
 from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_everything, set_threads
-from usagg.engine.evaluate import EvalSet, evaluate, finite_or_none
+from usagg.engine.evaluate import EvalSet, TaskResult, evaluate, finite_or_none
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
 from usagg.engine.kept import job_ended, job_model
@@ -212,42 +212,86 @@ def run_job(
         room=room,
     )
     fit = trainer.fit()
-    if trainer.affinity is not None:
-        aff = trainer.affinity.record(fit.train_seconds)
-        write_affinity(paths.affinity, aff)
-        log.info(
-            "affinity: %d measurement(s), every %d steps, probe %s images per task: %.1f s, %.1f %% of training",
-            len(aff.steps),
-            aff.every,
-            job.affinity.probe_size if job.affinity else "?",
-            aff.seconds,
-            100 * aff.share,
-        )
-        if aff.overshot:
-            log.warning(
-                "affinity: the lookahead step raised the own probe loss of %s (negative self-affinity): it overshoots; "
-                "a lower analysis.affinity.lookahead_lr measures in the linear regime",
-                ", ".join(aff.overshot),
-            )
+    _record_affinity(trainer, fit, paths, job)
     if (share := trunk_share(trainer.train)) is not None:
         log.info(share)
+    results, eval_s = _final_evaluation(trainer, fit, model, test_sets, compute, job, paths)
+    metrics = _job_metrics(
+        job, data, model, trainer, fit, rule_tests, results, counts,
+        timing=(t_start, eval_s), ran=(dev, compute.precision, mode_ran(accel, model, step_graphs), step_graphs),
+    )  # fmt: skip
+    job_ended(model)  # the model may serve the worker's next job of its structure
+    return metrics
 
-    # Final evaluation of the selected weights on the test split, predictions in the challenge format: every
-    # task with the weights of its selected epoch (one epoch for all with selection_scope model).
-    pred_dir = paths.predictions
-    if pred_dir.exists():
-        shutil.rmtree(pred_dir)  # a previous, interrupted attempt's files
+
+def _record_affinity(trainer: Trainer, fit: FitResult, paths: JobPaths, job: Job) -> None:
+    """affinity.json of a job that measured inter-task affinity (AU for AG), logged with its cost, and a warning where
+    the lookahead step overshot (a negative self-affinity)."""
+    if trainer.affinity is None:
+        return
+    aff = trainer.affinity.record(fit.train_seconds)
+    write_affinity(paths.affinity, aff)
+    log.info(
+        "affinity: %d measurement(s), every %d steps, probe %s images per task: %.1f s, %.1f %% of training",
+        len(aff.steps),
+        aff.every,
+        job.affinity.probe_size if job.affinity else "?",
+        aff.seconds,
+        100 * aff.share,
+    )
+    if aff.overshot:
+        log.warning(
+            "affinity: the lookahead step raised the own probe loss of %s (negative self-affinity): it overshoots; "
+            "a lower analysis.affinity.lookahead_lr measures in the linear regime",
+            ", ".join(aff.overshot),
+        )
+
+
+def _final_evaluation(
+    trainer: Trainer,
+    fit: FitResult,
+    model: M2DINO,
+    test_sets: dict[str, EvalSet],
+    compute: Compute,
+    job: Job,
+    paths: JobPaths,
+) -> tuple[dict[str, TaskResult], float]:
+    """The selected weights on the test split, predictions written in the challenge's format and each test image's
+    scores in item_scores.json (the test-set bootstrap's input): every task with the weights of its selected epoch
+    (one epoch for all with selection_scope model). The results by task and the seconds it took."""
+    if paths.predictions.exists():
+        shutil.rmtree(paths.predictions)  # a previous, interrupted attempt's files
     t_eval = time.perf_counter()
-    with PredictionWriter(pred_dir) as writer:
-        results = {}
+    with PredictionWriter(paths.predictions) as writer:
+        results: dict[str, TaskResult] = {}
         for epoch, ids in fit.test_groups():
             trainer.use_weights(epoch)
             sets = {t: test_sets[t] for t in ids if t in test_sets}
             results.update(evaluate(model, sets, compute, job.training.eval_batch_size, writer))
-    write_json_checked(paths.item_scores, writer.item_scores())  # per test image: the test-set bootstrap's input
-    eval_s = time.perf_counter() - t_eval
-    n_test = sum(r.n_images for r in results.values())
+    write_json_checked(paths.item_scores, writer.item_scores())
+    return results, time.perf_counter() - t_eval
 
+
+def _job_metrics(
+    job: Job,
+    data: JobData,
+    model: M2DINO,
+    trainer: Trainer,
+    fit: FitResult,
+    rule_tests: RuleTests,
+    results: dict[str, TaskResult],
+    counts: dict[str, int],
+    *,
+    timing: tuple[float, float],
+    ran: tuple[torch.device, str, str, bool],
+) -> dict[str, Any]:
+    """metrics.json's content, checked by `JobMetrics`: each task's test metrics and steps, expert usage, the
+    weights and parameters, the selection record, the history, how it trained and its throughput. `timing`: the
+    job's start (perf_counter) and the test evaluation's seconds; `ran`: device, precision, the accel mode that
+    ran and whether whole-step graphs replayed."""
+    t_start, eval_s = timing
+    dev, precision, accel_ran, step_graphs = ran
+    n_test = sum(r.n_images for r in results.values())
     tasks: dict[str, Any] = {}
     usage: dict[str, Any] = {}
     for t in job.tasks:
@@ -263,7 +307,7 @@ def run_job(
         if r is not None and r.expert_usage is not None:
             usage[t.id] = np.asarray(r.expert_usage, dtype=np.int64).tolist()
     later = trainer.later_images_per_s
-    metrics = JobMetrics.model_validate(
+    return JobMetrics.model_validate(
         {
             "job_id": job.id,
             "tasks": tasks,
@@ -279,7 +323,7 @@ def run_job(
                 "sampling": trainer.sampler.mode,
                 "loss_balance": trainer.balance.record(),
                 "device": str(dev),
-                "precision": compute.precision,
+                "precision": precision,
             },
             "throughput": {
                 "train_images_per_s": round(fit.images_per_s, 2),
@@ -293,7 +337,7 @@ def run_job(
                 "checkpoint_seconds": round(trainer.checkpoints.seconds, 3),
                 "checkpoint_saves": trainer.checkpoints.saves,
                 "epoch_end_seconds": round(trainer.epoch_end_seconds, 3),
-                "accel": mode_ran(accel, model, step_graphs),
+                "accel": accel_ran,
                 **(
                     {"replayed_steps": trainer.train_step.replays, "unrecorded_tasks": trainer.train_step.unrecorded()}
                     if step_graphs
@@ -302,5 +346,3 @@ def run_job(
             },
         }
     ).to_json()
-    job_ended(model)  # the model may serve the worker's next job of its structure
-    return metrics
