@@ -18,6 +18,7 @@ from test_data_support import read_csv, write_csv
 from usagg.data.check import check_dataset
 from usagg.data.synth import generate_benchmark
 from usagg.errors import DataError
+from usagg.service import DataProblems
 from usagg.spec.models import SynthSpec, TaskSpec
 
 # kind -> (task CSV, data row) where the corruption below plants it
@@ -180,8 +181,9 @@ def test_study_tasks_are_checked_against_the_data(synth: Path, tmp_path: Path) -
     report = check_dataset(synth, tasks=tasks, splits=("train",))
     assert [(p.kind, p.csv_file) for p in report.problems] == [("spec_mismatch", None), ("task_missing", None)]
     assert "num_classes 3" in report.problems[0].message and "lung_b_lines" in report.problems[1].message
-    with pytest.raises(DataError, match="2 problem"):
-        report.raise_if_problems()
+    message = str(DataProblems(report))  # what `usagg run` raises for them (usagg/service.py check_study_data)
+    assert message.startswith(f"the dataset at {synth} has 2 problems in this study's tasks; not training:")
+    assert "spec_mismatch" in message and "task_missing" in message
 
     only_train = tmp_path / "data"
     shutil.copytree(synth / "train", only_train / "train")

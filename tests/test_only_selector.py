@@ -11,7 +11,7 @@ import pytest
 
 from usagg.errors import UsaggError
 from usagg.plan import Job, plan
-from usagg.service import LISTED, _listed, select_jobs
+from usagg.service import LISTED, _listed, make_selection
 from usagg.spec.load import load_study
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
@@ -24,7 +24,7 @@ def jobs() -> list[Job]:
 
 def _error(jobs: list[Job], *only: str, paradigms: tuple[str, ...] = ()) -> str:
     with pytest.raises(UsaggError) as err:
-        select_jobs(jobs, paradigms=paradigms, only=only)
+        make_selection(jobs, paradigms=paradigms, only=only)
     return str(err.value)
 
 

@@ -16,7 +16,7 @@ from tests.tiny_study import MALIGNANCY, NODULE, write_tiny_study
 from usagg import api
 from usagg.errors import UsaggError
 from usagg.plan import plan
-from usagg.service import RunObserver, StudyRun, select_jobs
+from usagg.service import RunObserver, StudyRun, make_selection
 from usagg.spec.load import load_study
 from usagg.store import RunStore
 
@@ -57,7 +57,7 @@ def demo_jobs() -> list[Any]:
 
 
 def picked(jobs: list[Any], *only: str) -> list[str]:
-    return sorted(j.id for j in select_jobs(jobs, only=only))
+    return sorted(j.id for j in make_selection(jobs, only=only).pick(jobs))
 
 
 def test_selectors_of_different_keys_and_of_one_key_or(demo_jobs: list[Any]) -> None:
@@ -70,7 +70,7 @@ def test_selectors_of_different_keys_and_of_one_key_or(demo_jobs: list[Any]) -> 
     both = sorted(j.id for j in demo_jobs if j.paradigm in ("TS", "CG"))
     assert picked(demo_jobs, "TS", "CG") == both
     with pytest.raises(UsaggError, match="no job matches them all"):
-        select_jobs(demo_jobs, only=["task=breast_lesion", "group:Fetal"])
+        make_selection(demo_jobs, only=["task=breast_lesion", "group:Fetal"])
 
 
 def test_an_id_selector_is_a_whole_id_its_dashed_beginning_or_a_glob(demo_jobs: list[Any]) -> None:
@@ -79,7 +79,7 @@ def test_an_id_selector_is_a_whole_id_its_dashed_beginning_or_a_glob(demo_jobs: 
     assert picked(demo_jobs, f"id={lesion[0]}") == lesion
     assert len(picked(demo_jobs, "TS-breast_lesion*")) == 2
     with pytest.raises(UsaggError, match="--only TS-breast matches no job"):
-        select_jobs(demo_jobs, only=["TS-breast"])  # a bare prefix inside a task name spans tasks
+        make_selection(demo_jobs, only=["TS-breast"])  # a bare prefix inside a task name spans tasks
 
 
 def test_plan_only_shows_the_selection_run_would_make(

@@ -65,13 +65,13 @@ def test_only_selects_by_id_task_group_paradigm_and_glob() -> None:
     from pathlib import Path
 
     from usagg.plan import plan
-    from usagg.service import select_jobs
+    from usagg.service import make_selection
     from usagg.spec.load import load_study
 
     jobs = plan(load_study(Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"))
 
     def picked(*only: str) -> list[str]:
-        return sorted(j.id for j in select_jobs(jobs, only=only))
+        return sorted(j.id for j in make_selection(jobs, only=only).pick(jobs))
 
     ts_fetal = [j.id for j in jobs if j.paradigm == "TS" and j.task_ids == ["fetal_head"]]
     assert picked(ts_fetal[0]) == ts_fetal
@@ -86,7 +86,7 @@ def test_only_selects_by_id_task_group_paradigm_and_glob() -> None:
     assert picked("group:Breast") == breast and len(breast) >= 3  # TS of its two tasks and CG-Breast (and controls)
     assert set(picked("task:thyroid_*")) == {j.id for j in jobs if any(t.startswith("thyroid_") for t in j.task_ids)}
     with pytest.raises(UsaggError, match=r"--only task:nope matches no job.*tasks: .*fetal_head"):
-        select_jobs(jobs, only=["task:nope"])
+        make_selection(jobs, only=["task:nope"])
 
 
 def test_executor_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -23,9 +23,11 @@ _CHUNK = 1 << 20
 _memo: dict[tuple[str, int, int], str] = {}  # this process's digests, so one plan reads no record twice
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: Path | str) -> str:
+    """Hex sha256 of the file's bytes, read in chunks and never cached: for callers that check or vouch for the
+    file as it is now (a trunk file, a report's results CSV); `file_sha256` caches."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -55,7 +57,7 @@ def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
             return _memo[key]
     except (OSError, ValueError, KeyError, AttributeError):
         pass  # no record, or an unreadable one: recompute
-    digest = _digest(resolved)
+    digest = sha256_of(resolved)
     if resolved.stat().st_mtime_ns != st.st_mtime_ns:  # changed while being read: do not cache a mixed digest
         return digest
     _memo[key] = digest
@@ -64,4 +66,4 @@ def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
     return digest
 
 
-__all__ = ["file_sha256"]
+__all__ = ["file_sha256", "sha256_of"]

@@ -396,18 +396,6 @@ def _unmatched_message(
     )
 
 
-def select_jobs(
-    jobs: list[Job],
-    paradigms: Sequence[str] = (),
-    only: Sequence[str] = (),
-    waiting: Sequence[Waiting] = (),
-    wording: Wording = CLI_WORDING,
-) -> list[Job]:
-    """The planned jobs narrowed to `paradigms` and `only` (see `Selection`); a selected paradigm still `waiting`
-    brings the jobs it needs."""
-    return make_selection(jobs, paradigms, only, waiting, wording).pick(jobs, waiting)
-
-
 #: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
 MIN_TRAIN = 2
 

@@ -241,11 +241,9 @@ class Comparison:
 
 
 def relative_change(m_p: float, m_base: float, higher_is_better: bool) -> Delta:
-    """Δ % of one paradigm's mean against the baseline's mean; n/a when the baseline is zero."""
-    if m_base == 0:
-        return Delta(None, "baseline metric is 0, relative change undefined")
-    s = 1.0 if higher_is_better else -1.0
-    return Delta(s * (m_p - m_base) / abs(m_base) * 100.0)
+    """Δ % of one paradigm's mean against the baseline's mean (the relative scale, whatever analysis.scale); n/a
+    when the baseline is zero."""
+    return Delta(*change("relative", "", m_p, m_base, higher_is_better))  # the relative scale reads no metric
 
 
 def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:

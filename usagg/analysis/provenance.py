@@ -21,6 +21,7 @@ from typing import Any
 from usagg import __version__
 from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
+from usagg.filehash import sha256_of
 from usagg.safepath import confined
 from usagg.store import WEIGHTS_KEY, RunStore
 
@@ -72,14 +73,6 @@ class Provenance:
         return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _recorded_digest(record: dict[str, Any]) -> str | None:
     """The weights digest the job's id was hashed with (job.json's `weights_key`), None when not recorded.
 
@@ -109,7 +102,7 @@ def provenance(inp: AnalysisInput) -> Provenance:
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         host=socket.gethostname(),
         source=inp.source,
-        source_sha256=_sha256(source) if source is not None and source.is_file() else "",
+        source_sha256=sha256_of(source) if source is not None and source.is_file() else "",
     )
     if inp.run_dir is None:
         return prov

@@ -40,7 +40,6 @@ from usagg.data.leakage import (
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
-from usagg.wording import counted
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -109,17 +108,6 @@ class CheckReport:
             "tasks": {t: s.to_dict() for t, s in self.tasks.items()},
             "images": {"decoded": self.decoded, "kept": self.kept},
         }
-
-    def raise_if_problems(self, limit: int = 5) -> None:
-        """For `usagg run`: a DataError listing the first problems."""
-        if self.ok:
-            return
-        shown = "; ".join(f"{p.where()}: {p.message}" if p.row else p.message for p in self.problems[:limit])
-        more = f" (and {len(self.problems) - limit} more)" if len(self.problems) > limit else ""
-        raise DataError(
-            f"the dataset at {self.root} has {counted(len(self.problems), 'problem')}: {shown}{more}. "
-            f"Run `usagg data check {self.root}` for the full list."
-        )
 
 
 @dataclass

@@ -23,8 +23,8 @@ class BestWeights:
         self._spare: list[list[torch.Tensor]] = []
 
     def current(self) -> dict[str, torch.Tensor]:
-        """The model's trainable tensors now, by key, not copied (saving copies them): `checkpoint.trainable_state`
-        without a state_dict of the whole model, frozen weights included, per save."""
+        """The model's trainable tensors now, by key, not copied (saving copies them), without building a state_dict
+        of the whole model, frozen weights included, per save."""
         return {k: t.detach() if t.requires_grad else t for k, t in zip(self.keys, self._live, strict=True)}
 
     def keep(self, epoch: int, selected: set[int]) -> None:

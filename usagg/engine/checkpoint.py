@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from usagg.atomic import write_with
-from usagg.tensorbytes import on_host, tensor_memory
+from usagg.tensorbytes import feed_tensor, tensors_sha256
 
 
 def trainable_keys(model: torch.nn.Module) -> list[str]:
@@ -46,12 +46,6 @@ def trainable_keys(model: torch.nn.Module) -> list[str]:
             prefix = f"{mod_name}." if mod_name else ""
             keys += [prefix + b for b, _ in mod.named_buffers(recurse=False) if prefix + b in state]
     return keys
-
-
-def trainable_state(model: torch.nn.Module, keys: list[str]) -> dict[str, torch.Tensor]:
-    """The model's tensors under `keys` (detached; saving copies them)."""
-    state = model.state_dict()
-    return {k: state[k] for k in keys}
 
 
 def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -68,15 +62,8 @@ def frozen_fingerprint(model: torch.nn.Module) -> str:
     """sha256 over name, dtype, shape and bytes of every state_dict tensor that is not trainable (read in place:
     usagg/tensorbytes.py)."""
     trainable = set(trainable_keys(model))
-    h = hashlib.sha256()
-    for name, t in model.state_dict(keep_vars=True).items():
-        if name in trainable:
-            continue
-        t = on_host(t)
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(tensor_memory(t))
-    return h.hexdigest()
+    frozen = ((n, t) for n, t in model.state_dict(keep_vars=True).items() if n not in trainable)
+    return tensors_sha256(frozen, "{name}|{dtype}|{shape}|")
 
 
 #: Key of the checksum inside a checkpoint dict.
@@ -103,10 +90,7 @@ class _Crc32:
 def _feed(h: Any, obj: Any, path: str) -> None:
     h.update(path.encode())
     if isinstance(obj, torch.Tensor):
-        t = on_host(obj)
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(tensor_memory(t))
+        feed_tensor(h, obj, "{dtype}{shape}")
     elif isinstance(obj, dict):
         for k in sorted(obj, key=repr):
             _feed(h, obj[k], f"{path}/{k!r}")

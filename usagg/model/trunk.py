@@ -32,8 +32,9 @@ from filelock import FileLock
 
 from usagg.data import cache
 from usagg.data.datasets import to_model_input
+from usagg.filehash import sha256_of
 from usagg.model.backbones import DinoEncoder, TrunkLayout
-from usagg.tensorbytes import on_host, tensor_memory
+from usagg.tensorbytes import tensors_sha256
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +91,10 @@ class Trunk:
 
 def frozen_digest(encoder: DinoEncoder, layout: TrunkLayout) -> str:
     """sha256 of every parameter and buffer the trunk depends on (all but the blocks above it and the heads)."""
-    h = hashlib.sha256()
     skip = (*(f"blocks.{i}." for i in range(layout.start, encoder.depth)), "norm.", "fc_norm.", "head")
     named = list(encoder.vit.named_parameters()) + list(encoder.vit.named_buffers())
-    for name, t in sorted(named, key=lambda kv: kv[0]):
-        if name.startswith(skip):
-            continue
-        arr = on_host(t)
-        h.update(f"{name} {arr.dtype} {tuple(arr.shape)}\n".encode())
-        if arr.numel():
-            h.update(tensor_memory(arr))
-    return h.hexdigest()
+    kept = [(name, t) for name, t in sorted(named, key=lambda kv: kv[0]) if not name.startswith(skip)]
+    return tensors_sha256(kept, "{name} {dtype} {shape}\n")
 
 
 def trunk_key(
@@ -116,14 +110,6 @@ def trunk_key(
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _valid(data_file: Path, meta_file: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     """The memmap when the file is complete and unchanged since it was written, else None."""
     try:
@@ -131,7 +117,7 @@ def _valid(data_file: Path, meta_file: Path, shape: tuple[int, ...]) -> np.ndarr
         st = data_file.stat()
         if meta.get("version") != TRUNK_VERSION or st.st_size != meta["size"] or tuple(meta["shape"]) != shape:
             return None
-        if st.st_mtime_ns != meta["mtime_ns"] and _sha256(data_file) != meta["sha256"]:
+        if st.st_mtime_ns != meta["mtime_ns"] and sha256_of(data_file) != meta["sha256"]:
             return None
         arr = np.load(data_file, mmap_mode="r")
     except (OSError, ValueError, KeyError, TypeError):
@@ -208,7 +194,7 @@ def _build(
         del out
         st = tmp.stat()
         meta = {"version": TRUNK_VERSION, "shape": list(shape), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        tmp_meta.write_text(json.dumps({**meta, "sha256": _sha256(tmp)}))
+        tmp_meta.write_text(json.dumps({**meta, "sha256": sha256_of(tmp)}))
         meta_file.unlink(missing_ok=True)  # data first: a data file without its seal is rebuilt
         os.replace(tmp, data_file)
         os.replace(tmp_meta, meta_file)
