@@ -284,3 +284,20 @@ def test_a_damaged_mlflow_record_reads_as_none(tmp_path: Path, content: str) -> 
     store.mlflow_record.parent.mkdir(parents=True)
     store.mlflow_record.write_text(content)
     assert _recorded_parent(MlflowSpec(uri="sqlite:///x.db"), store.root) is None
+
+
+@pytest.mark.parametrize("pid", [2**70, 0, -1, True, 2**22 + 1], ids=["huge", "zero", "minus-one", "true", "past-max"])
+def test_a_lock_naming_no_process_is_not_a_live_holder(
+    tmp_path: Path, pid: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's received lock: pid 2**70 crashed `usagg status` (OverflowError in os.kill), and 0, -1 or true
+    probed a process group, every process or init and read as a live holder, so the job stayed locked."""
+    from usagg.joblock import JobLock
+
+    store, job = _store(tmp_path)
+    lock = store.paths(job.id).lock
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "token": "t"}))
+    holder = read_holder(lock)
+    assert holder is not None and not JobLock(lock, job.id, 5.0, 60.0).holder_alive(holder)
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "Traceback" not in out and "OverflowError" not in out, out

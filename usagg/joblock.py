@@ -61,6 +61,11 @@ def _proc_start(pid: int) -> str | None:
     return fields[19] if fields is not None and len(fields) > 19 else None
 
 
+#: The largest process id Linux hands out (2**22, /proc/sys/kernel/pid_max's ceiling); a lock naming a larger one was
+#: not written by a process (os.kill would raise OverflowError past a C long).
+PID_MAX = 1 << 22
+
+
 def _pid_alive(pid: int, proc_start: str | None) -> bool:
     """Whether `pid` on this host is the process that wrote the lock and still runs (not a zombie)."""
     try:
@@ -148,8 +153,11 @@ class JobLock:
             return False  # released meanwhile
         if abs(age) > self.stale_after_s:
             return False
-        if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return _pid_alive(holder["pid"], holder.get("proc_start"))
+        if holder and holder.get("host") == socket.gethostname():
+            pid = holder.get("pid")
+            if type(pid) is not int or not 1 <= pid <= PID_MAX:
+                return False  # no process's id (0, -1 and True would probe a group, every process, init): garbage
+            return _pid_alive(pid, holder.get("proc_start"))
         return True
 
     @contextlib.contextmanager
