@@ -301,3 +301,22 @@ def test_a_lock_naming_no_process_is_not_a_live_holder(
     assert holder is not None and not JobLock(lock, job.id, 5.0, 60.0).holder_alive(holder)
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
     assert code == 0 and "Traceback" not in out and "OverflowError" not in out, out
+
+
+def test_ragged_expert_usage_is_a_damaged_metrics_file_not_a_plot_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's received metrics.json: expert_usage rows of different lengths (with a valid checksum) ended
+    `usagg plot` and `report` in numpy's 'inhomogeneous shape' traceback; it is a damaged file, named."""
+    from usagg.jobmetrics import metrics_problem
+
+    store, job = _store(tmp_path)
+    metrics = json.loads(store.paths(job.id).metrics.read_text())
+    metrics.pop("checksum", None)
+    metrics["expert_usage"] = {"heart_cls": [[3, 1, 0, 0], [2, 2]]}
+    assert "one count per expert" in str(metrics_problem(metrics))
+    store.write_metrics(job.id, metrics)
+    for args in (["plot", str(store.root), "--out", str(tmp_path / "figs")], ["status", str(store.root)]):
+        code, out = run_cli(args, monkeypatch, capsys)
+        assert "Traceback" not in out and "inhomogeneous" not in out, out
+    assert "metrics.json" in out and "expert_usage" in out

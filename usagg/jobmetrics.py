@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from usagg.errors import DataError
 
@@ -225,6 +225,19 @@ class JobMetrics(_Record):
     history: list[HistoryEntry] | None = Field(None, description="one entry per epoch")
     training: TrainingRecord | None = Field(None, description="how the job trained")
     throughput: Throughput | None = Field(None, description="speed (not reproducible)")
+
+    @field_validator("expert_usage")
+    @classmethod
+    def _usage_matrix(cls, v: dict[str, list[list[int]]] | None) -> dict[str, list[list[int]]] | None:
+        """Each task's usage is a blocks x experts matrix of counts (the figure sums it over blocks): rows of one
+        length, none negative; a received file's ragged rows would otherwise end `plot` in a traceback."""
+        for task, blocks in (v or {}).items():
+            if len({len(b) for b in blocks}) > 1:
+                raise ValueError(f"{task}: every MoE block lists one count per expert; got rows of lengths "
+                                 f"{sorted({len(b) for b in blocks})}")  # fmt: skip
+            if any(x < 0 for b in blocks for x in b):
+                raise ValueError(f"{task}: a token count below 0")
+        return v
 
     @classmethod
     def parse(cls, data: Any, where: Path | str) -> JobMetrics:
