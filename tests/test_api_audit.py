@@ -50,7 +50,7 @@ def _current_table(store: RunStore) -> None:
 def test_load_history_reads_a_store_whose_history_has_no_steps(tmp_path: Path) -> None:
     """HistoryEntry.step is optional (older files lack it): a nullable Int64 column, <NA> where it is missing, for a
     finished job and for one read from its history.csv alike; steps that are there stay whole numbers."""
-    from usagg.engine.history import write_history
+    from usagg.historycsv import write_history
 
     store, (old, new) = make_store(tmp_path)
     metrics = metrics_of(old)

@@ -1,4 +1,5 @@
-"""The shape of the package: no import circle, task-type knowledge in its modules, registries instead of lists."""
+"""The shape of the package: imports flow one way (layers, no circle), task-type knowledge in its modules, registries
+instead of lists."""
 
 from __future__ import annotations
 
@@ -104,6 +105,135 @@ def test_no_import_circle_in_the_package() -> None:
 
 def test_the_checker_sees_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: The layers of the package, lowest first (docs/internals.md, "Imports flow one way"): a module imports at run time
+#: (inside functions too; `if TYPE_CHECKING:` imports are annotations only) from its own layer or a lower one, and a
+#: lower layer gets what it needs from above passed in. The store sits below the engine, which writes through
+#: `RunStore` and `JobPaths`: the store knows the files, never the engine.
+LAYERS = (
+    "foundations",
+    "spec",
+    "plan",
+    "data and model",
+    "store",
+    "engine",
+    "execute",
+    "analysis",
+    "service",
+    "api",
+    "cli",
+)
+
+#: Module or package -> its layer; a module takes the entry of its own name, else of its nearest package below
+#: `usagg` (the `usagg` entry is the package's own module only). A new module or package needs an entry here.
+RANKS = {
+    "usagg": "foundations",  # __version__
+    "usagg.errors": "foundations",
+    "usagg.names": "foundations",
+    "usagg.wording": "foundations",
+    "usagg.atomic": "foundations",
+    "usagg.safepath": "foundations",
+    "usagg.cachedir": "foundations",
+    "usagg.filehash": "foundations",
+    "usagg.signals": "foundations",
+    "usagg.tensorbytes": "foundations",
+    "usagg.registry": "foundations",
+    "usagg.joblock": "foundations",
+    "usagg.results_schema": "foundations",  # store files' formats, shared by writers and readers
+    "usagg.jobmetrics": "foundations",
+    "usagg.historycsv": "foundations",
+    "usagg.affinity": "foundations",
+    "usagg.grouping": "foundations",
+    "usagg.spec": "spec",
+    "usagg.sweep": "spec",
+    "usagg.paradigms": "spec",
+    "usagg.tasktypes": "spec",
+    "usagg.plan": "plan",
+    "usagg.projection": "plan",
+    "usagg.data": "data and model",
+    "usagg.model": "data and model",
+    "usagg.predictions": "data and model",
+    "usagg.store": "store",
+    "usagg.engine": "engine",
+    "usagg.tracking": "engine",  # trainer callbacks
+    "usagg.execute": "execute",
+    "usagg.analysis": "analysis",
+    "usagg.service": "service",
+    "usagg.api": "api",
+    "usagg.cli": "cli",
+    "usagg.__main__": "cli",
+}
+
+#: The documented exceptions: modules placed in another layer than their package's, each with why.
+PLACED = {
+    "usagg.execute.registry": (
+        "spec",
+        "the registry of executor names the spec validates; it imports only usagg.registry (executors load by name)",
+    ),
+    "usagg.model.zoo": (
+        "spec",
+        "the registry of backbones the spec validates (names, block counts); entries as data, no torch",
+    ),
+    **{
+        f"usagg.tasktypes.{name}": (
+            "data and model",
+            "a built-in task type: from CSV label to head and mask (data readers, model.heads inside its methods); "
+            "the registry (usagg.tasktypes, base) below the spec loads it by name",
+        )
+        for name in ("classification", "detection", "regression", "segmentation")
+    },
+    "usagg.jobmetrics_doc": ("cli", "an entry point (python -m) rendering docs/metrics.md with the spec reference"),
+}
+
+
+def _layer(module: str) -> str | None:
+    if module in PLACED:
+        return PLACED[module][0]
+    name = module
+    while True:
+        if name in RANKS:
+            return RANKS[name]
+        if name.count(".") < 2:  # `usagg.x` checked: `usagg` ranks only itself
+            return None
+        name = name.rpartition(".")[0]
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer into a higher one, as 'importer (layer) -> imported (layer)'."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    found = []
+    for m in sorted(graph):
+        for d in sorted(graph[m]):
+            low, high = _layer(m), _layer(d)
+            if low is not None and high is not None and rank[low] < rank[high]:
+                found.append(f"{m} ({low}) -> {d} ({high})")
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [m for m in _modules() if _layer(m) is None] == []
+    assert set(RANKS.values()) | {layer for layer, _ in PLACED.values()} <= set(LAYERS)
+
+
+def test_imports_flow_one_way() -> None:
+    """No module imports from a layer above its own: the spec no analysis, the store no engine, the analysis no
+    service (`planned_power` takes the store's root from its caller)."""
+    mods = _modules()
+    graph = {m: _runtime_imports(p, m, set(mods)) for m, p in mods.items()}
+    assert _upward(graph) == []
+
+
+def test_the_layer_checker_sees_an_import_against_the_flow(tmp_path: Path) -> None:
+    """What usagg/spec/models.py did before `scale_problem` moved to the task types: a function-local import."""
+    source = "def check():\n    from usagg.analysis.scales import scale_problem\n    return scale_problem\n"
+    (tmp_path / "models.py").write_text(source, encoding="utf-8")
+    known = {"usagg.analysis.scales", "usagg.tasktypes"}
+    graph = {"usagg.spec.models": _runtime_imports(tmp_path / "models.py", "usagg.spec.models", known)}
+    assert _upward(graph) == ["usagg.spec.models (spec) -> usagg.analysis.scales (analysis)"]
+    assert _upward({"usagg.store": {"usagg.engine.history"}, "usagg.engine.job": {"usagg.store"}}) == [
+        "usagg.store (store) -> usagg.engine.history (engine)"
+    ]
 
 
 def test_task_type_knowledge_lives_in_the_task_type_modules() -> None:

@@ -161,7 +161,7 @@ def test_inprocess_runs_all_and_records_an_exception_as_failed(tmp_path: Path) -
     assert raised["error"] == f"RuntimeError: boom in {ids[1]}"
     assert "Traceback" in (store.job_dir(ids[1]) / "error.txt").read_text()
     assert raised["duration_s"] is not None and raised["attempts"] == 1
-    assert store.lock_holder(ids[1]) is None  # released despite the exception
+    assert store.job_lock(ids[1]).holder() is None  # released despite the exception
 
     # a failure fn recorded itself is kept as fn wrote it
     assert (store.job_dir(ids[2]) / "error.txt").read_text() == "engine said no\n"
@@ -520,7 +520,7 @@ def test_ctrl_c_leaves_the_cpu_pool_jobs_pending_and_no_worker_behind(tmp_path: 
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert [(store.job_state(j), store.job_record(j)["error"]) for j in ids[:2]] == [("pending", "interrupted")] * 2
-    assert store.job_state(ids[2]) == "pending" and all(store.lock_holder(j) is None for j in ids)
+    assert store.job_state(ids[2]) == "pending" and all(store.job_lock(j).holder() is None for j in ids)
     for pid in (read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids[:2]):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -592,7 +592,7 @@ def test_checkpoint_resubmits_the_same_call_and_frees_the_lock(tmp_path: Path) -
     call = SlurmJobCall(fake_run_one)
     with store.lock(ids[0]):
         delayed = call.checkpoint(str(store.root), ids[0])
-        assert store.lock_holder(ids[0]) is None  # the requeued run may start on another host
+        assert store.job_lock(ids[0]).holder() is None  # the requeued run may start on another host
     assert isinstance(delayed, DelayedSubmission)
     assert delayed.function is call and delayed.args == (str(store.root), ids[0]) and delayed.kwargs == {}
     assert delayed.result() == ("done", "finished", {"state": "done"})  # re-running it runs the job

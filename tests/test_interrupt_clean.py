@@ -106,7 +106,7 @@ def test_a_stopped_pool_prints_no_traceback_and_leaves_its_jobs_to_resume(
     assert proc.returncode == code, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert [(store.job_state(j), store.job_record(j)["error"]) for j in ids] == [("pending", "interrupted")] * 2
-    assert all(store.lock_holder(j) is None for j in ids)
+    assert all(store.job_lock(j).holder() is None for j in ids)
     assert all((store.job_dir(j) / "exited.txt").is_file() for j in ids)  # each worker's exit hook ran to its end
     for pid in (read_json(store.job_dir(j) / "seen.json")["pid"] for j in ids):
         with pytest.raises(ProcessLookupError):

@@ -20,8 +20,8 @@ from usagg.atomic import write_json_atomic
 from usagg.cli.display import PlainDisplay, eta_text
 from usagg.cli.eta import Clock, Eta
 from usagg.cli.runs import ConsoleObserver
-from usagg.engine.history import write_history
 from usagg.engine.progress import Progress
+from usagg.historycsv import write_history
 from usagg.plan import Job, plan
 from usagg.service import StudyRun
 from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from usagg.engine.checkpointing import AUTO_CHECKPOINT_SHARE
 from usagg.execute.pool import GIB, MAX_JOBS_PER_GPU, PoolExecutor
 from usagg.projection import (
     JobShape,
@@ -30,6 +29,7 @@ from usagg.projection import (
     summary,
     write_measurement,
 )
+from usagg.spec.models import AUTO_CHECKPOINT_SHARE
 
 ROOT = Path(__file__).resolve().parents[1]
 FMC_IMAGES = {"segmentation": 16615, "classification": 16361, "detection": 4333, "regression": 3078}

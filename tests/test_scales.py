@@ -13,12 +13,13 @@ from usagg.analysis.delta import compare, rescaled
 from usagg.analysis.inputs import load_input
 from usagg.analysis.render import to_markdown
 from usagg.analysis.results import Row, write_results
-from usagg.analysis.scales import change, from_relative, gradient, scale_problem
+from usagg.analysis.scales import change, from_relative, gradient
 from usagg.analysis.summary import analyse, compare_output
 from usagg.analysis.tables import delta_long_table, scale_disagreements, scales_table
 from usagg.analysis.uncertainty import seed_interval
 from usagg.errors import SpecError
 from usagg.spec.load import study_from_mapping
+from usagg.tasktypes import scale_problem
 
 
 def test_each_scale_by_hand() -> None:

@@ -280,7 +280,7 @@ def test_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
         assert p.exitcode == 0
     for jid in ids:
         assert len((store.job_dir(jid) / "ran.txt").read_text().splitlines()) == 1
-        assert store.lock_holder(jid) is None
+        assert store.job_lock(jid).holder() is None
 
 
 def test_live_lock_raises_joblocked_with_holder(tmp_path: Path) -> None:
@@ -301,7 +301,7 @@ def test_live_lock_raises_joblocked_with_holder(tmp_path: Path) -> None:
         p.join(30)
     with store.lock(jid) as holder:  # released by the other process: ours now
         assert holder["pid"] == os.getpid()
-    assert store.lock_holder(jid) is None
+    assert store.job_lock(jid).holder() is None
 
 
 def test_lock_in_same_process_is_not_reentrant(tmp_path: Path) -> None:
@@ -317,10 +317,10 @@ def test_stale_lock_of_dead_process_is_broken(tmp_path: Path) -> None:
     p.start()
     p.join(30)
     assert p.exitcode == 0
-    assert store.lock_holder(jid)["pid"] == p.pid  # left behind by the dead process
+    assert store.job_lock(jid).holder()["pid"] == p.pid  # left behind by the dead process
     with store.lock(jid) as holder:
         assert holder["pid"] == os.getpid()
-    assert store.lock_holder(jid) is None
+    assert store.job_lock(jid).holder() is None
     assert [x.name for x in store.job_dir(jid).iterdir() if x.name.startswith(".lock")] == []
 
 
@@ -398,7 +398,7 @@ def test_display_state_running_with_a_dead_or_missing_holder_is_interrupted(tmp_
     p = SPAWN.Process(target=_lock_and_die, args=(str(store.root), jid))
     p.start()
     p.join(30)
-    assert store.lock_holder(jid)["pid"] == p.pid  # the dead process's lock is still there
+    assert store.job_lock(jid).holder()["pid"] == p.pid  # the dead process's lock is still there
     assert not store.lock_alive(jid)
     assert store.display_state(jid) == "interrupted"
     assert store.job_state(jid) == "running"  # the record itself is left as it was

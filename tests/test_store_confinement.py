@@ -101,7 +101,7 @@ def test_a_job_folder_linked_outside_the_store_is_neither_read_nor_written(tmp_p
     store, job = _store(tmp_path)
     outside = _plant_job_link(store, job, tmp_path)
     record = (outside / "job.json").read_text()
-    for read in (store.metrics, store.job_record, store.job_state, store.lock_holder, store.error_text):
+    for read in (store.metrics, store.job_record, store.job_state, store.job_lock, store.error_text):
         with pytest.raises(UnsafePath, match=rf"{job.id}' resolves to {outside}, outside {store.root}"):
             read(job.id)
     with pytest.raises(UnsafePath):

@@ -264,7 +264,7 @@ def test_a_damaged_item_scores_file_is_set_aside_and_its_job_evaluated_again(tmp
 
 
 def test_a_damaged_history_is_written_again_from_metrics(tmp_path: Path) -> None:
-    from usagg.engine.history import write_history
+    from usagg.historycsv import write_history
 
     store, jobs = make_store(tmp_path)
     job = jobs[0]
@@ -281,7 +281,7 @@ def test_a_damaged_history_is_written_again_from_metrics(tmp_path: Path) -> None
 
 def test_load_history_names_a_damaged_history_of_an_unfinished_job(tmp_path: Path) -> None:
     from usagg.api import load_history
-    from usagg.engine.history import write_history
+    from usagg.historycsv import write_history
 
     store, jobs = make_store(tmp_path)
     job = jobs[0]

@@ -316,7 +316,28 @@ def test_ragged_expert_usage_is_a_damaged_metrics_file_not_a_plot_traceback(
     metrics["expert_usage"] = {"heart_cls": [[3, 1, 0, 0], [2, 2]]}
     assert "one count per expert" in str(metrics_problem(metrics))
     store.write_metrics(job.id, metrics)
-    for args in (["plot", str(store.root), "--out", str(tmp_path / "figs")], ["status", str(store.root)]):
+    for args, expected in (
+        (["plot", str(store.root), "--out", str(tmp_path / "figs")], 2),
+        (["status", str(store.root)], 0),
+    ):
         code, out = run_cli(args, monkeypatch, capsys)
-        assert "Traceback" not in out and "inhomogeneous" not in out, out
-    assert "metrics.json" in out and "expert_usage" in out
+        assert code == expected and "Traceback" not in out and "inhomogeneous" not in out, out
+        assert "metrics.json" in out and "one count per expert" in out
+
+
+def test_a_fix_command_quotes_the_store_path_for_the_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's store folder named `t$(touch PWNED)`: the suggested `usagg repair <store>` ran the payload when
+    pasted; every suggested command quotes its paths (usagg/wording.py `command`)."""
+    import shlex
+
+    store, job = _store(tmp_path)
+    named = store.root.with_name("t$(touch PWNED)")
+    store.root.rename(named)
+    store = RunStore(named)
+    store.paths(job.id).metrics.write_text("{broken")
+    code, out = run_cli(["status", str(named)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and f"`usagg repair {shlex.quote(str(named))}`" in flat, out
+    assert shlex.split(f"usagg repair {shlex.quote(str(named))}")[-1] == str(named)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from usagg.engine.progress import Progress  # what on_progress hears; torch-free (as usagg.engine is at import)
 from usagg.errors import DataError, SpecError, UsaggError  # what the functions raise, for `except`
 from usagg.service import RunObserver, RunResult
+from usagg.wording import command
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -256,8 +257,8 @@ def _results_text(path: Path) -> tuple[str | None, Path]:
         rebuilt = store.current_results()
         if rebuilt is None and (why := results_damage(store.results_csv)) is not None:
             raise UsaggError(  # as `usagg compare` says it (usagg/analysis/inputs.py)
-                f"{store.results_csv} is damaged ({why}): `usagg repair {store.root}` sets it aside and rebuilds it "
-                "from the done jobs"
+                f"{store.results_csv} is damaged ({why}): `{command('usagg', 'repair', store.root)}` sets it aside "
+                "and rebuilds it from the done jobs"
             )
         return rebuilt, store.results_csv
     if not path.is_file():
@@ -347,19 +348,19 @@ def _nan(x: Any) -> float:
 
 
 def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list[dict[str, Any]]:
-    """Rows of a job that has not finished, from its history.csv (usagg/engine/history.py); [] without one."""
+    """Rows of a job that has not finished, from its history.csv (usagg/historycsv.py); [] without one."""
     import csv
     import io
 
     from usagg.atomic import read_regular
-    from usagg.engine.history import history_damage
+    from usagg.historycsv import history_damage
 
     if not path.is_file():
         return []
     if (why := history_damage(path)) is not None:
         raise UsaggError(
-            f"{path} is damaged ({why}): `usagg repair {path.parents[2]}` sets it aside (job {job.id}'s next epoch "
-            "writes it again)"
+            f"{path} is damaged ({why}): `{command('usagg', 'repair', path.parents[2])}` sets it aside "
+            f"(job {job.id}'s next epoch writes it again)"
         )
     types = {t.id: (t.type, t.metric) for t in job.tasks}
     rows = []

@@ -23,3 +23,12 @@ class SpecError(UsaggError):
 
 class DataError(UsaggError):
     """The dataset on disk does not match what the study expects."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of an error's message ('' without one), a SyntaxError's as its message with the
+    file and line: what a one-paragraph message or a log line quotes of an error it reports."""
+    text = str(err).strip()
+    if isinstance(err, SyntaxError) and err.filename:
+        text = f"{err.msg} ({err.filename}, line {err.lineno})"
+    return (text.splitlines() or [""])[0]

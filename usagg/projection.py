@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.cachedir import cache_root
+from usagg.spec.models import AUTO_CHECKPOINT_SHARE
 
 if TYPE_CHECKING:
     from usagg.plan import Job
@@ -326,8 +327,6 @@ def checkpoint_saves(epochs: int, every: int | str, epoch_s: float, save_s: floa
     if epochs < 1:
         raise ValueError(f"a job trains at least one epoch, got {epochs}")
     if every == "auto":
-        from usagg.engine.checkpointing import AUTO_CHECKPOINT_SHARE  # imports torch: only when asked
-
         room = AUTO_CHECKPOINT_SHARE * epoch_s  # one epoch's allowance
         if epochs == 1:
             last = 1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from typing import Generic, TypeVar
 
-from usagg.errors import UsaggError
+from usagg.errors import UsaggError, first_line
 from usagg.names import unknown_name
 
 T = TypeVar("T")
@@ -154,19 +154,11 @@ def _import(what: str, load: Callable[[], object]) -> object:
         return load()
     except ImportError as e:
         raise UsaggError(
-            f"plug-in {what} could not be imported: {_first_line(e)}. Install it or put its folder on PYTHONPATH, "
+            f"plug-in {what} could not be imported: {first_line(e)}. Install it or put its folder on PYTHONPATH, "
             f"or remove it from {PLUGINS_ENV} / the installed distribution that declares it."
         ) from e
     except Exception as e:
         raise UsaggError(
-            f"plug-in {what} failed while loading ({type(e).__name__}: {_first_line(e)}). Fix the plug-in, or "
+            f"plug-in {what} failed while loading ({type(e).__name__}: {first_line(e)}). Fix the plug-in, or "
             f"remove it from {PLUGINS_ENV} / the installed distribution that declares it."
         ) from e
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an error's message (a SyntaxError's with its file and line): the paragraph stays one."""
-    text = str(err).strip()
-    if isinstance(err, SyntaxError) and err.filename:
-        text = f"{err.msg} ({err.filename}, line {err.lineno})"
-    return (text.splitlines() or [""])[0]

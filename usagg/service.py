@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from usagg.errors import DataError, UsaggError
-from usagg.wording import counted
+from usagg.wording import command, counted
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -64,7 +64,8 @@ class DataProblems(DataError):
             where = f"{p.where()}: " if p.row else ""
             lines.append(f"  {p.kind} {where}{p.message}")
         if len(self.problems) > PROBLEMS_IN_MESSAGE:
-            lines.append(f"  ... and {len(self.problems) - PROBLEMS_IN_MESSAGE} more (usagg data check {report.root})")
+            more = len(self.problems) - PROBLEMS_IN_MESSAGE
+            lines.append(f"  ... and {more} more ({command('usagg', 'data', 'check', Path(report.root))})")
         super().__init__("\n".join(lines))
 
 

@@ -19,7 +19,7 @@ Layout::
         .lock                present while a process runs the job: host, pid, start time
         log.txt              the job's own log
         metrics.json         a JobMetrics (usagg/jobmetrics.py, docs/metrics.md), with a checksum of its content
-        history.csv          per epoch and task: losses, steps, selection metrics (usagg/engine/history.py)
+        history.csv          per epoch and task: losses, steps, selection metrics (usagg/historycsv.py)
         item_scores.json     per test image: the test-set bootstrap's input (with a checksum of its content)
         affinity.json        the inter-task affinity a measuring job saw (AG's evidence, usagg/affinity.py)
         predictions/         challenge submission format
@@ -85,6 +85,7 @@ from usagg.atomic import (
     write_text_atomic,
 )
 from usagg.errors import DataError, UsaggError
+from usagg.historycsv import history_damage, write_history
 from usagg.joblock import DAMAGED_HOLDER, JobLock, JobLocked, read_holder
 from usagg.jobmetrics import JobMetrics, metrics_problem
 from usagg.paradigms import paradigm_names
@@ -93,10 +94,9 @@ from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS
 from usagg.safepath import check_component, confined, no_links
 from usagg.sweep import value_text
 from usagg.tasktypes import metric_direction
+from usagg.wording import command
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
-#: What `display_state` may answer: the stored states plus "interrupted" (running, holder dead).
-DISPLAY_STATES: tuple[str, ...] = (*STATES, "interrupted")
 
 
 LOCK_NAME = ".lock"
@@ -404,6 +404,11 @@ class RunStore:
         where = f"{folder}: job id"
         return confined(folder.relative_to(self.root) / check_component(job_id, where), self.root, where)
 
+    @property
+    def repair_command(self) -> str:
+        """`usagg repair` of this store as a user pastes it (shell-quoted: a store folder's name is data)."""
+        return command("usagg", "repair", self.root)
+
     def paths(self, job_id: str) -> JobPaths:
         """Every file of one job (nothing is created)."""
         return JobPaths(self.job_dir(job_id))
@@ -607,7 +612,7 @@ class RunStore:
 
     def _damaged(self, path: Path, why: str, fix: str = "sets it aside and rebuilds it") -> None:
         """Note a damaged file found by a read (left in place: `repair` is the writer)."""
-        note = f"{path} is damaged ({why}); `usagg repair {self.root}` (or the next `usagg run`) {fix}"
+        note = f"{path} is damaged ({why}); `{self.repair_command}` (or the next `usagg run`) {fix}"
         if note not in self.repairs:
             self.repairs.append(note)
 
@@ -730,8 +735,6 @@ class RunStore:
             found[paths.metrics] = "missing, although the job is done"
         if why := _item_scores_damage(paths.item_scores):
             found[paths.item_scores] = why
-        from usagg.engine.history import history_damage  # lazy: the store reads no engine module otherwise
-
         if why := history_damage(paths.history):
             found[paths.history] = why
         return found
@@ -766,8 +769,6 @@ class RunStore:
             self.set_aside(paths.history, problems[paths.history])
             metrics, _ = self._checked_metrics(job_id)
             if metrics is not None and isinstance(metrics.get("history"), list):
-                from usagg.engine.history import write_history
-
                 write_history(paths.history, metrics["history"], self.job(job_id).task_ids)
                 self.repairs[-1] += " and written again from metrics.json"
             else:
@@ -820,7 +821,7 @@ class RunStore:
         if record is None:
             raise UsaggError(
                 f"{self.paths(job_id).record} is damaged ({why}), so job {job_id} is not set to {state}: "
-                f"`usagg repair {self.root}` sets it aside and rebuilds it from the plan"
+                f"`{self.repair_command}` sets it aside and rebuilds it from the plan"
             )
         if expect is not None and record.get("state") not in expect:
             raise StateConflict(
@@ -891,7 +892,7 @@ class RunStore:
         if why is not None:
             path = self.paths(job_id).metrics
             raise DataError(
-                f"{path} is damaged ({why}); `usagg repair {self.root}` sets it aside and sends the job back to "
+                f"{path} is damaged ({why}); `{self.repair_command}` sets it aside and sends the job back to "
                 "pending, then `usagg run` evaluates it again"
             )
         return None if data is None else JobMetrics.model_validate(data)
@@ -977,10 +978,6 @@ class RunStore:
         """The job's lock (usagg/joblock.py), with this store's heartbeat and staleness."""
         return JobLock(self.paths(job_id).lock, job_id, self.heartbeat_s, self.stale_after_s)
 
-    def lock_holder(self, job_id: str) -> dict[str, Any] | None:
-        """Who holds the job's lock (host, pid, started, token), or None."""
-        return self.job_lock(job_id).holder()
-
     def lock_alive(self, job_id: str) -> bool:
         """Whether a live process holds the job's lock (the answer `status`, `plan` and lock breaking share)."""
         lock = self.job_lock(job_id)
@@ -1038,10 +1035,10 @@ class RunStore:
             if metrics is None:
                 path = self.paths(job.id).metrics
                 raise UsaggError(
-                    f"job {job.id} is done but {path} is damaged ({why}): `usagg repair {self.root}` sets it "
+                    f"job {job.id} is done but {path} is damaged ({why}): `{self.repair_command}` sets it "
                     "aside and sends the job back to pending, then `usagg run` evaluates it again"
                     if why
-                    else f"job {job.id} is done but has no {path}: `usagg repair {self.root}` sends it back to pending"
+                    else f"job {job.id} is done but has no {path}: `{self.repair_command}` sends it back to pending"
                 )
             groups = {t.id: t.group for t in job.tasks}
             for point in job.sweep or [{}]:  # a job two sweep points share: its rows in both

@@ -23,6 +23,7 @@ from usagg.names import is_plain_name
 from usagg.safepath import check_text
 from usagg.store import RunStore, results_damage
 from usagg.tasktypes import default_metric
+from usagg.wording import command
 
 
 @dataclass
@@ -288,8 +289,8 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         why = results_damage(csv_path) if rebuilt is None else None
         if why is not None:
             raise UsaggError(
-                f"{csv_path} is damaged ({why}): `usagg repair {store.root}` sets it aside and rebuilds it from "
-                "the done jobs"
+                f"{csv_path} is damaged ({why}): `{command('usagg', 'repair', store.root)}` sets it aside and "
+                "rebuilds it from the done jobs"
             )
     else:
         store = RunStore(run_dir) if run_dir is not None else None

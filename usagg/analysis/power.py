@@ -26,6 +26,8 @@ from usagg.analysis.tdist import two_sided_power
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from usagg.spec.models import Study
 
 ALPHA = 0.05
@@ -120,35 +122,33 @@ def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
     return Table("power", "Smallest detectable Δ at the planned seeds", cols, body, notes)
 
 
-def planned_power(study: Study, given_sd: float | None) -> Table:
+def planned_power(study: Study, given_sd: float | None, store_root: Path) -> Table:
     """The power table of a spec at its planned seeds: the seed spread given (Δ units, every task), else the one
-    measured in the study's run store; a UsaggError says how to get one where neither is there."""
-    from usagg.service import store_for
-
+    measured in the study's run store at `store_root` (the caller's: the analysis does not find stores); a
+    UsaggError says how to get one where neither is there."""
     n = len(study.seeds)
     if given_sd is not None:
         sds = {t.id: given_sd for t in study.tasks}
         return power_table(
             detectable(sds, n), f"{given_sd:g} for every task, given with --seed-sd", study.analysis.scale
         )
-    store = store_for(study)
     measured: dict[str, float] = {}
     comp = None
-    if store.root.is_dir():
+    if store_root.is_dir():
         from usagg.analysis.delta import compare
         from usagg.analysis.inputs import load_input
 
         try:
-            comp = compare(load_input(store.root, None))
+            comp = compare(load_input(store_root, None))
         except UsaggError:
             comp = None
         if comp is not None:
             measured = seed_sd(comp, max(comp.fractions))
     if not measured:
         raise UsaggError(
-            f"usagg plan --power: no seed spread to work from: the run store {store.root} holds no task run with "
+            f"usagg plan --power: no seed spread to work from: the run store {store_root} holds no task run with "
             "≥ 2 seeds; give the sd of one seed's Δ with --seed-sd (in the units of analysis.scale, e.g. 1.5), or "
             "run a pilot with seeds: [0, 1, 2]"
         )
-    source = f"sd over seeds measured in {store.root}, pooled over paradigms"
+    source = f"sd over seeds measured in {store_root}, pooled over paradigms"
     return power_table(detectable(measured, n), source, comp.scale if comp is not None else study.analysis.scale)

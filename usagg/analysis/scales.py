@@ -19,14 +19,15 @@ and reads a baseline at chance (AUC 0.5) as a real reference. The other scales:
 
 s = +1 where higher is better, −1 otherwise, so a positive Δ is a gain on every scale and
 every scale agrees with the others in sign task by task; means over tasks can disagree.
-Torch-, scipy- and spec-free: the spec checks a scale against each task's metric here.
+Torch-, scipy- and spec-free. Whether a scale fits a metric (the spec's check) is `usagg.tasktypes.scale_problem`,
+beside the metrics' bounds, so the spec does not import the analysis.
 """
 
 from __future__ import annotations
 
 import math
 
-from usagg.tasktypes import metric_bounds, metric_direction
+from usagg.tasktypes import metric_best, metric_bounds
 from usagg.tasktypes.base import metric_base
 
 SCALES = ("relative", "log_ratio", "headroom")
@@ -49,28 +50,6 @@ CHANCE = {"AUC": 0.5}
 def chance_level(metric: str) -> float | None:
     """The metric's chance level (AUC 0.5, per-class variants included), None where it depends on the data."""
     return CHANCE.get(metric_base(metric))
-
-
-def _best(metric: str, higher_is_better: bool) -> float | None:
-    lo, hi = metric_bounds(metric)
-    return hi if higher_is_better else lo
-
-
-def scale_problem(scale: str, metric: str) -> str | None:
-    """Why `scale` does not fit `metric` (for the spec's error), or None."""
-    if scale == "log_ratio":
-        lo, _ = metric_bounds(metric)
-        if lo is None or lo < 0:
-            bound = "has no known lower bound" if lo is None else f"can be negative (lowest value {lo:g})"
-            return f"log_ratio takes the logarithm of the metric, and {metric} {bound}; use relative or headroom"
-    if scale == "headroom":
-        hib = metric_direction(metric)
-        if hib is None or _best(metric, hib) is None:
-            return (
-                f"headroom measures a change against the distance to the metric's best value, and {metric} has "
-                "no known best value (an unbounded or unregistered metric); use relative or log_ratio"
-            )
-    return None
 
 
 def change(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bool) -> tuple[float | None, str]:
@@ -100,7 +79,7 @@ def _headroom(metric: str, m_p: float, m_b: float, higher_is_better: bool) -> fl
     s = 1.0 if higher_is_better else -1.0
     if s * (m_p - m_b) < 0 and (worst := worst_value(metric, m_b, higher_is_better)) is not None:
         return abs(m_b - worst)
-    best = _best(metric, higher_is_better)
+    best = metric_best(metric, higher_is_better)
     if best is None:
         return None
     chance = chance_level(metric)
@@ -130,7 +109,7 @@ def gradient(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: 
     # at the kink between a gain's and a loss's distance (m_p = m_b): the gain's side where it has room, else the loss's
     gain = bool(_headroom(metric, m_b + s * 1e-12, m_b, higher_is_better)) if m_p == m_b else s * (m_p - m_b) > 0
     worst = worst_value(metric, m_b, higher_is_better)
-    end = _best(metric, higher_is_better) if gain or worst is None else worst  # worst: fixed (chance or a bound)
+    end = metric_best(metric, higher_is_better) if gain or worst is None else worst  # worst: fixed (chance or a bound)
     dist = _headroom(metric, m_b + (s if gain else -s) * abs(m_p - m_b or 1e-12), m_b, higher_is_better)
     assert dist and end is not None
     clipped = abs(end - m_b) != dist  # a gain from below chance: the distance does not move with the baseline

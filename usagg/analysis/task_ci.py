@@ -31,6 +31,7 @@ from usagg.atomic import read_json_checked
 from usagg.errors import UsaggError
 from usagg.predictions import ITEM_KINDS, ITEM_SCORES_FORMAT
 from usagg.store import JobPaths
+from usagg.wording import command
 
 __all__ = [
     "ItemScores",
@@ -82,8 +83,8 @@ def load_item_scores(job_dir: Path) -> dict[str, ItemScores]:
         store = Path(job_dir).parent.parent
         raise UsaggError(
             f"{path} is damaged ({err}); expected the item scores a job writes after its test evaluation: "
-            f"`usagg repair {store}` sets it aside and sends the job back to pending, then `usagg run` "
-            "evaluates it again"
+            f"`{command('usagg', 'repair', Path(store))}` sets it aside and sends the job back to pending, then "
+            "`usagg run` evaluates it again"
         ) from None
 
 

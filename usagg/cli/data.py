@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from usagg.wording import counted
+from usagg.wording import command, counted
 
 
 class LeakageChoice(str, Enum):
@@ -138,8 +138,8 @@ def catalog(
     found = data_tasks(root)
     if not found:  # every row had a problem (a bad task id, a control character, ...): no catalog to write
         raise DataError(
-            f"no row of the CSVs of {root} names a task usagg can read; `usagg data check {root}` lists each "
-            "row's problem"
+            f"no row of the CSVs of {root} names a task usagg can read; "
+            f"`{command('usagg', 'data', 'check', Path(root))}` lists each row's problem"
         )
     grouping = read_groups(groups, list(found)) if groups is not None else None
     text = catalog_text(Path(root).absolute(), found, grouping)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from usagg.errors import UsaggError
+from usagg.wording import shown_path
 
 if TYPE_CHECKING:
     from usagg.spec.models import Study
@@ -146,12 +147,6 @@ def _aligned(lines: list[str], renamed: Callable[[str], str]) -> str:
         column = max(cell_len(code) for code, _ in parts) + gap
         out += [f"{code}{' ' * (column - cell_len(code))}{comment}" for code, comment in parts]
     return "\n".join(out)
-
-
-def shown_path(path: Path) -> str:
-    """A path as a command line takes it pasted: shell-quoted, and `./` before a leading `-` (else an option)."""
-    text = path.as_posix()
-    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def _same_study(shipped: str, written: str, target: Path, name: str) -> None:

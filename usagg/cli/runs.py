@@ -33,7 +33,7 @@ from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 from usagg.safepath import printable
 from usagg.service import RunObserver  # light: the service imports its heavy parts where it uses them
-from usagg.wording import counted
+from usagg.wording import command, counted
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -249,7 +249,7 @@ def _print_problem_lines(console: Console, problems: list[Any], root: str) -> No
         where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
         console.print(f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True)
     if len(problems) > 50:
-        console.print(f"  ... and {len(problems) - 50} more (usagg data check {root})")
+        console.print(f"  ... and {len(problems) - 50} more ({command('usagg', 'data', 'check', Path(root))})")
 
 
 def _print_repairs(console: Console, store: RunStore) -> None:

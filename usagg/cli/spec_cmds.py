@@ -273,7 +273,7 @@ def plan_cmd(
         from usagg.analysis.power import planned_power
         from usagg.analysis.render import render
 
-        power_table = planned_power(s, seed_sd)
+        power_table = planned_power(s, seed_sd, store_for(s).root)
         if as_json:  # the table as records, NaN as null (as compare --format json writes tables)
             cells = power_table.rows
             finite = [[None if isinstance(v, float) and not math.isfinite(v) else v for v in r] for r in cells]

@@ -48,7 +48,7 @@ def spec_store(spec: Path) -> Path | None:
 def study_folder_problem(run_dir: Path, command: str) -> str | None:
     """The message for a RUN_DIR that is a study's spec, or a folder holding study specs and nothing of a run store:
     the run store each spec names and the command to give it to. None for anything else (the command decides)."""
-    from usagg.cli.init import shown_path
+    from usagg.wording import shown_path
 
     if run_dir.is_file() and run_dir.suffix in (".yaml", ".yml"):
         specs, head = [run_dir], f"{run_dir} is a study spec, not a run store"

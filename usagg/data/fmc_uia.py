@@ -21,7 +21,7 @@ from usagg.names import is_plain_name
 from usagg.safepath import control_characters
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
 from usagg.tasktypes.base import Row, RowError
-from usagg.wording import counted
+from usagg.wording import command, counted
 
 BASE_COLUMNS: tuple[str, ...] = ("image_path", "task_id", "task_name", "num_classes")
 
@@ -354,6 +354,6 @@ def read_split(root: Path, split: str, task_ids: Collection[str] | None = None) 
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(
             f"the {split} split of {root} has {counted(len(problems), 'problem')}: {shown}{more}. "
-            f"Run `usagg data check {root}` for the full list."
+            f"Run `{command('usagg', 'data', 'check', Path(root))}` for the full list."
         )
     return {t: s for t, s in scan.samples.items() if s}

@@ -31,6 +31,8 @@ import torch
 from usagg.atomic import set_aside
 from usagg.engine import checkpoint
 from usagg.engine.callbacks import Callback
+from usagg.errors import first_line
+from usagg.spec.models import AUTO_CHECKPOINT_SHARE
 from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
 from usagg.tensorbytes import on_host
 
@@ -41,16 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it.
-AUTO_CHECKPOINT_SHARE = 0.05
 #: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum;
 #: 4: MoE experts stacked per projection, last.pt carrying the kept best epochs). A last.pt of another layout is
 #: not resumed: the job starts over.
 CHECKPOINT_FORMAT = 4
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else ""
 
 
 def host_copy(obj: Any) -> Any:
@@ -134,7 +130,7 @@ class Checkpointing(Callback):
             return
         if raise_error:
             raise err
-        log.warning("%s could not be written: %s: %s", self.last_path, type(err).__name__, _first_line(err))
+        log.warning("%s could not be written: %s: %s", self.last_path, type(err).__name__, first_line(err))
 
     def mismatch(self, ck: dict[str, Any]) -> str | None:
         """Why a checkpoint cannot continue this model, or None."""
@@ -163,7 +159,7 @@ class Checkpointing(Callback):
                 "%s is damaged (%s: %s); moved to %s, training starts over from epoch 1",
                 self.last_path,
                 type(err).__name__,
-                _first_line(err),
+                first_line(err),
                 aside.name,
             )
             return False
@@ -181,7 +177,7 @@ class Checkpointing(Callback):
                     "%s is damaged (%s: %s); moved to %s with %s, training starts over from epoch 1",
                     self.best_path,
                     type(err).__name__,
-                    _first_line(err),
+                    first_line(err),
                     aside_best.name,
                     aside_last.name,
                 )

@@ -1,82 +1,20 @@
-"""A job's training history as a table: one row per epoch and task, written as the job goes (history.csv).
+"""The trainer callback that writes a job's history.csv as the job goes (the format: usagg/historycsv.py).
 
-The trainer's history entries (usagg/engine/trainer.py) hold per epoch the optimised loss,
-each task's own loss, MoE auxiliary loss and optimiser steps, and the selection score and
-metrics. `history_rows` flattens them; `write_history` (the `HistoryCsv` callback) rewrites history.csv atomically after
-every epoch (the whole history, so a resumed job's file is complete too), which
-`usagg.api.load_history` reads for jobs that have not finished. `history_damage` is its
-schema check (`RunStore.repair` sets a damaged file aside and writes it again from the
-history metrics.json keeps).
+After every epoch `HistoryCsv` rewrites the file from the whole history (so a resumed job's file is complete
+too), which `usagg.api.load_history` reads for jobs that have not finished.
 """
 
 from __future__ import annotations
 
-import csv
-import errno
-import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.atomic import read_regular, write_text_atomic
 from usagg.engine.callbacks import Callback
+from usagg.historycsv import write_history
 
 if TYPE_CHECKING:
     from usagg.engine.trainer import Trainer
-
-#: history.csv's columns, then select_<METRIC> for every selection metric of the job's tasks.
-HISTORY_CSV_COLUMNS: tuple[str, ...] = (
-    "epoch",
-    "step",
-    "task",
-    "loss",
-    "aux_loss",
-    "task_steps",
-    "job_loss",
-    "select_score",
-    "select_loss",
-)
-
-
-def _cell(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    return v
-
-
-def history_rows(history: Sequence[dict[str, Any]], task_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per (epoch, task) of the job, in epoch then task order; missing values are empty."""
-    rows = []
-    for entry in history:
-        select = entry.get("select") or {}
-        for task in task_ids:
-            row = {
-                "epoch": entry["epoch"],
-                "step": entry.get("step"),
-                "task": task,
-                "loss": (entry.get("task_loss") or {}).get(task),
-                "aux_loss": (entry.get("task_aux_loss") or {}).get(task),
-                "task_steps": (entry.get("task_steps") or {}).get(task),
-                "job_loss": entry.get("loss"),
-                "select_score": entry.get("select_score"),
-                "select_loss": (entry.get("select_loss") or {}).get(task),  # task -> loss in metrics.json
-            }
-            for name, value in (select.get(task) or {}).items():
-                row[f"select_{name}"] = value
-            rows.append({k: _cell(v) for k, v in row.items()})
-    return rows
-
-
-def write_history(path: Path, history: Sequence[dict[str, Any]], task_ids: Sequence[str]) -> Path:
-    """Rewrite history.csv atomically from the whole history (readers never see half a file)."""
-    rows = history_rows(history, task_ids)
-    extra = sorted({k for r in rows for k in r} - set(HISTORY_CSV_COLUMNS))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*HISTORY_CSV_COLUMNS, *extra], restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_text_atomic(path, buf.getvalue())
 
 
 class HistoryCsv(Callback):
@@ -87,31 +25,3 @@ class HistoryCsv(Callback):
 
     def on_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
         write_history(self.path, trainer.state.history, self.task_ids)
-
-
-def history_damage(path: Path) -> str | None:
-    """Why history.csv is not a table `write_history` wrote (header, cells per row, numbers), None when it is or
-    when there is none."""
-    try:
-        rows = list(csv.reader(io.StringIO(read_regular(path).decode("utf-8"))))  # a planted link: damage
-    except FileNotFoundError:
-        return None
-    except OSError as err:  # EINVAL: a link, FIFO or folder at its name (usagg/atomic.py `read_regular`)
-        return str(err.strerror) if err.errno == errno.EINVAL else f"not a readable CSV ({type(err).__name__})"
-    except (ValueError, csv.Error) as err:  # UnicodeDecodeError is a ValueError; NUL bytes a csv.Error
-        return f"not a readable CSV ({type(err).__name__})"
-    n = len(HISTORY_CSV_COLUMNS)
-    if not rows or tuple(rows[0][:n]) != HISTORY_CSV_COLUMNS:
-        return f"its header is not {', '.join(HISTORY_CSV_COLUMNS)}, ..."
-    task = HISTORY_CSV_COLUMNS.index("task")
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(rows[0]):
-            return f"line {line} has {len(row)} cells, the header {len(rows[0])}"
-        for col, cell in enumerate(row):
-            if col == task or cell == "":
-                continue
-            try:
-                float(cell)
-            except ValueError:
-                return f"line {line}, column {rows[0][col]}: {cell[:20]!r} is not a number"
-    return None

@@ -20,7 +20,7 @@ from usagg.paradigms import check_paradigm, check_paradigms, paradigm_names
 from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, TYPE_SETTING, JobHash
 from usagg.spec.typewalk import type_arms
 from usagg.sweep import check_block
-from usagg.tasktypes import builtin_task_types, get_task_type, task_type_names
+from usagg.tasktypes import builtin_task_types, get_task_type, scale_problem, task_type_names
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
 ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
@@ -36,6 +36,10 @@ def _check_executor(name: str) -> str:
 ExecutorName = Annotated[str, AfterValidator(_check_executor)]
 
 
+#: checkpoint_every: auto saves last.pt when the last save took at most this share of the time since it: the
+#: engine decides by it (usagg/engine/checkpointing.py), the wall-time projection counts saves by it
+#: (usagg/projection.py `checkpoint_saves`).
+AUTO_CHECKPOINT_SHARE = 0.05
 #: Largest seed: what numpy's generators accept (torch takes more).
 MAX_SEED = 2**32 - 1
 
@@ -574,7 +578,7 @@ class TrainingSpec(Strict):
     checkpoint_every: Annotated[Annotated[int, Field(ge=1)] | Literal["auto"], NOT_IN_HASH] = Field(
         "auto",
         description="Save last.pt every N epochs (always after the last); auto: after an epoch when the last "
-        "save took under 5 % of the training time since it. Never changes a result.",
+        f"save took under {100 * AUTO_CHECKPOINT_SHARE:g} % of the training time since it. Never changes a result.",
     )
 
 
@@ -1306,8 +1310,6 @@ class Study(Strict):
                 f"({', '.join(self.paradigms)}): Δ is measured against the baseline's jobs; add {baseline} to "
                 "`paradigms` or choose one of them"
             )
-        from usagg.analysis.scales import scale_problem
-
         for i, t in enumerate(self.tasks):
             why = scale_problem(self.analysis.scale, t.metric or get_task_type(t.type).primary_metric)
             if why:

@@ -35,10 +35,12 @@ __all__ = [
     "default_metric",
     "find_task_type",
     "get_task_type",
+    "metric_best",
     "metric_bounds",
     "metric_direction",
     "metric_unit",
     "register_task_type",
+    "scale_problem",
     "task_type_names",
     "task_types",
     "unregister_task_type",
@@ -163,3 +165,30 @@ def metric_unit(name: str) -> str | None:
     """The unit shown with a metric (px for pixel distances), None for unitless or unknown metrics."""
     m = _metric(name)
     return None if m is None else m.unit
+
+
+def metric_best(name: str, higher_is_better: bool) -> float | None:
+    """A metric's best value: its upper bound where higher is better, its lower one otherwise (None: unbounded)."""
+    lo, hi = metric_bounds(name)
+    return hi if higher_is_better else lo
+
+
+def scale_problem(scale: str, metric: str) -> str | None:
+    """Why `analysis.scale` `scale` does not fit `metric` (for the spec's error), or None.
+
+    Here, beside the metrics' bounds it reads, so the spec checks a scale without importing the analysis
+    (usagg/analysis/scales.py computes Δ on each scale).
+    """
+    if scale == "log_ratio":
+        lo, _ = metric_bounds(metric)
+        if lo is None or lo < 0:
+            bound = "has no known lower bound" if lo is None else f"can be negative (lowest value {lo:g})"
+            return f"log_ratio takes the logarithm of the metric, and {metric} {bound}; use relative or headroom"
+    if scale == "headroom":
+        hib = metric_direction(metric)
+        if hib is None or metric_best(metric, hib) is None:
+            return (
+                f"headroom measures a change against the distance to the metric's best value, and {metric} has "
+                "no known best value (an unbounded or unregistered metric); use relative or log_ratio"
+            )
+    return None
