@@ -3,7 +3,8 @@ plug-ins).
 
 `make_executor(execution, store_root)` builds the one the spec's `execution.executor`
 names, through the registry in `usagg/execute/registry.py`; all share
-`Executor.run(job_ids, fn, on_event) -> {job_id: state}`. The names below are
+`Executor.run(job_ids, fn, on_event=None, on_progress=None) -> {job_id: state}` (`on_progress` hears the
+trainer's progress reports where the executor can carry them back). The names below are
 imported on first use: the spec imports the registry, which imports this package,
 so it must stay import-free (no store, no spec, no torch, no submitit).
 """
