@@ -341,3 +341,24 @@ def test_a_fix_command_quotes_the_store_path_for_the_shell(
     flat = " ".join(out.split())
     assert code == 0 and f"`usagg repair {shlex.quote(str(named))}`" in flat, out
     assert shlex.split(f"usagg repair {shlex.quote(str(named))}")[-1] == str(named)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_history_cell_that_is_no_finite_number_is_damage_repair_mends(
+    tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's history.csv with epoch=inf: `epochs_done` raised OverflowError (every later attempt of the job
+    failed) and `history_damage` took the file, so `repair` found nothing. usagg writes no such cell (`_cell`)."""
+    from usagg.historycsv import history_damage, write_history
+
+    store, job = _store(tmp_path)
+    path = store.paths(job.id).history
+    history = [{"epoch": e, "step": 4 * e, "loss": 1.0 / e, "task_loss": {"heart_cls": 1.0 / e}} for e in (1, 2, 3)]
+    write_history(path, history, job.task_ids)
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join([*rows[:-1], value + rows[-1][1:]]) + "\n")  # the last epoch's "3" becomes `value`
+    assert f"{value!r} is not a finite number" in str(history_damage(path))
+    assert store.epochs_done(job.id) == (0, None)  # unreadable as a count, never an OverflowError
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "history.csv" in out, out
+    assert history_damage(path) is None

@@ -98,7 +98,9 @@ def history_damage(path: Path) -> str | None:
             if col == task or cell == "":
                 continue
             try:
-                float(cell)
+                finite = math.isfinite(float(cell))
             except ValueError:
                 return f"line {line}, column {rows[0][col]}: {cell[:20]!r} is not a number"
+            if not finite:  # `_cell` writes a missing or non-finite value as an empty cell
+                return f"line {line}, column {rows[0][col]}: {cell[:20]!r} is not a finite number"
     return None

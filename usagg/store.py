@@ -969,7 +969,7 @@ class RunStore:
             written = path.stat().st_mtime
             rows = csv.DictReader(io.StringIO(read_regular(path).decode("utf-8")))
             return max((int(float(r["epoch"])) for r in rows), default=0), written
-        except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, csv.Error):  # int(inf): OverflowError
             return 0, None
 
     # ----- locks
