@@ -544,6 +544,30 @@ def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> 
     return report, warnings
 
 
+def changed_data_text(
+    study: str, root: Path, jobs: list[str], then: dict[str, Any], now: dict[str, dict[str, int | str]]
+) -> str:
+    """The refusal of a run whose done jobs read other data (`StudyRun._check_done_data`): which tasks' rows
+    changed and how many, which jobs, and the two ways on."""
+
+    def task_text(task: str) -> str:
+        before, after = then[task].get("rows"), now[task]["rows"]
+        if before == after:
+            return f"{task} has {after} rows, as then, with other images, labels or order"
+        return f"{task} has {after} rows ({before} when they ran)"
+
+    names = ", ".join(jobs[:4]) + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
+    tasks = sorted(then)
+    return (
+        f"{counted(len(jobs), 'done job')} of study {study} read other data than {root} holds now: "
+        + "; ".join(task_text(t) for t in tasks[:6])
+        + (f"; and {len(tasks) - 6} more tasks" if len(tasks) > 6 else "")
+        + f" (jobs {names}). Their results and this run's would mix two datasets in one comparison. To study this "
+        f"data, give it a study of its own (`--set name={study}-2`, or a new `name:` in the spec); to go on with "
+        "the done jobs, point data.root at the data they read. Nothing was written."
+    )
+
+
 def _check_split_sizes(study: Study, root: Path) -> None:
     """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
     train: batch statistics need two), and one selection image when a selection split is asked for."""
@@ -860,7 +884,41 @@ class StudyRun:
         """
         check_model_weights(self.study)
         report, self.data_warnings = check_study_data(self.study, on_progress)
+        self._check_done_data(report.root)
         return report
+
+    def _check_done_data(self, root: Path) -> None:
+        """UsaggError before anything is written where done jobs of this plan read other rows than the data at
+        `root` holds now (the fingerprints their splits.json recorded, usagg/data/splits.py `rows_fingerprints`):
+        a study pointed at a corrected or larger copy of its data would otherwise keep the old results as done
+        and compare them with new ones. Jobs that recorded none (written before usagg recorded it) are not
+        checked."""
+        from usagg.atomic import parse_json, read_regular
+        from usagg.data.splits import read_rows, rows_fingerprints
+
+        recorded: dict[str, dict[str, Any]] = {}
+        for job in self.all_jobs:
+            if self.store.job_state(job.id) != "done":
+                continue
+            try:
+                record = parse_json(read_regular(self.store.paths(job.id).splits))
+            except (OSError, ValueError):
+                continue  # none, or damaged: nothing recorded to compare
+            if isinstance(record, dict):
+                recorded[job.id] = {t: e["rows"] for t, e in record.items() if isinstance(e, dict) and "rows" in e}
+        if not any(recorded.values()):
+            return
+        now = rows_fingerprints(read_rows(self.study.data, root, self.study.tasks), root, self.study.tasks)
+        changed: dict[str, Any] = {}  # task -> the rows a job recorded
+        jobs = []
+        for jid, prints in recorded.items():
+            differ = {t: p for t, p in prints.items() if t in now and p != now[t]}
+            if differ:
+                jobs.append(jid)
+                for t, p in differ.items():
+                    changed.setdefault(t, p)
+        if jobs:
+            raise UsaggError(changed_data_text(self.study.name, root, jobs, changed, now))
 
     def init_store(self) -> None:
         """Write the resolved spec, the plan and a record per job (existing jobs keep their state), and bind the

@@ -135,6 +135,37 @@ def read_rows(data: DataSpec, root: Path, tasks: Sequence[TaskSpec]) -> TaskRows
     return TaskRows(read_split(root, "train", ids), read_split(root, "val", ids) if data.test_split == "val" else {})
 
 
+def rows_fingerprints(rows: TaskRows, root: Path, tasks: Sequence[TaskSpec]) -> dict[str, dict[str, int | str]]:
+    """task id -> {"rows": how many, "sha256": digest of its rows in CSV order}: each row's split, image path and
+    label fields as the CSV gives them, a path relative to `root`, so a dataset copied or moved keeps its digest and
+    any added, removed, reordered or relabelled row changes it. A job records it (splits.json) and a later
+    `usagg run` compares it with the data then under data.root (usagg/service.py `StudyRun.check_data`): results
+    of two datasets never meet in one comparison unnoticed. A file's bytes changed under the same name are not seen."""
+    out: dict[str, dict[str, int | str]] = {}
+    for task in tasks:
+        kind = get_task_type(task.type)
+        h = hashlib.sha256()
+        n = 0
+        for split, by_task in (("train", rows.train), ("val", rows.val)):
+            for sample in by_task.get(task.id, []):
+                fields = [_portable(v, root) for v in kind.csv_fields(sample.label, task.num_classes)]
+                h.update("\t".join([split, sample.image_path, *fields]).encode() + b"\n")
+                n += 1
+        out[task.id] = {"rows": n, "sha256": h.hexdigest()}
+    return out
+
+
+def _portable(value: object, root: Path) -> str:
+    """A label field as text, a path under `root` relative to it (a moved dataset reads the same)."""
+    text = str(value)
+    if isinstance(value, Path) or Path(text).is_absolute():
+        try:
+            return Path(text).relative_to(root).as_posix()
+        except ValueError:
+            return text
+    return text
+
+
 def make_splits(
     data: DataSpec, root: Path, tasks: Sequence[TaskSpec], fraction: float, seed: int, rows: TaskRows | None = None
 ) -> dict[str, TaskSplits]:
@@ -175,8 +206,9 @@ def _check_matches(task: TaskSpec, sample: Sample) -> None:
         )
 
 
-def splits_record(splits: dict[str, TaskSplits]) -> dict:
-    """The splits as plain data for the run store's splits.json: image paths and counts per task."""
+def splits_record(splits: dict[str, TaskSplits], fingerprints: dict[str, dict[str, int | str]] | None = None) -> dict:
+    """The splits as plain data for the run store's splits.json: image paths and counts per task, and the rows the
+    task's splits were made from (`rows_fingerprints`, under "rows") where given."""
     return {
         task_id: {
             "n": {"train": len(s.train), "select": len(s.select), "test": len(s.test), "train_pool": s.n_train_pool},
@@ -185,6 +217,7 @@ def splits_record(splits: dict[str, TaskSplits]) -> dict:
                 "select": [x.image_path for x in s.select],
                 "test": [x.image_path for x in s.test],
             },
+            **({"rows": fingerprints[task_id]} if fingerprints and task_id in fingerprints else {}),
         }
         for task_id, s in splits.items()
     }

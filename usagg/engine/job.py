@@ -174,7 +174,7 @@ def run_job(
     send(progress, Progress(job.id, "start", 0, job.training.epochs, 0, 0, device=device_text(dev), accel_note=note))
 
     data = load_job_data(job)
-    write_json_atomic(paths.splits, data.record())
+    write_json_atomic(paths.splits, data.record(job.tasks))
     for t in job.tasks:
         n = {k: len(getattr(data.splits[t.id], k)) for k in ("train", "select", "test")}
         log.info("task %s (%s): %d train, %d select, %d test images", t.id, t.type, n["train"], n["select"], n["test"])

@@ -8,8 +8,9 @@ from pathlib import Path
 from usagg.cachedir import cache_root
 from usagg.data.datasets import TaskDataset
 from usagg.data.source import dataset_root
-from usagg.data.splits import TaskRows, TaskSplits, make_splits, read_rows, splits_record
+from usagg.data.splits import TaskRows, TaskSplits, make_splits, read_rows, rows_fingerprints, splits_record
 from usagg.plan import Job
+from usagg.spec.models import TaskSpec
 
 
 @dataclass
@@ -23,9 +24,11 @@ class JobData:
     test: dict[str, TaskDataset]
     rows: TaskRows | None = None  # the CSV rows the splits came from (the frozen trunk splits them at fraction 1)
 
-    def record(self) -> dict:
-        """splits.json content: per task the counts and image paths of train, select and test."""
-        return splits_record(self.splits)
+    def record(self, tasks: list[TaskSpec]) -> dict:
+        """splits.json content: per task the counts and image paths of train, select and test, and the fingerprint
+        of the rows they came from (a later run compares it with the data then: `rows_fingerprints`)."""
+        prints = rows_fingerprints(self.rows, self.root, tasks) if self.rows is not None else None
+        return splits_record(self.splits, prints)
 
 
 def load_job_data(job: Job) -> JobData:

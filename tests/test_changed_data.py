@@ -1,0 +1,74 @@
+"""Done jobs and the data they read: a study pointed at other rows is refused before anything is written.
+
+A new user's pilot on a subset copy, then the study pointed at the full or corrected data, kept every result as done
+and rewrote the store's provenance to name the new data (a real-data audit). Each job records the fingerprint of its
+tasks' rows (splits.json, usagg/data/splits.py `rows_fingerprints`); `usagg run` compares it with the data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_run import run_cli
+
+from usagg import api
+from usagg.store import RunStore
+
+TRAIN_CSV = Path("train") / "csv_files" / "thyroid_malignancy.csv"
+
+
+def _spec(tmp_path: Path, root: Path) -> Path:
+    study = {
+        "name": "pilot",
+        "output_root": str(tmp_path / "runs"),
+        "paradigms": ["TS"],
+        "data": {"root": str(root), "cache_dir": str(tmp_path / "cache"), "selection_fraction": 0},
+        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
+        "model": {"backbone": "dinov3_test", "image_size": 32, "heads": {"hidden": 32}},
+        "training": {"epochs": 1, "batch_size": 4},
+    }
+    path = tmp_path / "pilot.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_done_jobs_on_other_rows_refuse_the_run_and_a_moved_copy_does_not(
+    data_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec(tmp_path, data_copy)
+    result = api.run_study(spec, device="cpu")
+    (job_id,) = result.states
+    store = RunStore(result.store_root)
+    recorded = json.loads(store.paths(job_id).splits.read_text())["thyroid_malignancy"]["rows"]
+    assert recorded["rows"] == 12  # 8 training and 4 validation rows
+
+    moved = Path(shutil.copytree(data_copy, tmp_path / "moved"))  # the same rows elsewhere: the same study
+    code, out = run_cli(["run", str(_spec(tmp_path, moved))], monkeypatch, capsys)
+    assert code == 0 and "0 to run" in " ".join(out.split()), out
+
+    csv = moved / TRAIN_CSV
+    rows = csv.read_text().splitlines()
+    csv.write_text("\n".join(rows[:-1]) + "\n")  # a training row fewer
+    before = store.job_record(job_id)
+    spec_text = (store.root / "study.yaml").read_text()
+    code, out = run_cli(["run", str(spec), "--set", f"data.root={moved}"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 2 and "Traceback" not in out, out
+    assert f"1 done job of study pilot read other data than {moved} holds now" in flat
+    assert "thyroid_malignancy has 11 rows (12 when they ran)" in flat and job_id in flat
+    assert "--set name=pilot-2" in flat and "Nothing was written." in flat
+    assert store.job_record(job_id) == before and (store.root / "study.yaml").read_text() == spec_text
+
+    label = rows[1].rsplit(",", 1)
+    rows[1] = f"{label[0]},{1 - int(label[1])}"  # a label flipped: as many rows, other content
+    csv.write_text("\n".join(rows) + "\n")
+    code, out = run_cli(["run", str(spec), "--set", f"data.root={moved}", "--dry-run"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 2 and "thyroid_malignancy has 12 rows, as then, with other images, labels or order" in flat, out
+
+    code, out = run_cli(["run", str(spec), "--set", f"data.root={moved}", "--set", "name=pilot-2"], monkeypatch, capsys)
+    assert code == 0, out  # its own study: trains on this data
