@@ -84,6 +84,7 @@ class Wording:
     devices: str = "--devices "
     devices_take: str = "cpu, auto, cuda or GPU indices such as 0 or 0,1"
     rename: str = "--set name=NEW"
+    place: str = "--set output_root=/an/absolute/folder"
     force: str = "--force"
     plan: str = "`usagg plan SPEC`"
     quoted: bool = False
@@ -112,6 +113,7 @@ API_WORDING = Wording(
     devices="device=",
     devices_take="'cpu', 'auto', 'cuda', a GPU index such as 0 or a list of them such as [0, 1]",
     rename='overrides=["name=NEW"]',
+    place='overrides=["output_root=/an/absolute/folder"]',
     force="force=True",
     plan="`usagg.api.plan(spec)`",
     quoted=True,
@@ -656,9 +658,37 @@ class StudyRun:
         run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection, wording=wording)
         run.waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
         run.spec_file = None if spec_file is None else Path(spec_file).resolve()
+        run._check_no_store_elsewhere()
         run.kept = run._jobs_of_other_specs(force)
         run._decide()
         return run
+
+    def _check_no_store_elsewhere(self) -> None:
+        """UsaggError where this run would start a new store although the spec file already ran into one, found
+        where a relative output_root puts it from the spec's folder or one of its three parents: output_root is
+        relative to the folder usagg runs from, so a run started from another folder (a Slurm script, a tmux pane
+        in $HOME) would train the whole study again into an empty store (a real-data audit). An absolute
+        output_root chooses the place and is never second-guessed."""
+        root = Path(self.study.output_root)
+        if self.spec_file is None or root.is_absolute() or self.store.exists():
+            return
+        from usagg.store import RunStore
+
+        here = self.store.root.resolve()
+        for folder in [self.spec_file.parent, *self.spec_file.parent.parents][:4]:
+            other = RunStore(folder / root / self.study.name)
+            if other.root.resolve() == here or not other.exists() or str(self.spec_file) not in other.spec_files():
+                continue
+            states: list[str] = []
+            with contextlib.suppress(UsaggError):  # a damaged plan: the store is still there to name
+                states = [other.job_state(j.id) for j in other.jobs()]
+            raise UsaggError(
+                f"{self.spec_file} ran into the run store {other.root} ({counted(len(states), 'job')}, "
+                f"{states.count('done')} done), but from {Path.cwd()} this run would start a new one at {here}: "
+                f"output_root {self.study.output_root!r} is relative to the folder usagg runs from. Run from "
+                f"{folder}, or choose the place with an absolute output_root ({self.wording.place}). Nothing was "
+                "written."
+            )
 
     def _jobs_of_other_specs(self, force: bool) -> list[Job]:
         """The stored plan's jobs that other spec files of this study name planned: kept in plan.json (never
