@@ -2,7 +2,9 @@
 
 The folder is regenerated on purpose: every file is written atomically, and the files an
 earlier report listed in its manifest (MANIFEST, written last) but this one did not write
-are removed, so nothing stale remains and nothing else in the folder is ever touched.
+are removed, so nothing stale remains; a manifest is data, so only names a report writes count
+and nothing else in the folder is ever touched. A folder without the manifest that already holds a
+file the report would write, and a folder that is, lies in or holds the run store read, are refused.
 Both documents open with a short summary and a table of contents, then the headline
 statistics, and end with a provenance block (usagg/analysis/provenance.py); report.html is
 report.md rendered by markdown-it (usagg/analysis/report_html.py) and reads on a phone.
@@ -15,8 +17,12 @@ the study cannot support it.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import re
+import stat
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,7 +32,7 @@ from typing import Any
 from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import controls, splits
 from usagg.analysis.factorial import headline as factorial_headline
-from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FigureOut, render_all
+from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
 from usagg.analysis.mixed import SLOPE
 from usagg.analysis.provenance import RANDOM_INIT_LINE, Provenance, provenance
 from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdown
@@ -49,13 +55,19 @@ from usagg.analysis.tables import (
 )
 from usagg.atomic import write_text_atomic
 from usagg.errors import UsaggError
-from usagg.safepath import real_folder
+from usagg.safepath import printable, real_folder
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
 Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
 
-#: The list of files a report wrote; the next report removes exactly those it does not write again.
+#: The list of files a report wrote; the next report removes those it does not write again (`_remove_stale`).
 MANIFEST = ".usagg-report.json"
+#: The documents at the top of a report folder (and of each swept point's sub-folder): markdown, then HTML.
+DOCUMENTS = ("report.md", "report.html")
+#: The format of a report's figures (folder/figures/<name>.png).
+FIGURE_FORMAT = "png"
+
+log = logging.getLogger(__name__)
 
 
 #: The section after the contents that holds every headline statistic; the summary above the contents stays short.
@@ -318,14 +330,23 @@ def _said_once(t: Table, headline: set[str]) -> Table:
     return replace(t, notes=notes)
 
 
+def _manifest_files(folder: Path) -> list[str] | None:
+    """The files the manifest in `folder` lists (relative paths), None without one that reads as usagg's: a regular
+    file (no link) holding {"files": [...]}. Its presence is what makes the folder a report of usagg's."""
+    manifest = folder / MANIFEST
+    if manifest.is_symlink() or not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else None
+
+
 def _previous_manifest(folder: Path) -> list[str]:
     """What the last report in `folder` wrote (relative paths), [] without a readable manifest."""
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    files = data.get("files") if isinstance(data, dict) else None
-    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+    return _manifest_files(folder) or []
 
 
 def _write_manifest(folder: Path, written: list[Path]) -> None:
@@ -335,34 +356,132 @@ def _write_manifest(folder: Path, written: list[Path]) -> None:
     write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
 
 
-def _not_someone_elses(folder: Path) -> None:
-    """UsaggError before anything is written where the folder holds a report.md or report.html no usagg report
-    wrote (no MANIFEST): a user's own paper/report.md would be overwritten."""
-    if (folder / MANIFEST).is_file():
+@functools.cache
+def _report_file_pattern() -> re.Pattern[str]:
+    """The relative paths `write_report` can write: DOCUMENTS, tables/<name>.csv|.tex (a table's name: a plain
+    stem), figures/<figure>.<FIGURE_FORMAT> of `figures.FIGURES`, each also inside a swept point's sub-folder
+    (`points.folder_name`: point<n>_ and letters, digits, `_.-`)."""
+    docs = "|".join(re.escape(d) for d in DOCUMENTS)
+    figures = "|".join(re.escape(name) for name, _ in FIGURES)
+    own = rf"(?:{docs}|tables/[A-Za-z0-9_-]+\.(?:csv|tex)|figures/(?:{figures})\.{FIGURE_FORMAT})"
+    return re.compile(rf"(?:point[0-9]+_[A-Za-z0-9_.-]*/)?{own}")
+
+
+def _a_report_file(rel: str) -> bool:
+    """Whether `rel` (from a manifest, which is data) names a file a report writes; nothing else is ever deleted."""
+    return _report_file_pattern().fullmatch(rel) is not None
+
+
+def _plain_file_below(folder: Path, rel: str) -> bool:
+    """Whether folder/rel is a regular file reached through real folders only (no link on the way, none at the end):
+    a link planted in the report folder must not make a stale-file removal delete elsewhere."""
+    step = folder
+    for part in Path(rel).parts[:-1]:
+        step = step / part
+        if step.is_symlink() or not step.is_dir():
+            return False
+    try:
+        return stat.S_ISREG(os.lstat(folder / rel).st_mode)
+    except OSError:
+        return False
+
+
+def _theirs(folder: Path, planned: list[str]) -> list[str]:
+    """Of the files this report would write into `folder` (relative paths), those already there when the folder
+    holds no report of usagg's (no MANIFEST): someone else's, which the report would overwrite."""
+    if _manifest_files(folder) is not None:
+        return []
+    return [rel for rel in planned if (folder / rel).exists() or (folder / rel).is_symlink()]
+
+
+def _not_someone_elses(folder: Path, theirs: list[str]) -> None:
+    """UsaggError, before anything is written, naming the files of `folder` (`_theirs`) the report would overwrite
+    though no report of usagg wrote them: a user's paper/report.md, tables/summary.tex or figures/fig3_delta.png."""
+    if not theirs:
         return
-    theirs = [folder / name for name in ("report.md", "report.html") if (folder / name).exists()]
-    if theirs:
-        raise UsaggError(
-            f"{theirs[0]} exists and {folder} holds no report of usagg (no {MANIFEST}), so `usagg report` would "
-            "overwrite it; give a new or empty folder with --out, or move that file away first"
-        )
+    names = [printable(t) for t in theirs]
+    more = f" (and {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})" if len(names) > 1 else ""
+    raise UsaggError(
+        f"{folder / names[0]} exists{more} and no report of usagg wrote it (no {MANIFEST} of usagg's beside it), "
+        "so `usagg report` would overwrite it; nothing was written. Give a new or empty folder with --out, or move "
+        "those files away first"
+    )
 
 
 def _remove_stale(folder: Path, written: list[Path]) -> None:
     """Remove what the previous report listed and this one did not write; nothing else is ever deleted.
 
-    Only plain relative paths inside `folder` count, so a tampered manifest cannot reach outside it.
+    The manifest is data (a copied or planted one lists anything): only names a report writes (`_a_report_file`)
+    count, each a regular file inside `folder` reached without a link; any other name is left alone and logged.
     """
-    keep = {p.resolve() for p in written}
-    root = folder.resolve()
+    kept = {p.relative_to(folder).as_posix() for p in written}
+    foreign = []
     for rel in _previous_manifest(folder):
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        if rel in kept:
             continue
-        target = (folder / rel).resolve()
-        if target.parent != root and root not in target.parents:
-            continue
-        if target not in keep and target.is_file() and not target.is_symlink():
-            target.unlink()
+        if not _a_report_file(rel):
+            foreign.append(rel)
+        elif _plain_file_below(folder, rel):
+            (folder / rel).unlink()
+    if foreign:
+        log.warning(
+            "%s lists %d name(s) no usagg report writes (%s); left alone, never deleted",
+            folder / MANIFEST,
+            len(foreign),
+            printable(", ".join(foreign[:3]))[:200],
+        )
+
+
+def _stores(a: Analysis) -> list[Path]:
+    """The run stores an analysis read (a swept study's points too)."""
+    found = [a.inp.run_dir, *(point.inp.run_dir for _, point in a.points)]
+    return list(dict.fromkeys(Path(d) for d in found if d is not None))
+
+
+def _outside_the_stores(a: Analysis, folder: Path) -> None:
+    """UsaggError where the report folder is a run store it read, lies inside one or holds one: a store holds only
+    what `usagg run` writes, and a report folder is regenerated (its stale files removed), so a planted manifest
+    there could have the report delete the store's plan.json and results (as `compare --out` refuses a store)."""
+    out = folder.resolve()
+    for store in _stores(a):
+        root = store.resolve()
+        where = (
+            "is the run store"
+            if out == root
+            else "is inside the run store"
+            if root in out.parents
+            else "holds the run store"
+            if out in root.parents
+            else ""
+        )
+        if where:
+            raise UsaggError(
+                f"the report folder {folder} (--out) {where} {store} it reports on, which only `usagg run` writes; "
+                f"nothing was written. Give a folder of its own outside the store with --out (e.g. reports/"
+                f"{printable(a.inp.study)})"
+            )
+
+
+def _planned(tables: list[Table]) -> list[str]:
+    """The files a one-study report writes (figures: any it may draw), relative to its folder."""
+    files = [*DOCUMENTS, *(f"figures/{name}.{FIGURE_FORMAT}" for name, _ in FIGURES)]
+    for t in tables:
+        files += [f"tables/{t.name}.csv", *([f"tables/{t.name}.tex"] if t.name != "delta" else [])]
+    return files
+
+
+def _theirs_in_sweep(a: Analysis, folder: Path) -> list[str]:
+    """`_theirs` for a swept study's report: its report.md and tables/sweep.csv, and what a point's sub-folder holds
+    without a manifest of its own (its name is usagg's, so what is there is someone else's), checked even in a
+    folder of usagg's, before the first point is written."""
+    from usagg.analysis.points import folder_name
+
+    theirs = _theirs(folder, ["report.md", "tables/sweep.csv"])
+    for i, (point, _) in enumerate(a.points):
+        sub = folder / folder_name(i, point)
+        if sub.is_dir() and not sub.is_symlink() and _manifest_files(sub) is None:
+            theirs += [f"{sub.name}/{p.name}" for p in sorted(sub.iterdir())]
+    return theirs
 
 
 def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: int = FIGURE_DPI) -> list[Path]:
@@ -375,30 +494,32 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     report per point in its sub-folder and a report.md of the points side by side (usagg/analysis/points.py).
     """
     folder = Path(folder)
-    _not_someone_elses(folder)
+    _outside_the_stores(a, folder)
     if a.points:
         from usagg.analysis.points import write_points_report
 
+        _not_someone_elses(folder, _theirs_in_sweep(a, folder))
         for _, point in a.points:  # every point's store checked before the first point's report is written
             provenance(point.inp)
         written = write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
         _write_manifest(folder, written)
         return written
     prov = provenance(a.inp)
+    sections = _sections(a)
+    tables = [t for sec in sections for t in sec.tables] + [delta_long_table(a.comp, a.stats)]
+    _not_someone_elses(folder, _theirs(folder, _planned(tables)))
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
-    figs = render(a, folder / "figures", "png", dpi)
-    sections = _sections(a)
+    figs = render(a, folder / "figures", FIGURE_FORMAT, dpi)
     written = [f.path for f in figs]
-    tables = [t for sec in sections for t in sec.tables] + [delta_long_table(a.comp, a.stats)]
     for t in tables:
         written.append(write_text_atomic(folder / "tables" / f"{t.name}.csv", to_csv(t)))
         if t.name != "delta":
             written.append(write_text_atomic(folder / "tables" / f"{t.name}.tex", to_latex(t)))
     md = _markdown(a, sections, figs, folder, prov)
-    written.append(write_text_atomic(folder / "report.md", md))
+    written.append(write_text_atomic(folder / DOCUMENTS[0], md))
     page = render_page(f"usagg report: {a.inp.study}", md, folder, [f.path for f in figs], dpi)
-    written.append(write_text_atomic(folder / "report.html", page))
+    written.append(write_text_atomic(folder / DOCUMENTS[1], page))
     _remove_stale(folder, written)
     _write_manifest(folder, written)
     return written

@@ -105,9 +105,11 @@ def synth(
     ids = resolve_tasks(spec, task)
     console = line_console(highlight=False)
     if out is not None:
+        from usagg.data.source import refuse_foreign_splits
         from usagg.data.synth import generate_benchmark
 
         replaced = replacing(out, settings(spec, ids), force)  # refused here, before the progress bar
+        refuse_foreign_splits(out, spec)  # train/ and val/ go whole: only when usagg wrote them
 
         total = sum(split_size(spec, t, s) for t in ids for s in ("train", "val"))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

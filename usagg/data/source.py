@@ -9,9 +9,11 @@ folder that looks finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 from usagg.cachedir import SYNTH_MARKER as MARKER
 from usagg.cachedir import cache_root
 from usagg.errors import DataError
+from usagg.safepath import printable
 from usagg.spec.models import DataSpec, SynthSpec
 
 
@@ -77,10 +80,142 @@ def _generate_into(target: Path, spec: SynthSpec, key: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _usagg_marked(folder: Path, spec: SynthSpec) -> bool:
+    """Whether `folder` carries usagg's mark: our completion marker, or a synth.json of the generator's format (the
+    keys `settings` writes and `complete`). Without it a folder shaped like a benchmark (a real FMC_UIA root has the
+    same layout) is the user's."""
+    from usagg.data.synth.generate import MANIFEST, settings
+
+    def text(name: str) -> str:
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            return ""
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            return path.read_text()
+        return ""
+
+    if re.fullmatch(r"[0-9a-f]{16}\n?", text(MARKER)):
+        return True
+    try:
+        held = json.loads(text(MANIFEST))
+    except ValueError:
+        return False
+    return isinstance(held, dict) and set(held) == {*settings(spec, []), "complete"}
+
+
+@functools.cache
+def _task_folders() -> tuple[frozenset[tuple[str, ...]], frozenset[tuple[str, ...]], frozenset[str]]:
+    """The folders a benchmark's split holds (each task's folder and those above it), the image folders at their
+    ends (images/, masks/), and the CSV names of csv_files/: every task the generator knows."""
+    from usagg.data.synth.tasks import ALL_TASKS
+
+    tasks = [tuple(task.folder.split("/")) for task in ALL_TASKS.values()]
+    folders = frozenset(f[:n] for f in tasks for n in range(1, len(f) + 1))
+    leaves = frozenset((*f, kind) for f in tasks for kind in ("images", "masks"))
+    return folders, leaves, frozenset(f"{t}.csv" for t in ALL_TASKS)
+
+
+def _benchmark_entry(rel: tuple[str, ...], is_dir: bool) -> bool:
+    """Whether `rel` (parts below the folder) is a path the generator writes (`generate._write_all` and the marks):
+    train/ and val/ each with csv_files/<task>.csv and <task folder>/images|masks/*.png."""
+    from usagg.data.synth.generate import MANIFEST, SPLITS
+
+    if len(rel) == 1:
+        return rel[0] in SPLITS if is_dir else rel[0] in (MANIFEST, MARKER)
+    if rel[0] not in SPLITS:
+        return False
+    below = rel[1:]
+    folders, leaves, csvs = _task_folders()
+    if below[0] == "csv_files":
+        return is_dir if len(below) == 1 else len(below) == 2 and not is_dir and below[1] in csvs
+    if is_dir:
+        return below in folders or below in leaves
+    return below[:-1] in leaves and below[-1].endswith(".png")
+
+
+def foreign_entries(folder: Path, within: tuple[str, ...] | None = None, limit: int = 6) -> list[str]:
+    """Up to `limit` paths in `folder` (relative; a foreign folder named once, not entered; links count) that a
+    synthetic benchmark of usagg does not write, so replacing them would delete the user's files. `within`: only
+    below these entries of `folder` (what `usagg synth` replaces: train/ and val/)."""
+    found = [n for n in within or () if (folder / n).is_symlink()]  # never walked through
+    roots = [folder] if within is None else [folder / n for n in within if (folder / n).is_dir() and n not in found]
+    for root in roots:
+        for here, dirs, files in os.walk(root):
+            base = Path(here).relative_to(folder).parts
+            for name in sorted(dirs):
+                path = Path(here) / name
+                if path.is_symlink() or not _benchmark_entry((*base, name), is_dir=True):
+                    found.append(Path(*base, name).as_posix() + ("" if path.is_symlink() else "/"))
+                    dirs.remove(name)  # not entered: named once
+            for name in sorted(files):
+                path = Path(here) / name
+                if path.is_symlink() or not path.is_file() or not _benchmark_entry((*base, name), is_dir=False):
+                    found.append(Path(*base, name).as_posix())
+            if len(found) >= limit:
+                return found[:limit]
+    return found
+
+
+def _listed(names: list[str], limit: int = 6) -> str:
+    """Names for a message, the first `limit` of them (they come from disk: control characters escaped)."""
+    shown = ", ".join(printable(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _field(spec: SynthSpec) -> str:
+    """What names the folder in a message: the spec's field, or the cache where the spec names none."""
+    return "data.synthetic.out" if spec.out is not None else "the synthetic benchmark's cache folder"
+
+
+def _refuse_foreign(target: Path, spec: SynthSpec) -> None:
+    """DataError unless `target` is new, empty, or holds only a synthetic benchmark usagg wrote (its mark and its
+    files): generating replaces the folder whole, so the user's files in it (notes, their own data) would go."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        what = f"a symbolic link (to {printable(os.readlink(target))})" if target.is_symlink() else "not a folder"
+        raise DataError(
+            f"{_field(spec)} {target} is {what}; usagg generates the synthetic benchmark beside it and renames it "
+            f"into place, which would replace it. Point {_field(spec)} at a new or empty folder (for a link: at the "
+            "folder it names)."
+        )
+    if not target.exists() or not any(target.iterdir()):
+        return
+    if not _usagg_marked(target, spec):
+        what = f"it holds {_listed(sorted(p.name for p in target.iterdir()))}"
+        reason = "that is no synthetic benchmark of usagg (no .usagg-complete marker, no synth.json of usagg's)"
+    else:
+        theirs = foreign_entries(target)
+        if not theirs:
+            return
+        what = f"besides a synthetic benchmark of usagg it holds {_listed(theirs, 5)}"
+        reason = "files usagg did not write"
+    raise DataError(
+        f"{_field(spec)} {target} is not empty and {what}: {reason}. Generating the benchmark there replaces the "
+        f"folder whole: refusing to replace it, nothing was changed. Point {_field(spec)} at a new or empty folder, "
+        "or move those files away (or delete the folder yourself if nothing in it is needed)."
+    )
+
+
+def refuse_foreign_splits(out: Path, spec: SynthSpec) -> None:
+    """UsaggError where `usagg synth OUT` would delete what it did not write: it replaces OUT's train/ and val/
+    whole (with or without --force), so they must be a benchmark of usagg's (its mark, only its files); other
+    files beside them stay untouched and are allowed. The rule `usagg run` applies to data.synthetic.out."""
+    from usagg.data.synth.generate import SPLITS
+
+    held = [n for n in SPLITS if (out / n).is_dir() and not (out / n).is_symlink() and any((out / n).iterdir())]
+    if not held:
+        return
+    theirs = foreign_entries(out, within=SPLITS) if _usagg_marked(out, spec) else [f"{n}/" for n in held]
+    if theirs:
+        raise DataError(
+            f"{out} holds {_listed(theirs, 5)}, which no synthetic benchmark of usagg wrote (its synth.json or "
+            "marker, and only the generator's files); `usagg synth` replaces OUT's train/ and val/ whole, with or "
+            "without --force, so it refuses and nothing was changed. Give a new or empty folder, or move those "
+            "files away first."
+        )
+
+
 def _synthetic_root(data: DataSpec) -> Path:
     from filelock import FileLock
-
-    from usagg.data.synth.generate import is_synth_output
 
     spec = data.synthetic
     assert spec is not None
@@ -92,11 +227,7 @@ def _synthetic_root(data: DataSpec) -> Path:
     with FileLock(str(target.parent / f".{target.name}.lock")):
         if synth_complete(target, key, spec):  # another process finished it while we waited
             return target
-        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_synth_output(target))):
-            raise DataError(
-                f"synthetic.out {target} exists and holds something other than a usagg synthetic benchmark; "
-                "refusing to replace it. Point synthetic.out at a new folder or remove this one."
-            )
+        _refuse_foreign(target, spec)
         _generate_into(target, spec, key)
     return target
 
