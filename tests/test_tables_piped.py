@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -68,9 +69,10 @@ def test_dry_run_keeps_job_ids_whole(
     columns: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out = run_cli(["run", str(DEMO), "--dry-run", "--no-data-check"], monkeypatch, capsys, columns=columns)
+    demo = Path(shutil.copy(DEMO, tmp_path / "demo.yaml"))  # a store of the repository's own (make demo) aside
+    code, out = run_cli(["run", str(demo), "--dry-run", "--no-data-check"], monkeypatch, capsys, columns=columns)
     assert code == 0
-    jobs = plan(load_study(DEMO))
+    jobs = plan(load_study(demo))
     _on_one_line(out, {j.id: "pending" for j in jobs})
     au = next(j for j in jobs if j.paradigm == "AU")
     _on_one_line(out, {au.id: f" {len(au.task_ids)} tasks "})  # counted as `usagg plan` does: no 200-column rows

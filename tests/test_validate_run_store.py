@@ -3,6 +3,7 @@ another spec file. `usagg init` names the study after its folder, so a copy of t
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ def test_validate_warns_where_run_would_refuse_a_store_of_another_spec(
     """After `make demo`, runs/demo holds study 'demo' from studies/demo.yaml: a copy of the demo named 'demo' got
     `usagg run`'s refusal only at run time; validate said ok."""
     monkeypatch.chdir(tmp_path)
-    StudyRun.prepare(load_study(DEMO), spec_file=DEMO).init_store()  # runs/demo, bound to studies/demo.yaml
+    demo = Path(shutil.copy(DEMO, tmp_path / "demo.yaml"))  # a store of the repository's own (make demo) aside
+    StudyRun.prepare(load_study(demo), spec_file=demo).init_store()  # runs/demo, bound to demo.yaml
     code, text = run_cli(["init", "mine"], monkeypatch, capsys)
     assert code == 0 and "the study 'mine'" in text and "  usagg status runs/mine\n" in text, text
     code, text = run_cli(["validate", "mine/demo.yaml", "--no-data-check"], monkeypatch, capsys)
@@ -30,6 +32,6 @@ def test_validate_warns_where_run_would_refuse_a_store_of_another_spec(
     said = " ".join(text.split())
     assert code == 0 and "Traceback" not in said, said
     assert "warning: `usagg run` would refuse this study now: the run store runs/demo holds study 'demo'" in said
-    assert f"run from {DEMO}, and {tmp_path / 'mine' / 'demo.yaml'} plans other jobs" in said
-    code, text = run_cli(["validate", str(DEMO), "--no-data-check"], monkeypatch, capsys)
+    assert f"run from {demo}, and {tmp_path / 'mine' / 'demo.yaml'} plans other jobs" in said
+    code, text = run_cli(["validate", str(demo), "--no-data-check"], monkeypatch, capsys)
     assert code == 0 and "warning" not in text, text  # the file the store is bound to

@@ -685,7 +685,7 @@ class StudyRun:
             raise UsaggError(
                 f"{self.spec_file} ran into the run store {other.root} ({counted(len(states), 'job')}, "
                 f"{states.count('done')} done), but from {Path.cwd()} this run would start a new one at {here}: "
-                f"output_root {self.study.output_root!r} is relative to the folder usagg runs from. Run from "
+                f"output_root {str(self.study.output_root)!r} is relative to the folder usagg runs from. Run from "
                 f"{folder}, or choose the place with an absolute output_root ({self.wording.place}). Nothing was "
                 "written."
             )
