@@ -25,6 +25,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Memoised analysis outputs and decode caches go to a throw-away folder, never the user's ~/.cache/usagg.
 _CACHE = tempfile.TemporaryDirectory(prefix="usagg-test-cache-")
 os.environ["USAGG_CACHE"] = _CACHE.name
+# usagg's key that seals compile caches (usagg/cachetrust.py `key_folder`) too: never the user's ~/.config/usagg.
+os.environ["XDG_CONFIG_HOME"] = str(Path(_CACHE.name) / "config")
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,7 @@ RANKS = {
     "usagg.atomic": "foundations",
     "usagg.safepath": "foundations",
     "usagg.cachedir": "foundations",
+    "usagg.cachetrust": "foundations",
     "usagg.filehash": "foundations",
     "usagg.signals": "foundations",
     "usagg.tensorbytes": "foundations",

@@ -16,10 +16,16 @@ from usagg.cachedir import COMPILE_MARKER, entries, prune
 from usagg.engine.accel import INDUCTOR_CACHE_ENV, compile_cache, use_compile_cache
 
 
+@pytest.fixture(autouse=True)
+def _own_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """usagg's key (usagg/cachetrust.py `cache_key`) in a folder of the test's, not the user's ~/.config."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 def test_a_folder_per_torch_version_kept_between_jobs(tmp_path: Path) -> None:
     folder = compile_cache(tmp_path)
     assert folder == tmp_path / "compile" / f"torch-{torch.__version__.replace('+', '_')}"
-    assert json.loads((folder / COMPILE_MARKER).read_text()) == {"torch": torch.__version__}
+    assert json.loads((folder / COMPILE_MARKER).read_text())["torch"] == torch.__version__
     (folder / "fxgraph").mkdir()
     (folder / "fxgraph" / "entry").write_bytes(b"compiled")  # what inductor writes
     assert compile_cache(tmp_path) == folder and (folder / "fxgraph" / "entry").read_bytes() == b"compiled"
@@ -43,7 +49,7 @@ def test_a_damaged_or_foreign_folder_is_emptied_with_one_line(
     with caplog.at_level(logging.WARNING, logger="usagg.engine.accel"):
         assert compile_cache(tmp_path) == folder
     assert not (folder / "stale").exists()
-    assert json.loads((folder / COMPILE_MARKER).read_text()) == {"torch": torch.__version__}
+    assert json.loads((folder / COMPILE_MARKER).read_text())["torch"] == torch.__version__
     (line,) = [r.getMessage() for r in caplog.records]
     assert str(folder) in line and why in line and "compiled afresh" in line
 

@@ -98,7 +98,11 @@ def test_catalog_prints_and_refuses_bad_groups(
             "task thyroid_malignancy: the study says classification with num_classes 3, "
             "the CSVs say classification with num_classes 2",
         ),
-        (2, "thyroid_nodule_dett", "task thyroid_nodule_dett: not in the data"),
+        (
+            2,
+            "thyroid_nodule_dett",
+            "1 of the study's 2 tasks is not in the data (thyroid_nodule_dett (did you mean 'thyroid_nodule_det'?))",
+        ),
     ],
 )
 def test_validate_names_the_task_the_data_contradicts(

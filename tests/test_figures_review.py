@@ -151,12 +151,14 @@ def test_delta_vs_ntrain_sets_paradigms_side_by_side_near_their_exact_n_train(mi
 
 
 def test_delta_vs_ntrain_says_no_test_was_possible_with_two_groups(one_type: Analysis) -> None:
-    """Two clinical groups: the mixed model is not fitted and ρ over groups has no p, yet lines are drawn."""
+    """Two clinical groups: the mixed model is not fitted and ρ over groups has no p; too few tasks a paradigm for a
+    trend line (`TREND_MIN`), so the caption calls ρ alone descriptive and says why no line is drawn."""
     with paper_style():
         _, caption = F.fig_delta_vs_ntrain(one_type)  # type: ignore[misc]
     assert "the mixed model's slope is the test" not in caption
     assert "No test of the relation was possible for this study (mixed model not fitted: 2 clinical groups" in caption
-    assert "the lines and ρ are descriptive" in caption
+    assert "ρ is descriptive" in caption and "lines and ρ" not in caption
+    assert f"no trend lines: no paradigm has the {F.TREND_MIN} tasks" in caption
 
 
 def test_delta_vs_ntrain_names_the_tests_the_study_has(mixed: Analysis) -> None:

@@ -126,16 +126,22 @@ def test_safetensors_fits_too(
 def test_another_models_weights_fit_no_backbone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """One summary line, the closest backbone's, not five key lists; --verbose gives them all."""
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
     code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
     text = _paragraph(out)
     assert code == 2
     assert f"The weights file {path} loads into none of the {len(BACKBONES)} registered backbones" in text
-    for name in BACKBONES:  # why, for each
-        assert f"{name}: " in text and "missing keys (cls_token" in text.split(f"{name}: ")[1]
+    assert "(the closest, dinov3_test: " in text and "--verbose lists every backbone's keys" in text
+    assert all(f"{name}: " not in text for name in BACKBONES if name != "dinov3_test")
     assert "Give the official DINOv3 checkpoint of the same model size" not in text  # the advice once, at the end
     assert text.endswith("not a ConvNeXt, a distilled head or another model's weights.")
+    code, out = run_cli(["weights", "check", str(path), "--verbose"], monkeypatch, capsys)
+    text = _paragraph(out)
+    assert code == 2 and "--verbose" not in text
+    for name in BACKBONES:  # why, for each
+        assert f"{name}: " in text and "missing keys (cls_token" in text.split(f"{name}: ")[1]
 
 
 @pytest.mark.parametrize("kind", ["text", "truncated"])

@@ -10,14 +10,25 @@ Decode and synthetic entries are deleted under the same lock their builders take
 one whose lock is held is skipped as in use. Only names usagg gives its entries (a hex key, or
 `torch-<version>` for compiled code) are listed or deleted: a cache folder pointed at a project or a
 data folder keeps every file usagg did not write.
+Nothing is listed, locked or deleted through a symbolic link (a kind folder, an entry, its lock): a link in a
+received or shared cache may lead anywhere, to a repository's objects or a user's files with hex names, so it is
+skipped and reported (`entries`/`prune` collect it in `skipped`), and deletion opens each folder below the root
+without following links (`_remove_below`).
+
+Compiled code is executed as found (inductor unpickles it), so that folder must be one usagg can vouch for:
+usagg/cachetrust.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,147 +68,259 @@ class Entry:
 
 
 def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size if path.exists() else 0
+    """Bytes of a file, or of every file below a folder; links count as themselves, never what they point at."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0  # gone meanwhile
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size
+    total = 0
+    for folder, _, files in os.walk(path):  # follows no link
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
-def _decode_entries(folder: Path) -> list[Entry]:
+def _linked(path: Path, skipped: list[Path]) -> bool:
+    """Whether `path` is a symbolic link, noted in `skipped`: it is never listed, locked or deleted through."""
+    if path.is_symlink():
+        if path not in skipped:  # a synth lock is met as a name and as its folder's lock
+            skipped.append(path)
+        return True
+    return False
+
+
+def _named(folder: Path, name_ok: Callable[[str], bool], skipped: list[Path]) -> list[Path]:
+    """`folder`'s children with a name usagg gives (`name_ok`), links left out and noted in `skipped`."""
+    return [p for p in sorted(folder.iterdir()) if name_ok(p.name) and not _linked(p, skipped)]
+
+
+def _is_key(name: str) -> bool:
+    return entry_key(name) is not None
+
+
+def _decode_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """`<key>.npy` (data, refreshed on use), `<key>.hw.npy`, `<key>.lock` and leftovers of killed writers."""
-    return _keyed_entries(folder, "decode", "npy")
+    return _keyed_entries(folder, "decode", "npy", skipped)
 
 
-def _trunk_entries(folder: Path) -> list[Entry]:
+def _trunk_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """Frozen-trunk outputs (usagg/model/trunk.py): `<key>.npy`, `<key>.json` (its seal; last use), `<key>.lock`.
 
     The data file's mtime is part of its integrity seal and never touched, so last use is the JSON's.
     """
-    return _keyed_entries(folder, "trunk", "json")
+    return _keyed_entries(folder, "trunk", "json", skipped)
 
 
-def _keyed_entries(folder: Path, kind: str, used_suffix: str) -> list[Entry]:
-    """Entries whose files share a `<key>.` prefix; last use is `<key>.<used_suffix>`'s mtime when it exists."""
+def _keyed_entries(folder: Path, kind: str, used_suffix: str, skipped: list[Path]) -> list[Entry]:
+    """Entries whose files share a `<key>.` prefix; last use is `<key>.<used_suffix>`'s mtime when it exists. A key
+    with a link among its files (its lock included) is left whole: its lock would be taken in the link's target."""
     by_key: dict[str, list[Path]] = {}
-    for p in folder.iterdir():
-        if (key := entry_key(p.name)) is not None:
+    linked: set[str] = set()
+    for p in sorted(folder.iterdir()):
+        if (key := entry_key(p.name)) is None:
+            continue
+        if _linked(p, skipped):
+            linked.add(key)
+        else:
             by_key.setdefault(key, []).append(p)
     out = []
     for key, paths in by_key.items():
         files = [p for p in paths if not p.name.endswith(".lock")]
-        if not files:
-            continue  # a lone lock file is how a pruned entry ends; it is reused by the next builder
+        if not files or key in linked:
+            continue  # a lone lock file is how a pruned entry ends (reused by the next builder); a link: skipped
         marker = folder / f"{key}.{used_suffix}"
-        used = (marker if marker.exists() else max(files, key=lambda p: p.stat().st_mtime)).stat().st_mtime
+        used = (marker if marker in files else max(files, key=lambda p: p.stat().st_mtime)).stat().st_mtime
         size = sum(_size(p) for p in files)
         out.append(Entry(kind, key, tuple(sorted(files)), size, used, folder / f"{key}.lock"))
     return out
 
 
-def _synth_entries(folder: Path) -> list[Entry]:
+def _synth_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """Finished benchmarks (last used: their marker, refreshed on use) and unfinished temporary folders."""
     out = []
-    for p in folder.iterdir():
-        if not p.is_dir() or entry_key(p.name) is None:
+    for p in _named(folder, _is_key, skipped):
+        if not p.is_dir():
+            continue
+        lock = None if p.name.startswith(".") else folder / f".{p.name}.lock"
+        if lock is not None and _linked(lock, skipped):
             continue
         marker = p / SYNTH_MARKER
-        used = (marker if marker.exists() else p).stat().st_mtime
-        lock = None if p.name.startswith(".") else folder / f".{p.name}.lock"
+        used = (marker if marker.is_file() and not marker.is_symlink() else p).stat().st_mtime
         out.append(Entry("synth", p.name, (p,), _size(p), used, lock))
     return out
 
 
-def _analysis_entries(folder: Path) -> list[Entry]:
+def _analysis_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     out = []
-    for sub in ("stats", "figures"):
-        if (folder / sub).is_dir():
-            for p in (folder / sub).iterdir():
-                if entry_key(p.name) is not None:
-                    out.append(Entry("analysis", f"{sub}/{p.name}", (p,), _size(p), p.stat().st_mtime))
+    for sub in _named(folder, lambda name: name in ("stats", "figures"), skipped):
+        if sub.is_dir():
+            for p in _named(sub, _is_key, skipped):
+                out.append(Entry("analysis", f"{sub.name}/{p.name}", (p,), _size(p), p.stat().st_mtime))
     return out
 
 
-def _filehash_entries(folder: Path) -> list[Entry]:
+def _filehash_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """Content digests of weights files (usagg/filehash.py): one small record each, recomputed when pruned."""
     return [
         Entry("filehash", p.stem, (p,), p.stat().st_size, p.stat().st_mtime)
-        for p in folder.iterdir()
-        if p.suffix == ".json" and entry_key(p.name) is not None
+        for p in _named(folder, _is_key, skipped)
+        if p.suffix == ".json"
     ]
 
 
-def _datacheck_entries(folder: Path) -> list[Entry]:
+def _datacheck_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """The data check's findings, a SQLite file per dataset root (usagg/data/checkcache.py); last use is its time,
     refreshed by each check."""
     out = []
-    for p in folder.iterdir():
-        if p.suffix == ".sqlite" and entry_key(p.name) is not None:
-            extra = [q for q in (Path(f"{p}{s}") for s in ("-journal", "-wal", "-shm")) if q.exists()]
-            files = (p, *extra)
-            out.append(Entry("datacheck", p.stem, files, sum(_size(f) for f in files), p.stat().st_mtime))
+    for p in _named(folder, _is_key, skipped):
+        if p.suffix != ".sqlite":
+            continue
+        extra = [q for q in (Path(f"{p}{s}") for s in ("-journal", "-wal", "-shm")) if os.path.lexists(q)]
+        if any(_linked(q, skipped) for q in extra):
+            continue
+        files = (p, *extra)
+        out.append(Entry("datacheck", p.stem, files, sum(_size(f) for f in files), p.stat().st_mtime))
     return out
 
 
-def _compile_entries(folder: Path) -> list[Entry]:
+def _compile_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """Compiled code, a folder per torch version (`torch-<version>`); last use is its marker's time, refreshed by
     each job that compiles (a folder without one is a leftover, as old as its own time)."""
     out = []
-    for p in folder.iterdir():
-        if p.is_dir() and _COMPILE_NAME.fullmatch(p.name):
-            marker = p / COMPILE_MARKER
-            used = (marker if marker.exists() else p).stat().st_mtime
-            out.append(Entry("compile", p.name, (p,), _size(p), used, p.parent / f"{p.name}.lock"))
+    for p in _named(folder, lambda name: _COMPILE_NAME.fullmatch(name) is not None, skipped):
+        lock = p.parent / f"{p.name}.lock"
+        if not p.is_dir() or _linked(lock, skipped):
+            continue
+        marker = p / COMPILE_MARKER
+        used = (marker if marker.is_file() and not marker.is_symlink() else p).stat().st_mtime
+        out.append(Entry("compile", p.name, (p,), _size(p), used, lock))
     return out
 
 
-def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> list[Entry]:
-    """Every entry of these kinds under the cache root, oldest use first."""
-    listers = {
-        "decode": _decode_entries,
-        "synth": _synth_entries,
-        "analysis": _analysis_entries,
-        "filehash": _filehash_entries,
-        "datacheck": _datacheck_entries,
-        "trunk": _trunk_entries,
-        "compile": _compile_entries,
-    }
+_LISTERS: dict[str, Callable[[Path, list[Path]], list[Entry]]] = {
+    "decode": _decode_entries,
+    "synth": _synth_entries,
+    "analysis": _analysis_entries,
+    "filehash": _filehash_entries,
+    "datacheck": _datacheck_entries,
+    "trunk": _trunk_entries,
+    "compile": _compile_entries,
+}
+
+
+def entries(root: Path, kinds: tuple[str, ...] = KINDS, skipped: list[Path] | None = None) -> list[Entry]:
+    """Every entry of these kinds under the cache root, oldest use first. Links (a kind folder, an entry or its lock)
+    are left out and appended to `skipped`: a received or shared cache may link anywhere."""
+    found: list[Path] = [] if skipped is None else skipped
     out: list[Entry] = []
     for kind in kinds:
         folder = Path(root) / kind
-        if folder.is_dir():
-            out += listers[kind](folder)
+        if not _linked(folder, found) and folder.is_dir():
+            out += _LISTERS[kind](folder, found)
     return sorted(out, key=lambda e: e.last_used)
 
 
 def remove(path: Path) -> None:
-    """Delete a cache file or folder; already gone is fine (another pruner got there first)."""
-    if path.is_dir():
+    """Delete a cache file or folder, following no link: a link is removed itself, a folder's links are removed, not
+    what they point at (shutil.rmtree; fd-based on Linux, so a folder swapped for a link meanwhile is refused);
+    already gone is fine (another pruner got there first)."""
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
 
 
-def prune(
-    root: Path, older_than_s: float, kinds: tuple[str, ...] = KINDS, *, dry_run: bool = False
-) -> tuple[list[Entry], list[Entry]]:
-    """Delete entries unused for longer than `older_than_s`; returns (deleted or would be, skipped as in use)."""
-    from filelock import FileLock, Timeout
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
 
+
+def _remove_below(root: Path, path: Path) -> bool:
+    """Delete `path`, an entry under `root`, opening each folder from `root` down without following a link, so
+    neither a link found nor one swapped in after the listing leads the deletion outside the cache. False: a link
+    stood in the way, and the entry is left; other errors are ignored as before (another pruner got there first)."""
+    *folders, name = path.relative_to(root).parts
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)  # the cache root the user chose: a link there is theirs
+    except FileNotFoundError:
+        return True
+    try:
+        for part in folders:
+            inner = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            _rmtree_at(fd, name)
+        else:
+            os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        if isinstance(err, NotADirectoryError) or err.errno == errno.ELOOP:
+            return False  # a folder on the way is a link (O_NOFOLLOW refused it)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _rmtree_at(dir_fd: int, name: str) -> None:
+    """Remove the folder `name` of `dir_fd` and everything in it, each folder opened without following a link: a link
+    is unlinked, never followed (shutil.rmtree takes dir_fd only from Python 3.11). Errors below are ignored."""
+    fd = os.open(name, _DIR_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        with os.scandir(fd) as it:
+            inner = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for child, is_dir in inner:
+            with contextlib.suppress(OSError):
+                if is_dir:
+                    _rmtree_at(fd, child)
+                else:
+                    os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def _held(lock: Path | None) -> contextlib.AbstractContextManager[object]:
+    """The builders' lock of an entry, taken at once (filelock's Timeout if a builder holds it); none: nothing."""
+    from filelock import FileLock
+
+    return contextlib.nullcontext() if lock is None else FileLock(str(lock), timeout=0)
+
+
+def prune(
+    root: Path,
+    older_than_s: float,
+    kinds: tuple[str, ...] = KINDS,
+    *,
+    dry_run: bool = False,
+    skipped: list[Path] | None = None,
+) -> tuple[list[Entry], list[Entry]]:
+    """Delete entries unused for longer than `older_than_s`; returns (deleted or would be, skipped as in use). Links
+    are neither listed, locked nor deleted through; they are appended to `skipped` (`entries`)."""
+    from filelock import Timeout
+
+    found: list[Path] = [] if skipped is None else skipped
     cutoff = time.time() - older_than_s
     done, busy = [], []
-    for e in entries(root, kinds):
+    for e in entries(root, kinds, found):
         if e.last_used > cutoff:
             continue
-        if dry_run or e.lock is None:
-            if not dry_run:
-                for p in e.paths:
-                    remove(p)
+        if dry_run:
             done.append(e)
             continue
         try:
-            with FileLock(str(e.lock), timeout=0):
-                for p in e.paths:
-                    remove(p)
-            done.append(e)
+            with _held(e.lock):
+                gone = [_remove_below(Path(root), p) for p in e.paths]
         except Timeout:
             busy.append(e)
+            continue
+        if all(gone):
+            done.append(e)
+        else:
+            found += [p for p, ok in zip(e.paths, gone, strict=True) if not ok]
     return done, busy

@@ -28,6 +28,19 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(seconds, 0) / 60:.0f} min"
 
 
+def _skipped_note(root: Path, skipped: list[Path]) -> str | None:
+    """One paragraph on the links the listing left out (usagg/cachedir.py `entries`), None when there were none."""
+    if not skipped:
+        return None
+    names = sorted({str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in skipped})
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"skipped {len(names)} symbolic link{'s' if len(names) > 1 else ''} in {root}: {shown}. A link in a cache may "
+        "lead anywhere (a received or shared cache), so usagg lists, locks and deletes nothing through one; remove "
+        "the link if it is not yours."
+    )
+
+
 def info(cache_dir: Path | None = _CACHE_DIR) -> None:
     """What the cache holds: entries, size and last use per kind (decoded images, synthetic data, analysis,
     weights digests, data check findings, frozen-trunk outputs, compiled code).
@@ -39,7 +52,7 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
     from rich.table import Table
 
     from usagg.cachedir import KINDS, cache_root, entries
-    from usagg.cli.display import print_table
+    from usagg.cli.display import line_console, print_table
 
     root = cache_root(cache_dir)
     if root.exists() and not root.is_dir():
@@ -48,13 +61,16 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
     table = Table(title=escape(f"cache {root}" + ("" if root.is_dir() else " (no such folder yet: empty)")))
     for col in ("kind", "entries", "size", "least recently used", "most recently used"):
         table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=col == "kind")
-    found = entries(root) if root.is_dir() else []
+    skipped: list[Path] = []
+    found = entries(root, skipped=skipped) if root.is_dir() else []
     for kind in KINDS:
         es = [e for e in found if e.kind == kind]
         ages = [_age(now - e.last_used) + " ago" for e in (es[0], es[-1])] if es else ["-", "-"]
         table.add_row(kind, str(len(es)), _human(sum(e.size for e in es)), *ages)
     table.add_row("total", str(len(found)), _human(sum(e.size for e in found)), "", "", style="bold")
     print_table(Console(), table)
+    if note := _skipped_note(root, skipped):
+        line_console().print(f"[yellow]{escape(note)}[/]")
 
 
 def prune(
@@ -90,7 +106,8 @@ def prune(
     root = cache_root(cache_dir)
     if not root.is_dir():
         raise UsaggError(f"cache folder {root} is not a folder (give --cache-dir, or set $USAGG_CACHE)")
-    done, busy = prune_entries(root, older_than * 86400, tuple(kind) or KINDS, dry_run=dry_run)
+    skipped: list[Path] = []
+    done, busy = prune_entries(root, older_than * 86400, tuple(kind) or KINDS, dry_run=dry_run, skipped=skipped)
     console = line_console()
     verb = "would delete" if dry_run else "deleted"
     now = time.time()
@@ -98,6 +115,8 @@ def prune(
         console.print(f"{verb} {e.kind} {escape(e.name)} ({_human(e.size)}, unused for {_age(now - e.last_used)})")
     for e in busy:
         console.print(f"[yellow]skipped[/] {e.kind} {escape(e.name)}: in use")
+    if note := _skipped_note(root, skipped):
+        console.print(f"[yellow]{escape(note)}[/]")
     console.print(f"{verb} {len(done)} entr{'y' if len(done) == 1 else 'ies'}, {_human(sum(e.size for e in done))}")
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from usagg.wording import command, counted
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from usagg.data.fmc_uia import Problem
 
 
 class LeakageChoice(str, Enum):
@@ -98,19 +105,41 @@ def _print_report(report, console) -> None:
     if report.kept:
         console.print(unchanged_text(report), soft_wrap=True)
     if report.warnings:
-        console.print(f"[bold yellow]{counted(len(report.warnings), 'warning')}:[/]")
-        for p in report.warnings:
-            where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
-            console.print(
-                f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True
-            )
+        console.print(f"[bold yellow]{_many(len(report.warnings), 'warning')}{_grouped_note(report.warnings)}:[/]")
+        _print_problems(report.warnings, console)
     if report.ok:
         console.print(f"[green]no problems[/] in {counted(len(report.tasks), 'task')}")
         return
-    console.print(f"[bold red]{counted(len(report.problems), 'problem')}:[/]")
-    for p in report.problems:
-        where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
-        console.print(f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]{_many(len(report.problems), 'problem')}{_grouped_note(report.problems)}:[/]")
+    _print_problems(report.problems, console)
+
+
+def _many(n: int, noun: str) -> str:
+    """`counted` with thousands separated: "3,000 problems"."""
+    return f"{n:,} {noun if n == 1 else noun + 's'}"
+
+
+def _grouped_note(problems: Sequence[Problem]) -> str:
+    """Said after the count when some rows are shown as one entry, so no one looks for the other rows' lines."""
+    from usagg.data.check import ProblemGroup, grouped
+
+    if not any(isinstance(e, ProblemGroup) for e in grouped(problems)):
+        return ""
+    return " (rows with the same kind of problem in one CSV shown as one entry; --json lists every row)"
+
+
+def _print_problems(problems: Sequence[Problem], console: Console) -> None:
+    """One entry per problem, by CSV file and row; rows of one kind in one CSV as one entry (`check.grouped`)."""
+    from rich.markup import escape
+
+    from usagg.data.check import ProblemGroup, grouped
+    from usagg.safepath import printable
+
+    for entry in grouped(problems):  # file names and messages carry the data's cells: printable, never escapes
+        placed = isinstance(entry, ProblemGroup) or entry.row is not None  # else the message names its CSV
+        where = f"[cyan]{escape(printable(entry.where()))}[/]: " if placed else ""
+        text = escape(printable(entry.message))
+        console.print(f"  [yellow]{entry.kind}[/] {where}{text}", highlight=False, soft_wrap=True)
 
 
 def catalog(

@@ -10,11 +10,14 @@ The sha256 comes from usagg/filehash.py's cache, the digest the job ids are made
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from usagg.errors import UsaggError
+
+if TYPE_CHECKING:
+    from usagg.model.weights import Misfit
 
 FileArg = Annotated[
     Path,
@@ -28,16 +31,16 @@ BackboneOpt = Annotated[
 ]
 
 
-def _misfit(err: UsaggError, path: Path, backbone: str) -> str:
-    """The part of check_weights' message that differs between backbones: the keys that do not fit."""
-    text = str(err).removeprefix(f"The weights file {path} does not fit backbone {backbone}: ")
-    return text.split(". Give the official DINOv3 checkpoint")[0]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="When the file fits no backbone: the keys that do not fit, for each one."),
+]
 
 
-def matching_backbones(path: Path, backbone: str | None) -> dict[str, int]:
+def matching_backbones(path: Path, backbone: str | None, verbose: bool = False) -> dict[str, int]:
     """{backbone: tensors loaded} for each registered backbone the file loads into strictly (`backbone` alone if
     given); UsaggError naming the file and why it fits none (an unreadable file says so once)."""
-    from usagg.model.weights import read_checkpoint
+    from usagg.model.weights import probe_backbones, read_checkpoint
     from usagg.model.weights_check import check_weights
     from usagg.model.zoo import BACKBONES
     from usagg.names import unknown_name
@@ -47,30 +50,40 @@ def matching_backbones(path: Path, backbone: str | None) -> dict[str, int]:
         if backbone not in names:
             raise UsaggError(f"--backbone: {unknown_name('backbone', backbone, names)}")
         return {backbone: check_weights(path, backbone)}
-    read_checkpoint(path, mmap=True)  # a text file or a truncated download: one error, not one per backbone
-    fits: dict[str, int] = {}
-    misfits: list[str] = []
-    for name in names:
-        try:
-            fits[name] = check_weights(path, name)
-        except UsaggError as err:
-            misfits.append(f"{name}: {_misfit(err, path, name)}")
+    raw = read_checkpoint(path, mmap=True)  # a text file or a truncated download: one error, not one per backbone
+    fits, misfits = probe_backbones(raw, path)
     if not fits:
-        raise UsaggError(
-            f"The weights file {path} loads into none of the {len(names)} registered backbones ("
-            + "; ".join(misfits)
-            + "). Give an official DINOv3 ViT checkpoint (ViT-S/16, ViT-S+/16, ViT-B/16 or ViT-L/16), not a "
-            "ConvNeXt, a distilled head or another model's weights."
-        )
+        raise UsaggError(_fits_none(raw, path, misfits, verbose))
     return fits
 
 
-def check(file: FileArg, backbone: BackboneOpt = None) -> None:
+def _fits_none(raw: dict, path: Path, misfits: list[Misfit], verbose: bool) -> str:
+    """What the file is (when its keys tell a known other format) or what to give instead, then the closest
+    backbone's misfit in one line, or (`verbose`) every backbone's: five key lists would bury the fix."""
+    from usagg.model.weights import foreign_format
+
+    if verbose:
+        detail = "; ".join(f"{m.backbone}: {m.text()}" for m in misfits)
+    else:
+        closest = max(misfits, key=lambda m: m.closeness())
+        detail = f"the closest, {closest.backbone}: {closest.text(2)}; --verbose lists every backbone's keys"
+    none = f"loads into none of the {len(misfits)} registered backbones ({detail})"
+    foreign = foreign_format(raw, path)
+    if foreign:
+        return f"{foreign} It {none}."
+    return (
+        f"The weights file {path} {none}. Give an official DINOv3 ViT checkpoint (ViT-S/16, ViT-S+/16, ViT-B/16 or "
+        "ViT-L/16), not a ConvNeXt, a distilled head or another model's weights."
+    )
+
+
+def check(file: FileArg, backbone: BackboneOpt = None, verbose: VerboseOpt = False) -> None:
     """Check a weights file: the backbone it loads into (each registered one tried), its sha256.
 
     The strict load of `usagg run` (every tensor, every shape) on the meta device: no memory, no download.
 
-    Exits 2 with one paragraph when the file fits no backbone.
+    Exits 2 with one paragraph when the file fits no backbone: what the file is when its keys tell (a Hugging Face
+    transformers or DINOv2 file), and the closest backbone's misfit (--verbose: every backbone's).
 
     Example: usagg weights check ~/w/dinov3_vitb16.pth --backbone dinov3_base
     """
@@ -79,7 +92,8 @@ def check(file: FileArg, backbone: BackboneOpt = None) -> None:
     from usagg.cli.display import line_console
     from usagg.filehash import file_sha256
 
-    fits = matching_backbones(file, backbone)
+    file = file.expanduser()  # a quoted '~/w.pth' reaches here unexpanded; the spec's model.weights expands it too
+    fits = matching_backbones(file, backbone, verbose)
     out = line_console(highlight=False)
     for name, tensors in fits.items():
         out.print(f"[green]ok[/]: {escape(str(file))} fits backbone [bold]{name}[/] ({tensors} tensors, strict)")

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from usagg.errors import DataError, SpecError, UsaggError
-from usagg.names import is_plain_name
+from usagg.names import is_plain_name, suggest
 from usagg.safepath import printable
+from usagg.wording import command, counted
 
 if TYPE_CHECKING:
     from usagg.spec.models import SynthSpec
@@ -59,11 +60,25 @@ def data_tasks(root: Path, splits: Sequence[str] = ("train", "val")) -> dict[str
                 (*(old.splits if old else ()), split),
             )
     if not present:
+        _refuse_a_split(root)
         raise DataError(
             f"{root} has no index CSVs in {' or '.join(f'{s}/csv_files/' for s in splits)}: "
             "expected the FMC_UIA layout (check the path, or generate data with `usagg synth`)"
         )
     return dict(sorted(found.items()))
+
+
+def _refuse_a_split(root: Path) -> None:
+    """DataError naming the dataset root when `root` is one of its split folders (`usagg data check` detects it the
+    same way): read as a root, it only had no CSVs, which sent the user to check a path that exists."""
+    from usagg.data.check import split_of
+
+    split = split_of(root)
+    if split is not None:
+        raise DataError(
+            f"{root} looks like the {split} split of {root.parent}, not a dataset root: it holds csv_files/ itself, "
+            f"where a root holds train/ and val/ with csv_files/ inside. Give the dataset root: {root.parent}."
+        )
 
 
 def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], source: str = "the CSVs say") -> list[str]:
@@ -83,14 +98,89 @@ def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], source: str = "
 
 
 def check_study_tasks(tasks: Sequence, root: Path, splits: Sequence[str]) -> None:
-    """SpecError (exit 2) naming every study task whose id, type or num_classes the CSVs at `root` contradict."""
-    problems = spec_mismatches(tasks, data_tasks(root, splits))
+    """SpecError (exit 2) naming the study's tasks the CSVs at `root` lack or contradict, and the edit that fixes it:
+    a partial copy of the data is the common case, answered by the `tasks_from.include` of the tasks it has."""
+    found = data_tasks(root, splits)
+    ids = [t.id for t in tasks]
+    absent = [i for i in ids if i not in found]
+    slips = _slips(tasks, found)
+    problems = spec_mismatches([t for t in tasks if t.id in found], found)
+    fixes = []
+    if problems:
+        fixes.append(
+            "give the contradicted tasks the data's type and num_classes in the study's `tasks:` (an entry there "
+            "overrides the catalog's task of the same id)"
+        )
+    if absent:
+        problems.insert(0, _absent_text(absent, ids, found, slips))
+        fixes.insert(0, _absent_fix(absent, ids, found, slips, root))
     if problems:
         raise SpecError(
-            f"the study's tasks do not match the data at {root} ({'/'.join(splits)} CSVs): "
-            + "; ".join(problems)
-            + ". Fix `tasks` in the study (or write them from the data with `usagg data catalog`)."
+            f"the study's tasks do not match the data at {root} ({'/'.join(splits)} CSVs): {'; '.join(problems)}. "
+            f"To fix it, {'; and '.join(fixes)}."
         )
+
+
+_NAMED = 8  # task ids named in a list before "and N more"
+
+
+def _some(ids: list[str]) -> str:
+    more = f" and {len(ids) - _NAMED} more" if len(ids) > _NAMED else ""
+    return ", ".join(ids[:_NAMED]) + more
+
+
+def _slips(tasks: Sequence, found: dict[str, DataTask]) -> dict[str, str]:
+    """Study task id -> the data's id where that is the same task spelled otherwise: a data task no study task takes,
+    of the same type, close to one absent id only (`suggest`), or equal to it but for case (`Fetal_Head` for
+    `fetal_head`, though `fetal_heart` is close too). A data task the study uses is never a slip of another: FMC_UIA's
+    IUGC and FUGC are two tasks."""
+    ids = {t.id for t in tasks}
+    out: dict[str, str] = {}
+    for data_id, d in found.items():
+        if data_id in ids:
+            continue
+        close = [t.id for t in tasks if t.id not in found and t.type == d.type and suggest(t.id, [data_id])]
+        same = [i for i in close if i.casefold() == data_id.casefold()]
+        if len(same or close) == 1:
+            out[(same or close)[0]] = data_id
+    return out
+
+
+def _absent_text(absent: list[str], ids: list[str], found: dict[str, DataTask], slips: dict[str, str]) -> str:
+    """'3 of the study's 27 tasks are not in the data (a, b (did you mean 'B'?), ...); the data has x, y': one
+    sentence for all, where one per task repeated the data's whole id list each time."""
+    first = [i for i in absent if i in slips] + [i for i in absent if i not in slips]  # a slip is never cut off
+    named = _some([f"{i}{suggest(i, [slips[i]]) if i in slips else ''}" for i in first])
+    what = "is" if len(absent) == 1 else "are"
+    study = f"{len(absent)} of the study's {counted(len(ids), 'task')} {what} not in the data"
+    return f"{study} ({named}); the data has {_some(list(found)) or 'no task'}"
+
+
+def _absent_fix(
+    absent: list[str], ids: list[str], found: dict[str, DataTask], slips: dict[str, str], root: Path
+) -> str:
+    """The edit for absent tasks: an id that differs from the data's in case or spelling is corrected; the study
+    keeps the tasks the data has (`tasks_from.include`, as a `--set`, keeps the catalog's groups)."""
+    out = []
+    if slips:
+        pairs = ", ".join(f"study {i}, CSVs {d}" for i, d in slips.items())
+        out.append(
+            f"make the ids match the CSVs' task_id column exactly, case too ({pairs}): correct the CSV or the study"
+        )
+    case_only = [i for i, data_id in slips.items() if i.casefold() == data_id.casefold()]
+    kept = [i for i in ids if i in found or i in case_only]  # a CSV corrected for case: the same task
+    if kept and len(slips) < len(absent):  # some task is missing, not misspelt
+        include = command("--set", f"tasks_from.include=[{','.join(kept)}]")
+        out.append(
+            f"keep only the {counted(len(kept), 'task')} the data has: {include} (or the same `include:` under "
+            "`tasks_from:` in the study; a study without `tasks_from` removes the others from `tasks:`)"
+        )
+    elif not kept:
+        catalog = command("usagg", "data", "catalog", root, "--out", Path("tasks.yaml"))
+        out.append(
+            f"check data.root, or take the tasks from the data: {catalog}, then `tasks_from: {{catalog: tasks.yaml}}`"
+        )
+    return "; and ".join(out)
 
 
 def check_synthetic_tasks(tasks: Sequence, spec: SynthSpec) -> None:

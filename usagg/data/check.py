@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from usagg.data.checkcache import CheckCache, leak_key, sample_key
-from usagg.data.fmc_uia import Problem, Sample, Where, csv_files, rel, scan_split
+from usagg.data.fmc_uia import Declared, Problem, Sample, SplitScan, Where, csv_files, rel, scan_split
 from usagg.data.images import open_image
 from usagg.data.leakage import (
     DEFAULT_NEAR_THRESHOLD,
@@ -40,6 +40,7 @@ from usagg.data.leakage import (
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
+from usagg.wording import counted
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -108,6 +109,62 @@ class CheckReport:
             "tasks": {t: s.to_dict() for t, s in self.tasks.items()},
             "images": {"decoded": self.decoded, "kept": self.kept},
         }
+
+
+#: Row problems of one kind in one CSV from which the report shows them as one entry (`grouped`).
+GROUP_FROM = 4
+
+
+@dataclass(frozen=True)
+class ProblemGroup:
+    """Row problems of one kind in one CSV, shown as one entry with a count, the rows and an example: a CSV written
+    on Windows has the same problem in each of its 3,000 rows, and a line per row buried the one cause."""
+
+    problems: tuple[Problem, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.problems[0].kind
+
+    def where(self) -> str:
+        rows = [p.row for p in self.problems if p.row is not None]
+        return f"{self.problems[0].csv_file} rows {row_ranges(rows)} ({len(rows):,} rows)"
+
+    @property
+    def message(self) -> str:
+        first = self.problems[0]
+        return f"e.g. row {first.row} (line {(first.row or 0) + 1}): {first.message}"
+
+
+def grouped(problems: Sequence[Problem], at_least: int = GROUP_FROM) -> list[Problem | ProblemGroup]:
+    """`problems` in their order, those of one kind with a row in one CSV as one `ProblemGroup` (at its first
+    problem's place) when there are `at_least` of them; fewer stay one entry each. What a text report shows:
+    the JSON report keeps every row."""
+    counts = Counter((p.csv_file, p.kind) for p in problems if p.row is not None)
+    groups: dict[tuple[str | None, str], list[Problem]] = {}
+    out: list[Problem | ProblemGroup | tuple[str | None, str]] = []
+    for p in problems:
+        key = (p.csv_file, p.kind)
+        if p.row is None or counts[key] < at_least:
+            out.append(p)
+            continue
+        if key not in groups:
+            out.append(key)
+        groups.setdefault(key, []).append(p)
+    return [ProblemGroup(tuple(groups[e])) if isinstance(e, tuple) else e for e in out]
+
+
+def row_ranges(rows: Sequence[int], shown: int = 4) -> str:
+    """Row numbers as ranges, "11-3010" or "2, 5-9 and 3 more ranges"; the first `shown` ranges only."""
+    spans: list[list[int]] = []
+    for r in sorted(set(rows)):
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    text = [str(a) if a == b else f"{a}-{b}" for a, b in spans[:shown]]
+    more = len(spans) - shown
+    return ", ".join(text) + (f" and {counted(more, 'more range')}" if more > 0 else "")
 
 
 @dataclass
@@ -223,7 +280,7 @@ def check_dataset(
         checks.close()
 
 
-def _split_of(root: Path) -> str | None:
+def split_of(root: Path) -> str | None:
     """The split `root` is, when it is one folder of a dataset root rather than the root: it holds csv_files/ (and
     no split), and is named as a split or has one beside it."""
     if not (root / "csv_files").is_dir() or any((root / s).is_dir() for s in SPLITS):
@@ -235,7 +292,7 @@ def _split_of(root: Path) -> str | None:
 def _refuse_a_split(given: Path, root: Path) -> None:
     """DataError naming the dataset root when `root` is one of its splits: checked as a root, it read as two missing
     splits and an empty table. `given` is the path as typed, so the command shown is one the user can run."""
-    split = _split_of(root)
+    split = split_of(root)
     if split is None:
         return
     parent = root.parent if given.is_absolute() else Path(os.path.relpath(root.parent))
@@ -256,14 +313,11 @@ def _check(
     checks: _FileChecks,
 ) -> CheckReport:
     report = CheckReport(root=root, splits=tuple(splits))
+    scans = _scan_splits(root, splits, report)
+    report.problems.extend(_type_conflicts(scans, tasks, root))
+    report.problems.extend(_split_coverage(scans, root))
     entries: list[Entry] = []
-    for split in splits:
-        try:
-            csv_files(root, split)
-        except DataError as err:
-            report.problems.append(Problem("missing_split", str(err)))
-            continue
-        scan = scan_split(root, split)
+    for split, scan in scans.items():
         report.problems.extend(scan.problems)
         checks.start(split, sum(len(samples) for samples in scan.samples.values()))
         for task_id, samples in scan.samples.items():
@@ -274,17 +328,6 @@ def _check(
                 task_id, TaskSummary(task_id, s0.task_type, s0.num_classes, scan.task_names.get(task_id, ""))
             )
             summary.images[split] = len(samples)
-            if (summary.type, summary.num_classes) != (s0.task_type, s0.num_classes):
-                report.problems.append(
-                    Problem(
-                        "split_mismatch",
-                        f"task {task_id} is {s0.task_type} with num_classes {s0.num_classes} in {split} but "
-                        f"{summary.type} with num_classes {summary.num_classes} in the other split",
-                        rel(s0.csv_file, root),
-                        s0.row,
-                    )
-                )
-                continue
             _add_file_results(report, summary, samples, split, entries, checks)
             if split == "val" and (tasks is None or any(t.id == task_id for t in tasks)):
                 _warn_test_split(report, task_id, samples, root)  # a study hears of its own tasks only
@@ -302,6 +345,142 @@ def _check(
     report.warnings.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     report.decoded, report.kept = checks.decoded, checks.kept
     return report
+
+
+def _scan_splits(root: Path, splits: Sequence[str], report: CheckReport) -> dict[str, SplitScan]:
+    """Each split's rows (`scan_split`); a split without its csv_files/ is a problem of its own, and not scanned."""
+    scans: dict[str, SplitScan] = {}
+    for split in splits:
+        try:
+            csv_files(root, split)
+        except DataError as err:
+            report.problems.append(Problem("missing_split", str(err)))
+            continue
+        scans[split] = scan_split(root, split)
+    return scans
+
+
+def _declared_text(d: Declared) -> str:
+    return f"{d.task_type} with num_classes {d.num_classes}"
+
+
+def _type_conflicts(scans: dict[str, SplitScan], tasks: Sequence[TaskSpec] | None, root: Path) -> list[Problem]:
+    """One problem per task whose splits declare different types or num_classes, naming both CSVs.
+
+    The split that disagrees with the reference (the study's declaration where a split matches it, else the
+    split whose rows read as their declared type, else the first split) is left out of the check: its rows'
+    own problems (every row lacking the columns of the type it wrongly declares) only repeat the cause.
+    """
+    study = {t.id: (t.type, t.num_classes) for t in tasks or ()}
+    problems: list[Problem] = []
+    for task_id in sorted({t for scan in scans.values() for t in scan.declared}):
+        declared = {split: scan.declared[task_id] for split, scan in scans.items() if task_id in scan.declared}
+        if len({(d.task_type, d.num_classes) for d in declared.values()}) < 2:
+            continue
+        ref_split, basis = _reference_split(task_id, declared, scans, study.get(task_id))
+        for split, d in declared.items():
+            if (d.task_type, d.num_classes) != (declared[ref_split].task_type, declared[ref_split].num_classes):
+                problems.append(_conflict(task_id, split, ref_split, declared, basis, scans, root))
+                _leave_out(scans[split], task_id)
+    return problems
+
+
+def _reference_split(
+    task_id: str, declared: dict[str, Declared], scans: dict[str, SplitScan], study: tuple[str, int] | None
+) -> tuple[str, str]:
+    """(the split whose declaration the task keeps, why: "study", "rows" or "first")."""
+    matching = [s for s, d in declared.items() if (d.task_type, d.num_classes) == study]
+    if matching:
+        return matching[0], "study"
+    reading = [s for s in declared if scans[s].samples.get(task_id)]
+    if len(reading) == 1:
+        return reading[0], "rows"
+    return next(iter(declared)), "first"
+
+
+def _conflict(
+    task_id: str,
+    split: str,
+    ref_split: str,
+    declared: dict[str, Declared],
+    basis: str,
+    scans: dict[str, SplitScan],
+    root: Path,
+) -> Problem:
+    """The problem of a task `split` declares otherwise than `ref_split`, with what to correct where."""
+    odd, ref = declared[split], declared[ref_split]
+    odd_csv, ref_csv = rel(odd.csv_file, root), rel(ref.csv_file, root)
+    n_rows = sum(len(rows) for rows in odd.rows.values())
+    head = (
+        f"task {task_id} is {_declared_text(odd)} in {odd_csv} but {_declared_text(ref)} in {ref_csv}; "
+        "a task has one type (task_name) and num_classes in every split"
+    )
+    if basis == "study":
+        fix = f"the study declares {_declared_text(ref)}: correct task_name and num_classes in {odd_csv}"
+    elif basis == "rows":
+        first = _first_problem(scans[split], odd)
+        why = f" (row {first.row}: {first.message})" if first is not None and first.row is not None else ""
+        fix = (
+            f"its {split} rows do not read as {odd.task_type}{why} and its {ref_split} rows read as "
+            f"{ref.task_type}: correct task_name and num_classes in {odd_csv}"
+        )
+    else:
+        fix = f"make task_name and num_classes of {odd_csv} and {ref_csv} agree"
+    rows = f"its {counted(n_rows, split + ' row')} {'is' if n_rows == 1 else 'are'} not checked until then"
+    return Problem("split_mismatch", f"{head}. {fix[0].upper()}{fix[1:]} ({rows}).", odd_csv, odd.row)
+
+
+def _first_problem(scan: SplitScan, d: Declared) -> Problem | None:
+    """The first problem of the rows `d` covers."""
+    return next((p for p in scan.problems if p.row is not None and p.row in d.rows.get(p.csv_file or "", ())), None)
+
+
+def _leave_out(scan: SplitScan, task_id: str) -> None:
+    """Drop a task's samples and its rows' problems from `scan`: its declaration conflicts with another split's."""
+    rows = scan.declared[task_id].rows
+    scan.samples.pop(task_id, None)
+    scan.problems = [p for p in scan.problems if p.row is None or p.row not in rows.get(p.csv_file or "", ())]
+
+
+def _split_coverage(scans: dict[str, SplitScan], root: Path) -> list[Problem]:
+    """A problem per task that has rows in one checked split and none in another: `usagg run` (data.test_split: val)
+    trains on train/ and tests on val/, so it refuses such a task; checking one split (--split) asks for none."""
+    problems: list[Problem] = []
+    for split, scan in scans.items():
+        for task_id in sorted({t for other in scans.values() for t in other.named} - scan.named):
+            has = next(s for s, other in scans.items() if task_id in other.named)
+            problem = _missing_in_split(task_id, split, has, scans, root)
+            if problem is not None:
+                problems.append(problem)
+    return problems
+
+
+def _missing_in_split(task_id: str, split: str, has: str, scans: dict[str, SplitScan], root: Path) -> Problem | None:
+    """Task `task_id` has rows in split `has` and none in `split`; None when a problem with the CSV it would be in
+    (a header without rows, an unreadable file) already says so."""
+    d = scans[has].declared.get(task_id)
+    name = d.csv_file.name if d is not None else f"{task_id}.csv"
+    expected = Path(split) / "csv_files" / name
+    if any(p.row is None and p.csv_file == str(expected) for p in scans[split].problems):
+        return None
+    where = f" in {rel(d.csv_file, root)}" if d is not None else ""
+    count = counted(sum(len(r) for r in d.rows.values()), "row") if d is not None else "rows"
+    state = "lists no row of it" if (root / expected).is_file() else "does not exist"
+    need = (
+        "val/ is the test split of a study (data.test_split: val), so `usagg run` refuses a task without val rows"
+        if split == "val"
+        else "a task is trained on its train/ rows, so `usagg run` refuses a task without them"
+    )
+    return Problem(
+        "task_missing_in_split",
+        f"task {task_id} has {count}{where} but none in {split}/csv_files/ ({expected} {state}): {need}. Add the "
+        f"task's {split} rows to {expected}, or leave the task out of the study"
+        + (
+            " (a study with data.test_split: train needs no val rows: check it with --split train)."
+            if split == "val"
+            else "."
+        ),
+    )
 
 
 #: The split name of train rows that data.test_split=train holds out as test.

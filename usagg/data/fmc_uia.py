@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from usagg.errors import DataError
 from usagg.names import is_plain_name
@@ -68,6 +68,18 @@ class Problem:
         return {"kind": self.kind, "csv_file": self.csv_file, "row": self.row, "message": self.message}
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What a split's rows say a task is (the majority of its rows, as `samples` take it), whether they parse or not:
+    the data check compares it between splits (usagg/data/check.py) before the rows' own problems count."""
+
+    task_type: str
+    num_classes: int
+    csv_file: Path  # where the majority's first row is
+    row: int
+    rows: dict[str, frozenset[int]]  # every row of the task with a known type: CSV (as `rel` gives it) -> rows
+
+
 @dataclass
 class SplitScan:
     """Everything `scan_split` found: parsed samples per task and the problems."""
@@ -75,6 +87,8 @@ class SplitScan:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     task_names: dict[str, str] = field(default_factory=dict)  # task_id -> majority task_name as written
+    declared: dict[str, Declared] = field(default_factory=dict)  # task_id -> type and num_classes its rows give
+    named: set[str] = field(default_factory=set)  # every task id a row names, its row usable or not
 
 
 def rel(path: Path, root: Path) -> str:
@@ -161,6 +175,32 @@ def _control_cells(record: dict) -> str:
     return f"control characters in {'; '.join(bad)}: every cell must be printable text on one line" if bad else ""
 
 
+class _CsvRow(NamedTuple):
+    """One data row of an index CSV, with the file it came from and that file's columns."""
+
+    path: Path
+    row: int
+    record: dict
+    columns: list[str]
+    folder: Path  # the CSV's folder, where its relative paths start
+
+
+class _Shape(NamedTuple):
+    """What a task's rows hold given its majority type and num_classes, looked up once per task, not per row."""
+
+    task_type: Any  # the TaskType
+    required: tuple[str, ...]  # columns a row needs
+    label_columns: tuple[str, ...]  # the label's cells, as written (duplicates compare them)
+
+
+class _TaskRow(NamedTuple):
+    """A row whose task id, type and num_classes read."""
+
+    csv: _CsvRow
+    task_type: str
+    num_classes: int
+
+
 def scan_split(root: Path, split: str) -> SplitScan:
     """Parse every row of the split's CSVs; collect row problems instead of raising.
 
@@ -169,171 +209,257 @@ def scan_split(root: Path, split: str) -> SplitScan:
     """
     root = Path(os.path.abspath(root))
     scan = SplitScan()
-    rows: list[tuple[Path, int, dict, list[str]]] = []
+    by_task = _task_rows(_read_rows(root, split, scan), root, scan)
     real_dirs: dict[str, str] = {}  # one scan's resolved folders (tasktypes.base.resolve_inside)
-    for path in csv_files(root, split):
-        if control_characters(path.name):  # no csv_file: the name would reach every line that places a problem
-            scan.problems.append(
-                Problem(
-                    "control_character",
-                    f"the {split} CSV {path.name!r} has control characters in its name "
-                    f"({', '.join(control_characters(path.name))}): rename it to printable text",
-                )
-            )
-            continue
-        try:
-            columns, records = _read_csv(path, root)
-        except DataError as err:
-            scan.problems.append(Problem("unreadable_csv", str(err), rel(path, root)))
-            continue
-        header = [repr(c) for c in columns if control_characters(c)]
-        if header:
-            scan.problems.append(
-                Problem(
-                    "control_character",
-                    f"{rel(path, root)} has control characters in its header ({', '.join(header)}): column names "
-                    "must be printable text on one line",
-                    rel(path, root),
-                )
-            )
-            continue
-        missing = [c for c in BASE_COLUMNS if c not in columns]
-        if missing:
-            scan.problems.append(
-                Problem(
-                    "missing_column",
-                    f"{rel(path, root)} lacks the column(s) {', '.join(missing)}; every FMC_UIA CSV needs "
-                    f"{', '.join(BASE_COLUMNS)} (it has: {', '.join(columns) or 'no header'})",
-                    rel(path, root),
-                )
-            )
-            continue
-        if not records:
-            scan.problems.append(
-                Problem(
-                    "empty_csv",
-                    f"{rel(path, root)} has a header but no rows; every index CSV lists at least one image "
-                    f"(a task without {split} images cannot be trained or scored): fill it or remove the file",
-                    rel(path, root),
-                )
-            )
-        rows.extend((path, i, record, columns) for i, record in enumerate(records, start=1))
-
-    def problem(kind: str, message: str, path: Path, row: int) -> None:
-        scan.problems.append(Problem(kind, message, rel(path, root), row))
-
-    by_task: dict[str, list[tuple[Path, int, dict, list[str], str, int]]] = {}
-    types: dict[str, Any] = {}  # task_name as written -> its task type (or None), looked up once per scan
-    folders: dict[Path, Path] = {}  # a CSV -> its folder, where its relative paths start
-    for path, row, record, columns in rows:
-        controlled = _control_cells(record)
-        if controlled:
-            problem("control_character", controlled, path, row)
-            continue
-        task_id = (record.get("task_id") or "").strip()
-        if not task_id:
-            problem("missing_value", "column task_id is empty", path, row)
-            continue
-        if not is_plain_name(task_id):
-            problem(
-                "bad_task_id",
-                f"task_id {task_id!r} is not a name a study can give a task (letters, digits, '_', '.', '-', "
-                "starting with a letter or digit, at most 80 characters), so no spec could name this task: "
-                "rename it in the CSVs",
-                path,
-                row,
-            )
-            continue
-        name = record.get("task_name") or ""
-        found = types[name] if name in types else types.setdefault(name, find_task_type(name))
-        if found is None:
-            problem(
-                "bad_task_name",
-                f"task_name {record.get('task_name')!r} is not one of {', '.join(task_type_names())} (any case)",
-                path,
-                row,
-            )
-            continue
-        task_type = found.name
-        try:
-            folder = folders.get(path) or folders.setdefault(path, path.parent)
-            num_classes = Row(record, root, folder).integer("num_classes")
-            if num_classes < 1:
-                raise RowError("bad_value", f"num_classes is {num_classes}, expected an integer >= 1")
-        except RowError as err:
-            problem(err.kind, str(err), path, row)
-            continue
-        by_task.setdefault(task_id, []).append((path, row, record, columns, task_type, num_classes))
-
     for task_id, entries in by_task.items():
-        major_type = _majority([e[4] for e in entries])
-        major_k = _majority([e[5] for e in entries if e[4] == major_type])
-        first = next(e for e in entries if e[4] == major_type and e[5] == major_k)
-        scan.task_names[task_id] = first[2]["task_name"].strip()
-        seen: dict[str, tuple[Path, int, tuple[str, ...]]] = {}
-        samples = scan.samples.setdefault(task_id, [])
-        where_first = f"{rel(first[0], root)} row {first[1]}"
-        for path, row, record, columns, task_type, k in entries:
-            if task_type != major_type:
-                problem(
-                    "task_name_mismatch",
-                    f"task {task_id} has task_name {record['task_name'].strip()!r} here but "
-                    f"{first[2]['task_name'].strip()!r} in its other rows (e.g. {where_first})",
-                    path,
-                    row,
-                )
-                continue
-            if k != major_k:
-                problem(
-                    "num_classes_mismatch",
-                    f"task {task_id} has num_classes {k} here but {major_k} in its other rows (e.g. {where_first})",
-                    path,
-                    row,
-                )
-                continue
-            tt = get_task_type(task_type)
-            missing = [c for c in tt.required_columns(k) if c not in columns]
-            if missing:
-                problem(
-                    "missing_column",
-                    f"a {task_type} row needs the column(s) {', '.join(missing)}, which this CSV lacks",
-                    path,
-                    row,
-                )
-                continue
-            cells = Row(record, root, folders[path], real_dirs)
-            try:
-                image_file = cells.path("image_path", "the image's path")
-                label = tt.parse_label(cells, k)
-            except RowError as err:
-                problem(err.kind, f"task {task_id}: {err}", path, row)
-                continue
-            image_path = record["image_path"]  # unpadded: `Row.path` refuses padding
-            label_cells = tuple((record.get(c) or "").strip() for c in tt.csv_columns(k))
-            if image_path in seen:
-                p0, r0, cells0 = seen[image_path]
-                if cells0 != label_cells:
-                    problem(
-                        "conflicting_duplicate",
-                        f"task {task_id} lists image {image_path!r} again with a different label "
-                        f"({', '.join(label_cells)} here, {', '.join(cells0)} at {rel(p0, root)} row {r0}); "
-                        "each image may appear once per task: keep the right label",
-                        path,
-                        row,
-                    )
-                    continue
-                problem(
-                    "duplicate_row",
-                    f"task {task_id} lists image {image_path!r} again with the same label (first at "
-                    f"{rel(p0, root)} row {r0}); each image may appear once per task",
-                    path,
-                    row,
-                )
-                continue
-            seen[image_path] = (path, row, label_cells)
-            samples.append(Sample(task_id, task_type, k, image_path, image_file, label, path, row))
+        _scan_task(task_id, entries, root, scan, real_dirs)
     scan.problems.sort(key=lambda p: (p.csv_file or "", p.row or 0))
     return scan
+
+
+def _read_rows(root: Path, split: str, scan: SplitScan) -> list[_CsvRow]:
+    """Every data row of the split's CSVs; a CSV that cannot be read as an index (its name, encoding, header) is
+    a problem in `scan` and gives no row."""
+    rows: list[_CsvRow] = []
+    for path in csv_files(root, split):
+        columns_records = _read_index(path, split, root, scan)
+        if columns_records is not None:
+            columns, records = columns_records
+            rows.extend(_CsvRow(path, i, record, columns, path.parent) for i, record in enumerate(records, start=1))
+    return rows
+
+
+def _read_index(path: Path, split: str, root: Path, scan: SplitScan) -> tuple[list[str], list[dict]] | None:
+    """The columns and rows of one index CSV, or None after adding the problem that keeps it from being read."""
+    if control_characters(path.name):  # no csv_file: the name would reach every line that places a problem
+        scan.problems.append(
+            Problem(
+                "control_character",
+                f"the {split} CSV {path.name!r} has control characters in its name "
+                f"({', '.join(control_characters(path.name))}): rename it to printable text",
+            )
+        )
+        return None
+    where = rel(path, root)
+    try:
+        columns, records = _read_csv(path, root)
+    except DataError as err:
+        scan.problems.append(Problem("unreadable_csv", str(err), where))
+        return None
+    header = [repr(c) for c in columns if control_characters(c)]
+    if header:
+        scan.problems.append(
+            Problem(
+                "control_character",
+                f"{where} has control characters in its header ({', '.join(header)}): column names "
+                "must be printable text on one line",
+                where,
+            )
+        )
+        return None
+    missing = [c for c in BASE_COLUMNS if c not in columns]
+    if missing:
+        scan.problems.append(
+            Problem(
+                "missing_column",
+                f"{where} lacks the column(s) {', '.join(missing)}; every FMC_UIA CSV needs "
+                f"{', '.join(BASE_COLUMNS)} (it has: {', '.join(columns) or 'no header'})",
+                where,
+            )
+        )
+        return None
+    if not records:
+        scan.problems.append(
+            Problem(
+                "empty_csv",
+                f"{where} has a header but no rows; every index CSV lists at least one image "
+                f"(a task without {split} images cannot be trained or scored): fill it or remove the file",
+                where,
+            )
+        )
+    return columns, records
+
+
+def _task_rows(rows: list[_CsvRow], root: Path, scan: SplitScan) -> dict[str, list[_TaskRow]]:
+    """The rows by task id, each with its type and num_classes; a row where one of them does not read is a problem
+    in `scan`. Each task_name spelling is looked up once per scan."""
+    by_task: dict[str, list[_TaskRow]] = {}
+    types: dict[str, Any] = {}  # task_name as written -> its task type (or None)
+    for r in rows:
+        found = _task_row(r, root, types, scan)
+        if isinstance(found, Problem):
+            scan.problems.append(found)
+        else:
+            by_task.setdefault(found[0], []).append(found[1])
+    return by_task
+
+
+def _task_row(r: _CsvRow, root: Path, types: dict[str, Any], scan: SplitScan) -> tuple[str, _TaskRow] | Problem:
+    """(task id, the row typed) or the row's problem; a task id that reads is added to `scan.named`."""
+
+    def problem(kind: str, message: str) -> Problem:  # placed only then: a `rel` per row cost a third of the scan
+        return Problem(kind, message, rel(r.path, root), r.row)
+
+    controlled = _control_cells(r.record)
+    if controlled:
+        return problem("control_character", controlled)
+    task_id = (r.record.get("task_id") or "").strip()
+    if not task_id:
+        return problem("missing_value", "column task_id is empty")
+    if not is_plain_name(task_id):
+        return problem(
+            "bad_task_id",
+            f"task_id {task_id!r} is not a name a study can give a task (letters, digits, '_', '.', '-', "
+            "starting with a letter or digit, at most 80 characters), so no spec could name this task: "
+            "rename it in the CSVs",
+        )
+    scan.named.add(task_id)
+    name = r.record.get("task_name") or ""
+    found = types[name] if name in types else types.setdefault(name, find_task_type(name))
+    if found is None:
+        return problem(
+            "bad_task_name",
+            f"task_name {r.record.get('task_name')!r} is not one of {', '.join(task_type_names())} (any case)",
+        )
+    try:
+        num_classes = Row(r.record, root, r.folder).integer("num_classes")
+        if num_classes < 1:
+            raise RowError("bad_value", f"num_classes is {num_classes}, expected an integer >= 1")
+    except RowError as err:
+        return problem(err.kind, str(err))
+    return task_id, _TaskRow(r, found.name, num_classes)
+
+
+def _scan_task(task_id: str, entries: list[_TaskRow], root: Path, scan: SplitScan, real_dirs: dict[str, str]) -> None:
+    """One task's rows into `scan`: its declared type (the majority), then each row as a sample or a problem."""
+    major_type = _majority([e.task_type for e in entries])
+    major_k = _majority([e.num_classes for e in entries if e.task_type == major_type])
+    first = next(e for e in entries if e.task_type == major_type and e.num_classes == major_k)
+    scan.task_names[task_id] = first.csv.record["task_name"].strip()
+    scan.declared[task_id] = Declared(
+        first.task_type, first.num_classes, first.csv.path, first.csv.row, _rows_by_csv(entries, root)
+    )
+    samples = scan.samples.setdefault(task_id, [])
+    where_first = f"{rel(first.csv.path, root)} row {first.csv.row}"
+    tt = get_task_type(first.task_type)
+    shape = _Shape(tt, tuple(tt.required_columns(first.num_classes)), tuple(tt.csv_columns(first.num_classes)))
+    duplicates = _Duplicates(root)
+    for e in entries:
+        found = _odd_declaration(task_id, e, first, where_first) or _row_sample(
+            task_id, e, shape, root, real_dirs, duplicates
+        )
+        if isinstance(found, Sample):
+            samples.append(found)
+        else:
+            scan.problems.append(Problem(found[0], found[1], rel(e.csv.path, root), e.csv.row))
+
+
+def _row_sample(
+    task_id: str, e: _TaskRow, shape: _Shape, root: Path, real_dirs: dict[str, str], duplicates: _Duplicates
+) -> Sample | tuple[str, str]:
+    """The row's sample, or (kind, message) of its problem (a repeated image included)."""
+    found = _sample(task_id, e, shape, root, real_dirs)
+    return duplicates.check(*found) if isinstance(found[0], Sample) else found
+
+
+def _rows_by_csv(entries: list[_TaskRow], root: Path) -> dict[str, frozenset[int]]:
+    """CSV (as `rel` names it) -> the rows of `entries` in it."""
+    rows: dict[Path, set[int]] = {}
+    for e in entries:
+        rows.setdefault(e.csv.path, set()).add(e.csv.row)
+    return {rel(path, root): frozenset(numbers) for path, numbers in rows.items()}
+
+
+def _odd_declaration(task_id: str, e: _TaskRow, first: _TaskRow, where_first: str) -> tuple[str, str] | None:
+    """(kind, message) when the row's task_name or num_classes is not its task's majority."""
+    if e.task_type != first.task_type:
+        return (
+            "task_name_mismatch",
+            f"task {task_id} has task_name {e.csv.record['task_name'].strip()!r} here but "
+            f"{first.csv.record['task_name'].strip()!r} in its other rows (e.g. {where_first})",
+        )
+    if e.num_classes != first.num_classes:
+        return (
+            "num_classes_mismatch",
+            f"task {task_id} has num_classes {e.num_classes} here but {first.num_classes} in its other rows "
+            f"(e.g. {where_first})",
+        )
+    return None
+
+
+def _sample(
+    task_id: str, e: _TaskRow, shape: _Shape, root: Path, real_dirs: dict[str, str]
+) -> tuple[Sample, tuple[str, ...]] | tuple[str, str]:
+    """(the row's sample, its label cells as written) or (kind, message) of its problem: a column its type needs,
+    a path or label that does not read, a path written with Windows separators."""
+    record, k = e.csv.record, e.num_classes
+    missing = [c for c in shape.required if c not in e.csv.columns]
+    if missing:
+        return "missing_column", f"a {e.task_type} row needs the column(s) {', '.join(missing)}, which this CSV lacks"
+    try:
+        cells = Row(record, root, e.csv.folder, real_dirs)
+        image_file = cells.path("image_path", "the image's path")
+        label = shape.task_type.parse_label(cells, k)
+    except RowError as err:
+        return err.kind, f"task {task_id}: {err}"
+    windows = _windows_path(record, ("image_path", *shape.label_columns), e.csv.folder)
+    if windows:
+        return "windows_path", f"task {task_id}: {windows}"
+    label_cells = tuple((record.get(c) or "").strip() for c in shape.label_columns)
+    image_path = record["image_path"]  # unpadded: `Row.path` refuses padding
+    return Sample(task_id, e.task_type, k, image_path, image_file, label, e.csv.path, e.csv.row), label_cells
+
+
+def _windows_path(record: dict, columns: Sequence[str], folder: Path) -> str:
+    """Why a path cell written with Windows '\\' separators names no file ('' when none does).
+
+    '\\' is no separator on Linux but part of a file name, so the challenge's evaluation run there (it joins the
+    cell to the CSV's folder as written) would not find the file; usagg reads it the same way rather than guess.
+    A cell that names an existing file as written is left alone, as is one with no '\\'.
+    """
+    for column in columns:
+        value = record.get(column) or ""
+        if "\\" not in value or os.path.lexists(os.path.join(folder, value)):
+            continue
+        posix = value.replace("\\", "/")
+        if os.path.isfile(os.path.normpath(os.path.join(folder, posix))):
+            found = f"the file is there as '{posix}', so the CSV was written on Windows: write its paths with '/'"
+        else:
+            found = f"no file is there as '{posix}' either: write its paths with '/' and check that the file exists"
+        # quoted as written: a repr would double every '\\' the user sees once in the CSV
+        return (
+            f"{column} '{value}' uses Windows '\\' separators, which Linux (and the challenge's evaluation run on "
+            f"it) reads as part of a file name, not a folder; {found}"
+        )
+    return ""
+
+
+class _Duplicates:
+    """The images a task's rows listed so far, to tell a repeated row (same label) from a conflicting one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.seen: dict[str, tuple[Path, int, tuple[str, ...]]] = {}
+
+    def check(self, sample: Sample, label_cells: tuple[str, ...]) -> Sample | tuple[str, str]:
+        """`sample` when its image is new to the task, else (kind, message) naming the first row."""
+        first = self.seen.get(sample.image_path)
+        if first is None:
+            self.seen[sample.image_path] = (sample.csv_file, sample.row, label_cells)
+            return sample
+        p0, r0, cells0 = first
+        if cells0 != label_cells:
+            return (
+                "conflicting_duplicate",
+                f"task {sample.task_id} lists image {sample.image_path!r} again with a different label "
+                f"({', '.join(label_cells)} here, {', '.join(cells0)} at {rel(p0, self.root)} row {r0}); "
+                "each image may appear once per task: keep the right label",
+            )
+        return (
+            "duplicate_row",
+            f"task {sample.task_id} lists image {sample.image_path!r} again with the same label (first at "
+            f"{rel(p0, self.root)} row {r0}); each image may appear once per task",
+        )
 
 
 def read_split(root: Path, split: str, task_ids: Collection[str] | None = None) -> dict[str, list[Sample]]:

@@ -52,6 +52,13 @@ def read_mask_grayscale(path: Path) -> np.ndarray:
     raise ValueError(f"mask {path}: image mode {mode} is not a grayscale, palette or colour PNG")
 
 
+def mask_mode(path: Path) -> str:
+    """The PNG's pixel mode as PIL names it ("1", "L", "P", "RGB", "I;16", ...), read from its header alone: what
+    explains values a mask was not saved with (a 1-bit PNG reads as 0/255, a palette one as its luminance)."""
+    with Image.open(path) as im:
+        return im.mode
+
+
 def _luminance(rgb: np.ndarray, fixed_gamma: int | None) -> np.ndarray:
     """libpng's ``png_do_rgb_to_gray`` for 8-bit RGB, with its gamma tables when the file gamma matters."""
     r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))

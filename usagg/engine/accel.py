@@ -48,26 +48,46 @@ Compiled code is kept on disk in the usagg cache
 folder inductor writes there at its first compile is not a choice): it
 outlives /tmp (wiped between Slurm jobs on many clusters), a job of the same shapes loads it instead
 of compiling, each torch version has its own folder, and a folder whose marker is damaged or names
-another version is rebuilt (one line says so). Without Triton (or on a GPU too old for it) compile and
-graphs fall back to eager with one warning, compiled-step-graphs to step-graphs; step-graphs needs no
-compiler. The CPU always runs eager (compile costs over 30 s there and gains about 1 %). `make gpu-check`
-(benchmarks/gpu_check.py) measured the AU model's steady loop (docs/benchmarks.md): graphs 3.59x eager and
-compile 1.20x on an H200, step-graphs 2.26x on an H100. The default stays eager until a whole job under
-one of them has matched eager on a GPU (the check's jobs phase).
+another version is rebuilt (one line says so).
+
+Inductor unpickles what it finds in its cache folder (its FX graph cache loads every file of a key's folder) and
+loads the shared objects there, so whoever can write that folder runs code as the user: a shared
+`data.cache_dir` or $USAGG_CACHE on a cluster, or a cache copied from a colleague. usagg points inductor only at
+a folder it can vouch for (`compile_cache`): no one but the user can replace it or a folder above it
+(usagg/cachetrust.py `vetted_folder`: the folders from the cache root down are the user's, none above is writable
+by others unless sticky), it is private (0700; what inductor writes inside with the process's umask is then out
+of others' reach), everything in it is the user's own file or folder (`not_yours`), and its marker carries a
+seal, an HMAC-SHA256 of the folder's resolved path and torch version under a per-user key kept outside every
+cache (`cache_key`, ~/.config/usagg/cache.key, 0600), which a copied folder, one made by another user or by an
+earlier usagg lacks: such a folder is emptied and rebuilt like one of another version. A folder holding what is
+not the user's, or one usagg cannot make safe, is left alone and this process compiles into a private temporary
+folder instead, with one warning naming the folder, what is wrong and what to do.
+
+Without Triton (or on a GPU too old for it) compile and graphs fall back to eager with one warning,
+compiled-step-graphs to step-graphs; step-graphs needs no compiler. The CPU always runs eager (compile costs over
+30 s there and gains about 1 %). `make gpu-check` (benchmarks/gpu_check.py) measured the AU model's steady loop
+(docs/benchmarks.md): graphs 3.59x eager and compile 1.20x on an H200, step-graphs 2.26x on an H100. The default
+stays eager until a whole job under one of them has matched eager on a GPU (the check's jobs phase).
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import hmac
 import json
 import logging
 import os
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 
-from usagg.cachedir import COMPILE_MARKER
+from usagg.cachedir import CACHE_ENV, COMPILE_MARKER, remove
+from usagg.cachetrust import Untrusted, cache_key, not_yours, vetted_folder
 from usagg.engine.step import WARMUP_STEPS
 from usagg.model.m2dino import M2DINO, encoder_compiled
 
@@ -89,36 +109,107 @@ INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
 def compile_cache(root: Path, version: str = torch.__version__) -> Path:
-    """`<root>/compile/torch-<version>/`, made or checked: a folder whose marker is missing, unreadable or names
-    another torch version is emptied first (inductor's entries carry no such check of their own); its marker's
-    time is refreshed, which is what `usagg cache prune` reads as last use."""
+    """`<root>/compile/torch-<version>/` (resolved), made or checked, when usagg can vouch for it: the folders down
+    to it are the user's and no one else can write them, everything in it is the user's, and its marker carries
+    usagg's seal for this folder. A folder that is the user's but unsealed (copied, made by an older usagg), of another
+    torch version or not private is emptied first (inductor's entries carry no such check of their own); its
+    marker's time is refreshed, which is what `usagg cache prune` reads as last use. Otherwise, with one warning,
+    a private folder of this process's (`_private_compile_folder`)."""
     from filelock import FileLock
 
     folder = Path(root) / "compile" / f"torch-{version.replace('/', '_').replace('+', '_')}"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{folder}.lock"):  # jobs on one GPU start together: one checks or builds, the others wait
-        return _checked_compile_folder(folder, version)
+    fix = f"set {CACHE_ENV} to a folder of your own"
+    try:
+        key = cache_key()
+        folder = vetted_folder(folder.parent, owned_from=Path(root), fix=fix) / folder.name
+        with FileLock(f"{folder}.lock"):  # jobs on one GPU start together: one checks or builds, the others wait
+            return _checked_compile_folder(folder, version, key)
+    except Untrusted as err:
+        return _private_compile_folder(folder, version, err)
+    except OSError as err:  # its lock a link (filelock refuses one), a full disk: not a traceback in every job
+        why = Untrusted(f"{err.filename or folder} cannot be used ({err.strerror or type(err).__name__})", fix)
+        return _private_compile_folder(folder, version, why)
 
 
-def _checked_compile_folder(folder: Path, version: str) -> Path:
-    """Under the folder's lock: keep it if its marker names `version`, else empty it; then make it and mark it."""
+def _checked_compile_folder(folder: Path, version: str, key: bytes) -> Path:
+    """Under the folder's lock: keep it if it is sound (`_compile_folder_problem`), else empty it; then make it
+    (0700) and seal it. Raises Untrusted for a folder holding what is not the user's, which usagg leaves alone."""
     marker = folder / COMPILE_MARKER
-    if folder.exists():
-        try:
-            found = json.loads(marker.read_text())["torch"]
-            problem = None if found == version else f"it holds code compiled by torch {found}"
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            problem = f"its marker {COMPILE_MARKER} is missing or damaged ({type(err).__name__})"
-        if problem is None:
+    if os.path.lexists(folder):
+        if (problem := _compile_folder_problem(folder, version, key)) is None:
             marker.touch()
             return folder
         log.warning("compile cache %s: %s; emptied, so the encoder is compiled afresh", folder, problem)
-        shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
+        remove(folder)
+        if os.path.lexists(folder):
+            raise Untrusted(
+                f"{folder} could not be emptied", f"remove {folder}, or set {CACHE_ENV} to a folder of your own"
+            )
+    folder.mkdir(mode=0o700)
     tmp = folder / f".{COMPILE_MARKER}.tmp"
-    tmp.write_text(json.dumps({"torch": version}))
+    tmp.write_text(json.dumps({"torch": version, "seal": _seal(key, folder, version)}))
     tmp.replace(marker)
     return folder
+
+
+def _compile_folder_problem(folder: Path, version: str, key: bytes) -> str | None:
+    """Why an existing compile folder of the user's must be emptied (None: it is sound): not private, its marker
+    missing, damaged, of another torch version or not sealed by usagg with the user's key for this very folder.
+    Raises Untrusted when something in it is not the user's (another owner, a link): not usagg's to delete."""
+    if why := not_yours(folder):
+        raise Untrusted(why, f"remove {folder}, or set {CACHE_ENV} to a folder of your own")
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        return f"others could reach into it (mode {mode:04o}; usagg makes it 0700)"
+    try:
+        found = json.loads((folder / COMPILE_MARKER).read_text())
+        torch_version, seal = found["torch"], found.get("seal")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"its marker {COMPILE_MARKER} is missing or damaged ({type(err).__name__})"
+    if torch_version != version:
+        return f"it holds code compiled by torch {torch_version}"
+    if not isinstance(seal, str) or not hmac.compare_digest(seal, _seal(key, folder, version)):
+        return (
+            f"its marker {COMPILE_MARKER} bears no seal of yours for this folder (a cache copied from elsewhere, made "
+            "by someone else or by an earlier usagg), so its code cannot be vouched for"
+        )
+    return None
+
+
+def _seal(key: bytes, folder: Path, version: str) -> str:
+    """HMAC-SHA256, under the user's key (usagg/cachetrust.py `cache_key`), of the folder's resolved path and the torch
+    version: what only usagg run by this user could have written into this folder's marker."""
+    message = json.dumps(["usagg compile cache", str(folder.resolve()), version]).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+_private_top: Path | None = None  # this process's fallback for compiled code (`_private_compile_folder`)
+_warned: set[str] = set()
+
+
+def _private_compile_folder(folder: Path, version: str, err: Untrusted) -> Path:
+    """A private folder of this process for compiled code (tempfile.mkdtemp: the user's, 0700; deleted at exit), when
+    usagg cannot vouch for `folder`; says so in one warning line per cause and process."""
+    global _private_top
+    if _private_top is None:
+        _private_top = Path(tempfile.mkdtemp(prefix="usagg-compile-"))
+        atexit.register(shutil.rmtree, _private_top, True)
+    private = _private_top / "compile" / folder.name
+    if not private.is_dir():
+        private.mkdir(mode=0o700, parents=True)
+        # the marker names usagg's folder (`_user_chose_compile_folder`); no other process ever reads this one
+        (private / COMPILE_MARKER).write_text(json.dumps({"torch": version}))
+    if err.why not in _warned:
+        _warned.add(err.why)
+        log.warning(
+            "compiled code is not kept in %s: %s. Inductor runs what it finds in its cache, so this process compiles "
+            "into %s, a private folder deleted at exit; to keep compiled code between jobs, %s.",
+            folder,
+            err.why,
+            _private_top,
+            err.fix,
+        )
+    return private
 
 
 def use_compile_cache(root: Path) -> Path | None:

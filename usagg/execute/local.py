@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,8 +47,23 @@ def resolve_devices(execution: ExecutionSpec) -> list[int] | None:
     n = cuda_device_count()
     missing = [d for d in devices if d >= n]
     if missing:
-        raise UsaggError(f"execution.devices {devices}: {missing} not visible ({counted(n, 'CUDA device')} seen)")
+        raise UsaggError(
+            f"execution.devices {devices}: {missing} not visible ({counted(n, 'CUDA device')} seen); {_fix(n)}"
+        )
     return list(devices)
+
+
+def _fix(visible: int) -> str:
+    """What to give instead when listed GPUs are not there: the CPU, every visible GPU, or the indices there are. A
+    set CUDA_VISIBLE_DEVICES is named: it hides the others and renumbers the rest from 0, which indices count."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    hides = (
+        f"; CUDA_VISIBLE_DEVICES={mask!r} hides the others and renumbers the rest from 0" if mask is not None else ""
+    )
+    if visible == 0:
+        return f"use `--devices cpu` or `--devices auto` (every visible GPU, else the CPU){hides}"
+    indices = ",".join(str(i) for i in range(visible))
+    return f"use `--devices auto` (every visible GPU), `--devices {indices}` or `--devices cpu`{hides}"
 
 
 def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Executor:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import stat
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
 from timm.models.eva import checkpoint_filter_fn
 from torch import nn
@@ -76,40 +79,97 @@ def _describe(path: Path) -> str:
     return f"{path.stat().st_size} bytes, starting {head!r}"
 
 
-def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Missing, unexpected, non-tensor and wrong-shape keys of `state` against `model.state_dict()`.
+@dataclass(frozen=True)
+class Misfit:
+    """Why a state dict does not load into one backbone, key by key: what `usagg weights check` compares across
+    backbones to name the closest, and what a refusal quotes."""
+
+    backbone: str
+    missing: list[str]
+    unexpected: list[str]
+    untyped: list[str]
+    wrong: list[str]
+    loaded: int  # model keys the file fills with a tensor of the right shape
+    total: int  # model keys
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.untyped or self.wrong)
+
+    def closeness(self) -> tuple[float, int]:
+        """Sort key, larger is closer: the share of the model the file fills, then the fewest misfit keys."""
+        bad = len(self.missing) + len(self.unexpected) + len(self.untyped) + len(self.wrong)
+        return self.loaded / max(self.total, 1), -bad
+
+    def text(self, show: int = _SHOW) -> str:
+        """'12 missing keys (a, b, ... (10 more)); 3 keys of the wrong shape (...)', naming `show` keys per kind."""
+        kinds = [
+            (self.missing, "missing key", ""),
+            (self.unexpected, "unexpected key", ""),
+            (self.untyped, "key", " holding no tensor"),
+            (self.wrong, "key", " of the wrong shape"),
+        ]
+        return "; ".join(f"{_n(keys, noun)}{tail} ({_some(keys, show)})" for keys, noun, tail in kinds if keys)
+
+
+class WeightsMisfit(UsaggError):
+    """`fit_state`'s refusal, carrying the misfit so that a caller trying several backbones can compare them."""
+
+    def __init__(self, message: str, misfit: Misfit) -> None:
+        super().__init__(message)
+        self.misfit = misfit
+
+
+def _unwrapped(raw: dict) -> dict:
+    """The state dict inside the wrappers timm's filter looks through ({"model": ...}, {"state_dict": ...})."""
+    for key in ("model_ema", "model", "module", "state_dict"):
+        inner = raw.get(key)
+        raw = inner if isinstance(inner, dict) else raw
+    return raw
+
+
+def _misfit(model: nn.Module, raw: dict, state: dict, name: str) -> Misfit:
+    """Missing, unexpected, non-tensor and wrong-shape keys of `state` (`raw` under timm's names) against `model`.
 
     A value that is not a tensor (a string, a number) at a model key passes a check of names alone and fails
-    `load_state_dict` in every job, so it is named here with its type.
+    `load_state_dict` in every job, so it is named here with its type. A shape is the file's own: timm's filter
+    resamples a 14-px patch embedding to 16 px, which is then another model's weights squeezed to fit, not a fit.
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    untyped = [f"{k}: {type(v).__name__}" for k, v in state.items() if k in own and not isinstance(v, torch.Tensor)]
-    wrong = [
-        f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
-    ]
-    return missing, unexpected, untyped, wrong
+    file = _unwrapped(raw)
+
+    def shape(k: str, v: torch.Tensor) -> tuple[int, ...]:
+        kept = file.get(k)
+        return tuple((kept if isinstance(kept, torch.Tensor) else v).shape)
+
+    tensors = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor)}
+    wrong = [f"{k}: file {shape(k, v)}, model {tuple(own[k].shape)}" for k, v in tensors.items()
+             if shape(k, v) != tuple(own[k].shape)]  # fmt: skip
+    return Misfit(
+        backbone=name,
+        missing=[k for k in own if k not in state],
+        unexpected=[k for k in state if k not in own],
+        untyped=[f"{k}: {type(v).__name__}" for k, v in state.items() if k in own and k not in tensors],
+        wrong=wrong,
+        loaded=len(tensors) - len(wrong),
+        total=len(own),
+    )
 
 
-def _some(keys: list[str]) -> str:
-    more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-    return ", ".join(keys[:_SHOW]) + more
+def _some(keys: list[str], show: int = _SHOW) -> str:
+    more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
+    return ", ".join(keys[:show]) + more
 
 
 def _n(items: list[str], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
-def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbone: str) -> dict:
-    """`raw` under timm's key names, checked key by key and shape by shape against `model`; UsaggError if not."""
-    name = backbone or type(model).__name__
+def _converted(model: nn.Module, raw: dict, path: Path, name: str) -> dict:
+    """`raw` under timm's key names (timm's own `checkpoint_filter_fn`); UsaggError when the filter fails."""
     printed = io.StringIO()  # timm prints a line per key it cannot place: to the log, not the user's terminal
     try:
         with contextlib.redirect_stdout(printed):
-            state = checkpoint_filter_fn(raw, model)
+            return checkpoint_filter_fn(raw, model)
     except Exception as exc:
         raise UsaggError(
             f"The weights file {path} could not be converted to timm's DINOv3 layout for backbone {name} "
@@ -118,25 +178,171 @@ def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbo
     finally:
         for line in printed.getvalue().splitlines():
             log.debug("timm: %s", line)
-    missing, unexpected, untyped, wrong = _fit_report(model, state)
-    if missing or unexpected or untyped or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{_n(missing, 'missing key')} ({_some(missing)})")
-        if unexpected:
-            parts.append(f"{_n(unexpected, 'unexpected key')} ({_some(unexpected)})")
-        if untyped:
-            parts.append(f"{_n(untyped, 'key')} holding no tensor ({_some(untyped)})")
-        if wrong:
-            parts.append(f"{_n(wrong, 'key')} of the wrong shape ({_some(wrong)})")
-        raise UsaggError(
-            f"The weights file {path} does not fit backbone {name}: "
-            + "; ".join(parts)
-            + ". Give the official DINOv3 checkpoint of the same model size as `model.backbone` "
-            "(ViT-S/16 for dinov3_small, ViT-S+/16 for dinov3_small_plus, ViT-B/16, ViT-L/16), "
-            "or leave `model.weights` empty for a random initialisation."
+
+
+def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbone: str, *, probe: bool = True) -> dict:
+    """`raw` under timm's key names, checked key by key and shape by shape against `model`; WeightsMisfit if not.
+
+    The refusal says what the file is when its keys give a known other format away (foreign_format), else which
+    registered backbone it does fit (`probe`: each one built on the meta device), so the fix is one edit.
+    """
+    name = backbone or type(model).__name__
+    state = _converted(model, raw, path, name)
+    misfit = _misfit(model, raw, state, name)
+    if not misfit:
+        return state
+    foreign = foreign_format(raw, path)
+    if foreign:
+        raise WeightsMisfit(f"{foreign} Against backbone {name}: {misfit.text(2)}.", misfit)
+    fits = [b for b in _fitting(raw, path) if b != backbone] if probe else []
+    fix = (
+        f"it fits {', '.join(fits)}: set model.backbone: {fits[0]}"
+        if fits
+        else "Give the official DINOv3 checkpoint of the same model size as `model.backbone` "
+        "(ViT-S/16 for dinov3_small, ViT-S+/16 for dinov3_small_plus, ViT-B/16, ViT-L/16), "
+        "or leave `model.weights` empty for a random initialisation"
+    )
+    raise WeightsMisfit(f"The weights file {path} does not fit backbone {name}: {misfit.text()}; {fix}.", misfit)
+
+
+def probe_backbones(
+    raw: dict[str, torch.Tensor], path: Path, names: list[str] | None = None
+) -> tuple[dict[str, int], list[Misfit]]:
+    """({backbone: tensors loaded} for each registered backbone `raw` loads into strictly, the misfits of the rest).
+
+    Each backbone is built on the meta device (shapes only: nothing allocated, nothing downloaded), so trying all
+    costs a second or two; `names` narrows the try (default: every registered backbone, plug-ins included). A file
+    timm's filter cannot convert is one UsaggError, not one per backbone.
+    """
+    from usagg.model.zoo import BACKBONES
+
+    fits: dict[str, int] = {}
+    misfits: list[Misfit] = []
+    for name in names if names is not None else BACKBONES.names():
+        vit = _meta_vit(name)
+        state = _converted(vit, raw, path, name)
+        misfit = _misfit(vit, raw, state, name)
+        if misfit:
+            misfits.append(misfit)
+        else:
+            fits[name] = len(state)
+    return fits, misfits
+
+
+def _meta_vit(name: str) -> nn.Module:
+    """Backbone `name` built on the meta device as usagg/model/backbones.py `create_vit` builds it (no head, shapes
+    only). Not that function: backbones.py imports this module, and a circle is refused (tests/test_architecture.py);
+    tests/test_weights_foreign.py holds the two to the same keys and shapes."""
+    from usagg.model.zoo import BACKBONES
+
+    entry = BACKBONES.lookup(name)
+    with torch.device("meta"):
+        return timm.create_model(
+            entry.timm_name, pretrained=False, num_classes=0, dynamic_img_size=True, **entry.kwargs
         )
-    return state
+
+
+def _fitting(raw: dict[str, torch.Tensor], path: Path) -> list[str]:
+    """The registered backbones `raw` fits, for a refusal's fix; none when trying them fails (the refusal stands)."""
+    try:
+        return list(probe_backbones(raw, path)[0])
+    except UsaggError:
+        return []
+
+
+# --------------------------------------------------------------------------- formats usagg does not read
+
+
+def foreign_format(raw: dict, path: Path) -> str:
+    """One sentence naming the format of a checkpoint usagg does not read and the download that works, when its
+    keys give it away (Hugging Face transformers DINOv3 or DINOv2, DINOv2 or another ViT with a learned position
+    embedding, timm's DINOv3 without qkv bias, a ConvNeXt); '' otherwise.
+
+    Such a file otherwise fails as hundreds of missing and unexpected keys per backbone, which says nothing about
+    the fix: another download of the same model."""
+    state = {str(k): v for k, v in _unwrapped(raw).items() if isinstance(v, torch.Tensor)}
+    for recognise in (_hf_dinov3, _hf_dinov2, _learned_pos_embed, _timm_without_qkv_bias, _convnext):
+        found = recognise(list(state), state)
+        if found:
+            what, width, depth = found
+            return f"The weights file {path} is {what}, which usagg does not read: {_download(width, depth)}."
+    return ""
+
+
+_Found = tuple[str, int, int] | None  # (what the file is, width, blocks); 0 where unknown
+
+
+def _blocks(keys: list[str], pattern: str) -> int:
+    """How many blocks the keys number (`pattern` holds one group, the block index)."""
+    return len({m.group(1) for k in keys if (m := re.search(pattern, k))})
+
+
+def _width(state: dict[str, torch.Tensor], name: str) -> int:
+    """The embedding width: the last dimension of the tensor at `name` (or a key ending in `.name`); 0 if none."""
+    v = next((v for k, v in state.items() if k == name or k.endswith("." + name)), None)
+    return int(v.shape[-1]) if v is not None and v.ndim else 0
+
+
+def _hf_dinov3(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
+    """The `model.safetensors` of Meta's gated Hugging Face repos (facebook/dinov3-*), for transformers' classes."""
+    if not any(re.search(r"(^|\.)layer\.\d+\.attention\.q_proj\.weight$", k) for k in keys):
+        return None
+    depth = _blocks(keys, r"(?:^|\.)layer\.(\d+)\.")
+    what = "a Hugging Face transformers DINOv3 checkpoint (keys embeddings.*, layer.N.attention.q_proj.weight)"
+    return what, _width(state, "embeddings.cls_token"), depth
+
+
+def _hf_dinov2(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
+    """facebook/dinov2-* as transformers saves it: the previous generation, under transformers' names."""
+    if not any(re.search(r"(^|\.)encoder\.layer\.\d+\.attention\.attention\.query\.weight$", k) for k in keys):
+        return None
+    depth = _blocks(keys, r"(?:^|\.)encoder\.layer\.(\d+)\.")
+    what = "a Hugging Face transformers DINOv2 checkpoint (keys embeddings.position_embeddings, encoder.layer.N.*)"
+    return what, _width(state, "embeddings.cls_token"), depth
+
+
+def _learned_pos_embed(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
+    """A ViT under timm-like names with a learned `pos_embed`, which DINOv3 (RoPE) has not: DINOv2's own .pth
+    (14-px patches), DINO, a supervised ViT. timm's filter would resample its patch embedding to fit silently."""
+    pos = state.get("pos_embed")
+    patch = state.get("patch_embed.proj.weight")
+    if pos is None or patch is None or patch.ndim != 4:
+        return None
+    side = int(patch.shape[-1])
+    about = f"{side}-px patches and a learned pos_embed of shape {tuple(pos.shape)}; DINOv3 has 16-px patches and RoPE"
+    what = f"a DINOv2 checkpoint ({about})" if side == 14 else f"a ViT with a learned position embedding ({about})"
+    return what, int(pos.shape[-1]), _blocks(keys, r"^blocks\.(\d+)\.")
+
+
+def _timm_without_qkv_bias(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
+    """timm ships each DINOv3 twice; usagg's backbones are the _qkvb variants, whose q and v biases this file lacks."""
+    if "reg_token" not in state or "blocks.0.gamma_1" not in state or "blocks.0.attn.q_bias" in state:
+        return None
+    what = "timm's DINOv3 without qkv bias (timm/vit_*_patch16_dinov3.*, keys without attn.q_bias)"
+    return what, _width(state, "cls_token"), _blocks(keys, r"^blocks\.(\d+)\.")
+
+
+def _convnext(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
+    """DINOv3's ConvNeXt distillations (Meta's `dwconv` or timm's `conv_dw` names) download beside the ViTs."""
+    if not any(".dwconv." in k or ".conv_dw." in k for k in keys):
+        return None
+    return "a ConvNeXt checkpoint (depthwise-convolution stages), where usagg's backbones are ViTs", 0, 0
+
+
+def _download(width: int, depth: int) -> str:
+    """Where the same model comes as usagg reads it: Meta's official .pth, or timm's safetensors (the _qkvb
+    variant, which usagg's backbones are), named for the registered backbones of this width and depth."""
+    from usagg.model.zoo import BACKBONES
+
+    sized = [n for n in BACKBONES.names() if (BACKBONES[n].depth, BACKBONES[n].embed_dim) == (depth, width)]
+    real = [n for n in sized if BACKBONES[n].note.startswith("ViT-")]
+    size = " or ".join(BACKBONES[n].note.split(",")[0] for n in real) or "ViT-S/16, ViT-S+/16, ViT-B/16 or ViT-L/16"
+    repo = " or ".join(f"timm/{BACKBONES[n].timm_name}.lvd1689m" for n in real) or "timm/vit_*_dinov3_qkvb.lvd1689m"
+    which = f" of its size (width {width}, {depth} blocks: {' or '.join(sized)})" if sized else ""
+    return (
+        f"download DINOv3 weights{which} as Meta's official .pth ({size}) or as timm's model.safetensors "
+        f"(Hugging Face repo {repo})"
+    )
 
 
 def load_dinov3_weights(model: nn.Module, path: Path, backbone: str = "") -> None:
@@ -177,4 +383,13 @@ def to_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["fit_state", "load_dinov3_weights", "read_checkpoint", "to_official_state_dict"]
+__all__ = [
+    "Misfit",
+    "WeightsMisfit",
+    "fit_state",
+    "foreign_format",
+    "load_dinov3_weights",
+    "probe_backbones",
+    "read_checkpoint",
+    "to_official_state_dict",
+]

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from usagg.data.masks import read_mask_grayscale
+from usagg.data.images import WIDE_GRAY_MODES
+from usagg.data.masks import mask_mode, read_mask_grayscale
 from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, Row, TaskType
 from usagg.wording import counted
@@ -35,6 +36,32 @@ if TYPE_CHECKING:
     from usagg.spec.models import HeadSpec, TaskSpec
 
 _COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
+
+#: What to do about a mask whose values are past num_classes, the end of every such message.
+_SAVE_AS = "save the mask as an 8-bit grayscale PNG of class indices"
+
+
+def _values_cause(mask_file: Path, bad: list[int]) -> str:
+    """Why a mask holds values past num_classes, from its PNG's mode (header only), and what to do: the values a
+    user's own tools show (0/1 in a 1-bit PNG, palette indices) are not those the challenge's OpenCV reader sees."""
+    try:
+        mode = mask_mode(mask_file)
+    except Exception:  # it decoded a moment ago; a file replaced since gets the general advice
+        mode = ""
+    if mode == "1":
+        return f"it is a 1-bit PNG, which reads as 0/255 (as the challenge's OpenCV reader reads it): {_SAVE_AS}"
+    if mode in ("P", "PA"):
+        return (
+            "it is a palette PNG, which reads as its colours' luminance (as the challenge's OpenCV reader reads "
+            f"it), not its palette indices: {_SAVE_AS}"
+        )
+    if mode in ("RGB", "RGBA"):
+        return f"it is a {mode} PNG, read as its luminance like the challenge's OpenCV reader does: {_SAVE_AS}"
+    if mode in WIDE_GRAY_MODES:
+        return f"it is a 16-bit PNG, read as each value's high byte like the challenge's OpenCV reader does: {_SAVE_AS}"
+    if bad == [255]:
+        return f"a binary mask saved as 0/255 must store its foreground as 1: {_SAVE_AS}"
+    return f"masks are read as 8-bit grayscale like the challenge's evaluation: {_SAVE_AS}"
 
 
 @register_task_type
@@ -89,9 +116,7 @@ class Segmentation(TaskType):
                 (
                     "mask_values",
                     f"{tag} mask {rel(mask_file, root)} holds values {bad}, but num_classes is "
-                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1}; masks are read as 8-bit "
-                    "grayscale like the challenge's evaluation, so a palette or colour PNG gives its luminance, "
-                    "not its palette indices: save class indices as a grayscale PNG)",
+                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1}); {_values_cause(mask_file, bad)}",
                 )
             )
         h, w = image_hw

@@ -1,0 +1,249 @@
+"""`usagg data check` names the cause of a problem, once, where it can tell it (audit of the real-data walk-through).
+
+A task with train rows and no val rows passed the check that `usagg run` then refused; a CSV written on Windows
+printed a line per row and never said why; a task whose train CSV declares another type than its val CSV gave
+ten lines of missing columns; a 1-bit mask got a hint about palette PNGs. Each case is built here from small
+files and checked on the message, the counts and the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_run import run_cli
+from PIL import Image
+from test_data_support import read_csv, tiny_layout, write_csv
+
+from usagg.data.check import ProblemGroup, check_dataset, grouped, row_ranges
+from usagg.data.fmc_uia import Problem
+from usagg.data.scope import split_by_scope
+from usagg.spec.models import TaskSpec
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_layout(tmp_path_factory.mktemp("clean") / "data")
+
+
+@pytest.fixture
+def data(clean: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(clean, tmp_path / "data"))
+
+
+def _check(root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple:
+    code, text = run_cli(["data", "check", str(root), "--recheck", *args], monkeypatch, capsys)
+    assert "Traceback" not in text
+    return code, text
+
+
+def _problem_lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.startswith("  ") and not ln.startswith("  ...")]
+
+
+# --------------------------------------------------------------------------- a task in one split only
+
+
+def test_a_task_without_val_rows_is_a_problem_naming_the_missing_csv(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (data / "val/csv_files/det.csv").unlink()
+    report = check_dataset(data)
+    assert [(p.kind, p.csv_file, p.row) for p in report.problems] == [("task_missing_in_split", None, None)]
+    message = report.problems[0].message
+    assert message.startswith(
+        "task det_t has 6 rows in train/csv_files/det.csv but none in val/csv_files/ "
+        "(val/csv_files/det.csv does not exist): val/ is the test split of a study (data.test_split: val), so "
+        "`usagg run` refuses a task without val rows. Add the task's val rows to val/csv_files/det.csv"
+    )
+    code, text = _check(data, monkeypatch, capsys)
+    assert code == 1 and "1 problem:" in text and "no problems" not in text
+    assert any(ln.startswith("task_missing_in_split task det_t has 6 rows") for ln in _problem_lines(text))
+    code, text = _check(data, monkeypatch, capsys, "--split", "train")  # one split asks for no other
+    assert code == 0 and "no problems in 4 tasks" in text
+
+
+def test_a_task_without_train_rows_and_a_csv_of_other_tasks(data: Path) -> None:
+    header, _ = read_csv(data / "train/csv_files/reg.csv")
+    write_csv(data / "train/csv_files/reg.csv", header, [])  # header only: empty_csv says it, not twice
+    assert [p.kind for p in check_dataset(data).problems] == ["empty_csv"]
+    (data / "train/csv_files/reg.csv").unlink()
+    (data / "train/csv_files/reg.csv").write_text((data / "train/csv_files/cls.csv").read_text())
+    (data / "train/csv_files/cls.csv").unlink()
+    (problem,) = check_dataset(data).problems
+    assert problem.kind == "task_missing_in_split"
+    assert problem.message.startswith(
+        "task reg_t has 3 rows in val/csv_files/reg.csv but none in train/csv_files/ "
+        "(train/csv_files/reg.csv lists no row of it): a task is trained on its train/ rows"
+    )
+
+
+def test_a_study_is_blocked_only_by_its_own_task_missing_val_rows(data: Path) -> None:
+    (data / "val/csv_files/det.csv").unlink()
+    others = [TaskSpec(id="cls_t", type="classification", num_classes=2)]
+    blocking, warnings = split_by_scope(check_dataset(data, tasks=others), ["cls_t"])
+    assert blocking == [] and [p.kind for p in warnings] == ["task_missing_in_split"]
+    det = [TaskSpec(id="det_t", type="detection", num_classes=1)]
+    blocking, _ = split_by_scope(check_dataset(data, tasks=det), ["det_t"])
+    assert [p.kind for p in blocking] == ["task_missing_in_split"]
+    assert check_dataset(data, tasks=det, splits=("train",)).ok  # data.test_split: train reads train only
+
+
+# --------------------------------------------------------------------------- a CSV written on Windows
+
+
+def _windows_rows(root: Path, n: int, existing: bool) -> None:
+    """train/cls.csv with `n` rows whose paths use '\\' (to files that exist with '/', or to none)."""
+    header, rows = read_csv(root / "train/csv_files/cls.csv")
+    out = []
+    for i in range(n):
+        name = rows[i % len(rows)]["image_path"].rsplit("/", 1)[1] if existing else f"x{i}.png"
+        if existing and i >= len(rows):
+            shutil.copyfile(root / "train/Classification/cls_t" / name, root / f"train/Classification/cls_t/c{i}.png")
+            name = f"c{i}.png"
+        out.append({**rows[0], "image_path": f"..\\Classification\\cls_t\\{name}", "mask": str(i % 2)})
+    write_csv(root / "train/csv_files/cls.csv", header, out)
+
+
+def test_3000_windows_paths_are_one_entry_with_a_count_and_the_cause(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _windows_rows(data, 3000, existing=False)
+    code, text = _check(data, monkeypatch, capsys)
+    assert code == 1
+    assert "3,000 problems (rows with the same kind of problem in one CSV shown as one entry; --json lists" in text
+    (line,) = _problem_lines(text)[-1:]
+    assert len(_problem_lines(text)) == 1, text
+    assert line.startswith(
+        "windows_path train/csv_files/cls.csv rows 1-3000 (3,000 rows): e.g. row 1 (line 2): task cls_t: image_path "
+        "'..\\Classification\\cls_t\\x0.png' uses Windows '\\' separators"
+    )
+    assert "no file is there as '../Classification/cls_t/x0.png' either" in line
+    code, text = run_cli(["data", "check", str(data), "--json"], monkeypatch, capsys)
+    payload = json.loads(text)
+    assert code == 1 and len(payload["problems"]) == 3000  # the JSON keeps every row
+    assert {p["kind"] for p in payload["problems"]} == {"windows_path"}
+    assert [p["row"] for p in payload["problems"]] == list(range(1, 3001))
+
+
+def test_windows_paths_to_files_that_exist_with_slashes_say_the_csv_was_written_on_windows(data: Path) -> None:
+    _windows_rows(data, 8, existing=True)
+    problems = check_dataset(data).problems
+    assert [(p.kind, p.row) for p in problems] == [("windows_path", r) for r in range(1, 9)]
+    assert problems[0].message == (
+        "task cls_t: image_path '..\\Classification\\cls_t\\train_0.png' uses Windows '\\' separators, which Linux "
+        "(and the challenge's evaluation run on it) reads as part of a file name, not a folder; the file is there "
+        "as '../Classification/cls_t/train_0.png', so the CSV was written on Windows: write its paths with '/'"
+    )
+
+
+def test_a_file_whose_name_holds_a_backslash_is_read_as_it_is(data: Path) -> None:
+    header, rows = read_csv(data / "train/csv_files/cls.csv")
+    shutil.copyfile(data / "train/Classification/cls_t/train_0.png", data / "train/csv_files/a\\b.png")
+    write_csv(data / "train/csv_files/cls.csv", header, [{**rows[0], "image_path": "a\\b.png"}, *rows[1:]])
+    assert check_dataset(data).ok
+
+
+def test_few_problems_of_a_kind_stay_one_line_each_and_ranges_are_compact() -> None:
+    few = [Problem("missing_image", f"m{i}", "train/csv_files/a.csv", i) for i in (1, 2, 3)]
+    assert grouped(few) == few
+    many = [*few, Problem("missing_image", "m9", "train/csv_files/a.csv", 9), Problem("empty_csv", "e", "b.csv")]
+    (group, other) = grouped(many)
+    assert isinstance(group, ProblemGroup) and other == many[-1]
+    assert group.where() == "train/csv_files/a.csv rows 1-3, 9 (4 rows)"
+    assert group.message == "e.g. row 1 (line 2): m1"
+    assert row_ranges([1, 3, 5, 7, 9, 10]) == "1, 3, 5, 7 and 1 more range"
+
+
+# --------------------------------------------------------------------------- a task declared otherwise per split
+
+
+def _declare(root: Path, split: str, csv: str, task_name: str, num_classes: int) -> None:
+    header, rows = read_csv(root / split / "csv_files" / csv)
+    write_csv(
+        root / split / "csv_files" / csv,
+        header,
+        [{**r, "task_name": task_name, "num_classes": str(num_classes)} for r in rows],
+    )
+
+
+def test_a_type_that_differs_between_splits_is_one_problem_naming_both_csvs(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _declare(data, "train", "reg.csv", "detection", 1)
+    report = check_dataset(data)
+    assert [(p.kind, p.csv_file, p.row) for p in report.problems] == [("split_mismatch", "train/csv_files/reg.csv", 1)]
+    assert report.problems[0].message == (
+        "task reg_t is detection with num_classes 1 in train/csv_files/reg.csv but regression with num_classes 2 in "
+        "val/csv_files/reg.csv; a task has one type (task_name) and num_classes in every split. Its train rows do "
+        "not read as detection (row 1: a detection row needs the column(s) x_min, y_min, x_max, y_max, which this "
+        "CSV lacks) and its val rows read as regression: correct task_name and num_classes in "
+        "train/csv_files/reg.csv (its 6 train rows are not checked until then)."
+    )
+    assert report.tasks["reg_t"].images == {"val": 3}  # the val rows are checked as usual
+    code, text = _check(data, monkeypatch, capsys)
+    assert code == 1 and "1 problem:" in text and "missing_column" not in text
+
+
+def test_the_study_says_which_split_is_right(data: Path) -> None:
+    _declare(data, "val", "cls.csv", "classification", 3)  # both splits read; only the study can tell
+    (problem,) = check_dataset(data).problems
+    assert problem.csv_file == "val/csv_files/cls.csv" and "Make task_name and num_classes of" in problem.message
+    study = [TaskSpec(id="cls_t", type="classification", num_classes=3)]
+    (problem,) = check_dataset(data, tasks=study).problems
+    assert problem.csv_file == "train/csv_files/cls.csv"
+    assert "The study declares classification with num_classes 3: correct task_name and num_classes in " in (
+        problem.message
+    )
+
+
+# --------------------------------------------------------------------------- mask PNGs read as the challenge reads them
+
+
+def _mask(root: Path, image: Image.Image) -> None:
+    """The first train mask of seg_t replaced by `image`."""
+    _, rows = read_csv(root / "train/csv_files/seg.csv")
+    path = root / "train/csv_files" / rows[0]["mask_path"]
+    image.save(path)
+
+
+def _first_mask(root: Path) -> np.ndarray:
+    _, rows = read_csv(root / "train/csv_files/seg.csv")
+    return np.asarray(Image.open(root / "train/csv_files" / rows[0]["mask_path"]))
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        (
+            lambda fg: Image.fromarray(fg.astype(bool)),  # mode "1": the 0/1 a user's tools show
+            "it is a 1-bit PNG, which reads as 0/255 (as the challenge's OpenCV reader reads it): save the mask as an "
+            "8-bit grayscale PNG of class indices",
+        ),
+        (
+            lambda fg: Image.fromarray((fg > 0).astype(np.uint8) * 255),
+            "a binary mask saved as 0/255 must store its foreground as 1: save the mask as an 8-bit grayscale PNG",
+        ),
+        (
+            lambda fg: _palette(fg),
+            "it is a palette PNG, which reads as its colours' luminance (as the challenge's OpenCV reader reads it), "
+            "not its palette indices",
+        ),
+    ],
+)
+def test_mask_values_name_the_pngs_cause(data: Path, make: Callable[[np.ndarray], Image.Image], cause: str) -> None:
+    fg = (_first_mask(data) > 0).astype(np.uint8)
+    _mask(data, make(fg))
+    (problem,) = check_dataset(data).problems
+    assert (problem.kind, problem.csv_file, problem.row) == ("mask_values", "train/csv_files/seg.csv", 1)
+    assert cause in problem.message, problem.message
+
+
+def _palette(fg: np.ndarray) -> Image.Image:
+    im = Image.fromarray(fg, "P")
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red: its luminance 76, not class 1
+    return im
