@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -290,3 +291,26 @@ def test_a_synthetic_studys_designed_groups_import_no_scipy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.endswith(" False") and "'fetal_head':" in out, out
+
+
+def test_a_cache_others_can_write_is_never_the_memo(
+    run_dir: Path, cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An auditor's forged entry ('p = 1e-09; FORGED') in a cache folder others could write was handed out as
+    computed statistics: the memo reads and writes nothing in a folder usagg/cachetrust.py cannot vouch for."""
+    inp = load_input(run_dir, None)
+    fresh = analyse(inp)
+    Memoised.own().analyse(inp)  # stored, in the user's own 0700 folder
+    (entry,) = (cache / "analysis" / "stats").glob("*.json")
+    forged = json.loads(entry.read_text())
+    forged[0]["note"] = "FORGED"
+    entry.write_text(json.dumps(forged))
+    assert any(s.note == "FORGED" for s in Memoised.own().analyse(inp).stats)  # the user's own folder: trusted
+    cache.chmod(0o777)  # now anyone may plant entries
+    try:
+        with caplog.at_level("WARNING"):
+            memoised = Memoised.own()
+            stats = memoised.analyse(inp).stats
+        assert memoised.memo.off and stats == fresh.stats and "analysis memo off" in caplog.text
+    finally:
+        cache.chmod(0o700)

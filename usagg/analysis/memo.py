@@ -7,7 +7,9 @@ task order, expert usage, each job's item_scores.json, baseline), the source of 
 scipy or matplotlib version and the rendering options, so a hit is what a fresh
 computation would give. Entries live under <cache>/analysis/{stats,figures}/; the
 least recently used beyond `keep` are pruned. The cache is an optimisation only: when
-it cannot be read or written the output is computed as if it were empty.
+it cannot be read or written the output is computed as if it were empty. An entry is handed out as computed, so
+the memo is used only in a folder no one but the user can write (usagg/cachetrust.py `vetted_folder`): a
+$USAGG_CACHE others can write to would let them plant statistics.
 
 This module knows no drawing code: it wraps the computations it is handed (a
 `compute` or `render` callable), scikit-learn `memory=` style, and the boundary that
@@ -20,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -38,6 +41,8 @@ from usagg.safepath import check_component, confined
 
 if TYPE_CHECKING:
     from usagg.analysis.inputs import AnalysisInput
+
+log = logging.getLogger(__name__)
 
 KEEP = 64  # entries per kind; a figure entry is ~0.5 MB of PNG
 MANIFEST = "manifest.json"
@@ -128,9 +133,10 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
 class Memo:
     """One cache folder of analysis outputs (stats as JSON, figures as files plus a manifest)."""
 
-    def __init__(self, root: Path, keep: int = KEEP) -> None:
+    def __init__(self, root: Path, keep: int = KEEP, *, off: bool = False) -> None:
         self.root = Path(root) / "analysis"
         self.keep = keep
+        self.off = off  # compute everything, read and write nothing (a folder others could write to)
 
     @classmethod
     def own(cls) -> Memo:
@@ -140,10 +146,20 @@ class Memo:
         links under analysis/ that send the memo's writes and prunes elsewhere, or entries forged for the key
         its results give, which the memo would hand out as computed statistics and figures.
         """
-        return cls(cache_root(None))
+        from usagg.cachetrust import Untrusted, vetted_folder
+
+        root = cache_root(None)
+        try:
+            vetted_folder(root / "analysis", root, "set USAGG_CACHE to a folder of your own")
+        except Untrusted as err:
+            log.warning("analysis memo off: %s; statistics and figures are computed afresh (%s)", err.why, err.fix)
+            return cls(root, off=True)
+        return cls(root)
 
     def cached_statistics(self, key: str, compute: Callable[[], list[Stat]]) -> list[Stat]:
         """Cached statistics for `key` (which must cover the comparison and bootstrap settings), else compute."""
+        if self.off:
+            return compute()
         path = self.root / "stats" / f"{digest(key, _version('scipy'))}.json"
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             items = json.loads(path.read_text(encoding="utf-8"))
@@ -164,6 +180,8 @@ class Memo:
         `render(folder)` must write every figure into `folder` and return them; `key`
         must cover everything they depend on but the format and resolution.
         """
+        if self.off:
+            return render(Path(folder))
         entry = self.root / "figures" / digest(key, fmt, dpi, _version("matplotlib"))
         folder = Path(folder)
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
