@@ -247,3 +247,23 @@ def _palette(fg: np.ndarray) -> Image.Image:
     im = Image.fromarray(fg, "P")
     im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red: its luminance 76, not class 1
     return im
+
+
+def test_run_and_validate_show_a_csv_of_windows_paths_as_one_entry(data: Path) -> None:
+    """What `usagg run` and `validate` print (and the API's DataProblems says) groups as `data check` does: the run
+    listed the first 50 of 300 identical lines and the one cause was lost among them."""
+    from rich.console import Console
+
+    from usagg.cli.runs import print_data_problems
+    from usagg.service import DataProblems
+
+    _windows_rows(data, 300, existing=False)
+    report = check_dataset(data)
+    err = DataProblems(report)
+    lines = str(err).splitlines()
+    assert lines[0].endswith("has 300 problems in this study's tasks; not training:") and len(lines) == 2, lines
+    assert lines[1].startswith("  windows_path train/csv_files/cls.csv rows 1-300 (300 rows): e.g. row 1")
+    console = Console(record=True, width=200)
+    print_data_problems(console, err)
+    shown = [ln for ln in console.export_text().splitlines() if ln.startswith("  ")]
+    assert len(shown) == 1 and "rows 1-300 (300 rows)" in shown[0]

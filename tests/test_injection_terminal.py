@@ -112,7 +112,7 @@ def test_problem_lines_and_the_report_show_data_printable() -> None:
     """Whatever a problem carries (a file name, a message from a file check), it reaches the terminal escaped."""
     console, buf = _console()
     problem = Problem("missing_image", "image 'b\x1b[2J.png' not found", "train/csv_files/e\x1b[31m.csv", 2)
-    print_data_warnings(console, [problem], "root")
+    print_data_warnings(console, [problem], Path("root"))
     text = buf.getvalue()
     assert "\x1b" not in text and "e\\x1b[31m.csv row 2" in text and "b\\x1b[2J.png" in text
 

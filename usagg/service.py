@@ -58,13 +58,16 @@ class DataProblems(DataError):
     def __init__(self, report: CheckReport, problems: list[Problem] | None = None) -> None:
         self.report = report
         self.problems = list(report.problems) if problems is None else problems
+        from usagg.data.check import ProblemGroup, grouped
+
         head = f"the dataset at {report.root} has {counted(len(self.problems), 'problem')} in this study's tasks"
         lines = [f"{head}; not training:"]
-        for p in self.problems[:PROBLEMS_IN_MESSAGE]:
-            where = f"{p.where()}: " if p.row else ""
+        entries = grouped(self.problems)  # a CSV written on Windows: one entry for its 3,000 rows
+        for p in entries[:PROBLEMS_IN_MESSAGE]:
+            where = f"{p.where()}: " if isinstance(p, ProblemGroup) or p.row else ""
             lines.append(f"  {p.kind} {where}{p.message}")
-        if len(self.problems) > PROBLEMS_IN_MESSAGE:
-            more = len(self.problems) - PROBLEMS_IN_MESSAGE
+        if len(entries) > PROBLEMS_IN_MESSAGE:
+            more = len(entries) - PROBLEMS_IN_MESSAGE
             lines.append(f"  ... and {more} more ({command('usagg', 'data', 'check', Path(report.root))})")
         super().__init__("\n".join(lines))
 

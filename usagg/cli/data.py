@@ -106,12 +106,12 @@ def _print_report(report, console) -> None:
         console.print(unchanged_text(report), soft_wrap=True)
     if report.warnings:
         console.print(f"[bold yellow]{_many(len(report.warnings), 'warning')}{_grouped_note(report.warnings)}:[/]")
-        _print_problems(report.warnings, console)
+        print_problems(report.warnings, console)
     if report.ok:
         console.print(f"[green]no problems[/] in {counted(len(report.tasks), 'task')}")
         return
     console.print(f"[bold red]{_many(len(report.problems), 'problem')}{_grouped_note(report.problems)}:[/]")
-    _print_problems(report.problems, console)
+    print_problems(report.problems, console)
 
 
 def _many(n: int, noun: str) -> str:
@@ -128,18 +128,24 @@ def _grouped_note(problems: Sequence[Problem]) -> str:
     return " (rows with the same kind of problem in one CSV shown as one entry; --json lists every row)"
 
 
-def _print_problems(problems: Sequence[Problem], console: Console) -> None:
-    """One entry per problem, by CSV file and row; rows of one kind in one CSV as one entry (`check.grouped`)."""
+def print_problems(problems: Sequence[Problem], console: Console, root: Path | None = None, limit: int = 0) -> None:
+    """One entry per problem, by CSV file and row; rows of one kind in one CSV as one entry (`check.grouped`). With
+    `limit`, the first `limit` entries and how many more there are, `usagg data check ROOT` listing them all (what
+    `usagg run` and `validate` print)."""
     from rich.markup import escape
 
     from usagg.data.check import ProblemGroup, grouped
     from usagg.safepath import printable
 
-    for entry in grouped(problems):  # file names and messages carry the data's cells: printable, never escapes
+    entries = grouped(problems)
+    for entry in entries[: limit or None]:  # file names and messages carry the data's cells: printable, no escapes
         placed = isinstance(entry, ProblemGroup) or entry.row is not None  # else the message names its CSV
         where = f"[cyan]{escape(printable(entry.where()))}[/]: " if placed else ""
         text = escape(printable(entry.message))
         console.print(f"  [yellow]{entry.kind}[/] {where}{text}", highlight=False, soft_wrap=True)
+    if limit and len(entries) > limit:
+        check = f" ({escape(command('usagg', 'data', 'check', root))})" if root is not None else ""
+        console.print(f"  ... and {len(entries) - limit} more{check}", highlight=False, soft_wrap=True)
 
 
 def catalog(

@@ -33,7 +33,7 @@ from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
 from usagg.safepath import printable
 from usagg.service import RunObserver  # light: the service imports its heavy parts where it uses them
-from usagg.wording import command, counted
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -232,24 +232,19 @@ def print_data_problems(console: Console, err: DataProblems) -> None:
     """List a dataset's problems (the first 50) and say that nothing is trained."""
     from rich.markup import escape
 
+    from usagg.cli.data import print_problems
+
     report = err.report
     root = escape(printable(str(report.root)))
     console.print(
         f"[bold red]the dataset at {root} has {counted(len(err.problems), 'problem')} in this study's tasks:[/]"
     )
-    _print_problem_lines(console, err.problems, root)
+    print_problems(err.problems, console, report.root, limit=PROBLEM_ENTRIES)
     console.print("not training: fix the data (or the study's tasks) first")
 
 
-def _print_problem_lines(console: Console, problems: list[Any], root: str) -> None:
-    """One line per problem (the first 50), each named by CSV file and row."""
-    from rich.markup import escape
-
-    for p in problems[:50]:  # file names and messages carry the data's cells: printable, never escape sequences
-        where = f"[cyan]{escape(printable(p.where()))}[/]: " if p.row else ""
-        console.print(f"  [yellow]{p.kind}[/] {where}{escape(printable(p.message))}", highlight=False, soft_wrap=True)
-    if len(problems) > 50:
-        console.print(f"  ... and {len(problems) - 50} more ({command('usagg', 'data', 'check', Path(root))})")
+#: Entries of a dataset's problems `usagg run` and `validate` print (rows of one kind in one CSV are one entry).
+PROBLEM_ENTRIES = 50
 
 
 def _print_repairs(console: Console, store: RunStore) -> None:
@@ -261,15 +256,17 @@ def _print_repairs(console: Console, store: RunStore) -> None:
     store.repairs.clear()
 
 
-def print_data_warnings(console: Console, warnings: list[Any], root: str) -> None:
+def print_data_warnings(console: Console, warnings: list[Any], root: Path) -> None:
     """Problems of tasks this study does not train: listed as warnings, never a block."""
+    from usagg.cli.data import print_problems
+
     if not warnings:
         return
     console.print(
         f"[bold yellow]warning:[/] {counted(len(warnings), 'problem')} in tasks this study does not train "
         "(not blocking; fix them before a study that trains those tasks):"
     )
-    _print_problem_lines(console, warnings, root)
+    print_problems(warnings, console, root, limit=PROBLEM_ENTRIES)
 
 
 # --------------------------------------------------------------------------- commands
@@ -306,7 +303,7 @@ class ConsoleObserver(RunObserver):
         from rich.markup import escape
 
         root = escape(printable(str(report.root)))
-        print_data_warnings(self.console, run.data_warnings, root)
+        print_data_warnings(self.console, run.data_warnings, report.root)
         self.say(
             f"dataset {root}: [green]no problems in this study's tasks[/] "
             f"({len(run.study.tasks)} of {counted(len(report.tasks), 'task')})"
