@@ -58,3 +58,10 @@ def run_cli(
         main()
     out = capsys.readouterr()
     return int(exc.value.code or 0), out.out + out.err
+
+
+def error_paragraph(out: str) -> str:
+    """A refusal as the house prints it: one paragraph starting 'error:', no traceback; its words joined by single
+    spaces (rich wraps them at the terminal's width)."""
+    assert out.startswith("error:") and "Traceback" not in out, out
+    return " ".join(out.split())

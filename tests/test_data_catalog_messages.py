@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_run import run_cli
+from cli_run import error_paragraph, run_cli
 
 from usagg.data.synth import generate_benchmark
 from usagg.spec.models import SynthSpec
@@ -47,18 +47,13 @@ def write_study(folder: Path, root: Path, tasks: list[tuple[str, str, int]]) -> 
     return study
 
 
-def _paragraph(out: str) -> str:
-    assert out.startswith("error:") and "Traceback" not in out, out
-    return " ".join(out.split())
-
-
 def test_absent_tasks_are_one_sentence_and_the_include_it_gives_works(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     absent = [(f"organ_{n:02d}", "classification", 3) for n in range(11)]
     study = write_study(tmp_path, root, [PRESENT[0], *absent[:5], *PRESENT[1:], *absent[5:]])
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     named = ", ".join(i for i, _, _ in absent[:8])
     assert f"11 of the study's 14 tasks are not in the data ({named} and 3 more); the data has " in text
@@ -81,7 +76,7 @@ def test_a_case_slip_gets_a_did_you_mean_and_no_include(
     """The CSV says fetal_head and the study Fetal_Head (or the other way round): the same task, misspelt."""
     study = write_study(tmp_path, root, [*PRESENT[:2], ("Fetal_Head", "segmentation", 2)])
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert "1 of the study's 3 tasks is not in the data (Fetal_Head (did you mean 'fetal_head'?))" in text
     assert "make the ids match the CSVs' task_id column exactly, case too (study Fetal_Head, CSVs fetal_head)" in text
@@ -94,7 +89,7 @@ def test_a_task_the_study_uses_is_no_slip_of_another(
     """FMC_UIA's IUGC and FUGC, fetal_head and fetal_femur are distinct tasks: no did-you-mean between them."""
     study = write_study(tmp_path, root, [*PRESENT, ("fetal_headd", "segmentation", 2)])
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2 and "(fetal_headd); the data has" in text and "did you mean" not in text
     assert "tasks_from.include=[thyroid_malignancy,thyroid_nodule_det,fetal_head]" in text
 
@@ -104,7 +99,7 @@ def test_no_task_in_the_data_points_at_the_root(
 ) -> None:
     study = write_study(tmp_path, root, [("organ_cls", "classification", 3)])
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2 and "1 of the study's 1 task is not in the data (organ_cls)" in text
     assert f"check data.root, or take the tasks from the data: usagg data catalog {root} --out tasks.yaml" in text
 
@@ -114,9 +109,9 @@ def test_a_split_folder_as_root_names_the_dataset_root(
 ) -> None:
     study = write_study(tmp_path, root / "train", PRESENT)
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert f"{root / 'train'} looks like the train split of {root}, not a dataset root" in text
     assert text.endswith(f"Give the dataset root: {root}.") and "no index CSVs" not in text
     code, out = run_cli(["data", "catalog", str(root / "val")], monkeypatch, capsys)
-    assert code == 2 and f"looks like the val split of {root}" in _paragraph(out)
+    assert code == 2 and f"looks like the val split of {root}" in error_paragraph(out)

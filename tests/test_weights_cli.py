@@ -11,7 +11,7 @@ import timm
 import torch
 import yaml
 
-from tests.cli_run import run_cli
+from tests.cli_run import error_paragraph, run_cli
 from usagg.cli.weights import study_snippet
 from usagg.model.backbones import create_vit
 from usagg.model.weights import to_official_state_dict
@@ -37,12 +37,6 @@ def good(tmp_path: Path) -> Path:
     path = tmp_path / "dinov3_test_pretrain.pth"
     torch.save(to_official_state_dict(create_vit("dinov3_test")), path)
     return path
-
-
-def _paragraph(out: str) -> str:
-    """The error as printed: one paragraph starting 'error:', no traceback."""
-    assert out.startswith("error:") and "Traceback" not in out, out
-    return " ".join(out.split())
 
 
 def test_the_backbone_it_fits_is_found_among_all_with_the_sha256(
@@ -103,12 +97,12 @@ def test_a_named_backbone_is_checked_alone(
     code, out = run_cli(["weights", "check", str(good), "--backbone", "dinov3_test"], monkeypatch, capsys)
     assert code == 0 and f"fits backbone dinov3_test ({TENSORS} tensors" in out
     code, out = run_cli(["weights", "check", str(good), "--backbone", "dinov3_small"], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert f"The weights file {good} does not fit backbone dinov3_small: 120 missing keys" in text
     assert "sha256" not in text and "ok:" not in text
     code, out = run_cli(["weights", "check", str(good), "--backbone", "dinov3_huge"], monkeypatch, capsys)
-    assert code == 2 and "--backbone: unknown backbone 'dinov3_huge'" in _paragraph(out)
+    assert code == 2 and "--backbone: unknown backbone 'dinov3_huge'" in error_paragraph(out)
     assert "dinov3_small_plus" in out  # the registered names listed
 
 
@@ -130,7 +124,7 @@ def test_another_models_weights_fit_no_backbone(
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
     code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert f"The weights file {path} loads into none of the {len(BACKBONES)} registered backbones" in text
     assert "(the closest, dinov3_test: " in text and "--verbose lists every backbone's keys" in text
@@ -138,7 +132,7 @@ def test_another_models_weights_fit_no_backbone(
     assert "Give the official DINOv3 checkpoint of the same model size" not in text  # the advice once, at the end
     assert text.endswith("not a ConvNeXt, a distilled head or another model's weights.")
     code, out = run_cli(["weights", "check", str(path), "--verbose"], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2 and "--verbose" not in text
     for name in BACKBONES:  # why, for each
         assert f"{name}: " in text and "missing keys (cls_token" in text.split(f"{name}: ")[1]
@@ -155,7 +149,7 @@ def test_an_unreadable_file_is_one_error(
         blob = good.read_bytes()
         path.write_bytes(blob[: len(blob) // 2])
     code, out = run_cli(["weights", "check", str(path)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2 and text.count("Could not read the weights file") == 1 and str(path) in text
     assert "registered backbones" not in text
 
@@ -164,7 +158,7 @@ def test_a_missing_file_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out = run_cli(["weights", "check", str(tmp_path / "later.pth")], monkeypatch, capsys)
-    assert code == 2 and "later.pth does not exist" in _paragraph(out)
+    assert code == 2 and "later.pth does not exist" in error_paragraph(out)
 
 
 def test_a_vit_s_file_is_told_from_vit_s_plus(

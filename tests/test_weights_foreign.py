@@ -11,7 +11,7 @@ import pytest
 import timm
 import torch
 
-from tests.cli_run import run_cli
+from tests.cli_run import error_paragraph, run_cli
 from tests.tiny_study import write_tiny_study
 from usagg.errors import UsaggError
 from usagg.model.backbones import create_vit
@@ -84,12 +84,6 @@ def test_sized(tmp_path: Path) -> Path:
     return path
 
 
-def _paragraph(out: str) -> str:
-    """The error as printed: one paragraph starting 'error:', no traceback, whitespace joined."""
-    assert out.startswith("error:") and "Traceback" not in out, out
-    return " ".join(out.split())
-
-
 # --------------------------------------------------------------------------- Hugging Face transformers DINOv3
 
 
@@ -97,7 +91,7 @@ def test_an_hf_transformers_file_is_named_with_the_download_that_works(
     hf_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out = run_cli(["weights", "check", str(hf_file)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert text.startswith(
         f"error: The weights file {hf_file} is a Hugging Face transformers DINOv3 checkpoint (keys embeddings.*, "
@@ -109,7 +103,7 @@ def test_an_hf_transformers_file_is_named_with_the_download_that_works(
     assert text.endswith("--verbose lists every backbone's keys).")
     assert "dinov3_large" not in text and len(text) < 900  # no per-backbone dump (it was 2-3 kB)
     code, out = run_cli(["weights", "check", str(hf_file), "--verbose"], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2 and all(f"{name}: " in text for name in BACKBONES)
 
 
@@ -120,7 +114,7 @@ def test_an_hf_transformers_file_in_a_study_is_named_too(
         tmp_path / "study.yaml", "hf", tmp_path / "data", model={"weights": str(hf_file)}, execution={"devices": "cpu"}
     )
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert "is a Hugging Face transformers DINOv3 checkpoint" in text
     assert "Against backbone dinov3_test: 64 missing keys (cls_token, reg_token, ... (62 more))" in text
@@ -146,7 +140,7 @@ def test_a_dinov2_file_is_named_and_quoted_with_its_own_patch_shape(
 ) -> None:
     """timm's filter resamples a 14-px patch embedding to 16 px: the message quotes the file's (192, 3, 14, 14)."""
     code, out = run_cli(["weights", "check", str(dinov2_file)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2
     assert (
         f"The weights file {dinov2_file} is a DINOv2 checkpoint (14-px patches and a learned pos_embed of shape "
@@ -199,7 +193,7 @@ def test_validate_with_a_file_of_another_size_gives_the_backbone_to_set(
         execution={"devices": "cpu"},
     )
     code, out = run_cli(["validate", str(study)], monkeypatch, capsys)
-    text = _paragraph(out)
+    text = error_paragraph(out)
     assert code == 2 and "does not fit backbone dinov3_small" in text
     assert text.endswith("it fits dinov3_test: set model.backbone: dinov3_test.")
 

@@ -261,7 +261,7 @@ def foreign_format(raw: dict, path: Path) -> str:
     Such a file otherwise fails as hundreds of missing and unexpected keys per backbone, which says nothing about
     the fix: another download of the same model."""
     state = {str(k): v for k, v in _unwrapped(raw).items() if isinstance(v, torch.Tensor)}
-    for recognise in (_hf_dinov3, _hf_dinov2, _learned_pos_embed, _timm_without_qkv_bias, _convnext):
+    for recognise in (_hf_transformers, _learned_pos_embed, _timm_without_qkv_bias, _convnext):
         found = recognise(list(state), state)
         if found:
             what, width, depth = found
@@ -283,22 +283,29 @@ def _width(state: dict[str, torch.Tensor], name: str) -> int:
     return int(v.shape[-1]) if v is not None and v.ndim else 0
 
 
-def _hf_dinov3(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
-    """The `model.safetensors` of Meta's gated Hugging Face repos (facebook/dinov3-*), for transformers' classes."""
-    if not any(re.search(r"(^|\.)layer\.\d+\.attention\.q_proj\.weight$", k) for k in keys):
-        return None
-    depth = _blocks(keys, r"(?:^|\.)layer\.(\d+)\.")
-    what = "a Hugging Face transformers DINOv3 checkpoint (keys embeddings.*, layer.N.attention.q_proj.weight)"
-    return what, _width(state, "embeddings.cls_token"), depth
+#: Hugging Face transformers' layouts, each (a key only it has, its block index pattern, what the file is):
+#: facebook/dinov3-* (Meta's gated repos, for transformers' classes) and facebook/dinov2-* (the previous
+#: generation), both under transformers' names.
+_HF_LAYOUTS = (
+    (
+        r"(^|\.)layer\.\d+\.attention\.q_proj\.weight$",
+        r"(?:^|\.)layer\.(\d+)\.",
+        "a Hugging Face transformers DINOv3 checkpoint (keys embeddings.*, layer.N.attention.q_proj.weight)",
+    ),
+    (
+        r"(^|\.)encoder\.layer\.\d+\.attention\.attention\.query\.weight$",
+        r"(?:^|\.)encoder\.layer\.(\d+)\.",
+        "a Hugging Face transformers DINOv2 checkpoint (keys embeddings.position_embeddings, encoder.layer.N.*)",
+    ),
+)
 
 
-def _hf_dinov2(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
-    """facebook/dinov2-* as transformers saves it: the previous generation, under transformers' names."""
-    if not any(re.search(r"(^|\.)encoder\.layer\.\d+\.attention\.attention\.query\.weight$", k) for k in keys):
-        return None
-    depth = _blocks(keys, r"(?:^|\.)encoder\.layer\.(\d+)\.")
-    what = "a Hugging Face transformers DINOv2 checkpoint (keys embeddings.position_embeddings, encoder.layer.N.*)"
-    return what, _width(state, "embeddings.cls_token"), depth
+def _hf_transformers(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
+    """A `model.safetensors` saved by transformers (`_HF_LAYOUTS`), with its width and depth."""
+    for signature, layer, what in _HF_LAYOUTS:
+        if any(re.search(signature, k) for k in keys):
+            return what, _width(state, "embeddings.cls_token"), _blocks(keys, layer)
+    return None
 
 
 def _learned_pos_embed(keys: list[str], state: dict[str, torch.Tensor]) -> _Found:
