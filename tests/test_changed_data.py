@@ -70,5 +70,28 @@ def test_done_jobs_on_other_rows_refuse_the_run_and_a_moved_copy_does_not(
     flat = " ".join(out.split())
     assert code == 2 and "thyroid_malignancy has 12 rows, as then, with other images, labels or order" in flat, out
 
+    code, out = run_cli(["validate", str(spec), "--set", f"data.root={moved}"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "warning: `usagg run` would refuse this study now: 1 done job of study pilot" in flat, out
+
     code, out = run_cli(["run", str(spec), "--set", f"data.root={moved}", "--set", "name=pilot-2"], monkeypatch, capsys)
     assert code == 0, out  # its own study: trains on this data
+
+
+@pytest.mark.parametrize("entry", [12, {"rows": 12}, {"sha256": "ab"}, "x"], ids=["int", "no-sha", "no-rows", "str"])
+def test_a_damaged_fingerprint_is_no_fingerprint(
+    data_copy: Path, tmp_path: Path, entry: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A regression audit: splits.json's "rows" as a plain number ended the run in an AttributeError; a received
+    file is data, and an entry not of the form usagg writes is no fingerprint to compare."""
+    spec = _spec(tmp_path, data_copy)
+    result = api.run_study(spec, device="cpu")
+    (job_id,) = result.states
+    path = RunStore(result.store_root).paths(job_id).splits
+    record = json.loads(path.read_text())
+    record["thyroid_malignancy"]["rows"] = entry
+    path.write_text(json.dumps(record))
+    csv = data_copy / TRAIN_CSV
+    csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")  # other rows now: unseen without a print
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    assert code == 0 and "Traceback" not in out and "0 to run" in " ".join(out.split()), out

@@ -15,6 +15,10 @@ from usagg.execute.local import resolve_devices
 from usagg.spec.models import ExecutionSpec
 
 
+#: How each caller sets the devices: the message serves the CLI, the API and the spec alike.
+HOW = "(`--devices` on the command line, `device=` in usagg.api, `execution.devices` in the spec)"
+
+
 def _refusal(devices: list[int]) -> str:
     with pytest.raises(UsaggError) as err:
         resolve_devices(ExecutionSpec(devices=devices))
@@ -25,8 +29,8 @@ def test_no_gpu_gives_cpu_or_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "cuda_device_count", lambda: 0)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert _refusal([0]) == (
-        "execution.devices [0]: [0] not visible (0 CUDA devices seen); use `--devices cpu` or `--devices auto` "
-        "(every visible GPU, else the CPU)"
+        "execution.devices [0]: [0] not visible (0 CUDA devices seen); use devices cpu or auto "
+        f"(every visible GPU, else the CPU) {HOW}"
     )
 
 
@@ -34,8 +38,8 @@ def test_fewer_gpus_give_the_indices_there_are_and_name_the_mask(monkeypatch: py
     monkeypatch.setattr(local, "cuda_device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
     assert _refusal([0, 3]) == (
-        "execution.devices [0, 3]: [3] not visible (2 CUDA devices seen); use `--devices auto` (every visible GPU), "
-        "`--devices 0,1` or `--devices cpu`; CUDA_VISIBLE_DEVICES='1,3' hides the others and renumbers the rest from 0"
+        "execution.devices [0, 3]: [3] not visible (2 CUDA devices seen); use devices auto (every visible GPU), "
+        f"0,1 or cpu {HOW}; CUDA_VISIBLE_DEVICES='1,3' hides the others and renumbers the rest from 0"
     )
 
 
@@ -48,4 +52,4 @@ def test_run_on_a_host_without_cuda_exits_2_with_the_fix(
     code, out = run_cli(["run", str(study), "--devices", "0", "--dry-run"], monkeypatch, capsys)
     text = " ".join(out.split())
     assert code == 2 and "error: execution.devices [0]" in text and "Traceback" not in text, out
-    assert "[0] not visible (0 CUDA devices seen); use `--devices cpu` or `--devices auto`" in text
+    assert "[0] not visible (0 CUDA devices seen); use devices cpu or auto" in text and "`--devices` on the" in text

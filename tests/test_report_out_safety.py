@@ -186,3 +186,28 @@ def test_names_no_report_writes(name: str) -> None:
 )
 def test_names_a_report_writes(name: str) -> None:
     assert _a_report_file(name) and _a_report_file(f"point2_lr_encoder-0.1/{name}")
+
+
+def test_report_after_plot_in_the_default_folders_takes_plots_figures(
+    store: Path, tmp_path: Path, usagg: Usagg
+) -> None:
+    """A regression audit: `usagg plot` then `usagg report` (README's workflow, the default folders) was refused,
+    plot's figures taken for a user's. Plot lists what it drew (PLOT_MANIFEST); a user's figure beside them is not
+    listed and is still refused."""
+    from usagg.analysis.report import PLOT_MANIFEST
+
+    code, out = usagg("plot", str(store), cwd=tmp_path)
+    figures = tmp_path / "reports" / "tiny" / "figures"
+    listed = json.loads((figures / PLOT_MANIFEST).read_text())["files"]
+    assert code == 0 and "fig3_delta.png" in listed and all((figures / n).is_file() for n in listed), out
+    code, out = usagg("report", str(store), cwd=tmp_path)
+    assert code == 0 and (tmp_path / "reports" / "tiny" / "report.md").is_file(), out
+
+    other = tmp_path / "paper"
+    (other / "figures").mkdir(parents=True)
+    code, out = usagg("plot", str(store), "--out", str(other / "figures"), cwd=tmp_path)
+    assert code == 0, out
+    (other / "figures" / PLOT_MANIFEST).write_text(json.dumps({"files": [n for n in listed if n != "fig3_delta.png"]}))
+    before = _tree(other)  # fig3_delta.png is now a figure plot did not list: the user's
+    code, out = usagg("report", str(store), "--out", str(other), cwd=tmp_path)
+    assert code == 2 and "figures/fig3_delta.png exists" in out and _tree(other) == before, out

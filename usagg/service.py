@@ -549,10 +549,16 @@ def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> 
     return report, warnings
 
 
+def _fingerprint(entry: object) -> bool:
+    """Whether a task's entry of splits.json holds a fingerprint as `rows_fingerprints` writes it."""
+    rows = entry.get("rows") if isinstance(entry, dict) else None
+    return isinstance(rows, dict) and isinstance(rows.get("sha256"), str) and isinstance(rows.get("rows"), int)
+
+
 def changed_data_text(
     study: str, root: Path, jobs: list[str], then: dict[str, Any], now: dict[str, dict[str, int | str]]
 ) -> str:
-    """The refusal of a run whose done jobs read other data (`StudyRun._check_done_data`): which tasks' rows
+    """The refusal of a run whose done jobs read other data (`StudyRun.check_done_data`): which tasks' rows
     changed and how many, which jobs, and the two ways on."""
 
     def task_text(task: str) -> str:
@@ -917,10 +923,10 @@ class StudyRun:
         """
         check_model_weights(self.study)
         report, self.data_warnings = check_study_data(self.study, on_progress)
-        self._check_done_data(report.root)
+        self.check_done_data(report.root)
         return report
 
-    def _check_done_data(self, root: Path) -> None:
+    def check_done_data(self, root: Path) -> None:
         """UsaggError before anything is written where done jobs of this plan read other rows than the data at
         `root` holds now (the fingerprints their splits.json recorded, usagg/data/splits.py `rows_fingerprints`):
         a study pointed at a corrected or larger copy of its data would otherwise keep the old results as done
@@ -937,15 +943,15 @@ class StudyRun:
                 record = parse_json(read_regular(self.store.paths(job.id).splits))
             except (OSError, ValueError):
                 continue  # none, or damaged: nothing recorded to compare
-            if isinstance(record, dict):
-                recorded[job.id] = {t: e["rows"] for t, e in record.items() if isinstance(e, dict) and "rows" in e}
+            if isinstance(record, dict):  # a received file is data: an entry not of `rows_fingerprints`' form is none
+                recorded[job.id] = {t: e["rows"] for t, e in record.items() if _fingerprint(e)}
         if not any(recorded.values()):
             return
         now = rows_fingerprints(read_rows(self.study.data, root, self.study.tasks), root, self.study.tasks)
         changed: dict[str, Any] = {}  # task -> the rows a job recorded
         jobs = []
         for jid, prints in recorded.items():
-            differ = {t: p for t, p in prints.items() if t in now and p != now[t]}
+            differ = {t: p for t, p in prints.items() if t in now and p["sha256"] != now[t]["sha256"]}
             if differ:
                 jobs.append(jid)
                 for t, p in differ.items():

@@ -62,6 +62,9 @@ Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
 
 #: The list of files a report wrote; the next report removes those it does not write again (`_remove_stale`).
 MANIFEST = ".usagg-report.json"
+#: What `usagg plot` leaves in each folder it draws into: the figures it wrote, so a report into the folder above
+#: (`usagg report` after `usagg plot`, the default folders) takes them as usagg's, not a user's files.
+PLOT_MANIFEST = ".usagg-figures.json"
 #: The documents at the top of a report folder (and of each swept point's sub-folder): markdown, then HTML.
 DOCUMENTS = ("report.md", "report.html")
 #: The format of a report's figures (folder/figures/<name>.png).
@@ -330,10 +333,10 @@ def _said_once(t: Table, headline: set[str]) -> Table:
     return replace(t, notes=notes)
 
 
-def _manifest_files(folder: Path) -> list[str] | None:
-    """The files the manifest in `folder` lists (relative paths), None without one that reads as usagg's: a regular
-    file (no link) holding {"files": [...]}. Its presence is what makes the folder a report of usagg's."""
-    manifest = folder / MANIFEST
+def _manifest_files(folder: Path, name: str = MANIFEST) -> list[str] | None:
+    """The files the manifest `name` in `folder` lists (relative paths), None without one that reads as usagg's: a
+    regular file (no link) holding {"files": [...]}. Its presence is what makes the folder a report of usagg's."""
+    manifest = folder / name
     if manifest.is_symlink() or not manifest.is_file():
         return None
     try:
@@ -388,10 +391,29 @@ def _plain_file_below(folder: Path, rel: str) -> bool:
 
 def _theirs(folder: Path, planned: list[str]) -> list[str]:
     """Of the files this report would write into `folder` (relative paths), those already there when the folder
-    holds no report of usagg's (no MANIFEST): someone else's, which the report would overwrite."""
+    holds no report of usagg's (no MANIFEST) and `usagg plot` did not draw them (`_plotted`): someone else's, which
+    the report would overwrite."""
     if _manifest_files(folder) is not None:
         return []
-    return [rel for rel in planned if (folder / rel).exists() or (folder / rel).is_symlink()]
+    there = [rel for rel in planned if (folder / rel).exists() or (folder / rel).is_symlink()]
+    return [rel for rel in there if not _plotted(folder, rel)]
+
+
+def _plotted(folder: Path, rel: str) -> bool:
+    """Whether folder/rel is a figure `usagg plot` wrote: a regular file its folder's PLOT_MANIFEST lists."""
+    path = folder / rel
+    return _plain_file_below(folder, rel) and path.name in (_manifest_files(path.parent, PLOT_MANIFEST) or [])
+
+
+def write_figures_manifest(figures: list[Path]) -> None:
+    """PLOT_MANIFEST in each folder `usagg plot` drew into: the figures it wrote there, with those an earlier plot
+    listed that are still there (another --format)."""
+    by_folder: dict[Path, set[str]] = {}
+    for path in figures:
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, names in by_folder.items():
+        earlier = {n for n in _manifest_files(folder, PLOT_MANIFEST) or [] if (folder / n).is_file()}
+        write_text_atomic(folder / PLOT_MANIFEST, json.dumps({"files": sorted(names | earlier)}, indent=1) + "\n")
 
 
 def _not_someone_elses(folder: Path, theirs: list[str]) -> None:

@@ -270,9 +270,13 @@ def plot_cmd(
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
     a, memoised = _analyse(run_dir, results, root, baseline)
+    from usagg.analysis.report import write_figures_manifest
+
     folder = out or _default_folder(a.inp.study, "figures")
-    for fig in memoised.render_all(a, folder, fmt):
+    figures = memoised.render_all(a, folder, fmt)
+    for fig in figures:
         typer.echo(f"wrote {fig.path}")
+    write_figures_manifest([fig.path for fig in figures])  # `usagg report` into the folder above takes them as usagg's
     if a.comp.no_delta:  # the Δ figures are left out
         typer.echo(a.comp.no_delta)
 
@@ -282,8 +286,8 @@ def report_cmd(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Report folder (default: reports/<study>/); regenerated; a folder holding a report.md or report.html "
-        "it did not write is refused.",
+        help="Report folder (default: reports/<study>/); regenerated; a folder holding files a report would write "
+        "that neither usagg report nor usagg plot wrote is refused, as is one in or around the run store.",
     ),
     baseline: str | None = _BASELINE,
     results: Path | None = _RESULTS,

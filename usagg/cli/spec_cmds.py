@@ -87,7 +87,7 @@ def validate(
     _check_weights(s)
     checked_data = _check_data_tasks(s)
     out = line_console(highlight=False)
-    data_line = _run_data_check(s, out, skip=no_data_check)
+    data_line, data_root = _run_data_check(s, out, skip=no_data_check)
     # paths the user gave, escaped: `runs[v2]` is no markup tag, `out[/]x` no markup error
     spec, store = (escape(printable(str(p))) for p in (study, Path(s.output_root) / s.name))
     out.print(f"[green]ok[/]: {spec} is a valid study [bold]{escape(s.name)}[/] (run store {store})")
@@ -126,7 +126,9 @@ def validate(
     else:
         out.print(f"weights: {escape(printable(str(s.model.weights)))} fits {escape(s.model.backbone)}")
     try:  # the run store as `usagg run` reads it first (prepare changes nothing): refused, a warning here
-        StudyRun.prepare(s, spec_file=study)
+        run = StudyRun.prepare(s, spec_file=study)
+        if data_root is not None:  # done jobs that read other rows than the data checked
+            run.check_done_data(data_root)
     except UsaggError as err:
         out.print(f"[yellow]warning[/]: `usagg run` would refuse this study now: {escape(printable(str(err)))}")
 
@@ -156,20 +158,21 @@ def _missing(folder: Path) -> str:
     return f"is {_file_kind(mode)}, not a folder"
 
 
-def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
+def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, Path | None]:
     """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
-    study's tasks are listed and exit 1, as `run` exits. Returns the line to print: the result, or why the data
-    was not checked."""
+    study's tasks are listed and exit 1, as `run` exits. Returns the line to print (the result, or why the data
+    was not checked) and the dataset root checked (None when it was not)."""
     from usagg.service import DataProblems, check_study_data, data_not_checkable
 
     if skip:
-        return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first."
+        return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first.", None
     if s.data.root is not None and not s.data.root.is_dir():
         root = escape(printable(str(s.data.root)))
-        return f"[yellow]note[/]: data.root {root} {_missing(s.data.root)} (needed by `usagg run`); data not checked."
+        missing = _missing(s.data.root)
+        return f"[yellow]note[/]: data.root {root} {missing} (needed by `usagg run`); data not checked.", None
     reason = data_not_checkable(s)
     if reason is not None:
-        return f"[yellow]note[/]: data not checked: {escape(printable(reason))}."
+        return f"[yellow]note[/]: data not checked: {escape(printable(reason))}.", None
     from usagg.cli.display import data_check_spinner, unchanged_text
     from usagg.cli.runs import print_data_problems, print_data_warnings
 
@@ -181,11 +184,12 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> str:
         raise typer.Exit(1) from None
     root = escape(printable(str(report.root)))
     print_data_warnings(out, warnings, report.root)
-    return (
+    line = (
         f"data: {root} has no problems in this study's tasks "
         f"({len(s.tasks)} of {counted(len(report.tasks), 'task')} checked as `usagg run` checks them)"
         + (f"; {unchanged_text(report)}" if report.kept else "")
     )
+    return line, report.root
 
 
 def _check_data_tasks(s: Study) -> str:

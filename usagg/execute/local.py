@@ -60,10 +60,11 @@ def _fix(visible: int) -> str:
     hides = (
         f"; CUDA_VISIBLE_DEVICES={mask!r} hides the others and renumbers the rest from 0" if mask is not None else ""
     )
+    how = "(`--devices` on the command line, `device=` in usagg.api, `execution.devices` in the spec)"
     if visible == 0:
-        return f"use `--devices cpu` or `--devices auto` (every visible GPU, else the CPU){hides}"
+        return f"use devices cpu or auto (every visible GPU, else the CPU) {how}{hides}"
     indices = ",".join(str(i) for i in range(visible))
-    return f"use `--devices auto` (every visible GPU), `--devices {indices}` or `--devices cpu`{hides}"
+    return f"use devices auto (every visible GPU), {indices} or cpu {how}{hides}"
 
 
 def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Executor:
