@@ -14,7 +14,6 @@ from usagg.execute import local
 from usagg.execute.local import resolve_devices
 from usagg.spec.models import ExecutionSpec
 
-
 #: How each caller sets the devices: the message serves the CLI, the API and the spec alike.
 HOW = "(`--devices` on the command line, `device=` in usagg.api, `execution.devices` in the spec)"
 
