@@ -388,6 +388,10 @@ def test_compare_json_and_report_carry_the_stored_expectations(tmp_path: Path) -
     written = write_report(analyse(load_input(run_dir, None)), tmp_path / "report", render=lambda *a: [])
     md = next(p for p in written if p.name == "report.md").read_text()
     assert "## Expectations" in md and "| impossible | not met |" in " ".join(md.split())  # cells padded
+    top = md[: md.index("Contents:")]  # the summary says it before any number (a new user missed two not met)
+    met = sum(g["met"] is True for g in got)
+    missed = "; ".join(g["name"] for g in got if g["met"] is False)
+    assert f"- **Expectations**: {met} of 3 met; not met: {missed} (see Expectations)." in top, top
 
 
 def test_negative_transfer_counts_intervals_below_0_apart_from_point_estimates(tmp_path: Path) -> None:

@@ -251,6 +251,23 @@ def _sections(a: Analysis) -> list[Section]:
     return [*sections[:1], *expected, *sections[1:], _advice(a)]
 
 
+def _expectations_line(sections: list[Section]) -> list[str]:
+    """The summary's line on the spec's `expect:` (the Expectations section's table): how many were met, and the
+    names of those not met or not evaluated, so a study that missed its known answers says so before any number."""
+    found = next((sec.tables[0] for sec in sections if sec.title == "Expectations" and sec.tables), None)
+    if found is None:
+        return []
+    verdicts = [(str(row[0]), str(row[1])) for row in found.rows]
+    met = sum(v == "met" for _, v in verdicts)
+    line = f"**Expectations**: {met} of {len(verdicts)} met"
+    for verdict in ("not met", "not evaluated"):
+        names = [n for n, v in verdicts if v == verdict]
+        if names:
+            shown = "; ".join(names[:3]) + (f"; and {len(names) - 3} more" if len(names) > 3 else "")
+            line += f"; {verdict}: {shown}"
+    return [line + " (see Expectations)."]
+
+
 def _expectations(a: Analysis) -> list[Section]:
     """The spec's `expect:` checked (usagg/analysis/expect.py), right after the study summary; none without any."""
     from usagg.analysis.expect import evaluate_study, expectations_table
@@ -292,7 +309,8 @@ def _fence(text: str) -> str:
 
 def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folder: Path, prov: Provenance) -> str:
     caveat = [RANDOM_INIT_LINE] if prov.random_init else []  # before any number: not a DINOv3 result
-    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in [*caveat, *_summary(a)]]]
+    summary = [*caveat, *_summary(a), *_expectations_line(sections)]
+    out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in summary]]
     out += [""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]
     headline = _headline(a)
