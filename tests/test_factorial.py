@@ -148,6 +148,10 @@ def test_a_study_without_tsm_says_which_paradigm_to_add_and_writes_the_rest(tmp_
     tables = {t.name: t for t in all_tables(a)}
     fact = tables["factorial"]
     assert fact.rows == [] and any("AU: no 2x2" in n and "add TSM to `paradigms`" in n for n in fact.notes)
+    from usagg.analysis.render import to_markdown, to_text
+
+    said = "(none: no 2x2 design is complete; AU needs TSM: add them to `paradigms`)"  # not a bare "(none)"
+    assert fact.empty == said and said in to_text(fact) and "no 2x2 design is complete" in to_markdown(fact)
     assert {"tasks", "aggregates", "split", "statistics", "scales"} <= set(tables)
     assert fig_factorial(a) is None
 

@@ -95,7 +95,7 @@ def to_text(t: Table) -> str:
     """Title, the aligned grid (tabulate's "simple" format) and the notes, for a terminal or a log."""
     out = [t.title, "=" * len(t.title), *_grid_text(t, "simple").splitlines()]
     if not t.rows:
-        out.append("(none)")
+        out.append(t.empty)
     out += [f"  {n}" for n in t.notes]
     return "\n".join(line.rstrip() for line in out) + "\n"
 
@@ -132,6 +132,8 @@ def md_table(t: Table) -> Table:
         [md_text(c) for c in t.columns],
         [[md_text(v) if isinstance(v, str) else v for v in row] for row in t.rows],
         [md_text(n) for n in t.notes],
+        t.keys,
+        md_text(t.empty),
     )
 
 
@@ -139,7 +141,7 @@ def to_markdown(t: Table, *, heading: str | None = "###") -> str:
     """A `heading` line with the title (none when `heading` is None), the pipe table and the notes as a list."""
     out = [f"{heading} {t.title}", ""] if heading else []
     if not t.rows:
-        return "\n".join([*out, "(none)", ""]) + "\n"
+        return "\n".join([*out, _md_escape(t.empty), ""]) + "\n"
     out.append(_grid_text(t, "pipe", _md_escape))
     if t.notes:
         out.append("")

@@ -23,7 +23,7 @@ from usagg.analysis.delta import (
     negative_transfer,
     rescaled,
 )
-from usagg.analysis.factorial import effect_table_rows, missing_notes
+from usagg.analysis.factorial import designs, effect_table_rows, missing_notes
 from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
@@ -66,6 +66,8 @@ class Table:
     rows: list[list[Cellv]]
     notes: list[str] = field(default_factory=list)
     keys: list[Key] = field(default_factory=list)
+    #: What a table without rows shows in its place: "(none)", or why it is empty and what would fill it.
+    empty: str = "(none)"
 
     def __post_init__(self) -> None:
         if self.keys and len(self.keys) != len(self.columns):
@@ -417,7 +419,9 @@ def factorial_table(comp: Comparison, stats: list[Stat], fraction: float, *, mul
         f" (fraction {frac_label(fraction)})" if multi else ""
     )
     rows: list[list[Cellv]] = [list(r) for r in effect_table_rows(comp, stats, fraction)]
-    return Table("factorial" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+    needs = [f"{d.paradigm} needs {' and '.join(d.missing)}" for d in designs(comp) if not d.complete]
+    empty = f"(none: no 2x2 design is complete; {'; '.join(needs)}: add them to `paradigms`)" if needs else "(none)"
+    return Table("factorial" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes, empty=empty)
 
 
 #: The Signs agree cell: None (nothing to compare) renders as —.
