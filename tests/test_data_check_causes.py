@@ -267,3 +267,15 @@ def test_run_and_validate_show_a_csv_of_windows_paths_as_one_entry(data: Path) -
     print_data_problems(console, err)
     shown = [ln for ln in console.export_text().splitlines() if ln.startswith("  ")]
     assert len(shown) == 1 and "rows 1-300 (300 rows)" in shown[0]
+
+
+def test_the_study_tasks_missing_from_the_data_are_one_problem(data: Path) -> None:
+    """A new user's 23 absent tasks were 23 problems, each repeating the list of the tasks found."""
+    absent = [TaskSpec(id=f"organ_{i}", type="classification", num_classes=2, group="g") for i in range(10)]
+    report = check_dataset(data, [*absent, TaskSpec(id="cls_t", type="classification", num_classes=2, group="g")])
+    (missing,) = [p for p in report.problems if p.kind == "task_missing"]
+    assert missing.message.startswith(
+        "the study's tasks organ_0, organ_1, organ_2, organ_3, organ_4, organ_5, organ_6, organ_7 and 2 more "
+        "(10 of 11) have no rows in the train/val CSVs of"
+    )
+    assert missing.message.count("tasks found:") == 1
