@@ -69,10 +69,12 @@ def synth(
     OUT/train and OUT/val in the FMC_UIA layout. Deterministic by seed; each
     task's images depend only on its own settings.
 
-    OUT is replaced as a whole: an earlier output of the same settings is written
+    OUT's train/ and val/ are written anew: an earlier output of the same settings
     again (the same bytes); one of other settings (other tasks, sizes, seed) is
-    refused, naming what it holds, unless --force is given; an interrupted
-    run's unfinished output is written anew.
+    refused, naming what it holds, unless --force is given; an interrupted run's
+    unfinished output is written anew. Files of yours beside them are kept, and a
+    train/ or val/ that usagg did not write is refused, --force or not. Without
+    OUT only --preview is drawn, in memory.
 
     Example: usagg synth data/synth --size fetal_head=400 --preview synth.png
 
