@@ -309,7 +309,8 @@ def _fence(text: str) -> str:
 
 def _markdown(a: Analysis, sections: list[Section], figs: list[FigureOut], folder: Path, prov: Provenance) -> str:
     caveat = [RANDOM_INIT_LINE] if prov.random_init else []  # before any number: not a DINOv3 result
-    summary = [*caveat, *_summary(a), *_expectations_line(sections)]
+    *paradigms, pointer = _summary(a)  # the pointer to the headline statistics (or why there is none) stays last
+    summary = [*caveat, *paradigms, *_expectations_line(sections), pointer]
     out = [f"# usagg report: {md_text(a.inp.study)}", "", *[f"- {md_text(line)}" for line in summary]]
     out += [""]
     out += ["Contents: " + " · ".join(f"[{t}](#{_anchor(t)})" for t in _toc(sections)), ""]

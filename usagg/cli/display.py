@@ -10,7 +10,8 @@ line) and ETAs come from measured epoch times, a stated range until two epochs a
 sink, passed down to each job) from jobs run in this process and, forwarded by their workers, from a local pool's
 jobs (usagg/engine/progress.py), so only
 Slurm runs show job lines alone. A job's start line names its device: the pool's event names it; the in-process
-executor's cannot, so that line waits for the job's own start report (phase "start"). Once per run, whatever the
+executor's cannot, so that line waits for the job's own start report (phase "start"). A job that resumed from its
+checkpoint says from which epoch (phase "resume"; a line above the bars on a terminal). Once per run, whatever the
 number of jobs it applies to, come the line of an `execution.accel` mode that falls back on the device and the
 line of a Slurm submission (`Notices`). `print_table` prints a CLI table whole in a log, the same way.
 """
@@ -182,6 +183,12 @@ def progress_text(p: Progress, clock: Clock) -> str:
     if study is not None:
         text += f", study eta {eta_text(study)}"
     return text
+
+
+def resume_text(p: Progress) -> str:
+    """'resumed from epoch 3/20': the epochs the job's checkpoint held, so a resumed job is not taken for a fresh
+    start (its log.txt names the file)."""
+    return f"resumed from epoch {p.epoch}/{p.epochs}"
 
 
 #: The device the in-process executor's `started` event names (usagg/execute/inprocess.py): not a device, so the
@@ -356,6 +363,11 @@ class RichDisplay:
             return
         if not self.clock.progress(p):
             return  # a late report of a job already ended
+        if p.phase == "resume":
+            self._say(f"{p.job_id} {resume_text(p)}")
+            done, info = p.epoch * p.steps, self._info(resume_text(p))
+            self.progress.update(self._row(p.job_id), total=max(1, p.epochs * p.steps), completed=done, info=info)
+            return
         self.progress.update(
             self._row(p.job_id),
             total=max(1, p.epochs * p.steps),
@@ -441,6 +453,9 @@ class PlainDisplay:
         self._unnamed_start(p.job_id)
         if not self.clock.progress(p) or self.quiet:
             return  # a late report of a job already ended, or nothing but failures shown
+        if p.phase == "resume":
+            self._line(f"{p.job_id} {resume_text(p)}")
+            return
         text = progress_text(p, self.clock)
         epoch_end = p.phase == "train" and p.step == p.steps
         due = time.monotonic() - self._last_line >= self.every_s

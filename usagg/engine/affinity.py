@@ -156,7 +156,10 @@ class LookaheadAffinity:
     def measure(self, step: int, lr: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
         """One lookahead of every task onto every task at `step`: the `lookahead` step (sgd at rate `lr`, or adamw,
         a true step of a copy of `optimizer`) on that task's step-batch gradient alone, losses read on the probe
-        batches; adds the losses to the job's sums and returns this measurement's Z."""
+        batches; adds the losses to the job's sums and returns this measurement's Z. Timed from when the device has
+        finished the training steps queued before it (on CUDA the host runs ahead): `seconds` is measuring only."""
+        if self.compute.device.type == "cuda":
+            torch.cuda.synchronize(self.compute.device)
         t0 = time.perf_counter()
         if self.settings.lookahead == "adamw" and optimizer is None:
             raise ValueError("the adamw lookahead steps a copy of the job's optimiser; none was given")

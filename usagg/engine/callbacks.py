@@ -21,7 +21,6 @@ without a watcher.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,21 +81,26 @@ class Callback:
 class ProgressReporter(Callback):
     """Reports epoch, step, loss and images/s to `sink` (whoever runs the job passed it down:
     usagg/engine/progress.py); on CUDA every CUDA_PROGRESS_EVERY steps and at an epoch's last. A sink that
-    raises is ignored: display problems are not training problems."""
+    raises is ignored: display problems are not training problems. A resumed fit first says from which epoch
+    (phase "resume"): the job's start report comes before its checkpoint is read."""
 
     def __init__(self, job_id: str, sink: progress.ProgressFn) -> None:
         self.job_id, self.sink = job_id, sink
-        self._images, self._t0 = 0, 0.0
+        self._images = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.resumed_from is not None:
+            n = trainer.steps_per_epoch
+            report = progress.Progress(self.job_id, "resume", trainer.resumed_from, trainer.training.epochs, 0, n)
+            progress.send(self.sink, report)
 
     def on_train_batch_end(self, trainer: Trainer, batch: BatchEnd) -> None:
-
-        if batch.index == 1:
-            self._images, self._t0 = 0, trainer.epoch_t0
-        self._images += batch.images
+        """images/s: the epoch's images so far over its steps' seconds (`Trainer.epoch_step_seconds`: affinity
+        measurements left out), so an epoch's last report is the epoch's training speed, not its last step's."""
+        self._images = batch.images if batch.index == 1 else self._images + batch.images
         on_cuda = trainer.compute.device.type == "cuda"
         if on_cuda and batch.index % CUDA_PROGRESS_EVERY != 0 and batch.index != batch.steps:
             return
-        now = time.perf_counter()
         progress.send(
             self.sink,
             progress.Progress(
@@ -107,10 +111,9 @@ class ProgressReporter(Callback):
                 batch.index,
                 batch.steps,
                 loss=batch.loss,
-                images_per_s=self._images / max(now - self._t0, 1e-9),
+                images_per_s=self._images / max(trainer.epoch_step_seconds(), 1e-9),
             ),
         )
-        self._images, self._t0 = 0, now
 
     def on_train_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
         if trainer.select:  # selection follows: say so before it runs

@@ -62,6 +62,7 @@ _CHECKPOINT_KEYS = (
     "history",
     "affinity",
     "best",
+    "trained",
 )
 
 
@@ -105,6 +106,20 @@ class _State:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimiser steps taken
     history: list[dict[str, Any]] = field(default_factory=list)
+    # training images and seconds of the completed epochs, over every attempt (last.pt's "trained"): the span the
+    # affinity's seconds, also restored on resume, are a share of; a killed attempt's unfinished epoch counts in neither
+    train_images: int = 0
+    train_seconds: float = 0.0
+
+
+def _trained(ck: dict[str, Any]) -> tuple[int, float]:
+    """last.pt's training images and seconds of its epochs; a last.pt from before they were kept gives none, so
+    this job's train_seconds (and the affinity's share of them) cover only the epochs trained from here."""
+    trained = ck.get("trained")
+    if not isinstance(trained, dict):
+        log.warning("last.pt keeps no training time (an earlier usagg wrote it): train_seconds is this run's only")
+        return 0, 0.0
+    return int(trained["images"]), float(trained["seconds"])
 
 
 class Trainer:
@@ -180,6 +195,8 @@ class Trainer:
         self.epoch_task_aux_loss: dict[str, float] = {}
         self.epoch_task_steps: dict[str, int] = {}
         self.epoch_t0 = time.perf_counter()  # when the running epoch's training began (progress: images/s)
+        self.epoch_measured0 = 0.0  # `measuring_seconds` then: the running epoch's measurements are not training
+        self.resumed_from: int | None = None  # the epochs last.pt held when this fit resumed (None: a fresh start)
         self.state = _State()
         self._loaded_epoch: int | None = None
         # seconds between epochs in this fit: every callback's epoch-end hooks (selection and the kept weights, the
@@ -220,6 +237,7 @@ class Trainer:
             "step": s.step,
             "history": s.history,
             "affinity": None,
+            "trained": {"images": s.train_images, "seconds": s.train_seconds},
         }
         for cb in self.callbacks:
             ck.update(cb.state_dict())
@@ -235,7 +253,7 @@ class Trainer:
         self.scheduler.load_state_dict(ck["scheduler"])
         self.sampler.load_state_dict(ck["sampler"])
         checkpoint.set_rng_state(ck["rng"], self.compute.device)
-        self.state = _State(ck["epoch"], ck["step"], list(ck["history"]))
+        self.state = _State(ck["epoch"], ck["step"], list(ck["history"]), *_trained(ck))
         for cb in self.callbacks:
             cb.load_state_dict(ck)
 
@@ -248,8 +266,22 @@ class Trainer:
         return sum(n for n, _ in later) / seconds if later and seconds > 0 else None
 
     def resume(self) -> bool:
-        """Continue from last.pt if present and made for this model; True when resumed (fit does this itself)."""
-        return self.checkpoints.resume(self)
+        """Continue from last.pt if present and made for this model; True when resumed (fit does this itself), and
+        `resumed_from` the epochs it held, which the progress sink hears (the console says so)."""
+        resumed = self.checkpoints.resume(self)
+        if resumed:
+            self.resumed_from = self.state.epoch
+        return resumed
+
+    def measuring_seconds(self) -> float:
+        """Seconds this fit's affinity measured, checkpointed attempts' included (0 without affinity)."""
+        return self.affinity.seconds if self.affinity is not None else 0.0
+
+    def epoch_step_seconds(self) -> float:
+        """Seconds the running epoch's training steps took so far, its affinity measurements left out: what the
+        console's img/s divides by (a measurement at an epoch's last step read as 5 img/s)."""
+        measured = self.measuring_seconds() - self.epoch_measured0
+        return time.perf_counter() - self.epoch_t0 - measured
 
     # ----- training
 
@@ -281,6 +313,7 @@ class Trainer:
         task_sums: dict[str, torch.Tensor] = {}
         task_steps: dict[str, int] = {}
         images = 0
+        self.epoch_measured0 = self.measuring_seconds()
         t0 = self.epoch_t0 = time.perf_counter()
         n = self.steps_per_epoch
         for i in range(n):
@@ -316,39 +349,40 @@ class Trainer:
 
         `stop_after_epoch`: end after that many epochs as a killed job would (checkpoints only as scheduled).
         """
-        self.checkpoints.resume(self)  # before the hooks: every callback starts from the checkpoint's state
+        self.resume()  # before the hooks: every callback starts from the checkpoint's state
         for cb in self.callbacks:
             cb.on_fit_start(self)
         s = self.state
         end = self.training.epochs if stop_after_epoch is None else min(stop_after_epoch, self.training.epochs)
         try:
-            images, seconds = self._epochs(end)
+            self._epochs(end)
         except BaseException:  # a killed job keeps the last.pt being written, or the one before: nothing torn
             self.checkpoints.wait(raise_error=False)
             raise
         self.checkpoints.wait()
         self.train_step.close()  # recorded steps' memory, before selection and the test evaluation need it
         if s.epoch < self.training.epochs:  # stopped early on purpose: keep the last weights, select nothing
-            result = FitResult(s.epoch, "stopped", None, s.history, s.step, images, seconds, self.scope)
+            result = FitResult(s.epoch, "stopped", None, s.history, s.step, s.train_images, s.train_seconds, self.scope)
         else:
-            result = self._select(images, seconds)
+            result = self._select(s.train_images, s.train_seconds)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
 
-    def _epochs(self, end: int) -> tuple[int, float]:
-        """Train epochs until `end`, each one's end-of-epoch hooks after it: (training images, seconds)."""
+    def _epochs(self, end: int) -> None:
+        """Train epochs until `end`, each one's end-of-epoch hooks after it; their images and seconds go into the
+        state (so into the next last.pt) before any hook runs."""
         s = self.state
-        images, seconds = 0, 0.0
         while s.epoch < end:
             epoch = s.epoch
             mean_loss, n_img, secs = self.train_epoch(epoch)
             t_end = time.perf_counter()  # the work between epochs, a wait for the last.pt before included
             # the last.pt of the epoch before was written while this one trained; done before any hook runs
             self.checkpoints.wait()
-            images += n_img
-            seconds += secs
+            s.train_images += n_img
+            s.train_seconds += secs
             self.epoch_speed.append((n_img, secs))
+            measured = self.measuring_seconds() - self.epoch_measured0
             # history holds only reproducible numbers (it goes into metrics.json); speed goes to the log
             entry: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -365,18 +399,18 @@ class Trainer:
             s.epoch = epoch + 1
             select_s = self.selection.seconds
             log.info(
-                "epoch %d/%d: loss %.4f, %.1f img/s%s%s",
+                "epoch %d/%d: loss %.4f, %.1f img/s%s%s%s",
                 s.epoch,
                 self.training.epochs,
                 mean_loss,
                 n_img / secs if secs > 0 else 0.0,
+                f" ({measured:.2f} s of it measuring affinity)" if self.affinity is not None else "",
                 f", selection score {entry['select_score']:.4f}" if entry.get("select_score") is not None else "",
                 f", selection {select_s:.2f} s" if select_s is not None else "",
             )
             for cb in self.callbacks:
                 cb.on_epoch_end(self, entry)
             self.epoch_end_seconds += time.perf_counter() - t_end
-        return images, seconds
 
     def _select(self, images: int, seconds: float) -> FitResult:
         """Choose each task's epoch (its best, the job's best, or the last) and load the first one's weights."""

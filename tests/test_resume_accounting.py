@@ -1,0 +1,172 @@
+"""A job killed and resumed: its training seconds cover every attempt's epochs, as its affinity seconds do; the
+console's img/s is training steps only (an affinity measurement is not a slow step); the console says it resumed."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from test_engine_trainer import _trainer as engine_trainer
+
+from tests.tiny_study import THYROID_PAIR, write_tiny_study
+from usagg.cli.display import PlainDisplay, RichDisplay
+from usagg.engine.affinity import LookaheadAffinity
+from usagg.engine.callbacks import BatchEnd, Callback, ProgressReporter
+from usagg.engine.job import run_job
+from usagg.engine.progress import Progress
+from usagg.engine.trainer import Trainer, _trained
+from usagg.plan import Job, plan
+from usagg.spec.load import load_study
+
+pytestmark = pytest.mark.slow  # trains real tiny jobs
+
+
+@pytest.fixture(scope="module")
+def au(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    """An AU job of 3 epochs of 2 steps measuring affinity every 2 steps: at each epoch's last step."""
+    d = tmp_path_factory.mktemp("resume-accounting")
+    spec = write_tiny_study(
+        d / "study.yaml",
+        "resume-accounting",
+        d,
+        paradigms=("AU", "AG"),
+        tasks=THYROID_PAIR,
+        epochs=3,
+        steps=2,
+        training={"batch_size": 6, "warmup_epochs": 0.5, "checkpoint_every": 1},
+        extra={"analysis": {"affinity": {"every": 2, "probe_size": 3}}},
+    )
+    (job,) = [j for j in plan(load_study(spec)) if j.paradigm == "AU"]
+    return job
+
+
+class _KillAt(Callback):
+    """Ctrl-C after optimiser step `step` (its affinity measurement taken, its epoch not ended)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: Trainer, batch: BatchEnd) -> None:
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+
+def _killed_at(job: Job, ckpt: Path, step: int) -> Trainer:
+    first = engine_trainer(job, ckpt)
+    first.callbacks.insert(-1, _KillAt(step))  # before the checkpoint, as a watcher goes
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    return first
+
+
+def test_a_resumed_jobs_training_seconds_cover_every_attempts_epochs(au: Job, tmp_path: Path) -> None:
+    """Killed in epoch 2 after its measurement: last.pt holds epoch 1 (its training time and step 2's measurement);
+    the resumed fit measures steps 4 and 6 again and trains epochs 2-3, so both spans are epochs 1-3."""
+    first = _killed_at(au, tmp_path, 4)
+    second = engine_trainer(au, tmp_path)
+    fit = second.fit()
+    assert second.resumed_from == 1 and second.affinity is not None
+    trained = [first.epoch_speed[0], *second.epoch_speed]
+    assert fit.train_images == sum(n for n, _ in trained)
+    assert fit.train_seconds == pytest.approx(sum(s for _, s in trained), abs=1e-9)
+    aff = second.affinity.record(fit.train_seconds)
+    assert aff.steps == [2, 4, 6] and 0 < aff.seconds <= aff.train_seconds and 0 < aff.share < 1
+
+
+def test_the_resumed_job_files_agree(au: Job, tmp_path: Path) -> None:
+    """run_job across a Ctrl-C: affinity.json's train_seconds is metrics.json's, over the whole job's epochs; the
+    resumed attempt's progress says where it went on."""
+    with pytest.raises(KeyboardInterrupt):
+        run_job(au, tmp_path, "cpu", callbacks=[_KillAt(4)])
+    heard: list[Progress] = []
+    metrics = run_job(au, tmp_path, "cpu", progress=heard.append)
+    aff = json.loads((tmp_path / "affinity.json").read_text())
+    throughput = metrics["throughput"]
+    assert aff["train_seconds"] == pytest.approx(throughput["train_seconds"], abs=1e-3)
+    assert aff["seconds"] <= aff["train_seconds"] and aff["steps"] == [2, 4, 6]
+    assert throughput["train_images_per_s"] * throughput["train_seconds"] == pytest.approx(3 * 2 * 6, rel=1e-2)
+    assert [(p.phase, p.epoch) for p in heard[:3]] == [("start", 0), ("resume", 1), ("train", 1)]
+
+
+def test_a_fresh_fit_says_no_resume(au: Job, tmp_path: Path) -> None:
+    heard: list[Progress] = []
+    trainer = engine_trainer(au.model_copy(update={"affinity": None}), tmp_path)
+    trainer.callbacks.insert(0, ProgressReporter("mine", heard.append))
+    trainer.fit(stop_after_epoch=1)
+    assert trainer.resumed_from is None and {p.phase for p in heard} <= {"train", "select"}
+
+
+def test_a_checkpoint_without_training_time_counts_this_runs(caplog: pytest.LogCaptureFixture) -> None:
+    assert _trained({"trained": {"images": 12, "seconds": 1.5}}) == (12, 1.5)
+    assert _trained({}) == (0, 0.0) and "keeps no training time" in caplog.text
+
+
+def test_the_images_per_s_leave_the_affinity_measurement_out(
+    au: Job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A measurement at each epoch's last step that takes 0.4 s: the epoch's report is still its steps' speed (it
+    read 6 images / 0.4 s before), the epoch's images over its seconds less the measurement's."""
+    measure = LookaheadAffinity.measure
+
+    def slow(self: LookaheadAffinity, *args: Any, **kwargs: Any) -> Any:
+        out = measure(self, *args, **kwargs)
+        t0 = time.perf_counter()
+        time.sleep(0.4)
+        self.seconds += time.perf_counter() - t0  # the sleep counted as measuring, as measure counts its own time
+        return out
+
+    monkeypatch.setattr(LookaheadAffinity, "measure", slow)
+    heard: list[Progress] = []
+    trainer = engine_trainer(au, tmp_path)
+    trainer.callbacks.insert(0, ProgressReporter("mine", heard.append))
+    measured: list[float] = []
+    seen = {"at": 0.0}
+
+    class _Measured(Callback):
+        def on_train_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
+            measured.append(trainer.measuring_seconds() - seen["at"])
+            seen["at"] = trainer.measuring_seconds()
+
+    trainer.callbacks.insert(0, _Measured())
+    trainer.fit()
+    ends = [p for p in heard if p.phase == "train" and p.step == p.steps]
+    assert len(ends) == len(trainer.epoch_speed) == len(measured) == 3
+    for p, (n, secs), aside in zip(ends, trainer.epoch_speed, measured, strict=True):
+        assert aside >= 0.4 and p.images_per_s is not None
+        assert p.images_per_s == pytest.approx(n / (secs - aside), rel=0.3)
+        assert p.images_per_s > 2 * n / secs  # the old rate, the measurement counted, is far below
+
+
+def _resume_report() -> Progress:
+    return Progress("AU-all", "resume", 1, 2, 0, 55)
+
+
+def test_the_plain_log_says_a_job_resumed() -> None:
+    buf = io.StringIO()
+    with PlainDisplay(Console(file=buf, width=80, force_terminal=False), 1) as display:
+        display.on_event("AU-all", "started", {"device": "in-process"})
+        display.on_progress(Progress("AU-all", "start", 0, 2, 0, 0, device="cpu (2 threads)"))
+        display.on_progress(_resume_report())
+    lines = [line.split("] ", 1)[1] for line in buf.getvalue().splitlines()]
+    assert lines == ["job 1/1: AU-all started on cpu (2 threads)", "AU-all resumed from epoch 1/2"]
+    buf = io.StringIO()
+    with PlainDisplay(Console(file=buf, width=80, force_terminal=False), 1, quiet=True) as display:
+        display.on_event("AU-all", "started", {})
+        display.on_progress(_resume_report())
+    assert buf.getvalue() == ""
+
+
+def test_a_terminal_says_a_job_resumed_above_the_bars_and_in_its_row() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, force_terminal=True, color_system=None)
+    with RichDisplay(console, 1) as display:
+        display.on_event("AU-all", "started", {"device": "cpu"})
+        display.on_progress(_resume_report())
+        (row,) = [t for t in display.progress.tasks if t.description.startswith("AU-all")]
+        assert row.completed == 55 and row.total == 110 and row.fields["info"] == "resumed from epoch 1/2"
+    assert "AU-all resumed from epoch 1/2" in buf.getvalue()
