@@ -106,11 +106,12 @@ def test_a_name_yaml_would_read_as_no_string_is_quoted(
     assert load_study(tmp_path / folder / "demo.yaml").name == folder
 
 
-def test_the_next_commands_paste_for_a_folder_with_a_leading_dash_and_a_taken_name_is_warned(
+def test_the_next_commands_paste_for_a_folder_with_a_leading_dash_and_a_taken_name_gets_a_free_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The printed commands work pasted: `./-dash/demo.yaml`, not an option. A DIR whose name's run store holds
-    another study of that name, run from another file (`demo` after `make demo`), is warned about at once."""
+    another study of that name, run from another file (`demo` after `make demo`), gets a name of its own (init
+    warned that `usagg run` would refuse, exited 0 and printed a `usagg run` to be refused)."""
     from tests.tiny_study import small_study
     from usagg.plan import plan
     from usagg.store import RunStore
@@ -127,7 +128,12 @@ def test_the_next_commands_paste_for_a_folder_with_a_leading_dash_and_a_taken_na
     store.add_spec_file((tmp_path / "shipped.yaml").resolve())
     code, text = run_cli(["init", "demo"], monkeypatch, capsys)
     said = " ".join(text.split())
-    assert code == 0 and "warning: `usagg run` would refuse this study now: the run store runs/demo holds" in said
+    assert code == 0 and "warning" not in said and load_study(tmp_path / "demo" / "demo.yaml").name == "demo_2"
+    assert (
+        "note: 'demo' is taken (the run store runs/demo holds a study of that name, run from shipped.yaml), so the "
+        "study is named 'demo_2'; edit `name:` in demo/demo.yaml to choose another"
+    ) in said
+    assert "  usagg run demo/demo.yaml\n" in text and "  usagg status runs/demo_2\n" in text
 
 
 def test_a_folder_name_with_nothing_to_keep_gives_a_named_fallback(

@@ -8,10 +8,13 @@ from collections.abc import Sequence
 
 #: A plain name (study, task, group): what may become part of a path or a job id; the spec's `Name` pattern.
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: `PLAIN_NAME` in words, as a message says it: ASCII said, since `é` is a letter to a user, not to the pattern.
+PLAIN_NAME_RULE = "ASCII letters, digits, '_', '.' and '-', starting with a letter or digit"
 
 
 def is_plain_name(value: object) -> bool:
-    """Whether `value` is a plain name: letters, digits, '_', '.', '-', starting with a letter or digit, <= 80 long."""
+    """Whether `value` is a plain name: ASCII letters, digits, '_', '.', '-', starting with a letter or digit, <= 80
+    long."""
     return isinstance(value, str) and len(value) <= 80 and bool(PLAIN_NAME.match(value))
 
 

@@ -269,7 +269,7 @@ def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_pa
         return re.sub(r"[^A-Za-z0-9_.-]", "_", csv_path.stem).lstrip("._-") or "results"
     if not is_plain_name(name):
         raise UsaggError(
-            f"{where}: the study name {str(name)[:80]!r} is not a plain name (letters, digits, '_', '.', '-', "
+            f"{where}: the study name {str(name)[:80]!r} is not a plain name (ASCII letters, digits, '_', '.', '-', "
             "starting with a letter or digit); output folders are made from it, so it must not be a path"
         )
     return str(name)

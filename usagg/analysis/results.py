@@ -185,7 +185,7 @@ def _parse_row(at: _Place, rec: dict[str, str], swept: Sequence[str] = ()) -> Ro
     study = text("study", required=False)
     if study and not is_plain_name(study):
         raise UsaggError(
-            f"{at.cell('study')}: expected a plain study name (letters, digits, '_', '.', '-'), "
+            f"{at.cell('study')}: expected a plain study name (ASCII letters, digits, '_', '.', '-'), "
             f"got {study[:80]!r}; output folders are made from it, so it must not be a path"
         )
     value = _float(at, "value", text("value", required=False), allow_empty=True)

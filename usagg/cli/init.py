@@ -10,6 +10,7 @@ is one source of truth: usagg/studies/.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 
 HELP = """Write a starting study spec DIR/<name>.yaml from a study shipped with usagg, and print what to run next.
 
-The study is named after DIR (its run store is runs/DIR), so it gets a run store of its own; where that store
-already holds another study of the name (DIR named demo after make demo), init warns that usagg run would refuse.
+The study is named after DIR (its run store is runs/DIR), so it gets a run store of its own: a DIR name of other
+characters than ASCII letters, digits, _ . - is made one (my study: my_study), and a name another study has (a run
+store of that name, as runs/demo after make demo, or a spec in DIR or beside it) gets _2, _3, ...; init says so.
 
 --from demo (default): the synthetic study, runs on a CPU in minutes with no data to download.
 --from known: the known-answer study, effects planted in synthetic data and declared in its expect: (5 seeds).
@@ -177,18 +179,17 @@ def init(
 ) -> None:
     from usagg.spec.load import load_study
 
-    name = study_name(folder)
-    target = write_study(source, folder, force, name or f"my_{source}")
+    made = study_name(folder)
+    wanted = made or f"my_{source}"
+    name, taken = own_name(source, folder, wanted)
+    target = write_study(source, folder, force, name)
     study = load_study(target)  # the packaged studies validate anywhere; this proves it for this copy
     spec = shown_path(target)
     store = shown_path(Path(study.output_root) / study.name)
     typer.echo(f"wrote {target}: the study {study.name!r} (from the packaged study {source!r})")
-    if name is None:
-        typer.echo(
-            f"note: nothing of the folder's name {Path(os.path.abspath(folder)).name!r} can name a study (letters, "
-            f"digits, _ . -, from a letter or digit), so the study is named {study.name!r}; edit `name:` in "
-            f"{spec} to choose another"
-        )
+    note = _name_note(Path(os.path.abspath(folder)).name, made, wanted, taken)
+    if note is not None:
+        typer.echo(f"note: {note}, so the study is named {study.name!r}; edit `name:` in {spec} to choose another")
     _warn_if_run_would_refuse(study, target)
     root = study.data.root
     steps = [f"usagg validate {spec}"]
@@ -206,6 +207,98 @@ def init(
         f"usagg report {store}",
     ]
     typer.echo("next:\n" + "\n".join(f"  {s}" for s in steps))
+
+
+#: How many spec files `own_name` reads at most in DIR and the folders beside it (a DIR in a crowded folder).
+NEARBY_SPECS = 200
+#: How many entries of one folder `own_name` lists at most.
+NEARBY_ENTRIES = 2000
+
+
+def own_name(source: str, folder: Path, wanted: str) -> tuple[str, str | None]:
+    """The name for the packaged study `source` written to `folder`: `wanted`, else the first of wanted_2,
+    wanted_3, ... that is free; and why `wanted` was not (None when it is free). A name is taken by a run store of
+    it the new spec did not run into (where `usagg run` puts or finds it) and by another study spec in DIR or a
+    folder beside it (`usagg init "my study"` beside my_study/): two studies of one name share a run store, and
+    `usagg run` refuses the second, so the README's "its own run store" would not hold."""
+    if source not in packaged_studies():  # `write_study` says so
+        return wanted, None
+    root = str(parse_packaged(source).get("output_root", "runs"))
+    target = folder / f"{source}.yaml"
+    nearby = _nearby_names(folder, target)
+    why = _taken(target, root, wanted, nearby)
+    if why is None:
+        return wanted, None
+    for n in itertools.count(2):
+        name = f"{wanted[: NAME_MAX - len(str(n)) - 1]}_{n}"
+        if _taken(target, root, name, nearby) is None:
+            return name, why
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def parse_packaged(source: str) -> dict[str, object]:
+    """The packaged study `source` as YAML."""
+    from usagg.spec.load import read_yaml
+
+    return read_yaml(PACKAGED_STUDIES / f"{source}.yaml")
+
+
+def _taken(target: Path, root: str, name: str, nearby: dict[str, Path]) -> str | None:
+    """Why `name` is no name of its own for the study written to `target`, in words; None when it is free."""
+    from usagg.cli.stores import store_of
+
+    store = store_of(target, root, name)
+    if store.exists and not store.bound:
+        ran = "" if store.ran_from is None else f", run from {store.ran_from}"
+        return f"the run store {store.path} holds a study of that name{ran}"
+    return None if name not in nearby else f"{nearby[name]} names a study so"
+
+
+def _nearby_names(folder: Path, target: Path) -> dict[str, Path]:
+    """The study names of the spec files in `folder` and the folders beside it (not `target`), each with the
+    first spec naming it, as the user wrote `folder`. A YAML file is a study spec here where it has a string
+    `name` and a `data` mapping (a conda environment.yml has a name, no data)."""
+    from usagg.cli.stores import shown_like
+    from usagg.spec.load import read_yaml
+
+    absolute = Path(os.path.abspath(folder))
+    folders = [absolute, *sorted(p for p in _entries(absolute.parent) if p.is_dir() and p != absolute)]
+    files = [f for d in folders for f in sorted(_entries(d)) if f.suffix in (".yaml", ".yml")]
+    names: dict[str, Path] = {}
+    for file in files[:NEARBY_SPECS]:
+        if file == Path(os.path.abspath(target)):
+            continue
+        try:
+            raw = read_yaml(file)
+        except UsaggError:
+            continue
+        if isinstance(raw.get("name"), str) and isinstance(raw.get("data"), dict):
+            names.setdefault(raw["name"], shown_like(folder, file))
+    return names
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of `folder`, the first `NEARBY_ENTRIES` listed (a folder of images beside DIR holds no spec);
+    none for a folder that is missing or cannot be read."""
+    try:
+        return list(itertools.islice(folder.iterdir(), NEARBY_ENTRIES))
+    except OSError:
+        return []
+
+
+def _name_note(folder_name: str, made: str | None, wanted: str, taken: str | None) -> str | None:
+    """Why the study is not named DIR, in words (the note then names the study): nothing or not all of DIR's name
+    can name a study (`étude_é` is `etude_e`), or that name is taken (`own_name`); None where it is DIR's."""
+    from usagg.names import PLAIN_NAME_RULE
+
+    said = []
+    if made is None:
+        said.append(f"nothing of the folder's name {folder_name!r} can name a study ({PLAIN_NAME_RULE})")
+    elif made != folder_name:
+        said.append(f"the folder's name {folder_name!r} is no study name ({PLAIN_NAME_RULE})")
+    if taken is not None:
+        said.append(f"{wanted!r} is taken ({taken})")
+    return " and ".join(said) or None
 
 
 def _warn_if_run_would_refuse(study: Study, target: Path) -> None:

@@ -64,7 +64,12 @@ def registry(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (a list of objects per registry)."),
 ) -> None:
     if kind is not None and kind not in KINDS:
-        raise UsaggError(f"usagg registry {kind!r}: choose one of {', '.join(KINDS)} (or nothing for all of them)")
+        from usagg.names import suggest
+
+        raise UsaggError(
+            f"usagg registry {kind!r}{suggest(kind, KINDS)}: choose one of {', '.join(KINDS)} (or nothing for all "
+            "of them)"
+        )
     kinds = [kind] if kind else list(KINDS)
     from usagg.registry import load_plugins
 

@@ -218,7 +218,7 @@ def read_groups(path: Path, task_ids: Sequence[str]) -> dict[str, str]:
     for group, ids in raw.items():
         if not is_plain_name(str(group)):
             raise UsaggError(
-                f"{path}: group {str(group)!r} is not a name a study can give a group (letters, digits, "
+                f"{path}: group {str(group)!r} is not a name a study can give a group (ASCII letters, digits, "
                 "'_', '.', '-', starting with a letter or digit, at most 80 characters): rename it"
             )
         for tid in ids:

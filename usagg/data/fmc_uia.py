@@ -310,7 +310,7 @@ def _task_row(r: _CsvRow, root: Path, types: dict[str, Any], scan: SplitScan) ->
     if not is_plain_name(task_id):
         return problem(
             "bad_task_id",
-            f"task_id {task_id!r} is not a name a study can give a task (letters, digits, '_', '.', '-', "
+            f"task_id {task_id!r} is not a name a study can give a task (ASCII letters, digits, '_', '.', '-', "
             "starting with a letter or digit, at most 80 characters), so no spec could name this task: "
             "rename it in the CSVs",
         )

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from usagg import __version__
 from usagg.errors import SpecError
-from usagg.names import suggest
+from usagg.names import PLAIN_NAME_RULE, suggest
 from usagg.registry import load_plugins
 from usagg.spec.models import CatalogRef, Study, TaskSpec
 from usagg.spec.typewalk import container
@@ -277,8 +277,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 #: What each spec pattern means, said instead of the regular expression.
 PATTERN_MEANING = {
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "expected a name: letters, digits, '_', '.' and '-', "
-    "starting with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": f"expected a name: {PLAIN_NAME_RULE}",
     r"^[A-Za-z0-9_.+@%:,-]+$": "expected a Slurm name: letters, digits and _ . + @ % : , - (no spaces, quotes, "
     "newlines or shell characters)",
     r"^[A-Za-z0-9_.+@%:,=/ -]*$": "expected an sbatch value: letters, digits, spaces and _ . + @ % : , = / - "
