@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_cli
 from rich.console import Console
 from test_engine_trainer import _trainer as engine_trainer
 
@@ -17,11 +18,13 @@ from tests.tiny_study import THYROID_PAIR, write_tiny_study
 from usagg.cli.display import PlainDisplay, RichDisplay
 from usagg.engine.affinity import LookaheadAffinity
 from usagg.engine.callbacks import BatchEnd, Callback, ProgressReporter
+from usagg.engine.checkpointing import Checkpointing
 from usagg.engine.job import run_job
 from usagg.engine.progress import Progress
 from usagg.engine.trainer import Trainer, _trained
 from usagg.plan import Job, plan
 from usagg.spec.load import load_study
+from usagg.store import RunStore
 
 pytestmark = pytest.mark.slow  # trains real tiny jobs
 
@@ -170,3 +173,30 @@ def test_a_terminal_says_a_job_resumed_above_the_bars_and_in_its_row() -> None:
         (row,) = [t for t in display.progress.tasks if t.description.startswith("AU-all")]
         assert row.completed == 55 and row.total == 110 and row.fields["info"] == "resumed from epoch 1/2"
     assert "AU-all resumed from epoch 1/2" in buf.getvalue()
+
+
+def test_usagg_run_says_a_job_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C once epoch 1's last.pt is written, then the same `usagg run` (off a terminal: the plain lines)."""
+    study = write_tiny_study(
+        tmp_path / "study.yaml", "tiny", tmp_path / "data", epochs=2, steps=2, execution={"devices": "cpu"}
+    )
+    (job,) = [j for j in plan(load_study(study)) if j.task_ids == ["thyroid_malignancy"]]
+    save_last = Checkpointing.save_last
+
+    def then_ctrl_c(self: Checkpointing, trainer: Trainer) -> None:
+        save_last(self, trainer)
+        self.wait()
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(Checkpointing, "save_last", then_ctrl_c)
+        code, _ = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
+    assert code == 130
+    code, out = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
+    assert code == 0 and RunStore(tmp_path / "runs" / "tiny").job_state(job.id) == "done", out
+    lines = out.splitlines()
+    started = next(i for i, line in enumerate(lines) if f"{job.id} started" in line)
+    assert lines[started + 1].endswith(f"{job.id} resumed from epoch 1/2")

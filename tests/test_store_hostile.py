@@ -362,3 +362,13 @@ def test_a_history_cell_that_is_no_finite_number_is_damage_repair_mends(
     code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
     assert code == 0 and "history.csv" in out, out
     assert history_damage(path) is None
+
+
+def test_status_says_a_done_jobs_duration_is_its_last_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user read a resumed AU job's 15 s as its training time: duration_s is the last attempt's."""
+    store, job = _store(tmp_path)
+    _write_record(store, job, attempts=2, duration_s=15.0)
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "15.0s" in out and "last of 2 attempts" in out, out

@@ -146,8 +146,14 @@ class TrainingRecord(_Record):
 class Throughput(_Record):
     """Speed of the job (metrics.json `throughput`): the one section that is not reproducible."""
 
-    train_images_per_s: float | None = Field(None, description="training images per second")
-    train_seconds: float | None = Field(None, description="seconds spent training (affinity measurement included)")
+    train_images_per_s: float | None = Field(
+        None, description="training images per second, over every epoch of the job (a resumed one's attempts too)"
+    )
+    train_seconds: float | None = Field(
+        None,
+        description="seconds spent training, every epoch of the job across resumed attempts (each epoch counted "
+        "once, from the attempt that finished it; affinity measurement included)",
+    )
     later_images_per_s: float | None = Field(
         None,
         description="training images per second after this run's first epoch, which holds the warm-up (first "
@@ -158,7 +164,7 @@ class Throughput(_Record):
     selection_seconds: float | None = Field(
         None,
         description="seconds scoring the selection split after the epochs, kept weights aside (this run of the job: "
-        "since it resumed, like train_seconds)",
+        "since it resumed)",
     )
     keep_seconds: float | None = Field(
         None,

@@ -144,6 +144,9 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
         state = store.display_state(jid)
         detail = _primary_text(store, jid) if state == "done" else ""
         duration = duration_text(record.get("duration_s"))
+        attempts = record.get("attempts")
+        if duration and state == "done" and isinstance(attempts, int) and attempts > 1:  # duration_s: the last one's
+            duration += f"\n[dim]last of {attempts} attempts[/]"
         if state == "failed" and record.get("error"):
             line = escape(printable(_error_line(store, jid, record["error"])))
             path = store.paths(jid).error
