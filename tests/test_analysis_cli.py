@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.cli_run import run_cli
+from usagg.analysis.report import PLOT_MANIFEST
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.cli.app import app
 
@@ -106,7 +107,8 @@ def test_a_study_with_only_its_baseline_says_there_is_no_delta_and_draws_no_empt
         reported = usagg("report", str(run), "--out", str(tmp_path / "rep"), cwd=tmp_path)
     assert compared.returncode == plotted.returncode == reported.returncode == 0
     assert said in compared.stderr and said in plotted.stderr  # `stderr`: everything the command printed
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["fig2_absolute.png", "fig_curves.png"]
+    drawn = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert drawn == [PLOT_MANIFEST, "fig2_absolute.png", "fig_curves.png"]  # and the list of what plot drew
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     summary = md.split("Contents:")[0]
     assert said in summary and "tests, slopes and splits" not in summary
@@ -119,7 +121,7 @@ def test_plot_and_report_write_every_output(small_run: Path, tmp_path: Path) -> 
     run_dir = small_run
     res = CliRunner().invoke(app, ["plot", str(run_dir), "--out", str(tmp_path / "figs"), "--format", "svg"])
     assert res.exit_code == 0, res.output
-    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir() if p.name != PLOT_MANIFEST)
     assert names == sorted(
         f"{n}.svg"
         for n in (
