@@ -319,7 +319,8 @@ class MlflowTracker(_Guarded):
 
     def _artifacts(self, paths: JobPaths) -> None:
         """metrics.json and the predictions folder; the tested weights only when asked (a model's weights may be
-        large): best.pt, or last.pt where the job selects its last epoch and writes no best.pt."""
+        large): best.pt (the last epoch's under selection: last, usagg/engine/runner.py `_tested_weights`), or the
+        last.pt of a job done before usagg wrote one there."""
         if paths.metrics.is_file():
             self.client.log_artifact(self.run_id, str(paths.metrics))
         if paths.predictions.is_dir():

@@ -866,8 +866,8 @@ class TrackingSpec(Strict):
     mlflow_checkpoints: Annotated[bool, NOT_IN_HASH] = Field(
         False,
         description="Also log each done job's tested weights to its MLflow run (metrics.json and the predictions "
-        "always go): best.pt, the selected weights, as large as the trained model; under `training.selection: last` "
-        "(no best.pt) last.pt, which also holds the optimiser's state.",
+        "always go): best.pt, the selected weights (under `training.selection: last`, the last epoch's), as large as "
+        "the trainable part of the model.",
     )
 
     @model_validator(mode="after")
