@@ -69,3 +69,20 @@ def test_the_intervals_table_needs_the_statistics_so_it_is_checked_again_after_t
     check_table(inp, "uncertainty")
     with pytest.raises(UsaggError, match=r"--table 'uncertainty' is not a table of this study"):
         named_table(analyse(inp), "uncertainty")
+
+
+def test_a_note_repeated_under_later_tables_is_said_once_in_compares_text() -> None:
+    """A new user's `compare` printed the one-task-group note under nearly every table (412 lines for the demo):
+    the first table says it whole, later ones its subject and "(see above)"; LaTeX and CSV keep every note."""
+    from usagg.analysis.tables import Table, said_once
+
+    note = "CG: 1 task alone in its clinical group left out of every CG aggregate and test (heart): a long reason."
+    first = Table("a", "A", ["x"], [[1]], ["A's own note.", note])
+    second = Table("b", "B", ["x"], [[2]], [note, "B's own note."])
+    a, b = said_once([first, second])
+    assert a.notes == first.notes
+    assert b.notes == [
+        "CG: 1 task alone in its clinical group left out of every CG aggregate and test (heart) (see above).",
+        "B's own note.",
+    ]
+    assert second.notes[0] == note  # the tables themselves (their CSV and LaTeX files) keep it whole

@@ -48,6 +48,7 @@ from usagg.analysis.tables import (
     exclusion_notes,
     frac_label,
     negative_table,
+    note_subject,
     recovery_line,
     scale_disagreements,
     stability_line,
@@ -341,15 +342,7 @@ def _said_once(t: Table, headline: set[str]) -> Table:
     """`t` with each note the headline said (the exclusion and collapse notes, repeated under every table they apply
     to) shortened to its subject and a reference to the headline. The CSV and LaTeX tables keep them whole: each of
     those files stands alone."""
-    notes = []
-    for note in t.notes:
-        if note in headline:
-            parts = note.split(": ")
-            subject = ": ".join(parts[:2]) if len(parts) > 2 else note.split(". ")[0]
-            notes.append(f"{subject.rstrip('.')} (see {HEADLINE}).")
-        else:
-            notes.append(note)
-    return replace(t, notes=notes)
+    return replace(t, notes=[f"{note_subject(n)} (see {HEADLINE})." if n in headline else n for n in t.notes])
 
 
 def _manifest_files(folder: Path, name: str = MANIFEST) -> list[str] | None:

@@ -29,6 +29,7 @@ from usagg.analysis.tables import (
     group_table,
     na_table,
     negative_table,
+    said_once,
     scales_table,
     split_table,
     stats_table,
@@ -207,7 +208,8 @@ def compare_output(a: Analysis, fmt: str, table: str = "delta") -> str:
     if fmt == "json":
         return _json_output(a)
     sep = "\n" if fmt != "latex" else "\n% ----\n"
-    return sep.join(render(t, fmt) for t in all_tables(a))
+    tables = all_tables(a)
+    return sep.join(render(t, fmt) for t in (tables if fmt == "latex" else said_once(tables)))
 
 
 #: The tables `usagg compare` makes itself (usagg/cli/analysis.py), not from summary's: the selection gap (from the

@@ -7,7 +7,7 @@ Markdown, LaTeX and HTML renderers (render.py) format them the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from usagg.analysis.cluster_inference import MEAN_DELTA
@@ -72,6 +72,25 @@ class Table:
     def __post_init__(self) -> None:
         if self.keys and len(self.keys) != len(self.columns):
             raise ValueError(f"table {self.name}: {len(self.keys)} keys for {len(self.columns)} columns")
+
+
+def note_subject(note: str) -> str:
+    """What a long note is about, for a later mention of it: its first two "a: b" parts, else its first sentence."""
+    parts = note.split(": ")
+    return (": ".join(parts[:2]) if len(parts) > 2 else note.split(". ")[0]).rstrip(".")
+
+
+def said_once(tables: list[Table]) -> list[Table]:
+    """`tables` with a note that an earlier table already gave (the exclusion and collapse notes repeat under every
+    table they apply to) cut to its subject and "(see above)": what a terminal shows once. CSV and LaTeX tables
+    keep their notes whole, each file standing alone."""
+    seen: set[str] = set()
+    out = []
+    for t in tables:
+        notes = [f"{note_subject(n)} (see above)." if n in seen else n for n in t.notes]
+        seen.update(t.notes)
+        out.append(replace(t, notes=notes))
+    return out
 
 
 def fmt_metric(v: float, ref: float | None = None) -> str:
