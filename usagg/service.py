@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from usagg.affinity import Affinity
     from usagg.data.check import CheckProgress, CheckReport
     from usagg.data.fmc_uia import Problem
+    from usagg.data.splits import TaskRows
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn, Executor, JobFn
     from usagg.plan import EvidenceFor, Job, Waiting
@@ -511,9 +512,12 @@ def data_not_checkable(study: Study) -> str | None:
     return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
 
 
-def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> tuple[CheckReport, list[Problem]]:
-    """Check the dataset the study's jobs will read (generating the synthetic one on first use); returns the report
-    and the problems of tasks the study does not train (warnings).
+def check_study_data(
+    study: Study, on_progress: CheckProgress | None = None
+) -> tuple[CheckReport, list[Problem], TaskRows]:
+    """Check the dataset the study's jobs will read (generating the synthetic one on first use); returns the report,
+    the problems of tasks the study does not train (warnings) and the study's rows (read once: the split sizes and
+    `StudyRun.check_done_data` read them).
 
     Problems of the study's tasks, and dataset-wide ones, raise DataProblems (exit 1); a missing
     data root a DataError (exit 2); fractions that leave a task too few images a UsaggError.
@@ -545,8 +549,7 @@ def check_study_data(study: Study, on_progress: CheckProgress | None = None) -> 
     warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
     if blocking:
         raise DataProblems(report, blocking)
-    _check_split_sizes(study, root)
-    return report, warnings
+    return report, warnings, _check_split_sizes(study, root)
 
 
 def _fingerprint(entry: object) -> bool:
@@ -579,9 +582,10 @@ def changed_data_text(
     )
 
 
-def _check_split_sizes(study: Study, root: Path) -> None:
+def _check_split_sizes(study: Study, root: Path) -> TaskRows:
     """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
-    train: batch statistics need two), and one selection image when a selection split is asked for."""
+    train: batch statistics need two), and one selection image when a selection split is asked for; the rows
+    read."""
     from usagg.data.splits import make_splits, read_rows
 
     short = []
@@ -600,6 +604,7 @@ def _check_split_sizes(study: Study, root: Path) -> None:
             + f". Every task needs at least {MIN_TRAIN} training images; raise the fractions or lower "
             "data.selection_fraction (0 turns selection off)."
         )
+    return rows
 
 
 @dataclass
@@ -922,11 +927,11 @@ class StudyRun:
         every subset study).
         """
         check_model_weights(self.study)
-        report, self.data_warnings = check_study_data(self.study, on_progress)
-        self.check_done_data(report.root)
+        report, self.data_warnings, rows = check_study_data(self.study, on_progress)
+        self.check_done_data(report.root, rows)
         return report
 
-    def check_done_data(self, root: Path) -> None:
+    def check_done_data(self, root: Path, rows: TaskRows | None = None) -> None:
         """UsaggError before anything is written where done jobs of this plan read other rows than the data at
         `root` holds now (the fingerprints their splits.json recorded, usagg/data/splits.py `rows_fingerprints`):
         a study pointed at a corrected or larger copy of its data would otherwise keep the old results as done
@@ -947,7 +952,8 @@ class StudyRun:
                 recorded[job.id] = {t: e["rows"] for t, e in record.items() if _fingerprint(e)}
         if not any(recorded.values()):
             return
-        now = rows_fingerprints(read_rows(self.study.data, root, self.study.tasks), root, self.study.tasks)
+        rows = rows if rows is not None else read_rows(self.study.data, root, self.study.tasks)
+        now = rows_fingerprints(rows, root, self.study.tasks)
         changed: dict[str, Any] = {}  # task -> the rows a job recorded
         jobs = []
         for jid, prints in recorded.items():

@@ -24,6 +24,7 @@ from usagg.safepath import printable
 from usagg.wording import counted
 
 if TYPE_CHECKING:
+    from usagg.data.splits import TaskRows
     from usagg.plan import Job
     from usagg.spec.models import Study
 
@@ -87,7 +88,7 @@ def validate(
     _check_weights(s)
     checked_data = _check_data_tasks(s)
     out = line_console(highlight=False)
-    data_line, data_root = _run_data_check(s, out, skip=no_data_check)
+    data_line, checked = _run_data_check(s, out, skip=no_data_check)
     # paths the user gave, escaped: `runs[v2]` is no markup tag, `out[/]x` no markup error
     spec, store = (escape(printable(str(p))) for p in (study, Path(s.output_root) / s.name))
     out.print(f"[green]ok[/]: {spec} is a valid study [bold]{escape(s.name)}[/] (run store {store})")
@@ -127,8 +128,8 @@ def validate(
         out.print(f"weights: {escape(printable(str(s.model.weights)))} fits {escape(s.model.backbone)}")
     try:  # the run store as `usagg run` reads it first (prepare changes nothing): refused, a warning here
         run = StudyRun.prepare(s, spec_file=study)
-        if data_root is not None:  # done jobs that read other rows than the data checked
-            run.check_done_data(data_root)
+        if checked is not None:  # done jobs that read other rows than the data checked
+            run.check_done_data(*checked)
     except UsaggError as err:
         out.print(f"[yellow]warning[/]: `usagg run` would refuse this study now: {escape(printable(str(err)))}")
 
@@ -158,10 +159,10 @@ def _missing(folder: Path) -> str:
     return f"is {_file_kind(mode)}, not a folder"
 
 
-def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, Path | None]:
+def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, tuple[Path, TaskRows] | None]:
     """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
     study's tasks are listed and exit 1, as `run` exits. Returns the line to print (the result, or why the data
-    was not checked) and the dataset root checked (None when it was not)."""
+    was not checked) and the dataset root checked with its rows (None when it was not)."""
     from usagg.service import DataProblems, check_study_data, data_not_checkable
 
     if skip:
@@ -178,7 +179,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, Path | 
 
     try:
         with data_check_spinner() as on_progress:
-            report, warnings = check_study_data(s, on_progress)
+            report, warnings, rows = check_study_data(s, on_progress)
     except DataProblems as err:
         print_data_problems(out, err)
         raise typer.Exit(1) from None
@@ -189,7 +190,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, Path | 
         f"({len(s.tasks)} of {counted(len(report.tasks), 'task')} checked as `usagg run` checks them)"
         + (f"; {unchanged_text(report)}" if report.kept else "")
     )
-    return line, report.root
+    return line, (report.root, rows)
 
 
 def _check_data_tasks(s: Study) -> str:
