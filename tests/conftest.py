@@ -116,3 +116,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in cuda:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def dinov3_test_weights(tmp_path: Path) -> Path:
+    """A randomly initialised dinov3_test checkpoint under the official DINOv3 key names (seed 0): it fits
+    dinov3_test and is of the wrong size for every other backbone."""
+    import torch
+
+    from usagg.model.backbones import create_vit
+    from usagg.model.weights import to_official_state_dict
+
+    torch.manual_seed(0)
+    path = tmp_path / "dinov3_test_pretrain.pth"
+    torch.save(to_official_state_dict(create_vit("dinov3_test")), path)
+    return path

@@ -31,12 +31,9 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def good(tmp_path: Path) -> Path:
-    """A randomly initialised dinov3_test checkpoint under the official DINOv3 key names."""
-    torch.manual_seed(0)
-    path = tmp_path / "dinov3_test_pretrain.pth"
-    torch.save(to_official_state_dict(create_vit("dinov3_test")), path)
-    return path
+def good(dinov3_test_weights: Path) -> Path:
+    """A randomly initialised dinov3_test checkpoint under the official DINOv3 key names (tests/conftest.py)."""
+    return dinov3_test_weights
 
 
 def test_the_backbone_it_fits_is_found_among_all_with_the_sha256(

@@ -15,7 +15,7 @@ from tests.cli_run import error_paragraph, run_cli
 from tests.tiny_study import write_tiny_study
 from usagg.errors import UsaggError
 from usagg.model.backbones import create_vit
-from usagg.model.weights import foreign_format, read_checkpoint, to_official_state_dict
+from usagg.model.weights import foreign_format, read_checkpoint
 from usagg.model.weights_check import check_weights
 from usagg.model.zoo import BACKBONES
 
@@ -76,12 +76,9 @@ def dinov2_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def test_sized(tmp_path: Path) -> Path:
+def test_sized(dinov3_test_weights: Path) -> Path:
     """A good dinov3_test checkpoint under the official key names: of the wrong size for every other backbone."""
-    torch.manual_seed(0)
-    path = tmp_path / "dinov3_test_pretrain.pth"
-    torch.save(to_official_state_dict(create_vit("dinov3_test")), path)
-    return path
+    return dinov3_test_weights
 
 
 # --------------------------------------------------------------------------- Hugging Face transformers DINOv3
