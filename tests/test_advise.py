@@ -22,6 +22,7 @@ from usagg.analysis.advise import (
     advice_table,
     advise,
     advise_input,
+    decide,
     ridge_predict,
 )
 from usagg.analysis.delta import compare
@@ -29,6 +30,7 @@ from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.summary import Analysis
+from usagg.analysis.uncertainty import seed_interval
 from usagg.store import RunStore
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
@@ -609,3 +611,18 @@ def test_a_decided_gain_is_advised_though_another_measured_higher_undecided(tmp_
     lo, hi = row.intervals["AU"] or (0.0, 0.0)
     assert (row.advised, row.decided_by) == ("CG", "measurement") and lo < 0 < hi
     assert row.evidence.startswith("ΔCG +10.0 [") and row.evidence.endswith("; AU measured higher, undecided")
+
+
+def test_the_test_sets_variance_never_narrows_a_tasks_own_interval(tmp_path: Path) -> None:
+    """Two seeds put the seeds' t on 1-2 df; the test set's variance, known without error, raises Welch's df, and
+    with it the t interval could come out narrower than the seeds' own: the interval decided on spans both."""
+    deltas = {"TS": {t: 0.0 for t in "abcd"}, "CG": {"a": 30.0, "b": 5.0, "c": -5.0, "d": 0.0}}
+    write_results(_seeded_rows(deltas, dict.fromkeys("abcd", 0.05), seeds=2), tmp_path / "r.csv")
+    comp = compare(load_input(None, tmp_path / "r.csv"))
+    seeds = seed_interval(comp, 1.0, "a", "CG", 0.95)
+    assert seeds is not None and seeds.ci is not None
+    half = (seeds.ci[1] - seeds.ci[0]) / 2
+    added = seed_interval(comp, 1.0, "a", "CG", 0.95, (half / 20) ** 2)
+    assert added is not None and added.ci is not None and added.ci[1] - added.ci[0] < 2 * half  # the df effect
+    decision = decide(comp, 1.0, "a", ["CG"], 0.95, {"CG": (half / 20) ** 2})
+    assert decision.intervals["CG"] == pytest.approx(seeds.ci, rel=1e-12)

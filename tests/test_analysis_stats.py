@@ -16,7 +16,7 @@ from scipy import stats as ss
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats, wild_cluster_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.mixed import BOUNDARY, NOT_ESTIMABLE, SLOPE, interaction_model
+from usagg.analysis.mixed import BOUNDARY, INDEFINITE, SLOPE, interaction_model
 from usagg.analysis.results import write_results
 from usagg.analysis.simulate import load_tasks, simulate_rows
 from usagg.analysis.stats import (
@@ -261,12 +261,14 @@ def _broken_covariance(monkeypatch: pytest.MonkeyPatch, change) -> list[tuple[fl
     return seen
 
 
-def test_a_contrast_without_a_variance_has_no_p_or_ci_and_no_holm_place(
+def test_a_fit_without_a_positive_definite_covariance_has_no_p_or_ci_and_no_holm_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The interaction's variance var_CG + var_AU − 2·cov is negative when cov exceeds both variances: no standard
     error, so no p (not p = 0 from est/0), no CI, out of the Holm family, 'not estimable' in the table and the
-    headline, and no RuntimeWarning from a square root of a negative number. The slopes keep theirs."""
+    headline, and no RuntimeWarning from a square root of a negative number. The slopes, whose variances stay
+    positive, lose theirs too: they are read off the same matrix, which has a negative eigenvalue (an ill-defined
+    optimum; the demo's TSM slope had p 0.02 from such a fit)."""
     import warnings
 
     from usagg.analysis.report import write_report
@@ -285,20 +287,33 @@ def test_a_contrast_without_a_variance_has_no_p_or_ci_and_no_holm_place(
     cg, au, inter = by["CG"], by["AU"], by["AU-CG"]
     assert inter.value == pytest.approx(au.value - cg.value, abs=1e-6)  # the estimate stands, its spread does not
     assert (inter.p, inter.ci, inter.p_holm) == (None, None, None)
-    var = -sum(seen[-1])  # var_CG + var_AU − 2·(var_CG + var_AU)
-    assert inter.note.startswith(NOT_ESTIMABLE.format(var=var)) and var < 0
-    assert cg.p is not None and cg.ci is not None and au.p_holm is not None
+    var_cg, var_au = seen[-1]
+    block = np.linalg.eigvalsh([[var_cg, var_cg + var_au], [var_cg + var_au, var_au]]).min()
+    found = re.search(r"smallest eigenvalue (\S+)\)", inter.note)
+    assert inter.note.startswith(INDEFINITE.split(" (smallest")[0]) and found is not None
+    assert float(found.group(1)) <= block * (1 - 1e-3) < 0  # interlacing: at most the slopes' block's smallest
+    for slope in (cg, au):
+        assert slope.value is not None and (slope.p, slope.ci, slope.p_holm) == (None, None, None)
+        assert slope.note.startswith("CI and p not estimable")
     tested = [s for s in a.stats if s.p is not None]
-    assert len(tested) == 2 * 2 + 1 + 2  # as below, less the interaction
+    assert len(tested) == 5  # the tests outside the mixed model: its slopes and interaction have no p
     assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
     table = stats_table(a.stats, a.comp)
     (row,) = [r for r in table.rows if r[0] == "AU-CG" and str(r[2]).startswith("mixed model")]
     assert row[4] == inter.note and row[5] == "—"
-    assert "Holm step-down adjustment over all 7 p-values" in " ".join(table.notes)
+    assert "Holm step-down adjustment over all 5 p-values" in " ".join(table.notes)
     write_report(a, tmp_path / "rep", render=lambda *_: [])
     md = (tmp_path / "rep" / "report.md").read_text()
-    (line,) = [ln for ln in md.splitlines() if "**Interaction**" in ln]
-    assert line == f"- **Interaction** (slope AU − slope CG): {inter.note}."
+    # the fit's note said once, not beside each of its estimates; they keep their values, marked as without a CI
+    assert [ln for ln in md.splitlines() if inter.note in ln and ln.startswith("- ")] == [
+        f"- **Mixed model**: {inter.note}."
+    ]
+    (line,) = [ln for ln in md.splitlines() if "**Interactions**" in ln]
+    assert line == (
+        "- **Interactions** (slope differences, pp per tenfold n_train; no CI or p: see Mixed model): "
+        f"AU − CG {inter.value:+.1f}."
+    )
+    assert f"mixed-model slope {cg.value:+.1f} pp per tenfold n_train (no CI or p: see Mixed model)." in md
     assert not re.search(r"\bnan\b|p = 0(?![.\d])", md)  # no "CI +nan to +nan, p = 0" anywhere
 
 
@@ -312,7 +327,7 @@ def test_a_slope_without_a_variance_has_no_p_even_one_sided(tmp_path: Path, monk
     stats = {s.paradigm: s for s in interaction_model(_fixture_comparison(tmp_path), 1.0, {"scale": {"CG": "greater"}})}
     assert (stats["CG"].p, stats["CG"].ci) == (None, None) and stats["CG"].value is not None
     assert stats["CG"].note.startswith("CI and p not estimable") and "one-sided" in stats["CG"].method
-    assert stats["AU"].p is not None and stats["AU"].ci is not None
+    assert (stats["AU"].p, stats["AU"].ci) == (None, None)  # the same matrix, a negative eigenvalue
 
 
 @pytest.mark.parametrize("var", [math.nan, 0.0, -4.0])
@@ -327,7 +342,7 @@ def test_contrast_needs_a_finite_positive_variance(var: float) -> None:
             fe_params=pd.Series([2.0, 1.0]), cov_params=lambda: cov, model=SimpleNamespace(n_groups=5)
         )
 
-    assert _contrast(fit(var), {0: 1.0}) == (2.0, None, None, NOT_ESTIMABLE.format(var=var))
+    assert _contrast(fit(var), {0: 1.0}) == (2.0, None, None, INDEFINITE.format(low=var))
     est, p, ci, why = _contrast(fit(4.0), {0: 1.0})  # se 2: t = 1 on 4 df
     half = ss.t.ppf(0.975, 4) * 2.0
     assert (est, p, ci, why) == (2.0, pytest.approx(2 * ss.t.sf(1.0, 4)), pytest.approx((2.0 - half, 2.0 + half)), "")

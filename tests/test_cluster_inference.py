@@ -152,3 +152,16 @@ def test_a_mean_exactly_at_the_null_is_no_evidence_against_it_even_when_clusters
     at_null = wild_cluster_mean(y, clusters, resamples=200, seed=0, null=2.0)
     assert at_null.mean == 2.0 and at_null.p == 1.0
     assert wild_cluster_mean(y, clusters, resamples=200, seed=0, null=0.0).p < 0.5  # away from it: rejected
+
+
+def test_with_resamples_enough_for_every_draw_p_and_interval_are_exact_and_seed_free() -> None:
+    """4 clusters have 6^4 = 1,296 draws: with 2,000 resamples every one is used once, so p equals the brute-force
+    enumeration to rounding and neither p nor the interval moves with the seed (random draws moved the demo's AUD
+    p across 0.05)."""
+    y = [1.2, 0.4, 2.5, -0.3, 1.9, 0.8, 3.1]
+    clusters = ["a", "a", "b", "c", "c", "c", "d"]
+    a, b = (wild_cluster_mean(y, clusters, resamples=2_000, seed=s) for s in (0, 7))
+    assert a.p == pytest.approx(_brute_force_p(y, clusters, 0.0), abs=1e-12)
+    assert (a.p, a.ci) == (b.p, b.ci)
+    few = [wild_cluster_mean(y, clusters, resamples=1_000, seed=s).p for s in (0, 7)]
+    assert few[0] != few[1]  # fewer resamples than draws: a random sample of them, as before

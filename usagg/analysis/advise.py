@@ -56,8 +56,8 @@ from usagg.analysis.inputs import AnalysisInput, paradigm_groups
 from usagg.analysis.results import ResultsTable
 from usagg.analysis.scales import FORMULAS, UNITS
 from usagg.analysis.stats import Stat
-from usagg.analysis.tables import Cellv, Table, frac_label, ordered_tasks
-from usagg.analysis.uncertainty import seed_interval, test_set_variances
+from usagg.analysis.tables import Cellv, Table, ci_end, frac_label, ordered_tasks
+from usagg.analysis.uncertainty import seed_interval, test_set_variances, widest
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_bounds
@@ -582,19 +582,13 @@ def _not_best(r: AdviceRow) -> str:
 
 def _interval_text(ci: tuple[float, float] | None) -> str:
     """An interval of the advice's level in words ('no interval' without one)."""
-    return "no interval" if ci is None else f"[{_end(ci[0])}, {_end(ci[1])}]"
+    return "no interval" if ci is None else f"[{ci_end(ci[0])}, {ci_end(ci[1])}]"
 
 
 def decision_level(k: int) -> float:
     """The two-sided level of each of a task's k intervals whose bounds are one-sided tests at DECISION_ALPHA / k, so
     that its decision errs at most DECISION_ALPHA of the time, nominally (Bonferroni)."""
     return 1 - 2 * DECISION_ALPHA / k
-
-
-def _end(v: float) -> str:
-    """An interval's end to one decimal, or to two significant digits where one decimal would print ±0.0: a lower end
-    of +0.04 is what puts the interval above 0, and '+0.0' hid it."""
-    return f"{v:+.2g}" if v != 0 and round(v, 1) == 0 else f"{v:+.1f}"
 
 
 def decide(
@@ -607,6 +601,10 @@ def decide(
     stats = {p: seed_interval(comp, fraction, task, p, level, test_var.get(p, 0.0)) for p in paradigms}
     # an interval of no width measured no spread (every seed alike): it decides nothing
     ci = {p: st.ci if st is not None and st.ci is not None and st.ci[0] < st.ci[1] else None for p, st in stats.items()}
+    for p in test_var:  # never narrower than the seeds' own interval (Welch's df can grow with the added variance)
+        seeds = seed_interval(comp, fraction, task, p, level) if ci.get(p) is not None else None
+        if seeds is not None and seeds.ci is not None:
+            ci[p] = widest(ci[p], seeds.ci)
     value = {p: st.value for p, st in stats.items() if st is not None and st.value is not None}
     used = any(p in test_var for p, c in ci.items() if c is not None)
     gains = [p for p in paradigms if (c := ci[p]) is not None and c[0] > 0]
@@ -616,7 +614,7 @@ def decide(
         lo, hi = ci[best] or (math.nan, math.nan)
         also = [p for p in gains if p != best]
         higher = [p for p in paradigms if p in value and value[p] > value[best]]
-        evidence = f"Δ{best} {value[best]:+.1f} [{_end(lo)}, {_end(hi)}]" + (
+        evidence = f"Δ{best} {value[best]:+.1f} [{ci_end(lo)}, {ci_end(hi)}]" + (
             f"; {'/'.join(also)} also > 0" if also else ""
         )
         evidence += f"; {'/'.join(higher)} measured higher, undecided" if higher else ""

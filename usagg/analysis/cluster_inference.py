@@ -7,7 +7,9 @@ bootstrap-t of Cameron, Gelbach and Miller (2008): under H0: μ = μ0 the restri
 residuals y_i − μ0 of each cluster are multiplied by one weight w_g drawn from Webb's six
 points (±√½, ±1, ±√(3/2), 6^G distinct draws, where Rademacher's 2^G are too few at G = 6),
 the cluster-robust t (CR1: SE² = G/(G−1) · Σ_g S_g² / N², S_g the cluster's residual sum) is
-recomputed, and p is the share of |t*| at least the observed |t| (symmetric). The interval is
+recomputed, and p is the share of |t*| at least the observed |t| (symmetric): over every one of
+the 6^G draws where they are no more than the resamples asked for (exact, the same p on every
+machine and seed: 1,296 at 4 clusters, 7,776 at 5), else over that many random draws. The interval is
 the set of μ0 the test does not reject at 1 − level, found by bisection on a fixed set of
 weight draws. Stated coverage of the 95 % interval, by simulation (normal cluster and task
 effects, clusters of 1-4 tasks; tests/test_cluster_inference.py): within 3 points of 95 % at
@@ -16,6 +18,7 @@ effects, clusters of 1-4 tasks; tests/test_cluster_inference.py): within 3 point
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,9 +98,17 @@ def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int) -> 
     g = int(lab.max()) + 1
     onehot = np.zeros((lab.size, g))
     onehot[np.arange(lab.size), lab] = 1.0
+    return _Design(y, onehot.sum(axis=0), y @ onehot, _weights(g, resamples, seed))
+
+
+def _weights(g: int, resamples: int, seed: int) -> np.ndarray:
+    """Every one of the 6^G Webb draws where there are no more than `resamples` of them: the exact bootstrap
+    distribution (2,000 random draws of the demo's 1,296 moved its p across 0.05 with the seed), else `resamples`
+    random draws."""
+    if WEBB.size**g <= resamples:
+        return np.array(list(itertools.product(WEBB, repeat=g)))
     rng = np.random.default_rng(seed)
-    weights = WEBB[rng.integers(0, WEBB.size, size=(resamples, g))]
-    return _Design(y, onehot.sum(axis=0), y @ onehot, weights)
+    return WEBB[rng.integers(0, WEBB.size, size=(resamples, g))]
 
 
 def wild_cluster_ci(

@@ -15,9 +15,10 @@ with 9 groups on null data); the interaction
 is the difference of two slopes (each other paradigm against the first). A paradigm whose
 tasks have fewer than 3 distinct sizes has no slope: it is left out of the joint fit with a
 note of its own, and the others are fitted. A model that cannot be fitted (too few tasks or
-groups; a singular fit) gives a Stat with a note saying why, never an exception; so does an estimate
-whose variance the fit leaves undefined (a covariance that is not positive definite: `NOT_ESTIMABLE`), which
-keeps its value but has no CI and no p, so it is no test of the Holm family. statsmodels and pandas are imported
+groups; a singular fit) gives a Stat with a note saying why, never an exception; a fit whose covariance of
+the fixed effects is not positive definite (`INDEFINITE`: an ill-defined optimum, whose variances are none to
+trust even where positive) keeps every estimate's value but gives none a CI or a p, so none is a test of the
+Holm family. statsmodels and pandas are imported
 inside.
 """
 
@@ -42,11 +43,14 @@ PARADIGM_TERM = " + (1 | group:paradigm)"
 SEEDS_TERM = " + (1 | group:task:paradigm)"
 #: The note of a fit with a variance component at 0: the data show no such deviation (the fit is still valid).
 BOUNDARY = "a variance component is estimated at 0 (boundary of the parameter space)"
-#: The note of an estimate without a standard error: the fit's covariance of the fixed effects is not positive
-#: definite (a Hessian statsmodels warns about), so the estimate has no CI or p and is left out of the Holm family.
-NOT_ESTIMABLE = (
-    "CI and p not estimable: the fit's covariance of the fixed effects gives this estimate a variance of {var:.3g} "
-    "(not positive: the covariance is not positive definite)"
+#: The note of every estimate of a fit whose covariance of the fixed effects is not positive definite: the REML
+#: optimum is ill-defined there (a saddle, or variance components the data cannot separate, as with the demo's 4
+#: groups), so no variance read off that matrix is one to trust, even one that happens to be positive (the demo's
+#: TSM slope had p 0.02 from a matrix with an eigenvalue of −2,231).
+INDEFINITE = (
+    "CI and p not estimable: the fit's covariance of the fixed effects is not positive definite (smallest "
+    "eigenvalue {low:.4g}), so no estimate of this fit has a standard error to trust (too few clinical groups to "
+    "separate its variance components, or an ill-defined optimum)"
 )
 
 
@@ -128,7 +132,7 @@ def _fit(
     if not res.converged:
         return _cannot(comp, fraction, "the optimiser did not converge", n_obs, paradigms)
     note = _warning_note([str(w.message) for w in caught if "statsmodels" in w.category.__module__])
-    note = _joined(note, _spread_note(df, res))
+    spread = _spread_note(df, res)  # about an interval being too narrow: said only beside one
     names = list(res.fe_params.index)
     method = (
         f"{FORMULA}{PARADIGM_TERM if several else ''}{SEEDS_TERM if replicated else ''}; statsmodels MixedLM "
@@ -145,14 +149,14 @@ def _fit(
         out.append(
             Stat(SLOPE, p, fraction, est, sum(r[1] == p for r in rows),
                  f"{method}, {sided(alt, 'slope < 0' if alt == 'less' else 'slope > 0')}",
-                 None if p2 is None else one_sided(p2, est, alt), ci, _joined(why, note))
+                 None if p2 is None else one_sided(p2, est, alt), ci, _joined(why, note, "" if why else spread))
         )  # fmt: skip
     first = paradigms[0] if paradigms else ""
     for p in paradigms[1:]:
         est, p2, ci, why = _contrast(res, {slope_ix[p]: 1.0, slope_ix[first]: -1.0})
         out.append(
             Stat(f"mixed model: interaction, slope {p} − slope {first}", f"{p}-{first}", fraction, est, n_obs,
-                 f"{method}, two-sided", p2, ci, _joined(why, note))
+                 f"{method}, two-sided", p2, ci, _joined(why, note, "" if why else spread))
         )  # fmt: skip
     return out
 
@@ -203,8 +207,8 @@ def _contrast(res, weights: dict[int, float]) -> tuple[float, float | None, tupl
     """Estimate, two-sided p, 95 % CI and why they are missing ('' when not) of a linear combination of fixed
     effects: Wald, read on Student's t with `group_df` degrees of freedom (the clinical groups are the clusters;
     with 6-9 of them the normal's interval covered 92-93 % at 95 % on null data, t on G − 1 df 96-97 %:
-    benchmarks/bench_null_stats.py). A fit whose covariance of the fixed effects is not positive definite can
-    give the combination a variance ≤ 0 or NaN: it then has no standard error, so no p and no CI (not p = 0)."""
+    benchmarks/bench_null_stats.py). A fit whose covariance of the fixed effects is not positive definite (or not
+    finite) gives no estimate a p or a CI (`INDEFINITE`; not p = 0 from a variance ≤ 0)."""
     from scipy.stats import t
 
     fe = len(res.fe_params)
@@ -212,9 +216,11 @@ def _contrast(res, weights: dict[int, float]) -> tuple[float, float | None, tupl
     for i, v in weights.items():
         w[i] = v
     est = float(w @ res.fe_params.to_numpy())
-    var = float(w @ res.cov_params().to_numpy()[:fe, :fe] @ w)
-    if not (math.isfinite(var) and var > 0):
-        return est, None, None, NOT_ESTIMABLE.format(var=var)
+    cov = res.cov_params().to_numpy()[:fe, :fe]
+    low = float(np.linalg.eigvalsh((cov + cov.T) / 2).min()) if np.isfinite(cov).all() else math.nan
+    var = float(w @ cov @ w)
+    if not (low > 0 and math.isfinite(var) and var > 0):
+        return est, None, None, INDEFINITE.format(low=low)
     se = math.sqrt(var)
     dist = t(group_df(res))
     half = float(dist.ppf(0.975)) * se

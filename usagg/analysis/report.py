@@ -43,6 +43,7 @@ from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     Table,
+    ci_end,
     collapse_notes,
     delta_long_table,
     exclusion_notes,
@@ -99,7 +100,7 @@ def _delta_m(boot: Stat) -> str:
     assert boot.value is not None
     if boot.ci:
         few = f"; {boot.note}" if boot.note else ""  # fewer clusters than its coverage was checked at
-        return f"{boot.value:+.1f} % (95 % CI {boot.ci[0]:+.1f} to {boot.ci[1]:+.1f}{few})"
+        return f"{boot.value:+.1f} % (95 % CI {ci_end(boot.ci[0])} to {ci_end(boot.ci[1])}{few})"
     return f"{boot.value:+.1f} % (no interval: {boot.note})" if boot.note else f"{boot.value:+.1f} %"
 
 
@@ -131,6 +132,16 @@ def _summary(a: Analysis) -> list[str]:
     return lines
 
 
+def _shared_fit_notes(a: Analysis, f: float) -> list[str]:
+    """Notes that leave several estimates of one mixed-model fit without a CI (a covariance that is not positive
+    definite): the headline says each once, not beside every slope and interaction."""
+    seen: dict[str, int] = {}
+    for s in a.stats:
+        if s.fraction == f and s.name.startswith("mixed model") and s.value is not None and s.ci is None and s.note:
+            seen[s.note] = seen.get(s.note, 0) + 1
+    return [note for note, n in seen.items() if n > 1]
+
+
 def _headline(a: Analysis) -> list[str]:
     """One line per paradigm: Δm with CI, negative transfer, the data-scale correlation and the mixed model's slope
     (Holm-adjusted p beside the raw one); then which one-task groups were left out, and why."""
@@ -139,6 +150,7 @@ def _headline(a: Analysis) -> list[str]:
         return [f"None: only the baseline {comp.baseline} has results (see the summary above)."]
     f, by, neg = _at_largest_fraction(a)
     lines = []
+    unfit = _shared_fit_notes(a, f)
     for p in comp.others:
         boot: Stat | None = by.get((p, MEAN_DELTA))
         rho: Stat | None = by.get((p, "Spearman ρ(Δ, log n_train), tasks"))
@@ -160,21 +172,31 @@ def _headline(a: Analysis) -> list[str]:
                 f"mixed-model slope {slope.value:+.1f} pp per tenfold n_train "
                 f"(95 % CI {slope.ci[0]:+.1f} to {slope.ci[1]:+.1f}, {_p(slope)})."
             )
+        elif slope and slope.value is not None and slope.note in unfit:  # the whole fit's: said once, below
+            parts.append(f"mixed-model slope {slope.value:+.1f} pp per tenfold n_train (no CI or p: see Mixed model).")
         elif slope:
             parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
     caveats = {s.note for s in a.stats if s.fraction == f and s.name.startswith("mixed model") and s.ci and s.note}
     lines += [f"**Mixed model, read with care**: {note}." for note in sorted(caveats)]  # beside its intervals
+    lines += [f"**Mixed model**: {note}." for note in unfit]
+    shared: dict[str, list[str]] = {}
     for s in a.stats:
         if s.fraction != f or not s.name.startswith("mixed model: interaction") or s.value is None:
             continue
         label = f"**Interaction** ({s.name.removeprefix('mixed model: interaction, ')}):"
-        if s.ci is None:  # no standard error: the estimate alone is no finding
+        if s.ci is None and s.note in unfit:
+            shared.setdefault(s.note, []).append(f"{s.paradigm.replace('-', ' − ')} {s.value:+.1f}")
+        elif s.ci is None:  # no standard error: the estimate alone is no finding
             lines.append(f"{label} {s.note}.")
         else:
             lines.append(
                 f"{label} {s.value:+.1f} pp per tenfold n_train (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)})."
             )
+    lines += [
+        f"**Interactions** (slope differences, pp per tenfold n_train; no CI or p: see Mixed model): {', '.join(v)}."
+        for v in shared.values()
+    ]
     for ctl in controls(comp):
         whole = splits(comp, f, ctl)[-1]
         if whole.total is not None:

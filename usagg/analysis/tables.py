@@ -106,6 +106,12 @@ def frac_label(f: float) -> str:
     return f"{f:g}"
 
 
+def ci_end(v: float) -> str:
+    """An interval's end to one decimal, or to two significant digits where one decimal would print ±0.0: a lower end
+    of +0.04 is what puts an interval above 0, and '+0.0' (or a −0.011 printed '-0.0') hid which side it is on."""
+    return f"{v:+.2g}" if v != 0 and round(v, 1) == 0 else f"{v:+.1f}"
+
+
 def ordered_tasks(comp: Comparison) -> list[str]:
     """Tasks grouped by clinical group (first appearance), study order within a group."""
     groups = list(dict.fromkeys(t.group for t in comp.tasks))
