@@ -49,8 +49,8 @@ demo: install
 	$(USAGG) report runs/demo --out reports/demo
 	$(USAGG) synth --image-size 64 --preview reports/demo/figures/synth_preview.png   # the size the demo trains at
 
-# The known-answer studies (issue 28): effects planted in the synthetic data (usagg/data/synth/known.py), 5 seeds
-# each, declared in their expect: blocks; fails unless every expectation of both is met. studies/known.yaml: the
+# The known-answer studies (issue 28): effects planted in the synthetic data (usagg/data/synth/known.py), 5 and
+# 10 seeds, declared in their expect: blocks; fails unless every expectation of both is met. studies/known.yaml: the
 # grouping AG should find and a mark reader's loss under AU; studies/known_conflict.yaml: a conflict on the same
 # scans, negative transfer under CG diluted under AU.
 KNOWN_STUDIES := known known_conflict

@@ -107,10 +107,10 @@ def test_the_checker_sees_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-#: The layers of the package, lowest first (docs/internals.md, "Imports flow one way"): a module imports at run time
-#: (inside functions too; `if TYPE_CHECKING:` imports are annotations only) from its own layer or a lower one, and a
-#: lower layer gets what it needs from above passed in. The store sits below the engine, which writes through
-#: `RunStore` and `JobPaths`: the store knows the files, never the engine.
+#: The layers of the package, lowest first (docs/internals.md, the paragraph "Imports flow one way." under the module
+#: map): a module imports at run time (inside functions too; `if TYPE_CHECKING:` imports are annotations only) from
+#: its own layer or a lower one, and a lower layer gets what it needs from above passed in. The store sits below the
+#: engine, which writes through `RunStore` and `JobPaths`: the store knows the files, never the engine.
 LAYERS = (
     "foundations",
     "spec",

@@ -150,8 +150,9 @@ def advise_cmd(
 
     Affinity: the measured affinity onto the task from its group under that paradigm, and from it to them.
 
-    First, whether the model beats the trivial rules (always TS, CG, AU, AG; the majority) held out by task and by
-    clinical group; when it does not, the predicted advice is the best rule. Then the hit rates and the error of Δ.
+    First, whether the model beats the trivial rules (always TS, CG, AU, AG; the majority; the highest mean Δ) held
+    out by task and by clinical group; when it does not, the predicted advice is the best rule. Then the hit rates
+    and the error of Δ.
 
     The largest fraction is used, seeds averaged; --format csv, markdown or json for files.
 

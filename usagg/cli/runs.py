@@ -68,7 +68,7 @@ Examples:
 
   (the job ids: usagg plan studies/demo.yaml)
 
-  usagg run studies/demo.yaml --only task:fetal_head --only 'CG-*'
+  usagg run studies/demo.yaml --only task=fetal_head --only 'CG-*'
 
   (the CG job that trains fetal_head)
 

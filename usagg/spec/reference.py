@@ -33,7 +33,7 @@ def type_name(ann: Any) -> str:
     origin = get_origin(ann)
     if origin is Annotated:
         inner = get_args(ann)
-        return type_name(inner[0]) + _constraints(list(inner[1:]))
+        return type_name(inner[0]) + _constraints(list(inner[1:]), _unit(inner[0]))
     if origin in (Union, UnionType):
         return " or ".join(type_name(a) for a in get_args(ann))
     if origin is Literal:
@@ -52,17 +52,22 @@ def type_name(ann: Any) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
-def _constraints(meta: list[Any]) -> str:
+def _unit(ann: Any) -> str:
+    """What a length counts: characters of a string, items of a list or mapping."""
+    return "char" if ann is str else "item"
+
+
+def _constraints(meta: list[Any], unit: str = "item") -> str:
     out = []
     for m in meta:
         if isinstance(m, FieldInfo):
-            out.append(_constraints(m.metadata).strip(" ()"))
+            out.append(_constraints(m.metadata, unit).strip(" ()"))
             continue
         for cls, attr, op in ((at.Ge, "ge", "≥"), (at.Gt, "gt", ">"), (at.Le, "le", "≤"), (at.Lt, "lt", "<")):
             if isinstance(m, cls):
                 out.append(f"{op} {getattr(m, attr)}")
         if isinstance(m, at.MinLen):
-            out.append(f"at least {counted(m.min_length, 'item')}")
+            out.append(f"at least {counted(m.min_length, unit)}")
         if isinstance(m, at.MaxLen):
             out.append(f"at most {m.max_length} chars")
         pattern = getattr(m, "pattern", None)
@@ -112,7 +117,7 @@ def reference_markdown(root: type[BaseModel] = Study) -> str:
         lines += [doc, "", "| field | type | default | job id | description |", "|---|---|---|---|---|"]
         for name, f in model.model_fields.items():
             ann = f.annotation
-            meta = _constraints(f.metadata)
+            meta = _constraints(f.metadata, _unit(ann))
             desc = (f.description or "").replace("|", "\\|").replace("\n", " ")
             typ = (type_name(ann) + meta).replace("|", "\\|")
             marker = job_hash_rule(f)
