@@ -41,7 +41,8 @@ the FLOPs each loop really does.
 
 Self-contained: generates its own synthetic data in a temporary folder, never
 downloads (HF_HUB_OFFLINE=1). `GPU_CHECK_JSON=<path>` also writes the results as
-JSON at the start and after every phase; `GPU_CHECK_PHASES=jobs,accel` runs only those phases and
+JSON at the start, after every phase and after every job of the jobs phase (`so_far`: a phase cut by a time
+limit keeps the jobs it ran), each time whole; `GPU_CHECK_PHASES=jobs,accel` runs only those phases and
 `GPU_CHECK_ACCEL` the accel modes measured beside eager (default `DEFAULT_ACCEL`);
 `GPU_CHECK_JOBS_AT_ONCE=1,2,4` the counts the jobs_per_gpu phase measures (1 among them);
 `GPU_CHECK_STUDY_ACCEL=step-graphs` runs the jobs_per_gpu phase's jobs and the projection's whole jobs
@@ -66,6 +67,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +118,22 @@ PROJECTION_ACCEL = ("eager", "step-graphs")
 #: Expected seconds of each phase at the default settings (GPU_CHECK_ACCEL, GPU_CHECK_JOBS_AT_ONCE unset), by
 #: device: what `GPU_CHECK_DEADLINE_S` weighs before starting a phase. ESTIMATES, rounded up, not guarantees. CUDA:
 #: the H100 run of 2026-12-06 (docs/benchmarks.md): bare 74 s (its two compiles), moe 1 s, jobs_per_gpu 52 s,
-#: projection 56 s, agreement 4 s, profile 13 s (eager and step-graphs), accel 11 s; jobs: 28 s there for its
-#: eager and step-graphs jobs, plus the eager-again job (about 6 s) and the compiled-step-graphs job, whose compile
-#: of the encoder and heads was never timed on a GPU (about a minute if it takes what the bare loop's did);
-#: gradients never timed on a GPU (it reuses the jobs phase's compiled code; a compile of its own if not). CPU:
-#: the flow at its tiny size, three runs on two shared cores (2026-12-07: 51, 95 and 145 s), the largest of each.
+#: projection 56 s, agreement 4 s, profile 13 s (eager and step-graphs), accel 11 s; jobs 130 s: 28 s there for
+#: its eager and step-graphs jobs (their sync and FLOP counts included), the eager-again job (about 6 s), and the
+#: compiled-step-graphs job, never timed on a GPU: a cold compile (its inductor cache is the check's new temporary
+#: folder unless TORCHINDUCTOR_CACHE_DIR is set, as tools/gpu_lease.sh sets it) of dinov3_small's encoder with MoE
+#: and of four heads, forward and backward, where the bare loop's one compile of the dense encoder and a linear head
+#: took about 60 of its 74 s: about 60 s for the encoder, 30 s for the MoE dispatch and the heads, and 5 s for the
+#: job itself (the audit of 2026-12-07 put the phase at 110-170 s). A default lease (deadline 220 s) starts it with
+#: about 140 s left, its imports, bare and moe done: an estimate above that would skip it in every cold lease; should
+#: it run longer, the lease's limit cuts it in that last job, and the rows measured before are kept (`run_jobs`'
+#: `keep`). Gradients never timed on a GPU (it reuses the jobs phase's compiled code; a compile of its own if not).
+#: CPU: the flow at its tiny size, three runs on two shared cores (2026-12-07: 51, 95 and 145 s), the largest of each.
 PHASE_ESTIMATE_S: dict[str, dict[str, float]] = {
     "cuda": {
         "bare": 80,
         "moe": 5,
-        "jobs": 100,
+        "jobs": 130,
         "jobs_per_gpu": 55,
         "projection": 60,
         "agreement": 10,
@@ -493,7 +501,11 @@ def _failure(what: str, why: BaseException | str) -> str:
 
 
 def run_jobs(
-    root: Path, cfg: dict[str, Any], device: str, bare: dict[str, Any] | None = None
+    root: Path,
+    cfg: dict[str, Any],
+    device: str,
+    bare: dict[str, Any] | None = None,
+    keep: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """TS (first task), CG (first group) and AU through the store and run_one; per-job speed and memory.
 
@@ -509,6 +521,9 @@ def run_jobs(
     within `TOLERANCE["bf16"]["loss_rel"]` (`loss_gap`; its primary metrics are printed beside, with the
     eager-again gaps, but are too chaotic in a job this short to be the verdict): the check that making a
     mode the default waits for. The CPU runs those jobs eager.
+
+    `keep` gets the rows so far after each job, its comparison with eager included: a lease's time limit can cut the
+    phase in its last job, the compile of compiled-step-graphs, and must not lose the jobs measured before it.
     """
     global _WARM
     import torch
@@ -582,23 +597,30 @@ def run_jobs(
             ok = False
             row["error"] = (store.error_text(job.id) or "")[-4000:]
         rows.append(row)
-    eager_au, again = rows[2], rows[3]
-    for row in rows[3:]:  # the same AU job again (eager, each whole-step mode) against the eager one
-        if row["job"].endswith("graphs+aff") or "primary" not in eager_au or "primary" not in row:
-            continue
-        gaps = {
-            t: metric_gap(eager_au["metric"][t], eager_au["primary"][t], row["primary"][t], TOLERANCE["bf16"])
-            for t in eager_au["primary"]
-        }
-        row["vs_eager"] = {t: g for t, (g, _) in gaps.items()}
-        row["loss_gap"] = loss_gap(eager_au["task_loss"], row["task_loss"])
-        # a mode that fell back (a step not recorded, no compiler) matches eager trivially: it is no verdict on it
-        row["matches_eager"] = row["loss_gap"] <= TOLERANCE["bf16"]["loss_rel"] and row["ran"] is None
-        if row is again:
-            row["repeat_gap"] = row["vs_eager"]
-        else:
-            ok &= row["matches_eager"]
+        if len(rows) > 3:  # the same AU job again (eager, each whole-step mode) against the eager one
+            ok &= _against_eager(rows[2], row, again=len(rows) == 4)
+        if keep is not None:
+            keep(rows)
     return rows, ok
+
+
+def _against_eager(eager_au: dict[str, Any], row: dict[str, Any], again: bool) -> bool:
+    """Hold a run of the AU job (`again`: eager, in a store of its own) against the eager AU job: its primary-metric
+    gaps and task-loss gap in `row`; whether it passes (eager again and graphs+aff give no verdict: True)."""
+    if row["job"].endswith("graphs+aff") or "primary" not in eager_au or "primary" not in row:
+        return True
+    gaps = {
+        t: metric_gap(eager_au["metric"][t], eager_au["primary"][t], row["primary"][t], TOLERANCE["bf16"])
+        for t in eager_au["primary"]
+    }
+    row["vs_eager"] = {t: g for t, (g, _) in gaps.items()}
+    row["loss_gap"] = loss_gap(eager_au["task_loss"], row["task_loss"])
+    # a mode that fell back (a step not recorded, no compiler) matches eager trivially: it is no verdict on it
+    row["matches_eager"] = row["loss_gap"] <= TOLERANCE["bf16"]["loss_rel"] and row["ran"] is None
+    if again:
+        row["repeat_gap"] = row["vs_eager"]
+        return True
+    return bool(row["matches_eager"])
 
 
 def job_gflop(model: Any, tasks: list[Any], size: int, device: Any, served: float | None) -> float:
@@ -1683,11 +1705,32 @@ def main() -> int:
         except ValueError:
             print(f"gpu-check: GPU_CHECK_DEADLINE_S={os.environ['GPU_CHECK_DEADLINE_S']}: expected seconds (> 0)")
             return 2
-        results.update(phases=[p for p in PHASES if p in chosen], deadline_s=deadline, skipped=skipped, failed=failed)
+        # so_far: the rows of a phase that keeps them as it goes (jobs), while it runs: a phase cut by the lease's
+        # time limit keeps what it measured (tools/gpu_lease_verdict.py names it cut after so many rows)
+        so_far: dict[str, list[Any]] = {}
+        results.update(
+            phases=[p for p in PHASES if p in chosen],
+            deadline_s=deadline,
+            skipped=skipped,
+            failed=failed,
+            so_far=so_far,
+        )
 
         def save() -> None:
+            """The results so far, whole or not at all: a kill while writing leaves the last whole file."""
             if json_out:
-                Path(json_out).write_text(json.dumps(results, indent=1, default=str))
+                part = Path(f"{json_out}.part")
+                part.write_text(json.dumps(results, indent=1, default=str))
+                os.replace(part, json_out)
+
+        def keep(label: str) -> Callable[[list[Any]], None]:
+            """What a phase calls with its rows so far: written at once, under `so_far`."""
+
+            def rows_so_far(rows: list[Any]) -> None:
+                so_far[label] = list(rows)
+                save()
+
+            return rows_so_far
 
         save()  # the phases asked for, before any runs: a check cut short shows which it never reached
 
@@ -1714,6 +1757,7 @@ def main() -> int:
             results["seconds"][label] = round(time.perf_counter() - t0, 1)
             if out is not None:
                 results[label] = out
+                so_far.pop(label, None)  # whole in results[label]; a phase that raised keeps its rows in so_far
                 show(out)
                 lost = out.get("failed") if isinstance(out, dict) else None  # modes or counts it went on without
                 if lost:
@@ -1727,7 +1771,9 @@ def main() -> int:
         # Most wanted first: should the session's time run out, the later phases are the ones lost.
         bare = phase("bare", lambda: bare_phase(cfg, device), print_bare)
         moe = phase("moe", lambda: moe_ratio(cfg, device), print_moe)
-        jobs = phase("jobs", lambda: run_jobs(root, cfg, device, bare), lambda out: print_jobs(out[0], cfg))
+        jobs = phase(
+            "jobs", lambda: run_jobs(root, cfg, device, bare, keep("jobs")), lambda out: print_jobs(out[0], cfg)
+        )
         jpg = phase("jobs_per_gpu", lambda: jobs_per_gpu_rates(root, cfg, device), print_jobs_per_gpu)
         rates = {int(k): v for k, v in jpg["jobs_per_hour"].items()} if jpg and jpg["jobs_per_hour"] else None
         proj = phase("projection", lambda: projection(root, cfg, device, rates), print_projection)

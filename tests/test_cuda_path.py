@@ -239,6 +239,69 @@ def test_an_inductor_compiled_model_gets_gradients_as_close_to_float32_as_eager_
         assert comp <= 1.5 * eager + 2e-3, f"{task}: gradient error {comp:.3g} compiled, {eager:.3g} eager bf16"
 
 
+@pytest.mark.parametrize(
+    ("raised", "hidden", "propagates"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False, True),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True, True),
+        (torch.AcceleratorError("CUDA error: out of memory"), False, True),
+        (torch.AcceleratorError("CUDA error: operation not permitted when stream is capturing"), True, False),
+    ],
+    ids=["out of memory", "out of memory under capture's error", "runtime out of memory", "capture broken"],
+)
+def test_a_recording_out_of_gpu_memory_fails_the_job_where_a_broken_capture_runs_eagerly(
+    monkeypatch: pytest.MonkeyPatch, raised: RuntimeError, hidden: bool, propagates: bool
+) -> None:
+    """Out of memory while recording (jobs packed on one GPU) is no step that cannot be recorded: running it eagerly
+    would hide runner.py's advice to lower execution.jobs_per_gpu. The recording is made to fail on the CPU as in
+    tests/test_train_step.py, the error raised by the step's body or hidden under the one ending the broken capture
+    raises; a capture broken by a call (an AcceleratorError too) still runs eagerly."""
+    import contextlib
+
+    from usagg.engine import step as step_module
+
+    current = ["the job's stream"]
+
+    @contextlib.contextmanager
+    def failing_capture(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        current[0] = "the capture stream"
+        if not hidden:
+            raise raised
+        try:
+            raise raised
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture") from None
+        yield
+
+    monkeypatch.setattr(step_module.torch.cuda, "graph", failing_capture)
+    monkeypatch.setattr(step_module.torch.cuda, "CUDAGraph", lambda: None)
+    monkeypatch.setattr(step_module.torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(step_module.torch.cuda, "current_stream", lambda device=None: current[0])
+    monkeypatch.setattr(step_module.torch.cuda, "set_stream", lambda stream: current.__setitem__(0, stream))
+    cpu = torch.device("cpu")
+    model = _model(cpu).train()
+    balance = build_balance("equal", {t.id: 1.0 for t in TASKS})
+    opt = torch.optim.AdamW([p for ps in model.param_groups().values() for p in ps], lr=1e-4, fused=True)
+    step = GraphedTrainStep(model, balance, opt, Compute(cpu, None), 1.0, record=False)
+    step.record = True  # as on CUDA, with the eager steps on the current stream (no side stream here)
+    seg = TASKS[0]
+    batch = _batch(seg, cpu, torch.Generator().manual_seed(0))
+    for _ in range(WARMUP_STEPS):
+        step(seg.id, *batch)
+    if propagates:
+        with pytest.raises(RuntimeError) as caught:
+            step(seg.id, *batch)
+        assert raised in (caught.value, caught.value.__context__)
+        assert not step.unrecordable
+    else:
+        step(seg.id, *batch)
+        assert step.unrecordable == {seg.id}
+    assert current == ["the job's stream"]
+
+
+# The cuda tests run in this file's order, and a lease gives them what its gpu-check left, often 80-110 s
+# (tools/gpu_lease.sh): the quick ones first (up to the recorded step-graphs step against eager, the check of the
+# candidate default mode), then those that compile cold (an inductor compile each: a minute or more).
 @pytest.mark.cuda
 def test_the_cuda_random_state_a_checkpoint_keeps_gives_the_same_draws_again() -> None:
     from usagg.engine import checkpoint
@@ -249,18 +312,6 @@ def test_the_cuda_random_state_a_checkpoint_keeps_gives_the_same_draws_again() -
     torch.rand(8, device=dev)
     checkpoint.set_rng_state(state, dev)
     assert torch.equal(torch.rand(8, device=dev), first) and len(state["cuda"]) == 1
-
-
-@pytest.mark.cuda
-def test_a_compiled_model_gets_gradients_as_close_to_float32_as_eager_bf16_on_cuda() -> None:
-    """The same on the GPU, with Triton's kernels: the check the whole-job comparison cannot make."""
-    import copy
-
-    torch._dynamo.reset()
-    model = _model(torch.device("cuda")).train()
-    compiled = accelerate(copy.deepcopy(model), "compiled-step-graphs", torch.device("cuda"))
-    for task, (eager, comp) in _gradient_errors(model, compiled).items():
-        assert comp <= 1.5 * eager + 2e-3, f"{task}: gradient error {comp:.3g} compiled, {eager:.3g} eager bf16"
 
 
 @pytest.mark.cuda
@@ -349,6 +400,19 @@ def test_recorded_whole_steps_follow_the_eager_steps(mode: str) -> None:
     apart = f"{_losses_apart({k: v[0] for k, v in results.items()})}; update gaps {gaps}"
     assert torch.allclose(le, lr, rtol=5e-2, atol=1e-2), apart
     assert _same_training(gaps, "recorded"), apart
+
+
+@pytest.mark.cuda
+def test_a_compiled_model_gets_gradients_as_close_to_float32_as_eager_bf16_on_cuda() -> None:
+    """test_an_inductor_compiled_model_gets_gradients_as_close_to_float32_as_eager_bf16 on the GPU, with Triton's
+    kernels: the check the whole-job comparison cannot make."""
+    import copy
+
+    torch._dynamo.reset()
+    model = _model(torch.device("cuda")).train()
+    compiled = accelerate(copy.deepcopy(model), "compiled-step-graphs", torch.device("cuda"))
+    for task, (eager, comp) in _gradient_errors(model, compiled).items():
+        assert comp <= 1.5 * eager + 2e-3, f"{task}: gradient error {comp:.3g} compiled, {eager:.3g} eager bf16"
 
 
 @pytest.mark.cuda
@@ -535,3 +599,17 @@ def test_a_workers_next_job_of_the_same_shapes_reuses_the_compiled_encoder() -> 
     assert job(1, SIZE) == first  # the next job's weights, the same compiled code
     assert job(2, SIZE // 2) > first  # other shapes compile
     torch._dynamo.reset()
+
+
+def test_the_quick_cuda_tests_come_before_those_that_compile() -> None:
+    """pytest runs this file in order, and a lease's cuda tests are cut by its time limit: the recorded step-graphs
+    step against eager must not wait behind a cold inductor compile (the gradients test stood before it)."""
+    cuda = [
+        (name, [m.args[1] for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"])
+        for name, fn in globals().items()
+        if name.startswith("test_") and any(m.name == "cuda" for m in getattr(fn, "pytestmark", []))
+    ]
+    order = [f"{name}[{p}]" for name, params in cuda for p in (params[0] if params else [""])]
+    first_compile = next(i for i, t in enumerate(order) if "compile" in t)
+    assert order.index("test_recorded_whole_steps_follow_the_eager_steps[step-graphs]") < first_compile, order
+    assert all("compile" in t or "graphs" in t for t in order[first_compile:]), order

@@ -464,3 +464,53 @@ def test_flops_are_counted_on_what_each_loop_gives_its_step(tmp_path: Path) -> N
     assert trunk_served(line) == 0.75 and trunk_served("no trunk here\n") is None
     assert job_gflop(model, job.tasks, cfg["size"], cpu, 0.75) == pytest.approx((0.75 * tokens + 0.25 * pixels) / 1e9)
     assert job_gflop(model, job.tasks, cfg["size"], cpu, None) == pytest.approx(pixels / 1e9)
+
+
+class _Killed(BaseException):
+    """The lease's time limit stopping the check mid-phase (SIGTERM: no `except Exception` sees it)."""
+
+
+@pytest.mark.slow  # five small jobs on the CPU: about 4 s
+def test_a_jobs_phase_cut_by_the_time_limit_keeps_the_rows_it_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in its last job (compiled-step-graphs' cold compile, on a GPU), the jobs phase leaves in the JSON the
+    jobs it ran, the step-graphs job's verdict against eager included, and the lease names it cut after them; before,
+    its rows came back only with the whole phase, and a cut lost them all."""
+    import subprocess
+    import sys
+
+    from usagg.engine import runner
+
+    real, calls = runner.run_one, []
+
+    def killed_at_the_sixth_job(*args: Any, **kwargs: Any) -> str:
+        calls.append(kwargs.get("accel"))
+        if len(calls) == 6:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_one", killed_at_the_sixth_job)
+    with pytest.raises(_Killed):
+        _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="jobs")
+    assert calls[-1] == "compiled-step-graphs"
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert "jobs" not in results and "jobs" not in results["seconds"]
+    rows = results["so_far"]["jobs"]
+    assert [r["job"].partition(" ")[2] for r in rows] == ["", "", "", "eager again", "step-graphs"]
+    assert all(r["state"] == "done" for r in rows)
+    assert (
+        "repeat_gap" in rows[3] and rows[4]["loss_gap"] == 0 and rows[4]["matches_eager"] is True
+    )  # the CPU runs it eager
+    verdict = Path(__file__).resolve().parents[1] / "tools" / "gpu_lease_verdict.py"
+    done = subprocess.run([sys.executable, str(verdict), str(tmp_path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 3
+    assert done.stdout == (
+        "gpu-lease: a partial check, not a full pass: gpu-check phases jobs cut by its time limit after 5 rows "
+        "(kept in so_far)\n"
+    )
+
+
+def test_a_finished_phase_leaves_no_rows_so_far(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, results = _check(tmp_path, monkeypatch, GPU_CHECK_PHASES="moe")
+    assert code == 0 and results["so_far"] == {} and not (tmp_path / "gpu_check.json.part").exists()

@@ -1,7 +1,8 @@
-"""A lease (tools/gpu_lease.sh, `make gpu-lease`) on a machine whose CUDA is not visible fails with one line
-(tools/gpu_lease_verdict.py): its gpu-check exits 0 there ("nothing to check here") and its cuda tests all skip,
-which read as a success; one whose gpu-check left phases out names them. The lease script's one budget, with a
-stand-in Python (a lease's check and tests take minutes on a GPU)."""
+"""A lease (tools/gpu_lease.sh, `make gpu-lease`) whose cuda tests failed fails naming them, partial or not
+(tools/gpu_lease_verdict.py); one on a machine whose CUDA is not visible fails with one line: its gpu-check exits 0
+there ("nothing to check here") and its cuda tests all skip, which read as a success; one whose gpu-check left
+phases out names them. The lease script's one budget and exit code, with a stand-in Python (a lease's check and
+tests take minutes on a GPU)."""
 
 from __future__ import annotations
 
@@ -54,17 +55,29 @@ def test_a_lease_that_saw_no_cuda_fails_with_one_line(
     assert done.stdout == f"gpu-lease: no CUDA device visible: this lease measured nothing ({why})\n"
 
 
-@pytest.mark.parametrize(
-    "verdicts", [("PASSED", "SKIPPED", "SKIPPED"), ("FAILED", "SKIPPED", "SKIPPED"), ("PASSED", "PASSED", "PASSED")]
-)
+@pytest.mark.parametrize("verdicts", [("PASSED", "SKIPPED", "SKIPPED"), ("PASSED", "PASSED", "PASSED")])
 def test_a_lease_that_ran_on_a_gpu_leaves_the_verdict_to_the_exit_codes(
     tmp_path: Path, verdicts: tuple[str, ...]
 ) -> None:
-    """A test skipped for its GPU's generation (sm 8.x) is no sign of a missing GPU; a failure fails the lease by
-    pytest's own exit code; a cut run that logged no verdict yet by the time limit's."""
+    """A test skipped for its GPU's generation (sm 8.x) is no sign of a missing GPU; a cut run that logged no verdict
+    yet is left to the time limit's exit code."""
     for tests in (_tests_log(*verdicts), ""):
         done = _lease(tmp_path, GPU_CHECK, tests)
         assert done.returncode == 0 and done.stdout == ""
+
+
+def test_failed_cuda_tests_fail_the_lease_named_once_each_and_first(tmp_path: Path) -> None:
+    """Counted from the `-v` lines (a run cut by its time limit logged them) and the `-rf` summary, each test once;
+    said before the partial check's line, which a default lease always has: the failure decides the exit code."""
+    (tmp_path / "gpu_check.json").write_text(json.dumps({"phases": ["bare", "moe"], "seconds": {"bare": 80}}))
+    tests = _tests_log("FAILED", "PASSED", "FAILED") + "tests/test_cuda_path.py::test_z ERROR [100%]\n"
+    done = _lease(tmp_path, GPU_CHECK, tests)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "gpu-lease: cuda tests failed (3): test_the_cuda_random_state_a_checkpoint_keeps_gives_the_same_draws_again "
+        "FAILED, test_y FAILED, test_z ERROR",
+        "gpu-lease: a partial check, not a full pass: gpu-check phases moe not reached (cut by its time limit)",
+    ]
 
 
 def test_without_its_folder_it_says_how_to_call_it() -> None:
@@ -81,17 +94,22 @@ def test_without_its_folder_it_says_how_to_call_it() -> None:
         ),
         ({"phases": ["bare", "moe"], "seconds": {"bare": 80, "moe": 1}, "skipped": {}}, None),
         ({"phases": ["bare"], "seconds": {}, "skipped": {"bare": "deadline"}}, "bare skipped for its deadline"),
+        (
+            {"phases": ["bare", "jobs", "profile"], "seconds": {"bare": 80}, "so_far": {"jobs": [{}, {}, {}]}},
+            "jobs cut by its time limit after 3 rows (kept in so_far); profile not reached (cut by its time limit)",
+        ),
     ],
 )
 def test_a_lease_whose_check_left_phases_out_names_them(tmp_path: Path, results: dict, said: str | None) -> None:
     """gpu_check.json lists the phases asked for: one skipped for GPU_CHECK_DEADLINE_S, or never reached because the
-    lease's limit cut the check, makes the lease a partial check (its exit code, 3 or 124, does not say which)."""
+    lease's limit cut the check, makes the lease a partial check, exit 3 as gpu-check's (its exit code, 3 or 124,
+    does not say which); a phase cut while it ran says how many of its rows it kept."""
     (tmp_path / "gpu_check.json").write_text(json.dumps(results))
     done = _lease(tmp_path, GPU_CHECK, _tests_log("PASSED", "PASSED", "PASSED"))
     if said is None:
         assert done.returncode == 0 and done.stdout == ""
     else:
-        assert done.returncode == 1
+        assert done.returncode == 3
         assert done.stdout == f"gpu-lease: a partial check, not a full pass: gpu-check phases {said}\n"
 
 
@@ -105,7 +123,7 @@ STAND_IN = """#!/usr/bin/env bash
 # A lent machine's Python as tools/gpu_lease.sh calls it: gpu-check and pytest stand-ins, the verdict for real.
 case "$1 $2" in
 "-m benchmarks.gpu_check")
-    echo "deadline $GPU_CHECK_DEADLINE_S"
+    echo "deadline $GPU_CHECK_DEADLINE_S, compiled code in $TORCHINDUCTOR_CACHE_DIR"
     case "$STAND_IN_CHECK" in
     hang) exec sleep 60 ;;
     skip) echo '{{"phases": ["bare", "moe"], "seconds": {{"bare": 1}}, "skipped": {{"moe": "x"}}}}' >"$GPU_CHECK_JSON"
@@ -113,7 +131,14 @@ case "$1 $2" in
     esac
     echo "gpu-check PASSED" ;;
 "-m pytest")
-    [ "$STAND_IN_TESTS" = hang ] && exec sleep 60
+    case "$STAND_IN_TESTS" in
+    hang) exec sleep 60 ;;
+    fail) echo "tests/test_cuda_path.py::test_y[step-graphs] FAILED [100%]"
+        echo "FAILED tests/test_cuda_path.py::test_y[step-graphs] - AssertionError"
+        exit 1 ;;
+    none) echo "collected 9 items / 9 deselected / 0 selected"
+        exit 5 ;;
+    esac
     echo "tests/test_cuda_path.py::test_y PASSED [100%]" ;;
 *) exec {python} "$@" ;;
 esac
@@ -127,7 +152,8 @@ def _run_lease(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[
     python.chmod(0o755)
     (tmp_path / "cache" / "jobs_per_gpu").mkdir(parents=True)
     (tmp_path / "cache" / "jobs_per_gpu" / "nvidia-h100-80gb-hbm3.json").write_text("{}")
-    settings = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_LEASE_", "GPU_CHECK_"))}
+    ours = ("GPU_LEASE_", "GPU_CHECK_", "TORCHINDUCTOR_CACHE_DIR")
+    settings = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     settings |= {"GPU_PY": str(python), "GPU_OUT": str(tmp_path / "out"), "USAGG_CACHE": str(tmp_path / "cache")}
     settings |= {"STAND_IN_CHECK": "", "STAND_IN_TESTS": "", **env}
     t0 = time.perf_counter()
@@ -143,7 +169,9 @@ def test_the_lease_gives_the_check_its_share_as_a_deadline_and_the_tests_the_res
         "gpu-lease: 320 s in all: gpu-check until 230 s (phases started until 220 s), the cuda tests the rest\n"
     )
     assert "gpu-lease: the cuda tests get 3" in done.stdout  # 310 s less the seconds the check took
-    assert (out / "gpu_check.log").read_text() == "deadline 220\ngpu-check PASSED\n"
+    assert (out / "gpu_check.log").read_text() == (
+        "deadline 220, compiled code in /tmp/usagg-inductor\ngpu-check PASSED\n"  # it outlives the check
+    )
     assert "::test_y PASSED" in (out / "cuda_tests.log").read_text()
     assert (out / "jobs_per_gpu" / "nvidia-h100-80gb-hbm3.json").is_file()
     assert "gpu-lease: gpu-check exit 0, cuda tests exit 0 (124: cut by its time limit) after " in done.stdout
@@ -155,6 +183,33 @@ def test_a_lease_whose_check_skipped_phases_exits_with_the_checks_code_and_names
     assert done.stdout.endswith(
         "gpu-lease: a partial check, not a full pass: gpu-check phases moe skipped for its deadline\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("tests", "said"),
+    [
+        ("fail", "cuda tests exit 1 (124: cut by its time limit)"),
+        ("none", "cuda tests exit 5 (124: cut by its time limit)"),
+    ],
+)
+def test_failed_cuda_tests_fail_a_partial_lease(tmp_path: Path, tests: str, said: str) -> None:
+    """A default lease's check is partial by design (exit 3): failed cuda tests, named first, or none selected
+    (pytest's 5; all skipped is its 0), still fail the lease; until 2026-12-07 the check's 3 came first and a lease
+    whose cuda tests all failed ended as a clean one did."""
+    done, _ = _run_lease(tmp_path, STAND_IN_CHECK="skip", STAND_IN_TESTS=tests)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"gpu-lease: gpu-check exit 3, {said}" in done.stdout
+    failed = "gpu-lease: cuda tests failed (1): test_y[step-graphs] FAILED\n"
+    assert (failed in done.stdout) == (tests == "fail")
+    assert done.stdout.endswith(
+        "gpu-lease: a partial check, not a full pass: gpu-check phases moe skipped for its deadline\n"
+    )
+
+
+def test_a_folder_for_compiled_code_the_user_chose_is_kept(tmp_path: Path) -> None:
+    done, _ = _run_lease(tmp_path, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"compiled code in {tmp_path / 'inductor'}\n" in (tmp_path / "out" / "gpu_check.log").read_text()
 
 
 @pytest.mark.slow  # the stand-ins hang until the lease's limits stop them: about 5 s

@@ -16,8 +16,16 @@
 # each test's verdict as it ends. Whole logs go to files (a `| tail` cut by a time limit returns nothing); the
 # jobs_per_gpu measurement file comes back in GPU_OUT/jobs_per_gpu.
 #
-# Exit: gpu-check's code where it is not 0 (1 failed, 3 phases skipped for the deadline, 124 cut), else the
-# tests' (124: cut), else the verdict's (1: no CUDA device was visible, tools/gpu_lease_verdict.py).
+# TORCHINDUCTOR_CACHE_DIR is /tmp/usagg-inductor unless set: usagg keeps a folder the user chose, so compiled code
+# outlives the check's temporary folder and a second lease on a still-warm machine reuses it.
+#
+# Exit: 1 where anything failed, whatever else happened: gpu-check failed (1), pytest failed (any code but 0 and a
+# cut by its time limit, 124 or 137: 5, no cuda test selected, is a failure too), or the verdict counted FAILED or
+# ERROR tests in their log (a cut run's too) or saw no CUDA device (tools/gpu_lease_verdict.py). Else gpu-check's
+# code where it is not 0 (3 phases skipped for the deadline, 124 cut), else the tests' (124: cut), else the
+# verdict's (3: a partial check). A default lease is partial by design (its deadline is below the phases'
+# estimates), so a failure must win over "partial": until 2026-12-07 gpu-check's 3 came first and a lease whose
+# cuda tests all failed exited 3, as a clean one did.
 set -u
 
 py=${1:-${GPU_PY:-}}
@@ -36,6 +44,7 @@ if [ "$tests_share" -ge "$budget" ]; then
     echo "gpu-lease: GPU_LEASE_TESTS_S=$tests_share leaves gpu-check nothing of GPU_LEASE_S=$budget" >&2
     exit 2
 fi
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/usagg-inductor}
 start=$SECONDS
 mkdir -p "$out"
 rm -f "$out/gpu_check.json" "$out/gpu_check.log" "$out/cuda_tests.log" # an earlier lease's would read as this one's
@@ -65,6 +74,8 @@ tail -n 30 "$out/cuda_tests.log"
 echo "gpu-lease: gpu-check exit $check, cuda tests exit $tests (124: cut by its time limit) after $((SECONDS - start)) s; logs in $out"
 "$py" tools/gpu_lease_verdict.py "$out"
 verdict=$?
+case $tests in 0 | 124 | 137) ;; *) exit 1 ;; esac
+if [ "$check" -eq 1 ] || [ "$verdict" -eq 1 ]; then exit 1; fi
 if [ "$check" -ne 0 ]; then exit "$check"; fi
 if [ "$tests" -ne 0 ]; then exit "$tests"; fi
 exit "$verdict"

@@ -136,6 +136,19 @@ def _with_grad(params: list[torch.nn.Parameter]) -> set[int]:
     return {id(p) for p in params if p.grad is not None}
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether a failed recording ran out of GPU memory: torch.OutOfMemoryError, or an AcceleratorError saying so
+    (the CUDA runtime's own allocations). That is no step that cannot be recorded but a job that does not fit beside
+    the others on its GPU: the job fails, and runner.py's error says to lower execution.jobs_per_gpu. Other
+    AcceleratorErrors are not told apart: a call that breaks the capture ("operation not permitted when stream is
+    capturing") raises one too, the very step that should run eagerly; a sticky device error fails the job all the
+    same, at the synchronize after the capture."""
+    if isinstance(err, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+        return True
+    accelerator = getattr(torch, "AcceleratorError", None)  # torch 2.8 and later
+    return accelerator is not None and isinstance(err, accelerator) and "out of memory" in str(err)
+
+
 def _shape(x: Batch) -> tuple[Any, ...]:
     if isinstance(x, EncoderInput):
         return ("tokens", x.size, x.image_size)
@@ -257,10 +270,12 @@ class GraphedTrainStep(TrainStep):
             # torch.cuda.graph's exit leaves its capture stream current when ending the capture fails (it does once
             # a call broke the capture), and its error then hides that call's, which is the one worth naming
             torch.cuda.set_stream(stream)
+            cause = err.__context__ if isinstance(err.__context__, Exception) else err
+            if _out_of_memory(err) or _out_of_memory(cause):
+                raise
             torch.cuda.synchronize(dev)
             self.optimizer.zero_grad(set_to_none=True)  # gradients of the failed recording were never written
             self.unrecordable.add(task)
-            cause = err.__context__ if isinstance(err.__context__, Exception) else err
             first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
             log.warning(
                 "step-graphs: task %s's training step could not be recorded (%s); it runs eagerly", task, first_line
