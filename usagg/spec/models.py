@@ -587,8 +587,16 @@ class TrainingSpec(Strict):
 SBATCH_EXTRA_KEYS = (
     "begin", "clusters", "comment", "constraint", "cpus_per_gpu", "exclude", "exclusive", "gpu_bind", "gpus",
     "gpus_per_task", "gres", "hint", "licenses", "mail_type", "mail_user", "mem_per_cpu", "mem_per_gpu", "nice",
-    "nodelist", "prefer", "requeue", "reservation", "signal", "switches", "time_min", "wckey",
+    "nodelist", "prefer", "requeue", "reservation", "switches", "time_min", "wckey",
 )  # fmt: skip
+#: sbatch options usagg leaves to submitit, and why: `--signal` replaced submitit's own (USR2 90 s before the time
+#: limit, which checkpoints the job and requeues it; submitit handles no other signal), so a job reaching its limit
+#: was killed with nothing saved.
+SBATCH_RESERVED = {
+    "signal": "submitit asks Slurm for USR2 90 s before the time limit and then checkpoints and requeues the job "
+    "(it handles no other signal), so another --signal kills a job at its limit with nothing saved; raise "
+    "execution.slurm.time_min or execution.slurm.max_requeue instead",
+}
 #: A Slurm name (partition, account, QOS; comma lists allowed): nothing a shell or sbatch would read as syntax.
 SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,-]+$", max_length=128)]
 #: A value of an extra sbatch option: printable, one line, no shell or sbatch syntax characters.
@@ -597,6 +605,8 @@ SlurmValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,=/ -]*$", max_leng
 
 def _check_sbatch_keys(extra: dict[str, str]) -> dict[str, str]:
     for key in extra:
+        if key in SBATCH_RESERVED:
+            raise ValueError(f"{key!r} cannot be set here: {SBATCH_RESERVED[key]}")
         if key not in SBATCH_EXTRA_KEYS:
             raise ValueError(unknown_name("extra sbatch option", key, list(SBATCH_EXTRA_KEYS)))
     return extra
