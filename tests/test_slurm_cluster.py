@@ -221,7 +221,9 @@ def test_usagg_run_says_why_sbatch_refused_then_does_not_submit_a_job_still_queu
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
     flat = " ".join(out.split())
     said = f"1 job still queued on Slurm as {element} (pending or running); not submitted again"
-    assert code == 0 and said in flat, out
+    assert said in flat, out
+    # not finished: `usagg run && usagg report` must not go on to report a study whose job waits on the cluster
+    assert code == 3 and f"not finished: 1 job an earlier `usagg run` submitted still waits on Slurm ({job_id} " in flat
     code, out = run_cli(["run", str(spec), "--dry-run"], monkeypatch, capsys)
     assert f"skip (queued on Slurm as {element})" in " ".join(out.split()), out
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)  # status names the Slurm job it waits as
@@ -419,3 +421,30 @@ def test_a_planted_slurm_record_is_no_slurm_id(tmp_path: Path) -> None:
     store.paths(ids[0]).slurm.write_text(json.dumps({"slurm_job_id": "1; rm -rf ~"}))
     store.paths(ids[1]).slurm.write_text("not json")
     assert store.queued_on_slurm(ids[0]) is None and store.queued_on_slurm(ids[1]) is None
+
+
+@pytest.mark.parametrize("executor", ["slurm", "local"])
+def test_an_interrupted_run_says_what_goes_on_under_its_executor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], executor: str
+) -> None:
+    """Ctrl-C stops the local pool's jobs, which resume from their checkpoints; under Slurm it stops only the
+    submitting process, and the jobs go on on the cluster (the message said 'the stopped ones go on')."""
+    import usagg.service
+
+    def interrupted(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(usagg.service, "drive", interrupted)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
+        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
+        f"model: {{backbone: dinov3_test, image_size: 32}}\nparadigms: [TS]\nexecution: {{executor: {executor}}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 130 and "interrupted" in flat, out
+    slurm = "the jobs submitted to Slurm go on there (`usagg status` shows them; `scancel` stops them)"
+    local = "the stopped ones go on from their last checkpoint"
+    assert (slurm in flat, local in flat) == ((True, False) if executor == "slurm" else (False, True)), out

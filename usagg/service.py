@@ -476,6 +476,9 @@ class RunResult:
     data_warnings: list[Problem] = field(default_factory=list)
     #: Each failed job's error, one line (its job.json `error`; the traceback is in jobs/<id>/error.txt).
     errors: dict[str, str] = field(default_factory=dict)
+    #: Selected jobs not done that an earlier `usagg run` submitted to Slurm and sacct still lists, job id -> Slurm
+    #: job id: the run did not finish them (and planned no stage after them); the next `usagg run` collects them.
+    queued: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[str]:
@@ -1030,7 +1033,10 @@ class StudyRun:
         csv_path = self.store.rebuild_results()
         states = {j.id: self.store.job_state(j.id) for j in self.jobs}
         errors = {jid: self.error(jid) for jid, state in states.items() if state == "failed"}
-        return RunResult(self.store.root.resolve(), states, csv_path.resolve(), list(self.data_warnings), errors)
+        queued = {jid: sid for jid, sid in self.queued.items() if states.get(jid) != "done"}
+        return RunResult(
+            self.store.root.resolve(), states, csv_path.resolve(), list(self.data_warnings), errors, queued
+        )
 
     def error(self, job_id: str) -> str:
         """A failed job's error, one line, as its job.json records it (the traceback: its error.txt)."""

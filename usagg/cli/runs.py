@@ -464,11 +464,11 @@ def run(
         print_data_problems(console, err)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:  # the jobs it stopped are pending again, each with its last checkpoint
-        console.print(f"[yellow]interrupted[/]; {RESUMES}")
+        console.print(f"[yellow]interrupted[/]; {_resumes(job_run)}")
         raise typer.Exit(130) from None
     except SystemExit as stop:  # SIGTERM (usagg/signals.py): the same orderly stop as Ctrl-C
         if stop.code == 143:
-            console.print(f"[yellow]stopped (SIGTERM)[/]; {RESUMES}")
+            console.print(f"[yellow]stopped (SIGTERM)[/]; {_resumes(job_run)}")
         raise
     if result.failed:
         from rich.markup import escape
@@ -478,10 +478,30 @@ def run(
             f"{escape(printable(str(result.store_root)))}"
         )
         raise typer.Exit(1)
+    if result.queued:  # `usagg run && usagg report` must not report a study whose jobs still wait on the cluster
+        n = len(result.queued)
+        listed = ", ".join(f"{jid} ({sid})" for jid, sid in list(result.queued.items())[:4]) + (", ..." * (n > 4))
+        console.print(
+            f"[yellow]not finished[/]: {counted(n, 'job')} an earlier `usagg run` submitted still "
+            f"{'waits' if n == 1 else 'wait'} on Slurm ({listed}); run the same `usagg run` again once "
+            f"{'it ends' if n == 1 else 'they end'}: it collects what they trained and plans what follows them"
+        )
+        raise typer.Exit(QUEUED_EXIT)
 
 
 #: What a stopped run says: how to go on.
 RESUMES = "the same `usagg run` command resumes: done jobs are kept, the stopped ones go on from their last checkpoint"
+#: What a stopped run under Slurm says: stopping the submitting process stops no job on the cluster.
+RESUMES_SLURM = (
+    "the jobs submitted to Slurm go on there (`usagg status` shows them; `scancel` stops them); the same "
+    "`usagg run` command collects them once they end and runs what is left"
+)
+#: `usagg run`'s exit status when selected jobs an earlier run submitted still wait on Slurm: not finished, not failed.
+QUEUED_EXIT = 3
+
+
+def _resumes(job_run: StudyRun) -> str:
+    return RESUMES_SLURM if job_run.study.execution.executor == "slurm" else RESUMES
 
 
 def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool) -> None:
