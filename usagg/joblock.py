@@ -3,8 +3,11 @@
 The lock is a file created with O_CREAT|O_EXCL (atomic, also over NFS v3+) holding the holder's host, pid,
 process start time and a random token; a heartbeat thread touches it while it is held, so another host can
 tell a live holder from a dead one by its age. A holder that is not alive (`JobLock.holder_alive`) is broken:
-renamed aside first, so two breakers cannot both win. The run store (usagg/store.py) owns the lock's path and
-its damage notes; this module owns the protocol.
+renamed aside first, so two breakers cannot both win. Under Slurm the lock also names the holder's Slurm job
+(`slurm_run`): a job Slurm kills outright (out of memory, pre-empted, past its time) leaves a fresh heartbeat behind
+for `stale_after_s`, but Slurm runs one instance of a job at a time, so its requeued run, or the submitting host
+once sacct says the job ended (`JobLock.break_slurm`), knows the holder is dead. The run store (usagg/store.py) owns
+the lock's path and its damage notes; this module owns the protocol.
 """
 
 from __future__ import annotations
@@ -42,8 +45,32 @@ class JobLocked(UsaggError):
     def __init__(self, job_id: str, holder: dict[str, Any]) -> None:
         self.job_id = job_id
         self.holder = holder
-        where = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}"
-        super().__init__(f"job {job_id} is being run by another process ({where}, since {holder.get('started', '?')})")
+        super().__init__(f"job {job_id} is being run by another process ({describe_holder(holder)})")
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """A lock holder in words: host, pid, its Slurm job where it ran under one, since when."""
+    slurm = holder_slurm_job(holder)
+    where = f"{holder.get('host', '?')} pid {holder.get('pid', '?')}" + (f", Slurm job {slurm}" if slurm else "")
+    return f"{where}, since {holder.get('started', '?')}"
+
+
+def slurm_run() -> dict[str, Any] | None:
+    """This process's Slurm job (`array id _ index` of an array element, else the job id) and how often Slurm has
+    restarted it (requeued: SLURM_RESTART_COUNT, absent before the first requeue), None outside a Slurm job."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return {"job": job, "restart": int(restarts) if restarts.isdigit() else 0}
+
+
+def holder_slurm_job(holder: dict[str, Any]) -> str | None:
+    """The Slurm job a lock holder ran as (`slurm_run`), None when it ran outside Slurm (or the record is garbage)."""
+    slurm = holder.get("slurm")
+    job = slurm.get("job") if isinstance(slurm, dict) else None
+    return job if isinstance(job, str) else None
 
 
 def _proc_fields(pid: int) -> list[str] | None:
@@ -147,6 +174,8 @@ class JobLock:
         """
         if DAMAGED_HOLDER in holder:
             return False  # garbage in the lock file: no process can be holding it
+        if self._earlier_run_of_this_slurm_job(holder):
+            return False
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
@@ -159,6 +188,27 @@ class JobLock:
                 return False  # no process's id (0, -1 and True would probe a group, every process, init): garbage
             return _pid_alive(pid, holder.get("proc_start"))
         return True
+
+    @staticmethod
+    def _earlier_run_of_this_slurm_job(holder: dict[str, Any]) -> bool:
+        """Whether the holder is an earlier run of the very Slurm job this process runs in: Slurm runs one instance
+        of a job at a time and requeues it (SLURM_RESTART_COUNT + 1) only once the last one is gone, so such a
+        holder was killed (out of memory, pre-empted, past its time) and could not release the lock.
+
+        A lower restart count is an earlier run wherever it ran. The same count is one only on another host (a
+        requeue that Slurm did not count; usagg's elements are one task on one node): on this host the process
+        probe of `holder_alive` answers, so two processes of one allocation still never share a job.
+        """
+        mine = slurm_run()
+        theirs = holder.get("slurm")
+        if mine is None or not isinstance(theirs, dict) or theirs.get("job") != mine["job"]:
+            return False
+        restart = theirs.get("restart")
+        if type(restart) is not int:
+            return False  # not a count usagg wrote: the heartbeat decides
+        if restart < mine["restart"]:
+            return True
+        return restart == mine["restart"] and holder.get("host") != socket.gethostname()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[dict[str, Any]]:
@@ -188,6 +238,16 @@ class JobLock:
         holder = read_holder(self.path)
         return holder is not None and holder.get("token") == held[0]
 
+    def break_slurm(self, slurm_job: str) -> dict[str, Any] | None:
+        """Break the lock if its holder ran as Slurm job `slurm_job` (an array element), which the caller knows has
+        ended (sacct says so): a job Slurm killed outright leaves its lock looking alive for `stale_after_s`.
+        Returns the holder broken, None when the lock is free or held by anyone else."""
+        holder = self.holder()
+        if not holder or holder_slurm_job(holder) != slurm_job:
+            return None
+        self._break(holder)
+        return holder
+
     def release_own(self) -> bool:
         """Drop the lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
         holder = read_holder(self.path)
@@ -199,13 +259,16 @@ class JobLock:
     def _acquire(self) -> str:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
-        info = {
+        info: dict[str, Any] = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "proc_start": _proc_start(os.getpid()),
             "started": datetime.now(timezone.utc).isoformat(),
             "token": token,
         }
+        slurm = slurm_run()
+        if slurm is not None:
+            info["slurm"] = slurm
         payload = json.dumps(info).encode()
         for _ in range(5):
             try:

@@ -16,7 +16,7 @@ Layout::
         job.json             {"job": Job, "state", "attempts", "started", "finished",
                               "duration_s", "host", "pid", "error", "weights_key", "start_epoch",
                               "device" (where the attempt computes, once it has chosen)}
-        .lock                present while a process runs the job: host, pid, start time
+        .lock                present while a process runs the job: host, pid, start time (its Slurm job there)
         log.txt              the job's own log
         metrics.json         a JobMetrics (usagg/jobmetrics.py, docs/metrics.md), with a checksum of its content
         history.csv          per epoch and task: losses, steps, selection metrics (usagg/historycsv.py)
@@ -1010,6 +1010,11 @@ class RunStore:
         for tmp in self.job_dir(job_id).rglob(".*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    def break_slurm_lock(self, job_id: str, slurm_job: str) -> dict[str, Any] | None:
+        """Break the job's lock if Slurm job `slurm_job`, which sacct says has ended, holds it (`JobLock.break_slurm`);
+        the holder broken, or None."""
+        return self.job_lock(job_id).break_slurm(slurm_job)
 
     def release_own_lock(self, job_id: str) -> bool:
         """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""

@@ -56,7 +56,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -250,6 +250,33 @@ def _kib_fields(lines: list[str]) -> dict[str, int]:
         if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
             fields[name] = int(parts[0]) * 1024
     return fields
+
+
+#: A job's size for ordering: (MoE on, number of tasks), the order of its expected peak memory and training time.
+JobSize = tuple[bool, int]
+
+
+def job_sizes(store_root: str, job_ids: Iterable[str]) -> dict[str, JobSize]:
+    """Each job's size (`JobSize`) as its store record says; (False, 0) for a job the store cannot read, which fails
+    with its own error when it runs."""
+    from usagg.store import RunStore
+
+    store = RunStore(store_root)
+    sizes: dict[str, JobSize] = {}
+    for job_id in job_ids:
+        try:
+            job = store.job(job_id)
+            sizes[job_id] = (job.moe, len(job.tasks))
+        except Exception:
+            sizes[job_id] = (False, 0)
+    return sizes
+
+
+def largest_first(job_ids: Iterable[str], sizes: dict[str, JobSize]) -> list[str]:
+    """The jobs largest first (`JobSize`), in their given order among equals: the pool's order of starting them, and
+    the Slurm array's (usagg/execute/slurm.py), so the longest jobs, and the AU job a staged AG waits for, start
+    first and the short ones fill the end."""
+    return sorted(job_ids, key=lambda j: sizes.get(j, (False, 0)), reverse=True)
 
 
 def visible_device(index: int, parent_visible: str | None = None) -> str:
@@ -470,7 +497,7 @@ class PoolExecutor(Executor):
         self._jobs = len(job_ids)
         self._retired = []
         devices = self._devices()
-        sizes = self._job_sizes(job_ids) if self.auto or self.devices is None else {}
+        sizes = job_sizes(self.store_root, job_ids) if self.auto or self.devices is None else {}
         slots: list[_Slot] = []
         try:
             while len(states) < len(job_ids):
@@ -504,30 +531,16 @@ class PoolExecutor(Executor):
             self.limits = {d.key: d.limit for d in devices}
         return states
 
-    def _job_sizes(self, job_ids: list[str]) -> dict[str, tuple[bool, int]]:
-        """(MoE on, number of tasks) per job: the order of expected peak memory for one backbone and input size."""
-        from usagg.store import RunStore
-
-        store = RunStore(self.store_root)
-        sizes: dict[str, tuple[bool, int]] = {}
-        for job_id in job_ids:
-            try:
-                job = store.job(job_id)
-                sizes[job_id] = (job.moe, len(job.tasks))
-            except Exception:  # a job the store cannot read fails with its own error when it runs
-                sizes[job_id] = (False, 0)
-        return sizes
-
-    def _next_job(self, queue: deque[str], device: _Device, sizes: dict[str, tuple[bool, int]]) -> str:
+    def _next_job(self, queue: deque[str], device: _Device, sizes: dict[str, JobSize]) -> str:
         """The queue's next job; under auto a GPU not measured yet gets the largest, so its peak bounds the rest.
 
         The CPU always takes the largest: its measure needs it too, and longest first (a larger job also
         trains longer) leaves the short jobs to fill the cores at the end, for the shortest wall time.
         """
-        largest_first = device.index is None or (self.auto and device.free is None)
-        if not largest_first or not sizes:
+        wants_largest = device.index is None or (self.auto and device.free is None)
+        if not wants_largest or not sizes:
             return queue.popleft()
-        largest = max(queue, key=lambda j: sizes.get(j, (False, 0)))
+        largest = largest_first(queue, sizes)[0]
         queue.remove(largest)
         return largest
 

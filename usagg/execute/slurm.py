@@ -47,6 +47,8 @@ from typing import Any, Literal
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
+from usagg.execute.pool import job_sizes, largest_first
+from usagg.joblock import describe_holder, holder_slurm_job, slurm_run
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import ERROR_CHARS, RunStore, submitit_link
@@ -92,6 +94,9 @@ STATE_HINTS = {
     "CANCELLED": "was cancelled (scancel, or the cluster)",
     "NODE_FAIL": f"lost its node (NODE_FAIL); {RETRY} resumes it from its last checkpoint",
 }
+#: submitit's words for an element that timed out once more than `max_num_timeout` (our max_requeue) allows: it
+#: returns an error and exits, so sacct says COMPLETED and no state hint applies.
+TIMED_OUT_TOO_OFTEN = "timed-out too many times"
 #: Characters that are Slurm filename patterns (`%j`, `%a`, ...; `\\` turns them off) and submitit's (`%j`, `%t`,
 #: `%a`, `%A`): in the log folder they would send logs elsewhere, or fail after submission.
 PATTERN_CHARS = ("%", "\\")
@@ -110,12 +115,6 @@ def element_state(job: Element, force: bool = False) -> str:
     return base_state(job.state)
 
 
-def slurm_element() -> str:
-    """This node's Slurm job (array id _ index), as its environment says; "?" outside a Slurm job."""
-    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID", "?")
-
-
 def node_gpu_problem(devices: Devices) -> str | None:
     """Why this node cannot run a job whose `execution.devices` asks for a GPU (cuda or a list of indices), or None;
     checked here because the engine's own refusal names neither the node nor the Slurm job to look up."""
@@ -125,11 +124,28 @@ def node_gpu_problem(devices: Devices) -> str | None:
 
     if torch.cuda.device_count() > 0:
         return None
+    slurm = slurm_run()
     return (
-        f"execution.devices is {devices} but node {socket.gethostname()} (Slurm job {slurm_element()}) sees no CUDA "
-        f"device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): ask Slurm for a GPU "
-        "(execution.slurm.gpus_per_node, a GPU partition), or set execution.devices to auto or cpu"
+        f"execution.devices is {devices} but node {socket.gethostname()} (Slurm job {slurm['job'] if slurm else '?'}) "
+        f"sees no CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): ask Slurm "
+        "for a GPU (execution.slurm.gpus_per_node, a GPU partition), or set execution.devices to auto or cpu"
     )
+
+
+class HeldElsewhere(UsaggError):
+    """The element found its job run by a live process elsewhere, so it trained nothing: it ends failed (a non-zero
+    exit, FAILED in sacct), not as a success that leaves the job to a run no one waits for."""
+
+    def __init__(self, job_id: str, holder: dict[str, Any]) -> None:
+        slurm = slurm_run()
+        super().__init__(
+            f"Slurm job {slurm['job'] if slurm else '?'} did not run job {job_id}: a live process holds its lock "
+            f"({describe_holder(holder)}), so the job is left to that process"
+        )
+
+
+#: How the node's traceback names HeldElsewhere on its last line (submitit returns the traceback as text).
+HELD_ELSEWHERE = f"{HeldElsewhere.__module__}.{HeldElsewhere.__qualname__}:"
 
 
 class SlurmJobCall(Checkpointable):
@@ -145,7 +161,10 @@ class SlurmJobCall(Checkpointable):
         if problem is not None:
             summary = record_failure(store_root, job_id, problem, summary=problem[:ERROR_CHARS])
             return "failed", "failed", {"state": "failed", "error": summary}
-        return call_job(self.fn, store_root, job_id)
+        outcome = call_job(self.fn, store_root, job_id)
+        if outcome[1] == "locked":
+            raise HeldElsewhere(job_id, outcome[2]["holder"])
+        return outcome
 
     def checkpoint(self, store_root: str, job_id: str) -> DelayedSubmission:
         """Free the job's lock for the requeued run, then resubmit the same call (the engine resumes)."""
@@ -229,6 +248,22 @@ def still_queued(recorded: dict[str, str]) -> tuple[dict[str, str], str | None]:
     )
 
 
+def break_ended_locks(store: RunStore, job_ids: Iterable[str]) -> list[str]:
+    """Break each job's lock whose holder ran as a Slurm job that sacct lists as ended (any state but the queued
+    ones); the job ids whose lock was broken. Slurm kills a job outright (out of memory, pre-empted, past its time
+    without the warning signal), so its lock never released looks alive for the lock's `stale_after_s`
+    (usagg/joblock.py). An element sacct does not list, or does not answer for, keeps its lock."""
+    held = {jid: sid for jid in job_ids if (sid := holder_slurm_job(store.job_lock(jid).holder() or {}))}
+    if not held:
+        return []
+    states = sacct_states(held.values()) or {}
+    return [
+        jid
+        for jid, sid in held.items()
+        if sid in states and base_state(states[sid]) not in QUEUED_STATES and store.break_slurm_lock(jid, sid)
+    ]
+
+
 class SlurmExecutor(Executor):
     """Submits the jobs as one Slurm array and waits for them (Ctrl-C stops waiting, not the jobs)."""
 
@@ -300,6 +335,8 @@ class SlurmExecutor(Executor):
         if not job_ids:
             return states
         store = RunStore(self.store_root)
+        break_ended_locks(store, job_ids)  # else the new element of a job whose last one Slurm killed fails at once
+        job_ids = largest_first(job_ids, job_sizes(self.store_root, job_ids))  # as the pool starts them (module doc)
         jobs = self._submit(self.make_submitit_executor(), SlurmJobCall(fn, self.devices), job_ids)
         pending = dict(zip(job_ids, jobs, strict=True))
         for job_id, job in pending.items():
@@ -373,13 +410,25 @@ class SlurmExecutor(Executor):
             state, event, info = job.result()
             return state, event, {**info, "slurm_job_id": job.job_id}
         except Exception as e:  # submitit's FailedJobError / UncompletedJobError: crash, kill, out of requeues
-            hint = STATE_HINTS.get(slurm_state, "").format(**self.slurm.model_dump())
-            what = f"did not complete (state {slurm_state}{'' if not hint else ': ' + hint})"
-            error = f"Slurm job {job.job_id} {what} ({type(e).__name__}):\n{str(e).strip()}"
+            said = str(e).strip()
+            held = next((ln for ln in reversed(said.splitlines()) if ln.startswith(HELD_ELSEWHERE)), None)
+            if held is not None:  # the node's own words name the job and the holder
+                summary = held.removeprefix(HELD_ELSEWHERE).strip()
+                return self._failed(job_id, job, f"{summary}\n\n{said}", summary)
+            timed_out = TIMED_OUT_TOO_OFTEN in said  # submitit gave up requeueing, and sacct says COMPLETED
+            hint = STATE_HINTS.get("TIMEOUT" if timed_out else slurm_state, "").format(**self.slurm.model_dump())
+            state = f"{slurm_state} after more time-outs than max_requeue allows" if timed_out else slurm_state
+            what = f"did not complete (state {state}{'' if not hint else ': ' + hint})"
+            error = f"Slurm job {job.job_id} {what} ({type(e).__name__}):\n{said}"
             return self._failed(job_id, job, error, f"Slurm job {job.job_id} {what}; see {job.paths.stderr}")
 
     def _failed(self, job_id: str, job: Element, error: str, summary: str) -> Outcome:
-        """The failure recorded in the store (unless the job recorded its own), as an outcome."""
+        """The failure recorded in the store (unless the job recorded its own), as an outcome; first the job's lock
+        broken if the ended element still holds it (`break_ended_locks`)."""
+        try:
+            break_ended_locks(RunStore(self.store_root), [job_id])
+        except Exception:
+            traceback.print_exc()
         try:
             summary = record_failure(self.store_root, job_id, error, summary=summary[:ERROR_CHARS])
         except Exception:
