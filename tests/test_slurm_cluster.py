@@ -448,3 +448,17 @@ def test_an_interrupted_run_says_what_goes_on_under_its_executor(
     slurm = "the jobs submitted to Slurm go on there (`usagg status` shows them; `scancel` stops them)"
     local = "the stopped ones go on from their last checkpoint"
     assert (slurm in flat, local in flat) == ((True, False) if executor == "slurm" else (False, True)), out
+
+
+def test_an_array_too_large_is_said_with_its_size_and_how_to_split_it() -> None:
+    """sbatch's MaxArraySize refusal named partition, account, ... but not the array's size, and claimed
+    gpus_per_node 1 for `devices: cpu`, which asks Slurm for no GPU."""
+    from usagg.execute.slurm import rejected_message
+
+    said = rejected_message(
+        "sbatch: error: Batch job submission failed: Invalid job array specification", SlurmSpec(), "cpu", 1111
+    )
+    assert "sbatch refused the job array of 1111 jobs" in said and "gpus_per_node 0" in said
+    assert "MaxArraySize" in said and "`usagg run --only`" in said
+    other = rejected_message("sbatch: error: invalid partition specified: gpux", SlurmSpec(partition="gpux"), "auto", 3)
+    assert "MaxArraySize" not in other and "gpus_per_node 1" in other and "partition gpux" in other

@@ -202,18 +202,27 @@ def slurm_parameters(slurm: SlurmSpec, name: str, devices: Devices = "auto") -> 
     return params
 
 
-def rejected_message(sbatch_said: str, slurm: SlurmSpec) -> str:
-    """sbatch's refusal of the array as one paragraph: its words, and the settings it may refer to."""
+def rejected_message(sbatch_said: str, slurm: SlurmSpec, devices: Devices = "auto", n_jobs: int = 0) -> str:
+    """sbatch's refusal of the array as one paragraph: its words, the array's size, and the settings it may refer to
+    (the GPUs as requested: none for `devices: cpu` unless gpus_per_node was set)."""
     said = " ".join(printable(sbatch_said).split())[:400] or "no message"
+    asked = {"gpus_per_node": gpus_per_node(slurm, devices)}
     values = ", ".join(
-        f"{field} {getattr(slurm, field) if getattr(slurm, field) is not None else '(cluster default)'}"
+        f"{field} {value if (value := asked.get(field, getattr(slurm, field))) is not None else '(cluster default)'}"
         for field in ("partition", "account", "qos", "time_min", "mem_gb", "gpus_per_node", "cpus_per_task")
     )
     extra = f", additional {dict(slurm.additional)}" if slurm.additional else ""
+    size = f" of {counted(n_jobs, 'job')}" if n_jobs else ""
+    array = (
+        " An array larger than the cluster's MaxArraySize (`scontrol show config | grep MaxArraySize`) is refused: "
+        "submit it in parts with `usagg run --only` (by paradigm or group, `usagg plan --only` shows each part)."
+        if "array" in said.lower()
+        else ""
+    )
     return (
-        f"sbatch refused the job array, so nothing was submitted: {said!r}. Check execution.slurm against what the "
-        f"cluster allows you ({values}{extra}; `sinfo` lists partitions, `sacctmgr show assoc user=$USER` accounts "
-        "and QOS). The jobs stay pending; `usagg run` submits them again."
+        f"sbatch refused the job array{size}, so nothing was submitted: {said!r}. Check execution.slurm against "
+        f"what the cluster allows you ({values}{extra}; `sinfo` lists partitions, `sacctmgr show assoc user=$USER` "
+        f"accounts and QOS).{array} The jobs stay pending; `usagg run` submits them again."
     )
 
 
@@ -369,7 +378,7 @@ class SlurmExecutor(Executor):
                 jobs = ex.map_array(call, [self.store_root] * len(job_ids), job_ids)
         except FailedJobError as err:  # sbatch exited non-zero
             shutil.rmtree(ex.folder, ignore_errors=True)
-            raise UsaggError(rejected_message(str(err), self.slurm)) from None
+            raise UsaggError(rejected_message(str(err), self.slurm, self.devices, len(job_ids))) from None
         except FailedSubmissionError as err:  # sbatch answered, but with no job id: the array may be queued
             raise UsaggError(
                 f"sbatch's answer named no job id ({' '.join(printable(str(err)).split())[:300]}), so usagg cannot "
