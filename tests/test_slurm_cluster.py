@@ -27,7 +27,7 @@ from usagg.execute.registry import make_executor
 from usagg.execute.slurm import RETRY, SlurmExecutor, slurm_parameters
 from usagg.plan import plan
 from usagg.service import StudyRun
-from usagg.spec.load import dump_study
+from usagg.spec.load import dump_study, load_study
 from usagg.spec.models import ExecutionSpec, SlurmSpec, Study
 from usagg.store import RunStore
 
@@ -462,3 +462,43 @@ def test_an_array_too_large_is_said_with_its_size_and_how_to_split_it() -> None:
     assert "MaxArraySize" in said and "`usagg run --only`" in said
     other = rejected_message("sbatch: error: invalid partition specified: gpux", SlurmSpec(partition="gpux"), "auto", 3)
     assert "MaxArraySize" not in other and "gpus_per_node 1" in other and "partition gpux" in other
+
+
+@pytest.mark.slow
+def test_status_asks_sacct_where_a_submitted_job_is_and_names_its_log(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg status` said "submitted to Slurm as X (sacct says whether it waits)" for a job scancel had ended too:
+    it now gives sacct's state, says an ended element is submitted again by the next run, names the element's log
+    once it has one, and says so where sacct does not answer (a store looked at off the cluster)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
+        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
+        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\nexecution: {executor: slurm}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    run = StudyRun.prepare(load_study(spec))
+    run.init_store()
+    store = run.store
+    (job_id,) = store.job_ids()
+    element = f"{cluster.first_id}_0"
+    store.mark_queued_on_slurm(job_id, element)
+
+    def status() -> str:
+        code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+        assert code == 0, out
+        return " ".join(out.split())
+
+    cluster.set_state(element, "PENDING")
+    assert f"submitted to Slurm as {element} (sacct: PENDING)" in status()
+    log = store.slurm_dir / "20261207-000000-abcdef12" / f"{element}_0_log.err"
+    log.parent.mkdir(parents=True)
+    log.write_text("started\n")
+    cluster.set_state(element, "RUNNING")
+    said = status()
+    assert "(sacct: RUNNING)" in said and f"{element}_0_log.err" in said.replace(" ", "")
+    cluster.set_state(element, "CANCELLED by 1000")
+    assert "(sacct: CANCELLED, ended: the next `usagg run` collects it and submits it again)" in status()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no sacct here
+    assert f"submitted to Slurm as {element} (sacct did not answer)" in status()

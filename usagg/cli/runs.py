@@ -139,6 +139,11 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     table.add_column("job", overflow="fold", no_wrap=True)  # the id whole, so a log can be searched for it
     for col in ("state", "duration", "primary metrics"):
         table.add_column(col, overflow="fold")  # fold, never cut: an error's first line is shown whole
+    queued = {j: sid for j in job_ids if store.display_state(j) == "pending" and (sid := store.queued_on_slurm(j))}
+    if queued:  # one sacct call for all of them (submitit imported only where a run used Slurm)
+        from usagg.execute.slurm import queue_states
+
+        queued = queue_states(store, queued)
     for jid in job_ids:
         record = store.job_record(jid) if store.has_job(jid) else {}
         state = store.display_state(jid)
@@ -155,8 +160,8 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
             where = _running_progress(store, jid, record)
             duration = duration_text(where.elapsed_s)
             detail = where.text()
-        elif state == "pending" and (slurm_id := store.queued_on_slurm(jid)):  # submitted, not started or collected
-            detail = f"submitted to Slurm as {slurm_id} (sacct says whether it waits)"
+        elif state == "pending" and jid in queued:  # submitted, not collected: sacct's state, its log once started
+            detail = escape(printable(queued[jid]))
         else:
             detail = escape(printable(detail))  # task and metric names from metrics.json: data, not instructions
         device = _job_device(store, jid, record, state) if state in ("done", "running", "failed") else None

@@ -238,6 +238,27 @@ def sacct_states(slurm_ids: Iterable[str]) -> dict[str, str] | None:
     return {sid: info.get("State", "") for sid, info in SlurmInfoWatcher().read_info(out).items()}
 
 
+def element_log(store: RunStore, slurm_job_id: str) -> Path | None:
+    """The stderr log submitit's element `slurm_job_id` (`1001_2`) writes in its submission's folder, once it has
+    started; None before (a pending element has none) or where no submission folder holds it."""
+    return next(iter(sorted(store.slurm_dir.glob(f"*/{slurm_job_id}_0_log.err"))), None)
+
+
+def queue_states(store: RunStore, recorded: dict[str, str]) -> dict[str, str]:
+    """What `usagg status` says of each job an earlier run submitted and no run has collected (job id -> text):
+    sacct's state of its element and, once it started, its log; "sacct did not answer" where there is no sacct
+    (a store looked at off the cluster)."""
+    states = sacct_states(recorded.values()) if shutil.which("sacct") else None
+    out = {}
+    for jid, sid in recorded.items():
+        state = "sacct did not answer" if states is None else f"sacct: {base_state(states.get(sid, '')) or 'unknown'}"
+        if states is not None and base_state(states.get(sid, "")) not in QUEUED_STATES:
+            state += ", ended: the next `usagg run` collects it and submits it again"
+        log = element_log(store, sid)
+        out[jid] = f"submitted to Slurm as {sid} ({state})" + (f"\nlog {log}" if log else "")
+    return out
+
+
 def still_queued(recorded: dict[str, str]) -> tuple[dict[str, str], str | None]:
     """Of `recorded` (job id -> the Slurm element it was submitted as), those still in Slurm's queue, and a note
     saying so (None when there are none). An element sacct no longer lists, or lists as ended, is not: its job is
