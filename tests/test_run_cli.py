@@ -309,3 +309,39 @@ def test_a_task_its_job_never_stepped_on_is_warned_of_and_left_out_of_compare(
     task = said.split("1 task got no optimiser step in a job (")[1].split(" ")[0]
     code, out = run_cli(["compare", "runs/zero"], monkeypatch, capsys)
     assert code == 0 and f"{task} / AU: Δ n/a, AU trained {task} for 0 optimiser steps" in " ".join(out.split())
+
+
+@pytest.mark.slow
+def test_a_job_another_process_runs_leaves_the_run_not_finished_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two `usagg run`s of one study split its jobs by their locks; the one that ends first exited 0 while the other
+    still trained a job, so `usagg run && usagg report` reported a study with a job missing. It exits 3 now, naming
+    the job, and 0 once the job is done."""
+    from usagg.spec.load import dump_study
+
+    study = write_study(tmp_path, tmp_path / "data", epochs=1, steps=1)
+    monkeypatch.chdir(tmp_path)
+    loaded = load_study(study)
+    jobs = plan(loaded)
+    store = RunStore(tmp_path / "runs" / "tiny")
+    store.init(dump_study(loaded), jobs)
+    held = jobs[0].id
+    code = (
+        "import sys, time\nfrom usagg.store import RunStore\n"
+        f"lock = RunStore({str(store.root)!r}).lock({held!r})\nlock.__enter__()\n"
+        "print('held', flush=True)\ntime.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code_, out = run_cli(["run", str(study), "--set", "execution.cpu_jobs=1"], monkeypatch, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    flat = " ".join(out.split())
+    assert code_ == 3, out
+    assert f"not finished: 1 job neither done nor failed as this run ends ({held} (" in flat, out
+    assert store.job_state(jobs[1].id) == "done" and store.job_state(held) != "done"
+    code_, out = run_cli(["run", str(study), "--set", "execution.cpu_jobs=1"], monkeypatch, capsys)
+    assert code_ == 0 and store.job_state(held) == "done", out

@@ -489,6 +489,13 @@ class RunResult:
         """True when no selected job failed."""
         return not self.failed
 
+    @property
+    def unfinished(self) -> list[str]:
+        """Selected jobs neither done nor failed when the run ended: an earlier run's Slurm job still has them
+        (`queued`), another live process runs them (their lock is held), or they wait for a job of the same settings
+        that is not done. Not failed, but the study is not finished: `usagg run` exits 3."""
+        return [jid for jid, s in self.states.items() if s not in ("done", "failed")]
+
 
 def check_model_weights(study: Study) -> None:
     """A `model.weights` that is missing or would not load into the backbone: UsaggError (exit 2) naming the

@@ -483,7 +483,8 @@ def run(
             f"{escape(printable(str(result.store_root)))}"
         )
         raise typer.Exit(1)
-    if result.queued:  # `usagg run && usagg report` must not report a study whose jobs still wait on the cluster
+    # `usagg run && usagg report` must not report a study whose jobs still wait on the cluster or run elsewhere
+    if result.queued:
         n = len(result.queued)
         listed = ", ".join(f"{jid} ({sid})" for jid, sid in list(result.queued.items())[:4]) + (", ..." * (n > 4))
         console.print(
@@ -491,7 +492,16 @@ def run(
             f"{'waits' if n == 1 else 'wait'} on Slurm ({listed}); run the same `usagg run` again once "
             f"{'it ends' if n == 1 else 'they end'}: it collects what they trained and plans what follows them"
         )
-        raise typer.Exit(QUEUED_EXIT)
+        raise typer.Exit(UNFINISHED_EXIT)
+    if result.unfinished:
+        n = len(result.unfinished)
+        listed = ", ".join(f"{jid} ({result.states[jid]})" for jid in result.unfinished[:4]) + (", ..." * (n > 4))
+        console.print(
+            f"[yellow]not finished[/]: {counted(n, 'job')} neither done nor failed as this run ends ({listed}): "
+            "another process runs them, or they wait for a job of the same settings that is not done (`usagg "
+            "status` shows where each is); run the same `usagg run` again once that one ends"
+        )
+        raise typer.Exit(UNFINISHED_EXIT)
 
 
 #: What a stopped run says: how to go on.
@@ -501,8 +511,9 @@ RESUMES_SLURM = (
     "the jobs submitted to Slurm go on there (`usagg status` shows them; `scancel` stops them); the same "
     "`usagg run` command collects them once they end and runs what is left"
 )
-#: `usagg run`'s exit status when selected jobs an earlier run submitted still wait on Slurm: not finished, not failed.
-QUEUED_EXIT = 3
+#: `usagg run`'s exit status when selected jobs are neither done nor failed as it ends (still queued on Slurm from an
+#: earlier run, run by another process, waiting for a twin): not finished, not failed.
+UNFINISHED_EXIT = 3
 
 
 def _resumes(job_run: StudyRun) -> str:
