@@ -128,6 +128,7 @@ case "$1 $2" in
     hang) exec sleep 60 ;;
     skip) echo '{{"phases": ["bare", "moe"], "seconds": {{"bare": 1}}, "skipped": {{"moe": "x"}}}}' >"$GPU_CHECK_JSON"
         exit 3 ;;
+    crash) kill -SEGV $$ ;;
     esac
     echo "gpu-check PASSED" ;;
 "-m pytest")
@@ -238,3 +239,10 @@ def test_a_budget_that_is_no_whole_number_of_seconds_is_refused_before_anything_
     done, _ = _run_lease(tmp_path, **env)
     assert done.returncode == 2 and said in done.stderr and "unbound" not in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()  # nothing run, nothing written
+
+
+def test_a_check_that_crashes_fails_the_lease(tmp_path: Path) -> None:
+    """A segfault or abort in gpu-check (139, 134) is a failure, exit 1, not a code of its own."""
+    done, _ = _run_lease(tmp_path, STAND_IN_CHECK="crash")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "gpu-lease: gpu-check exit 139," in done.stdout

@@ -24,12 +24,15 @@ from submitit.core.utils import FailedJobError
 from tests import test_slurm_cluster
 from tests.test_executors import make_store as make_mixed_store
 from tests.test_slurm_cluster import FakeCluster, executor_for, job_done, make_store
-from usagg.joblock import JobLocked
+from usagg import joblock
+from usagg.joblock import ELEMENT_ENV, JobLocked
 from usagg.store import RunStore
 
 #: The fake cluster on PATH (tests/test_slurm_cluster.py); it submits one job as a plain job, id `first_id`, no `_0`.
 cluster = test_slurm_cluster.cluster
-SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
+SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", ELEMENT_ENV)
+#: Older than a lock's `slurm_evidence_s` (3 heartbeats of 30 s): the killed holder has stopped beating.
+SILENT_S = 120.0
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +42,11 @@ def outside_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def plant_lock(store: RunStore, job_id: str, host: str = "node01", slurm: dict[str, Any] | None = None) -> None:
-    """A lock as a process on `host` (in Slurm job `slurm`) left it, its heartbeat fresh, the job running."""
+def plant_lock(
+    store: RunStore, job_id: str, host: str = "node01", slurm: dict[str, Any] | None = None, silent_s: float = 0.0
+) -> None:
+    """A lock as a process on `host` (in Slurm job `slurm`) left it, its last heartbeat `silent_s` ago (fresh: 0),
+    the job running."""
     info: dict[str, Any] = {
         "host": host,
         "pid": 4242,
@@ -50,7 +56,10 @@ def plant_lock(store: RunStore, job_id: str, host: str = "node01", slurm: dict[s
     if slurm is not None:
         info["slurm"] = slurm
     store.set_state(job_id, "running")
-    store.paths(job_id).lock.write_text(json.dumps(info))
+    lock = store.paths(job_id).lock
+    lock.write_text(json.dumps(info))
+    beat = time.time() - silent_s
+    os.utime(lock, (beat, beat))
 
 
 def as_element(monkeypatch: pytest.MonkeyPatch, element: str, restarts: int | None) -> None:
@@ -60,6 +69,7 @@ def as_element(monkeypatch: pytest.MonkeyPatch, element: str, restarts: int | No
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", index)
     if restarts is not None:
         monkeypatch.setenv("SLURM_RESTART_COUNT", str(restarts))
+    monkeypatch.setenv(ELEMENT_ENV, element)  # what SlurmJobCall sets on the node
 
 
 # --------------------------------------------------------------------------- the lock knows Slurm's one instance
@@ -69,8 +79,8 @@ def test_a_requeued_element_breaks_the_lock_its_killed_run_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, ids = make_store(tmp_path)
-    plant_lock(store, ids[0], slurm={"job": "7_0", "restart": 0})
-    plant_lock(store, ids[1], slurm={"job": "7_1", "restart": 0})  # another element: its own job, alive
+    plant_lock(store, ids[0], slurm={"job": "7_0", "restart": 0}, silent_s=SILENT_S)
+    plant_lock(store, ids[1], slurm={"job": "7_1", "restart": 0}, silent_s=SILENT_S)  # another element: alive
     as_element(monkeypatch, "7_0", restarts=1)
     with store.lock(ids[0]) as holder:  # the run Slurm killed is gone: its lock does not stop the requeue
         assert holder["slurm"] == {"job": "7_0", "restart": 1} and holder["host"] == socket.gethostname()
@@ -78,19 +88,39 @@ def test_a_requeued_element_breaks_the_lock_its_killed_run_left(
         store.lock(ids[1]).__enter__()
 
 
-def test_a_live_holder_of_the_same_slurm_run_on_this_host_keeps_its_lock(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same restart count counts as an earlier run only from another host; here the process probe answers."""
+def test_an_earlier_run_still_beating_keeps_its_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node Slurm failed (NODE_FAIL) may still run and reach the shared file system: the requeued run's word is
+    taken only once the holder's heartbeat has been silent for 3 beats."""
+    store, ids = make_store(tmp_path)
+    plant_lock(store, ids[0], slurm={"job": "7_0", "restart": 0}, silent_s=10.0)
+    as_element(monkeypatch, "7_0", restarts=1)
+    assert store.lock_alive(ids[0])
+    beat = time.time() - SILENT_S
+    os.utime(store.paths(ids[0]).lock, (beat, beat))
+    assert not store.lock_alive(ids[0])
+
+
+def test_the_same_slurm_job_on_another_host_is_no_earlier_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An salloc shell on the login node and an `srun` on a compute node share SLURM_JOB_ID and restart count: the
+    same count is never an earlier run, on any host, however long ago it beat (within stale_after_s)."""
     store, ids = make_store(tmp_path)
     as_element(monkeypatch, "7_0", restarts=None)
-    with store.lock(ids[0]):
-        pass
-    holder = {"host": socket.gethostname(), "pid": os.getppid(), "token": "t", "slurm": {"job": "7_0", "restart": 0}}
-    store.paths(ids[0]).lock.write_text(json.dumps(holder))  # a live process (our parent) of this very Slurm run
-    assert store.lock_alive(ids[0])
-    plant_lock(store, ids[1], host="node01", slurm={"job": "7_0", "restart": 0})  # another host: an earlier run
-    assert not store.lock_alive(ids[1])
+    plant_lock(store, ids[1], host="node01", slurm={"job": "7_0", "restart": 0}, silent_s=SILENT_S)
+    assert store.lock_alive(ids[1])
+
+
+def test_a_run_in_an_allocation_that_is_no_element_claims_no_slurm_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`usagg run --executor local` in an salloc shell has SLURM_JOB_ID but is no array element: its locks name no
+    Slurm job, and it takes no other holder for its own earlier run."""
+    store, ids = make_store(tmp_path)
+    as_element(monkeypatch, "7_0", restarts=1)
+    monkeypatch.delenv(ELEMENT_ENV)
+    plant_lock(store, ids[1], slurm={"job": "7_0", "restart": 0}, silent_s=SILENT_S)
+    assert store.lock_alive(ids[1])
+    with store.lock(ids[0]) as holder:
+        assert "slurm" not in holder
 
 
 # --------------------------------------------------------------------------- the submitting side
@@ -107,7 +137,12 @@ def killed_on_node01(store_root: str, job_id: str, **_: Any) -> str:
 
 
 @pytest.mark.slow
-def test_a_killed_element_is_recorded_failed_and_its_lock_broken(tmp_path: Path, cluster: FakeCluster) -> None:
+def test_a_killed_element_is_recorded_failed_and_its_lock_broken(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run collecting the element waits until the dead holder's heartbeat has been silent long enough (3 beats
+    of 30 s; here 0.1 beat, 3 s), then breaks its lock and records the failure."""
+    monkeypatch.setattr(joblock, "SLURM_EVIDENCE_BEATS", 0.1)
     store, ids = make_store(tmp_path)
     states = executor_for(store, results_timeout_s=0).run(ids[:1], killed_on_node01)
     assert states == {ids[0]: "failed"} and cluster.state(str(cluster.first_id)) == "FAILED"
@@ -123,10 +158,25 @@ def test_a_job_whose_last_element_ended_is_submitted_with_its_lock_broken(tmp_pa
     store, ids = make_store(tmp_path)
     earlier = f"{cluster.first_id + 500}_3"
     cluster.set_state(earlier, "OUT_OF_MEMORY")
-    plant_lock(store, ids[0], slurm={"job": earlier, "restart": 0})
-    plant_lock(store, ids[1], slurm={"job": f"{cluster.first_id + 500}_4", "restart": 0})  # sacct lists it not
+    plant_lock(store, ids[0], slurm={"job": earlier, "restart": 0}, silent_s=SILENT_S)
+    plant_lock(store, ids[1], slurm={"job": f"{cluster.first_id + 500}_4", "restart": 0}, silent_s=SILENT_S)
     assert executor_for(store).run(ids[:1], job_done) == {ids[0]: "done"}
-    assert store.job_lock(ids[1]).holder() is not None
+    assert store.job_lock(ids[1]).holder() is not None  # sacct lists it not
+
+
+def test_sacct_saying_an_element_ended_breaks_no_lock_that_still_beats(tmp_path: Path, cluster: FakeCluster) -> None:
+    """sacct reads an accounting database that can lag behind a requeued run already training: a lock beating
+    within 3 heartbeats is kept whatever sacct says."""
+    from usagg.execute.slurm import break_ended_locks
+
+    store, ids = make_store(tmp_path)
+    element = f"{cluster.first_id + 500}_3"
+    cluster.set_state(element, "PREEMPTED")
+    plant_lock(store, ids[0], slurm={"job": element, "restart": 1}, silent_s=5.0)
+    assert break_ended_locks(store, ids[:1]) == [] and store.job_lock(ids[0]).holder() is not None
+    beat = time.time() - SILENT_S
+    os.utime(store.paths(ids[0]).lock, (beat, beat))
+    assert break_ended_locks(store, ids[:1]) == [ids[0]] and store.job_lock(ids[0]).holder() is None
 
 
 @pytest.mark.slow
@@ -134,7 +184,7 @@ def test_a_requeued_element_trains_the_job_its_killed_run_held(
     tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, ids = make_store(tmp_path)
-    plant_lock(store, ids[0], slurm={"job": str(cluster.first_id), "restart": 0})  # its run before the requeue
+    plant_lock(store, ids[0], slurm={"job": str(cluster.first_id), "restart": 0}, silent_s=SILENT_S)  # before requeue
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the fake's elements inherit it: the first requeue
     assert executor_for(store).run(ids[:1], job_done) == {ids[0]: "done"}
 

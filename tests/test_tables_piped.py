@@ -224,3 +224,15 @@ def test_advise_fits_an_80_column_terminal(
     rows = [line for line in plain.splitlines() if line.lstrip().startswith(tuple(tasks))]
     assert code == 0 and len(rows) == 12 and "…" not in plain
     assert all(len(line) <= 80 for line in rows) and any(line.split()[2].endswith("*") for line in rows)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(-0.0, "+0.0"), (0.0, "+0.0"), (-0.011, "-0.011"), (0.04, "+0.040"), (3e-05, "+0.000030"), (1.26, "+1.3")],
+)
+def test_an_intervals_end_never_hides_its_side_of_zero(value: float, shown: str) -> None:
+    """'-0.0' for an end of -0.011 read as touching 0 (the demo's AUD lower end); '+3e-05' is no number a table
+    reader compares at a glance."""
+    from usagg.analysis.tables import ci_end
+
+    assert ci_end(value) == shown

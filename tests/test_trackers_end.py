@@ -240,3 +240,58 @@ def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(
     with pytest.raises(KeyboardInterrupt):  # a second seed's job starts, and Ctrl-C comes
         run_study({**spec, "seeds": [0, 1]}, device="cpu", observer=Interrupting())
     assert client.get_run(parent).info.status == "KILLED"
+
+
+def test_an_unfinished_run_leaves_the_study_run_running_for_the_run_that_finishes_it(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    """A job another live process holds is neither done nor failed as the run ends: the study is not finished, so
+    its MLflow run is not ended FINISHED (it was); the run that does finish it ends it."""
+    import subprocess
+    import sys
+
+    from usagg.api import run_study
+
+    spec: dict[str, Any] = {
+        "name": "unfinished",
+        "output_root": str(tmp_path / "runs"),
+        "paradigms": ["TS"],
+        "seeds": [0, 1],
+        "data": {
+            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
+            "cache_dir": str(tmp_path),
+        },
+        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
+        "model": {"backbone": "dinov3_test", "image_size": 32},
+        "training": {"epochs": 1, "batch_size": 4},
+        "execution": {"cpu_jobs": 1},
+        "tracking": {"mlflow": {"uri": mlflow_uri}},
+    }
+    from usagg.spec.load import dump_study
+    from usagg.spec.models import Study
+
+    study = Study.model_validate(spec)
+    jobs = plan(study)
+    store = RunStore(tmp_path / "runs" / "unfinished")
+    store.init(dump_study(study), jobs)
+    held = jobs[1].id
+    code = (
+        f"import time\nfrom usagg.store import RunStore\nlock = RunStore({str(store.root)!r}).lock({held!r})\n"
+        "lock.__enter__()\nprint('held', flush=True)\ntime.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = run_study(spec, device="cpu")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.ok and result.unfinished == [held] and result.states[jobs[0].id] == "done"
+    mlflow = MlflowSpec(uri=mlflow_uri)
+    client = _client(mlflow)
+    parent = study_parent_run(mlflow, "unfinished", result.store_root)
+    assert parent is not None and client.get_run(parent).info.status == "RUNNING"
+    again = run_study(spec, device="cpu")
+    assert again.ok and not again.unfinished
+    assert study_parent_run(mlflow, "unfinished", result.store_root) == parent
+    assert client.get_run(parent).info.status == "FINISHED"

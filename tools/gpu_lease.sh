@@ -19,10 +19,10 @@
 # TORCHINDUCTOR_CACHE_DIR is /tmp/usagg-inductor unless set: usagg keeps a folder the user chose, so compiled code
 # outlives the check's temporary folder and a second lease on a still-warm machine reuses it.
 #
-# Exit: 1 where anything failed, whatever else happened: gpu-check failed (1), pytest failed (any code but 0 and a
-# cut by its time limit, 124 or 137: 5, no cuda test selected, is a failure too), or the verdict counted FAILED or
-# ERROR tests in their log (a cut run's too) or saw no CUDA device (tools/gpu_lease_verdict.py). Else gpu-check's
-# code where it is not 0 (3 phases skipped for the deadline, 124 cut), else the tests' (124: cut), else the
+# Exit: 1 where anything failed, whatever else happened: gpu-check failed (1, or crashed: 134, 139), pytest
+# failed (any code but 0 and a cut by its time limit, 124 or 137: 5, no cuda test selected, is a failure too), or
+# the verdict counted FAILED or ERROR tests in their log (a cut run's too) or saw no CUDA device
+# (tools/gpu_lease_verdict.py). Else gpu-check's code where it is not 0 (3 phases skipped for the deadline, 124 cut), else the tests' (124: cut), else the
 # verdict's (3: a partial check). A default lease is partial by design (its deadline is below the phases'
 # estimates), so a failure must win over "partial": until 2026-12-07 gpu-check's 3 came first and a lease whose
 # cuda tests all failed exited 3, as a clean one did.
@@ -75,7 +75,8 @@ echo "gpu-lease: gpu-check exit $check, cuda tests exit $tests (124: cut by its 
 "$py" tools/gpu_lease_verdict.py "$out"
 verdict=$?
 case $tests in 0 | 124 | 137) ;; *) exit 1 ;; esac
-if [ "$check" -eq 1 ] || [ "$verdict" -eq 1 ]; then exit 1; fi
+case $check in 0 | 3 | 124 | 137) ;; *) exit 1 ;; esac # 1, or a crash (134 abort, 139 segfault): a failure
+if [ "$verdict" -eq 1 ]; then exit 1; fi
 if [ "$check" -ne 0 ]; then exit "$check"; fi
 if [ "$tests" -ne 0 ]; then exit "$tests"; fi
 exit "$verdict"

@@ -3,10 +3,11 @@
 The lock is a file created with O_CREAT|O_EXCL (atomic, also over NFS v3+) holding the holder's host, pid,
 process start time and a random token; a heartbeat thread touches it while it is held, so another host can
 tell a live holder from a dead one by its age. A holder that is not alive (`JobLock.holder_alive`) is broken:
-renamed aside first, so two breakers cannot both win. Under Slurm the lock also names the holder's Slurm job
-(`slurm_run`): a job Slurm kills outright (out of memory, pre-empted, past its time) leaves a fresh heartbeat behind
-for `stale_after_s`, but Slurm runs one instance of a job at a time, so its requeued run, or the submitting host
-once sacct says the job ended (`JobLock.break_slurm`), knows the holder is dead. The run store (usagg/store.py) owns
+renamed aside first, so two breakers cannot both win. In usagg's own Slurm array element the lock also names
+the element (`slurm_run`): a job Slurm kills outright (out of memory, pre-empted, past its time) leaves a fresh
+heartbeat behind for `stale_after_s`, but Slurm runs one instance of an element at a time, so its requeued run, or
+the submitting host once sacct says the element ended (`JobLock.break_slurm`), knows the holder is dead once its
+heartbeat has also been silent for a few beats (`SLURM_EVIDENCE_BEATS`). The run store (usagg/store.py) owns
 the lock's path and its damage notes; this module owns the protocol.
 """
 
@@ -55,12 +56,34 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return f"{where}, since {holder.get('started', '?')}"
 
 
-def slurm_run() -> dict[str, Any] | None:
-    """This process's Slurm job (`array id _ index` of an array element, else the job id) and how often Slurm has
-    restarted it (requeued: SLURM_RESTART_COUNT, absent before the first requeue), None outside a Slurm job."""
+#: Set by usagg's own Slurm array element (usagg/execute/slurm.py `SlurmJobCall`) to its Slurm job, for itself and
+#: its children: only such a process records, and reasons from, a Slurm identity. A `usagg run` in an salloc shell
+#: or under `srun -N2` shares SLURM_JOB_ID with processes on other hosts and is the run of no element.
+ELEMENT_ENV = "USAGG_SLURM_ELEMENT"
+#: Heartbeats a lock must have missed before Slurm's word that its holder ended is taken: a node Slurm failed
+#: (NODE_FAIL) may still run and reach the shared file system, and sacct can lag; a live holder touches its lock
+#: every heartbeat_s.
+SLURM_EVIDENCE_BEATS = 3
+
+
+def _slurm_job() -> str | None:
+    """The Slurm job of this process's environment: `array id _ index` of an array element, else the job id."""
     array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    job = f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
-    if not job:
+    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
+
+
+def enter_slurm_element() -> None:
+    """Mark this process as usagg's Slurm array element (`ELEMENT_ENV`), so its locks carry its Slurm job."""
+    job = _slurm_job()
+    if job:
+        os.environ[ELEMENT_ENV] = job
+
+
+def slurm_run() -> dict[str, Any] | None:
+    """This process's Slurm job and how often Slurm has restarted it (requeued: SLURM_RESTART_COUNT, absent before
+    the first requeue), where it is usagg's own array element (`enter_slurm_element`); None elsewhere."""
+    job = _slurm_job()
+    if not job or os.environ.get(ELEMENT_ENV) != job:
         return None
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
     return {"job": job, "restart": int(restarts) if restarts.isdigit() else 0}
@@ -174,13 +197,13 @@ class JobLock:
         """
         if DAMAGED_HOLDER in holder:
             return False  # garbage in the lock file: no process can be holding it
-        if self._earlier_run_of_this_slurm_job(holder):
-            return False
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return False  # released meanwhile
         if abs(age) > self.stale_after_s:
+            return False
+        if age > self.slurm_evidence_s and self.earlier_run_of_this_element(holder):
             return False
         if holder and holder.get("host") == socket.gethostname():
             pid = holder.get("pid")
@@ -189,26 +212,30 @@ class JobLock:
             return _pid_alive(pid, holder.get("proc_start"))
         return True
 
-    @staticmethod
-    def _earlier_run_of_this_slurm_job(holder: dict[str, Any]) -> bool:
-        """Whether the holder is an earlier run of the very Slurm job this process runs in: Slurm runs one instance
-        of a job at a time and requeues it (SLURM_RESTART_COUNT + 1) only once the last one is gone, so such a
-        holder was killed (out of memory, pre-empted, past its time) and could not release the lock.
+    @property
+    def slurm_evidence_s(self) -> float:
+        """How long a lock's heartbeat must have been silent before Slurm's word that its holder ended counts."""
+        return SLURM_EVIDENCE_BEATS * self.heartbeat_s
 
-        A lower restart count is an earlier run wherever it ran. The same count is one only on another host (a
-        requeue that Slurm did not count; usagg's elements are one task on one node): on this host the process
-        probe of `holder_alive` answers, so two processes of one allocation still never share a job.
-        """
+    def silent_s(self) -> float | None:
+        """Seconds since the lock's heartbeat, None when there is no lock."""
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def earlier_run_of_this_element(holder: dict[str, Any]) -> bool:
+        """Whether the holder is an earlier run of the very Slurm array element this process is (a lower
+        SLURM_RESTART_COUNT): Slurm requeues an element only once its last run is gone, so such a holder was killed
+        (out of memory, pre-empted, past its time) and could not release the lock. `holder_alive` takes it only
+        once the lock's heartbeat has also been silent for `slurm_evidence_s`."""
         mine = slurm_run()
         theirs = holder.get("slurm")
         if mine is None or not isinstance(theirs, dict) or theirs.get("job") != mine["job"]:
             return False
         restart = theirs.get("restart")
-        if type(restart) is not int:
-            return False  # not a count usagg wrote: the heartbeat decides
-        if restart < mine["restart"]:
-            return True
-        return restart == mine["restart"] and holder.get("host") != socket.gethostname()
+        return type(restart) is int and restart < mine["restart"]
 
     @contextlib.contextmanager
     def held(self) -> Iterator[dict[str, Any]]:
@@ -240,10 +267,14 @@ class JobLock:
 
     def break_slurm(self, slurm_job: str) -> dict[str, Any] | None:
         """Break the lock if its holder ran as Slurm job `slurm_job` (an array element), which the caller knows has
-        ended (sacct says so): a job Slurm killed outright leaves its lock looking alive for `stale_after_s`.
-        Returns the holder broken, None when the lock is free or held by anyone else."""
+        ended (sacct says so), and its heartbeat has been silent for `slurm_evidence_s`: a job Slurm killed
+        outright leaves its lock looking alive for `stale_after_s`. Returns the holder broken, None when the lock is
+        free, held by anyone else, or still beating."""
         holder = self.holder()
         if not holder or holder_slurm_job(holder) != slurm_job:
+            return None
+        silent = self.silent_s()
+        if silent is None or silent <= self.slurm_evidence_s:  # sacct can lag behind a requeued run that beats
             return None
         self._break(holder)
         return holder

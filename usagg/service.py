@@ -486,7 +486,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """True when no selected job failed."""
+        """True when no selected job failed; `unfinished` says whether every one is done."""
         return not self.failed
 
     @property
@@ -1198,7 +1198,8 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     except BaseException as err:  # the study's tracker run ends with it, then the error goes on
         end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
-    end_tracking(run, "done" if result.ok else "failed")
+    if not result.ok or not result.unfinished:  # an unfinished study's run stays RUNNING for the run that ends it
+        end_tracking(run, "done" if result.ok else "failed")
     observer.finished(run, result)
     return result
 

@@ -101,6 +101,13 @@ def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int) -> 
     return _Design(y, onehot.sum(axis=0), y @ onehot, _weights(g, resamples, seed))
 
 
+def draws_text(clusters: int, resamples: int, seed: int) -> str:
+    """The draws a wild cluster result used, as its method text says them: every one (exact, no seed) or a sample."""
+    if clusters > 0 and WEBB.size**clusters <= resamples:
+        return f"every one of the {WEBB.size**clusters:,} Webb draws (exact)"
+    return f"{resamples} draws, seed {seed}"
+
+
 def _weights(g: int, resamples: int, seed: int) -> np.ndarray:
     """Every one of the 6^G Webb draws where there are no more than `resamples` of them: the exact bootstrap
     distribution (2,000 random draws of the demo's 1,296 moved its p across 0.05 with the seed), else `resamples`
@@ -191,7 +198,7 @@ def mean_delta_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hy
             out.append(
                 Stat(
                     MEAN_DELTA, p, f, r.mean, r.n,
-                    f"{METHOD}; {r.clusters} clusters: {CLUSTERS}, {resamples} draws, seed {seed}, "
+                    f"{METHOD}; {r.clusters} clusters: {CLUSTERS}, {draws_text(r.clusters, resamples, seed)}, "
                     + sided(alt, "Δm < 0" if alt == "less" else "Δm > 0"),
                     p=pv, ci=r.ci, note=r.note,
                 )
@@ -222,7 +229,8 @@ def _paired(comp: Comparison, f: float, a: str, b: str, alt: str, resamples: int
     pv = None if r.p is None or r.mean is None else one_sided(r.p, r.mean, alt)
     return Stat(
         f"paired mean Δ{a} − Δ{b}", f"{a}-{b}", f, r.mean, r.n,
-        f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {r.clusters} clusters: {unit}, {resamples} draws, seed {seed}, "
+        f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {r.clusters} clusters: {unit}, "
+        f"{draws_text(r.clusters, resamples, seed)}, "
         f"{sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
         pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (),
     )  # fmt: skip

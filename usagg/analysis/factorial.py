@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from usagg.analysis.cluster_inference import METHOD, wild_cluster_mean
+from usagg.analysis.cluster_inference import METHOD, draws_text, wild_cluster_mean
 from usagg.analysis.delta import Comparison, rescaled
 from usagg.analysis.stats import Stat
 from usagg.paradigms import PARADIGMS
@@ -131,7 +131,7 @@ def effect_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
                         Stat(
                             stat_name(effect, scale), d.paradigm, f, r.mean, r.n,
                             f"{effect} of the 2x2 {d.cells(comp.baseline)}, mean over tasks; {METHOD}, "
-                            f"{r.clusters} clinical groups as clusters, {resamples} draws, seed {seed}",
+                            f"{r.clusters} clinical groups as clusters, {draws_text(r.clusters, resamples, seed)}",
                             p=r.p if scale == comp.scale else None, ci=r.ci, note=r.note,
                         )
                     )  # fmt: skip

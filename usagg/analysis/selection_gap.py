@@ -221,7 +221,8 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
         f"Gap = Δ(task scope) − Δ(model scope) per task, in percentage points: {gap.baseline} trains one task per "
         "job, where both scopes pick the same epoch, so the gap is what one compromise epoch costs a paradigm "
         "that trains tasks together; positive: model-scope selection understates its Δ.",
-        f"95 % CI of the mean gap: {METHOD}; a clinical group's tasks are one cluster, {resamples} draws, seed {seed}.",
+        f"95 % CI of the mean gap: {METHOD}; a clinical group's tasks are one cluster, {resamples} draws, seed "
+        f"{seed} (every one of the 6^G draws, exact, where there are no more).",
     ]
     reasons: dict[str, int] = {}
     for why in missing.values():

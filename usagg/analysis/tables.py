@@ -108,8 +108,12 @@ def frac_label(f: float) -> str:
 
 def ci_end(v: float) -> str:
     """An interval's end to one decimal, or to two significant digits where one decimal would print ±0.0: a lower end
-    of +0.04 is what puts an interval above 0, and '+0.0' (or a −0.011 printed '-0.0') hid which side it is on."""
-    return f"{v:+.2g}" if v != 0 and round(v, 1) == 0 else f"{v:+.1f}"
+    of +0.04 is what puts an interval above 0, and '+0.0' (or a −0.011 printed '-0.0') hid which side it is on.
+    Fixed-point always (+0.000030, not +3e-05); zero is +0.0 whatever its sign bit."""
+    v = v + 0.0  # -0.0 -> 0.0
+    if v == 0 or round(v, 1) != 0 or not math.isfinite(v):
+        return f"{v:+.1f}"
+    return f"{v:+.{1 - math.floor(math.log10(abs(v)))}f}"
 
 
 def ordered_tasks(comp: Comparison) -> list[str]:

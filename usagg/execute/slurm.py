@@ -48,7 +48,7 @@ from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.execute.pool import job_sizes, largest_first
-from usagg.joblock import describe_holder, holder_slurm_job, slurm_run
+from usagg.joblock import JobLock, describe_holder, enter_slurm_element, holder_slurm_job, slurm_run
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import ERROR_CHARS, RunStore, submitit_link
@@ -157,11 +157,14 @@ class SlurmJobCall(Checkpointable):
         self.devices = devices
 
     def __call__(self, store_root: str, job_id: str) -> Outcome:
+        enter_slurm_element()
         problem = node_gpu_problem(self.devices)
         if problem is not None:
             summary = record_failure(store_root, job_id, problem, summary=problem[:ERROR_CHARS])
             return "failed", "failed", {"state": "failed", "error": summary}
         outcome = call_job(self.fn, store_root, job_id)
+        if outcome[1] == "locked" and _wait_for_earlier_run(RunStore(store_root).job_lock(job_id)):
+            outcome = call_job(self.fn, store_root, job_id)
         if outcome[1] == "locked":
             raise HeldElsewhere(job_id, outcome[2]["holder"])
         return outcome
@@ -173,6 +176,19 @@ class SlurmJobCall(Checkpointable):
         except Exception:
             traceback.print_exc()
         return DelayedSubmission(self, store_root, job_id)
+
+
+def _wait_for_earlier_run(lock: JobLock) -> bool:
+    """Whether the lock's holder is this element's earlier run, waited for until its heartbeat has been silent long
+    enough for the lock to break (`JobLock.slurm_evidence_s`): a requeue right after a kill finds it still fresh, and
+    a node Slurm failed may still run it, so the heartbeat decides. False when someone else holds it."""
+    holder = lock.holder()
+    if not holder or not lock.earlier_run_of_this_element(holder):
+        return False
+    silent = lock.silent_s()
+    if silent is not None and silent <= lock.slurm_evidence_s:
+        time.sleep(lock.slurm_evidence_s - silent + 1.0)
+    return True
 
 
 def gpus_per_node(slurm: SlurmSpec, devices: Devices) -> int:
@@ -278,20 +294,24 @@ def still_queued(recorded: dict[str, str]) -> tuple[dict[str, str], str | None]:
     )
 
 
-def break_ended_locks(store: RunStore, job_ids: Iterable[str]) -> list[str]:
+def break_ended_locks(store: RunStore, job_ids: Iterable[str], wait: bool = False) -> list[str]:
     """Break each job's lock whose holder ran as a Slurm job that sacct lists as ended (any state but the queued
-    ones); the job ids whose lock was broken. Slurm kills a job outright (out of memory, pre-empted, past its time
-    without the warning signal), so its lock never released looks alive for the lock's `stale_after_s`
-    (usagg/joblock.py). An element sacct does not list, or does not answer for, keeps its lock."""
+    ones) and whose heartbeat has been silent for a few beats (`JobLock.break_slurm`); the job ids whose lock was
+    broken. Slurm kills a job outright (out of memory, pre-empted, past its time without the warning signal), so its
+    lock never released looks alive for the lock's `stale_after_s` (usagg/joblock.py). An element sacct does not
+    list, or does not answer for, keeps its lock. `wait`: a lock still beating is waited for, once, until it has
+    been silent long enough (collecting an element that just died: its last beat is seconds old)."""
     held = {jid: sid for jid in job_ids if (sid := holder_slurm_job(store.job_lock(jid).holder() or {}))}
     if not held:
         return []
     states = sacct_states(held.values()) or {}
-    return [
-        jid
-        for jid, sid in held.items()
-        if sid in states and base_state(states[sid]) not in QUEUED_STATES and store.break_slurm_lock(jid, sid)
-    ]
+    ended = {jid: sid for jid, sid in held.items() if sid in states and base_state(states[sid]) not in QUEUED_STATES}
+    if wait and ended:
+        silent = [s for jid in ended if (s := store.job_lock(jid).silent_s()) is not None]
+        evidence = store.job_lock(next(iter(ended))).slurm_evidence_s
+        if silent and min(silent) <= evidence:
+            time.sleep(evidence - min(silent) + 1.0)
+    return [jid for jid, sid in ended.items() if store.break_slurm_lock(jid, sid)]
 
 
 class SlurmExecutor(Executor):
@@ -456,7 +476,7 @@ class SlurmExecutor(Executor):
         """The failure recorded in the store (unless the job recorded its own), as an outcome; first the job's lock
         broken if the ended element still holds it (`break_ended_locks`)."""
         try:
-            break_ended_locks(RunStore(self.store_root), [job_id])
+            break_ended_locks(RunStore(self.store_root), [job_id], wait=True)
         except Exception:
             traceback.print_exc()
         try:
