@@ -26,6 +26,7 @@ from torch import nn
 
 from usagg.analysis.results import read_results
 from usagg.predictions import as_floats, read_predictions
+from usagg.store import RunStore
 from usagg.tasktypes import (
     EvalItem,
     Metric,
@@ -263,3 +264,44 @@ def test_a_plugin_named_in_the_environment_reaches_a_fresh_process(tmp_path: Pat
     )
     assert refused.returncode == 2 and "unknown task type 'counting'" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+class Unscored(MultiLabel):
+    """MultiLabel whose score() returns a name it never declared."""
+
+    name = "unscored"
+    csv_names = ("multilabel",)  # the CSVs of `_write_split`
+    prediction_file = "unscored_predictions.json"
+
+    def score(
+        self, task: Any, preds: np.ndarray, items: Sequence[EvalItem], writer: Any = None, metrics: Any = None
+    ) -> dict[str, float]:
+        return {"Other": 1.0}
+
+
+def test_a_type_scoring_undeclared_metrics_fails_its_job_and_spares_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Recorded as done, the job would leave the task without its metric and out of every aggregate."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    _write_split(data, "train", 20, rng)
+    _write_split(data, "val", 6, rng)
+    spec = tmp_path / "study.yaml"
+    text = STUDY.format(out=tmp_path / "runs", data=data, cache=tmp_path / "cache", k=QUADRANTS)
+    spec.write_text(text.replace("[TS, CG, AU]", "[TS]").replace("type: multilabel", "type: unscored"))
+    register_task_type(Unscored)  # for the run, and for the store to read its plan back
+    try:
+        code, out = _cli(["run", str(spec), "--set", "training.epochs=1"], monkeypatch, capsys)
+        assert code == 1, out
+        store = RunStore(tmp_path / "runs" / "plugin")
+        states = {j.task_ids[0]: (j.id, store.job_state(j.id)) for j in store.jobs()}
+    finally:
+        unregister_task_type("unscored")
+    (bad, bad_state), (_, good_state) = states["quadrants"], states["top_left"]
+    assert (bad_state, good_state) == ("failed", "done")
+    error = " ".join((store.job_dir(bad) / "error.txt").read_text().split())
+    assert (
+        "UsaggError: task type 'unscored' (test_tasktype_plugin) score() for task 'quadrants' returned the undeclared "
+        "'Other'; it must return the metrics it declares (F1_micro, Hamming)"
+    ) in error

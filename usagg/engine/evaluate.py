@@ -20,10 +20,11 @@ import torch
 from usagg.data.datasets import TaskDataset
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
+from usagg.errors import UsaggError
 from usagg.model.m2dino import M2DINO
 from usagg.predictions import PredictionWriter
 from usagg.spec.models import TaskSpec
-from usagg.tasktypes import EvalItem
+from usagg.tasktypes import EvalItem, TaskType, metric_base
 
 
 @dataclass
@@ -95,7 +96,29 @@ def score(
     items = [
         EvalItem(m["image_path"], m["orig_hw"], m["gt"], s) for m, s in zip(eval_set.metas, ds.samples, strict=True)
     ]
-    return ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics)
+    return checked_scores(ds.task_type, task, ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics))
+
+
+def checked_scores(task_type: TaskType, task: TaskSpec, scores: dict[str, float]) -> dict[str, float]:
+    """`scores` when every name is a declared metric (or its per-class variant) and the task's metric is there.
+
+    Otherwise a UsaggError naming the type: an undeclared name has no direction in results.csv, and a task
+    without its metric drops out of every aggregate from a job that would be recorded as done.
+    """
+    undeclared = sorted(k for k in scores if metric_base(k) not in task_type.metric_names)
+    metric = task.metric or task_type.primary_metric  # a validated TaskSpec has it filled in
+    if undeclared or metric not in scores:
+        problem = (
+            f"returned the undeclared {', '.join(map(repr, undeclared))}"
+            if undeclared
+            else f"returned {', '.join(map(repr, scores)) or 'no metric'}, without the task's metric {metric!r}"
+        )
+        raise UsaggError(
+            f"task type {task_type.name!r} ({type(task_type).__module__}) score() for task {task.id!r} {problem}; "
+            f"it must return the metrics it declares ({', '.join(task_type.metric_names)}), keyed by those names "
+            "(per-class variants such as DSC_class2 included)"
+        )
+    return scores
 
 
 def evaluate(

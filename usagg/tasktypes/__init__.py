@@ -16,11 +16,12 @@ imports torch, scipy or matplotlib.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from typing import TypeVar
 
-from usagg.registry import PLUGINS_ENV, Registry
+from usagg.registry import PLUGINS_ENV, Registry, _import
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, metric_base
 
 __all__ = [
@@ -64,9 +65,14 @@ def _load_builtins() -> None:
 
 
 def _adopt(registry: Registry[TaskType], obj: object) -> None:
-    """An entry point may name a TaskType class (registered here) or a module that registers on import."""
-    if isinstance(obj, type) and issubclass(obj, TaskType) and obj.name not in registry:
-        register_task_type(obj)
+    """An entry point may name a TaskType class (registered here) or a module that registers on import.
+
+    The class is refused as a module's `register_task_type` would be (a name or metric another type holds), in
+    the same paragraph naming the plug-in: skipping it would leave the study on the other type unannounced.
+    """
+    if isinstance(obj, type) and issubclass(obj, TaskType) and type(registry.get(getattr(obj, "name", ""))) is not obj:
+        where = f"task type class {_where(obj)} (an entry point of group {ENTRY_POINT_GROUP!r})"
+        _import(where, functools.partial(register_task_type, obj))
 
 
 #: name -> the one instance of each registered type (usagg/registry.py).
@@ -93,8 +99,71 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
         raise ValueError(f"{cls.__name__}.name must be a lower-case identifier such as 'keypoints', got {name!r}")
     if not inst.metrics:
         raise ValueError(f"task type {name!r} declares no metrics; the first one is its primary metric")
+    _load_builtins()  # first, so a clash with a built-in is always the plug-in's to resolve
+    old = TASK_TYPES.get(name)
+    if old is not None and type(old) is not cls and not replace:
+        raise ValueError(f"task type {name!r} is already registered by {_where(type(old))}")
+    _check_metrics(inst)
     TASK_TYPES.register(name, inst, replace=replace, same=lambda old, new: type(old) is type(new))
     return cls
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_metrics(new: TaskType) -> None:
+    """Refuse a metric name another registered type declares with another direction, unit or bounds.
+
+    results.csv, compare, advise and the figures know a metric by its name alone (`metric_direction`), so
+    the second definition would silently take the first one's direction and every Δ of it the wrong sign.
+    """
+    for m in new.metrics:
+        if metric_base(m.name) != m.name:
+            raise ValueError(
+                f"task type {new.name!r} ({_where(type(new))}) declares metric {m.name!r}, but '_class' in a metric "
+                f"name marks a per-class variant (DSC_class2 is class 2 of DSC): usagg would read it as a variant "
+                f"of {metric_base(m.name)!r}. Rename it without '_class'"
+            )
+    for other in TASK_TYPES.values():
+        if other.name == new.name:
+            continue  # the entry being re-registered or replaced
+        theirs = {m.name: m for m in other.metrics}
+        for m in new.metrics:
+            if m.name in theirs and theirs[m.name] != m:
+                raise ValueError(_clash(new, m, other, theirs[m.name]))
+
+
+def _clash(new: TaskType, mine: Metric, other: TaskType, theirs: Metric) -> str:
+    """One paragraph: both types, the metric, what differs, and a distinct name to use instead."""
+    differs = [
+        f"{what} {show(mine)} here, {show(theirs)} in {other.name}"
+        for what, show in (("direction", _direction), ("unit", _unit), ("bounds", _bounds))
+        if show(mine) != show(theirs)
+    ]
+    suggested = f"{mine.name}_{new.name}"
+    example = f", such as {suggested!r}" if metric_base(suggested) == suggested else ""
+    return (
+        f"task type {new.name!r} ({_where(type(new))}) declares metric {mine.name!r} differently from task type "
+        f"{other.name!r} ({_where(type(other))}): {'; '.join(differs)}. usagg knows a metric's direction, unit and "
+        "bounds by its name alone (results.csv, compare, advise, the figures), so one name cannot mean two "
+        f"metrics: give {new.name}'s metric a distinct name{example}, or declare it exactly as {other.name} does "
+        "if it is the same metric"
+    )
+
+
+def _direction(m: Metric) -> str:
+    return "higher is better" if m.higher_is_better else "lower is better"
+
+
+def _unit(m: Metric) -> str:
+    return m.unit or "none"
+
+
+def _bounds(m: Metric) -> str:
+    lower = "(-∞" if m.lower is None else f"[{m.lower:g}"
+    upper = "∞)" if m.upper is None else f"{m.upper:g}]"
+    return f"{lower}, {upper}"
 
 
 def unregister_task_type(name: str) -> None:
