@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from usagg.names import unknown_name
-from usagg.registry import Registry
+from usagg.registry import Registry, callable_name, parameters
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -125,11 +125,31 @@ def register_paradigm(
         raise ValueError(f"scope of paradigm {name!r} is one of {', '.join(SCOPES)}, got {scope!r}")
 
     def deco(fn: Planner) -> Planner:
+        _check_planner(name, fn, staged=needs is not None)
         entry = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check, control)
         PARADIGMS.register(name, entry, same=lambda old, new: old.planner is new.planner)
         return fn
 
     return deco
+
+
+def _check_planner(name: str, fn: Planner, *, staged: bool) -> None:
+    """ValueError unless `fn` can be called as planning calls it: (study), or (study, evidence) with `needs=`.
+
+    Found at registration, a plug-in's wrong signature is one paragraph when plug-ins load
+    (usagg/registry.py), not a TypeError traceback from inside `usagg plan`.
+    """
+    signature = parameters(fn)
+    try:
+        if signature is not None:
+            signature.bind(*(("study", "evidence") if staged else ("study",)))
+    except TypeError:
+        expected = (
+            "(study, evidence), as registered with needs=" if staged else "(study), or (study, evidence) with needs="
+        )
+        raise ValueError(
+            f"paradigm {name!r}: its planner {callable_name(fn)}{signature} must take {expected}"
+        ) from None
 
 
 def paradigm_names() -> list[str]:
@@ -325,3 +345,7 @@ def _all_tasks(study: Study, paradigm: str, *, moe: bool) -> Unit:
 def plan_probe(study: Study) -> list[Unit]:
     """Never listed in `paradigms`: AG plans its probe through `affinity_source`."""
     return []
+
+
+#: The paradigms usagg ships, registered above: their coverage of the tasks is held by tests/test_registries.py.
+BUILTIN_PARADIGMS = frozenset(PARADIGMS)

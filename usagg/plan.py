@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +24,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from usagg.affinity import LOOKAHEAD_STEP
-from usagg.errors import SpecError
+from usagg.errors import SpecError, UsaggError, first_line
 from usagg.filehash import file_sha256
-from usagg.paradigms import PARADIGMS, Evidence, Unit
+from usagg.model.zoo import hashed_definition
+from usagg.paradigms import BUILTIN_PARADIGMS, PARADIGMS, Evidence, ParadigmEntry, Unit
+from usagg.registry import callable_name
 from usagg.spec.jobhash import job_hash_rule
 from usagg.spec.load import point_studies
 from usagg.spec.models import AffinitySpec, DataSpec, ModelSpec, Study, TaskSpec, TrainingSpec
 from usagg.sweep import Point, point_label
 
 HASH_LEN = 8
+
+log = logging.getLogger(__name__)
+#: Planner warnings already given in this process: planning runs once per stage and per command's reading of it.
+_warned: set[str] = set()
 
 
 class Job(BaseModel):
@@ -143,7 +150,8 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
     Which settings, and when, is declared on each spec field (`JobHash` markers, usagg/spec/jobhash.py):
     the study's sections (data, model, training) by their fields, the job's own seed, fraction, tasks and
     MoE switch, and the affinity settings for a job that measures affinity. The weights file counts by
-    content (`weights_key`), so a file replaced under the same name gives new ids.
+    content (`weights_key`), so a file replaced under the same name gives new ids; a plug-in backbone by
+    its registered definition (`hashed_definition`), so a changed entry re-runs its jobs.
     """
     ctx = _HashContext(unit, study)
     sections = {"data": study.data, "model": study.model, "training": _training(unit, study)}
@@ -162,6 +170,9 @@ def hash_payload(unit: Unit, study: Study, fraction: float, seed: int) -> dict[s
             payload["affinity"] = {**_hashed(getattr(study, name), ctx)["affinity"], "step": LOOKAHEAD_STEP}
         elif rule not in ("no", "job", "measuring"):
             raise TypeError(f"Study.{name}: no JobHash rule for a top-level field: {rule}")
+    definition = hashed_definition(study.model.backbone)
+    if definition is not None:  # a built-in's ids hash its name alone, as stores made before this hold them
+        payload["backbone_entry"] = definition
     return payload
 
 
@@ -264,7 +275,7 @@ def _plan_point(study: Study, evidence_for: EvidenceFor | None) -> Plan:
     staged paradigm's jobs where `evidence_for` has the evidence of its needed jobs (at their largest fraction),
     else a `Waiting`."""
     staged = [PARADIGMS[p] for p in study.paradigms if PARADIGMS[p].staged]
-    units = [u for p in study.paradigms if not PARADIGMS[p].staged for u in PARADIGMS[p].planner(study)]
+    units = [u for p in study.paradigms if not PARADIGMS[p].staged for u in _planned(PARADIGMS[p], study)]
     needed: dict[str, list[Unit]] = {}
     for entry in staged:
         assert entry.needs is not None
@@ -287,8 +298,51 @@ def _plan_point(study: Study, evidence_for: EvidenceFor | None) -> Plan:
         if evidence is None:
             result.waiting.append(Waiting(entry.name, tuple(j.id for j in sources)))
         else:
-            result.jobs += [j for u in entry.planner(study, evidence) for j in unit_jobs(u, study)]
+            result.jobs += [j for u in _planned(entry, study, evidence) for j in unit_jobs(u, study)]
     return result
+
+
+def _planned(entry: ParadigmEntry, study: Study, *evidence: Evidence) -> list[Unit]:
+    """The units `entry`'s planner returns, each of this paradigm and of the study's tasks, else a UsaggError.
+
+    A planner is often a plug-in's code: what it gets wrong is said in one paragraph naming the paradigm and its
+    planner, instead of a traceback (a task not in the study, an error raised in a plug-in's planner) or jobs
+    merged silently into another paradigm's (a unit naming another). A study task it plans nothing for is a
+    warning only, and only for a plug-in's paradigm: CG and CGD leave single-task groups out under
+    `singleton_groups: skip`, as the spec asks.
+    """
+    where = f"paradigm {entry.name} (planner {callable_name(entry.planner)})"
+    plugin = entry.name not in BUILTIN_PARADIGMS
+    try:
+        units = list(entry.planner(study, *evidence))
+    except Exception as e:
+        if isinstance(e, UsaggError) or not plugin:  # a built-in's own error is usagg's bug: its traceback stands
+            raise
+        raise UsaggError(f"{where} failed while planning ({type(e).__name__}: {first_line(e)}); fix the planner") from e
+    strays = [u for u in units if not isinstance(u, Unit)]
+    if strays:
+        raise UsaggError(
+            f"{where} returned a value of type {type(strays[0]).__name__} among its units; a planner returns Units"
+        )
+    ids = [t.id for t in study.tasks]
+    for u in units:
+        if u.paradigm != entry.name:
+            raise UsaggError(
+                f"{where} planned unit {u.name!r} with paradigm={u.paradigm!r}; a planner's units name their own "
+                f"paradigm ({entry.name!r}), else their jobs count as that paradigm's"
+            )
+        unknown = [t for t in u.tasks if t not in ids]
+        if unknown:
+            raise UsaggError(
+                f"{where} planned unit {u.name!r} with task(s) {', '.join(map(repr, unknown))}, not in the study "
+                f"{study.name!r} (its tasks: {', '.join(ids)}); a unit's tasks are ids from `study.tasks`"
+            )
+    left = [t for t in ids if not any(t in u.tasks for u in units)]
+    message = f"{where} plans no unit for task(s) {', '.join(left)}: {entry.name} has no result for them"
+    if left and plugin and message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+    return units
 
 
 def plan(study: Study, evidence_for: EvidenceFor | None = None) -> list[Job]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -112,6 +113,22 @@ class Registry(Mapping[str, T], Generic[T]):
         if entry is None:
             raise self.error(unknown_name(self.kind, str(name), list(self._entries)) + self.hint)
         return entry
+
+
+def callable_name(fn: object) -> str:
+    """A plug-in's function as errors name it, `module.qualname`, so its author finds it."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def parameters(fn: Callable[..., object]) -> inspect.Signature | None:
+    """`fn`'s signature without annotations, as errors show it ('(study, evidence)'); None where Python cannot
+    inspect it (some builtins), whose call is then simply made."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    bare = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return signature.replace(parameters=bare, return_annotation=inspect.Signature.empty)
 
 
 def load_plugins() -> None:

@@ -499,11 +499,23 @@ class RunResult:
 
 def check_model_weights(study: Study) -> None:
     """A `model.weights` that is missing or would not load into the backbone: UsaggError (exit 2) naming the
-    field and the file, before anything is written (usagg/model/weights_check.py `check_weights`)."""
+    field and the file, before anything is written (usagg/model/weights_check.py `check_weights`). A plug-in's
+    backbone without weights is built once on the meta device (shapes only), so an entry timm builds otherwise
+    (not an Eva, another depth or width) is said here, not in every job (`create_vit`)."""
     if study.model.weights is not None:
         from usagg.model.weights_check import check_weights
 
         check_weights(study.model.weights, study.model.backbone)
+        return
+    from usagg.model.zoo import hashed_definition
+
+    if hashed_definition(study.model.backbone) is not None:
+        import torch
+
+        from usagg.model.backbones import create_vit
+
+        with torch.device("meta"):
+            create_vit(study.model.backbone)
 
 
 def data_not_checkable(study: Study) -> str | None:

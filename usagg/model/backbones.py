@@ -18,26 +18,50 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import timm
 import torch
 from timm.models.eva import Eva
 from torch import nn
 
+from usagg.errors import UsaggError
 from usagg.model.moe import MoEBlock, expert_usage
 from usagg.model.weights import load_dinov3_weights
 from usagg.model.zoo import BACKBONES
 
 log = logging.getLogger(__name__)
 
+#: What a backbone entry must name, said with every refusal of one.
+SUPPORTED = (
+    "usagg runs timm Eva models of the DINOv3 family (such as vit_small_patch16_dinov3_qkvb) without mixed-mode "
+    "RoPE, registered with the depth and embed_dim timm builds (docs/internals.md, 'How to add a backbone')"
+)
+
 
 def create_vit(backbone: str) -> Eva:
     """A randomly initialised timm DINOv3 ViT for a registry name (never downloads); an unknown name is the
-    registry's own error (plug-ins loaded first, the closest registered name suggested)."""
+    registry's own error (plug-ins loaded first, the closest registered name suggested).
+
+    An entry is checked here, where timm first builds it (on the meta device when `usagg validate` or `usagg run`
+    checks `model.weights`, else in the job before training): one UsaggError naming the entry, what timm built
+    and what usagg runs, instead of an error from deep inside the encoder ("too many values to unpack").
+    """
     entry = BACKBONES.lookup(backbone)
+    where = f"backbone {backbone!r} (timm model {entry.timm_name!r})"
+    if not timm.is_model(entry.timm_name):
+        raise UsaggError(f"{where}: timm {timm.__version__} has no model of that name; {SUPPORTED}")
     kwargs = {"num_classes": 0, "dynamic_img_size": True, **entry.kwargs}
-    return cast(Eva, timm.create_model(entry.timm_name, pretrained=False, **kwargs))  # the zoo's names are Evas
+    vit = timm.create_model(entry.timm_name, pretrained=False, **kwargs)
+    if not isinstance(vit, Eva):
+        raise UsaggError(f"{where} is a timm {type(vit).__name__}, not an Eva; {SUPPORTED}")
+    if getattr(vit, "rope_mixed", False):
+        raise UsaggError(f"{where} uses mixed-mode RoPE (per-depth tables), which usagg does not run; {SUPPORTED}")
+    built = {"depth": len(vit.blocks), "embed_dim": vit.embed_dim}
+    wrong = [f"{key} {getattr(entry, key)} but timm built {n}" for key, n in built.items() if n != getattr(entry, key)]
+    if wrong:
+        raise UsaggError(f"{where} is registered with {' and '.join(wrong)}; {SUPPORTED}")
+    return vit
 
 
 def build_vit(backbone: str, weights: Path | None) -> tuple[Eva, dict]:
