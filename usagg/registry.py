@@ -149,11 +149,11 @@ def load_plugins() -> None:
             reg.builtins()
     for group, reg in _PLUGGABLE:
         for ep in metadata.entry_points(group=group):
-            obj = _import(f"the entry point {ep.name!r} ({ep.value}) of group {group!r}", ep.load)
+            obj = load_plugin(f"the entry point {ep.name!r} ({ep.value}) of group {group!r}", ep.load)
             if reg.adopt is not None:
                 reg.adopt(reg, obj)
     for module in plugin_modules():
-        _import(f"module {module!r} of {PLUGINS_ENV}", functools.partial(importlib.import_module, module))
+        load_plugin(f"module {module!r} of {PLUGINS_ENV}", functools.partial(importlib.import_module, module))
 
 
 def plugin_modules() -> list[str]:
@@ -161,7 +161,7 @@ def plugin_modules() -> list[str]:
     return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
 
 
-def _import(what: str, load: Callable[[], object]) -> object:
+def load_plugin(what: str, load: Callable[[], object]) -> object:
     """`load()`, any error it raises a UsaggError naming the plug-in, the error's type and its first line.
 
     A plug-in is someone else's code: its SyntaxError, a RuntimeError at import or a name it registers twice

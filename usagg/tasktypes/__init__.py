@@ -21,7 +21,7 @@ import importlib
 import pkgutil
 from typing import TypeVar
 
-from usagg.registry import PLUGINS_ENV, Registry, _import
+from usagg.registry import PLUGINS_ENV, Registry, callable_name, load_plugin
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, metric_base
 
 __all__ = [
@@ -71,8 +71,8 @@ def _adopt(registry: Registry[TaskType], obj: object) -> None:
     the same paragraph naming the plug-in: skipping it would leave the study on the other type unannounced.
     """
     if isinstance(obj, type) and issubclass(obj, TaskType) and type(registry.get(getattr(obj, "name", ""))) is not obj:
-        where = f"task type class {_where(obj)} (an entry point of group {ENTRY_POINT_GROUP!r})"
-        _import(where, functools.partial(register_task_type, obj))
+        where = f"task type class {callable_name(obj)} (an entry point of group {ENTRY_POINT_GROUP!r})"
+        load_plugin(where, functools.partial(register_task_type, obj))
 
 
 #: name -> the one instance of each registered type (usagg/registry.py).
@@ -102,14 +102,10 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
     _load_builtins()  # first, so a clash with a built-in is always the plug-in's to resolve
     old = TASK_TYPES.get(name)
     if old is not None and type(old) is not cls and not replace:
-        raise ValueError(f"task type {name!r} is already registered by {_where(type(old))}")
+        raise ValueError(f"task type {name!r} is already registered by {callable_name(type(old))}")
     _check_metrics(inst)
     TASK_TYPES.register(name, inst, replace=replace, same=lambda old, new: type(old) is type(new))
     return cls
-
-
-def _where(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _check_metrics(new: TaskType) -> None:
@@ -121,9 +117,9 @@ def _check_metrics(new: TaskType) -> None:
     for m in new.metrics:
         if metric_base(m.name) != m.name:
             raise ValueError(
-                f"task type {new.name!r} ({_where(type(new))}) declares metric {m.name!r}, but '_class' in a metric "
-                f"name marks a per-class variant (DSC_class2 is class 2 of DSC): usagg would read it as a variant "
-                f"of {metric_base(m.name)!r}. Rename it without '_class'"
+                f"task type {new.name!r} ({callable_name(type(new))}) declares metric {m.name!r}, but '_class' in a "
+                f"metric name marks a per-class variant (DSC_class2 is class 2 of DSC): usagg would read it as a "
+                f"variant of {metric_base(m.name)!r}. Rename it without '_class'"
             )
     for other in TASK_TYPES.values():
         if other.name == new.name:
@@ -144,9 +140,9 @@ def _clash(new: TaskType, mine: Metric, other: TaskType, theirs: Metric) -> str:
     suggested = f"{mine.name}_{new.name}"
     example = f", such as {suggested!r}" if metric_base(suggested) == suggested else ""
     return (
-        f"task type {new.name!r} ({_where(type(new))}) declares metric {mine.name!r} differently from task type "
-        f"{other.name!r} ({_where(type(other))}): {'; '.join(differs)}. usagg knows a metric's direction, unit and "
-        "bounds by its name alone (results.csv, compare, advise, the figures), so one name cannot mean two "
+        f"task type {new.name!r} ({callable_name(type(new))}) declares metric {mine.name!r} differently from task "
+        f"type {other.name!r} ({callable_name(type(other))}): {'; '.join(differs)}. usagg knows a metric's direction, "
+        "unit and bounds by its name alone (results.csv, compare, advise, the figures), so one name cannot mean two "
         f"metrics: give {new.name}'s metric a distinct name{example}, or declare it exactly as {other.name} does "
         "if it is the same metric"
     )
