@@ -97,6 +97,18 @@ def test_a_builtin_replaced_by_a_plugin_hashes_the_plugin_s_definition(tmp_path:
     assert _ids(tmp_path, "dinov3_test") == BUILTIN_IDS["dinov3_test"]
 
 
+def test_a_builtin_registered_again_with_only_another_note_keeps_its_ids(tmp_path: Path) -> None:
+    """The note describes an entry and is no part of its definition: a built-in given a new note is the built-in."""
+    from dataclasses import replace
+
+    builtin = BACKBONES["dinov3_test"]
+    try:
+        register_backbone("dinov3_test", replace(builtin, note="our lab's note"), replace=True)
+        assert _ids(tmp_path, "dinov3_test") == BUILTIN_IDS["dinov3_test"]
+    finally:
+        register_backbone("dinov3_test", builtin, replace=True)
+
+
 def test_a_backbone_definition_hashes_the_same_in_any_order_and_classes_by_name(
     tmp_path: Path, lab_backbone: str
 ) -> None:
@@ -335,3 +347,17 @@ def test_a_plugin_backbone_usagg_cannot_run_stops_the_run_before_its_store_is_wr
     with pytest.raises(UsaggError, match=r"is a timm VisionTransformer, not an Eva"):
         api.run_study(spec)
     assert not (tmp_path / "runs").exists()
+
+
+def test_validate_builds_a_plugin_backbone_as_run_does(
+    tmp_path: Path, lab_backbone: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg validate` said nothing of a plug-in backbone usagg cannot run (it never built one); `run` refused it."""
+    from cli_run import run_cli
+
+    register_backbone(lab_backbone, BackboneEntry("vit_tiny_patch16_224", 12, 192, {}))
+    spec = write_tiny_study(tmp_path / "s.yaml", "tiny", tmp_path, output_root=tmp_path / "runs", tasks=(MALIGNANCY,))
+    spec.write_text(spec.read_text().replace("backbone: dinov3_test", f"backbone: {lab_backbone}"))
+    code, out = run_cli(["validate", str(spec)], monkeypatch, capsys)
+    assert code == 2 and "is a timm VisionTransformer, not an Eva" in " ".join(out.split()), out
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()

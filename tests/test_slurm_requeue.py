@@ -242,3 +242,48 @@ def test_timed_out_too_many_times_names_the_time_settings(tmp_path: Path) -> Non
     assert (state, event) == ("failed", "failed")
     said = "state COMPLETED after more time-outs than max_requeue allows: ran out of time: raise execution.slurm"
     assert said in info["error"] and "time_min (now 5) or max_requeue (now 3)" in info["error"]
+
+
+@pytest.mark.slow
+def test_a_rerun_right_after_a_kill_waits_for_the_lock_to_fall_silent(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next `usagg run` seconds after Slurm killed an element: its lock still looks fresh, and the new element
+    (another Slurm job) would fail at once naming a live holder; the submission waits for the silence instead."""
+    monkeypatch.setattr(joblock, "SLURM_EVIDENCE_BEATS", 0.1)  # 3 s here, 90 s on a cluster
+    store, ids = make_store(tmp_path)
+    earlier = f"{cluster.first_id + 500}_3"
+    cluster.set_state(earlier, "OUT_OF_MEMORY")
+    plant_lock(store, ids[0], slurm={"job": earlier, "restart": 0}, silent_s=1.0)
+    assert executor_for(store).run(ids[:1], job_done) == {ids[0]: "done"}
+
+
+def test_the_element_mark_is_this_calls_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's in-process `debug` cluster runs an element in the submitting process: its later locks must not
+    claim the element's Slurm job."""
+    as_element(monkeypatch, "7_0", restarts=None)
+    monkeypatch.delenv(ELEMENT_ENV)
+    assert joblock.slurm_run() is None
+    with joblock.slurm_element():
+        assert joblock.slurm_run() == {"job": "7_0", "restart": 0}
+    assert joblock.slurm_run() is None and ELEMENT_ENV not in os.environ
+
+
+def test_a_heartbeat_skips_a_moment_the_lock_reads_as_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EIO or ESTALE on NFS reads the lock as {} for a beat; the heartbeat stopped for good then, and the live
+    holder's lock fell silent and breakable."""
+    lock = joblock.JobLock(tmp_path / ".lock", "j", heartbeat_s=0.05, stale_after_s=60.0)
+    real, blips = joblock.read_holder, [3]
+
+    def flaky(path: Path) -> dict[str, Any] | None:
+        if blips[0]:
+            blips[0] -= 1
+            return {}
+        return real(path)
+
+    monkeypatch.setattr(joblock, "read_holder", flaky)
+    with lock.held():
+        time.sleep(0.4)  # the three blips pass
+        before = lock.path.stat().st_mtime
+        time.sleep(0.3)
+        assert lock.path.stat().st_mtime > before  # still beating

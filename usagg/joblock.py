@@ -72,16 +72,25 @@ def _slurm_job() -> str | None:
     return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
 
 
-def enter_slurm_element() -> None:
-    """Mark this process as usagg's Slurm array element (`ELEMENT_ENV`), so its locks carry its Slurm job."""
-    job = _slurm_job()
+@contextlib.contextmanager
+def slurm_element() -> Iterator[None]:
+    """Within the block, this process is usagg's Slurm array element (`ELEMENT_ENV`), so its locks carry its Slurm
+    job; restored after (submitit's in-process `debug` cluster runs the element in the submitting process)."""
+    job, before = _slurm_job(), os.environ.get(ELEMENT_ENV)
     if job:
         os.environ[ELEMENT_ENV] = job
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ELEMENT_ENV, None)
+        else:
+            os.environ[ELEMENT_ENV] = before
 
 
 def slurm_run() -> dict[str, Any] | None:
     """This process's Slurm job and how often Slurm has restarted it (requeued: SLURM_RESTART_COUNT, absent before
-    the first requeue), where it is usagg's own array element (`enter_slurm_element`); None elsewhere."""
+    the first requeue), where it is usagg's own array element (`slurm_element`); None elsewhere."""
     job = _slurm_job()
     if not job or os.environ.get(ELEMENT_ENV) != job:
         return None
@@ -167,6 +176,8 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.wait(self.interval_s):
             holder = read_holder(self.path)
+            if holder == {}:
+                continue  # unreadable for a moment (EIO, ESTALE on NFS) or being written: skip this beat, not all
             if holder is None or holder.get("token") != self.token:
                 return  # broken by someone else (we looked dead); never touch their lock
             with contextlib.suppress(OSError):

@@ -144,6 +144,10 @@ def _check_weights(s: Study) -> None:
         from usagg.model.weights_check import check_weights
 
         check_weights(s.model.weights, s.model.backbone)
+    elif s.model.weights is None:  # a plug-in backbone is built once on the meta device, as `usagg run` does
+        from usagg.service import check_model_weights
+
+        check_model_weights(s)
 
 
 def _missing(folder: Path) -> str:

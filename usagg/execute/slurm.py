@@ -48,7 +48,7 @@ from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.execute.pool import job_sizes, largest_first
-from usagg.joblock import JobLock, describe_holder, enter_slurm_element, holder_slurm_job, slurm_run
+from usagg.joblock import JobLock, describe_holder, holder_slurm_job, slurm_element, slurm_run
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import ERROR_CHARS, RunStore, submitit_link
@@ -157,7 +157,10 @@ class SlurmJobCall(Checkpointable):
         self.devices = devices
 
     def __call__(self, store_root: str, job_id: str) -> Outcome:
-        enter_slurm_element()
+        with slurm_element():
+            return self._run(store_root, job_id)
+
+    def _run(self, store_root: str, job_id: str) -> Outcome:
         problem = node_gpu_problem(self.devices)
         if problem is not None:
             summary = record_failure(store_root, job_id, problem, summary=problem[:ERROR_CHARS])
@@ -385,7 +388,9 @@ class SlurmExecutor(Executor):
         if not job_ids:
             return states
         store = RunStore(self.store_root)
-        break_ended_locks(store, job_ids)  # else the new element of a job whose last one Slurm killed fails at once
+        # else the new element of a job whose last one Slurm killed fails at once (a rerun right after the kill waits
+        # for its lock's heartbeat to fall silent, at most SLURM_EVIDENCE_BEATS heartbeats)
+        break_ended_locks(store, job_ids, wait=True)
         job_ids = largest_first(job_ids, job_sizes(self.store_root, job_ids))  # as the pool starts them (module doc)
         jobs = self._submit(self.make_submitit_executor(), SlurmJobCall(fn, self.devices), job_ids)
         pending = dict(zip(job_ids, jobs, strict=True))

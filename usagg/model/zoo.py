@@ -85,7 +85,9 @@ def hashed_definition(name: str) -> dict[str, object] | None:
     """What a job id records of backbone `name` besides its name: a plug-in entry's `definition` (a changed
     entry gives new ids, never an old model's results), None for a built-in (its ids stay as they always were)."""
     entry = BACKBONES.lookup(name)
-    return None if _BUILTINS.get(name) == entry else entry.definition()
+    builtin = _BUILTINS.get(name)
+    definition = entry.definition()
+    return None if builtin is not None and builtin.definition() == definition else definition
 
 
 register_backbone(
