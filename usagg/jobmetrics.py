@@ -5,17 +5,21 @@ metrics.json it reads through it, so a malformed file is named (file, field, wha
 instead of failing somewhere in the analysis. The JSON layout is the one written before this model
 existed: the checksum key stays the store's (usagg/atomic.py), unknown extra keys are kept, and the
 fields older files or simulated stores (usagg/analysis/simulate.py) lack are optional. The field
-reference in docs/metrics.md is generated from these models (usagg/jobmetrics_doc.py). Torch-free.
+reference in docs/metrics.md is generated from these models (usagg/jobmetrics_doc.py). `running_code` is the code a
+job of this process records in `training`, `code_changes` what differs from what a done job recorded. Torch-free.
 """
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from usagg import __version__
 from usagg.errors import DataError
+from usagg.registry import loaded_plugins
 
 #: The selection rules every job with a selection split is tested under (`Selection.rules`): the job's best epoch on
 #: the selection split (selection_scope model), each task's own best (scope task), the last epoch (selection last).
@@ -132,7 +136,7 @@ class LossBalanceRecord(_Record):
 
 
 class TrainingRecord(_Record):
-    """How the job trained (metrics.json `training`)."""
+    """How the job trained, and with which code (metrics.json `training`)."""
 
     epochs: int | None = Field(None, description="epochs trained")
     steps: int | None = Field(None, description="optimiser steps in all")
@@ -141,6 +145,17 @@ class TrainingRecord(_Record):
     loss_balance: LossBalanceRecord | None = Field(None, description="the loss balance and what it learned")
     device: str | None = Field(None, description="the torch device it trained on")
     precision: str | None = Field(None, description="the compute precision used (fp32, bf16, ...)")
+    versions: dict[str, str | None] | None = Field(
+        None,
+        description="the code that trained it, as its id never says (ids hash settings): `usagg`, `torch`, `timm` -> "
+        "its version (null: not found); absent in files written before it was recorded",
+    )
+    plugins: dict[str, str | None] | None = Field(
+        None,
+        description="every plug-in loaded (usagg/registry.py `loaded_plugins`) -> its version (null: none found): an "
+        "entry point's distribution by its name, a `USAGG_PLUGINS` module by its own; `{}` for none; absent in files "
+        "written before it was recorded",
+    )
 
 
 class Throughput(_Record):
@@ -252,6 +267,46 @@ class JobMetrics(_Record):
             return cls.model_validate(data)
         except ValidationError as err:
             raise DataError(f"{where}: {_describe(err)}") from None
+
+
+def running_code() -> dict[str, Any]:
+    """metrics.json `training.versions` and `training.plugins` of a job run by this process: usagg's, torch's and
+    timm's versions (read from the installed distributions, so nothing is imported) and the plug-ins loaded."""
+    versions = {"usagg": __version__, "torch": _installed("torch"), "timm": _installed("timm")}
+    return {"versions": versions, "plugins": loaded_plugins()}
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def code_changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between the code a done job recorded (its metrics.json `training`) and `now` (`running_code`),
+    each in words naming both versions: another usagg minor version, a plug-in of another version, one no longer
+    loaded or newly loaded. Only what `recorded` holds is compared; torch and timm are recorded for the report, not
+    compared."""
+    out = []
+    was, usagg = (recorded.get("versions") or {}).get("usagg"), now["versions"]["usagg"]
+    if was is not None and _minor(was) != _minor(usagg):
+        out.append(f"usagg {was} (this run: {usagg})")
+    plugins, current = recorded.get("plugins"), now["plugins"]
+    if plugins is None:
+        return out
+    for name in sorted(plugins.keys() | current.keys()):
+        if name not in current:
+            out.append(f"plug-in {name} {plugins[name] or '(no version)'} (not loaded by this run)")
+        elif name not in plugins:
+            out.append(f"no plug-in {name} (this run loads {name} {current[name] or '(no version)'})")
+        elif plugins[name] != current[name]:
+            out.append(f"plug-in {name} {plugins[name] or '(no version)'} (this run: {current[name] or 'no version'})")
+    return out
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 def metrics_problem(data: Any) -> str | None:

@@ -6,7 +6,8 @@ refuses an unknown name in one paragraph that lists the registered ones
 (usagg/names.py). Plug-ins reach every registry the same way: an entry point in
 the kind's group (`usagg.task_types`, `usagg.paradigms`, `usagg.executors`,
 `usagg.backbones`) or a module named in `USAGG_PLUGINS`, loaded once per process by
-`load_plugins()` before any spec is validated. Torch-free: the spec imports it.
+`load_plugins()` before any spec is validated, which keeps what it loaded and its version
+(`loaded_plugins`, recorded in each job's metrics.json). Torch-free: the spec imports it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ REGISTRY_MODULES = ("usagg.tasktypes", "usagg.paradigms", "usagg.execute.registr
 #: Registries with an entry-point group, with their group, in creation order (load_plugins walks them).
 _PLUGGABLE: list[tuple[str, Registry]] = []
 _plugins_loaded = False
+#: What `load_plugins` loaded, plug-in -> its version (`loaded_plugins`).
+_loaded: dict[str, str | None] = {}
 
 
 class Registry(Mapping[str, T], Generic[T]):
@@ -136,12 +139,13 @@ def load_plugins() -> None:
 
     Called before a spec is validated (usagg/spec/load.py) and by every `lookup`, so a
     plug-in paradigm or backbone is known wherever a plug-in task type is. A plug-in
-    that cannot be imported is a UsaggError naming it.
+    that cannot be imported is a UsaggError naming it. What loaded is kept (`loaded_plugins`).
     """
-    global _plugins_loaded
+    global _plugins_loaded, _loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True  # before importing: a plug-in that reads a registry must not re-enter
+    _loaded = {}
     for module in REGISTRY_MODULES:
         importlib.import_module(module)
     for _, reg in _PLUGGABLE:
@@ -152,8 +156,31 @@ def load_plugins() -> None:
             obj = load_plugin(f"the entry point {ep.name!r} ({ep.value}) of group {group!r}", ep.load)
             if reg.adopt is not None:
                 reg.adopt(reg, obj)
+            if ep.dist is not None:
+                _loaded[ep.dist.name] = ep.dist.version
+            else:
+                _loaded[ep.module] = _module_version(ep.module)
     for module in plugin_modules():
         load_plugin(f"module {module!r} of {PLUGINS_ENV}", functools.partial(importlib.import_module, module))
+        _loaded[module] = _module_version(module)
+
+
+def loaded_plugins() -> dict[str, str | None]:
+    """Every plug-in this process loaded -> its version (None: none found), sorted by name: an entry point's
+    distribution by its name, a `USAGG_PLUGINS` module by its own. Job ids hash settings, never code, so each job
+    records these (metrics.json `training.plugins`) and `usagg run` tells done jobs another version made."""
+    load_plugins()
+    return dict(sorted(_loaded.items()))
+
+
+def _module_version(module: str) -> str | None:
+    """The version of the distribution that installed `module` (its top-level package), else its `__version__`,
+    else None (a folder on PYTHONPATH)."""
+    dists = metadata.packages_distributions().get(module.split(".")[0])
+    if dists:
+        return metadata.version(dists[0])
+    version = getattr(importlib.import_module(module), "__version__", None)
+    return version if isinstance(version, str) else None
 
 
 def plugin_modules() -> list[str]:

@@ -987,6 +987,31 @@ class StudyRun:
         if jobs:
             raise UsaggError(changed_data_text(self.study.name, root, jobs, changed, now))
 
+    def changed_code_text(self) -> str | None:
+        """The warning for done jobs of this plan that other code made than this run's (their metrics.json
+        `training.versions` and `training.plugins`, usagg/jobmetrics.py `code_changes`), or None: job ids hash
+        settings, never code, so after an upgrade of usagg or an edited plug-in they stay done, kept and compared with
+        new results. Jobs that recorded none (written before usagg recorded it) are not compared. A pure read of the
+        store."""
+        from usagg.jobmetrics import code_changes, running_code
+
+        now = running_code()
+        changes: dict[str, list[str]] = {}  # what differs -> the done jobs it differs for
+        for job in self.all_jobs:
+            metrics = self.store.metrics(job.id) if self.store.job_state(job.id) == "done" else None
+            for change in code_changes((metrics or {}).get("training") or {}, now):
+                changes.setdefault(change, []).append(job.id)
+        if not changes:
+            return None
+        n = len({jid for ids in changes.values() for jid in ids})
+        listed = "; ".join(f"{change} for {counted(len(ids), 'job')}" for change, ids in changes.items())
+        return (
+            f"{counted(n, 'done job')} of study {self.study.name!r} {'was' if n == 1 else 'were'} made by other code "
+            f"than this run's: {listed}. Job ids hash a job's settings, never its code, so their results are kept as "
+            "they are and compared with the new ones; to train the study with this code, run it under a new name "
+            f"({self.wording.rename})."
+        )
+
     def init_store(self) -> None:
         """Write the resolved spec, the plan and a record per job (existing jobs keep their state), and bind the
         spec file to the store.
@@ -1181,7 +1206,7 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
         run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
-    for note in (run.queued_note, run.replaced_text()):
+    for note in (run.queued_note, run.replaced_text(), run.changed_code_text()):
         if note:
             observer.warning(note)
     if run.todo and run.study.model.weights is None:

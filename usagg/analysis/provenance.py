@@ -1,10 +1,12 @@
-"""Where a report's numbers come from: usagg version, date, host, the spec as run, the weights, each job's device.
+"""Where a report's numbers come from: usagg version, date, host, the spec as run, the weights, each job's device
+and the code it ran.
 
 A report travels without its run store (sent to co-authors, attached to a tracker), so it
 carries its own provenance: the resolved spec and its hash, the backbone and the weights
 file with the content hash its jobs' ids were made with (or a loud random-initialisation
-warning), epochs, and the device and precision of every job, read from the run store's
-study.yaml, job.json and metrics.json. A received store is data: nothing here reads a file
+warning), epochs, the device and precision of every job and the code it ran (usagg, torch,
+timm, plug-ins: job ids hash settings, never code), read from the run store's study.yaml,
+job.json and metrics.json. A received store is data: nothing here reads a file
 outside it (a weights path it names is shown, never opened).
 """
 
@@ -24,6 +26,7 @@ from usagg.errors import UsaggError
 from usagg.filehash import sha256_of
 from usagg.safepath import confined
 from usagg.store import WEIGHTS_KEY, RunStore
+from usagg.wording import counted
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -49,6 +52,7 @@ class Provenance:
     weights_sha256: str | None = None
     random_init: bool | None = None
     jobs: list[tuple[str, str, str]] = field(default_factory=list)  # (job id, device, precision)
+    code: list[str | None] = field(default_factory=list)  # per job: the code it ran (`code_text`), None: not recorded
 
     def lines(self) -> list[str]:
         """Plain-text lines (markdown list items and the HTML block share them)."""
@@ -70,7 +74,31 @@ class Provenance:
             out.append(f"jobs: {len(self.jobs)} ran on {', '.join(devices)} (device / precision; per job below)")
         else:
             out.append("jobs: device and precision not recorded (no job metrics with them)")
+        out.append(self.code_line())
         return out
+
+    def code_line(self) -> str:
+        """The code the jobs ran: said once when every job ran the same, else each combination with its job count."""
+        if all(c is None for c in self.code):
+            return "code: not recorded (no job metrics with it)"
+        counts = {c: self.code.count(c) for c in dict.fromkeys(self.code)}
+        if len(counts) == 1:
+            return f"code: {self.code[0]} (every job)"
+        listed = "; ".join(f"{c or 'not recorded'} ({counted(n, 'job')})" for c, n in counts.items())
+        return f"code, differing between jobs: {listed}"
+
+
+def code_text(training: dict[str, Any]) -> str | None:
+    """The code a job ran in words, from its metrics.json `training`: 'usagg 0.1.0, torch 2.4.0, timm 1.0.9, plug-ins
+    lab 1.2 + b 0.3'; None where it recorded none (written before usagg recorded it)."""
+    versions, plugins = training.get("versions"), training.get("plugins")
+    if versions is None and plugins is None:
+        return None
+    said = [f"{k} {(versions or {}).get(k) or 'not recorded'}" for k in ("usagg", "torch", "timm")]
+    if plugins is None:
+        return ", ".join([*said, "plug-ins not recorded"])
+    named = " + ".join(f"{name} {version or '(no version)'}" for name, version in sorted(plugins.items()))
+    return ", ".join([*said, f"plug-ins {named}" if named else "no plug-in"])
 
 
 def _recorded_digest(record: dict[str, Any]) -> str | None:
@@ -115,6 +143,8 @@ def provenance(inp: AnalysisInput) -> Provenance:
         training, weights = m.get("training") or {}, m.get("weights") or {}
         if training.get("device"):
             prov.jobs.append((job_id, str(training["device"]), str(training.get("precision", "not recorded"))))
+        if m:
+            prov.code.append(code_text(training))
         if prov.backbone is None and m:
             record = _job_record(store, job_id)
             model = (record.get("job") or {}).get("model") or {}

@@ -34,7 +34,7 @@ from usagg.engine.kept import job_ended, job_model
 from usagg.engine.progress import Progress, ProgressFn, send
 from usagg.engine.selecting import RuleTests
 from usagg.engine.trainer import FitResult, Trainer
-from usagg.jobmetrics import NO_SELECTION_SPLIT, JobMetrics
+from usagg.jobmetrics import NO_SELECTION_SPLIT, JobMetrics, running_code
 from usagg.model.m2dino import M2DINO, build_model
 from usagg.model.trunk import Trunk
 from usagg.plan import Job
@@ -286,9 +286,9 @@ def _job_metrics(
     ran: tuple[torch.device, str, str, bool],
 ) -> dict[str, Any]:
     """metrics.json's content, checked by `JobMetrics`: each task's test metrics and steps, expert usage, the
-    weights and parameters, the selection record, the history, how it trained and its throughput. `timing`: the
-    job's start (perf_counter) and the test evaluation's seconds; `ran`: device, precision, the accel mode that
-    ran and whether whole-step graphs replayed."""
+    weights and parameters, the selection record, the history, how it trained (the code that ran it too) and its
+    throughput. `timing`: the job's start (perf_counter) and the test evaluation's seconds; `ran`: device,
+    precision, the accel mode that ran and whether whole-step graphs replayed."""
     t_start, eval_s = timing
     dev, precision, accel_ran, step_graphs = ran
     n_test = sum(r.n_images for r in results.values())
@@ -324,6 +324,7 @@ def _job_metrics(
                 "loss_balance": trainer.balance.record(),
                 "device": str(dev),
                 "precision": precision,
+                **running_code(),
             },
             "throughput": {
                 "train_images_per_s": round(fit.images_per_s, 2),
