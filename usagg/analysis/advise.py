@@ -602,9 +602,10 @@ def decide(
     # an interval of no width measured no spread (every seed alike): it decides nothing
     ci = {p: st.ci if st is not None and st.ci is not None and st.ci[0] < st.ci[1] else None for p, st in stats.items()}
     for p in test_var:  # never narrower than the seeds' own interval (Welch's df can grow with the added variance)
-        seeds = seed_interval(comp, fraction, task, p, level) if ci.get(p) is not None else None
-        if seeds is not None and seeds.ci is not None:
-            ci[p] = widest(ci[p], seeds.ci)
+        own = ci.get(p)
+        seeds = seed_interval(comp, fraction, task, p, level) if own is not None else None
+        if own is not None and seeds is not None and seeds.ci is not None:
+            ci[p] = widest(own, seeds.ci)
     value = {p: st.value for p, st in stats.items() if st is not None and st.value is not None}
     used = any(p in test_var for p, c in ci.items() if c is not None)
     gains = [p for p in paradigms if (c := ci[p]) is not None and c[0] > 0]
