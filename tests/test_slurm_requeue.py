@@ -287,3 +287,19 @@ def test_a_heartbeat_skips_a_moment_the_lock_reads_as_nothing(tmp_path: Path, mo
         before = lock.path.stat().st_mtime
         time.sleep(0.3)
         assert lock.path.stat().st_mtime > before  # still beating
+
+
+@pytest.mark.slow
+def test_a_job_another_run_submitted_meanwhile_is_not_submitted_again(tmp_path: Path, cluster: FakeCluster) -> None:
+    """Two `usagg run`s of one study started together each planned every job and each submitted a full array: an
+    allocation per job wasted. The second decides under the store's submission lock and leaves a job the first
+    submitted, and Slurm still queues, to it."""
+    store, ids = make_store(tmp_path)
+    other = f"{cluster.first_id + 700}_0"
+    store.mark_queued_on_slurm(ids[0], other)  # the first run's element, recorded after this run planned
+    cluster.set_state(other, "PENDING")
+    events: list[tuple[str, str]] = []
+    states = executor_for(store).run(ids[:2], job_done, lambda job_id, event, info: events.append((job_id, event)))
+    assert states == {ids[0]: "pending", ids[1]: "done"}
+    assert [j for j, e in events if e == "submitted"] == [ids[1]]
+    assert store.queued_on_slurm(ids[0]) == other and (store.root / ".slurm-submit.lock").exists()

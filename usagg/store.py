@@ -32,6 +32,7 @@ Job states: pending -> running -> done | failed (a failed or interrupted job
 goes back to running when run again). For display, `RunStore.display_state`
 adds "interrupted": state running but the lock holder is dead or gone.
 
+      .slurm-submit.lock     held by a `usagg run` while it decides what to submit to Slurm and submits it
       slurm/                 submitit's folder of a Slurm run; mlflow.json, mlflow-artifacts/, tensorboard/<job_id>/
                              the trackers' records (usagg/tracking.py)
 

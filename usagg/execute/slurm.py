@@ -44,6 +44,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from filelock import FileLock
+
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
@@ -143,6 +145,10 @@ class HeldElsewhere(UsaggError):
             f"({describe_holder(holder)}), so the job is left to that process"
         )
 
+
+#: The file in a run store a `usagg run` holds while it decides what to submit to Slurm and submits it (beside
+#: slurm/, whose folder is checked, and left empty by a refusal, before anything is written in it).
+SUBMIT_LOCK = ".slurm-submit.lock"
 
 #: How the node's traceback names HeldElsewhere on its last line (submitit returns the traceback as text).
 HELD_ELSEWHERE = f"{HeldElsewhere.__module__}.{HeldElsewhere.__qualname__}:"
@@ -391,16 +397,22 @@ class SlurmExecutor(Executor):
         # else the new element of a job whose last one Slurm killed fails at once (a rerun right after the kill waits
         # for its lock's heartbeat to fall silent, at most SLURM_EVIDENCE_BEATS heartbeats)
         break_ended_locks(store, job_ids, wait=True)
-        job_ids = largest_first(job_ids, job_sizes(self.store_root, job_ids))  # as the pool starts them (module doc)
-        jobs = self._submit(self.make_submitit_executor(), SlurmJobCall(fn, self.devices), job_ids)
-        pending = dict(zip(job_ids, jobs, strict=True))
-        for job_id, job in pending.items():
-            if self.results_timeout_s is not None:
-                # submitit declares its class default as the int 15; it compares the value with elapsed seconds
-                job._results_timeout_s = self.results_timeout_s  # type: ignore[assignment]
-            with contextlib.suppress(OSError, UsaggError):  # a full disk: the array is queued all the same
-                store.mark_queued_on_slurm(job_id, job.job_id)
-            self._emit(on_event, job_id, "submitted", {"slurm_job_id": job.job_id})
+        with FileLock(str(store.root / SUBMIT_LOCK)):  # one submission of a store's jobs at a time
+            elsewhere = self._queued_elsewhere(store, job_ids)
+            states.update({job_id: store.job_state(job_id) for job_id in elsewhere})
+            job_ids = [j for j in job_ids if j not in elsewhere]
+            if not job_ids:
+                return states
+            job_ids = largest_first(job_ids, job_sizes(self.store_root, job_ids))  # as the pool starts them
+            jobs = self._submit(self.make_submitit_executor(), SlurmJobCall(fn, self.devices), job_ids)
+            pending = dict(zip(job_ids, jobs, strict=True))
+            for job_id, job in pending.items():
+                if self.results_timeout_s is not None:
+                    # submitit declares its class default as the int 15; it compares the value with elapsed seconds
+                    job._results_timeout_s = self.results_timeout_s  # type: ignore[assignment]
+                with contextlib.suppress(OSError, UsaggError):  # a full disk: the array is queued all the same
+                    store.mark_queued_on_slurm(job_id, job.job_id)
+                self._emit(on_event, job_id, "submitted", {"slurm_job_id": job.job_id})
         while pending:
             for job_id, job in list(pending.items()):
                 outcome = self._collect(job_id, job)
@@ -414,6 +426,14 @@ class SlurmExecutor(Executor):
             if pending:
                 time.sleep(self.poll_s)
         return states
+
+    @staticmethod
+    def _queued_elsewhere(store: RunStore, job_ids: list[str]) -> dict[str, str]:
+        """Of `job_ids`, those another `usagg run` of the store submitted since this one planned and Slurm still
+        queues (job id -> its element): two runs of one study started together each submitted every job, an
+        allocation per job wasted (the job lock kept the results right). Asked under the submission lock."""
+        recorded = {j: sid for j in job_ids if (sid := store.queued_on_slurm(j))}
+        return still_queued(recorded)[0] if recorded else {}
 
     def _submit(self, ex: submitit.AutoExecutor, call: SlurmJobCall, job_ids: list[str]) -> list[Element]:
         """`map_array`, with sbatch's refusal as a UsaggError quoting it and the submission's folder removed (nothing
