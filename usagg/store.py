@@ -372,6 +372,11 @@ class RunStore:
         return self.root / "jobs"
 
     @property
+    def slurm_submit_lock(self) -> Path:
+        """.slurm-submit.lock: held by a `usagg run` while it decides what to submit to Slurm and submits it."""
+        return self.root / ".slurm-submit.lock"
+
+    @property
     def slurm_dir(self) -> Path:
         """submitit's folder of a Slurm run (scripts, logs, pickled calls)."""
         return self.root / "slurm"

@@ -146,10 +146,6 @@ class HeldElsewhere(UsaggError):
         )
 
 
-#: The file in a run store a `usagg run` holds while it decides what to submit to Slurm and submits it (beside
-#: slurm/, whose folder is checked, and left empty by a refusal, before anything is written in it).
-SUBMIT_LOCK = ".slurm-submit.lock"
-
 #: How the node's traceback names HeldElsewhere on its last line (submitit returns the traceback as text).
 HELD_ELSEWHERE = f"{HeldElsewhere.__module__}.{HeldElsewhere.__qualname__}:"
 
@@ -397,7 +393,8 @@ class SlurmExecutor(Executor):
         # else the new element of a job whose last one Slurm killed fails at once (a rerun right after the kill waits
         # for its lock's heartbeat to fall silent, at most SLURM_EVIDENCE_BEATS heartbeats)
         break_ended_locks(store, job_ids, wait=True)
-        with FileLock(str(store.root / SUBMIT_LOCK)):  # one submission of a store's jobs at a time
+        # one submission of a store's jobs at a time; beside slurm/, which a refusal leaves empty
+        with FileLock(str(store.slurm_submit_lock)):
             elsewhere = self._queued_elsewhere(store, job_ids)
             states.update({job_id: store.job_state(job_id) for job_id in elsewhere})
             job_ids = [j for j in job_ids if j not in elsewhere]
