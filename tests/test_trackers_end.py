@@ -191,6 +191,24 @@ def test_mlflow_checkpoints_is_off_by_default_and_outside_the_job_id() -> None:
 
 
 @pytest.mark.slow
+def _one_task_study(name: str, tmp_path: Path, tracking: dict[str, Any], seeds: list[int] | None = None) -> dict:
+    """A one-task TS study of the synthetic benchmark at 32 px, one epoch, tracked as `tracking` says."""
+    return {
+        "name": name,
+        "output_root": str(tmp_path / "runs"),
+        "paradigms": ["TS"],
+        "seeds": seeds or [0],
+        "data": {
+            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
+            "cache_dir": str(tmp_path),
+        },
+        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
+        "model": {"backbone": "dinov3_test", "image_size": 32},
+        "training": {"epochs": 1, "batch_size": 4},
+        "tracking": tracking,
+    }
+
+
 def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mlflow_uri: str
 ) -> None:
@@ -200,19 +218,7 @@ def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(
     from usagg.service import RunObserver
 
     uri = mlflow_uri
-    spec: dict[str, Any] = {
-        "name": "ended",
-        "output_root": str(tmp_path / "runs"),
-        "paradigms": ["TS"],
-        "data": {
-            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
-            "cache_dir": str(tmp_path),
-        },
-        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
-        "model": {"backbone": "dinov3_test", "image_size": 32},
-        "training": {"epochs": 1, "batch_size": 4},
-        "tracking": {"tensorboard": True, "mlflow": {"uri": uri}},
-    }
+    spec = _one_task_study("ended", tmp_path, {"tensorboard": True, "mlflow": {"uri": uri}})
     result = run_study(spec, device="cpu")
     (job_id,) = result.states
     mlflow = MlflowSpec(uri=uri)
@@ -252,21 +258,8 @@ def test_an_unfinished_run_leaves_the_study_run_running_for_the_run_that_finishe
 
     from usagg.api import run_study
 
-    spec: dict[str, Any] = {
-        "name": "unfinished",
-        "output_root": str(tmp_path / "runs"),
-        "paradigms": ["TS"],
-        "seeds": [0, 1],
-        "data": {
-            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
-            "cache_dir": str(tmp_path),
-        },
-        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
-        "model": {"backbone": "dinov3_test", "image_size": 32},
-        "training": {"epochs": 1, "batch_size": 4},
-        "execution": {"cpu_jobs": 1},
-        "tracking": {"mlflow": {"uri": mlflow_uri}},
-    }
+    spec = _one_task_study("unfinished", tmp_path, {"mlflow": {"uri": mlflow_uri}}, seeds=[0, 1])
+    spec["execution"] = {"cpu_jobs": 1}
     from usagg.spec.load import dump_study
     from usagg.spec.models import Study
 
