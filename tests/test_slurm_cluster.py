@@ -502,3 +502,26 @@ def test_status_asks_sacct_where_a_submitted_job_is_and_names_its_log(
     assert "(sacct: CANCELLED, ended: the next `usagg run` collects it and submits it again)" in status()
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no sacct here
     assert f"submitted to Slurm as {element} (sacct did not answer)" in status()
+
+
+def test_a_dry_run_says_what_slurm_would_be_asked_for(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --dry-run` showed the jobs only: not the array, its throttle, each job's resources or where logs go."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
+        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid},\n"
+        "  {id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}]\n"
+        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS, AU, AG]\n"
+        "execution: {executor: slurm, devices: cpu, slurm: {partition: gpux, time_min: 90, mem_gb: 12, "
+        "array_parallelism: 4}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0, out
+    assert "Slurm: one array of 3 jobs, at most 4 running at once, largest first; each job 90 min, 12 GiB" in flat
+    assert "0 GPUs; partition gpux, account (cluster default)" in flat and "logs under the store's slurm/" in flat
+    assert "AG-like staged jobs go in a second array once the jobs they need are done" in flat
+    assert not (tmp_path / "runs").exists() and not cluster.submitted.exists()

@@ -547,6 +547,11 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
     else:
         _print_dry_run(console, job_run)
         _print_repairs(console, job_run.store)
+    if job_run.study.execution.executor == "slurm" and job_run.todo:  # what the cluster would be asked for
+        from usagg.execute.slurm import submission_text
+
+        text = submission_text(job_run.study.execution, len(job_run.todo), bool(job_run.waiting))
+        note.print(escape(printable(text)), soft_wrap=True, highlight=False)
 
 
 def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:

@@ -223,6 +223,24 @@ def slurm_parameters(slurm: SlurmSpec, name: str, devices: Devices = "auto") -> 
     return params
 
 
+def submission_text(execution: ExecutionSpec, n_jobs: int, staged: bool) -> str:
+    """What a run would ask Slurm for (`usagg run --dry-run`): the array, its throttle and each job's resources, and
+    where the logs go; a staged paradigm's jobs are a second array once the jobs they need are done."""
+    slurm = execution.slurm
+    gpus = gpus_per_node(slurm, execution.devices)
+    asked = ", ".join(
+        f"{what} {value if value is not None else '(cluster default)'}"
+        for what, value in (("partition", slurm.partition), ("account", slurm.account), ("qos", slurm.qos))
+    )
+    later = "; AG-like staged jobs go in a second array once the jobs they need are done" if staged else ""
+    return (
+        f"Slurm: one array of {counted(n_jobs, 'job')}, at most {slurm.array_parallelism} running at once, largest "
+        f"first; each job {slurm.time_min} min, {slurm.mem_gb} GiB, {slurm.cpus_per_task} CPUs, "
+        f"{counted(gpus, 'GPU')}; {asked}; requeued at most {slurm.max_requeue} times; logs under the store's "
+        f"slurm/<submission>/{later}"
+    )
+
+
 def rejected_message(sbatch_said: str, slurm: SlurmSpec, devices: Devices = "auto", n_jobs: int = 0) -> str:
     """sbatch's refusal of the array as one paragraph: its words, the array's size, and the settings it may refer to
     (the GPUs as requested: none for `devices: cpu` unless gpus_per_node was set)."""
