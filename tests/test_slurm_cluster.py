@@ -132,6 +132,21 @@ class FakeCluster:
         return self.root / "submitted.sh"
 
 
+#: The one task of the CLI tests' studies.
+MALIGNANCY_TASK = "{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}"
+
+
+def write_spec(tmp_path: Path, execution: str, paradigms: str = "TS", tasks: str = MALIGNANCY_TASK) -> Path:
+    """`tmp_path/s.yaml`: study `s` of the synthetic benchmark at 32 px with these tasks, paradigms and execution."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
+        f"tasks: [{tasks}]\nmodel: {{backbone: dinov3_test, image_size: 32}}\nparadigms: [{paradigms}]\n"
+        f"execution: {execution}\n"
+    )
+    return spec
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     """A fake cluster on PATH; its elements import this file (the job functions) from the tests folder."""
@@ -197,13 +212,7 @@ def test_a_refused_array_is_one_paragraph_and_leaves_no_submission_behind(tmp_pa
 def test_usagg_run_says_why_sbatch_refused_then_does_not_submit_a_job_still_queued(
     tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
-        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
-        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\n"
-        "execution: {executor: slurm, slurm: {partition: gpux}}\n"
-    )
+    spec = write_spec(tmp_path, "{executor: slurm, slurm: {partition: gpux}}")
     monkeypatch.chdir(tmp_path)
     cluster.reject(REFUSAL)
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
@@ -435,12 +444,7 @@ def test_an_interrupted_run_says_what_goes_on_under_its_executor(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(usagg.service, "drive", interrupted)
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
-        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
-        f"model: {{backbone: dinov3_test, image_size: 32}}\nparadigms: [TS]\nexecution: {{executor: {executor}}}\n"
-    )
+    spec = write_spec(tmp_path, f"{{executor: {executor}}}")
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
     flat = " ".join(out.split())
@@ -471,12 +475,7 @@ def test_status_asks_sacct_where_a_submitted_job_is_and_names_its_log(
     """`usagg status` said "submitted to Slurm as X (sacct says whether it waits)" for a job scancel had ended too:
     it now gives sacct's state, says an ended element is submitted again by the next run, names the element's log
     once it has one, and says so where sacct does not answer (a store looked at off the cluster)."""
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
-        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid}]\n"
-        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS]\nexecution: {executor: slurm}\n"
-    )
+    spec = write_spec(tmp_path, "{executor: slurm}")
     monkeypatch.chdir(tmp_path)
     run = StudyRun.prepare(load_study(spec))
     run.init_store()
@@ -508,14 +507,11 @@ def test_a_dry_run_says_what_slurm_would_be_asked_for(
     tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`run --dry-run` showed the jobs only: not the array, its throttle, each job's resources or where logs go."""
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: s\ndata: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}\n"
-        "tasks: [{id: thyroid_malignancy, type: classification, num_classes: 2, group: Thyroid},\n"
-        "  {id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}]\n"
-        "model: {backbone: dinov3_test, image_size: 32}\nparadigms: [TS, AU, AG]\n"
-        "execution: {executor: slurm, devices: cpu, slurm: {partition: gpux, time_min: 90, mem_gb: 12, "
-        "array_parallelism: 4}}\n"
+    spec = write_spec(
+        tmp_path,
+        "{executor: slurm, devices: cpu, slurm: {partition: gpux, time_min: 90, mem_gb: 12, array_parallelism: 4}}",
+        paradigms="TS, AU, AG",
+        tasks=f"{MALIGNANCY_TASK}, {{id: thyroid_nodule_det, type: detection, num_classes: 1, group: Thyroid}}",
     )
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check"], monkeypatch, capsys)

@@ -158,15 +158,21 @@ def multilabel() -> Iterator[TaskType]:
         unregister_task_type("multilabel")
 
 
+def _study(tmp_path: Path, n_train: int, n_val: int) -> tuple[Path, str]:
+    """The multi-label data set (`n_train` / `n_val` images) and STUDY's text over it."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    _write_split(data, "train", n_train, rng)
+    _write_split(data, "val", n_val, rng)
+    return data, STUDY.format(out=tmp_path / "runs", data=data, cache=tmp_path / "cache", k=QUADRANTS)
+
+
 def test_a_registered_type_runs_through_the_whole_study(
     multilabel: TaskType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    _write_split(data, "train", 40, rng)
-    _write_split(data, "val", 12, rng)
+    data, text = _study(tmp_path, 40, 12)
     spec = tmp_path / "study.yaml"
-    spec.write_text(STUDY.format(out=tmp_path / "runs", data=data, cache=tmp_path / "cache", k=QUADRANTS))
+    spec.write_text(text)
 
     code, text = _cli(["validate", str(spec)], monkeypatch, capsys)
     assert code == 0, text
@@ -283,12 +289,8 @@ def test_a_type_scoring_undeclared_metrics_fails_its_job_and_spares_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Recorded as done, the job would leave the task without its metric and out of every aggregate."""
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    _write_split(data, "train", 20, rng)
-    _write_split(data, "val", 6, rng)
+    _, text = _study(tmp_path, 20, 6)
     spec = tmp_path / "study.yaml"
-    text = STUDY.format(out=tmp_path / "runs", data=data, cache=tmp_path / "cache", k=QUADRANTS)
     spec.write_text(text.replace("[TS, CG, AU]", "[TS]").replace("type: multilabel", "type: unscored"))
     register_task_type(Unscored)  # for the run, and for the store to read its plan back
     try:
