@@ -14,7 +14,7 @@ import yaml
 
 from usagg.analysis import figures as F
 from usagg.analysis.inputs import load_input
-from usagg.analysis.memo import FigureFile, Memo, code_sources, input_key, sources_digest
+from usagg.analysis.memo import FigureFile, Memo, code_sources, input_key, item_scores_digest, sources_digest
 from usagg.analysis.outputs import Memoised
 from usagg.analysis.report import write_report
 from usagg.analysis.results import read_results, write_results
@@ -314,3 +314,14 @@ def test_a_cache_others_can_write_is_never_the_memo(
         assert memoised.memo.off and stats == fresh.stats and "analysis memo off" in caplog.text
     finally:
         cache.chmod(0o700)
+
+
+def test_the_memo_key_reads_no_planted_item_scores(tmp_path: Path) -> None:
+    """A received store's item_scores.json that is a link to a big file, or a FIFO, was read whole (or waited on)
+    to make the memo's key, before the read that refuses it as damaged: it is left out of the key instead."""
+    real = tmp_path / "real.json"
+    real.write_text('{"t": []}')
+    (tmp_path / "link.json").symlink_to(real)
+    os.mkfifo(tmp_path / "fifo.json")
+    files = {j: tmp_path / f"{j}.json" for j in ("real", "link", "fifo")}
+    assert list(item_scores_digest(files)) == ["real"]

@@ -114,6 +114,26 @@ def _gradient16(path: Path) -> np.ndarray:
     return arr
 
 
+def test_an_image_or_mask_in_another_format_is_refused_before_any_decoder_runs(data: Path) -> None:
+    """Pillow picks a decoder by a file's first bytes: a "PNG" holding PostScript went to Ghostscript (an outside
+    program), a GIF mask to its decoder. Only PNG, JPEG, BMP and TIFF images and PNG masks are opened."""
+    images = data / "train" / "Classification" / "cls_t"
+    (images / "script.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    Image.fromarray(np.full((40, 56), 90, np.uint8)).save(images / "frame.png", format="JPEG")  # a JPEG: read
+    _edit(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/script.png"))
+    _edit(data, "cls.csv", lambda rows: rows[1].update(image_path="../Classification/cls_t/frame.png"))
+    _, rows = read_csv(data / "train" / "csv_files" / "seg.csv")
+    Image.open(data / "train" / "csv_files" / rows[0]["mask_path"]).save(data / "gif_mask.gif", format="GIF")
+    os.replace(data / "gif_mask.gif", data / "train" / "csv_files" / rows[0]["mask_path"])
+    problems = check_dataset(data).problems
+    assert [(p.kind, p.csv_file, p.row) for p in problems] == [
+        ("unreadable_image", "train/csv_files/cls.csv", 1),
+        ("unreadable_mask", "train/csv_files/seg.csv", 1),
+    ]
+    assert "is not a PNG, JPEG, BMP or TIFF file" in problems[0].message and "Ghostscript" not in problems[0].message
+    assert "is not a PNG file" in problems[1].message
+
+
 def test_a_16_bit_image_decodes_to_its_high_byte_not_two_grey_levels(tmp_path: Path) -> None:
     arr = _gradient16(tmp_path / "wide.png")
     Image.fromarray((arr >> 8).astype(np.uint8)).save(tmp_path / "eight.png")

@@ -107,11 +107,16 @@ def test_an_expectation_name_a_spreadsheet_would_run_is_refused() -> None:
 
 
 def test_csv_cells_that_would_run_are_quoted_and_numbers_kept() -> None:
-    cells = ["=1+1", "@SUM(A1)", "+x", "-x", "-5.3", "+19.0 [12.4, 26.6]", "-.5", "-", "TS", 1.5, -2.0, None]
+    dde = "-1+1+cmd|' /C calc'!A0"  # number-led (OWASP's example): a leading digit once let it through
+    cells = ["=1+1", "@SUM(A1)", "+x", "-x", dde, "-5.3", "+19.0 [12.4, 26.6]", "+1.2 pp [-0.5, +2.9]", "-1e-05"]
+    cells += ["-.5", "-", "TS", 1.5, -2.0, None]
     out = to_csv(Table("t", "t", ["=col", *(f"c{i}" for i in range(len(cells) - 1))], [cells]))
     header, row = out.splitlines()
     assert header.startswith("'=col,c0,")
-    assert row == "'=1+1,'@SUM(A1),'+x,'-x,-5.3,\"+19.0 [12.4, 26.6]\",-.5,-,TS,1.5,-2.0,"
+    assert row == (
+        "'=1+1,'@SUM(A1),'+x,'-x,'-1+1+cmd|' /C calc'!A0,-5.3,\"+19.0 [12.4, 26.6]\",\"+1.2 pp [-0.5, +2.9]\","
+        "-1e-05,-.5,-,TS,1.5,-2.0,"
+    )
 
 
 def test_compare_csv_quotes_a_sweep_value_that_would_run(swept: Analysis) -> None:

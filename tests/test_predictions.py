@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from usagg.predictions import PredictionWriter, read_predictions
+from usagg.safepath import UnsafePath
 from usagg.tasktypes.classification import write_probs
 from usagg.tasktypes.detection import box_to_pixels, detection_metrics, write_box
 from usagg.tasktypes.regression import points_to_pixels, regression_metrics, write_points
@@ -197,6 +198,26 @@ def test_reading_an_empty_or_malformed_folder(tmp_path: Path) -> None:
     (tmp_path / "detection_predictions.json").write_text('[{"image_path": "a", "task_id": "D1"}]')
     with pytest.raises(ValueError, match="bbox_normalized"):
         read_predictions(tmp_path)
+
+
+def test_a_received_folder_is_read_as_data_no_link_followed_out(tmp_path: Path) -> None:
+    """read_predictions is how a job's predictions are rescored: a mask linked to a file outside the folder was
+    read, and a JSON index read whole whatever it was."""
+    folder = tmp_path / "preds"
+    with PredictionWriter(folder) as w:
+        write_mask(w, "S1", "../s.png", "../masks/s.png", np.ones((4, 4), np.uint8))
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.full((4, 4), 7, np.uint8)).save(outside)
+    (mask,) = [p for p in folder.rglob("*.png")]
+    mask.unlink()
+    mask.symlink_to(outside)
+    with pytest.raises(UnsafePath, match="outside"):
+        read_predictions(folder)
+    index = folder / SEGMENTATION_INDEX
+    index.rename(tmp_path / "index.json")
+    index.symlink_to(tmp_path / "index.json")
+    with pytest.raises(OSError, match="symbolic link"):
+        read_predictions(folder)
 
 
 def test_item_scores_file_layout(tmp_path: Path) -> None:

@@ -152,6 +152,32 @@ def test_a_killed_element_is_recorded_failed_and_its_lock_broken(
     assert "did not complete" in (store.error_text(ids[0]) or "")
 
 
+def test_an_element_killed_seconds_ago_is_left_for_later_not_slept_on(tmp_path: Path, cluster: FakeCluster) -> None:
+    """The run collecting a killed element slept until its lock's heartbeat fell silent (90 s on a cluster) before
+    looking at the next element, once per killed element: now the element waits in the queue of those to collect,
+    the others collected meanwhile, and is recorded failed, its lock broken, once the heartbeat is silent."""
+    store, ids = make_store(tmp_path)
+    element = f"{cluster.first_id + 500}_0"
+    cluster.set_state(element, "OUT_OF_MEMORY")
+    plant_lock(store, ids[0], slurm={"job": element, "restart": 0})  # its last beat a moment ago
+    no_result = SimpleNamespace(exists=lambda: False)
+    job = SimpleNamespace(job_id=element, state="OUT_OF_MEMORY", paths=SimpleNamespace(result_pickle=no_result))
+    job.done, job._results_timeout_s, job.paths.stderr = (lambda: True), 15, "e"
+
+    def result() -> Any:
+        raise FailedJobError("Job (task=0) failed: killed")
+
+    job.result = result
+    executor = executor_for(store)
+    started = time.monotonic()
+    assert executor._collect(ids[0], job) is None and time.monotonic() - started < 5  # no sleep: asked again later
+    beat = time.time() - SILENT_S
+    os.utime(store.paths(ids[0]).lock, (beat, beat))
+    state, event, info = executor._collect(ids[0], job)
+    assert (state, event) == ("failed", "failed") and "state OUT_OF_MEMORY" in info["error"]
+    assert store.job_lock(ids[0]).holder() is None and store.job_state(ids[0]) == "failed"
+
+
 @pytest.mark.slow
 def test_a_job_whose_last_element_ended_is_submitted_with_its_lock_broken(tmp_path: Path, cluster: FakeCluster) -> None:
     """A `usagg run` that stopped before collecting leaves the killed element's lock; the next submission breaks it."""

@@ -41,6 +41,22 @@ def refused(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 # --------------------------------------------------------------------------- 26.4: loading limits
 
 
+def test_merge_keys_merge_as_yaml_has_them_and_own_keys_stay_unique(tmp_path: Path) -> None:
+    """`<<: *defaults` is valid YAML that read as "YAML syntax error ... constructor for the tag merge"."""
+    text = SMALL.replace(
+        "  - {id: a, type: classification, num_classes: 2, group: G}",
+        "  - &cls {id: a, type: classification, num_classes: 2, group: G}\n  - {<<: *cls, id: d, group: H}",
+    )
+    path = tmp_path / "merged.yaml"
+    path.write_text(text + "training:\n  <<: {epochs: 1, batch_size: 4}\n  batch_size: 8\n")
+    study = load_study(path)
+    assert study.training.epochs == 1 and study.training.batch_size == 8  # the mapping's own key wins
+    d = next(t for t in study.tasks if t.id == "d")
+    assert (d.type, d.num_classes, d.group) == ("classification", 2, "H")
+    with pytest.raises(Exception, match="duplicate key 'epochs'"):
+        parse_yaml_text("t:\n  <<: {lr: 1}\n  epochs: 1\n  epochs: 2\n", "x")
+
+
 def test_set_value_nested_3000_deep_is_refused_like_a_file(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from usagg.atomic import write_bytes_atomic
+from usagg.atomic import parse_json, read_regular, write_bytes_atomic
 from usagg.safepath import confined
 
 if TYPE_CHECKING:
@@ -176,7 +176,9 @@ def read_predictions(pred_dir: Path | str, *, load_files: bool = True) -> dict[s
 
     Missing files give empty lists. With ``load_files`` each type loads what its
     entries name beside the JSON (segmentation: the PNG as ``"mask"``, uint8).
-    Entries keep the written order.
+    Entries keep the written order. A received folder is data: its JSON files are read as the store's are
+    (`read_regular`: no link, FIFO or oversized file) and the files they name must stay inside it, links
+    followed (`safepath.confined`).
     """
     from usagg.tasktypes import task_types
 
@@ -187,8 +189,7 @@ def read_predictions(pred_dir: Path | str, *, load_files: bool = True) -> dict[s
         path = root / tt.prediction_file
         if not path.exists():
             continue
-        with open(path, encoding="utf-8") as f:
-            entries = json.load(f)
+        entries = parse_json(read_regular(path))
         if not isinstance(entries, list):
             raise ValueError(f"{path}: expected a JSON list of predictions")
         for i, entry in enumerate(entries):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from usagg import __version__
 from usagg.analysis.stats import Stat
-from usagg.atomic import write_bytes_atomic, write_json_atomic
+from usagg.atomic import read_regular, write_bytes_atomic, write_json_atomic
 from usagg.cachedir import cache_root, entry_key, remove
 from usagg.safepath import check_component, confined
 
@@ -104,11 +104,13 @@ def digest(*parts: Any) -> str:
 
 
 def item_scores_digest(files: dict[str, Path]) -> dict[str, str]:
-    """job -> sha256 of its item_scores.json (the per-task test-set bootstrap reads them); {} without any."""
+    """job -> sha256 of its item_scores.json (the per-task test-set bootstrap reads them); {} without any. Read as
+    every store file is (`read_regular`: no link, FIFO or file past the store's limit, which the read that follows
+    refuses by name): a planted 100 GB file was read whole into memory before that refusal."""
     out = {}
     for job, path in sorted(files.items()):
         with contextlib.suppress(OSError):
-            out[job] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            out[job] = hashlib.sha256(read_regular(path)).hexdigest()
     return out
 
 

@@ -150,16 +150,20 @@ def to_markdown(t: Table, *, heading: str | None = "###") -> str:
 
 
 #: A text a spreadsheet reads as a number, not a formula: a sign then a digit or '.' (`-5.3`, `+19.0 [12.4, 26.6]`).
-_SIGNED_NUMBER = re.compile(r"[+-][0-9.]")
+_UNSIGNED = r"(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?"
+_NUMBER = rf"[+-]?{_UNSIGNED}"
+#: A signed number as usagg writes one, alone or with a unit and an interval (`-5.3`, `+19.0 [12.4, 26.6]`,
+#: `+12.6 pp [+1.9, +23.2]`, `-1e-05`): whole, so `-1+1+cmd|' /C calc'!A0` is no number.
+_SIGNED_NUMBER = re.compile(rf"[+-]{_UNSIGNED}(?: ?(?:%|pp))?(?: \[{_NUMBER}, {_NUMBER}\])?(?: ?(?:%|pp))?", re.I)
 
 
 def csv_cell(v: Cellv) -> Cellv:
-    """`v` safe for a spreadsheet to open (OWASP's CSV injection advice): a text beginning with = or @, or with + or -
-    followed by anything but a digit or '.', gets a leading ' so it shows as text and never runs as a formula.
-    Numbers, number-led text (`-5.3`, `+19.0 [12.4, 26.6]`) and a lone + or - are left as they are. The results
-    table refuses such names already (usagg/analysis/results.py); this keeps any other text (a sweep value, a
-    spec's expectation name) from becoming one."""
-    if not isinstance(v, str) or not v.startswith(FORMULA_START) or v in ("+", "-") or _SIGNED_NUMBER.match(v):
+    """`v` safe for a spreadsheet to open (OWASP's CSV injection advice): a text beginning with =, @, + or - gets a
+    leading ' so it shows as text and never runs as a formula, unless it is wholly a signed number as usagg writes
+    one (`-5.3`, `+19.0 [12.4, 26.6]`; `_SIGNED_NUMBER`) or a lone + or -. The results table refuses such names
+    already (usagg/analysis/results.py); this keeps any other text (a sweep value, a spec's expectation name) from
+    becoming one: a number-led `-1+1+cmd|' /C calc'!A0` passed when a leading digit was enough."""
+    if not isinstance(v, str) or not v.startswith(FORMULA_START) or v in ("+", "-") or _SIGNED_NUMBER.fullmatch(v):
         return v
     return "'" + v
 

@@ -14,8 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+#: The formats a dataset's images may be in: those of OpenCV's ``imread`` that ultrasound exports use, each decoded
+#: by Pillow itself. Left to choose, Pillow picks a decoder by a file's first bytes whatever its name: a dataset's
+#: "PNG" that was PostScript went to Ghostscript, and WebP, PSD or FLI to decoders no dataset needs.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+#: A mask is a PNG (the challenge's format; usagg/data/masks.py reads it as libpng would).
+MASK_FORMATS = ("PNG",)
 #: PIL's modes of 16-bit grayscale files (``I`` is how older PIL versions open them).
 WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -34,8 +40,18 @@ def to_8bit(im: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray(high_byte(np.asarray(im), im.mode, path), "L")
 
 
+def open_known(path: Path, formats: tuple[str, ...] = IMAGE_FORMATS) -> Image.Image:
+    """``Image.open`` limited to `formats`; any other file is an ``UnidentifiedImageError`` (an OSError) naming
+    what was expected."""
+    try:
+        return Image.open(path, formats=formats)
+    except UnidentifiedImageError:
+        names = ", ".join(formats[:-1]) + f" or {formats[-1]}" if len(formats) > 1 else formats[0]
+        raise UnidentifiedImageError(f"{path} is not a {names} file (the formats usagg reads)") from None
+
+
 @contextlib.contextmanager
 def open_image(path: Path) -> Iterator[Image.Image]:
-    """``Image.open`` that yields 16-bit grayscale already scaled to 8 bits (see `to_8bit`)."""
-    with Image.open(path) as im:
+    """`open_known` that yields 16-bit grayscale already scaled to 8 bits (see `to_8bit`)."""
+    with open_known(path) as im:
         yield to_8bit(im, path)

@@ -11,9 +11,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from usagg.data.images import WIDE_GRAY_MODES, high_byte
+from usagg.data.images import MASK_FORMATS, WIDE_GRAY_MODES, high_byte, open_known
 
 #: libpng's RGB-to-gray weights as OpenCV sets them (``png_set_rgb_to_gray(png, 1, 0.299, 0.587)``), in
 #: 1/32768: red and green truncated from fixed point, blue the rest.
@@ -34,7 +33,7 @@ def read_mask_grayscale(path: Path) -> np.ndarray:
     (tests/test_metrics.py has the worked cases). Not reproduced: 16-bit colour
     PNGs (libpng weights the 16-bit values; here their high bytes, at most 1 apart).
     """
-    with Image.open(path) as im:
+    with open_known(path, MASK_FORMATS) as im:
         mode = im.mode
         gamma = im.info.get("gamma")
         fixed_gamma = round(gamma * 100000) if gamma else (_SRGB_GAMMA if "srgb" in im.info else None)
@@ -55,7 +54,7 @@ def read_mask_grayscale(path: Path) -> np.ndarray:
 def mask_mode(path: Path) -> str:
     """The PNG's pixel mode as PIL names it ("1", "L", "P", "RGB", "I;16", ...), read from its header alone: what
     explains values a mask was not saved with (a 1-bit PNG reads as 0/255, a palette one as its luminance)."""
-    with Image.open(path) as im:
+    with open_known(path, MASK_FORMATS) as im:
         return im.mode
 
 

@@ -366,6 +366,7 @@ class SlurmExecutor(Executor):
             RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/", submitit_link
         )
         self._preempted: dict[str, float] = {}  # job id -> when its element was first seen PREEMPTED
+        self._ended: dict[str, float] = {}  # job id -> when its element was first seen ended holding its lock
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor (separate so its parameters can be checked without a cluster), writing
@@ -477,7 +478,23 @@ class SlurmExecutor(Executor):
         state = element_state(job)
         if state != "COMPLETED" and not job.paths.result_pickle.exists():
             job._results_timeout_s = 0  # failed, killed or out of memory: its result file will never come
+            if self._lock_still_beating(job_id, job):
+                return None  # collected once silent, the other elements meanwhile (not a sleep per element)
+        self._ended.pop(job_id, None)
         return self._outcome(job_id, job, state)
+
+    def _lock_still_beating(self, job_id: str, job: Element) -> bool:
+        """Whether the ended element still holds its job's lock with a heartbeat too fresh to break
+        (`JobLock.break_slurm`), for at most the lock's `slurm_evidence_s` (+1 s) since the element was first seen
+        ended: a killed element's last beat is seconds old, and a node Slurm failed may still beat, which the
+        failure then leaves to it (`record_failure`)."""
+        lock = RunStore(self.store_root).job_lock(job_id)
+        if holder_slurm_job(lock.holder() or {}) != job.job_id:
+            return False
+        since = self._ended.setdefault(job_id, time.monotonic())
+        silent = lock.silent_s()
+        waited = time.monotonic() - since
+        return silent is not None and silent <= lock.slurm_evidence_s and waited <= lock.slurm_evidence_s + 1.0
 
     def _preempted_outcome(self, job_id: str, job: Element) -> Outcome | None:
         """A failure once the element has stayed PREEMPTED for `preempted_grace_s` (asking sacct once more then),

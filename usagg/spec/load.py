@@ -127,8 +127,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose own keys are unique; merge keys (`<<: *defaults`) merged as YAML has them, the mapping's own
+    keys overriding the merged ones (SafeLoader's `flatten_mapping`, inside `construct_mapping`)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if not isinstance(key, str | int | float | bool) and key is not None:
             raise yaml.constructor.ConstructorError(

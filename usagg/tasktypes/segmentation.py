@@ -184,9 +184,11 @@ class Segmentation(TaskType):
         return aggregate_per_class(per_image)
 
     def load_prediction(self, entry: dict[str, Any], folder: Path) -> dict[str, Any]:
-        from PIL import Image
+        from usagg.data.images import MASK_FORMATS, open_known
+        from usagg.safepath import confined
 
-        with Image.open(folder / prediction_mask_relpath(entry["mask_path"])) as im:
+        path = confined(prediction_mask_relpath(entry["mask_path"]), folder, f"{folder}: mask_path")
+        with open_known(path, MASK_FORMATS) as im:
             return {**entry, "mask": np.asarray(im, dtype=np.uint8)}
 
 

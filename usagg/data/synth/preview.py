@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from usagg.data.fmc_uia import scan_split
+from usagg.data.images import open_known
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import ALL_TASKS, TASKS
 from usagg.spec.models import SynthSpec
@@ -26,7 +26,11 @@ _COLOURS = ["#ff4040", "#40ff60", "#40a0ff", "#ffd040"]
 def load_samples(root: Path, task_id: str, n: int, split: str = "train") -> list[SynthSample]:
     """The first n rows of a task's CSV in a written benchmark, read back through the FMC_UIA reader."""
     samples = scan_split(root, split).samples.get(task_id, [])[:n]
-    return [SynthSample.from_label(ALL_TASKS[task_id], np.asarray(Image.open(s.image_file)), s.label) for s in samples]
+    read = []
+    for s in samples:
+        with open_known(s.image_file) as im:
+            read.append(SynthSample.from_label(ALL_TASKS[task_id], np.asarray(im), s.label))
+    return read
 
 
 def _draw(ax: Axes, s: SynthSample) -> None:
