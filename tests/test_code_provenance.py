@@ -15,7 +15,7 @@ from tiny_study import write_tiny_study
 
 from usagg import __version__, registry
 from usagg.analysis.inputs import load_input
-from usagg.analysis.provenance import Provenance, provenance
+from usagg.analysis.provenance import Provenance, device_text, provenance
 from usagg.atomic import read_json_checked, write_json_checked
 from usagg.jobmetrics import code_changes, metrics_problem, running_code
 from usagg.paradigms import PARADIGMS
@@ -162,4 +162,17 @@ def test_the_report_says_the_code_once_when_every_job_agrees() -> None:
     prov.code.append(None)
     assert prov.lines()[-1] == (
         "code, differing between jobs: usagg 0.1.0, torch 2.5, timm 1.0, no plug-in (3 jobs); not recorded (1 job)"
+    )
+
+
+def test_the_report_says_each_cpu_jobs_threads_and_a_resume_on_another_count() -> None:
+    """A CPU job's numbers depend on its threads: a report mixing counts shows them apart."""
+    assert device_text({"device": "cuda:0", "threads": None}) == "cuda:0"
+    assert device_text({"device": "cpu"}) == "cpu"  # written before usagg recorded it
+    assert device_text({"device": "cpu", "threads": 1}) == "cpu, 1 thread"
+    assert device_text({"device": "cpu", "threads": 2, "threads_before": 1}) == "cpu, 2 threads after 1"
+    prov = Provenance("0.1.0", "today", "host", "results.csv", "")
+    prov.jobs = [("a", "cpu, 1 thread", "fp32"), ("b", "cpu, 2 threads after 1", "fp32")]
+    assert "jobs: 2 ran on cpu, 1 thread / fp32; cpu, 2 threads after 1 / fp32 (device / precision; per job below)" in (
+        prov.lines()
     )

@@ -33,6 +33,7 @@ from usagg.execute.pool import (
     JobMemory,
     cpu_threads,
     cpu_workers,
+    default_cpu_threads,
     packed_jobs,
     usable_cores,
     visible_device,
@@ -461,7 +462,34 @@ def test_cpu_pool_threads_setting_and_a_single_job_in_process(
 
     assert pool.run(ids[2:], fake_run_one, events) == {ids[2]: "done"}  # one job: no worker to start
     assert read_json(store.job_dir(ids[2]) / "seen.json")["pid"] == os.getpid()
-    assert events.calls[-2] == (ids[2], "started", {"device": "in-process"})
+    assert events.calls[-2] == (ids[2], "started", {"device": "cpu", "threads": 2})
+
+
+@pytest.mark.slow
+def test_a_cpu_job_trains_on_the_threads_a_full_run_gives_it_however_many_are_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_cores: None
+) -> None:
+    """A CPU job's numbers depend on its threads: a job rerun alone (`--only`, `--retry-failed`, the last one left)
+    ran in-process on every core where the full pool gave it one, and the demo's DSC moved by 13 %."""
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    store, ids = make_store(tmp_path, ["ok", "ok", "ok"])
+    fn = functools.partial(run_one_reporting_threads, device="cpu")
+    before = torch.get_num_threads()
+    pool = PoolExecutor(str(store.root), None, jobs_per_device="auto", probe=FixedProbe(peak=1, free=40))
+    assert pool.run(ids[:2], fn) == dict.fromkeys(ids[:2], "done")  # two workers, one thread each
+    assert pool.run(ids[2:], fn) == {ids[2]: "done"}  # the lone job, in this process
+    seen = [read_json(store.job_dir(j) / "seen.json") for j in ids]
+    assert [s["torch_threads"] for s in seen] == [1, 1, 1] and seen[2]["pid"] == os.getpid()
+    assert torch.get_num_threads() == before  # this process's count is put back
+    assert default_cpu_threads("auto", None) == 1 and default_cpu_threads(1, None) == 2
+    assert default_cpu_threads(2, 3) == 3  # an explicit count is the user's
+    in_process = local.make_local_executor(ExecutionSpec(devices="cpu", cpu_jobs=1), store.root)
+    assert isinstance(in_process, InProcessExecutor) and in_process.threads == 2  # one job at a time: every core
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's own cap
+    assert default_cpu_threads(1, None) == 1 and default_cpu_threads(1, 2) == 2
 
 
 def run_one_until_stopped(store_root: str, job_id: str) -> str:

@@ -96,6 +96,27 @@ def test_the_resumed_job_files_agree(au: Job, tmp_path: Path) -> None:
     assert [(p.phase, p.epoch) for p in heard[:3]] == [("start", 0), ("resume", 1), ("train", 1)]
 
 
+def test_a_job_resumed_on_another_thread_count_says_so_and_records_both(
+    au: Job, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CPU job's numbers depend on its threads: one resumed on another count (another machine, a changed
+    execution.threads) cannot match an uninterrupted run, which the log and metrics.json now say."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_job(au, tmp_path, "cpu", threads=1, callbacks=[_KillAt(4)])
+        with caplog.at_level("WARNING"):
+            metrics = run_job(au, tmp_path, "cpu", threads=2)
+    finally:
+        torch.set_num_threads(before)
+    assert metrics["training"]["threads"] == 2 and metrics["training"]["threads_before"] == 1
+    assert "resumed on 2 CPU threads where the 1 epoch before trained on 1" in caplog.text
+    fresh = run_job(au, tmp_path / "fresh", "cpu", threads=1)
+    assert fresh["training"]["threads"] == 1 and fresh["training"]["threads_before"] is None
+
+
 def test_a_fresh_fit_says_no_resume(au: Job, tmp_path: Path) -> None:
     heard: list[Progress] = []
     trainer = engine_trainer(au.model_copy(update={"affinity": None}), tmp_path)

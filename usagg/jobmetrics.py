@@ -144,6 +144,16 @@ class TrainingRecord(_Record):
     sampling: str | None = Field(None, description="`training.sampling` as used")
     loss_balance: LossBalanceRecord | None = Field(None, description="the loss balance and what it learned")
     device: str | None = Field(None, description="the torch device it trained on")
+    threads: int | None = Field(
+        None,
+        description="torch's CPU threads of a CPU job (its numbers depend on them: the order of its sums); null on a "
+        "GPU; absent in files written before it was recorded",
+    )
+    threads_before: int | None = Field(
+        None,
+        description="the CPU threads its earlier epochs trained on, where a resume ran on another count (its numbers "
+        "then differ from an uninterrupted run's); null otherwise",
+    )
     precision: str | None = Field(None, description="the compute precision used (fp32, bf16, ...)")
     versions: dict[str, str | None] | None = Field(
         None,

@@ -33,7 +33,10 @@ named (file, field, what was expected) and treated like a damaged one: `usagg st
   absent from older files and simulated stores (usagg/analysis/simulate.py), and the engine writes
   them all. A key that is absent is not the same as `null`: `selection.note` and the `select*` keys of
   a history entry are absent where they do not apply.
-- Everything but `throughput` is reproducible: two runs of the same job give the same file.
+- Everything but `throughput` is reproducible: two runs of the same job on one machine give the same file (on
+  the CPU at the same `training.threads`, which usagg keeps whatever the jobs left: usagg/execute/pool.py
+  `default_cpu_threads`; another CPU model, another thread count or a GPU differ in the last bits, which
+  training can grow).
 """
 
 

@@ -71,7 +71,7 @@ class Provenance:
             out.append(f"weights: {self.weights} ({digest})")
         devices = sorted({f"{d} / {p}" for _, d, p in self.jobs})
         if devices:
-            out.append(f"jobs: {len(self.jobs)} ran on {', '.join(devices)} (device / precision; per job below)")
+            out.append(f"jobs: {len(self.jobs)} ran on {'; '.join(devices)} (device / precision; per job below)")
         else:
             out.append("jobs: device and precision not recorded (no job metrics with them)")
         out.append(self.code_line())
@@ -86,6 +86,17 @@ class Provenance:
             return f"code: {self.code[0]} (every job)"
         listed = "; ".join(f"{c or 'not recorded'} ({counted(n, 'job')})" for c, n in counts.items())
         return f"code, differing between jobs: {listed}"
+
+
+def device_text(training: dict[str, Any]) -> str:
+    """Where a job trained, from its metrics.json `training`: 'cuda:0', or on the CPU with its threads ('cpu, 1
+    thread'; a CPU job's numbers depend on them, so jobs of one report on other counts show apart), and a resume
+    on another count ('cpu, 2 threads after 1')."""
+    device, threads, before = str(training["device"]), training.get("threads"), training.get("threads_before")
+    if type(threads) is not int:
+        return device
+    after = f" after {before}" if type(before) is int else ""
+    return f"{device}, {counted(threads, 'thread')}{after}"
 
 
 def code_text(training: dict[str, Any]) -> str | None:
@@ -142,7 +153,7 @@ def provenance(inp: AnalysisInput) -> Provenance:
         m = store.metrics(job_id) or {}  # a damaged one reads as None: the store notes it
         training, weights = m.get("training") or {}, m.get("weights") or {}
         if training.get("device"):
-            prov.jobs.append((job_id, str(training["device"]), str(training.get("precision", "not recorded"))))
+            prov.jobs.append((job_id, device_text(training), str(training.get("precision", "not recorded"))))
         if m:
             prov.code.append(code_text(training))
         if prov.backbone is None and m:

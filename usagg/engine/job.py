@@ -323,6 +323,8 @@ def _job_metrics(
                 "sampling": trainer.sampler.mode,
                 "loss_balance": trainer.balance.record(),
                 "device": str(dev),
+                "threads": trainer.cpu_threads,
+                "threads_before": trainer.threads_before,
                 "precision": precision,
                 **running_code(),
             },

@@ -43,6 +43,7 @@ from usagg.engine.selection import MODEL, Selector
 from usagg.engine.step import build_step, portable_state
 from usagg.model.m2dino import M2DINO
 from usagg.spec.models import AffinitySpec, TaskSpec, TrainingSpec
+from usagg.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class Trainer:
         self.epoch_t0 = time.perf_counter()  # when the running epoch's training began (progress: images/s)
         self.epoch_measured0 = 0.0  # `measuring_seconds` then: the running epoch's measurements are not training
         self.resumed_from: int | None = None  # the epochs last.pt held when this fit resumed (None: a fresh start)
+        self.threads_before: int | None = None  # the CPU threads of the epochs a resume continued, where they differ
         self.state = _State()
         self._loaded_epoch: int | None = None
         # seconds between epochs in this fit: every callback's epoch-end hooks (selection and the kept weights, the
@@ -238,6 +240,7 @@ class Trainer:
             "history": s.history,
             "affinity": None,
             "trained": {"images": s.train_images, "seconds": s.train_seconds},
+            "cpu_threads": self.cpu_threads,
         }
         for cb in self.callbacks:
             ck.update(cb.state_dict())
@@ -256,6 +259,22 @@ class Trainer:
         self.state = _State(ck["epoch"], ck["step"], list(ck["history"]), *_trained(ck))
         for cb in self.callbacks:
             cb.load_state_dict(ck)
+        earlier = ck.get("cpu_threads")
+        if self.cpu_threads is not None and isinstance(earlier, int) and earlier != self.cpu_threads:
+            self.threads_before = earlier
+            log.warning(
+                "resumed on %d CPU threads where the %s before trained on %d: a CPU job's numbers depend on its "
+                "threads, so this job's differ from an uninterrupted run's (set execution.threads to keep one count "
+                "on every machine and run)",
+                self.cpu_threads,
+                counted(self.state.epoch, "epoch"),
+                earlier,
+            )
+
+    @property
+    def cpu_threads(self) -> int | None:
+        """torch's intra-op threads of a CPU job (its numbers depend on them), None on a GPU."""
+        return torch.get_num_threads() if self.compute.device.type == "cpu" else None
 
     @property
     def later_images_per_s(self) -> float | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from usagg.errors import UsaggError
 from usagg.execute.base import Executor
 from usagg.execute.inprocess import InProcessExecutor
-from usagg.execute.pool import PoolExecutor, cpu_workers
+from usagg.execute.pool import PoolExecutor, cpu_workers, default_cpu_threads
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -79,4 +79,6 @@ def make_local_executor(execution: ExecutionSpec, store_root: str | Path) -> Exe
         return PoolExecutor(str(store_root), devices, execution.jobs_per_gpu, accel=execution.accel)
     if devices is None and cpu_workers(execution.cpu_jobs, threads=execution.threads) > 1:
         return PoolExecutor(str(store_root), None, execution.cpu_jobs, threads=execution.threads)
+    if devices is None:
+        return InProcessExecutor(store_root, threads=default_cpu_threads(execution.cpu_jobs, execution.threads))
     return InProcessExecutor(store_root)

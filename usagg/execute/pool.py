@@ -6,8 +6,11 @@ survives fork) and pinned before the job function is even unpickled, so the
 engine's torch import sees what the worker is given: on a GPU exactly one
 device, `cuda:0`; on the CPU no GPU and OMP_NUM_THREADS / MKL_NUM_THREADS set
 to the worker's threads (`execution.threads` if given, else the usable cores
-divided by the workers: small models use intra-op threads poorly, so jobs side
-by side on one thread each finish sooner than one after the other on all cores).
+divided by the most workers `cpu_jobs` allows: small models use intra-op threads poorly, so jobs side
+by side on one thread each finish sooner than one after the other on all cores; `default_cpu_threads`).
+The count never depends on how many jobs are left: a CPU job's numbers depend on its threads (the order of
+its sums), so a job rerun alone (`--only`, `--retry-failed`, the last one left) or resumed trains the model
+a full run trains.
 The parent hands each idle worker the next job of the queue over its own pipe,
 so it always knows which job a worker holds: a worker that dies (segfault,
 out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on.
@@ -125,6 +128,19 @@ def cpu_workers(cpu_jobs: int | Literal["auto"], jobs: int | None = None, thread
 def cpu_threads(threads: int | None, workers: int) -> int:
     """Torch threads of one CPU worker: `threads` if given, else the usable cores shared by `workers`."""
     return threads or max(1, usable_cores() // max(1, workers))
+
+
+def default_cpu_threads(cpu_jobs: int | Literal["auto"], threads: int | None) -> int:
+    """Torch threads of every CPU job of a run: `threads` if given, else the usable cores shared by the most workers
+    `cpu_jobs` allows, whatever the number of jobs to run, and at most an OMP_NUM_THREADS this process was given
+    (the user's own cap, which torch would take too). The count changes a job's numbers (the order of its sums):
+    taken from the jobs left, a job rerun alone got 2 threads where the full demo gave it 1, and its DSC moved by
+    13 %, flipping Δ signs."""
+    if threads:
+        return threads
+    share = cpu_threads(None, cpu_workers(cpu_jobs, None, None))
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(given)) if given.isdigit() and int(given) > 0 else share
 
 
 @dataclass(frozen=True)
@@ -491,8 +507,9 @@ class PoolExecutor(Executor):
         if not job_ids:
             return states
         if self.devices is None and cpu_workers(self.jobs_per_device, len(job_ids), self.threads) == 1:
-            # one worker: no process to start
-            return InProcessExecutor(self.store_root).run(job_ids, fn, on_event, on_progress)
+            # one worker: no process to start; the threads a worker of the full pool would have
+            lone = InProcessExecutor(self.store_root, threads=default_cpu_threads(self.jobs_per_device, self.threads))
+            return lone.run(job_ids, fn, on_event, on_progress)
         self._on_progress = on_progress
         self._jobs = len(job_ids)
         self._retired = []
@@ -571,7 +588,7 @@ class PoolExecutor(Executor):
         """The environment a worker is pinned with: its GPU; on the CPU no GPU and its share of the cores."""
         pins = {"CUDA_VISIBLE_DEVICES": slot.device.visible}
         if slot.device.index is None:
-            slot.threads = cpu_threads(self.threads, min(self._jobs, slot.device.limit))  # the workers it will have
+            slot.threads = default_cpu_threads(self.jobs_per_device, self.threads)
             pins["OMP_NUM_THREADS"] = pins["MKL_NUM_THREADS"] = str(slot.threads)
         return pins
 

@@ -652,9 +652,11 @@ class ExecutionSpec(Strict):
         None,
         ge=1,
         le=1024,
-        description="CPU threads per job (default: torch's choice for jobs run in this process; the usable cores "
-        "divided by the workers in a CPU pool, see cpu_jobs). A job's last bits on the CPU depend on it: pin it for "
-        "reruns bit-identical to a run with another number of jobs at once.",
+        description="CPU threads per job (default: the usable cores divided by the most workers cpu_jobs allows, "
+        "whatever the number of jobs left, at most OMP_NUM_THREADS where set, for every CPU job of the local "
+        "executor; torch's choice on a GPU and "
+        "under Slurm). A CPU job's numbers depend on it (the order of its sums): pin it for the same numbers on "
+        "machines with other core counts.",
     )
     accel: Annotated[Literal["eager", "compile", "graphs", "step-graphs", "compiled-step-graphs"], NOT_IN_HASH] = Field(
         "eager",
