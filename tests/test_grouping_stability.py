@@ -396,6 +396,53 @@ def test_the_ag_table_of_a_run_store_says_how_stable_its_groups_are(tmp_path: Pa
     assert "does not fix the whole grouping" in line and "mean adjusted Rand index" in line
 
 
+def _rounding(base_loss: float = 1.94, seed: int = 0) -> Affinity:
+    """Five measurements whose lookahead moved no loss by more than 2 float32 steps: rounding, as a new user's
+    2-epoch pilot at the real study's learning rate measured (50-70 % of its entries exactly 0)."""
+    rng = np.random.default_rng(seed)
+    base = np.full((5, 9), float(np.float32(base_loss)))
+    ulp = float(np.spacing(np.float32(base_loss)))
+    after = base[:, None, :] + rng.integers(-2, 3, (5, 9, 9)) * ulp
+    matrix = 1.0 - after.sum(axis=0) / base.sum(axis=0)
+    return Affinity(TASKS, matrix.tolist(), base_losses=[base.tolist()], after_losses=[after.tolist()])
+
+
+def test_an_affinity_at_the_losses_float_resolution_is_said_to_be_rounding() -> None:
+    """A step too small to move the losses in float32 measures nothing: the block bootstrap cannot tell (its ties
+    repeat in every resample), so the report said AG's arbitrary groups were fixed beyond the measurement noise."""
+    aff = _rounding()
+    assert aff.unresolved == 1.0 and aff.at_resolution
+    notes = stability_notes(aff, list(choose_groups(aff, 4).groups))
+    assert notes == [
+        "Stability of AG's groups under the affinity's measurement noise not computed: 100 % of the affinity's "
+        "lookahead loss changes are within 4 float32 steps of none: the lookahead step is too small to move the "
+        "losses, so the matrix is rounding and AG's groups chosen from it are arbitrary ties; raise "
+        "analysis.affinity.lookahead_lr (or measure later in training, with more epochs), then run the study again "
+        "under a new name."
+    ]
+    base = np.asarray(aff.base_losses[0])
+    moved = base[:, None, :] * (1.0 - np.random.default_rng(1).uniform(1e-4, 1e-3, (5, 9, 9)))  # a real step
+    real = dataclasses.replace(aff, after_losses=[moved.tolist()])
+    assert real.unresolved == 0.0 and not real.at_resolution
+    half = np.where(np.arange(9) < 5, np.asarray(aff.after_losses[0]), moved)  # 5 of 9 source rows rounding
+    assert dataclasses.replace(aff, after_losses=[half.tolist()]).unresolved == pytest.approx(5 / 9)
+    assert Affinity(TASKS, aff.matrix).unresolved is None  # no kept losses: nothing to say
+
+
+@pytest.mark.slow  # builds a simulated run store (about a second)
+def test_the_report_calls_ag_groups_from_a_rounding_affinity_arbitrary(tmp_path: Path) -> None:
+    from test_analysis_affinity import IDS, MEASURING, _store
+
+    run = _store(tmp_path)
+    rounding = dataclasses.replace(_rounding(), tasks=IDS, job_id=MEASURING, job_hash="0123abcd")
+    write_affinity(RunStore(run).paths(MEASURING).affinity, rounding)
+    inp = load_input(run, None)
+    line = stability_line(inp)
+    assert line is not None and line.startswith("AG's groups are arbitrary: 100 % of the affinity's lookahead loss")
+    notes = ag_group_table(inp, compare(inp)).notes  # type: ignore[union-attr]
+    assert not any(n.startswith("Stability:") for n in notes)
+
+
 @pytest.mark.parametrize(
     ("stored", "search"),
     [({}, "auto"), ({"paradigm_settings": {"AG": {"search": "beam"}}}, "beam"),
@@ -406,3 +453,30 @@ def test_the_stored_study_says_how_ag_searched(stored: dict, search: str) -> Non
     from usagg.analysis.inputs import _ag_search
 
     assert _ag_search(stored) == search
+
+
+@pytest.mark.slow  # trains a tiny AU and its AG
+def test_usagg_run_warns_when_ag_is_planned_from_an_affinity_that_is_rounding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lookahead step too small to move any loss: `usagg run` says AG's groups are arbitrary as it plans them."""
+    from cli_run import run_cli
+    from tiny_study import write_tiny_study
+
+    study = write_tiny_study(
+        tmp_path / "study.yaml",
+        "rounding",
+        tmp_path / "data",
+        paradigms=("AU", "AG"),
+        epochs=1,
+        steps=2,
+        execution={"devices": "cpu", "cpu_jobs": 1},
+        extra={"analysis": {"affinity": {"every": 1, "probe_size": 3, "lookahead_lr": 1e-12}}},
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys)
+    assert code == 0, out
+    said = " ".join(out.split())
+    assert "AG was planned from an affinity at the losses' float resolution: 100 % of the affinity's lookahead" in said
+    aff = read_affinity(next((tmp_path / "runs" / "rounding" / "jobs").glob("AU-*")) / "affinity.json")
+    assert aff.at_resolution

@@ -31,6 +31,14 @@ AFFINITY_FORMAT = 1
 LOOKAHEAD_STEP = "sgd-or-true-adamw"
 
 
+#: A lookahead loss change within this many float32 steps (`np.spacing`) of the loss is rounding, not the step's
+#: effect: a step too small to move the loss reads as 0, or as 1 to 4 float32 steps, whatever the tasks.
+RESOLUTION_STEPS = 4
+#: Share of such changes from which the whole affinity is rounding (and AG's groups chosen from it arbitrary): a
+#: new user's 2-epoch pilot at the real study's learning rate had 50-70 % of its entries exactly 0.
+AT_RESOLUTION_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class Affinity:
     """A job's mean lookahead affinity: `matrix[i][j]` is Z[tasks[i] -> tasks[j]], averaged over `steps`."""
@@ -63,6 +71,41 @@ class Affinity:
         """Tasks whose own lookahead step raised their own loss (negative self-affinity): the step is too large to
         measure which tasks help each other (a lower `analysis.affinity.lookahead_lr` measures in the linear regime)."""
         return [t for i, t in enumerate(self.tasks) if self.matrix[i][i] < 0]
+
+    @property
+    def unresolved(self) -> float | None:
+        """Share of the kept lookahead loss changes, |L_j(theta_i) - L_j(theta)| over every measurement, i and j,
+        within `RESOLUTION_STEPS` float32 steps of L_j(theta) (rounding, not an effect of the step); None without
+        kept losses. The losses are float32 (or coarser under bf16), so a step that moves no loss by more than that
+        measures nothing, and the block bootstrap of `grouping_stability` cannot see it: its ties repeat in every
+        resample."""
+        import numpy as np
+
+        if not self.base_losses:
+            return None
+        within = []
+        for base, after in zip(self.base_losses, self.after_losses, strict=True):
+            b = np.asarray(base, dtype=np.float64)[:, None, :]  # [measurement, 1, target]
+            a = np.asarray(after, dtype=np.float64)  # [measurement, source, target]
+            step = np.spacing(np.abs(b).astype(np.float32)).astype(np.float64)
+            within.append((np.abs(a - b) <= RESOLUTION_STEPS * step).ravel())
+        return float(np.concatenate(within).mean()) if within else None
+
+    @property
+    def at_resolution(self) -> bool:
+        """Whether the affinity as a whole is rounding (`unresolved` at least `AT_RESOLUTION_SHARE`)."""
+        share = self.unresolved
+        return share is not None and share >= AT_RESOLUTION_SHARE
+
+    def resolution_text(self) -> str:
+        """What an affinity at the losses' float resolution means, for a warning or a report note."""
+        share = self.unresolved or 0.0
+        return (
+            f"{100 * share:.0f} % of the affinity's lookahead loss changes are within {RESOLUTION_STEPS} float32 steps "
+            "of none: the lookahead step is too small to move the losses, so the matrix is rounding and AG's groups "
+            "chosen from it are arbitrary ties; raise analysis.affinity.lookahead_lr (or measure later in training, "
+            "with more epochs), then run the study again under a new name"
+        )
 
     def onto(self, target: str, sources: list[str]) -> float:
         """Mean affinity onto `target` from `sources` (itself left out); 0.0 when there is no other source."""

@@ -817,6 +817,19 @@ class StudyRun:
                 self.todo.append(jid)
         return chosen
 
+    def affinity_warning(self) -> str | None:
+        """Once a staged paradigm (AG) was planned: a warning when the affinity it grouped by is at the losses' float
+        resolution (`Affinity.at_resolution`: its groups are arbitrary ties), None otherwise."""
+        from usagg.affinity import load_study_affinity
+
+        try:
+            aff = load_study_affinity(self.store)
+        except UsaggError:
+            return None  # a damaged affinity file: the planner has said so already
+        if aff is None or not aff.at_resolution:
+            return None
+        return f"AG was planned from an affinity at the losses' float resolution: {aff.resolution_text()}."
+
     def _state(self, job_id: str) -> str:
         """The state a run acts on, the one decision of `run` and `--dry-run`: the job's state, but pending for a
         done job whose metrics.json is damaged (`init_store`'s `RunStore.repair()` sets it aside and the run
@@ -1217,6 +1230,8 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
         _reuse(run, observer)
         while new := run.next_stage():
             observer.stage_started(run, new)
+            if note := run.affinity_warning():
+                observer.warning(note)
             _run_todo(run, observer)
             _reuse(run, observer)
         for w in run.waiting:

@@ -738,6 +738,8 @@ def stability_notes(aff: Affinity, groups: list[tuple[str, ...]], search: str = 
     head = "Stability of AG's groups under the affinity's measurement noise not computed"
     if not aff.base_losses:
         return [f"{head}: the affinity record keeps no per-measurement losses (written by an earlier usagg)."]
+    if aff.at_resolution:  # its ties repeat in every resample: "chosen again" would vouch for rounding
+        return [f"{head}: {aff.resolution_text()}."]
     if sorted(t for g in groups for t in g) != sorted(aff.tasks):
         return [f"{head}: AG's groups in the results do not cover the affinity's {counted(len(aff.tasks), 'task')}."]
     st = grouping_stability(aff, len(groups), groups, exhaustive_limit=SEARCH_LIMITS[search])
@@ -791,19 +793,25 @@ def stability_line(inp: AnalysisInput) -> str | None:
     aff = inp.affinity
     if not groups or aff is None or not aff.base_losses or sorted(t for g in groups for t in g) != sorted(aff.tasks):
         return None
+    if aff.at_resolution:
+        return f"AG's groups are arbitrary: {aff.resolution_text()} (Affinity groups)."
     st = grouping_stability(aff, len(groups), groups, exhaustive_limit=SEARCH_LIMITS[inp.ag_search])
     if st is None or st.not_computed:
         return None
     kept = [f"{a} + {b}" for (a, b), v in st.together.items() if v >= KEPT_TOGETHER]
     supported = f"; the pairs it supports (together in ≥ {100 * KEPT_TOGETHER:.0f} %): {', '.join(kept) or 'none'}"
+    blocked = max(st.blocks, default=1) > 1
     verdict = (
         "the measured affinity does not fix the whole grouping, so another run or machine may train other groups "
         "and AG's Δ with them" + supported
         if st.same < STABLE_SHARE
         else "the measured affinity fixes them beyond its measurement noise"
+        if blocked
+        else "the measured affinity picks them out of its measurement noise, as far as measurements drawn one at a "
+        "time can tell (they may understate it: Affinity groups)"
     )
     blocks = " / ".join(map(str, dict.fromkeys(st.blocks)))
-    how = f"in runs of {blocks} consecutive ones" if max(st.blocks, default=1) > 1 else "drawn one at a time"
+    how = f"in runs of {blocks} consecutive ones" if blocked else "drawn one at a time"
     return (
         f"AG's groups came back exactly in {100 * st.same:.0f} % of {st.draws} resamples of the affinity's "
         f"measurements ({how}; mean adjusted Rand index {st.mean_ari:.2f}): {verdict} (Affinity groups)."
@@ -874,6 +882,8 @@ def affinity_table(aff: Affinity, comp: Comparison) -> Table:
         f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of "
         f"{'the job' if jobs == 1 else f'the {jobs} jobs'} that measured it.",
     ]
+    if aff.at_resolution:
+        notes.append(f"At float resolution: {aff.resolution_text()}.")
     if aff.overshot:
         notes.append(
             f"Negative self-affinity (diagonal) for {', '.join(aff.overshot)}: the lookahead step raised that task's "

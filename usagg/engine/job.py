@@ -245,6 +245,8 @@ def _record_affinity(trainer: Trainer, fit: FitResult, paths: JobPaths, job: Job
             "a lower analysis.affinity.lookahead_lr measures in the linear regime",
             ", ".join(aff.overshot),
         )
+    if aff.at_resolution:
+        log.warning("affinity: %s", aff.resolution_text())
 
 
 def _final_evaluation(
