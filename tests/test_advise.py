@@ -626,3 +626,42 @@ def test_the_test_sets_variance_never_narrows_a_tasks_own_interval(tmp_path: Pat
     assert added is not None and added.ci is not None and added.ci[1] - added.ci[0] < 2 * half  # the df effect
     decision = decide(comp, 1.0, "a", ["CG"], 0.95, {"CG": (half / 20) ** 2})
     assert decision.intervals["CG"] == pytest.approx(seeds.ci, rel=1e-12)
+
+
+def test_one_seed_of_ts_never_decides(tmp_path: Path) -> None:
+    """Four seeds of CG and AU but one of TS: TS's training noise is unmeasured, not 0, so no task's own
+    measurement decides (with TS's noise taken as 0, big's CG +55 % did), and the evidence says why."""
+    deltas = {
+        "TS": dict.fromkeys(("big", "two", "loss", "open", "noisy"), 0.0),
+        "CG": {"big": 55.0, "two": 20.0, "loss": -30.0, "open": 3.0, "noisy": -2.0},
+        "AU": {"big": 50.0, "two": 30.0, "loss": -25.0, "open": -3.0, "noisy": 8.0},
+    }
+    rows = _seeded_rows(deltas, dict.fromkeys(deltas["TS"], 0.01), seeds=4)
+    write_results([r for r in rows if r.paradigm != "TS" or r.seed == 0], tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    assert not adv.measured and {r.evidence for r in adv.rows} == {"TS one seed"}
+    assert all(ci is None for r in adv.rows for ci in r.intervals.values())
+    assert "One seed: no task's own measurement can decide its advice" in " ".join(adv.notes)
+    comp = compare(load_input(None, tmp_path / "r.csv"))
+    st = seed_interval(comp, 1.0, "big", "CG")
+    assert st is not None and st.ci is None and st.note == "baseline TS: one seed, no spread" and st.n == 4
+
+
+def test_a_task_whose_ts_gives_no_delta_is_not_advised_on(tmp_path: Path) -> None:
+    """TS's DSC 0 at every seed (a collapsed baseline): every Δ is undefined, so the task is named beside the ones at
+    chance and left out, never advised TS for the false reason 'one seed'."""
+    n_train = {t: 10 ** (2 + x) for t, x in X.items()}
+    groups = {t: f"G{i // 4}" for i, t in enumerate(X)}
+    deltas = {"TS": {t: 0.0 for t in X}, "CG": {t: -16 + 10 * x for t, x in X.items()}, "AU": {t: 5.0 for t in X}}
+    rows = [
+        Row(**{**r.__dict__, "value": 0.0}) if (r.task, r.paradigm) == ("s0", "TS") else r
+        for r in _rows(deltas, n_train, groups)
+    ]  # s0 is a segmentation task (even index): DSC 0 under TS, at both seeds
+    write_results(rows, tmp_path / "r.csv")
+    adv = advise_input(load_input(None, tmp_path / "r.csv"))
+    assert "s0" not in {r.task for r in adv.rows} and len(adv.rows) == len(X) - 1
+    assert (
+        "Not advised on: s0 (TS's DSC is 0 over 2 seeds: baseline metric is 0, relative change undefined): no "
+        "paradigm has a Δ on this scale to learn from or to check against" in " ".join(adv.notes)
+    )
+    assert "one seed" not in {r.evidence for r in adv.rows}

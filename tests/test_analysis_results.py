@@ -74,8 +74,59 @@ def test_duplicates_and_contradictions_are_refused(tmp_path: Path) -> None:
     assert "expected one result each (jobs j1 and j9: they differ in a setting that is not a sweep key" in str(
         two.value
     ) and "usagg run --force" in str(two.value)
-    with pytest.raises(UsaggError, match="metric DSC is False here but True at row 1"):
-        read_results(_csv(tmp_path, HEADER, GOOD, GOOD.replace(",0,", ",1,").replace("true", "false")))
+    own = GOOD.replace("DSC", "MyScore")  # rows disagreeing on a metric the registry does not know (a known one's
+    with pytest.raises(UsaggError, match="metric MyScore is False here but True at row 1"):  # cell must match it)
+        read_results(_csv(tmp_path, HEADER, own, own.replace(",0,", ",1,").replace("true", "false")))
+
+
+@pytest.mark.parametrize(("metric", "cell", "expected"), [("DSC", "false", "true"), ("HD", "true", "false")])
+def test_a_direction_against_the_registered_metric_is_refused(
+    tmp_path: Path, metric: str, cell: str, expected: str
+) -> None:
+    """Every row saying DSC is lower-is-better agrees with itself, but would flip the sign of every Δ (and the
+    advice): the registered direction decides, and the cell that contradicts it is named."""
+    row = GOOD.replace("DSC,0.81,true", f"{metric},0.81,{cell}")
+    path = _csv(tmp_path, HEADER, row, row.replace(",0,", ",1,"))
+    with pytest.raises(UsaggError) as err:
+        read_results(path)
+    way = "higher" if expected == "true" else "lower"
+    assert str(err.value).startswith(
+        f"{path}: row 1 (line 2), column 'higher_is_better': expected {expected} ({metric} is {way}-is-better, as "
+        f"registered in usagg/tasktypes), got '{cell}'"
+    )
+    assert "\n" not in str(err.value)
+    unknown = read_results(_csv(tmp_path, HEADER, GOOD.replace("DSC,0.81,true", "MyScore,0.81,false")))
+    assert unknown.rows[0].higher_is_better is False  # trusted for a metric the registry does not know
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        (
+            "s,j2,CG,Thyroid,0,1.0,fetal_head,segmentation,DSC,0.7,true,120",
+            "row 2, column 'group': task 'fetal_head' is in group Thyroid here but OB at row 1; expected one "
+            "clinical group per task",
+        ),
+        (
+            "s,j2,CG,OB,0,1.0,fetal_head,segmentation,DSC,0.7,true,999",
+            "row 2, column 'n_train': task 'fetal_head' at fraction 1 has n_train 999 here but 120 at row 1; expected "
+            "one n_train per task and fraction",
+        ),
+    ],
+)
+def test_a_tasks_group_or_n_train_contradicted_is_refused(tmp_path: Path, second: str, expected: str) -> None:
+    """As a task's type: its group makes the clusters of every cluster test, its n_train the regime and the advice, so
+    the first row's is never kept silently (nor a median taken)."""
+    with pytest.raises(UsaggError) as err:
+        read_results(_csv(tmp_path, HEADER, GOOD, second))
+    assert expected in str(err.value)
+
+
+def test_n_train_may_differ_between_fractions_and_be_left_empty(tmp_path: Path) -> None:
+    half = "s,j3,TS,OB,0,0.5,fetal_head,segmentation,DSC,0.7,true,60"
+    empty = "s,j4,CG,OB,0,1.0,fetal_head,segmentation,DSC,0.7,true,"
+    rows = read_results(_csv(tmp_path, HEADER, GOOD, half, empty)).rows
+    assert [r.n_train for r in rows[:2]] == [120, 60] and math.isnan(rows[2].n_train)
 
 
 def test_missing_file_and_empty_table(tmp_path: Path) -> None:

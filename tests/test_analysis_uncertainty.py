@@ -13,7 +13,7 @@ from usagg.analysis.memo import input_key
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.tables import delta_long_table
 from usagg.analysis.task_ci import load_item_scores, paired_delta_ci
-from usagg.analysis.uncertainty import TEST_SET, task_uncertainty
+from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval, task_uncertainty
 from usagg.store import RunStore
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
@@ -90,3 +90,69 @@ def test_several_seeds_give_the_test_set_interval_of_their_means(tmp_path: Path)
     assert st.ci == both and st.ci != paired_delta_ci(scores[("TS", 0)], scores[("AU", 0)], s.task_bootstrap, 0)
     assert st.value == pytest.approx(comp.deltas[(1.0, task, "AU")].value) and st.effects == ()
     assert "seeds 0, 1: the seed means' Δ on each resample" in st.method
+
+
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tasks = load_tasks(TASKS)[:3]
+    return simulate_run_store(tmp_path_factory.mktemp("runs") / "s3", tasks, seeds=(0, 1, 2), item_scores=True)
+
+
+def _one_seed_of(run: Path, paradigm: str, path: Path) -> Path:
+    """The store's results with only seed 0 of `paradigm` (its other jobs failed, or a published single number)."""
+    import csv
+
+    with (run / "results.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if r["paradigm"] != paradigm or r["seed"] == "0")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("paradigm", "note"), [("TS", "baseline TS: one seed, no spread"), ("AU", "one seed: no spread")]
+)
+def test_one_seed_on_either_side_gives_no_seed_interval_but_the_test_sets(
+    three_seeds: Path, tmp_path: Path, paradigm: str, note: str
+) -> None:
+    """The baseline's one seed leaves its training noise unmeasured, not 0: no seed interval (as with one seed of
+    the paradigm), and the interval shown is the test-set bootstrap's, labelled so, over the seed both ran."""
+    inp = load_input(three_seeds, _one_seed_of(three_seeds, paradigm, tmp_path / "r.csv"))
+    comp = compare(inp)
+    task = inp.task_order[0]
+    stats = task_uncertainty(inp, comp)
+    by = {s.name: s for s in stats if (s.task, s.paradigm) == (task, "AU")}
+    seeds = by[SEEDS]
+    au = [r.value for r in inp.table.rows if (r.paradigm, r.task, r.metric) == ("AU", task, inp.primary[task])]
+    ts = [r.value for r in inp.table.rows if (r.paradigm, r.task, r.metric) == ("TS", task, inp.primary[task])]
+    assert (len(au), len(ts)) == ((3, 1) if paradigm == "TS" else (1, 3))
+    sign = 1 if comp.info(task).higher_is_better else -1  # the first task is a regression: lower is better
+    assert seeds.value == pytest.approx(sign * 100 * (sum(au) / len(au) - sum(ts) / len(ts)) / (sum(ts) / len(ts)))
+    assert (seeds.ci, seeds.note, seeds.n) == (None, note, len(au)) and BOTH not in by
+    store = RunStore(three_seeds)
+    jobs = {r.paradigm: r.job_id for r in inp.table.rows if r.task == task and r.seed == 0}
+    base, other = (load_item_scores(store.paths(jobs[p]).folder)[task] for p in ("TS", "AU"))
+    s = inp.settings
+    assert by[TEST_SET].ci == paired_delta_ci(base, other, s.task_bootstrap, s.bootstrap_seed)
+    shown = shown_interval(stats, 1.0, task, "AU")
+    assert shown is not None and shown[2] == f"test-set bootstrap ({by[TEST_SET].n} images)"
+
+
+def test_a_data_fraction_sweep_can_be_simulated_with_per_image_scores(tmp_path: Path) -> None:
+    """One test set per task at every fraction (a fraction subsamples training only), so each fraction's Δ gets
+    its paired test-set interval."""
+    tasks = load_tasks(TASKS)[:3]
+    run = simulate_run_store(tmp_path / "frac", tasks, fractions=(0.25, 0.5, 1.0), seeds=(0,), item_scores=True)
+    inp = load_input(run, None)
+    store = RunStore(run)
+    task = tasks[0]["id"]
+    images = {
+        r.fraction: load_item_scores(store.paths(r.job_id).folder)[task].images
+        for r in inp.table.rows
+        if (r.paradigm, r.task, r.metric) == ("TS", task, inp.primary[task])
+    }
+    assert len(images) == 3 and images[0.25] == images[0.5] == images[1.0]
+    tests = {(s.fraction, s.task, s.paradigm) for s in task_uncertainty(inp, compare(inp)) if s.name == TEST_SET}
+    assert tests == {(f, t["id"], p) for f in (0.25, 0.5, 1.0) for t in tasks for p in ("CG", "AU")}

@@ -16,7 +16,7 @@ from tests.cli_run import run_cli
 from usagg.analysis.cluster_inference import wild_cluster_mean
 from usagg.analysis.controls import control_of
 from usagg.analysis.delta import compare
-from usagg.analysis.factorial import designs, effect_stats, stat_name, task_effects
+from usagg.analysis.factorial import designs, effect_stats, missing_notes, stat_name, task_effects
 from usagg.analysis.figures import fig_factorial
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, read_results, write_results
@@ -82,7 +82,10 @@ def _with_ag(tmp_path: Path, groups: dict[str, str]) -> Path:
 def test_ag_has_a_2x2_only_where_its_groups_are_cgds(tmp_path: Path) -> None:
     other = {"a": "g1", "b": "g2", "c": "g1", "d": "g2", "e": "g3", "f": "g3", "g": "g4", "h": "g4"}
     comp = compare(load_input(None, _with_ag(tmp_path, other)))
-    assert "AG" in comp.others and [d.paradigm for d in designs(comp)] == ["CG", "AU"]
+    assert "AG" in comp.others and [d.paradigm for d in designs(comp) if d.complete] == ["CG", "AU"]
+    ag_other = next(d for d in designs(comp) if d.paradigm == "AG")  # no 2x2, and a note says why
+    assert (ag_other.aggregation, ag_other.missing, ag_other.unmatched) == (None, (), (("CGD", "AG"),))
+    assert "AG: no 2x2 of aggregation and MoE: CGD trained other task sets than AG" in " ".join(missing_notes(comp))
     ctl = control_of(comp, "AG")  # CGD trained other groups: AG's Δ is split by TSM (its MoE part) only
     assert ctl is not None and (ctl.control, ctl.measures) == ("TSM", "MoE")
     clinical = {t: g for t, (g, _) in TASKS.items()}
@@ -168,3 +171,85 @@ def test_the_report_has_the_table_and_the_figure(tmp_path: Path) -> None:
     assert {"fig_factorial.png", "factorial.csv", "split.csv"} <= names
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "**AU 2x2** (TS, TSM, AUD, AU, relative scale, 8 tasks)" in md
+
+
+def test_a_missing_baseline_job_leaves_its_task_out_not_the_2x2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TS's job of task a failed: TS's task sets differ from TSM's by a missing job, not by another grouping, so
+    both 2x2s stay, over the 7 tasks all four paradigms have, and a note names a and why."""
+    path = _table(tmp_path, jitter=0.05)
+    rows = read_results(path).rows
+    write_results([r for r in rows if (r.paradigm, r.task) != ("TS", "a")], path)
+    a = analyse(load_input(None, path))
+    assert [(d.paradigm, d.aggregation, d.moe) for d in designs(a.comp)] == [("CG", "CGD", "TSM"), ("AU", "AUD", "TSM")]
+    value = {(r.paradigm, r.task): r.value for r in rows}
+    kept = [t for t in TASKS if t != "a"]
+
+    def delta(p: str, t: str) -> float:
+        return 100 * (value[(p, t)] / value[("TS", t)] - 1)
+
+    agg = [(delta("AUD", t) + delta("AU", t) - delta("TSM", t)) / 2 for t in kept]  # recomputed from the table
+    st = next(s for s in a.stats if s.paradigm == "AU" and s.name == stat_name("aggregation", "relative"))
+    assert st.n == 7 and st.value == pytest.approx(float(np.mean(agg)), rel=1e-12)
+    fact = {t.name: t for t in all_tables(a)}["factorial"]
+    said = "over the 7 tasks all four paradigms have a Δ for; left out: a (baseline TS has no DSC result)."
+    assert f"AU 2x2 (TS, TSM, AUD, AU): {said}" in fact.notes and f"CG 2x2 (TS, TSM, CGD, CG): {said}" in fact.notes
+    args = ["compare", "--results", str(path), "--format", "csv", "--table", "factorial"]
+    code, out = run_cli(args, monkeypatch, capsys)
+    assert code == 0 and out.splitlines()[0].startswith("Paradigm,Design,Scale")
+
+
+def test_a_study_without_a_2x2_says_why_when_its_table_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(_table(tmp_path, ("AU", "CG")))  # CG differs from AU in scope only
+    args = ["compare", "--results", path, "--baseline", "AU", "--format", "csv", "--table", "factorial"]
+    code, out = run_cli(args, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out and "not a table of this study" not in out
+    assert (
+        "--table 'factorial': this study has no 2x2 table: no compared paradigm differs from the baseline AU in "
+        "both factors (scope and MoE)" in " ".join(out.split())
+    )
+
+
+def _planned_store(tmp_path: Path) -> Path:
+    """A simulated store whose study plans TS, CG, AU, TSM, AUD and CGD, with AUD's one job failed (no results)."""
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+    from usagg.store import RunStore, new_record
+
+    tasks = load_tasks(REPO / "tests" / "data" / "fmc_uia_tasks.yaml")[:12]
+    run = simulate_run_store(tmp_path / "st", tasks, seeds=(0,), paradigms=("TS", "CG", "AU", "TSM", "CGD"))
+    store = RunStore(run)
+    raw = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    raw.pop("expect", None)
+    template = plan_stages(study_from_mapping(raw, tmp_path / "demo.yaml"), lambda jobs: None).jobs[0]
+    ids = [*read_results(store.results_csv).job_ids, "AUD-all-f1-s0"]
+    jobs = [template.model_copy(update={"id": j, "paradigm": j.split("-")[0]}) for j in ids]
+    store.write_plan([j.model_dump(mode="json") for j in jobs])
+    store.paths("AUD-all-f1-s0").folder.mkdir(parents=True)
+    (store.paths("AUD-all-f1-s0").record).write_text(json.dumps(new_record(jobs[-1].model_dump(mode="json"), "failed")))
+    study = yaml.safe_load(store.study_yaml.read_text())
+    store.write_study(yaml.safe_dump({**study, "paradigms": ["TS", "CG", "AU", "TSM", "AUD", "CGD"]}))
+    store.mark_results_fresh()
+    return run
+
+
+def test_a_planned_control_without_results_is_named_with_its_jobs(tmp_path: Path) -> None:
+    """AUD is in the stored study's `paradigms` but its job failed: the note says it was planned, names the job and
+    `usagg run --retry-failed`, never 'add AUD to `paradigms`'; the study summary names it too."""
+    a = analyse(load_input(_planned_store(tmp_path), None))
+    assert "AUD" not in a.comp.paradigms
+    tables = {t.name: t for t in all_tables(a)}
+    notes = " ".join(tables["factorial"].notes)
+    assert (
+        "AU: no 2x2 of aggregation and MoE: AUD was planned (the stored study's `paradigms`) but none of its jobs has "
+        "results (failed: AUD-all-f1-s0): `usagg run --retry-failed` runs the failed ones again" in notes
+    )
+    assert "add AUD to `paradigms`" not in notes
+    summary = tables["summary"]
+    assert ["Jobs without results", "AUD (failed: AUD-all-f1-s0)"] in summary.rows
+    assert (
+        "Planned without results (the stored study's `paradigms`): AUD (failed: AUD-all-f1-s0). No table has them"
+        in " ".join(summary.notes)
+    )

@@ -292,3 +292,29 @@ def test_a_job_without_a_selection_split_says_not_measured(tmp_path: Path) -> No
     m = JobMetrics.model_validate(run_job(job, tmp_path / "job", device="cpu"))
     assert m.selection is not None and m.selection.rules is None and m.selection.rules_note == NO_SELECTION_SPLIT
     assert math.isfinite(m.tasks["fetal_head_biometry"].metrics["MRE"] or math.nan)
+
+
+@pytest.mark.parametrize(
+    ("headline", "said"),
+    [
+        (None, "the headline's selection rule is unknown"),
+        ("model", "the headline uses the model scope"),
+        ("mixed: model (2 jobs), last (1 job)", "the headline mixes rules (model (2 jobs), last (1 job))"),
+    ],
+)
+def test_the_headline_rule_reads_naturally_known_mixed_or_unknown(
+    tmp_path: Path, headline: str | None, said: str
+) -> None:
+    """An imported table or a simulated store does not say its rule: never 'uses the unknown' or 'uses the an unknown
+    rule'."""
+    from usagg.analysis.selection_gap import SelectionGap, headline_line
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+
+    run = simulate_run_store(tmp_path / "sim", load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml")[:6])
+    inp = load_input(run, None)
+    gap = selection_gap(inp, analyse(inp).comp)
+    assert gap.headline is None  # the simulator's jobs record no rule
+    gap = SelectionGap(gap.baseline, gap.scale, gap.rows, headline)
+    assert gap_table(gap).title == f"Selection gap: Δm versus TS under each selection rule ({said})"
+    line = headline_line(gap)
+    assert line is not None and line.endswith(f"; {said}.") and " the unknown" not in line and "the an " not in line

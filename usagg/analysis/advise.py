@@ -26,9 +26,10 @@ set of a few dozen images moves Δ more than the seeds do) at 1 − 2·0.05/k tw
 modelled, so each bound is one-sided at 0.05/k (Bonferroni: advising a paradigm no better than TS, or TS where
 one is better, has a nominal probability of at most 5 % per task): the highest measured paradigm whose interval
 lies above 0 is advised (others above 0, and a higher measured one whose interval covers 0, are named; which is
-best among them is untested), TS where every interval lies below 0. Otherwise (an interval covers 0, one seed:
-training noise unmeasured, or no spread measured) the advice is the prediction below, which is also what a task
-new to the study gets, never a paradigm whose interval lies below 0 for that task.
+best among them is untested), TS where every interval lies below 0. Otherwise (an interval covers 0, one seed of
+every paradigm or of TS: training noise unmeasured, or no spread measured) the advice is the prediction below,
+which is also what a task new to the study gets, never a paradigm whose interval lies below 0 for that task.
+A task whose TS is at chance, or whose TS value gives no Δ on the scale (a DSC of 0), is not advised on.
 
 Predicted advice: the paradigm with the highest predicted Δ, TS's Δ being 0 by definition; its
 uncertainty is the root-mean-square leave-one-task-out (LOTO) error of that paradigm's model.
@@ -84,6 +85,13 @@ FEW_TASKS, FEW_GROUPS = 5, 2
 DECISION_ALPHA = 0.05
 #: Where a task's advice comes from: its own measurement, the model, or the trivial rule the model does not beat.
 MEASUREMENT, MODEL, RULE = "measurement", "model", "rule"
+#: A task's evidence where one seed (of every paradigm, or of TS) leaves its training noise unmeasured.
+ONE_SEED, BASELINE_ONE_SEED = "one seed", f"{BASELINE} one seed"
+
+
+def noise_unmeasured(evidence: str) -> bool:
+    """Whether a task's own measurement is silent because one seed, of TS or of every paradigm, measured no spread."""
+    return evidence in (ONE_SEED, BASELINE_ONE_SEED)
 
 
 class CannotAdvise(UsaggError):
@@ -185,7 +193,7 @@ class Advice:
         )
         decided = self.measured
         given = f"the {'model' if self.beats_trivial else 'rule'}'s advice"
-        if not decided and all(r.evidence == "one seed" for r in self.rows):
+        if not decided and all(noise_unmeasured(r.evidence) for r in self.rows):
             return (
                 f"One seed: no task's own measurement can decide its advice (training noise is unmeasured), so every "
                 f"task gets {given}; with two or more seeds a task's own Δ decides where its interval does."
@@ -442,7 +450,19 @@ def _advise(inp: AnalysisInput, comp: Comparison, stats: list[Stat] | None = Non
                 f"cannot advise on {where}: {counted(len(tasks), 'task')} left once the tasks whose {BASELINE} is at "
                 f"chance ({', '.join(chance)}) are left out; advice needs at least {MIN_TASKS}."
             )
-    missing = [t for t in ordered_tasks(comp) if t not in tasks and t not in chance]
+    undefined = _undefined_baselines(comp, fraction, tasks)
+    if undefined:  # as at chance: no Δ of any paradigm, so nothing to learn from or check against
+        tasks = [t for t in tasks if t not in undefined]
+        notes.append(
+            f"Not advised on: {'; '.join(f'{t} ({why})' for t, why in undefined.items())}: no paradigm has a Δ on "
+            "this scale to learn from or to check against, so the task is left out of the models and the rules."
+        )
+        if len(tasks) < MIN_TASKS:
+            raise CannotAdvise(
+                f"cannot advise on {where}: {counted(len(tasks), 'task')} left once the tasks whose {BASELINE} gives "
+                f"no Δ ({', '.join(undefined)}) are left out; advice needs at least {MIN_TASKS}."
+            )
+    missing = [t for t in ordered_tasks(comp) if t not in tasks and t not in chance and t not in undefined]
     if missing:  # a task whose TS value is empty or nan: no Δ to learn from, and no advice for it
         notes.append(
             f"Not advised on: {', '.join(missing)} (no {BASELINE} value at fraction {frac_label(fraction)}, so no Δ "
@@ -499,6 +519,20 @@ def _advise(inp: AnalysisInput, comp: Comparison, stats: list[Stat] | None = Non
     )
     adv.notes = [*_method_notes(adv, comp, aff), *notes, *inp.notes]
     return adv
+
+
+def _undefined_baselines(comp: Comparison, fraction: float, tasks: list[str]) -> dict[str, str]:
+    """Task -> why, for each task whose TS value gives no Δ against it on the scale (a relative change from a DSC
+    of 0 at every seed): every paradigm's Δ there is undefined, so advice would fall to a rule and name TS, the
+    paradigm every other one measured above."""
+    out = {}
+    for t in tasks:
+        base = comp.cells[(fraction, t, BASELINE)]
+        d = comp.change(t, base.mean, base.mean)
+        if d.value is None:
+            seeds = counted(base.n_seeds, "seed")
+            out[t] = f"{BASELINE}'s {comp.info(t).metric} is {base.mean:g} over {seeds}: {d.reason}"
+    return out
 
 
 def _method_notes(adv: Advice, comp: Comparison, aff: Affinity | None) -> list[str]:
@@ -558,7 +592,7 @@ def _caveats(adv: Advice, comp: Comparison) -> list[str]:
     if rows:
         why = (
             "one seed leaves training noise unmeasured"
-            if all(r.evidence == "one seed" for r in rows)
+            if all(noise_unmeasured(r.evidence) for r in rows)
             else f"the task's own measurement does not decide at the level used ({100 * adv.level:.1f} % intervals)"
         )
         out.append(
@@ -596,8 +630,8 @@ def decide(
 ) -> Decision:
     """What the task's own measurement decides: the highest measured paradigm whose interval of Δ at `level` lies
     above 0 (a gain on TS beyond the noise, even where another measured higher undecided); TS, where every
-    paradigm's lies below 0; else nothing (an interval covers 0, one seed, no spread). `test_var`: paradigm -> the
-    test set's variance of its seed-mean Δ, added to the seeds'."""
+    paradigm's lies below 0; else nothing (an interval covers 0, one seed of TS or of every paradigm, no spread).
+    `test_var`: paradigm -> the test set's variance of its seed-mean Δ, added to the seeds'."""
     stats = {p: seed_interval(comp, fraction, task, p, level, test_var.get(p, 0.0)) for p in paradigms}
     # an interval of no width measured no spread (every seed alike): it decides nothing
     ci = {p: st.ci if st is not None and st.ci is not None and st.ci[0] < st.ci[1] else None for p, st in stats.items()}
@@ -623,13 +657,24 @@ def decide(
     if len(losses) == len(paradigms):
         return Decision(BASELINE, ci, "every Δ's interval < 0", losses, used)
     if not any(c is not None for c in ci.values()):
-        one = all(len(comp.seed_deltas(fraction, task, p)) < 2 for p in paradigms)
-        return Decision(None, ci, "one seed" if one else "no spread measured", losses, used)
+        return Decision(None, ci, _no_interval_reason(comp, fraction, task, paradigms), losses, used)
     cover = [p for p in paradigms if ci[p] is not None and p not in losses]
     parts = [f"Δ{'/'.join(losses)} < 0"] if losses else []
     parts += [f"{'/'.join(cover)} cover{'s' if len(cover) == 1 else ''} 0"] if cover else []
     parts += [f"{p}: no interval" for p in paradigms if ci[p] is None]
     return Decision(None, ci, "; ".join(parts), losses, used)
+
+
+def _no_interval_reason(comp: Comparison, fraction: float, task: str, paradigms: list[str]) -> str:
+    """Why no paradigm of the task has an interval: no Δ at all, one seed of every paradigm, one seed of TS (its
+    training noise is as unmeasured as theirs), or seeds that all agree."""
+    seeds = [len(comp.seed_deltas(fraction, task, p)) for p in paradigms]
+    if not any(seeds):
+        return "no Δ measured"
+    if all(n < 2 for n in seeds):
+        return ONE_SEED
+    base = comp.cells.get((fraction, task, BASELINE))
+    return BASELINE_ONE_SEED if base is not None and base.n_seeds < 2 else "no spread measured"
 
 
 def _choices(comp: Comparison) -> tuple[list[str], list[str]]:

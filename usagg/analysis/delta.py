@@ -174,9 +174,15 @@ class Comparison:
 
     def same_units(self, a: str, b: str) -> bool:
         """Whether two paradigms trained the same task sets together (CG and CGD; AG and CGD only where AG found
-        the clinical groups); True where the table names no jobs for one of them, as its registered scope says."""
+        the clinical groups), over the tasks both have: a job missing from one (failed, not run yet) is no other
+        grouping, but a job holding both shared and unshared tasks is. True where the table names no jobs for one
+        of them, as its registered scope says."""
         ua, ub = self.units.get(a), self.units.get(b)
-        return ua is None or ub is None or ua == ub
+        if ua is None or ub is None:
+            return True
+        shared = frozenset().union(*ua) & frozenset().union(*ub)
+        within = _within(ua, shared)
+        return within is not None and within == _within(ub, shared)
 
     def left_out(self, fraction: float, paradigm: str) -> set[str]:
         """Tasks left out of the paradigm's aggregates and tests: its one-task groups, and chance-level tasks."""
@@ -238,6 +244,13 @@ class Comparison:
         vals = self.seed_values.get((fraction, task, paradigm), {})
         out = {s: self.change(task, v, base.mean).value for s, v in vals.items()}
         return {s: v for s, v in out.items() if v is not None}
+
+
+def _within(units: frozenset[frozenset[str]], tasks: frozenset[str]) -> frozenset[frozenset[str]] | None:
+    """The task sets holding any of `tasks`; None where one of them holds another task too (a job that trained a
+    shared task beside one the other paradigm lacks: another grouping, not a missing job)."""
+    touching = frozenset(u for u in units if u & tasks)
+    return touching if all(u <= tasks for u in touching) else None
 
 
 def relative_change(m_p: float, m_base: float, higher_is_better: bool) -> Delta:

@@ -17,7 +17,11 @@ neither part holds the interaction, and CG's and AU's parts are comparable. Effe
 on the relative scale, on the log-ratio scale (where the interaction is the log of a ratio of
 ratios, free of the baseline's level) and on the study's analysis.scale. A task enters a design
 where all four paradigms have its Δ and none of them leaves it out of its aggregates (one-task
-groups, chance-level baselines). The mean over tasks carries a wild cluster bootstrap interval
+groups, chance-level baselines); a task some paradigm has no result for (a failed job) is left
+out and named in a note (`left_out_notes`), and the design stays: a control's task sets are
+compared over the tasks both have (`Comparison.same_units`). Where no 2x2 can be computed a note
+says why (`missing_notes`): a control to add, one planned whose jobs have no results, or one that
+trained other task sets. The mean over tasks carries a wild cluster bootstrap interval
 and p (usagg/analysis/cluster_inference.py) with tasks of one clinical group as one cluster:
 three of the four paradigms train tasks together.
 """
@@ -31,6 +35,7 @@ import numpy as np
 
 from usagg.analysis.cluster_inference import METHOD, draws_text, wild_cluster_mean
 from usagg.analysis.delta import Comparison, rescaled
+from usagg.analysis.inputs import Planned
 from usagg.analysis.stats import Stat
 from usagg.paradigms import PARADIGMS
 
@@ -40,16 +45,24 @@ EFFECTS = ("aggregation", "MoE", "interaction")
 @dataclass(frozen=True)
 class Design:
     """A two-factor paradigm and its controls: `aggregation` (its scope, the baseline's MoE) and `moe` (the
-    baseline's scope, its MoE); `missing` names the registered paradigms to add where a control did not run."""
+    baseline's scope, its MoE); `missing` names the registered paradigms to add where a control did not run,
+    `unmatched` each (control, the paradigm it stands beside) where the control ran with other task sets."""
 
     paradigm: str
     aggregation: str | None
     moe: str | None
     missing: tuple[str, ...]
+    unmatched: tuple[tuple[str, str], ...] = ()
 
     @property
     def complete(self) -> bool:
         return self.aggregation is not None and self.moe is not None
+
+    @property
+    def three(self) -> tuple[str, str, str]:
+        """A complete design's paradigm and controls, whose Δ versus the baseline make its 2x2."""
+        assert self.aggregation is not None and self.moe is not None
+        return self.paradigm, self.aggregation, self.moe
 
     def cells(self, baseline: str) -> str:
         """The four paradigms in design order, for titles: 'TS, TSM, AUD, AU'."""
@@ -76,27 +89,39 @@ def designs(comp: Comparison) -> list[Design]:
         like = {"aggregation": p, "moe": comp.baseline}  # whose task sets a control must have trained
         ran = {k: [c for c in _registered(*f) if c in comp.others] for k, f in want.items()}
         found = {k: next((c for c in ran[k] if comp.same_units(c, like[k])), None) for k in want}
-        if any(ran[k] and found[k] is None for k in want):
-            continue  # the control ran with other task sets (CGD's clinical groups are not AG's): no 2x2 to add
+        # a control that ran with other task sets (CGD's clinical groups are not AG's): nothing to add, said why
+        unmatched = tuple((c, like[k]) for k in want if found[k] is None for c in ran[k])
         missing = tuple(
             (_registered(*want[k]) or [f"a paradigm with scope {want[k][0]}, MoE {'on' if want[k][1] else 'off'}"])[0]
             for k in ("moe", "aggregation")
-            if found[k] is None
+            if found[k] is None and not ran[k]
         )
-        out.append(Design(p, found["aggregation"], found["moe"], missing))
+        out.append(Design(p, found["aggregation"], found["moe"], missing, unmatched))
     return out
+
+
+def no_design_text(comp: Comparison) -> str:
+    """Why `designs` finds none: the baseline declares no factors, or no compared paradigm differs from it in both."""
+    base = PARADIGMS.get(comp.baseline)
+    if base is None or base.scope is None or base.moe is None:
+        return (
+            f"the baseline {comp.baseline} declares no design factors (scope and MoE, usagg/paradigms.py), so no "
+            "paradigm forms a 2x2 with it"
+        )
+    return (
+        f"no compared paradigm differs from the baseline {comp.baseline} in both factors (scope and MoE), as AU and "
+        "CG do from TS"
+    )
 
 
 def task_effects(comp: Comparison, fraction: float, d: Design) -> dict[str, tuple[float, float, float, float]]:
     """task -> (Δ of the paradigm, aggregation, MoE, interaction) on `comp`'s scale, over the tasks all four have."""
-    assert d.aggregation is not None and d.moe is not None
-    four = (d.paradigm, d.aggregation, d.moe)
-    skip = set().union(*(comp.left_out(fraction, p) for p in four))
+    skip = _left_out(comp, fraction, d)
     out = {}
     for info in comp.tasks:
-        deltas = [comp.deltas.get((fraction, info.task, p)) for p in four]
+        deltas = [comp.deltas.get((fraction, info.task, p)) for p in d.three]
         vals = [d.value for d in deltas if d is not None and d.value is not None]
-        if info.task in skip or len(vals) < len(four):
+        if info.task in skip or len(vals) < len(d.three):
             continue
         am, a, m = (float(v) for v in vals)
         out[info.task] = (am, (a + am - m) / 2.0, (m + am - a) / 2.0, am - a - m)
@@ -147,14 +172,89 @@ def group_means(comp: Comparison, fraction: float, d: Design) -> list[tuple[str,
     return [(g, len(v), np.asarray(v).mean(axis=0)) for g, v in groups.items()]
 
 
-def missing_notes(comp: Comparison) -> list[str]:
-    """One sentence per design a control is missing from: which paradigm to add."""
-    return [
-        f"{d.paradigm}: no 2x2 of aggregation and MoE without {' and '.join(d.missing)}: add "
-        f"{' and '.join(d.missing)} to `paradigms` (the split table still shows what the study ran)."
-        for d in designs(comp)
-        if not d.complete
-    ]
+def missing_notes(comp: Comparison, planned: Planned | None = None) -> list[str]:
+    """Why each design with a control missing has no 2x2: the paradigm to add, or, where the stored study plans it
+    (`planned`), its jobs without results and how to run them again; a control that trained other task sets."""
+    out = []
+    for d in designs(comp):
+        if d.complete:
+            continue
+        why = [_missing_text(m, planned or Planned()) for m in d.missing]
+        why += [
+            f"{c} trained other task sets than {like} (its jobs group the tasks otherwise)" for c, like in d.unmatched
+        ]
+        out.append(
+            f"{d.paradigm}: no 2x2 of aggregation and MoE: {'; '.join(why)} (the split table still shows what the "
+            "study ran)."
+        )
+    return out
+
+
+def _missing_text(control: str, planned: Planned) -> str:
+    """Why a control is missing: never run (add it), or planned with no result (its jobs and how to rerun them)."""
+    if control not in planned.paradigms:
+        return f"without {control}: add {control} to `paradigms`"
+    jobs = planned.jobs_text(control)
+    return (
+        f"{control} was planned (the stored study's `paradigms`) but none of its jobs has results"
+        + (f" ({jobs})" if jobs else "")
+        + ": `usagg run --retry-failed` runs the failed ones again, `usagg status` shows the rest"
+    )
+
+
+def incomplete_text(comp: Comparison, planned: Planned | None = None) -> str:
+    """Why no 2x2 is complete, in a few words for an empty factorial table: '' where one is."""
+    ds = designs(comp)
+    if not ds or any(d.complete for d in ds):
+        return ""
+    plans = (planned or Planned()).paradigms
+    if all(not d.unmatched and not set(d.missing) & set(plans) for d in ds):
+        needs = "; ".join(f"{d.paradigm} needs {' and '.join(d.missing)}" for d in ds)
+        return f"{needs}: add them to `paradigms`"
+    return "; ".join(
+        f"{d.paradigm} needs "
+        + " and ".join([*(f"{m}{' (planned, no results)' if m in plans else ''}" for m in d.missing),
+                        *(f"a {c} that trained {like}'s task sets" for c, like in d.unmatched)])
+        for d in ds
+    )  # fmt: skip
+
+
+def left_out_notes(comp: Comparison, fraction: float) -> list[str]:
+    """Per complete design, the tasks left out because one of its four paradigms has no Δ for them (a failed or
+    missing job), each with the reason: the 2x2 is over the tasks all four have. Tasks an aggregate leaves out
+    (one-task groups, chance) are named by the exclusion notes."""
+    out = []
+    for d in designs(comp):
+        if not d.complete:
+            continue
+        skip = _left_out(comp, fraction, d)
+        kept = task_effects(comp, fraction, d)
+        gone = [
+            f"{t.task} ({_no_delta(comp, fraction, t.task, d.three)})"
+            for t in comp.tasks
+            if t.task not in kept and t.task not in skip
+        ]
+        if gone:
+            at = f" at fraction {fraction:g}" if len(comp.fractions) > 1 else ""
+            out.append(
+                f"{d.paradigm} 2x2 ({d.cells(comp.baseline)}){at}: over the {len(kept)} tasks all four paradigms "
+                f"have a Δ for; left out: {', '.join(gone)}."
+            )
+    return out
+
+
+def _left_out(comp: Comparison, fraction: float, d: Design) -> set[str]:
+    """The tasks an aggregate of any of the design's paradigms leaves out (one-task groups, chance)."""
+    return set().union(*(comp.left_out(fraction, p) for p in d.three))
+
+
+def _no_delta(comp: Comparison, fraction: float, task: str, paradigms: Sequence[str]) -> str:
+    """Why a task has no Δ under one of `paradigms`: the first such Δ's reason."""
+    for p in paradigms:
+        d = comp.deltas.get((fraction, task, p))
+        if d is None or d.value is None:
+            return d.reason if d is not None else f"no result for {p}"
+    return "no Δ"
 
 
 def effect_table_rows(comp: Comparison, stats: Sequence[Stat], fraction: float) -> list[list[str | float | int | None]]:
@@ -178,7 +278,7 @@ def effect_table_rows(comp: Comparison, stats: Sequence[Stat], fraction: float) 
     return rows
 
 
-def headline(comp: Comparison, stats: Sequence[Stat], fraction: float) -> list[str]:
+def headline(comp: Comparison, stats: Sequence[Stat], fraction: float, planned: Planned | None = None) -> list[str]:
     """One line per complete design on the study's scale (effects with their intervals), then what is missing."""
     by = {(s.paradigm, s.name): s for s in stats if s.fraction == fraction and s.name.startswith("2x2 ")}
     lines = []
@@ -203,4 +303,4 @@ def headline(comp: Comparison, stats: Sequence[Stat], fraction: float) -> list[s
                 + "".join(f"; intervals over {note}" for note in sorted(few))
                 + "."
             )
-    return lines + missing_notes(comp)
+    return lines + left_out_notes(comp, fraction) + missing_notes(comp, planned)

@@ -246,8 +246,8 @@ def _delta_order(a: Analysis, f: float) -> list[tuple[str, list[str]]]:
 def fig_delta(a: Analysis) -> tuple[Figure, str] | None:
     """Δ % per task, horizontal bars by paradigm with their intervals, grouped by clinical group, type as markers.
 
-    Error bars: the interval `uncertainty.shown_interval` picks (seeds when ≥ 2, else the
-    test-set bootstrap). A bar of a task its paradigm leaves out of the aggregates is drawn pale
+    Error bars: the interval `uncertainty.shown_interval` picks (seeds when both paradigms ran ≥ 2,
+    else the test-set bootstrap). A bar of a task its paradigm leaves out of the aggregates is drawn pale
     (`Comparison.left_out`), so no reader takes it for a result the study counts: a one-task group of
     that paradigm (a clinical group under CG, a group AG formed under AG) gets a dagger on its label
     and the caption names each paradigm's (`Comparison.excluded_text`); a task whose baseline is at
@@ -423,8 +423,8 @@ def _error_bar_text(sources: set[str]) -> str:
     if sources == {"test-set bootstrap"}:
         return " Error bars: 95 % paired test-set bootstrap CI (test images both jobs scored)."
     return (
-        " Error bars: 95 % t interval over seeds where ≥ 2 seeds ran, else the paired test-set bootstrap CI "
-        "(see the uncertainty table)."
+        " Error bars: 95 % t interval over seeds where both paradigms ran ≥ 2 seeds, else the paired test-set "
+        "bootstrap CI (see the uncertainty table)."
     )
 
 

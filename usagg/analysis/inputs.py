@@ -44,6 +44,27 @@ class Settings:
     affinity: dict[str, object] = field(default_factory=dict)  # how the engine measures it; the figures read the record
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What the stored study planned beyond its results: its `paradigms`, and per paradigm its planned jobs without a
+    row in the table with each one's state (failed, pending, running), so a missing result is named as such, not
+    taken for a paradigm the study never ran. Empty for an imported table."""
+
+    paradigms: tuple[str, ...] = ()
+    without_results: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    def jobs_text(self, paradigm: str) -> str:
+        """The paradigm's planned jobs without results in words, e.g. `failed: AUD-all-f1-s0-df26c5c8`."""
+        states: dict[str, list[str]] = {}
+        for job, state in self.without_results.get(paradigm, ()):
+            states.setdefault(state, []).append(job)
+        return "; ".join(f"{state}: {', '.join(jobs)}" for state, jobs in states.items())
+
+    def lacking(self, present: list[str]) -> list[str]:
+        """The planned paradigms none of whose jobs has results (`present`: the paradigms the table has)."""
+        return [p for p in self.paradigms if p not in present]
+
+
 @dataclass
 class AnalysisInput:
     """Everything compare, plot and report need, already validated."""
@@ -63,6 +84,7 @@ class AnalysisInput:
     affinity: Affinity | None = None  # the affinity AG grouped by; None with --results or when none was measured
     designed_groups: dict[str, str] | None = None  # task -> designed group, synthetic studies only
     ag_search: str = "auto"  # AG's `search` as the study ran it: its stability check searches the same way
+    planned: Planned = field(default_factory=Planned)  # the stored study's paradigms and its jobs without results
 
     @property
     def ag_groups(self) -> list[tuple[str, ...]]:
@@ -325,7 +347,26 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         affinity=affinity,
         designed_groups=_designed_groups(study, order),
         ag_search=_ag_search(study),
+        planned=_planned(store, study, table),
     )
+
+
+def _planned(store: RunStore | None, study: dict, table: ResultsTable) -> Planned:
+    """The stored study's `paradigms` and its planned jobs that have no row in the table, with their states; nothing
+    for an imported table, or a plan that is no list of jobs (the simulator's: only its length is read)."""
+    if store is None:
+        return Planned()
+    names = [next(iter(p)) if isinstance(p, dict) and len(p) == 1 else p for p in study.get("paradigms") or []]
+    try:
+        jobs = store.jobs()
+    except UsaggError:
+        jobs = []
+    with_rows = set(table.job_ids)
+    missing: dict[str, list[tuple[str, str]]] = {}
+    for j in jobs:
+        if j.id not in with_rows:
+            missing.setdefault(j.paradigm, []).append((j.id, store.job_state(j.id)))
+    return Planned(tuple(str(p) for p in names), {p: tuple(v) for p, v in missing.items()})
 
 
 def finite(x: float | None) -> bool:

@@ -205,7 +205,7 @@ def _headline(a: Analysis) -> list[str]:
                 f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {whole.n} tasks "
                 f"({ctl.formula(comp.baseline)})."
             )
-    lines += factorial_headline(comp, a.stats, f) + scale_disagreements(comp, f) + _budget_line(a, f)
+    lines += factorial_headline(comp, a.stats, f, a.inp.planned) + scale_disagreements(comp, f) + _budget_line(a, f)
     gap = headline_line(selection_gap(a.inp, comp))
     if gap:
         lines.append(gap)

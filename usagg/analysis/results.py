@@ -145,6 +145,25 @@ def _count(at: _Place, column: str, text: str) -> float:
     return count
 
 
+def _direction(at: _Place, metric: str, cell: str) -> bool:
+    """The row's higher_is_better: the cell, which must agree with a registered metric's direction (a consistently
+    wrong column would flip the sign of every Δ and the advice); an empty cell takes the registered one."""
+    known = metric_direction(metric)
+    hib = cell.lower()
+    if not hib and known is not None:
+        return known  # the store leaves it empty only for unknown metrics
+    if hib not in _TRUE | _FALSE:
+        raise UsaggError(f"{at.cell('higher_is_better')}: expected true or false, got {hib!r}")
+    if known is not None and (hib in _TRUE) != known:
+        way = "higher" if known else "lower"
+        raise UsaggError(
+            f"{at.cell('higher_is_better')}: expected {str(known).lower()} ({metric} is {way}-is-better, as "
+            f"registered in usagg/tasktypes), got {cell!r}; the column is trusted only for metrics the registry does "
+            "not know, since a wrong direction would flip the sign of every Δ"
+        )
+    return hib in _TRUE
+
+
 def _parse_row(at: _Place, rec: dict[str, str], swept: Sequence[str] = ()) -> Row:
     def text(col: str, *, required: bool = True) -> str:
         value = (rec.get(col) or "").strip()
@@ -176,11 +195,7 @@ def _parse_row(at: _Place, rec: dict[str, str], swept: Sequence[str] = ()) -> Ro
             f"{at.cell('type')}: expected a registered task type ({', '.join(task_type_names())}), got {ttype!r}"
         )
     metric = text("metric")
-    hib = text("higher_is_better", required=False).lower()
-    if not hib and metric_direction(metric) is not None:
-        hib = str(metric_direction(metric)).lower()  # the store leaves it empty only for unknown metrics
-    if hib not in _TRUE | _FALSE:
-        raise UsaggError(f"{at.cell('higher_is_better')}: expected true or false, got {hib!r}")
+    hib = _direction(at, metric, text("higher_is_better", required=False))
     n_train = _count(at, "n_train", text("n_train", required=False))
     study = text("study", required=False)
     if study and not is_plain_name(study):
@@ -216,7 +231,7 @@ def _parse_row(at: _Place, rec: dict[str, str], swept: Sequence[str] = ()) -> Ro
         type=ttype,
         metric=metric,
         value=value,
-        higher_is_better=hib in _TRUE,
+        higher_is_better=hib,
         n_train=n_train,
         steps=steps,
         sweep=tuple((k, text(k, required=False)) for k in swept),
@@ -312,10 +327,14 @@ def _check_sweep_column(path: Path, name: str) -> None:
 
 
 def _check_consistent(path: Path, rows: list[Row]) -> None:
-    """Refuse duplicates and contradictory directions instead of averaging them silently."""
+    """Refuse duplicates and contradictions (a metric's direction, a task's type or clinical group, its n_train at one
+    fraction) instead of averaging them or keeping the first row's silently: the group makes the clusters of every
+    cluster test, n_train the regime, the mixed model and the advice."""
     seen: dict[tuple, int] = {}
     direction: dict[str, Row] = {}
     task_type: dict[str, Row] = {}
+    group: dict[str, Row] = {}
+    n_train: dict[tuple, Row] = {}
     for r in rows:
         key = (r.sweep, r.paradigm, r.fraction, r.seed, r.task, r.metric)
         if key in seen:
@@ -345,6 +364,25 @@ def _check_consistent(path: Path, rows: list[Row]) -> None:
                 f"{path}: row {r.row}, column 'type': task {r.task!r} is {r.type} here "
                 f"but {first_t.type} at row {first_t.row}; expected one type per task"
             )
+        first_g = group.setdefault(r.task, r)
+        if first_g.group != r.group:
+            raise UsaggError(
+                f"{path}: row {r.row}, column 'group': task {r.task!r} is in group {r.group} here "
+                f"but {first_g.group} at row {first_g.row}; expected one clinical group per task"
+            )
+        if not math.isnan(r.n_train):
+            _check_n_train(path, n_train.setdefault((r.sweep, r.fraction, r.task), r), r)
+
+
+def _check_n_train(path: Path, first: Row, r: Row) -> None:
+    """One n_train per task at a fraction (of a sweep point): every paradigm and seed trains on the same subset."""
+    if first.n_train != r.n_train:
+        point = "".join(f", {k} {v}" for k, v in r.sweep)
+        raise UsaggError(
+            f"{path}: row {r.row}, column 'n_train': task {r.task!r} at fraction {r.fraction:g}{point} has "
+            f"n_train {r.n_train:g} here but {first.n_train:g} at row {first.row}; expected one n_train per task and "
+            "fraction (every paradigm and seed trains on the same subset)"
+        )
 
 
 def write_results(rows: list[Row], path: Path) -> None:

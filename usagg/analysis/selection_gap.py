@@ -254,8 +254,7 @@ def gap_table(gap: SelectionGap, *, multi: bool = False) -> Table:
     cols += [f"Δm {RULE_NAMES[k]} %" for k in SELECTION_RULES] + ["Δ gap (task − model) pp", "95 % CI", "Status"]
     keys: list[Key] = ["paradigm", *(["fraction"] if multi else []), "n_tasks"]
     keys += [f"mean_{k}" for k in SELECTION_RULES] + ["gap", ("ci_low", "ci_high"), "status"]
-    head = RULE_NAMES.get(gap.headline or "", gap.headline or "unknown")
-    title = f"Selection gap: Δm versus {gap.baseline} under each selection rule (the headline uses the {head})"
+    title = f"Selection gap: Δm versus {gap.baseline} under each selection rule ({_headline_rule_text(gap)})"
     return Table("selection_gap", title, cols, rows, list(gap.notes), keys)
 
 
@@ -307,8 +306,18 @@ def headline_line(gap: SelectionGap) -> str | None:
             ci = f" (95 % CI {r.gap.ci[0]:+.1f} to {r.gap.ci[1]:+.1f}{few})" if r.gap.ci else ""
             parts.append(f"{r.paradigm} {r.gap.mean:+.1f} pp{ci} over {len(r.tasks)} tasks")
     parts += [f"{', '.join(ps)}: {why}" for why, ps in unmeasured.items()]
-    head = RULE_NAMES.get(gap.headline or "", gap.headline or "an unknown rule")
-    return f"**Selection gap** (Δ task scope − Δ model scope): {'; '.join(parts)}; the headline Δ uses the {head}."
+    return f"**Selection gap** (Δ task scope − Δ model scope): {'; '.join(parts)}; {_headline_rule_text(gap)}."
+
+
+def _headline_rule_text(gap: SelectionGap) -> str:
+    """The rule the headline Δ uses, in words that read whether it is known, mixed or unknown (an imported table, a
+    simulated store: no job says)."""
+    head = gap.headline
+    if head is None:
+        return "the headline's selection rule is unknown"
+    if head.startswith("mixed"):
+        return f"the headline mixes rules ({head.removeprefix('mixed: ')})"
+    return f"the headline uses the {RULE_NAMES.get(head, head)}"
 
 
 def study_gaps(a: Analysis) -> list[tuple[str, SelectionGap, bool]]:

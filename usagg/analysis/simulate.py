@@ -8,7 +8,8 @@ and AUD isolate), clearly not results. Optimiser steps follow uniform task sampl
 multi-task jobs give small tasks more updates than TS. Every value depends only on `seed`.
 With `item_scores`, each job also gets an item_scores.json (usagg/analysis/task_ci.py's
 input) whose per-image values average exactly to the job's primary metric, images sharing a
-difficulty across jobs, so the test-set bootstrap of a task's Δ is paired as in a real study.
+difficulty across jobs and fractions (one test set per task), so the test-set bootstrap of a task's Δ is
+paired as in a real study.
 """
 
 from __future__ import annotations
@@ -116,14 +117,19 @@ def simulate_rows(
 
 
 def _item_scores(rows: list[Row], primary: dict[str, str], seed: int) -> dict[str, dict]:
-    """job_id -> its item_scores.json content ("mean" kind): per-image values around each task's metric."""
+    """job_id -> its item_scores.json content ("mean" kind): per-image values around each task's metric. A task's
+    test set is one at every fraction (a fraction subsamples training only), sized from its largest n_train."""
     rng = np.random.default_rng(seed + 2)
+    largest: dict[str, float] = {}
+    for r in rows:
+        largest[r.task] = max(largest.get(r.task, 0.0), r.n_train)
+    n_test = {t: int(min(200, max(20, n // 5))) for t, n in largest.items()}
     difficulty: dict[str, np.ndarray] = {}
     out: dict[str, dict] = {}
     for r in rows:
         if r.metric != primary[r.task]:
             continue
-        n = int(min(200, max(20, r.n_train // 5)))
+        n = n_test[r.task]
         base = difficulty.setdefault(r.task, rng.normal(0, 0.25 * abs(r.value), n))
         v = base + rng.normal(0, 0.05 * abs(r.value), n)
         v = v - v.mean() + r.value  # the mean of the images is the job's metric, exactly as the job scored it

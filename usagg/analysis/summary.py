@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
 from usagg.analysis.controls import controls
 from usagg.analysis.delta import Comparison, compare
-from usagg.analysis.factorial import designs, effect_stats
+from usagg.analysis.factorial import designs, effect_stats, no_design_text
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
 from usagg.analysis.points import analyse_points, points_output
@@ -113,8 +113,27 @@ def summary_table(a: Analysis) -> Table:
     if a.inp.affinity is not None:
         aff = a.inp.affinity
         rows.append(["Affinity", f"{len(aff.tasks)} tasks, {len(aff.steps)} measurements, {aff.share:.1%} of training"])
+    planned = a.inp.planned
+    if planned.without_results:
+        rows.append(
+            ["Jobs without results", "; ".join(f"{p} ({planned.jobs_text(p)})" for p in planned.without_results)]
+        )
     notes = [comp.no_delta] if comp.no_delta else []
-    return Table("summary", "Study summary", ["Item", "Value"], rows, [*notes, *a.inp.notes])
+    return Table("summary", "Study summary", ["Item", "Value"], rows, [*notes, *_lacking_notes(a), *a.inp.notes])
+
+
+def _lacking_notes(a: Analysis) -> list[str]:
+    """The paradigms the stored study plans (its `paradigms`) of which no job has results: named, with their jobs'
+    states, so a failed control is not taken for one the study never ran."""
+    planned = a.inp.planned
+    lacking = planned.lacking(a.comp.paradigms)
+    if not lacking:
+        return []
+    jobs = "; ".join(f"{p} ({planned.jobs_text(p) or 'no job in the plan'})" for p in lacking)
+    return [
+        f"Planned without results (the stored study's `paradigms`): {jobs}. No table has them: `usagg status` shows "
+        "their jobs, `usagg run --retry-failed` runs the failed ones again."
+    ]
 
 
 def _singletons_text(a: Analysis) -> str:
@@ -179,7 +198,7 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
         if ctls:
             tables.append(split_table(comp, f, ctls, multi=multi))
         if designs(comp):
-            tables.append(factorial_table(comp, a.stats, f, multi=multi))
+            tables.append(factorial_table(comp, a.stats, f, multi=multi, planned=a.inp.planned))
         tables.append(scales_table(comp, f, multi=multi))
     tables.append(negative_table(comp, a.stats))
     if comp.not_available():
@@ -223,7 +242,7 @@ def named_table(a: Analysis, table: str) -> Table:
         return delta_long_table(a.comp, a.stats)
     found = {t.name: t for t in all_tables(a)}
     if table not in found:
-        raise _not_a_table(table, list(found))
+        raise _not_a_table(table, list(found), a.comp)
     return found[table]
 
 
@@ -242,14 +261,19 @@ def check_table(inp: AnalysisInput, table: str, baseline: str | None = None) -> 
     for a in [sub for _, sub in points] or [Analysis(inp, compare(inp, baseline), [])]:
         names = [t.name for t in _tables(a, lambda f: True)]
         if table not in names:
-            raise _not_a_table(table, names)
+            raise _not_a_table(table, names, a.comp)
 
 
-def _not_a_table(table: str, names: list[str]) -> UsaggError:
-    """The one error for a `--table` name the study has no table of, listing the names it has."""
+def _not_a_table(table: str, names: list[str], comp: Comparison) -> UsaggError:
+    """The one error for a `--table` name the study has no table of, listing the names it has; the factorial table
+    says why the study has none (no paradigm forms a 2x2 with the baseline)."""
     from usagg.names import suggest
 
     known = ["delta", *names, *COMMAND_TABLES]
+    if table.split("_f")[0] == "factorial" and not designs(comp):
+        return UsaggError(
+            f"--table {table!r}: this study has no 2x2 table: {no_design_text(comp)}; its tables: {', '.join(known)}"
+        )
     return UsaggError(
         f"--table {table!r} is not a table of this study{suggest(table, known)}; its tables: {', '.join(known)}"
     )

@@ -23,8 +23,8 @@ from usagg.analysis.delta import (
     negative_transfer,
     rescaled,
 )
-from usagg.analysis.factorial import designs, effect_table_rows, missing_notes
-from usagg.analysis.inputs import AnalysisInput, paradigm_groups
+from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_out_notes, missing_notes
+from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
 from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval
@@ -354,8 +354,8 @@ def negative_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
         rows,
         [
             f"Counted over tasks with a defined Δ ({SEED_ORDER}). Δ < 0 counts point estimates; 'Interval < 0' only "
-            "the tasks whose interval (Figure 3's: seeds when ≥ 2, else the test-set bootstrap) lies wholly below 0, "
-            "of the tasks that have one (none without seeds' spread or per-image scores)."
+            "the tasks whose interval (Figure 3's: seeds when both paradigms ran ≥ 2, else the test-set bootstrap) "
+            "lies wholly below 0, of the tasks that have one (none without seeds' spread or per-image scores)."
         ],
     )
 
@@ -425,9 +425,12 @@ def split_table(comp: Comparison, fraction: float, ctls: list[Control], *, multi
     return Table("split" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
 
 
-def factorial_table(comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False) -> Table:
+def factorial_table(
+    comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False, planned: Planned | None = None
+) -> Table:
     """Main effects of aggregation and MoE and their interaction per 2x2 design (usagg/analysis/factorial.py),
-    with intervals over all tasks and means per clinical group; says which paradigm to add where one is missing."""
+    with intervals over all tasks and means per clinical group; says which tasks a missing job left out, and why
+    a design has no 2x2 (a paradigm to add, a planned one without results: `planned`)."""
     cols = ["Paradigm", "Design", "Scale", "Effect", "Level", "Name", "Tasks", "Estimate", "95 % CI low",
             "95 % CI high", "p", "p (Holm)", "Note"]  # fmt: skip
     notes = [
@@ -441,15 +444,16 @@ def factorial_table(comp: Comparison, stats: list[Stat], fraction: float, *, mul
         "(usagg/analysis/cluster_inference.py); group rows are means only.",
         "Scales: relative (%), log_ratio (100·ln of the ratio; its interaction is the log of a ratio of ratios), "
         "and analysis.scale where it is another; tasks whose log ratio is undefined are left out of that scale.",
-        *missing_notes(comp),
+        *left_out_notes(comp, fraction),
+        *missing_notes(comp, planned),
         *exclusion_notes(comp),
     ]
     title = "2x2 designs: aggregation and MoE effects and their interaction" + (
         f" (fraction {frac_label(fraction)})" if multi else ""
     )
     rows: list[list[Cellv]] = [list(r) for r in effect_table_rows(comp, stats, fraction)]
-    needs = [f"{d.paradigm} needs {' and '.join(d.missing)}" for d in designs(comp) if not d.complete]
-    empty = f"(none: no 2x2 design is complete; {'; '.join(needs)}: add them to `paradigms`)" if needs else "(none)"
+    why = incomplete_text(comp, planned)
+    empty = f"(none: no 2x2 design is complete; {why})" if why else "(none)"
     return Table("factorial" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes, empty=empty)
 
 
@@ -568,14 +572,15 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
             ])  # fmt: skip
     notes = [
         "Seeds: Δ of each seed against the baseline's seed mean (their mean is Δ); sd over seeds; 95 % t interval "
-        "with the standard error of both paradigms' seed spread (delta method, Welch df), where a paradigm ran 2 "
-        "seeds or more.",
+        "with the standard error of both paradigms' seed spread (delta method, Welch df), where the paradigm and "
+        "the baseline each ran 2 seeds or more (one seed of either: no spread measured, no interval).",
         "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
         "for the Δ of the seed means: every seed both paradigms ran, on the same resamples.",
         "Seeds + test set: the seed interval with the test-set bootstrap's variance added, never narrower than the "
         "seed interval: whether other seeds and other test images keep the sign; the interval the expectations "
         "read.",
-        "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when ≥ 2, else the test set.",
+        "Shown: the interval of Figure 3 and of the CSV's ci_low/ci_high: seeds when both paradigms ran ≥ 2, else the "
+        "test set.",
     ]
     title = "Uncertainty of each task's Δ" + (f" (fraction {frac_label(fraction)})" if multi else "")
     cols = [

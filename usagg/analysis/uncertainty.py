@@ -4,8 +4,10 @@ Seeds: Δ_s of each seed of the paradigm against the baseline's seed mean (their
 the task's Δ, `Comparison.seed_deltas`), with their sd; with ≥ 2 seeds a t interval whose
 standard error adds both paradigms' seed variances (delta method on the comparison's scale:
 SE² = (∂Δ/∂m_p)² s_p²/n_p + (∂Δ/∂m_b)² s_b²/n_b, usagg/analysis/scales.py `gradient`; relative:
-(100/|m̄_b|)² · (s_p²/n_p + (m̄_p/m̄_b)² · s_b²/n_b), the baseline term only with ≥ 2
-baseline seeds) and Welch-Satterthwaite degrees of freedom.
+(100/|m̄_b|)² · (s_p²/n_p + (m̄_p/m̄_b)² · s_b²/n_b)) and Welch-Satterthwaite degrees of
+freedom. One seed on either side has no interval: the baseline's training noise is as unmeasured as the
+paradigm's (a baseline seed variance of 0 made the interval too narrow and its verdict hang on which seed
+survived).
 
 Test set: the CI of the relative change of the seed means from resampling the test images the
 jobs share (usagg/analysis/task_ci.py, from each job's item_scores.json), every seed both
@@ -13,7 +15,7 @@ paradigms ran and scored on the same resamples; on the log_ratio scale its limit
 over (a monotone function of the relative change), on the headroom scale there is none (the
 distance moves with the baseline).
 The interval a table or figure shows for a task (`shown_interval`) is the
-seed interval when there are ≥ 2 seeds, else the test-set one, else none.
+seed interval when both paradigms ran ≥ 2 seeds, else the test-set one, else none.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ LEVEL = 0.95
 def seed_interval(
     comp: Comparison, f: float, task: str, p: str, level: float = LEVEL, extra_var: float = 0.0
 ) -> Stat | None:
-    """Mean and sd of the seed-level Δ, and its t interval at `level` (95 % in every table) with ≥ 2 seeds; None
-    without a Δ. `extra_var` is a variance known without error (the test set's, from its bootstrap) added to the
-    seeds' in the standard error: it adds to no degree of freedom's uncertainty (Welch with infinite df)."""
+    """Mean and sd of the seed-level Δ, and its t interval at `level` (95 % in every table) with ≥ 2 seeds of both
+    the paradigm and the baseline (one seed of either leaves training noise unmeasured); None without a Δ.
+    `extra_var` is a variance known without error (the test set's, from its bootstrap) added to the seeds' in the
+    standard error: it adds to no degree of freedom's uncertainty (Welch with infinite df)."""
     d = comp.deltas.get((f, task, p))
     base = comp.cells.get((f, task, comp.baseline))
     seeds = comp.seed_deltas(f, task, p)
@@ -58,17 +61,16 @@ def seed_interval(
     method = "t interval over seeds, SE from both paradigms' seed sd (delta method), Welch df"
     if n < 2:
         return Stat(SEEDS, p, f, d.value, n, method, note="one seed: no spread", effects=effects, task=task)
+    if base.n_seeds < 2:  # the baseline's training noise is unmeasured, not 0: no interval, as for one seed of p
+        note = f"baseline {comp.baseline}: one seed, no spread"
+        return Stat(SEEDS, p, f, d.value, n, method, note=note, effects=effects, task=task)
     cell = comp.cells[(f, task, p)]
     info = comp.info(task)
     g = gradient(comp.scale, info.metric, cell.mean, base.mean, info.higher_is_better)
     if g is None:
         return Stat(SEEDS, p, f, d.value, n, method, note="Δ undefined at the seed means", effects=effects, task=task)
-    terms = [(g[0] * cell.sd) ** 2 / n]
-    dfs = [n - 1]
-    if base.n_seeds > 1:
-        terms.append((g[1] * base.sd) ** 2 / base.n_seeds)
-        dfs.append(base.n_seeds - 1)
-    lo, hi = t_interval(d.value, terms, dfs, extra_var, level)
+    terms = [(g[0] * cell.sd) ** 2 / n, (g[1] * base.sd) ** 2 / base.n_seeds]
+    lo, hi = t_interval(d.value, terms, [n - 1, base.n_seeds - 1], extra_var, level)
     return Stat(SEEDS, p, f, d.value, n, method, ci=(lo, hi), effects=effects, task=task)
 
 
@@ -226,7 +228,8 @@ def widest(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float
 
 
 def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[float, float, str] | None:
-    """(low, high, source) of the interval shown for a task Δ: seeds when ≥ 2, else the test-set bootstrap."""
+    """(low, high, source) of the interval shown for a task Δ: seeds when both paradigms ran ≥ 2, else the test-set
+    bootstrap."""
     by = {s.name: s for s in stats if s.task == task and s.paradigm == p and s.fraction == f and s.ci is not None}
     seeds, test = by.get(SEEDS), by.get(TEST_SET)
     if seeds is not None and seeds.ci is not None:

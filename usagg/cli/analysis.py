@@ -143,8 +143,8 @@ def advise_cmd(
     else its expected Δ versus TS predicted from the other tasks, with its uncertainty.
 
     Measured first: a task's best measured paradigm is advised where its interval of Δ (seeds, plus the test set's
-    bootstrap; Bonferroni over the paradigms) lies above 0; every interval below 0 advises TS; one seed never decides;
-    a paradigm measured below 0 for a task is never advised for it.
+    bootstrap; Bonferroni over the paradigms) lies above 0; every interval below 0 advises TS; one seed (of TS or of
+    the paradigms) never decides; a paradigm measured below 0 for a task is never advised for it.
 
     The prediction: a ridge regression per paradigm across tasks on log10 n_train, task type and affinity.
 
