@@ -38,8 +38,9 @@ from usagg.errors import DataError
 log = logging.getLogger(__name__)
 
 #: Bump when the decoding changes, so old entries are not reused.
-#: 2: masks read as OpenCV's IMREAD_GRAYSCALE (palette and colour masks as luminance); 3: 16-bit images by high byte.
-CACHE_VERSION = 3
+#: 2: masks read as OpenCV's IMREAD_GRAYSCALE (palette and colour masks as luminance); 3: 16-bit images by high byte;
+#: 4: JPEG and PNG images and masks turned upright by their EXIF orientation (usagg/data/images.py `upright`).
+CACHE_VERSION = 4
 
 #: How images are decoded: `gray` (luminance, 1 channel), `rgb` (3 channels), `auto` (3 channels only when some
 #: image of the list has colour, i.e. channels that differ; else exactly the `gray` decode).
@@ -65,7 +66,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Grayscale, bilinear resize to size x size; returns the array and the original (H, W)."""
-    with open_image(path) as im:  # 16-bit as 8-bit, as OpenCV reads it (usagg/data/images.py)
+    with open_image(path) as im:  # 16-bit as 8-bit and upright, as OpenCV reads it (usagg/data/images.py)
         hw = (im.height, im.width)
         gray = im.convert("L").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(gray, dtype=np.uint8), hw

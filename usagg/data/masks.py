@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usagg.data.images import MASK_FORMATS, WIDE_GRAY_MODES, high_byte, open_known
+from usagg.data.images import MASK_FORMATS, WIDE_GRAY_MODES, high_byte, open_known, orientation, upright_array
 
 #: libpng's RGB-to-gray weights as OpenCV sets them (``png_set_rgb_to_gray(png, 1, 0.299, 0.587)``), in
 #: 1/32768: red and green truncated from fixed point, blue the rest.
@@ -29,8 +29,10 @@ def read_mask_grayscale(path: Path) -> np.ndarray:
     alpha dropped, gray = (9797 R + 19234 G + 3737 B) >> 15 unless R = G = B;
     with a gAMA or sRGB chunk the weighting happens on linearised values), so
     palette indices are NOT class indices here; 16-bit gray keeps its high byte
-    and 1-bit gray reads as 0/255. Checked pixel for pixel against OpenCV 5.0
-    (tests/test_metrics.py has the worked cases). Not reproduced: 16-bit colour
+    and 1-bit gray reads as 0/255. Then, as IMREAD_GRAYSCALE does, the map is
+    turned upright by the PNG's EXIF orientation (an eXIf chunk, `orientation`), so
+    it stays in its image's frame. Checked pixel for pixel against OpenCV 5.0 and
+    5.1 (tests/test_metrics.py has the worked cases). Not reproduced: 16-bit colour
     PNGs (libpng weights the 16-bit values; here their high bytes, at most 1 apart).
     """
     with open_known(path, MASK_FORMATS) as im:
@@ -38,6 +40,12 @@ def read_mask_grayscale(path: Path) -> np.ndarray:
         gamma = im.info.get("gamma")
         fixed_gamma = round(gamma * 100000) if gamma else (_SRGB_GAMMA if "srgb" in im.info else None)
         arr = np.asarray(im.convert("RGBA"))[..., :3] if mode in ("P", "PA") else np.asarray(im)  # palette -> RGB
+        turn = orientation(im)
+    return upright_array(_gray(arr, mode, fixed_gamma, path), turn)
+
+
+def _gray(arr: np.ndarray, mode: str, fixed_gamma: int | None, path: Path) -> np.ndarray:
+    """The decoded pixels of a PNG of `mode` as IMREAD_GRAYSCALE's uint8 map, before any EXIF orientation."""
     if mode == "1":
         return np.where(arr, 255, 0).astype(np.uint8)
     if mode == "L":
