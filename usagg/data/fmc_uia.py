@@ -8,8 +8,13 @@ Nothing here opens an image: file-level checks live in `usagg.data.check`.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
+import io
 import os
+import shlex
+import unicodedata
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -117,17 +122,35 @@ def _read_csv(path: Path, root: Path) -> tuple[list[str], list[dict]]:
     """The header's column names and the rows of one index CSV; DataError when it is no comma-separated UTF-8 CSV
     (a spreadsheet's ';' or tab-separated save included: `foreign_separator`)."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            records = list(reader)
-            columns = [c.strip() for c in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        reader = csv.DictReader(io.StringIO(_utf8_text(path, root), newline=""))
+        records = list(reader)
+        columns = [c.strip() for c in reader.fieldnames or []]
+    except (OSError, csv.Error) as err:
         raise DataError(f"{rel(path, root)} cannot be read as a CSV file: {err}") from None
     refusal = foreign_separator(rel(path, root), columns, BASE_COLUMNS)
     if refusal:
         raise DataError(f"{refusal}; every FMC_UIA CSV needs the columns {', '.join(BASE_COLUMNS)}")
     records = [{(k or "").strip(): v for k, v in r.items() if k is not None} for r in records]
     return columns, records
+
+
+def _utf8_text(path: Path, root: Path) -> str:
+    """The CSV's text (a UTF-8 BOM dropped); DataError naming the line and byte that are not UTF-8, which a
+    spreadsheet's "CSV" save in a Windows or Latin-1 encoding writes for every non-ASCII letter."""
+    data = path.read_bytes()
+    body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = body[err.start : err.start + 1]
+        line = body.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{rel(path, root)} is not UTF-8 text: line {line} has the byte 0x{bad.hex()} "
+            f'({bad.decode("cp1252", "replace")!r} in Windows-1252), as a spreadsheet\'s "CSV" save in a Windows or '
+            "Latin-1 encoding writes a non-ASCII letter, and usagg reads CSVs as UTF-8: "
+            'save the file as "CSV UTF-8" (Excel: Save As > CSV UTF-8 (Comma delimited)) or convert it, e.g. '
+            "`iconv -f cp1252 -t utf-8 old.csv > new.csv`"
+        ) from None
 
 
 #: The separators a spreadsheet saves "CSV" or text with instead of commas, and how a message names them.
@@ -301,6 +324,11 @@ def _task_row(r: _CsvRow, root: Path, types: dict[str, Any], scan: SplitScan) ->
     def problem(kind: str, message: str) -> Problem:  # placed only then: a `rel` per row cost a third of the scan
         return Problem(kind, message, rel(r.path, root), r.row)
 
+    if not any(isinstance(v, str) and v.strip() for v in r.record.values()):
+        return problem(
+            "empty_row",
+            f"row {r.row} is empty (only separators, as a spreadsheet leaves below its data): delete it",
+        )
     controlled = _control_cells(r.record)
     if controlled:
         return problem("control_character", controlled)
@@ -433,6 +461,57 @@ def _windows_path(record: dict, columns: Sequence[str], folder: Path) -> str:
             f"it) reads as part of a file name, not a folder; {found}"
         )
     return ""
+
+
+def unicode_note(path: Path, root: Path) -> str:
+    """What to add to "not found" when a file whose path differs from `path` only in Unicode normalisation exists
+    ('' when none does): a dataset exported on a Mac names its files decomposed (NFD: 'a' + U+0308), a CSV written by
+    a spreadsheet composed (NFC: U+00E4); the two print alike, but Linux, and the challenge's evaluation on it,
+    compare names byte for byte."""
+    twin = unicode_twin(path)
+    if twin is None:
+        return ""
+    ours, theirs = next((a, b) for a, b in zip(path.parts, twin.parts, strict=True) if a != b)
+    file_nfd = unicodedata.is_normalized("NFC", ours)  # the CSV's name is NFC, so the file's is the other form
+    forms = ("composed (NFC)", "decomposed (NFD, as macOS writes names)")
+    csv_form, file_form = forms if file_nfd else forms[::-1]
+    fix = (
+        f"rename the files to NFC, e.g. `convmv -f utf8 -t utf8 --nfc -r --notest {shlex.quote(str(root))}`"
+        if file_nfd
+        else "write the CSV's paths composed (NFC), as the files are named, e.g. `convmv`'s NFC or "
+        "Python's unicodedata.normalize('NFC', ...) over the CSV text"
+    )
+    return (
+        f"; a file whose name differs only in Unicode normalisation is there ({rel(twin, root)}): the CSV writes "
+        f"{ours!a}, {csv_form}, the disk has {theirs!a}, {file_form}, and Linux compares names byte for "
+        f"byte: {fix}"
+    )
+
+
+def unicode_twin(path: Path) -> Path | None:
+    """The existing file whose path differs from `path` only in Unicode normalisation, None when there is none."""
+    if str(path).isascii():
+        return None
+    found = Path(path.anchor)
+    for part in path.parts[1:]:
+        if os.path.lexists(found / part):
+            found = found / part
+            continue
+        try:
+            entry = _entries_nfc(str(found), os.stat(found).st_mtime_ns).get(unicodedata.normalize("NFC", part))
+        except OSError:
+            return None
+        if entry is None:
+            return None
+        found = found / entry
+    return found if found != path and found.is_file() else None
+
+
+@functools.lru_cache(maxsize=32)
+def _entries_nfc(folder: str, mtime_ns: int) -> dict[str, str]:
+    """A folder's entries by their NFC form; cached by the folder's mtime, so every missing row of a folder of
+    thousands of images costs one listing."""
+    return {unicodedata.normalize("NFC", e): e for e in os.listdir(folder)}
 
 
 class _Duplicates:

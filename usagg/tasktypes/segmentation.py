@@ -93,12 +93,13 @@ class Segmentation(TaskType):
     def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
         """The mask exists, decodes (as scoring reads it: `read_mask_grayscale`), holds only 0..num_classes-1
         and has its image's size."""
-        from usagg.data.fmc_uia import rel
+        from usagg.data.fmc_uia import rel, unicode_note
 
         tag = f"task {sample.task_id}:"
         mask_file: Path = sample.label
         if not mask_file.is_file():
-            return [("missing_mask", f"{tag} mask {rel(mask_file, root)} not found")], frozenset()
+            note = unicode_note(mask_file, root)
+            return [("missing_mask", f"{tag} mask {rel(mask_file, root)} not found{note}")], frozenset()
         try:
             mask = read_mask_grayscale(mask_file)
         except Exception as err:  # PIL raises many types for bad files
