@@ -264,17 +264,22 @@ def _print_repairs(console: Console, store: RunStore) -> None:
     store.repairs.clear()
 
 
-def print_data_warnings(console: Console, warnings: list[Any], root: Path) -> None:
-    """Problems of tasks this study does not train: listed as warnings, never a block."""
+def print_data_warnings(console: Console, warnings: list[Any], report: CheckReport) -> None:
+    """The data check's warnings (a train split without a class, a val split that will not score as usual, near
+    duplicates under `leakage: warn`), then problems of tasks this study does not train: never a block."""
     from usagg.cli.data import print_problems
 
-    if not warnings:
-        return
-    console.print(
-        f"[bold yellow]warning:[/] {counted(len(warnings), 'problem')} in tasks this study does not train "
-        "(not blocking; fix them before a study that trains those tasks):"
-    )
-    print_problems(warnings, console, root, limit=PROBLEM_ENTRIES)
+    checked = [w for w in warnings if w in report.warnings]
+    others = [w for w in warnings if w not in report.warnings]
+    if checked:
+        console.print(f"[bold yellow]warning:[/] {counted(len(checked), 'data warning')} (not blocking):")
+        print_problems(checked, console, report.root, limit=PROBLEM_ENTRIES)
+    if others:
+        console.print(
+            f"[bold yellow]warning:[/] {counted(len(others), 'problem')} in tasks this study does not train "
+            "(not blocking; fix them before a study that trains those tasks):"
+        )
+        print_problems(others, console, report.root, limit=PROBLEM_ENTRIES)
 
 
 # --------------------------------------------------------------------------- commands
@@ -311,7 +316,7 @@ class ConsoleObserver(RunObserver):
         from rich.markup import escape
 
         root = escape(printable(str(report.root)))
-        print_data_warnings(self.console, run.data_warnings, report.root)
+        print_data_warnings(self.console, run.data_warnings, report)
         self.say(
             f"dataset {root}: [green]no problems in this study's tasks[/] "
             f"({len(run.study.tasks)} of {counted(len(report.tasks), 'task')})"
@@ -384,12 +389,14 @@ class ConsoleObserver(RunObserver):
 
 
 def _check_data(console: Console, job_run: StudyRun, observer: ConsoleObserver | None) -> None:
-    """The data check of `run`, also for `--dry-run` (same checks, same exit codes): problems listed, exit 1."""
+    """The data check of `run`, also for `--dry-run` (same checks, same exit codes, same warnings): problems
+    listed, exit 1."""
     from usagg.service import DataProblems
 
     try:
         if observer is None:
-            job_run.check_data()
+            report = job_run.check_data()
+            print_data_warnings(console, job_run.data_warnings, report)
         else:
             with observer.checking_data():
                 report = job_run.check_data(observer.data_progress)

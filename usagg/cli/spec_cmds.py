@@ -188,7 +188,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, tuple[P
         print_data_problems(out, err)
         raise typer.Exit(1) from None
     root = escape(printable(str(report.root)))
-    print_data_warnings(out, warnings, report.root)
+    print_data_warnings(out, warnings, report)
     line = (
         f"data: {root} has no problems in this study's tasks "
         f"({len(s.tasks)} of {counted(len(report.tasks), 'task')} checked as `usagg run` checks them)"

@@ -3,9 +3,11 @@
 Row-level problems (columns, labels, paths, duplicates, inconsistent tasks) come
 from `fmc_uia.scan_split`; this module adds the ones that need the files
 (missing, unreadable, mask values and sizes, boxes outside the image), a
-per-task summary, leakage between train and val (usagg/data/leakage.py: hashed from the
-same decode as the file checks), a warning per task whose val split will not score as usual
-(a class absent: the type's `test_split_warning`), and, given the study's tasks, what the
+per-task summary, what a task's labels show only together (the type's `check_task`: coordinates
+written as fractions of the image size), leakage between train and val (usagg/data/leakage.py: hashed
+from the same decode as the file checks), a warning per task whose train split lacks a class (the
+type's `train_split_warning`) or whose val split will not score as usual (`test_split_warning`), or
+whose 16-bit images hold 12-bit data (`low_bit_depth`), and, given the study's tasks, what the
 study expects but the data lacks. `usagg run` calls `check_dataset` before training. Given a cache
 root, what the file checks and the leakage search found is kept for the next check, which then
 decodes only the samples whose row or files changed (usagg/data/checkcache.py).
@@ -26,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from usagg.data.checkcache import CheckCache, leak_key, sample_key
-from usagg.data.fmc_uia import Declared, Problem, Sample, SplitScan, Where, csv_files, rel, scan_split
-from usagg.data.images import open_image
+from usagg.data.fmc_uia import Declared, Problem, Sample, SplitScan, Where, csv_files, rel, scan_split, unicode_note
+from usagg.data.images import as_read, open_known, wide_max
 from usagg.data.leakage import (
     DEFAULT_NEAR_THRESHOLD,
     HASH_SIDE,
@@ -54,19 +56,34 @@ class TaskSummary:
     num_classes: int
     task_name: str
     images: dict[str, int] = field(default_factory=dict)  # split -> images
-    min_hw: tuple[int, int] | None = None
-    max_hw: tuple[int, int] | None = None
+    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)  # (H, W) -> images of that size
     labels: dict[str, int] = field(default_factory=dict)  # class/label -> count (type-dependent meaning)
+    split_labels: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> `labels` of that split
+
+    @property
+    def min_hw(self) -> tuple[int, int] | None:
+        """The smallest image by area: a size some image has (a per-axis minimum of 120x90 and 90x120 was not)."""
+        return min(self.sizes, key=_area, default=None)
+
+    @property
+    def max_hw(self) -> tuple[int, int] | None:
+        """The largest image by area."""
+        return max(self.sizes, key=_area, default=None)
 
     def size_range(self) -> str:
+        """ "160x160", or the smallest and largest image with the count of sizes: "90x120 .. 160x200 (4 sizes)"."""
         if self.min_hw is None or self.max_hw is None:
             return "-"
-        lo, hi = f"{self.min_hw[1]}x{self.min_hw[0]}", f"{self.max_hw[1]}x{self.max_hw[0]}"
-        return lo if lo == hi else f"{lo} .. {hi}"
+        lo, hi = _wh(self.min_hw), _wh(self.max_hw)
+        return lo if len(self.sizes) == 1 else f"{lo} .. {hi} ({len(self.sizes)} sizes)"
 
     def label_text(self) -> str:
-        """Short label distribution, as the task type summarises it (class counts, boxes, points, ...)."""
-        return get_task_type(self.type).summary_text(self.labels)
+        """Short label distribution, as the task type summarises it (class counts, boxes, points, ...), per split
+        when there are two: a class missing from train alone hid in the sum of both."""
+        summary = get_task_type(self.type).summary_text
+        if len(self.split_labels) < 2:
+            return summary(self.labels)
+        return " | ".join(f"{split}: {summary(counts)}" for split, counts in self.split_labels.items())
 
     def to_dict(self) -> dict:
         return {
@@ -77,8 +94,19 @@ class TaskSummary:
             "images": self.images,
             "min_wh": None if self.min_hw is None else [self.min_hw[1], self.min_hw[0]],
             "max_wh": None if self.max_hw is None else [self.max_hw[1], self.max_hw[0]],
+            "sizes": len(self.sizes),
             "labels": self.labels,
+            "labels_by_split": self.split_labels,
         }
+
+
+def _area(hw: tuple[int, int]) -> tuple[int, int, int]:
+    """Order of image sizes: by area, then width (120x90 before 90x120, both 10,800 px)."""
+    return hw[0] * hw[1], hw[1], hw[0]
+
+
+def _wh(hw: tuple[int, int]) -> str:
+    return f"{hw[1]}x{hw[0]}"
 
 
 @dataclass
@@ -175,6 +203,7 @@ class _FileResult:
     hw: tuple[int, int] | None
     label_keys: tuple[str, ...] = ()
     fp: Fingerprint | None = None
+    wide_max: int | None = None  # a 16-bit grayscale image's largest value (images.py `wide_max`)
 
     def record(self) -> dict:
         return {
@@ -182,6 +211,7 @@ class _FileResult:
             "hw": None if self.hw is None else list(self.hw),
             "label_keys": list(self.label_keys),
             "fp": None if self.fp is None else [self.fp.exact.hex(), self.fp.dhash.tobytes().hex()],
+            "wide_max": self.wide_max,
         }
 
     @classmethod
@@ -197,6 +227,7 @@ class _FileResult:
             None if hw is None else (int(hw[0]), int(hw[1])),
             tuple(str(k) for k in record["label_keys"]),
             None if fp is None or dhash is None else Fingerprint(bytes.fromhex(fp[0]), dhash),
+            None if record["wide_max"] is None else int(record["wide_max"]),
         )
 
 
@@ -228,11 +259,14 @@ def _check_files(s: Sample, root: Path) -> _FileResult:
     tag = f"task {s.task_id}:"
     tt = get_task_type(s.task_type)
     if not s.image_file.is_file():
-        problem = Problem("missing_image", f"{tag} image {s.image_path!r} not found ({s.image_file})", **where)
+        note = unicode_note(s.image_file, root)
+        problem = Problem("missing_image", f"{tag} image {s.image_path!r} not found ({s.image_file}){note}", **where)
         return _FileResult([problem], None, tuple(tt.summary_keys(s, None)))
     try:
-        with open_image(s.image_file) as im:  # 16-bit at its depth, as the scoring's OpenCV reads it
-            im.load()
+        with open_known(s.image_file) as raw:
+            raw.load()
+            depth = wide_max(raw)
+            im = as_read(raw, s.image_file)  # 16-bit at its depth and upright, as the scoring's OpenCV reads it
             hw = (im.height, im.width)
             try:
                 fp: Fingerprint | None = fingerprint(im)
@@ -243,7 +277,7 @@ def _check_files(s: Sample, root: Path) -> _FileResult:
         return _FileResult([Problem("unreadable_image", msg, **where)], None, tuple(tt.summary_keys(s, None)))
     found, checked = tt.check_label(s, hw, root)
     problems = [Problem(kind, message, **where) for kind, message in found]
-    return _FileResult(problems, hw, tuple(tt.summary_keys(s, checked)), fp)
+    return _FileResult(problems, hw, tuple(tt.summary_keys(s, checked)), fp, depth)
 
 
 def check_dataset(
@@ -328,9 +362,9 @@ def _check(
                 task_id, TaskSummary(task_id, s0.task_type, s0.num_classes, scan.task_names.get(task_id, ""))
             )
             summary.images[split] = len(samples)
-            _add_file_results(report, summary, samples, split, entries, checks)
-            if split == "val" and (tasks is None or any(t.id == task_id for t in tasks)):
-                _warn_test_split(report, task_id, samples, root)  # a study hears of its own tasks only
+            results = _add_file_results(report, summary, samples, split, entries, checks)
+            ours = tasks is None or any(t.id == task_id for t in tasks)  # a study hears of its own tasks' warnings
+            _check_task(report, samples, results, split, root, ours)
     if test_carve is not None:
         entries = _carve(entries, *test_carve)
     leaks = checks.leaks(entries, leakage, near_duplicate_threshold, CARVED if test_carve is not None else "val")
@@ -338,13 +372,19 @@ def _check(
     report.warnings.extend(leaks.warnings)
     report.leakage = leaks.counts
     for summary in report.tasks.values():
-        summary.labels = dict(sorted(summary.labels.items(), key=lambda kv: (len(kv[0]), kv[0])))
+        summary.labels = _label_order(summary.labels)
+        summary.split_labels = {split: _label_order(counts) for split, counts in summary.split_labels.items()}
     if tasks is not None:
         _check_against_spec(report, tasks)
     report.problems.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     report.warnings.sort(key=lambda p: (p.csv_file is not None, p.csv_file or "", p.row or 0))
     report.decoded, report.kept = checks.decoded, checks.kept
     return report
+
+
+def _label_order(counts: dict[str, int]) -> dict[str, int]:
+    """Label keys in a stable order: shorter first ("2" before "10"), then as text."""
+    return dict(sorted(counts.items(), key=lambda kv: (len(kv[0]), kv[0])))
 
 
 def _scan_splits(root: Path, splits: Sequence[str], report: CheckReport) -> dict[str, SplitScan]:
@@ -502,14 +542,59 @@ def _carve(entries: list[Entry], fraction: float, split_seed: int) -> list[Entry
     return [Entry(CARVED, e.sample, e.fp) if id(e.sample) in carved else e for e in entries]
 
 
-def _warn_test_split(report: CheckReport, task_id: str, samples: list[Sample], root: Path) -> None:
-    """The val split scored as the test split: a task whose metrics will not be the usual numbers there."""
+def _check_task(
+    report: CheckReport, samples: list[Sample], results: list[_FileResult], split: str, root: Path, warn: bool
+) -> None:
+    """What one split of a task shows only taken together: its type's `check_task` problems, and with `warn` the
+    split's warnings (`_warn_split`, `_warn_low_bits`)."""
     s0 = samples[0]
-    note = get_task_type(s0.task_type).test_split_warning(samples, s0.num_classes)
+    found = get_task_type(s0.task_type).check_task(samples, [r.hw for r in results], root)
+    report.problems.extend(Problem(kind, message, rel(s0.csv_file, root)) for kind, message in found)
+    if warn:
+        _warn_split(report, s0.task_id, samples, split, root)
+        _warn_low_bits(report, samples, results, split, root)
+
+
+def _warn_split(report: CheckReport, task_id: str, samples: list[Sample], split: str, root: Path) -> None:
+    """The train split, which a task's labels must cover (`train_coverage`), and the val split, scored as the test
+    split (`val_scoring`: a task whose metrics will not be the usual numbers there)."""
+    s0 = samples[0]
+    tt = get_task_type(s0.task_type)
+    if split == "train":
+        kind, note = "train_coverage", tt.train_split_warning(samples, s0.num_classes)
+    elif split == "val":
+        kind, note = "val_scoring", tt.test_split_warning(samples, s0.num_classes)
+    else:
+        return
     if note is not None:
-        report.warnings.append(
-            Problem("val_scoring", f"task {task_id}: the val split has {note}", rel(s0.csv_file, root))
+        report.warnings.append(Problem(kind, f"task {task_id}: the {split} split has {note}", rel(s0.csv_file, root)))
+
+
+#: The largest value of a 16-bit image whose data has 12 bits or fewer (a scanner's or DICOM export's).
+LOW_BITS_MAX = 4095
+
+
+def _warn_low_bits(
+    report: CheckReport, samples: list[Sample], results: list[_FileResult], split: str, root: Path
+) -> None:
+    """A warning when 16-bit images of the task hold no value above LOW_BITS_MAX: read by their high byte, as
+    OpenCV reads them, they become 0..15, an almost black image that trains on next to nothing."""
+    low = [(s, r.wide_max) for s, r in zip(samples, results, strict=True) if r.wide_max is not None]
+    low = [(s, m) for s, m in low if m <= LOW_BITS_MAX]
+    if not low:
+        return
+    first, top = low[0][0], max(m for _, m in low)
+    report.warnings.append(
+        Problem(
+            "low_bit_depth",
+            f"task {first.task_id}: {len(low)} of its {len(samples)} {split} images (e.g. row {first.row}, "
+            f"{first.image_path!r}) are 16-bit with no value above {LOW_BITS_MAX} (at most {top}): 12-bit data or "
+            f"less. usagg reads a 16-bit image as the challenge's OpenCV does, by its high byte, so these read as "
+            f"0..{top >> 8}, almost black. Rescale them to 8 bits before training (value * 255 // {LOW_BITS_MAX} "
+            "for 12-bit data), or to the full 16-bit range (value * 16)",
+            rel(first.csv_file, root),
         )
+    )
 
 
 #: Hears the file checks as they go: (split, images of the split checked so far, images of the split).
@@ -608,21 +693,19 @@ def _add_file_results(
     split: str,
     entries: list[Entry],
     checks: _FileChecks,
-) -> None:
+) -> list[_FileResult]:
+    """The samples' file checks into `report` (problems), `summary` (sizes, labels) and `entries`; returns them."""
     results = checks.results(samples)
-    labels: Counter[str] = Counter(summary.labels)
+    labels: Counter[str] = Counter()
     for s, r in zip(samples, results, strict=True):
         entries.append(Entry(split, s, r.fp))
         report.problems.extend(r.problems)
         if r.hw is not None:
-            summary.min_hw = (
-                r.hw if summary.min_hw is None else (min(summary.min_hw[0], r.hw[0]), min(summary.min_hw[1], r.hw[1]))
-            )
-            summary.max_hw = (
-                r.hw if summary.max_hw is None else (max(summary.max_hw[0], r.hw[0]), max(summary.max_hw[1], r.hw[1]))
-            )
+            summary.sizes[r.hw] += 1
         labels.update(r.label_keys)
-    summary.labels = dict(labels)
+    summary.split_labels[split] = dict(labels)
+    summary.labels = dict(Counter(summary.labels) + labels)
+    return results
 
 
 def _check_against_spec(report: CheckReport, tasks: Sequence[TaskSpec]) -> None:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from usagg.wording import counted
+
 if TYPE_CHECKING:
     import torch
 
@@ -131,6 +133,50 @@ def label_margin(image_hw: tuple[int, int]) -> tuple[float, float]:
     """(x, y) tolerance in pixels for labels just outside an image of (height, width) `image_hw`."""
     h, w = image_hw
     return max(1.0, LABEL_MARGIN * w), max(1.0, LABEL_MARGIN * h)
+
+
+#: Images whose smaller side reaches this many pixels cannot have every label coordinate within [0, 1] as pixels
+#: but by mistake: such labels are fractions of the image size, as many annotation tools export them.
+NORMALISED_FROM_PX = 8
+
+
+def normalised_coordinates(
+    samples: Sequence[Sample],
+    image_hws: Sequence[tuple[int, int] | None],
+    root: Path,
+    noun: str,
+    xy: Callable[[Sample], Sequence[tuple[float, float]]],
+    columns: str,
+) -> list[tuple[str, str]]:
+    """The `normalised_coordinates` problem when every (x, y) of `xy` over the samples lies within [0, 1] while the
+    images are larger than a few pixels (`NORMALISED_FROM_PX`); [] otherwise. A type's `check_task` calls it for
+    its pixel coordinates (`noun` "boxes", `columns` the CSV columns that hold them)."""
+    sized = [(s, hw) for s, hw in zip(samples, image_hws, strict=True) if hw is not None]
+    points = [p for s, _ in sized for p in xy(s)]
+    if not points or min(min(hw) for _, hw in sized) < NORMALISED_FROM_PX:
+        return []
+    if not all(0.0 <= v <= 1.0 for p in points for v in p):
+        return []
+    first, (h, w) = sized[0]
+    shown = ", ".join(f"({x:g}, {y:g})" for x, y in xy(first))
+    pixels = ", ".join(f"({x * w:.4g}, {y * h:.4g})" for x, y in xy(first))
+    sides = sorted(v for _, hw in sized for v in hw)
+    csvs = ", ".join(sorted({_placed(s.csv_file, root) for s, _ in sized}))
+    return [
+        (
+            "normalised_coordinates",
+            f"task {first.task_id}: the {noun} of all {counted(len(sized), 'image')} in {csvs} lie within [0, 1] "
+            f"while the images are {sides[0]}-{sides[-1]} px a side: the columns {columns} are pixels, so every one "
+            "of them sits within a pixel of the image's top-left corner. Multiply each x by its image's width and "
+            f"each y by its height (row {first.row}'s (x, y) {shown} on its {w}x{h} image are {pixels} in pixels)",
+        )
+    ]
+
+
+def _placed(path: Path, root: Path) -> str:
+    """A CSV as the data check names it: relative to the dataset root when inside it (as `fmc_uia.rel`, which
+    this layer does not import)."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def positive_hw(orig_hw: tuple[int, int]) -> tuple[int, int]:
@@ -280,6 +326,21 @@ class TaskType:
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
         """Keys counted in the per-task label summary of `data check` (one count per key per image)."""
         return []
+
+    def check_task(
+        self, samples: Sequence[Sample], image_hws: Sequence[tuple[int, int] | None], root: Path
+    ) -> list[tuple[str, str]]:
+        """Problems (kind, message) of one split of a task's labels taken together, given each sample's decoded
+        (height, width) (None where the image did not decode): what no row shows alone, such as coordinates all
+        written as fractions of the image size (`normalised_coordinates`). A message starts "task <id>:" and
+        names its CSV. Run at every check (never kept), on the sizes the file checks found."""
+        return []
+
+    def train_split_warning(self, samples: Sequence[Sample], num_classes: int) -> str | None:
+        """Why a model trained on these samples cannot learn the whole task, as a phrase completing "the train
+        split has ..." (e.g. "no image of class 1: ..."); None when nothing is off. `data check` and the data
+        check of `usagg run` and `validate` warn with it per task."""
+        return None
 
     def test_split_warning(self, samples: Sequence[Sample], num_classes: int) -> str | None:
         """Why the type's metrics are not the usual numbers on a test split of these samples, and what they

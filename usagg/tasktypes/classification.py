@@ -70,12 +70,22 @@ class Classification(TaskType):
     def summary_text(self, counts: dict[str, int]) -> str:
         return " ".join(f"{k}:{v}" for k, v in counts.items()) or "-"
 
+    def train_split_warning(self, samples: Sequence[Sample], num_classes: int) -> str | None:
+        """A class with no training image: the model never learns it, and its test metrics do not show that."""
+        absent = _absent(samples, num_classes)
+        if absent is None:
+            return None
+        return (
+            f"{absent}: the model never sees that class and predicts it for no image, while its AUC on the test "
+            "split ranks probabilities it never learnt and can read anything up to 1.0; add training images of "
+            "the class (e.g. move some of its val rows to train)"
+        )
+
     def test_split_warning(self, samples: Sequence[Sample], num_classes: int) -> str | None:
         """A class with no test image: AUC is then undefined, and what the scoring records instead."""
-        missing = sorted(set(range(num_classes)) - {int(s.label) for s in samples})
-        if not missing:
+        absent = _absent(samples, num_classes)
+        if absent is None:
             return None
-        absent = f"no image of class {', '.join(map(str, missing))} (of 0..{num_classes - 1})"
         if num_classes == 2:
             return (
                 f"{absent}: its AUC is undefined and will be NaN (an empty cell in results.csv), as the "
@@ -121,6 +131,14 @@ class Classification(TaskType):
             kind, values = item_values(task.metric, probs, labels)
             self.record_item_scores(writer, task, kind, items, values)
         return out
+
+
+def _absent(samples: Sequence[Sample], num_classes: int) -> str | None:
+    """ "no image of class 1 (of 0..1)" for the classes no sample has; None when every class has one."""
+    missing = sorted(set(range(num_classes)) - {int(s.label) for s in samples})
+    if not missing:
+        return None
+    return f"no image of class {', '.join(map(str, missing))} (of 0..{num_classes - 1})"
 
 
 def item_values(metric: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, np.ndarray]:

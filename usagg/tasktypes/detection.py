@@ -16,7 +16,16 @@ import numpy as np
 
 from usagg.predictions import as_floats
 from usagg.tasktypes import register_task_type
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
+from usagg.tasktypes.base import (
+    EvalItem,
+    Metric,
+    Row,
+    RowError,
+    TaskType,
+    label_margin,
+    normalised_coordinates,
+    positive_hw,
+)
 
 if TYPE_CHECKING:
     from usagg.data.fmc_uia import Sample
@@ -76,6 +85,14 @@ class Detection(TaskType):
                 )
             ], None
         return [], None
+
+    def check_task(
+        self, samples: Sequence[Sample], image_hws: Sequence[tuple[int, int] | None], root: Path
+    ) -> list[tuple[str, str]]:
+        """Boxes all within [0, 1] on images of more than a few pixels: fractions of the image size, not pixels."""
+        return normalised_coordinates(
+            samples, image_hws, root, "boxes", lambda s: (s.label[:2], s.label[2:]), ", ".join(BOX_COLUMNS)
+        )
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
         return ["1 box"]

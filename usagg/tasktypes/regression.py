@@ -19,7 +19,16 @@ import numpy as np
 
 from usagg.predictions import as_floats
 from usagg.tasktypes import register_task_type
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, label_margin, positive_hw
+from usagg.tasktypes.base import (
+    EvalItem,
+    Metric,
+    Row,
+    RowError,
+    TaskType,
+    label_margin,
+    normalised_coordinates,
+    positive_hw,
+)
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -102,6 +111,14 @@ class Regression(TaskType):
                 f"(expected 0 <= x <= {w}, 0 <= y <= {h}, give or take {mx:g}, {my:g} px)",
             )
         ], None
+
+    def check_task(
+        self, samples: Sequence[Sample], image_hws: Sequence[tuple[int, int] | None], root: Path
+    ) -> list[tuple[str, str]]:
+        """Keypoints all within [0, 1] on images of more than a few pixels: fractions of the image size."""
+        k = max(len(s.label) for s in samples)
+        columns = ", ".join(self.csv_columns(k)) if k <= 2 else f"point_1_xy .. point_{k}_xy"
+        return normalised_coordinates(samples, image_hws, root, "keypoints", lambda s: s.label, columns)
 
     def summary_keys(self, sample: Sample, checked: Any) -> list[str]:
         """The point count, and ORIGIN for an image with a point at exactly (0, 0) (often a placeholder)."""
