@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 from filelock import FileLock
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.tiny_study import write_tiny_study
 from usagg import cachedir
 from usagg.analysis.memo import Memo
 from usagg.analysis.stats import Stat
 from usagg.cli.app import app
 from usagg.data import cache as decode_cache
+from usagg.errors import UsaggError
 
 DAY = 86400.0
 
@@ -55,9 +60,70 @@ def test_entries_list_every_kind_with_sizes(filled: dict[str, Path]) -> None:
     es = cachedir.entries(filled["root"])
     assert sorted(e.kind for e in es) == ["analysis", "decode", "decode", "synth"]
     decode = next(e for e in es if e.kind == "decode" and filled["old"] in e.paths)
-    assert decode.size == sum(p.stat().st_size for p in decode.paths) and decode.size > 2 * 8 * 8
+    assert decode.size == sum(p.stat().st_blocks * 512 for p in decode.paths) and decode.size > 2 * 8 * 8
     assert not any(p.name.endswith(".lock") for p in decode.paths)
-    assert next(e for e in es if e.kind == "synth").size == 500 + len(f"{SYNTH_KEY}\n")
+    synth = [filled["synth"] / "train" / "x.png", filled["synth"] / cachedir.SYNTH_MARKER]
+    assert next(e for e in es if e.kind == "synth").size == sum(p.stat().st_blocks * 512 for p in synth)
+
+
+def test_sizes_are_disk_use_what_deleting_frees(filled: dict[str, Path]) -> None:
+    """Audit fault 7: `cache info` summed bytes, and a benchmark of few-hundred-byte PNGs took six times what it
+    showed; sizes are now the blocks the files take (as `du`), and the table says so."""
+    train = filled["synth"] / "train"
+    for i in range(20):
+        (train / f"s{i}.png").write_bytes(b"p" * 300)
+    files = [p for p in filled["synth"].rglob("*") if p.is_file()]
+    (entry,) = [e for e in cachedir.entries(filled["root"]) if e.kind == "synth"]
+    assert entry.size == sum(p.stat().st_blocks * 512 for p in files) != sum(p.stat().st_size for p in files)
+    res = CliRunner().invoke(app, ["cache", "info", "--cache-dir", str(filled["root"])], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "disk use" in res.output and "what deleting the entries frees" in res.output
+
+
+def _refused(monkeypatch: pytest.MonkeyPatch, below: Path) -> None:
+    """Writes into `below` fail as on a read-only mount (EROFS), for the probe and for filelock."""
+    real_tmp, real_acquire = tempfile.TemporaryFile, FileLock.acquire
+
+    def probe(*args: object, **kwargs: object) -> object:
+        if Path(str(kwargs.get("dir"))).is_relative_to(below):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(kwargs["dir"]))
+        return real_tmp(*args, **kwargs)  # type: ignore[call-overload]
+
+    def acquire(self: FileLock, *args: object, **kwargs: object) -> object:
+        if Path(self.lock_file).is_relative_to(below):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.lock_file)
+        return real_acquire(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", probe)
+    monkeypatch.setattr(FileLock, "acquire", acquire)
+
+
+def test_a_read_only_cache_is_one_paragraph_naming_the_settings(
+    filled: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit fault 5: a read-only cache failed every job with filelock's bare "OSError: [Errno 30] ... .lock"; the
+    probe and the locks now say which folder and which settings to change."""
+    root = filled["root"]
+    _refused(monkeypatch, root)
+    with pytest.raises(UsaggError) as probed:
+        cachedir.check_writable(root / "not yet made")
+    with pytest.raises(UsaggError) as locked:
+        decode_cache.load([filled["imgs"]], 8, root)
+    for err in (probed, locked):
+        text = str(err.value)
+        assert text.startswith(f"the cache folder {root}") and "is not writable (Read-only file system)" in text
+        assert "Point USAGG_CACHE or data.cache_dir" in text and err.value.exit_code == 2
+
+
+def test_a_run_on_a_read_only_cache_stops_before_any_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_tiny_study(tmp_path / "study.yaml", "tiny", tmp_path, output_root=tmp_path / "runs")
+    (tmp_path / "cache").mkdir()  # a shared cache, on a read-only mount
+    _refused(monkeypatch, tmp_path / "cache")
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys)
+    text = " ".join(out.split())
+    assert code == 2 and f"error: the cache folder {tmp_path / 'cache'} is not writable" in text, text
+    assert "Traceback" not in text and not (tmp_path / "runs").exists()
 
 
 def test_prune_deletes_only_entries_unused_for_longer(filled: dict[str, Path]) -> None:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from cli_run import run_cli
 from PIL import Image
 
 from tests.tiny_study import MALIGNANCY, write_tiny_study
-from usagg.atomic import NoSpaceLeft, write_json_atomic, write_json_checked
+from usagg.atomic import NoSpaceLeft, no_space_left, write_json_atomic, write_json_checked
 from usagg.data import cache
 from usagg.engine import checkpoint
 from usagg.errors import UsaggError
@@ -419,6 +420,53 @@ def test_a_full_disk_while_decoding_is_named_not_a_crash(tmp_path: Path, monkeyp
     assert [p.name for p in (tmp_path / "cache" / "decode").iterdir() if not p.name.endswith(".lock")] == []
     monkeypatch.undo()
     assert cache.load(files, 32, tmp_path / "cache").arrays.shape == (1, 32, 32)
+
+
+def test_a_full_disk_s_advice_fits_every_command_and_a_cache_names_its_folder(tmp_path: Path) -> None:
+    """Audit fault 2 and 3: `--retry-failed` was advised after `usagg report` too; the advice is now the command's
+    own, a failed job's error adds its way on, and a cache's full disk says it is the cache folder's."""
+    from usagg.engine.runner import disk_full_error
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    plain = str(no_space_left(tmp_path / "report.html", full))
+    assert plain.startswith(f"no space left on device at {tmp_path / 'report.html'} (No space left on device); ")
+    assert plain.endswith("then run the command again") and "--retry-failed" not in plain
+    in_cache = str(no_space_left(tmp_path / "decode" / "k.npy", full, cache=True))
+    assert "the cache folder's disk is full (USAGG_CACHE, or the study's data.cache_dir" in in_cache
+    assert "`usagg cache prune`" in in_cache and "--retry-failed" not in in_cache
+    assert disk_full_error(RuntimeError("wrapped")) is None and disk_full_error(UsaggError("no")) is None
+    try:
+        raise RuntimeError("a library wrapped it") from no_space_left(tmp_path / "last.pt", full)
+    except RuntimeError as err:
+        job = disk_full_error(err)
+    assert job is not None and str(job).startswith(f"no space left on device at {tmp_path / 'last.pt'}")
+    assert str(job).endswith(
+        "(`usagg run --retry-failed`, or `retry_failed=True` in `usagg.api.run_study`, runs this failed job again)"
+    )
+
+
+@pytest.mark.parametrize("where", ["header", "orig_hw"])
+def test_a_full_disk_at_a_decode_header_names_the_entry_and_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Audit fault 3: with a few KB free, numpy's .npy header (or the np.save of the sizes) failed the job with a
+    bare "OSError: [Errno 28]", no file, nothing saying it is the cache; now NoSpaceLeft names the entry."""
+    files = [tmp_path / "img.png"]
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(files[0])
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as numpy raises it: no file named
+
+    if where == "header":
+        monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    else:
+        monkeypatch.setattr(np, "save", full)
+    with pytest.raises(NoSpaceLeft) as err:
+        cache.load(files, 32, tmp_path / "cache")
+    text = str(err.value)
+    assert re.match(rf"no space left on device at {tmp_path}/cache/decode/[0-9a-f]+\.npy \(No space left", text)
+    assert "the cache folder's disk is full" in text and "`usagg cache prune`" in text
+    assert [p.name for p in (tmp_path / "cache" / "decode").iterdir() if not p.name.endswith(".lock")] == []
 
 
 def _tiny(root: Path) -> Path:

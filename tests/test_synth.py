@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from usagg.atomic import NoSpaceLeft
 from usagg.data import source
 from usagg.data.synth import TASKS, generate_benchmark, make_sample
 from usagg.data.synth import generate as gen
@@ -287,6 +290,67 @@ def test_dataset_root_never_leaves_a_half_written_folder(tmp_path: Path, monkeyp
     with pytest.raises(RuntimeError):
         source.dataset_root(data)
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+
+
+def test_generation_removes_what_killed_writers_left(tmp_path: Path) -> None:
+    """Audit fault 8: a `usagg run` killed while generating left its `.<key>.tmp-<pid>-<rand>` folder in the cache,
+    which no later run removed (gigabytes for a full benchmark). Under the lock they are removed, as the decode and
+    trunk caches remove theirs; nothing else beside them is touched."""
+    data = DataSpec(synthetic=SynthSpec(default_size=4, val_size=2), cache_dir=tmp_path / "cache")
+    key = source.synth_key(data.synthetic)  # type: ignore[arg-type]
+    folder = tmp_path / "cache" / "synth"
+    stale = [folder / f".{key}.tmp-30595-fba3f7ac", folder / f".{key}.old-30630-75eb1016"]
+    kept = [folder / f".{key}.tmp-mine", folder / f".{'0' * 16}.tmp-1-fba3f7ac"]
+    for path in [*stale, *kept]:
+        (path / "train").mkdir(parents=True)
+        (path / "train" / "x.png").write_bytes(b"p")
+    root = source.dataset_root(data)
+    assert root == folder / key and (root / source.MARKER).is_file()
+    assert not any(p.exists() for p in stale) and all(p.is_dir() for p in kept)
+
+
+def test_a_full_disk_while_generating_is_one_paragraph_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit fault 4, in-process: PIL's write error names no file ("could not use a file: No space left on
+    device"); NoSpaceLeft now names the PNG."""
+
+    def full(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(NoSpaceLeft, match=rf"no space left on device at {tmp_path}/out/train/.*/fetal_head_00000\.png"):
+        generate_benchmark(tmp_path / "out", SMALL, ["fetal_head"], workers=1)
+
+
+#: A sitecustomize for the subprocesses below: opening a matching path for writing fails as a full disk does
+#: (the spawned rendering workers import it too).
+FULL_DISK_SITE = """
+import builtins, errno, os, re
+_open, _rx = builtins.open, re.compile(os.environ["FULL_AT"])
+def _full(file, mode="r", *args, **kwargs):
+    if "w" in mode and isinstance(file, (str, os.PathLike)) and _rx.search(os.fspath(file)):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+    return _open(file, mode, *args, **kwargs)
+builtins.open = _full
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_a_rendering_worker_is_one_paragraph(tmp_path: Path) -> None:
+    """Audit fault 4, in workers: the worker's OSError came back as a traceback's text, re-raised as a RuntimeError
+    (two chained tracebacks, exit 1); now the parent says the worker's error in one paragraph, exit 2."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(FULL_DISK_SITE)
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "FULL_AT": r"fetal_head_00030\.png$"}
+    args = ["synth", str(tmp_path / "out"), "--task", "fetal_head", "--default-size", "400", "--image-size", "32"]
+    res = subprocess.run(
+        [sys.executable, "-m", "usagg", *args, "--workers", "2"], env=env, capture_output=True, text=True
+    )
+    err = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "Traceback" not in err, res.stderr
+    assert re.search(r"error: no space left on device at \S+/train/\S+/fetal_head_00030\.png \(No space", err), err
 
 
 def test_dataset_root_reuses_a_matching_cli_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

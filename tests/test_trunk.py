@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 from test_data_support import tiny_layout
 
 from tests.tiny_study import write_tiny_study
+from usagg.atomic import NoSpaceLeft
 from usagg.data.datasets import TaskDataset
 from usagg.data.fmc_uia import read_split
 from usagg.engine import checkpoint
@@ -150,6 +153,37 @@ def test_damaged_or_stale_trunk_files_are_rebuilt(tiny: Path, tmp_path: Path, ca
     t2 = load_or_build(other.encoder, files, 64, "auto", tmp_path, lambda: ds.tensors()["images"].numpy(), CPU)
     assert t2.path not in (path, fresh.path)
     assert _setup(tiny, tmp_path, frozen=3)[2].path not in (path, fresh.path, t2.path)
+
+
+@pytest.mark.parametrize("where", ["blocks", "header"])
+def test_a_full_disk_while_building_is_named_not_a_sigbus(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Audit fault 1 and 3: the trunk is written through a memory map, where a full disk was a SIGBUS ("Bus error",
+    exit 135, no message); its blocks are now allocated first, and a full disk anywhere in the build (numpy's
+    header names no file) is NoSpaceLeft naming the entry and the cache folder, with nothing left behind."""
+    ds = TaskDataset(read_split(tiny, "train")["seg_t"], SEG, 64, tmp_path)  # decoded before the disk is full
+    model = build_model(ModelSpec(backbone="dinov3_test", image_size=64, frozen_blocks=2), [SEG], False)
+    allocated: list[int] = []
+
+    def full(*args: object, **kwargs: object) -> None:
+        allocated.append(1)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "blocks":
+        monkeypatch.setattr(os, "posix_fallocate", full)
+    else:
+        monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    files = [s.image_file for s in ds.samples]
+    with pytest.raises(NoSpaceLeft) as err:
+        load_or_build(model.encoder, files, 64, "auto", tmp_path, lambda: ds.tensors()["images"].numpy(), CPU)
+    text = str(err.value)
+    assert allocated and re.match(rf"no space left on device at {tmp_path}/trunk/[0-9a-f]+\.npy \(No space", text)
+    assert "the cache folder's disk is full" in text and "`usagg cache prune`" in text
+    assert [p.name for p in (tmp_path / "trunk").iterdir() if not p.name.endswith(".lock")] == []
+    monkeypatch.undo()
+    ds2, _, trunk = _setup(tiny, tmp_path)
+    assert trunk.data.shape[0] == len(ds2.samples)
 
 
 def test_a_trunk_is_built_only_where_the_encoder_is(tiny: Path, tmp_path: Path) -> None:

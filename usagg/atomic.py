@@ -20,7 +20,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,13 +34,52 @@ class NoSpaceLeft(UsaggError):
     """A write failed because the disk or quota is full; what was there before is kept."""
 
 
-def no_space_left(path: Path, err: OSError) -> NoSpaceLeft:
-    """The error for a full disk at `path`: what happened, that nothing is half-written, what to do."""
+def no_space_left(path: Path, err: OSError, *, cache: bool = False) -> NoSpaceLeft:
+    """The error for a full disk at `path`: what happened, that nothing is half-written, what to do. `cache`: `path`
+    is in the cache folder, whose disk may not be the run store's. The advice fits every command; a failed job's
+    own way on (`--retry-failed`) is added by usagg/engine/runner.py."""
+    if cache:
+        where = (
+            ": the cache folder's disk is full (USAGG_CACHE, or the study's data.cache_dir; ~/.cache/usagg without "
+            "either)"
+        )
+        room = (
+            "free some space there (`usagg cache prune` deletes cache entries unused for 30 days, `--older-than 0` "
+            "every entry not in use) or point USAGG_CACHE or data.cache_dir at a disk with room"
+        )
+    else:
+        where, room = "", "free some space (`usagg cache prune` deletes old cache entries)"
     return NoSpaceLeft(
-        f"no space left on device at {path} ({err.strerror or err}); nothing was half-written: free some "
-        "space (`usagg cache prune` deletes old cache entries), then run again (`usagg run --retry-failed`, or "
-        "`retry_failed=True` in `usagg.api.run_study`, for a failed job)"
+        f"no space left on device at {path} ({err.strerror or err}){where}; nothing was half-written: {room}, then "
+        "run the command again"
     )
+
+
+@contextlib.contextmanager
+def full_disk_named(path: Path, *, cache: bool = False) -> Iterator[None]:
+    """A full disk inside the block (a library's bare OSError, an atomic write's NoSpaceLeft) as `no_space_left`
+    naming `path`: numpy and PIL name no file, or a temporary one the user never sees."""
+    try:
+        yield
+    except (OSError, NoSpaceLeft) as err:
+        full = _full_disk(err)
+        if full is None:
+            raise
+        raise no_space_left(path, full, cache=cache) from err
+
+
+def reserve(tmp: Path, named: Path) -> None:
+    """Allocate the blocks of `tmp`, a file about to be written through a memory map: a full disk is then
+    `NoSpaceLeft` naming `named`, never a SIGBUS in the middle of the writes (the decode cache, the frozen trunk)."""
+    if not hasattr(os, "posix_fallocate"):  # not on macOS: the map's writes fill the file as before
+        return
+    with open(tmp, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno in _FULL_DISK:
+                raise no_space_left(named, err) from err
+            # a file system without allocation: the map's writes fill the file as before
 
 
 def _full_disk(err: BaseException) -> OSError | None:

@@ -27,10 +27,14 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from usagg.atomic import no_space_left
+from usagg.errors import UsaggError
 
 CACHE_ENV = "USAGG_CACHE"
 KINDS = ("decode", "synth", "analysis", "filehash", "datacheck", "trunk", "compile")
@@ -55,9 +59,67 @@ def cache_root(configured: Path | str | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "usagg"
 
 
+#: errno values of a folder usagg may not write: a read-only mount, a folder of another user.
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def unwritable(root: Path, err: OSError) -> UsaggError:
+    """The error for a cache folder usagg cannot write: which folder, which settings choose it, what to do."""
+    return UsaggError(
+        f"the cache folder {root} is not writable ({err.strerror or err}): usagg keeps decoded images, the synthetic "
+        "benchmark and the frozen trunk there and takes a lock file beside every entry it uses, even one built "
+        "already. Point USAGG_CACHE or data.cache_dir (the study's setting wins) at a writable folder (copy a "
+        "read-only cache there to keep its entries), then run again"
+    )
+
+
+def _cache_error(root: Path, path: Path, err: OSError) -> UsaggError | None:
+    """`err` met writing `path` in the cache folder `root` as the user should read it (unwritable, or full); None
+    for another error, which goes on as it is."""
+    if err.errno in _UNWRITABLE:
+        return unwritable(root, err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return no_space_left(path, err, cache=True)
+    return None
+
+
+def check_writable(root: Path) -> None:
+    """`unwritable` (or NoSpaceLeft) unless a file can be made in the cache folder `root`, or in the folder its
+    creation would start from: said once before a run's first job, not by every job at its first lock. The probe
+    is an unnamed temporary file (O_TMPFILE where the system has it), so nothing is left behind."""
+    probe = next((p for p in (root, *root.parents) if p.exists()), root)
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        if (mapped := _cache_error(root, probe, err)) is None:
+            raise
+        raise mapped from err
+
+
+@contextlib.contextmanager
+def entry_lock(root: Path, lock: Path) -> Iterator[None]:
+    """The builders' lock of a cache entry under the cache folder `root` (what `prune` takes before deleting), its
+    folder made first: a folder usagg cannot write is `unwritable`'s paragraph, not filelock's OSError."""
+    from filelock import FileLock
+
+    held = FileLock(str(lock))
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        held.acquire()
+    except OSError as err:
+        if (mapped := _cache_error(root, lock, err)) is None:
+            raise
+        raise mapped from err
+    try:
+        yield
+    finally:
+        held.release()
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One rebuildable cache entry: its files, total size and last use (epoch seconds)."""
+    """One rebuildable cache entry: its files, disk use (`_size`) and last use (epoch seconds)."""
 
     kind: str
     name: str
@@ -67,19 +129,26 @@ class Entry:
     lock: Path | None = None  # the builders' lock, taken while deleting
 
 
+def _used(st: os.stat_result) -> int:
+    """The disk a file takes, whole blocks (what deleting it frees): a synthetic benchmark's few-hundred-byte PNGs
+    each take a 4 KB block, six times their bytes; a sparse file takes less than its length."""
+    return st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+
+
 def _size(path: Path) -> int:
-    """Bytes of a file, or of every file below a folder; links count as themselves, never what they point at."""
+    """Disk use of a file, or of every file below a folder (`_used`); links count as themselves, never what they
+    point at."""
     try:
         st = path.lstat()
     except FileNotFoundError:
         return 0  # gone meanwhile
     if not stat.S_ISDIR(st.st_mode):
-        return st.st_size
+        return _used(st)
     total = 0
     for folder, _, files in os.walk(path):  # follows no link
         for name in files:
             with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(folder, name)).st_size
+                total += _used(os.lstat(os.path.join(folder, name)))
     return total
 
 
@@ -165,7 +234,7 @@ def _analysis_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
 def _filehash_entries(folder: Path, skipped: list[Path]) -> list[Entry]:
     """Content digests of weights files (usagg/filehash.py): one small record each, recomputed when pruned."""
     return [
-        Entry("filehash", p.stem, (p,), p.stat().st_size, p.stat().st_mtime)
+        Entry("filehash", p.stem, (p,), _size(p), p.stat().st_mtime)
         for p in _named(folder, _is_key, skipped)
         if p.suffix == ".json"
     ]

@@ -959,8 +959,14 @@ class StudyRun:
 
         Problems of the study's tasks, and dataset-wide ones, raise DataProblems; those of other
         tasks in the same data root land in `data_warnings` (one bad row elsewhere must not block
-        every subset study).
+        every subset study). A run with jobs to do first checks that it can write the cache folder
+        (usagg/cachedir.py `check_writable`): a read-only one is one paragraph, not every job failing at its first
+        lock.
         """
+        if self.todo:
+            from usagg.cachedir import cache_root, check_writable
+
+            check_writable(cache_root(self.study.data.cache_dir))
         check_model_weights(self.study)
         report, self.data_warnings, rows = check_study_data(self.study, on_progress)
         self.check_done_data(report.root, rows)

@@ -42,8 +42,8 @@ def _skipped_note(root: Path, skipped: list[Path]) -> str | None:
 
 
 def info(cache_dir: Path | None = _CACHE_DIR) -> None:
-    """What the cache holds: entries, size and last use per kind (decoded images, synthetic data, analysis,
-    weights digests, data check findings, frozen-trunk outputs, compiled code).
+    """What the cache holds: entries, disk use (what deleting them frees) and last use per kind (decoded images,
+    synthetic data, analysis, weights digests, data check findings, frozen-trunk outputs, compiled code).
 
     Example: usagg cache info --cache-dir /scratch/usagg-cache
     """
@@ -59,7 +59,8 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
         raise UsaggError(f"cache folder {root} is a file, not a folder (give --cache-dir a folder, or $USAGG_CACHE)")
     now = time.time()
     table = Table(title=escape(f"cache {root}" + ("" if root.is_dir() else " (no such folder yet: empty)")))
-    for col in ("kind", "entries", "size", "least recently used", "most recently used"):
+    table.caption = "disk use: what deleting the entries frees (whole blocks, as `du` counts; not their bytes)"
+    for col in ("kind", "entries", "disk use", "least recently used", "most recently used"):
         table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=col == "kind")
     skipped: list[Path] = []
     found = entries(root, skipped=skipped) if root.is_dir() else []

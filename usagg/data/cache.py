@@ -16,7 +16,6 @@ the entry decoded again.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -27,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image
 
-from usagg.atomic import no_space_left, write_text_atomic
+from usagg.atomic import full_disk_named, reserve, write_text_atomic
+from usagg.cachedir import entry_lock
 from usagg.data.images import open_image
 from usagg.data.masks import read_mask_grayscale
 from usagg.errors import DataError
@@ -140,10 +139,9 @@ def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image",
     if color not in COLOR_MODES:
         raise ValueError(f"color must be one of {COLOR_MODES}, got {color!r}")
     folder = Path(cache_dir) / "decode"
-    folder.mkdir(parents=True, exist_ok=True)
     key = cache_key(files, size, kind, color)
     data_file, hw_file = folder / f"{key}.npy", folder / f"{key}.hw.npy"
-    with FileLock(str(folder / f"{key}.lock")):  # also what `usagg cache prune` takes before deleting
+    with entry_lock(Path(cache_dir), folder / f"{key}.lock"):  # also what `usagg cache prune` takes before deleting
         if data_file.exists():
             entry = _open(data_file, hw_file, len(files))
             why = "not a whole array" if entry is None else _checksum_mismatch(entry, hw_file)
@@ -156,7 +154,8 @@ def load(files: Sequence[Path], size: int, cache_dir: Path, kind: str = "image",
             )
             for damaged in (data_file, hw_file, _sum_file(hw_file)):  # a cache entry is rebuilt, never trusted
                 damaged.unlink(missing_ok=True)
-        _build(files, size, kind, data_file, hw_file, "gray" if kind == "mask" else color)
+        with full_disk_named(data_file, cache=True):  # numpy's header and np.save name no file of ours
+            _build(files, size, kind, data_file, hw_file, "gray" if kind == "mask" else color)
         entry = _open(data_file, hw_file, len(files))
         if entry is None:
             raise DataError(f"the decode cache entry {data_file} was written but cannot be read back (disk full?)")
@@ -210,7 +209,7 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
     try:
         shape = (len(files), 3, size, size) if color == "rgb" else (len(files), size, size)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _reserve(tmp, data_file)
+        reserve(tmp, data_file)
         hw = np.zeros((len(files), 2), dtype=np.int64)
         with ThreadPoolExecutor(_threads()) as pool:  # PIL releases the GIL while decoding
             for i, (arr, orig, *_) in enumerate(pool.map(lambda f: _decode_one(decode, Path(f), size), files)):
@@ -218,7 +217,7 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
                     gray = np.array(out[:i])
                     del out
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
-                    _reserve(tmp, data_file)
+                    reserve(tmp, data_file)
                     out[:i] = gray[:, None]
                 out[i] = arr if arr.ndim == out.ndim - 1 else arr[None]
                 hw[i] = orig
@@ -232,17 +231,3 @@ def _build(files: Sequence[Path], size: int, kind: str, data_file: Path, hw_file
     finally:
         for t in (tmp, tmp_hw):
             t.unlink(missing_ok=True)
-
-
-def _reserve(tmp: Path, data_file: Path) -> None:
-    """Allocate the memory-mapped file's blocks before writing through the map: a full disk is then
-    `NoSpaceLeft` naming the entry, never a SIGBUS in the middle of decoding."""
-    if not hasattr(os, "posix_fallocate"):  # not on macOS: the map's writes fill the file as before
-        return
-    with open(tmp, "r+b") as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise no_space_left(data_file, err) from err
-            # a file system without allocation: the map's writes fill the file as before

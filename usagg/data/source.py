@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from usagg.cachedir import SYNTH_MARKER as MARKER
-from usagg.cachedir import cache_root
+from usagg.cachedir import cache_root, entry_lock
 from usagg.errors import DataError
 from usagg.safepath import printable
 from usagg.spec.models import DataSpec, SynthSpec
@@ -214,20 +214,40 @@ def refuse_foreign_splits(out: Path, spec: SynthSpec) -> None:
         )
 
 
-def _synthetic_root(data: DataSpec) -> Path:
+def _generation_lock(data: DataSpec, target: Path) -> contextlib.AbstractContextManager[object]:
+    """The lock generating `target` takes (and `usagg cache prune` before deleting it): in the cache through
+    `entry_lock`, so a cache folder usagg cannot write is said as such; beside data.synthetic.out a plain one."""
     from filelock import FileLock
 
+    lock = target.parent / f".{target.name}.lock"
+    if data.synthetic is not None and data.synthetic.out is None:
+        return entry_lock(cache_root(data.cache_dir), lock)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock))
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary and set-aside siblings of `target` (`_generate_into`) that killed writers left: the caller
+    holds the lock every writer holds while its siblings exist, so none is in use (as the decode and trunk caches
+    clear theirs). A full benchmark's leftover takes gigabytes, which `usagg cache prune` frees only after 30 days."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:tmp|old)-[0-9]+-[0-9a-f]{{8}}")
+    for path in target.parent.iterdir():
+        if pattern.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _synthetic_root(data: DataSpec) -> Path:
     spec = data.synthetic
     assert spec is not None
     target = synth_dir(data)
     key = synth_key(spec)
     if synth_complete(target, key, spec):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
+    with _generation_lock(data, target):
         if synth_complete(target, key, spec):  # another process finished it while we waited
             return target
         _refuse_foreign(target, spec)
+        _remove_stale_temporaries(target)
         _generate_into(target, spec, key)
     return target
 

@@ -6,7 +6,9 @@ any failure into `failed` plus the full traceback as the job's error text, so
 one bad job never stops a study. Running out of GPU memory is recorded as
 `GpuOutOfMemory`, whose message names `execution.jobs_per_gpu` (jobs packed on
 one GPU share its memory). A full disk fails the job with "no space left on device at
-<path>" (usagg/atomic.py) and `usagg run --retry-failed` resumes it once there is room.
+<path>" (usagg/atomic.py) and `usagg run --retry-failed` resumes it once there is room (`disk_full_error` says
+so); a job.json that cannot take the final state leaves the job to the run's closing line
+(usagg/service.py `RunResult.unrecorded`).
 A best.pt that a fresh start would read (no last.pt beside it) is checked first and set
 aside when damaged, so one bad file never fails every retry. Executors get it as
 `functools.partial(run_one, device=..., threads=...)` (see usagg/service.py) and add its progress sink
@@ -61,6 +63,17 @@ def gpu_memory_error(err: BaseException) -> GpuOutOfMemory | None:
         "out of GPU memory: the jobs on one GPU share its memory; lower execution.jobs_per_gpu "
         f"(1: one job per GPU), then training.batch_size or model.image_size ({detail})"
     )
+
+
+#: What a job failed on a full disk adds to its error: how it runs again (a plain `usagg run` skips failed jobs).
+RETRY_FAILED = "`usagg run --retry-failed`, or `retry_failed=True` in `usagg.api.run_study`, runs this failed job again"
+
+
+def disk_full_error(err: BaseException) -> NoSpaceLeft | None:
+    """For a full disk (a NoSpaceLeft, or one that `err` wraps), the error to record: its message and how the
+    failed job runs again (`RETRY_FAILED`); else None."""
+    found = next((e for e in _chain(err) if isinstance(e, NoSpaceLeft)), None)
+    return None if found is None else NoSpaceLeft(f"{found} ({RETRY_FAILED})")
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -175,6 +188,9 @@ def _run_locked(
             oom = gpu_memory_error(err)
             if oom is not None:
                 text, err = f"{text}\n{oom}\n", oom
+            full = disk_full_error(err)
+            if full is not None:
+                text, err = f"{text}\n{full}\n", full
             with contextlib.suppress(NoSpaceLeft):  # a full disk: the summary in job.json still says so
                 store.write_error(job_id, text)
             summary = (f"{type(err).__name__}: {err}".strip().splitlines() or ["error"])[0][:ERROR_CHARS]

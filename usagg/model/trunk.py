@@ -8,7 +8,9 @@ in bf16 when it fits. The key hashes the frozen parameters themselves (so weight
 inits count by content) and the decode cache's key of the images (paths, sizes, mtimes), so a changed
 input never reads a stale entry. A file is written under a temporary name and renamed; its size, mtime
 and sha256 are recorded beside it, and a file whose size differs, or whose mtime changed and whose
-digest no longer matches, is rebuilt, never trusted.
+digest no longer matches, is rebuilt, never trusted. Its blocks are allocated before the map is written, so a
+full disk is `NoSpaceLeft` naming the entry and the cache folder, never a SIGBUS; the job fails with it rather
+than training on without the trunk, whose results could then depend on free space (usagg/atomic.py `reserve`).
 
 Exact on the CPU: stored tokens are the fp32 outputs of the same kernels the training step runs, and
 frozen blocks run in eval behaviour in both paths (usagg/model/backbones.py); tests/test_trunk.py checks
@@ -28,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 
+from usagg.atomic import full_disk_named, reserve
+from usagg.cachedir import entry_lock
 from usagg.data import cache
 from usagg.data.datasets import to_model_input
 from usagg.filehash import sha256_of
@@ -150,15 +153,16 @@ def load_or_build(
     grid = image_size // 16
     shape = (len(files), len(layout.stored), encoder.num_prefix_tokens + grid * grid, encoder.embed_dim)
     folder = Path(cache_dir) / "trunk"
-    folder.mkdir(parents=True, exist_ok=True)
     key = trunk_key(files, image_size, color, encoder, layout, f"{device.type}-{precision}")
     data_file, meta_file = folder / f"{key}.npy", folder / f"{key}.json"
-    with FileLock(str(folder / f"{key}.lock")):
+    with entry_lock(Path(cache_dir), folder / f"{key}.lock"):
         arr = _valid(data_file, meta_file, shape) if data_file.exists() else None
         if arr is None:
             if data_file.exists():
                 log.warning("trunk file %s is damaged or incomplete; rebuilding it", data_file)
-            _build(encoder, layout, images(), shape, data_file, meta_file, device, autocast)
+            pixels = images()  # the decode cache names its own entry on a full disk
+            with full_disk_named(data_file, cache=True):
+                _build(encoder, layout, pixels, shape, data_file, meta_file, device, autocast)
             arr = np.load(data_file, mmap_mode="r")
         else:
             with contextlib.suppress(OSError):
@@ -185,6 +189,7 @@ def _build(
     encoder.eval()
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        reserve(tmp, data_file)  # a full disk: NoSpaceLeft now, not a SIGBUS at the first page written
         with torch.inference_mode(), autocast():
             for i in range(0, shape[0], BUILD_BATCH):
                 x = to_model_input(torch.from_numpy(np.array(images[i : i + BUILD_BATCH])).to(device))

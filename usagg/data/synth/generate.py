@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from usagg.atomic import write_text_atomic
+from usagg.atomic import no_space_left, write_text_atomic
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, SynthTask
 from usagg.errors import UsaggError
@@ -145,7 +146,15 @@ def replacing(out: Path, info: dict, force: bool = False) -> str | None:
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    Image.fromarray(array).save(path, compress_level=1)
+    """Write one PNG; a failed write names the file (PIL's error names none): NoSpaceLeft for a full disk."""
+    try:
+        Image.fromarray(array).save(path, compress_level=1)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space_left(path, err) from err
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def _row(sample: SynthSample, image_rel: str, mask_rel: str | None) -> list[object]:
@@ -187,6 +196,8 @@ def _render_worker(conn: Connection) -> None:
     while (chunk := conn.recv()) is not None:
         try:
             conn.send((True, render_chunk(*chunk)))
+        except (UsaggError, OSError) as err:  # a full disk, an unwritable folder: the parent says it in one paragraph
+            conn.send((False, err))
         except Exception:
             conn.send((False, traceback.format_exc()))
 
@@ -232,6 +243,8 @@ def _rendered_in_workers(args: list[tuple], n: int) -> Generator[list[list], Non
                         ok, value = conn.recv()
                     except (EOFError, OSError):  # a dead worker (its pipe closed or reset): its sentinel says so
                         continue
+                    if not ok and isinstance(value, Exception):  # a user's error (`_render_worker`): as it is
+                        raise value
                     if not ok:
                         raise RuntimeError(f"rendering a synthetic chunk failed in a worker:\n{value}")
                     done[held.pop(conn)] = value
