@@ -8,7 +8,9 @@ holds a file the report would write is refused before anything is written; a fol
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from tests.cli_run import run_cli
 from tests.test_injection_analysis import HEADER, _rows
 from usagg.analysis.report import MANIFEST, _a_report_file
 from usagg.analysis.simulate import load_tasks, simulate_run_store
+from usagg.atomic import no_space_left
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 Usagg = Callable[..., tuple[int, str]]
@@ -211,3 +214,34 @@ def test_report_after_plot_in_the_default_folders_takes_plots_figures(
     before = _tree(other)  # fig3_delta.png is now a figure plot did not list: the user's
     code, out = usagg("report", str(store), "--out", str(other), cwd=tmp_path)
     assert code == 2 and "figures/fig3_delta.png exists" in out and _tree(other) == before, out
+
+
+@pytest.mark.parametrize("stop", ["full disk", "killed"])
+def test_a_report_stopped_part_way_is_replaced_by_the_next(
+    store: Path, tmp_path: Path, usagg: Usagg, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """Audit fault 2: a report stopped after its first files (a full disk at report.html, a SIGTERM) left usagg's
+    figures without a manifest, and the rerun refused them as someone else's; the manifest is now written first.
+    The full disk's advice is the command's own (no `usagg run --retry-failed`)."""
+    from usagg.analysis import report
+
+    real = report.write_text_atomic
+
+    def stopping(path: Path, text: str) -> Path:
+        if stop == "killed" and path.suffix == ".csv":
+            raise SystemExit(143)
+        if stop == "full disk" and path.name == "report.html":
+            raise no_space_left(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        return real(path, text)
+
+    rep = tmp_path / "reports" / "tiny"
+    monkeypatch.setattr(report, "write_text_atomic", stopping)
+    code, out = usagg("report", str(store), cwd=tmp_path)
+    assert code == (2 if stop == "full disk" else 143) and (rep / "figures" / "fig3_delta.png").is_file(), out
+    if stop == "full disk":
+        assert "no space left on device at reports/tiny/report.html" in out and "--retry-failed" not in out, out
+    assert json.loads((rep / MANIFEST).read_text())["complete"] is False
+    monkeypatch.setattr(report, "write_text_atomic", real)
+    code, out = usagg("report", str(store), cwd=tmp_path)
+    assert code == 0 and (rep / "report.html").is_file(), out
+    assert "complete" not in json.loads((rep / MANIFEST).read_text())

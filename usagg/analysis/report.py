@@ -1,8 +1,8 @@
 """`usagg report`: report.md, a self-contained report.html, figures/, tables/*.csv and tables/*.tex.
 
 The folder is regenerated on purpose: every file is written atomically, and the files an
-earlier report listed in its manifest (MANIFEST, written last) but this one did not write
-are removed, so nothing stale remains; a manifest is data, so only names a report writes count
+earlier report listed in its manifest (MANIFEST: written first, marked incomplete, and again last) but this one did
+not write are removed, so nothing stale remains; a manifest is data, so only names a report writes count
 and nothing else in the folder is ever touched. A folder without the manifest that already holds a
 file the report would write, and a folder that is, lies in or holds the run store read, are refused.
 Both documents open with a short summary and a table of contents, then the headline
@@ -393,6 +393,16 @@ def _write_manifest(folder: Path, written: list[Path]) -> None:
     write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
 
 
+def _claim(folder: Path, planned: list[str]) -> None:
+    """MANIFEST before the first file is written, marked incomplete: what the last report listed and what this one
+    may write that is not there yet. A report stopped part-way (a full disk, SIGTERM, SIGKILL) thus leaves a folder
+    the next one takes as usagg's (`_theirs`) and cleans up (`_remove_stale`), never one it refuses; files already
+    there and not usagg's (a `usagg plot` figure) stay unlisted, so they are never removed."""
+    new = [rel for rel in planned if not os.path.lexists(folder / rel)]
+    files = sorted({*_previous_manifest(folder), *new})
+    write_text_atomic(folder / MANIFEST, json.dumps({"files": files, "complete": False}, indent=1) + "\n")
+
+
 @functools.cache
 def _report_file_pattern() -> re.Pattern[str]:
     """The relative paths `write_report` can write: DOCUMENTS, tables/<name>.csv|.tex (a table's name: a plain
@@ -557,6 +567,8 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
         _not_someone_elses(folder, _theirs_in_sweep(a, folder))
         for _, point in a.points:  # every point's store checked before the first point's report is written
             provenance(point.inp)
+        real_folder(folder / "tables", folder, "usagg report: output folder")  # refused before the claim is written
+        _claim(folder, ["report.md", "tables/sweep.csv"])
         written = write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
         _write_manifest(folder, written)
         return written
@@ -566,6 +578,7 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     _not_someone_elses(folder, _theirs(folder, _planned(tables)))
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
+    _claim(folder, _planned(tables))
     figs = render(a, folder / "figures", FIGURE_FORMAT, dpi)
     written = [f.path for f in figs]
     for t in tables:
