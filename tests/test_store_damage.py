@@ -511,6 +511,32 @@ def test_out_of_disk_fails_the_job_by_name_and_retry_failed_finishes_it(
 
 
 @pytest.mark.slow
+def test_a_full_disk_at_the_final_state_is_said_not_blamed_on_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit fault 6: job.json could not take `done` (nor `failed`): the run ended "not finished ... another process
+    runs them" (exit 3). Now it says the store could not record the failure, with the disk's error (exit 1), and
+    the next run resumes the job."""
+    real = RunStore.set_state
+
+    def full_at_the_end(self: RunStore, job_id: str, state: str, **kwargs: object) -> dict:
+        if state in ("done", "failed"):
+            raise no_space_left(self.paths(job_id).record, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        return real(self, job_id, state, **kwargs)  # type: ignore[arg-type]
+
+    study = _tiny(tmp_path)
+    monkeypatch.setattr(RunStore, "set_state", full_at_the_end)
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys)
+    text = " ".join(out.split())
+    assert code == 1 and "another process" not in text, text
+    assert "1 job failed and the store could not record it" in text and "job.json (No space left on device)" in text
+    assert "once that is fixed the same `usagg run` resumes it from the last checkpoint" in text
+    monkeypatch.setattr(RunStore, "set_state", real)
+    code, out = run_cli(["run", str(study)], monkeypatch, capsys)
+    assert code == 0, out
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "pickle"])
 def test_a_damaged_best_checkpoint_of_an_unfinished_job_is_set_aside(tmp_path: Path, damage: str) -> None:
     """A best.pt without last.pt (a first attempt killed before its first last.pt) used to fail the job with a raw

@@ -480,21 +480,26 @@ class RunResult:
     #: job id: the run did not finish them (and planned no stage after them); the next `usagg run` collects them.
     queued: dict[str, str] = field(default_factory=dict)
 
+    #: Jobs that ended failed in this run although the store could not record it (a full disk at their job.json),
+    #: job id -> the error the executor reported: the store still says running or pending, so the next `usagg run`
+    #: resumes them from their last checkpoint.
+    unrecorded: dict[str, str] = field(default_factory=dict)
+
     @property
     def failed(self) -> list[str]:
         return [jid for jid, s in self.states.items() if s == "failed"]
 
     @property
     def ok(self) -> bool:
-        """True when no selected job failed; `unfinished` says whether every one is done."""
-        return not self.failed
+        """True when no selected job failed (recorded or not); `unfinished` says whether every one is done."""
+        return not self.failed and not self.unrecorded
 
     @property
     def unfinished(self) -> list[str]:
-        """Selected jobs neither done nor failed when the run ended: an earlier run's Slurm job still has them
-        (`queued`), another live process runs them (their lock is held), or they wait for a job of the same settings
-        that is not done. Not failed, but the study is not finished: `usagg run` exits 3."""
-        return [jid for jid, s in self.states.items() if s not in ("done", "failed")]
+        """Selected jobs neither done nor failed when the run ended, `unrecorded` ones aside: an earlier run's Slurm
+        job still has them (`queued`), another live process runs them (their lock is held), or they wait for a job
+        of the same settings that is not done. Not failed, but the study is not finished: `usagg run` exits 3."""
+        return [jid for jid, s in self.states.items() if s not in ("done", "failed") and jid not in self.unrecorded]
 
 
 def check_model_weights(study: Study) -> None:
@@ -664,6 +669,9 @@ class StudyRun:
     queued_note: str | None = None
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
+    #: Jobs the executor reported failed, job id -> the error it reported (`execute`): where the store does not say
+    #: failed, the state could not be written (`RunResult.unrecorded`).
+    reported_failed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     #: The trackers the jobs feed, reached once a run (`live_tracking`): an MLflow server that is down warns once.
     _tracking: TrackingSpec | None = field(default=None, init=False, repr=False)
     _tracking_reached: bool = field(default=False, init=False, repr=False)
@@ -1067,7 +1075,14 @@ class StudyRun:
             return {}
         executor = self.check_executor(**executor_options)
         fn = job_function(self.study.execution, self.live_tracking())
-        return executor.run(self.todo, fn, on_event, on_progress)
+
+        def heard(job_id: str, event: str, info: dict[str, Any]) -> None:
+            if event == "failed":
+                self.reported_failed[job_id] = str(info.get("error") or "the job reported failure")
+            if on_event is not None:
+                on_event(job_id, event, info)
+
+        return executor.run(self.todo, fn, heard, on_progress)
 
     def live_tracking(self) -> TrackingSpec | None:
         """The spec's trackers with an unreachable MLflow left out (`reachable_tracking`), asked once a run: the
@@ -1097,8 +1112,9 @@ class StudyRun:
         states = {j.id: self.store.job_state(j.id) for j in self.jobs}
         errors = {jid: self.error(jid) for jid, state in states.items() if state == "failed"}
         queued = {jid: sid for jid, sid in self.queued.items() if states.get(jid) != "done"}
+        unrecorded = {jid: e for jid, e in self.reported_failed.items() if states.get(jid) not in ("done", "failed")}
         return RunResult(
-            self.store.root.resolve(), states, csv_path.resolve(), list(self.data_warnings), errors, queued
+            self.store.root.resolve(), states, csv_path.resolve(), list(self.data_warnings), errors, queued, unrecorded
         )
 
     def error(self, job_id: str) -> str:

@@ -482,6 +482,8 @@ def run(
         if stop.code == 143:
             console.print(f"[yellow]stopped (SIGTERM)[/]; {_resumes(job_run)}")
         raise
+    if result.unrecorded:
+        console.print(_unrecorded_text(result))
     if result.failed:
         from rich.markup import escape
 
@@ -489,6 +491,7 @@ def run(
             f"[bold red]{counted(len(result.failed), 'job')} failed[/]; see jobs/<id>/error.txt under "
             f"{escape(printable(str(result.store_root)))}"
         )
+    if result.failed or result.unrecorded:
         raise typer.Exit(1)
     # `usagg run && usagg report` must not report a study whose jobs still wait on the cluster or run elsewhere
     if result.queued:
@@ -509,6 +512,20 @@ def run(
             "status` shows where each is); run the same `usagg run` again once that one ends"
         )
         raise typer.Exit(UNFINISHED_EXIT)
+
+
+def _unrecorded_text(result: RunResult) -> str:
+    """The closing line for jobs that failed where the store could not record it (`RunResult.unrecorded`): the
+    error that stopped them (a full disk at job.json), not "another process runs them"."""
+    from rich.markup import escape
+
+    n = len(result.unrecorded)
+    job_id, error = next(iter(result.unrecorded.items()))
+    return (
+        f"[bold red]{counted(n, 'job')} failed and the store could not record it[/] ({escape(printable(job_id))}: "
+        f"{escape(printable(error))}); the store says {'it' if n == 1 else 'they'} did not finish, so once that is "
+        f"fixed the same `usagg run` resumes {'it' if n == 1 else 'them'} from the last checkpoint"
+    )
 
 
 #: What a stopped run says: how to go on.
