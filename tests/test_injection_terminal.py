@@ -19,6 +19,7 @@ from test_data_support import CLS_HEADER, tiny_layout, write_csv
 
 from usagg.cli.runs import ConsoleObserver, print_data_warnings
 from usagg.data.catalog import DataTask, catalog_text
+from usagg.data.check import CheckReport
 from usagg.data.fmc_uia import Problem, scan_split
 from usagg.spec.load import load_study
 from usagg.store import RunStore
@@ -112,7 +113,7 @@ def test_problem_lines_and_the_report_show_data_printable() -> None:
     """Whatever a problem carries (a file name, a message from a file check), it reaches the terminal escaped."""
     console, buf = _console()
     problem = Problem("missing_image", "image 'b\x1b[2J.png' not found", "train/csv_files/e\x1b[31m.csv", 2)
-    print_data_warnings(console, [problem], Path("root"))
+    print_data_warnings(console, [problem], CheckReport(Path("root"), ("train",)))
     text = buf.getvalue()
     assert "\x1b" not in text and "e\\x1b[31m.csv row 2" in text and "b\\x1b[2J.png" in text
 
