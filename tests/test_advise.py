@@ -579,6 +579,7 @@ def test_one_seed_never_decides(tmp_path: Path) -> None:
     assert {r.decided_by for r in adv.rows} <= {"model", "rule"} and not adv.measured
     assert {r.evidence for r in adv.rows} == {"one seed"}
     assert "One seed: no task's own measurement can decide its advice" in " ".join(adv.notes)
+    assert "with two or more seeds a task's own Δ decides" in " ".join(adv.notes)
 
 
 def test_rules_that_tie_but_agree_are_no_default() -> None:
@@ -641,7 +642,9 @@ def test_one_seed_of_ts_never_decides(tmp_path: Path) -> None:
     adv = advise_input(load_input(None, tmp_path / "r.csv"))
     assert not adv.measured and {r.evidence for r in adv.rows} == {"TS one seed"}
     assert all(ci is None for r in adv.rows for ci in r.intervals.values())
-    assert "One seed: no task's own measurement can decide its advice" in " ".join(adv.notes)
+    notes = " ".join(adv.notes)
+    assert "One seed: no task's own measurement can decide its advice" in notes
+    assert "TS has one seed where the other paradigms have more" in notes and "--retry-failed" in notes
     comp = compare(load_input(None, tmp_path / "r.csv"))
     st = seed_interval(comp, 1.0, "big", "CG")
     assert st is not None and st.ci is None and st.note == "baseline TS: one seed, no spread" and st.n == 4

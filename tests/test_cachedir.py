@@ -114,6 +114,16 @@ def test_a_read_only_cache_is_one_paragraph_naming_the_settings(
         assert "Point USAGG_CACHE or data.cache_dir" in text and err.value.exit_code == 2
 
 
+def test_a_cache_path_that_is_a_file_is_one_paragraph_naming_it(tmp_path: Path) -> None:
+    """USAGG_CACHE naming a file: the probe's error named a temporary file inside it the user never made."""
+    (tmp_path / "cachefile").write_text("x")
+    for root in (tmp_path / "cachefile", tmp_path / "cachefile" / "below"):
+        with pytest.raises(UsaggError) as err:
+            cachedir.check_writable(root)
+        assert str(err.value).startswith(f"the cache folder {root} cannot be made: {tmp_path / 'cachefile'} is a file")
+        assert "Point USAGG_CACHE or data.cache_dir" in str(err.value) and err.value.exit_code == 2
+
+
 def test_a_run_on_a_read_only_cache_stops_before_any_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -95,6 +95,20 @@ def test_a_jpeg_with_orientation_6_reads_upright(tmp_path: Path) -> None:
     assert got.shape == (30, 50) and np.abs(got - displayed).max() <= 2  # JPEG rounding only, not turned
 
 
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_a_tiff_not_stored_upright_is_refused_not_read_in_a_guessed_frame(tmp_path: Path, compression: str) -> None:
+    """Pillow turns a compressed TIFF by its orientation and leaves an uncompressed one as stored, yet reports the
+    turned size before loading: the decode cache took that for orig_hw, so boxes were scaled in the wrong frame;
+    OpenCV turns 2-4 and cannot read 5-8. Neither is guessed: the file is refused by name."""
+    path = tmp_path / "frame.tif"
+    _save_oriented(Image.fromarray(np.zeros((20, 40), np.uint8)), path, 6, compression=compression)
+    with pytest.raises(OSError, match=r"frame\.tif is a TIFF whose EXIF orientation is 6, not 1"):
+        decode_image(path, 16)
+    upright_tiff = tmp_path / "upright.tif"
+    _save_oriented(Image.fromarray(np.zeros((20, 40), np.uint8)), upright_tiff, 1, compression=compression)
+    assert decode_image(upright_tiff, 16)[1] == (20, 40)
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "1"])
 def test_a_mask_with_an_exif_orientation_reads_upright_as_imread_grayscale(tmp_path: Path, mode: str) -> None:
     mask = np.zeros((30, 50), np.uint8)
@@ -281,6 +295,17 @@ def test_a_latin_1_csv_names_its_line_and_byte_and_says_save_as_csv_utf_8(data: 
         "train/csv_files/cls.csv is not UTF-8 text: line 3 has the byte 0xe4 ('ä' in Windows-1252)"
     )
     assert 'save the file as "CSV UTF-8"' in problem.message
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-16-le"])
+def test_a_utf_16_csv_is_named_utf_16_not_a_windows_letter(data: Path, encoding: str) -> None:
+    """Excel's "Unicode Text" (a byte-order mark FF FE) was called a Windows-1252 'ÿ', and the iconv -f cp1252 the
+    message gave made a file of NUL bytes; without a mark (utf-16-le) it read as text full of NULs."""
+    path = data / "train/csv_files/cls.csv"
+    path.write_bytes(path.read_text(encoding="utf-8").encode(encoding))
+    (problem,) = [p for p in check_dataset(data).problems if p.kind == "unreadable_csv"]
+    assert problem.message.startswith("train/csv_files/cls.csv is UTF-16 text")
+    assert "iconv -f utf-16 -t utf-8" in problem.message and "Windows-1252" not in problem.message
 
 
 def test_a_row_of_only_separators_is_an_empty_row_to_delete(data: Path) -> None:

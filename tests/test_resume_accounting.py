@@ -112,9 +112,36 @@ def test_a_job_resumed_on_another_thread_count_says_so_and_records_both(
     finally:
         torch.set_num_threads(before)
     assert metrics["training"]["threads"] == 2 and metrics["training"]["threads_before"] == 1
-    assert "resumed on 2 CPU threads where the 1 epoch before trained on 1" in caplog.text
+    assert "resumed on 2 CPU threads where its first 1 epoch trained on 1:" in caplog.text
     fresh = run_job(au, tmp_path / "fresh", "cpu", threads=1)
     assert fresh["training"]["threads"] == 1 and fresh["training"]["threads_before"] is None
+
+
+def test_a_second_resume_keeps_the_count_the_first_epochs_trained_on(
+    au: Job, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Epoch 1 on 1 thread, epoch 2 on 2, epoch 3 on 2: the last resume compared 2 with 2 and the job's metrics
+    said it trained on one count."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_job(au, tmp_path, "cpu", threads=1, callbacks=[_KillAt(4)])
+        with pytest.raises(KeyboardInterrupt):
+            run_job(au, tmp_path, "cpu", threads=2, callbacks=[_KillAt(6)])
+        metrics = run_job(au, tmp_path, "cpu", threads=2)
+        assert (metrics["training"]["threads"], metrics["training"]["threads_before"]) == (2, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run_job(au, tmp_path / "back", "cpu", threads=1, callbacks=[_KillAt(4)])
+        with pytest.raises(KeyboardInterrupt):
+            run_job(au, tmp_path / "back", "cpu", threads=2, callbacks=[_KillAt(6)])
+        with caplog.at_level("WARNING"):
+            back = run_job(au, tmp_path / "back", "cpu", threads=1)  # 1, 2, then 1 again
+    finally:
+        torch.set_num_threads(before)
+    assert (back["training"]["threads"], back["training"]["threads_before"]) == (1, 2)
+    assert "resumed on 1 CPU thread where its first 2 epochs trained on 1 and 2:" in caplog.text
 
 
 def test_a_fresh_fit_says_no_resume(au: Job, tmp_path: Path) -> None:

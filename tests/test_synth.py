@@ -323,6 +323,25 @@ def test_a_full_disk_while_generating_is_one_paragraph_naming_the_file(
         generate_benchmark(tmp_path / "out", SMALL, ["fetal_head"], workers=1)
 
 
+def test_a_full_disk_generating_into_the_cache_folder_says_it_is_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`usagg run` generates the synthetic benchmark into the cache folder: a full disk there names the benchmark's
+    folder (not the hidden temporary one) with the cache's advice, as the decode cache and the trunk do."""
+
+    def full(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    monkeypatch.setenv("USAGG_CACHE", str(tmp_path / "cache"))
+    data = DataSpec(synthetic=SynthSpec(image_size=32, default_size=4, val_size=4))
+    with pytest.raises(NoSpaceLeft) as err:
+        source.dataset_root(data)
+    text = str(err.value)
+    assert f"no space left on device at {source.synth_dir(data)}" in text and ".tmp-" not in text
+    assert "USAGG_CACHE" in text and "usagg cache prune" in text
+
+
 #: A sitecustomize for the subprocesses below: opening a matching path for writing fails as a full disk does
 #: (the spawned rendering workers import it too).
 FULL_DISK_SITE = """

@@ -27,7 +27,8 @@ from typing import Any, BinaryIO
 from usagg.errors import UsaggError
 
 #: errno values that mean the disk (or the user's quota) is full.
-_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+#: The errors of a full disk or a used-up quota, however a library raises them.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 class NoSpaceLeft(UsaggError):
@@ -77,7 +78,7 @@ def reserve(tmp: Path, named: Path) -> None:
         try:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         except OSError as err:
-            if err.errno in _FULL_DISK:
+            if err.errno in FULL_DISK:
                 raise no_space_left(named, err) from err
             # a file system without allocation: the map's writes fill the file as before
 
@@ -88,7 +89,7 @@ def _full_disk(err: BaseException) -> OSError | None:
     cur: BaseException | None = err
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in _FULL_DISK:
+        if isinstance(cur, OSError) and cur.errno in FULL_DISK:
             return cur
         cur = cur.__cause__ or cur.__context__
     return None
@@ -121,7 +122,7 @@ def write_with(path: Path | str, writer: Callable[[BinaryIO], object]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        if err.errno in _FULL_DISK:
+        if err.errno in FULL_DISK:
             raise no_space_left(path, err) from err
         raise
     try:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from usagg.atomic import no_space_left
+from usagg.atomic import FULL_DISK, no_space_left
 from usagg.errors import UsaggError
 
 CACHE_ENV = "USAGG_CACHE"
@@ -78,7 +78,7 @@ def _cache_error(root: Path, path: Path, err: OSError) -> UsaggError | None:
     for another error, which goes on as it is."""
     if err.errno in _UNWRITABLE:
         return unwritable(root, err)
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if err.errno in FULL_DISK:
         return no_space_left(path, err, cache=True)
     return None
 
@@ -88,6 +88,11 @@ def check_writable(root: Path) -> None:
     creation would start from: said once before a run's first job, not by every job at its first lock. The probe
     is an unnamed temporary file (O_TMPFILE where the system has it), so nothing is left behind."""
     probe = next((p for p in (root, *root.parents) if p.exists()), root)
+    if not probe.is_dir():  # USAGG_CACHE naming a file: the probe's own error named a temporary file in it
+        raise UsaggError(
+            f"the cache folder {root} cannot be made: {probe} is a file, not a folder. Point USAGG_CACHE or "
+            "data.cache_dir (the study's setting wins) at a folder, then run again"
+        )
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass

@@ -94,6 +94,21 @@ def noise_unmeasured(evidence: str) -> bool:
     return evidence in (ONE_SEED, BASELINE_ONE_SEED)
 
 
+def one_seed_text(rows: list[AdviceRow]) -> str:
+    """Why one seed silenced the tasks' own measurements, and what to run: the baseline's own seeds where only it has
+    one (its other seeds failed or were not imported: "with two or more seeds" read as nonsense beside three)."""
+    if all(r.evidence == BASELINE_ONE_SEED for r in rows):
+        return (
+            f"{BASELINE} has one seed where the other paradigms have more (its other seeds failed or were not "
+            f"imported), so its training noise is unmeasured; with {BASELINE} on two or more seeds (`usagg run "
+            "--retry-failed`, or its seeds in the table) a task's own Δ decides where its interval does"
+        )
+    return (
+        "one seed leaves training noise unmeasured; with two or more seeds a task's own Δ decides where its interval "
+        "does"
+    )
+
+
 class CannotAdvise(UsaggError):
     """The study's results cannot support advice (too few tasks, no TS baseline, no paradigm besides TS)."""
 
@@ -195,8 +210,8 @@ class Advice:
         given = f"the {'model' if self.beats_trivial else 'rule'}'s advice"
         if not decided and all(noise_unmeasured(r.evidence) for r in self.rows):
             return (
-                f"One seed: no task's own measurement can decide its advice (training noise is unmeasured), so every "
-                f"task gets {given}; with two or more seeds a task's own Δ decides where its interval does."
+                f"One seed: no task's own measurement can decide its advice, so every task gets {given}: "
+                f"{one_seed_text(self.rows)}."
             )
         if not decided:
             return (
@@ -591,7 +606,7 @@ def _caveats(adv: Advice, comp: Comparison) -> list[str]:
     rows = [r for r in adv.rows if r.decided_by != MEASUREMENT and r.best_measured not in (None, r.advised)]
     if rows:
         why = (
-            "one seed leaves training noise unmeasured"
+            one_seed_text(rows)
             if all(noise_unmeasured(r.evidence) for r in rows)
             else f"the task's own measurement does not decide at the level used ({100 * adv.level:.1f} % intervals)"
         )

@@ -38,6 +38,7 @@ from usagg.analysis.delta import Comparison, rescaled
 from usagg.analysis.inputs import Planned
 from usagg.analysis.stats import Stat
 from usagg.paradigms import PARADIGMS
+from usagg.wording import counted
 
 EFFECTS = ("aggregation", "MoE", "interaction")
 
@@ -237,8 +238,8 @@ def left_out_notes(comp: Comparison, fraction: float) -> list[str]:
         if gone:
             at = f" at fraction {fraction:g}" if len(comp.fractions) > 1 else ""
             out.append(
-                f"{d.paradigm} 2x2 ({d.cells(comp.baseline)}){at}: over the {len(kept)} tasks all four paradigms "
-                f"have a Δ for; left out: {', '.join(gone)}."
+                f"{d.paradigm} 2x2 ({d.cells(comp.baseline)}){at}: over the {counted(len(kept), 'task')} all four "
+                f"paradigms have a Δ for; left out: {', '.join(gone)}."
             )
     return out
 

@@ -136,8 +136,16 @@ def _read_csv(path: Path, root: Path) -> tuple[list[str], list[dict]]:
 
 def _utf8_text(path: Path, root: Path) -> str:
     """The CSV's text (a UTF-8 BOM dropped); DataError naming the line and byte that are not UTF-8, which a
-    spreadsheet's "CSV" save in a Windows or Latin-1 encoding writes for every non-ASCII letter."""
+    spreadsheet's "CSV" save in a Windows or Latin-1 encoding writes for every non-ASCII letter, or saying the file
+    is UTF-16 (whose byte-order mark read as Windows-1252 sent the user to a conversion that made it worse)."""
     data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:256]:
+        raise DataError(
+            f"{rel(path, root)} is UTF-16 text (a UTF-16 byte-order mark, or NUL bytes between its letters), as "
+            "Excel's \"Unicode Text\" save or PowerShell's Out-File write it, and usagg reads CSVs as UTF-8: save the "
+            'file as "CSV UTF-8" (Excel: Save As > CSV UTF-8 (Comma delimited)) or convert it, e.g. '
+            "`iconv -f utf-16 -t utf-8 old.csv > new.csv`"
+        )
     body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
     try:
         return body.decode("utf-8")

@@ -9,8 +9,10 @@ so do the decode cache (usagg/data/cache.py), `usagg data check` and the mask re
 OpenCV's ``imread`` (IMREAD_COLOR and IMREAD_GRAYSCALE alike) also turns a JPEG or PNG upright by its
 EXIF Orientation tag, as every image viewer shows it and so as labels are drawn; PIL does not. `upright`
 does it here, so an image's pixels and its size (the frame its boxes, keypoints and mask are checked and
-scored in) are those OpenCV reads. A TIFF's orientation is applied by its decoder itself (libtiff, in
-Pillow and in OpenCV); BMP has none.
+scored in) are those OpenCV reads. A TIFF with an orientation other than 1 is refused (`tiff_orientation`):
+TIFF readers disagree on it (OpenCV applies 2-4 and cannot read 5-8; Pillow's libtiff decoder turns a
+compressed file while its own leaves an uncompressed one as stored, yet reports the turned size before
+loading), so no reading of it is the challenge's. BMP has none.
 """
 
 from __future__ import annotations
@@ -89,9 +91,23 @@ def open_known(path: Path, formats: tuple[str, ...] = IMAGE_FORMATS) -> Image.Im
         raise UnidentifiedImageError(f"{path} is not a {names} file (the formats usagg reads)") from None
 
 
+def tiff_orientation(im: Image.Image, path: Path) -> None:
+    """OSError (so `unreadable_image`, naming the file) for a TIFF stored other than upright: see the module doc."""
+    if im.format != "TIFF":
+        return
+    value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    if value != 1:
+        raise OSError(
+            f"{path} is a TIFF whose EXIF orientation is {value}, not 1 (stored upright): TIFF readers turn such a "
+            "file differently (OpenCV's reads 2-4 turned and cannot read 5-8), so usagg does not guess; save the "
+            "image upright, or as PNG"
+        )
+
+
 def as_read(im: Image.Image, path: Path) -> Image.Image:
     """An opened file as OpenCV reads it: 16-bit grayscale scaled to 8 bits (`to_8bit`), turned upright by its EXIF
-    orientation (`upright`)."""
+    orientation (`upright`); a TIFF not stored upright refused (`tiff_orientation`)."""
+    tiff_orientation(im, path)
     return upright(to_8bit(im, path), orientation(im))
 
 

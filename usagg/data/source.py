@@ -18,6 +18,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from usagg.atomic import full_disk_named
 from usagg.cachedir import SYNTH_MARKER as MARKER
 from usagg.cachedir import cache_root, entry_lock
 from usagg.errors import DataError
@@ -248,7 +249,8 @@ def _synthetic_root(data: DataSpec) -> Path:
             return target
         _refuse_foreign(target, spec)
         _remove_stale_temporaries(target)
-        _generate_into(target, spec, key)
+        with full_disk_named(target, cache=spec.out is None):  # in the cache folder: its own advice
+            _generate_into(target, spec, key)
     return target
 
 

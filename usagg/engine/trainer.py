@@ -198,7 +198,8 @@ class Trainer:
         self.epoch_t0 = time.perf_counter()  # when the running epoch's training began (progress: images/s)
         self.epoch_measured0 = 0.0  # `measuring_seconds` then: the running epoch's measurements are not training
         self.resumed_from: int | None = None  # the epochs last.pt held when this fit resumed (None: a fresh start)
-        self.threads_before: int | None = None  # the CPU threads of the epochs a resume continued, where they differ
+        # every CPU thread count that trained an epoch of this job, first seen first (a resume adds its own)
+        self.threads_seen: list[int] = [] if self.cpu_threads is None else [self.cpu_threads]
         self.state = _State()
         self._loaded_epoch: int | None = None
         # seconds between epochs in this fit: every callback's epoch-end hooks (selection and the kept weights, the
@@ -241,6 +242,7 @@ class Trainer:
             "affinity": None,
             "trained": {"images": s.train_images, "seconds": s.train_seconds},
             "cpu_threads": self.cpu_threads,
+            "cpu_threads_seen": list(self.threads_seen),
         }
         for cb in self.callbacks:
             ck.update(cb.state_dict())
@@ -259,17 +261,27 @@ class Trainer:
         self.state = _State(ck["epoch"], ck["step"], list(ck["history"]), *_trained(ck))
         for cb in self.callbacks:
             cb.load_state_dict(ck)
-        earlier = ck.get("cpu_threads")
-        if self.cpu_threads is not None and isinstance(earlier, int) and earlier != self.cpu_threads:
-            self.threads_before = earlier
+        earlier, now = ck.get("cpu_threads"), self.cpu_threads
+        seen = ck.get("cpu_threads_seen")
+        seen = (
+            [c for c in seen if type(c) is int] if isinstance(seen, list) else [earlier] if type(earlier) is int else []
+        )
+        self.threads_seen = [*seen, now] if now is not None and now not in seen else seen
+        if now is not None and isinstance(earlier, int) and earlier != now:
             log.warning(
-                "resumed on %d CPU threads where the %s before trained on %d: a CPU job's numbers depend on its "
+                "resumed on %s where its first %s trained on %s: a CPU job's numbers depend on its "
                 "threads, so this job's differ from an uninterrupted run's (set execution.threads to keep one count "
                 "on every machine and run)",
-                self.cpu_threads,
+                counted(now, "CPU thread"),
                 counted(self.state.epoch, "epoch"),
-                earlier,
+                " and ".join(str(c) for c in seen),
             )
+
+    @property
+    def threads_before(self) -> int | None:
+        """A CPU thread count other than this run's that trained earlier epochs of the job (a resume on another
+        count: its numbers differ from an uninterrupted run's), None where every epoch trained on this one."""
+        return next((c for c in self.threads_seen if c != self.cpu_threads), None)
 
     @property
     def cpu_threads(self) -> int | None:

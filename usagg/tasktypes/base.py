@@ -161,12 +161,13 @@ def normalised_coordinates(
     shown = ", ".join(f"({x:g}, {y:g})" for x, y in xy(first))
     pixels = ", ".join(f"({x * w:.4g}, {y * h:.4g})" for x, y in xy(first))
     sides = sorted(v for _, hw in sized for v in hw)
+    side = f"{sides[0]}" if sides[0] == sides[-1] else f"{sides[0]}-{sides[-1]}"
     csvs = ", ".join(sorted({_placed(s.csv_file, root) for s, _ in sized}))
     return [
         (
             "normalised_coordinates",
             f"task {first.task_id}: the {noun} of all {counted(len(sized), 'image')} in {csvs} lie within [0, 1] "
-            f"while the images are {sides[0]}-{sides[-1]} px a side: the columns {columns} are pixels, so every one "
+            f"while the images are {side} px a side: the columns {columns} are pixels, so every one "
             "of them sits within a pixel of the image's top-left corner. Multiply each x by its image's width and "
             f"each y by its height (row {first.row}'s (x, y) {shown} on its {w}x{h} image are {pixels} in pixels)",
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from usagg.atomic import no_space_left, write_text_atomic
+from usagg.atomic import FULL_DISK, no_space_left, write_text_atomic
 from usagg.data.synth.sample import SynthSample, make_sample
 from usagg.data.synth.tasks import ALL_TASKS, KNOWN_TASKS, TASKS, SynthTask
 from usagg.errors import UsaggError
@@ -152,7 +151,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     except OSError as err:
         if err.errno is None:
             raise
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in FULL_DISK:
             raise no_space_left(path, err) from err
         raise OSError(err.errno, err.strerror, str(path)) from err
 
