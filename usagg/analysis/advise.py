@@ -94,19 +94,24 @@ def noise_unmeasured(evidence: str) -> bool:
     return evidence in (ONE_SEED, BASELINE_ONE_SEED)
 
 
+def one_seed_reason(rows: list[AdviceRow]) -> str:
+    """Why one seed silenced these tasks' own measurements: TS's one seed where only it has one (its other seeds
+    failed or were not imported), else one seed of every paradigm."""
+    if all(r.evidence == BASELINE_ONE_SEED for r in rows):
+        return f"{BASELINE} has one seed where the other paradigms have more, so its training noise is unmeasured"
+    return "one seed leaves training noise unmeasured"
+
+
 def one_seed_text(rows: list[AdviceRow]) -> str:
-    """Why one seed silenced the tasks' own measurements, and what to run: the baseline's own seeds where only it has
-    one (its other seeds failed or were not imported: "with two or more seeds" read as nonsense beside three)."""
+    """`one_seed_reason` and what to run: TS's own seeds where only it has one ("with two or more seeds" read as
+    nonsense beside three), else two or more seeds."""
     if all(r.evidence == BASELINE_ONE_SEED for r in rows):
         return (
-            f"{BASELINE} has one seed where the other paradigms have more (its other seeds failed or were not "
-            f"imported), so its training noise is unmeasured; with {BASELINE} on two or more seeds (`usagg run "
-            "--retry-failed`, or its seeds in the table) a task's own Δ decides where its interval does"
+            f"{one_seed_reason(rows)} (its other seeds failed or were not imported); with {BASELINE} on two or more "
+            "seeds (`usagg run --retry-failed`, or its seeds in the table) a task's own Δ decides where its interval "
+            "does"
         )
-    return (
-        "one seed leaves training noise unmeasured; with two or more seeds a task's own Δ decides where its interval "
-        "does"
-    )
+    return f"{one_seed_reason(rows)}; with two or more seeds a task's own Δ decides where its interval does"
 
 
 class CannotAdvise(UsaggError):
@@ -606,7 +611,7 @@ def _caveats(adv: Advice, comp: Comparison) -> list[str]:
     rows = [r for r in adv.rows if r.decided_by != MEASUREMENT and r.best_measured not in (None, r.advised)]
     if rows:
         why = (
-            one_seed_text(rows)
+            one_seed_reason(rows)
             if all(noise_unmeasured(r.evidence) for r in rows)
             else f"the task's own measurement does not decide at the level used ({100 * adv.level:.1f} % intervals)"
         )

@@ -180,7 +180,11 @@ def missing_notes(comp: Comparison, planned: Planned | None = None) -> list[str]
     for d in designs(comp):
         if d.complete:
             continue
-        why = [_missing_text(m, planned or Planned()) for m in d.missing]
+        plans = (planned or Planned()).paradigms
+        unplanned = [m for m in d.missing if m not in plans]
+        joined = " and ".join(unplanned)
+        why = [f"without {joined}: add {joined} to `paradigms`"] if unplanned else []
+        why += [_missing_text(m, planned or Planned()) for m in d.missing if m in plans]
         why += [
             f"{c} trained other task sets than {like} (its jobs group the tasks otherwise)" for c, like in d.unmatched
         ]
@@ -192,9 +196,7 @@ def missing_notes(comp: Comparison, planned: Planned | None = None) -> list[str]
 
 
 def _missing_text(control: str, planned: Planned) -> str:
-    """Why a control is missing: never run (add it), or planned with no result (its jobs and how to rerun them)."""
-    if control not in planned.paradigms:
-        return f"without {control}: add {control} to `paradigms`"
+    """Why a control the stored study plans is missing: none of its jobs has a result (its jobs, how to rerun them)."""
     jobs = planned.jobs_text(control)
     return (
         f"{control} was planned (the stored study's `paradigms`) but none of its jobs has results"
