@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +133,23 @@ def test_an_image_or_mask_in_another_format_is_refused_before_any_decoder_runs(d
     ]
     assert "is not a PNG, JPEG, BMP or TIFF file" in problems[0].message and "Ghostscript" not in problems[0].message
     assert "is not a PNG file" in problems[1].message
+
+
+def test_an_image_past_pillows_pixel_limit_is_refused_by_name_not_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between Pillow's limit and twice it, an image decoded with a raw DecompressionBombWarning on stderr (760 MB
+    for a 12000x12000 PNG); past twice it, Pillow's own error. Both are one OSError naming the file."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for side in (40, 60):  # 1,600 pixels: past the limit; 3,600: past twice it
+        path = tmp_path / f"big_{side}.png"
+        Image.fromarray(np.zeros((side, side), np.uint8)).save(path)
+        with (
+            pytest.raises(OSError, match=rf"big_{side}\.png declares more than 1,000 pixels"),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("error")
+            decode_image(path, 16)
 
 
 def test_a_16_bit_image_decodes_to_its_high_byte_not_two_grey_levels(tmp_path: Path) -> None:

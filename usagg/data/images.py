@@ -18,6 +18,7 @@ loading), so no reading of it is the challenge's. BMP has none.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,10 +86,17 @@ def open_known(path: Path, formats: tuple[str, ...] = IMAGE_FORMATS) -> Image.Im
     """``Image.open`` limited to `formats`; any other file is an ``UnidentifiedImageError`` (an OSError) naming
     what was expected."""
     try:
-        return Image.open(path, formats=formats)
+        with warnings.catch_warnings():  # Pillow warns past MAX_IMAGE_PIXELS: a raw Python warning on stderr
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path, formats=formats)
     except UnidentifiedImageError:
         names = ", ".join(formats[:-1]) + f" or {formats[-1]}" if len(formats) > 1 else formats[0]
         raise UnidentifiedImageError(f"{path} is not a {names} file (the formats usagg reads)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise OSError(
+            f"{path} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels ({err}); an ultrasound frame is a few "
+            "hundred thousand: a damaged or hostile file, refused before decoding"
+        ) from None
 
 
 def tiff_orientation(im: Image.Image, path: Path) -> None:
