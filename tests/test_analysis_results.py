@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from usagg.analysis.results import COLUMNS, read_results
+from usagg.analysis.results import COLUMNS, Row, read_results, write_results
 from usagg.errors import UsaggError
 
 HEADER = ",".join(COLUMNS)
@@ -177,3 +177,15 @@ def test_a_sweep_column_no_sweep_gives_is_refused_by_file_and_column(tmp_path: P
     tail = "; expected a key `sweep:` accepts, such as training.lr_encoder, or a name without a dot for a column usagg"
     assert msg.startswith(head) and why in msg and msg.endswith(f"{tail} should leave alone")
     assert "\n" not in msg
+
+
+def test_a_value_comes_back_to_the_last_bit(tmp_path: Path) -> None:
+    """write_results keeps every digit (`repr`): rounded, a simulated store's small Δs were quantised and its item
+    scores no longer gave the row's value."""
+    values = [0.123456789012345, 1 / 3, 0.0, 1e-17]
+    rows = [
+        Row("s", f"j{i}", "TS", "G", 0, 1.0, f"t{i}", "segmentation", "DSC", v, True, 100.0)
+        for i, v in enumerate(values)
+    ]
+    write_results(rows, tmp_path / "r.csv")
+    assert [r.value for r in read_results(tmp_path / "r.csv").rows] == values

@@ -31,6 +31,16 @@ def test_relative_change_is_direction_aware_and_floored() -> None:
     assert relative_change(18.0, 20.0, False) == pytest.approx(0.10)  # MRE down 10 %: +10 %
     assert relative_change(22.0, 20.0, False) == pytest.approx(-0.10)
     assert relative_change(0.3, 0.0, True) == pytest.approx(0.3 / 0.05)  # a zero start divides by the floor
+    assert relative_change(0.02, 0.01, True) == pytest.approx(0.01 / 0.05)  # so does a start below it
+
+
+def test_a_task_starting_near_zero_does_not_swamp_the_others() -> None:
+    """Refs a 0.01, b 0.80: epoch 2 (a 0.02, b 0.60) scores (0.2 - 0.25) / 2 and epoch 3 (a 0.011, b 0.88)
+    (0.02 + 0.1) / 2, so epoch 3 wins; divided by a's own 0.01, a's doubling (+1.0) chose epoch 2."""
+    tasks = {t: TaskSpec(id=t, type="segmentation", num_classes=2) for t in "ab"}
+    ref = {"a": 0.01, "b": 0.80}
+    assert model_score({"a": 0.02, "b": 0.60}, ref, tasks) == pytest.approx(-0.025)
+    assert model_score({"a": 0.011, "b": 0.88}, ref, tasks) == pytest.approx(0.06)
 
 
 def test_each_task_weighs_the_same_whatever_its_scale() -> None:

@@ -98,6 +98,10 @@ def test_resume_from_last_checkpoint_gives_the_same_final_weights(jobs: dict[str
     torch.manual_seed(12345)  # a different process state: the checkpoint must restore it
     random.seed(1)
     np.random.seed(1)
+    probe = _trainer(job, tmp_path / "resumed")
+    assert probe.resume()  # nothing in training draws on the global generators yet, so only this can see it:
+    saved = checkpoint.load(first.last_path)["rng"]  # a later dropout or drop-path would
+    assert torch.equal(torch.get_rng_state(), saved["torch"]) and random.getstate()[1] == tuple(saved["python"][1])
     second = _trainer(job, tmp_path / "resumed")
     fit_b = second.fit()
 

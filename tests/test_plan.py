@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel
@@ -598,3 +599,65 @@ def test_every_spec_field_says_whether_it_changes_the_job_id() -> None:
     grown = study.model_copy(update={"training": Grown()})
     with pytest.raises(TypeError, match="new_knob has no JobHash marker"):
         hash_payload(unit, grown, 1.0, 0)
+
+
+def _alternatives(field: Any) -> list[str]:
+    """`--set` values other than a field's default that its type allows, to try in order."""
+    default = field.default
+    options = [a for a in get_args(field.annotation) if not isinstance(a, type)]
+    if get_origin(field.annotation) is Literal:
+        return [str(o) for o in get_args(field.annotation) if o != default]
+    if isinstance(default, bool):
+        return [str(not default).lower()]
+    if isinstance(default, int):
+        return [str(v) for v in (default + 16, default + 1, default * 2, default - 1) if v != default]
+    if isinstance(default, float):
+        return [repr(v) for v in (default * 1.5, default * 0.5, 0.1) if v != default]
+    if default is None and int in get_args(field.annotation):
+        return ["1", "2", "3"]
+    if isinstance(default, tuple) and default:  # a range: both ends moved
+        return [f"[{', '.join(repr(v * 0.5) for v in default)}]", f"[{', '.join(repr(v * 2) for v in default)}]"]
+    if isinstance(default, list) or (default is None and "list" in str(field.annotation)):
+        return ["[1]", "[0, 1]", "[2, 3]"]
+    return [str(o) for o in options if o != default]
+
+
+def _hashed_leaves(model: type[BaseModel], prefix: str) -> list[tuple[str, Any]]:
+    """Every leaf field that enters every job's id ("yes"), sections of "yes" descended into."""
+    out = []
+    for name, field in model.model_fields.items():
+        rule = job_hash_rule(field)
+        if rule is None or rule.rule != "yes":
+            continue
+        section = field.annotation if isinstance(field.annotation, type) else None
+        if section is not None and issubclass(section, BaseModel):
+            out += _hashed_leaves(section, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", field))
+    return out
+
+
+def test_every_setting_marked_in_the_hash_changes_every_job_id(spec: Path) -> None:
+    """The marker is the rule, checked field by field: each "yes" setting of training, model and data, changed to
+    another value its type allows, changes all 36 ids (a field dropped from the payload passed every test but the
+    snapshot of recorded ids, which any legitimate change re-records)."""
+    from usagg.spec.models import DataSpec, ModelSpec
+
+    leaves = [*_hashed_leaves(TrainingSpec, "training."), *_hashed_leaves(ModelSpec, "model.")]
+    leaves += _hashed_leaves(DataSpec, "data.")
+    untried, unchanged = [], []
+    for path, field in leaves:
+        for value in _alternatives(field):
+            try:
+                diff = changed(spec, f"{path}={value}")
+            except SpecError:
+                continue  # not a value this spec allows: the next
+            if len(diff) != 36:
+                unchanged.append(f"{path}={value}: {len(diff)} of 36 ids changed")
+            break
+        else:
+            untried.append(path)
+    assert unchanged == []
+    # no other value to try: a single option, a registry name, a section the spec leaves out
+    assert untried == ["training.optimizer", "model.backbone", "data.synthetic"]
+    assert len(leaves) - len(untried) >= 25

@@ -266,3 +266,38 @@ def test_the_report_says_an_exclusion_note_once_and_refers_to_it_under_each_tabl
     assert md.count("At chance: x: the TS metric is not above chance") == 1
     assert md.count("- At chance: x (see Headline statistics).") >= 3
     assert "At chance: x: the TS metric is not above chance" in (tmp_path / "rep" / "tables" / "tasks.tex").read_text()
+
+
+# ----- edges a hand mutation of the code passed unseen (docs/benchmarks.md, "Mutation testing")
+
+
+def test_a_negative_baseline_keeps_the_sign_of_the_change() -> None:
+    """MCC runs from −1: a gain from −0.2 to +0.1 is +150 % (the relative Δ divides by |m_b|), and the delta
+    method's gradient holds the same |m_b|; every other test's baseline was positive."""
+    assert change("relative", "MCC", 0.1, -0.2, True)[0] == pytest.approx(150.0)
+    assert change("relative", "MCC", -0.3, -0.2, True)[0] == pytest.approx(-50.0)
+    assert gradient("relative", "MCC", 0.1, -0.2, True) == pytest.approx((500.0, 250.0))
+
+
+def test_the_chance_check_reads_the_95_percent_interval(tmp_path: Path) -> None:
+    """c's TS interval reaches 0.5 at 95 % and not at 90 %; d's at neither: only c is at chance (a 90 % check let
+    c into every aggregate)."""
+    vals = {"TS": {"c": (0.55, 0.60, 0.65), "d": (0.58, 0.60, 0.62)}, "AU": {"c": (0.7,) * 3, "d": (0.7,) * 3}}
+    comp = compare(_input(_results(tmp_path, vals, {"c": "AUC", "d": "AUC"})))
+    low95, low90 = (0.60 - ss.t.ppf(q, 2) * 0.05 / math.sqrt(3) for q in (0.975, 0.95))
+    assert low95 < 0.5 < low90 and comp.chance[1.0] == ("c",)
+
+
+def test_a_seed_interval_over_unequal_seed_counts_is_welchs_by_hand(tmp_path: Path) -> None:
+    """TS kept 2 seeds, AU 3: each side's variance over its own count, Welch-Satterthwaite df (the baseline's over
+    the paradigm's count narrowed the interval by a quarter; every other fixture had equal counts)."""
+    ts, au = (0.60, 0.70), (0.70, 0.72, 0.74)
+    comp = compare(_input(_results(tmp_path, {"TS": {"a": ts}, "AU": {"a": au}}, {"a": "DSC"})))
+    mp, mb = sum(au) / 3, sum(ts) / 2
+    terms = [(100 / mb) ** 2 * ss.tvar(au) / 3, (100 * mp / mb**2) ** 2 * ss.tvar(ts) / 2]
+    df = sum(terms) ** 2 / (terms[0] ** 2 / 2 + terms[1] ** 2 / 1)
+    half = ss.t.ppf(0.975, df) * math.sqrt(sum(terms))
+    delta = 100 * (mp - mb) / mb
+    st = seed_interval(comp, 1.0, "a", "AU")
+    assert st is not None and st.ci == pytest.approx((delta - half, delta + half), abs=1e-9)
+    assert st.ci == pytest.approx((-80.809, 102.348), abs=1e-3)

@@ -445,6 +445,30 @@ def test_job_files_go_through_the_store(tmp_path: Path) -> None:
     assert store.job_folders() == sorted(j.id for j in jobs)
 
 
+def test_a_metric_of_exactly_zero_stays_a_zero_in_results_csv(tmp_path: Path) -> None:
+    """A collapsed head scores DSC 0, IoU 0: written as an empty (undefined) cell it would leave every aggregate
+    with the task's seed dropped and its negative transfer gone."""
+    from usagg.analysis.delta import compare
+    from usagg.analysis.inputs import load_input
+
+    store, jobs = make_store(tmp_path)
+    for job in jobs:
+        metrics = _metrics(job)
+        for t in metrics["tasks"].values():
+            if job.paradigm == "CG":
+                t["metrics"] = dict.fromkeys(t["metrics"], 0.0)
+        store.set_state(job.id, "running")
+        store.write_metrics(job.id, metrics)
+        store.set_state(job.id, "done")
+    store.rebuild_results()
+    with open(store.results_csv, newline="") as f:
+        cg = [r for r in csv.DictReader(f) if r["paradigm"] == "CG"]
+    assert cg and all(r["value"] == "0.0" for r in cg)
+    comp = compare(load_input(store.root, None))
+    assert comp.cells[(1.0, "heart_seg", "CG")].mean == 0.0 and comp.cells[(1.0, "heart_seg", "CG")].n_seeds == 1
+    assert comp.deltas[(1.0, "heart_seg", "CG")].value == pytest.approx(-100.0)
+
+
 def test_current_results_rebuilds_a_missing_or_stale_table_in_memory(tmp_path: Path) -> None:
     """A read never writes: a missing or stale results.csv is rebuilt as text, the file left as it was."""
     store, jobs = make_store(tmp_path)
