@@ -112,7 +112,7 @@ def test_cache_info_keeps_each_row_and_header_on_one_line(
     assert [row[:2] for row in rows[: len(KINDS)]] == [[kind, str(int(kind == "filehash"))] for kind in KINDS]
     assert rows[KINDS.index("filehash")][3:] == ["2.0 d ago", "2.0 d ago"]
     header = [cell.strip() for cell in next(line for line in out.splitlines() if "┃" in line).split("┃")[1:-1]]
-    assert header == ["kind", "entries", "size", "least recently used", "most recently used"]
+    assert header == ["kind", "entries", "disk use", "least recently used", "most recently used"]
 
 
 @pytest.mark.parametrize("columns", [40, 60, 80])  # its table is narrow: 40 columns fold it
