@@ -118,7 +118,8 @@ def test_one_seed_on_either_side_gives_no_seed_interval_but_the_test_sets(
     three_seeds: Path, tmp_path: Path, paradigm: str, note: str
 ) -> None:
     """The baseline's one seed leaves its training noise unmeasured, not 0: no seed interval (as with one seed of
-    the paradigm), and the interval shown is the test-set bootstrap's, labelled so, over the seed both ran."""
+    the paradigm), and the interval shown is the test-set bootstrap's, labelled so, over each side's own seeds: the
+    seed both ran alone made an interval around seed 0's Δ beside the table's three-seed one."""
     inp = load_input(three_seeds, _one_seed_of(three_seeds, paradigm, tmp_path / "r.csv"))
     comp = compare(inp)
     task = inp.task_order[0]
@@ -132,10 +133,17 @@ def test_one_seed_on_either_side_gives_no_seed_interval_but_the_test_sets(
     assert seeds.value == pytest.approx(sign * 100 * (sum(au) / len(au) - sum(ts) / len(ts)) / (sum(ts) / len(ts)))
     assert (seeds.ci, seeds.note, seeds.n) == (None, note, len(au)) and BOTH not in by
     store = RunStore(three_seeds)
-    jobs = {r.paradigm: r.job_id for r in inp.table.rows if r.task == task and r.seed == 0}
-    base, other = (load_item_scores(store.paths(jobs[p]).folder)[task] for p in ("TS", "AU"))
+    jobs = {(r.paradigm, r.seed): r.job_id for r in inp.table.rows if r.task == task}
+    base, other = (
+        [load_item_scores(store.paths(jobs[(p, seed)]).folder)[task] for seed in range(3) if (p, seed) in jobs]
+        for p in ("TS", "AU")
+    )
     s = inp.settings
+    assert (len(base), len(other)) == (len(ts), len(au))
     assert by[TEST_SET].ci == paired_delta_ci(base, other, s.task_bootstrap, s.bootstrap_seed)
+    assert by[TEST_SET].value == pytest.approx(seeds.value)  # the table's Δ, not seed 0's
+    one, three = ("TS seed 0", "AU seeds 0, 1, 2") if paradigm == "TS" else ("TS seeds 0, 1, 2", "AU seed 0")
+    assert f"({one}, {three}: the seed means' Δ on each resample)" in by[TEST_SET].method
     shown = shown_interval(stats, 1.0, task, "AU")
     assert shown is not None and shown[2] == f"test-set bootstrap ({by[TEST_SET].n} images)"
 

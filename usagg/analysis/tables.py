@@ -575,7 +575,7 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
         "with the standard error of both paradigms' seed spread (delta method, Welch df), where the paradigm and "
         "the baseline each ran 2 seeds or more (one seed of either: no spread measured, no interval).",
         "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
-        "for the Δ of the seed means: every seed both paradigms ran, on the same resamples.",
+        "for the Δ of the seed means: every seed each paradigm ran, on the same resamples.",
         "Seeds + test set: the seed interval with the test-set bootstrap's variance added, never narrower than the "
         "seed interval: whether other seeds and other test images keep the sign; the interval the expectations "
         "read.",

@@ -118,9 +118,11 @@ def item_scores_reader(inp: AnalysisInput) -> Callable[[str | None], dict[str, I
 
 def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
     """The test-set bootstrap CI of every task Δ whose jobs wrote item_scores.json (none without them): the Δ of the
-    seed means, every seed both paradigms ran and scored recomputed on the same resamples of the images they share
+    seed means, every seed each paradigm ran and scored recomputed on the same resamples of the images they share
     (usagg/analysis/task_ci.py `paired_delta_ci`, a list per side), so it is the test set's part of the spread of
-    the Δ the comparison reports (one seed's alone can be 0 where that seed sits at a ceiling the others do not)."""
+    the Δ the comparison reports (one seed's alone can be 0 where that seed sits at a ceiling the others do not).
+    Each side keeps its own seeds: with TS at one seed and AU at three, the seeds both ran made an interval around
+    seed 0's Δ beside the table's three-seed one."""
     if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
         return []
     from usagg.analysis.task_ci import paired_delta_ci
@@ -132,31 +134,40 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
         for info in comp.tasks:
             t = info.task
             for p in comp.others:
-                common = sorted(set(comp.seed_values.get((f, t, p), {})) & set(comp.seed_values.get((f, t, base), {})))
-                pairs = [
-                    (b, o, s)
-                    for s in common
-                    if (b := scores(jobs.get((base, f, s, t))).get(t)) is not None
-                    and (o := scores(jobs.get((p, f, s, t))).get(t)) is not None
-                ]
-                if not pairs:
+                ran = {q: sorted(comp.seed_values.get((f, t, q), {})) for q in (base, p)}
+                scored = {
+                    q: [(s, x) for s in ran[q] if (x := scores(jobs.get((q, f, s, t))).get(t)) is not None]
+                    for q in (base, p)
+                }
+                if not scored[base] or not scored[p]:
                     continue
-                bs, others, seeds = [b for b, _, _ in pairs], [o for _, o, _ in pairs], [s for _, _, s in pairs]
-                mean = {q: float(np.mean([comp.seed_values[(f, t, q)][s] for s in seeds])) for q in (p, base)}
+                bs, others = [x for _, x in scored[base]], [x for _, x in scored[p]]
+                mean = {q: float(np.mean([comp.seed_values[(f, t, q)][s] for s, _ in scored[q]])) for q in (p, base)}
                 d = comp.change(t, mean[p], mean[base])
                 ci = _on_scale(comp.scale, paired_delta_ci(bs, others, resamples, seed, LEVEL), info.higher_is_better)
                 shared = len(set.intersection(*(set(x.images) for x in bs + others)))
-                seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+                fewer = min(len(scored[q]) for q in (base, p)) < min(len(ran[q]) for q in (base, p))
                 out.append(
                     Stat(
                         TEST_SET, p, f, d.value, shared,
-                        f"paired percentile bootstrap over the {shared} test images every job scored ({seeds_text}: "
-                        f"the seed means' Δ on each resample), {resamples} resamples, seed {seed}",
+                        f"paired percentile bootstrap over the {shared} test images every job scored "
+                        f"({_seeds_text(scored, base, p)}: the seed means' Δ on each resample), {resamples} resamples, "
+                        f"seed {seed}",
                         ci=ci, note="" if ci else "undefined on the resamples", task=t,
-                        effects=(("seeds scored", float(len(seeds))),) if len(seeds) < len(common) else (),
+                        effects=(("seeds scored", float(min(len(bs), len(others)))),) if fewer else (),
                     )
                 )  # fmt: skip
     return out
+
+
+def _seeds_text(scored: dict[str, list[tuple[int, ItemScores]]], base: str, p: str) -> str:
+    """Which seeds a test-set interval averaged: 'seed 0', 'seeds 0, 1', or each side's where they differ."""
+
+    def named(seeds: list[int]) -> str:
+        return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+    mine, theirs = [s for s, _ in scored[base]], [s for s, _ in scored[p]]
+    return named(mine) if mine == theirs else f"{base} {named(mine)}, {p} {named(theirs)}"
 
 
 def _on_scale(scale: str, ci: tuple[float, float] | None, hib: bool) -> tuple[float, float] | None:
