@@ -244,6 +244,26 @@ def test_run_study_errors_name_its_arguments_not_the_cli_flags(tmp_path: Path) -
     assert not (tmp_path / "runs").exists()
 
 
+def test_run_study_refuses_arguments_of_the_wrong_type_before_writing_anything(tmp_path: Path) -> None:
+    """force="no" read as true and passed the guard against another spec file's store; a non-callable on_event
+    printed a traceback per job event; observer=object() failed deep inside the run; device=[] made the store and
+    failed every job."""
+    spec = write_tiny_study(tmp_path / "study.yaml", "typed", tmp_path, output_root=tmp_path / "runs")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"force": "no"}, "force must be True or False, got 'no'"),
+        ({"retry_failed": 1}, "retry_failed must be True or False, got 1"),
+        ({"on_event": "print"}, "on_event must be a function on_event(job_id, event, info) or None, got 'print'"),
+        ({"on_progress": 3}, "on_progress must be a function on_progress(progress) or None, got 3"),
+        ({"observer": object()}, "observer must be a usagg.service.RunObserver"),
+        ({"device": []}, "device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them"),
+        ({"device": -1}, "device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them"),
+        ({"device": ""}, "device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them"),
+    ]
+    for kwargs, said in cases:
+        assert said in _error_of(spec, **kwargs), kwargs
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_override_error_names_the_overrides_argument_not_set(tmp_path: Path) -> None:
     """A notebook's user wrote overrides=[...]: the error names that item and shows an example in that form."""
     spec = write_tiny_study(tmp_path / "study.yaml", "named", tmp_path, output_root=tmp_path / "runs")

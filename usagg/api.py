@@ -122,15 +122,45 @@ def _names(value: object, argument: str) -> tuple[str, ...]:
 
 def _device(device: object) -> str | int | list[int] | None:
     """`device` when it is None, a string, a GPU index or a list of GPU indices; else UsaggError saying so."""
-    if device is None or isinstance(device, str):
+    if device is None or (isinstance(device, str) and device):
         return device
-    if isinstance(device, int) and not isinstance(device, bool):
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
         return device
-    if isinstance(device, Sequence) and all(isinstance(d, int) and not isinstance(d, bool) for d in device):
+    if (
+        isinstance(device, Sequence)
+        and device
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in device)
+    ):
         return list(device)
     raise UsaggError(
         f"device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them such as [0, 1], got {device!r}"
     )
+
+
+def _flag(value: object, argument: str) -> bool:
+    """A True/False argument; anything else (force="no" read as true and passed the guard against another spec
+    file's store) is a UsaggError naming it."""
+    if not isinstance(value, bool):
+        raise UsaggError(f"{argument} must be True or False, got {value!r}")
+    return value
+
+
+def _callable(value: object, argument: str, what: str) -> Any:
+    """None or a callable; else a UsaggError naming the argument (a non-callable one printed a traceback per job
+    event)."""
+    if value is not None and not callable(value):
+        raise UsaggError(f"{argument} must be {what} or None, got {value!r}")
+    return value
+
+
+def _observer(value: object) -> RunObserver | None:
+    """None or a `RunObserver` (usagg/service.py); another object failed deep inside the run."""
+    if value is not None and not isinstance(value, RunObserver):
+        raise UsaggError(
+            f"observer must be a usagg.service.RunObserver (subclass it and override what you need) or None, got "
+            f"{value!r}"
+        )
+    return value
 
 
 def _threads(threads: object) -> int | None:
@@ -220,12 +250,12 @@ def run_study(
         study,
         paradigms=picked[0],
         only=picked[1],
-        retry_failed=retry_failed,
+        retry_failed=_flag(retry_failed, "retry_failed"),
         spec_file=spec_file,
-        force=force,
-        observer=observer,
-        on_event=on_event,
-        on_progress=on_progress,
+        force=_flag(force, "force"),
+        observer=_observer(observer),
+        on_event=_callable(on_event, "on_event", "a function on_event(job_id, event, info)"),
+        on_progress=_callable(on_progress, "on_progress", "a function on_progress(progress)"),
         wording=service.API_WORDING,
     )
 

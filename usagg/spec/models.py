@@ -645,9 +645,9 @@ class ExecutionSpec(Strict):
         + "; ".join(f"{e.name}: {e.description}" for e in EXECUTORS.values())
         + ".",
     )
-    devices: Annotated[Literal["auto", "cpu", "cuda"] | list[Annotated[int, Field(ge=0)]], NOT_IN_HASH] = Field(
-        "auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices."
-    )
+    devices: Annotated[
+        Literal["auto", "cpu", "cuda"] | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)], NOT_IN_HASH
+    ] = Field("auto", description="auto (every visible GPU, else CPU), cpu, cuda, or a list of GPU indices.")
     threads: Annotated[int | None, NOT_IN_HASH] = Field(
         None,
         ge=1,
