@@ -113,6 +113,9 @@ def test_cache_info_keeps_each_row_and_header_on_one_line(
     assert rows[KINDS.index("filehash")][3:] == ["2.0 d ago", "2.0 d ago"]
     header = [cell.strip() for cell in next(line for line in out.splitlines() if "┃" in line).split("┃")[1:-1]]
     assert header == ["kind", "entries", "disk use", "least recently used", "most recently used"]
+    assert (
+        "disk use: what deleting the entries frees (whole blocks, as `du` counts; not their bytes)" in out.splitlines()
+    )
 
 
 @pytest.mark.parametrize("columns", [40, 60, 80])  # its table is narrow: 40 columns fold it

@@ -59,7 +59,6 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
         raise UsaggError(f"cache folder {root} is a file, not a folder (give --cache-dir a folder, or $USAGG_CACHE)")
     now = time.time()
     table = Table(title=escape(f"cache {root}" + ("" if root.is_dir() else " (no such folder yet: empty)")))
-    table.caption = "disk use: what deleting the entries frees (whole blocks, as `du` counts; not their bytes)"
     for col in ("kind", "entries", "disk use", "least recently used", "most recently used"):
         table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=col == "kind")
     skipped: list[Path] = []
@@ -70,6 +69,8 @@ def info(cache_dir: Path | None = _CACHE_DIR) -> None:
         table.add_row(kind, str(len(es)), _human(sum(e.size for e in es)), *ages)
     table.add_row("total", str(len(found)), _human(sum(e.size for e in found)), "", "", style="bold")
     print_table(Console(), table)
+    # a line of its own, never folded: a table caption wrapped at the table's width in a log
+    line_console().print("disk use: what deleting the entries frees (whole blocks, as `du` counts; not their bytes)")
     if note := _skipped_note(root, skipped):
         line_console().print(f"[yellow]{escape(note)}[/]")
 
