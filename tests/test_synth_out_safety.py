@@ -133,3 +133,20 @@ def test_a_link_or_a_file_as_the_folder_is_refused(tmp_path: Path) -> None:
             source.dataset_root(DataSpec(synthetic=spec.model_copy(update={"out": out})))
         assert "data.synthetic.out" in str(err.value)
     assert link.is_symlink() and (target / "keep.txt").read_text() == "keep\n" and plain.read_text() == "x\n"
+
+
+def test_run_names_the_field_when_the_synth_output_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file where data.synthetic.out's folder would go: one paragraph naming the field, the file in the way and
+    both ways out (another folder, or the cache), exit 2, and no run store made. Before, the CLI's generic
+    paragraph said only "could not use <file>: File exists"."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n")
+    spec = write_tiny_study(tmp_path / "tiny.yaml", "tiny2", tmp_path, output_root=tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(spec), "--set", "data.synthetic.out=afile/sub"], monkeypatch, capsys)
+    text = " ".join(out.split())
+    assert code == 2 and "Traceback" not in out, out
+    assert "data.synthetic.out" in text and f"{blocker} is a file, not a folder" in text and "usagg's cache" in text
+    assert blocker.read_text() == "mine\n" and not (tmp_path / "runs").exists()

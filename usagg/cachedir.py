@@ -60,7 +60,7 @@ def cache_root(configured: Path | str | None = None) -> Path:
 
 
 #: errno values of a folder usagg may not write: a read-only mount, a folder of another user.
-_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def unwritable(root: Path, err: OSError) -> UsaggError:
@@ -76,7 +76,7 @@ def unwritable(root: Path, err: OSError) -> UsaggError:
 def _cache_error(root: Path, path: Path, err: OSError) -> UsaggError | None:
     """`err` met writing `path` in the cache folder `root` as the user should read it (unwritable, or full); None
     for another error, which goes on as it is."""
-    if err.errno in _UNWRITABLE:
+    if err.errno in UNWRITABLE:
         return unwritable(root, err)
     if err.errno in FULL_DISK:
         return no_space_left(path, err, cache=True)

@@ -9,6 +9,7 @@ folder that looks finished.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -16,11 +17,12 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from usagg.atomic import full_disk_named
 from usagg.cachedir import SYNTH_MARKER as MARKER
-from usagg.cachedir import cache_root, entry_lock
+from usagg.cachedir import UNWRITABLE, cache_root, entry_lock
 from usagg.errors import DataError
 from usagg.safepath import printable
 from usagg.spec.models import DataSpec, SynthSpec
@@ -237,6 +239,24 @@ def _remove_stale_temporaries(target: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _out_unwritable(target: Path, spec: SynthSpec) -> Iterator[None]:
+    """A data.synthetic.out usagg cannot write (read-only, no permission, a file on its path) said by the field that
+    chose it, with both ways out; in the cache folder `entry_lock` says it as the cache's own paragraph."""
+    try:
+        yield
+    except OSError as err:
+        if spec.out is None or err.errno not in (*UNWRITABLE, errno.ENOTDIR, errno.EEXIST):
+            raise
+        where = printable(str(err.filename or target))
+        file_in_way = err.errno in (errno.ENOTDIR, errno.EEXIST)
+        cause = f"{where} is a file, not a folder" if file_in_way else f"{err.strerror or err}: {where}"
+        raise DataError(
+            f"data.synthetic.out {printable(str(target))} cannot be written ({cause}). Point data.synthetic.out at "
+            "a folder you can write, or leave it out to generate the benchmark in usagg's cache; nothing was written."
+        ) from err
+
+
 def _synthetic_root(data: DataSpec) -> Path:
     spec = data.synthetic
     assert spec is not None
@@ -244,7 +264,7 @@ def _synthetic_root(data: DataSpec) -> Path:
     key = synth_key(spec)
     if synth_complete(target, key, spec):
         return target
-    with _generation_lock(data, target):
+    with _out_unwritable(target, spec), _generation_lock(data, target):
         if synth_complete(target, key, spec):  # another process finished it while we waited
             return target
         _refuse_foreign(target, spec)
