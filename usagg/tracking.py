@@ -17,12 +17,15 @@ A tracker that fails (a server down, a full disk) warns once and is switched off
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from usagg.atomic import parse_json, read_regular, write_text_atomic
 from usagg.engine.callbacks import Callback
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from usagg.store import JobPaths
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _number(v: Any) -> float | None:
@@ -146,7 +151,8 @@ class _Guarded:
         if not self.alive:
             return
         try:
-            fn(*args)
+            with _http_defaults():
+                fn(*args)
         except Exception as err:  # a tracker must never stop training
             self.alive = False
             log.warning(
@@ -211,13 +217,35 @@ class TensorBoardTracker(_Guarded):
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
-def _client(spec: MlflowSpec) -> Any:
-    import os
+@contextlib.contextmanager
+def _http_defaults() -> Iterator[None]:
+    """`MLFLOW_HTTP_DEFAULTS` for usagg's own MLflow calls only: MLflow reads them from the environment at each
+    request, and a notebook's own MLflow calls (and the processes it starts) must keep its settings, so each one
+    the user has not set is set here and removed again on the way out."""
+    added = [key for key in MLFLOW_HTTP_DEFAULTS if key not in os.environ]
+    for key in added:
+        os.environ[key] = MLFLOW_HTTP_DEFAULTS[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
+
+def _http_bounded(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`fn` with `_http_defaults` around it: the study-level MLflow calls (the jobs' go through `_Guarded._call`)."""
+
+    @functools.wraps(fn)
+    def bounded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _http_defaults():
+            return fn(*args, **kwargs)
+
+    return bounded
+
+
+def _client(spec: MlflowSpec) -> Any:
     from mlflow.tracking import MlflowClient
 
-    for key, value in MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=spec.uri)
 
 
@@ -242,6 +270,7 @@ def _known_run(record: Path) -> dict[str, Any]:
     return known if isinstance(known, dict) else {}
 
 
+@_http_bounded
 def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str | None:
     """The MLflow run that stands for the study (created once, its id kept in the run store); None when unreachable."""
     record = RunStore(store_root).mlflow_record
@@ -389,6 +418,7 @@ def _recorded_parent(spec: MlflowSpec, store_root: Path) -> str | None:
     return str(known["run_id"]) if known.get("uri") == spec.uri and known.get("run_id") else None
 
 
+@_http_bounded
 def start_study_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str | None:
     """The study's run, RUNNING while jobs run (reopened when an earlier run ended it); None when unreachable."""
     parent = study_parent_run(spec, study_name, store_root)
@@ -403,6 +433,7 @@ def start_study_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str 
     return parent
 
 
+@_http_bounded
 def end_study_run(spec: MlflowSpec, store_root: Path, state: str) -> bool:
     """End the study's run as the run driver ended (`mlflow_status` of done / failed / interrupted) when it is
     RUNNING; a store without one, or a run already ended (nothing ran), is left alone. True when it was ended."""
@@ -420,6 +451,7 @@ def end_study_run(spec: MlflowSpec, store_root: Path, state: str) -> bool:
         return False
 
 
+@_http_bounded
 def log_report(tracking: TrackingSpec | None, study_name: str, store_root: Path, folder: Path) -> bool:
     """Attach a written report folder to the study's MLflow run, reopened for it and closed again with its own end
     time: FINISHED, unless the study ended FAILED or KILLED; True when it was logged."""
