@@ -1,8 +1,10 @@
-"""What a tracked run leaves around it (audit of the Python API): the process environment as it was. Offline: a
-real MLflow sqlite store and real runs of a one-task synthetic study."""
+"""What a tracked run leaves around it (audit of the Python API): the process environment as it was, the notebook's
+logging as the notebook set it. Offline: a real MLflow sqlite store and real runs of a one-task synthetic study."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ def _study(name: str, tmp_path: Path, tracking: dict[str, Any] | None, epochs: i
         "model": {"backbone": "dinov3_test", "image_size": 32},
         "training": {"epochs": epochs, "batch_size": 4},
         "execution": {"cpu_jobs": 1},
-        "tracking": tracking,
+        **({"tracking": tracking} if tracking else {}),
     }
 
 
@@ -72,3 +74,42 @@ def test_run_study_leaves_the_environment_as_it_was(tmp_path: Path, mlflow_uri: 
     before = mlflow_env()
     result = run_study(_study("envt", tmp_path, {"mlflow": {"uri": mlflow_uri}}), device="cpu")
     assert result.ok and mlflow_env() == before
+
+
+@pytest.mark.slow
+def test_a_job_in_process_leaves_the_notebooks_logging_alone(tmp_path: Path) -> None:
+    """A notebook's `logging.basicConfig()` (root at WARNING, a handler on it): while an in-process job runs the
+    root keeps its level and handlers, the handler gets usagg's warnings but none of its INFO lines, the notebook's
+    own records stay out of the job's log.txt, and log.txt holds the job's INFO lines as before."""
+    from usagg.api import run_study
+    from usagg.engine.progress import Progress
+    from usagg.store import RunStore
+
+    root = logging.getLogger()
+    stream = io.StringIO()
+    mine = logging.StreamHandler(stream)
+    mine.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    old_level, usagg_state = root.level, (logging.getLogger("usagg").level, logging.getLogger("usagg").propagate)
+    seen: list[tuple[int, bool]] = []
+
+    def heard(p: Progress) -> None:  # during the job: what the notebook's logging looks like, and a line of its own
+        seen.append((root.level, mine in root.handlers))
+        logging.getLogger("notebook").warning("the notebook's own line")
+
+    root.addHandler(mine)
+    root.setLevel(logging.WARNING)
+    try:
+        result = run_study(_study("logt", tmp_path, None), device="cpu", on_progress=heard)
+    finally:
+        root.removeHandler(mine)
+        root.setLevel(old_level)
+    assert result.ok and seen and set(seen) == {(logging.WARNING, True)}
+    shown = stream.getvalue().splitlines()
+    assert not [line for line in shown if line.startswith("INFO:")]
+    assert any(line.startswith("WARNING:usagg.model.backbones:NO PRETRAINED WEIGHTS") for line in shown)
+    assert any(line == "WARNING:notebook:the notebook's own line" for line in shown)
+    (job_id,) = result.states
+    text = RunStore(result.store_root).paths(job_id).log.read_text()
+    assert "INFO usagg.engine.trainer: epoch 1/1" in text and f"INFO usagg.engine.runner: job done: {job_id}" in text
+    assert "WARNING usagg.model.backbones: NO PRETRAINED WEIGHTS" in text and "notebook" not in text
+    assert (logging.getLogger("usagg").level, logging.getLogger("usagg").propagate) == usagg_state

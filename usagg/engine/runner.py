@@ -93,25 +93,51 @@ def _out_of_memory(torch: Any, err: BaseException) -> bool:
     return accelerator is not None and isinstance(err, accelerator) and "out of memory" in str(err)
 
 
+class _Forward(logging.Handler):
+    """What propagation would do with a `usagg` record the logger's own level let through before the job: hand it
+    to the ancestors' handlers (the notebook's, pytest's), from `level` up; nothing when they have none."""
+
+    def __init__(self, logger: logging.Logger, level: int) -> None:
+        super().__init__(level)
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        at = self.logger.parent
+        while at is not None:
+            for handler in at.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+            at = at.parent if at.propagate else None
+
+
 class _JobLog:
-    """A file handler on the root logger for the duration of a job (the engine, model and data all log there)."""
+    """The job's log file on the `usagg` logger for the duration of a job (the engine, model, data and trackers all
+    log under it), from INFO up. Only that logger changes: its level goes down to INFO and it stops propagating, a
+    `_Forward` handing its ancestors' handlers what they got before (WARNING up, under the default levels), so a
+    notebook's `logging.basicConfig()` shows no engine INFO lines and other code's records stay out of log.txt."""
 
     def __init__(self, path: Path) -> None:
         self.handler = logging.FileHandler(path, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
         self.handler.setLevel(logging.INFO)
-        self.root = logging.getLogger()
-        self.old_level = self.root.level
+        self.logger = logging.getLogger("usagg")
+        self.old = (self.logger.level, self.logger.propagate)
+        self.forward = _Forward(self.logger, self.logger.getEffectiveLevel())
 
     def __enter__(self) -> logging.Logger:
-        self.root.addHandler(self.handler)
-        if self.root.level > logging.INFO or self.root.level == logging.NOTSET:
-            self.root.setLevel(logging.INFO)
+        self.logger.addHandler(self.handler)
+        if self.logger.propagate:
+            self.logger.addHandler(self.forward)
+            self.logger.propagate = False
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
         return logging.getLogger("usagg.engine.runner")
 
     def __exit__(self, *exc: object) -> None:
-        self.root.removeHandler(self.handler)
-        self.root.setLevel(self.old_level)
+        self.logger.removeHandler(self.handler)
+        self.logger.removeHandler(self.forward)
+        self.logger.setLevel(self.old[0])
+        self.logger.propagate = self.old[1]
         self.handler.close()
 
 
