@@ -1,5 +1,6 @@
 """What a tracked run leaves around it (audit of the Python API): the process environment as it was, the notebook's
-logging as the notebook set it. Offline: a real MLflow sqlite store and real runs of a one-task synthetic study."""
+logging as the notebook set it, each study's MLflow artifacts in its own run store. Offline: a real MLflow sqlite
+store and real runs of a one-task synthetic study."""
 
 from __future__ import annotations
 
@@ -113,3 +114,58 @@ def test_a_job_in_process_leaves_the_notebooks_logging_alone(tmp_path: Path) -> 
     assert "INFO usagg.engine.trainer: epoch 1/1" in text and f"INFO usagg.engine.runner: job done: {job_id}" in text
     assert "WARNING usagg.model.backbones: NO PRETRAINED WEIGHTS" in text and "notebook" not in text
     assert (logging.getLogger("usagg").level, logging.getLogger("usagg").propagate) == usagg_state
+
+
+def _done_job_files(store: Path, job_id: str) -> None:
+    """What a done job leaves that its MLflow run receives: metrics.json and a prediction."""
+    from usagg.store import RunStore
+
+    paths = RunStore(store).paths(job_id)
+    (paths.predictions / "fetal_head").mkdir(parents=True)
+    (paths.predictions / "fetal_head" / "case_1.png").write_bytes(b"png")
+    paths.metrics.write_text('{"tasks": {}, "training": {"epochs": 1}}')
+
+
+@pytest.mark.slow  # over a second: out of `make test-fast`
+def test_studies_sharing_an_experiment_keep_their_artifacts_in_their_own_stores(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Study A makes the shared experiment (its location: A's run store); study B, run from a relative output
+    root after A's store was deleted, gets its runs' artifacts in B's store, A's is not re-created, and B's study
+    run names its store by its absolute path."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from usagg.plan import plan
+    from usagg.spec.load import load_study
+    from usagg.tracking import log_report
+
+    job = plan(load_study(Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"))[0]
+    spec = MlflowSpec(uri=mlflow_uri, experiment="shared")
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    monkeypatch.chdir(tmp_path)
+    runs: dict[str, str] = {}
+    for name in ("A", "B"):
+        store = Path("runs") / name  # relative, as a spec's output_root usually is
+        store.mkdir(parents=True)
+        _done_job_files(store, job.id)
+        trackers = job_trackers(TrackingSpec(mlflow=spec), job, store)
+        trackers.finish(None, "done")
+        runs[name] = trackers.trackers[0].run_id  # type: ignore[attr-defined]
+        if name == "A":
+            shutil.rmtree(store)  # the user deletes study A
+    b = (tmp_path / "runs" / "B").resolve()
+    own = b / "mlflow-artifacts" / runs["B"] / "artifacts"
+    assert client.get_run(runs["B"]).info.artifact_uri == own.as_uri()
+    assert {a.path for a in client.list_artifacts(runs["B"])} == {"metrics.json", "predictions"}
+    assert (own / "metrics.json").is_file() and (own / "predictions" / "fetal_head" / "case_1.png").is_file()
+    assert not (tmp_path / "runs" / "A").exists()
+    parent = study_parent_run(spec, job.study, Path("runs/B"))
+    assert parent is not None and client.get_run(parent).data.tags["usagg.store"] == str(b)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# report\n")
+    assert log_report(TrackingSpec(mlflow=spec), job.study, Path("runs/B"), report)
+    assert (b / "mlflow-artifacts" / parent / "artifacts" / "report" / "report.md").is_file()
+    assert not (tmp_path / "runs" / "A").exists()

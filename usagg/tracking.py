@@ -5,7 +5,8 @@ params once, each epoch's history entry (usagg/engine/trainer.py: loss, per-task
 selection metrics) and the final test metrics. TensorBoard writes event files with its own
 writer under <run store>/tensorboard/<job id>. MLflow gets one parent run per study (its id
 kept in <run store>/mlflow.json, so re-runs and workers on other hosts reuse it) and one
-nested run per job, through `MlflowClient` (no global active run, so pool workers are safe).
+nested run per job, through `MlflowClient` (no global active run, so pool workers are safe); with a local URI
+(sqlite:, file:) each run's artifacts go into its own study's run store, an experiment shared or not.
 The parent run is RUNNING while a `usagg run` runs jobs and ends with it (`start_study_run`,
 `end_study_run`: FINISHED, FAILED when a job failed, KILLED when interrupted); `usagg report --mlflow`
 reopens it to attach the report and closes it again. A done job's run gets its metrics.json and
@@ -249,15 +250,69 @@ def _client(spec: MlflowSpec) -> Any:
     return MlflowClient(tracking_uri=spec.uri)
 
 
+def _local(spec: MlflowSpec) -> bool:
+    """A tracking store on this machine's disk (sqlite:, file:): its artifacts go into the run store."""
+    return spec.uri.split(":", 1)[0] in ("sqlite", "file")
+
+
 def _experiment_id(client: Any, name: str, spec: MlflowSpec, store_root: Path) -> str:
     """The experiment's id, created when new; a local store (sqlite:, file:) keeps artifacts in the run store,
-    not in ./mlruns of whatever folder the command ran from."""
+    not in ./mlruns of whatever folder the command ran from (each run's own: `_own_artifacts`)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    local = spec.uri.split(":", 1)[0] in ("sqlite", "file")
-    where = RunStore(Path(store_root).resolve()).mlflow_artifacts.as_uri() if local else None
+    where = RunStore(Path(store_root).resolve()).mlflow_artifacts.as_uri() if _local(spec) else None
     return client.create_experiment(name, artifact_location=where)
+
+
+#: Experiments whose runs could not be given a location in their own run store (warned once each).
+_shared_artifacts_warned: set[str] = set()
+
+
+def _own_artifacts(client: Any, run: Any, spec: MlflowSpec, store_root: Path) -> None:
+    """A local store's run keeps its artifacts in its own run store, <store>/mlflow-artifacts/<run id>/artifacts.
+
+    MLflow derives a run's artifact location from its experiment's, set once when the experiment was made: the run
+    store of the first study that used it. Another study sharing the experiment (`tracking.mlflow.experiment`, the
+    same name from another output_root, or after that store was deleted) would write its files into that first
+    store, and re-create it when gone. MLflow has no client call to give a run its own location, so for a local
+    store (sqlite:, file:) the run's record is rewritten in MLflow's own tracking store; when that fails (another
+    MLflow's internals) the run keeps the experiment's location, said once per experiment."""
+    if not _local(spec):
+        return
+    where = (RunStore(Path(store_root).resolve()).mlflow_artifacts / run.info.run_id / "artifacts").as_uri()
+    if run.info.artifact_uri == where:  # the experiment is this store's
+        return
+    try:
+        from mlflow.store.tracking.file_store import FileStore
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = client._tracking_client.store
+        if isinstance(store, SqlAlchemyStore):
+            from mlflow.store.tracking.dbmodels.models import SqlRun
+
+            with store.ManagedSessionMaker(read_only=False) as session:
+                session.query(SqlRun).filter(SqlRun.run_uuid == run.info.run_id).update({SqlRun.artifact_uri: where})
+        elif isinstance(store, FileStore):
+            info = store._get_run_info(run.info.run_id)
+            info._artifact_uri = where
+            store._overwrite_run_info(info)
+        else:
+            raise TypeError(f"a tracking store of type {type(store).__name__}")
+        if client.get_run(run.info.run_id).info.artifact_uri != where:
+            raise RuntimeError("the run's artifact location did not change")
+    except Exception as err:
+        experiment = str(run.info.experiment_id)
+        if experiment not in _shared_artifacts_warned:
+            _shared_artifacts_warned.add(experiment)
+            log.warning(
+                "mlflow: the runs of experiment %s keep their artifacts in %s, not in %s (%s: %s)",
+                experiment,
+                run.info.artifact_uri.rsplit("/", 2)[0],
+                store_root,
+                type(err).__name__,
+                err,
+            )
 
 
 def _known_run(record: Path) -> dict[str, Any]:
@@ -280,7 +335,8 @@ def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str
             return str(known["run_id"])
         client = _client(spec)
         experiment = _experiment_id(client, spec.experiment or study_name, spec, store_root)
-        run = client.create_run(experiment, run_name=study_name, tags={"usagg.store": str(store_root)})
+        run = client.create_run(experiment, run_name=study_name, tags={"usagg.store": str(Path(store_root).resolve())})
+        _own_artifacts(client, run, spec, store_root)
         write_text_atomic(record, json.dumps({"uri": spec.uri, "experiment_id": experiment, "run_id": run.info.run_id}))
         return str(run.info.run_id)
     except Exception as err:  # the run store stays the record
@@ -318,6 +374,7 @@ class MlflowTracker(_Guarded):
         if "reused_from" in params:
             tags["usagg.reused_from"] = params["reused_from"]
         run = self.client.create_run(experiment, run_name=job.id, tags=tags)
+        _own_artifacts(self.client, run, spec, store_root)
         self.run_id = run.info.run_id
         items = [Param(k, v[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch

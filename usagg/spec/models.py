@@ -858,7 +858,9 @@ class MlflowSpec(Strict):
         min_length=1,
     )
     experiment: Annotated[str | None, NOT_IN_HASH] = Field(
-        None, description="MLflow experiment name (default: the study's name)."
+        None,
+        description="MLflow experiment name (default: the study's name). Studies may share one: with a local URI "
+        "(sqlite:, file:) each study's runs keep their artifacts in its own run store, <run store>/mlflow-artifacts.",
     )
 
 
