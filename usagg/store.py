@@ -328,6 +328,11 @@ class JobPaths:
         return self.checkpoints / BEST_CHECKPOINT
 
     @property
+    def mlflow(self) -> Path:
+        """mlflow.json: the job's MLflow run (`{"uri", "run_id"}`), reopened by a later attempt (usagg/tracking.py)."""
+        return self.folder / "mlflow.json"
+
+    @property
     def slurm(self) -> Path:
         """slurm.json: the Slurm job the job was submitted as, while no `usagg run` has collected its outcome."""
         return self.folder / "slurm.json"

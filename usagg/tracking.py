@@ -2,9 +2,11 @@
 
 The run store stays the record; a tracker is a window onto it. A job's tracker gets the
 params once, each epoch's history entry (usagg/engine/trainer.py: loss, per-task losses,
-selection metrics) and the final test metrics. TensorBoard writes event files with its own
-writer under <run store>/tensorboard/<job id>. MLflow gets one parent run per study (its id
-kept in <run store>/mlflow.json, so re-runs and workers on other hosts reuse it) and one
+selection metrics) and the final test metrics; a job that runs again (resumed, retried) keeps one curve, epochs 1..N
+each once: its MLflow run (id in jobs/<id>/mlflow.json) is reopened and given the epochs of the checkpoint it
+resumed from that it lacks, and its TensorBoard writer purges the earlier attempt's points from its first epoch on.
+TensorBoard writes event files with its own writer under <run store>/tensorboard/<job id>. MLflow gets one parent
+run per study (its id kept in <run store>/mlflow.json, so re-runs and workers on other hosts reuse it) and one
 nested run per job, through `MlflowClient` (no global active run, so pool workers are safe); with a local URI
 (sqlite:, file:) each run's artifacts go into its own study's run store, an experiment shared or not.
 The parent run is RUNNING while a `usagg run` runs jobs and ends with it (`start_study_run`,
@@ -160,11 +162,18 @@ class _Guarded:
                 "%s: %s failed (%s: %s); tracking switched off for this job", self.name, what, type(err).__name__, err
             )
 
+    def start(self, history: list[dict[str, Any]]) -> None:
+        """The fit starts, after `history` (the epochs a resumed checkpoint holds; [] for a fresh start)."""
+        self._call("starting", self._start, history)
+
     def epoch(self, entry: dict[str, Any]) -> None:
         self._call("logging an epoch", self._epoch, entry)
 
     def finish(self, metrics: dict[str, Any] | None, state: str) -> None:
         self._call("finishing", self._finish, metrics, state)
+
+    def _start(self, history: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
 
     def _epoch(self, entry: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -174,23 +183,37 @@ class _Guarded:
 
 
 class TensorBoardTracker(_Guarded):
-    """TensorBoard event files of one job (tensorboard's own writer through torch.utils.tensorboard)."""
+    """TensorBoard event files of one job (tensorboard's own writer through torch.utils.tensorboard).
+
+    The writer opens when the job's fit starts (`start`), or at the first epoch logged without one (a reused job's
+    replay). An earlier attempt's event files stay: the new writer starts with a purge step, the first epoch it
+    writes, so TensorBoard drops the earlier attempt's points from there on (epochs trained after the checkpoint this
+    attempt resumed from) and shows each epoch once; the params text is written by the first attempt only."""
 
     name = "tensorboard"
 
     def __init__(self, folder: Path, params: dict[str, str], hparams: dict[str, bool | int | float | str]) -> None:
         super().__init__()
         self.writer: Any = None
+        self.folder = folder
+        self.params = params
         self.hparams = hparams
-        self._call("opening", self._open, folder, params)
 
-    def _open(self, folder: Path, params: dict[str, str]) -> None:
+    def _open(self, first_epoch: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(folder))
-        self.writer.add_text("params", "\n".join(f"    {k}: {v}" for k, v in params.items()), 0)
+        earlier = self.folder.is_dir() and any(self.folder.glob("events.out.tfevents.*"))
+        self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=first_epoch if earlier else None)
+        if not earlier:
+            self.writer.add_text("params", "\n".join(f"    {k}: {v}" for k, v in self.params.items()), 0)
+
+    def _start(self, history: list[dict[str, Any]]) -> None:
+        if self.writer is None:
+            self._open(len(history) + 1)
 
     def _epoch(self, entry: dict[str, Any]) -> None:
+        if self.writer is None:
+            self._open(int(entry["epoch"]))
         for name, value in epoch_scalars(entry).items():
             self.writer.add_scalar(name, value, int(entry["epoch"]))
         self.writer.flush()
@@ -198,10 +221,13 @@ class TensorBoardTracker(_Guarded):
     def _finish(self, metrics: dict[str, Any] | None, state: str) -> None:
         if metrics is not None:
             epoch = int((metrics.get("training") or {}).get("epochs") or 0)
+            if self.writer is None:
+                self._open(epoch)
             for name, value in final_scalars(metrics).items():
                 self.writer.add_scalar(name, value, epoch)
             self._hparams(primary_scalars(metrics))
-        self.writer.close()
+        if self.writer is not None:  # an attempt that failed before its fit leaves the earlier files alone
+            self.writer.close()
 
     def _hparams(self, primary: dict[str, float]) -> None:
         """The HParams view's row of this job, in its own folder (as Lightning writes it, not in the subfolder
@@ -347,7 +373,13 @@ def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str
 
 
 class MlflowTracker(_Guarded):
-    """One MLflow run per job, nested under the study's run (tag mlflow.parentRunId)."""
+    """One MLflow run per job, nested under the study's run (tag mlflow.parentRunId).
+
+    The run's id is kept in the job's folder (mlflow.json), and a later attempt of the job (resumed after an
+    interruption, retried after a failure) reopens it instead of starting a second run: when its fit starts it
+    logs the epochs of the checkpoint it resumed from that the run lacks, and a point the run holds already
+    (the same metric, step and value) is not logged again, so the run's curve is epochs 1..N, each once. A
+    recorded run the tracking store no longer has (deleted, another URI, another study run) gives a new one."""
 
     name = "mlflow"
 
@@ -357,6 +389,7 @@ class MlflowTracker(_Guarded):
         super().__init__()
         self.client: Any = None
         self.run_id = ""
+        self.logged: dict[tuple[str, int], float] = {}  # (metric, step) -> value the run holds
         self.paths = RunStore(store_root).paths(job.id)
         self.checkpoints = checkpoints
         self._call("starting a run", self._open, spec, job, store_root, params)
@@ -369,26 +402,57 @@ class MlflowTracker(_Guarded):
             self.alive = False
             return
         self.client = _client(spec)
-        experiment = self.client.get_run(parent).info.experiment_id
-        tags = {"mlflow.parentRunId": parent, "usagg.job_id": job.id}
-        if "reused_from" in params:
-            tags["usagg.reused_from"] = params["reused_from"]
-        run = self.client.create_run(experiment, run_name=job.id, tags=tags)
+        run = self._reopen(spec, parent)
+        if run is None:
+            experiment = self.client.get_run(parent).info.experiment_id
+            tags = {"mlflow.parentRunId": parent, "usagg.job_id": job.id}
+            if "reused_from" in params:
+                tags["usagg.reused_from"] = params["reused_from"]
+            run = self.client.create_run(experiment, run_name=job.id, tags=tags)
+            write_text_atomic(self.paths.mlflow, json.dumps({"uri": spec.uri, "run_id": run.info.run_id}))
         _own_artifacts(self.client, run, spec, store_root)
         self.run_id = run.info.run_id
-        items = [Param(k, v[:6000]) for k, v in params.items()]
+        items = [Param(k, v[:6000]) for k, v in params.items() if k not in run.data.params]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
+    def _reopen(self, spec: MlflowSpec, parent: str) -> Any:
+        """The job's run of an earlier attempt, RUNNING again, with the points it holds in `logged`; None when there
+        is none to reopen (no mlflow.json, another URI, a run deleted or gone from the store, another study run)."""
+        from mlflow.exceptions import MlflowException
+
+        known = _known_run(self.paths.mlflow)
+        if known.get("uri") != spec.uri or not known.get("run_id"):
+            return None
+        try:
+            run = self.client.get_run(str(known["run_id"]))
+        except MlflowException:  # not in this store (any more)
+            return None
+        if run.info.lifecycle_stage != "active" or run.data.tags.get("mlflow.parentRunId") != parent:
+            return None
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        for key in run.data.metrics:
+            for point in self.client.get_metric_history(run.info.run_id, key):
+                self.logged[(key, int(point.step))] = point.value
+        return run
+
     def _log(self, scalars: dict[str, float], step: int) -> None:
+        """Log the points the run does not hold yet (an earlier attempt's, of the same value, are kept as they are)."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k.replace("/", "."), v, now, step) for k, v in scalars.items()]
+        named = {k.replace("/", "."): v for k, v in scalars.items()}
+        metrics = [Metric(k, v, now, step) for k, v in named.items() if self.logged.get((k, step)) != v]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+        self.logged.update({(m.key, step): m.value for m in metrics})
+
+    def _start(self, history: list[dict[str, Any]]) -> None:
+        for entry in history:  # a resumed fit's earlier epochs, which this run may lack (another attempt's)
+            self._epoch(entry)
 
     def _epoch(self, entry: dict[str, Any]) -> None:
         self._log(epoch_scalars(entry), int(entry["epoch"]))
@@ -425,6 +489,11 @@ class JobTrackers(Callback):
 
     def __init__(self, trackers: list[_Guarded]) -> None:
         self.trackers = trackers
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """After `Trainer.resume`: the trackers start from the checkpoint's epochs (`_Guarded.start`)."""
+        for t in self.trackers:
+            t.start(list(trainer.state.history))
 
     def on_epoch_end(self, trainer: Trainer, entry: dict[str, Any]) -> None:
         self.epoch(entry)

@@ -851,7 +851,7 @@ class AnalysisSpec(Strict):
 
 
 class MlflowSpec(Strict):
-    """Where MLflow runs go: one parent run per study, one nested run per job."""
+    """Where MLflow runs go: one parent run per study, one nested run per job (reopened when the job runs again)."""
 
     uri: Annotated[str, NOT_IN_HASH] = Field(
         description="MLflow tracking URI: a server (http://host:5000) or a local database (sqlite:///mlflow.db).",
