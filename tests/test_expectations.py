@@ -252,6 +252,45 @@ def test_a_delta_and_a_difference_carry_the_test_set_too(scored_run: Path) -> No
     assert diff.value - diff.ci_low == pytest.approx(half) and "seeds only" not in diff.detail
 
 
+def _without_seeds(run: Path, out: Path, paradigm: str, keep: int) -> Path:
+    """A copy of `run` where `paradigm` ran seed `keep` only: its other jobs and their results rows gone."""
+    import shutil
+
+    from usagg.store import RunStore
+
+    shutil.copytree(run, out)
+    store = RunStore(out)
+    gone = {j for j in store.job_folders() if j.startswith(f"{paradigm}-") and not j.endswith(f"-s{keep}")}
+    for j in gone:
+        shutil.rmtree(store.paths(j).folder)
+    rows = list(csv.reader(io.StringIO(store.results_csv.read_text())))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if r[1] not in gone)])
+    store.results_csv.write_text(buf.getvalue())
+    store.mark_results_fresh()
+    return out
+
+
+def test_a_difference_with_one_seed_of_versus_is_bootstrapped_on_each_paradigms_own_seeds(
+    scored_run: Path, tmp_path: Path
+) -> None:
+    """CG at seed 0 only, AU at three: Δ_AU − Δ_CG is the table's Δs (AU's three seeds), so its test-set interval
+    resamples AU's three seeds and CG's one. The seeds both ran (seed 0 alone) centred it on seed 0's difference,
+    an interval that missed its own value and met a bound the value misses under `require: interval`."""
+    inp, comp, stats = _scored(_without_seeds(scored_run, tmp_path / "scored", "CG", keep=0))
+    for info in comp.tasks:
+        task = info.task
+        assert sorted(comp.seed_deltas(1.0, task, "CG")) == [0] and len(comp.seed_deltas(1.0, task, "AU")) == 3
+        ref = DeltaRef(paradigm="AU", task=task, versus="CG")
+        (diff,) = evaluate([Expectation(name="AU - CG", delta=ref, above=-1e9)], inp, comp, stats)
+        assert diff.value == pytest.approx(comp.deltas[(1.0, task, "AU")].value - comp.deltas[(1.0, task, "CG")].value)
+        assert diff.ci_low is not None and diff.ci_high is not None
+        assert diff.ci_low < diff.value < diff.ci_high, task
+        e = Expectation(name="AU beats CG", delta=ref, above=diff.value + 0.01, require="interval")
+        (out,) = evaluate([e], inp, comp, stats)
+        assert out.met is False and out.margin is not None and out.margin < 0, task
+
+
 def test_a_test_set_bootstrap_of_a_mean_has_the_normal_width() -> None:
     """Known answer: the percentile interval of a mean over n scores is ± 1.96 sd / √n, about."""
     from usagg.analysis.task_ci import ItemScores, metric_ci

@@ -47,6 +47,7 @@ from usagg.analysis.uncertainty import (
     interval_variance,
     item_scores_reader,
     job_ids,
+    scored_seeds,
     seed_interval,
     t_interval,
     widest,
@@ -106,10 +107,11 @@ class _Context:
     scores: Callable[[str | None], dict[str, ItemScores]]
     jobs: dict[tuple[str, float, int, str], str]
 
-    def task_scores(self, paradigm: str, seeds: list[int], task: str) -> list[ItemScores]:
-        """The task's item scores of the paradigm's job of each seed; [] unless every one of them scored it."""
-        got = [self.scores(self.jobs.get((paradigm, self.fraction, s, task))).get(task) for s in seeds]
-        return [g for g in got if g is not None] if all(g is not None for g in got) else []
+    def task_scores(self, paradigm: str, task: str, seeds: list[int] | None = None) -> list[ItemScores]:
+        """The task's item scores of the paradigm's job of each of `seeds` that scored it (default: every seed the
+        paradigm ran), chosen as the uncertainty table's test-set intervals choose them (`scored_seeds`)."""
+        ran = sorted(self.comp.seed_values.get((self.fraction, task, paradigm), {})) if seeds is None else seeds
+        return [x for _, x in scored_seeds(self.scores, self.jobs, paradigm, self.fraction, task, ran)]
 
 
 def study_expectations(inp: AnalysisInput) -> list[Expectation]:
@@ -262,7 +264,7 @@ def _metric_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
     vals = np.asarray([r.value for r in rows], float)
     mean = float(vals.mean())
     # per-image scores recompute the primary metric only
-    scored = ctx.task_scores(e.metric_of, [r.seed for r in rows], task) if metric == inp.primary.get(task) else []
+    scored = ctx.task_scores(e.metric_of, task, [r.seed for r in rows]) if metric == inp.primary.get(task) else []
     st = inp.settings
     test = metric_ci(scored, st.task_bootstrap, st.bootstrap_seed, LEVEL)
     if vals.size > 1:
@@ -304,7 +306,7 @@ def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) 
     seeds = sorted(set(a) & set(b))
     diffs = np.asarray([a[s] - b[s] for s in seeds], float)
     value = dp - dv.value
-    test = _difference_test_ci(ctx, task, p, versus, seeds)
+    test = _difference_test_ci(ctx, task, p, versus)
     if diffs.size < 2:
         return _Value(task, value, test)
     n = int(diffs.size)
@@ -315,13 +317,14 @@ def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) 
     return _Value(task, value, ci, seeds_only=test is None)
 
 
-def _difference_test_ci(ctx: _Context, task: str, p: str, versus: str, seeds: list[int]) -> tuple[float, float] | None:
+def _difference_test_ci(ctx: _Context, task: str, p: str, versus: str) -> tuple[float, float] | None:
     """The percentile bootstrap CI over the test images of Δ_p − Δ_versus of the seed means (on the comparison's
-    scale, none on headroom), every job of the three paradigms scored on the same resamples."""
+    scale, none on headroom), every job of the three paradigms scored on the same resamples. Each paradigm brings
+    its own seeds, as the value's Δs average them: the seeds p and versus both ran (seed 0 alone, with versus at
+    one seed and p at three) centred the interval on seed 0's difference, beside the value and off it."""
     comp = ctx.comp
-    base_seeds = sorted(comp.seed_values.get((ctx.fraction, task, comp.baseline), {}))
-    sides = [ctx.task_scores(comp.baseline, base_seeds, task), *(ctx.task_scores(q, seeds, task) for q in (p, versus))]
-    if not seeds or not all(sides):
+    sides = [ctx.task_scores(q, task) for q in (comp.baseline, p, versus)]
+    if not all(sides):
         return None
     st = ctx.inp.settings
     drawn = resampled_means(sides, st.task_bootstrap, st.bootstrap_seed)

@@ -21,7 +21,7 @@ seed interval when both paradigms ran ≥ 2 seeds, else the test-set one, else n
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING
@@ -116,6 +116,21 @@ def item_scores_reader(inp: AnalysisInput) -> Callable[[str | None], dict[str, I
     return scores
 
 
+def scored_seeds(
+    scores: Callable[[str | None], dict[str, ItemScores]],
+    jobs: dict[tuple[str, float, int, str], str],
+    paradigm: str,
+    f: float,
+    task: str,
+    seeds: Iterable[int],
+) -> list[tuple[int, ItemScores]]:
+    """Each of `seeds` whose `paradigm` job scored `task` per image, with those scores: what a test-set bootstrap of
+    a Δ, or of a difference of two Δ, resamples for that side (`item_scores_reader`, `job_ids`). A Δ passes each
+    paradigm's own seeds: the seeds both ran, with TS (or CG) at one seed and AU at three, centred the interval on
+    seed 0's Δ beside the table's three-seed one."""
+    return [(s, x) for s in seeds if (x := scores(jobs.get((paradigm, f, s, task))).get(task)) is not None]
+
+
 def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, seed: int) -> list[Stat]:
     """The test-set bootstrap CI of every task Δ whose jobs wrote item_scores.json (none without them): the Δ of the
     seed means, every seed each paradigm ran and scored recomputed on the same resamples of the images they share
@@ -135,10 +150,7 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
             t = info.task
             for p in comp.others:
                 ran = {q: sorted(comp.seed_values.get((f, t, q), {})) for q in (base, p)}
-                scored = {
-                    q: [(s, x) for s in ran[q] if (x := scores(jobs.get((q, f, s, t))).get(t)) is not None]
-                    for q in (base, p)
-                }
+                scored = {q: scored_seeds(scores, jobs, q, f, t, ran[q]) for q in (base, p)}
                 if not scored[base] or not scored[p]:
                     continue
                 bs, others = [x for _, x in scored[base]], [x for _, x in scored[p]]

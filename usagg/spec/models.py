@@ -917,7 +917,8 @@ class DeltaRef(Strict):
     versus: Annotated[ParadigmName | None, NOT_IN_HASH] = Field(
         None,
         description="Bound Δ of `paradigm` minus Δ of this paradigm (percentage points), e.g. AU versus CG; its "
-        "interval is paired over the seeds both ran.",
+        "interval pairs the seed differences over the seeds both ran and adds a test-set bootstrap over each "
+        "paradigm's own seeds (one shared seed: that bootstrap alone).",
     )
 
 
