@@ -115,3 +115,10 @@ def test_a_split_folder_as_root_names_the_dataset_root(
     assert text.endswith(f"Give the dataset root: {root}.") and "no index CSVs" not in text
     code, out = run_cli(["data", "catalog", str(root / "val")], monkeypatch, capsys)
     assert code == 2 and f"looks like the val split of {root}" in error_paragraph(out)
+    # the one message `usagg data check` gives, with the command to run: the path as typed, relative stays relative
+    monkeypatch.chdir(root.parent)
+    code, out = run_cli(["data", "catalog", f"{root.name}/val"], monkeypatch, capsys)
+    text = error_paragraph(out)
+    name = root.name
+    assert code == 2 and text.startswith(f"error: {name}/val looks like the val split of {name}, not a dataset root")
+    assert text.endswith(f"Give the dataset root: usagg data catalog {root.name}.") and "--split" not in text

@@ -170,7 +170,7 @@ def catalog(
 
     if out is not None and out.exists() and not force:
         raise UsaggError(f"--out {out} exists; give --force to overwrite it, or another path")
-    found = data_tasks(root)
+    found = data_tasks(root, command="usagg data catalog")
     if not found:  # every row had a problem (a bad task id, a control character, ...): no catalog to write
         raise DataError(
             f"no row of the CSVs of {root} names a task usagg can read; "

@@ -35,11 +35,12 @@ class DataTask:
     splits: tuple[str, ...]
 
 
-def data_tasks(root: Path, splits: Sequence[str] = ("train", "val")) -> dict[str, DataTask]:
-    """Task id -> DataTask over the splits that have CSVs (DataError when none has)."""
+def data_tasks(root: Path, splits: Sequence[str] = ("train", "val"), command: str | None = None) -> dict[str, DataTask]:
+    """Task id -> DataTask over the splits that have CSVs (DataError when none has, naming the dataset root where
+    `root` is a split of one: `command`, the one reading it, is shown with the root, as `check.refuse_a_split` says)."""
     from usagg.data.fmc_uia import csv_files, scan_split
 
-    root = Path(os.path.abspath(root))
+    given, root = Path(root), Path(os.path.abspath(root))
     found: dict[str, DataTask] = {}
     present = []
     for split in splits:
@@ -60,25 +61,14 @@ def data_tasks(root: Path, splits: Sequence[str] = ("train", "val")) -> dict[str
                 (*(old.splits if old else ()), split),
             )
     if not present:
-        _refuse_a_split(root)
+        from usagg.data.check import refuse_a_split
+
+        refuse_a_split(given, root, command)
         raise DataError(
             f"{root} has no index CSVs in {' or '.join(f'{s}/csv_files/' for s in splits)}: "
             "expected the FMC_UIA layout (check the path, or generate data with `usagg synth`)"
         )
     return dict(sorted(found.items()))
-
-
-def _refuse_a_split(root: Path) -> None:
-    """DataError naming the dataset root when `root` is one of its split folders (`usagg data check` detects it the
-    same way): read as a root, it only had no CSVs, which sent the user to check a path that exists."""
-    from usagg.data.check import split_of
-
-    split = split_of(root)
-    if split is not None:
-        raise DataError(
-            f"{root} looks like the {split} split of {root.parent}, not a dataset root: it holds csv_files/ itself, "
-            f"where a root holds train/ and val/ with csv_files/ inside. Give the dataset root: {root.parent}."
-        )
 
 
 def spec_mismatches(tasks: Sequence, found: dict[str, DataTask], source: str = "the CSVs say") -> list[str]:

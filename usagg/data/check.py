@@ -306,7 +306,7 @@ def check_dataset(
         raise DataError(
             f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
         )
-    _refuse_a_split(given, root)
+    refuse_a_split(given, root, "usagg data check", split_option=True)
     checks = _FileChecks(root, None if cache is None else CheckCache(cache, root), on_progress)
     try:
         return _check(root, tasks, splits, leakage, near_duplicate_threshold, test_carve, checks)
@@ -323,17 +323,21 @@ def split_of(root: Path) -> str | None:
     return root.name if root.name in SPLITS or beside else None
 
 
-def _refuse_a_split(given: Path, root: Path) -> None:
-    """DataError naming the dataset root when `root` is one of its splits: checked as a root, it read as two missing
-    splits and an empty table. `given` is the path as typed, so the command shown is one the user can run."""
+def refuse_a_split(given: Path, root: Path, command: str | None = None, *, split_option: bool = False) -> None:
+    """DataError naming the dataset root when `root` is one of its split folders: read as a root, it was two
+    missing splits and an empty table (`usagg data check`), or no CSVs (`usagg data catalog`, a study's data.root).
+    `given` is the path as typed and `command` the one that reads a dataset root, so the fix shown is one the user
+    can run (None: the root alone, for a spec's data.root); `split_option` offers --split for this split only."""
     split = split_of(root)
     if split is None:
         return
     parent = root.parent if given.is_absolute() else Path(os.path.relpath(root.parent))
+    fix = parent.as_posix() if command is None else f"{command} {shlex.quote(parent.as_posix())}"
+    if split_option:
+        fix += f" (add --split {shlex.quote(split)} to check this split only)"
     raise DataError(
         f"{given} looks like the {split} split of {parent}, not a dataset root: it holds csv_files/ itself, where a "
-        f"root holds train/ and val/ with csv_files/ inside. Give the dataset root: usagg data check "
-        f"{shlex.quote(parent.as_posix())} (add --split {shlex.quote(split)} to check this split only)."
+        f"root holds train/ and val/ with csv_files/ inside. Give the dataset root: {fix}."
     )
 
 
