@@ -75,3 +75,14 @@ def seed_everything(seed: int, device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
     else:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` itself (not what it wraps) is the GPU out of memory: torch.OutOfMemoryError (the caching
+    allocator), or a torch.AcceleratorError (torch 2.8 and later) saying so, the CUDA runtime's own allocations.
+    usagg/engine/runner.py `gpu_memory_error` asks it along an error's chain, and usagg/engine/step.py to fail a
+    step-graph recording that ran out of memory rather than run the step eagerly."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    accelerator = getattr(torch, "AcceleratorError", None)
+    return accelerator is not None and isinstance(err, accelerator) and "out of memory" in str(err)

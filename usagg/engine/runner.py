@@ -22,7 +22,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.errors import UsaggError
@@ -52,10 +52,11 @@ def gpu_memory_error(err: BaseException) -> GpuOutOfMemory | None:
     allocations: a context, a library's workspace, pinned host memory), `err`
     itself or what it wraps (the compiler re-raises what failed in it).
     """
-    torch = sys.modules.get("torch")
-    if torch is None:
+    if "torch" not in sys.modules:
         return None
-    found = next((e for e in _chain(err) if _out_of_memory(torch, e)), None)
+    from usagg.engine.device import is_out_of_memory  # torch is loaded: no import cost
+
+    found = next((e for e in _chain(err) if is_out_of_memory(e)), None)
     if found is None:
         return None
     detail = (str(found).strip().splitlines() or ["no detail"])[0]
@@ -84,13 +85,6 @@ def _chain(err: BaseException) -> list[BaseException]:
         out.append(at)
         at = at.__cause__ or at.__context__
     return out
-
-
-def _out_of_memory(torch: Any, err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    accelerator = getattr(torch, "AcceleratorError", None)
-    return accelerator is not None and isinstance(err, accelerator) and "out of memory" in str(err)
 
 
 class _Forward(logging.Handler):

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import torch
 
 from usagg.engine.balance import LossBalance
-from usagg.engine.device import Compute
+from usagg.engine.device import Compute, is_out_of_memory
 from usagg.model.backbones import EncoderInput
 from usagg.model.m2dino import M2DINO, encoder_compiled
 
@@ -134,19 +134,6 @@ class _Recorded:
 def _with_grad(params: list[torch.nn.Parameter]) -> set[int]:
     """The parameters a step just updated: those with a gradient (a step sets the others' to None)."""
     return {id(p) for p in params if p.grad is not None}
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    """Whether a failed recording ran out of GPU memory: torch.OutOfMemoryError, or an AcceleratorError saying so
-    (the CUDA runtime's own allocations). That is no step that cannot be recorded but a job that does not fit beside
-    the others on its GPU: the job fails, and runner.py's error says to lower execution.jobs_per_gpu. Other
-    AcceleratorErrors are not told apart: a call that breaks the capture ("operation not permitted when stream is
-    capturing") raises one too, the very step that should run eagerly; a sticky device error fails the job all the
-    same, at the synchronize after the capture."""
-    if isinstance(err, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
-        return True
-    accelerator = getattr(torch, "AcceleratorError", None)  # torch 2.8 and later
-    return accelerator is not None and isinstance(err, accelerator) and "out of memory" in str(err)
 
 
 def _shape(x: Batch) -> tuple[Any, ...]:
@@ -271,7 +258,11 @@ class GraphedTrainStep(TrainStep):
             # a call broke the capture), and its error then hides that call's, which is the one worth naming
             torch.cuda.set_stream(stream)
             cause = err.__context__ if isinstance(err.__context__, Exception) else err
-            if _out_of_memory(err) or _out_of_memory(cause):
+            # out of GPU memory is no step that cannot be recorded but a job that does not fit beside the others on
+            # its GPU: it fails, and runner.py's error says to lower execution.jobs_per_gpu. Other AcceleratorErrors
+            # are not told apart: a call that breaks the capture raises one too, the very step that should run
+            # eagerly; a sticky device error fails the job all the same, at the synchronize after the capture.
+            if is_out_of_memory(err) or is_out_of_memory(cause):
                 raise
             torch.cuda.synchronize(dev)
             self.optimizer.zero_grad(set_to_none=True)  # gradients of the failed recording were never written
