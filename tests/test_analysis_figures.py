@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from pathlib import Path
 
@@ -236,6 +237,8 @@ def test_absolute_intervals_stay_in_the_metric_range(tmp_path: Path) -> None:
     mre = absolute_interval(a.inp, a.comp, 1.0, "FUGC", "AU")
     assert iou is not None and iou.clipped and (iou.low, iou.high) == (0.0, 1.0)
     assert mre is not None and mre.clipped and mre.low == 0.0 and mre.high > 40
+    # known answer: t(0.975, 1 df) = 12.7062047361747 (scipy's t.ppf), times the sd of (2, 40) over √2
+    assert mre.high == pytest.approx(21.0 + 12.7062047361747 * 38.0 / math.sqrt(2) / math.sqrt(2), rel=1e-12)
     fig, caption = _draw_every_figure(a)["fig2_absolute"], F.fig_absolute(a)[1]
     ends = {
         ax.get_ylabel(): [y for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()

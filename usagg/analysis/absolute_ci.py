@@ -17,6 +17,7 @@ from typing import NamedTuple
 from usagg.analysis.delta import Comparison
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.task_ci import metric_ci
+from usagg.analysis.tdist import t_quantile
 from usagg.analysis.uncertainty import LEVEL, item_scores_reader, job_ids
 from usagg.tasktypes import metric_bounds
 
@@ -49,10 +50,8 @@ def absolute_interval(inp: AnalysisInput, comp: Comparison, f: float, task: str,
     if cell is None:
         return None
     metric = comp.info(task).metric
-    if cell.n_seeds > 1:
-        from scipy.stats import t as student
-
-        half = float(student.ppf(0.5 + LEVEL / 2, cell.n_seeds - 1)) * cell.sd / math.sqrt(cell.n_seeds)
+    if cell.n_seeds > 1:  # tdist, not scipy: `usagg report` draws Figure 2 without importing scipy
+        half = t_quantile(0.5 + LEVEL / 2, cell.n_seeds - 1) * cell.sd / math.sqrt(cell.n_seeds)
         return within_bounds(metric, cell.mean - half, cell.mean + half, SEEDS)
     seeds = sorted(comp.seed_values.get((f, task, p), {}))
     scores = item_scores_reader(inp)(job_ids(inp).get((p, f, seeds[0], task))).get(task) if seeds else None
