@@ -13,7 +13,7 @@ from usagg.analysis.delta import compare, rescaled
 from usagg.analysis.inputs import load_input
 from usagg.analysis.render import to_markdown
 from usagg.analysis.results import Row, write_results
-from usagg.analysis.scales import change, from_relative, gradient
+from usagg.analysis.scales import change, from_relative, gradient, interval_on_scale, on_scale
 from usagg.analysis.summary import analyse, compare_output
 from usagg.analysis.tables import delta_long_table, scale_disagreements, scales_table
 from usagg.analysis.uncertainty import seed_interval
@@ -67,6 +67,13 @@ def test_a_relative_interval_carries_over_to_log_ratio_only() -> None:
     assert from_relative("log_ratio", 12.5, True) == pytest.approx(100 * math.log(1.125))
     assert from_relative("log_ratio", 20.0, False) == pytest.approx(-100 * math.log(0.8))  # MRE 10 -> 8
     assert from_relative("headroom", 12.5, True) is None
+    # the one mapping the test-set intervals of a Δ (an interval) and of a difference of two Δ (each draw) use
+    assert interval_on_scale("log_ratio", (0.0, 12.5), True) == (0.0, pytest.approx(100 * math.log(1.125)))
+    assert interval_on_scale("log_ratio", (-120.0, 12.5), True) is None  # a ratio <= 0 has no log
+    assert (
+        interval_on_scale("headroom", (0.0, 12.5), True) is None and interval_on_scale("relative", None, True) is None
+    )
+    assert math.isnan(on_scale("relative", math.nan, True)) and math.isnan(on_scale("headroom", 1.0, True))
 
 
 def test_scales_that_do_not_fit_a_metric_are_named() -> None:

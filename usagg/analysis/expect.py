@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from usagg.analysis.scales import from_relative
+from usagg.analysis.scales import on_scale
 from usagg.analysis.tables import Cellv, Interval, Table
 from usagg.analysis.task_ci import metric_ci, percentile_ci, resampled_deltas, resampled_means
 from usagg.analysis.uncertainty import (
@@ -331,14 +331,8 @@ def _difference_test_ci(ctx: _Context, task: str, p: str, versus: str) -> tuple[
     if drawn is None:
         return None
     hib = comp.info(task).higher_is_better
-    dp, dv = ([_on_scale(comp.scale, r, hib) for r in resampled_deltas(drawn[0], 0, k, hib)] for k in (1, 2))
+    dp, dv = ([on_scale(comp.scale, r, hib) for r in resampled_deltas(drawn[0], 0, k, hib)] for k in (1, 2))
     return percentile_ci(np.asarray(dp) - np.asarray(dv), LEVEL)
-
-
-def _on_scale(scale: str, r: float, hib: bool) -> float:
-    """A relative Δ on the comparison's scale; nan where it has none there."""
-    v = None if math.isnan(r) else from_relative(scale, r, hib)
-    return math.nan if v is None else v
 
 
 def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:

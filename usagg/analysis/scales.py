@@ -128,3 +128,19 @@ def from_relative(scale: str, r: float, higher_is_better: bool) -> float | None:
         s = 1.0 if higher_is_better else -1.0
         return s * math.log(ratio) * 100.0
     return None
+
+
+def on_scale(scale: str, r: float, higher_is_better: bool) -> float:
+    """`from_relative` for a bootstrap draw: nan where the Δ has none on `scale` (headroom, a ratio <= 0) or the draw
+    is undefined (nan), so a percentile interval leaves it out."""
+    v = None if math.isnan(r) else from_relative(scale, r, higher_is_better)
+    return math.nan if v is None else v
+
+
+def interval_on_scale(scale: str, ci: tuple[float, float] | None, higher_is_better: bool) -> tuple[float, float] | None:
+    """A relative-change interval carried to `scale` (`from_relative` is monotone, so a percentile interval's limits
+    map over); None where an end has no value there."""
+    if ci is None:
+        return None
+    lo, hi = on_scale(scale, ci[0], higher_is_better), on_scale(scale, ci[1], higher_is_better)
+    return None if math.isnan(lo) or math.isnan(hi) else (lo, hi)

@@ -30,7 +30,7 @@ import numpy as np
 
 from usagg.analysis.delta import Comparison, Delta
 from usagg.analysis.inputs import AnalysisInput
-from usagg.analysis.scales import from_relative, gradient
+from usagg.analysis.scales import from_relative, gradient, interval_on_scale
 from usagg.analysis.stats import Stat
 from usagg.analysis.tdist import t_quantile
 
@@ -156,7 +156,9 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
                 bs, others = [x for _, x in scored[base]], [x for _, x in scored[p]]
                 mean = {q: float(np.mean([comp.seed_values[(f, t, q)][s] for s, _ in scored[q]])) for q in (p, base)}
                 d = comp.change(t, mean[p], mean[base])
-                ci = _on_scale(comp.scale, paired_delta_ci(bs, others, resamples, seed, LEVEL), info.higher_is_better)
+                ci = interval_on_scale(
+                    comp.scale, paired_delta_ci(bs, others, resamples, seed, LEVEL), info.higher_is_better
+                )
                 shared = len(set.intersection(*(set(x.images) for x in bs + others)))
                 fewer = min(len(scored[q]) for q in (base, p)) < min(len(ran[q]) for q in (base, p))
                 out.append(
@@ -180,14 +182,6 @@ def _seeds_text(scored: dict[str, list[tuple[int, ItemScores]]], base: str, p: s
 
     mine, theirs = [s for s, _ in scored[base]], [s for s, _ in scored[p]]
     return named(mine) if mine == theirs else f"{base} {named(mine)}, {p} {named(theirs)}"
-
-
-def _on_scale(scale: str, ci: tuple[float, float] | None, hib: bool) -> tuple[float, float] | None:
-    """A relative-change interval carried to `scale` (monotone, so a percentile interval's limits map over)."""
-    if ci is None:
-        return None
-    lo, hi = from_relative(scale, ci[0], hib), from_relative(scale, ci[1], hib)
-    return None if lo is None or hi is None else (lo, hi)
 
 
 _DEFINED = Delta(0.0)  # the stand-in for a Δ the comparison does not list: kept
