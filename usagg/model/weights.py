@@ -24,6 +24,7 @@ from timm.models.eva import checkpoint_filter_fn
 from torch import nn
 
 from usagg.errors import UsaggError
+from usagg.wording import counted
 
 _SHOW = 4  # keys named per category in error messages
 
@@ -108,7 +109,7 @@ class Misfit:
             (self.untyped, "key", " holding no tensor"),
             (self.wrong, "key", " of the wrong shape"),
         ]
-        return "; ".join(f"{_n(keys, noun)}{tail} ({_some(keys, show)})" for keys, noun, tail in kinds if keys)
+        return "; ".join(f"{counted(len(ks), noun)}{tail} ({_some(ks, show)})" for ks, noun, tail in kinds if ks)
 
 
 class WeightsMisfit(UsaggError):
@@ -158,10 +159,6 @@ def _misfit(model: nn.Module, raw: dict, state: dict, name: str) -> Misfit:
 def _some(keys: list[str], show: int = _SHOW) -> str:
     more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
     return ", ".join(keys[:show]) + more
-
-
-def _n(items: list[str], noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _converted(model: nn.Module, raw: dict, path: Path, name: str) -> dict:
