@@ -20,14 +20,9 @@ from usagg.data.masks import read_mask_grayscale
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import EvalItem, Metric, Row, RowError, TaskType, find_task_type, get_task_type
 from usagg.tasktypes.classification import auc_or_nan, classification_metrics
-from usagg.tasktypes.detection import detection_metrics
-from usagg.tasktypes.regression import regression_metrics
-from usagg.tasktypes.segmentation import (
-    hausdorff_distance,
-    resize_nearest,
-    segmentation_metrics,
-    segmentation_per_image,
-)
+from usagg.tasktypes.detection import box_iou
+from usagg.tasktypes.regression import radial_errors
+from usagg.tasktypes.segmentation import hausdorff_distance, resize_nearest, segmentation_per_image
 
 
 def _mask(shape: tuple[int, int], pixels: dict[int, list[tuple[int, int]]]) -> np.ndarray:
@@ -38,6 +33,23 @@ def _mask(shape: tuple[int, int], pixels: dict[int, list[tuple[int, int]]]) -> n
     return m
 
 
+#: The images' original (height, width) where boxes and points are scored: a power of 2, so pixels divided into
+#: the normalised coordinates a job predicts and multiplied back are the same numbers.
+_HW = (64, 64)
+
+
+def _scored(type_name: str, preds: Sequence[Any], gts: Sequence[Any], num_classes: int = 1) -> dict[str, float]:
+    """`preds` scored as a job scores them (`TaskType.score`): masks at their images' size, boxes ``[N, 4]`` and
+    points ``[N, K, 2]`` in pixels of 64 x 64 images (normalised here, as the model predicts them)."""
+    task = TaskSpec(id="T", type=type_name, num_classes=num_classes)
+    if type_name == "segmentation":
+        hw = np.asarray(gts[0]).shape
+        normalised: Any = np.stack([np.asarray(p) for p in preds])
+    else:
+        hw, normalised = _HW, np.asarray(preds, dtype=np.float64) / _HW[0]
+    return get_task_type(type_name).score(task, normalised, _items(task, list(gts), hw, Path("data")))
+
+
 # --------------------------------------------------------------------------- segmentation: DSC
 
 
@@ -45,7 +57,7 @@ def test_dsc_both_empty_counts_as_one_in_the_mean() -> None:
     block = [(0, 0), (0, 1), (1, 0), (1, 1)]
     gts = [_mask((4, 4), {1: block}), _mask((4, 4), {1: block}), _mask((4, 4), {})]
     preds = [_mask((4, 4), {1: block}), _mask((4, 4), {1: [(0, 0), (0, 1)]}), _mask((4, 4), {})]
-    m = segmentation_metrics(preds, gts, num_classes=2)
+    m = _scored("segmentation", preds, gts, num_classes=2)
     # per image: 1, 2*2/(2+4) = 2/3, both empty = 1 -> mean 8/9
     assert m["DSC"] == pytest.approx(8 / 9)
     assert m["DSC_class1"] == pytest.approx(8 / 9)
@@ -58,7 +70,7 @@ def test_multiclass_dsc_and_hd_mean_over_images_per_class_then_over_classes() ->
     pred_a = _mask((4, 4), {1: [(0, 0)]})
     gt_b = _mask((4, 4), {1: [(0, 0)], 2: [(1, 1), (1, 2)]})
     pred_b = _mask((4, 4), {1: [(3, 3)], 2: [(1, 1)]})
-    m = segmentation_metrics([pred_a, pred_b], [gt_a, gt_b], num_classes=3)
+    m = _scored("segmentation", [pred_a, pred_b], [gt_a, gt_b], num_classes=3)
     # class 1: image a 1, image b 0 -> 0.5; class 2: a both empty 1, b 2*1/(1+2) = 2/3 -> 5/6
     assert m["DSC_class1"] == pytest.approx(0.5)
     assert m["DSC_class2"] == pytest.approx(5 / 6)
@@ -73,17 +85,17 @@ def test_multiclass_dsc_and_hd_mean_over_images_per_class_then_over_classes() ->
 def test_background_is_not_scored_and_labels_beyond_num_classes_are_ignored() -> None:
     gt = _mask((3, 3), {1: [(1, 1)]})
     pred = _mask((3, 3), {1: [(1, 1)], 7: [(0, 0)]})  # a stray label 7 is no class of a 2-class task
-    m = segmentation_metrics([pred], [gt], num_classes=2)
+    m = _scored("segmentation", [pred], [gt], num_classes=2)
     assert m["DSC"] == 1.0 and m["HD"] == 0.0
 
 
 def test_segmentation_refuses_masks_of_another_size() -> None:
     with pytest.raises(ValueError, match="resize_nearest"):
-        segmentation_metrics([np.zeros((4, 4), np.uint8)], [np.zeros((4, 5), np.uint8)], num_classes=2)
+        segmentation_per_image([np.zeros((4, 4), np.uint8)], [np.zeros((4, 5), np.uint8)], num_classes=2)
     with pytest.raises(ValueError):
-        segmentation_metrics([], [], num_classes=2)
+        segmentation_per_image([], [], num_classes=2)
     with pytest.raises(ValueError):
-        segmentation_metrics([np.zeros((2, 2))], [np.zeros((2, 2))], num_classes=1)
+        segmentation_per_image([np.zeros((2, 2))], [np.zeros((2, 2))], num_classes=1)
 
 
 # --------------------------------------------------------------------------- segmentation: HD
@@ -113,7 +125,7 @@ def test_hd_one_empty_is_the_diagonal_and_both_empty_is_zero() -> None:
     b[1, 1] = True
     assert hausdorff_distance(a, b) == pytest.approx(5.0)  # sqrt(3^2 + 4^2)
     assert hausdorff_distance(b, a) == pytest.approx(5.0)
-    m = segmentation_metrics([a.astype(np.uint8)], [b.astype(np.uint8)], num_classes=2)
+    m = _scored("segmentation", [a.astype(np.uint8)], [b.astype(np.uint8)], num_classes=2)
     assert m["HD"] == pytest.approx(5.0) and m["DSC"] == 0.0
 
 
@@ -130,26 +142,13 @@ def test_hd_uses_filled_regions_not_contours() -> None:
 # --------------------------------------------------------------------------- resizing
 
 
-def test_resize_nearest_cv2_and_pil_conventions_differ_as_computed_by_hand() -> None:
+def test_resize_nearest_follows_cv2_as_computed_by_hand() -> None:
     row = np.array([[0, 1]], dtype=np.uint8)
-    # cv2 INTER_NEAREST: floor(x * 2/3) for x = 0, 1, 2 -> 0, 0, 1
+    # cv2 INTER_NEAREST: floor(x * 2/3) for x = 0, 1, 2 -> 0, 0, 1 (Pillow's pixel centres would give 0, 1, 1)
     assert resize_nearest(row, (1, 3)).tolist() == [[0, 0, 1]]
-    # Pillow samples pixel centres: floor((x + 0.5) * 2/3) -> 0, 1, 1
-    assert resize_nearest(row, (1, 3), method="pil").tolist() == [[0, 1, 1]]
     grid = np.arange(16, dtype=np.uint8).reshape(4, 4)
     assert resize_nearest(grid, (2, 2)).tolist() == [[0, 2], [8, 10]]
-    assert resize_nearest(grid, (2, 2), method="pil").tolist() == [[5, 7], [13, 15]]
     assert resize_nearest(grid, (4, 4)).tolist() == grid.tolist()
-
-
-@pytest.mark.parametrize(
-    ("src", "dst"), [((2, 7), (7, 2)), ((5, 3), (17, 23)), ((37, 64), (256, 31)), ((300, 200), (97, 256))]
-)
-def test_resize_nearest_pil_is_bit_exact_with_pillow(src: tuple[int, int], dst: tuple[int, int]) -> None:
-    rng = np.random.default_rng(0)
-    m = rng.integers(0, 5, src, dtype=np.uint8)
-    ref = np.asarray(Image.fromarray(m).resize((dst[1], dst[0]), Image.NEAREST))
-    np.testing.assert_array_equal(resize_nearest(m, dst, method="pil"), ref)
 
 
 # --------------------------------------------------------------------------- classification
@@ -255,28 +254,28 @@ def test_iou_identical_disjoint_partial_and_touching() -> None:
     gt = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 3, 3], [0, 0, 2, 2]], dtype=float)
     pred = np.array([[0, 0, 2, 2], [5, 5, 6, 6], [0, 0, 2, 2], [2, 0, 4, 2]], dtype=float)
     per_image = [1.0, 0.0, 1 / 7, 0.0]  # partial: overlap 1, union 4 + 4 - 1 = 7; touching edge: 0
-    assert detection_metrics(pred[:1], gt[:1])["IoU"] == 1.0
-    assert detection_metrics(pred[1:2], gt[1:2])["IoU"] == 0.0
-    assert detection_metrics(pred[2:3], gt[2:3])["IoU"] == pytest.approx(1 / 7)
-    assert detection_metrics(pred, gt)["IoU"] == pytest.approx(np.mean(per_image))
+    assert _scored("detection", pred[:1], gt[:1])["IoU"] == 1.0
+    assert _scored("detection", pred[1:2], gt[1:2])["IoU"] == 0.0
+    assert _scored("detection", pred[2:3], gt[2:3])["IoU"] == pytest.approx(1 / 7)
+    assert _scored("detection", pred, gt)["IoU"] == pytest.approx(np.mean(per_image))
 
 
 def test_iou_of_inverted_or_empty_boxes_is_zero() -> None:
     gt = np.array([[0, 0, 4, 4], [1, 1, 1, 1]], dtype=float)
     pred = np.array([[3, 3, 1, 1], [1, 1, 1, 1]], dtype=float)
-    assert detection_metrics(pred, gt)["IoU"] == 0.0
+    assert _scored("detection", pred, gt)["IoU"] == 0.0
     with pytest.raises(ValueError):
-        detection_metrics(np.zeros((2, 4)), np.zeros((3, 4)))
+        box_iou(np.zeros((2, 4)), np.zeros((3, 4)))
 
 
 def test_mre_on_a_3_4_5_triangle() -> None:
     gt = np.array([[[3, 4], [1, 1]], [[6, 8], [0, 0]]], dtype=float)
     pred = np.array([[[0, 0], [1, 1]], [[0, 0], [0, 0]]], dtype=float)
     # image 1: (5 + 0) / 2; image 2: (10 + 0) / 2 -> 3.75
-    assert regression_metrics(pred, gt)["MRE"] == pytest.approx(3.75)
-    assert regression_metrics(pred[:1, :1], gt[:1, :1])["MRE"] == pytest.approx(5.0)
+    assert _scored("regression", pred, gt, num_classes=2)["MRE"] == pytest.approx(3.75)
+    assert _scored("regression", pred[:1, :1], gt[:1, :1])["MRE"] == pytest.approx(5.0)
     with pytest.raises(ValueError):
-        regression_metrics(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)))
+        radial_errors(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)))
 
 
 # --------------------------------------------------------------------------- the registry's view of them
@@ -291,10 +290,10 @@ def test_csv_task_names_find_their_type_in_any_case() -> None:
 
 
 def test_every_type_reports_the_metrics_it_declares_primary_first() -> None:
-    seg = segmentation_metrics([np.ones((2, 2))], [np.ones((2, 2))], num_classes=3)
+    seg = _scored("segmentation", [np.ones((2, 2), np.uint8)], [np.ones((2, 2), np.uint8)], num_classes=3)
     cls = classification_metrics(np.eye(2), np.array([0, 1]))
-    det = detection_metrics(np.ones((1, 4)), np.ones((1, 4)))
-    reg = regression_metrics(np.ones((1, 1, 2)), np.ones((1, 1, 2)))
+    det = _scored("detection", np.ones((1, 4)), np.ones((1, 4)))
+    reg = _scored("regression", np.ones((1, 1, 2)), np.ones((1, 1, 2)))
     for task_type, m in zip(
         ("segmentation", "classification", "detection", "regression"), (seg, cls, det, reg), strict=True
     ):
@@ -459,7 +458,8 @@ def test_a_missing_or_empty_keypoint_is_a_row_error_not_the_point_0_0(tmp_path: 
     with pytest.raises(RowError, match="expected 1 keypoints"):  # a filled point past num_classes
         tt.parse_label(Row({"point_1_xy": "[3, 4]", "point_2_xy": "[1, 1]"}, tmp_path, tmp_path), 1)
     # a point written at (0, 0) is scored there: a prediction at (3, 4) is 5 px off that point
-    assert regression_metrics(np.array([[[3.0, 4.0], [3.0, 4.0]]]), np.array([[[3.0, 4.0], [0.0, 0.0]]]))["MRE"] == 2.5
+    pred, gt = np.array([[[3.0, 4.0], [3.0, 4.0]]]), np.array([[[3.0, 4.0], [0.0, 0.0]]])
+    assert _scored("regression", pred, gt, num_classes=2)["MRE"] == 2.5
     sample = Sample("R", "regression", 2, "a.png", tmp_path / "a.png", ((3.0, 4.0), (0.0, 0.0)), tmp_path / "x.csv", 1)
     assert tt.summary_text(Counter(tt.summary_keys(sample, None))) == (
         "1 x 2 points; 1 image with a point at exactly (0, 0): check they are landmarks"

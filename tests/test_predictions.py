@@ -12,9 +12,9 @@ from PIL import Image
 from usagg.predictions import PredictionWriter, read_predictions
 from usagg.safepath import UnsafePath
 from usagg.tasktypes.classification import write_probs
-from usagg.tasktypes.detection import box_to_pixels, detection_metrics, write_box
-from usagg.tasktypes.regression import points_to_pixels, regression_metrics, write_points
-from usagg.tasktypes.segmentation import Segmentation, prediction_mask_relpath, segmentation_metrics, write_mask
+from usagg.tasktypes.detection import box_iou, box_to_pixels, write_box
+from usagg.tasktypes.regression import points_to_pixels, radial_errors, write_points
+from usagg.tasktypes.segmentation import Segmentation, prediction_mask_relpath, segmentation_per_image, write_mask
 
 SEGMENTATION_INDEX = Segmentation.prediction_file
 
@@ -181,15 +181,19 @@ def test_round_trip_and_rescoring_equal_direct_scoring(tmp_path: Path) -> None:
         {"image_path": "../c.png", "task_id": "C1", "predicted_class": 1, "predicted_probs": [0.2, 0.8]}
     ]
     (det,) = back["detection"]
-    rescored = detection_metrics(np.array([det["bbox_pixels"]]), gt_box)
-    direct = detection_metrics(box_to_pixels(box_norm, (60, 100))[None], gt_box)
+    # the measures `score` applies (TaskType.score_per_image, Segmentation.score), to the written and the direct
+    rescored = box_iou(np.array([det["bbox_pixels"]]), gt_box)
+    direct = box_iou(box_to_pixels(box_norm, (60, 100))[None], gt_box)
     # pred box [10, 12, 40, 30] vs [10, 10, 50, 30]: 30 * 18 / (40 * 20) = 0.675
-    assert rescored == direct and rescored["IoU"] == pytest.approx(0.675)
+    assert rescored == direct and rescored[0] == pytest.approx(0.675)
     (reg,) = back["regression"]
-    assert regression_metrics(np.reshape(reg["predicted_points_pixels"], (1, -1, 2)), gt_pts)["MRE"] == 50.0
+    assert radial_errors(np.reshape(reg["predicted_points_pixels"], (1, -1, 2)), gt_pts)[0] == 50.0
     (seg,) = back["segmentation"]
     np.testing.assert_array_equal(seg["mask"], pred_mask)
-    assert segmentation_metrics([seg["mask"]], [gt_mask], 2) == segmentation_metrics([pred_mask], [gt_mask], 2)
+    rescored_seg, direct_seg = (segmentation_per_image([m], [gt_mask], 2) for m in (seg["mask"], pred_mask))
+    assert rescored_seg.keys() == direct_seg.keys() and all(
+        (rescored_seg[k] == direct_seg[k]).all() for k in direct_seg
+    )
     assert "mask" not in read_predictions(tmp_path, load_files=False)["segmentation"][0]
 
 

@@ -156,11 +156,6 @@ def write_box(
 # --------------------------------------------------------------------------- metric
 
 
-def detection_metrics(pred_boxes_px: np.ndarray, gt_boxes_px: np.ndarray) -> dict[str, float]:
-    """Mean IoU of one predicted box per image against its true box, ``[N, 4]`` xyxy pixels (:func:`box_iou`)."""
-    return {"IoU": float(box_iou(pred_boxes_px, gt_boxes_px).mean())}
-
-
 def box_iou(pred_boxes_px: np.ndarray, gt_boxes_px: np.ndarray) -> np.ndarray:
     """IoU per image, float64 [N], of one predicted box against its true box, ``[N, 4]`` xyxy pixels.
 
@@ -172,7 +167,7 @@ def box_iou(pred_boxes_px: np.ndarray, gt_boxes_px: np.ndarray) -> np.ndarray:
     if p.ndim != 2 or p.shape[1] != 4 or p.shape != g.shape:
         raise ValueError(f"boxes must both be [N, 4], got {p.shape} and {g.shape}")
     if p.shape[0] == 0:
-        raise ValueError("detection_metrics needs at least one image")
+        raise ValueError("box_iou needs at least one image")
     iw = np.maximum(0.0, np.minimum(p[:, 2], g[:, 2]) - np.maximum(p[:, 0], g[:, 0]))
     ih = np.maximum(0.0, np.minimum(p[:, 3], g[:, 3]) - np.maximum(p[:, 1], g[:, 1]))
     inter = iw * ih

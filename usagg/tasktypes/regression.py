@@ -226,11 +226,6 @@ def write_points(
 # --------------------------------------------------------------------------- metric
 
 
-def regression_metrics(pred_pts_px: np.ndarray, gt_pts_px: np.ndarray) -> dict[str, float]:
-    """MRE: Euclidean keypoint distance in pixels, mean over keypoints per image, then over images."""
-    return {"MRE": float(radial_errors(pred_pts_px, gt_pts_px).mean())}
-
-
 def radial_errors(pred_pts_px: np.ndarray, gt_pts_px: np.ndarray) -> np.ndarray:
     """Mean Euclidean keypoint distance in pixels of each image, float64 [N], from ``[N, K, 2]`` pixels."""
     p = np.asarray(pred_pts_px, dtype=np.float64)
@@ -238,5 +233,5 @@ def radial_errors(pred_pts_px: np.ndarray, gt_pts_px: np.ndarray) -> np.ndarray:
     if p.ndim != 3 or p.shape[2] != 2 or p.shape != g.shape:
         raise ValueError(f"keypoints must both be [N, K, 2], got {p.shape} and {g.shape}")
     if p.shape[0] == 0 or p.shape[1] == 0:
-        raise ValueError("regression_metrics needs at least one image and one keypoint")
+        raise ValueError("radial_errors needs at least one image and one keypoint")
     return np.sqrt(((p - g) ** 2).sum(axis=2)).mean(axis=1)

@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -241,17 +241,15 @@ def write_mask(writer: PredictionWriter, task_id: str, image_path: str, mask_pat
 # --------------------------------------------------------------------------- resizing and metrics
 
 
-def resize_nearest(mask: np.ndarray, hw: tuple[int, int], method: Literal["cv2", "pil"] = "cv2") -> np.ndarray:
+def resize_nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D label map to ``hw = (height, width)``.
 
-    ``method="cv2"`` (default) reproduces ``cv2.resize(..., INTER_NEAREST)``,
-    which both the challenge's baseline (prediction back to original size) and
-    its evaluator (prediction of the wrong size) use: source index
-    ``floor(dst * (1 / (dst_size / src_size)))``, clamped. It is written out in
-    numpy with the same double-precision operations, so OpenCV is not needed.
-    ``method="pil"`` is Pillow's ``Image.NEAREST`` (pixel-centre sampling,
-    about ``floor((dst + 0.5) * src_size / dst_size)``), bit-exact with Pillow.
-    The two differ by one pixel at some positions, hence the explicit choice.
+    It reproduces ``cv2.resize(..., INTER_NEAREST)``, which both the challenge's
+    baseline (prediction back to original size) and its evaluator (prediction of
+    the wrong size) use: source index ``floor(dst * (1 / (dst_size / src_size)))``,
+    clamped. It is written out in numpy with the same double-precision
+    operations, so OpenCV is not needed. (Pillow's NEAREST samples pixel centres
+    and differs by one pixel at some positions.)
     """
     arr = np.asarray(mask)
     if arr.ndim != 2:
@@ -262,15 +260,7 @@ def resize_nearest(mask: np.ndarray, hw: tuple[int, int], method: Literal["cv2",
     in_h, in_w = arr.shape
     if (in_h, in_w) == (out_h, out_w):
         return arr.copy()
-    if method == "cv2":
-        rows = _cv2_nearest_index(in_h, out_h)
-        cols = _cv2_nearest_index(in_w, out_w)
-    elif method == "pil":
-        rows = _pil_nearest_index(in_h, out_h)
-        cols = _pil_nearest_index(in_w, out_w)
-    else:
-        raise ValueError(f"unknown resize method {method!r}; expected 'cv2' or 'pil'")
-    return arr[np.ix_(rows, cols)]
+    return arr[np.ix_(_cv2_nearest_index(in_h, out_h), _cv2_nearest_index(in_w, out_w))]
 
 
 def _cv2_nearest_index(src: int, dst: int) -> np.ndarray:
@@ -278,21 +268,6 @@ def _cv2_nearest_index(src: int, dst: int) -> np.ndarray:
     inv = 1.0 / (float(dst) / float(src))
     idx = np.floor(np.arange(dst, dtype=np.float64) * inv).astype(np.int64)
     return np.minimum(idx, src - 1)
-
-
-def _pil_nearest_index(src: int, dst: int) -> np.ndarray:
-    """Pillow NEAREST (``ImagingScaleAffine``): start at half a step, add ``src / dst`` per pixel, truncate.
-
-    The running sum is reproduced step by step because its rounding, not the
-    exact ``(x + 0.5) * src / dst``, decides the boundary cases.
-    """
-    step = float(src) / float(dst)
-    pos = step * 0.5
-    out = np.empty(dst, dtype=np.int64)
-    for x in range(dst):
-        out[x] = int(pos)
-        pos += step
-    return np.clip(out, 0, src - 1)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -328,22 +303,9 @@ def hausdorff_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(a_to_b, b_to_a)
 
 
-def segmentation_metrics(
-    preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int, metrics: Sequence[str] = ("DSC", "HD")
-) -> dict[str, float]:
-    """Task DSC and HD: per image and non-background class, mean over images, then over classes.
-
-    ``preds[i]`` must already be at ``gts[i]``'s original resolution (use
-    :func:`resize_nearest`); a size mismatch is an error rather than a silent
-    resize. ``num_classes`` includes the background (class 0), as in the CSV.
-    Also returns ``DSC_class{c}`` and ``HD_class{c}`` for c = 1..num_classes-1.
-    ``metrics`` limits the work to those of DSC and HD.
-    """
-    return aggregate_per_class(segmentation_per_image(preds, gts, num_classes, metrics))
-
-
 def aggregate_per_class(per_image: dict[str, np.ndarray]) -> dict[str, float]:
-    """Task metrics from per-image, per-class values [N, C]: mean over images per class, then over classes.
+    """Task metrics from per-image, per-class values [N, C]: mean over images per class, then over classes
+    (`Segmentation.score` composes it with `segmentation_per_image`).
 
     Returns each metric, then its per-class values ``{name}_class{c}`` (c from 1, the background unscored).
     """
@@ -360,7 +322,10 @@ def segmentation_per_image(
     """DSC and/or HD (as ``metrics`` asks) per image and non-background class: float64 [N, num_classes - 1].
 
     The challenge's rules per (image, class): DSC both empty 1.0; HD both
-    empty 0, exactly one empty the image diagonal. See :func:`segmentation_metrics`.
+    empty 0, exactly one empty the image diagonal. ``preds[i]`` must already be
+    at ``gts[i]``'s original resolution (:func:`resize_nearest`): a size mismatch
+    is an error rather than a silent resize. ``num_classes`` includes the
+    background (class 0), as in the CSV.
     """
     unknown = set(metrics) - {"DSC", "HD"}
     if unknown:
@@ -370,7 +335,7 @@ def segmentation_per_image(
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predicted masks for {len(gts)} ground-truth masks")
     if len(gts) == 0:
-        raise ValueError("segmentation_metrics needs at least one image")
+        raise ValueError("segmentation_per_image needs at least one image")
     classes = range(1, num_classes)
     want_dsc, want_hd = "DSC" in metrics, "HD" in metrics
     dsc = np.zeros((len(gts), num_classes - 1), dtype=np.float64)
