@@ -14,6 +14,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from scipy.stats import spearmanr
 
+from tests.store_reads import all_metrics
 from usagg.affinity import Affinity, write_affinity
 from usagg.analysis import figures as F
 from usagg.analysis.controls import control_of
@@ -67,7 +68,7 @@ def _store(root: Path, *, job_hash: str = "0123abcd") -> Path:
         for r in read_results(store.results_csv).rows
     ]
     write_results(rows, store.results_csv)
-    for jid, m in store.all_metrics().items():  # each AG job's metrics under its new id, as the engine writes them
+    for jid, m in all_metrics(store).items():  # each AG job's metrics under its new id, as the engine writes them
         if jid.startswith("AG-"):
             for task, entry in m["tasks"].items():
                 new = store.metrics(f"AG-{of[task]}-{jid.split('-', 2)[2]}-9f9f") or {"tasks": {}, "expert_usage": {}}

@@ -13,6 +13,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
+from tests.store_reads import all_metrics
 from usagg.analysis import figures as F
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import read_results, write_results
@@ -178,7 +179,7 @@ def test_a_one_task_table_draws_without_matplotlib_warnings(tmp_path: Path, desi
 def _with_history(run: Path, epochs: int) -> Analysis:
     """`run` with every job's history cut to `epochs` epochs (training.epochs=1 keeps one)."""
     store = RunStore(run)
-    for jid, m in store.all_metrics().items():
+    for jid, m in all_metrics(store).items():
         m["history"] = [
             {"epoch": e, "step": 10 * e, "task_loss": {t: 2.0 * 0.85**e for t in m["tasks"]}, "select_score": e / 4}
             for e in range(1, epochs + 1)

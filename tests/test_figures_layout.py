@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
+from tests.store_reads import all_metrics
 from usagg.affinity import Affinity, write_affinity
 from usagg.analysis import figures as F
 from usagg.analysis.inputs import load_input
@@ -52,7 +53,7 @@ def _demo_shaped(root: Path, name: str = "demo", affinity_scale: float = 1.0) ->
             r = dataclasses.replace(r, value={"TS": 0.19, "AU": 0.62}.get(r.paradigm, 0.2))
         rows.append(r)
     write_results(rows, store.results_csv)
-    for jid, m in store.all_metrics().items():
+    for jid, m in all_metrics(store).items():
         m["history"] = [
             {"epoch": e, "step": 10 * e, "task_loss": {t: 2.0 * 0.85**e for t in m["tasks"]}, "select_score": e / 16}
             for e in range(1, 17)

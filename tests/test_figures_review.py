@@ -16,6 +16,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from tests.store_reads import all_metrics
 from usagg.analysis import curves as C
 from usagg.analysis import figures as F
 from usagg.analysis.inputs import load_input
@@ -39,7 +40,7 @@ def _study(root: Path, ids: tuple[str, ...], paradigms: tuple[str, ...], score: 
     run = simulate_run_store(root, tasks, paradigms=paradigms, seeds=(0, 1))
     if not score:  # a study without a selection split (data.selection_fraction 0) logs no selection score
         store = RunStore(run)
-        for jid, m in store.all_metrics().items():
+        for jid, m in all_metrics(store).items():
             m["history"] = [{k: v for k, v in h.items() if k != "select_score"} for h in m["history"]]
             store.write_metrics(jid, m)
         store.mark_results_fresh()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.store_reads import all_metrics
 from tests.tiny_study import BIOMETRY, MALIGNANCY, write_tiny_study
 from usagg.analysis.inputs import load_input
 from usagg.analysis.simulate import simulate_run_store
@@ -127,8 +128,8 @@ def test_older_and_simulated_layouts_read_and_keep_their_extra_keys(tmp_path: Pa
         tmp_path / "sim", [{"id": "a", "type": "segmentation", "num_classes": 2, "group": "G"}], seeds=(0,)
     )
     store = RunStore(run)
-    assert store.all_metrics() and not store.repairs
-    for jid in store.all_metrics():
+    assert all_metrics(store) and not store.repairs
+    for jid in all_metrics(store):
         assert store.job_metrics(jid).tasks["a"].type == "segmentation"
 
 
@@ -151,7 +152,7 @@ def test_a_malformed_file_is_named_by_field_and_stops_the_analysis(
         tmp_path / "sim", [{"id": "a", "type": "segmentation", "num_classes": 2, "group": "G"}], seeds=(0,)
     )
     store = RunStore(run)
-    jid = next(iter(store.all_metrics()))
+    jid = next(iter(all_metrics(store)))
     m = store.metrics(jid)
     edit(m)
     assert metrics_problem(m) is not None and metrics_problem(m).startswith(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import usagg.store as store_mod
+from tests.store_reads import all_metrics
 from usagg.errors import UsaggError
 from usagg.joblock import JobLocked
 from usagg.plan import Job, plan
@@ -426,7 +427,7 @@ def test_job_files_go_through_the_store(tmp_path: Path) -> None:
     assert store.metrics(jid) is None and store.error_text(jid) is None and not store.has_checkpoint(jid)
     store.write_metrics(jid, {"job_id": jid, "tasks": {}})
     assert store.metrics(jid) == {"job_id": jid, "tasks": {}}
-    assert store.all_metrics() == {jid: {"job_id": jid, "tasks": {}}}
+    assert all_metrics(store) == {jid: {"job_id": jid, "tasks": {}}}
     store.write_error(jid, "Traceback ...\n")
     assert store.error_text(jid) == "Traceback ...\n"
     store.clear_error(jid)

@@ -19,6 +19,7 @@ import torch
 from cli_run import run_cli
 from PIL import Image
 
+from tests.store_reads import all_metrics
 from tests.tiny_study import MALIGNANCY, write_tiny_study
 from usagg.atomic import NoSpaceLeft, no_space_left, write_json_atomic, write_json_checked
 from usagg.data import cache
@@ -85,7 +86,7 @@ def test_reads_never_write_and_set_state_refuses_a_damaged_record(tmp_path: Path
     before = snapshot(store.root)
     assert store.job_state(other.id) == "pending" and store.metrics(done.id) is None
     assert store.job_record(other.id)["job"] == other.model_dump(mode="json")
-    assert store.states() == {done.id: "done", other.id: "pending"} and store.all_metrics() == {}
+    assert store.states() == {done.id: "done", other.id: "pending"} and all_metrics(store) == {}
     with pytest.raises(UsaggError, match=r"job\.json is damaged .*`usagg repair "):
         store.set_state(other.id, "running")
     assert snapshot(store.root) == before  # nothing written, nothing set aside

@@ -908,11 +908,6 @@ class RunStore:
             )
         return None if data is None else JobMetrics.model_validate(data)
 
-    def all_metrics(self) -> dict[str, dict[str, Any]]:
-        """Job folder id -> metrics.json, for every job folder that has one (planned or not), sorted by id."""
-        found = {jid: self.metrics(jid) for jid in self.job_folders()}
-        return {jid: m for jid, m in found.items() if m is not None}
-
     def write_metrics(self, job_id: str, metrics: dict[str, Any]) -> Path:
         """Write metrics.json (the engine's result for the job) with the checksum `metrics` verifies."""
         return write_json_checked(self.paths(job_id).metrics, metrics)
