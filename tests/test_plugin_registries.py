@@ -18,7 +18,8 @@ from tests.tiny_study import MALIGNANCY, write_tiny_study
 from usagg import api
 from usagg import registry as registry_core
 from usagg.errors import UsaggError
-from usagg.execute.registry import EXECUTORS, make_executor, register_executor
+from usagg.execute.base import make_executor
+from usagg.execute.registry import EXECUTORS, register_executor
 from usagg.model.backbones import create_vit
 from usagg.model.zoo import BACKBONES, BackboneEntry, register_backbone
 from usagg.paradigms import PARADIGMS, Unit, register_paradigm

@@ -15,8 +15,8 @@ from usagg import registry as registry_core
 from usagg.engine.balance import BALANCERS, build_balance
 from usagg.engine.sampling import SAMPLERS, TaskSampler
 from usagg.errors import SpecError, UsaggError
-from usagg.execute.base import Executor
-from usagg.execute.registry import EXECUTORS, get_executor_factory, make_executor
+from usagg.execute.base import Executor, make_executor
+from usagg.execute.registry import EXECUTORS, get_executor_factory
 from usagg.model.m2dino import build_model
 from usagg.model.zoo import BACKBONES, BackboneEntry, register_backbone
 from usagg.paradigms import PARADIGMS, SCOPES, paradigm_names

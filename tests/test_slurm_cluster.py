@@ -23,7 +23,7 @@ from cli_run import run_cli
 
 from tests.tiny_study import THREE_TASKS, small_study
 from usagg.errors import UsaggError
-from usagg.execute.registry import make_executor
+from usagg.execute.base import make_executor
 from usagg.execute.slurm import RETRY, SlurmExecutor, slurm_parameters
 from usagg.plan import plan
 from usagg.service import StudyRun

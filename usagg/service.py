@@ -1100,7 +1100,7 @@ class StudyRun:
         without a visible GPU, a device index that is not visible or `executor: slurm` without sbatch is a
         UsaggError that leaves no half-made store behind (which later commands would take as the latest study)."""
         if self.executor is None:
-            from usagg.execute.registry import make_executor
+            from usagg.execute.base import make_executor
 
             self.executor = make_executor(self.study.execution, self.store.root, **executor_options)
         return self.executor

@@ -2,7 +2,7 @@
 plug-ins).
 
 `make_executor(execution, store_root)` builds the one the spec's `execution.executor`
-names, through the registry in `usagg/execute/registry.py`; all share
+names (usagg/execute/base.py), through the registry in `usagg/execute/registry.py`; all share
 `Executor.run(job_ids, fn, on_event=None, on_progress=None) -> {job_id: state}` (`on_progress` hears the
 trainer's progress reports where the executor can carry them back). The names below are
 imported on first use: the spec imports the registry, which imports this package,
@@ -15,11 +15,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
+    from usagg.execute.base import EventFn, Executor, JobFn, call_job, make_executor, record_failure
     from usagg.execute.inprocess import InProcessExecutor
     from usagg.execute.local import resolve_devices
     from usagg.execute.pool import PoolExecutor
-    from usagg.execute.registry import make_executor
     from usagg.execute.slurm import SlurmExecutor
 
 _HOME = {
@@ -32,7 +31,7 @@ _HOME = {
     "PoolExecutor": "pool",
     "SlurmExecutor": "slurm",
     "resolve_devices": "local",
-    "make_executor": "registry",
+    "make_executor": "base",
 }
 
 __all__ = [

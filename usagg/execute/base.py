@@ -30,13 +30,18 @@ import contextlib
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import NoSpaceLeft
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
+from usagg.execute.registry import get_executor_factory
 from usagg.joblock import JobLocked
+from usagg.registry import callable_name, parameters
 from usagg.store import ERROR_CHARS, RunStore
+
+if TYPE_CHECKING:
+    from usagg.spec.models import ExecutionSpec
 
 JobFn = Callable[..., str]  # fn(store_root, job_id[, progress=sink]) -> state
 EventFn = Callable[[str, str, dict[str, Any]], None]
@@ -125,3 +130,30 @@ class Executor(abc.ABC):
             on_event(job_id, event, info)
         except Exception:
             traceback.print_exc()
+
+
+def make_executor(execution: ExecutionSpec, store_root: str | Path, **options: Any) -> Executor:
+    """The executor the spec names, built by its registered factory (usagg/execute/registry.py) with `options`.
+
+    A factory is often a plug-in's code: one that cannot take these arguments is a UsaggError naming it instead
+    of a traceback, and so is one that returns something other than an `Executor`, which would otherwise fail
+    only at its first `run`, after the run store is written (usagg/service.py builds the executor before that).
+    """
+    factory = get_executor_factory(execution.executor)
+    where = f"executor {execution.executor!r} (factory {callable_name(factory)})"
+    signature = parameters(factory)
+    try:
+        if signature is not None:
+            signature.bind(execution, store_root, **options)
+    except TypeError as e:
+        raise UsaggError(
+            f"{where}: its signature {signature} cannot take this call ({e}); an executor factory is "
+            "`factory(execution, store_root, **options)` (docs/internals.md, 'How to add an executor')"
+        ) from None
+    built = factory(execution, store_root, **options)
+    if not isinstance(built, Executor):
+        raise UsaggError(
+            f"{where} returned a value of type {type(built).__name__}, not an Executor; a factory returns an "
+            "instance of a subclass of usagg.execute.base.Executor (docs/internals.md, 'How to add an executor')"
+        )
+    return built

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.errors import UsaggError
-from usagg.registry import Registry, callable_name, parameters
+from usagg.registry import Registry
 
 if TYPE_CHECKING:
     from usagg.execute.base import Executor
@@ -68,37 +68,10 @@ def executor_names() -> list[str]:
 
 
 def get_executor_factory(name: str) -> ExecutorFactory:
-    """The factory registered as `name`; UsaggError with a did-you-mean and the registered names otherwise."""
+    """The factory registered as `name`; UsaggError with a did-you-mean and the registered names otherwise.
+    usagg/execute/base.py `make_executor` calls it and checks what it built, a step this module, below the
+    executors, cannot take."""
     return EXECUTORS.lookup(name).factory
-
-
-def make_executor(execution: ExecutionSpec, store_root: str | Path, **options: Any) -> Executor:
-    """The executor the spec names, built by its registered factory with `options`.
-
-    A factory is often a plug-in's code: one that cannot take these arguments is a UsaggError naming it instead
-    of a traceback, and so is one that returns something other than an `Executor`, which would otherwise fail
-    only at its first `run`, after the run store is written (usagg/service.py builds the executor before that).
-    """
-    factory = get_executor_factory(execution.executor)
-    where = f"executor {execution.executor!r} (factory {callable_name(factory)})"
-    signature = parameters(factory)
-    try:
-        if signature is not None:
-            signature.bind(execution, store_root, **options)
-    except TypeError as e:
-        raise UsaggError(
-            f"{where}: its signature {signature} cannot take this call ({e}); an executor factory is "
-            "`factory(execution, store_root, **options)` (docs/internals.md, 'How to add an executor')"
-        ) from None
-    built = factory(execution, store_root, **options)
-    # the class by name, as the built-ins' factories are: this registry is below the executors (no import circle)
-    executor_class = importlib.import_module("usagg.execute.base").Executor
-    if not isinstance(built, executor_class):
-        raise UsaggError(
-            f"{where} returned a value of type {type(built).__name__}, not an Executor; a factory returns an "
-            "instance of a subclass of usagg.execute.base.Executor (docs/internals.md, 'How to add an executor')"
-        )
-    return built
 
 
 # --------------------------------------------------------------------------- built-ins
