@@ -69,6 +69,21 @@ def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
     return found
 
 
+def _annotation_imports(path: Path, module: str, known: set[str]) -> set[str]:
+    """Modules of the package a file imports under `if TYPE_CHECKING:` (annotations only)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                for n in ast.walk(child):
+                    if isinstance(n, ast.ImportFrom) and n.module:
+                        found.update(m for m in (n.module, *(f"{n.module}.{a.name}" for a in n.names)) if m in known)
+                    elif isinstance(n, ast.Import):
+                        found.update(a.name for a in n.names if a.name in known)
+    return found - {module}
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -283,6 +298,42 @@ def test_the_layer_checker_sees_an_import_by_name(tmp_path: Path) -> None:
     seen = _runtime_imports(mods["usagg.execute.registry"], "usagg.execute.registry", set(mods))
     assert {"usagg.execute.local", "usagg.execute.slurm"} <= seen
     assert not _graph(mods)["usagg.execute.registry"] & {"usagg.execute.local", "usagg.execute.slurm"}
+
+
+#: The documented annotations naming a higher layer's type, (importer, imported) -> why: the object is passed in from
+#: above. A lower module annotating a higher layer's type is otherwise doing that layer's work through duck typing.
+ANNOTATES = {
+    **{
+        ("usagg.tasktypes.base", f"usagg.{name}"): (
+            "the interface a task type implements names the data, model and prediction types its methods take and "
+            "return; the built-in types rank with data and model (PLACED)"
+        )
+        for name in ("data.fmc_uia", "model.heads", "predictions")
+    },
+    ("usagg.execute.registry", "usagg.execute.base"): "a registered factory returns an Executor",
+}
+
+
+def test_annotations_name_a_higher_layer_only_where_documented() -> None:
+    """A `TYPE_CHECKING` import from a higher layer is how usagg/affinity.py (foundations) read the run store's
+    plan.json and job folders through a RunStore passed in: store logic kept below the store by duck typing (now
+    `RunStore.study_affinity`). The documented cases are in `ANNOTATES`, and each is still there."""
+    mods = _modules()
+    graph = {m: _annotation_imports(p, m, set(mods)) for m, p in mods.items()}
+    up = _upward({m: {d for d in ds if (m, d) not in ANNOTATES} for m, ds in graph.items()})
+    assert up == []
+    assert [k for k in ANNOTATES if k[1] not in graph.get(k[0], set())] == []
+
+
+def test_the_annotation_checker_sees_a_lower_module_typed_on_the_store(tmp_path: Path) -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from usagg.store import RunStore\n\n"
+        "def load_study_affinity(store: 'RunStore'):\n    return store.plan_json\n"
+    )
+    (tmp_path / "affinity.py").write_text(source, encoding="utf-8")
+    known = {"usagg.store", "usagg.affinity"}
+    graph = {"usagg.affinity": _annotation_imports(tmp_path / "affinity.py", "usagg.affinity", known)}
+    assert _upward(graph) == ["usagg.affinity (foundations) -> usagg.store (store)"]
 
 
 def test_task_type_knowledge_lives_in_the_task_type_modules() -> None:

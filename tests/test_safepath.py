@@ -399,7 +399,6 @@ def test_md_text() -> None:
 
 
 def test_a_job_id_in_the_plan_cannot_read_outside_the_store(tmp_path: Path) -> None:
-    from usagg.affinity import load_study_affinity
     from usagg.store import RunStore
 
     store = tmp_path / "runs" / "s"
@@ -409,7 +408,7 @@ def test_a_job_id_in_the_plan_cannot_read_outside_the_store(tmp_path: Path) -> N
     record = {"id": "../../outside", "hash": "0", "fraction": 1.0, "affinity": {"every": 5}, "tasks": [{"id": "a"}]}
     (store / "plan.json").write_text(json.dumps([record]))
     with pytest.raises(UnsafePath, match=r"plan\.json, job id: '\.\./\.\./outside' is not a single file name"):
-        load_study_affinity(RunStore(store))
+        RunStore(store).study_affinity()
 
 
 @pytest.mark.slow

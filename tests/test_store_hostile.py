@@ -90,13 +90,11 @@ def test_deep_job_json_is_shown_as_damage_and_repaired(
 def test_a_deep_plan_is_a_named_damaged_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from usagg.affinity import load_study_affinity
-
     store, _ = _store(tmp_path)
     store.plan_json.write_text(DEEP_LIST)
     with pytest.raises(UsaggError, match=r"plan\.json is damaged \(ValueError\)"):
         store.jobs()
-    assert store.planned_count() is None and load_study_affinity(store) is None
+    assert store.planned_count() is None and store.study_affinity() is None
     code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
     assert code != 0 and "plan.json is damaged" in out and "Traceback" not in out
 
@@ -246,8 +244,6 @@ def test_every_read_of_a_plan_listing_a_job_twice_reports_the_damage_status_does
     """The analysis' count of planned jobs and its affinity read plan.json raw: a job listed twice would be counted
     (a measuring job averaged) twice, so both refuse it as `jobs` (status, repair) does, in the same words; compare
     says so even where results.csv is current and the jobs need not be read."""
-    from usagg.affinity import load_study_affinity
-
     store, job = _store(tmp_path)
     records = json.loads(store.plan_json.read_text())
     store.plan_json.write_text(json.dumps(records * 2))
@@ -256,7 +252,7 @@ def test_every_read_of_a_plan_listing_a_job_twice_reports_the_damage_status_does
     with pytest.raises(UsaggError) as count:
         store.planned_count()
     with pytest.raises(UsaggError) as affinity:
-        load_study_affinity(store)
+        store.study_affinity()
     expected = f"{store.plan_json} is damaged (it lists job ids more than once: {job.id}); a run of the study's "
     assert str(status.value).startswith(expected)
     assert str(count.value) == str(affinity.value) == str(status.value)
@@ -264,7 +260,7 @@ def test_every_read_of_a_plan_listing_a_job_twice_reports_the_damage_status_does
     assert code == 2 and "more than once" in out and "planned" not in out and "Traceback" not in out
     store.plan_json.write_text(json.dumps([*records, {"simulated": True}, ["not", "a", "job"]]))
     assert store.planned_count() == len(records) + 2  # entries that are no job are no duplicate: counted, as before
-    assert load_study_affinity(store) is None
+    assert store.study_affinity() is None
 
 
 def test_a_lock_record_over_its_limit_is_a_damaged_lock(tmp_path: Path) -> None:

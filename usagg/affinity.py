@@ -5,7 +5,8 @@ The engine (usagg/engine/affinity.py) measures the lookahead affinity of Fifty e
 batches every `every` steps, and writes one `Affinity` per job. Rows are the task
 stepped on (source i), columns the task whose loss is read (target j); the diagonal is a
 task's affinity onto itself. The AG planner (usagg/paradigms.py), `usagg advise` and the
-report read it from here. Torch-free.
+report read it from here (a study's, through the run store: `RunStore.study_affinity`, as history.csv's format is
+usagg/historycsv.py and its files the store's). Torch-free.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from usagg.atomic import parse_json, read_regular, write_text_atomic
 from usagg.errors import UsaggError
-from usagg.safepath import check_component
-
-if TYPE_CHECKING:
-    from usagg.store import RunStore
 
 #: Version of the affinity.json layout.
 AFFINITY_FORMAT = 1
@@ -205,28 +202,3 @@ def measuring_jobs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return []
     top = max(float(r["fraction"]) for r in measuring)
     return [r for r in measuring if float(r["fraction"]) == top]
-
-
-def load_study_affinity(store: RunStore) -> Affinity | None:
-    """The study's affinity as AG used it: the mean over the measuring jobs of plan.json that wrote their
-    affinity.json (checked against the job: another spec's file is refused); None when none did.
-
-    The store is passed in (usagg/store.py spells its file names and confines each job folder to it); this
-    module cannot import it, since the plan it imports reads LOOKAHEAD_STEP from here. A plan listing a job id
-    twice is the damage the store reports (`RunStore.check_job_ids`): a measuring job would be averaged in twice."""
-    try:
-        records = parse_json(read_regular(store.plan_json))  # a FIFO, a link, too large or too deep: no affinity
-    except (OSError, ValueError):
-        return None
-    if not isinstance(records, list):
-        return None
-    entries = [r for r in records if isinstance(r, dict)]  # an entry that is no mapping is no measuring job
-    store.check_job_ids(r.get("id") for r in entries)
-    found = []
-    for r in measuring_jobs(entries):
-        path = store.paths(check_component(r["id"], f"{store.plan_json}, job id")).affinity
-        if path.is_file():
-            aff = read_affinity(path)
-            check_source(aff, path, r["id"], r["hash"], [t["id"] for t in r["tasks"]])
-            found.append(aff)
-    return mean_affinity(found) if found else None

@@ -828,10 +828,8 @@ class StudyRun:
     def affinity_warning(self) -> str | None:
         """Once a staged paradigm (AG) was planned: a warning when the affinity it grouped by is at the losses' float
         resolution (`Affinity.at_resolution`: its groups are arbitrary ties), None otherwise."""
-        from usagg.affinity import load_study_affinity
-
         try:
-            aff = load_study_affinity(self.store)
+            aff = self.store.study_affinity()
         except UsaggError:
             return None  # a damaged affinity file: the planner has said so already
         if aff is None or not aff.at_resolution:

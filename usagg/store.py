@@ -75,6 +75,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from usagg.affinity import Affinity, check_source, mean_affinity, measuring_jobs, read_affinity
 from usagg.atomic import (
     STORE_FILE_LIMIT,
     parse_json,
@@ -539,6 +540,28 @@ class RunStore:
         self.check_job_ids(r.get("id") for r in plan if isinstance(r, dict))
         return len(plan)
 
+    def study_affinity(self) -> Affinity | None:
+        """The study's affinity as AG used it: the mean over the measuring jobs of plan.json that wrote their
+        affinity.json (checked against the job: another spec's file is refused); None when none did. The file's
+        format and the averaging are usagg/affinity.py's; which jobs, and where their files are, the store's.
+        A plan listing a job id twice is refused (`check_job_ids`): a measuring job would be averaged in twice."""
+        try:
+            records = parse_json(read_regular(self.plan_json))  # a FIFO, a link, too large or too deep: no affinity
+        except (OSError, ValueError):
+            return None
+        if not isinstance(records, list):
+            return None
+        entries = [r for r in records if isinstance(r, dict)]  # an entry that is no mapping is no measuring job
+        self.check_job_ids(r.get("id") for r in entries)
+        found = []
+        for r in measuring_jobs(entries):
+            path = self.paths(check_component(r["id"], f"{self.plan_json}, job id")).affinity
+            if path.is_file():
+                aff = read_affinity(path)
+                check_source(aff, path, r["id"], r["hash"], [t["id"] for t in r["tasks"]])
+                found.append(aff)
+        return mean_affinity(found) if found else None
+
     def jobs(self) -> list[Job]:
         """The jobs of the current plan, in plan order."""
         if not self.exists():
@@ -564,7 +587,7 @@ class RunStore:
     def check_job_ids(self, ids: Iterable[object]) -> None:
         """Refuse plan.json when it lists a job id more than once: `init` never writes one, and each job would be
         counted, run and compared (its affinity averaged) twice. The one check of the plan's ids, for `jobs` (status,
-        repair, results) and the raw reads (`planned_count`, usagg/affinity.py); a raw entry without a string id
+        repair, results) and the raw reads (`planned_count`, `study_affinity`); a raw entry without a string id
         is left to those reads."""
         dup = sorted(i for i, n in Counter(i for i in ids if isinstance(i, str)).items() if n > 1)
         if dup:

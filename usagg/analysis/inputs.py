@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from usagg.affinity import Affinity, load_study_affinity
+from usagg.affinity import Affinity
 from usagg.analysis.results import ResultsTable, parse_results, read_results
 from usagg.errors import UsaggError
 from usagg.jobmetrics import JobMetrics
@@ -131,7 +131,7 @@ def _affinity(run_dir: Path | None, notes: list[str]) -> Affinity | None:
     if run_dir is None:
         return None
     try:
-        return load_study_affinity(RunStore(run_dir))
+        return RunStore(run_dir).study_affinity()
     except UsaggError as err:
         notes.append(f"affinity not shown: {err}")
         return None
