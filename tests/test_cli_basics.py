@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,6 +37,23 @@ def test_import_and_help_stay_light() -> None:
     assert proc.returncode == 0, proc.stderr
     for command in ("validate", "plan", "schema"):
         assert command in proc.stdout
+
+
+@pytest.mark.parametrize("check", [[], ["--no-data-check"]], ids=["data check", "no data check"])
+def test_validating_a_synthetic_study_renders_nothing_and_imports_no_scipy(check: list[str], tmp_path: Path) -> None:
+    """The synthetic benchmark's task list and settings are usagg/data/synth/manifest.py's: validating the demo
+    imported generate.py, and with it the B-mode renderer and scipy (0.45 s), to read them."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['usagg', 'validate', *{check!r}, {str(REPO / 'studies' / 'demo.yaml')!r}]\n"
+        "try:\n    runpy.run_module('usagg', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = ('scipy', 'torch', 'usagg.data.synth.generate', 'usagg.data.synth.bmode', 'usagg.data.synth.sample')\n"
+        "print('loaded:', ','.join(m for m in heavy if m in sys.modules) or 'none', 'exit:', code)\n"
+    )
+    env = {**os.environ, "USAGG_CACHE": str(tmp_path / "cache")}  # no benchmark generated there: nothing to check
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "loaded: none exit: 0", proc.stdout
 
 
 def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

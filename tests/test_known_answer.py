@@ -25,8 +25,8 @@ from usagg.analysis.expect import Outcome, evaluate
 from usagg.analysis.inputs import load_input
 from usagg.analysis.uncertainty import task_uncertainty
 from usagg.data.synth.bmode import simulate
-from usagg.data.synth.generate import resolve_tasks
 from usagg.data.synth.known import carries_mark, convention_flips, draw_mark
+from usagg.data.synth.manifest import resolve_tasks
 from usagg.data.synth.sample import make_sample, sample_rng
 from usagg.data.synth.scenes import SCENES
 from usagg.data.synth.tasks import KNOWN_TASKS, TASKS, designed_groups

@@ -22,7 +22,7 @@ from PIL import Image
 
 from usagg.atomic import NoSpaceLeft
 from usagg.data import source
-from usagg.data.synth import TASKS, generate_benchmark, make_sample
+from usagg.data.synth import TASKS, generate_benchmark, make_sample, manifest
 from usagg.data.synth import generate as gen
 from usagg.data.synth.bmode import Imaging, Probe, simulate
 from usagg.data.synth.sample import mask_box, sample_rng
@@ -456,12 +456,12 @@ def test_an_earlier_output_of_other_settings_is_kept_unless_forced(
 def test_an_unreadable_manifest_is_replaced_only_when_forced(tmp_path: Path) -> None:
     spec, tasks = SynthSpec(default_size=4, val_size=2, image_size=32), ["breast_lesion_cls"]
     out = generate_benchmark(tmp_path / "bench", spec, tasks)
-    (out / gen.MANIFEST).write_text("{not json")
+    (out / manifest.MANIFEST).write_text("{not json")
     with pytest.raises(UsaggError, match="settings that cannot be read"):
         generate_benchmark(out, spec, tasks)
-    assert (out / gen.MANIFEST).read_text() == "{not json"
+    assert (out / manifest.MANIFEST).read_text() == "{not json"
     assert (
-        gen.replacing(out, gen.settings(spec, tasks), force=True)
+        manifest.replacing(out, manifest.settings(spec, tasks), force=True)
         == "replaced the benchmark it held (settings that cannot be read)"
     )
 
@@ -536,9 +536,9 @@ def test_interrupted_synth_stops_at_once_leaves_no_worker_and_reruns(tmp_path: P
     while _live(pgid, members) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _live(pgid, members), "a worker outlived the interrupted synth"
-    assert json.loads((out / gen.MANIFEST).read_text())["complete"] is False
+    assert json.loads((out / manifest.MANIFEST).read_text())["complete"] is False
     generate_benchmark(out, SynthSpec(default_size=4, val_size=2), ["fetal_head"], workers=1)  # a rerun replaces it
-    assert json.loads((out / gen.MANIFEST).read_text())["complete"] is True
+    assert json.loads((out / manifest.MANIFEST).read_text())["complete"] is True
     assert len(list((out / "train").rglob("*.png"))) == 8  # 4 images, 4 masks: nothing of the interrupted run
 
 

@@ -16,7 +16,8 @@ import pytest
 from tests.cli_run import run_cli
 from tests.tiny_study import write_tiny_study
 from usagg.data import source
-from usagg.data.synth.generate import MANIFEST, generate_benchmark
+from usagg.data.synth.generate import generate_benchmark
+from usagg.data.synth.manifest import MANIFEST
 from usagg.errors import DataError
 from usagg.spec.models import DataSpec, SynthSpec
 

@@ -86,7 +86,7 @@ def synth(
     from rich.table import Table
 
     from usagg.cli.display import in_notebook, line_console, print_table
-    from usagg.data.synth.generate import replacing, resolve_tasks, settings, split_size
+    from usagg.data.synth.manifest import replacing, resolve_tasks, settings, split_size
     from usagg.data.synth.tasks import ALL_TASKS
     from usagg.safepath import printable
     from usagg.spec.models import SynthSpec

@@ -179,7 +179,7 @@ def check_synthetic_tasks(tasks: Sequence, spec: SynthSpec) -> None:
     The generator draws a fixed set of tasks (usagg/data/synth/tasks.py; the known-answer ones where `sizes` names
     them): a task of another id, type or num_classes was found only after generating the whole benchmark, by the
     first `usagg run`, while `validate` called the study valid."""
-    from usagg.data.synth.generate import resolve_tasks
+    from usagg.data.synth.manifest import resolve_tasks
     from usagg.data.synth.tasks import ALL_TASKS
 
     made = {

@@ -30,7 +30,7 @@ from usagg.spec.models import DataSpec, SynthSpec
 
 def synth_key(spec: SynthSpec) -> str:
     """Hash of every setting that changes the generated files (and of the generator version)."""
-    from usagg.data.synth.generate import resolve_tasks, settings
+    from usagg.data.synth.manifest import resolve_tasks, settings
 
     blob = json.dumps(settings(spec, resolve_tasks(spec, None)), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -50,7 +50,7 @@ def synth_complete(folder: Path, key: str, spec: SynthSpec) -> bool:
     `usagg synth` output written with exactly these settings. `dataset_root` generates where it is False, and
     `usagg validate` / `run --dry-run`, which write nothing, say the benchmark is not generated yet.
     """
-    from usagg.data.synth.generate import MANIFEST, resolve_tasks, settings
+    from usagg.data.synth.manifest import MANIFEST, resolve_tasks, settings
 
     marker = folder / MARKER
     if marker.is_file():
@@ -87,7 +87,7 @@ def _usagg_marked(folder: Path, spec: SynthSpec) -> bool:
     """Whether `folder` carries usagg's mark: our completion marker, or a synth.json of the generator's format (the
     keys `settings` writes and `complete`). Without it a folder shaped like a benchmark (a real FMC_UIA root has the
     same layout) is the user's."""
-    from usagg.data.synth.generate import MANIFEST, settings
+    from usagg.data.synth.manifest import MANIFEST, settings
 
     def text(name: str) -> str:
         path = folder / name
@@ -121,7 +121,7 @@ def _task_folders() -> tuple[frozenset[tuple[str, ...]], frozenset[tuple[str, ..
 def _benchmark_entry(rel: tuple[str, ...], is_dir: bool) -> bool:
     """Whether `rel` (parts below the folder) is a path the generator writes (`generate._write_all` and the marks):
     train/ and val/ each with csv_files/<task>.csv and <task folder>/images|masks/*.png."""
-    from usagg.data.synth.generate import MANIFEST, SPLITS
+    from usagg.data.synth.manifest import MANIFEST, SPLITS
 
     if len(rel) == 1:
         return rel[0] in SPLITS if is_dir else rel[0] in (MANIFEST, MARKER)
@@ -202,7 +202,7 @@ def refuse_foreign_splits(out: Path, spec: SynthSpec) -> None:
     """UsaggError where `usagg synth OUT` would delete what it did not write: it replaces OUT's train/ and val/
     whole (with or without --force), so they must be a benchmark of usagg's (its mark, only its files); other
     files beside them stay untouched and are allowed. The rule `usagg run` applies to data.synthetic.out."""
-    from usagg.data.synth.generate import SPLITS
+    from usagg.data.synth.manifest import SPLITS
 
     held = [n for n in SPLITS if (out / n).is_dir() and not (out / n).is_symlink() and any((out / n).iterdir())]
     if not held:

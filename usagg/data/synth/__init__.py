@@ -2,7 +2,7 @@
 
 Modules: tasks (the registry), shapes (analytic geometry), bmode (image
 formation), scenes (anatomy per group), sample (one seeded sample),
-generate (the layout on disk), preview (contact sheet).
+manifest (the settings and synth.json, no rendering), generate (the layout on disk), preview (contact sheet).
 
 The names below load on first use: the analysis reads the task registry (a synthetic study's designed groups) and
 must not import scipy, which image formation needs, for it (`usagg report` stays free of scipy).
