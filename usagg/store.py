@@ -11,6 +11,7 @@ Layout::
     <output_root>/<study>/
       study.yaml             the resolved spec as run
       plan.json              the current plan: a list of Job dumps
+      specs.json             the spec files run into this store (`spec_files`, `add_spec_file`)
       results.csv            tidy table, one row per (job, task, metric), rebuilt from metrics.json
       jobs/<job_id>/
         job.json             {"job": Job, "state", "attempts", "started", "finished",
@@ -21,6 +22,7 @@ Layout::
         metrics.json         a JobMetrics (usagg/jobmetrics.py, docs/metrics.md), with a checksum of its content
         history.csv          per epoch and task: losses, steps, selection metrics (usagg/historycsv.py)
         item_scores.json     per test image: the test-set bootstrap's input (with a checksum of its content)
+        splits.json          per task the train, select and test images and the rows' fingerprint (usagg/engine/job.py)
         affinity.json        the inter-task affinity a measuring job saw (AG's evidence, usagg/affinity.py)
         predictions/         challenge submission format
         checkpoints/         last and best, for resuming
@@ -50,9 +52,9 @@ setting that changes its result, so changing the spec makes new job folders
 and leaves old ones (and their results) untouched; `plan.json` and
 `results.csv` describe the current plan only.
 
-`results.csv` columns: study, job_id, paradigm, group, seed, fraction, task,
-type, metric, value, higher_is_better, n_train. `group` is the task's clinical
-group, `higher_is_better` is `True` or `False`, an undefined value is empty.
+`results.csv` columns: usagg/results_schema.py `RESULT_COLUMNS` (study, job_id, paradigm, group, seed, ...,
+n_train, steps), then one column per swept spec key (`is_sweep_column`: the key's value at the row's sweep point).
+`group` is the task's clinical group, `higher_is_better` is `True` or `False`, an undefined value is empty.
 """
 
 from __future__ import annotations
