@@ -245,3 +245,43 @@ def test_a_report_stopped_part_way_is_replaced_by_the_next(
     code, out = usagg("report", str(store), cwd=tmp_path)
     assert code == 0 and (rep / "report.html").is_file(), out
     assert "complete" not in json.loads((rep / MANIFEST).read_text())
+
+
+def test_plot_refuses_a_users_figure_and_replaces_its_own(store: Path, tmp_path: Path, usagg: Usagg) -> None:
+    """Audit docs 1: `usagg plot --out paper/figures` replaced a hand-made fig3_delta.pdf with a "wrote" line. Now
+    it is refused as `usagg report` refuses it (exit 2, one paragraph naming it, nothing written); a second plot
+    into its own earlier output, and a plot into a report's figures/, replace them and say so."""
+    paper = tmp_path / "paper" / "figures"
+    paper.mkdir(parents=True)
+    (paper / "fig3_delta.pdf").write_text("my hand-edited figure\n")
+    before = _tree(paper)
+    code, out = usagg("plot", str(store), "--format", "pdf", "--out", str(paper), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in out and "fig3_delta.pdf exists" in out and "nothing was written" in out
+    assert "`usagg plot` would overwrite it" in out and out.startswith("error:") and out.count("error:") == 1, out
+    assert _tree(paper) == before
+
+    mine = tmp_path / "mine"
+    code, out = usagg("plot", str(store), "--out", str(mine), cwd=tmp_path)
+    assert code == 0 and "wrote" in out and "replaced" not in out, out
+    code, out = usagg("plot", str(store), "--out", str(mine), cwd=tmp_path)
+    assert code == 0 and f"replaced {mine / 'fig3_delta.png'}" in out and "wrote" not in out, out
+
+    rep = tmp_path / "rep"
+    assert usagg("report", str(store), "--out", str(rep), cwd=tmp_path)[0] == 0
+    code, out = usagg("plot", str(store), "--out", str(rep / "figures"), cwd=tmp_path)
+    assert code == 0 and f"replaced {rep / 'figures' / 'fig3_delta.png'}" in out, out
+
+
+@pytest.mark.parametrize("where", ["store", "inside"])
+def test_plot_refuses_the_run_store(store: Path, tmp_path: Path, usagg: Usagg, where: str) -> None:
+    """Audit docs 1: `usagg plot runs/x --out runs/x` drew six figures into the store, which only `usagg run`
+    writes; refused now as `report --out` is, nothing written."""
+    import shutil
+
+    copy = tmp_path / "ev" / "tiny"
+    shutil.copytree(store, copy)
+    before = _tree(copy)
+    out_dir = {"store": copy, "inside": copy / "figures"}[where]
+    code, out = usagg("plot", str(copy), "--out", str(out_dir), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in out and "run store" in out and "usagg plot" in out, out
+    assert _tree(copy) == before

@@ -449,6 +449,30 @@ def _plotted(folder: Path, rel: str) -> bool:
     return _plain_file_below(folder, rel) and path.name in (_manifest_files(path.parent, PLOT_MANIFEST) or [])
 
 
+def _reported(folder: Path, name: str) -> bool:
+    """Whether folder/name is a figure `usagg report` wrote: a regular file the MANIFEST of the report folder above
+    lists (`figures/<name>`; the default `usagg plot` folder is a report's figures/)."""
+    above = folder.resolve().parent
+    rel = f"{folder.resolve().name}/{name}"
+    return _plain_file_below(above, rel) and rel in (_manifest_files(above) or [])
+
+
+def check_figure_folder(a: Analysis, folder: Path, fmt: str) -> set[Path]:
+    """`usagg plot`'s refusals before it draws, the report's own: a folder that is, lies in or holds a run store read
+    (`_outside_the_stores`), and a file of a figure's name there that neither plot's PLOT_MANIFEST nor a report's
+    MANIFEST lists (`_not_someone_elses`). Returns the figure files already there, usagg's, which plot replaces."""
+    from usagg.analysis.points import point_folders
+
+    folder = Path(folder)
+    _outside_the_stores(a, folder, "figure folder", "usagg plot")
+    subs = [sub for sub, _ in point_folders(a, folder)] if a.points else [folder]
+    there = [sub / f"{name}.{fmt}" for sub in subs for name, _ in FIGURES]
+    there = [p for p in there if os.path.lexists(p)]
+    theirs = [p for p in there if not (_plotted(p.parent, p.name) or _reported(p.parent, p.name))]
+    _not_someone_elses(folder, [p.relative_to(folder).as_posix() for p in theirs], "usagg plot")
+    return set(there)
+
+
 def write_figures_manifest(figures: list[Path]) -> None:
     """PLOT_MANIFEST in each folder `usagg plot` drew into: the figures it wrote there, with those an earlier plot
     listed that are still there (another --format)."""
@@ -460,17 +484,18 @@ def write_figures_manifest(figures: list[Path]) -> None:
         write_text_atomic(folder / PLOT_MANIFEST, json.dumps({"files": sorted(names | earlier)}, indent=1) + "\n")
 
 
-def _not_someone_elses(folder: Path, theirs: list[str]) -> None:
-    """UsaggError, before anything is written, naming the files of `folder` (`_theirs`) the report would overwrite
-    though no report of usagg wrote them: a user's paper/report.md, tables/summary.tex or figures/fig3_delta.png."""
+def _not_someone_elses(folder: Path, theirs: list[str], command: str = "usagg report") -> None:
+    """UsaggError, before anything is written, naming the files of `folder` (`_theirs`) that `command` (report or
+    plot) would overwrite though neither wrote them: a user's paper/report.md, tables/summary.tex or
+    figures/fig3_delta.png."""
     if not theirs:
         return
     names = [printable(t) for t in theirs]
     more = f" (and {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})" if len(names) > 1 else ""
     raise UsaggError(
-        f"{folder / names[0]} exists{more} and no report of usagg wrote it (no {MANIFEST} of usagg's beside it), "
-        "so `usagg report` would overwrite it; nothing was written. Give a new or empty folder with --out, or move "
-        "those files away first"
+        f"{folder / names[0]} exists{more} and neither usagg report nor usagg plot wrote it (no {MANIFEST} or "
+        f"{PLOT_MANIFEST} of usagg's lists it), so `{command}` would overwrite it; nothing was written. Give a new or "
+        "empty folder with --out, or move those files away first"
     )
 
 
@@ -504,10 +529,11 @@ def _stores(a: Analysis) -> list[Path]:
     return list(dict.fromkeys(Path(d) for d in found if d is not None))
 
 
-def _outside_the_stores(a: Analysis, folder: Path) -> None:
-    """UsaggError where the report folder is a run store it read, lies inside one or holds one: a store holds only
-    what `usagg run` writes, and a report folder is regenerated (its stale files removed), so a planted manifest
-    there could have the report delete the store's plan.json and results (as `compare --out` refuses a store)."""
+def _outside_the_stores(a: Analysis, folder: Path, what: str = "report folder", command: str = "usagg report") -> None:
+    """UsaggError where the output folder (a report's, `usagg plot`'s) is a run store it read, lies inside one or
+    holds one: a store holds only what `usagg run` writes, and a report folder is regenerated (its stale files
+    removed), so a planted manifest there could have the report delete the store's plan.json and results (as
+    `compare --out` refuses a store)."""
     out = folder.resolve()
     for store in _stores(a):
         root = store.resolve()
@@ -522,7 +548,7 @@ def _outside_the_stores(a: Analysis, folder: Path) -> None:
         )
         if where:
             raise UsaggError(
-                f"the report folder {folder} (--out) {where} {store} it reports on, which only `usagg run` writes; "
+                f"the {what} {folder} (--out) {where} {store} `{command}` reads, which only `usagg run` writes; "
                 f"nothing was written. Give a folder of its own outside the store with --out (e.g. reports/"
                 f"{printable(a.inp.study)})"
             )

@@ -267,16 +267,20 @@ def plot_cmd(
 
     Figures already drawn for the same results and settings are copied from the cache ($USAGG_CACHE).
 
+    A figure's file already in the folder is replaced only when usagg plot or usagg report wrote it; any other file
+    of a figure's name is refused (exit 2, nothing drawn), as is a folder in or around the run store.
+
     Example: usagg plot runs/demo --format pdf --out paper/figures
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
     a, memoised = _analyse(run_dir, results, root, baseline)
-    from usagg.analysis.report import write_figures_manifest
+    from usagg.analysis.report import check_figure_folder, write_figures_manifest
 
     folder = out or _default_folder(a.inp.study, "figures")
+    ours = check_figure_folder(a, folder, fmt)  # the report's refusals: a store, a file neither plot nor report wrote
     figures = memoised.render_all(a, folder, fmt)
     for fig in figures:
-        typer.echo(f"wrote {fig.path}")
+        typer.echo(f"{'replaced' if fig.path in ours else 'wrote'} {fig.path}")
     write_figures_manifest([fig.path for fig in figures])  # `usagg report` into the folder above takes them as usagg's
     if a.comp.no_delta:  # the Δ figures are left out
         typer.echo(a.comp.no_delta)
