@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from usagg.errors import SpecError
 from usagg.plan import plan
@@ -249,3 +251,47 @@ def test_catalog_location_never_changes_job_ids(tmp_path: Path) -> None:
     # a 0.2 selection split for the selection gap)
     assert (ids[0], ids[-1]) == ("TS-fetal_head-f1-s0-29ca073c", "CGD-Cardiac-f1-s0-31f38dad")  # CGD planned last
     assert "AUD-all-f1-s0-df26c5c8" in ids
+
+
+def _bool_fields(model: type[BaseModel] = Study, prefix: str = "") -> list[str]:
+    """The dotted path of every bool field of the spec's models (a model-valued field walked into)."""
+    from usagg.spec.typewalk import container, type_arms
+
+    found = []
+    for name, info in model.model_fields.items():
+        kind, inner = container(info.annotation)
+        if kind == "model":
+            found += _bool_fields(inner, f"{prefix}{name}.")
+        elif bool in type_arms(info.annotation):
+            found.append(f"{prefix}{name}")
+    return found
+
+
+@pytest.mark.parametrize("text", ["model.trunk: off", "data.leakage: off"])
+def test_off_unquoted_is_the_word_off(catalog_study: Path, text: str) -> None:
+    """Audit docs 2: `model.trunk: off` and `data.leakage: off`, as the docs write them, read as False (YAML 1.1
+    booleans) and were refused ("got False; input should be ... 'off'"); YAML 1.2 reads only true/false."""
+    section, field = text.split(": ")[0].split(".")
+    spec = catalog_study.read_text().replace(f"{section}: {{", f"{section}: {{{field}: off, ", 1)
+    s = load_study(write(catalog_study.parent, "off.yaml", spec))
+    assert getattr(getattr(s, section), field) == "off"
+    s = load_study(catalog_study, [f"{section}.{field}=off"])  # --set reads its value the same way
+    assert getattr(getattr(s, section), field) == "off"
+
+
+def test_every_bool_field_still_takes_yes_no_on_off(catalog_study: Path) -> None:
+    """yes/no/on/off are strings now (YAML 1.2); a bool field still takes them (pydantic's lax bool), written in the
+    file or given with --set, as it takes true/false."""
+    paths = _bool_fields()
+    assert "tracking.tensorboard" in paths and "tracking.mlflow_checkpoints" in paths
+    words = {"yes": True, "on": True, "true": True, "TRUE": True, "no": False, "off": False, "false": False}
+    for path in paths:
+        *sections, field = path.split(".")
+        written = "".join(f"{k}: {{" for k in sections) + f"{field}: WORD" + "}" * len(sections)
+        for word, value in words.items():
+            by_set = load_study(catalog_study, [f"{path}={word}"])
+            spec = write(
+                catalog_study.parent, "b.yaml", catalog_study.read_text() + written.replace("WORD", word) + "\n"
+            )
+            for s in (by_set, load_study(spec)):
+                assert functools.reduce(getattr, path.split("."), s) is value, (path, word)

@@ -109,10 +109,14 @@ def write_study(source: str, folder: Path, force: bool = False, name: str | None
 def _renamed(text: str, source: str, target: Path, name: str) -> str:
     """The shipped text with its `name:` and the run store and report folders its comments name made `name`'s, and
     the file its comments name made `target`: one pass, so a path put in is never rewritten again."""
+    import yaml
+
     from usagg.spec.load import parse_yaml_text
 
     stem = re.escape(source)
-    plain = parse_yaml_text(f"name: {name}", "the study's name") == {"name": name}  # `123`, `1e5`, `on`: quoted
+    # `123`, `1e5` (YAML 1.2), `on` (a boolean to YAML 1.1 readers: an editor, yaml.safe_load): quoted
+    line = f"name: {name}"
+    plain = parse_yaml_text(line, "the study's name") == {"name": name} == yaml.safe_load(line)
     by = {"studies": shown_path(target), "name": f"name: {name if plain else json.dumps(name)}"}
     pattern = re.compile(rf"\b(studies)/{stem}\.yaml|^(name): {stem}$|\b(runs|reports)/{stem}\b")
 
