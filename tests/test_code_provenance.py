@@ -176,3 +176,33 @@ def test_the_report_says_each_cpu_jobs_threads_and_a_resume_on_another_count() -
     assert "jobs: 2 ran on cpu, 1 thread / fp32; cpu, 2 threads after 1 / fp32 (device / precision; per job below)" in (
         prov.lines()
     )
+
+
+@pytest.mark.parametrize("state", ["behind its jobs", "missing"])
+def test_provenance_hashes_the_table_the_analysis_read(tmp_path: Path, state: str) -> None:
+    """Audit docs 3: with results.csv behind its jobs (a row short, older than them) or gone, the analysis reads the
+    table rebuilt from the jobs, but the provenance gave the sha256 of the stale file, or an empty one. It now hashes
+    the rebuilt table and says so; a current results.csv keeps its own file's hash."""
+    import hashlib
+    import os
+
+    from test_store_confinement import _store
+
+    from usagg.filehash import sha256_of
+
+    store, _ = _store(tmp_path)
+    fresh = provenance(load_input(store.root, None))
+    assert fresh.source_sha256 == sha256_of(store.results_csv) and fresh.source == str(store.results_csv)
+    rebuilt = store.results_text()
+    if state == "missing":
+        store.results_csv.unlink()
+    else:
+        lines = store.results_csv.read_text().splitlines(keepends=True)
+        store.results_csv.write_text("".join(lines[:-1]))  # a row short
+        os.utime(store.results_csv, (0, 0))  # older than the jobs' metrics.json
+    inp = load_input(store.root, None)
+    prov = provenance(inp)
+    assert prov.source_sha256 == hashlib.sha256(rebuilt.encode()).hexdigest()
+    assert state == "missing" or sha256_of(store.results_csv) != prov.source_sha256  # not the stale file's
+    said = f"the table rebuilt from the job folders ({store.results_csv} is {state})"
+    assert inp.source_text == said and f"results: {said} (sha256 {prov.source_sha256[:16]})" in prov.lines()

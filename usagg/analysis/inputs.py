@@ -10,6 +10,7 @@ synthetic benchmark its designed groups.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from usagg.affinity import Affinity
 from usagg.analysis.results import ResultsTable, parse_results, read_results
 from usagg.errors import UsaggError
+from usagg.filehash import sha256_of
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
 from usagg.safepath import check_text
@@ -75,6 +77,8 @@ class AnalysisInput:
     settings: Settings
     primary: dict[str, str]  # task -> primary metric
     task_order: list[str]
+    table_sha256: str  # of the text analysed: the file read, or the table rebuilt from the jobs (`rebuilt`)
+    rebuilt: str | None = None  # why results.csv was rebuilt from the jobs ("missing", "behind its jobs"), None: read
     run_dir: Path | None = None
     jobs_planned: int | None = None
     expert_usage: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)  # job -> task -> blocks
@@ -85,6 +89,14 @@ class AnalysisInput:
     designed_groups: dict[str, str] | None = None  # task -> designed group, synthetic studies only
     ag_search: str = "auto"  # AG's `search` as the study ran it: its stability check searches the same way
     planned: Planned = field(default_factory=Planned)  # the stored study's paradigms and its jobs without results
+
+    @property
+    def source_text(self) -> str:
+        """Which table was analysed, in words: the file, or the table rebuilt from the jobs and why (the file on
+        disk was not what the analysis read, so its name alone would cite another table)."""
+        if self.rebuilt is None:
+            return self.source
+        return f"the table rebuilt from the job folders ({self.source} is {self.rebuilt})"
 
     @property
     def ag_groups(self) -> list[tuple[str, ...]]:
@@ -317,7 +329,11 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     else:
         store = RunStore(run_dir) if run_dir is not None else None
         csv_path = Path(results)
-    table = read_results(csv_path) if rebuilt is None else parse_results(rebuilt, csv_path)
+    if rebuilt is None:
+        table, table_sha256, why_rebuilt = read_results(csv_path), sha256_of(csv_path), None
+    else:
+        table, table_sha256 = parse_results(rebuilt, csv_path), hashlib.sha256(rebuilt.encode()).hexdigest()
+        why_rebuilt = "behind its jobs" if csv_path.is_file() else "missing"
     study = store.stored_study() if store is not None else {}
     settings = _settings(study, str(store.study_yaml) if store is not None else "defaults")
     tasks = _stored_tasks(study, str(store.study_yaml) if store is not None else "the study")
@@ -338,6 +354,8 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         settings=settings,
         primary=primary,
         task_order=order,
+        table_sha256=table_sha256,
+        rebuilt=why_rebuilt,
         run_dir=run_dir,
         jobs_planned=planned,
         expert_usage=_expert_usage(metrics),

@@ -17,13 +17,11 @@ import hashlib
 import re
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from usagg import __version__
 from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
-from usagg.filehash import sha256_of
 from usagg.safepath import confined
 from usagg.store import WEIGHTS_KEY, RunStore
 from usagg.wording import counted
@@ -135,13 +133,12 @@ def provenance(inp: AnalysisInput) -> Provenance:
     Job ids of the table reach the store through `RunStore` (an id that is not a plain name, or a job folder
     that is a link leading outside the store, is an UnsafePath), and so does study.yaml.
     """
-    source = Path(inp.table.path) if inp.table.path is not None else None
     prov = Provenance(
         version=__version__,
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         host=socket.gethostname(),
-        source=inp.source,
-        source_sha256=sha256_of(source) if source is not None and source.is_file() else "",
+        source=inp.source_text,
+        source_sha256=inp.table_sha256,  # of the rows analysed, never of a stale or missing file on disk
     )
     if inp.run_dir is None:
         return prov

@@ -96,7 +96,7 @@ def summary_table(a: Analysis) -> Table:
     groups = list(dict.fromkeys(i.group for i in comp.tasks))
     rows: list[list[Cellv]] = [
         ["Study", a.inp.study],
-        ["Source", a.inp.source],
+        ["Source", a.inp.source_text],
         ["Tasks", f"{len(comp.tasks)} in {counted(len(groups), 'group')} ({', '.join(groups)})"],
         ["Paradigms", ", ".join(comp.paradigms)],
         ["Baseline", comp.baseline],
