@@ -68,3 +68,24 @@ def test_tasks_the_synthetic_benchmark_does_not_draw_are_refused_before_anything
         assert "task breast_lesion: the study says classification with num_classes 2, the benchmark draws" in said
         assert "`tasks_from: {catalog: synthetic}`" in said
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()  # nothing generated or written
+
+
+def test_every_shipped_study_validates_against_the_emitted_schema(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit docs 4: `usagg schema` gave `paradigms` items of type string only, so an editor marked the documented
+    `{AG: {groups: 3}}` entry, and studies/known.yaml, as invalid. The schema takes what the loader takes."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+
+    code, out = run_cli(["schema"], monkeypatch, capsys)
+    assert code == 0, out
+    validator = jsonschema.Draft202012Validator(json.loads(out))
+    repo = Path(__file__).parent.parent
+    paths = sorted((repo / "studies").glob("*.yaml")) + sorted((repo / "usagg" / "studies").glob("*.yaml"))
+    assert len(paths) == 8 and any("{AG: {" in p.read_text() for p in paths)
+    for path in paths:
+        assert [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))] == [], path
+    spec = {"name": "x", "data": {"root": "d"}, "paradigms": ["TS", {"AG": {"groups": 3}}, {"AG": None}]}
+    assert not list(validator.iter_errors(spec))
+    assert list(validator.iter_errors({**spec, "paradigms": [{"AG": {}, "CG": {}}]}))  # one key, as the loader says

@@ -26,6 +26,15 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=
 ParadigmName = Annotated[str, AfterValidator(check_paradigm)]
 
 
+def _paradigm_entries_schema(schema: dict[str, Any]) -> None:
+    """`paradigms` in the JSON Schema as a spec writes it, not as validated: an entry is a name or a one-key mapping
+    of a name to its settings (or null), which `Study._paradigm_entries` unpacks; an editor then takes known.yaml."""
+    name = schema["items"]
+    settings = {"type": "object", "minProperties": 1, "maxProperties": 1, "propertyNames": name}
+    schema["items"] = {"anyOf": [name, {**settings, "additionalProperties": {"type": ["object", "null"]}}]}
+    schema["examples"] = [[*paradigm_names()], ["TS", "CG", "AU", {"AG": {"groups": 3}}]]
+
+
 def _check_executor(name: str) -> str:
     known = executor_names()  # plug-ins loaded first
     if name not in known:
@@ -1086,7 +1095,7 @@ class Study(Strict):
         min_length=1,
         description=f"Paradigms to run, registered in usagg/paradigms.py (built in: {', '.join(paradigm_names())}); "
         "an entry may carry the paradigm's settings as a one-key mapping, such as `{AG: {groups: 3}}`.",
-        json_schema_extra={"examples": [[*paradigm_names()]]},
+        json_schema_extra=_paradigm_entries_schema,
     )
     paradigm_settings: Annotated[dict[str, dict[str, Any]], NOT_IN_HASH] = Field(
         default_factory=dict,
