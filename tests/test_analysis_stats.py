@@ -186,6 +186,31 @@ def test_hypotheses_make_the_stated_tests_one_sided(tmp_path: Path) -> None:
     )
 
 
+def test_the_field_reference_names_the_tests_hypotheses_turn_one_sided(tmp_path: Path) -> None:
+    """Audit docs 5: the reference said `delta` and `paired` make the Wilcoxon one-sided, which has no p; the tests
+    the direction reaches are the wild cluster bootstrap-t of Δm and of the paired mean, and for `scale` the group
+    Spearman and the mixed model's slope (the task-level ρ is descriptive). Each description names what the code
+    makes one-sided."""
+    from usagg.spec.models import Hypotheses
+
+    comp = _fixture_comparison(tmp_path, paradigms=("TS", "CG", "AU", "TSM"))
+    hyp = {"scale": {"CG": "greater"}, "delta": {"TSM": "less"}, "paired": {"CG-AU": "less"}}
+    made = [*statistics(comp, hyp), *mean_delta_stats(comp, 99, 0, hyp), *paired_stats(comp, 99, 0, hyp)]
+    made += interaction_model(comp, 1.0, hyp)
+    sided = {
+        (s.paradigm, s.name): s.method for s in made if "one-sided" in s.method and s.p is not None and s.fraction == 1
+    }
+    said = {name: field.description or "" for name, field in Hypotheses.model_fields.items()}
+    for family, paradigm in (("delta", "TSM"), ("paired", "CG-AU")):
+        assert [m for (p, _), m in sided.items() if p == paradigm], family
+        assert all("wild cluster" in m for (p, _), m in sided.items() if p == paradigm), sided
+        assert "wild cluster bootstrap-t" in said[family] and "(Wilcoxon" not in said[family], said[family]
+    assert [n for (p, n) in sided if p == "CG"] == ["Spearman ρ(Δ, log n_train), groups", SLOPE]
+    assert (
+        "over clinical groups" in said["scale"] and "slope" in said["scale"] and "tasks and groups" not in said["scale"]
+    )
+
+
 def test_mixed_model_slopes_interaction_and_when_it_cannot_be_fitted(tmp_path: Path) -> None:
 
     comp = _fixture_comparison(tmp_path)

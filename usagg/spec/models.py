@@ -720,17 +720,19 @@ class Hypotheses(Strict):
 
     delta: Annotated[dict[ParadigmName, Alternative], NOT_IN_HASH] = Field(
         default_factory=dict,
-        description="Δ of a paradigm against 0 (Wilcoxon): `less` = it loses to the baseline, e.g. {CG: less}.",
+        description="Δm of a paradigm against 0 (the wild cluster bootstrap-t over clinical groups; the task-level "
+        "Wilcoxon is descriptive, without a p): `less` = it loses to the baseline, e.g. {CG: less}.",
     )
     scale: Annotated[dict[ParadigmName, Alternative], NOT_IN_HASH] = Field(
         default_factory=dict,
-        description="Δ of a paradigm with log data size (Spearman over tasks and groups, the mixed model's slope): "
-        "`greater` = aggregation gains with data, e.g. {CG: greater}.",
+        description="Δ of a paradigm with log data size (the Spearman ρ over clinical groups and the mixed model's "
+        "slope; the task-level ρ has no p): `greater` = aggregation gains with data, e.g. {CG: greater}.",
     )
     paired: Annotated[dict[str, Alternative], NOT_IN_HASH] = Field(
         default_factory=dict,
-        description="Paired per-task Δ of two paradigms, key `A-B` (Wilcoxon on Δ_A − Δ_B): `less` = A below B, "
-        "e.g. {CG-AU: less}. CG-AU is always tested (two-sided unless stated).",
+        description="Paired per-task Δ of two paradigms, key `A-B` (the mean of Δ_A − Δ_B, wild cluster "
+        "bootstrap-t over clinical groups): `less` = A below B, e.g. {CG-AU: less}. CG-AU is always tested "
+        "(two-sided unless stated).",
     )
 
     @field_validator("paired")
