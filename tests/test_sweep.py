@@ -80,6 +80,28 @@ def test_the_block_crosses_keys_and_shares_jobs_a_key_does_not_enter(tmp_path: P
     assert at_point == ids(direct)  # the study name is not in a job id
 
 
+def test_the_default_size_sweeps_it_changes_the_ids_of_tasks_sizes_does_not_name(tmp_path: Path) -> None:
+    """Audit docs 6: data.synthetic.default_size was marked "job id: no" and refused by --sweep as changing no
+    result, though it is the size of every task `sizes` does not name, so it changes their data and job ids."""
+    spec = tiny(tmp_path)
+    small, large = (plan(load_study(spec, [f"data.synthetic.default_size={n}"])) for n in (8, 16))
+    assert ids(small).isdisjoint(ids(large))
+    named = plan(load_study(spec, ["data.synthetic.sizes={thyroid_malignancy: 12, breast_lesion_cls: 12}"]))
+    assert ids(
+        plan(
+            load_study(
+                spec,
+                [
+                    "data.synthetic.sizes={thyroid_malignancy: 12, breast_lesion_cls: 12}",
+                    "data.synthetic.default_size=99",
+                ],
+            )
+        )
+    ) == ids(named)  # every task named: no change
+    swept = plan(load_study(spec, [sweep_override("data.synthetic.default_size=8,16")]))
+    assert ids(swept) == ids(small) | ids(large)
+
+
 @pytest.mark.parametrize(
     ("key", "why"),
     [

@@ -117,6 +117,7 @@ class _HashContext:
             "temperature": several and self.study.training.sampling == "temperature",
             "train_split": self.study.data.test_split == "train",
             "measuring": self.unit.affinity,
+            "task_default": False,  # enters through its per_task field, filled in for the job's tasks
         }.get(rule, rule != "no")
 
 

@@ -22,6 +22,7 @@ Rule = Literal[
     "train_split",
     "content",
     "per_task",
+    "task_default",
     "measuring",
     "type_setting",
 ]
@@ -37,6 +38,8 @@ RULES: dict[str, str] = {
     "train_split": "only when test images are carved from train (data.test_split: train)",
     "content": "by the file's content digest (sha256), not its path",
     "per_task": "the job's tasks only, each with its default filled in",
+    "task_default": "through the per_task field whose default it is: in the job's tasks that field does not name "
+    "(not hashed on its own, so ids made before stay)",
     "measuring": "only in jobs that measure inter-task affinity (they write affinity.json)",
     "type_setting": "only in jobs with a task whose type reads the setting (TaskType.hash_settings), and only when "
     "set to other than its default (the earlier behaviour, so the ids of specs without it stay)",
@@ -53,6 +56,7 @@ LABELS: dict[str, str] = {
     "train_split": "with test_split train",
     "content": "by file content",
     "per_task": "the job's tasks",
+    "task_default": "the job's tasks",
     "measuring": "affinity jobs",
     "type_setting": "jobs of the types that read it, when not the default",
 }

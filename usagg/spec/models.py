@@ -222,7 +222,7 @@ class SynthSpec(Strict):
         default_factory=dict,
         description="Training images per synthetic task id (tasks not named get `default_size`).",
     )
-    default_size: Annotated[int, NOT_IN_HASH] = Field(
+    default_size: Annotated[int, JobHash("task_default")] = Field(
         120, ge=4, le=1_000_000, description="Training images of a task not named in `sizes`."
     )
     val_size: Annotated[int, IN_HASH] = Field(
