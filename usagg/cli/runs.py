@@ -54,7 +54,10 @@ Done jobs are skipped; failed ones only with --retry-failed; a job killed mid-wa
 epoch checkpoint. The weights and the dataset are checked first and training is refused when they have
 problems (--dry-run makes the same checks). Several --only selectors of different keys must all match
 (--only task=breast_lesion --only TS: one job); of the same key, any. A study name belongs to the spec file
-that first ran it: another file of that name is refused unless --force. Exits 1 when a job failed.
+that first ran it: another file of that name that plans other jobs is refused unless --force (a copy that plans
+the same jobs runs). Exits 1 when a job failed or the data has problems, 2 on a user error (a bad spec, path or
+option), 3 when selected jobs were left neither done nor failed (queued on Slurm, run by another process, waiting
+for a job of the same settings): the same usagg run goes on with them.
 
 Examples:
 
