@@ -319,6 +319,8 @@ def report_cmd(
         typer.echo(f"wrote {path}")
     if a.inp.run_dir is not None:
         _log_to_tracker(Path(a.inp.run_dir), a.inp.study, folder, mlflow)
+    elif mlflow:  # asked for explicitly: never a silent no-op
+        typer.echo("not logged to MLflow: --results is a table, not a run store, so no study's MLflow run is known")
 
 
 def _log_to_tracker(run_dir: Path, study: str, folder: Path, opted_in: bool) -> None:
@@ -332,21 +334,26 @@ def _log_to_tracker(run_dir: Path, study: str, folder: Path, opted_in: bool) -> 
     from usagg.tracking import log_report
 
     section = RunStore(run_dir).stored_study().get("tracking")
-    if not section:
-        return
     try:
-        tracking = TrackingSpec.model_validate(section)
+        tracking = TrackingSpec.model_validate(section or {})
     except ValidationError as err:
         typer.echo(f"warning: tracking section of {RunStore(run_dir).study_yaml} not usable ({err.errors()[0]['msg']})")
         return
-    if tracking.mlflow is not None and not opted_in:
+    if tracking.mlflow is None:
+        if opted_in:  # asked for explicitly: never a silent no-op
+            typer.echo(
+                f"not logged to MLflow: {RunStore(run_dir).study_yaml} names no tracking.mlflow, so the study has no "
+                "MLflow run to attach the report to"
+            )
+        return
+    if not opted_in:
         typer.echo(
             f"not logged to MLflow: {RunStore(run_dir).study_yaml} names the tracking URI {tracking.mlflow.uri!r}; "
             "`usagg report --mlflow` attaches the report there"
         )
         return
     if log_report(tracking, study, run_dir, folder):
-        typer.echo(f"logged {folder} to MLflow ({tracking.mlflow.uri if tracking.mlflow else ''!r})")
+        typer.echo(f"logged {folder} to MLflow ({tracking.mlflow.uri!r})")
 
 
 def register(app: typer.Typer) -> None:
