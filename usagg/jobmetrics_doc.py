@@ -34,7 +34,8 @@ named (file, field, what was expected) and treated like a damaged one: `usagg st
   them all. A key that is absent is not the same as `null`: `selection.note` and the `select*` keys of
   a history entry are absent where they do not apply.
 - Everything but `throughput` is reproducible: two runs of the same job on one machine give the same file (on
-  the CPU at the same `training.threads`, which usagg keeps whatever the jobs left: usagg/execute/pool.py
+  the CPU at the same thread count: `execution.threads` of the spec, recorded as `training.threads` here, which
+  usagg keeps whatever the jobs left: usagg/execute/pool.py
   `default_cpu_threads`; another CPU model, another thread count or a GPU differ in the last bits, which
   training can grow).
 """
