@@ -94,16 +94,12 @@ def test_group_level_spearman_uses_group_sums_and_means(tmp_path: Path) -> None:
     assert "group n_train = sum" in s.method
 
 
-def test_wilcoxon_n_is_scipys_with_zeros_dropped_and_one_sided_follows_scipy() -> None:
+def test_wilcoxon_n_is_scipys_with_zeros_dropped() -> None:
     d = np.array([0.0, 0.0, -1.0, 2.0, 3.5, 4.0, 5.0, 6.5, 8.0])
     w, p, n, _ = wilcoxon_vs_zero(d)
     ref = ss.wilcoxon(d, zero_method="wilcox")
     assert n == 7 and (w, p) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))  # 9 pairs, 2 zeros
-    _, p_greater, _, _ = wilcoxon_vs_zero(d, "greater")
-    assert p_greater == pytest.approx(ss.wilcoxon(d, alternative="greater").pvalue)
-    assert p_greater == pytest.approx(p / 2)  # the observed side: half the two-sided p
     assert wilcoxon_vs_zero(d[:7])[3] == "n too small (n=5, need ≥6), 2 zero pairs dropped"
-    assert wilcoxon_vs_zero(d[:7], "greater")[3] == ""  # 5 non-zero pairs can reach p < 0.05 one-sided
 
 
 def test_effect_sizes_by_hand() -> None:
@@ -172,6 +168,10 @@ def test_hypotheses_make_the_stated_tests_one_sided(tmp_path: Path) -> None:
     ref_dm = wild_cluster_mean(vals, [comp.info(t).group for t in names], 999, 0)
     assert dm.p == pytest.approx(ref_dm.p / 2 if ref_dm.mean < 0 else 1 - ref_dm.p / 2)
     assert "one-sided (less: Δm < 0)" in dm.method
+    # the task-level Wilcoxon gives no p, so a `delta` hypothesis leaves it as it was: no side named, same W
+    wilcoxon = ("TSM", "Wilcoxon signed-rank, Δ vs 0 (TSM vs TS)")
+    assert one[wilcoxon].method == two[wilcoxon].method and "sided" not in one[wilcoxon].method
+    assert one[wilcoxon].value == two[wilcoxon].value and one[wilcoxon].p is None
     both = {(s.paradigm): s for s in paired_stats(comp, 999, 0)}
     (pair,) = [s for s in paired_stats(comp, 999, 0, hyp) if s.paradigm == "CG-AU"]
     cg_names, cg_vals = comp.delta_values(1.0, "CG")

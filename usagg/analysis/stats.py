@@ -29,7 +29,7 @@ from usagg.analysis.delta import Comparison
 
 MIN_N_SPEARMAN = 3
 #: Non-zero pairs a Wilcoxon test needs: with fewer even a perfect split cannot reach p < 0.05 (exact test).
-MIN_N_WILCOXON = {"two-sided": 6, "less": 5, "greater": 5}
+MIN_N_WILCOXON = 6
 #: The paired comparison always made when both paradigms are present (more via analysis.hypotheses.paired).
 DEFAULT_PAIRS = (("CG", "AU"), ("AG", "CG"))
 Hypotheses = Mapping[str, Mapping[str, str]]
@@ -127,8 +127,8 @@ def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float, alt: str) -> flo
     return float(np.mean(np.abs(all_rho) >= abs(rho) - tol))
 
 
-def wilcoxon_vs_zero(d: np.ndarray, alt: str = "two-sided") -> tuple[float | None, float | None, int, str]:
-    """Wilcoxon signed-rank statistic and p of Δ against 0 (zero_method="wilcox").
+def wilcoxon_vs_zero(d: np.ndarray) -> tuple[float | None, float | None, int, str]:
+    """Wilcoxon signed-rank statistic and two-sided p of Δ against 0 (zero_method="wilcox").
 
     n is the test's own: zero differences are dropped before ranking, so they are not counted.
     """
@@ -137,12 +137,16 @@ def wilcoxon_vs_zero(d: np.ndarray, alt: str = "two-sided") -> tuple[float | Non
     if d.size and np.all(d == 0):
         return None, None, 0, "undefined (every Δ is 0)"
     n = int(np.count_nonzero(d))
-    need = MIN_N_WILCOXON[alt]
-    if n < need:
-        return None, None, n, _too_small(n, need) + (f", {d.size - n} zero pairs dropped" if d.size > n else "")
+    if n < MIN_N_WILCOXON:
+        return (
+            None,
+            None,
+            n,
+            _too_small(n, MIN_N_WILCOXON) + (f", {d.size - n} zero pairs dropped" if d.size > n else ""),
+        )
     from scipy.stats import wilcoxon
 
-    res = wilcoxon(d, zero_method="wilcox", alternative=alt)
+    res = wilcoxon(d, zero_method="wilcox")
     return float(res.statistic), float(res.pvalue), n, ""
 
 
@@ -253,15 +257,15 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
                     pv, note=note,
                 )
             )  # fmt: skip
-            alt = alternative(hypotheses, "delta", p)
-            w, pv, n, note = wilcoxon_vs_zero(vals, alt)
+            # descriptive, like the task-level ρ: no p, so a `delta` hypothesis (Δm's test) gives it no side
+            w, pv, n, note = wilcoxon_vs_zero(vals)
             if pv is not None:
                 pv, note = None, DEPENDENT
             out.append(
                 Stat(
                     f"Wilcoxon signed-rank, Δ vs 0 ({p} vs {base})", p, f, w, n,
-                    "scipy.stats.wilcoxon on per-task Δ against 0 (zero_method=wilcox: n counts non-zero Δ), "
-                    + sided(alt, "Δ < 0" if alt == "less" else "Δ > 0"),
+                    "scipy.stats.wilcoxon on per-task Δ against 0 (zero_method=wilcox: n counts non-zero Δ; "
+                    "W only, descriptive)",
                     pv, note=note, effects=effect_sizes(vals) if vals.size else (),
                 )
             )  # fmt: skip
