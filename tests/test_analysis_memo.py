@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,11 @@ from usagg.analysis import figures as F
 from usagg.analysis.inputs import load_input
 from usagg.analysis.memo import FigureFile, Memo, code_sources, input_key, item_scores_digest, sources_digest
 from usagg.analysis.outputs import Memoised
-from usagg.analysis.report import write_report
+from usagg.analysis.report import write_report, writing
 from usagg.analysis.results import read_results, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.summary import Analysis, analyse
+from usagg.errors import UsaggError
 
 pytestmark = pytest.mark.slow  # draws every figure several times, and a subprocess
 
@@ -325,3 +327,69 @@ def test_the_memo_key_reads_no_planted_item_scores(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.json")
     files = {j: tmp_path / f"{j}.json" for j in ("real", "link", "fifo")}
     assert list(item_scores_digest(files)) == ["real"]
+
+
+def test_two_draws_into_one_folder_at_once_each_cache_their_own_figure(cache: Path, tmp_path: Path) -> None:
+    """Two commands drawing other baselines into one output folder at the same moment (two `usagg plot`): each memo
+    entry holds its own drawing, never the bytes the other wrote into the shared folder meanwhile. The barrier
+    makes both draw before either stores: the interleaving that poisoned the cache, every time."""
+    memo, shared = Memo(cache), tmp_path / "shared"
+    both_drawn = threading.Barrier(2, timeout=60)
+
+    def render(baseline: str):  # type: ignore[no-untyped-def]
+        def draw(folder: Path) -> list[FigureFile]:
+            path = folder / "fig3_delta.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"delta versus {baseline}".encode())
+            both_drawn.wait()
+            return [FigureFile("fig3_delta", path, f"versus {baseline}")]
+
+        return draw
+
+    got: dict[str, bytes] = {}
+
+    def plot(baseline: str) -> None:
+        (fig,) = memo.cached_figures(f"key {baseline}", "png", 60, shared, render(baseline))
+        got[baseline] = fig.path.read_bytes()
+
+    threads = [threading.Thread(target=plot, args=(b,)) for b in ("TS", "CG")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(got) == {"TS", "CG"}
+    for b in ("TS", "CG"):  # a later plot, served from the memo into a folder of its own
+        (fig,) = memo.cached_figures(f"key {b}", "png", 60, tmp_path / b, _refuse)
+        assert fig.path.read_bytes() == f"delta versus {b}".encode()
+    assert not [p for p in (cache / "analysis" / "figures").iterdir() if p.name.startswith(".")]  # no drawing left
+
+
+def test_an_entry_whose_figure_is_not_what_was_stored_is_drawn_again(cache: Path, tmp_path: Path) -> None:
+    """A figure replaced inside an entry (bytes other than its manifest's sha256) is damage: drawn again."""
+    memo = Memo(cache)
+
+    def draw(text: str):  # type: ignore[no-untyped-def]
+        def render(folder: Path) -> list[FigureFile]:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "fig.png").write_bytes(text.encode())
+            return [FigureFile("fig", folder / "fig.png", "")]
+
+        return render
+
+    memo.cached_figures("k", "png", 60, tmp_path / "one", draw("right"))
+    (entry,) = (cache / "analysis" / "figures").iterdir()
+    (entry / "fig.png").write_bytes(b"planted")
+    (fig,) = memo.cached_figures("k", "png", 60, tmp_path / "two", draw("right"))
+    assert fig.path.read_bytes() == b"right" and (entry / "fig.png").read_bytes() == b"right"
+
+
+def test_a_folder_another_command_writes_is_refused_and_left_alone(analysis: Analysis, tmp_path: Path) -> None:
+    """While another `usagg plot` or `report` holds the folder (simulated: its lock held here), a report into it is
+    refused naming the holder and writes nothing; once it is released the report is written."""
+    out = tmp_path / "rep"
+    for held in (out, out / "figures"):
+        with writing(held), pytest.raises(UsaggError, match=r"another usagg plot or report is writing .* pid"):
+            write_report(analysis, out, dpi=30)
+        assert not list(out.rglob("*.*"))
+    write_report(analysis, out, dpi=30)
+    assert (out / "report.md").is_file() and not list(out.rglob(".usagg-writing.lock"))

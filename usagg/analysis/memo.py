@@ -9,7 +9,9 @@ computation would give. Entries live under <cache>/analysis/{stats,figures}/; th
 least recently used beyond `keep` are pruned. The cache is an optimisation only: when
 it cannot be read or written the output is computed as if it were empty. An entry is handed out as computed, so
 the memo is used only in a folder no one but the user can write (usagg/cachetrust.py `vetted_folder`): a
-$USAGG_CACHE others can write to would let them plant statistics.
+$USAGG_CACHE others can write to would let them plant statistics. Figures are drawn into a private folder of
+the memo's and stored from there (each with its sha256), so a figure another command writes into the same output
+folder at the same moment never enters an entry.
 
 This module knows no drawing code: it wraps the computations it is handed (a
 `compute` or `render` callable), scikit-learn `memory=` style, and the boundary that
@@ -25,7 +27,7 @@ import json
 import logging
 import os
 import shutil
-import uuid
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -177,29 +179,48 @@ class Memo:
     def cached_figures(
         self, key: str, fmt: str, dpi: int, folder: Path, render: Callable[[Path], list[FigureFile]]
     ) -> list[FigureFile]:
-        """Copy the cached figures for (key, fmt, dpi) into `folder`, or `render` them there and cache them.
+        """Copy the cached figures for (key, fmt, dpi) into `folder`, or `render` them and cache them.
 
-        `render(folder)` must write every figure into `folder` and return them; `key`
-        must cover everything they depend on but the format and resolution.
+        `render(where)` must write every figure into `where` and return them; `key`
+        must cover everything they depend on but the format and resolution. On a miss it draws into a private
+        folder of the memo's, never into `folder`: the entry is stored from that drawing, so another command
+        writing the same file names into `folder` meanwhile (a second `usagg plot` of another baseline) cannot put
+        its bytes under this key. Each copy into `folder` is atomic.
         """
-        if self.off:
-            return render(Path(folder))
-        entry = self.root / "figures" / digest(key, fmt, dpi, _version("matplotlib"))
         folder = Path(folder)
+        if self.off:
+            return render(folder)
+        entry = self.root / "figures" / digest(key, fmt, dpi, _version("matplotlib"))
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             items = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
-            blobs = [(d, _entry_file(entry, d).read_bytes()) for d in items]  # read all before writing any
-            out = []
-            for d, data in blobs:
-                out.append(FigureFile(d["name"], write_bytes_atomic(folder / d["file"], data), d["caption"]))
+            blobs = [(d, _entry_bytes(entry, d)) for d in items]  # read (and verified) all before writing any
+            out = [
+                FigureFile(d["name"], write_bytes_atomic(folder / d["file"], data), d["caption"]) for d, data in blobs
+            ]
             _touch(entry)
             return out
         shutil.rmtree(entry, ignore_errors=True)  # a damaged entry would block storing a good one
-        figs = render(folder)
-        with contextlib.suppress(OSError):
-            _store(entry, figs)
-            _prune(entry.parent, self.keep)
-        return figs
+        try:
+            drawing = Path(tempfile.mkdtemp(prefix=f".{entry.name}.draw-", dir=_made(entry.parent)))
+        except OSError:  # no cache to draw in: drawn in place, as without a memo
+            return render(folder)
+        try:
+            figs = render(drawing)
+            out = [
+                FigureFile(f.name, write_bytes_atomic(folder / f.path.name, f.path.read_bytes()), f.caption)
+                for f in figs
+            ]
+            with contextlib.suppress(OSError):
+                _store(drawing, entry, figs)
+                _prune(entry.parent, self.keep)
+        finally:
+            shutil.rmtree(drawing, ignore_errors=True)  # gone once stored (renamed into place)
+        return out
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _entry_file(entry: Path, d: dict[str, Any]) -> Path:
@@ -212,19 +233,29 @@ def _entry_file(entry: Path, d: dict[str, Any]) -> Path:
     return confined(file, entry, f"{where}, field 'file'")
 
 
-def _store(entry: Path, figs: list[FigureFile]) -> None:
-    """Build the entry in a temporary sibling and rename it into place, so readers never see half of one."""
-    tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        for f in figs:
-            shutil.copyfile(f.path, tmp / f.path.name)
-        items = [{"name": f.name, "file": f.path.name, "caption": f.caption} for f in figs]
-        write_json_atomic(tmp / MANIFEST, items)
-        os.rename(tmp, entry)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process stored the same entry first, or the disk refused
-        raise
+def _entry_bytes(entry: Path, d: dict[str, Any]) -> bytes:
+    """A figure of the entry, its bytes checked against the sha256 the manifest recorded when it was stored
+    (ValueError otherwise: damage, drawn again), so an entry holds exactly what its key drew."""
+    data = _entry_file(entry, d).read_bytes()
+    if hashlib.sha256(data).hexdigest() != d["sha256"]:
+        raise ValueError(f"{entry / d['file']} is not the figure its manifest recorded")
+    return data
+
+
+def _store(drawing: Path, entry: Path, figs: list[FigureFile]) -> None:
+    """Make the private `drawing` folder the entry: its manifest (each figure's caption and sha256) written last,
+    then the folder renamed into place, so readers never see half of one and only this drawing is stored."""
+    items = []
+    for f in figs:
+        if f.path.parent != drawing:
+            raise OSError(f"{f.path} was not drawn into {drawing}")  # a render that wrote elsewhere is not cached
+        items.append({"name": f.name, "file": f.path.name, "caption": f.caption, "sha256": _sha256(f.path)})
+    write_json_atomic(drawing / MANIFEST, items)
+    os.rename(drawing, entry)  # OSError when another process stored the same entry first: theirs stays
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _touch(path: Path) -> None:

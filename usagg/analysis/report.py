@@ -17,6 +17,7 @@ the study cannot support it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ import os
 import re
 import stat
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from usagg.analysis.tables import (
 )
 from usagg.atomic import write_text_atomic
 from usagg.errors import UsaggError
+from usagg.joblock import JobLock, JobLocked, describe_holder
 from usagg.safepath import printable, real_folder
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
@@ -67,6 +69,8 @@ MANIFEST = ".usagg-report.json"
 #: What `usagg plot` leaves in each folder it draws into: the figures it wrote, so a report into the folder above
 #: (`usagg report` after `usagg plot`, the default folders) takes them as usagg's, not a user's files.
 PLOT_MANIFEST = ".usagg-figures.json"
+#: The lock file a `usagg plot` or `usagg report` holds in the folder it writes, while it writes (`writing`).
+WRITING_LOCK = ".usagg-writing.lock"
 #: The documents at the top of a report folder (and of each swept point's sub-folder): markdown, then HTML.
 DOCUMENTS = ("report.md", "report.html")
 #: The format of a report's figures (folder/figures/<name>.png).
@@ -473,6 +477,26 @@ def check_figure_folder(a: Analysis, folder: Path, fmt: str) -> set[Path]:
     return set(there)
 
 
+@contextlib.contextmanager
+def writing(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s writing lock (WRITING_LOCK: O_EXCL, holder and heartbeat, usagg/joblock.py) for the block.
+
+    Two commands writing one folder at once (two `usagg plot` of other baselines, a plot and a report into the
+    default folders) would leave one's figures beside the other's tables, both exiting 0: the second is refused
+    (UsaggError) naming the first, and a lock whose holder died is broken.
+    """
+    lock = JobLock(Path(folder) / WRITING_LOCK, str(folder), heartbeat_s=30.0, stale_after_s=600.0)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock.held())
+        except JobLocked as err:
+            raise UsaggError(
+                f"another usagg plot or report is writing {folder} ({describe_holder(err.holder)}); nothing was "
+                "written: wait for it to finish, or give another --out"
+            ) from None
+        yield
+
+
 def write_figures_manifest(figures: list[Path]) -> None:
     """PLOT_MANIFEST in each folder `usagg plot` drew into: the figures it wrote there, with those an earlier plot
     listed that are still there (another --format)."""
@@ -594,9 +618,10 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
         for _, point in a.points:  # every point's store checked before the first point's report is written
             provenance(point.inp)
         real_folder(folder / "tables", folder, "usagg report: output folder")  # refused before the claim is written
-        _claim(folder, ["report.md", "tables/sweep.csv"])
-        written = write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
-        _write_manifest(folder, written)
+        with writing(folder):
+            _claim(folder, ["report.md", "tables/sweep.csv"])
+            written = write_points_report(a, folder, lambda sub, out: write_report(sub, out, render, dpi))
+            _write_manifest(folder, written)
         return written
     prov = provenance(a.inp)
     sections = _sections(a)
@@ -604,6 +629,20 @@ def write_report(a: Analysis, folder: Path, render: Renderer = render_all, dpi: 
     _not_someone_elses(folder, _theirs(folder, _planned(tables)))
     for sub in ("figures", "tables"):
         real_folder(folder / sub, folder, "usagg report: output folder")
+    with writing(folder), writing(folder / "figures"):  # figures/: `usagg plot`'s default folder
+        return _write_one(a, folder, render, dpi, sections, tables, prov)
+
+
+def _write_one(
+    a: Analysis,
+    folder: Path,
+    render: Renderer,
+    dpi: int,
+    sections: list[Section],
+    tables: list[Table],
+    prov: Provenance,
+) -> list[Path]:
+    """`write_report` of one study, its checks passed and its folder held (`writing`)."""
     _claim(folder, _planned(tables))
     figs = render(a, folder / "figures", FIGURE_FORMAT, dpi)
     written = [f.path for f in figs]

@@ -274,14 +274,15 @@ def plot_cmd(
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
     a, memoised = _analyse(run_dir, results, root, baseline)
-    from usagg.analysis.report import check_figure_folder, write_figures_manifest
+    from usagg.analysis.report import check_figure_folder, write_figures_manifest, writing
 
     folder = out or _default_folder(a.inp.study, "figures")
     ours = check_figure_folder(a, folder, fmt)  # the report's refusals: a store, a file neither plot nor report wrote
-    figures = memoised.render_all(a, folder, fmt)
+    with writing(folder):  # another plot or report writing it now is refused, naming it
+        figures = memoised.render_all(a, folder, fmt)
+        write_figures_manifest([fig.path for fig in figures])  # a report into the folder above takes them as usagg's
     for fig in figures:
         typer.echo(f"{'replaced' if fig.path in ours else 'wrote'} {fig.path}")
-    write_figures_manifest([fig.path for fig in figures])  # `usagg report` into the folder above takes them as usagg's
     if a.comp.no_delta:  # the Δ figures are left out
         typer.echo(a.comp.no_delta)
 
