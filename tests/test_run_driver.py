@@ -5,6 +5,8 @@ current folder."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from cli_run import run_cli
 from tests.tiny_study import MALIGNANCY, NODULE, write_tiny_study
 from usagg import api
 from usagg.errors import UsaggError
+from usagg.joblock import _proc_start
 from usagg.plan import plan
 from usagg.service import RunObserver, StudyRun, make_selection
 from usagg.spec.load import load_study
@@ -343,3 +346,83 @@ def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
     assert code == 0 and "1 job selected, 0 to run, 1 done" in out and "RANDOMLY" not in out, out
     code, out = run_cli(["run", str(spec), "--set", "training.epochs=2", "-q"], monkeypatch, capsys)
     assert code == 0 and "warning: model.weights is empty" in out and "results: " in out, out
+
+
+# --------------------------------------------------------------------------- a plan replaced while another run trains
+
+
+def other_process_holds(lock: Path, **about: object) -> subprocess.Popen[bytes]:
+    """A lock file at `lock` held by another live process of this host (a sleeping child), as usagg/joblock.py
+    writes one: the other `usagg run` of these tests, without its timing."""
+    proc = subprocess.Popen(["sleep", "120"])
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = {**about, "host": socket.gethostname(), "pid": proc.pid, "proc_start": _proc_start(proc.pid)}
+    lock.write_text(json.dumps({**holder, "started": "2026-12-07T15:00:00+00:00", "token": "theirs"}))
+    return proc
+
+
+def test_two_spec_files_of_one_name_started_together_bind_one(tmp_path: Path) -> None:
+    """Both prepared before either wrote (two terminals at the same moment): the first binds the store, the second
+    gets the refusal a later start gets, and nothing of it is written (it bound both files, as --force does)."""
+    first = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    second = write_study(tmp_path / "b" / "study.yaml", tmp_path, tasks=(NODULE,))
+    a = StudyRun.prepare(load_study(first), spec_file=first)
+    b = StudyRun.prepare(load_study(second), spec_file=second)
+    a.init_store()
+    with pytest.raises(UsaggError, match=r"plans other jobs under the same name.*--force"):
+        b.init_store()
+    store = RunStore(a.store.root)
+    assert store.spec_files() == [str(first)] and store.job_ids() == [j.id for j in a.jobs]
+
+
+def test_a_plan_is_not_replaced_while_another_run_trains_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg run SPEC --set training.epochs=2` while `usagg run SPEC` trains (its run lock held by another live
+    process) is refused, naming it and what to do, exit 2, nothing written: also when the other run started after
+    this one was prepared. Once it has ended, the plan is replaced as documented (with the warning)."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    (theirs,) = (j.id for j in run.jobs)
+    run.release()
+    plan = run.store.plan_json.read_bytes()
+    edited = StudyRun.prepare(load_study(spec, ["training.epochs=2"]), spec_file=spec)  # before the other started
+    other = other_process_holds(run.store.runs_dir / "theirs.lock", spec=str(spec), jobs=1)
+    try:
+        with pytest.raises(UsaggError) as err:
+            edited.init_store()
+        said = " ".join(str(err.value).split())
+        assert f"pid {other.pid}" in said and str(spec) in said and theirs in said
+        assert "Wait for it to finish" in said and "--set name=NEW" in said and "Nothing was written" in said
+        monkeypatch.chdir(tmp_path)
+        code, out = run_cli(["run", str(spec), "--set", "training.epochs=2", "--no-data-check"], monkeypatch, capsys)
+        assert code == 2 and f"pid {other.pid}" in out and "Traceback" not in out
+        assert run.store.plan_json.read_bytes() == plan and run.store.job_ids() == [theirs]
+        same = StudyRun.prepare(load_study(spec), spec_file=spec)  # the same plan runs beside it: job locks
+        same.init_store()
+        same.release()
+    finally:
+        other.kill()
+        other.wait()
+    again = StudyRun.prepare(load_study(spec, ["training.epochs=2"]), spec_file=spec)
+    again.init_store()
+    again.release()
+    assert run.store.job_ids() != [theirs] and again.replaced_done == []  # theirs was never done: nothing to warn
+
+
+def test_a_plan_is_not_replaced_while_another_process_holds_a_job_it_drops(tmp_path: Path) -> None:
+    """No `usagg run` recorded (a Slurm element whose submitting run was stopped): a live lock of a job the new plan
+    drops refuses it too."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    run.release()
+    (theirs,) = (j.id for j in run.jobs)
+    other = other_process_holds(run.store.paths(theirs).lock)
+    try:
+        with pytest.raises(UsaggError, match=rf"another process \(\S+ pid {other.pid}.*{theirs}"):
+            StudyRun.prepare(load_study(spec, ["training.epochs=2"]), spec_file=spec)
+    finally:
+        other.kill()
+        other.wait()

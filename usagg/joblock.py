@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -186,12 +186,14 @@ class _Heartbeat(threading.Thread):
 
 @dataclass(frozen=True)
 class JobLock:
-    """The lock of job `job_id` at `path`: heartbeat every `heartbeat_s`, dead after `stale_after_s` silent."""
+    """The lock of job `job_id` at `path`: heartbeat every `heartbeat_s`, dead after `stale_after_s` silent; `about`:
+    what else the holder records of itself (a `usagg run`'s spec file and plan size, usagg/store.py `RunStore.run`)."""
 
     path: Path
     job_id: str
     heartbeat_s: float
     stale_after_s: float
+    about: dict[str, Any] | None = field(default=None, compare=False)
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lock (host, pid, started, token), or None (`read_holder`)."""
@@ -302,6 +304,7 @@ class JobLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         info: dict[str, Any] = {
+            **(self.about or {}),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "proc_start": _proc_start(os.getpid()),

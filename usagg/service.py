@@ -677,6 +677,12 @@ class StudyRun:
     _tracking_reached: bool = field(default=False, init=False, repr=False)
     #: How errors name the options: `usagg run`'s flags, or `usagg.api.run_study`'s arguments.
     wording: Wording = CLI_WORDING
+    #: `--force`: bind this spec file beside another of the same study name (`_jobs_of_other_specs`).
+    force: bool = False
+    #: This run's record in the store (`RunStore.run`), held from the first `init_store` until `release`.
+    _running: contextlib.ExitStack | None = field(default=None, init=False, repr=False)
+    #: The store as `_jobs_of_other_specs` decided from it (`_store_view`): `init_store` decides again if it changed.
+    _seen: tuple[object, ...] = field(default=(), init=False, repr=False)
 
     @classmethod
     def prepare(
@@ -699,11 +705,12 @@ class StudyRun:
         planned = plan_stages(study, store_evidence(store))
         selection = make_selection(planned.jobs, paradigms, only, planned.waiting, wording)
         jobs = selection.pick(planned.jobs, planned.waiting)
-        run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection, wording=wording)
+        run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection, wording=wording, force=force)
         run.waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
         run.spec_file = None if spec_file is None else Path(spec_file).resolve()
         run._check_no_store_elsewhere()
         run.kept = run._jobs_of_other_specs(force)
+        run._check_no_live_plan_dropped()
         run._decide()
         return run
 
@@ -745,6 +752,7 @@ class StudyRun:
         kept beside the first file's edited one, two results per task for compare. A file run where every bound
         file is gone (moved, renamed) takes the study over.
         """
+        self.binding, self.replaced_done, self._seen = "add", [], self._store_view()
         if self.spec_file is None or not self.store.exists():
             return []
         files = self.store.spec_files()
@@ -785,6 +793,52 @@ class StudyRun:
             return others
         self.replaced_done = [j.id for j in others if self.store.job_state(j.id) == "done"]
         return []
+
+    def _store_view(self) -> tuple[object, ...]:
+        """What the binding decision reads of the store: the bound spec files and plan.json's version."""
+        try:
+            plan = self.store.plan_json.stat().st_mtime_ns
+        except OSError:
+            plan = None
+        return (tuple(self.store.spec_files()), plan)
+
+    def _check_no_live_plan_dropped(self) -> None:
+        """UsaggError, nothing written, where this plan would drop jobs of the stored plan while another process runs
+        the store (a live `usagg run`, `RunStore.live_runs`, or a live lock of a dropped job, a Slurm element's):
+        that run would close by pointing at a results.csv that no longer holds what it trained, and its jobs would
+        vanish from status and compare without a word. A plan that keeps every stored job (the same spec, a later
+        stage, `--force`'s binding) runs beside it: the job locks keep the two apart."""
+        if not self.store.exists():
+            return
+        try:
+            stored = self.store.jobs()
+        except UsaggError:  # a damaged plan.json: nothing to drop that can be read
+            return
+        ours = {j.id for j in self.all_jobs + self.kept}
+        dropped = [j.id for j in stored if j.id not in ours]
+        live = self.store.live_runs() if dropped else []
+        held = [jid for jid in dropped if self.store.lock_alive(jid)]
+        if live or held:
+            raise UsaggError(self._live_plan_text(dropped, live, held))
+
+    def _live_plan_text(self, dropped: list[str], live: list[dict[str, Any]], held: list[str]) -> str:
+        from usagg.joblock import describe_holder
+
+        if live:
+            first = live[0]
+            spec = f", spec {first['spec']}" if first.get("spec") else ""
+            jobs = f", plan of {counted(first['jobs'], 'job')}" if isinstance(first.get("jobs"), int) else ""
+            who = f"another usagg run ({describe_holder(first)}{spec}{jobs})"
+        else:
+            who = f"another process ({describe_holder(self.store.job_lock(held[0]).holder() or {})})"
+        shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        return (
+            f"{self.store.root} is being run by {who} with another plan of study {self.study.name!r}: this run would "
+            f"replace it, dropping {counted(len(dropped), 'job')} that run trains or counts ({shown}), so its "
+            "results.csv would no longer hold what it trained. Nothing was written. Wait for it to finish (or stop "
+            f"it) and run again, or give this variant its own name ({self.wording.rename}) or output_root "
+            f"({self.wording.place})."
+        )
 
     def replaced_text(self) -> str | None:
         """The warning a plan that hides done jobs of the stored one gets (a one-off `--set` on a finished study),
@@ -1047,14 +1101,29 @@ class StudyRun:
         """
         from usagg.spec.load import dump_study
 
-        self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
-        ours = {j.id for j in self.all_jobs}
-        self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
-        self.store.repair(self.all_jobs + self.kept)  # sets damaged files aside, rebuilds them: usagg/store.py
-        self.store.init(dump_study(self.study), self.all_jobs + self.kept)
-        if self.spec_file is not None and self.binding != "none":
-            self.store.add_spec_file(self.spec_file, replace=self.binding == "replace")
+        with self.store.plan_lock():  # the checks below and the writes they allow: one `usagg run` at a time
+            if self._running is None:  # this run's first plan: checked again now that no other run can write one
+                if self._store_view() != self._seen:  # another run bound or planned since `prepare`
+                    self.kept = self._jobs_of_other_specs(self.force)
+                self._check_no_live_plan_dropped()
+                self._running = contextlib.ExitStack()
+                about = {"spec": None if self.spec_file is None else str(self.spec_file), "jobs": len(self.all_jobs)}
+                self._running.enter_context(self.store.run(about))
+            self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
+            ours = {j.id for j in self.all_jobs}
+            self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
+            self.store.repair(self.all_jobs + self.kept)  # sets damaged files aside, rebuilds them: usagg/store.py
+            self.store.init(dump_study(self.study), self.all_jobs + self.kept)
+            if self.spec_file is not None and self.binding != "none":
+                self.store.add_spec_file(self.spec_file, replace=self.binding == "replace")
         self._decide()  # after `repair()`: a job whose metrics were damaged is pending again
+
+    def release(self) -> None:
+        """End this run's record in the store (`RunStore.run`, taken by the first `init_store`): another `usagg run`
+        may then replace the plan. `drive` calls it at its end; a second call does nothing."""
+        if self._running is not None:
+            self._running.close()
+            self._running = None
 
     def execute(
         self,
@@ -1231,7 +1300,13 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
     (`RunStore.repair()`, then `init`), run the jobs to do, then each stage a staged paradigm (AG) plans from the
     jobs just done, and rebuild results.csv; each step told to `observer`, the study's MLflow run ended with it
     (`end_tracking`). DataProblems (and other user errors) before anything is written."""
-    observer = observer or RunObserver()
+    try:
+        return _drive(run, observer or RunObserver())
+    finally:
+        run.release()  # another `usagg run` may replace the plan from now on
+
+
+def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
     with observer.checking_data():
         report = run.check_data(observer.data_progress)
     observer.data_checked(run, report)

@@ -35,6 +35,8 @@ goes back to running when run again). For display, `RunStore.display_state`
 adds "interrupted": state running but the lock holder is dead or gone.
 
       .slurm-submit.lock     held by a `usagg run` while it decides what to submit to Slurm and submits it
+      .plan.lock             held by a `usagg run` while it decides whether its plan may be written and writes it
+      .runs/<token>.lock     one per live `usagg run` of the store (host, pid, spec file, plan size; `RunStore.run`)
       slurm/                 submitit's folder of a Slurm run; mlflow.json, mlflow-artifacts/, tensorboard/<job_id>/
                              the trackers' records (usagg/tracking.py)
 
@@ -68,6 +70,7 @@ import math
 import os
 import re
 import socket
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -383,6 +386,16 @@ class RunStore:
     def slurm_submit_lock(self) -> Path:
         """.slurm-submit.lock: held by a `usagg run` while it decides what to submit to Slurm and submits it."""
         return self.root / ".slurm-submit.lock"
+
+    @property
+    def plan_lock_file(self) -> Path:
+        """.plan.lock: held by a `usagg run` while it decides whether its plan may be written and writes it."""
+        return self.root / ".plan.lock"
+
+    @property
+    def runs_dir(self) -> Path:
+        """.runs/: one lock per `usagg run` of this store, held from its plan's writing to its end (`run`)."""
+        return self.root / ".runs"
 
     @property
     def slurm_dir(self) -> Path:
@@ -1050,6 +1063,52 @@ class RunStore:
     def release_own_lock(self, job_id: str) -> bool:
         """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
         return self.job_lock(job_id).release_own()
+
+    @contextlib.contextmanager
+    def plan_lock(self) -> Iterator[None]:
+        """Hold the store's plan lock for the block (`plan_lock_file`, a file lock: a second taker waits).
+
+        `usagg run` decides whether its plan may be written (another spec file bound, another run live: usagg/
+        service.py `StudyRun.init_store`) and writes it under it, so two runs starting together cannot both pass
+        that check before either has written.
+        """
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.plan_lock_file)):
+            yield
+
+    @contextlib.contextmanager
+    def run(self, about: dict[str, Any]) -> Iterator[None]:
+        """Record, for the block, that this process runs the store: a lock of its own under `runs_dir` (usagg/
+        joblock.py's protocol: heartbeat, dead once its process is), its holder info carrying `about` (spec file,
+        plan size). Taken under `plan_lock`; the records of runs that died are removed first."""
+        for holder, lock in self._run_locks():
+            if holder is not None and not lock.holder_alive(holder):
+                with contextlib.suppress(OSError):
+                    lock.path.unlink()
+        lock = JobLock(
+            self.runs_dir / f"{uuid.uuid4().hex}.lock", "usagg run", self.heartbeat_s, self.stale_after_s, about
+        )
+        with lock.held():
+            yield
+
+    def live_runs(self) -> list[dict[str, Any]]:
+        """The holder info of every other process's `usagg run` of this store that is alive (`run`); a pure read."""
+        me = (socket.gethostname(), os.getpid())
+        return [
+            holder
+            for holder, lock in self._run_locks()
+            if holder and (holder.get("host"), holder.get("pid")) != me and lock.holder_alive(holder)
+        ]
+
+    def _run_locks(self) -> list[tuple[dict[str, Any] | None, JobLock]]:
+        try:
+            paths = sorted(p for p in self.runs_dir.iterdir() if p.suffix == ".lock")
+        except OSError:  # none yet
+            return []
+        locks = [JobLock(p, "usagg run", self.heartbeat_s, self.stale_after_s) for p in paths]
+        return [(lock.holder(), lock) for lock in locks]
 
     # ----- results
 
