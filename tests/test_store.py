@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -588,3 +589,61 @@ def test_set_state_is_a_compare_and_set(tmp_path: Path) -> None:
     with pytest.raises(StateConflict, match=f"job {jid} is done .* not pending or failed or running"):
         store.set_state(jid, "running", expect=("pending", "failed", "running"))
     assert store.paths(jid).record.read_bytes() == before and store.job_state(jid) == "done"
+
+
+def _finish(store: RunStore, job: Job) -> None:
+    store.set_state(job.id, "running")
+    write_json_atomic(store.job_dir(job.id) / "metrics.json", _metrics(job))
+    store.set_state(job.id, "done")
+
+
+def _tabled(store: RunStore) -> set[str]:
+    with open(store.results_csv, newline="") as f:
+        return {row["job_id"] for row in csv.DictReader(f)}
+
+
+def test_a_job_done_while_the_table_is_read_leaves_it_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that finishes between reading the jobs and writing results.csv (another run's, on a large store or
+    NFS: seconds) is not in the table, so the table must not read as current: the analysis rebuilds from the jobs."""
+    store, jobs = make_store(tmp_path)
+    first, late = jobs[0], jobs[1]
+    _finish(store, first)
+    read = RunStore.results_text
+
+    def read_then_late_finishes(self: RunStore) -> str:
+        text = read(self)
+        _finish(store, late)
+        return text
+
+    monkeypatch.setattr(RunStore, "results_text", read_then_late_finishes)
+    store.rebuild_results()
+    monkeypatch.setattr(RunStore, "results_text", read)
+    assert _tabled(store) == {first.id}
+    assert store._results_behind() and late.id in (store.current_results() or "")
+
+
+def test_the_last_writer_of_results_includes_every_done_job(tmp_path: Path) -> None:
+    """Two runs' finish: the one that read first (before a job was done) writes last. Under the results lock the
+    second waits for the first to have written, so its own table, read after, is the one left: holding every done
+    job. (The wait for `read` only costs time when the lock works: without it, the second writes at once.)"""
+    store, jobs = make_store(tmp_path)
+    first, late = jobs[0], jobs[1]
+    _finish(store, first)
+    from filelock import FileLock
+
+    second_done = threading.Event()
+
+    def second_run_finishes() -> None:
+        store.rebuild_results()
+        second_done.set()
+
+    with FileLock(str(store.results_lock_file)):  # the first run holds it: it has read, without `late`
+        stale = store.results_text()
+        _finish(store, late)
+        other = threading.Thread(target=second_run_finishes)
+        other.start()
+        assert not second_done.wait(1.0)  # it waits for the first run's write
+        write_text_atomic(store.results_csv, stale)
+    other.join(30)
+    assert second_done.is_set() and _tabled(store) == {first.id, late.id}
+    assert store.current_results() is None

@@ -37,6 +37,7 @@ adds "interrupted": state running but the lock holder is dead or gone.
       .slurm-submit.lock     held by a `usagg run` while it decides what to submit to Slurm and submits it
       .plan.lock             held by a `usagg run` while it decides whether its plan may be written and writes it
       .runs/<token>.lock     one per live `usagg run` of the store (host, pid, spec file, plan size; `RunStore.run`)
+      .results.lock          held while results.csv is read from the jobs and written (`rebuild_results`)
       slurm/                 submitit's folder of a Slurm run; mlflow.json, mlflow-artifacts/, tensorboard/<job_id>/
                              the trackers' records (usagg/tracking.py)
 
@@ -393,6 +394,11 @@ class RunStore:
         return self.root / ".plan.lock"
 
     @property
+    def results_lock_file(self) -> Path:
+        """.results.lock: held while results.csv is read from the jobs and written (`rebuild_results`)."""
+        return self.root / ".results.lock"
+
+    @property
     def runs_dir(self) -> Path:
         """.runs/: one lock per `usagg run` of this store, held from its plan's writing to its end (`run`)."""
         return self.root / ".runs"
@@ -728,7 +734,7 @@ class RunStore:
             if fresh == read_regular(self.results_csv).decode("utf-8", errors="replace"):
                 return []
             if self._results_behind():
-                write_text_atomic(self.results_csv, fresh)
+                self.rebuild_results()  # under its lock, dated by what it read
                 return []
             why = "it no longer says what the done jobs' metrics.json do"
         if why is None:
@@ -1114,8 +1120,25 @@ class RunStore:
 
     def rebuild_results(self) -> Path:
         """Write results.csv from the metrics.json of every done job of the current plan (jobs of a paradigm that
-        is not compared, such as AG's affinity probe, are left out)."""
-        return write_text_atomic(self.results_csv, self.results_text())
+        is not compared, such as AG's affinity probe, are left out).
+
+        Reading the jobs and writing the table happen under `results_lock_file` (a file lock: a second writer
+        waits), so the last writer read after the one before it wrote: two runs finishing together can no longer
+        leave the table of the one that read first, dated after the job it lacks. A job that finishes while the
+        table is read (its files newer than the newest read, `_newest_source_ns`) leaves the table dated before it,
+        so it reads as behind (`_results_behind`) and the analysis rebuilds from the jobs until that job's run
+        writes the table again.
+        """
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.results_lock_file)):
+            read_from = self._newest_source_ns()
+            path = write_text_atomic(self.results_csv, self.results_text())
+            newest = self._newest_source_ns()
+            if read_from is not None and newest is not None and newest > read_from:
+                os.utime(path, ns=(read_from - 1, read_from - 1))  # older than what changed while it was read
+        return path
 
     def results_text(self) -> str:
         """What results.csv holds when it is rebuilt from the done jobs (`rebuild_results`; `repair` compares)."""
