@@ -148,6 +148,27 @@ def test_a_job_keeps_its_number_from_start_to_end_and_numbers_never_go_back() ->
     assert "(1/3 ended" in lines[2] and "(3/3 ended)" in lines[5] and lines[4].endswith(": boom")
 
 
+def test_a_job_another_process_holds_is_said_to_run_elsewhere_and_never_timed() -> None:
+    """A job whose lock another live process holds (the `locked` event, usagg/execute/base.py) was "running in
+    0.0s (1/3 ended, study eta ~0.0s)": it never ran here, so it is said to run elsewhere, by whom, with no time,
+    and the study's ETA comes from the jobs timed here only."""
+    now = FakeTime()
+    buf = io.StringIO()
+    holder = {"host": "vm", "pid": 4242, "started": "2026-12-07T14:57:00+00:00"}
+    with PlainDisplay(Console(file=buf, width=200, force_terminal=False), Clock(3, now=now)) as display:
+        display.on_event("TS-a", "started", {"device": "cpu"})
+        display.on_event("TS-a", "locked", {"state": "running", "holder": holder})
+        display.on_event("TS-b", "started", {"device": "cpu"})
+        now.t = 12.0
+        display.on_event("TS-b", "finished", {"state": "done"})
+    lines = [line.split("] ", 1)[1] for line in buf.getvalue().splitlines()]
+    assert lines[1] == (
+        "job 1/3: TS-a running elsewhere (held by vm pid 4242, since 2026-12-07T14:57:00+00:00): left to that "
+        "process (1/3 ended)"
+    )
+    assert lines[3].endswith("done in 12.0s (2/3 ended, study eta ~12.0s)")  # one job left, at TS-b's 12 s
+
+
 def _study(tmp_path: Path, epochs: int = EPOCHS) -> Study:
     return Study(
         name="eta",

@@ -426,3 +426,30 @@ def test_a_plan_is_not_replaced_while_another_process_holds_a_job_it_drops(tmp_p
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_job_another_process_runs_is_left_to_it_and_the_dry_run_says_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `usagg run` (or its --dry-run) while the first trains a job: the job is not this run's to do, and
+    the dry run says skip and who runs it, as it does for a job queued on Slurm (it said "1 of 1 job would run")."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    run.release()
+    (theirs,) = (j.id for j in run.jobs)
+    run.store.set_state(theirs, "running")
+    other = other_process_holds(run.store.paths(theirs).lock)
+    try:
+        second = StudyRun.prepare(load_study(spec), spec_file=spec)
+        assert second.todo == [] and second.action(theirs).startswith("skip (running elsewhere: ")
+        assert f"pid {other.pid}" in second.action(theirs) and f"pid {other.pid}" in (second.elsewhere_text() or "")
+        monkeypatch.chdir(tmp_path)
+        code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check", "--json"], monkeypatch, capsys)
+        assert code == 0
+        (row,), _ = json.JSONDecoder().raw_decode(out[out.index("[\n") :])  # the notes go to stderr, after it
+        assert row["state"] == "running" and row["action"].startswith("skip (running elsewhere:")
+    finally:
+        other.kill()
+        other.wait()
+    assert StudyRun.prepare(load_study(spec), spec_file=spec).todo == [theirs]  # its holder gone: interrupted, resumed

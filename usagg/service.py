@@ -667,6 +667,9 @@ class StudyRun:
     #: not submitted again; `queued_note` says so.
     queued: dict[str, str] = field(default_factory=dict)
     queued_note: str | None = None
+    #: Selected jobs another live process is running (their lock held), job id -> the holder in words: left to it,
+    #: as queued ones are, never counted as run or timed here (`_elsewhere`).
+    elsewhere: dict[str, str] = field(default_factory=dict)
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
     #: Jobs the executor reported failed, job id -> the error it reported (`execute`): where the store does not say
@@ -900,17 +903,45 @@ class StudyRun:
         return state
 
     def _decide(self) -> None:
-        """Read each selected job's state; to do: not done, not failed unless retried, and not still queued on Slurm
-        from an earlier `usagg run` (`_still_queued`)."""
+        """Read each selected job's state; to do: not done, not failed unless retried, not still queued on Slurm
+        from an earlier `usagg run` (`_still_queued`), and not run by another live process (`_elsewhere`)."""
         self.states = {j.id: self._state(j.id) for j in self.jobs}
         self.queued, self.queued_note = self._still_queued()
+        self.elsewhere = self._elsewhere()
         self.todo = [
             jid
             for jid, state in self.states.items()
-            if state != "done" and (state != "failed" or self.retry_failed) and jid not in self.queued
+            if state != "done"
+            and (state != "failed" or self.retry_failed)
+            and jid not in self.queued
+            and jid not in self.elsewhere
         ]
         self.twins = self._twins()
         self.todo = [jid for jid in self.todo if jid not in self.twins]
+
+    def _elsewhere(self) -> dict[str, str]:
+        """Running jobs whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
+        holder in words: another `usagg run` trains them, so this run leaves them to it (`--dry-run` says
+        skip), as it leaves jobs queued on Slurm; one whose holder dies before this run ends is interrupted, and the
+        next run resumes it."""
+        from usagg.joblock import describe_holder
+
+        out = {}
+        for jid, state in self.states.items():
+            if state == "running" and self.store.lock_alive(jid) and not self.store.holds_lock(jid):
+                out[jid] = describe_holder(self.store.job_lock(jid).holder() or {})
+        return out
+
+    def elsewhere_text(self) -> str | None:
+        """The warning for the selected jobs another process runs (`elsewhere`), or None."""
+        if not self.elsewhere:
+            return None
+        n, (first, holder) = len(self.elsewhere), next(iter(self.elsewhere.items()))
+        more = f" and {counted(n - 1, 'other')}" if n > 1 else ""
+        return (
+            f"{first}{more} {'is' if n == 1 else 'are'} being run by another process ({holder}): left to it, not run "
+            f"here; `usagg status` shows {'its' if n == 1 else 'their'} progress"
+        )
 
     def _twins(self) -> dict[str, str]:
         """Jobs to do whose hash another job of the plan shares (a CG job of a one-task group and TSM on that task;
@@ -930,12 +961,13 @@ class StudyRun:
         return out
 
     def _source_rank(self, job_id: str, todo: set[str]) -> int:
-        """How fit a job of a hash is to be the one trained (lower first): done, queued on Slurm, begun (a running
+        """How fit a job of a hash is to be the one trained (lower first): done, queued on Slurm or running
+        elsewhere, begun (a running
         record or a checkpoint kept), to do; a job none of those (failed, not retried) is never chosen."""
         state = self.store.job_state(job_id)
         if state == "done":
             return 0
-        if job_id in self.queued:
+        if job_id in self.queued or job_id in self.elsewhere:
             return 1
         if job_id not in todo:
             return 4
@@ -1012,6 +1044,8 @@ class StudyRun:
             return "reuse"  # the result of `twins[job_id]`, the same settings: one training
         if job_id in self.queued:
             return f"skip (queued on Slurm as {self.queued[job_id]})"
+        if job_id in self.elsewhere:
+            return f"skip (running elsewhere: {self.elsewhere[job_id]})"
         return "skip (failed; --retry-failed)" if self.states[job_id] == "failed" else "skip (done)"
 
     def check_data(self, on_progress: CheckProgress | None = None) -> CheckReport:
@@ -1314,7 +1348,7 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
         run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
-    for note in (run.queued_note, run.replaced_text(), run.changed_code_text()):
+    for note in (run.queued_note, run.elsewhere_text(), run.replaced_text(), run.changed_code_text()):
         if note:
             observer.warning(note)
     if run.todo and run.study.model.weights is None:

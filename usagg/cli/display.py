@@ -212,10 +212,16 @@ def event_device(info: dict[str, Any]) -> str | None:
 
 def event_text(job_id: str, event: str, info: dict[str, Any], took: float | None) -> str:
     """One whole line for a job event: started (on its device where known), finished (state, time), failed (the
-    error's first line)."""
+    error's first line), locked (running elsewhere: the process holding its lock, usagg/joblock.py)."""
     if event == "started":
         where = event_device(info)
         return f"{job_id} started" + (f" on {where}" if where else "")
+    if event == "locked":
+        from usagg.joblock import describe_holder
+
+        holder = info.get("holder")
+        held = f" (held by {describe_holder(holder)})" if isinstance(holder, dict) and holder else ""
+        return f"{job_id} running elsewhere{held}: left to that process"
     text = f"{job_id} {info.get('state', event)}"
     if took is not None:
         text += f" in {duration_text(took)}"
@@ -344,13 +350,13 @@ class RichDisplay:
             return
         if event not in ("finished", "failed", "locked"):
             return
-        took = self.clock.finished(job_id)
+        took = self.clock.finished(job_id, trained=event != "locked")
         self.progress.update(self.jobs, total=self.clock.n_jobs, completed=self.clock.ended)
         self.unnamed.discard(job_id)
         if job_id in self.rows:
             self.progress.remove_task(self.rows.pop(job_id))
-        if event == "failed":
-            self._say(event_text(job_id, event, info, took), "red")
+        if event in ("failed", "locked"):
+            self._say(event_text(job_id, event, info, took), "red" if event == "failed" else "yellow")
         study = self.clock.study_eta()
         self.progress.update(self.jobs, info=self._info(f"study eta {eta_text(study)}" if study is not None else ""))
 
@@ -431,8 +437,10 @@ class PlainDisplay:
             return
         if event not in ("finished", "failed", "locked"):
             return
+        if event == "locked":  # never started here: its start line, where it waits, is not said
+            self.unnamed.pop(job_id, None)
         self._unnamed_start(job_id)
-        took = self.clock.finished(job_id)
+        took = self.clock.finished(job_id, trained=event != "locked")
         if self.quiet and event != "failed":
             return
         clock = self.clock

@@ -136,12 +136,13 @@ class Clock:
         self.parallel = max(self.parallel, len(self.running))
         return self.number(job_id)
 
-    def finished(self, job_id: str) -> float | None:
-        """The job's time (None for one that never started here)."""
+    def finished(self, job_id: str, *, trained: bool = True) -> float | None:
+        """The job's time (None for one that never started here, or `trained` False: one another process holds,
+        left to it, whose seconds here say nothing of a job's time and stay out of the study's ETA)."""
         self.number(job_id)
         self.ended += 1
         pace = self.running.pop(job_id, None)
-        if pace is None:
+        if pace is None or not trained:
             return None
         took = self.now() - pace.started
         self.durations.append(took)
