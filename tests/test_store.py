@@ -647,3 +647,15 @@ def test_the_last_writer_of_results_includes_every_done_job(tmp_path: Path) -> N
     other.join(30)
     assert second_done.is_set() and _tabled(store) == {first.id, late.id}
     assert store.current_results() is None
+
+
+def test_no_table_yet_says_what_the_jobs_are_doing_and_where_to_follow_them(tmp_path: Path) -> None:
+    """`compare` during a run's first job: the error names the running and pending jobs and `usagg status`."""
+    store, jobs = make_store(tmp_path)
+    with store.lock(jobs[0].id):  # the run training its first job
+        store.set_state(jobs[0].id, "running")
+        with pytest.raises(UsaggError) as err:
+            store.current_results()
+    said = str(err.value)
+    assert f"of its {len(jobs)} planned jobs 1 running, {len(jobs) - 1} pending, none finished yet" in said
+    assert f"`usagg status {store.root}` shows their progress" in said

@@ -1200,9 +1200,26 @@ class RunStore:
             if not any(self.paths(jid).metrics.is_file() for jid in self.job_folders()):
                 raise UsaggError(
                     f"{self.root} has no results.csv and no finished job (jobs/*/metrics.json) to build it from"
+                    + self._none_finished_text()
                 )
             return self.results_text()
         return self.results_text() if self._results_behind() else None
+
+    def _none_finished_text(self) -> str:
+        """What the planned jobs are doing when none has finished (a run's first job still training, `compare`
+        right after `usagg run`): their states counted and where to follow them; "" without a readable plan."""
+        try:
+            states = Counter(self.display_state(jid) for jid in self.job_ids())
+        except UsaggError:  # a damaged plan.json or record: the error as it was
+            return ""
+        if not states:
+            return ""
+        order = ("running", "interrupted", "pending", "failed")
+        counts = ", ".join(f"{n} {state}" for state in order if (n := states.get(state)))
+        return (
+            f": of its {sum(states.values())} planned jobs {counts}, none finished yet. "
+            f"`{command('usagg', 'status', self.root)}` shows their progress; compare once a job is done"
+        )
 
     def mark_results_fresh(self) -> None:
         """Date results.csv after everything it is derived from (`_newest_source_ns`), so `current_results` keeps
