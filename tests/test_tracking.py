@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_study import tracked_study
 from usagg.plan import plan
 from usagg.spec.load import load_study
 from usagg.spec.models import MlflowSpec, TrackingSpec
@@ -120,26 +121,15 @@ def test_a_run_feeds_tensorboard_and_mlflow_per_epoch_and_drops_resume_state(tmp
     from usagg.api import run_study
     from usagg.store import RunStore
 
-    uri = mlflow_uri
-    spec = {
-        "name": "tracked",
-        "output_root": str(tmp_path / "runs"),
-        "paradigms": ["TS"],
-        "data": {
-            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
-            "cache_dir": str(tmp_path),
-        },
-        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
-        "model": {"backbone": "dinov3_test", "image_size": 32},
-        "training": {"epochs": 3, "batch_size": 4},
-        "tracking": {"tensorboard": True, "mlflow": {"uri": uri}},
-    }
+    spec = tracked_study(  # the execution defaults, not the in-process cpu_jobs: 1 of the other tracker tests
+        "tracked", tmp_path, {"tensorboard": True, "mlflow": {"uri": mlflow_uri}}, epochs=3, execution={}
+    )
     result = run_study(spec, device="cpu")
     (job_id,) = result.states
     acc = EventAccumulator(str(result.store_root / "tensorboard" / job_id))
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3]
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id], "tags.usagg.job_id != ''")
     assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "loss")) == 3
     paths = RunStore(result.store_root).paths(job_id)

@@ -11,26 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.tiny_study import tracked_study
 from usagg import tracking
 from usagg.store import RunStore
-
-
-def _study(tmp_path: Path, mlflow_uri: str) -> dict[str, Any]:
-    """A one-task TS study of the synthetic benchmark at 32 px, three epochs, in-process, tracked by both."""
-    return {
-        "name": "again",
-        "output_root": str(tmp_path / "runs"),
-        "paradigms": ["TS"],
-        "data": {
-            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
-            "cache_dir": str(tmp_path),
-        },
-        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
-        "model": {"backbone": "dinov3_test", "image_size": 32},
-        "training": {"epochs": 3, "batch_size": 4},
-        "execution": {"cpu_jobs": 1},
-        "tracking": {"tensorboard": True, "mlflow": {"uri": mlflow_uri}},
-    }
 
 
 def _fail_once_at_epoch_2(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +57,7 @@ def test_a_retried_job_keeps_one_mlflow_run_and_tensorboard_shows_each_epoch_onc
 
     from usagg.api import run_study
 
-    spec = _study(tmp_path, mlflow_uri)
+    spec = tracked_study("again", tmp_path, {"tensorboard": True, "mlflow": {"uri": mlflow_uri}}, epochs=3)
     _fail_once_at_epoch_2(monkeypatch)
     first = run_study(spec, device="cpu")
     (job_id,) = first.states
@@ -106,7 +89,7 @@ def test_a_run_gone_from_the_store_gives_a_new_one_with_the_whole_curve(
 
     from usagg.api import run_study
 
-    spec = _study(tmp_path, mlflow_uri)
+    spec = tracked_study("again", tmp_path, {"tensorboard": True, "mlflow": {"uri": mlflow_uri}}, epochs=3)
     _fail_once_at_epoch_2(monkeypatch)
     first = run_study(spec, device="cpu")
     (job_id,) = first.states

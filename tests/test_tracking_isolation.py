@@ -12,26 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.tiny_study import tracked_study
 from usagg.spec.models import MlflowSpec, TrackingSpec
 from usagg.tracking import MLFLOW_HTTP_DEFAULTS, job_trackers, study_parent_run
-
-
-def _study(name: str, tmp_path: Path, tracking: dict[str, Any] | None, epochs: int = 1) -> dict[str, Any]:
-    """A one-task TS study of the synthetic benchmark at 32 px, in-process (cpu_jobs: 1)."""
-    return {
-        "name": name,
-        "output_root": str(tmp_path / "runs"),
-        "paradigms": ["TS"],
-        "data": {
-            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
-            "cache_dir": str(tmp_path),
-        },
-        "tasks": [{"id": "thyroid_malignancy", "type": "classification", "num_classes": 2, "group": "Thyroid"}],
-        "model": {"backbone": "dinov3_test", "image_size": 32},
-        "training": {"epochs": epochs, "batch_size": 4},
-        "execution": {"cpu_jobs": 1},
-        **({"tracking": tracking} if tracking else {}),
-    }
 
 
 def test_mlflow_http_settings_hold_only_during_usaggs_own_calls(
@@ -73,7 +56,7 @@ def test_run_study_leaves_the_environment_as_it_was(tmp_path: Path, mlflow_uri: 
         return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW")}
 
     before = mlflow_env()
-    result = run_study(_study("envt", tmp_path, {"mlflow": {"uri": mlflow_uri}}), device="cpu")
+    result = run_study(tracked_study("envt", tmp_path, {"mlflow": {"uri": mlflow_uri}}), device="cpu")
     assert result.ok and mlflow_env() == before
 
 
@@ -100,7 +83,7 @@ def test_a_job_in_process_leaves_the_notebooks_logging_alone(tmp_path: Path) -> 
     root.addHandler(mine)
     root.setLevel(logging.WARNING)
     try:
-        result = run_study(_study("logt", tmp_path, None), device="cpu", on_progress=heard)
+        result = run_study(tracked_study("logt", tmp_path, None), device="cpu", on_progress=heard)
     finally:
         root.removeHandler(mine)
         root.setLevel(old_level)

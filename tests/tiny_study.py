@@ -99,3 +99,25 @@ def small_study(name: str, tasks: Sequence[tuple[str, str, int, str]] = ONE_TASK
         tasks=[TaskSpec(id=i, type=t, num_classes=n, group=g) for i, t, n, g in tasks],
         **fields,
     )
+
+
+def tracked_study(
+    name: str, root: Path, tracking: Mapping[str, Any] | None, epochs: int = 1, **fields: Any
+) -> dict[str, Any]:
+    """The trackers' tests' study, as the dict `run_study` takes: Thyroid malignancy alone on the synthetic
+    benchmark at 32 px, trained in-process (cpu_jobs: 1) unless `fields` (top-level keys) say otherwise."""
+    return {
+        "name": name,
+        "output_root": str(root / "runs"),
+        "paradigms": ["TS"],
+        "data": {
+            "synthetic": {"seed": 0, "image_size": 32, "default_size": 8, "val_size": 4},
+            "cache_dir": str(root),
+        },
+        "tasks": [MALIGNANCY],
+        "model": {"backbone": "dinov3_test", "image_size": 32},
+        "training": {"epochs": epochs, "batch_size": 4},
+        "execution": {"cpu_jobs": 1},
+        **({"tracking": dict(tracking)} if tracking else {}),
+        **fields,
+    }
