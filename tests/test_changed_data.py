@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from cli_run import run_cli
+from tiny_study import MALIGNANCY, write_tiny_study
 
 from usagg import api
+from usagg.data.synth.manifest import GENERATOR_VERSION
 from usagg.store import RunStore
 
 TRAIN_CSV = Path("train") / "csv_files" / "thyroid_malignancy.csv"
@@ -95,3 +99,52 @@ def test_a_damaged_fingerprint_is_no_fingerprint(
     csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")  # other rows now: unseen without a print
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
     assert code == 0 and "Traceback" not in out and "0 to run" in " ".join(out.split()), out
+
+
+def _synthetic_spec(tmp_path: Path, seeds: list[int]) -> Path:
+    return write_tiny_study(
+        tmp_path / "synth.yaml", "synth", tmp_path, tasks=[MALIGNANCY], output_root=tmp_path / "runs",
+        extra={"seeds": seeds},
+    )  # fmt: skip
+
+
+def _edit_fingerprint(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    record = json.loads(path.read_text())
+    edit(record["thyroid_malignancy"])
+    path.write_text(json.dumps(record))
+
+
+def test_done_jobs_of_another_synthetic_generator_refuse_and_unrecorded_ones_warn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade audit: a job an older usagg trained on generator 1's benchmark stayed done beside new jobs on
+    generator 3's, under the same names and labels (its rows' fingerprint alike), and a seed added after the upgrade
+    turned a Δ's sign. The generator is recorded and compared; a job that recorded nothing is named in a warning."""
+    code, out = run_cli(["run", str(_synthetic_spec(tmp_path, [0]))], monkeypatch, capsys)
+    assert code == 0, out
+    store = RunStore(tmp_path / "runs" / "synth")
+    (job_id,) = store.job_ids()
+    splits = store.paths(job_id).splits
+    assert json.loads(splits.read_text())["thyroid_malignancy"]["rows"]["generator"] == GENERATOR_VERSION
+
+    _edit_fingerprint(splits, lambda entry: entry["rows"].update(generator=1))
+    spec = _synthetic_spec(tmp_path, [0, 1])  # a seed added after the upgrade
+    plan = (store.root / "plan.json").read_text()
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 2 and "Traceback" not in out, out
+    assert f"1 done job of study synth read the synthetic benchmark of generator 1 (jobs {job_id})" in flat
+    assert f"this usagg generates version {GENERATOR_VERSION}" in flat and "--set name=NEW" in flat
+    assert "Nothing was written." in flat and (store.root / "plan.json").read_text() == plan
+
+    _edit_fingerprint(splits, lambda entry: entry["rows"].pop("generator"))  # recorded before the generator was
+    code, out = run_cli(["run", str(spec), "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and "older usagg" not in out, out
+
+    _edit_fingerprint(splits, lambda entry: entry.pop("rows"))  # an older usagg's: no fingerprint at all
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0, out
+    assert f"1 done job of study 'synth' ({job_id}) was written by an older usagg that recorded not which data" in flat
+    now = f"(the synthetic benchmark is generator {GENERATOR_VERSION} now)"
+    assert f"the 1 job this run trains may read other data {now}" in flat

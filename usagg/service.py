@@ -585,8 +585,34 @@ def _fingerprint(entry: object) -> bool:
     return isinstance(rows, dict) and isinstance(rows.get("sha256"), str) and isinstance(rows.get("rows"), int)
 
 
+#: The generator version of the synthetic benchmark when splits.json began to record fingerprints (8c4e9b5) and
+#: until it recorded the generator beside them: a fingerprint without "generator" was made by this one.
+FINGERPRINTED_GENERATOR = 3
+
+
+def _recorded_generator(entry: dict[str, Any]) -> int | None:
+    """The synthetic generator version a task's fingerprint recorded (`FINGERPRINTED_GENERATOR` where it predates the
+    record), None for data.root's rows (a fingerprint recorded with "generator": null) or a value not a number."""
+    value = entry.get("generator", FINGERPRINTED_GENERATOR)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def changed_generator_text(study: str, jobs: dict[str, int], now: int, wording: Wording) -> str:
+    """The refusal of a run whose done jobs read the synthetic benchmark of another generator version
+    (`StudyRun.check_done_data`): which jobs, which version, and the way on."""
+    names = ", ".join(list(jobs)[:4]) + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
+    was = ", ".join(str(v) for v in sorted(set(jobs.values())))
+    return (
+        f"{counted(len(jobs), 'done job')} of study {study} read the synthetic benchmark of generator {was} "
+        f"(jobs {names}); this usagg generates version {now}, other images under the same names. Their results "
+        "and this run's would mix two benchmarks in one comparison. To train the study on this benchmark, give it a "
+        f"study of its own ({wording.rename}, or a new `name:` in the spec); the done jobs' benchmark is made only "
+        "by the usagg that made them. Nothing was written."
+    )
+
+
 def changed_data_text(
-    study: str, root: Path, jobs: list[str], then: dict[str, Any], now: dict[str, dict[str, int | str]]
+    study: str, root: Path, jobs: list[str], then: dict[str, Any], now: dict[str, dict[str, int | str | None]]
 ) -> str:
     """The refusal of a run whose done jobs read other data (`StudyRun.check_done_data`): which tasks' rows
     changed and how many, which jobs, and the two ways on."""
@@ -660,6 +686,9 @@ class StudyRun:
     #: Done jobs of the stored plan that this plan (the same spec file edited, or a `--set`) no longer lists: kept on
     #: disk, out of status and compare until the spec runs as it was (`replaced_text`).
     replaced_done: list[str] = field(default_factory=list)
+    #: Done jobs of the plan whose splits.json recorded no fingerprint of their data (an older usagg's), found by
+    #: `check_done_data`: unchecked, so `unrecorded_data_text` warns where new jobs train beside them.
+    unrecorded_data: list[str] = field(default_factory=list)
     #: How `init_store` records the spec file: "add" it to the files bound to the store, "replace" them (every
     #: bound file is gone: this one takes the study over), or "none" (a file of the same plan as the bound one).
     binding: Literal["add", "replace", "none"] = "add"
@@ -1067,38 +1096,71 @@ class StudyRun:
         return report
 
     def check_done_data(self, root: Path, rows: TaskRows | None = None) -> None:
-        """UsaggError before anything is written where done jobs of this plan read other rows than the data at
-        `root` holds now (the fingerprints their splits.json recorded, usagg/data/splits.py `rows_fingerprints`):
-        a study pointed at a corrected or larger copy of its data would otherwise keep the old results as done
-        and compare them with new ones. Jobs that recorded none (written before usagg recorded it) are not
-        checked."""
+        """UsaggError before anything is written where done jobs of this plan read other data than the jobs to run
+        will: other rows than the data at `root` holds now, or the synthetic benchmark of another generator version
+        (the fingerprints their splits.json recorded, usagg/data/splits.py `rows_fingerprints`): a study pointed at a
+        corrected or larger copy of its data, or continued after an upgrade that changed the benchmark, would
+        otherwise keep the old results as done and compare them with new ones. Done jobs that recorded none (an
+        older usagg's) cannot be checked: `unrecorded_data` lists them for `unrecorded_data_text`."""
         from usagg.atomic import parse_json, read_regular
-        from usagg.data.splits import read_rows, rows_fingerprints
+        from usagg.data.splits import read_rows, rows_fingerprints, synthetic_generator
 
         recorded: dict[str, dict[str, Any]] = {}
+        self.unrecorded_data = []
         for job in self.all_jobs:
             if self.store.job_state(job.id) != "done":
                 continue
             try:
                 record = parse_json(read_regular(self.store.paths(job.id).splits))
             except (OSError, ValueError):
-                continue  # none, or damaged: nothing recorded to compare
+                record = None  # none, or damaged: nothing recorded to compare
+            prints = {}
             if isinstance(record, dict):  # a received file is data: an entry not of `rows_fingerprints`' form is none
-                recorded[job.id] = {t: e["rows"] for t, e in record.items() if _fingerprint(e)}
+                prints = {t: e["rows"] for t, e in record.items() if _fingerprint(e)}
+            recorded[job.id] = prints
+            if not prints:
+                self.unrecorded_data.append(job.id)  # no splits.json, or one from before fingerprints
         if not any(recorded.values()):
             return
         rows = rows if rows is not None else read_rows(self.study.data, root, self.study.tasks)
-        now = rows_fingerprints(rows, root, self.study.tasks)
+        generator = synthetic_generator(self.study.data)
+        now = rows_fingerprints(rows, root, self.study.tasks, generator)
         changed: dict[str, Any] = {}  # task -> the rows a job recorded
-        jobs = []
+        jobs, generators = [], {}  # the jobs of other rows; job id -> the other generator it recorded
         for jid, prints in recorded.items():
+            was = {v for p in prints.values() if (v := _recorded_generator(p)) is not None}
+            if generator is not None and was - {generator}:
+                generators[jid] = min(was - {generator})
+                continue
             differ = {t: p for t, p in prints.items() if t in now and p["sha256"] != now[t]["sha256"]}
             if differ:
                 jobs.append(jid)
                 for t, p in differ.items():
                     changed.setdefault(t, p)
+        if generators:
+            raise UsaggError(changed_generator_text(self.study.name, generators, generator or 0, self.wording))
         if jobs:
             raise UsaggError(changed_data_text(self.study.name, root, jobs, changed, now))
+
+    def unrecorded_data_text(self) -> str | None:
+        """The warning for done jobs of this plan that recorded not which data they read (`unrecorded_data`, an
+        older usagg's) where this run trains others beside them, or None: `check_done_data` cannot tell whether the
+        new jobs read the same data, and an upgrade may have changed the synthetic benchmark."""
+        from usagg.data.splits import synthetic_generator
+
+        if not self.unrecorded_data or not self.todo:
+            return None
+        n = len(self.unrecorded_data)
+        names = ", ".join(self.unrecorded_data[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        generator = synthetic_generator(self.study.data)
+        now = "" if generator is None else f" (the synthetic benchmark is generator {generator} now)"
+        return (
+            f"{counted(n, 'done job')} of study {self.study.name!r} ({names}) {'was' if n == 1 else 'were'} written "
+            f"by an older usagg that recorded not which data {'it' if n == 1 else 'they'} read: the "
+            f"{counted(len(self.todo), 'job')} this run trains may read other data{now} and compare would mix "
+            "their results unnoticed. To compare like with like, run the study under a new name "
+            f"({self.wording.rename})."
+        )
 
     def changed_code_text(self) -> str | None:
         """The warning for done jobs of this plan that other code made than this run's (their metrics.json
@@ -1348,7 +1410,13 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
         run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
-    for note in (run.queued_note, run.elsewhere_text(), run.replaced_text(), run.changed_code_text()):
+    for note in (
+        run.queued_note,
+        run.elsewhere_text(),
+        run.replaced_text(),
+        run.changed_code_text(),
+        run.unrecorded_data_text(),
+    ):
         if note:
             observer.warning(note)
     if run.todo and run.study.model.weights is None:

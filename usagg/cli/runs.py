@@ -566,9 +566,9 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
         note.print(f"[yellow]data not checked[/]: {escape(printable(reason))}", soft_wrap=True, highlight=False)
     if check and job_run.todo:
         job_run.check_executor()  # the devices and the executor a run would use (a GPU asked for, sbatch)
-    replaced = job_run.replaced_text()
-    if replaced:
-        note.print(f"[bold yellow]warning:[/] {escape(printable(replaced))}", soft_wrap=True, highlight=False)
+    for warning in (job_run.replaced_text(), job_run.unrecorded_data_text()):
+        if warning:
+            note.print(f"[bold yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True, highlight=False)
     if as_json:
         typer.echo(json.dumps(_dry_run_rows(job_run), indent=1))
     else:

@@ -135,13 +135,17 @@ def read_rows(data: DataSpec, root: Path, tasks: Sequence[TaskSpec]) -> TaskRows
     return TaskRows(read_split(root, "train", ids), read_split(root, "val", ids) if data.test_split == "val" else {})
 
 
-def rows_fingerprints(rows: TaskRows, root: Path, tasks: Sequence[TaskSpec]) -> dict[str, dict[str, int | str]]:
+def rows_fingerprints(
+    rows: TaskRows, root: Path, tasks: Sequence[TaskSpec], generator: int | None = None
+) -> dict[str, dict[str, int | str | None]]:
     """task id -> {"rows": how many, "sha256": digest of its rows in CSV order}: each row's split, image path and
     label fields as the CSV gives them, a path relative to `root`, so a dataset copied or moved keeps its digest and
     any added, removed, reordered or relabelled row changes it. A job records it (splits.json) and a later
-    `usagg run` compares it with the data then under data.root (usagg/service.py `StudyRun.check_data`): results
-    of two datasets never meet in one comparison unnoticed. A file's bytes changed under the same name are not seen."""
-    out: dict[str, dict[str, int | str]] = {}
+    `usagg run` compares it with the data then under data.root (usagg/service.py `StudyRun.check_done_data`):
+    results of two datasets never meet in one comparison unnoticed. A file's bytes changed under the same name are
+    not seen, so the synthetic benchmark's `generator` version (`synthetic_generator`), which changes its images
+    under the same names and labels, is recorded beside them ("generator", null for data.root)."""
+    out: dict[str, dict[str, int | str | None]] = {}
     for task in tasks:
         kind = get_task_type(task.type)
         h = hashlib.sha256()
@@ -151,8 +155,16 @@ def rows_fingerprints(rows: TaskRows, root: Path, tasks: Sequence[TaskSpec]) -> 
                 fields = [_portable(v, root) for v in kind.csv_fields(sample.label, task.num_classes)]
                 h.update("\t".join([split, sample.image_path, *fields]).encode() + b"\n")
                 n += 1
-        out[task.id] = {"rows": n, "sha256": h.hexdigest()}
+        out[task.id] = {"rows": n, "sha256": h.hexdigest(), "generator": generator}
     return out
+
+
+def synthetic_generator(data: DataSpec) -> int | None:
+    """The version of the generator that makes the data a study reads (usagg/data/synth/manifest.py
+    `GENERATOR_VERSION`) where it is the synthetic benchmark, else None (data.root: its rows say what it is)."""
+    from usagg.data.synth.manifest import GENERATOR_VERSION
+
+    return GENERATOR_VERSION if data.synthetic is not None else None
 
 
 def _portable(value: object, root: Path) -> str:
@@ -206,7 +218,9 @@ def _check_matches(task: TaskSpec, sample: Sample) -> None:
         )
 
 
-def splits_record(splits: dict[str, TaskSplits], fingerprints: dict[str, dict[str, int | str]] | None = None) -> dict:
+def splits_record(
+    splits: dict[str, TaskSplits], fingerprints: dict[str, dict[str, int | str | None]] | None = None
+) -> dict:
     """The splits as plain data for the run store's splits.json: image paths and counts per task, and the rows the
     task's splits were made from (`rows_fingerprints`, under "rows") where given."""
     return {

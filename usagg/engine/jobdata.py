@@ -8,7 +8,15 @@ from pathlib import Path
 from usagg.cachedir import cache_root
 from usagg.data.datasets import TaskDataset
 from usagg.data.source import dataset_root
-from usagg.data.splits import TaskRows, TaskSplits, make_splits, read_rows, rows_fingerprints, splits_record
+from usagg.data.splits import (
+    TaskRows,
+    TaskSplits,
+    make_splits,
+    read_rows,
+    rows_fingerprints,
+    splits_record,
+    synthetic_generator,
+)
 from usagg.plan import Job
 from usagg.spec.models import TaskSpec
 
@@ -23,11 +31,13 @@ class JobData:
     select: dict[str, TaskDataset]
     test: dict[str, TaskDataset]
     rows: TaskRows | None = None  # the CSV rows the splits came from (the frozen trunk splits them at fraction 1)
+    generator: int | None = None  # the synthetic benchmark's generator version, None for data.root
 
     def record(self, tasks: list[TaskSpec]) -> dict:
         """splits.json content: per task the counts and image paths of train, select and test, and the fingerprint
-        of the rows they came from (a later run compares it with the data then: `rows_fingerprints`)."""
-        prints = rows_fingerprints(self.rows, self.root, tasks) if self.rows is not None else None
+        of the rows they came from and the synthetic generator that made them (a later run compares it with the data
+        then: `rows_fingerprints`)."""
+        prints = rows_fingerprints(self.rows, self.root, tasks, self.generator) if self.rows is not None else None
         return splits_record(self.splits, prints)
 
 
@@ -47,4 +57,5 @@ def load_job_data(job: Job) -> JobData:
                 out[t.id] = TaskDataset(samples, t, size, cache, job.data.color)
         return out
 
-    return JobData(root, splits, build("train"), build("select"), build("test"), rows)
+    generator = synthetic_generator(job.data)
+    return JobData(root, splits, build("train"), build("select"), build("test"), rows, generator)
