@@ -13,9 +13,9 @@ import pytest
 from cli_run import run_cli
 from tiny_study import write_tiny_study
 
-from usagg import __version__, registry
+from usagg import NUMERICS_VERSION, __version__, registry
 from usagg.analysis.inputs import load_input
-from usagg.analysis.provenance import Provenance, device_text, provenance
+from usagg.analysis.provenance import Provenance, code_text, device_text, provenance
 from usagg.atomic import read_json_checked, write_json_checked
 from usagg.jobmetrics import code_changes, metrics_problem, running_code
 from usagg.paradigms import PARADIGMS
@@ -80,7 +80,10 @@ def test_every_loaded_plugin_is_recorded_with_its_version(fresh_plugins: Path, m
 
 
 def test_what_differs_is_said_with_both_versions() -> None:
-    now = {"versions": {"usagg": "0.4.2", "torch": "2.5", "timm": "1.0"}, "plugins": {"lab": "2.0", "new": None}}
+    now = {
+        "versions": {"usagg": "0.4.2", "numerics": "1", "torch": "2.5", "timm": "1.0"},
+        "plugins": {"lab": "2.0", "new": None},
+    }
     recorded = {"versions": {"usagg": "0.3.9", "torch": "2.1", "timm": "0.9"}, "plugins": {"lab": "1.0", "gone": "0.1"}}
     assert code_changes(recorded, now) == [
         "usagg 0.3.9 (this run: 0.4.2)",
@@ -88,9 +91,30 @@ def test_what_differs_is_said_with_both_versions() -> None:
         "plug-in lab 1.0 (this run: 2.0)",
         "no plug-in new (this run loads new (no version))",
     ]
-    patch = {"versions": {"usagg": "0.4.0", "torch": "2.4", "timm": "1.0"}, "plugins": now["plugins"]}
+    patch = {"versions": {"usagg": "0.4.0", "numerics": "1", "torch": "2.4", "timm": "1.0"}, "plugins": now["plugins"]}
     assert code_changes(patch, now) == []  # a patch release of usagg, another torch: not compared
     assert code_changes({"epochs": 1, "device": "cpu"}, now) == []  # only what is recorded is compared
+
+
+def test_numerics_version_is_pinned() -> None:
+    """Bump usagg.NUMERICS_VERSION, and this number with it, in a commit that changes the numbers a job of the same
+    settings and data trains or evaluates to (engine, model, loss, augmentation, sampling, selection, a metric): done
+    jobs of the old value are then named in `usagg run`'s changed-code warning. A refactor, a message or the analysis
+    keeps it. A reviewer of a commit that changes a known-answer or a trained number checks that it changed this."""
+    assert NUMERICS_VERSION == 1
+
+
+def test_another_numerics_version_is_said_though_usaggs_version_is_the_same() -> None:
+    """An upgrade audit: `__version__` was 0.1.0 for 700 commits, some of which changed what a job trains to, so the
+    changed-code warning, which compared only usagg's minor version, never fired. The numerics version is compared."""
+    versions = {"usagg": __version__, "numerics": str(NUMERICS_VERSION), "torch": "2.5", "timm": "1.0"}
+    now = {"versions": versions, "plugins": {}}
+    older = {"versions": {**versions, "numerics": "0"}, "plugins": {}}
+    said = f"usagg numerics 0 (this run: {NUMERICS_VERSION}: what a job trains to changed)"
+    assert code_changes(older, now) == [said]
+    before = {"versions": {k: v for k, v in versions.items() if k != "numerics"}, "plugins": {}}
+    assert code_changes(before, now) == []  # recorded before the numerics were: their first value, 1
+    assert code_text(older) == "usagg 0.1.0 (numerics 0), torch 2.5, timm 1.0, no plug-in"
 
 
 def _run(spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
@@ -145,8 +169,8 @@ def test_a_run_records_the_code_and_warns_of_done_jobs_other_code_made(
     lines = provenance(load_input(store.root, None)).lines()
     torch_timm = f"torch {versions['torch']}, timm {versions['timm']}"
     assert lines[-1] == (
-        f"code, differing between jobs: usagg {__version__}, {torch_timm}, plug-ins lab_paradigm 0.9 (1 job); "
-        f"usagg 0.0.1, {torch_timm}, plug-ins lab_paradigm 1.0 (1 job)"
+        f"code, differing between jobs: usagg {__version__} (numerics 1), {torch_timm}, plug-ins lab_paradigm 0.9 (1 "
+        f"job); usagg 0.0.1 (numerics 1), {torch_timm}, plug-ins lab_paradigm 1.0 (1 job)"
     )
 
     for j in jobs:  # a store from before usagg recorded the code

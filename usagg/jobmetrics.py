@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from usagg import __version__
+from usagg import NUMERICS_VERSION, __version__
 from usagg.errors import DataError
 from usagg.registry import loaded_plugins
 
@@ -158,7 +158,8 @@ class TrainingRecord(_Record):
     versions: dict[str, str | None] | None = Field(
         None,
         description="the code that trained it, as its id never says (ids hash settings): `usagg`, `torch`, `timm` -> "
-        "its version (null: not found); absent in files written before it was recorded",
+        "its version (null: not found), and `numerics` -> usagg's NUMERICS_VERSION (bumped when what a job trains to "
+        "changes; absent before it was recorded: 1); absent in files written before it was recorded",
     )
     plugins: dict[str, str | None] | None = Field(
         None,
@@ -280,10 +281,21 @@ class JobMetrics(_Record):
 
 
 def running_code() -> dict[str, Any]:
-    """metrics.json `training.versions` and `training.plugins` of a job run by this process: usagg's, torch's and
-    timm's versions (read from the installed distributions, so nothing is imported) and the plug-ins loaded."""
-    versions = {"usagg": __version__, "torch": _installed("torch"), "timm": _installed("timm")}
+    """metrics.json `training.versions` and `training.plugins` of a job run by this process: usagg's version and its
+    `NUMERICS_VERSION`, torch's and timm's versions (read from the installed distributions, so nothing is imported)
+    and the plug-ins loaded."""
+    versions = {
+        "usagg": __version__,
+        "numerics": str(NUMERICS_VERSION),
+        "torch": _installed("torch"),
+        "timm": _installed("timm"),
+    }
     return {"versions": versions, "plugins": loaded_plugins()}
+
+
+#: The numerics of a job that recorded `versions` before they held "numerics" (9177720 on): `NUMERICS_VERSION`'s first
+#: value, what every job trained to until it was bumped.
+FIRST_NUMERICS = "1"
 
 
 def _installed(distribution: str) -> str | None:
@@ -295,11 +307,18 @@ def _installed(distribution: str) -> str | None:
 
 def code_changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """What differs between the code a done job recorded (its metrics.json `training`) and `now` (`running_code`),
-    each in words naming both versions: another usagg minor version, a plug-in of another version, one no longer
-    loaded or newly loaded. Only what `recorded` holds is compared; torch and timm are recorded for the report, not
-    compared."""
+    each in words naming both versions: another usagg numerics version (`NUMERICS_VERSION`: the numbers it trains
+    to changed), another usagg minor version, a plug-in of another version, one no longer loaded or newly loaded.
+    Only what `recorded` holds is compared; torch and timm are recorded for the report, not compared."""
     out = []
-    was, usagg = (recorded.get("versions") or {}).get("usagg"), now["versions"]["usagg"]
+    versions = recorded.get("versions")
+    if versions is not None:
+        numerics = versions.get("numerics", FIRST_NUMERICS)
+        if numerics != now["versions"]["numerics"]:
+            out.append(
+                f"usagg numerics {numerics} (this run: {now['versions']['numerics']}: what a job trains to changed)"
+            )
+    was, usagg = (versions or {}).get("usagg"), now["versions"]["usagg"]
     if was is not None and _minor(was) != _minor(usagg):
         out.append(f"usagg {was} (this run: {usagg})")
     plugins, current = recorded.get("plugins"), now["plugins"]

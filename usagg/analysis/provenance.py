@@ -22,6 +22,7 @@ from typing import Any
 from usagg import __version__
 from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
+from usagg.jobmetrics import FIRST_NUMERICS
 from usagg.safepath import confined
 from usagg.store import WEIGHTS_KEY, RunStore
 from usagg.wording import counted
@@ -98,12 +99,14 @@ def device_text(training: dict[str, Any]) -> str:
 
 
 def code_text(training: dict[str, Any]) -> str | None:
-    """The code a job ran in words, from its metrics.json `training`: 'usagg 0.1.0, torch 2.4.0, timm 1.0.9, plug-ins
-    lab 1.2 + b 0.3'; None where it recorded none (written before usagg recorded it)."""
+    """The code a job ran in words, from its metrics.json `training`: 'usagg 0.1.0 (numerics 1), torch 2.4.0, timm
+    1.0.9, plug-ins lab 1.2 + b 0.3'; None where it recorded none (written before usagg recorded it)."""
     versions, plugins = training.get("versions"), training.get("plugins")
     if versions is None and plugins is None:
         return None
     said = [f"{k} {(versions or {}).get(k) or 'not recorded'}" for k in ("usagg", "torch", "timm")]
+    if versions is not None:  # usagg's version never changed with what a job trains to: its numerics do
+        said[0] += f" (numerics {versions.get('numerics', FIRST_NUMERICS)})"
     if plugins is None:
         return ", ".join([*said, "plug-ins not recorded"])
     named = " + ".join(f"{name} {version or '(no version)'}" for name, version in sorted(plugins.items()))
