@@ -269,6 +269,9 @@ def test_a_checkpoint_of_other_frozen_weights_is_not_resumed(
     assert other.fingerprint != first.fingerprint
     assert not other.resume() and other.state.epoch == 0
     assert "cannot be resumed: its frozen weights differ" in caplog.text
+    aside = first.last_path.with_name("last.pt.not-resumed")  # kept, not overwritten by the new training
+    assert aside.is_file() and not first.last_path.exists()
+    aside.rename(first.last_path)  # given back: the model that wrote it resumes it
     same = _trainer(job, tmp_path / "ck")
     assert same.fingerprint == first.fingerprint and same.resume() and same.state.epoch == 1
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from cli_run import run_cli
 from rich.console import Console
 from test_engine_trainer import _trainer as engine_trainer
@@ -248,3 +249,45 @@ def test_usagg_run_says_a_job_resumed(
     lines = out.splitlines()
     started = next(i for i, line in enumerate(lines) if f"{job.id} started" in line)
     assert lines[started + 1].endswith(f"{job.id} resumed from epoch 1/2")
+
+
+def test_a_last_checkpoint_of_an_older_layout_is_said_to_start_over_and_kept_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade audit: a job an older usagg left half-trained (last.pt of layout 3) restarted from epoch 1 with only
+    its log.txt saying so, after `usagg status` had said `usagg run` resumes it, and its last.pt was overwritten.
+    Status, the dry run and the run now say it starts over, and the old last.pt is kept aside."""
+    from usagg.engine import checkpoint
+    from usagg.store import CHECKPOINT_FORMAT
+
+    spec = write_tiny_study(
+        tmp_path / "old.yaml", "old", tmp_path, tasks=THYROID_PAIR[:1], epochs=2, output_root=tmp_path / "runs"
+    )
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    assert code == 0, out
+    store = RunStore(tmp_path / "runs" / "old")
+    (jid,) = store.job_ids()
+    store.set_state(jid, "running")  # killed mid-way: its process is gone
+    last = store.paths(jid).last_checkpoint
+    last.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_atomic({"format": 3, "epoch": 1, "model": {"w": torch.zeros(2)}}, last)
+    old = last.read_bytes()
+    assert store.unresumable_layout(jid) == 3 and CHECKPOINT_FORMAT != 3
+
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 0 and "resumes them" not in said, out
+    assert "`usagg run` starts 1 over from epoch 1: its last.pt was written by an older usagg (layout 3)" in said
+
+    code, out = run_cli(["run", str(spec), "--dry-run", "--json"], monkeypatch, capsys)
+    assert (
+        code == 0
+        and json.JSONDecoder().raw_decode(out[out.index("[") :])[0][0]["action"] == "restart (last.pt of layout 3)"
+    ), out
+
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 0 and store.job_state(jid) == "done", out
+    assert f"1 job ({jid}) starts over from epoch 1: its last.pt was written by an older usagg (layout 3;" in said
+    assert "kept as last.pt.not-resumed" in said
+    assert (last.parent / "last.pt.not-resumed").read_bytes() == old

@@ -247,13 +247,14 @@ def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | No
     return data, None
 
 
-def set_aside(path: Path | str) -> Path:
-    """Move a damaged file to <name>.damaged (numbered when taken): kept to look at, never read again."""
+def set_aside(path: Path | str, why: str = "damaged") -> Path:
+    """Move a file not to be read again to <name>.<why> (numbered when taken; a damaged one by default): kept to look
+    at, or to go back to with the usagg that can read it."""
     path = Path(path)
-    aside = path.with_name(path.name + ".damaged")
+    aside = path.with_name(f"{path.name}.{why}")
     n = 1
     while aside.exists():
         n += 1
-        aside = path.with_name(f"{path.name}.damaged{n}")
+        aside = path.with_name(f"{path.name}.{why}{n}")
     os.replace(path, aside)
     return aside

@@ -948,6 +948,25 @@ class StudyRun:
         self.twins = self._twins()
         self.todo = [jid for jid in self.todo if jid not in self.twins]
 
+    def restart_text(self) -> str | None:
+        """The warning for jobs to do whose last.pt an older usagg wrote in a layout this one cannot resume
+        (`RunStore.unresumable_layout`), or None: they start over from epoch 1, which only their log said, after
+        `usagg status` had said they would resume (an upgrade audit)."""
+        from usagg.store import CHECKPOINT_FORMAT, NOT_RESUMED
+
+        layouts = {jid: layout for jid in self.todo if (layout := self.store.unresumable_layout(jid)) is not None}
+        if not layouts:
+            return None
+        n = len(layouts)
+        names = ", ".join(list(layouts)[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        which = ", ".join(str(v) for v in sorted(set(layouts.values())))
+        return (
+            f"{counted(n, 'job')} ({names}) {'starts' if n == 1 else 'start'} over from epoch 1: "
+            f"{'its' if n == 1 else 'their'} last.pt was written by an older usagg (layout {which}; this usagg resumes "
+            f"layout {CHECKPOINT_FORMAT}), so the epochs {'it holds' if n == 1 else 'they hold'} are trained again. "
+            f"Each is kept as last.pt.{NOT_RESUMED} beside the new one (delete it to free the space)."
+        )
+
     def _elsewhere(self) -> dict[str, str]:
         """Running jobs whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
         holder in words: another `usagg run` trains them, so this run leaves them to it (`--dry-run` says
@@ -1068,6 +1087,8 @@ class StudyRun:
     def action(self, job_id: str) -> str:
         """What running would do to a selected job: run, resume (a checkpoint is there), or skip and why."""
         if job_id in self.todo:
+            if (layout := self.store.unresumable_layout(job_id)) is not None:
+                return f"restart (last.pt of layout {layout})"  # `restart_text`
             return "resume" if self.store.has_checkpoint(job_id) else "run"
         if job_id in self.twins:
             return "reuse"  # the result of `twins[job_id]`, the same settings: one training
@@ -1414,6 +1435,7 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
         run.queued_note,
         run.elsewhere_text(),
         run.replaced_text(),
+        run.restart_text(),
         run.changed_code_text(),
         run.unrecorded_data_text(),
     ):

@@ -69,9 +69,11 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import socket
 import uuid
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -264,6 +266,61 @@ def _item_scores_damage(path: Path) -> str | None:
 #: File names of the trainer's checkpoints inside `JobPaths.checkpoints` (the engine writes them).
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum;
+#: 4: MoE experts stacked per projection, last.pt carrying the kept best epochs). A last.pt of another layout is
+#: not resumed: the job starts over (usagg/engine/checkpointing.py), as `usagg status` and `usagg run` say
+#: beforehand (`checkpoint_layout`).
+CHECKPOINT_FORMAT = 4
+#: The suffix a last.pt the engine cannot resume is kept under (last.pt.not-resumed), never overwritten.
+NOT_RESUMED = "not-resumed"
+
+
+class _Opaque:
+    """Whatever a checkpoint's pickle builds beyond plain data (tensors, dtypes, ordered dicts, arrays): accepted and
+    dropped, so `checkpoint_layout` reads the layout without torch and without reading a tensor."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, value: object) -> None:
+        pass
+
+    def extend(self, values: object) -> None:
+        pass
+
+
+class _LayoutUnpickler(pickle.Unpickler):
+    """Unpickles a torch checkpoint's data.pkl with every class and every tensor storage an `_Opaque`: nothing is
+    imported or run from the file."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return _Opaque
+
+    def persistent_load(self, pid: Any) -> Any:
+        return None
+
+
+def checkpoint_layout(path: Path) -> int | None:
+    """The layout of the checkpoint at `path` (its "format"; 1 for the first, which had none), read from the pickle
+    inside torch's zip file (milliseconds, no torch: `usagg status` stays light); None where it cannot be read (the
+    run then finds it damaged and starts over, saying so in the job's log)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+            with archive.open(name) as f:
+                ck = _LayoutUnpickler(f).load()
+    except Exception:  # not a zip, no data.pkl, a pickle cut short: unreadable here, the engine's to judge
+        return None
+    if not isinstance(ck, dict):
+        return None
+    layout = ck.get("format", 1)
+    return layout if isinstance(layout, int) and not isinstance(layout, bool) else None
 
 
 @dataclass(frozen=True)
@@ -1010,6 +1067,13 @@ class RunStore:
     def has_checkpoint(self, job_id: str) -> bool:
         """Whether a killed attempt left a checkpoint to resume from."""
         return self.paths(job_id).last_checkpoint.is_file()
+
+    def unresumable_layout(self, job_id: str) -> int | None:
+        """The layout of the job's last.pt where this usagg cannot resume it (an older usagg's, `CHECKPOINT_FORMAT`),
+        else None (none there, this layout, or unreadable here). A pure read: the job's run sets it aside."""
+        path = self.paths(job_id).last_checkpoint
+        layout = checkpoint_layout(path) if path.is_file() else None
+        return layout if layout is not None and layout != CHECKPOINT_FORMAT else None
 
     def epochs_done(self, job_id: str) -> tuple[int, float | None]:
         """(the epochs history.csv holds, when it was written: the end of the last, in seconds since the epoch);

@@ -566,7 +566,7 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
         note.print(f"[yellow]data not checked[/]: {escape(printable(reason))}", soft_wrap=True, highlight=False)
     if check and job_run.todo:
         job_run.check_executor()  # the devices and the executor a run would use (a GPU asked for, sbatch)
-    for warning in (job_run.replaced_text(), job_run.unrecorded_data_text()):
+    for warning in (job_run.replaced_text(), job_run.restart_text(), job_run.unrecorded_data_text()):
         if warning:
             note.print(f"[bold yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True, highlight=False)
     if as_json:
@@ -693,8 +693,23 @@ def status(
     counts = Counter(store.display_state(jid) for jid in ids)
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     if counts.get("interrupted"):
-        line += " (interrupted: their process is gone; `usagg run` resumes them)"
+        line += f" ({_interrupted_text(store, [jid for jid in ids if store.display_state(jid) == 'interrupted'])})"
     console.print(line)
+
+
+def _interrupted_text(store: RunStore, ids: list[str]) -> str:
+    """What `usagg run` does to interrupted jobs: resumes them, save those whose last.pt an older usagg wrote in a
+    layout this one cannot resume (`RunStore.unresumable_layout`), which start over from epoch 1."""
+    layouts = {jid: layout for jid in ids if (layout := store.unresumable_layout(jid)) is not None}
+    if not layouts:
+        return "interrupted: their process is gone; `usagg run` resumes them"
+    which = ", ".join(str(v) for v in sorted(set(layouts.values())))
+    resumed = f"resumes {len(ids) - len(layouts)} and " if len(ids) > len(layouts) else ""
+    their = "its" if len(layouts) == 1 else "their"
+    return (
+        f"interrupted: their process is gone; `usagg run` {resumed}starts {len(layouts)} over from epoch 1: {their} "
+        f"last.pt was written by an older usagg (layout {which}), which this one cannot resume"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -33,7 +33,7 @@ from usagg.engine import checkpoint
 from usagg.engine.callbacks import Callback
 from usagg.errors import first_line
 from usagg.spec.models import AUTO_CHECKPOINT_SHARE
-from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT
+from usagg.store import BEST_CHECKPOINT, CHECKPOINT_FORMAT, LAST_CHECKPOINT, NOT_RESUMED
 from usagg.tensorbytes import on_host
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ if TYPE_CHECKING:
     from usagg.spec.models import TrainingSpec
 
 log = logging.getLogger(__name__)
-
-#: Version of the checkpoint layout (2: lean, with the frozen weights' fingerprint; 3: with a content checksum;
-#: 4: MoE experts stacked per projection, last.pt carrying the kept best epochs). A last.pt of another layout is
-#: not resumed: the job starts over.
-CHECKPOINT_FORMAT = 4
 
 
 def host_copy(obj: Any) -> Any:
@@ -164,8 +159,14 @@ class Checkpointing(Callback):
             )
             return False
         why = self.mismatch(ck)
-        if why is not None:
-            log.warning("%s cannot be resumed: %s; training starts over from epoch 1", self.last_path, why)
+        if why is not None:  # kept aside, not overwritten: the usagg or the model that made it can still resume it
+            aside = set_aside(self.last_path, NOT_RESUMED)
+            log.warning(
+                "%s cannot be resumed: %s; moved to %s, training starts over from epoch 1",
+                self.last_path,
+                why,
+                aside.name,
+            )
             return False
         best: dict[str, Any] | None = None
         if self.best_path.is_file():  # written when a fit ended: it may hold the selected epochs of a finished run
