@@ -244,6 +244,21 @@ def test_a_one_off_set_on_a_finished_study_warns_that_it_hides_its_done_jobs(
     assert RunStore(run.store.root).job_state(done) == "done"  # a dry run writes nothing
 
 
+def test_an_edited_spec_on_a_store_from_before_specs_json_warns_that_it_hides_done_jobs(tmp_path: Path) -> None:
+    """An upgrade audit: on a store an older usagg made (no specs.json) an edited spec hid its done jobs from status,
+    compare and results.csv with no warning, as a store that records its spec file gets one."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    run.store.specs_json.unlink()  # as a usagg from before specs.json left the store
+    assert StudyRun.prepare(load_study(spec), spec_file=spec).replaced_text() is None
+    edited = StudyRun.prepare(load_study(spec, ["training.epochs=3"]), spec_file=spec)
+    assert edited.replaced_done == [done] and edited.binding == "add"
+    assert f"1 done job it no longer lists ({done})" in (edited.replaced_text() or "")
+
+
 def test_a_copy_of_the_spec_runs_unbound_and_a_moved_spec_takes_the_study_over(tmp_path: Path) -> None:
     """A copy of the spec (the same plan) runs without being bound: bound, its unchanged plan was kept beside the
     first file's edited one (two TS results per task: compare refused the store). A spec run where every bound

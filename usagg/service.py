@@ -782,17 +782,18 @@ class StudyRun:
         UsaggError unless `force`, which binds it too. The same file edited replaces its own plan as before.
         Another file of the very same plan (a copy) runs without being bound: bound, its unchanged plan would be
         kept beside the first file's edited one, two results per task for compare. A file run where every bound
-        file is gone (moved, renamed) takes the study over.
+        file is gone (moved, renamed) takes the study over, and one run into a store from before specs.json binds it;
+        both name the done jobs their plan hides (`replaced_done`).
         """
         self.binding, self.replaced_done, self._seen = "add", [], self._store_view()
         if self.spec_file is None or not self.store.exists():
             return []
         files = self.store.spec_files()
-        if not files:  # a store from before specs were recorded: this run binds it
-            return []
         ours = {j.id for j in self.all_jobs}
-        if str(self.spec_file) not in files and not any(Path(f).is_file() for f in files):
-            self.binding = "replace"  # what it no longer plans is hidden as an edit's is (`replaced_done`)
+        if not files or (str(self.spec_file) not in files and not any(Path(f).is_file() for f in files)):
+            # a store from before specs were recorded, whose spec may be this one edited, or one every bound file of
+            # which is gone: this run binds it, and what it no longer plans is hidden as an edit's is (`replaced_done`)
+            self.binding = "replace" if files else "add"
             with contextlib.suppress(UsaggError):  # a damaged plan.json: `init_store` repairs it, nothing to count
                 stored_ids = [j.id for j in self.store.jobs() if j.id not in ours]
                 self.replaced_done = [jid for jid in stored_ids if self.store.job_state(jid) == "done"]
