@@ -7,7 +7,9 @@ the store can rebuild, and `usagg status` (table and --json) keeps working.
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import math
 import os
@@ -358,6 +360,43 @@ def test_a_history_cell_that_is_no_finite_number_is_damage_repair_mends(
     code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
     assert code == 0 and "history.csv" in out, out
     assert history_damage(path) is None
+
+
+def test_an_older_usaggs_history_csv_is_rewritten_and_said_so_not_called_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade audit: usagg up to 476ee14 wrote select_loss as the task -> loss mapping's repr, and the first run
+    after the upgrade called every job's history.csv damaged. It is the older layout, rewritten in place."""
+    from usagg.historycsv import OLDER_LAYOUT, history_damage, write_history
+
+    store, job = _store(tmp_path)
+    path = store.paths(job.id).history
+    history = [
+        {
+            "epoch": e,
+            "step": 4 * e,
+            "loss": 1.0 / e,
+            "task_loss": {"heart_cls": 1.0 / e},
+            "select_loss": {"heart_cls": 1.2},
+        }
+        for e in (1, 2, 3)
+    ]
+    store.write_metrics(job.id, {**(store.metrics(job.id) or {}), "history": history})
+    write_history(path, history, job.task_ids)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    for row in rows:
+        row["select_loss"] = str({"heart_cls": 1.2, "other": 0.5})  # as the older writer left it
+    out_csv = io.StringIO()
+    writer = csv.DictWriter(out_csv, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(out_csv.getvalue())
+    assert history_damage(path) == OLDER_LAYOUT
+    code, out = run_cli(["repair", str(store.root)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "damaged" not in flat, out
+    assert "history.csv was written by an older usagg, select_loss as a dict; rewritten from metrics.json" in flat
+    assert history_damage(path) is None and not list(path.parent.glob("history.csv.*"))
 
 
 def test_status_says_a_done_jobs_duration_is_its_last_attempts(

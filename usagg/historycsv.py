@@ -12,6 +12,7 @@ the API read and mend the file without importing the engine.
 
 from __future__ import annotations
 
+import ast
 import csv
 import errno
 import io
@@ -34,6 +35,23 @@ HISTORY_CSV_COLUMNS: tuple[str, ...] = (
     "select_score",
     "select_loss",
 )
+
+
+#: What `history_damage` says of a history.csv an older usagg wrote (476ee14 and before put the whole task -> loss
+#: mapping's repr in every row's select_loss): no damage, `RunStore.repair` rewrites it from metrics.json in place.
+OLDER_LAYOUT = "written by an older usagg, select_loss as a dict"
+
+
+def _loss_mapping(cell: str) -> bool:
+    """Whether a select_loss cell is the repr of a task -> loss mapping, as an older usagg wrote it (`OLDER_LAYOUT`);
+    read as a literal, never evaluated."""
+    try:
+        value = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
+    )
 
 
 def _cell(v: Any) -> Any:
@@ -78,7 +96,7 @@ def write_history(path: Path, history: Sequence[dict[str, Any]], task_ids: Seque
 
 def history_damage(path: Path) -> str | None:
     """Why history.csv is not a table `write_history` wrote (header, cells per row, numbers), None when it is or
-    when there is none."""
+    when there is none; `OLDER_LAYOUT` for an older usagg's table that is whole but for its select_loss cells."""
     try:
         rows = list(csv.reader(io.StringIO(read_regular(path).decode("utf-8"))))  # a planted link: damage
     except FileNotFoundError:
@@ -90,12 +108,16 @@ def history_damage(path: Path) -> str | None:
     n = len(HISTORY_CSV_COLUMNS)
     if not rows or tuple(rows[0][:n]) != HISTORY_CSV_COLUMNS:
         return f"its header is not {', '.join(HISTORY_CSV_COLUMNS)}, ..."
-    task = HISTORY_CSV_COLUMNS.index("task")
+    task, select_loss = HISTORY_CSV_COLUMNS.index("task"), HISTORY_CSV_COLUMNS.index("select_loss")
+    older = False
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(rows[0]):
             return f"line {line} has {len(row)} cells, the header {len(rows[0])}"
         for col, cell in enumerate(row):
             if col == task or cell == "":
+                continue
+            if col == select_loss and cell.startswith("{") and _loss_mapping(cell):
+                older = True
                 continue
             try:
                 finite = math.isfinite(float(cell))
@@ -103,4 +125,4 @@ def history_damage(path: Path) -> str | None:
                 return f"line {line}, column {rows[0][col]}: {cell[:20]!r} is not a number"
             if not finite:  # `_cell` writes a missing or non-finite value as an empty cell
                 return f"line {line}, column {rows[0][col]}: {cell[:20]!r} is not a finite number"
-    return None
+    return OLDER_LAYOUT if older else None

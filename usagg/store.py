@@ -95,7 +95,7 @@ from usagg.atomic import (
     write_text_atomic,
 )
 from usagg.errors import DataError, UsaggError
-from usagg.historycsv import history_damage, write_history
+from usagg.historycsv import OLDER_LAYOUT, history_damage, write_history
 from usagg.joblock import DAMAGED_HOLDER, JobLock, JobLocked, read_holder
 from usagg.jobmetrics import JobMetrics, metrics_problem
 from usagg.paradigms import paradigm_names
@@ -878,10 +878,15 @@ class RunStore:
             self.set_state(job_id, "pending", expect=("done",), error=None)
             self.repairs[-1] += "; the job is pending again (the next `usagg run` evaluates it anew)"
         if paths.history in problems:
-            self.set_aside(paths.history, problems[paths.history])
             metrics, _ = self._checked_metrics(job_id)
-            if metrics is not None and isinstance(metrics.get("history"), list):
-                write_history(paths.history, metrics["history"], self.job(job_id).task_ids)
+            history = metrics.get("history") if metrics is not None else None
+            if problems[paths.history] == OLDER_LAYOUT and isinstance(history, list):  # not damage: said as it is
+                write_history(paths.history, history, self.job(job_id).task_ids)
+                self.repairs.append(f"{paths.history} was {OLDER_LAYOUT}; rewritten from metrics.json")
+                return
+            self.set_aside(paths.history, problems[paths.history])
+            if isinstance(history, list):
+                write_history(paths.history, history, self.job(job_id).task_ids)
                 self.repairs[-1] += " and written again from metrics.json"
             else:
                 self.repairs[-1] += "; the job's next epoch writes it again"
