@@ -284,6 +284,28 @@ def test_a_copy_of_the_spec_runs_unbound_and_a_moved_spec_takes_the_study_over(t
     assert [j.id for j in moved.store.jobs()] == [done] and moved.store.job_state(done) == "done"
 
 
+def test_a_copy_that_only_adds_jobs_is_bound_and_a_refusal_counts_the_jobs_it_would_hide(tmp_path: Path) -> None:
+    """An upgrade audit: a copy of the spec with a seed added was refused as "would hide that study's plan (0 jobs,
+    0 done)", hiding nothing. A plan that holds every stored job hides none: it runs, bound as --force would bind
+    it; a refusal names how many stored jobs the other plan lacks."""
+    first = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(first), spec_file=first)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    more = write_study(tmp_path / "b" / "study.yaml", tmp_path)
+    more.write_text(more.read_text() + "seeds: [0, 1]\n")
+    added = StudyRun.prepare(load_study(more), spec_file=more)
+    assert added.kept == [] and added.replaced_done == [] and len(added.jobs) == 2 and done in added.todo + added.done
+    added.init_store()
+    store = RunStore(run.store.root)
+    assert store.spec_files() == [str(first), str(more)] and store.job_state(done) == "done"
+    assert len(store.job_ids()) == 2
+    other = write_study(tmp_path / "c" / "study.yaml", tmp_path, tasks=(NODULE,))
+    with pytest.raises(UsaggError, match=r"would hide 2 jobs of that study's plan \(1 done\)"):
+        StudyRun.prepare(load_study(other), spec_file=other)
+
+
 def test_a_job_another_spec_file_planned_is_stored_once_when_this_one_plans_it_too(tmp_path: Path) -> None:
     """AG's stage plans its groups from the results: the ids another bound file's AG jobs have (kept after
     --force) can come again. The store holds each job once (it stopped with 'duplicate job ids')."""

@@ -778,8 +778,9 @@ class StudyRun:
         hidden) once the store is bound to several spec files.
 
         A study name is bound to the spec file that first ran it (usagg/store.py `spec_files`): another
-        file whose plan differs would replace that study's plan and hide its done jobs, so it is a
-        UsaggError unless `force`, which binds it too. The same file edited replaces its own plan as before.
+        file whose plan lacks some of its jobs would replace that study's plan and hide them, so it is a
+        UsaggError unless `force`, which binds it too; one whose plan holds every stored job and more (added
+        seeds, paradigms) hides none and is bound without `force`. The same file edited replaces its own plan as before.
         Another file of the very same plan (a copy) runs without being bound: bound, its unchanged plan would be
         kept beside the first file's edited one, two results per task for compare. A file run where every bound
         file is gone (moved, renamed) takes the study over, and one run into a store from before specs.json binds it;
@@ -808,18 +809,19 @@ class StudyRun:
                 f"{self.wording.force} (its plan then replaces the damaged one)"
             ) from None
         others = [j for j in stored if j.id not in ours]
-        if str(self.spec_file) not in files and {j.id for j in stored} == ours and not force:
-            self.binding = "none"
+        if str(self.spec_file) not in files and not others and not force:
+            # a copy of the same plan runs unbound; one that only adds jobs (seeds, paradigms) hides none: bound
+            self.binding = "none" if {j.id for j in stored} == ours else "add"
             return []
         if str(self.spec_file) not in files and not force:
             done = sum(self.store.job_state(j.id) == "done" for j in others)
             raise UsaggError(
                 f"the run store {self.store.root} holds study {self.study.name!r} run from {files[0]}, and "
-                f"{self.spec_file} plans other jobs under the same name: running it would hide that study's plan "
-                f"({counted(len(others), 'job')}, {done} done). Give this study its own `name:` (or "
-                f"{self.wording.rename}), or run with {self.wording.force} to add its jobs to the same store "
-                "(nothing is deleted, status lists the jobs of "
-                "both; compare needs one result per task, paradigm, fraction and seed, so add seeds or paradigms "
+                f"{self.spec_file} plans other jobs under the same name: running it would hide "
+                f"{counted(len(others), 'job')} of that study's plan ({done} done). Give this study its own "
+                f"`name:` (or {self.wording.rename}), or run with {self.wording.force} to add its jobs to the same "
+                "store (nothing is deleted, status lists the jobs of both; compare needs one result per task, "
+                "paradigm, fraction and seed, so add seeds or paradigms "
                 "this way, not a changed setting)."
             )
         if len(set(files) | {str(self.spec_file)}) > 1:

@@ -55,9 +55,10 @@ epoch checkpoint. The weights and the dataset are checked first and training is 
 problems (--dry-run makes the same checks). Several --only selectors of different keys must all match
 (--only task=breast_lesion --only TS: one job); of the same key, any. A study name belongs to the spec file
 that first ran it: another file of that name that plans other jobs is refused unless --force (a copy that plans
-the same jobs runs). Exits 1 when a job failed or the data has problems, 2 on a user error (a bad spec, path or
-option), 3 when selected jobs were left neither done nor failed (queued on Slurm, run by another process, waiting
-for a job of the same settings): the same usagg run goes on with them.
+the same jobs runs, and one that only adds jobs to them is bound too). Exits 1 when a job failed or the data has
+problems, 2 on a user error (a bad spec, path or option), 3 when selected jobs were left neither done nor failed
+(queued on Slurm, run by another process, waiting for a job of the same settings): the same usagg run goes on with
+them.
 
 Examples:
 
