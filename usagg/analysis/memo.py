@@ -3,7 +3,9 @@
 `usagg compare`, `plot` and `report` run as separate processes. Without a memo each
 one imports scipy again (~0.5 s) and `report` redraws the figures `plot` just drew
 (~2 s). A key hashes the analysis input (results rows, settings, primary metrics,
-task order, expert usage, each job's item_scores.json, baseline), the source of the code the analysis runs, the
+task order, expert usage, each job's item_scores.json, baseline), the source of the code the analysis runs, what it
+reads of the registries (every paradigm's and task type's registration: a plug-in's entries are no source of
+usagg's, and a changed one must be computed afresh), the
 scipy or matplotlib version and the rendering options, so a hit is what a fresh
 computation would give. Entries live under <cache>/analysis/{stats,figures}/; the
 least recently used beyond `keep` are pruned. The cache is an optimisation only: when
@@ -92,6 +94,26 @@ def code_digest() -> str:
     return sources_digest(code_sources())
 
 
+def registrations() -> list[Any]:
+    """What the analysis reads of the registries, entry by entry, and the plug-ins loaded: every paradigm's design
+    (scope, MoE, compared, control) in registration order (the tables' order) and every task type's metrics
+    (direction, unit, bounds), order and figure style. A plug-in's registration is no file `code_sources` hashes,
+    so without this a plug-in paradigm given a scope kept the statistics computed without one (audit: plug-ins)."""
+    from usagg.paradigms import PARADIGMS
+    from usagg.registry import loaded_plugins
+    from usagg.tasktypes import task_types
+
+    paradigms = [
+        [e.name, e.description, e.scope, e.moe, e.compared, e.control, e.staged]
+        for e in (PARADIGMS[name] for name in PARADIGMS.names())
+    ]
+    types = [
+        [t.name, type(t).__module__, [dataclasses.astuple(m) for m in t.metrics], t.order, t.marker, t.color, t.short]
+        for t in task_types()
+    ]
+    return [paradigms, types, loaded_plugins()]
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -131,6 +153,7 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
         inp.designed_groups,
         baseline,
         code_digest(),
+        registrations(),
     )
 
 
