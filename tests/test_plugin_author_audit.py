@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from tests.plugin_module import PluginFolder, plugin_folder
 from usagg.analysis.inputs import load_input
@@ -14,7 +16,11 @@ from usagg.analysis.memo import Memo
 from usagg.analysis.outputs import Memoised
 from usagg.analysis.simulate import simulate_run_store
 from usagg.analysis.summary import analyse
+from usagg.engine.evaluate import EvalSet, score
+from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
+from usagg.spec.models import TaskSpec
+from usagg.tasktypes import TASK_TYPES
 
 
 @pytest.fixture
@@ -58,3 +64,48 @@ def test_a_changed_plugin_registration_is_computed_afresh_not_taken_from_the_mem
     fresh = analyse(load_input(run_dir, None)).stats  # no memo at all
     assert grouped == fresh
     assert grouped != whole
+
+
+# --------------------------------------------------------------------------- what a plug-in type's code returns
+
+GRADES = """
+import numpy as np
+
+from usagg.tasktypes import Metric, TaskType, register_task_type
+
+
+@register_task_type
+class Grades(TaskType):
+    name = "grades"
+    metrics = (Metric("GradeErr", False, lower=0.0), Metric("GradeAcc", True, lower=0.0, upper=1.0))
+    num_classes_meaning = "ordered grades"
+    prediction_file = "grades_predictions.json"
+    prediction_keys = ("image_path", "task_id", "grade")
+    returned = None  # what score returns instead of its metrics (a test sets it)
+
+    def score(self, task, preds, items, writer=None, metrics=None):
+        truth = np.array([it.gt for it in items], dtype=float)
+        err = float(np.abs(np.asarray(preds, dtype=float) - truth).mean())  # broadcasts a single row
+        return dict(self.returned) if self.returned is not None else {"GradeErr": err, "GradeAcc": 1.0 - err / 3}
+"""
+
+
+@pytest.fixture
+def grades(plugins: PluginFolder) -> Iterator[EvalSet]:
+    """A four-image test split of task `knee` of the plug-in type `grades` (labels 0..3)."""
+    module = plugins.load("lab_grades", GRADES)
+    task = TaskSpec(id="knee", type="grades", num_classes=4)
+    metas = [{"image_path": f"knee/{i}.png", "orig_hw": (8, 8), "gt": i} for i in range(4)]
+    dataset = SimpleNamespace(task_type=TASK_TYPES["grades"], samples=[None] * 4)
+    yield EvalSet(task, dataset, None, _metas=metas)  # type: ignore[arg-type]  # score() reads only these
+    module.Grades.returned = None
+
+
+def test_a_head_predicting_another_number_of_rows_fails_naming_type_task_and_counts(grades: EvalSet) -> None:
+    assert score(grades, torch.arange(4.0)) == {"GradeErr": 0.0, "GradeAcc": 1.0}
+    with pytest.raises(UsaggError) as err:
+        score(grades, torch.zeros(1))  # one row per batch: broadcast, it scored 1.5 on every image
+    assert str(err.value) == (
+        "task type 'grades' (lab_grades) head predict() gave 1 prediction row(s) for the 4 image(s) of task 'knee'; "
+        "predict must return one prediction per input image, stacked along the first dimension (shape (1,))"
+    )

@@ -96,7 +96,24 @@ def score(
     items = [
         EvalItem(m["image_path"], m["orig_hw"], m["gt"], s) for m, s in zip(eval_set.metas, ds.samples, strict=True)
     ]
+    check_rows(ds.task_type, task, preds, len(items))
     return checked_scores(ds.task_type, task, ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics))
+
+
+def check_rows(task_type: TaskType, task: TaskSpec, preds: torch.Tensor, images: int) -> None:
+    """A UsaggError naming the type, its module and the task unless `preds` holds one prediction per image.
+
+    A type's `score` is handed the predictions as they are: a plug-in head's `predict` returning one row per batch
+    was broadcast against every label by its `score`, and the job ended done with wrong metrics (audit: plug-ins).
+    """
+    rows = preds.shape[0] if preds.ndim else None
+    if rows != images:
+        got = "a 0-dimensional tensor" if rows is None else f"{rows} prediction row(s)"
+        raise UsaggError(
+            f"task type {task_type.name!r} ({type(task_type).__module__}) head predict() gave {got} for the "
+            f"{images} image(s) of task {task.id!r}; predict must return one prediction per input image, stacked "
+            f"along the first dimension (shape {tuple(preds.shape)})"
+        )
 
 
 def checked_scores(task_type: TaskType, task: TaskSpec, scores: dict[str, float]) -> dict[str, float]:
