@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +111,31 @@ def test_a_head_predicting_another_number_of_rows_fails_naming_type_task_and_cou
         "task type 'grades' (lab_grades) head predict() gave 1 prediction row(s) for the 4 image(s) of task 'knee'; "
         "predict must return one prediction per input image, stacked along the first dimension (shape (1,))"
     )
+
+
+BAD_VALUES = [
+    (
+        {"GradeErr": -0.5, "GradeAcc": 1.7},
+        "returned GradeErr = -0.5, below its declared lower bound 0; GradeAcc = 1.7, above its declared upper bound 1",
+    ),
+    ({"GradeErr": np.array([0.5, 1.0]), "GradeAcc": 0.5}, "returned GradeErr = array([0.5, 1. ]), a ndarray, not"),
+    ({"GradeErr": "0.5", "GradeAcc": 0.5}, "returned GradeErr = '0.5', a str, not a real number"),
+    ({"GradeErr": None, "GradeAcc": 0.5}, "returned GradeErr = None, a NoneType, not a real number"),
+    ({"GradeErr": math.inf, "GradeAcc": 0.5}, "returned GradeErr = inf, not finite"),
+]
+
+
+def test_a_metric_value_of_the_wrong_kind_or_past_its_bounds_fails_naming_type_task_and_metric(
+    grades: EvalSet,
+) -> None:
+    grading = TASK_TYPES["grades"]
+    for returned, problem in BAD_VALUES:
+        type(grading).returned = returned
+        with pytest.raises(UsaggError) as err:
+            score(grades, torch.arange(4.0))
+        text = str(err.value)
+        assert text.startswith(f"task type 'grades' (lab_grades) score() for task 'knee' {problem}"), text
+        assert text.endswith("within the bounds its Metric declares"), text
+    type(grading).returned = {"GradeErr": np.float32(0.25), "GradeAcc": math.nan}  # NaN: not computable
+    scores = score(grades, torch.arange(4.0))
+    assert scores["GradeErr"] == 0.25 and type(scores["GradeErr"]) is float and math.isnan(scores["GradeAcc"])
