@@ -127,7 +127,7 @@ def register_paradigm(
     def deco(fn: Planner) -> Planner:
         _check_planner(name, fn, staged=needs is not None)
         entry = ParadigmEntry(name, fn, description, scope, moe, needs, settings, compared, check, control)
-        PARADIGMS.register(name, entry, same=lambda old, new: old.planner is new.planner)
+        PARADIGMS.register(name, entry, same=lambda old, new: old.planner is new.planner, origin=fn.__module__)
         return fn
 
     return deco

@@ -16,7 +16,8 @@ import functools
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import Generic, TypeVar
 
@@ -66,6 +67,8 @@ class Registry(Mapping[str, T], Generic[T]):
         self.error = error
         self.hint = hint
         self._entries: dict[str, T] = {}
+        #: name -> the module that registered the entry (`register`'s `origin`), where the register call knows it.
+        self.origins: dict[str, str] = {}
         if group is not None:
             _PLUGGABLE.append((group, self))
 
@@ -81,20 +84,33 @@ class Registry(Mapping[str, T], Generic[T]):
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self._entries)})"
 
-    def register(self, name: str, entry: T, *, replace: bool = False, same: Callable[[T, T], bool] | None = None) -> T:
+    def register(
+        self,
+        name: str,
+        entry: T,
+        *,
+        replace: bool = False,
+        same: Callable[[T, T], bool] | None = None,
+        origin: str | None = None,
+    ) -> T:
         """Add `entry` under `name`; a different entry under a taken name is a ValueError unless `replace`.
 
         `same(old, new)` says when re-registering is harmless (a module imported twice);
-        by default an equal entry is.
+        by default an equal entry is. `origin`: the module that defined the entry (its class's, its function's or,
+        for data, the register call's), which `code_plugins` names for worker processes and provenance.
         """
         old = self._entries.get(name)
         if old is not None and not replace and not (same(old, entry) if same else old == entry):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = entry
+        self.origins.pop(name, None)
+        if origin is not None:
+            self.origins[name] = origin
         return entry
 
     def unregister(self, name: str) -> T | None:
         """Remove `name` (tests and interactive sessions that registered one); the entry, or None."""
+        self.origins.pop(name, None)
         return self._entries.pop(name, None)
 
     def pop(self, name: str) -> T | None:
@@ -103,6 +119,7 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __delitem__(self, name: str) -> None:
         del self._entries[name]
+        self.origins.pop(name, None)
 
     def names(self) -> list[str]:
         """The registered names in registration order, plug-ins loaded first."""
@@ -181,6 +198,30 @@ def _module_version(module: str) -> str | None:
         return metadata.version(dists[0])
     version = getattr(importlib.import_module(module), "__version__", None)
     return version if isinstance(version, str) else None
+
+
+def code_plugins() -> list[str]:
+    """The modules outside usagg that registered an entry of a pluggable registry in this process, sorted: a
+    plug-in registered in code (`import my_lab`, `register_task_type(MyType)`) as well as one loaded from an entry
+    point or `USAGG_PLUGINS`. A worker process (a local pool's, spawned; a Slurm job's) imports only usagg and what
+    the environment names, so the job function imports these first (`import_code_plugins`): without them every
+    job of a study on a code-registered type or backbone failed in its worker on an unknown name. `__main__` is
+    left out (a script's is imported again by 'spawn' itself; an interactive session's cannot be)."""
+    modules = {origin for _, reg in _PLUGGABLE for origin in reg.origins.values()}
+    return sorted(m for m in modules if not _is_usagg(m) and m not in ("__main__", "__mp_main__"))
+
+
+def import_code_plugins(modules: Iterable[str]) -> None:
+    """Import `modules` (`code_plugins` of the process that made the job function) where they are not imported
+    yet, each a UsaggError naming it when it cannot be (`load_plugin`)."""
+    for module in modules:
+        if module not in sys.modules:
+            what = f"module {module!r}, which registered entries in the process that started this job,"
+            load_plugin(what, functools.partial(importlib.import_module, module))
+
+
+def _is_usagg(module: str) -> bool:
+    return module == "usagg" or module.startswith("usagg.")
 
 
 def plugin_modules() -> list[str]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.errors import UsaggError
+from usagg.registry import import_code_plugins
 from usagg.safepath import UnsafePath
 from usagg.store import ERROR_CHARS, JobPaths, RunStore
 
@@ -144,6 +145,7 @@ def run_one(
     accel: AccelMode = "eager",
     tracking: TrackingSpec | None = None,
     progress: ProgressFn | None = None,
+    plugins: tuple[str, ...] = (),
 ) -> str:
     """Run one job of the store to `done` or `failed` and return that state.
 
@@ -152,7 +154,8 @@ def run_one(
     `accel` (usagg/engine/accel.py); `tracking` feeds the job's trackers
     (usagg/tracking.py, a trainer callback) after every epoch and at its end; `progress` hears the
     epoch and step (usagg/engine/progress.py: the executor passes its sink, unbound here so the
-    partial still pickles). A
+    partial still pickles); `plugins`, modules imported before the job is read (`registry.code_plugins` of the
+    process that made the job function: a worker knows no plug-in registered there in code). A
     done job is returned as is (its id carries the hash of every setting, so
     done means done). A job whose lock another live process holds raises
     `JobLocked` untouched (the executors report it as `locked`); every other
@@ -164,7 +167,7 @@ def run_one(
     with store.lock(job_id):  # raises JobLocked when a live process holds it
         if store.job_state(job_id) == "done":  # finished by another process between our check and the lock
             return "done"
-        return _run_locked(store, job_id, device, threads, accel, tracking, progress)
+        return _run_locked(store, job_id, device, threads, accel, tracking, progress, plugins)
 
 
 def _run_locked(
@@ -175,6 +178,7 @@ def _run_locked(
     accel: AccelMode,
     tracking: TrackingSpec | None,
     progress: ProgressFn | None,
+    plugins: tuple[str, ...],
 ) -> str:
     from usagg.tracking import JobTrackers, job_trackers
 
@@ -194,6 +198,7 @@ def _run_locked(
         try:
             from usagg.engine.job import run_job  # torch is imported here, not when the store is read
 
+            import_code_plugins(plugins)  # before the job is read: its types and backbone may be theirs
             job = store.job(job_id)
             _set_aside_damaged_best(paths, log)
             trackers = job_trackers(tracking, job, store.root)

@@ -56,7 +56,9 @@ def register_executor(name: str, description: str) -> Callable[[ExecutorFactory]
 
     def deco(factory: ExecutorFactory) -> ExecutorFactory:
         entry = ExecutorEntry(name, description, factory)
-        EXECUTORS.register(name, entry, same=lambda old, new: old.factory is new.factory)
+        EXECUTORS.register(
+            name, entry, same=lambda old, new: old.factory is new.factory, origin=getattr(factory, "__module__", None)
+        )
         return factory
 
     return deco

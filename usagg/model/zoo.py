@@ -10,6 +10,7 @@ re-runs them; the built-ins' ids hash their name alone, as they always have.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from usagg.registry import Registry, callable_name
@@ -78,7 +79,8 @@ def register_backbone(name: str, entry: BackboneEntry, *, replace: bool = False)
         entry.definition()
     except ValueError as e:
         raise ValueError(f"backbone {name!r}: {e}") from None
-    return BACKBONES.register(name, entry, replace=replace)
+    caller = sys._getframe(1).f_globals.get("__name__")  # an entry is data: the module registering it is its origin
+    return BACKBONES.register(name, entry, replace=replace, origin=caller)
 
 
 def hashed_definition(name: str) -> dict[str, object] | None:

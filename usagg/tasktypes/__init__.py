@@ -7,7 +7,8 @@ module. Plug-ins outside the package register the same way, from:
 - code: `register_task_type(MyType)` (a decorator on the class, or a call);
 - an installed distribution's entry point in the group `usagg.task_types`;
 - `USAGG_PLUGINS=module[,module...]`, modules imported on first use (they reach
-  worker processes too, which inherit the environment).
+  worker processes too, which inherit the environment; a module that registered in code
+  is imported in a worker before its job, `usagg.registry.code_plugins`).
 
 `TASK_TYPES` is a `usagg.registry.Registry`, filled on first lookup (built-ins and
 plug-ins, `usagg.registry.load_plugins`), so importing it stays cheap and never
@@ -104,7 +105,9 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
     if old is not None and type(old) is not cls and not replace:
         raise ValueError(f"task type {name!r} is already registered by {callable_name(type(old))}")
     _check_metrics(inst)
-    TASK_TYPES.register(name, inst, replace=replace, same=lambda old, new: type(old) is type(new))
+    TASK_TYPES.register(
+        name, inst, replace=replace, same=lambda old, new: type(old) is type(new), origin=cls.__module__
+    )
     return cls
 
 
