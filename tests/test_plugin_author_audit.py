@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from tests.plugin_module import PluginFolder, plugin_folder
+from tests.tiny_study import write_tiny_study
+from usagg import api
 from usagg.analysis.inputs import load_input
 from usagg.analysis.memo import Memo
 from usagg.analysis.outputs import Memoised
@@ -139,3 +141,32 @@ def test_a_metric_value_of_the_wrong_kind_or_past_its_bounds_fails_naming_type_t
     type(grading).returned = {"GradeErr": np.float32(0.25), "GradeAcc": math.nan}  # NaN: not computable
     scores = score(grades, torch.arange(4.0))
     assert scores["GradeErr"] == 0.25 and type(scores["GradeErr"]) is float and math.isnan(scores["GradeAcc"])
+
+
+# --------------------------------------------------------------------------- plug-ins registered in code
+
+LAB_NET = """
+__version__ = "0.4"
+
+from usagg.model.zoo import BackboneEntry, register_backbone
+
+register_backbone(
+    "lab_net",
+    BackboneEntry("vit_small_patch16_dinov3_qkvb", 2, 32, {"embed_dim": 32, "num_heads": 2, "depth": 2}, "lab's"),
+)
+"""
+
+
+@pytest.mark.slow  # two spawned workers each import torch and train a job
+def test_a_plugin_registered_in_code_reaches_the_local_pool_s_workers(plugins: PluginFolder, tmp_path: Path) -> None:
+    plugins.load("lab_net", LAB_NET)  # as a notebook does: imported here, named in no USAGG_PLUGINS
+    spec = write_tiny_study(
+        tmp_path / "pool.yaml",
+        "pool",
+        tmp_path / "data",
+        model={"backbone": "lab_net"},
+        execution={"executor": "local", "devices": "cpu", "cpu_jobs": 2, "threads": 1},
+        output_root=tmp_path / "runs",
+    )
+    result = api.run_study(spec)
+    assert result.ok and list(result.states.values()) == ["done", "done"], result.errors

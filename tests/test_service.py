@@ -12,6 +12,7 @@ import pytest
 from tests.tiny_study import small_study
 from usagg.engine.runner import run_one
 from usagg.errors import UsaggError
+from usagg.registry import code_plugins
 from usagg.service import devices_override, engine_device, job_function, run_overrides
 from usagg.spec.models import ExecutionSpec
 
@@ -35,9 +36,16 @@ def test_engine_device_follows_the_execution_section(executor: str, devices: obj
 
 
 def test_job_function_carries_device_and_threads_through_a_pickle() -> None:
+    plugins = tuple(code_plugins())  # modules outside usagg that registered entries in this process (none alone)
     fn = pickle.loads(pickle.dumps(job_function(ExecutionSpec(devices="cpu", threads=3))))
-    assert fn.func is run_one and fn.keywords == {"device": "cpu", "threads": 3, "accel": "eager", "tracking": None}
-    plain = {"device": None, "threads": None, "accel": "eager", "tracking": None}
+    assert fn.func is run_one and fn.keywords == {
+        "device": "cpu",
+        "threads": 3,
+        "accel": "eager",
+        "tracking": None,
+        "plugins": plugins,
+    }
+    plain = {"device": None, "threads": None, "accel": "eager", "tracking": None, "plugins": plugins}
     assert job_function(ExecutionSpec()).keywords == plain
 
 

@@ -423,9 +423,11 @@ def engine_device(execution: ExecutionSpec) -> str | None:
 
 
 def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None) -> JobFn:
-    """`run_one` with device, threads, accel and trackers bound: picklable, so it reaches pool workers and Slurm
+    """`run_one` with device, threads, accel, trackers and this process's code-registered plug-in modules bound
+    (`registry.code_plugins`: a worker imports them first): picklable, so it reaches pool workers and Slurm
     nodes."""
     from usagg.engine.runner import run_one  # torch-free at import: the engine loads inside the call
+    from usagg.registry import code_plugins
 
     return functools.partial(
         run_one,
@@ -433,6 +435,7 @@ def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None)
         threads=execution.threads,
         accel=execution.accel,
         tracking=tracking if tracking is not None and (tracking.tensorboard or tracking.mlflow) else None,
+        plugins=tuple(code_plugins()),
     )
 
 
