@@ -68,4 +68,4 @@ def plugin_folder(folder: Path) -> Iterator[PluginFolder]:
                 elif reg[name] is not old[name]:
                     reg.register(name, old[name], replace=True)
         for name in plugins.names:
-            plugins.forget(name)
+            plugins.forget(name.split(".")[0])  # a submodule's package too

@@ -22,6 +22,7 @@ from usagg.analysis.simulate import simulate_run_store
 from usagg.analysis.summary import analyse
 from usagg.engine.evaluate import EvalSet, score
 from usagg.errors import UsaggError
+from usagg.jobmetrics import running_code
 from usagg.paradigms import PARADIGMS
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import TASK_TYPES
@@ -170,3 +171,13 @@ def test_a_plugin_registered_in_code_reaches_the_local_pool_s_workers(plugins: P
     )
     result = api.run_study(spec)
     assert result.ok and list(result.states.values()) == ["done", "done"], result.errors
+
+
+def test_a_plugin_registered_in_code_is_recorded_as_the_jobs_code(plugins: PluginFolder) -> None:
+    assert "lab_net" not in running_code()["plugins"]
+    plugins.write("lab_kit.__init__", '__version__ = "1.2"\n')
+    plugins.load("lab_kit.types", GRADES)  # a package's submodule registers: recorded by its package
+    plugins.load("lab_net", LAB_NET)
+    recorded = running_code()["plugins"]
+    assert recorded["lab_net"] == "0.4" and recorded["lab_kit"] == "1.2"
+    assert "lab_kit.types" not in recorded

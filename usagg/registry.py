@@ -7,7 +7,8 @@ refuses an unknown name in one paragraph that lists the registered ones
 the kind's group (`usagg.task_types`, `usagg.paradigms`, `usagg.executors`,
 `usagg.backbones`) or a module named in `USAGG_PLUGINS`, loaded once per process by
 `load_plugins()` before any spec is validated, which keeps what it loaded and its version
-(`loaded_plugins`, recorded in each job's metrics.json). Torch-free: the spec imports it.
+(`loaded_plugins`, recorded in each job's metrics.json, with the packages that registered in code).
+Torch-free: the spec imports it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _PLUGGABLE: list[tuple[str, Registry]] = []
 _plugins_loaded = False
 #: What `load_plugins` loaded, plug-in -> its version (`loaded_plugins`).
 _loaded: dict[str, str | None] = {}
+#: The modules `load_plugins` imported for them (an entry point's, a `USAGG_PLUGINS` one).
+_loaded_modules: set[str] = set()
 
 
 class Registry(Mapping[str, T], Generic[T]):
@@ -158,11 +161,11 @@ def load_plugins() -> None:
     plug-in paradigm or backbone is known wherever a plug-in task type is. A plug-in
     that cannot be imported is a UsaggError naming it. What loaded is kept (`loaded_plugins`).
     """
-    global _plugins_loaded, _loaded
+    global _plugins_loaded, _loaded, _loaded_modules
     if _plugins_loaded:
         return
     _plugins_loaded = True  # before importing: a plug-in that reads a registry must not re-enter
-    _loaded = {}
+    _loaded, _loaded_modules = {}, set()
     for module in REGISTRY_MODULES:
         importlib.import_module(module)
     for _, reg in _PLUGGABLE:
@@ -177,17 +180,27 @@ def load_plugins() -> None:
                 _loaded[ep.dist.name] = ep.dist.version
             else:
                 _loaded[ep.module] = _module_version(ep.module)
+            _loaded_modules.add(ep.module)
     for module in plugin_modules():
         load_plugin(f"module {module!r} of {PLUGINS_ENV}", functools.partial(importlib.import_module, module))
         _loaded[module] = _module_version(module)
+        _loaded_modules.add(module)
 
 
 def loaded_plugins() -> dict[str, str | None]:
     """Every plug-in this process loaded -> its version (None: none found), sorted by name: an entry point's
-    distribution by its name, a `USAGG_PLUGINS` module by its own. Job ids hash settings, never code, so each job
-    records these (metrics.json `training.plugins`) and `usagg run` tells done jobs another version made."""
+    distribution by its name, a `USAGG_PLUGINS` module by its own, a package that registered entries in code
+    (`code_plugins`, by its top-level package) by its own. Job ids hash settings, never code, so each job records
+    these (metrics.json `training.plugins`) and `usagg run` tells done jobs another version made; without the
+    code-registered ones a study on a plug-in imported in a notebook recorded, and reported, "no plug-in"."""
     load_plugins()
-    return dict(sorted(_loaded.items()))
+    found = dict(_loaded)
+    covered = {m.split(".")[0] for m in _loaded_modules}
+    for module in code_plugins():
+        top = module.split(".")[0]
+        if top not in covered and top not in found:
+            found[top] = _module_version(top)
+    return dict(sorted(found.items()))
 
 
 def _module_version(module: str) -> str | None:
@@ -196,7 +209,8 @@ def _module_version(module: str) -> str | None:
     dists = metadata.packages_distributions().get(module.split(".")[0])
     if dists:
         return metadata.version(dists[0])
-    version = getattr(importlib.import_module(module), "__version__", None)
+    loaded = sys.modules.get(module)
+    version = getattr(loaded if loaded is not None else importlib.import_module(module), "__version__", None)
     return version if isinstance(version, str) else None
 
 
