@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 from usagg.atomic import NoSpaceLeft
 from usagg.engine.progress import ProgressFn
-from usagg.errors import UsaggError
+from usagg.errors import UsaggError, first_line
 from usagg.execute.registry import get_executor_factory
 from usagg.joblock import JobLocked
 from usagg.registry import callable_name, parameters
 from usagg.store import ERROR_CHARS, RunStore
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.spec.models import ExecutionSpec
@@ -157,3 +158,66 @@ def make_executor(execution: ExecutionSpec, store_root: str | Path, **options: A
             "instance of a subclass of usagg.execute.base.Executor (docs/internals.md, 'How to add an executor')"
         )
     return built
+
+
+def run_checked(
+    executor: Executor,
+    name: str,
+    job_ids: list[str],
+    fn: JobFn,
+    on_event: EventFn | None = None,
+    on_progress: ProgressFn | None = None,
+) -> dict[str, str]:
+    """`executor.run(...)`, with what an executor (often a plug-in's code) gets wrong said in one paragraph naming it.
+
+    An exception from a plug-in executor's `run` (a UsaggError passes as it is; a built-in's bug keeps its
+    traceback) becomes a UsaggError with the error's first line and how many jobs ended; before, `usagg run` ended
+    in a traceback. A job the executor neither returned a state for nor reported an event of, still pending, was
+    never run: a UsaggError naming the executor, where the run used to end "not finished ... another process runs
+    them", which running again repeated for ever.
+    """
+    factory = get_executor_factory(name)
+    where = f"executor {name!r} (factory {callable_name(factory)})"
+    heard: set[str] = set()
+
+    def noting(job_id: str, event: str, info: dict[str, Any]) -> None:
+        heard.add(job_id)
+        if on_event is not None:
+            on_event(job_id, event, info)
+
+    try:
+        states = executor.run(job_ids, fn, noting, on_progress)
+    except UsaggError:
+        raise
+    except Exception as e:
+        if getattr(factory, "__module__", "").startswith("usagg."):
+            raise
+        store = RunStore(executor.store_root)
+        ended = sum(1 for j in job_ids if _state_or_none(store, j) in ("done", "failed"))
+        raise UsaggError(
+            f"{where} failed while running {counted(len(job_ids), 'job')}: {type(e).__name__}: {first_line(e)}; "
+            f"{ended} of them ended done or failed, the others stay as they were for the next `usagg run`. A bug "
+            "or a problem of the executor's own (docs/internals.md, 'How to add an executor')",
+            exit_code=1,
+        ) from e
+    store = RunStore(executor.store_root)
+    unrun = [j for j in job_ids if j not in states and j not in heard and _state_or_none(store, j) == "pending"]
+    if unrun:
+        listed = ", ".join(unrun[:4]) + (", ..." if len(unrun) > 4 else "")
+        them, they = ("it", "it is") if len(unrun) == 1 else ("them", "they are")
+        raise UsaggError(
+            f"{where} returned without running {counted(len(unrun), 'job')} of the {len(job_ids)} it was given "
+            f"({listed}): it neither reported {them} nor returned a state for {them}, and {they} still pending. A bug "
+            "in the executor: its run() runs every job it is given and returns each one's final state "
+            "(docs/internals.md, 'How to add an executor')",
+            exit_code=1,
+        )
+    return states
+
+
+def _state_or_none(store: RunStore, job_id: str) -> str | None:
+    """The job's recorded state, None where its record cannot be read (damage is `usagg repair`'s to say)."""
+    try:
+        return store.job_state(job_id)
+    except UsaggError:
+        return None
