@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.plugin_module import PluginFolder, plugin_folder
-from tests.tiny_study import write_tiny_study
+from tests.tiny_study import MALIGNANCY, write_tiny_study
 from usagg import api
 from usagg.analysis.inputs import load_input
 from usagg.analysis.memo import Memo
@@ -181,3 +181,64 @@ def test_a_plugin_registered_in_code_is_recorded_as_the_jobs_code(plugins: Plugi
     recorded = running_code()["plugins"]
     assert recorded["lab_net"] == "0.4" and recorded["lab_kit"] == "1.2"
     assert "lab_kit.types" not in recorded
+
+
+# --------------------------------------------------------------------------- a plug-in executor's mistakes
+
+LAB_EXECUTOR = """
+from usagg.execute.base import Executor, call_job
+from usagg.execute.registry import register_executor
+
+MODE = "run"  # "raise": run() raises; "skip": it drops the last job
+
+
+class OneByOne(Executor):
+    name = "lab_one_by_one"
+
+    def run(self, job_ids, fn, on_event=None, on_progress=None):
+        if MODE == "raise":
+            raise RuntimeError("cluster connection refused\\nsecond line")
+        states = {}
+        for job_id in job_ids[:-1] if MODE == "skip" else job_ids:
+            self._emit(on_event, job_id, "started", {})
+            states[job_id], event, info = call_job(fn, self.store_root, job_id)
+            self._emit(on_event, job_id, event, info)
+        return states
+
+
+@register_executor("lab_one_by_one", "jobs one after another, the lab's way")
+def make_one_by_one(execution, store_root, **options):
+    return OneByOne(store_root)
+"""
+
+
+@pytest.mark.slow  # the tiny study's data is made
+@pytest.mark.parametrize("mode", ["raise", "skip"])
+def test_an_executor_that_raises_or_runs_no_job_is_one_paragraph_naming_it(
+    plugins: PluginFolder, tmp_path: Path, mode: str
+) -> None:
+    plugins.load("lab_exec", LAB_EXECUTOR).MODE = mode
+    spec = write_tiny_study(
+        tmp_path / "ex.yaml",
+        "ex",
+        tmp_path / "data",
+        tasks=[MALIGNANCY],
+        execution={"executor": "lab_one_by_one"},
+        output_root=tmp_path / "runs",
+    )
+    with pytest.raises(UsaggError) as err:
+        api.run_study(spec)
+    where = "executor 'lab_one_by_one' (factory lab_exec.make_one_by_one)"
+    text = str(err.value)
+    assert err.value.exit_code == 1
+    if mode == "raise":
+        assert text.startswith(
+            f"{where} failed while running 1 job: RuntimeError: cluster connection refused; 0 of them ended done or "
+            "failed, the others stay as they were for the next `usagg run`."
+        ), text
+    else:
+        assert text.startswith(f"{where} returned without running 1 job of the 1 it was given (TS-thyroid_malignancy-")
+        assert (
+            "nor returned a state for it, and it is still pending. A bug in the executor" in text
+            and "another process" not in text
+        )

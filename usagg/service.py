@@ -1272,7 +1272,9 @@ class StudyRun:
             if on_event is not None:
                 on_event(job_id, event, info)
 
-        return executor.run(self.todo, fn, heard, on_progress)
+        from usagg.execute.base import run_checked
+
+        return run_checked(executor, self.study.execution.executor, self.todo, fn, heard, on_progress)
 
     def live_tracking(self) -> TrackingSpec | None:
         """The spec's trackers with an unreachable MLflow left out (`reachable_tracking`), asked once a run: the
