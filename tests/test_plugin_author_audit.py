@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -242,3 +245,41 @@ def test_an_executor_that_raises_or_runs_no_job_is_one_paragraph_naming_it(
             "nor returned a state for it, and it is still pending. A bug in the executor" in text
             and "another process" not in text
         )
+
+
+# --------------------------------------------------------------------------- a plug-in type's figure style
+
+
+def styled(marker: str, color: str) -> str:
+    """GRADES with this figure style."""
+    return GRADES.replace('    name = "grades"', f'    name = "grades"\n    marker, color = {marker!r}, {color!r}')
+
+
+@pytest.mark.parametrize(
+    ("marker", "color", "problem"),
+    [
+        ("D", "reddish", "color 'reddish' is not a colour matplotlib draws; give a hex colour such as '#882255'"),
+        ("Q", "#882255", "marker 'Q' is not a matplotlib marker; give one of"),
+    ],
+)
+def test_a_figure_style_matplotlib_cannot_draw_is_refused_at_registration_naming_the_type(
+    plugins: PluginFolder, marker: str, color: str, problem: str
+) -> None:
+    with pytest.raises(ValueError) as err:
+        plugins.load("lab_styled", styled(marker, color))
+    assert str(err.value).startswith(f"task type 'grades' (lab_styled.Grades): {problem}")
+    assert "grades" not in TASK_TYPES
+    plugins.load("lab_styled", styled("d", "tab:purple"))  # a matplotlib name is fine
+    assert TASK_TYPES["grades"].color == "tab:purple"
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_a_hex_colour_and_a_usual_marker_are_checked_without_importing_matplotlib(plugins: PluginFolder) -> None:
+    plugins.write("lab_styled", styled("D", "#882255"))
+    code = (
+        "import sys, lab_styled; from usagg.tasktypes import TASK_TYPES; "
+        "print('grades' in TASK_TYPES, 'matplotlib' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins.folder), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"], out.stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import re
 from typing import TypeVar
 
 from usagg.registry import PLUGINS_ENV, Registry, callable_name, load_plugin
@@ -100,6 +101,7 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
         raise ValueError(f"{cls.__name__}.name must be a lower-case identifier such as 'keypoints', got {name!r}")
     if not inst.metrics:
         raise ValueError(f"task type {name!r} declares no metrics; the first one is its primary metric")
+    _check_style(cls)
     _load_builtins()  # first, so a clash with a built-in is always the plug-in's to resolve
     old = TASK_TYPES.get(name)
     if old is not None and type(old) is not cls and not replace:
@@ -109,6 +111,38 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
         name, inst, replace=replace, same=lambda old, new: type(old) is type(new), origin=cls.__module__
     )
     return cls
+
+
+#: A hex colour (#rgb, #rgba, #rrggbb, #rrggbbaa): accepted without importing matplotlib.
+_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
+#: matplotlib's marker codes (`MarkerStyle.markers`' strings): accepted without importing it.
+_MARKERS = frozenset(".,ov^<>12348sp*hH+xDd|_PX")
+
+
+def _check_style(cls: type[TaskType]) -> None:
+    """Refuse a `color` or `marker` matplotlib cannot draw, naming the class: accepted, it crashed `usagg report` with
+    a matplotlib traceback (or, with a memo entry drawn before, went unseen). matplotlib is imported only for what
+    the quick patterns do not accept (a colour name such as 'tab:blue'), so a type in hex with a usual marker keeps
+    the commands that load plug-ins free of it."""
+    where = f"task type {getattr(cls, 'name', '?')!r} ({callable_name(cls)})"
+    color, marker = cls.color, cls.marker
+    if not (isinstance(color, str) and _HEX_COLOR.fullmatch(color)):
+        from matplotlib.colors import is_color_like
+
+        if not isinstance(color, str) or not is_color_like(color):
+            raise ValueError(
+                f"{where}: color {color!r} is not a colour matplotlib draws; give a hex colour such as '#882255' "
+                "or a matplotlib colour name such as 'tab:purple'"
+            )
+    if not (isinstance(marker, str) and marker in _MARKERS):
+        from matplotlib.markers import MarkerStyle
+
+        try:
+            MarkerStyle(marker)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{where}: marker {marker!r} is not a matplotlib marker; give one of {' '.join(sorted(_MARKERS))}"
+            ) from None
 
 
 def _check_metrics(new: TaskType) -> None:
