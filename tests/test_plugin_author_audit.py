@@ -26,9 +26,10 @@ from usagg.analysis.summary import analyse
 from usagg.engine.evaluate import EvalSet, score
 from usagg.errors import UsaggError
 from usagg.jobmetrics import running_code
+from usagg.model.m2dino import build_model
 from usagg.paradigms import PARADIGMS
-from usagg.spec.models import TaskSpec
-from usagg.tasktypes import TASK_TYPES
+from usagg.spec.models import ModelSpec, TaskSpec
+from usagg.tasktypes import TASK_TYPES, TaskTypeError
 
 
 @pytest.fixture
@@ -90,8 +91,30 @@ class Grades(TaskType):
     prediction_file = "grades_predictions.json"
     prediction_keys = ("image_path", "task_id", "grade")
     returned = None  # what score returns instead of its metrics (a test sets it)
+    fails = False  # whether score raises, as a plug-in's bug does (a test sets it)
+
+    def build_head(self, task, heads, embed_dim, n_features):
+        from torch import nn
+
+        class GradeHead(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = nn.Linear(embed_dim, 1)
+
+            def forward(self, feats):
+                return self.linear(feats.prefix[-1][:, 0]).squeeze(1)
+
+            def loss(self, outputs, targets):
+                return nn.functional.binary_cross_entropy_with_logits(outputs, targets[:, None].float())  # a bug
+
+            def predict(self, outputs):
+                return outputs.float()
+
+        return GradeHead()
 
     def score(self, task, preds, items, writer=None, metrics=None):
+        if self.fails:
+            raise ZeroDivisionError("division by zero in GradeAcc")
         truth = np.array([it.gt for it in items], dtype=float)
         err = float(np.abs(np.asarray(preds, dtype=float) - truth).mean())  # broadcasts a single row
         return dict(self.returned) if self.returned is not None else {"GradeErr": err, "GradeAcc": 1.0 - err / 3}
@@ -106,7 +129,7 @@ def grades(plugins: PluginFolder) -> Iterator[EvalSet]:
     metas = [{"image_path": f"knee/{i}.png", "orig_hw": (8, 8), "gt": i} for i in range(4)]
     dataset = SimpleNamespace(task_type=TASK_TYPES["grades"], samples=[None] * 4)
     yield EvalSet(task, dataset, None, _metas=metas)  # type: ignore[arg-type]  # score() reads only these
-    module.Grades.returned = None
+    module.Grades.returned, module.Grades.fails = None, False
 
 
 def test_a_head_predicting_another_number_of_rows_fails_naming_type_task_and_counts(grades: EvalSet) -> None:
@@ -283,3 +306,29 @@ def test_a_hex_colour_and_a_usual_marker_are_checked_without_importing_matplotli
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins.folder), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"], out.stderr
+
+
+# --------------------------------------------------------------------------- a plug-in type's code raising
+
+
+def test_a_plugin_score_raising_fails_naming_type_and_task(grades: EvalSet) -> None:
+    type(TASK_TYPES["grades"]).fails = True
+    with pytest.raises(TaskTypeError) as err:
+        score(grades, torch.arange(4.0))
+    assert str(err.value) == (
+        "task type 'grades' (lab_grades) score() for task 'knee' raised ZeroDivisionError: division by zero in GradeAcc"
+    )
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.slow  # builds a model
+def test_a_plugin_head_loss_raising_fails_naming_type_and_task(grades: EvalSet) -> None:
+    model = build_model(ModelSpec(backbone="dinov3_test", image_size=32), [grades.task], moe=False)
+    images = torch.randn(2, 3, 32, 32)
+    assert model.predict(model(images, "knee").outputs, "knee").shape == (2,)
+    with pytest.raises(TaskTypeError) as err:
+        model(images, "knee", torch.tensor([0, 3]))
+    assert str(err.value) == (
+        "task type 'grades' (lab_grades) head loss() for task 'knee' raised ValueError: Target size "
+        "(torch.Size([2, 1])) must be the same as input size (torch.Size([2]))"
+    )

@@ -25,7 +25,7 @@ from usagg.errors import UsaggError
 from usagg.model.m2dino import M2DINO
 from usagg.predictions import PredictionWriter
 from usagg.spec.models import TaskSpec
-from usagg.tasktypes import EvalItem, Metric, TaskType, metric_base
+from usagg.tasktypes import EvalItem, Metric, TaskType, metric_base, type_error
 
 
 @dataclass
@@ -98,7 +98,13 @@ def score(
         EvalItem(m["image_path"], m["orig_hw"], m["gt"], s) for m, s in zip(eval_set.metas, ds.samples, strict=True)
     ]
     check_rows(ds.task_type, task, preds, len(items))
-    return checked_scores(ds.task_type, task, ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics))
+    try:
+        scores = ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics)
+    except UsaggError:
+        raise
+    except Exception as err:
+        raise type_error(ds.task_type, task.id, "score()", err) from err
+    return checked_scores(ds.task_type, task, scores)
 
 
 def check_rows(task_type: TaskType, task: TaskSpec, preds: torch.Tensor, images: int) -> None:

@@ -19,7 +19,7 @@ from usagg.model.backbones import DinoEncoder, EncoderInput, build_vit
 from usagg.model.heads import TaskHead
 from usagg.model.moe import convert_to_moe, moe_parameters
 from usagg.spec.models import ModelSpec, TaskSpec
-from usagg.tasktypes import get_task_type
+from usagg.tasktypes import TaskType, TaskTypeError, get_task_type, type_error
 
 
 @dataclass
@@ -47,6 +47,7 @@ class M2DINO(nn.Module):
         task_embed: nn.Embedding | None,
         aux_loss_weight: float,
         weights_info: dict,
+        task_types: dict[str, TaskType] | None = None,
     ) -> None:
         super().__init__()
         keys = [head_key(t) for t in heads]
@@ -59,6 +60,8 @@ class M2DINO(nn.Module):
         self.task_index = {t: i for i, t in enumerate(self.task_ids)}
         self.aux_loss_weight = aux_loss_weight
         self.weights_info = dict(weights_info)
+        #: task id -> its type, which an error of the head's loss or predict names (`_head_error`)
+        self.task_types = dict(task_types or {})
 
     @property
     def moe(self) -> bool:
@@ -89,13 +92,31 @@ class M2DINO(nn.Module):
             aux = self.aux_loss_weight * torch.stack(enc.aux_losses).mean()
         else:
             aux = torch.zeros((), dtype=torch.float32, device=images.device)
-        loss = None if targets is None else head.loss(outputs, targets) + aux
+        loss = None
+        if targets is not None:
+            try:
+                loss = head.loss(outputs, targets) + aux
+            except Exception as err:
+                self._raise_named(task_id, "head loss()", err)
+                raise
         return ModelOutput(outputs, loss, aux, enc.expert_usage)
 
     @torch.no_grad()
     def predict(self, outputs: torch.Tensor, task_id: str) -> torch.Tensor:
         """Normalised predictions, as the task's head defines them (class maps, probabilities, boxes, keypoints)."""
-        return self.head(task_id).predict(outputs)
+        head = self.head(task_id)
+        try:
+            return head.predict(outputs)
+        except Exception as err:
+            self._raise_named(task_id, "head predict()", err)
+            raise
+
+    def _raise_named(self, task_id: str, call: str, err: Exception) -> None:
+        """Raise `err` of a head's `call` as a `TaskTypeError` naming the task's type and the task; return (for the
+        caller to raise `err` itself) when it is one already or the model was built without types."""
+        task_type = self.task_types.get(task_id)
+        if task_type is not None and not isinstance(err, TaskTypeError):
+            raise type_error(task_type, task_id, call, err) from err
 
     def _moe_params(self) -> list[nn.Parameter]:
         return moe_parameters(self.encoder)
@@ -157,8 +178,9 @@ def build_model(model: ModelSpec, tasks: list[TaskSpec], moe: bool) -> M2DINO:
         task_embed = nn.Embedding(len(tasks), dim)
     encoder.freeze(model.resolved_frozen_blocks())
     n_feat = len(encoder.feature_blocks)
-    heads = {t.id: get_task_type(t.type).build_head(t, model.heads, dim, n_feat) for t in tasks}
-    return M2DINO(encoder, heads, task_embed, model.moe.aux_loss_weight, info)
+    types = {t.id: get_task_type(t.type) for t in tasks}
+    heads = {t.id: types[t.id].build_head(t, model.heads, dim, n_feat) for t in tasks}
+    return M2DINO(encoder, heads, task_embed, model.moe.aux_loss_weight, info, types)
 
 
 __all__ = ["M2DINO", "ModelOutput", "build_model", "encoder_compiled", "head_key"]

@@ -24,7 +24,7 @@ import re
 from typing import TypeVar
 
 from usagg.registry import PLUGINS_ENV, Registry, callable_name, load_plugin
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, metric_base
+from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, TaskTypeError, metric_base, type_error
 
 __all__ = [
     "PLUGINS_ENV",
@@ -34,6 +34,7 @@ __all__ = [
     "Row",
     "RowError",
     "TaskType",
+    "TaskTypeError",
     "builtin_task_types",
     "default_metric",
     "find_task_type",
@@ -46,6 +47,7 @@ __all__ = [
     "scale_problem",
     "task_type_names",
     "task_types",
+    "type_error",
     "unregister_task_type",
 ]
 

@@ -55,6 +55,22 @@ class Metric:
     upper: float | None = None
 
 
+class TaskTypeError(RuntimeError):
+    """A task type's code (its `score`, its head's `loss` or `predict`) raised: the job's one-line error names the
+    type, its module, the task and the call (`type_error`), the original error chained. A RuntimeError, as the
+    errors step-graph recording meets are (usagg/engine/step.py runs such a step eagerly, where it raises again)."""
+
+
+def type_error(task_type: TaskType, task_id: str, call: str, err: Exception) -> TaskTypeError:
+    """The `TaskTypeError` for `err` raised by `call` ('score()', 'head loss()') of `task_type` for task `task_id`;
+    before, a plug-in's ZeroDivisionError read "ZeroDivisionError: division by zero" with no type nor task."""
+    detail = (str(err).strip().splitlines() or [""])[0]
+    return TaskTypeError(
+        f"task type {task_type.name!r} ({type(task_type).__module__}) {call} for task {task_id!r} raised "
+        f"{type(err).__name__}{': ' + detail if detail else ''}"
+    )
+
+
 class RowError(Exception):
     """One CSV row cannot be used; `kind` names the problem for `data check` (e.g. bad_value)."""
 
