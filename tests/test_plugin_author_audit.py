@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tests.plugin_module import PluginFolder, plugin_folder
 from tests.tiny_study import MALIGNANCY, write_tiny_study
@@ -23,12 +24,15 @@ from usagg.analysis.memo import Memo
 from usagg.analysis.outputs import Memoised
 from usagg.analysis.simulate import simulate_run_store
 from usagg.analysis.summary import analyse
+from usagg.atomic import read_json_checked, write_json_checked
 from usagg.engine.evaluate import EvalSet, score
 from usagg.errors import UsaggError
 from usagg.jobmetrics import running_code
 from usagg.model.m2dino import build_model
 from usagg.paradigms import PARADIGMS
+from usagg.spec.load import load_study
 from usagg.spec.models import ModelSpec, TaskSpec
+from usagg.store import RunStore
 from usagg.tasktypes import TASK_TYPES, TaskTypeError
 
 
@@ -332,3 +336,41 @@ def test_a_plugin_head_loss_raising_fails_naming_type_and_task(grades: EvalSet) 
         "task type 'grades' (lab_grades) head loss() for task 'knee' raised ValueError: Target size "
         "(torch.Size([2, 1])) must be the same as input size (torch.Size([2]))"
     )
+
+
+# --------------------------------------------------------------------------- analysing without the plug-in
+
+
+def test_analysing_a_plugin_study_without_the_plugin_names_the_plugin_its_jobs_recorded(tmp_path: Path) -> None:
+    tasks = [{**task, "type": "classification"} for task in FIVE[:3]]
+    run_dir = simulate_run_store(tmp_path / "runs" / "lab", tasks, paradigms=("TS",), seeds=(0,))
+    store = RunStore(run_dir)
+    study = yaml.safe_load(store.study_yaml.read_text())
+    study["tasks"][0]["type"] = "grades"  # as the lab's study declared it
+    store.study_yaml.write_text(yaml.safe_dump(study))
+    path = store.paths(store.job_folders()[0]).metrics
+    data, why = read_json_checked(path)
+    assert data is not None, why
+    write_json_checked(path, {**data, "training": {**data.get("training", {}), "plugins": {"lab_grades": "0.2"}}})
+    with pytest.raises(UsaggError) as err:
+        load_input(run_dir, None)
+    assert str(err.value) == (
+        f"{store.study_yaml}: the study's task type(s) 'grades' are not registered in this process (registered: "
+        "segmentation, classification, detection, regression); the jobs ran with plug-in(s) lab_grades 0.2 (their "
+        "metrics.json training.plugins): load it here as the run did: name its module in USAGG_PLUGINS, or install "
+        "its distribution"
+    )
+
+
+def test_an_unknown_backbone_or_executor_says_where_plugins_come_from(tmp_path: Path) -> None:
+    spec = write_tiny_study(
+        tmp_path / "s.yaml", "s", tmp_path / "data", model={"backbone": "lab_tiny"}, execution={"executor": "futures"}
+    )
+    with pytest.raises(UsaggError) as err:
+        load_study(spec)
+    text = str(err.value)
+    for kind, how in (("backbone", "a backbone"), ("executor", "an executor")):
+        assert (
+            f"(plug-ins register more: name a plug-in's module in USAGG_PLUGINS, or install its distribution, whose "
+            f"entry points load it; see docs/internals.md, 'How to add {how}')"
+        ) in text, kind

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from usagg.names import unknown_name
-from usagg.registry import Registry, callable_name, parameters
+from usagg.registry import Registry, callable_name, parameters, plugin_hint
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -95,7 +95,7 @@ class ParadigmEntry:
 PARADIGMS: Registry[ParadigmEntry] = Registry(
     "paradigm",
     group="usagg.paradigms",
-    hint=" (plug-ins register more: see docs/internals.md, 'How to add a paradigm')",
+    hint=plugin_hint("How to add a paradigm"),
 )
 
 

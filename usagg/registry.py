@@ -138,6 +138,14 @@ class Registry(Mapping[str, T], Generic[T]):
         return entry
 
 
+def plugin_hint(how_to: str) -> str:
+    """What an unknown name's error adds: where more names come from and the docs' section `how_to`."""
+    return (
+        f" (plug-ins register more: name a plug-in's module in {PLUGINS_ENV}, or install its distribution, whose "
+        f"entry points load it; see docs/internals.md, {how_to!r})"
+    )
+
+
 def callable_name(fn: object) -> str:
     """A plug-in's function as errors name it, `module.qualname`, so its author finds it."""
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

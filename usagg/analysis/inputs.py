@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagg.affinity import Affinity
-from usagg.analysis.results import ResultsTable, parse_results, read_results
+from usagg.analysis.results import ResultsTable, UnknownTaskType, parse_results, read_results
 from usagg.errors import UsaggError
 from usagg.filehash import sha256_of
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
+from usagg.registry import PLUGINS_ENV
 from usagg.safepath import check_text
 from usagg.store import RunStore, results_damage
-from usagg.tasktypes import default_metric
+from usagg.tasktypes import default_metric, task_type_names
 from usagg.wording import command
 
 
@@ -309,6 +310,41 @@ def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_pa
     return str(name)
 
 
+def _plugins_to_load(store: RunStore | None) -> str:
+    """Which plug-ins to load for a type this process does not know: the ones the store's done jobs recorded
+    (metrics.json `training.plugins`), else how plug-ins are loaded. Before, the error listed the registered types
+    only, and the user had to guess which plug-in the study needed."""
+    recorded: dict[str, str | None] = {}
+    if store is not None:
+        for job_id in store.job_folders():  # not the plan: its jobs do not validate without the plug-in
+            plugins = ((store.metrics(job_id) or {}).get("training") or {}).get("plugins")
+            if isinstance(plugins, dict):
+                recorded.update({str(k): v if isinstance(v, str) else None for k, v in plugins.items()})
+    how = f"load it here as the run did: name its module in {PLUGINS_ENV}, or install its distribution"
+    if not recorded:
+        return f"a plug-in registers that type: {how} (docs/internals.md, 'How to add a task type')"
+    named = ", ".join(f"{name} {version or '(no version)'}" for name, version in sorted(recorded.items()))
+    return f"the jobs ran with plug-in(s) {named} (their metrics.json training.plugins): {how}"
+
+
+def _check_types_known(store: RunStore) -> None:
+    """Refuse a store whose study names a task type this process does not know, naming the plug-ins its jobs
+    recorded: its plan and results read no further (plan.json said it was "damaged, or written by another usagg
+    version")."""
+    tasks = store.stored_study().get("tasks")
+    types = (
+        {t["type"] for t in tasks if isinstance(t, dict) and isinstance(t.get("type"), str)}
+        if isinstance(tasks, list)
+        else set()
+    )
+    unknown = sorted(types - set(task_type_names()))
+    if unknown:
+        raise UsaggError(
+            f"{store.study_yaml}: the study's task type(s) {', '.join(map(repr, unknown))} are not registered in "
+            f"this process (registered: {', '.join(task_type_names())}); {_plugins_to_load(store)}"
+        )
+
+
 def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
     """Read a run store (RUN_DIR, or the latest under root) or an imported CSV into an AnalysisInput."""
     if results is not None and run_dir is not None and not Path(run_dir).is_dir():
@@ -318,6 +354,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     if results is None:
         run_dir = resolve_run_dir(run_dir, root)
         store = RunStore(run_dir)
+        _check_types_known(store)
         csv_path = store.results_csv
         rebuilt = store.current_results()  # missing or older than a job's metrics: read from the jobs, not written
         why = results_damage(csv_path) if rebuilt is None else None
@@ -329,11 +366,14 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     else:
         store = RunStore(run_dir) if run_dir is not None else None
         csv_path = Path(results)
-    if rebuilt is None:
-        table, table_sha256, why_rebuilt = read_results(csv_path), sha256_of(csv_path), None
-    else:
-        table, table_sha256 = parse_results(rebuilt, csv_path), hashlib.sha256(rebuilt.encode()).hexdigest()
-        why_rebuilt = "behind its jobs" if csv_path.is_file() else "missing"
+    try:
+        if rebuilt is None:
+            table, table_sha256, why_rebuilt = read_results(csv_path), sha256_of(csv_path), None
+        else:
+            table, table_sha256 = parse_results(rebuilt, csv_path), hashlib.sha256(rebuilt.encode()).hexdigest()
+            why_rebuilt = "behind its jobs" if csv_path.is_file() else "missing"
+    except UnknownTaskType as err:
+        raise UsaggError(f"{err}; {_plugins_to_load(store)}") from None
     study = store.stored_study() if store is not None else {}
     settings = _settings(study, str(store.study_yaml) if store is not None else "defaults")
     tasks = _stored_tasks(study, str(store.study_yaml) if store is not None else "the study")

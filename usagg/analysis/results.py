@@ -31,6 +31,10 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
 
+class UnknownTaskType(UsaggError):
+    """A row's `type` is no registered task type: `inputs.load_input` adds the plug-ins the store's jobs recorded."""
+
+
 @dataclass(frozen=True)
 class Row:
     """One (job, task, metric) result; `row` is the 1-based data row in the file (header excluded).
@@ -191,7 +195,7 @@ def _parse_row(at: _Place, rec: dict[str, str], swept: Sequence[str] = ()) -> Ro
         raise UsaggError(f"{at.cell('fraction')}: expected a share in (0, 1], got {fraction}")
     ttype = text("type")
     if ttype not in task_type_names():
-        raise UsaggError(
+        raise UnknownTaskType(
             f"{at.cell('type')}: expected a registered task type ({', '.join(task_type_names())}), got {ttype!r}"
         )
     metric = text("metric")

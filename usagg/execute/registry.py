@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usagg.errors import UsaggError
-from usagg.registry import Registry
+from usagg.registry import Registry, plugin_hint
 
 if TYPE_CHECKING:
     from usagg.execute.base import Executor
@@ -41,7 +41,7 @@ EXECUTORS: Registry[ExecutorEntry] = Registry(
     "executor",
     group="usagg.executors",
     error=UsaggError,
-    hint=" (plug-ins register more: see docs/internals.md, 'How to add an executor')",
+    hint=plugin_hint("How to add an executor"),
 )
 
 

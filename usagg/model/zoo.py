@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from usagg.registry import Registry, callable_name
+from usagg.registry import Registry, callable_name, plugin_hint
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def _canonical(value: object, where: str) -> object:
 BACKBONES: Registry[BackboneEntry] = Registry(
     "backbone",
     group="usagg.backbones",
-    hint=" (plug-ins register more: see docs/internals.md, 'How to add a backbone')",
+    hint=plugin_hint("How to add a backbone"),
 )
 
 

@@ -38,7 +38,7 @@ def _paradigm_entries_schema(schema: dict[str, Any]) -> None:
 def _check_executor(name: str) -> str:
     known = executor_names()  # plug-ins loaded first
     if name not in known:
-        raise ValueError(unknown_name("executor", name, known))
+        raise ValueError(unknown_name("executor", name, known) + EXECUTORS.hint)
     return name
 
 
@@ -406,7 +406,7 @@ class ModelSpec(Strict):
     @classmethod
     def _known_backbone(cls, v: str) -> str:
         if v not in BACKBONES:
-            raise ValueError(unknown_name("backbone", v, list(BACKBONES)))
+            raise ValueError(unknown_name("backbone", v, list(BACKBONES)) + BACKBONES.hint)
         return v
 
     @field_validator("image_size")

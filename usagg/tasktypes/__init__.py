@@ -23,7 +23,7 @@ import pkgutil
 import re
 from typing import TypeVar
 
-from usagg.registry import PLUGINS_ENV, Registry, callable_name, load_plugin
+from usagg.registry import PLUGINS_ENV, Registry, callable_name, load_plugin, plugin_hint
 from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, TaskTypeError, metric_base, type_error
 
 __all__ = [
@@ -85,7 +85,7 @@ TASK_TYPES: Registry[TaskType] = Registry(
     group=ENTRY_POINT_GROUP,
     builtins=_load_builtins,
     adopt=_adopt,
-    hint=" (plug-ins register more: see docs/internals.md, 'How to add a task type')",
+    hint=plugin_hint("How to add a task type"),
 )
 
 
