@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -176,6 +177,7 @@ def test_a_metric_value_of_the_wrong_kind_or_past_its_bounds_fails_naming_type_t
 
 # --------------------------------------------------------------------------- plug-ins registered in code
 
+DINO = "vit_small_patch16_dinov3_qkvb"
 LAB_NET = """
 __version__ = "0.4"
 
@@ -374,3 +376,28 @@ def test_an_unknown_backbone_or_executor_says_where_plugins_come_from(tmp_path: 
             f"(plug-ins register more: name a plug-in's module in USAGG_PLUGINS, or install its distribution, whose "
             f"entry points load it; see docs/internals.md, 'How to add {how}')"
         ) in text, kind
+
+
+@pytest.mark.slow  # a fresh interpreter runs a pool of two workers
+def test_an_entry_registered_in_an_interactive_session_is_named_in_the_worker_s_error(tmp_path: Path) -> None:
+    spec = write_tiny_study(
+        tmp_path / "main.yaml",
+        "main",
+        tmp_path / "data",
+        model={"backbone": "lab_main"},
+        execution={"executor": "local", "devices": "cpu", "cpu_jobs": 2, "threads": 1},
+        output_root=tmp_path / "runs",
+    )
+    code = f"""
+import json
+from usagg.model.zoo import BackboneEntry, register_backbone
+from usagg.api import run_study
+register_backbone("lab_main", BackboneEntry("{DINO}", 2, 32, {{"embed_dim": 32, "num_heads": 2, "depth": 2}}))
+print(json.dumps(sorted(set(run_study({str(spec)!r}).errors.values()))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(out.stdout.splitlines()[-1]) == [
+        "UsaggError: this job uses entries registered in an interactive session (a notebook, python -c), which a "
+        "worker process cannot import: define them in a module and import it, or name it in USAGG_PLUGINS, or set "
+        "execution.cpu_jobs: 1"
+    ], out.stderr[-2000:]

@@ -205,6 +205,8 @@ def loaded_plugins() -> dict[str, str | None]:
     found = dict(_loaded)
     covered = {m.split(".")[0] for m in _loaded_modules}
     for module in code_plugins():
+        if module == "__main__":
+            continue  # a session's own code, no plug-in
         top = module.split(".")[0]
         if top not in covered and top not in found:
             found[top] = _module_version(top)
@@ -227,17 +229,28 @@ def code_plugins() -> list[str]:
     plug-in registered in code (`import my_lab`, `register_task_type(MyType)`) as well as one loaded from an entry
     point or `USAGG_PLUGINS`. A worker process (a local pool's, spawned; a Slurm job's) imports only usagg and what
     the environment names, so the job function imports these first (`import_code_plugins`): without them every
-    job of a study on a code-registered type or backbone failed in its worker on an unknown name. `__main__` is
-    left out (a script's is imported again by 'spawn' itself; an interactive session's cannot be)."""
+    job of a study on a code-registered type or backbone failed in its worker on an unknown name. A script's
+    `__main__` is left out ('spawn' runs it again in the worker); an interactive one's (a notebook, `python -c`),
+    which no worker can import, is kept for `import_code_plugins` to refuse by name."""
     modules = {origin for _, reg in _PLUGGABLE for origin in reg.origins.values()}
-    return sorted(m for m in modules if not _is_usagg(m) and m not in ("__main__", "__mp_main__"))
+    interactive = "__main__" in modules and not hasattr(sys.modules.get("__main__"), "__file__")
+    found = [m for m in modules if not _is_usagg(m) and m not in ("__main__", "__mp_main__")]
+    return sorted(found) + (["__main__"] if interactive else [])
 
 
 def import_code_plugins(modules: Iterable[str]) -> None:
     """Import `modules` (`code_plugins` of the process that made the job function) where they are not imported
-    yet, each a UsaggError naming it when it cannot be (`load_plugin`)."""
+    yet, each a UsaggError naming it when it cannot be (`load_plugin`). `__main__` (entries registered in an
+    interactive session) is a UsaggError saying so in a process that holds none of them, a worker."""
     for module in modules:
-        if module not in sys.modules:
+        if module == "__main__":
+            if not any(o == "__main__" for _, reg in _PLUGGABLE for o in reg.origins.values()):
+                raise UsaggError(
+                    "this job uses entries registered in an interactive session (a notebook, python -c), which a "
+                    f"worker process cannot import: define them in a module and import it, or name it in "
+                    f"{PLUGINS_ENV}, or set execution.cpu_jobs: 1"
+                )
+        elif module not in sys.modules:
             what = f"module {module!r}, which registered entries in the process that started this job,"
             load_plugin(what, functools.partial(importlib.import_module, module))
 
