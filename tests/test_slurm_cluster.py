@@ -1,5 +1,5 @@
-"""The Slurm executor against a fake cluster: `sbatch`, `srun` and `sacct` on PATH that run each array element here
-(as Slurm would: SLURM_* set, the script's srun line run) and report a chosen final state per element.
+"""The Slurm executor against a fake cluster: `sbatch`, `srun`, `sacct` and `squeue` on PATH that run each array
+element here (as Slurm would: SLURM_* set, the script's srun line run) and report a chosen final state per element.
 
 Each defect of a cluster user's audit has its test: sbatch refusing the array, `%` in the log folder, submitit
 missing, `execution.devices` under Slurm, failed elements collected without a wait each, an element left PREEMPTED,
@@ -94,9 +94,10 @@ cluster = Path({cluster!r})
 if (cluster / "sacct_fails").exists():
     sys.stderr.write("sacct: error: Slurm accounting storage is disabled\\n")
     sys.exit(1)
+lag = (cluster / "sacct_lag").read_text().split() if (cluster / "sacct_lag").exists() else []
 args = sys.argv[1:]
 fields = args[args.index("-o") + 1].split(",")
-wanted = {{args[i + 1] for i, a in enumerate(args) if a == "-j"}}
+wanted = {{args[i + 1] for i, a in enumerate(args) if a == "-j"}} - set(lag)
 print("|".join(fields))
 for f in sorted((cluster / "states").iterdir()):
     if f.name.split("_")[0] in wanted:
@@ -104,10 +105,27 @@ for f in sorted((cluster / "states").iterdir()):
         print("|".join(row[k] for k in fields))
 """
 
+SQUEUE = """#!{python}
+import sys
+from pathlib import Path
+cluster = Path({cluster!r})
+args = sys.argv[1:]
+wanted = next(a.split("=", 1)[1] for a in args if a.startswith("--jobs=")).split(",")
+assert args[args.index("-o") + 1] == "%i|%T" and "-h" in args and "-r" in args, args
+known = [f for f in sorted((cluster / "states").iterdir()) if f.name.split("_")[0] in wanted]
+if not known:
+    sys.stderr.write("slurm_load_jobs error: Invalid job id specified\\n")
+    sys.exit(1)
+for f in known:
+    if f.read_text().strip() in ("PENDING", "RUNNING"):
+        print(f"{{f.name}}|{{f.read_text().strip()}}")
+"""
+
 
 class FakeCluster:
     """The fake cluster's folder: `plan(index=STATE)` makes elements end in a state without running, `reject(text)`
-    makes sbatch refuse, `state(id)` / `set_state(id, STATE)` read and change what sacct says."""
+    makes sbatch refuse, `state(id)` / `set_state(id, STATE)` read and change what sacct and squeue say,
+    `sacct_lag(array)` hides an array from sacct (slurmdbd behind slurmctld) while squeue lists it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -126,6 +144,9 @@ class FakeCluster:
 
     def set_state(self, element: str, state: str) -> None:
         (self.root / "states" / element).write_text(state)
+
+    def sacct_lag(self, *arrays: int) -> None:
+        (self.root / "sacct_lag").write_text(" ".join(map(str, arrays)))
 
     @property
     def submitted(self) -> Path:
@@ -153,7 +174,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     fake = FakeCluster(tmp_path / "cluster")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT)):
+    for name, text in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT), ("squeue", SQUEUE)):
         (bin_dir / name).write_text(text.format(python=sys.executable, cluster=str(fake.root)))
         (bin_dir / name).chmod(0o755)
     (fake.root / "node.py").write_text(NODE)
@@ -423,6 +444,33 @@ def test_a_job_still_queued_on_slurm_is_not_submitted_again(tmp_path: Path, clus
     assert run.todo == [] and "sacct did not answer" in (run.queued_note or "")
     local = StudyRun.prepare(study_of(tmp_path, executor="local"))  # another executor: the job lock decides
     assert local.todo == ids and local.queued == {}
+
+
+def test_an_element_sacct_does_not_list_yet_is_queued_while_squeue_lists_it_or_it_is_fresh(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    """slurmdbd behind slurmctld: sacct answers without the fresh array while squeue has it. The next `usagg run`
+    took it as ended and submitted the whole array again (two allocations per job)."""
+    store, ids = make_store(tmp_path)
+    first = cluster.first_id
+    cluster.sacct_lag(first)
+    for index, job_id in enumerate(ids):
+        store.mark_queued_on_slurm(job_id, f"{first}_{index}")
+    cluster.set_state(f"{first}_0", "PENDING")  # squeue lists it; 1 and 2: in neither listing
+    run = StudyRun.prepare(study_of(tmp_path))
+    assert run.queued == {ids[0]: f"{first}_0", ids[1]: f"{first}_1", ids[2]: f"{first}_2"} and run.todo == []
+    assert "2 submitted moments ago that neither sacct nor squeue lists yet" in (run.queued_note or "")
+    old = json.loads(store.paths(ids[1]).slurm.read_text())
+    store.paths(ids[1]).slurm.write_text(json.dumps({**old, "submitted": "2026-01-01T00:00:00+00:00"}))
+    run = StudyRun.prepare(study_of(tmp_path))  # past the grace, listed nowhere: ended, submitted again
+    assert set(run.queued) == {ids[0], ids[2]} and run.todo == [ids[1]]
+
+    from usagg.execute.slurm import queue_states
+
+    said = queue_states(store, {ids[0]: f"{first}_0", ids[1]: f"{first}_1", ids[2]: f"{first}_2"})
+    assert said[ids[0]] == f"submitted to Slurm as {first}_0 (not listed by sacct (yet), squeue: PENDING)"
+    assert "ended: the next `usagg run`" in said[ids[1]] and "ended" not in said[ids[2]], said
+    assert "nor by squeue: submitted under 300 s ago" in said[ids[2]]
 
 
 def test_a_planted_slurm_record_is_no_slurm_id(tmp_path: Path) -> None:

@@ -1079,7 +1079,7 @@ class StudyRun:
             return {}, None
         from usagg.execute.slurm import still_queued
 
-        return still_queued(recorded)
+        return still_queued(self.store, recorded)
 
     @property
     def skipped_failed(self) -> list[str]:

@@ -1353,6 +1353,16 @@ class RunStore:
         found = data.get("slurm_job_id") if isinstance(data, dict) else None
         return found if isinstance(found, str) and _SLURM_JOB_ID.fullmatch(found) else None
 
+    def slurm_submitted(self, job_id: str) -> datetime | None:
+        """When the job's recorded Slurm element was submitted (`slurm.json` `submitted`), else None: a fresh array
+        neither sacct nor squeue lists yet is still Slurm's (usagg/execute/slurm.py `SUBMIT_GRACE_S`)."""
+        try:
+            data = read_json(self.paths(job_id).slurm, limit=4096)
+            when = datetime.fromisoformat(data["submitted"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return when if when.tzinfo is not None else None
+
     def forget_slurm_job(self, job_id: str) -> None:
         """Drop the job's Slurm record once its outcome is collected."""
         self.paths(job_id).slurm.unlink(missing_ok=True)

@@ -22,7 +22,8 @@ naming the node, and `auto` takes a GPU where there is one.
 
 Each element submitted is recorded in its job folder (`RunStore.mark_queued_on_slurm`) until its outcome is
 collected: a `usagg run` stopped while the array waits leaves the records, and the next one does not submit a job
-whose element sacct still lists as pending or running (`still_queued`; usagg/service.py `StudyRun._decide`).
+whose element sacct or squeue still lists as pending or running, or that was submitted under `SUBMIT_GRACE_S` ago
+(sacct, asking slurmdbd, can lag behind slurmctld) (`still_queued`; usagg/service.py `StudyRun._decide`).
 Outcomes are collected without submitit's wait for a result file where sacct says the element failed (only a job
 that completed gets the grace a slow shared file system needs), and an element left PREEMPTED (a cluster whose
 PreemptMode cancels) is recorded as failed after `PREEMPTED_GRACE_S` instead of being waited for forever.
@@ -41,6 +42,8 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +83,9 @@ Devices = Literal["auto", "cpu", "cuda"] | list[int]
 #: requeues pre-empted jobs shows PENDING again within seconds; one whose PreemptMode cancels leaves PREEMPTED for
 #: good, which submitit counts as unfinished (it would be waited for forever).
 PREEMPTED_GRACE_S = 300.0
+#: Seconds after submission (`slurm.json` `submitted`) an element neither sacct nor squeue lists still counts as
+#: queued: sbatch has answered, so Slurm has it, and a second array would allocate every job twice.
+SUBMIT_GRACE_S = 300.0
 #: sacct states of an element still in Slurm's queue: its job is not submitted again (`still_queued`).
 QUEUED_STATES = frozenset(
     {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -277,40 +283,119 @@ def sacct_states(slurm_ids: Iterable[str]) -> dict[str, str] | None:
     return {sid: info.get("State", "") for sid, info in SlurmInfoWatcher().read_info(out).items()}
 
 
+def squeue_states(slurm_ids: Iterable[str]) -> dict[str, str] | None:
+    """squeue's state of each array element it lists (`1001_2` -> `PENDING`): slurmctld's own view, which has a job
+    the moment sbatch returns, where sacct (slurmdbd) can lag behind; `-r` lists a pending array's elements one a
+    line. None when squeue does not answer; {} when it knows none of them (ids slurmctld has purged)."""
+    arrays = sorted({sid.partition("_")[0] for sid in slurm_ids})
+    command = ["squeue", "-h", "-r", f"--jobs={','.join(arrays)}", "-o", "%i|%T"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:  # ids it no longer knows: "slurm_load_jobs error: Invalid job id specified"
+        return {} if "invalid job id" in done.stderr.lower() else None
+    pairs = (line.strip().partition("|") for line in done.stdout.splitlines())
+    return {sid: state.strip() for sid, _, state in pairs if sid and state.strip()}
+
+
 def element_log(store: RunStore, slurm_job_id: str) -> Path | None:
     """The stderr log submitit's element `slurm_job_id` (`1001_2`) writes in its submission's folder, once it has
     started; None before (a pending element has none) or where no submission folder holds it."""
     return next(iter(sorted(store.slurm_dir.glob(f"*/{slurm_job_id}_0_log.err"))), None)
 
 
+@dataclass(frozen=True)
+class ElementView:
+    """What Slurm says of one submitted element: sacct's state (None where it does not list it), squeue's (None
+    where it does not list it), whether sacct answered, and whether it was submitted under `SUBMIT_GRACE_S` ago."""
+
+    element: str
+    sacct: str | None
+    squeue: str | None
+    sacct_answered: bool
+    fresh: bool
+
+    @property
+    def live(self) -> bool:
+        """Still Slurm's, so never submitted again: sacct or squeue lists it queued (sacct lags behind slurmctld
+        when slurmdbd is backlogged), a fresh one neither lists yet, or any while sacct does not answer."""
+        unlisted = self.sacct is None and self.squeue is None
+        return (
+            not self.sacct_answered
+            or self.sacct in QUEUED_STATES
+            or self.squeue in QUEUED_STATES
+            or (self.fresh and unlisted)
+        )
+
+    def text(self) -> str:
+        """The view in words for `usagg status`."""
+        if not self.sacct_answered:
+            said = "sacct did not answer"
+        elif self.sacct is None:
+            said = "not listed by sacct (yet)"
+        else:
+            said = f"sacct: {self.sacct}"
+        if self.squeue is not None and self.squeue != self.sacct:
+            said += f", squeue: {self.squeue}"
+        if not self.live:
+            said += ", ended: the next `usagg run` collects it and submits it again"
+        elif self.sacct_answered and self.sacct is None and self.squeue is None:
+            said += f", nor by squeue: submitted under {SUBMIT_GRACE_S:.0f} s ago, so still taken as queued"
+        return said
+
+
+def element_views(store: RunStore, recorded: dict[str, str], grace_s: float = SUBMIT_GRACE_S) -> dict[str, ElementView]:
+    """What Slurm says of each recorded element (job id -> its element): one sacct call, and one squeue call for
+    those sacct does not list as queued (a fresh array slurmdbd has not recorded yet)."""
+    sacct = sacct_states(recorded.values())
+    said = {sid: base_state(state) for sid, state in (sacct or {}).items()}
+    unsure = [sid for sid in recorded.values() if said.get(sid) not in QUEUED_STATES]
+    squeue = (squeue_states(unsure) if unsure else None) or {}
+    now = datetime.now(timezone.utc)
+    views = {}
+    for jid, sid in recorded.items():
+        submitted = store.slurm_submitted(jid)
+        fresh = submitted is not None and (now - submitted).total_seconds() < grace_s
+        found = squeue.get(sid)
+        views[jid] = ElementView(
+            sid, said.get(sid), None if found is None else base_state(found), sacct is not None, fresh
+        )
+    return views
+
+
 def queue_states(store: RunStore, recorded: dict[str, str]) -> dict[str, str]:
     """What `usagg status` says of each job an earlier run submitted and no run has collected (job id -> text):
-    sacct's state of its element and, once it started, its log; "sacct did not answer" where there is no sacct
-    (a store looked at off the cluster)."""
-    states = sacct_states(recorded.values()) if shutil.which("sacct") else None
+    Slurm's view of its element (`ElementView.text`) and, once it started, its log; "sacct did not answer" where
+    there is no sacct (a store looked at off the cluster)."""
+    if not shutil.which("sacct"):
+        views = {jid: ElementView(sid, None, None, False, False) for jid, sid in recorded.items()}
+    else:
+        views = element_views(store, recorded)
     out = {}
-    for jid, sid in recorded.items():
-        state = "sacct did not answer" if states is None else f"sacct: {base_state(states.get(sid, '')) or 'unknown'}"
-        if states is not None and base_state(states.get(sid, "")) not in QUEUED_STATES:
-            state += ", ended: the next `usagg run` collects it and submits it again"
-        log = element_log(store, sid)
-        out[jid] = f"submitted to Slurm as {sid} ({state})" + (f"\nlog {log}" if log else "")
+    for jid, view in views.items():
+        log = element_log(store, view.element)
+        out[jid] = f"submitted to Slurm as {view.element} ({view.text()})" + (f"\nlog {log}" if log else "")
     return out
 
 
-def still_queued(recorded: dict[str, str]) -> tuple[dict[str, str], str | None]:
-    """Of `recorded` (job id -> the Slurm element it was submitted as), those still in Slurm's queue, and a note
-    saying so (None when there are none). An element sacct no longer lists, or lists as ended, is not: its job is
-    submitted again. When sacct does not answer every recorded job counts as queued (a second array would train
-    each job twice), and the note says why."""
-    states = sacct_states(recorded.values())
-    queued = {
-        jid: sid for jid, sid in recorded.items() if states is None or base_state(states.get(sid, "")) in QUEUED_STATES
-    }
+def still_queued(
+    store: RunStore, recorded: dict[str, str], grace_s: float = SUBMIT_GRACE_S
+) -> tuple[dict[str, str], str | None]:
+    """Of `recorded` (job id -> the Slurm element it was submitted as), those still Slurm's (`ElementView.live`),
+    and a note saying so (None when there are none). An element neither sacct nor squeue lists, submitted over
+    `grace_s` ago, or that sacct lists as ended, is not: its job is submitted again. When sacct does not answer
+    every recorded job counts as queued (a second array would train each job twice), and the note says why."""
+    views = element_views(store, recorded, grace_s)
+    queued = {jid: view.element for jid, view in views.items() if view.live}
     if not queued:
         return queued, None
     shown = ", ".join(list(queued.values())[:8]) + (", ..." if len(queued) > 8 else "")
-    why = "sacct did not answer, so taken as pending or running" if states is None else "pending or running"
+    answered = all(view.sacct_answered for view in views.values())
+    unlisted = sum(views[jid].sacct is None and views[jid].squeue is None for jid in queued)
+    why = "pending or running" if answered else "sacct did not answer, so taken as pending or running"
+    if answered and unlisted:
+        why += f"; {unlisted} submitted moments ago that neither sacct nor squeue lists yet"
     return queued, (
         f"{counted(len(queued), 'job')} still queued on Slurm as {shown} ({why}); not submitted again. `usagg "
         "status` shows them as they finish; to submit them anew, `scancel` them first."
@@ -449,7 +534,7 @@ class SlurmExecutor(Executor):
         queues (job id -> its element): two runs of one study started together each submitted every job, an
         allocation per job wasted (the job lock kept the results right). Asked under the submission lock."""
         recorded = {j: sid for j in job_ids if (sid := store.queued_on_slurm(j))}
-        return still_queued(recorded)[0] if recorded else {}
+        return still_queued(store, recorded)[0] if recorded else {}
 
     def _submit(self, ex: submitit.AutoExecutor, call: SlurmJobCall, job_ids: list[str]) -> list[Element]:
         """`map_array`, with sbatch's refusal as a UsaggError quoting it and the submission's folder removed (nothing
