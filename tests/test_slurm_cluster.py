@@ -469,8 +469,38 @@ def test_an_element_sacct_does_not_list_yet_is_queued_while_squeue_lists_it_or_i
 
     said = queue_states(store, {ids[0]: f"{first}_0", ids[1]: f"{first}_1", ids[2]: f"{first}_2"})
     assert said[ids[0]] == f"submitted to Slurm as {first}_0 (not listed by sacct (yet), squeue: PENDING)"
-    assert "ended: the next `usagg run`" in said[ids[1]] and "ended" not in said[ids[2]], said
+    assert "ended without a result: the next `usagg run` submits it again" in said[ids[1]], said
+    assert "ended" not in said[ids[2]], said
     assert "nor by squeue: submitted under 300 s ago" in said[ids[2]]
+
+
+def test_a_failure_while_no_run_waited_is_recorded_by_the_next_run_and_not_submitted_again(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The login was lost while the array waited, and the element ran out of memory: the next `usagg run` submitted
+    it again with the same memory, unseen, instead of recording the failure and waiting for --retry-failed."""
+    spec = write_spec(tmp_path, "{executor: slurm, slurm: {mem_gb: 1}}")
+    monkeypatch.chdir(tmp_path)
+    run = StudyRun.prepare(load_study(spec))
+    run.init_store()
+    run.release()
+    store = run.store
+    (job_id,) = store.job_ids()
+    element = f"{cluster.first_id}_0"
+    store.mark_queued_on_slurm(job_id, element)
+    cluster.set_state(element, "OUT_OF_MEMORY")
+    code, out = run_cli(["run", str(spec), "--dry-run"], monkeypatch, capsys)
+    assert "skip (failed; --retry-failed)" in out and store.job_state(job_id) == "pending", out  # a dry run writes not
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 1 and not cluster.submitted.exists(), out  # nothing submitted again
+    said = f"Slurm job {element} did not complete (state OUT_OF_MEMORY: ran out of memory: raise execution.slurm.mem_gb"
+    assert "1 job ended failed on Slurm since the last `usagg run`" in flat and said in flat, out
+    assert f"skipped until {RETRY}" in flat and "1 failed skipped (use --retry-failed)" in flat, out
+    assert store.job_state(job_id) == "failed" and said in store.job_record(job_id)["error"]
+    assert store.queued_on_slurm(job_id) is None and said in (store.error_text(job_id) or "")
+    code, out = run_cli(["run", str(spec), "--dry-run", "--retry-failed"], monkeypatch, capsys)
+    assert "ended failed on Slurm" not in out and f"{job_id}" in out and "skip (failed" not in out, out
 
 
 def test_a_planted_slurm_record_is_no_slurm_id(tmp_path: Path) -> None:
@@ -546,7 +576,8 @@ def test_status_asks_sacct_where_a_submitted_job_is_and_names_its_log(
     said = status()
     assert "(sacct: RUNNING)" in said and f"{element}_0_log.err" in said.replace(" ", "")
     cluster.set_state(element, "CANCELLED by 1000")
-    assert "(sacct: CANCELLED, ended: the next `usagg run` collects it and submits it again)" in status()
+    said = "(sacct: CANCELLED, ended: the next `usagg run` records it failed; `usagg run --retry-failed` runs it again)"
+    assert said in status()
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no sacct here
     assert f"submitted to Slurm as {element} (sacct did not answer)" in status()
 

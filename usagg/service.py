@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from usagg.data.splits import TaskRows
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn, Executor, JobFn
+    from usagg.execute.slurm import QueueCheck
     from usagg.plan import EvidenceFor, Job, Waiting
     from usagg.spec.models import ExecutionSpec, Study, TrackingSpec
     from usagg.store import RunStore
@@ -699,6 +700,12 @@ class StudyRun:
     #: not submitted again; `queued_note` says so.
     queued: dict[str, str] = field(default_factory=dict)
     queued_note: str | None = None
+    #: Selected jobs whose element an earlier `usagg run` submitted and sacct lists as ended in a failed state
+    #: (OUT_OF_MEMORY, TIMEOUT, ...) while no run waited for it, job id -> (element, state): `init_store` records
+    #: each failed (`collect_slurm_failures`), so it waits for `--retry-failed` instead of failing again unseen.
+    slurm_failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The failures `collect_slurm_failures` recorded, job id -> the one-line error (`collected_text`).
+    collected: dict[str, str] = field(default_factory=dict)
     #: Selected jobs another live process is running (their lock held), job id -> the holder in words: left to it,
     #: as queued ones are, never counted as run or timed here (`_elsewhere`).
     elsewhere: dict[str, str] = field(default_factory=dict)
@@ -941,7 +948,10 @@ class StudyRun:
         """Read each selected job's state; to do: not done, not failed unless retried, not still queued on Slurm
         from an earlier `usagg run` (`_still_queued`), and not run by another live process (`_elsewhere`)."""
         self.states = {j.id: self._state(j.id) for j in self.jobs}
-        self.queued, self.queued_note = self._still_queued()
+        check = self._still_queued()
+        self.queued, self.queued_note = check.queued, check.note
+        self.slurm_failed = check.failed
+        self.states.update(dict.fromkeys(self.slurm_failed, "failed"))  # recorded by `init_store`: not run again
         self.elsewhere = self._elsewhere()
         self.todo = [
             jid
@@ -1063,23 +1073,57 @@ class StudyRun:
             "the next `usagg run` fills them from it once it is done, or trains them where it failed"
         )
 
-    def _still_queued(self) -> tuple[dict[str, str], str | None]:
+    def _still_queued(self) -> QueueCheck:
         """Jobs not done that a `usagg run` submitted to Slurm and stopped waiting for (Ctrl-C, a lost login) whose
-        element sacct still lists as pending or running, job id -> Slurm job id, and a note saying so; submitting
-        them again would train each twice. Only under the slurm executor (another one runs them here: the job lock
-        keeps the two apart)."""
+        element Slurm still has, job id -> Slurm job id, and a note saying so; submitting them again would train
+        each twice. Also those whose element ended failed meanwhile (`QueueCheck.failed`). Only under the slurm
+        executor (another one runs them here: the job lock keeps the two apart)."""
+        from usagg.execute.slurm import QueueCheck
+
         if self.study.execution.executor != "slurm":
-            return {}, None
+            return QueueCheck({}, None, {})
         recorded = {
             jid: sid
             for jid, state in self.states.items()
             if state != "done" and (sid := self.store.queued_on_slurm(jid))
         }
         if not recorded:
-            return {}, None
+            return QueueCheck({}, None, {})
         from usagg.execute.slurm import still_queued
 
         return still_queued(self.store, recorded)
+
+    def collect_slurm_failures(self) -> None:
+        """Record each job of `slurm_failed` failed with its Slurm state and the setting to change, as a run that
+        waited would have (`SlurmExecutor._outcome`), and drop its Slurm record: else the next run submitted it
+        again with the same settings, unseen (a login lost every night: submit, out of memory, submit). A job
+        whose lock a live process still holds is left to it, its record kept for the run after."""
+        from usagg.execute.base import record_failure
+        from usagg.execute.slurm import break_ended_locks, not_completed
+        from usagg.store import ERROR_CHARS
+
+        if not self.slurm_failed:
+            return
+        break_ended_locks(self.store, self.slurm_failed)
+        for jid, (element, state) in self.slurm_failed.items():
+            what = f"{not_completed(element, state, self.study.execution.slurm)}, while no `usagg run` waited for it"
+            summary = record_failure(self.store.root, jid, what, summary=what[:ERROR_CHARS])
+            if self.store.job_state(jid) == "failed":
+                self.store.forget_slurm_job(jid)
+                self.collected[jid] = summary
+
+    def collected_text(self) -> str | None:
+        """The warning for the failures `collect_slurm_failures` recorded, or None."""
+        if not self.collected:
+            return None
+        from usagg.execute.slurm import RETRY
+
+        n = len(self.collected)
+        listed = "; ".join(f"{jid}: {error}" for jid, error in self.collected.items())
+        then = "run again now (--retry-failed)" if self.retry_failed else f"skipped until {RETRY}"
+        return (
+            f"{counted(n, 'job')} ended failed on Slurm since the last `usagg run`: {listed}. Recorded failed; {then}"
+        )
 
     @property
     def skipped_failed(self) -> list[str]:
@@ -1237,6 +1281,7 @@ class StudyRun:
             self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
             self.store.repair(self.all_jobs + self.kept)  # sets damaged files aside, rebuilds them: usagg/store.py
             self.store.init(dump_study(self.study), self.all_jobs + self.kept)
+            self.collect_slurm_failures()
             if self.spec_file is not None and self.binding != "none":
                 self.store.add_spec_file(self.spec_file, replace=self.binding == "replace")
         self._decide()  # after `repair()`: a job whose metrics were damaged is pending again
@@ -1440,6 +1485,7 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
     run.init_store()
     observer.store_ready(run)
     for note in (
+        run.collected_text(),
         run.queued_note,
         run.elsewhere_text(),
         run.replaced_text(),

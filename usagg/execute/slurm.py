@@ -338,8 +338,10 @@ class ElementView:
             said = f"sacct: {self.sacct}"
         if self.squeue is not None and self.squeue != self.sacct:
             said += f", squeue: {self.squeue}"
-        if not self.live:
-            said += ", ended: the next `usagg run` collects it and submits it again"
+        if not self.live and self.sacct not in (None, "COMPLETED"):
+            said += ", ended: the next `usagg run` records it failed; `usagg run --retry-failed` runs it again"
+        elif not self.live:
+            said += ", ended without a result: the next `usagg run` submits it again"
         elif self.sacct_answered and self.sacct is None and self.squeue is None:
             said += f", nor by squeue: submitted under {SUBMIT_GRACE_S:.0f} s ago, so still taken as queued"
         return said
@@ -379,27 +381,50 @@ def queue_states(store: RunStore, recorded: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def still_queued(
-    store: RunStore, recorded: dict[str, str], grace_s: float = SUBMIT_GRACE_S
-) -> tuple[dict[str, str], str | None]:
+@dataclass(frozen=True)
+class QueueCheck:
+    """`still_queued`'s answer: the jobs still Slurm's (job id -> element) and the note saying so, and those whose
+    element sacct lists as ended in a failed state (job id -> (element, sacct's state)): their failure is recorded
+    by the run that finds them (usagg/service.py `StudyRun.collect_slurm_failures`), not submitted again."""
+
+    queued: dict[str, str]
+    note: str | None
+    failed: dict[str, tuple[str, str]]
+
+
+def still_queued(store: RunStore, recorded: dict[str, str], grace_s: float = SUBMIT_GRACE_S) -> QueueCheck:
     """Of `recorded` (job id -> the Slurm element it was submitted as), those still Slurm's (`ElementView.live`),
     and a note saying so (None when there are none). An element neither sacct nor squeue lists, submitted over
-    `grace_s` ago, or that sacct lists as ended, is not: its job is submitted again. When sacct does not answer
-    every recorded job counts as queued (a second array would train each job twice), and the note says why."""
+    `grace_s` ago, or that sacct lists as COMPLETED (its result lost), is not: its job is submitted again; one
+    sacct lists as ended otherwise is `failed`. When sacct does not answer every recorded job counts as queued (a
+    second array would train each job twice), and the note says why."""
     views = element_views(store, recorded, grace_s)
     queued = {jid: view.element for jid, view in views.items() if view.live}
+    failed = {
+        jid: (view.element, view.sacct)
+        for jid, view in views.items()
+        if not view.live and view.sacct is not None and view.sacct != "COMPLETED"
+    }
     if not queued:
-        return queued, None
+        return QueueCheck(queued, None, failed)
     shown = ", ".join(list(queued.values())[:8]) + (", ..." if len(queued) > 8 else "")
     answered = all(view.sacct_answered for view in views.values())
     unlisted = sum(views[jid].sacct is None and views[jid].squeue is None for jid in queued)
     why = "pending or running" if answered else "sacct did not answer, so taken as pending or running"
     if answered and unlisted:
         why += f"; {unlisted} submitted moments ago that neither sacct nor squeue lists yet"
-    return queued, (
+    note = (
         f"{counted(len(queued), 'job')} still queued on Slurm as {shown} ({why}); not submitted again. `usagg "
         "status` shows them as they finish; to submit them anew, `scancel` them first."
     )
+    return QueueCheck(queued, note, failed)
+
+
+def not_completed(slurm_job_id: str, state: str, slurm: SlurmSpec, hint_state: str | None = None) -> str:
+    """ "Slurm job X did not complete (state S: hint)", the hint (`STATE_HINTS`, of `hint_state`, else of `state`)
+    naming the setting to change where one helps."""
+    hint = STATE_HINTS.get(hint_state or base_state(state), "").format(**slurm.model_dump())
+    return f"Slurm job {slurm_job_id} did not complete (state {state}{'' if not hint else ': ' + hint})"
 
 
 def break_ended_locks(store: RunStore, job_ids: Iterable[str], wait: bool = False) -> list[str]:
@@ -534,7 +559,7 @@ class SlurmExecutor(Executor):
         queues (job id -> its element): two runs of one study started together each submitted every job, an
         allocation per job wasted (the job lock kept the results right). Asked under the submission lock."""
         recorded = {j: sid for j in job_ids if (sid := store.queued_on_slurm(j))}
-        return still_queued(store, recorded)[0] if recorded else {}
+        return still_queued(store, recorded).queued if recorded else {}
 
     def _submit(self, ex: submitit.AutoExecutor, call: SlurmJobCall, job_ids: list[str]) -> list[Element]:
         """`map_array`, with sbatch's refusal as a UsaggError quoting it and the submission's folder removed (nothing
@@ -608,11 +633,10 @@ class SlurmExecutor(Executor):
                 summary = held.removeprefix(HELD_ELSEWHERE).strip()
                 return self._failed(job_id, job, f"{summary}\n\n{said}", summary)
             timed_out = TIMED_OUT_TOO_OFTEN in said  # submitit gave up requeueing, and sacct says COMPLETED
-            hint = STATE_HINTS.get("TIMEOUT" if timed_out else slurm_state, "").format(**self.slurm.model_dump())
             state = f"{slurm_state} after more time-outs than max_requeue allows" if timed_out else slurm_state
-            what = f"did not complete (state {state}{'' if not hint else ': ' + hint})"
-            error = f"Slurm job {job.job_id} {what} ({type(e).__name__}):\n{said}"
-            return self._failed(job_id, job, error, f"Slurm job {job.job_id} {what}; see {job.paths.stderr}")
+            what = not_completed(job.job_id, state, self.slurm, "TIMEOUT" if timed_out else slurm_state)
+            error = f"{what} ({type(e).__name__}):\n{said}"
+            return self._failed(job_id, job, error, f"{what}; see {job.paths.stderr}")
 
     def _failed(self, job_id: str, job: Element, error: str, summary: str) -> Outcome:
         """The failure recorded in the store (unless the job recorded its own), as an outcome; first the job's lock
