@@ -359,7 +359,8 @@ def test_only_a_completed_element_gets_the_grace_for_its_result_file(tmp_path: P
 
     def element(state: str) -> Any:
         missing = SimpleNamespace(exists=lambda: False)
-        job = SimpleNamespace(job_id="1_0", state=state, paths=SimpleNamespace(result_pickle=missing))
+        paths = SimpleNamespace(result_pickle=missing, folder=tmp_path)
+        job = SimpleNamespace(job_id="1_0", state=state, paths=paths)
         job.done, job._results_timeout_s = (lambda: True), 15
         job.result = lambda: ("done", "finished", {"state": "done"})
         return job
@@ -369,6 +370,36 @@ def test_only_a_completed_element_gets_the_grace_for_its_result_file(tmp_path: P
     assert executor._collect(ids[0], completed) == ("done", "finished", {"state": "done", "slurm_job_id": "1_0"})
     executor._collect(ids[1], oom)
     assert (completed._results_timeout_s, oom._results_timeout_s) == (15, 0)
+
+
+def test_completed_without_a_result_here_is_done_when_the_store_says_so_else_asks_where_output_root_is(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    """A result late on slow NFS, or never seen on the login node (output_root on a node's /tmp): the run said
+    "failed: did not complete (state COMPLETED)" beside a done summary and left an error.txt in a done job."""
+    store, ids = make_store(tmp_path)
+    job_done(str(store.root), ids[0])  # its job.json came through; only the result pickle is missing
+    cluster.plan(_0="COMPLETED", _1="COMPLETED")
+    heard: list[tuple[str, str, dict[str, Any]]] = []
+    executor = executor_for(store, results_timeout_s=0.2)
+    states = executor.run(ids[:2], job_done, lambda *event: heard.append(event))
+    assert states == {ids[0]: "done", ids[1]: "failed"}
+    assert not store.paths(ids[0]).error.exists() and store.job_state(ids[0]) == "done"
+    error = store.job_record(ids[1])["error"]
+    assert f"Slurm says {cluster.first_id}_1 COMPLETED but no result reached {store.root} after 0.2 s" in error
+    assert "is output_root on a filesystem the login node shares" in error and "did not complete" not in error
+    notes = [info["text"] for _, event, info in heard if event == "note"]
+    assert any(f"Slurm says {cluster.first_id}_0 COMPLETED; waiting up to 0.2 s for its result" in n for n in notes)
+    assert [event for jid, event, _ in heard if jid == ids[0]] == ["submitted", "note", "finished"]
+
+
+def test_a_failure_recorded_late_leaves_a_done_job_alone(tmp_path: Path) -> None:
+    from usagg.execute.base import record_failure
+
+    store, ids = make_store(tmp_path)
+    job_done(str(store.root), ids[0])
+    record_failure(store.root, ids[0], "Slurm job 1_0 did not complete (state COMPLETED)")
+    assert store.job_state(ids[0]) == "done" and not store.paths(ids[0]).error.exists()
 
 
 # --------------------------------------------------------------------------- 6. PREEMPTED for good

@@ -339,6 +339,9 @@ class RichDisplay:
         if event == "submitted":
             self._say(self.notices.submitted(job_id, info))
             return
+        if event == "note":
+            self._say(str(info.get("text") or ""))
+            return
         if event == "started":
             self.clock.started(job_id)
             self._row(job_id)
@@ -425,6 +428,10 @@ class PlainDisplay:
             text = self.notices.submitted(job_id, info)
             if text and not self.quiet:
                 self._line(text)
+            return
+        if event == "note":
+            if info.get("text") and not self.quiet:
+                self._line(str(info["text"]))
             return
         if event == "started":
             number = self.clock.started(job_id)

@@ -19,6 +19,7 @@ Job events are reported through `on_event(job_id, event, info)`, events:
 - `finished`: fn returned a state other than failed (info: `state`)
 - `failed`: fn returned `failed`, raised, or its worker died (info: `state`, `error` one-line summary)
 - `locked`: another process is running the job; its state is left alone (info: `state`, `holder`)
+- `note`: a line about what the executor waits for (info: `text`; a Slurm run's queue, a late result file)
 
 Exactly one of `finished`, `failed`, `locked` ends every job.
 """
@@ -61,8 +62,8 @@ def record_failure(store_root: str | Path, job_id: str, error_text: str, summary
     Returns the one-line summary stored with the state. A job fn already
     recorded as failed keeps fn's own error text and summary. Written like every
     job.json write, under the job's lock and as a compare-and-set: a job that a live
-    process runs again meanwhile (a requeue) or that is done is left as it is, and a
-    damaged record is left to `usagg repair`.
+    process runs again meanwhile (a requeue) or that is done is left as it is (no
+    error.txt in a done job's folder), and a damaged record is left to `usagg repair`.
     """
     store = RunStore(store_root)
     summary = summary or summarize_error(error_text)
@@ -74,6 +75,8 @@ def record_failure(store_root: str | Path, job_id: str, error_text: str, summary
                 record = None  # no record to change (a damaged one is noted in store.repairs)
             if record is not None and record.get("state") == "failed" and record.get("error"):
                 return str(record["error"])
+            if record is not None and record.get("state") == "done":
+                return summary  # its result is in: an error.txt would contradict it
             with contextlib.suppress(NoSpaceLeft):  # a full disk: the state below still tries to say so
                 store.write_error(job_id, error_text.rstrip() + "\n")
             if record is not None:

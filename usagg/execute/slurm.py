@@ -477,6 +477,7 @@ class SlurmExecutor(Executor):
         )
         self._preempted: dict[str, float] = {}  # job id -> when its element was first seen PREEMPTED
         self._ended: dict[str, float] = {}  # job id -> when its element was first seen ended holding its lock
+        self._on_event: EventFn | None = None  # `run`'s, for the lines said while it waits (`_note`)
 
     def make_submitit_executor(self) -> submitit.AutoExecutor:
         """The configured submitit executor (separate so its parameters can be checked without a cluster), writing
@@ -518,6 +519,7 @@ class SlurmExecutor(Executor):
         states: dict[str, str] = {}
         if not job_ids:
             return states
+        self._on_event = on_event
         store = RunStore(self.store_root)
         # else the new element of a job whose last one Slurm killed fails at once (a rerun right after the kill waits
         # for its lock's heartbeat to fall silent, at most SLURM_EVIDENCE_BEATS heartbeats)
@@ -590,6 +592,12 @@ class SlurmExecutor(Executor):
             job._results_timeout_s = 0  # failed, killed or out of memory: its result file will never come
             if self._lock_still_beating(job_id, job):
                 return None  # collected once silent, the other elements meanwhile (not a sleep per element)
+        elif not job.paths.result_pickle.exists():  # submitit waits for it: said, since the wait can be felt
+            self._note(
+                job_id,
+                f"Slurm says {job.job_id} COMPLETED; waiting up to {job._results_timeout_s:g} s for its result to "
+                f"reach {job.paths.folder} (a slow shared file system)",
+            )
         self._ended.pop(job_id, None)
         return self._outcome(job_id, job, state)
 
@@ -632,11 +640,31 @@ class SlurmExecutor(Executor):
             if held is not None:  # the node's own words name the job and the holder
                 summary = held.removeprefix(HELD_ELSEWHERE).strip()
                 return self._failed(job_id, job, f"{summary}\n\n{said}", summary)
+            if slurm_state == "COMPLETED" and not job.paths.result_pickle.exists():
+                return self._no_result(job_id, job, said)
             timed_out = TIMED_OUT_TOO_OFTEN in said  # submitit gave up requeueing, and sacct says COMPLETED
             state = f"{slurm_state} after more time-outs than max_requeue allows" if timed_out else slurm_state
             what = not_completed(job.job_id, state, self.slurm, "TIMEOUT" if timed_out else slurm_state)
             error = f"{what} ({type(e).__name__}):\n{said}"
             return self._failed(job_id, job, error, f"{what}; see {job.paths.stderr}")
+
+    def _no_result(self, job_id: str, job: Element, said: str) -> Outcome:
+        """An element Slurm calls COMPLETED whose result file never reached this host: done where its job.json
+        did (the result alone is late), else a failure saying where output_root must be (a node-local /tmp or
+        scratch is not seen here), never "did not complete (state COMPLETED)"."""
+        store = RunStore(self.store_root)
+        if store.job_state(job_id) == "done":
+            return "done", "finished", {"state": "done", "slurm_job_id": job.job_id}
+        what = (
+            f"Slurm says {job.job_id} COMPLETED but no result reached {self.store_root} after "
+            f"{job._results_timeout_s:g} s: is output_root on a filesystem the login node shares (not a node's "
+            "local /tmp or scratch)?"
+        )
+        return self._failed(job_id, job, f"{what}\n\n{said}", f"{what} See {job.paths.stderr}")
+
+    def _note(self, job_id: str, text: str) -> None:
+        """A line about the wait (`note` event), for `run`'s `on_event`."""
+        self._emit(self._on_event, job_id, "note", {"text": text})
 
     def _failed(self, job_id: str, job: Element, error: str, summary: str) -> Outcome:
         """The failure recorded in the store (unless the job recorded its own), as an outcome; first the job's lock
