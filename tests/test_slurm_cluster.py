@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -402,6 +403,37 @@ def test_a_failure_recorded_late_leaves_a_done_job_alone(tmp_path: Path) -> None
     assert store.job_state(ids[0]) == "done" and not store.paths(ids[0]).error.exists()
 
 
+def test_sacct_down_is_one_line_with_squeues_view_and_the_failure_is_reported_once_it_answers(
+    tmp_path: Path, cluster: FakeCluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """slurmdbd down: every poll printed sacct's error and submitit's "Bypassing sacct error" warning twice."""
+    store, ids = make_store(tmp_path)
+    cluster.plan(_0="OUT_OF_MEMORY")
+    (cluster.root / "sacct_fails").touch()
+    notes: list[str] = []
+
+    def on_event(job_id: str, event: str, info: dict[str, Any]) -> None:
+        if event == "note":
+            notes.append(info["text"])
+            if "sacct does not answer" in info["text"]:
+                (cluster.root / "sacct_fails").unlink()  # slurmdbd is back
+
+    back = threading.Timer(30, (cluster.root / "sacct_fails").unlink, kwargs={"missing_ok": True})
+    back.start()  # without the line (before its fix) the run would wait for slurmdbd forever
+    try:
+        states = executor_for(store).run(ids[:1], job_done, on_event)
+    finally:
+        back.cancel()
+    assert states == {ids[0]: "failed"} and "state OUT_OF_MEMORY" in store.job_record(ids[0])["error"]
+    down = [n for n in notes if "sacct does not answer" in n]
+    assert down == [
+        "sacct does not answer (slurmdbd down?): sacct: error: Slurm accounting storage is disabled; waiting: "
+        "squeue shows 0 running, 0 pending of 1 job; a failure is reported once sacct answers"
+    ], notes
+    err = capfd.readouterr().err
+    assert "Bypassing sacct error" not in err and "accounting storage is disabled" not in err, err
+
+
 # --------------------------------------------------------------------------- 6. PREEMPTED for good
 
 
@@ -609,6 +641,9 @@ def test_status_asks_sacct_where_a_submitted_job_is_and_names_its_log(
     cluster.set_state(element, "CANCELLED by 1000")
     said = "(sacct: CANCELLED, ended: the next `usagg run` records it failed; `usagg run --retry-failed` runs it again)"
     assert said in status()
+    cluster.set_state(element, "PENDING")
+    (cluster.root / "sacct_fails").touch()  # slurmdbd down: squeue still answers
+    assert f"submitted to Slurm as {element} (sacct did not answer, squeue: PENDING)" in status()
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no sacct here
     assert f"submitted to Slurm as {element} (sacct did not answer)" in status()
 

@@ -63,7 +63,7 @@ try:
     import submitit
     from submitit.core.utils import FailedJobError, FailedSubmissionError
     from submitit.helpers import Checkpointable, DelayedSubmission
-    from submitit.slurm.slurm import SlurmInfoWatcher
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 except ModuleNotFoundError as err:  # the `slurm` extra is not installed: a user error, not a traceback
     if (err.name or "").partition(".")[0] != "submitit":
         raise
@@ -86,6 +86,9 @@ PREEMPTED_GRACE_S = 300.0
 #: Seconds after submission (`slurm.json` `submitted`) an element neither sacct nor squeue lists still counts as
 #: queued: sbatch has answered, so Slurm has it, and a second array would allocate every job twice.
 SUBMIT_GRACE_S = 300.0
+#: The longest wait between two sacct calls of a run's watcher (submitit's own for Slurm): every 2, 4, 8, ... s
+#: after submission, then at most this often, so a long queue does not load slurmdbd.
+SACCT_DELAY_S = 600
 #: sacct states of an element still in Slurm's queue: its job is not submitted again (`still_queued`).
 QUEUED_STATES = frozenset(
     {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -297,6 +300,38 @@ def squeue_states(slurm_ids: Iterable[str]) -> dict[str, str] | None:
         return {} if "invalid job id" in done.stderr.lower() else None
     pairs = (line.strip().partition("|") for line in done.stdout.splitlines())
     return {sid: state.strip() for sid, _, state in pairs if sid and state.strip()}
+
+
+class SacctWatcher(SlurmInfoWatcher):
+    """submitit's sacct watcher for one `SlurmExecutor.run`'s array: a failed sacct call is kept (`error`, its
+    stderr's first line) instead of reaching the terminal, sacct's stderr and submitit's warning at every poll
+    (twice, through two handlers) while slurmdbd is down: the run says it once, in usagg's words."""
+
+    def __init__(self, delay_s: int = SACCT_DELAY_S) -> None:
+        super().__init__(delay_s)
+        self.error: str | None = None
+
+    def update(self) -> None:
+        """submitit's `InfoWatcher.update`, with sacct's output captured."""
+        command = self._make_command()
+        if command is None:
+            return
+        self._num_calls += 1
+        try:
+            out = subprocess.run(command, capture_output=True, timeout=60, check=True).stdout
+        except subprocess.CalledProcessError as err:
+            said = printable(err.stderr.decode(errors="replace")).strip().splitlines()
+            self.error = said[0] if said else f"exit status {err.returncode}"
+        except (OSError, subprocess.SubprocessError) as err:
+            self.error = printable(str(err))
+        else:
+            self.error = None
+            self._output = out
+            self._info_dict.update(self.read_info(out))
+        self._last_status_check = time.time()
+        for job_id in self._registered - self._finished:
+            if self.is_done(job_id, mode="cache"):
+                self._finished.add(job_id)
 
 
 def element_log(store: RunStore, slurm_job_id: str) -> Path | None:
@@ -534,14 +569,22 @@ class SlurmExecutor(Executor):
             job_ids = largest_first(job_ids, job_sizes(self.store_root, job_ids))  # as the pool starts them
             jobs = self._submit(self.make_submitit_executor(), SlurmJobCall(fn, self.devices), job_ids)
             pending = dict(zip(job_ids, jobs, strict=True))
+            watcher = SacctWatcher()
             for job_id, job in pending.items():
+                if isinstance(job, SlurmJob):  # not submitit's local cluster (tests), which watches processes
+                    job.watcher = watcher
+                    watcher.register_job(job.job_id)
                 if self.results_timeout_s is not None:
                     # submitit declares its class default as the int 15; it compares the value with elapsed seconds
                     job._results_timeout_s = self.results_timeout_s  # type: ignore[assignment]
                 with contextlib.suppress(OSError, UsaggError):  # a full disk: the array is queued all the same
                     store.mark_queued_on_slurm(job_id, job.job_id)
                 self._emit(on_event, job_id, "submitted", {"slurm_job_id": job.job_id})
+        sacct_down = False
         while pending:
+            if watcher.error is not None and not sacct_down:  # once an outage, not at every poll
+                self._note(next(iter(pending)), self._sacct_down_text(watcher.error, list(pending.values())))
+            sacct_down = watcher.error is not None
             for job_id, job in list(pending.items()):
                 outcome = self._collect(job_id, job)
                 if outcome is None:
@@ -554,6 +597,20 @@ class SlurmExecutor(Executor):
             if pending:
                 time.sleep(self.poll_s)
         return states
+
+    @staticmethod
+    def _sacct_down_text(error: str, jobs: list[Element]) -> str:
+        """The one line for a sacct that stopped answering, with squeue's view of the elements waited for."""
+        listed = squeue_states(job.job_id for job in jobs)
+        if listed is None:
+            seen = "squeue does not answer either"
+        else:
+            states = [base_state(listed[job.job_id]) for job in jobs if job.job_id in listed]
+            seen = f"squeue shows {states.count('RUNNING')} running, {states.count('PENDING')} pending"
+        return (
+            f"sacct does not answer (slurmdbd down?): {error[:200]}; waiting: {seen} of {counted(len(jobs), 'job')}; "
+            "a failure is reported once sacct answers"
+        )
 
     @staticmethod
     def _queued_elsewhere(store: RunStore, job_ids: list[str]) -> dict[str, str]:
