@@ -594,14 +594,17 @@ class TrainingSpec(Strict):
 #: sbatch long options `execution.slurm.additional` may set (submitit writes `#SBATCH --key=value`, `_` as `-`);
 #: the ones usagg sets itself (time, partition, array, output, ...) are fields of SlurmSpec instead.
 SBATCH_EXTRA_KEYS = (
-    "begin", "clusters", "comment", "constraint", "cpus_per_gpu", "exclude", "exclusive", "gpu_bind", "gpus",
+    "begin", "comment", "constraint", "cpus_per_gpu", "exclude", "exclusive", "gpu_bind", "gpus",
     "gpus_per_task", "gres", "hint", "licenses", "mail_type", "mail_user", "mem_per_cpu", "mem_per_gpu", "nice",
     "nodelist", "prefer", "requeue", "reservation", "switches", "time_min", "wckey",
 )  # fmt: skip
-#: sbatch options usagg leaves to submitit, and why: `--signal` replaced submitit's own (USR2 90 s before the time
-#: limit, which checkpoints the job and requeues it; submitit handles no other signal), so a job reaching its limit
-#: was killed with nothing saved.
+#: sbatch options usagg refuses, and why: `--signal` replaced submitit's own (USR2 90 s before the time limit, which
+#: checkpoints the job and requeues it; submitit handles no other signal), so a job reaching its limit was killed
+#: with nothing saved; `--clusters` put the array where usagg's sacct and squeue calls do not look.
 SBATCH_RESERVED = {
+    "clusters": "multi-cluster submission is not supported: usagg follows the array with sacct, squeue and scancel "
+    "on this cluster, which do not see a job sbatch -M put on another (it would wait for it forever, and submit it "
+    "again); run usagg from a login node of that cluster instead",
     "signal": "submitit asks Slurm for USR2 90 s before the time limit and then checkpoints and requeues the job "
     "(it handles no other signal), so another --signal kills a job at its limit with nothing saved; raise "
     "execution.slurm.time_min or execution.slurm.max_requeue instead",
