@@ -318,6 +318,28 @@ def test_devices_decide_the_gpu_request(tmp_path: Path, cluster: FakeCluster) ->
     assert make_executor(ExecutionSpec(executor="slurm", devices=[0], slurm=gres), tmp_path).devices == [0]
 
 
+def test_slurm_feature_and_hostlist_syntax_pass_quoted_and_flags_are_bare(tmp_path: Path, cluster: FakeCluster) -> None:
+    """`a100|h100` and `gpu[01-04]` were refused although submitit quotes them; `requeue` could only be a string,
+    which submitit writes as `--requeue=''`."""
+    import shlex
+
+    extra = {"constraint": "[a100|h100]&(ib*2)", "exclude": "gpu[01-04]", "requeue": True, "exclusive": True}
+    study = load_study(write_spec(tmp_path, f"{{executor: slurm, slurm: {{additional: {json.dumps(extra)}}}}}"))
+    ex = make_executor(study.execution, tmp_path / "runs" / "s").make_submitit_executor()
+    script = ex._executor._make_submission_file_text("CMD", "uid")  # type: ignore[attr-defined]
+    sbatch = [a for ln in script.splitlines() if ln.startswith("#SBATCH") for a in shlex.split(ln[7:])]
+    assert "--constraint=[a100|h100]&(ib*2)" in sbatch and "--exclude=gpu[01-04]" in sbatch, sbatch
+    assert "--requeue" in sbatch and "--exclusive" in sbatch, sbatch
+    for bad in (
+        {"constraint": "a100\n#SBATCH --wrap=x"},
+        {"constraint": "a$(id)"},
+        {"requeue": "yes"},
+        {"exclusive": False},
+    ):
+        with pytest.raises(ValueError):
+            SlurmSpec(additional=bad)
+
+
 @pytest.mark.slow
 def test_a_job_asking_for_cuda_fails_on_a_node_without_a_gpu_naming_the_node(
     tmp_path: Path, cluster: FakeCluster

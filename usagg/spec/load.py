@@ -293,8 +293,8 @@ PATTERN_MEANING = {
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": f"expected a name: {PLAIN_NAME_RULE}",
     r"^[A-Za-z0-9_.+@%:,-]+$": "expected a Slurm name: letters, digits and _ . + @ % : , - (no spaces, quotes, "
     "newlines or shell characters)",
-    r"^[A-Za-z0-9_.+@%:,=/ -]*$": "expected an sbatch value: letters, digits, spaces and _ . + @ % : , = / - "
-    "(no quotes, newlines, ; or other shell characters)",
+    r"^[A-Za-z0-9_.+@%:,=/ |&\[\]*!()-]*$": "expected an sbatch value: letters, digits, spaces, _ . + @ % : , = / - "
+    "and Slurm's | & [ ] * ! ( ) (no quotes, newlines, #, $, ; or other shell characters)",
 }
 
 

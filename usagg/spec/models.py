@@ -611,16 +611,27 @@ SBATCH_RESERVED = {
 }
 #: A Slurm name (partition, account, QOS; comma lists allowed): nothing a shell or sbatch would read as syntax.
 SlurmName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,-]+$", max_length=128)]
-#: A value of an extra sbatch option: printable, one line, no shell or sbatch syntax characters.
-SlurmValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,=/ -]*$", max_length=256)]
+#: A value of an extra sbatch option: printable, one line, with Slurm's own syntax (a feature expression's `&`, `|`,
+#: `[]`, `*`, `()`, `!`; a hostlist's `node[01-04]`), which submitit shell-quotes and sbatch's `#SBATCH` reader takes
+#: quoted; no `#`, quote, `$`, backtick, `;` or control character.
+SlurmValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+@%:,=/ |&\[\]*!()-]*$", max_length=256)]
+#: sbatch options written as a bare flag (`#SBATCH --requeue`) by `key: true`: `requeue` takes no value (a string
+#: would be `--requeue=''`, which sbatch refuses), `exclusive` a value or none.
+SBATCH_FLAGS = {"requeue": "flag", "exclusive": "flag or value"}
 
 
-def _check_sbatch_keys(extra: dict[str, str]) -> dict[str, str]:
-    for key in extra:
+def _check_sbatch_keys(extra: dict[str, str | Literal[True]]) -> dict[str, str | Literal[True]]:
+    for key, value in extra.items():
         if key in SBATCH_RESERVED:
             raise ValueError(f"{key!r} cannot be set here: {SBATCH_RESERVED[key]}")
         if key not in SBATCH_EXTRA_KEYS:
             raise ValueError(unknown_name("extra sbatch option", key, list(SBATCH_EXTRA_KEYS)))
+        if value is False:  # a Literal[True] lets false through
+            raise ValueError(f"{key!r}: false is no sbatch value; write true for the flag, or leave {key!r} out")
+        if value is True and key not in SBATCH_FLAGS:
+            raise ValueError(f"{key!r} takes a value (--{key.replace('_', '-')}=VALUE), not true")
+        if value is not True and SBATCH_FLAGS.get(key) == "flag":
+            raise ValueError(f"{key!r} is an sbatch flag without a value: write {key}: true")
     return extra
 
 
@@ -642,9 +653,13 @@ class SlurmSpec(Strict):
     max_requeue: Annotated[int, NOT_IN_HASH] = Field(
         3, ge=0, le=100, description="Requeues after pre-emption or time-out."
     )
-    additional: Annotated[Annotated[dict[str, SlurmValue], AfterValidator(_check_sbatch_keys)], NOT_IN_HASH] = Field(
-        default_factory=dict,
-        description="Extra sbatch options (key: value), from a known list: " + ", ".join(SBATCH_EXTRA_KEYS) + ".",
+    additional: Annotated[Annotated[dict[str, SlurmValue | bool], AfterValidator(_check_sbatch_keys)], NOT_IN_HASH] = (
+        Field(
+            default_factory=dict,
+            description="Extra sbatch options (key: value), from a known list: "
+            + ", ".join(SBATCH_EXTRA_KEYS)
+            + "; requeue: true and exclusive: true are written as bare flags.",
+        )
     )
 
 
