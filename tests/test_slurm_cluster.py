@@ -370,7 +370,8 @@ def test_failed_elements_are_collected_without_a_wait_each_and_name_the_setting(
     assert states == dict.fromkeys(ids, "failed")
     errors = {j: store.job_record(j)["error"] for j in ids}
     assert "state OUT_OF_MEMORY: ran out of memory: raise execution.slurm.mem_gb (now 4)" in errors[ids[0]]
-    assert "raise execution.slurm.time_min (now 5)" in errors[ids[1]]
+    assert "raise execution.slurm.time_min (now 5)" in errors[ids[1]] and RETRY in errors[ids[1]]
+    assert f"raise execution.slurm.mem_gb (now 4), then {RETRY}" in errors[ids[0]]
     assert "state CANCELLED: was cancelled" in errors[ids[2]]
     assert "did not complete" in store.error_text(ids[0])  # type: ignore[operator]
     assert not any(store.queued_on_slurm(j) for j in ids)  # collected: the records are gone
@@ -411,9 +412,10 @@ def test_completed_without_a_result_here_is_done_when_the_store_says_so_else_ask
     error = store.job_record(ids[1])["error"]
     assert f"Slurm says {cluster.first_id}_1 COMPLETED but no result reached {store.root} after 0.2 s" in error
     assert "is output_root on a filesystem the login node shares" in error and "did not complete" not in error
+    assert error.endswith("Its log did not reach this host either.") and "never started" not in error, error
     notes = [info["text"] for _, event, info in heard if event == "note"]
     assert any(f"Slurm says {cluster.first_id}_0 COMPLETED; waiting up to 0.2 s for its result" in n for n in notes)
-    assert [event for jid, event, _ in heard if jid == ids[0]] == ["submitted", "note", "finished"]
+    assert [event for jid, event, _ in heard if jid == ids[0] and event != "note"] == ["submitted", "finished"]
 
 
 def test_a_failure_recorded_late_leaves_a_done_job_alone(tmp_path: Path) -> None:
@@ -454,6 +456,34 @@ def test_sacct_down_is_one_line_with_squeues_view_and_the_failure_is_reported_on
     ], notes
     err = capfd.readouterr().err
     assert "Bypassing sacct error" not in err and "accounting storage is disabled" not in err, err
+
+
+def test_a_waiting_run_says_the_queue_states_and_a_never_started_element_has_no_log(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    """After "submitted" the run said nothing until a job ended (hours on a busy cluster); an element cancelled
+    while pending was reported with a log that does not exist, and its hint did not say how to run it again."""
+    store, ids = make_store(tmp_path)
+    cluster.plan(_0="PENDING")  # never starts by itself
+    notes: list[str] = []
+    element = str(cluster.first_id)  # one job: submitit submits no array
+
+    def on_event(job_id: str, event: str, info: dict[str, Any]) -> None:
+        if event == "note":
+            notes.append(info["text"])
+            if info["text"] == "on Slurm: 1 pending":
+                cluster.set_state(element, "CANCELLED by 4242")  # scancel while pending
+
+    stop = threading.Timer(30, cluster.set_state, (element, "CANCELLED by 4242"))
+    stop.start()  # without the line (before its fix) nothing would cancel it
+    try:
+        states = executor_for(store, queue_note_s=0.0).run(ids[:1], job_done, on_event)
+    finally:
+        stop.cancel()
+    assert states == {ids[0]: "failed"} and "on Slurm: 1 pending" in notes, notes
+    error = store.job_record(ids[0])["error"]
+    assert f"state CANCELLED: was cancelled (scancel, or the cluster); {RETRY} runs it again" in error, error
+    assert error.endswith("it never started (no log)") and "_log.err" not in error, error
 
 
 # --------------------------------------------------------------------------- 6. PREEMPTED for good
@@ -581,7 +611,10 @@ def test_a_failure_while_no_run_waited_is_recorded_by_the_next_run_and_not_submi
     assert code == 1 and not cluster.submitted.exists(), out  # nothing submitted again
     said = f"Slurm job {element} did not complete (state OUT_OF_MEMORY: ran out of memory: raise execution.slurm.mem_gb"
     assert "1 job ended failed on Slurm since the last `usagg run`" in flat and said in flat, out
-    assert f"skipped until {RETRY}" in flat and "1 failed skipped (use --retry-failed)" in flat, out
+    assert (
+        f"then {RETRY}), while no `usagg run` waited for it. Recorded failed; not submitted again" in flat
+        and "1 failed skipped (use --retry-failed)" in flat
+    ), out
     assert store.job_state(job_id) == "failed" and said in store.job_record(job_id)["error"]
     assert store.queued_on_slurm(job_id) is None and said in (store.error_text(job_id) or "")
     code, out = run_cli(["run", str(spec), "--dry-run", "--retry-failed"], monkeypatch, capsys)

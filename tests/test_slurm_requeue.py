@@ -162,7 +162,7 @@ def test_an_element_killed_seconds_ago_is_left_for_later_not_slept_on(tmp_path: 
     plant_lock(store, ids[0], slurm={"job": element, "restart": 0})  # its last beat a moment ago
     no_result = SimpleNamespace(exists=lambda: False)
     job = SimpleNamespace(job_id=element, state="OUT_OF_MEMORY", paths=SimpleNamespace(result_pickle=no_result))
-    job.done, job._results_timeout_s, job.paths.stderr = (lambda: True), 15, "e"
+    job.done, job._results_timeout_s, job.paths.stderr = (lambda: True), 15, tmp_path / "e"
 
     def result() -> Any:
         raise FailedJobError("Job (task=0) failed: killed")
@@ -262,7 +262,8 @@ def test_timed_out_too_many_times_names_the_time_settings(tmp_path: Path) -> Non
         raise FailedJobError(f"Job (task=0) failed during processing with trace:\n---\n{trace}\n---\n")
 
     missing = SimpleNamespace(exists=lambda: True)
-    job = SimpleNamespace(job_id="1_0", state="COMPLETED", paths=SimpleNamespace(result_pickle=missing, stderr="e"))
+    paths = SimpleNamespace(result_pickle=missing, stderr=tmp_path / "e")
+    job = SimpleNamespace(job_id="1_0", state="COMPLETED", paths=paths)
     job.done, job.result, job._results_timeout_s = (lambda: True), result, 15
     state, event, info = executor_for(store)._collect(ids[0], job)
     assert (state, event) == ("failed", "failed")

@@ -1116,11 +1116,9 @@ class StudyRun:
         """The warning for the failures `collect_slurm_failures` recorded, or None."""
         if not self.collected:
             return None
-        from usagg.execute.slurm import RETRY
-
         n = len(self.collected)
         listed = "; ".join(f"{jid}: {error}" for jid, error in self.collected.items())
-        then = "run again now (--retry-failed)" if self.retry_failed else f"skipped until {RETRY}"
+        then = "run again now (--retry-failed)" if self.retry_failed else "not submitted again"  # the hint says how
         return (
             f"{counted(n, 'job')} ended failed on Slurm since the last `usagg run`: {listed}. Recorded failed; {then}"
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import shutil
 import socket
@@ -89,6 +90,9 @@ SUBMIT_GRACE_S = 300.0
 #: The longest wait between two sacct calls of a run's watcher (submitit's own for Slurm): every 2, 4, 8, ... s
 #: after submission, then at most this often, so a long queue does not load slurmdbd.
 SACCT_DELAY_S = 600
+#: The least seconds between two lines of a waiting run saying how many of its elements are pending and running
+#: (a line only when that changes): hours in a busy queue pass with a few lines, not in silence.
+QUEUE_NOTE_S = 60.0
 #: sacct states of an element still in Slurm's queue: its job is not submitted again (`still_queued`).
 QUEUED_STATES = frozenset(
     {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -98,11 +102,12 @@ QUEUED_STATES = frozenset(
 RETRY = "`usagg run --retry-failed` (`run_study(..., retry_failed=True)`)"
 #: What a final sacct state without a result says, with the setting to change where one helps ({} from SlurmSpec).
 STATE_HINTS = {
-    "OUT_OF_MEMORY": "ran out of memory: raise execution.slurm.mem_gb (now {mem_gb})",
-    "TIMEOUT": "ran out of time: raise execution.slurm.time_min (now {time_min}) or max_requeue (now {max_requeue})",
+    "OUT_OF_MEMORY": f"ran out of memory: raise execution.slurm.mem_gb (now {{mem_gb}}), then {RETRY}",
+    "TIMEOUT": "ran out of time: raise execution.slurm.time_min (now {time_min}) or max_requeue (now {max_requeue}), "
+    f"then {RETRY} resumes it from its last checkpoint",
     "PREEMPTED": "was pre-empted and not requeued (the cluster cancels pre-empted jobs); "
     f"{RETRY} resumes it from its last checkpoint",
-    "CANCELLED": "was cancelled (scancel, or the cluster)",
+    "CANCELLED": f"was cancelled (scancel, or the cluster); {RETRY} runs it again",
     "NODE_FAIL": f"lost its node (NODE_FAIL); {RETRY} resumes it from its last checkpoint",
 }
 #: submitit's words for an element that timed out once more than `max_num_timeout` (our max_requeue) allows: it
@@ -302,6 +307,27 @@ def squeue_states(slurm_ids: Iterable[str]) -> dict[str, str] | None:
     return {sid: state.strip() for sid, _, state in pairs if sid and state.strip()}
 
 
+def log_text(job: Element) -> str:
+    """Where the element's log is ("see <its .err>"), or that it has none: an element that never started (out of
+    memory at launch, NODE_FAIL, cancelled while pending) writes no log, so none is named."""
+    if job.paths.stderr.exists():
+        return f"see {job.paths.stderr}"
+    return "it never started (no log)"
+
+
+def queue_text(jobs: Iterable[Element]) -> str:
+    """The elements still in the queue by their state as sacct last said it: "1 pending, 1 running" (an ended one
+    is said when it is collected)."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        state = element_state(job)
+        if state not in QUEUED_STATES | {"UNKNOWN", "PREEMPTED"}:
+            continue
+        name = "not listed by sacct yet" if state == "UNKNOWN" else state.lower().replace("_", " ")
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{n} {name}" for name, n in counts.items())
+
+
 class SacctWatcher(SlurmInfoWatcher):
     """submitit's sacct watcher for one `SlurmExecutor.run`'s array: a failed sacct call is kept (`error`, its
     stderr's first line) instead of reaching the terminal, sacct's stderr and submitit's warning at every poll
@@ -497,9 +523,11 @@ class SlurmExecutor(Executor):
         poll_s: float = 2.0,
         results_timeout_s: float | None = None,
         preempted_grace_s: float = PREEMPTED_GRACE_S,
+        queue_note_s: float = QUEUE_NOTE_S,
     ) -> None:
         """`results_timeout_s`: how long to wait for the result file of a job Slurm says completed (submitit's
-        default, 15 s, allows for a slow shared file system; a job Slurm ended otherwise is not waited for)."""
+        default, 15 s, allows for a slow shared file system; a job Slurm ended otherwise is not waited for);
+        `queue_note_s`: the least time between two lines of the array's queue states."""
         super().__init__(store_root)
         self.slurm = slurm
         self.cluster = cluster
@@ -507,6 +535,7 @@ class SlurmExecutor(Executor):
         self.poll_s = poll_s
         self.results_timeout_s = results_timeout_s
         self.preempted_grace_s = preempted_grace_s
+        self.queue_note_s = queue_note_s
         self.folder = no_links(  # no planted link; submitit's own links to its scripts are its
             RunStore(self.store_root).slurm_dir, f"{self.store_root}: slurm/", submitit_link
         )
@@ -580,11 +609,16 @@ class SlurmExecutor(Executor):
                 with contextlib.suppress(OSError, UsaggError):  # a full disk: the array is queued all the same
                     store.mark_queued_on_slurm(job_id, job.job_id)
                 self._emit(on_event, job_id, "submitted", {"slurm_job_id": job.job_id})
-        sacct_down = False
+        sacct_down, said, said_at = False, "", -math.inf
         while pending:
             if watcher.error is not None and not sacct_down:  # once an outage, not at every poll
                 self._note(next(iter(pending)), self._sacct_down_text(watcher.error, list(pending.values())))
             sacct_down = watcher.error is not None
+            slurm_jobs = [job for job in pending.values() if isinstance(job, SlurmJob)]
+            queue = queue_text(slurm_jobs) if slurm_jobs and not sacct_down else ""
+            if queue and queue != said and time.monotonic() - said_at >= self.queue_note_s:
+                self._note(next(iter(pending)), f"on Slurm: {queue}")  # the wait between submission and results
+                said, said_at = queue, time.monotonic()
             for job_id, job in list(pending.items()):
                 outcome = self._collect(job_id, job)
                 if outcome is None:
@@ -703,7 +737,7 @@ class SlurmExecutor(Executor):
             state = f"{slurm_state} after more time-outs than max_requeue allows" if timed_out else slurm_state
             what = not_completed(job.job_id, state, self.slurm, "TIMEOUT" if timed_out else slurm_state)
             error = f"{what} ({type(e).__name__}):\n{said}"
-            return self._failed(job_id, job, error, f"{what}; see {job.paths.stderr}")
+            return self._failed(job_id, job, error, f"{what}; {log_text(job)}")
 
     def _no_result(self, job_id: str, job: Element, said: str) -> Outcome:
         """An element Slurm calls COMPLETED whose result file never reached this host: done where its job.json
@@ -717,7 +751,8 @@ class SlurmExecutor(Executor):
             f"{job._results_timeout_s:g} s: is output_root on a filesystem the login node shares (not a node's "
             "local /tmp or scratch)?"
         )
-        return self._failed(job_id, job, f"{what}\n\n{said}", f"{what} See {job.paths.stderr}")
+        seen = f"See {job.paths.stderr}" if job.paths.stderr.exists() else "Its log did not reach this host either."
+        return self._failed(job_id, job, f"{what}\n\n{said}", f"{what} {seen}")
 
     def _note(self, job_id: str, text: str) -> None:
         """A line about the wait (`note` event), for `run`'s `on_event`."""
