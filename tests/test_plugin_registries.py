@@ -4,6 +4,7 @@ factory's mistake is one paragraph naming the plug-in, not a traceback or a sile
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterator
@@ -88,26 +89,32 @@ def test_a_plugin_backbone_s_definition_enters_its_job_ids_and_a_builtin_s_ids_s
     assert not set(wide) & set(narrow), "a job of the 96-wide model would be taken as done for the 64-wide one"
 
 
-def test_a_builtin_replaced_by_a_plugin_hashes_the_plugin_s_definition(tmp_path: Path) -> None:
-    builtin = BACKBONES["dinov3_test"]
+@contextlib.contextmanager
+def _builtin_replaced(name: str, entry: BackboneEntry) -> Iterator[None]:
+    """The built-in backbone `name` replaced by `entry`, registered from this module as a plug-in would, then put
+    back with its own origin: restored through register_backbone, this module would stay its recorded origin, and
+    every later in-process job of the worker would record this test module as a plug-in."""
+    builtin, origin = BACKBONES[name], BACKBONES.origins.get(name)
     try:
-        register_backbone("dinov3_test", _micro(96, depth=4), replace=True)
-        assert _ids(tmp_path, "dinov3_test") != BUILTIN_IDS["dinov3_test"]
+        register_backbone(name, entry, replace=True)
+        yield
     finally:
-        register_backbone("dinov3_test", builtin, replace=True)
+        BACKBONES.register(name, builtin, replace=True, origin=origin)
+
+
+def test_a_builtin_replaced_by_a_plugin_hashes_the_plugin_s_definition(tmp_path: Path) -> None:
+    with _builtin_replaced("dinov3_test", _micro(96, depth=4)):
+        assert _ids(tmp_path, "dinov3_test") != BUILTIN_IDS["dinov3_test"]
     assert _ids(tmp_path, "dinov3_test") == BUILTIN_IDS["dinov3_test"]
+    assert __name__ not in registry_core.code_plugins()  # put back as it was: no plug-in left behind
 
 
 def test_a_builtin_registered_again_with_only_another_note_keeps_its_ids(tmp_path: Path) -> None:
     """The note describes an entry and is no part of its definition: a built-in given a new note is the built-in."""
     from dataclasses import replace
 
-    builtin = BACKBONES["dinov3_test"]
-    try:
-        register_backbone("dinov3_test", replace(builtin, note="our lab's note"), replace=True)
+    with _builtin_replaced("dinov3_test", replace(BACKBONES["dinov3_test"], note="our lab's note")):
         assert _ids(tmp_path, "dinov3_test") == BUILTIN_IDS["dinov3_test"]
-    finally:
-        register_backbone("dinov3_test", builtin, replace=True)
 
 
 def test_a_backbone_definition_hashes_the_same_in_any_order_and_classes_by_name(
