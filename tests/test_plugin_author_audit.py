@@ -190,17 +190,22 @@ register_backbone(
 """
 
 
-@pytest.mark.slow  # two spawned workers each import torch and train a job
-def test_a_plugin_registered_in_code_reaches_the_local_pool_s_workers(plugins: PluginFolder, tmp_path: Path) -> None:
-    plugins.load("lab_net", LAB_NET)  # as a notebook does: imported here, named in no USAGG_PLUGINS
-    spec = write_tiny_study(
-        tmp_path / "pool.yaml",
-        "pool",
+def _pool_study(tmp_path: Path, name: str, backbone: str) -> Path:
+    """The tiny study on a plug-in backbone, run by a local pool of two spawned workers (which import only usagg)."""
+    return write_tiny_study(
+        tmp_path / f"{name}.yaml",
+        name,
         tmp_path / "data",
-        model={"backbone": "lab_net"},
+        model={"backbone": backbone},
         execution={"executor": "local", "devices": "cpu", "cpu_jobs": 2, "threads": 1},
         output_root=tmp_path / "runs",
     )
+
+
+@pytest.mark.slow  # two spawned workers each import torch and train a job
+def test_a_plugin_registered_in_code_reaches_the_local_pool_s_workers(plugins: PluginFolder, tmp_path: Path) -> None:
+    plugins.load("lab_net", LAB_NET)  # as a notebook does: imported here, named in no USAGG_PLUGINS
+    spec = _pool_study(tmp_path, "pool", "lab_net")
     result = api.run_study(spec)
     assert result.ok and list(result.states.values()) == ["done", "done"], result.errors
 
@@ -380,14 +385,7 @@ def test_an_unknown_backbone_or_executor_says_where_plugins_come_from(tmp_path: 
 
 @pytest.mark.slow  # a fresh interpreter runs a pool of two workers
 def test_an_entry_registered_in_an_interactive_session_is_named_in_the_worker_s_error(tmp_path: Path) -> None:
-    spec = write_tiny_study(
-        tmp_path / "main.yaml",
-        "main",
-        tmp_path / "data",
-        model={"backbone": "lab_main"},
-        execution={"executor": "local", "devices": "cpu", "cpu_jobs": 2, "threads": 1},
-        output_root=tmp_path / "runs",
-    )
+    spec = _pool_study(tmp_path, "main", "lab_main")
     code = f"""
 import json
 from usagg.model.zoo import BackboneEntry, register_backbone
