@@ -13,7 +13,8 @@ enters the optimised sum: the registered `training.loss_balance` strategies),
 `affinity` (lookahead inter-task affinity for AG), `selection` (which epoch's
 weights are kept), `bestweights` (the selected weights in host memory),
 `history` (history.csv, per epoch and task), `evaluate` (predictions, scoring,
-submission files), `accel` (launch-overhead options on CUDA), `kept` (a
+submission files), `typechecks` (a type's predictions and metrics checked against
+what it declares), `accel` (launch-overhead options on CUDA), `kept` (a
 worker's compiled model kept for its next job of the same structure), `jobdata`
 (datasets of a job), `job` (one Job end to end without the store), `runner`
 (`run_one`, the store-facing entry point), `progress` (the trainer's progress
