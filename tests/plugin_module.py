@@ -51,9 +51,11 @@ class PluginFolder:
 
 @contextmanager
 def plugin_folder(folder: Path) -> Iterator[PluginFolder]:
-    """A `PluginFolder` in `folder`; afterwards every entry registered meanwhile is removed and its modules gone."""
+    """A `PluginFolder` in `folder`; afterwards every entry registered meanwhile is removed, every entry replaced
+    put back with its origin, and their modules gone."""
     load_plugins()
     before = {id(reg): dict(reg.items()) for reg in REGISTRIES}
+    origins = {id(reg): dict(reg.origins) for reg in REGISTRIES}
     sys.path.insert(0, str(folder))
     plugins = PluginFolder(folder)
     try:
@@ -65,7 +67,7 @@ def plugin_folder(folder: Path) -> Iterator[PluginFolder]:
             for name in list(reg):
                 if name not in old:
                     reg.unregister(name)
-                elif reg[name] is not old[name]:
-                    reg.register(name, old[name], replace=True)
+                elif reg[name] is not old[name]:  # a replaced built-in, back with its own origin
+                    reg.register(name, old[name], replace=True, origin=origins[id(reg)].get(name))
         for name in plugins.names:
             plugins.forget(name.split(".")[0])  # a submodule's package too

@@ -132,7 +132,7 @@ def grades(plugins: PluginFolder) -> Iterator[EvalSet]:
     module = plugins.load("lab_grades", GRADES)
     task = TaskSpec(id="knee", type="grades", num_classes=4)
     metas = [{"image_path": f"knee/{i}.png", "orig_hw": (8, 8), "gt": i} for i in range(4)]
-    dataset = SimpleNamespace(task_type=TASK_TYPES["grades"], samples=[None] * 4)
+    dataset = SimpleNamespace(task_type=TASK_TYPES["grades"], samples=[None] * 4, image_size=32)
     yield EvalSet(task, dataset, None, _metas=metas)  # type: ignore[arg-type]  # score() reads only these
     module.Grades.returned, module.Grades.fails = None, False
 

@@ -187,7 +187,7 @@ def undeclared() -> Iterator[EvalSet]:
     register_task_type(Undeclared)
     try:
         task = TaskSpec(id="lesions", type="undeclared", num_classes=2)
-        dataset = SimpleNamespace(task_type=TASK_TYPES["undeclared"], samples=[])
+        dataset = SimpleNamespace(task_type=TASK_TYPES["undeclared"], samples=[], image_size=32)
         yield EvalSet(task, dataset, None, _metas=[])  # type: ignore[arg-type]  # score() reads only these
     finally:
         unregister_task_type("undeclared")

@@ -24,7 +24,7 @@ from usagg.plan import plan
 from usagg.registry import Registry
 from usagg.spec.load import load_study
 from usagg.spec.models import ExecutionSpec, ModelSpec, TaskSpec, TrainingSpec
-from usagg.tasktypes import TASK_TYPES, get_task_type, metric_direction, task_type_names
+from usagg.tasktypes import TASK_TYPES, PredictionShape, get_task_type, metric_direction, task_type_names
 
 
 def test_a_registered_backbone_is_accepted_and_built() -> None:
@@ -78,7 +78,9 @@ def test_every_task_type_keeps_the_contract(name: str) -> None:
         assert metric_direction(m.name) is m.higher_is_better
     assert tt.prediction_file.endswith(".json") and "image_path" in tt.prediction_keys
     assert any(tt.check_num_classes(n) is None for n in range(1, 6)), "no class count is accepted"
-    assert TaskSpec(id="t", type=name, num_classes=next(n for n in range(1, 6) if tt.check_num_classes(n) is None))
+    task = TaskSpec(id="t", type=name, num_classes=next(n for n in range(1, 6) if tt.check_num_classes(n) is None))
+    declared = tt.prediction_shape(task, 32)  # None: a plug-in type declaring nothing (row count checked only)
+    assert declared is None or isinstance(declared, PredictionShape)
     with pytest.raises(ValueError, match=f"task type '{name}' is already registered"):
         TASK_TYPES.register(name, object())  # type: ignore[arg-type]
 

@@ -20,7 +20,7 @@ import torch
 from usagg.data.datasets import TaskDataset
 from usagg.engine.batches import TensorSplit
 from usagg.engine.device import Compute
-from usagg.engine.typechecks import check_rows, checked_scores
+from usagg.engine.typechecks import check_predictions, checked_scores
 from usagg.errors import UsaggError
 from usagg.model.m2dino import M2DINO
 from usagg.predictions import PredictionWriter
@@ -83,9 +83,16 @@ def predict(model: M2DINO, split: TensorSplit, compute: Compute, batch_size: int
         if out.expert_usage is not None:
             usage = out.expert_usage if usage is None else usage + out.expert_usage
     loss = float(loss_sum.item()) / len(split) if with_loss and len(split) else math.nan
-    p = torch.cat(preds) if len(preds) > 1 else preds[0]
-    p = (p if p.dtype in (torch.int64, torch.float32) else p.float()).cpu()
+    p = normalised(torch.cat(preds) if len(preds) > 1 else preds[0]).cpu()
     return Predicted(p, None if usage is None else usage.to("cpu", torch.int64).numpy(), loss)
+
+
+def normalised(preds: torch.Tensor) -> torch.Tensor:
+    """Predictions in the two dtypes `score` takes: int64 for integer and boolean ones (class maps), float32 for
+    any other (a head's bf16 under autocast), so a type's declared kind (`PredictionShape.kind`) reads one dtype."""
+    if preds.dtype in (torch.int64, torch.float32):
+        return preds
+    return preds.float() if preds.is_floating_point() or preds.is_complex() else preds.long()
 
 
 def score(
@@ -97,7 +104,7 @@ def score(
     items = [
         EvalItem(m["image_path"], m["orig_hw"], m["gt"], s) for m, s in zip(eval_set.metas, ds.samples, strict=True)
     ]
-    check_rows(ds.task_type, task, preds, len(items))
+    check_predictions(ds.task_type, task, preds, len(items), ds.image_size)
     try:
         scores = ds.task_type.score(task, preds.numpy(), items, writer, metrics=metrics)
     except UsaggError:

@@ -1,10 +1,11 @@
 """What a task type's code hands the engine, checked where it arrives: its head's predictions before `score`
-(`check_rows`: one row per image), and `score`'s metrics after it (`checked_scores`: the declared names, real
-numbers within their bounds).
+(`check_predictions`: one row per image, each row the shape and dtype kind the type declares), and `score`'s
+metrics after it (`checked_scores`: the declared names, real numbers within their bounds).
 
-A type is often someone else's code (a plug-in): each check fails the job with one paragraph naming the type, its
-module and the task, where the mistake otherwise reached the results as wrong numbers or ended in a traceback
-naming neither.
+A type is often someone else's code (a plug-in): each check fails the job with one paragraph naming the type,
+the module that registered it and the task, where the mistake otherwise reached the results as wrong numbers or
+ended deep inside a metric with a traceback naming neither. The checks read shapes and dtypes of predictions
+already on the host, once per split: no device sync, no pass over the values.
 """
 
 from __future__ import annotations
@@ -16,23 +17,58 @@ import torch
 
 from usagg.errors import UsaggError
 from usagg.spec.models import TaskSpec
-from usagg.tasktypes import Metric, TaskType, metric_base
+from usagg.tasktypes import Metric, PredictionShape, TaskType, metric_base, type_error, type_origin
+from usagg.wording import counted
+
+#: The dtype `predict`'s normalised output has for each declared kind (usagg/engine/evaluate.py `normalised`).
+KIND_DTYPES = {"integer": torch.int64, "float": torch.float32}
 
 
-def check_rows(task_type: TaskType, task: TaskSpec, preds: torch.Tensor, images: int) -> None:
-    """A UsaggError naming the type, its module and the task unless `preds` holds one prediction per image.
+def check_predictions(task_type: TaskType, task: TaskSpec, preds: torch.Tensor, images: int, image_size: int) -> None:
+    """A UsaggError naming the type, its origin and the task unless `preds` holds one prediction per image, each
+    of the shape and dtype kind `task_type.prediction_shape` declares (a type declaring None: the row count only).
 
     A type's `score` is handed the predictions as they are: a plug-in head's `predict` returning one row per batch
-    was broadcast against every label by its `score`, and the job ended done with wrong metrics (audit: plug-ins).
+    was broadcast against every label by its `score`, and the job ended done with wrong metrics (audit: plug-ins);
+    a mask at another size, a class column short or a box of three coordinates was scored wrong or failed inside a
+    metric.
     """
+    where = f"task type {task_type.name!r} ({type_origin(task_type)}) head predict()"
     rows = preds.shape[0] if preds.ndim else None
     if rows != images:
         got = "a 0-dimensional tensor" if rows is None else f"{rows} prediction row(s)"
         raise UsaggError(
-            f"task type {task_type.name!r} ({type(task_type).__module__}) head predict() gave {got} for the "
-            f"{images} image(s) of task {task.id!r}; predict must return one prediction per input image, stacked "
-            f"along the first dimension (shape {tuple(preds.shape)})"
+            f"{where} gave {got} for the {images} image(s) of task {task.id!r}; predict must return one prediction "
+            f"per input image, stacked along the first dimension (shape {tuple(preds.shape)})"
         )
+    declared = declared_shape(task_type, task, image_size)
+    if declared is None:
+        return
+    # the paragraph leads with what a job's one-line error keeps (store.ERROR_CHARS): task, type, origin, both shapes
+    kind_ok = declared.kind is None or preds.dtype == KIND_DTYPES[declared.kind]
+    if tuple(preds.shape[1:]) != declared.shape or not kind_ok:
+        got = f"{str(preds.dtype).removeprefix('torch.')} [{', '.join(map(str, preds.shape))}]"
+        raise UsaggError(
+            f"{where} for task {task.id!r} gave {got} for {counted(images, 'image')}, but the type declares "
+            f"{declared.text()} per image (prediction_shape(), num_classes {task.num_classes}, image size "
+            f"{image_size}): predict must return {declared.text(images)}, or prediction_shape() must declare what "
+            "score() reads"
+        )
+
+
+def declared_shape(task_type: TaskType, task: TaskSpec, image_size: int) -> PredictionShape | None:
+    """`task_type.prediction_shape(task, image_size)`, its errors and a return of another kind naming the type."""
+    try:
+        declared = task_type.prediction_shape(task, image_size)
+    except Exception as err:
+        raise type_error(task_type, task.id, "prediction_shape()", err) from err
+    if declared is not None and not isinstance(declared, PredictionShape):
+        raise UsaggError(
+            f"task type {task_type.name!r} ({type_origin(task_type)}) prediction_shape() for task {task.id!r} "
+            f"returned {declared!r}; it returns a tasktypes.PredictionShape, or None to have only the number of "
+            "prediction rows checked"
+        )
+    return declared
 
 
 def checked_scores(task_type: TaskType, task: TaskSpec, scores: dict[str, float]) -> dict[str, float]:
@@ -46,7 +82,7 @@ def checked_scores(task_type: TaskType, task: TaskSpec, scores: dict[str, float]
     """
     undeclared = sorted(k for k in scores if metric_base(k) not in task_type.metric_names)
     metric = task.metric or task_type.primary_metric  # a validated TaskSpec has it filled in
-    where = f"task type {task_type.name!r} ({type(task_type).__module__}) score() for task {task.id!r}"
+    where = f"task type {task_type.name!r} ({type_origin(task_type)}) score() for task {task.id!r}"
     if undeclared or metric not in scores:
         problem = (
             f"returned the undeclared {', '.join(map(repr, undeclared))}"

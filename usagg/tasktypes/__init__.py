@@ -24,13 +24,26 @@ import re
 from typing import TypeVar
 
 from usagg.registry import PLUGINS_ENV, Registry, callable_name, load_plugin, plugin_hint
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType, TaskTypeError, metric_base, type_error
+from usagg.tasktypes.base import (
+    EvalItem,
+    Metric,
+    PredictionKind,
+    PredictionShape,
+    Row,
+    RowError,
+    TaskType,
+    TaskTypeError,
+    metric_base,
+    type_error,
+)
 
 __all__ = [
     "PLUGINS_ENV",
     "TASK_TYPES",
     "EvalItem",
     "Metric",
+    "PredictionKind",
+    "PredictionShape",
     "Row",
     "RowError",
     "TaskType",
@@ -48,6 +61,7 @@ __all__ = [
     "task_type_names",
     "task_types",
     "type_error",
+    "type_origin",
     "unregister_task_type",
 ]
 
@@ -199,6 +213,14 @@ def _bounds(m: Metric) -> str:
     lower = "(-∞" if m.lower is None else f"[{m.lower:g}"
     upper = "∞)" if m.upper is None else f"{m.upper:g}]"
     return f"{lower}, {upper}"
+
+
+def type_origin(task_type: TaskType) -> str:
+    """The module that registered `task_type` (`Registry.origins`: a plug-in's, or usagg's for a built-in), as
+    errors about its code name it; its class's module where it was registered without one."""
+    if TASK_TYPES.get(task_type.name) is task_type and task_type.name in TASK_TYPES.origins:
+        return TASK_TYPES.origins[task_type.name]
+    return type(task_type).__module__
 
 
 def unregister_task_type(name: str) -> None:

@@ -9,7 +9,8 @@ plug-in) answers every type-dependent question the pipeline asks:
 - training: which num_classes make sense, whether splits are stratified by class,
   the targets in model space (`targets`, `batch_targets`) and the head with its
   loss (`build_head`);
-- scoring: the ground truth at original resolution (`ground_truth`), predictions
+- scoring: what one image's prediction is (`prediction_shape`, checked before
+  scoring), the ground truth at original resolution (`ground_truth`), predictions
   mapped back to pixels, written in the challenge's format and scored
   (`score`), the metrics with their directions, the first being the primary;
 - figures: a marker, a colour and a short name.
@@ -24,11 +25,12 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 
@@ -53,6 +55,41 @@ class Metric:
     unit: str | None = None
     lower: float | None = None
     upper: float | None = None
+
+
+#: The dtype kinds a prediction row may declare: "integer" (any integer or boolean dtype, handed to `score` as int64)
+#: and "float" (any floating dtype, handed to `score` as float32; usagg/engine/evaluate.py `normalised`).
+PredictionKind = Literal["integer", "float"]
+
+
+@dataclass(frozen=True)
+class PredictionShape:
+    """One image's prediction as a type's `score` reads it (`TaskType.prediction_shape`): the shape of one row of
+    its head's `predict` output and, where it matters, its dtype kind (None: either). The engine checks every
+    split's predictions against it before `score` (usagg/engine/typechecks.py), so a head predicting the wrong
+    size fails its job naming both shapes instead of being scored with wrong numbers."""
+
+    shape: tuple[int, ...]
+    kind: PredictionKind | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what no prediction can be: raised inside the type's `prediction_shape`, the job's error names
+        the type (`type_error`)."""
+        try:
+            shape = tuple(operator.index(n) for n in self.shape)
+        except TypeError:
+            raise ValueError(f"PredictionShape.shape must be a tuple of ints, got {self.shape!r}") from None
+        if any(n < 1 for n in shape):
+            raise ValueError(f"PredictionShape.shape must hold positive sizes, got {shape!r}")
+        if self.kind is not None and self.kind not in get_args(PredictionKind):
+            kinds = ", ".join(map(repr, get_args(PredictionKind)))
+            raise ValueError(f"PredictionShape.kind must be one of {kinds} or None, got {self.kind!r}")
+        object.__setattr__(self, "shape", shape)
+
+    def text(self, rows: int | None = None) -> str:
+        """The row as messages show it ('float [2]'), or the whole output of `rows` images ('float [6, 2]')."""
+        dims = ", ".join(map(str, (() if rows is None else (rows,)) + self.shape))
+        return f"{self.kind} [{dims}]" if self.kind else f"[{dims}]"
 
 
 class TaskTypeError(RuntimeError):
@@ -386,6 +423,12 @@ class TaskType:
         """The task's head: an nn.Module with forward(features), loss(outputs, targets) and predict(outputs)
         (see usagg/model/heads.py `TaskHead`)."""
         raise NotImplementedError
+
+    def prediction_shape(self, task: TaskSpec, image_size: int) -> PredictionShape | None:
+        """What one image's prediction must be for `task` at the model's `image_size` (S: inputs are S x S), as
+        `score` reads it: checked on every split before `score` (usagg/engine/typechecks.py). None (the default,
+        a type written before the declaration): only the number of rows is checked, one per image."""
+        return None
 
     # ----- scoring and predictions
 

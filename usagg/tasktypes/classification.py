@@ -19,7 +19,7 @@ import numpy as np
 
 from usagg.predictions import as_floats
 from usagg.tasktypes import register_task_type
-from usagg.tasktypes.base import EvalItem, Metric, Row, RowError, TaskType
+from usagg.tasktypes.base import EvalItem, Metric, PredictionShape, Row, RowError, TaskType
 
 if TYPE_CHECKING:
     from usagg.data.fmc_uia import Sample
@@ -104,6 +104,10 @@ class Classification(TaskType):
         from usagg.model.heads import ClassificationHead
 
         return ClassificationHead(embed_dim, n_features, task.num_classes, heads.hidden)
+
+    def prediction_shape(self, task: TaskSpec, image_size: int) -> PredictionShape:
+        """Class probabilities [C], which AUC reads as they are and ACC, F1, MCC through their argmax."""
+        return PredictionShape((task.num_classes,), "float")
 
     def ground_truth(self, sample: Sample) -> int:
         return int(sample.label)

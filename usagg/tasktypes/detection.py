@@ -19,6 +19,7 @@ from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import (
     EvalItem,
     Metric,
+    PredictionShape,
     Row,
     RowError,
     TaskType,
@@ -108,6 +109,10 @@ class Detection(TaskType):
         from usagg.model.heads import BoxHead
 
         return BoxHead(embed_dim, n_features, heads.hidden)
+
+    def prediction_shape(self, task: TaskSpec, image_size: int) -> PredictionShape:
+        """One box, xyxy in [0, 1]."""
+        return PredictionShape((4,), "float")
 
     def ground_truth(self, sample: Sample) -> np.ndarray:
         return np.array(sample.label, dtype=np.float64)

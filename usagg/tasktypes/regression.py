@@ -22,6 +22,7 @@ from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import (
     EvalItem,
     Metric,
+    PredictionShape,
     Row,
     RowError,
     TaskType,
@@ -143,6 +144,10 @@ class Regression(TaskType):
 
         cls = KeypointHeatmapHead if heads.keypoints == "heatmap" else KeypointDirectHead
         return cls(embed_dim, n_features, task.num_classes, heads.hidden)
+
+    def prediction_shape(self, task: TaskSpec, image_size: int) -> PredictionShape:
+        """K (x, y) keypoints in [0, 1], K = num_classes."""
+        return PredictionShape((task.num_classes, 2), "float")
 
     def ground_truth(self, sample: Sample) -> np.ndarray:
         return np.array(sample.label, dtype=np.float64)

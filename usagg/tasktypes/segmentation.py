@@ -24,7 +24,7 @@ import numpy as np
 from usagg.data.images import WIDE_GRAY_MODES
 from usagg.data.masks import mask_mode, read_mask_grayscale
 from usagg.tasktypes import register_task_type
-from usagg.tasktypes.base import EvalItem, Metric, Row, TaskType
+from usagg.tasktypes.base import EvalItem, Metric, PredictionShape, Row, TaskType
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -158,6 +158,11 @@ class Segmentation(TaskType):
         return DPTSegmentationHead(
             embed_dim, n_features, task.num_classes, heads.decoder_channels, heads.seg_loss_stride
         )
+
+    def prediction_shape(self, task: TaskSpec, image_size: int) -> PredictionShape:
+        """A class map at the model's input size, S x S: `score` resizes it to each image's original size (nearest),
+        so a map at any other size would be stretched onto the image rather than refused."""
+        return PredictionShape((image_size, image_size), "integer")
 
     def ground_truth(self, sample: Sample) -> np.ndarray:
         """The mask as the challenge's evaluation reads it (`read_mask_grayscale`)."""
