@@ -13,18 +13,12 @@ import yaml
 
 from tests.cli_run import run_cli
 from usagg.affinity import Affinity, write_affinity
-from usagg.analysis.advise import (
-    LOGO,
-    LOTO,
-    Advice,
-    CannotAdvise,
-    Rule,
-    advice_table,
-    advise,
-    advise_input,
-    decide,
-    ridge_predict,
-)
+from usagg.analysis.advice import LOGO, LOTO, Advice, Rule
+from usagg.analysis.advice_formats import advice_json, advice_table
+from usagg.analysis.advice_measured import decide
+from usagg.analysis.advice_model import ridge_predict
+from usagg.analysis.advice_text import verdict
+from usagg.analysis.advise import CannotAdvise, advise, advise_input
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
@@ -244,8 +238,8 @@ def test_cli_formats(
         assert row.startswith("| s0 | G0 | segmentation | 100 | AU | measurement | ΔAU +12.0 [+5.2, +18.8] | +1")
         assert row.endswith("| -16.0 | +12.0 | AU | AU | AU | yes | AU | yes |")
     else:
-        verdict = text.index("The model beats every trivial rule")
-        assert verdict < text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
+        said = text.index("The model beats every trivial rule")
+        assert said < text.index("Advice per task (fraction 1, seeds averaged)") < text.index(accuracy)
         cells = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()[:2] in X}
         assert [cells[t][1].rstrip("*") for t in X] == EXPECTED  # Task n Advice ...
         assert cells["s0"][1] == "AU*" and cells["m0"][1] == "TS"  # s0's ΔAU +12 decides; m0's intervals do not
@@ -423,7 +417,7 @@ def test_a_group_effect_without_task_signal_does_not_beat_the_trivial_rules(tmp_
         assert r.advised == (best[r.task] if r.decided_by == "measurement" else ruled), r.task
     assert 0 < len(adv.measured) < len(adv.rows)
     assert adv.notes[0].startswith(f"The model does not beat the trivial rule '{top.name}'")
-    assert "the rule" in advice_table(adv).title and adv.to_json()["beats_trivial"] is False
+    assert "the rule" in advice_table(adv).title and advice_json(adv)["beats_trivial"] is False
 
 
 def test_predictions_stay_within_what_the_metric_allows(tmp_path: Path) -> None:
@@ -562,7 +556,7 @@ def test_a_tasks_own_seeds_decide_its_advice_where_their_intervals_do(tmp_path: 
     table = advice_table(adv)
     assert "own measurement decides 3 of 5, else " in table.title
     assert table.columns[4:7] == ["Advice", "Advice from", "Own measurement (95.0 % interval)"]
-    out = adv.to_json()
+    out = advice_json(adv)
     assert out["measured_first"]["tasks"] == ["big", "loss", "two"]
     assert out["tasks"][0]["intervals"]["CG"] == pytest.approx([55.0 - half, 55.0 + half], rel=1e-9)
 
@@ -591,10 +585,10 @@ def test_rules_that_tie_but_agree_are_no_default() -> None:
         test_set=False,
     )  # fmt: skip
     assert adv.tied_rules == ["always TS", "majority"] and not adv.default_tie
-    assert "2 rules tie there, all advising TS); the model's own advice" in adv.verdict()
+    assert "2 rules tie there, all advising TS); the model's own advice" in verdict(adv)
     assert "rules tie, agreeing" in advice_table(adv).title
     adv.rules[2] = Rule("majority", "AU", {LOTO: 3})
-    assert adv.default_tie and "a default rather than a finding" in adv.verdict()
+    assert adv.default_tie and "a default rather than a finding" in verdict(adv)
 
 
 def test_a_decided_gain_is_advised_though_another_measured_higher_undecided(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import pytest
 from scipy import stats as ss
 
 from tests.cli_run import run_cli
-from usagg.analysis.advise import advise, delta_bounds, ridge_predict
+from usagg.analysis.advice_model import delta_bounds, ridge_predict
+from usagg.analysis.advise import advise
 from usagg.analysis.delta import compare, rescaled
 from usagg.analysis.inputs import load_input
 from usagg.analysis.report import write_report

@@ -9,7 +9,7 @@ largest fraction, seeds averaged:
 - delta: the task's Δ % versus the baseline. With `delta.versus`: Δ of the paradigm minus Δ of the other (pp).
 
 An interval answers whether another draw of the training seeds AND of the test images would keep the bound, so
-both are in it (as in the advice, usagg/analysis/advise.py): with >= 2 seeds a t interval over the seeds (a Δ:
+both are in it (as in the advice, usagg/analysis/advice_measured.py): with >= 2 seeds a t interval over the seeds (a Δ:
 `seed_interval`'s delta method; a difference: the paired seed differences, `Comparison.seed_deltas`) whose
 variance adds the test set's, read off a percentile bootstrap of the seed-mean value over the test images the
 jobs scored (item_scores.json, usagg/analysis/task_ci.py; the same resamples for every job of a value, so a Δ is

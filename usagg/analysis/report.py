@@ -304,8 +304,9 @@ def _expectations(a: Analysis) -> list[Section]:
 
 
 def _advice(a: Analysis) -> Section:
-    """The advice table of usagg/analysis/advise.py, or why the study cannot support advice."""
-    from usagg.analysis.advise import CannotAdvise, advice_table, advise
+    """The advice table of usagg/analysis/advice_formats.py, or why the study cannot support advice."""
+    from usagg.analysis.advice_formats import advice_table
+    from usagg.analysis.advise import CannotAdvise, advise
 
     try:
         adv = advise(a)

@@ -14,7 +14,7 @@ import typer
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
-    from usagg.analysis.advise import Advice, AdviceRow
+    from usagg.analysis.advice import Advice, AdviceRow
     from usagg.analysis.outputs import Memoised
     from usagg.analysis.summary import Analysis
 
@@ -159,14 +159,15 @@ def advise_cmd(
     Example: usagg advise runs/demo --format markdown > advice.md
     """
     _choice(fmt, ADVISE_FORMATS, "--format")
-    from usagg.analysis.advise import advice_table, advise_input
+    from usagg.analysis.advice_formats import advice_json, advice_table
+    from usagg.analysis.advise import advise_input
     from usagg.analysis.inputs import load_input
 
     adv = advise_input(load_input(run_dir, results, root))
     if fmt == "json":
         import json
 
-        typer.echo(json.dumps(adv.to_json(), indent=1))
+        typer.echo(json.dumps(advice_json(adv), indent=1))
     elif fmt == "table":
         _print_advice(adv)
     else:
@@ -185,7 +186,8 @@ def _print_advice(adv: Advice) -> None:
     from rich.markup import escape
     from rich.table import Table as RichTable
 
-    from usagg.analysis.advise import MEASUREMENT
+    from usagg.analysis.advice import MEASUREMENT
+    from usagg.analysis.advice_text import accuracy_text, measured_text, verdict
     from usagg.cli.display import print_table
 
     others = adv.paradigms[1:]
@@ -213,10 +215,10 @@ def _print_advice(adv: Advice) -> None:
         ]
         shown.add_row(*(escape(c) for c in row))
     console = Console()
-    verdict = adv.verdict()  # whether the model beats the trivial rules comes first, then what the seeds decide
-    own = adv.measured_text()
+    said = verdict(adv)  # whether the model beats the trivial rules comes first, then what the seeds decide
+    own = measured_text(adv)
     given = "model" if adv.beats_trivial else "rule"
-    console.print(f"[bold]{escape(verdict)}[/]", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(said)}[/]", highlight=False, soft_wrap=True)
     console.print(escape(own), highlight=False, soft_wrap=True)
     print_table(console, shown)
     console.print(
@@ -228,17 +230,17 @@ def _print_advice(adv: Advice) -> None:
         soft_wrap=True,
         markup=False,
     )
-    accuracy = adv.accuracy_text()
+    accuracy = accuracy_text(adv)
     console.print(f"[bold]{escape(accuracy)}[/]", highlight=False, soft_wrap=True)
     for note in adv.notes:
-        if note not in (accuracy, verdict, own):
+        if note not in (accuracy, said, own):
             console.print(f"  {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _expected(r: AdviceRow) -> str:
     """The advised paradigm's expected Δ: measured ± half its decision interval where the task's own measurement
     decided, else the prediction ± its model's leave-one-task-out error (TS: 0, nothing to add)."""
-    from usagg.analysis.advise import MEASUREMENT
+    from usagg.analysis.advice import MEASUREMENT
 
     ci = r.intervals.get(r.advised)
     m = r.measured.get(r.advised)

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Metric:
     """A metric a type reports: its name, direction, unit (shown on axes and in tables) and the values it can take
-    (None: unbounded on that side), which bound a relative change versus TS (usagg/analysis/advise.py)."""
+    (None: unbounded on that side), which bound a relative change versus TS (usagg/analysis/advice_model.py)."""
 
     name: str
     higher_is_better: bool
