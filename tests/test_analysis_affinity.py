@@ -16,15 +16,19 @@ from scipy.stats import spearmanr
 
 from tests.store_reads import all_metrics
 from usagg.affinity import Affinity, write_affinity
-from usagg.analysis import figures as F
 from usagg.analysis.controls import control_of
 from usagg.analysis.delta import compare
+from usagg.analysis.figure_affinity import _unit_power, affinity_points, fig_affinity, fig_affinity_delta, fig_recovery
+from usagg.analysis.figure_experts import fig_expert_usage
+from usagg.analysis.figure_parts import trend_line, trend_text
+from usagg.analysis.figures import AFFINITY_FIGURES, FIGURES
 from usagg.analysis.inputs import load_input
 from usagg.analysis.report import write_report
 from usagg.analysis.results import Row, read_results, write_results
 from usagg.analysis.simulate import simulate_run_store
-from usagg.analysis.style import paper_style
+from usagg.analysis.style import paper_style, paradigm_color
 from usagg.analysis.summary import Analysis, analyse, compare_output
+from usagg.analysis.tables import recovery_scores
 from usagg.data.synth.tasks import TASKS
 from usagg.store import RunStore
 
@@ -121,7 +125,7 @@ def test_an_affinity_of_another_spec_is_refused_with_a_note(tmp_path: Path) -> N
 
 def test_affinity_figure_frames_exactly_the_ag_pairs(analysis: Analysis) -> None:
     with paper_style():
-        made = F.fig_affinity(analysis)
+        made = fig_affinity(analysis)
     assert made is not None
     fig, caption = made
     ax = fig.axes[0]
@@ -152,13 +156,13 @@ def test_delta_versus_affinity_legend_carries_spearman_of_the_mates_affinity(ana
     onto = [np.mean([z[IDS.index(m), IDS.index(t)] for m in of[t] if m != t]) for t in names]
     rho, _ = spearmanr(onto, vals)
     with paper_style():
-        made = F.fig_affinity_delta(analysis)
+        made = fig_affinity_delta(analysis)
     assert made is not None
     fig, _ = made
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert f"AG: ρ={rho:+.2f}, n={len(names)}" in legend  # descriptive: AG's tasks share models, no p
     assert [lab.split(":")[0] for lab in legend] == ["CG", "AU", "AG"]  # the paradigms that share models
-    xs, ys = F.affinity_points(analysis, "AG")[1:]
+    xs, ys = affinity_points(analysis, "AG")[1:]
     assert np.allclose(xs, onto) and np.allclose(ys, vals)
 
 
@@ -169,15 +173,15 @@ def test_delta_versus_affinity_lines_are_theil_sen_and_need_six_tasks(analysis: 
     from scipy.stats import theilslopes
 
     with paper_style():
-        made = F.fig_affinity_delta(analysis)
+        made = fig_affinity_delta(analysis)
     assert made is not None
     fig, caption = made
-    x, y = F.affinity_points(analysis, "AG")[1:]
-    power = F._unit_power(np.concatenate([F.affinity_points(analysis, p)[1] for p in ("CG", "AU", "AG")]))
+    x, y = affinity_points(analysis, "AG")[1:]
+    power = _unit_power(np.concatenate([affinity_points(analysis, p)[1] for p in ("CG", "AU", "AG")]))
     slope, intercept = theilslopes(y, x / 10.0**power)[:2]
     fits = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 50]
     assert len(fits) == 3  # CG (8 tasks), AU and AG (9)
-    colour = F.paradigm_color("AG", analysis.comp.paradigms)
+    colour = paradigm_color("AG", analysis.comp.paradigms)
     (ag,) = [ln for ln in fits if ln.get_color() == colour]
     xs, ys = np.asarray(ag.get_xdata()), np.asarray(ag.get_ydata())
     assert xs[0] == pytest.approx(x.min() / 10.0**power) and np.allclose(ys, intercept + slope * xs)
@@ -185,10 +189,10 @@ def test_delta_versus_affinity_lines_are_theil_sen_and_need_six_tasks(analysis: 
 
     fig5, ax = plt.subplots()
     outlier = np.array([0.0, 1.0, 2.0, 3.0, 40.0])
-    assert F._trend_line(ax, outlier, outlier * 0.5, "k") == 0 and not ax.get_lines()  # 5 tasks: no line
-    assert F._trend_text(0, sentence=True).startswith("No trend lines: no paradigm has the 6 tasks")
+    assert trend_line(ax, outlier, outlier * 0.5, "k") == 0 and not ax.get_lines()  # 5 tasks: no line
+    assert trend_text(0, sentence=True).startswith("No trend lines: no paradigm has the 6 tasks")
     six = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 40.0])
-    assert F._trend_line(ax, six, np.r_[six[:5] * 0.5, -30.0], "k") == 1
+    assert trend_line(ax, six, np.r_[six[:5] * 0.5, -30.0], "k") == 1
     (line,) = ax.get_lines()
     assert np.diff(line.get_ydata())[0] > 0  # the outlier at x=40 does not turn the rising five around
     plt.close(fig5)
@@ -201,19 +205,19 @@ def test_recovery_figure_shows_the_hand_computed_rand_index(analysis: Analysis) 
     # (apart in the design, together in AG): Rand index 33/36. Adjusted: contingency pairs 3+1+1 = 5,
     # AG sizes 3,2,2,2 give 6 pairs, designed sizes 3,2,3,1 give 7; expected 6*7/36; (5 - 7/6) / (6.5 - 7/6) = 0.71875.
     with paper_style():
-        made = F.fig_recovery(analysis)
+        made = fig_recovery(analysis)
     assert made is not None
     fig, caption = made
     ax = fig.axes[0]
     assert ax.get_title() == "AG versus designed groups\nRand index 0.92, adjusted +0.72"
-    assert F.recovery_scores(analysis.inp, analysis.comp)[:2] == (pytest.approx(33 / 36), pytest.approx(0.71875))
+    assert recovery_scores(analysis.inp, analysis.comp)[:2] == (pytest.approx(33 / 36), pytest.approx(0.71875))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["clinical", "designed", "AG"]
     # clinical against designed: 10 of 36 pairs disagree (fetal_head_position and thyroid_nodule change sides,
     # breast_lesion_cls joins the thyroid pair, cardiac_chambers joins fetal_head_position): 26/36
     # adjusted as scikit-learn computes it (a reviewer compared AG's adjusted index with the clinical raw one)
     from sklearn.metrics import adjusted_rand_score
 
-    scores = F.recovery_scores(analysis.inp, analysis.comp)
+    scores = recovery_scores(analysis.inp, analysis.comp)
     assert scores is not None
     tasks = [t for t in analysis.inp.task_order if t in DESIGNED and t in analysis.inp.ag_labels]
     clinical_ari = adjusted_rand_score([DESIGNED[t] for t in tasks], [analysis.comp.info(t).group for t in tasks])
@@ -227,13 +231,13 @@ def test_recovery_figure_shows_the_hand_computed_rand_index(analysis: Analysis) 
 
 def test_recovery_figure_needs_a_designed_grouping(run: Path) -> None:
     a = analyse(load_input(run, None))
-    assert F.fig_recovery(a) is None and F.fig_affinity(a) is not None
+    assert fig_recovery(a) is None and fig_affinity(a) is not None
 
 
-@pytest.mark.parametrize("name", F.AFFINITY_FIGURES)
+@pytest.mark.parametrize("name", AFFINITY_FIGURES)
 def test_affinity_figures_are_legible(analysis: Analysis, name: str, tmp_path: Path) -> None:
     with paper_style():
-        made = dict(F.FIGURES)[name](analysis)
+        made = dict(FIGURES)[name](analysis)
         assert made is not None
         fig, caption = made
         fig.canvas.draw()
@@ -247,7 +251,7 @@ def test_report_has_the_affinity_section_and_the_advice(analysis: Analysis, tmp_
     written = write_report(analysis, tmp_path / "rep", dpi=60)
     md = (tmp_path / "rep" / "report.md").read_text()
     affinity = md[md.index("## Affinity groups") : md.index("## Advice")]
-    for name in F.AFFINITY_FIGURES:
+    for name in AFFINITY_FIGURES:
         assert f"![{name}](figures/{name}.png)" in affinity and f"![{name}]" not in md[: md.index("## Affinity")]
     z = _matrix()
     g2 = (z[IDS.index("fetal_head_position"), IDS.index("cardiac_chambers")] + z[IDS.index("cardiac_chambers"),
@@ -297,7 +301,7 @@ def test_compare_and_the_controls_treat_ag_like_cg(analysis: Analysis, tmp_path:
 
 def test_expert_usage_keeps_each_ag_job_together_under_its_name(analysis: Analysis) -> None:
     with paper_style():
-        made = F.fig_expert_usage(analysis)
+        made = fig_expert_usage(analysis)
     assert made is not None
     ax = next(ax for ax in made[0].axes if ax.get_title() == "AG (4 jobs)")
     assert [t.get_text() for t in ax.get_yticklabels()] == [t for members in AG.values() for t in members]

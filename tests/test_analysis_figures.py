@@ -14,7 +14,12 @@ from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
 from tests.store_reads import all_metrics
-from usagg.analysis import figures as F
+from usagg.analysis.curves import fig_curves
+from usagg.analysis.figure_absolute import BOUND_MARGIN, fig_absolute
+from usagg.analysis.figure_data_size import fig_delta_vs_ntrain
+from usagg.analysis.figure_delta import fig_delta, fig_task_type
+from usagg.analysis.figure_split import fig_delta_split
+from usagg.analysis.figures import AFFINITY_FIGURES, FIGURES, render_all
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import read_results, write_results
 from usagg.analysis.simulate import load_tasks, simulate_rows, simulate_run_store
@@ -41,10 +46,10 @@ def _texts(fig) -> list[Text]:  # type: ignore[no-untyped-def]
     return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
 
-@pytest.mark.parametrize("name", [n for n, _ in F.FIGURES if n not in F.AFFINITY_FIGURES])  # no affinity here
+@pytest.mark.parametrize("name", [n for n, _ in FIGURES if n not in AFFINITY_FIGURES])  # no affinity here
 def test_every_text_is_at_least_7pt(analysis, name: str) -> None:
     with paper_style():
-        made = dict(F.FIGURES)[name](analysis)
+        made = dict(FIGURES)[name](analysis)
         assert made is not None
         fig, caption = made
         small = [(t.get_text(), t.get_fontsize()) for t in _texts(fig) if t.get_fontsize() < 7]
@@ -55,7 +60,7 @@ def test_every_text_is_at_least_7pt(analysis, name: str) -> None:
 
 def test_delta_figure_labels_all_27_tasks_with_n_train(analysis) -> None:
     with paper_style():
-        fig, _ = F.fig_delta(analysis)
+        fig, _ = fig_delta(analysis)
         labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert len(labels) == 27
     assert all("(n=" in lab for lab in labels)
@@ -72,7 +77,7 @@ def test_delta_figure_labels_all_27_tasks_with_n_train(analysis) -> None:
 
 def test_delta_figure_has_an_error_bar_per_task_delta(analysis) -> None:
     with paper_style():
-        fig, caption = F.fig_delta(analysis)
+        fig, caption = fig_delta(analysis)
     (bars,) = [c for c in fig.axes[1].collections if isinstance(c, LineCollection)]
     segments = bars.get_segments()
     assert len(segments) == 27 * 4  # three seeds: a t interval for every Δ
@@ -83,7 +88,7 @@ def test_delta_figure_has_an_error_bar_per_task_delta(analysis) -> None:
 
 def test_split_figure_parts_add_up_to_the_total(analysis) -> None:
     with paper_style():
-        fig, caption = F.fig_delta_split(analysis)
+        fig, caption = fig_delta_split(analysis)
     cg, au = fig.axes[:2]
     assert cg.get_title() == "CG (control TSM)" and au.get_title() == "AU (control AUD)"
     widths = [b.get_width() for b in cg.patches]
@@ -98,7 +103,7 @@ def test_ntrain_legend_carries_spearman(analysis) -> None:
     names, vals = comp.delta_values(1.0, "CG")
     rho, p, n, _ = spearman(np.log([comp.n_train[(1.0, t)] for t in names]), vals)
     with paper_style():
-        fig, _ = F.fig_delta_vs_ntrain(analysis)
+        fig, _ = fig_delta_vs_ntrain(analysis)
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert f"CG: ρ={rho:+.2f}, n={n}" in legend  # CG's tasks share a model: ρ is descriptive, no p (stats.py)
     assert p is not None and not any("p=" in t for t in legend if t.startswith(("CG", "AU")))
@@ -116,8 +121,8 @@ def test_render_all_writes_atomically(tmp_path: Path) -> None:
     # six tasks (three groups of two, every type) draw every figure the 27 do, at half the cost
     tasks = [t for t in load_tasks(TASKS) if t["id"] in SIX_TASKS]
     run = simulate_run_store(tmp_path / "runs" / "six", tasks, fractions=(0.5, 1.0), paradigms=PARADIGMS)
-    out = F.render_all(analyse(load_input(run, None)), tmp_path / "figs", "png", dpi=60)
-    drawn = [n for n, _ in F.FIGURES if n not in F.AFFINITY_FIGURES]  # no affinity measured: none of its figures
+    out = render_all(analyse(load_input(run, None)), tmp_path / "figs", "png", dpi=60)
+    drawn = [n for n, _ in FIGURES if n not in AFFINITY_FIGURES]  # no affinity measured: none of its figures
     assert [o.name for o in out] == drawn  # two fractions: fig_fraction too
     assert all(o.path.stat().st_size > 0 for o in out)
     assert not list((tmp_path / "figs").glob(".*tmp"))
@@ -151,7 +156,7 @@ def _draw_every_figure(a: Analysis) -> dict[str, object]:
     out = {}
     with warnings.catch_warnings(), paper_style():
         warnings.simplefilter("error")
-        for name, make in F.FIGURES:
+        for name, make in FIGURES:
             made = make(a)
             if made is not None:
                 FigureCanvasAgg(made[0]).draw()
@@ -208,7 +213,7 @@ def test_curves_of_long_histories_stay_plain_lines(tmp_path: Path) -> None:
     tasks = [t for t in load_tasks(TASKS) if t["id"] in {"breast_2cls", "breast_lesion"}]
     a = _with_history(simulate_run_store(tmp_path / "long", tasks, seeds=(0,)), 8)
     with paper_style():
-        fig, caption = F.fig_curves(a)
+        fig, caption = fig_curves(a)
     assert {line.get_marker() for ax in fig.axes for line in ax.get_lines()} == {"None"}
     assert "marker" not in caption
 
@@ -240,7 +245,7 @@ def test_absolute_intervals_stay_in_the_metric_range(tmp_path: Path) -> None:
     assert mre is not None and mre.clipped and mre.low == 0.0 and mre.high > 40
     # known answer: t(0.975, 1 df) = 12.7062047361747 (scipy's t.ppf), times the sd of (2, 40) over √2
     assert mre.high == pytest.approx(21.0 + 12.7062047361747 * 38.0 / math.sqrt(2) / math.sqrt(2), rel=1e-12)
-    fig, caption = _draw_every_figure(a)["fig2_absolute"], F.fig_absolute(a)[1]
+    fig, caption = _draw_every_figure(a)["fig2_absolute"], fig_absolute(a)[1]
     ends = {
         ax.get_ylabel(): [y for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()
                           for y in s[:, 1]]
@@ -248,7 +253,7 @@ def test_absolute_intervals_stay_in_the_metric_range(tmp_path: Path) -> None:
     }  # fmt: skip
     assert max(ends["IoU"]) == 1.0 and min(ends["MRE (px)"]) == 0.0
     axes = {ax.get_ylabel(): ax for ax in fig.axes}
-    assert axes["IoU"].get_ylim() == (0.0, 1.0 + F.BOUND_MARGIN)
+    assert axes["IoU"].get_ylim() == (0.0, 1.0 + BOUND_MARGIN)
     assert axes["MRE (px)"].get_ylim()[0] == 0.0
     assert "cut at the range their metric can take (2 intervals cut: IoU, MRE)" in caption
 
@@ -260,8 +265,8 @@ def test_delta_axes_carry_the_scale_and_the_task_type_caption_names_what_is_left
 
     logged = dataclasses.replace(analysis, comp=rescaled(analysis.comp, "log_ratio"))
     with paper_style():
-        fig, caption = F.fig_task_type(logged)
+        fig, caption = fig_task_type(logged)
         assert fig.axes[0].get_ylabel() == "Δ versus TS (log points)"
-        fig, _ = F.fig_delta_vs_ntrain(analysis)
+        fig, _ = fig_delta_vs_ntrain(analysis)
         assert fig.axes[0].get_ylabel() == "Δ versus TS (%)"
     assert analysis.comp.excluded_text() and f"({analysis.comp.excluded_text()})." in caption

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from usagg.analysis import figures as F
+from usagg.analysis.figures import FigureOut, render_all
 from usagg.analysis.inputs import load_input
 from usagg.analysis.memo import FigureFile, Memo, code_sources, input_key, item_scores_digest, sources_digest
 from usagg.analysis.outputs import Memoised
@@ -51,9 +51,9 @@ def analysis(run_dir: Path) -> Analysis:
 
 
 @pytest.fixture(scope="module")
-def fresh(analysis: Analysis, tmp_path_factory: pytest.TempPathFactory) -> list[F.FigureOut]:
+def fresh(analysis: Analysis, tmp_path_factory: pytest.TempPathFactory) -> list[FigureOut]:
     """Every figure drawn once without a memo, at 60 dpi: what a hit must equal byte for byte (read only)."""
-    return F.render_all(analysis, tmp_path_factory.mktemp("fresh"), dpi=60)
+    return render_all(analysis, tmp_path_factory.mktemp("fresh"), dpi=60)
 
 
 def _refuse(*_args, **_kwargs):  # type: ignore[no-untyped-def]
@@ -68,7 +68,7 @@ class CountingRender:
 
     def __call__(self, folder: Path) -> list[FigureFile]:
         self.calls += 1
-        return [FigureFile(f.name, f.path, f.caption) for f in F.render_all(self.a, folder, self.fmt, self.dpi)]
+        return [FigureFile(f.name, f.path, f.caption) for f in render_all(self.a, folder, self.fmt, self.dpi)]
 
 
 def _edited_results(run_dir: Path, folder: Path) -> Path:
@@ -134,7 +134,7 @@ def test_the_code_key_covers_every_source_the_analysis_runs(tmp_path: Path) -> N
 
 
 def test_figures_hit_equals_fresh_byte_for_byte(
-    analysis: Analysis, fresh: list[F.FigureOut], cache: Path, tmp_path: Path
+    analysis: Analysis, fresh: list[FigureOut], cache: Path, tmp_path: Path
 ) -> None:
     a = analysis
     memoised = Memoised(Memo(cache))
@@ -144,7 +144,7 @@ def test_figures_hit_equals_fresh_byte_for_byte(
         assert [(f.name, f.caption, f.path.name) for f in figs] == [(f.name, f.caption, f.path.name) for f in fresh]
         assert _bytes(figs) == _bytes(fresh)
     assert all(f.path.parent == tmp_path / "two" for f in again)
-    assert isinstance(again[0], F.FigureOut)
+    assert isinstance(again[0], FigureOut)
 
 
 def test_figures_are_drawn_once_per_key_format_and_resolution(analysis: Analysis, cache: Path, tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_changed_results_redraw_the_figures(run_dir: Path, cache: Path, tmp_path
 
 
 def test_a_damaged_entry_is_redrawn_and_repaired(
-    analysis: Analysis, fresh: list[F.FigureOut], cache: Path, tmp_path: Path
+    analysis: Analysis, fresh: list[FigureOut], cache: Path, tmp_path: Path
 ) -> None:
     a = analysis
     memo, key = Memo(cache), input_key(a.inp, a.comp.baseline)
@@ -200,7 +200,7 @@ def test_a_damaged_statistics_entry_is_recomputed(run_dir: Path, cache: Path) ->
 
 
 def test_an_unusable_cache_changes_nothing_but_speed(
-    run_dir: Path, analysis: Analysis, fresh: list[F.FigureOut], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_dir: Path, analysis: Analysis, fresh: list[FigureOut], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
@@ -250,7 +250,7 @@ def test_report_takes_its_figures_from_the_renderer_it_is_given(run_dir: Path, c
     plotted = _bytes(memoised.render_all(a, tmp_path / "figs", dpi=60))
     drawn: list[Path] = []
 
-    def render(a, folder: Path, fmt: str, dpi: int) -> list[F.FigureOut]:  # type: ignore[no-untyped-def]
+    def render(a, folder: Path, fmt: str, dpi: int) -> list[FigureOut]:  # type: ignore[no-untyped-def]
         drawn.append(folder)
         return memoised.render_all(a, folder, fmt, dpi)
 

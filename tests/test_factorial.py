@@ -17,7 +17,7 @@ from usagg.analysis.cluster_inference import wild_cluster_mean
 from usagg.analysis.controls import control_of
 from usagg.analysis.delta import compare
 from usagg.analysis.factorial import designs, effect_stats, missing_notes, stat_name, task_effects
-from usagg.analysis.figures import fig_factorial
+from usagg.analysis.figure_split import fig_factorial
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, read_results, write_results
 from usagg.analysis.summary import all_tables, analyse

@@ -12,8 +12,8 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from usagg.analysis import figures as F
 from usagg.analysis.factorial import EFFECTS, designs, scales_shown, stat_name
+from usagg.analysis.figure_split import COMMON_RANGE, EFFECT_PAD, _effect_ylim, _row_ylims, _ylim_text, fig_factorial
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.style import paper_style
@@ -58,7 +58,7 @@ def alike(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
 def _drawn(a: Analysis) -> tuple[Figure, str, dict[tuple[str, str], Axes]]:
     """The figure, its caption and its panels by (design's paradigm, scale), after a draw (tick labels set)."""
     with paper_style():
-        made = F.fig_factorial(a)
+        made = fig_factorial(a)
         assert made is not None
         fig, caption = made
         fig.draw_without_rendering()
@@ -121,31 +121,31 @@ def test_designs_ten_times_apart_get_y_axes_of_their_own(apart: Analysis) -> Non
 def test_designs_on_a_like_scale_share_their_row_s_range(alike: Analysis) -> None:
     _, caption, panels = _drawn(alike)
     for (p, s), ax in panels.items():
-        _check_panel(alike, p, s, ax, room=1.3 * F.COMMON_RANGE)
+        _check_panel(alike, p, s, ax, room=1.3 * COMMON_RANGE)
     for s in scales_shown(alike.comp):
         assert panels[("AU", s)].get_ylim() == panels[("CG", s)].get_ylim()  # bar for bar comparable
     assert "The panels of a row share one y range." in caption and "its own y range" not in caption
 
 
 def test_the_limits_hold_zero_and_every_end_with_room_to_spare() -> None:
-    assert F._effect_ylim([2.0, 5.0, np.nan]) == pytest.approx((-0.4, 5.4))  # zero is always inside
-    lo, hi = F._effect_ylim([-30.0, 10.0, -500.0, 480.0])  # type: ignore[misc]
-    assert lo < -500 and hi > 480 and (hi - lo) == pytest.approx(980 * (1 + 2 * F.EFFECT_PAD))
-    assert F._effect_ylim([np.nan]) is None and F._effect_ylim([0.0, 0.0]) is None
+    assert _effect_ylim([2.0, 5.0, np.nan]) == pytest.approx((-0.4, 5.4))  # zero is always inside
+    lo, hi = _effect_ylim([-30.0, 10.0, -500.0, 480.0])  # type: ignore[misc]
+    assert lo < -500 and hi > 480 and (hi - lo) == pytest.approx(980 * (1 + 2 * EFFECT_PAD))
+    assert _effect_ylim([np.nan]) is None and _effect_ylim([0.0, 0.0]) is None
 
 
 def test_a_row_shares_its_range_only_while_the_panels_are_alike() -> None:
-    limits, common = F._row_ylims([[-28.0, -18.0, 32.0], [-500.0, 480.0]])  # AU beside CG's cluster intervals
-    assert not common and limits == [F._effect_ylim([-28.0, -18.0, 32.0]), F._effect_ylim([-500.0, 480.0])]
-    limits, common = F._row_ylims([[1.0, 4.0], [-1.0, 5.0]])
-    assert common and limits[0] == limits[1] == F._effect_ylim([-1.0, 5.0])
-    limits, common = F._row_ylims([[1.0, 4.0], [np.nan]])  # a panel with nothing drawn keeps matplotlib's default
-    assert common and limits == [F._effect_ylim([1.0, 4.0]), None]
+    limits, common = _row_ylims([[-28.0, -18.0, 32.0], [-500.0, 480.0]])  # AU beside CG's cluster intervals
+    assert not common and limits == [_effect_ylim([-28.0, -18.0, 32.0]), _effect_ylim([-500.0, 480.0])]
+    limits, common = _row_ylims([[1.0, 4.0], [-1.0, 5.0]])
+    assert common and limits[0] == limits[1] == _effect_ylim([-1.0, 5.0])
+    limits, common = _row_ylims([[1.0, 4.0], [np.nan]])  # a panel with nothing drawn keeps matplotlib's default
+    assert common and limits == [_effect_ylim([1.0, 4.0]), None]
 
 
 def test_the_caption_says_which_rows_have_ranges_of_their_own() -> None:
     both = ["relative", "log_ratio"]
-    assert F._ylim_text(both, []) == " The panels of a row share one y range."
-    assert F._ylim_text(both, both).startswith(" Each panel has its own y range")
-    mixed = F._ylim_text(both, ["log_ratio"])
+    assert _ylim_text(both, []) == " The panels of a row share one y range."
+    assert _ylim_text(both, both).startswith(" Each panel has its own y range")
+    mixed = _ylim_text(both, ["log_ratio"])
     assert "In the log ratio row each panel has its own y range" in mixed and "other rows" in mixed

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from usagg.analysis import figures as F
+from usagg.analysis.figure_data_size import fig_delta_vs_ntrain, fig_fraction
+from usagg.analysis.figure_delta import CHANCE_MARK, fig_delta, fig_task_type
+from usagg.analysis.figure_split import fig_delta_split
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import write_results
 from usagg.analysis.simulate import load_tasks, simulate_rows
@@ -58,24 +60,24 @@ def excluded(tmp_path_factory: pytest.TempPathFactory) -> Analysis:
 
 def test_figure_3_draws_a_task_at_chance_pale_marked_and_named(excluded: Analysis) -> None:
     with paper_style():
-        fig, caption = F.fig_delta(excluded)
+        fig, caption = fig_delta(excluded)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    (marked,) = [lab for lab in labels if F.CHANCE_MARK in lab]
-    assert marked.startswith(f"{AT_CHANCE} {F.CHANCE_MARK} (n=")
+    (marked,) = [lab for lab in labels if CHANCE_MARK in lab]
+    assert marked.startswith(f"{AT_CHANCE} {CHANCE_MARK} (n=")
     assert not any("†" in lab for lab in labels)  # no one-task group here: the dagger is not reused
     mine, rest = _task_bars(fig, AT_CHANCE)
     assert len(mine) == len(PARADIGMS) - 1 and all(_pale(b) for b in mine)  # every paradigm's bar of it
     assert rest and not any(_pale(b) for b in rest)
-    assert f"{F.CHANCE_MARK}: TS at chance ({AT_CHANCE}); pale bar" in caption
+    assert f"{CHANCE_MARK}: TS at chance ({AT_CHANCE}); pale bar" in caption
     assert "analysis.chance_tasks: exclude" in caption
 
 
 def test_the_figures_over_tasks_name_the_task_at_chance_they_leave_out(excluded: Analysis) -> None:
     named = f"(analysis.chance_tasks): {AT_CHANCE}."
     with paper_style():
-        ntrain, ntrain_cap = F.fig_delta_vs_ntrain(excluded)  # type: ignore[misc]
-        _, split_cap = F.fig_delta_split(excluded)  # type: ignore[misc]
-        _, type_cap = F.fig_task_type(excluded)  # type: ignore[misc]
+        ntrain, ntrain_cap = fig_delta_vs_ntrain(excluded)  # type: ignore[misc]
+        _, split_cap = fig_delta_split(excluded)  # type: ignore[misc]
+        _, type_cap = fig_task_type(excluded)  # type: ignore[misc]
     assert f"At chance, left out of every paradigm's points {named}" in ntrain_cap
     assert all(len(c.get_offsets()) == len(FOUR) - 1 for c in ntrain.axes[0].collections if len(c.get_offsets()))
     assert f"At chance, left out of every part {named}" in split_cap
@@ -86,7 +88,7 @@ def test_the_fraction_figure_names_the_task_at_chance_once_for_the_fractions_whe
     a = _analysis(tmp_path, fractions=(0.5, 1.0))
     assert all(a.comp.chance[f] == (AT_CHANCE,) for f in (0.5, 1.0))
     with paper_style():
-        _, caption = F.fig_fraction(a)  # type: ignore[misc]
+        _, caption = fig_fraction(a)  # type: ignore[misc]
     assert f"At chance, left out of Δm (analysis.chance_tasks): {AT_CHANCE} at fractions 0.5, 1." in caption
 
 
@@ -94,8 +96,8 @@ def test_kept_under_chance_tasks_include_nothing_is_marked(tmp_path: Path) -> No
     a = _analysis(tmp_path, chance_tasks="include")
     assert a.comp.chance[1.0] == (AT_CHANCE,) and not a.comp.chance_excluded  # flagged, but kept
     with paper_style():
-        fig, caption = F.fig_delta(a)
-        _, ntrain_cap = F.fig_delta_vs_ntrain(a)  # type: ignore[misc]
-    assert not any(F.CHANCE_MARK in t.get_text() for t in fig.axes[0].get_yticklabels())
+        fig, caption = fig_delta(a)
+        _, ntrain_cap = fig_delta_vs_ntrain(a)  # type: ignore[misc]
+    assert not any(CHANCE_MARK in t.get_text() for t in fig.axes[0].get_yticklabels())
     assert not any(_pale(b) for b in fig.axes[1].patches)
     assert "chance" not in caption and "chance" not in ntrain_cap

@@ -20,7 +20,10 @@ from matplotlib.text import Text
 
 from tests.store_reads import all_metrics
 from usagg.affinity import Affinity, write_affinity
-from usagg.analysis import figures as F
+from usagg.analysis.figure_absolute import BOUND_MARGIN, fig_absolute
+from usagg.analysis.figure_affinity import fig_affinity, fig_affinity_delta
+from usagg.analysis.figure_delta import fig_delta, symlog_threshold
+from usagg.analysis.figures import FIGURES
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import read_results, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
@@ -211,7 +214,7 @@ def _data_points(ax) -> np.ndarray:  # type: ignore[no-untyped-def]
     return allp[[inside.contains(x, y) for x, y in allp]]
 
 
-CASES = [(s, name) for s in ("fmc27", "demo") for name, _ in F.FIGURES]
+CASES = [(s, name) for s in ("fmc27", "demo") for name, _ in FIGURES]
 CASES += [("tiny", name) for name in ("fig_affinity", "fig_affinity_delta")]
 
 
@@ -220,7 +223,7 @@ CASES += [("tiny", name) for name in ("fig_affinity", "fig_affinity_delta")]
 def test_figure_reads_at_print_size(studies: dict[str, Analysis], study: str, name: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     with paper_style():
-        made = dict(F.FIGURES)[name](studies[study])
+        made = dict(FIGURES)[name](studies[study])
         if made is None:
             pytest.skip(f"{name} is not drawn for {study}")
         problems = layout_problems(made[0], monkeypatch)
@@ -228,17 +231,17 @@ def test_figure_reads_at_print_size(studies: dict[str, Analysis], study: str, na
 
 
 def test_symlog_rule_only_where_one_bar_dwarfs_the_rest() -> None:
-    assert F.symlog_threshold([1.0, -3.0, 4.0, 2.0, 5.0, -2.0, 3.0, 1.0, 2.0, 4.0]) is None
+    assert symlog_threshold([1.0, -3.0, 4.0, 2.0, 5.0, -2.0, 3.0, 1.0, 2.0, 4.0]) is None
     # 90th percentile of |Δ| 5.0 -> a linear part of ±5; 226 > 4 x 5; 6.5 would round up to 10
-    assert F.symlog_threshold([1.0, -3.0, 4.0, 2.0, 5.0, -2.0, 3.0, 1.0, 2.0, 4.0, 5.0, 226.0]) == 5.0
-    assert F.symlog_threshold([1.0, 6.0, 6.5, 6.5, 2.0, 3.0, 1.0, 2.0, 4.0, 5.0, 226.0]) == 10.0
+    assert symlog_threshold([1.0, -3.0, 4.0, 2.0, 5.0, -2.0, 3.0, 1.0, 2.0, 4.0, 5.0, 226.0]) == 5.0
+    assert symlog_threshold([1.0, 6.0, 6.5, 6.5, 2.0, 3.0, 1.0, 2.0, 4.0, 5.0, 226.0]) == 10.0
 
 
 @pytest.mark.slow
 def test_delta_figure_of_the_demo_study_goes_symlog(studies: dict[str, Analysis]) -> None:
     with paper_style():
-        fig, cap = F.fig_delta(studies["demo"])
-        fmc_fig, fmc_cap = F.fig_delta(studies["fmc27"])
+        fig, cap = fig_delta(studies["demo"])
+        fmc_fig, fmc_cap = fig_delta(studies["fmc27"])
     ax = fig.axes[1]
     assert ax.get_xscale() == "symlog" and "logarithmic beyond" in cap
     assert fmc_fig.axes[1].get_xscale() == "linear" and "symlog" not in fmc_cap
@@ -251,7 +254,7 @@ def test_absolute_figure_has_an_interval_per_bar_with_one_seed(studies: dict[str
     from matplotlib.collections import LineCollection
 
     with paper_style():
-        fig, cap = F.fig_absolute(studies["demo"])
+        fig, cap = fig_absolute(studies["demo"])
     n_bars = sum(len(ax.patches) for ax in fig.axes)
     segs = [s for ax in fig.axes for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
     assert len(segs) == n_bars == 4 * 6  # four representative tasks, six paradigms
@@ -262,7 +265,7 @@ def test_absolute_figure_has_an_interval_per_bar_with_one_seed(studies: dict[str
 @pytest.mark.slow
 def test_affinity_colours_centre_on_zero_and_clip_the_large_cell(studies: dict[str, Analysis]) -> None:
     with paper_style():
-        fig, cap = F.fig_affinity(studies["demo"])
+        fig, cap = fig_affinity(studies["demo"])
     (im,) = fig.axes[0].get_images()
     lo, hi = im.get_clim()
     assert lo == -hi and 0 < hi < 0.05  # the 0.2 cell does not set the scale
@@ -289,11 +292,11 @@ def test_absolute_figure_cuts_a_seed_interval_at_the_metric_bound(tmp_path: Path
     write_results(rows, store.results_csv)
     store.mark_results_fresh()
     with paper_style():
-        fig, cap = F.fig_absolute(analyse(load_input(run, None)))
+        fig, cap = fig_absolute(analyse(load_input(run, None)))
     (ax,) = fig.axes
     segs = [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
     assert max(s[1][1] for s in segs) == 1.0  # the AU interval, cut at AUC's bound
-    assert ax.get_ylim() == (0.0, 1.0 + F.BOUND_MARGIN)  # the axis does not run on to the uncut 1.4
+    assert ax.get_ylim() == (0.0, 1.0 + BOUND_MARGIN)  # the axis does not run on to the uncut 1.4
     assert "cut at the range their metric can take (1 interval cut: AUC)" in cap
     # each seed's value drawn (a reviewer could not see that a mean hid a bimodal spread), and AUC's chance level
     from matplotlib.collections import PathCollection
@@ -312,8 +315,8 @@ def test_affinity_delta_writes_tiny_affinities_in_readable_units(studies: dict[s
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     with paper_style():
-        fig, cap = F.fig_affinity_delta(studies["tiny"])
-        plain, _ = F.fig_affinity_delta(studies["demo"])
+        fig, cap = fig_affinity_delta(studies["tiny"])
+        plain, _ = fig_affinity_delta(studies["demo"])
         FigureCanvasAgg(fig).draw()  # the offset text is set when the ticks are
     ax = fig.axes[0]
     assert ax.get_xlabel().endswith("(×10⁻⁶)") and "in units of 10⁻⁶" in cap

@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 
 from tests.store_reads import all_metrics
 from usagg.analysis import curves as C
-from usagg.analysis import figures as F
+from usagg.analysis import figure_data_size, figure_delta, figure_parts, figure_split, figures
 from usagg.analysis.inputs import load_input
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.style import PARADIGM_COLORS, TYPE_COLORS, paper_style, paradigm_color
@@ -113,23 +113,23 @@ def test_task_type_figure_shows_points_and_medians_and_boxes_only_where_a_group_
     mixed: Analysis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with paper_style():
-        fig, caption = F.fig_task_type(mixed)  # type: ignore[misc]
+        fig, caption = figure_delta.fig_task_type(mixed)  # type: ignore[misc]
     ax = fig.axes[0]
     assert not [p for p in ax.patches if isinstance(p, Rectangle)]  # 1-2 tasks of a type: no quartiles drawn
     medians = [c for c in ax.collections if isinstance(c, LineCollection)]
     points = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert len(medians) == len(points) > 0  # a median per drawn group
-    assert "no boxes" in caption and f"{F.BOX_MIN} tasks" in caption
-    monkeypatch.setattr(F, "BOX_MIN", 2)
+    assert "no boxes" in caption and f"{figure_delta.BOX_MIN} tasks" in caption
+    monkeypatch.setattr(figure_delta, "BOX_MIN", 2)
     with paper_style():
-        fig, caption = F.fig_task_type(mixed)  # type: ignore[misc]
+        fig, caption = figure_delta.fig_task_type(mixed)  # type: ignore[misc]
     assert [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
     assert "a shaded box spans the quartiles where a paradigm has at least 2 tasks" in caption
 
 
 def test_task_type_figure_is_not_drawn_for_one_type(one_type: Analysis, tmp_path: Path) -> None:
-    assert F.fig_task_type(one_type) is None
-    names = {f.name for f in F.render_all(one_type, tmp_path)}
+    assert figure_delta.fig_task_type(one_type) is None
+    names = {f.name for f in figures.render_all(one_type, tmp_path)}
     assert "fig_task_type" not in names and "fig3_delta" in names
     assert not (tmp_path / "fig_task_type.png").exists()
 
@@ -137,15 +137,15 @@ def test_task_type_figure_is_not_drawn_for_one_type(one_type: Analysis, tmp_path
 def test_delta_vs_ntrain_sets_paradigms_side_by_side_near_their_exact_n_train(mixed: Analysis) -> None:
     comp, f = mixed.comp, max(mixed.comp.fractions)
     with paper_style():
-        fig, caption = F.fig_delta_vs_ntrain(mixed)  # type: ignore[misc]
-        again, _ = F.fig_delta_vs_ntrain(mixed)  # type: ignore[misc]
+        fig, caption = figure_data_size.fig_delta_vs_ntrain(mixed)  # type: ignore[misc]
+        again, _ = figure_data_size.fig_delta_vs_ntrain(mixed)  # type: ignore[misc]
     drawn = [c for c in fig.axes[0].collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     xs = np.concatenate([c.get_offsets()[:, 0] for c in drawn])
     assert len(np.unique(xs)) == len(xs)  # a task's n_train is the same for every paradigm: no two points stacked
     for c, p in zip(drawn, comp.others, strict=True):
         names, _ = comp.delta_values(f, p)
         exact = np.asarray([comp.n_train[(f, t)] for t in names], float)
-        assert np.all(np.abs(np.log10(c.get_offsets()[:, 0] / exact)) <= F.DODGE_DECADES / 2 + 1e-12)
+        assert np.all(np.abs(np.log10(c.get_offsets()[:, 0] / exact)) <= figure_data_size.DODGE_DECADES / 2 + 1e-12)
     redrawn = [c for c in again.axes[0].collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert all(np.array_equal(a.get_offsets(), b.get_offsets()) for a, b in zip(drawn, redrawn, strict=True))
     assert "side by side, a column per paradigm" in caption and "exact per task" in caption
@@ -155,11 +155,11 @@ def test_delta_vs_ntrain_says_no_test_was_possible_with_two_groups(one_type: Ana
     """Two clinical groups: the mixed model is not fitted and ρ over groups has no p; too few tasks a paradigm for a
     trend line (`TREND_MIN`), so the caption calls ρ alone descriptive and says why no line is drawn."""
     with paper_style():
-        _, caption = F.fig_delta_vs_ntrain(one_type)  # type: ignore[misc]
+        _, caption = figure_data_size.fig_delta_vs_ntrain(one_type)  # type: ignore[misc]
     assert "the mixed model's slope is the test" not in caption
     assert "No test of the relation was possible for this study (mixed model not fitted: 2 clinical groups" in caption
     assert "ρ is descriptive" in caption and "lines and ρ" not in caption
-    assert f"no trend lines: no paradigm has the {F.TREND_MIN} tasks" in caption
+    assert f"no trend lines: no paradigm has the {figure_parts.TREND_MIN} tasks" in caption
 
 
 def test_delta_vs_ntrain_names_the_tests_the_study_has(mixed: Analysis) -> None:
@@ -167,9 +167,9 @@ def test_delta_vs_ntrain_names_the_tests_the_study_has(mixed: Analysis) -> None:
 
     f = max(mixed.comp.fractions)
     fitted = [s for s in mixed.stats if s.name == SLOPE and s.fraction == f and s.p is not None]
-    ranked = [s for s in mixed.stats if s.name == F.GROUP_RHO and s.fraction == f and s.p is not None]
+    ranked = [s for s in mixed.stats if s.name == figure_data_size.GROUP_RHO and s.fraction == f and s.p is not None]
     with paper_style():
-        _, caption = F.fig_delta_vs_ntrain(mixed)  # type: ignore[misc]
+        _, caption = figure_data_size.fig_delta_vs_ntrain(mixed)  # type: ignore[misc]
     assert fitted or ranked  # three clinical groups: some test exists
     assert "Tests of the relation (statistics table)" in caption and "No test of the relation" not in caption
     for s in fitted:
@@ -180,7 +180,7 @@ def test_delta_vs_ntrain_names_the_tests_the_study_has(mixed: Analysis) -> None:
 
 def test_factorial_puts_each_scale_on_an_axis_of_its_unit(mixed: Analysis) -> None:
     with paper_style():
-        fig, caption = F.fig_factorial(mixed)  # type: ignore[misc]
+        fig, caption = figure_split.fig_factorial(mixed)  # type: ignore[misc]
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == ["mean effect, relative\n(%)", "mean effect, log ratio\n(log points)"]
     assert "One row per scale, each with its own axis and unit" in caption
@@ -188,8 +188,8 @@ def test_factorial_puts_each_scale_on_an_axis_of_its_unit(mixed: Analysis) -> No
 
 def test_the_reviewed_figures_draw_the_same_bytes_twice(mixed: Analysis, tmp_path: Path) -> None:
     """Reports must reproduce byte for byte from the same run store: no unseeded jitter."""
-    first = {f.name: f.path.read_bytes() for f in F.render_all(mixed, tmp_path / "a", dpi=60)}
-    second = {f.name: f.path.read_bytes() for f in F.render_all(mixed, tmp_path / "b", dpi=60)}
+    first = {f.name: f.path.read_bytes() for f in figures.render_all(mixed, tmp_path / "a", dpi=60)}
+    second = {f.name: f.path.read_bytes() for f in figures.render_all(mixed, tmp_path / "b", dpi=60)}
     reviewed = {"fig_curves", "fig_task_type", "fig_delta_vs_ntrain", "fig_factorial", "fig3_delta"}
     assert reviewed <= set(first)
     assert all(first[n] == second[n] for n in reviewed)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from usagg.analysis import figures as F
 from usagg.analysis.delta import aggregates, compare
+from usagg.analysis.figure_delta import fig_delta
 from usagg.analysis.inputs import load_input
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.style import paper_style
@@ -80,7 +80,7 @@ def test_the_exclusion_notes_name_the_group_the_task_was_alone_in(analysis: Anal
 
 def test_figure_3_marks_each_paradigms_one_task_groups_and_says_which(analysis: Analysis) -> None:
     with paper_style():
-        fig, caption = F.fig_delta(analysis)
+        fig, caption = fig_delta(analysis)
         labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert sorted(lab.split(" ")[0] for lab in labels if "†" in lab) == ["head_a", "lesion"]
     assert (

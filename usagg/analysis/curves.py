@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from usagg.analysis.figure_parts import new_figure
 from usagg.analysis.inputs import job_name
 from usagg.analysis.style import PAGE_W, TYPE_SHORT, task_line_style
 
@@ -91,7 +92,6 @@ def _selection_text(short: bool) -> str:
 
 def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
     """The panel grid, or None when no job kept a history (an imported results table)."""
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -101,7 +101,7 @@ def fig_curves(a: Analysis) -> tuple[Figure, str] | None:
     shown = jobs[:MAX_PANELS]
     n_cols = min(COLUMNS, len(shown))
     n_rows = (len(shown) + n_cols - 1) // n_cols
-    fig = Figure(figsize=(PAGE_W, 1.45 * n_rows + 0.6), layout="constrained")
+    fig = new_figure(PAGE_W, 1.45 * n_rows + 0.6)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     types = {r.task: r.type for r in a.inp.table.rows}
     drawn = {t for _, _, tasks in shown for t in tasks}

@@ -10,7 +10,7 @@ statistics, and end with a provenance block (usagg/analysis/provenance.py); repo
 report.md rendered by markdown-it (usagg/analysis/report_html.py) and reads on a phone.
 A "Selection gap" section sets Δm under model-scope selection, task-scope selection and the last epoch side by
 side (usagg/analysis/selection_gap.py), or says why a study has none. Where the study measured inter-task
-affinity, an "Affinity groups" section holds its figures and tables (usagg/analysis/figures.py,
+affinity, an "Affinity groups" section holds its figures and tables (usagg/analysis/figure_affinity.py,
 tables.py); every report ends with the "Advice" of usagg/analysis/advise.py, or the reason
 the study cannot support it.
 """

@@ -1,0 +1,225 @@
+"""Δ against the amount of training data: per task against n_train (fig_delta_vs_ntrain, with the tests the study
+has of the relation) and Δm against the training fraction (fig_fraction).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from usagg.analysis.cluster_inference import MEAN_DELTA
+from usagg.analysis.delta import Comparison
+from usagg.analysis.figure_parts import (
+    chance_tasks,
+    chance_text,
+    delta_axis,
+    legend_below,
+    main_fraction,
+    new_figure,
+    trend_line,
+    trend_text,
+)
+from usagg.analysis.stats import Stat
+from usagg.analysis.style import COLUMN_W, paradigm_color
+from usagg.analysis.tables import frac_label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from usagg.analysis.summary import Analysis
+
+
+def _plain_log_ticks(ax) -> None:
+    """Label a log x axis with plain counts (20, 50, 100) instead of 2x10^1, without crowded minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+#: fig_delta_vs_ntrain's points sit side by side, one column per paradigm, in a band around their n_train at most
+#: DODGE_DECADES wide, DODGE_SHARE of the narrowest gap between two n_train drawn and DODGE_COLUMN a paradigm.
+DODGE_DECADES = 0.1
+DODGE_SHARE = 0.6
+DODGE_COLUMN = 0.03
+
+
+def _dodged(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[str, np.ndarray], float]:
+    """Each paradigm's x positions, moved sideways on the log axis: one column per paradigm in paradigm order, and
+    tasks of one paradigm with the same n_train spread within their column; the band's half-width in decades.
+
+    Deterministic (no random jitter): the same run store draws the same figure byte for byte."""
+    sizes = np.unique(np.concatenate([n for n, _ in points.values()]))
+    gaps = np.diff(np.log10(sizes))
+    k = len(points)
+    band = min(DODGE_DECADES, DODGE_COLUMN * k, DODGE_SHARE * float(gaps.min()) if gaps.size else DODGE_DECADES)
+    col = band / k
+    out = {}
+    for j, (p, (n, _)) in enumerate(points.items()):
+        shift = np.full(n.size, (j - (k - 1) / 2) * col)
+        for size in np.unique(n):
+            same = np.flatnonzero(n == size)
+            if same.size > 1:  # equal n_train within a paradigm: spread over 80 % of its column
+                shift[same] += (np.arange(same.size) - (same.size - 1) / 2) * 0.8 * col / same.size
+        out[p] = n * 10.0**shift
+    return out, band / 2
+
+
+def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
+    """The caption's sentence on what tests Δ's relation to n_train in this study: the mixed model's slopes and the
+    Spearman ρ over clinical groups where they have a p (usagg/analysis/mixed.py, stats.py), else why none could."""
+    from usagg.analysis.mixed import FORMULA, SLOPE
+
+    comp = a.comp
+    slopes = {s.paradigm: s for s in a.stats if s.fraction == f and s.name == SLOPE}
+    groups = {s.paradigm: s for s in a.stats if s.fraction == f and s.name == GROUP_RHO}
+
+    def p_text(s: Stat) -> str:
+        holm = f", Holm {s.p_holm:.2g}" if s.p_holm is not None else ""
+        return f"p = {s.p:.2g}{holm}"
+
+    tested = [(p, s) for p in comp.others if (s := slopes.get(p)) and s.value is not None and s.p is not None]
+    ranked = [(p, s) for p in comp.others if (s := groups.get(p)) and s.value is not None and s.p is not None]
+    parts = []
+    if tested:
+        parts.append(
+            f"the mixed model's slope of Δ per tenfold n_train, in the y axis's unit ({FORMULA}): "
+            + "; ".join(f"{p} {s.value:+.3g} ({p_text(s)})" for p, s in tested)
+        )
+    if ranked:
+        lo, hi = min(s.n for _, s in ranked), max(s.n for _, s in ranked)
+        parts.append(
+            "Spearman ρ over clinical groups (group Δ the mean of its tasks', n_train their sum; "
+            f"{', '.join(p for p, _ in ranked)}; {lo if lo == hi else f'{lo}–{hi}'} groups)"
+        )
+    untested = [p for p in comp.others if p not in {q for q, _ in tested} | {q for q, _ in ranked}]
+    why = list(
+        dict.fromkeys(
+            [f"mixed model {s.note}" for p in untested if (s := slopes.get(p)) and s.note]
+            + [f"Spearman ρ over clinical groups: {s.note}" for p in untested if (s := groups.get(p)) and s.note]
+        )
+    )
+    reasons = f" ({'; '.join(why)})" if why else ""
+    if not parts:
+        descriptive = "the lines and ρ are" if lines else "ρ is"
+        return f" No test of the relation was possible for this study{reasons}: {descriptive} descriptive."
+    rest = f" No test for {', '.join(untested)}{reasons}." if untested else ""
+    return f" Tests of the relation (statistics table): {'; '.join(parts)}.{rest}" + (
+        " The lines are descriptive." if lines else ""
+    )
+
+
+#: The name of the Spearman ρ over clinical groups (usagg/analysis/stats.py), a test of Δ's relation to n_train.
+GROUP_RHO = "Spearman ρ(Δ, log n_train), groups"
+
+
+def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
+    """Δ versus n_train (log x) per paradigm, points dodged by paradigm, a Theil-Sen line in log10 n_train
+    (`trend_line`) and Spearman ρ in the legend; the caption names the tests the study has of the relation
+    (`_scale_test_text`). None where no task has both a Δ and an n_train."""
+    comp, f = a.comp, main_fraction(a)
+    if comp.no_delta:
+        return None
+    points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # paradigm -> (n_train, Δ) of its tasks with both
+    for p in comp.others:
+        names, vals = comp.delta_values(f, p)
+        n = np.asarray([comp.n_train.get((f, t), math.nan) for t in names], float)
+        ok = np.isfinite(n) & (n > 0)
+        points[p] = (n[ok], vals[ok])
+    if not any(n.size for n, _ in points.values()):  # a lone task CG leaves out: an empty panel, with only the
+        return None  # dashed line to scale its x axis by (matplotlib warns of identical limits)
+    fig = new_figure(COLUMN_W, 2.6)
+    ax = fig.subplots()
+    xs_at, half = _dodged(points)
+    lines = 0
+    rho = {s.paradigm: s for s in a.stats if s.fraction == f and s.name.endswith("tasks") and "Spearman" in s.name}
+    for p, (n, vals) in points.items():
+        col = paradigm_color(p, comp.paradigms)
+        s = rho.get(p)
+        lab = (
+            f"{p}: ρ={s.value:+.2f}{'' if s.p is None else f', p={s.p:.2g}'}, n={s.n}"  # no p: tasks share a model
+            if s and s.value is not None
+            else f"{p}: ρ n/a ({s.note if s else 'no data'})"
+        )
+        ax.scatter(xs_at[p], vals, s=10, color=col, alpha=0.85, linewidths=0, label=lab)
+        lines += trend_line(ax, np.log10(n), vals, col, 10.0)  # fitted on the exact n_train, not the dodged x
+    ax.set_xscale("log")
+    _plain_log_ticks(ax)
+    ax.axhline(0, color="black", linewidth=0.6)
+    thr = comp.regime_threshold
+    ax.axvline(thr, color="0.5", linewidth=0.6, linestyle="--")
+    regime = "← low-data   data-rich →"  # above the axes: never over a point
+    ax.text(thr, 1.01, regime, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color="0.35")
+    ax.set_xlabel("training images n_train (log scale)")
+    ax.set_ylabel(delta_axis(comp))
+    legend_below(fig, ax)
+    shift = 10.0**half - 1
+    cap = (
+        f"Δ versus training-set size per task (fraction {frac_label(f)}). Points of one n_train are set side by "
+        f"side, a column per paradigm in legend order (tasks of one paradigm with equal n_train spread within it), "
+        f"at most ±{100 * shift:.0f} % from their n_train, which is exact per task (see the per-task table); "
+        + trend_text(lines, "of Δ on log10 n_train at the exact values")
+        + "; legend: Spearman ρ of Δ and log n_train over tasks, descriptive (no p: a clinical group's tasks are not "
+        "independent), n tasks."
+        + _scale_test_text(a, f, lines)
+        + f" Dashed: regime threshold n_train = {thr}."
+        + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
+        + chance_text(comp, f, "every paradigm's points")
+    )
+    return fig, cap
+
+
+def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
+    """Δm versus training fraction with 95 % wild cluster bootstrap CIs; None with a single fraction or no Δm."""
+    comp = a.comp
+    if len(comp.fractions) < 2:
+        return None
+    boot = {(s.paradigm, s.fraction): s for s in a.stats if s.name == MEAN_DELTA}
+    series: dict[str, list[tuple[float, float, float, float]]] = {}  # paradigm -> (fraction, Δm, CI low, CI high)
+    for p in comp.others:
+        for f in comp.fractions:
+            s = boot.get((p, f))
+            if s is not None and s.value is not None:
+                series.setdefault(p, []).append((f, s.value, *(s.ci or (s.value, s.value))))
+    if not series:  # no Δm at any fraction (a lone task CG leaves out): an empty panel
+        return None
+    fig = new_figure(COLUMN_W, 2.4)
+    ax = fig.subplots()
+    k = len(comp.others)
+    for j, p in enumerate(comp.others):
+        dodge = 10 ** (0.012 * (j - (k - 1) / 2))  # side by side on the log axis so error bars do not overlap
+        rows = series.get(p, [])
+        xs, ys = [r[0] * dodge for r in rows], [r[1] for r in rows]
+        lo, hi = [r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]
+        col = paradigm_color(p, comp.paradigms)
+        ax.errorbar(xs, ys, yerr=[lo, hi], color=col, marker="o", markersize=3, capsize=2, label=p, linewidth=1)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xscale("log")
+    ax.set_xticks(comp.fractions, [frac_label(f) for f in comp.fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("training fraction (log scale)")
+    ax.set_ylabel(delta_axis(comp, "Δm"))
+    ax.legend(frameon=False)
+    cap = (
+        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % wild cluster restricted "
+        f"bootstrap-t CI, the tasks of a clinical group one cluster where they share a model, each task its own "
+        f"otherwise ({a.inp.settings.bootstrap} draws, seed {a.inp.settings.bootstrap_seed})."
+        + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
+        + _chance_by_fraction(comp)
+    )
+    return fig, cap
+
+
+def _chance_by_fraction(comp: Comparison) -> str:
+    """`chance_text` for a figure over fractions: which tasks each fraction's Δm leaves out (they can differ)."""
+    per: dict[tuple[str, ...], list[str]] = {}  # the tasks at chance -> the fractions where they are
+    for f in comp.fractions:
+        if tasks := chance_tasks(comp, f):
+            per.setdefault(tasks, []).append(frac_label(f))
+    named = "; ".join(f"{', '.join(ts)} at fraction{'s' * (len(fs) > 1)} {', '.join(fs)}" for ts, fs in per.items())
+    return f" At chance, left out of Δm (analysis.chance_tasks): {named}." if named else ""
