@@ -182,8 +182,23 @@ def test_inprocess_leaves_a_job_locked_by_someone_else_alone(tmp_path: Path) -> 
         states = InProcessExecutor(store.root).run(ids, fake_run_one, events)
     assert states == {ids[0]: "pending", ids[1]: "done"}
     assert store.job_state(ids[0]) == "pending"
-    assert events.of(ids[0]) == ["started", "locked"]
-    assert events.calls[1][2]["holder"]["pid"] == os.getpid()
+    assert events.of(ids[0]) == ["locked"]  # never said to start here: another process runs it
+    assert events.of(ids[1]) == ["started", "finished"]
+    assert events.calls[0][2]["holder"]["pid"] == os.getpid()
+
+
+@pytest.mark.slow
+def test_pool_says_started_only_for_jobs_whose_lock_its_worker_took(tmp_path: Path) -> None:
+    """The run decided to run both jobs, then another process took the first one's lock: its worker finds it held,
+    and the job is only 'locked' (running elsewhere), never 'started' on a device of this pool."""
+    store, ids = make_store(tmp_path, ["ok", "ok"])
+    events = Events()
+    with store.lock(ids[0]):  # this test process is the other `usagg run`; the pool workers are processes of their own
+        states = PoolExecutor(str(store.root), None, jobs_per_device=2).run(ids, fake_run_one, events)
+    assert states == {ids[0]: "pending", ids[1]: "done"}
+    assert events.of(ids[0]) == ["locked"] and events.of(ids[1]) == ["started", "finished"]
+    (info,) = [i for j, e, i in events.calls if e == "started"]
+    assert info["device"] == "cpu" and info["jobs_at_once"] == 2
 
 
 def test_a_broken_progress_callback_does_not_stop_the_run(tmp_path: Path) -> None:
@@ -423,7 +438,7 @@ def test_cpu_pool_runs_jobs_side_by_side_each_on_its_share_of_the_cores(
     assert len({s["pid"] for s in seen.values()}) == 2 and os.getpid() not in {s["pid"] for s in seen.values()}
     assert {(s["cuda_visible_devices"], s["torch_threads"]) for s in seen.values()} == {("", 1)}  # 2 cores / 2
     started = [(j, i) for j, e, i in events.calls if e == "started"]
-    assert started[0][0] == ids[3]
+    assert {j for j, _ in started[:2]} == {ids[3], ids[0]}  # the first two handed out: CG, then TS a (not TS b)
     assert {(i["device"], i["jobs_at_once"], i["threads"]) for _, i in started} == {("cpu", 2, 1)}
     assert pool.limits == {"cpu": 2}  # 40 GiB hold 32 such jobs: the cores bound it
 

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +38,8 @@ LOCK_LIMIT = 64 * 2**10
 
 #: Locks this process holds: lock path -> (token, thread id), so the store knows whether its caller holds one.
 _HELD: dict[str, tuple[str, int]] = {}
+#: What to call once a thread takes a lock: (lock path, thread id) -> callback (`when_taken`).
+_WAITING: dict[tuple[str, int], Callable[[], None]] = {}
 
 
 class JobLocked(UsaggError):
@@ -47,6 +49,19 @@ class JobLocked(UsaggError):
         self.job_id = job_id
         self.holder = holder
         super().__init__(f"job {job_id} is being run by another process ({describe_holder(holder)})")
+
+
+@contextlib.contextmanager
+def when_taken(path: Path, callback: Callable[[], None]) -> Iterator[None]:
+    """Within the block, `callback()` runs once this thread takes the lock at `path` (`JobLock.held`, heartbeat
+    running): an executor says a job started only once the job is its own, never for a job whose lock another
+    process took first (usagg/execute/base.py `call_job`). A callback's error never reaches the lock's taker."""
+    key = (str(path), threading.get_ident())
+    _WAITING[key] = callback
+    try:
+        yield
+    finally:
+        _WAITING.pop(key, None)
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
@@ -262,6 +277,10 @@ class JobLock:
             beat = _Heartbeat(self.path, token, self.heartbeat_s)
             beat.start()
             try:
+                taken = _WAITING.pop((str(self.path), threading.get_ident()), None)
+                if taken is not None:
+                    with contextlib.suppress(Exception):
+                        taken()
                 yield read_holder(self.path) or {}
             finally:
                 beat.stop_event.set()

@@ -15,7 +15,8 @@ killed) the executor records `failed` for that job and goes on with the rest.
 Job events are reported through `on_event(job_id, event, info)`, events:
 
 - `submitted`: queued on a cluster (info: `slurm_job_id`)
-- `started`: the call began (info: `device` where known)
+- `started`: the call took the job's lock, so the job runs here (info: `device` where known); never for a job
+  that ends `locked`
 - `finished`: fn returned a state other than failed (info: `state`)
 - `failed`: fn returned `failed`, raised, or its worker died (info: `state`, `error` one-line summary)
 - `locked`: another process is running the job; its state is left alone (info: `state`, `holder`)
@@ -37,7 +38,7 @@ from usagg.atomic import NoSpaceLeft
 from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError, first_line
 from usagg.execute.registry import get_executor_factory
-from usagg.joblock import JobLocked
+from usagg.joblock import JobLocked, when_taken
 from usagg.registry import callable_name, parameters
 from usagg.store import ERROR_CHARS, RunStore
 from usagg.wording import counted
@@ -47,6 +48,15 @@ if TYPE_CHECKING:
 
 JobFn = Callable[..., str]  # fn(store_root, job_id[, progress=sink]) -> state
 EventFn = Callable[[str, str, dict[str, Any]], None]
+
+
+def _when_job_taken(store_root: str, job_id: str, start: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
+    """`start` called when this thread takes the job's lock; nothing for an id the store cannot name (fn fails)."""
+    try:
+        path = RunStore(store_root).paths(job_id).lock
+    except (UsaggError, OSError):
+        return contextlib.nullcontext()
+    return when_taken(path, start)
 
 
 def summarize_error(text: str, limit: int = ERROR_CHARS) -> str:
@@ -87,20 +97,36 @@ def record_failure(store_root: str | Path, job_id: str, error_text: str, summary
     return summary
 
 
-def call_job(fn: JobFn, store_root: str, job_id: str) -> tuple[str, str, dict[str, Any]]:
+def call_job(
+    fn: JobFn, store_root: str, job_id: str, on_start: Callable[[], None] | None = None
+) -> tuple[str, str, dict[str, Any]]:
     """Run fn for one job, turning any exception into a recorded failure.
 
-    Returns (state, event, info) with event `finished`, `failed` or `locked`.
-    KeyboardInterrupt and SystemExit pass through (the user or the cluster stops us).
+    Returns (state, event, info) with event `finished`, `failed` or `locked`. `on_start()` runs once fn has taken
+    the job's lock (`joblock.when_taken`), or before a `finished` or `failed` answer of an fn that took none, never
+    for a job another process holds (`locked`): the executor's `started` event, so a user never reads that a job
+    started here that another process runs. KeyboardInterrupt and SystemExit pass through (the user or the cluster
+    stops us).
     """
+    said = False
+
+    def start() -> None:
+        nonlocal said
+        if not said and on_start is not None:
+            on_start()
+        said = True
+
     try:
-        state = fn(store_root, job_id)
+        with _when_job_taken(store_root, job_id, start):
+            state = fn(store_root, job_id)
     except JobLocked as e:
         state = RunStore(store_root).job_state(job_id)
         return state, "locked", {"state": state, "holder": e.holder}
     except Exception:
+        start()
         summary = record_failure(store_root, job_id, traceback.format_exc())
         return "failed", "failed", {"state": "failed", "error": summary}
+    start()
     state = str(state)
     if state == "failed":
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,8 @@ class InProcessExecutor(Executor):
                 started = {"device": "cpu", "threads": self.threads}
             try:
                 for job_id in job_ids:
-                    self._emit(on_event, job_id, "started", started)
-                    state, event, info = call_job(fn, self.store_root, job_id)
+                    said = functools.partial(self._emit, on_event, job_id, "started", started)  # once its lock is ours
+                    state, event, info = call_job(fn, self.store_root, job_id, said)
                     states[job_id] = state
                     self._emit(on_event, job_id, event, info)
             finally:

@@ -14,6 +14,8 @@ a full run trains.
 The parent hands each idle worker the next job of the queue over its own pipe,
 so it always knows which job a worker holds: a worker that dies (segfault,
 out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on.
+The job's `started` event comes when the worker says it took the job's lock (`call_job`'s `on_start`), not when
+the job is handed out: a job another process took first ends `locked`, "running elsewhere", never "started".
 Every job still runs `fn` in its worker, so it keeps its own lock, process and log. Where the run
 has a progress sink (`run(..., on_progress)`), a worker hands its job a sink that forwards the
 trainer's reports (usagg/engine/progress.py) over the same pipe and the parent hands them to
@@ -366,11 +368,18 @@ def _worker(
         sampler = threading.Thread(target=_sample, args=(probe, conn, lock, job_id, done), daemon=True)
         sampler.start()
         sink = _ProgressSender(conn, lock, job_id) if forward else None
-        state, event, info = call_job(with_progress(fn, sink), store_root, job_id)
+        started = functools.partial(_send, conn, lock, ("started", job_id))  # once the job's lock is the worker's
+        state, event, info = call_job(with_progress(fn, sink), store_root, job_id, started)
         done.set()
         sampler.join()
         with lock:
             conn.send(("done", job_id, state, event, info, probe.finish()))
+
+
+def _send(conn: Connection, lock: threading.Lock, message: tuple[Any, ...]) -> None:
+    """A message to the parent; a parent gone meanwhile (its pipe closed) is the run's end, not the job's error."""
+    with lock, contextlib.suppress(OSError):
+        conn.send(message)
 
 
 class _ProgressSender:
@@ -432,6 +441,7 @@ class _Slot:
         self.conn: Connection | None = None
         self.job: str | None = None
         self.threads: int | None = None  # torch threads of a CPU worker
+        self.started: dict[str, Any] = {}  # the `started` event's info of its job, sent once the job's lock is taken
 
 
 class PoolExecutor(Executor):
@@ -524,10 +534,9 @@ class PoolExecutor(Executor):
                         slot.job = self._next_job(queue, slot.device, sizes)
                         with contextlib.suppress(OSError):  # a dead worker: its sentinel tells us below
                             slot.conn.send(slot.job)
-                        info: dict[str, Any] = {"device": slot.device.key, "jobs_at_once": slot.device.limit}
+                        slot.started = {"device": slot.device.key, "jobs_at_once": slot.device.limit}
                         if slot.threads is not None:
-                            info["threads"] = slot.threads
-                        self._emit(on_event, slot.job, "started", info)
+                            slot.started["threads"] = slot.threads
                 busy = [s for s in slots if s.job is not None]
                 if not busy:
                     break
@@ -643,6 +652,9 @@ class PoolExecutor(Executor):
             while slot.conn.poll():
                 kind, got_id, *rest = slot.conn.recv()
                 if got_id != job_id:
+                    continue
+                if kind == "started":  # its lock is the worker's: said only now, never for a job held elsewhere
+                    self._emit(on_event, job_id, "started", slot.started)
                     continue
                 if kind == "progress":  # a worker's report, to the run's sink (usagg/engine/progress.py)
                     send(self._on_progress, rest[0])
