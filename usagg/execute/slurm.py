@@ -54,7 +54,7 @@ from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.execute.pool import job_sizes, largest_first
-from usagg.joblock import JobLock, describe_holder, holder_slurm_job, slurm_element, slurm_run
+from usagg.joblock import JobLock, holder_slurm_job, slurm_element, slurm_run
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import ERROR_CHARS, RunStore, submitit_link
@@ -148,25 +148,13 @@ def node_gpu_problem(devices: Devices) -> str | None:
     )
 
 
-class HeldElsewhere(UsaggError):
-    """The element found its job run by a live process elsewhere, so it trained nothing: it ends failed (a non-zero
-    exit, FAILED in sacct), not as a success that leaves the job to a run no one waits for."""
-
-    def __init__(self, job_id: str, holder: dict[str, Any]) -> None:
-        slurm = slurm_run()
-        super().__init__(
-            f"Slurm job {slurm['job'] if slurm else '?'} did not run job {job_id}: a live process holds its lock "
-            f"({describe_holder(holder)}), so the job is left to that process"
-        )
-
-
-#: How the node's traceback names HeldElsewhere on its last line (submitit returns the traceback as text).
-HELD_ELSEWHERE = f"{HeldElsewhere.__module__}.{HeldElsewhere.__qualname__}:"
-
-
 class SlurmJobCall(Checkpointable):
     """The callable each array element runs: fn with failure recording, requeued as is; `devices` are the spec's
-    `execution.devices`, checked on the node before fn runs."""
+    `execution.devices`, checked on the node before fn runs. An element that finds its job's lock held by a live
+    process (not an earlier run of itself, `_wait_for_earlier_run`) trained nothing and answers `locked` with the
+    holder, as a pool worker does: the submitting run reports the job running elsewhere, records no failure, and
+    sacct says COMPLETED (a FAILED element made the next run record the job failed, to be run with
+    --retry-failed, though another process was training it)."""
 
     def __init__(self, fn: JobFn, devices: Devices = "auto") -> None:
         self.fn = fn
@@ -184,9 +172,7 @@ class SlurmJobCall(Checkpointable):
         outcome = call_job(self.fn, store_root, job_id)
         if outcome[1] == "locked" and _wait_for_earlier_run(RunStore(store_root).job_lock(job_id)):
             outcome = call_job(self.fn, store_root, job_id)
-        if outcome[1] == "locked":
-            raise HeldElsewhere(job_id, outcome[2]["holder"])
-        return outcome
+        return outcome  # `locked`: a live process elsewhere runs the job; the element ends, leaving it to that process
 
     def checkpoint(self, store_root: str, job_id: str) -> DelayedSubmission:
         """Free the job's lock for the requeued run, then resubmit the same call (the engine resumes)."""
@@ -727,10 +713,6 @@ class SlurmExecutor(Executor):
             return state, event, {**info, "slurm_job_id": job.job_id}
         except Exception as e:  # submitit's FailedJobError / UncompletedJobError: crash, kill, out of requeues
             said = str(e).strip()
-            held = next((ln for ln in reversed(said.splitlines()) if ln.startswith(HELD_ELSEWHERE)), None)
-            if held is not None:  # the node's own words name the job and the holder
-                summary = held.removeprefix(HELD_ELSEWHERE).strip()
-                return self._failed(job_id, job, f"{summary}\n\n{said}", summary)
             if slurm_state == "COMPLETED" and not job.paths.result_pickle.exists():
                 return self._no_result(job_id, job, said)
             timed_out = TIMED_OUT_TOO_OFTEN in said  # submitit gave up requeueing, and sacct says COMPLETED
