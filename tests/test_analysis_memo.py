@@ -393,3 +393,68 @@ def test_a_folder_another_command_writes_is_refused_and_left_alone(analysis: Ana
         assert not list(out.rglob("*.*"))
     write_report(analysis, out, dpi=30)
     assert (out / "report.md").is_file() and not list(out.rglob(".usagg-writing.lock"))
+
+
+KILLED_DRAW = """
+import sys, time
+from pathlib import Path
+from usagg.analysis.memo import FigureFile, Memo
+
+def render(folder: Path) -> list[FigureFile]:
+    (folder / "fig.png").write_bytes(b"half")
+    print("drawing", flush=True)
+    time.sleep(120)  # killed here, mid-draw
+    return []
+
+Memo(Path(sys.argv[1])).cached_figures("k", "png", 60, Path(sys.argv[2]), render)
+"""
+
+
+def test_a_draw_folder_whose_writer_was_killed_goes_with_the_next_draw_never_a_live_one(
+    cache: Path, tmp_path: Path
+) -> None:
+    """A `usagg plot` killed mid-draw left `.<key>.draw-*` until `usagg cache prune`, 30 days on. The next command
+    asking for that entry removes it (its writer's pid no longer runs), and an older usagg's lock-less one unchanged
+    for DRAW_STALE_S, but never the folder of a writer still drawing (another thread here, or a young folder)."""
+    from usagg.analysis.memo import DRAW_LOCK, DRAW_STALE_S
+
+    figures = cache / "analysis" / "figures"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DRAW, str(cache), str(tmp_path / "killed")], stdout=subprocess.PIPE, text=True
+    )
+    assert killed.stdout is not None and killed.stdout.readline() == "drawing\n"
+    killed.kill()
+    killed.wait()
+    (left,) = figures.glob(".*.draw-*")
+    assert (left / DRAW_LOCK).is_file()  # the killed writer's record: host, pid
+    entry = left.name.split(".")[1]
+    old, young = figures / f".{entry}.draw-old", figures / f".{entry}.draw-young"  # no lock: an older usagg's
+    for folder in (old, young):
+        folder.mkdir()
+    os.utime(old, (os.path.getmtime(old) - DRAW_STALE_S - 60,) * 2)
+
+    memo, drawing, release = Memo(cache), threading.Event(), threading.Event()
+
+    def slow(folder: Path) -> list[FigureFile]:
+        (folder / "fig.png").write_bytes(b"slow")
+        drawing.set()
+        release.wait(60)
+        return [FigureFile("fig", folder / "fig.png", "")]
+
+    def quick(folder: Path) -> list[FigureFile]:
+        (folder / "fig.png").write_bytes(b"quick")
+        return [FigureFile("fig", folder / "fig.png", "")]
+
+    live = threading.Thread(target=memo.cached_figures, args=("k", "png", 60, tmp_path / "live", slow))
+    live.start()
+    try:
+        assert drawing.wait(60)
+        (fig,) = memo.cached_figures("k", "png", 60, tmp_path / "next", quick)  # the next draw of that entry
+        assert fig.path.read_bytes() == b"quick"
+        remaining = set(figures.glob(".*.draw-*"))
+        assert left not in remaining and old not in remaining and young in remaining
+        assert len(remaining - {young}) == 1  # the live thread's, still drawing, kept
+    finally:
+        release.set()
+        live.join(60)
+    assert set(figures.glob(".*.draw-*")) == {young}

@@ -13,7 +13,8 @@ it cannot be read or written the output is computed as if it were empty. An entr
 the memo is used only in a folder no one but the user can write (usagg/cachetrust.py `vetted_folder`): a
 $USAGG_CACHE others can write to would let them plant statistics. Figures are drawn into a private folder of
 the memo's and stored from there (each with its sha256), so a figure another command writes into the same output
-folder at the same moment never enters an entry.
+folder at the same moment never enters an entry. That folder holds its writer's lock (usagg/joblock.py) while it
+draws, so the next command that asks for the entry removes one whose writer was killed, never a live one's.
 
 This module knows no drawing code: it wraps the computations it is handed (a
 `compute` or `render` callable), scikit-learn `memory=` style, and the boundary that
@@ -30,6 +31,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +43,7 @@ from usagg import __version__
 from usagg.analysis.stats import Stat
 from usagg.atomic import read_regular, write_bytes_atomic, write_json_atomic
 from usagg.cachedir import cache_root, entry_key, remove
+from usagg.joblock import JobLock
 from usagg.safepath import check_component, confined
 
 if TYPE_CHECKING:
@@ -50,6 +53,11 @@ log = logging.getLogger(__name__)
 
 KEEP = 64  # entries per kind; a figure entry is ~0.5 MB of PNG
 MANIFEST = "manifest.json"
+#: The lock file of a draw folder's writer (`_draw_lock`), its heartbeat, and how long a writer may be silent (or a
+#: folder without a lock unchanged) before `_sweep_draws` takes it for gone (as usagg/analysis/report.py `writing`).
+DRAW_LOCK = ".writer.lock"
+DRAW_HEARTBEAT_S = 30.0
+DRAW_STALE_S = 600.0
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
@@ -214,6 +222,7 @@ class Memo:
         if self.off:
             return render(folder)
         entry = self.root / "figures" / digest(key, fmt, dpi, _version("matplotlib"))
+        _sweep_draws(entry)
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             items = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
             blobs = [(d, _entry_bytes(entry, d)) for d in items]  # read (and verified) all before writing any
@@ -223,22 +232,53 @@ class Memo:
             _touch(entry)
             return out
         shutil.rmtree(entry, ignore_errors=True)  # a damaged entry would block storing a good one
+        drawing: Path | None = None
+        writer = contextlib.ExitStack()
         try:
             drawing = Path(tempfile.mkdtemp(prefix=f".{entry.name}.draw-", dir=_made(entry.parent)))
-        except OSError:  # no cache to draw in: drawn in place, as without a memo
+            writer.enter_context(_draw_lock(drawing).held())  # whose folder it is, for `_sweep_draws`
+        except OSError:  # no cache to draw in (or no room for the lock): drawn in place, as without a memo
+            if drawing is not None:
+                shutil.rmtree(drawing, ignore_errors=True)
             return render(folder)
         try:
-            figs = render(drawing)
-            out = [
-                FigureFile(f.name, write_bytes_atomic(folder / f.path.name, f.path.read_bytes()), f.caption)
-                for f in figs
-            ]
+            with writer:  # released before the folder is stored: an entry holds no lock
+                figs = render(drawing)
+                out = [
+                    FigureFile(f.name, write_bytes_atomic(folder / f.path.name, f.path.read_bytes()), f.caption)
+                    for f in figs
+                ]
             with contextlib.suppress(OSError):
                 _store(drawing, entry, figs)
                 _prune(entry.parent, self.keep)
         finally:
             shutil.rmtree(drawing, ignore_errors=True)  # gone once stored (renamed into place)
         return out
+
+
+def _draw_lock(drawing: Path) -> JobLock:
+    """The lock of a draw folder's writer (usagg/joblock.py: host, pid, heartbeat), held while it draws."""
+    return JobLock(drawing / DRAW_LOCK, str(drawing), DRAW_HEARTBEAT_S, DRAW_STALE_S)
+
+
+def _sweep_draws(entry: Path) -> None:
+    """Remove the draw folders of `entry` whose writer is gone: a `usagg plot` or `report` killed mid-draw left one
+    that only `usagg cache prune` removed, after 30 days. Gone: its lock's holder is not alive (on this host its pid
+    no longer runs; elsewhere its heartbeat has been silent for `DRAW_STALE_S`), or it holds no lock and has not
+    changed for `DRAW_STALE_S` (an older usagg's, or a writer killed in the moment between making it and locking it,
+    or between unlocking it and storing it). A live writer's folder, on any host, is left alone."""
+    with contextlib.suppress(OSError):
+        for drawing in entry.parent.glob(f".{entry.name}.draw-*"):
+            if drawing.is_symlink() or not drawing.is_dir():
+                continue
+            lock = _draw_lock(drawing)
+            holder = lock.holder()
+            if holder is None:
+                if time.time() - drawing.stat().st_mtime < DRAW_STALE_S:
+                    continue
+            elif lock.holder_alive(holder):
+                continue
+            remove(drawing)
 
 
 def _made(folder: Path) -> Path:
