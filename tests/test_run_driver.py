@@ -490,3 +490,61 @@ def test_a_job_another_process_runs_is_left_to_it_and_the_dry_run_says_skip(
         other.kill()
         other.wait()
     assert StudyRun.prepare(load_study(spec), spec_file=spec).todo == [theirs]  # its holder gone: interrupted, resumed
+
+
+def test_a_force_beside_a_live_run_is_refused_when_it_would_replace_its_jobs_and_goes_on_when_it_adds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg run B.yaml --force` while `usagg run A.yaml` trains the store: B changed a setting, so its job fills the
+    cell (task, paradigm, fraction, seed) of A's under another id, and A would close with two results for it, which
+    compare refuses. It was allowed ('adds jobs only'); now refused in one paragraph naming A's run (host, pid, since,
+    spec) and what B would change, exit 2, nothing written. C adds a task: it goes on, saying so."""
+    a = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    b = write_study(tmp_path / "b" / "study.yaml", tmp_path, epochs=2)
+    c = write_study(tmp_path / "c" / "study.yaml", tmp_path, tasks=(MALIGNANCY, NODULE))
+    run = StudyRun.prepare(load_study(a), spec_file=a)
+    run.init_store()
+    run.release()
+    (theirs,) = run.store.job_ids()
+    plan_before = run.store.plan_json.read_bytes()
+    (mine,) = (j.id for j in plan(load_study(b)))
+    other = other_process_holds(run.store.runs_dir / "theirs.lock", spec=str(a), jobs=1)
+    try:
+        monkeypatch.chdir(tmp_path)
+        code, out = run_cli(["run", str(b), "--force"], monkeypatch, capsys)
+        said = " ".join(out.split())
+        assert code == 2 and "Traceback" not in out, out
+        holder = f"another usagg run ({socket.gethostname()} pid {other.pid}, since 2026-12-07T15:00:00+00:00, spec {a}"
+        assert holder in said and "would replace 1 job of the plan it trains" in said, out
+        assert f"({theirs} by {mine})" in said and "Nothing was written" in said and "--set name=NEW" in said, out
+        assert run.store.plan_json.read_bytes() == plan_before and run.store.spec_files() == [str(a)]
+
+        added = StudyRun.prepare(load_study(c), spec_file=c, force=True)
+        added.init_store()
+        added.release()
+        assert added.beside is not None and holder in added.beside and "this run adds 1 job" in added.beside
+        assert "replaces or drops none of that run's jobs" in added.beside
+        assert theirs in run.store.job_ids() and len(run.store.job_ids()) == 2
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_later_stage_keeps_the_jobs_a_force_beside_it_added(tmp_path: Path) -> None:
+    """A run's next stage (AG once AU is done) wrote the plan of its own spec and the jobs it kept at its start: jobs
+    a `--force` of another spec file added meanwhile vanished from plan.json, status and compare while that run
+    trained them."""
+    a = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    c = write_study(tmp_path / "c" / "study.yaml", tmp_path, tasks=(MALIGNANCY, NODULE))
+    first = StudyRun.prepare(load_study(a), spec_file=a)
+    first.init_store()  # live from here on
+    try:
+        forced = StudyRun.prepare(load_study(c), spec_file=c, force=True)
+        forced.init_store()
+        forced.release()
+        both = sorted(first.store.job_ids())
+        assert len(both) == 2
+        first.init_store()  # its next stage writes the plan again
+        assert sorted(first.store.job_ids()) == both and first.store.spec_files() == [str(a), str(c)]
+    finally:
+        first.release()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -664,6 +665,37 @@ def _check_split_sizes(study: Study, root: Path) -> TaskRows:
     return rows
 
 
+#: A result cell of results.csv (usagg/analysis/results.py `_check_consistent`): paradigm, fraction, seed, task and
+#: sweep point (JSON); one result each.
+Cell = tuple[str, float, int, str, str]
+
+
+def _cells(job: Job) -> set[Cell]:
+    """The result cells a job fills: one per task and sweep point it belongs to."""
+    points = [json.dumps(p, sort_keys=True, default=str) for p in job.sweep] or ["{}"]
+    return {(job.paradigm, job.fraction, job.seed, task, point) for task in job.task_ids for point in points}
+
+
+def _replaced(stored: list[Job], added: list[Job]) -> dict[str, str]:
+    """Stored job id -> the added job that fills one of its result cells under another id (its settings changed)."""
+    owner = {cell: job.id for job in stored for cell in _cells(job)}
+    out: dict[str, str] = {}
+    for job in added:
+        for cell in sorted(_cells(job)):
+            if cell in owner:
+                out.setdefault(owner[cell], job.id)
+    return out
+
+
+def _live_run_text(holder: dict[str, Any]) -> str:
+    """Another live `usagg run` in words (`RunStore.live_runs`): host, pid, since, its spec file and plan size."""
+    from usagg.joblock import describe_holder
+
+    spec = f", spec {holder['spec']}" if holder.get("spec") else ""
+    jobs = f", plan of {counted(holder['jobs'], 'job')}" if isinstance(holder.get("jobs"), int) else ""
+    return f"another usagg run ({describe_holder(holder)}{spec}{jobs})"
+
+
 @dataclass
 class StudyRun:
     """One `usagg run` of a study, step by step; `prepare` changes nothing on disk."""
@@ -709,6 +741,8 @@ class StudyRun:
     #: Selected jobs another live process is running (their lock held), job id -> the holder in words: left to it,
     #: as queued ones are, never counted as run or timed here (`_elsewhere`).
     elsewhere: dict[str, str] = field(default_factory=dict)
+    #: The warning for a plan that adds jobs to the one another spec file's live run trains (`_check_live_plan_kept`).
+    beside: str | None = None
     #: The spec's executor, built by `check_executor` before the store is written and used by `execute`.
     executor: Executor | None = field(default=None, init=False, repr=False)
     #: Jobs the executor reported failed, job id -> the error it reported (`execute`): where the store does not say
@@ -752,7 +786,7 @@ class StudyRun:
         run.spec_file = None if spec_file is None else Path(spec_file).resolve()
         run._check_no_store_elsewhere()
         run.kept = run._jobs_of_other_specs(force)
-        run._check_no_live_plan_dropped()
+        run._check_live_plan_kept()
         run._decide()
         return run
 
@@ -847,42 +881,74 @@ class StudyRun:
             plan = None
         return (tuple(self.store.spec_files()), plan)
 
-    def _check_no_live_plan_dropped(self) -> None:
-        """UsaggError, nothing written, where this plan would drop jobs of the stored plan while another process runs
-        the store (a live `usagg run`, `RunStore.live_runs`, or a live lock of a dropped job, a Slurm element's):
-        that run would close by pointing at a results.csv that no longer holds what it trained, and its jobs would
-        vanish from status and compare without a word. A plan that keeps every stored job (the same spec, a later
-        stage, `--force`'s binding) runs beside it: the job locks keep the two apart."""
+    def _check_live_plan_kept(self) -> None:
+        """UsaggError, nothing written, where this plan would drop jobs of the stored plan, or replace them (a job of
+        its own for the same result cell, `_cells`, under another id: a `--force` of a spec file that changed a
+        setting), while another process runs the store (a live `usagg run`, `RunStore.live_runs`, or a live lock of
+        such a job, a Slurm element's): that run would close by pointing at a results.csv that no longer holds what it
+        trained, or that holds two results for a cell, which compare refuses. A plan that keeps every stored job and
+        replaces none (the same spec, a later stage, a `--force` adding seeds or paradigms) runs beside it, the job
+        locks keeping the two apart; one that adds jobs beside another spec file's live run says so (`beside`)."""
+        self.beside = None
         if not self.store.exists():
             return
         try:
             stored = self.store.jobs()
         except UsaggError:  # a damaged plan.json: nothing to drop that can be read
             return
-        ours = {j.id for j in self.all_jobs + self.kept}
-        dropped = [j.id for j in stored if j.id not in ours]
-        live = self.store.live_runs() if dropped else []
-        held = [jid for jid in dropped if self.store.lock_alive(jid)]
-        if live or held:
+        ours = self.all_jobs + self.kept
+        our_ids, stored_ids = {j.id for j in ours}, {j.id for j in stored}
+        dropped = [j.id for j in stored if j.id not in our_ids]
+        added = [j for j in ours if j.id not in stored_ids]
+        replaced = _replaced(stored, added)
+        live = self.store.live_runs() if dropped or added else []
+        held = [jid for jid in [*dropped, *replaced] if self.store.lock_alive(jid)]
+        if dropped and (live or held):
             raise UsaggError(self._live_plan_text(dropped, live, held))
+        if replaced and (live or held):
+            raise UsaggError(self._live_replaced_text(replaced, live, held))
+        beside = [h for h in live if h.get("spec") != (None if self.spec_file is None else str(self.spec_file))]
+        if added and beside:
+            self.beside = (
+                f"{self.store.root} is being run by {_live_run_text(beside[0])}: this run adds "
+                f"{counted(len(added), 'job')} to the plan of study {self.study.name!r} "
+                f"({_listed([j.id for j in added])}) and replaces or drops none of that run's jobs, so both go on, the "
+                "job locks keeping them apart."
+            )
 
-    def _live_plan_text(self, dropped: list[str], live: list[dict[str, Any]], held: list[str]) -> str:
+    def _holder_text(self, live: list[dict[str, Any]], held: list[str]) -> str:
+        """Who runs the store: the first live `usagg run` (host, pid, since, spec, plan size), else the process that
+        holds the first of `held`'s locks."""
         from usagg.joblock import describe_holder
 
         if live:
-            first = live[0]
-            spec = f", spec {first['spec']}" if first.get("spec") else ""
-            jobs = f", plan of {counted(first['jobs'], 'job')}" if isinstance(first.get("jobs"), int) else ""
-            who = f"another usagg run ({describe_holder(first)}{spec}{jobs})"
-        else:
-            who = f"another process ({describe_holder(self.store.job_lock(held[0]).holder() or {})})"
+            return _live_run_text(live[0])
+        return f"another process ({describe_holder(self.store.job_lock(held[0]).holder() or {})})"
+
+    def _live_plan_text(self, dropped: list[str], live: list[dict[str, Any]], held: list[str]) -> str:
         shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
         return (
-            f"{self.store.root} is being run by {who} with another plan of study {self.study.name!r}: this run would "
-            f"replace it, dropping {counted(len(dropped), 'job')} that run trains or counts ({shown}), so its "
-            "results.csv would no longer hold what it trained. Nothing was written. Wait for it to finish (or stop "
-            f"it) and run again, or give this variant its own name ({self.wording.rename}) or output_root "
-            f"({self.wording.place})."
+            f"{self.store.root} is being run by {self._holder_text(live, held)} with another plan of study "
+            f"{self.study.name!r}: this run would replace it, dropping {counted(len(dropped), 'job')} that run trains "
+            f"or counts ({shown}), so its results.csv would no longer hold what it trained. Nothing was written. "
+            f"{self._wait_text()}"
+        )
+
+    def _live_replaced_text(self, replaced: dict[str, str], live: list[dict[str, Any]], held: list[str]) -> str:
+        pairs = [f"{old} by {new}" for old, new in replaced.items()]
+        shown = ", ".join(pairs[:2]) + (", ..." if len(pairs) > 2 else "")
+        return (
+            f"{self.store.root} is being run by {self._holder_text(live, held)}: this run's plan of study "
+            f"{self.study.name!r} would replace {counted(len(replaced), 'job')} of the plan it trains with jobs of "
+            f"other settings for the same task, paradigm, fraction and seed ({shown}), so the results.csv that run "
+            f"closes with would hold two results for each and compare would refuse it. Nothing was written. "
+            f"{self._wait_text()}"
+        )
+
+    def _wait_text(self) -> str:
+        return (
+            "Wait for it to finish (or stop it) and run again, or give this variant its own name "
+            f"({self.wording.rename}) or output_root ({self.wording.place})."
         )
 
     def replaced_text(self) -> str | None:
@@ -1270,10 +1336,12 @@ class StudyRun:
             if self._running is None:  # this run's first plan: checked again now that no other run can write one
                 if self._store_view() != self._seen:  # another run bound or planned since `prepare`
                     self.kept = self._jobs_of_other_specs(self.force)
-                self._check_no_live_plan_dropped()
+                self._check_live_plan_kept()
                 self._running = contextlib.ExitStack()
                 about = {"spec": None if self.spec_file is None else str(self.spec_file), "jobs": len(self.all_jobs)}
                 self._running.enter_context(self.store.run(about))
+            elif self._store_view() != self._seen:  # a later stage: what another run added meanwhile stays planned
+                self.kept += self._added_elsewhere()
             self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
             ours = {j.id for j in self.all_jobs}
             self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
@@ -1282,7 +1350,17 @@ class StudyRun:
             self.collect_slurm_failures()
             if self.spec_file is not None and self.binding != "none":
                 self.store.add_spec_file(self.spec_file, replace=self.binding == "replace")
+            self._seen = self._store_view()  # as this run left it
         self._decide()  # after `repair()`: a job whose metrics were damaged is pending again
+
+    def _added_elsewhere(self) -> list[Job]:
+        """Jobs of the stored plan that neither this run's plan nor its kept jobs hold: another run added them since
+        this one wrote the plan (a `--force` beside it, `_check_live_plan_kept`). Before, the stage that followed
+        wrote the plan without them, and they vanished from status and compare while that run trained them."""
+        known = {j.id for j in self.all_jobs + self.kept}
+        with contextlib.suppress(UsaggError):  # a damaged plan.json: `repair` below says so, nothing to keep
+            return [j for j in self.store.jobs() if j.id not in known]
+        return []
 
     def release(self) -> None:
         """End this run's record in the store (`RunStore.run`, taken by the first `init_store`): another `usagg run`
@@ -1486,6 +1564,7 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
         run.collected_text(),
         run.queued_note,
         run.elsewhere_text(),
+        run.beside,
         run.replaced_text(),
         run.restart_text(),
         run.changed_code_text(),

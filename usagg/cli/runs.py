@@ -441,7 +441,7 @@ def run(
         "--force",
         help="Run into a store another spec file of the same study name made, keeping that study's jobs (compare "
         "then needs one result per task, paradigm, fraction and seed: add seeds or paradigms this way, not a "
-        "changed setting).",
+        "changed setting; while another usagg run trains the store, one that would replace its jobs is refused).",
     ),
     sets: list[str] = typer.Option(
         [], "--set", help="Override a spec value, e.g. --set training.epochs=5 (paths: from the current folder)."
