@@ -188,7 +188,11 @@ class TensorBoardTracker(_Guarded):
     The writer opens when the job's fit starts (`start`), or at the first epoch logged without one (a reused job's
     replay). An earlier attempt's event files stay: the new writer starts with a purge step, the first epoch it
     writes, so TensorBoard drops the earlier attempt's points from there on (epochs trained after the checkpoint this
-    attempt resumed from) and shows each epoch once; the params text is written by the first attempt only."""
+    attempt resumed from) and shows each epoch once; the params text is written by the first attempt only. The purge
+    step is a SessionLog START event, written twice: the Rust data server and `EventAccumulator` purge at the first,
+    but the Python loader TensorBoard's own server runs on (`plugin_event_accumulator`: `--load_fast=false`, or no
+    data server binary) takes the first START it reads for the run's start, not a restart, and a first attempt's
+    writer wrote none (tests/test_tensorboard_readers.py reads all three)."""
 
     name = "tensorboard"
 
@@ -204,7 +208,12 @@ class TensorBoardTracker(_Guarded):
 
         earlier = self.folder.is_dir() and any(self.folder.glob("events.out.tfevents.*"))
         self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=first_epoch if earlier else None)
-        if not earlier:
+        if earlier:  # the writer's own START came first: this one purges for the Python loader too
+            from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+            restart = Event(step=first_epoch, session_log=SessionLog(status=SessionLog.START))
+            self.writer._get_file_writer().add_event(restart)
+        else:
             self.writer.add_text("params", "\n".join(f"    {k}: {v}" for k, v in self.params.items()), 0)
 
     def _start(self, history: list[dict[str, Any]]) -> None:
