@@ -189,6 +189,7 @@ RANKS = {
     "usagg.store": "store",
     "usagg.engine": "engine",
     "usagg.tracking": "engine",  # trainer callbacks
+    "usagg.mlflowstore": "engine",  # the MLflow tracker's edits of a local store
     "usagg.execute": "execute",
     "usagg.analysis": "analysis",
     "usagg.service": "service",

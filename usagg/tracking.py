@@ -3,8 +3,10 @@
 The run store stays the record; a tracker is a window onto it. A job's tracker gets the
 params once, each epoch's history entry (usagg/engine/trainer.py: loss, per-task losses,
 selection metrics) and the final test metrics; a job that runs again (resumed, retried) keeps one curve, epochs 1..N
-each once: its MLflow run (id in jobs/<id>/mlflow.json) is reopened and given the epochs of the checkpoint it
-resumed from that it lacks, and its TensorBoard writer purges the earlier attempt's points from its first epoch on.
+each once, its history's values: its MLflow run (id in jobs/<id>/mlflow.json) is reopened, loses the earlier attempts'
+points after the checkpoint it resumed from (usagg/mlflowstore.py; a tracking server's run keeps them, tagged) and is
+given the checkpoint's epochs it lacks, and its TensorBoard writer purges the earlier attempt's points from its first
+epoch on.
 TensorBoard writes event files with its own writer under <run store>/tensorboard/<job id>. MLflow gets one parent
 run per study (its id kept in <run store>/mlflow.json, so re-runs and workers on other hosts reuse it) and one
 nested run per job, through `MlflowClient` (no global active run, so pool workers are safe); with a local URI
@@ -381,14 +383,42 @@ def study_parent_run(spec: MlflowSpec, study_name: str, store_root: Path) -> str
         return None
 
 
+#: The tag of a job's MLflow run that kept an earlier attempt's points (its store cannot delete them): the epoch
+#: after which the run may hold, beside each of the job's own values, one of an attempt that trained it before.
+STALE_TAG = "usagg.stale_after_epoch"
+
+#: Tracking URIs whose stores could not delete points, said once each (`_say_stale_once`).
+_stale_warned: set[str] = set()
+
+
+def _say_stale_once(uri: str, err: Exception) -> None:
+    if uri in _stale_warned:
+        return
+    _stale_warned.add(uri)
+    log.warning(
+        "mlflow: a resumed job's run at %s keeps the points an earlier attempt logged for the epochs trained again "
+        "(%s: %s); the run's tag %s names the epoch after which its curves may show two values at a step, and the "
+        "job's history.csv is the record",
+        uri,
+        type(err).__name__,
+        err,
+        STALE_TAG,
+    )
+
+
 class MlflowTracker(_Guarded):
     """One MLflow run per job, nested under the study's run (tag mlflow.parentRunId).
 
     The run's id is kept in the job's folder (mlflow.json), and a later attempt of the job (resumed after an
-    interruption, retried after a failure) reopens it instead of starting a second run: when its fit starts it
-    logs the epochs of the checkpoint it resumed from that the run lacks, and a point the run holds already
-    (the same metric, step and value) is not logged again, so the run's curve is epochs 1..N, each once. A
-    recorded run the tracking store no longer has (deleted, another URI, another study run) gives a new one."""
+    interruption, retried after a failure) reopens it instead of starting a second run, and ends with the job's
+    history (history.csv) as its curve, one point per metric and epoch: when its fit starts, the earlier attempts'
+    points after the checkpoint it resumed from are deleted (trained again, maybe to other values, or never: a
+    shorter fit), then the checkpoint's epochs the run lacks are logged; a point the run holds already (the same
+    metric, step and value) is not logged again, and one of another value at that step is deleted first. MLflow has
+    no call that deletes a point: usagg/mlflowstore.py does it in a local store (sqlite:, file:); a tracking server's
+    run keeps such points beside the job's, so the run gets the tag `STALE_TAG` (the epoch after which it may hold
+    an earlier attempt's points), said once per URI. A recorded run the tracking store no longer has (deleted,
+    another URI, another study run) gives a new one."""
 
     name = "mlflow"
 
@@ -398,9 +428,12 @@ class MlflowTracker(_Guarded):
         super().__init__()
         self.client: Any = None
         self.run_id = ""
-        self.logged: dict[tuple[str, int], float] = {}  # (metric, step) -> value the run holds
+        self.logged: dict[tuple[str, int], list[float]] = {}  # (metric, step) -> the values the run holds there
         self.paths = RunStore(store_root).paths(job.id)
         self.checkpoints = checkpoints
+        self.uri = spec.uri
+        self.stale_after: int | None = None  # `STALE_TAG` as the run holds it
+        self.deletes = True  # False once the store could not delete points: they are kept and tagged
         self._call("starting a run", self._open, spec, job, store_root, params)
 
     def _open(self, spec: MlflowSpec, job: Job, store_root: Path, params: dict[str, str]) -> None:
@@ -443,24 +476,56 @@ class MlflowTracker(_Guarded):
             self.client.update_run(run.info.run_id, status="RUNNING")
         for key in run.data.metrics:
             for point in self.client.get_metric_history(run.info.run_id, key):
-                self.logged[(key, int(point.step))] = point.value
+                self.logged.setdefault((key, int(point.step)), []).append(point.value)
+        with contextlib.suppress(ValueError):  # a tag set by hand: read as none
+            self.stale_after = int(run.data.tags[STALE_TAG]) if STALE_TAG in run.data.tags else None
         return run
 
     def _log(self, scalars: dict[str, float], step: int) -> None:
-        """Log the points the run does not hold yet (an earlier attempt's, of the same value, are kept as they are)."""
+        """Log the points the run does not hold yet (an earlier attempt's, of the same value, are kept as they are),
+        after deleting the run's other values at their steps (an earlier attempt's, trained again)."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         named = {k.replace("/", "."): v for k, v in scalars.items()}
-        metrics = [Metric(k, v, now, step) for k, v in named.items() if self.logged.get((k, step)) != v]
+        self._drop([(k, step) for k, v in named.items() if self.logged.get((k, step), [v]) != [v]], step - 1)
+        metrics = [Metric(k, v, now, step) for k, v in named.items() if v not in self.logged.get((k, step), [])]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
-        self.logged.update({(m.key, step): m.value for m in metrics})
+        for m in metrics:
+            self.logged.setdefault((m.key, step), []).append(m.value)
+
+    def _drop(self, points: list[tuple[str, int]], after: int) -> None:
+        """Delete the run's points at these (metric, step)s, every value there (usagg/mlflowstore.py); where the
+        store cannot, keep them and tag the run: it may hold an earlier attempt's points after epoch `after`."""
+        from usagg.mlflowstore import delete_points
+
+        if not points:
+            return
+        if self.deletes:
+            steps: dict[str, set[int]] = {}
+            for key, step in points:
+                steps.setdefault(key, set()).add(step)
+            try:
+                delete_points(self.client, self.run_id, steps)
+            except Exception as err:  # kept, and said: the job's curve is still logged
+                self.deletes = False
+                _say_stale_once(self.uri, err)
+            else:
+                for point in points:
+                    self.logged.pop(point, None)
+                return
+        if self.stale_after is None or after < self.stale_after:
+            self.client.set_tag(self.run_id, STALE_TAG, str(after))
+            self.stale_after = after
 
     def _start(self, history: list[dict[str, Any]]) -> None:
-        for entry in history:  # a resumed fit's earlier epochs, which this run may lack (another attempt's)
+        """The run's points after the checkpoint's epochs go (an earlier attempt's: this fit trains those epochs
+        again, or fewer), then the checkpoint's epochs this run lacks (another attempt's) are logged."""
+        self._drop(sorted(p for p in self.logged if p[1] > len(history)), len(history))
+        for entry in history:
             self._epoch(entry)
 
     def _epoch(self, entry: dict[str, Any]) -> None:
