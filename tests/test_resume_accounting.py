@@ -291,3 +291,63 @@ def test_a_last_checkpoint_of_an_older_layout_is_said_to_start_over_and_kept_asi
     assert f"1 job ({jid}) starts over from epoch 1: its last.pt was written by an older usagg (layout 3;" in said
     assert "kept as last.pt.not-resumed" in said
     assert (last.parent / "last.pt.not-resumed").read_bytes() == old
+
+
+@pytest.mark.parametrize("cause", ["damaged", "other frozen weights"])
+def test_a_last_checkpoint_not_resumed_is_said_at_the_jobs_start_and_by_status(
+    cause: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade audit: a job whose last.pt was damaged, or made for other frozen weights (model.weights or the
+    seeded initialisation changed), started over from epoch 1 with only its log.txt saying so, the file kept aside.
+    The run's line under the job's start line says it, and `usagg status` after; a damaged one, which the store reads
+    as such without torch, `usagg status` and the dry run say beforehand too, as they do an older layout's."""
+    from usagg.engine import checkpoint
+
+    study = write_tiny_study(
+        tmp_path / "study.yaml", "tiny", tmp_path / "data", epochs=2, steps=2, execution={"devices": "cpu"}
+    )
+    (job,) = [j for j in plan(load_study(study)) if j.task_ids == ["thyroid_malignancy"]]
+    save_last = Checkpointing.save_last
+
+    def then_ctrl_c(self: Checkpointing, trainer: Trainer) -> None:
+        save_last(self, trainer)
+        self.wait()
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(Checkpointing, "save_last", then_ctrl_c)
+        code, _ = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
+    assert code == 130
+    store = RunStore(tmp_path / "runs" / "tiny")
+    store.set_state(job.id, "running")  # killed, not stopped: its process is gone (status: interrupted)
+    last = store.paths(job.id).last_checkpoint
+    if cause == "damaged":
+        last.write_bytes(b"not a checkpoint")
+        kept, why = "last.pt.damaged", "last.pt is damaged (cannot be read as a checkpoint (UnpicklingError: "
+        code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+        said = " ".join(out.split())
+        assert code == 0 and "`usagg run` starts 1 over from epoch 1: its last.pt is damaged" in said, out
+        code, out = run_cli(["run", str(study), "--only", job.id, "--dry-run", "--json"], monkeypatch, capsys)
+        assert code == 0 and "1 job (" in out and "starts over from epoch 1: its last.pt is damaged" in out, out
+        assert json.JSONDecoder().raw_decode(out[out.index("[") :])[0][0]["action"] == "restart (last.pt damaged)"
+    else:
+        ck = checkpoint.load(last)
+        checkpoint.save_atomic({**ck, "fingerprint": "0" * 64}, last)
+        kept, why = "last.pt.not-resumed", "last.pt cannot be resumed: its frozen weights differ from this model's"
+    code, out = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
+    assert code == 0 and store.job_state(job.id) == "done", out
+    lines = out.splitlines()
+    started = next(i for i, line in enumerate(lines) if f"{job.id} started" in line)
+    assert f"] warning: {job.id} starts over from epoch 1: {why}" in lines[started + 1], lines[started : started + 2]
+    assert lines[started + 1].endswith(f"kept as {kept}") and (last.parent / kept).is_file()
+    assert not [line for line in lines if "resumed from epoch" in line]
+
+    rows = json.loads(run_cli(["status", str(store.root), "--json"], monkeypatch, capsys)[1])
+    row = next(r for r in rows if r["job_id"] == job.id)
+    assert [r["restarted"] for r in rows if r is not row] == [None] * (len(rows) - 1)
+    assert row["restarted"].startswith(why) and row["restarted"].endswith(f"kept as {kept}"), row
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and f"started over from epoch 1: {why}" in out, out
+    store.set_state(job.id, "running")  # a next attempt: its own restart, if any, is noted anew
+    assert store.job_record(job.id)["restarted"] is None

@@ -120,6 +120,7 @@ def test_a_deep_plan_is_a_named_damaged_plan(
         ("pid", "x"),
         ("error", ["x"]),
         ("start_epoch", "x"),
+        ("restarted", 5),
         ("weights_key", 1),
     ],
 )

@@ -602,6 +602,12 @@ def _recorded_generator(entry: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _jobs_named(ids: list[str]) -> str:
+    """'2 jobs (A, B)', the first three named."""
+    n = len(ids)
+    return f"{counted(n, 'job')} ({', '.join(ids[:3])}{f' and {n - 3} more' if n > 3 else ''})"
+
+
 def changed_generator_text(study: str, jobs: dict[str, int], now: int, wording: Wording) -> str:
     """The refusal of a run whose done jobs read the synthetic benchmark of another generator version
     (`StudyRun.check_done_data`): which jobs, which version, and the way on."""
@@ -1032,22 +1038,33 @@ class StudyRun:
 
     def restart_text(self) -> str | None:
         """The warning for jobs to do whose last.pt an older usagg wrote in a layout this one cannot resume
-        (`RunStore.unresumable_layout`), or None: they start over from epoch 1, which only their log said, after
-        `usagg status` had said they would resume (an upgrade audit)."""
+        (`RunStore.unresumable_layout`), or that is damaged (`RunStore.damaged_checkpoint`), or None: they start
+        over from epoch 1, which only their log said, after `usagg status` had said they would resume (an upgrade
+        audit). A last.pt that reads but is not this model's (other frozen weights) is found by the job itself: its
+        start says so (usagg/engine/checkpointing.py `Checkpointing.restart`)."""
         from usagg.store import CHECKPOINT_FORMAT, NOT_RESUMED
 
         layouts = {jid: layout for jid in self.todo if (layout := self.store.unresumable_layout(jid)) is not None}
-        if not layouts:
-            return None
-        n = len(layouts)
-        names = ", ".join(list(layouts)[:3]) + (f" and {n - 3} more" if n > 3 else "")
-        which = ", ".join(str(v) for v in sorted(set(layouts.values())))
-        return (
-            f"{counted(n, 'job')} ({names}) {'starts' if n == 1 else 'start'} over from epoch 1: "
-            f"{'its' if n == 1 else 'their'} last.pt was written by an older usagg (layout {which}; this usagg resumes "
-            f"layout {CHECKPOINT_FORMAT}), so the epochs {'it holds' if n == 1 else 'they hold'} are trained again. "
-            f"Each is kept as last.pt.{NOT_RESUMED} beside the new one (delete it to free the space)."
-        )
+        damaged = [jid for jid in self.todo if self.store.damaged_checkpoint(jid)]
+        said = []
+        if layouts:
+            n = len(layouts)
+            which = ", ".join(str(v) for v in sorted(set(layouts.values())))
+            said.append(
+                f"{_jobs_named(list(layouts))} {'starts' if n == 1 else 'start'} over from epoch 1: "
+                f"{'its' if n == 1 else 'their'} last.pt was written by an older usagg (layout {which}; this usagg "
+                f"resumes layout {CHECKPOINT_FORMAT}), so the epochs {'it holds' if n == 1 else 'they hold'} are "
+                f"trained again. Each is kept as last.pt.{NOT_RESUMED} beside the new one (delete it to free the "
+                "space)."
+            )
+        if damaged:
+            n = len(damaged)
+            said.append(
+                f"{_jobs_named(damaged)} {'starts' if n == 1 else 'start'} over from epoch 1: "
+                f"{'its' if n == 1 else 'their'} last.pt is damaged (not a checkpoint usagg can read, or cut short). "
+                "Each is kept as last.pt.damaged (delete it to free the space)."
+            )
+        return " ".join(said) or None
 
     def _elsewhere(self) -> dict[str, str]:
         """Running jobs whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
@@ -1203,6 +1220,8 @@ class StudyRun:
         if job_id in self.todo:
             if (layout := self.store.unresumable_layout(job_id)) is not None:
                 return f"restart (last.pt of layout {layout})"  # `restart_text`
+            if self.store.damaged_checkpoint(job_id):
+                return "restart (last.pt damaged)"
             return "resume" if self.store.has_checkpoint(job_id) else "run"
         if job_id in self.twins:
             return "reuse"  # the result of `twins[job_id]`, the same settings: one training

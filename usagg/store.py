@@ -210,6 +210,7 @@ _RECORD_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "error": ("text, or null", lambda v: v is None or isinstance(v, str)),
     "start_epoch": ("a whole number >= 0, or null", lambda v: v is None or _count(v)),
     "device": ("text, or null", lambda v: v is None or isinstance(v, str)),
+    "restarted": ("text, or null", lambda v: v is None or isinstance(v, str)),
     WEIGHTS_KEY: ("text, or null", lambda v: v is None or isinstance(v, str)),
 }
 
@@ -956,6 +957,7 @@ class RunStore:
             record["error"] = None
             record["start_epoch"] = self.epochs_done(job_id)[0]  # this attempt's epochs are the ones after
             record["device"] = None  # this attempt's, once it is known (`note_device`)
+            record["restarted"] = None  # this attempt's, where its last.pt is not resumed (`note_restart`)
         elif state in ("done", "failed"):
             record["finished"] = _iso(now)
             started = record.get("started")
@@ -973,9 +975,18 @@ class RunStore:
         """Record where a running job computes ('cuda:1 (NVIDIA H100 80GB HBM3)'), so `usagg status` can say which
         card each job is on; the job's runner calls it under the job's lock once the job has chosen its device.
         A record that is no longer running (or is damaged) is left as it is."""
+        self._note(job_id, "device", device)
+
+    def note_restart(self, job_id: str, why: str) -> None:
+        """Record why a running job's last.pt was not resumed and where it is kept (usagg/engine/checkpointing.py:
+        damaged, another layout, other frozen weights), so `usagg status` says the job started over from epoch 1,
+        which its log alone said; as `note_device`, by the job's runner."""
+        self._note(job_id, "restarted", why)
+
+    def _note(self, job_id: str, key: str, value: str) -> None:
         record, _ = self._load_record(job_id)
         if record is not None and record.get("state") == "running":
-            record["device"] = device
+            record[key] = value
             write_json_atomic(self.paths(job_id).record, record)
 
     # ----- job files
@@ -1079,6 +1090,12 @@ class RunStore:
         path = self.paths(job_id).last_checkpoint
         layout = checkpoint_layout(path) if path.is_file() else None
         return layout if layout is not None and layout != CHECKPOINT_FORMAT else None
+
+    def damaged_checkpoint(self, job_id: str) -> bool:
+        """Whether the job's last.pt is there but its layout cannot be read (not a checkpoint, cut short): the job's
+        run sets it aside as last.pt.damaged and starts over from epoch 1. A pure read, torch-free."""
+        path = self.paths(job_id).last_checkpoint
+        return path.is_file() and checkpoint_layout(path) is None
 
     def epochs_done(self, job_id: str) -> tuple[int, float | None]:
         """(the epochs history.csv holds, when it was written: the end of the last, in seconds since the epoch);

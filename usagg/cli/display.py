@@ -11,9 +11,11 @@ sink, passed down to each job) from jobs run in this process and, forwarded by t
 jobs (usagg/engine/progress.py), so only
 Slurm runs show job lines alone. A job's start line names its device: the pool's event names it; the in-process
 executor's cannot, so that line waits for the job's own start report (phase "start"). A job that resumed from its
-checkpoint says from which epoch (phase "resume"; a line above the bars on a terminal). Once per run, whatever the
-number of jobs it applies to, come the line of an `execution.accel` mode that falls back on the device and the
-line of a Slurm submission (`Notices`). `print_table` prints a CLI table whole in a log, the same way.
+checkpoint says from which epoch (phase "resume"; a line above the bars on a terminal), and one whose last.pt was
+not resumed that it starts over from epoch 1, why, and where the file is kept (phase "restart", a warning). Once
+per run, whatever the number of jobs it applies to, come the line of an `execution.accel` mode that falls back on
+the device and the line of a Slurm submission (`Notices`). `print_table` prints a CLI table whole in a log, the
+same way.
 """
 
 from __future__ import annotations
@@ -189,6 +191,12 @@ def resume_text(p: Progress) -> str:
     """'resumed from epoch 3/20': the epochs the job's checkpoint held, so a resumed job is not taken for a fresh
     start (its log.txt names the file)."""
     return f"resumed from epoch {p.epoch}/{p.epochs}"
+
+
+def restart_note(p: Progress) -> str:
+    """'warning: JOB starts over from epoch 1: last.pt is damaged (...), kept as last.pt.damaged': said where the
+    job starts, not only in its log.txt (usagg/engine/checkpointing.py `Checkpointing.restart`)."""
+    return f"warning: {p.job_id} starts over from epoch 1: {p.restart}"
 
 
 #: The device the in-process executor's `started` event names (usagg/execute/inprocess.py): not a device, so the
@@ -372,6 +380,9 @@ class RichDisplay:
             return
         if not self.clock.progress(p):
             return  # a late report of a job already ended
+        if p.phase == "restart":
+            self._say(restart_note(p), "yellow")
+            return
         if p.phase == "resume":
             self._say(f"{p.job_id} {resume_text(p)}")
             done, info = p.epoch * p.steps, self._info(resume_text(p))
@@ -468,6 +479,9 @@ class PlainDisplay:
         self._unnamed_start(p.job_id)
         if not self.clock.progress(p) or self.quiet:
             return  # a late report of a job already ended, or nothing but failures shown
+        if p.phase == "restart":
+            self._line(restart_note(p))
+            return
         if p.phase == "resume":
             self._line(f"{p.job_id} {resume_text(p)}")
             return

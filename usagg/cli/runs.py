@@ -135,7 +135,8 @@ def _job_device(store: RunStore, job_id: str, record: dict[str, Any], state: str
 def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
     """One row per job: state (with the job's device under it once it has chosen one: a column of its own cost a
     60-column terminal its metrics' words), duration and its primary metrics, an error's first line or where a
-    running job is."""
+    running job is, and under them, where its attempt's last.pt was not resumed, that it started over and why
+    (`restart_line`)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -168,10 +169,21 @@ def _summary_table(store: RunStore, job_ids: list[str], title: str) -> Any:
             detail = escape(printable(queued[jid]))
         else:
             detail = escape(printable(detail))  # task and metric names from metrics.json: data, not instructions
+        restarted = restart_line(record)
+        if restarted:
+            line = f"[yellow]{escape(printable(restarted))}[/]"
+            detail = f"{detail}\n{line}" if detail else line
         device = _job_device(store, jid, record, state) if state in ("done", "running", "failed") else None
         card = f"\n[dim]{escape(printable(device.split(' (')[0]))}[/]" if device else ""  # the card's name: --json
         table.add_row(escape(jid), _state_text(state) + card, duration, detail)
     return table
+
+
+def restart_line(record: dict[str, Any]) -> str | None:
+    """'started over from epoch 1: last.pt is damaged (...), kept as last.pt.damaged' for a job whose last attempt
+    did not resume its last.pt (job.json's `restarted`, `RunStore.note_restart`), else None."""
+    why = record.get("restarted")
+    return f"started over from epoch 1: {why}" if isinstance(why, str) and why else None
 
 
 @dataclass(frozen=True)
@@ -612,6 +624,7 @@ def _status_rows(store: RunStore, job_ids: list[str]) -> list[dict[str, Any]]:
         state = store.display_state(jid)
         row: dict[str, Any] = {"job_id": jid, "state": state, "duration_s": record.get("duration_s")}
         row["device"] = _job_device(store, jid, record, state) if state in ("done", "running", "failed") else None
+        row["restarted"] = record.get("restarted")  # why its attempt's last.pt was not resumed (`restart_line`)
         if state == "done":
             try:
                 tasks = (store.metrics(jid) or {}).get("tasks") or {}
@@ -700,17 +713,23 @@ def status(
 
 def _interrupted_text(store: RunStore, ids: list[str]) -> str:
     """What `usagg run` does to interrupted jobs: resumes them, save those whose last.pt an older usagg wrote in a
-    layout this one cannot resume (`RunStore.unresumable_layout`), which start over from epoch 1."""
+    layout this one cannot resume (`RunStore.unresumable_layout`) or is damaged (`RunStore.damaged_checkpoint`),
+    which start over from epoch 1."""
     layouts = {jid: layout for jid in ids if (layout := store.unresumable_layout(jid)) is not None}
-    if not layouts:
+    damaged = [jid for jid in ids if store.damaged_checkpoint(jid)]
+    if not layouts and not damaged:
         return "interrupted: their process is gone; `usagg run` resumes them"
+    over = len(layouts) + len(damaged)
+    resumed = f"resumes {len(ids) - over} and " if len(ids) > over else ""
     which = ", ".join(str(v) for v in sorted(set(layouts.values())))
-    resumed = f"resumes {len(ids) - len(layouts)} and " if len(ids) > len(layouts) else ""
-    their = "its" if len(layouts) == 1 else "their"
-    return (
-        f"interrupted: their process is gone; `usagg run` {resumed}starts {len(layouts)} over from epoch 1: {their} "
-        f"last.pt was written by an older usagg (layout {which}), which this one cannot resume"
-    )
+    parts = [(len(layouts), f"last.pt was written by an older usagg (layout {which}), which this one cannot resume")]
+    parts = [p for p in [*parts, (len(damaged), "last.pt is damaged")] if p[0]]
+    their = {True: "its", False: "their"}
+    if len(parts) == 1:
+        why = f"{their[over == 1]} {parts[0][1]}"
+    else:
+        why = "; ".join(f"{counted(n, 'job')}: {their[n == 1]} {text}" for n, text in parts)
+    return f"interrupted: their process is gone; `usagg run` {resumed}starts {over} over from epoch 1: {why}"
 
 
 def register(app: typer.Typer) -> None:

@@ -82,16 +82,19 @@ class ProgressReporter(Callback):
     """Reports epoch, step, loss and images/s to `sink` (whoever runs the job passed it down:
     usagg/engine/progress.py); on CUDA every CUDA_PROGRESS_EVERY steps and at an epoch's last. A sink that
     raises is ignored: display problems are not training problems. A resumed fit first says from which epoch
-    (phase "resume"): the job's start report comes before its checkpoint is read."""
+    (phase "resume"), and a fit whose last.pt was not resumed why, and where that file is kept (phase "restart"):
+    the job's start report comes before its checkpoint is read."""
 
     def __init__(self, job_id: str, sink: progress.ProgressFn) -> None:
         self.job_id, self.sink = job_id, sink
         self._images = 0
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        n, epochs = trainer.steps_per_epoch, trainer.training.epochs
         if trainer.resumed_from is not None:
-            n = trainer.steps_per_epoch
-            report = progress.Progress(self.job_id, "resume", trainer.resumed_from, trainer.training.epochs, 0, n)
+            progress.send(self.sink, progress.Progress(self.job_id, "resume", trainer.resumed_from, epochs, 0, n))
+        elif trainer.restarted is not None:
+            report = progress.Progress(self.job_id, "restart", 0, epochs, 0, n, restart=trainer.restarted)
             progress.send(self.sink, report)
 
     def on_train_batch_end(self, trainer: Trainer, batch: BatchEnd) -> None:

@@ -56,6 +56,17 @@ def host_copy(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
+#: Characters of a damaged checkpoint's error a restart's line quotes (the job's log.txt has it whole).
+SAID_CHARS = 80
+
+
+def _said(err: BaseException, path: Path) -> str:
+    """A damaged checkpoint's error as a restart's line quotes it: its first line without the file's path (the line
+    names the file), cut at `SAID_CHARS`."""
+    text = first_line(err).replace(f"{path} ", "").replace(str(path), "the file")
+    return text if len(text) <= SAID_CHARS else text[: SAID_CHARS - 3].rstrip() + "..."
+
+
 class _BackgroundWrite:
     """At most one checkpoint written on a thread; its error kept for `wait` to hand back."""
 
@@ -95,6 +106,7 @@ class Checkpointing(Callback):
         self._writing = _BackgroundWrite()
         self.seconds = 0.0  # the fit waited for last.pt and best.pt this long (metrics.json `throughput`)
         self.saves = 0  # files written (each last.pt and each best.pt)
+        self.restart: str | None = None  # why a last.pt there was not resumed, and where it is kept (`resume`)
 
     @property
     def last_path(self) -> Path:
@@ -142,7 +154,9 @@ class Checkpointing(Callback):
     def resume(self, trainer: Trainer) -> bool:
         """Continue from last.pt if present and made for this model; True when resumed.
 
-        A last.pt of another layout or whose frozen weights differ is not trusted: training starts over.
+        A last.pt of another layout or whose frozen weights differ is not trusted: training starts over. Where a
+        last.pt was there and is not resumed, `restart` says why and where it is kept (the job's progress report
+        "restart" carries it to the console and job.json, for `usagg status`).
         """
         if not self.last_path.is_file():
             return False
@@ -150,13 +164,11 @@ class Checkpointing(Callback):
             ck = checkpoint.load(self.last_path)
         except Exception as err:  # truncated, overwritten, not a checkpoint: set aside, never trusted
             aside = set_aside(self.last_path)
+            damage = f"{type(err).__name__}: {first_line(err)}"
             log.warning(
-                "%s is damaged (%s: %s); moved to %s, training starts over from epoch 1",
-                self.last_path,
-                type(err).__name__,
-                first_line(err),
-                aside.name,
+                "%s is damaged (%s); moved to %s, training starts over from epoch 1", self.last_path, damage, aside.name
             )
+            self.restart = f"{LAST_CHECKPOINT} is damaged ({_said(err, self.last_path)}), kept as {aside.name}"
             return False
         why = self.mismatch(ck)
         if why is not None:  # kept aside, not overwritten: the usagg or the model that made it can still resume it
@@ -167,6 +179,7 @@ class Checkpointing(Callback):
                 why,
                 aside.name,
             )
+            self.restart = f"{LAST_CHECKPOINT} cannot be resumed: {why}; kept as {aside.name}"
             return False
         best: dict[str, Any] | None = None
         if self.best_path.is_file():  # written when a fit ended: it may hold the selected epochs of a finished run
@@ -174,13 +187,18 @@ class Checkpointing(Callback):
                 best = checkpoint.load(self.best_path, mmap=True)
             except Exception as err:  # the selected epochs' weights are lost: only training again gives them back
                 aside_best, aside_last = set_aside(self.best_path), set_aside(self.last_path)
+                damage = f"{type(err).__name__}: {first_line(err)}"
                 log.warning(
-                    "%s is damaged (%s: %s); moved to %s with %s, training starts over from epoch 1",
+                    "%s is damaged (%s); moved to %s with %s, training starts over from epoch 1",
                     self.best_path,
-                    type(err).__name__,
-                    first_line(err),
+                    damage,
                     aside_best.name,
                     aside_last.name,
+                )
+                said = _said(err, self.best_path)
+                self.restart = (
+                    f"{BEST_CHECKPOINT}, which holds the selected epochs' weights, is damaged ({said}), kept as "
+                    f"{aside_best.name} ({LAST_CHECKPOINT} as {aside_last.name})"
                 )
                 return False
         usable = best.get("weights", {}) if best is not None and self.mismatch(best) is None else None
@@ -191,6 +209,7 @@ class Checkpointing(Callback):
                 self.last_path,
                 self.best_path.name,
             )
+            self.restart = f"{LAST_CHECKPOINT} selects epochs whose weights neither it nor {BEST_CHECKPOINT} holds"
             return False
         trainer.load_state_dict(ck)
         for e, w in kept.items():

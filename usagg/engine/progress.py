@@ -8,7 +8,9 @@ parent hands it to the caller's sink (usagg/execute/pool.py); a Slurm job gets n
 first report (phase "start", `run_job`) names the device it resolved and, where `execution.accel`
 cannot run as asked there, the fallback's line: an executor's `started` event comes before the job
 resolves its device, so it cannot say. A job that resumed from its checkpoint then says from which epoch (phase
-"resume", `epoch` the epochs the checkpoint held: the start report comes before the checkpoint is read). A
+"resume", `epoch` the epochs the checkpoint held: the start report comes before the checkpoint is read), and one
+whose last.pt could not be resumed (damaged, another layout, other frozen weights) why, and where the file is kept
+(phase "restart": it starts over from epoch 1; the runner writes it into job.json for `usagg status`). A
 training report's `images_per_s` is the epoch's so far: its training steps only, the affinity measurements among
 them left out (usagg/engine/callbacks.py `ProgressReporter`). No torch import: the CLI uses it.
 """
@@ -26,7 +28,7 @@ class Progress:
     """One progress report from the trainer."""
 
     job_id: str
-    phase: str  # "start" | "resume" | "train" | "select" | "test" | "done"
+    phase: str  # "start" | "resume" | "restart" | "train" | "select" | "test" | "done"
     epoch: int  # the running epoch, from 0 ("resume": the epochs done, where training goes on)
     epochs: int
     step: int  # steps done in this epoch
@@ -35,6 +37,7 @@ class Progress:
     images_per_s: float | None = None  # "train": the epoch's training images per second so far, affinity left out
     device: str | None = None  # phase "start": where the job runs, "cuda:0 (NVIDIA H100)" or "cpu (2 threads)"
     accel_note: str | None = None  # phase "start": the accel mode's fallback on that device (None: runs as asked)
+    restart: str | None = None  # phase "restart": why the job's last.pt was not resumed, where it is kept
 
 
 ProgressFn = Callable[[Progress], None]

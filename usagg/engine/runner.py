@@ -202,7 +202,7 @@ def _run_locked(
             job = store.job(job_id)
             _set_aside_damaged_best(paths, log)
             trackers = job_trackers(tracking, job, store.root)
-            heard = _noting_device(store, job_id, progress)
+            heard = _noting_record(store, job_id, progress)
             metrics = run_job(job, paths.folder, device, threads, callbacks=[trackers], accel=accel, progress=heard)
             store.write_metrics(job_id, metrics)
             if not paths.best_checkpoint.is_file() and paths.last_checkpoint.is_file():
@@ -236,13 +236,17 @@ def _run_locked(
     return "done"
 
 
-def _noting_device(store: RunStore, job_id: str, progress: ProgressFn | None) -> ProgressFn:
-    """`progress`, after the job's start report has written its device into job.json (`RunStore.note_device`)."""
+def _noting_record(store: RunStore, job_id: str, progress: ProgressFn | None) -> ProgressFn:
+    """`progress`, after the job's start report has written its device into job.json (`RunStore.note_device`) and
+    a restart report why its last.pt was not resumed (`RunStore.note_restart`): `usagg status` shows both, on Slurm
+    too, where nobody hears the reports."""
 
     def heard(p: Progress) -> None:
-        if p.phase == "start" and p.device:
-            with contextlib.suppress(UsaggError, OSError):  # the record is the job's own; status is not training
+        with contextlib.suppress(UsaggError, OSError):  # the record is the job's own; status is not training
+            if p.phase == "start" and p.device:
                 store.note_device(job_id, p.device)
+            elif p.phase == "restart" and p.restart:
+                store.note_restart(job_id, p.restart)
         if progress is not None:
             progress(p)
 

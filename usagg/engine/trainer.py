@@ -198,6 +198,7 @@ class Trainer:
         self.epoch_t0 = time.perf_counter()  # when the running epoch's training began (progress: images/s)
         self.epoch_measured0 = 0.0  # `measuring_seconds` then: the running epoch's measurements are not training
         self.resumed_from: int | None = None  # the epochs last.pt held when this fit resumed (None: a fresh start)
+        self.restarted: str | None = None  # why a last.pt there was not resumed, where it is kept (`resume`)
         # every CPU thread count that trained an epoch of this job, first seen first (a resume adds its own)
         self.threads_seen: list[int] = [] if self.cpu_threads is None else [self.cpu_threads]
         self.state = _State()
@@ -298,10 +299,12 @@ class Trainer:
 
     def resume(self) -> bool:
         """Continue from last.pt if present and made for this model; True when resumed (fit does this itself), and
-        `resumed_from` the epochs it held, which the progress sink hears (the console says so)."""
+        `resumed_from` the epochs it held, which the progress sink hears (the console says so); where a last.pt
+        was there but is not resumed, `restarted` says why and where it is kept, which the sink hears too."""
         resumed = self.checkpoints.resume(self)
         if resumed:
             self.resumed_from = self.state.epoch
+        self.restarted = self.checkpoints.restart
         return resumed
 
     def measuring_seconds(self) -> float:
