@@ -148,3 +148,38 @@ def test_done_jobs_of_another_synthetic_generator_refuse_and_unrecorded_ones_war
     assert f"1 done job of study 'synth' ({job_id}) was written by an older usagg that recorded not which data" in flat
     now = f"(the synthetic benchmark is generator {GENERATOR_VERSION} now)"
     assert f"the 1 job this run trains may read other data {now}" in flat
+
+
+def test_compare_and_report_say_the_done_jobs_of_unrecorded_data_they_read_and_exit_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade audit: `usagg run` warned that done jobs an older usagg trained recorded not which data they read,
+    but `usagg compare` and `usagg report`, which compare their numbers with the new jobs', said nothing. They say it
+    in one line on stderr (a --format csv table stays data) where the store mixes both kinds; a store whose done jobs
+    all recorded none (one usagg's) says nothing."""
+    code, out = run_cli(["run", str(_synthetic_spec(tmp_path, [0]))], monkeypatch, capsys)
+    assert code == 0, out
+    store = RunStore(tmp_path / "runs" / "synth")
+    (old,) = store.job_ids()
+    _edit_fingerprint(store.paths(old).splits, lambda entry: entry.pop("rows"))  # an older usagg's: none recorded
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["compare", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "older usagg" not in out, out
+
+    code, out = run_cli(["run", str(_synthetic_spec(tmp_path, [0, 1]))], monkeypatch, capsys)
+    assert code == 0, out
+    (new,) = [jid for jid in store.job_ids() if jid != old]
+    said = (
+        f"warning: 1 done job ({old}) of study 'synth' was trained by an older usagg that recorded not which data it "
+        "read, beside 1 job that did: its numbers may come from other data and are compared here with the others'. "
+        "To compare like with like, run the study under a new name (--set name=NEW) and analyse that."
+    )
+    table = tmp_path / "delta.csv"
+    for args in (["compare", str(store.root)], ["compare", str(store.root), "--format", "csv", "--out", str(table)]):
+        code, out = run_cli(args, monkeypatch, capsys)
+        assert code == 0 and " ".join(out.split()).count(said) == 1 and new not in said, out
+    assert "older usagg" not in table.read_text()
+    code, out = run_cli(["report", str(store.root), "--out", str(tmp_path / "report")], monkeypatch, capsys)
+    assert code == 0 and " ".join(out.split()).count(said) == 1, out
+    code, out = run_cli(["compare", "--results", str(store.results_csv)], monkeypatch, capsys)
+    assert code == 0 and "older usagg" not in out, out  # a table, not the store's jobs

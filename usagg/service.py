@@ -590,6 +590,50 @@ def _fingerprint(entry: object) -> bool:
     return isinstance(rows, dict) and isinstance(rows.get("sha256"), str) and isinstance(rows.get("rows"), int)
 
 
+def recorded_data(store: RunStore, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per done job of `job_ids`, the fingerprint of each task's rows its splits.json recorded (task -> `rows`, as
+    usagg/data/splits.py `rows_fingerprints` writes it); {} for one that recorded none: an older usagg's, or a file
+    missing or damaged. A pure read of the store."""
+    from usagg.atomic import parse_json, read_regular
+
+    recorded: dict[str, dict[str, Any]] = {}
+    for jid in job_ids:
+        if store.job_state(jid) != "done":
+            continue
+        try:
+            record = parse_json(read_regular(store.paths(jid).splits))
+        except (OSError, ValueError):
+            record = None  # none, or damaged: nothing recorded to compare
+        # a received file is data: an entry not of `rows_fingerprints`' form is none
+        prints = {t: e["rows"] for t, e in record.items() if _fingerprint(e)} if isinstance(record, dict) else {}
+        recorded[jid] = prints
+    return recorded
+
+
+def unrecorded_results_text(store: RunStore, study: str, wording: Wording = CLI_WORDING) -> str | None:
+    """The warning of `usagg compare` and `usagg report` for a store whose done jobs mix ones that recorded not which
+    data they read (an older usagg's) with ones that did, or None: the first may have read other data (another
+    generator's synthetic benchmark, other rows) and their numbers are compared with the others' unnoticed, as
+    `StudyRun.unrecorded_data_text` warns the run that trains the others. A store all of whose done jobs recorded
+    none is one usagg's and says nothing here, as one whose plan or job records do not read (the analysis read its
+    table; `usagg repair` names what is damaged)."""
+    try:
+        recorded = recorded_data(store, store.job_ids())
+    except UsaggError:
+        return None
+    unrecorded = [jid for jid, prints in recorded.items() if not prints]
+    if not unrecorded or len(unrecorded) == len(recorded):
+        return None
+    n, others = len(unrecorded), len(recorded) - len(unrecorded)
+    return (
+        f"{_jobs_named(unrecorded, 'done job')} of study {study!r} {'was' if n == 1 else 'were'} "
+        f"trained by an older usagg that recorded not which data {'it' if n == 1 else 'they'} read, beside "
+        f"{counted(others, 'job')} that did: {'its' if n == 1 else 'their'} numbers may come from other data and are "
+        f"compared here with the others'. To compare like with like, run the study under a new name "
+        f"({wording.rename}) and analyse that."
+    )
+
+
 #: The generator version of the synthetic benchmark when splits.json began to record fingerprints (8c4e9b5) and
 #: until it recorded the generator beside them: a fingerprint without "generator" was made by this one.
 FINGERPRINTED_GENERATOR = 3
@@ -602,10 +646,10 @@ def _recorded_generator(entry: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _jobs_named(ids: list[str]) -> str:
+def _jobs_named(ids: list[str], noun: str = "job") -> str:
     """'2 jobs (A, B)', the first three named."""
     n = len(ids)
-    return f"{counted(n, 'job')} ({', '.join(ids[:3])}{f' and {n - 3} more' if n > 3 else ''})"
+    return f"{counted(n, noun)} ({', '.join(ids[:3])}{f' and {n - 3} more' if n > 3 else ''})"
 
 
 def changed_generator_text(study: str, jobs: dict[str, int], now: int, wording: Wording) -> str:
@@ -1256,24 +1300,10 @@ class StudyRun:
         corrected or larger copy of its data, or continued after an upgrade that changed the benchmark, would
         otherwise keep the old results as done and compare them with new ones. Done jobs that recorded none (an
         older usagg's) cannot be checked: `unrecorded_data` lists them for `unrecorded_data_text`."""
-        from usagg.atomic import parse_json, read_regular
         from usagg.data.splits import read_rows, rows_fingerprints, synthetic_generator
 
-        recorded: dict[str, dict[str, Any]] = {}
-        self.unrecorded_data = []
-        for job in self.all_jobs:
-            if self.store.job_state(job.id) != "done":
-                continue
-            try:
-                record = parse_json(read_regular(self.store.paths(job.id).splits))
-            except (OSError, ValueError):
-                record = None  # none, or damaged: nothing recorded to compare
-            prints = {}
-            if isinstance(record, dict):  # a received file is data: an entry not of `rows_fingerprints`' form is none
-                prints = {t: e["rows"] for t, e in record.items() if _fingerprint(e)}
-            recorded[job.id] = prints
-            if not prints:
-                self.unrecorded_data.append(job.id)  # no splits.json, or one from before fingerprints
+        recorded = recorded_data(self.store, [job.id for job in self.all_jobs])
+        self.unrecorded_data = [jid for jid, prints in recorded.items() if not prints]  # none, or from before them
         if not any(recorded.values()):
             return
         rows = rows if rows is not None else read_rows(self.study.data, root, self.study.tasks)

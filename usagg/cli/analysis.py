@@ -123,12 +123,27 @@ def compare_cmd(
         text = with_expectations(with_selection_gap(compare_output(a, fmt, table), a, fmt), evaluate_study(a), fmt)
     if out is None:
         typer.echo(text, nl=False)
-        return
-    from usagg.atomic import write_text_atomic
+    else:
+        from usagg.atomic import write_text_atomic
 
-    existed = out.exists()
-    write_text_atomic(out, text)
-    typer.echo(f"{'replaced' if existed else 'wrote'} {out}")
+        existed = out.exists()
+        write_text_atomic(out, text)
+        typer.echo(f"{'replaced' if existed else 'wrote'} {out}")
+    _warn_unrecorded(a, results)
+
+
+def _warn_unrecorded(a: Analysis, results: Path | None) -> None:
+    """One line on stderr (stdout may be a table a script reads) where the run store's done jobs mix ones that
+    recorded not which data they read with ones that did (usagg/service.py `unrecorded_results_text`); the exit
+    code stays the command's. Nothing for a --results table: its rows are not the store's jobs."""
+    if results is not None or a.inp.run_dir is None:
+        return
+    from usagg.service import unrecorded_results_text
+    from usagg.store import RunStore
+
+    text = unrecorded_results_text(RunStore(a.inp.run_dir), a.inp.study)
+    if text:
+        typer.echo(f"warning: {text}", err=True)
 
 
 def advise_cmd(
@@ -320,6 +335,7 @@ def report_cmd(
     folder = out or _default_folder(a.inp.study)
     for path in write_report(a, folder, render=memoised.render_all):
         typer.echo(f"wrote {path}")
+    _warn_unrecorded(a, results)
     if a.inp.run_dir is not None:
         _log_to_tracker(Path(a.inp.run_dir), a.inp.study, folder, mlflow)
     elif mlflow:  # asked for explicitly: never a silent no-op
