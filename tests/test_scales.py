@@ -270,9 +270,10 @@ def test_the_report_says_an_exclusion_note_once_and_refers_to_it_under_each_tabl
     a = analyse(_input(_results(tmp_path, CHANCE_VALUES, CHANCE_METRIC)))
     write_report(a, tmp_path / "rep", render=lambda *_: [])
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert md.count("At chance: x: the TS metric is not above chance") == 1
-    assert md.count("- At chance: x (see Headline statistics).") >= 3
-    assert "At chance: x: the TS metric is not above chance" in (tmp_path / "rep" / "tables" / "tasks.tex").read_text()
+    subject = "At chance: x (TS AUC 0.520 over 3 seeds, chance 0.500)"
+    assert md.count(f"{subject}: the TS metric does not beat the metric's chance level (AUC 0.5)") == 1
+    assert md.count(f"- {subject} (see Headline statistics).") >= 3
+    assert f"{subject}: the TS metric does not beat" in (tmp_path / "rep" / "tables" / "tasks.tex").read_text()
 
 
 # ----- edges a hand mutation of the code passed unseen (docs/benchmarks.md, "Mutation testing")

@@ -52,6 +52,15 @@ class TaskMetrics(_Record):
     steps: int | float | None = Field(
         None, description="optimiser steps the task got in this job (all epochs); simulated stores write a float"
     )
+    trivial: dict[str, float | None] | None = Field(
+        None,
+        description="the primary metric on the test split of each trivial predictor of the task's type "
+        "(`TaskType.trivial_predictions`: one prediction for every image from the training targets at most, such "
+        "as the empty and the all-foreground mask, the whole-image and the mean training box, the mean training "
+        "keypoints, the training class frequencies), scored like the model's predictions (null: undefined): the "
+        "level the analysis holds the baseline against (a baseline not above it is at chance); absent for a type "
+        "that declares none and in files written before it was recorded",
+    )
 
 
 class HistoryEntry(_Record):

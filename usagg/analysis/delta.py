@@ -16,10 +16,13 @@ so its Δ measures MoE, not aggregation. Each paradigm's own one-task groups
 `one_task_groups`, so what it says is what the aggregates did.
 
 The scale of Δ is analysis.scale (relative above, log_ratio or headroom: usagg/analysis/scales.py).
-A task whose baseline is not above chance (`Comparison.chance`: AUC whose 95 % t interval over
-the baseline's seeds reaches 0.5, or with one seed a value ≤ 0.5) has no skill for a paradigm
-to change; by default (analysis.chance_tasks: exclude) it is left out of every paradigm's
-aggregates and tests, per fraction.
+A task whose baseline is not above chance (`Comparison.chance`) has no skill for a paradigm to change; by
+default (analysis.chance_tasks: exclude) it is left out of every paradigm's aggregates and tests, per fraction.
+Chance is the better of the metric's own chance level (AUC 0.5) and the best trivial predictor the baseline's job
+scored on the same test images (metrics.json `trivial`: an empty or all-foreground mask, a whole-image or mean
+training box, the mean training keypoints, the training class frequencies; usagg/tasktypes/), per seed; the
+baseline is at chance where the 95 % t interval of its seeds' margin over that level reaches 0, or with one seed
+the margin is ≤ 0 (`at_chance`, `chance_reference`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from usagg.analysis.inputs import AnalysisInput, job_name
+from usagg.analysis.item_scores import load_item_scores
 from usagg.analysis.scales import chance_level, change, worst_value
 from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
@@ -132,6 +136,13 @@ class Comparison:
     scale: str = "relative"  # analysis.scale: what a Δ is (usagg/analysis/scales.py)
     chance: dict[float, tuple[str, ...]] = field(default_factory=dict)  # fraction -> tasks with a baseline at chance
     chance_excluded: bool = True  # analysis.chance_tasks: exclude
+    #: (fraction, task) -> seed -> (score, predictor) of the best trivial predictor the baseline's job of that seed
+    #: scored (metrics.json `trivial`, `AnalysisInput.trivial`): with the metric's chance level, what a baseline
+    #: without skill reaches (`chance_reference`)
+    trivial: dict[tuple[float, str], dict[int, tuple[float, str]]] = field(default_factory=dict)
+    #: (fraction, task, paradigm) -> why the metric is undefined for every seed's job, where the jobs' item scores
+    #: tell (an AUC on a test split holding one class: `undefined_cause`)
+    undefined_why: dict[tuple[float, str, str], str] = field(default_factory=dict)
 
     @property
     def others(self) -> list[str]:
@@ -276,6 +287,8 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
     steps: dict[tuple[float, str, str], list[float]] = {}
     zero_step: dict[tuple[float, str, str], list[int]] = {}
     empty: dict[tuple[float, str, str], list[tuple[int, int]]] = {}
+    empty_jobs: dict[tuple[float, str, str], list[str]] = {}
+    trivial: dict[tuple[float, str], dict[int, tuple[float, str]]] = {}
     job_tasks: dict[tuple[str, str], set[str]] = {}
     n_train: dict[tuple[float, str], list[float]] = {}
     groups: dict[str, str] = {}
@@ -298,9 +311,13 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
             continue
         if math.isnan(r.value):  # empty in the table: undefined for this job
             empty.setdefault((r.fraction, r.task, r.paradigm), []).append((r.seed, r.row))
+            empty_jobs.setdefault((r.fraction, r.task, r.paradigm), []).append(r.job_id)
         else:
             values.setdefault((r.fraction, r.task, r.paradigm), []).append(r.value)
             per_seed.setdefault((r.fraction, r.task, r.paradigm), {})[r.seed] = r.value
+        if r.paradigm == baseline and (levels := inp.trivial.get(r.job_id, {}).get(r.task)):
+            best = (max if r.higher_is_better else min)(levels.items(), key=lambda kv: kv[1])
+            trivial.setdefault((r.fraction, r.task), {})[r.seed] = (best[1], best[0])
     for t in inp.task_order:  # a task without a primary-metric row takes the metric's registered direction
         if t not in direction:
             known = metric_direction(inp.primary[t])
@@ -326,7 +343,11 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
         },
         scale=inp.settings.scale,
         chance_excluded=inp.settings.chance_tasks == "exclude",
+        trivial=trivial,
     )
+    for key, jobs in empty_jobs.items():
+        if key not in values and (why := undefined_cause(inp, key[1], jobs)):  # every seed undefined
+            comp.undefined_why[key] = why
     singletons = comp.singletons()
     for p in comp.others:
         lone = _one_task_groups(p, job_tasks, inp.task_order, singletons, groups)
@@ -380,12 +401,36 @@ def undefined(comp: Comparison, f: float, task: str, paradigm: str) -> Delta | N
     otherwise (empty seeds beside defined ones are left out of the cell: `Comparison.undefined`)."""
     for p in (paradigm, comp.baseline):
         if (f, task, p) in comp.undefined and (f, task, p) not in comp.cells:
+            why = comp.undefined_why.get((f, task, p))
             return Delta(
                 None,
                 f"{p}'s {comp.info(task).metric} of {task} is empty in the table for every seed "
-                f"({comp.undefined_places(f, task, p)}): undefined for its jobs",
+                f"({comp.undefined_places(f, task, p)}): undefined for its jobs" + (f": {why}" if why else ""),
             )
     return None
+
+
+def undefined_cause(inp: AnalysisInput, task: str, jobs: list[str]) -> str | None:
+    """Why a task's metric is undefined for every one of `jobs`, from their item scores where they tell: an AUC whose
+    test split holds one class (a data property `usagg data check` warns of as val_scoring, not a failed job). None
+    where the jobs wrote no item scores or these show no cause."""
+    classes: set[int] = set()
+    images = 0
+    for job in jobs:
+        path = inp.item_scores.get(job)
+        scores = load_item_scores(path.parent).get(task) if path is not None else None
+        if scores is None or scores.kind != "auc":
+            return None
+        classes |= {int(c) for c in scores.values[:, 0]}
+        images = max(images, len(scores.images))
+    if len(classes) != 1:
+        return None
+    (only,) = classes
+    return (
+        f"its test split holds images of class {only} only ({counted(images, 'image')}), and an AUC needs images of "
+        "two classes (a property of the data, which `usagg data check` warns of as val_scoring; ACC, F1 and MCC are "
+        "computed as usual)"
+    )
 
 
 def rescaled(comp: Comparison, scale: str) -> Comparison:
@@ -397,19 +442,60 @@ def rescaled(comp: Comparison, scale: str) -> Comparison:
     return out
 
 
+@dataclass(frozen=True)
+class ChanceReference:
+    """What a task's baseline is held against at one fraction: per seed of the baseline, the better of the metric's
+    chance level (AUC 0.5) and the best trivial predictor that seed's job scored; `predictor` names the one most
+    seeds were held against ("chance" for the metric's own level)."""
+
+    levels: dict[int, float]
+    predictor: str
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.levels.values())))
+
+
+#: The `ChanceReference.predictor` of a metric's own chance level (AUC 0.5: `scales.chance_level`).
+CHANCE = "chance"
+
+
+def chance_reference(comp: Comparison, fraction: float, task: str) -> ChanceReference | None:
+    """The level each seed of the task's baseline is held against at this fraction (`ChanceReference`): None where
+    none is known (no chance level for the metric, and the baseline's jobs recorded no trivial predictor's score:
+    an imported table, jobs written before they did, or a plug-in type declaring none)."""
+    info = comp.info(task)
+    seeds = comp.seed_values.get((fraction, task, comp.baseline), {})
+    const = chance_level(info.metric) if info.higher_is_better else None
+    recorded = comp.trivial.get((fraction, task), {})
+    pick = max if info.higher_is_better else min
+    levels, names = {}, []
+    for seed in sorted(seeds):
+        candidates = ([(const, CHANCE)] if const is not None else []) + ([recorded[seed]] if seed in recorded else [])
+        if candidates:  # on a tie the metric's own chance is named: it needs no predictor to explain it
+            levels[seed], name = pick(candidates, key=lambda c: c[0])
+            names.append(name)
+    if not levels:
+        return None
+    return ChanceReference(levels, max(dict.fromkeys(names), key=names.count))
+
+
 def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
-    """Tasks whose baseline is not above chance at this fraction: the 95 % t interval over its seeds reaches the
-    metric's chance level (`scales.chance_level`), or with one seed its value is at most chance."""
+    """Tasks whose baseline is not above chance at this fraction (`chance_reference`): the 95 % t interval over its
+    seeds of the margin by which each seed beats its level (its value minus the level; the level minus its value for
+    a metric where lower is better) reaches 0, or with one seed that margin is at most 0."""
     out = []
     for info in comp.tasks:
-        chance = chance_level(info.metric)
-        cell = comp.cells.get((fraction, info.task, comp.baseline))
-        if chance is None or cell is None or not info.higher_is_better:
+        ref = chance_reference(comp, fraction, info.task)
+        if ref is None:
             continue
-        low = cell.mean
-        if cell.n_seeds > 1 and math.isfinite(cell.sd):
-            low -= t_quantile(0.975, cell.n_seeds - 1) * cell.sd / math.sqrt(cell.n_seeds)  # no scipy: report
-        if low <= chance:
+        values = comp.seed_values[(fraction, info.task, comp.baseline)]
+        sign = 1.0 if info.higher_is_better else -1.0
+        margin = np.asarray([sign * (values[s] - level) for s, level in ref.levels.items()], dtype=float)
+        low = float(margin.mean())
+        if margin.size > 1:
+            low -= t_quantile(0.975, margin.size - 1) * float(margin.std(ddof=1)) / math.sqrt(margin.size)  # no scipy
+        if low <= 0:
             out.append(info.task)
     return tuple(out)
 

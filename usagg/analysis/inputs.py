@@ -86,6 +86,12 @@ class AnalysisInput:
     notes: list[str] = field(default_factory=list)
     item_scores: dict[str, Path] = field(default_factory=dict)  # job -> its item_scores.json, where it wrote one
     histories: dict[str, list[dict]] = field(default_factory=dict)  # job -> its training history (metrics.json)
+    #: job -> task -> trivial predictor -> its score on the task's primary metric (metrics.json `trivial`, where the
+    #: job recorded it for the metric the analysis takes as primary): the chance level of usagg/analysis/delta.py
+    trivial: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: job -> what its model selection warned of (metrics.json `selection.warnings`: a selection split too small to
+    #: rank epochs, a class missing from it), where it warned
+    selection_warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
     affinity: Affinity | None = None  # the affinity AG grouped by; None with --results or when none was measured
     designed_groups: dict[str, str] | None = None  # task -> designed group, synthetic studies only
     ag_search: str = "auto"  # AG's `search` as the study ran it: its stability check searches the same way
@@ -277,6 +283,23 @@ def _histories(metrics: dict[str, JobMetrics]) -> dict[str, list[dict]]:
     return {jid: [h.to_json() for h in m.history] for jid, m in metrics.items() if m.history}
 
 
+def _trivial(metrics: dict[str, JobMetrics], primary: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
+    """job_id -> task -> trivial predictor -> its finite score (metrics.json `trivial`), for the tasks whose job
+    recorded them on the metric the analysis takes as primary (a score on another metric is no level for it)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for jid, m in metrics.items():
+        for task, tm in m.tasks.items():
+            levels = {k: v for k, v in (tm.trivial or {}).items() if v is not None and math.isfinite(v)}
+            if levels and tm.primary == primary.get(task):
+                out.setdefault(jid, {})[task] = levels
+    return out
+
+
+def _selection_warnings(metrics: dict[str, JobMetrics]) -> dict[str, tuple[str, ...]]:
+    """job_id -> what its model selection warned of (metrics.json `selection.warnings`), where it warned."""
+    return {jid: tuple(w) for jid, m in metrics.items() if m.selection is not None and (w := m.selection.warnings)}
+
+
 def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, Path]:
     """job_id -> item_scores.json of every job of the table that wrote per-image scores (the test-set bootstrap)."""
     if store is None:
@@ -400,6 +423,8 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
         jobs_planned=planned,
         expert_usage=_expert_usage(metrics),
         histories=_histories(metrics),
+        trivial=_trivial(metrics, primary),
+        selection_warnings=_selection_warnings(metrics),
         notes=notes,
         item_scores=_item_score_files(store, table),
         affinity=affinity,

@@ -3,7 +3,8 @@
 `usagg compare`, `plot` and `report` run as separate processes. Without a memo each
 one imports scipy again (~0.5 s) and `report` redraws the figures `plot` just drew
 (~2 s). A key hashes the analysis input (results rows, settings, primary metrics,
-task order, expert usage, each job's item_scores.json, baseline), the source of the code the analysis runs, what it
+task order, expert usage, each job's item_scores.json, the trivial predictors' scores and selection warnings of its
+metrics.json, baseline), the source of the code the analysis runs, what it
 reads of the registries (every paradigm's and task type's registration: a plug-in's entries are no source of
 usagg's, and a changed one must be computed afresh), the
 scipy or matplotlib version and the rendering options, so a hit is what a fresh
@@ -157,6 +158,8 @@ def input_key(inp: AnalysisInput, baseline: str) -> str:
         inp.expert_usage,
         item_scores_digest(inp.item_scores),
         inp.histories,
+        inp.trivial,
+        inp.selection_warnings,
         dataclasses.asdict(inp.affinity) if inp.affinity is not None else None,
         inp.designed_groups,
         baseline,

@@ -51,6 +51,8 @@ def point_input(inp: AnalysisInput, point: PointKey) -> AnalysisInput:
         item_scores={j: p for j, p in inp.item_scores.items() if j in jobs},
         histories={j: h for j, h in inp.histories.items() if j in jobs},
         expert_usage={j: u for j, u in inp.expert_usage.items() if j in jobs},
+        trivial={j: t for j, t in inp.trivial.items() if j in jobs},
+        selection_warnings={j: w for j, w in inp.selection_warnings.items() if j in jobs},
     )
 
 

@@ -40,6 +40,7 @@ from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdo
 from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
 from usagg.analysis.selection_gap import gap_table, headline_line, selection_gap
+from usagg.analysis.selection_warnings import selection_line
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
@@ -121,6 +122,9 @@ def _summary(a: Analysis) -> list[str]:
         if len(values):  # a mean of relative changes is pulled by one task far from the rest (a baseline near chance)
             line += f", median Δ {statistics.median(map(float, values)):+.1f} %"
         lines.append(line + (f", Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks ({_below(neg[p])})" if p in neg else ""))
+    warned = selection_line(a.inp)
+    if warned:  # the jobs' own warnings, which qualify every number below
+        lines.append(warned)
     recovery = recovery_line(a.inp, comp)
     if recovery:  # what a synthetic study with AG is run for
         lines.append(f"**AG recovery**: {recovery}")
@@ -259,7 +263,7 @@ def _sections(a: Analysis) -> list[Section]:
     tables = all_tables(a)
     by_name = lambda pre: [t for t in tables if t.name.startswith(pre)]  # noqa: E731
     sections = [
-        Section("Study", by_name("summary")),
+        Section("Study", by_name("summary") + by_name("selection_warnings")),
         Section("Per-task results", by_name("tasks") + by_name("uncertainty") + by_name("budget")),
         Section("Clinical groups", by_name("groups")),
         Section(

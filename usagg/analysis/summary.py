@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
 from usagg.analysis.controls import controls
-from usagg.analysis.delta import Comparison, compare
+from usagg.analysis.delta import CHANCE, Comparison, chance_reference, compare
 from usagg.analysis.factorial import designs, effect_stats, no_design_text
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
 from usagg.analysis.points import analyse_points, points_output
 from usagg.analysis.power import detectable, power_table, seed_sd
 from usagg.analysis.render import render
+from usagg.analysis.selection_warnings import selection_warnings_table
 from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
     Cellv,
@@ -29,12 +30,14 @@ from usagg.analysis.tables import (
     group_table,
     na_table,
     negative_table,
+    ordered_tasks,
     said_once,
     scales_table,
     split_table,
     stats_table,
     task_table,
     uncertainty_table,
+    unchecked_tasks,
 )
 from usagg.analysis.uncertainty import task_uncertainty
 from usagg.errors import UsaggError
@@ -151,13 +154,35 @@ def _singletons_text(a: Analysis) -> str:
 
 
 def _chance_text(a: Analysis) -> str:
-    flagged = sorted({t for ts in a.comp.chance.values() for t in ts})
-    if not flagged:
-        return "none"
-    rule = "left out of" if a.comp.chance_excluded else "kept in"
+    """The tasks whose baseline is at chance, each with the fractions where it is and what it did not beat, and the
+    tasks no chance level is known for (so a reader knows what the check covered)."""
+    comp = a.comp
+    where: dict[str, list[float]] = {}
+    for f in comp.fractions:
+        for t in comp.chance.get(f, ()):
+            where.setdefault(t, []).append(f)
+    multi = len(comp.fractions) > 1
+    named = []
+    for t in ordered_tasks(comp):
+        if t in where:
+            ref = chance_reference(comp, where[t][0], t)
+            level = "" if ref is None or ref.predictor == CHANCE else f", the {ref.predictor}"
+            fractions = ", ".join(map(frac_label, where[t]))
+            at = f" at fraction{'s' * (len(where[t]) > 1)} {fractions}" if multi else ""
+            named.append(f"{t}{at} (not above {'chance' if not level else 'a constant prediction'}{level})")
+    unchecked = unchecked_tasks(comp)
+    rest = (
+        f"; no chance level known for {', '.join(unchecked)} (no AUC, and their {comp.baseline} jobs recorded no "
+        "trivial predictor's score: metrics.json `trivial`)"
+        if unchecked
+        else ""
+    )
+    if not named:
+        return "none" + rest
+    rule = "left out of" if comp.chance_excluded else "kept in"
     return (
-        f"{len(flagged)}: {', '.join(flagged)}; {rule} every aggregate and test "
-        f"(analysis.chance_tasks: {a.inp.settings.chance_tasks})"
+        f"{len(named)}: {', '.join(named)}; {rule} every aggregate and test "
+        f"(analysis.chance_tasks: {a.inp.settings.chance_tasks})" + rest
     )
 
 
@@ -185,6 +210,9 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
     comp = a.comp
     multi = len(comp.fractions) > 1
     tables = [summary_table(a)]
+    warned = selection_warnings_table(a.inp)
+    if warned is not None:
+        tables.append(warned)
     ctls = controls(comp)
     for f in comp.fractions:
         tables.append(task_table(comp, f, multi=multi))

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import Control, split_order, splits
 from usagg.analysis.delta import (
+    CHANCE,
     COLLAPSE_SHARE,
     SEED_ORDER,
     Aggregate,
     Comparison,
     aggregates,
+    chance_reference,
     collapsed,
     group_n_train,
     negative_transfer,
@@ -144,8 +146,9 @@ def exclusion_notes(comp: Comparison) -> list[str]:
             where = f" at fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""
             rule = "left out of every aggregate and test (analysis.chance_tasks: exclude; `include` keeps them)"
             out.append(
-                f"At chance{where}: {', '.join(tasks)}: the {comp.baseline} metric is not above chance (95 % seed "
-                f"interval reaches it, or one seed at or below it), so there is no skill for a paradigm to change; "
+                f"At chance{where}: {', '.join(chance_detail(comp, f, t) for t in tasks)}: the {comp.baseline} "
+                f"metric does not beat {CHANCE_LEVELS}: the 95 % seed interval of its margin over that level "
+                "reaches 0, or its one seed is at or below it; so there is no skill for a paradigm to change, "
                 + (
                     rule
                     if comp.chance_excluded
@@ -178,6 +181,39 @@ def exclusion_notes(comp: Comparison) -> list[str]:
             "of every aggregate and test); a value lost from an edited table must be restored."
         )
     return out
+
+
+#: What a baseline is held against (usagg/analysis/delta.py `chance_reference`), in words.
+CHANCE_LEVELS = (
+    "the metric's chance level (AUC 0.5) or the best constant prediction scored on the same test images (an empty or "
+    "all-foreground mask, a whole-image or mean training box, the mean training keypoints, the training class "
+    "frequencies; metrics.json `trivial`)"
+)
+
+
+def chance_detail(comp: Comparison, fraction: float, task: str) -> str:
+    """A task at chance with what shows it: `breast_lesion (TS DSC 0.100, the all-foreground mask's 0.100)`."""
+    ref = chance_reference(comp, fraction, task)
+    cell = comp.cells.get((fraction, task, comp.baseline))
+    if ref is None or cell is None:
+        return task
+    level = f"chance {fmt_metric(ref.mean)}"
+    if ref.predictor != CHANCE:
+        level = f"the {ref.predictor}'s {fmt_metric(ref.mean)}"
+    seeds = f" over {cell.n_seeds} seeds" if cell.n_seeds > 1 else ""
+    return f"{task} ({comp.baseline} {comp.info(task).metric} {fmt_metric(cell.mean)}{seeds}, {level})"
+
+
+def unchecked_tasks(comp: Comparison) -> list[str]:
+    """Tasks with a baseline result whose chance level is known at no fraction (`chance_reference` None): no AUC, and
+    no trivial predictor's score recorded by the baseline's jobs (an imported table, jobs written before they
+    recorded one, a type that declares none)."""
+    return [
+        t.task
+        for t in comp.tasks
+        if any((f, t.task, comp.baseline) in comp.cells for f in comp.fractions)
+        and all(chance_reference(comp, f, t.task) is None for f in comp.fractions)
+    ]
 
 
 def collapse_notes(comp: Comparison) -> list[str]:

@@ -114,6 +114,32 @@ def score(
     return checked_scores(ds.task_type, task, scores)
 
 
+def trivial_scores(eval_set: EvalSet, train_targets: np.ndarray) -> dict[str, float | None]:
+    """The task's primary metric on this split for each trivial predictor of its type (`TaskType.trivial_predictions`:
+    a constant mask, box, keypoints or class frequencies, from the training targets at most), scored by the same
+    `score` as the model's predictions (null where undefined): the level a baseline without skill reaches, which
+    the analysis holds the baseline against (metrics.json `trivial`). {} for an empty split or a type declaring
+    none."""
+    task, ds = eval_set.task, eval_set.dataset
+    n = len(eval_set.metas)
+    if n == 0:
+        return {}
+    metric = task.metric or ds.task_type.primary_metric
+    try:
+        rows = ds.task_type.trivial_predictions(task, ds.image_size, train_targets)
+    except UsaggError:
+        raise
+    except Exception as err:
+        raise type_error(ds.task_type, task.id, "trivial_predictions()", err) from err
+    out: dict[str, float | None] = {}
+    for name, row in rows.items():
+        one = np.asarray(row)
+        preds = normalised(torch.from_numpy(np.ascontiguousarray(np.broadcast_to(one, (n, *one.shape)))))
+        value = score(eval_set, preds, metrics=[metric]).get(metric, math.nan)
+        out[name] = float(value) if math.isfinite(value) else None
+    return out
+
+
 def evaluate(
     model: M2DINO,
     sets: dict[str, EvalSet],

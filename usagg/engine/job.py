@@ -10,6 +10,7 @@ place a job's Trainer is wired (run_job and the engine tests use it).
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from usagg.engine.augment import Augmenter
 from usagg.engine.batches import GpuRoom, TensorSplit, job_trunks, place, trunk_share
 from usagg.engine.callbacks import Callback
 from usagg.engine.device import Compute, resolve_compute, resolve_device, seed_everything, set_threads
-from usagg.engine.evaluate import EvalSet, TaskResult, evaluate, finite_or_none
+from usagg.engine.evaluate import EvalSet, TaskResult, evaluate, finite_or_none, trivial_scores
 from usagg.engine.history import HistoryCsv
 from usagg.engine.jobdata import JobData, load_job_data
 from usagg.engine.kept import job_ended, job_model
@@ -40,6 +41,7 @@ from usagg.model.trunk import Trunk
 from usagg.plan import Job
 from usagg.predictions import PredictionWriter
 from usagg.store import JobPaths, write_json_atomic
+from usagg.tasktypes import metric_direction
 from usagg.wording import counted
 
 log = logging.getLogger(__name__)
@@ -216,8 +218,9 @@ def run_job(
     if (share := trunk_share(trainer.train)) is not None:
         log.info(share)
     results, eval_s = _final_evaluation(trainer, fit, model, test_sets, compute, job, paths)
+    trivial = _trivial(trainer, test_sets, results)
     metrics = _job_metrics(
-        job, data, model, trainer, fit, rule_tests, results, counts,
+        job, data, model, trainer, fit, rule_tests, results, counts, trivial,
         timing=(t_start, eval_s), ran=(dev, compute.precision, mode_ran(accel, model, step_graphs), step_graphs),
     )  # fmt: skip
     job_ended(model)  # the model may serve the worker's next job of its structure
@@ -274,6 +277,33 @@ def _final_evaluation(
     return results, time.perf_counter() - t_eval
 
 
+def _trivial(
+    trainer: Trainer, test_sets: dict[str, EvalSet], results: dict[str, TaskResult]
+) -> dict[str, dict[str, float | None]]:
+    """Task -> the primary metric of each trivial predictor on its test split (`trivial_scores`, from the training
+    targets of this job), and a warning in the job's log where the model's own is no better than the best of them:
+    a mask, box or class no better than a constant one (the analysis then calls the task's baseline at chance)."""
+    out = {}
+    for t, es in test_sets.items():
+        split = trainer.train.get(t)
+        if split is None or not (levels := trivial_scores(es, split.targets.cpu().numpy())):
+            continue
+        out[t] = levels
+        metric = es.task.metric or es.dataset.task_type.primary_metric
+        value, higher = results[t].metrics.get(metric) if t in results else None, metric_direction(metric)
+        finite = {k: v for k, v in levels.items() if v is not None}
+        if value is None or not finite or higher is None or not math.isfinite(value):
+            continue
+        name, best = (max if higher else min)(finite.items(), key=lambda kv: kv[1])
+        if (value <= best) if higher else (value >= best):
+            log.warning(
+                "task %s: %s %.4g is no better than the %s's %.4g, a constant prediction: this model shows no skill "
+                "on the task (the analysis calls a baseline that does not beat it at chance)",
+                t, metric, value, name, best,
+            )  # fmt: skip
+    return out
+
+
 def _job_metrics(
     job: Job,
     data: JobData,
@@ -283,14 +313,16 @@ def _job_metrics(
     rule_tests: RuleTests,
     results: dict[str, TaskResult],
     counts: dict[str, int],
+    trivial: dict[str, dict[str, float | None]],
     *,
     timing: tuple[float, float],
     ran: tuple[torch.device, str, str, bool],
 ) -> dict[str, Any]:
-    """metrics.json's content, checked by `JobMetrics`: each task's test metrics and steps, expert usage, the
-    weights and parameters, the selection record, the history, how it trained (the code that ran it too) and its
-    throughput. `timing`: the job's start (perf_counter) and the test evaluation's seconds; `ran`: device,
-    precision, the accel mode that ran and whether whole-step graphs replayed."""
+    """metrics.json's content, checked by `JobMetrics`: each task's test metrics, steps and trivial predictors'
+    scores (`trivial`, from `_trivial`), expert usage, the weights and parameters, the selection record, the
+    history, how it trained (the code that ran it too) and its throughput. `timing`: the job's start
+    (perf_counter) and the test evaluation's seconds; `ran`: device, precision, the accel mode that ran and whether
+    whole-step graphs replayed."""
     t_start, eval_s = timing
     dev, precision, accel_ran, step_graphs = ran
     n_test = sum(r.n_images for r in results.values())
@@ -306,6 +338,8 @@ def _job_metrics(
             "n_test": r.n_images if r else 0,
             "steps": sum(h.get("task_steps", {}).get(t.id, 0) for h in fit.history),
         }
+        if t.id in trivial:
+            tasks[t.id]["trivial"] = trivial[t.id]
         if r is not None and r.expert_usage is not None:
             usage[t.id] = np.asarray(r.expert_usage, dtype=np.int64).tolist()
     later = trainer.later_images_per_s

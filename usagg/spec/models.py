@@ -849,9 +849,13 @@ class AnalysisSpec(Strict):
     )
     chance_tasks: Annotated[Literal["exclude", "include"], NOT_IN_HASH] = Field(
         "exclude",
-        description="Tasks whose baseline is not above chance (AUC: its 95 % seed interval reaches 0.5, or with one "
-        "seed its value is at most 0.5) have no skill to change: flagged, and by default left out of every "
-        "aggregate and test; the per-task tables keep them.",
+        description="Tasks whose baseline is not above chance have no skill to change: flagged, and by default left "
+        "out of every aggregate and test (negative transfer and collapse verdicts included); the per-task tables "
+        "keep them. Chance is the metric's own level (AUC 0.5) or the best constant prediction the baseline's job "
+        "scored on the same test images (an empty or all-foreground mask, a whole-image or mean training box, the "
+        "mean training keypoints, the training class frequencies: metrics.json `trivial`), whichever is higher; the "
+        "baseline is at chance where the 95 % t interval of its seeds' margin over it reaches 0, or with one seed "
+        "the margin is at most 0.",
     )
     hypotheses: Annotated[Hypotheses, NOT_IN_HASH] = Field(
         default_factory=Hypotheses, description="Directional hypotheses (one-sided tests); default all two-sided."

@@ -432,6 +432,15 @@ class TaskType:
 
     # ----- scoring and predictions
 
+    def trivial_predictions(self, task: TaskSpec, image_size: int, train_targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictors without skill: name -> the one prediction (a row of `prediction_shape`) every test image gets,
+        made from the training targets (`targets` of the job's training split) at most. The engine scores each on
+        the test split through `score` (usagg/engine/evaluate.py `trivial_scores`, metrics.json `trivial`), and the
+        analysis holds the baseline against the best of them: a baseline that does not beat a constant prediction
+        has no skill for a paradigm to change (usagg/analysis/delta.py `at_chance`). {} (the default, as for a
+        plug-in type that declares none): no such level is known, only AUC's 0.5."""
+        return {}
+
     def ground_truth(self, sample: Sample) -> Any:
         """The label at original resolution as the metrics take it."""
         return sample.label

@@ -109,6 +109,13 @@ class Classification(TaskType):
         """Class probabilities [C], which AUC reads as they are and ACC, F1, MCC through their argmax."""
         return PredictionShape((task.num_classes,), "float")
 
+    def trivial_predictions(self, task: TaskSpec, image_size: int, train_targets: np.ndarray) -> dict[str, np.ndarray]:
+        """The training class frequencies as every image's probabilities: AUC 0.5 (all tied), ACC the test share of
+        the training split's majority class."""
+        counts = np.bincount(np.asarray(train_targets, dtype=np.int64), minlength=task.num_classes)[: task.num_classes]
+        freq = counts / counts.sum() if counts.sum() else np.full(task.num_classes, 1.0 / task.num_classes)
+        return {"training class frequencies": freq.astype(np.float32)}
+
     def ground_truth(self, sample: Sample) -> int:
         return int(sample.label)
 

@@ -149,6 +149,12 @@ class Regression(TaskType):
         """K (x, y) keypoints in [0, 1], K = num_classes."""
         return PredictionShape((task.num_classes, 2), "float")
 
+    def trivial_predictions(self, task: TaskSpec, image_size: int, train_targets: np.ndarray) -> dict[str, np.ndarray]:
+        """The mean training keypoints (as fractions of the image size), the same for every test image."""
+        if not len(train_targets):
+            return {}
+        return {"training mean keypoints": np.asarray(train_targets, dtype=np.float64).mean(axis=0).astype(np.float32)}
+
     def ground_truth(self, sample: Sample) -> np.ndarray:
         return np.array(sample.label, dtype=np.float64)
 

@@ -164,6 +164,17 @@ class Segmentation(TaskType):
         so a map at any other size would be stretched onto the image rather than refused."""
         return PredictionShape((image_size, image_size), "integer")
 
+    def trivial_predictions(self, task: TaskSpec, image_size: int, train_targets: np.ndarray) -> dict[str, np.ndarray]:
+        """The constant masks: empty, and every pixel one foreground class (two classes: the all-foreground mask),
+        each mapped back and scored per image like a model's mask (DSC of an empty mask is 1.0 on an empty
+        ground truth, 0 elsewhere; of the all-foreground mask 2|G| / (|G| + H·W))."""
+        shape = (image_size, image_size)
+        out = {"empty mask": np.zeros(shape, dtype=np.int64)}
+        for c in range(1, task.num_classes):
+            name = "all-foreground mask" if task.num_classes == 2 else f"every pixel class {c}"
+            out[name] = np.full(shape, c, dtype=np.int64)
+        return out
+
     def ground_truth(self, sample: Sample) -> np.ndarray:
         """The mask as the challenge's evaluation reads it (`read_mask_grayscale`)."""
         return read_mask_grayscale(sample.label)

@@ -1,0 +1,127 @@
+"""A baseline no better than a constant prediction is at chance, as an AUC at 0.5 is: each seed of TS is held against
+the best trivial predictor its job scored (metrics.json `trivial`), the paired margin's 95 % t interval decides,
+and a task at chance leaves Δm, negative transfer and the collapse verdicts. Every number is recomputed here from
+the table by hand (scipy's t quantile, the Δ formula)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from usagg.analysis.cluster_inference import MEAN_DELTA
+from usagg.analysis.delta import at_chance, collapsed, compare
+from usagg.analysis.inputs import AnalysisInput, load_input
+from usagg.analysis.results import write_results
+from usagg.analysis.simulate import load_tasks, simulate_rows
+from usagg.analysis.summary import analyse, summary_table
+from usagg.analysis.tables import exclusion_notes, negative_table
+
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+SIX = ("breast_lesion", "breast_2cls", "lung", "lung_2cls", "FUGC", "thyroid_nodule_det")
+
+
+def _input(tmp_path: Path, seeds: tuple[int, ...], values: dict[tuple[str, str, int], float]) -> AnalysisInput:
+    """TS and AU on six tasks of four clinical groups, with the (paradigm, task, seed) values given set."""
+    tasks = [t for t in load_tasks(TASKS) if t["id"] in SIX]
+    rows = simulate_rows(tasks, paradigms=("TS", "AU"), seeds=seeds, study="trivial")
+    rows = [
+        dataclasses.replace(r, value=values.get((r.paradigm, r.task, r.seed), r.value))
+        if r.metric in ("DSC", "AUC", "MRE", "IoU")
+        else r
+        for r in rows
+    ]
+    write_results(rows, tmp_path / "r.csv")
+    return load_input(None, tmp_path / "r.csv")
+
+
+def _ts_jobs(inp: AnalysisInput, task: str) -> dict[int, str]:
+    return {r.seed: r.job_id for r in inp.table.rows if r.paradigm == "TS" and r.task == task}
+
+
+def _value(inp: AnalysisInput, paradigm: str, task: str) -> float:
+    vals = [r.value for r in inp.table.rows if (r.paradigm, r.task, r.metric) == (paradigm, task, inp.primary[task])]
+    return float(np.mean(vals))
+
+
+def test_a_ts_mask_no_better_than_the_all_foreground_one_is_at_chance_and_leaves_every_verdict(tmp_path: Path) -> None:
+    inp = _input(tmp_path, (0,), {("TS", "breast_lesion", 0): 0.0995, ("AU", "breast_lesion", 0): 0.0})
+    mre = _value(inp, "TS", "FUGC")
+    (bl,), (kp,), (lung,) = (_ts_jobs(inp, t).values() for t in ("breast_lesion", "FUGC", "lung"))
+    inp.trivial = {
+        bl: {"breast_lesion": {"empty mask": 0.0, "all-foreground mask": 0.0995}},
+        kp: {"FUGC": {"training mean keypoints": mre - 1.0}},  # the constant keypoints err less than TS: no skill
+        lung: {"lung": {"empty mask": 0.0, "all-foreground mask": 0.05}},  # TS well above it
+    }
+    comp = compare(inp)
+    assert at_chance(comp, 1.0) == comp.chance[1.0] == ("FUGC", "breast_lesion")
+    # the collapse AU breast_lesion 0.0 against TS's 0.0995 is no verdict: TS had no skill to lose
+    assert not [c for c in collapsed(comp, 1.0) if c.task == "breast_lesion"]
+    neg = {r[0]: r for r in negative_table(comp).rows}["AU"]
+    assert "breast_lesion" not in str(neg[4]) and "FUGC" not in str(neg[4]) and neg[3] == 4
+    # Δm over the four other tasks, from the table by hand: Δ = s (m_AU − m_TS) / |m_TS| · 100
+    kept = [t for t in SIX if t not in ("FUGC", "breast_lesion")]
+    by_hand = []
+    for t in kept:
+        ts, au, hib = _value(inp, "TS", t), _value(inp, "AU", t), comp.info(t).higher_is_better
+        by_hand.append((1 if hib else -1) * (au - ts) / abs(ts) * 100)
+    dm = next(s for s in analyse(inp).stats if s.name == MEAN_DELTA and s.paradigm == "AU")
+    assert dm.n == 4 and dm.value == pytest.approx(np.mean(by_hand), rel=1e-12)
+    notes = " ".join(exclusion_notes(comp))
+    assert "breast_lesion (TS DSC 0.100, the all-foreground mask's 0.100)" in notes
+    assert "FUGC (TS MRE" in notes and "the training mean keypoints's" in notes
+
+
+def test_an_auc_at_one_half_is_at_chance_without_any_recorded_predictor(tmp_path: Path) -> None:
+    comp = compare(_input(tmp_path, (0,), {("TS", "breast_2cls", 0): 0.5}))
+    assert comp.chance[1.0] == ("breast_2cls",)
+    assert "breast_2cls (TS AUC 0.500, chance 0.500)" in " ".join(exclusion_notes(comp))
+
+
+@pytest.mark.parametrize(
+    ("ts", "levels", "expected"),
+    [
+        ((0.12, 0.14, 0.11), (0.10, 0.10, 0.10), True),  # the mean beats the level, its t interval does not
+        ((0.30, 0.31, 0.29), (0.10, 0.10, 0.10), False),
+        ((0.50, 0.60, 0.70), (0.45, 0.55, 0.65), False),  # each seed beats its own job's level by 0.05: paired
+        ((0.50, 0.60, 0.70), (0.55, 0.55, 0.55), True),
+    ],
+)
+def test_with_seeds_the_paired_margins_t_interval_decides(
+    tmp_path: Path, ts: tuple[float, ...], levels: tuple[float, ...], expected: bool
+) -> None:
+    inp = _input(tmp_path, (0, 1, 2), {("TS", "lung", s): v for s, v in enumerate(ts)})
+    inp.trivial = {job: {"lung": {"training mean box": levels[s]}} for s, job in _ts_jobs(inp, "lung").items()}
+    margin = np.asarray(ts) - np.asarray(levels)
+    low = margin.mean() - sps.t.ppf(0.975, 2) * margin.std(ddof=1) / math.sqrt(3)
+    assert ("lung" in compare(inp).chance[1.0]) == (low <= 0) == expected
+
+
+def test_a_dice_with_no_recorded_predictor_is_not_checked_and_the_summary_says_so(tmp_path: Path) -> None:
+    a = analyse(_input(tmp_path, (0,), {("TS", "breast_lesion", 0): 0.0995}))
+    assert a.comp.chance[1.0] == ()
+    row = dict((str(r[0]), str(r[1])) for r in summary_table(a).rows)["Baseline at chance"]
+    assert row.startswith("none; no chance level known for FUGC, thyroid_nodule_det, breast_lesion, lung (no AUC")
+
+
+def test_an_auc_undefined_for_every_seed_says_its_test_split_holds_one_class(tmp_path: Path) -> None:
+    inp = _input(tmp_path, (0,), {("TS", "breast_2cls", 0): math.nan})
+    (job,) = _ts_jobs(inp, "breast_2cls").values()
+    folder = tmp_path / "jobs" / job
+    folder.mkdir(parents=True)
+    labels = [[0.0, 0.7, 0.3]] * 5
+    scores = {"metric": "AUC", "higher_is_better": True, "kind": "auc", "images": [f"b/{i}.png" for i in range(5)]}
+    content = {"format": 1, "tasks": {"breast_2cls": {**scores, "values": labels}}}
+    (folder / "item_scores.json").write_text(json.dumps(content))
+    inp.item_scores = {job: folder / "item_scores.json"}
+    reason = compare(inp).deltas[(1.0, "breast_2cls", "AU")].reason
+    assert reason.endswith(
+        "undefined for its jobs: its test split holds images of class 0 only (5 images), and an AUC needs images of "
+        "two classes (a property of the data, which `usagg data check` warns of as val_scoring; ACC, F1 and MCC are "
+        "computed as usual)"
+    )
