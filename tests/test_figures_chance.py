@@ -84,12 +84,15 @@ def test_the_figures_over_tasks_name_the_task_at_chance_they_leave_out(excluded:
     assert f"every paradigm: {AT_CHANCE} (at chance)" in type_cap
 
 
-def test_the_fraction_figure_names_the_task_at_chance_once_for_the_fractions_where_it_is(tmp_path: Path) -> None:
+def test_the_fraction_figure_leaves_the_task_at_chance_out_of_every_point_and_says_why(tmp_path: Path) -> None:
+    """Its lines are over the tasks with a Δ at every fraction, so a task at chance at any fraction leaves them all."""
     a = _analysis(tmp_path, fractions=(0.5, 1.0))
     assert all(a.comp.chance[f] == (AT_CHANCE,) for f in (0.5, 1.0))
     with paper_style():
         _, caption = fig_fraction(a)  # type: ignore[misc]
-    assert f"At chance, left out of Δm (analysis.chance_tasks): {AT_CHANCE} at fractions 0.5, 1." in caption
+    others = "; ".join(f"{p}: {AT_CHANCE} (TS at chance at fraction 0.5)" for p in a.comp.others)
+    assert f"Left out: {others}." in caption
+    assert "(3 tasks)" in caption or "legend: how many" in caption
 
 
 def test_kept_under_chance_tasks_include_nothing_is_marked(tmp_path: Path) -> None:

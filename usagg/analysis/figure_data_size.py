@@ -1,5 +1,6 @@
 """Δ against the amount of training data: per task against n_train (fig_delta_vs_ntrain, with the tests the study
-has of the relation) and Δm against the training fraction (fig_fraction).
+has of the relation) and Δm against the training fraction over one task set per paradigm (fig_fraction, with the
+within-task slope across fractions of usagg/analysis/fraction_trend.py).
 """
 
 from __future__ import annotations
@@ -9,10 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from usagg.analysis.cluster_inference import MEAN_DELTA
-from usagg.analysis.delta import Comparison
 from usagg.analysis.figure_parts import (
-    chance_tasks,
     chance_text,
     delta_axis,
     legend_below,
@@ -21,9 +19,11 @@ from usagg.analysis.figure_parts import (
     trend_line,
     trend_text,
 )
+from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks
 from usagg.analysis.stats import Stat
 from usagg.analysis.style import COLUMN_W, paradigm_color
 from usagg.analysis.tables import frac_label
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -174,30 +174,50 @@ def fig_delta_vs_ntrain(a: Analysis) -> tuple[Figure, str] | None:
     return fig, cap
 
 
+#: A point of fig_fraction: the fraction, Δm over the paradigm's common tasks, and its interval (None: none drawn).
+FractionPoint = tuple[float, float, tuple[float, float] | None]
+
+
+def fraction_series(a: Analysis) -> dict[str, list[FractionPoint]]:
+    """fig_fraction's points: per paradigm, Δm at each fraction over the tasks it has a Δ for at every fraction
+    (`fraction_trend.COMMON_MEAN`, one task set along the line), with its wild cluster interval where there is one."""
+    common = {(s.paradigm, s.fraction): s for s in a.stats if s.name == COMMON_MEAN}
+    series: dict[str, list[FractionPoint]] = {}
+    for p in a.comp.others:
+        for f in a.comp.fractions:
+            s = common.get((p, f))
+            if s is not None and s.value is not None and s.n:
+                series.setdefault(p, []).append((f, s.value, s.ci))
+    return series
+
+
 def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
-    """Δm versus training fraction with 95 % wild cluster bootstrap CIs; None with a single fraction or no Δm."""
+    """Δm versus training fraction over one task set per paradigm (`fraction_series`), with 95 % wild cluster
+    bootstrap CIs where the study has the clusters for one (the caption says why a paradigm has none), and the
+    within-task slope across fractions in the caption; None with a single fraction or no common task."""
     comp = a.comp
     if len(comp.fractions) < 2:
         return None
-    boot = {(s.paradigm, s.fraction): s for s in a.stats if s.name == MEAN_DELTA}
-    series: dict[str, list[tuple[float, float, float, float]]] = {}  # paradigm -> (fraction, Δm, CI low, CI high)
-    for p in comp.others:
-        for f in comp.fractions:
-            s = boot.get((p, f))
-            if s is not None and s.value is not None:
-                series.setdefault(p, []).append((f, s.value, *(s.ci or (s.value, s.value))))
-    if not series:  # no Δm at any fraction (a lone task CG leaves out): an empty panel
+    series = fraction_series(a)
+    if not series:  # no task with a Δ at every fraction: an empty panel
         return None
     fig = new_figure(COLUMN_W, 2.4)
     ax = fig.subplots()
     k = len(comp.others)
     for j, p in enumerate(comp.others):
-        dodge = 10 ** (0.012 * (j - (k - 1) / 2))  # side by side on the log axis so error bars do not overlap
         rows = series.get(p, [])
+        if not rows:
+            continue
+        dodge = 10 ** (0.012 * (j - (k - 1) / 2))  # side by side on the log axis so error bars do not overlap
         xs, ys = [r[0] * dodge for r in rows], [r[1] for r in rows]
-        lo, hi = [r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]
         col = paradigm_color(p, comp.paradigms)
-        ax.errorbar(xs, ys, yerr=[lo, hi], color=col, marker="o", markersize=3, capsize=2, label=p, linewidth=1)
+        label = f"{p} ({counted(_n_common(a, p), 'task')})"
+        if all(r[2] is not None for r in rows):
+            lo = [r[1] - r[2][0] for r in rows if r[2] is not None]
+            hi = [r[2][1] - r[1] for r in rows if r[2] is not None]
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=col, marker="o", markersize=3, capsize=2, label=label, linewidth=1)
+        else:  # no interval at some fraction: no bar anywhere, and a legend glyph without one
+            ax.plot(xs, ys, color=col, marker="o", markersize=3, label=label, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xscale("log")
     ax.set_xticks(comp.fractions, [frac_label(f) for f in comp.fractions])
@@ -206,20 +226,68 @@ def fig_fraction(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_ylabel(delta_axis(comp, "Δm"))
     ax.legend(frameon=False)
     cap = (
-        f"Mean Δ over tasks (Δm) versus the share of training data; error bars: 95 % wild cluster restricted "
-        f"bootstrap-t CI, the tasks of a clinical group one cluster where they share a model, each task its own "
-        f"otherwise ({a.inp.settings.bootstrap} draws, seed {a.inp.settings.bootstrap_seed})."
+        "Mean Δ (Δm) versus the share of training data, each paradigm's line over the same tasks at every fraction "
+        "(those with a Δ in its aggregates at every fraction; legend: how many), so a change along it is not a "
+        f"change of the tasks averaged.{_left_out_text(a)}{_bars_text(a, series)}{_slope_text(a)}"
         + (f" One-task groups left out, as in the statistics: {comp.excluded_text()}." if comp.excluded else "")
-        + _chance_by_fraction(comp)
     )
     return fig, cap
 
 
-def _chance_by_fraction(comp: Comparison) -> str:
-    """`chance_text` for a figure over fractions: which tasks each fraction's Δm leaves out (they can differ)."""
-    per: dict[tuple[str, ...], list[str]] = {}  # the tasks at chance -> the fractions where they are
-    for f in comp.fractions:
-        if tasks := chance_tasks(comp, f):
-            per.setdefault(tasks, []).append(frac_label(f))
-    named = "; ".join(f"{', '.join(ts)} at fraction{'s' * (len(fs) > 1)} {', '.join(fs)}" for ts, fs in per.items())
-    return f" At chance, left out of Δm (analysis.chance_tasks): {named}." if named else ""
+def _n_common(a: Analysis, paradigm: str) -> int:
+    return len(common_tasks(a.comp, paradigm)[0])
+
+
+def _left_out_text(a: Analysis) -> str:
+    """The tasks a paradigm's line leaves out and why (at chance, or no Δ, at some fraction); one-task groups are
+    named with the statistics' words."""
+    parts = []
+    for p in a.comp.others:
+        why = {t: w for t, w in common_tasks(a.comp, p)[1].items() if w != "a one-task group"}
+        if why:
+            parts.append(f"{p}: {', '.join(f'{t} ({w})' for t, w in why.items())}")
+    return f" Left out: {'; '.join(parts)}." if parts else ""
+
+
+def _bars_text(a: Analysis, series: dict[str, list[FractionPoint]]) -> str:
+    """What the error bars are, and why a paradigm has none (fewer than 3 clinical groups among its tasks)."""
+    s = a.inp.settings
+    drawn = [p for p, rows in series.items() if all(r[2] is not None for r in rows)]
+    why = {
+        st.note or "no interval"
+        for st in a.stats
+        if st.name == COMMON_MEAN and st.paradigm in series and st.paradigm not in drawn and st.ci is None
+    }
+    text = ""
+    if drawn:
+        text += (
+            f" Error bars ({', '.join(drawn)}): 95 % wild cluster restricted bootstrap-t CI, the tasks of a clinical "
+            f"group one cluster ({s.bootstrap} draws, seed {s.bootstrap_seed})."
+        )
+    undrawn = [p for p in series if p not in drawn]
+    if undrawn:
+        text += (
+            f" No error bars for {', '.join(undrawn)}: {'; '.join(sorted(why))} (the wild cluster interval needs "
+            "the tasks of at least 3 clinical groups)."
+        )
+    return text
+
+
+def _slope_text(a: Analysis) -> str:
+    """The within-task slope of Δ across the fractions (usagg/analysis/fraction_trend.py), per paradigm."""
+    parts = []
+    for st in a.stats:
+        if st.name != FRACTION_SLOPE or st.value is None:
+            continue
+        if st.ci is not None:
+            holm = f", Holm {st.p_holm:.2g}" if st.p_holm is not None else ""
+            p = f", p = {st.p:.2g}{holm}" if st.p is not None else ""
+            parts.append(f"{st.paradigm} {st.value:+.1f} (95 % CI {st.ci[0]:+.1f} to {st.ci[1]:+.1f}{p})")
+        else:
+            parts.append(f"{st.paradigm} {st.value:+.1f} (no interval: {st.note})")
+    if not parts:
+        return ""
+    return (
+        " Within-task slope of Δ per tenfold n_train across the fractions, in the y axis's unit, mean over the same "
+        f"tasks (statistics table): {'; '.join(parts)}."
+    )

@@ -34,6 +34,7 @@ from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import controls, splits
 from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
+from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks
 from usagg.analysis.mixed import SLOPE
 from usagg.analysis.provenance import RANDOM_INIT_LINE, Provenance, provenance
 from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdown
@@ -61,6 +62,7 @@ from usagg.atomic import write_text_atomic
 from usagg.errors import UsaggError
 from usagg.joblock import JobLock, JobLocked, describe_holder
 from usagg.safepath import printable, real_folder
+from usagg.wording import counted
 
 #: What draws the report's figures: figures.render_all, or the memoised one of usagg/analysis/outputs.py.
 Renderer = Callable[[Analysis, Path, str, int], list[FigureOut]]
@@ -134,8 +136,14 @@ def _summary(a: Analysis) -> list[str]:
     if comp.no_delta:
         lines.append(comp.no_delta)
     else:
+        sweep = (
+            f"; the trend over fractions {', '.join(map(frac_label, comp.fractions))} there too"
+            if len(comp.fractions) > 1
+            else ""
+        )
         lines.append(
-            f"Δ versus {comp.baseline} at fraction {frac_label(f)}; tests, slopes and splits under {HEADLINE} below."
+            f"Δ versus {comp.baseline} at fraction {frac_label(f)}; tests, slopes and splits under {HEADLINE} "
+            f"below{sweep}."
         )
     return lines
 
@@ -217,7 +225,42 @@ def _headline(a: Analysis) -> list[str]:
     gap = headline_line(selection_gap(a.inp, comp))
     if gap:
         lines.append(gap)
+    lines += _sweep_lines(a)
     return lines + exclusion_notes(comp) + collapse_notes(comp)  # AG's recovery and stability: the summary's
+
+
+def _sweep_lines(a: Analysis) -> list[str]:
+    """A data-scale sweep's trend, one line per paradigm: Δm at each fraction over the tasks with a Δ at every
+    fraction (one task set along the sweep) and the within-task slope across fractions with its interval and p, or
+    why it has none (usagg/analysis/fraction_trend.py); nothing for a study of one fraction."""
+    comp = a.comp
+    if len(comp.fractions) < 2:
+        return []
+    common = {(s.paradigm, s.fraction): s for s in a.stats if s.name == COMMON_MEAN}
+    slope = {s.paradigm: s for s in a.stats if s.name == FRACTION_SLOPE}
+    lines = []
+    for p in comp.others:
+        tasks, left = common_tasks(comp, p)
+        means = [common.get((p, f)) for f in comp.fractions]
+        if not tasks or any(m is None or m.value is None for m in means):
+            lines.append(f"**Data-scale sweep, {p}**: no task has a Δ at every fraction, so there is no trend to read.")
+            continue
+        trend = " → ".join(f"{m.value:+.1f}" for m in means if m is not None and m.value is not None)
+        out = f"; left out: {', '.join(f'{t} ({w})' for t, w in left.items())}" if left else ""
+        s = slope.get(p)
+        if s is None or s.value is None:
+            how = f"no within-task slope ({s.note if s else 'not computed'})"
+        elif s.ci is not None:
+            tested = f", {_p(s)}" if s.p is not None else ""
+            how = (f"within-task slope {s.value:+.1f} pp per tenfold n_train (95 % CI {ci_end(s.ci[0])} to "
+                   f"{ci_end(s.ci[1])}{tested})")  # fmt: skip
+        else:
+            how = f"within-task slope {s.value:+.1f} pp per tenfold n_train (no interval: {s.note}; descriptive)"
+        lines.append(
+            f"**Data-scale sweep, {p}** (fractions {', '.join(map(frac_label, comp.fractions))}): Δm {trend} % over "
+            f"the same {counted(len(tasks), 'task')}{out}; {how} (Statistics: by training fraction, across fractions)."
+        )
+    return lines
 
 
 #: Steps under a paradigm over TS's beyond which its Δ is said to mix aggregation with another training budget.
@@ -273,7 +316,9 @@ def _sections(a: Analysis) -> list[Section]:
         Section("Selection gap", [gap_table(selection_gap(a.inp, a.comp), multi=len(a.comp.fractions) > 1)]),
         Section("Figures", [], figures=None),
         Section("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
-        Section("Statistics", by_name("statistics") + by_name("fractions") + by_name("power")),
+        Section(
+            "Statistics", by_name("statistics") + by_name("fractions") + by_name("fraction_trend") + by_name("power")
+        ),
     ]
     affinity = by_name("affinity")
     if affinity:

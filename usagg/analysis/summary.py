@@ -9,6 +9,7 @@ from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
 from usagg.analysis.controls import controls
 from usagg.analysis.delta import CHANCE, Comparison, chance_reference, compare
 from usagg.analysis.factorial import designs, effect_stats, no_design_text
+from usagg.analysis.fraction_trend import fraction_trend_stats
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
 from usagg.analysis.points import analyse_points, points_output
@@ -27,6 +28,7 @@ from usagg.analysis.tables import (
     factorial_table,
     frac_label,
     fraction_table,
+    fraction_trend_table,
     group_table,
     na_table,
     negative_table,
@@ -61,7 +63,8 @@ def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
 
     The tests of Δ (usagg/analysis/stats.py), Δm with the wild cluster bootstrap
     (cluster_inference.py), the 2x2 effects (factorial.py), the mixed model's slopes and
-    interaction per fraction (mixed.py), then the per-task intervals of Δ (uncertainty.py, no p
+    interaction per fraction (mixed.py), the slope across the fractions of a sweep (fraction_trend.py), then the
+    per-task intervals of Δ (uncertainty.py, no p
     of their own).
     """
     st = inp.settings
@@ -69,6 +72,7 @@ def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     tests += mean_delta_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += paired_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += effect_stats(comp, st.bootstrap, st.bootstrap_seed)
+    tests += fraction_trend_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     for f in comp.fractions:
         tests += interaction_model(comp, f, st.hypotheses)
     return holm_adjust(tests) + task_uncertainty(inp, comp)
@@ -234,6 +238,7 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
     tables.append(stats_table(a.stats, comp))
     if multi:
         tables.append(fraction_table(comp, a.stats))
+        tables.append(fraction_trend_table(comp, a.stats))
     power = study_power(a)
     if power is not None:
         tables.append(power)

@@ -26,6 +26,7 @@ from usagg.analysis.delta import (
     rescaled,
 )
 from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_out_notes, missing_notes
+from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks, task_slope
 from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
@@ -105,7 +106,8 @@ def fmt_delta(v: float | None) -> str:
 
 
 def frac_label(f: float) -> str:
-    return f"{f:g}"
+    """A fraction as tables print it; "all" for a statistic that pools every fraction (`fraction_trend.POOLED`)."""
+    return "all" if math.isinf(f) else f"{f:g}"
 
 
 def ci_end(v: float) -> str:
@@ -648,23 +650,70 @@ def _ci_text(s: Stat | None) -> str:
     return text if seeds is None or s.value is None else f"{text} around {s.value:+.1f} ({seeds:g} seeds scored)"
 
 
+def _interval(s: Stat | None) -> str:
+    """A wild cluster interval as a cell, or why there is none."""
+    return f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]" if s and s.ci else (s.note if s else "—") or "—"
+
+
 def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
-    """Δm as a function of the training fraction (data-scale sweep)."""
+    """Δm as a function of the training fraction (data-scale sweep): over every task with a Δ at that fraction, and
+    over the tasks with a Δ at every fraction (`fraction_trend.COMMON_MEAN`), the one set a trend can be read on."""
     boot = {(s.paradigm, s.fraction): s for s in stats if s.name == MEAN_DELTA}
+    common = {(s.paradigm, s.fraction): s for s in stats if s.name == COMMON_MEAN}
     rows: list[list[Cellv]] = []
     for p in comp.others:
         for f in comp.fractions:
-            s = boot.get((p, f))
-            ci = f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]" if s and s.ci else (s.note if s else "—")
-            rows.append([p, frac_label(f), s.value if s else None, ci, s.n if s else 0])
+            s, c = boot.get((p, f)), common.get((p, f))
+            rows.append([
+                p, frac_label(f), s.value if s else None, _interval(s), s.n if s else 0,
+                c.value if c else None, _interval(c), c.n if c else 0,
+            ])  # fmt: skip
+    left = [f"{p}: {', '.join(f'{t} ({why})' for t, why in why_out.items())}" for p in comp.others
+            if (why_out := common_tasks(comp, p)[1])]  # fmt: skip
     return Table(
         "fractions",
         f"Δm versus {comp.baseline} by training fraction",
-        ["Paradigm", "Fraction", "Δm %", "95 % CI", "n tasks"],
+        ["Paradigm", "Fraction", "Δm %", "95 % CI", "n tasks", "Δm, common tasks %", "95 % CI, common", "n common"],
         rows,
         [
-            f"Δm: {SEED_ORDER}, then mean over tasks, per fraction; 95 % CI: wild cluster restricted bootstrap-t "
-            "(usagg/analysis/cluster_inference.py)."
+            f"Δm: {SEED_ORDER}, then mean over the tasks with a Δ at that fraction; 95 % CI: wild cluster restricted "
+            "bootstrap-t (usagg/analysis/cluster_inference.py), a clinical group's tasks one cluster (fewer than 3 "
+            "clusters: no interval).",
+            "Δm, common tasks: the same over the tasks with a Δ in the paradigm's aggregates at every fraction, so "
+            "that a change along the fractions is not a change of the tasks averaged (fig_fraction draws these)"
+            + (f"; left out: {'; '.join(left)}." if left else "; every task has a Δ at every fraction."),
+        ],
+    )
+
+
+def fraction_trend_table(comp: Comparison, stats: list[Stat]) -> Table:
+    """The slope of Δ against data scale pooled over the fractions (`fraction_trend.FRACTION_SLOPE`), per paradigm,
+    with the tasks it leaves out and why."""
+    by = {s.paradigm: s for s in stats if s.name == FRACTION_SLOPE}
+    rows: list[list[Cellv]] = []
+    for p in comp.others:
+        s = by.get(p)
+        tasks, why = common_tasks(comp, p)
+        why |= {t: "one n_train at every fraction" for t in tasks if task_slope(comp, t, p) is None}
+        p_text = "—" if s is None or s.p is None else f"{s.p:.3g}"
+        holm = "—" if s is None or s.p_holm is None else f"{s.p_holm:.3g}"
+        left = "; ".join(f"{t} ({w})" for t, w in why.items()) or "—"
+        rows.append([p, s.n if s else 0, s.value if s else None, _interval(s), p_text, holm, left])
+    return Table(
+        "fraction_trend",
+        f"Δ versus {comp.baseline} against data scale across fractions (within task)",
+        ["Paradigm", "Tasks", "Slope per tenfold n_train", "95 % CI", "p", "p (Holm)", "Left out"],
+        rows,
+        [
+            "Slope: each task's least-squares slope of Δ on log10 n_train over the fractions (within task: the task "
+            "stays, its training data grows), then the mean over the tasks with a Δ at every fraction, in Δ's unit "
+            f"({UNITS[comp.scale]}) per tenfold n_train; 95 % CI and p (H0: slope 0): the wild cluster restricted "
+            "bootstrap-t of Δm, a clinical group's tasks one cluster (fewer than 3 clusters: none); p in the Holm "
+            "family of the statistics table.",
+            "What each statistic of Δ against data scale pools: this slope pools the fractions within each task; "
+            "Spearman ρ(Δ, log n_train) and the mixed model's slope compare tasks of different sizes within one "
+            "fraction (undefined where every task has the same n_train at a fraction, as at the synthetic "
+            "benchmark's default sizes), and Δm by fraction is descriptive.",
         ],
     )
 
