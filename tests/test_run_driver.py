@@ -237,11 +237,69 @@ def test_a_one_off_set_on_a_finished_study_warns_that_it_hides_its_done_jobs(
         f"1 done job it no longer lists ({done})" in text and "--set name=NEW" in text and "nothing is deleted" in text
     )
     monkeypatch.chdir(tmp_path)
-    code, out = run_cli(
-        ["run", str(spec), "--set", "training.epochs=3", "--dry-run", "--no-data-check"], monkeypatch, capsys
-    )
+    forced = ["run", str(spec), "--set", "training.epochs=3", "--force", "--dry-run", "--no-data-check"]
+    code, out = run_cli(forced, monkeypatch, capsys)
     assert code == 0 and "warning:" in out and done in out and "1 done job it no longer lists" in " ".join(out.split())
     assert RunStore(run.store.root).job_state(done) == "done"  # a dry run writes nothing
+
+
+def test_a_set_that_hides_done_jobs_of_the_spec_is_refused_as_a_copy_is_unless_force_or_a_new_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's audit: `usagg run --help`'s second example (`--set training.epochs=2`) after `make demo` replaced
+    the demo's plan with one warning among the progress lines (status "9 done, 19 pending", compare only TS), while a
+    copy of the spec with the same change was refused. The --set is refused the same way, before anything is written;
+    --force or a name of its own runs it, and an override that changes no job (--devices) is no change of plan."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    plan_before = run.store.plan_json.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--dry-run", "--no-data-check"]):
+        code, out = run_cli(["run", str(spec), "--set", "training.epochs=3", *extra], monkeypatch, capsys)
+        said = " ".join(out.split())
+        assert code == 2 and "Traceback" not in said, said
+        assert f"the run store {run.store.root} holds study 'tiny' run from {spec}" in said
+        hide = f"running it would hide 1 done job of that study's plan ({done})"
+        assert f"this run's --set or --sweep overrides plan other jobs under the same name: {hide}" in said
+        assert "--set name=NEW" in said and "--force" in said and "Nothing was written" in said
+        assert run.store.plan_json.read_bytes() == plan_before and run.store.job_state(done) == "done"
+    code, out = run_cli(
+        ["run", str(spec), "--sweep", "training.epochs=2,3", "--dry-run", "--no-data-check"], monkeypatch, capsys
+    )
+    assert code == 2 and "would hide 1 done job" in " ".join(out.split()), out
+    code, out = run_cli(
+        ["run", str(spec), "--devices", "cpu", "--set", "execution.threads=1", "--dry-run", "--no-data-check"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0 and "skip (done)" in out, out  # overrides that leave the plan as it is
+    code, out = run_cli(
+        ["run", str(spec), "--set", "training.epochs=3", "--set", "name=quick", "--dry-run", "--no-data-check"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0 and "warning" not in out and str(tmp_path / "runs" / "quick") in " ".join(out.split()), out
+
+    with pytest.raises(UsaggError, match="overrides plan other jobs") as err:  # the API refuses it alike
+        api.run_study(spec, ["training.epochs=3"], device="cpu")
+    assert 'overrides=["name=NEW"]' in str(err.value) and "force=True" in str(err.value)
+    assert run.store.plan_json.read_bytes() == plan_before
+
+
+def test_an_edited_spec_still_replaces_its_own_plan_with_a_warning(tmp_path: Path) -> None:
+    """The refusal is of overrides only: the spec file edited is the user's new study, run with the warning."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    (done,) = (j.id for j in run.jobs)
+    finish_job(run.store, done)
+    spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 3"))
+    edited = StudyRun.prepare(load_study(spec), spec_file=spec)
+    assert edited.replaced_done == [done] and edited.jobs[0].id != done
+    assert f"1 done job it no longer lists ({done})" in (edited.replaced_text() or "")
 
 
 def test_an_edited_spec_on_a_store_from_before_specs_json_warns_that_it_hides_done_jobs(tmp_path: Path) -> None:
@@ -381,7 +439,7 @@ def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)  # the CLI's observer: nothing to do, no warning
     assert code == 0 and "1 job selected, 0 to run, 1 done" in out and "RANDOMLY" not in out, out
-    code, out = run_cli(["run", str(spec), "--set", "training.epochs=2", "-q"], monkeypatch, capsys)
+    code, out = run_cli(["run", str(spec), "--set", "training.epochs=2", "--force", "-q"], monkeypatch, capsys)
     assert code == 0 and "warning: model.weights is empty" in out and "results: " in out, out
 
 

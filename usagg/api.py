@@ -246,6 +246,7 @@ def run_study(
     )
     study = _load(spec_or_path, sets)
     spec_file = Path(spec_or_path) if isinstance(spec_or_path, (str, os.PathLike)) else None
+    written = None if spec_file is None else service.as_written(spec_file, _overrides(overrides))
     return service.run_study(
         study,
         paradigms=picked[0],
@@ -257,6 +258,7 @@ def run_study(
         on_event=_callable(on_event, "on_event", "a function on_event(job_id, event, info)"),
         on_progress=_callable(on_progress, "on_progress", "a function on_progress(progress)"),
         wording=service.API_WORDING,
+        as_written=written,
     )
 
 

@@ -90,6 +90,8 @@ class Wording:
     devices: str = "--devices "
     devices_take: str = "cpu, auto, cuda or GPU indices such as 0 or 0,1"
     rename: str = "--set name=NEW"
+    #: How the caller changed the spec file's settings for this run.
+    sets: str = "--set or --sweep overrides"
     place: str = "--set output_root=/an/absolute/folder"
     force: str = "--force"
     plan: str = "`usagg plan SPEC`"
@@ -119,11 +121,26 @@ API_WORDING = Wording(
     devices="device=",
     devices_take="'cpu', 'auto', 'cuda', a GPU index such as 0 or a list of them such as [0, 1]",
     rename='overrides=["name=NEW"]',
+    sets="overrides",
     place='overrides=["output_root=/an/absolute/folder"]',
     force="force=True",
     plan="`usagg.api.plan(spec)`",
     quoted=True,
 )
+
+
+def as_written(spec_file: Path | str, overrides: Sequence[str]) -> Study | None:
+    """The study as its spec file holds it, for a run that changes it with `overrides` (`--set`, `--sweep`,
+    `overrides=`): `StudyRun.prepare` refuses a plan whose overrides hide done jobs the file itself plans. None
+    without overrides, or where the file alone does not load (an override that makes it valid hides nothing it ran)."""
+    if not overrides:
+        return None
+    from usagg.spec.load import load_study
+
+    try:
+        return load_study(spec_file)
+    except UsaggError:
+        return None
 
 
 def executor_override(name: str, what: str = "--executor") -> str:
@@ -775,6 +792,9 @@ class StudyRun:
     #: Done jobs of the plan whose splits.json recorded no fingerprint of their data (an older usagg's), found by
     #: `check_done_data`: unchecked, so `unrecorded_data_text` warns where new jobs train beside them.
     unrecorded_data: list[str] = field(default_factory=list)
+    #: The ids the spec file plans as it is written, without this run's overrides (`prepare`'s `as_written`); None
+    #: where the run has none: a plan whose overrides hide done jobs of these is refused unless `force`.
+    written_ids: frozenset[str] | None = None
     #: How `init_store` records the spec file: "add" it to the files bound to the store, "replace" them (every
     #: bound file is gone: this one takes the study over), or "none" (a file of the same plan as the bound one).
     binding: Literal["add", "replace", "none"] = "add"
@@ -821,19 +841,25 @@ class StudyRun:
         spec_file: Path | str | None = None,
         force: bool = False,
         wording: Wording = CLI_WORDING,
+        as_written: Study | None = None,
     ) -> StudyRun:
         """Plan the study as far as the run store's results allow, select jobs and decide what is to run: not
         done, and not failed unless retried. A store run from another spec file with another plan is refused
-        unless `force` (see `_jobs_of_other_specs`). Errors name the options as `wording` does."""
+        unless `force` (see `_jobs_of_other_specs`), and so is a plan whose overrides (`--set`, `--sweep`) hide done
+        jobs that `as_written`, the study as its spec file holds it, plans. Errors name the options as `wording`
+        does."""
         from usagg.plan import plan_stages
 
         store = store_for(study)
-        planned = plan_stages(study, store_evidence(store))
+        evidence = store_evidence(store)
+        planned = plan_stages(study, evidence)
         selection = make_selection(planned.jobs, paradigms, only, planned.waiting, wording)
         jobs = selection.pick(planned.jobs, planned.waiting)
         run = cls(study, planned.jobs, jobs, store, {}, retry_failed, selection=selection, wording=wording, force=force)
         run.waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
         run.spec_file = None if spec_file is None else Path(spec_file).resolve()
+        if as_written is not None:
+            run.written_ids = frozenset(j.id for j in plan_stages(as_written, evidence).jobs)
         run._check_no_store_elsewhere()
         run.kept = run._jobs_of_other_specs(force)
         run._check_live_plan_kept()
@@ -921,7 +947,24 @@ class StudyRun:
         if len(set(files) | {str(self.spec_file)}) > 1:
             return others
         self.replaced_done = [j.id for j in others if self.store.job_state(j.id) == "done"]
+        hidden = [jid for jid in self.replaced_done if jid in (self.written_ids or ())]
+        if hidden and not force:
+            raise UsaggError(self._overrides_hide_text(hidden, files[0]))
         return []
+
+    def _overrides_hide_text(self, hidden: list[str], bound: str) -> str:
+        """The refusal of a one-off override (`usagg run SPEC --set training.epochs=2` after the study ran) whose plan
+        would hide done jobs the spec file itself plans: a copy of the spec with the same change is refused
+        (`_jobs_of_other_specs`), and the same change on the command line replaced the plan with one warning."""
+        shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
+        return (
+            f"the run store {self.store.root} holds study {self.study.name!r} run from {bound}, and this run's "
+            f"{self.wording.sets} plan other jobs under the same name: running it would hide "
+            f"{counted(len(hidden), 'done job')} of that study's plan ({shown}) from status, compare and results.csv. "
+            f"Give this variant its own name ({self.wording.rename}), or run with {self.wording.force} to replace the "
+            "stored plan with this one (nothing is deleted: the hidden jobs come back when the spec runs as it is "
+            "written). Nothing was written."
+        )
 
     def _store_view(self) -> tuple[object, ...]:
         """What the binding decision reads of the store: the bound spec files and plan.json's version."""
@@ -1693,11 +1736,14 @@ def run_study(
     on_event: EventFn | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     wording: Wording = CLI_WORDING,
+    as_written: Study | None = None,
 ) -> RunResult:
     """Check the data, then train and evaluate every selected job not yet done (`drive`); DataProblems on bad data.
 
     `observer` hears every step; without one, `on_event` and `on_progress` hear the jobs (`CallbackObserver`, which
     also logs each failed job). Errors name the options as `wording` does (`API_WORDING` for `usagg.api`).
     """
-    run = StudyRun.prepare(study, paradigms, only, retry_failed, spec_file=spec_file, force=force, wording=wording)
+    run = StudyRun.prepare(
+        study, paradigms, only, retry_failed, spec_file=spec_file, force=force, wording=wording, as_written=as_written
+    )
     return drive(run, observer or CallbackObserver(on_event, on_progress))

@@ -55,16 +55,21 @@ epoch checkpoint. The weights and the dataset are checked first and training is 
 problems (--dry-run makes the same checks). Several --only selectors of different keys must all match
 (--only task=breast_lesion --only TS: one job); of the same key, any. A study name belongs to the spec file
 that first ran it: another file of that name that plans other jobs is refused unless --force (a copy that plans
-the same jobs runs, and one that only adds jobs to them is bound too). Exits 1 when a job failed or the data has
-problems, 2 on a user error (a bad spec, path or option), 3 when selected jobs were left neither done nor failed
-(queued on Slurm, run by another process, waiting for a job of the same settings): the same usagg run goes on with
-them.
+the same jobs runs, and one that only adds jobs to them is bound too); so is a --set or --sweep whose plan would
+hide done jobs of the spec file's own (give the variant its own store: --set name=NEW). Exits 1 when a job failed
+or the data has problems, 2 on a user error (a bad spec, path or option), 3 when selected jobs were left neither
+done nor failed (queued on Slurm, run by another process, waiting for a job of the same settings): the same usagg
+run goes on with them.
 
 Examples:
 
   usagg run studies/demo.yaml
 
-  usagg run studies/demo.yaml --paradigm TS --set training.epochs=2
+  usagg run studies/demo.yaml --paradigm TS
+
+  usagg run studies/demo.yaml --set training.epochs=2 --set name=demo-quick
+
+  (a variant in a store of its own, runs/demo-quick: the demo's stays as it is)
 
   usagg run studies/fmc_uia.yaml --executor slurm
 
@@ -453,7 +458,8 @@ def run(
         "--force",
         help="Run into a store another spec file of the same study name made, keeping that study's jobs (compare "
         "then needs one result per task, paradigm, fraction and seed: add seeds or paradigms this way, not a "
-        "changed setting; while another usagg run trains the store, one that would replace its jobs is refused).",
+        "changed setting; while another usagg run trains the store, one that would replace its jobs is refused); "
+        "or let a --set or --sweep replace the plan of the spec's own store (the done jobs it hides stay on disk).",
     ),
     sets: list[str] = typer.Option(
         [], "--set", help="Override a spec value, e.g. --set training.epochs=5 (paths: from the current folder)."
@@ -469,13 +475,16 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
 ) -> None:
 
-    from usagg.service import DataProblems, StudyRun, drive, run_overrides
+    from usagg.service import DataProblems, StudyRun, as_written, drive, run_overrides
     from usagg.spec.load import load_study, sweep_override
 
     console = line_console()
     swept = [sweep_override(s) for s in sweeps]
     study = load_study(study_file, run_overrides([*sets, *swept], executor=executor, devices=devices))
-    job_run = StudyRun.prepare(study, paradigm, only, retry_failed, spec_file=study_file, force=force)
+    written = as_written(study_file, [*sets, *swept])
+    job_run = StudyRun.prepare(
+        study, paradigm, only, retry_failed, spec_file=study_file, force=force, as_written=written
+    )
     if as_json and not dry_run:
         raise UsaggError("--json goes with --dry-run (a run prints progress; `usagg status --json` gives the states)")
     if no_data_check and not dry_run:
