@@ -129,6 +129,46 @@ API_WORDING = Wording(
 )
 
 
+@dataclass(frozen=True)
+class RanElsewhere:
+    """Where a spec file with a relative output_root ran (`store_ran_elsewhere`): the folder it ran from, its store."""
+
+    folder: Path
+    store: RunStore
+
+    def text(self, study: Study, spec_file: Path | str, wording: Wording = CLI_WORDING) -> str:
+        """Where the spec ran and where a run from the current folder would go: the reason `usagg run` refuses, and
+        the note `usagg plan` and `usagg validate` give from that folder."""
+        states: list[str] = []
+        with contextlib.suppress(UsaggError):  # a damaged plan: the store is still there to name
+            states = [self.store.job_state(j.id) for j in self.store.jobs()]
+        return (
+            f"{Path(spec_file).resolve()} ran into the run store {self.store.root} ({counted(len(states), 'job')}, "
+            f"{states.count('done')} done), but from {Path.cwd()} this run would start a new one at "
+            f"{store_for(study).root.resolve()}: output_root {str(study.output_root)!r} is relative to the folder "
+            f"usagg runs from. Run from {self.folder}, or choose the place with an absolute output_root "
+            f"({wording.place})."
+        )
+
+
+def store_ran_elsewhere(study: Study, spec_file: Path | str) -> RanElsewhere | None:
+    """The run store the spec file ran into where its relative output_root, read from the current folder, names
+    a place that holds none (`usagg run` from another folder), else None. Looked for where the relative output_root
+    puts it from the spec's folder or one of its three parents, and taken only where its specs.json binds this very
+    file. An absolute output_root chooses the place and is never second-guessed."""
+    from usagg.store import RunStore
+
+    root, here = Path(study.output_root), store_for(study)
+    spec = Path(spec_file).resolve()
+    if root.is_absolute() or here.exists():
+        return None
+    for folder in [spec.parent, *spec.parent.parents][:4]:
+        other = RunStore(folder / root / study.name)
+        if other.root.resolve() != here.root.resolve() and other.exists() and str(spec) in other.spec_files():
+            return RanElsewhere(folder, other)
+    return None
+
+
 def as_written(spec_file: Path | str, overrides: Sequence[str]) -> Study | None:
     """The study as its spec file holds it, for a run that changes it with `overrides` (`--set`, `--sweep`,
     `overrides=`): `StudyRun.prepare` refuses a plan whose overrides hide done jobs the file itself plans. None
@@ -867,31 +907,14 @@ class StudyRun:
         return run
 
     def _check_no_store_elsewhere(self) -> None:
-        """UsaggError where this run would start a new store although the spec file already ran into one, found
-        where a relative output_root puts it from the spec's folder or one of its three parents: output_root is
-        relative to the folder usagg runs from, so a run started from another folder (a Slurm script, a tmux pane
-        in $HOME) would train the whole study again into an empty store (a real-data audit). An absolute
-        output_root chooses the place and is never second-guessed."""
-        root = Path(self.study.output_root)
-        if self.spec_file is None or root.is_absolute() or self.store.exists():
+        """UsaggError where this run would start a new store although the spec file already ran into one
+        (`store_ran_elsewhere`): a run started from another folder (a Slurm script, a tmux pane in $HOME) would train
+        the whole study again into an empty store (a real-data audit)."""
+        if self.spec_file is None:
             return
-        from usagg.store import RunStore
-
-        here = self.store.root.resolve()
-        for folder in [self.spec_file.parent, *self.spec_file.parent.parents][:4]:
-            other = RunStore(folder / root / self.study.name)
-            if other.root.resolve() == here or not other.exists() or str(self.spec_file) not in other.spec_files():
-                continue
-            states: list[str] = []
-            with contextlib.suppress(UsaggError):  # a damaged plan: the store is still there to name
-                states = [other.job_state(j.id) for j in other.jobs()]
-            raise UsaggError(
-                f"{self.spec_file} ran into the run store {other.root} ({counted(len(states), 'job')}, "
-                f"{states.count('done')} done), but from {Path.cwd()} this run would start a new one at {here}: "
-                f"output_root {str(self.study.output_root)!r} is relative to the folder usagg runs from. Run from "
-                f"{folder}, or choose the place with an absolute output_root ({self.wording.place}). Nothing was "
-                "written."
-            )
+        ran = store_ran_elsewhere(self.study, self.spec_file)
+        if ran is not None:
+            raise UsaggError(f"{ran.text(self.study, self.spec_file, self.wording)} Nothing was written.")
 
     def _jobs_of_other_specs(self, force: bool) -> list[Job]:
         """The stored plan's jobs that other spec files of this study name planned: kept in plan.json (never

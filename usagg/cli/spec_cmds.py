@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from usagg.data.splits import TaskRows
     from usagg.plan import Job
     from usagg.spec.models import Study
+    from usagg.store import RunStore
 
 StudyArg = Annotated[
     Path, typer.Argument(metavar="STUDY.yaml", help="Study spec YAML, e.g. studies/fmc_uia.yaml.", show_default=False)
@@ -75,12 +76,13 @@ def validate(
     once generated), it gets the same checks as `usagg run` and the same exit code (1 for
     problems in the study's tasks, listed); a line says when the data was not checked.
     A warning (exit 0) says when `usagg run` would refuse the study's run store, as when it holds
-    another study of the same name, run from another spec file.
+    another study of the same name, run from another spec file, or when the spec ran into a store that a
+    relative output_root does not name from the current folder.
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
     from usagg.plan import plan_stages
-    from usagg.service import StudyRun
+    from usagg.service import StudyRun, store_ran_elsewhere
 
     s = _load(study, set_, sweep)
     planned = plan_stages(s)
@@ -90,8 +92,11 @@ def validate(
     out = line_console(highlight=False)
     data_line, checked = _run_data_check(s, out, skip=no_data_check)
     # paths the user gave, escaped: `runs[v2]` is no markup tag, `out[/]x` no markup error
-    spec, store = (escape(printable(str(p))) for p in (study, Path(s.output_root) / s.name))
-    out.print(f"[green]ok[/]: {spec} is a valid study [bold]{escape(s.name)}[/] (run store {store})")
+    ran = store_ran_elsewhere(s, study)  # a relative output_root read from another folder than the run's
+    where = Path(s.output_root) / s.name if ran is None else ran.store.root
+    spec, store = (escape(printable(str(p))) for p in (study, where))
+    elsewhere = "" if ran is None else ", where it ran; from here output_root names another: see the warning below"
+    out.print(f"[green]ok[/]: {spec} is a valid study [bold]{escape(s.name)}[/] (run store {store}{elsewhere})")
     types = Counter(t.type for t in s.tasks)
     out.print(f"tasks: {len(s.tasks)} ({', '.join(f'{n} {t}' for t, n in types.items())})")
     groups = Counter(t.group or "(none)" for t in s.tasks)
@@ -216,12 +221,23 @@ def _check_data_tasks(s: Study) -> str:
     return "/".join(splits)
 
 
-def _states(s: Study, jobs: list[Job]) -> dict[str, str]:
+def _states(store: RunStore, jobs: list[Job]) -> dict[str, str]:
     """Job id -> state shown by the run store (as `usagg status` shows it); pending where it holds no record."""
-    from usagg.service import store_for
-
-    store = store_for(s)
     return {j.id: store.display_state(j.id) for j in jobs}
+
+
+def _plan_store(s: Study, study: Path) -> RunStore:
+    """The run store `plan` reads: the study's, or where a relative output_root read from this folder names an
+    empty place, the store the spec file ran into, said on stderr (`usagg run` from here refuses, naming both; every
+    job read "pending" before, as if the study had never run)."""
+    from usagg.service import store_for, store_ran_elsewhere
+
+    ran = store_ran_elsewhere(s, study)
+    if ran is None:
+        return store_for(s)
+    text = f"{ran.text(s, study)} The states and seeds read here are that store's."
+    Console(stderr=True).print(f"[yellow]note[/]: {escape(printable(text))}", soft_wrap=True, highlight=False)
+    return ran.store
 
 
 ParadigmOpt = Annotated[
@@ -264,25 +280,28 @@ def plan_cmd(
     State is what `usagg status` shows (interrupted: running, but its process is gone);
     pending for a job the run store does not hold yet. A staged paradigm (AG) is listed as
     waiting for the jobs it needs until they are done; then its jobs are listed too.
-    `--paradigm` and `--only` show the selection `usagg run` would make with them.
+    `--paradigm` and `--only` show the selection `usagg run` would make with them. Run from another folder than
+    the spec's run (a relative output_root names an empty place from here), the states and seeds are those of the
+    store the spec ran into, and a note on stderr says so.
 
     `--power` prints instead how small a Δ the planned seeds can detect (usagg/analysis/power.py).
 
     Example: usagg plan studies/fmc_uia.yaml --only task=breast_lesion --only TS
     """
     from usagg.plan import plan_stages
-    from usagg.service import make_selection, store_evidence, store_for
+    from usagg.service import make_selection, store_evidence
 
     if seed_sd is not None and not power:
         raise UsaggError("--seed-sd goes with --power (the seed spread the planned seeds' power is computed from)")
     if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd > 0):
         raise UsaggError(f"--seed-sd {seed_sd:g}: expected a finite sd > 0 (0 would claim any Δ is detectable)")
     s = _load(study, set_, sweep)
+    store = _plan_store(s, study)
     if power:
         from usagg.analysis.power import planned_power
         from usagg.analysis.render import render
 
-        power_table = planned_power(s, seed_sd, store_for(s).root)
+        power_table = planned_power(s, seed_sd, store.root)
         if as_json:  # the table as records, NaN as null (as compare --format json writes tables)
             cells = power_table.rows
             finite = [[None if isinstance(v, float) and not math.isfinite(v) else v for v in r] for r in cells]
@@ -292,11 +311,11 @@ def plan_cmd(
             return
         typer.echo(render(power_table, "table"), nl=False)
         return
-    planned = plan_stages(s, store_evidence(store_for(s)))
+    planned = plan_stages(s, store_evidence(store))
     selection = make_selection(planned.jobs, paradigm or (), only or (), planned.waiting)
     jobs = selection.pick(planned.jobs, planned.waiting)
     waiting = [w for w in planned.waiting if selection.takes_waiting(w)]
-    states = _states(s, jobs)
+    states = _states(store, jobs)
     if as_json:
         records = [{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs]
         records += [{"id": None, "paradigm": w.paradigm, "state": "waiting", "needs": list(w.needs)} for w in waiting]
