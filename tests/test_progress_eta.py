@@ -169,6 +169,20 @@ def test_a_job_another_process_holds_is_said_to_run_elsewhere_and_never_timed() 
     assert lines[3].endswith("done in 12.0s (2/3 ended, study eta ~12.0s)")  # one job left, at TS-b's 12 s
 
 
+def test_a_job_another_process_finished_is_said_so_and_never_timed() -> None:
+    """`finished` with `elsewhere` (usagg/execute/base.py `call_job`): not "done in 0.0s", and out of the ETA."""
+    now = FakeTime()
+    buf = io.StringIO()
+    with PlainDisplay(Console(file=buf, width=200, force_terminal=False), Clock(2, now=now)) as display:
+        display.on_event("TS-a", "finished", {"state": "done", "elsewhere": True})
+        display.on_event("TS-b", "started", {"device": "cpu"})
+        now.t = 8.0
+        display.on_event("TS-b", "finished", {"state": "done"})
+    lines = [line.split("] ", 1)[1] for line in buf.getvalue().splitlines()]
+    assert lines[0] == "job 1/2: TS-a done by another process: nothing trained here (1/2 ended)", lines
+    assert lines[2].endswith("TS-b done in 8.0s (2/2 ended)")
+
+
 def _study(tmp_path: Path, epochs: int = EPOCHS) -> Study:
     return Study(
         name="eta",

@@ -550,6 +550,47 @@ def test_a_job_another_process_runs_is_left_to_it_and_the_dry_run_says_skip(
     assert StudyRun.prepare(load_study(spec), spec_file=spec).todo == [theirs]  # its holder gone: interrupted, resumed
 
 
+def test_a_dry_run_reads_the_jobs_again_after_its_checks_and_a_job_whose_lock_is_taken_runs_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's audit: `run --dry-run` beside a live run listed a job that run had just started as "running,
+    resume" (decided before its seconds of data check, shown after), or a just-finished one as "done, skip (running
+    elsewhere)". A job another live process holds is running elsewhere whatever its record says (a run takes the
+    lock, then records running), the dry run decides again after its checks, and state and action come from one
+    reading."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path, tasks=(MALIGNANCY, NODULE))
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    run.release()
+    theirs, ended = (j.id for j in run.jobs)
+    dry = StudyRun.prepare(load_study(spec), spec_file=spec)
+    assert dry.todo == [theirs, ended] and dry.shown_state(theirs) == "pending"
+    other = other_process_holds(run.store.paths(theirs).lock)  # taken after the decision; its record says pending
+    finish_job(run.store, ended)  # and the other job finished meanwhile
+    try:
+        assert dry.action(theirs) == "run"  # as it was decided
+        dry.refresh()
+        assert dry.todo == [] and dry.action(theirs).startswith(f"skip (running elsewhere: {socket.gethostname()}")
+        assert (dry.shown_state(theirs), dry.shown_state(ended), dry.action(ended)) == (
+            "running",
+            "done",
+            "skip (done)",
+        )
+        monkeypatch.chdir(tmp_path)
+        code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check", "--json"], monkeypatch, capsys)
+        rows, _ = json.JSONDecoder().raw_decode(out)
+        assert code == 0 and [(r["state"], r["action"].split(":")[0]) for r in rows] == [
+            ("running", "skip (running elsewhere"),
+            ("done", "skip (done)"),
+        ], out
+    finally:
+        other.kill()
+        other.wait()
+    run.store.set_state(theirs, "running")  # a killed run's record: running, its holder gone
+    gone = StudyRun.prepare(load_study(spec), spec_file=spec)
+    assert gone.todo == [theirs] and gone.shown_state(theirs) == "interrupted"
+
+
 def test_a_force_beside_a_live_run_is_refused_when_it_would_replace_its_jobs_and_goes_on_when_it_adds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

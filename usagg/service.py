@@ -1177,17 +1177,32 @@ class StudyRun:
         return " ".join(said) or None
 
     def _elsewhere(self) -> dict[str, str]:
-        """Running jobs whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
+        """Jobs not done whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
         holder in words: another `usagg run` trains them, so this run leaves them to it (`--dry-run` says
         skip), as it leaves jobs queued on Slurm; one whose holder dies before this run ends is interrupted, and the
-        next run resumes it."""
+        next run resumes it. A job whose record still says pending counts too: a run takes the lock first and
+        records running after it, and `--dry-run` read such a job as one to run."""
         from usagg.joblock import describe_holder
 
         out = {}
         for jid, state in self.states.items():
-            if state == "running" and self.store.lock_alive(jid) and not self.store.holds_lock(jid):
+            if state != "done" and self.store.lock_alive(jid) and not self.store.holds_lock(jid):
                 out[jid] = describe_holder(self.store.job_lock(jid).holder() or {})
         return out
+
+    def refresh(self) -> None:
+        """Read every selected job's state again and decide anew (`_decide`): `run --dry-run` shows its table after
+        the data check, seconds after `prepare` read the store, and a job another run started or finished meanwhile
+        read "running, resume" or "done, skip (running elsewhere)"."""
+        self._decide()
+
+    def shown_state(self, job_id: str) -> str:
+        """The state `run --dry-run` shows beside the action, from the same reading (`_decide`): running for a job
+        another live process holds, interrupted for a running one whose holder is gone, else the state acted on."""
+        if job_id in self.elsewhere:
+            return "running"
+        state = self.states[job_id]
+        return "interrupted" if state == "running" else state
 
     def elsewhere_text(self) -> str | None:
         """The warning for the selected jobs another process runs (`elsewhere`), or None."""

@@ -230,6 +230,8 @@ def event_text(job_id: str, event: str, info: dict[str, Any], took: float | None
         holder = info.get("holder")
         held = f" (held by {describe_holder(holder)})" if isinstance(holder, dict) and holder else ""
         return f"{job_id} running elsewhere{held}: left to that process"
+    if event == "finished" and info.get("elsewhere"):
+        return f"{job_id} done by another process: nothing trained here"
     text = f"{job_id} {info.get('state', event)}"
     if took is not None:
         text += f" in {duration_text(took)}"
@@ -361,12 +363,12 @@ class RichDisplay:
             return
         if event not in ("finished", "failed", "locked"):
             return
-        took = self.clock.finished(job_id, trained=event != "locked")
+        took = self.clock.finished(job_id, trained=event != "locked" and not info.get("elsewhere"))
         self.progress.update(self.jobs, total=self.clock.n_jobs, completed=self.clock.ended)
         self.unnamed.discard(job_id)
         if job_id in self.rows:
             self.progress.remove_task(self.rows.pop(job_id))
-        if event in ("failed", "locked"):
+        if event in ("failed", "locked") or info.get("elsewhere"):  # a job done elsewhere: said, never timed
             self._say(event_text(job_id, event, info, took), "red" if event == "failed" else "yellow")
         study = self.clock.study_eta()
         self.progress.update(self.jobs, info=self._info(f"study eta {eta_text(study)}" if study is not None else ""))
@@ -458,7 +460,7 @@ class PlainDisplay:
         if event == "locked":  # never started here: its start line, where it waits, is not said
             self.unnamed.pop(job_id, None)
         self._unnamed_start(job_id)
-        took = self.clock.finished(job_id, trained=event != "locked")
+        took = self.clock.finished(job_id, trained=event != "locked" and not info.get("elsewhere"))
         if self.quiet and event != "failed":
             return
         clock = self.clock

@@ -588,6 +588,7 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
         note.print(f"[yellow]data not checked[/]: {escape(printable(reason))}", soft_wrap=True, highlight=False)
     if check and job_run.todo:
         job_run.check_executor()  # the devices and the executor a run would use (a GPU asked for, sbatch)
+    job_run.refresh()  # the states as they are now, after the checks: another run may have started or ended jobs
     for warning in (job_run.replaced_text(), job_run.restart_text(), job_run.unrecorded_data_text()):
         if warning:
             note.print(f"[bold yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True, highlight=False)
@@ -605,7 +606,6 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
 
 def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:
     """What `run --dry-run --json` prints: one object per selected job."""
-    store = job_run.store
     return [
         {
             "job_id": j.id,
@@ -614,7 +614,7 @@ def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:
             "moe": j.moe,
             "fraction": j.fraction,
             "seed": j.seed,
-            "state": store.display_state(j.id),
+            "state": job_run.shown_state(j.id),
             "action": job_run.action(j.id),
             "reuses": job_run.twins.get(j.id),
         }
@@ -682,7 +682,7 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
             j.paradigm,
             escape(tasks),
             "yes" if j.moe else "no",
-            store.display_state(j.id),
+            job_run.shown_state(j.id),
             job_run.action(j.id),
         )
     for w in job_run.waiting:

@@ -17,7 +17,8 @@ Job events are reported through `on_event(job_id, event, info)`, events:
 - `submitted`: queued on a cluster (info: `slurm_job_id`)
 - `started`: the call took the job's lock, so the job runs here (info: `device` where known); never for a job
   that ends `locked`
-- `finished`: fn returned a state other than failed (info: `state`)
+- `finished`: fn returned a state other than failed (info: `state`); `elsewhere: True` for a job another process
+  finished after this run decided to run it: fn is not called and no `started` comes before
 - `failed`: fn returned `failed`, raised, or its worker died (info: `state`, `error` one-line summary)
 - `locked`: another process is running the job; its state is left alone (info: `state`, `holder`)
 - `note`: a line about what the executor waits for (info: `text`; a Slurm run's queue, a late result file)
@@ -105,9 +106,13 @@ def call_job(
     Returns (state, event, info) with event `finished`, `failed` or `locked`. `on_start()` runs once fn has taken
     the job's lock (`joblock.when_taken`), or before a `finished` or `failed` answer of an fn that took none, never
     for a job another process holds (`locked`): the executor's `started` event, so a user never reads that a job
-    started here that another process runs. KeyboardInterrupt and SystemExit pass through (the user or the cluster
-    stops us).
+    started here that another process runs. A job the store says is done already (another `usagg run` finished it
+    after this one decided to run it) is `finished` with `elsewhere`, fn not called and `on_start` never run: the
+    console said "started on cpu" then "done in 0.0s" for it. KeyboardInterrupt and SystemExit pass through (the
+    user or the cluster stops us).
     """
+    if _state_or_none(RunStore(store_root), job_id) == "done":  # done means done: its id hashes every setting
+        return "done", "finished", {"state": "done", "elsewhere": True}
     said = False
 
     def start() -> None:
