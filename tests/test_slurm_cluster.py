@@ -291,6 +291,33 @@ def test_a_percent_in_the_absolute_log_folder_is_refused_before_sbatch(
     assert not cluster.submitted.exists() and not (here / "runs" / "s" / "slurm").exists()
 
 
+def test_a_host_with_sbatch_but_no_srun_is_refused_and_slurm_is_never_submitits_guess(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real-data audit on a host with sbatch but no srun: submitit's AutoExecutor picks Slurm by srun, so it ran
+    the jobs as local processes on the login node, the console said they were on Slurm, and Ctrl-C printed "the jobs
+    submitted to Slurm go on there" and a KeyboardInterrupt traceback. Such a host is refused before anything is
+    written (submitit's Slurm executor needs srun to submit), and the executor is Slurm by name, never a guess."""
+    import submitit
+
+    monkeypatch.setattr(submitit.AutoExecutor, "which", staticmethod(lambda: "local"))  # what it guessed there
+    store, _ = make_store(tmp_path)
+    assert make_executor(ExecutionSpec(executor="slurm"), store.root).make_submitit_executor().cluster == "slurm"
+
+    srun = next(p for p in os.environ["PATH"].split(os.pathsep) if (Path(p) / "srun").is_file()) + "/srun"
+    os.remove(srun)
+    with pytest.raises(UsaggError) as err:
+        make_executor(ExecutionSpec(executor="slurm"), store.root)
+    said = str(err.value)
+    assert f"has `sbatch` on PATH ({Path(srun).parent / 'sbatch'}) but no `srun`" in said and "--executor local" in said
+    (tmp_path / "study").mkdir()
+    spec = write_spec(tmp_path / "study", "{executor: slurm}")
+    monkeypatch.chdir(tmp_path / "study")
+    code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
+    assert code == 2 and "but no `srun`" in " ".join(out.split()) and "Traceback" not in out, out
+    assert not (tmp_path / "study" / "runs").exists() and not cluster.submitted.exists()  # nothing written, submitted
+
+
 # --------------------------------------------------------------------------- 3. submitit not installed
 
 

@@ -54,6 +54,7 @@ from usagg.engine.progress import ProgressFn
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failure
 from usagg.execute.pool import job_sizes, largest_first
+from usagg.execute.slurm_checks import gpu_request_problem, host_problem
 from usagg.joblock import JobLock, holder_slurm_job, slurm_element, slurm_run
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
@@ -535,7 +536,7 @@ class SlurmExecutor(Executor):
         folder, name = self.checked_names()
         folder = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True, exist_ok=False)  # new: nothing planted or left from another cluster is in it
-        cluster = self.cluster or submitit.AutoExecutor.which()
+        cluster = self.cluster or "slurm"  # never submitit's guess: without srun on PATH it picks local processes
         kwargs: dict[str, Any] = {}
         if cluster in ("slurm", "local"):
             kwargs[f"{cluster}_max_num_timeout"] = self.slurm.max_requeue
@@ -755,35 +756,20 @@ class SlurmExecutor(Executor):
         return "failed", "failed", {"state": "failed", "error": summary, "slurm_job_id": job.job_id}
 
 
-def gpu_request_problem(execution: ExecutionSpec) -> str | None:
-    """Why every job would fail on its node: `devices` asks for a GPU and the Slurm settings request none."""
-    slurm = execution.slurm
-    asks_gpu = execution.devices not in ("auto", "cpu")
-    requested = slurm.gpus_per_node > 0 or any(k in slurm.additional for k in ("gres", "gpus", "gpus_per_task"))
-    if not asks_gpu or requested:
-        return None
-    return (
-        f"execution.devices is {execution.devices}, but execution.slurm.gpus_per_node is 0 and no gres, gpus or "
-        "gpus_per_task is in execution.slurm.additional: Slurm would give the jobs no GPU and each would fail on "
-        "its node. Ask for a GPU (gpus_per_node: 1), or set execution.devices to auto or cpu."
-    )
-
-
 def make_slurm_executor(
     execution: ExecutionSpec, store_root: str | Path, *, cluster: str | None = None
 ) -> SlurmExecutor:
-    """The "slurm" executor (usagg/execute/registry.py); `cluster` overrides submitit's choice
-    ("local" runs the Slurm path as local subprocesses, "debug" in-process).
+    """The "slurm" executor (usagg/execute/registry.py); `cluster` replaces Slurm for tests ("local" runs the Slurm
+    path as local subprocesses, "debug" in-process).
 
-    Without `cluster`, Slurm's `sbatch` must be on PATH: submitit would otherwise quietly
-    run the jobs on this host, which is not what `executor: slurm` asks for.
+    Without `cluster`, the jobs go to submitit's Slurm executor by name, and Slurm's `sbatch` and `srun` must be on
+    PATH (usagg/execute/slurm_checks.py `host_problem`). submitit's own choice (`AutoExecutor.which`) picks Slurm by
+    `srun`: on a host with sbatch but no srun it ran the jobs as local processes on this host while the console said
+    they were on Slurm (an audit on such a host).
     """
-    if cluster is None and shutil.which("sbatch") is None:
-        raise UsaggError(
-            "execution.executor is slurm, but this host has no `sbatch` on PATH (not a Slurm login node?). "
-            "Run from a node that can submit Slurm jobs, or set execution.executor: local (`--executor local`) to run "
-            "here."
-        )
+    problem = host_problem() if cluster is None else None
+    if problem is not None:
+        raise UsaggError(problem)
     problem = gpu_request_problem(execution)
     if problem is not None:
         raise UsaggError(problem)
