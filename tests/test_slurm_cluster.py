@@ -318,6 +318,51 @@ def test_a_host_with_sbatch_but_no_srun_is_refused_and_slurm_is_never_submitits_
     assert not (tmp_path / "study" / "runs").exists() and not cluster.submitted.exists()  # nothing written, submitted
 
 
+def test_validate_says_what_run_refuses_of_slurm_and_run_refuses_it_before_the_data_check(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real-data audit: `validate` accepted `devices: cuda` with `slurm.gpus_per_node: 0` and a host without sbatch,
+    which `usagg run` refused, and run (and its --dry-run) refused them only after ~14 s of data check. The spec's
+    contradiction is validate's error (exit 2), the host's a warning; run refuses both before checking the data."""
+    import usagg.service
+
+    checked: list[str] = []
+    real_check = usagg.service.check_study_data
+
+    def check_study_data(*args: Any, **kwargs: Any) -> Any:
+        checked.append("data")
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(usagg.service, "check_study_data", check_study_data)
+    spec = write_spec(tmp_path, "{executor: slurm, devices: cuda, slurm: {gpus_per_node: 0}}")
+    (tmp_path / "data" / "train").mkdir(parents=True)  # a data root to check (the synthetic one is not generated)
+    spec.write_text(
+        spec.read_text().replace(
+            "data: {synthetic: {seed: 0, image_size: 32, default_size: 4, val_size: 2}}", "data: {root: data}"
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    for args in (["validate", str(spec)], ["run", str(spec)], ["run", str(spec), "--dry-run"]):
+        code, out = run_cli(args, monkeypatch, capsys)
+        flat = " ".join(out.split())
+        assert code == 2 and "execution.devices is cuda, but execution.slurm.gpus_per_node is 0" in flat, out
+        assert "Traceback" not in out and checked == [], (args, checked)
+    assert not (tmp_path / "runs").exists()
+
+    good = write_spec(tmp_path, "{executor: slurm, devices: cpu}")
+    code, out = run_cli(["validate", str(good), "--no-data-check"], monkeypatch, capsys)
+    assert code == 0 and "warning" not in out, out  # sbatch and srun of the fake cluster on PATH
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # a laptop: no Slurm
+    code, out = run_cli(["validate", str(good), "--no-data-check"], monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert (
+        code == 0 and "warning: `usagg run` would refuse this study on this host: execution.executor is slurm, " in flat
+    )
+    assert "no `sbatch` on PATH" in flat, out
+    code, out = run_cli(["run", str(good), "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and "no `sbatch` on PATH" in " ".join(out.split()) and checked == [], out
+
+
 # --------------------------------------------------------------------------- 3. submitit not installed
 
 

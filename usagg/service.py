@@ -1672,7 +1672,8 @@ def random_init_warning(study: Study) -> str:
 
 
 def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
-    """The one run sequence of `usagg run` and `usagg.api.run_study`: check the data, repair and write the store
+    """The one run sequence of `usagg run` and `usagg.api.run_study`: build the executor (`check_executor`: a GPU or
+    a Slurm host asked for that is not there), check the data, repair and write the store
     (`RunStore.repair()`, then `init`), run the jobs to do, then each stage a staged paradigm (AG) plans from the
     jobs just done, and rebuild results.csv; each step told to `observer`, the study's MLflow run ended with it
     (`end_tracking`). DataProblems (and other user errors) before anything is written."""
@@ -1683,11 +1684,11 @@ def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
 
 
 def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
+    if run.todo:  # before the data check (seconds to minutes) and the first write: a GPU asked for, sbatch, srun
+        run.check_executor()
     with observer.checking_data():
         report = run.check_data(observer.data_progress)
     observer.data_checked(run, report)
-    if run.todo:
-        run.check_executor()  # before the first write
     run.init_store()
     observer.store_ready(run)
     for note in (

@@ -578,6 +578,8 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
     from usagg.service import check_model_weights, data_not_checkable
 
     note = Console(stderr=True) if as_json else console  # --json keeps stdout for the JSON list
+    if check and job_run.todo:  # the devices and the executor a run would use (a GPU asked for, sbatch), as it does
+        job_run.check_executor()  # before the data check
     reason = data_not_checkable(job_run.study) if check else None
     if not check:
         note.print("[yellow]not checked[/]: the weights and the data (--no-data-check)", highlight=False)
@@ -586,8 +588,6 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
     else:
         check_model_weights(job_run.study)
         note.print(f"[yellow]data not checked[/]: {escape(printable(reason))}", soft_wrap=True, highlight=False)
-    if check and job_run.todo:
-        job_run.check_executor()  # the devices and the executor a run would use (a GPU asked for, sbatch)
     job_run.refresh()  # the states as they are now, after the checks: another run may have started or ended jobs
     for warning in (job_run.replaced_text(), job_run.restart_text(), job_run.unrecorded_data_text()):
         if warning:

@@ -77,7 +77,9 @@ def validate(
     problems in the study's tasks, listed); a line says when the data was not checked.
     A warning (exit 0) says when `usagg run` would refuse the study's run store, as when it holds
     another study of the same name, run from another spec file, or when the spec ran into a store that a
-    relative output_root does not name from the current folder.
+    relative output_root does not name from the current folder; and when this host cannot submit to Slurm
+    (`executor: slurm` without sbatch and srun on PATH). Slurm settings that contradict `execution.devices`
+    (cuda with no GPU requested) exit 2, before the data check.
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
@@ -87,6 +89,7 @@ def validate(
     s = _load(study, set_, sweep)
     planned = plan_stages(s)
     jobs = planned.jobs
+    host = _check_executor(s, study)  # before the data check, as `usagg run` checks it
     _check_weights(s)
     checked_data = _check_data_tasks(s)
     out = line_console(highlight=False)
@@ -131,12 +134,28 @@ def validate(
         out.print(f"[yellow]note[/]: model.weights {weights} does not exist yet (needed by `usagg run`).")
     else:
         out.print(f"weights: {escape(printable(str(s.model.weights)))} fits {escape(s.model.backbone)}")
+    if host is not None:
+        out.print(f"[yellow]warning[/]: `usagg run` would refuse this study on this host: {escape(printable(host))}")
     try:  # the run store as `usagg run` reads it first (prepare changes nothing): refused, a warning here
         run = StudyRun.prepare(s, spec_file=study)
         if checked is not None:  # done jobs that read other rows than the data checked
             run.check_done_data(*checked)
     except UsaggError as err:
         out.print(f"[yellow]warning[/]: `usagg run` would refuse this study now: {escape(printable(str(err)))}")
+
+
+def _check_executor(s: Study, study: Path) -> str | None:
+    """What `usagg run` refuses of the executor's settings before its data check: a contradiction in the spec is an
+    error here too (exit 2); why this host cannot submit (no sbatch or srun) is returned, for a warning: the spec
+    may be meant for another host. Only `executor: slurm` is checked (a local run's GPUs are the run's host's)."""
+    if s.execution.executor != "slurm":
+        return None
+    from usagg.execute.slurm_checks import gpu_request_problem, host_problem
+
+    problem = gpu_request_problem(s.execution)
+    if problem is not None:
+        raise UsaggError(f"{study}: {problem}")
+    return host_problem()
 
 
 def _check_weights(s: Study) -> None:
