@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 
 import usagg.store as store_mod
 from tests.store_reads import all_metrics
@@ -659,3 +660,34 @@ def test_no_table_yet_says_what_the_jobs_are_doing_and_where_to_follow_them(tmp_
     said = str(err.value)
     assert f"of its {len(jobs)} planned jobs 1 running, {len(jobs) - 1} pending, none finished yet" in said
     assert f"`usagg status {store.root}` shows their progress" in said
+
+
+def test_analysis_of_a_store_whose_only_job_failed_says_none_finished_and_names_each_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audits: `usagg compare` on a store whose only job failed said "runs/x/results.csv: the table has a header but
+    no rows" (a failed run writes the header), and report, plot and advise before any job was done each ended
+    "compare once a job is done". Now one paragraph: none finished, how many failed, `usagg status`, --retry-failed
+    with the spec the store was run from, and the command given."""
+    store, jobs = make_store(tmp_path)
+    spec = tmp_path / "toy.yaml"
+    store.add_spec_file(spec)
+    store.set_state(jobs[0].id, "running")
+    store.set_state(jobs[0].id, "failed", error="RuntimeError: boom")
+    store.rebuild_results()  # what the failed run leaves: the header alone
+    assert store.results_csv.read_text().count("\n") == 1
+    monkeypatch.chdir(tmp_path)
+    for cmd in ("compare", "report", "plot", "advise"):
+        code, out = run_cli([cmd, str(store.root)], monkeypatch, capsys)
+        said = " ".join(out.split())
+        assert code == 2 and "Traceback" not in said and "header but no rows; every" not in said, said
+        assert f"{store.root} has no finished job (jobs/*/metrics.json), and its results.csv holds a header" in said
+        assert f"of its {len(jobs)} planned jobs {len(jobs) - 1} pending, 1 failed, none finished yet" in said
+        assert f"`usagg status {store.root}` shows each failed job's error" in said
+        assert f"`usagg run {spec} --retry-failed`" in said and f"`usagg {cmd}` once a job is done" in said
+        assert "compare once" not in said or cmd == "compare"
+    with pytest.raises(UsaggError, match="`load_results` once a job is done"):
+        from usagg.api import load_results
+
+        load_results(store.root)
+    assert not (tmp_path / "reports").exists()

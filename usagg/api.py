@@ -286,7 +286,7 @@ def _results_text(path: Path) -> tuple[str | None, Path]:
 
     if path.is_dir():
         store = RunStore(path)
-        rebuilt = store.current_results()
+        rebuilt = store.current_results("load_results")
         if rebuilt is None and (why := results_damage(store.results_csv)) is not None:
             raise UsaggError(  # as `usagg compare` says it (usagg/analysis/inputs.py)
                 f"{store.results_csv} is damaged ({why}): `{command('usagg', 'repair', store.root)}` sets it aside "

@@ -104,7 +104,7 @@ from usagg.results_schema import OPTIONAL_COLUMNS, RESULT_COLUMNS
 from usagg.safepath import check_component, confined, no_links
 from usagg.sweep import value_text
 from usagg.tasktypes import metric_direction
-from usagg.wording import command
+from usagg.wording import command, counted
 
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
 
@@ -1275,25 +1275,44 @@ class RunStore:
         writer.writerows(r for _, r in rows)
         return buf.getvalue()
 
-    def current_results(self) -> str | None:
+    def current_results(self, reader: str = "usagg compare") -> str | None:
         """None when results.csv is current; else the text it would hold rebuilt from the jobs (it is missing, or
         behind them: older than plan.json, a job.json or metrics.json, or a job folder made or deleted since,
         `_results_behind`). A pure read: `compare` or `load_results` on a store received from elsewhere (read-only,
-        perhaps) writes nothing into it. UsaggError when there is neither a results.csv nor a finished job to build
-        one from."""
-        csv_path = self.results_csv
-        if not csv_path.is_file():
-            if not any(self.paths(jid).metrics.is_file() for jid in self.job_folders()):
-                raise UsaggError(
-                    f"{self.root} has no results.csv and no finished job (jobs/*/metrics.json) to build it from"
-                    + self._none_finished_text()
-                )
+        perhaps) writes nothing into it. UsaggError when no job has finished and no table holds a row
+        (`check_finished`; `reader` is the command the message sends the user back to)."""
+        self.check_finished(reader)
+        if not self.results_csv.is_file():
             return self.results_text()
         return self.results_text() if self._results_behind() else None
 
-    def _none_finished_text(self) -> str:
+    def check_finished(self, reader: str = "usagg compare") -> None:
+        """UsaggError where no job has finished (no jobs/*/metrics.json) and results.csv is missing or holds a header
+        alone (a run whose every job failed writes that): what the planned jobs are doing and what to run instead
+        (`usagg status`, `--retry-failed`), then `reader` once a job is done. The analysis commands ask before reading;
+        "the table has a header but no rows" said none of it."""
+        if any(self.paths(jid).metrics.is_file() for jid in self.job_folders()) or self._table_has_rows():
+            return
+        what = (
+            "no finished job (jobs/*/metrics.json), and its results.csv holds a header but no rows"
+            if self.results_csv.is_file()
+            else "no results.csv and no finished job (jobs/*/metrics.json) to build it from"
+        )
+        raise UsaggError(f"{self.root} has {what}{self._none_finished_text(reader)}")
+
+    def _table_has_rows(self) -> bool:
+        """Whether results.csv has a line under its header (a received table without its jobs still reads)."""
+        try:
+            with self.results_csv.open(encoding="utf-8", errors="replace") as f:
+                f.readline()
+                return bool(f.readline().strip())
+        except OSError:
+            return False
+
+    def _none_finished_text(self, reader: str) -> str:
         """What the planned jobs are doing when none has finished (a run's first job still training, `compare`
-        right after `usagg run`): their states counted and where to follow them; "" without a readable plan."""
+        right after `usagg run`, a run whose every job failed): their states counted, where to follow them, how to
+        run the failed ones again; "" without a readable plan."""
         try:
             states = Counter(self.display_state(jid) for jid in self.job_ids())
         except UsaggError:  # a damaged plan.json or record: the error as it was
@@ -1302,9 +1321,20 @@ class RunStore:
             return ""
         order = ("running", "interrupted", "pending", "failed")
         counts = ", ".join(f"{n} {state}" for state in order if (n := states.get(state)))
+        status = command("usagg", "status", self.root)
+        if not states.get("failed"):
+            follow = f"`{status}` shows their progress"
+        else:
+            specs = self.spec_files()
+            spec: str | Path = Path(specs[0]) if specs else "STUDY.yaml"
+            retry = command("usagg", "run", spec, "--retry-failed")
+            follow = (
+                f"`{status}` shows each failed job's error, and `{retry}` (`run_study(..., retry_failed=True)`) runs "
+                f"{'it' if states['failed'] == 1 else 'them'} again"
+            )
         return (
-            f": of its {sum(states.values())} planned jobs {counts}, none finished yet. "
-            f"`{command('usagg', 'status', self.root)}` shows their progress; compare once a job is done"
+            f": of its {counted(sum(states.values()), 'planned job')} {counts}, none finished yet. {follow}; "
+            f"`{reader}` once a job is done"
         )
 
     def mark_results_fresh(self) -> None:

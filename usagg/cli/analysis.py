@@ -48,11 +48,30 @@ def _refuse_an_input(out: Path, results: Path | None, run_dir: Path | None) -> N
         )
 
 
-def _analyse(run_dir: Path | None, results: Path | None, root: Path, baseline: str | None) -> tuple[Analysis, Memoised]:
-    """The analysed study and the memo its commands share (usagg/analysis/outputs.py)."""
+def _check_finished(run_dir: Path | None, results: Path | None, root: Path, reader: str) -> None:
+    """A run store none of whose jobs finished is one paragraph naming `reader`, the command to run once one is done
+    (`RunStore.check_finished`): report, plot and advise said "compare once a job is done", and a store whose every
+    job failed read "the table has a header but no rows". A --results table, or a path that is no store, is
+    `load_input`'s to read or refuse."""
+    if results is not None:
+        return
+    from usagg.analysis.inputs import resolve_run_dir
+    from usagg.store import RunStore
+
+    store = RunStore(resolve_run_dir(run_dir, root))
+    if store.exists():
+        store.check_finished(reader)
+
+
+def _analyse(
+    run_dir: Path | None, results: Path | None, root: Path, baseline: str | None, reader: str
+) -> tuple[Analysis, Memoised]:
+    """The analysed study and the memo its commands share (usagg/analysis/outputs.py); `reader` is the command, for
+    the message of a store with no finished job."""
     from usagg.analysis.inputs import load_input
     from usagg.analysis.outputs import Memoised
 
+    _check_finished(run_dir, results, root, reader)
     inp = load_input(run_dir, results, root)
     memoised = Memoised.own()
     return memoised.analyse(inp, baseline), memoised
@@ -110,6 +129,7 @@ def compare_cmd(
     from usagg.analysis.selection_gap import gap_tables, with_selection_gap
     from usagg.analysis.summary import check_table, compare_output
 
+    _check_finished(run_dir, results, root, "usagg compare")
     inp = load_input(run_dir, results, root)
     check_table(inp, table, baseline)  # a name the study has no table of, refused before the slow statistics
     a = Memoised.own().analyse(inp, baseline)
@@ -178,6 +198,7 @@ def advise_cmd(
     from usagg.analysis.advise import advise_input
     from usagg.analysis.inputs import load_input
 
+    _check_finished(run_dir, results, root, "usagg advise")
     adv = advise_input(load_input(run_dir, results, root))
     if fmt == "json":
         import json
@@ -290,7 +311,7 @@ def plot_cmd(
     Example: usagg plot runs/demo --format pdf --out paper/figures
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
-    a, memoised = _analyse(run_dir, results, root, baseline)
+    a, memoised = _analyse(run_dir, results, root, baseline, "usagg plot")
     from usagg.analysis.report import check_figure_folder, write_figures_manifest, writing
 
     folder = out or _default_folder(a.inp.study, "figures")
@@ -331,7 +352,7 @@ def report_cmd(
     """
     from usagg.analysis.report import write_report
 
-    a, memoised = _analyse(run_dir, results, root, baseline)
+    a, memoised = _analyse(run_dir, results, root, baseline, "usagg report")
     folder = out or _default_folder(a.inp.study)
     for path in write_report(a, folder, render=memoised.render_all):
         typer.echo(f"wrote {path}")
