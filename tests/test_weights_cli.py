@@ -13,6 +13,7 @@ import yaml
 
 from tests.cli_run import error_paragraph, run_cli
 from usagg.cli.weights import study_snippet
+from usagg.errors import UsaggError
 from usagg.model.backbones import create_vit
 from usagg.model.weights import to_official_state_dict
 from usagg.model.zoo import BACKBONES
@@ -156,6 +157,32 @@ def test_a_missing_file_exits_2(
 ) -> None:
     code, out = run_cli(["weights", "check", str(tmp_path / "later.pth")], monkeypatch, capsys)
     assert code == 2 and "later.pth does not exist" in error_paragraph(out)
+
+
+def test_a_missing_file_names_the_official_file_of_the_backbone_checked_and_no_spec_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's audit: `usagg weights check ~/w/dinov3_vitb16.pth --backbone dinov3_base` (the help's example) on
+    a missing file suggested a ViT-S file and to "leave it empty to train from a random initialisation", advice
+    about `model.weights`, not this command. A study's missing model.weights keeps that advice, for its backbone."""
+    from usagg.model.weights import read_checkpoint
+
+    code, out = run_cli(
+        ["weights", "check", str(tmp_path / "vitb.pth"), "--backbone", "dinov3_base"], monkeypatch, capsys
+    )
+    text = error_paragraph(out)
+    assert code == 2 and text == (
+        f"error: The weights file {tmp_path / 'vitb.pth'} for backbone dinov3_base does not exist. Give the path of a "
+        "downloaded official DINOv3 checkpoint (dinov3_vitb16_pretrain_lvd1689m-*.pth for dinov3_base)."
+    )
+    code, out = run_cli(["weights", "check", str(tmp_path)], monkeypatch, capsys)  # a folder, no backbone named
+    text = error_paragraph(out)
+    assert code == 2 and "is a folder, not a file" in text and "for example dinov3_vits16_pretrain_lvd1689m" in text
+    assert "model.weights" not in text and "random initialisation" not in text
+    with pytest.raises(UsaggError) as err:
+        read_checkpoint(tmp_path / "vitl.pth", "dinov3_large")
+    said = str(err.value)
+    assert "dinov3_vitl16_pretrain_lvd1689m-*.pth for dinov3_large" in said and "leave it empty" in said
 
 
 def test_a_vit_s_file_is_told_from_vit_s_plus(

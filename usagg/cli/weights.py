@@ -40,15 +40,18 @@ VerboseOpt = Annotated[
 def matching_backbones(path: Path, backbone: str | None, verbose: bool = False) -> dict[str, int]:
     """{backbone: tensors loaded} for each registered backbone the file loads into strictly (`backbone` alone if
     given); UsaggError naming the file and why it fits none (an unreadable file says so once)."""
-    from usagg.model.weights import probe_backbones, read_checkpoint
+    from usagg.model.weights import probe_backbones, read_checkpoint, weights_file_problem
     from usagg.model.weights_check import check_weights
     from usagg.model.zoo import BACKBONES
     from usagg.names import unknown_name
 
     names = BACKBONES.names()  # plug-ins loaded: a plug-in backbone is tried too
+    if backbone is not None and backbone not in names:
+        raise UsaggError(f"--backbone: {unknown_name('backbone', backbone, names)}")
+    problem = weights_file_problem(path, backbone or "", in_spec=False)  # this command's advice, not model.weights'
+    if problem is not None:
+        raise UsaggError(problem)
     if backbone is not None:
-        if backbone not in names:
-            raise UsaggError(f"--backbone: {unknown_name('backbone', backbone, names)}")
         return {backbone: check_weights(path, backbone)}
     raw = read_checkpoint(path, mmap=True)  # a text file or a truncated download: one error, not one per backbone
     fits, misfits = probe_backbones(raw, path)

@@ -31,6 +31,45 @@ _SHOW = 4  # keys named per category in error messages
 log = logging.getLogger(__name__)
 
 
+#: Meta's name of the official DINOv3 file of each backbone that has one (the part after '-' is the file's hash).
+OFFICIAL_FILES = {
+    "dinov3_small": "dinov3_vits16_pretrain_lvd1689m-08c60483.pth",
+    "dinov3_small_plus": "dinov3_vits16plus_pretrain_lvd1689m-*.pth",
+    "dinov3_base": "dinov3_vitb16_pretrain_lvd1689m-*.pth",
+    "dinov3_large": "dinov3_vitl16_pretrain_lvd1689m-*.pth",
+}
+
+
+def official_file_text(backbone: str) -> str:
+    """The official file to look for: the backbone's own (`weights check --backbone dinov3_base` was pointed to a
+    ViT-S file), else, for a backbone without one (dinov3_test, a plug-in's) or none named, dinov3_small's."""
+    if backbone in OFFICIAL_FILES:
+        return f"{OFFICIAL_FILES[backbone]} for {backbone}"
+    return f"for example {OFFICIAL_FILES['dinov3_small']} for dinov3_small"
+
+
+def weights_file_problem(path: Path, backbone: str = "", *, in_spec: bool = True) -> str | None:
+    """Why `path` cannot be a weights file (it does not exist, or is a folder, a pipe, ...), or None; the advice is
+    `model.weights`' (`in_spec`) or, for `usagg weights check FILE`, the file's alone."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and stat.S_ISREG(mode):
+        return None
+    from usagg.spec.load import _file_kind
+
+    why = "does not exist" if mode is None else f"is {_file_kind(mode)}, not a file"
+    target = f" for backbone {backbone}" if backbone else ""
+    official = f"a downloaded official DINOv3 checkpoint ({official_file_text(backbone)})"
+    if not in_spec:
+        return f"The weights file {path}{target} {why}. Give the path of {official}."
+    return (
+        f"The weights file {path}{target} {why}. Give `model.weights` the path of {official}, or leave it empty to "
+        "train from a random initialisation."
+    )
+
+
 def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> dict[str, torch.Tensor]:
     """A state dict from a .pth/.pt (torch.load, weights_only, CPU) or .safetensors file; UsaggError if unreadable.
 
@@ -38,19 +77,9 @@ def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> di
     """
     path = Path(path)
     target = f" for backbone {backbone}" if backbone else ""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        mode = None
-    if mode is None or not stat.S_ISREG(mode):
-        from usagg.spec.load import _file_kind
-
-        why = "does not exist" if mode is None else f"is {_file_kind(mode)}, not a file"
-        raise UsaggError(
-            f"The weights file {path}{target} {why}. Give `model.weights` the path of a downloaded official "
-            "DINOv3 checkpoint (for example dinov3_vits16_pretrain_lvd1689m-08c60483.pth), or leave it empty "
-            "to train from a random initialisation."
-        )
+    problem = weights_file_problem(path, backbone)
+    if problem is not None:
+        raise UsaggError(problem)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
