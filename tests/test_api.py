@@ -196,7 +196,7 @@ def test_plan_takes_a_path_a_study_or_a_mapping(tmp_path: Path) -> None:
 
 def test_run_study_refuses_bad_selections_and_devices(tmp_path: Path) -> None:
     path = write_study(tmp_path)
-    with pytest.raises(UsaggError, match=r"^paradigms='AU': this study plans TS"):
+    with pytest.raises(UsaggError, match=r"^paradigms='AU' \(a registered paradigm this study does not plan\): this"):
         run_study(path, paradigms=["AU"])
     with pytest.raises(UsaggError, match=r"^device='gpu0': give 'cpu', 'auto', 'cuda', a GPU index such as 0"):
         run_study(path, device="gpu0")

@@ -84,6 +84,24 @@ def test_an_unplanned_paradigm_says_the_closest(jobs: list[Job]) -> None:
     )
 
 
+def test_a_registered_paradigm_the_study_does_not_plan_says_to_add_it_and_an_unknown_one_lists_them() -> None:
+    """A new user's audit: `--paradigm XX`, `cg` or `AG` on a TS + AU study all read "this study plans AU, TS", with
+    no did-you-mean and no word that a registered paradigm is first added to `paradigms:`."""
+    from usagg.paradigms import paradigm_names
+
+    ts_au = [j for j in plan(load_study(DEMO)) if j.paradigm in ("TS", "AU")]
+    assert _error(ts_au, paradigms=("AG",)) == (
+        "--paradigm AG (a registered paradigm this study does not plan): this study plans AU, TS. To run AG, add it to "
+        "the spec's `paradigms:` (paradigms: [AU, TS, AG])."
+    )
+    assert _error(ts_au, paradigms=("cg",)).startswith("--paradigm cg (did you mean 'CG'? a registered paradigm this")
+    assert _error(ts_au, paradigms=("XX",)) == (
+        f"--paradigm XX: this study plans AU, TS; the registered paradigms are {', '.join(paradigm_names())} "
+        "(`usagg registry`)"
+    )
+    assert _error(ts_au, paradigms=("ts",)) == "--paradigm ts (did you mean 'TS'?): this study plans AU, TS"
+
+
 @pytest.mark.parametrize("command", ["plan", "run"])
 def test_the_cli_says_it_in_one_short_paragraph(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

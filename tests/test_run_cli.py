@@ -132,7 +132,9 @@ def test_dry_run_writes_nothing_and_bad_selections_are_user_errors(
     assert out.count(" pending ") == 2  # no folder yet: pending, as `usagg plan` says
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
     code, out = run_cli(["run", str(study), "--paradigm", "AU"], monkeypatch, capsys)
-    assert code == 2 and "--paradigm AU: this study plans TS" in out
+    said = " ".join(out.split())
+    assert code == 2 and "--paradigm AU (a registered paradigm this study does not plan): this study plans TS" in said
+    assert "To run AU, add it to the spec's `paradigms:` (paradigms: [TS, AU])" in said, said
     code, out = run_cli(["run", str(study), "--only", "TS-nope"], monkeypatch, capsys)
     assert code == 2 and "--only TS-nope matches no job" in out and "tasks: " in out
     code, out = run_cli(["run", str(study), "--dry-run", "--only", "task:thyroid_*", "--json"], monkeypatch, capsys)

@@ -370,6 +370,39 @@ def _bare_key(pattern: str, jobs: list[Job], waiting_names: list[str]) -> str | 
     return None
 
 
+def _unplanned_text(bad: Sequence[str], known: Sequence[str], wording: Wording) -> str:
+    """The refusal of paradigms the study does not plan: each with the closest planned one (`ts` -> TS), else the
+    registered one it names or nearly names (`cg` -> CG), which the spec's `paradigms:` must list before it can be
+    selected; the registered paradigms where a name is near none (a plug-in's count once its module is loaded)."""
+    import difflib
+
+    from usagg.names import suggest
+    from usagg.paradigms import paradigm_names
+
+    others = [r for r in paradigm_names() if r not in known]
+    named: list[str] = []
+    unplanned: list[str] = []
+    for p in bad:
+        near = suggest(p, known)
+        same = [r for r in others if r.casefold() == p.casefold()]
+        found = [] if near else same or difflib.get_close_matches(p, others, n=1, cutoff=0.6)
+        other = found[0] if found else None
+        if other is not None:
+            unplanned.append(other)
+            near = " (a registered paradigm" if other == p else f" (did you mean {other!r}? a registered paradigm"
+            near += " this study does not plan)"
+        named.append(f"{wording.value(p)}{near}")
+    text = f"{wording.paradigm}{', '.join(named)}: this study plans {', '.join(known)}"
+    if unplanned:
+        adding = list(dict.fromkeys(unplanned))
+        listed = ", ".join([*known, *adding])
+        it = "it" if len(adding) == 1 else "them"
+        return f"{text}. To run {' and '.join(adding)}, add {it} to the spec's `paradigms:` (paradigms: [{listed}])."
+    if not any(suggest(p, known) for p in bad):
+        text += f"; the registered paradigms are {', '.join(paradigm_names())} (`usagg registry`)"
+    return text
+
+
 def make_selection(
     jobs: list[Job],
     paradigms: Sequence[str] = (),
@@ -382,14 +415,11 @@ def make_selection(
     closest name and what exists (naming the options as `wording` does)."""
     from fnmatch import fnmatchcase
 
-    from usagg.names import suggest
-
     waiting_names = [w.paradigm for w in waiting]
     known = sorted({j.paradigm for j in jobs} | set(waiting_names))
     bad = [p for p in paradigms if p not in known]
     if bad:
-        named = ", ".join(f"{wording.value(p)}{suggest(p, known)}" for p in bad)  # `ag` is pointed to AG
-        raise UsaggError(f"{wording.paradigm}{named}: this study plans {', '.join(known)}")
+        raise UsaggError(_unplanned_text(bad, known, wording))
     if paradigms:
         jobs = [j for j in jobs if j.paradigm in paradigms]
         waiting_names = [w for w in waiting_names if w in paradigms]
