@@ -236,3 +236,26 @@ def test_an_output_that_cannot_be_written_is_one_paragraph(
         assert code == 2 and text.startswith("error: could not use") and "Traceback" not in text, text
         assert "a file where a folder is needed" in text
     assert a_file.read_text() == "mine\n"
+
+
+def test_a_missing_data_root_says_where_a_relative_one_is_read_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's audit: `data: {root: syn}` in proj/real.yaml with syn/ beside proj/ read "data.root
+    .../proj/syn does not exist" (run, --dry-run) with no word that a relative path is from the spec's folder."""
+    (tmp_path / "syn").mkdir()
+    spec = tmp_path / "proj" / "real.yaml"
+    spec.parent.mkdir()
+    spec.write_text(
+        "name: real\ndata: {root: syn}\nmodel: {backbone: dinov3_test, image_size: 32}\n"
+        "tasks: [{id: a, type: classification, num_classes: 2, group: g}]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    hint = "(A relative data.root is taken from the spec file's folder, or from the current folder where --set"
+    for args in (["run", str(spec), "--dry-run"], ["run", str(spec)]):
+        code, out = run_cli(args, monkeypatch, capsys)
+        said = " ".join(out.split())
+        assert code == 2 and f"data.root {tmp_path / 'proj' / 'syn'} does not exist" in said and hint in said, out
+    code, out = run_cli(["validate", str(spec)], monkeypatch, capsys)
+    assert code == 0 and hint in " ".join(out.split()), out
+    assert not (tmp_path / "runs").exists()

@@ -631,6 +631,14 @@ def data_not_checkable(study: Study) -> str | None:
     return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
 
 
+#: What a missing `data.root` says of where a relative one is read from: a folder beside the spec, written as if
+#: from the current folder, read "data.root /abs/path/syn does not exist" with no word why it was looked for there.
+RELATIVE_ROOT = (
+    "(A relative data.root is taken from the spec file's folder, or from the current folder where --set or "
+    "overrides= give it.)"
+)
+
+
 def check_study_data(
     study: Study, on_progress: CheckProgress | None = None
 ) -> tuple[CheckReport, list[Problem], TaskRows]:
@@ -652,7 +660,12 @@ def check_study_data(
     data = study.data
     if data.synthetic is not None:  # before generating it: tasks it would not have are a spec error
         check_synthetic_tasks(study.tasks, data.synthetic)
-    root = dataset_root(data)
+    try:
+        root = dataset_root(data)
+    except DataError as err:  # a relative data.root read from another folder than the user thought
+        if data.root is not None and not data.root.is_dir():
+            raise DataError(f"{err} {RELATIVE_ROOT}") from None
+        raise
     splits = ("train", "val") if data.test_split == "val" else ("train",)
     report = check_dataset(
         root,

@@ -191,14 +191,17 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, tuple[P
     """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
     study's tasks are listed and exit 1, as `run` exits. Returns the line to print (the result, or why the data
     was not checked) and the dataset root checked with its rows (None when it was not)."""
-    from usagg.service import DataProblems, check_study_data, data_not_checkable
+    from usagg.service import RELATIVE_ROOT, DataProblems, check_study_data, data_not_checkable
 
     if skip:
         return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first.", None
     if s.data.root is not None and not s.data.root.is_dir():
         root = escape(printable(str(s.data.root)))
         missing = _missing(s.data.root)
-        return f"[yellow]note[/]: data.root {root} {missing} (needed by `usagg run`); data not checked.", None
+        return (
+            f"[yellow]note[/]: data.root {root} {missing} (needed by `usagg run`); data not checked. {RELATIVE_ROOT}",
+            None,
+        )
     reason = data_not_checkable(s)
     if reason is not None:
         return f"[yellow]note[/]: data not checked: {escape(printable(reason))}.", None
