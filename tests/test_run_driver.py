@@ -270,6 +270,10 @@ def test_a_set_that_hides_done_jobs_of_the_spec_is_refused_as_a_copy_is_unless_f
         ["run", str(spec), "--sweep", "training.epochs=2,3", "--dry-run", "--no-data-check"], monkeypatch, capsys
     )
     assert code == 2 and "would hide 1 done job" in " ".join(out.split()), out
+    code, out = run_cli(["validate", str(spec), "--set", "training.epochs=3", "--no-data-check"], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 0 and "warning: `usagg run` would refuse this study now: the run store" in said, out
+    assert "overrides plan other jobs under the same name" in said
     code, out = run_cli(
         ["run", str(spec), "--devices", "cpu", "--set", "execution.threads=1", "--dry-run", "--no-data-check"],
         monkeypatch,

@@ -76,7 +76,8 @@ def validate(
     once generated), it gets the same checks as `usagg run` and the same exit code (1 for
     problems in the study's tasks, listed); a line says when the data was not checked.
     A warning (exit 0) says when `usagg run` would refuse the study's run store, as when it holds
-    another study of the same name, run from another spec file, or when the spec ran into a store that a
+    another study of the same name, run from another spec file, or done jobs the --set or --sweep would hide
+    from the spec's own plan, or when the spec ran into a store that a
     relative output_root does not name from the current folder; and when this host cannot submit to Slurm
     (`executor: slurm` without sbatch and srun on PATH). Slurm settings that contradict `execution.devices`
     (cuda with no GPU requested) exit 2, before the data check.
@@ -84,7 +85,8 @@ def validate(
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
     from usagg.plan import plan_stages
-    from usagg.service import StudyRun, store_ran_elsewhere
+    from usagg.service import StudyRun, as_written, store_ran_elsewhere
+    from usagg.spec.load import sweep_override
 
     s = _load(study, set_, sweep)
     planned = plan_stages(s)
@@ -137,7 +139,8 @@ def validate(
     if host is not None:
         out.print(f"[yellow]warning[/]: `usagg run` would refuse this study on this host: {escape(printable(host))}")
     try:  # the run store as `usagg run` reads it first (prepare changes nothing): refused, a warning here
-        run = StudyRun.prepare(s, spec_file=study)
+        overrides = [*(set_ or []), *(sweep_override(w) for w in sweep or [])]
+        run = StudyRun.prepare(s, spec_file=study, as_written=as_written(study, overrides))
         if checked is not None:  # done jobs that read other rows than the data checked
             run.check_done_data(*checked)
     except UsaggError as err:
