@@ -291,3 +291,23 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trusted(tiny: Path, tmp_path: Path
     assert np.array_equal(np.array(cache.load(files, 24, tmp_path).arrays), good)
     entry.write_bytes(b"not an npy file")
     assert np.array_equal(np.array(cache.load(files, 24, tmp_path).arrays), good)
+
+
+def test_a_same_size_file_replaced_with_its_old_mtime_is_decoded_again(tmp_path: Path) -> None:
+    """The decode cache keys a file as the data check's cache does (size, mtime, ctime, inode): a corrected mask of
+    the same byte size whose mtime was restored (`cp -p`, `rsync -a`, `tar`) trained on the old pixels."""
+    mask = tmp_path / "mask.png"
+    old = np.zeros((16, 16), np.uint8)
+    old[:4, :4] = 4  # 16 px of class 4
+    Image.fromarray(old).save(mask, compress_level=0)  # stored uncompressed: the byte size is the shape's
+    before = mask.stat()
+    assert int(cache.load([mask], 16, tmp_path / "c", "mask").arrays.sum()) == 64
+    new = np.zeros((16, 16), np.uint8)
+    new[:6, :6] = 4  # 36 px
+    replacement = tmp_path / "fixed.png"
+    Image.fromarray(new).save(replacement, compress_level=0)
+    os.replace(replacement, mask)
+    os.utime(mask, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = mask.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert int(cache.load([mask], 16, tmp_path / "c", "mask").arrays.sum()) == 144

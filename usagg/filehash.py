@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from usagg.atomic import write_json_atomic
@@ -21,6 +22,14 @@ from usagg.cachedir import cache_root
 FOLDER = "filehash"
 _CHUNK = 1 << 20
 _memo: dict[tuple[str, int, int], str] = {}  # this process's digests, so one plan reads no record twice
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a file's content changed without reading it, for the caches keyed on files (the data check's
+    findings, usagg/data/checkcache.py; decoded images, usagg/data/cache.py): size, mtime, ctime and inode. Size and
+    mtime alone miss a corrected file of the same size whose mtime was restored (`cp -p`, `rsync -a`, `tar`, an
+    archive with fixed times); the change time moves on every write and a replaced file has another inode."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def sha256_of(path: Path | str) -> str:
@@ -66,4 +75,4 @@ def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
     return digest
 
 
-__all__ = ["file_sha256", "sha256_of"]
+__all__ = ["file_sha256", "identity", "sha256_of"]

@@ -2,9 +2,11 @@
 
 The result is a `.npy` file of uint8 [N, S, S] (grayscale, masks) or [N, 3, S, S]
 (colour) opened memory-mapped, so every epoch, every job and every worker process
-reads the same pages instead of decoding PNGs again. The key hashes the paths,
-sizes and mtimes of the source files plus the side S and the colour mode, so
-editing a file invalidates its entry. Files are
+reads the same pages instead of decoding PNGs again. The key hashes the paths
+of the source files and what identifies their content (`filehash.identity`: size,
+mtime, ctime and inode, as the data check's cache keys them) plus the side S and
+the colour mode, so editing or replacing a file invalidates its entry, even a
+same-size file whose mtime was restored. Files are
 written under a temporary name and renamed (a killed process never leaves a
 half-written entry) inside a file lock (concurrent jobs decode once). A CRC-32 of
 both arrays' bytes (`<key>.crc32`, beside them) is checked every time an entry is
@@ -33,6 +35,7 @@ from usagg.cachedir import entry_lock
 from usagg.data.images import open_image
 from usagg.data.masks import read_mask_grayscale
 from usagg.errors import DataError
+from usagg.filehash import identity
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,8 @@ DECODERS: dict[str, Callable[[Path, int], tuple[np.ndarray, tuple[int, int]]]] =
 
 
 def cache_key(files: Sequence[Path], size: int, kind: str, color: str = "gray") -> str:
-    """Hash of what the entry depends on: decoder version, kind, size, colour mode, each file's path, size, mtime.
+    """Hash of what the entry depends on: decoder version, kind, size, colour mode, each file's path and identity
+    (`filehash.identity`: size, mtime, ctime, inode).
 
     Grayscale images and masks keep the key they had before colour modes existed (their decode is unchanged).
     """
@@ -115,7 +119,7 @@ def cache_key(files: Sequence[Path], size: int, kind: str, color: str = "gray") 
             st = os.stat(f)
         except OSError:
             raise DataError(f"{f} does not exist or cannot be read (needed for the decode cache)") from None
-        h.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{os.path.abspath(f)}\0{identity(st)}\n".encode())
     return h.hexdigest()[:32]
 
 

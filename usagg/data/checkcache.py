@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from usagg.data.fmc_uia import Sample
+from usagg.filehash import identity
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,9 @@ def _label_files(label: Any) -> Iterator[Path]:
 
 def _stat(path: Path) -> tuple[int, int, int, int] | None:
     try:
-        st = os.stat(path)
+        return identity(os.stat(path))
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def sample_key(sample: Sample) -> str:
