@@ -109,6 +109,22 @@ def test_a_tiff_not_stored_upright_is_refused_not_read_in_a_guessed_frame(tmp_pa
     assert decode_image(upright_tiff, 16)[1] == (20, 40)
 
 
+def test_the_data_check_refuses_a_tiff_not_stored_upright_as_the_jobs_do(data: Path) -> None:
+    """Pillow's load() of a TIFF applies its orientation and drops the tag: the check loaded first, saw
+    orientation 1 and the turned size, and passed a file every job then failed to read."""
+    png = data / "train/Classification/cls_t/train_2.png"
+    tiff = png.with_suffix(".tif")
+    _save_oriented(Image.open(png).copy(), tiff, 6)  # uncompressed: Pillow's own decoder
+    _edit(data, "cls.csv", lambda rows: rows[2].update(image_path="../Classification/cls_t/train_2.tif"))
+    report = check_dataset(data)
+    assert [(p.kind, p.csv_file, p.row) for p in report.problems] == [
+        ("unreadable_image", "train/csv_files/cls.csv", 3)
+    ]
+    assert "is a TIFF whose EXIF orientation is 6, not 1" in report.problems[0].message
+    with pytest.raises(OSError, match="EXIF orientation is 6"):
+        decode_image(tiff, 16)  # what the job reads: the same verdict
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "1"])
 def test_a_mask_with_an_exif_orientation_reads_upright_as_imread_grayscale(tmp_path: Path, mode: str) -> None:
     mask = np.zeros((30, 50), np.uint8)

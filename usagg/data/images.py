@@ -9,7 +9,8 @@ so do the decode cache (usagg/data/cache.py), `usagg data check` and the mask re
 OpenCV's ``imread`` (IMREAD_COLOR and IMREAD_GRAYSCALE alike) also turns a JPEG or PNG upright by its
 EXIF Orientation tag, as every image viewer shows it and so as labels are drawn; PIL does not. `upright`
 does it here, so an image's pixels and its size (the frame its boxes, keypoints and mask are checked and
-scored in) are those OpenCV reads. A TIFF with an orientation other than 1 is refused (`tiff_orientation`):
+scored in) are those OpenCV reads. A TIFF with an orientation other than 1 is refused when opened
+(`open_known`, `tiff_orientation`), before Pillow's ``load()`` could apply the tag and drop it:
 TIFF readers disagree on it (OpenCV applies 2-4 and cannot read 5-8; Pillow's libtiff decoder turns a
 compressed file while its own leaves an uncompressed one as stored, yet reports the turned size before
 loading), so no reading of it is the challenge's. BMP has none.
@@ -84,11 +85,13 @@ def upright_array(arr: np.ndarray, turn: int) -> np.ndarray:
 
 def open_known(path: Path, formats: tuple[str, ...] = IMAGE_FORMATS) -> Image.Image:
     """``Image.open`` limited to `formats`; any other file is an ``UnidentifiedImageError`` (an OSError) naming
-    what was expected."""
+    what was expected, and a TIFF not stored upright an OSError (`tiff_orientation`). The orientation is read
+    here, at open: Pillow's ``load()`` of a TIFF applies its orientation and drops the tag, so a check that loaded
+    the file first saw orientation 1 and the turned size, and passed a file every job then failed to read."""
     try:
         with warnings.catch_warnings():  # Pillow warns past MAX_IMAGE_PIXELS: a raw Python warning on stderr
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path, formats=formats)
+            im = Image.open(path, formats=formats)
     except UnidentifiedImageError:
         names = ", ".join(formats[:-1]) + f" or {formats[-1]}" if len(formats) > 1 else formats[0]
         raise UnidentifiedImageError(f"{path} is not a {names} file (the formats usagg reads)") from None
@@ -97,6 +100,12 @@ def open_known(path: Path, formats: tuple[str, ...] = IMAGE_FORMATS) -> Image.Im
             f"{path} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels ({err}); an ultrasound frame is a few "
             "hundred thousand: a damaged or hostile file, refused before decoding"
         ) from None
+    try:
+        tiff_orientation(im, path)
+    except OSError:
+        im.close()
+        raise
+    return im
 
 
 def tiff_orientation(im: Image.Image, path: Path) -> None:
@@ -113,9 +122,8 @@ def tiff_orientation(im: Image.Image, path: Path) -> None:
 
 
 def as_read(im: Image.Image, path: Path) -> Image.Image:
-    """An opened file as OpenCV reads it: 16-bit grayscale scaled to 8 bits (`to_8bit`), turned upright by its EXIF
-    orientation (`upright`); a TIFF not stored upright refused (`tiff_orientation`)."""
-    tiff_orientation(im, path)
+    """A file `open_known` opened, as OpenCV reads it: 16-bit grayscale scaled to 8 bits (`to_8bit`), turned upright
+    by its EXIF orientation (`upright`); a TIFF not stored upright was refused at open."""
     return upright(to_8bit(im, path), orientation(im))
 
 
