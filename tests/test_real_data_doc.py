@@ -89,3 +89,19 @@ def test_every_run_line_plans_jobs(
     assert code == 0, out
     jobs = [row for row in json.loads(out) if row["id"] is not None]
     assert len(jobs) == (1 if "--only" in command else 111), command
+
+
+def test_the_slurm_log_names_are_those_submitit_writes_for_one_job_and_for_an_array() -> None:
+    """The page's first Slurm command submits one job, which is no array: its log is `<job id>_0_log.out`, not the
+    `<array id>_<index>_0_log.out` of a submission of several jobs. Both, as the sbatch script names them."""
+    slurm = pytest.importorskip("submitit.slurm.slurm")
+    text = DOC.read_text()
+    for map_count, ids in ((None, {"%j": "1007"}), (8, {"%A": "1007", "%a": "0"})):
+        script = slurm._make_sbatch_string("CMD", "/F", map_count=map_count)
+        pattern = re.search(r"#SBATCH --output=/F/(\S+)", script)
+        assert pattern is not None
+        name = pattern.group(1)
+        for key, value in ids.items():
+            name = name.replace(key, value)
+        assert f"`{name}`" in text, name
+    assert re.search(r"single job.*`1007_0_log\.out`", text, re.S)
