@@ -21,6 +21,7 @@ from test_data_support import read_csv, tiny_layout, write_csv
 
 from usagg.data.check import ProblemGroup, check_dataset, grouped, row_ranges
 from usagg.data.fmc_uia import Problem
+from usagg.data.masks import read_mask_grayscale
 from usagg.data.scope import split_by_scope
 from usagg.spec.models import TaskSpec
 
@@ -229,7 +230,7 @@ def _first_mask(root: Path) -> np.ndarray:
             "a binary mask saved as 0/255 must store its foreground as 1: save the mask as an 8-bit grayscale PNG",
         ),
         (
-            lambda fg: _palette(fg),
+            lambda fg: _palette(fg, [0, 0, 0, 255, 255, 255]),  # grey, index 1 drawn white: read 255, not 1
             "it is a palette PNG, which reads as its colours' luminance (as the challenge's OpenCV reader reads it), "
             "not its palette indices",
         ),
@@ -243,10 +244,67 @@ def test_mask_values_name_the_pngs_cause(data: Path, make: Callable[[np.ndarray]
     assert cause in problem.message, problem.message
 
 
-def _palette(fg: np.ndarray) -> Image.Image:
+def _palette(fg: np.ndarray, colours: list[int]) -> Image.Image:
     im = Image.fromarray(fg, "P")
-    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red: its luminance 76, not class 1
+    im.putpalette(colours + [0] * (768 - len(colours)))
     return im
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (  # ITK-SNAP's or Slicer's export: class indices in 16 bits, whose high byte is 0
+            lambda m: Image.fromarray(m.astype(np.uint16)),
+            [
+                "is a 16-bit PNG holding values [0, 1, 2], which the challenge's OpenCV reader reads by each value's "
+                "high byte as [0]",
+                "`Image.fromarray(np.asarray(Image.open(f)).astype(np.uint8)).save(f)`",
+            ],
+        ),
+        (  # the class in the red channel: luminance (9797 c) >> 15 is 0 for c <= 3
+            lambda m: Image.fromarray(np.stack([m, 0 * m, 0 * m], -1)),
+            [
+                "is an RGB PNG in colour (its channels differ), which the challenge's OpenCV reader reads as "
+                "luminance, not as class indices: it reads (0, 0, 0) as 0, (1, 0, 0) as 0, (2, 0, 0) as 0.",
+                "its red channel alone is not 0, holding [0, 1, 2]",
+                '.getchannel("R").save(f)',
+            ],
+        ),
+        (  # classes as palette indices, drawn in colour
+            lambda m: _palette(m, [0, 0, 0, 255, 0, 0, 0, 255, 0]),
+            [
+                "is a palette PNG whose colours are not grey (its channels differ), which the challenge's OpenCV "
+                "reader reads as luminance, not as class indices: it reads (0, 0, 0) as 0, (0, 255, 0) as 149, "
+                "(255, 0, 0) as 76.",
+                "its palette indices are [0, 1, 2]",
+            ],
+        ),
+    ],
+)
+def test_a_16_bit_or_colour_mask_is_refused_naming_what_it_holds_and_reads_as(
+    data: Path, make: Callable[[np.ndarray], Image.Image], said: list[str]
+) -> None:
+    """Such masks passed as empty (or odd) masks whenever their classes read below num_classes: the labels were lost
+    without a word, in training and in the val split's scores."""
+    m = _first_mask(data).copy()
+    m[:2, :2] = 2  # the task's three classes
+    _mask(data, make(m))
+    (problem,) = check_dataset(data).problems
+    assert (problem.kind, problem.csv_file, problem.row) == ("mask_format", "train/csv_files/seg.csv", 1)
+    for text in said:
+        assert text in problem.message, problem.message
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_a_grey_colour_mask_is_read_as_its_grey_values_and_accepted(data: Path, mode: str) -> None:
+    """R = G = B: libpng (and so the challenge's OpenCV) keeps a grey pixel's value, so the classes read exactly."""
+    m = _first_mask(data).copy()
+    m[:2, :2] = 2
+    grey = Image.fromarray(m).convert(mode)  # P: Pillow's grey palette, index i drawn (i, i, i)
+    _mask(data, grey)
+    assert check_dataset(data).ok
+    _, rows = read_csv(data / "train/csv_files/seg.csv")
+    assert np.array_equal(read_mask_grayscale(data / "train/csv_files" / rows[0]["mask_path"]), m)
 
 
 def test_run_and_validate_show_a_csv_of_windows_paths_as_one_entry(data: Path) -> None:

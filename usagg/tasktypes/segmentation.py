@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from usagg.data.images import WIDE_GRAY_MODES
-from usagg.data.masks import mask_mode, read_mask_grayscale
+from usagg.data.masks import check_mask, read_mask_grayscale
 from usagg.tasktypes import register_task_type
 from usagg.tasktypes.base import EvalItem, Metric, PredictionShape, Row, TaskType
 from usagg.wording import counted
@@ -41,13 +40,10 @@ _COUNT_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
 _SAVE_AS = "save the mask as an 8-bit grayscale PNG of class indices"
 
 
-def _values_cause(mask_file: Path, bad: list[int]) -> str:
-    """Why a mask holds values past num_classes, from its PNG's mode (header only), and what to do: the values a
-    user's own tools show (0/1 in a 1-bit PNG, palette indices) are not those the challenge's OpenCV reader sees."""
-    try:
-        mode = mask_mode(mask_file)
-    except Exception:  # it decoded a moment ago; a file replaced since gets the general advice
-        mode = ""
+def _values_cause(mode: str, bad: list[int]) -> str:
+    """Why a mask holds values past num_classes, from its PNG's mode, and what to do: the values a user's own tools
+    show (0/1 in a 1-bit PNG, palette indices) are not those the challenge's OpenCV reader sees. (16-bit and
+    non-grey colour masks are refused before their values count: `check_mask`.)"""
     if mode == "1":
         return f"it is a 1-bit PNG, which reads as 0/255 (as the challenge's OpenCV reader reads it): {_SAVE_AS}"
     if mode in ("P", "PA"):
@@ -56,9 +52,7 @@ def _values_cause(mask_file: Path, bad: list[int]) -> str:
             f"it), not its palette indices: {_SAVE_AS}"
         )
     if mode in ("RGB", "RGBA"):
-        return f"it is a {mode} PNG, read as its luminance like the challenge's OpenCV reader does: {_SAVE_AS}"
-    if mode in WIDE_GRAY_MODES:
-        return f"it is a 16-bit PNG, read as each value's high byte like the challenge's OpenCV reader does: {_SAVE_AS}"
+        return f"it is an {mode} PNG, read as its luminance like the challenge's OpenCV reader does: {_SAVE_AS}"
     if bad == [255]:
         return f"a binary mask saved as 0/255 must store its foreground as 1: {_SAVE_AS}"
     return f"masks are read as 8-bit grayscale like the challenge's evaluation: {_SAVE_AS}"
@@ -91,8 +85,9 @@ class Segmentation(TaskType):
         return [str(label)]
 
     def check_label(self, sample: Sample, image_hw: tuple[int, int], root: Path) -> tuple[list[tuple[str, str]], Any]:
-        """The mask exists, decodes (as scoring reads it: `read_mask_grayscale`), holds only 0..num_classes-1
-        and has its image's size."""
+        """The mask exists, decodes (as scoring reads it: `read_mask_grayscale`), is 8-bit grey (`check_mask`: a
+        16-bit or colour mask is `mask_format`, its classes read as other values or lost), holds only
+        0..num_classes-1 and has its image's size."""
         from usagg.data.fmc_uia import rel, unicode_note
 
         tag = f"task {sample.task_id}:"
@@ -101,7 +96,7 @@ class Segmentation(TaskType):
             note = unicode_note(mask_file, root)
             return [("missing_mask", f"{tag} mask {rel(mask_file, root)} not found{note}")], frozenset()
         try:
-            mask = read_mask_grayscale(mask_file)
+            read = check_mask(mask_file)
         except Exception as err:  # PIL raises many types for bad files
             return [
                 (
@@ -110,14 +105,17 @@ class Segmentation(TaskType):
                 )
             ], frozenset()
         problems = []
+        mask = read.gray
         values = np.unique(mask)
         bad = [int(v) for v in values if v >= sample.num_classes]
-        if bad:
+        if read.refused is not None:
+            problems.append(("mask_format", f"{tag} mask {rel(mask_file, root)} {read.refused}"))
+        elif bad:
             problems.append(
                 (
                     "mask_values",
                     f"{tag} mask {rel(mask_file, root)} holds values {bad}, but num_classes is "
-                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1}); {_values_cause(mask_file, bad)}",
+                    f"{sample.num_classes} (expected 0..{sample.num_classes - 1}); {_values_cause(read.mode, bad)}",
                 )
             )
         h, w = image_hw
