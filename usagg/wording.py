@@ -4,6 +4,7 @@ pastes into a shell, quoted so that a folder named `t$(touch x)` is a name there
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -22,3 +23,16 @@ def command(*words: str | Path) -> str:
     """A command line a message tells the user to paste: usagg's own words as they are, every path (a `Path`) through
     `shown_path` and any other word shell-quoted."""
     return " ".join(shown_path(w) if isinstance(w, Path) else shlex.quote(w) for w in words)
+
+
+def row_ranges(rows: Iterable[int], shown: int = 4) -> str:
+    """Row numbers as ranges, "11-3010" or "2, 5-9 and 3 more ranges"; the first `shown` ranges only."""
+    spans: list[list[int]] = []
+    for r in sorted(set(rows)):
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    text = [str(a) if a == b else f"{a}-{b}" for a, b in spans[:shown]]
+    more = len(spans) - shown
+    return ", ".join(text) + (f" and {counted(more, 'more range')}" if more > 0 else "")

@@ -39,10 +39,11 @@ from usagg.data.leakage import (
     find_leaks,
     fingerprint,
 )
+from usagg.data.taskids import stray_ids, stray_problem
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes import get_task_type
-from usagg.wording import counted
+from usagg.wording import counted, row_ranges
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -180,19 +181,6 @@ def grouped(problems: Sequence[Problem], at_least: int = GROUP_FROM) -> list[Pro
             out.append(key)
         groups.setdefault(key, []).append(p)
     return [ProblemGroup(tuple(groups[e])) if isinstance(e, tuple) else e for e in out]
-
-
-def row_ranges(rows: Sequence[int], shown: int = 4) -> str:
-    """Row numbers as ranges, "11-3010" or "2, 5-9 and 3 more ranges"; the first `shown` ranges only."""
-    spans: list[list[int]] = []
-    for r in sorted(set(rows)):
-        if spans and r == spans[-1][1] + 1:
-            spans[-1][1] = r
-        else:
-            spans.append([r, r])
-    text = [str(a) if a == b else f"{a}-{b}" for a, b in spans[:shown]]
-    more = len(spans) - shown
-    return ", ".join(text) + (f" and {counted(more, 'more range')}" if more > 0 else "")
 
 
 @dataclass
@@ -352,8 +340,12 @@ def _check(
 ) -> CheckReport:
     report = CheckReport(root=root, splits=tuple(splits))
     scans = _scan_splits(root, splits, report)
+    study = None if tasks is None else {t.id for t in tasks}
+    strays = stray_ids(scans, study)
+    for stray in strays:  # a likely typo is a problem of the task meant; any other stray a study lacks, a warning
+        (report.problems if stray.typo else report.warnings).append(stray_problem(stray, study))
     report.problems.extend(_type_conflicts(scans, tasks, root))
-    report.problems.extend(_split_coverage(scans, root))
+    report.problems.extend(_split_coverage(scans, root, {s.task_id for s in strays}))
     entries: list[Entry] = []
     for split, scan in scans.items():
         report.problems.extend(scan.problems)
@@ -486,12 +478,13 @@ def _leave_out(scan: SplitScan, task_id: str) -> None:
     scan.problems = [p for p in scan.problems if p.row is None or p.row not in rows.get(p.csv_file or "", ())]
 
 
-def _split_coverage(scans: dict[str, SplitScan], root: Path) -> list[Problem]:
+def _split_coverage(scans: dict[str, SplitScan], root: Path, strays: set[str]) -> list[Problem]:
     """A problem per task that has rows in one checked split and none in another: `usagg run` (data.test_split: val)
-    trains on train/ and tests on val/, so it refuses such a task; checking one split (--split) asks for none."""
+    trains on train/ and tests on val/, so it refuses such a task; checking one split (--split) asks for none. Not for
+    `strays` (usagg/data/taskids.py), named as ids the study lacks: advice to add their rows misled."""
     problems: list[Problem] = []
     for split, scan in scans.items():
-        for task_id in sorted({t for other in scans.values() for t in other.named} - scan.named):
+        for task_id in sorted({t for other in scans.values() for t in other.named} - scan.named - strays):
             has = next(s for s, other in scans.items() if task_id in other.named)
             problem = _missing_in_split(task_id, split, has, scans, root)
             if problem is not None:

@@ -8,6 +8,7 @@ and what is allowed, so the CLI can print it without a traceback.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -34,6 +35,7 @@ __all__ = [
     "format_validation_error",
     "load_study",
     "packaged_catalogs",
+    "packaged_task_ids",
     "point_studies",
     "read_yaml",
     "study_from_mapping",
@@ -536,6 +538,17 @@ _PACKAGED_CATALOGS = Path(__file__).resolve().parents[1] / "catalogs"
 def packaged_catalogs() -> list[str]:
     """Names of the catalogs shipped in the package (usagg/catalogs/*.yaml), usable as `catalog: NAME`."""
     return sorted(p.stem for p in _PACKAGED_CATALOGS.glob("*.yaml"))
+
+
+@functools.cache
+def packaged_task_ids() -> frozenset[str]:
+    """Every task id of the packaged catalogs: a data task id outside them and the study is more likely a typo
+    (usagg/data/taskids.py)."""
+    ids: set[str] = set()
+    for name in packaged_catalogs():
+        tasks = read_yaml(_PACKAGED_CATALOGS / f"{name}.yaml", "task catalog").get("tasks") or []
+        ids.update(str(t["id"]) for t in tasks if isinstance(t, dict) and "id" in t)
+    return frozenset(ids)
 
 
 def _catalog_file(ref: CatalogRef, written: Any, file: Path) -> Path:
