@@ -32,7 +32,7 @@ from usagg.data.fmc_uia import Declared, Problem, Sample, SplitScan, Where, csv_
 from usagg.data.images import as_read, open_known, wide_max
 from usagg.data.leakage import (
     DEFAULT_NEAR_THRESHOLD,
-    HASH_SIDE,
+    HASH_WORDS,
     Entry,
     Fingerprint,
     LeakResult,
@@ -198,7 +198,9 @@ class _FileResult:
             "problems": [_problem_record(p) for p in self.problems],
             "hw": None if self.hw is None else list(self.hw),
             "label_keys": list(self.label_keys),
-            "fp": None if self.fp is None else [self.fp.exact.hex(), self.fp.dhash.tobytes().hex()],
+            "fp": None
+            if self.fp is None
+            else [self.fp.exact.hex(), self.fp.dhash.tobytes().hex(), self.fp.clear.tobytes().hex()],
             "wide_max": self.wide_max,
         }
 
@@ -207,14 +209,14 @@ class _FileResult:
         """The result a record holds; KeyError, TypeError, ValueError or IndexError for one that is not such a
         record."""
         fp, hw = record["fp"], record["hw"]
-        dhash = None if fp is None else np.frombuffer(bytes.fromhex(fp[1]), np.uint64)
-        if dhash is not None and dhash.size != HASH_SIDE * HASH_SIDE // 64:
-            raise ValueError(f"a difference hash of {dhash.size} words")
+        hashes = [] if fp is None else [np.frombuffer(bytes.fromhex(h), np.uint64) for h in fp[1:3]]
+        if any(h.size != HASH_WORDS for h in hashes) or (fp is not None and len(hashes) != 2):
+            raise ValueError(f"hashes of {[h.size for h in hashes]} words")
         return cls(
             [_problem(r) for r in record["problems"]],
             None if hw is None else (int(hw[0]), int(hw[1])),
             tuple(str(k) for k in record["label_keys"]),
-            None if fp is None or dhash is None else Fingerprint(bytes.fromhex(fp[0]), dhash),
+            None if fp is None else Fingerprint(bytes.fromhex(fp[0]), *hashes),
             None if record["wide_max"] is None else int(record["wide_max"]),
         )
 
