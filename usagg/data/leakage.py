@@ -42,7 +42,8 @@ HASH_SIDE = 32  # difference-hash grid, per direction (16 let unrelated syntheti
 HASH_BITS = 2 * HASH_SIDE * HASH_SIDE  # horizontal and vertical gradients: twice the content bits of one direction
 HASH_WORDS = HASH_BITS // 64
 #: Similarity from which a test image nearly duplicates a training image: re-saved, resized and brightened copies
-#: of fan frames 0.95 and above, unrelated frames of one scanner up to 0.90 (tests/test_data_leakage.py).
+#: of ultrasound-like fan frames 0.955 and above; the nearest of 150-200 training frames to an unrelated frame of
+#: one scanner 0.74-0.91 (tests/test_data_leakage.py `fan_frame` and the audit's smoother 640x480 probes).
 DEFAULT_NEAR_THRESHOLD = 0.9
 #: Grey levels (of the 33x33 downscale) a gradient needs for its sign to be compared: a flatter one is noise.
 CLEAR_STEP = 3
