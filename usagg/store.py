@@ -1279,10 +1279,12 @@ class RunStore:
         """None when results.csv is current; else the text it would hold rebuilt from the jobs (it is missing, or
         behind them: older than plan.json, a job.json or metrics.json, or a job folder made or deleted since,
         `_results_behind`). A pure read: `compare` or `load_results` on a store received from elsewhere (read-only,
-        perhaps) writes nothing into it. UsaggError when no job has finished and no table holds a row
-        (`check_finished`; `reader` is the command the message sends the user back to)."""
-        self.check_finished(reader)
+        perhaps) writes nothing into it. UsaggError when there is neither a results.csv nor a finished job to build
+        one from (`check_finished`; `reader` is the command the message sends the user back to). A header-only table
+        (every job failed) reads as the empty table: `load_results` returns it with `RunResult.failed` beside it; the
+        analysis commands refuse it by asking `check_finished` first."""
         if not self.results_csv.is_file():
+            self.check_finished(reader)
             return self.results_text()
         return self.results_text() if self._results_behind() else None
 
