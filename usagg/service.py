@@ -454,11 +454,11 @@ def make_selection(
 LISTED = 8
 
 
-def _listed(names: Sequence[str]) -> str:
-    """The first `LISTED` names and how many more there are; all of them when only one more would be left out."""
-    if len(names) <= LISTED + 1:
+def _listed(names: Sequence[str], most: int = LISTED) -> str:
+    """The first `most` names and how many more there are; all of them when only one more would be left out."""
+    if len(names) <= most + 1:
         return ", ".join(names) or "none"
-    return f"{', '.join(names[:LISTED])}, ... and {len(names) - LISTED} more"
+    return f"{', '.join(names[:most])}, ... and {len(names) - most} more"
 
 
 def _selector_choices(key: str, jobs: list[Job], waiting_names: Sequence[str]) -> list[str]:
@@ -1022,11 +1022,11 @@ class StudyRun:
         """The refusal of a one-off override (`usagg run SPEC --set training.epochs=2` after the study ran) whose plan
         would hide done jobs the spec file itself plans: a copy of the spec with the same change is refused
         (`_jobs_of_other_specs`), and the same change on the command line replaced the plan with one warning."""
-        shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
         return (
             f"the run store {self.store.root} holds study {self.study.name!r} run from {bound}, and this run's "
             f"{self.wording.sets} plan other jobs under the same name: running it would hide "
-            f"{counted(len(hidden), 'done job')} of that study's plan ({shown}) from status, compare and results.csv. "
+            f"{counted(len(hidden), 'done job')} of that study's plan ({_listed(hidden, 3)}) from status, compare "
+            "and results.csv. "
             f"Give this variant its own name ({self.wording.rename}), or run with {self.wording.force} to replace the "
             "stored plan with this one (nothing is deleted: the hidden jobs come back when the spec runs as it is "
             "written). Nothing was written."
@@ -1085,22 +1085,21 @@ class StudyRun:
         return f"another process ({describe_holder(self.store.job_lock(held[0]).holder() or {})})"
 
     def _live_plan_text(self, dropped: list[str], live: list[dict[str, Any]], held: list[str]) -> str:
-        shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
         return (
             f"{self.store.root} is being run by {self._holder_text(live, held)} with another plan of study "
             f"{self.study.name!r}: this run would replace it, dropping {counted(len(dropped), 'job')} that run trains "
-            f"or counts ({shown}), so its results.csv would no longer hold what it trained. Nothing was written. "
+            f"or counts ({_listed(dropped, 3)}), so its results.csv would no longer hold what it trained. Nothing "
+            "was written. "
             f"{self._wait_text()}"
         )
 
     def _live_replaced_text(self, replaced: dict[str, str], live: list[dict[str, Any]], held: list[str]) -> str:
         pairs = [f"{old} by {new}" for old, new in replaced.items()]
-        shown = ", ".join(pairs[:2]) + (", ..." if len(pairs) > 2 else "")
         return (
             f"{self.store.root} is being run by {self._holder_text(live, held)}: this run's plan of study "
             f"{self.study.name!r} would replace {counted(len(replaced), 'job')} of the plan it trains with jobs of "
-            f"other settings for the same task, paradigm, fraction and seed ({shown}), so the results.csv that run "
-            f"closes with would hold two results for each and compare would refuse it. Nothing was written. "
+            f"other settings for the same task, paradigm, fraction and seed ({_listed(pairs, 2)}), so the results.csv "
+            f"that run closes with would hold two results for each and compare would refuse it. Nothing was written. "
             f"{self._wait_text()}"
         )
 
@@ -1115,10 +1114,10 @@ class StudyRun:
         or None: nothing is deleted, but a user who only wanted to try one setting should know before the run."""
         if not self.replaced_done:
             return None
-        n, shown = len(self.replaced_done), ", ".join(self.replaced_done[:3])
+        n = len(self.replaced_done)
         return (
             f"this plan of study {self.study.name!r} replaces the one stored in {self.store.root}: "
-            f"{counted(n, 'done job')} it no longer lists ({shown}{', ...' if n > 3 else ''}) stay on disk but out of "
+            f"{counted(n, 'done job')} it no longer lists ({_listed(self.replaced_done, 3)}) stay on disk but out of "
             "status, compare and results.csv until the spec runs as it was (nothing is deleted); to keep both "
             f"studies, give this variant its own name ({self.wording.rename})."
         )
