@@ -224,10 +224,11 @@ def test_a_terminal_says_a_job_resumed_above_the_bars_and_in_its_row() -> None:
     assert "AU-all resumed from epoch 1/2" in buf.getvalue()
 
 
-def test_usagg_run_says_a_job_resumed(
+def _ctrl_c_after_epoch_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Ctrl-C once epoch 1's last.pt is written, then the same `usagg run` (off a terminal: the plain lines)."""
+) -> tuple[Path, Job]:
+    """`usagg run --only` of a tiny study's one job, Ctrl-C once epoch 1's last.pt is written (exit 130), run from
+    tmp_path: (the spec, the job)."""
     study = write_tiny_study(
         tmp_path / "study.yaml", "tiny", tmp_path / "data", epochs=2, steps=2, execution={"devices": "cpu"}
     )
@@ -244,6 +245,14 @@ def test_usagg_run_says_a_job_resumed(
         patched.setattr(Checkpointing, "save_last", then_ctrl_c)
         code, _ = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
     assert code == 130
+    return study, job
+
+
+def test_usagg_run_says_a_job_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C once epoch 1's last.pt is written, then the same `usagg run` (off a terminal: the plain lines)."""
+    study, job = _ctrl_c_after_epoch_1(tmp_path, monkeypatch, capsys)
     code, out = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
     assert code == 0 and RunStore(tmp_path / "runs" / "tiny").job_state(job.id) == "done", out
     lines = out.splitlines()
@@ -303,22 +312,7 @@ def test_a_last_checkpoint_not_resumed_is_said_at_the_jobs_start_and_by_status(
     as such without torch, `usagg status` and the dry run say beforehand too, as they do an older layout's."""
     from usagg.engine import checkpoint
 
-    study = write_tiny_study(
-        tmp_path / "study.yaml", "tiny", tmp_path / "data", epochs=2, steps=2, execution={"devices": "cpu"}
-    )
-    (job,) = [j for j in plan(load_study(study)) if j.task_ids == ["thyroid_malignancy"]]
-    save_last = Checkpointing.save_last
-
-    def then_ctrl_c(self: Checkpointing, trainer: Trainer) -> None:
-        save_last(self, trainer)
-        self.wait()
-        raise KeyboardInterrupt
-
-    monkeypatch.chdir(tmp_path)
-    with monkeypatch.context() as patched:
-        patched.setattr(Checkpointing, "save_last", then_ctrl_c)
-        code, _ = run_cli(["run", str(study), "--only", job.id], monkeypatch, capsys)
-    assert code == 130
+    study, job = _ctrl_c_after_epoch_1(tmp_path, monkeypatch, capsys)
     store = RunStore(tmp_path / "runs" / "tiny")
     store.set_state(job.id, "running")  # killed, not stopped: its process is gone (status: interrupted)
     last = store.paths(job.id).last_checkpoint
