@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -426,6 +427,28 @@ def test_a_job_asking_for_cuda_fails_on_a_node_without_a_gpu_naming_the_node(
     error = store.job_record(ids[0])["error"]
     assert f"node {socket.gethostname()} (Slurm job {cluster.first_id}) sees no CUDA device" in error  # one: no array
     assert "execution.devices is cuda" in error and "gpus_per_node" in error
+
+
+def test_a_node_importing_other_usagg_code_fails_the_job_naming_both(
+    tmp_path: Path, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout changed while the array waited (or a node's other install) must not train the study's jobs."""
+    import usagg
+
+    other = tmp_path / "other_checkout"
+    shutil.copytree(Path(usagg.__file__).parent, other / "usagg", ignore=shutil.ignore_patterns("__pycache__"))
+    with (other / "usagg" / "names.py").open("a") as changed:
+        changed.write("# a later commit\n")
+    repo = Path(__file__).resolve().parent.parent  # for the pickled job_done; the node starts outside it
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(other), str(repo), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.chdir(tmp_path)
+    store, ids = make_store(tmp_path)
+    states = executor_for(store).run(ids[:1], job_done)
+    assert states == {ids[0]: "failed"}
+    error = store.job_record(ids[0])["error"]
+    assert f"imports usagg {usagg.__version__} from {other / 'usagg'}" in error
+    assert f"submitted this job used usagg {usagg.__version__} from {Path(usagg.__file__).resolve().parent}" in error
+    assert "--retry-failed" in (store.paths(ids[0]).error.read_text())
 
 
 # --------------------------------------------------------------------------- 5. failures collected at once

@@ -18,7 +18,8 @@ only); sbatch refusing the array (a wrong partition, account or QOS) is a UsaggE
 submission's folder goes, since nothing was queued; a `%` or `\\` in the log folder (Slurm and submitit expand
 `%j`, `%a`, ... in it) is refused before anything is written. `execution.devices` reaches the node: `cpu` asks Slurm
 for no GPU (unless `gpus_per_node` is set), `cuda` or a GPU list fails the job on a node without a visible GPU,
-naming the node, and `auto` takes a GPU where there is one.
+naming the node, and `auto` takes a GPU where there is one. A node that imports other usagg code than the run
+that submitted the job (a checkout changed while the array waited) fails it naming both (`node_code_problem`).
 
 Each element submitted is recorded in its job folder (`RunStore.mark_queued_on_slurm`) until its outcome is
 collected: a `usagg run` stopped while the array waits leaves the records, and the next one does not submit a job
@@ -56,6 +57,7 @@ from usagg.execute.base import EventFn, Executor, JobFn, call_job, record_failur
 from usagg.execute.pool import job_sizes, largest_first
 from usagg.execute.slurm_checks import gpu_request_problem, host_problem
 from usagg.joblock import JobLock, holder_slurm_job, slurm_element, slurm_run
+from usagg.origin import CodeOrigin, code_origin
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
 from usagg.store import ERROR_CHARS, RunStore, submitit_link
@@ -132,6 +134,26 @@ def element_state(job: Element, force: bool = False) -> str:
     return base_state(job.state)
 
 
+def node_code_problem(submitted: CodeOrigin | None) -> str | None:
+    """Why this node must not run a job the submitting run planned with other usagg code, or None: a checkout
+    changed (`git pull`, a reinstall) while the array waited, or a node whose Python imports another usagg, would
+    train with other defaults and metrics than the study's other jobs, and nothing would say so. A call pickled
+    before the origin was recorded (None) is let through."""
+    if submitted is None:
+        return None
+    here = code_origin()
+    if not here.differs_from(submitted):
+        return None
+    slurm = slurm_run()
+    return (
+        f"node {socket.gethostname()} (Slurm job {slurm['job'] if slurm else '?'}) imports {here.describe()}, but "
+        f"the run that submitted this job used {submitted.describe()}: the usagg code changed since the job was "
+        "submitted (a git pull or reinstall while the array waited), or the node's Python imports another usagg. "
+        "The job was not run, so the study's jobs keep training with one code. Leave the install unchanged while "
+        f"an array runs, then run {RETRY} from the code the nodes import"
+    )
+
+
 def node_gpu_problem(devices: Devices) -> str | None:
     """Why this node cannot run a job whose `execution.devices` asks for a GPU (cuda or a list of indices), or None;
     checked here because the engine's own refusal names neither the node nor the Slurm job to look up."""
@@ -160,13 +182,14 @@ class SlurmJobCall(Checkpointable):
     def __init__(self, fn: JobFn, devices: Devices = "auto") -> None:
         self.fn = fn
         self.devices = devices
+        self.origin = code_origin()  # the submitting run's code, checked on the node (`node_code_problem`)
 
     def __call__(self, store_root: str, job_id: str) -> Outcome:
         with slurm_element():
             return self._run(store_root, job_id)
 
     def _run(self, store_root: str, job_id: str) -> Outcome:
-        problem = node_gpu_problem(self.devices)
+        problem = node_code_problem(getattr(self, "origin", None)) or node_gpu_problem(self.devices)
         if problem is not None:
             summary = record_failure(store_root, job_id, problem, summary=problem[:ERROR_CHARS])
             return "failed", "failed", {"state": "failed", "error": summary}
