@@ -169,6 +169,7 @@ RANKS = {
     "usagg.cachetrust": "foundations",
     "usagg.filehash": "foundations",
     "usagg.signals": "foundations",
+    "usagg.origin": "foundations",
     "usagg.tensorbytes": "foundations",
     "usagg.registry": "foundations",
     "usagg.joblock": "foundations",
