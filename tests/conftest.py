@@ -48,6 +48,21 @@ def data_copy(small_synth: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny hand-written FMC_UIA layout (tests/test_data_support.py `tiny_layout`: one task of each type, 6 train
+    and 3 val images each), made once per test process. Read only: a test that changes it copies it (`data`)."""
+    from test_data_support import tiny_layout
+
+    return tiny_layout(tmp_path_factory.mktemp("clean") / "data")
+
+
+@pytest.fixture
+def data(clean: Path, tmp_path: Path) -> Path:
+    """A copy of `clean` of this test's own, tmp_path/data, to change (links copied as links)."""
+    return Path(shutil.copytree(clean, tmp_path / "data", symlinks=True))
+
+
+@pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow sqlite store, its schema migrated: made once per test process (xdist worker), since
     migrating a new store takes seconds. Read only: a test copies it (`mlflow_uri`)."""

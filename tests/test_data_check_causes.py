@@ -17,23 +17,13 @@ import numpy as np
 import pytest
 from cli_run import run_cli
 from PIL import Image
-from test_data_support import read_csv, tiny_layout, write_csv
+from test_data_support import read_csv, write_csv
 
 from usagg.data.check import ProblemGroup, check_dataset, grouped, row_ranges
 from usagg.data.fmc_uia import Problem
 from usagg.data.masks import read_mask_grayscale
 from usagg.data.scope import split_by_scope
 from usagg.spec.models import TaskSpec
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_layout(tmp_path_factory.mktemp("clean") / "data")
-
-
-@pytest.fixture
-def data(clean: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(clean, tmp_path / "data"))
 
 
 def _check(root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple:

@@ -16,14 +16,13 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from rich.console import Console
-from test_data_support import read_csv, tiny_layout, write_csv
+from test_data_support import edit_csv, read_csv, write_csv
 
 from usagg.cli.data import _print_report
 from usagg.data.cache import decode_image
@@ -32,25 +31,6 @@ from usagg.data.fmc_uia import read_split
 from usagg.errors import DataError
 from usagg.spec.models import TaskSpec
 from usagg.tasktypes.classification import classification_metrics
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_layout(tmp_path_factory.mktemp("clean") / "data")
-
-
-@pytest.fixture
-def data(clean: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(clean, root, symlinks=True)
-    return root
-
-
-def _edit(root: Path, csv: str, edit: Callable[[list[dict]], None], split: str = "train") -> None:
-    path = root / split / "csv_files" / csv
-    header, rows = read_csv(path)
-    edit(rows)
-    write_csv(path, header, rows)
 
 
 def _kinds(root: Path) -> list[tuple[str, str | None, int | None]]:
@@ -65,7 +45,7 @@ def test_a_padded_image_or_mask_path_is_an_error_naming_csv_and_row(data: Path) 
         rows[1]["image_path"] = " " + rows[1]["image_path"]
         rows[3]["mask_path"] = rows[3]["mask_path"] + " "
 
-    _edit(data, "seg.csv", pad)
+    edit_csv(data, "seg.csv", pad)
     report = check_dataset(data)
     assert [(p.kind, p.csv_file, p.row) for p in report.problems] == [
         ("padded_path", "train/csv_files/seg.csv", 2),
@@ -93,7 +73,7 @@ def test_a_symlink_inside_the_root_to_a_file_outside_is_an_error(data: Path, tmp
         rows[1]["image_path"] = "../Classification/cls_t/inside.png"
         rows[2]["image_path"] = "../linked_dir/frame.png"
 
-    _edit(data, "cls.csv", link)
+    edit_csv(data, "cls.csv", link)
     problems = check_dataset(data).problems
     assert [(p.kind, p.row) for p in problems] == [("path_outside_root", 1), ("path_outside_root", 3)]
     assert "symbolic link" in problems[0].message and str(outside) in problems[0].message
@@ -121,8 +101,8 @@ def test_an_image_or_mask_in_another_format_is_refused_before_any_decoder_runs(d
     images = data / "train" / "Classification" / "cls_t"
     (images / "script.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
     Image.fromarray(np.full((40, 56), 90, np.uint8)).save(images / "frame.png", format="JPEG")  # a JPEG: read
-    _edit(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/script.png"))
-    _edit(data, "cls.csv", lambda rows: rows[1].update(image_path="../Classification/cls_t/frame.png"))
+    edit_csv(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/script.png"))
+    edit_csv(data, "cls.csv", lambda rows: rows[1].update(image_path="../Classification/cls_t/frame.png"))
     _, rows = read_csv(data / "train" / "csv_files" / "seg.csv")
     Image.open(data / "train" / "csv_files" / rows[0]["mask_path"]).save(data / "gif_mask.gif", format="GIF")
     os.replace(data / "gif_mask.gif", data / "train" / "csv_files" / rows[0]["mask_path"])
@@ -167,8 +147,8 @@ def test_data_check_fingerprints_a_16_bit_image_at_its_depth(data: Path) -> None
     base = (np.arange(40 * 56, dtype=np.uint32).reshape(40, 56) * 29).astype(np.uint16) & 0xFF00
     Image.fromarray(base).save(data / "train/Classification/cls_t/wide.png")
     Image.fromarray(base | 0x00FF).save(data / "val/Classification/cls_t/wide_copy.png")
-    _edit(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/wide.png"))
-    _edit(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/wide_copy.png"), "val")
+    edit_csv(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/wide.png"))
+    edit_csv(data, "cls.csv", lambda rows: rows[0].update(image_path="../Classification/cls_t/wide_copy.png"), "val")
     kinds = [p.kind for p in check_dataset(data).problems]
     assert kinds == ["leak_exact_copy"]  # clipped to 255, both were all but blank and no longer told apart
 
@@ -182,7 +162,7 @@ def test_keypoints_as_strings_or_empty_are_row_errors(data: Path) -> None:
         rows[2]["point_2_xy"] = ""
         rows[4]["point_1_xy"] = "[true, 3]"
 
-    _edit(data, "reg.csv", bad)
+    edit_csv(data, "reg.csv", bad)
     problems = check_dataset(data).problems
     assert [(p.kind, p.csv_file, p.row) for p in problems] == [
         ("keypoints_json", "train/csv_files/reg.csv", 1),
@@ -211,7 +191,7 @@ def test_a_header_only_val_csv_is_an_error_in_data_check(data: Path) -> None:
 
 
 def test_a_val_split_missing_a_class_warns_and_binary_auc_is_nan(data: Path) -> None:
-    _edit(data, "cls.csv", lambda rows: [r.update(mask="0") for r in rows], "val")
+    edit_csv(data, "cls.csv", lambda rows: [r.update(mask="0") for r in rows], "val")
     report = check_dataset(data)
     assert report.ok
     (warning,) = report.warnings
@@ -230,8 +210,8 @@ def test_a_multiclass_val_split_missing_a_class_warns_auc_zero(data: Path) -> No
         for i, r in enumerate(rows):
             r.update(num_classes="3", mask=str(i % 2))
 
-    _edit(data, "cls.csv", three, "val")
-    _edit(data, "cls.csv", lambda rows: [r.update(num_classes="3", mask=str(i % 3)) for i, r in enumerate(rows)])
+    edit_csv(data, "cls.csv", three, "val")
+    edit_csv(data, "cls.csv", lambda rows: [r.update(num_classes="3", mask=str(i % 3)) for i, r in enumerate(rows)])
     (warning,) = check_dataset(data).warnings
     assert "no image of class 2 (of 0..2)" in warning.message and "0.0" in warning.message
 
@@ -248,7 +228,7 @@ def long_ids(clean: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(clean, root)
     for split in ("train", "val"):
         for csv in ("seg.csv", "cls.csv", "det.csv", "reg.csv"):
-            _edit(root, csv, lambda rows: [r.update(task_id=LONG_IDS[r["task_id"]]) for r in rows], split)
+            edit_csv(root, csv, lambda rows: [r.update(task_id=LONG_IDS[r["task_id"]]) for r in rows], split)
     return root
 
 

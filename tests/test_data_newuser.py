@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from rich.console import Console
-from test_data_support import read_csv, tiny_layout, write_csv
+from test_data_support import edit_csv, read_csv, tiny_layout, write_csv
 
 from usagg.cli.data import _print_report
 from usagg.cli.runs import print_data_warnings
@@ -42,25 +40,6 @@ STORE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_layout(tmp_path_factory.mktemp("clean") / "data")
-
-
-@pytest.fixture
-def data(clean: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(clean, root)
-    return root
-
-
-def _edit(root: Path, csv: str, edit: Callable[[list[dict]], None], split: str = "train") -> None:
-    path = root / split / "csv_files" / csv
-    header, rows = read_csv(path)
-    edit(rows)
-    write_csv(path, header, rows)
 
 
 def _save_oriented(displayed: Image.Image, path: Path, orientation: int, **kw: object) -> None:
@@ -115,7 +94,7 @@ def test_the_data_check_refuses_a_tiff_not_stored_upright_as_the_jobs_do(data: P
     png = data / "train/Classification/cls_t/train_2.png"
     tiff = png.with_suffix(".tif")
     _save_oriented(Image.open(png).copy(), tiff, 6)  # uncompressed: Pillow's own decoder
-    _edit(data, "cls.csv", lambda rows: rows[2].update(image_path="../Classification/cls_t/train_2.tif"))
+    edit_csv(data, "cls.csv", lambda rows: rows[2].update(image_path="../Classification/cls_t/train_2.tif"))
     report = check_dataset(data)
     assert [(p.kind, p.csv_file, p.row) for p in report.problems] == [
         ("unreadable_image", "train/csv_files/cls.csv", 3)
@@ -141,7 +120,7 @@ def test_labels_are_checked_in_the_frame_an_exif_orientation_shows(data: Path) -
     for folder in ("Detection/det_t", "Segmentation/Three/seg_t/imgs", "Segmentation/Three/seg_t/masks"):
         path = data / "train" / folder / "train_0.png"
         _save_oriented(Image.open(path).copy(), path, 6)
-    _edit(data, "det.csv", lambda rows: rows[0].update(x_max="50"))
+    edit_csv(data, "det.csv", lambda rows: rows[0].update(x_max="50"))
     report = check_dataset(data)
     assert report.ok, [(p.kind, p.message) for p in report.problems]
     assert report.tasks["det_t"].sizes == Counter({(40, 56): 9})
@@ -156,7 +135,7 @@ def test_boxes_written_as_fractions_of_the_image_are_a_problem_naming_the_fix(da
         for r in rows:
             r.update({c: float(r[c]) / (56 if c.startswith("x") else 40) for c in ("x_min", "y_min", "x_max", "y_max")})
 
-    _edit(data, "det.csv", normalise)
+    edit_csv(data, "det.csv", normalise)
     report = check_dataset(data)
     assert [(p.kind, p.csv_file, p.row) for p in report.problems] == [
         ("normalised_coordinates", "train/csv_files/det.csv", None)
@@ -178,14 +157,14 @@ def test_keypoints_written_as_fractions_are_a_problem_and_pixels_near_the_corner
                 x, y = json.loads(r[c])
                 r[c] = json.dumps([x / 56, y / 40])
 
-    _edit(data, "reg.csv", normalise, "val")
+    edit_csv(data, "reg.csv", normalise, "val")
     report = check_dataset(data)
     (problem,) = report.problems
     assert (problem.kind, problem.csv_file) == ("normalised_coordinates", "val/csv_files/reg.csv")
     assert "the keypoints of all 3 images in val/csv_files/reg.csv" in problem.message
     assert "the columns point_1_xy, point_2_xy are pixels" in problem.message
 
-    _edit(data, "reg.csv", lambda rows: rows[0].update(point_1_xy="[1.5, 0.5]"), "val")  # one real pixel
+    edit_csv(data, "reg.csv", lambda rows: rows[0].update(point_1_xy="[1.5, 0.5]"), "val")  # one real pixel
     assert check_dataset(data).ok
 
 
@@ -196,7 +175,7 @@ def test_fractions_on_images_of_a_few_pixels_are_not_taken_for_normalised(tmp_pa
         for r in rows:
             r.update(x_min=0.1, y_min=0.1, x_max=0.9, y_max=0.9)
 
-    _edit(root, "det.csv", inside)
+    edit_csv(root, "det.csv", inside)
     assert "normalised_coordinates" not in {p.kind for p in check_dataset(root).problems}
 
 
@@ -204,7 +183,7 @@ def test_fractions_on_images_of_a_few_pixels_are_not_taken_for_normalised(tmp_pa
 
 
 def test_a_train_split_without_a_class_warns_and_the_summary_counts_labels_per_split(data: Path) -> None:
-    _edit(data, "cls.csv", lambda rows: [r.update(mask="0") for r in rows])
+    edit_csv(data, "cls.csv", lambda rows: [r.update(mask="0") for r in rows])
     report = check_dataset(data)
     assert report.ok
     (warning,) = report.warnings
@@ -221,7 +200,7 @@ def test_a_train_split_without_a_class_warns_and_the_summary_counts_labels_per_s
 
 def test_run_and_validate_show_the_data_checks_warnings_as_such(data: Path) -> None:
     """The warnings of `check_study_data` are the report's (this study's tasks) and other tasks' problems."""
-    _edit(data, "cls.csv", lambda rows: [r.update(mask="0") for r in rows])
+    edit_csv(data, "cls.csv", lambda rows: [r.update(mask="0") for r in rows])
     report = check_dataset(data)
     elsewhere = Problem("missing_image", "task seg_t: image 'x.png' not found", "train/csv_files/seg.csv", 1)
     out = io.StringIO()

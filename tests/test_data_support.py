@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,14 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         return list(reader.fieldnames or []), list(reader)
+
+
+def edit_csv(root: Path, csv_name: str, edit: Callable[[list[dict]], None], split: str = "train") -> None:
+    """Rewrite the index CSV `csv_name` of `split` with its rows changed in place by `edit`."""
+    path = root / split / "csv_files" / csv_name
+    header, rows = read_csv(path)
+    edit(rows)
+    write_csv(path, header, rows)
 
 
 def tiny_layout(root: Path, n: int = 6, hw: tuple[int, int] = (40, 56)) -> Path:

@@ -4,12 +4,11 @@ its task trained on a row fewer; `data check` called it a task missing its val r
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from cli_run import run_cli
-from test_data_support import read_csv, tiny_layout, write_csv
+from test_data_support import read_csv, write_csv
 
 from usagg.data.check import check_dataset
 from usagg.data.scope import split_by_scope
@@ -26,18 +25,6 @@ tasks:
   - {{id: cls_t, type: classification, num_classes: 2}}
 model: {{backbone: dinov3_test, image_size: 32}}
 """
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_layout(tmp_path_factory.mktemp("clean") / "data")
-
-
-@pytest.fixture
-def data(clean: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    shutil.copytree(clean, root)
-    return root
 
 
 def _task_id(root: Path, split: str, rows: list[int], task_id: str) -> None:
