@@ -2,7 +2,7 @@
 
 Each case is a common export that usagg read silently wrong or explained badly: JPEG/PNG with an EXIF
 orientation (read as OpenCV's imread reads it: upright), boxes and keypoints written as fractions of
-the image size, a train split without a class, macOS (NFD) file names under an NFC CSV, 12-bit data in
+the image size, a train split without a class, macOS (NFD) file names under an NFC CSV, 12- to 14-bit data in
 16-bit PNGs, a spreadsheet's non-UTF-8 CSV or row of separators, and the size column of the summary.
 """
 
@@ -252,7 +252,7 @@ def test_a_missing_file_with_no_twin_says_only_not_found(data: Path) -> None:
     assert problem.kind == "missing_image" and problem.message.endswith("läsion_0.png)")
 
 
-# --------------------------------------------------------------------------- 6. 12-bit data in 16-bit PNGs
+# --------------------------------------------------------------------------- 6. 12- to 14-bit data in 16-bit PNGs
 
 
 def test_16_bit_images_holding_12_bit_data_warn_that_they_read_as_0_to_15(data: Path) -> None:
@@ -268,11 +268,45 @@ def test_16_bit_images_holding_12_bit_data_warn_that_they_read_as_0_to_15(data: 
         f"task cls_t: 6 of its 6 train images (e.g. row 1, '../Classification/cls_t/train_0.png') are 16-bit with "
         f"no value above 4095 (at most {top}): 12-bit data or less."
     )
-    assert f"so these read as 0..{top >> 8}, almost black. Rescale them to 8 bits" in warning.message
+    assert f"so these read as 0..{top >> 8} of 0..255, almost black. Rescale them to 8 bits" in warning.message
 
     for i in range(6):  # the full 16-bit range is read as intended: no warning
         path = folder / f"train_{i}.png"
         Image.fromarray(np.asarray(Image.open(path)).astype(np.uint16) * 16).save(path)
+    assert check_dataset(data).warnings == []
+
+
+def _scale(folder: Path, factors: dict[int, int]) -> int:
+    """Train images i of the classification task multiplied by `factors[i]` and saved as 16-bit PNGs; their maximum."""
+    for i, factor in factors.items():
+        path = folder / f"train_{i}.png"
+        Image.fromarray(np.asarray(Image.open(path)).astype(np.uint16) * factor).save(path)
+    return max(int(np.asarray(Image.open(folder / f"train_{i}.png")).max()) for i in factors)
+
+
+def test_13_and_14_bit_data_in_16_bit_pngs_warn_once_naming_the_range_they_read_as(data: Path) -> None:
+    """The real-data audit (F10): 14-bit data (x64) read by its high byte is 0..63, a quarter of the grey range, and
+    went unsaid while 12-bit data warned. Images of 12 and 14 bits in one CSV are one warning, for the widest."""
+    folder = data / "train/Classification/cls_t"
+    top = _scale(folder, {0: 16, 1: 16, 2: 64, 3: 64, 4: 32, 5: 64})  # 12, 13 and 14 bits
+    assert 8192 <= top <= 16383 and decode_image(folder / "train_2.png", 8)[0].max() <= top >> 8
+    (warning,) = check_dataset(data).warnings
+    assert (warning.kind, warning.csv_file) == ("low_bit_depth", "train/csv_files/cls.csv")
+    assert warning.message.startswith(
+        f"task cls_t: 6 of its 6 train images (e.g. row 1, '../Classification/cls_t/train_0.png') are 16-bit with "
+        f"no value above 16383 (at most {top}): 14-bit data or less."
+    )
+    assert f"so these read as 0..{top >> 8} of 0..255, {round(100 * ((top >> 8) + 1) / 256)} % of the grey" in (
+        warning.message
+    )
+    assert "(value * 255 // 16383 for 14-bit data), or to the full 16-bit range (value * 4)" in warning.message
+
+
+def test_15_bit_data_reads_as_half_the_grey_range_and_is_not_warned_of(data: Path) -> None:
+    """Only the high byte's top two bits unused warn: 15-bit data (x128) reads as 0..127, and a 16-bit image of dark
+    content may well have no value above 32767."""
+    top = _scale(data / "train/Classification/cls_t", dict.fromkeys(range(6), 128))
+    assert 16384 <= top <= 32767
     assert check_dataset(data).warnings == []
 
 

@@ -7,7 +7,7 @@ per-task summary, what a task's labels show only together (the type's `check_tas
 written as fractions of the image size), leakage between train and val (usagg/data/leakage.py: hashed
 from the same decode as the file checks), a warning per task whose train split lacks a class (the
 type's `train_split_warning`) or whose val split will not score as usual (`test_split_warning`), or
-whose 16-bit images hold 12-bit data (`low_bit_depth`), and, given the study's tasks, what the
+whose 16-bit images hold 14-bit data or less (`low_bit_depth`), and, given the study's tasks, what the
 study expects but the data lacks. `usagg run` calls `check_dataset` before training. Given a cache
 root, what the file checks and the leakage search found is kept for the next check, which then
 decodes only the samples whose row or files changed (usagg/data/checkcache.py).
@@ -569,28 +569,36 @@ def _warn_split(report: CheckReport, task_id: str, samples: list[Sample], split:
         report.warnings.append(Problem(kind, f"task {task_id}: the {split} split has {note}", rel(s0.csv_file, root)))
 
 
-#: The largest value of a 16-bit image whose data has 12 bits or fewer (a scanner's or DICOM export's).
-LOW_BITS_MAX = 4095
+#: The largest value of a 16-bit image that leaves the high byte's top two bits unused: 14-bit data or less (a
+#: scanner's or DICOM export's 12, 13 or 14 bits) reads as 0..63 at most by that byte, a quarter of the grey range.
+#: 15-bit data (0..127) is not warned of: a true 16-bit image of dark content may have no value above 32767.
+LOW_BITS_MAX = (1 << 14) - 1
 
 
 def _warn_low_bits(
     report: CheckReport, samples: list[Sample], results: list[_FileResult], split: str, root: Path
 ) -> None:
-    """A warning when 16-bit images of the task hold no value above LOW_BITS_MAX: read by their high byte, as
-    OpenCV reads them, they become 0..15, an almost black image that trains on next to nothing."""
+    """One warning for the 16-bit images of a task's split that hold no value above LOW_BITS_MAX: read by their
+    high byte, as OpenCV reads them, 12-bit data is 0..15 (almost black) and 14-bit data 0..63, a dim image whose
+    lost contrast the model never sees. Named by the widest such image's bits, the range they read as and the
+    rescaling for that depth."""
     low = [(s, r.wide_max) for s, r in zip(samples, results, strict=True) if r.wide_max is not None]
     low = [(s, m) for s, m in low if m <= LOW_BITS_MAX]
     if not low:
         return
     first, top = low[0][0], max(m for _, m in low)
+    bits = max(top.bit_length(), 1)
+    high = top >> 8
+    dim = "almost black" if high < 16 else f"{round(100 * (high + 1) / 256)} % of the grey range"
     report.warnings.append(
         Problem(
             "low_bit_depth",
             f"task {first.task_id}: {len(low)} of its {len(samples)} {split} images (e.g. row {first.row}, "
-            f"{first.image_path!r}) are 16-bit with no value above {LOW_BITS_MAX} (at most {top}): 12-bit data or "
-            f"less. usagg reads a 16-bit image as the challenge's OpenCV does, by its high byte, so these read as "
-            f"0..{top >> 8}, almost black. Rescale them to 8 bits before training (value * 255 // {LOW_BITS_MAX} "
-            "for 12-bit data), or to the full 16-bit range (value * 16)",
+            f"{first.image_path!r}) are 16-bit with no value above {(1 << bits) - 1} (at most {top}): {bits}-bit "
+            f"data or less. usagg reads a 16-bit image as the challenge's OpenCV does, by its high byte, so these "
+            f"read as 0..{high} of 0..255, {dim}. Rescale them to 8 bits before training "
+            f"(value * 255 // {(1 << bits) - 1} for {bits}-bit data), or to the full 16-bit range "
+            f"(value * {1 << (16 - bits)})",
             rel(first.csv_file, root),
         )
     )
