@@ -171,6 +171,7 @@ def catalog(
     if out is not None and out.exists() and not force:
         raise UsaggError(f"--out {out} exists; give --force to overwrite it, or another path")
     found = data_tasks(root, command="usagg data catalog")
+    _note_macos_metadata(root)
     if not found:  # every row had a problem (a bad task id, a control character, ...): no catalog to write
         raise DataError(
             f"no row of the CSVs of {root} names a task usagg can read; "
@@ -184,6 +185,19 @@ def catalog(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, text)
     typer.echo(f"wrote {counted(len(found), 'task')} to {out}")
+
+
+def _note_macos_metadata(root: Path) -> None:
+    """The macOS metadata files the catalog skipped beside the CSVs, said on stderr (stdout may be the catalog)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from usagg.data.fmc_uia import macos_note
+    from usagg.safepath import printable
+
+    note = macos_note(root, ("train", "val"))
+    if note:
+        Console(stderr=True).print(f"[yellow]note[/]: {escape(printable(note))}", soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

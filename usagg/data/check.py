@@ -28,7 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from usagg.data.checkcache import CheckCache, leak_key, sample_key
-from usagg.data.fmc_uia import Declared, Problem, Sample, SplitScan, Where, csv_files, rel, scan_split, unicode_note
+from usagg.data.fmc_uia import (
+    Declared,
+    Problem,
+    Sample,
+    SplitScan,
+    Where,
+    csv_files,
+    macos_note,
+    rel,
+    scan_split,
+    unicode_note,
+)
 from usagg.data.images import as_read, open_known, wide_max
 from usagg.data.leakage import (
     DEFAULT_NEAR_THRESHOLD,
@@ -342,6 +353,9 @@ def _check(
 ) -> CheckReport:
     report = CheckReport(root=root, splits=tuple(splits))
     scans = _scan_splits(root, splits, report)
+    note = macos_note(root, splits)  # what every reader of the splits skipped, said once
+    if note:
+        report.warnings.append(Problem("macos_metadata", note))
     study = None if tasks is None else {t.id for t in tasks}
     strays = stray_ids(scans, study)
     for stray in strays:  # a likely typo is a problem of the task meant; any other stray a study lacks, a warning

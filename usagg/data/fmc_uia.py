@@ -104,18 +104,62 @@ def rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+#: The first bytes of a macOS AppleDouble file: `._<name>`, the resource fork and attributes of `<name>` that a copy,
+#: tar or zip from a Mac (or an SMB or exFAT share) writes beside it on a disk that cannot hold them.
+APPLEDOUBLE_MAGIC = b"\x00\x05\x16\x07"
+
+
+def is_appledouble(path: Path) -> bool:
+    """Whether `path` is macOS metadata rather than data: named `._*` and starting with the AppleDouble magic (a
+    `._x.csv` of the user's own, without it, is an index CSV like any other)."""
+    if not path.name.startswith("._"):
+        return False
+    try:
+        with path.open("rb") as f:
+            return f.read(len(APPLEDOUBLE_MAGIC)) == APPLEDOUBLE_MAGIC
+    except OSError:
+        return False
+
+
+def _index_entries(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the index CSVs in `folder`, the macOS metadata files among its `.csv` files), each sorted."""
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+    metadata = [p for p in found if is_appledouble(p)]
+    return [p for p in found if p not in metadata], metadata
+
+
 def csv_files(root: Path, split: str) -> list[Path]:
-    """The split's index CSVs, sorted; DataError when the folder or the CSVs are missing."""
+    """The split's index CSVs, sorted, macOS metadata files (`is_appledouble`) left out: every reader of a split
+    (the data check, the catalog, the jobs' `read_split`) takes its CSVs from here. DataError when the folder or the
+    CSVs are missing."""
     folder = Path(root) / split / "csv_files"
     if not folder.is_dir():
         raise DataError(
             f"{folder} does not exist: an FMC_UIA dataset keeps its index CSVs in <root>/{split}/csv_files/ "
             f"(root {root}). Check the dataset root, or generate data with `usagg synth`."
         )
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+    files, metadata = _index_entries(folder)
     if not files:
-        raise DataError(f"{folder} holds no .csv files: expected one or more index CSVs for the {split} split.")
+        only = f" (only {counted(len(metadata), 'macOS metadata file')}, ._*, ignored)" if metadata else ""
+        raise DataError(f"{folder} holds no .csv files{only}: expected one or more index CSVs for the {split} split.")
     return files
+
+
+def macos_note(root: Path, splits: Sequence[str]) -> str:
+    """What to say, once per dataset root, of the macOS metadata files beside its index CSVs that every reader
+    skips ('' when there are none): read as CSVs they were "UTF-16 text" to convert, one problem per file."""
+    found = [
+        p
+        for split in splits
+        if (Path(root) / split / "csv_files").is_dir()
+        for p in _index_entries(Path(root) / split / "csv_files")[1]
+    ]
+    if not found:
+        return ""
+    return (
+        f"{counted(len(found), 'macOS metadata file')} (._*) ignored beside the index CSVs (e.g. "
+        f"{rel(found[0], Path(root))}); `find {shlex.quote(str(root))} -name '._*' -delete` removes them"
+    )
 
 
 def _read_csv(path: Path, root: Path) -> tuple[list[str], list[dict]]:
