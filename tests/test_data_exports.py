@@ -4,10 +4,12 @@ macOS) names `Images/x.JPG` where Linux has `images/x.jpg`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from cli_run import run_cli
+from test_data_support import edit_csv
 
 from usagg.data.catalog import data_tasks
 from usagg.data.check import check_dataset
@@ -79,3 +81,54 @@ def test_a_folder_of_only_metadata_files_says_so(data: Path) -> None:
 
 
 # --------------------------------------------------------------------------- F12: paths differing in letter case
+
+
+def _upper_suffix(rows: list[dict]) -> None:
+    for r in rows:
+        r["image_path"] = r["image_path"].replace("/cls_t/", "/Cls_T/").replace(".png", ".PNG")
+
+
+def test_a_path_differing_from_the_file_only_in_case_names_the_file_and_the_fix(data: Path) -> None:
+    edit_csv(data, "cls.csv", _upper_suffix)
+    problems = check_dataset(data).problems
+    assert [(p.kind, p.row) for p in problems] == [("missing_image", i) for i in range(1, 7)]
+    assert problems[0].message.endswith(
+        f"not found ({data}/train/Classification/Cls_T/train_0.PNG); a file differing only in letter case is there: "
+        "train/Classification/cls_t/train_0.png; Linux and the challenge's evaluation compare names exactly: fix the "
+        "CSV or rename the file"
+    )
+
+
+def test_a_mask_path_differing_only_in_case_says_so_too(data: Path) -> None:
+    edit_csv(data, "seg.csv", lambda rows: rows[2].update(mask_path=rows[2]["mask_path"].replace("masks", "Masks")))
+    (problem,) = check_dataset(data).problems
+    assert (problem.kind, problem.row) == ("missing_mask", 3)
+    assert "a file differing only in letter case is there: train/Segmentation/Three/seg_t/masks/train_2.png;" in (
+        problem.message
+    )
+
+
+def test_case_twins_cost_one_listing_per_folder_and_none_when_every_file_is_there(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed: list[str] = []
+    real = os.listdir
+
+    def listdir(path: str | os.PathLike[str] = ".") -> list[str]:
+        if Path(path).name != "csv_files":  # the index CSVs are listed to be read: not this cost
+            listed.append(os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert check_dataset(data).ok and listed == []
+    edit_csv(data, "cls.csv", _upper_suffix)
+    assert len(check_dataset(data).problems) == 6
+    folders = [str(data / "train/Classification"), str(data / "train/Classification/cls_t")]
+    assert sorted(listed) == folders  # Cls_T/ and train_i.PNG are missing: their folders, each listed once
+
+
+def test_a_missing_file_with_no_case_twin_says_only_not_found(data: Path) -> None:
+    edit_csv(data, "cls.csv", _upper_suffix)
+    (data / "train/Classification/cls_t/train_0.png").unlink()
+    problem = check_dataset(data).problems[0]
+    assert problem.row == 1 and problem.message.endswith("Cls_T/train_0.PNG)")

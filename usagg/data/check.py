@@ -36,9 +36,9 @@ from usagg.data.fmc_uia import (
     Where,
     csv_files,
     macos_note,
+    missing_note,
     rel,
     scan_split,
-    unicode_note,
 )
 from usagg.data.images import as_read, open_known, wide_max
 from usagg.data.leakage import (
@@ -260,7 +260,7 @@ def _check_files(s: Sample, root: Path) -> _FileResult:
     tag = f"task {s.task_id}:"
     tt = get_task_type(s.task_type)
     if not s.image_file.is_file():
-        note = unicode_note(s.image_file, root)
+        note = missing_note(s.image_file, root)
         problem = Problem("missing_image", f"{tag} image {s.image_path!r} not found ({s.image_file}){note}", **where)
         return _FileResult([problem], None, tuple(tt.summary_keys(s, None)))
     try:

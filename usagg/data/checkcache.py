@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 #: 2: a mask's hint names its PNG mode (1-bit, palette, 16-bit, 0/255); 3: images and masks upright by their EXIF
 #: orientation (sizes follow), a 16-bit image's largest value kept, a missing file's Unicode-normalised twin named;
 #: 4: a TIFF not stored upright refused (its orientation was lost to `load()`); 5: 16-bit and non-grey colour masks
-#: refused (`mask_format`); 6: the leakage fingerprint holds vertical gradients and which gradients are clear.
-CHECK_VERSION = 6
+#: refused (`mask_format`); 6: the leakage fingerprint holds vertical gradients and which gradients are clear;
+#: 7: a missing file's twin differing only in letter case named.
+CHECK_VERSION = 7
 #: The tables' layout (SQLite's user_version); a file of another layout is emptied on open.
 SCHEMA = 1
 #: Records no check has read for this many days are deleted (a dataset re-exported leaves its old keys behind).

@@ -515,12 +515,21 @@ def _windows_path(record: dict, columns: Sequence[str], folder: Path) -> str:
     return ""
 
 
+def missing_note(path: Path, root: Path) -> str:
+    """What to add to "not found" for a file whose name is there spelt otherwise ('' when none is): in another
+    Unicode normalisation (`unicode_note`), else in other letter case (`case_note`). Looked for only once a file is
+    missing, each folder listed once (`_entries`)."""
+    return unicode_note(path, root) or case_note(path, root)
+
+
 def unicode_note(path: Path, root: Path) -> str:
     """What to add to "not found" when a file whose path differs from `path` only in Unicode normalisation exists
     ('' when none does): a dataset exported on a Mac names its files decomposed (NFD: 'a' + U+0308), a CSV written by
     a spreadsheet composed (NFC: U+00E4); the two print alike, but Linux, and the challenge's evaluation on it,
     compare names byte for byte."""
-    twin = unicode_twin(path)
+    if str(path).isascii():
+        return ""
+    twin = _twin(path, "NFC")
     if twin is None:
         return ""
     ours, theirs = next((a, b) for a, b in zip(path.parts, twin.parts, strict=True) if a != b)
@@ -540,17 +549,29 @@ def unicode_note(path: Path, root: Path) -> str:
     )
 
 
-def unicode_twin(path: Path) -> Path | None:
-    """The existing file whose path differs from `path` only in Unicode normalisation, None when there is none."""
-    if str(path).isascii():
-        return None
+def case_note(path: Path, root: Path) -> str:
+    """What to add to "not found" when a file whose path differs from `path` only in letter case exists ('' when
+    none does): a CSV written on a case-insensitive disk (Windows, macOS) says `Images/x.JPG` where the files are
+    `images/x.jpg`, which those systems open and Linux does not."""
+    twin = _twin(path, "casefold")
+    if twin is None:
+        return ""
+    return (
+        f"; a file differing only in letter case is there: {rel(twin, root)}; Linux and the challenge's evaluation "
+        "compare names exactly: fix the CSV or rename the file"
+    )
+
+
+def _twin(path: Path, form: str) -> Path | None:
+    """The existing file whose path differs from `path` only where its names read the same in `form` ("NFC":
+    Unicode normalisation; "casefold": letter case), None when there is none."""
     found = Path(path.anchor)
     for part in path.parts[1:]:
         if os.path.lexists(found / part):
             found = found / part
             continue
         try:
-            entry = _entries_nfc(str(found), os.stat(found).st_mtime_ns).get(unicodedata.normalize("NFC", part))
+            entry = _entries(str(found), os.stat(found).st_mtime_ns, form).get(_spelt(part, form))
         except OSError:
             return None
         if entry is None:
@@ -559,11 +580,18 @@ def unicode_twin(path: Path) -> Path | None:
     return found if found != path and found.is_file() else None
 
 
+def _spelt(name: str, form: str) -> str:
+    return unicodedata.normalize("NFC", name) if form == "NFC" else name.casefold()
+
+
 @functools.lru_cache(maxsize=32)
-def _entries_nfc(folder: str, mtime_ns: int) -> dict[str, str]:
-    """A folder's entries by their NFC form; cached by the folder's mtime, so every missing row of a folder of
-    thousands of images costs one listing."""
-    return {unicodedata.normalize("NFC", e): e for e in os.listdir(folder)}
+def _entries(folder: str, mtime_ns: int, form: str) -> dict[str, str]:
+    """A folder's entries by their `form` (`_spelt`), the first in sorted order where two read the same; cached by
+    the folder's mtime, so every missing row of a folder of thousands of images costs one listing."""
+    out: dict[str, str] = {}
+    for entry in sorted(os.listdir(folder)):
+        out.setdefault(_spelt(entry, form), entry)
+    return out
 
 
 class _Duplicates:

@@ -88,12 +88,12 @@ class Segmentation(TaskType):
         """The mask exists, decodes (as scoring reads it: `read_mask_grayscale`), is 8-bit grey (`check_mask`: a
         16-bit or colour mask is `mask_format`, its classes read as other values or lost), holds only
         0..num_classes-1 and has its image's size."""
-        from usagg.data.fmc_uia import rel, unicode_note
+        from usagg.data.fmc_uia import missing_note, rel
 
         tag = f"task {sample.task_id}:"
         mask_file: Path = sample.label
         if not mask_file.is_file():
-            note = unicode_note(mask_file, root)
+            note = missing_note(mask_file, root)
             return [("missing_mask", f"{tag} mask {rel(mask_file, root)} not found{note}")], frozenset()
         try:
             read = check_mask(mask_file)
