@@ -230,34 +230,47 @@ def test_no_weights_and_missing_weights(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the content-hash cache
 
 
-def test_digest_is_sha256_and_cached_by_size_and_mtime(tmp_path: Path) -> None:
+def test_digest_is_sha256_read_once_and_again_for_a_same_size_replacement_with_its_mtime_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keyed by `filehash.identity` (size, mtime, ctime, inode), as the decode and check caches are: size and mtime
+    alone kept the old file's digest for a corrected file of the same size whose mtime `cp -p` or `rsync -a` put
+    back, so its jobs kept the old ids and their results."""
     import hashlib
+
+    from usagg import filehash
 
     path = tmp_path / "f.bin"
     path.write_bytes(b"a" * 3_000_000)
     cache = tmp_path / "cache"
     assert file_sha256(path, cache) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
     assert len(list((cache / "filehash").glob("*.json"))) == 1
+    reads: list[Path] = []
+    real = filehash.sha256_of
+    monkeypatch.setattr(filehash, "sha256_of", lambda p: reads.append(Path(p)) or real(p))
+    assert file_sha256(path, cache) == hashlib.sha256(b"a" * 3_000_000).hexdigest() and reads == []  # kept
     st = path.stat()
-    path.write_bytes(b"b" * 3_000_000)  # same size; mtime put back: the cache cannot tell
+    path.write_bytes(b"b" * 3_000_000)  # same size, its mtime put back
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert file_sha256(path, cache) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert file_sha256(path, cache) == hashlib.sha256(b"b" * 3_000_000).hexdigest() and len(reads) == 1
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000))  # any mtime change: read again
-    assert file_sha256(path, cache) == hashlib.sha256(b"b" * 3_000_000).hexdigest()
+    assert file_sha256(path, cache) == hashlib.sha256(b"b" * 3_000_000).hexdigest() and len(reads) == 2
     assert len(list((cache / "filehash").glob("*.json"))) == 1  # one record per file, replaced
 
 
 @pytest.mark.slow
 def test_the_cache_is_shared_between_processes(tmp_path: Path) -> None:
-    """A second process trusts the first one's record (it does not read the file)."""
+    """A second process trusts the first one's record: it does not read the file (its reader would fail)."""
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 1000)
     cache = tmp_path / "cache"
     first = file_sha256(path, cache)
-    st = path.stat()
-    path.write_bytes(b"y" * 1000)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    probe = f"from usagg.filehash import file_sha256; print(file_sha256({str(path)!r}, {str(cache)!r}))"
+    probe = (
+        "from usagg import filehash\n"
+        "filehash.sha256_of = lambda path: 1 / 0\n"
+        f"print(filehash.file_sha256({str(path)!r}, {str(cache)!r}))"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == first

@@ -1,11 +1,13 @@
-"""The sha256 of a file's content, cached by (path, size, mtime_ns) so a large file is read once.
+"""The sha256 of a file's content, cached by its path and `identity` (size, mtime, ctime, inode) so a large file is
+read once.
 
 The job hash (usagg/plan.py) covers the content of `model.weights` rather than its
 name, and is computed on every `plan`, `validate`, `status` and `run`: a 1 GB checkpoint
 must not be read each time. One small JSON record per file lives under
-`<cache root>/filehash/` (the cache root of usagg/cachedir.py); a record whose size or
-mtime no longer match the file is recomputed and replaced, so touching a file costs one
-read and gives the same digest. Torch-free.
+`<cache root>/filehash/` (the cache root of usagg/cachedir.py); a record whose identity
+no longer matches the file is recomputed and replaced, so touching a file costs one
+read and gives the same digest, and a same-size replacement whose mtime was put back
+(`cp -p`, `rsync -a`, an archive) is read again: its change time and inode moved. Torch-free.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from usagg.cachedir import cache_root
 
 FOLDER = "filehash"
 _CHUNK = 1 << 20
-_memo: dict[tuple[str, int, int], str] = {}  # this process's digests, so one plan reads no record twice
+_memo: dict[tuple[str, int, int, int, int], str] = {}  # this process's digests, so one plan reads no record twice
 
 
 def identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -47,31 +49,31 @@ def _record_path(folder: Path, path: str) -> Path:
 
 
 def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
-    """Hex sha256 of the file's bytes; reads it only when (path, size, mtime_ns) has no cached digest.
+    """Hex sha256 of the file's bytes; reads it only when (path, `identity`) has no cached digest.
 
     `cache_dir` is a study's `data.cache_dir` (None: $USAGG_CACHE or ~/.cache/usagg). A cache
     that cannot be written (read-only home, full disk) only costs the re-read next time.
     """
     resolved = Path(path).resolve()
-    st = resolved.stat()
-    key = (str(resolved), st.st_size, st.st_mtime_ns)
+    now = identity(resolved.stat())
+    key = (str(resolved), *now)
     if key in _memo:
         return _memo[key]
     folder = cache_root(cache_dir) / FOLDER
     record = _record_path(folder, key[0])
     try:
         saved = json.loads(record.read_text())
-        if [saved.get("path"), saved.get("size"), saved.get("mtime_ns")] == list(key):
+        if [saved.get("path"), saved.get("identity")] == [key[0], list(now)]:
             _memo[key] = str(saved["sha256"])
             return _memo[key]
     except (OSError, ValueError, KeyError, AttributeError):
-        pass  # no record, or an unreadable one: recompute
+        pass  # no record, an unreadable one or one of an older layout: recompute
     digest = sha256_of(resolved)
-    if resolved.stat().st_mtime_ns != st.st_mtime_ns:  # changed while being read: do not cache a mixed digest
+    if identity(resolved.stat()) != now:  # changed while being read: do not cache a mixed digest
         return digest
     _memo[key] = digest
     with contextlib.suppress(OSError):  # atomic: concurrent planners never read half a record
-        write_json_atomic(record, {"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest})
+        write_json_atomic(record, {"path": key[0], "identity": list(now), "sha256": digest})
     return digest
 
 

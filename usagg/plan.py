@@ -84,7 +84,7 @@ def _fmt_fraction(f: float) -> str:
 def weights_key(weights: Path | None, cache_dir: Path | None = None) -> str | None:
     """What the job hash records of `model.weights`: None (random init), else `sha256:<content digest>`.
 
-    The digest is cached by (path, size, mtime_ns) (usagg/filehash.py), so a 1 GB checkpoint is
+    The digest is cached by path and size, mtime, ctime, inode (usagg/filehash.py), so a 1 GB checkpoint is
     read once. A file not there yet counts by name (`missing:<name>`): `usagg plan` works before
     the download, and no job can run until it exists (`usagg run` checks the file first).
     """
