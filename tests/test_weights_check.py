@@ -101,6 +101,17 @@ def test_bad_checkpoint_is_refused_naming_file_backbone_and_misfits(
         assert part in msg, (part, msg)
 
 
+def test_a_file_fitting_no_backbone_is_told_what_to_give_after_the_semicolon_in_lower_case(
+    files: dict[str, Path],
+) -> None:
+    """The real-data audit (F14): "...; Give the official ..." had a capital after ';'."""
+    with pytest.raises(UsaggError) as err:
+        check_weights(files["narrow"], "dinov3_test")
+    said = str(err.value)
+    assert "; give the official DINOv3 checkpoint of the same model size as `model.backbone`" in said
+    assert "download it again" not in said  # other shapes: another model, not a damaged copy
+
+
 def test_a_checkpoint_of_another_size_is_refused_for_this_backbone(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -104,6 +104,34 @@ def test_a_named_backbone_is_checked_alone(
     assert "dinov3_small_plus" in out  # the registered names listed
 
 
+def test_a_file_lacking_tensors_of_its_backbone_is_told_to_be_downloaded_again(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real-data audit (F14): a checkpoint with one tensor missing and nothing else wrong was told, after a capital
+    following ';', to give a checkpoint "of the same model size" (it is one) or to drop model.weights."""
+    state = torch.load(good, weights_only=True)
+    del state["blocks.1.mlp.fc2.weight"], state["blocks.0.norm1.bias"]
+    cut = good.with_name("cut.pth")
+    torch.save(state, cut)
+    redo = (
+        "the file has every other tensor of dinov3_test, each of the right shape, and lacks 2 tensors: it may be "
+        "damaged or cut short (an interrupted download or copy); download it again (for example "
+        "dinov3_vits16_pretrain_lvd1689m-08c60483.pth for dinov3_small)."
+    )
+    code, out = run_cli(["weights", "check", str(cut), "--backbone", "dinov3_test"], monkeypatch, capsys)
+    text = error_paragraph(out)
+    assert code == 2 and text == (
+        f"error: The weights file {cut} does not fit backbone dinov3_test: 2 missing keys (blocks.0.norm1.bias, "
+        f"blocks.1.mlp.fc2.weight); {redo}"
+    )
+    code, out = run_cli(["weights", "check", str(cut)], monkeypatch, capsys)  # every backbone tried
+    text = error_paragraph(out)
+    assert code == 2 and text.endswith(
+        f"--verbose lists every backbone's keys). The file{redo.removeprefix('the file')}"
+    )
+    assert "ConvNeXt" not in text and "model.weights" not in text
+
+
 def test_safetensors_fits_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -127,7 +155,7 @@ def test_another_models_weights_fit_no_backbone(
     assert f"The weights file {path} loads into none of the {len(BACKBONES)} registered backbones" in text
     assert "(the closest, dinov3_test: " in text and "--verbose lists every backbone's keys" in text
     assert all(f"{name}: " not in text for name in BACKBONES if name != "dinov3_test")
-    assert "Give the official DINOv3 checkpoint of the same model size" not in text  # the advice once, at the end
+    assert "the official DINOv3 checkpoint of the same model size" not in text  # the advice once, at the end
     assert text.endswith("not a ConvNeXt, a distilled head or another model's weights.")
     code, out = run_cli(["weights", "check", str(path), "--verbose"], monkeypatch, capsys)
     text = error_paragraph(out)

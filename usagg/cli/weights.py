@@ -61,19 +61,23 @@ def matching_backbones(path: Path, backbone: str | None, verbose: bool = False) 
 
 
 def _fits_none(raw: dict, path: Path, misfits: list[Misfit], verbose: bool) -> str:
-    """What the file is (when its keys tell a known other format) or what to give instead, then the closest
-    backbone's misfit in one line, or (`verbose`) every backbone's: five key lists would bury the fix."""
+    """What the file is (when its keys tell a known other format) or what to give instead (the same file again when
+    it is the closest backbone's with tensors missing), then the closest backbone's misfit in one line, or
+    (`verbose`) every backbone's: five key lists would bury the fix."""
     from usagg.model.weights import foreign_format
 
+    closest = max(misfits, key=lambda m: m.closeness())
     if verbose:
         detail = "; ".join(f"{m.backbone}: {m.text()}" for m in misfits)
     else:
-        closest = max(misfits, key=lambda m: m.closeness())
         detail = f"the closest, {closest.backbone}: {closest.text(2)}; --verbose lists every backbone's keys"
     none = f"loads into none of the {len(misfits)} registered backbones ({detail})"
     foreign = foreign_format(raw, path)
     if foreign:
         return f"{foreign} It {none}."
+    if closest.incomplete():  # the closest backbone's own file, tensors missing: not another model's
+        again = closest.download_again()
+        return f"The weights file {path} {none}. {again[0].upper()}{again[1:]}."
     return (
         f"The weights file {path} {none}. Give an official DINOv3 ViT checkpoint (ViT-S/16, ViT-S+/16, ViT-B/16 or "
         "ViT-L/16), not a ConvNeXt, a distilled head or another model's weights."

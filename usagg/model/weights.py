@@ -130,6 +130,19 @@ class Misfit:
         bad = len(self.missing) + len(self.unexpected) + len(self.untyped) + len(self.wrong)
         return self.loaded / max(self.total, 1), -bad
 
+    def incomplete(self) -> bool:
+        """Whether the file is this backbone's checkpoint with tensors missing: every key it has is one of the
+        backbone's, a tensor of the right shape, and some are not there (a download or copy cut short)."""
+        return bool(self.missing) and self.loaded > 0 and not (self.unexpected or self.untyped or self.wrong)
+
+    def download_again(self) -> str:
+        """The advice for an `incomplete` file, as a truncated file's: it is the right model, damaged."""
+        return (
+            f"the file has every other tensor of {self.backbone}, each of the right shape, and lacks "
+            f"{counted(len(self.missing), 'tensor')}: it may be damaged or cut short (an interrupted download or "
+            f"copy); download it again ({official_file_text(self.backbone)})"
+        )
+
     def text(self, show: int = _SHOW) -> str:
         """'12 missing keys (a, b, ... (10 more)); 3 keys of the wrong shape (...)', naming `show` keys per kind."""
         kinds = [
@@ -221,13 +234,16 @@ def fit_state(model: nn.Module, raw: dict[str, torch.Tensor], path: Path, backbo
     if foreign:
         raise WeightsMisfit(f"{foreign} Against backbone {name}: {misfit.text(2)}.", misfit)
     fits = [b for b in _fitting(raw, path) if b != backbone] if probe else []
-    fix = (
-        f"it fits {', '.join(fits)}: set model.backbone: {fits[0]}"
-        if fits
-        else "Give the official DINOv3 checkpoint of the same model size as `model.backbone` "
-        "(ViT-S/16 for dinov3_small, ViT-S+/16 for dinov3_small_plus, ViT-B/16, ViT-L/16), "
-        "or leave `model.weights` empty for a random initialisation"
-    )
+    if fits:
+        fix = f"it fits {', '.join(fits)}: set model.backbone: {fits[0]}"
+    elif misfit.incomplete():
+        fix = misfit.download_again()
+    else:
+        fix = (
+            "give the official DINOv3 checkpoint of the same model size as `model.backbone` "
+            "(ViT-S/16 for dinov3_small, ViT-S+/16 for dinov3_small_plus, ViT-B/16, ViT-L/16), "
+            "or leave `model.weights` empty for a random initialisation"
+        )
     raise WeightsMisfit(f"The weights file {path} does not fit backbone {name}: {misfit.text()}; {fix}.", misfit)
 
 
