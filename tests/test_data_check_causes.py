@@ -139,15 +139,37 @@ def test_a_file_whose_name_holds_a_backslash_is_read_as_it_is(data: Path) -> Non
     assert check_dataset(data).ok
 
 
-def test_few_problems_of_a_kind_stay_one_line_each_and_ranges_are_compact() -> None:
-    few = [Problem("missing_image", f"m{i}", "train/csv_files/a.csv", i) for i in (1, 2, 3)]
-    assert grouped(few) == few
-    many = [*few, Problem("missing_image", "m9", "train/csv_files/a.csv", 9), Problem("empty_csv", "e", "b.csv")]
-    (group, other) = grouped(many)
-    assert isinstance(group, ProblemGroup) and other == many[-1]
-    assert group.where() == "train/csv_files/a.csv rows 1-3, 9 (4 rows)"
+def test_two_or_more_problems_of_a_kind_in_one_csv_are_one_entry_and_ranges_are_compact() -> None:
+    """docs/real-data.md: rows of one kind of problem in one CSV are one entry with a count and an example; 3
+    keypoints_json rows were 3 entries (the real-data audit, F14), grouping starting at 4 rows."""
+    one = [Problem("missing_image", "m1", "train/csv_files/a.csv", 1), Problem("missing_image", "b", "b.csv", 1)]
+    assert grouped(one) == one
+    two = [*one, Problem("missing_image", "m9", "train/csv_files/a.csv", 9), Problem("empty_csv", "e", "c.csv")]
+    (group, other, last) = grouped(two)
+    assert isinstance(group, ProblemGroup) and (other, last) == (two[1], two[-1])
+    assert group.where() == "train/csv_files/a.csv rows 1, 9 (2 rows)"
     assert group.message == "e.g. row 1 (line 2): m1"
     assert row_ranges([1, 3, 5, 7, 9, 10]) == "1, 3, 5, 7 and 1 more range"
+
+
+def test_three_bad_keypoints_and_two_empty_rows_of_one_csv_are_two_entries(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header, rows = read_csv(data / "train/csv_files/reg.csv")
+    for r in rows[:3]:
+        r["point_1_xy"] = "12.5; 8"
+    empty = dict.fromkeys(header, "")
+    write_csv(data / "train/csv_files/reg.csv", header, [*rows, empty, empty])
+    assert [(p.kind, p.row) for p in check_dataset(data).problems] == [
+        *(("keypoints_json", r) for r in (1, 2, 3)),
+        ("empty_row", 7),
+        ("empty_row", 8),
+    ]
+    code, text = _check(data, monkeypatch, capsys)
+    lines = _problem_lines(text)
+    assert code == 1 and len(lines) == 2, text
+    assert lines[0].startswith("keypoints_json train/csv_files/reg.csv rows 1-3 (3 rows): e.g. row 1 (line 2): ")
+    assert lines[1].startswith("empty_row train/csv_files/reg.csv rows 7-8 (2 rows): e.g. row 7 (line 8): row 7 is")
 
 
 # --------------------------------------------------------------------------- a task declared otherwise per split

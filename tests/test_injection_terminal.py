@@ -90,8 +90,9 @@ def test_data_check_prints_no_escape_sequence(
     code, out = run_cli(["data", "check", str(escapes)], monkeypatch, capsys)
     assert code == 1 and "Traceback" not in out
     assert "\x1b" not in out and "\x07" not in out
-    assert "control_character train/csv_files/evil.csv row 2 (line 3): control characters in column" in out
-    assert "\\x1b[2J" in out  # shown, escaped
+    grouped = "control_character train/csv_files/evil.csv rows 1-2 (2 rows): e.g. row 1 (line 2): control characters"
+    assert grouped in out  # the two rows one entry (docs/real-data.md), the example's cells
+    assert "\\x1b[31mRED" in out  # shown, escaped
 
 
 def test_validate_lists_other_tasks_control_characters_escaped(
@@ -106,7 +107,7 @@ def test_validate_lists_other_tasks_control_characters_escaped(
     code, out = run_cli(["validate", str(spec)], monkeypatch, capsys)
     assert code == 0, out
     assert "\x1b" not in out and "\x07" not in out
-    assert "warning:" in out and "train/csv_files/evil.csv row 1" in out and "\\x1b[31mRED" in out
+    assert "warning:" in out and "train/csv_files/evil.csv rows 1-2 (2 rows)" in out and "\\x1b[31mRED" in out
 
 
 def test_problem_lines_and_the_report_show_data_printable() -> None:
