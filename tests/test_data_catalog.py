@@ -118,3 +118,25 @@ def test_validate_names_the_task_the_data_contradicts(
     spec.write_text(TASKS_STUDY.format(root=root, k=k, det=det))
     code, text = run_cli(["validate", str(spec)], monkeypatch, capsys)
     assert code == 2 and expected in " ".join(text.split()), text
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_catalog_of_a_root_that_is_no_folder_says_so_as_data_check_does(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real-data audit (F14): a mistyped root got "has no index CSVs in train/csv_files/ or val/csv_files/"."""
+    root = tmp_path / "FMC_UIA"
+    if kind == "file":
+        root.write_text("not a folder\n")
+    said = {}
+    for command in ("catalog", "check"):
+        code, out = run_cli(["data", command, str(root)], monkeypatch, capsys)
+        said[command] = (code, " ".join(out.split()))
+    assert (
+        said["catalog"]
+        == said["check"]
+        == (
+            2,
+            f"error: dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)",
+        )
+    )

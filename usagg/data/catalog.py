@@ -38,9 +38,10 @@ class DataTask:
 def data_tasks(root: Path, splits: Sequence[str] = ("train", "val"), command: str | None = None) -> dict[str, DataTask]:
     """Task id -> DataTask over the splits that have CSVs (DataError when none has, naming the dataset root where
     `root` is a split of one: `command`, the one reading it, is shown with the root, as `check.refuse_a_split` says)."""
-    from usagg.data.fmc_uia import csv_files, scan_split
+    from usagg.data.fmc_uia import csv_files, require_root, scan_split
 
     given, root = Path(root), Path(os.path.abspath(root))
+    require_root(root)
     found: dict[str, DataTask] = {}
     present = []
     for split in splits:

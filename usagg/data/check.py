@@ -38,6 +38,7 @@ from usagg.data.fmc_uia import (
     macos_note,
     missing_note,
     rel,
+    require_root,
     scan_split,
 )
 from usagg.data.images import as_read, open_known, wide_max
@@ -304,10 +305,7 @@ def check_dataset(
     every file. `on_progress(split, checked, images)` hears the file checks as they go.
     """
     given, root = Path(root), Path(os.path.abspath(root))
-    if not root.is_dir():
-        raise DataError(
-            f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
-        )
+    require_root(root)
     refuse_a_split(given, root, "usagg data check", split_option=True)
     checks = _FileChecks(root, None if cache is None else CheckCache(cache, root), on_progress)
     try:

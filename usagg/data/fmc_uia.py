@@ -128,6 +128,15 @@ def _index_entries(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in found if p not in metadata], metadata
 
 
+def require_root(root: Path) -> None:
+    """DataError unless `root` is a folder: what `usagg data check` and `usagg data catalog` say of a mistyped root
+    (the catalog said "no index CSVs in train/csv_files/ or val/csv_files/", as of an empty folder)."""
+    if not Path(root).is_dir():
+        raise DataError(
+            f"dataset root {root} does not exist or is not a folder; expected the FMC_UIA layout (train/, val/)"
+        )
+
+
 def csv_files(root: Path, split: str) -> list[Path]:
     """The split's index CSVs, sorted, macOS metadata files (`is_appledouble`) left out: every reader of a split
     (the data check, the catalog, the jobs' `read_split`) takes its CSVs from here. DataError when the folder or the
