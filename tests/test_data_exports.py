@@ -5,6 +5,7 @@ macOS) names `Images/x.JPG` where Linux has `images/x.jpg`."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,7 @@ def test_case_twins_cost_one_listing_per_folder_and_none_when_every_file_is_ther
     def listdir(path: str | os.PathLike[str] = ".") -> list[str]:
         if Path(path).name != "csv_files":  # the index CSVs are listed to be read: not this cost
             listed.append(os.fspath(path))
+            time.sleep(0.05)  # a slow disk: the check's threads, missing files of one folder at once, wait for it
         return real(path)
 
     monkeypatch.setattr(os, "listdir", listdir)

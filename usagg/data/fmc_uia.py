@@ -14,6 +14,7 @@ import functools
 import io
 import os
 import shlex
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -580,7 +581,8 @@ def _twin(path: Path, form: str) -> Path | None:
             found = found / part
             continue
         try:
-            entry = _entries(str(found), os.stat(found).st_mtime_ns, form).get(_spelt(part, form))
+            with _LISTING:  # the check's threads missing files of one folder at once: still one listing
+                entry = _entries(str(found), os.stat(found).st_mtime_ns, form).get(_spelt(part, form))
         except OSError:
             return None
         if entry is None:
@@ -591,6 +593,9 @@ def _twin(path: Path, form: str) -> Path | None:
 
 def _spelt(name: str, form: str) -> str:
     return unicodedata.normalize("NFC", name) if form == "NFC" else name.casefold()
+
+
+_LISTING = threading.Lock()
 
 
 @functools.lru_cache(maxsize=32)
