@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as ss
 
 from tests.cli_run import run_cli
+from usagg.analysis.cluster_power import detectable_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
 from usagg.analysis.power import STUDY_MEAN, detectable, seed_sd, standardised_mde
@@ -35,23 +36,49 @@ def test_the_detectable_effect_has_80_percent_power(n: int) -> None:
     assert standardised_mde(1) is None
 
 
-def test_study_mean_by_hand() -> None:
-    rows = detectable({"a": 2.0, "b": 1.0, "c": 3.0}, 3)
+def test_task_rows_by_hand_and_the_study_mean_on_its_cluster_test() -> None:
+    groups = {"a": "G1", "b": "G2", "c": "G3"}
+    rows = detectable({"a": 2.0, "b": 1.0, "c": 3.0}, 3, groups, 10000, 0)
     by = {r.name: r for r in rows}
     d = standardised_mde(3)
     assert d is not None and by["a"].mde == pytest.approx(2.0 * d)
     se = math.sqrt(2 * (4 + 1 + 9) / 3) / 3
     assert by[STUDY_MEAN].sd == pytest.approx(se)
-    assert by[STUDY_MEAN].mde == pytest.approx((ss.norm.ppf(0.975) + ss.norm.ppf(0.8)) * se)
-    one = {r.name: r for r in detectable({"a": 2.0}, 1)}
-    assert one["a"].mde is None and "no df" in one["a"].note
+    sds = [math.sqrt(2 / 3) * s for s in (2.0, 1.0, 3.0)]
+    assert by[STUDY_MEAN].mde == detectable_mean(sds, ["G1", "G2", "G3"], 10000, 0, 0.05, 0.8)
+    # 3 clusters: the test needs several times z's Δm, which the table printed before (audit F10)
+    assert by[STUDY_MEAN].mde > 3 * (ss.norm.ppf(0.975) + ss.norm.ppf(0.8)) * se
+    assert "over 3 tasks in 3 clinical groups" in by[STUDY_MEAN].note
+    one = {r.name: r for r in detectable({"a": 2.0, "b": 1.0, "c": 3.0}, 1, groups, 10000, 0)}
+    assert one["a"].mde is None and "1 seed per paradigm leaves the task's t test no df" in one["a"].note
+    # the Δm test takes its df from the groups: at 1 seed it has a Δm, and says why
+    assert one[STUDY_MEAN].mde is not None and "at 1 seed too: its df come from the groups" in one[STUDY_MEAN].note
 
 
-def test_the_study_mean_covers_the_tasks_dm_averages() -> None:
-    """A task Δm leaves out (at chance) keeps its own row, noted, but is not in the study mean's row."""
-    by = {r.name: r for r in detectable({"a": 2.0, "b": 1.0, "c": 3.0}, 3, not_in_mean={"c": "at chance: not in Δm"})}
-    assert by[STUDY_MEAN].sd == pytest.approx(math.sqrt(2 * (4 + 1) / 3) / 2)
-    assert "over 2 tasks" in by[STUDY_MEAN].note and by["c"].note == "at chance: not in Δm" and by["c"].mde is not None
+def test_fewer_than_three_clinical_groups_leave_dm_untestable() -> None:
+    """Audit F10: 2 clinical groups, whose Δm compare never tests, got a detectable Δm of 2.97 from z."""
+    rows = detectable({"a": 1.5, "b": 1.5, "c": 1.5, "d": 1.5}, 1, dict(zip("abcd", "FFBB", strict=True)), 10000, 0)
+    mean = rows[-1]
+    assert mean.name == STUDY_MEAN and mean.mde is None
+    assert mean.note == (
+        "not testable: 2 clinical groups (B, F); the Δm test, a wild cluster bootstrap over clinical groups, needs ≥ 3"
+    )
+    lone = detectable({"a": 1.0, "b": 1.0}, 3, {"a": "F", "b": "F"}, 10000, 0)[-1]
+    assert lone.note.startswith("not testable: 1 clinical group (F);")
+
+
+def test_each_set_of_tasks_a_dm_averages_gets_its_row() -> None:
+    """A task Δm leaves out (at chance) keeps its own row, noted, but is not in the study mean's row; CG, leaving
+    its one-task group out too, gets a row of its own."""
+    groups = {"a": "G1", "b": "G2", "c": "G3", "e": "G4"}
+    sds = {"a": 2.0, "b": 1.0, "c": 3.0, "e": 1.0}
+    left = {"AU": {"c": "at chance"}, "CG": {"c": "at chance", "e": "trained alone"}}
+    by = {r.name: r for r in detectable(sds, 3, groups, 10000, 0, left_out=left)}
+    assert by[f"{STUDY_MEAN}, AU"].sd == pytest.approx(math.sqrt(2 * (4 + 1 + 1) / 3) / 3)
+    assert "over 3 tasks in 3 clinical groups" in by[f"{STUDY_MEAN}, AU"].note
+    assert by[f"{STUDY_MEAN}, CG"].mde is None and "2 clinical groups (G1, G2)" in by[f"{STUDY_MEAN}, CG"].note
+    assert by["c"].note == "at chance: not in Δm" and by["c"].mde is not None
+    assert by["e"].note == "trained alone: not in the Δm of CG"
 
 
 def _seeded(tmp_path: Path) -> Path:
@@ -90,13 +117,30 @@ def test_plan_power_from_a_given_spread_or_says_how_to_get_one(
     assert code == 0, out
     d = standardised_mde(3)
     assert d is not None and f"{2 * d:.3f}" in out and "study mean (Δm)" in out
-    se = math.sqrt(2 * 2 * 4 / 3) / 2
-    assert f"{(ss.norm.ppf(0.975) + ss.norm.ppf(0.8)) * se:.3f}" in out
+    assert "not testable: 1 clinical group (G); the Δm test" in " ".join(out.split())
     code, out = run_cli(["plan", str(spec), "--power"], monkeypatch, capsys)
     assert code == 2 and "--seed-sd" in out and "Traceback" not in out
     code, out = run_cli(["plan", str(spec), "--power", "--seed-sd", "2", "--json"], monkeypatch, capsys)
     table = json.loads(out)
     assert code == 0 and table["rows"][-1]["Task"] == "study mean (Δm)" and table["rows"][0]["Detectable Δ"] > 0
+    assert table["rows"][-1]["Detectable Δ"] is None
     for bad in ("0", "inf", "nan", "-1"):
         code, out = run_cli(["plan", str(spec), "--power", "--seed-sd", bad], monkeypatch, capsys)
         assert code == 2 and f"--seed-sd {bad}: expected a finite sd > 0" in out, (bad, out)
+
+
+def test_plan_power_sizes_each_paradigms_dm_on_its_clinical_groups(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo: CG's Δm leaves the one-task Cardiac group out, so it has 3 clusters where AU's has 4, and needs a
+    larger Δm; the AG note says its own one-task groups are not known yet."""
+    code, out = run_cli(
+        ["plan", str(REPO / "studies/demo.yaml"), "--power", "--seed-sd", "1.5", "--json"], monkeypatch, capsys
+    )
+    table = json.loads(out)
+    rows = {r["Task"]: r for r in table["rows"]}
+    cg, au = rows["study mean (Δm), CG, CGD"], rows["study mean (Δm), AU, AG, TSM, AUD"]
+    assert code == 0 and "8 tasks in 3 clinical groups" in cg["Note"] and "9 tasks in 4 clinical groups" in au["Note"]
+    assert cg["Detectable Δ"] > 2 * au["Detectable Δ"] > 2 * 2.8 * au["sd of a seed's Δ"]
+    assert rows["cardiac_chambers"]["Note"].endswith("trained alone: not in the Δm of CG, CGD")
+    assert any(n.startswith("AG: its Δm also leaves out the tasks it trains alone") for n in table["notes"])

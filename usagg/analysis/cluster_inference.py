@@ -98,7 +98,7 @@ def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int) -> 
     g = int(lab.max()) + 1
     onehot = np.zeros((lab.size, g))
     onehot[np.arange(lab.size), lab] = 1.0
-    return _Design(y, onehot.sum(axis=0), y @ onehot, _weights(g, resamples, seed))
+    return _Design(y, onehot.sum(axis=0), y @ onehot, weight_draws(g, resamples, seed))
 
 
 def draws_text(clusters: int, resamples: int, seed: int) -> str:
@@ -108,7 +108,7 @@ def draws_text(clusters: int, resamples: int, seed: int) -> str:
     return f"{resamples} draws, seed {seed}"
 
 
-def _weights(g: int, resamples: int, seed: int) -> np.ndarray:
+def weight_draws(g: int, resamples: int, seed: int) -> np.ndarray:
     """Every one of the 6^G Webb draws where there are no more than `resamples` of them: the exact bootstrap
     distribution (2,000 random draws of the demo's 1,296 moved its p across 0.05 with the seed), else `resamples`
     random draws."""

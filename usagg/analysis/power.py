@@ -6,24 +6,31 @@ of the task, carried to the analysis scale at the baseline's mean: usagg/analysi
 `gradient`; or given as --seed-sd in Δ units), the smallest Δ a two-sided two-sample t test
 at α detects with the given power is d·σ, d the standardised effect solving the noncentral-t
 power equation with 2n − 2 df (usagg/analysis/tdist.py: no scipy, which `usagg report` must not
-import when it reuses memoised statistics). The study mean over T tasks has
-seed noise SE = √(Σ 2σ_t²/n)/T, so it detects (z_{1−α/2} + z_power)·SE: seed noise only, the
-spread of the true Δ between tasks and groups adds to it (the wild cluster interval of
-usagg/analysis/cluster_inference.py measures both).
+import when it reuses memoised statistics); at 1 seed that test has no df. The study mean Δm is
+tested otherwise, as compare tests it: by the wild cluster bootstrap over clinical groups
+(usagg/analysis/cluster_inference.py), whose df come from the groups, not the seeds, and which
+needs ≥ 3 of them. Its row is the smallest Δm that test detects when every task's true Δ is the
+same and only seed noise (sd σ_t·√(2/n) per task's Δ) stands in the way, simulated on the test
+itself (usagg/analysis/cluster_power.py); one row per set of tasks the paradigms' Δm average
+(CG's leaves out its one-task groups).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING
 
+from usagg.analysis.cluster_inference import MIN_CLUSTERS
+from usagg.analysis.cluster_power import STUDIES, detectable_mean
 from usagg.analysis.delta import Comparison
 from usagg.analysis.scales import UNITS, gradient
 from usagg.analysis.tables import Cellv, Table
 from usagg.analysis.tdist import two_sided_power
 from usagg.errors import UsaggError
+from usagg.paradigms import PARADIGMS
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -84,26 +91,67 @@ def seed_sd(comp: Comparison, fraction: float) -> dict[str, float]:
 def detectable(
     sds: dict[str, float],
     n_seeds: int,
+    groups: Mapping[str, str],
+    resamples: int,
+    seed: int,
     alpha: float = ALPHA,
     power: float = POWER,
     *,
-    not_in_mean: dict[str, str] | None = None,
+    left_out: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Detectable]:
-    """The minimum detectable Δ of every task in `sds`, then of the study mean over the tasks Δm averages:
-    `not_in_mean` (task -> why, e.g. "at chance") names those Δm leaves out, noted on their rows."""
-    left = not_in_mean or {}
+    """The minimum detectable Δ of every task in `sds`, then of the study mean Δm on compare's test of it: the
+    tasks' clinical `groups` its clusters, analysis.bootstrap `resamples` and bootstrap_seed `seed` its draws.
+    `left_out` (paradigm -> {task: why}, e.g. "at chance") names the tasks each paradigm's Δm leaves out: a Δm
+    row per set of tasks averaged, the tasks' rows noted."""
+    left = dict(left_out or {"": {}})
     d = standardised_mde(n_seeds, alpha, power)
-    why = "" if d is not None else f"{n_seeds} seed per paradigm leaves the t test no df: plan ≥ 2"
+    why = "" if d is not None else f"{counted(n_seeds, 'seed')} per paradigm leaves the task's t test no df: plan ≥ 2"
     rows = [
-        Detectable(t, sd, n_seeds, None if d is None else d * sd, "; ".join(filter(None, [why, left.get(t, "")])))
+        Detectable(t, sd, n_seeds, None if d is None else d * sd, "; ".join(filter(None, [why, _out_of(t, left)])))
         for t, sd in sds.items()
     ]
-    kept = [sd for t, sd in sds.items() if t not in left]
-    if kept and n_seeds >= 1:
-        se = math.sqrt(sum(2.0 * sd**2 / n_seeds for sd in kept)) / len(kept)
-        z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
-        rows.append(Detectable(STUDY_MEAN, se, n_seeds, z * se, f"over {len(kept)} tasks, seed noise only"))
+    means: dict[tuple[str, ...], list[str]] = {}  # the tasks a Δm averages -> the paradigms averaging them
+    for p, out in left.items():
+        means.setdefault(tuple(t for t in sds if t not in out), []).append(p)
+    for kept, paradigms in means.items():
+        name = STUDY_MEAN if len(means) == 1 else f"{STUDY_MEAN}, {', '.join(paradigms)}"
+        if kept:
+            rows.append(_mean_row(name, {t: sds[t] for t in kept}, n_seeds, groups, resamples, seed, alpha, power))
     return rows
+
+
+def _out_of(task: str, left: Mapping[str, Mapping[str, str]]) -> str:
+    """Which paradigms' Δm leave `task` out and why: "at chance: not in Δm", "trained alone: not in CG's Δm"."""
+    by_why: dict[str, list[str]] = {}
+    for p, out in left.items():
+        if task in out:
+            by_why.setdefault(out[task], []).append(p)
+    return "; ".join(
+        f"{w}: not in Δm" if len(ps) == len(left) else f"{w}: not in the Δm of {', '.join(ps)}"
+        for w, ps in by_why.items()
+    )
+
+
+def _mean_row(
+    name: str, sds: dict[str, float], n: int, groups: Mapping[str, str], resamples: int, seed: int, a: float, pw: float
+) -> Detectable:
+    """The study mean's row: its seed noise SE, and the Δm its wild cluster test detects, or why it has none."""
+    task_sds = [sd * math.sqrt(2.0 / n) for sd in sds.values()]  # of a task's Δ: n seeds of paradigm and baseline
+    se = math.sqrt(math.fsum(s**2 for s in task_sds)) / len(sds)
+    clusters = [groups[t] for t in sds]
+    named = sorted(set(clusters))
+    if len(named) < MIN_CLUSTERS:
+        note = (
+            f"not testable: {counted(len(named), 'clinical group')} ({', '.join(named)}); the Δm test, a wild "
+            f"cluster bootstrap over clinical groups, needs ≥ {MIN_CLUSTERS}"
+        )
+        return Detectable(name, se, n, None, note)
+    mde = detectable_mean(task_sds, clusters, resamples, seed, a, pw)
+    over = f"over {counted(len(sds), 'task')} in {counted(len(named), 'clinical group')}"
+    if mde is None:
+        return Detectable(name, se, n, None, f"{over}: no Δm reaches power {pw:g} at α {a:g} with these draws")
+    df = "; at 1 seed too: its df come from the groups" if n == 1 else ""
+    return Detectable(name, se, n, mde, f"{over}, the wild cluster test simulated, seed noise only{df}")
 
 
 def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
@@ -113,8 +161,10 @@ def power_table(rows: list[Detectable], source: str, scale: str) -> Table:
     notes = [
         f"Detectable Δ: the smallest true Δ ({UNITS[scale]}, analysis.scale {scale}) a two-sided two-sample t test "
         f"of the paradigm's seeds against the baseline's detects at α {ALPHA:g} with power {POWER:g}, n seeds each.",
-        "Study mean: (z_0.975 + z_0.8)·SE with SE² = Σ 2σ_t²/n / T², seed noise only (the spread of Δ between tasks "
-        "adds to it).",
+        f"Study mean (Δm): the smallest Δm compare's test of it (a wild cluster bootstrap-t, a clinical group's "
+        f"tasks one cluster, ≥ {MIN_CLUSTERS} groups) rejects at α {ALPHA:g}, before Holm's adjustment, in "
+        f"{POWER * 100:g} % of {STUDIES:,} simulated studies where every task's true Δ is that Δm and only seed noise "
+        "of the sd given (sd column: its SE) moves them; a true Δ that differs between groups needs a larger Δm.",
         f"Seed spread: {source}.",
         "`usagg advise` decides a task from its own measurement at a stricter level (one-sided 0.05/k over its k "
         "paradigms, the test set's variance added), so a Δ near this size does not decide the advice.",
@@ -126,12 +176,9 @@ def planned_power(study: Study, given_sd: float | None, store_root: Path) -> Tab
     """The power table of a spec at its planned seeds: the seed spread given (Δ units, every task), else the one
     measured in the study's run store at `store_root` (the caller's: the analysis does not find stores); a
     UsaggError says how to get one where neither is there."""
-    n = len(study.seeds)
     if given_sd is not None:
         sds = {t.id: given_sd for t in study.tasks}
-        return power_table(
-            detectable(sds, n), f"{given_sd:g} for every task, given with --seed-sd", study.analysis.scale
-        )
+        return _planned_table(study, sds, f"{given_sd:g} for every task, given with --seed-sd", study.analysis.scale)
     measured: dict[str, float] = {}
     comp = None
     if store_root.is_dir():
@@ -151,4 +198,27 @@ def planned_power(study: Study, given_sd: float | None, store_root: Path) -> Tab
             "run a pilot with seeds: [0, 1, 2]"
         )
     source = f"sd over seeds measured in {store_root}, pooled over paradigms"
-    return power_table(detectable(measured, n), source, comp.scale if comp is not None else study.analysis.scale)
+    return _planned_table(study, measured, source, comp.scale if comp is not None else study.analysis.scale)
+
+
+def _planned_table(study: Study, sds: dict[str, float], source: str, scale: str) -> Table:
+    """The power table of the spec's seeds, groups and paradigms: CG's Δm and CGD's without the one-task clinical
+    groups under analysis.cg_singletons: exclude, as compare leaves them out."""
+    st = study.analysis
+    groups = {t.id: t.group or "-" for t in study.tasks}
+    lone = {t for t in groups if list(groups.values()).count(groups[t]) == 1}
+    left: dict[str, dict[str, str]] = {}
+    for p in study.paradigms:
+        entry = PARADIGMS.get(p)
+        clinical = entry is not None and entry.scope == "group" and entry.needs is None  # CG, CGD: not AG's own
+        if p != st.baseline:
+            left[p] = {t: "trained alone" for t in lone} if clinical and st.cg_singletons == "exclude" else {}
+    rows = detectable(sds, len(study.seeds), groups, st.bootstrap, st.bootstrap_seed, left_out=left or None)
+    table = power_table(rows, source, scale)
+    staged = [p for p in left if (e := PARADIGMS.get(p)) is not None and e.scope == "group" and e.needs is not None]
+    if staged:
+        table.notes.append(
+            f"{', '.join(staged)}: its Δm also leaves out the tasks it trains alone, known once the jobs it needs "
+            "have run; counted here over every task."
+        )
+    return table

@@ -197,10 +197,13 @@ def study_power(a: Analysis) -> Table | None:
     sds = seed_sd(a.comp, f)
     if not sds:
         return None
+    comp, st = a.comp, a.inp.settings
     source = f"sd over seeds measured in {a.inp.source}, pooled over paradigms (fraction {frac_label(f)})"
-    chance = a.comp.chance.get(f, ()) if a.comp.chance_excluded else ()
-    not_in_mean = {t: "at chance: not in Δm" for t in chance}
-    return power_table(detectable(sds, len(a.inp.table.seeds), not_in_mean=not_in_mean), source, a.comp.scale)
+    chance = set(comp.chance.get(f, ())) if comp.chance_excluded else set()
+    left = {p: {t: "at chance" if t in chance else "trained alone" for t in comp.left_out(f, p)} for p in comp.others}
+    groups = {i.task: i.group for i in comp.tasks}
+    rows = detectable(sds, len(a.inp.table.seeds), groups, st.bootstrap, st.bootstrap_seed, left_out=left or None)
+    return power_table(rows, source, comp.scale)
 
 
 def all_tables(a: Analysis) -> list[Table]:
