@@ -123,7 +123,10 @@ def test_an_affinity_of_another_spec_is_refused_with_a_note(tmp_path: Path) -> N
     assert any(n.startswith("affinity not shown:") and "is not reused" in n for n in inp.notes)
 
 
-def test_affinity_figure_frames_exactly_the_ag_pairs(analysis: Analysis) -> None:
+def test_affinity_figure_frames_each_ag_group_as_one_block(analysis: Analysis) -> None:
+    """Audit F9: framed in clinical-group order, AG's g1 (fetal_head, fetal_head_biometry, thyroid_nodule: not
+    neighbours there) fell apart into scattered cells. Tasks now run by AG group, each group one framed block on
+    the diagonal, every task's name shaded by its clinical group."""
     with paper_style():
         made = fig_affinity(analysis)
     assert made is not None
@@ -131,22 +134,45 @@ def test_affinity_figure_frames_exactly_the_ag_pairs(analysis: Analysis) -> None
     ax = fig.axes[0]
     rows = [t.get_text() for t in ax.get_yticklabels()]
     cols = [t.get_text() for t in ax.get_xticklabels()]
-    assert rows == cols == IDS  # the synthetic catalog is already in clinical-group order
-    framed = set()
+    assert rows == cols == [t for members in AG.values() for t in members]  # each group's tasks neighbours
+    frames = {}
     for p in ax.patches:
         if isinstance(p, Rectangle) and (p.get_gid() or "").startswith("AG "):
             x, y = p.get_xy()
-            framed.add((p.get_gid(), rows[round(y + 0.5)], cols[round(x + 0.5)]))
-    expected = {(f"AG {g}", s, t) for g, members in AG.items() for s in members for t in members if s != t}
-    assert framed == expected
+            assert x == y and p.get_width() == p.get_height()  # a block on the diagonal
+            frames[p.get_gid()] = tuple(rows[round(y + 0.5) : round(y + 0.5 + p.get_height())])
+    assert frames == {f"AG {g}": members for g, members in AG.items()}
+    fills = {t.get_text(): t.get_bbox_patch().get_facecolor() for t in ax.get_yticklabels()}
+    clinical = {t: analysis.comp.info(t).group for t in IDS}
+    assert len({fills[t] for t in IDS}) == len(set(clinical.values()))  # one shade per clinical group
+    assert all(fills[s] == fills[t] for s in IDS for t in IDS if clinical[s] == clinical[t])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(dict.fromkeys(clinical[t] for t in IDS))
     image = ax.images[0]
     shown = np.ma.filled(image.get_array(), np.nan)
-    z = _matrix()
+    order = [IDS.index(t) for t in rows]
+    z = _matrix()[np.ix_(order, order)]
     np.fill_diagonal(z, np.nan)
     assert np.allclose(shown, z, equal_nan=True)  # rows: source, columns: target, diagonal left out
     lo, hi = image.get_clim()
     assert lo == -hi == pytest.approx(-np.nanmax(np.abs(z)))  # centred on 0
-    assert "Framed: the task pairs AG trained together" in caption and "7.5% of the training time" in caption
+    assert "Tasks ordered by the groups AG trained together (framed, AG's names on the right)" in caption
+    assert "g2: 2 tasks (Fetal, Cardiac)" in caption and "7.5% of the training time" in caption
+
+
+def test_affinity_figure_without_ag_keeps_the_clinical_groups(run: Path, tmp_path: Path) -> None:
+    """No AG results: tasks by clinical group, named top and right, nothing framed or shaded."""
+    store = RunStore(run)
+    rows = [r for r in read_results(store.results_csv).rows if r.paradigm != "AG"]
+    write_results(rows, tmp_path / "no_ag.csv")
+    inp = dataclasses.replace(load_input(run, None), table=read_results(tmp_path / "no_ag.csv"))
+    with paper_style():
+        made = fig_affinity(analyse(inp))
+    assert made is not None
+    fig, caption = made
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == IDS  # the synthetic catalog is in clinical-group order
+    assert not [p for p in ax.patches if (p.get_gid() or "").startswith("AG ")] and not fig.legends
+    assert "Tasks ordered by clinical group (labels top and right). No AG results" in caption
 
 
 def test_delta_versus_affinity_legend_carries_spearman_of_the_mates_affinity(analysis: Analysis) -> None:

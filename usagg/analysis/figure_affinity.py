@@ -44,15 +44,18 @@ AFFINITY_CLIP = 2.0
 
 
 def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
-    """Task × task lookahead affinity (rows: source stepped on, columns: target), tasks by clinical group, the
-    cells of task pairs that AG trained together framed; None when the study measured no affinity."""
+    """Task × task lookahead affinity (rows: source stepped on, columns: target); None when the study measured no
+    affinity. With AG results, tasks by AG group, each group's block framed, and each task's name shaded by its
+    clinical group: framed in clinical-group order, a group whose tasks are not neighbours there fell apart into
+    scattered cells (audit F9). Without them, tasks by clinical group, the groups named."""
     import matplotlib
-    from matplotlib.patches import Rectangle
 
     aff = a.inp.affinity
     if aff is None:
         return None
-    blocks = affinity_order(a.comp, aff)
+    clinical = affinity_order(a.comp, aff)
+    groups = paradigm_groups(a.inp.table, "AG", a.inp.task_order)
+    blocks = ag_blocks(clinical, groups) if groups else clinical
     order = [t for _, ts in blocks for t in ts]
     idx = [aff.tasks.index(t) for t in order]
     z = np.asarray(aff.matrix, float)[np.ix_(idx, idx)]
@@ -72,45 +75,27 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
     ax.set_yticks(range(n), order)
     ax.set_xlabel("target j (task whose loss is read)")
     ax.set_ylabel("source i (task stepped on)")
-    centres, start = [], 0
-    for i, (_, ts) in enumerate(blocks):
-        if i:
-            for line in (ax.axhline, ax.axvline):
-                line(start - 0.5, color="0.25", linewidth=0.7)
-        centres.append(start + (len(ts) - 1) / 2)
-        start += len(ts)
-    names = [g for g, _ in blocks]
-    top = ax.secondary_xaxis("top")  # slanted and horizontal: a one-task group's name is wider than its cell
-    top.set_xticks(centres, names, rotation=60, ha="left", rotation_mode="anchor")
-    top.tick_params(length=0)
-    right = ax.secondary_yaxis("right")
-    right.set_yticks(centres, names)
-    right.tick_params(length=0)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(True)
-    pos = {t: i for i, t in enumerate(order)}
-    groups = paradigm_groups(a.inp.table, "AG", a.inp.task_order)
-    for label, members in groups.items():
-        cells = [(pos[s], pos[t]) for s in members for t in members if s != t and s in pos and t in pos]
-        for row, col in cells:
-            ax.add_patch(
-                Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.1, gid=f"AG {label}")
-            )
+    _name_blocks(ax, blocks, framed=set(groups))
+    if groups:
+        _shade_clinical(fig, ax, clinical)
     if len(clipped):  # beyond the colour scale: drawn at its end colour and marked
         ax.scatter(clipped[:, 1], clipped[:, 0], s=5, marker="o", color="white", edgecolors="black", linewidths=0.4)
     fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02, label="affinity Z[i→j] (off-diagonal)",
                  extend="both" if len(clipped) else "neither")  # fmt: skip
     framed = (
-        f" Framed: the task pairs AG trained together ({', '.join(f'{k}: {len(v)} tasks' for k, v in groups.items())})."
+        " Tasks ordered by the groups AG trained together (framed, AG's names on the right), within a group by "
+        "clinical group; each task's name is shaded by its clinical group (legend). AG's groups: "
+        + "; ".join(f"{k}: {counted(len(v), 'task')} ({_clinical_mix(a, v)})" for k, v in groups.items())
+        + "."
         if groups
-        else " No AG results, so no groups are framed."
+        else " Tasks ordered by clinical group (labels top and right). No AG results, so no groups are framed."
     )
     cost = f" Measuring took {aff.share:.1%} of the training time." if aff.train_seconds > 0 else ""
     cap = (
         "Lookahead inter-task affinity Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) (Fifty et al. 2021), "
         f"averaged over {len(aff.steps)} measurements every {aff.every} steps and over {_measured_on(aff)}. "
         "Row: the task stepped on (source); column: the task whose loss is read (target); blue: a step on the "
-        "source lowers the target's loss. Tasks ordered by clinical group (labels top and right); the diagonal "
+        "source lowers the target's loss. The diagonal "
         f"(a task onto itself) is grey; colours are centred at 0 and span ±{vmax:.3g}, "
         + (
             f"the {AFFINITY_PERCENTILE}th percentile of the off-diagonal |Z| (the largest, {largest:.3g}, is over "
@@ -122,6 +107,70 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
         + cost
     )
     return fig, cap
+
+
+#: The block of the affinity's tasks AG trained in no group (its results lack them).
+NO_AG_GROUP = "no AG group"
+
+
+def ag_blocks(clinical: list[tuple[str, list[str]]], groups: dict[str, tuple[str, ...]]) -> list[tuple[str, list[str]]]:
+    """The affinity's tasks (`clinical`: by clinical group) by AG group, so that each group is one block on the
+    diagonal: its tasks in clinical-group order, groups by their first task there; tasks AG trained in no group
+    last, as NO_AG_GROUP."""
+    order = [t for _, ts in clinical for t in ts]
+    out = [(g, [t for t in order if t in members]) for g, members in groups.items()]
+    out = sorted(((g, ts) for g, ts in out if ts), key=lambda b: order.index(b[1][0]))
+    rest = [t for t in order if not any(t in ts for _, ts in out)]
+    return out + ([(NO_AG_GROUP, rest)] if rest else [])
+
+
+def _name_blocks(ax, blocks: list[tuple[str, list[str]]], framed: set[str]) -> None:
+    """Lines between the blocks of tasks, their names on the right (and on top, where none is framed), and a frame
+    round each block in `framed` (its gid "AG <name>")."""
+    from matplotlib.patches import Rectangle
+
+    centres, start = [], 0
+    for i, (name, ts) in enumerate(blocks):
+        if i:
+            for line in (ax.axhline, ax.axvline):
+                line(start - 0.5, color="0.25", linewidth=0.7)
+        if name in framed:
+            ax.add_patch(Rectangle((start - 0.5, start - 0.5), len(ts), len(ts), fill=False, edgecolor="black",
+                                   linewidth=1.6, zorder=3, gid=f"AG {name}"))  # fmt: skip
+        centres.append(start + (len(ts) - 1) / 2)
+        start += len(ts)
+    names = [g for g, _ in blocks]
+    if not framed:  # a frame on the diagonal is named by its row: no slanted names over the columns to clip
+        top = ax.secondary_xaxis("top")  # slanted and horizontal: a one-task group's name is wider than its cell
+        top.set_xticks(centres, names, rotation=60, ha="left", rotation_mode="anchor")
+        top.tick_params(length=0)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(centres, names)
+    right.tick_params(length=0)
+    if framed:
+        right.set_ylabel("AG's group", rotation=270, va="bottom")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(True)
+
+
+def _shade_clinical(fig: Figure, ax, clinical: list[tuple[str, list[str]]]) -> None:
+    """Each task's name on both axes shaded by its clinical group's fill, the groups in a legend under the figure
+    (the constrained layout makes room for it below the x label)."""
+    from matplotlib.patches import Patch
+
+    fill = {g: GROUP_FILLS[i % len(GROUP_FILLS)] for i, (g, _) in enumerate(clinical)}
+    of = {t: g for g, ts in clinical for t in ts}
+    for label in (*ax.get_xticklabels(), *ax.get_yticklabels()):
+        label.set_bbox({"facecolor": fill[of[label.get_text()]], "edgecolor": "none", "pad": 1.0})
+    handles = [Patch(facecolor=fill[g], label=g) for g, _ in clinical]
+    fig.set_figheight(fig.get_figheight() + 0.2 + 0.15 * math.ceil(len(handles) / 4))  # the matrix keeps its size
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False,
+               title="clinical group (task names shaded)", handlelength=1.2)  # fmt: skip
+
+
+def _clinical_mix(a: Analysis, members: tuple[str, ...]) -> str:
+    """The clinical groups of an AG group's tasks, as "Fetal, Breast"."""
+    return ", ".join(dict.fromkeys(a.comp.info(t).group for t in members))
 
 
 def affinity_points(a: Analysis, paradigm: str) -> tuple[list[str], np.ndarray, np.ndarray]:
