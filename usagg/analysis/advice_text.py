@@ -123,7 +123,8 @@ def accuracy_text(adv: Advice) -> str:
         hit = "no task has every paradigm measured, so no advice could be checked"
     else:
         hit = "; ".join(
-            f"{s}: the model's advice is the best measured paradigm for {h} of {adv.n} tasks ({100 * h / adv.n:.0f} %)"
+            f"{s}: the model's advice is the best measured paradigm for {h} of {counted(adv.n, 'task')} "
+            f"({100 * h / adv.n:.0f} %)"
             for s, h in adv.hits.items()
         )
     rules = ", ".join(f"{r.name} {'/'.join(str(r.hits[s]) for s in adv.hits)}" for r in adv.rules)
@@ -133,8 +134,8 @@ def accuracy_text(adv: Advice) -> str:
         f"Held-out accuracy: {hit}. Trivial rules ({'/'.join(adv.hits)} hits): {rules}. Mean held-out regret (the "
         f"best measured Δ minus the advised paradigm's, points; 0 is always right, and a near miss costs little): "
         f"model {model}; {costs}. Mean absolute error of "
-        f"the LOTO predicted Δ {adv.mae:.1f} points ({adv.n_errors} task–paradigm pairs; each paradigm's mean Δ "
-        f"over the other tasks: {adv.constant_mae:.1f})."
+        f"the LOTO predicted Δ {adv.mae:.1f} points ({counted(adv.n_errors, 'task–paradigm pair')}; each "
+        f"paradigm's mean Δ over the other tasks: {adv.constant_mae:.1f})."
     )
 
 

@@ -198,7 +198,8 @@ def mean_delta_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hy
             out.append(
                 Stat(
                     MEAN_DELTA, p, f, r.mean, r.n,
-                    f"{METHOD}; {r.clusters} clusters: {CLUSTERS}, {draws_text(r.clusters, resamples, seed)}, "
+                    f"{METHOD}; {counted(r.clusters, 'cluster')}: {CLUSTERS}, "
+                    f"{draws_text(r.clusters, resamples, seed)}, "
                     + sided(alt, "Δm < 0" if alt == "less" else "Δm > 0"),
                     p=pv, ci=r.ci, note=r.note,
                 )
@@ -229,7 +230,7 @@ def _paired(comp: Comparison, f: float, a: str, b: str, alt: str, resamples: int
     pv = None if r.p is None or r.mean is None else one_sided(r.p, r.mean, alt)
     return Stat(
         f"paired mean Δ{a} − Δ{b}", f"{a}-{b}", f, r.mean, r.n,
-        f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {r.clusters} clusters: {unit}, "
+        f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {counted(r.clusters, 'cluster')}: {unit}, "
         f"{draws_text(r.clusters, resamples, seed)}, "
         f"{sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
         pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (),

@@ -157,7 +157,8 @@ def effect_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
                         Stat(
                             stat_name(effect, scale), d.paradigm, f, r.mean, r.n,
                             f"{effect} of the 2x2 {d.cells(comp.baseline)}, mean over tasks; {METHOD}, "
-                            f"{r.clusters} clinical groups as clusters, {draws_text(r.clusters, resamples, seed)}",
+                            f"{counted(r.clusters, 'clinical group')} as clusters, "
+                            f"{draws_text(r.clusters, resamples, seed)}",
                             p=r.p if scale == comp.scale else None, ci=r.ci, note=r.note,
                         )
                     )  # fmt: skip
@@ -300,7 +301,7 @@ def headline(comp: Comparison, stats: Sequence[Stat], fraction: float, planned: 
             n = s.n
         if parts:
             lines.append(
-                f"**{d.paradigm} 2x2** ({d.cells(comp.baseline)}, {comp.scale} scale, {n} tasks): "
+                f"**{d.paradigm} 2x2** ({d.cells(comp.baseline)}, {comp.scale} scale, {counted(n, 'task')}): "
                 + ", ".join(parts)
                 + "; the main effects add up to the paradigm's Δ"
                 + "".join(f"; intervals over {note}" for note in sorted(few))

@@ -93,13 +93,15 @@ def fig_affinity(a: Analysis) -> tuple[Figure, str] | None:
     cost = f" Measuring took {aff.share:.1%} of the training time." if aff.train_seconds > 0 else ""
     cap = (
         "Lookahead inter-task affinity Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) (Fifty et al. 2021), "
-        f"averaged over {len(aff.steps)} measurements every {aff.every} steps and over {_measured_on(aff)}. "
+        f"averaged over {counted(len(aff.steps), 'measurement')} every {counted(aff.every, 'step')} and over "
+        f"{_measured_on(aff)}. "
         "Row: the task stepped on (source); column: the task whose loss is read (target); blue: a step on the "
         "source lowers the target's loss. The diagonal "
         f"(a task onto itself) is grey; colours are centred at 0 and span ±{vmax:.3g}, "
         + (
             f"the {AFFINITY_PERCENTILE}th percentile of the off-diagonal |Z| (the largest, {largest:.3g}, is over "
-            f"{AFFINITY_CLIP:g}× it); the {len(clipped)} cells beyond are dotted."
+            f"{AFFINITY_CLIP:g}× it); "
+            + ("the cell beyond is dotted." if len(clipped) == 1 else f"the {len(clipped)} cells beyond are dotted.")
             if len(clipped)
             else "the largest off-diagonal |Z|."
         )

@@ -95,7 +95,7 @@ def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
         lo, hi = min(s.n for _, s in ranked), max(s.n for _, s in ranked)
         parts.append(
             "Spearman ρ over clinical groups (group Δ the mean of its tasks', n_train their sum; "
-            f"{', '.join(p for p, _ in ranked)}; {lo if lo == hi else f'{lo}–{hi}'} groups)"
+            f"{', '.join(p for p, _ in ranked)}; {counted(lo, 'group') if lo == hi else f'{lo}–{hi} groups'})"
         )
     untested = [p for p in comp.others if p not in {q for q, _ in tested} | {q for q, _ in ranked}]
     why = list(

@@ -14,6 +14,7 @@ from usagg.analysis.factorial import EFFECTS, designs, scales_shown, stat_name
 from usagg.analysis.figure_parts import AXIS_UNITS, LEGEND_COLUMNS, chance_text, main_fraction, new_figure, range_bar
 from usagg.analysis.style import COLUMN_W, PAGE_W, paradigm_color
 from usagg.analysis.tables import frac_label
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -122,7 +123,7 @@ def fig_factorial(a: Analysis) -> tuple[Figure, str] | None:
             if lim is not None:
                 ax.set_ylim(*lim)
     n = {d.paradigm: by.get((d.paradigm, stat_name("interaction", shown[0]))) for d in done}
-    tasks = ", ".join(f"{p} {s.n} tasks" for p, s in n.items() if s is not None)
+    tasks = ", ".join(f"{p} {counted(s.n, 'task')}" for p, s in n.items() if s is not None)
     cap = (
         f"Main effects of aggregation and MoE and their interaction in each 2x2 design (fraction {frac_label(f)}; "
         f"{tasks}): aggregation = (Δ_A + Δ_AM − Δ_M)/2, MoE = (Δ_M + Δ_AM − Δ_A)/2 (the two add up to the "

@@ -25,6 +25,7 @@ import numpy as np
 from usagg.analysis.cluster_inference import CLUSTERS, METHOD, draws_text, wild_cluster_mean
 from usagg.analysis.delta import Comparison
 from usagg.analysis.stats import Hypotheses, Stat, alternative, one_sided, sided
+from usagg.wording import counted
 
 #: The Stat.fraction of a statistic that pools every fraction (the statistics table prints it "all").
 POOLED = math.inf
@@ -107,4 +108,4 @@ def fraction_trend_stats(
 
 def _method(clusters: int, resamples: int, seed: int, what: str) -> str:
     """A statistic's method text: what is averaged, and the wild cluster bootstrap that gives its interval."""
-    return f"{what}; {METHOD}; {clusters} clusters: {CLUSTERS}, {draws_text(clusters, resamples, seed)}"
+    return f"{what}; {METHOD}; {counted(clusters, 'cluster')}: {CLUSTERS}, {draws_text(clusters, resamples, seed)}"

@@ -82,7 +82,7 @@ def interaction_model(comp: Comparison, fraction: float, hypotheses: Hypotheses 
     paradigms = [p for p in comp.others if any(r[1] == p for r in rows)]
     groups = {r[4] for r in rows}
     if len(groups) < MIN_GROUPS:
-        return _cannot(comp, fraction, f"{len(groups)} clinical groups, need ≥{MIN_GROUPS}", n_obs)
+        return _cannot(comp, fraction, f"{counted(len(groups), 'clinical group')}, need ≥{MIN_GROUPS}", n_obs)
     unfit: list[Stat] = []  # a paradigm whose tasks have too few sizes has no slope; the others still have theirs
     for p in list(paradigms):
         sizes = {r[2] for r in rows if r[1] == p}
@@ -106,7 +106,9 @@ def _fit(
     n_obs = len(rows)
     groups = {r[4] for r in rows}
     if len(groups) < MIN_GROUPS:  # the paradigms left out took a group with them
-        return _cannot(comp, fraction, f"{len(groups)} clinical groups, need ≥{MIN_GROUPS}", n_obs, paradigms)
+        return _cannot(
+            comp, fraction, f"{counted(len(groups), 'clinical group')}, need ≥{MIN_GROUPS}", n_obs, paradigms
+        )
     types = sorted({r[3] for r in rows})
     n_params = 2 * len(paradigms) + len(types) - 1
     if n_obs < n_params + 3:

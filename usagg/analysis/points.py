@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.render import md_table, md_text, render, to_csv, to_markdown
 from usagg.analysis.tables import Cellv, Table, arrow, frac_label, ordered_tasks
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.analysis.summary import Analysis
@@ -87,8 +88,8 @@ def side_by_side(points: list[tuple[PointKey, Analysis]]) -> Table:
             rows.append(row)
     keys = ", ".join(k for k, _ in points[0][0])
     notes = [
-        f"Sweep over {keys}: {len(points)} points; at each point Δ is versus {first.baseline} of the same point "
-        f"(fraction {frac_label(fraction)}, metric mean over seeds). Each point's own analysis follows.",
+        f"Sweep over {keys}: {counted(len(points), 'point')}; at each point Δ is versus {first.baseline} of the "
+        f"same point (fraction {frac_label(fraction)}, metric mean over seeds). Each point's own analysis follows.",
     ]
     title = f"Sweep points side by side versus {first.baseline} (columns: {keys})"
     return Table("sweep", title, cols, rows, notes)

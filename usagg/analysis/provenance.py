@@ -62,7 +62,7 @@ class Provenance:
         if self.spec_sha256:
             out.append(f"spec as run: study.yaml of the run store (sha256 {self.spec_sha256[:16]}), shown below")
         if self.backbone:
-            out.append(f"backbone {self.backbone}, {self.epochs} epochs")
+            out.append(f"backbone {self.backbone}" + (f", {counted(self.epochs, 'epoch')}" if self.epochs else ""))
         if self.random_init:
             out.append(RANDOM_INIT_LINE)
         elif self.weights:

@@ -123,7 +123,9 @@ def _summary(a: Analysis) -> list[str]:
         values = comp.delta_values(f, p)[1]
         if len(values):  # a mean of relative changes is pulled by one task far from the rest (a baseline near chance)
             line += f", median Δ {statistics.median(map(float, values)):+.1f} %"
-        lines.append(line + (f", Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks ({_below(neg[p])})" if p in neg else ""))
+        lines.append(
+            line + (f", Δ < 0 in {neg[p][2]} of {counted(neg[p][3], 'task')} ({_below(neg[p])})" if p in neg else "")
+        )
     warned = selection_line(a.inp)
     if warned:  # the jobs' own warnings, which qualify every number below
         lines.append(warned)
@@ -174,13 +176,15 @@ def _headline(a: Analysis) -> list[str]:
         parts = [f"**{p} vs {comp.baseline}** (fraction {frac_label(f)}):"]
         if boot and boot.value is not None:
             tested = f" ({_p(boot)})" if boot.p is not None else ""  # the interval alone is not adjusted: p and Holm
-            parts.append(f"Δm = {_delta_m(boot)}{tested} over {boot.n} tasks;")
+            parts.append(f"Δm = {_delta_m(boot)}{tested} over {counted(boot.n, 'task')};")
         if p in neg:
-            parts.append(f"Δ < 0 in {neg[p][2]} of {neg[p][3]} tasks ({_below(neg[p])});")
+            parts.append(f"Δ < 0 in {neg[p][2]} of {counted(neg[p][3], 'task')} ({_below(neg[p])});")
         if rho and rho.value is not None and rho.p is not None:
             parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} ({_p(rho)}, n = {rho.n});")
         elif rho and rho.value is not None:  # tasks sharing a model: descriptive, the slope below is the test
-            parts.append(f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} over {rho.n} tasks (descriptive, no p);")
+            parts.append(
+                f"Spearman ρ(Δ, log n_train) = {rho.value:+.2f} over {counted(rho.n, 'task')} (descriptive, no p);"
+            )
         elif rho:
             parts.append(f"Spearman ρ(Δ, log n_train): {rho.note};")
         if slope and slope.value is not None and slope.ci:
@@ -218,7 +222,7 @@ def _headline(a: Analysis) -> list[str]:
         if whole.total is not None:
             lines.append(
                 f"**{ctl.paradigm} split** (control {ctl.control}): Δm {whole.total:+.1f} pp = aggregation "
-                f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {whole.n} tasks "
+                f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {counted(whole.n, 'task')} "
                 f"({ctl.formula(comp.baseline)})."
             )
     lines += factorial_headline(comp, a.stats, f, a.inp.planned) + scale_disagreements(comp, f) + _budget_line(a, f)

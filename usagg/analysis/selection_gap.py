@@ -192,7 +192,7 @@ def _row(
     ci = wild_cluster_mean(gaps, clusters, resamples, seed)
     eligible = sum(1 for info in comp.tasks if info.task not in skip)
     if tasks:
-        status = "measured" if len(tasks) == eligible else f"measured on {len(tasks)} of {eligible} tasks"
+        status = "measured" if len(tasks) == eligible else f"measured on {len(tasks)} of {counted(eligible, 'task')}"
         if len(tasks) < eligible:
             status += "; " + ("; ".join(sorted(why)) if why else "the rest lack a Δ under some rule")
         if not shared:
@@ -304,7 +304,7 @@ def headline_line(gap: SelectionGap) -> str | None:
         else:
             few = f"; {r.gap.note}" if r.gap.ci and r.gap.note else ""  # fewer clusters than its coverage's check
             ci = f" (95 % CI {r.gap.ci[0]:+.1f} to {r.gap.ci[1]:+.1f}{few})" if r.gap.ci else ""
-            parts.append(f"{r.paradigm} {r.gap.mean:+.1f} pp{ci} over {len(r.tasks)} tasks")
+            parts.append(f"{r.paradigm} {r.gap.mean:+.1f} pp{ci} over {counted(len(r.tasks), 'task')}")
     parts += [f"{', '.join(ps)}: {why}" for why, ps in unmeasured.items()]
     return f"**Selection gap** (Δ task scope − Δ model scope): {'; '.join(parts)}; {_headline_rule_text(gap)}."
 

@@ -119,7 +119,8 @@ def summary_table(a: Analysis) -> Table:
     ]
     if a.inp.affinity is not None:
         aff = a.inp.affinity
-        rows.append(["Affinity", f"{len(aff.tasks)} tasks, {len(aff.steps)} measurements, {aff.share:.1%} of training"])
+        measured = f"{counted(len(aff.tasks), 'task')}, {counted(len(aff.steps), 'measurement')}"
+        rows.append(["Affinity", f"{measured}, {aff.share:.1%} of training"])
     planned = a.inp.planned
     if planned.without_results:
         rows.append(

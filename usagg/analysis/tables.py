@@ -425,7 +425,8 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
     notes = [
         "n: tasks (or groups, or seed-level values for the mixed model) entering the statistic; for Wilcoxon the "
         "non-zero differences scipy ranks (zero_method=wilcox drops zeros).",
-        f"p (Holm): Holm step-down adjustment over all {tested} p-values of this table (family-wise error)."
+        f"p (Holm): Holm step-down adjustment over {'the one p-value' if tested == 1 else f'all {tested} p-values'} of "
+        "this table (family-wise error)."
         if tested
         else "p (Holm): no statistic of this table has a p-value, so none is adjusted.",
         "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
@@ -647,7 +648,11 @@ def _ci_text(s: Stat | None) -> str:
         return s.note or "—"
     text = f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]"
     seeds = dict(s.effects).get("seeds scored")
-    return text if seeds is None or s.value is None else f"{text} around {s.value:+.1f} ({seeds:g} seeds scored)"
+    return (
+        text
+        if seeds is None or s.value is None
+        else f"{text} around {s.value:+.1f} ({counted(int(seeds), 'seed')} scored)"
+    )
 
 
 def _interval(s: Stat | None) -> str:
@@ -849,10 +854,10 @@ def stability_notes(aff: Affinity, groups: list[tuple[str, ...]], search: str = 
         else f"drawn one at a time with replacement{within}: fewer than {fewest} per job are too few for blocks"
     )
     notes = [
-        f"Stability: over {st.draws} resamples of the affinity's {sum(st.measurements)} measurements ({how}; Z "
-        f"recomputed, groups searched again with the same k), AG's grouping was chosen again in {100 * st.same:.0f} %, "
-        f"mean adjusted Rand index {st.mean_ari:.2f}; pairs kept together in at least {100 * KEPT_TOGETHER:.0f} % of "
-        f"resamples: {', '.join(kept) or 'none'}."
+        f"Stability: over {st.draws} resamples of the affinity's {counted(sum(st.measurements), 'measurement')} "
+        f"({how}; Z recomputed, groups searched again with the same k), AG's grouping was chosen again in "
+        f"{100 * st.same:.0f} %, mean adjusted Rand index {st.mean_ari:.2f}; pairs kept together in at least "
+        f"{100 * KEPT_TOGETHER:.0f} % of resamples: {', '.join(kept) or 'none'}."
     ]
     assumes = (
         f"Resampling keeps runs of {runs} consecutive measurements together, so within a run it carries their "
@@ -967,7 +972,8 @@ def affinity_table(aff: Affinity, comp: Comparison) -> Table:
     notes = [
         "Z[i→j] = 1 − L_j(θ after one step on task i) / L_j(θ) on fixed probe batches (lookahead affinity, "
         f"Fifty et al. 2021; {describe_lookahead(aff)}, losses summed over "
-        f"{len(aff.steps)} measurements every {aff.every} steps before dividing; {counted(jobs, 'job')} averaged); "
+        f"{counted(len(aff.steps), 'measurement')} every {counted(aff.every, 'step')} before dividing; "
+        f"{counted(jobs, 'job')} averaged); "
         "row i: the task stepped on, column j: the task whose loss is read; positive: a step on i helps j.",
         f"Measuring took {aff.seconds:.1f} s, {aff.share:.1%} of the training time of "
         f"{'the job' if jobs == 1 else f'the {jobs} jobs'} that measured it.",

@@ -33,6 +33,7 @@ from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.scales import from_relative, gradient, interval_on_scale
 from usagg.analysis.stats import Stat
 from usagg.analysis.tdist import t_quantile
+from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.analysis.task_ci import ItemScores
@@ -252,7 +253,7 @@ def shown_interval(stats: list[Stat], f: float, task: str, p: str) -> tuple[floa
     if seeds is not None and seeds.ci is not None:
         return seeds.ci[0], seeds.ci[1], f"seeds (n={seeds.n}, t)"
     if test is not None and test.ci is not None:
-        return test.ci[0], test.ci[1], f"test-set bootstrap ({test.n} images)"
+        return test.ci[0], test.ci[1], f"test-set bootstrap ({counted(test.n, 'image')})"
     return None
 
 
