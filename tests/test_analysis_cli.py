@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import subprocess
 import sys
@@ -15,9 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.cli_run import run_cli
+from tests.tiny_study import small_study
 from usagg.analysis.report import PLOT_MANIFEST
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.cli.app import app
+from usagg.plan import plan
+from usagg.store import RunStore
 
 TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 REPO = Path(__file__).resolve().parent.parent
@@ -352,3 +356,45 @@ def test_report_refuses_to_overwrite_a_report_md_it_did_not_write(
     ours = tmp_path / "ours"
     assert usagg("report", str(small_run), "--out", str(ours), cwd=tmp_path).returncode == 0
     assert usagg("report", str(small_run), "--out", str(ours), cwd=tmp_path).returncode == 0  # its own: regenerated
+
+
+def _done_store(root: Path) -> RunStore:
+    """A real run store (plan.json of `usagg.plan`'s jobs, each job done with its metrics.json, no training) of TS
+    and AU on four classification tasks in two clinical groups: enough for every analysis command, advise too."""
+    tasks = tuple((t, "classification", 2, g) for t, g in zip("abcd", ("g1", "g1", "g2", "g2"), strict=True))
+    jobs = plan(small_study("warn", tasks, paradigms=["TS", "AU"]))
+    store = RunStore(root / "warn")
+    store.init("name: warn\n", jobs)
+    for job in jobs:
+        au = 0.03 if job.paradigm == "AU" else 0.0
+        scores = {
+            t: {"type": "classification", "n_train": 40 + 10 * "abcd".index(t), "steps": 100,
+                "metrics": {"AUC": 0.7 + 0.02 * "abcd".index(t) - au}}
+            for t in job.task_ids
+        }  # fmt: skip
+        store.write_metrics(job.id, {"job_id": job.id, "tasks": scores})
+        store.set_state(job.id, "done")
+    return store
+
+
+@pytest.mark.slow  # figures drawn: out of `make test-fast`
+def test_every_analysis_command_warns_of_done_jobs_that_recorded_not_their_data(
+    tmp_path: Path, usagg: Callable[..., Result]
+) -> None:
+    """compare and report said that some done jobs recorded not which data they read, while plot and advise,
+    reading the same jobs, said nothing: all four say it once, on stderr, from one place (usagg/cli/analysis.py
+    `_analysis_input`)."""
+    store = _done_store(tmp_path)
+    old, *recorded = store.job_ids()
+    for jid in recorded:  # every job but `old` recorded its rows' fingerprint, as usagg/data/splits.py writes it
+        store.paths(jid).splits.write_text(json.dumps({"a": {"rows": {"sha256": "ab" * 32, "rows": 10}}}))
+    said = f"warning: 1 done job ({old}) of study 'warn' was trained by an older usagg"
+    commands = [
+        ["compare", str(store.root)],
+        ["plot", str(store.root), "--out", str(tmp_path / "figs")],
+        ["report", str(store.root), "--out", str(tmp_path / "rep")],
+        ["advise", str(store.root)],
+    ]
+    for args in commands:
+        result = usagg(*args, cwd=tmp_path)
+        assert result.returncode == 0 and " ".join(result.stderr.split()).count(said) == 1, (args, result.stderr)

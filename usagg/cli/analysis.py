@@ -6,6 +6,8 @@ commands that need them, and torch never.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +17,7 @@ from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
     from usagg.analysis.advice import Advice, AdviceRow
-    from usagg.analysis.outputs import Memoised
-    from usagg.analysis.summary import Analysis
+    from usagg.analysis.inputs import AnalysisInput
 
 _RUN_DIR = typer.Argument(
     None, metavar="RUN_DIR", help="Run store folder (runs/<study>); default: the latest under --root."
@@ -63,18 +64,19 @@ def _check_finished(run_dir: Path | None, results: Path | None, root: Path, read
         store.check_finished(reader)
 
 
-def _analyse(
-    run_dir: Path | None, results: Path | None, root: Path, baseline: str | None, reader: str
-) -> tuple[Analysis, Memoised]:
-    """The analysed study and the memo its commands share (usagg/analysis/outputs.py); `reader` is the command, for
-    the message of a store with no finished job."""
+@contextmanager
+def _analysis_input(run_dir: Path | None, results: Path | None, root: Path, reader: str) -> Iterator[AnalysisInput]:
+    """What every analysis command reads (`load_input`, after `_check_finished`: `reader` is the command, for the
+    message of a store with no finished job), and, once the command's output is written, the warning each owes a
+    store whose done jobs mix ones that recorded not which data they read with ones that did (`_warn_unrecorded`):
+    once said by compare and report only, while plot and advise drew and advised from the same jobs silently. A
+    command that refuses (an exception) ends without it."""
     from usagg.analysis.inputs import load_input
-    from usagg.analysis.outputs import Memoised
 
     _check_finished(run_dir, results, root, reader)
     inp = load_input(run_dir, results, root)
-    memoised = Memoised.own()
-    return memoised.analyse(inp, baseline), memoised
+    yield inp
+    _warn_unrecorded(inp, results)
 
 
 def compare_cmd(
@@ -123,45 +125,42 @@ def compare_cmd(
         )
     table = table or "delta"
     from usagg.analysis.expect import evaluate_study, expectations_table, with_expectations
-    from usagg.analysis.inputs import load_input
     from usagg.analysis.outputs import Memoised
     from usagg.analysis.render import render
     from usagg.analysis.selection_gap import gap_tables, with_selection_gap
     from usagg.analysis.summary import check_table, compare_output
 
-    _check_finished(run_dir, results, root, "usagg compare")
-    inp = load_input(run_dir, results, root)
-    check_table(inp, table, baseline)  # a name the study has no table of, refused before the slow statistics
-    a = Memoised.own().analyse(inp, baseline)
-    if out is not None:
-        _refuse_an_input(out, results, a.inp.run_dir)
-    if fmt == "csv" and table == "selection_gap":  # not one of summary's tables: read from the jobs' metrics.json
-        text = "".join(render(t, "csv") for t in gap_tables(a))
-    elif fmt == "csv" and table == "expectations":  # the spec's `expect:`, checked
-        text = render(expectations_table(evaluate_study(a)), "csv")
-    else:  # the selection gap (Δ under each selection rule), then the spec's `expect:`, checked
-        text = with_expectations(with_selection_gap(compare_output(a, fmt, table), a, fmt), evaluate_study(a), fmt)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        from usagg.atomic import write_text_atomic
+    with _analysis_input(run_dir, results, root, "usagg compare") as inp:
+        check_table(inp, table, baseline)  # a name the study has no table of, refused before the slow statistics
+        a = Memoised.own().analyse(inp, baseline)
+        if out is not None:
+            _refuse_an_input(out, results, a.inp.run_dir)
+        if fmt == "csv" and table == "selection_gap":  # not one of summary's tables: read from the jobs' metrics.json
+            text = "".join(render(t, "csv") for t in gap_tables(a))
+        elif fmt == "csv" and table == "expectations":  # the spec's `expect:`, checked
+            text = render(expectations_table(evaluate_study(a)), "csv")
+        else:  # the selection gap (Δ under each selection rule), then the spec's `expect:`, checked
+            text = with_expectations(with_selection_gap(compare_output(a, fmt, table), a, fmt), evaluate_study(a), fmt)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            from usagg.atomic import write_text_atomic
 
-        existed = out.exists()
-        write_text_atomic(out, text)
-        typer.echo(f"{'replaced' if existed else 'wrote'} {out}")
-    _warn_unrecorded(a, results)
+            existed = out.exists()
+            write_text_atomic(out, text)
+            typer.echo(f"{'replaced' if existed else 'wrote'} {out}")
 
 
-def _warn_unrecorded(a: Analysis, results: Path | None) -> None:
+def _warn_unrecorded(inp: AnalysisInput, results: Path | None) -> None:
     """One line on stderr (stdout may be a table a script reads) where the run store's done jobs mix ones that
     recorded not which data they read with ones that did (usagg/service.py `unrecorded_results_text`); the exit
     code stays the command's. Nothing for a --results table: its rows are not the store's jobs."""
-    if results is not None or a.inp.run_dir is None:
+    if results is not None or inp.run_dir is None:
         return
     from usagg.service import unrecorded_results_text
     from usagg.store import RunStore
 
-    text = unrecorded_results_text(RunStore(a.inp.run_dir), a.inp.study)
+    text = unrecorded_results_text(RunStore(inp.run_dir), inp.study)
     if text:
         typer.echo(f"warning: {text}", err=True)
 
@@ -196,20 +195,19 @@ def advise_cmd(
     _choice(fmt, ADVISE_FORMATS, "--format")
     from usagg.analysis.advice_formats import advice_json, advice_table
     from usagg.analysis.advise import advise_input
-    from usagg.analysis.inputs import load_input
 
-    _check_finished(run_dir, results, root, "usagg advise")
-    adv = advise_input(load_input(run_dir, results, root))
-    if fmt == "json":
-        import json
+    with _analysis_input(run_dir, results, root, "usagg advise") as inp:
+        adv = advise_input(inp)
+        if fmt == "json":
+            import json
 
-        typer.echo(json.dumps(advice_json(adv), indent=1))
-    elif fmt == "table":
-        _print_advice(adv)
-    else:
-        from usagg.analysis.render import render
+            typer.echo(json.dumps(advice_json(adv), indent=1))
+        elif fmt == "table":
+            _print_advice(adv)
+        else:
+            from usagg.analysis.render import render
 
-        typer.echo(render(advice_table(adv), fmt), nl=False)
+            typer.echo(render(advice_table(adv), fmt), nl=False)
 
 
 def _print_advice(adv: Advice) -> None:
@@ -311,18 +309,21 @@ def plot_cmd(
     Example: usagg plot runs/demo --format pdf --out paper/figures
     """
     _choice(fmt, FIGURE_FORMATS, "--format")
-    a, memoised = _analyse(run_dir, results, root, baseline, "usagg plot")
+    from usagg.analysis.outputs import Memoised
     from usagg.analysis.report import check_figure_folder, write_figures_manifest, writing
 
-    folder = out or _default_folder(a.inp.study, "figures")
-    ours = check_figure_folder(a, folder, fmt)  # the report's refusals: a store, a file neither plot nor report wrote
-    with writing(folder):  # another plot or report writing it now is refused, naming it
-        figures = memoised.render_all(a, folder, fmt)
-        write_figures_manifest([fig.path for fig in figures])  # a report into the folder above takes them as usagg's
-    for fig in figures:
-        typer.echo(f"{'replaced' if fig.path in ours else 'wrote'} {fig.path}")
-    if a.comp.no_delta:  # the Δ figures are left out
-        typer.echo(a.comp.no_delta)
+    with _analysis_input(run_dir, results, root, "usagg plot") as inp:
+        memoised = Memoised.own()
+        a = memoised.analyse(inp, baseline)
+        folder = out or _default_folder(a.inp.study, "figures")
+        ours = check_figure_folder(a, folder, fmt)  # the report's refusals: a store, a file neither wrote
+        with writing(folder):  # another plot or report writing it now is refused, naming it
+            figures = memoised.render_all(a, folder, fmt)
+            write_figures_manifest([fig.path for fig in figures])  # a report into the folder above takes them
+        for fig in figures:
+            typer.echo(f"{'replaced' if fig.path in ours else 'wrote'} {fig.path}")
+        if a.comp.no_delta:  # the Δ figures are left out
+            typer.echo(a.comp.no_delta)
 
 
 def report_cmd(
@@ -350,13 +351,15 @@ def report_cmd(
 
     Example: usagg report runs/demo --out reports/demo
     """
+    from usagg.analysis.outputs import Memoised
     from usagg.analysis.report import write_report
 
-    a, memoised = _analyse(run_dir, results, root, baseline, "usagg report")
-    folder = out or _default_folder(a.inp.study)
-    for path in write_report(a, folder, render=memoised.render_all):
-        typer.echo(f"wrote {path}")
-    _warn_unrecorded(a, results)
+    with _analysis_input(run_dir, results, root, "usagg report") as inp:
+        memoised = Memoised.own()
+        a = memoised.analyse(inp, baseline)
+        folder = out or _default_folder(a.inp.study)
+        for path in write_report(a, folder, render=memoised.render_all):
+            typer.echo(f"wrote {path}")
     if a.inp.run_dir is not None:
         _log_to_tracker(Path(a.inp.run_dir), a.inp.study, folder, mlflow)
     elif mlflow:  # asked for explicitly: never a silent no-op
