@@ -11,8 +11,9 @@ import pytest
 
 from usagg.errors import UsaggError
 from usagg.plan import Job, plan
-from usagg.service import LISTED, _listed, make_selection
+from usagg.service import make_selection
 from usagg.spec.load import load_study
+from usagg.wording import LISTED, listed
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 
@@ -73,9 +74,9 @@ def test_the_job_list_is_cut_and_says_where_to_see_it(jobs: list[Job]) -> None:
 
 def test_listed_never_leaves_out_just_one() -> None:
     names = [f"n{i}" for i in range(LISTED + 3)]
-    assert _listed(names[: LISTED + 1]) == ", ".join(names[: LISTED + 1])
-    assert _listed(names) == f"{', '.join(names[:LISTED])}, ... and 3 more"
-    assert _listed([]) == "none"
+    assert listed(names[: LISTED + 1]) == ", ".join(names[: LISTED + 1])
+    assert listed(names) == f"{', '.join(names[:LISTED])}, ... and 3 more"
+    assert listed([]) == "none"
 
 
 def test_an_unplanned_paradigm_says_the_closest(jobs: list[Job]) -> None:

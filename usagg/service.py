@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from usagg.errors import DataError, UsaggError
-from usagg.wording import command, counted
+from usagg.wording import command, counted, counted_named, listed
 
 if TYPE_CHECKING:
     from usagg.affinity import Affinity
@@ -449,18 +449,6 @@ def make_selection(
     return selection
 
 
-#: How many names a selection error lists before "... and N more": a study plans a hundred jobs and more, and a
-#: paragraph listing them all hides the closest name.
-LISTED = 8
-
-
-def _listed(names: Sequence[str], most: int = LISTED) -> str:
-    """The first `most` names and how many more there are; all of them when only one more would be left out."""
-    if len(names) <= most + 1:
-        return ", ".join(names) or "none"
-    return f"{', '.join(names[:most])}, ... and {len(names) - most} more"
-
-
 def _selector_choices(key: str, jobs: list[Job], waiting_names: Sequence[str]) -> list[str]:
     """The values a selector of `key` can name in this plan (an id's beginnings up to a '-' too: `TS-fetal_head`)."""
     if key == "id":
@@ -474,7 +462,7 @@ def _unmatched_message(
     unmatched: Sequence[str], jobs: list[Job], waiting_names: Sequence[str], wording: Wording = CLI_WORDING
 ) -> str:
     """Each selector matching nothing with the closest value of its key (of any key for a bare one), then what a
-    selector is and what this plan holds, each list cut at `LISTED`."""
+    selector is and what this plan holds, each list cut at `LISTED` (usagg/wording.py)."""
     from usagg.names import suggest
 
     choices = {key: _selector_choices(key, jobs, waiting_names) for key in SELECTOR_KEYS}
@@ -486,9 +474,9 @@ def _unmatched_message(
     return (
         f"{'; '.join(clauses)}. A selector is a job id (or its beginning up to a '-', such as TS-fetal_head), a "
         "task, a group or a paradigm, or KEY:PATTERN / KEY=PATTERN with KEY one of id, task, group, paradigm (globs "
-        f"such as 'TS-*' work; different keys AND, the same key OR). This plan's tasks: {_listed(choices['task'])}; "
-        f"groups: {_listed(choices['group'])}; paradigms: {_listed(choices['paradigm'])}; jobs: "
-        f"{_listed([j.id for j in jobs])} ({wording.plan} lists every job)"
+        f"such as 'TS-*' work; different keys AND, the same key OR). This plan's tasks: {listed(choices['task'])}; "
+        f"groups: {listed(choices['group'])}; paradigms: {listed(choices['paradigm'])}; jobs: "
+        f"{listed([j.id for j in jobs])} ({wording.plan} lists every job)"
     )
 
 
@@ -726,7 +714,7 @@ def unrecorded_results_text(store: RunStore, study: str, wording: Wording = CLI_
         return None
     n, others = len(unrecorded), len(recorded) - len(unrecorded)
     return (
-        f"{_jobs_named(unrecorded, 'done job')} of study {study!r} {'was' if n == 1 else 'were'} "
+        f"{counted_named(unrecorded, 'done job')} of study {study!r} {'was' if n == 1 else 'were'} "
         f"trained by an older usagg that recorded not which data {'it' if n == 1 else 'they'} read, beside "
         f"{counted(others, 'job')} that did: {'its' if n == 1 else 'their'} numbers may come from other data and are "
         f"compared here with the others'. To compare like with like, run the study under a new name "
@@ -744,12 +732,6 @@ def _recorded_generator(entry: dict[str, Any]) -> int | None:
     record), None for data.root's rows (a fingerprint recorded with "generator": null) or a value not a number."""
     value = entry.get("generator", FINGERPRINTED_GENERATOR)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _jobs_named(ids: list[str], noun: str = "job") -> str:
-    """'2 jobs (A, B)', the first three named."""
-    n = len(ids)
-    return f"{counted(n, noun)} ({', '.join(ids[:3])}{f' and {n - 3} more' if n > 3 else ''})"
 
 
 def changed_generator_text(study: str, jobs: dict[str, int], now: int, wording: Wording) -> str:
@@ -1025,7 +1007,7 @@ class StudyRun:
         return (
             f"the run store {self.store.root} holds study {self.study.name!r} run from {bound}, and this run's "
             f"{self.wording.sets} plan other jobs under the same name: running it would hide "
-            f"{counted(len(hidden), 'done job')} of that study's plan ({_listed(hidden, 3)}) from status, compare "
+            f"{counted(len(hidden), 'done job')} of that study's plan ({listed(hidden, 3)}) from status, compare "
             "and results.csv. "
             f"Give this variant its own name ({self.wording.rename}), or run with {self.wording.force} to replace the "
             "stored plan with this one (nothing is deleted: the hidden jobs come back when the spec runs as it is "
@@ -1071,7 +1053,7 @@ class StudyRun:
             self.beside = (
                 f"{self.store.root} is being run by {_live_run_text(beside[0])}: this run adds "
                 f"{counted(len(added), 'job')} to the plan of study {self.study.name!r} "
-                f"({_listed([j.id for j in added])}) and replaces or drops none of that run's jobs, so both go on, the "
+                f"({listed([j.id for j in added])}) and replaces or drops none of that run's jobs, so both go on, the "
                 "job locks keeping them apart."
             )
 
@@ -1088,7 +1070,7 @@ class StudyRun:
         return (
             f"{self.store.root} is being run by {self._holder_text(live, held)} with another plan of study "
             f"{self.study.name!r}: this run would replace it, dropping {counted(len(dropped), 'job')} that run trains "
-            f"or counts ({_listed(dropped, 3)}), so its results.csv would no longer hold what it trained. Nothing "
+            f"or counts ({listed(dropped, 3)}), so its results.csv would no longer hold what it trained. Nothing "
             "was written. "
             f"{self._wait_text()}"
         )
@@ -1098,7 +1080,7 @@ class StudyRun:
         return (
             f"{self.store.root} is being run by {self._holder_text(live, held)}: this run's plan of study "
             f"{self.study.name!r} would replace {counted(len(replaced), 'job')} of the plan it trains with jobs of "
-            f"other settings for the same task, paradigm, fraction and seed ({_listed(pairs, 2)}), so the results.csv "
+            f"other settings for the same task, paradigm, fraction and seed ({listed(pairs, 2)}), so the results.csv "
             f"that run closes with would hold two results for each and compare would refuse it. Nothing was written. "
             f"{self._wait_text()}"
         )
@@ -1117,7 +1099,7 @@ class StudyRun:
         n = len(self.replaced_done)
         return (
             f"this plan of study {self.study.name!r} replaces the one stored in {self.store.root}: "
-            f"{counted(n, 'done job')} it no longer lists ({_listed(self.replaced_done, 3)}) stay on disk but out of "
+            f"{counted(n, 'done job')} it no longer lists ({listed(self.replaced_done, 3)}) stay on disk but out of "
             "status, compare and results.csv until the spec runs as it was (nothing is deleted); to keep both "
             f"studies, give this variant its own name ({self.wording.rename})."
         )
@@ -1203,7 +1185,7 @@ class StudyRun:
             n = len(layouts)
             which = ", ".join(str(v) for v in sorted(set(layouts.values())))
             said.append(
-                f"{_jobs_named(list(layouts))} {'starts' if n == 1 else 'start'} over from epoch 1: "
+                f"{counted_named(list(layouts), 'job')} {'starts' if n == 1 else 'start'} over from epoch 1: "
                 f"{'its' if n == 1 else 'their'} last.pt was written by an older usagg (layout {which}; this usagg "
                 f"resumes layout {CHECKPOINT_FORMAT}), so the epochs {'it holds' if n == 1 else 'they hold'} are "
                 f"trained again. Each is kept as last.pt.{NOT_RESUMED} beside the new one (delete it to free the "
@@ -1212,7 +1194,7 @@ class StudyRun:
         if damaged:
             n = len(damaged)
             said.append(
-                f"{_jobs_named(damaged)} {'starts' if n == 1 else 'start'} over from epoch 1: "
+                f"{counted_named(damaged, 'job')} {'starts' if n == 1 else 'start'} over from epoch 1: "
                 f"{'its' if n == 1 else 'their'} last.pt is damaged (not a checkpoint usagg can read, or cut short). "
                 "Each is kept as last.pt.damaged (delete it to free the space)."
             )

@@ -4,13 +4,30 @@ pastes into a shell, quoted so that a folder named `t$(touch x)` is a name there
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+#: How many names a message lists before "... and N more": a study plans a hundred jobs and more, and a paragraph
+#: listing them all hides the closest name.
+LISTED = 8
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """`n` and `noun`, the noun in the plural (`plural`, else noun + "s") unless `n` is 1."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def listed(names: Sequence[str], most: int = LISTED) -> str:
+    """The first `most` names and how many more there are; all of them when only one more would be left out."""
+    if len(names) <= most + 1:
+        return ", ".join(names) or "none"
+    return f"{', '.join(names[:most])}, ... and {len(names) - most} more"
+
+
+def counted_named(names: Sequence[str], noun: str) -> str:
+    """'2 jobs (A, B)': how many, the first three named."""
+    n = len(names)
+    return f"{counted(n, noun)} ({', '.join(names[:3])}{f' and {n - 3} more' if n > 3 else ''})"
 
 
 def shown_path(path: Path | str) -> str:
