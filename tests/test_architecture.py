@@ -194,6 +194,7 @@ RANKS = {
     "usagg.execute": "execute",
     "usagg.analysis": "analysis",
     "usagg.service": "service",
+    "usagg.run": "service",  # the run service's modules (usagg/run/)
     "usagg.api": "api",
     "usagg.cli": "cli",
     "usagg.__main__": "cli",

@@ -11,7 +11,7 @@ import pytest
 
 from usagg.errors import UsaggError
 from usagg.plan import Job, plan
-from usagg.service import make_selection
+from usagg.run.selection import make_selection
 from usagg.spec.load import load_study
 from usagg.wording import LISTED, listed
 

@@ -19,7 +19,8 @@ from usagg import api
 from usagg.errors import UsaggError
 from usagg.joblock import _proc_start
 from usagg.plan import plan
-from usagg.service import RunObserver, StudyRun, make_selection
+from usagg.run.selection import make_selection
+from usagg.service import RunObserver, StudyRun
 from usagg.spec.load import load_study
 from usagg.store import RunStore
 

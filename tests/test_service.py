@@ -13,7 +13,8 @@ from tests.tiny_study import small_study
 from usagg.engine.runner import run_one
 from usagg.errors import UsaggError
 from usagg.registry import code_plugins
-from usagg.service import devices_override, engine_device, job_function, run_overrides
+from usagg.run.options import devices_override, run_overrides
+from usagg.service import engine_device, job_function
 from usagg.spec.models import ExecutionSpec
 
 
@@ -73,7 +74,7 @@ def test_only_selects_by_id_task_group_paradigm_and_glob() -> None:
     from pathlib import Path
 
     from usagg.plan import plan
-    from usagg.service import make_selection
+    from usagg.run.selection import make_selection
     from usagg.spec.load import load_study
 
     jobs = plan(load_study(Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"))

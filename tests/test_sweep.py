@@ -14,7 +14,7 @@ from cli_run import run_cli
 from tests.tiny_study import BREAST, MALIGNANCY, write_tiny_study
 from usagg.errors import SpecError
 from usagg.plan import Job, plan
-from usagg.service import store_for
+from usagg.run.stores import store_for
 from usagg.spec.load import dump_study, load_study, sweep_override
 from usagg.store import RunStore
 

@@ -178,7 +178,8 @@ def plan(spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any], overr
     else is a UsaggError naming it).
     """
     from usagg.plan import plan as plan_jobs
-    from usagg.service import store_evidence, store_for
+    from usagg.run.evidence import store_evidence
+    from usagg.run.stores import store_for
 
     study = _load(spec_or_path, overrides)
     return plan_jobs(study, store_evidence(store_for(study)))
@@ -238,15 +239,14 @@ def run_study(
     `usagg run`'s flags. `RunResult.store_root` and `results_csv` are absolute paths.
     """
     from usagg import service
+    from usagg.run.options import API_WORDING, as_written, run_overrides
 
     _refuse_in_worker_bootstrap()
     picked = _names(paradigms, "paradigms"), _names(only, "only")
-    sets = service.run_overrides(
-        _overrides(overrides), devices=_device(device), threads=_threads(threads), wording=service.API_WORDING
-    )
+    sets = run_overrides(_overrides(overrides), devices=_device(device), threads=_threads(threads), wording=API_WORDING)
     study = _load(spec_or_path, sets)
     spec_file = Path(spec_or_path) if isinstance(spec_or_path, (str, os.PathLike)) else None
-    written = None if spec_file is None else service.as_written(spec_file, _overrides(overrides))
+    written = None if spec_file is None else as_written(spec_file, _overrides(overrides))
     return service.run_study(
         study,
         paradigms=picked[0],
@@ -257,7 +257,7 @@ def run_study(
         observer=_observer(observer),
         on_event=_callable(on_event, "on_event", "a function on_event(job_id, event, info)"),
         on_progress=_callable(on_progress, "on_progress", "a function on_progress(progress)"),
-        wording=service.API_WORDING,
+        wording=API_WORDING,
         as_written=written,
     )
 

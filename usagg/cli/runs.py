@@ -475,7 +475,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
 ) -> None:
 
-    from usagg.service import DataProblems, StudyRun, as_written, drive, run_overrides
+    from usagg.run.options import as_written, run_overrides
+    from usagg.service import DataProblems, StudyRun, drive
     from usagg.spec.load import load_study, sweep_override
 
     console = line_console()

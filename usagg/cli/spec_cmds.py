@@ -85,7 +85,9 @@ def validate(
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
     from usagg.plan import plan_stages
-    from usagg.service import StudyRun, as_written, store_ran_elsewhere
+    from usagg.run.options import as_written
+    from usagg.run.stores import store_ran_elsewhere
+    from usagg.service import StudyRun
     from usagg.spec.load import sweep_override
 
     s = _load(study, set_, sweep)
@@ -255,7 +257,7 @@ def _plan_store(s: Study, study: Path) -> RunStore:
     """The run store `plan` reads: the study's, or where a relative output_root read from this folder names an
     empty place, the store the spec file ran into, said on stderr (`usagg run` from here refuses, naming both; every
     job read "pending" before, as if the study had never run)."""
-    from usagg.service import store_for, store_ran_elsewhere
+    from usagg.run.stores import store_for, store_ran_elsewhere
 
     ran = store_ran_elsewhere(s, study)
     if ran is None:
@@ -314,7 +316,8 @@ def plan_cmd(
     Example: usagg plan studies/fmc_uia.yaml --only task=breast_lesion --only TS
     """
     from usagg.plan import plan_stages
-    from usagg.service import make_selection, store_evidence
+    from usagg.run.evidence import store_evidence
+    from usagg.run.selection import make_selection
 
     if seed_sd is not None and not power:
         raise UsaggError("--seed-sd goes with --power (the seed spread the planned seeds' power is computed from)")
