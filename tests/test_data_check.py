@@ -18,7 +18,7 @@ from test_data_support import read_csv, write_csv
 from usagg.data.check import check_dataset
 from usagg.data.synth import generate_benchmark
 from usagg.errors import DataError
-from usagg.service import DataProblems
+from usagg.run.checks import DataProblems
 from usagg.spec.models import SynthSpec, TaskSpec
 
 # kind -> (task CSV, data row) where the corruption below plants it

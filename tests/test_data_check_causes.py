@@ -325,7 +325,7 @@ def test_run_and_validate_show_a_csv_of_windows_paths_as_one_entry(data: Path) -
     from rich.console import Console
 
     from usagg.cli.runs import print_data_problems
-    from usagg.service import DataProblems
+    from usagg.run.checks import DataProblems
 
     _windows_rows(data, 300, existing=False)
     report = check_dataset(data)

@@ -13,8 +13,8 @@ from tests.tiny_study import small_study
 from usagg.engine.runner import run_one
 from usagg.errors import UsaggError
 from usagg.registry import code_plugins
+from usagg.run.jobfunction import engine_device, job_function
 from usagg.run.options import devices_override, run_overrides
-from usagg.service import engine_device, job_function
 from usagg.spec.models import ExecutionSpec
 
 

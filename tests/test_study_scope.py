@@ -10,7 +10,8 @@ from test_data_support import read_csv, write_csv
 
 from usagg.data.fmc_uia import Problem
 from usagg.data.scope import ProblemTasks
-from usagg.service import DataProblems, StudyRun
+from usagg.run.checks import DataProblems
+from usagg.service import StudyRun
 from usagg.spec.load import load_study
 
 STUDY = """

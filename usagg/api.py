@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from usagg.engine.progress import Progress  # what on_progress hears; torch-free (as usagg.engine is at import)
 from usagg.errors import DataError, SpecError, UsaggError  # what the functions raise, for `except`
-from usagg.service import RunObserver, RunResult
+from usagg.run.result import RunResult
+from usagg.service import RunObserver
 from usagg.wording import command
 
 if TYPE_CHECKING:

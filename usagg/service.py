@@ -20,7 +20,6 @@ engine, the data check and the executors are imported by the steps that use them
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -29,373 +28,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from usagg.errors import DataError, UsaggError
+from usagg.errors import UsaggError
+from usagg.run.checks import check_model_weights, check_study_data
+from usagg.run.datarecords import changed_data_text, changed_generator_text, recorded_data, recorded_generator
 from usagg.run.evidence import store_evidence
+from usagg.run.jobfunction import end_tracking, job_function, reachable_tracking
 from usagg.run.options import CLI_WORDING, Wording
+from usagg.run.result import RunResult
 from usagg.run.selection import Selection, make_selection
 from usagg.run.stores import store_for, store_ran_elsewhere
-from usagg.wording import command, counted, counted_named, listed
+from usagg.wording import counted, counted_named, listed
 
 if TYPE_CHECKING:
     from usagg.data.check import CheckProgress, CheckReport
     from usagg.data.fmc_uia import Problem
     from usagg.data.splits import TaskRows
     from usagg.engine.progress import Progress
-    from usagg.execute.base import EventFn, Executor, JobFn
+    from usagg.execute.base import EventFn, Executor
     from usagg.execute.slurm import QueueCheck
     from usagg.plan import Job, Waiting
-    from usagg.spec.models import ExecutionSpec, Study, TrackingSpec
+    from usagg.spec.models import Study, TrackingSpec
     from usagg.store import RunStore
 
 log = logging.getLogger(__name__)
 
-#: Problems listed in a DataProblems message (the CLI lists more, see `usagg data check` for all).
-PROBLEMS_IN_MESSAGE = 10
-
-
-class DataProblems(DataError):
-    """The study's tasks (or the whole dataset) have problems, so nothing is trained. Exit code 1.
-
-    `problems` are the blocking ones (default: all of `report`); `report` holds every problem found.
-    """
-
-    exit_code = 1
-
-    def __init__(self, report: CheckReport, problems: list[Problem] | None = None) -> None:
-        self.report = report
-        self.problems = list(report.problems) if problems is None else problems
-        from usagg.data.check import ProblemGroup, grouped
-
-        head = f"the dataset at {report.root} has {counted(len(self.problems), 'problem')} in this study's tasks"
-        lines = [f"{head}; not training:"]
-        entries = grouped(self.problems)  # a CSV written on Windows: one entry for its 3,000 rows
-        for p in entries[:PROBLEMS_IN_MESSAGE]:
-            where = f"{p.where()}: " if isinstance(p, ProblemGroup) or p.row else ""
-            lines.append(f"  {p.kind} {where}{p.message}")
-        if len(entries) > PROBLEMS_IN_MESSAGE:
-            more = len(entries) - PROBLEMS_IN_MESSAGE
-            lines.append(f"  ... and {more} more ({command('usagg', 'data', 'check', Path(report.root))})")
-        super().__init__("\n".join(lines))
-
-
-# --------------------------------------------------------------------------- jobs
-
-
-#: Fewest training images a task may have in a job: batch statistics (the heads' normalisation) need two.
-MIN_TRAIN = 2
-
-
-def engine_device(execution: ExecutionSpec) -> str | None:
-    """The device the jobs' engine uses: cpu when asked for; cuda for cuda or GPU indices; None for auto (the engine
-    picks the first visible GPU, else the CPU).
-
-    Local pool workers are pinned to one GPU each, which they see as cuda:0, and a
-    Slurm job gets the GPUs Slurm gives it, so "cuda" is right for every GPU setting
-    under every executor: a job that asked for a GPU fails where none is visible
-    (the engine says so; a Slurm job names its node, usagg/execute/slurm.py) instead
-    of training on the CPU.
-    """
-    if execution.devices == "cpu":
-        return "cpu"
-    return None if execution.devices == "auto" else "cuda"
-
-
-def job_function(execution: ExecutionSpec, tracking: TrackingSpec | None = None) -> JobFn:
-    """`run_one` with device, threads, accel, trackers and this process's code-registered plug-in modules bound
-    (`registry.code_plugins`: a worker imports them first): picklable, so it reaches pool workers and Slurm
-    nodes."""
-    from usagg.engine.runner import run_one  # torch-free at import: the engine loads inside the call
-    from usagg.registry import code_plugins
-
-    return functools.partial(
-        run_one,
-        device=engine_device(execution),
-        threads=execution.threads,
-        accel=execution.accel,
-        tracking=tracking if tracking is not None and (tracking.tensorboard or tracking.mlflow) else None,
-        plugins=tuple(code_plugins()),
-    )
-
-
-def reachable_tracking(tracking: TrackingSpec, study_name: str, store_root: Path) -> TrackingSpec:
-    """The study's trackers, MLflow left out when its server cannot be reached (said once, not once per job); the
-    study's MLflow run is RUNNING from here until `end_tracking`."""
-    if tracking.mlflow is None:
-        return tracking
-    from usagg.tracking import start_study_run
-
-    if start_study_run(tracking.mlflow, study_name, store_root) is None:
-        return tracking.model_copy(update={"mlflow": None})
-    return tracking
-
-
-def end_tracking(run: StudyRun, state: str) -> None:
-    """End the study's MLflow run as the run ended: done, failed (a selected job failed, or the run raised) or
-    interrupted (usagg/tracking.py `end_study_run`); nothing without MLflow tracking."""
-    tracking = run.study.tracking
-    if tracking is None or tracking.mlflow is None:
-        return
-    from usagg.tracking import end_study_run
-
-    end_study_run(tracking.mlflow, run.store.root, state)
-
 
 # --------------------------------------------------------------------------- a run
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a run left: where its store is, each selected job's final state, and the results table.
-
-    `store_root` and `results_csv` are absolute (`StudyRun.finish`), so they still lead to the store after the
-    caller (a notebook) changes its current folder."""
-
-    store_root: Path
-    states: dict[str, str]
-    results_csv: Path
-    #: Problems of tasks the study does not train (they did not block it; see `StudyRun.check_data`).
-    data_warnings: list[Problem] = field(default_factory=list)
-    #: Each failed job's error, one line (its job.json `error`; the traceback is in jobs/<id>/error.txt).
-    errors: dict[str, str] = field(default_factory=dict)
-    #: Selected jobs not done that an earlier `usagg run` submitted to Slurm and sacct still lists, job id -> Slurm
-    #: job id: the run did not finish them (and planned no stage after them); the next `usagg run` collects them.
-    queued: dict[str, str] = field(default_factory=dict)
-
-    #: Jobs that ended failed in this run although the store could not record it (a full disk at their job.json),
-    #: job id -> the error the executor reported: the store still says running or pending, so the next `usagg run`
-    #: resumes them from their last checkpoint.
-    unrecorded: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> list[str]:
-        return [jid for jid, s in self.states.items() if s == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        """True when no selected job failed (recorded or not); `unfinished` says whether every one is done."""
-        return not self.failed and not self.unrecorded
-
-    @property
-    def unfinished(self) -> list[str]:
-        """Selected jobs neither done nor failed when the run ended, `unrecorded` ones aside: an earlier run's Slurm
-        job still has them (`queued`), another live process runs them (their lock is held), or they wait for a job
-        of the same settings that is not done. Not failed, but the study is not finished: `usagg run` exits 3."""
-        return [jid for jid, s in self.states.items() if s not in ("done", "failed") and jid not in self.unrecorded]
-
-
-def check_model_weights(study: Study) -> None:
-    """A `model.weights` that is missing or would not load into the backbone: UsaggError (exit 2) naming the
-    field and the file, before anything is written (usagg/model/weights_check.py `check_weights`). A plug-in's
-    backbone without weights is built once on the meta device (shapes only), so an entry timm builds otherwise
-    (not an Eva, another depth or width) is said here, not in every job (`create_vit`)."""
-    if study.model.weights is not None:
-        from usagg.model.weights_check import check_weights
-
-        check_weights(study.model.weights, study.model.backbone)
-        return
-    from usagg.model.zoo import hashed_definition
-
-    if hashed_definition(study.model.backbone) is not None:
-        import torch
-
-        from usagg.model.backbones import create_vit
-
-        with torch.device("meta"):
-            create_vit(study.model.backbone)
-
-
-def data_not_checkable(study: Study) -> str | None:
-    """Why the study's data cannot be checked without writing (a synthetic benchmark not generated yet), or None.
-
-    `usagg validate` and `run --dry-run` change nothing, so they say this instead of generating it.
-    """
-    data = study.data
-    if data.synthetic is None:
-        return None
-    from usagg.data.source import synth_complete, synth_dir, synth_key
-
-    folder = synth_dir(data)
-    if synth_complete(folder, synth_key(data.synthetic), data.synthetic):  # what dataset_root reuses without writing
-        return None
-    return f"the synthetic benchmark ({folder}) is not generated yet; the first `usagg run` generates and checks it"
-
-
-#: What a missing `data.root` says of where a relative one is read from: a folder beside the spec, written as if
-#: from the current folder, read "data.root /abs/path/syn does not exist" with no word why it was looked for there.
-RELATIVE_ROOT = (
-    "(A relative data.root is taken from the spec file's folder, or from the current folder where --set or "
-    "overrides= give it.)"
-)
-
-
-def check_study_data(
-    study: Study, on_progress: CheckProgress | None = None
-) -> tuple[CheckReport, list[Problem], TaskRows]:
-    """Check the dataset the study's jobs will read (generating the synthetic one on first use); returns the report,
-    the problems of tasks the study does not train (warnings) and the study's rows (read once: the split sizes and
-    `StudyRun.check_done_data` read them).
-
-    Problems of the study's tasks, and dataset-wide ones, raise DataProblems (exit 1); a missing
-    data root a DataError (exit 2); fractions that leave a task too few images a UsaggError.
-    `usagg run`, `run --dry-run` and `usagg validate` all check the data with this; `on_progress(split, checked,
-    images)` hears its file checks.
-    """
-    from usagg.cachedir import cache_root
-    from usagg.data.catalog import check_synthetic_tasks
-    from usagg.data.check import check_dataset
-    from usagg.data.scope import split_by_scope
-    from usagg.data.source import dataset_root
-
-    data = study.data
-    if data.synthetic is not None:  # before generating it: tasks it would not have are a spec error
-        check_synthetic_tasks(study.tasks, data.synthetic)
-    try:
-        root = dataset_root(data)
-    except DataError as err:  # a relative data.root read from another folder than the user thought
-        if data.root is not None and not data.root.is_dir():
-            raise DataError(f"{err} {RELATIVE_ROOT}") from None
-        raise
-    splits = ("train", "val") if data.test_split == "val" else ("train",)
-    report = check_dataset(
-        root,
-        study.tasks,
-        splits=splits,
-        leakage=data.leakage,
-        near_duplicate_threshold=data.near_duplicate_threshold,
-        test_carve=None if data.test_split == "val" else (data.test_fraction, data.split_seed),
-        cache=cache_root(data.cache_dir),
-        on_progress=on_progress,
-    )
-    blocking, warnings = split_by_scope(report, [t.id for t in study.tasks])
-    warnings += report.warnings  # `data.leakage: warn`: near duplicates reported, never blocking
-    if blocking:
-        raise DataProblems(report, blocking)
-    return report, warnings, _check_split_sizes(study, root)
-
-
-def _fingerprint(entry: object) -> bool:
-    """Whether a task's entry of splits.json holds a fingerprint as `rows_fingerprints` writes it."""
-    rows = entry.get("rows") if isinstance(entry, dict) else None
-    return isinstance(rows, dict) and isinstance(rows.get("sha256"), str) and isinstance(rows.get("rows"), int)
-
-
-def recorded_data(store: RunStore, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per done job of `job_ids`, the fingerprint of each task's rows its splits.json recorded (task -> `rows`, as
-    usagg/data/splits.py `rows_fingerprints` writes it); {} for one that recorded none: an older usagg's, or a file
-    missing or damaged. A pure read of the store."""
-    from usagg.atomic import parse_json, read_regular
-
-    recorded: dict[str, dict[str, Any]] = {}
-    for jid in job_ids:
-        if store.job_state(jid) != "done":
-            continue
-        try:
-            record = parse_json(read_regular(store.paths(jid).splits))
-        except (OSError, ValueError):
-            record = None  # none, or damaged: nothing recorded to compare
-        # a received file is data: an entry not of `rows_fingerprints`' form is none
-        prints = {t: e["rows"] for t, e in record.items() if _fingerprint(e)} if isinstance(record, dict) else {}
-        recorded[jid] = prints
-    return recorded
-
-
-def unrecorded_results_text(store: RunStore, study: str, wording: Wording = CLI_WORDING) -> str | None:
-    """The warning of `usagg compare` and `usagg report` for a store whose done jobs mix ones that recorded not which
-    data they read (an older usagg's) with ones that did, or None: the first may have read other data (another
-    generator's synthetic benchmark, other rows) and their numbers are compared with the others' unnoticed, as
-    `StudyRun.unrecorded_data_text` warns the run that trains the others. A store all of whose done jobs recorded
-    none is one usagg's and says nothing here, as one whose plan or job records do not read (the analysis read its
-    table; `usagg repair` names what is damaged)."""
-    try:
-        recorded = recorded_data(store, store.job_ids())
-    except UsaggError:
-        return None
-    unrecorded = [jid for jid, prints in recorded.items() if not prints]
-    if not unrecorded or len(unrecorded) == len(recorded):
-        return None
-    n, others = len(unrecorded), len(recorded) - len(unrecorded)
-    return (
-        f"{counted_named(unrecorded, 'done job')} of study {study!r} {'was' if n == 1 else 'were'} "
-        f"trained by an older usagg that recorded not which data {'it' if n == 1 else 'they'} read, beside "
-        f"{counted(others, 'job')} that did: {'its' if n == 1 else 'their'} numbers may come from other data and are "
-        f"compared here with the others'. To compare like with like, run the study under a new name "
-        f"({wording.rename}) and analyse that."
-    )
-
-
-#: The generator version of the synthetic benchmark when splits.json began to record fingerprints (8c4e9b5) and
-#: until it recorded the generator beside them: a fingerprint without "generator" was made by this one.
-FINGERPRINTED_GENERATOR = 3
-
-
-def _recorded_generator(entry: dict[str, Any]) -> int | None:
-    """The synthetic generator version a task's fingerprint recorded (`FINGERPRINTED_GENERATOR` where it predates the
-    record), None for data.root's rows (a fingerprint recorded with "generator": null) or a value not a number."""
-    value = entry.get("generator", FINGERPRINTED_GENERATOR)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def changed_generator_text(study: str, jobs: dict[str, int], now: int, wording: Wording) -> str:
-    """The refusal of a run whose done jobs read the synthetic benchmark of another generator version
-    (`StudyRun.check_done_data`): which jobs, which version, and the way on."""
-    names = ", ".join(list(jobs)[:4]) + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
-    was = ", ".join(str(v) for v in sorted(set(jobs.values())))
-    return (
-        f"{counted(len(jobs), 'done job')} of study {study} read the synthetic benchmark of generator {was} "
-        f"(jobs {names}); this usagg generates version {now}, other images under the same names. Their results "
-        "and this run's would mix two benchmarks in one comparison. To train the study on this benchmark, give it a "
-        f"study of its own ({wording.rename}, or a new `name:` in the spec); the done jobs' benchmark is made only "
-        "by the usagg that made them. Nothing was written."
-    )
-
-
-def changed_data_text(
-    study: str, root: Path, jobs: list[str], then: dict[str, Any], now: dict[str, dict[str, int | str | None]]
-) -> str:
-    """The refusal of a run whose done jobs read other data (`StudyRun.check_done_data`): which tasks' rows
-    changed and how many, which jobs, and the two ways on."""
-
-    def task_text(task: str) -> str:
-        before, after = then[task].get("rows"), now[task]["rows"]
-        if before == after:
-            return f"{task} has {after} rows, as then, with other images, labels or order"
-        return f"{task} has {after} rows ({before} when they ran)"
-
-    names = ", ".join(jobs[:4]) + (f" and {len(jobs) - 4} more" if len(jobs) > 4 else "")
-    tasks = sorted(then)
-    return (
-        f"{counted(len(jobs), 'done job')} of study {study} read other data than {root} holds now: "
-        + "; ".join(task_text(t) for t in tasks[:6])
-        + (f"; and {len(tasks) - 6} more tasks" if len(tasks) > 6 else "")
-        + f" (jobs {names}). Their results and this run's would mix two datasets in one comparison. To study this "
-        f"data, give it a study of its own (`--set name={study}-2`, or a new `name:` in the spec); to go on with "
-        "the done jobs, point data.root at the data they read. Nothing was written."
-    )
-
-
-def _check_split_sizes(study: Study, root: Path) -> TaskRows:
-    """Every task keeps at least MIN_TRAIN training images at every fraction (a batch of one image cannot
-    train: batch statistics need two), and one selection image when a selection split is asked for; the rows
-    read."""
-    from usagg.data.splits import make_splits, read_rows
-
-    short = []
-    rows = read_rows(study.data, root, study.tasks)
-    for fraction in study.fractions:
-        for task_id, sp in make_splits(study.data, root, study.tasks, fraction, 0, rows).items():
-            if len(sp.train) < MIN_TRAIN:
-                short.append(f"{task_id} has {counted(len(sp.train), 'training image')} at fraction {fraction:g}")
-            if study.data.selection_fraction > 0 and not sp.select:
-                short.append(f"{task_id} has no selection image")
-    if short:
-        raise UsaggError(
-            f"data.selection_fraction {study.data.selection_fraction:g} and fractions "
-            f"{[float(f) for f in study.fractions]} leave too little data: {'; '.join(short[:6])}"
-            + (f" (and {len(short) - 6} more)" if len(short) > 6 else "")
-            + f". Every task needs at least {MIN_TRAIN} training images; raise the fractions or lower "
-            "data.selection_fraction (0 turns selection off)."
-        )
-    return rows
 
 
 #: A result cell of results.csv (usagg/analysis/results.py `_check_consistent`): paradigm, fraction, seed, task and
@@ -1018,7 +676,7 @@ class StudyRun:
         changed: dict[str, Any] = {}  # task -> the rows a job recorded
         jobs, generators = [], {}  # the jobs of other rows; job id -> the other generator it recorded
         for jid, prints in recorded.items():
-            was = {v for p in prints.values() if (v := _recorded_generator(p)) is not None}
+            was = {v for p in prints.values() if (v := recorded_generator(p)) is not None}
             if generator is not None and was - {generator}:
                 generators[jid] = min(was - {generator})
                 continue

@@ -157,7 +157,7 @@ def _warn_unrecorded(inp: AnalysisInput, results: Path | None) -> None:
     code stays the command's. Nothing for a --results table: its rows are not the store's jobs."""
     if results is not None or inp.run_dir is None:
         return
-    from usagg.service import unrecorded_results_text
+    from usagg.run.datarecords import unrecorded_results_text
     from usagg.store import RunStore
 
     text = unrecorded_results_text(RunStore(inp.run_dir), inp.study)

@@ -44,7 +44,9 @@ if TYPE_CHECKING:
     from usagg.data.check import CheckReport
     from usagg.engine.progress import Progress
     from usagg.plan import Job, Waiting
-    from usagg.service import DataProblems, RunResult, StudyRun
+    from usagg.run.checks import DataProblems
+    from usagg.run.result import RunResult
+    from usagg.service import StudyRun
     from usagg.store import RunStore
 
 RUN_HELP = """Train and evaluate a study's jobs (TS, CG, AU, AG and the controls) into its run store, resuming where it
@@ -412,7 +414,7 @@ class ConsoleObserver(RunObserver):
 def _check_data(console: Console, job_run: StudyRun, observer: ConsoleObserver | None) -> None:
     """The data check of `run`, also for `--dry-run` (same checks, same exit codes, same warnings): problems
     listed, exit 1."""
-    from usagg.service import DataProblems
+    from usagg.run.checks import DataProblems
 
     try:
         if observer is None:
@@ -475,8 +477,9 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures, warnings and the results path."),
 ) -> None:
 
+    from usagg.run.checks import DataProblems
     from usagg.run.options import as_written, run_overrides
-    from usagg.service import DataProblems, StudyRun, drive
+    from usagg.service import StudyRun, drive
     from usagg.spec.load import load_study, sweep_override
 
     console = line_console()
@@ -576,7 +579,7 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
     from rich.console import Console
     from rich.markup import escape
 
-    from usagg.service import check_model_weights, data_not_checkable
+    from usagg.run.checks import check_model_weights, data_not_checkable
 
     note = Console(stderr=True) if as_json else console  # --json keeps stdout for the JSON list
     if check and job_run.todo:  # the devices and the executor a run would use (a GPU asked for, sbatch), as it does

@@ -174,7 +174,7 @@ def _check_weights(s: Study) -> None:
 
         check_weights(s.model.weights, s.model.backbone)
     elif s.model.weights is None:  # a plug-in backbone is built once on the meta device, as `usagg run` does
-        from usagg.service import check_model_weights
+        from usagg.run.checks import check_model_weights
 
         check_model_weights(s)
 
@@ -196,7 +196,7 @@ def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, tuple[P
     """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
     study's tasks are listed and exit 1, as `run` exits. Returns the line to print (the result, or why the data
     was not checked) and the dataset root checked with its rows (None when it was not)."""
-    from usagg.service import RELATIVE_ROOT, DataProblems, check_study_data, data_not_checkable
+    from usagg.run.checks import RELATIVE_ROOT, DataProblems, check_study_data, data_not_checkable
 
     if skip:
         return "[yellow]note[/]: data not checked (--no-data-check); `usagg run` checks it first.", None
