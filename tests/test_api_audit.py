@@ -254,7 +254,7 @@ def test_run_study_refuses_arguments_of_the_wrong_type_before_writing_anything(t
         ({"retry_failed": 1}, "retry_failed must be True or False, got 1"),
         ({"on_event": "print"}, "on_event must be a function on_event(job_id, event, info) or None, got 'print'"),
         ({"on_progress": 3}, "on_progress must be a function on_progress(progress) or None, got 3"),
-        ({"observer": object()}, "observer must be a usagg.service.RunObserver"),
+        ({"observer": object()}, "observer must be a usagg.api.RunObserver"),
         ({"device": []}, "device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them"),
         ({"device": -1}, "device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them"),
         ({"device": ""}, "device must be 'cpu', 'cuda', 'auto', a GPU index such as 0 or a list of them"),
@@ -285,7 +285,7 @@ def _error_of(spec: Path, **kwargs: Any) -> str:
 
 
 def test_another_spec_of_the_same_name_is_told_the_arguments(tmp_path: Path) -> None:
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
     from usagg.spec.load import load_study
 
     first = write_tiny_study(tmp_path / "a" / "study.yaml", "same", tmp_path, output_root=tmp_path / "runs")

@@ -193,8 +193,7 @@ RANKS = {
     "usagg.mlflowstore": "engine",  # the MLflow tracker's edits of a local store
     "usagg.execute": "execute",
     "usagg.analysis": "analysis",
-    "usagg.service": "service",
-    "usagg.run": "service",  # the run service's modules (usagg/run/)
+    "usagg.run": "service",  # the run service (usagg/run/)
     "usagg.api": "api",
     "usagg.cli": "cli",
     "usagg.__main__": "cli",

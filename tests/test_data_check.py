@@ -181,7 +181,7 @@ def test_study_tasks_are_checked_against_the_data(synth: Path, tmp_path: Path) -
     report = check_dataset(synth, tasks=tasks, splits=("train",))
     assert [(p.kind, p.csv_file) for p in report.problems] == [("spec_mismatch", None), ("task_missing", None)]
     assert "num_classes 3" in report.problems[0].message and "lung_b_lines" in report.problems[1].message
-    message = str(DataProblems(report))  # what `usagg run` raises for them (usagg/service.py check_study_data)
+    message = str(DataProblems(report))  # what `usagg run` raises for them (usagg/run/checks.py check_study_data)
     assert message.startswith(f"the dataset at {synth} has 2 problems in this study's tasks; not training:")
     assert "spec_mismatch" in message and "task_missing" in message
 

@@ -51,7 +51,7 @@ def test_a_mistyped_task_id_is_a_problem_of_the_task_meant_naming_its_rows(data:
 
 
 def test_the_typo_blocks_a_study_of_the_task_meant_only(data: Path) -> None:
-    """What `usagg run` and `validate` do with the check (usagg/service.py `check_study_data`)."""
+    """What `usagg run` and `validate` do with the check (usagg/run/checks.py `check_study_data`)."""
     _task_id(data, "train", [1], "cls_tx")
     _task_id(data, "val", [3], "cls_tx")
     blocking, _ = split_by_scope(check_dataset(data, tasks=[CLS]), ["cls_t"])

@@ -238,7 +238,7 @@ def test_gpu_pool_pins_workers_and_survives_a_crashed_worker(tmp_path: Path, mon
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     store, ids = make_store(tmp_path, ["ok", "crash", "ok", "raise", "ok", "ok"])
     events = Events()
-    fn = functools.partial(fake_run_one, device="cuda", threads=2)  # as usagg.service.job_function binds them
+    fn = functools.partial(fake_run_one, device="cuda", threads=2)  # as usagg.run.jobfunction.job_function binds them
     states = PoolExecutor(str(store.root), [0, 1]).run(ids, fn, events)
     expected = dict(zip(ids, ["done", "failed", "done", "failed", "done", "done"], strict=True))
     assert states == expected

@@ -15,11 +15,12 @@ import cli_run
 import pytest
 import torch
 
-from usagg import api, registry, service
+from usagg import api, registry
 from usagg.errors import SpecError, UsaggError
 from usagg.model.backbones import create_vit
 from usagg.model.weights import read_checkpoint, to_official_state_dict
 from usagg.model.weights_check import check_weights
+from usagg.run import driver
 from usagg.spec.load import load_study
 from usagg.tasktypes.base import RowError
 from usagg.tasktypes.regression import _point
@@ -220,6 +221,6 @@ def test_run_study_takes_a_single_string_as_one_paradigm_or_selector(
     study: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, object] = {}
-    monkeypatch.setattr(service, "run_study", lambda study, **kw: seen.update(kw))
+    monkeypatch.setattr(driver, "run_study", lambda study, **kw: seen.update(kw))
     api.run_study(study, paradigms="TS", only="TS")
     assert seen["paradigms"] == ("TS",) and seen["only"] == ("TS",)

@@ -1,5 +1,5 @@
 """`--only` and `--paradigm` selecting nothing: the closest name of the selector's key (of any key for a bare one),
-and lists cut short with where to see them all (usagg/service.py `make_selection`), on the demo study's plan."""
+and lists cut short with where to see them all (usagg/run/selection.py `make_selection`), on the demo study's plan."""
 
 from __future__ import annotations
 

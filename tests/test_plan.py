@@ -234,7 +234,7 @@ def test_paradigm_factors_are_registered() -> None:
 
 
 class _Evidence:
-    """A staged planner's evidence, as the run store gives it (usagg/service.py StoreEvidence), from a matrix."""
+    """A staged planner's evidence, as the run store gives it (usagg/run/evidence.py StoreEvidence), from a matrix."""
 
     def __init__(self, tasks: list[str], matrix: list[list[float]]) -> None:
         self.aff = Affinity(tasks, matrix)

@@ -23,7 +23,7 @@ from usagg.cli.runs import ConsoleObserver
 from usagg.engine.progress import Progress
 from usagg.historycsv import write_history
 from usagg.plan import Job, plan
-from usagg.service import StudyRun
+from usagg.run.studyrun import StudyRun
 from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
 from usagg.store import RunStore
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_run import error_paragraph, run_cli
-from usagg.service import StudyRun
+from usagg.run.studyrun import StudyRun
 from usagg.spec.load import load_study
 from usagg.store import RunStore
 

@@ -19,8 +19,9 @@ from usagg import api
 from usagg.errors import UsaggError
 from usagg.joblock import _proc_start
 from usagg.plan import plan
+from usagg.run.observer import RunObserver
 from usagg.run.selection import make_selection
-from usagg.service import RunObserver, StudyRun
+from usagg.run.studyrun import StudyRun
 from usagg.spec.load import load_study
 from usagg.store import RunStore
 
@@ -382,12 +383,12 @@ def test_a_job_another_spec_file_planned_is_stored_once_when_this_one_plans_it_t
 def test_ctrl_c_in_a_run_says_how_to_go_on_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import usagg.service
+    import usagg.run.driver
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(usagg.service, "drive", interrupted)
+    monkeypatch.setattr(usagg.run.driver, "drive", interrupted)
     spec = write_study(tmp_path / "a" / "study.yaml", tmp_path)
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)
     said = " ".join(out.split())

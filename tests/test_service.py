@@ -1,4 +1,4 @@
-"""The run service (usagg/service.py): options as overrides, the engine device, the job function, no torch."""
+"""The run service (usagg/run/): options as overrides, the engine device, the job function, no torch."""
 
 from __future__ import annotations
 
@@ -64,7 +64,11 @@ def test_options_become_overrides() -> None:
 
 
 def test_the_service_and_the_api_import_no_torch_or_pandas() -> None:
-    code = "import sys, usagg.api, usagg.service; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    code = (
+        "import importlib, pkgutil, sys, usagg.api, usagg.run\n"
+        "for m in pkgutil.iter_modules(usagg.run.__path__): importlib.import_module('usagg.run.' + m.name)\n"
+        "print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -140,7 +144,7 @@ def test_a_damaged_plan_is_written_anew_by_a_run_of_its_spec(tmp_path: Path) -> 
     --force."""
     from tests.test_store_damage import metrics_of
     from usagg.plan import plan
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
     from usagg.store import RunStore
 
     study = small_study("toy", output_root=str(tmp_path / "runs"), paradigms=["TS"])

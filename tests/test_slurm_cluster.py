@@ -28,7 +28,7 @@ from usagg.errors import UsaggError
 from usagg.execute.base import make_executor
 from usagg.execute.slurm import RETRY, SlurmExecutor, slurm_parameters
 from usagg.plan import plan
-from usagg.service import StudyRun
+from usagg.run.studyrun import StudyRun
 from usagg.spec.load import dump_study, load_study
 from usagg.spec.models import ExecutionSpec, SlurmSpec, Study
 from usagg.store import RunStore
@@ -325,16 +325,16 @@ def test_validate_says_what_run_refuses_of_slurm_and_run_refuses_it_before_the_d
     """A real-data audit: `validate` accepted `devices: cuda` with `slurm.gpus_per_node: 0` and a host without sbatch,
     which `usagg run` refused, and run (and its --dry-run) refused them only after ~14 s of data check. The spec's
     contradiction is validate's error (exit 2), the host's a warning; run refuses both before checking the data."""
-    import usagg.service
+    import usagg.run.studyrun
 
     checked: list[str] = []
-    real_check = usagg.service.check_study_data
+    real_check = usagg.run.studyrun.check_study_data
 
     def check_study_data(*args: Any, **kwargs: Any) -> Any:
         checked.append("data")
         return real_check(*args, **kwargs)
 
-    monkeypatch.setattr(usagg.service, "check_study_data", check_study_data)
+    monkeypatch.setattr(usagg.run.studyrun, "check_study_data", check_study_data)
     spec = write_spec(tmp_path, "{executor: slurm, devices: cuda, slurm: {gpus_per_node: 0}}")
     (tmp_path / "data" / "train").mkdir(parents=True)  # a data root to check (the synthetic one is not generated)
     spec.write_text(
@@ -729,12 +729,12 @@ def test_an_interrupted_run_says_what_goes_on_under_its_executor(
 ) -> None:
     """Ctrl-C stops the local pool's jobs, which resume from their checkpoints; under Slurm it stops only the
     submitting process, and the jobs go on on the cluster (the message said 'the stopped ones go on')."""
-    import usagg.service
+    import usagg.run.driver
 
     def interrupted(*_: Any, **__: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(usagg.service, "drive", interrupted)
+    monkeypatch.setattr(usagg.run.driver, "drive", interrupted)
     spec = write_spec(tmp_path, f"{{executor: {executor}}}")
     monkeypatch.chdir(tmp_path)
     code, out = run_cli(["run", str(spec)], monkeypatch, capsys)

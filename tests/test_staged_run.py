@@ -14,7 +14,8 @@ from tests.tiny_study import FETAL_HEAD, THYROID_PAIR, write_tiny_study
 from usagg import api
 from usagg.affinity import read_affinity
 from usagg.errors import UsaggError
-from usagg.service import StudyRun, run_study
+from usagg.run.driver import run_study
+from usagg.run.studyrun import StudyRun
 from usagg.spec.load import load_study
 from usagg.spec.models import Study
 

@@ -45,7 +45,7 @@ def test_plan_and_validate_from_another_folder_read_the_store_the_spec_ran_into(
     there refused, naming both. Both now read the store the spec ran into and say why; --json stays JSON."""
     import json
 
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
     from usagg.spec.load import load_study
     from usagg.store import RunStore
 

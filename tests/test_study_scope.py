@@ -11,7 +11,7 @@ from test_data_support import read_csv, write_csv
 from usagg.data.fmc_uia import Problem
 from usagg.data.scope import ProblemTasks
 from usagg.run.checks import DataProblems
-from usagg.service import StudyRun
+from usagg.run.studyrun import StudyRun
 from usagg.spec.load import load_study
 
 STUDY = """
@@ -109,7 +109,7 @@ def test_run_trains_a_study_despite_a_broken_row_elsewhere(
 
 @pytest.mark.slow
 def test_the_api_returns_the_warnings(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from usagg.service import run_study
+    from usagg.run.driver import run_study
 
     break_row(root, "fetal_head", 1)
     monkeypatch.chdir(tmp_path)

@@ -212,10 +212,10 @@ def _one_task_study(name: str, tmp_path: Path, tracking: dict[str, Any], seeds: 
 def test_a_run_ends_the_study_run_and_an_interrupted_one_kills_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mlflow_uri: str
 ) -> None:
-    """The real driver (usagg/service.py `drive`): a run leaves its study run FINISHED, its job's run with files and
+    """The real driver (usagg/run/driver.py `drive`): a run leaves its study run FINISHED, its job's run with files and
     TensorBoard hparams; `usagg report --mlflow` leaves it FINISHED; Ctrl-C in a later run leaves it KILLED."""
     from usagg.api import run_study
-    from usagg.service import RunObserver
+    from usagg.run.observer import RunObserver
 
     uri = mlflow_uri
     spec = _one_task_study("ended", tmp_path, {"tensorboard": True, "mlflow": {"uri": uri}})

@@ -70,7 +70,7 @@ def test_the_source_is_the_twin_that_has_begun_or_is_queued_on_slurm(tmp_path: P
     """An auditor's jam: TSM run alone and stopped (a running record, its last.pt) became CG's twin, CG trained from
     scratch and filling TSM failed on its running state in every later run. The twin that has begun is the source;
     one still queued on Slurm is too, so its twin is not submitted a second time."""
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
 
     spec, cg, tsm = _pair(tmp_path)
     run = StudyRun.prepare(load_study(spec), spec_file=spec)

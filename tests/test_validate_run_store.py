@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cli_run import run_cli
 
-from usagg.service import StudyRun
+from usagg.run.studyrun import StudyRun
 from usagg.spec.load import load_study
 
 DEMO = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"

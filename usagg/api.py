@@ -6,7 +6,7 @@
     history = load_history(result)                   # per job, epoch and task: loss and selection metrics
     result.errors                                    # failed job -> its error (each also logged as a warning)
 
-The same service as `usagg run` (usagg/service.py) and the same run store, so the
+The same service as `usagg run` (usagg/run/) and the same run store, so the
 CLI and this module can take turns on one study. User errors are `UsaggError`
 (a bad spec: `SpecError`; a dataset with problems: `DataError`, listing them), naming
 this module's arguments (`paradigms=`, `device=`), never `usagg run`'s flags; all three import from here. The read
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from usagg.engine.progress import Progress  # what on_progress hears; torch-free (as usagg.engine is at import)
 from usagg.errors import DataError, SpecError, UsaggError  # what the functions raise, for `except`
+from usagg.run.observer import RunObserver
 from usagg.run.result import RunResult
-from usagg.service import RunObserver
 from usagg.wording import command
 
 if TYPE_CHECKING:
@@ -155,11 +155,10 @@ def _callable(value: object, argument: str, what: str) -> Any:
 
 
 def _observer(value: object) -> RunObserver | None:
-    """None or a `RunObserver` (usagg/service.py); another object failed deep inside the run."""
+    """None or a `RunObserver` (usagg/run/observer.py); another object failed deep inside the run."""
     if value is not None and not isinstance(value, RunObserver):
         raise UsaggError(
-            f"observer must be a usagg.service.RunObserver (subclass it and override what you need) or None, got "
-            f"{value!r}"
+            f"observer must be a usagg.api.RunObserver (subclass it and override what you need) or None, got {value!r}"
         )
     return value
 
@@ -228,7 +227,7 @@ def run_study(
     `on_event(job_id, event, info)` hears each job start and end, `on_progress(Progress)`
     (`usagg.api.Progress`: job_id, phase, epoch, epochs, step, steps, loss, images_per_s, ...)
     the running jobs' epochs and steps (in-process and local pool jobs), or an `observer`
-    (usagg/service.py `RunObserver`) every step of the run, as `usagg run` shows them.
+    (usagg/run/observer.py `RunObserver`) every step of the run, as `usagg run` shows them.
     A failed job does not raise: see `RunResult.failed` and `RunResult.errors` (job id ->
     its error, one line; the traceback is in the store's jobs/<id>/error.txt). Without an
     `observer`, each failed job (and each failed job skipped without `retry_failed`) is
@@ -239,7 +238,7 @@ def run_study(
     `force=True`. Errors name these arguments (`paradigms=`, `only=`, `device=`), not
     `usagg run`'s flags. `RunResult.store_root` and `results_csv` are absolute paths.
     """
-    from usagg import service
+    from usagg.run import driver
     from usagg.run.options import API_WORDING, as_written, run_overrides
 
     _refuse_in_worker_bootstrap()
@@ -248,7 +247,7 @@ def run_study(
     study = _load(spec_or_path, sets)
     spec_file = Path(spec_or_path) if isinstance(spec_or_path, (str, os.PathLike)) else None
     written = None if spec_file is None else as_written(spec_file, _overrides(overrides))
-    return service.run_study(
+    return driver.run_study(
         study,
         paradigms=picked[0],
         only=picked[1],

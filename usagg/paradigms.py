@@ -51,7 +51,7 @@ class Unit(BaseModel):
 
 
 class Evidence(Protocol):
-    """What a staged planner reads of the jobs it needs, once they are done (usagg/service.py gives it)."""
+    """What a staged planner reads of the jobs it needs, once they are done (usagg/run/evidence.py gives it)."""
 
     def affinity(self) -> Affinity:
         """The mean affinity the needed jobs measured (usagg/affinity.py)."""

@@ -1161,7 +1161,7 @@ class RunStore:
         """Hold the store's plan lock for the block (`plan_lock_file`, a file lock: a second taker waits).
 
         `usagg run` decides whether its plan may be written (another spec file bound, another run live: usagg/
-        service.py `StudyRun.init_store`) and writes it under it, so two runs starting together cannot both pass
+        run/studyrun.py `StudyRun.init_store`) and writes it under it, so two runs starting together cannot both pass
         that check before either has written.
         """
         from filelock import FileLock
@@ -1363,7 +1363,7 @@ class RunStore:
             raise UsaggError(f"no run store under {output_root}/ (no <study>/plan.json): run `usagg run STUDY` first")
         return cls(max(candidates)[2])
 
-    # ----- the spec files a study name is bound to (usagg/service.py `StudyRun`)
+    # ----- the spec files a study name is bound to (usagg/run/studyrun.py `StudyRun`)
 
     @property
     def specs_json(self) -> Path:
@@ -1384,7 +1384,7 @@ class RunStore:
         if str(path) not in files:
             write_json_atomic(self.specs_json, [*files, str(path)])
 
-    # ----- a job queued on Slurm (usagg/execute/slurm.py; `usagg run` decides from it, usagg/service.py)
+    # ----- a job queued on Slurm (usagg/execute/slurm.py; `usagg run` decides from it, usagg/run/studyrun.py)
 
     def mark_queued_on_slurm(self, job_id: str, slurm_job_id: str) -> None:
         """Record that the job was submitted as Slurm job `slurm_job_id` (`<array id>_<index>`), so a later `usagg

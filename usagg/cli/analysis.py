@@ -153,7 +153,7 @@ def compare_cmd(
 
 def _warn_unrecorded(inp: AnalysisInput, results: Path | None) -> None:
     """One line on stderr (stdout may be a table a script reads) where the run store's done jobs mix ones that
-    recorded not which data they read with ones that did (usagg/service.py `unrecorded_results_text`); the exit
+    recorded not which data they read with ones that did (usagg/run/datarecords.py `unrecorded_results_text`); the exit
     code stays the command's. Nothing for a --results table: its rows are not the store's jobs."""
     if results is not None or inp.run_dir is None:
         return

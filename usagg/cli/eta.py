@@ -128,7 +128,7 @@ class Clock:
         return self.numbers.setdefault(job_id, len(self.numbers) + 1)
 
     def add_jobs(self, n: int) -> None:
-        """A staged paradigm planned `n` more jobs to run (usagg/service.py `drive`): the counter goes on."""
+        """A staged paradigm planned `n` more jobs to run (usagg/run/driver.py `drive`): the counter goes on."""
         self.n_jobs += n
 
     def started(self, job_id: str) -> int:

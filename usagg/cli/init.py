@@ -308,7 +308,7 @@ def _name_note(folder_name: str, made: str | None, wanted: str, taken: str | Non
 def _warn_if_run_would_refuse(study: Study, target: Path) -> None:
     """The run store the new study names may hold another study of that name (a DIR named `demo` after `make
     demo`): `usagg run` would refuse it, so say so now, as `usagg validate` does (nothing is written)."""
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
 
     try:
         StudyRun.prepare(study, spec_file=target)

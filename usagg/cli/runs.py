@@ -1,6 +1,6 @@
 """`usagg run` and `usagg status`: train a study's jobs into its run store, and show where they stand.
 
-A thin layer: options become spec overrides, the run driver (usagg/service.py
+A thin layer: options become spec overrides, the run driver (usagg/run/driver.py
 `drive`, the one `usagg.api.run_study` calls too) does the work, and this module's
 `ConsoleObserver` renders each step (rich tables and progress). torch, the engine
 and the data code are imported by the service's steps only, so `import usagg.cli.app`
@@ -31,8 +31,8 @@ from usagg.cli.display import (
 )
 from usagg.cli.eta import Clock, stored_eta
 from usagg.errors import UsaggError
+from usagg.run.observer import RunObserver  # light: the service imports its heavy parts where it uses them
 from usagg.safepath import printable
-from usagg.service import RunObserver  # light: the service imports its heavy parts where it uses them
 from usagg.wording import counted
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from usagg.plan import Job, Waiting
     from usagg.run.checks import DataProblems
     from usagg.run.result import RunResult
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
     from usagg.store import RunStore
 
 RUN_HELP = """Train and evaluate a study's jobs (TS, CG, AU, AG and the controls) into its run store, resuming where it
@@ -309,7 +309,7 @@ def print_data_warnings(console: Console, warnings: list[Any], report: CheckRepo
 
 
 class ConsoleObserver(RunObserver):
-    """The run as `usagg run` shows it (usagg/service.py `RunObserver`): a line per step, the live display
+    """The run as `usagg run` shows it (usagg/run/observer.py `RunObserver`): a line per step, the live display
     while jobs run (usagg/cli/display.py), the summary table at the end. `quiet` keeps failures, warnings
     and the results path."""
 
@@ -478,8 +478,9 @@ def run(
 ) -> None:
 
     from usagg.run.checks import DataProblems
+    from usagg.run.driver import drive
     from usagg.run.options import as_written, run_overrides
-    from usagg.service import StudyRun, drive
+    from usagg.run.studyrun import StudyRun
     from usagg.spec.load import load_study, sweep_override
 
     console = line_console()

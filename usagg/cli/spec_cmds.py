@@ -87,7 +87,7 @@ def validate(
     from usagg.plan import plan_stages
     from usagg.run.options import as_written
     from usagg.run.stores import store_ran_elsewhere
-    from usagg.service import StudyRun
+    from usagg.run.studyrun import StudyRun
     from usagg.spec.load import sweep_override
 
     s = _load(study, set_, sweep)
@@ -193,7 +193,7 @@ def _missing(folder: Path) -> str:
 
 
 def _run_data_check(s: Study, out: Console, *, skip: bool) -> tuple[str, tuple[Path, TaskRows] | None]:
-    """The data check of `usagg run` (usagg/service.py `check_study_data`), where the data is there: problems in the
+    """The data check of `usagg run` (usagg/run/checks.py `check_study_data`), where the data is there: problems in the
     study's tasks are listed and exit 1, as `run` exits. Returns the line to print (the result, or why the data
     was not checked) and the dataset root checked with its rows (None when it was not)."""
     from usagg.run.checks import RELATIVE_ROOT, DataProblems, check_study_data, data_not_checkable

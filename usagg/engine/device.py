@@ -3,7 +3,7 @@
 The device and threads are arguments of `run_one`, not settings of the Job,
 because the same Job runs unchanged in-process, in a GPU-pool worker (which
 sees its one GPU as cuda:0) or on a Slurm node: the run service
-(usagg/service.py) passes them, and the executors carry them to the workers in
+(usagg/run/jobfunction.py) passes them, and the executors carry them to the workers in
 the job function.
 """
 

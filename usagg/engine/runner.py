@@ -8,10 +8,10 @@ one bad job never stops a study. Running out of GPU memory is recorded as
 one GPU share its memory). A full disk fails the job with "no space left on device at
 <path>" (usagg/atomic.py) and `usagg run --retry-failed` resumes it once there is room (`disk_full_error` says
 so); a job.json that cannot take the final state leaves the job to the run's closing line
-(usagg/service.py `RunResult.unrecorded`).
+(usagg/run/result.py `RunResult.unrecorded`).
 A best.pt that a fresh start would read (no last.pt beside it) is checked first and set
 aside when damaged, so one bad file never fails every retry. Executors get it as
-`functools.partial(run_one, device=..., threads=...)` (see usagg/service.py) and add its progress sink
+`functools.partial(run_one, device=..., threads=...)` (see usagg/run/jobfunction.py) and add its progress sink
 where someone listens (`with_progress`, usagg/engine/progress.py).
 """
 

@@ -172,7 +172,7 @@ def make_executor(execution: ExecutionSpec, store_root: str | Path, **options: A
 
     A factory is often a plug-in's code: one that cannot take these arguments is a UsaggError naming it instead
     of a traceback, and so is one that returns something other than an `Executor`, which would otherwise fail
-    only at its first `run`, after the run store is written (usagg/service.py builds the executor before that).
+    only at its first `run`, after the run store is written (usagg/run/studyrun.py builds the executor before that).
     """
     factory = get_executor_factory(execution.executor)
     where = f"executor {execution.executor!r} (factory {callable_name(factory)})"

@@ -24,7 +24,7 @@ that submitted the job (a checkout changed while the array waited) fails it nami
 Each element submitted is recorded in its job folder (`RunStore.mark_queued_on_slurm`) until its outcome is
 collected: a `usagg run` stopped while the array waits leaves the records, and the next one does not submit a job
 whose element sacct or squeue still lists as pending or running, or that was submitted under `SUBMIT_GRACE_S` ago
-(sacct, asking slurmdbd, can lag behind slurmctld) (`still_queued`; usagg/service.py `StudyRun._decide`).
+(sacct, asking slurmdbd, can lag behind slurmctld) (`still_queued`; usagg/run/studyrun.py `StudyRun._decide`).
 Outcomes are collected without submitit's wait for a result file where sacct says the element failed (only a job
 that completed gets the grace a slow shared file system needs), and an element left PREEMPTED (a cluster whose
 PreemptMode cancels) is recorded as failed after `PREEMPTED_GRACE_S` instead of being waited for forever.
@@ -456,7 +456,7 @@ def queue_states(store: RunStore, recorded: dict[str, str]) -> dict[str, str]:
 class QueueCheck:
     """`still_queued`'s answer: the jobs still Slurm's (job id -> element) and the note saying so, and those whose
     element sacct lists as ended in a failed state (job id -> (element, sacct's state)): their failure is recorded
-    by the run that finds them (usagg/service.py `StudyRun.collect_slurm_failures`), not submitted again."""
+    by the run that finds them (usagg/run/studyrun.py `StudyRun.collect_slurm_failures`), not submitted again."""
 
     queued: dict[str, str]
     note: str | None

@@ -1,7 +1,7 @@
 """Refusing a `model.weights` file before any job: the load of usagg/model/weights.py, without the tensors.
 
 Run by `usagg validate` (usagg/cli/spec_cmds.py) and before any job of `usagg run`
-(`StudyRun.check_data` in usagg/service.py), so a text file, a truncated download or
+(`StudyRun.check_data` in usagg/run/studyrun.py), so a text file, a truncated download or
 another model's checkpoint stops the study with one paragraph instead of failing every
 job with a traceback. Its own module because it builds the backbone (usagg/model/backbones.py),
 which itself loads weights through usagg/model/weights.py.

@@ -1,29 +1,14 @@
-"""The run service: what `usagg run` does, as plain functions under the CLI (nnU-Net v2's run_training() idea).
-
-One `StudyRun` goes through the steps of a run: plan and select the jobs
-(`prepare`), refuse a dataset with problems (`check_data`), repair and write the run
-store (`init_store`: `RunStore.repair()`, then `RunStore.init`), run the jobs through
-the executor the spec names (`execute`),
-and rebuild results.csv (`finish`). `drive` is the one sequence of those steps,
-told to a `RunObserver`; `usagg run` (usagg/cli/runs.py, its observer renders)
-and `usagg.api.run_study` (through `run_study`) both call it. Nothing here prints (the API's
-`CallbackObserver` logs its warnings and failed jobs). Messages name the run's options as the
-caller knows them (`Wording`: `--only` for the CLI, `only=` for the API).
-
-The device and CPU threads reach the engine as arguments of the job function
-(`job_function`), never through this process's environment; a local pool worker is
-pinned before torch loads, to its GPU or, on the CPU, to its share of the cores when
-`execution.threads` is not given (usagg/execute/pool.py). Torch-free at import: the
-engine, the data check and the executors are imported by the steps that use them.
-"""
+"""One `usagg run` of a study, step by step (`StudyRun`): plan and select the jobs (`prepare`, which changes nothing
+on disk), refuse a dataset with problems (`check_data`), repair and write the run store (`init_store`:
+`RunStore.repair()`, then `RunStore.init`), run the jobs through the executor the spec names (`execute`), plan the
+stages a staged paradigm (AG) waits for (`next_stage`), and rebuild results.csv (`finish`). Messages name the run's
+options as the caller knows them (`Wording`: `--only` for the CLI, `only=` for the API)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,7 +17,7 @@ from usagg.errors import UsaggError
 from usagg.run.checks import check_model_weights, check_study_data
 from usagg.run.datarecords import changed_data_text, changed_generator_text, recorded_data, recorded_generator
 from usagg.run.evidence import store_evidence
-from usagg.run.jobfunction import end_tracking, job_function, reachable_tracking
+from usagg.run.jobfunction import job_function, reachable_tracking
 from usagg.run.options import CLI_WORDING, Wording
 from usagg.run.result import RunResult
 from usagg.run.selection import Selection, make_selection
@@ -49,11 +34,6 @@ if TYPE_CHECKING:
     from usagg.plan import Job, Waiting
     from usagg.spec.models import Study, TrackingSpec
     from usagg.store import RunStore
-
-log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- a run
 
 
 #: A result cell of results.csv (usagg/analysis/results.py `_check_consistent`): paradigm, fraction, seed, task and
@@ -849,223 +829,3 @@ class StudyRun:
         if isinstance(summary, str) and summary.strip():
             return summary.strip()
         return f"no error recorded (see {self.store.paths(job_id).log})"
-
-
-# --------------------------------------------------------------------------- the run driver
-
-
-class RunObserver:
-    """What a run tells whoever watches it (usagg/cli/runs.py renders it; the API passes job events and progress
-    to its callbacks). Every method does nothing here: an observer overrides what it shows."""
-
-    def checking_data(self) -> AbstractContextManager[object]:
-        """Around the data check (the CLI shows a spinner)."""
-        return nullcontext()
-
-    def data_progress(self, split: str, checked: int, images: int) -> None:
-        """The data check's file checks so far: `checked` of the split's `images`."""
-
-    def data_checked(self, run: StudyRun, report: CheckReport) -> None:
-        """The data has no problems in the study's tasks (`run.data_warnings`: those of other tasks)."""
-
-    def store_ready(self, run: StudyRun) -> None:
-        """The store is written: `run.jobs` selected, `run.todo` to run, and in `run.store.repairs` what
-        `RunStore.repair()` set aside and rebuilt."""
-
-    def warning(self, message: str) -> None:
-        """Something the user should know before the results (plain text, one paragraph)."""
-
-    def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
-        """A staged paradigm was planned from the jobs just done: `jobs` join the run (`run.todo` of them run)."""
-
-    def reused(self, run: StudyRun, job_ids: list[str]) -> None:
-        """Jobs filled from a done job of the same hash instead of training (`StudyRun.reuse_twins`)."""
-
-    def running(self, todo: list[str]) -> AbstractContextManager[object]:
-        """Around one executor call running `todo` (the CLI's live display)."""
-        return nullcontext()
-
-    def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
-        """A job started, finished, failed or was locked (usagg/execute/base.py)."""
-
-    def progress(self, p: Progress) -> None:
-        """The running job's epoch and step (in-process and local pool jobs): the run's progress sink, which the
-        executor passes down to each job (usagg/engine/progress.py)."""
-
-    def waiting(self, run: StudyRun, waiting: Waiting) -> None:
-        """A staged paradigm is still not planned at the end: it waits for `waiting.needs`."""
-
-    def finished(self, run: StudyRun, result: RunResult) -> None:
-        """The run ended; `result` holds the selected jobs' states and results.csv."""
-
-
-class CallbackObserver(RunObserver):
-    """Job events and progress to two callables (`usagg.api.run_study`'s on_event and on_progress); warnings, each
-    failed job (with its error) and the failed jobs a run skips to this module's logger (`usagg.service`, under the
-    `usagg` logger), so a notebook without callbacks still hears of a failure (Python prints warnings on stderr
-    where logging is not set up). `usagg run` renders with its own observer (usagg/cli/runs.py), never this one, so
-    nothing is said twice."""
-
-    def __init__(self, on_event: EventFn | None = None, on_progress: Callable[[Progress], None] | None = None):
-        self.on_event = on_event
-        self.on_progress = on_progress
-        self.run: StudyRun | None = None
-
-    def warning(self, message: str) -> None:
-        log.warning("%s", message)
-
-    def store_ready(self, run: StudyRun) -> None:
-        self.run = run
-        skipped = run.skipped_failed
-        if skipped:
-            log.warning(
-                "%s failed in an earlier run and %s skipped (retry_failed=True runs %s again): %s",
-                counted(len(skipped), "job"),
-                "is" if len(skipped) == 1 else "are",
-                "it" if len(skipped) == 1 else "them",
-                "; ".join(f"{jid}: {run.error(jid)}" for jid in skipped),
-            )
-
-    def job_event(self, job_id: str, event: str, info: dict[str, Any]) -> None:
-        if event == "failed":
-            where = f" (traceback: {self.run.store.paths(job_id).error})" if self.run is not None else ""
-            log.warning("job %s failed: %s%s", job_id, info.get("error") or "no error recorded", where)
-        if self.on_event is not None:
-            self.on_event(job_id, event, info)
-
-    def progress(self, p: Progress) -> None:
-        if self.on_progress is not None:
-            self.on_progress(p)
-
-    def reused(self, run: StudyRun, job_ids: list[str]) -> None:
-        """A reused job ends as a trained one does for `on_event`: 'finished', done, with the job it reuses."""
-        for jid in job_ids:
-            source = run.store.job_record(jid).get("reused_from")
-            log.info("job %s: the result of %s (the same settings)", jid, source)
-            if self.on_event is not None:
-                self.on_event(jid, "finished", {"state": "done", "reused_from": source})
-
-
-def random_init_warning(study: Study) -> str:
-    """Why results of a study without `model.weights` are low."""
-    return (
-        f"model.weights is empty: the {study.model.backbone} encoder is RANDOMLY initialised, so results are far "
-        "below a pretrained DINOv3 (give a local official checkpoint)"
-    )
-
-
-def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
-    """The one run sequence of `usagg run` and `usagg.api.run_study`: build the executor (`check_executor`: a GPU or
-    a Slurm host asked for that is not there), check the data, repair and write the store
-    (`RunStore.repair()`, then `init`), run the jobs to do, then each stage a staged paradigm (AG) plans from the
-    jobs just done, and rebuild results.csv; each step told to `observer`, the study's MLflow run ended with it
-    (`end_tracking`). DataProblems (and other user errors) before anything is written."""
-    try:
-        return _drive(run, observer or RunObserver())
-    finally:
-        run.release()  # another `usagg run` may replace the plan from now on
-
-
-def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
-    if run.todo:  # before the data check (seconds to minutes) and the first write: a GPU asked for, sbatch, srun
-        run.check_executor()
-    with observer.checking_data():
-        report = run.check_data(observer.data_progress)
-    observer.data_checked(run, report)
-    run.init_store()
-    observer.store_ready(run)
-    for note in (
-        run.collected_text(),
-        run.queued_note,
-        run.elsewhere_text(),
-        run.beside,
-        run.replaced_text(),
-        run.restart_text(),
-        run.changed_code_text(),
-        run.unrecorded_data_text(),
-    ):
-        if note:
-            observer.warning(note)
-    if run.todo and run.study.model.weights is None:
-        observer.warning(random_init_warning(run.study))
-    try:
-        _reuse(run, observer)
-        _run_todo(run, observer)
-        _reuse(run, observer)
-        while new := run.next_stage():
-            observer.stage_started(run, new)
-            if note := run.affinity_warning():
-                observer.warning(note)
-            _run_todo(run, observer)
-            _reuse(run, observer)
-        for w in run.waiting:
-            observer.waiting(run, w)
-        result = run.finish()
-        unfilled = run.unfilled_text()
-        if unfilled:
-            observer.warning(unfilled)
-        untrained = untrained_tasks(run.store, result.states)
-        if untrained:
-            observer.warning(
-                f"{counted(len(untrained), 'task')} got no optimiser step in a job ({'; '.join(untrained[:6])}"
-                f"{'; ...' if len(untrained) > 6 else ''}): their metrics are untrained heads', and compare leaves "
-                "them out of the task's Δ. Raise training.steps_per_epoch, or use training.sampling: matched."
-            )
-    except BaseException as err:  # the study's tracker run ends with it, then the error goes on
-        end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
-        raise
-    if not result.ok or not result.unfinished:  # an unfinished study's run stays RUNNING for the run that ends it
-        end_tracking(run, "done" if result.ok else "failed")
-    observer.finished(run, result)
-    return result
-
-
-def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
-    """'task (job)' for every task a done job trained for 0 optimiser steps (its metrics.json `steps`)."""
-    out = []
-    for jid, state in states.items():
-        if state != "done":
-            continue
-        metrics = store.metrics(jid) or {}
-        for task, entry in (metrics.get("tasks") or {}).items():
-            if isinstance(entry, dict) and entry.get("steps") == 0:
-                out.append(f"{task} ({jid})")
-    return out
-
-
-def _reuse(run: StudyRun, observer: RunObserver) -> None:
-    """Fill the twins whose source is done (`StudyRun.reuse_twins`) and say so."""
-    filled = run.reuse_twins()
-    if filled:
-        observer.reused(run, filled)
-
-
-def _run_todo(run: StudyRun, observer: RunObserver) -> None:
-    if run.todo:
-        with observer.running(run.todo):
-            run.execute(observer.job_event, observer.progress)
-
-
-def run_study(
-    study: Study,
-    *,
-    paradigms: Sequence[str] = (),
-    only: Sequence[str] = (),
-    retry_failed: bool = False,
-    spec_file: Path | str | None = None,
-    force: bool = False,
-    observer: RunObserver | None = None,
-    on_event: EventFn | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    wording: Wording = CLI_WORDING,
-    as_written: Study | None = None,
-) -> RunResult:
-    """Check the data, then train and evaluate every selected job not yet done (`drive`); DataProblems on bad data.
-
-    `observer` hears every step; without one, `on_event` and `on_progress` hear the jobs (`CallbackObserver`, which
-    also logs each failed job). Errors name the options as `wording` does (`API_WORDING` for `usagg.api`).
-    """
-    run = StudyRun.prepare(
-        study, paradigms, only, retry_failed, spec_file=spec_file, force=force, wording=wording, as_written=as_written
-    )
-    return drive(run, observer or CallbackObserver(on_event, on_progress))

@@ -1,0 +1,148 @@
+"""The run driver: `drive` is the one sequence of a run's steps (`StudyRun`: check the data, write the store, run the
+jobs to do and each stage a staged paradigm plans after them, rebuild results.csv), each told to a `RunObserver`;
+`usagg run` (usagg/cli/runs.py, its observer renders) and `usagg.api.run_study` (through `run_study`) both call
+it (nnU-Net v2's run_training() idea: what the command does, as a plain function under it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from usagg.run.jobfunction import end_tracking
+from usagg.run.observer import CallbackObserver, RunObserver
+from usagg.run.options import CLI_WORDING, Wording
+from usagg.run.studyrun import StudyRun
+from usagg.wording import counted
+
+if TYPE_CHECKING:
+    from usagg.engine.progress import Progress
+    from usagg.execute.base import EventFn
+    from usagg.run.result import RunResult
+    from usagg.spec.models import Study
+    from usagg.store import RunStore
+
+
+def random_init_warning(study: Study) -> str:
+    """Why results of a study without `model.weights` are low."""
+    return (
+        f"model.weights is empty: the {study.model.backbone} encoder is RANDOMLY initialised, so results are far "
+        "below a pretrained DINOv3 (give a local official checkpoint)"
+    )
+
+
+def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
+    """The one run sequence of `usagg run` and `usagg.api.run_study`: build the executor (`check_executor`: a GPU or
+    a Slurm host asked for that is not there), check the data, repair and write the store
+    (`RunStore.repair()`, then `init`), run the jobs to do, then each stage a staged paradigm (AG) plans from the
+    jobs just done, and rebuild results.csv; each step told to `observer`, the study's MLflow run ended with it
+    (`end_tracking`). DataProblems (and other user errors) before anything is written."""
+    try:
+        return _drive(run, observer or RunObserver())
+    finally:
+        run.release()  # another `usagg run` may replace the plan from now on
+
+
+def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
+    if run.todo:  # before the data check (seconds to minutes) and the first write: a GPU asked for, sbatch, srun
+        run.check_executor()
+    with observer.checking_data():
+        report = run.check_data(observer.data_progress)
+    observer.data_checked(run, report)
+    run.init_store()
+    observer.store_ready(run)
+    for note in (
+        run.collected_text(),
+        run.queued_note,
+        run.elsewhere_text(),
+        run.beside,
+        run.replaced_text(),
+        run.restart_text(),
+        run.changed_code_text(),
+        run.unrecorded_data_text(),
+    ):
+        if note:
+            observer.warning(note)
+    if run.todo and run.study.model.weights is None:
+        observer.warning(random_init_warning(run.study))
+    try:
+        _reuse(run, observer)
+        _run_todo(run, observer)
+        _reuse(run, observer)
+        while new := run.next_stage():
+            observer.stage_started(run, new)
+            if note := run.affinity_warning():
+                observer.warning(note)
+            _run_todo(run, observer)
+            _reuse(run, observer)
+        for w in run.waiting:
+            observer.waiting(run, w)
+        result = run.finish()
+        unfilled = run.unfilled_text()
+        if unfilled:
+            observer.warning(unfilled)
+        untrained = untrained_tasks(run.store, result.states)
+        if untrained:
+            observer.warning(
+                f"{counted(len(untrained), 'task')} got no optimiser step in a job ({'; '.join(untrained[:6])}"
+                f"{'; ...' if len(untrained) > 6 else ''}): their metrics are untrained heads', and compare leaves "
+                "them out of the task's Δ. Raise training.steps_per_epoch, or use training.sampling: matched."
+            )
+    except BaseException as err:  # the study's tracker run ends with it, then the error goes on
+        end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
+    if not result.ok or not result.unfinished:  # an unfinished study's run stays RUNNING for the run that ends it
+        end_tracking(run, "done" if result.ok else "failed")
+    observer.finished(run, result)
+    return result
+
+
+def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
+    """'task (job)' for every task a done job trained for 0 optimiser steps (its metrics.json `steps`)."""
+    out = []
+    for jid, state in states.items():
+        if state != "done":
+            continue
+        metrics = store.metrics(jid) or {}
+        for task, entry in (metrics.get("tasks") or {}).items():
+            if isinstance(entry, dict) and entry.get("steps") == 0:
+                out.append(f"{task} ({jid})")
+    return out
+
+
+def _reuse(run: StudyRun, observer: RunObserver) -> None:
+    """Fill the twins whose source is done (`StudyRun.reuse_twins`) and say so."""
+    filled = run.reuse_twins()
+    if filled:
+        observer.reused(run, filled)
+
+
+def _run_todo(run: StudyRun, observer: RunObserver) -> None:
+    if run.todo:
+        with observer.running(run.todo):
+            run.execute(observer.job_event, observer.progress)
+
+
+def run_study(
+    study: Study,
+    *,
+    paradigms: Sequence[str] = (),
+    only: Sequence[str] = (),
+    retry_failed: bool = False,
+    spec_file: Path | str | None = None,
+    force: bool = False,
+    observer: RunObserver | None = None,
+    on_event: EventFn | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    wording: Wording = CLI_WORDING,
+    as_written: Study | None = None,
+) -> RunResult:
+    """Check the data, then train and evaluate every selected job not yet done (`drive`); DataProblems on bad data.
+
+    `observer` hears every step; without one, `on_event` and `on_progress` hear the jobs (`CallbackObserver`, which
+    also logs each failed job). Errors name the options as `wording` does (`API_WORDING` for `usagg.api`).
+    """
+    run = StudyRun.prepare(
+        study, paradigms, only, retry_failed, spec_file=spec_file, force=force, wording=wording, as_written=as_written
+    )
+    return drive(run, observer or CallbackObserver(on_event, on_progress))
