@@ -19,6 +19,7 @@ from usagg import api
 from usagg.errors import UsaggError
 from usagg.joblock import _proc_start
 from usagg.plan import plan
+from usagg.run import notes
 from usagg.run.observer import RunObserver
 from usagg.run.selection import make_selection
 from usagg.run.studyrun import StudyRun
@@ -231,10 +232,10 @@ def test_a_one_off_set_on_a_finished_study_warns_that_it_hides_its_done_jobs(
     run.init_store()
     (done,) = (j.id for j in run.jobs)
     finish_job(run.store, done)
-    assert StudyRun.prepare(load_study(spec), spec_file=spec).replaced_text() is None
+    assert notes.replaced_text(StudyRun.prepare(load_study(spec), spec_file=spec)) is None
     edited = StudyRun.prepare(load_study(spec, ["training.epochs=3"]), spec_file=spec)
     assert edited.replaced_done == [done]
-    text = edited.replaced_text() or ""
+    text = notes.replaced_text(edited) or ""
     assert (
         f"1 done job it no longer lists ({done})" in text and "--set name=NEW" in text and "nothing is deleted" in text
     )
@@ -305,7 +306,7 @@ def test_an_edited_spec_still_replaces_its_own_plan_with_a_warning(tmp_path: Pat
     spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 3"))
     edited = StudyRun.prepare(load_study(spec), spec_file=spec)
     assert edited.replaced_done == [done] and edited.jobs[0].id != done
-    assert f"1 done job it no longer lists ({done})" in (edited.replaced_text() or "")
+    assert f"1 done job it no longer lists ({done})" in (notes.replaced_text(edited) or "")
 
 
 def test_an_edited_spec_on_a_store_from_before_specs_json_warns_that_it_hides_done_jobs(tmp_path: Path) -> None:
@@ -317,10 +318,10 @@ def test_an_edited_spec_on_a_store_from_before_specs_json_warns_that_it_hides_do
     (done,) = (j.id for j in run.jobs)
     finish_job(run.store, done)
     run.store.specs_json.unlink()  # as a usagg from before specs.json left the store
-    assert StudyRun.prepare(load_study(spec), spec_file=spec).replaced_text() is None
+    assert notes.replaced_text(StudyRun.prepare(load_study(spec), spec_file=spec)) is None
     edited = StudyRun.prepare(load_study(spec, ["training.epochs=3"]), spec_file=spec)
     assert edited.replaced_done == [done] and edited.binding == "add"
-    assert f"1 done job it no longer lists ({done})" in (edited.replaced_text() or "")
+    assert f"1 done job it no longer lists ({done})" in (notes.replaced_text(edited) or "")
 
 
 def test_a_copy_of_the_spec_runs_unbound_and_a_moved_spec_takes_the_study_over(tmp_path: Path) -> None:
@@ -544,7 +545,8 @@ def test_a_job_another_process_runs_is_left_to_it_and_the_dry_run_says_skip(
     try:
         second = StudyRun.prepare(load_study(spec), spec_file=spec)
         assert second.todo == [] and second.action(theirs).startswith("skip (running elsewhere: ")
-        assert f"pid {other.pid}" in second.action(theirs) and f"pid {other.pid}" in (second.elsewhere_text() or "")
+        assert f"pid {other.pid}" in second.action(theirs)
+        assert f"pid {other.pid}" in (notes.elsewhere_text(second) or "")
         monkeypatch.chdir(tmp_path)
         code, out = run_cli(["run", str(spec), "--dry-run", "--no-data-check", "--json"], monkeypatch, capsys)
         assert code == 0

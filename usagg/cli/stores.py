@@ -4,7 +4,7 @@ wrote holds my_study/demo.yaml, while its run store is runs/my_study. Such an ar
 it means, before the command says only that there is no run store there.
 
 A spec's run store is looked for where `usagg run` puts it (<output_root>/<name> from the current folder) and where
-`usagg run` finds it from another folder (usagg/run/studyrun.py `_check_no_store_elsewhere`: from the spec's folder and
+`usagg run` finds it from another folder (usagg/run/gate.py `check_no_store_elsewhere`: from the spec's folder and
 its three parents, the store whose specs.json lists the spec), so a message never says "not there yet" nor suggests
 `usagg run` (training the whole study again) for a study that ran from another folder.
 """
@@ -89,7 +89,7 @@ def spec_name_root(spec: Path) -> tuple[str, str] | None:
 def store_places(spec: Path, root: str, name: str) -> list[Path]:
     """Where the run store of `spec` (study `name`, `output_root` `root`) may be, first first: from the current
     folder, where `usagg run` puts it, then from the spec's folder and its three parents, where a run from there
-    put it (usagg/run/studyrun.py `_check_no_store_elsewhere`); one absolute output_root is the one place."""
+    put it (usagg/run/gate.py `check_no_store_elsewhere`); one absolute output_root is the one place."""
     here = Path(root) / name
     if here.is_absolute():
         return [here]

@@ -47,9 +47,9 @@ def unrecorded_results_text(store: RunStore, study: str, wording: Wording = CLI_
     """The warning of `usagg compare` and `usagg report` for a store whose done jobs mix ones that recorded not which
     data they read (an older usagg's) with ones that did, or None: the first may have read other data (another
     generator's synthetic benchmark, other rows) and their numbers are compared with the others' unnoticed, as
-    `StudyRun.unrecorded_data_text` warns the run that trains the others. A store all of whose done jobs recorded
-    none is one usagg's and says nothing here, as one whose plan or job records do not read (the analysis read its
-    table; `usagg repair` names what is damaged)."""
+    usagg/run/notes.py `unrecorded_data_text` warns the run that trains the others. A store all of whose done jobs
+    recorded none is one usagg's and says nothing here, as one whose plan or job records do not read (the analysis
+    read its table; `usagg repair` names what is damaged)."""
     try:
         recorded = recorded_data(store, store.job_ids())
     except UsaggError:

@@ -9,26 +9,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from usagg.run import notes
 from usagg.run.jobfunction import end_tracking
 from usagg.run.observer import CallbackObserver, RunObserver
 from usagg.run.options import CLI_WORDING, Wording
 from usagg.run.studyrun import StudyRun
-from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.engine.progress import Progress
     from usagg.execute.base import EventFn
     from usagg.run.result import RunResult
     from usagg.spec.models import Study
-    from usagg.store import RunStore
-
-
-def random_init_warning(study: Study) -> str:
-    """Why results of a study without `model.weights` are low."""
-    return (
-        f"model.weights is empty: the {study.model.backbone} encoder is RANDOMLY initialised, so results are far "
-        "below a pretrained DINOv3 (give a local official checkpoint)"
-    )
 
 
 def drive(run: StudyRun, observer: RunObserver | None = None) -> RunResult:
@@ -52,42 +43,36 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
     run.init_store()
     observer.store_ready(run)
     for note in (
-        run.collected_text(),
+        notes.collected_text(run),
         run.queued_note,
-        run.elsewhere_text(),
+        notes.elsewhere_text(run),
         run.beside,
-        run.replaced_text(),
-        run.restart_text(),
-        run.changed_code_text(),
-        run.unrecorded_data_text(),
+        notes.replaced_text(run),
+        notes.restart_text(run),
+        notes.changed_code_text(run),
+        notes.unrecorded_data_text(run),
     ):
         if note:
             observer.warning(note)
     if run.todo and run.study.model.weights is None:
-        observer.warning(random_init_warning(run.study))
+        observer.warning(notes.random_init_warning(run.study))
     try:
         _reuse(run, observer)
         _run_todo(run, observer)
         _reuse(run, observer)
         while new := run.next_stage():
             observer.stage_started(run, new)
-            if note := run.affinity_warning():
+            if note := notes.affinity_warning(run):
                 observer.warning(note)
             _run_todo(run, observer)
             _reuse(run, observer)
         for w in run.waiting:
             observer.waiting(run, w)
         result = run.finish()
-        unfilled = run.unfilled_text()
-        if unfilled:
+        if unfilled := notes.unfilled_text(run):
             observer.warning(unfilled)
-        untrained = untrained_tasks(run.store, result.states)
-        if untrained:
-            observer.warning(
-                f"{counted(len(untrained), 'task')} got no optimiser step in a job ({'; '.join(untrained[:6])}"
-                f"{'; ...' if len(untrained) > 6 else ''}): their metrics are untrained heads', and compare leaves "
-                "them out of the task's Δ. Raise training.steps_per_epoch, or use training.sampling: matched."
-            )
+        if untrained := notes.untrained_text(run.store, result.states):
+            observer.warning(untrained)
     except BaseException as err:  # the study's tracker run ends with it, then the error goes on
         end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
@@ -95,19 +80,6 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
         end_tracking(run, "done" if result.ok else "failed")
     observer.finished(run, result)
     return result
-
-
-def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
-    """'task (job)' for every task a done job trained for 0 optimiser steps (its metrics.json `steps`)."""
-    out = []
-    for jid, state in states.items():
-        if state != "done":
-            continue
-        metrics = store.metrics(jid) or {}
-        for task, entry in (metrics.get("tasks") or {}).items():
-            if isinstance(entry, dict) and entry.get("steps") == 0:
-                out.append(f"{task} ({jid})")
-    return out
 
 
 def _reuse(run: StudyRun, observer: RunObserver) -> None:

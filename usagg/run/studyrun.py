@@ -7,7 +7,6 @@ options as the caller knows them (`Wording`: `--only` for the CLI, `only=` for t
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +16,12 @@ from usagg.errors import UsaggError
 from usagg.run.checks import check_model_weights, check_study_data
 from usagg.run.datarecords import changed_data_text, changed_generator_text, recorded_data, recorded_generator
 from usagg.run.evidence import store_evidence
+from usagg.run.gate import PlanGate
 from usagg.run.jobfunction import job_function, reachable_tracking
 from usagg.run.options import CLI_WORDING, Wording
 from usagg.run.result import RunResult
 from usagg.run.selection import Selection, make_selection
-from usagg.run.stores import store_for, store_ran_elsewhere
-from usagg.wording import counted, counted_named, listed
+from usagg.run.stores import store_for
 
 if TYPE_CHECKING:
     from usagg.data.check import CheckProgress, CheckReport
@@ -34,37 +33,6 @@ if TYPE_CHECKING:
     from usagg.plan import Job, Waiting
     from usagg.spec.models import Study, TrackingSpec
     from usagg.store import RunStore
-
-
-#: A result cell of results.csv (usagg/analysis/results.py `_check_consistent`): paradigm, fraction, seed, task and
-#: sweep point (JSON); one result each.
-Cell = tuple[str, float, int, str, str]
-
-
-def _cells(job: Job) -> set[Cell]:
-    """The result cells a job fills: one per task and sweep point it belongs to."""
-    points = [json.dumps(p, sort_keys=True, default=str) for p in job.sweep] or ["{}"]
-    return {(job.paradigm, job.fraction, job.seed, task, point) for task in job.task_ids for point in points}
-
-
-def _replaced(stored: list[Job], added: list[Job]) -> dict[str, str]:
-    """Stored job id -> the added job that fills one of its result cells under another id (its settings changed)."""
-    owner = {cell: job.id for job in stored for cell in _cells(job)}
-    out: dict[str, str] = {}
-    for job in added:
-        for cell in sorted(_cells(job)):
-            if cell in owner:
-                out.setdefault(owner[cell], job.id)
-    return out
-
-
-def _live_run_text(holder: dict[str, Any]) -> str:
-    """Another live `usagg run` in words (`RunStore.live_runs`): host, pid, since, its spec file and plan size."""
-    from usagg.joblock import describe_holder
-
-    spec = f", spec {holder['spec']}" if holder.get("spec") else ""
-    jobs = f", plan of {counted(holder['jobs'], 'job')}" if isinstance(holder.get("jobs"), int) else ""
-    return f"another usagg run ({describe_holder(holder)}{spec}{jobs})"
 
 
 @dataclass
@@ -127,11 +95,11 @@ class StudyRun:
     _tracking_reached: bool = field(default=False, init=False, repr=False)
     #: How errors name the options: `usagg run`'s flags, or `usagg.api.run_study`'s arguments.
     wording: Wording = CLI_WORDING
-    #: `--force`: bind this spec file beside another of the same study name (`_jobs_of_other_specs`).
+    #: `--force`: bind this spec file beside another of the same study name (`PlanGate.bind`).
     force: bool = False
     #: This run's record in the store (`RunStore.run`), held from the first `init_store` until `release`.
     _running: contextlib.ExitStack | None = field(default=None, init=False, repr=False)
-    #: The store as `_jobs_of_other_specs` decided from it (`_store_view`): `init_store` decides again if it changed.
+    #: The store as `_bind` decided from it (`PlanGate.view`): `init_store` decides again if it changed.
     _seen: tuple[object, ...] = field(default=(), init=False, repr=False)
 
     @classmethod
@@ -149,9 +117,9 @@ class StudyRun:
     ) -> StudyRun:
         """Plan the study as far as the run store's results allow, select jobs and decide what is to run: not
         done, and not failed unless retried. A store run from another spec file with another plan is refused
-        unless `force` (see `_jobs_of_other_specs`), and so is a plan whose overrides (`--set`, `--sweep`) hide done
-        jobs that `as_written`, the study as its spec file holds it, plans. Errors name the options as `wording`
-        does."""
+        unless `force` (usagg/run/gate.py `PlanGate.bind`), and so is a plan whose overrides (`--set`, `--sweep`)
+        hide done jobs that `as_written`, the study as its spec file holds it, plans. Errors name the options as
+        `wording` does."""
         from usagg.plan import plan_stages
 
         store = store_for(study)
@@ -164,184 +132,31 @@ class StudyRun:
         run.spec_file = None if spec_file is None else Path(spec_file).resolve()
         if as_written is not None:
             run.written_ids = frozenset(j.id for j in plan_stages(as_written, evidence).jobs)
-        run._check_no_store_elsewhere()
-        run.kept = run._jobs_of_other_specs(force)
+        run._gate.check_no_store_elsewhere()
+        run.kept = run._bind(force)
         run._check_live_plan_kept()
         run._decide()
         return run
 
-    def _check_no_store_elsewhere(self) -> None:
-        """UsaggError where this run would start a new store although the spec file already ran into one
-        (`store_ran_elsewhere`): a run started from another folder (a Slurm script, a tmux pane in $HOME) would train
-        the whole study again into an empty store (a real-data audit)."""
-        if self.spec_file is None:
-            return
-        ran = store_ran_elsewhere(self.study, self.spec_file)
-        if ran is not None:
-            raise UsaggError(f"{ran.text(self.study, self.spec_file, self.wording)} Nothing was written.")
+    @property
+    def _gate(self) -> PlanGate:
+        """Whether this run's plan may be written into its store, and how its spec file is bound there."""
+        return PlanGate(self.study, self.store, self.spec_file, self.wording)
 
-    def _jobs_of_other_specs(self, force: bool) -> list[Job]:
-        """The stored plan's jobs that other spec files of this study name planned: kept in plan.json (never
-        hidden) once the store is bound to several spec files.
-
-        A study name is bound to the spec file that first ran it (usagg/store.py `spec_files`): another
-        file whose plan lacks some of its jobs would replace that study's plan and hide them, so it is a
-        UsaggError unless `force`, which binds it too; one whose plan holds every stored job and more (added
-        seeds, paradigms) hides none and is bound without `force`. The same file edited replaces its own plan as before.
-        Another file of the very same plan (a copy) runs without being bound: bound, its unchanged plan would be
-        kept beside the first file's edited one, two results per task for compare. A file run where every bound
-        file is gone (moved, renamed) takes the study over, and one run into a store from before specs.json binds it;
-        both name the done jobs their plan hides (`replaced_done`).
-        """
-        self.binding, self.replaced_done, self._seen = "add", [], self._store_view()
-        if self.spec_file is None or not self.store.exists():
-            return []
-        files = self.store.spec_files()
-        ours = {j.id for j in self.all_jobs}
-        if not files or (str(self.spec_file) not in files and not any(Path(f).is_file() for f in files)):
-            # a store from before specs were recorded, whose spec may be this one edited, or one every bound file of
-            # which is gone: this run binds it, and what it no longer plans is hidden as an edit's is (`replaced_done`)
-            self.binding = "replace" if files else "add"
-            with contextlib.suppress(UsaggError):  # a damaged plan.json: `init_store` repairs it, nothing to count
-                stored_ids = [j.id for j in self.store.jobs() if j.id not in ours]
-                self.replaced_done = [jid for jid in stored_ids if self.store.job_state(jid) == "done"]
-            return []
-        try:
-            stored = self.store.jobs()
-        except UsaggError as err:  # plan.json damaged: the spec it is bound to (or --force) writes it anew
-            if str(self.spec_file) in files or force:
-                return []
-            raise UsaggError(
-                f"{err}: the spec file this store was run from, {', '.join(files)}, or this one with "
-                f"{self.wording.force} (its plan then replaces the damaged one)"
-            ) from None
-        others = [j for j in stored if j.id not in ours]
-        if str(self.spec_file) not in files and not others and not force:
-            # a copy of the same plan runs unbound; one that only adds jobs (seeds, paradigms) hides none: bound
-            self.binding = "none" if {j.id for j in stored} == ours else "add"
-            return []
-        if str(self.spec_file) not in files and not force:
-            done = sum(self.store.job_state(j.id) == "done" for j in others)
-            raise UsaggError(
-                f"the run store {self.store.root} holds study {self.study.name!r} run from {files[0]}, and "
-                f"{self.spec_file} plans other jobs under the same name: running it would hide "
-                f"{counted(len(others), 'job')} of that study's plan ({done} done). Give this study its own "
-                f"`name:` (or {self.wording.rename}), or run with {self.wording.force} to add its jobs to the same "
-                "store (nothing is deleted, status lists the jobs of both; compare needs one result per task, "
-                "paradigm, fraction and seed, so add seeds or paradigms "
-                "this way, not a changed setting)."
-            )
-        if len(set(files) | {str(self.spec_file)}) > 1:
-            return others
-        self.replaced_done = [j.id for j in others if self.store.job_state(j.id) == "done"]
-        hidden = [jid for jid in self.replaced_done if jid in (self.written_ids or ())]
-        if hidden and not force:
-            raise UsaggError(self._overrides_hide_text(hidden, files[0]))
-        return []
-
-    def _overrides_hide_text(self, hidden: list[str], bound: str) -> str:
-        """The refusal of a one-off override (`usagg run SPEC --set training.epochs=2` after the study ran) whose plan
-        would hide done jobs the spec file itself plans: a copy of the spec with the same change is refused
-        (`_jobs_of_other_specs`), and the same change on the command line replaced the plan with one warning."""
-        return (
-            f"the run store {self.store.root} holds study {self.study.name!r} run from {bound}, and this run's "
-            f"{self.wording.sets} plan other jobs under the same name: running it would hide "
-            f"{counted(len(hidden), 'done job')} of that study's plan ({listed(hidden, 3)}) from status, compare "
-            "and results.csv. "
-            f"Give this variant its own name ({self.wording.rename}), or run with {self.wording.force} to replace the "
-            "stored plan with this one (nothing is deleted: the hidden jobs come back when the spec runs as it is "
-            "written). Nothing was written."
-        )
-
-    def _store_view(self) -> tuple[object, ...]:
-        """What the binding decision reads of the store: the bound spec files and plan.json's version."""
-        try:
-            plan = self.store.plan_json.stat().st_mtime_ns
-        except OSError:
-            plan = None
-        return (tuple(self.store.spec_files()), plan)
+    def _bind(self, force: bool) -> list[Job]:
+        """Decide how `init_store` binds the spec file (`binding`) and which done jobs the plan hides
+        (`replaced_done`), from the store as it is now (`_seen`); the jobs of other spec files kept (`PlanGate.bind`,
+        which refuses a plan that would hide another file's jobs, or done jobs its spec file plans as written)."""
+        self.binding, self.replaced_done, self._seen = "add", [], self._gate.view()
+        binding = self._gate.bind(self.all_jobs, self.written_ids, force)
+        self.binding, self.replaced_done = binding.how, binding.replaced_done
+        return binding.kept
 
     def _check_live_plan_kept(self) -> None:
-        """UsaggError, nothing written, where this plan would drop jobs of the stored plan, or replace them (a job of
-        its own for the same result cell, `_cells`, under another id: a `--force` of a spec file that changed a
-        setting), while another process runs the store (a live `usagg run`, `RunStore.live_runs`, or a live lock of
-        such a job, a Slurm element's): that run would close by pointing at a results.csv that no longer holds what it
-        trained, or that holds two results for a cell, which compare refuses. A plan that keeps every stored job and
-        replaces none (the same spec, a later stage, a `--force` adding seeds or paradigms) runs beside it, the job
-        locks keeping the two apart; one that adds jobs beside another spec file's live run says so (`beside`)."""
-        self.beside = None
-        if not self.store.exists():
-            return
-        try:
-            stored = self.store.jobs()
-        except UsaggError:  # a damaged plan.json: nothing to drop that can be read
-            return
-        ours = self.all_jobs + self.kept
-        our_ids, stored_ids = {j.id for j in ours}, {j.id for j in stored}
-        dropped = [j.id for j in stored if j.id not in our_ids]
-        added = [j for j in ours if j.id not in stored_ids]
-        replaced = _replaced(stored, added)
-        live = self.store.live_runs() if dropped or added else []
-        held = [jid for jid in [*dropped, *replaced] if self.store.lock_alive(jid)]
-        if dropped and (live or held):
-            raise UsaggError(self._live_plan_text(dropped, live, held))
-        if replaced and (live or held):
-            raise UsaggError(self._live_replaced_text(replaced, live, held))
-        beside = [h for h in live if h.get("spec") != (None if self.spec_file is None else str(self.spec_file))]
-        if added and beside:
-            self.beside = (
-                f"{self.store.root} is being run by {_live_run_text(beside[0])}: this run adds "
-                f"{counted(len(added), 'job')} to the plan of study {self.study.name!r} "
-                f"({listed([j.id for j in added])}) and replaces or drops none of that run's jobs, so both go on, the "
-                "job locks keeping them apart."
-            )
-
-    def _holder_text(self, live: list[dict[str, Any]], held: list[str]) -> str:
-        """Who runs the store: the first live `usagg run` (host, pid, since, spec, plan size), else the process that
-        holds the first of `held`'s locks."""
-        from usagg.joblock import describe_holder
-
-        if live:
-            return _live_run_text(live[0])
-        return f"another process ({describe_holder(self.store.job_lock(held[0]).holder() or {})})"
-
-    def _live_plan_text(self, dropped: list[str], live: list[dict[str, Any]], held: list[str]) -> str:
-        return (
-            f"{self.store.root} is being run by {self._holder_text(live, held)} with another plan of study "
-            f"{self.study.name!r}: this run would replace it, dropping {counted(len(dropped), 'job')} that run trains "
-            f"or counts ({listed(dropped, 3)}), so its results.csv would no longer hold what it trained. Nothing "
-            "was written. "
-            f"{self._wait_text()}"
-        )
-
-    def _live_replaced_text(self, replaced: dict[str, str], live: list[dict[str, Any]], held: list[str]) -> str:
-        pairs = [f"{old} by {new}" for old, new in replaced.items()]
-        return (
-            f"{self.store.root} is being run by {self._holder_text(live, held)}: this run's plan of study "
-            f"{self.study.name!r} would replace {counted(len(replaced), 'job')} of the plan it trains with jobs of "
-            f"other settings for the same task, paradigm, fraction and seed ({listed(pairs, 2)}), so the results.csv "
-            f"that run closes with would hold two results for each and compare would refuse it. Nothing was written. "
-            f"{self._wait_text()}"
-        )
-
-    def _wait_text(self) -> str:
-        return (
-            "Wait for it to finish (or stop it) and run again, or give this variant its own name "
-            f"({self.wording.rename}) or output_root ({self.wording.place})."
-        )
-
-    def replaced_text(self) -> str | None:
-        """The warning a plan that hides done jobs of the stored one gets (a one-off `--set` on a finished study),
-        or None: nothing is deleted, but a user who only wanted to try one setting should know before the run."""
-        if not self.replaced_done:
-            return None
-        n = len(self.replaced_done)
-        return (
-            f"this plan of study {self.study.name!r} replaces the one stored in {self.store.root}: "
-            f"{counted(n, 'done job')} it no longer lists ({listed(self.replaced_done, 3)}) stay on disk but out of "
-            "status, compare and results.csv until the spec runs as it was (nothing is deleted); to keep both "
-            f"studies, give this variant its own name ({self.wording.rename})."
-        )
+        """Refuse a plan that would drop or replace jobs another live process runs (`PlanGate.check_live_plan_kept`);
+        `beside` says where it adds jobs beside another spec file's live run."""
+        self.beside = None  # none, too, where the gate refuses
+        self.beside = self._gate.check_live_plan_kept(self.all_jobs + self.kept)
 
     def next_stage(self) -> list[Job]:
         """Plan what the waiting paradigms can plan now that jobs are done; their new jobs join the run (the store
@@ -368,17 +183,6 @@ class StudyRun:
                 del self.twins[jid]
                 self.todo.append(jid)
         return chosen
-
-    def affinity_warning(self) -> str | None:
-        """Once a staged paradigm (AG) was planned: a warning when the affinity it grouped by is at the losses' float
-        resolution (`Affinity.at_resolution`: its groups are arbitrary ties), None otherwise."""
-        try:
-            aff = self.store.study_affinity()
-        except UsaggError:
-            return None  # a damaged affinity file: the planner has said so already
-        if aff is None or not aff.at_resolution:
-            return None
-        return f"AG was planned from an affinity at the losses' float resolution: {aff.resolution_text()}."
 
     def _state(self, job_id: str) -> str:
         """The state a run acts on, the one decision of `run` and `--dry-run`: the job's state, but pending for a
@@ -409,36 +213,6 @@ class StudyRun:
         self.twins = self._twins()
         self.todo = [jid for jid in self.todo if jid not in self.twins]
 
-    def restart_text(self) -> str | None:
-        """The warning for jobs to do whose last.pt an older usagg wrote in a layout this one cannot resume
-        (`RunStore.unresumable_layout`), or that is damaged (`RunStore.damaged_checkpoint`), or None: they start
-        over from epoch 1, which only their log said, after `usagg status` had said they would resume (an upgrade
-        audit). A last.pt that reads but is not this model's (other frozen weights) is found by the job itself: its
-        start says so (usagg/engine/checkpointing.py `Checkpointing.restart`)."""
-        from usagg.store import CHECKPOINT_FORMAT, NOT_RESUMED
-
-        layouts = {jid: layout for jid in self.todo if (layout := self.store.unresumable_layout(jid)) is not None}
-        damaged = [jid for jid in self.todo if self.store.damaged_checkpoint(jid)]
-        said = []
-        if layouts:
-            n = len(layouts)
-            which = ", ".join(str(v) for v in sorted(set(layouts.values())))
-            said.append(
-                f"{counted_named(list(layouts), 'job')} {'starts' if n == 1 else 'start'} over from epoch 1: "
-                f"{'its' if n == 1 else 'their'} last.pt was written by an older usagg (layout {which}; this usagg "
-                f"resumes layout {CHECKPOINT_FORMAT}), so the epochs {'it holds' if n == 1 else 'they hold'} are "
-                f"trained again. Each is kept as last.pt.{NOT_RESUMED} beside the new one (delete it to free the "
-                "space)."
-            )
-        if damaged:
-            n = len(damaged)
-            said.append(
-                f"{counted_named(damaged, 'job')} {'starts' if n == 1 else 'start'} over from epoch 1: "
-                f"{'its' if n == 1 else 'their'} last.pt is damaged (not a checkpoint usagg can read, or cut short). "
-                "Each is kept as last.pt.damaged (delete it to free the space)."
-            )
-        return " ".join(said) or None
-
     def _elsewhere(self) -> dict[str, str]:
         """Jobs not done whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
         holder in words: another `usagg run` trains them, so this run leaves them to it (`--dry-run` says
@@ -466,17 +240,6 @@ class StudyRun:
             return "running"
         state = self.states[job_id]
         return "interrupted" if state == "running" else state
-
-    def elsewhere_text(self) -> str | None:
-        """The warning for the selected jobs another process runs (`elsewhere`), or None."""
-        if not self.elsewhere:
-            return None
-        n, (first, holder) = len(self.elsewhere), next(iter(self.elsewhere.items()))
-        more = f" and {counted(n - 1, 'other')}" if n > 1 else ""
-        return (
-            f"{first}{more} {'is' if n == 1 else 'are'} being run by another process ({holder}): left to it, not run "
-            f"here; `usagg status` shows {'its' if n == 1 else 'their'} progress"
-        )
 
     def _twins(self) -> dict[str, str]:
         """Jobs to do whose hash another job of the plan shares (a CG job of a one-task group and TSM on that task;
@@ -532,18 +295,6 @@ class StudyRun:
                 track_reused(tracking, self.store.job(jid), self.store.root, self.store.metrics(jid) or {})
         return filled
 
-    def unfilled_text(self) -> str | None:
-        """The warning for twins left to do at the end of a run: their source is not done, so the next run fills
-        them from it, or trains them where it failed."""
-        left = {jid: src for jid, src in self.twins.items() if self.store.job_state(jid) != "done"}
-        if not left:
-            return None
-        listed = "; ".join(f"{jid} (the training of {src}, {self.store.job_state(src)})" for jid, src in left.items())
-        return (
-            f"{counted(len(left), 'job')} of the same settings as another that is not done wait for it: {listed}; "
-            "the next `usagg run` fills them from it once it is done, or trains them where it failed"
-        )
-
     def _still_queued(self) -> QueueCheck:
         """Jobs not done that a `usagg run` submitted to Slurm and stopped waiting for (Ctrl-C, a lost login) whose
         element Slurm still has, job id -> Slurm job id, and a note saying so; submitting them again would train
@@ -582,17 +333,6 @@ class StudyRun:
             if self.store.job_state(jid) == "failed":
                 self.store.forget_slurm_job(jid)
                 self.collected[jid] = summary
-
-    def collected_text(self) -> str | None:
-        """The warning for the failures `collect_slurm_failures` recorded, or None."""
-        if not self.collected:
-            return None
-        n = len(self.collected)
-        listed = "; ".join(f"{jid}: {error}" for jid, error in self.collected.items())
-        then = "run again now (--retry-failed)" if self.retry_failed else "not submitted again"  # the hint says how
-        return (
-            f"{counted(n, 'job')} ended failed on Slurm since the last `usagg run`: {listed}. Recorded failed; {then}"
-        )
 
     @property
     def skipped_failed(self) -> list[str]:
@@ -670,51 +410,6 @@ class StudyRun:
         if jobs:
             raise UsaggError(changed_data_text(self.study.name, root, jobs, changed, now))
 
-    def unrecorded_data_text(self) -> str | None:
-        """The warning for done jobs of this plan that recorded not which data they read (`unrecorded_data`, an
-        older usagg's) where this run trains others beside them, or None: `check_done_data` cannot tell whether the
-        new jobs read the same data, and an upgrade may have changed the synthetic benchmark."""
-        from usagg.data.splits import synthetic_generator
-
-        if not self.unrecorded_data or not self.todo:
-            return None
-        n = len(self.unrecorded_data)
-        names = ", ".join(self.unrecorded_data[:3]) + (f" and {n - 3} more" if n > 3 else "")
-        generator = synthetic_generator(self.study.data)
-        now = "" if generator is None else f" (the synthetic benchmark is generator {generator} now)"
-        return (
-            f"{counted(n, 'done job')} of study {self.study.name!r} ({names}) {'was' if n == 1 else 'were'} written "
-            f"by an older usagg that recorded not which data {'it' if n == 1 else 'they'} read: the "
-            f"{counted(len(self.todo), 'job')} this run trains may read other data{now} and compare would mix "
-            "their results unnoticed. To compare like with like, run the study under a new name "
-            f"({self.wording.rename})."
-        )
-
-    def changed_code_text(self) -> str | None:
-        """The warning for done jobs of this plan that other code made than this run's (their metrics.json
-        `training.versions` and `training.plugins`, usagg/jobmetrics.py `code_changes`), or None: job ids hash
-        settings, never code, so after an upgrade of usagg or an edited plug-in they stay done, kept and compared with
-        new results. Jobs that recorded none (written before usagg recorded it) are not compared. A pure read of the
-        store."""
-        from usagg.jobmetrics import code_changes, running_code
-
-        now = running_code()
-        changes: dict[str, list[str]] = {}  # what differs -> the done jobs it differs for
-        for job in self.all_jobs:
-            metrics = self.store.metrics(job.id) if self.store.job_state(job.id) == "done" else None
-            for change in code_changes((metrics or {}).get("training") or {}, now):
-                changes.setdefault(change, []).append(job.id)
-        if not changes:
-            return None
-        n = len({jid for ids in changes.values() for jid in ids})
-        listed = "; ".join(f"{change} for {counted(len(ids), 'job')}" for change, ids in changes.items())
-        return (
-            f"{counted(n, 'done job')} of study {self.study.name!r} {'was' if n == 1 else 'were'} made by other code "
-            f"than this run's: {listed}. Job ids hash a job's settings, never its code, so their results are kept as "
-            "they are and compared with the new ones; to train the study with this code, run it under a new name "
-            f"({self.wording.rename})."
-        )
-
     def init_store(self) -> None:
         """Write the resolved spec, the plan and a record per job (existing jobs keep their state), and bind the
         spec file to the store.
@@ -727,14 +422,14 @@ class StudyRun:
 
         with self.store.plan_lock():  # the checks below and the writes they allow: one `usagg run` at a time
             if self._running is None:  # this run's first plan: checked again now that no other run can write one
-                if self._store_view() != self._seen:  # another run bound or planned since `prepare`
-                    self.kept = self._jobs_of_other_specs(self.force)
+                if self._gate.view() != self._seen:  # another run bound or planned since `prepare`
+                    self.kept = self._bind(self.force)
                 self._check_live_plan_kept()
                 self._running = contextlib.ExitStack()
                 about = {"spec": None if self.spec_file is None else str(self.spec_file), "jobs": len(self.all_jobs)}
                 self._running.enter_context(self.store.run(about))
-            elif self._store_view() != self._seen:  # a later stage: what another run added meanwhile stays planned
-                self.kept += self._added_elsewhere()
+            elif self._gate.view() != self._seen:  # a later stage: what another run added meanwhile stays planned
+                self.kept += self._gate.added_elsewhere(self.all_jobs + self.kept)
             self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
             ours = {j.id for j in self.all_jobs}
             self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
@@ -743,17 +438,8 @@ class StudyRun:
             self.collect_slurm_failures()
             if self.spec_file is not None and self.binding != "none":
                 self.store.add_spec_file(self.spec_file, replace=self.binding == "replace")
-            self._seen = self._store_view()  # as this run left it
+            self._seen = self._gate.view()  # as this run left it
         self._decide()  # after `repair()`: a job whose metrics were damaged is pending again
-
-    def _added_elsewhere(self) -> list[Job]:
-        """Jobs of the stored plan that neither this run's plan nor its kept jobs hold: another run added them since
-        this one wrote the plan (a `--force` beside it, `_check_live_plan_kept`). Before, the stage that followed
-        wrote the plan without them, and they vanished from status and compare while that run trained them."""
-        known = {j.id for j in self.all_jobs + self.kept}
-        with contextlib.suppress(UsaggError):  # a damaged plan.json: `repair` below says so, nothing to keep
-            return [j for j in self.store.jobs() if j.id not in known]
-        return []
 
     def release(self) -> None:
         """End this run's record in the store (`RunStore.run`, taken by the first `init_store`): another `usagg run`
