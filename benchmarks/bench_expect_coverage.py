@@ -130,7 +130,7 @@ def _replicate(kind: str, n: int, k: int, seed_sd: float, rng: np.random.Generat
         task_uncertainty,
     )
     from usagg.spec.models import Expectation
-    from usagg.store import JobPaths
+    from usagg.store.layout import JobPaths
 
     metric = "DSC" if kind == "mean" else "AUC"
     ttype = "segmentation" if kind == "mean" else "classification"

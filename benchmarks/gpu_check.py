@@ -1009,11 +1009,11 @@ def whole_jobs(root: Path, cfg: dict[str, Any], device: str, fmc: Any) -> dict[s
     import torch
 
     import usagg.engine.job as engine_job
+    from usagg.atomic import read_json
     from usagg.engine.jobdata import load_job_data
     from usagg.engine.kept import release as release_kept_model
     from usagg.engine.runner import run_one
     from usagg.plan import plan
-    from usagg.store import read_json
 
     cache = root / "cache-projection"
     au = plan(shaped_study(root, "gpu-check-decode", fmc, cfg, ["AU"], cfg["proj_n"], cache=cache))[0]

@@ -102,7 +102,7 @@ def test_load_results_reads_a_read_only_store(tmp_path: Path) -> None:
 
 
 def test_load_results_follows_a_deleted_job_folder_and_a_changed_state(tmp_path: Path) -> None:
-    """The table's freshness is the store's one rule (`RunStore._results_behind`): a job folder deleted, or a job's
+    """The table's freshness is the store's one rule (`RunStore.results_behind`): a job folder deleted, or a job's
     state changed, since results.csv was written makes it stale, not only a newer metrics.json."""
     store, (kept, deleted) = make_store(tmp_path)
     make_done(store, kept)

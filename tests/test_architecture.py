@@ -423,10 +423,10 @@ def _path_parts(tree: ast.AST) -> list[ast.Constant]:
 
 
 def _store_names() -> set[str]:
-    """Every file and folder name of the run store: what usagg/store.py joins into its paths."""
-    from usagg.store import BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_NAME
+    """Every file and folder name of the run store: what usagg/store/layout.py joins into its paths."""
+    from usagg.store.layout import BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_NAME
 
-    tree = ast.parse((PACKAGE / "store.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PACKAGE / "store" / "layout.py").read_text(encoding="utf-8"))
     return {n.value for n in _path_parts(tree)} | {LOCK_NAME, LAST_CHECKPOINT, BEST_CHECKPOINT}
 
 
@@ -459,14 +459,15 @@ def _spelled_store_names(source: str, names: set[str]) -> list[str]:
 
 
 def test_store_file_names_are_spelled_only_in_the_store() -> None:
-    """usagg/store.py is the one module that knows the run store's layout (`RunStore`, `JobPaths`): a module that
-    builds `root / "jobs" / <id>` itself skips the store's job-id and confinement checks (usagg/safepath.py)."""
+    """usagg/store/layout.py is the one module that knows the run store's layout (`StoreLayout`, `JobPaths`): a
+    module that builds `root / "jobs" / <id>` itself skips the store's job-id and confinement checks
+    (usagg/safepath.py)."""
     names = _store_names()
     assert {"plan.json", "jobs", "affinity.json", "study.yaml", "metrics.json"} <= names
     spelled = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE.parent).as_posix()
-        if rel != "usagg/store.py":
+        if rel != "usagg/store/layout.py":
             spelled += [f"{rel}:{hit}" for hit in _spelled_store_names(path.read_text(encoding="utf-8"), names)]
     assert spelled == []
 

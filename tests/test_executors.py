@@ -23,6 +23,7 @@ from submitit.helpers import DelayedSubmission
 
 import usagg.execute.local as local
 from tests.tiny_study import THREE_TASKS, small_study
+from usagg.atomic import read_json, write_json_atomic
 from usagg.engine.runner import run_one
 from usagg.errors import SpecError, UsaggError
 from usagg.execute import InProcessExecutor, PoolExecutor, make_executor, resolve_devices
@@ -42,7 +43,7 @@ from usagg.execute.slurm import SlurmExecutor, SlurmJobCall, slurm_parameters
 from usagg.plan import plan
 from usagg.spec.load import load_study
 from usagg.spec.models import ExecutionSpec, SlurmSpec
-from usagg.store import RunStore, read_json, write_json_atomic
+from usagg.store import RunStore
 
 TESTS_DIR = str(Path(__file__).parent)
 

@@ -216,7 +216,8 @@ def test_a_study_without_a_2x2_says_why_when_its_table_is_asked_for(
 def _planned_store(tmp_path: Path) -> Path:
     """A simulated store whose study plans TS, CG, AU, TSM, AUD and CGD, with AUD's one job failed (no results)."""
     from usagg.analysis.simulate import load_tasks, simulate_run_store
-    from usagg.store import RunStore, new_record
+    from usagg.store import RunStore
+    from usagg.store.records import new_record
 
     tasks = load_tasks(REPO / "tests" / "data" / "fmc_uia_tasks.yaml")[:12]
     run = simulate_run_store(tmp_path / "st", tasks, seeds=(0,), paradigms=("TS", "CG", "AU", "TSM", "CGD"))

@@ -29,9 +29,10 @@ from usagg.analysis.results import read_results, write_results
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.style import paper_style
 from usagg.analysis.summary import Analysis, analyse
+from usagg.atomic import read_json
 from usagg.data.synth.tasks import TASKS as SYNTH
 from usagg.data.synth.tasks import designed_groups
-from usagg.store import RunStore, read_json
+from usagg.store import RunStore
 
 FMC = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
 SLACK = 0.5  # px: glyph boxes carry a little padding; touching is not overlapping

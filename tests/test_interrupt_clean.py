@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_study import small_study
+from usagg.atomic import read_json, write_json_atomic
 from usagg.plan import plan
 from usagg.signals import _terminated
-from usagg.store import RunStore, read_json, write_json_atomic
+from usagg.store import RunStore
 
 TESTS_DIR = str(Path(__file__).parent)
 #: How long the stand-in for torch's exit hook takes: longer than the 0.1 s after which the pool signalled again.

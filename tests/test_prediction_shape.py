@@ -22,7 +22,7 @@ from usagg.engine.typechecks import check_predictions
 from usagg.errors import UsaggError
 from usagg.model.m2dino import build_model
 from usagg.spec.models import HeadSpec, ModelSpec, TaskSpec
-from usagg.store import ERROR_CHARS
+from usagg.store.records import ERROR_CHARS
 from usagg.tasktypes import TASK_TYPES, PredictionShape, TaskTypeError, builtin_task_types, type_origin
 
 

@@ -267,7 +267,7 @@ def test_a_last_checkpoint_of_an_older_layout_is_said_to_start_over_and_kept_asi
     its log.txt saying so, after `usagg status` had said `usagg run` resumes it, and its last.pt was overwritten.
     Status, the dry run and the run now say it starts over, and the old last.pt is kept aside."""
     from usagg.engine import checkpoint
-    from usagg.store import CHECKPOINT_FORMAT
+    from usagg.store.checkpoints import CHECKPOINT_FORMAT
 
     spec = write_tiny_study(
         tmp_path / "old.yaml", "old", tmp_path, tasks=THYROID_PAIR[:1], epochs=2, output_root=tmp_path / "runs"

@@ -16,11 +16,13 @@ from cli_run import run_cli
 
 import usagg.store as store_mod
 from tests.store_reads import all_metrics
+from usagg.atomic import read_json, write_json_atomic, write_text_atomic
 from usagg.errors import UsaggError
 from usagg.joblock import JobLocked
 from usagg.plan import Job, plan
+from usagg.results_schema import RESULT_COLUMNS
 from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
-from usagg.store import RESULT_COLUMNS, RunStore, read_json, write_json_atomic, write_text_atomic
+from usagg.store import RunStore
 
 SPAWN = mp.get_context("spawn")
 
@@ -580,7 +582,7 @@ def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_taken(tmp_path: 
 
 def test_set_state_is_a_compare_and_set(tmp_path: Path) -> None:
     """A writer that expected another state never rewrites job.json (issue 16.3): a done job stays done."""
-    from usagg.store import StateConflict
+    from usagg.store.records import StateConflict
 
     store, jobs = make_store(tmp_path, make_study())
     jid = jobs[0].id
@@ -620,7 +622,7 @@ def test_a_job_done_while_the_table_is_read_leaves_it_behind(tmp_path: Path, mon
     store.rebuild_results()
     monkeypatch.setattr(RunStore, "results_text", read)
     assert _tabled(store) == {first.id}
-    assert store._results_behind() and late.id in (store.current_results() or "")
+    assert store.results_behind() and late.id in (store.current_results() or "")
 
 
 def test_the_last_writer_of_results_includes_every_done_job(tmp_path: Path) -> None:

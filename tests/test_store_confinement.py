@@ -21,7 +21,8 @@ from usagg.analysis.provenance import provenance
 from usagg.plan import Job, plan
 from usagg.safepath import UnsafePath
 from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
-from usagg.store import WEIGHTS_KEY, RunStore
+from usagg.store import RunStore
+from usagg.store.records import WEIGHTS_KEY
 
 WEIGHTS = b"the encoder weights the jobs ran with"
 

@@ -29,7 +29,8 @@ from usagg.errors import UsaggError
 from usagg.joblock import DAMAGED_HOLDER, read_holder
 from usagg.plan import Job
 from usagg.safepath import UnsafePath, check_component, component_problem, printable
-from usagg.store import ERROR_CHARS, RECORD_LIMIT, RunStore
+from usagg.store import RunStore
+from usagg.store.records import ERROR_CHARS, RECORD_LIMIT
 
 DEEP = 20_000  # far past Python's recursion limit, yet small enough for every file's size limit
 DEEP_LIST = "[" * DEEP + "]" * DEEP

@@ -30,8 +30,9 @@ from usagg.analysis.report_html import png_size
 from usagg.analysis.simulate import simulate_run_store
 from usagg.analysis.summary import Analysis, all_tables, analyse
 from usagg.analysis.tables import Cellv, Interval, Table, delta_long_table
+from usagg.atomic import read_json
 from usagg.data.synth.tasks import TASKS as SYNTH
-from usagg.store import RunStore, read_json
+from usagg.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURING = "AU-all-f1-s0"

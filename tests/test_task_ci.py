@@ -16,7 +16,7 @@ from usagg.data.fmc_uia import Sample
 from usagg.errors import UsaggError
 from usagg.predictions import PredictionWriter
 from usagg.spec.models import TaskSpec
-from usagg.store import JobPaths
+from usagg.store.layout import JobPaths
 from usagg.tasktypes import EvalItem, get_task_type
 from usagg.tasktypes.classification import auc_or_nan
 

@@ -282,7 +282,8 @@ def _results_text(path: Path) -> tuple[str | None, Path]:
     """(the table's text rebuilt from the jobs, or None to read the file; the path errors name) of a results CSV or
     a run store folder. A store's results.csv is read as it is when current, else rebuilt in memory from its jobs
     (`RunStore.current_results`): nothing is written, so a read-only store, or one received from elsewhere, reads."""
-    from usagg.store import RunStore, results_damage
+    from usagg.store import RunStore
+    from usagg.store.damage import results_damage
 
     if path.is_dir():
         store = RunStore(path)

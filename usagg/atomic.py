@@ -223,6 +223,12 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError("JSON nested deeper than Python can parse") from None
 
 
+def read_json(path: Path | str, limit: int = STORE_FILE_LIMIT) -> Any:
+    """Read a JSON file of the store (a regular file of at most `limit` bytes: `read_regular`); ValueError for what
+    is no JSON, too deep a nesting included (`parse_json`)."""
+    return parse_json(read_regular(path, limit))
+
+
 def read_json_checked(path: Path | str) -> tuple[dict[str, Any] | None, str | None]:
     """(content without its checksum, None) for an intact file; (None, why) for a damaged one.
 

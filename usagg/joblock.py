@@ -7,7 +7,7 @@ renamed aside first, so two breakers cannot both win. In usagg's own Slurm array
 the element (`slurm_run`): a job Slurm kills outright (out of memory, pre-empted, past its time) leaves a fresh
 heartbeat behind for `stale_after_s`, but Slurm runs one instance of an element at a time, so its requeued run, or
 the submitting host once sacct says the element ended (`JobLock.break_slurm`), knows the holder is dead once its
-heartbeat has also been silent for a few beats (`SLURM_EVIDENCE_BEATS`). The run store (usagg/store.py) owns
+heartbeat has also been silent for a few beats (`SLURM_EVIDENCE_BEATS`). The run store (usagg/store/) owns
 the lock's path and its damage notes; this module owns the protocol.
 """
 
@@ -202,7 +202,7 @@ class _Heartbeat(threading.Thread):
 @dataclass(frozen=True)
 class JobLock:
     """The lock of job `job_id` at `path`: heartbeat every `heartbeat_s`, dead after `stale_after_s` silent; `about`:
-    what else the holder records of itself (a `usagg run`'s spec file and plan size, usagg/store.py `RunStore.run`)."""
+    what else the holder records of itself (a `usagg run`'s spec file and plan size, `RunStore.run`)."""
 
     path: Path
     job_id: str

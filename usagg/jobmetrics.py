@@ -1,6 +1,6 @@
 """metrics.json as a typed record: what the engine writes for a finished job and what every reader checks.
 
-`usagg.engine.job.run_job` builds a `JobMetrics`; the run store (usagg/store.py) validates every
+`usagg.engine.job.run_job` builds a `JobMetrics`; the run store (usagg/store/damage.py) validates every
 metrics.json it reads through it, so a malformed file is named (file, field, what was expected)
 instead of failing somewhere in the analysis. The JSON layout is the one written before this model
 existed: the checksum key stays the store's (usagg/atomic.py), unknown extra keys are kept, and the

@@ -20,7 +20,7 @@ INTRO = f"""# metrics.json
 
 Every finished job writes `jobs/<job_id>/metrics.json`: per task its test metrics, and how the job
 trained. `usagg.engine.job.run_job` builds it as a `JobMetrics` (usagg/jobmetrics.py); the run store
-(usagg/store.py) checks every metrics.json it reads against the same model, so a malformed file is
+(usagg/store/damage.py) checks every metrics.json it reads against the same model, so a malformed file is
 named (file, field, what was expected) and treated like a damaged one: `usagg status` lists it,
 `usagg repair` sets it aside and the job runs again, and the analysis (`usagg compare`, `report`,
 `usagg.api.load_history`) stops with that message instead of leaving the job out.

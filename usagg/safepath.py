@@ -150,7 +150,7 @@ def no_links(folder: Path | str, source: str, allowed: Callable[[Path], bool] | 
 
     For the folders usagg alone writes into (a job's folder, submitit's folder of a run store): it makes no links
     there, so one was planted (a received store), and the job's log, checkpoints or deletions would go through it.
-    `allowed`: the links a library usagg runs there makes itself (usagg/store.py `submitit_link`).
+    `allowed`: the links a library usagg runs there makes itself (usagg/store/links.py `submitit_link`).
     """
     folder = Path(folder)
     link = folder if folder.is_symlink() else None

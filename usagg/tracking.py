@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from usagg.engine.trainer import Trainer
     from usagg.plan import Job
     from usagg.spec.models import MlflowSpec, TrackingSpec
-    from usagg.store import JobPaths
+    from usagg.store.layout import JobPaths
 
 log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
@@ -600,7 +600,7 @@ def job_trackers(
 
 
 def track_reused(tracking: TrackingSpec, job: Job, store_root: Path, metrics: dict[str, Any]) -> None:
-    """A job filled from its twin (usagg/store.py `RunStore.reuse`) gets a tracker run of its own, as a trained one
+    """A job filled from its twin (`RunStore.reuse`) gets a tracker run of its own, as a trained one
     does: its own params (its paradigm, not the twin's), the twin's curves epoch by epoch from the history its
     metrics.json keeps, its test metrics and files, and the twin it reuses named, so the MLflow and TensorBoard
     views list every job of the study."""

@@ -24,7 +24,8 @@ from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
 from usagg.registry import PLUGINS_ENV
 from usagg.safepath import check_text
-from usagg.store import RunStore, results_damage
+from usagg.store import RunStore
+from usagg.store.damage import results_damage
 from usagg.tasktypes import default_metric, task_type_names
 from usagg.wording import command
 

@@ -16,7 +16,7 @@ import numpy as np
 from usagg.atomic import read_json_checked
 from usagg.errors import UsaggError
 from usagg.predictions import ITEM_KINDS, ITEM_SCORES_FORMAT
-from usagg.store import JobPaths
+from usagg.store.layout import JobPaths
 from usagg.wording import command
 
 

@@ -24,7 +24,8 @@ from usagg.analysis.inputs import AnalysisInput
 from usagg.errors import UsaggError
 from usagg.jobmetrics import FIRST_NUMERICS
 from usagg.safepath import confined
-from usagg.store import WEIGHTS_KEY, RunStore
+from usagg.store import RunStore
+from usagg.store.records import WEIGHTS_KEY
 from usagg.wording import counted
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

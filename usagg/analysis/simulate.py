@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, TypedDict
 import numpy as np
 
 from usagg.analysis.results import Row, write_results
+from usagg.atomic import write_json_atomic
 from usagg.paradigms import PARADIGMS
-from usagg.store import RunStore, write_json_atomic
+from usagg.store import RunStore
 from usagg.tasktypes import default_metric, metric_direction
 
 if TYPE_CHECKING:

@@ -239,7 +239,7 @@ def _error_line(store: RunStore, job_id: str, summary: str) -> str:
     shown instead, so a long message is never cut in `status` or the run summary. A longer
     summary was not written by usagg (a received store): only what usagg would keep of it is used.
     """
-    from usagg.store import ERROR_CHARS
+    from usagg.store.records import ERROR_CHARS
 
     summary = summary[:ERROR_CHARS]
     text = store.error_text(job_id)

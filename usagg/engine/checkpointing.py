@@ -33,7 +33,8 @@ from usagg.engine import checkpoint
 from usagg.engine.callbacks import Callback
 from usagg.errors import first_line
 from usagg.spec.models import AUTO_CHECKPOINT_SHARE
-from usagg.store import BEST_CHECKPOINT, CHECKPOINT_FORMAT, LAST_CHECKPOINT, NOT_RESUMED
+from usagg.store.checkpoints import CHECKPOINT_FORMAT, NOT_RESUMED
+from usagg.store.layout import BEST_CHECKPOINT, LAST_CHECKPOINT
 from usagg.tensorbytes import on_host
 
 if TYPE_CHECKING:

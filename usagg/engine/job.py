@@ -1,7 +1,7 @@
 """One Job end to end, without the run store: data, model, training, selection, test evaluation, files.
 
 `run_job` writes into a job folder (its splits, checkpoints and predictions,
-at the places `usagg.store.JobPaths` names) and returns the job's metrics (a
+at the places `usagg.store.layout.JobPaths` names) and returns the job's metrics (a
 `usagg.jobmetrics.JobMetrics` as metrics.json holds it); `runner.run_one` adds the
 store around it (lock, state, log, errors, metrics). `build_trainer` is the one
 place a job's Trainer is wired (run_job and the engine tests use it).
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from usagg.affinity import write_affinity
-from usagg.atomic import write_json_checked
+from usagg.atomic import write_json_atomic, write_json_checked
 from usagg.cachedir import cache_root
 from usagg.engine.accel import AccelMode, fallback_text, mode_ran, whole_step_graphs
 from usagg.engine.augment import Augmenter
@@ -40,7 +40,7 @@ from usagg.model.m2dino import M2DINO, build_model
 from usagg.model.trunk import Trunk
 from usagg.plan import Job
 from usagg.predictions import PredictionWriter
-from usagg.store import JobPaths, write_json_atomic
+from usagg.store.layout import JobPaths
 from usagg.tasktypes import metric_direction
 from usagg.wording import counted
 

@@ -28,7 +28,9 @@ from usagg.atomic import NoSpaceLeft, set_aside
 from usagg.errors import UsaggError
 from usagg.registry import import_code_plugins
 from usagg.safepath import UnsafePath
-from usagg.store import ERROR_CHARS, JobPaths, RunStore
+from usagg.store import RunStore
+from usagg.store.layout import JobPaths
+from usagg.store.records import ERROR_CHARS
 
 if TYPE_CHECKING:
     from usagg.engine.accel import AccelMode

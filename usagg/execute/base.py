@@ -41,7 +41,8 @@ from usagg.errors import UsaggError, first_line
 from usagg.execute.registry import get_executor_factory
 from usagg.joblock import JobLocked, when_taken
 from usagg.registry import callable_name, parameters
-from usagg.store import ERROR_CHARS, RunStore
+from usagg.store import RunStore
+from usagg.store.records import ERROR_CHARS
 from usagg.wording import counted
 
 if TYPE_CHECKING:

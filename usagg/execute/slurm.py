@@ -60,7 +60,9 @@ from usagg.joblock import JobLock, holder_slurm_job, slurm_element, slurm_run
 from usagg.origin import CodeOrigin, code_origin
 from usagg.safepath import check_component, check_text, no_links, printable
 from usagg.spec.models import ExecutionSpec, SlurmSpec
-from usagg.store import ERROR_CHARS, RunStore, submitit_link
+from usagg.store import RunStore
+from usagg.store.links import submitit_link
+from usagg.store.records import ERROR_CHARS
 from usagg.wording import counted
 
 try:

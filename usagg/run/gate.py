@@ -1,6 +1,6 @@
 """Whether a run's plan may be written into its study's run store, and how its spec file is bound there: the
 gate `StudyRun.prepare` passes, and `StudyRun.init_store` again under the store's plan lock. A study name is bound
-to the spec files run into it (usagg/store.py `spec_files`); another file whose plan would hide jobs of the stored
+to the spec files run into it (`RunStore.spec_files`); another file whose plan would hide jobs of the stored
 one, a one-off override that would hide done jobs, a plan that would drop or replace jobs another live process
 runs, and a spec file that already ran into a store from another folder are refused here, each in one paragraph
 that says how to go on. Pure reads of the store: the run writes what the gate allows."""
@@ -92,7 +92,7 @@ class PlanGate:
         files of this study name planned: kept in plan.json (never hidden) once the store is bound to several spec
         files.
 
-        A study name is bound to the spec file that first ran it (usagg/store.py `spec_files`): another
+        A study name is bound to the spec file that first ran it (`RunStore.spec_files`): another
         file whose plan lacks some of its jobs would replace that study's plan and hide them, so it is a
         UsaggError unless `force`, which binds it too; one whose plan holds every stored job and more (added
         seeds, paradigms) hides none and is bound without `force`. The same file edited replaces its own plan as before.

@@ -49,7 +49,7 @@ def restart_text(run: StudyRun) -> str | None:
     over from epoch 1, which only their log said, after `usagg status` had said they would resume (an upgrade
     audit). A last.pt that reads but is not this model's (other frozen weights) is found by the job itself: its
     start says so (usagg/engine/checkpointing.py `Checkpointing.restart`)."""
-    from usagg.store import CHECKPOINT_FORMAT, NOT_RESUMED
+    from usagg.store.checkpoints import CHECKPOINT_FORMAT, NOT_RESUMED
 
     layouts = {jid: layout for jid in run.todo if (layout := run.store.unresumable_layout(jid)) is not None}
     damaged = [jid for jid in run.todo if run.store.damaged_checkpoint(jid)]

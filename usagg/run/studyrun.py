@@ -275,7 +275,7 @@ class StudyRun:
         """Fill every twin whose source is done now (`RunStore.reuse`); the ids filled. A twin whose source is not
         done (failed, stopped, queued), or that another process holds, stays to do (`unfilled_text`)."""
         from usagg.joblock import JobLocked
-        from usagg.store import StateConflict
+        from usagg.store.records import StateConflict
 
         filled = []
         for jid, source in list(self.twins.items()):
@@ -322,7 +322,7 @@ class StudyRun:
         whose lock a live process still holds is left to it, its record kept for the run after."""
         from usagg.execute.base import record_failure
         from usagg.execute.slurm import break_ended_locks, not_completed
-        from usagg.store import ERROR_CHARS
+        from usagg.store.records import ERROR_CHARS
 
         if not self.slurm_failed:
             return
@@ -415,7 +415,7 @@ class StudyRun:
         spec file to the store.
 
         The first step that writes. It calls `RunStore.repair()` first, the store's one repairing writer
-        (damaged job records and metrics set aside and rebuilt, usagg/store.py; reads never repair), so a job
+        (damaged job records and metrics set aside and rebuilt, usagg/store/repair.py; reads never repair), so a job
         whose metrics were damaged runs again.
         """
         from usagg.spec.load import dump_study
@@ -433,7 +433,7 @@ class StudyRun:
             self.store.repairs.clear()  # notes of damage seen while preparing: the repairs below replace them
             ours = {j.id for j in self.all_jobs}
             self.kept = [j for j in self.kept if j.id not in ours]  # a later stage may plan what another file did
-            self.store.repair(self.all_jobs + self.kept)  # sets damaged files aside, rebuilds them: usagg/store.py
+            self.store.repair(self.all_jobs + self.kept)  # damaged files set aside and rebuilt: usagg/store/repair.py
             self.store.init(dump_study(self.study), self.all_jobs + self.kept)
             self.collect_slurm_failures()
             if self.spec_file is not None and self.binding != "none":

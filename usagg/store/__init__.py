@@ -1,0 +1,729 @@
+"""The run store: one folder per study, the only state of a study.
+
+Resuming, `usagg status` and the analysis all read it, so every file is
+written atomically (temporary file in the same folder, fsync, rename) and a
+crash never leaves a half-written file behind. It is safe on a shared file
+system: two `usagg run` processes, on one host or on several, never run the
+same job (see `RunStore.lock`).
+
+The files and where they live: usagg/store/layout.py. `RunStore` holds the state and the locks; its parts are a
+module each, below it: job.json (`records`), plan.json (`planfile`), results.csv (`resultscsv`), a checkpoint's
+layout (`checkpoints`), what is damaged (`damage`) and the one repairing writer (`repair`), a job filled from its
+twin (`reuse`), and no planted links (`links`).
+
+Job states: pending -> running -> done | failed (a failed or interrupted job
+goes back to running when run again). For display, `RunStore.display_state`
+adds "interrupted": state running but the lock holder is dead or gone.
+
+Reads are pure: `job_record`, `metrics`, `job_state`, ... never write; a damaged file
+(unreadable, the wrong schema, a checksum that no longer matches) is noted in `repairs`
+and read as the store would rebuild it. `RunStore.repair()` (`usagg repair`, and the
+start of `usagg run`) is the one step that sets damaged files aside and rebuilds them;
+besides it only `init` (new records) and `set_state` (the state machine) write job.json,
+each under the job's lock, `set_state` as a compare-and-set. A job id ends with a hash of every
+setting that changes its result, so changing the spec makes new job folders
+and leaves old ones (and their results) untouched; `plan.json` and
+`results.csv` describe the current plan only.
+
+`results.csv` columns: usagg/results_schema.py `RESULT_COLUMNS` (study, job_id, paradigm, group, seed, ...,
+n_train, steps), then one column per swept spec key (`is_sweep_column`: the key's value at the row's sweep point).
+`group` is the task's clinical group, `higher_is_better` is `True` or `False`, an undefined value is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from usagg.affinity import Affinity, check_source, mean_affinity, measuring_jobs, read_affinity
+from usagg.atomic import read_json, read_regular, set_aside, write_json_atomic, write_json_checked, write_text_atomic
+from usagg.errors import DataError, UsaggError
+from usagg.joblock import DAMAGED_HOLDER, JobLock, JobLocked
+from usagg.jobmetrics import JobMetrics
+from usagg.paradigms import paradigm_names
+from usagg.plan import Job, weights_key
+from usagg.safepath import check_component, confined
+from usagg.store.checkpoints import CHECKPOINT_FORMAT, checkpoint_layout
+from usagg.store.damage import checked_metrics
+from usagg.store.layout import StoreLayout
+from usagg.store.planfile import check_job_ids, raw_plan, read_plan
+from usagg.store.records import (
+    STATES,
+    WEIGHTS_KEY,
+    StateConflict,
+    enter_state,
+    iso,
+    new_record,
+    now,
+    read_record_file,
+    rebuilt_state,
+)
+from usagg.store.repair import repair_store
+from usagg.store.resultscsv import results_table, table_has_rows
+from usagg.store.reuse import fill_from
+from usagg.wording import command, counted
+
+#: A Slurm job id as `slurm.json` records it: the array's id and the element's index.
+_SLURM_JOB_ID = re.compile(r"\d{1,20}(_\d{1,9})?")
+
+
+class RunStore(StoreLayout):
+    """One study's folder: plan, job states, locks, job files and the results table; where each file lives is its
+    `StoreLayout` (usagg/store/layout.py)."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0
+    ) -> None:
+        super().__init__(root)
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+        #: Damaged files found by reads and the repairs `repair` made, one sentence each: the CLI prints them.
+        self.repairs: list[str] = []
+        #: Those of `repairs` that `repair` could not mend (a damaged plan.json, a record with no plan to rebuild it).
+        self.unrepaired: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    # ----- what a damage note names
+
+    @property
+    def repair_command(self) -> str:
+        """`usagg repair` of this store as a user pastes it (shell-quoted: a store folder's name is data)."""
+        return command("usagg", "repair", self.root)
+
+    # ----- study
+
+    def exists(self) -> bool:
+        """Whether the store was initialised (it has a plan)."""
+        return self.plan_json.is_file()
+
+    def init(self, study_yaml: str, jobs: list[Job]) -> None:
+        """Write the spec, the plan and a job.json per job, keeping the state of jobs already there.
+
+        A job already in the store keeps its state, timings and results (its Job
+        settings are refreshed: only settings outside the hash can differ); a
+        new id gets a new pending folder; folders of jobs no longer planned stay.
+        Every job.json write happens under that job's lock, so a runner that holds
+        it is the record's only writer: a job whose live runner holds the lock is
+        left alone (its settings are refreshed by a later `init`), and a done job
+        can never be written back to an older state by a slow concurrent `init`.
+        """
+        ids = [j.id for j in jobs]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise UsaggError(f"the plan has duplicate job ids {dup}")
+        self.write_study(study_yaml)
+        for job in jobs:
+            path = self.paths(job.id).record
+            dump = job.model_dump(mode="json")
+            weights = weights_key(job.model.weights, job.data.cache_dir)  # as hashed into the id: cached, not re-read
+            if path.is_file():
+                record, why = self.read_record(job.id)
+                if record is None:
+                    self._damaged(path, str(why))  # `repair` sets it aside and rebuilds it; never overwritten here
+                    continue
+                if record.get("job") == dump and record.get(WEIGHTS_KEY) == weights:
+                    continue  # nothing to refresh: no write, no lock
+            try:
+                with self.lock(job.id):
+                    if path.is_file():
+                        record, why = self.read_record(job.id)
+                        if record is None:
+                            continue  # damaged meanwhile: left to `repair`
+                        record["job"] = dump
+                    else:
+                        record = new_record(dump, "pending")
+                    record[WEIGHTS_KEY] = weights
+                    write_json_atomic(path, record)
+            except JobLocked:
+                continue  # a live runner owns this job's record
+        self.write_plan([j.model_dump(mode="json") for j in jobs])
+
+    def read_record(self, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(job.json, None) for an intact record, (None, why) for a damaged one; UsaggError when there is none. Notes
+        nothing (`job_record` is the read that notes a damaged record and reads it as `repair` will rebuild it)."""
+        try:
+            return read_record_file(self.paths(job_id).record)
+        except FileNotFoundError:
+            raise UsaggError(f"job {job_id} is not in the run store {self.root}") from None
+
+    def write_study(self, study_yaml: str) -> None:
+        """Write study.yaml (the resolved spec as run)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.study_yaml, study_yaml)
+
+    def write_plan(self, records: list[dict[str, Any]]) -> None:
+        """Write plan.json from Job dumps (`init` does this; the analysis simulator writes its own records)."""
+        write_json_atomic(self.plan_json, records)
+
+    def stored_study(self) -> dict[str, Any]:
+        """study.yaml as a mapping ({} when there is none), read by the spec's YAML reader and its errors.
+
+        A received store is data: a study.yaml that is a link leading outside the store is an UnsafePath
+        (usagg/safepath.py), never read, since its settings (tracking URI, cache_dir, analysis) steer what follows.
+        """
+        path = confined(self.study_yaml.name, self.root, f"{self.study_yaml} (the study a run store holds)")
+        if not path.is_file():
+            return {}
+        from usagg.spec.load import read_yaml  # lazy: reading a store needs no spec models
+
+        return read_yaml(path, what="stored study")
+
+    def planned_count(self) -> int | None:
+        """How many jobs plan.json lists, None when it is missing or unreadable (the analysis only counts them).
+
+        A plan listing a job id twice is the damage `jobs` reports (usagg/store/planfile.py `check_job_ids`): it would
+        be counted twice."""
+        plan = raw_plan(self.plan_json)
+        if plan is None:  # missing, unreadable, or not the list of jobs a plan is
+            return None
+        check_job_ids(self.plan_json, (r.get("id") for r in plan if isinstance(r, dict)))
+        return len(plan)
+
+    def study_affinity(self) -> Affinity | None:
+        """The study's affinity as AG used it: the mean over the measuring jobs of plan.json that wrote their
+        affinity.json (checked against the job: another spec's file is refused); None when none did. The file's
+        format and the averaging are usagg/affinity.py's; which jobs, and where their files are, the store's.
+        A plan listing a job id twice is refused (usagg/store/planfile.py `check_job_ids`): a measuring job would be
+        averaged in twice."""
+        records = raw_plan(self.plan_json)  # a FIFO, a link, too large or too deep: no affinity
+        if records is None:
+            return None
+        entries = [r for r in records if isinstance(r, dict)]  # an entry that is no mapping is no measuring job
+        check_job_ids(self.plan_json, (r.get("id") for r in entries))
+        found = []
+        for r in measuring_jobs(entries):
+            path = self.paths(check_component(r["id"], f"{self.plan_json}, job id")).affinity
+            if path.is_file():
+                aff = read_affinity(path)
+                check_source(aff, path, r["id"], r["hash"], [t["id"] for t in r["tasks"]])
+                found.append(aff)
+        return mean_affinity(found) if found else None
+
+    def jobs(self) -> list[Job]:
+        """The jobs of the current plan, in plan order."""
+        if not self.exists():
+            raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
+        return read_plan(self.plan_json)
+
+    def job_ids(self) -> list[str]:
+        """Ids of the current plan, in plan order."""
+        return [j.id for j in self.jobs()]
+
+    def job_folders(self) -> list[str]:
+        """Ids of every job folder, planned or not, sorted (old hashes keep their folders)."""
+        if not self.jobs_dir.is_dir():
+            return []
+        return sorted(d.name for d in self.jobs_dir.iterdir() if d.is_dir())
+
+    def job(self, job_id: str) -> Job:
+        """The Job of a job folder (also for folders no longer in the plan)."""
+        return Job.model_validate(self.job_record(job_id)["job"])
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether the store holds a record (job.json) for this id."""
+        return self.paths(job_id).record.is_file()
+
+    def job_record(self, job_id: str) -> dict[str, Any]:
+        """job.json as a dict: job, state, attempts, started, finished, duration_s, host, pid, error.
+
+        A pure read. A damaged job.json (not JSON, not an object, no valid state, a field of the wrong type) is noted in
+        `repairs` and read as `repair` will rebuild it from the plan: done when the job's
+        metrics.json is intact, else pending.
+        """
+        record, why = self.read_record(job_id)
+        if record is not None:
+            return record
+        path = self.paths(job_id).record
+        job = self._planned(job_id)
+        if job is None:
+            raise UsaggError(f"{path} is damaged ({why}) and job {job_id} is not in {self.plan_json} to rebuild it")
+        self._damaged(path, str(why))
+        return new_record(job.model_dump(mode="json"), rebuilt_state(self.paths(job_id)))
+
+    def _planned(self, job_id: str) -> Job | None:
+        """The Job of the current plan with this id, None when the plan lacks it or is unreadable."""
+        try:
+            return next((j for j in self.jobs() if j.id == job_id), None)
+        except UsaggError:
+            return None
+
+    def _damaged(self, path: Path, why: str, fix: str = "sets it aside and rebuilds it") -> None:
+        """Note a damaged file found by a read (left in place: `repair` is the writer)."""
+        note = f"{path} is damaged ({why}); `{self.repair_command}` (or the next `usagg run`) {fix}"
+        if note not in self.repairs:
+            self.repairs.append(note)
+
+    def set_aside(self, path: Path, why: str) -> Path:
+        """Move a damaged file to <name>.damaged (numbered when taken) and note the repair; returns the new path."""
+        aside = set_aside(path)
+        self.repairs.append(f"{path} was damaged ({why}); set aside as {aside.name}")
+        return aside
+
+    # ----- repair
+
+    def repair(self, jobs: Sequence[Job] | None = None) -> list[str]:
+        """Set aside every damaged file of every job folder and rebuild what it held, and results.csv where it is no
+        results table or says other than the done jobs (usagg/store/repair.py `repair_store`, the store's one
+        repairing writer); returns the repairs made, also added to `repairs` (what could not be mended to
+        `unrepaired` too). `jobs`: the plan to rebuild records from (default: plan.json)."""
+        return repair_store(self, jobs)
+
+    def results_behind(self) -> bool:
+        """Whether results.csv predates what it is derived from (`_newest_source_ns`): stale, where a table newer
+        than all of it that says otherwise was changed by other hands. The one freshness rule of the table: `repair`
+        rewrites a table only behind, and `current_results` (the analysis, `usagg.api.load_results`) reads the
+        jobs instead."""
+        newest = self._newest_source_ns()
+        return newest is not None and newest > self.results_csv.stat().st_mtime_ns
+
+    def _newest_source_ns(self) -> int | None:
+        """The newest modification time (ns) of what results.csv is derived from: plan.json, the jobs folder (a job
+        folder made or deleted), each job folder (a file in it made or deleted: a metrics.json removed), its
+        job.json (the state) and its metrics.json; None when there is none of them."""
+        sources = [self.plan_json, self.jobs_dir]
+        for job_id in self.job_folders():
+            paths = self.paths(job_id)
+            sources += [paths.folder, paths.record, paths.metrics]
+        times = []
+        for path in sources:
+            try:
+                times.append(path.stat().st_mtime_ns)
+            except OSError:  # not there (a job not finished), or gone since it was listed
+                continue
+        return max(times, default=None)
+
+    def job_state(self, job_id: str) -> str:
+        """pending | running | done | failed, as job.json says; pending for a job without a folder."""
+        path = self.paths(job_id).record
+        if not path.is_file():
+            return "pending"
+        return str(self.job_record(job_id)["state"])
+
+    def display_state(self, job_id: str) -> str:
+        """The state to show: `job_state`, but "interrupted" for a running job whose lock holder is not alive."""
+        state = self.job_state(job_id)
+        if state == "running" and not self.lock_alive(job_id):
+            return "interrupted"
+        return state
+
+    def states(self) -> dict[str, str]:
+        """State of every job of the current plan."""
+        return {jid: self.job_state(jid) for jid in self.job_ids()}
+
+    def set_state(
+        self, job_id: str, state: str, *, expect: tuple[str, ...] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """Rewrite job.json with a new state, keeping the timings consistent; returns the record.
+
+        running: started now, attempts + 1, host and pid recorded, the epochs history.csv
+        holds kept as start_epoch (`usagg status` times this attempt's), finish and
+        error cleared; done / failed: finished now and duration since started.
+        `expect`: compare-and-set, the record is rewritten only from one of these states
+        (StateConflict otherwise, nothing written), so a writer that lost a race never
+        turns a done job back. `extra` keys (error, message, ...) are stored as given.
+        The write happens under the job's lock: the caller's (a runner) or one taken for it
+        (JobLocked when a live process holds it). A damaged record is never written over:
+        UsaggError naming it and `usagg repair`.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}; one of {', '.join(STATES)}")
+        if self.holds_lock(job_id):
+            return self._set_state_locked(job_id, state, expect, extra)
+        with self.lock(job_id):
+            return self._set_state_locked(job_id, state, expect, extra)
+
+    def _set_state_locked(
+        self, job_id: str, state: str, expect: tuple[str, ...] | None, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        record, why = self.read_record(job_id)
+        if record is None:
+            raise UsaggError(
+                f"{self.paths(job_id).record} is damaged ({why}), so job {job_id} is not set to {state}: "
+                f"`{self.repair_command}` sets it aside and rebuilds it from the plan"
+            )
+        if expect is not None and record.get("state") not in expect:
+            raise StateConflict(
+                f"job {job_id} is {record.get('state')} in {self.paths(job_id).record}, not "
+                f"{' or '.join(expect)}: another process changed it, so it is not set to {state}"
+            )
+        enter_state(record, state, lambda: self.epochs_done(job_id)[0])
+        record.update(extra)
+        write_json_atomic(self.paths(job_id).record, record)
+        return record
+
+    def note_device(self, job_id: str, device: str) -> None:
+        """Record where a running job computes ('cuda:1 (NVIDIA H100 80GB HBM3)'), so `usagg status` can say which
+        card each job is on; the job's runner calls it under the job's lock once the job has chosen its device.
+        A record that is no longer running (or is damaged) is left as it is."""
+        self._note(job_id, "device", device)
+
+    def note_restart(self, job_id: str, why: str) -> None:
+        """Record why a running job's last.pt was not resumed and where it is kept (usagg/engine/checkpointing.py:
+        damaged, another layout, other frozen weights), so `usagg status` says the job started over from epoch 1,
+        which its log alone said; as `note_device`, by the job's runner."""
+        self._note(job_id, "restarted", why)
+
+    def _note(self, job_id: str, key: str, value: str) -> None:
+        record, _ = self.read_record(job_id)
+        if record is not None and record.get("state") == "running":
+            record[key] = value
+            write_json_atomic(self.paths(job_id).record, record)
+
+    # ----- job files
+
+    def metrics(self, job_id: str) -> dict[str, Any] | None:
+        """metrics.json of a job (without its checksum), None when it has none.
+
+        A pure read. A damaged one (not JSON, not an object, a value changed after it was
+        written, so that it no longer matches its checksum, or content JobMetrics refuses) is
+        noted in `repairs` and read as None; `repair` sets it aside and sends a done job back to pending.
+        """
+        data, why = checked_metrics(self.paths(job_id).metrics)
+        if why is not None:
+            self._damaged(self.paths(job_id).metrics, why)
+        return data
+
+    def job_metrics(self, job_id: str) -> JobMetrics | None:
+        """metrics.json of a job as a typed JobMetrics, None when it has none; DataError naming the file and what
+        is wrong with it when it is damaged or malformed (the analysis reads results, so it must not skip one)."""
+        data, why = checked_metrics(self.paths(job_id).metrics)
+        if why is not None:
+            path = self.paths(job_id).metrics
+            raise DataError(
+                f"{path} is damaged ({why}); `{self.repair_command}` sets it aside and sends the job back to "
+                "pending, then `usagg run` evaluates it again"
+            )
+        return None if data is None else JobMetrics.model_validate(data)
+
+    def write_metrics(self, job_id: str, metrics: dict[str, Any]) -> Path:
+        """Write metrics.json (the engine's result for the job) with the checksum `metrics` verifies."""
+        return write_json_checked(self.paths(job_id).metrics, metrics)
+
+    def reuse(self, job_id: str, source_id: str) -> bool:
+        """Fill a job from a done job of the same hash instead of training it again (usagg/store/reuse.py
+        `fill_from`): under the job's lock (JobLocked while a live process holds it), done with `reused_from` in
+        job.json. False when the job is done already (another run filled it)."""
+        return fill_from(self, job_id, source_id)
+
+    def error_text(self, job_id: str) -> str | None:
+        """error.txt (the traceback of the last failed attempt), None when there is none."""
+        path = self.paths(job_id).error
+        try:
+            return read_regular(path).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        except OSError as err:  # a link or a FIFO planted at its name: never read through (usagg/atomic.py)
+            return f"{path} is not a file usagg wrote ({err.strerror})"
+
+    def write_error(self, job_id: str, text: str) -> Path:
+        """Write error.txt for a failed attempt (the job folder is created if needed)."""
+        return write_text_atomic(self.paths(job_id).error, text)
+
+    def clear_error(self, job_id: str) -> None:
+        """Remove the previous attempt's error.txt (a new attempt starts)."""
+        self.paths(job_id).error.unlink(missing_ok=True)
+
+    def has_checkpoint(self, job_id: str) -> bool:
+        """Whether a killed attempt left a checkpoint to resume from."""
+        return self.paths(job_id).last_checkpoint.is_file()
+
+    def unresumable_layout(self, job_id: str) -> int | None:
+        """The layout of the job's last.pt where this usagg cannot resume it (an older usagg's, `CHECKPOINT_FORMAT`),
+        else None (none there, this layout, or unreadable here). A pure read: the job's run sets it aside."""
+        path = self.paths(job_id).last_checkpoint
+        layout = checkpoint_layout(path) if path.is_file() else None
+        return layout if layout is not None and layout != CHECKPOINT_FORMAT else None
+
+    def damaged_checkpoint(self, job_id: str) -> bool:
+        """Whether the job's last.pt is there but its layout cannot be read (not a checkpoint, cut short): the job's
+        run sets it aside as last.pt.damaged and starts over from epoch 1. A pure read, torch-free."""
+        path = self.paths(job_id).last_checkpoint
+        return path.is_file() and checkpoint_layout(path) is None
+
+    def epochs_done(self, job_id: str) -> tuple[int, float | None]:
+        """(the epochs history.csv holds, when it was written: the end of the last, in seconds since the epoch);
+        (0, None) without a readable one. A pure read for `usagg status` (a damaged file is `repair`'s to name)."""
+        path = self.paths(job_id).history
+        try:
+            written = path.stat().st_mtime
+            rows = csv.DictReader(io.StringIO(read_regular(path).decode("utf-8")))
+            return max((int(float(r["epoch"])) for r in rows), default=0), written
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, csv.Error):  # int(inf): OverflowError
+            return 0, None
+
+    # ----- locks
+
+    def job_lock(self, job_id: str) -> JobLock:
+        """The job's lock (usagg/joblock.py), with this store's heartbeat and staleness."""
+        return JobLock(self.paths(job_id).lock, job_id, self.heartbeat_s, self.stale_after_s)
+
+    def lock_alive(self, job_id: str) -> bool:
+        """Whether a live process holds the job's lock (the answer `status`, `plan` and lock breaking share)."""
+        lock = self.job_lock(job_id)
+        holder = lock.holder()
+        if holder and DAMAGED_HOLDER in holder:
+            self._damaged(lock.path, str(holder[DAMAGED_HOLDER]), "breaks it (no process holds it)")
+        return holder is not None and lock.holder_alive(holder)
+
+    @contextlib.contextmanager
+    def lock(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """Hold the job's lock for the `with` block; raise JobLocked if a live process holds it (usagg/joblock.py).
+
+        Taking it removes the half-written temporaries of dead writers in the job's folder. Yields the holder
+        info written into the lock.
+        """
+        with self.job_lock(job_id).held() as holder:
+            self._remove_temporaries(job_id)
+            yield holder
+
+    def holds_lock(self, job_id: str) -> bool:
+        """Whether this thread holds the job's lock right now (taken by `lock` and not broken since)."""
+        return self.job_lock(job_id).held_here()
+
+    def _remove_temporaries(self, job_id: str) -> None:
+        """Delete half-written temporary files (usagg/atomic.py names them .<name>.*.tmp) of dead writers.
+
+        Called with the job's lock just taken: only the lock holder writes in a job folder, so
+        any temporary file there belongs to a writer that was killed.
+        """
+        for tmp in self.job_dir(job_id).rglob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def break_slurm_lock(self, job_id: str, slurm_job: str) -> dict[str, Any] | None:
+        """Break the job's lock if Slurm job `slurm_job`, which sacct says has ended, holds it (`JobLock.break_slurm`);
+        the holder broken, or None."""
+        return self.job_lock(job_id).break_slurm(slurm_job)
+
+    def release_own_lock(self, job_id: str) -> bool:
+        """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
+        return self.job_lock(job_id).release_own()
+
+    @contextlib.contextmanager
+    def plan_lock(self) -> Iterator[None]:
+        """Hold the store's plan lock for the block (`plan_lock_file`, a file lock: a second taker waits).
+
+        `usagg run` decides whether its plan may be written (another spec file bound, another run live: usagg/
+        run/studyrun.py `StudyRun.init_store`) and writes it under it, so two runs starting together cannot both pass
+        that check before either has written.
+        """
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.plan_lock_file)):
+            yield
+
+    @contextlib.contextmanager
+    def run(self, about: dict[str, Any]) -> Iterator[None]:
+        """Record, for the block, that this process runs the store: a lock of its own under `runs_dir` (usagg/
+        joblock.py's protocol: heartbeat, dead once its process is), its holder info carrying `about` (spec file,
+        plan size). Taken under `plan_lock`; the records of runs that died are removed first."""
+        for holder, lock in self._run_locks():
+            if holder is not None and not lock.holder_alive(holder):
+                with contextlib.suppress(OSError):
+                    lock.path.unlink()
+        lock = JobLock(
+            self.runs_dir / f"{uuid.uuid4().hex}.lock", "usagg run", self.heartbeat_s, self.stale_after_s, about
+        )
+        with lock.held():
+            yield
+
+    def live_runs(self) -> list[dict[str, Any]]:
+        """The holder info of every other process's `usagg run` of this store that is alive (`run`); a pure read."""
+        me = (socket.gethostname(), os.getpid())
+        return [
+            holder
+            for holder, lock in self._run_locks()
+            if holder and (holder.get("host"), holder.get("pid")) != me and lock.holder_alive(holder)
+        ]
+
+    def _run_locks(self) -> list[tuple[dict[str, Any] | None, JobLock]]:
+        try:
+            paths = sorted(p for p in self.runs_dir.iterdir() if p.suffix == ".lock")
+        except OSError:  # none yet
+            return []
+        locks = [JobLock(p, "usagg run", self.heartbeat_s, self.stale_after_s) for p in paths]
+        return [(lock.holder(), lock) for lock in locks]
+
+    # ----- results
+
+    def rebuild_results(self) -> Path:
+        """Write results.csv from the metrics.json of every done job of the current plan (jobs of a paradigm that
+        is not compared, such as AG's affinity probe, are left out).
+
+        Reading the jobs and writing the table happen under `results_lock_file` (a file lock: a second writer
+        waits), so the last writer read after the one before it wrote: two runs finishing together can no longer
+        leave the table of the one that read first, dated after the job it lacks. A job that finishes while the
+        table is read (its files newer than the newest read, `_newest_source_ns`) leaves the table dated before it,
+        so it reads as behind (`results_behind`) and the analysis rebuilds from the jobs until that job's run
+        writes the table again.
+        """
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.results_lock_file)):
+            read_from = self._newest_source_ns()
+            path = write_text_atomic(self.results_csv, self.results_text())
+            newest = self._newest_source_ns()
+            if read_from is not None and newest is not None and newest > read_from:
+                os.utime(path, ns=(read_from - 1, read_from - 1))  # older than what changed while it was read
+        return path
+
+    def results_text(self) -> str:
+        """What results.csv holds when it is rebuilt from the done jobs (`rebuild_results`; `repair` compares)."""
+        paradigms = paradigm_names()  # the compared ones: a job of another (AG's affinity probe) has no rows
+        done = []
+        for job in self.jobs():
+            if self.job_state(job.id) != "done" or job.paradigm not in paradigms:
+                continue
+            metrics, why = checked_metrics(self.paths(job.id).metrics)
+            if metrics is None:
+                path = self.paths(job.id).metrics
+                raise UsaggError(
+                    f"job {job.id} is done but {path} is damaged ({why}): `{self.repair_command}` sets it "
+                    "aside and sends the job back to pending, then `usagg run` evaluates it again"
+                    if why
+                    else f"job {job.id} is done but has no {path}: `{self.repair_command}` sends it back to pending"
+                )
+            done.append((job, metrics))
+        return results_table(done, paradigms)
+
+    def current_results(self, reader: str = "usagg compare") -> str | None:
+        """None when results.csv is current; else the text it would hold rebuilt from the jobs (it is missing, or
+        behind them: older than plan.json, a job.json or metrics.json, or a job folder made or deleted since,
+        `results_behind`). A pure read: `compare` or `load_results` on a store received from elsewhere (read-only,
+        perhaps) writes nothing into it. UsaggError when there is neither a results.csv nor a finished job to build
+        one from (`check_finished`; `reader` is the command the message sends the user back to). A header-only table
+        (every job failed) reads as the empty table: `load_results` returns it with `RunResult.failed` beside it; the
+        analysis commands refuse it by asking `check_finished` first."""
+        if not self.results_csv.is_file():
+            self.check_finished(reader)
+            return self.results_text()
+        return self.results_text() if self.results_behind() else None
+
+    def check_finished(self, reader: str = "usagg compare") -> None:
+        """UsaggError where no job has finished (no jobs/*/metrics.json) and results.csv is missing or holds a header
+        alone (a run whose every job failed writes that): what the planned jobs are doing and what to run instead
+        (`usagg status`, `--retry-failed`), then `reader` once a job is done. The analysis commands ask before reading;
+        "the table has a header but no rows" said none of it."""
+        if any(self.paths(jid).metrics.is_file() for jid in self.job_folders()) or table_has_rows(self.results_csv):
+            return
+        what = (
+            "no finished job (jobs/*/metrics.json), and its results.csv holds a header but no rows"
+            if self.results_csv.is_file()
+            else "no results.csv and no finished job (jobs/*/metrics.json) to build it from"
+        )
+        raise UsaggError(f"{self.root} has {what}{self._none_finished_text(reader)}")
+
+    def _none_finished_text(self, reader: str) -> str:
+        """What the planned jobs are doing when none has finished (a run's first job still training, `compare`
+        right after `usagg run`, a run whose every job failed): their states counted, where to follow them, how to
+        run the failed ones again; "" without a readable plan."""
+        try:
+            states = Counter(self.display_state(jid) for jid in self.job_ids())
+        except UsaggError:  # a damaged plan.json or record: the error as it was
+            return ""
+        if not states:
+            return ""
+        order = ("running", "interrupted", "pending", "failed")
+        counts = ", ".join(f"{n} {state}" for state in order if (n := states.get(state)))
+        status = command("usagg", "status", self.root)
+        if not states.get("failed"):
+            follow = f"`{status}` shows their progress"
+        else:
+            specs = self.spec_files()
+            spec: str | Path = Path(specs[0]) if specs else "STUDY.yaml"
+            retry = command("usagg", "run", spec, "--retry-failed")
+            follow = (
+                f"`{status}` shows each failed job's error, and `{retry}` (`run_study(..., retry_failed=True)`) runs "
+                f"{'it' if states['failed'] == 1 else 'them'} again"
+            )
+        return (
+            f": of its {counted(sum(states.values()), 'planned job')} {counts}, none finished yet. {follow}; "
+            f"`{reader}` once a job is done"
+        )
+
+    def mark_results_fresh(self) -> None:
+        """Date results.csv after everything it is derived from (`_newest_source_ns`), so `current_results` keeps
+        it (a table written by other means)."""
+        newest = self._newest_source_ns()
+        if newest is not None:
+            later = newest + 1_000_000_000
+            os.utime(self.results_csv, ns=(later, later))
+
+    # ----- finding stores
+
+    @classmethod
+    def latest(cls, output_root: Path | str) -> RunStore:
+        """The most recently modified study under `output_root` (a folder with plan.json)."""
+        output_root = Path(output_root)
+        candidates = []
+        if output_root.is_dir():
+            for d in output_root.iterdir():
+                store = cls(d)
+                if d.is_dir() and store.exists():
+                    candidates.append((max(d.stat().st_mtime, store.plan_json.stat().st_mtime), d.name, d))
+        if not candidates:
+            raise UsaggError(f"no run store under {output_root}/ (no <study>/plan.json): run `usagg run STUDY` first")
+        return cls(max(candidates)[2])
+
+    # ----- the spec files a study name is bound to (usagg/run/studyrun.py `StudyRun`)
+
+    def spec_files(self) -> list[str]:
+        """The spec files run into this store (absolute paths, the first first); [] when none was recorded."""
+        try:
+            data = read_json(self.specs_json)
+        except (OSError, ValueError):
+            return []
+        return [str(p) for p in data] if isinstance(data, list) else []
+
+    def add_spec_file(self, path: Path | str, replace: bool = False) -> None:
+        """Record a spec file run into this store (once), so another file of the same study name is noticed;
+        `replace`: in place of those recorded (all gone: this file took the study over)."""
+        files = [] if replace else self.spec_files()
+        if str(path) not in files:
+            write_json_atomic(self.specs_json, [*files, str(path)])
+
+    # ----- a job queued on Slurm (usagg/execute/slurm.py; `usagg run` decides from it, usagg/run/studyrun.py)
+
+    def mark_queued_on_slurm(self, job_id: str, slurm_job_id: str) -> None:
+        """Record that the job was submitted as Slurm job `slurm_job_id` (`<array id>_<index>`), so a later `usagg
+        run` does not submit it again while Slurm still lists it, and `usagg status` can say where it waits."""
+        write_json_atomic(self.paths(job_id).slurm, {"slurm_job_id": slurm_job_id, "submitted": iso(now())})
+
+    def queued_on_slurm(self, job_id: str) -> str | None:
+        """The Slurm job (`1001_2`) the job was submitted as and whose outcome no run has collected yet, else None.
+        A pure read; whether Slurm still lists it is sacct's to say (usagg/execute/slurm.py `still_queued`). A record
+        that is no such id (damaged, or planted by a received store) reads as none."""
+        try:
+            data = read_json(self.paths(job_id).slurm, limit=4096)
+        except (OSError, ValueError):
+            return None
+        found = data.get("slurm_job_id") if isinstance(data, dict) else None
+        return found if isinstance(found, str) and _SLURM_JOB_ID.fullmatch(found) else None
+
+    def slurm_submitted(self, job_id: str) -> datetime | None:
+        """When the job's recorded Slurm element was submitted (`slurm.json` `submitted`), else None: a fresh array
+        neither sacct nor squeue lists yet is still Slurm's (usagg/execute/slurm.py `SUBMIT_GRACE_S`)."""
+        try:
+            data = read_json(self.paths(job_id).slurm, limit=4096)
+            when = datetime.fromisoformat(data["submitted"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return when if when.tzinfo is not None else None
+
+    def forget_slurm_job(self, job_id: str) -> None:
+        """Drop the job's Slurm record once its outcome is collected."""
+        self.paths(job_id).slurm.unlink(missing_ok=True)
