@@ -51,8 +51,6 @@ class Wording:
 
 #: `usagg run`'s flags.
 CLI_WORDING = Wording()
-
-
 #: `usagg.api.run_study`'s arguments.
 API_WORDING = Wording(
     paradigm="paradigms=",

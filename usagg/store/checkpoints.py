@@ -15,8 +15,6 @@ from typing import Any
 #: not resumed: the job starts over (usagg/engine/checkpointing.py), as `usagg status` and `usagg run` say
 #: beforehand (`checkpoint_layout`).
 CHECKPOINT_FORMAT = 4
-
-
 #: The suffix a last.pt the engine cannot resume is kept under (last.pt.not-resumed), never overwritten.
 NOT_RESUMED = "not-resumed"
 

@@ -44,13 +44,10 @@ from pathlib import Path
 
 from usagg.safepath import check_component, confined
 
+#: A job's lock file (usagg/joblock.py's protocol).
 LOCK_NAME = ".lock"
-
-
 #: File names of the trainer's checkpoints inside `JobPaths.checkpoints` (the engine writes them).
 LAST_CHECKPOINT = "last.pt"
-
-
 BEST_CHECKPOINT = "best.pt"
 
 

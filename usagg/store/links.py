@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +34,6 @@ def submitit_link(link: Path) -> bool:
 
 def link_or_copy(src: str, dst: str) -> None:
     """A hard link of a file no writer rewrites in place (atomic writers replace it), else a copy."""
-    import shutil
-
     with contextlib.suppress(FileNotFoundError):
         os.unlink(dst)
     try:

@@ -20,28 +20,25 @@ if TYPE_CHECKING:
     from usagg.store.layout import JobPaths
 
 
+#: A job's states: pending -> running -> done | failed (a failed or interrupted job goes back to running).
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
-
-
 #: Key of job.json holding what the job's id hashed of `model.weights` (usagg/plan.py `weights_key`): `sha256:<hex>`,
 #: `missing:<name>` or null. A report shows this digest and never reads a weights path a received store names.
 WEIGHTS_KEY = "weights_key"
-
-
 #: The most bytes of a job.json read: a record with its Job is a few kB (tens with many tasks); more was planted.
 RECORD_LIMIT = 2**20
-
-
 #: The most characters of an error job.json keeps (usagg/engine/runner.py, usagg/execute/base.py `summarize_error`
 #: cut it there); `usagg status` shows no more of a record's error than that.
 ERROR_CHARS = 300
 
 
 def now() -> datetime:
+    """The time a record notes, in UTC."""
     return datetime.now(timezone.utc)
 
 
 def iso(t: datetime) -> str:
+    """A time as a record holds it: ISO text with its zone."""
     return t.isoformat()
 
 

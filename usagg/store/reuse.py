@@ -3,6 +3,7 @@ copied, its checkpoints and predictions hard-linked where the filesystem allows.
 
 from __future__ import annotations
 
+import shutil
 from typing import TYPE_CHECKING
 
 from usagg.errors import UsaggError
@@ -20,8 +21,6 @@ def fill_from(store: RunStore, job_id: str, source_id: str) -> bool:
     (checkpoints and predictions hard-linked where the filesystem allows: they are never rewritten in place),
     its metrics.json naming this job and `reused_from`, and the job done with `reused_from` in job.json.
     False when the job is done already (another run filled it)."""
-    import shutil
-
     metrics = store.metrics(source_id)
     if metrics is None or store.job_state(source_id) != "done":
         raise UsaggError(f"job {source_id} is not done with its metrics, so {job_id} cannot reuse its result")
