@@ -1,7 +1,7 @@
 """Which task a data problem belongs to: a study is blocked only by its own tasks' problems (issue 13.4).
 
 One bad row in a task a study does not train must not block it (on the 27-task FMC_UIA
-set it blocked every subset study). `usagg run` (usagg/service.py `StudyRun.check_data`)
+set it blocked every subset study). `usagg run` (usagg/run/studyrun.py `StudyRun.check_data`)
 splits `usagg data check`'s problems with `split_by_scope`; the strict reader the engine
 uses can do the same (see usagg/data/splits.py `make_splits`).
 """

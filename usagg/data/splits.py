@@ -141,7 +141,7 @@ def rows_fingerprints(
     """task id -> {"rows": how many, "sha256": digest of its rows in CSV order}: each row's split, image path and
     label fields as the CSV gives them, a path relative to `root`, so a dataset copied or moved keeps its digest and
     any added, removed, reordered or relabelled row changes it. A job records it (splits.json) and a later
-    `usagg run` compares it with the data then under data.root (usagg/service.py `StudyRun.check_done_data`):
+    `usagg run` compares it with the data then under data.root (usagg/run/studyrun.py `StudyRun.check_done_data`):
     results of two datasets never meet in one comparison unnoticed. A file's bytes changed under the same name are
     not seen, so the synthetic benchmark's `generator` version (`synthetic_generator`), which changes its images
     under the same names and labels, is recorded beside them ("generator", null for data.root)."""
