@@ -77,6 +77,7 @@ def test_listed_never_leaves_out_just_one() -> None:
     assert listed(names[: LISTED + 1]) == ", ".join(names[: LISTED + 1])
     assert listed(names) == f"{', '.join(names[:LISTED])}, ... and 3 more"
     assert listed([]) == "none"
+    assert listed(names, 2, sep="\n  ") == f"{names[0]}\n  {names[1]}\n  ... and {len(names) - 2} more"
 
 
 def test_an_unplanned_paradigm_says_the_closest(jobs: list[Job]) -> None:

@@ -347,3 +347,30 @@ def test_a_job_another_process_runs_leaves_the_run_not_finished_exit_3(
     assert store.job_state(jobs[1].id) == "done" and store.job_state(held) != "done"
     code_, out = run_cli(["run", str(study), "--set", "execution.cpu_jobs=1"], monkeypatch, capsys)
     assert code_ == 0 and store.job_state(held) == "done", out
+
+
+def test_the_run_ends_counting_what_the_jobs_model_selection_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit: a selection split of 12 images left a TS baseline at its epoch-1 all-foreground mask, and only each
+    job's log.txt said why; compare and the report list it, the run's console said nothing. The tiny study's
+    selection split has 4 images a task: the run ends, under --quiet too, with one block, a line per task and cause,
+    counting the done jobs."""
+    study = write_study(tmp_path, tmp_path / "data", name="select", epochs=1, steps=1)
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(["run", str(study), "--quiet"], monkeypatch, capsys)
+    assert code == 0, out
+    head = "warning: the model selection of 2 done jobs warned, for 2 tasks (thyroid_malignancy, thyroid_nodule_det):"
+    assert head in " ".join(out.split()), out
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    for task in ("thyroid_malignancy", "thyroid_nodule_det"):
+        cause = f"{task}: 4 selection images (< 20) cannot rank epochs reliably; raise data.selection_fraction"
+        assert f"{cause} (1 job: TS)" in lines, out
+    assert out.count("warning: the model selection") == 1
+    # a Mac copy's metadata file beside the index CSVs: the data check's note reaches the run console as the others
+    csvs = tmp_path / "data" / "synth" / "train" / "csv_files"
+    (csvs / "._thyroid_nodule.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02")
+    code, out = run_cli(["run", str(study), "--quiet"], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert code == 0 and "warning: 1 data warning (not blocking): macos_metadata 1 macOS metadata file (._*)" in said
+    assert head in said, out  # done in an earlier run: still this selection's, still said

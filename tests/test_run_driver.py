@@ -435,9 +435,10 @@ def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
     result = api.run_study(spec, observer=recorder)
     (job,) = result.states
     names = [name for name, _ in recorder.calls]
-    assert names == ["data_checked", "store_ready", "warning", "job_event", "job_event", "finished"], names
+    assert names == ["data_checked", "store_ready", "warning", "job_event", "job_event", "warning", "finished"], names
     assert recorder.calls[1] == ("store_ready", [job]) and recorder.calls[-1] == ("finished", {job: "done"})
     assert "model.weights is empty: the dinov3_test encoder is RANDOMLY initialised" in recorder.calls[2][1]
+    assert recorder.calls[5][1].startswith("the model selection of 1 done job warned, for 1 task (thyroid_malignancy)")
     assert RunStore(result.store_root).spec_files() == [str(spec.resolve())]
     for split in ("train", "val"):  # each split told from 0 to all its images
         told = [(c, n) for sp, c, n in recorder.checked if sp == split]

@@ -17,11 +17,12 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-def listed(names: Sequence[str], most: int = LISTED) -> str:
-    """The first `most` names and how many more there are; all of them when only one more would be left out."""
+def listed(names: Sequence[str], most: int = LISTED, sep: str = ", ") -> str:
+    """The first `most` names and how many more there are; all of them when only one more would be left out.
+    `sep` joins them ("\n  ": a line each, as a warning block lists its causes)."""
     if len(names) <= most + 1:
-        return ", ".join(names) or "none"
-    return f"{', '.join(names[:most])}, ... and {len(names) - most} more"
+        return sep.join(names) or "none"
+    return f"{sep.join(names[:most])}{sep}... and {len(names) - most} more"
 
 
 def counted_named(names: Sequence[str], noun: str) -> str:

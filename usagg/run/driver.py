@@ -73,6 +73,8 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
             observer.warning(unfilled)
         if untrained := notes.untrained_text(run.store, result.states):
             observer.warning(untrained)
+        if selection := notes.selection_text(run, result.states):
+            observer.warning(selection)
     except BaseException as err:  # the study's tracker run ends with it, then the error goes on
         end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise

@@ -1,8 +1,9 @@
 """What a run warns of, each in one paragraph, None where there is nothing to say: before its jobs (Slurm failures
 collected, jobs run elsewhere, a plan that hides done jobs, checkpoints that cannot resume, done jobs of other code or
 of unrecorded data, random weights), as a staged paradigm is planned (an affinity at float resolution), and at its
-end (twins still waiting, tasks that got no optimiser step). Pure reads of a `StudyRun` and its store: `drive` tells
-them to its observer, and `usagg run --dry-run` prints those it can know without running."""
+end (twins still waiting, tasks that got no optimiser step, what the done jobs' model selection warned of). Pure
+reads of a `StudyRun` and its store: `drive` tells them to its observer, and `usagg run --dry-run` prints those it can
+know without running."""
 
 from __future__ import annotations
 
@@ -175,6 +176,46 @@ def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
             if isinstance(entry, dict) and entry.get("steps") == 0:
                 out.append(f"{task} ({jid})")
     return out
+
+
+def selection_warnings(store: RunStore, states: dict[str, str]) -> dict[tuple[str, str], list[str]]:
+    """(task, cause) -> the done jobs of `states` whose model selection warned of it (metrics.json
+    `selection.warnings`, "task ID: cause" as usagg/engine/selection.py `split_warnings` words it; one naming no
+    task under task '-'), grouped as compare and the report group them (usagg/analysis/selection_warnings.py)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for jid, state in states.items():
+        if state != "done":
+            continue
+        selection = (store.metrics(jid) or {}).get("selection") or {}
+        for warning in selection.get("warnings") or []:
+            head, sep, cause = str(warning).partition(": ")
+            task = head.removeprefix("task ")
+            key = (task, cause) if sep and task != head and " " not in task else ("-", str(warning))
+            found.setdefault(key, []).append(jid)
+    return found
+
+
+def selection_text(run: StudyRun, states: dict[str, str]) -> str | None:
+    """The warning block, at the end of a run, for the done jobs of `states` whose model selection warned (a
+    selection split too small to rank epochs, a class missing from it), a line per task and cause, or None: the
+    tested epoch may then be an early, degenerate one (a baseline kept at an all-foreground mask), which only each
+    job's log.txt said while compare and the report list it."""
+    found = selection_warnings(run.store, states)
+    if not found:
+        return None
+    paradigm = {j.id: j.paradigm for j in run.jobs}
+    lines = [
+        f"{task}: {cause} ({counted(len(jobs), 'job')}: {', '.join(dict.fromkeys(paradigm[j] for j in jobs))})"
+        for (task, cause), jobs in found.items()
+    ]
+    n = len({jid for jobs in found.values() for jid in jobs})
+    tasks = list(dict.fromkeys(task for task, _ in found))
+    return (
+        f"the model selection of {counted(n, 'done job')} warned, for {counted(len(tasks), 'task')} "
+        f"({listed(tasks)}): the epoch each tested may be an early, degenerate one (compare and the report list "
+        "them under the warnings of the jobs' model selection; each job's history.csv shows its selection metric "
+        "per epoch):\n  " + listed(lines, sep="\n  ")
+    )
 
 
 def untrained_text(store: RunStore, states: dict[str, str]) -> str | None:
