@@ -600,6 +600,58 @@ def test_a_dry_run_reads_the_jobs_again_after_its_checks_and_a_job_whose_lock_is
     assert gone.todo == [theirs] and gone.shown_state(theirs) == "interrupted"
 
 
+class EndsBetweenReads(RunStore):
+    """A real run store in which another `usagg run` finishes a job, or starts one, at the moment this process reads
+    the job's lock: between its reading of the job's record and of its lock (the race of a dry run beside a live
+    run, made deterministic)."""
+
+    def __init__(self, root: Path, finish: str | None = None, start: str | None = None) -> None:
+        super().__init__(root)
+        self.finish, self.start = finish, start
+        self.holder: subprocess.Popen[bytes] | None = None
+
+    def lock_alive(self, job_id: str) -> bool:
+        if job_id == self.finish:  # the other run's last writes: the record done, then its lock let go
+            self.finish = None
+            self.paths(job_id).metrics.write_text('{"tasks": {}}')
+            self.set_state(job_id, "done")
+        if job_id == self.start:  # the other run takes the lock, then records running
+            self.start = None
+            self.set_state(job_id, "running")  # recorded a moment after the lock is taken: the same to a reader
+            self.holder = other_process_holds(self.paths(job_id).lock)
+        return super().lock_alive(job_id)
+
+
+def test_a_job_another_run_ends_or_starts_between_reading_its_record_and_its_lock_is_shown_as_one_reading(
+    tmp_path: Path,
+) -> None:
+    """The audit's F2: `run --dry-run` beside a live run showed a job that run had just finished as "running,
+    resume" (its record read running, its lock then free). A job whose record changed while its lock was read is
+    read again, so it is shown as what its record says once the other process let go (done, skip), or as that
+    process's (running elsewhere)."""
+    spec = write_study(tmp_path / "a" / "study.yaml", tmp_path, tasks=(MALIGNANCY, NODULE))
+    run = StudyRun.prepare(load_study(spec), spec_file=spec)
+    run.init_store()
+    run.release()
+    ending, starting = (j.id for j in run.jobs)
+    run.store.set_state(ending, "running")  # the other run trains it, and holds its lock until it is done
+    dry = StudyRun.prepare(load_study(spec), spec_file=spec)
+    store = EndsBetweenReads(run.store.root, finish=ending, start=starting)
+    dry.store = store
+    try:
+        dry.refresh()
+        assert (dry.shown_state(ending), dry.action(ending)) == ("done", "skip (done)")
+        assert store.holder is not None and store.job_state(starting) == "running"
+        assert dry.shown_state(starting) == "running"
+        holder = f"{socket.gethostname()} pid {store.holder.pid}"
+        assert dry.action(starting).startswith(f"skip (running elsewhere: {holder}")
+        assert dry.todo == []
+    finally:
+        if store.holder is not None:
+            store.holder.kill()
+            store.holder.wait()
+
+
 def test_a_force_beside_a_live_run_is_refused_when_it_would_replace_its_jobs_and_goes_on_when_it_adds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from usagg.store import RunStore
 
 
+#: How many times `StudyRun._read` reads a job's record and lock where another process changed them meanwhile: each
+#: change is one step of a live run (lock taken, running, done, lock let go), so a few reads see it settle.
+READS = 4
+
+
 @dataclass
 class StudyRun:
     """One `usagg run` of a study, step by step; `prepare` changes nothing on disk."""
@@ -81,7 +86,7 @@ class StudyRun:
     #: The failures `collect_slurm_failures` recorded, job id -> the one-line error (`collected_text`).
     collected: dict[str, str] = field(default_factory=dict)
     #: Selected jobs another live process is running (their lock held), job id -> the holder in words: left to it,
-    #: as queued ones are, never counted as run or timed here (`_elsewhere`).
+    #: as queued ones are, never counted as run or timed here (`_read`).
     elsewhere: dict[str, str] = field(default_factory=dict)
     #: The warning for a plan that adds jobs to the one another spec file's live run trains (`_check_live_plan_kept`).
     beside: str | None = None
@@ -194,14 +199,18 @@ class StudyRun:
         return state
 
     def _decide(self) -> None:
-        """Read each selected job's state; to do: not done, not failed unless retried, not still queued on Slurm
-        from an earlier `usagg run` (`_still_queued`), and not run by another live process (`_elsewhere`)."""
-        self.states = {j.id: self._state(j.id) for j in self.jobs}
+        """Read each selected job's state and lock (`_read`); to do: not done, not failed unless retried, not still
+        queued on Slurm from an earlier `usagg run` (`_still_queued`), and not run by another live process
+        (`elsewhere`)."""
+        self.states, self.elsewhere = {}, {}
+        for job in self.jobs:
+            self.states[job.id], holder = self._read(job.id)
+            if holder is not None:
+                self.elsewhere[job.id] = holder
         check = self._still_queued()
         self.queued, self.queued_note = check.queued, check.note
         self.slurm_failed = check.failed
         self.states.update(dict.fromkeys(self.slurm_failed, "failed"))  # recorded by `init_store`: not run again
-        self.elsewhere = self._elsewhere()
         self.todo = [
             jid
             for jid, state in self.states.items()
@@ -213,19 +222,26 @@ class StudyRun:
         self.twins = self._twins()
         self.todo = [jid for jid in self.todo if jid not in self.twins]
 
-    def _elsewhere(self) -> dict[str, str]:
-        """Jobs not done whose lock a live process other than this one holds (usagg/joblock.py), job id -> the
-        holder in words: another `usagg run` trains them, so this run leaves them to it (`--dry-run` says
-        skip), as it leaves jobs queued on Slurm; one whose holder dies before this run ends is interrupted, and the
-        next run resumes it. A job whose record still says pending counts too: a run takes the lock first and
-        records running after it, and `--dry-run` read such a job as one to run."""
+    def _read(self, job_id: str) -> tuple[str, str | None]:
+        """The job's state (`_state`) and, where it is not done and a live process other than this one holds its
+        lock (usagg/joblock.py), that holder in words, read as one: another `usagg run` trains the job, so this run
+        leaves it to it (`--dry-run` says skip), as it leaves jobs queued on Slurm; one whose holder dies before
+        this run ends is interrupted, and the next run resumes it. A job whose record still says pending counts too:
+        a run takes the lock first and records running after it. The record is read before and after the lock and
+        the three read again (`READS` times at most) where it changed between: a job the live run finished while
+        its lock was read read "running, resume" (its record running, its lock then free), one it started "done"."""
         from usagg.joblock import describe_holder
 
-        out = {}
-        for jid, state in self.states.items():
-            if state != "done" and self.store.lock_alive(jid) and not self.store.holds_lock(jid):
-                out[jid] = describe_holder(self.store.job_lock(jid).holder() or {})
-        return out
+        for _ in range(READS):
+            before = self._state(job_id)
+            alive = before != "done" and self.store.lock_alive(job_id) and not self.store.holds_lock(job_id)
+            holder = self.store.job_lock(job_id).holder() if alive else None  # None: let go since read alive
+            after = self._state(job_id)
+            if after == before and (holder is not None or not alive):
+                break
+        if after == "done":
+            return after, None
+        return after, None if holder is None else describe_holder(holder)
 
     def refresh(self) -> None:
         """Read every selected job's state again and decide anew (`_decide`): `run --dry-run` shows its table after
