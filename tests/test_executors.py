@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,6 +207,29 @@ def test_a_job_another_process_finished_is_finished_elsewhere_never_started_here
     assert states == {ids[0]: "done", ids[1]: "done"} and called == [ids[1]]
     assert events.of(ids[0]) == ["finished"] and events.calls[0][2] == {"state": "done", "elsewhere": True}
     assert events.of(ids[1]) == ["started", "finished"] and "elsewhere" not in events.calls[-1][2]
+
+
+def test_a_job_another_process_finished_just_before_the_lock_was_taken_is_never_started_here(tmp_path: Path) -> None:
+    """The audit's F2 wording, its last window: the job was not done when this run's turn came, and another `usagg
+    run` finished it before this one's job function took its lock, which finds it done there and trains nothing
+    (usagg/engine/runner.py `run_one`). The console said "started on cpu" then "done in 0.0s": the state is read
+    again as the lock is taken, so the one event is `finished` with `elsewhere`."""
+    store, ids = make_store(tmp_path, ["ok"])
+
+    def finished_meanwhile(store_root: str, job_id: str) -> str:
+        def theirs() -> None:  # the other run's last writes, just before this one's lock (a thread of its own)
+            RunStore(store_root).set_state(job_id, "running")
+            RunStore(store_root).set_state(job_id, "done")
+
+        other = threading.Thread(target=theirs)
+        other.start()
+        other.join()
+        with store.lock(job_id):  # run_one: a job done under its lock is returned as is
+            return store.job_state(job_id)
+
+    events = Events()
+    assert InProcessExecutor(store.root).run(ids, finished_meanwhile, events) == {ids[0]: "done"}
+    assert events.calls == [(ids[0], "finished", {"state": "done", "elsewhere": True})]
 
 
 @pytest.mark.slow

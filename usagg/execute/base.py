@@ -109,16 +109,20 @@ def call_job(
     for a job another process holds (`locked`): the executor's `started` event, so a user never reads that a job
     started here that another process runs. A job the store says is done already (another `usagg run` finished it
     after this one decided to run it) is `finished` with `elsewhere`, fn not called and `on_start` never run: the
-    console said "started on cpu" then "done in 0.0s" for it. KeyboardInterrupt and SystemExit pass through (the
-    user or the cluster stops us).
+    console said "started on cpu" then "done in 0.0s" for it. So is one finished between that check and fn's lock:
+    the state is read again once the lock is taken, and fn, which finds it done under its lock, trains nothing.
+    KeyboardInterrupt and SystemExit pass through (the user or the cluster stops us).
     """
+    done_elsewhere = {"state": "done", "elsewhere": True}
     if _state_or_none(RunStore(store_root), job_id) == "done":  # done means done: its id hashes every setting
-        return "done", "finished", {"state": "done", "elsewhere": True}
-    said = False
+        return "done", "finished", done_elsewhere
+    said, found_done = False, False
 
     def start() -> None:
-        nonlocal said
-        if not said and on_start is not None:
+        nonlocal said, found_done
+        if not said and _state_or_none(RunStore(store_root), job_id) == "done":  # finished before fn's lock
+            found_done = True
+        elif not said and on_start is not None:
             on_start()
         said = True
 
@@ -134,6 +138,8 @@ def call_job(
         return "failed", "failed", {"state": "failed", "error": summary}
     start()
     state = str(state)
+    if found_done and state == "done":  # fn took the lock of a job another process had just finished
+        return "done", "finished", done_elsewhere
     if state == "failed":
         try:
             error = RunStore(store_root).job_record(job_id).get("error")
