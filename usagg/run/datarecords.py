@@ -1,7 +1,7 @@
 """Which data the done jobs read, as their splits.json recorded it (usagg/data/splits.py `rows_fingerprints`), and
 the texts where it is not the data a run would read now: the refusals of a run whose done jobs read other rows or
-another synthetic generator, and the warning of `usagg compare` for a store that mixes jobs that recorded it with
-jobs that did not."""
+another synthetic generator, and the warning of every analysis command (compare, plot, report, advise) for a store
+that mixes jobs that recorded it with jobs that did not."""
 
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def recorded_data(store: RunStore, job_ids: Sequence[str]) -> dict[str, dict[str
 
 
 def unrecorded_results_text(store: RunStore, study: str, wording: Wording = CLI_WORDING) -> str | None:
-    """The warning of `usagg compare` and `usagg report` for a store whose done jobs mix ones that recorded not which
-    data they read (an older usagg's) with ones that did, or None: the first may have read other data (another
-    generator's synthetic benchmark, other rows) and their numbers are compared with the others' unnoticed, as
+    """The warning of every analysis command (`usagg compare`, `plot`, `report`, `advise`: usagg/cli/analysis.py
+    `_warn_unrecorded`) for a store whose done jobs mix ones that recorded not which data they read (an older
+    usagg's) with ones that did, or None: the first may have read other data (another generator's synthetic
+    benchmark, other rows) and their numbers are compared, drawn and advised from with the others' unnoticed, as
     usagg/run/notes.py `unrecorded_data_text` warns the run that trains the others. A store all of whose done jobs
     recorded none is one usagg's and says nothing here, as one whose plan or job records do not read (the analysis
     read its table; `usagg repair` names what is damaged)."""
