@@ -227,9 +227,9 @@ class StudyRun:
         lock (usagg/joblock.py), that holder in words, read as one: another `usagg run` trains the job, so this run
         leaves it to it (`--dry-run` says skip), as it leaves jobs queued on Slurm; one whose holder dies before
         this run ends is interrupted, and the next run resumes it. A job whose record still says pending counts too:
-        a run takes the lock first and records running after it. The record is read before and after the lock and
-        the three read again (`READS` times at most) where it changed between: a job the live run finished while
-        its lock was read read "running, resume" (its record running, its lock then free), one it started "done"."""
+        a run takes the lock first and records running after it. The record is read before and after the lock, and
+        all of it again (`READS` times at most) where the record changed between: a job the live run finished while
+        its lock was read showed "interrupted, run" (its record read running, its lock then free)."""
         from usagg.joblock import describe_holder
 
         for _ in range(READS):
