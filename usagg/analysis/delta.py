@@ -21,8 +21,12 @@ default (analysis.chance_tasks: exclude) it is left out of every paradigm's aggr
 Chance is the better of the metric's own chance level (AUC 0.5) and the best trivial predictor the baseline's job
 scored on the same test images (metrics.json `trivial`: an empty or all-foreground mask, a whole-image or mean
 training box, the mean training keypoints, the training class frequencies; usagg/tasktypes/), per seed; the
-baseline is at chance where the 95 % t interval of its seeds' margin over that level reaches 0, or with one seed
-the margin is ≤ 0 (`at_chance`, `chance_reference`).
+baseline is at chance where a one-sided 95 % lower bound of its margin over that level does not clear 0: the t bound
+over its seeds, or with one seed the test-set bootstrap's bound of its metric over the test images its job scored
+(the point estimate only where the job wrote no per-image scores) (`at_chance`, `chance_evidence`). The question is
+one-sided (is the baseline above the best constant prediction?), so both standards are one-sided 95 %, and a task
+does not drop out of the aggregates only because a second seed was run. A baseline seed no better than its level
+beside seeds that are (a failed run of the baseline) is named as a collapse (`baseline_collapsed`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 from usagg.analysis.inputs import AnalysisInput, job_name
 from usagg.analysis.item_scores import load_item_scores
 from usagg.analysis.scales import chance_level, change, worst_value
+from usagg.analysis.task_ci import metric_ci
 from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
@@ -143,6 +148,9 @@ class Comparison:
     #: (fraction, task, paradigm) -> why the metric is undefined for every seed's job, where the jobs' item scores
     #: tell (an AUC on a test split holding one class: `undefined_cause`)
     undefined_why: dict[tuple[float, str, str], str] = field(default_factory=dict)
+    #: (fraction, task) -> (low, high, images) of the 90 % percentile bootstrap of a one-seed baseline's metric over
+    #: its job's test images (each end a one-sided 95 % bound): the test-set uncertainty `at_chance` holds it to
+    baseline_test: dict[tuple[float, str], tuple[float, float, int]] = field(default_factory=dict)
 
     @property
     def others(self) -> list[str]:
@@ -377,8 +385,33 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
                 else:
                     d = comp.change(info.task, cell.mean, base.mean)
                 comp.deltas[(f, info.task, p)] = d
+        comp.baseline_test.update(_one_seed_bounds(inp, comp, f))
         comp.chance[f] = at_chance(comp, f)
     return comp
+
+
+#: The one-sided level of the chance check (`at_chance`): a lower bound at 95 %.
+CHANCE_LEVEL = 0.95
+
+
+def _one_seed_bounds(
+    inp: AnalysisInput, comp: Comparison, f: float
+) -> dict[tuple[float, str], tuple[float, float, int]]:
+    """(fraction, task) -> the two-sided 90 % test-set bootstrap of the baseline's metric where one seed ran it, a
+    chance level is known and its job wrote per-image scores (`Comparison.baseline_test`)."""
+    jobs = {(r.task, r.seed): r.job_id for r in inp.table.rows if r.paradigm == comp.baseline and r.fraction == f}
+    st = inp.settings
+    out = {}
+    for info in comp.tasks:
+        seeds = comp.seed_values.get((f, info.task, comp.baseline), {})
+        if len(seeds) != 1 or chance_reference(comp, f, info.task) is None:
+            continue
+        path = inp.item_scores.get(jobs.get((info.task, next(iter(seeds))), ""))
+        scores = load_item_scores(path.parent).get(info.task) if path is not None else None
+        ci = metric_ci([scores], st.task_bootstrap, st.bootstrap_seed, 2 * CHANCE_LEVEL - 1) if scores else None
+        if ci is not None and scores is not None:
+            out[(f, info.task)] = (ci[0], ci[1], len(scores.images))
+    return out
 
 
 def untrained(comp: Comparison, f: float, task: str, paradigm: str) -> Delta | None:
@@ -480,10 +513,53 @@ def chance_reference(comp: Comparison, fraction: float, task: str) -> ChanceRefe
     return ChanceReference(levels, max(dict.fromkeys(names), key=names.count))
 
 
+def _margin_bound(comp: Comparison, fraction: float, task: str) -> float | None:
+    """The one-sided 95 % lower bound of the margin by which the task's baseline beats its chance level (its value
+    minus the level; the level minus its value where lower is better): the t bound over seeds, with one seed the
+    test-set bootstrap's bound (the margin itself without per-image scores); None where no level is known."""
+    ref = chance_reference(comp, fraction, task)
+    if ref is None:
+        return None
+    info = comp.info(task)
+    values = comp.seed_values[(fraction, task, comp.baseline)]
+    sign = 1.0 if info.higher_is_better else -1.0
+    margin = np.asarray([sign * (values[s] - level) for s, level in ref.levels.items()], dtype=float)
+    low = float(margin.mean())
+    if margin.size > 1:  # tdist, not scipy
+        return low - t_quantile(CHANCE_LEVEL, margin.size - 1) * float(margin.std(ddof=1)) / math.sqrt(margin.size)
+    test = comp.baseline_test.get((fraction, task))
+    if test is None:
+        return low
+    (level,) = ref.levels.values()
+    return sign * ((test[0] if info.higher_is_better else test[1]) - level)
+
+
 def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
-    """Tasks whose baseline is not above chance at this fraction (`chance_reference`): the 95 % t interval over its
-    seeds of the margin by which each seed beats its level (its value minus the level; the level minus its value for
-    a metric where lower is better) reaches 0, or with one seed that margin is at most 0."""
+    """Tasks whose baseline is not shown above chance at this fraction (`chance_reference`): the one-sided 95 % lower
+    bound of its margin over the level (`_margin_bound`; `chance_evidence` says it in words) is at most 0."""
+    out = []
+    for info in comp.tasks:
+        low = _margin_bound(comp, fraction, info.task)
+        if low is not None and low <= 0:
+            out.append(info.task)
+    return tuple(out)
+
+
+def chance_evidence(comp: Comparison, fraction: float, task: str) -> str:
+    """What the chance check of a task rested on, in words: `one-sided 95 % t over 3 seeds`, `one-sided 95 % test-set
+    bootstrap of one training run, 48 images`, or one run's point estimate without per-image scores."""
+    n = len(comp.seed_values.get((fraction, task, comp.baseline), {}))
+    if n > 1:
+        return f"one-sided 95 % t over {n} seeds"
+    test = comp.baseline_test.get((fraction, task))
+    if test is not None:
+        return f"one-sided 95 % test-set bootstrap of one training run, {counted(test[2], 'image')}"
+    return "one run's point estimate: no per-image test scores"
+
+
+def baseline_collapsed(comp: Comparison, fraction: float) -> list[Collapse]:
+    """Every seed of the baseline no better than its own chance level (`chance_reference`) on a task where another
+    seed of it is: a failed baseline run, named as other paradigms' collapses are (its `baseline` field: the level)."""
     out = []
     for info in comp.tasks:
         ref = chance_reference(comp, fraction, info.task)
@@ -491,13 +567,13 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
             continue
         values = comp.seed_values[(fraction, info.task, comp.baseline)]
         sign = 1.0 if info.higher_is_better else -1.0
-        margin = np.asarray([sign * (values[s] - level) for s, level in ref.levels.items()], dtype=float)
-        low = float(margin.mean())
-        if margin.size > 1:
-            low -= t_quantile(0.975, margin.size - 1) * float(margin.std(ddof=1)) / math.sqrt(margin.size)  # no scipy
-        if low <= 0:
-            out.append(info.task)
-    return tuple(out)
+        failed = [s for s, level in ref.levels.items() if sign * (values[s] - level) <= 0]
+        if failed and len(failed) < len(ref.levels):
+            mean = comp.cells[(fraction, info.task, comp.baseline)].mean
+            out += [
+                Collapse(info.task, comp.baseline, s, values[s], mean, ref.predictor, ref.levels[s]) for s in failed
+            ]
+    return out
 
 
 #: A job lost at least this share of the baseline's skill (its distance to the metric's worst value, chance for an
@@ -514,12 +590,19 @@ class Collapse:
     seed: int
     value: float
     baseline: float
+    #: the predictor an error metric's collapse is measured to (`collapsed`: metrics.json `trivial`), or the one whose
+    #: score a failed baseline seed did not beat (`baseline_collapsed`; "chance" for the metric's own level), and its
+    #: score; '' and None where the metric's worst value was the measure
+    reference: str = ""
+    level: float | None = None
 
 
 def collapsed(comp: Comparison, fraction: float) -> list[Collapse]:
     """Every seed of a paradigm whose metric lost >= COLLAPSE_SHARE of the baseline's seed mean's distance to the
-    metric's worst value (`scales.worst_value`), on tasks whose baseline is not at chance; none for a metric with no
-    worst (an error in px)."""
+    metric's worst value (`scales.worst_value`), on tasks whose baseline is not at chance. A metric with no worst (an
+    error in px, unbounded) is measured to the best trivial predictor the baseline's jobs scored instead (mean over
+    seeds: metrics.json `trivial`, the mean training keypoints), so a diverged regression head is named; its
+    `reference` says so. None where neither is known."""
     out = []
     chance = set(comp.chance.get(fraction, ()))
     for info in comp.tasks:
@@ -527,12 +610,17 @@ def collapsed(comp: Comparison, fraction: float) -> list[Collapse]:
         if base is None or info.task in chance or not math.isfinite(base.mean):
             continue
         worst = worst_value(info.metric, base.mean, info.higher_is_better)
+        reference = ""
+        recorded = comp.trivial.get((fraction, info.task), {})
+        if worst is None and recorded:
+            worst = float(np.mean([v for v, _ in recorded.values()]))
+            reference = next(iter(recorded.values()))[1]
         if worst is None or worst == base.mean:
             continue
         for p in comp.others:
             for seed, v in sorted(comp.seed_values.get((fraction, info.task, p), {}).items()):
                 if math.isfinite(v) and (base.mean - v) / (base.mean - worst) >= COLLAPSE_SHARE:
-                    out.append(Collapse(info.task, p, seed, v, base.mean))
+                    out.append(Collapse(info.task, p, seed, v, base.mean, reference, worst if reference else None))
     return out
 
 

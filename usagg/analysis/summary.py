@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
 from usagg.analysis.controls import controls
-from usagg.analysis.delta import CHANCE, Comparison, chance_reference, compare
+from usagg.analysis.delta import CHANCE, Comparison, chance_evidence, chance_reference, compare
 from usagg.analysis.factorial import designs, effect_stats, no_design_text
 from usagg.analysis.fraction_trend import fraction_trend_stats
 from usagg.analysis.inputs import AnalysisInput
@@ -18,6 +18,7 @@ from usagg.analysis.render import render
 from usagg.analysis.selection_warnings import selection_warnings_table
 from usagg.analysis.stats import Stat, holm_adjust, statistics
 from usagg.analysis.tables import (
+    CHANCE_RULE,
     Cellv,
     Table,
     affinity_table,
@@ -174,7 +175,9 @@ def _chance_text(a: Analysis) -> str:
             level = "" if ref is None or ref.predictor == CHANCE else f", the {ref.predictor}"
             fractions = ", ".join(map(frac_label, where[t]))
             at = f" at fraction{'s' * (len(where[t]) > 1)} {fractions}" if multi else ""
-            named.append(f"{t}{at} (not above {'chance' if not level else 'a constant prediction'}{level})")
+            evidence = chance_evidence(comp, where[t][0], t)
+            what = "chance" if not level else "a constant prediction"
+            named.append(f"{t}{at} (not shown above {what}{level}: {evidence})")
     unchecked = unchecked_tasks(comp)
     rest = (
         f"; no chance level known for {', '.join(unchecked)} (no AUC, and their {comp.baseline} jobs recorded no "
@@ -187,7 +190,7 @@ def _chance_text(a: Analysis) -> str:
     rule = "left out of" if comp.chance_excluded else "kept in"
     return (
         f"{len(named)}: {', '.join(named)}; {rule} every aggregate and test "
-        f"(analysis.chance_tasks: {a.inp.settings.chance_tasks})" + rest
+        f"(analysis.chance_tasks: {a.inp.settings.chance_tasks}); rule: {CHANCE_RULE}" + rest
     )
 
 

@@ -17,8 +17,11 @@ from usagg.analysis.delta import (
     COLLAPSE_SHARE,
     SEED_ORDER,
     Aggregate,
+    Collapse,
     Comparison,
     aggregates,
+    baseline_collapsed,
+    chance_evidence,
     chance_reference,
     collapsed,
     group_n_train,
@@ -148,9 +151,9 @@ def exclusion_notes(comp: Comparison) -> list[str]:
             where = f" at fraction {frac_label(f)}" if len(comp.fractions) > 1 else ""
             rule = "left out of every aggregate and test (analysis.chance_tasks: exclude; `include` keeps them)"
             out.append(
-                f"At chance{where}: {', '.join(chance_detail(comp, f, t) for t in tasks)}: the {comp.baseline} "
-                f"metric does not beat {CHANCE_LEVELS}: the 95 % seed interval of its margin over that level "
-                "reaches 0, or its one seed is at or below it; so there is no skill for a paradigm to change, "
+                f"Not shown above chance{where}: {', '.join(chance_detail(comp, f, t) for t in tasks)}: the "
+                f"{comp.baseline} metric is not shown to beat {CHANCE_LEVELS}: {CHANCE_RULE}; so no skill is shown "
+                "for a paradigm to change, "
                 + (
                     rule
                     if comp.chance_excluded
@@ -193,8 +196,17 @@ CHANCE_LEVELS = (
 )
 
 
+#: The chance check's rule (usagg/analysis/delta.py `at_chance`), in words.
+CHANCE_RULE = (
+    "a one-sided 95 % lower bound of its margin over that level does not clear 0 (the t bound over seeds; with one "
+    "seed the test-set bootstrap of its metric over the job's test images, the point estimate only where the job "
+    "wrote no per-image scores)"
+)
+
+
 def chance_detail(comp: Comparison, fraction: float, task: str) -> str:
-    """A task at chance with what shows it: `breast_lesion (TS DSC 0.100, the all-foreground mask's 0.100)`."""
+    """A task at chance with what shows it: `breast_lesion (TS DSC 0.239, the all-foreground mask's 0.098; one-sided
+    95 % t over 3 seeds)`."""
     ref = chance_reference(comp, fraction, task)
     cell = comp.cells.get((fraction, task, comp.baseline))
     if ref is None or cell is None:
@@ -202,8 +214,8 @@ def chance_detail(comp: Comparison, fraction: float, task: str) -> str:
     level = f"chance {fmt_metric(ref.mean)}"
     if ref.predictor != CHANCE:
         level = f"the {ref.predictor}'s {fmt_metric(ref.mean)}"
-    seeds = f" over {cell.n_seeds} seeds" if cell.n_seeds > 1 else ""
-    return f"{task} ({comp.baseline} {comp.info(task).metric} {fmt_metric(cell.mean)}{seeds}, {level})"
+    metric = f"{comp.baseline} {comp.info(task).metric} {fmt_metric(cell.mean)}"
+    return f"{task} ({metric}, {level}; {chance_evidence(comp, fraction, task)})"
 
 
 def unchecked_tasks(comp: Comparison) -> list[str]:
@@ -219,23 +231,59 @@ def unchecked_tasks(comp: Comparison) -> list[str]:
 
 
 def collapse_notes(comp: Comparison) -> list[str]:
-    """One sentence naming the jobs whose metric fell to (nearly) its worst from the baseline's (`collapsed`): read
-    as a failed training run before as transfer."""
-    found = [(f, c) for f in comp.fractions for c in collapsed(comp, f)]
-    if not found:
-        return []
+    """The sentences naming the jobs whose metric fell to (nearly) its worst from the baseline's (`collapsed`), and
+    the baseline's seeds no better than a constant prediction beside seeds that were (`baseline_collapsed`): read
+    as failed training runs before as transfer."""
     multi = len(comp.fractions) > 1
-    listed = "; ".join(
-        f"{c.paradigm} {c.task} seed {c.seed}" + (f" at fraction {frac_label(f)}" if multi else "")
-        + f" ({comp.info(c.task).metric} {fmt_metric(c.value)} against {comp.baseline}'s {fmt_metric(c.baseline)})"
-        for f, c in found
-    )  # fmt: skip
-    return [
-        f"Collapsed: {listed}: lost at least {COLLAPSE_SHARE * 100:.0f} % of {comp.baseline}'s distance to the "
-        "metric's worst value (chance for an AUC): a failed run (a head predicting nothing, or one class) or a "
-        "transfer that took all the task's skill; the job's history.csv tells which (a loss that never fell, or "
-        "one that fell while the metric did not); kept in every aggregate and test."
-    ]
+
+    def at(f: float) -> str:
+        return f" at fraction {frac_label(f)}" if multi else ""
+
+    out = []
+    found = [(f, c) for f in comp.fractions for c in collapsed(comp, f)]
+    if found:
+        listed = "; ".join(
+            f"{c.paradigm} {c.task} seed {c.seed}{at(f)} ({comp.info(c.task).metric} {fmt_metric(c.value)} against "
+            f"{comp.baseline}'s {fmt_metric(c.baseline)}" + (_level(c) if c.level is not None else "") + ")"
+            for f, c in found
+        )
+        unbounded = sorted({c.task for _, c in found if c.level is not None})
+        out.append(
+            f"Collapsed: {listed}: lost at least {COLLAPSE_SHARE * 100:.0f} % of {comp.baseline}'s distance to the "
+            "metric's worst value (chance for an AUC; for an error metric, which has no worst, the best trivial "
+            "predictor's score its jobs recorded): a failed run (a head predicting nothing, or one class) or a "
+            "transfer that took all the task's skill; the job's history.csv tells which (a loss that never fell, or "
+            "one that fell while the metric did not); kept in every aggregate and test."
+            + (
+                f" The Δ of {', '.join(unbounded)} has no floor (an error metric is unbounded above: twice "
+                f"{comp.baseline}'s error is −100 %, five times −400 %), so one such run can move Δm by any amount."
+                if unbounded
+                else ""
+            )
+        )
+    failed = [(f, c) for f in comp.fractions for c in baseline_collapsed(comp, f)]
+    if failed:
+        listed = "; ".join(
+            f"{c.paradigm} {c.task} seed {c.seed}{at(f)} ({comp.info(c.task).metric} {fmt_metric(c.value)} against"
+            + _level(c).removeprefix(",")
+            + ")"
+            for f, c in failed
+        )
+        out.append(
+            f"Collapsed baseline: {listed}: no better than a constant prediction on the same test images while "
+            f"another seed of {comp.baseline} was: a failed {comp.baseline} run (or, where the seeds lie close on "
+            "both sides of the level, a baseline barely above chance), which lowers the task's baseline mean and can "
+            "put it at chance; the job's history.csv tells which; kept in the seed mean, as every seed is."
+        )
+    return out
+
+
+def _level(c: Collapse) -> str:
+    """`, the all-foreground mask's 0.098` (or `, chance 0.500`): the level a collapse was measured to."""
+    assert c.level is not None
+    return (
+        f", chance {fmt_metric(c.level)}" if c.reference == CHANCE else f", the {c.reference}'s {fmt_metric(c.level)}"
+    )
 
 
 def _moe_of(paradigm: str) -> str:

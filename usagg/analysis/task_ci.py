@@ -5,7 +5,7 @@ A job's final test evaluation writes item_scores.json (`JobPaths.item_scores`, f
 task and test image, what recomputes the task's primary metric on any resample of the test
 images. `paired_delta_ci` resamples the images two jobs share (both scored on the same images,
 so one resample serves both: a paired bootstrap) and returns the percentile interval of the
-relative change (usagg/analysis/delta.py `relative_change`).
+relative change (usagg/analysis/scales.py `change` on the relative scale, as delta.py's `relative_change`).
 
 Percentile rather than BCa: the relative change is a ratio whose resamples can be undefined
 (an AUC with a class absent from the resample, a baseline of 0); the percentile interval just
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from usagg.analysis.delta import relative_change
 from usagg.analysis.item_scores import ItemScores, load_item_scores
+from usagg.analysis.scales import change
 
 __all__ = [
     "ItemScores",
@@ -116,12 +116,12 @@ def metric_ci(
 
 
 def resampled_deltas(means: np.ndarray, base: int, other: int, higher_is_better: bool) -> np.ndarray:
-    """The relative change in % (`relative_change`) of side `other` versus side `base` on each resample of
-    `resampled_means`; nan where either side or the change is undefined."""
+    """The relative change in % (scales' `change`, relative scale) of side `other` versus side `base` on each resample
+    of `resampled_means`; nan where either side or the change is undefined."""
     out = np.full(means.shape[1], math.nan)
     for k, (mb, mo) in enumerate(zip(means[base], means[other], strict=True)):
         if math.isfinite(mb) and math.isfinite(mo):
-            d = relative_change(float(mo), float(mb), higher_is_better).value
+            d = change("relative", "", float(mo), float(mb), higher_is_better)[0]  # no metric: delta.relative_change
             out[k] = math.nan if d is None else d
     return out
 
@@ -133,7 +133,7 @@ def paired_delta_ci(
     seed: int,
     level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of the relative change in % of `other` versus `base` (`relative_change`).
+    """Percentile bootstrap CI of the relative change in % of `other` versus `base` (delta's `relative_change`).
 
     Both are recomputed on the same resamples of the test images they share (matched by path). Given several
     seeds' scores each, a resample's Δ is that of the seed means (each seed's metric on the same images, then

@@ -857,8 +857,9 @@ class AnalysisSpec(Strict):
         "keep them. Chance is the metric's own level (AUC 0.5) or the best constant prediction the baseline's job "
         "scored on the same test images (an empty or all-foreground mask, a whole-image or mean training box, the "
         "mean training keypoints, the training class frequencies: metrics.json `trivial`), whichever is higher; the "
-        "baseline is at chance where the 95 % t interval of its seeds' margin over it reaches 0, or with one seed "
-        "the margin is at most 0.",
+        "baseline is not shown above chance where a one-sided 95 % lower bound of its margin over it does not clear "
+        "0: the t bound over its seeds, or with one seed the test-set bootstrap's bound of its metric over the job's "
+        "test images (the point estimate where the job wrote no per-image scores).",
     )
     hypotheses: Annotated[Hypotheses, NOT_IN_HASH] = Field(
         default_factory=Hypotheses, description="Directional hypotheses (one-sided tests); default all two-sided."
