@@ -112,3 +112,54 @@ def test_steps_column_may_be_missing_in_older_tables(tmp_path: Path) -> None:
     path.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")  # drop the last column, steps
     comp = compare(load_input(None, path))
     assert comp.steps == {} and comp.deltas[(1.0, "a", "AU")].value is not None
+
+
+def test_each_split_part_gets_the_2x2_interval_and_a_collapsed_control_is_named_beside_it(tmp_path: Path) -> None:
+    """The audit: AG's headline split (aggregation +13.5 pp, MoE −19.0 pp) had no interval and rested on TSM's
+    collapsed breast_lesion run. Each part over all tasks now carries the wild cluster interval of the 2x2 effects
+    over its per-task parts (clinical groups as clusters, no p), the group rows say descriptive, and the collapsed
+    control run is named beside the split with the parts over the tasks without it, by hand here."""
+    import dataclasses
+
+    from usagg.analysis.cluster_inference import wild_cluster_mean
+    from usagg.analysis.controls import split_stat_name, split_stats
+    from usagg.analysis.report import _headline
+    from usagg.analysis.simulate import load_tasks, simulate_rows
+    from usagg.analysis.summary import analyse
+    from usagg.analysis.tables import split_table
+
+    tasks = [t for t in load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml") if t["type"] != "regression"]
+    rows = simulate_rows(tasks, paradigms=("TS", "AU", "AUD", "TSM"), seeds=(0,), study="split")
+    victim = next(r for r in rows if r.paradigm == "TSM" and r.metric == "DSC")  # its head predicts nothing
+    rows = [dataclasses.replace(r, value=0.0) if r is victim else r for r in rows]
+    write_results(rows, tmp_path / "r.csv")
+    inp = load_input(None, tmp_path / "r.csv")
+    comp = compare(inp)
+    (au,) = controls(comp)
+    assert (au.paradigm, au.control) == ("AU", "AUD")
+    parts = task_parts(comp, 1.0, au)
+    clusters = [comp.info(t).group for t in parts]
+    stats = {s.name: s for s in split_stats(comp, 500, 0)}
+    for i, part in enumerate(("aggregation", "MoE"), start=1):
+        own = wild_cluster_mean([v[i] for v in parts.values()], clusters, 500, 0)
+        s = stats[split_stat_name(part)]
+        assert s.p is None and s.ci is not None and s.ci == own.ci and own.clusters >= 4
+        assert s.value == pytest.approx(np.mean([v[i] for v in parts.values()]))
+    a = analyse(inp)
+    table = split_table(comp, 1.0, [au], a.stats)
+    whole = next(r for r in table.rows if r[2] == "all")
+    agg = next(s for s in a.stats if s.name == split_stat_name("aggregation") and s.paradigm == "AU")
+    assert agg.ci is not None and whole[8:10] == list(agg.ci)
+    assert all(r[8:12] == [None] * 4 and r[12] == "descriptive" for r in table.rows if r[2] == "group")
+    line = next(x for x in _headline(a) if x.startswith("**AU split**"))
+    assert f"aggregation {whole[6]:+.1f} pp (95 % CI {agg.ci[0]:+.1f} to {agg.ci[1]:+.1f})" in line
+    assert "collapsed" not in line  # AU's split holds no TSM run
+    # AUD collapsing instead: named beside AU's split, with the parts without its task by hand
+    rows = [dataclasses.replace(r, value=0.0) if (r.paradigm, r.task, r.metric) == ("AUD", victim.task, "DSC")
+            else r for r in rows]  # fmt: skip
+    write_results(rows, tmp_path / "r2.csv")
+    comp = compare(load_input(None, tmp_path / "r2.csv"))
+    rest = [v for t, v in task_parts(comp, 1.0, au).items() if t != victim.task]
+    (note,) = [n for n in split_table(comp, 1.0, [au]).notes if n.startswith("AU split: collapsed run")]
+    assert f"AUD {victim.task} seed 0 (DSC 0.000)" in note
+    assert f"aggregation {np.mean([v[1] for v in rest]):+.1f} pp, MoE {np.mean([v[2] for v in rest]):+.1f} pp" in note

@@ -445,12 +445,37 @@ def test_negative_transfer_counts_intervals_below_0_apart_from_point_estimates(t
         inp = load_input(None, _write_results(tmp_path / "r.csv", values))
         comp = compare(inp)
         (row,) = negative_table(comp, task_uncertainty(inp, comp)).rows
-        assert row[:5] == ["CG", "1", 1, 2, "cls_a"] and row[5:] == [below[0], 2, below[1]]  # cls_b: CG above TS
+        assert row[:5] == ["CG", "1", 1, 2, "cls_a"] and row[5:8] == [below[0], 2, below[1]]  # cls_b: CG above TS
+        assert row[8].startswith("seeds") and _below(row).startswith("point estimates; interval over seeds below 0")
     one_seed = {k: v[:1] for k, v in values.items()}  # no spread, no per-image scores: no task has an interval
     inp = load_input(None, _write_results(tmp_path / "one.csv", one_seed))
     comp = compare(inp)
     row = negative_table(comp, task_uncertainty(inp, comp)).rows[0]
     assert row[5:7] == [0, 0] and _below(row) == "point estimates; no task has an interval"  # not 'below 0 in 0'
+
+
+def test_a_one_seed_interval_is_said_to_leave_training_noise_out_wherever_it_supports_a_verdict(
+    tmp_path: Path,
+) -> None:
+    """One seed with per-image scores: every interval is one training run's test-set bootstrap. The table's title
+    is no 'negative transfer', its column and note say where the intervals come from, the summary's and headline's
+    count says it, and Figure 3's caption too (the audit: 4 of AU's 6 'interval < 0' tasks changed sign in
+    another seed)."""
+    from usagg.analysis.figure_delta import _error_bar_text
+    from usagg.analysis.report import _below
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+    from usagg.analysis.tables import ONE_RUN, negative_table
+
+    tasks = load_tasks(REPO / "tests" / "data" / "fmc_uia_tasks.yaml")[:3]
+    run = simulate_run_store(tmp_path / "one", tasks, seeds=(0,), item_scores=True)
+    a = analyse(load_input(run, None))
+    table = negative_table(a.comp, a.stats)
+    assert "negative transfer" not in table.title.lower() and table.columns[8] == "Interval from"
+    for row in table.rows:
+        assert row[6] == 3 and row[8] == ONE_RUN  # every task has its test-set interval
+        assert _below(row) == f"point estimates; interval below 0 in {row[5]} of the 3 with one, a {ONE_RUN}"
+    assert any("leaves training (seed) noise out" in n for n in table.notes)
+    assert "one training run: training (seed) noise left out" in _error_bar_text({"test-set bootstrap"})
 
 
 def test_the_budget_caveat_names_the_paradigms_whose_steps_differ(tmp_path: Path) -> None:

@@ -17,6 +17,12 @@ A paradigm that differs from the baseline in one factor only (TSM, AUD), one wit
 declared factors, or a study without its control is not split. An aggregation control must
 have trained the same task sets as the paradigm (`Comparison.same_units`): CGD controls CG, and
 AG only where AG's groups are the clinical ones.
+
+Each part's mean over tasks gets the interval the 2x2 effects get (`split_stats`: the wild cluster bootstrap over
+the tasks' parts, clinical groups as clusters, usagg/analysis/cluster_inference.py), with no p of its own (the 2x2
+effects carry the tests); where that has none (too few clusters) the part is descriptive. A collapsed run of the
+control or the paradigm (`delta.collapsed`) can make a part by itself: `collapsed_in` names it beside the split,
+with the parts over the tasks without it.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from usagg.analysis.delta import SEED_ORDER, Comparison, group_n_train
+from usagg.analysis.cluster_inference import METHOD, draws_text, wild_cluster_mean
+from usagg.analysis.delta import SEED_ORDER, Collapse, Comparison, collapsed, group_n_train
+from usagg.analysis.stats import Stat
 from usagg.paradigms import PARADIGMS
+from usagg.wording import counted
 
 ALL = "all tasks (Δm)"
 
@@ -117,3 +126,49 @@ def splits(comp: Comparison, fraction: float, ctl: Control) -> list[Split]:
 def split_order(ctl: Control, baseline: str) -> str:
     """The note under the split table: formula and aggregation order."""
     return f"{ctl.paradigm}: {ctl.formula(baseline)}; {SEED_ORDER}, then parts per task, then mean over tasks."
+
+
+#: The two parts of a split, in `task_parts` order after the total.
+PARTS = ("aggregation", "MoE")
+
+
+def split_stat_name(part: str) -> str:
+    """The name of the statistic of a split's part over all tasks (its paradigm is the Stat's)."""
+    return f"split: {part} part"
+
+
+def split_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
+    """Each part's mean over all tasks per split paradigm and fraction, with the 2x2 effects' interval (wild cluster
+    bootstrap, clinical groups as clusters) and no p: the Holm family stays the tests'."""
+    out = []
+    for f in comp.fractions:
+        for ctl in controls(comp):
+            parts = task_parts(comp, f, ctl)
+            clusters = [comp.info(t).group for t in parts]
+            for i, part in enumerate(PARTS, start=1):
+                r = wild_cluster_mean([v[i] for v in parts.values()], clusters, resamples, seed)
+                out.append(
+                    Stat(
+                        split_stat_name(part), ctl.paradigm, f, r.mean, r.n,
+                        f"{part} part of the split ({ctl.formula(comp.baseline)}), mean over tasks; {METHOD}, "
+                        f"{counted(r.clusters, 'clinical group')} as clusters, "
+                        f"{draws_text(r.clusters, resamples, seed)}",
+                        ci=r.ci, note=r.note,
+                    )
+                )  # fmt: skip
+    return out
+
+
+def collapsed_in(comp: Comparison, fraction: float, ctl: Control) -> list[Collapse]:
+    """The collapsed runs (`delta.collapsed`) of the split's paradigm or its control on the tasks the split holds."""
+    held = task_parts(comp, fraction, ctl)
+    return [c for c in collapsed(comp, fraction) if c.paradigm in (ctl.paradigm, ctl.control) and c.task in held]
+
+
+def split_without(comp: Comparison, fraction: float, ctl: Control, tasks: set[str]) -> Split | None:
+    """The split's mean parts over its tasks other than `tasks` (a collapsed run's), None where none is left."""
+    parts = {t: v for t, v in task_parts(comp, fraction, ctl).items() if t not in tasks}
+    if not parts:
+        return None
+    m = np.asarray(list(parts.values()), float).mean(axis=0)
+    return Split(ctl.paradigm, "all", ALL, len(parts), float(m[0]), float(m[1]), float(m[2]))

@@ -217,10 +217,14 @@ def _error_bar_text(sources: set[str]) -> str:
     if sources == {"seeds"}:
         return " Error bars: 95 % t interval over seeds (both paradigms' seed spread)."
     if sources == {"test-set bootstrap"}:
-        return " Error bars: 95 % paired test-set bootstrap CI (test images both jobs scored)."
+        return (
+            " Error bars: 95 % paired test-set bootstrap CI (test images both jobs scored), a test-set interval of one "
+            "training run: training (seed) noise left out, often several times larger, so a bar below 0 is no "
+            "verdict on the paradigm; run several seeds."
+        )
     return (
         " Error bars: 95 % t interval over seeds where both paradigms ran ≥ 2 seeds, else the paired test-set "
-        "bootstrap CI (see the uncertainty table)."
+        "bootstrap CI of one training run, which leaves training (seed) noise out (see the uncertainty table)."
     )
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from usagg.analysis.cluster_inference import MEAN_DELTA
-from usagg.analysis.controls import controls, splits
+from usagg.analysis.controls import PARTS, controls, split_stat_name, splits
 from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks
@@ -45,6 +45,7 @@ from usagg.analysis.selection_warnings import selection_line
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
+    ONE_RUN,
     Table,
     ci_end,
     collapse_notes,
@@ -53,8 +54,10 @@ from usagg.analysis.tables import (
     frac_label,
     negative_table,
     note_subject,
+    part_interval,
     recovery_line,
     scale_disagreements,
+    split_collapse_notes,
     stability_line,
     steps_ratio,
 )
@@ -99,7 +102,11 @@ def _below(row: list[Any]) -> str:
     """How many of a negative-transfer row's tasks have their interval below 0, of those that have one."""
     if not row[6]:
         return "point estimates; no task has an interval"
-    return f"point estimates; interval below 0 in {row[5]} of the {row[6]} with one"
+    if row[8] == ONE_RUN:  # one seed: the interval is no verdict on the paradigm, and says so where it is read
+        return f"point estimates; interval below 0 in {row[5]} of the {row[6]} with one, a {ONE_RUN}"
+    if ONE_RUN in row[8]:
+        return f"point estimates; interval below 0 in {row[5]} of the {row[6]} with one ({row[8]})"
+    return f"point estimates; interval over seeds below 0 in {row[5]} of the {row[6]} with one"
 
 
 def _delta_m(boot: Stat) -> str:
@@ -220,10 +227,15 @@ def _headline(a: Analysis) -> list[str]:
     for ctl in controls(comp):
         whole = splits(comp, f, ctl)[-1]
         if whole.total is not None:
+            agg, moe = (part_interval(by.get((ctl.paradigm, split_stat_name(part)))) for part in PARTS)
             lines.append(
                 f"**{ctl.paradigm} split** (control {ctl.control}): Δm {whole.total:+.1f} pp = aggregation "
-                f"{whole.aggregation:+.1f} pp + MoE {whole.moe:+.1f} pp over {counted(whole.n, 'task')} "
-                f"({ctl.formula(comp.baseline)})."
+                f"{whole.aggregation:+.1f} pp ({_part_ci(agg)}) + MoE {whole.moe:+.1f} pp ({_part_ci(moe)}) over "
+                f"{counted(whole.n, 'task')} ({ctl.formula(comp.baseline)})"
+                + "".join(
+                    f"; {n.removeprefix(f'{ctl.paradigm} split: ')[:-1]}" for n in split_collapse_notes(comp, f, ctl)
+                )
+                + "."
             )
     lines += factorial_headline(comp, a.stats, f, a.inp.planned) + scale_disagreements(comp, f) + _budget_line(a, f)
     gap = headline_line(selection_gap(a.inp, comp))
@@ -290,6 +302,11 @@ def _budget_line(a: Analysis, f: float) -> list[str]:
     ]
 
 
+def _part_ci(text: str) -> str:
+    """A split part's interval as the headline says it: `95 % CI −12.3 to +32.0`, or `descriptive ...`."""
+    return text if text.startswith("descriptive") else f"95 % CI {text}"
+
+
 def _p(s: Stat) -> str:
     """p and its Holm-adjusted value, as the headline prints them."""
     return f"p = {s.p:.2g}, Holm {s.p_holm:.2g}" if s.p_holm is not None else f"p = {s.p:.2g}"
@@ -319,7 +336,7 @@ def _sections(a: Analysis) -> list[Section]:
         ),
         Section("Selection gap", [gap_table(selection_gap(a.inp, a.comp), multi=len(a.comp.fractions) > 1)]),
         Section("Figures", [], figures=None),
-        Section("Negative transfer", by_name("negative_transfer") + by_name("delta_na")),
+        Section("Tasks with Δ below 0", by_name("negative_transfer") + by_name("delta_na")),
         Section(
             "Statistics", by_name("statistics") + by_name("fractions") + by_name("fraction_trend") + by_name("power")
         ),

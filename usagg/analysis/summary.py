@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
-from usagg.analysis.controls import controls
+from usagg.analysis.controls import controls, split_stats
 from usagg.analysis.delta import CHANCE, Comparison, chance_evidence, chance_reference, compare
 from usagg.analysis.factorial import designs, effect_stats, no_design_text
 from usagg.analysis.fraction_trend import fraction_trend_stats
@@ -62,17 +62,17 @@ class Analysis:
 def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     """Every statistic of `comp` under the study's analysis settings, Holm-adjusted over all tests it prints.
 
-    The tests of Δ (usagg/analysis/stats.py), Δm with the wild cluster bootstrap
-    (cluster_inference.py), the 2x2 effects (factorial.py), the mixed model's slopes and
+    The tests of Δ (usagg/analysis/stats.py), Δm with the wild cluster bootstrap (cluster_inference.py), the 2x2
+    effects (factorial.py), the intervals of the split's parts (controls.py, no p), the mixed model's slopes and
     interaction per fraction (mixed.py), the slope across the fractions of a sweep (fraction_trend.py), then the
-    per-task intervals of Δ (uncertainty.py, no p
-    of their own).
+    per-task intervals of Δ (uncertainty.py, no p of their own).
     """
     st = inp.settings
     tests = statistics(comp, st.hypotheses)
     tests += mean_delta_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += paired_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     tests += effect_stats(comp, st.bootstrap, st.bootstrap_seed)
+    tests += split_stats(comp, st.bootstrap, st.bootstrap_seed)  # intervals only: no p joins the family
     tests += fraction_trend_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     for f in comp.fractions:
         tests += interaction_model(comp, f, st.hypotheses)
@@ -235,7 +235,7 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
         tables.append(group_table(comp, f, multi=multi))
         tables.append(aggregate_table(comp, f, multi=multi))
         if ctls:
-            tables.append(split_table(comp, f, ctls, multi=multi))
+            tables.append(split_table(comp, f, ctls, a.stats, multi=multi))
         if designs(comp):
             tables.append(factorial_table(comp, a.stats, f, multi=multi, planned=a.inp.planned))
         tables.append(scales_table(comp, f, multi=multi))

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from usagg.analysis.cluster_inference import MEAN_DELTA
-from usagg.analysis.controls import Control, split_order, splits
+from usagg.analysis.controls import (
+    PARTS,
+    Control,
+    collapsed_in,
+    split_order,
+    split_stat_name,
+    split_without,
+    splits,
+)
 from usagg.analysis.delta import (
     CHANCE,
     COLLAPSE_SHARE,
@@ -409,11 +417,31 @@ def group_table(comp: Comparison, fraction: float, *, multi: bool = False) -> Ta
     return Table("groups" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, out, notes)
 
 
+#: What an interval of one seed is, said wherever one supports a verdict (the negative-transfer table, the summary,
+#: the headline, Figure 3's caption): the test-set bootstrap of one trained model leaves training noise out.
+ONE_RUN = "test-set interval of one training run: training (seed) noise left out; run several seeds"
+
+
+def interval_source(sources: list[str]) -> str:
+    """Where a row's per-task intervals come from, in words (`shown_interval`'s sources): seeds, the test set of one
+    training run (`ONE_RUN`), both (counted), or '—' where no task has one."""
+    seeds = sum(src.startswith("seeds") for src in sources)
+    test = len(sources) - seeds
+    if not sources:
+        return "—"
+    if not test:
+        return "seeds (t interval over seeds: training and test-set noise)"
+    if not seeds:
+        return ONE_RUN
+    return f"seeds for {counted(seeds, 'task')}; for {counted(test, 'task')} the {ONE_RUN}"
+
+
 def negative_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
-    """Tasks with negative transfer per paradigm and fraction: Δ < 0 as a point estimate, and apart from it the
-    tasks whose shown interval (Figure 3's: seeds when ≥ 2, else the test set) lies wholly below 0, the ones a
-    reader may call negative transfer."""
+    """Tasks with Δ < 0 per paradigm and fraction as point estimates, and apart from them the tasks whose shown
+    interval (Figure 3's: seeds when ≥ 2, else the test set) lies wholly below 0, with where that interval comes from:
+    with one seed it is one training run's test-set bootstrap and no verdict on the paradigm (`ONE_RUN`)."""
     rows: list[list[Cellv]] = []
+    one_run = False
     for f in comp.fractions:
         for p in comp.others:
             k, n = negative_transfer(comp, f, p)
@@ -421,12 +449,28 @@ def negative_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
             names = [t for t, v in zip(tasks, comp.delta_values(f, p)[1], strict=True) if v < 0]
             shown = {t: ci for t in tasks if (ci := shown_interval(stats or [], f, t, p)) is not None}
             below = [t for t in names if t in shown and shown[t][1] < 0]
+            source = interval_source([ci[2] for ci in shown.values()])
+            one_run |= ONE_RUN in source
             rows.append(
-                [p, frac_label(f), k, n, ", ".join(names) or "—", len(below), len(shown), ", ".join(below) or "—"]
-            )
+                [p, frac_label(f), k, n, ", ".join(names) or "—", len(below), len(shown), ", ".join(below) or "—",
+                 source]
+            )  # fmt: skip
+    notes = [
+        f"Counted over tasks with a defined Δ ({SEED_ORDER}). Δ < 0 counts point estimates, not negative transfer; "
+        "'Interval < 0' only the tasks whose interval (Figure 3's: seeds when both paradigms ran ≥ 2, else the "
+        "test-set bootstrap) lies wholly below 0, of the tasks that have one (none without seeds' spread or per-image "
+        "scores); no interval is adjusted for the number of tasks."
+    ]
+    if one_run:
+        notes.append(
+            "A test-set interval is the paired bootstrap over the test images of one trained model per paradigm: it "
+            "leaves training (seed) noise out, which is often several times larger (another seed can change the "
+            "sign of Δ), so a task below 0 there is not shown to lose from the paradigm; run several seeds "
+            "(`seeds:` in the study) for an interval that holds it."
+        )
     return Table(
         "negative_transfer",
-        f"Negative transfer (Δ < 0 versus {comp.baseline})",
+        f"Δ < 0 versus {comp.baseline}: point estimates, and tasks whose interval lies below 0",
         [
             "Paradigm",
             "Fraction",
@@ -436,13 +480,10 @@ def negative_table(comp: Comparison, stats: list[Stat] | None = None) -> Table:
             "Interval < 0",
             "of those with one",
             "Tasks, interval < 0",
+            "Interval from",
         ],
         rows,
-        [
-            f"Counted over tasks with a defined Δ ({SEED_ORDER}). Δ < 0 counts point estimates; 'Interval < 0' only "
-            "the tasks whose interval (Figure 3's: seeds when both paradigms ran ≥ 2, else the test-set bootstrap) "
-            "lies wholly below 0, of the tasks that have one (none without seeds' spread or per-image scores)."
-        ],
+        notes,
     )
 
 
@@ -491,25 +532,67 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
     )
 
 
-def split_table(comp: Comparison, fraction: float, ctls: list[Control], *, multi: bool = False) -> Table:
-    """Mean Δ and its aggregation and MoE parts (percentage points) by clinical group and over all tasks."""
+def split_table(
+    comp: Comparison, fraction: float, ctls: list[Control], stats: list[Stat] | None = None, *, multi: bool = False
+) -> Table:
+    """Mean Δ and its aggregation and MoE parts (percentage points) by clinical group and over all tasks, each part
+    over all tasks with its interval (`controls.split_stats`), the group rows descriptive; collapsed runs named."""
+    by = {(s.paradigm, s.name): s for s in stats or [] if s.fraction == fraction}
     rows: list[list[Cellv]] = []
     notes = []
     for ctl in ctls:
         for sp in splits(comp, fraction, ctl):
-            rows.append([sp.paradigm, ctl.control, sp.level, sp.name, sp.n, sp.total, sp.aggregation, sp.moe])
+            parts = [by.get((ctl.paradigm, split_stat_name(part))) if sp.level == "all" else None for part in PARTS]
+            ends: list[Cellv] = [e for s in parts for e in (s.ci if s is not None and s.ci else (None, None))]
+            note = "descriptive" if sp.level != "all" else part_interval(parts[0]) if not ends[0] else ""
+            if sp.level == "all" and parts[0] is not None and parts[0].ci and parts[0].note:
+                note = parts[0].note  # fewer clusters than the interval's coverage was checked at
+            rows.append([sp.paradigm, ctl.control, sp.level, sp.name, sp.n, sp.total, sp.aggregation, sp.moe, *ends,
+                         note])  # fmt: skip
         notes.append(split_order(ctl, comp.baseline))
+        notes += split_collapse_notes(comp, fraction, ctl)
     notes += [
         "Additive by construction: Δ = aggregation part + MoE part, in percentage points of the baseline metric. "
         "The control measures its part first; an interaction of the two factors is in the other part (the 2x2 "
         "table, with TSM, AUD and CGD, reports it apart, with the symmetric split and intervals).",
+        "95 % CI of a part over all tasks: the 2x2 effects' wild cluster bootstrap (clinical groups as clusters), no "
+        "p; a group's parts are descriptive (no interval).",
         *exclusion_notes(comp),
     ]
     title = f"Δ versus {comp.baseline} split into aggregation and MoE" + (
         f" (fraction {frac_label(fraction)})" if multi else ""
     )
-    cols = ["Paradigm", "Control", "Level", "Name", "Tasks", "Δ %", "Δ aggregation (pp)", "Δ MoE (pp)"]
+    cols = ["Paradigm", "Control", "Level", "Name", "Tasks", "Δ %", "Δ aggregation (pp)", "Δ MoE (pp)",
+            "Aggregation 95 % CI low", "Aggregation 95 % CI high", "MoE 95 % CI low", "MoE 95 % CI high",
+            "Interval"]  # fmt: skip
     return Table("split" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+
+
+def part_interval(s: Stat | None) -> str:
+    """A split part's interval in words: `−12.3 to +32.0`, or why it has none (descriptive)."""
+    if s is None or s.value is None:
+        return "descriptive"
+    if s.ci is None:
+        return f"descriptive ({s.note})" if s.note else "descriptive"
+    return f"{ci_end(s.ci[0])} to {ci_end(s.ci[1])}"
+
+
+def split_collapse_notes(comp: Comparison, fraction: float, ctl: Control) -> list[str]:
+    """A sentence per split that a collapsed run enters (`controls.collapsed_in`): the run, and the parts over the
+    tasks without it, so a reader sees how much of a part one failed run makes."""
+    found = collapsed_in(comp, fraction, ctl)
+    if not found:
+        return []
+    runs = ", ".join(f"{c.paradigm} {c.task} seed {c.seed} ({comp.info(c.task).metric} {fmt_metric(c.value)})"
+                     for c in found)  # fmt: skip
+    rest = split_without(comp, fraction, ctl, {c.task for c in found})
+    without = (
+        f"; without {'its task' if len({c.task for c in found}) == 1 else 'their tasks'}: aggregation "
+        f"{rest.aggregation:+.1f} pp, MoE {rest.moe:+.1f} pp over {counted(rest.n, 'task')}"
+        if rest is not None and rest.aggregation is not None and rest.moe is not None
+        else ""
+    )
+    return [f"{ctl.paradigm} split: collapsed run {runs} (see Collapsed) enters its parts{without}."]
 
 
 def factorial_table(
