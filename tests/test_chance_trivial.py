@@ -144,6 +144,7 @@ def test_with_one_seed_the_test_sets_one_sided_bootstrap_bound_decides(
     assert (
         "not shown above a constant prediction, the all-foreground mask: one-sided 95 % test-set" in row
     ) == expected
+    assert "rule: a one-sided 95 % lower bound of its margin" in row  # said whether a task is named or none is
 
 
 def test_a_baseline_seed_below_the_constant_prediction_beside_working_ones_is_named_collapsed(tmp_path: Path) -> None:
@@ -183,7 +184,8 @@ def test_a_dice_with_no_recorded_predictor_is_not_checked_and_the_summary_says_s
     a = analyse(_input(tmp_path, (0,), {("TS", "breast_lesion", 0): 0.0995}))
     assert a.comp.chance[1.0] == ()
     row = dict((str(r[0]), str(r[1])) for r in summary_table(a).rows)["Baseline at chance"]
-    assert row.startswith("none; no chance level known for FUGC, thyroid_nodule_det, breast_lesion, lung (no AUC")
+    assert row.startswith("none; rule: a one-sided 95 % lower bound")
+    assert "; no chance level known for FUGC, thyroid_nodule_det, breast_lesion, lung (no AUC" in row
 
 
 def test_an_auc_undefined_for_every_seed_says_its_test_split_holds_one_class(tmp_path: Path) -> None:

@@ -185,8 +185,8 @@ def _chance_text(a: Analysis) -> str:
         if unchecked
         else ""
     )
-    if not named:
-        return "none" + rest
+    if not named:  # the rule said even so: what "none" was checked against
+        return f"none; rule: {CHANCE_RULE}" + rest
     rule = "left out of" if comp.chance_excluded else "kept in"
     return (
         f"{len(named)}: {', '.join(named)}; {rule} every aggregate and test "
