@@ -219,7 +219,7 @@ def test_mixed_model_slopes_interaction_and_when_it_cannot_be_fitted(tmp_path: P
     # the simulation has no group deviation of a paradigm's own: that component is fitted at its bound, and said
     assert cg.name == SLOPE and cg.note in ("", BOUNDARY) and cg.ci[0] < cg.value < cg.ci[1]
     assert "(1 | group:paradigm)" in cg.method and "of paradigm within a group" in cg.method
-    # the simulation's story: CG's Δ grows by 18·sensitivity pp per tenfold data, AU's by 6·sensitivity
+    # the simulation's story: CG's Δ grows by 18·sensitivity pp per tenfold data (5.4 per doubling), AU's by 6
     assert cg.value > au.value > 0 and cg.ci[0] > 0 and inter.ci[1] < 0
     assert inter.value == pytest.approx(au.value - cg.value, abs=1e-6)
     assert cg.n == 24 * 3 and inter.n == (24 + 27) * 3  # seed-level values, CG's one-task groups left out
@@ -335,10 +335,10 @@ def test_a_fit_without_a_positive_definite_covariance_has_no_p_or_ci_and_no_holm
     ]
     (line,) = [ln for ln in md.splitlines() if "**Interactions**" in ln]
     assert line == (
-        "- **Interactions** (slope differences, pp per tenfold n_train; no CI or p: see Mixed model): "
+        "- **Interactions** (slope differences, pp per doubling of n_train; no CI or p: see Mixed model): "
         f"AU − CG {inter.value:+.1f}."
     )
-    assert f"mixed-model slope {cg.value:+.1f} pp per tenfold n_train (no CI or p: see Mixed model)." in md
+    assert f"mixed-model slope {cg.value:+.1f} pp per doubling of n_train (no CI or p: see Mixed model)." in md
     assert not re.search(r"\bnan\b|p = 0(?![.\d])", md)  # no "CI +nan to +nan, p = 0" anywhere
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ def _seed_level_frame(rows: list[Row]) -> pd.DataFrame:
             continue
         sign = 1 if r.higher_is_better else -1
         delta = sign * (r.value - base[r.task]) / abs(base[r.task]) * 100
-        out.append((delta, r.paradigm, math.log10(r.n_train), r.type, r.group, f"{r.task}|{r.paradigm}"))
+        out.append((delta, r.paradigm, math.log2(r.n_train), r.type, r.group, f"{r.task}|{r.paradigm}"))
     df = pd.DataFrame(out, columns=["delta", "paradigm", "logn", "type", "group", "unit"])
     df["paradigm"] = pd.Categorical(df["paradigm"], categories=["CG", "AU"])
     return df
@@ -104,30 +104,34 @@ def test_mixed_model_fits_the_model_it_prints_with_a_group_intercept(tmp_path: P
     got = {s.paradigm: s for s in interaction_model(compare(load_input(None, tmp_path / "r.csv")), 1.0)}
     df = _seed_level_frame(rows)
     formula = "delta ~ 0 + C(paradigm) + C(paradigm):logn + C(type)"
-    vc = {"paradigm": "0 + C(paradigm)", "unit": "0 + C(unit)"}  # (1 | group:paradigm), (1 | group:task:paradigm)
-    with warnings.catch_warnings():  # statsmodels retries its optimiser on these rows and says so; the fit converges
-        warnings.simplefilter("ignore")
-        stated = smf.mixedlm(formula, df, groups="group", re_formula="1", vc_formula=vc).fit(reml=True)
+    # the REML maximum of the stated model has (1 | group:paradigm) at 0 (said as the boundary), so it is the model
+    # with (1 | group:task:paradigm) alone, which lbfgs fits without trouble
+    assert "boundary" in got["CG"].note and "of paradigm within a group 0.00 pp" in got["CG"].method
+    vc = {"unit": "0 + C(unit)"}
+    stated = smf.mixedlm(formula, df, groups="group", re_formula="1", vc_formula=vc).fit(reml=True, method="lbfgs")
+    assert stated.converged
     assert stated.cov_re.shape == (1, 1) and float(stated.cov_re.iloc[0, 0]) > 1.0  # the planted groups show
     slope = {p: float(stated.fe_params[f"C(paradigm)[{p}]:logn"]) for p in ("CG", "AU")}
-    assert got["CG"].value == pytest.approx(slope["CG"], abs=1e-4)
-    assert got["AU"].value == pytest.approx(slope["AU"], abs=1e-4)
-    assert got["AU-CG"].value == pytest.approx(slope["AU"] - slope["CG"], abs=1e-4)
+    assert got["CG"].value == pytest.approx(slope["CG"], abs=1e-3)
+    assert got["AU"].value == pytest.approx(slope["AU"], abs=1e-3)
+    assert got["AU-CG"].value == pytest.approx(slope["AU"] - slope["CG"], abs=1e-3)
     # the interval: Wald on Student's t with groups − 1 df (statsmodels' own conf_int reads the normal)
     from scipy.stats import t
 
     half = t(stated.model.n_groups - 1).ppf(0.975) * float(stated.bse_fe["C(paradigm)[CG]:logn"])
     ci = (slope["CG"] - half, slope["CG"] + half)
-    assert got["CG"].ci == (pytest.approx(ci[0], abs=1e-3), pytest.approx(ci[1], abs=1e-3))
+    # (the boundary fit's standard error differs from the reduced model's by 2 % of the half-width)
+    assert got["CG"].ci == (pytest.approx(ci[0], abs=0.05), pytest.approx(ci[1], abs=0.05))
     assert f"t-test on {stated.model.n_groups - 1} df (groups − 1)" in got["CG"].method
     assert got["CG"].n == 24 * 3 and got["AU-CG"].n == (24 + 27) * 3
     group_sd = math.sqrt(float(stated.cov_re.iloc[0, 0]))
-    assert f"sd of the group intercept {group_sd:.2f} pp" in got["CG"].method
+    said = re.search(r"sd of the group intercept (\S+) pp", got["CG"].method)
+    assert said is not None and float(said.group(1)) == pytest.approx(group_sd, abs=0.05)
     assert "(1 | group) + (1 | group:paradigm) + (1 | group:task:paradigm)" in got["CG"].method
     # the old call (vc_formula without re_formula) fits no group intercept and reads another slope
     old = smf.mixedlm(formula, df, groups="group", vc_formula={"unit": "0 + C(unit)"}).fit(reml=True)
     assert old.cov_re.size == 0
-    assert abs(float(old.fe_params["C(paradigm)[CG]:logn"]) - slope["CG"]) > 0.3  # 0.39 pp on these rows
+    assert abs(float(old.fe_params["C(paradigm)[CG]:logn"]) - slope["CG"]) > 0.09  # 0.12 pp per doubling here
 
 
 def test_noise_is_per_channel_on_colour_images_and_shared_on_grey_ones() -> None:

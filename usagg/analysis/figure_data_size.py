@@ -73,7 +73,7 @@ def _dodged(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[str,
 def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
     """The caption's sentence on what tests Δ's relation to n_train in this study: the mixed model's slopes and the
     Spearman ρ over clinical groups where they have a p (usagg/analysis/mixed.py, stats.py), else why none could."""
-    from usagg.analysis.mixed import FORMULA, SLOPE
+    from usagg.analysis.mixed import FORMULA, SLOPE, UNIT
 
     comp = a.comp
     slopes = {s.paradigm: s for s in a.stats if s.fraction == f and s.name == SLOPE}
@@ -88,7 +88,7 @@ def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
     parts = []
     if tested:
         parts.append(
-            f"the mixed model's slope of Δ per tenfold n_train, in the y axis's unit ({FORMULA}): "
+            f"the mixed model's slope of Δ {UNIT}, in the y axis's unit ({FORMULA}): "
             + "; ".join(f"{p} {s.value:+.3g} ({p_text(s)})" for p, s in tested)
         )
     if ranked:

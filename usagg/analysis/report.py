@@ -35,7 +35,7 @@ from usagg.analysis.controls import PARTS, controls, split_stat_name, splits
 from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks
-from usagg.analysis.mixed import SLOPE
+from usagg.analysis.mixed import SLOPE, UNIT
 from usagg.analysis.provenance import RANDOM_INIT_LINE, Provenance, provenance
 from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
@@ -196,11 +196,11 @@ def _headline(a: Analysis) -> list[str]:
             parts.append(f"Spearman ρ(Δ, log n_train): {rho.note};")
         if slope and slope.value is not None and slope.ci:
             parts.append(
-                f"mixed-model slope {slope.value:+.1f} pp per tenfold n_train "
+                f"mixed-model slope {slope.value:+.1f} pp {UNIT} "
                 f"(95 % CI {slope.ci[0]:+.1f} to {slope.ci[1]:+.1f}, {_p(slope)})."
             )
         elif slope and slope.value is not None and slope.note in unfit:  # the whole fit's: said once, below
-            parts.append(f"mixed-model slope {slope.value:+.1f} pp per tenfold n_train (no CI or p: see Mixed model).")
+            parts.append(f"mixed-model slope {slope.value:+.1f} pp {UNIT} (no CI or p: see Mixed model).")
         elif slope:
             parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
@@ -217,11 +217,9 @@ def _headline(a: Analysis) -> list[str]:
         elif s.ci is None:  # no standard error: the estimate alone is no finding
             lines.append(f"{label} {s.note}.")
         else:
-            lines.append(
-                f"{label} {s.value:+.1f} pp per tenfold n_train (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)})."
-            )
+            lines.append(f"{label} {s.value:+.1f} pp {UNIT} (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)}).")
     lines += [
-        f"**Interactions** (slope differences, pp per tenfold n_train; no CI or p: see Mixed model): {', '.join(v)}."
+        f"**Interactions** (slope differences, pp {UNIT}; no CI or p: see Mixed model): {', '.join(v)}."
         for v in shared.values()
     ]
     for ctl in controls(comp):

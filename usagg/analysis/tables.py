@@ -520,7 +520,7 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
         else "p (Holm): no statistic of this table has a p-value, so none is adjusted.",
         "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
         "differences, and the Hodges-Lehmann estimate (median of the Walsh averages, percentage points).",
-        "Mixed-model slope: percentage points of Δ per tenfold training-set size.",
+        "Mixed-model slope: percentage points of Δ per doubling of the training-set size.",
         *(exclusion_notes(comp) if comp is not None else []),
     ]
     return Table(

@@ -101,7 +101,8 @@ def compare_cmd(
 ) -> None:
     """Per-task metrics of every paradigm, Δ % versus the baseline with its interval, aggregates and statistics.
 
-    Tests carry effect sizes and Holm-adjusted p; a mixed model gives each paradigm's slope of Δ per log10 n_train.
+    Tests carry effect sizes and Holm-adjusted p; a mixed model gives each paradigm's slope of Δ per doubling of
+    n_train.
 
     With the controls TSM and AUD, each Δ is split into an aggregation part and a MoE part; with TSM, AUD and
     CGD the 2x2 designs give both main effects and their interaction with intervals (--table factorial).
