@@ -8,8 +8,9 @@ residuals y_i − μ0 of each cluster are multiplied by one weight w_g drawn fro
 points (±√½, ±1, ±√(3/2), 6^G distinct draws, where Rademacher's 2^G are too few at G = 6),
 the cluster-robust t (CR1: SE² = G/(G−1) · Σ_g S_g² / N², S_g the cluster's residual sum) is
 recomputed, and p is the share of |t*| at least the observed |t| (symmetric): over every one of
-the 6^G draws where they are no more than the resamples asked for (exact, the same p on every
-machine and seed: 1,296 at 4 clusters, 7,776 at 5), else over that many random draws. The interval is
+the 6^G draws up to 6 clusters (`EXACT_DRAWS`, 46,656; or more where the resamples asked for are more: exact, the
+same p on every machine and seed: 1,296 at 4 clusters, 7,776 at 5), else over that many random draws, with the p's
+Monte Carlo error in the note. The p can never be below 6/6^G (`p_floor`). The interval is
 the set of μ0 the test does not reject at 1 − level, found by bisection on a fixed set of
 weight draws. Stated coverage of the 95 % interval, by simulation (normal cluster and task
 effects, clusters of 1-4 tasks; tests/test_cluster_inference.py): within 3 points of 95 % at
@@ -40,6 +41,10 @@ FEW_CLUSTERS = {
     4: "4 clusters: simulated coverage 92-93 %",
     5: "5 clusters: simulated coverage 93-94 %",
 }
+#: Up to this many Webb draws (6^6: 6 clusters) a result of `wild_cluster_mean` enumerates every one, whatever
+#: the resamples asked for: cheap (a fraction of a second), and exact where 2,000 random draws gave the simulated
+#: fraction slope's p as 0.018 against the exact 0.0135.
+EXACT_DRAWS = 6**6
 METHOD = "wild cluster restricted bootstrap-t (Webb weights, CR1 SE, Cameron-Gelbach-Miller 2008)"
 
 
@@ -53,6 +58,9 @@ class ClusterMean:
     n: int
     clusters: int
     note: str = ""
+    #: The smallest two-sided p the test can give, whatever the data: 6/6^G (the 6 draws whose weights are all
+    #: equal give |t*| = |t|): 0.028 at 3 clusters, 0.0046 at 4.
+    p_floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,36 +101,49 @@ class _Design:
         return (np.nan_to_num(t_star, nan=0.0) >= t_obs[:, None] - 1e-12).mean(axis=1)
 
 
-def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int) -> _Design:
+def _design(y: np.ndarray, labels: Sequence[int], resamples: int, seed: int, exact_up_to: int = 0) -> _Design:
     lab = np.asarray(labels, int)
     g = int(lab.max()) + 1
     onehot = np.zeros((lab.size, g))
     onehot[np.arange(lab.size), lab] = 1.0
-    return _Design(y, onehot.sum(axis=0), y @ onehot, weight_draws(g, resamples, seed))
+    return _Design(y, onehot.sum(axis=0), y @ onehot, weight_draws(g, resamples, seed, exact_up_to))
+
+
+def p_floor(clusters: int) -> float:
+    """The smallest two-sided WCR p at `clusters` clusters (see `ClusterMean.p_floor`)."""
+    return float(WEBB.size) / WEBB.size**clusters
 
 
 def draws_text(clusters: int, resamples: int, seed: int) -> str:
-    """The draws a wild cluster result used, as its method text says them: every one (exact, no seed) or a sample."""
-    if clusters > 0 and WEBB.size**clusters <= resamples:
-        return f"every one of the {WEBB.size**clusters:,} Webb draws (exact)"
-    return f"{resamples} draws, seed {seed}"
+    """The draws a wild cluster result used, as its method text says them: every one (exact, no seed) or a sample,
+    and the smallest p the test can attain where that is large enough to matter."""
+    floor = f", smallest attainable two-sided p 6/6^{clusters} = {p_floor(clusters):.2g}" if 0 < clusters < 6 else ""
+    if clusters > 0 and WEBB.size**clusters <= max(resamples, EXACT_DRAWS):
+        return f"every one of the {WEBB.size**clusters:,} Webb draws (exact){floor}"
+    return f"{resamples} draws, seed {seed}{floor}"
 
 
-def weight_draws(g: int, resamples: int, seed: int) -> np.ndarray:
-    """Every one of the 6^G Webb draws where there are no more than `resamples` of them: the exact bootstrap
-    distribution (2,000 random draws of the demo's 1,296 moved its p across 0.05 with the seed), else `resamples`
-    random draws."""
-    if WEBB.size**g <= resamples:
+def weight_draws(g: int, resamples: int, seed: int, exact_up_to: int = 0) -> np.ndarray:
+    """Every one of the 6^G Webb draws where there are no more than `resamples` (or `exact_up_to`) of them: the
+    exact bootstrap distribution (2,000 random draws of the demo's 1,296 moved its p across 0.05 with the seed),
+    else `resamples` random draws."""
+    if WEBB.size**g <= max(resamples, exact_up_to):
         return np.array(list(itertools.product(WEBB, repeat=g)))
     rng = np.random.default_rng(seed)
     return WEBB[rng.integers(0, WEBB.size, size=(resamples, g))]
 
 
 def wild_cluster_ci(
-    y: np.ndarray, labels: Sequence[int], resamples: int, seed: int, level: float = 0.95, steps: int = 25
+    y: np.ndarray,
+    labels: Sequence[int],
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
+    steps: int = 25,
+    exact_up_to: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per row of y (S, N) by inverting the WCR test: clusters `labels` (0..G−1), shared weight draws."""
-    d = _design(np.atleast_2d(np.asarray(y, float)), labels, resamples, seed)
+    d = _design(np.atleast_2d(np.asarray(y, float)), labels, resamples, seed, exact_up_to)
     ybar, se = d.mean_se()
     alpha = 1.0 - level
     ends = []
@@ -168,11 +189,19 @@ def wild_cluster_mean(
     if np.ptp(arr) == 0:
         return ClusterMean(mean, (mean, mean), None, n, len(names), "constant values")
     labels = [names.index(c) for c, _ in pairs]
-    d = _design(arr, labels, resamples, seed)
+    d = _design(arr, labels, resamples, seed, EXACT_DRAWS)
     p = float(d.pvalue(np.asarray([null]))[0])
-    low, high = wild_cluster_ci(arr, labels, resamples, seed, level)
-    few = FEW_CLUSTERS.get(len(names), "")
-    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names), few)
+    low, high = wild_cluster_ci(arr, labels, resamples, seed, level, exact_up_to=EXACT_DRAWS)
+    few = FEW_CLUSTERS.get(len(names), "") or _mc_error(p, d.weights.shape[0], len(names))
+    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names), few, p_floor(len(names)))
+
+
+def _mc_error(p: float, draws: int, clusters: int) -> str:
+    """The Monte Carlo error of a p from random draws (none where every draw was enumerated): its 95 % half-width,
+    binomial, so that a p of 0.018 from 2,000 draws is read as 0.018 ± 0.006."""
+    if WEBB.size**clusters <= draws:
+        return ""
+    return f"p ± {1.96 * math.sqrt(p * (1 - p) / draws):.2g} (Monte Carlo 95 %, {draws:,} random draws)"
 
 
 #: Name of the Δm statistic of this module (the stats table, the headline).
@@ -201,10 +230,17 @@ def mean_delta_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hy
                     f"{METHOD}; {counted(r.clusters, 'cluster')}: {CLUSTERS}, "
                     f"{draws_text(r.clusters, resamples, seed)}, "
                     + sided(alt, "Δm < 0" if alt == "less" else "Δm > 0"),
-                    p=pv, ci=r.ci, note=r.note,
+                    p=pv, ci=r.ci, note=r.note, p_floor=_floor(r, alt),
                 )
             )  # fmt: skip
     return out
+
+
+def _floor(r: ClusterMean, alt: str) -> float | None:
+    """The smallest p of a test as reported: the two-sided floor, halved where the test is one-sided."""
+    if r.p is None or r.p_floor is None:
+        return None
+    return r.p_floor if alt == "two-sided" else r.p_floor / 2
 
 
 def paired_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hypotheses | None = None) -> list[Stat]:
@@ -233,5 +269,5 @@ def _paired(comp: Comparison, f: float, a: str, b: str, alt: str, resamples: int
         f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {counted(r.clusters, 'cluster')}: {unit}, "
         f"{draws_text(r.clusters, resamples, seed)}, "
         f"{sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
-        pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (),
+        pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (), p_floor=_floor(r, alt),
     )  # fmt: skip

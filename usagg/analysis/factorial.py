@@ -160,6 +160,7 @@ def effect_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
                             f"{counted(r.clusters, 'clinical group')} as clusters, "
                             f"{draws_text(r.clusters, resamples, seed)}",
                             p=r.p if scale == comp.scale else None, ci=r.ci, note=r.note,
+                            p_floor=r.p_floor if scale == comp.scale and r.p is not None else None,
                         )
                     )  # fmt: skip
     return out

@@ -102,7 +102,8 @@ def fraction_trend_stats(
         what = "mean over tasks of each task's least-squares slope of Δ on log10 n_train over the fractions"
         side = sided(alt, "slope < 0" if alt == "less" else "slope > 0")
         method = f"{_method(r.clusters, resamples, seed, what)}, {side}"
-        out.append(Stat(FRACTION_SLOPE, p, POOLED, r.mean, r.n, method, p=pv, ci=r.ci, note=r.note))
+        floor = None if pv is None or r.p_floor is None else r.p_floor / (1 if alt == "two-sided" else 2)
+        out.append(Stat(FRACTION_SLOPE, p, POOLED, r.mean, r.n, method, p=pv, ci=r.ci, note=r.note, p_floor=floor))
     return out
 
 

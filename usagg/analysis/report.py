@@ -42,7 +42,7 @@ from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
 from usagg.analysis.selection_gap import gap_table, headline_line, selection_gap
 from usagg.analysis.selection_warnings import selection_line
-from usagg.analysis.stats import Stat
+from usagg.analysis.stats import Stat, family_note
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     ONE_RUN,
@@ -207,6 +207,7 @@ def _headline(a: Analysis) -> list[str]:
     caveats = {s.note for s in a.stats if s.fraction == f and s.name.startswith("mixed model") and s.ci and s.note}
     lines += [f"**Mixed model, read with care**: {note}." for note in sorted(caveats)]  # beside its intervals
     lines += [f"**Mixed model**: {note}." for note in unfit]
+    lines += [f"**Holm family**: {note}" for note in family_note(a.stats, comp)]
     shared: dict[str, list[str]] = {}
     for s in a.stats:
         if s.fraction != f or not s.name.startswith("mixed model: interaction") or s.value is None:

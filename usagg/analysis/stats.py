@@ -56,6 +56,8 @@ class Stat:
     p_holm: float | None = None
     effects: tuple[tuple[str, float], ...] = ()
     task: str = ""
+    #: The smallest p the test can give whatever the data (few clusters or groups), as reported (one-sided halved).
+    p_floor: float | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stat:
@@ -102,11 +104,48 @@ def spearman(x: np.ndarray, y: np.ndarray, alt: str = "two-sided") -> tuple[floa
     return rho, (_exact_spearman_p(x, y, rho, alt) if n <= EXACT_SPEARMAN else float(res.pvalue)), n, ""
 
 
-def _rho_method(n: int) -> str:
-    """How the p of a ρ over `n` pairs was found."""
-    if n <= EXACT_SPEARMAN:
-        return "scipy.stats.spearmanr, p exact over every ordering of the pairs"
-    return "scipy.stats.spearmanr, p from its t approximation"
+def _rho_method(n: int, alt: str = "two-sided") -> str:
+    """How the p of a ρ over `n` pairs was found, with the smallest p an exact test can attain."""
+    if n > EXACT_SPEARMAN:
+        return "scipy.stats.spearmanr, p from its t approximation"
+    floor = spearman_floor(n, alt)
+    exact = "scipy.stats.spearmanr, p exact over every ordering of the pairs"
+    if floor is None:  # too few pairs for a p at all
+        return exact
+    return f"{exact} (smallest attainable p {'2' if alt == 'two-sided' else '1'}/{n}! = {floor:.2g})"
+
+
+def spearman_floor(n: int, alt: str = "two-sided") -> float | None:
+    """The smallest exact permutation p of ρ over `n` pairs: 2/n! two-sided (ρ = ±1), 1/n! one-sided (at 4 clinical
+    groups 1/12: no such test reaches 0.05 after Holm over more than one test); None where the p is not exact."""
+    if n > EXACT_SPEARMAN or n < MIN_N_SPEARMAN:
+        return None
+    return (2.0 if alt == "two-sided" else 1.0) / math.factorial(n)
+
+
+def holm_reach(stats: Sequence[Stat], groups: int, alpha: float = 0.05) -> str:
+    """A sentence where no test of the Holm family can reach `alpha` after the adjustment, whatever the data: Holm
+    multiplies the smallest p by the family's size, and with a few clinical groups every test has a floor (the
+    wild cluster test 6/6^G, the exact group Spearman 2/G!): so that 'Holm 1' is not read as 'no effect'."""
+    tested = [s for s in stats if s.p is not None and not s.task]
+    if not tested or any(s.p_floor is None for s in tested):
+        return ""
+    low = min(s.p_floor or 0.0 for s in tested)
+    if low * len(tested) <= alpha:
+        return ""
+    return (
+        f"with {groups} clinical groups no test of this family can reach {alpha:g} after Holm's adjustment: the "
+        f"smallest p any of its {len(tested)} tests can attain is {low:.2g}, and Holm multiplies the smallest by "
+        f"{len(tested)} ({low * len(tested):.2g}); 'Holm 1' is not 'no effect'"
+    )
+
+
+def family_note(stats: Sequence[Stat], comp: Comparison | None) -> list[str]:
+    """`holm_reach` of a report's statistics as a list of at most one note, the clinical groups counted in `comp`."""
+    if comp is None:
+        return []
+    note = holm_reach(stats, len({t.group for t in comp.tasks}))
+    return [note[0].upper() + note[1:] + "."] if note else []
 
 
 def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float, alt: str) -> float:
@@ -251,10 +290,10 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
             out.append(
                 Stat(
                     "Spearman ρ(Δ, log n_train), groups", p, f, rho, n,
-                    f"{_rho_method(n)} over groups: group Δ = mean of its tasks' Δ, group n_train = sum over those "
-                    "tasks, "
+                    f"{_rho_method(n, alt)} over groups: group Δ = mean of its tasks' Δ, group n_train = sum over "
+                    "those tasks, "
                     + rho_side,
-                    pv, note=note,
+                    pv, note=note, p_floor=spearman_floor(n, alt) if pv is not None else None,
                 )
             )  # fmt: skip
             # descriptive, like the task-level ρ: no p, so a `delta` hypothesis (Δm's test) gives it no side

@@ -40,7 +40,7 @@ from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_ou
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks, task_slope
 from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
-from usagg.analysis.stats import Stat
+from usagg.analysis.stats import Stat, family_note
 from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
@@ -521,6 +521,7 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
         "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
         "differences, and the Hodges-Lehmann estimate (median of the Walsh averages, percentage points).",
         "Mixed-model slope: percentage points of Δ per doubling of the training-set size.",
+        *family_note(stats, comp),
         *(exclusion_notes(comp) if comp is not None else []),
     ]
     return Table(
