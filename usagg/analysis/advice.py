@@ -57,6 +57,7 @@ class Rule:
     advised: str  # fitted on every task
     hits: dict[str, int]  # LOTO / LOGO -> held-out tasks advised their best measured paradigm
     regret: dict[str, float] = field(default_factory=dict)  # LOTO / LOGO -> mean held-out regret
+    advised_by: dict[str, dict[str, str]] = field(default_factory=dict)  # LOTO / LOGO -> task -> held-out advice
 
 
 @dataclass

@@ -75,7 +75,7 @@ def _rules(
                 advised[scheme] |= dict.fromkeys(fold, advice)
         hits = {s: sum(best[t] == a[t] for t in everything) for s, a in advised.items()}
         regret = {s: _regret(a, best, measured) for s, a in advised.items()}
-        rules.append(Rule(name, rule(list(best)), hits, regret))
+        rules.append(Rule(name, rule(list(best)), hits, regret, advised))
     return rules
 
 

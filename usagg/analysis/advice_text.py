@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from usagg.analysis.advice import BASELINE, MEASUREMENT, Advice, AdviceRow
 from usagg.analysis.advice_measured import BASELINE_ONE_SEED, DECISION_ALPHA, noise_unmeasured
 from usagg.analysis.advice_model import RIDGE_PENALTY
+from usagg.analysis.advice_uncertainty import uncertainty_text
 from usagg.analysis.delta import SEED_ORDER, Comparison
 from usagg.analysis.scales import FORMULAS, UNITS
 from usagg.analysis.tables import ci_end, frac_label
@@ -93,6 +94,12 @@ def verdict(adv: Advice) -> str:
     scores = "; ".join(
         f"{s}: model {h}, best rule {max(r.hits[s] for r in adv.rules)} of {n}" for s, h in adv.hits.items()
     )
+    return f"{_verdict(adv, scores)} {uncertainty_text(adv)}".strip()
+
+
+def _verdict(adv: Advice, scores: str) -> str:
+    """The verdict on the hit counts alone (`verdict` adds their uncertainty)."""
+    best = adv.best_rule
     if adv.beats_trivial:
         return f"The model beats every trivial rule ({scores}): the predicted advice is the model's."
     tied = adv.tied_rules
