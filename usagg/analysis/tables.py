@@ -39,6 +39,7 @@ from usagg.analysis.delta import (
 from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_out_notes, missing_notes
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks, task_slope
 from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
+from usagg.analysis.regime_notes import regime_notes
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat, family_note
 from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval
@@ -387,6 +388,7 @@ def aggregate_table(comp: Comparison, fraction: float, *, multi: bool = False) -
         r, n = _agg_rows(comp, fraction, level)
         rows += r
         notes += n
+    notes += regime_notes(comp, fraction)
     title = f"Mean Δ versus {comp.baseline} by group, type, regime" + (
         f" (fraction {frac_label(fraction)})" if multi else ""
     )
