@@ -10,7 +10,7 @@ the cluster-robust t (CR1: SE² = G/(G−1) · Σ_g S_g² / N², S_g the cluster
 recomputed, and p is the share of |t*| at least the observed |t| (symmetric): over every one of
 the 6^G draws up to 6 clusters (`EXACT_DRAWS`, 46,656; or more where the resamples asked for are more: exact, the
 same p on every machine and seed: 1,296 at 4 clusters, 7,776 at 5), else over that many random draws, with the p's
-Monte Carlo error in the note. The p can never be below 6/6^G (`p_floor`). The interval is
+Monte Carlo error in the method text (`monte_carlo`). The p can never be below 6/6^G (`p_floor`). The interval is
 the set of μ0 the test does not reject at 1 − level, found by bisection on a fixed set of
 weight draws. Stated coverage of the 95 % interval, by simulation (normal cluster and task
 effects, clusters of 1-4 tasks; tests/test_cluster_inference.py): within 3 points of 95 % at
@@ -61,6 +61,8 @@ class ClusterMean:
     #: The smallest two-sided p the test can give, whatever the data: 6/6^G (the 6 draws whose weights are all
     #: equal give |t*| = |t|): 0.028 at 3 clusters, 0.0046 at 4.
     p_floor: float | None = None
+    #: The p's Monte Carlo error where the draws are random (`_mc_error`), for the method text; "" where exact.
+    mc: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,9 @@ def wild_cluster_mean(
     d = _design(arr, labels, resamples, seed, EXACT_DRAWS)
     p = float(d.pvalue(np.asarray([null]))[0])
     low, high = wild_cluster_ci(arr, labels, resamples, seed, level, exact_up_to=EXACT_DRAWS)
-    few = FEW_CLUSTERS.get(len(names), "") or _mc_error(p, d.weights.shape[0], len(names))
-    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names), few, p_floor(len(names)))
+    few = FEW_CLUSTERS.get(len(names), "")
+    mc = _mc_error(p, d.weights.shape[0], len(names))
+    return ClusterMean(mean, (float(low[0]), float(high[0])), p, n, len(names), few, p_floor(len(names)), mc)
 
 
 def _mc_error(p: float, draws: int, clusters: int) -> str:
@@ -202,6 +205,11 @@ def _mc_error(p: float, draws: int, clusters: int) -> str:
     if WEBB.size**clusters <= draws:
         return ""
     return f"p ± {1.96 * math.sqrt(p * (1 - p) / draws):.2g} (Monte Carlo 95 %, {draws:,} random draws)"
+
+
+def monte_carlo(r: ClusterMean) -> str:
+    """The Monte Carlo error of a result's p as its method text continues it ("" where every draw was used)."""
+    return f", {r.mc}" if r.mc else ""
 
 
 #: Name of the Δm statistic of this module (the stats table, the headline).
@@ -228,7 +236,7 @@ def mean_delta_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hy
                 Stat(
                     MEAN_DELTA, p, f, r.mean, r.n,
                     f"{METHOD}; {counted(r.clusters, 'cluster')}: {CLUSTERS}, "
-                    f"{draws_text(r.clusters, resamples, seed)}, "
+                    f"{draws_text(r.clusters, resamples, seed)}{monte_carlo(r)}, "
                     + sided(alt, "Δm < 0" if alt == "less" else "Δm > 0"),
                     p=pv, ci=r.ci, note=r.note, p_floor=_floor(r, alt),
                 )
@@ -267,7 +275,7 @@ def _paired(comp: Comparison, f: float, a: str, b: str, alt: str, resamples: int
     return Stat(
         f"paired mean Δ{a} − Δ{b}", f"{a}-{b}", f, r.mean, r.n,
         f"{METHOD} of the mean per-task Δ{a} − Δ{b}; {counted(r.clusters, 'cluster')}: {unit}, "
-        f"{draws_text(r.clusters, resamples, seed)}, "
+        f"{draws_text(r.clusters, resamples, seed)}{monte_carlo(r)}, "
         f"{sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
         pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (), p_floor=_floor(r, alt),
     )  # fmt: skip

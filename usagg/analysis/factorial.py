@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from usagg.analysis.cluster_inference import METHOD, draws_text, wild_cluster_mean
+from usagg.analysis.cluster_inference import METHOD, draws_text, monte_carlo, wild_cluster_mean
 from usagg.analysis.delta import Comparison, rescaled
 from usagg.analysis.inputs import Planned
 from usagg.analysis.stats import Stat
@@ -158,7 +158,7 @@ def effect_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
                             stat_name(effect, scale), d.paradigm, f, r.mean, r.n,
                             f"{effect} of the 2x2 {d.cells(comp.baseline)}, mean over tasks; {METHOD}, "
                             f"{counted(r.clusters, 'clinical group')} as clusters, "
-                            f"{draws_text(r.clusters, resamples, seed)}",
+                            f"{draws_text(r.clusters, resamples, seed)}{monte_carlo(r)}",
                             p=r.p if scale == comp.scale else None, ci=r.ci, note=r.note,
                             p_floor=r.p_floor if scale == comp.scale and r.p is not None else None,
                         )

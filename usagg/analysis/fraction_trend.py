@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from usagg.analysis.cluster_inference import CLUSTERS, METHOD, draws_text, wild_cluster_mean
+from usagg.analysis.cluster_inference import CLUSTERS, METHOD, draws_text, monte_carlo, wild_cluster_mean
 from usagg.analysis.delta import Comparison
 from usagg.analysis.stats import Hypotheses, Stat, alternative, one_sided, sided
 from usagg.wording import counted
@@ -101,7 +101,7 @@ def fraction_trend_stats(
         pv = None if r.p is None or r.mean is None else one_sided(r.p, r.mean, alt)
         what = "mean over tasks of each task's least-squares slope of Δ on log10 n_train over the fractions"
         side = sided(alt, "slope < 0" if alt == "less" else "slope > 0")
-        method = f"{_method(r.clusters, resamples, seed, what)}, {side}"
+        method = f"{_method(r.clusters, resamples, seed, what)}{monte_carlo(r)}, {side}"
         floor = None if pv is None or r.p_floor is None else r.p_floor / (1 if alt == "two-sided" else 2)
         out.append(Stat(FRACTION_SLOPE, p, POOLED, r.mean, r.n, method, p=pv, ci=r.ci, note=r.note, p_floor=floor))
     return out
