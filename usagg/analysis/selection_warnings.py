@@ -1,8 +1,9 @@
 """What the jobs' model selection warned of (metrics.json `selection.warnings`), for compare and the report.
 
 A selection split too small to rank epochs (fewer than 20 images), or missing a class, leaves the tested epoch to
-noise: a TS baseline kept at an early epoch's all-foreground mask is one outcome (the audit's F3). The jobs log it
-in their own log.txt only, so here it is gathered per task and cause, with the jobs and paradigms that warned.
+noise: a TS baseline kept at an early epoch's all-foreground mask is one outcome (the audit's F3). Each job logs it
+in its own log.txt and `usagg run` counts it at its end (usagg/run/notes.py `selection_text`); here it is gathered
+per task and cause, with the jobs and paradigms that warned, beside the numbers it qualifies.
 """
 
 from __future__ import annotations
