@@ -8,7 +8,7 @@ import pytest
 
 from usagg.analysis.advice import LOGO, LOTO, MODEL, Advice, AdviceRow, Rule
 from usagg.analysis.advice_text import verdict
-from usagg.analysis.advice_uncertainty import apart, regret_spread
+from usagg.analysis.advice_uncertainty import apart, regret_spread, sign_test_p
 from usagg.analysis.advise import advise_input
 from usagg.analysis.inputs import load_input
 
@@ -62,3 +62,14 @@ def test_the_demo_advice_states_the_sign_test_and_the_rules_regret_spread() -> N
     said = verdict(adv)
     assert f"{a.model_wins} / {a.rule_wins}, exact sign test p = {a.p:.2g}): the hit counts are no ranking" in said
     assert f"Following '{best.name}' costs {mean:.1f} points of Δ held out" in said
+
+
+def test_the_sign_test_p_equals_scipys_binomtest_without_importing_scipy() -> None:
+    """The report reuses plot's memoised statistics and must not pay scipy's import for the advice's sign test."""
+    from scipy.stats import binomtest
+
+    for wins in range(13):
+        for losses in range(13):
+            want = 1.0 if wins + losses == 0 else binomtest(wins, wins + losses, 0.5).pvalue
+            assert sign_test_p(wins, losses) == pytest.approx(want, abs=1e-12), (wins, losses)
+    assert sign_test_p(4, 0) == 0.125 and sign_test_p(0, 0) == 1.0

@@ -6,7 +6,7 @@ The comparison in `Advice.beats_trivial` is a strict count over a handful of tas
 clinical group are not independent (they share a model), so the unit here is the group: each group where the model
 hits more held-out tasks than the rule counts for the model, each where it hits fewer for the rule, and the exact
 two-sided binomial p of that split says whether the held-out tasks tell the two apart (with 4 groups the smallest
-p is 2/2^4 = 0.125: they never can). scipy is imported inside.
+p is 2/2^4 = 0.125: they never can). The p is counted out exactly (`sign_test_p`), without scipy.
 """
 
 from __future__ import annotations
@@ -40,11 +40,20 @@ def _advised(row: AdviceRow, scheme: str) -> str | None:
     return row.logo_advised if scheme == LOGO else row.loto_advised
 
 
+def sign_test_p(wins: int, losses: int) -> float:
+    """The exact two-sided sign test's p of `wins` against `losses` (ties left out), as scipy's binomtest at 0.5
+    gives it: the binomial is symmetric, so twice the smaller tail, at most 1; written out because the report,
+    reusing plot's memoised statistics, imports no scipy (tests/test_analysis_memo.py)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def apart(adv: Advice) -> Apart | None:
     """The sign test over clinical groups of the model against the best rule under `adv.primary`; None where no task
     has every paradigm measured or the rule kept no per-task advice."""
-    from scipy.stats import binomtest
-
     best, scheme = adv.best_rule, adv.primary
     if not adv.n or scheme not in best.advised_by:
         return None
@@ -56,7 +65,7 @@ def apart(adv: Advice) -> Apart | None:
         rule = int(best.advised_by[scheme].get(r.task) == r.best_measured)
         diff[r.group] = diff.get(r.group, 0) + model - rule
     wins, losses = sum(d > 0 for d in diff.values()), sum(d < 0 for d in diff.values())
-    p = 1.0 if wins + losses == 0 else float(binomtest(wins, wins + losses, 0.5).pvalue)
+    p = sign_test_p(wins, losses)
     return Apart(best.name, wins, losses, p)
 
 
