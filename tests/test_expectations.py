@@ -473,7 +473,7 @@ def test_a_one_seed_interval_is_said_to_leave_training_noise_out_wherever_it_sup
     assert "negative transfer" not in table.title.lower() and table.columns[8] == "Interval from"
     for row in table.rows:
         assert row[6] == 3 and row[8] == ONE_RUN  # every task has its test-set interval
-        assert _below(row) == f"point estimates; interval below 0 in {row[5]} of the 3 with one, a {ONE_RUN}"
+        assert _below(row) == f"point estimates; interval below 0 in {row[5]} of the 3 that have one, a {ONE_RUN}"
     assert any("leaves training (seed) noise out" in n for n in table.notes)
     assert "one training run: training (seed) noise left out" in _error_bar_text({"test-set bootstrap"})
 

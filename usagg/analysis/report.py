@@ -103,10 +103,10 @@ def _below(row: list[Any]) -> str:
     if not row[6]:
         return "point estimates; no task has an interval"
     if row[8] == ONE_RUN:  # one seed: the interval is no verdict on the paradigm, and says so where it is read
-        return f"point estimates; interval below 0 in {row[5]} of the {row[6]} with one, a {ONE_RUN}"
+        return f"point estimates; interval below 0 in {row[5]} of the {row[6]} that have one, a {ONE_RUN}"
     if ONE_RUN in row[8]:
-        return f"point estimates; interval below 0 in {row[5]} of the {row[6]} with one ({row[8]})"
-    return f"point estimates; interval over seeds below 0 in {row[5]} of the {row[6]} with one"
+        return f"point estimates; interval below 0 in {row[5]} of the {row[6]} that have one ({row[8]})"
+    return f"point estimates; interval over seeds below 0 in {row[5]} of the {row[6]} that have one"
 
 
 def _delta_m(boot: Stat) -> str:
