@@ -1,4 +1,4 @@
-"""The study's expectations (`expect:` in the spec, usagg/spec/models.py `Expectation`), checked on its results.
+"""The study's expectations (`expect:` in the spec, usagg/spec/models/expect.py `Expectation`), checked on its results.
 
 Each expectation is met, not met, or not evaluated (a job it reads did not run, or the input has no stored
 spec): never met by default. Over several tasks it is met when every task meets it and not met when any task

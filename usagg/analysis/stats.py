@@ -3,7 +3,7 @@ and the Holm correction over every test a report prints.
 
 Every result carries its n and method, and small samples give a note ("n too small")
 rather than an exception or a meaningless p. A test is two-sided unless
-analysis.hypotheses states a direction for it (usagg/spec/models.py, `Hypotheses`).
+analysis.hypotheses states a direction for it (usagg/spec/models/analysis.py, `Hypotheses`).
 
 The tasks of a clinical group are not independent: under CG and AU they share a model, under every
 paradigm an imaging domain, and their Δ move together. A task-level rank test then rejects a true null

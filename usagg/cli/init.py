@@ -57,7 +57,7 @@ def packaged_studies() -> list[str]:
     return sorted(p.stem for p in PACKAGED_STUDIES.glob("*.yaml"))
 
 
-#: The longest study name (usagg/spec/models.py `Name`: a letter or digit, then letters, digits, `_ . -`).
+#: The longest study name (usagg/spec/models/base.py `Name`: a letter or digit, then letters, digits, `_ . -`).
 NAME_MAX = 80
 
 

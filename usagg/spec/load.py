@@ -70,7 +70,7 @@ MAX_YAML_NODES = 10_000  # values as written, counted while composing
 MAX_YAML_EXPANDED = 200_000  # values once aliases are expanded (an alias bomb expands to billions)
 MAX_YAML_DEPTH = 64
 #: Integers are counts, seeds and sizes: their length is checked before int() runs (Python refuses more than
-#: 4,300 digits with a traceback); each field's range, and 2**63 for all (usagg/spec/models.py), come after.
+#: 4,300 digits with a traceback); each field's range, and 2**63 for all (usagg/spec/models/base.py), come after.
 MAX_INT_CHARS = 40
 
 #: YAML 1.2 floats that PyYAML (YAML 1.1) reads as strings: `1e-4`, `3E5` (no dot). Read as numbers, so a

@@ -1,6 +1,6 @@
 """Walking the spec models' annotations: what a field may hold, one step down at a time.
 
-Below usagg/spec/models.py and usagg/spec/load.py, so that the models' own checks (the sweep
+Below usagg/spec/models/ and usagg/spec/load.py, so that the models' own checks (the sweep
 block's keys, usagg/sweep.py) and the loader's error paths walk the types the same way
 without importing each other.
 """
