@@ -374,3 +374,37 @@ def test_the_run_ends_counting_what_the_jobs_model_selection_warned_of(
     said = " ".join(out.split())
     assert code == 0 and "warning: 1 data warning (not blocking): macos_metadata 1 macOS metadata file (._*)" in said
     assert head in said, out  # done in an earlier run: still this selection's, still said
+
+
+def test_a_study_without_a_selection_split_says_so_once_and_warns_of_no_split_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data.selection_fraction 0 turns selection off: under the default training.selection best every job warned
+    "0 selection images ... raise data.selection_fraction", counted again at the run's end, to a user who had turned
+    it off on purpose. Now one line before the jobs says each tests its last epoch; no job warns; and a done job an
+    older usagg left with that warning (it ranked no epoch: mode last) is not counted at the end either."""
+    study = write_study(tmp_path, tmp_path / "data", name="noselect", epochs=1, steps=1)
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(study), "--quiet", "--set", "data.selection_fraction=0"]
+    code, out = run_cli([*args, "--dry-run"], monkeypatch, capsys)
+    line = "data.selection_fraction is 0 for the 2 jobs to run: without a selection split, training.selection best"
+    assert code == 0 and line in " ".join(out.split()), out
+    code, out = run_cli(args, monkeypatch, capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and flat.count(line) == 1, out
+    assert "selection images" not in out and "model selection" not in out, out
+    store = RunStore(tmp_path / "runs" / "noselect")
+    for jid in store.job_ids():
+        selection = (store.metrics(jid) or {})["selection"]
+        assert selection["mode"] == "last" and selection["warnings"] == [], selection
+        assert selection["epochs"] == {t: 1 for t in selection["epochs"]}
+        log = store.paths(jid).log.read_text()
+        assert "no selection split (data.selection_fraction 0): the last epoch is tested" in log
+    old = store.job_ids()[0]  # what an older usagg recorded for the same job
+    metrics = store.metrics(old) or {}
+    task = next(iter(metrics["tasks"]))
+    cause = f"task {task}: 0 selection images (< 20) cannot rank epochs reliably; raise data.selection_fraction"
+    metrics["selection"]["warnings"] = [cause]
+    store.write_metrics(old, metrics)
+    code, out = run_cli(args, monkeypatch, capsys)
+    assert code == 0 and "selection images" not in out and line not in " ".join(out.split()), out  # nothing to run

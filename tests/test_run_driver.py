@@ -288,7 +288,8 @@ def test_a_set_that_hides_done_jobs_of_the_spec_is_refused_as_a_copy_is_unless_f
         monkeypatch,
         capsys,
     )
-    assert code == 0 and "warning" not in out and str(tmp_path / "runs" / "quick") in " ".join(out.split()), out
+    said = " ".join(out.split())
+    assert code == 0 and "replaces the one stored" not in said and str(tmp_path / "runs" / "quick") in said, out
 
     with pytest.raises(UsaggError, match="overrides plan other jobs") as err:  # the API refuses it alike
         api.run_study(spec, ["training.epochs=3"], device="cpu")
@@ -435,10 +436,11 @@ def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
     result = api.run_study(spec, observer=recorder)
     (job,) = result.states
     names = [name for name, _ in recorder.calls]
-    assert names == ["data_checked", "store_ready", "warning", "job_event", "job_event", "warning", "finished"], names
+    # data.selection_fraction 0: one line before the job that it tests its last epoch, no selection warning at the end
+    assert names == ["data_checked", "store_ready", "warning", "warning", "job_event", "job_event", "finished"], names
     assert recorder.calls[1] == ("store_ready", [job]) and recorder.calls[-1] == ("finished", {job: "done"})
-    assert "model.weights is empty: the dinov3_test encoder is RANDOMLY initialised" in recorder.calls[2][1]
-    assert recorder.calls[5][1].startswith("the model selection of 1 done job warned, for 1 task (thyroid_malignancy)")
+    assert recorder.calls[2][1].startswith("data.selection_fraction is 0 for the 1 job to run: without a selection")
+    assert "model.weights is empty: the dinov3_test encoder is RANDOMLY initialised" in recorder.calls[3][1]
     assert RunStore(result.store_root).spec_files() == [str(spec.resolve())]
     for split in ("train", "val"):  # each split told from 0 to all its images
         told = [(c, n) for sp, c, n in recorder.checked if sp == split]

@@ -297,8 +297,14 @@ def _trivial(metrics: dict[str, JobMetrics], primary: dict[str, str]) -> dict[st
 
 
 def _selection_warnings(metrics: dict[str, JobMetrics]) -> dict[str, tuple[str, ...]]:
-    """job_id -> what its model selection warned of (metrics.json `selection.warnings`), where it warned."""
-    return {jid: tuple(w) for jid, m in metrics.items() if m.selection is not None and (w := m.selection.warnings)}
+    """job_id -> what its model selection warned of (metrics.json `selection.warnings`), where it warned and ranked
+    epochs: a job that tested its last epoch (`mode` last) ranked none, so the "0 selection images" an older usagg
+    warned of without a selection split qualifies nothing (as usagg/run/notes.py `selection_warnings` reads it)."""
+    return {
+        jid: tuple(w)
+        for jid, m in metrics.items()
+        if m.selection is not None and m.selection.mode != "last" and (w := m.selection.warnings)
+    }
 
 
 def _item_score_files(store: RunStore | None, table: ResultsTable) -> dict[str, Path]:

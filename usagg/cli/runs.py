@@ -595,7 +595,12 @@ def _dry_run(console: Console, job_run: StudyRun, *, as_json: bool, check: bool)
         check_model_weights(job_run.study)
         note.print(f"[yellow]data not checked[/]: {escape(printable(reason))}", soft_wrap=True, highlight=False)
     job_run.refresh()  # the states as they are now, after the checks: another run may have started or ended jobs
-    for warning in (notes.replaced_text(job_run), notes.restart_text(job_run), notes.unrecorded_data_text(job_run)):
+    for warning in (
+        notes.replaced_text(job_run),
+        notes.restart_text(job_run),
+        notes.unrecorded_data_text(job_run),
+        notes.no_selection_text(job_run),
+    ):
         if warning:
             note.print(f"[bold yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True, highlight=False)
     if as_json:

@@ -55,9 +55,13 @@ class Selection(Callback):
         self.scope = training.selection_scope if len(tasks) > 1 else MODEL  # one task: the same choice
         self.selector = Selector(self.tasks)
         self.best = BestWeights(model, keys)  # selected epochs' weights, best.pt at the end
-        self.warnings = _split_warnings(tasks, select) if training.selection == "best" else []
+        # Without a selection split (data.selection_fraction 0) nothing is ranked and the last epoch is tested:
+        # there is no split too small to warn of (the run says it once, usagg/run/notes.py `no_selection_text`).
+        self.warnings = _split_warnings(tasks, select) if training.selection == "best" and select else []
         for w in self.warnings:
             log.warning("selection: %s", w)
+        if training.selection == "best" and not select:
+            log.info("selection: no selection split (data.selection_fraction 0): the last epoch is tested")
         self.seconds: float | None = None
         self.eval_seconds = 0.0
         self.keep_seconds = 0.0

@@ -51,6 +51,7 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
         notes.restart_text(run),
         notes.changed_code_text(run),
         notes.unrecorded_data_text(run),
+        notes.no_selection_text(run),
     ):
         if note:
             observer.warning(note)

@@ -1,9 +1,9 @@
 """What a run warns of, each in one paragraph, None where there is nothing to say: before its jobs (Slurm failures
-collected, jobs run elsewhere, a plan that hides done jobs, checkpoints that cannot resume, done jobs of other code or
-of unrecorded data, random weights), as a staged paradigm is planned (an affinity at float resolution), and at its
-end (twins still waiting, tasks that got no optimiser step, what the done jobs' model selection warned of). Pure
-reads of a `StudyRun` and its store: `drive` tells them to its observer, and `usagg run --dry-run` prints those it can
-know without running."""
+collected, jobs run elsewhere, a plan that hides done jobs, checkpoints that cannot resume, done jobs of other code
+or of unrecorded data, random weights, jobs under `selection: best` without a selection split), as a staged paradigm
+is planned (an affinity at float resolution), and at its end (twins still waiting, tasks that got no optimiser step,
+what the done jobs' model selection warned of). Pure reads of a `StudyRun` and its store: `drive` tells them to its
+observer, and `usagg run --dry-run` prints those it can know without running."""
 
 from __future__ import annotations
 
@@ -165,6 +165,22 @@ def random_init_warning(study: Study) -> str:
     )
 
 
+def no_selection_text(run: StudyRun) -> str | None:
+    """The one line for the jobs to do under `training.selection: best` without a selection split
+    (`data.selection_fraction` 0, which turns selection off; a sweep may vary either), or None: each tests its
+    last epoch, as under `selection: last`, which its metrics.json `selection.mode` records. Said once here, never
+    per job, and no split-size warning: there is no split to be too small."""
+    todo = set(run.todo)
+    off = [j.id for j in run.jobs if j.id in todo and j.training.selection == "best" and j.data.selection_fraction == 0]
+    if not off:
+        return None
+    which = f"the {counted(len(off), 'job')}" if len(off) == len(todo) else f"{len(off)} of the {len(todo)} jobs"
+    return (
+        f"data.selection_fraction is 0 for {which} to run: without a selection split, training.selection best "
+        "ranks no epoch and each tests its last one (a selection_fraction above 0 ranks them)."
+    )
+
+
 def untrained_tasks(store: RunStore, states: dict[str, str]) -> list[str]:
     """'task (job)' for every task a done job trained for 0 optimiser steps (its metrics.json `steps`)."""
     out = []
@@ -187,6 +203,8 @@ def selection_warnings(store: RunStore, states: dict[str, str]) -> dict[tuple[st
         if state != "done":
             continue
         selection = (store.metrics(jid) or {}).get("selection") or {}
+        if selection.get("mode") == "last":  # it ranked no epoch: what an older usagg warned of its 0 images
+            continue
         for warning in selection.get("warnings") or []:
             head, sep, cause = str(warning).partition(": ")
             task = head.removeprefix("task ")
