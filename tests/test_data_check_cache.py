@@ -256,3 +256,34 @@ def test_cli_keeps_findings_and_rechecks_on_request(
     assert "108 of 108 images unchanged since an earlier check, not decoded again" in " ".join(res.output.split())
     res = runner.invoke(app, ["data", "check", str(data_copy), "--recheck"])
     assert res.exit_code == 0 and len(decodes) == 9 * 12
+
+
+def test_a_missing_files_case_twin_renamed_since_is_seen_at_the_next_check(data: Path, tmp_path: Path) -> None:
+    """A missing file's note names the file spelt otherwise that is there; the findings kept were keyed by the row
+    and the files' identities only, so after the user renamed that twin the kept note still named the old name
+    until the row changed or --recheck. The key now holds the twins the note names."""
+    from test_data_support import edit_csv
+
+    cache = tmp_path / "cache"
+    edit_csv(data, "cls.csv", lambda rows: rows[0].update(image_path=rows[0]["image_path"].replace("cls_t", "Cls_T")))
+    folder = data / "train" / "Classification" / "cls_t"
+
+    def note(report: CheckReport) -> str:
+        (problem,) = report.problems
+        assert problem.kind == "missing_image" and problem.row == 1
+        return problem.message.partition("; ")[2]
+
+    first = check_dataset(data, cache=cache)
+    assert note(first).startswith(
+        "a file differing only in letter case is there: train/Classification/cls_t/train_0.png;"
+    )
+    (folder / "train_0.png").rename(folder / "train_0.PNG")  # still not the CSV's spelling: another twin
+    renamed = check_dataset(data, cache=cache)
+    assert note(renamed).startswith(
+        "a file differing only in letter case is there: train/Classification/cls_t/train_0.PNG;"
+    )
+    assert _findings(renamed) == _report(data, None)
+    (folder / "train_0.PNG").rename(tmp_path / "train_0.png")  # moved out of the dataset: no twin at all
+    gone = check_dataset(data, cache=cache)
+    assert note(gone) == "" and _findings(gone) == _report(data, None)
+    assert (gone.decoded, gone.kept) == (1, first.decoded - 1)  # the other samples still kept

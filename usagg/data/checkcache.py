@@ -7,8 +7,11 @@ images) that is minutes of decoding on a laptop, and `usagg run`, `run --dry-run
 they depend on: the CSV row as parsed (task, type, num_classes, image path, label, CSV file and
 row) and the size, modification time, change time and inode of its image and of every file its
 label names (a segmentation mask), with the decoders' versions (Pillow, numpy) and
-`CHECK_VERSION`. An edited, replaced, touched or deleted file, an edited row or a moved dataset
-gives another key, so it is checked afresh; a key found is what that check found.
+`CHECK_VERSION`; for a missing file, the files its "not found" names as spelt otherwise (in
+letter case or Unicode normalisation: usagg/data/fmc_uia.py `missing_twins`, a folder listing
+each, cached by the folder's mtime). An edited, replaced, touched or deleted file, an edited row,
+a moved dataset or a missing file's twin renamed gives another key, so it is checked afresh; a
+key found is what that check found.
 
 The leakage search over those fingerprints (8,000 val against 40,000 train images: 2.2 s on a
 2-core CPU, benchmarks/bench_data.py) is kept the same way, under the keys of every sample it
@@ -36,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from usagg.data.fmc_uia import Sample
+from usagg.data.fmc_uia import Sample, missing_twins
 from usagg.filehash import identity
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,13 @@ def _stat(path: Path) -> tuple[int, int, int, int] | None:
         return None
 
 
+def _file_identity(path: Path) -> tuple:
+    """What a file's findings depend on: its identity, or for a missing file the twins its "not found" names (a
+    file spelt otherwise, `missing_twins`), so renaming one gives another key."""
+    stat = _stat(path)
+    return (str(path), stat) if stat is not None else (str(path), None, missing_twins(path))
+
+
 def sample_key(sample: Sample) -> str:
     """The key of one sample's findings: its parsed row, and the identity of every file its check reads.
 
@@ -103,7 +113,7 @@ def sample_key(sample: Sample) -> str:
         sample.label,
         str(sample.csv_file),
         sample.row,
-        [(str(f), _stat(f)) for f in files],
+        [_file_identity(f) for f in files],
     )
     return hashlib.blake2b(pickle.dumps(payload, protocol=5), digest_size=20).hexdigest()
 

@@ -532,6 +532,15 @@ def missing_note(path: Path, root: Path) -> str:
     return unicode_note(path, root) or case_note(path, root)
 
 
+def missing_twins(path: Path) -> tuple[str | None, str | None]:
+    """The files `missing_note` names for a missing `path` (its twin in another Unicode normalisation, in other
+    letter case; None for none): what the note depends on besides `path`, so the data check's kept findings are
+    keyed by it (usagg/data/checkcache.py `sample_key`) and a twin renamed since is seen at the next check."""
+    nfc = None if str(path).isascii() else _twin(path, "NFC")
+    case = _twin(path, "casefold")
+    return (None if nfc is None else str(nfc)), (None if case is None else str(case))
+
+
 def unicode_note(path: Path, root: Path) -> str:
     """What to add to "not found" when a file whose path differs from `path` only in Unicode normalisation exists
     ('' when none does): a dataset exported on a Mac names its files decomposed (NFD: 'a' + U+0308), a CSV written by
