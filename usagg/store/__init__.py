@@ -6,10 +6,11 @@ crash never leaves a half-written file behind. It is safe on a shared file
 system: two `usagg run` processes, on one host or on several, never run the
 same job (see `RunStore.lock`).
 
-The files and where they live: usagg/store/layout.py. `RunStore` holds the state and the locks; its parts are a
-module each, below it: job.json (`records`), plan.json (`planfile`), results.csv (`resultscsv`), a checkpoint's
-layout (`checkpoints`), what is damaged (`damage`) and the one repairing writer (`repair`), a job filled from its
-twin (`reuse`), and no planted links (`links`).
+The files and where they live: usagg/store/layout.py. `RunStore` holds the state; its parts are a module each,
+below it: the locks (`locks`), job.json (`records`), plan.json (`planfile`), results.csv (`resultscsv`), a
+checkpoint's layout (`checkpoints`), what is damaged (`damage`) and the one repairing writer (`repair`), a job
+filled from its twin (`reuse`), no planted links (`links`), the Slurm records (`slurmrecord`) and the spec files
+bound to the store (`specfiles`).
 
 Job states: pending -> running -> done | failed (a failed or interrupted job
 goes back to running when run again). For display, `RunStore.display_state`
@@ -32,61 +33,50 @@ n_train, steps), then one column per swept spec key (`is_sweep_column`: the key'
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
-import re
-import socket
-import uuid
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from usagg.affinity import Affinity, check_source, mean_affinity, measuring_jobs, read_affinity
-from usagg.atomic import read_json, read_regular, set_aside, write_json_atomic, write_json_checked, write_text_atomic
+from usagg.atomic import read_regular, set_aside, write_json_atomic, write_json_checked, write_text_atomic
 from usagg.errors import DataError, UsaggError
-from usagg.joblock import DAMAGED_HOLDER, JobLock, JobLocked
+from usagg.joblock import DAMAGED_HOLDER, JobLocked
 from usagg.jobmetrics import JobMetrics
-from usagg.paradigms import paradigm_names
 from usagg.plan import Job, weights_key
 from usagg.safepath import check_component, confined
+from usagg.store import resultscsv
 from usagg.store.checkpoints import CHECKPOINT_FORMAT, checkpoint_layout
 from usagg.store.damage import checked_metrics
-from usagg.store.layout import StoreLayout
+from usagg.store.locks import StoreLocks
 from usagg.store.planfile import check_job_ids, raw_plan, read_plan
 from usagg.store.records import (
     STATES,
     WEIGHTS_KEY,
-    StateConflict,
-    enter_state,
-    iso,
     new_record,
-    now,
+    note_running,
     read_record_file,
     rebuilt_state,
+    write_state,
 )
 from usagg.store.repair import repair_store
-from usagg.store.resultscsv import results_table, table_has_rows
 from usagg.store.reuse import fill_from
-from usagg.wording import command, counted
+from usagg.store.slurmrecord import SlurmRecords
+from usagg.store.specfiles import SpecFiles
+from usagg.wording import command
 
-#: A Slurm job id as `slurm.json` records it: the array's id and the element's index.
-_SLURM_JOB_ID = re.compile(r"\d{1,20}(_\d{1,9})?")
 
-
-class RunStore(StoreLayout):
-    """One study's folder: plan, job states, locks, job files and the results table; where each file lives is its
-    `StoreLayout` (usagg/store/layout.py)."""
+class RunStore(StoreLocks, SlurmRecords, SpecFiles):
+    """One study's folder: plan, job states, job files and the results table; where each file lives is its
+    `StoreLayout` (usagg/store/layout.py), its locks `StoreLocks`, its Slurm records `SlurmRecords` and the spec
+    files bound to it `SpecFiles`."""
 
     def __init__(
         self, root: str | os.PathLike[str], *, heartbeat_s: float = 30.0, stale_after_s: float = 600.0
     ) -> None:
-        super().__init__(root)
-        self.heartbeat_s = heartbeat_s
-        self.stale_after_s = stale_after_s
+        super().__init__(root, heartbeat_s, stale_after_s)
         #: Damaged files found by reads and the repairs `repair` made, one sentence each: the CLI prints them.
         self.repairs: list[str] = []
         #: Those of `repairs` that `repair` could not mend (a damaged plan.json, a record with no plan to rebuild it).
@@ -281,28 +271,12 @@ class RunStore(StoreLayout):
         return repair_store(self, jobs)
 
     def results_behind(self) -> bool:
-        """Whether results.csv predates what it is derived from (`_newest_source_ns`): stale, where a table newer
+        """Whether results.csv predates what it is derived from (`newest_source_ns`): stale, where a table newer
         than all of it that says otherwise was changed by other hands. The one freshness rule of the table: `repair`
         rewrites a table only behind, and `current_results` (the analysis, `usagg.api.load_results`) reads the
         jobs instead."""
-        newest = self._newest_source_ns()
+        newest = resultscsv.newest_source_ns(self)
         return newest is not None and newest > self.results_csv.stat().st_mtime_ns
-
-    def _newest_source_ns(self) -> int | None:
-        """The newest modification time (ns) of what results.csv is derived from: plan.json, the jobs folder (a job
-        folder made or deleted), each job folder (a file in it made or deleted: a metrics.json removed), its
-        job.json (the state) and its metrics.json; None when there is none of them."""
-        sources = [self.plan_json, self.jobs_dir]
-        for job_id in self.job_folders():
-            paths = self.paths(job_id)
-            sources += [paths.folder, paths.record, paths.metrics]
-        times = []
-        for path in sources:
-            try:
-                times.append(path.stat().st_mtime_ns)
-            except OSError:  # not there (a job not finished), or gone since it was listed
-                continue
-        return max(times, default=None)
 
     def job_state(self, job_id: str) -> str:
         """pending | running | done | failed, as job.json says; pending for a job without a folder."""
@@ -340,46 +314,21 @@ class RunStore(StoreLayout):
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}; one of {', '.join(STATES)}")
         if self.holds_lock(job_id):
-            return self._set_state_locked(job_id, state, expect, extra)
+            return write_state(self, job_id, state, expect, extra)
         with self.lock(job_id):
-            return self._set_state_locked(job_id, state, expect, extra)
-
-    def _set_state_locked(
-        self, job_id: str, state: str, expect: tuple[str, ...] | None, extra: dict[str, Any]
-    ) -> dict[str, Any]:
-        record, why = self.read_record(job_id)
-        if record is None:
-            raise UsaggError(
-                f"{self.paths(job_id).record} is damaged ({why}), so job {job_id} is not set to {state}: "
-                f"`{self.repair_command}` sets it aside and rebuilds it from the plan"
-            )
-        if expect is not None and record.get("state") not in expect:
-            raise StateConflict(
-                f"job {job_id} is {record.get('state')} in {self.paths(job_id).record}, not "
-                f"{' or '.join(expect)}: another process changed it, so it is not set to {state}"
-            )
-        enter_state(record, state, lambda: self.epochs_done(job_id)[0])
-        record.update(extra)
-        write_json_atomic(self.paths(job_id).record, record)
-        return record
+            return write_state(self, job_id, state, expect, extra)
 
     def note_device(self, job_id: str, device: str) -> None:
         """Record where a running job computes ('cuda:1 (NVIDIA H100 80GB HBM3)'), so `usagg status` can say which
         card each job is on; the job's runner calls it under the job's lock once the job has chosen its device.
         A record that is no longer running (or is damaged) is left as it is."""
-        self._note(job_id, "device", device)
+        note_running(self, job_id, "device", device)
 
     def note_restart(self, job_id: str, why: str) -> None:
         """Record why a running job's last.pt was not resumed and where it is kept (usagg/engine/checkpointing.py:
         damaged, another layout, other frozen weights), so `usagg status` says the job started over from epoch 1,
         which its log alone said; as `note_device`, by the job's runner."""
-        self._note(job_id, "restarted", why)
-
-    def _note(self, job_id: str, key: str, value: str) -> None:
-        record, _ = self.read_record(job_id)
-        if record is not None and record.get("state") == "running":
-            record[key] = value
-            write_json_atomic(self.paths(job_id).record, record)
+        note_running(self, job_id, "restarted", why)
 
     # ----- job files
 
@@ -465,10 +414,6 @@ class RunStore(StoreLayout):
 
     # ----- locks
 
-    def job_lock(self, job_id: str) -> JobLock:
-        """The job's lock (usagg/joblock.py), with this store's heartbeat and staleness."""
-        return JobLock(self.paths(job_id).lock, job_id, self.heartbeat_s, self.stale_after_s)
-
     def lock_alive(self, job_id: str) -> bool:
         """Whether a live process holds the job's lock (the answer `status`, `plan` and lock breaking share)."""
         lock = self.job_lock(job_id)
@@ -477,128 +422,16 @@ class RunStore(StoreLayout):
             self._damaged(lock.path, str(holder[DAMAGED_HOLDER]), "breaks it (no process holds it)")
         return holder is not None and lock.holder_alive(holder)
 
-    @contextlib.contextmanager
-    def lock(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Hold the job's lock for the `with` block; raise JobLocked if a live process holds it (usagg/joblock.py).
-
-        Taking it removes the half-written temporaries of dead writers in the job's folder. Yields the holder
-        info written into the lock.
-        """
-        with self.job_lock(job_id).held() as holder:
-            self._remove_temporaries(job_id)
-            yield holder
-
-    def holds_lock(self, job_id: str) -> bool:
-        """Whether this thread holds the job's lock right now (taken by `lock` and not broken since)."""
-        return self.job_lock(job_id).held_here()
-
-    def _remove_temporaries(self, job_id: str) -> None:
-        """Delete half-written temporary files (usagg/atomic.py names them .<name>.*.tmp) of dead writers.
-
-        Called with the job's lock just taken: only the lock holder writes in a job folder, so
-        any temporary file there belongs to a writer that was killed.
-        """
-        for tmp in self.job_dir(job_id).rglob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-    def break_slurm_lock(self, job_id: str, slurm_job: str) -> dict[str, Any] | None:
-        """Break the job's lock if Slurm job `slurm_job`, which sacct says has ended, holds it (`JobLock.break_slurm`);
-        the holder broken, or None."""
-        return self.job_lock(job_id).break_slurm(slurm_job)
-
-    def release_own_lock(self, job_id: str) -> bool:
-        """Drop the job's lock if this process holds it (before a Slurm requeue: the new run may be elsewhere)."""
-        return self.job_lock(job_id).release_own()
-
-    @contextlib.contextmanager
-    def plan_lock(self) -> Iterator[None]:
-        """Hold the store's plan lock for the block (`plan_lock_file`, a file lock: a second taker waits).
-
-        `usagg run` decides whether its plan may be written (another spec file bound, another run live: usagg/
-        run/studyrun.py `StudyRun.init_store`) and writes it under it, so two runs starting together cannot both pass
-        that check before either has written.
-        """
-        from filelock import FileLock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.plan_lock_file)):
-            yield
-
-    @contextlib.contextmanager
-    def run(self, about: dict[str, Any]) -> Iterator[None]:
-        """Record, for the block, that this process runs the store: a lock of its own under `runs_dir` (usagg/
-        joblock.py's protocol: heartbeat, dead once its process is), its holder info carrying `about` (spec file,
-        plan size). Taken under `plan_lock`; the records of runs that died are removed first."""
-        for holder, lock in self._run_locks():
-            if holder is not None and not lock.holder_alive(holder):
-                with contextlib.suppress(OSError):
-                    lock.path.unlink()
-        lock = JobLock(
-            self.runs_dir / f"{uuid.uuid4().hex}.lock", "usagg run", self.heartbeat_s, self.stale_after_s, about
-        )
-        with lock.held():
-            yield
-
-    def live_runs(self) -> list[dict[str, Any]]:
-        """The holder info of every other process's `usagg run` of this store that is alive (`run`); a pure read."""
-        me = (socket.gethostname(), os.getpid())
-        return [
-            holder
-            for holder, lock in self._run_locks()
-            if holder and (holder.get("host"), holder.get("pid")) != me and lock.holder_alive(holder)
-        ]
-
-    def _run_locks(self) -> list[tuple[dict[str, Any] | None, JobLock]]:
-        try:
-            paths = sorted(p for p in self.runs_dir.iterdir() if p.suffix == ".lock")
-        except OSError:  # none yet
-            return []
-        locks = [JobLock(p, "usagg run", self.heartbeat_s, self.stale_after_s) for p in paths]
-        return [(lock.holder(), lock) for lock in locks]
-
     # ----- results
 
     def rebuild_results(self) -> Path:
-        """Write results.csv from the metrics.json of every done job of the current plan (jobs of a paradigm that
-        is not compared, such as AG's affinity probe, are left out).
-
-        Reading the jobs and writing the table happen under `results_lock_file` (a file lock: a second writer
-        waits), so the last writer read after the one before it wrote: two runs finishing together can no longer
-        leave the table of the one that read first, dated after the job it lacks. A job that finishes while the
-        table is read (its files newer than the newest read, `_newest_source_ns`) leaves the table dated before it,
-        so it reads as behind (`results_behind`) and the analysis rebuilds from the jobs until that job's run
-        writes the table again.
-        """
-        from filelock import FileLock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.results_lock_file)):
-            read_from = self._newest_source_ns()
-            path = write_text_atomic(self.results_csv, self.results_text())
-            newest = self._newest_source_ns()
-            if read_from is not None and newest is not None and newest > read_from:
-                os.utime(path, ns=(read_from - 1, read_from - 1))  # older than what changed while it was read
-        return path
+        """Write results.csv from the metrics.json of every done job of the current plan, under its lock, dated
+        before a job that finished while it was read (usagg/store/resultscsv.py `rebuild_results`)."""
+        return resultscsv.rebuild_results(self)
 
     def results_text(self) -> str:
         """What results.csv holds when it is rebuilt from the done jobs (`rebuild_results`; `repair` compares)."""
-        paradigms = paradigm_names()  # the compared ones: a job of another (AG's affinity probe) has no rows
-        done = []
-        for job in self.jobs():
-            if self.job_state(job.id) != "done" or job.paradigm not in paradigms:
-                continue
-            metrics, why = checked_metrics(self.paths(job.id).metrics)
-            if metrics is None:
-                path = self.paths(job.id).metrics
-                raise UsaggError(
-                    f"job {job.id} is done but {path} is damaged ({why}): `{self.repair_command}` sets it "
-                    "aside and sends the job back to pending, then `usagg run` evaluates it again"
-                    if why
-                    else f"job {job.id} is done but has no {path}: `{self.repair_command}` sends it back to pending"
-                )
-            done.append((job, metrics))
-        return results_table(done, paradigms)
+        return resultscsv.done_results_text(self)
 
     def current_results(self, reader: str = "usagg compare") -> str | None:
         """None when results.csv is current; else the text it would hold rebuilt from the jobs (it is missing, or
@@ -614,51 +447,14 @@ class RunStore(StoreLayout):
         return self.results_text() if self.results_behind() else None
 
     def check_finished(self, reader: str = "usagg compare") -> None:
-        """UsaggError where no job has finished (no jobs/*/metrics.json) and results.csv is missing or holds a header
-        alone (a run whose every job failed writes that): what the planned jobs are doing and what to run instead
-        (`usagg status`, `--retry-failed`), then `reader` once a job is done. The analysis commands ask before reading;
-        "the table has a header but no rows" said none of it."""
-        if any(self.paths(jid).metrics.is_file() for jid in self.job_folders()) or table_has_rows(self.results_csv):
-            return
-        what = (
-            "no finished job (jobs/*/metrics.json), and its results.csv holds a header but no rows"
-            if self.results_csv.is_file()
-            else "no results.csv and no finished job (jobs/*/metrics.json) to build it from"
-        )
-        raise UsaggError(f"{self.root} has {what}{self._none_finished_text(reader)}")
-
-    def _none_finished_text(self, reader: str) -> str:
-        """What the planned jobs are doing when none has finished (a run's first job still training, `compare`
-        right after `usagg run`, a run whose every job failed): their states counted, where to follow them, how to
-        run the failed ones again; "" without a readable plan."""
-        try:
-            states = Counter(self.display_state(jid) for jid in self.job_ids())
-        except UsaggError:  # a damaged plan.json or record: the error as it was
-            return ""
-        if not states:
-            return ""
-        order = ("running", "interrupted", "pending", "failed")
-        counts = ", ".join(f"{n} {state}" for state in order if (n := states.get(state)))
-        status = command("usagg", "status", self.root)
-        if not states.get("failed"):
-            follow = f"`{status}` shows their progress"
-        else:
-            specs = self.spec_files()
-            spec: str | Path = Path(specs[0]) if specs else "STUDY.yaml"
-            retry = command("usagg", "run", spec, "--retry-failed")
-            follow = (
-                f"`{status}` shows each failed job's error, and `{retry}` (`run_study(..., retry_failed=True)`) runs "
-                f"{'it' if states['failed'] == 1 else 'them'} again"
-            )
-        return (
-            f": of its {counted(sum(states.values()), 'planned job')} {counts}, none finished yet. {follow}; "
-            f"`{reader}` once a job is done"
-        )
+        """UsaggError where no job has finished and results.csv is missing or holds a header alone: what the
+        planned jobs are doing and what to run instead, then `reader` (usagg/store/resultscsv.py `check_finished`)."""
+        resultscsv.check_finished(self, reader)
 
     def mark_results_fresh(self) -> None:
-        """Date results.csv after everything it is derived from (`_newest_source_ns`), so `current_results` keeps
+        """Date results.csv after everything it is derived from (`newest_source_ns`), so `current_results` keeps
         it (a table written by other means)."""
-        newest = self._newest_source_ns()
+        newest = resultscsv.newest_source_ns(self)
         if newest is not None:
             later = newest + 1_000_000_000
             os.utime(self.results_csv, ns=(later, later))
@@ -678,52 +474,3 @@ class RunStore(StoreLayout):
         if not candidates:
             raise UsaggError(f"no run store under {output_root}/ (no <study>/plan.json): run `usagg run STUDY` first")
         return cls(max(candidates)[2])
-
-    # ----- the spec files a study name is bound to (usagg/run/studyrun.py `StudyRun`)
-
-    def spec_files(self) -> list[str]:
-        """The spec files run into this store (absolute paths, the first first); [] when none was recorded."""
-        try:
-            data = read_json(self.specs_json)
-        except (OSError, ValueError):
-            return []
-        return [str(p) for p in data] if isinstance(data, list) else []
-
-    def add_spec_file(self, path: Path | str, replace: bool = False) -> None:
-        """Record a spec file run into this store (once), so another file of the same study name is noticed;
-        `replace`: in place of those recorded (all gone: this file took the study over)."""
-        files = [] if replace else self.spec_files()
-        if str(path) not in files:
-            write_json_atomic(self.specs_json, [*files, str(path)])
-
-    # ----- a job queued on Slurm (usagg/execute/slurm.py; `usagg run` decides from it, usagg/run/studyrun.py)
-
-    def mark_queued_on_slurm(self, job_id: str, slurm_job_id: str) -> None:
-        """Record that the job was submitted as Slurm job `slurm_job_id` (`<array id>_<index>`), so a later `usagg
-        run` does not submit it again while Slurm still lists it, and `usagg status` can say where it waits."""
-        write_json_atomic(self.paths(job_id).slurm, {"slurm_job_id": slurm_job_id, "submitted": iso(now())})
-
-    def queued_on_slurm(self, job_id: str) -> str | None:
-        """The Slurm job (`1001_2`) the job was submitted as and whose outcome no run has collected yet, else None.
-        A pure read; whether Slurm still lists it is sacct's to say (usagg/execute/slurm.py `still_queued`). A record
-        that is no such id (damaged, or planted by a received store) reads as none."""
-        try:
-            data = read_json(self.paths(job_id).slurm, limit=4096)
-        except (OSError, ValueError):
-            return None
-        found = data.get("slurm_job_id") if isinstance(data, dict) else None
-        return found if isinstance(found, str) and _SLURM_JOB_ID.fullmatch(found) else None
-
-    def slurm_submitted(self, job_id: str) -> datetime | None:
-        """When the job's recorded Slurm element was submitted (`slurm.json` `submitted`), else None: a fresh array
-        neither sacct nor squeue lists yet is still Slurm's (usagg/execute/slurm.py `SUBMIT_GRACE_S`)."""
-        try:
-            data = read_json(self.paths(job_id).slurm, limit=4096)
-            when = datetime.fromisoformat(data["submitted"])
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        return when if when.tzinfo is not None else None
-
-    def forget_slurm_job(self, job_id: str) -> None:
-        """Drop the job's Slurm record once its outcome is collected."""
-        self.paths(job_id).slurm.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """job.json, one job's record: its fields and what each must hold, a new record, the record read back and checked
-(`read_record_file`), and the state machine's field updates (`enter_state`); `RunStore` takes the job's lock around
-every write."""
+(`read_record_file`), and the state machine's field updates (`enter_state`) and writes (`write_state`, `note_running`);
+`RunStore` takes the job's lock around every write."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usagg.atomic import read_json, read_json_checked
+from usagg.atomic import read_json, read_json_checked, write_json_atomic
 from usagg.errors import UsaggError
 
 if TYPE_CHECKING:
+    from usagg.store import RunStore
     from usagg.store.layout import JobPaths
 
 
@@ -152,3 +153,34 @@ def enter_state(record: dict[str, Any], state: str, start_epoch: Callable[[], in
         if state == "done":
             record["error"] = None
     record["state"] = state
+
+
+def write_state(
+    store: RunStore, job_id: str, state: str, expect: tuple[str, ...] | None, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """`RunStore.set_state` under the job's lock: the record read, checked (damaged: UsaggError; not in `expect`:
+    StateConflict, nothing written), moved to `state` with `extra` stored, and written back; returns it."""
+    record, why = store.read_record(job_id)
+    if record is None:
+        raise UsaggError(
+            f"{store.paths(job_id).record} is damaged ({why}), so job {job_id} is not set to {state}: "
+            f"`{store.repair_command}` sets it aside and rebuilds it from the plan"
+        )
+    if expect is not None and record.get("state") not in expect:
+        raise StateConflict(
+            f"job {job_id} is {record.get('state')} in {store.paths(job_id).record}, not "
+            f"{' or '.join(expect)}: another process changed it, so it is not set to {state}"
+        )
+    enter_state(record, state, lambda: store.epochs_done(job_id)[0])
+    record.update(extra)
+    write_json_atomic(store.paths(job_id).record, record)
+    return record
+
+
+def note_running(store: RunStore, job_id: str, key: str, value: str) -> None:
+    """Set `key` of a running job's record (`RunStore.note_device`, `note_restart`); a record that is no longer
+    running, or is damaged, is left as it is."""
+    record, _ = store.read_record(job_id)
+    if record is not None and record.get("state") == "running":
+        record[key] = value
+        write_json_atomic(store.paths(job_id).record, record)
