@@ -131,7 +131,8 @@ class TrainingSpec(Strict):
     )
     selection: Annotated[Literal["best", "last"], IN_HASH] = Field(
         "best",
-        description="best: test the epoch chosen on the selection split (selection_scope says how); last: the last.",
+        description="best: test the epoch chosen on the selection split (selection_scope says how; without one, "
+        "data.selection_fraction 0, the last, said once by the run); last: the last.",
     )
     selection_scope: Annotated[Literal["model", "task"], JobHash("multi_task")] = Field(
         "model",
