@@ -456,6 +456,10 @@ def test_the_api_and_the_cli_run_one_driver_that_tells_its_observer(
 # --------------------------------------------------------------------------- a plan replaced while another run trains
 
 
+#: Another `usagg run`'s record in .runs/, named as usagg names one (usagg/store/links.py `new_run_record`).
+THEIR_RUN = f"{'0' * 32}.lock"
+
+
 def other_process_holds(lock: Path, **about: object) -> subprocess.Popen[bytes]:
     """A lock file at `lock` held by another live process of this host (a sleeping child), as usagg/joblock.py
     writes one: the other `usagg run` of these tests, without its timing."""
@@ -493,7 +497,7 @@ def test_a_plan_is_not_replaced_while_another_run_trains_it(
     run.release()
     plan = run.store.plan_json.read_bytes()
     edited = StudyRun.prepare(load_study(spec, ["training.epochs=2"]), spec_file=spec)  # before the other started
-    other = other_process_holds(run.store.runs_dir / "theirs.lock", spec=str(spec), jobs=1)
+    other = other_process_holds(run.store.runs_dir / THEIR_RUN, spec=str(spec), jobs=1)
     try:
         with pytest.raises(UsaggError) as err:
             edited.init_store()
@@ -670,7 +674,7 @@ def test_a_force_beside_a_live_run_is_refused_when_it_would_replace_its_jobs_and
     (theirs,) = run.store.job_ids()
     plan_before = run.store.plan_json.read_bytes()
     (mine,) = (j.id for j in plan(load_study(b)))
-    other = other_process_holds(run.store.runs_dir / "theirs.lock", spec=str(a), jobs=1)
+    other = other_process_holds(run.store.runs_dir / THEIR_RUN, spec=str(a), jobs=1)
     try:
         monkeypatch.chdir(tmp_path)
         code, out = run_cli(["run", str(b), "--force"], monkeypatch, capsys)

@@ -29,7 +29,8 @@ Layout::
 
       .slurm-submit.lock     held by a `usagg run` while it decides what to submit to Slurm and submits it
       .plan.lock             held by a `usagg run` while it decides whether its plan may be written and writes it
-      .runs/<token>.lock     one per live `usagg run` of the store (host, pid, spec file, plan size; `RunStore.run`)
+      .runs/<token>.lock     one per live `usagg run` of the store (host, pid, spec file, plan size; `RunStore.run`;
+                             <token>: 32 hex digits, the only names read there, usagg/store/links.py)
       .results.lock          held while results.csv is read from the jobs and written (`rebuild_results`)
       slurm/                 submitit's folder of a Slurm run; mlflow.json, mlflow-artifacts/, tensorboard/<job_id>/
                              the trackers' records (usagg/tracking.py)
@@ -187,9 +188,14 @@ class StoreLayout:
         """Where a local MLflow store keeps artifacts."""
         return self.root / "mlflow-artifacts"
 
+    @property
+    def tensorboard_root(self) -> Path:
+        """tensorboard/: a folder of TensorBoard event files per job (`tensorboard_dir`)."""
+        return self.root / "tensorboard"
+
     def tensorboard_dir(self, job_id: str) -> Path:
         """A job's TensorBoard event files (the job id checked as `job_dir` checks it)."""
-        return self._confined(self.root / "tensorboard", job_id)
+        return self._confined(self.tensorboard_root, job_id)
 
     def job_dir(self, job_id: str) -> Path:
         """The job's folder (not created); UnsafePath for an id that is not one plain file name, or a folder

@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from usagg.joblock import JobLock
+from usagg.joblock import DAMAGED_HOLDER, JobLock
 from usagg.store.layout import StoreLayout
+from usagg.store.links import new_run_record, run_records
 
 
 class StoreLocks(StoreLayout):
@@ -81,14 +81,13 @@ class StoreLocks(StoreLayout):
     def run(self, about: dict[str, Any]) -> Iterator[None]:
         """Record, for the block, that this process runs the store: a lock of its own under `runs_dir` (usagg/
         joblock.py's protocol: heartbeat, dead once its process is), its holder info carrying `about` (spec file,
-        plan size). Taken under `plan_lock`; the records of runs that died are removed first."""
+        plan size). Taken under `plan_lock`; the records of runs that died are removed first, only those that read
+        as a lock record (a file that does not is left where it is: usagg/store/links.py `run_records`)."""
         for holder, lock in self._run_locks():
-            if holder is not None and not lock.holder_alive(holder):
+            if holder and DAMAGED_HOLDER not in holder and not lock.holder_alive(holder):
                 with contextlib.suppress(OSError):
                     lock.path.unlink()
-        lock = JobLock(
-            self.runs_dir / f"{uuid.uuid4().hex}.lock", "usagg run", self.heartbeat_s, self.stale_after_s, about
-        )
+        lock = JobLock(new_run_record(self), "usagg run", self.heartbeat_s, self.stale_after_s, about)
         with lock.held():
             yield
 
@@ -102,9 +101,5 @@ class StoreLocks(StoreLayout):
         ]
 
     def _run_locks(self) -> list[tuple[dict[str, Any] | None, JobLock]]:
-        try:
-            paths = sorted(p for p in self.runs_dir.iterdir() if p.suffix == ".lock")
-        except OSError:  # none yet
-            return []
-        locks = [JobLock(p, "usagg run", self.heartbeat_s, self.stale_after_s) for p in paths]
+        locks = [JobLock(p, "usagg run", self.heartbeat_s, self.stale_after_s) for p in run_records(self)]
         return [(lock.holder(), lock) for lock in locks]
