@@ -11,6 +11,8 @@ import logging
 import os
 import pickle
 import re
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from usagg.execute.base import record_failure
 from usagg.plan import Job, plan
 from usagg.spec.models import DataSpec, ModelSpec, Study, SynthSpec, TaskSpec, TrainingSpec
 from usagg.store import RunStore
+from usagg.store.checkpoints import checkpoint_layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "usagg"
 
@@ -366,6 +369,51 @@ def test_sha256_checkpoints_still_verify_and_a_flipped_byte_is_caught(tmp_path: 
         checkpoint.load(path)
 
     # What the new checksum costs against this sha256 is measured by `python -m benchmarks guards`.
+
+
+def _recompressed(path: Path, out: Path) -> Path:
+    """The zip at `path` written again with every entry deflated, as torch.save never writes one."""
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            target.writestr(entry.filename, source.read(entry.filename))
+    return out
+
+
+def test_a_zip_bomb_last_pt_is_refused_before_anything_in_it_is_unpacked(tmp_path: Path) -> None:
+    """Finding F1 of the security audit: a received last.pt whose data.pkl is deflated (64 KB that unpack to 64 MiB
+    here, 1 MB to 1 GiB in the audit) was unpacked whole by the layout probe of `usagg status` and `usagg run`, and
+    its layout read. Now it is unreadable there, read without unpacking, and the engine's load refuses it, naming the
+    file, before torch unpacks an entry."""
+    checkpoint.save_atomic({"format": 4, "pad": b"\0" * 64 * 2**20}, tmp_path / "plain.pt")
+    bomb = _recompressed(tmp_path / "plain.pt", tmp_path / "last.pt")
+    assert bomb.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        assert checkpoint_layout(bomb) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"the layout probe took {peak:,} bytes"
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=rf"{bomb} holds a compressed entry \(.*data.pkl\)"):
+        checkpoint.load(bomb)
+
+
+def test_a_checkpoint_with_a_compressed_tensor_or_too_large_a_pickle_is_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full load of a resumed last.pt and of best.pt: torch unpacks a deflated tensor entry to its full size, so
+    only torch's own stored entries are loaded; a data.pkl over the stated cap is refused by both readers."""
+    checkpoint.save_atomic({"format": 4, "model": {"w": torch.zeros(2**20)}}, tmp_path / "plain.pt")
+    assert checkpoint.load(tmp_path / "plain.pt")["model"]["w"].shape == (2**20,)
+    assert checkpoint_layout(tmp_path / "plain.pt") == 4
+    squeezed = _recompressed(tmp_path / "plain.pt", tmp_path / "best.pt")
+    for mmap in (False, True):
+        with pytest.raises(checkpoint.DamagedCheckpoint, match=r"compressed entry .*not a checkpoint usagg wrote"):
+            checkpoint.load(squeezed, mmap=mmap)
+    monkeypatch.setattr("usagg.store.checkpoints.PICKLE_LIMIT", 100)
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=r"has a data.pkl of [\d,]+ bytes, more than the 100"):
+        checkpoint.load(tmp_path / "plain.pt")
+    assert checkpoint_layout(tmp_path / "plain.pt") is None
 
 
 def test_flipped_bytes_in_a_decode_cache_entry_are_logged_and_decoded_again(

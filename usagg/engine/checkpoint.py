@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from usagg.atomic import write_with
+from usagg.store.checkpoints import archive_problem
 from usagg.tensorbytes import feed_tensor, tensors_sha256
 
 
@@ -127,7 +128,11 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 def load(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint onto the CPU (weights_only: checkpoints hold tensors and plain data only) and verify its
     checksum; DamagedCheckpoint when torch cannot read it, it has no checksum or its content does not match;
-    `mmap`: tensors read from the file on use."""
+    `mmap`: tensors read from the file on use. A zip torch.save would not write (a compressed entry: a zip bomb in a
+    received store) is DamagedCheckpoint before torch unpacks anything (usagg/store/checkpoints.py)."""
+    refused = archive_problem(path)
+    if refused is not None:
+        raise DamagedCheckpoint(f"{path} {refused}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
