@@ -354,6 +354,66 @@ def test_a_run_removes_only_dead_records_of_its_own_making_from_runs(tmp_path: P
     assert sorted(os.listdir(store.runs_dir)) == sorted([foreign, garbage])
 
 
+def test_a_hard_link_planted_as_a_job_log_gets_no_line_of_the_job(tmp_path: Path) -> None:
+    """Finding F2 of the security audit: a received store's log.txt hard-linked to a file of the user's (no symbolic
+    link, so no refusal) had the job's log appended to that file. Now the linked name is set aside untouched, the
+    job logs into a new log.txt of its own, and says so there. (The job fails at once here: a plug-in it names is
+    missing, a failure it logs.)"""
+    from usagg.engine.runner import run_one
+
+    store, job = _store(tmp_path)
+    store.set_state(job.id, "pending", expect=("done",))
+    victim = _outside(tmp_path, "notes.txt", "the user's own notes\n")
+    log = store.paths(job.id).log
+    os.link(victim, log)
+    assert run_one(str(store.root), job.id, device="cpu", plugins=("usagg_no_such_plugin",)) == "failed"
+    assert victim.read_text() == "the user's own notes\n"
+    aside = log.with_name("log.txt.linked")
+    assert os.path.samefile(aside, victim) and os.stat(log).st_nlink == 1
+    said = log.read_text()
+    assert f"{log} had other names (a hard link" in said and "set aside untouched as log.txt.linked" in said
+    assert "job failed" in said and "usagg_no_such_plugin" in said
+
+
+def test_a_job_log_is_opened_through_no_link_and_no_fifo(tmp_path: Path) -> None:
+    """What stands at a log's name is written through, so a symbolic link (planted after the store's link check) or
+    a FIFO there is an error naming the file, never followed nor waited on; a plain file is appended to."""
+    from usagg.atomic import open_own_log
+
+    victim = _outside(tmp_path, "bashrc", "export PATH=/usr/bin\n")
+    (tmp_path / "link.txt").symlink_to(victim)
+    os.mkfifo(tmp_path / "fifo.txt")
+    for name, why in (("link.txt", "a symbolic link stands at its name"), ("fifo.txt", "a FIFO")):
+        with pytest.raises(OSError, match=why) as err:
+            open_own_log(tmp_path / name)
+        assert err.value.filename == str(tmp_path / name)
+    assert victim.read_text() == "export PATH=/usr/bin\n"
+    (tmp_path / "log.txt").write_text("first attempt\n")
+    stream, aside = open_own_log(tmp_path / "log.txt")
+    with stream:
+        stream.write("second attempt\n")
+    assert aside is None and (tmp_path / "log.txt").read_text() == "first attempt\nsecond attempt\n"
+
+
+def test_a_reused_job_writes_no_file_through_a_hard_link_planted_in_its_folder(tmp_path: Path) -> None:
+    """A job filled from its done twin (`RunStore.reuse`) copied the twin's history.csv (and item scores, splits)
+    into the file at its own name: a hard link planted there had the user's file overwritten. Now the name is
+    replaced by a new file."""
+    study = _study(None).model_copy(update={"seeds": [0, 1]})
+    done, twin = plan(study)
+    store = RunStore(tmp_path / "runs" / "toy")
+    store.init("name: toy\n", [done, twin])
+    store.write_metrics(done.id, {"job_id": done.id, "tasks": {}})
+    store.paths(done.id).history.write_text("epoch,task,loss\n1,heart_cls,0.5\n")
+    store.set_state(done.id, "running")
+    store.set_state(done.id, "done")
+    victim = _outside(tmp_path, "results.csv", "the user's results\n")
+    os.link(victim, store.paths(twin.id).history)
+    assert store.reuse(twin.id, done.id)
+    assert victim.read_text() == "the user's results\n"
+    assert store.paths(twin.id).history.read_text() == "epoch,task,loss\n1,heart_cls,0.5\n"
+
+
 def test_a_recorded_error_with_escape_sequences_is_shown_as_text_by_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,9 @@ temporary file removed, so the target keeps its previous content.
 `write_json_checked` / `read_json_checked`: JSON files the store checks when they are
 read (metrics.json, item_scores.json) carry a checksum of their content under
 `JSON_CHECKSUM_KEY`, so an edited value is named instead of used.
+
+The one file written in place, a job's log.txt, is opened by `open_own_log`: never through a link, never into
+a file that has other names.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from usagg.errors import UsaggError
 
@@ -212,6 +215,50 @@ def read_regular(path: Path | str, limit: int = STORE_FILE_LIMIT) -> bytes:
         why = f"{size:,} bytes, more than the {limit:,} a store file may hold: usagg writes far less"
         raise OSError(errno.EINVAL, why, str(path))
     return data
+
+
+#: Why a file cannot be appended to, by the errno of its opening: a link (O_NOFOLLOW), a FIFO nobody reads, a folder.
+_NOT_APPENDABLE = {
+    errno.ELOOP: "a symbolic link stands at its name, not a file usagg wrote",
+    errno.ENXIO: "not a regular file (a FIFO stands at its name)",
+    errno.EISDIR: "not a regular file (a folder stands at its name)",
+}
+
+
+def _open_appending(path: Path, flags: int) -> int:
+    """A descriptor appending to the regular file at `path` (opened without following a link nor blocking on a
+    FIFO); OSError (EINVAL, its strerror saying why) for a link or anything but a regular file there."""
+    try:
+        fd = os.open(path, flags | os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK, 0o666)
+    except OSError as err:
+        why = _NOT_APPENDABLE.get(err.errno or 0)
+        if why is None:
+            raise
+        raise OSError(errno.EINVAL, why, str(path)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder stands at its name)", str(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def open_own_log(path: Path | str) -> tuple[TextIO, Path | None]:
+    """`path` opened to append text to, created when absent, and where the file that was there went when it was
+    set aside (None when it was not). OSError (EINVAL) for a link, a FIFO, a device or a folder at its name.
+
+    A job's log.txt is the one store file usagg writes in place, so what stands at its name is written through:
+    a symbolic link is refused, and a file with other names too (a hard link, which a received store can hold to a
+    file outside it: the job's log was appended to that file) is set aside as `<name>.linked` untouched, nothing of
+    it lost, and the log starts in a new file of its own.
+    """
+    path = Path(path)
+    fd = _open_appending(path, os.O_CREAT)
+    aside = None
+    if os.fstat(fd).st_nlink > 1:
+        os.close(fd)
+        aside = set_aside(path, "linked")
+        fd = _open_appending(path, os.O_CREAT | os.O_EXCL)
+    return os.fdopen(fd, "a", encoding="utf-8"), aside
 
 
 def parse_json(raw: bytes) -> Any:

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from usagg.atomic import NoSpaceLeft, set_aside
+from usagg.atomic import NoSpaceLeft, open_own_log, set_aside
 from usagg.errors import UsaggError
 from usagg.registry import import_code_plugins
 from usagg.safepath import UnsafePath
@@ -114,7 +114,9 @@ class _JobLog:
     notebook's `logging.basicConfig()` shows no engine INFO lines and other code's records stay out of log.txt."""
 
     def __init__(self, path: Path) -> None:
-        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.path = path
+        self.stream, self.aside = open_own_log(path)  # never through a link (usagg/atomic.py)
+        self.handler = logging.StreamHandler(self.stream)
         self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
         self.handler.setLevel(logging.INFO)
         self.logger = logging.getLogger("usagg")
@@ -128,7 +130,15 @@ class _JobLog:
             self.logger.propagate = False
         if self.logger.getEffectiveLevel() > logging.INFO:
             self.logger.setLevel(logging.INFO)
-        return logging.getLogger("usagg.engine.runner")
+        log = logging.getLogger("usagg.engine.runner")
+        if self.aside is not None:
+            log.warning(
+                "%s had other names (a hard link, perhaps to a file outside the run store): set aside untouched as "
+                "%s, and this log starts anew",
+                self.path,
+                self.aside.name,
+            )
+        return log
 
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self.handler)
@@ -136,6 +146,7 @@ class _JobLog:
         self.logger.setLevel(self.old[0])
         self.logger.propagate = self.old[1]
         self.handler.close()
+        self.stream.close()
 
 
 def run_one(
@@ -187,15 +198,17 @@ def _run_locked(
     paths = store.paths(job_id)
     try:
         store.check_no_links([job_id])  # a planted log.txt or checkpoints/ link would be written through
-    except UnsafePath as err:
+        paths.folder.mkdir(parents=True, exist_ok=True)
+        job_log = _JobLog(paths.log)
+    except (UnsafePath, OSError) as err:
+        why = err if isinstance(err, UnsafePath) else f"{err.filename}: {err.strerror}; the job's log cannot be kept"
         with contextlib.suppress(UsaggError, NoSpaceLeft):  # job.json itself may be the planted link's target
-            store.write_error(job_id, f"{err}\n")
-            store.set_state(job_id, "failed", error=str(err)[:ERROR_CHARS])
+            store.write_error(job_id, f"{why}\n")
+            store.set_state(job_id, "failed", error=str(why)[:ERROR_CHARS])
         return "failed"
-    paths.folder.mkdir(parents=True, exist_ok=True)
     store.clear_error(job_id)
     store.set_state(job_id, "running", expect=("pending", "failed", "running"))  # never a done job
-    with _JobLog(paths.log) as log:
+    with job_log as log:
         trackers = JobTrackers([])
         try:
             from usagg.engine.job import run_job  # torch is imported here, not when the store is read

@@ -1,6 +1,7 @@
 """Links in a run store: none planted where its writers write or delete (`check_no_links`; submitit's own link to a
 submission's script excepted, `submitit_link`), the records of `usagg run`s in .runs/ taken only by usagg's own names
-(`run_records`), and the hard links `RunStore.reuse` shares a done twin's files by (`link_or_copy`)."""
+(`run_records`), and the hard links `RunStore.reuse` shares a done twin's files by (`link_or_copy`; what it copies
+goes into new files, `copy_fresh`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ def link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def copy_fresh(src: Path, dst: Path) -> None:
+    """A copy of `src` at `dst` in a new file: what stood at `dst` is removed first, never written into (a hard link
+    a received store planted there would otherwise have its other name's file overwritten)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dst)
+    shutil.copyfile(src, dst)
 
 
 def check_no_links(store: StoreLayout, job_ids: Iterable[str] | None = None) -> None:

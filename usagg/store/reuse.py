@@ -7,7 +7,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from usagg.errors import UsaggError
-from usagg.store.links import link_or_copy
+from usagg.store.links import copy_fresh, link_or_copy
 
 if TYPE_CHECKING:
     from usagg.store import RunStore
@@ -41,7 +41,7 @@ def fill_from(store: RunStore, job_id: str, source_id: str) -> bool:
             (src.affinity, dst.affinity),
         ):
             if source.is_file():
-                shutil.copyfile(source, target)
+                copy_fresh(source, target)  # never into a hard link planted at the name
         for folder in (src.predictions, src.checkpoints):
             if folder.is_dir():
                 shutil.copytree(folder, dst.folder / folder.name, copy_function=link_or_copy, dirs_exist_ok=True)
