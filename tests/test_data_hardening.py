@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,46 @@ def test_a_symlink_inside_the_root_to_a_file_outside_is_an_error(data: Path, tmp
     problems = check_dataset(data).problems
     assert [(p.kind, p.row) for p in problems] == [("path_outside_root", 1), ("path_outside_root", 3)]
     assert "symbolic link" in problems[0].message and str(outside) in problems[0].message
+
+
+def test_an_index_csv_linked_outside_the_root_is_not_read_nor_echoed(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding F4 of the security audit: a CSV in csv_files/ linked to a file outside the root (a credentials file)
+    was read, and `usagg data check` printed its first line as the header it lacked. Now it is a problem naming the
+    link and its target, nothing of the file read; a link that stays inside the root is read as before."""
+    from tests.cli_run import run_cli
+
+    secret = tmp_path / "credentials"
+    secret.write_text("https://user:TOKEN-1234@git.example.org\n")
+    (data / "train" / "csv_files" / "zz.csv").symlink_to(secret)
+    (data / "train" / "copied.csv").write_text((data / "train" / "csv_files" / "cls.csv").read_text())
+    (data / "train" / "csv_files" / "yy.csv").symlink_to(data / "train" / "copied.csv")  # stays inside: read
+    problems = check_dataset(data).problems
+    kinds = Counter((p.kind, p.csv_file) for p in problems)
+    assert kinds == {("duplicate_row", "train/csv_files/yy.csv"): 6, ("path_outside_root", "train/csv_files/zz.csv"): 1}
+    assert f"symbolic link to {secret}, outside the dataset root" in problems[-1].message
+    code, out = run_cli(["data", "check", str(data)], monkeypatch, capsys)
+    assert code != 0 and "TOKEN-1234" not in out and "Traceback" not in out
+
+
+def test_a_csv_files_folder_linked_outside_the_root_is_refused(data: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(data / "val" / "csv_files", elsewhere)
+    (data / "val" / "csv_files").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DataError, match=rf"csv_files leads through a symbolic link to {elsewhere}, outside the"):
+        read_split(data, "val")
+    assert [p.kind for p in check_dataset(data).problems] == ["missing_split"]
+
+
+def test_an_index_csv_over_the_size_cap_is_refused_before_it_is_read(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file too large to be an index CSV is a problem naming it, read no further than the cap."""
+    monkeypatch.setattr("usagg.data.fmc_uia.CSV_LIMIT", 64)
+    problems = [p for p in check_dataset(data).problems if p.csv_file == "train/csv_files/cls.csv"]
+    assert [p.kind for p in problems] == ["unreadable_csv"]
+    assert "holds more than 64 bytes, more than an index CSV may" in problems[0].message
 
 
 def test_a_root_that_is_itself_a_symlink_is_fine(clean: Path, tmp_path: Path) -> None:

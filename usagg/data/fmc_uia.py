@@ -24,12 +24,15 @@ from typing import Any, NamedTuple, TypedDict
 
 from usagg.errors import DataError
 from usagg.names import is_plain_name
-from usagg.safepath import control_characters
+from usagg.safepath import control_characters, inside
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
 from usagg.tasktypes.base import Row, RowError
 from usagg.wording import command, counted
 
 BASE_COLUMNS: tuple[str, ...] = ("image_path", "task_id", "task_name", "num_classes")
+#: The most bytes an index CSV may hold, checked before it is read: a million rows of a hundred bytes is 100 MB; a
+#: larger file (a link to a disk image, a log) would be read whole into memory.
+CSV_LIMIT = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,11 @@ def csv_files(root: Path, split: str) -> list[Path]:
             f"{folder} does not exist: an FMC_UIA dataset keeps its index CSVs in <root>/{split}/csv_files/ "
             f"(root {root}). Check the dataset root, or generate data with `usagg synth`."
         )
+    if not inside(folder, root):
+        raise DataError(
+            f"{folder} leads through a symbolic link to {os.path.realpath(folder)}, outside the dataset root {root}: "
+            "copy the index CSVs into the root (a dataset must hold its own files)"
+        )
     files, metadata = _index_entries(folder)
     if not files:
         only = f" (only {counted(len(metadata), 'macOS metadata file')}, ._*, ignored)" if metadata else ""
@@ -192,7 +200,13 @@ def _utf8_text(path: Path, root: Path) -> str:
     """The CSV's text (a UTF-8 BOM dropped); DataError naming the line and byte that are not UTF-8, which a
     spreadsheet's "CSV" save in a Windows or Latin-1 encoding writes for every non-ASCII letter, or saying the file
     is UTF-16 (whose byte-order mark read as Windows-1252 sent the user to a conversion that made it worse)."""
-    data = path.read_bytes()
+    with path.open("rb") as f:
+        data = f.read(CSV_LIMIT + 1)  # bounded: a link inside the root can still name a huge file there
+    if len(data) > CSV_LIMIT:
+        raise DataError(
+            f"{rel(path, root)} holds more than {CSV_LIMIT:,} bytes, more than an index CSV may: a CSV of a million "
+            "rows is about 100 MB, so this is no index CSV (move it out of csv_files/), or split it into several"
+        )
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:256]:
         raise DataError(
             f"{rel(path, root)} is UTF-16 text (a UTF-16 byte-order mark, or NUL bytes between its letters), as "
@@ -327,6 +341,16 @@ def _read_index(path: Path, split: str, root: Path, scan: SplitScan) -> tuple[li
         )
         return None
     where = rel(path, root)
+    if not inside(path, root):  # read, its first line would be shown in a problem: a link to a secret
+        scan.problems.append(
+            Problem(
+                "path_outside_root",
+                f"{where} leads through a symbolic link to {os.path.realpath(path)}, outside the dataset root {root}; "
+                "copy the file into the root (a dataset must hold its own files)",
+                where,
+            )
+        )
+        return None
     try:
         columns, records = _read_csv(path, root)
     except DataError as err:
