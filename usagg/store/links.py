@@ -92,6 +92,6 @@ def run_records(store: StoreLayout) -> list[Path]:
     folder = no_links(store.runs_dir, f"run store {store.root}")
     try:
         names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):  # none yet
+    except OSError:  # none yet
         return []
     return [folder / name for name in sorted(names) if _RUN_RECORD.fullmatch(name)]
