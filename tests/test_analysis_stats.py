@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats as ss
 
-from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats, wild_cluster_mean
+from usagg.analysis.cluster_inference import MEAN_DELTA, mean_delta_stats, paired_stats, wild_cluster_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
 from usagg.analysis.mixed import BOUNDARY, INDEFINITE, SLOPE, interaction_model
@@ -322,11 +322,13 @@ def test_a_fit_without_a_positive_definite_covariance_has_no_p_or_ci_and_no_holm
         assert slope.note.startswith("CI and p not estimable")
     tested = [s for s in a.stats if s.p is not None]
     assert len(tested) == 5  # the tests outside the mixed model: its slopes and interaction have no p
-    assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
+    for family, n in (("primary", 2), ("exploratory", 3)):  # Δm of CG and AU; the group ρs and CG-AU
+        within = [s for s in tested if s.family == family]
+        assert len(within) == n and [s.p_holm for s in within] == pytest.approx(holm([s.p for s in within]))
     table = stats_table(a.stats, a.comp)
     (row,) = [r for r in table.rows if r[0] == "AU-CG" and str(r[2]).startswith("mixed model")]
-    assert row[4] == inter.note and row[5] == "—"
-    assert "Holm step-down adjustment over all 5 p-values" in " ".join(table.notes)
+    assert row[4] == inter.note and row[5] == "—" and row[6] == "—"
+    assert "Holm over these 2 tests" in " ".join(table.notes) and "the other 3 tests" in " ".join(table.notes)
     write_report(a, tmp_path / "rep", render=lambda *_: [])
     md = (tmp_path / "rep" / "report.md").read_text()
     # the fit's note said once, not beside each of its estimates; they keep their values, marked as without a CI
@@ -373,15 +375,25 @@ def test_contrast_needs_a_finite_positive_variance(var: float) -> None:
     assert (est, p, ci, why) == (2.0, pytest.approx(2 * ss.t.sf(1.0, 4)), pytest.approx((2.0 - half, 2.0 + half)), "")
 
 
-def test_study_statistics_adjust_every_printed_p_with_holm(tmp_path: Path) -> None:
+def test_study_statistics_adjust_every_printed_p_with_holm_within_its_family(tmp_path: Path) -> None:
+    """The primary family is the study's question, Δm of CG and AU at the full data; Holm adjusts within it and,
+    apart, within the exploratory rest, so the primary p is doubled, not multiplied by every test printed."""
     write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
     stats = analyse(load_input(None, tmp_path / "r.csv")).stats
     tested = [s for s in stats if s.p is not None]
     # CG and AU share models: per paradigm the group-level Spearman and the wild cluster Δm (the task-level
     # Spearman and Wilcoxon are descriptive), then the paired CG-AU, 2 slopes and 1 interaction
     assert len(tested) == 2 * 2 + 1 + 3
-    assert [s.p_holm for s in tested] == pytest.approx(holm([s.p for s in tested]))
-    assert all(s.p_holm is None for s in stats if s.p is None)
+    primary = [s for s in tested if s.family == "primary"]
+    rest = [s for s in tested if s.family == "exploratory"]
+    assert {(s.name, s.paradigm) for s in primary} == {(MEAN_DELTA, "CG"), (MEAN_DELTA, "AU")}
+    assert len(rest) == 6 and len(primary) + len(rest) == len(tested)
+    ps = sorted(s.p for s in primary if s.p is not None)
+    assert sorted(s.p_holm for s in primary if s.p_holm is not None) == pytest.approx(
+        [min(1, 2 * ps[0]), max(min(1, 2 * ps[0]), ps[1])]
+    )  # Holm by hand over the two
+    assert [s.p_holm for s in rest] == pytest.approx(holm([s.p for s in rest]))
+    assert all(s.p_holm is None and s.family == "" for s in stats if s.p is None)
 
 
 @pytest.mark.parametrize(
@@ -405,7 +417,6 @@ def test_bad_hypotheses_are_spec_errors(hypotheses: dict, message: str) -> None:
 def test_the_report_states_the_wild_cluster_interval_of_delta_m(tmp_path: Path) -> None:
     """The headline and the summary give Δm with the interval that covers 95 % with few clusters (the wild cluster
     bootstrap-t), the one the statistics table lists; no second, narrower "95 %" interval of Δm exists."""
-    from usagg.analysis.cluster_inference import MEAN_DELTA
     from usagg.analysis.report import write_report
 
     write_results(simulate_rows(load_tasks(TASKS)), tmp_path / "r.csv")
@@ -416,6 +427,7 @@ def test_the_report_states_the_wild_cluster_interval_of_delta_m(tmp_path: Path) 
         (s,) = [s for s in a.stats if s.name == MEAN_DELTA and s.paradigm == p]
         said = f"{s.value:+.1f} % (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f})"
         assert (
-            f"**{p}**: Δm {said}" in md and f"Δm = {said} (p = {s.p:.2g}, Holm {s.p_holm:.2g}) over {s.n} tasks" in md
+            f"**{p}**: Δm {said}" in md
+            and f"Δm = {said} (p = {s.p:.2g}, Holm (primary) {s.p_holm:.2g}) over {s.n} tasks" in md
         )
     assert not [s for s in a.stats if "Δm" in s.name and s.name != MEAN_DELTA and not s.name.startswith("paired")]

@@ -10,7 +10,7 @@ import pytest
 from usagg.analysis.cluster_inference import MEAN_DELTA, wild_cluster_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.stats import Stat, family_note, holm_reach, spearman, spearman_floor, statistics
+from usagg.analysis.stats import Stat, holm_reach, spearman, spearman_floor, statistics
 
 DEMO = Path(__file__).parent / "data" / "demo_results.csv"
 FAR = [50, 51, 49, 52, 48, 50.5, 49.5, 50.2, 51]  # every value far from 0: the strongest evidence the data can give
@@ -37,8 +37,8 @@ def _tested(n: int, floor: float | None) -> list[Stat]:
 
 def test_holm_out_of_reach_is_said_only_when_it_is() -> None:
     """20 tests with a floor of 6/1,296: Holm's smallest adjusted p is at least 0.093 whatever the data."""
-    said = holm_reach(_tested(20, 6 / 6**4), 4)
-    assert said.startswith("with 4 clinical groups no test of this family can reach 0.05 after Holm's adjustment")
+    said = holm_reach(_tested(20, 6 / 6**4), 4, "exploratory")
+    assert said.startswith("with 4 clinical groups no test of the exploratory family can reach 0.05 after Holm's")
     assert "0.0046" in said and "(0.093)" in said and said.endswith("'Holm 1' is not 'no effect'")
     assert holm_reach(_tested(10, 6 / 6**4), 4) == ""  # 10 × 0.0046 = 0.046: the strongest test could reach it
     assert holm_reach([*_tested(20, 6 / 6**4), *_tested(1, None)], 4) == ""  # a test with no floor (Wald t)
@@ -58,5 +58,5 @@ def test_the_demo_states_its_floors(tmp_path: Path) -> None:
     rho = [s for s in statistics(comp) if s.name.endswith("groups") and s.p is not None]
     assert rho and all(s.p_floor == pytest.approx(2 / (6 if s.paradigm in ("CG", "CGD") else 24)) for s in rho)
     assert "(smallest attainable p 2/4! = 0.083)" in {s.paradigm: s for s in rho}["AU"].method
-    (note,) = family_note(dm + rho, comp)
-    assert note.startswith("With 4 clinical groups no test of this family can reach 0.05")
+    note = holm_reach(dm + rho, 4, "exploratory")
+    assert note.startswith("with 4 clinical groups no test of the exploratory family can reach 0.05")

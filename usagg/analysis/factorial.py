@@ -141,7 +141,7 @@ def stat_name(effect: str, scale: str) -> str:
 
 def effect_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
     """The mean over tasks of each main effect and the interaction, per complete design, scale and fraction;
-    only the study's scale carries a p (one test per effect in the Holm family), the others an interval."""
+    only the study's scale carries a p (one test per effect in the exploratory Holm family), the others an interval."""
     out = []
     for scale in scales_shown(comp):
         c = rescaled(comp, scale) if scale != comp.scale else comp

@@ -80,7 +80,7 @@ def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
     groups = {s.paradigm: s for s in a.stats if s.fraction == f and s.name == GROUP_RHO}
 
     def p_text(s: Stat) -> str:
-        holm = f", Holm {s.p_holm:.2g}" if s.p_holm is not None else ""
+        holm = f", Holm ({s.family}) {s.p_holm:.2g}" if s.p_holm is not None else ""
         return f"p = {s.p:.2g}{holm}"
 
     tested = [(p, s) for p in comp.others if (s := slopes.get(p)) and s.value is not None and s.p is not None]
@@ -280,7 +280,7 @@ def _slope_text(a: Analysis) -> str:
         if st.name != FRACTION_SLOPE or st.value is None:
             continue
         if st.ci is not None:
-            holm = f", Holm {st.p_holm:.2g}" if st.p_holm is not None else ""
+            holm = f", Holm ({st.family}) {st.p_holm:.2g}" if st.p_holm is not None else ""
             p = f", p = {st.p:.2g}{holm}" if st.p is not None else ""
             parts.append(f"{st.paradigm} {st.value:+.1f} (95 % CI {st.ci[0]:+.1f} to {st.ci[1]:+.1f}{p})")
         else:

@@ -8,7 +8,8 @@ varies each task's own n_train while the task stays the same, so here each task'
 over the fractions (its within-task least-squares slope; the task's own level is differenced away), and the slopes
 are averaged over tasks with the wild cluster interval and p of Δm (usagg/analysis/cluster_inference.py, the tasks
 of a clinical group one cluster): the two-stage form of a random-slope model with task as the random effect, which
-needs no variance model of its own and keeps the coverage measured for Δm. It joins the Holm family.
+needs no variance model of its own and keeps the coverage measured for Δm. It joins the exploratory Holm family
+(usagg/analysis/families.py).
 
 Both the slope and the Δm per fraction it is drawn beside (`COMMON_MEAN`, fig_fraction's points) are over one set
 of tasks: those with a Δ in the paradigm's aggregates at every fraction (`common_tasks`). A task at chance, or

@@ -42,6 +42,7 @@ class Settings:
     scale: str = "relative"  # analysis.scale (usagg/analysis/scales.py)
     chance_tasks: str = "exclude"
     hypotheses: dict[str, dict[str, str]] = field(default_factory=dict)  # test family -> key -> alternative
+    primary: list[str] | None = None  # the paradigms of the primary Holm family (None: usagg/analysis/families.py's)
     bootstrap: int = 10000
     task_bootstrap: int = 2000
     bootstrap_seed: int = 0

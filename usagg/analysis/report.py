@@ -33,6 +33,7 @@ from typing import Any
 from usagg.analysis.cluster_inference import MEAN_DELTA
 from usagg.analysis.controls import PARTS, controls, split_stat_name, splits
 from usagg.analysis.factorial import headline as factorial_headline
+from usagg.analysis.families import PRIMARY, family_lines
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks
 from usagg.analysis.mixed import SLOPE, UNIT
@@ -42,7 +43,7 @@ from usagg.analysis.report_html import anchor as _anchor
 from usagg.analysis.report_html import render_page
 from usagg.analysis.selection_gap import gap_table, headline_line, selection_gap
 from usagg.analysis.selection_warnings import selection_line
-from usagg.analysis.stats import Stat, family_note
+from usagg.analysis.stats import Stat
 from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     ONE_RUN,
@@ -127,6 +128,8 @@ def _summary(a: Analysis) -> list[str]:
     for p in comp.others:
         boot: Stat | None = by.get((p, MEAN_DELTA))
         line = f"**{p}**: Δm " + (_delta_m(boot) if boot and boot.value is not None else "n/a")
+        if boot is not None and boot.family == PRIMARY:  # the confirmatory answer belongs up front
+            line += f" ({_p(boot)})"
         values = comp.delta_values(f, p)[1]
         if len(values):  # a mean of relative changes is pulled by one task far from the rest (a baseline near chance)
             line += f", median Δ {statistics.median(map(float, values)):+.1f} %"
@@ -207,7 +210,7 @@ def _headline(a: Analysis) -> list[str]:
     caveats = {s.note for s in a.stats if s.fraction == f and s.name.startswith("mixed model") and s.ci and s.note}
     lines += [f"**Mixed model, read with care**: {note}." for note in sorted(caveats)]  # beside its intervals
     lines += [f"**Mixed model**: {note}." for note in unfit]
-    lines += [f"**Holm family**: {note}" for note in family_note(a.stats, comp)]
+    lines += [f"**Holm family**: {note}" for note in family_lines(a.stats, comp, a.inp.settings.primary)]
     shared: dict[str, list[str]] = {}
     for s in a.stats:
         if s.fraction != f or not s.name.startswith("mixed model: interaction") or s.value is None:
@@ -307,8 +310,9 @@ def _part_ci(text: str) -> str:
 
 
 def _p(s: Stat) -> str:
-    """p and its Holm-adjusted value, as the headline prints them."""
-    return f"p = {s.p:.2g}, Holm {s.p_holm:.2g}" if s.p_holm is not None else f"p = {s.p:.2g}"
+    """p and its Holm-adjusted value within its family, as the headline prints them: `p = 0.012, Holm (primary)
+    0.024` or `Holm (exploratory) 0.5` (usagg/analysis/families.py)."""
+    return f"p = {s.p:.2g}, Holm ({s.family}) {s.p_holm:.2g}" if s.p_holm is not None else f"p = {s.p:.2g}"
 
 
 @dataclass

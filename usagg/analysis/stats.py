@@ -1,5 +1,5 @@
 """Tests of Δ: Spearman ρ versus data scale, Wilcoxon signed-rank against 0, paired paradigms, effect sizes,
-and the Holm correction over every test a report prints.
+and the Holm correction (within the primary and the exploratory family: usagg/analysis/families.py).
 
 Every result carries its n and method, and small samples give a note ("n too small")
 rather than an exception or a meaningless p. A test is two-sided unless
@@ -17,7 +17,6 @@ scipy and statsmodels are imported inside the functions.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from usagg.analysis.delta import Comparison
+from usagg.wording import counted
 
 MIN_N_SPEARMAN = 3
 #: Non-zero pairs a Wilcoxon test needs: with fewer even a perfect split cannot reach p < 0.05 (exact test).
@@ -39,7 +39,7 @@ Hypotheses = Mapping[str, Mapping[str, str]]
 class Stat:
     """One statistic: value (ρ, W, mean or slope), p or CI where it has one, n, method, a note when not computed.
 
-    `p_holm` is p after the Holm correction over every test of the report; `effects` are
+    `p_holm` is p after the Holm correction within its `family` (primary or exploratory: families.py); `effects` are
     named effect sizes beside the value (rank-biserial r, Hodges-Lehmann estimate, sd);
     `task` is set for a per-task statistic (the uncertainty of one task's Δ).
     """
@@ -58,6 +58,8 @@ class Stat:
     task: str = ""
     #: The smallest p the test can give whatever the data (few clusters or groups), as reported (one-sided halved).
     p_floor: float | None = None
+    #: The Holm family of a test with a p: "primary" (confirmatory) or "exploratory"; "" without a p.
+    family: str = ""
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stat:
@@ -123,10 +125,11 @@ def spearman_floor(n: int, alt: str = "two-sided") -> float | None:
     return (2.0 if alt == "two-sided" else 1.0) / math.factorial(n)
 
 
-def holm_reach(stats: Sequence[Stat], groups: int, alpha: float = 0.05) -> str:
-    """A sentence where no test of the Holm family can reach `alpha` after the adjustment, whatever the data: Holm
-    multiplies the smallest p by the family's size, and with a few clinical groups every test has a floor (the
-    wild cluster test 6/6^G, the exact group Spearman 2/G!): so that 'Holm 1' is not read as 'no effect'."""
+def holm_reach(stats: Sequence[Stat], groups: int, family: str = "this", alpha: float = 0.05) -> str:
+    """A sentence where no test of the Holm family `stats` (named `family`: primary, exploratory) can reach `alpha`
+    after the adjustment, whatever the data: Holm multiplies the smallest p by the family's size, and with a few
+    clinical groups every test has a floor (the wild cluster test 6/6^G, the exact group Spearman 2/G!): so that
+    'Holm 1' is not read as 'no effect'."""
     tested = [s for s in stats if s.p is not None and not s.task]
     if not tested or any(s.p_floor is None for s in tested):
         return ""
@@ -134,18 +137,10 @@ def holm_reach(stats: Sequence[Stat], groups: int, alpha: float = 0.05) -> str:
     if low * len(tested) <= alpha:
         return ""
     return (
-        f"with {groups} clinical groups no test of this family can reach {alpha:g} after Holm's adjustment: the "
-        f"smallest p any of its {len(tested)} tests can attain is {low:.2g}, and Holm multiplies the smallest by "
-        f"{len(tested)} ({low * len(tested):.2g}); 'Holm 1' is not 'no effect'"
+        f"with {groups} clinical groups no test of the {family} family can reach {alpha:g} after Holm's adjustment: "
+        f"the smallest p any of its {counted(len(tested), 'test')} can attain is {low:.2g}, and Holm multiplies the "
+        f"smallest by {len(tested)} ({low * len(tested):.2g}); 'Holm 1' is not 'no effect'"
     )
-
-
-def family_note(stats: Sequence[Stat], comp: Comparison | None) -> list[str]:
-    """`holm_reach` of a report's statistics as a list of at most one note, the clinical groups counted in `comp`."""
-    if comp is None:
-        return []
-    note = holm_reach(stats, len({t.group for t in comp.tasks}))
-    return [note[0].upper() + note[1:] + "."] if note else []
 
 
 def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float, alt: str) -> float:
@@ -228,16 +223,6 @@ def holm(p: Sequence[float]) -> list[float]:
     from statsmodels.stats.multitest import multipletests
 
     return [float(v) for v in multipletests(np.asarray(p, float), method="holm")[1]]
-
-
-def holm_adjust(stats: list[Stat]) -> list[Stat]:
-    """Every statistic with a p gets its Holm-adjusted p over all of them (the family: every test printed)."""
-    tested = [(i, s.p) for i, s in enumerate(stats) if s.p is not None]
-    adj = holm([p for _, p in tested])
-    out = list(stats)
-    for (i, _), a in zip(tested, adj, strict=True):
-        out[i] = dataclasses.replace(stats[i], p_holm=a)
-    return out
 
 
 def _log(x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from usagg.analysis.cluster_inference import mean_delta_stats, paired_stats
 from usagg.analysis.controls import controls, split_stats
 from usagg.analysis.delta import CHANCE, Comparison, chance_evidence, chance_reference, compare
 from usagg.analysis.factorial import designs, effect_stats, no_design_text
+from usagg.analysis.families import holm_families
 from usagg.analysis.fraction_trend import fraction_trend_stats
 from usagg.analysis.inputs import AnalysisInput
 from usagg.analysis.mixed import interaction_model
@@ -16,7 +17,7 @@ from usagg.analysis.points import analyse_points, points_output
 from usagg.analysis.power import detectable, power_table, seed_sd
 from usagg.analysis.render import render
 from usagg.analysis.selection_warnings import selection_warnings_table
-from usagg.analysis.stats import Stat, holm_adjust, statistics
+from usagg.analysis.stats import Stat, statistics
 from usagg.analysis.tables import (
     CHANCE_RULE,
     Cellv,
@@ -60,7 +61,8 @@ class Analysis:
 
 
 def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
-    """Every statistic of `comp` under the study's analysis settings, Holm-adjusted over all tests it prints.
+    """Every statistic of `comp` under the study's analysis settings, Holm-adjusted within its family: the primary
+    Δm tests of analysis.primary, or the exploratory rest (usagg/analysis/families.py).
 
     The tests of Δ (usagg/analysis/stats.py), Δm with the wild cluster bootstrap (cluster_inference.py), the 2x2
     effects (factorial.py), the intervals of the split's parts (controls.py, no p), the mixed model's slopes and
@@ -76,7 +78,7 @@ def study_statistics(inp: AnalysisInput, comp: Comparison) -> list[Stat]:
     tests += fraction_trend_stats(comp, st.bootstrap, st.bootstrap_seed, st.hypotheses)
     for f in comp.fractions:
         tests += interaction_model(comp, f, st.hypotheses)
-    return holm_adjust(tests) + task_uncertainty(inp, comp)
+    return holm_families(tests, comp, st.primary) + task_uncertainty(inp, comp)
 
 
 def analyse(inp: AnalysisInput, baseline: str | None = None) -> Analysis:
@@ -242,7 +244,7 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
     tables.append(negative_table(comp, a.stats))
     if comp.not_available():
         tables.append(na_table(comp))
-    tables.append(stats_table(a.stats, comp))
+    tables.append(stats_table(a.stats, comp, a.inp.settings.primary))
     if multi:
         tables.append(fraction_table(comp, a.stats))
         tables.append(fraction_trend_table(comp, a.stats))

@@ -7,6 +7,7 @@ Markdown, LaTeX and HTML renderers (render.py) format them the same way.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -37,11 +38,12 @@ from usagg.analysis.delta import (
     rescaled,
 )
 from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_out_notes, missing_notes
+from usagg.analysis.families import family_lines
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks, task_slope
 from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
 from usagg.analysis.regime_notes import regime_notes
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
-from usagg.analysis.stats import Stat, family_note
+from usagg.analysis.stats import Stat
 from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
@@ -495,8 +497,9 @@ def na_table(comp: Comparison) -> Table:
     return Table("delta_na", "Δ not available", ["Fraction", "Task", "Paradigm", "Reason"], rows)
 
 
-def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
-    """Every test and interval of the study (not the per-task ones) with p, Holm-adjusted p, effect sizes, n, method."""
+def stats_table(stats: list[Stat], comp: Comparison | None = None, primary: Sequence[str] | None = None) -> Table:
+    """Every test and interval of the study (not the per-task ones) with p, Holm-adjusted p and its family (primary
+    or exploratory, `primary` the study's analysis.primary: usagg/analysis/families.py), effect sizes, n, method."""
     rows: list[list[Cellv]] = []
     for s in stats:
         if s.task:
@@ -510,26 +513,25 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None) -> Table:
             parts.append(s.note)
         holm = f"{s.p_holm:.3g}" if s.p_holm is not None else "—"
         effects = "; ".join(f"{k} {v:+.2f}" for k, v in s.effects) or "—"
-        rows.append([s.paradigm, frac_label(s.fraction), s.name, s.value, "; ".join(parts) or "—", holm, effects,
-                     s.n, s.method])  # fmt: skip
+        rows.append([s.paradigm, frac_label(s.fraction), s.name, s.value, "; ".join(parts) or "—", holm,
+                     s.family or "—", effects, s.n, s.method])  # fmt: skip
     tested = sum(1 for s in stats if s.p is not None and not s.task)
     notes = [
         "n: tasks (or groups, or seed-level values for the mixed model) entering the statistic; for Wilcoxon the "
         "non-zero differences scipy ranks (zero_method=wilcox drops zeros).",
-        f"p (Holm): Holm step-down adjustment over {'the one p-value' if tested == 1 else f'all {tested} p-values'} of "
-        "this table (family-wise error)."
+        "p (Holm): Holm step-down adjustment within the test's family (family-wise error), primary or exploratory:"
         if tested
         else "p (Holm): no statistic of this table has a p-value, so none is adjusted.",
+        *(family_lines(stats, comp, primary) if tested else []),
         "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
         "differences, and the Hodges-Lehmann estimate (median of the Walsh averages, percentage points).",
         "Mixed-model slope: percentage points of Δ per doubling of the training-set size.",
-        *family_note(stats, comp),
         *(exclusion_notes(comp) if comp is not None else []),
     ]
     return Table(
         "statistics",
         "Statistics of Δ",
-        ["Paradigm", "Fraction", "Statistic", "Value", "p / CI", "p (Holm)", "Effect size", "n", "Method"],
+        ["Paradigm", "Fraction", "Statistic", "Value", "p / CI", "p (Holm)", "Family", "Effect size", "n", "Method"],
         rows,
         notes,
     )
@@ -612,9 +614,9 @@ def factorial_table(
         "the paradigm: aggregation = (Δ_A + Δ_AM − Δ_M)/2, MoE = (Δ_M + Δ_AM − Δ_A)/2, interaction = Δ_AM − Δ_A − "
         "Δ_M. The two main effects add up to Δ_AM (its Shapley split: neither holds the interaction), then the mean "
         "over tasks.",
-        "Interval over all tasks, and on analysis.scale p (H0: effect 0, in the Holm family of the statistics "
-        "table): wild cluster restricted bootstrap-t with Webb weights, the tasks of one clinical group one cluster "
-        "(usagg/analysis/cluster_inference.py); group rows are means only.",
+        "Interval over all tasks, and on analysis.scale p (H0: effect 0, in the exploratory Holm family of the "
+        "statistics table): wild cluster restricted bootstrap-t with Webb weights, the tasks of one clinical group "
+        "one cluster (usagg/analysis/cluster_inference.py); group rows are means only.",
         "Scales: relative (%), log_ratio (100·ln of the ratio; its interaction is the log of a ratio of ratios), "
         "and analysis.scale where it is another; tasks whose log ratio is undefined are left out of that scale.",
         *left_out_notes(comp, fraction),
@@ -847,8 +849,8 @@ def fraction_trend_table(comp: Comparison, stats: list[Stat]) -> Table:
             "Slope: each task's least-squares slope of Δ on log10 n_train over the fractions (within task: the task "
             "stays, its training data grows), then the mean over the tasks with a Δ at every fraction, in Δ's unit "
             f"({UNITS[comp.scale]}) per tenfold n_train; 95 % CI and p (H0: slope 0): the wild cluster restricted "
-            "bootstrap-t of Δm, a clinical group's tasks one cluster (fewer than 3 clusters: none); p in the Holm "
-            "family of the statistics table.",
+            "bootstrap-t of Δm, a clinical group's tasks one cluster (fewer than 3 clusters: none); p in the "
+            "exploratory Holm family of the statistics table.",
             "What each statistic of Δ against data scale pools: this slope pools the fractions within each task; "
             "Spearman ρ(Δ, log n_train) and the mixed model's slope compare tasks of different sizes within one "
             "fraction (undefined where every task has the same n_train at a fraction, as at the synthetic "
