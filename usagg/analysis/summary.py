@@ -230,7 +230,7 @@ def _tables(a: Analysis, has_intervals: Callable[[float], bool]) -> list[Table]:
     for f in comp.fractions:
         tables.append(task_table(comp, f, multi=multi))
         if has_intervals(f):
-            tables.append(uncertainty_table(comp, a.stats, f, multi=multi))
+            tables.append(uncertainty_table(comp, a.stats, f, multi=multi, resamples=a.inp.settings.task_bootstrap))
         if comp.steps:
             tables.append(budget_table(comp, f, multi=multi))
     for f in comp.fractions:

@@ -7,6 +7,7 @@ Markdown, LaTeX and HTML renderers (render.py) format them the same way.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -44,7 +45,7 @@ from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
 from usagg.analysis.regime_notes import regime_notes
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
-from usagg.analysis.uncertainty import BOTH, SEEDS, TEST_SET, shown_interval
+from usagg.analysis.uncertainty import BOTH, MONTE_CARLO, SEEDS, TEST_SET, shown_interval
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
 from usagg.wording import counted
@@ -730,8 +731,11 @@ def budget_table(comp: Comparison, fraction: float, *, multi: bool = False) -> T
     return Table("budget" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
 
 
-def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False) -> Table:
-    """Per task and paradigm: Δ, its seed spread and t interval, the test-set bootstrap CI, and the one shown."""
+def uncertainty_table(
+    comp: Comparison, stats: list[Stat], fraction: float, *, multi: bool = False, resamples: int | None = None
+) -> Table:
+    """Per task and paradigm: Δ, its seed spread and t interval, the test-set bootstrap CI (`resamples` of it: the
+    study's analysis.task_bootstrap) with its end-points' Monte Carlo error, and the one shown."""
     by = {(s.task, s.paradigm, s.name): s for s in stats if s.task and s.fraction == fraction}
     rows: list[list[Cellv]] = []
     for task in ordered_tasks(comp):
@@ -750,7 +754,9 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
         "with the standard error of both paradigms' seed spread (delta method, Welch df), where the paradigm and "
         "the baseline each ran 2 seeds or more (one seed of either: no spread measured, no interval).",
         "Test set: 95 % paired percentile bootstrap over the test images both jobs scored (item_scores.json), "
-        "for the Δ of the seed means: every seed each paradigm ran, on the same resamples.",
+        "for the Δ of the seed means: every seed each paradigm ran, on the same resamples"
+        + (f", {resamples:,} of them (analysis.task_bootstrap)" if resamples else "")
+        + f". {_monte_carlo_text(stats, fraction)}",
         "Seeds + test set: the seed interval with the test-set bootstrap's variance added, never narrower than the "
         "seed interval: whether other seeds and other test images keep the sign; the interval the expectations "
         "read.",
@@ -768,6 +774,22 @@ def uncertainty_table(comp: Comparison, stats: list[Stat], fraction: float, *, m
     ]  # fmt: skip
     name = "uncertainty" + (f"_f{frac_label(fraction)}" if multi else "")
     return Table(name, title, cols, rows, notes, keys)
+
+
+def _monte_carlo_text(stats: list[Stat], fraction: float) -> str:
+    """The Monte Carlo error of the test-set intervals' end-points at `fraction`: how far another bootstrap of as many
+    resamples would move them (95 %, usagg/analysis/task_ci.py `endpoint_bands`), the largest and the median."""
+    mc = sorted(
+        v for s in stats if s.task and s.name == TEST_SET and s.fraction == fraction
+        if (v := dict(s.effects).get(MONTE_CARLO)) is not None
+    )  # fmt: skip
+    if not mc:
+        return "No test-set interval here, so no Monte Carlo error of one."
+    return (
+        f"Monte Carlo error of its end-points (95 %: how far another bootstrap of as many resamples would move one, "
+        f"from the order statistics around it): at most ±{mc[-1]:.2g}, median ±{statistics.median(mc):.2g}, in Δ's "
+        "unit; an end-point closer to 0 than that could fall on the other side with another bootstrap seed."
+    )
 
 
 def _ci_cell(s: Stat | None) -> Interval:

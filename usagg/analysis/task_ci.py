@@ -29,9 +29,11 @@ from usagg.analysis.scales import change
 
 __all__ = [
     "ItemScores",
+    "endpoint_bands",
     "load_item_scores",
     "metric_ci",
     "paired_delta_ci",
+    "paired_delta_draws",
     "percentile_ci",
     "resampled_deltas",
     "resampled_means",
@@ -141,14 +143,38 @@ def paired_delta_ci(
     fewer than 2 images are shared or the Δ is undefined on more than 1 - MIN_DEFINED_SHARE of the resamples.
     Deterministic for a seed, independent of the order of the images.
     """
-    bases = [base] if isinstance(base, ItemScores) else list(base)
-    others = [other] if isinstance(other, ItemScores) else list(other)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    draws = paired_delta_draws(base, other, resamples, seed)
+    return None if draws is None else percentile_ci(draws, level)
+
+
+def paired_delta_draws(
+    base: ItemScores | Sequence[ItemScores], other: ItemScores | Sequence[ItemScores], resamples: int, seed: int
+) -> np.ndarray | None:
+    """The relative change in % on each of `paired_delta_ci`'s resamples (nan where undefined); None when fewer than
+    2 images are shared."""
+    bases = [base] if isinstance(base, ItemScores) else list(base)
+    others = [other] if isinstance(other, ItemScores) else list(other)
     drawn = resampled_means([bases, others], resamples, seed)
-    if drawn is None:
+    return None if drawn is None else resampled_deltas(drawn[0], 0, 1, bases[0].higher_is_better)
+
+
+def endpoint_bands(draws: np.ndarray, level: float = 0.95) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The 95 % Monte Carlo band of each end-point of `percentile_ci(draws, level)`: how far another set of as many
+    resamples would move it. The number of defined draws below the true q-quantile is binomial (B, q), so the band
+    runs between the order statistics B·q ∓ 1.96·√(B·q·(1 − q)) (distribution-free, no density to estimate); None
+    where `percentile_ci` gives no interval."""
+    if percentile_ci(draws, level) is None:
         return None
-    return percentile_ci(resampled_deltas(drawn[0], 0, 1, bases[0].higher_is_better), level)
+    x = np.sort(draws[np.isfinite(draws)])
+    b = x.size
+    bands = []
+    for q in ((1.0 - level) / 2.0, (1.0 + level) / 2.0):
+        half = 1.96 * math.sqrt(b * q * (1.0 - q))
+        lo, hi = max(0, math.floor(b * q - half)), min(b - 1, math.ceil(b * q + half))
+        bands.append((float(x[lo]), float(x[hi])))
+    return bands[0], bands[1]
 
 
 def _restricted(s: ItemScores, images: list[str]) -> ItemScores:

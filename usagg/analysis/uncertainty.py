@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 SEEDS = "Δ seed interval"
 TEST_SET = "Δ test-set bootstrap"
 BOTH = "Δ seeds and test set"
+#: The `effects` key of a test-set interval's Monte Carlo error: the larger 95 % half-width of its two end-points.
+MONTE_CARLO = "end-point Monte Carlo error"
 LEVEL = 0.95
 
 
@@ -141,7 +143,7 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
     seed 0's Δ beside the table's three-seed one."""
     if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
         return []
-    from usagg.analysis.task_ci import paired_delta_ci
+    from usagg.analysis.task_ci import paired_delta_draws, percentile_ci
 
     jobs, scores = job_ids(inp), item_scores_reader(inp)
     out = []
@@ -157,9 +159,13 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
                 bs, others = [x for _, x in scored[base]], [x for _, x in scored[p]]
                 mean = {q: float(np.mean([comp.seed_values[(f, t, q)][s] for s, _ in scored[q]])) for q in (p, base)}
                 d = comp.change(t, mean[p], mean[base])
-                ci = interval_on_scale(
-                    comp.scale, paired_delta_ci(bs, others, resamples, seed, LEVEL), info.higher_is_better
+                draws = paired_delta_draws(bs, others, resamples, seed)
+                ci = (
+                    None
+                    if draws is None
+                    else interval_on_scale(comp.scale, percentile_ci(draws, LEVEL), info.higher_is_better)
                 )
+                mc = None if draws is None or ci is None else _mc_error(comp.scale, draws, info.higher_is_better)
                 shared = len(set.intersection(*(set(x.images) for x in bs + others)))
                 fewer = min(len(scored[q]) for q in (base, p)) < min(len(ran[q]) for q in (base, p))
                 out.append(
@@ -167,12 +173,27 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
                         TEST_SET, p, f, d.value, shared,
                         f"paired percentile bootstrap over the {shared} test images every job scored "
                         f"({_seeds_text(scored, base, p)}: the seed means' Δ on each resample), {resamples} resamples, "
-                        f"seed {seed}",
+                        f"seed {seed}" + (f"; end-points ± {mc:.2g} (Monte Carlo 95 %)" if mc is not None else ""),
                         ci=ci, note="" if ci else "undefined on the resamples", task=t,
-                        effects=(("seeds scored", float(min(len(bs), len(others)))),) if fewer else (),
+                        effects=(
+                            *((("seeds scored", float(min(len(bs), len(others)))),) if fewer else ()),
+                            *(((MONTE_CARLO, mc),) if mc is not None else ()),
+                        ),
                     )
                 )  # fmt: skip
     return out
+
+
+def _mc_error(scale: str, draws: np.ndarray, higher_is_better: bool) -> float | None:
+    """The larger Monte Carlo half-width (95 %) of a test-set interval's two end-points on `scale`
+    (usagg/analysis/task_ci.py `endpoint_bands`, carried over as the interval is)."""
+    from usagg.analysis.task_ci import endpoint_bands
+
+    bands = endpoint_bands(draws, LEVEL)
+    if bands is None:
+        return None
+    halves = [(b[1] - b[0]) / 2 for band in bands if (b := interval_on_scale(scale, band, higher_is_better))]
+    return max(halves) if len(halves) == 2 else None
 
 
 def _seeds_text(scored: dict[str, list[tuple[int, ItemScores]]], base: str, p: str) -> str:
