@@ -54,10 +54,10 @@ def _is_number(v: Cellv) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _check_cell(col: str, v: Cellv, shown: str, where: str, column: list[Cellv]) -> None:
+def _check_cell(col: str, v: Cellv, shown: str, where: str, column: list[Cellv], sig: bool = False) -> None:
     """`shown` is how the report's conventions show value `v` of column `col`, whose values are `column`: a column's
     plain floats share one number of decimals (3 where any is below 10 in size, else 1), whole numbers only where
-    all are and one reaches 10."""
+    all are and one reaches 10; a `sig` column's (`Table.significant`) each to 3 significant digits."""
     if v is None:
         assert shown == ("n/a" if col.startswith("Δ") else "—"), where
     elif isinstance(v, Interval):  # its text, in the rounding of its table
@@ -67,6 +67,11 @@ def _check_cell(col: str, v: Cellv, shown: str, where: str, column: list[Cellv])
         assert abs(float(shown) - v) <= 0.05 + 1e-9, where
     elif isinstance(v, float) and (col.startswith("→") or col.endswith("affinity")):
         assert re.fullmatch(r"[+-]\d(\.\d+)?(e[+-]\d+)?|[+-]0\.0*\d+", shown), where  # 3 significant digits
+        assert abs(float(shown) - v) <= 0.005 * abs(v) + 1e-300, where
+    elif isinstance(v, float) and sig and math.isfinite(v):  # 3 significant digits, fixed point, whole digits kept
+        assert re.fullmatch(r"-?\d+(\.\d+)?", shown), where
+        digits = len(shown.lstrip("-").replace(".", "").lstrip("0"))
+        assert digits == 3 or (abs(v) >= 100 and shown == f"{v:.0f}") or (v == 0 and shown == "0"), where
         assert abs(float(shown) - v) <= 0.005 * abs(v) + 1e-300, where
     elif isinstance(v, float) and col.endswith("steps") and v == int(v):  # counts of steps as whole numbers
         assert shown == str(int(v)), where
@@ -113,7 +118,7 @@ def _check_markdown(t: Table, text: str) -> None:
     assert len(body) == len(t.rows)
     for i, (row, shown) in enumerate(zip(t.rows, body, strict=True)):
         for j, (col, v, s) in enumerate(zip(t.columns, row, shown, strict=True)):
-            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows])
+            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows], col in t.significant)
 
 
 def _tex_cells(line: str) -> list[str]:
@@ -142,7 +147,9 @@ def _check_latex(t: Table, tex: str) -> None:
         for j, (col, v, cell) in enumerate(zip(t.columns, row, cells, strict=True)):
             if v is None or isinstance(v, float):  # numbers and missing values read as in Markdown ("—" is "--")
                 shown = "—" if cell == "--" else cell
-                _check_cell(col, v, shown, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows])
+                _check_cell(
+                    col, v, shown, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows], col in t.significant
+                )
             elif isinstance(v, str):
                 assert cell == latex_escape(v)
 
@@ -191,7 +198,7 @@ def _check_text(t: Table, text: str) -> None:
     body = [cut(line) for line in lines[4 : 4 + len(t.rows)]]
     for i, (row, cells) in enumerate(zip(t.rows, body, strict=True)):
         for j, (col, v, s) in enumerate(zip(t.columns, row, cells, strict=True)):
-            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows])
+            _check_cell(col, v, s, f"{t.name} row {i} column {col!r}", [r[j] for r in t.rows], col in t.significant)
     assert lines[4 + len(t.rows) :] == (["(none)"] if not t.rows else []) + [f"  {n}" for n in t.notes]
 
 

@@ -86,6 +86,8 @@ class Table:
     keys: list[Key] = field(default_factory=list)
     #: What a table without rows shows in its place: "(none)", or why it is empty and what would fill it.
     empty: str = "(none)"
+    #: Columns whose numbers are shown to 3 significant digits (`significant`), not to a fixed number of decimals.
+    significant: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.keys and len(self.keys) != len(self.columns):
@@ -133,6 +135,20 @@ def ci_end(v: float) -> str:
     if v == 0 or round(v, 1) != 0 or not math.isfinite(v):
         return f"{v:+.1f}"
     return f"{v:+.{1 - math.floor(math.log10(abs(v)))}f}"
+
+
+def significant(v: float, digits: int = 3, *, sign: bool = False) -> str:
+    """`v` to `digits` significant digits in fixed point: 0.00412, 12.3, -176 (never 1.2e-05, and never an integer
+    digit rounded away: 1234), so a small estimate or end-point keeps its digits where two decimals printed 0.00;
+    `sign` writes + before a positive value. 0 is 0 whatever its sign bit."""
+    plus = "+" if sign else ""
+    if not math.isfinite(v) or abs(v) >= 10 ** (digits - 1):
+        return f"{v + 0.0:{plus}.0f}" if math.isfinite(v) else str(v)
+    rounded = float(f"{v:.{digits - 1}e}") + 0.0  # -0.0 -> 0.0; rounding first: 9.996 is 10.0, not 10.00
+    if rounded == 0:
+        return "+0" if sign else "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:{plus}.{decimals}f}"
 
 
 def ordered_tasks(comp: Comparison) -> list[str]:
@@ -507,13 +523,13 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None, primary: Sequ
             continue
         parts = []
         if s.ci is not None:
-            parts.append(f"95 % CI [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]")
+            parts.append(f"95 % CI [{significant(s.ci[0], sign=True)}, {significant(s.ci[1], sign=True)}]")
         if s.p is not None:
             parts.append(f"p = {s.p:.3g}")
         if s.note:
             parts.append(s.note)
         holm = f"{s.p_holm:.3g}" if s.p_holm is not None else "—"
-        effects = "; ".join(f"{k} {v:+.2f}" for k, v in s.effects) or "—"
+        effects = "; ".join(f"{k} {significant(v, sign=True)}" for k, v in s.effects) or "—"
         rows.append([s.paradigm, frac_label(s.fraction), s.name, s.value, "; ".join(parts) or "—", holm,
                      s.family or "—", effects, s.n, s.method])  # fmt: skip
     tested = sum(1 for s in stats if s.p is not None and not s.task)
@@ -527,6 +543,7 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None, primary: Sequ
         "Effect sizes of the Wilcoxon tests: matched-pairs rank-biserial r = (R+ − R−)/(R+ + R−) over the non-zero "
         "differences, and the Hodges-Lehmann estimate (median of the Walsh averages, percentage points).",
         "Mixed-model slope: percentage points of Δ per doubling of the training-set size.",
+        "Values, interval end-points and effect sizes to 3 significant digits (the CSV keeps every digit of a value).",
         *(exclusion_notes(comp) if comp is not None else []),
     ]
     return Table(
@@ -535,6 +552,7 @@ def stats_table(stats: list[Stat], comp: Comparison | None = None, primary: Sequ
         ["Paradigm", "Fraction", "Statistic", "Value", "p / CI", "p (Holm)", "Family", "Effect size", "n", "Method"],
         rows,
         notes,
+        significant=("Value",),
     )
 
 
