@@ -50,7 +50,7 @@ def test_a_declared_primary_family_replaces_the_default(demo: Analysis) -> None:
         "Primary (confirmatory): Δm of AU versus TS at fraction 1 (the study's full data), the wild cluster test "
         "(analysis.primary); Holm over this one test."
     )
-    assert lines[1].startswith("Exploratory: the other 30 tests")
+    assert lines[1].startswith("Exploratory: the other 30 tests") and "other fractions" not in lines[1]  # one fraction
 
 
 def test_each_family_says_when_none_of_its_tests_can_reach_alpha(demo: Analysis) -> None:

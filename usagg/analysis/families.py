@@ -86,9 +86,9 @@ def family_lines(stats: Sequence[Stat], comp: Comparison | None, declared: Seque
     lines = [head]
     if rest:
         lines.append(
-            f"Exploratory: the other {counted(len(rest), 'test')} (slopes, group Spearmans, paired comparisons, 2x2 "
-            "effects, other fractions), Holm within them: not declared before the data, they suggest rather than "
-            "confirm."
+            f"Exploratory: the other {counted(len(rest), 'test')} (such as slopes, group Spearmans, paired "
+            f"comparisons, 2x2 effects, other paradigms' Δm{', other fractions' if len(comp.fractions) > 1 else ''}), "
+            "Holm within them: not declared before the data, they suggest rather than confirm."
         )
     groups = len({t.group for t in comp.tasks})
     for label, family in (("primary", primary), ("exploratory", rest)):
