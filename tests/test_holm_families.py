@@ -95,3 +95,22 @@ def test_the_table_and_the_report_name_each_tests_family(demo: Analysis, tmp_pat
     cg = next(s for s in demo.stats if s.name == MEAN_DELTA and s.paradigm == "CG")
     assert f"p = {cg.p:.2g}, Holm (primary) {cg.p_holm:.2g}" in md
     assert "Holm (exploratory) " in md
+
+
+def test_a_primary_family_without_a_p_says_so(tmp_path: Path) -> None:
+    """Two clinical groups are too few clusters for Δm's test: the primary family is empty, and the report says so
+    rather than leaving the reader to look for it."""
+    rows = DEMO.read_text().splitlines()
+    kept = [rows[0], *(r for r in rows[1:] if r.split(",")[3] in ("Fetal", "Thyroid"))]
+    (tmp_path / "r.csv").write_text("\n".join(kept) + "\n")
+    a = analyse(load_input(None, tmp_path / "r.csv"))
+    assert not [s for s in a.stats if s.family == "primary"]
+    (cg,) = [s for s in a.stats if s.name == MEAN_DELTA and s.paradigm == "CG"]
+    assert cg.p is None and cg.note == "2 clusters: need ≥ 3"
+    lines = family_lines(a.stats, a.comp, None)
+    assert lines[0] == (
+        "Primary (confirmatory): no test: Δm of CG and AU versus TS at fraction 1 (the study's full data) has no p "
+        "(the default, the study's own question: does aggregating tasks change performance against TS; "
+        "analysis.primary can declare others)."
+    )
+    assert len(lines) == 1 and not [s for s in a.stats if s.p is not None]  # nor has any other test: no second line
