@@ -156,6 +156,13 @@ def test_the_packaged_specs_are_far_inside_the_limits() -> None:
         ),
         (["paradigms=[TS,CG,AU,{AG: {groups: 50}}]"], "paradigms: AG: groups 50 exceeds the study's 9 tasks"),
         (["analysis.baseline=CG", "paradigms=[TS,AU]"], "analysis.baseline 'CG' is not among the paradigms"),
+        (
+            ["paradigms=[TS,CG,AU]", "analysis.primary=[AU,CGD]"],
+            "analysis.primary names 'CGD' (did you mean 'CG'?), which the study does not run (paradigms: TS, CG, AU)",
+        ),
+        (["analysis.primary=[AU,TS]"], "analysis.primary names the baseline TS: Δm is measured against it"),
+        (["analysis.primary=[CX]"], "analysis.primary[0]: unknown paradigm 'CX'; registered paradigms: TS, CG"),
+        (["analysis.primary=[]"], "analysis.primary: List should have at least 1 item"),
         (["model.heads.feature_blocks=[1, 1]"], "got [1, 1]; block indices must be distinct and increasing"),
         (["model.moe.blocks=[3, 2]"], "got [3, 2]; block indices must be distinct and increasing"),
         (["data.num_workers=8"], "data has no setting 'num_workers'"),
@@ -244,3 +251,15 @@ def test_the_default_baseline_may_be_absent_and_a_dumped_study_reloads(tmp_path:
     assert load_study(again) == study
     with pytest.raises(SpecError, match=r"analysis\.baseline 'AU' is not among the paradigms"):
         load_study(DEMO, ["paradigms=[TS, CG]", "analysis.baseline=AU"])
+
+
+def test_a_declared_primary_family_reaches_the_analysis_settings(tmp_path: Path) -> None:
+    """analysis.primary is the analysis's (usagg/analysis/families.py): it changes no job id."""
+    from usagg.analysis.inputs import _settings
+    from usagg.plan import plan
+
+    study = load_study(DEMO, ["analysis.primary=[AU, AG]"])
+    assert study.analysis.primary == ["AU", "AG"] and load_study(DEMO).analysis.primary is None
+    assert [j.id for j in plan(study)] == [j.id for j in plan(load_study(DEMO))]
+    assert _settings({"analysis": {"primary": ["AU"]}}, "s.yaml").primary == ["AU"]
+    assert _settings({}, "s.yaml").primary is None

@@ -141,6 +141,14 @@ class AnalysisSpec(Strict):
     hypotheses: Annotated[Hypotheses, NOT_IN_HASH] = Field(
         default_factory=Hypotheses, description="Directional hypotheses (one-sided tests); default all two-sided."
     )
+    primary: Annotated[list[ParadigmName] | None, NOT_IN_HASH] = Field(
+        None,
+        min_length=1,
+        description="Paradigms whose Δm versus the baseline at the study's full data (its largest fraction; the wild "
+        "cluster test) is the primary, confirmatory Holm family; every other p is exploratory, Holm-adjusted within "
+        "its own family (usagg/analysis/families.py). Default: the study's question, CG and AU where the study runs "
+        "them, else every paradigm compared.",
+    )
     bootstrap: Annotated[int, NOT_IN_HASH] = Field(
         10000, ge=100, le=1_000_000, description="Bootstrap resamples for confidence intervals."
     )

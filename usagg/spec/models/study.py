@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from usagg.names import suggest
 from usagg.paradigms import check_paradigm, check_paradigms, paradigm_names
 from usagg.spec.jobhash import IN_HASH, JOB_OWN, NOT_IN_HASH, JobHash
 from usagg.spec.models.analysis import AnalysisSpec
@@ -303,6 +304,18 @@ class Study(Strict):
                 f"({', '.join(self.paradigms)}): Δ is measured against the baseline's jobs; add {baseline} to "
                 "`paradigms` or choose one of them"
             )
+        for name in self.analysis.primary or ():
+            if name == baseline:
+                return (
+                    f"analysis.primary names the baseline {name}: Δm is measured against it; name the paradigms "
+                    f"compared with it ({', '.join(p for p in self.paradigms if p != baseline)})"
+                )
+            if name not in self.paradigms:
+                return (
+                    f"analysis.primary names {name!r}{suggest(name, self.paradigms)}, which the study does not run "
+                    f"(paradigms: {', '.join(self.paradigms)}); a primary test is the Δm of a paradigm the study "
+                    "compares with the baseline"
+                )
         for i, t in enumerate(self.tasks):
             why = scale_problem(self.analysis.scale, t.metric or get_task_type(t.type).primary_metric)
             if why:
