@@ -216,8 +216,14 @@ def test_mixed_model_slopes_interaction_and_when_it_cannot_be_fitted(tmp_path: P
     comp = _fixture_comparison(tmp_path)
     stats = {s.paradigm: s for s in interaction_model(comp, 1.0)}
     cg, au, inter = stats["CG"], stats["AU"], stats["AU-CG"]
-    # the simulation has no group deviation of a paradigm's own: that component is fitted at its bound, and said
-    assert cg.name == SLOPE and cg.note in ("", BOUNDARY) and cg.ci[0] < cg.value < cg.ci[1]
+    # the simulation has no group deviation of a paradigm's own: that component is fitted at its bound, and said by
+    # name with its sd, as the method text has it
+    assert cg.name == SLOPE and cg.ci[0] < cg.value < cg.ci[1]
+    assert cg.note == (
+        "the variance of paradigm within a group is estimated at 0 (sd 0.00 pp against a residual sd of 1.65 pp: "
+        f"{BOUNDARY})"
+    )
+    assert "of paradigm within a group 0.00 pp" in cg.method and "residual 1.65 pp" in cg.method
     assert "(1 | group:paradigm)" in cg.method and "of paradigm within a group" in cg.method
     # the simulation's story: CG's Δ grows by 18·sensitivity pp per tenfold data (5.4 per doubling), AU's by 6
     assert cg.value > au.value > 0 and cg.ci[0] > 0 and inter.ci[1] < 0

@@ -53,3 +53,41 @@ def test_a_slope_carried_by_one_task_is_said(tmp_path: Path) -> None:
     stats = {s.paradigm: s for s in interaction_model(compare(load_input(None, DEMO)), 1.0)}
     assert "carried by one task: without breast_lesion the slope is +39.0 pp (with it +79.6)" in stats["TSM"].note
     assert "carried by one task" not in stats["AU-CG"].note
+
+
+def test_the_reports_mixed_model_notes_name_their_paradigm_in_the_headlines_order(tmp_path: Path) -> None:
+    """The demo's report had seven "Mixed model, read with care" bullets naming no paradigm, sorted by their text, the
+    first without a number ("a variance component is estimated at 0"). The whole fit's note is now said once, naming
+    the variance at 0 and its sd, then each slope's own note under its paradigm, in the order of the paradigm bullets
+    above them, in report.md and report.html alike."""
+    from usagg.analysis.report import write_report
+    from usagg.analysis.summary import analyse
+
+    a = analyse(load_input(None, DEMO))
+    write_report(a, tmp_path / "rep", render=lambda *_: [])
+    md = (tmp_path / "rep" / "report.md").read_text().splitlines()
+    order = [ln[4:].split(" vs TS**")[0] for ln in md if ln.startswith("- **") and " vs TS** (fraction 1)" in ln]
+    assert order == ["CG", "AU", "AG", "TSM", "AUD", "CGD"]
+    care = [ln for ln in md if ln.startswith("- **Mixed model") and "read with care" in ln]
+    assert care == [
+        "- **Mixed model (whole fit: CG, AU, AG, TSM, AUD, CGD vs TS), read with care**: the variance of paradigm "
+        "within a group is estimated at 0 (sd 0.00 pp against a residual sd of 12.99 pp: at the boundary of the "
+        "parameter space).",
+        *(
+            f"- **Mixed model ({p} vs TS), read with care**: carried by one task: without {task} the slope is {w} pp "
+            f"(with it {with_})."
+            for p, task, w, with_ in [
+                ("CG", "breast_lesion", "+4.6", "+57.9"),
+                ("AU", "breast_lesion_cls", "+10.6", "+28.3"),
+                ("AG", "breast_lesion", "+11.2", "+57.0"),
+                ("TSM", "breast_lesion", "+39.0", "+79.6"),
+                ("AUD", "breast_lesion", "+22.3", "+49.7"),
+                ("CGD", "breast_lesion", "-8.3", "+17.5"),
+            ]
+        ),
+    ]
+    slope = next(s for s in a.stats if s.name == SLOPE and s.paradigm == "AG")
+    assert "of paradigm within a group 0.00 pp, of task" not in slope.method  # one seed: no task x paradigm term
+    assert "of paradigm within a group 0.00 pp, residual 12.99 pp" in slope.method  # the note's numbers, as fitted
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.count("read with care") == 7 and "Mixed model (AG vs TS), read with care" in html

@@ -45,8 +45,9 @@ FORMULA = "Δ ~ paradigm × log2(n_train) + type + (1 | group)"
 #: that suits one paradigm's model need not suit another's (without it, the slopes' CIs cover 74-86 % at 95 %).
 PARADIGM_TERM = " + (1 | group:paradigm)"
 SEEDS_TERM = " + (1 | group:task:paradigm)"
-#: The note of a fit with a variance component at 0: the data show no such deviation (the fit is still valid).
-BOUNDARY = "a variance component is estimated at 0 (boundary of the parameter space)"
+#: The end of the note of a fit with a variance component at 0 (`_boundary_note`, which names the component and
+#: its sd): the data show no such deviation (the fit is still valid).
+BOUNDARY = "at the boundary of the parameter space"
 #: The note of every estimate of a fit whose covariance of the fixed effects is not positive definite: the REML
 #: optimum is ill-defined there (a saddle, or variance components the data cannot separate, as with the demo's 4
 #: groups), so no variance read off that matrix is one to trust, even one that happens to be positive (the demo's
@@ -134,7 +135,7 @@ def _fit(
         return _cannot(comp, fraction, fit, n_obs, paradigms)
     res, messages, found = fit
     how = f"highest REML log-likelihood {float(res.llf):.3f} over the optimisers {', '.join(METHODS)} ({found})"
-    note = _warning_note(messages)
+    note = _joined(_boundary_note(res), _warning_note(messages))
     spread = _spread_note(df, res)  # about an interval being too narrow: said only beside one
     names = list(res.fe_params.index)
     method = (
@@ -177,6 +178,8 @@ def _canonical(row: tuple[float, str, float, str, str, str]) -> tuple[str, str, 
 METHODS = ("lbfgs", "bfgs", "powell", "nm", "cg")
 #: A variance below this share of the residual variance is at the boundary (0): no optimiser reaches 0 exactly.
 AT_ZERO = 1e-4
+#: statsmodels' own boundary warning: a variance below this (pp², absolute) "may be on the boundary".
+STATSMODELS_AT_ZERO = 0.01
 #: Two fits this close in REML log-likelihood are at the same optimum.
 SAME_LLF = 1e-3
 
@@ -200,7 +203,7 @@ def _best_fit(mixedlm, formula: str, df, vc: dict[str, str]):
     if not counted_ or float((best := max(counted_, key=lambda f: float(f[1].llf)))[1].llf) < top - SAME_LLF:
         return f"no optimiser converged ({', '.join(METHODS)}; highest REML log-likelihood {top:.3f})"
     name, res, said = best
-    return res, [*said, "boundary"] if _at_boundary(res) else said, name
+    return res, said, name
 
 
 def _one_fit(mixedlm, formula: str, df, vc: dict[str, str], method: str, start) -> tuple[str, Any, list[str]]:
@@ -221,8 +224,36 @@ def _one_fit(mixedlm, formula: str, df, vc: dict[str, str], method: str, start) 
 
 def _at_boundary(res) -> bool:
     """Whether a fitted variance (group intercept or a component) is at 0, relative to the residual variance."""
+    return min(v for _, v in _variances(res)) <= AT_ZERO * float(res.scale)
+
+
+#: Each random effect's words, in the method text's sds and in the boundary note.
+_EFFECTS = {
+    "group": "the group intercept",
+    "paradigm": "paradigm within a group",
+    "unit": "task × paradigm within a group",
+}
+
+
+def _variances(res) -> list[tuple[str, float]]:
+    """(words, fitted variance in pp²) of the group intercept, then of each variance component."""
+    names = ["group", *res.model.exog_vc.names]
     variances = [float(res.cov_re.iloc[0, 0]), *(float(v) for v in res.vcomp)]
-    return min(variances) <= AT_ZERO * float(res.scale)
+    return [(_EFFECTS[n], v) for n, v in zip(names, variances, strict=True)]
+
+
+def _boundary_note(res) -> str:
+    """Which variance the fit puts at 0, with its sd against the residual's, or '' where none: at 0 by `_at_boundary`
+    or by statsmodels' own warning, so that "a variance component is estimated at 0" never leaves the reader to
+    find which one in the method text."""
+    limit = max(AT_ZERO * float(res.scale), STATSMODELS_AT_ZERO)
+    residual = math.sqrt(float(res.scale))
+    return "; ".join(
+        f"the variance of {words} is estimated at 0 (sd {math.sqrt(max(v, 0.0)):.2f} pp against a residual "
+        f"sd of {residual:.2f} pp: {BOUNDARY})"
+        for words, v in _variances(res)
+        if v <= limit
+    )
 
 
 def _span(df) -> str:
@@ -265,13 +296,20 @@ def _joined(*notes: str) -> str:
     return "; ".join(n.rstrip(".") for n in notes if n)
 
 
+def shared_notes(stats: list[Stat]) -> tuple[str, list[tuple[Stat, str]]]:
+    """Of one fit's estimates, the notes every one carries (the fit's, as a variance at 0: a report says them once;
+    none for a single estimate) and each estimate with the rest of its own (as one task carrying a slope)."""
+    parts = [s.note.split("; ") if s.note else [] for s in stats]
+    common = [n for n in parts[0] if all(n in q for q in parts[1:])] if len(stats) > 1 else []
+    return _joined(*common), [
+        (s, _joined(*(n for n in q if n not in common))) for s, q in zip(stats, parts, strict=True)
+    ]
+
+
 def _random_sds(res) -> str:
     """The fitted random-effect standard deviations, in percentage points of Δ."""
-    text = f"sd of the group intercept {math.sqrt(max(float(res.cov_re.iloc[0, 0]), 0.0)):.2f} pp"
-    said = {"paradigm": "of paradigm within a group", "unit": "of task × paradigm within a group"}
-    for name, var in zip(res.model.exog_vc.names, res.vcomp, strict=True):
-        text += f", {said[name]} {math.sqrt(max(float(var), 0.0)):.2f} pp"
-    return f"{text}, residual {math.sqrt(float(res.scale)):.2f} pp"
+    sds = ", of ".join(f"{words} {math.sqrt(max(v, 0.0)):.2f} pp" for words, v in _variances(res))
+    return f"sd of {sds}, residual {math.sqrt(float(res.scale)):.2f} pp"
 
 
 #: Spread of one paradigm's tasks over another's beyond which the model's shared variances are said not to fit.
@@ -295,10 +333,11 @@ def _spread_note(df, res) -> str:
 
 
 def _warning_note(messages: list[str]) -> str:
-    """What a converged fit's warnings mean for the reader (retries that then converged are not news)."""
-    if any("boundary" in m for m in messages):
-        return BOUNDARY
-    messages = [m for m in messages if "converge" not in m and "Gradient optimization failed" not in m]
+    """What a converged fit's warnings mean for the reader (retries that then converged are not news; statsmodels'
+    boundary warning is said by `_boundary_note`, naming the variance)."""
+    messages = [
+        m for m in messages if not any(w in m for w in ("converge", "Gradient optimization failed", "boundary"))
+    ]
     rest = sorted({m.split("\n")[0] for m in messages if "Retrying" not in m and "failed to converge" not in m})
     return f"fitted with a warning: {'; '.join(rest)}" if rest else ""
 

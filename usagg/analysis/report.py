@@ -36,7 +36,7 @@ from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.families import PRIMARY, family_lines
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks
-from usagg.analysis.mixed import SLOPE, UNIT
+from usagg.analysis.mixed import SLOPE, UNIT, shared_notes
 from usagg.analysis.provenance import RANDOM_INIT_LINE, Provenance, provenance
 from usagg.analysis.render import md_table, md_text, to_csv, to_latex, to_markdown
 from usagg.analysis.report_html import anchor as _anchor
@@ -183,6 +183,22 @@ def _shared_fit_notes(a: Analysis, f: float) -> list[str]:
     return [note for note, n in seen.items() if n > 1]
 
 
+def _care_notes(a: Analysis, f: float) -> list[str]:
+    """The notes of the mixed model's estimates that have an interval, each bullet naming what it qualifies, in the
+    headline's paradigm order: the notes of the whole fit once (as a variance at 0), then each slope's own (as one
+    task carrying it), then an interaction's own; a reader need not match "+57.0" back to its paradigm by hand."""
+    comp = a.comp
+    fitted = [s for s in a.stats if s.fraction == f and s.name.startswith("mixed model") and s.ci]
+    fitted.sort(key=lambda s: (s.name != SLOPE, comp.others.index(s.paradigm) if s.name == SLOPE else 0))
+    common, own = shared_notes(fitted)
+    slopes = ", ".join(s.paradigm for s in fitted if s.name == SLOPE)
+    lines = [f"**Mixed model (whole fit: {slopes} vs {comp.baseline}), read with care**: {common}."] if common else []
+    for s, note in own:
+        what = f"{s.paradigm} vs {comp.baseline}" if s.name == SLOPE else s.name.removeprefix("mixed model: ")
+        lines += [f"**Mixed model ({what}), read with care**: {note}."] if note else []
+    return lines
+
+
 def _headline(a: Analysis) -> list[str]:
     """One line per paradigm: Δm with CI, negative transfer, the data-scale correlation and the mixed model's slope
     (Holm-adjusted p beside the raw one); then which one-task groups were left out, and why."""
@@ -220,8 +236,7 @@ def _headline(a: Analysis) -> list[str]:
         elif slope:
             parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
-    caveats = {s.note for s in a.stats if s.fraction == f and s.name.startswith("mixed model") and s.ci and s.note}
-    lines += [f"**Mixed model, read with care**: {note}." for note in sorted(caveats)]  # beside its intervals
+    lines += _care_notes(a, f)  # beside its intervals
     lines += [f"**Mixed model**: {note}." for note in unfit]
     lines += [f"**Holm family**: {note}" for note in family_lines(a.stats, comp, a.inp.settings.primary)]
     shared: dict[str, list[str]] = {}
