@@ -14,7 +14,7 @@ from tests.cli_run import run_cli
 from usagg.analysis.cluster_power import detectable_mean
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.power import STUDY_MEAN, detectable, seed_sd, standardised_mde
+from usagg.analysis.power import AT_CHANCE, NO_SPREAD, STUDY_MEAN, detectable, seed_sd, standardised_mde
 from usagg.analysis.results import Row, write_results
 from usagg.analysis.summary import all_tables, analyse
 
@@ -68,17 +68,90 @@ def test_fewer_than_three_clinical_groups_leave_dm_untestable() -> None:
 
 
 def test_each_set_of_tasks_a_dm_averages_gets_its_row() -> None:
-    """A task Δm leaves out (at chance) keeps its own row, noted, but is not in the study mean's row; CG, leaving
-    its one-task group out too, gets a row of its own."""
+    """A task at chance is in no study mean's row and its own row has a note, not a number (audit: "Detectable Δ
+    766.496" for a task compare leaves out of every test); CG, leaving its one-task group out too, gets a Δm row of
+    its own, and that task's row keeps its number, noted."""
     groups = {"a": "G1", "b": "G2", "c": "G3", "e": "G4"}
     sds = {"a": 2.0, "b": 1.0, "c": 3.0, "e": 1.0}
-    left = {"AU": {"c": "at chance"}, "CG": {"c": "at chance", "e": "trained alone"}}
-    by = {r.name: r for r in detectable(sds, 3, groups, 10000, 0, left_out=left)}
+    left = {"AU": {}, "CG": {"e": "trained alone"}}
+    by = {r.name: r for r in detectable(sds, 3, groups, 10000, 0, left_out=left, chance={"c"})}
     assert by[f"{STUDY_MEAN}, AU"].sd == pytest.approx(math.sqrt(2 * (4 + 1 + 1) / 3) / 3)
     assert "over 3 tasks in 3 clinical groups" in by[f"{STUDY_MEAN}, AU"].note
     assert by[f"{STUDY_MEAN}, CG"].mde is None and "2 clinical groups (G1, G2)" in by[f"{STUDY_MEAN}, CG"].note
-    assert by["c"].note == "at chance: not in Δm" and by["c"].mde is not None
-    assert by["e"].note == "trained alone: not in the Δm of CG"
+    assert (by["c"].sd, by["c"].mde, by["c"].note) == (3.0, None, AT_CHANCE)
+    d = standardised_mde(3)
+    assert d is not None and by["e"].mde == pytest.approx(d) and by["e"].note == "trained alone: not in the Δm of CG"
+
+
+def test_a_task_without_seed_spread_has_a_note_not_a_detectable_delta_of_0() -> None:
+    """Audit: a task at AUC 1.000 in every job printed "sd 0.000, Detectable Δ 0.000", which reads as "any effect is
+    detectable". Its row says why it has none; it stays in Δm (compare keeps it), adding no noise; a Δm of such tasks
+    only has no detectable size either."""
+    groups = {"a": "G1", "b": "G2", "z": "G3"}
+    by = {r.name: r for r in detectable({"a": 2.0, "b": 1.0, "z": 0.0}, 3, groups, 10000, 0)}
+    assert (by["z"].sd, by["z"].mde, by["z"].note) == (0.0, None, NO_SPREAD)
+    mean = by[STUDY_MEAN]
+    assert mean.sd == pytest.approx(math.sqrt(2 * (4 + 1) / 3) / 3) and "over 3 tasks in 3 clinical groups" in mean.note
+    assert mean.mde == detectable_mean(
+        [math.sqrt(2 / 3) * s for s in (2.0, 1.0, 0.0)], ["G1", "G2", "G3"], 10000, 0, 0.05, 0.8
+    )
+    flat = detectable(dict.fromkeys("abz", 0.0), 3, groups, 10000, 0)[-1]
+    assert flat.mde is None and flat.note == (
+        "over 3 tasks in 3 clinical groups: none of them has spread over seeds, so no detectable Δm follows"
+    )
+
+
+def _pilot(root: Path) -> Path:
+    """A 2-seed pilot's run store: my_cls at AUC 1.000 in every job, my_lesion's TS at chance (AUC 0.45, 0.55),
+    other with spread; and its spec."""
+    vals = {
+        "my_cls": {"TS": (1.0, 1.0), "AU": (1.0, 1.0)},
+        "my_lesion": {"TS": (0.45, 0.55), "AU": (0.6, 0.4)},
+        "other": {"TS": (0.80, 0.84), "AU": (0.82, 0.88)},
+    }
+    groups = {"my_cls": "Breast", "my_lesion": "Breast", "other": "Lung"}
+    rows = [
+        Row("pilot", f"{p}-{t}-{s}", p, groups[t], s, 1.0, t, "classification", "AUC", v, True, 100.0)
+        for t, per in vals.items()
+        for p, seeds in per.items()
+        for s, v in enumerate(seeds)
+    ]
+    (root / "runs" / "pilot").mkdir(parents=True)
+    write_results(rows, root / "runs" / "pilot" / "results.csv")
+    spec = root / "s.yaml"
+    spec.write_text(
+        "name: pilot\noutput_root: " + str(root / "runs") + "\nseeds: [0, 1]\nparadigms: [TS, AU]\n"
+        "data: {synthetic: {seed: 0}}\nmodel: {backbone: dinov3_test, image_size: 64}\ntasks:\n"
+        + "".join(f"  - {{id: {t}, type: classification, num_classes: 2, group: {g}}}\n" for t, g in groups.items())
+    )
+    return spec
+
+
+def test_plan_power_on_a_pilot_notes_a_task_at_ceiling_and_one_at_chance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usagg plan --power` on a pilot: the task at chance by compare's own check (the one its summary names) and
+    the task without seed spread get notes, not 766.496 and 0.000; the other keeps d·sd; the report's power table
+    says the same."""
+    spec = _pilot(tmp_path)
+    comp = compare(load_input(tmp_path / "runs" / "pilot", None))
+    assert comp.chance[1.0] == ("my_lesion",)
+    code, out = run_cli(["plan", str(spec), "--power", "--json"], monkeypatch, capsys)
+    assert code == 0, out
+    rows = {r["Task"]: r for r in json.loads(out)["rows"]}
+    assert rows["my_cls"]["sd of a seed's Δ"] == 0.0
+    assert (rows["my_cls"]["Detectable Δ"], rows["my_cls"]["Note"]) == (None, NO_SPREAD)
+    assert (rows["my_lesion"]["Detectable Δ"], rows["my_lesion"]["Note"]) == (None, AT_CHANCE)
+    sd = seed_sd(comp, 1.0)["other"]
+    assert sd == pytest.approx(100 / 0.82 * math.sqrt((0.02**2 * 2 + 0.03**2 * 2) / 2))  # % of TS's mean
+    d = standardised_mde(2)
+    assert d is not None and rows["other"]["Detectable Δ"] == pytest.approx(d * sd)
+    # Δm over my_cls and other (2 groups: not testable), my_lesion left out
+    assert rows[STUDY_MEAN]["sd of a seed's Δ"] == pytest.approx(math.sqrt(sd**2) / 2)
+    code, out = run_cli(["plan", str(spec), "--power"], monkeypatch, capsys)
+    assert code == 0 and "766" not in out and "baseline at chance: compare leaves the task out" in out
+    table = next(t for t in all_tables(analyse(load_input(tmp_path / "runs" / "pilot", None))) if t.name == "power")
+    assert [(r[0], r[3], r[4]) for r in table.rows[:2]] == [("my_cls", None, NO_SPREAD), ("my_lesion", None, AT_CHANCE)]
 
 
 def _seeded(tmp_path: Path) -> Path:

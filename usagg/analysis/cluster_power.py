@@ -87,13 +87,13 @@ def detectable_mean(
     sds: Sequence[float], clusters: Sequence[str], resamples: int, seed: int, alpha: float, power: float
 ) -> float | None:
     """The smallest true Δm (every task's Δ the same) the wild cluster test rejects at α with `power`, each task's
-    Δ with seed noise of sd `sds`; None below MIN_CLUSTERS clusters, where the test is not computed, and where no Δm
-    reaches `power` (α below `MeanTestSim.least_p`)."""
+    Δ with seed noise of sd `sds`; None below MIN_CLUSTERS clusters, where the test is not computed, where no Δm
+    reaches `power` (α below `MeanTestSim.least_p`), and without seed noise (0 would read as any Δm detectable)."""
     if len(set(clusters)) < MIN_CLUSTERS:
         return None
     se = math.sqrt(math.fsum(s**2 for s in sds)) / len(sds)
     if se == 0:
-        return 0.0
+        return None
     sim = MeanTestSim.of(sds, clusters, resamples, seed)
     if sim.least_p() > alpha:
         return None

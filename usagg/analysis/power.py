@@ -13,12 +13,17 @@ needs ≥ 3 of them. Its row is the smallest Δm that test detects when every ta
 same and only seed noise (sd σ_t·√(2/n) per task's Δ) stands in the way, simulated on the test
 itself (usagg/analysis/cluster_power.py); one row per set of tasks the paradigms' Δm average
 (CG's leaves out its one-task groups).
+
+Two task rows have a note where a number would mislead: a task whose baseline compare finds at chance
+(`Comparison.chance`, its own check) is left out of every aggregate and test, so no Δ of it is tested and it is
+in no Δm row; a task without spread over seeds (sd 0: each paradigm's seeds scored alike, as a metric at its best
+value does) gives no detectable Δ, where d·0 = 0 would read as "any effect is detectable".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +45,13 @@ if TYPE_CHECKING:
 ALPHA = 0.05
 POWER = 0.8
 STUDY_MEAN = "study mean (Δm)"
+#: A task row's note where its baseline is at chance and compare leaves it out (analysis.chance_tasks: exclude).
+AT_CHANCE = "baseline at chance: compare leaves the task out of every aggregate and test, so no Δ of it is tested"
+#: A task row's note where the seeds measured no spread: d·0 = 0 would claim that any effect is detectable.
+NO_SPREAD = (
+    "no spread over seeds (sd 0: each paradigm's seeds scored alike, as at a metric's best value, e.g. AUC 1.000 in "
+    "every seed): no detectable Δ follows, not one of 0"
+)
 _BISECTIONS = 40  # halvings of d's bracket: d to 1e-12 of its bracket, power well inside the 1e-6 of its integral
 
 
@@ -98,18 +110,16 @@ def detectable(
     power: float = POWER,
     *,
     left_out: Mapping[str, Mapping[str, str]] | None = None,
+    chance: Collection[str] = (),
 ) -> list[Detectable]:
     """The minimum detectable Δ of every task in `sds`, then of the study mean Δm on compare's test of it: the
     tasks' clinical `groups` its clusters, analysis.bootstrap `resamples` and bootstrap_seed `seed` its draws.
-    `left_out` (paradigm -> {task: why}, e.g. "at chance") names the tasks each paradigm's Δm leaves out: a Δm
-    row per set of tasks averaged, the tasks' rows noted."""
-    left = dict(left_out or {"": {}})
+    `left_out` (paradigm -> {task: why}, e.g. "trained alone") names the tasks each paradigm's Δm leaves out: a Δm
+    row per set of tasks averaged, the tasks' rows noted. `chance`: the tasks compare leaves out of everything, their
+    baseline at chance: in no Δm, and no detectable Δ (`AT_CHANCE`)."""
+    left = {p: {**out, **dict.fromkeys(chance, "at chance")} for p, out in (left_out or {"": {}}).items()}
     d = standardised_mde(n_seeds, alpha, power)
-    why = "" if d is not None else f"{counted(n_seeds, 'seed')} per paradigm leaves the task's t test no df: plan ≥ 2"
-    rows = [
-        Detectable(t, sd, n_seeds, None if d is None else d * sd, "; ".join(filter(None, [why, _out_of(t, left)])))
-        for t, sd in sds.items()
-    ]
+    rows = [_task_row(t, sd, n_seeds, d, left, chance) for t, sd in sds.items()]
     means: dict[tuple[str, ...], list[str]] = {}  # the tasks a Δm averages -> the paradigms averaging them
     for p, out in left.items():
         means.setdefault(tuple(t for t in sds if t not in out), []).append(p)
@@ -118,6 +128,27 @@ def detectable(
         if kept:
             rows.append(_mean_row(name, {t: sds[t] for t in kept}, n_seeds, groups, resamples, seed, alpha, power))
     return rows
+
+
+def _task_row(
+    task: str, sd: float, n_seeds: int, d: float | None, left: Mapping[str, Mapping[str, str]], chance: Collection[str]
+) -> Detectable:
+    """One task's row: d·sd, or no number where one would mislead (a baseline at chance, no seed spread, one seed),
+    with the reason and the Δm rows it is not in."""
+    if task in chance:
+        return Detectable(task, sd, n_seeds, None, AT_CHANCE)
+    out = _out_of(task, left)
+    if not sd > 0:
+        return Detectable(task, sd, n_seeds, None, _joined(NO_SPREAD, out))
+    if d is None:
+        why = f"{counted(n_seeds, 'seed')} per paradigm leaves the task's t test no df: plan ≥ 2"
+        return Detectable(task, sd, n_seeds, None, _joined(why, out))
+    return Detectable(task, sd, n_seeds, d * sd, out)
+
+
+def _joined(*notes: str) -> str:
+    """A row's non-empty notes as one."""
+    return "; ".join(filter(None, notes))
 
 
 def _out_of(task: str, left: Mapping[str, Mapping[str, str]]) -> str:
@@ -146,8 +177,10 @@ def _mean_row(
             f"cluster bootstrap over clinical groups, needs ≥ {MIN_CLUSTERS}"
         )
         return Detectable(name, se, n, None, note)
-    mde = detectable_mean(task_sds, clusters, resamples, seed, a, pw)
     over = f"over {counted(len(sds), 'task')} in {counted(len(named), 'clinical group')}"
+    if not se > 0:
+        return Detectable(name, se, n, None, f"{over}: none of them has spread over seeds, so no detectable Δm follows")
+    mde = detectable_mean(task_sds, clusters, resamples, seed, a, pw)
     if mde is None:
         return Detectable(name, se, n, None, f"{over}: no Δm reaches power {pw:g} at α {a:g} with these draws")
     df = "; at 1 seed too: its df come from the groups" if n == 1 else ""
@@ -178,8 +211,11 @@ def planned_power(study: Study, given_sd: float | None, store_root: Path) -> Tab
     UsaggError says how to get one where neither is there."""
     if given_sd is not None:
         sds = {t.id: given_sd for t in study.tasks}
-        return _planned_table(study, sds, f"{given_sd:g} for every task, given with --seed-sd", study.analysis.scale)
+        return _planned_table(
+            study, sds, f"{given_sd:g} for every task, given with --seed-sd", study.analysis.scale, set()
+        )
     measured: dict[str, float] = {}
+    chance: set[str] = set()  # compare's own check on the pilot: left out of every aggregate and test
     comp = None
     if store_root.is_dir():
         from usagg.analysis.delta import compare
@@ -191,6 +227,7 @@ def planned_power(study: Study, given_sd: float | None, store_root: Path) -> Tab
             comp = None
         if comp is not None:
             measured = seed_sd(comp, max(comp.fractions))
+            chance = set(comp.chance.get(max(comp.fractions), ())) if comp.chance_excluded else set()
     if not measured:
         raise UsaggError(
             f"usagg plan --power: no seed spread to work from: the run store {store_root} holds no task run with "
@@ -198,12 +235,14 @@ def planned_power(study: Study, given_sd: float | None, store_root: Path) -> Tab
             "run a pilot with seeds: [0, 1, 2]"
         )
     source = f"sd over seeds measured in {store_root}, pooled over paradigms"
-    return _planned_table(study, measured, source, comp.scale if comp is not None else study.analysis.scale)
+    scale = comp.scale if comp is not None else study.analysis.scale
+    return _planned_table(study, measured, source, scale, chance)
 
 
-def _planned_table(study: Study, sds: dict[str, float], source: str, scale: str) -> Table:
+def _planned_table(study: Study, sds: dict[str, float], source: str, scale: str, chance: set[str]) -> Table:
     """The power table of the spec's seeds, groups and paradigms: CG's Δm and CGD's without the one-task clinical
-    groups under analysis.cg_singletons: exclude, as compare leaves them out."""
+    groups under analysis.cg_singletons: exclude, as compare leaves them out, and every paradigm's without the
+    `chance` tasks, whose baseline the pilot's compare found at chance."""
     st = study.analysis
     groups = {t.id: t.group or "-" for t in study.tasks}
     lone = {t for t in groups if list(groups.values()).count(groups[t]) == 1}
@@ -213,7 +252,9 @@ def _planned_table(study: Study, sds: dict[str, float], source: str, scale: str)
         clinical = entry is not None and entry.scope == "group" and entry.needs is None  # CG, CGD: not AG's own
         if p != st.baseline:
             left[p] = {t: "trained alone" for t in lone} if clinical and st.cg_singletons == "exclude" else {}
-    rows = detectable(sds, len(study.seeds), groups, st.bootstrap, st.bootstrap_seed, left_out=left or None)
+    rows = detectable(
+        sds, len(study.seeds), groups, st.bootstrap, st.bootstrap_seed, left_out=left or None, chance=chance
+    )
     table = power_table(rows, source, scale)
     staged = [p for p in left if (e := PARADIGMS.get(p)) is not None and e.scope == "group" and e.needs is not None]
     if staged:

@@ -206,9 +206,11 @@ def study_power(a: Analysis) -> Table | None:
     comp, st = a.comp, a.inp.settings
     source = f"sd over seeds measured in {a.inp.source}, pooled over paradigms (fraction {frac_label(f)})"
     chance = set(comp.chance.get(f, ())) if comp.chance_excluded else set()
-    left = {p: {t: "at chance" if t in chance else "trained alone" for t in comp.left_out(f, p)} for p in comp.others}
+    left = {p: {t: "trained alone" for t in comp.left_out(f, p) - chance} for p in comp.others}
     groups = {i.task: i.group for i in comp.tasks}
-    rows = detectable(sds, len(a.inp.table.seeds), groups, st.bootstrap, st.bootstrap_seed, left_out=left or None)
+    rows = detectable(
+        sds, len(a.inp.table.seeds), groups, st.bootstrap, st.bootstrap_seed, left_out=left or None, chance=chance
+    )
     return power_table(rows, source, comp.scale)
 
 
