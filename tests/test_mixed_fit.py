@@ -10,7 +10,7 @@ import pytest
 
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.mixed import BOUNDARY, SLOPE, UNIT, interaction_model
+from usagg.analysis.mixed import BOUNDARY, SLOPE, UNIT, interaction_model, shared_notes
 
 #: The demo's one-seed results (`make demo`): 4 clinical groups, 9 tasks of 19-77 images, TSM breast_lesion collapsed.
 DEMO = Path(__file__).parent / "data" / "demo_results.csv"
@@ -91,3 +91,19 @@ def test_the_reports_mixed_model_notes_name_their_paradigm_in_the_headlines_orde
     assert "of paradigm within a group 0.00 pp, residual 12.99 pp" in slope.method  # the note's numbers, as fitted
     html = (tmp_path / "rep" / "report.html").read_text()
     assert html.count("read with care") == 7 and "Mixed model (AG vs TS), read with care" in html
+
+
+def test_notes_every_estimate_of_a_fit_carries_are_split_from_each_ones_own() -> None:
+    """What the report says once (a note on every estimate, in its order) and what stays with one estimate; a fit of
+    one estimate keeps its whole note, so its one bullet says everything."""
+    from usagg.analysis.stats import Stat
+
+    def est(name: str, paradigm: str, note: str) -> Stat:
+        return Stat(name, paradigm, 1.0, 1.0, 9, "m", 0.5, (0.0, 2.0), note)
+
+    cg, au = est(SLOPE, "CG", "fit A; carried CG"), est(SLOPE, "AU", "fit A; warned B")
+    inter = est("mixed model: interaction, slope AU − slope CG", "AU-CG", "warned B; fit A")
+    assert shared_notes([cg, au, inter]) == ("fit A", [(cg, "carried CG"), (au, "warned B"), (inter, "warned B")])
+    bare = est(SLOPE, "AU", "")  # an estimate without a note: no note is on every one
+    assert shared_notes([cg, bare]) == ("", [(cg, "fit A; carried CG"), (bare, "")])
+    assert shared_notes([cg]) == ("", [(cg, "fit A; carried CG")])
