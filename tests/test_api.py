@@ -280,6 +280,38 @@ def test_run_study_in_an_unguarded_script_is_refused_in_the_workers_not_left_wai
 
 
 @pytest.mark.slow
+def test_an_unguarded_script_leaves_its_jobs_pending_and_says_why_so_the_guarded_one_runs_them(tmp_path: Path) -> None:
+    """Audit (hour): a pool worker refusing while it imports the script failed every job with only 'worker died with
+    exit code 1', and the fixed script then skipped them as failed."""
+    import subprocess
+    import sys
+
+    study = write_tiny_study(
+        tmp_path / "study.yaml", "unguarded", tmp_path, output_root=tmp_path / "runs", execution={"cpu_jobs": 2}
+    )
+    call = f"result = run_study({str(study)!r}, ['training.epochs=1'], device='cpu', threads=1)\n"
+    head = "from usagg.api import run_study\nfrom usagg.errors import UsaggError\n"
+    unguarded = tmp_path / "unguarded.py"
+    unguarded.write_text(head + "try:\n    " + call + "except UsaggError as err:\n    print('ERROR', err)\n")
+    ran = subprocess.run([sys.executable, str(unguarded)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    message = ran.stdout.split("ERROR ", 1)[1]
+    assert message.startswith("the worker process on the CPU could not start: your script called run_study")
+    assert 'call run_study under `if __name__ == "__main__":`' in message
+    assert "2 jobs of this run did not run and stay pending (none is recorded failed)" in message
+    store = RunStore(tmp_path / "runs" / "unguarded")
+    assert {store.job_state(j) for j in store.job_ids()} == {"pending"}
+    assert not [p for j in store.job_ids() if (p := store.paths(j).error).exists()]
+
+    guarded = tmp_path / "guarded.py"
+    report = "    print('OK', result.ok, len(result.states))\n"
+    guarded.write_text(head + "if __name__ == '__main__':\n    " + call + report)
+    ran = subprocess.run([sys.executable, str(guarded)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "OK True 2" in ran.stdout, ran.stderr
+    assert {store.job_state(j) for j in store.job_ids()} == {"done"}
+
+
+@pytest.mark.slow
 def test_the_report_draws_a_panel_of_training_curves_per_job(finished: tuple) -> None:
     """Issue 14.4: curves per job, nnU-Net style, from the histories the jobs kept."""
     from usagg.analysis.curves import fig_curves

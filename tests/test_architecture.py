@@ -167,6 +167,7 @@ RANKS = {
     "usagg.cachetrust": "foundations",
     "usagg.filehash": "foundations",
     "usagg.signals": "foundations",
+    "usagg.workerstart": "foundations",
     "usagg.origin": "foundations",
     "usagg.tensorbytes": "foundations",
     "usagg.registry": "foundations",

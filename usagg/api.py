@@ -26,6 +26,7 @@ from usagg.errors import DataError, SpecError, UsaggError  # what the functions 
 from usagg.run.observer import RunObserver
 from usagg.run.result import RunResult
 from usagg.wording import command
+from usagg.workerstart import refuse_in_worker_bootstrap
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,23 +186,6 @@ def plan(spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any], overr
     return plan_jobs(study, store_evidence(store_for(study)))
 
 
-def _refuse_in_worker_bootstrap() -> None:
-    """UsaggError when a worker process is importing the caller's script (no `if __name__ == "__main__":`).
-
-    The synthetic data generator and the local pool (CPU or GPU) start 'spawn' workers, which
-    run the main script's top level again; a run_study there would wait forever
-    for the lock its parent holds. `_inheriting` is the flag multiprocessing
-    itself checks to catch the same mistake when a process is started.
-    """
-    import multiprocessing
-
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise UsaggError(
-            "run_study was called while a worker process was importing your script: call it under "
-            '`if __name__ == "__main__":` (worker processes run the top level of the script again)'
-        )
-
-
 def run_study(
     spec_or_path: str | os.PathLike[str] | Study | Mapping[str, Any],
     overrides: Sequence[str] = (),
@@ -238,10 +222,10 @@ def run_study(
     `force=True`. Errors name these arguments (`paradigms=`, `only=`, `device=`), not
     `usagg run`'s flags. `RunResult.store_root` and `results_csv` are absolute paths.
     """
+    refuse_in_worker_bootstrap()  # first: in a worker importing the caller's script, nothing else happens
     from usagg.run import driver
     from usagg.run.options import API_WORDING, as_written, run_overrides
 
-    _refuse_in_worker_bootstrap()
     picked = _names(paradigms, "paradigms"), _names(only, "only")
     sets = run_overrides(_overrides(overrides), devices=_device(device), threads=_threads(threads), wording=API_WORDING)
     study = _load(spec_or_path, sets)

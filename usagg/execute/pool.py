@@ -13,7 +13,11 @@ its sums), so a job rerun alone (`--only`, `--retry-failed`, the last one left) 
 a full run trains.
 The parent hands each idle worker the next job of the queue over its own pipe,
 so it always knows which job a worker holds: a worker that dies (segfault,
-out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on.
+out-of-memory kill, os._exit) fails that job, is replaced, and the pool goes on. A worker that dies before
+its own code runs (while 'spawn' imports the main script again: a script calling `usagg.api.run_study`
+without `if __name__ == "__main__":`, usagg/workerstart.py) fails nothing: its job goes back to the queue,
+no new worker starts, the workers that did start run the queue out, and if none did, the run ends in a
+UsaggError saying why, its jobs left pending for the next run.
 The job's `started` event comes when the worker says it took the job's lock (`call_job`'s `on_start`), not when
 the job is handed out: a job another process took first ends `locked`, "running elsewhere", never "started".
 Every job still runs `fn` in its worker, so it keeps its own lock, process and log. Where the run
@@ -68,9 +72,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from usagg.engine.progress import Progress, ProgressFn, send, with_progress
+from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, record_failure
 from usagg.execute.inprocess import InProcessExecutor
 from usagg.signals import exit_on_sigterm, leave_sigint_to_parent, sigint_held
+from usagg.wording import counted
+from usagg.workerstart import WORKER_PREFIX, refused_text
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +344,8 @@ def _worker(
     each job ends once, quietly, instead of in a KeyboardInterrupt traceback per worker.
     """
     leave_sigint_to_parent()
+    with contextlib.suppress(OSError):  # the main script imported: a death from here on is the job's
+        conn.send(("ready", ""))
     os.environ.update(pins)
     exit_on_sigterm()
     from usagg.execute.base import call_job  # after pinning: nothing heavy imported before this line
@@ -442,6 +451,7 @@ class _Slot:
         self.job: str | None = None
         self.threads: int | None = None  # torch threads of a CPU worker
         self.started: dict[str, Any] = {}  # the `started` event's info of its job, sent once the job's lock is taken
+        self.ready = False  # its own code runs: 'spawn' has imported the main script
 
 
 class PoolExecutor(Executor):
@@ -483,6 +493,7 @@ class PoolExecutor(Executor):
         self._retired: list[_Slot] = []  # workers told to exit during a run, joined at its end
         self._jobs = 0  # jobs of the current run
         self._on_progress: ProgressFn | None = None  # the current run's progress sink
+        self._refused: str | None = None  # why a worker of the current run died before its own code ran
 
     @property
     def auto(self) -> bool:
@@ -523,6 +534,7 @@ class PoolExecutor(Executor):
         self._on_progress = on_progress
         self._jobs = len(job_ids)
         self._retired = []
+        self._refused = None
         devices = self._devices()
         sizes = job_sizes(self.store_root, job_ids) if self.auto or self.devices is None else {}
         slots: list[_Slot] = []
@@ -543,7 +555,7 @@ class PoolExecutor(Executor):
                 ready = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
                 for slot in busy:
                     if slot.conn in ready or slot.proc.sentinel in ready:
-                        self._collect(slot, slots, devices, states, on_event)
+                        self._collect(slot, slots, devices, states, on_event, queue)
         finally:
             for slot in slots:  # all at once: each exits while the others do
                 self._release(slot)
@@ -555,6 +567,11 @@ class PoolExecutor(Executor):
                 self._stop(slot, deadline)
             self._retired = []
             self.limits = {d.key: d.limit for d in devices}
+        if queue and self._refused is not None:
+            raise UsaggError(
+                f"{self._refused}. {counted(len(queue), 'job')} of this run did not run and stay pending (none is "
+                "recorded failed): run it again once that is fixed"
+            )
         return states
 
     def _next_job(self, queue: deque[str], device: _Device, sizes: dict[str, JobSize]) -> str:
@@ -582,6 +599,8 @@ class PoolExecutor(Executor):
                 self._release(slot)  # nothing left for it, or above its device's limit: it exits now
                 slots.remove(slot)
                 self._retired.append(slot)
+        if self._refused is not None:  # a new worker would die as that one did
+            return
         wanted = queued - sum(s.job is None for s in slots)
         while wanted > 0:
             room = [d for d in devices if sum(s.device is d for s in slots) < d.limit]
@@ -606,7 +625,7 @@ class PoolExecutor(Executor):
         proc = ctx.Process(
             target=_worker,
             args=(self._pins(slot), *blobs, self.store_root, child_conn, self._on_progress is not None),
-            name="usagg-cpu" if slot.device.index is None else f"usagg-gpu{slot.device.visible}",
+            name=f"{WORKER_PREFIX}cpu" if slot.device.index is None else f"{WORKER_PREFIX}gpu{slot.device.visible}",
             daemon=True,
         )
         with sigint_held():  # a Ctrl-C while the worker imports: ours alone (usagg/signals.py)
@@ -642,15 +661,25 @@ class PoolExecutor(Executor):
                 d.limit = limit
 
     def _collect(
-        self, slot: _Slot, slots: list[_Slot], devices: list[_Device], states: dict[str, str], on_event: EventFn | None
+        self,
+        slot: _Slot,
+        slots: list[_Slot],
+        devices: list[_Device],
+        states: dict[str, str],
+        on_event: EventFn | None,
+        queue: deque[str],
     ) -> None:
-        """Read a worker's answer, or notice it died: fail its job (a fresh worker replaces it when needed)."""
+        """Read a worker's answer, or notice it died: fail its job (a fresh worker replaces it when needed), or, for
+        a worker that died before its own code ran, put the job back in `queue` (the module doc)."""
         assert slot.conn is not None and slot.job is not None
         job_id = slot.job
         others = sum(s is not slot and s.device is slot.device and s.job is not None for s in slots)
         try:
             while slot.conn.poll():
                 kind, got_id, *rest = slot.conn.recv()
+                if kind == "ready":
+                    slot.ready = True
+                    continue
                 if got_id != job_id:
                     continue
                 if kind == "started":  # its lock is the worker's: said only now, never for a job held elsewhere
@@ -675,6 +704,12 @@ class PoolExecutor(Executor):
             return  # woke for another reason; keep waiting
         slot.proc.join()
         code = slot.proc.exitcode
+        if not slot.ready:  # it never got to the job: the job is as it was, pending
+            self._refused = refused_text(f"the worker process on {slot.device.label}", code)
+            queue.appendleft(job_id)
+            slot.conn.close()
+            slot.proc, slot.conn, slot.job = None, None, None
+            return
         error = f"worker on {slot.device.label} died with exit code {code} while running job {job_id}"
         try:
             summary = record_failure(self.store_root, job_id, error)

@@ -34,6 +34,7 @@ from usagg.safepath import no_links
 from usagg.signals import leave_sigint_to_parent, sigint_held
 from usagg.spec.models import SynthSpec
 from usagg.tasktypes import get_task_type
+from usagg.workerstart import REFUSED_EXIT, refused_text
 
 #: Images per work item; also the progress granularity.
 CHUNK = 25
@@ -160,6 +161,8 @@ def _rendered_in_workers(args: list[tuple], n: int) -> Generator[list[list], Non
                     done[held.pop(conn)] = value
                     hand(conn)
                 dead = [workers[c] for c in held if not workers[c].is_alive()]
+                if dead and dead[0].exitcode == REFUSED_EXIT:  # it never ran: the caller's script lacks its guard
+                    raise UsaggError(refused_text("a process writing the synthetic benchmark", REFUSED_EXIT))
                 if dead:
                     raise UsaggError(
                         f"a process writing the synthetic benchmark died (exit code {dead[0].exitcode}; -9 is often "
