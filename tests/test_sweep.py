@@ -255,6 +255,24 @@ def test_a_swept_report_refuses_a_planted_tables_link_before_any_write(tmp_path:
     assert list(victim.iterdir()) == [] and [p.name for p in folder.iterdir()] == ["tables"]
 
 
+def test_run_dry_run_shows_each_jobs_sweep_point_as_plan_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit (hour): `run --sweep ... --dry-run` listed two rows per job kind that could not be told apart."""
+    spec = tiny(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    picked = ["--sweep", "training.lr_encoder=1e-4,5e-4", "--only", "task=thyroid_malignancy", "--paradigm", "TS"]
+    code, out = run_cli(["run", str(spec), *picked, "--dry-run", "--no-data-check"], monkeypatch, capsys)
+    assert code == 0, out
+    rows = [line for line in out.splitlines() if "TS-thyroid_malignancy" in line]
+    assert len(rows) == 2 and "lr_encoder=0.0001" in rows[0] and "lr_encoder=0.0005" in rows[1], out
+    code, out = run_cli(["plan", str(spec), *picked], monkeypatch, capsys)
+    assert code == 0 and "sweep point" in out and "lr_encoder=0.0005" in out, out
+    code, out = run_cli(["run", str(spec), *picked, "--dry-run", "--no-data-check", "--json"], monkeypatch, capsys)
+    listed, _ = json.JSONDecoder().raw_decode(out[out.index("[") :])  # stderr's note may follow
+    assert [row["sweep"] for row in listed] == [[{"training.lr_encoder": 1e-4}], [{"training.lr_encoder": 5e-4}]]
+
+
 @pytest.mark.slow
 def test_run_sweep_then_compare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

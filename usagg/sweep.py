@@ -46,6 +46,17 @@ def point_label(point: Point) -> str:
     return ", ".join(f"{k}={value_text(v)}" for k, v in point.items())
 
 
+def points_cell(points: list[Point]) -> str:
+    """A job's sweep points in a table cell (`usagg plan`, `usagg run --dry-run`): the values they share
+    (`lr_encoder=0.0001`), `any` for a key they differ in (a key that does not enter this job's id, such as the MoE
+    size in a TS job)."""
+    cells = []
+    for k, v in points[0].items() if points else ():
+        same = all(p.get(k) == v for p in points)
+        cells.append(f"{k.rsplit('.', 1)[-1]}={value_text(v) if same else 'any'}")
+    return ", ".join(cells)
+
+
 def _refusal(key: str, root: type[BaseModel]) -> str | None:
     """Why `key` cannot be swept, or None: it must name a field of `root` (the Study, through models and mappings)
     whose JobHash markers all let it into some job's id, and not a path or a dimension the plan already crosses."""

@@ -628,6 +628,7 @@ def _dry_run_rows(job_run: StudyRun) -> list[dict[str, Any]]:
             "state": job_run.shown_state(j.id),
             "action": job_run.action(j.id),
             "reuses": job_run.twins.get(j.id),
+            "sweep": j.sweep,  # the sweep points the job belongs to ([] without a sweep), as `usagg plan --json`
         }
         for j in job_run.jobs
     ] + [
@@ -681,10 +682,13 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from usagg.sweep import points_cell
+
     store, jobs = job_run.store, job_run.jobs
+    swept = bool(job_run.study.sweep)  # the sweep point column as `usagg plan` shows it: two points' jobs told apart
     root = escape(printable(str(store.root)))
     table = Table(title=f"dry run: {len(job_run.todo)} of {counted(len(jobs), 'job')} would run (store {root})")
-    for col in ("job", "paradigm", "tasks", "moe", "state", "action"):
+    for col in ("job", "paradigm", "tasks", "moe", *(["sweep point"] if swept else []), "state", "action"):
         table.add_column(col, overflow="fold", no_wrap=col == "job")
     for j in jobs:
         tasks = ", ".join(j.task_ids) if len(j.task_ids) <= 4 else f"{len(j.task_ids)} tasks"  # as `usagg plan` shows
@@ -693,12 +697,13 @@ def _print_dry_run(console: Console, job_run: StudyRun) -> None:
             j.paradigm,
             escape(tasks),
             "yes" if j.moe else "no",
+            *([escape(points_cell(j.sweep))] if swept else []),
             job_run.shown_state(j.id),
             job_run.action(j.id),
         )
     for w in job_run.waiting:
         when = f"planned once {', '.join(w.needs)} {'is' if len(w.needs) == 1 else 'are'} done"
-        table.add_row(f"{w.paradigm}-*", w.paradigm, when, "yes", "waiting", "")
+        table.add_row(f"{w.paradigm}-*", w.paradigm, when, "yes", *([""] if swept else []), "waiting", "")
     print_table(console, table)
     for twin, source in job_run.twins.items():  # whole ids, a line each: a table column would cut them
         console.print(f"reuse: {twin} takes the result of {source} (the same settings: one training)", soft_wrap=True)

@@ -318,6 +318,7 @@ def plan_cmd(
     from usagg.plan import plan_stages
     from usagg.run.evidence import store_evidence
     from usagg.run.selection import make_selection
+    from usagg.sweep import points_cell
 
     if seed_sd is not None and not power:
         raise UsaggError("--seed-sd goes with --power (the seed spread the planned seeds' power is computed from)")
@@ -359,7 +360,7 @@ def plan_cmd(
             ", ".join(j.task_ids) if len(j.tasks) <= 4 else f"{len(j.tasks)} tasks",
             f"{j.fraction:g}",
             str(j.seed),
-            *([escape(_points_cell(j.sweep))] if s.sweep else []),
+            *([escape(points_cell(j.sweep))] if s.sweep else []),
             states[j.id],
         )
         for j in jobs
@@ -378,18 +379,6 @@ def plan_cmd(
         blank = ("", "", "") if s.sweep else ("", "")
         table.add_row(f"{w.paradigm}-*", w.paradigm, f"planned once {', '.join(w.needs)} is done", *blank, "waiting")
     print_table(Console(), table)
-
-
-def _points_cell(points: list[dict]) -> str:
-    """A job's sweep points in a cell: the values they share (`lr_encoder=0.0001`), `any` for a key they differ in
-    (a key that does not enter this job's id, such as the MoE size in a TS job)."""
-    from usagg.sweep import value_text
-
-    cells = []
-    for k, v in points[0].items() if points else ():
-        same = all(p.get(k) == v for p in points)
-        cells.append(f"{k.rsplit('.', 1)[-1]}={value_text(v) if same else 'any'}")
-    return ", ".join(cells)
 
 
 def schema(
