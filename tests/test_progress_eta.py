@@ -18,7 +18,7 @@ from rich.console import Console
 
 from usagg.atomic import write_json_atomic
 from usagg.cli.display import PlainDisplay, eta_text
-from usagg.cli.eta import Clock, Eta
+from usagg.cli.eta import Clock, Eta, JobKind, estimate
 from usagg.cli.runs import ConsoleObserver
 from usagg.engine.progress import Progress
 from usagg.historycsv import write_history
@@ -130,6 +130,44 @@ def test_a_pool_divides_the_work_left_by_the_jobs_run_at_once() -> None:
     clock.started("TS-c")  # 0 s in
     # left: TS-b 0 s (past the mean), TS-c 100 s, one job never started 100 s; two at a time
     assert clock.study_eta() == Eta(100.0, 100.0)
+
+
+def test_each_job_left_is_estimated_from_jobs_of_its_kind_not_the_longest() -> None:
+    """Audit (hour): two AU jobs then two tiny TS jobs of a sweep, two at a time: the AU jobs' 120 s put on the TS
+    jobs read "study eta ~2m00s" for a study 15 s from its end."""
+    au1, au2, ts1, ts2 = (
+        JobKind("AU", 9, "lr=1"),
+        JobKind("AU", 9, "lr=5"),
+        JobKind("TS", 1, "lr=1"),
+        JobKind("TS", 1, "lr=5"),
+    )
+    now = FakeTime()
+    clock = Clock(4, now=now, kinds={"AU-1": au1, "AU-2": au2, "TS-1": ts1, "TS-2": ts2})
+    clock.started("AU-1")
+    clock.started("AU-2")
+    now.t = 120.0
+    clock.finished("AU-1")  # 120 s; AU-2 at the same pace, ends at 125
+    clock.started("TS-1")  # TS jobs take 10 s: TS-1 ends at 130, TS-2 (from 125) at 135
+    # AU-2 at its kind's 120 s: 0 s left; each TS job from the AU's 120 s / 9 tasks, times 0.5 and 2
+    eta = clock.study_eta()
+    assert eta is not None and not eta.exact and (eta.low, eta.high) == pytest.approx((120 / 9 / 2, 120 / 9 * 2))
+    assert eta.low <= 135 - 120 <= eta.high  # the old estimate: ~120 s, every TS job at the AU's mean
+    now.t = 125.0
+    clock.finished("AU-2")
+    clock.started("TS-2")
+    now.t = 130.0
+    clock.finished("TS-1")  # 10 s: TS-2, of the other point, now at TS-1's time, 5 s in
+    assert clock.study_eta() == Eta(5.0, 5.0)
+
+
+def test_a_jobs_estimate_prefers_its_own_kind_then_its_paradigm_then_time_per_task() -> None:
+    au, ts, ts_other, cg = JobKind("AU", 4, "a"), JobKind("TS", 1, "a"), JobKind("TS", 1, "b"), JobKind("CG", 2, "a")
+    samples = [(au, 400.0, 400.0), (ts, 90.0, 110.0), (ts, 110.0, 130.0), (ts_other, 300.0, 300.0)]
+    assert estimate(ts, samples) == (100.0, 120.0)  # its kind only: the other point's 300 s left out
+    assert estimate(JobKind("TS", 1, "c"), samples[:1] + samples[3:]) == (300.0, 300.0)  # TS at another point
+    # no CG measured: per task AU 100, TS 100..120, 100..120, 300 -> 150..160 a task, 2 tasks, 0.5x..2x
+    assert estimate(cg, samples) == pytest.approx((150.0 * 2 * 0.5, 160.0 * 2 * 2))
+    assert estimate(None, samples) == (225.0, 235.0)  # a job of no known kind: the mean of all, as before
 
 
 def test_a_job_keeps_its_number_from_start_to_end_and_numbers_never_go_back() -> None:

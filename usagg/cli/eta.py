@@ -8,7 +8,12 @@ epoch's training has ended, the warm-up left out. Until `STABLE_AFTER` intervals
 the ETA is a stated range: around the pace of steps alone (`STEP_SPAN`: selection unmeasured,
 the first epoch's steps slowed by decoding) or of one epoch (`EPOCH_SPAN`); from then on one
 estimate from the median epoch, which moves only as time passes. A study's ETA adds the jobs'
-measured times (finished jobs, running ones' own estimates), never the first seconds of a job.
+measured times (finished jobs, running ones' own estimates), never the first seconds of a job: each job
+still to run (or running without an estimate of its own) at the mean of the jobs of its kind (`JobKind`:
+paradigm, tasks, sweep point; then the same paradigm and tasks at another point), and where none of its
+kind is measured yet at the measured jobs' time per task times its tasks, stated as a range
+(`OTHER_KIND_SPAN`): the AU jobs' times put on the short TS jobs after them read "~4m05s" for a study that
+ended 21 s later.
 `stored_eta` is the same rule for `usagg status`, which has the job's history.csv only.
 """
 
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from usagg.engine.progress import Progress
+    from usagg.plan import Job
 
 #: Epochs timed before an ETA is one number; fewer give a range.
 STABLE_AFTER = 2
@@ -30,6 +36,50 @@ STABLE_AFTER = 2
 STEP_SPAN = (0.5, 2.0)
 #: The range around an estimate from one timed epoch.
 EPOCH_SPAN = (0.75, 1.5)
+#: The range around a job's time taken from jobs of other kinds, per task: a job's steps grow with its tasks'
+#: data, but MoE, heads and selection do not scale so.
+OTHER_KIND_SPAN = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What a job's time is estimated from: jobs of the same paradigm, number of tasks and sweep point."""
+
+    paradigm: str
+    tasks: int
+    point: str = ""
+
+
+def job_kinds(jobs: list[Job], job_ids: list[str]) -> dict[str, JobKind]:
+    """The kind of each of `job_ids` among `jobs` (the run's selection; an id not there has none)."""
+    from usagg.sweep import points_cell
+
+    by_id = {j.id: j for j in jobs}
+    return {
+        jid: JobKind(job.paradigm, len(job.tasks), points_cell(job.sweep))
+        for jid in job_ids
+        if (job := by_id.get(jid)) is not None
+    }
+
+
+#: A job's time as (kind or None where unknown, low, high) seconds: a finished job's (low == high), a running one's.
+Sample = tuple[JobKind | None, float, float]
+
+
+def estimate(kind: JobKind | None, samples: list[Sample]) -> tuple[float, float]:
+    """(low, high) seconds of a job of `kind` from the jobs measured (non-empty `samples`): the mean of its kind's,
+    else of its paradigm and tasks at another point, else the time per task of every measured job of a known kind
+    times its tasks, widened by `OTHER_KIND_SPAN`; the mean of all for a job or samples of unknown kind."""
+    if kind is not None:
+        for same in (lambda k: k == kind, lambda k: (k.paradigm, k.tasks) == (kind.paradigm, kind.tasks)):
+            alike = [(lo, hi) for k, lo, hi in samples if k is not None and same(k)]
+            if alike:
+                return _mean([lo for lo, _ in alike]), _mean([hi for _, hi in alike])
+        per_task = [(lo / max(1, k.tasks), hi / max(1, k.tasks)) for k, lo, hi in samples if k is not None]
+        if per_task:
+            lo, hi = _mean([lo for lo, _ in per_task]), _mean([hi for _, hi in per_task])
+            return lo * kind.tasks * OTHER_KIND_SPAN[0], hi * kind.tasks * OTHER_KIND_SPAN[1]
+    return _mean([lo for _, lo, _ in samples]), _mean([hi for _, _, hi in samples])
 
 
 @dataclass(frozen=True)
@@ -112,14 +162,17 @@ class Clock:
     Each job gets its number once, when it starts (or ends without having started: a locked job), so
     `job 2/10` is the same job from its start line to its end line. A local pool runs several jobs at
     once (usagg/execute/pool.py): the study's ETA divides the work left by the most jobs seen running
-    together. `now` is the clock read (tests pass their own).
+    together. `kinds` are the run's jobs' kinds, for estimating each from its own kind (`estimate`); a job
+    without one counts at the mean of all. `now` is the clock read (tests pass their own).
     """
 
     n_jobs: int
     now: Callable[[], float] = time.monotonic
+    kinds: dict[str, JobKind] = field(default_factory=dict)
     running: dict[str, JobPace] = field(default_factory=dict)
     numbers: dict[str, int] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
+    finished_kinds: list[JobKind | None] = field(default_factory=list)  # the kind of each of `durations`
     ended: int = 0
     parallel: int = 1  # most jobs seen running at once
 
@@ -127,9 +180,11 @@ class Clock:
         """The job's number in this run, given at its first event."""
         return self.numbers.setdefault(job_id, len(self.numbers) + 1)
 
-    def add_jobs(self, n: int) -> None:
-        """A staged paradigm planned `n` more jobs to run (usagg/run/driver.py `drive`): the counter goes on."""
+    def add_jobs(self, n: int, kinds: dict[str, JobKind] | None = None) -> None:
+        """A staged paradigm planned `n` more jobs to run (usagg/run/driver.py `drive`), of `kinds`: the counter
+        goes on."""
         self.n_jobs += n
+        self.kinds.update(kinds or {})
 
     def started(self, job_id: str) -> int:
         self.running[job_id] = JobPace(self.now())
@@ -146,6 +201,7 @@ class Clock:
             return None
         took = self.now() - pace.started
         self.durations.append(took)
+        self.finished_kinds.append(self.kinds.get(job_id))
         return took
 
     def progress(self, p: Progress) -> bool:
@@ -161,29 +217,32 @@ class Clock:
         return None if pace is None else pace.eta(self.now())
 
     def study_eta(self) -> Eta | None:
-        """Seconds left in the study from the jobs' measured times: a job's time is the mean of the finished jobs'
-        and the running jobs' own estimates (elapsed plus ETA); None while no job has either."""
+        """Seconds left in the study from the jobs' measured times (the finished jobs' and the running jobs' own
+        estimates, elapsed plus ETA): a job without its own estimate, or still to run, at `estimate` of its kind;
+        None while no job has either."""
         now = self.now()
         left = {jid: pace.eta(now) for jid, pace in self.running.items()}
-        lows = list(self.durations)
-        highs = list(self.durations)
+        samples: list[Sample] = [(k, d, d) for k, d in zip(self.finished_kinds, self.durations, strict=True)]
         for jid, eta in left.items():
             if eta is not None:
                 elapsed = now - self.running[jid].started
-                lows.append(elapsed + eta.low)
-                highs.append(elapsed + eta.high)
-        if not lows:
+                samples.append((self.kinds.get(jid), elapsed + eta.low, elapsed + eta.high))
+        if not samples:
             return None
-        per_low, per_high = _mean(lows), _mean(highs)
         running_low: list[float] = []
         running_high: list[float] = []
         for jid, eta in left.items():
-            elapsed = now - self.running[jid].started
-            running_low.append(eta.low if eta is not None else max(0.0, per_low - elapsed))
-            running_high.append(eta.high if eta is not None else max(0.0, per_high - elapsed))
-        waiting = max(0, self.n_jobs - len(self.numbers))
-        low = max([*running_low, (sum(running_low) + waiting * per_low) / self.parallel])
-        high = max([*running_high, (sum(running_high) + waiting * per_high) / self.parallel])
+            if eta is None:
+                elapsed = now - self.running[jid].started
+                per_low, per_high = estimate(self.kinds.get(jid), samples)
+                eta = Eta(max(0.0, per_low - elapsed), max(0.0, per_high - elapsed))
+            running_low.append(eta.low)
+            running_high.append(eta.high)
+        pending = [k for jid, k in self.kinds.items() if jid not in self.numbers]
+        unknown = max(0, self.n_jobs - len(self.numbers) - len(pending))  # jobs of no known kind: the mean of all
+        waiting = [estimate(k, samples) for k in pending] + [estimate(None, samples)] * unknown
+        low = max([*running_low, (sum(running_low) + sum(lo for lo, _ in waiting)) / self.parallel])
+        high = max([*running_high, (sum(running_high) + sum(hi for _, hi in waiting)) / self.parallel])
         return Eta(low, high)
 
 

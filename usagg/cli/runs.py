@@ -29,7 +29,7 @@ from usagg.cli.display import (
     print_table,
     unchanged_text,
 )
-from usagg.cli.eta import Clock, stored_eta
+from usagg.cli.eta import Clock, job_kinds, stored_eta
 from usagg.errors import UsaggError
 from usagg.run.observer import RunObserver  # light: the service imports its heavy parts where it uses them
 from usagg.safepath import printable
@@ -320,6 +320,7 @@ class ConsoleObserver(RunObserver):
         self.display: Any = None
         self.status: Any = None  # the data check's spinner
         self.clock: Clock | None = None  # one job counter and study ETA for every stage of the run
+        self.jobs: list[Job] = []  # the run's selected jobs, whose kinds the study ETA estimates from
 
     def say(self, *objects: Any) -> None:
         if not self.quiet:
@@ -350,6 +351,7 @@ class ConsoleObserver(RunObserver):
         from rich.markup import escape
 
         store, skipped = run.store, run.skipped_failed
+        self.jobs = run.jobs
         _print_repairs(self.console, store)
         self.say(
             f"study [bold]{escape(run.study.name)}[/]: {counted(len(run.jobs), 'job')} selected, "
@@ -371,7 +373,7 @@ class ConsoleObserver(RunObserver):
 
     def stage_started(self, run: StudyRun, jobs: list[Job]) -> None:
         if self.clock is not None:
-            self.clock.add_jobs(len(run.todo))
+            self.clock.add_jobs(len(run.todo), job_kinds(jobs, run.todo))
         self.say(
             f"stage: {', '.join(sorted({j.paradigm for j in jobs}))} planned from the jobs just done: "
             f"{counted(len(jobs), 'job')} ({', '.join(j.id for j in jobs)}), {len(run.todo)} to run"
@@ -380,7 +382,7 @@ class ConsoleObserver(RunObserver):
     @contextmanager
     def running(self, todo: list[str]) -> Iterator[None]:
         if self.clock is None:
-            self.clock = Clock(len(todo))
+            self.clock = Clock(len(todo), kinds=job_kinds(self.jobs, todo))
         with make_display(self.console, self.clock, verbose=self.verbose, quiet=self.quiet) as display:
             self.display = display
             try:
