@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_cli
 
 from tests.tiny_study import FETAL_HEAD, THYROID_PAIR, write_tiny_study
 from usagg import api
@@ -46,8 +47,12 @@ def _results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_run_study_runs_au_then_ag_from_its_affinity(tmp_path: Path) -> None:
+def test_run_study_runs_au_then_ag_from_its_affinity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = _study(tmp_path)
+    code, out = run_cli(["validate", str(tmp_path / "staged.yaml"), "--no-data-check"], monkeypatch, capsys)
+    assert code == 0 and "jobs: 1 (AU 1, AG 0)" in out and "AG: planned once AU-" in out, out
     result = run_study(study)
     assert result.ok
     au = [j for j in result.states if j.startswith("AU-")]
@@ -65,6 +70,9 @@ def test_run_study_runs_au_then_ag_from_its_affinity(tmp_path: Path) -> None:
     assert {j.id for j in api.plan(study)} == set(result.states)  # the public plan reads the store's evidence too
     again = StudyRun.prepare(study)  # the plan now holds AG at once: nothing waits, nothing to do
     assert not again.waiting and sorted(j.id for j in again.jobs) == sorted(result.states) and not again.todo
+    # validate counts AG's jobs as plan lists them (audit: "AG 0 ... planned once AU is done" after the demo)
+    code, out = run_cli(["validate", str(tmp_path / "staged.yaml"), "--no-data-check"], monkeypatch, capsys)
+    assert code == 0 and "jobs: 3 (AU 1, AG 2)" in out and "planned once" not in out, out
 
     path = result.store_root / "jobs" / au[0] / "affinity.json"
     raw = json.loads(path.read_text())
@@ -72,6 +80,8 @@ def test_run_study_runs_au_then_ag_from_its_affinity(tmp_path: Path) -> None:
     path.write_text(json.dumps(raw))
     with pytest.raises(UsaggError, match="not reused"):
         StudyRun.prepare(study)
+    code, out = run_cli(["validate", str(tmp_path / "staged.yaml"), "--no-data-check"], monkeypatch, capsys)
+    assert code == 0 and "AG: planned once AU-" in out and "would refuse this study now" in out, out  # a warning
 
 
 def test_selecting_ag_brings_the_job_it_needs(tmp_path: Path) -> None:

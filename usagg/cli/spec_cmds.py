@@ -25,7 +25,7 @@ from usagg.wording import counted
 
 if TYPE_CHECKING:
     from usagg.data.splits import TaskRows
-    from usagg.plan import Job
+    from usagg.plan import Job, Plan
     from usagg.spec.models import Study
     from usagg.store import RunStore
 
@@ -69,7 +69,8 @@ NoDataCheckOpt = Annotated[
 def validate(
     study: StudyArg, set_: SetOpt = None, no_data_check: NoDataCheckOpt = False, sweep: SweepOpt = None
 ) -> None:
-    """Check a study spec and summarise it: tasks by type and group, jobs per paradigm.
+    """Check a study spec and summarise it: tasks by type and group, jobs per paradigm (as `usagg plan` counts them:
+    AG's groups planned from the run store's done AU job where there is one).
 
     Exits 2 with the file, field path and allowed values when the spec is invalid.
     No data needs to be on disk; when it is there (`data.root`, or the synthetic benchmark
@@ -84,14 +85,14 @@ def validate(
 
     Example: usagg validate studies/fmc_uia.yaml --set training.epochs=5
     """
-    from usagg.plan import plan_stages
     from usagg.run.options import as_written
-    from usagg.run.stores import store_ran_elsewhere
+    from usagg.run.stores import store_for, store_ran_elsewhere
     from usagg.run.studyrun import StudyRun
     from usagg.spec.load import sweep_override
 
     s = _load(study, set_, sweep)
-    planned = plan_stages(s)
+    ran = store_ran_elsewhere(s, study)  # a relative output_root read from another folder than the run's
+    planned = _planned(s, store_for(s) if ran is None else ran.store)
     jobs = planned.jobs
     host = _check_executor(s, study)  # before the data check, as `usagg run` checks it
     _check_weights(s)
@@ -99,7 +100,6 @@ def validate(
     out = line_console(highlight=False)
     data_line, checked = _run_data_check(s, out, skip=no_data_check)
     # paths the user gave, escaped: `runs[v2]` is no markup tag, `out[/]x` no markup error
-    ran = store_ran_elsewhere(s, study)  # a relative output_root read from another folder than the run's
     where = Path(s.output_root) / s.name if ran is None else ran.store.root
     spec, store = (escape(printable(str(p))) for p in (study, where))
     elsewhere = "" if ran is None else ", where it ran; from here output_root names another: see the warning below"
@@ -147,6 +147,19 @@ def validate(
             run.check_done_data(*checked)
     except UsaggError as err:
         out.print(f"[yellow]warning[/]: `usagg run` would refuse this study now: {escape(printable(str(err)))}")
+
+
+def _planned(s: Study, store: RunStore) -> Plan:
+    """The study's jobs as `usagg plan` lists them: a staged paradigm (AG) planned from the store's done jobs it
+    needs; without them (or where the store refuses them, which the warning of `usagg run`'s refusal says) the
+    spec's own plan, the staged paradigm waiting."""
+    from usagg.plan import plan_stages
+    from usagg.run.evidence import store_evidence
+
+    try:
+        return plan_stages(s, store_evidence(store))
+    except UsaggError:
+        return plan_stages(s)
 
 
 def _check_executor(s: Study, study: Path) -> str | None:
