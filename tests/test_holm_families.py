@@ -60,9 +60,9 @@ def test_each_family_says_when_none_of_its_tests_can_reach_alpha(demo: Analysis)
     lines = family_lines(holm_families(demo.stats, demo.comp, declared), demo.comp, declared)
     assert "the wild cluster test (analysis.primary; XX named there but without a Δ here)" in lines[0]
     assert [ln for ln in lines if "can reach" in ln] == [
-        "With 4 clinical groups no test of the primary family can reach 0.05 after Holm's adjustment: the smallest "
-        "p any of its 2 tests can attain is 0.028, and Holm multiplies the smallest by 2 (0.056); 'Holm 1' is not "
-        "'no effect'."
+        "With 3 clusters (clinical groups) in each test, no test of the primary family can reach 0.05 after Holm's "
+        "adjustment: the smallest p any of its 2 tests can attain is 0.028, and Holm multiplies the smallest by 2 "
+        "(0.056); 'Holm 1' is not 'no effect'."
     ]
     assert not [ln for ln in family_lines(demo.stats, demo.comp, None) if "can reach" in ln]  # 2 × 0.0046 < 0.05
 

@@ -31,17 +31,21 @@ def test_the_exact_group_spearman_cannot_go_below_two_over_g_factorial() -> None
     assert p == pytest.approx(spearman_floor(4))  # a perfect ρ reaches the floor, not below
 
 
-def _tested(n: int, floor: float | None) -> list[Stat]:
-    return [Stat("t", "AU", 1.0, 1.0, 9, "m", p=0.5, p_floor=floor) for _ in range(n)]
+def _tested(n: int, floor: float | None, clusters: int | None = 4) -> list[Stat]:
+    return [Stat("t", "AU", 1.0, 1.0, 9, "m", p=0.5, p_floor=floor, clusters=clusters) for _ in range(n)]
 
 
 def test_holm_out_of_reach_is_said_only_when_it_is() -> None:
     """20 tests with a floor of 6/1,296: Holm's smallest adjusted p is at least 0.093 whatever the data."""
-    said = holm_reach(_tested(20, 6 / 6**4), 4, "exploratory")
-    assert said.startswith("with 4 clinical groups no test of the exploratory family can reach 0.05 after Holm's")
+    said = holm_reach(_tested(20, 6 / 6**4), "exploratory")
+    assert said.startswith("with 4 clusters (clinical groups) in each test, no test of the exploratory family can ")
     assert "0.0046" in said and "(0.093)" in said and said.endswith("'Holm 1' is not 'no effect'")
-    assert holm_reach(_tested(10, 6 / 6**4), 4) == ""  # 10 × 0.0046 = 0.046: the strongest test could reach it
-    assert holm_reach([*_tested(20, 6 / 6**4), *_tested(1, None)], 4) == ""  # a test with no floor (Wald t)
+    assert holm_reach(_tested(10, 6 / 6**4)) == ""  # 10 × 0.0046 = 0.046: the strongest test could reach it
+    assert holm_reach([*_tested(20, 6 / 6**4), *_tested(1, None)]) == ""  # a test with no floor (Wald t)
+    # the clusters the tests have, not the study's groups: 3 where a paradigm leaves a one-task group out
+    mixed = holm_reach([*_tested(2, 6 / 6**3, 3), *_tested(20, 6 / 6**4)], "exploratory")
+    assert mixed.startswith("with 3 to 4 clusters (clinical groups) per test, no test of the exploratory family")
+    assert holm_reach(_tested(20, 6 / 6**4, None), "exploratory").startswith("no test of the exploratory family")
 
 
 def test_the_demo_states_its_floors(tmp_path: Path) -> None:
@@ -58,5 +62,6 @@ def test_the_demo_states_its_floors(tmp_path: Path) -> None:
     rho = [s for s in statistics(comp) if s.name.endswith("groups") and s.p is not None]
     assert rho and all(s.p_floor == pytest.approx(2 / (6 if s.paradigm in ("CG", "CGD") else 24)) for s in rho)
     assert "(smallest attainable p 2/4! = 0.083)" in {s.paradigm: s for s in rho}["AU"].method
-    note = holm_reach(dm + rho, 4, "exploratory")
-    assert note.startswith("with 4 clinical groups no test of the exploratory family can reach 0.05")
+    assert {s.paradigm: s.clusters for s in dm + rho} == {p: 3 if p in ("CG", "CGD") else 4 for p in comp.others}
+    note = holm_reach(dm + rho, "exploratory")
+    assert note.startswith("with 3 to 4 clusters (clinical groups) per test, no test of the exploratory family can")

@@ -238,7 +238,7 @@ def mean_delta_stats(comp: Comparison, resamples: int, seed: int, hypotheses: Hy
                     f"{METHOD}; {counted(r.clusters, 'cluster')}: {CLUSTERS}, "
                     f"{draws_text(r.clusters, resamples, seed)}{monte_carlo(r)}, "
                     + sided(alt, "Δm < 0" if alt == "less" else "Δm > 0"),
-                    p=pv, ci=r.ci, note=r.note, p_floor=_floor(r, alt),
+                    p=pv, ci=r.ci, note=r.note, p_floor=_floor(r, alt), clusters=r.clusters,
                 )
             )  # fmt: skip
     return out
@@ -278,4 +278,5 @@ def _paired(comp: Comparison, f: float, a: str, b: str, alt: str, resamples: int
         f"{draws_text(r.clusters, resamples, seed)}{monte_carlo(r)}, "
         f"{sided(alt, f'{a} below {b}' if alt == 'less' else f'{a} above {b}')}",
         pv, ci=r.ci, note=r.note, effects=effect_sizes(diff) if diff.size else (), p_floor=_floor(r, alt),
+        clusters=r.clusters,
     )  # fmt: skip

@@ -161,6 +161,7 @@ def effect_stats(comp: Comparison, resamples: int, seed: int) -> list[Stat]:
                             f"{draws_text(r.clusters, resamples, seed)}{monte_carlo(r)}",
                             p=r.p if scale == comp.scale else None, ci=r.ci, note=r.note,
                             p_floor=r.p_floor if scale == comp.scale and r.p is not None else None,
+                            clusters=r.clusters,
                         )
                     )  # fmt: skip
     return out

@@ -90,9 +90,8 @@ def family_lines(stats: Sequence[Stat], comp: Comparison | None, declared: Seque
             f"comparisons, 2x2 effects, other paradigms' Δm{', other fractions' if len(comp.fractions) > 1 else ''}), "
             "Holm within them: not declared before the data, they suggest rather than confirm."
         )
-    groups = len({t.group for t in comp.tasks})
     for label, family in (("primary", primary), ("exploratory", rest)):
-        note = holm_reach(family, groups, label)
+        note = holm_reach(family, label)
         if note:
             lines.append(note[0].upper() + note[1:] + ".")
     return lines

@@ -104,7 +104,10 @@ def fraction_trend_stats(
         side = sided(alt, "slope < 0" if alt == "less" else "slope > 0")
         method = f"{_method(r.clusters, resamples, seed, what)}{monte_carlo(r)}, {side}"
         floor = None if pv is None or r.p_floor is None else r.p_floor / (1 if alt == "two-sided" else 2)
-        out.append(Stat(FRACTION_SLOPE, p, POOLED, r.mean, r.n, method, p=pv, ci=r.ci, note=r.note, p_floor=floor))
+        out.append(
+            Stat(FRACTION_SLOPE, p, POOLED, r.mean, r.n, method, p=pv, ci=r.ci, note=r.note, p_floor=floor,
+                 clusters=r.clusters)
+        )  # fmt: skip
     return out
 
 

@@ -58,6 +58,9 @@ class Stat:
     task: str = ""
     #: The smallest p the test can give whatever the data (few clusters or groups), as reported (one-sided halved).
     p_floor: float | None = None
+    #: The clusters (clinical groups) a test with a `p_floor` rests on: G of the wild cluster test's floor 6/6^G,
+    #: the groups of an exact group Spearman's 2/G! (fewer than the study's where a paradigm leaves a group out).
+    clusters: int | None = None
     #: The Holm family of a test with a p: "primary" (confirmatory) or "exploratory"; "" without a p.
     family: str = ""
 
@@ -125,11 +128,12 @@ def spearman_floor(n: int, alt: str = "two-sided") -> float | None:
     return (2.0 if alt == "two-sided" else 1.0) / math.factorial(n)
 
 
-def holm_reach(stats: Sequence[Stat], groups: int, family: str = "this", alpha: float = 0.05) -> str:
+def holm_reach(stats: Sequence[Stat], family: str = "this", alpha: float = 0.05) -> str:
     """A sentence where no test of the Holm family `stats` (named `family`: primary, exploratory) can reach `alpha`
     after the adjustment, whatever the data: Holm multiplies the smallest p by the family's size, and with a few
-    clinical groups every test has a floor (the wild cluster test 6/6^G, the exact group Spearman 2/G!): so that
-    'Holm 1' is not read as 'no effect'."""
+    clusters every test has a floor (the wild cluster test 6/6^G, the exact group Spearman 2/G!): so that 'Holm 1'
+    is not read as 'no effect'. It names the clusters the tests have (`Stat.clusters`), not the study's clinical
+    groups: CG's tests leave a one-task group out."""
     tested = [s for s in stats if s.p is not None and not s.task]
     if not tested or any(s.p_floor is None for s in tested):
         return ""
@@ -137,10 +141,21 @@ def holm_reach(stats: Sequence[Stat], groups: int, family: str = "this", alpha: 
     if low * len(tested) <= alpha:
         return ""
     return (
-        f"with {groups} clinical groups no test of the {family} family can reach {alpha:g} after Holm's adjustment: "
+        f"{_clusters_text(tested)}no test of the {family} family can reach {alpha:g} after Holm's adjustment: "
         f"the smallest p any of its {counted(len(tested), 'test')} can attain is {low:.2g}, and Holm multiplies the "
         f"smallest by {len(tested)} ({low * len(tested):.2g}); 'Holm 1' is not 'no effect'"
     )
+
+
+def _clusters_text(tested: Sequence[Stat]) -> str:
+    """'with 3 clusters (clinical groups) in each test, ', 'with 3 to 4 clusters (clinical groups) per test, ', or
+    nothing where a test does not say (a statistic read back from before `Stat.clusters`)."""
+    counts = sorted({s.clusters for s in tested if s.clusters is not None})
+    if not counts or any(s.clusters is None for s in tested):
+        return ""
+    if len(counts) == 1:
+        return f"with {counted(counts[0], 'cluster')} (clinical groups) in each test, "
+    return f"with {counts[0]} to {counts[-1]} clusters (clinical groups) per test, "
 
 
 def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float, alt: str) -> float:
@@ -279,6 +294,7 @@ def statistics(comp: Comparison, hypotheses: Hypotheses | None = None) -> list[S
                     "those tasks, "
                     + rho_side,
                     pv, note=note, p_floor=spearman_floor(n, alt) if pv is not None else None,
+                    clusters=n if pv is not None else None,
                 )
             )  # fmt: skip
             # descriptive, like the task-level ρ: no p, so a `delta` hypothesis (Δm's test) gives it no side
