@@ -3,10 +3,15 @@ printed a ρ of 0.004 or an end-point of -0.0041 as 0.00 and -0.00."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from usagg.analysis.fraction_trend import FRACTION_SLOPE
+from usagg.analysis.inputs import load_input
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat
+from usagg.analysis.summary import all_tables, analyse
 from usagg.analysis.tables import significant, stats_table
 
 
@@ -40,3 +45,30 @@ def test_the_statistics_table_keeps_small_values_and_end_points() -> None:
     assert shown[0][3] == "0.00412" and shown[1][3] == "57.9"  # not 0.004 and 57.930
     assert "0.004123" in render(table, "csv") and "| 0.00412 |" in render(table, "markdown")
     assert "0.00412" in render(table, "latex")
+
+
+def test_the_2x2_and_fraction_trend_tables_show_3_significant_digits(tmp_path: Path) -> None:
+    """The 2x2 effects' estimates, end-points and p, and the fraction trend's slope, interval and p, as the statistics
+    table shows them: the 2x2 table printed 6.752 beside 9.450, the trend's interval [+2.0, +9.5]."""
+    from tests.test_factorial import _table
+    from tests.test_fraction_trend import _input
+
+    fact = {t.name: t for t in all_tables(analyse(load_input(None, _table(tmp_path, jitter=0.05))))}["factorial"]
+    assert fact.significant == ("Estimate", "95 % CI low", "95 % CI high", "p", "p (Holm)")
+    row = next(r for r in fact.rows if r[4] == "all")
+    numbers = [v for v in row[7:12] if isinstance(v, float)]
+    (line,) = [ln for ln in render(fact, "table").splitlines() if f" {row[3]} " in ln and " all tasks " in ln
+               and ln.startswith(f"{row[0]} ") and f" {row[2]} " in ln]  # fmt: skip
+    assert len(numbers) == 5 and all(f" {significant(v)} " in line for v in numbers), line
+    assert f" {numbers[0]:.3f} " not in line  # not the 3 decimals of before
+    sweep = analyse(_input(tmp_path / "sweep"))
+    trend = {t.name: t for t in all_tables(sweep)}["fraction_trend"]
+    (au,) = trend.rows
+    (slope,) = [s for s in sweep.stats if s.name == FRACTION_SLOPE]
+    assert (au[2], au[4], au[5]) == (slope.value, slope.p, slope.p_holm)  # numbers, not text: the CSV keeps them
+    assert (
+        slope.ci is not None
+        and au[3] == f"[{significant(slope.ci[0], sign=True)}, {significant(slope.ci[1], sign=True)}]"
+    )
+    text = render(trend, "table")
+    assert f" {significant(au[2])} " in text and f" {significant(au[4])} " in text and f" {au[3]} " in text

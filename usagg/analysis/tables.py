@@ -151,6 +151,10 @@ def significant(v: float, digits: int = 3, *, sign: bool = False) -> str:
     return f"{rounded:{plus}.{decimals}f}"
 
 
+#: The note of a table whose estimates, interval end-points and p are shown by `significant`.
+SIGNIFICANT_NOTE = "Estimates, interval end-points and p to 3 significant digits (the CSV keeps every digit)."
+
+
 def ordered_tasks(comp: Comparison) -> list[str]:
     """Tasks grouped by clinical group (first appearance), study order within a group."""
     groups = list(dict.fromkeys(t.group for t in comp.tasks))
@@ -638,6 +642,7 @@ def factorial_table(
         "one cluster (usagg/analysis/cluster_inference.py); group rows are means only.",
         "Scales: relative (%), log_ratio (100·ln of the ratio; its interaction is the log of a ratio of ratios), "
         "and analysis.scale where it is another; tasks whose log ratio is undefined are left out of that scale.",
+        SIGNIFICANT_NOTE,
         *left_out_notes(comp, fraction),
         *missing_notes(comp, planned),
         *exclusion_notes(comp),
@@ -648,7 +653,8 @@ def factorial_table(
     rows: list[list[Cellv]] = [list(r) for r in effect_table_rows(comp, stats, fraction)]
     why = incomplete_text(comp, planned)
     empty = f"(none: no 2x2 design is complete; {why})" if why else "(none)"
-    return Table("factorial" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes, empty=empty)
+    name = "factorial" + (f"_f{frac_label(fraction)}" if multi else "")
+    return Table(name, title, cols, rows, notes, empty=empty, significant=tuple(cols[7:12]))
 
 
 #: The Signs agree cell: None (nothing to compare) renders as —.
@@ -831,9 +837,13 @@ def _ci_text(s: Stat | None) -> str:
     )
 
 
-def _interval(s: Stat | None) -> str:
-    """A wild cluster interval as a cell, or why there is none."""
-    return f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]" if s and s.ci else (s.note if s else "—") or "—"
+def _interval(s: Stat | None, sig: bool = False) -> str:
+    """A wild cluster interval as a cell (`sig`: its end-points to 3 significant digits), or why there is none."""
+    if not (s and s.ci):
+        return (s.note if s else "—") or "—"
+    if sig:
+        return f"[{significant(s.ci[0], sign=True)}, {significant(s.ci[1], sign=True)}]"
+    return f"[{s.ci[0]:+.1f}, {s.ci[1]:+.1f}]"
 
 
 def fraction_table(comp: Comparison, stats: list[Stat]) -> Table:
@@ -876,10 +886,9 @@ def fraction_trend_table(comp: Comparison, stats: list[Stat]) -> Table:
         s = by.get(p)
         tasks, why = common_tasks(comp, p)
         why |= {t: "one n_train at every fraction" for t in tasks if task_slope(comp, t, p) is None}
-        p_text = "—" if s is None or s.p is None else f"{s.p:.3g}"
-        holm = "—" if s is None or s.p_holm is None else f"{s.p_holm:.3g}"
         left = "; ".join(f"{t} ({w})" for t, w in why.items()) or "—"
-        rows.append([p, s.n if s else 0, s.value if s else None, _interval(s), p_text, holm, left])
+        p_value, holm = (None, None) if s is None else (s.p, s.p_holm)
+        rows.append([p, s.n if s else 0, s.value if s else None, _interval(s, sig=True), p_value, holm, left])
     return Table(
         "fraction_trend",
         f"Δ versus {comp.baseline} against data scale across fractions (within task)",
@@ -895,7 +904,9 @@ def fraction_trend_table(comp: Comparison, stats: list[Stat]) -> Table:
             "Spearman ρ(Δ, log n_train) and the mixed model's slope compare tasks of different sizes within one "
             "fraction (undefined where every task has the same n_train at a fraction, as at the synthetic "
             "benchmark's default sizes), and Δm by fraction is descriptive.",
+            SIGNIFICANT_NOTE,
         ],
+        significant=("Slope per tenfold n_train", "p", "p (Holm)"),
     )
 
 
