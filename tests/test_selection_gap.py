@@ -318,3 +318,38 @@ def test_the_headline_rule_reads_naturally_known_mixed_or_unknown(
     assert gap_table(gap).title == f"Selection gap: Δm versus TS under each selection rule ({said})"
     line = headline_line(gap)
     assert line is not None and line.endswith(f"; {said}.") and " the unknown" not in line and "the an " not in line
+
+
+@pytest.mark.parametrize(
+    ("unsplit", "said"),
+    [
+        ("every", "uses the last epoch: its jobs had no selection split (data.selection_fraction 0), so none "
+                  "ranked an epoch."),
+        ("none", "uses the last epoch (training.selection: last)."),
+        ("one", "uses the last epoch (training.selection: last; 1 of its 2 jobs had no selection split to rank "
+                "epochs)."),
+    ],
+)  # fmt: skip
+def test_a_last_epoch_headline_says_why_its_jobs_tested_the_last_epoch(tmp_path: Path, unsplit: str, said: str) -> None:
+    """Under `training.selection: best` a job without a selection split tests its last epoch and its metrics.json
+    says why (`selection.rules_note`): the note names that cause, not `training.selection: last`, which the spec
+    did not say."""
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+
+    tasks = load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml")[:6]
+    run = simulate_run_store(tmp_path / "sim", tasks, paradigms=("TS", "AU"), seeds=(0, 1))
+    store, rows = RunStore(run), load_input(run, None).table.rows
+    au = sorted({r.job_id for r in rows if r.paradigm == "AU"})
+    assert len(au) == 2  # AU at two seeds: the jobs the headline rule is read from
+    for k, jid in enumerate(sorted({r.job_id for r in rows})):
+        raw = store.metrics(jid)
+        assert raw is not None
+        raw.pop(JSON_CHECKSUM_KEY, None)
+        no_split = unsplit == "every" or (unsplit == "one" and jid == au[0]) or (jid not in au and k % 2 == 0)
+        raw["selection"] = {"mode": "last", **({"rules_note": NO_SELECTION_SPLIT} if no_split else {})}
+        write_json_checked(store.paths(jid).metrics, raw)
+    inp = load_input(run, None)
+    gap = selection_gap(inp, analyse(inp).comp)
+    assert gap.headline == "last" and gap.unsplit == {"every": (2, 2), "none": (0, 2), "one": (1, 2)}[unsplit]
+    assert gap.notes[0] == f"The study's headline Δ (every other table) {said}"
+    assert "the headline uses the last epoch" in gap_table(gap).title

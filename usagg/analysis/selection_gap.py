@@ -71,6 +71,9 @@ class SelectionGap:
     rows: list[GapRow]
     headline: str | None  # the rule the study's Δ uses (model, task, last), "mixed: ..." or None when unknown
     notes: list[str] = field(default_factory=list)
+    #: (of the jobs behind a `last` headline, those without a selection split, all of them): a job under
+    #: `training.selection: best` with data.selection_fraction 0 ranks no epoch and tests its last, as `last` does
+    unsplit: tuple[int, int] = (0, 0)
 
 
 def _job_rule(m: JobMetrics) -> str | None:
@@ -85,22 +88,22 @@ def _job_rule(m: JobMetrics) -> str | None:
 
 
 def read_rules(inp: AnalysisInput) -> tuple[dict[str, dict[str, dict[str, float | None]]], dict[str, str], dict]:
-    """(job -> task -> rule -> test value, job -> why it has none, job -> (its rule, its task count)) for the
-    jobs of `inp`'s table."""
+    """(job -> task -> rule -> test value, job -> why it has none, job -> (its rule, its task count, whether it had
+    no selection split)) for the jobs of `inp`'s table."""
     jobs = inp.table.job_ids
     if inp.run_dir is None:
         return {}, {j: NO_STORE for j in jobs}, {}
     store = RunStore(Path(inp.run_dir))
     values: dict[str, dict[str, dict[str, float | None]]] = {}
     missing: dict[str, str] = {}
-    used: dict[str, tuple[str | None, int]] = {}
+    used: dict[str, tuple[str | None, int, bool]] = {}
     for jid in jobs:
         m = store.job_metrics(jid)
         if m is None:
             missing[jid] = "not recorded: the job has no metrics.json"
             continue
-        used[jid] = (_job_rule(m), len(m.tasks))
         sel = m.selection
+        used[jid] = (_job_rule(m), len(m.tasks), sel is not None and sel.rules_note == NO_SELECTION_SPLIT)
         if sel is not None and sel.rules:
             values[jid] = {
                 t: {r: (c.test if c is not None else None) for r in SELECTION_RULES for c in [getattr(tr, r)]}
@@ -113,11 +116,15 @@ def read_rules(inp: AnalysisInput) -> tuple[dict[str, dict[str, dict[str, float 
     return values, missing, used
 
 
-def _headline_rule(used: dict[str, tuple[str | None, int]]) -> str | None:
+def _headline_jobs(used: dict[str, tuple[str | None, int, bool]]) -> list[tuple[str | None, int, bool]]:
+    """The jobs whose rule is the headline's: the multi-task ones (every job where none trains several tasks)."""
+    return [u for u in used.values() if u[1] > 1] or list(used.values())
+
+
+def _headline_rule(used: dict[str, tuple[str | None, int, bool]]) -> str | None:
     """The rule of the study's Δ: the one its multi-task jobs were tested with (every job's where none trains
     several tasks); "mixed: ..." when they differ."""
-    multi = {r for r, n in used.values() if n > 1}
-    rules = multi or {r for r, _ in used.values()}
+    rules = {r for r, _, _ in _headline_jobs(used)}
     rules.discard(None)
     if not rules:
         return None
@@ -149,7 +156,8 @@ def selection_gap(inp: AnalysisInput, comp: Comparison) -> SelectionGap:
     for f in comp.fractions:
         for p in comp.others:
             rows.append(_row(comp, f, p, cells, lacking, st.bootstrap, st.bootstrap_seed))
-    gap = SelectionGap(comp.baseline, comp.scale, rows, _headline_rule(used))
+    last = [unsplit for r, _, unsplit in _headline_jobs(used) if r == "last"]
+    gap = SelectionGap(comp.baseline, comp.scale, rows, _headline_rule(used), unsplit=(sum(last), len(last)))
     gap.notes = _notes(gap, missing, st.bootstrap, st.bootstrap_seed)
     return gap
 
@@ -209,10 +217,7 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
     elif head.startswith("mixed"):
         headline = f"The study's headline Δ mixes rules ({head.removeprefix('mixed: ')}): its jobs differ."
     else:
-        headline = (
-            f"The study's headline Δ (every other table) uses the {RULE_NAMES.get(head, head)} "
-            f"({'training.selection: last' if head == 'last' else f'training.selection_scope: {head}'})."
-        )
+        headline = f"The study's headline Δ (every other table) uses the {RULE_NAMES.get(head, head)}{_why(gap)}."
     notes = [
         headline,
         f"Δ under a rule: the paradigm and {gap.baseline} both tested at the epoch the rule picks for the task; "
@@ -234,6 +239,21 @@ def _notes(gap: SelectionGap, missing: dict[str, str], resamples: int, seed: int
             "data.selection_fraction=0.2); the headline keeps training.selection's rule."
         )
     return notes
+
+
+def _why(gap: SelectionGap) -> str:
+    """Why the headline's jobs were tested under its rule, as their metrics.json says: the spec's scope, or for the
+    last epoch `training.selection: last` or no selection split (`selection.rules_note`: nothing was ranked, whatever
+    training.selection says)."""
+    head = gap.headline
+    if head != "last":
+        return f" (training.selection_scope: {head})"
+    unsplit, jobs = gap.unsplit
+    if unsplit and unsplit == jobs:
+        return ": its jobs had no selection split (data.selection_fraction 0), so none ranked an epoch"
+    if unsplit:
+        return f" (training.selection: last; {unsplit} of its {jobs} jobs had no selection split to rank epochs)"
+    return " (training.selection: last)"
 
 
 def _interval(c: ClusterMean) -> Interval:
