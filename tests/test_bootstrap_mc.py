@@ -56,3 +56,31 @@ def test_the_test_set_interval_states_its_resamples_and_monte_carlo_error(tmp_pa
     errors = sorted(dict(s.effects)[MONTE_CARLO] for s in stats if s.name == TEST_SET)
     assert ", 2,000 of them (analysis.task_bootstrap). Monte Carlo error of its end-points (95 %" in note
     assert f"at most ±{errors[-1]:.2g}, median ±" in note
+
+
+def test_figure_2s_test_set_intervals_state_their_resamples_and_monte_carlo_error(tmp_path: Path) -> None:
+    """One seed: Figure 2's error bars are each job's percentile bootstrap of its metric, and the caption gives the
+    resamples and the largest and median Monte Carlo error of their end-points, as the uncertainty table does."""
+    from usagg.analysis.absolute_ci import TEST_SET as ABSOLUTE_TEST_SET
+    from usagg.analysis.absolute_ci import absolute_interval
+    from usagg.analysis.figure_absolute import fig_absolute, representative_tasks
+    from usagg.analysis.summary import analyse
+    from usagg.analysis.task_ci import endpoint_errors, metric_draws, resampling_text
+
+    run = simulate_run_store(tmp_path / "one", load_tasks(TASKS)[:4], seeds=(0,), item_scores=True)
+    a = analyse(load_input(run, None))
+    store, errors = RunStore(run), []
+    jobs = {(r.paradigm, r.task): r.job_id for r in a.inp.table.rows}
+    for t in representative_tasks(a):
+        for p in a.comp.paradigms:
+            shown = absolute_interval(a.inp, a.comp, 1.0, t, p)
+            assert shown is not None and shown.source == ABSOLUTE_TEST_SET
+            draws = metric_draws([load_item_scores(store.paths(jobs[(p, t)]).folder)[t]], 2000, 0)
+            assert draws is not None and (ends := endpoint_errors(draws)) is not None
+            assert shown.mc == pytest.approx(max(ends)) and shown.mc is not None and shown.mc > 0
+            errors.append(shown.mc)
+    assert len(errors) > 1
+    _, caption = fig_absolute(a)
+    said = resampling_text(2000, 0, errors)
+    assert f"bootstrap over the test images, one seed ({said})." in caption
+    assert said.startswith("2000 resamples, seed 0; end-points ± ") and " at most, median ± " in said

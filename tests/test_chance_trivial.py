@@ -133,12 +133,20 @@ def test_with_one_seed_the_test_sets_one_sided_bootstrap_bound_decides(
     inp.trivial = {job: {"breast_lesion": {"all-foreground mask": 0.10}}}
     _dice_scores(inp, tmp_path, job, "breast_lesion", list(images))
     comp = compare(inp)
-    low, _, n = comp.baseline_test[(1.0, "breast_lesion")]
+    test = comp.baseline_test[(1.0, "breast_lesion")]
+    low, n = test.low, test.images
     draws = [images[np.random.default_rng(k).integers(0, 40, 40)].mean() for k in range(2000)]  # by hand
     assert n == 40 and low == pytest.approx(np.percentile(draws, 5), abs=0.02)
     assert ("breast_lesion" in comp.chance[1.0]) == (low <= 0.10) == expected
+    # the bound's Monte Carlo error: half its 95 % band over other bootstraps of 2000 resamples, between the order
+    # statistics B·q ∓ 1.96·√(B·q·(1 − q)) of the by-hand draws (0.0075 and 0.0005: half a step of 0.6/40 and 0.04/40)
+    x = np.sort(draws)
+    half = 1.96 * np.sqrt(2000 * 0.05 * 0.95)
+    by_hand = (x[int(np.ceil(100 + half))] - x[int(np.floor(100 - half))]) / 2
+    assert test.mc is not None and test.mc == pytest.approx(by_hand, rel=0.5) and 0 < test.mc < 0.1 * spread
     assert chance_evidence(comp, 1.0, "breast_lesion") == (
-        "one-sided 95 % test-set bootstrap of one training run, 40 images"
+        f"one-sided 95 % test-set bootstrap of one training run, 40 images, 2000 resamples, seed 0; bound ± "
+        f"{test.mc:.2g} (Monte Carlo 95 %)"
     )
     row = dict((str(r[0]), str(r[1])) for r in summary_table(analyse(inp)).rows)["Baseline at chance"]
     assert (

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,15 @@ def test_one_seed_takes_the_test_set_bootstrap_of_the_jobs_item_scores(tmp_path:
     assert out.ci_low is not None and 0.6 < out.ci_low < auc < out.ci_high <= 1.0  # 40 images: a wide interval
     assert out.ci_high - out.ci_low < 0.5
     assert evaluate([e], inp, comp, []) == [out]  # the bootstrap is seeded
+    # its resamples and how far another bootstrap of as many would move an end-point, where the interval is read
+    from usagg.analysis.task_ci import endpoint_errors, metric_draws
+
+    draws = metric_draws([load_item_scores(job_dir)["cls_a"]], 2000, 0)
+    assert draws is not None and (errors := endpoint_errors(draws)) is not None
+    assert 0 < max(errors) < (out.ci_high - out.ci_low) / 10
+    assert out.detail.endswith(
+        f"; test-set bootstrap of 2000 resamples, seed 0; end-points ± {max(errors):.2g} (Monte Carlo 95 %)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +260,21 @@ def test_a_delta_and_a_difference_carry_the_test_set_too(scored_run: Path) -> No
     half = (diff.ci_high - diff.ci_low) / 2
     assert diff.ci_low < diff.value < diff.ci_high and half > 1.96 * math.sqrt(seed_var)  # t > z, and more variance
     assert diff.value - diff.ci_low == pytest.approx(half) and "seeds only" not in diff.detail
+    # the test-set bootstrap in each interval: its resamples and its end-points' Monte Carlo error (the Δ's is the
+    # uncertainty table's), and none where the seeds alone give the interval
+    from usagg.analysis.uncertainty import MONTE_CARLO
+
+    mc = dict(test.effects)[MONTE_CARLO]
+    assert out.detail.endswith(
+        f"; test-set bootstrap of 2000 resamples, seed 0; end-points ± {mc:.2g} (Monte Carlo 95 %)"
+    )
+    assert re.search(r"; test-set bootstrap of 2000 resamples, seed 0; end-points ± [\d.e-]+ \(Monte Carlo 95 %\)$",
+                     diff.detail)  # fmt: skip
+    from usagg.store import RunStore
+
+    plain_inp = load_input(None, RunStore(scored_run).results_csv)  # no item scores: the seeds alone
+    (seeds_only,) = evaluate([delta], plain_inp, compare(plain_inp), [])
+    assert "seeds only" in seeds_only.detail and "test-set bootstrap" not in seeds_only.detail
 
 
 def _without_seeds(run: Path, out: Path, paradigm: str, keep: int) -> Path:

@@ -40,7 +40,7 @@ import numpy as np
 from usagg.analysis.inputs import AnalysisInput, job_name
 from usagg.analysis.item_scores import load_item_scores
 from usagg.analysis.scales import chance_level, change, worst_value
-from usagg.analysis.task_ci import metric_ci
+from usagg.analysis.task_ci import endpoint_errors, metric_draws, percentile_ci, resampling_text
 from usagg.analysis.tdist import t_quantile
 from usagg.errors import UsaggError
 from usagg.paradigms import PARADIGMS
@@ -110,6 +110,19 @@ class Aggregate:
     chance: tuple[str, ...] = ()  # tasks whose baseline is at chance, left out (analysis.chance_tasks)
 
 
+@dataclass(frozen=True)
+class BaselineTest:
+    """The two-sided 90 % percentile bootstrap of a one-seed baseline's metric over its job's test images (each end
+    a one-sided 95 % bound), how it was drawn, and the Monte Carlo error of the end the chance check reads."""
+
+    low: float
+    high: float
+    images: int
+    resamples: int
+    seed: int
+    mc: float | None  # how far another bootstrap of as many resamples would move the bound (95 %)
+
+
 @dataclass
 class Comparison:
     """Per-task cells and Δs for every (fraction, task, paradigm)."""
@@ -148,9 +161,9 @@ class Comparison:
     #: (fraction, task, paradigm) -> why the metric is undefined for every seed's job, where the jobs' item scores
     #: tell (an AUC on a test split holding one class: `undefined_cause`)
     undefined_why: dict[tuple[float, str, str], str] = field(default_factory=dict)
-    #: (fraction, task) -> (low, high, images) of the 90 % percentile bootstrap of a one-seed baseline's metric over
-    #: its job's test images (each end a one-sided 95 % bound): the test-set uncertainty `at_chance` holds it to
-    baseline_test: dict[tuple[float, str], tuple[float, float, int]] = field(default_factory=dict)
+    #: (fraction, task) -> the 90 % percentile bootstrap of a one-seed baseline's metric over its job's test images
+    #: (each end a one-sided 95 % bound): the test-set uncertainty `at_chance` holds it to
+    baseline_test: dict[tuple[float, str], BaselineTest] = field(default_factory=dict)
 
     @property
     def others(self) -> list[str]:
@@ -394,9 +407,7 @@ def compare(inp: AnalysisInput, baseline: str | None = None) -> Comparison:
 CHANCE_LEVEL = 0.95
 
 
-def _one_seed_bounds(
-    inp: AnalysisInput, comp: Comparison, f: float
-) -> dict[tuple[float, str], tuple[float, float, int]]:
+def _one_seed_bounds(inp: AnalysisInput, comp: Comparison, f: float) -> dict[tuple[float, str], BaselineTest]:
     """(fraction, task) -> the two-sided 90 % test-set bootstrap of the baseline's metric where one seed ran it, a
     chance level is known and its job wrote per-image scores (`Comparison.baseline_test`)."""
     jobs = {(r.task, r.seed): r.job_id for r in inp.table.rows if r.paradigm == comp.baseline and r.fraction == f}
@@ -408,9 +419,14 @@ def _one_seed_bounds(
             continue
         path = inp.item_scores.get(jobs.get((info.task, next(iter(seeds))), ""))
         scores = load_item_scores(path.parent).get(info.task) if path is not None else None
-        ci = metric_ci([scores], st.task_bootstrap, st.bootstrap_seed, 2 * CHANCE_LEVEL - 1) if scores else None
-        if ci is not None and scores is not None:
-            out[(f, info.task)] = (ci[0], ci[1], len(scores.images))
+        draws = metric_draws([scores], st.task_bootstrap, st.bootstrap_seed) if scores else None
+        ci = None if draws is None else percentile_ci(draws, 2 * CHANCE_LEVEL - 1)
+        if ci is not None and draws is not None and scores is not None:
+            errors = endpoint_errors(draws, 2 * CHANCE_LEVEL - 1)
+            mc = None if errors is None else errors[0 if info.higher_is_better else 1]  # the bound it reads
+            out[(f, info.task)] = BaselineTest(
+                ci[0], ci[1], len(scores.images), st.task_bootstrap, st.bootstrap_seed, mc
+            )
     return out
 
 
@@ -531,7 +547,7 @@ def _margin_bound(comp: Comparison, fraction: float, task: str) -> float | None:
     if test is None:
         return low
     (level,) = ref.levels.values()
-    return sign * ((test[0] if info.higher_is_better else test[1]) - level)
+    return sign * ((test.low if info.higher_is_better else test.high) - level)
 
 
 def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
@@ -547,13 +563,15 @@ def at_chance(comp: Comparison, fraction: float) -> tuple[str, ...]:
 
 def chance_evidence(comp: Comparison, fraction: float, task: str) -> str:
     """What the chance check of a task rested on, in words: `one-sided 95 % t over 3 seeds`, `one-sided 95 % test-set
-    bootstrap of one training run, 48 images`, or one run's point estimate without per-image scores."""
+    bootstrap of one training run, 48 images, 2000 resamples, seed 0; bound ± 0.012 (Monte Carlo 95 %)`, or one
+    run's point estimate without per-image scores."""
     n = len(comp.seed_values.get((fraction, task, comp.baseline), {}))
     if n > 1:
         return f"one-sided 95 % t over {n} seeds"
     test = comp.baseline_test.get((fraction, task))
     if test is not None:
-        return f"one-sided 95 % test-set bootstrap of one training run, {counted(test[2], 'image')}"
+        drawn = resampling_text(test.resamples, test.seed, () if test.mc is None else (test.mc,), "bound")
+        return f"one-sided 95 % test-set bootstrap of one training run, {counted(test.images, 'image')}, {drawn}"
     return "one run's point estimate: no per-image test scores"
 
 

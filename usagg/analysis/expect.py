@@ -40,9 +40,17 @@ import numpy as np
 
 from usagg.analysis.scales import on_scale
 from usagg.analysis.tables import Cellv, Interval, Table
-from usagg.analysis.task_ci import metric_ci, percentile_ci, resampled_deltas, resampled_means
+from usagg.analysis.task_ci import (
+    endpoint_errors,
+    metric_draws,
+    percentile_ci,
+    resampled_deltas,
+    resampled_means,
+    resampling_text,
+)
 from usagg.analysis.uncertainty import (
     LEVEL,
+    MONTE_CARLO,
     TEST_SET,
     interval_variance,
     item_scores_reader,
@@ -93,6 +101,7 @@ class _Value:
     value: float
     ci: tuple[float, float] | None
     seeds_only: bool = False  # an interval over >= 2 seeds without the test set's variance (no per-image scores)
+    mc: float | None = None  # the Monte Carlo error of the end-points of a test-set bootstrap that entered `ci`
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class _Context:
     stats: list[Stat]
     fraction: float
     test_ci: dict[tuple[str, str], tuple[float, float]]  # (task, paradigm) -> the test-set bootstrap CI of its Δ
+    test_mc: dict[tuple[str, str], float]  # (task, paradigm) -> that CI's end-points' Monte Carlo error
     scores: Callable[[str | None], dict[str, ItemScores]]
     jobs: dict[tuple[str, float, int, str], str]
 
@@ -139,8 +149,10 @@ def study_expectations(inp: AnalysisInput) -> list[Expectation]:
 def evaluate(expectations: list[Expectation], inp: AnalysisInput, comp: Comparison, stats: list[Stat]) -> list[Outcome]:
     """Every expectation against the results, in the order the spec lists them."""
     f = max(comp.fractions, default=1.0)
-    tests = {(s.task, s.paradigm): s.ci for s in stats if s.name == TEST_SET and s.fraction == f and s.task and s.ci}
-    ctx = _Context(inp, comp, stats, f, tests, item_scores_reader(inp), job_ids(inp))
+    tested = [s for s in stats if s.name == TEST_SET and s.fraction == f and s.task and s.ci]
+    tests = {(s.task, s.paradigm): s.ci for s in tested if s.ci}
+    mc = {(s.task, s.paradigm): v for s in tested if (v := dict(s.effects).get(MONTE_CARLO)) is not None}
+    ctx = _Context(inp, comp, stats, f, tests, mc, item_scores_reader(inp), job_ids(inp))
     return [_evaluate(e, ctx) for e in expectations]
 
 
@@ -183,6 +195,9 @@ def _evaluate(e: Expectation, ctx: _Context) -> Outcome:
         shown.append(f"no interval for {', '.join(no_ci)} (one seed and no per-image test scores)")
     if e.delta is not None and e.delta.versus is None and (confound := _moe_confound(comp, e.paradigm())):
         shown.append(confound)
+    if errors := [v.mc for v in values if v.mc is not None]:
+        st = inp.settings
+        shown.append(f"test-set bootstrap of {resampling_text(st.task_bootstrap, st.bootstrap_seed, errors)}")
     detail = f"{what} {bound}: " + "; ".join(shown)
     if not values:
         return Outcome(e.name, None, None, None, None, detail)
@@ -266,7 +281,10 @@ def _metric_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
     # per-image scores recompute the primary metric only
     scored = ctx.task_scores(e.metric_of, task, [r.seed for r in rows]) if metric == inp.primary.get(task) else []
     st = inp.settings
-    test = metric_ci(scored, st.task_bootstrap, st.bootstrap_seed, LEVEL)
+    draws = metric_draws(scored, st.task_bootstrap, st.bootstrap_seed)
+    test = None if draws is None else percentile_ci(draws, LEVEL)
+    errors = None if draws is None or test is None else endpoint_errors(draws, LEVEL)
+    mc = max(errors) if errors else None
     if vals.size > 1:
         n = int(vals.size)
         terms, dfs = [float(vals.var(ddof=1)) / n], [n - 1]
@@ -275,8 +293,8 @@ def _metric_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
             ci = widest(t_interval(mean, terms, dfs, interval_variance(test)), ci)
         low, high = metric_bounds(metric) if metric else (None, None)  # an AUC's interval ends at 1, as its mean does
         lo, hi = ci if low is None else (max(ci[0], low), ci[1])
-        return _Value(task, mean, (lo, hi if high is None else min(hi, high)), seeds_only=test is None)
-    return _Value(task, mean, test)
+        return _Value(task, mean, (lo, hi if high is None else min(hi, high)), seeds_only=test is None, mc=mc)
+    return _Value(task, mean, test, mc=mc)
 
 
 def _delta_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
@@ -287,12 +305,12 @@ def _delta_value(e: Expectation, ctx: _Context, task: str) -> _Value | None:
         return None
     if e.delta.versus is not None:
         return _difference_value(ctx, task, p, e.delta.versus, d.value)
-    test = ctx.test_ci.get((task, p))
+    test, mc = ctx.test_ci.get((task, p)), ctx.test_mc.get((task, p))
     seeds = seed_interval(comp, f, task, p)
     if seeds is not None and seeds.ci is not None and seeds.n > 1:
         both = None if test is None else with_test_set(comp, f, task, p, test)
-        return _Value(task, d.value, both or seeds.ci, seeds_only=both is None)
-    return _Value(task, d.value, test)  # one seed: the test-set bootstrap alone
+        return _Value(task, d.value, both or seeds.ci, seeds_only=both is None, mc=mc if both else None)
+    return _Value(task, d.value, test, mc=mc if test else None)  # one seed: the test-set bootstrap alone
 
 
 def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) -> _Value | None:
@@ -306,33 +324,38 @@ def _difference_value(ctx: _Context, task: str, p: str, versus: str, dp: float) 
     seeds = sorted(set(a) & set(b))
     diffs = np.asarray([a[s] - b[s] for s in seeds], float)
     value = dp - dv.value
-    test = _difference_test_ci(ctx, task, p, versus)
+    test, mc = _difference_test_ci(ctx, task, p, versus)
     if diffs.size < 2:
-        return _Value(task, value, test)
+        return _Value(task, value, test, mc=mc)
     n = int(diffs.size)
     terms, dfs = [float(diffs.var(ddof=1)) / n], [n - 1]
     ci = t_interval(value, terms, dfs)
     if test is not None:
         ci = widest(t_interval(value, terms, dfs, interval_variance(test)), ci)
-    return _Value(task, value, ci, seeds_only=test is None)
+    return _Value(task, value, ci, seeds_only=test is None, mc=mc)
 
 
-def _difference_test_ci(ctx: _Context, task: str, p: str, versus: str) -> tuple[float, float] | None:
+def _difference_test_ci(
+    ctx: _Context, task: str, p: str, versus: str
+) -> tuple[tuple[float, float] | None, float | None]:
     """The percentile bootstrap CI over the test images of Δ_p − Δ_versus of the seed means (on the comparison's
-    scale, none on headroom), every job of the three paradigms scored on the same resamples. Each paradigm brings
-    its own seeds, as the value's Δs average them: the seeds p and versus both ran (seed 0 alone, with versus at
-    one seed and p at three) centred the interval on seed 0's difference, beside the value and off it."""
+    scale, none on headroom), every job of the three paradigms scored on the same resamples, and its end-points'
+    Monte Carlo error. Each paradigm brings its own seeds, as the value's Δs average them: the seeds p and versus
+    both ran (seed 0 alone, with versus at one seed and p at three) centred the interval on seed 0's difference,
+    beside the value and off it."""
     comp = ctx.comp
     sides = [ctx.task_scores(q, task) for q in (comp.baseline, p, versus)]
     if not all(sides):
-        return None
+        return None, None
     st = ctx.inp.settings
     drawn = resampled_means(sides, st.task_bootstrap, st.bootstrap_seed)
     if drawn is None:
-        return None
+        return None, None
     hib = comp.info(task).higher_is_better
     dp, dv = ([on_scale(comp.scale, r, hib) for r in resampled_deltas(drawn[0], 0, k, hib)] for k in (1, 2))
-    return percentile_ci(np.asarray(dp) - np.asarray(dv), LEVEL)
+    draws = np.asarray(dp, dtype=float) - np.asarray(dv, dtype=float)
+    ci, errors = percentile_ci(draws, LEVEL), endpoint_errors(draws, LEVEL)
+    return ci, (max(errors) if ci is not None and errors else None)
 
 
 def _ag_outcome(e: Expectation, inp: AnalysisInput) -> Outcome:
@@ -429,7 +452,8 @@ def expectations_table(outcomes: list[Outcome]) -> Table:
         "test images the jobs scored, so it asks whether other seeds and other test images would keep the bound; "
         "never narrower than the seed interval (a Δ's is the uncertainty table's 'seeds + test set' column; "
         "'seeds only' where the test set gives none: no per-image scores, the headroom scale, or a metric undefined "
-        "on too many resamples); with one seed the test-set bootstrap alone; a metric's interval ends at its bounds; "
+        "on too many resamples); with one seed the test-set bootstrap alone (its resamples and the Monte Carlo "
+        "error of its end-points in Detail); a metric's interval ends at its bounds; "
         "no correction for checking several expectations. Margin: how far the worst task clears the bound, from its "
         "interval's nearer end under 'whole 95 % interval' (negative: missed), in the value's units."
     ]

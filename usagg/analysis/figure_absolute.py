@@ -13,6 +13,7 @@ from usagg.analysis.figure_parts import LEGEND_COLUMNS, main_fraction, new_figur
 from usagg.analysis.scales import chance_level
 from usagg.analysis.style import COLUMN_W, PAGE_W, paradigm_color
 from usagg.analysis.tables import frac_label
+from usagg.analysis.task_ci import resampling_text
 from usagg.tasktypes import metric_bounds, metric_unit, task_type_names
 from usagg.wording import counted
 
@@ -112,12 +113,15 @@ def fig_absolute(a: Analysis) -> tuple[Figure, str]:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), LEGEND_COLUMNS), frameon=False)
     seeds = sorted({c.n_seeds for (ff, t, _), c in comp.cells.items() if ff == f and t in tasks})
+    st = a.inp.settings
+    errors = [shown.mc for _, _, shown, _ in intervals if shown.mc is not None]
+    drawn = f" ({resampling_text(st.task_bootstrap, st.bootstrap_seed, errors)})"
     bars = {
         frozenset(): " No error bars: one seed and no per-image test scores.",
         frozenset({SEEDS}): " Error bars: 95 % t interval of the seed mean.",
-        frozenset({TEST_SET}): " Error bars: 95 % percentile bootstrap over the test images (one seed).",
+        frozenset({TEST_SET}): f" Error bars: 95 % percentile bootstrap over the test images, one seed{drawn}.",
     }.get(frozenset(sources), " Error bars: 95 % t interval of the seed mean, or with one seed the 95 % percentile "
-          "bootstrap over the test images.")  # fmt: skip
+          f"bootstrap over the test images{drawn}.")  # fmt: skip
     if cut:  # a t interval over few seeds knows no bound: with two seeds one of an AUC can reach 1.5
         bars += (
             f" Intervals are cut at the range their metric can take ({counted(len(cut), 'interval')} cut: "

@@ -20,6 +20,7 @@ CSV path and put in path order before resampling, so the order a job listed them
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,14 +31,17 @@ from usagg.analysis.scales import change
 __all__ = [
     "ItemScores",
     "endpoint_bands",
+    "endpoint_errors",
     "load_item_scores",
     "metric_ci",
+    "metric_draws",
     "paired_delta_ci",
     "paired_delta_draws",
     "percentile_ci",
     "resampled_deltas",
     "resampled_means",
     "resampled_metric",
+    "resampling_text",
 ]
 
 #: A CI needs the Δ defined on at least this share of the resamples (else None): beyond it, leaving the
@@ -113,8 +117,15 @@ def metric_ci(
 ) -> tuple[float, float] | None:
     """Percentile bootstrap CI of the seed-mean metric of `scores` (one per seed, of one task) over the test images
     they all scored; None where fewer than 2 are shared or the metric is undefined on too many resamples."""
+    draws = metric_draws(scores, resamples, seed)
+    return None if draws is None else percentile_ci(draws, level)
+
+
+def metric_draws(scores: Sequence[ItemScores], resamples: int, seed: int) -> np.ndarray | None:
+    """The seed-mean metric on each of `metric_ci`'s resamples (nan where undefined); None when fewer than 2 images
+    are shared."""
     drawn = resampled_means([scores], resamples, seed) if scores else None
-    return None if drawn is None else percentile_ci(drawn[0][0], level)
+    return None if drawn is None else drawn[0][0]
 
 
 def resampled_deltas(means: np.ndarray, base: int, other: int, higher_is_better: bool) -> np.ndarray:
@@ -175,6 +186,26 @@ def endpoint_bands(draws: np.ndarray, level: float = 0.95) -> tuple[tuple[float,
         lo, hi = max(0, math.floor(b * q - half)), min(b - 1, math.ceil(b * q + half))
         bands.append((float(x[lo]), float(x[hi])))
     return bands[0], bands[1]
+
+
+def endpoint_errors(draws: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """The Monte Carlo error (95 %) of each end-point of `percentile_ci(draws, level)`: half its `endpoint_bands`
+    band; None where there is no interval."""
+    bands = endpoint_bands(draws, level)
+    return None if bands is None else ((bands[0][1] - bands[0][0]) / 2, (bands[1][1] - bands[1][0]) / 2)
+
+
+def resampling_text(resamples: int, seed: int, errors: Sequence[float] = (), ends: str = "end-points") -> str:
+    """How a test-set bootstrap was drawn and how far another of as many resamples would move its `ends`, where a
+    reader meets its interval: '2000 resamples, seed 0; end-points ± 0.42 (Monte Carlo 95 %)', over several
+    intervals '± 0.42 at most, median ± 0.1'; the resamples alone where no error is known. A percentile interval's
+    end-points move with the bootstrap's seed: an end closer to a bound than its error could fall on its other side."""
+    text = f"{resamples} resamples, seed {seed}"
+    if not errors:
+        return text
+    mc = sorted(errors)
+    err = f"± {mc[0]:.2g}" if len(mc) == 1 else f"± {mc[-1]:.2g} at most, median ± {statistics.median(mc):.2g}"
+    return f"{text}; {ends} {err} (Monte Carlo 95 %)"
 
 
 def _restricted(s: ItemScores, images: list[str]) -> ItemScores:

@@ -143,7 +143,7 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
     seed 0's Δ beside the table's three-seed one."""
     if not inp.item_scores or from_relative(comp.scale, 0.0, True) is None:
         return []
-    from usagg.analysis.task_ci import paired_delta_draws, percentile_ci
+    from usagg.analysis.task_ci import paired_delta_draws, percentile_ci, resampling_text
 
     jobs, scores = job_ids(inp), item_scores_reader(inp)
     out = []
@@ -172,8 +172,8 @@ def test_set_intervals(inp: AnalysisInput, comp: Comparison, resamples: int, see
                     Stat(
                         TEST_SET, p, f, d.value, shared,
                         f"paired percentile bootstrap over the {shared} test images every job scored "
-                        f"({_seeds_text(scored, base, p)}: the seed means' Δ on each resample), {resamples} resamples, "
-                        f"seed {seed}" + (f"; end-points ± {mc:.2g} (Monte Carlo 95 %)" if mc is not None else ""),
+                        f"({_seeds_text(scored, base, p)}: the seed means' Δ on each resample), "
+                        + resampling_text(resamples, seed, () if mc is None else (mc,)),
                         ci=ci, note="" if ci else "undefined on the resamples", task=t,
                         effects=(
                             *((("seeds scored", float(min(len(bs), len(others)))),) if fewer else ()),
