@@ -6,14 +6,37 @@ import csv
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import statsmodels.formula.api as smf
+from statsmodels.regression.mixed_linear_model import MixedLMParams
 
 from usagg.analysis.delta import compare
 from usagg.analysis.inputs import load_input
-from usagg.analysis.mixed import BOUNDARY, SLOPE, UNIT, interaction_model, shared_notes
+from usagg.analysis.mixed import (
+    BOUNDARY,
+    SLOPE,
+    UNIT,
+    _at_boundary,
+    _at_maximum,
+    _best_fit,
+    _frame,
+    _model,
+    _one_fit,
+    _rows,
+    _searched,
+    interaction_model,
+    shared_notes,
+)
+from usagg.analysis.results import write_results
+from usagg.analysis.simulate import load_tasks, simulate_rows
 
 #: The demo's one-seed results (`make demo`): 4 clinical groups, 9 tasks of 19-77 images, TSM breast_lesion collapsed.
 DEMO = Path(__file__).parent / "data" / "demo_results.csv"
+TASKS = Path(__file__).parent / "data" / "fmc_uia_tasks.yaml"
+#: The joint model of both tables below (two task types, several paradigms), as `mixed._fit` writes it.
+FORMULA = "delta ~ 0 + C(paradigm) + C(paradigm):logn + C(type)"
+PER_PARADIGM = {"paradigm": "0 + C(paradigm)"}
 
 
 def _shuffled(tmp_path: Path, seed: int) -> Path:
@@ -41,7 +64,7 @@ def test_shuffled_rows_give_the_same_fit_at_the_reml_maximum(tmp_path: Path) -> 
     stats = {s.paradigm: s for s in interaction_model(compare(load_input(None, DEMO)), 1.0)}
     cg = stats["CG"]
     assert cg.name == SLOPE and cg.value is not None and cg.ci is not None and BOUNDARY in cg.note
-    assert "of paradigm within a group 0.00 pp" in cg.method and "lbfgs, bfgs, powell, nm, cg" in cg.method
+    assert "of paradigm within a group 0.00 pp" in cg.method and "by lbfgs, restarted where it stopped" in cg.method
     # per doubling: the reviewer's lbfgs maximum, +192.35 pp per tenfold, is 192.35 · log10(2) per doubling
     assert cg.value == pytest.approx(192.35 * 0.30103, abs=0.1)
     assert "n_train 19-77 (2.0 doublings)" in cg.method and UNIT == "per doubling of n_train"
@@ -107,3 +130,61 @@ def test_notes_every_estimate_of_a_fit_carries_are_split_from_each_ones_own() ->
     bare = est(SLOPE, "AU", "")  # an estimate without a note: no note is on every one
     assert shared_notes([cg, bare]) == ("", [(cg, "fit A; carried CG"), (bare, "")])
     assert shared_notes([cg]) == ("", [(cg, "fit A; carried CG")])
+
+
+def _frame_of(path: Path):
+    """The mixed model's data frame of a results table at fraction 1, every paradigm compared."""
+    comp = compare(load_input(None, path))
+    rows = _rows(comp, 1.0)
+    return _frame(rows, [p for p in comp.others if any(r[1] == p for r in rows)])
+
+
+def test_the_restarted_fit_is_the_searched_maximum_on_the_demo() -> None:
+    """The fast path (lbfgs restarted where it stopped) is the five-optimiser search's answer to the last digit
+    on the demo: the search's winner is that same restart."""
+    df = _frame_of(DEMO)
+    fast = _best_fit(smf.mixedlm, FORMULA, df, PER_PARADIGM)
+    searched = _searched(_model(smf.mixedlm, FORMULA, df, PER_PARADIGM))
+    assert not isinstance(fast, str) and not isinstance(searched, str)
+    assert "(1 restart;" in fast[2] and searched[2].startswith("over the optimisers lbfgs, bfgs, powell, nm, cg")
+    assert float(fast[0].llf) == pytest.approx(-162.946, abs=1e-3)
+    assert float(fast[0].llf) == pytest.approx(float(searched[0].llf), rel=1e-12)
+    assert fast[0].fe_params.to_numpy() == pytest.approx(searched[0].fe_params.to_numpy(), rel=1e-9)
+    assert fast[0].bse_fe.to_numpy() == pytest.approx(searched[0].bse_fe.to_numpy(), rel=1e-9)
+    assert fast[1] == searched[1]  # the same warnings: the boundary note
+
+
+def test_a_restart_reaches_the_maximum_where_lbfgs_alone_stops_short(tmp_path: Path) -> None:
+    """On the simulated 27-task, 3-seed table of seed 4, lbfgs alone says "converged" 0.044 below the REML
+    maximum; its first restart climbs that far (so it is no stop), the second gains nothing, and the answer is
+    the search's: the same log-likelihood and slopes to 1e-6 pp."""
+    write_results(simulate_rows(load_tasks(TASKS), seed=4), tmp_path / "r.csv")
+    df = _frame_of(tmp_path / "r.csv")
+    vc = {**PER_PARADIGM, "unit": "0 + C(unit)"}
+    model = _model(smf.mixedlm, FORMULA, df, vc)
+    alone = _one_fit(model, "lbfgs", None)[1]
+    searched = _searched(model)
+    fast = _best_fit(smf.mixedlm, FORMULA, df, vc)
+    assert not isinstance(fast, str) and not isinstance(searched, str)
+    assert alone.converged and float(alone.llf) == pytest.approx(float(searched[0].llf) - 0.044, abs=1e-3)
+    assert "(2 restarts;" in fast[2]
+    assert float(fast[0].llf) == pytest.approx(float(searched[0].llf), abs=1e-5)
+    assert fast[0].fe_params.to_numpy() == pytest.approx(searched[0].fe_params.to_numpy(), abs=1e-6)
+
+
+def test_a_variance_held_at_0_below_its_optimum_is_no_maximum() -> None:
+    """A converged fit with the group variance held at 0 (its REML optimum is 1.96 residual variances) is at the
+    boundary and converged, yet freeing that variance raises the REML: not a maximum, so `_best_fit` would
+    search. The demo's maximum, with the paradigm variance at 0, is one."""
+    df = _frame_of(DEMO)
+    best = _best_fit(smf.mixedlm, FORMULA, df, PER_PARADIGM)
+    assert not isinstance(best, str) and _at_maximum(best[0], float(best[0].llf))
+    assert float(best[0].params_object.cov_re[0, 0]) == pytest.approx(1.96, abs=0.01)
+    fe = best[0].params_object.fe_params
+    start = MixedLMParams.from_components(fe, cov_re=np.full((1, 1), 5e-5), vcomp=np.array([0.5]))
+    held = MixedLMParams.from_components(np.ones(len(fe)), cov_re=np.zeros((1, 1)), vcomp=np.ones(1))
+    model = _model(smf.mixedlm, FORMULA, df, PER_PARADIGM)
+    pinned = model.fit(reml=True, method="lbfgs", start_params=start, free=held)
+    assert pinned.converged and _at_boundary(pinned)
+    assert float(pinned.llf) < float(best[0].llf) - 1
+    assert not _at_maximum(pinned, float(pinned.llf))
