@@ -199,7 +199,7 @@ def _best_fit(mixedlm, formula: str, df, vc: dict[str, str]):
     The model is built once and every optimiser fits it. First lbfgs from statsmodels' start, restarted where it
     stopped (up to `RESTARTS` times): a restart is kept where it counts (converged or at the boundary), gained
     under `SAME_LLF` and no variance at 0 raises the REML when freed (`_at_maximum`). Else the search over
-    `METHODS` (`_searched`), whose maximum the kept fit equals: on the demo to the last digit in a fifth of the
+    `METHODS` (`_searched`), whose maximum the kept fit equals: on the demo to the last digit in a quarter of the
     time; lbfgs alone "converged" 0.044 below it on a simulated table, where a restart climbs on
     (tests/test_mixed_fit.py)."""
     try:
