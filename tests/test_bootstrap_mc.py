@@ -3,6 +3,7 @@ order-statistic band of `endpoint_bands` matches the spread of the end-point ove
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_the_test_set_interval_states_its_resamples_and_monte_carlo_error(tmp_pa
     (note,) = [n for n in table.notes if n.startswith("Test set:")]
     errors = sorted(dict(s.effects)[MONTE_CARLO] for s in stats if s.name == TEST_SET)
     assert ", 2,000 of them (analysis.task_bootstrap). Monte Carlo error of its end-points (95 %" in note
-    assert f"at most ±{errors[-1]:.2g}, median ±" in note
+    assert f"): ± {errors[-1]:.2g} at most, median ± {statistics.median(errors):.2g}, in Δ's unit;" in note
 
 
 def test_figure_2s_test_set_intervals_state_their_resamples_and_monte_carlo_error(tmp_path: Path) -> None:

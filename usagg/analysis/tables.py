@@ -7,7 +7,6 @@ Markdown, LaTeX and HTML renderers (render.py) format them the same way.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -45,6 +44,7 @@ from usagg.analysis.inputs import AnalysisInput, Planned, paradigm_groups
 from usagg.analysis.regime_notes import regime_notes
 from usagg.analysis.scales import FORMULAS, SCALES, UNITS
 from usagg.analysis.stats import Stat
+from usagg.analysis.task_ci import error_span
 from usagg.analysis.uncertainty import BOTH, MONTE_CARLO, SEEDS, TEST_SET, shown_interval
 from usagg.paradigms import PARADIGMS
 from usagg.tasktypes import metric_unit
@@ -803,16 +803,16 @@ def uncertainty_table(
 def _monte_carlo_text(stats: list[Stat], fraction: float) -> str:
     """The Monte Carlo error of the test-set intervals' end-points at `fraction`: how far another bootstrap of as many
     resamples would move them (95 %, usagg/analysis/task_ci.py `endpoint_bands`), the largest and the median."""
-    mc = sorted(
+    mc = [
         v for s in stats if s.task and s.name == TEST_SET and s.fraction == fraction
         if (v := dict(s.effects).get(MONTE_CARLO)) is not None
-    )  # fmt: skip
+    ]  # fmt: skip
     if not mc:
         return "No test-set interval here, so no Monte Carlo error of one."
     return (
         f"Monte Carlo error of its end-points (95 %: how far another bootstrap of as many resamples would move one, "
-        f"from the order statistics around it): at most ±{mc[-1]:.2g}, median ±{statistics.median(mc):.2g}, in Δ's "
-        "unit; an end-point closer to 0 than that could fall on the other side with another bootstrap seed."
+        f"from the order statistics around it): {error_span(mc)}, in Δ's unit; an end-point closer to 0 than that "
+        "could fall on the other side with another bootstrap seed."
     )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "ItemScores",
     "endpoint_bands",
     "endpoint_errors",
+    "error_span",
     "load_item_scores",
     "metric_ci",
     "metric_draws",
@@ -201,11 +202,14 @@ def resampling_text(resamples: int, seed: int, errors: Sequence[float] = (), end
     intervals '± 0.42 at most, median ± 0.1'; the resamples alone where no error is known. A percentile interval's
     end-points move with the bootstrap's seed: an end closer to a bound than its error could fall on its other side."""
     text = f"{resamples} resamples, seed {seed}"
-    if not errors:
-        return text
+    return f"{text}; {ends} {error_span(errors)} (Monte Carlo 95 %)" if errors else text
+
+
+def error_span(errors: Sequence[float]) -> str:
+    """Monte Carlo errors as the report says them wherever it gives one: '± 0.42' alone, over several intervals
+    '± 0.42 at most, median ± 0.1' (the same wording, digits and spacing in a caption, a table note, a cell)."""
     mc = sorted(errors)
-    err = f"± {mc[0]:.2g}" if len(mc) == 1 else f"± {mc[-1]:.2g} at most, median ± {statistics.median(mc):.2g}"
-    return f"{text}; {ends} {err} (Monte Carlo 95 %)"
+    return f"± {mc[0]:.2g}" if len(mc) == 1 else f"± {mc[-1]:.2g} at most, median ± {statistics.median(mc):.2g}"
 
 
 def _restricted(s: ItemScores, images: list[str]) -> ItemScores:
