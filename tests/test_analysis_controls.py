@@ -123,10 +123,11 @@ def test_each_split_part_gets_the_2x2_interval_and_a_collapsed_control_is_named_
 
     from usagg.analysis.cluster_inference import wild_cluster_mean
     from usagg.analysis.controls import split_stat_name, split_stats
+    from usagg.analysis.render import render
     from usagg.analysis.report import _headline
     from usagg.analysis.simulate import load_tasks, simulate_rows
     from usagg.analysis.summary import analyse
-    from usagg.analysis.tables import split_table
+    from usagg.analysis.tables import significant, split_table
 
     tasks = [t for t in load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml") if t["type"] != "regression"]
     rows = simulate_rows(tasks, paradigms=("TS", "AU", "AUD", "TSM"), seeds=(0,), study="split")
@@ -151,6 +152,9 @@ def test_each_split_part_gets_the_2x2_interval_and_a_collapsed_control_is_named_
     agg = next(s for s in a.stats if s.name == split_stat_name("aggregation") and s.paradigm == "AU")
     assert agg.ci is not None and whole[8:10] == list(agg.ci)
     assert all(r[8:12] == [None] * 4 and r[12] == "descriptive" for r in table.rows if r[2] == "group")
+    shown = next(ln for ln in render(table, "table").splitlines() if ln.startswith("AU ") and " all " in ln)
+    ends = " ".join(significant(v) for v in whole[8:12])  # as the 2x2 table: -45.080 beside 34.3 before
+    assert f" {ends}" in " ".join(shown.split()), shown
     line = next(x for x in _headline(a) if x.startswith("**AU split**"))
     assert f"aggregation {whole[6]:+.1f} pp (95 % CI {agg.ci[0]:+.1f} to {agg.ci[1]:+.1f})" in line
     assert "collapsed" not in line  # AU's split holds no TSM run

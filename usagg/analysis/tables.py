@@ -584,7 +584,8 @@ def split_table(
         "The control measures its part first; an interaction of the two factors is in the other part (the 2x2 "
         "table, with TSM, AUD and CGD, reports it apart, with the symmetric split and intervals).",
         "95 % CI of a part over all tasks: the 2x2 effects' wild cluster bootstrap (clinical groups as clusters), no "
-        "p; a group's parts are descriptive (no interval).",
+        "p; a group's parts are descriptive (no interval). Its end-points to 3 significant digits, as the 2x2 table "
+        "shows the same intervals (the CSV keeps every digit).",
         *exclusion_notes(comp),
     ]
     title = f"Δ versus {comp.baseline} split into aggregation and MoE" + (
@@ -593,7 +594,8 @@ def split_table(
     cols = ["Paradigm", "Control", "Level", "Name", "Tasks", "Δ %", "Δ aggregation (pp)", "Δ MoE (pp)",
             "Aggregation 95 % CI low", "Aggregation 95 % CI high", "MoE 95 % CI low", "MoE 95 % CI high",
             "Interval"]  # fmt: skip
-    return Table("split" + (f"_f{frac_label(fraction)}" if multi else ""), title, cols, rows, notes)
+    name = "split" + (f"_f{frac_label(fraction)}" if multi else "")
+    return Table(name, title, cols, rows, notes, significant=tuple(cols[8:12]))
 
 
 def part_interval(s: Stat | None) -> str:
