@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from usagg.analysis.delta import Comparison
+from usagg.analysis.mixed_design import mixed_model
 from usagg.analysis.stats import Hypotheses, Stat, alternative, one_sided, sided
 from usagg.wording import counted
 
@@ -118,16 +119,11 @@ def _fit(
     n_params = 2 * len(paradigms) + len(types) - 1
     if n_obs < n_params + 3:
         return _cannot(comp, fraction, f"{n_obs} seed-level values for {n_params} fixed effects", n_obs, paradigms)
-    import statsmodels.formula.api as smf
-
     df = _frame(rows, paradigms)
     replicated = bool(df["unit"].duplicated().any())
     several = len(paradigms) > 1  # with one paradigm, group:paradigm is the group itself
-    formula = "delta ~ 0 + C(paradigm) + C(paradigm):logn" + (" + C(type)" if len(types) > 1 else "")
-    vc = {"paradigm": "0 + C(paradigm)"} if several else {}
-    if replicated:
-        vc["unit"] = "0 + C(unit)"
-    fit = _best_fit(smf.mixedlm, formula, df, vc)
+    vc = ("paradigm",) * several + ("unit",) * replicated
+    fit = _best_fit(df, vc)
     if isinstance(fit, str):
         return _cannot(comp, fraction, fit, n_obs, paradigms)
     res, messages, found = fit
@@ -142,7 +138,7 @@ def _fit(
         f"{counted(len(groups), 'group')}; n_train {_span(df)}; {how}; {_random_sds(res)}; Wald 95 % CI and "
         f"t-test on {group_df(res)} df (groups − 1)"
     )
-    carried = _leverage(smf.mixedlm, formula, df, vc, res, paradigms)
+    carried = _leverage(df, vc, res, paradigms)
     out = []
     slope_ix = {p: names.index(f"C(paradigm)[{p}]:logn") for p in paradigms}
     for p in paradigms:
@@ -193,7 +189,7 @@ SAME_LLF = 1e-3
 RESTARTS = 3
 
 
-def _best_fit(mixedlm, formula: str, df, vc: dict[str, str]):
+def _best_fit(df, vc: tuple[str, ...]):
     """(result, its warnings, how it was found) of the highest REML log-likelihood, or why none counts.
 
     The model is built once and every optimiser fits it. First lbfgs from statsmodels' start, restarted where it
@@ -203,7 +199,7 @@ def _best_fit(mixedlm, formula: str, df, vc: dict[str, str]):
     time; lbfgs alone "converged" 0.044 below it on a simulated table, where a restart climbs on
     (tests/test_mixed_fit.py)."""
     try:
-        model = _model(mixedlm, formula, df, vc)
+        model = _model(df, vc)
     except (np.linalg.LinAlgError, ValueError) as err:
         return f"the fit failed ({err})"
     _, res, _ = _one_fit(model, "lbfgs", None)
@@ -242,9 +238,10 @@ def _searched(model: Any) -> tuple[Any, list[str], str] | str:
     return res, said, how
 
 
-def _model(mixedlm: Any, formula: str, df: Any, vc: dict[str, str]) -> Any:
-    """The REML model of `df`: a random intercept per clinical group, `vc`'s variance components."""
-    return mixedlm(formula, df, groups=df["group"], re_formula="1", vc_formula=vc or None)
+def _model(df: Any, vc: tuple[str, ...]) -> Any:
+    """The REML model of `df`: a random intercept per clinical group, `vc`'s variance components (built from arrays,
+    as statsmodels' formula would build it: usagg/analysis/mixed_design.py)."""
+    return mixed_model(df, vc)
 
 
 def _one_fit(model: Any, method: str, start: Any) -> tuple[str, Any, list[str]]:
@@ -338,7 +335,7 @@ def _span(df) -> str:
 CARRIED = 0.5
 
 
-def _leverage(mixedlm, formula: str, df, vc: dict[str, str], res, paradigms: list[str]) -> dict[str, str]:
+def _leverage(df, vc: tuple[str, ...], res, paradigms: list[str]) -> dict[str, str]:
     """Per paradigm, a note where leaving one task out (every paradigm's rows of it) flips its slope or moves it by
     more than half: the demo's slopes rested on one collapsed control run (TSM breast_lesion, −92.5 %) at the
     smallest size. Each refit starts from the full fit's optimum (lbfgs, then powell where lbfgs fails)."""
@@ -349,7 +346,7 @@ def _leverage(mixedlm, formula: str, df, vc: dict[str, str], res, paradigms: lis
         if any(rest.loc[rest["paradigm"] == p, "logn"].nunique() < MIN_TASKS for p in paradigms):
             continue
         try:
-            model = _model(mixedlm, formula, rest, vc)
+            model = _model(rest, vc)
         except (np.linalg.LinAlgError, ValueError):
             continue
         fit = _one_fit(model, "lbfgs", res)
