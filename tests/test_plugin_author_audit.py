@@ -30,7 +30,7 @@ from usagg.engine.evaluate import EvalSet, score
 from usagg.errors import UsaggError
 from usagg.jobmetrics import running_code
 from usagg.model.m2dino import build_model
-from usagg.paradigms import PARADIGMS
+from usagg.paradigms import PARADIGMS, paradigm_names
 from usagg.spec.load import load_study
 from usagg.spec.models import ModelSpec, TaskSpec
 from usagg.store import RunStore
@@ -367,6 +367,27 @@ def test_analysing_a_plugin_study_without_the_plugin_names_the_plugin_its_jobs_r
         "metrics.json training.plugins): load it here as the run did: name its module in USAGG_PLUGINS, or install "
         "its distribution"
     )
+
+
+def test_analysing_a_plugin_paradigm_study_without_the_plugin_names_the_plugin(tmp_path: Path) -> None:
+    """Finding F0 of the extension audit: a study with a plug-in paradigm (BYTYPE, scope group, MoE on) analysed
+    without its plug-in gave other statistics without a word (its one-task groups entered the aggregates, its 2x2
+    design vanished): its scope and MoE are the paradigm's registration. Now refused, as an unknown type is."""
+    run_dir = simulate_run_store(tmp_path / "runs" / "lab", FIVE[:3], paradigms=("TS", "AU"), seeds=(0,))
+    store = RunStore(run_dir)
+    study = yaml.safe_load(store.study_yaml.read_text())
+    study["paradigms"] = ["TS", "BYTYPE"]  # as the lab's study declared it
+    store.study_yaml.write_text(yaml.safe_dump(study))
+    with pytest.raises(UsaggError) as err:
+        load_input(run_dir, None)
+    assert str(err.value) == (
+        f"{store.study_yaml}: the study's paradigm(s) 'BYTYPE' are not registered in this process (registered: "
+        f"{', '.join(paradigm_names())}); a plug-in registers that paradigm: load it here as the run did: name its "
+        "module in USAGG_PLUGINS, or install its distribution (docs/internals.md, 'How to add a paradigm')"
+    )
+    study["paradigms"] = ["TS", "AU"]
+    store.study_yaml.write_text(yaml.safe_dump(study))
+    assert load_input(run_dir, None).table.rows  # the registered ones read as before
 
 
 def test_an_unknown_backbone_or_executor_says_where_plugins_come_from(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from usagg.errors import UsaggError
 from usagg.filehash import sha256_of
 from usagg.jobmetrics import JobMetrics
 from usagg.names import is_plain_name
+from usagg.paradigms import PARADIGMS, paradigm_names
 from usagg.registry import PLUGINS_ENV
 from usagg.safepath import check_text
 from usagg.store import RunStore
@@ -341,10 +342,10 @@ def _study_name(study: dict, store: RunStore | None, table: ResultsTable, csv_pa
     return str(name)
 
 
-def _plugins_to_load(store: RunStore | None) -> str:
-    """Which plug-ins to load for a type this process does not know: the ones the store's done jobs recorded
-    (metrics.json `training.plugins`), else how plug-ins are loaded. Before, the error listed the registered types
-    only, and the user had to guess which plug-in the study needed."""
+def _plugins_to_load(store: RunStore | None, what: str = "type") -> str:
+    """Which plug-ins to load for a task type or paradigm (`what`) this process does not know: the ones the store's
+    done jobs recorded (metrics.json `training.plugins`), else how plug-ins are loaded. Before, the error listed the
+    registered names only, and the user had to guess which plug-in the study needed."""
     recorded: dict[str, str | None] = {}
     if store is not None:
         for job_id in store.job_folders():  # not the plan: its jobs do not validate without the plug-in
@@ -353,27 +354,37 @@ def _plugins_to_load(store: RunStore | None) -> str:
                 recorded.update({str(k): v if isinstance(v, str) else None for k, v in plugins.items()})
     how = f"load it here as the run did: name its module in {PLUGINS_ENV}, or install its distribution"
     if not recorded:
-        return f"a plug-in registers that type: {how} (docs/internals.md, 'How to add a task type')"
+        return f"a plug-in registers that {what}: {how} (docs/internals.md, 'How to add a {_DOC_NOUN[what]}')"
     named = ", ".join(f"{name} {version or '(no version)'}" for name, version in sorted(recorded.items()))
     return f"the jobs ran with plug-in(s) {named} (their metrics.json training.plugins): {how}"
 
 
-def _check_types_known(store: RunStore) -> None:
-    """Refuse a store whose study names a task type this process does not know, naming the plug-ins its jobs
-    recorded: its plan and results read no further (plan.json said it was "damaged, or written by another usagg
-    version")."""
-    tasks = store.stored_study().get("tasks")
-    types = (
-        {t["type"] for t in tasks if isinstance(t, dict) and isinstance(t.get("type"), str)}
-        if isinstance(tasks, list)
-        else set()
-    )
-    unknown = sorted(types - set(task_type_names()))
-    if unknown:
-        raise UsaggError(
-            f"{store.study_yaml}: the study's task type(s) {', '.join(map(repr, unknown))} are not registered in "
-            f"this process (registered: {', '.join(task_type_names())}); {_plugins_to_load(store)}"
-        )
+_DOC_NOUN = {"type": "task type", "paradigm": "paradigm"}
+
+
+def _check_registered(store: RunStore) -> None:
+    """Refuse a store whose study names a task type or a paradigm this process does not know, naming the plug-ins
+    its jobs recorded. A type: its plan and results read no further (plan.json said it was "damaged, or written by
+    another usagg version"). A paradigm: its scope and MoE (usagg/paradigms.py) pair it with its controls and decide
+    which tasks its aggregates leave out, so without them `compare` gave other statistics without a word."""
+    study = store.stored_study()
+    tasks, paradigms = study.get("tasks"), study.get("paradigms")
+    for what, names, registered in (
+        (
+            "type",
+            [t.get("type") for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else [],
+            task_type_names(),
+        ),
+        ("paradigm", paradigms if isinstance(paradigms, list) else [], PARADIGMS.names()),
+    ):
+        unknown = sorted({n for n in names if isinstance(n, str)} - set(registered))
+        if unknown:
+            noun = "task type(s)" if what == "type" else "paradigm(s)"
+            shown = task_type_names() if what == "type" else paradigm_names()
+            raise UsaggError(
+                f"{store.study_yaml}: the study's {noun} {', '.join(map(repr, unknown))} are not registered in this "
+                f"process (registered: {', '.join(shown)}); {_plugins_to_load(store, what)}"
+            )
 
 
 def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("runs")) -> AnalysisInput:
@@ -385,7 +396,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     if results is None:
         run_dir = resolve_run_dir(run_dir, root)
         store = RunStore(run_dir)
-        _check_types_known(store)
+        _check_registered(store)
         csv_path = store.results_csv
         rebuilt = store.current_results()  # missing or older than a job's metrics: read from the jobs, not written
         why = results_damage(csv_path) if rebuilt is None else None
