@@ -158,6 +158,33 @@ def test_a_plugin_failing_to_load_is_a_usagg_error_naming_it(
     assert f"plug-in module {module!r} of USAGG_PLUGINS failed while loading ({expected}" in str(err.value)
 
 
+def test_a_plugin_failing_after_it_registered_leaves_nothing_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding F1 of the extension audit: a plug-in that registered a backbone and a paradigm and then raised was a
+    clear error, yet both stayed registered for a notebook that caught it (half a plug-in). Now taken back."""
+    from usagg.model.zoo import BACKBONES
+    from usagg.paradigms import PARADIGMS
+
+    (tmp_path / "half_plug.py").write_text(
+        "from usagg.model.zoo import register_backbone, BackboneEntry\n"
+        "from usagg.paradigms import Unit, register_paradigm\n"
+        "register_backbone('lab_half', BackboneEntry('vit_small_patch16_dinov3_qkvb', 2, 192, {}))\n"
+        "@register_paradigm('HALF', 'half a plug-in')\n"
+        "def plan(study):\n    return []\n"
+        "raise RuntimeError('boom after registering')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(registry.PLUGINS_ENV, "half_plug")
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    backbones, paradigms = list(BACKBONES), list(PARADIGMS)
+    with pytest.raises(UsaggError, match=r"'half_plug' of USAGG_PLUGINS failed while loading \(RuntimeError: boom"):
+        registry.load_plugins()
+    assert "lab_half" not in BACKBONES and "HALF" not in PARADIGMS
+    assert (list(BACKBONES), list(PARADIGMS)) == (backbones, paradigms)
+    assert "half_plug" not in registry.code_plugins()  # no origin left behind either
+
+
 # --------------------------------------------------------------------------- usagg schema --out
 
 

@@ -268,8 +268,33 @@ def load_plugin(what: str, load: Callable[[], object]) -> object:
     """`load()`, any error it raises a UsaggError naming the plug-in, the error's type and its first line.
 
     A plug-in is someone else's code: its SyntaxError, a RuntimeError at import or a name it registers twice
-    (ValueError) would otherwise end every command with a traceback through usagg.
+    (ValueError) would otherwise end every command with a traceback through usagg. What it registered before it
+    failed is taken back (`_registered`): a notebook that caught the error found a failed plug-in's task type
+    registered, and Python has dropped its half-imported module already.
     """
+    before = _registered()
+    try:
+        return _load_or_say(what, load)
+    except UsaggError:
+        _restore(before)
+        raise
+
+
+def _registered() -> list[tuple[Registry, dict[str, object], dict[str, str]]]:
+    """Every pluggable registry's entries and origins as they are now, for `_restore`."""
+    return [(reg, dict(reg._entries), dict(reg.origins)) for _, reg in _PLUGGABLE]
+
+
+def _restore(saved: list[tuple[Registry, dict[str, object], dict[str, str]]]) -> None:
+    for reg, entries, origins in saved:
+        reg._entries.clear()
+        reg._entries.update(entries)
+        reg.origins.clear()
+        reg.origins.update(origins)
+
+
+def _load_or_say(what: str, load: Callable[[], object]) -> object:
+    """`load()`, an error it raises as `load_plugin` words it."""
     try:
         return load()
     except ImportError as e:
