@@ -193,6 +193,43 @@ def test_dry_run_plan_and_status_agree_on_an_interrupted_job(
     assert code == 0 and "1 interrupted (interrupted: their process is gone" in out and " running" not in out
 
 
+def test_status_says_a_stopped_pending_job_resumes_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ops audit: after SIGTERM (or Ctrl-C) the job is pending again with its last.pt and the next run resumes
+    it, yet status said a bare "pending", where a killed job's "interrupted" says `usagg run` resumes it."""
+    import torch
+
+    from usagg.engine import checkpoint
+    from usagg.spec.load import dump_study
+    from usagg.store.checkpoints import CHECKPOINT_FORMAT
+
+    study = write_study(tmp_path, tmp_path / "data")
+    loaded = load_study(study)
+    jobs = plan(loaded)
+    store = RunStore(tmp_path / "runs" / "tiny")
+    store.init(dump_study(loaded), jobs)
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    assert code == 0 and "with a checkpoint" not in out  # no checkpoint: plain pending
+    last = store.paths(jobs[0].id).last_checkpoint
+    last.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_atomic({"format": CHECKPOINT_FORMAT, "epoch": 1, "model": {"w": torch.zeros(2)}}, last)
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert (
+        code == 0 and f"{len(jobs)} pending (1 pending job stopped with a checkpoint: `usagg run` resumes them)" in said
+    )
+    damaged = store.paths(jobs[1].id).last_checkpoint
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_text("cut short")
+    code, out = run_cli(["status", str(store.root)], monkeypatch, capsys)
+    said = " ".join(out.split())
+    assert (
+        "(2 pending jobs stopped with a checkpoint: `usagg run` resumes 1 and starts 1 over from epoch 1: its "
+        "last.pt is damaged)" in said
+    ), said
+
+
 def test_run_refuses_a_dataset_with_problems(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -735,7 +735,17 @@ def status(
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     if counts.get("interrupted"):
         line += f" ({_interrupted_text(store, [jid for jid in ids if store.display_state(jid) == 'interrupted'])})"
+    stopped = [jid for jid in ids if store.display_state(jid) == "pending" and store.has_checkpoint(jid)]
+    if stopped:  # stopped in order (Ctrl-C, SIGTERM): pending again, and resumed like an interrupted job
+        line += f" ({_stopped_text(store, stopped)})"
     console.print(line)
+
+
+def _stopped_text(store: RunStore, ids: list[str]) -> str:
+    """What `usagg run` does to pending jobs a stopped run left a checkpoint for (Ctrl-C, SIGTERM put a job back to
+    pending with its last.pt, where a killed one shows interrupted): the same as to interrupted ones."""
+    said = _interrupted_text(store, ids).removeprefix("interrupted: their process is gone; ")
+    return f"{counted(len(ids), 'pending job')} stopped with a checkpoint: {said}"
 
 
 def _interrupted_text(store: RunStore, ids: list[str]) -> str:
