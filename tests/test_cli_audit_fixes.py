@@ -3,7 +3,9 @@ output_root, a union's `(set by --set)` note, the API's error classes, and the c
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -74,7 +76,14 @@ def test_status_of_a_folder_without_specs_says_there_is_no_run_store(
     Path("empty").mkdir()
     (Path("empty") / "notes.yaml").write_text("just: notes\n")
     code, text = run_cli(["status", "empty"], monkeypatch, capsys)
-    assert code == 2 and "no run store at empty (no plan.json)" in text
+    assert code == 2 and "no run store at empty (no plan.json): run `usagg run STUDY` first" in text
+    runs = Path("empty") / ".runs"  # a `usagg run` starting there records itself a moment before plan.json (ops audit)
+    runs.mkdir()
+    record = {"host": socket.gethostname(), "pid": 1, "started": "2026-12-08T00:00:00+00:00", "token": "t"}
+    (runs / f"{'a' * 32}.lock").write_text(json.dumps(record))  # pid 1 runs, its heartbeat fresh: a live run
+    code, text = run_cli(["status", "empty"], monkeypatch, capsys)
+    said = "(no plan.json yet: a `usagg run` starting there is writing it, look again in a moment): run"
+    assert code == 2 and said in " ".join(text.split()), text
 
 
 @pytest.mark.parametrize("root", ["README.md", "README.md/sub"])

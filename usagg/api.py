@@ -443,8 +443,7 @@ def load_history(run_dir: str | os.PathLike[str] | RunResult) -> pd.DataFrame:
     from usagg.store import RunStore
 
     store = RunStore(_where(run_dir, "run_dir", "a run store folder"))
-    if not store.exists():
-        raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
+    store.require()
     records: list[dict[str, Any]] = []
     metric_cols: dict[str, None] = {}
     for job in store.jobs():

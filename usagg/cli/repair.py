@@ -10,7 +10,6 @@ from pathlib import Path
 
 import typer
 
-from usagg.errors import UsaggError
 from usagg.safepath import printable
 from usagg.wording import counted
 
@@ -43,8 +42,7 @@ def repair(
     from usagg.store import RunStore
 
     store = RunStore.latest("runs") if run_dir is None else RunStore(run_dir)
-    if not store.exists():
-        raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
+    store.require()
     made = store.repair()
     console = line_console(highlight=False)
     for note in store.repairs:

@@ -722,8 +722,7 @@ def status(
     from usagg.store import RunStore
 
     store = RunStore.latest("runs") if run_dir is None else RunStore(run_dir)
-    if not store.exists():
-        raise UsaggError(f"no run store at {store.root} (no plan.json): run `usagg run STUDY` first")
+    store.require()
     ids = store.job_ids()
     if as_json:
         typer.echo(json.dumps(_standard_json(_status_rows(store, ids)), indent=1, allow_nan=False))

@@ -203,9 +203,21 @@ class RunStore(StoreLocks, SlurmRecords, SpecFiles):
 
     def jobs(self) -> list[Job]:
         """The jobs of the current plan, in plan order."""
-        if not self.exists():
-            raise UsaggError(f"no run store at {self.root} (no plan.json): run `usagg run` first")
+        self.require()
         return read_plan(self.plan_json)
+
+    def require(self) -> None:
+        """UsaggError where the store has no plan yet (`exists`): none at all, or a folder a `usagg run` is still
+        starting in (its record in .runs/ is there a moment before plan.json: `usagg status` then said only "no run
+        store", while the run's files were already there)."""
+        if self.exists():
+            return
+        starting = (
+            " yet: a `usagg run` starting there is writing it, look again in a moment"
+            if self.runs_dir.is_dir() and self.live_runs()
+            else ""
+        )
+        raise UsaggError(f"no run store at {self.root} (no plan.json{starting}): run `usagg run STUDY` first")
 
     def job_ids(self) -> list[str]:
         """Ids of the current plan, in plan order."""
