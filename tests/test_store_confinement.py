@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -337,21 +338,44 @@ def test_a_planted_runs_link_deletes_no_lock_file_of_the_folder_it_names(
 
 
 def test_a_run_removes_only_dead_records_of_its_own_making_from_runs(tmp_path: Path) -> None:
-    """In a real .runs/ a run removes the record of a run that died, and leaves a file of another name and a file
-    of a record's name that is no lock record (what is not usagg's is not usagg's to delete)."""
+    """In a real .runs/ a run removes the record of a run that died, also one that reads as no record (garbage, cut
+    short by a crash, empty) once silent past stale_after_s, and leaves a file of another name (what is not usagg's
+    is not usagg's to delete)."""
     store, _ = _store(tmp_path)
     store.runs_dir.mkdir()
     foreign, garbage, dead = "poetry.lock", f"{'b' * 32}.lock", f"{'c' * 32}.lock"
+    cut, empty = f"{'d' * 32}.lock", f"{'e' * 32}.lock"
     (store.runs_dir / foreign).write_text("[[package]]\n")
     (store.runs_dir / garbage).write_text("not a lock record")
     record = {"host": "elsewhere", "pid": 7, "started": "2026-12-01T00:00:00+00:00", "token": "t"}
     (store.runs_dir / dead).write_text(json.dumps(record))
-    for name in (foreign, garbage, dead):
+    (store.runs_dir / cut).write_text(json.dumps(record)[:20])
+    (store.runs_dir / empty).write_text("")
+    for name in (foreign, garbage, dead, cut, empty):
         os.utime(store.runs_dir / name, (0, 0))  # silent for decades: no live holder
     with store.run({"spec": None}):
-        (mine,) = set(os.listdir(store.runs_dir)) - {foreign, garbage, dead}
+        (mine,) = set(os.listdir(store.runs_dir)) - {foreign, garbage, dead, cut, empty}
         assert len(mine) == len(dead) and mine.endswith(".lock")
-    assert sorted(os.listdir(store.runs_dir)) == sorted([foreign, garbage])
+    assert os.listdir(store.runs_dir) == [foreign]
+
+
+def test_a_run_keeps_a_record_that_reads_as_none_while_its_heartbeat_is_fresh(tmp_path: Path) -> None:
+    """A run's record is empty between its creation and its write, and a read can fail for a moment (EIO on NFS):
+    while its mtime is within stale_after_s (a live run touches it every heartbeat) it is kept, whatever it holds;
+    a readable record of a dead run beside it is removed."""
+    store, _ = _store(tmp_path)
+    store.runs_dir.mkdir()
+    writing, cut, dead = f"{'a' * 32}.lock", f"{'d' * 32}.lock", f"{'c' * 32}.lock"
+    record = {"host": "elsewhere", "pid": 7, "started": "2026-12-01T00:00:00+00:00", "token": "t"}
+    (store.runs_dir / writing).write_text("")
+    (store.runs_dir / cut).write_text(json.dumps(record)[:20])
+    (store.runs_dir / dead).write_text(json.dumps(record))
+    os.utime(store.runs_dir / dead, (0, 0))
+    silent = store.stale_after_s - 5  # heartbeat not yet past the liveness limit
+    os.utime(store.runs_dir / cut, (time.time() - silent, time.time() - silent))
+    with store.run({"spec": None}):
+        assert {writing, cut} < set(os.listdir(store.runs_dir)) and dead not in os.listdir(store.runs_dir)
+    assert sorted(os.listdir(store.runs_dir)) == sorted([writing, cut])
 
 
 def test_a_hard_link_planted_as_a_job_log_gets_no_line_of_the_job(tmp_path: Path) -> None:

@@ -81,10 +81,10 @@ class StoreLocks(StoreLayout):
     def run(self, about: dict[str, Any]) -> Iterator[None]:
         """Record, for the block, that this process runs the store: a lock of its own under `runs_dir` (usagg/
         joblock.py's protocol: heartbeat, dead once its process is), its holder info carrying `about` (spec file,
-        plan size). Taken under `plan_lock`; the records of runs that died are removed first, only those that read
-        as a lock record (a file that does not is left where it is: usagg/store/links.py `run_records`)."""
+        plan size). Taken under `plan_lock`; the records of runs that died are removed first (`_dead_record`; only
+        names of a record's form: usagg/store/links.py `run_records`)."""
         for holder, lock in self._run_locks():
-            if holder and DAMAGED_HOLDER not in holder and not lock.holder_alive(holder):
+            if holder is not None and self._dead_record(holder, lock):
                 with contextlib.suppress(OSError):
                     lock.path.unlink()
         lock = JobLock(new_run_record(self), "usagg run", self.heartbeat_s, self.stale_after_s, about)
@@ -99,6 +99,15 @@ class StoreLocks(StoreLayout):
             for holder, lock in self._run_locks()
             if holder and (holder.get("host"), holder.get("pid")) != me and lock.holder_alive(holder)
         ]
+
+    @staticmethod
+    def _dead_record(holder: dict[str, Any], lock: JobLock) -> bool:
+        """Whether a run's record in .runs/ is a dead run's: a lock record by `JobLock.holder_alive`; one that reads
+        as none (empty, cut short by a crash, garbage, unreadable) by its heartbeat alone, silent past
+        `stale_after_s`. A live run touches its record every `heartbeat_s`, and one just writing it has a fresh
+        mtime, so no live run's record is removed; a crashed one no longer stays to be read by every run."""
+        readable = bool(holder) and DAMAGED_HOLDER not in holder
+        return not lock.holder_alive(holder if readable else {})
 
     def _run_locks(self) -> list[tuple[dict[str, Any] | None, JobLock]]:
         locks = [JobLock(p, "usagg run", self.heartbeat_s, self.stale_after_s) for p in run_records(self)]
