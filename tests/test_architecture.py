@@ -170,6 +170,7 @@ RANKS = {
     "usagg.workerstart": "foundations",
     "usagg.origin": "foundations",
     "usagg.tensorbytes": "foundations",
+    "usagg.torchzip": "foundations",
     "usagg.registry": "foundations",
     "usagg.joblock": "foundations",
     "usagg.results_schema": "foundations",  # store files' formats, shared by writers and readers

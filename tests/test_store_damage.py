@@ -410,7 +410,7 @@ def test_a_checkpoint_with_a_compressed_tensor_or_too_large_a_pickle_is_not_load
     for mmap in (False, True):
         with pytest.raises(checkpoint.DamagedCheckpoint, match=r"compressed entry .*not a checkpoint usagg wrote"):
             checkpoint.load(squeezed, mmap=mmap)
-    monkeypatch.setattr("usagg.store.checkpoints.PICKLE_LIMIT", 100)
+    monkeypatch.setattr("usagg.torchzip.PICKLE_LIMIT", 100)
     with pytest.raises(checkpoint.DamagedCheckpoint, match=r"has a data.pkl of [\d,]+ bytes, more than the 100"):
         checkpoint.load(tmp_path / "plain.pt")
     assert checkpoint_layout(tmp_path / "plain.pt") is None

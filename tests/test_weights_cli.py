@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,44 @@ def test_an_unreadable_file_is_one_error(
     text = error_paragraph(out)
     assert code == 2 and text.count("Could not read the weights file") == 1 and str(path) in text
     assert "registered backbones" not in text
+
+
+def test_a_weights_zip_torch_save_never_writes_is_refused_before_torch_unpacks_it(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`model.weights` gets a run's checkpoints' check before torch.load (usagg/torchzip.py
+    `archive_problem`): a compressed entry (a zip bomb) is refused naming the file; torch would have unpacked it."""
+    bomb = good.with_name("deflated.pth")
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            target.writestr(entry.filename, source.read(entry.filename))
+    code, out = run_cli(["weights", "check", str(bomb)], monkeypatch, capsys)
+    text = error_paragraph(out)
+    assert code == 2 and text.startswith(f"error: The weights file {bomb} holds a compressed entry (")
+    assert "(a zip bomb): not a checkpoint as downloaded. Give the official DINOv3 .pth file as downloaded" in text
+
+
+def test_the_weights_pickle_limit_bounds_data_pkl_never_the_tensors(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real ViT-7B file holds many GB of tensors beside a data.pkl of kilobytes: a limit below the tensors' bytes
+    and above the pickle's loads the file; one below the pickle's refuses it, naming the file and the sizes."""
+    from usagg.model.weights import read_checkpoint
+
+    with zipfile.ZipFile(good) as archive:
+        sizes = {e.filename.rsplit("/", 1)[-1]: e.file_size for e in archive.infolist()}
+    pickle_bytes = sizes.pop("data.pkl")
+    tensor_bytes = sum(size for name, size in sizes.items() if name.isdigit())
+    assert tensor_bytes > 4 * pickle_bytes
+    monkeypatch.setattr("usagg.torchzip.PICKLE_LIMIT", 2 * pickle_bytes)
+    assert read_checkpoint(good).keys() == torch.load(good, weights_only=True).keys()
+    monkeypatch.setattr("usagg.torchzip.PICKLE_LIMIT", pickle_bytes - 1)
+    with pytest.raises(UsaggError) as err:
+        read_checkpoint(good, "dinov3_test")
+    assert str(err.value).startswith(
+        f"The weights file {good} for backbone dinov3_test has a data.pkl of {pickle_bytes:,} bytes, more than the "
+        f"{pickle_bytes - 1:,} a checkpoint's may hold"
+    )
 
 
 def test_a_missing_file_exits_2(

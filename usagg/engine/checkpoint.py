@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from usagg.atomic import write_with
-from usagg.store.checkpoints import archive_problem
 from usagg.tensorbytes import feed_tensor, tensors_sha256
+from usagg.torchzip import archive_problem
 
 
 def trainable_keys(model: torch.nn.Module) -> list[str]:
@@ -129,7 +129,7 @@ def load(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint onto the CPU (weights_only: checkpoints hold tensors and plain data only) and verify its
     checksum; DamagedCheckpoint when torch cannot read it, it has no checksum or its content does not match;
     `mmap`: tensors read from the file on use. A zip torch.save would not write (a compressed entry: a zip bomb in a
-    received store) is DamagedCheckpoint before torch unpacks anything (usagg/store/checkpoints.py)."""
+    received store) is DamagedCheckpoint before torch unpacks anything (usagg/torchzip.py)."""
     refused = archive_problem(path)
     if refused is not None:
         raise DamagedCheckpoint(f"{path} {refused}")

@@ -24,6 +24,7 @@ from timm.models.eva import checkpoint_filter_fn
 from torch import nn
 
 from usagg.errors import UsaggError
+from usagg.torchzip import archive_problem
 from usagg.wording import counted
 
 _SHOW = 4  # keys named per category in error messages
@@ -71,7 +72,9 @@ def weights_file_problem(path: Path, backbone: str = "", *, in_spec: bool = True
 
 
 def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt (torch.load, weights_only, CPU) or .safetensors file; UsaggError if unreadable.
+    """A state dict from a .pth/.pt (torch.load, weights_only, CPU) or .safetensors file; UsaggError if unreadable,
+    or if the .pth's zip is one torch.save never writes (usagg/torchzip.py `archive_problem`, as for a run's
+    checkpoints: a compressed entry, or a data.pkl over `PICKLE_LIMIT`, which bounds the pickle, never the tensors).
 
     `mmap` maps a zip-format .pth instead of reading it, so checking a 1 GB file costs little memory.
     """
@@ -80,6 +83,12 @@ def read_checkpoint(path: Path, backbone: str = "", *, mmap: bool = False) -> di
     problem = weights_file_problem(path, backbone)
     if problem is not None:
         raise UsaggError(problem)
+    refused = None if path.suffix == ".safetensors" else archive_problem(path, written_by="a checkpoint as downloaded")
+    if refused is not None:  # checked before torch unpacks anything: a received file could be a zip bomb
+        raise UsaggError(
+            f"The weights file {path}{target} {refused}. Give the official DINOv3 .pth file as downloaded, or a "
+            ".safetensors file."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
