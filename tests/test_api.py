@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from tests.tiny_study import write_tiny_study
+from tests.tiny_study import FETAL_HEAD, THYROID_PAIR, write_tiny_study
 from usagg.api import load_history, load_results, plan, run_study
 from usagg.engine.progress import ProgressFn, with_progress
 from usagg.errors import DataError, SpecError, UsaggError
@@ -309,6 +309,43 @@ def test_an_unguarded_script_leaves_its_jobs_pending_and_says_why_so_the_guarded
     ran = subprocess.run([sys.executable, str(guarded)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "OK True 2" in ran.stdout, ran.stderr
     assert {store.job_state(j) for j in store.job_ids()} == {"done"}
+
+
+@pytest.mark.slow
+def test_an_unguarded_script_refused_after_the_store_was_written_leaves_results_csv_current(tmp_path: Path) -> None:
+    """A run whose pool workers refuse the unguarded script ends in one UsaggError after `init_store` rewrote the
+    plan: results.csv was left behind its jobs, so `compare` read the store as rebuilt ("behind its jobs") where it
+    had read the file. Now the table is rebuilt, as a run that finishes rebuilds it: the same rows, current."""
+    import subprocess
+    import sys
+
+    study = write_tiny_study(
+        tmp_path / "study.yaml",
+        "refused",
+        tmp_path,
+        tasks=(*THYROID_PAIR, FETAL_HEAD),  # two jobs left for the refusing run: a pool of two workers
+        output_root=tmp_path / "runs",
+        execution={"cpu_jobs": 2},
+    )
+    head = "from usagg.api import run_study\nfrom usagg.errors import UsaggError\n"
+    call = f"run_study({str(study)!r}, ['training.epochs=1'], device='cpu', threads=1, only=ONLY)\n"
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(head + "if __name__ == '__main__':\n    ONLY = ['thyroid_malignancy']\n    " + call)
+    ran = subprocess.run([sys.executable, str(guarded)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    store = RunStore(tmp_path / "runs" / "refused")
+    states = sorted(map(store.job_state, store.job_ids()))
+    assert ran.returncode == 0 and states == ["done", "pending", "pending"], ran.stderr
+    before = store.results_csv.read_text()
+    assert "thyroid_malignancy" in before and store.current_results() is None
+
+    unguarded = tmp_path / "unguarded.py"
+    unguarded.write_text(head + "ONLY = ()\ntry:\n    " + call + "except UsaggError as err:\n    print('ERROR', err)\n")
+    ran = subprocess.run([sys.executable, str(unguarded)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "2 jobs of this run did not run and stay pending" in ran.stdout.split("ERROR ", 1)[1], ran.stderr
+    assert sorted(map(store.job_state, store.job_ids())) == ["done", "pending", "pending"]
+    assert store.plan_json.stat().st_mtime_ns > os.stat(tmp_path / "guarded.py").st_mtime_ns  # the plan rewritten
+    assert not store.results_behind() and store.current_results() is None
+    assert store.results_csv.read_text() == before
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ it (nnU-Net v2's run_training() idea: what the command does, as a plain function
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,11 +79,23 @@ def _drive(run: StudyRun, observer: RunObserver) -> RunResult:
             observer.warning(selection)
     except BaseException as err:  # the study's tracker run ends with it, then the error goes on
         end_tracking(run, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        if isinstance(err, Exception):  # a run refused or failed after writing the store: `_settle_results`
+            _settle_results(run)
         raise
     if not result.ok or not result.unfinished:  # an unfinished study's run stays RUNNING for the run that ends it
         end_tracking(run, "done" if result.ok else "failed")
     observer.finished(run, result)
     return result
+
+
+def _settle_results(run: StudyRun) -> None:
+    """Rebuild results.csv from the done jobs, as `StudyRun.finish` does, for a run that ended in an error once
+    `init_store` had written the plan (its workers refused to start in a script without the `__main__` guard,
+    usagg/workerstart.py): left as it was, the table read as behind its jobs, so `usagg status` and `compare` saw
+    another store than before the run. Ctrl-C is left alone (the user wants out now; the next run rebuilds it), and
+    so is an error of the rebuild itself: the run's own error is the one to say."""
+    with contextlib.suppress(Exception):
+        run.store.rebuild_results()
 
 
 def _reuse(run: StudyRun, observer: RunObserver) -> None:
