@@ -123,11 +123,12 @@ def test_each_split_part_gets_the_2x2_interval_and_a_collapsed_control_is_named_
 
     from usagg.analysis.cluster_inference import wild_cluster_mean
     from usagg.analysis.controls import split_stat_name, split_stats
+    from usagg.analysis.digits import significant
     from usagg.analysis.render import render
     from usagg.analysis.report import _headline
     from usagg.analysis.simulate import load_tasks, simulate_rows
     from usagg.analysis.summary import analyse
-    from usagg.analysis.tables import significant, split_table
+    from usagg.analysis.tables import split_table
 
     tasks = [t for t in load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml") if t["type"] != "regression"]
     rows = simulate_rows(tasks, paradigms=("TS", "AU", "AUD", "TSM"), seeds=(0,), study="split")

@@ -16,11 +16,14 @@ from tests.cli_run import run_cli
 from usagg.analysis.cluster_inference import wild_cluster_mean
 from usagg.analysis.controls import control_of
 from usagg.analysis.delta import compare
-from usagg.analysis.factorial import designs, effect_stats, missing_notes, stat_name, task_effects
+from usagg.analysis.factorial import designs, effect_stats, headline, missing_notes, stat_name, task_effects
 from usagg.analysis.figure_split import fig_factorial
 from usagg.analysis.inputs import load_input
+from usagg.analysis.render import to_text
 from usagg.analysis.results import Row, read_results, write_results
+from usagg.analysis.stats import Stat
 from usagg.analysis.summary import all_tables, analyse
+from usagg.analysis.tables import factorial_table
 from usagg.paradigms import PARADIGMS
 from usagg.plan import plan_stages
 from usagg.spec.load import study_from_mapping
@@ -254,3 +257,15 @@ def test_a_planned_control_without_results_is_named_with_its_jobs(tmp_path: Path
         "Planned without results (the stored study's `paradigms`): AUD (failed: AUD-all-f1-s0). No table has them"
         in " ".join(summary.notes)
     )
+
+
+def test_the_headline_says_each_effect_with_the_digits_of_the_2x2_table(tmp_path: Path) -> None:
+    comp = compare(load_input(None, _table(tmp_path)))
+    stats = [
+        Stat(stat_name("aggregation", comp.scale), "AU", 1.0, 3.4449, 9, "m", ci=(-19.21, 23.47)),
+        Stat(stat_name("MoE", comp.scale), "AU", 1.0, -16.04, 9, "m", ci=(-210.9, 171.9)),
+    ]
+    (line,) = [x for x in headline(comp, stats, 1.0) if x.startswith("**AU 2x2**")]
+    assert "aggregation +3.44 (95 % CI -19.2 to +23.5), MoE -16.0 (95 % CI -211 to +172);" in line  # was -210.9
+    row = next(r for r in to_text(factorial_table(comp, stats, 1.0)).splitlines() if "MoE" in r and "all tasks" in r)
+    assert row.split()[-5:-2] == ["-16.0", "-211", "172"]  # the same digits

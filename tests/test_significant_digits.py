@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from usagg.analysis.digits import significant
 from usagg.analysis.fraction_trend import FRACTION_SLOPE
 from usagg.analysis.inputs import load_input
 from usagg.analysis.render import render
 from usagg.analysis.stats import Stat
 from usagg.analysis.summary import all_tables, analyse
-from usagg.analysis.tables import significant, stats_table
+from usagg.analysis.tables import stats_table
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ import numpy as np
 
 from usagg.analysis.cluster_inference import METHOD, draws_text, monte_carlo, wild_cluster_mean
 from usagg.analysis.delta import Comparison, rescaled
+from usagg.analysis.digits import ci_words, significant
 from usagg.analysis.inputs import Planned
 from usagg.analysis.stats import Stat
 from usagg.paradigms import PARADIGMS
@@ -296,10 +297,10 @@ def headline(comp: Comparison, stats: Sequence[Stat], fraction: float, planned: 
             s = by.get((d.paradigm, stat_name(effect, comp.scale)))
             if s is None or s.value is None:
                 continue
-            ci = f" (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f})" if s.ci else f" ({s.note})"
+            ci = f" ({ci_words(s.ci)})" if s.ci else f" ({s.note})"  # as the 2x2 table shows them
             if s.ci and s.note:  # said once per design: fewer clusters than the intervals' coverage was checked at
                 few.add(s.note)
-            parts.append(f"{effect} {s.value:+.1f}{ci}")
+            parts.append(f"{effect} {significant(s.value, sign=True)}{ci}")
             n = s.n
         if parts:
             lines.append(

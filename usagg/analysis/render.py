@@ -15,8 +15,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from usagg.analysis.digits import significant
 from usagg.analysis.results import FORMULA_START
-from usagg.analysis.tables import Cellv, Interval, Key, Table, fmt_delta, significant
+from usagg.analysis.tables import Cellv, Interval, Key, Table, fmt_delta
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -37,6 +37,7 @@ from usagg.analysis.delta import (
     negative_transfer,
     rescaled,
 )
+from usagg.analysis.digits import significant
 from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_out_notes, missing_notes
 from usagg.analysis.families import family_lines
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks, task_slope
@@ -135,20 +136,6 @@ def ci_end(v: float) -> str:
     if v == 0 or round(v, 1) != 0 or not math.isfinite(v):
         return f"{v:+.1f}"
     return f"{v:+.{1 - math.floor(math.log10(abs(v)))}f}"
-
-
-def significant(v: float, digits: int = 3, *, sign: bool = False) -> str:
-    """`v` to `digits` significant digits in fixed point: 0.00412, 12.3, -176 (never 1.2e-05, and never an integer
-    digit rounded away: 1234), so a small estimate or end-point keeps its digits where two decimals printed 0.00;
-    `sign` writes + before a positive value. 0 is 0 whatever its sign bit."""
-    plus = "+" if sign else ""
-    if not math.isfinite(v) or abs(v) >= 10 ** (digits - 1):
-        return f"{v + 0.0:{plus}.0f}" if math.isfinite(v) else str(v)
-    rounded = float(f"{v:.{digits - 1}e}") + 0.0  # -0.0 -> 0.0; rounding first: 9.996 is 10.0, not 10.00
-    if rounded == 0:
-        return "+0" if sign else "0"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
-    return f"{rounded:{plus}.{decimals}f}"
 
 
 #: The note of a table whose estimates, interval end-points and p are shown by `significant`.
