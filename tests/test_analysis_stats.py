@@ -15,6 +15,7 @@ from scipy import stats as ss
 
 from usagg.analysis.cluster_inference import MEAN_DELTA, mean_delta_stats, paired_stats, wild_cluster_mean
 from usagg.analysis.delta import compare
+from usagg.analysis.digits import significant
 from usagg.analysis.inputs import load_input
 from usagg.analysis.mixed import BOUNDARY, INDEFINITE, SLOPE, interaction_model
 from usagg.analysis.results import write_results
@@ -344,9 +345,10 @@ def test_a_fit_without_a_positive_definite_covariance_has_no_p_or_ci_and_no_holm
     (line,) = [ln for ln in md.splitlines() if "**Interactions**" in ln]
     assert line == (
         "- **Interactions** (slope differences, pp per doubling of n_train; no CI or p: see Mixed model): "
-        f"AU − CG {inter.value:+.1f}."
+        f"AU − CG {significant(inter.value, sign=True)}."
     )
-    assert f"mixed-model slope {cg.value:+.1f} pp per doubling of n_train (no CI or p: see Mixed model)." in md
+    slope = significant(cg.value, sign=True)
+    assert f"mixed-model slope {slope} pp per doubling of n_train (no CI or p: see Mixed model)." in md
     assert not re.search(r"\bnan\b|p = 0(?![.\d])", md)  # no "CI +nan to +nan, p = 0" anywhere
 
 
@@ -431,7 +433,8 @@ def test_the_report_states_the_wild_cluster_interval_of_delta_m(tmp_path: Path) 
     md = (tmp_path / "rep" / "report.md").read_text()
     for p in ("CG", "AU"):
         (s,) = [s for s in a.stats if s.name == MEAN_DELTA and s.paradigm == p]
-        said = f"{s.value:+.1f} % (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f})"
+        lo, hi = (significant(v, sign=True) for v in s.ci)  # as the statistics table lists it
+        said = f"{s.value:+.1f} % (95 % CI {lo} to {hi})"
         assert (
             f"**{p}**: Δm {said}" in md
             and f"Δm = {said} (p = {s.p:.2g}, Holm (primary) {s.p_holm:.2g}) over {s.n} tasks" in md

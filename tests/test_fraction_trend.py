@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from usagg.analysis.cluster_inference import wild_cluster_mean
+from usagg.analysis.digits import significant
 from usagg.analysis.figure_data_size import fig_fraction, fraction_series
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, POOLED, common_tasks
 from usagg.analysis.inputs import AnalysisInput, load_input
@@ -123,7 +124,9 @@ def test_the_headline_has_the_sweep_line_and_a_study_of_one_fraction_has_none(sw
     (s,) = [s for s in sweep.stats if s.name == FRACTION_SLOPE]
     trend = " → ".join(f"{st.value:+.1f}" for st in sweep.stats if st.name == COMMON_MEAN)
     assert f"- **Data-scale sweep, AU** (fractions 0.25, 0.5, 1): Δm {trend} % over the same 6 tasks; " in md
-    assert f"within-task slope {s.value:+.1f} pp per tenfold n_train (95 % CI" in md
+    assert s.value is not None and s.ci is not None
+    lo, hi = (significant(v, sign=True) for v in s.ci)  # the fraction table's digits
+    assert f"within-task slope {significant(s.value, sign=True)} pp per tenfold n_train (95 % CI {lo} to {hi}" in md
     one = analyse(_one_fraction(tmp_path))
     assert not [st for st in one.stats if st.name in (FRACTION_SLOPE, COMMON_MEAN)]
     write_report(one, tmp_path / "one", render=lambda *_: [])

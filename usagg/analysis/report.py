@@ -32,6 +32,7 @@ from typing import Any
 
 from usagg.analysis.cluster_inference import FEW_CLUSTERS, MEAN_DELTA
 from usagg.analysis.controls import PARTS, controls, split_stat_name, splits
+from usagg.analysis.digits import ci_words, significant
 from usagg.analysis.factorial import headline as factorial_headline
 from usagg.analysis.families import PRIMARY, family_lines
 from usagg.analysis.figures import AFFINITY_FIGURES, FIGURE_DPI, FIGURES, FigureOut, render_all
@@ -48,7 +49,6 @@ from usagg.analysis.summary import Analysis, all_tables
 from usagg.analysis.tables import (
     ONE_RUN,
     Table,
-    ci_end,
     collapse_notes,
     delta_long_table,
     exclusion_notes,
@@ -115,7 +115,7 @@ def _delta_m(boot: Stat) -> str:
     assert boot.value is not None
     if boot.ci:
         few = f"; {boot.note}" if boot.note else ""  # fewer clusters than its coverage was checked at
-        return f"{boot.value:+.1f} % (95 % CI {ci_end(boot.ci[0])} to {ci_end(boot.ci[1])}{few})"
+        return f"{boot.value:+.1f} % ({ci_words(boot.ci)}{few})"  # end-points as the statistics table shows them
     return f"{boot.value:+.1f} % (no interval: {boot.note})" if boot.note else f"{boot.value:+.1f} %"
 
 
@@ -227,12 +227,9 @@ def _headline(a: Analysis) -> list[str]:
         elif rho:
             parts.append(f"Spearman ρ(Δ, log n_train): {rho.note};")
         if slope and slope.value is not None and slope.ci:
-            parts.append(
-                f"mixed-model slope {slope.value:+.1f} pp {UNIT} "
-                f"(95 % CI {slope.ci[0]:+.1f} to {slope.ci[1]:+.1f}, {_p(slope)})."
-            )
+            parts.append(f"mixed-model slope {_signed(slope.value)} pp {UNIT} ({ci_words(slope.ci)}, {_p(slope)}).")
         elif slope and slope.value is not None and slope.note in unfit:  # the whole fit's: said once, below
-            parts.append(f"mixed-model slope {slope.value:+.1f} pp {UNIT} (no CI or p: see Mixed model).")
+            parts.append(f"mixed-model slope {_signed(slope.value)} pp {UNIT} (no CI or p: see Mixed model).")
         elif slope:
             parts.append(f"mixed model: {slope.note}.")
         lines.append(" ".join(parts))
@@ -245,11 +242,11 @@ def _headline(a: Analysis) -> list[str]:
             continue
         label = f"**Interaction** ({s.name.removeprefix('mixed model: interaction, ')}):"
         if s.ci is None and s.note in unfit:
-            shared.setdefault(s.note, []).append(f"{s.paradigm.replace('-', ' − ')} {s.value:+.1f}")
+            shared.setdefault(s.note, []).append(f"{s.paradigm.replace('-', ' − ')} {_signed(s.value)}")
         elif s.ci is None:  # no standard error: the estimate alone is no finding
             lines.append(f"{label} {s.note}.")
         else:
-            lines.append(f"{label} {s.value:+.1f} pp {UNIT} (95 % CI {s.ci[0]:+.1f} to {s.ci[1]:+.1f}, {_p(s)}).")
+            lines.append(f"{label} {_signed(s.value)} pp {UNIT} ({ci_words(s.ci)}, {_p(s)}).")
     lines += [
         f"**Interactions** (slope differences, pp {UNIT}; no CI or p: see Mixed model): {', '.join(v)}."
         for v in shared.values()
@@ -260,7 +257,7 @@ def _headline(a: Analysis) -> list[str]:
             agg, moe = (part_interval(by.get((ctl.paradigm, split_stat_name(part)))) for part in PARTS)
             lines.append(
                 f"**{ctl.paradigm} split** (control {ctl.control}): Δm {whole.total:+.1f} pp = aggregation "
-                f"{whole.aggregation:+.1f} pp ({_part_ci(agg)}) + MoE {whole.moe:+.1f} pp ({_part_ci(moe)}) over "
+                f"{whole.aggregation:+.1f} pp ({agg}) + MoE {whole.moe:+.1f} pp ({moe}) over "
                 f"{counted(whole.n, 'task')} ({ctl.formula(comp.baseline)})"
                 + "".join(
                     f"; {n.removeprefix(f'{ctl.paradigm} split: ')[:-1]}" for n in split_collapse_notes(comp, f, ctl)
@@ -298,10 +295,9 @@ def _sweep_lines(a: Analysis) -> list[str]:
             how = f"no within-task slope ({s.note if s else 'not computed'})"
         elif s.ci is not None:
             tested = f", {_p(s)}" if s.p is not None else ""
-            how = (f"within-task slope {s.value:+.1f} pp per tenfold n_train (95 % CI {ci_end(s.ci[0])} to "
-                   f"{ci_end(s.ci[1])}{tested})")  # fmt: skip
+            how = f"within-task slope {_signed(s.value)} pp per tenfold n_train ({ci_words(s.ci)}{tested})"
         else:
-            how = f"within-task slope {s.value:+.1f} pp per tenfold n_train (no interval: {s.note}; descriptive)"
+            how = f"within-task slope {_signed(s.value)} pp per tenfold n_train (no interval: {s.note}; descriptive)"
         lines.append(
             f"**Data-scale sweep, {p}** (fractions {', '.join(map(frac_label, comp.fractions))}): Δm {trend} % over "
             f"the same {counted(len(tasks), 'task')}{out}; {how} (Statistics: by training fraction, across fractions)."
@@ -332,9 +328,9 @@ def _budget_line(a: Analysis, f: float) -> list[str]:
     ]
 
 
-def _part_ci(text: str) -> str:
-    """A split part's interval as the headline says it: `95 % CI −12.3 to +32.0`, or `descriptive ...`."""
-    return text if text.startswith("descriptive") else f"95 % CI {text}"
+def _signed(v: float) -> str:
+    """An estimate as the statistics table shows it (3 significant digits), signed: the headline's -0.904 is its."""
+    return significant(v, sign=True)
 
 
 def _p(s: Stat) -> str:

@@ -37,7 +37,7 @@ from usagg.analysis.delta import (
     negative_transfer,
     rescaled,
 )
-from usagg.analysis.digits import significant
+from usagg.analysis.digits import ci_words, significant
 from usagg.analysis.factorial import effect_table_rows, incomplete_text, left_out_notes, missing_notes
 from usagg.analysis.families import family_lines
 from usagg.analysis.fraction_trend import COMMON_MEAN, FRACTION_SLOPE, common_tasks, task_slope
@@ -586,12 +586,13 @@ def split_table(
 
 
 def part_interval(s: Stat | None) -> str:
-    """A split part's interval in words: `−12.3 to +32.0`, or why it has none (descriptive)."""
+    """A split part's interval in words as the split table shows it: `95 % CI -12.3 to +32.0`, or why it has none
+    (descriptive)."""
     if s is None or s.value is None:
         return "descriptive"
     if s.ci is None:
         return f"descriptive ({s.note})" if s.note else "descriptive"
-    return f"{ci_end(s.ci[0])} to {ci_end(s.ci[1])}"
+    return ci_words(s.ci)
 
 
 def split_collapse_notes(comp: Comparison, fraction: float, ctl: Control) -> list[str]:
