@@ -6,6 +6,7 @@ fig_factorial's scales on axes of their own units."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from matplotlib.patches import Rectangle
 from tests.store_reads import all_metrics
 from usagg.analysis import curves as C
 from usagg.analysis import figure_data_size, figure_delta, figure_parts, figure_split, figures
+from usagg.analysis.digits import significant
 from usagg.analysis.inputs import load_input
 from usagg.analysis.simulate import load_tasks, simulate_run_store
 from usagg.analysis.style import PARADIGM_COLORS, TYPE_COLORS, paper_style, paradigm_color
@@ -173,7 +175,7 @@ def test_delta_vs_ntrain_names_the_tests_the_study_has(mixed: Analysis) -> None:
     assert fitted or ranked  # three clinical groups: some test exists
     assert "Tests of the relation (statistics table)" in caption and "No test of the relation" not in caption
     for s in fitted:
-        assert f"{s.paradigm} {s.value:+.3g} (p = {s.p:.2g}" in caption
+        assert f"{s.paradigm} {significant(s.value, sign=True)} (p = {s.p:.2g}" in caption
     if ranked:
         assert "Spearman ρ over clinical groups" in caption
 
@@ -193,3 +195,18 @@ def test_the_reviewed_figures_draw_the_same_bytes_twice(mixed: Analysis, tmp_pat
     reviewed = {"fig_curves", "fig_task_type", "fig_delta_vs_ntrain", "fig_factorial", "fig3_delta"}
     assert reviewed <= set(first)
     assert all(first[n] == second[n] for n in reviewed)
+
+
+def test_the_data_size_captions_say_slopes_with_the_statistics_tables_digits(mixed: Analysis) -> None:
+    """The caption printed AG's slope '+57' where the statistics table and the headline show 57.0, and a sweep's
+    slope interval to one decimal where the fraction table shows 3 significant digits."""
+    from usagg.analysis.fraction_trend import FRACTION_SLOPE, POOLED
+    from usagg.analysis.mixed import SLOPE
+    from usagg.analysis.stats import Stat
+
+    f = max(mixed.comp.fractions)
+    slope = Stat(SLOPE, "AU", f, 57.0, 9, "m", p=0.035)
+    sweep = Stat(FRACTION_SLOPE, "AU", POOLED, -0.9041, 9, "m", p=0.5, ci=(-176.6, 4.734))
+    a = dataclasses.replace(mixed, stats=[slope, sweep])
+    assert "AU +57.0 (p = 0.035)" in figure_data_size._scale_test_text(a, f, 1)
+    assert "AU -0.904 (95 % CI -177 to +4.73, p = 0.5)" in figure_data_size._slope_text(a)

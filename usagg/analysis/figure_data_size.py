@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from usagg.analysis.digits import ci_words, significant
 from usagg.analysis.figure_parts import (
     chance_text,
     delta_axis,
@@ -89,7 +90,9 @@ def _scale_test_text(a: Analysis, f: float, lines: int) -> str:
     if tested:
         parts.append(
             f"the mixed model's slope of Δ {UNIT}, in the y axis's unit ({FORMULA}): "
-            + "; ".join(f"{p} {s.value:+.3g} ({p_text(s)})" for p, s in tested)
+            + "; ".join(
+                f"{p} {significant(s.value, sign=True)} ({p_text(s)})" for p, s in tested if s.value is not None
+            )
         )
     if ranked:
         lo, hi = min(s.n for _, s in ranked), max(s.n for _, s in ranked)
@@ -282,9 +285,9 @@ def _slope_text(a: Analysis) -> str:
         if st.ci is not None:
             holm = f", Holm ({st.family}) {st.p_holm:.2g}" if st.p_holm is not None else ""
             p = f", p = {st.p:.2g}{holm}" if st.p is not None else ""
-            parts.append(f"{st.paradigm} {st.value:+.1f} (95 % CI {st.ci[0]:+.1f} to {st.ci[1]:+.1f}{p})")
+            parts.append(f"{st.paradigm} {significant(st.value, sign=True)} ({ci_words(st.ci)}{p})")
         else:
-            parts.append(f"{st.paradigm} {st.value:+.1f} (no interval: {st.note})")
+            parts.append(f"{st.paradigm} {significant(st.value, sign=True)} (no interval: {st.note})")
     if not parts:
         return ""
     return (
