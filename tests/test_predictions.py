@@ -224,6 +224,33 @@ def test_a_received_folder_is_read_as_data_no_link_followed_out(tmp_path: Path) 
         read_predictions(folder)
 
 
+def test_a_confusion_record_of_a_metric_labels_cannot_recompute_is_refused_written_and_read(tmp_path: Path) -> None:
+    """The extension audit's F4: a plug-in's QWK recorded as kind 'confusion' was written without a word, then
+    every compare, report and plot of its study ended in a KeyError traceback, the built-in tasks' analysis
+    lost with it. The writer refuses it; a received item_scores.json holding one is damaged, by its task."""
+    from usagg.analysis.item_scores import load_item_scores
+    from usagg.errors import UsaggError
+    from usagg.predictions import CONFUSION_METRICS
+    from usagg.tasktypes.classification import _FROM_LABELS
+
+    assert set(CONFUSION_METRICS) == set(_FROM_LABELS)  # what label_metric recomputes, no more
+    writer = PredictionWriter(tmp_path / "p")
+    writer.add_item_scores("T1", "MCC", True, "confusion", ["a.png"], [[1, 0]])
+    with pytest.raises(ValueError) as err:
+        writer.add_item_scores("grade", "QWK", True, "confusion", ["a.png"], [[1, 0]])
+    assert str(err.value) == (
+        "task grade: item score kind 'confusion' recomputes ACC, F1_macro, F1_weighted, MCC from the true and "
+        "predicted classes, not 'QWK': record 'mean' values where the metric is a mean over images, or no item "
+        "scores (the task then has no test-set interval)"
+    )
+    job = tmp_path / "runs" / "s" / "jobs" / "TS-grade"
+    job.mkdir(parents=True)
+    record = {"metric": "QWK", "higher_is_better": True, "kind": "confusion", "images": ["a.png"], "values": [[1, 0]]}
+    (job / "item_scores.json").write_text(json.dumps({"format": 1, "tasks": {"grade": record}}))
+    with pytest.raises(UsaggError, match=r"item_scores.json is damaged \(task grade: item score kind 'confusion' "):
+        load_item_scores(job)
+
+
 def test_item_scores_file_layout(tmp_path: Path) -> None:
     writer = PredictionWriter(tmp_path / "p")
     writer.add_item_scores("T2", "MRE", False, "mean", ["b.png", "a.png"], [2.5, float("nan")])

@@ -31,7 +31,15 @@ from usagg.safepath import confined
 if TYPE_CHECKING:
     from usagg.tasktypes.base import TaskType
 
-__all__ = ["ITEM_KINDS", "ITEM_SCORES_FORMAT", "PredictionWriter", "as_floats", "read_predictions"]
+__all__ = [
+    "CONFUSION_METRICS",
+    "ITEM_KINDS",
+    "ITEM_SCORES_FORMAT",
+    "PredictionWriter",
+    "as_floats",
+    "item_kind_problem",
+    "read_predictions",
+]
 
 #: Version of the item_scores.json layout (`PredictionWriter.item_scores`).
 ITEM_SCORES_FORMAT = 1
@@ -39,6 +47,24 @@ ITEM_SCORES_FORMAT = 1
 #: [N] or [N, C], the mean over images, then over the other axis (per-class values); "auc", [N, 1 + C], the
 #: true class then the class probabilities; "confusion", [N, 2], the true then the predicted class.
 ITEM_KINDS = ("mean", "auc", "confusion")
+#: The metrics a "confusion" record recomputes from the true and the predicted class alone (usagg/tasktypes/
+#: classification.py `label_metric`); another (a plug-in's QWK) is refused where it is recorded and where it is read.
+CONFUSION_METRICS = ("ACC", "F1_macro", "F1_weighted", "MCC")
+
+
+def item_kind_problem(task_id: str, metric: str, kind: str) -> str | None:
+    """Why per-image scores of `kind` cannot recompute `metric` (None where they can): an unknown kind, or a
+    "confusion" record of a metric the bootstrap cannot recompute from labels (a plug-in's QWK recorded so killed
+    every `compare` of its study, the built-in tasks' analysis with it)."""
+    if kind not in ITEM_KINDS:
+        return f"item score kind {kind!r} is not one of {', '.join(ITEM_KINDS)}"
+    if kind == "confusion" and metric not in CONFUSION_METRICS:
+        return (
+            f"task {task_id}: item score kind 'confusion' recomputes {', '.join(CONFUSION_METRICS)} from the true "
+            f"and predicted classes, not {metric!r}: record 'mean' values where the metric is a mean over images, "
+            "or no item scores (the task then has no test-set interval)"
+        )
+    return None
 
 
 def as_floats(values: Sequence[float] | np.ndarray) -> list[float]:
@@ -122,8 +148,8 @@ class PredictionWriter:
             raise TypeError("task_id and the images must be the CSV strings")
         if task_id in self._item_scores:
             raise ValueError(f"item scores of task {task_id!r} were already added")
-        if kind not in ITEM_KINDS:
-            raise ValueError(f"item score kind {kind!r} is not one of {', '.join(ITEM_KINDS)}")
+        if (why := item_kind_problem(task_id, metric, kind)) is not None:
+            raise ValueError(why)
         arr = np.asarray(values, dtype=np.float64)
         if arr.ndim not in (1, 2) or arr.shape[0] != len(images):
             raise ValueError(f"task {task_id}: {len(images)} images but item values of shape {arr.shape}")

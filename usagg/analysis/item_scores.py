@@ -15,7 +15,7 @@ import numpy as np
 
 from usagg.atomic import read_json_checked
 from usagg.errors import UsaggError
-from usagg.predictions import ITEM_KINDS, ITEM_SCORES_FORMAT
+from usagg.predictions import ITEM_SCORES_FORMAT, item_kind_problem
 from usagg.store.layout import JobPaths
 from usagg.wording import command
 
@@ -59,8 +59,8 @@ def load_item_scores(job_dir: Path) -> dict[str, ItemScores]:
 
 def _item_scores(task: str, rec: dict) -> ItemScores:
     kind = rec["kind"]
-    if kind not in ITEM_KINDS:
-        raise ValueError(f"task {task}: kind {kind!r} is not one of {', '.join(ITEM_KINDS)}")
+    if (why := item_kind_problem(str(task), str(rec["metric"]), kind)) is not None:
+        raise ValueError(why if why.startswith("task ") else f"task {task}: {why}")
     images = tuple(rec["images"])
     if not all(isinstance(i, str) for i in images):
         raise ValueError(f"task {task}: images must be path strings")
