@@ -390,6 +390,27 @@ def test_analysing_a_plugin_paradigm_study_without_the_plugin_names_the_plugin(t
     assert load_input(run_dir, None).table.rows  # the registered ones read as before
 
 
+def test_geometric_augmentation_with_a_type_that_cannot_move_its_targets_is_refused_by_the_spec(
+    grades: EvalSet, tmp_path: Path
+) -> None:
+    """The extension audit's F1: a type without a target_geometry (grades) and hflip_p 0.5 passed `usagg validate`,
+    then every job of it failed once started. Refused by the study's validation now; no flip, or no
+    augmentation at all, is a valid study."""
+    task = {"id": "knee", "type": "grades", "group": "Knee", "num_classes": 4}
+    flips = {"augmentation": {"hflip_p": 0.5}}
+    spec = write_tiny_study(tmp_path / "s.yaml", "s", tmp_path / "data", tasks=[task], training=flips)
+    with pytest.raises(UsaggError) as err:
+        load_study(spec)
+    assert (
+        "training.augmentation: flip, scale and rotation have no target transform for task(s) knee of type "
+        "'grades' (target_geometry None); one of mask, boxes, points, label is needed: set hflip_p, scale_p and "
+        "rotate_p to 0 for a study with them, or give the type a target_geometry"
+    ) in " ".join(str(err.value).split())
+    for training in ({"augmentation": {"hflip_p": 0.0}}, {"augmentation": {"preset": "none", "hflip_p": 0.5}}):
+        spec = write_tiny_study(tmp_path / "ok.yaml", "ok", tmp_path / "data", tasks=[task], training=training)
+        assert load_study(spec).training.augmentation.geometric is False
+
+
 def test_an_unknown_backbone_or_executor_says_where_plugins_come_from(tmp_path: Path) -> None:
     spec = write_tiny_study(
         tmp_path / "s.yaml", "s", tmp_path / "data", model={"backbone": "lab_tiny"}, execution={"executor": "futures"}

@@ -47,8 +47,8 @@ ITEM_SCORES_FORMAT = 1
 #: [N] or [N, C], the mean over images, then over the other axis (per-class values); "auc", [N, 1 + C], the
 #: true class then the class probabilities; "confusion", [N, 2], the true then the predicted class.
 ITEM_KINDS = ("mean", "auc", "confusion")
-#: The metrics a "confusion" record recomputes from the true and the predicted class alone (usagg/tasktypes/
-#: classification.py `label_metric`); another (a plug-in's QWK) is refused where it is recorded and where it is read.
+#: The metrics a "confusion" record recomputes from the true and the predicted class alone (the built-in label
+#: metrics, `label_metric`); another (a plug-in's QWK) is refused where it is recorded and where it is read.
 CONFUSION_METRICS = ("ACC", "F1_macro", "F1_weighted", "MCC")
 
 

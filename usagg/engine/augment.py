@@ -24,9 +24,6 @@ import torch.nn.functional as F
 
 from usagg.spec.models import AugmentationSpec
 
-#: Target geometries (`TaskType.target_geometry`) a geometric augmentation knows how to move.
-GEOMETRIES = ("mask", "boxes", "points", "label")
-
 _MASK64 = (1 << 64) - 1
 
 
@@ -76,7 +73,7 @@ class Augmenter:
         self.active = s.preset != "none" and any(
             p > 0 for p in (s.brightness_contrast_p, s.noise_p, s.hflip_p, s.scale_p, s.rotate_p)
         )
-        self.geometric = self.active and any(p > 0 for p in (s.hflip_p, s.scale_p, s.rotate_p))
+        self.geometric = s.geometric
 
     def draw(self, step: int, n: int) -> Draw:
         """Decisions for a batch of `n` samples at global step `step`: always 11 uniforms per sample."""

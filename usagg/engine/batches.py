@@ -27,7 +27,7 @@ import torch
 from usagg.cachedir import cache_root
 from usagg.data.datasets import TaskDataset, to_model_input
 from usagg.data.splits import make_splits
-from usagg.engine.augment import GEOMETRIES, Augmenter
+from usagg.engine.augment import Augmenter
 from usagg.engine.device import Compute
 from usagg.engine.jobdata import JobData
 from usagg.errors import UsaggError
@@ -36,6 +36,7 @@ from usagg.model.m2dino import M2DINO
 from usagg.model.trunk import Trunk, load_or_build
 from usagg.plan import Job
 from usagg.tasktypes import TaskType
+from usagg.tasktypes.base import GEOMETRIES
 
 log = logging.getLogger(__name__)
 

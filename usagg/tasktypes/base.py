@@ -288,6 +288,10 @@ class EvalItem:
     sample: Sample
 
 
+#: Target geometries (`TaskType.target_geometry`) a geometric augmentation knows how to move (usagg/engine/augment.py).
+GEOMETRIES = ("mask", "boxes", "points", "label")
+
+
 class TaskType:
     """Base class of task types; subclass it, set the class attributes, implement the methods, register it.
 
@@ -314,7 +318,7 @@ class TaskType:
     #: How the type's model-space targets move with the image under a geometric augmentation
     #: (usagg/engine/augment.py): "mask" (a label map, warped by nearest neighbour), "boxes" (xyxy in
     #: [0, 1]), "points" ([K, 2] in [0, 1]), "label" (unchanged); None: unknown, so geometric
-    #: augmentation is refused for the type.
+    #: augmentation is refused for the type (`GEOMETRIES`: by the study's validation, before any job).
     target_geometry: ClassVar[str | None] = None
     #: Settings of `model.heads` this type's head reads whose default is the earlier behaviour: each enters the
     #: id of a job with a task of this type, and only when set otherwise (rule `type_setting`, usagg/plan.py).

@@ -22,6 +22,7 @@ from usagg.spec.models.tracking import TrackingSpec
 from usagg.spec.models.training import TrainingSpec
 from usagg.sweep import check_block
 from usagg.tasktypes import get_task_type, scale_problem
+from usagg.tasktypes.base import GEOMETRIES
 
 
 def _paradigm_entries_schema(schema: dict[str, Any]) -> None:
@@ -255,6 +256,17 @@ class Study(Strict):
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ValueError(f"{where} names unknown tasks {unknown}; tasks: {', '.join(ids)}")
+        if self.training.augmentation.geometric:  # else every job of such a task fails once it has started
+            moveless = [t for t in self.tasks if get_task_type(t.type).target_geometry not in GEOMETRIES]
+            if moveless:
+                kinds = ", ".join(sorted({f"{t.type!r} (target_geometry {get_task_type(t.type).target_geometry!r})"
+                                          for t in moveless}))  # fmt: skip
+                raise ValueError(
+                    f"training.augmentation: flip, scale and rotation have no target transform for task(s) "
+                    f"{', '.join(t.id for t in moveless)} of type {kinds}; one of {', '.join(GEOMETRIES)} is needed: "
+                    "set hflip_p, scale_p and rotate_p to 0 for a study with them, or give the type a "
+                    "target_geometry"
+                )
         unused = sorted(set(self.paradigm_settings) - set(self.paradigms))
         if unused:
             raise ValueError(f"paradigm_settings names {unused}, which `paradigms` does not run")

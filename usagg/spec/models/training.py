@@ -76,6 +76,11 @@ class AugmentationSpec(Strict):
             raise ValueError(f"scale_range must lie in (0, 10], got {list(v)}")
         return v
 
+    @property
+    def geometric(self) -> bool:
+        """Whether a sample can be flipped, scaled or rotated, so every task's targets must move with it."""
+        return self.preset != "none" and any(p > 0 for p in (self.hflip_p, self.scale_p, self.rotate_p))
+
 
 class TrainingSpec(Strict):
     """Optimisation, identical across every paradigm."""
