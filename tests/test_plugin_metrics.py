@@ -87,6 +87,26 @@ def test_a_clash_between_two_plugins_names_the_first_and_only_what_differs(clean
     assert "scoring" not in TASK_TYPES and metric_unit("Stage_err") == "grades"
 
 
+def test_a_prediction_file_or_csv_name_another_type_has_is_refused(cleanup: list[str]) -> None:
+    """The extension audit's F6: a subclass inheriting its parent's prediction_file had one type's predictions
+    overwrite the other's in an AU job, silently; a csv_names spelling a built-in has was never used."""
+    register_task_type(_type("staging", Metric("Stage_err", False, "grades", lower=0.0)))
+    cleanup.append("staging")
+    with pytest.raises(ValueError) as err:
+        register_task_type(_type("staging2", Metric("Stage2_err", False, "grades", lower=0.0)))
+    assert str(err.value) == (
+        "task type 'staging2' (test_plugin_metrics.Staging2) writes its predictions to 'grading_predictions.json', "
+        "as task type 'staging' (test_plugin_metrics.Staging) does: one would overwrite the other's in a job with "
+        "tasks of both; give it a prediction_file of its own"
+    )
+    own = {"prediction_file": "staging3_predictions.json", "csv_names": ("Regression",)}
+    with pytest.raises(ValueError, match=r"accepts the CSV task_name 'regression', as task type 'regression' \("):
+        register_task_type(type("Staging3", (_type("staging3", Metric("S3", False, lower=0.0)),), own))
+    assert "staging2" not in TASK_TYPES and "staging3" not in TASK_TYPES
+    register_task_type(type("Staging4", (_type("staging4", Metric("S4", False, lower=0.0)),), {**own, "csv_names": ()}))
+    cleanup.append("staging4")
+
+
 def test_a_metric_name_read_as_a_per_class_variant_is_refused() -> None:
     with pytest.raises(ValueError, match=r"declares metric 'HD_classic'.*read it as a variant of 'HD'"):
         register_task_type(_type("classic", Metric("HD_classic", True, lower=0.0, upper=1.0)))

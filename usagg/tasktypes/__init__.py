@@ -123,6 +123,7 @@ def register_task_type(cls: T, *, replace: bool = False) -> T:
     if old is not None and type(old) is not cls and not replace:
         raise ValueError(f"task type {name!r} is already registered by {callable_name(type(old))}")
     _check_metrics(inst)
+    _check_files_and_names(inst)
     TASK_TYPES.register(
         name, inst, replace=replace, same=lambda old, new: type(old) is type(new), origin=cls.__module__
     )
@@ -181,6 +182,31 @@ def _check_metrics(new: TaskType) -> None:
         for m in new.metrics:
             if m.name in theirs and theirs[m.name] != m:
                 raise ValueError(_clash(new, m, other, theirs[m.name]))
+
+
+def _check_files_and_names(new: TaskType) -> None:
+    """Refuse a `prediction_file` or a CSV `task_name` spelling (`name`, `csv_names`) another registered type has.
+
+    Two types writing one prediction file overwrite each other's predictions (a subclass inheriting its parent's
+    file kept one of them in an AU job, silently); a spelling two types accept is always read as the first's
+    (`find_task_type`), so the second's was never used."""
+    mine = {n.lower() for n in (new.name, *new.csv_names)}
+    for other in TASK_TYPES.values():
+        if other.name == new.name:
+            continue  # the entry being re-registered or replaced
+        where = f"task type {new.name!r} ({callable_name(type(new))})"
+        theirs = f"task type {other.name!r} ({callable_name(type(other))})"
+        if new.prediction_file == other.prediction_file:
+            raise ValueError(
+                f"{where} writes its predictions to {new.prediction_file!r}, as {theirs} does: one would overwrite "
+                "the other's in a job with tasks of both; give it a prediction_file of its own"
+            )
+        shared = sorted(mine & {n.lower() for n in (other.name, *other.csv_names)})
+        if shared:
+            raise ValueError(
+                f"{where} accepts the CSV task_name {', '.join(map(repr, shared))}, as {theirs} does: a row is read "
+                "as the first registered type's; drop it from csv_names"
+            )
 
 
 def _clash(new: TaskType, mine: Metric, other: TaskType, theirs: Metric) -> str:
