@@ -217,6 +217,26 @@ def test_a_registered_type_runs_through_the_whole_study(
     assert float(delta["AU"]["delta_pct"]) == pytest.approx(100 * (au_value - ts) / abs(ts))
 
 
+def test_a_type_whose_parse_label_raises_is_one_paragraph_naming_type_task_and_row(
+    multilabel: TaskType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The extension audit's F7: a plug-in's parse_label reading a column it misspelt (a KeyError) was a 57-line
+    traceback through `usagg data check`; a RowError stays the row's problem."""
+    data, _ = _study(tmp_path, 6, 3)
+
+    def misspelt(row: Row, num_classes: int) -> tuple[int, ...]:
+        return (int(row.record["label_typo"]),)
+
+    monkeypatch.setattr(multilabel, "parse_label", misspelt)
+    code, text = _cli(["data", "check", str(data)], monkeypatch, capsys)
+    said = " ".join(text.split())
+    assert code == 2 and "Traceback" not in text, text
+    assert (
+        f"task type 'multilabel' ({__name__}) parse_label() for task 'quadrants' raised KeyError: 'label_typo' "
+        f"reading {data / 'train' / 'csv_files' / 'quadrants.csv'} row 1: a bug of the type, not of the data"
+    ) in said, said
+
+
 def test_an_unregistered_type_is_a_spec_error_naming_the_registered_ones(tmp_path: Path) -> None:
     from usagg.errors import SpecError
     from usagg.spec.load import load_study

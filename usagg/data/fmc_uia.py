@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
-from usagg.errors import DataError
+from usagg.errors import DataError, UsaggError
 from usagg.names import is_plain_name
 from usagg.safepath import control_characters, inside
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
-from usagg.tasktypes.base import Row, RowError
+from usagg.tasktypes.base import Row, RowError, type_error
 from usagg.wording import command, counted
 
 BASE_COLUMNS: tuple[str, ...] = ("image_path", "task_id", "task_name", "num_classes")
@@ -514,7 +514,7 @@ def _sample(
     try:
         cells = Row(record, root, e.csv.folder, real_dirs)
         image_file = cells.path("image_path", "the image's path")
-        label = shape.task_type.parse_label(cells, k)
+        label = _parsed(shape, cells, task_id, e)
     except RowError as err:
         return err.kind, f"task {task_id}: {err}"
     windows = _windows_path(record, ("image_path", *shape.label_columns), e.csv.folder)
@@ -523,6 +523,22 @@ def _sample(
     label_cells = tuple((record.get(c) or "").strip() for c in shape.label_columns)
     image_path = record["image_path"]  # unpadded: `Row.path` refuses padding
     return Sample(task_id, e.task_type, k, image_path, image_file, label, e.csv.path, e.csv.row), label_cells
+
+
+def _parsed(shape: _Shape, cells: Row, task_id: str, e: _TaskRow) -> Any:
+    """The row's label by its type's `parse_label`; a RowError is the row's problem, any other error the type's
+    bug: one paragraph naming the type, its module, the task and the row (a plug-in's KeyError was a traceback
+    through `usagg data check`, where `score` and the head's errors are named so)."""
+    try:
+        return shape.task_type.parse_label(cells, e.num_classes)
+    except RowError:
+        raise
+    except Exception as err:
+        raise UsaggError(
+            f"{type_error(shape.task_type, task_id, 'parse_label()', err)} reading {e.csv.path} row {e.csv.row}: "
+            "a bug of the type, not of the data (a row it cannot read is a RowError(kind, message); docs/"
+            "internals.md, 'How to add a task type')"
+        ) from err
 
 
 def _windows_path(record: dict, columns: Sequence[str], folder: Path) -> str:
