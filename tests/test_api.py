@@ -364,3 +364,37 @@ def test_the_report_draws_a_panel_of_training_curves_per_job(finished: tuple) ->
     au = next(ax for ax in titled if ax.get_title().startswith("AU"))
     assert len(au.get_lines()) == 2  # one loss curve per task of the AU job
     assert "own training loss" in caption
+
+
+def test_load_table_is_compares_csv_as_a_dataframe_with_the_sign_right_for_lower_is_better(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The extension audit's F2: the Python API gave no Δ, and a Δ by hand from load_results, (p − TS) / TS, has the
+    wrong sign for a lower-is-better metric (MRE). `load_table` is `usagg compare --format csv --table NAME`."""
+    from usagg.analysis.simulate import load_tasks, simulate_run_store
+    from usagg.api import load_table
+    from usagg.cli.app import app
+
+    tasks = load_tasks(Path(__file__).parent / "data" / "fmc_uia_tasks.yaml")[:6]
+    run = simulate_run_store(tmp_path / "runs" / "sim", tasks, paradigms=("TS", "AU"), seeds=(0,))
+    delta = load_table(run)
+    monkeypatch.setenv("COLUMNS", "200")
+    from typer.testing import CliRunner
+
+    said = CliRunner().invoke(app, ["compare", str(run), "--format", "csv"])
+    assert said.exit_code == 0, said.output
+    import io
+
+    import pandas as pd
+
+    printed = pd.read_csv(io.StringIO(said.output), keep_default_na=False, na_values=[""])
+    pd.testing.assert_frame_equal(delta, printed)
+    assert delta.higher_is_better.dtype == bool and delta.delta_pct.dtype == float
+    rows = load_results(run)
+    lower = delta[(delta.paradigm == "AU") & ~delta.higher_is_better].iloc[0]
+    ts, au = (rows[(rows.task == lower.task) & (rows.paradigm == p) & (rows.metric == lower.metric)].value.iloc[0]
+              for p in ("TS", "AU"))  # fmt: skip
+    assert lower.delta_pct == pytest.approx((ts - au) / abs(ts) * 100)  # lower is better: TS minus AU
+    assert load_table(run, "statistics").columns[0] == "Paradigm"
+    with pytest.raises(UsaggError, match="'nope' is not a table of this study"):
+        load_table(run, "nope")

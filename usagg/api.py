@@ -44,6 +44,7 @@ __all__ = [
     "UsaggError",
     "load_history",
     "load_results",
+    "load_table",
     "plan",
     "run_study",
 ]
@@ -412,6 +413,34 @@ def _running_history(path: Path, job: Job, metric_cols: dict[str, None]) -> list
 
 def _float_or_none(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
+
+
+def load_table(
+    run_dir: str | os.PathLike[str] | RunResult, table: str = "delta", baseline: str | None = None
+) -> pd.DataFrame:
+    """One of the study's tables as `usagg compare RUN_DIR --format csv --table TABLE` prints it, as a DataFrame:
+    "delta" (the default: Δ of every task and paradigm versus the baseline, with its interval and where the
+    interval comes from), or any other table's name (statistics, factorial, split, uncertainty, ...; a name the
+    study has none of is a UsaggError listing those it has). Δ is computed as the report computes it, the sign
+    right for a lower-is-better metric (a Δ by hand from `load_results` is easy to get the wrong way round).
+    `baseline`: the paradigm Δ is against (default: the study's analysis.baseline). A pure read, as
+    `load_results` is; the figures are `usagg plot RUN_DIR --out FOLDER` (`!usagg plot ...` in a notebook)."""
+    import io
+
+    import pandas as pd
+
+    from usagg.analysis.inputs import load_input
+    from usagg.analysis.outputs import Memoised
+    from usagg.analysis.summary import check_table, compare_output
+    from usagg.store import RunStore
+
+    store = RunStore(_where(run_dir, "run_dir", "a run store folder"))
+    store.require()
+    store.check_finished("load_table")
+    inp = load_input(store.root, None)
+    check_table(inp, table, baseline)  # a name the study has no table of, refused before the slow statistics
+    text = compare_output(Memoised.own().analyse(inp, baseline), "csv", table)
+    return pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
 
 
 def load_history(run_dir: str | os.PathLike[str] | RunResult) -> pd.DataFrame:
