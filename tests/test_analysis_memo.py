@@ -161,6 +161,31 @@ def test_figures_are_drawn_once_per_key_format_and_resolution(analysis: Analysis
     assert len(list((cache / "analysis" / "figures").iterdir())) == 3
 
 
+def test_a_full_memo_disk_draws_the_figures_in_place(analysis: Analysis, cache: Path, tmp_path: Path) -> None:
+    """The ops audit: with USAGG_CACHE's disk full, `usagg report` and `plot` stopped (exit 2) drawing into the memo,
+    a speed-up only, leaving an empty figures/ in --out. Now drawn in place and not kept; another error still
+    stops them."""
+    import errno
+
+    memo, key = Memo(cache), input_key(analysis.inp, analysis.comp.baseline)
+    render = CountingRender(analysis)
+
+    def full_in_cache(where: Path) -> list[FigureFile]:
+        if cache in where.parents:  # the memo's private draw folder is on the full disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(where / "fig3_delta.png"))
+        return render(where)
+
+    out = memo.cached_figures(key, "png", 60, tmp_path / "out", full_in_cache)
+    assert render.calls == 1 and out and all(f.path.parent == tmp_path / "out" and f.path.is_file() for f in out)
+    assert not list((cache / "analysis" / "figures").iterdir())  # nothing stored, no draw folder left
+
+    def broken(where: Path) -> list[FigureFile]:
+        raise OSError(errno.EACCES, "Permission denied", str(where))
+
+    with pytest.raises(PermissionError):
+        memo.cached_figures(key, "png", 60, tmp_path / "again", broken)
+
+
 def test_changed_results_redraw_the_figures(run_dir: Path, cache: Path, tmp_path: Path) -> None:
     memoised = Memoised(Memo(cache))
     a = memoised.analyse(load_input(run_dir, None))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from usagg import __version__
 from usagg.analysis.stats import Stat
-from usagg.atomic import read_regular, write_bytes_atomic, write_json_atomic
+from usagg.atomic import NoSpaceLeft, read_regular, write_bytes_atomic, write_json_atomic
 from usagg.cachedir import cache_root, entry_key, remove
 from usagg.joblock import JobLock
 from usagg.safepath import check_component, confined
@@ -246,7 +247,13 @@ class Memo:
             return render(folder)
         try:
             with writer:  # released before the folder is stored: an entry holds no lock
-                figs = render(drawing)
+                try:
+                    figs = render(drawing)
+                except (NoSpaceLeft, OSError) as err:  # render writes into `drawing` only: the memo's disk
+                    full = isinstance(err, NoSpaceLeft) or err.errno in (errno.ENOSPC, errno.EDQUOT)
+                    if not full:
+                        raise
+                    return render(folder)  # full, and the memo only a speed-up: drawn in place, not kept
                 out = [
                     FigureFile(f.name, write_bytes_atomic(folder / f.path.name, f.path.read_bytes()), f.caption)
                     for f in figs
