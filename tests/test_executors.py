@@ -862,3 +862,20 @@ def test_a_worker_with_nothing_left_to_run_exits_while_the_others_still_work(tmp
     pool = PoolExecutor(str(store.root), None, jobs_per_device=2, threads=1)
     assert pool.run(ids, functools.partial(run_one_outliving_the_others, device="cpu")) == dict.fromkeys(ids, "done")
     assert read_json(store.job_dir(ids[0]) / "outlived.json") == {"others_exited": True}
+
+
+def test_a_dead_workers_message_names_the_signal_and_the_kept_checkpoint(tmp_path: Path) -> None:
+    """The ops audit II: a pool worker killed (kill -9, the out-of-memory killer) failed its job with "died with exit
+    code -9" alone, and a plain `usagg run` skipped it while `--retry-failed` resumed from its kept last.pt."""
+    from usagg.execute.pool import _died_text
+
+    store, (job, *_) = make_store(tmp_path, ["done"])
+    said = _died_text("cpu", -9, job, store.root)
+    assert said == f"worker on cpu died with exit code -9 (SIGKILL) while running job {job}"
+    last = store.paths(job).last_checkpoint
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_bytes(b"a checkpoint")
+    assert _died_text("cuda:0", 1, job, store.root) == (
+        f"worker on cuda:0 died with exit code 1 while running job {job}; its last.pt is kept: "
+        "`usagg run --retry-failed` resumes it from there"
+    )

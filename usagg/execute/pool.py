@@ -60,6 +60,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -710,7 +711,7 @@ class PoolExecutor(Executor):
             slot.conn.close()
             slot.proc, slot.conn, slot.job = None, None, None
             return
-        error = f"worker on {slot.device.label} died with exit code {code} while running job {job_id}"
+        error = _died_text(slot.device.label, code, job_id, self.store_root)
         try:
             summary = record_failure(self.store_root, job_id, error)
         except Exception:
@@ -740,3 +741,19 @@ class PoolExecutor(Executor):
         if slot.conn is not None:
             slot.conn.close()
         slot.proc, slot.conn = None, None
+
+
+def _died_text(device: str, code: int | None, job_id: str, store_root: str | Path) -> str:
+    """A worker's death while it ran `job_id`: the exit code (a signal by name: -9 is the kernel's out-of-memory
+    killer or a kill -9), and, where the job left a checkpoint, that `--retry-failed` resumes from it (a plain
+    `usagg run` skips a failed job, and the operator had no hint its epochs were kept)."""
+    how = f"exit code {code}"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            how += f" ({signal.Signals(-code).name})"
+    text = f"worker on {device} died with {how} while running job {job_id}"
+    from usagg.store import RunStore
+
+    if RunStore(store_root).has_checkpoint(job_id):
+        text += "; its last.pt is kept: `usagg run --retry-failed` resumes it from there"
+    return text
