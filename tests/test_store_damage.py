@@ -491,8 +491,10 @@ def test_a_full_disk_s_advice_fits_every_command_and_a_cache_names_its_folder(tm
         job = disk_full_error(err)
     assert job is not None and str(job).startswith(f"no space left on device at {tmp_path / 'last.pt'}")
     assert str(job).endswith(
-        "(`usagg run --retry-failed`, or `retry_failed=True` in `usagg.api.run_study`, runs this failed job again)"
+        "old cache entries); then `usagg run --retry-failed`, or `retry_failed=True` in `usagg.api.run_study`, runs "
+        "this failed job again"
     )
+    assert "run the command again" not in str(job)  # a plain run skips a failed job (ops audit II)
 
 
 @pytest.mark.parametrize("where", ["header", "orig_hw"])

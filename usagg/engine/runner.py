@@ -74,10 +74,13 @@ RETRY_FAILED = "`usagg run --retry-failed`, or `retry_failed=True` in `usagg.api
 
 
 def disk_full_error(err: BaseException) -> NoSpaceLeft | None:
-    """For a full disk (a NoSpaceLeft, or one that `err` wraps), the error to record: its message and how the
-    failed job runs again (`RETRY_FAILED`); else None."""
+    """For a full disk (a NoSpaceLeft, or one that `err` wraps), the error to record: its message, whose "then run
+    the command again" a failed job's would not obey (a plain `usagg run` skips it: the ops audit ran it again as
+    told and nothing trained), ending instead in how the failed job runs again (`RETRY_FAILED`); else None."""
     found = next((e for e in _chain(err) if isinstance(e, NoSpaceLeft)), None)
-    return None if found is None else NoSpaceLeft(f"{found} ({RETRY_FAILED})")
+    if found is None:
+        return None
+    return NoSpaceLeft(f"{str(found).removesuffix(', then run the command again')}; then {RETRY_FAILED}")
 
 
 def _chain(err: BaseException) -> list[BaseException]:
