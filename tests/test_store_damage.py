@@ -609,3 +609,18 @@ def test_a_damaged_best_checkpoint_of_an_unfinished_job_is_set_aside(tmp_path: P
     assert result.ok, RunStore(result.store_root).job_record(job.id)["error"]
     assert (best.parent / "best.pt.damaged").is_file() and checkpoint.load(best)["weights"]
     assert "training starts over from epoch 1 and writes it anew" in (best.parent.parent / "log.txt").read_text()
+
+
+def test_repair_removes_the_temporary_files_a_killed_writer_left_in_the_store_folder(tmp_path: Path) -> None:
+    """The ops audit II: .results.csv.*.tmp and .study.yaml.*.tmp of a process killed mid-write stayed in the
+    store's folder through later runs and a `usagg repair` that said nothing was damaged. Removed once stale; a
+    fresh one (a writer at work) stays."""
+    store, _ = make_store(tmp_path)
+    stale, fresh = store.root / ".results.csv.k1ll3d.tmp", store.root / ".plan.json.wr1t1ng.tmp"
+    for path in (stale, fresh):
+        path.write_text("half")
+    os.utime(stale, (0, 0))
+    made = store.repair()
+    assert made == [f"removed 1 temporary file(s) a killed writer left in {store.root}: {stale.name}"]
+    assert not stale.exists() and fresh.exists()
+    assert store.repair() == []

@@ -4,6 +4,8 @@ rebuilt where it is no results table or says other than the done jobs do. Reads 
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -56,7 +58,29 @@ def repair_store(store: RunStore, jobs: Sequence[Job] | None = None) -> list[str
         except JobLocked:
             continue  # its live runner is the job's writer; a later repair looks again
         made += [note for note in store.repairs[before:] if note not in store.unrepaired]
-    return made + _repair_results(store)
+    return made + _remove_stale_temporaries(store) + _repair_results(store)
+
+
+#: A temporary file of the store's own folder older than this has no live writer: an atomic write of study.yaml,
+#: specs.json, plan.json or results.csv takes well under a second.
+STALE_TEMPORARY_S = 600.0
+
+
+def _remove_stale_temporaries(store: RunStore) -> list[str]:
+    """Delete the half-written temporary files (usagg/atomic.py's .<name>.*.tmp) a killed writer left in the store's
+    own folder, older than `STALE_TEMPORARY_S`: a job folder's are removed when its lock is taken, these stayed
+    for good (the ops audit found .results.csv.*.tmp after later runs and a `usagg repair` "nothing damaged")."""
+    now, gone = time.time(), []
+    for tmp in sorted(store.root.glob(".*.tmp")):
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and not tmp.is_symlink() and now - tmp.lstat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
+                gone.append(tmp.name)
+    if not gone:
+        return []
+    note = f"removed {len(gone)} temporary file(s) a killed writer left in {store.root}: {', '.join(gone)}"
+    store.repairs.append(note)
+    return [note]
 
 
 def _repair_results(store: RunStore) -> list[str]:
