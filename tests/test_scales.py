@@ -314,3 +314,13 @@ def test_a_seed_interval_over_unequal_seed_counts_is_welchs_by_hand(tmp_path: Pa
     st = seed_interval(comp, 1.0, "a", "AU")
     assert st is not None and st.ci == pytest.approx((delta - half, delta + half), abs=1e-9)
     assert st.ci == pytest.approx((-80.809, 102.348), abs=1e-3)
+
+
+@pytest.mark.parametrize("scale", ["relative", "log_ratio", "headroom"])
+def test_a_lower_is_better_tie_is_zero_never_minus_zero(scale: str) -> None:
+    """The extension audit: a lower-is-better metric equal to TS's (MRE, HD, a plug-in's MAE) printed Δ "-0.0"."""
+    from usagg.analysis.tables import fmt_delta
+
+    value, why = change(scale, "MRE", 3.5, 3.5, False)
+    assert why == "" and value == 0.0 and math.copysign(1.0, value) == 1.0
+    assert fmt_delta(value) == fmt_delta(-0.0) == "+0.0"

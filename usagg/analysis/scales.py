@@ -58,18 +58,18 @@ def change(scale: str, metric: str, m_p: float, m_b: float, higher_is_better: bo
     if scale == "relative":
         if m_b == 0:
             return None, "baseline metric is 0, relative change undefined"
-        return s * (m_p - m_b) / abs(m_b) * 100.0, ""
+        return s * (m_p - m_b) / abs(m_b) * 100.0 + 0.0, ""  # + 0.0: a lower-is-better tie is 0, never -0.0
     if scale == "log_ratio":
         if m_b <= 0 or m_p <= 0:
             return None, f"a metric value ≤ 0 ({min(m_p, m_b):g}), log ratio undefined"
-        return s * math.log(m_p / m_b) * 100.0, ""
+        return s * math.log(m_p / m_b) * 100.0 + 0.0, ""
     if scale == "headroom":
         if m_p == m_b:
             return 0.0, ""
         dist = _headroom(metric, m_p, m_b, higher_is_better)
         if dist is None or dist <= 0:
             return None, "baseline at the metric's best value (or its best is unknown), no headroom"
-        return s * (m_p - m_b) / dist * 100.0, ""
+        return s * (m_p - m_b) / dist * 100.0 + 0.0, ""
     raise ValueError(f"unknown scale {scale!r}; one of {', '.join(SCALES)}")
 
 

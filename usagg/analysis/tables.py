@@ -120,7 +120,7 @@ def fmt_metric(v: float, ref: float | None = None) -> str:
 
 
 def fmt_delta(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:+.1f}"
+    return "n/a" if v is None else f"{v + 0.0:+.1f}"  # + 0.0: -0.0 (a tie) reads +0.0
 
 
 def frac_label(f: float) -> str:
