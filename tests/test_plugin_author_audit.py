@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_run import run_cli
 
 from tests.plugin_module import PluginFolder, plugin_folder
 from tests.tiny_study import MALIGNANCY, write_tiny_study
@@ -369,7 +370,9 @@ def test_analysing_a_plugin_study_without_the_plugin_names_the_plugin_its_jobs_r
     )
 
 
-def test_analysing_a_plugin_paradigm_study_without_the_plugin_names_the_plugin(tmp_path: Path) -> None:
+def test_analysing_a_plugin_paradigm_study_without_the_plugin_names_the_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Finding F0 of the extension audit: a study with a plug-in paradigm (BYTYPE, scope group, MoE on) analysed
     without its plug-in gave other statistics without a word (its one-task groups entered the aggregates, its 2x2
     design vanished): its scope and MoE are the paradigm's registration. Now refused, as an unknown type is."""
@@ -385,6 +388,9 @@ def test_analysing_a_plugin_paradigm_study_without_the_plugin_names_the_plugin(t
         f"{', '.join(paradigm_names())}); a plug-in registers that paradigm: load it here as the run did: name its "
         "module in USAGG_PLUGINS, or install its distribution (docs/internals.md, 'How to add a paradigm')"
     )
+    for command in ("status", "repair"):  # they said plan.json was damaged, and `usagg repair` could not fix it
+        code, out = run_cli([command, str(run_dir)], monkeypatch, capsys)
+        assert code == 2 and "the study's paradigm(s) 'BYTYPE' are not registered" in " ".join(out.split()), out
     study["paradigms"] = ["TS", "AU"]
     store.study_yaml.write_text(yaml.safe_dump(study))
     assert load_input(run_dir, None).table.rows  # the registered ones read as before

@@ -362,7 +362,7 @@ def _plugins_to_load(store: RunStore | None, what: str = "type") -> str:
 _DOC_NOUN = {"type": "task type", "paradigm": "paradigm"}
 
 
-def _check_registered(store: RunStore) -> None:
+def check_registered(store: RunStore) -> None:
     """Refuse a store whose study names a task type or a paradigm this process does not know, naming the plug-ins
     its jobs recorded. A type: its plan and results read no further (plan.json said it was "damaged, or written by
     another usagg version"). A paradigm: its scope and MoE (usagg/paradigms.py) pair it with its controls and decide
@@ -396,7 +396,7 @@ def load_input(run_dir: Path | None, results: Path | None, root: Path = Path("ru
     if results is None:
         run_dir = resolve_run_dir(run_dir, root)
         store = RunStore(run_dir)
-        _check_registered(store)
+        check_registered(store)
         csv_path = store.results_csv
         rebuilt = store.current_results()  # missing or older than a job's metrics: read from the jobs, not written
         why = results_damage(csv_path) if rebuilt is None else None

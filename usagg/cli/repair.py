@@ -38,11 +38,13 @@ def repair(
 ) -> None:
     from rich.markup import escape
 
+    from usagg.analysis.inputs import check_registered
     from usagg.cli.display import line_console
     from usagg.store import RunStore
 
     store = RunStore.latest("runs") if run_dir is None else RunStore(run_dir)
     store.require()
+    check_registered(store)  # a plug-in not loaded: named, where its plan read as damaged and its fix failed
     made = store.repair()
     console = line_console(highlight=False)
     for note in store.repairs:

@@ -719,10 +719,12 @@ def status(
 ) -> None:
     from rich.console import Console
 
+    from usagg.analysis.inputs import check_registered
     from usagg.store import RunStore
 
     store = RunStore.latest("runs") if run_dir is None else RunStore(run_dir)
     store.require()
+    check_registered(store)  # a plug-in's type or paradigm not loaded: named, not "plan.json is damaged"
     ids = store.job_ids()
     if as_json:
         typer.echo(json.dumps(_standard_json(_status_rows(store, ids)), indent=1, allow_nan=False))
