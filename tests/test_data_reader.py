@@ -97,3 +97,6 @@ def test_bad_rows_are_located(tmp_path: Path) -> None:
         ("label_out_of_range", 4),
     ]
     assert [s.row for s in scan.samples["c"]] == [1, 5]
+    (named,) = [p.message for p in scan.problems if p.kind == "bad_task_name"]  # a plug-in's type not loaded, say
+    assert named.startswith("task_name 'ocr' is not one of segmentation, classification, detection, regression")
+    assert "name a plug-in's module in USAGG_PLUGINS" in named and "'How to add a task type'" in named

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from usagg.errors import DataError, UsaggError
 from usagg.names import is_plain_name
+from usagg.registry import plugin_hint
 from usagg.safepath import control_characters, inside
 from usagg.tasktypes import find_task_type, get_task_type, task_type_names
 from usagg.tasktypes.base import Row, RowError, type_error
@@ -434,7 +435,8 @@ def _task_row(r: _CsvRow, root: Path, types: dict[str, Any], scan: SplitScan) ->
     if found is None:
         return problem(
             "bad_task_name",
-            f"task_name {r.record.get('task_name')!r} is not one of {', '.join(task_type_names())} (any case)",
+            f"task_name {r.record.get('task_name')!r} is not one of {', '.join(task_type_names())} (any case)"
+            + plugin_hint("How to add a task type"),
         )
     try:
         num_classes = Row(r.record, root, r.folder).integer("num_classes")
