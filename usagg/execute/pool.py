@@ -76,7 +76,7 @@ from usagg.engine.progress import Progress, ProgressFn, send, with_progress
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, record_failure
 from usagg.execute.inprocess import InProcessExecutor
-from usagg.signals import exit_on_sigterm, leave_sigint_to_parent, sigint_held
+from usagg.signals import exit_on_sigterm, leave_sigint_to_parent, sigint_held, stop_with_parent
 from usagg.wording import counted
 from usagg.workerstart import WORKER_PREFIX, refused_text
 
@@ -349,6 +349,9 @@ def _worker(
         conn.send(("ready", ""))
     os.environ.update(pins)
     exit_on_sigterm()
+    parent = mp.parent_process()
+    if parent is not None and parent.pid is not None:
+        stop_with_parent(parent.pid)  # a kill -9 of `usagg run` stops its workers too, each job back to pending
     from usagg.execute.base import call_job  # after pinning: nothing heavy imported before this line
 
     try:
