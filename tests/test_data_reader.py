@@ -100,3 +100,15 @@ def test_bad_rows_are_located(tmp_path: Path) -> None:
     (named,) = [p.message for p in scan.problems if p.kind == "bad_task_name"]  # a plug-in's type not loaded, say
     assert named.startswith("task_name 'ocr' is not one of segmentation, classification, detection, regression")
     assert "name a plug-in's module in USAGG_PLUGINS" in named and "'How to add a task type'" in named
+    for row in rows:  # one class: no classification (the type's check_num_classes, which the spec's TaskSpec asks)
+        row["num_classes"], row["task_name"], row["mask"] = 1, "classification", 0
+    write_csv(tmp_path / "train/csv_files/c.csv", header, rows)
+    scan = scan_split(tmp_path, "train")  # said once for the task, at its first row, not once per row
+    assert [(p.kind, p.row, p.message) for p in scan.problems] == [
+        (
+            "bad_value",
+            1,
+            "task c declares num_classes 1 in its rows: a classification task needs num_classes >= 2, got 1",
+        )
+    ]
+    assert scan.samples["c"] == []

@@ -459,6 +459,10 @@ def _scan_task(task_id: str, entries: list[_TaskRow], root: Path, scan: SplitSca
     samples = scan.samples.setdefault(task_id, [])
     where_first = f"{rel(first.csv.path, root)} row {first.csv.row}"
     tt = get_task_type(first.task_type)
+    if (why := tt.check_num_classes(first.num_classes)) is not None:  # as a spec's TaskSpec is checked; said once
+        message = f"task {task_id} declares num_classes {first.num_classes} in its rows: {why}"
+        scan.problems.append(Problem("bad_value", message, rel(first.csv.path, root), first.csv.row))
+        return
     shape = _Shape(tt, tuple(tt.required_columns(first.num_classes)), tuple(tt.csv_columns(first.num_classes)))
     duplicates = _Duplicates(root)
     for e in entries:
