@@ -431,19 +431,29 @@ def test_an_unknown_backbone_or_executor_says_where_plugins_come_from(tmp_path: 
         ) in text, kind
 
 
-@pytest.mark.slow  # a fresh interpreter runs a pool of two workers
-def test_an_entry_registered_in_an_interactive_session_is_named_in_the_worker_s_error(tmp_path: Path) -> None:
+@pytest.mark.slow  # a fresh interpreter runs the study
+def test_an_entry_registered_in_an_interactive_session_refuses_a_pool_before_any_job(tmp_path: Path) -> None:
+    """The extension audit II: a backbone registered in a notebook cell and cpu_jobs 2 failed every job (built-in
+    ones too), each with an error that named no entry. The pool refuses before it starts a worker, naming the
+    entry; every job stays pending for a run from a module (or with cpu_jobs 1)."""
     spec = _pool_study(tmp_path, "main", "lab_main")
     code = f"""
 import json
 from usagg.model.zoo import BackboneEntry, register_backbone
-from usagg.api import run_study
+from usagg.api import UsaggError, run_study
+from usagg.store import RunStore
 register_backbone("lab_main", BackboneEntry("{DINO}", 2, 32, {{"embed_dim": 32, "num_heads": 2, "depth": 2}}))
-print(json.dumps(sorted(set(run_study({str(spec)!r}).errors.values()))))
+try:
+    run_study({str(spec)!r})
+except UsaggError as err:
+    store = RunStore({str(tmp_path / "runs" / "main")!r})
+    print(json.dumps([str(err), sorted({{store.job_state(j) for j in store.job_ids()}})]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
-    assert json.loads(out.stdout.splitlines()[-1]) == [
-        "UsaggError: this job uses entries registered in an interactive session (a notebook, python -c), which a "
-        "worker process cannot import: define them in a module and import it, or name it in USAGG_PLUGINS, or set "
-        "execution.cpu_jobs: 1"
-    ], out.stderr[-2000:]
+    said, states = json.loads(out.stdout.splitlines()[-1])
+    assert said == (
+        "backbone 'lab_main' was registered in an interactive session (a notebook, python -c), which this run's "
+        "worker processes cannot import: define them in a module and import it, or name it in USAGG_PLUGINS, or set "
+        "execution.cpu_jobs: 1 (one job at a time, in this process); 2 jobs stay pending"
+    ), out.stderr[-2000:]
+    assert states == ["pending"]

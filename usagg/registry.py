@@ -238,6 +238,16 @@ def code_plugins() -> list[str]:
     return sorted(found) + (["__main__"] if interactive else [])
 
 
+def interactive_entries() -> list[str]:
+    """The entries an interactive session registered (a notebook cell, `python -c`: `__main__` without a file), as
+    errors name them ("backbone 'lab_main'"): no worker process can import them (`import_code_plugins`)."""
+    if hasattr(sys.modules.get("__main__"), "__file__"):
+        return []
+    return [
+        f"{reg.kind} {name!r}" for _, reg in _PLUGGABLE for name, origin in reg.origins.items() if origin == "__main__"
+    ]
+
+
 def import_code_plugins(modules: Iterable[str]) -> None:
     """Import `modules` (`code_plugins` of the process that made the job function) where they are not imported
     yet, each a UsaggError naming it when it cannot be (`load_plugin`). `__main__` (entries registered in an

@@ -76,6 +76,7 @@ from usagg.engine.progress import Progress, ProgressFn, send, with_progress
 from usagg.errors import UsaggError
 from usagg.execute.base import EventFn, Executor, JobFn, record_failure
 from usagg.execute.inprocess import InProcessExecutor
+from usagg.registry import PLUGINS_ENV, interactive_entries
 from usagg.signals import exit_on_sigterm, leave_sigint_to_parent, sigint_held, stop_with_parent
 from usagg.wording import counted
 from usagg.workerstart import WORKER_PREFIX, refused_text
@@ -535,6 +536,13 @@ class PoolExecutor(Executor):
             # one worker: no process to start; the threads a worker of the full pool would have
             lone = InProcessExecutor(self.store_root, threads=default_cpu_threads(self.jobs_per_device, self.threads))
             return lone.run(job_ids, fn, on_event, on_progress)
+        if entries := interactive_entries():  # before any worker: each would fail its job on them (every job)
+            raise UsaggError(
+                f"{', '.join(entries)} {'was' if len(entries) == 1 else 'were'} registered in an interactive session "
+                "(a notebook, python -c), which this run's worker processes cannot import: define them in a module "
+                f"and import it, or name it in {PLUGINS_ENV}, or set execution.cpu_jobs: 1 (one job at a time, in "
+                f"this process); {counted(len(job_ids), 'job')} stay pending"
+            )
         self._on_progress = on_progress
         self._jobs = len(job_ids)
         self._retired = []
