@@ -34,8 +34,21 @@ from usagg.errors import UsaggError
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
+#: How a full disk's error ends where nothing failed for good: the command, run again, goes on.
+AGAIN = ", then run the command again"
+
+
 class NoSpaceLeft(UsaggError):
-    """A write failed because the disk or quota is full; what was there before is kept."""
+    """A write failed because the disk or quota is full; what was there before is kept. `said`: what happened and
+    where to make room; `then`: how to go on (`AGAIN`), which a failed job says otherwise (usagg/engine/runner.py
+    `disk_full_error`)."""
+
+    def __init__(self, said: str, then: str = AGAIN) -> None:
+        super().__init__(said + then)
+        self.said, self.then = said, then
+
+    def __reduce__(self) -> tuple[type[NoSpaceLeft], tuple[str, str]]:
+        return NoSpaceLeft, (self.said, self.then)  # pickled whole: a worker's error reaches its parent
 
 
 def no_space_left(path: Path, err: OSError, *, cache: bool = False) -> NoSpaceLeft:
@@ -54,8 +67,7 @@ def no_space_left(path: Path, err: OSError, *, cache: bool = False) -> NoSpaceLe
     else:
         where, room = "", "free some space (`usagg cache prune` deletes old cache entries)"
     return NoSpaceLeft(
-        f"no space left on device at {path} ({err.strerror or err}){where}; nothing was half-written: {room}, then "
-        "run the command again"
+        f"no space left on device at {path} ({err.strerror or err}){where}; nothing was half-written: {room}"
     )
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from usagg import __version__
 from usagg.analysis.stats import Stat
-from usagg.atomic import NoSpaceLeft, read_regular, write_bytes_atomic, write_json_atomic
+from usagg.atomic import FULL_DISK, NoSpaceLeft, read_regular, write_bytes_atomic, write_json_atomic
 from usagg.cachedir import cache_root, entry_key, remove
 from usagg.joblock import JobLock
 from usagg.safepath import check_component, confined
@@ -250,7 +249,7 @@ class Memo:
                 try:
                     figs = render(drawing)
                 except (NoSpaceLeft, OSError) as err:  # render writes into `drawing` only: the memo's disk
-                    full = isinstance(err, NoSpaceLeft) or err.errno in (errno.ENOSPC, errno.EDQUOT)
+                    full = isinstance(err, NoSpaceLeft) or err.errno in FULL_DISK
                     if not full:
                         raise
                     return render(folder)  # full, and the memo only a speed-up: drawn in place, not kept

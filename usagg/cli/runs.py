@@ -735,28 +735,22 @@ def status(
     counts = Counter(store.display_state(jid) for jid in ids)
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     if counts.get("interrupted"):
-        line += f" ({_interrupted_text(store, [jid for jid in ids if store.display_state(jid) == 'interrupted'])})"
+        interrupted = [jid for jid in ids if store.display_state(jid) == "interrupted"]
+        line += f" (interrupted: their process is gone; {_resume_text(store, interrupted)})"
     stopped = [jid for jid in ids if store.display_state(jid) == "pending" and store.has_checkpoint(jid)]
-    if stopped:  # stopped in order (Ctrl-C, SIGTERM): pending again, and resumed like an interrupted job
-        line += f" ({_stopped_text(store, stopped)})"
+    if stopped:  # stopped in order (Ctrl-C, SIGTERM): pending again with its last.pt, resumed as an interrupted one
+        line += f" ({counted(len(stopped), 'pending job')} stopped with a checkpoint: {_resume_text(store, stopped)})"
     console.print(line)
 
 
-def _stopped_text(store: RunStore, ids: list[str]) -> str:
-    """What `usagg run` does to pending jobs a stopped run left a checkpoint for (Ctrl-C, SIGTERM put a job back to
-    pending with its last.pt, where a killed one shows interrupted): the same as to interrupted ones."""
-    said = _interrupted_text(store, ids).removeprefix("interrupted: their process is gone; ")
-    return f"{counted(len(ids), 'pending job')} stopped with a checkpoint: {said}"
-
-
-def _interrupted_text(store: RunStore, ids: list[str]) -> str:
-    """What `usagg run` does to interrupted jobs: resumes them, save those whose last.pt an older usagg wrote in a
-    layout this one cannot resume (`RunStore.unresumable_layout`) or is damaged (`RunStore.damaged_checkpoint`),
-    which start over from epoch 1."""
+def _resume_text(store: RunStore, ids: list[str]) -> str:
+    """What `usagg run` does to jobs with a last.pt (interrupted ones, and pending ones a stopped run left): resumes
+    them, save those whose last.pt an older usagg wrote in a layout this one cannot resume
+    (`RunStore.unresumable_layout`) or is damaged (`RunStore.damaged_checkpoint`), which start over from epoch 1."""
     layouts = {jid: layout for jid in ids if (layout := store.unresumable_layout(jid)) is not None}
     damaged = [jid for jid in ids if store.damaged_checkpoint(jid)]
     if not layouts and not damaged:
-        return "interrupted: their process is gone; `usagg run` resumes them"
+        return "`usagg run` resumes them"
     over = len(layouts) + len(damaged)
     resumed = f"resumes {len(ids) - over} and " if len(ids) > over else ""
     which = ", ".join(str(v) for v in sorted(set(layouts.values())))
@@ -767,7 +761,7 @@ def _interrupted_text(store: RunStore, ids: list[str]) -> str:
         why = f"{their[over == 1]} {parts[0][1]}"
     else:
         why = "; ".join(f"{counted(n, 'job')}: {their[n == 1]} {text}" for n, text in parts)
-    return f"interrupted: their process is gone; `usagg run` {resumed}starts {over} over from epoch 1: {why}"
+    return f"`usagg run` {resumed}starts {over} over from epoch 1: {why}"
 
 
 def register(app: typer.Typer) -> None:

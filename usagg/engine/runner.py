@@ -80,7 +80,7 @@ def disk_full_error(err: BaseException) -> NoSpaceLeft | None:
     found = next((e for e in _chain(err) if isinstance(e, NoSpaceLeft)), None)
     if found is None:
         return None
-    return NoSpaceLeft(f"{str(found).removesuffix(', then run the command again')}; then {RETRY_FAILED}")
+    return NoSpaceLeft(found.said, f"; then {RETRY_FAILED}")
 
 
 def _chain(err: BaseException) -> list[BaseException]:
